@@ -1,0 +1,47 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   installs everything into .venv and runs the main job on the embedded defaults
+#   make test   installs everything into .venv and runs the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
+STAMP := $(VENV)/.installed
+
+export OMP_NUM_THREADS := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test typecheck docs bench clean
+
+$(STAMP): pyproject.toml hookspecs/pyproject.toml constraints.txt $(PLUGINS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -c constraints.txt -e hookspecs -e '.[dev]' \
+		$(foreach dir,$(PLUGIN_DIRS),-e $(dir))
+	$(BIN)/pip check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/aieng plugins
+	$(BIN)/aieng run examples/pipelines/docs-qa.toml "How do I write a plugin?" --explain
+	$(BIN)/aieng run examples/pipelines/docs-qa.toml "What does the dispatcher do when a hook times out?"
+	$(BIN)/aieng run examples/pipelines/docs-qa.toml "How are events delivered to slow subscribers?"
+
+typecheck: install
+	$(BIN)/mypy --strict hookspecs/aieng_hookspecs aieng_core
+
+docs: install
+	$(BIN)/python -m aieng_core._hookdoc
+
+test: install typecheck
+	$(BIN)/python -m aieng_core._hookdoc --check
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+bench: install
+	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) *.egg-info hookspecs/*.egg-info

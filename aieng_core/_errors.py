@@ -1,0 +1,100 @@
+"""The kernel's exception types: one family, each naming where a failure came from."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AiengError",
+    "ConfigError",
+    "DuplicateComponentError",
+    "HookError",
+    "PluginLoadError",
+    "UnknownComponentError",
+]
+
+
+class AiengError(Exception):
+    """Base of every error the kernel raises."""
+
+
+class HookError(AiengError):
+    """A hook impl failed (raised, timed out, or returned a value of the wrong type).
+
+    :param hook: the hook's name (``aieng_retrieve``).
+    :param plugin: the component or plugin whose impl failed.
+    :param distribution: the installed distribution that provides it, with its version.
+    :param stage: the pipeline stage that called it (empty outside a stage).
+    :param cause: the original exception (also chained as ``__cause__``).
+    :param hint: what the user can do about it.
+    """
+
+    def __init__(
+        self,
+        *,
+        hook: str,
+        plugin: str,
+        distribution: str = "",
+        stage: str = "",
+        cause: BaseException | None = None,
+        hint: str = "",
+        message: str = "",
+    ) -> None:
+        self.hook = hook
+        self.plugin = plugin
+        self.distribution = distribution
+        self.stage = stage
+        self.cause = cause
+        self.hint = hint
+        where = f"stage {stage!r}, " if stage else ""
+        dist = f" ({distribution})" if distribution else ""
+        what = message or (f"{type(cause).__name__}: {cause}" if cause else "failed")
+        text = f"{where}hook {hook} of {plugin!r}{dist}: {what}"
+        if hint:
+            text += f"\n  hint: {hint}"
+        super().__init__(text)
+
+
+class ConfigError(AiengError):
+    """A pipeline file or dict is invalid.
+
+    :param source: the file (or ``<dict>``) being loaded.
+    :param key: the dotted key path of the bad value (``components.search.k``).
+    :param problem: what is wrong.
+    :param expected: what was expected (a type or a description).
+    :param choices: the valid choices, when there is a closed set.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        source: str = "<dict>",
+        key: str = "",
+        expected: str = "",
+        choices: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        self.expected = expected
+        self.choices = tuple(choices)
+        text = f"{source}: {key}: {problem}" if key else f"{source}: {problem}"
+        if expected:
+            text += f"; expected {expected}"
+        if self.choices:
+            text += f"; valid choices: {', '.join(self.choices)}"
+        super().__init__(text)
+
+
+class PluginLoadError(AiengError):
+    """A plugin failed to import or register; the kernel disables it and goes on."""
+
+
+class DuplicateComponentError(PluginLoadError):
+    """Two plugins registered the same component name."""
+
+
+class UnknownComponentError(AiengError, KeyError):
+    """No loaded plugin offers a component of that name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,30 @@
+"""The run in progress, carried through a contextvar so concurrent runs never mix events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+
+import attrs
+
+from aieng_hookspecs.types import Event
+
+__all__ = ["CURRENT_RUN", "RunScope"]
+
+
+@attrs.define
+class RunScope:
+    """Where one run's events go: its own trace, and the bus."""
+
+    run_id: str
+    pipeline: str
+    publish: Callable[[Event], None]
+    trace: list[Event] = attrs.field(factory=list)
+
+    def emit(self, event: Event) -> None:
+        """Record the event in the run's trace and publish it."""
+        self.trace.append(event)
+        self.publish(event)
+
+
+CURRENT_RUN: ContextVar[RunScope | None] = ContextVar("aieng_current_run", default=None)

@@ -1,0 +1,173 @@
+"""``memory``: an in-process BM25 index, for tests, examples and small corpora."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Document, Hit, Query
+
+from ._text import tokenize
+
+__all__ = ["MemoryOptions", "MemoryRetriever", "read_documents"]
+
+
+@attrs.frozen
+class MemoryOptions:
+    """Options of the ``memory`` retriever.
+
+    :param documents: a folder of ``.md`` / ``.txt`` files (one document per markdown
+        section) or a BEIR ``corpus.jsonl`` to index at start; empty: start empty.
+    :param k1: BM25 term-frequency saturation.
+    :param b: BM25 length normalization.
+    """
+
+    documents: str = ""
+    k1: float = attrs.field(default=1.2, validator=attrs.validators.ge(0.0))
+    b: float = attrs.field(default=0.75, validator=[attrs.validators.ge(0.0),
+                                                    attrs.validators.le(1.0)])
+
+
+class MemoryRetriever:
+    """BM25 over an in-memory inverted index; documents with an existing id replace it."""
+
+    def __init__(self, options: MemoryOptions) -> None:
+        self.options = options
+        self._docs: dict[str, Document] = {}
+        self._tf: dict[str, Counter[str]] = {}
+        self._postings: dict[str, set[str]] = {}
+        self._lengths: dict[str, int] = {}
+        self._total_len = 0
+        if options.documents:
+            self._add(read_documents(Path(options.documents)))
+
+    def _add(self, documents: Sequence[Document]) -> int:
+        for doc in documents:
+            if doc.id in self._docs:
+                self._remove(doc.id)
+            counts = Counter(tokenize(f"{doc.title}\n{doc.text}"))
+            self._docs[doc.id] = doc
+            self._tf[doc.id] = counts
+            self._lengths[doc.id] = sum(counts.values())
+            self._total_len += self._lengths[doc.id]
+            for term in counts:
+                self._postings.setdefault(term, set()).add(doc.id)
+        return len(documents)
+
+    def _remove(self, doc_id: str) -> None:
+        counts = self._tf.pop(doc_id)
+        self._total_len -= self._lengths.pop(doc_id)
+        del self._docs[doc_id]
+        for term in counts:
+            self._postings[term].discard(doc_id)
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    @hookimpl
+    def aieng_index(self, documents: Sequence[Document]) -> int:
+        return self._add(documents)
+
+    @hookimpl
+    def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
+        terms = tokenize(query.text)
+        n = len(self._docs)
+        if not terms or not n:
+            return []
+        avg = self._total_len / n or 1.0
+        k1, b = self.options.k1, self.options.b
+        scores: dict[str, float] = {}
+        for term in set(terms):
+            posting = self._postings.get(term)
+            if not posting:
+                continue
+            idf = math.log(1.0 + (n - len(posting) + 0.5) / (len(posting) + 0.5))
+            for doc_id in posting:
+                tf = self._tf[doc_id][term]
+                length = self._lengths[doc_id]
+                scores[doc_id] = scores.get(doc_id, 0.0) + idf * tf * (k1 + 1) / (
+                    tf + k1 * (1 - b + b * length / avg))
+        filters = query.filters
+        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+        hits = []
+        for doc_id, score in ranked:
+            doc = self._docs[doc_id]
+            if filters and any(doc.metadata.get(key) != value for key, value in filters.items()):
+                continue
+            hits.append(Hit(document=doc, score=score, rank=len(hits) + 1, source="memory"))
+            if len(hits) == k:
+                break
+        return hits
+
+
+def read_documents(path: Path) -> list[Document]:
+    """Documents from a BEIR ``corpus.jsonl``, a markdown / text file, or a folder of them.
+
+    Markdown is cut at headings, one document per section, titled by the heading.
+
+    :raises FileNotFoundError: when ``path`` does not exist.
+    :raises ValueError: for a malformed ``.jsonl`` line (with its line number) or a file
+        that is not UTF-8.
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.is_dir():
+        found: list[Document] = []
+        for file in sorted(path.rglob("*")):
+            if file.is_file() and file.suffix in (".md", ".txt", ".jsonl"):
+                found.extend(read_documents(file))
+        return found
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+    if path.suffix == ".jsonl":
+        return _jsonl(path, text)
+    if path.suffix == ".md":
+        return _markdown(path, text)
+    return [Document(id=str(path), text=text, title=path.stem)]
+
+
+def _jsonl(path: Path, text: str) -> list[Document]:
+    docs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            docs.append(Document(id=str(row["_id"]), text=str(row.get("text", "")),
+                                 title=str(row.get("title", ""))))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}:{number}: not a BEIR corpus row ({exc})") from None
+    return docs
+
+
+def _markdown(path: Path, text: str) -> list[Document]:
+    docs: list[Document] = []
+    title, body, index = path.stem, [], 0
+
+    def flush() -> None:
+        nonlocal index
+        content = "\n".join(body).strip()
+        if content:
+            docs.append(Document(id=f"{path}#{index}", text=content, title=title,
+                                 metadata={"path": str(path)}))
+            index += 1
+
+    fenced = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced and line.startswith("#"):
+            flush()
+            title, body = line.lstrip("#").strip() or path.stem, []
+        else:
+            body.append(line)
+    flush()
+    return docs

@@ -1,0 +1,240 @@
+"""The event bus: typed events, one bounded stream per subscriber, never in a request's way.
+
+``publish`` is synchronous and never waits: each matching subscriber has its own bounded
+anyio memory stream; when one is full the event is dropped *for that subscriber only* and
+counted. Callback subscribers are drained by a task in the kernel's task group, which takes
+everything queued at each wake-up (so a hot loop of runs cannot starve it) and reports what
+it missed as a ``bus.dropped`` event and a warning log. A callback that raises is logged
+with its name and counted; the request never sees it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import attrs
+import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from aieng_hookspecs.types import BusDropped, Event
+
+__all__ = ["EventBus", "SubscriberStats", "Subscription"]
+
+log = structlog.get_logger(__name__)
+
+Callback = Callable[[Event], "Awaitable[None] | None"]
+
+
+@attrs.frozen
+class SubscriberStats:
+    """Delivery counters of one subscriber."""
+
+    name: str
+    pattern: str
+    delivered: int
+    dropped: int
+    failed: int
+
+
+class _Subscriber:
+    __slots__ = ("name", "pattern", "pipeline", "send", "receive", "delivered", "dropped",
+                 "reported", "failed", "_matches")
+
+    def __init__(self, name: str, pattern: str, pipeline: str | None, buffer: int) -> None:
+        self.name = name
+        self.pattern = pattern
+        self.pipeline = pipeline
+        send, receive = anyio.create_memory_object_stream[Event](buffer)
+        self.send: MemoryObjectSendStream[Event] = send
+        self.receive: MemoryObjectReceiveStream[Event] = receive
+        self.delivered = 0
+        self.dropped = 0
+        self.reported = 0
+        self.failed = 0
+        self._matches: dict[str, bool] = {}
+
+    def wants(self, event: Event) -> bool:
+        if self.pipeline is not None and event.pipeline != self.pipeline:
+            return False
+        name = event.name
+        hit = self._matches.get(name)
+        if hit is None:
+            hit = self._matches[name] = fnmatch.fnmatchcase(name, self.pattern)
+        return hit
+
+    def stats(self) -> SubscriberStats:
+        return SubscriberStats(self.name, self.pattern, self.delivered, self.dropped, self.failed)
+
+
+class Subscription:
+    """An async iterator over the events a ``subscribe`` call matched.
+
+    ``dropped`` counts the events that did not fit its buffer while nobody read.
+    """
+
+    def __init__(self, subscriber: _Subscriber) -> None:
+        self._sub = subscriber
+
+    @property
+    def dropped(self) -> int:
+        """Events that were published to this subscription but did not fit its buffer."""
+        return self._sub.dropped
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            event = await self._sub.receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        self._sub.delivered += 1
+        return event
+
+    def pending(self) -> list[Event]:
+        """Take every event queued now without waiting."""
+        taken = []
+        while True:
+            try:
+                taken.append(self._sub.receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        self._sub.delivered += len(taken)
+        return taken
+
+
+class EventBus:
+    """Publish / subscribe for :class:`Event` values.
+
+    :param buffer: events each subscriber may have queued before new ones are dropped.
+    """
+
+    def __init__(self, *, buffer: int = 4096) -> None:
+        if buffer < 1:
+            raise ValueError("buffer must be at least 1")
+        self._buffer = buffer
+        self._subscribers: list[_Subscriber] = []
+        self._task_group: TaskGroup | None = None
+        self._closed: list[_Subscriber] = []
+
+    def publish(self, event: Event) -> None:
+        """Queue an event for every matching subscriber; never blocks, never raises."""
+        for sub in self._subscribers:
+            if sub.wants(event):
+                try:
+                    sub.send.send_nowait(event)
+                except anyio.WouldBlock:
+                    sub.dropped += 1
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    pass
+
+    def listening(self, name: str) -> bool:
+        """Whether any subscriber would receive an event of this name (to skip costly ones)."""
+        return any(fnmatch.fnmatchcase(name, sub.pattern) for sub in self._subscribers)
+
+    # -- callback subscribers (run in the kernel's task group) ----------------------------
+
+    def start(self, task_group: TaskGroup) -> None:
+        """Attach to the kernel's task group; callback subscribers run there."""
+        self._task_group = task_group
+
+    def add_callback(
+        self,
+        callback: Callback,
+        *,
+        name: str,
+        pattern: str = "*",
+        pipeline: str | None = None,
+    ) -> Callable[[], None]:
+        """Deliver matching events to ``callback`` (sync or async) from its own task.
+
+        :param name: the subscriber's name, used in logs and stats (the plugin's name).
+        :param pattern: shell-style pattern on event names (``"backend.*"``).
+        :param pipeline: only events of this pipeline, when given.
+        :returns: a function that unsubscribes (the task drains what is queued, then ends).
+        """
+        if self._task_group is None:
+            raise RuntimeError("the bus is not started: use the kernel as 'async with Kernel()'")
+        sub = _Subscriber(name, pattern, pipeline, self._buffer)
+        self._subscribers.append(sub)
+        self._task_group.start_soon(self._pump, sub, callback, name=f"aieng-subscriber:{name}")
+        return lambda: self._remove(sub)
+
+    async def _pump(self, sub: _Subscriber, callback: Callback) -> None:
+        is_async = inspect.iscoroutinefunction(callback)
+        async with sub.receive:
+            while True:
+                try:
+                    first = await sub.receive.receive()
+                except anyio.EndOfStream:
+                    break
+                batch = [first]
+                while True:  # drain everything queued per wake-up
+                    try:
+                        batch.append(sub.receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                for event in batch:
+                    try:
+                        if is_async:
+                            await callback(event)  # type: ignore[misc]
+                        else:
+                            callback(event)
+                        sub.delivered += 1
+                    except Exception as exc:  # a subscriber's fault never reaches a request
+                        sub.failed += 1
+                        log.warning("bus.subscriber_failed", subscriber=sub.name,
+                                    event_name=event.name, error=f"{type(exc).__name__}: {exc}")
+                self._report_drops(sub)
+
+    def _report_drops(self, sub: _Subscriber) -> None:
+        missed = sub.dropped - sub.reported
+        if missed > 0:
+            sub.reported = sub.dropped
+            log.warning("bus.dropped", subscriber=sub.name, dropped=missed, total=sub.dropped)
+            self.publish(BusDropped(subscriber=sub.name, dropped=missed))
+
+    def _remove(self, sub: _Subscriber) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+            self._closed.append(sub)
+            sub.send.close()
+
+    # -- iterator subscribers (read by the caller's own code) -----------------------------
+
+    @asynccontextmanager
+    async def subscribe(
+        self, pattern: str = "*", *, pipeline: str | None = None, name: str = "subscription"
+    ) -> AsyncIterator[Subscription]:
+        """Receive matching events by iterating: ``async with bus.subscribe("stage.*") as s``.
+
+        The buffer is bounded; events published while it is full are counted in
+        ``s.dropped``. Leaving the block unsubscribes.
+        """
+        sub = _Subscriber(name, pattern, pipeline, self._buffer)
+        self._subscribers.append(sub)
+        try:
+            yield Subscription(sub)
+        finally:
+            self._remove(sub)
+            sub.receive.close()
+
+    def stats(self) -> list[SubscriberStats]:
+        """Counters of every subscriber, current and removed."""
+        return [s.stats() for s in (*self._subscribers, *self._closed)]
+
+    def close(self) -> None:
+        """Stop accepting events; callback subscribers drain their queues and end."""
+        for sub in list(self._subscribers):
+            self._remove(sub)
+        for sub in self._closed:
+            if sub.dropped:
+                log.warning("bus.subscriber_summary", subscriber=sub.name,
+                            delivered=sub.delivered, dropped=sub.dropped, failed=sub.failed)
+

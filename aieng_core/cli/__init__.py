@@ -1,0 +1,5 @@
+"""The ``aieng`` command line."""
+
+from ._app import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,87 @@
+"""The root command group; plugins add sub-commands through ``aieng_register_commands``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from .._errors import AiengError
+from ..kernel import Kernel
+from ..logs import configure_logging
+
+__all__ = ["cli", "main"]
+
+
+class _Root(click.Group):
+    """Loads plugins once, lets them add commands, and turns our errors into clean exits."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self, ctx: click.Context) -> None:
+        if self._plugins_added:
+            return
+        self._plugins_added = True
+        kernel = _kernel(ctx)
+        pm = kernel.registry.plugin_manager
+        for impl in pm.hook.aieng_register_commands.get_hookimpls():
+            try:
+                impl.function(*[self for _ in impl.argnames])
+            except Exception as exc:  # a plugin's CLI error must not break the CLI
+                click.echo(f"aieng: plugin {impl.plugin_name!r} failed to add commands: "
+                           f"{type(exc).__name__}: {exc}", err=True)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands(ctx)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._add_plugin_commands(ctx)
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AiengError as exc:
+            click.echo(f"aieng: error: {exc}", err=True)
+            ctx.exit(2 if exc.__class__.__name__ == "ConfigError" else 1)
+
+
+def _kernel(ctx: click.Context) -> Kernel:
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    kernel = root.obj.get("kernel")
+    if kernel is None:
+        kernel = root.obj["kernel"] = Kernel().load()
+    return kernel  # type: ignore[no-any-return]
+
+
+@click.group(cls=_Root)
+@click.option("--log-level", default=lambda: os.environ.get("AIENG_LOG_LEVEL", "WARNING"),
+              show_default="WARNING (or $AIENG_LOG_LEVEL)",
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Lowest log level written to stderr (JSON unless stderr is a terminal).")
+@click.version_option(package_name="aieng")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str) -> None:
+    """aieng: compose AI pipelines from plugins, run them, inspect them."""
+    configure_logging(level=log_level)
+    ctx.ensure_object(dict)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from . import _commands  # noqa: F401  (registers the built-in commands)
+
+    cli(prog_name="aieng")
+
+
+def kernel_of(ctx: click.Context) -> Kernel:
+    """The CLI's kernel (plugins loaded once per invocation)."""
+    return _kernel(ctx)
+
+

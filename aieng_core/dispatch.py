@@ -1,0 +1,355 @@
+"""The dispatcher: the only place role hooks are called.
+
+pluggy's own call loop never runs them: its ``firstresult`` would take an un-awaited
+coroutine for a result. The dispatcher walks a hook's impls in pluggy's order (tryfirst,
+then last-registered first, then trylast), passes each only the arguments it declares, and
+awaits it with the declared mode (first, gather or chain), a timeout and an error policy.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, Literal
+
+import anyio
+import attrs
+import pluggy
+from pluggy import HookImpl
+
+from aieng_hookspecs import PROJECT, CallMode
+from aieng_hookspecs.types import ErrorEvent, Event, HookCalled
+
+from ._errors import HookError
+from ._scope import CURRENT_RUN
+
+__all__ = ["Dispatcher", "HookMonitor", "ImplCall", "StagePolicy"]
+
+OnError = Literal["fail", "skip", "fallback"]
+ON_ERROR: tuple[str, ...] = ("fail", "skip", "fallback")
+
+
+@attrs.frozen
+class StagePolicy:
+    """How a stage treats its impls' failures.
+
+    :param timeout: seconds each impl call may take (``None``: no limit). A plain sync impl
+        that runs inline cannot be interrupted; mark it ``@blocking`` to make it cancellable.
+    :param on_error: ``fail`` raises :class:`HookError`; ``skip`` raises too, and the
+        pipeline then skips the stage with an ``error`` event; ``fallback`` moves on to the
+        next impl (first), drops the failed result (gather) or passes the previous value on
+        (chain), with an ``error`` event each time.
+    """
+
+    timeout: float | None = attrs.field(default=30.0)
+    on_error: OnError = attrs.field(default="fail", validator=attrs.validators.in_(ON_ERROR))
+
+    @timeout.validator
+    def _positive(self, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+        if value is not None and not value > 0:
+            raise ValueError(f"timeout must be positive, got {value!r}")
+
+
+DEFAULT_POLICY = StagePolicy()
+
+
+@attrs.frozen
+class ImplCall:
+    """What a hook monitor sees of one impl call."""
+
+    hook: str
+    plugin: str
+    stage: str
+    kwargs: Mapping[str, Any]
+    outcome: str  # ok | none | error | timeout
+    result: Any
+    error: BaseException | None
+    duration_s: float
+
+
+HookMonitor = Callable[[ImplCall], None]
+
+_SYNC, _ASYNC, _BLOCKING = 0, 1, 2
+
+
+class Dispatcher:
+    """Calls the role hooks of one plugin manager (a pipeline's components).
+
+    :param pm: the plugin manager holding the component instances.
+    :param emit: publishes an event (``error``, ``hook.called``).
+    :param labels: maps a plugin name to ``(name, distribution label)`` for error messages.
+    :param monitors: callables told about every impl call (the testing kit's recorder).
+    :param trace_hooks: whether to emit a ``hook.called`` event per impl call.
+    :param limiter: bounds the worker threads of ``@blocking`` impls.
+    """
+
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        *,
+        emit: Callable[[Event], None],
+        labels: Callable[[str], str] = lambda name: "",
+        monitors: Sequence[HookMonitor] = (),
+        trace_hooks: bool = False,
+        limiter: anyio.CapacityLimiter | None = None,
+    ) -> None:
+        self._pm = pm
+        self._emit = emit
+        self._labels = labels
+        self._monitors = monitors
+        self.trace_hooks = trace_hooks
+        self._limiter = limiter
+        self._kinds: dict[Callable[..., Any], int] = {}
+        #: impls in flight: token -> plugin/hook label (read by the loop watchdog).
+        self.active: dict[int, str] = {}
+        #: recently finished impl calls: (label, start, end), for the loop watchdog.
+        self.recent: deque[tuple[str, float, float]] = deque(maxlen=256)
+        self.pipeline = ""
+
+    def _publish(self, make: Callable[[str, str], Event]) -> None:
+        scope = CURRENT_RUN.get()
+        if scope is None:
+            self._emit(make("", self.pipeline))
+        else:
+            scope.emit(make(scope.run_id, scope.pipeline))
+
+    # -- the three modes -----------------------------------------------------------------
+
+    def impls(self, hook: str, only: Sequence[str] | None = None) -> list[HookImpl]:
+        """The hook's impls in call order, optionally only those of the named plugins."""
+        caller = getattr(self._pm.hook, hook)
+        # pluggy stores impls in reverse call order; wrappers have no meaning here.
+        found = [i for i in reversed(caller.get_hookimpls()) if not (i.wrapper or i.hookwrapper)]
+        if only is not None:
+            by_name = {i.plugin_name: i for i in found}
+            found = [by_name[name] for name in only if name in by_name]
+        return found
+
+    async def first(
+        self,
+        hook: str,
+        kwargs: Mapping[str, Any],
+        *,
+        stage: str = "",
+        policy: StagePolicy = DEFAULT_POLICY,
+        only: Sequence[str] | None = None,
+    ) -> tuple[Any, str] | None:
+        """Await impls in order until one returns a value that is not ``None``.
+
+        :returns: ``(value, plugin name)``, or ``None`` when every impl returned ``None``.
+        :raises HookError: on an impl failure (``fail`` / ``skip``), or under ``fallback``
+            when every impl failed or returned ``None`` after at least one failure.
+        """
+        failure: HookError | None = None
+        for impl in self.impls(hook, only):
+            try:
+                value = await self._call(impl, hook, kwargs, stage, policy)
+            except HookError as exc:
+                if policy.on_error != "fallback":
+                    raise
+                failure = exc
+                continue
+            if value is not None:
+                return value, impl.plugin_name
+        if failure is not None:
+            raise failure
+        return None
+
+    async def gather(
+        self,
+        hook: str,
+        kwargs: Mapping[str, Any],
+        *,
+        stage: str = "",
+        policy: StagePolicy = DEFAULT_POLICY,
+    ) -> list[tuple[Any, str]]:
+        """Run every impl concurrently; return ``(value, plugin)`` pairs in impl order.
+
+        ``None`` results are left out. Under ``fallback`` failed impls are left out too;
+        otherwise the first failure cancels the others and raises :class:`HookError`.
+        """
+        impls = self.impls(hook)
+        if len(impls) == 1:  # the common case needs no task group
+            value = await self._gather_one(impls[0], hook, kwargs, stage, policy)
+            return [] if value is None else [(value, impls[0].plugin_name)]
+        results: list[Any] = [None] * len(impls)
+
+        async def run(index: int, impl: HookImpl) -> None:
+            results[index] = await self._gather_one(impl, hook, kwargs, stage, policy)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for index, impl in enumerate(impls):
+                    tg.start_soon(run, index, impl)
+        except BaseExceptionGroup as group:
+            errors = group.subgroup(HookError)
+            if errors is not None and errors.exceptions:
+                raise _first_leaf(errors) from None
+            raise
+        return [(r, i.plugin_name) for r, i in zip(results, impls) if r is not None]
+
+    async def _gather_one(
+        self, impl: HookImpl, hook: str, kwargs: Mapping[str, Any], stage: str, policy: StagePolicy
+    ) -> Any:
+        try:
+            return await self._call(impl, hook, kwargs, stage, policy)
+        except HookError:
+            if policy.on_error == "fallback":
+                return None
+            raise
+
+    async def chain(
+        self,
+        hook: str,
+        kwargs: Mapping[str, Any],
+        fold: Callable[[dict[str, Any], Any, str], dict[str, Any] | None],
+        *,
+        stage: str = "",
+        policy: StagePolicy = DEFAULT_POLICY,
+    ) -> dict[str, Any]:
+        """Run impls in order, each receiving what ``fold`` made of the previous output.
+
+        :param fold: ``fold(kwargs, value, plugin)`` returns the next impl's kwargs, or
+            ``None`` to stop the chain (a guard's block). ``None`` values skip the fold.
+        :returns: the last kwargs.
+        """
+        current = dict(kwargs)
+        for impl in self.impls(hook):
+            try:
+                value = await self._call(impl, hook, current, stage, policy)
+            except HookError:
+                if policy.on_error != "fallback":
+                    raise
+                continue
+            if value is None:
+                continue
+            folded = fold(current, value, impl.plugin_name)
+            if folded is None:
+                break
+            current = folded
+        return current
+
+    # -- one impl ------------------------------------------------------------------------
+
+    def _kind(self, function: Callable[..., Any]) -> int:
+        kind = self._kinds.get(function)
+        if kind is None:
+            if inspect.iscoroutinefunction(function):
+                kind = _ASYNC
+            elif getattr(function, f"{PROJECT}_blocking", False):
+                kind = _BLOCKING
+            else:
+                kind = _SYNC
+            self._kinds[function] = kind
+        return kind
+
+    async def _call(
+        self,
+        impl: HookImpl,
+        hook: str,
+        kwargs: Mapping[str, Any],
+        stage: str,
+        policy: StagePolicy,
+    ) -> Any:
+        function = impl.function
+        args = [kwargs[name] for name in impl.argnames]
+        kind = self._kind(function)
+        label = f"{impl.plugin_name}.{hook}"
+        token = id(args)
+        self.active[token] = label
+        start = time.perf_counter()
+        outcome, value, error = "ok", None, None
+        try:
+            if kind == _SYNC:
+                value = function(*args)
+                if inspect.isawaitable(value):
+                    value = await self._bounded(value, policy.timeout)
+            elif kind == _ASYNC:
+                value = await self._bounded(function(*args), policy.timeout)
+            else:
+                value = await self._bounded(
+                    anyio.to_thread.run_sync(
+                        partial(function, *args), limiter=self._limiter, abandon_on_cancel=True
+                    ),
+                    policy.timeout,
+                )
+        except TimeoutError as exc:
+            outcome, error = "timeout", exc
+        except Exception as exc:  # the plugin's fault: wrap it, never let it escape raw
+            outcome, error = "error", exc
+        finally:
+            end = time.perf_counter()
+            del self.active[token]
+            self.recent.append((label, start, end))
+        if outcome == "ok" and value is None:
+            outcome = "none"
+        if self._monitors or self.trace_hooks:
+            self._observe(hook, impl.plugin_name, stage, kwargs, outcome, value, error, end - start)
+        if error is not None:
+            raise self._failure(impl, hook, stage, policy, error, outcome)
+        return value
+
+    @staticmethod
+    async def _bounded(awaitable: Awaitable[Any], timeout: float | None) -> Any:
+        if timeout is None:
+            return await awaitable
+        with anyio.fail_after(timeout):
+            return await awaitable
+
+    def _observe(
+        self,
+        hook: str,
+        plugin: str,
+        stage: str,
+        kwargs: Mapping[str, Any],
+        outcome: str,
+        value: Any,
+        error: BaseException | None,
+        duration: float,
+    ) -> None:
+        call = ImplCall(hook, plugin, stage, kwargs, outcome, value, error, duration)
+        for monitor in self._monitors:
+            monitor(call)
+        if self.trace_hooks:
+            self._publish(lambda run_id, pipeline: HookCalled(
+                run_id=run_id, pipeline=pipeline, hook=hook, plugin=plugin, stage=stage,
+                outcome=outcome, duration_s=duration))
+
+    def _failure(
+        self,
+        impl: HookImpl,
+        hook: str,
+        stage: str,
+        policy: StagePolicy,
+        error: BaseException,
+        outcome: str,
+    ) -> HookError:
+        plugin = impl.plugin_name
+        if outcome == "timeout":
+            message = f"timed out after {policy.timeout} s"
+            hint = "raise the stage's timeout, or make the impl async / @blocking"
+        else:
+            message = f"{type(error).__name__}: {error}"
+            hint = ""
+        self._publish(lambda run_id, pipeline: ErrorEvent(
+            run_id=run_id, pipeline=pipeline, stage=stage, hook=hook, plugin=plugin,
+            error_type=type(error).__name__, message=message, policy=policy.on_error))
+        failure = HookError(hook=hook, plugin=plugin, distribution=self._labels(plugin),
+                            stage=stage, cause=error, hint=hint, message=message)
+        failure.__cause__ = error
+        return failure
+
+
+def _first_leaf(group: BaseExceptionGroup[HookError]) -> HookError:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def call_mode(pm: pluggy.PluginManager, hook: str) -> CallMode:
+    """The declared call mode of a hook of ``pm``."""
+    spec = getattr(pm.hook, hook).spec
+    mode: CallMode = spec.function.aieng_call_mode
+    return mode

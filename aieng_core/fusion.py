@@ -1,0 +1,46 @@
+"""Reciprocal rank fusion: the kernel's default ``aieng_fuse`` when no fuser answers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from aieng_hookspecs.types import Document, Hit
+
+__all__ = ["reciprocal_rank_fusion"]
+
+
+def reciprocal_rank_fusion(runs: Sequence[Sequence[Hit]], *, k: int = 60) -> list[Hit]:
+    """Fuse ranked runs by ``sum(1 / (k + rank))`` per document.
+
+    The result does not depend on the order of ``runs``: contributions are summed exactly
+    (``math.fsum``), ties are broken by document id, and when runs carry different versions
+    of one document the one ranked best (then by source, then text) is kept.
+
+    :param runs: ranked lists of hits, best first; a document repeated inside one run counts
+        once, at its best position.
+    :param k: the RRF constant (60 in Cormack et al., 2009); larger flattens the curve.
+    :returns: every document once, best first, with ranks 1..n and ``source="rrf"``.
+    """
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    parts: dict[str, list[float]] = {}
+    chosen: dict[str, tuple[int, str, str, Document]] = {}
+    for run in runs:
+        seen: set[str] = set()
+        for position, hit in enumerate(run, start=1):
+            doc = hit.document
+            if doc.id in seen:
+                continue
+            seen.add(doc.id)
+            # The position in the run, not hit.rank, so a mis-numbered run cannot skew it.
+            parts.setdefault(doc.id, []).append(1.0 / (k + position))
+            key = (position, hit.source, doc.text, doc)
+            if doc.id not in chosen or key[:3] < chosen[doc.id][:3]:
+                chosen[doc.id] = key
+    scores = {doc_id: math.fsum(values) for doc_id, values in parts.items()}
+    ordered = sorted(scores, key=lambda doc_id: (-scores[doc_id], doc_id))
+    return [
+        Hit(document=chosen[doc_id][3], score=scores[doc_id], rank=rank, source="rrf")
+        for rank, doc_id in enumerate(ordered, start=1)
+    ]

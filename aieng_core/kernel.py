@@ -1,0 +1,186 @@
+"""The kernel: a registry of plugins, an event bus, and the pipelines built from them."""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.abc import TaskGroup
+
+from aieng_hookspecs.types import Event
+
+from .bus import EventBus
+from .dispatch import Dispatcher, HookMonitor
+from .pipeline import INSTANCE, Pipeline, PipelineConfig
+from .registry import Registry
+from .watchdog import watch_loop
+
+__all__ = ["Kernel"]
+
+
+class Kernel:
+    """Everything hangs off a kernel: no module-level state, nothing done at import time.
+
+    Use it as an async context manager; the event bus's subscribers and the loop watchdog
+    run in its task group::
+
+        async with Kernel() as kernel:
+            pipeline = kernel.load_pipeline("qa.toml")
+            result = await pipeline.run("What is RRF?")
+
+    :param env: environment for ``AIENG_PLUGINS`` / ``AIENG_DISABLE_PLUGINS``
+        (``os.environ`` by default).
+    :param entry_points: entry points to load instead of the installed ones (tests).
+    :param builtins: load the kernel's built-in components.
+    :param bus_buffer: events each subscriber may have queued before drops.
+    :param loop_block_threshold: report a ``loop.blocked`` event when the event loop stalls
+        longer than this many seconds inside hook impls (``None``: no watchdog).
+    :param worker_threads: the most ``@blocking`` impls running in threads at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        entry_points: Iterable[metadata.EntryPoint] | None = None,
+        builtins: bool = True,
+        bus_buffer: int = 4096,
+        loop_block_threshold: float | None = 0.25,
+        worker_threads: int = 8,
+    ) -> None:
+        self.registry = Registry(env=os.environ if env is None else env,
+                                 entry_points=entry_points, builtins=builtins)
+        self.bus = EventBus(buffer=bus_buffer)
+        self.hook_monitors: list[HookMonitor] = []
+        self._threshold = loop_block_threshold
+        self._workers = worker_threads
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._task_group: TaskGroup | None = None
+        self._pipelines: list[Pipeline] = []
+        self._watchdog: anyio.CancelScope | None = None
+        self._loaded = False
+        #: seconds subscribers get to drain their queues when the kernel exits.
+        self.drain_timeout = 5.0
+
+    def load(self) -> Kernel:
+        """Load the plugins (once). Called by ``__aenter__`` and the CLI."""
+        if not self._loaded:
+            self._loaded = True
+            self.registry.load()
+        return self
+
+    @property
+    def thread_limiter(self) -> anyio.CapacityLimiter | None:
+        """The limiter of worker threads (created when the kernel starts)."""
+        return self._limiter
+
+    async def __aenter__(self) -> Kernel:
+        self.load()
+        self._limiter = anyio.CapacityLimiter(self._workers)
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self.bus.start(self._task_group)
+        for impl in self.registry.plugin_manager.hook.aieng_on_event.get_hookimpls():
+            self.bus.add_callback(impl.function, name=impl.plugin_name)
+        if self._threshold is not None:
+            await self._task_group.start(self._watch, self._threshold, name="aieng-watchdog")
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        assert self._task_group is not None
+        try:
+            for pipeline in list(self._pipelines):
+                await pipeline.aclose()
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self.bus.close()  # callback subscribers drain what is queued, then end
+            # A subscriber stuck in its callback must not hang shutdown forever.
+            self._task_group.cancel_scope.deadline = anyio.current_time() + self.drain_timeout
+            group, self._task_group = self._task_group, None
+            # The body's own exception propagates as it is: the group is told the body ended
+            # cleanly so it does not wrap that exception in an ExceptionGroup. Its children
+            # (subscribers, watchdog) never raise, and end once the bus is closed.
+            await group.__aexit__(None, None, None)
+
+    async def _watch(self, threshold: float, *,
+                     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.CancelScope() as scope:
+            self._watchdog = scope
+            task_status.started()
+            await watch_loop(threshold, self._dispatchers, self.publish)
+
+    def publish(self, event: Event) -> None:
+        """Publish an event on the kernel's bus."""
+        self.bus.publish(event)
+
+    def _dispatchers(self) -> list[Dispatcher]:
+        return [p.dispatcher for p in self._pipelines]
+
+    # -- pipelines -----------------------------------------------------------------------
+
+    def pipeline(self, config: PipelineConfig | Mapping[str, Any], *,
+                 trace_hooks: bool = False) -> Pipeline:
+        """Build a pipeline from a config (or its dict form) on this kernel.
+
+        :param trace_hooks: emit a ``hook.called`` event for every impl call.
+        :raises ConfigError: when the config is invalid or a component fails to start.
+        """
+        self.load()
+        if not isinstance(config, PipelineConfig):
+            config = PipelineConfig.from_dict(config, self.registry)
+        pipeline = Pipeline(self, config, trace_hooks=trace_hooks)
+        if self._task_group is not None:
+            pipeline._open()
+        self._pipelines.append(pipeline)
+        return pipeline
+
+    def load_pipeline(self, path: str | Path, *, trace_hooks: bool = False) -> Pipeline:
+        """Load a TOML pipeline file and build it.
+
+        :raises ConfigError: naming the file, the key path, the expected type and choices.
+        """
+        self.load()
+        return self.pipeline(PipelineConfig.load(path, self.registry), trace_hooks=trace_hooks)
+
+    def compose(
+        self,
+        components: Mapping[str, object],
+        *,
+        name: str = "composed",
+        stages: Iterable[str] | None = None,
+        timeout: float | None = 30.0,
+        on_error: str = "fail",
+        stage: Mapping[str, Mapping[str, Any]] | None = None,
+        trace_hooks: bool = False,
+    ) -> Pipeline:
+        """Build a pipeline from component *instances* (tests, notebooks, embedding apps).
+
+        The same validation as a file applies to the stages and policies; the components
+        skip the registry, since they are already built.
+        """
+        self.load()
+        instances = dict(components)
+        head: dict[str, Any] = {"name": name, "on_error": on_error}
+        if stages is not None:
+            head["stages"] = list(stages)
+        if timeout is not None:
+            head["timeout"] = timeout
+        data = {"pipeline": head, "stage": {k: dict(v) for k, v in (stage or {}).items()},
+                "components": {n: {"use": INSTANCE} for n in instances}}
+        config = PipelineConfig.from_dict(data, self.registry, source=f"<compose {name}>")
+        pipeline = Pipeline(self, config, trace_hooks=trace_hooks, instances=instances)
+        if self._task_group is not None:
+            pipeline._open()
+        self._pipelines.append(pipeline)
+        return pipeline
+
+    def add_hook_monitor(self, monitor: HookMonitor) -> Callable[[], None]:
+        """Tell ``monitor`` about every impl call of every pipeline; returns the remover."""
+        self.hook_monitors.append(monitor)
+        return lambda: self.hook_monitors.remove(monitor)

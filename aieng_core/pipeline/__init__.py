@@ -1,0 +1,19 @@
+"""Pipelines: TOML configuration, the request lifecycle stages, runs and their results."""
+
+from ._config import INSTANCE, STAGE_HOOKS, STAGES, ComponentConfig, PipelineConfig, StageConfig
+from ._pipeline import Pipeline
+from ._result import RunResult, StageRecord, event_to_json, to_jsonable
+
+__all__ = [
+    "INSTANCE",
+    "STAGES",
+    "STAGE_HOOKS",
+    "ComponentConfig",
+    "Pipeline",
+    "PipelineConfig",
+    "RunResult",
+    "StageConfig",
+    "StageRecord",
+    "event_to_json",
+    "to_jsonable",
+]

@@ -1,0 +1,335 @@
+"""A pipeline: its own plugin manager of component instances, run stage by stage."""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pluggy
+import structlog
+
+from aieng_hookspecs import PROJECT
+from aieng_hookspecs.specs import ROLE_MODULES
+from aieng_hookspecs.types import (
+    Document,
+    Message,
+    Query,
+    Request,
+    RunFinished,
+    RunStarted,
+    StageFinished,
+    StageStarted,
+)
+
+from .._errors import ConfigError, HookError
+from .._scope import CURRENT_RUN, RunScope
+from ..dispatch import Dispatcher
+from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
+from ._result import RunResult, StageRecord
+from ._stages import SKIPPED_ON_HIT, STAGE_FUNCTIONS, DeltaCallback, RunState
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+__all__ = ["Pipeline"]
+
+log = structlog.get_logger(__name__)
+
+RunInput = str | Request | Query | Sequence[Message]
+
+
+def _as_request(value: RunInput) -> Request:
+    if isinstance(value, Request):
+        return value
+    if isinstance(value, Query):
+        return Request(messages=(Message("user", value.text),))
+    if isinstance(value, str):
+        return Request(messages=(Message("user", value),))
+    if isinstance(value, Sequence) and all(isinstance(m, Message) for m in value):
+        return Request(messages=tuple(value))
+    raise TypeError(f"cannot run a pipeline on {type(value).__name__}; "
+                    "give a str, Query, Request or a list of Message")
+
+
+class Pipeline:
+    """Components from a :class:`PipelineConfig`, run through the request lifecycle.
+
+    Build one with :meth:`Kernel.pipeline` or :meth:`Kernel.load_pipeline`. Components are
+    registered in their own :class:`pluggy.PluginManager` so that pluggy validates their
+    hook signatures and orders their impls: components listed first in the file are
+    called first (``tryfirst`` / ``trylast`` markers still take precedence).
+    """
+
+    def __init__(self, kernel: Kernel, config: PipelineConfig, *,
+                 trace_hooks: bool = False, instances: Mapping[str, object] | None = None) -> None:
+        self.kernel = kernel
+        self.config = config
+        self.name = config.name
+        self.components: dict[str, object] = {}
+        self._pm = pluggy.PluginManager(PROJECT)
+        for module in ROLE_MODULES:
+            self._pm.add_hookspecs(module)
+        self._build(instances or {})
+        self.dispatcher = Dispatcher(
+            self._pm,
+            emit=kernel.publish,
+            labels=self._label,
+            monitors=kernel.hook_monitors,
+            trace_hooks=trace_hooks,
+            limiter=kernel.thread_limiter,
+        )
+        self.dispatcher.pipeline = self.name
+        self.stages = self._effective_stages()
+        self.backends = tuple(
+            name for name in self.components
+            if self._implements(name, *STAGE_HOOKS["generate"]))
+        self._unsubscribe: list[Any] = []
+        self._closed = False
+
+    # -- building ------------------------------------------------------------------------
+
+    def _build(self, instances: Mapping[str, object]) -> None:
+        registry = self.kernel.registry
+        source = self.config.source
+        built: list[tuple[str, object]] = []
+        for name, comp in self.config.components.items():
+            if name in instances:
+                built.append((name, instances[name]))
+                continue
+            info = registry.component(comp.use)
+            try:
+                instance = info.factory(comp.options) if info.options else info.factory()
+            except Exception as exc:  # a component that cannot start is a config problem
+                raise ConfigError(
+                    f"component {comp.use!r} (plugin {info.plugin}, {info.distribution}) "
+                    f"failed to start: {type(exc).__name__}: {exc}",
+                    source=source, key=f"components.{name}") from exc
+            built.append((name, instance))
+        # pluggy calls the last registered first: register in reverse file order.
+        for name, instance in reversed(built):
+            try:
+                self._pm.register(instance, name=name)
+            except pluggy.PluginValidationError as exc:
+                raise ConfigError(f"component {name!r} has an invalid hook impl: {exc}",
+                                  source=source, key=f"components.{name}") from None
+        try:
+            self._pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = self._pm.get_name(exc.plugin) or "?"
+            raise ConfigError(f"{exc} (a misspelled hook name?)", source=source,
+                              key=f"components.{name}") from None
+        for name, instance in built:
+            self.components[name] = instance
+            for hook in self._hooks_of(name):
+                if any(i.wrapper or i.hookwrapper for i in getattr(self._pm.hook, hook)
+                       .get_hookimpls() if i.plugin_name == name):
+                    raise ConfigError(f"hook wrappers are not supported on role hook {hook}",
+                                      source=source, key=f"components.{name}")
+
+    def _hooks_of(self, name: str) -> list[str]:
+        plugin = self._pm.get_plugin(name)
+        return [caller.name for caller in self._pm.get_hookcallers(plugin) or []]
+
+    def _implements(self, name: str, *hooks: str) -> bool:
+        return bool(set(self._hooks_of(name)).intersection(hooks))
+
+    def _effective_stages(self) -> tuple[str, ...]:
+        present = {s for s in STAGES
+                   if any(self._implements(n, *STAGE_HOOKS[s]) for n in self.components)}
+        if self.config.stages is None:
+            return tuple(s for s in STAGES if s in present)
+        for stage in self.config.stages:
+            if stage not in present:
+                raise ConfigError(
+                    f"stage {stage!r} is listed but no component implements "
+                    f"{' or '.join(STAGE_HOOKS[stage])}",
+                    source=self.config.source, key="pipeline.stages",
+                    choices=[s for s in STAGES if s in present])
+        return self.config.stages
+
+    def _label(self, plugin_name: str) -> str:
+        comp = self.config.components.get(plugin_name)
+        if comp is None or comp.use == INSTANCE:
+            return type(self.components.get(plugin_name)).__module__.split(".")[0]
+        info = self.kernel.registry.component(comp.use)
+        return f"component {comp.use!r} of plugin {info.plugin} ({info.distribution})"
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The pipeline's own plugin manager (its component instances)."""
+        return self._pm
+
+    def _open(self) -> None:
+        """Subscribe components implementing ``aieng_on_event`` to this pipeline's events."""
+        for impl in self._pm.hook.aieng_on_event.get_hookimpls():
+            self._unsubscribe.append(self.kernel.bus.add_callback(
+                impl.function, name=f"{self.name}.{impl.plugin_name}", pipeline=self.name))
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(
+        self,
+        input: RunInput,
+        *,
+        reference: str | Sequence[str] | None = None,
+        on_delta: DeltaCallback | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Run the stages on one input.
+
+        :param input: the user's text, a :class:`Query`, a :class:`Request` or messages.
+        :param reference: the expected answer(s), for the ``judge`` stage.
+        :param on_delta: stream the generation: called with each :class:`Delta`.
+        :param run_id: the run's id (a fresh one by default).
+        :returns: every artifact and the event trace.
+        :raises HookError: when a stage under ``on_error = "fail"`` fails.
+        """
+        if self._closed:
+            raise RuntimeError(f"pipeline {self.name!r} is closed")
+        request = _as_request(input)
+        scope = RunScope(run_id or uuid.uuid4().hex[:16], self.name, self.kernel.publish)
+        token = CURRENT_RUN.set(scope)
+        try:
+            with structlog.contextvars.bound_contextvars(run_id=scope.run_id,
+                                                         pipeline=self.name):
+                return await self._run(scope, request, reference, on_delta)
+        finally:
+            CURRENT_RUN.reset(token)
+
+    async def _run(self, scope: RunScope, request: Request,
+                   reference: str | Sequence[str] | None,
+                   on_delta: DeltaCallback | None) -> RunResult:
+        started = time.perf_counter()
+        scope.emit(RunStarted(run_id=scope.run_id, pipeline=self.name, input=request.prompt))
+        state = RunState(
+            scope=scope, dispatcher=self.dispatcher, backends=self.backends, request=request,
+            query=Query(text=request.prompt),
+            reference=reference if reference is None or isinstance(reference, str)
+            else tuple(reference),
+            on_delta=on_delta,
+            k_retrieve=self.config.k("retrieve", 10), k_rerank=self.config.k("rerank", 10),
+        )
+        records: list[StageRecord] = []
+        announce = self.kernel.bus.listening(StageStarted.name)
+        status = "ok"
+        try:
+            for stage in self.stages:
+                if state.cache_hit is not None and stage in SKIPPED_ON_HIT:
+                    continue
+                policy = self.config.policy(stage)
+                if announce:
+                    scope.emit(StageStarted(run_id=scope.run_id, pipeline=self.name,
+                                            stage=stage))
+                t0 = time.perf_counter()
+                error = ""
+                try:
+                    stage_status = await STAGE_FUNCTIONS[stage](state, policy)
+                except HookError as exc:
+                    if policy.on_error != "skip":
+                        records.append(StageRecord(stage, "error",
+                                                   time.perf_counter() - t0, str(exc)))
+                        scope.emit(StageFinished(run_id=scope.run_id, pipeline=self.name,
+                                                 stage=stage, status="error",
+                                                 duration_s=time.perf_counter() - t0))
+                        status = "error"
+                        raise
+                    stage_status, error = "skipped", str(exc)
+                duration = time.perf_counter() - t0
+                records.append(StageRecord(stage, stage_status, duration, error))
+                scope.emit(StageFinished(run_id=scope.run_id, pipeline=self.name, stage=stage,
+                                         status=stage_status, duration_s=duration))
+                if state.blocked:
+                    status = "blocked"
+                    break
+        except BaseException as exc:
+            if status != "error":
+                status = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) \
+                    else "error"
+            raise
+        finally:
+            duration = time.perf_counter() - started
+            scope.emit(RunFinished(run_id=scope.run_id, pipeline=self.name, status=status,
+                                   duration_s=duration))
+            log.debug("run.finished", status=status, duration_ms=round(duration * 1000, 3))
+        # Yield once per run so subscribers are never starved by a hot loop of fast runs.
+        await anyio.lowlevel.checkpoint()
+        return RunResult(
+            run_id=scope.run_id, pipeline=self.name, status=status, input=request,
+            request=state.request, query=state.query,
+            input_verdicts=tuple(state.input_verdicts), cache_hit=state.cache_hit,
+            route=state.route, runs=dict(state.runs), retrieved=state.retrieved,
+            hits=state.hits, raw_completion=state.raw_completion, completion=state.completion,
+            output_verdicts=tuple(state.output_verdicts), scores=tuple(state.scores),
+            stages=tuple(records), events=tuple(scope.trace),
+        )
+
+    async def index(self, documents: Iterable[Document], *, batch_size: int = 256) -> int:
+        """Chunk (when a chunker is present) and index documents in batches.
+
+        :returns: the number of documents (or chunks) the indexes reported written; the
+            largest count when several indexes answer.
+        """
+        written = 0
+        batch: list[Document] = []
+        for document in documents:
+            batch.extend(await self._chunk(document))
+            if len(batch) >= batch_size:
+                written += await self._index_batch(batch)
+                batch = []
+        if batch:
+            written += await self._index_batch(batch)
+        return written
+
+    async def _chunk(self, document: Document) -> list[Document]:
+        found = await self.dispatcher.first("aieng_chunk_document", {"document": document},
+                                            stage="index")
+        if found is None:
+            return [document]
+        return [
+            Document(id=chunk.id, text=chunk.text, title=document.title,
+                     metadata={**document.metadata, "document_id": chunk.document_id,
+                               "start": chunk.start, "end": chunk.end})
+            for chunk in found[0]
+        ]
+
+    async def _index_batch(self, batch: list[Document]) -> int:
+        counts = await self.dispatcher.gather("aieng_index", {"documents": tuple(batch)},
+                                              stage="index")
+        return max((int(c) for c, _ in counts), default=0)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Unsubscribe and close every component that has ``aclose()`` or ``close()``."""
+        if self._closed:
+            return
+        self._closed = True
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        for name, component in self.components.items():
+            closer = getattr(component, "aclose", None) or getattr(component, "close", None)
+            if closer is None:
+                continue
+            try:
+                result = closer()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                log.warning("component.close_failed", component=name,
+                            error=f"{type(exc).__name__}: {exc}")
+
+    async def __aenter__(self) -> Pipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The pipeline's configuration as a plain dict."""
+        return self.config.to_dict()
+
+

@@ -1,0 +1,356 @@
+"""The stages of the request lifecycle, each a function of the run's state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import attrs
+
+from aieng_hookspecs.types import (
+    CacheHit,
+    Completion,
+    Delta,
+    FirstToken,
+    GuardBlocked,
+    GuardVerdict,
+    Hit,
+    Message,
+    ModelCall,
+    Query,
+    Request,
+    Route,
+    Sample,
+    Score,
+    TokenEvent,
+    Usage,
+)
+
+from .._errors import HookError
+from .._scope import RunScope
+from ..dispatch import Dispatcher, StagePolicy
+from ..fusion import reciprocal_rank_fusion
+
+__all__ = ["STAGE_FUNCTIONS", "RunState"]
+
+DeltaCallback = Callable[[Delta], "Awaitable[None] | None"]
+
+
+@attrs.define
+class RunState:
+    """The mutable state of one run, turned into a :class:`RunResult` at the end."""
+
+    scope: RunScope
+    dispatcher: Dispatcher
+    backends: tuple[str, ...]
+    request: Request
+    query: Query
+    reference: str | tuple[str, ...] | None = None
+    on_delta: DeltaCallback | None = None
+    k_retrieve: int = 10
+    k_rerank: int = 10
+    input_verdicts: list[GuardVerdict] = attrs.field(factory=list)
+    output_verdicts: list[GuardVerdict] = attrs.field(factory=list)
+    cache_hit: str | None = None
+    #: the request as the cache looked it up (before retrieval and context rendering)
+    cache_request: Request | None = None
+    route: Route | None = None
+    runs: dict[str, tuple[Hit, ...]] = attrs.field(factory=dict)
+    retrieved: tuple[Hit, ...] = ()
+    hits: tuple[Hit, ...] = ()
+    raw_completion: Completion | None = None
+    completion: Completion | None = None
+    scores: list[Score] = attrs.field(factory=list)
+    blocked: bool = False
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], hook: str, plugin: str, stage: str) -> None:
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise HookError(hook=hook, plugin=plugin, stage=stage,
+                        message=f"returned {type(value).__name__}, expected {names}",
+                        hint="return the aieng_hookspecs.types value the spec names")
+
+
+def _expect_hits(value: Any, hook: str, plugin: str, stage: str) -> tuple[Hit, ...]:
+    _expect(value, (list, tuple), hook, plugin, stage)
+    for item in value:
+        _expect(item, Hit, hook, plugin, stage)
+    return tuple(value)
+
+
+def _with_prompt(request: Request, text: str) -> Request:
+    messages = list(request.messages)
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "user":
+            messages[index] = attrs.evolve(messages[index], content=text)
+            return attrs.evolve(request, messages=tuple(messages))
+    return attrs.evolve(request, messages=(*messages, Message("user", text)))
+
+
+async def guard_input(state: RunState, policy: StagePolicy) -> str:
+    stage = "guard_input"
+
+    def fold(kwargs: dict[str, Any], verdict: Any, plugin: str) -> dict[str, Any] | None:
+        _expect(verdict, GuardVerdict, "aieng_guard_input", plugin, stage)
+        if not verdict.guard:
+            verdict = attrs.evolve(verdict, guard=plugin)
+        state.input_verdicts.append(verdict)
+        if verdict.action == "block":
+            state.blocked = True
+            state.scope.emit(GuardBlocked(run_id=state.scope.run_id,
+                                          pipeline=state.scope.pipeline, component=plugin,
+                                          stage=stage, findings=verdict.findings))
+            return None
+        if verdict.action == "redact":
+            return {"request": _with_prompt(kwargs["request"], verdict.text)}
+        return kwargs
+
+    result = await state.dispatcher.chain("aieng_guard_input", {"request": state.request}, fold,
+                                          stage=stage, policy=policy)
+    if state.blocked:
+        return "blocked"
+    state.request = result["request"]
+    state.query = attrs.evolve(state.query, text=state.request.prompt)
+    return "ok"
+
+
+async def cache_lookup(state: RunState, policy: StagePolicy) -> str:
+    state.cache_request = state.request
+    found = await state.dispatcher.first("aieng_cache_lookup", {"request": state.request},
+                                         stage="cache_lookup", policy=policy)
+    if found is None:
+        return "ok"
+    completion, plugin = found
+    _expect(completion, Completion, "aieng_cache_lookup", plugin, "cache_lookup")
+    state.completion = state.raw_completion = attrs.evolve(completion, cached=True)
+    state.cache_hit = plugin
+    state.scope.emit(CacheHit(run_id=state.scope.run_id, pipeline=state.scope.pipeline,
+                              component=plugin))
+    return "hit"
+
+
+async def route(state: RunState, policy: StagePolicy) -> str:
+    found = await state.dispatcher.first(
+        "aieng_route", {"request": state.request, "candidates": state.backends},
+        stage="route", policy=policy)
+    if found is None:
+        return "ok"
+    chosen, plugin = found
+    _expect(chosen, Route, "aieng_route", plugin, "route")
+    unknown = [t for t in (chosen.target, *chosen.fallbacks) if t not in state.backends]
+    if unknown:
+        raise HookError(hook="aieng_route", plugin=plugin, stage="route",
+                        message=f"routed to {unknown[0]!r}, which is not a backend of this "
+                                f"pipeline (candidates: {', '.join(state.backends)})")
+    state.route = chosen
+    return "ok"
+
+
+async def retrieve(state: RunState, policy: StagePolicy) -> str:
+    stage = "retrieve"
+    gathered = await state.dispatcher.gather(
+        "aieng_retrieve", {"query": state.query, "k": state.k_retrieve},
+        stage=stage, policy=policy)
+    for value, plugin in gathered:
+        state.runs[plugin] = _expect_hits(value, "aieng_retrieve", plugin, stage)[
+            : state.k_retrieve]
+    runs = list(state.runs.values())
+    if len(runs) == 1:
+        state.retrieved = runs[0]
+    elif runs:
+        fused = await state.dispatcher.first("aieng_fuse", {"query": state.query, "runs": runs},
+                                             stage=stage, policy=policy)
+        if fused is None:
+            state.retrieved = tuple(reciprocal_rank_fusion(runs)[: state.k_retrieve])
+        else:
+            state.retrieved = _expect_hits(fused[0], "aieng_fuse", fused[1], stage)
+    state.hits = state.retrieved
+    return "ok"
+
+
+async def rerank(state: RunState, policy: StagePolicy) -> str:
+    def fold(kwargs: dict[str, Any], value: Any, plugin: str) -> dict[str, Any]:
+        return {**kwargs, "hits": _expect_hits(value, "aieng_rerank", plugin, "rerank")}
+
+    result = await state.dispatcher.chain(
+        "aieng_rerank", {"query": state.query, "hits": state.hits, "k": state.k_rerank}, fold,
+        stage="rerank", policy=policy)
+    state.hits = tuple(result["hits"])
+    return "ok"
+
+
+async def context(state: RunState, policy: StagePolicy) -> str:
+    found = await state.dispatcher.first(
+        "aieng_context_build",
+        {"query": state.query, "hits": state.hits, "request": state.request},
+        stage="context", policy=policy)
+    if found is not None:
+        _expect(found[0], Request, "aieng_context_build", found[1], "context")
+        state.request = found[0]
+    return "ok"
+
+
+def _parameters(request: Request) -> dict[str, Any]:
+    return {
+        "model": request.model, "temperature": request.temperature, "top_k": request.top_k,
+        "top_p": request.top_p, "max_tokens": request.max_tokens, "stop": list(request.stop),
+        "seed": request.seed, "response_schema": request.response_schema,
+        "tools": [t.name for t in request.tools],
+    }
+
+
+async def generate(state: RunState, policy: StagePolicy) -> str:
+    stage = "generate"
+    only: Sequence[str] | None = None
+    if state.route is not None:
+        only = (state.route.target, *state.route.fallbacks)
+        if policy.on_error == "fallback":
+            only = (*only, *[b for b in state.backends if b not in only])
+    started = time.perf_counter()
+    ttft: float | None = None
+    streamed = False
+    if state.on_delta is not None:
+        stream = await state.dispatcher.first("aieng_stream", {"request": state.request},
+                                              stage=stage, policy=policy, only=only)
+        if stream is not None:
+            streamed = True
+            completion, ttft = await _consume(state, stream[0], stream[1], started)
+            plugin = stream[1]
+    if not streamed:
+        found = await state.dispatcher.first("aieng_generate", {"request": state.request},
+                                             stage=stage, policy=policy, only=only)
+        if found is None:
+            raise HookError(hook="aieng_generate", plugin="(none)", stage=stage,
+                            message="no backend answered (every impl returned None)",
+                            hint="check the request's model name against the backends' models")
+        completion, plugin = found
+        _expect(completion, Completion, "aieng_generate", plugin, stage)
+        if state.on_delta is not None:  # a non-streaming backend still feeds the callback
+            await _deliver(state.on_delta, Delta(completion.text, 0, completion.finish_reason))
+    state.raw_completion = state.completion = completion
+    scope = state.scope
+    scope.emit(ModelCall(run_id=scope.run_id, pipeline=scope.pipeline, component=plugin,
+                         messages=state.request.messages, parameters=_parameters(state.request),
+                         raw_output=completion.text, usage=completion.usage,
+                         duration_s=time.perf_counter() - started, ttft_s=ttft,
+                         streamed=streamed))
+    return "ok"
+
+
+async def _deliver(callback: DeltaCallback, delta: Delta) -> None:
+    result = callback(delta)
+    if result is not None:
+        await result
+
+
+async def _consume(state: RunState, stream: Any, plugin: str,
+                   started: float) -> tuple[Completion, float | None]:
+    scope = state.scope
+    pieces: list[str] = []
+    finish = "stop"
+    ttft: float | None = None
+    count = 0
+    try:
+        async for delta in stream:
+            _expect(delta, Delta, "aieng_stream", plugin, "generate")
+            if ttft is None and delta.text:
+                ttft = time.perf_counter() - started
+                scope.emit(FirstToken(run_id=scope.run_id, pipeline=scope.pipeline,
+                                      component=plugin, ttft_s=ttft))
+            if delta.text:
+                scope.emit(TokenEvent(run_id=scope.run_id, pipeline=scope.pipeline,
+                                      component=plugin, text=delta.text, index=count))
+                count += 1
+                pieces.append(delta.text)
+            if delta.finish_reason is not None:
+                finish = delta.finish_reason
+            await _deliver(state.on_delta, delta)  # type: ignore[arg-type]
+    except HookError:
+        raise
+    except Exception as exc:
+        raise HookError(hook="aieng_stream", plugin=plugin, stage="generate", cause=exc) from exc
+    finally:
+        closer = getattr(stream, "aclose", None)
+        if closer is not None:
+            await closer()
+    completion = Completion(text="".join(pieces), finish_reason=finish,  # type: ignore[arg-type]
+                            usage=Usage(completion_tokens=count))
+    return completion, ttft
+
+
+async def guard_output(state: RunState, policy: StagePolicy) -> str:
+    stage = "guard_output"
+    if state.completion is None:
+        return "ok"
+
+    def fold(kwargs: dict[str, Any], verdict: Any, plugin: str) -> dict[str, Any] | None:
+        _expect(verdict, GuardVerdict, "aieng_guard_output", plugin, stage)
+        if not verdict.guard:
+            verdict = attrs.evolve(verdict, guard=plugin)
+        state.output_verdicts.append(verdict)
+        completion: Completion = kwargs["completion"]
+        if verdict.action == "block":
+            state.blocked = True
+            state.scope.emit(GuardBlocked(run_id=state.scope.run_id,
+                                          pipeline=state.scope.pipeline, component=plugin,
+                                          stage=stage, findings=verdict.findings))
+            state.completion = attrs.evolve(completion, text=verdict.text,
+                                            finish_reason="content_filter")
+            return None
+        if verdict.action == "redact":
+            return {**kwargs, "completion": attrs.evolve(completion, text=verdict.text)}
+        return kwargs
+
+    result = await state.dispatcher.chain(
+        "aieng_guard_output", {"request": state.request, "completion": state.completion}, fold,
+        stage=stage, policy=policy)
+    if state.blocked:
+        return "blocked"
+    state.completion = result["completion"]
+    return "ok"
+
+
+async def cache_store(state: RunState, policy: StagePolicy) -> str:
+    if state.completion is None or state.cache_hit is not None:
+        return "ok"
+    request = state.cache_request if state.cache_request is not None else state.request
+    await state.dispatcher.gather("aieng_cache_store",
+                                  {"request": request, "completion": state.completion},
+                                  stage="cache_store", policy=policy)
+    return "ok"
+
+
+async def judge(state: RunState, policy: StagePolicy) -> str:
+    sample = Sample(input=state.query.text,
+                    output=state.completion.text if state.completion else "",
+                    reference=state.reference,
+                    context=tuple(h.document.text for h in state.hits))
+    for value, plugin in await state.dispatcher.gather("aieng_judge", {"sample": sample},
+                                                       stage="judge", policy=policy):
+        scores = [value] if isinstance(value, Score) else value
+        _expect(scores, (list, tuple), "aieng_judge", plugin, "judge")
+        for score in scores:
+            _expect(score, Score, "aieng_judge", plugin, "judge")
+            state.scores.append(score if score.judge else attrs.evolve(score, judge=plugin))
+    return "ok"
+
+
+StageFunction = Callable[[RunState, StagePolicy], Awaitable[str]]
+
+STAGE_FUNCTIONS: dict[str, StageFunction] = {
+    "guard_input": guard_input,
+    "cache_lookup": cache_lookup,
+    "route": route,
+    "retrieve": retrieve,
+    "rerank": rerank,
+    "context": context,
+    "generate": generate,
+    "guard_output": guard_output,
+    "cache_store": cache_store,
+    "judge": judge,
+}
+
+#: Stages a cache hit skips.
+SKIPPED_ON_HIT = frozenset({"route", "retrieve", "rerank", "context", "generate", "cache_store"})

@@ -1,0 +1,7 @@
+"""Plugin discovery and the component registry."""
+
+from ._discovery import ENTRY_POINT_GROUP
+from ._info import ComponentInfo, PluginInfo, hooks_of
+from ._registry import BUILTIN, Registry
+
+__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "ComponentInfo", "PluginInfo", "Registry", "hooks_of"]

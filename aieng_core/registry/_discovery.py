@@ -1,0 +1,61 @@
+"""Finding plugins: entry points of the group ``aieng`` and the allow / block lists."""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from aieng_hookspecs import PROJECT
+
+__all__ = ["Candidate", "discover", "selection"]
+
+ENTRY_POINT_GROUP = PROJECT
+
+
+@attrs.frozen
+class Candidate:
+    """A plugin found but not loaded yet."""
+
+    name: str
+    entry_point: metadata.EntryPoint | None
+    distribution: str = ""
+    version: str = ""
+
+
+def discover(entry_points: Iterable[metadata.EntryPoint] | None = None) -> list[Candidate]:
+    """The installed plugins, sorted by name so load order (and conflicts) are reproducible.
+
+    :param entry_points: entry points to use instead of the installed ones (tests).
+    """
+    if entry_points is None:
+        entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    found = []
+    for ep in entry_points:
+        dist = getattr(ep, "dist", None)
+        found.append(
+            Candidate(
+                name=ep.name,
+                entry_point=ep,
+                distribution=dist.name if dist is not None else "",
+                version=dist.version if dist is not None else "",
+            )
+        )
+    return sorted(found, key=lambda c: c.name)
+
+
+def _names(value: str | None) -> frozenset[str] | None:
+    if value is None or not value.strip():
+        return None
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def selection(env: Mapping[str, str]) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """The allowlist (``AIENG_PLUGINS``; ``None``: all) and blocklist (``AIENG_DISABLE_PLUGINS``).
+
+    Both are comma-separated; an entry matches a plugin's name or its distribution's name.
+    """
+    allow = _names(env.get("AIENG_PLUGINS"))
+    block = _names(env.get("AIENG_DISABLE_PLUGINS")) or frozenset()
+    return allow, block

@@ -1,0 +1,290 @@
+"""The registry: loads each plugin on its own and keeps its components and event types."""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import re
+from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pluggy
+import structlog
+
+from aieng_hookspecs import PROJECT
+from aieng_hookspecs.specs import REGISTRATION_MODULES
+from aieng_hookspecs.types import Event
+
+from .._errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
+from ._discovery import Candidate, discover, selection
+from ._info import ComponentInfo, PluginInfo, hooks_of
+
+__all__ = ["Registry"]
+
+log = structlog.get_logger(__name__)
+
+_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
+_EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+BUILTIN = "builtin"
+
+
+class _ComponentAdder:
+    """The ``registry`` a plugin's ``aieng_register_components`` receives: stages its adds."""
+
+    def __init__(self, registry: Registry, plugin: str, distribution: str) -> None:
+        self._registry = registry
+        self._plugin = plugin
+        self._distribution = distribution
+        self.added: dict[str, ComponentInfo] = {}
+
+    def add(
+        self,
+        name: str,
+        factory: Callable[..., object],
+        *,
+        options: type[Any] | None = None,
+        description: str = "",
+    ) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(
+                f"component name {name!r} must be lower-case letters, digits, '_', '.' or '-'"
+            )
+        if not callable(factory):
+            raise TypeError(f"factory of component {name!r} is not callable: {factory!r}")
+        if options is not None and not attrs.has(options):
+            raise TypeError(f"options of component {name!r} must be an attrs class")
+        owner = self._registry._components.get(name) or self.added.get(name)
+        if owner is not None:
+            raise DuplicateComponentError(
+                f"component {name!r} is registered by plugin {owner.plugin!r} "
+                f"({owner.distribution or 'no distribution'}) and again by plugin "
+                f"{self._plugin!r} ({self._distribution or 'no distribution'}); "
+                "disable one with AIENG_DISABLE_PLUGINS"
+            )
+        self.added[name] = ComponentInfo(
+            name=name,
+            factory=factory,
+            options=options,
+            description=description or _first_line(factory.__doc__),
+            plugin=self._plugin,
+            distribution=self._distribution,
+        )
+
+
+class _EventAdder:
+    def __init__(self, registry: Registry, plugin: str) -> None:
+        self._registry = registry
+        self._plugin = plugin
+        self.added: dict[str, type[Event]] = {}
+
+    def add(self, event_type: type[Event]) -> None:
+        if not (isinstance(event_type, type) and issubclass(event_type, Event)):
+            raise TypeError(f"{event_type!r} is not a subclass of aieng_hookspecs.types.Event")
+        name = event_type.name
+        if not _EVENT_NAME.match(name):
+            raise ValueError(f"event name {name!r} must be dotted lower-case (like 'drift.fired')")
+        other = self._registry._event_types.get(name) or self.added.get(name)
+        if other is not None and other is not event_type:
+            raise PluginLoadError(f"event {name!r} is already declared by {other.__module__}")
+        self.added[name] = event_type
+
+
+def _first_line(doc: str | None) -> str:
+    return doc.strip().splitlines()[0] if doc and doc.strip() else ""
+
+
+def _core_events() -> dict[str, type[Event]]:
+    from aieng_hookspecs import types
+
+    found: dict[str, type[Event]] = {}
+    for attr in types.__all__:
+        obj = getattr(types, attr)
+        if isinstance(obj, type) and issubclass(obj, Event) and obj is not Event:
+            found[obj.name] = obj
+    return found
+
+
+class Registry:
+    """Loads plugins one by one; a plugin that raises is recorded as broken, the rest work.
+
+    :param env: the environment to read ``AIENG_PLUGINS`` / ``AIENG_DISABLE_PLUGINS`` from.
+    :param entry_points: entry points to load instead of the installed ones (tests).
+    :param builtins: whether to load the kernel's built-in components.
+    """
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        entry_points: Iterable[metadata.EntryPoint] | None = None,
+        builtins: bool = True,
+    ) -> None:
+        self._env: Mapping[str, str] = env if env is not None else {}
+        self._entry_points = entry_points
+        self._builtins = builtins
+        self._pm = pluggy.PluginManager(PROJECT)
+        for module in REGISTRATION_MODULES:
+            self._pm.add_hookspecs(module)
+        self._plugins: dict[str, PluginInfo] = {}
+        self._components: dict[str, ComponentInfo] = {}
+        self._event_types: dict[str, type[Event]] = _core_events()
+        self._loaded = False
+
+    # -- loading -------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Discover and load every allowed plugin once; later calls do nothing."""
+        if self._loaded:
+            return
+        self._loaded = True
+        allow, block = selection(self._env)
+        candidates: list[Candidate] = []
+        if self._builtins:
+            candidates.append(Candidate(BUILTIN, None, "aieng", _version("aieng")))
+        candidates.extend(discover(self._entry_points))
+        for cand in candidates:
+            names = {cand.name, cand.distribution}
+            if cand.name in self._plugins:
+                self._record(
+                    PluginInfo(cand.name, cand.distribution, cand.version, "broken",
+                               f"PluginLoadError: a plugin named {cand.name!r} is already "
+                               f"loaded from {self._plugins[cand.name].dist_label}")
+                )
+                continue
+            if (allow is not None and not names & allow) or names & block:
+                self._record(PluginInfo(cand.name, cand.distribution, cand.version, "disabled"))
+                continue
+            try:
+                plugin = _load_builtin() if cand.entry_point is None else cand.entry_point.load()
+            except Exception as exc:  # any import failure disables this plugin only
+                self._broken(cand.name, cand.distribution, cand.version, exc)
+                continue
+            self.register(plugin, name=cand.name, distribution=cand.distribution,
+                          version=cand.version)
+
+    def register(
+        self, plugin: object, *, name: str, distribution: str = "", version: str = ""
+    ) -> PluginInfo:
+        """Register one plugin object (a module, usually) and run its registration hooks.
+
+        Never raises for the plugin's own faults: a plugin whose hooks are misspelled or
+        whose registration raises is recorded as broken and unregistered.
+        """
+        if name in self._plugins and self._plugins[name].status == "loaded":
+            raise PluginLoadError(f"a plugin named {name!r} is already registered")
+        dist_label = f"{distribution} {version}".strip()
+        try:
+            self._pm.register(plugin, name=name)
+        except Exception as exc:  # pluggy validation: bad signature, unknown arguments
+            return self._broken(name, distribution, version, exc)
+        try:
+            # A misspelled hook (aieng_register_component) fails here, at start-up.
+            self._pm.check_pending()
+            components = _ComponentAdder(self, name, dist_label)
+            events = _EventAdder(self, name)
+            self._call_one(plugin, "aieng_register_components", registry=components)
+            self._call_one(plugin, "aieng_register_events", registry=events)
+        except Exception as exc:
+            self._pm.unregister(plugin)
+            return self._broken(name, distribution, version, exc)
+        self._components.update(components.added)
+        self._event_types.update(events.added)
+        hooks = set(hooks_of(plugin))
+        for info in components.added.values():
+            hooks.update(info.hooks)
+        info = PluginInfo(name, distribution, version, "loaded", "",
+                          tuple(sorted(components.added)), tuple(sorted(hooks)))
+        self._record(info)
+        return info
+
+    def unregister(self, name: str) -> None:
+        """Remove a plugin, its components and its event types."""
+        plugin = self._pm.get_plugin(name)
+        if plugin is not None:
+            self._pm.unregister(plugin)
+        info = self._plugins.pop(name, None)
+        if info is None:
+            raise KeyError(f"no plugin named {name!r}")
+        for component in info.components:
+            self._components.pop(component, None)
+        for event_name, event_type in list(self._event_types.items()):
+            if event_type.__module__ == getattr(plugin, "__name__", None):
+                del self._event_types[event_name]
+
+    def _call_one(self, plugin: object, hook: str, **kwargs: object) -> None:
+        caller = getattr(self._pm.hook, hook)
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin:
+                impl.function(*[kwargs[arg] for arg in impl.argnames])
+
+    def _broken(self, name: str, distribution: str, version: str, exc: BaseException) -> PluginInfo:
+        info = PluginInfo(name, distribution, version, "broken", f"{type(exc).__name__}: {exc}")
+        log.warning("plugin.broken", plugin=name, distribution=distribution, version=version,
+                    error=info.error)
+        self._record(info)
+        return info
+
+    def _record(self, info: PluginInfo) -> None:
+        self._plugins[info.name] = info
+
+    # -- queries -------------------------------------------------------------------------
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The plugin manager of plugin modules (registration hooks, kernel subscribers)."""
+        return self._pm
+
+    @property
+    def plugins(self) -> tuple[PluginInfo, ...]:
+        """Every plugin seen: loaded, broken and disabled, in load order."""
+        return tuple(self._plugins.values())
+
+    @property
+    def broken(self) -> tuple[PluginInfo, ...]:
+        """The plugins that failed to import or register."""
+        return tuple(p for p in self._plugins.values() if p.status == "broken")
+
+    @property
+    def components(self) -> Mapping[str, ComponentInfo]:
+        """Registered components by name."""
+        return dict(self._components)
+
+    @property
+    def event_types(self) -> Mapping[str, type[Event]]:
+        """Known event types by name: the kernel's and the plugins'."""
+        return dict(self._event_types)
+
+    def component(self, name: str) -> ComponentInfo:
+        """The component registered as ``name``.
+
+        :raises UnknownComponentError: naming the valid choices and any broken plugins.
+        """
+        try:
+            return self._components[name]
+        except KeyError:
+            message = f"unknown component {name!r}; valid choices: {', '.join(sorted(self._components)) or '(none)'}"
+            if self.broken:
+                message += "; broken plugins: " + ", ".join(p.name for p in self.broken)
+            raise UnknownComponentError(message) from None
+
+    def plugin_of(self, obj: object) -> PluginInfo | None:
+        """The plugin that registered a component instance or plugin module, if any."""
+        for info in self._components.values():
+            if isinstance(info.factory, type) and isinstance(obj, info.factory):
+                return self._plugins.get(info.plugin)
+        name = self._pm.get_name(obj)
+        return self._plugins.get(name) if name else None
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _load_builtin() -> ModuleType:
+    from .. import builtins
+
+    return builtins

@@ -1,0 +1,11 @@
+"""aieng's testing kit: fixtures, strategies and conformance suites for plugins.
+
+The fixtures come through the pytest plugin (entry point ``pytest11``), so any project with
+aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder`` and
+``captured_events``. The building blocks are importable for use outside pytest.
+"""
+
+from ._kit import EventCapture, HookRecorder, isolated_kernel, registered
+from .doubles import ScriptedBackend
+
+__all__ = ["EventCapture", "HookRecorder", "ScriptedBackend", "isolated_kernel", "registered"]

@@ -1,0 +1,109 @@
+"""The testing kit's building blocks: an isolated kernel, registration, recorders."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
+
+from aieng_hookspecs.types import Event
+
+from ..dispatch import ImplCall
+from ..kernel import Kernel
+from ..registry import PluginInfo
+
+__all__ = ["EventCapture", "HookRecorder", "isolated_kernel", "registered"]
+
+E = TypeVar("E", bound=Event)
+
+
+@asynccontextmanager
+async def isolated_kernel(
+    *, builtins: bool = True, loop_block_threshold: float | None = 0.1, **kwargs: Any
+) -> AsyncIterator[Kernel]:
+    """A started kernel that sees no installed plugins and no environment variables.
+
+    :param builtins: keep the kernel's built-in components.
+    :param loop_block_threshold: the watchdog's threshold (tighter than production).
+    """
+    kwargs.setdefault("env", {})
+    kwargs.setdefault("entry_points", [])
+    async with Kernel(builtins=builtins, loop_block_threshold=loop_block_threshold,
+                      **kwargs) as kernel:
+        yield kernel
+
+
+@contextmanager
+def registered(kernel: Kernel, plugin: object, name: str, *, distribution: str = "",
+               version: str = "") -> Iterator[PluginInfo]:
+    """Register a plugin for the duration of a ``with`` block, then always unregister it.
+
+    A plugin that fails to load is yielded as broken (``info.status == "broken"``), as the
+    registry records it, so tests can assert on the error.
+    """
+    kernel.load()
+    info = kernel.registry.register(plugin, name=name, distribution=distribution,
+                                    version=version)
+    try:
+        yield info
+    finally:
+        if name in {p.name for p in kernel.registry.plugins}:
+            kernel.registry.unregister(name)
+
+
+class HookRecorder:
+    """Records every hook impl call of a kernel's pipelines (through the dispatcher)."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.records: list[ImplCall] = []
+        self._remove = kernel.add_hook_monitor(self.records.append)
+
+    def calls(self, hook: str | None = None, *, plugin: str | None = None) -> list[ImplCall]:
+        """The recorded calls, optionally of one hook and one plugin (component)."""
+        return [c for c in self.records
+                if (hook is None or c.hook == hook) and (plugin is None or c.plugin == plugin)]
+
+    def order(self, hook: str) -> list[str]:
+        """The plugins called for ``hook``, in call order."""
+        return [c.plugin for c in self.calls(hook)]
+
+    def close(self) -> None:
+        """Stop recording."""
+        self._remove()
+
+
+class EventCapture:
+    """Every event published on a kernel's bus, captured synchronously as it is published.
+
+    It wraps ``bus.publish`` rather than subscribing, so nothing is ever dropped or late:
+    what a test reads is exactly what the bus was given, in order.
+    """
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.events: list[Event] = []
+        bus = kernel.bus
+        original = bus.publish  # the kernel always publishes through bus.publish, late-bound
+
+        def publish(event: Event) -> None:
+            self.events.append(event)
+            original(event)
+
+        bus.publish = publish  # type: ignore[method-assign]
+        self._restore = lambda: setattr(bus, "publish", original)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Names of the captured events matching a shell-style pattern, in order."""
+        return [e.name for e in self.events if fnmatch.fnmatchcase(e.name, pattern)]
+
+    def of(self, kind: type[E]) -> list[E]:
+        """Captured events of one type, in order."""
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def for_run(self, run_id: str) -> Sequence[Event]:
+        """Captured events of one run, in order."""
+        return [e for e in self.events if e.run_id == run_id]
+
+    def close(self) -> None:
+        """Stop capturing."""
+        self._restore()

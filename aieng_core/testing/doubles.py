@@ -1,0 +1,84 @@
+"""Test doubles, named as such: scripted components with exactly predictable behaviour.
+
+They stand in for real components where the point of a test is the kernel, not the model.
+The real components are tested on their own paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import anyio
+
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Completion, Delta, Request, Usage
+
+__all__ = ["ScriptedBackend"]
+
+
+class ScriptedBackend:
+    """A backend double: answers from a script, records every request it saw.
+
+    :param replies: the answers, used in turn (the last one repeats), or a function of the
+        request.
+    :param model: the model name it answers for (``None``: any).
+    :param delay: seconds to await before answering (to test timeouts and concurrency).
+    :param fail_with: an exception to raise instead of answering.
+    """
+
+    def __init__(
+        self,
+        replies: Sequence[str] | Callable[[Request], str] = ("scripted answer",),
+        *,
+        model: str | None = None,
+        delay: float = 0.0,
+        fail_with: BaseException | None = None,
+    ) -> None:
+        if not callable(replies) and not replies:
+            raise ValueError("give at least one reply")
+        self.replies = replies
+        self.model = model
+        self.delay = delay
+        self.fail_with = fail_with
+        self.requests: list[Request] = []
+
+    def _reply(self, request: Request) -> str:
+        if callable(self.replies):
+            return self.replies(request)
+        index = min(len(self.requests) - 1, len(self.replies) - 1)
+        return self.replies[index]
+
+    def _mine(self, request: Request) -> bool:
+        return self.model is None or request.model in (None, self.model)
+
+    @hookimpl
+    async def aieng_generate(self, request: Request) -> Completion | None:
+        if not self._mine(request):
+            return None
+        self.requests.append(request)
+        if self.delay:
+            await anyio.sleep(self.delay)
+        if self.fail_with is not None:
+            raise self.fail_with
+        text = self._reply(request)
+        return Completion(text=text, model=self.model or "scripted",
+                          usage=Usage(prompt_tokens=sum(len(m.content.split())
+                                                        for m in request.messages),
+                                      completion_tokens=len(text.split())))
+
+    @hookimpl
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta] | None:
+        if not self._mine(request):
+            return None
+        return self._stream(request)
+
+    async def _stream(self, request: Request) -> AsyncIterator[Delta]:
+        self.requests.append(request)
+        if self.fail_with is not None:
+            raise self.fail_with
+        words = self._reply(request).split(" ")
+        for index, word in enumerate(words):
+            if self.delay:
+                await anyio.sleep(self.delay / max(len(words), 1))
+            yield Delta(text=word if index == 0 else f" {word}", index=index)
+        yield Delta(text="", index=len(words), finish_reason="stop")

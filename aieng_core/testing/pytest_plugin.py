@@ -1,0 +1,57 @@
+"""The kit's pytest plugin (entry point ``pytest11``): fixtures for aieng tests.
+
+Fixtures (async ones need the test to run under anyio: ``@pytest.mark.anyio``):
+
+- ``aieng_kernel``: a started, isolated kernel (built-ins only, no environment).
+- ``register_plugin``: ``with register_plugin(plugin, name):`` registers on ``aieng_kernel``
+  for the block and always unregisters.
+- ``hook_recorder``: a :class:`HookRecorder` on ``aieng_kernel``.
+- ``captured_events``: an :class:`EventCapture` on ``aieng_kernel``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import pytest
+
+from ..kernel import Kernel
+from ..registry import PluginInfo
+from ._kit import EventCapture, HookRecorder, isolated_kernel, registered
+
+
+@pytest.fixture
+async def aieng_kernel() -> AsyncIterator[Kernel]:
+    """A started kernel isolated from installed plugins and the environment."""
+    async with isolated_kernel() as kernel:
+        yield kernel
+
+
+@pytest.fixture
+def register_plugin(
+    aieng_kernel: Kernel,
+) -> Callable[..., AbstractContextManager[PluginInfo]]:
+    """``register_plugin(plugin, name)``: a context manager registering for one block."""
+
+    def register(plugin: object, name: str, **kwargs: Any) -> AbstractContextManager[PluginInfo]:
+        return registered(aieng_kernel, plugin, name, **kwargs)
+
+    return register
+
+
+@pytest.fixture
+def hook_recorder(aieng_kernel: Kernel) -> Iterator[HookRecorder]:
+    """Records the hook impl calls of ``aieng_kernel``'s pipelines."""
+    recorder = HookRecorder(aieng_kernel)
+    yield recorder
+    recorder.close()
+
+
+@pytest.fixture
+def captured_events(aieng_kernel: Kernel) -> Iterator[EventCapture]:
+    """Captures every event published on ``aieng_kernel``'s bus."""
+    capture = EventCapture(aieng_kernel)
+    yield capture
+    capture.close()

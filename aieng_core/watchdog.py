@@ -1,0 +1,49 @@
+"""Catches hook impls that block the event loop.
+
+A task sleeps a short interval and measures how late it wakes. A late wake-up means
+something held the loop; the impls that were running during the gap (in flight, or finished
+inside it) are named in a ``loop.blocked`` event and a warning log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import anyio
+import structlog
+
+from aieng_hookspecs.types import Event, LoopBlocked
+
+from .dispatch import Dispatcher
+
+__all__ = ["watch_loop"]
+
+log = structlog.get_logger(__name__)
+
+
+async def watch_loop(
+    threshold: float,
+    dispatchers: Callable[[], Iterable[Dispatcher]],
+    emit: Callable[[Event], None],
+    *,
+    interval: float = 0.01,
+) -> None:
+    """Run forever (until cancelled), reporting loop stalls longer than ``threshold`` seconds."""
+    while True:
+        before = time.perf_counter()
+        await anyio.sleep(interval)
+        now = time.perf_counter()
+        lag = now - before - interval
+        if lag < threshold:
+            continue
+        start = before + interval
+        culprits: set[str] = set()
+        for dispatcher in dispatchers():
+            culprits.update(dispatcher.active.values())
+            for label, began, ended in dispatcher.recent:
+                if began < now and ended > start:
+                    culprits.add(label)
+        active = tuple(sorted(culprits))
+        log.warning("loop.blocked", duration_s=round(lag, 4), active=active)
+        emit(LoopBlocked(duration_s=lag, active=active))

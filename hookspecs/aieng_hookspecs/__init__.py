@@ -1,0 +1,24 @@
+"""aieng's contract: the hook markers, the spec modules, the boundary types and events.
+
+Plugins import from here and never from the kernel::
+
+    from aieng_hookspecs import hookimpl
+    from aieng_hookspecs.types import Hit, Query
+"""
+
+from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
+from ._protocols import ComponentRegistry, EventRegistry
+
+__all__ = [
+    "PROJECT",
+    "CallMode",
+    "ComponentRegistry",
+    "EventRegistry",
+    "__version__",
+    "blocking",
+    "hookimpl",
+    "hookspec",
+    "role_spec",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,115 @@
+"""Samples and scores (judges), guard verdicts and routes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+from attrs import field, validators as v
+
+from ._checks import finite, frozen_tuple, json_mapping, non_empty
+
+__all__ = ["Finding", "GuardVerdict", "Route", "Sample", "Score"]
+
+_str = v.instance_of(str)
+GuardAction = Literal["allow", "redact", "block"]
+GUARD_ACTIONS: tuple[str, ...] = ("allow", "redact", "block")
+
+
+def _reference(value: object) -> str | tuple[str, ...] | None:
+    if value is None or isinstance(value, str):
+        return value
+    return frozen_tuple(value)  # type: ignore[arg-type]
+
+
+@attrs.frozen
+class Sample:
+    """What a judge scores: an input, the output under test, and optional references.
+
+    :param input: the prompt or question.
+    :param output: the answer being judged.
+    :param reference: the expected answer, or several acceptable ones.
+    :param context: retrieved passages the answer should be grounded in.
+    :param id: identifier within a dataset.
+    """
+
+    input: str = field(validator=_str)
+    output: str = field(validator=_str)
+    reference: str | tuple[str, ...] | None = field(
+        default=None,
+        converter=_reference,
+        validator=v.optional(v.or_(_str, v.deep_iterable(_str))),
+    )
+    context: tuple[str, ...] = field(
+        default=(), converter=frozen_tuple, validator=v.deep_iterable(_str)
+    )
+    id: str = field(default="", validator=_str)
+    metadata: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)
+
+
+@attrs.frozen
+class Score:
+    """One judged value.
+
+    :param name: the metric (``"exact_match"``, ``"faithfulness"``, ...).
+    :param value: the score; its scale is the metric's own (documented by the judge).
+    :param rationale: the judge's explanation, when it gives one.
+    :param judge: the component that produced it.
+    """
+
+    name: str = field(validator=[_str, non_empty()])
+    value: float = field(validator=finite())
+    rationale: str = field(default="", validator=_str)
+    judge: str = field(default="", validator=_str)
+
+
+@attrs.frozen
+class Finding:
+    """Something a guardrail found.
+
+    :param kind: what it is (``"email"``, ``"prompt_injection"``, ...).
+    :param start: offset of the span in the guarded text (``end == start`` when not a span).
+    :param end: offset one past the span.
+    :param detail: a human-readable explanation; never the raw secret.
+    """
+
+    kind: str = field(validator=[_str, non_empty()])
+    start: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
+    end: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
+    detail: str = field(default="", validator=_str)
+
+
+@attrs.frozen
+class GuardVerdict:
+    """A guardrail's decision.
+
+    :param action: ``allow`` (text unchanged), ``redact`` (text changed) or ``block``.
+    :param text: the text after the guard: what the next stage sees.
+    :param findings: what was found.
+    :param guard: the component that decided.
+    """
+
+    action: GuardAction = field(validator=v.in_(GUARD_ACTIONS))
+    text: str = field(validator=_str)
+    findings: tuple[Finding, ...] = field(
+        default=(), converter=frozen_tuple, validator=v.deep_iterable(v.instance_of(Finding))
+    )
+    guard: str = field(default="", validator=_str)
+
+
+@attrs.frozen
+class Route:
+    """A router's choice.
+
+    :param target: the name of the chosen candidate component.
+    :param reason: why (``"intent:billing"``, ``"cheapest healthy"``, ...).
+    :param score: the router's confidence, when it has one.
+    :param fallbacks: candidates to try next, in order, when the target fails.
+    """
+
+    target: str = field(validator=[_str, non_empty()])
+    reason: str = field(default="", validator=_str)
+    score: float | None = field(default=None, validator=v.optional(finite()))
+    fallbacks: tuple[str, ...] = field(
+        default=(), converter=frozen_tuple, validator=v.deep_iterable(_str)
+    )

@@ -1,0 +1,185 @@
+"""Typed events published on the kernel's event bus.
+
+Every event is a frozen attrs class with a stable dotted ``name`` (a class variable) and the
+run and pipeline it belongs to. Plugins add their own event types through
+``aieng_register_events``; a subscriber filters by name with shell-style patterns
+(``"backend.*"``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import attrs
+from attrs import field, validators as v
+
+from ._chat import Message, Usage
+from ._checks import frozen_tuple, json_mapping
+from ._eval import Finding
+
+__all__ = [
+    "BusDropped",
+    "CacheHit",
+    "ErrorEvent",
+    "Event",
+    "FirstToken",
+    "GuardBlocked",
+    "HookCalled",
+    "LoopBlocked",
+    "ModelCall",
+    "RunFinished",
+    "RunStarted",
+    "StageFinished",
+    "StageStarted",
+    "TokenEvent",
+]
+
+_str = v.instance_of(str)
+_seconds = [v.instance_of(float), v.ge(0.0)]
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """Base of every event.
+
+    :param run_id: the run this event belongs to (empty outside a run).
+    :param pipeline: the pipeline's name (empty outside a pipeline).
+    :param ts: wall-clock time of emission, seconds since the epoch.
+    """
+
+    name: ClassVar[str] = "event"
+
+    run_id: str = field(default="", validator=_str)
+    pipeline: str = field(default="", validator=_str)
+    ts: float = field(factory=time.time)
+
+
+@attrs.frozen(kw_only=True)
+class RunStarted(Event):
+    """A pipeline run began; ``input`` is the user input as text."""
+
+    name: ClassVar[str] = "run.started"
+    input: str = field(default="", validator=_str)
+
+
+@attrs.frozen(kw_only=True)
+class RunFinished(Event):
+    """A pipeline run ended with ``status`` (``ok``, ``blocked``, ``error``, ``cancelled``)."""
+
+    name: ClassVar[str] = "run.finished"
+    status: str = field(validator=_str)
+    duration_s: float = field(validator=_seconds)
+
+
+@attrs.frozen(kw_only=True)
+class StageStarted(Event):
+    """A stage of a run began."""
+
+    name: ClassVar[str] = "stage.started"
+    stage: str = field(validator=_str)
+
+
+@attrs.frozen(kw_only=True)
+class StageFinished(Event):
+    """A stage ended with ``status`` (``ok``, ``skipped``, ``error``, ``blocked``, ``hit``)."""
+
+    name: ClassVar[str] = "stage.finished"
+    stage: str = field(validator=_str)
+    status: str = field(validator=_str)
+    duration_s: float = field(validator=_seconds)
+
+
+@attrs.frozen(kw_only=True)
+class HookCalled(Event):
+    """One hook impl was awaited; ``outcome`` is ``ok``, ``none``, ``error`` or ``timeout``."""
+
+    name: ClassVar[str] = "hook.called"
+    hook: str = field(validator=_str)
+    plugin: str = field(validator=_str)
+    stage: str = field(default="", validator=_str)
+    outcome: str = field(default="ok", validator=_str)
+    duration_s: float = field(validator=_seconds)
+
+
+@attrs.frozen(kw_only=True)
+class ModelCall(Event):
+    """A model call finished: the exact rendered messages, the parameters and the raw output."""
+
+    name: ClassVar[str] = "backend.call"
+    component: str = field(validator=_str)
+    messages: tuple[Message, ...] = field(converter=frozen_tuple)
+    parameters: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)
+    raw_output: str = field(default="", validator=_str)
+    usage: Usage = field(factory=Usage)
+    duration_s: float = field(default=0.0, validator=_seconds)
+    ttft_s: float | None = field(default=None)
+    streamed: bool = field(default=False)
+
+
+@attrs.frozen(kw_only=True)
+class FirstToken(Event):
+    """The first streamed token of a model call arrived ``ttft_s`` after the call began."""
+
+    name: ClassVar[str] = "backend.first_token"
+    component: str = field(validator=_str)
+    ttft_s: float = field(validator=_seconds)
+
+
+@attrs.frozen(kw_only=True)
+class TokenEvent(Event):
+    """A streamed piece of text arrived (``index`` counts pieces from 0)."""
+
+    name: ClassVar[str] = "backend.token"
+    component: str = field(validator=_str)
+    text: str = field(validator=_str)
+    index: int = field(validator=[v.instance_of(int), v.ge(0)])
+
+
+@attrs.frozen(kw_only=True)
+class CacheHit(Event):
+    """A cache answered a request."""
+
+    name: ClassVar[str] = "cache.hit"
+    component: str = field(validator=_str)
+
+
+@attrs.frozen(kw_only=True)
+class GuardBlocked(Event):
+    """A guardrail blocked input or output (``stage`` says which)."""
+
+    name: ClassVar[str] = "guard.blocked"
+    component: str = field(validator=_str)
+    stage: str = field(validator=_str)
+    findings: tuple[Finding, ...] = field(default=(), converter=frozen_tuple)
+
+
+@attrs.frozen(kw_only=True)
+class ErrorEvent(Event):
+    """A hook impl failed; ``policy`` says what the kernel did (``fail``, ``skip``, ``fallback``)."""
+
+    name: ClassVar[str] = "error"
+    stage: str = field(default="", validator=_str)
+    hook: str = field(default="", validator=_str)
+    plugin: str = field(default="", validator=_str)
+    error_type: str = field(validator=_str)
+    message: str = field(validator=_str)
+    policy: str = field(default="fail", validator=_str)
+
+
+@attrs.frozen(kw_only=True)
+class LoopBlocked(Event):
+    """The event loop did not run for ``duration_s`` while ``active`` impls were in flight."""
+
+    name: ClassVar[str] = "loop.blocked"
+    duration_s: float = field(validator=_seconds)
+    active: tuple[str, ...] = field(default=(), converter=frozen_tuple)
+
+
+@attrs.frozen(kw_only=True)
+class BusDropped(Event):
+    """A subscriber's queue was full and ``dropped`` events were not delivered to it."""
+
+    name: ClassVar[str] = "bus.dropped"
+    subscriber: str = field(validator=_str)
+    dropped: int = field(validator=[v.instance_of(int), v.ge(1)])

@@ -1,0 +1,84 @@
+"""Documents, chunks, queries and hits: what retrieval moves around."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from attrs import field, validators as v
+
+from ._checks import finite, json_mapping, non_empty
+
+__all__ = ["Chunk", "Document", "Hit", "Query"]
+
+_str = v.instance_of(str)
+
+
+@attrs.frozen
+class Document:
+    """A unit of indexed text.
+
+    :param id: stable identifier, unique within an index; not blank.
+    :param text: the body, already decoded to ``str``.
+    :param title: optional title.
+    :param metadata: JSON-able fields for filters and display.
+    """
+
+    id: str = field(validator=[_str, non_empty()])
+    text: str = field(validator=_str)
+    title: str = field(default="", validator=_str)
+    metadata: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)
+
+
+@attrs.frozen
+class Chunk:
+    """A span of a document, as a chunker cuts it.
+
+    :param id: identifier of the chunk.
+    :param document_id: the id of the document it comes from.
+    :param text: the chunk's text, ``document.text[start:end]`` when offsets are known.
+    :param start: offset of the first character in the document.
+    :param end: offset one past the last character; ``end >= start``.
+    """
+
+    id: str = field(validator=[_str, non_empty()])
+    document_id: str = field(validator=[_str, non_empty()])
+    text: str = field(validator=_str)
+    start: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
+    end: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
+    metadata: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)
+
+    @end.validator
+    def _end_after_start(self, attribute: attrs.Attribute[int], value: int) -> None:
+        if value < self.start:
+            raise ValueError(f"end ({value}) must not precede start ({self.start})")
+
+
+@attrs.frozen
+class Query:
+    """A search request.
+
+    :param text: what the user asked; any string, empty included (retrievers return ``[]``).
+    :param id: optional identifier (a benchmark query id).
+    :param filters: metadata equality filters a retriever applies when it supports them.
+    """
+
+    text: str = field(validator=_str)
+    id: str = field(default="", validator=_str)
+    filters: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)
+
+
+@attrs.frozen
+class Hit:
+    """One retrieved document with its score and rank.
+
+    :param document: the document.
+    :param score: the retriever's score; higher is better; finite.
+    :param rank: 1-based position in its run.
+    :param source: the component that produced it (``"bm25"``, ``"rrf"``, ...).
+    """
+
+    document: Document = field(validator=v.instance_of(Document))
+    score: float = field(validator=finite())
+    rank: int = field(default=1, validator=[v.instance_of(int), v.ge(1)])
+    source: str = field(default="", validator=_str)

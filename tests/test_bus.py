@@ -1,0 +1,153 @@
+"""The event bus: ordered, bounded, never in a request's way, nothing lost silently."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from aieng_core import EventBus, Kernel
+from aieng_core.testing._kit import isolated_kernel
+from aieng_core.testing.doubles import ScriptedBackend
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import BusDropped, Event, ModelCall, RunFinished, StageFinished
+
+pytestmark = pytest.mark.anyio
+
+
+def _event(i: int) -> Event:
+    return StageFinished(stage=f"s{i}", status="ok", duration_s=0.0)
+
+
+async def test_callback_subscriber_gets_events_in_order(aieng_kernel: Kernel) -> None:
+    """A callback subscriber receives every event in publication order."""
+    seen: list[str] = []
+    aieng_kernel.bus.add_callback(lambda e: seen.append(e.stage), name="t",  # type: ignore[attr-defined]
+                                  pattern="stage.*")
+    for i in range(100):
+        aieng_kernel.bus.publish(_event(i))
+    await anyio.sleep(0.05)
+    assert seen == [f"s{i}" for i in range(100)]
+
+
+async def test_pattern_and_pipeline_filters(aieng_kernel: Kernel) -> None:
+    """Subscribers see only events matching their name pattern and pipeline."""
+    async with aieng_kernel.bus.subscribe("run.*", pipeline="p1") as sub:
+        aieng_kernel.bus.publish(RunFinished(pipeline="p1", status="ok", duration_s=0.0))
+        aieng_kernel.bus.publish(RunFinished(pipeline="p2", status="ok", duration_s=0.0))
+        aieng_kernel.bus.publish(_event(1))
+        events = sub.pending()
+    assert [(e.name, e.pipeline) for e in events] == [("run.finished", "p1")]
+
+
+async def test_slow_subscriber_never_stalls_a_request() -> None:
+    """A subscriber that sleeps on every event does not slow runs down; it drops what does
+    not fit its queue, and the drops are counted and reported."""
+    async with isolated_kernel(bus_buffer=8) as kernel:
+        async def slow(event: Event) -> None:
+            await anyio.sleep(1)
+
+        kernel.bus.add_callback(slow, name="slowpoke")
+        reports: list[BusDropped] = []
+        kernel.bus.add_callback(lambda e: reports.append(e), name="watcher",  # type: ignore[arg-type,func-returns-value]
+                                pattern="bus.dropped")
+        pipeline = kernel.compose({"llm": ScriptedBackend()}, stages=["generate"])
+        with anyio.fail_after(2):  # 50 runs must not wait for 1 s sleeps
+            for _ in range(50):
+                await pipeline.run("hi")
+        stats = {s.name: s for s in kernel.bus.stats()}
+        assert stats["slowpoke"].dropped > 0
+        assert stats["watcher"].dropped == 0
+        kernel.drain_timeout = 0.1
+    # the drop was reported as an event once the slow subscriber woke up, or at shutdown
+
+
+async def test_drops_are_reported_as_an_event() -> None:
+    """When a subscriber's queue overflows, a bus.dropped event with the count follows."""
+    async with isolated_kernel(bus_buffer=4) as kernel:
+        got: list[Event] = []
+
+        async def sleepy(event: Event) -> None:
+            got.append(event)
+            await anyio.sleep(0.01)
+
+        reports: list[Event] = []
+        kernel.bus.add_callback(sleepy, name="sleepy", pattern="stage.*")
+        kernel.bus.add_callback(reports.append, name="reports", pattern="bus.dropped")
+        for i in range(20):
+            kernel.bus.publish(_event(i))
+        await anyio.sleep(0.3)
+        drops = [e for e in reports if isinstance(e, BusDropped)]
+        assert drops and drops[0].subscriber == "sleepy"
+        assert sum(d.dropped for d in drops) == 20 - len(got)
+        assert {s.name: s.dropped for s in kernel.bus.stats()}["sleepy"] == 20 - len(got)
+
+
+async def test_raising_subscriber_never_fails_a_request(aieng_kernel: Kernel) -> None:
+    """A subscriber that raises is counted as failed; runs go on and others still receive."""
+    def explode(event: Event) -> None:
+        raise ValueError("subscriber bug")
+
+    seen: list[str] = []
+    aieng_kernel.bus.add_callback(explode, name="exploder")
+    aieng_kernel.bus.add_callback(lambda e: seen.append(e.name), name="fine")  # type: ignore[func-returns-value]
+    pipeline = aieng_kernel.compose({"llm": ScriptedBackend(["ok"])}, stages=["generate"])
+    result = await pipeline.run("hi")
+    await anyio.sleep(0.05)
+    assert result.answer == "ok"
+    stats = {s.name: s for s in aieng_kernel.bus.stats()}
+    assert stats["exploder"].failed == len(result.events)
+    assert seen == [e.name for e in result.events]
+
+
+async def test_hot_loop_of_runs_does_not_starve_subscribers() -> None:
+    """Back-to-back fast runs still let a subscriber keep up: zero drops, all delivered."""
+    async with isolated_kernel(bus_buffer=64) as kernel:
+        count = 0
+
+        def counter(event: Event) -> None:
+            nonlocal count
+            count += 1
+
+        kernel.bus.add_callback(counter, name="counter")
+        pipeline = kernel.compose({"llm": ScriptedBackend()}, stages=["generate"])
+        total = 0
+        for _ in range(500):
+            total += len((await pipeline.run("hi")).events)
+        await anyio.sleep(0.05)
+        assert count == total
+        assert {s.name: s.dropped for s in kernel.bus.stats()}["counter"] == 0
+
+
+async def test_plugin_and_component_subscribers(aieng_kernel: Kernel, register_plugin) -> None:  # type: ignore[no-untyped-def]
+    """aieng_on_event on a component receives its pipeline's events."""
+    received: list[str] = []
+
+    class Monitor:
+        @hookimpl
+        def aieng_on_event(self, event: Event) -> None:
+            received.append(event.name)
+
+    pipeline = aieng_kernel.compose({"llm": ScriptedBackend(), "monitor": Monitor()},
+                                    stages=["generate"])
+    result = await pipeline.run("hi")
+    await anyio.sleep(0.05)
+    assert received == [e.name for e in result.events]
+
+
+async def test_model_call_event_carries_prompt_parameters_and_raw_output(
+        aieng_kernel: Kernel) -> None:
+    """Every model call's event has the exact rendered messages, parameters and raw output."""
+    pipeline = aieng_kernel.compose({"llm": ScriptedBackend(["raw text"])}, stages=["generate"])
+    result = await pipeline.run("the question")
+    (call,) = [e for e in result.events if isinstance(e, ModelCall)]
+    assert call.messages == result.request.messages
+    assert call.messages[-1].content == "the question"
+    assert call.parameters["temperature"] == 0.0 and call.parameters["max_tokens"] == 256
+    assert call.raw_output == "raw text" and call.component == "llm"
+    assert call.run_id == result.run_id
+
+
+def test_bus_rejects_a_zero_buffer() -> None:
+    """A bus needs room for at least one event per subscriber."""
+    with pytest.raises(ValueError):
+        EventBus(buffer=0)

@@ -1,0 +1,128 @@
+"""The aieng command line: run, plugins, hooks; errors as clean messages and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from aieng_core.cli import cli
+from aieng_core.cli import _commands  # noqa: F401  (registers the commands)
+
+DOCS = Path(__file__).parent / "fixtures" / "docs"
+
+PIPELINE = """
+[pipeline]
+name = "cli-test"
+
+[components.docs]
+use = "memory"
+documents = "{docs}"
+
+[components.prompt]
+use = "prompt"
+
+[components.llm]
+use = "extractive"
+"""
+
+
+@pytest.fixture
+def pipeline_file(tmp_path: Path) -> Path:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "fusion.md").write_text(
+        "# Fusion\n\nReciprocal rank fusion merges ranked lists from several retrievers. "
+        "Each document scores one over k plus its rank.\n\n# Bus\n\nThe event bus delivers "
+        "typed events to subscribers.\n", encoding="utf-8")
+    path = tmp_path / "p.toml"
+    path.write_text(PIPELINE.format(docs=docs), encoding="utf-8")
+    return path
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    runner = CliRunner()
+    result = runner.invoke(cli, list(args), env={"AIENG_PLUGINS": "builtin"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_run_prints_answer_and_sources(pipeline_file: Path) -> None:
+    """`aieng run` prints the extractive answer with its cited sources."""
+    code, out, _ = invoke("run", str(pipeline_file), "how does rank fusion merge lists")
+    assert code == 0, out
+    assert "Reciprocal rank fusion merges ranked lists" in out and "[1]" in out
+    assert "sources" in out and "fusion.md#0" in out
+
+
+def test_run_json_has_every_artifact(pipeline_file: Path) -> None:
+    """`aieng run --json` prints the RunResult: answer, hits, stages and events."""
+    code, out, _ = invoke("run", str(pipeline_file), "event bus subscribers", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["status"] == "ok" and data["answer"].startswith("The event bus")
+    assert data["hits"][0]["document"]["title"] == "Bus"
+    assert [s["name"] for s in data["stages"]] == ["retrieve", "context", "generate"]
+    assert data["events"][0]["name"] == "run.started"
+    call = next(e for e in data["events"] if e["name"] == "backend.call")
+    assert call["messages"][0]["role"] == "system" and call["raw_output"] == data["answer"]
+
+
+def test_run_explain_shows_prompt_raw_output_and_timings(pipeline_file: Path) -> None:
+    """`--explain` shows the rendered prompt, the raw output and per-stage timings."""
+    code, out, _ = invoke("run", str(pipeline_file), "rank fusion", "--explain")
+    assert code == 0
+    assert "prompt to llm" in out and "<system>" in out and "untrusted" in out
+    assert "raw output" in out and "stages" in out and "retrieve" in out
+
+
+def test_run_with_a_bad_file_exits_2_with_the_key(tmp_path: Path) -> None:
+    """A malformed pipeline file exits 2 with file, key path and choices, no traceback."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[pipeline]\nname="x"\n[components.a]\nuse="nope"\n')
+    code, out, err = invoke("run", str(bad), "hi")
+    assert code == 2
+    assert "components.a.use" in err and "valid choices" in err and "Traceback" not in err
+
+
+def test_plugins_json_lists_the_builtin(pipeline_file: Path) -> None:
+    """`aieng plugins --json` lists objects with the documented keys."""
+    code, out, _ = invoke("plugins", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    builtin = next(r for r in rows if r["name"] == "builtin")
+    assert set(builtin) == {"name", "distribution", "version", "components", "hooks", "status",
+                            "error"}
+    assert builtin["status"] == "loaded" and "memory" in builtin["components"]
+    assert "aieng_retrieve" in builtin["hooks"]
+
+
+def test_plugins_table() -> None:
+    """`aieng plugins` renders a table with the built-in plugin."""
+    code, out, _ = invoke("plugins")
+    assert code == 0 and "builtin" in out and "loaded" in out
+
+
+def test_hooks_lists_every_spec() -> None:
+    """`aieng hooks --json` lists each hook with its role and call mode."""
+    code, out, _ = invoke("hooks", "--json")
+    rows = {r["hook"]: r for r in json.loads(out)}
+    assert rows["aieng_retrieve"]["mode"] == "gather"
+    assert rows["aieng_rerank"]["mode"] == "chain"
+    assert rows["aieng_generate"]["role"] == "backend"
+
+
+def test_console_script_logs_json_with_run_id(pipeline_file: Path) -> None:
+    """The installed `aieng` logs JSON lines to a non-terminal stderr, with the run id bound."""
+    exe = Path(sys.executable).with_name("aieng")
+    proc = subprocess.run([str(exe), "--log-level", "DEBUG", "run", str(pipeline_file),
+                           "rank fusion", "--json"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert lines, proc.stderr
+    assert any(line.get("run_id") == run_id for line in lines), lines

@@ -1,0 +1,208 @@
+"""Pipeline files: validation errors name file, key path, expectation and choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aieng_core import ConfigError, Kernel, PipelineConfig
+from aieng_core.pipeline import STAGES
+
+GOOD = """
+[pipeline]
+name = "qa"
+stages = ["retrieve", "context", "generate"]
+
+[stage.retrieve]
+k = 5
+on_error = "skip"
+
+[components.docs]
+use = "memory"
+
+[components.prompt]
+use = "prompt"
+max_context_chars = 2000
+
+[components.llm]
+use = "extractive"
+"""
+
+
+@pytest.fixture
+def kernel() -> Kernel:
+    return Kernel(env={}, entry_points=[]).load()
+
+
+def load(kernel: Kernel, tmp_path: Path, text: str | bytes) -> PipelineConfig:
+    path = tmp_path / "pipeline.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return PipelineConfig.load(path, kernel.registry)
+
+
+def test_good_file_loads(kernel: Kernel, tmp_path: Path) -> None:
+    """A valid file yields typed options, stage overrides and the listed stages."""
+    config = load(kernel, tmp_path, GOOD)
+    assert config.name == "qa"
+    assert config.stages == ("retrieve", "context", "generate")
+    assert config.policy("retrieve").on_error == "skip"
+    assert config.policy("generate").on_error == "fail"
+    assert config.k("retrieve", 10) == 5
+    assert config.components["prompt"].options.max_context_chars == 2000
+
+
+def test_name_defaults_to_file_stem(kernel: Kernel, tmp_path: Path) -> None:
+    """A file without pipeline.name is named after the file."""
+    config = load(kernel, tmp_path, '[pipeline]\n[components.a]\nuse = "memory"\n')
+    assert config.name == "pipeline"
+
+
+MALFORMED = [
+    # (id, file text, key path in the message, words that must appear)
+    ("unknown-component", '[pipeline]\nname="x"\n[components.a]\nuse = "bm52"\n',
+     "components.a.use", ["unknown component 'bm52'", "valid choices", "memory"]),
+    ("missing-use", '[pipeline]\nname="x"\n[components.a]\nk = 3\n',
+     "components.a.use", ["missing 'use'", "valid choices"]),
+    ("use-not-string", '[pipeline]\nname="x"\n[components.a]\nuse = 3\n',
+     "components.a.use", ["expected a string"]),
+    ("wrong-option-type", '[pipeline]\nname="x"\n[components.a]\nuse = "rrf"\nk = "60"\n',
+     "components.a.k", ["expected int", "str"]),
+    ("unknown-option", '[pipeline]\nname="x"\n[components.a]\nuse = "rrf"\nkk = 1\n',
+     "components.a.kk", ["unknown option 'kk'", "valid choices: k"]),
+    ("option-validator", '[pipeline]\nname="x"\n[components.a]\nuse = "rrf"\nk = 0\n',
+     "components.a", ["k"]),
+    ("bad-stage-name", '[pipeline]\nname="x"\nstages=["retreive"]\n[components.a]\nuse="memory"\n',
+     "pipeline.stages[0]", ["unknown stage 'retreive'", "retrieve"]),
+    ("stage-without-component", '[pipeline]\nname="x"\nstages=["rerank"]\n'
+     '[components.a]\nuse="memory"\n', "pipeline.stages", ["no component implements aieng_rerank"]),
+    ("stages-out-of-order", '[pipeline]\nname="x"\nstages=["generate","retrieve"]\n'
+     '[components.a]\nuse="memory"\n[components.b]\nuse="extractive"\n',
+     "pipeline.stages", ["out of order"]),
+    ("duplicate-stage", '[pipeline]\nname="x"\nstages=["retrieve","retrieve"]\n'
+     '[components.a]\nuse="memory"\n', "pipeline.stages", ["listed twice"]),
+    ("empty-stages", '[pipeline]\nname="x"\nstages=[]\n[components.a]\nuse="memory"\n',
+     "pipeline.stages", ["no stages"]),
+    ("empty-pipeline", '[pipeline]\nname="x"\n', "components", ["no components"]),
+    ("empty-components-table", '[pipeline]\nname="x"\n[components]\n', "components",
+     ["no components"]),
+    ("no-pipeline-table", '[components.a]\nuse="memory"\n', "pipeline", ["missing the [pipeline]"]),
+    ("unknown-top-key", '[pipeline]\nname="x"\n[stagez.a]\n[components.a]\nuse="memory"\n',
+     "stagez", ["unknown key", "valid choices: pipeline, stage, components"]),
+    ("unknown-pipeline-key", '[pipeline]\nname="x"\ntimout=3\n[components.a]\nuse="memory"\n',
+     "pipeline.timout", ["unknown key", "timeout"]),
+    ("bad-timeout", '[pipeline]\nname="x"\ntimeout=-1\n[components.a]\nuse="memory"\n',
+     "pipeline.timeout", ["positive number"]),
+    ("bad-on-error", '[pipeline]\nname="x"\non_error="ignore"\n[components.a]\nuse="memory"\n',
+     "pipeline.on_error", ["fail, skip, fallback"]),
+    ("unknown-stage-table", '[pipeline]\nname="x"\n[stage.fetch]\n[components.a]\nuse="memory"\n',
+     "stage.fetch", ["unknown stage 'fetch'"]),
+    ("k-on-wrong-stage", '[pipeline]\nname="x"\n[stage.generate]\nk=3\n[components.a]\n'
+     'use="memory"\n', "stage.generate.k", ["unknown key 'k'"]),
+    ("bad-k", '[pipeline]\nname="x"\n[stage.retrieve]\nk=0\n[components.a]\nuse="memory"\n',
+     "stage.retrieve.k", ["integer >= 1"]),
+    ("component-not-table", '[pipeline]\nname="x"\n[components]\na = "memory"\n',
+     "components.a", ["expected a table"]),
+    ("bad-component-name", '[pipeline]\nname="x"\n[components."my comp"]\nuse="memory"\n',
+     "components.my comp", ["bad component name"]),
+    ("name-wrong-type", '[pipeline]\nname=3\n[components.a]\nuse="memory"\n',
+     "pipeline.name", ["non-empty string"]),
+    ("string-for-list", '[pipeline]\nname="x"\nstages="retrieve"\n[components.a]\nuse="memory"\n',
+     "pipeline.stages", ["array of stage names"]),
+    ("bad-toml", '[pipeline\nname="x"\n', "", ["invalid TOML", "line 1"]),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "words"), [m[1:] for m in MALFORMED],
+                         ids=[m[0] for m in MALFORMED])
+def test_malformed_files_fail_clearly(kernel: Kernel, tmp_path: Path, text: str, key: str,
+                                      words: list[str]) -> None:
+    """Each malformed file fails with the file, the key path and a useful explanation."""
+    with pytest.raises(ConfigError) as caught:
+        load(kernel, tmp_path, text)
+    message = str(caught.value)
+    assert message.startswith(str(tmp_path / "pipeline.toml")), message
+    assert caught.value.key == key, message
+    for word in words:
+        assert word in message, message
+
+
+def test_missing_file(kernel: Kernel, tmp_path: Path) -> None:
+    """A missing file is a ConfigError naming the file, not a raw FileNotFoundError."""
+    with pytest.raises(ConfigError, match="file not found"):
+        PipelineConfig.load(tmp_path / "nope.toml", kernel.registry)
+
+
+def test_non_utf8_file(kernel: Kernel, tmp_path: Path) -> None:
+    """A file that is not UTF-8 fails with the byte offset."""
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load(kernel, tmp_path, b'[pipeline]\nname = "\xff"\n')
+
+
+def test_component_that_fails_to_start(kernel: Kernel, tmp_path: Path) -> None:
+    """A component whose constructor raises is reported with its key, plugin and cause."""
+    path = tmp_path / "p.toml"
+    path.write_text('[pipeline]\nname="x"\n[components.docs]\nuse="memory"\n'
+                    f'documents="{tmp_path / "missing"}"\n')
+    with pytest.raises(ConfigError) as caught:
+        kernel.load_pipeline(path)
+    assert caught.value.key == "components.docs"
+    assert "FileNotFoundError" in str(caught.value) and "builtin" in str(caught.value)
+
+
+# -- round trip --------------------------------------------------------------------------
+
+_names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+_component = st.one_of(
+    st.builds(lambda k: {"use": "rrf", "k": k}, st.integers(1, 1000)),
+    st.builds(lambda s, m: {"use": "prompt", "system": s, "max_context_chars": m},
+              st.text(max_size=40), st.integers(1, 10**6)),
+    st.builds(lambda n: {"use": "extractive", "max_sentences": n}, st.integers(1, 9)),
+    st.builds(lambda k1, b: {"use": "memory", "k1": k1, "b": b},
+              st.floats(0, 5, allow_nan=False), st.floats(0, 1, allow_nan=False)),
+)
+_policy = st.fixed_dictionaries({}, optional={
+    "timeout": st.floats(0.001, 100, allow_nan=False),
+    "on_error": st.sampled_from(["fail", "skip", "fallback"]),
+})
+
+
+@st.composite
+def pipeline_dicts(draw: st.DrawFn) -> dict[str, object]:
+    components = draw(st.dictionaries(_names, _component, min_size=1, max_size=4))
+    head: dict[str, object] = {"name": draw(_names)}
+    head.update(draw(_policy))
+    stage = draw(st.dictionaries(st.sampled_from(["retrieve", "rerank", "generate"]), _policy,
+                                 max_size=3))
+    for name in ("retrieve", "rerank"):
+        if name in stage and draw(st.booleans()):
+            stage[name] = {**stage[name], "k": draw(st.integers(1, 100))}
+    data: dict[str, object] = {"pipeline": head, "components": components}
+    if stage:
+        data["stage"] = stage
+    return data
+
+
+@given(pipeline_dicts())
+def test_to_dict_from_dict_round_trip(data: dict[str, object]) -> None:
+    """from_dict(to_dict(c)) == c, and to_dict is a fixed point after one normalization."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+    config = PipelineConfig.from_dict(data, kernel.registry)
+    again = PipelineConfig.from_dict(config.to_dict(), kernel.registry)
+    assert again == config
+    assert again.to_dict() == config.to_dict()
+    for name, comp in data["components"].items():  # type: ignore[attr-defined]
+        options = attrs.asdict(config.components[name].options)
+        assert all(options[key] == value for key, value in comp.items() if key != "use")
+
+
+def test_stage_names_are_the_lifecycle() -> None:
+    """The default stage order is the request lifecycle of the design."""
+    assert STAGES == ("guard_input", "cache_lookup", "route", "retrieve", "rerank", "context",
+                      "generate", "guard_output", "cache_store", "judge")

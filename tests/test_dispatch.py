@@ -1,0 +1,295 @@
+"""The dispatcher: call modes, pluggy order, timeouts, error policies, cancellation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aieng_core import HookError, Kernel
+from aieng_core.testing import EventCapture, HookRecorder
+from aieng_core.testing._kit import isolated_kernel
+from aieng_hookspecs import blocking, hookimpl
+from aieng_hookspecs.types import Document, ErrorEvent, Hit, LoopBlocked, Query
+
+pytestmark = pytest.mark.anyio
+
+
+def _hit(doc_id: str, score: float = 1.0, rank: int = 1) -> Hit:
+    return Hit(document=Document(id=doc_id, text=f"text {doc_id}"), score=score, rank=rank)
+
+
+class Retriever:
+    """A retriever returning one fixed hit; sync or async, optionally slow or failing."""
+
+    def __init__(self, doc_id: str, *, delay: float = 0.0, fail: bool = False) -> None:
+        self.doc_id = doc_id
+        self.delay = delay
+        self.fail = fail
+
+    @hookimpl
+    async def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
+        if self.delay:
+            await anyio.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError(f"{self.doc_id} broke")
+        return [_hit(self.doc_id)]
+
+
+class SyncRetriever:
+    """A plain-function retriever (runs inline on the loop)."""
+
+    @hookimpl
+    def aieng_retrieve(self, k: int) -> list[Hit]:  # declares only the argument it uses
+        return [_hit("sync")]
+
+
+class Ordered:
+    """A reranker that appends its name to the hits' trail, with optional ordering markers."""
+
+    def __init__(self, name: str, trail: list[str]) -> None:
+        self.name = name
+        self.trail = trail
+
+
+def make_ordered(name: str, marker: str, trail: list[str]) -> object:
+    opts = {"tryfirst": marker == "tryfirst", "trylast": marker == "trylast"}
+
+    class Component:
+        @hookimpl(**opts)
+        def aieng_rerank(self, hits: Sequence[Hit], k: int) -> list[Hit]:
+            trail.append(name)
+            return list(hits)
+
+    return Component()
+
+
+async def test_gather_runs_sync_and_async_impls_and_collects_every_run(
+        aieng_kernel: Kernel) -> None:
+    """gather collects every retriever's run; sync impls get only the arguments they declare."""
+    pipeline = aieng_kernel.compose({"a": Retriever("a"), "b": SyncRetriever(),
+                                     "c": Retriever("c")}, stages=["retrieve"])
+    result = await pipeline.run("q")
+    assert set(result.runs) == {"a", "b", "c"}
+    assert {h.document.id for h in result.retrieved} == {"a", "sync", "c"}
+
+
+async def test_gather_is_concurrent(aieng_kernel: Kernel) -> None:
+    """Three retrievers that each wait 0.2 s finish together, not one after another."""
+    pipeline = aieng_kernel.compose({n: Retriever(n, delay=0.2) for n in "abc"},
+                                    stages=["retrieve"])
+    started = time.perf_counter()
+    await pipeline.run("q")
+    # Sequential would take 0.6 s; concurrent takes ~0.2 s. A generous margin keeps this
+    # about behaviour (concurrency), not speed.
+    assert time.perf_counter() - started < 0.5
+
+
+async def test_file_order_is_call_order(aieng_kernel: Kernel,
+                                        hook_recorder: HookRecorder) -> None:
+    """Components listed first are called first (pluggy's LIFO, registered in reverse)."""
+    trail: list[str] = []
+    pipeline = aieng_kernel.compose(
+        {"r": Retriever("r"), **{n: make_ordered(n, "", trail) for n in ("x", "y", "z")}},
+        stages=["retrieve", "rerank"])
+    await pipeline.run("q")
+    assert trail == ["x", "y", "z"]
+    assert hook_recorder.order("aieng_rerank") == ["x", "y", "z"]
+
+
+@given(st.lists(st.sampled_from(["tryfirst", "", "trylast"]), min_size=1, max_size=6),
+       st.randoms(use_true_random=False))
+def test_tryfirst_trylast_under_any_registration_order(markers: list[str], rnd: object) -> None:
+    """Whatever the order components are listed in, tryfirst impls run before plain ones and
+    trylast impls after them."""
+    async def main() -> list[str]:
+        trail: list[str] = []
+        names = [f"c{i}" for i in range(len(markers))]
+        order = list(zip(names, markers))
+        rnd.shuffle(order)  # type: ignore[attr-defined]
+        async with isolated_kernel(loop_block_threshold=None) as kernel:
+            components = {"r": Retriever("r"),
+                          **{n: make_ordered(f"{m}:{n}", m, trail) for n, m in order}}
+            pipeline = kernel.compose(components, stages=["retrieve", "rerank"])
+            await pipeline.run("q")
+        return trail
+
+    trail = anyio.run(main)
+    rank = {"tryfirst": 0, "": 1, "trylast": 2}
+    groups = [rank[entry.split(":")[0]] for entry in trail]
+    assert groups == sorted(groups)
+    assert len(trail) == len(markers)
+
+
+async def test_first_mode_stops_at_first_answer(aieng_kernel: Kernel,
+                                                hook_recorder: HookRecorder) -> None:
+    """first stops at the first non-None result; a None result passes to the next impl."""
+    class Declines:
+        @hookimpl
+        async def aieng_generate(self) -> None:
+            return None
+
+    from aieng_core.testing.doubles import ScriptedBackend
+
+    a, b = ScriptedBackend(["from a"]), ScriptedBackend(["from b"])
+    pipeline = aieng_kernel.compose({"no": Declines(), "a": a, "b": b}, stages=["generate"])
+    result = await pipeline.run("hi")
+    assert result.answer == "from a"
+    assert hook_recorder.order("aieng_generate") == ["no", "a"]
+    assert not b.requests
+
+
+async def test_timeout_raises_hook_error_naming_everything(aieng_kernel: Kernel) -> None:
+    """A timed-out impl raises HookError naming hook, component, stage and the timeout."""
+    pipeline = aieng_kernel.compose({"slow": Retriever("slow", delay=5)}, stages=["retrieve"],
+                                    stage={"retrieve": {"timeout": 0.05}})
+    with pytest.raises(HookError) as caught:
+        await pipeline.run("q")
+    error = caught.value
+    assert (error.hook, error.plugin, error.stage) == ("aieng_retrieve", "slow", "retrieve")
+    assert "timed out after 0.05 s" in str(error)
+    assert isinstance(error.cause, TimeoutError)
+
+
+async def test_fail_policy_wraps_the_cause(aieng_kernel: Kernel) -> None:
+    """Under fail, an impl's exception becomes one HookError with the original as cause."""
+    pipeline = aieng_kernel.compose({"bad": Retriever("bad", fail=True)}, stages=["retrieve"])
+    with pytest.raises(HookError) as caught:
+        await pipeline.run("q")
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert "bad broke" in str(caught.value) and "'bad'" in str(caught.value)
+
+
+async def test_skip_policy_skips_the_stage_with_an_error_event(
+        aieng_kernel: Kernel, captured_events: EventCapture) -> None:
+    """Under skip, the run goes on without the stage and an error event says why."""
+    from aieng_core.testing.doubles import ScriptedBackend
+
+    pipeline = aieng_kernel.compose(
+        {"bad": Retriever("bad", fail=True), "llm": ScriptedBackend(["ok"])},
+        stages=["retrieve", "generate"], stage={"retrieve": {"on_error": "skip"}})
+    result = await pipeline.run("q")
+    assert result.answer == "ok"
+    assert [(s.name, s.status) for s in result.stages] == [("retrieve", "skipped"),
+                                                           ("generate", "ok")]
+    errors = captured_events.of(ErrorEvent)
+    assert len(errors) == 1 and errors[0].policy == "skip" and errors[0].plugin == "bad"
+    assert errors[0].run_id == result.run_id
+
+
+async def test_fallback_policy_moves_to_the_next_candidate(aieng_kernel: Kernel) -> None:
+    """Under fallback, a failing backend hands over to the next; a failing retriever is
+    dropped from the gather while the others' runs are kept."""
+    from aieng_core.testing.doubles import ScriptedBackend
+
+    pipeline = aieng_kernel.compose(
+        {"ok": Retriever("ok"), "bad": Retriever("bad", fail=True),
+         "broken": ScriptedBackend(fail_with=ConnectionError("down")),
+         "spare": ScriptedBackend(["spare answer"])},
+        stages=["retrieve", "generate"], on_error="fallback")
+    result = await pipeline.run("q")
+    assert result.answer == "spare answer"
+    assert set(result.runs) == {"ok"}
+    assert {e.plugin for e in result.events if isinstance(e, ErrorEvent)} == {"bad", "broken"}
+
+
+async def test_fallback_when_every_candidate_fails_raises(aieng_kernel: Kernel) -> None:
+    """fallback with no working candidate still fails loudly."""
+    from aieng_core.testing.doubles import ScriptedBackend
+
+    pipeline = aieng_kernel.compose(
+        {"x": ScriptedBackend(fail_with=ValueError("x")),
+         "y": ScriptedBackend(fail_with=ValueError("y"))},
+        stages=["generate"], on_error="fallback")
+    with pytest.raises(HookError):
+        await pipeline.run("q")
+
+
+async def test_wrong_return_type_is_a_hook_error(aieng_kernel: Kernel) -> None:
+    """An impl returning the wrong type fails with a HookError saying what was expected."""
+    class Sloppy:
+        @hookimpl
+        def aieng_retrieve(self) -> list[str]:
+            return ["not a hit"]
+
+    pipeline = aieng_kernel.compose({"sloppy": Sloppy()}, stages=["retrieve"])
+    with pytest.raises(HookError, match="expected Hit"):
+        await pipeline.run("q")
+
+
+async def test_blocking_impl_runs_in_a_worker_thread(aieng_kernel: Kernel) -> None:
+    """An impl marked @blocking runs off the event loop's thread."""
+    seen: list[int] = []
+
+    class Heavy:
+        @hookimpl
+        @blocking
+        def aieng_retrieve(self) -> list[Hit]:
+            seen.append(threading.get_ident())
+            time.sleep(0.01)
+            return [_hit("heavy")]
+
+    pipeline = aieng_kernel.compose({"heavy": Heavy()}, stages=["retrieve"])
+    result = await pipeline.run("q")
+    assert result.retrieved[0].document.id == "heavy"
+    assert seen and seen[0] != threading.get_ident()
+
+
+async def test_watchdog_names_an_impl_that_blocks_the_loop(
+        aieng_kernel: Kernel, captured_events: EventCapture) -> None:
+    """An async impl that calls time.sleep is reported in a loop.blocked event by name."""
+    class Blocker:
+        @hookimpl
+        async def aieng_retrieve(self) -> list[Hit]:
+            time.sleep(0.3)  # the bug under test: blocking inside async code
+            return [_hit("b")]
+
+    pipeline = aieng_kernel.compose({"blocker": Blocker()}, stages=["retrieve"])
+    await pipeline.run("q")
+    await anyio.sleep(0.05)  # let the watchdog wake up late and report
+    blocked = captured_events.of(LoopBlocked)
+    assert blocked, captured_events.names()
+    assert "blocker.aieng_retrieve" in blocked[0].active
+    assert blocked[0].duration_s >= 0.2
+
+
+async def test_watchdog_quiet_for_well_behaved_impls(
+        aieng_kernel: Kernel, captured_events: EventCapture) -> None:
+    """Awaiting impls, even slow ones, never trigger the watchdog."""
+    pipeline = aieng_kernel.compose({"a": Retriever("a", delay=0.3)}, stages=["retrieve"])
+    await pipeline.run("q")
+    await anyio.sleep(0.05)
+    assert not captured_events.of(LoopBlocked)
+
+
+@given(st.floats(0.0, 0.05), st.integers(1, 4))
+def test_cancellation_leaves_no_task_running(cancel_after: float, n: int) -> None:
+    """Cancelling a run mid-gather leaves none of its impl tasks running."""
+    state = {"running": 0, "started": 0}
+
+    class Tracked:
+        @hookimpl
+        async def aieng_retrieve(self) -> list[Hit]:
+            state["running"] += 1
+            state["started"] += 1
+            try:
+                await anyio.sleep(10)
+            finally:
+                state["running"] -= 1
+            return []
+
+    async def main() -> None:
+        async with isolated_kernel(loop_block_threshold=None) as kernel:
+            pipeline = kernel.compose({f"t{i}": Tracked() for i in range(n)},
+                                      stages=["retrieve"])
+            with anyio.move_on_after(cancel_after):
+                await pipeline.run("q")
+            assert state["running"] == 0
+
+    anyio.run(main)
+    assert state["running"] == 0

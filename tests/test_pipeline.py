@@ -1,0 +1,284 @@
+"""Pipelines end to end: every stage of the lifecycle, artifacts, traces and streaming."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+import pytest
+
+from aieng_core import ConfigError, Kernel, RunResult
+from aieng_core.testing import EventCapture
+from aieng_core.testing.doubles import ScriptedBackend
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import (
+    Completion,
+    Delta,
+    Document,
+    Finding,
+    FirstToken,
+    GuardVerdict,
+    Hit,
+    Query,
+    Request,
+    Route,
+    Sample,
+    Score,
+    TokenEvent,
+)
+
+pytestmark = pytest.mark.anyio
+
+DOCS = [
+    Document(id="rrf", title="Fusion", text="Reciprocal rank fusion merges ranked lists. "
+             "It adds one over k plus rank for each list."),
+    Document(id="bus", title="Bus", text="The event bus delivers typed events. "
+             "Slow subscribers drop events and the drops are counted."),
+    Document(id="cli", title="CLI", text="The aieng command runs pipelines from TOML files."),
+]
+
+
+class Guard:
+    """Input guard double: blocks 'forbidden', redacts 'secret'."""
+
+    @hookimpl
+    def aieng_guard_input(self, request: Request) -> GuardVerdict | None:
+        text = request.prompt
+        if "forbidden" in text:
+            return GuardVerdict(action="block", text=text, findings=[Finding(kind="policy")])
+        if "secret" in text:
+            return GuardVerdict(action="redact", text=text.replace("secret", "[REDACTED]"))
+        return None
+
+    @hookimpl
+    def aieng_guard_output(self, completion: Completion) -> GuardVerdict | None:
+        if "leak" in completion.text:
+            return GuardVerdict(action="block", text="I can't share that.")
+        return None
+
+
+class DictCache:
+    """Cache double keyed on the prompt."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, Completion] = {}
+
+    @hookimpl
+    def aieng_cache_lookup(self, request: Request) -> Completion | None:
+        return self.store.get(request.prompt)
+
+    @hookimpl
+    def aieng_cache_store(self, request: Request, completion: Completion) -> None:
+        self.store[request.prompt] = completion
+
+
+class Router:
+    """Routes prompts mentioning 'math' to the 'math' backend."""
+
+    @hookimpl
+    def aieng_route(self, request: Request, candidates: Sequence[str]) -> Route | None:
+        if "math" in request.prompt:
+            return Route(target="math", reason="keyword")
+        return None
+
+
+class LengthJudge:
+    """Judge double scoring the answer's word count."""
+
+    @hookimpl
+    def aieng_judge(self, sample: Sample) -> list[Score]:
+        return [Score(name="words", value=len(sample.output.split()))]
+
+
+async def _full(kernel: Kernel, backend: ScriptedBackend | None = None) -> tuple[object, ...]:
+    from aieng_core.builtins import MemoryOptions, MemoryRetriever, PromptBuilder, PromptOptions
+
+    retriever = MemoryRetriever(MemoryOptions())
+    pipeline = kernel.compose({
+        "guard": Guard(), "cache": DictCache(), "router": Router(), "docs": retriever,
+        "prompt": PromptBuilder(PromptOptions()),
+        "llm": backend or ScriptedBackend(lambda r: f"answer to {r.metadata['question']}"),
+        "math": ScriptedBackend(["42"]), "judge": LengthJudge(),
+    })
+    await pipeline.index(DOCS)
+    return pipeline, retriever
+
+
+async def test_full_lifecycle_keeps_every_artifact(aieng_kernel: Kernel) -> None:
+    """A run through every stage records each intermediate artifact and its events."""
+    pipeline, _ = await _full(aieng_kernel)
+    result: RunResult = await pipeline.run("how does rank fusion work")  # type: ignore[attr-defined]
+    assert [s.name for s in result.stages] == [
+        "guard_input", "cache_lookup", "route", "retrieve", "rerank", "context", "generate",
+        "guard_output", "cache_store", "judge"][:3] + ["retrieve", "context", "generate",
+                                                       "guard_output", "cache_store", "judge"]
+    assert result.status == "ok"
+    assert result.hits[0].document.id == "rrf"
+    assert result.runs["docs"][0].document.id == "rrf"
+    assert "Reciprocal rank fusion" in result.request.messages[-1].content
+    assert result.request.metadata["context"][0]["id"] == "rrf"
+    assert result.answer == "answer to how does rank fusion work"
+    assert result.raw_completion == result.completion
+    assert result.scores == (Score(name="words", value=7, judge="judge"),)
+    names = [e.name for e in result.events]
+    assert names[0] == "run.started" and names[-1] == "run.finished"
+    assert names.count("stage.finished") == len(result.stages)
+    assert all(e.run_id == result.run_id for e in result.events)
+
+
+async def test_input_guard_blocks_and_stops_the_run(aieng_kernel: Kernel) -> None:
+    """A blocking input guard stops the run before any model call."""
+    backend = ScriptedBackend()
+    pipeline, _ = await _full(aieng_kernel, backend)
+    result = await pipeline.run("something forbidden")  # type: ignore[attr-defined]
+    assert result.status == "blocked" and result.completion is None
+    assert [s.name for s in result.stages] == ["guard_input"]
+    assert not backend.requests
+    assert "guard.blocked" in [e.name for e in result.events]
+
+
+async def test_input_guard_redaction_reaches_the_model(aieng_kernel: Kernel) -> None:
+    """A redacting guard's text replaces the user's message before retrieval and the model."""
+    backend = ScriptedBackend()
+    pipeline, _ = await _full(aieng_kernel, backend)
+    result = await pipeline.run("my secret question")  # type: ignore[attr-defined]
+    assert result.query.text == "my [REDACTED] question"
+    assert "secret" not in backend.requests[0].messages[-1].content
+    assert result.input_verdicts[0].guard == "guard"
+
+
+async def test_output_guard_block_replaces_the_answer(aieng_kernel: Kernel) -> None:
+    """A blocking output guard replaces the answer and keeps the raw one as an artifact."""
+    pipeline, _ = await _full(aieng_kernel, ScriptedBackend(["here is a leak"]))
+    result = await pipeline.run("tell me")  # type: ignore[attr-defined]
+    assert result.status == "blocked"
+    assert result.answer == "I can't share that."
+    assert result.completion.finish_reason == "content_filter"  # type: ignore[union-attr]
+    assert result.raw_completion.text == "here is a leak"  # type: ignore[union-attr]
+
+
+async def test_cache_hit_skips_the_model_and_equals_the_miss(aieng_kernel: Kernel,
+                                                             captured_events: EventCapture) -> None:
+    """The second identical request is a cache hit: no model call, same answer, cached=True."""
+    backend = ScriptedBackend(lambda r: "fresh answer")
+    pipeline, _ = await _full(aieng_kernel, backend)
+    miss = await pipeline.run("what is the bus")  # type: ignore[attr-defined]
+    hit = await pipeline.run("what is the bus")  # type: ignore[attr-defined]
+    assert len(backend.requests) == 1
+    assert hit.cache_hit == "cache" and hit.completion.cached
+    assert hit.answer == miss.answer
+    assert "generate" not in [s.name for s in hit.stages]
+    assert captured_events.names("cache.hit") == ["cache.hit"]
+
+
+async def test_router_sends_to_the_chosen_backend(aieng_kernel: Kernel) -> None:
+    """The routed backend answers; the default order is not used."""
+    pipeline, _ = await _full(aieng_kernel)
+    result = await pipeline.run("some math please")  # type: ignore[attr-defined]
+    assert result.route == Route(target="math", reason="keyword")
+    assert result.answer == "42"
+    assert result.model_calls[0].component == "math"
+
+
+async def test_router_naming_an_unknown_backend_fails(aieng_kernel: Kernel) -> None:
+    """A route outside the candidates is a HookError, not a silent default."""
+    from aieng_core import HookError
+
+    class BadRouter:
+        @hookimpl
+        def aieng_route(self) -> Route:
+            return Route(target="nope")
+
+    pipeline = aieng_kernel.compose({"r": BadRouter(), "llm": ScriptedBackend()})
+    with pytest.raises(HookError, match="not a backend of this pipeline"):
+        await pipeline.run("x")
+
+
+async def test_streaming_emits_first_token_and_token_events(aieng_kernel: Kernel) -> None:
+    """Streaming feeds the callback delta by delta and records TTFT and per-token events."""
+    pipeline = aieng_kernel.compose({"llm": ScriptedBackend(["one two three"], delay=0.03)})
+    deltas: list[Delta] = []
+    result = await pipeline.run("go", on_delta=deltas.append)
+    assert "".join(d.text for d in deltas) == "one two three"
+    assert deltas[-1].finish_reason == "stop"
+    first = [e for e in result.events if isinstance(e, FirstToken)]
+    tokens = [e for e in result.events if isinstance(e, TokenEvent)]
+    assert len(first) == 1 and first[0].ttft_s > 0
+    assert [t.text for t in tokens] == ["one", " two", " three"]
+    assert result.model_calls[0].streamed and result.model_calls[0].ttft_s == first[0].ttft_s
+    assert result.answer == "one two three"
+
+
+async def test_concurrent_runs_keep_their_events_apart(aieng_kernel: Kernel) -> None:
+    """Runs in parallel each get only their own events, all tagged with their own run id."""
+    pipeline = aieng_kernel.compose({"llm": ScriptedBackend(lambda r: r.prompt, delay=0.01)})
+    results: list[RunResult] = []
+
+    async def one(i: int) -> None:
+        results.append(await pipeline.run(f"q{i}"))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(one, i)
+    assert len({r.run_id for r in results}) == 20
+    for result in results:
+        assert {e.run_id for e in result.events} == {result.run_id}
+        assert result.answer == result.query.text
+
+
+async def test_pipeline_index_uses_a_chunker(aieng_kernel: Kernel) -> None:
+    """With a chunker, documents are indexed as chunks carrying their document id."""
+    from aieng_core.builtins import MemoryOptions, MemoryRetriever
+    from aieng_hookspecs.types import Chunk
+
+    class Halves:
+        @hookimpl
+        def aieng_chunk_document(self, document: Document) -> list[Chunk]:
+            mid = len(document.text) // 2
+            return [Chunk(id=f"{document.id}:0", document_id=document.id,
+                          text=document.text[:mid], start=0, end=mid),
+                    Chunk(id=f"{document.id}:1", document_id=document.id,
+                          text=document.text[mid:], start=mid, end=len(document.text))]
+
+    retriever = MemoryRetriever(MemoryOptions())
+    pipeline = aieng_kernel.compose({"chunks": Halves(), "docs": retriever})
+    assert await pipeline.index(DOCS) == 6
+    hits = (await pipeline.run(Query(text="subscribers drop events"))).hits
+    assert hits[0].document.metadata["document_id"] == "bus"
+
+
+async def test_misspelled_hook_on_a_component_fails_at_build(aieng_kernel: Kernel) -> None:
+    """A component whose marked method names no hook fails when the pipeline is built."""
+    class Typo:
+        @hookimpl
+        def aieng_retreive(self, query: Query, k: int) -> list[Hit]:
+            return []
+
+    with pytest.raises(ConfigError, match="aieng_retreive"):
+        aieng_kernel.compose({"typo": Typo()})
+
+
+async def test_impl_with_unknown_argument_fails_at_build(aieng_kernel: Kernel) -> None:
+    """pluggy validates impl signatures: an argument the spec lacks is a start-up error."""
+    class Extra:
+        @hookimpl
+        def aieng_retrieve(self, query: Query, k: int, top_n: int) -> list[Hit]:
+            return []
+
+    with pytest.raises(ConfigError, match="top_n"):
+        aieng_kernel.compose({"extra": Extra()})
+
+
+async def test_closed_pipeline_refuses_runs(aieng_kernel: Kernel) -> None:
+    """A closed pipeline says so instead of running half-torn-down components."""
+    closed: list[str] = []
+
+    class Closable(ScriptedBackend):
+        def close(self) -> None:
+            closed.append("yes")
+
+    pipeline = aieng_kernel.compose({"llm": Closable()})
+    await pipeline.aclose()
+    assert closed == ["yes"]
+    with pytest.raises(RuntimeError, match="closed"):
+        await pipeline.run("x")
