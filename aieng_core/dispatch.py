@@ -18,6 +18,7 @@ from typing import Any, Literal
 import anyio
 import attrs
 import pluggy
+import structlog
 from pluggy import HookImpl
 
 from aieng_hookspecs import PROJECT, CallMode
@@ -27,6 +28,8 @@ from ._errors import HookError
 from ._scope import CURRENT_RUN
 
 __all__ = ["Dispatcher", "HookMonitor", "ImplCall", "StagePolicy"]
+
+log = structlog.get_logger(__name__)
 
 OnError = Literal["fail", "skip", "fallback"]
 ON_ERROR: tuple[str, ...] = ("fail", "skip", "fallback")
@@ -254,14 +257,16 @@ class Dispatcher:
         stage: str,
         policy: StagePolicy,
     ) -> Any:
-        function = impl.function
+        function: Callable[..., Any] = impl.function
         args = [kwargs[name] for name in impl.argnames]
         kind = self._kind(function)
         label = f"{impl.plugin_name}.{hook}"
         token = id(args)
         self.active[token] = label
         start = time.perf_counter()
-        outcome, value, error = "ok", None, None
+        outcome: str = "ok"
+        value: Any = None
+        error: Exception | None = None
         try:
             if kind == _SYNC:
                 value = function(*args)
@@ -334,6 +339,9 @@ class Dispatcher:
         else:
             message = f"{type(error).__name__}: {error}"
             hint = ""
+        # run_id and pipeline come from structlog's contextvars, bound by Pipeline.run.
+        log.warning("hook.failed", hook=hook, plugin=plugin, stage=stage, error=message,
+                    policy=policy.on_error)
         self._publish(lambda run_id, pipeline: ErrorEvent(
             run_id=run_id, pipeline=pipeline, stage=stage, hook=hook, plugin=plugin,
             error_type=type(error).__name__, message=message, policy=policy.on_error))

@@ -86,7 +86,7 @@ class Kernel:
         await self._task_group.__aenter__()
         self.bus.start(self._task_group)
         for impl in self.registry.plugin_manager.hook.aieng_on_event.get_hookimpls():
-            self.bus.add_callback(impl.function, name=impl.plugin_name)
+            self.bus.add_callback(impl.function, name=impl.plugin_name)  # type: ignore[arg-type]
         if self._threshold is not None:
             await self._task_group.start(self._watch, self._threshold, name="aieng-watchdog")
         return self

@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import importlib.metadata as metadata
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,12 @@ os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 os.environ["LANGCHAIN_TRACING_V2"] = "false"
 os.environ["LANGSMITH_TRACING"] = "false"
 
-import anyio  # noqa: E402
-import pluggy  # noqa: E402
-
-from aieng_core import Dispatcher, Kernel, StagePolicy  # noqa: E402
-from aieng_hookspecs import PROJECT, hookimpl  # noqa: E402
-from aieng_hookspecs.specs import backend as backend_specs  # noqa: E402
-from aieng_hookspecs.types import (  # noqa: E402
+import anyio
+import attrs
+import pluggy
+from aieng_hookspecs import PROJECT, hookimpl
+from aieng_hookspecs.specs import backend as backend_specs
+from aieng_hookspecs.types import (
     Completion,
     Document,
     Event,
@@ -56,6 +56,9 @@ from aieng_hookspecs.types import (  # noqa: E402
     Message,
     Request,
 )
+
+from aieng_core import Dispatcher, Kernel, Pipeline, StagePolicy
+from aieng_core.logs import configure_logging
 
 QUESTION = "What is reciprocal rank fusion?"
 HITS = [Hit(document=Document(id="d1", text="RRF sums 1/(k + rank)."), score=1.0)]
@@ -125,11 +128,14 @@ def aieng_pipeline(kind: str, *, timeout: float | None = 30.0,
 
     async def timed(n: int) -> float:
         async with Kernel() as kernel:
-            pipeline = kernel.compose(_components(kind), name=f"noop-{kind}", stages=STAGES,
+            components = _components(kind)
+            pipeline = kernel.compose(components, name=f"noop-{kind}", stages=STAGES,
                                       timeout=timeout)
-            first = await pipeline.run(QUESTION)
-            assert first.completion == COMPLETION and first.hits == tuple(HITS), first
-            per_run = len(first.events)
+            if timeout is None and pipeline.config.timeout is not None:
+                # compose(timeout=None) falls back to the 30 s default: build it directly.
+                pipeline = Pipeline(kernel, attrs.evolve(pipeline.config, timeout=None),
+                                    instances=components)
+            assert all(pipeline.config.policy(s).timeout == timeout for s in STAGES)
             got = [0]
 
             def count(event: Event) -> None:
@@ -137,9 +143,13 @@ def aieng_pipeline(kind: str, *, timeout: float | None = 30.0,
 
             if subscriber is not None:
                 kernel.bus.add_callback(count, name="bench-counter")
+            first = await pipeline.run(QUESTION)
+            assert first.completion == COMPLETION and first.hits == tuple(HITS), first
+            per_run = len(first.events)  # a listener adds stage.started events
             for _ in range(max(n // 10, 50)):  # warm-up
                 await pipeline.run(QUESTION)
-            got[0] = 0
+            await anyio.sleep(0.01)  # let the subscriber catch up before counting
+            base = got[0]
             backlog = 0
             run = pipeline.run
             start = time.perf_counter()
@@ -149,18 +159,16 @@ def aieng_pipeline(kind: str, *, timeout: float | None = 30.0,
             else:
                 for i in range(1, n + 1):
                     await run(QUESTION)
-                    backlog = max(backlog, i * per_run - got[0])
+                    backlog = max(backlog, i * per_run - (got[0] - base))
             elapsed = time.perf_counter() - start
             if subscriber is not None:
-                in_loop = got[0]
                 stats = {s.name: s for s in kernel.bus.stats()}["bench-counter"]
                 subscriber.setdefault("repeats", []).append({
                     "runs": n, "events_per_run": per_run, "published": n * per_run,
-                    "delivered_during_loop": in_loop, "dropped": stats.dropped,
-                    "failed": stats.failed, "max_backlog": backlog,
-                    "buffer": 4096})
+                    "delivered_during_loop": got[0] - base, "dropped": stats.dropped,
+                    "failed": stats.failed, "max_backlog": backlog, "buffer": 4096})
         if subscriber is not None:  # the kernel has drained the queue on exit
-            subscriber["repeats"][-1]["delivered_after_drain"] = got[0]
+            subscriber["repeats"][-1]["delivered_after_drain"] = got[0] - base
         return elapsed
 
     return timed
@@ -373,8 +381,11 @@ def _cli_times(runs: int) -> dict[str, Any]:
     exe = Path(sys.executable)
     aieng = exe.parent / "aieng"
     commands = {"python -c pass": [str(exe), "-c", "pass"],
+                "python -c 'import aieng_core'": [str(exe), "-c", "import aieng_core"],
                 "aieng --help": [str(aieng), "--help"],
                 "aieng plugins": [str(aieng), "plugins"]}
+    # As after a normal install: bytecode cached (the warm-up runs write it when missing).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     hyperfine = shutil.which("hyperfine")
     out: dict[str, Any] = {"tool": "hyperfine" if hyperfine else "subprocess loop"}
     for label, argv in commands.items():
@@ -382,16 +393,16 @@ def _cli_times(runs: int) -> dict[str, Any]:
             with tempfile.TemporaryDirectory() as tmp:
                 export = Path(tmp) / "h.json"
                 subprocess.run([hyperfine, "--warmup", "2", "--runs", str(runs), "-N",
-                                "--export-json", str(export), " ".join(argv)],
+                                "--export-json", str(export), shlex.join(argv)], env=env,
                                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 times = json.loads(export.read_text())["results"][0]["times"]
         else:
             for _ in range(2):
-                subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
             times = []
             for _ in range(runs):
                 t0 = time.perf_counter()
-                subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
                 times.append(time.perf_counter() - t0)
         out[label] = {"median_ms": statistics.median(times) * 1e3,
                       "min_ms": min(times) * 1e3, "max_ms": max(times) * 1e3,
@@ -411,6 +422,18 @@ def _machine() -> dict[str, Any]:
     return {"cpu": model or platform.processor(), "cores": len(os.sched_getaffinity(0)),
             "python": platform.python_version(), "implementation": platform.python_implementation(),
             "platform": platform.platform(), "loadavg_start": os.getloadavg()}
+
+
+def _revision() -> str:
+    """The commit measured, with ``+dirty`` when the working tree differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def _versions() -> dict[str, str]:
@@ -433,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
+    # As the CLI does: warnings and up. Unconfigured structlog prints every debug line.
+    configure_logging(level="WARNING", stream=sys.stderr)
     versions = _versions()
     machine = _machine()
     delivery: dict[str, Any] = {}
@@ -470,11 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = {name: _summary(v) for name, v in run_samples.items()}
     hooks = {name: _summary(v) for name, v in call_samples.items()}
     results = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/overhead.py "
                    + " ".join(argv if argv is not None else sys.argv[1:]),
         "params": {"runs": args.runs, "calls": args.calls, "repeats": args.repeats},
-        "machine": machine, "versions": versions, "pipeline_runs": runs, "hook_calls": hooks,
+        "revision": _revision(), "machine": machine, "versions": versions, "pipeline_runs": runs, "hook_calls": hooks,
         "delivery": delivery, "cli": cli,
     }
     print(render(results))
@@ -493,8 +518,8 @@ def render(results: dict[str, Any]) -> str:
     hs = runs["haystack run"]["median_us"]
     hs_async = runs["haystack run_async"]["median_us"]
     lines = ["### Pipeline run: retrieve → rerank → generate, no-op components", "",
-             "| variant | median µs/run | min | max | ÷ LC ainvoke | ÷ LC invoke "
-             "| ÷ haystack run_async | ÷ haystack run |",
+             ("| variant | median µs/run | min | max | ÷ LC ainvoke | ÷ LC invoke "
+             "| ÷ haystack run_async | ÷ haystack run |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, s in runs.items():
         m = s["median_us"]
@@ -514,17 +539,17 @@ def render(results: dict[str, Any]) -> str:
     first_async = hooks["Dispatcher.first, async impl (30 s timeout)"]["median_us"] / pluggy_us
     lines += ["", "### Goals of issue 2", "",
               "| goal | measured | met |", "|---|---|---|",
-              f"| run ≤ 0.3× LangChain `ainvoke` | async impls {ours / lc_async:.2f}×, sync impls "
-              f"{ours_sync / lc_async:.2f}× | {_yes(max(ours, ours_sync) / lc_async <= 0.3)} |",
-              f"| run < 50 µs | async impls {ours:.1f} µs, sync impls {ours_sync:.1f} µs "
-              f"| {_yes(max(ours, ours_sync) < 50)} |",
-              f"| Dispatcher.first ≤ 3× pluggy | sync impl {first_sync:.1f}×, async impl "
-              f"{first_async:.1f}× | {_yes(max(first_sync, first_async) <= 3)} |"]
+              (f"| run ≤ 0.3× LangChain `ainvoke` | async impls {ours / lc_async:.2f}×, sync impls "
+              f"{ours_sync / lc_async:.2f}× | {_yes(max(ours, ours_sync) / lc_async <= 0.3)} |"),
+              (f"| run < 50 µs | async impls {ours:.1f} µs, sync impls {ours_sync:.1f} µs "
+              f"| {_yes(max(ours, ours_sync) < 50)} |"),
+              (f"| Dispatcher.first ≤ 3× pluggy | sync impl {first_sync:.1f}×, async impl "
+              f"{first_async:.1f}× | {_yes(max(first_sync, first_async) <= 3)} |")]
     reps = results["delivery"].get("repeats", [])
     if reps:
         lines += ["", "### Event delivery during the hot loop (one sync callback subscriber)", "",
-                  "| repeat | runs | events/run | published | delivered in loop "
-                  "| delivered after drain | dropped | max backlog |",
+                  ("| repeat | runs | events/run | published | delivered in loop "
+                  "| delivered after drain | dropped | max backlog |"),
                   "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for i, r in enumerate(reps, 1):
             lines.append(f"| {i} | {r['runs']} | {r['events_per_run']} | {r['published']} "
@@ -539,10 +564,11 @@ def render(results: dict[str, Any]) -> str:
                 lines.append(f"| `{label}` | {s['median_ms']:.0f} | {s['min_ms']:.0f} "
                              f"| {s['max_ms']:.0f} | {s['runs']} |")
     m = results["machine"]
-    lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']}, "
-              f"load average {m['loadavg_start'][0]:.2f} → {m['loadavg_end'][0]:.2f}.",
+    lines += ["", (f"Machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']}, "
+              f"load average {m['loadavg_start'][0]:.2f} → {m['loadavg_end'][0]:.2f}."),
               "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
-              f"Date: {results['date']}. Command: `{results['command'].strip()}`."]
+              (f"Date: {results['date']}. Revision: {results['revision']}. "
+              f"Command: `{results['command'].strip()}`.")]
     return "\n".join(lines)
 
 

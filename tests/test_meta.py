@@ -351,3 +351,33 @@ def test_hookspecs_version_matches_distribution() -> None:
     from importlib.metadata import version
 
     assert aieng_hookspecs.__version__ == version("aieng-hookspecs")
+
+
+def test_no_print_outside_the_cli_presentation_layer() -> None:
+    """Only the CLI's presentation module writes to the terminal; everything else logs."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent
+    offenders = []
+    for folder in ("aieng_core", "hookspecs/aieng_hookspecs"):
+        for path in (root / folder).rglob("*.py"):
+            if path.relative_to(root).as_posix() == "aieng_core/cli/_present.py":
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                        and node.func.id == "print"):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_every_kernel_module_stays_small() -> None:
+    """Kernel modules stay under 500 lines and nothing passes 1,000 (STYLE.md)."""
+    root = Path(__file__).resolve().parent.parent
+    too_big = []
+    for path in (root / "aieng_core").rglob("*.py"):
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        limit = 1000 if "testing" in path.parts else 500
+        if lines > limit:
+            too_big.append(f"{path.relative_to(root)}: {lines} lines")
+    assert too_big == []

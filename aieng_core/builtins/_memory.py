@@ -95,7 +95,7 @@ class MemoryRetriever:
                     tf + k1 * (1 - b + b * length / avg))
         filters = query.filters
         ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-        hits = []
+        hits: list[Hit] = []
         for doc_id, score in ranked:
             doc = self._docs[doc_id]
             if filters and any(doc.metadata.get(key) != value for key, value in filters.items()):
@@ -150,7 +150,8 @@ def _jsonl(path: Path, text: str) -> list[Document]:
 
 def _markdown(path: Path, text: str) -> list[Document]:
     docs: list[Document] = []
-    title, body, index = path.stem, [], 0
+    title, index = path.stem, 0
+    body: list[str] = []
 
     def flush() -> None:
         nonlocal index

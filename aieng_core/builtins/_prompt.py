@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -44,7 +45,7 @@ class PromptBuilder:
     @hookimpl
     def aieng_context_build(self, query: Query, hits: Sequence[Hit], request: Request) -> Request:
         budget = self.options.max_context_chars
-        passages = []
+        passages: list[dict[str, Any]] = []
         for hit in hits:
             text = hit.document.text
             if len(text) > budget:

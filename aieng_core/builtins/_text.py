@@ -23,7 +23,7 @@ def tokenize(text: str) -> list[str]:
 
 def sentences(text: str) -> list[str]:
     """Split prose into sentences (a simple rule: end punctuation, then a capital or digit)."""
-    parts = []
+    parts: list[str] = []
     for block in re.split(r"\n\s*\n", text):
         block = " ".join(block.split())
         if block:

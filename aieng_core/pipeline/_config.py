@@ -193,7 +193,11 @@ class PipelineConfig:
 
 
 def _type_name(value: object) -> str:
-    return {dict: "table", list: "array"}.get(type(value), type(value).__name__)
+    if isinstance(value, Mapping):
+        return "table"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
 
 
 class _Loader:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -84,6 +85,10 @@ class Pipeline:
         )
         self.dispatcher.pipeline = self.name
         self.stages = self._effective_stages()
+        self._policies = {stage: config.policy(stage) for stage in self.stages}
+        # Run ids: a random prefix per pipeline plus a counter: unique, and cheaper than uuid4.
+        self._run_prefix = uuid.uuid4().hex[:10]
+        self._run_counter = itertools.count(1)
         self.backends = tuple(
             name for name in self.components
             if self._implements(name, *STAGE_HOOKS["generate"]))
@@ -167,7 +172,8 @@ class Pipeline:
         """Subscribe components implementing ``aieng_on_event`` to this pipeline's events."""
         for impl in self._pm.hook.aieng_on_event.get_hookimpls():
             self._unsubscribe.append(self.kernel.bus.add_callback(
-                impl.function, name=f"{self.name}.{impl.plugin_name}", pipeline=self.name))
+                impl.function, name=f"{self.name}.{impl.plugin_name}",  # type: ignore[arg-type]
+                pipeline=self.name))
 
     # -- running -------------------------------------------------------------------------
 
@@ -191,13 +197,15 @@ class Pipeline:
         if self._closed:
             raise RuntimeError(f"pipeline {self.name!r} is closed")
         request = _as_request(input)
-        scope = RunScope(run_id or uuid.uuid4().hex[:16], self.name, self.kernel.publish)
+        if run_id is None:
+            run_id = f"{self._run_prefix}-{next(self._run_counter):x}"
+        scope = RunScope(run_id, self.name, self.kernel.publish)
         token = CURRENT_RUN.set(scope)
+        log_tokens = structlog.contextvars.bind_contextvars(run_id=run_id, pipeline=self.name)
         try:
-            with structlog.contextvars.bound_contextvars(run_id=scope.run_id,
-                                                         pipeline=self.name):
-                return await self._run(scope, request, reference, on_delta)
+            return await self._run(scope, request, reference, on_delta)
         finally:
+            structlog.contextvars.reset_contextvars(**log_tokens)
             CURRENT_RUN.reset(token)
 
     async def _run(self, scope: RunScope, request: Request,
@@ -220,7 +228,7 @@ class Pipeline:
             for stage in self.stages:
                 if state.cache_hit is not None and stage in SKIPPED_ON_HIT:
                     continue
-                policy = self.config.policy(stage)
+                policy = self._policies[stage]
                 if announce:
                     scope.emit(StageStarted(run_id=scope.run_id, pipeline=self.name,
                                             stage=stage))
@@ -251,10 +259,8 @@ class Pipeline:
                     else "error"
             raise
         finally:
-            duration = time.perf_counter() - started
             scope.emit(RunFinished(run_id=scope.run_id, pipeline=self.name, status=status,
-                                   duration_s=duration))
-            log.debug("run.finished", status=status, duration_ms=round(duration * 1000, 3))
+                                   duration_s=time.perf_counter() - started))
         # Yield once per run so subscribers are never starved by a hot loop of fast runs.
         await anyio.lowlevel.checkpoint()
         return RunResult(

@@ -146,18 +146,21 @@ class Registry:
         for cand in candidates:
             names = {cand.name, cand.distribution}
             if cand.name in self._plugins:
-                self._record(
-                    PluginInfo(cand.name, cand.distribution, cand.version, "broken",
-                               f"PluginLoadError: a plugin named {cand.name!r} is already "
-                               f"loaded from {self._plugins[cand.name].dist_label}")
-                )
+                # Keep both records: the first plugin stays listed (and loaded); the second
+                # is listed as broken under its own key, naming both distributions.
+                first = self._plugins[cand.name]
+                self._plugins[f"{cand.name} ({cand.distribution or '?'})"] = PluginInfo(
+                    cand.name, cand.distribution, cand.version, "broken",
+                    f"PluginLoadError: a plugin named {cand.name!r} is already loaded from "
+                    f"{first.dist_label}; {cand.distribution or '?'} {cand.version} cannot "
+                    "use the same entry-point name")
                 continue
             if (allow is not None and not names & allow) or names & block:
                 self._record(PluginInfo(cand.name, cand.distribution, cand.version, "disabled"))
                 continue
             try:
                 plugin = _load_builtin() if cand.entry_point is None else cand.entry_point.load()
-            except Exception as exc:  # any import failure disables this plugin only
+            except (Exception, SystemExit) as exc:  # any import failure disables this plugin only
                 self._broken(cand.name, cand.distribution, cand.version, exc)
                 continue
             self.register(plugin, name=cand.name, distribution=cand.distribution,
@@ -176,7 +179,7 @@ class Registry:
         dist_label = f"{distribution} {version}".strip()
         try:
             self._pm.register(plugin, name=name)
-        except Exception as exc:  # pluggy validation: bad signature, unknown arguments
+        except (Exception, SystemExit) as exc:  # pluggy validation: bad signature, arguments
             return self._broken(name, distribution, version, exc)
         try:
             # A misspelled hook (aieng_register_component) fails here, at start-up.
@@ -185,18 +188,18 @@ class Registry:
             events = _EventAdder(self, name)
             self._call_one(plugin, "aieng_register_components", registry=components)
             self._call_one(plugin, "aieng_register_events", registry=events)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # the plugin's fault disables it only
             self._pm.unregister(plugin)
             return self._broken(name, distribution, version, exc)
         self._components.update(components.added)
         self._event_types.update(events.added)
         hooks = set(hooks_of(plugin))
-        for info in components.added.values():
-            hooks.update(info.hooks)
-        info = PluginInfo(name, distribution, version, "loaded", "",
-                          tuple(sorted(components.added)), tuple(sorted(hooks)))
-        self._record(info)
-        return info
+        for component in components.added.values():
+            hooks.update(component.hooks)
+        loaded = PluginInfo(name, distribution, version, "loaded", "",
+                            tuple(sorted(components.added)), tuple(sorted(hooks)))
+        self._record(loaded)
+        return loaded
 
     def unregister(self, name: str) -> None:
         """Remove a plugin, its components and its event types."""

@@ -90,7 +90,8 @@ class EventCapture:
             original(event)
 
         bus.publish = publish  # type: ignore[method-assign]
-        self._restore = lambda: setattr(bus, "publish", original)
+        self._bus = bus
+        self._original = original
 
     def names(self, pattern: str = "*") -> list[str]:
         """Names of the captured events matching a shell-style pattern, in order."""
@@ -106,4 +107,4 @@ class EventCapture:
 
     def close(self) -> None:
         """Stop capturing."""
-        self._restore()
+        self._bus.publish = self._original  # type: ignore[method-assign]

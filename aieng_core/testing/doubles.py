@@ -20,7 +20,8 @@ class ScriptedBackend:
     """A backend double: answers from a script, records every request it saw.
 
     :param replies: the answers, used in turn (the last one repeats), or a function of the
-        request.
+        request; an answer longer than the request's ``max_tokens`` words is cut there
+        (``finish_reason="length"``).
     :param model: the model name it answers for (``None``: any).
     :param delay: seconds to await before answering (to test timeouts and concurrency).
     :param fail_with: an exception to raise instead of answering.
@@ -48,6 +49,15 @@ class ScriptedBackend:
         index = min(len(self.requests) - 1, len(self.replies) - 1)
         return self.replies[index]
 
+    @staticmethod
+    def _limit(text: str, request: Request) -> tuple[str, bool]:
+        """The reply cut to ``max_tokens`` whitespace-separated words (its token count),
+        and whether it was cut."""
+        words = text.split()
+        if len(words) <= request.max_tokens:
+            return text, False
+        return " ".join(words[: request.max_tokens]), True
+
     def _mine(self, request: Request) -> bool:
         return self.model is None or request.model in (None, self.model)
 
@@ -60,8 +70,8 @@ class ScriptedBackend:
             await anyio.sleep(self.delay)
         if self.fail_with is not None:
             raise self.fail_with
-        text = self._reply(request)
-        return Completion(text=text, model=self.model or "scripted",
+        text, cut = self._limit(self._reply(request), request)
+        return Completion(text=text, finish_reason="length" if cut else "stop", model=self.model or "scripted",
                           usage=Usage(prompt_tokens=sum(len(m.content.split())
                                                         for m in request.messages),
                                       completion_tokens=len(text.split())))
@@ -76,9 +86,10 @@ class ScriptedBackend:
         self.requests.append(request)
         if self.fail_with is not None:
             raise self.fail_with
-        words = self._reply(request).split(" ")
+        text, cut = self._limit(self._reply(request), request)
+        words = text.split(" ")
         for index, word in enumerate(words):
             if self.delay:
                 await anyio.sleep(self.delay / max(len(words), 1))
             yield Delta(text=word if index == 0 else f" {word}", index=index)
-        yield Delta(text="", index=len(words), finish_reason="stop")
+        yield Delta(text="", index=len(words), finish_reason="length" if cut else "stop")

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 
 import attrs
-
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Hit, Query
 

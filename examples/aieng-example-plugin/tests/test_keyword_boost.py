@@ -6,15 +6,15 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+import aieng_example
 import attrs
 import pytest
+from aieng_example import KeywordBoostOptions, KeywordBoostReranker
+from aieng_hookspecs.types import Document, Hit, Query
 
-import aieng_example
 from aieng_core import ConfigError, Kernel
 from aieng_core.registry import PluginInfo
 from aieng_core.testing.conformance import RerankerSuite
-from aieng_example import KeywordBoostOptions, KeywordBoostReranker
-from aieng_hookspecs.types import Document, Hit, Query
 
 Register = Callable[..., AbstractContextManager[PluginInfo]]
 
@@ -116,7 +116,8 @@ async def test_runs_in_a_pipeline(aieng_kernel: Kernel, register_plugin: Registe
 
 @pytest.mark.anyio
 async def test_pipeline_options_are_typed(aieng_kernel: Kernel, register_plugin: Register) -> None:
-    """A pipeline giving keyword-boost an unknown option or a string fails to load, naming the key."""
+    """A pipeline giving keyword-boost an unknown option or a string fails to load, naming the key.
+    """
     with register_plugin(aieng_example, "example"):
         bad = {**PIPELINE, "components": {**PIPELINE["components"],
                                           "boost": {"use": "keyword-boost", "boots": 1.0}}}

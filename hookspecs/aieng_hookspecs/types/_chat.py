@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import attrs
-from attrs import field, validators as v
+from attrs import field
+from attrs import validators as v
 
-from ._checks import finite, frozen_tuple, json_mapping, non_empty, unit_interval
+from ._checks import (
+    finite,
+    frozen_tuple,
+    json_mapping,
+    non_empty,
+    optional_json_mapping,
+    unit_interval,
+)
 from ._tools import ToolCall, ToolSpec
 
 __all__ = ["Completion", "Delta", "Message", "Request", "TokenLogprob", "Usage"]
@@ -60,10 +68,10 @@ class Request:
 
     messages: tuple[Message, ...] = field(
         converter=frozen_tuple,
-        validator=[non_empty(), v.deep_iterable(v.instance_of(Message))],
+        validator=v.and_(non_empty(), v.deep_iterable(v.instance_of(Message))),
     )
     model: str | None = field(default=None, validator=_opt_str)
-    temperature: float = field(default=0.0, validator=[finite(), v.ge(0.0)])
+    temperature: float = field(default=0.0, validator=v.and_(finite(), v.ge(0.0)))
     top_k: int | None = field(default=None, validator=v.optional([v.instance_of(int), v.ge(1)]))
     top_p: float = field(default=1.0, validator=unit_interval(closed=False))
     max_tokens: int = field(default=256, validator=[v.instance_of(int), v.ge(1)])
@@ -72,7 +80,10 @@ class Request:
     )
     seed: int | None = field(default=None, validator=v.optional(v.instance_of(int)))
     response_schema: dict[str, Any] | None = field(
-        default=None, validator=v.optional(v.instance_of(dict)), hash=False
+        default=None,
+        converter=optional_json_mapping,
+        validator=v.optional(v.instance_of(dict)),
+        hash=False,
     )
     tools: tuple[ToolSpec, ...] = field(
         default=(), converter=frozen_tuple, validator=v.deep_iterable(v.instance_of(ToolSpec))
@@ -106,7 +117,7 @@ class TokenLogprob:
     """The log-probability of one generated token."""
 
     token: str = field(validator=_str)
-    logprob: float = field(validator=[finite(), v.le(0.0)])
+    logprob: float = field(validator=v.and_(finite(), v.le(0.0)))
 
 
 @attrs.frozen
@@ -129,7 +140,7 @@ class Completion:
     logprobs: tuple[TokenLogprob, ...] | None = field(
         default=None,
         converter=attrs.converters.optional(frozen_tuple),
-        validator=v.optional(v.deep_iterable(v.instance_of(TokenLogprob))),
+        validator=v.optional(v.deep_iterable(v.instance_of(TokenLogprob), v.instance_of(tuple))),
     )
     cached: bool = field(default=False, validator=v.instance_of(bool))
     tool_calls: tuple[ToolCall, ...] = field(
@@ -152,4 +163,4 @@ class Delta:
     finish_reason: FinishReason | None = field(
         default=None, validator=v.optional(v.in_(FINISH_REASONS))
     )
-    logprob: float | None = field(default=None, validator=v.optional([finite(), v.le(0.0)]))
+    logprob: float | None = field(default=None, validator=v.optional(v.and_(finite(), v.le(0.0))))

@@ -20,14 +20,21 @@ __all__ = [
 ]
 
 
+def _number(name: str, value: object) -> float:
+    """Return ``value`` when it is a finite int or float; raise naming ``name`` otherwise."""
+    # bool is an int subclass, but ``True`` as a score or a duration is a caller's bug.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
 class _Finite:
     """Validator: a real number that is neither NaN nor infinite."""
 
     def __call__(self, inst: object, attr: attrs.Attribute[Any], value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{attr.name} must be a number, got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise ValueError(f"{attr.name} must be finite, got {value!r}")
+        _number(attr.name, value)
 
     def __repr__(self) -> str:
         return "<finite validator>"
@@ -37,8 +44,7 @@ class _Seconds:
     """Validator: a duration, a finite int or float that is not negative."""
 
     def __call__(self, inst: object, attr: attrs.Attribute[Any], value: object) -> None:
-        _Finite()(inst, attr, value)
-        if value < 0:  # type: ignore[operator]  # _Finite let only int and float through
+        if _number(attr.name, value) < 0:
             raise ValueError(f"{attr.name} must not be negative, got {value!r}")
 
     def __repr__(self) -> str:
@@ -50,12 +56,7 @@ class _FiniteValues:
 
     def __call__(self, inst: object, attr: attrs.Attribute[Any], value: Mapping[str, Any]) -> None:
         for key, item in value.items():
-            if isinstance(item, bool) or not isinstance(item, (int, float)):
-                raise TypeError(
-                    f"{attr.name}[{key!r}] must be a number, got {type(item).__name__}"
-                )
-            if not math.isfinite(item):
-                raise ValueError(f"{attr.name}[{key!r}] must be finite, got {item!r}")
+            _number(f"{attr.name}[{key!r}]", item)
 
     def __repr__(self) -> str:
         return "<finite-values validator>"
@@ -82,7 +83,7 @@ class _UnitInterval:
     def __call__(self, inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
         if value is None:
             return
-        _Finite()(inst, attr, value)
+        _number(attr.name, value)
         ok = (0.0 <= value <= 1.0) if self.closed else (0.0 < value <= 1.0)
         if not ok:
             bounds = "[0, 1]" if self.closed else "(0, 1]"

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import attrs
-from attrs import field, validators as v
+from attrs import field
+from attrs import validators as v
 
 from ._checks import finite, frozen_tuple, json_mapping, non_empty
 
 __all__ = ["Finding", "GuardVerdict", "Route", "Sample", "Score"]
 
 _str = v.instance_of(str)
+_non_blank = v.and_(_str, non_empty())
 GuardAction = Literal["allow", "redact", "block"]
 GUARD_ACTIONS: tuple[str, ...] = ("allow", "redact", "block")
 
@@ -57,7 +59,7 @@ class Score:
     :param judge: the component that produced it.
     """
 
-    name: str = field(validator=[_str, non_empty()])
+    name: str = field(validator=_non_blank)
     value: float = field(validator=finite())
     rationale: str = field(default="", validator=_str)
     judge: str = field(default="", validator=_str)
@@ -69,14 +71,19 @@ class Finding:
 
     :param kind: what it is (``"email"``, ``"prompt_injection"``, ...).
     :param start: offset of the span in the guarded text (``end == start`` when not a span).
-    :param end: offset one past the span.
+    :param end: offset one past the span; ``end >= start``.
     :param detail: a human-readable explanation; never the raw secret.
     """
 
-    kind: str = field(validator=[_str, non_empty()])
+    kind: str = field(validator=_non_blank)
     start: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
     end: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
     detail: str = field(default="", validator=_str)
+
+    @end.validator
+    def _end_after_start(self, attribute: attrs.Attribute[int], value: int) -> None:
+        if value < self.start:
+            raise ValueError(f"end ({value}) must not precede start ({self.start})")
 
 
 @attrs.frozen
@@ -107,7 +114,7 @@ class Route:
     :param fallbacks: candidates to try next, in order, when the target fails.
     """
 
-    target: str = field(validator=[_str, non_empty()])
+    target: str = field(validator=_non_blank)
     reason: str = field(default="", validator=_str)
     score: float | None = field(default=None, validator=v.optional(finite()))
     fallbacks: tuple[str, ...] = field(

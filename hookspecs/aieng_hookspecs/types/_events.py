@@ -12,10 +12,11 @@ import time
 from typing import Any, ClassVar
 
 import attrs
-from attrs import field, validators as v
+from attrs import field
+from attrs import validators as v
 
 from ._chat import Message, Usage
-from ._checks import frozen_tuple, json_mapping
+from ._checks import finite, frozen_tuple, json_mapping, seconds
 from ._eval import Finding
 
 __all__ = [
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 _str = v.instance_of(str)
-_seconds = [v.instance_of(float), v.ge(0.0)]
+_seconds = seconds()
 
 
 @attrs.frozen(kw_only=True)
@@ -52,7 +53,7 @@ class Event:
 
     run_id: str = field(default="", validator=_str)
     pipeline: str = field(default="", validator=_str)
-    ts: float = field(factory=time.time)
+    ts: float = field(factory=time.time, validator=finite())
 
 
 @attrs.frozen(kw_only=True)
@@ -108,13 +109,15 @@ class ModelCall(Event):
 
     name: ClassVar[str] = "backend.call"
     component: str = field(validator=_str)
-    messages: tuple[Message, ...] = field(converter=frozen_tuple)
+    messages: tuple[Message, ...] = field(
+        converter=frozen_tuple, validator=v.deep_iterable(v.instance_of(Message))
+    )
     parameters: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)
     raw_output: str = field(default="", validator=_str)
-    usage: Usage = field(factory=Usage)
+    usage: Usage = field(factory=Usage, validator=v.instance_of(Usage))
     duration_s: float = field(default=0.0, validator=_seconds)
-    ttft_s: float | None = field(default=None)
-    streamed: bool = field(default=False)
+    ttft_s: float | None = field(default=None, validator=v.optional(_seconds))
+    streamed: bool = field(default=False, validator=v.instance_of(bool))
 
 
 @attrs.frozen(kw_only=True)
@@ -151,7 +154,9 @@ class GuardBlocked(Event):
     name: ClassVar[str] = "guard.blocked"
     component: str = field(validator=_str)
     stage: str = field(validator=_str)
-    findings: tuple[Finding, ...] = field(default=(), converter=frozen_tuple)
+    findings: tuple[Finding, ...] = field(
+        default=(), converter=frozen_tuple, validator=v.deep_iterable(v.instance_of(Finding))
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -173,7 +178,9 @@ class LoopBlocked(Event):
 
     name: ClassVar[str] = "loop.blocked"
     duration_s: float = field(validator=_seconds)
-    active: tuple[str, ...] = field(default=(), converter=frozen_tuple)
+    active: tuple[str, ...] = field(
+        default=(), converter=frozen_tuple, validator=v.deep_iterable(_str)
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import attrs
-from attrs import field, validators as v
+from attrs import field
+from attrs import validators as v
 
 from ._chat import Message
-from ._checks import finite, frozen_tuple, json_mapping, non_empty
+from ._checks import finite, finite_values, frozen_tuple, json_mapping, non_empty
 from ._tools import ToolCall
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
 ]
 
 _str = v.instance_of(str)
+_non_blank = v.and_(_str, non_empty())
 _count = [v.instance_of(int), v.ge(0)]
 
 
@@ -37,11 +39,13 @@ class QuantizeResult:
     :param quality: named quality changes (``{"cosine": 0.998}``, ``{"perplexity_delta": 0.4}``).
     """
 
-    model: str = field(validator=[_str, non_empty()])
-    scheme: str = field(validator=[_str, non_empty()])
+    model: str = field(validator=_non_blank)
+    scheme: str = field(validator=_non_blank)
     size_before: int = field(validator=_count)
     size_after: int = field(validator=_count)
-    quality: dict[str, float] = field(factory=dict, converter=json_mapping, hash=False)
+    quality: dict[str, float] = field(
+        factory=dict, converter=json_mapping, validator=finite_values(), hash=False
+    )
 
 
 @attrs.frozen
@@ -55,10 +59,10 @@ class TrainJob:
     :param hyperparameters: rank, alpha, learning rate, epochs, ...
     """
 
-    base_model: str = field(validator=[_str, non_empty()])
-    dataset: str = field(validator=[_str, non_empty()])
-    method: str = field(validator=[_str, non_empty()])
-    output_dir: str = field(validator=[_str, non_empty()])
+    base_model: str = field(validator=_non_blank)
+    dataset: str = field(validator=_non_blank)
+    method: str = field(validator=_non_blank)
+    output_dir: str = field(validator=_non_blank)
     hyperparameters: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)
 
 
@@ -66,15 +70,17 @@ class TrainJob:
 class TrainResult:
     """What a trainer produced: the adapter and its metrics."""
 
-    artifact: str = field(validator=[_str, non_empty()])
-    metrics: dict[str, float] = field(factory=dict, converter=json_mapping, hash=False)
+    artifact: str = field(validator=_non_blank)
+    metrics: dict[str, float] = field(
+        factory=dict, converter=json_mapping, validator=finite_values(), hash=False
+    )
 
 
 @attrs.frozen
 class Record:
     """One dataset row moving through dataset processors (dedup, filters, formatting)."""
 
-    id: str = field(validator=[_str, non_empty()])
+    id: str = field(validator=_non_blank)
     fields: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)
 
 
@@ -97,7 +103,7 @@ class AgentState:
     )
     step: int = field(default=0, validator=_count)
     max_steps: int = field(default=10, validator=[v.instance_of(int), v.ge(1)])
-    cost: float = field(default=0.0, validator=[finite(), v.ge(0.0)])
+    cost: float = field(default=0.0, validator=v.and_(finite(), v.ge(0.0)))
 
 
 @attrs.frozen
@@ -123,8 +129,8 @@ class Feedback:
     :param text: a correction or comment.
     """
 
-    run_id: str = field(validator=[_str, non_empty()])
-    kind: str = field(validator=[_str, non_empty()])
+    run_id: str = field(validator=_non_blank)
+    kind: str = field(validator=_non_blank)
     value: float = field(default=0.0, validator=finite())
     text: str = field(default="", validator=_str)
     metadata: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)

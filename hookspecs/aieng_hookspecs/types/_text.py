@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from attrs import field, validators as v
+from attrs import field
+from attrs import validators as v
 
 from ._checks import finite, json_mapping, non_empty
 
 __all__ = ["Chunk", "Document", "Hit", "Query"]
 
 _str = v.instance_of(str)
+_non_blank = v.and_(_str, non_empty())
 
 
 @attrs.frozen
@@ -24,7 +26,7 @@ class Document:
     :param metadata: JSON-able fields for filters and display.
     """
 
-    id: str = field(validator=[_str, non_empty()])
+    id: str = field(validator=_non_blank)
     text: str = field(validator=_str)
     title: str = field(default="", validator=_str)
     metadata: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)
@@ -41,8 +43,8 @@ class Chunk:
     :param end: offset one past the last character; ``end >= start``.
     """
 
-    id: str = field(validator=[_str, non_empty()])
-    document_id: str = field(validator=[_str, non_empty()])
+    id: str = field(validator=_non_blank)
+    document_id: str = field(validator=_non_blank)
     text: str = field(validator=_str)
     start: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
     end: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])

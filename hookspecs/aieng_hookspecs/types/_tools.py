@@ -6,7 +6,8 @@ import re
 from typing import Any
 
 import attrs
-from attrs import field, validators as v
+from attrs import field
+from attrs import validators as v
 
 from ._checks import json_mapping, non_empty
 
@@ -14,6 +15,7 @@ __all__ = ["ToolCall", "ToolResult", "ToolSpec"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _str = v.instance_of(str)
+_non_blank = v.and_(_str, non_empty())
 
 
 @attrs.frozen
@@ -43,7 +45,7 @@ class ToolCall:
     :param arguments: the decoded JSON arguments.
     """
 
-    id: str = field(validator=[_str, non_empty()])
+    id: str = field(validator=_non_blank)
     name: str = field(validator=[_str, v.matches_re(_NAME)])
     arguments: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)
 
@@ -57,6 +59,6 @@ class ToolResult:
     :param is_error: whether the tool failed (the content then says why).
     """
 
-    call_id: str = field(validator=[_str, non_empty()])
+    call_id: str = field(validator=_non_blank)
     content: str = field(validator=_str)
     is_error: bool = field(default=False, validator=v.instance_of(bool))

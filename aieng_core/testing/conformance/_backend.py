@@ -1,0 +1,282 @@
+"""The conformance suite of the ``backend`` role: generate, stream, embed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import anyio
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aieng_hookspecs.types import Completion, Delta, Message, Request, Usage
+
+from ...kernel import Kernel
+from ...pipeline import Pipeline
+from .._kit import EventCapture
+from ._base import PROPERTY, STAGE, RoleSuite, collect_stream, implemented_hooks
+
+__all__ = ["BackendSuite"]
+
+
+class BackendSuite(RoleSuite):
+    """Conformance of a backend (``aieng_generate``, ``aieng_stream``, ``aieng_embed``).
+
+    Subclass it with a ``component`` fixture returning the backend::
+
+        class TestMyBackend(BackendSuite):
+            @pytest.fixture
+            def component(self) -> MyBackend:
+                return MyBackend(model_path=...)
+
+    What the component may declare, as attributes:
+
+    - ``model`` (str): the model it serves; a request naming another model must get
+      ``None`` ("not mine") from every hook it implements.
+    - ``deterministic = True``: greedy decoding (temperature 0, a seed) gives one text, so
+      two generations agree and a stream concatenates to the generated text.
+
+    Fixtures it may override: ``generate_request`` (the request generations use) and
+    ``embed_texts`` (the texts embedding uses). Tests of a hook the component does not
+    implement are skipped, so an embedding-only backend runs the same suite.
+    """
+
+    role = "backend"
+    role_hooks = ("aieng_generate", "aieng_stream", "aieng_embed")
+    #: Calls run at once by the concurrency test.
+    concurrency: ClassVar[int] = 8
+    #: A model name no backend serves.
+    unknown_model: ClassVar[str] = "aieng-conformance-no-such-model"
+
+    # -- fixtures ------------------------------------------------------------------------
+
+    @pytest.fixture
+    def generate_request(self) -> Request:
+        """The request of the generation tests: greedy, seeded, a short answer."""
+        return Request(
+            messages=(Message("system", "Answer in one short sentence."),
+                      Message("user", "Which colour do you get by mixing blue and yellow?")),
+            temperature=0.0, seed=0, max_tokens=16)
+
+    @pytest.fixture
+    def embed_texts(self) -> list[str]:
+        """The texts of the embedding tests."""
+        return ["alpha", "Reciprocal rank fusion merges ranked lists.", "Zürich, 東京 — ✓"]
+
+    # -- calling the hooks through the kernel -------------------------------------------
+
+    async def generate(self, pipeline: Pipeline, request: Request) -> Any:
+        """``aieng_generate`` through the pipeline's dispatcher; ``None`` when not answered."""
+        found = await pipeline.dispatcher.first("aieng_generate", {"request": request},
+                                                stage=STAGE)
+        return None if found is None else found[0]
+
+    async def stream(self, pipeline: Pipeline, request: Request) -> list[Any] | None:
+        """``aieng_stream`` through the dispatcher, consumed; ``None`` when not streamed."""
+        found = await pipeline.dispatcher.first("aieng_stream", {"request": request},
+                                                stage=STAGE)
+        return None if found is None else await collect_stream(pipeline.dispatcher, found[0])
+
+    async def embed(self, pipeline: Pipeline, texts: Sequence[str],
+                    model: str | None = None) -> Any:
+        """``aieng_embed`` through the dispatcher; ``None`` when not answered."""
+        found = await pipeline.dispatcher.first(
+            "aieng_embed", {"texts": list(texts), "model": model}, stage=STAGE)
+        return None if found is None else found[0]
+
+    # -- checks --------------------------------------------------------------------------
+
+    def check_completion(self, completion: object, request: Request) -> Completion:
+        """A completion with usage counts, within the request's ``max_tokens``."""
+        assert completion is not None, "aieng_generate returned None for a request it serves"
+        assert isinstance(completion, Completion), (
+            f"aieng_generate returned {type(completion).__name__}, expected Completion")
+        usage = completion.usage
+        assert isinstance(usage, Usage), "Completion.usage is not a Usage"
+        assert usage.prompt_tokens >= 0 and usage.completion_tokens >= 0
+        assert usage.completion_tokens <= request.max_tokens, (
+            f"{usage.completion_tokens} completion tokens for max_tokens={request.max_tokens}")
+        return completion
+
+    def check_deltas(self, deltas: Sequence[object]) -> str:
+        """Deltas numbered 0..n-1, only the last with a finish reason; returns their text."""
+        assert deltas, "aieng_stream yielded nothing; the last delta must carry finish_reason"
+        for position, delta in enumerate(deltas):
+            assert isinstance(delta, Delta), (
+                f"stream item {position} is {type(delta).__name__}, expected Delta")
+            assert delta.index == position, f"delta {position} has index {delta.index}"
+        typed = [d for d in deltas if isinstance(d, Delta)]
+        assert typed[-1].finish_reason is not None, "the last delta has no finish_reason"
+        early = [d.index for d in typed[:-1] if d.finish_reason is not None]
+        assert not early, f"deltas {early} carry a finish_reason before the last one"
+        return "".join(d.text for d in typed)
+
+    def check_vectors(self, vectors: object, texts: Sequence[str]) -> None:
+        """One finite vector per text, all of one dimension."""
+        assert vectors is not None, "aieng_embed returned None for the default model"
+        rows = list(vectors)  # type: ignore[call-overload]
+        assert len(rows) == len(texts), f"{len(rows)} vectors for {len(texts)} texts"
+        dims = {len(row) for row in rows}
+        assert len(dims) <= 1, f"vectors of different dimensions: {sorted(dims)}"
+        assert not rows or dims.pop() > 0, "empty vectors"
+        for row in rows:
+            assert all(math.isfinite(float(x)) for x in row), "a vector holds NaN or infinity"
+
+    # -- generate ------------------------------------------------------------------------
+
+    async def test_generate_returns_a_completion(
+        self, component: object, conformance_pipeline: Pipeline, generate_request: Request
+    ) -> None:
+        """A served request gets a Completion with non-negative usage."""
+        self.skip_unless_implements(component, "aieng_generate")
+        completion = await self.generate(conformance_pipeline, generate_request)
+        self.check_completion(completion, generate_request)
+
+    async def test_generate_respects_max_tokens(
+        self, component: object, conformance_pipeline: Pipeline, generate_request: Request
+    ) -> None:
+        """With ``max_tokens=1`` at most one completion token is generated."""
+        self.skip_unless_implements(component, "aieng_generate")
+        request = attrs.evolve(generate_request, max_tokens=1)
+        self.check_completion(await self.generate(conformance_pipeline, request), request)
+
+    @settings(PROPERTY, max_examples=10)
+    @given(prompt=st.text(max_size=200))
+    async def test_generate_accepts_any_prompt(
+        self, component: object, conformance_pipeline: Pipeline, generate_request: Request,
+        prompt: str,
+    ) -> None:
+        """Any user text, empty and odd Unicode included, gets a valid completion."""
+        self.skip_unless_implements(component, "aieng_generate")
+        request = attrs.evolve(generate_request, max_tokens=8,
+                               messages=(Message("user", prompt),))
+        self.check_completion(await self.generate(conformance_pipeline, request), request)
+
+    async def test_deterministic_generation_repeats(
+        self, component: object, conformance_pipeline: Pipeline, generate_request: Request
+    ) -> None:
+        """A backend declaring ``deterministic = True`` answers a greedy request alike twice."""
+        self.skip_unless_implements(component, "aieng_generate")
+        if getattr(component, "deterministic", False) is not True:
+            pytest.skip("the component does not declare deterministic = True")
+        first = await self.generate(conformance_pipeline, generate_request)
+        second = await self.generate(conformance_pipeline, generate_request)
+        assert self.check_completion(first, generate_request).text == \
+            self.check_completion(second, generate_request).text
+
+    async def test_concurrent_generate_calls(
+        self, component: object, conformance_pipeline: Pipeline, generate_request: Request
+    ) -> None:
+        """Eight generations at once all succeed."""
+        self.skip_unless_implements(component, "aieng_generate")
+        results: list[object] = [None] * self.concurrency
+
+        async def one(index: int) -> None:
+            results[index] = await self.generate(conformance_pipeline, generate_request)
+
+        async with anyio.create_task_group() as tg:
+            for index in range(self.concurrency):
+                tg.start_soon(one, index)
+        for completion in results:
+            self.check_completion(completion, generate_request)
+
+    async def test_generate_in_a_pipeline(
+        self, aieng_kernel: Kernel, component: object, generate_request: Request
+    ) -> None:
+        """A ``generate`` pipeline of the component runs and records the model call."""
+        self.skip_unless_implements(component, "aieng_generate", "aieng_stream")
+        pipeline = self.compose(aieng_kernel, component, stages=["generate"])
+        result = await pipeline.run(generate_request)
+        assert result.status == "ok"
+        assert isinstance(result.completion, Completion)
+        assert len(result.model_calls) == 1
+
+    # -- stream --------------------------------------------------------------------------
+
+    async def test_stream_yields_deltas(
+        self, component: object, conformance_pipeline: Pipeline, generate_request: Request
+    ) -> None:
+        """A stream yields Deltas numbered from 0; the last, and only it, has a finish reason."""
+        self.skip_unless_implements(component, "aieng_stream")
+        deltas = await self.stream(conformance_pipeline, generate_request)
+        assert deltas is not None, "aieng_stream returned None for a request it serves"
+        self.check_deltas(deltas)
+
+    async def test_stream_matches_generate_when_deterministic(
+        self, component: object, conformance_pipeline: Pipeline, generate_request: Request
+    ) -> None:
+        """For a deterministic backend, the stream's text equals the generated text."""
+        self.skip_unless_implements(component, "aieng_stream")
+        self.skip_unless_implements(component, "aieng_generate")
+        if getattr(component, "deterministic", False) is not True:
+            pytest.skip("the component does not declare deterministic = True")
+        deltas = await self.stream(conformance_pipeline, generate_request)
+        assert deltas is not None, "aieng_stream returned None for a request it serves"
+        completion = await self.generate(conformance_pipeline, generate_request)
+        assert self.check_deltas(deltas) == \
+            self.check_completion(completion, generate_request).text
+
+    # -- models --------------------------------------------------------------------------
+
+    async def test_unknown_model_is_not_mine(
+        self, component: object, conformance_pipeline: Pipeline, generate_request: Request,
+        embed_texts: list[str],
+    ) -> None:
+        """A backend declaring ``model`` returns None for a model it does not serve."""
+        model = getattr(component, "model", None)
+        if not isinstance(model, str) or not model:
+            pytest.skip("the component declares no model, so it serves any")
+        hooks = implemented_hooks(component)
+        request = attrs.evolve(generate_request, model=self.unknown_model)
+        if "aieng_generate" in hooks:
+            assert await self.generate(conformance_pipeline, request) is None, \
+                "aieng_generate answered a model it does not serve"
+        if "aieng_stream" in hooks:
+            assert await self.stream(conformance_pipeline, request) is None, \
+                "aieng_stream answered a model it does not serve"
+        if "aieng_embed" in hooks:
+            assert await self.embed(conformance_pipeline, embed_texts,
+                                    self.unknown_model) is None, \
+                "aieng_embed answered a model it does not serve"
+
+    # -- embed ---------------------------------------------------------------------------
+
+    async def test_embed_one_vector_per_text(
+        self, component: object, conformance_pipeline: Pipeline, embed_texts: list[str]
+    ) -> None:
+        """One finite vector per text, all of one dimension, whatever the batch size."""
+        self.skip_unless_implements(component, "aieng_embed")
+        assert embed_texts, "embed_texts must hold at least one text"
+        vectors = await self.embed(conformance_pipeline, embed_texts)
+        self.check_vectors(vectors, embed_texts)
+        single = await self.embed(conformance_pipeline, embed_texts[:1])
+        self.check_vectors(single, embed_texts[:1])
+        assert len(list(single)[0]) == len(list(vectors)[0]), \
+            "the dimension depends on the batch"
+
+    async def test_embed_empty_input(
+        self, component: object, conformance_pipeline: Pipeline
+    ) -> None:
+        """No texts give no vectors (not None, not an error)."""
+        self.skip_unless_implements(component, "aieng_embed")
+        vectors = await self.embed(conformance_pipeline, [])
+        self.check_vectors(vectors, [])
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def test_does_not_block_the_loop(
+        self, component: object, conformance_pipeline: Pipeline, generate_request: Request,
+        embed_texts: list[str], captured_events: EventCapture,
+    ) -> None:
+        """Generating, streaming and embedding never stall the event loop."""
+        hooks = implemented_hooks(component)
+        async with self.loop_watch(captured_events):
+            if "aieng_generate" in hooks:
+                await self.generate(conformance_pipeline, generate_request)
+            if "aieng_stream" in hooks:
+                await self.stream(conformance_pipeline, generate_request)
+            if "aieng_embed" in hooks:
+                await self.embed(conformance_pipeline, embed_texts)

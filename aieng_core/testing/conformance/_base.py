@@ -1,0 +1,195 @@
+"""What every conformance suite shares: hook validation, the pipeline, the loop watch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+import anyio
+import pluggy
+import pytest
+from hypothesis import HealthCheck, settings
+
+from aieng_hookspecs import PROJECT
+from aieng_hookspecs.specs import ROLE_MODULES
+from aieng_hookspecs.types import LoopBlocked
+
+from ...dispatch import Dispatcher
+from ...kernel import Kernel
+from ...pipeline import Pipeline
+from .._kit import EventCapture
+
+__all__ = [
+    "PROPERTY",
+    "STAGE",
+    "SUBJECT",
+    "RoleSuite",
+    "collect_stream",
+    "implemented_hooks",
+    "optional_fixture",
+    "unique",
+]
+
+#: The name the component under test has in the suites' pipelines.
+SUBJECT = "subject"
+#: The stage label of the suites' direct hook calls (it shows in errors and events).
+STAGE = "conformance"
+#: Hypothesis settings of the suites' property tests: few examples, no deadline (a real
+#: model is slow), fixtures shared across the examples of one test (on purpose).
+PROPERTY = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+# Long enough for the watchdog (it wakes every 10 ms) to notice a stall and report it.
+_SETTLE = 0.03
+
+
+def implemented_hooks(component: object) -> frozenset[str]:
+    """The names of the role hooks a component implements (validated as pluggy does).
+
+    :raises pluggy.PluginValidationError: when an impl does not match its spec.
+    """
+    pm = pluggy.PluginManager(PROJECT)
+    for module in ROLE_MODULES:
+        pm.add_hookspecs(module)
+    pm.register(component, name=SUBJECT)
+    return frozenset(caller.name for caller in pm.get_hookcallers(component) or [])
+
+
+class RoleSuite:
+    """Base of the conformance suites: what holds for a component of any role.
+
+    A subclass per role names the role's hooks; a plugin author subclasses that one and
+    gives a ``component`` fixture. Every suite checks that the component's hook impls
+    validate against the specs, that it implements its role, and that it never blocks the
+    event loop; the role's suite checks the role's contract through a pipeline of the kit's
+    isolated kernel (``aieng_kernel``), calling the hooks through the pipeline's dispatcher
+    so that the component's raw answers are checked, not the kernel's normalized ones.
+    """
+
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.anyio]
+
+    #: The role (``aieng_role`` of its specs).
+    role: ClassVar[str] = ""
+    #: Hooks the component must implement.
+    required_hooks: ClassVar[tuple[str, ...]] = ()
+    #: The role's hooks; the component must implement at least one of them.
+    role_hooks: ClassVar[tuple[str, ...]] = ()
+
+    # -- fixtures ------------------------------------------------------------------------
+
+    @pytest.fixture
+    def conformance_pipeline(self, aieng_kernel: Kernel, component: object) -> Pipeline:
+        """A pipeline of the kit's kernel holding only the component (named ``subject``)."""
+        return self.compose(aieng_kernel, component)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def compose(
+        self,
+        kernel: Kernel,
+        component: object,
+        *,
+        stages: Iterable[str] | None = None,
+        stage: Mapping[str, Mapping[str, Any]] | None = None,
+        others: Mapping[str, object] | None = None,
+    ) -> Pipeline:
+        """A pipeline of ``component`` (named ``subject``, listed first) and ``others``."""
+        return kernel.compose({SUBJECT: component, **(others or {})},
+                              name=f"conformance-{self.role}", stages=stages, stage=stage)
+
+    def skip_unless_implements(self, component: object, *hooks: str) -> None:
+        """Skip the test unless the component implements one of ``hooks``."""
+        if not implemented_hooks(component).intersection(hooks):
+            pytest.skip(f"{type(component).__name__} does not implement {' or '.join(hooks)}")
+
+    @asynccontextmanager
+    async def loop_watch(self, events: EventCapture) -> AsyncIterator[None]:
+        """Fail when the kernel's watchdog names the component in a ``loop.blocked`` event
+        raised while the ``async with`` block runs."""
+        await anyio.sleep(_SETTLE)  # let the watchdog catch up with whatever ran before
+        start = len(events.events)
+        yield
+        await anyio.sleep(_SETTLE)
+        prefix = f"{SUBJECT}."
+        stalls = [e for e in events.events[start:] if isinstance(e, LoopBlocked)
+                  and any(label.startswith(prefix) for label in e.active)]
+        assert not stalls, (
+            f"the component blocked the event loop for up to "
+            f"{max(e.duration_s for e in stalls):.3f} s in "
+            f"{sorted({a for e in stalls for a in e.active if a.startswith(prefix)})}: "
+            "make the impl async (awaiting its I/O) or mark it @blocking")
+
+    # -- what every suite checks ---------------------------------------------------------
+
+    def test_hookimpls_validate(self, component: object) -> None:
+        """The component's impls match the specs (pluggy's validation and ``check_pending``):
+        no misspelled hook, no unknown argument, no wrapper, and the role's hooks present."""
+        pm = pluggy.PluginManager(PROJECT)
+        for module in ROLE_MODULES:
+            pm.add_hookspecs(module)
+        name = type(component).__name__
+        try:
+            pm.register(component, name=SUBJECT)
+            pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise AssertionError(f"{name} has an invalid hook impl: {exc}") from None
+        callers = pm.get_hookcallers(component) or []
+        hooks = {caller.name for caller in callers}
+        for caller in callers:
+            for impl in caller.get_hookimpls():
+                assert not (impl.wrapper or impl.hookwrapper), (
+                    f"{name}.{caller.name} is a hook wrapper; role hooks take plain impls")
+        missing = [hook for hook in self.required_hooks if hook not in hooks]
+        assert not missing, f"{name} does not implement {', '.join(missing)}"
+        assert hooks.intersection(self.role_hooks), (
+            f"{name} implements none of the {self.role} hooks {', '.join(self.role_hooks)}")
+
+
+async def collect_stream(dispatcher: Dispatcher, stream: object, *,
+                         timeout: float = 60.0) -> list[Any]:
+    """Every item of a stream that an ``aieng_stream`` impl returned, then close it.
+
+    The dispatcher tracks only the call that returned the iterator, so each step of the
+    iteration is marked in flight here: a stream that blocks the loop while iterating is
+    then named by the watchdog too.
+    """
+    assert isinstance(stream, AsyncIterator), (
+        f"aieng_stream returned {type(stream).__name__}, expected an async iterator")
+    label = f"{SUBJECT}.aieng_stream"
+    items: list[Any] = []
+    try:
+        with anyio.fail_after(timeout):
+            while True:
+                token = object()
+                dispatcher.active[id(token)] = label
+                began = time.perf_counter()
+                try:
+                    item = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    del dispatcher.active[id(token)]
+                    dispatcher.recent.append((label, began, time.perf_counter()))
+                items.append(item)
+    finally:
+        closer = getattr(stream, "aclose", None)
+        if closer is not None:
+            await closer()
+    return items
+
+
+def optional_fixture(request: pytest.FixtureRequest, name: str) -> Any:
+    """The value of a (synchronous) fixture, or ``None`` when the fixture skips."""
+    try:
+        return request.getfixturevalue(name)
+    except pytest.skip.Exception:
+        return None
+
+
+def unique(values: Sequence[str]) -> bool:
+    """Whether no value repeats."""
+    return len(set(values)) == len(values)

@@ -1,0 +1,135 @@
+"""The conformance suite of fusers (``aieng_fuse``, part of the ``retriever`` role)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aieng_hookspecs.types import Document, Hit, Query
+
+from ...pipeline import Pipeline
+from .. import strategies as aist
+from .._kit import EventCapture
+from ._base import PROPERTY, STAGE, RoleSuite, unique
+
+__all__ = ["FuserSuite"]
+
+_MAX_RUNS = 4
+
+
+class FuserSuite(RoleSuite):
+    """Conformance of a fuser (``aieng_fuse``): merging several retrievers' runs.
+
+    Subclass it with a ``component`` fixture returning the fuser::
+
+        class TestMyFuser(FuserSuite):
+            @pytest.fixture
+            def component(self) -> MyFuser:
+                return MyFuser()
+
+    Runs come from :func:`aieng_core.testing.strategies.runs`: ties are frequent and the
+    same document turns up in several runs.
+    """
+
+    role = "retriever"
+    required_hooks = ("aieng_fuse",)
+    role_hooks = ("aieng_fuse",)
+
+    async def fuse(self, pipeline: Pipeline, query: Query,
+                   runs: Sequence[Sequence[Hit]]) -> Any:
+        """``aieng_fuse`` through the pipeline's dispatcher; ``None`` when not answered."""
+        found = await pipeline.dispatcher.first(
+            "aieng_fuse", {"query": query, "runs": [list(run) for run in runs]}, stage=STAGE)
+        return None if found is None else found[0]
+
+    # -- checks --------------------------------------------------------------------------
+
+    def check_fused(self, fused: object, runs: Sequence[Sequence[Hit]]) -> list[Hit]:
+        """One list of hits, ranks 1..n, scores not increasing, each document once and each
+        one of the runs' documents."""
+        assert isinstance(fused, (list, tuple)), (
+            f"aieng_fuse returned {type(fused).__name__}, expected a list of Hit")
+        for position, hit in enumerate(fused, start=1):
+            assert isinstance(hit, Hit), f"item {position} is {type(hit).__name__}, not Hit"
+            assert hit.rank == position, f"hit {position} has rank {hit.rank}"
+        typed: list[Hit] = list(fused)
+        ids = [h.document.id for h in typed]
+        assert unique(ids), f"a document is fused twice: {ids}"
+        given_ids = {h.document.id for run in runs for h in run}
+        stray = [i for i in ids if i not in given_ids]
+        assert not stray, f"fused documents {stray} are in none of the runs"
+        for before, after in zip(typed, typed[1:]):
+            assert before.score >= after.score, (
+                f"scores increase: rank {before.rank} has {before.score}, "
+                f"rank {after.rank} has {after.score}")
+        return typed
+
+    async def check_order_invariant(self, pipeline: Pipeline, query: Query,
+                                    runs: Sequence[Sequence[Hit]],
+                                    order: Sequence[int]) -> None:
+        """Fusing the runs in ``order`` gives what fusing them as given gives."""
+        reordered = [runs[i] for i in order]
+        first = await self.fuse(pipeline, query, runs)
+        second = await self.fuse(pipeline, query, reordered)
+        if first is None or second is None:  # "not mine" must not depend on order either
+            assert first is None and second is None, (
+                "aieng_fuse answered for one order of the runs and not for another")
+            return
+        a, b = self.check_fused(first, runs), self.check_fused(second, reordered)
+        assert [h.document for h in a] == [h.document for h in b], (
+            f"the fused order depends on the order of the runs: "
+            f"{[h.document.id for h in a]} != {[h.document.id for h in b]}")
+        for x, y in zip(a, b):
+            assert math.isclose(x.score, y.score, rel_tol=1e-9, abs_tol=1e-12), (
+                f"the score of {x.document.id!r} depends on the order of the runs: "
+                f"{x.score} != {y.score}")
+
+    # -- tests ---------------------------------------------------------------------------
+
+    @PROPERTY
+    @given(query=aist.queries(), runs=aist.runs(max_runs=_MAX_RUNS),
+           shuffle=st.permutations(range(_MAX_RUNS)))
+    async def test_order_of_runs_does_not_matter(
+        self, conformance_pipeline: Pipeline, query: Query, runs: list[list[Hit]],
+        shuffle: list[int],
+    ) -> None:
+        """Permuting the input runs changes nothing: same documents, order and scores."""
+        order = [i for i in shuffle if i < len(runs)]
+        await self.check_order_invariant(conformance_pipeline, query, runs, order)
+
+    @PROPERTY
+    @given(query=aist.queries(), runs=aist.runs())
+    async def test_fused_hits_are_well_formed(
+        self, conformance_pipeline: Pipeline, query: Query, runs: list[list[Hit]]
+    ) -> None:
+        """The fused list has ranks 1..n, each document once, drawn from the runs."""
+        fused = await self.fuse(conformance_pipeline, query, runs)
+        if fused is not None:
+            self.check_fused(fused, runs)
+
+    async def test_fuses_every_document(self, conformance_pipeline: Pipeline) -> None:
+        """Two disjoint runs fuse into a list holding documents of both."""
+        left = [Hit(Document(f"l{i}", f"left {i}"), score=1.0 - i / 10, rank=i + 1,
+                    source="left") for i in range(3)]
+        right = [Hit(Document(f"r{i}", f"right {i}"), score=5.0 - i, rank=i + 1,
+                     source="right") for i in range(3)]
+        fused = await self.fuse(conformance_pipeline, Query("anything"), [left, right])
+        assert fused is not None, "aieng_fuse returned None for plain runs"
+        ids = {h.document.id for h in self.check_fused(fused, [left, right])}
+        assert ids & {"l0", "l1", "l2"} and ids & {"r0", "r1", "r2"}, (
+            "the fused list lost one of the runs entirely")
+
+    async def test_does_not_block_the_loop(
+        self, conformance_pipeline: Pipeline, captured_events: EventCapture
+    ) -> None:
+        """Fusing never stalls the event loop."""
+        docs = [Document(f"d{i}", f"text {i}") for i in range(200)]
+        runs = [[Hit(d, score=float(-i), rank=i + 1, source=f"r{r}")
+                 for i, d in enumerate(docs[r::3])] for r in range(3)]
+        async with self.loop_watch(captured_events):
+            for _ in range(5):
+                await self.fuse(conformance_pipeline, Query("anything"), runs)

@@ -1,0 +1,114 @@
+"""The conformance suite of the ``reranker`` role."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aieng_hookspecs.types import Document, Hit, Query
+
+from ...builtins import MemoryOptions, MemoryRetriever
+from ...kernel import Kernel
+from ...pipeline import Pipeline
+from .. import strategies as aist
+from .._kit import EventCapture
+from ._base import PROPERTY, STAGE, RoleSuite, unique
+from ._retriever import DEFAULT_CORPUS
+
+__all__ = ["RerankerSuite"]
+
+
+class RerankerSuite(RoleSuite):
+    """Conformance of a reranker (``aieng_rerank``).
+
+    Subclass it with a ``component`` fixture returning the reranker::
+
+        class TestMyReranker(RerankerSuite):
+            @pytest.fixture
+            def component(self) -> MyReranker:
+                return MyReranker()
+
+    The reranked hits must be drawn from the input, at most ``k``, best first (scores not
+    increasing: a reranker that reorders sets new scores), ranked 1..n, each document once.
+    """
+
+    role = "reranker"
+    required_hooks = ("aieng_rerank",)
+    role_hooks = ("aieng_rerank",)
+
+    async def rerank(self, pipeline: Pipeline, query: Query, hits: Sequence[Hit],
+                     k: int) -> Any:
+        """``aieng_rerank`` through the pipeline's dispatcher (``None``: left as they are)."""
+        found = await pipeline.dispatcher.first(
+            "aieng_rerank", {"query": query, "hits": tuple(hits), "k": k}, stage=STAGE)
+        return None if found is None else found[0]
+
+    def check_reranked(self, reranked: object, hits: Sequence[Hit], k: int) -> list[Hit]:
+        """At most ``k`` hits of ``hits``, ranks 1..n, scores not increasing, no duplicates."""
+        if reranked is None:  # "leave them as they are"
+            return list(hits)
+        assert isinstance(reranked, (list, tuple)), (
+            f"aieng_rerank returned {type(reranked).__name__}, expected a list of Hit")
+        assert len(reranked) <= k, f"{len(reranked)} hits for k={k}"
+        for position, hit in enumerate(reranked, start=1):
+            assert isinstance(hit, Hit), f"item {position} is {type(hit).__name__}, not Hit"
+            assert hit.rank == position, f"hit {position} has rank {hit.rank}"
+        typed: list[Hit] = list(reranked)
+        ids = [h.document.id for h in typed]
+        assert unique(ids), f"a document is returned twice: {ids}"
+        given_docs = {h.document.id: h.document for h in hits}
+        for hit in typed:
+            assert given_docs.get(hit.document.id) == hit.document, (
+                f"{hit.document.id!r} is not one of the input hits' documents")
+        for before, after in zip(typed, typed[1:]):
+            assert before.score >= after.score, (
+                f"scores increase: rank {before.rank} has {before.score}, "
+                f"rank {after.rank} has {after.score}")
+        return typed
+
+    @PROPERTY
+    @given(query=aist.queries(), runs=aist.runs(min_runs=1, max_runs=1, max_hits=12),
+           k=st.integers(min_value=1, max_value=12))
+    async def test_reranked_hits_are_drawn_from_the_input(
+        self, conformance_pipeline: Pipeline, query: Query, runs: list[list[Hit]], k: int
+    ) -> None:
+        """Any hits and k give at most k of the input hits, ranked 1..n, each once."""
+        hits = runs[0]
+        self.check_reranked(await self.rerank(conformance_pipeline, query, hits, k), hits, k)
+
+    @PROPERTY
+    @given(query=aist.queries(), k=st.integers(min_value=1, max_value=12))
+    async def test_no_hits_give_no_hits(
+        self, conformance_pipeline: Pipeline, query: Query, k: int
+    ) -> None:
+        """An empty list of hits stays empty."""
+        reranked = await self.rerank(conformance_pipeline, query, [], k)
+        assert self.check_reranked(reranked, [], k) == []
+
+    async def test_reranks_in_a_pipeline(self, aieng_kernel: Kernel, component: object) -> None:
+        """Behind a retriever in a ``retrieve`` + ``rerank`` pipeline, the hits it keeps are
+        some of the retrieved ones, at most the stage's k."""
+        retriever = MemoryRetriever(MemoryOptions())
+        pipeline = self.compose(aieng_kernel, component, stages=["retrieve", "rerank"],
+                                stage={"retrieve": {"k": 6}, "rerank": {"k": 2}},
+                                others={"retriever": retriever})
+        await pipeline.index(DEFAULT_CORPUS)
+        result = await pipeline.run("weights model quantization inference ranked lists")
+        assert result.status == "ok"
+        self.check_reranked(list(result.hits), result.retrieved, 2)
+
+    async def test_does_not_block_the_loop(
+        self, conformance_pipeline: Pipeline, captured_events: EventCapture
+    ) -> None:
+        """Reranking never stalls the event loop."""
+        hits = [Hit(d, score=1.0 / (i + 1), rank=i + 1, source="memory")
+                for i, d in enumerate(DEFAULT_CORPUS)]
+        queries = ["rank fusion", "weights", "Unicode cities", ""]
+        extra = [Hit(Document(f"x{i}", f"filler passage {i}"), score=0.0, rank=len(hits) + i + 1)
+                 for i in range(40)]
+        async with self.loop_watch(captured_events):
+            for text in queries:
+                await self.rerank(conformance_pipeline, Query(text), hits + extra, 5)

@@ -1,0 +1,222 @@
+"""The conformance suite of the ``retriever`` role: search and indexing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aieng_hookspecs.types import Document, Hit, Query
+
+from ...kernel import Kernel
+from ...pipeline import Pipeline
+from .._kit import EventCapture
+from ._base import PROPERTY, STAGE, SUBJECT, RoleSuite, implemented_hooks, unique
+
+__all__ = ["DEFAULT_CORPUS", "TRICKY_QUERIES", "RetrieverSuite"]
+
+#: The default corpus: short, distinct passages with Unicode and query-syntax characters.
+DEFAULT_CORPUS: tuple[Document, ...] = (
+    Document("rrf", "Reciprocal rank fusion merges ranked lists by summing one over the "
+             "constant plus the rank.", title="Reciprocal rank fusion"),
+    Document("bm25", "BM25 scores documents by term frequency, inverse document frequency "
+             "and length normalisation.", title="BM25"),
+    Document("hnsw", "HNSW builds a layered graph for approximate nearest neighbour search "
+             "over dense vectors."),
+    Document("lora", "LoRA finetunes a language model by learning low-rank updates to its "
+             "weight matrices."),
+    Document("quant", "Quantization stores weights as int8 or 4-bit numbers to shrink "
+             "memory and speed up inference.", metadata={"topic": "inference"}),
+    Document("guard", "Guardrails check prompts and answers for personal data, prompt "
+             "injection and unsafe content."),
+    Document("unicode", "Zürich, São Paulo and 東京 are cities; naïve café façade — "
+             "Unicode text must index.", metadata={"lang": "mixed"}),
+    Document("syntax", 'Query syntax like title:(foo OR "bar") AND -baz* must be treated '
+             "as plain text."),
+)
+
+#: Query texts that break naive search engines: query syntax, quotes, control characters,
+#: SQL, emoji, and very long input.
+TRICKY_QUERIES: tuple[str, ...] = (
+    "", " ", "\n\t", '"', '"unterminated', "title:foo", "foo:bar:baz", "(a OR b", "))((",
+    "a AND", "NOT", "OR", "*", "?", "-", "+", "\\", "~1", "^2", "[1 TO 5]", "{!lucene}",
+    "'; DROP TABLE documents; --", "\x00", "東京", "🙂", "naïve café", "title:(foo OR \"bar\")",
+    "x" * 10_000, "word " * 2_000,
+)
+
+
+class RetrieverSuite(RoleSuite):
+    """Conformance of a retriever (``aieng_retrieve``, and ``aieng_index`` when it has one).
+
+    Subclass it with a ``component`` fixture returning an empty retriever::
+
+        class TestMyIndex(RetrieverSuite):
+            @pytest.fixture
+            def component(self, tmp_path) -> MyIndex:
+                return MyIndex(path=tmp_path)
+
+    Before querying, the suite indexes ``corpus`` through ``Pipeline.index``
+    (``aieng_index``); a retriever without ``aieng_index`` must already hold ``corpus``.
+
+    Fixtures it may override: ``corpus`` (documents with unique ids; default
+    :data:`DEFAULT_CORPUS`) and ``retrieve_k`` (the ``k`` of most queries; default 3).
+    """
+
+    role = "retriever"
+    required_hooks = ("aieng_retrieve",)
+    role_hooks = ("aieng_retrieve", "aieng_index")
+
+    # -- fixtures ------------------------------------------------------------------------
+
+    @pytest.fixture
+    def corpus(self) -> list[Document]:
+        """The documents indexed before querying."""
+        return list(DEFAULT_CORPUS)
+
+    @pytest.fixture
+    def retrieve_k(self) -> int:
+        """The ``k`` of the queries."""
+        return 3
+
+    @pytest.fixture
+    async def indexed_pipeline(self, aieng_kernel: Kernel, component: object,
+                               corpus: list[Document], retrieve_k: int) -> Pipeline:
+        """A ``retrieve`` pipeline of the component, with ``corpus`` indexed."""
+        assert unique([d.id for d in corpus]), "the corpus fixture has duplicate ids"
+        pipeline = self.compose(aieng_kernel, component, stages=["retrieve"],
+                                stage={"retrieve": {"k": retrieve_k}})
+        if "aieng_index" in implemented_hooks(component):
+            await pipeline.index(corpus)
+        return pipeline
+
+    # -- calling the hooks through the kernel -------------------------------------------
+
+    async def retrieve(self, pipeline: Pipeline, query: Query, k: int) -> Any:
+        """``aieng_retrieve`` of the component through the dispatcher (``None``: no part)."""
+        gathered = await pipeline.dispatcher.gather("aieng_retrieve",
+                                                    {"query": query, "k": k}, stage=STAGE)
+        for value, plugin in gathered:
+            if plugin == SUBJECT:
+                return value
+        return None
+
+    async def index(self, pipeline: Pipeline, documents: Sequence[Document]) -> Any:
+        """``aieng_index`` of the component through the dispatcher."""
+        gathered = await pipeline.dispatcher.gather("aieng_index",
+                                                    {"documents": tuple(documents)},
+                                                    stage=STAGE)
+        for value, plugin in gathered:
+            if plugin == SUBJECT:
+                return value
+        return None
+
+    # -- checks --------------------------------------------------------------------------
+
+    def check_hits(self, hits: object, k: int, known: Mapping[str, Document]) -> list[Hit]:
+        """At most ``k`` hits, ranks 1..n, scores not increasing, each document once and
+        each one of ``known`` (by id, with its text)."""
+        if hits is None:  # "I take no part" is allowed
+            return []
+        assert isinstance(hits, (list, tuple)), (
+            f"aieng_retrieve returned {type(hits).__name__}, expected a list of Hit")
+        assert len(hits) <= k, f"{len(hits)} hits for k={k}"
+        for position, hit in enumerate(hits, start=1):
+            assert isinstance(hit, Hit), f"hit {position} is {type(hit).__name__}, not Hit"
+            assert hit.rank == position, f"hit {position} has rank {hit.rank}"
+        typed: list[Hit] = list(hits)
+        for before, after in zip(typed, typed[1:]):
+            assert before.score >= after.score, (
+                f"scores increase: rank {before.rank} has {before.score}, "
+                f"rank {after.rank} has {after.score}")
+        ids = [h.document.id for h in typed]
+        assert unique(ids), f"a document is returned twice: {ids}"
+        for hit in typed:
+            doc = known.get(hit.document.id)
+            assert doc is not None, f"hit {hit.document.id!r} is no indexed document"
+            assert hit.document.text == doc.text, (
+                f"hit {hit.document.id!r} carries another text than the indexed one")
+        return typed
+
+    # -- tests ---------------------------------------------------------------------------
+
+    @PROPERTY
+    @given(text=st.one_of(st.sampled_from(TRICKY_QUERIES), st.text(max_size=200)),
+           picks=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6))
+    async def test_any_query_gives_well_formed_hits(
+        self, indexed_pipeline: Pipeline, corpus: list[Document], retrieve_k: int,
+        text: str, picks: list[int],
+    ) -> None:
+        """Any query text (query syntax, quotes, empty, very long, words of the corpus)
+        gives at most k hits, ranked 1..n by non-increasing score, each an indexed document
+        once; never an error."""
+        known = {d.id: d for d in corpus}
+        words = [w for d in corpus for w in d.text.split()] or [""]
+        for query in (text, " ".join(words[i % len(words)] for i in picks)):
+            hits = await self.retrieve(indexed_pipeline, Query(query), retrieve_k)
+            self.check_hits(hits, retrieve_k, known)
+
+    async def test_finds_an_indexed_document(
+        self, indexed_pipeline: Pipeline, corpus: list[Document], retrieve_k: int
+    ) -> None:
+        """A query made of a document's own text finds that document within the top k."""
+        known = {d.id: d for d in corpus}
+        for doc in corpus:
+            if not doc.text.strip():
+                continue
+            hits = self.check_hits(await self.retrieve(indexed_pipeline, Query(doc.text),
+                                                       retrieve_k), retrieve_k, known)
+            assert doc.id in [h.document.id for h in hits], (
+                f"querying the text of {doc.id!r} does not find it in the top {retrieve_k}")
+
+    async def test_k_one(
+        self, indexed_pipeline: Pipeline, corpus: list[Document]
+    ) -> None:
+        """With ``k=1`` a query returns at most one hit, ranked 1."""
+        known = {d.id: d for d in corpus}
+        for doc in corpus[:4]:
+            self.check_hits(await self.retrieve(indexed_pipeline, Query(doc.text), 1), 1, known)
+
+    async def test_reindexing_replaces(
+        self, component: object, indexed_pipeline: Pipeline, corpus: list[Document],
+        retrieve_k: int,
+    ) -> None:
+        """Indexing a document whose id exists replaces it: no duplicates, the new text."""
+        self.skip_unless_implements(component, "aieng_index")
+        written = await self.index(indexed_pipeline, corpus)  # the same batch again
+        assert written is None or (isinstance(written, int) and not isinstance(written, bool)
+                                   and written >= 0), (
+            f"aieng_index returned {written!r}, expected a count or None")
+        old = corpus[0]
+        new = attrs.evolve(old, text="Quokka marmalade zeppelin: this document was replaced.")
+        await self.index(indexed_pipeline, [new])
+        known = {d.id: d for d in corpus} | {new.id: new}
+        hits = self.check_hits(await self.retrieve(
+            indexed_pipeline, Query("quokka marmalade zeppelin"), retrieve_k), retrieve_k, known)
+        assert new.id in [h.document.id for h in hits], "the replacement is not found"
+        for doc in corpus:  # check_hits fails on a duplicate or on the old text
+            self.check_hits(await self.retrieve(indexed_pipeline, Query(doc.text), retrieve_k),
+                            retrieve_k, known)
+
+    async def test_retrieves_in_a_pipeline(
+        self, indexed_pipeline: Pipeline, corpus: list[Document], retrieve_k: int
+    ) -> None:
+        """A ``retrieve`` pipeline of the component runs and returns its hits."""
+        result = await indexed_pipeline.run(Query(corpus[0].text))
+        assert result.status == "ok"
+        self.check_hits(list(result.retrieved), retrieve_k, {d.id: d for d in corpus})
+
+    async def test_does_not_block_the_loop(
+        self, component: object, aieng_kernel: Kernel, corpus: list[Document],
+        retrieve_k: int, captured_events: EventCapture,
+    ) -> None:
+        """Indexing and searching never stall the event loop."""
+        pipeline = self.compose(aieng_kernel, component, stages=["retrieve"])
+        async with self.loop_watch(captured_events):
+            if "aieng_index" in implemented_hooks(component):
+                await self.index(pipeline, corpus)
+            for doc in corpus:
+                await self.retrieve(pipeline, Query(doc.text), retrieve_k)

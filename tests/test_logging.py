@@ -1,0 +1,82 @@
+"""structlog: JSON when not a terminal, console otherwise; run ids bound per run."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import structlog
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
+
+from aieng_core import HookError, Kernel
+from aieng_core.logs import configure_logging
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Hit, Query
+
+pytestmark = pytest.mark.anyio
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_json_when_not_a_terminal() -> None:
+    """A non-terminal stream gets one JSON object per line, with level and timestamp."""
+    stream = io.StringIO()
+    configure_logging(stream=stream, level="INFO")
+    try:
+        structlog.get_logger("t").info("thing.happened", count=3)
+    finally:
+        structlog.reset_defaults()
+    line = json.loads(stream.getvalue().strip())
+    assert line["event"] == "thing.happened" and line["count"] == 3
+    assert line["level"] == "info" and "timestamp" in line
+
+
+def test_console_when_a_terminal_and_level_filtering() -> None:
+    """A terminal gets the console renderer; events below the level are dropped."""
+    stream = _Tty()
+    configure_logging(stream=stream, level="WARNING")
+    try:
+        log = structlog.get_logger("t")
+        log.info("quiet.info")
+        log.warning("loud.warning", x=1)
+    finally:
+        structlog.reset_defaults()
+    text = stream.getvalue()
+    assert "loud.warning" in text and "quiet.info" not in text
+    assert not text.lstrip().startswith("{")
+
+
+async def test_run_id_is_bound_for_logs_inside_a_run(aieng_kernel: Kernel) -> None:
+    """Anything a component logs during a run carries the run id and pipeline name."""
+    class Chatty:
+        @hookimpl
+        def aieng_retrieve(self, query: Query) -> list[Hit]:
+            structlog.get_logger("chatty").info("chatty.searching", text=query.text)
+            return []
+
+    pipeline = aieng_kernel.compose({"chatty": Chatty()}, name="logged")
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        result = await pipeline.run("hello")
+    (entry,) = [e for e in logs if e["event"] == "chatty.searching"]
+    assert entry["run_id"] == result.run_id and entry["pipeline"] == "logged"
+
+
+async def test_hook_failure_is_logged_with_the_run_id(aieng_kernel: Kernel) -> None:
+    """A failing hook logs a warning naming hook and plugin, bound to the run."""
+    class Broken:
+        @hookimpl
+        def aieng_retrieve(self) -> list[Hit]:
+            raise OSError("disk gone")
+
+    pipeline = aieng_kernel.compose({"broken": Broken()}, name="failing")
+    with capture_logs(processors=[merge_contextvars]) as logs, pytest.raises(HookError):
+        await pipeline.run("hello")
+    (entry,) = [e for e in logs if e["event"] == "hook.failed"]
+    assert entry["plugin"] == "broken" and entry["hook"] == "aieng_retrieve"
+    assert entry["pipeline"] == "failing" and entry["run_id"]
+    assert "disk gone" in entry["error"]

@@ -1,0 +1,174 @@
+"""The registry: plugins load on their own, and registering then unregistering is neutral."""
+
+from __future__ import annotations
+
+import types
+from typing import Any, ClassVar
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aieng_core import Kernel, UnknownComponentError
+from aieng_core.registry import Registry
+from aieng_core.testing import registered
+from aieng_hookspecs import ComponentRegistry, EventRegistry, hookimpl
+from aieng_hookspecs.types import Event, Hit, Query
+
+
+class Component:
+    """A retriever component for registration tests."""
+
+    @hookimpl
+    def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
+        return []
+
+
+def make_plugin(name: str, components: list[str], *, events: bool, subscriber: bool) -> Any:
+    module = types.ModuleType(f"plugin_{name}")
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        for component in components:
+            registry.add(component, Component)
+
+    module.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    if events:
+        event_name = f"custom.{name}"
+
+        @attrs.frozen(kw_only=True)
+        class Custom(Event):
+            name: ClassVar[str] = event_name
+
+        Custom.__module__ = module.__name__
+
+        @hookimpl
+        def aieng_register_events(registry: EventRegistry) -> None:
+            registry.add(Custom)
+
+        module.aieng_register_events = aieng_register_events  # type: ignore[attr-defined]
+    if subscriber:
+        @hookimpl
+        def aieng_on_event(event: Event) -> None:
+            pass
+
+        module.aieng_on_event = aieng_on_event  # type: ignore[attr-defined]
+    return module
+
+
+def snapshot(registry: Registry) -> tuple[Any, ...]:
+    pm = registry.plugin_manager
+    impls = {name: [i.plugin_name for i in getattr(pm.hook, name).get_hookimpls()]
+             for name in ("aieng_register_components", "aieng_register_events",
+                          "aieng_on_event", "aieng_register_commands")}
+    return (tuple(registry.components), tuple(p.name for p in registry.plugins),
+            tuple(sorted(registry.event_types)), impls)
+
+
+_plugin = st.tuples(st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True, max_size=3),
+                    st.booleans(), st.booleans())
+
+
+@given(st.lists(_plugin, min_size=1, max_size=4))
+def test_register_then_unregister_restores_hook_state(plugins: list[Any]) -> None:
+    """Any sequence of plugins registered and unregistered leaves the registry as it was,
+    including plugins that fail on a duplicate component name."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+    before = snapshot(kernel.registry)
+    infos = []
+    for index, (components, events, subscriber) in enumerate(plugins):
+        module = make_plugin(f"p{index}", [f"{c}{index % 2}" for c in components],
+                             events=events, subscriber=subscriber)
+        infos.append(kernel.registry.register(module, name=f"p{index}"))
+    for info in reversed(infos):
+        kernel.registry.unregister(info.name)
+    assert snapshot(kernel.registry) == before
+
+
+def test_registered_context_manager_always_unregisters() -> None:
+    """The kit's `registered` unregisters even when the block raises."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+    with pytest.raises(RuntimeError), registered(kernel, make_plugin(
+            "x", ["xcomp"], events=False, subscriber=False), "x") as info:
+        assert info.status == "loaded"
+        assert "xcomp" in kernel.registry.components
+        raise RuntimeError("test body fails")
+    assert "xcomp" not in kernel.registry.components
+
+
+def test_duplicate_name_in_the_kit_is_reported_as_broken_naming_both() -> None:
+    """A second plugin offering an existing component name is broken, naming both plugins;
+    the first keeps its component."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+    first = kernel.registry.register(make_plugin("one", ["same"], events=False,
+                                                 subscriber=False), name="one")
+    second = kernel.registry.register(make_plugin("two", ["same"], events=False,
+                                                  subscriber=False), name="two")
+    assert first.status == "loaded" and second.status == "broken"
+    assert "'one'" in second.error and "'two'" in second.error
+    assert kernel.registry.component("same").plugin == "one"
+
+
+def test_unknown_component_lists_choices_and_broken_plugins() -> None:
+    """Asking for a missing component names the valid choices and any broken plugin."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        raise RuntimeError("cannot find my model")
+
+    bad = types.ModuleType("bad")
+    bad.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    info = kernel.registry.register(bad, name="bad", distribution="aieng-bad", version="1.0")
+    assert info.status == "broken" and "cannot find my model" in info.error
+    with pytest.raises(UnknownComponentError) as caught:
+        kernel.registry.component("bm25")
+    assert "memory" in str(caught.value) and "broken plugins: bad" in str(caught.value)
+
+
+def test_module_level_role_hook_is_a_start_up_error() -> None:
+    """Role hooks belong on components: a plugin module implementing one is broken."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+    module = types.ModuleType("misplaced")
+
+    @hookimpl
+    def aieng_retrieve(query: Query, k: int) -> list[Hit]:
+        return []
+
+    module.aieng_retrieve = aieng_retrieve  # type: ignore[attr-defined]
+    info = kernel.registry.register(module, name="misplaced")
+    assert info.status == "broken" and "aieng_retrieve" in info.error
+    assert kernel.registry.plugin_manager.get_plugin("misplaced") is None
+
+
+def test_bad_component_names_and_options_are_rejected() -> None:
+    """registry.add rejects non-lowercase names, non-callables and non-attrs options."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+    for args, kwargs in [(("Bad Name", Component), {}), (("ok", 3), {}),
+                         (("ok2", Component), {"options": dict})]:
+        module = types.ModuleType("m")
+
+        @hookimpl
+        def aieng_register_components(registry: ComponentRegistry,
+                                      _a: Any = args, _k: Any = kwargs) -> None:
+            registry.add(*_a, **_k)
+
+        module.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+        assert kernel.registry.register(module, name="m").status == "broken"
+        kernel.registry.unregister("m")
+
+
+def test_plugin_calling_sys_exit_is_broken_not_fatal() -> None:
+    """A plugin that calls sys.exit while registering is disabled; the kernel keeps going."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+    module = types.ModuleType("quitter")
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        raise SystemExit(3)
+
+    module.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    info = kernel.registry.register(module, name="quitter")
+    assert info.status == "broken" and "SystemExit" in info.error
+    assert "memory" in kernel.registry.components

@@ -1,0 +1,187 @@
+"""Tests of the validators and converters of :mod:`aieng_hookspecs.types`."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from typing import Any
+
+import attrs
+import pytest
+from aieng_hookspecs import types
+from aieng_hookspecs.types import (
+    CacheHit,
+    Delta,
+    Document,
+    Event,
+    Finding,
+    FirstToken,
+    GuardBlocked,
+    HookCalled,
+    LoopBlocked,
+    Message,
+    ModelCall,
+    QuantizeResult,
+    Request,
+    RunFinished,
+    StageFinished,
+    TokenLogprob,
+    TrainResult,
+    Usage,
+)
+
+_MESSAGES = (Message("user", "hi"),)
+_NAN = math.nan
+_INF = math.inf
+
+
+def _classes() -> list[type[Any]]:
+    return [
+        obj
+        for name in types.__all__
+        if inspect.isclass(obj := getattr(types, name)) and attrs.has(obj)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "error"),
+    [
+        (Delta, {"text": "", "logprob": 0.5}, ValueError),
+        (Delta, {"text": "", "logprob": _NAN}, ValueError),
+        (Delta, {"text": "", "logprob": "-1"}, TypeError),
+        (TokenLogprob, {"token": "a", "logprob": 0.1}, ValueError),
+        (Document, {"id": " ", "text": ""}, ValueError),
+        (Document, {"id": 7, "text": ""}, TypeError),
+        (Request, {"messages": []}, ValueError),
+        (Request, {"messages": ["hi"]}, TypeError),
+    ],
+)
+def test_composed_validators_still_reject(
+    cls: type[Any], kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    """Validators combined with ``and_`` (for mypy) reject what the validator lists rejected."""
+    with pytest.raises(error):
+        cls(**kwargs)
+    assert Delta("", logprob=None).logprob is None
+    assert Delta("", logprob=-0.5).logprob == -0.5
+    assert Document(id="d", text="").id == "d"
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (CacheHit, {"component": "c", "ts": _NAN}),
+        (CacheHit, {"component": "c", "ts": _INF}),
+        (CacheHit, {"component": "c", "ts": "now"}),
+        (ModelCall, {"component": "m", "messages": ["x"]}),
+        (ModelCall, {"component": "m", "messages": _MESSAGES, "ttft_s": "soon"}),
+        (ModelCall, {"component": "m", "messages": _MESSAGES, "streamed": "yes"}),
+        (ModelCall, {"component": "m", "messages": _MESSAGES, "usage": {"prompt_tokens": 1}}),
+        (GuardBlocked, {"component": "g", "stage": "guard_input", "findings": ["pii"]}),
+        (LoopBlocked, {"duration_s": 0.1, "active": [1]}),
+    ],
+    ids=[
+        "ts-nan",
+        "ts-inf",
+        "ts-str",
+        "messages-str",
+        "ttft-str",
+        "streamed-str",
+        "usage-dict",
+        "findings-str",
+        "active-int",
+    ],
+)
+def test_event_fields_are_validated(cls: type[Event], kwargs: dict[str, Any]) -> None:
+    """Event fields reject a non-finite ``ts`` and elements or values of the wrong type."""
+    with pytest.raises((TypeError, ValueError)):
+        cls(**kwargs)
+    call = ModelCall(
+        component="m",
+        messages=list(_MESSAGES),
+        usage=Usage(1, 2),
+        ttft_s=0.2,
+        streamed=True,
+        ts=1.5,
+    )
+    assert call.messages == _MESSAGES
+    assert GuardBlocked(component="g", stage="s", findings=[Finding("pii")]).findings
+    assert LoopBlocked(duration_s=0.1, active=["a"]).active == ("a",)
+
+
+_DURATIONS: list[tuple[type[Event], str, dict[str, Any]]] = [
+    (RunFinished, "duration_s", {"status": "ok"}),
+    (StageFinished, "duration_s", {"stage": "s", "status": "ok"}),
+    (HookCalled, "duration_s", {"hook": "h", "plugin": "p"}),
+    (ModelCall, "duration_s", {"component": "m", "messages": _MESSAGES}),
+    (ModelCall, "ttft_s", {"component": "m", "messages": _MESSAGES}),
+    (FirstToken, "ttft_s", {"component": "m"}),
+    (LoopBlocked, "duration_s", {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "kwargs"), _DURATIONS, ids=[f"{c.__name__}.{f}" for c, f, _ in _DURATIONS]
+)
+def test_durations_accept_any_finite_non_negative_number(
+    cls: type[Event], field: str, kwargs: dict[str, Any]
+) -> None:
+    """A duration takes an int or a float ``>= 0`` and rejects negatives, NaN, infinity, bools."""
+    good: dict[str, Any]
+    bad: dict[str, Any]
+    for value in (0, 3, 0.0, 1.25):
+        good = {**kwargs, field: value}
+        assert getattr(cls(**good), field) == value
+    for wrong in (-1, -0.5, _NAN, _INF, True, "1"):
+        bad = {**kwargs, field: wrong}
+        with pytest.raises((TypeError, ValueError)):
+            cls(**bad)
+
+
+def test_finding_end_must_not_precede_start() -> None:
+    """A finding whose ``end`` is before its ``start`` is rejected, an empty span is not."""
+    with pytest.raises(ValueError, match="must not precede"):
+        Finding("email", start=5, end=4)
+    assert Finding("email", start=5, end=5).end == 5
+    assert Finding("email", start=5, end=9).end == 9
+
+
+@pytest.mark.parametrize("bad", [_NAN, _INF, "0.9", None, True, [0.9]])
+def test_named_numbers_must_be_finite(bad: object) -> None:
+    """``QuantizeResult.quality`` and ``TrainResult.metrics`` take only finite numbers."""
+    with pytest.raises((TypeError, ValueError), match=r"\['x'\]"):
+        QuantizeResult("m", "int8", 2, 1, quality={"x": bad})
+    with pytest.raises((TypeError, ValueError), match=r"\['x'\]"):
+        TrainResult("a", metrics={"x": bad})
+    assert QuantizeResult("m", "int8", 2, 1, quality={"cosine": 0.99, "n": 3}).quality["n"] == 3
+    assert TrainResult("a", metrics={"loss": 0.5}).metrics == {"loss": 0.5}
+
+
+def test_response_schema_is_copied() -> None:
+    """``Request.response_schema`` is a copy of the caller's mapping; ``None`` stays ``None``."""
+    schema: dict[str, Any] = {"type": "object"}
+    request = Request(_MESSAGES, response_schema=schema)
+    schema["type"] = "array"
+    assert request.response_schema == {"type": "object"}
+    assert Request(_MESSAGES).response_schema is None
+    assert hash(request) == hash(Request(_MESSAGES, response_schema={"type": "string"}))
+    with pytest.raises(TypeError):
+        Request(_MESSAGES, response_schema=["type"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cls", _classes(), ids=lambda c: c.__name__)
+def test_boundary_types_are_frozen_with_tuple_collections(cls: type[Any]) -> None:
+    """Every boundary type is frozen, turns sequences into tuples and shares no mutable default."""
+    blank = object.__new__(cls)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        blank.__setattr__(attrs.fields(cls)[0].name, None)
+    hints = typing.get_type_hints(cls)
+    for field in attrs.fields(cls):
+        hint = hints[field.name]
+        origins = {typing.get_origin(hint), *(typing.get_origin(a) for a in typing.get_args(hint))}
+        if tuple in origins or dict in origins:
+            assert field.converter is not None, field.name
+        if dict in origins:
+            assert field.hash is False, field.name
+        assert not isinstance(field.default, (list, dict, set)), field.name
