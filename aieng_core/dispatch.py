@@ -11,7 +11,8 @@ from __future__ import annotations
 import inspect
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, Literal
 
@@ -106,8 +107,8 @@ class Dispatcher:
         self.trace_hooks = trace_hooks
         self._limiter = limiter
         self._kinds: dict[Callable[..., Any], int] = {}
-        #: impls in flight: token -> plugin/hook label (read by the loop watchdog).
-        self.active: dict[int, str] = {}
+        #: impls in flight: token -> (plugin.hook label, start), read by the loop watchdog.
+        self.active: dict[int, tuple[str, float]] = {}
         #: recently finished impl calls: (label, start, end), for the loop watchdog.
         self.recent: deque[tuple[str, float, float]] = deque(maxlen=256)
         self.pipeline = ""
@@ -235,6 +236,19 @@ class Dispatcher:
             current = folded
         return current
 
+    @contextmanager
+    def tracking(self, label: str) -> Iterator[None]:
+        """Mark work done outside ``_call`` (iterating a stream) as in flight under ``label``,
+        so the loop watchdog can name it."""
+        token = object()
+        start = time.perf_counter()
+        self.active[id(token)] = (label, start)
+        try:
+            yield
+        finally:
+            del self.active[id(token)]
+            self.recent.append((label, start, time.perf_counter()))
+
     # -- one impl ------------------------------------------------------------------------
 
     def _kind(self, function: Callable[..., Any]) -> int:
@@ -262,8 +276,8 @@ class Dispatcher:
         kind = self._kind(function)
         label = f"{impl.plugin_name}.{hook}"
         token = id(args)
-        self.active[token] = label
         start = time.perf_counter()
+        self.active[token] = (label, start)
         outcome: str = "ok"
         value: Any = None
         error: Exception | None = None

@@ -20,6 +20,7 @@ from aieng_core.builtins import (
 from aieng_core.kernel import Kernel
 from aieng_core.testing import EventCapture
 from aieng_core.testing.conformance import (
+    DEFAULT_CORPUS,
     BackendSuite,
     CacheSuite,
     FuserSuite,
@@ -31,7 +32,6 @@ from aieng_core.testing.conformance import (
     RouterSuite,
     ToolSuite,
 )
-from aieng_core.testing.conformance._retriever import DEFAULT_CORPUS
 from aieng_core.testing.doubles import ScriptedBackend
 from aieng_core.testing.reference import (
     CopyQuantizer,
@@ -64,12 +64,6 @@ from aieng_hookspecs.types import (
 # ---------------------------------------------------------------------------- passing
 
 
-class DeterministicExtractive(ExtractiveBackend):
-    """The extractive backend, declaring what it is: greedy and exactly reproducible."""
-
-    deterministic = True
-
-
 class DeterministicScripted(ScriptedBackend):
     """The scripted double with one reply: the same answer every time."""
 
@@ -99,7 +93,7 @@ class TestExtractiveBackend(BackendSuite):
 
     @pytest.fixture
     def component(self) -> ExtractiveBackend:
-        return DeterministicExtractive(ExtractiveOptions())
+        return ExtractiveBackend(ExtractiveOptions())
 
 
 class TestScriptedBackend(BackendSuite):

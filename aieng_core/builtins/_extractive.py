@@ -35,6 +35,8 @@ class ExtractiveBackend:
     """Answers with the best-matching context sentences, each cited as ``[n]``."""
 
     model = "extractive"
+    #: the same request always gets the same answer (the conformance suite checks it).
+    deterministic = True
 
     def __init__(self, options: ExtractiveOptions) -> None:
         self.options = options
@@ -80,9 +82,10 @@ class ExtractiveBackend:
         return self._stream(request)
 
     async def _stream(self, request: Request) -> AsyncIterator[Delta]:
-        words = self._answer(request).split()[: request.max_tokens]
+        all_words = self._answer(request).split()
+        words = all_words[: request.max_tokens]
         for index, word in enumerate(words):
             await anyio.lowlevel.checkpoint()
             yield Delta(text=word if index == 0 else f" {word}", index=index)
-        finish = "length" if len(words) == request.max_tokens else "stop"
+        finish = "length" if len(all_words) > request.max_tokens else "stop"
         yield Delta(text="", index=len(words), finish_reason=finish)  # type: ignore[arg-type]

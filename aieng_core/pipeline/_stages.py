@@ -252,8 +252,15 @@ async def _consume(state: RunState, stream: Any, plugin: str,
     finish = "stop"
     ttft: float | None = None
     count = 0
+    label = f"{plugin}.aieng_stream"
+    iterator = aiter(stream)
     try:
-        async for delta in stream:
+        while True:
+            with state.dispatcher.tracking(label):  # the watchdog names a blocking stream
+                try:
+                    delta = await anext(iterator)
+                except StopAsyncIteration:
+                    break
             _expect(delta, Delta, "aieng_stream", plugin, "generate")
             if ttft is None and delta.text:
                 ttft = time.perf_counter() - started

@@ -26,11 +26,13 @@ from ._guardrail import GuardrailSuite
 from ._judge import JudgeSuite
 from ._quantizer import QuantizerSuite
 from ._reranker import RerankerSuite
-from ._retriever import RetrieverSuite
+from ._retriever import DEFAULT_CORPUS, TRICKY_QUERIES, RetrieverSuite
 from ._router import RouterSuite
 from ._tool import ToolSuite
 
 __all__ = [
+    "DEFAULT_CORPUS",
+    "TRICKY_QUERIES",
     "BackendSuite",
     "CacheSuite",
     "FuserSuite",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import anyio
@@ -117,7 +117,9 @@ class BackendSuite(RoleSuite):
     def check_vectors(self, vectors: object, texts: Sequence[str]) -> None:
         """One finite vector per text, all of one dimension."""
         assert vectors is not None, "aieng_embed returned None for the default model"
-        rows = list(vectors)  # type: ignore[call-overload]
+        assert isinstance(vectors, Iterable), (
+            f"aieng_embed returned {type(vectors).__name__}, expected a sequence of vectors")
+        rows = list(vectors)
         assert len(rows) == len(texts), f"{len(rows)} vectors for {len(texts)} texts"
         dims = {len(row) for row in rows}
         assert len(dims) <= 1, f"vectors of different dimensions: {sorted(dims)}"
@@ -254,7 +256,7 @@ class BackendSuite(RoleSuite):
         self.check_vectors(vectors, embed_texts)
         single = await self.embed(conformance_pipeline, embed_texts[:1])
         self.check_vectors(single, embed_texts[:1])
-        assert len(list(single)[0]) == len(list(vectors)[0]), \
+        assert len(next(iter(single))) == len(next(iter(vectors))), \
             "the dimension depends on the batch"
 
     async def test_embed_empty_input(

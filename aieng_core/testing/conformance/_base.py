@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -164,16 +163,11 @@ async def collect_stream(dispatcher: Dispatcher, stream: object, *,
     try:
         with anyio.fail_after(timeout):
             while True:
-                token = object()
-                dispatcher.active[id(token)] = label
-                began = time.perf_counter()
-                try:
-                    item = await anext(stream)
-                except StopAsyncIteration:
-                    break
-                finally:
-                    del dispatcher.active[id(token)]
-                    dispatcher.recent.append((label, began, time.perf_counter()))
+                with dispatcher.tracking(label):
+                    try:
+                        item = await anext(stream)
+                    except StopAsyncIteration:
+                        break
                 items.append(item)
     finally:
         closer = getattr(stream, "aclose", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -62,7 +63,7 @@ class FuserSuite(RoleSuite):
         given_ids = {h.document.id for run in runs for h in run}
         stray = [i for i in ids if i not in given_ids]
         assert not stray, f"fused documents {stray} are in none of the runs"
-        for before, after in zip(typed, typed[1:]):
+        for before, after in itertools.pairwise(typed):
             assert before.score >= after.score, (
                 f"scores increase: rank {before.rank} has {before.score}, "
                 f"rank {after.rank} has {after.score}")

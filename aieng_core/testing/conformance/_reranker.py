@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,7 +64,7 @@ class RerankerSuite(RoleSuite):
         for hit in typed:
             assert given_docs.get(hit.document.id) == hit.document, (
                 f"{hit.document.id!r} is not one of the input hits' documents")
-        for before, after in zip(typed, typed[1:]):
+        for before, after in itertools.pairwise(typed):
             assert before.score >= after.score, (
                 f"scores increase: rank {before.rank} has {before.score}, "
                 f"rank {after.rank} has {after.score}")

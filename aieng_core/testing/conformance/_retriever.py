@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -128,7 +129,7 @@ class RetrieverSuite(RoleSuite):
             assert isinstance(hit, Hit), f"hit {position} is {type(hit).__name__}, not Hit"
             assert hit.rank == position, f"hit {position} has rank {hit.rank}"
         typed: list[Hit] = list(hits)
-        for before, after in zip(typed, typed[1:]):
+        for before, after in itertools.pairwise(typed):
             assert before.score >= after.score, (
                 f"scores increase: rank {before.rank} has {before.score}, "
                 f"rank {after.rank} has {after.score}")
