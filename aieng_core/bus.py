@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.abc
 import attrs
 import structlog
 from anyio.abc import TaskGroup
@@ -120,6 +121,7 @@ class EventBus:
         self._buffer = buffer
         self._subscribers: list[_Subscriber] = []
         self._task_group: TaskGroup | None = None
+        self._reporter_scope: anyio.CancelScope | None = None
         self._closed: list[_Subscriber] = []
 
     def publish(self, event: Event) -> None:
@@ -139,9 +141,23 @@ class EventBus:
 
     # -- callback subscribers (run in the kernel's task group) ----------------------------
 
-    def start(self, task_group: TaskGroup) -> None:
-        """Attach to the kernel's task group; callback subscribers run there."""
+    async def start(self, task_group: TaskGroup, *, report_every: float = 0.25) -> None:
+        """Attach to the kernel's task group; callback subscribers run there, and a reporter
+        publishes ``bus.dropped`` for every subscriber that missed events (a stuck callback
+        or an unread subscription included) every ``report_every`` seconds."""
         self._task_group = task_group
+        await task_group.start(self._reporter, report_every, name="aieng-bus-reporter")
+
+    async def _reporter(self, interval: float, *,
+                        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                        ) -> None:
+        with anyio.CancelScope() as scope:
+            self._reporter_scope = scope
+            task_status.started()
+            while True:
+                await anyio.sleep(interval)
+                for sub in list(self._subscribers):
+                    self._report_drops(sub)
 
     def add_callback(
         self,
@@ -230,6 +246,10 @@ class EventBus:
 
     def close(self) -> None:
         """Stop accepting events; callback subscribers drain their queues and end."""
+        if self._reporter_scope is not None:
+            self._reporter_scope.cancel()
+        for sub in list(self._subscribers):
+            self._report_drops(sub)
         for sub in list(self._subscribers):
             self._remove(sub)
         for sub in self._closed:

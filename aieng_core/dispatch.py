@@ -87,7 +87,7 @@ class Dispatcher:
     :param labels: maps a plugin name to ``(name, distribution label)`` for error messages.
     :param monitors: callables told about every impl call (the testing kit's recorder).
     :param trace_hooks: whether to emit a ``hook.called`` event per impl call.
-    :param limiter: bounds the worker threads of ``@blocking`` impls.
+    :param limiter: returns the limiter bounding the worker threads of ``@blocking`` impls.
     """
 
     def __init__(
@@ -98,7 +98,7 @@ class Dispatcher:
         labels: Callable[[str], str] = lambda name: "",
         monitors: Sequence[HookMonitor] = (),
         trace_hooks: bool = False,
-        limiter: anyio.CapacityLimiter | None = None,
+        limiter: Callable[[], anyio.CapacityLimiter | None] = lambda: None,
     ) -> None:
         self._pm = pm
         self._emit = emit
@@ -277,7 +277,9 @@ class Dispatcher:
         label = f"{impl.plugin_name}.{hook}"
         token = id(args)
         start = time.perf_counter()
-        self.active[token] = (label, start)
+        on_loop = kind != _BLOCKING  # a worker thread cannot hold the loop: never blame it
+        if on_loop:
+            self.active[token] = (label, start)
         outcome: str = "ok"
         value: Any = None
         error: Exception | None = None
@@ -291,7 +293,8 @@ class Dispatcher:
             else:
                 value = await self._bounded(
                     anyio.to_thread.run_sync(
-                        partial(function, *args), limiter=self._limiter, abandon_on_cancel=True
+                        partial(function, *args), limiter=self._limiter(),
+                        abandon_on_cancel=True
                     ),
                     policy.timeout,
                 )
@@ -301,8 +304,9 @@ class Dispatcher:
             outcome, error = "error", exc
         finally:
             end = time.perf_counter()
-            del self.active[token]
-            self.recent.append((label, start, end))
+            if on_loop:
+                del self.active[token]
+                self.recent.append((label, start, end))
         if outcome == "ok" and value is None:
             outcome = "none"
         if self._monitors or self.trace_hooks:

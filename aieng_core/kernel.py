@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -63,6 +64,7 @@ class Kernel:
         self._task_group: TaskGroup | None = None
         self._pipelines: list[Pipeline] = []
         self._watchdog: anyio.CancelScope | None = None
+        self._plugin_subscriptions: dict[str, Callable[[], None]] = {}
         self._loaded = False
         #: seconds subscribers get to drain their queues when the kernel exits.
         self.drain_timeout = 5.0
@@ -84,9 +86,13 @@ class Kernel:
         self._limiter = anyio.CapacityLimiter(self._workers)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        self.bus.start(self._task_group)
+        await self.bus.start(self._task_group)
         for impl in self.registry.plugin_manager.hook.aieng_on_event.get_hookimpls():
-            self.bus.add_callback(impl.function, name=impl.plugin_name)  # type: ignore[arg-type]
+            self._subscribe_plugin(impl.plugin_name, impl.function)
+        # Plugins registered while running (the kit's register_plugin) subscribe too.
+        self.registry.on_change(self._plugin_changed)
+        for pipeline in self._pipelines:  # built before the kernel started
+            pipeline._open()
         if self._threshold is not None:
             await self._task_group.start(self._watch, self._threshold, name="aieng-watchdog")
         return self
@@ -99,6 +105,7 @@ class Kernel:
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
+            self.registry.on_change(None)
             self.bus.close()  # callback subscribers drain what is queued, then end
             # A subscriber stuck in its callback must not hang shutdown forever.
             self._task_group.cancel_scope.deadline = anyio.current_time() + self.drain_timeout
@@ -114,6 +121,21 @@ class Kernel:
             self._watchdog = scope
             task_status.started()
             await watch_loop(threshold, self._dispatchers, self.publish)
+
+    def _subscribe_plugin(self, name: str, function: Callable[..., Any]) -> None:
+        self._plugin_subscriptions[name] = self.bus.add_callback(function, name=name)
+
+    def _plugin_changed(self, name: str, loaded: bool) -> None:
+        if self._task_group is None:
+            return
+        if not loaded:
+            unsubscribe = self._plugin_subscriptions.pop(name, None)
+            if unsubscribe is not None:
+                unsubscribe()
+            return
+        for impl in self.registry.plugin_manager.hook.aieng_on_event.get_hookimpls():
+            if impl.plugin_name == name:
+                self._subscribe_plugin(name, impl.function)
 
     def publish(self, event: Event) -> None:
         """Publish an event on the kernel's bus."""
@@ -169,8 +191,7 @@ class Kernel:
         head: dict[str, Any] = {"name": name, "on_error": on_error}
         if stages is not None:
             head["stages"] = list(stages)
-        if timeout is not None:
-            head["timeout"] = timeout
+        head["timeout"] = math.inf if timeout is None else timeout
         data = {"pipeline": head, "stage": {k: dict(v) for k, v in (stage or {}).items()},
                 "components": {n: {"use": INSTANCE} for n in instances}}
         config = PipelineConfig.from_dict(data, self.registry, source=f"<compose {name}>")

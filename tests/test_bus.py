@@ -151,3 +151,77 @@ def test_bus_rejects_a_zero_buffer() -> None:
     """A bus needs room for at least one event per subscriber."""
     with pytest.raises(ValueError):
         EventBus(buffer=0)
+
+
+async def test_drops_of_a_stuck_subscriber_are_reported_while_it_is_stuck() -> None:
+    """A callback stuck forever still has its drops published as bus.dropped by the bus's
+    reporter, not only at shutdown."""
+    async with isolated_kernel(bus_buffer=2) as kernel:
+        stuck = anyio.Event()
+
+        async def never_returns(event: Event) -> None:
+            await stuck.wait()
+
+        reports: list[Event] = []
+        kernel.bus.add_callback(never_returns, name="stuck", pattern="stage.*")
+        kernel.bus.add_callback(reports.append, name="reports", pattern="bus.dropped")
+        for i in range(10):
+            kernel.bus.publish(_event(i))
+        await anyio.sleep(0.6)
+        assert [(e.subscriber, e.dropped) for e in reports  # type: ignore[attr-defined]
+                ] == [("stuck", 10 - 2)]  # two fit the queue; the callback then takes one
+        stuck.set()
+
+
+async def test_drops_of_an_unread_subscription_are_reported(aieng_kernel: Kernel) -> None:
+    """An iterator subscription nobody reads reports its drops as a bus.dropped event too."""
+    reports: list[Event] = []
+    aieng_kernel.bus.add_callback(reports.append, name="reports", pattern="bus.dropped")
+    async with aieng_kernel.bus.subscribe("stage.*", name="lazy") as sub:
+        for i in range(aieng_kernel.bus._buffer + 5):
+            aieng_kernel.bus.publish(_event(i))
+        await anyio.sleep(0.6)
+        assert sub.dropped == 5
+    assert [(e.subscriber, e.dropped) for e in reports] == [("lazy", 5)]  # type: ignore[attr-defined]
+
+
+async def test_plugin_registered_while_running_receives_events(aieng_kernel: Kernel,
+                                                              register_plugin) -> None:  # type: ignore[no-untyped-def]
+    """A plugin module registered on a running kernel gets its aieng_on_event subscribed,
+    and unregistering it stops delivery."""
+    import types
+
+    seen: list[str] = []
+    module = types.ModuleType("listener")
+
+    @hookimpl
+    def aieng_on_event(event: Event) -> None:
+        seen.append(event.name)
+
+    module.aieng_on_event = aieng_on_event  # type: ignore[attr-defined]
+    with register_plugin(module, "listener"):
+        aieng_kernel.bus.publish(_event(1))
+        await anyio.sleep(0.05)
+    aieng_kernel.bus.publish(_event(2))
+    await anyio.sleep(0.05)
+    assert seen == ["stage.finished"]
+
+
+async def test_pipeline_built_before_start_subscribes_its_components() -> None:
+    """Components' aieng_on_event work even when the pipeline is built before the kernel
+    starts."""
+    from aieng_core import Kernel as K
+
+    received: list[str] = []
+
+    class Monitor:
+        @hookimpl
+        def aieng_on_event(self, event: Event) -> None:
+            received.append(event.name)
+
+    kernel = K(env={}, entry_points=[])
+    pipeline = kernel.compose({"llm": ScriptedBackend(), "monitor": Monitor()})
+    async with kernel:
+        result = await pipeline.run("hi")
+        await anyio.sleep(0.05)
+    assert received == [e.name for e in result.events]

@@ -125,3 +125,9 @@ def test_console_script_runs_and_logs_json_to_a_pipe(tmp_path: Path) -> None:
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["status"] == "ok"
+
+
+def test_stream_and_json_together_is_a_usage_error(pipeline_file: Path) -> None:
+    """--stream with --json is refused: tokens would corrupt the JSON document."""
+    code, _, err = invoke("run", str(pipeline_file), "x", "--stream", "--json")
+    assert code == 2 and "cannot be combined" in err

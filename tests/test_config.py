@@ -133,6 +133,15 @@ def test_malformed_files_fail_clearly(kernel: Kernel, tmp_path: Path, text: str,
         assert word in message, message
 
 
+def test_inf_timeout_means_no_limit_and_round_trips(kernel: Kernel, tmp_path: Path) -> None:
+    """`timeout = inf` (valid TOML) means no limit, per pipeline or per stage."""
+    config = load(kernel, tmp_path, '[pipeline]\nname="x"\ntimeout=inf\n[stage.generate]\n'
+                  'timeout=2\n[components.a]\nuse="extractive"\n')
+    assert config.policy("retrieve").timeout is None
+    assert config.policy("generate").timeout == 2.0
+    assert PipelineConfig.from_dict(config.to_dict(), kernel.registry) == config
+
+
 def test_missing_file(kernel: Kernel, tmp_path: Path) -> None:
     """A missing file is a ConfigError naming the file, not a raw FileNotFoundError."""
     with pytest.raises(ConfigError, match="file not found"):
@@ -168,7 +177,7 @@ _component = st.one_of(
               st.floats(0, 5, allow_nan=False), st.floats(0, 1, allow_nan=False)),
 )
 _policy = st.fixed_dictionaries({}, optional={
-    "timeout": st.floats(0.001, 100, allow_nan=False),
+    "timeout": st.one_of(st.floats(0.001, 100, allow_nan=False), st.just(float("inf"))),
     "on_error": st.sampled_from(["fail", "skip", "fallback"]),
 })
 

@@ -19,6 +19,7 @@ from aieng_hookspecs.types import (
     FirstToken,
     GuardVerdict,
     Hit,
+    Message,
     Query,
     Request,
     Route,
@@ -282,3 +283,57 @@ async def test_closed_pipeline_refuses_runs(aieng_kernel: Kernel) -> None:
     assert closed == ["yes"]
     with pytest.raises(RuntimeError, match="closed"):
         await pipeline.run("x")
+
+
+async def test_prompt_budget_cuts_an_oversized_top_passage(aieng_kernel: Kernel) -> None:
+    """An oversized best passage is cut to the budget, not dropped with everything after it;
+    lower-ranked passages go first."""
+    from aieng_core.builtins import PromptBuilder, PromptOptions
+
+    builder = PromptBuilder(PromptOptions(max_context_chars=300, min_passage_chars=50))
+    long_doc = Document(id="long", text="word " * 200)
+    hits = [Hit(document=long_doc, score=2.0, rank=1),
+            Hit(document=Document(id="short", text="short text"), score=1.0, rank=2)]
+    request = builder.aieng_context_build(Query(text="q"), hits,
+                                          Request(messages=[Message("user", "q")]))
+    passages = request.metadata["context"]
+    assert [p["id"] for p in passages] == ["long"]
+    assert 0 < len(passages[0]["text"]) <= 300
+
+
+async def test_stream_that_stalls_times_out(aieng_kernel: Kernel) -> None:
+    """The generate stage's timeout bounds each wait for the next streamed delta."""
+    from aieng_core import HookError
+
+    class Stalling:
+        @hookimpl
+        def aieng_stream(self, request: Request) -> object:
+            async def deltas() -> object:
+                yield Delta(text="first", index=0)
+                await anyio.sleep(10)
+                yield Delta(text="never", index=1)
+            return deltas()
+
+    pipeline = aieng_kernel.compose({"llm": Stalling()}, stage={"generate": {"timeout": 0.1}})
+    got: list[str] = []
+    with pytest.raises(HookError, match="no delta for 0.1 s"):
+        await pipeline.run("go", on_delta=lambda d: got.append(d.text))
+    assert got == ["first"]
+
+
+async def test_failing_fuser_falls_back_to_rrf(aieng_kernel: Kernel) -> None:
+    """Under fallback, a failing fuser hands over to the kernel's RRF, cut to k."""
+    from aieng_core.builtins import MemoryOptions, MemoryRetriever
+
+    class BadFuser:
+        @hookimpl
+        def aieng_fuse(self) -> list[Hit]:
+            raise RuntimeError("fuser bug")
+
+    a, b = MemoryRetriever(MemoryOptions()), MemoryRetriever(MemoryOptions())
+    pipeline = aieng_kernel.compose({"a": a, "b": b, "fuse": BadFuser()},
+                                    stage={"retrieve": {"k": 2, "on_error": "fallback"}})
+    await pipeline.index(DOCS)
+    result = await pipeline.run("events bus rank fusion")
+    assert len(result.retrieved) == 2 and {h.source for h in result.retrieved} == {"rrf"}
+    assert any(e.name == "error" for e in result.events)

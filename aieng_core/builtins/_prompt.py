@@ -24,12 +24,15 @@ class PromptOptions:
     """Options of the ``prompt`` context builder.
 
     :param system: the system message.
-    :param max_context_chars: the most characters of passage text; the lowest-ranked
-        passages are dropped first.
+    :param max_context_chars: the most characters of passage text. Passages are taken best
+        first; the first that does not fit is cut to the room left (when that is at least
+        ``min_passage_chars``) and the lower-ranked rest are dropped.
+    :param min_passage_chars: the shortest cut passage worth including.
     """
 
     system: str = DEFAULT_SYSTEM
     max_context_chars: int = attrs.field(default=6000, validator=attrs.validators.ge(1))
+    min_passage_chars: int = attrs.field(default=200, validator=attrs.validators.ge(1))
 
 
 class PromptBuilder:
@@ -49,7 +52,9 @@ class PromptBuilder:
         for hit in hits:
             text = hit.document.text
             if len(text) > budget:
-                break
+                if budget < min(self.options.min_passage_chars, len(text)):
+                    break
+                text = text[: budget - 2].rsplit(" ", 1)[0] + " …"
             budget -= len(text)
             passages.append({"n": len(passages) + 1, "id": hit.document.id,
                              "title": hit.document.title, "text": text})

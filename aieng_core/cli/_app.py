@@ -77,6 +77,9 @@ def main() -> None:
     """Console-script entry point."""
     from . import _commands  # noqa: F401  (registers the built-in commands)
 
+    # Configure logging before anything can log: plugins load while click looks up a
+    # sub-command, before the root callback (which re-applies --log-level) runs.
+    configure_logging(level=os.environ.get("AIENG_LOG_LEVEL", "WARNING"))
     cli(prog_name="aieng")
 
 

@@ -60,6 +60,9 @@ def run(ctx: click.Context, pipeline: Path, text: str, as_json: bool, explain: b
     if text == "-":
         text = sys.stdin.read()
     kernel = kernel_of(ctx)
+    if stream and as_json:
+        raise click.UsageError("--stream and --json cannot be combined: tokens would be "
+                               "written into the JSON document")
     if stream is None:
         stream = sys.stdout.isatty() and not as_json
     streamed: list[str] = []

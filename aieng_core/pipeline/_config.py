@@ -5,7 +5,7 @@ A pipeline file::
     [pipeline]
     name = "qa"
     stages = ["retrieve", "context", "generate"]   # optional: the request lifecycle
-    timeout = 30.0                                  # optional: seconds per impl call
+    timeout = 30.0                                  # optional: seconds per impl call (inf: none)
     on_error = "fail"                               # optional: fail | skip | fallback
 
     [stage.retrieve]                                # optional, per stage
@@ -21,6 +21,7 @@ Loading imports nothing: ``use`` names resolve only against installed plugins.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -105,7 +106,7 @@ class PipelineConfig:
     :param components: component name -> config, in file order.
     :param stages: the stages listed in the file, or ``None`` for the whole lifecycle
         (then stages no component takes part in are left out).
-    :param timeout: default seconds per impl call.
+    :param timeout: default seconds per impl call; ``math.inf`` (TOML ``inf``) for no limit.
     :param on_error: default error policy.
     :param stage: per-stage overrides.
     :param source: where it was loaded from (not part of equality).
@@ -114,7 +115,7 @@ class PipelineConfig:
     name: str
     components: dict[str, ComponentConfig]
     stages: tuple[str, ...] | None = None
-    timeout: float | None = 30.0
+    timeout: float = 30.0
     on_error: str = "fail"
     stage: dict[str, StageConfig] = attrs.field(factory=dict)
     source: str = attrs.field(default="<dict>", eq=False)
@@ -124,7 +125,8 @@ class PipelineConfig:
         override = self.stage.get(stage, StageConfig())
         timeout = override.timeout if override.timeout is not None else self.timeout
         on_error = override.on_error or self.on_error
-        return StagePolicy(timeout=timeout, on_error=on_error)  # type: ignore[arg-type]
+        return StagePolicy(timeout=None if math.isinf(timeout) else timeout,
+                           on_error=on_error)  # type: ignore[arg-type]
 
     def k(self, stage: str, default: int) -> int:
         """The ``k`` of a stage (``retrieve`` / ``rerank``)."""
@@ -138,8 +140,7 @@ class PipelineConfig:
         head: dict[str, Any] = {"name": self.name}
         if self.stages is not None:
             head["stages"] = list(self.stages)
-        if self.timeout is not None:
-            head["timeout"] = self.timeout
+        head["timeout"] = self.timeout
         head["on_error"] = self.on_error
         data: dict[str, Any] = {"pipeline": head}
         if self.stage:
@@ -233,6 +234,7 @@ class _Loader:
                             "pipeline.name", expected="a non-empty string")
         stages = self.stages(head.get("stages"))
         timeout = self.timeout(head.get("timeout", 30.0), "pipeline.timeout")
+        assert timeout is not None
         on_error = self.on_error(head.get("on_error", "fail"), "pipeline.on_error")
         stage = self.stage_tables(data.get("stage", {}))
         components = self.components(data.get("components"))
@@ -267,7 +269,8 @@ class _Loader:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise self.fail(f"got {value!r}", key, expected="a positive number of seconds")
+            raise self.fail(f"got {value!r}", key,
+                            expected="a positive number of seconds (inf for no limit)")
         return float(value)
 
     def on_error(self, value: object, key: str) -> str:

@@ -81,7 +81,7 @@ class Pipeline:
             labels=self._label,
             monitors=kernel.hook_monitors,
             trace_hooks=trace_hooks,
-            limiter=kernel.thread_limiter,
+            limiter=lambda: kernel.thread_limiter,
         )
         self.dispatcher.pipeline = self.name
         self.stages = self._effective_stages()
@@ -93,6 +93,7 @@ class Pipeline:
             name for name in self.components
             if self._implements(name, *STAGE_HOOKS["generate"]))
         self._unsubscribe: list[Any] = []
+        self._opened = False
         self._closed = False
 
     # -- building ------------------------------------------------------------------------
@@ -169,7 +170,11 @@ class Pipeline:
         return self._pm
 
     def _open(self) -> None:
-        """Subscribe components implementing ``aieng_on_event`` to this pipeline's events."""
+        """Subscribe components implementing ``aieng_on_event`` to this pipeline's events
+        (once; called when the kernel has started, whichever came first)."""
+        if self._opened or self._closed:
+            return
+        self._opened = True
         for impl in self._pm.hook.aieng_on_event.get_hookimpls():
             self._unsubscribe.append(self.kernel.bus.add_callback(
                 impl.function, name=f"{self.name}.{impl.plugin_name}",  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import anyio
 import attrs
 
 from aieng_hookspecs.types import (
@@ -160,12 +161,18 @@ async def retrieve(state: RunState, policy: StagePolicy) -> str:
     if len(runs) == 1:
         state.retrieved = runs[0]
     elif runs:
-        fused = await state.dispatcher.first("aieng_fuse", {"query": state.query, "runs": runs},
-                                             stage=stage, policy=policy)
+        try:
+            fused = await state.dispatcher.first(
+                "aieng_fuse", {"query": state.query, "runs": runs}, stage=stage, policy=policy)
+        except HookError:
+            if policy.on_error != "fallback":
+                raise
+            fused = None  # fall back to the kernel's RRF (the error event is published)
         if fused is None:
             state.retrieved = tuple(reciprocal_rank_fusion(runs)[: state.k_retrieve])
         else:
-            state.retrieved = _expect_hits(fused[0], "aieng_fuse", fused[1], stage)
+            state.retrieved = _expect_hits(fused[0], "aieng_fuse", fused[1], stage)[
+                : state.k_retrieve]
     state.hits = state.retrieved
     return "ok"
 
@@ -216,7 +223,8 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
                                               stage=stage, policy=policy, only=only)
         if stream is not None:
             streamed = True
-            completion, ttft = await _consume(state, stream[0], stream[1], started)
+            completion, ttft = await _consume(state, stream[0], stream[1], started,
+                                              policy.timeout)
             plugin = stream[1]
     if not streamed:
         found = await state.dispatcher.first("aieng_generate", {"request": state.request},
@@ -245,8 +253,8 @@ async def _deliver(callback: DeltaCallback, delta: Delta) -> None:
         await result
 
 
-async def _consume(state: RunState, stream: Any, plugin: str,
-                   started: float) -> tuple[Completion, float | None]:
+async def _consume(state: RunState, stream: Any, plugin: str, started: float,
+                   timeout: float | None) -> tuple[Completion, float | None]:
     scope = state.scope
     pieces: list[str] = []
     finish = "stop"
@@ -256,7 +264,8 @@ async def _consume(state: RunState, stream: Any, plugin: str,
     iterator = aiter(stream)
     try:
         while True:
-            with state.dispatcher.tracking(label):  # the watchdog names a blocking stream
+            # The stage timeout bounds each wait for the next delta, not the whole stream.
+            with state.dispatcher.tracking(label), anyio.fail_after(timeout):
                 try:
                     delta = await anext(iterator)
                 except StopAsyncIteration:
@@ -276,6 +285,10 @@ async def _consume(state: RunState, stream: Any, plugin: str,
             await _deliver(state.on_delta, delta)  # type: ignore[arg-type]
     except HookError:
         raise
+    except TimeoutError as exc:
+        raise HookError(hook="aieng_stream", plugin=plugin, stage="generate", cause=exc,
+                        message=f"no delta for {timeout} s",
+                        hint="raise the generate stage's timeout") from exc
     except Exception as exc:
         raise HookError(hook="aieng_stream", plugin=plugin, stage="generate", cause=exc) from exc
     finally:

@@ -130,6 +130,12 @@ class Registry:
         self._components: dict[str, ComponentInfo] = {}
         self._event_types: dict[str, type[Event]] = _core_events()
         self._loaded = False
+        self._listener: Callable[[str, bool], None] | None = None
+
+    def on_change(self, listener: Callable[[str, bool], None] | None) -> None:
+        """Call ``listener(name, loaded)`` after a plugin is registered or unregistered
+        (the running kernel uses it to subscribe plugins' ``aieng_on_event``)."""
+        self._listener = listener
 
     # -- loading -------------------------------------------------------------------------
 
@@ -199,6 +205,8 @@ class Registry:
         loaded = PluginInfo(name, distribution, version, "loaded", "",
                             tuple(sorted(components.added)), tuple(sorted(hooks)))
         self._record(loaded)
+        if self._listener is not None:
+            self._listener(name, True)
         return loaded
 
     def unregister(self, name: str) -> None:
@@ -209,6 +217,8 @@ class Registry:
         info = self._plugins.pop(name, None)
         if info is None:
             raise KeyError(f"no plugin named {name!r}")
+        if self._listener is not None and info.status == "loaded":
+            self._listener(name, False)
         for component in info.components:
             self._components.pop(component, None)
         for event_name, event_type in list(self._event_types.items()):
