@@ -293,3 +293,36 @@ def test_cancellation_leaves_no_task_running(cancel_after: float, n: int) -> Non
 
     anyio.run(main)
     assert state["running"] == 0
+
+
+async def test_timeout_counts_from_the_start_of_the_call(aieng_kernel: Kernel) -> None:
+    """The deadline covers the impl's whole call: time spent before its first suspension
+    counts, so 0.08 s of work then a 0.05 s wait breaks a 0.1 s timeout."""
+    class LateSleeper:
+        @hookimpl
+        async def aieng_retrieve(self) -> list[Hit]:
+            time.sleep(0.08)  # work before the first await
+            await anyio.sleep(0.05)
+            return [_hit("late")]
+
+    pipeline = aieng_kernel.compose({"late": LateSleeper()}, stages=["retrieve"],
+                                    stage={"retrieve": {"timeout": 0.1}})
+    with pytest.raises(HookError, match="timed out"):
+        await pipeline.run("q")
+
+
+async def test_async_impl_without_suspension_returns_its_value(aieng_kernel: Kernel) -> None:
+    """An async impl that never suspends returns its value (the eager first step), and one
+    that raises before suspending raises a HookError with its cause."""
+    class Instant:
+        @hookimpl
+        async def aieng_retrieve(self, query: Query) -> list[Hit]:
+            if query.text == "boom":
+                raise KeyError("instant failure")
+            return [_hit("instant")]
+
+    pipeline = aieng_kernel.compose({"instant": Instant()}, stages=["retrieve"])
+    assert (await pipeline.run("q")).retrieved[0].document.id == "instant"
+    with pytest.raises(HookError) as caught:
+        await pipeline.run("boom")
+    assert isinstance(caught.value.__cause__, KeyError)

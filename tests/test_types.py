@@ -185,3 +185,20 @@ def test_boundary_types_are_frozen_with_tuple_collections(cls: type[Any]) -> Non
         if dict in origins:
             assert field.hash is False, field.name
         assert not isinstance(field.default, (list, dict, set)), field.name
+
+
+def test_unchecked_builds_the_same_value_and_rejects_unknown_fields() -> None:
+    """`unchecked` builds a value equal to the checked constructor's, fills defaults and
+    factories, and still refuses unknown or missing fields."""
+    from aieng_hookspecs.types import Message, Request, StageFinished, unchecked
+
+    built = unchecked(StageFinished, stage="s", status="ok", duration_s=0.5, ts=1.0)
+    assert built == StageFinished(stage="s", status="ok", duration_s=0.5, ts=1.0)
+    request = unchecked(Request, messages=(unchecked(Message, role="user", content="hi"),))
+    assert request == Request(messages=[Message("user", "hi")])
+    assert request.metadata == {} and request.metadata is not unchecked(
+        Request, messages=request.messages).metadata
+    with pytest.raises(TypeError, match="unknown field"):
+        unchecked(StageFinished, stage="s", status="ok", duration_s=0.5, colour="red")
+    with pytest.raises(TypeError, match="missing field 'status'"):
+        unchecked(StageFinished, stage="s", duration_s=0.5)

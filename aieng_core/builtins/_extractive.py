@@ -52,7 +52,8 @@ class ExtractiveBackend:
             for position, sentence in enumerate(sentences(str(passage.get("text", "")))):
                 overlap = len(wanted.intersection(tokenize(sentence)))
                 if overlap:
-                    scored.append((-overlap, order, position, sentence, passage.get("n", order + 1)))
+                    number = passage.get("n", order + 1)
+                    scored.append((-overlap, order, position, sentence, number))
         if not scored:
             return "I found nothing in the context to answer that."
         best = sorted(scored)[: self.options.max_sentences]

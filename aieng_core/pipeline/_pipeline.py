@@ -24,6 +24,7 @@ from aieng_hookspecs.types import (
     RunStarted,
     StageFinished,
     StageStarted,
+    unchecked,
 )
 
 from .._errors import ConfigError, HookError
@@ -47,9 +48,11 @@ def _as_request(value: RunInput) -> Request:
     if isinstance(value, Request):
         return value
     if isinstance(value, Query):
-        return Request(messages=(Message("user", value.text),))
+        return unchecked(Request, messages=(unchecked(Message, role="user",
+                                                      content=value.text),))
     if isinstance(value, str):
-        return Request(messages=(Message("user", value),))
+        # A str is a valid user message by construction: skip re-validating (hot path).
+        return unchecked(Request, messages=(unchecked(Message, role="user", content=value),))
     if isinstance(value, Sequence) and all(isinstance(m, Message) for m in value):
         return Request(messages=tuple(value))
     raise TypeError(f"cannot run a pipeline on {type(value).__name__}; "
@@ -217,7 +220,8 @@ class Pipeline:
                    reference: str | Sequence[str] | None,
                    on_delta: DeltaCallback | None) -> RunResult:
         started = time.perf_counter()
-        scope.emit(RunStarted(run_id=scope.run_id, pipeline=self.name, input=request.prompt))
+        scope.emit(unchecked(RunStarted, run_id=scope.run_id, pipeline=self.name,
+                             input=request.prompt))
         state = RunState(
             scope=scope, dispatcher=self.dispatcher, backends=self.backends, request=request,
             query=Query(text=request.prompt),
@@ -235,7 +239,7 @@ class Pipeline:
                     continue
                 policy = self._policies[stage]
                 if announce:
-                    scope.emit(StageStarted(run_id=scope.run_id, pipeline=self.name,
+                    scope.emit(unchecked(StageStarted, run_id=scope.run_id, pipeline=self.name,
                                             stage=stage))
                 t0 = time.perf_counter()
                 error = ""
@@ -245,7 +249,7 @@ class Pipeline:
                     if policy.on_error != "skip":
                         records.append(StageRecord(stage, "error",
                                                    time.perf_counter() - t0, str(exc)))
-                        scope.emit(StageFinished(run_id=scope.run_id, pipeline=self.name,
+                        scope.emit(unchecked(StageFinished, run_id=scope.run_id, pipeline=self.name,
                                                  stage=stage, status="error",
                                                  duration_s=time.perf_counter() - t0))
                         status = "error"
@@ -253,8 +257,8 @@ class Pipeline:
                     stage_status, error = "skipped", str(exc)
                 duration = time.perf_counter() - t0
                 records.append(StageRecord(stage, stage_status, duration, error))
-                scope.emit(StageFinished(run_id=scope.run_id, pipeline=self.name, stage=stage,
-                                         status=stage_status, duration_s=duration))
+                scope.emit(unchecked(StageFinished, run_id=scope.run_id, pipeline=self.name,
+                                     stage=stage, status=stage_status, duration_s=duration))
                 if state.blocked:
                     status = "blocked"
                     break
@@ -264,8 +268,8 @@ class Pipeline:
                     else "error"
             raise
         finally:
-            scope.emit(RunFinished(run_id=scope.run_id, pipeline=self.name, status=status,
-                                   duration_s=time.perf_counter() - started))
+            scope.emit(unchecked(RunFinished, run_id=scope.run_id, pipeline=self.name,
+                                 status=status, duration_s=time.perf_counter() - started))
         # Yield once per run so subscribers are never starved by a hot loop of fast runs.
         await anyio.lowlevel.checkpoint()
         return RunResult(

@@ -26,6 +26,7 @@ from aieng_hookspecs.types import (
     Score,
     TokenEvent,
     Usage,
+    unchecked,
 )
 
 from .._errors import HookError
@@ -239,7 +240,7 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
             await _deliver(state.on_delta, Delta(completion.text, 0, completion.finish_reason))
     state.raw_completion = state.completion = completion
     scope = state.scope
-    scope.emit(ModelCall(run_id=scope.run_id, pipeline=scope.pipeline, component=plugin,
+    scope.emit(unchecked(ModelCall, run_id=scope.run_id, pipeline=scope.pipeline, component=plugin,
                          messages=state.request.messages, parameters=_parameters(state.request),
                          raw_output=completion.text, usage=completion.usage,
                          duration_s=time.perf_counter() - started, ttft_s=ttft,
@@ -276,7 +277,7 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
                 scope.emit(FirstToken(run_id=scope.run_id, pipeline=scope.pipeline,
                                       component=plugin, ttft_s=ttft))
             if delta.text:
-                scope.emit(TokenEvent(run_id=scope.run_id, pipeline=scope.pipeline,
+                scope.emit(unchecked(TokenEvent, run_id=scope.run_id, pipeline=scope.pipeline,
                                       component=plugin, text=delta.text, index=count))
                 count += 1
                 pieces.append(delta.text)

@@ -276,7 +276,8 @@ class Registry:
         try:
             return self._components[name]
         except KeyError:
-            message = f"unknown component {name!r}; valid choices: {', '.join(sorted(self._components)) or '(none)'}"
+            choices = ", ".join(sorted(self._components)) or "(none)"
+            message = f"unknown component {name!r}; valid choices: {choices}"
             if self.broken:
                 message += "; broken plugins: " + ", ".join(p.name for p in self.broken)
             raise UnknownComponentError(message) from None

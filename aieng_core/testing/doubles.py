@@ -71,7 +71,8 @@ class ScriptedBackend:
         if self.fail_with is not None:
             raise self.fail_with
         text, cut = self._limit(self._reply(request), request)
-        return Completion(text=text, finish_reason="length" if cut else "stop", model=self.model or "scripted",
+        return Completion(text=text, finish_reason="length" if cut else "stop",
+                          model=self.model or "scripted",
                           usage=Usage(prompt_tokens=sum(len(m.content.split())
                                                         for m in request.messages),
                                       completion_tokens=len(text.split())))

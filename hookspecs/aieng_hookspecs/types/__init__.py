@@ -30,6 +30,7 @@ from ._jobs import (
 )
 from ._text import Chunk, Document, Hit, Query
 from ._tools import ToolCall, ToolResult, ToolSpec
+from ._unchecked import unchecked
 
 __all__ = [
     "AgentAction",
@@ -72,4 +73,5 @@ __all__ = [
     "TrainJob",
     "TrainResult",
     "Usage",
+    "unchecked",
 ]
