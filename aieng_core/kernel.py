@@ -42,6 +42,8 @@ class Kernel:
     :param loop_block_threshold: report a ``loop.blocked`` event when the event loop stalls
         longer than this many seconds inside hook impls (``None``: no watchdog).
     :param worker_threads: the most ``@blocking`` impls running in threads at once.
+    :param default_embedder: the registered component that embeds for pipelines that have
+        no embedding component of their own (``None``: none).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class Kernel:
         bus_buffer: int = 4096,
         loop_block_threshold: float | None = 0.25,
         worker_threads: int = 8,
+        default_embedder: str | None = "minilm",
     ) -> None:
         self.registry = Registry(env=os.environ if env is None else env,
                                  entry_points=entry_points, builtins=builtins)
@@ -65,6 +68,9 @@ class Kernel:
         self._pipelines: list[Pipeline] = []
         self._watchdog: anyio.CancelScope | None = None
         self._plugin_subscriptions: dict[str, Callable[[], None]] = {}
+        self.default_embedder_name = default_embedder
+        self._embedder: Pipeline | None = None
+        self._embedder_lock = anyio.Lock()
         self._loaded = False
         #: seconds subscribers get to drain their queues when the kernel exits.
         self.drain_timeout = 5.0
@@ -200,6 +206,23 @@ class Kernel:
             pipeline._open()
         self._pipelines.append(pipeline)
         return pipeline
+
+    async def default_embedder(self) -> Pipeline | None:
+        """The one-component pipeline of the default embedder, built and opened on first
+        use; ``None`` when no installed plugin offers it."""
+        name = self.default_embedder_name
+        if name is None:
+            return None
+        async with self._embedder_lock:
+            if self._embedder is None:
+                self.load()
+                if name not in self.registry.components:
+                    return None
+                info = self.registry.component(name)
+                instance = info.factory(info.options()) if info.options else info.factory()
+                self._embedder = self.compose({name: instance}, name=f"default-embedder:{name}")
+            await self._embedder.open()
+        return self._embedder
 
     def add_hook_monitor(self, monitor: HookMonitor) -> Callable[[], None]:
         """Tell ``monitor`` about every impl call of every pipeline; returns the remover."""

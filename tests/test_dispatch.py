@@ -326,3 +326,28 @@ async def test_async_impl_without_suspension_returns_its_value(aieng_kernel: Ker
     with pytest.raises(HookError) as caught:
         await pipeline.run("boom")
     assert isinstance(caught.value.__cause__, KeyError)
+
+
+async def test_impls_opening_their_own_scopes_nest_under_the_timeout(
+        aieng_kernel: Kernel) -> None:
+    """An impl that opens a cancel scope or task group before its first suspension works
+    under a timeout, and its own nested waits still time out (regression: scopes must
+    nest in order)."""
+    class Nested:
+        def __init__(self, wait: float) -> None:
+            self.wait = wait
+
+        @hookimpl
+        async def aieng_retrieve(self) -> list[Hit]:
+            with anyio.CancelScope():
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(anyio.sleep, self.wait)
+            return [_hit("nested")]
+
+    quick = aieng_kernel.compose({"n": Nested(0.01)}, stages=["retrieve"],
+                                 stage={"retrieve": {"timeout": 5}})
+    assert (await quick.run("q")).retrieved[0].document.id == "nested"
+    slow = aieng_kernel.compose({"n": Nested(5)}, stages=["retrieve"],
+                                stage={"retrieve": {"timeout": 0.05}})
+    with pytest.raises(HookError, match="timed out"):
+        await slow.run("q")

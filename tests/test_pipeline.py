@@ -271,14 +271,17 @@ async def test_impl_with_unknown_argument_fails_at_build(aieng_kernel: Kernel) -
 
 
 async def test_closed_pipeline_refuses_runs(aieng_kernel: Kernel) -> None:
-    """A closed pipeline says so instead of running half-torn-down components."""
+    """Closing calls aieng_pipeline_close once per component; a closed pipeline says so
+    instead of running half-torn-down components."""
     closed: list[str] = []
 
     class Closable(ScriptedBackend):
-        def close(self) -> None:
+        @hookimpl
+        def aieng_pipeline_close(self) -> None:
             closed.append("yes")
 
     pipeline = aieng_kernel.compose({"llm": Closable()})
+    await pipeline.aclose()
     await pipeline.aclose()
     assert closed == ["yes"]
     with pytest.raises(RuntimeError, match="closed"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import time
 import uuid
@@ -29,7 +28,8 @@ from aieng_hookspecs.types import (
 
 from .._errors import ConfigError, HookError
 from .._scope import CURRENT_RUN, RunScope
-from ..dispatch import Dispatcher
+from ..dispatch import Dispatcher, StagePolicy, first_hook_error
+from ._context import ComponentContext
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
 from ._result import RunResult, StageRecord
 from ._stages import SKIPPED_ON_HIT, STAGE_FUNCTIONS, DeltaCallback, RunState
@@ -97,6 +97,8 @@ class Pipeline:
             if self._implements(name, *STAGE_HOOKS["generate"]))
         self._unsubscribe: list[Any] = []
         self._opened = False
+        self._ready = False
+        self._open_lock = anyio.Lock()
         self._closed = False
 
     # -- building ------------------------------------------------------------------------
@@ -202,8 +204,8 @@ class Pipeline:
         :returns: every artifact and the event trace.
         :raises HookError: when a stage under ``on_error = "fail"`` fails.
         """
-        if self._closed:
-            raise RuntimeError(f"pipeline {self.name!r} is closed")
+        if not self._ready:
+            await self.open()
         request = _as_request(input)
         if run_id is None:
             run_id = f"{self._run_prefix}-{next(self._run_counter):x}"
@@ -288,6 +290,8 @@ class Pipeline:
         :returns: the number of documents (or chunks) the indexes reported written; the
             largest count when several indexes answer.
         """
+        if not self._ready:
+            await self.open()
         written = 0
         batch: list[Document] = []
         for document in documents:
@@ -318,26 +322,51 @@ class Pipeline:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    async def open(self) -> None:
+        """Open every component (``aieng_pipeline_open``), once; runs and ``index`` call
+        this on first use, so an explicit call only moves model loading earlier.
+
+        :raises HookError: naming the component whose opening failed.
+        """
+        if self._closed:
+            raise RuntimeError(f"pipeline {self.name!r} is closed")
+        async with self._open_lock:
+            if self._ready:
+                return
+            impls = self.dispatcher.impls("aieng_pipeline_open")
+            policy = StagePolicy(timeout=None)
+
+            async def open_one(impl: Any) -> None:
+                context = ComponentContext(self, impl.plugin_name)
+                await self.dispatcher.first("aieng_pipeline_open", {"context": context},
+                                            stage="open", policy=policy,
+                                            only=[impl.plugin_name])
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    for impl in impls:
+                        tg.start_soon(open_one, impl)
+            except BaseExceptionGroup as group:
+                failure = first_hook_error(group)
+                if failure is None:
+                    raise
+                raise failure from None
+            self._ready = True
+
     async def aclose(self) -> None:
-        """Unsubscribe and close every component that has ``aclose()`` or ``close()``."""
+        """Unsubscribe and close every component (``aieng_pipeline_close``), once; a
+        component that fails to close is logged by name and the others still close."""
         if self._closed:
             return
         self._closed = True
+        self._ready = False
         for unsubscribe in self._unsubscribe:
             unsubscribe()
-        for name, component in self.components.items():
-            closer = getattr(component, "aclose", None) or getattr(component, "close", None)
-            if closer is None:
-                continue
-            try:
-                result = closer()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                log.warning("component.close_failed", component=name,
-                            error=f"{type(exc).__name__}: {exc}")
+        await self.dispatcher.gather("aieng_pipeline_close", {}, stage="close",
+                                     policy=StagePolicy(timeout=None, on_error="fallback"))
 
     async def __aenter__(self) -> Pipeline:
+        await self.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

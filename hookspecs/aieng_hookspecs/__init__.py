@@ -7,13 +7,14 @@ Plugins import from here and never from the kernel::
 """
 
 from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
-from ._protocols import ComponentRegistry, EventRegistry
+from ._protocols import ComponentRegistry, EventRegistry, PipelineContext
 
 __all__ = [
     "PROJECT",
     "CallMode",
     "ComponentRegistry",
     "EventRegistry",
+    "PipelineContext",
     "__version__",
     "blocking",
     "hookimpl",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from .types import Event
+from .types import Completion, Event, Request
 
-__all__ = ["ComponentRegistry", "EventRegistry"]
+__all__ = ["ComponentRegistry", "EventRegistry", "PipelineContext"]
 
 
 class ComponentRegistry(Protocol):
@@ -37,3 +37,37 @@ class EventRegistry(Protocol):
 
     def add(self, event_type: type[Event]) -> None:
         """Declare an event type; its ``name`` must be unique and dotted (``"drift.detected"``)."""
+
+
+class PipelineContext(Protocol):
+    """A component's handle on its pipeline, given to ``aieng_pipeline_open``.
+
+    Through it a component uses the pipeline's other roles by hook — a vector index asks
+    for embeddings, a query expander for a completion — and publishes its own events,
+    without importing the kernel or another plugin.
+    """
+
+    @property
+    def pipeline(self) -> str:
+        """The pipeline's name."""
+
+    @property
+    def component(self) -> str:
+        """This component's name in the pipeline."""
+
+    async def embed(
+        self, texts: Sequence[str], model: str | None = None
+    ) -> Sequence[Sequence[float]]:
+        """Embed texts with the pipeline's embedding backend (``aieng_embed``), or the
+        kernel's default embedder when no component of the pipeline embeds.
+
+        :raises LookupError: when there is neither, saying what to install.
+        """
+
+    async def generate(self, request: Request) -> Completion:
+        """Generate with the pipeline's backends (``aieng_generate``); the call is
+        published as a ``backend.call`` event like the generate stage's."""
+
+    def emit(self, event: Event) -> None:
+        """Publish an event on the bus (and into the current run's trace, during a run);
+        empty ``run_id`` / ``pipeline`` fields are filled in."""

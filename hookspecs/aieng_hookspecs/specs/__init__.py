@@ -15,6 +15,7 @@ from . import (
     feedback,
     guardrail,
     judge,
+    lifecycle,
     memory,
     quantizer,
     registration,
@@ -45,6 +46,7 @@ ROLE_MODULES: tuple[ModuleType, ...] = (
     memory,
     agent,
     feedback,
+    lifecycle,
     events,
 )
 

@@ -1,0 +1,102 @@
+"""The per-component :class:`~aieng_hookspecs.PipelineContext` a pipeline hands out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from aieng_hookspecs.types import Completion, Event, ModelCall, Request, unchecked
+
+from .._errors import HookError
+from .._scope import CURRENT_RUN
+from ._stages import _parameters
+
+if TYPE_CHECKING:
+    from ._pipeline import Pipeline
+
+__all__ = ["ComponentContext"]
+
+
+class ComponentContext:
+    """What one component sees of its pipeline (see ``aieng_pipeline_open``)."""
+
+    def __init__(self, pipeline: Pipeline, component: str) -> None:
+        self._pipeline = pipeline
+        self._component = component
+
+    @property
+    def pipeline(self) -> str:
+        """The pipeline's name."""
+        return self._pipeline.name
+
+    @property
+    def component(self) -> str:
+        """This component's name in the pipeline."""
+        return self._component
+
+    async def embed(
+        self, texts: Sequence[str], model: str | None = None
+    ) -> Sequence[Sequence[float]]:
+        """Embed with the pipeline's embedder, else the kernel's default embedder."""
+        if not texts:
+            return []
+        pipeline = self._pipeline
+        found = await pipeline.dispatcher.first(
+            "aieng_embed", {"texts": list(texts), "model": model}, stage="embed",
+            policy=pipeline.config.policy("retrieve"))
+        if found is None:
+            fallback = await pipeline.kernel.default_embedder()
+            if fallback is None:
+                raise LookupError(
+                    f"no component of pipeline {pipeline.name!r} implements aieng_embed and "
+                    f"the kernel's default embedder {pipeline.kernel.default_embedder_name!r} "
+                    "is not installed: add an embedding component to the pipeline, or "
+                    "install aieng-transformers (its 'minilm' component)")
+            found = await fallback.dispatcher.first(
+                "aieng_embed", {"texts": list(texts), "model": model}, stage="embed")
+            if found is None:
+                raise LookupError(f"the default embedder does not serve model {model!r}")
+        vectors: Sequence[Sequence[float]] = found[0]
+        if len(vectors) != len(texts):
+            raise HookError(hook="aieng_embed", plugin=found[1], stage="embed",
+                            message=f"returned {len(vectors)} vectors for {len(texts)} texts")
+        return vectors
+
+    async def generate(self, request: Request) -> Completion:
+        """Generate with the pipeline's backends, publishing a ``backend.call`` event."""
+        pipeline = self._pipeline
+        started = time.perf_counter()
+        found = await pipeline.dispatcher.first("aieng_generate", {"request": request},
+                                                stage="generate",
+                                                policy=pipeline.config.policy("generate"))
+        if found is None:
+            raise LookupError(f"no backend of pipeline {pipeline.name!r} answered "
+                              f"(model {request.model!r}) for component {self._component!r}")
+        completion, plugin = found
+        if not isinstance(completion, Completion):
+            raise HookError(hook="aieng_generate", plugin=plugin, stage="generate",
+                            message=f"returned {type(completion).__name__}, expected "
+                                    "Completion")
+        self.emit(unchecked(ModelCall, component=plugin, messages=request.messages,
+                            parameters={**_parameters(request), "caller": self._component},
+                            raw_output=completion.text, usage=completion.usage,
+                            duration_s=time.perf_counter() - started))
+        return completion
+
+    def emit(self, event: Event) -> None:
+        """Publish an event; in a run it joins the run's trace. Empty ids are filled in."""
+        scope = CURRENT_RUN.get()
+        fill: dict[str, Any] = {}
+        if not event.pipeline:
+            fill["pipeline"] = self._pipeline.name
+        if not event.run_id and scope is not None:
+            fill["run_id"] = scope.run_id
+        if fill:
+            event = attrs.evolve(event, **fill)
+        if scope is not None and scope.pipeline == self._pipeline.name:
+            scope.emit(event)
+        else:
+            self._pipeline.kernel.publish(event)

@@ -1,0 +1,83 @@
+"""The typed options of the ``bm25`` component."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+__all__ = ["MEMORY", "BM25Options"]
+
+#: The ``path`` that asks for an index held in RAM, gone with the component.
+MEMORY = ":memory:"
+
+# tantivy gives each indexing thread a share of the writer's heap and refuses less than
+# 15 MiB per thread or 4 GiB or more per thread (its MEMORY_BUDGET_NUM_BYTES_MIN / _MAX).
+_MIN_HEAP_MB_PER_THREAD = 15
+_MAX_HEAP_MB_PER_THREAD = 4095
+# A boost beyond this adds nothing a user could want and risks float32 overflow in scores.
+_MAX_TITLE_BOOST = 1000.0
+
+
+def _path(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(
+            f"{attribute.name} must name the index folder (created when missing), or be "
+            f"{MEMORY!r} for an index held in memory that is lost when the component closes")
+    if "\x00" in value:
+        raise ValueError(f"{attribute.name} must not contain a NUL character")
+
+
+def _title_boost(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{attribute.name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or not 0.0 <= value <= _MAX_TITLE_BOOST:
+        raise ValueError(
+            f"{attribute.name} must be a number from 0 to {_MAX_TITLE_BOOST:g}, got {value!r}")
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an integer, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1, got {value!r}")
+
+
+@attrs.frozen
+class BM25Options:
+    """Options of the ``bm25`` retriever.
+
+    BM25's ``k1`` and ``b`` are not options: tantivy fixes them at ``k1 = 1.2`` and
+    ``b = 0.75`` and its Python binding offers no way to change them.
+
+    :param path: the folder of the index, created (with its parents) when missing; an
+        existing tantivy index there is opened and kept. ``":memory:"`` keeps the index in
+        RAM instead, for tests and throw-away experiments: it is lost when the component
+        is garbage-collected. There is no default, so that no pipeline loses its index by
+        forgetting to name a folder.
+    :param title_boost: weight of a match in the title relative to one in the text (both
+        score with BM25 over their own field); ``0`` searches the text only.
+    :param writer_heap_mb: the indexing memory budget in MiB, shared by the writer's
+        threads; at least 15 per thread. A larger budget makes fewer, larger segments.
+    :param writer_threads: the indexing threads.
+    """
+
+    path: str = attrs.field(validator=_path)
+    title_boost: float = attrs.field(default=1.0, validator=_title_boost)
+    writer_heap_mb: int = attrs.field(default=64, validator=_positive_int)
+    writer_threads: int = attrs.field(default=1, validator=_positive_int)
+
+    def __attrs_post_init__(self) -> None:
+        per_thread = self.writer_heap_mb / self.writer_threads
+        if per_thread < _MIN_HEAP_MB_PER_THREAD:
+            raise ValueError(
+                f"writer_heap_mb must give each of the {self.writer_threads} writer thread(s) "
+                f"at least {_MIN_HEAP_MB_PER_THREAD} MiB (tantivy's minimum); got "
+                f"{self.writer_heap_mb} MiB: raise writer_heap_mb to at least "
+                f"{_MIN_HEAP_MB_PER_THREAD * self.writer_threads} or lower writer_threads")
+        if per_thread > _MAX_HEAP_MB_PER_THREAD:
+            raise ValueError(
+                f"writer_heap_mb must give each writer thread less than 4 GiB (tantivy's "
+                f"maximum); got {self.writer_heap_mb} MiB for {self.writer_threads} thread(s)")

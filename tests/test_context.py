@@ -1,0 +1,151 @@
+"""Component lifecycle and the pipeline context: open once, embed, generate, emit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import anyio
+import attrs
+import pytest
+
+from aieng_core import HookError, Kernel
+from aieng_core.testing import EventCapture
+from aieng_core.testing.doubles import ScriptedBackend
+from aieng_hookspecs import ComponentRegistry, PipelineContext, hookimpl
+from aieng_hookspecs.types import Event, Hit, Message, ModelCall, Query, Request
+
+pytestmark = pytest.mark.anyio
+
+
+@attrs.frozen(kw_only=True)
+class Noted(Event):
+    """A plugin's own event type."""
+
+    name: ClassVar[str] = "test.noted"
+    note: str
+
+
+class Embedder:
+    """An embedding double: one dimension, the text length."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl
+    def aieng_embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.calls += 1
+        return [[float(len(t))] for t in texts]
+
+
+class Uses:
+    """A retriever that embeds the query and asks a backend, through its context."""
+
+    def __init__(self) -> None:
+        self.context: PipelineContext | None = None
+        self.opened = 0
+
+    @hookimpl
+    async def aieng_pipeline_open(self, context: PipelineContext) -> None:
+        self.opened += 1
+        await anyio.sleep(0.01)  # e.g. loading a model
+        self.context = context
+
+    @hookimpl
+    async def aieng_retrieve(self, query: Query) -> list[Hit]:
+        assert self.context is not None
+        vector = await self.context.embed([query.text])
+        answer = await self.context.generate(Request(messages=[Message("user", "expand")]))
+        self.context.emit(Noted(note=f"{vector[0][0]}:{answer.text}"))
+        return []
+
+
+async def test_open_happens_once_before_the_first_run(aieng_kernel: Kernel,
+                                                      captured_events: EventCapture) -> None:
+    """Concurrent first runs open each component exactly once; the context reaches other
+    roles by hook and its events join the run's trace with ids filled in."""
+    uses = Uses()
+    pipeline = aieng_kernel.compose({"uses": uses, "emb": Embedder(),
+                                     "llm": ScriptedBackend(["wider query"])},
+                                    stages=["retrieve"])
+    results = []
+
+    async def one() -> None:
+        results.append(await pipeline.run("four"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(one)
+    assert uses.opened == 1
+    assert uses.context is not None and uses.context.component == "uses"
+    for result in results:
+        noted = [e for e in result.events if isinstance(e, Noted)]
+        assert [(e.note, e.run_id, e.pipeline) for e in noted] == [
+            ("4.0:wider query", result.run_id, "composed")]
+        calls = [e for e in result.events if isinstance(e, ModelCall)]
+        assert calls[0].parameters["caller"] == "uses" and calls[0].raw_output == "wider query"
+
+
+async def test_default_embedder_is_used_when_the_pipeline_has_none(
+        aieng_kernel: Kernel, register_plugin) -> None:  # type: ignore[no-untyped-def]
+    """With no embedding component, context.embed uses the kernel's default embedder
+    (a registered component), built once."""
+    import types
+
+    plugin = types.ModuleType("default_embedding_plugin")
+    built: list[Embedder] = []
+
+    def factory() -> Embedder:
+        built.append(Embedder())
+        return built[-1]
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        registry.add("minilm", factory)
+
+    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    uses = Uses()
+    with register_plugin(plugin, "fake-minilm"):
+        pipeline = aieng_kernel.compose({"uses": uses, "llm": ScriptedBackend(["x"])})
+        await pipeline.run("abc")
+        await pipeline.run("abcd")
+    assert len(built) == 1 and built[0].calls == 2
+
+
+async def test_no_embedder_anywhere_is_a_clear_error(aieng_kernel: Kernel) -> None:
+    """Without any embedder the error says what to install."""
+    pipeline = aieng_kernel.compose({"uses": Uses(), "llm": ScriptedBackend()})
+    with pytest.raises(HookError, match="install aieng-transformers"):
+        await pipeline.run("abc")
+
+
+async def test_failing_open_names_the_component(aieng_kernel: Kernel) -> None:
+    """A component whose opening fails makes the first run fail naming it."""
+    class Broken:
+        @hookimpl
+        def aieng_pipeline_open(self) -> None:
+            raise FileNotFoundError("model.safetensors")
+
+    pipeline = aieng_kernel.compose({"broken": Broken(), "llm": ScriptedBackend()})
+    with pytest.raises(HookError) as caught:
+        await pipeline.run("x")
+    assert caught.value.plugin == "broken" and caught.value.hook == "aieng_pipeline_open"
+
+
+async def test_async_with_opens_and_closes(aieng_kernel: Kernel) -> None:
+    """`async with pipeline` opens before the block and closes after it."""
+    trail: list[str] = []
+
+    class Tracked:
+        @hookimpl
+        def aieng_pipeline_open(self) -> None:
+            trail.append("open")
+
+        @hookimpl
+        async def aieng_pipeline_close(self) -> None:
+            trail.append("close")
+
+    async with aieng_kernel.compose({"t": Tracked(), "llm": ScriptedBackend()}) as pipeline:
+        assert trail == ["open"]
+        await pipeline.run("x")
+    assert trail == ["open", "close"]
