@@ -11,7 +11,8 @@ from __future__ import annotations
 from aieng_hookspecs import ComponentRegistry, hookimpl
 
 from ._extractive import ExtractiveBackend, ExtractiveOptions
-from ._memory import MemoryOptions, MemoryRetriever, read_documents
+from ..ingest import read_documents
+from ._memory import MemoryOptions, MemoryRetriever
 from ._prompt import PromptBuilder, PromptOptions
 from ._rrf import RRFFuser, RRFOptions
 

@@ -75,7 +75,7 @@ def cli(ctx: click.Context, log_level: str) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from . import _commands  # noqa: F401  (registers the built-in commands)
+    from . import _commands, _rag  # noqa: F401  (register the built-in commands)
 
     # Configure logging before anything can log: plugins load while click looks up a
     # sub-command, before the root callback (which re-applies --log-level) runs.

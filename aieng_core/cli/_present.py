@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from ..pipeline import RunResult
 from ..registry import PluginInfo
 
-__all__ = ["hooks_table", "plugins_table", "run_result"]
+__all__ = [
+    "answer",
+    "hooks_table",
+    "message",
+    "plugins_table",
+    "progress",
+    "run_result",
+    "scores",
+    "stream_piece",
+]
 
 
 def _console() -> Console:
@@ -75,3 +87,60 @@ def run_result(result: RunResult, *, explain: bool, answer_shown: bool) -> None:
     for record in result.stages:
         table.add_row(record.name, record.status, f"{record.duration_s * 1000:.2f}")
     console.print(table)
+
+
+@contextmanager
+def progress(label: str, *, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (hidden when stderr is not a terminal); yields ``advance``."""
+    console = Console(stderr=True)
+    bar = Progress("[progress.description]{task.description}", BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                   disable=not console.is_terminal)
+    with bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def message(text: str) -> None:
+    """One line of information on stderr."""
+    Console(stderr=True, highlight=False).print(text, markup=False)
+
+
+def stream_piece(text: str) -> None:
+    """A streamed piece of an answer, as it arrives."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def answer(data: dict[str, Any], *, answer_shown: bool) -> None:
+    """An answer with its citations, hits and timings (``aieng ask``)."""
+    console = _console()
+    if answer_shown:
+        console.print()
+    else:
+        console.print(data["answer"] or "(no answer)", markup=False)
+    if data["citations"]:
+        console.print("\n[bold]cited[/]")
+        for cite in data["citations"]:
+            console.print(f"  [{cite['n']}] {cite['id']}  {cite['title'] or ''}", markup=False)
+    if data["hits"]:
+        console.print("\n[bold]retrieved[/]")
+        for hit in data["hits"]:
+            console.print(f"  {hit['rank']:>2}. {hit['id']}  ({hit['source']} "
+                          f"{hit['score']:.3f})", markup=False)
+    timing = "  ".join(f"{name} {ms:.1f} ms" for name, ms in data["stages_ms"].items())
+    console.print(f"\n[dim]{timing}[/]")
+    if data["ttft_ms"] is not None:
+        tpot = "" if data["tpot_ms"] is None else f", TPOT {data['tpot_ms']:.1f} ms"
+        console.print(f"[dim]TTFT {data['ttft_ms']:.1f} ms{tpot}[/]")
+
+
+def scores(data: dict[str, Any]) -> None:
+    """Retrieval scores as a table (``aieng bench retrieval``)."""
+    table = Table(title=f"{data['pipeline']} on {data['data']}")
+    for column in ("nDCG@10", "Recall@100", "MRR@10", "queries", "queries/s", "index docs/s"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{data['ndcg@10']:.4f}", f"{data['recall@100']:.4f}",
+                  f"{data['mrr@10']:.4f}", str(data["queries"]),
+                  f"{data['queries_per_s']:.1f}", f"{data['index_docs_per_s']:.0f}")
+    _console().print(table)

@@ -1,0 +1,202 @@
+"""RAG commands: ``aieng index``, ``aieng ask`` and ``aieng bench retrieval``."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+
+from . import _present
+from ._app import cli, kernel_of
+
+__all__ = ["ask", "bench", "index"]
+
+_CITATION = re.compile(r"\[(\d+)\]")
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
+@click.pass_context
+def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_size: int) -> None:
+    """Index files, folders (.md, .txt) and BEIR corpus.jsonl files into PIPELINE's indexes."""
+    import anyio
+
+    from ..ingest import iter_documents
+
+    for path in paths:
+        if not path.exists():
+            raise click.BadParameter(f"{path} does not exist", param_hint="PATHS")
+    kernel = kernel_of(ctx)
+
+    async def go() -> tuple[int, int]:
+        async with kernel:
+            built = kernel.load_pipeline(pipeline)
+            documents = list(iter_documents(*paths))
+            written = 0
+            with _present.progress("indexing", total=len(documents)) as advance:
+                for start in range(0, len(documents), batch_size):
+                    batch = documents[start:start + batch_size]
+                    written += await built.index(batch, batch_size=batch_size)
+                    advance(len(batch))
+            return len(documents), written
+
+    read, written = anyio.run(go)
+    _present.message(f"read {read} documents from {len(paths)} path(s); the indexes reported "
+                     f"{written} written")
+
+
+def _citations(result: Any) -> list[dict[str, Any]]:
+    passages = {int(p["n"]): p for p in result.request.metadata.get("context", [])
+                if isinstance(p, dict) and "n" in p}
+    cited = []
+    for number in dict.fromkeys(int(n) for n in _CITATION.findall(result.answer)):
+        passage = passages.get(number)
+        if passage is not None:
+            cited.append({"n": number, "id": passage.get("id"), "title": passage.get("title")})
+    return cited
+
+
+def _timings(result: Any) -> dict[str, Any]:
+    stages = {s.name: round(s.duration_s * 1000, 3) for s in result.stages}
+    ttft = tpot = None
+    for call in result.model_calls:
+        tokens = call.usage.completion_tokens
+        if call.ttft_s is not None:
+            ttft = call.ttft_s
+            if tokens > 1:
+                tpot = (call.duration_s - call.ttft_s) / (tokens - 1)
+    return {"stages_ms": stages, "ttft_ms": None if ttft is None else round(ttft * 1000, 3),
+            "tpot_ms": None if tpot is None else round(tpot * 1000, 3)}
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.argument("question")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print answer, citations, hits (ids, scores) and timings as JSON.")
+@click.option("--stream/--no-stream", default=None,
+              help="Stream the answer (default: when stdout is a terminal).")
+@click.pass_context
+def ask(ctx: click.Context, pipeline: Path, question: str, as_json: bool,
+        stream: bool | None) -> None:
+    """Ask PIPELINE a QUESTION: the answer with its cited sources and timings."""
+    import anyio
+
+    if stream and as_json:
+        raise click.UsageError("--stream and --json cannot be combined")
+    if stream is None:
+        stream = sys.stdout.isatty() and not as_json
+    kernel = kernel_of(ctx)
+    shown: list[str] = []
+
+    def on_delta(delta: Any) -> None:
+        shown.append(delta.text)
+        _present.stream_piece(delta.text)
+
+    async def go() -> Any:
+        async with kernel:
+            built = kernel.load_pipeline(pipeline)
+            return await built.run(question, on_delta=on_delta if stream else None)
+
+    result = anyio.run(go)
+    data = {
+        "run_id": result.run_id,
+        "status": result.status,
+        "answer": result.answer,
+        "citations": _citations(result),
+        "hits": [{"rank": h.rank, "id": h.document.id, "title": h.document.title,
+                  "score": h.score, "source": h.source} for h in result.hits],
+        **_timings(result),
+    }
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        _present.answer(data, answer_shown=bool(shown))
+
+
+@cli.group()
+def bench() -> None:
+    """Measure pipelines on test collections."""
+
+
+@bench.command("retrieval")
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.argument("data_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+@click.option("--k", "depth", default=100, show_default=True, type=click.IntRange(1),
+              help="Hits per query kept by the retrieval stages (Recall@100 needs 100).")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N queries.")
+@click.pass_context
+def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool, depth: int,
+              limit: int | None) -> None:
+    """Index DATA_DIR (a BEIR collection) into a temporary place with PIPELINE's retrieval
+    stages, run its queries, and print nDCG@10, Recall@100, MRR@10 and queries/s.
+
+    Components with a `path` option get a fresh temporary directory instead, so nothing
+    the pipeline normally uses is touched.
+    """
+    import anyio
+
+    from ..evaluation import load_beir, score_runs
+    from ..pipeline import PipelineConfig, StageConfig
+
+    kernel = kernel_of(ctx).load()
+    collection = load_beir(data_dir)
+    queries = collection.queries[:limit] if limit else collection.queries
+    config = PipelineConfig.load(pipeline, kernel.registry)
+
+    async def go(workdir: str) -> tuple[dict[str, list[str]], float, float]:
+        components = {}
+        for name, comp in config.components.items():
+            options = comp.options
+            if options is not None and "path" in attrs.fields_dict(type(options)):
+                options = attrs.evolve(options, path=str(Path(workdir) / name))
+            components[name] = attrs.evolve(comp, options=options)
+        stage = dict(config.stage)
+        for name in ("retrieve", "rerank"):
+            stage[name] = attrs.evolve(stage.get(name, StageConfig()), k=depth)
+        probe = attrs.evolve(config, components=components, stage=stage, stages=None)
+        async with kernel:
+            built = kernel.pipeline(probe)
+            stages = tuple(s for s in built.stages if s in ("retrieve", "rerank"))
+            await built.aclose()
+            if "retrieve" not in stages:
+                raise click.UsageError(f"{pipeline} has no retrieve stage")
+            built = kernel.pipeline(attrs.evolve(probe, stages=stages))
+            started = time.perf_counter()
+            with _present.progress("indexing", total=len(collection.documents)) as advance:
+                for start in range(0, len(collection.documents), 512):
+                    batch = collection.documents[start:start + 512]
+                    await built.index(batch)
+                    advance(len(batch))
+            indexing = time.perf_counter() - started
+            runs: dict[str, list[str]] = {}
+            started = time.perf_counter()
+            with _present.progress("querying", total=len(queries)) as advance:
+                for query in queries:
+                    result = await built.run(query)
+                    runs[query.id] = [h.document.id for h in result.hits]
+                    advance(1)
+            return runs, time.perf_counter() - started, indexing
+
+    with tempfile.TemporaryDirectory(prefix="aieng-bench-") as workdir:
+        runs, querying, indexing = anyio.run(go, workdir)
+    judged = {q.id: collection.qrels[q.id] for q in queries if q.id in collection.qrels}
+    scores = score_runs(runs, judged)
+    data = {**scores.to_json(), "queries_per_s": len(queries) / querying if querying else 0.0,
+            "documents": len(collection.documents),
+            "index_docs_per_s": len(collection.documents) / indexing if indexing else 0.0,
+            "pipeline": str(pipeline), "data": str(data_dir)}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        _present.scores(data)

@@ -1,0 +1,59 @@
+"""Retrieval metrics and BEIR loading used by `aieng bench retrieval`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aieng_core.evaluation import load_beir, mrr_at_k, ndcg_at_k, recall_at_k, score_runs
+
+CRANFIELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "cranfield"
+
+
+def test_ndcg_by_hand() -> None:
+    """nDCG@3 of a known ranking equals the value computed by hand (linear gains)."""
+    qrels = {"a": 3, "b": 2, "c": 1}
+    dcg = 2 / math.log2(2) + 0 / math.log2(3) + 3 / math.log2(4)
+    idcg = 3 / math.log2(2) + 2 / math.log2(3) + 1 / math.log2(4)
+    assert ndcg_at_k(["b", "x", "a"], qrels, 3) == pytest.approx(dcg / idcg)
+
+
+@given(st.dictionaries(st.sampled_from("abcdefgh"), st.integers(1, 4), min_size=1),
+       st.lists(st.sampled_from("abcdefghxyz"), unique=True))
+def test_metrics_lie_in_the_unit_interval_and_ideal_is_one(qrels: dict[str, int],
+                                                           ranked: list[str]) -> None:
+    """Every metric is in [0, 1]; the ideal ranking scores nDCG 1, recall 1, MRR 1."""
+    for metric in (ndcg_at_k, recall_at_k, mrr_at_k):
+        assert 0.0 <= metric(ranked, qrels) <= 1.0
+    ideal = sorted(qrels, key=lambda d: -qrels[d])
+    assert ndcg_at_k(ideal, qrels, len(ideal)) == pytest.approx(1.0)
+    assert recall_at_k(ideal, qrels, len(ideal)) == 1.0 and mrr_at_k(ideal, qrels) == 1.0
+
+
+def test_missing_queries_count_as_zero() -> None:
+    """A judged query with no run scores 0, so skipping queries cannot raise the mean."""
+    scores = score_runs({"q1": ["a"]}, {"q1": {"a": 1}, "q2": {"b": 1}})
+    assert scores.queries == 2 and scores.ndcg_at_10 == pytest.approx(0.5)
+
+
+def test_cranfield_loads() -> None:
+    """The shared Cranfield collection loads: 1,400 documents, 225 queries, 1,612 judgements."""
+    collection = load_beir(CRANFIELD)
+    assert len(collection.documents) == 1400 and len(collection.queries) == 225
+    assert sum(len(v) for v in collection.qrels.values()) == 1612
+
+
+def test_malformed_collection_errors_name_the_file(tmp_path: Path) -> None:
+    """A missing file or a bad row fails naming the file (and line)."""
+    with pytest.raises(FileNotFoundError, match="corpus.jsonl"):
+        load_beir(tmp_path)
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "1", "text": "x"}\nnot json\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q", "text": "x"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\t1\t1\n")
+    with pytest.raises(ValueError, match="corpus.jsonl:2"):
+        load_beir(tmp_path)
