@@ -340,3 +340,14 @@ async def test_failing_fuser_falls_back_to_rrf(aieng_kernel: Kernel) -> None:
     result = await pipeline.run("events bus rank fusion")
     assert len(result.retrieved) == 2 and {h.source for h in result.retrieved} == {"rrf"}
     assert any(e.name == "error" for e in result.events)
+
+
+async def test_streamed_usage_comes_from_the_last_delta(aieng_kernel: Kernel) -> None:
+    """A streaming backend's exact usage (prompt tokens included) reaches the completion and
+    the backend.call event through the last delta."""
+    pipeline = aieng_kernel.compose({"llm": ScriptedBackend(["one two three"])})
+    result = await pipeline.run("count these four words", on_delta=lambda d: None)
+    assert result.completion is not None
+    assert (result.completion.usage.prompt_tokens, result.completion.usage.completion_tokens) \
+        == (4, 3)
+    assert result.model_calls[0].usage == result.completion.usage

@@ -261,6 +261,7 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
     finish = "stop"
     ttft: float | None = None
     count = 0
+    usage: Usage | None = None
     label = f"{plugin}.aieng_stream"
     iterator = aiter(stream)
     try:
@@ -283,6 +284,8 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
                 pieces.append(delta.text)
             if delta.finish_reason is not None:
                 finish = delta.finish_reason
+            if delta.usage is not None:
+                usage = delta.usage
             await _deliver(state.on_delta, delta)  # type: ignore[arg-type]
     except HookError:
         raise
@@ -297,7 +300,7 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
         if closer is not None:
             await closer()
     completion = Completion(text="".join(pieces), finish_reason=finish,  # type: ignore[arg-type]
-                            usage=Usage(completion_tokens=count))
+                            usage=usage or Usage(completion_tokens=count))
     return completion, ttft
 
 

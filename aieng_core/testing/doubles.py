@@ -72,10 +72,13 @@ class ScriptedBackend:
             raise self.fail_with
         text, cut = self._limit(self._reply(request), request)
         return Completion(text=text, finish_reason="length" if cut else "stop",
-                          model=self.model or "scripted",
-                          usage=Usage(prompt_tokens=sum(len(m.content.split())
-                                                        for m in request.messages),
-                                      completion_tokens=len(text.split())))
+                          model=self.model or "scripted", usage=self._usage(request, text))
+
+    @staticmethod
+    def _usage(request: Request, text: str) -> Usage:
+        """Words stand in for tokens: prompt words and answer words."""
+        return Usage(prompt_tokens=sum(len(m.content.split()) for m in request.messages),
+                     completion_tokens=len(text.split()))
 
     @hookimpl
     def aieng_stream(self, request: Request) -> AsyncIterator[Delta] | None:
@@ -93,4 +96,5 @@ class ScriptedBackend:
             if self.delay:
                 await anyio.sleep(self.delay / max(len(words), 1))
             yield Delta(text=word if index == 0 else f" {word}", index=index)
-        yield Delta(text="", index=len(words), finish_reason="length" if cut else "stop")
+        yield Delta(text="", index=len(words), finish_reason="length" if cut else "stop",
+                    usage=self._usage(request, text))

@@ -156,6 +156,8 @@ class Delta:
     :param index: 0-based position of this delta in its stream.
     :param finish_reason: set on the last delta only.
     :param logprob: the log-probability of the token(s), when known.
+    :param usage: the completion's exact token counts, on the last delta (when the backend
+        knows them; otherwise the kernel counts the deltas that carry text).
     """
 
     text: str = field(validator=_str)
@@ -164,3 +166,4 @@ class Delta:
         default=None, validator=v.optional(v.in_(FINISH_REASONS))
     )
     logprob: float | None = field(default=None, validator=v.optional(v.and_(finite(), v.le(0.0))))
+    usage: Usage | None = field(default=None, validator=v.optional(v.instance_of(Usage)))

