@@ -351,3 +351,19 @@ async def test_streamed_usage_comes_from_the_last_delta(aieng_kernel: Kernel) ->
     assert (result.completion.usage.prompt_tokens, result.completion.usage.completion_tokens) \
         == (4, 3)
     assert result.model_calls[0].usage == result.completion.usage
+
+
+async def test_query_input_keeps_its_filters_and_id(aieng_kernel: Kernel) -> None:
+    """Running a Query (not a string) hands retrievers its id and filters."""
+    seen: list[Query] = []
+
+    class Spy:
+        @hookimpl
+        def aieng_retrieve(self, query: Query) -> list[Hit]:
+            seen.append(query)
+            return []
+
+    pipeline = aieng_kernel.compose({"spy": Spy()})
+    await pipeline.run(Query(text="find", id="q7", filters={"lang": "en"}))
+    assert seen == [Query(text="find", id="q7", filters={"lang": "en"})]
+    assert seen[0].filters == {"lang": "en"}

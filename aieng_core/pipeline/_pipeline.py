@@ -213,12 +213,13 @@ class Pipeline:
         token = CURRENT_RUN.set(scope)
         log_tokens = structlog.contextvars.bind_contextvars(run_id=run_id, pipeline=self.name)
         try:
-            return await self._run(scope, request, reference, on_delta)
+            query = input if isinstance(input, Query) else None
+            return await self._run(scope, request, query, reference, on_delta)
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
             CURRENT_RUN.reset(token)
 
-    async def _run(self, scope: RunScope, request: Request,
+    async def _run(self, scope: RunScope, request: Request, query: Query | None,
                    reference: str | Sequence[str] | None,
                    on_delta: DeltaCallback | None) -> RunResult:
         started = time.perf_counter()
@@ -226,7 +227,8 @@ class Pipeline:
                              input=request.prompt))
         state = RunState(
             scope=scope, dispatcher=self.dispatcher, backends=self.backends, request=request,
-            query=Query(text=request.prompt),
+            # A Query input keeps its id and filters; anything else becomes one.
+            query=query if query is not None else Query(text=request.prompt),
             reference=reference if reference is None or isinstance(reference, str)
             else tuple(reference),
             on_delta=on_delta,

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["filter_token", "id_key", "load_metadata", "dump_metadata", "check_text"]
+__all__ = ["check_text", "dump_metadata", "filter_token", "id_key", "load_metadata"]
 
 
 def _digest(text: str) -> str:
@@ -58,9 +58,9 @@ def dump_metadata(doc_id: str, metadata: Mapping[str, Any]) -> bytes:
 
 def load_metadata(stored: bytes | None) -> dict[str, Any]:
     """The metadata stored by :func:`dump_metadata`."""
-    if not stored:
+    if not stored or stored == b"{}":  # most documents: skip the JSON decoder
         return {}
-    value = json.loads(stored)
+    value = json.loads(stored.decode("ascii"))
     return value if isinstance(value, dict) else {}
 
 

@@ -1,0 +1,411 @@
+"""The tantivy index behind ``bm25``: schema, analyzer, writes and searches (blocking).
+
+tantivy is imported when an index opens, never when this module is imported, so that
+``aieng plugins`` stays fast (tests/test_index.py::test_import_does_not_load_tantivy).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aieng_hookspecs.types import Document, Hit, unchecked
+
+from ._fields import check_text, dump_metadata, filter_token, id_key, load_metadata
+from ._options import MEMORY, BM25Options
+
+if TYPE_CHECKING:
+    import tantivy
+
+__all__ = ["ANALYZER", "BM25Index", "IndexLockedError"]
+
+#: The name the analyzer is registered under. It is written into the schema, so an index
+#: made by a version with another analyzer fails to open with a clear message instead of
+#: silently matching query terms cut one way against index terms cut another.
+ANALYZER = "aieng_en_v1"
+# Fields. "key" is the digest of the id (see _fields.id_key); "filter" holds one digest per
+# top-level metadata entry (see _fields.filter_token); neither is stored.
+_ID, _KEY, _TITLE, _TEXT, _METADATA, _FILTER = "id", "key", "title", "text", "metadata", "filter"
+# Words longer than this (bytes) are dropped at indexing and querying alike: they are
+# hashes, base64 or run-together junk, and would bloat the term dictionary.
+_MAX_TOKEN_BYTES = 40
+# How long a write waits for another writer (another process, say) to release the index.
+_LOCK_WAIT_S = 5.0
+_MIB = 1024 * 1024
+
+
+class IndexLockedError(RuntimeError):
+    """Another writer holds the index folder's lock (another process is indexing into it)."""
+
+
+def _analyzer() -> tantivy.TextAnalyzer:
+    """English analysis: words of letters and digits (Unicode), lower-cased, accents folded
+    (``café`` → ``cafe``), Lucene's 33 English stopwords dropped, Snowball English (Porter2)
+    stems."""
+    import tantivy
+
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(_MAX_TOKEN_BYTES))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.ascii_fold())
+        .filter(tantivy.Filter.stopword("english"))
+        .filter(tantivy.Filter.stemmer("english"))
+        .build()
+    )
+
+
+def _schema() -> tantivy.Schema:
+    import tantivy
+
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field(_ID, stored=True, tokenizer_name="raw", index_option="basic")
+    builder.add_text_field(_KEY, stored=False, tokenizer_name="raw", index_option="basic")
+    builder.add_text_field(_TITLE, stored=True, tokenizer_name=ANALYZER)
+    builder.add_text_field(_TEXT, stored=True, tokenizer_name=ANALYZER)
+    builder.add_bytes_field(_METADATA, stored=True)
+    builder.add_text_field(_FILTER, stored=False, tokenizer_name="raw", index_option="basic")
+    return builder.build()
+
+
+def _utf8(text: str) -> str:
+    """``text`` with lone surrogates replaced: tantivy takes only what encodes as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _clamp(score: float) -> float:
+    # A Hit's score must be a finite float; BM25 sums are, but a boost could overflow.
+    score = float(score)
+    if math.isfinite(score):
+        return score
+    return 0.0 if math.isnan(score) else math.copysign(sys.float_info.max, score)
+
+
+class BM25Index:
+    """A BM25 index in tantivy, on disk or in memory; every method blocks, all are
+    thread-safe.
+
+    Writes (:meth:`add`, :meth:`delete`) take a lock, so they run one at a time; each
+    opens a tantivy writer, commits and reloads the searcher, so a write is visible to the
+    next search and the folder's writer lock is free between writes. Searches take no
+    lock and run in parallel (tantivy releases the GIL while it searches). The index
+    opens on first use, or by :meth:`open`.
+
+    :param options: the component's options (``path``, ``title_boost``, writer budget).
+    """
+
+    def __init__(self, options: BM25Options) -> None:
+        self.options = options
+        self._lock = threading.RLock()
+        self._index: tantivy.Index | None = None
+        self._schema: tantivy.Schema | None = None
+        self._analyzer: tantivy.TextAnalyzer | None = None
+
+    # -- opening and closing -------------------------------------------------------------
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the index lives in RAM (``path = ":memory:"``)."""
+        return self.options.path == MEMORY
+
+    @property
+    def folder(self) -> Path | None:
+        """The index folder (``~`` expanded), or ``None`` in memory."""
+        return None if self.in_memory else Path(self.options.path).expanduser()
+
+    def open(self) -> None:
+        """Open the index, creating the folder and an empty index when missing.
+
+        :raises ValueError: when the path is a file, a folder holding other files, or an
+            index with another schema (another analyzer version, or not made by aieng-bm25).
+        """
+        self._open()
+
+    def _open(self) -> tantivy.Index:
+        index = self._index
+        if index is not None:
+            return index
+        with self._lock:
+            if self._index is None:
+                self._index = self._create()
+            return self._index
+
+    def _create(self) -> tantivy.Index:
+        import tantivy
+
+        schema, analyzer = _schema(), _analyzer()
+        folder = self.folder
+        if folder is None:
+            index = tantivy.Index(schema)
+        else:
+            self._check_folder(folder)
+            try:
+                index = tantivy.Index(schema, path=str(folder), reuse=True)
+            except ValueError as exc:
+                if "schema does not match" in str(exc):
+                    raise ValueError(
+                        f"{folder} holds a tantivy index with another schema: it was not made "
+                        f"by this version of aieng-bm25 (analyzer {ANALYZER}); index into a "
+                        "new folder, or delete this one to rebuild it") from None
+                raise
+        index.register_tokenizer(ANALYZER, analyzer)
+        self._schema, self._analyzer = schema, analyzer
+        return index
+
+    @staticmethod
+    def _check_folder(folder: Path) -> None:
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder} is a file; path must name a folder for the index")
+        if folder.is_dir() and not (folder / "meta.json").exists() and any(folder.iterdir()):
+            # Refuse to write index files among a user's own files.
+            raise ValueError(
+                f"{folder} is a folder of other files, not a tantivy index; give an empty or "
+                "new folder for the index")
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        """Release the index's files; the next use opens it again.
+
+        In memory the index is kept: it lives as long as this object, so a component
+        shared by several pipelines does not lose its documents when one of them closes.
+        """
+        with self._lock:
+            if not self.in_memory:
+                self._index = None
+
+    # -- writing -------------------------------------------------------------------------
+
+    def add(self, documents: Sequence[Document]) -> int:
+        """Add documents; one whose id is indexed already replaces it (an upsert).
+
+        The batch is checked whole before anything is written, and written in one commit:
+        a bad document fails the call with nothing written. Within a batch the last
+        document with an id wins.
+
+        :returns: the number of documents written (distinct ids in the batch).
+        :raises ValueError: naming the document whose text is not valid Unicode or whose
+            metadata is not JSON.
+        :raises IndexLockedError: when another writer keeps the index locked.
+        """
+        latest: dict[str, Document] = {}
+        for doc in documents:
+            if not isinstance(doc, Document):
+                raise TypeError(f"expected Document, got {type(doc).__name__}")
+            latest[doc.id] = doc
+        prepared = [self._prepare(doc) for doc in latest.values()]
+        if not prepared:
+            return 0
+
+        def upsert(writer: tantivy.IndexWriter) -> None:
+            for key, row in prepared:
+                # Deletes apply to what was added before them (opstamp order), so this
+                # removes the old version and leaves the new one.
+                writer.delete_documents_by_term(_KEY, key)
+                writer.add_document(row)
+
+        with self._lock:
+            self._write(upsert)
+        return len(prepared)
+
+    @staticmethod
+    def _prepare(doc: Document) -> tuple[str, tantivy.Document]:
+        """The id key and the tantivy row of a document; raises before anything is written."""
+        import tantivy
+
+        for field, value in ((_ID, doc.id), (_TITLE, doc.title), (_TEXT, doc.text)):
+            check_text(doc.id, field, value)
+        stored = dump_metadata(doc.id, doc.metadata)
+        row = tantivy.Document()
+        key = id_key(doc.id)
+        row.add_text(_ID, doc.id)
+        row.add_text(_KEY, key)
+        row.add_text(_TITLE, doc.title)
+        row.add_text(_TEXT, doc.text)
+        row.add_bytes(_METADATA, stored)
+        for name, value in load_metadata(stored).items():
+            row.add_text(_FILTER, filter_token(name, value))
+        return key, row
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete documents by id; ids that are not indexed are ignored.
+
+        :returns: the number of documents deleted.
+        :raises IndexLockedError: when another writer keeps the index locked.
+        """
+        keys = sorted({id_key(doc_id) for doc_id in ids})
+        if not keys:
+            return 0
+        with self._lock:
+            searcher = self._open().searcher()
+            present = [key for key in keys if self._count_key(searcher, key)]
+            if present:
+
+                def remove(writer: tantivy.IndexWriter) -> None:
+                    for key in present:
+                        writer.delete_documents_by_term(_KEY, key)
+
+                self._write(remove)
+        return len(present)
+
+    def _count_key(self, searcher: tantivy.Searcher, key: str) -> int:
+        import tantivy
+
+        query = tantivy.Query.term_query(self._schema_(), _KEY, key, index_option="basic")
+        # A key names at most one live document (every write deletes before it adds).
+        return len(searcher.search(query, limit=1, count=False).hits)
+
+    def _write(self, work: Callable[[tantivy.IndexWriter], None]) -> None:
+        """Run ``work(writer)`` on a fresh writer, commit, and make it visible to searches;
+        roll back on any error. Call with ``self._lock`` held."""
+        index = self._open()
+        writer = self._writer(index)
+        try:
+            work(writer)
+            writer.commit()
+        except BaseException:
+            writer.rollback()
+            raise
+        finally:
+            # Ends the writer (and its merge threads), releasing the folder's lock.
+            writer.wait_merging_threads()
+        index.reload()
+
+    def _writer(self, index: tantivy.Index) -> tantivy.IndexWriter:
+        heap = self.options.writer_heap_mb * _MIB
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        while True:
+            try:
+                return index.writer(heap_size=heap, num_threads=self.options.writer_threads)
+            except ValueError as exc:
+                if "LockBusy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise IndexLockedError(
+                        f"{self.options.path}: another writer has held the index for "
+                        f"{_LOCK_WAIT_S:g} s (another process indexing into this folder?); "
+                        "retry when it is done") from None
+                time.sleep(0.05)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """The number of documents in the index."""
+        return int(self._open().searcher().num_docs)
+
+    def get(self, doc_id: str) -> Document | None:
+        """The indexed document with this id, as it was indexed, or ``None``."""
+        import tantivy
+
+        searcher = self._open().searcher()
+        query = tantivy.Query.term_query(self._schema_(), _KEY, id_key(doc_id),
+                                         index_option="basic")
+        found = searcher.search(query, limit=1, count=False).hits
+        return self._document(searcher.doc(found[0][1])) if found else None
+
+    @staticmethod
+    def _document(row: tantivy.Document) -> Document:
+        # Built unchecked: every field was validated when the document was indexed (a
+        # non-blank id, str text and title, JSON metadata); validating again costs more
+        # than the search itself at k = 100.
+        return unchecked(
+            Document,
+            id=row.get_first(_ID),
+            text=row.get_first(_TEXT) or "",
+            title=row.get_first(_TITLE) or "",
+            metadata=load_metadata(row.get_first(_METADATA)),
+        )
+
+    def terms(self, text: str) -> list[str]:
+        """The index terms of ``text``: what the analyzer makes of it, in order."""
+        self._open()
+        assert self._analyzer is not None
+        return list(self._analyzer.analyze(_utf8(text)))
+
+    def _schema_(self) -> tantivy.Schema:
+        self._open()
+        assert self._schema is not None
+        return self._schema
+
+    def build_query(self, text: str, filters: Mapping[str, Any] | None = None
+                    ) -> tantivy.Query | None:
+        """The tantivy query for ``text``, or ``None`` when nothing can match.
+
+        The user's text never meets tantivy's query parser: it is cut into terms by the
+        index's own analyzer, and the query is a boolean OR of one term query per distinct
+        term, boosted by the term's count in the query (the classic BM25 query-term
+        frequency), on the text and, weighted by ``title_boost``, on the title. Query
+        syntax (``title:``, quotes, ``AND``, ``*``...) is therefore plain text: its words are
+        searched, its punctuation ignored.
+
+        :param filters: equality filters on top-level metadata keys, all of which must hold.
+        """
+        import tantivy
+
+        counts = Counter(self.terms(text))
+        if not counts:
+            return None
+        schema, should = self._schema_(), tantivy.Occur.Should
+        title_boost = self.options.title_boost
+        clauses: list[tuple[tantivy.Occur, tantivy.Query]] = []
+        for term, count in counts.items():
+            on_text = tantivy.Query.term_query(schema, _TEXT, term, index_option="freq")
+            clauses.append((should, on_text if count == 1
+                            else tantivy.Query.boost_query(on_text, float(count))))
+            if title_boost > 0:
+                on_title = tantivy.Query.term_query(schema, _TITLE, term, index_option="freq")
+                clauses.append((should, tantivy.Query.boost_query(on_title,
+                                                                  title_boost * count)))
+        query = tantivy.Query.boolean_query(clauses)
+        if not filters:
+            return query
+        must = tantivy.Occur.Must
+        wanted: list[tuple[tantivy.Occur, tantivy.Query]] = []
+        for name, value in filters.items():
+            try:
+                token = filter_token(name, value)
+            except (TypeError, ValueError):
+                return None  # a value that is not JSON equals no stored value
+            wanted.append((must, tantivy.Query.term_query(schema, _FILTER, token,
+                                                          index_option="basic")))
+        # The filter must match but must not score: a constant 0 keeps the BM25 scores.
+        only = tantivy.Query.const_score_query(tantivy.Query.boolean_query(wanted), 0.0)
+        return tantivy.Query.boolean_query([(must, query), (must, only)])
+
+    def search(self, text: str, k: int, filters: Mapping[str, Any] | None = None,
+               *, source: str = "bm25") -> list[Hit]:
+        """The best ``k`` documents for ``text`` by BM25, best first.
+
+        Any text gives a list, possibly empty, never an error: see :meth:`build_query`.
+
+        :param filters: equality filters on metadata (see :meth:`build_query`).
+        :param source: the ``source`` of the hits.
+        :returns: at most ``k`` hits, ranks 1..n, scores not increasing; ties keep
+            tantivy's order (by segment and document number).
+        """
+        if k < 1:
+            return []
+        query = self.build_query(text, filters)
+        if query is None:
+            return []
+        searcher = self._open().searcher()
+        total = int(searcher.num_docs)
+        if total == 0:
+            return []
+        # limit never above the document count: tantivy sizes its top-k buffer by it.
+        result = searcher.search(query, limit=min(k, total), count=False)
+        hits: list[Hit] = []
+        for rank, (score, address) in enumerate(result.hits, start=1):
+            # Unchecked too: the rank counts from 1 and _clamp makes the score finite.
+            hits.append(unchecked(Hit, document=self._document(searcher.doc(address)),
+                                  score=_clamp(score), rank=rank, source=source))
+        return hits
