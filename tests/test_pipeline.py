@@ -367,3 +367,23 @@ async def test_query_input_keeps_its_filters_and_id(aieng_kernel: Kernel) -> Non
     await pipeline.run(Query(text="find", id="q7", filters={"lang": "en"}))
     assert seen == [Query(text="find", id="q7", filters={"lang": "en"})]
     assert seen[0].filters == {"lang": "en"}
+
+
+async def test_query_expansion_retrieves_each_query_and_fuses(aieng_kernel: Kernel) -> None:
+    """Expanders' queries are each retrieved (keeping the user's filters) and all runs are
+    fused: a document only an expansion finds reaches the hits."""
+    from aieng_core.builtins import MemoryOptions, MemoryRetriever
+
+    class Synonyms:
+        @hookimpl
+        def aieng_query_expand(self, query: Query) -> list[Query]:
+            return [Query(text="subscribers drop events"), Query(text=query.text)]
+
+    retriever = MemoryRetriever(MemoryOptions())
+    pipeline = aieng_kernel.compose({"expand": Synonyms(), "docs": retriever})
+    await pipeline.index(DOCS)
+    result = await pipeline.run(Query(text="rank fusion", filters={}))
+    assert [q.text for q in result.expansions] == ["subscribers drop events"]
+    assert set(result.runs) == {"docs", "docs@1"}
+    assert {h.document.id for h in result.retrieved} >= {"rrf", "bus"}
+    assert all(h.source == "rrf" for h in result.retrieved)

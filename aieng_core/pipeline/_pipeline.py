@@ -280,7 +280,7 @@ class Pipeline:
             run_id=scope.run_id, pipeline=self.name, status=status, input=request,
             request=state.request, query=state.query,
             input_verdicts=tuple(state.input_verdicts), cache_hit=state.cache_hit,
-            route=state.route, runs=dict(state.runs), retrieved=state.retrieved,
+            route=state.route, expansions=state.expansions, runs=dict(state.runs), retrieved=state.retrieved,
             hits=state.hits, raw_completion=state.raw_completion, completion=state.completion,
             output_verdicts=tuple(state.output_verdicts), scores=tuple(state.scores),
             stages=tuple(records), events=tuple(scope.trace),

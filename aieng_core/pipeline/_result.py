@@ -45,7 +45,9 @@ class RunResult:
     :param input_verdicts: the input guards' verdicts, in order.
     :param cache_hit: the cache component that answered, if one did.
     :param route: the router's choice, if a router ran.
-    :param runs: each retriever's hits before fusion, by component name.
+    :param expansions: the extra queries expanders produced (``aieng_query_expand``).
+    :param runs: each retriever's hits before fusion, by component name (``name@i`` for the
+        run of the i-th expansion).
     :param retrieved: the hits after fusion.
     :param hits: the hits after reranking: what the context stage used.
     :param raw_completion: the backend's completion before output guards.
@@ -65,6 +67,7 @@ class RunResult:
     input_verdicts: tuple[GuardVerdict, ...] = ()
     cache_hit: str | None = None
     route: Route | None = None
+    expansions: tuple[Query, ...] = ()
     runs: dict[str, tuple[Hit, ...]] = attrs.field(factory=dict)
     retrieved: tuple[Hit, ...] = ()
     hits: tuple[Hit, ...] = ()

@@ -59,6 +59,7 @@ class RunState:
     cache_request: Request | None = None
     route: Route | None = None
     runs: dict[str, tuple[Hit, ...]] = attrs.field(factory=dict)
+    expansions: tuple[Query, ...] = ()
     retrieved: tuple[Hit, ...] = ()
     hits: tuple[Hit, ...] = ()
     raw_completion: Completion | None = None
@@ -150,14 +151,34 @@ async def route(state: RunState, policy: StagePolicy) -> str:
     return "ok"
 
 
+async def _expansions(state: RunState, policy: StagePolicy) -> list[Query]:
+    expanded: list[Query] = []
+    for value, plugin in await state.dispatcher.gather(
+            "aieng_query_expand", {"query": state.query}, stage="retrieve", policy=policy):
+        _expect(value, (list, tuple), "aieng_query_expand", plugin, "retrieve")
+        for query in value:
+            _expect(query, Query, "aieng_query_expand", plugin, "retrieve")
+            if query.text != state.query.text and query not in expanded:
+                # Expansions inherit the user's filters unless they set their own.
+                expanded.append(query if query.filters else
+                                attrs.evolve(query, filters=state.query.filters))
+    return expanded
+
+
 async def retrieve(state: RunState, policy: StagePolicy) -> str:
     stage = "retrieve"
-    gathered = await state.dispatcher.gather(
-        "aieng_retrieve", {"query": state.query, "k": state.k_retrieve},
-        stage=stage, policy=policy)
-    for value, plugin in gathered:
-        state.runs[plugin] = _expect_hits(value, "aieng_retrieve", plugin, stage)[
-            : state.k_retrieve]
+    queries = [state.query]
+    if state.dispatcher.impls("aieng_query_expand"):
+        state.expansions = tuple(await _expansions(state, policy))
+        queries.extend(state.expansions)
+    for number, query in enumerate(queries):
+        gathered = await state.dispatcher.gather(
+            "aieng_retrieve", {"query": query, "k": state.k_retrieve},
+            stage=stage, policy=policy)
+        for value, plugin in gathered:
+            key = plugin if number == 0 else f"{plugin}@{number}"
+            state.runs[key] = _expect_hits(value, "aieng_retrieve", plugin, stage)[
+                : state.k_retrieve]
     runs = list(state.runs.values())
     if len(runs) == 1:
         state.retrieved = runs[0]

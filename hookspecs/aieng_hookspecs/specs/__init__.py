@@ -12,6 +12,7 @@ from . import (
     context,
     dataset,
     events,
+    expansion,
     feedback,
     guardrail,
     judge,
@@ -32,6 +33,7 @@ __all__ = ["REGISTRATION_MODULES", "ROLE_MODULES"]
 ROLE_MODULES: tuple[ModuleType, ...] = (
     backend,
     retriever,
+    expansion,
     reranker,
     judge,
     tool,
