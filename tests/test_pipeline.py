@@ -387,3 +387,16 @@ async def test_query_expansion_retrieves_each_query_and_fuses(aieng_kernel: Kern
     assert set(result.runs) == {"docs", "docs@1"}
     assert {h.document.id for h in result.retrieved} >= {"rrf", "bus"}
     assert all(h.source == "rrf" for h in result.retrieved)
+
+
+async def test_delete_removes_from_every_index(aieng_kernel: Kernel) -> None:
+    """Pipeline.delete reaches every index through aieng_delete; unknown ids are ignored."""
+    from aieng_core.builtins import MemoryOptions, MemoryRetriever
+
+    a, b = MemoryRetriever(MemoryOptions()), MemoryRetriever(MemoryOptions())
+    pipeline = aieng_kernel.compose({"a": a, "b": b})
+    await pipeline.index(DOCS)
+    assert await pipeline.delete(["bus", "nope"]) == 1
+    result = await pipeline.run("events bus subscribers")
+    assert "bus" not in {h.document.id for h in result.retrieved}
+    assert len(a) == len(b) == 2

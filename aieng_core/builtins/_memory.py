@@ -75,6 +75,13 @@ class MemoryRetriever:
         return self._add(documents)
 
     @hookimpl
+    def aieng_delete(self, ids: Sequence[str]) -> int:
+        present = [doc_id for doc_id in dict.fromkeys(ids) if doc_id in self._docs]
+        for doc_id in present:
+            self._remove(doc_id)
+        return len(present)
+
+    @hookimpl
     def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
         terms = tokenize(query.text)
         n = len(self._docs)

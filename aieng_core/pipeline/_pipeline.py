@@ -89,6 +89,8 @@ class Pipeline:
         self.dispatcher.pipeline = self.name
         self.stages = self._effective_stages()
         self._policies = {stage: config.policy(stage) for stage in self.stages}
+        # Indexing is no stage of a run: it follows the pipeline's own timeout and policy.
+        self._index_policy = config.policy("index")
         # Run ids: a random prefix per pipeline plus a counter: unique, and cheaper than uuid4.
         self._run_prefix = uuid.uuid4().hex[:10]
         self._run_counter = itertools.count(1)
@@ -305,21 +307,33 @@ class Pipeline:
             written += await self._index_batch(batch)
         return written
 
+    async def delete(self, ids: Iterable[str]) -> int:
+        """Delete documents by id from every index (``aieng_delete``).
+
+        :returns: the largest count any index reported deleted.
+        """
+        if not self._ready:
+            await self.open()
+        counts = await self.dispatcher.gather("aieng_delete", {"ids": tuple(ids)},
+                                              stage="index", policy=self._index_policy)
+        return max((int(c) for c, _ in counts), default=0)
+
     async def _chunk(self, document: Document) -> list[Document]:
         found = await self.dispatcher.first("aieng_chunk_document", {"document": document},
-                                            stage="index")
+                                            stage="index", policy=self._index_policy)
         if found is None:
             return [document]
         return [
             Document(id=chunk.id, text=chunk.text, title=document.title,
-                     metadata={**document.metadata, "document_id": chunk.document_id,
+                     metadata={**document.metadata, **chunk.metadata,
+                               "document_id": chunk.document_id,
                                "start": chunk.start, "end": chunk.end})
             for chunk in found[0]
         ]
 
     async def _index_batch(self, batch: list[Document]) -> int:
         counts = await self.dispatcher.gather("aieng_index", {"documents": tuple(batch)},
-                                              stage="index")
+                                              stage="index", policy=self._index_policy)
         return max((int(c) for c, _ in counts), default=0)
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from .._markers import CallMode, role_spec
 from ..types import Document, Hit, Query
 
-__all__ = ["aieng_fuse", "aieng_index", "aieng_retrieve"]
+__all__ = ["aieng_delete", "aieng_fuse", "aieng_index", "aieng_retrieve"]
 
 
 @role_spec(CallMode.GATHER, role="retriever")
@@ -38,6 +38,21 @@ def aieng_index(documents: Sequence[Document]) -> int | None:
     :async: may be ``async def``; writes must not block the loop.
     :param documents: the batch; a document whose id exists replaces the old one.
     :returns: the number of documents now written from this batch.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@role_spec(CallMode.GATHER, role="retriever")
+def aieng_delete(ids: Sequence[str]) -> int | None:
+    """Remove documents from an index by id.
+
+    :called: by ``Pipeline.delete``, on every indexing component concurrently.
+    :mode: gather: every index deletes the same ids.
+    :none: "I keep no index": nothing to report.
+    :async: may be ``async def``; writes must not block the loop.
+    :param ids: the document ids; unknown ids are ignored.
+    :returns: how many of the ids were indexed here and are now deleted.
 
     .. versionadded:: 0.1.0
     """

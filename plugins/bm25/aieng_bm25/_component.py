@@ -52,6 +52,12 @@ class BM25Retriever:
         """The best ``k`` documents by BM25; ``query.filters`` must equal their metadata."""
         return self.index.search(query.text, k, query.filters)
 
+    @hookimpl
+    @blocking
+    def aieng_delete(self, ids: Sequence[str]) -> int:
+        """Delete documents by id, commit, and make the deletion visible."""
+        return self.index.delete(ids)
+
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id (blocking: in async code, run it in a worker thread).
 

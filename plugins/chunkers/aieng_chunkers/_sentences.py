@@ -1,0 +1,48 @@
+"""Sentence boundaries (private): where one sentence ends and the next begins."""
+
+from __future__ import annotations
+
+import re
+
+from ._spans import Span, split_long, tile
+
+__all__ = ["sentence_units"]
+
+# A sentence ends at terminal punctuation (with any closing quotes or brackets) followed
+# by whitespace; CJK full stops need no whitespace; a blank line ends a paragraph. The cut
+# goes after the whitespace, which stays with the sentence before it.
+_BOUNDARY = re.compile(
+    r"(?P<stop>[.!?\u2026\u203c\u2047-\u2049]+[\"'\u201d\u2019\u00bb)\]]*\s+)"
+    r"|(?P<cjk>[\u3002\uff01\uff1f]+[\"'\u201d\u2019\u00bb\u300d\u300f)\]\uff09]*\s*)"
+    r"|(?P<para>\n[^\S\n]*\n\s*)"
+)
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
+
+
+def sentence_cuts(text: str, start: int = 0, end: int | None = None) -> list[int]:
+    """Offsets in ``text[start:end]`` where a new sentence begins.
+
+    After ``.``, ``!`` or ``?`` a sentence only ends when the next word does not start in
+    lower case, so ``e.g. this`` and ``3.5 m`` stay whole (a heuristic: no abbreviation
+    list, no language model).
+    """
+    stop = len(text) if end is None else end
+    cuts: list[int] = []
+    for match in _BOUNDARY.finditer(text, start, stop):
+        cut = match.end()
+        if cut >= stop:
+            continue
+        if match.lastgroup == "stop" and text[cut].islower() \
+                and not _BLANK_LINE.search(match.group()):
+            continue
+        cuts.append(cut)
+    return cuts
+
+
+def sentence_units(text: str, span: Span, size: int) -> list[Span]:
+    """The sentences tiling ``span``, each cut to at most ``size`` characters."""
+    start, end = span
+    units: list[Span] = []
+    for sentence in tile([c - start for c in sentence_cuts(text, start, end)], end - start):
+        units.extend(split_long(text, (sentence[0] + start, sentence[1] + start), size))
+    return units

@@ -1,0 +1,104 @@
+"""Spans of text and how chunks are packed from them (private).
+
+Every chunker here cuts a text into *units* (token cells, sentences, markdown blocks) that
+tile it: each unit is a ``(start, end)`` span, the first starts at 0, each starts where the
+previous ended, the last ends at ``len(text)``. Chunks are runs of consecutive units, so
+their spans tile the text too, save the units two chunks share as overlap. That is what
+makes ``text[chunk.start:chunk.end] == chunk.text`` and exact reassembly hold by
+construction.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from aieng_hookspecs.types import Chunk, Document
+
+__all__ = ["Span", "chunks_of", "pack", "split_long", "tile"]
+
+Span = tuple[int, int]
+
+
+def tile(cuts: Iterable[int], length: int) -> list[Span]:
+    """The units between cut positions: ``[0, c1), [c1, c2), ..., [cn, length)``.
+
+    Cuts outside ``(0, length)`` and repeated cuts are ignored.
+    """
+    spans: list[Span] = []
+    start = 0
+    for cut in sorted(set(cuts)):
+        if start < cut < length:
+            spans.append((start, cut))
+            start = cut
+    if start < length:
+        spans.append((start, length))
+    return spans
+
+
+def split_long(text: str, span: Span, size: int) -> list[Span]:
+    """``span`` cut into pieces of at most ``size`` characters.
+
+    A piece ends after the last whitespace that fits, so words stay whole when they can;
+    a word longer than ``size`` is cut, but not in front of a combining mark, which
+    stays with the character it modifies (unless that would leave an empty piece).
+    """
+    start, end = span
+    pieces: list[Span] = []
+    while end - start > size:
+        limit = start + size
+        cut = limit
+        while cut > start + 1 and not text[cut - 1].isspace():
+            cut -= 1
+        if not text[cut - 1].isspace():  # no whitespace in reach: cut the word
+            cut = limit
+            while cut > start + 1 and unicodedata.combining(text[cut]):
+                cut -= 1
+        pieces.append((start, cut))
+        start = cut
+    pieces.append((start, end))
+    return pieces
+
+
+def pack(units: Sequence[Span], size: int, overlap: int = 0,
+         measure: Callable[[Span], int] | None = None) -> list[Span]:
+    """Group consecutive units into chunks whose total measure is at most ``size``.
+
+    :param units: spans tiling a text, each of measure at most ``size``.
+    :param size: the most a chunk may measure.
+    :param overlap: the most units a chunk repeats from the end of the previous one; fewer
+        when they would not fit with at least one new unit.
+    :param measure: a unit's measure; its length in characters by default.
+    :returns: the chunks' spans, in order.
+    """
+    if not units:
+        return []
+    weight = measure if measure is not None else (lambda unit: unit[1] - unit[0])
+    weights = [weight(unit) for unit in units]
+    chunks: list[Span] = []
+    first = 0
+    while True:
+        total, last = weights[first], first + 1
+        while last < len(units) and total + weights[last] <= size:
+            total += weights[last]
+            last += 1
+        chunks.append((units[first][0], units[last - 1][1]))
+        if last == len(units):
+            return chunks
+        # Carry up to ``overlap`` units over, always moving forward, always fitting the
+        # next new unit.
+        first = max(first + 1, last - overlap)
+        while sum(weights[first:last + 1]) > size:
+            first += 1
+
+
+def chunks_of(document: Document, spans: Sequence[Span],
+              metadata: Sequence[Mapping[str, Any]] | None = None) -> list[Chunk]:
+    """The chunks of ``document`` at these spans, with ids ``<document id>#<n>``."""
+    text = document.text
+    return [
+        Chunk(id=f"{document.id}#{index}", document_id=document.id, text=text[start:end],
+              start=start, end=end, metadata=dict(metadata[index]) if metadata else {})
+        for index, (start, end) in enumerate(spans)
+    ]

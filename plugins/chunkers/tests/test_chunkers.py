@@ -1,0 +1,266 @@
+"""The chunkers' own behaviour, and chunking inside ``Pipeline.index``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import aieng_chunkers
+import pytest
+from aieng_chunkers import (
+    MarkdownChunker,
+    MarkdownOptions,
+    SemanticChunker,
+    SemanticOptions,
+    SentenceChunker,
+    SentencesOptions,
+    TokenChunker,
+    TokensOptions,
+)
+from aieng_hookspecs.types import Chunk, Document
+
+from aieng_core import ConfigError, Kernel
+from aieng_core.registry import PluginInfo
+
+Register = Callable[..., AbstractContextManager[PluginInfo]]
+
+
+def texts(chunks: list[Chunk]) -> list[str]:
+    return [chunk.text for chunk in chunks]
+
+
+# -- tokens ------------------------------------------------------------------------------
+
+
+def test_token_windows_with_overlap() -> None:
+    """Windows of 4 tokens step by 4 - 1 = 3 tokens; whitespace stays inside chunks."""
+    chunker = TokenChunker(TokensOptions(size=4, overlap=1))
+    chunks = chunker.aieng_chunk_document(Document("d", "  one two three four five six  seven"))
+    assert texts(chunks) == ["  one two three four ", "four five six  seven"]
+    assert [(c.start, c.end) for c in chunks] == [(0, 21), (16, 36)]
+
+
+def test_a_tokenizer_callable() -> None:
+    """A tokenizer giving token offsets replaces whitespace splitting (here: characters,
+    as a subword tokenizer's offsets would); bad offsets are refused."""
+    chunker = TokenChunker(TokensOptions(size=3, overlap=0),
+                           tokenizer=lambda text: [(i, i + 1) for i in range(len(text))])
+    assert texts(chunker.aieng_chunk_document(Document("d", "abcdefg"))) == ["abc", "def", "g"]
+    backwards = TokenChunker(tokenizer=lambda text: [(2, 3), (0, 1)])
+    with pytest.raises(ValueError, match="in order"):
+        backwards.aieng_chunk_document(Document("d", "abc"))
+
+
+def test_token_options_validate() -> None:
+    """Overlap must be smaller than size; sizes are positive integers."""
+    with pytest.raises(ValueError, match="smaller than size"):
+        TokensOptions(size=4, overlap=4)
+    with pytest.raises(ValueError):
+        TokensOptions(size=0)
+    with pytest.raises(TypeError):
+        TokensOptions(size=True)
+
+
+# -- sentences ---------------------------------------------------------------------------
+
+
+def test_sentences_packed_with_overlap() -> None:
+    """Whole sentences are packed up to the size; overlap repeats the last sentence;
+    abbreviations before a lower-case word and decimals do not end a sentence."""
+    text = "It costs 3.5 euros. Cheap, e.g. for lunch! Next one? Yes. 東京は大きい。とても。"
+    chunks = SentenceChunker(SentencesOptions(size=45, overlap=1)).aieng_chunk_document(
+        Document("d", text))
+    assert texts(chunks) == ["It costs 3.5 euros. Cheap, e.g. for lunch! ",
+                             "Cheap, e.g. for lunch! Next one? Yes. 東京は大きい。",
+                             "東京は大きい。とても。"]
+
+
+def test_a_sentence_longer_than_size_is_cut_at_whitespace() -> None:
+    """A long sentence is cut after the last whitespace that fits; a word longer than the
+    size is cut, keeping combining marks with their letter."""
+    chunks = SentenceChunker(SentencesOptions(size=10)).aieng_chunk_document(
+        Document("d", "alpha beta gamma delta"))
+    assert texts(chunks) == ["alpha ", "beta ", "gamma ", "delta"]
+    word = "e\u0301" * 6  # é as e + combining acute
+    cut = SentenceChunker(SentencesOptions(size=5)).aieng_chunk_document(Document("d", word))
+    assert all(not chunk.text.startswith("\u0301") for chunk in cut)
+    assert "".join(texts(cut)) == word
+
+
+# -- markdown ----------------------------------------------------------------------------
+
+MARKDOWN = """\
+Preamble line.
+
+# Guide
+
+Intro paragraph.
+
+## Install
+
+```sh
+# not a heading: inside a fence
+pip install aieng
+```
+
+Then run it.
+
+# Reference #
+Text right under the heading.
+"""
+
+
+def test_markdown_sections_and_heading_trails() -> None:
+    """Each heading starts a section whose chunks carry the heading trail; a ``#`` line
+    inside fenced code is no heading; sections are never merged."""
+    chunks = MarkdownChunker(MarkdownOptions(size=200)).aieng_chunk_document(
+        Document("d", MARKDOWN))
+    assert [c.metadata["headings"] for c in chunks] == [
+        [], ["Guide"], ["Guide", "Install"], ["Reference"]]
+    assert chunks[2].text.startswith("## Install") and "pip install aieng" in chunks[2].text
+    assert chunks[3].text == "# Reference #\nText right under the heading.\n"
+
+
+def test_markdown_packs_paragraphs_and_keeps_code_blocks_whole() -> None:
+    """Within a section, paragraphs are packed up to the size; a fenced block with blank
+    lines inside stays one unit when it fits."""
+    text = "# T\n\npara one.\n\npara two.\n\n```\na\n\nb\n```\n"
+    chunks = MarkdownChunker(MarkdownOptions(size=16)).aieng_chunk_document(
+        Document("d", text))
+    assert texts(chunks) == ["# T\n\npara one.\n\n", "para two.\n\n", "```\na\n\nb\n```\n"]
+
+
+def test_leading_blank_lines_join_the_first_heading() -> None:
+    """Blank lines before the first heading make no chunk of their own."""
+    chunks = MarkdownChunker().aieng_chunk_document(Document("d", "\n\n# Title\nbody"))
+    assert texts(chunks) == ["\n\n# Title\nbody"]
+    assert chunks[0].metadata["headings"] == ["Title"]
+
+
+# -- semantic ----------------------------------------------------------------------------
+
+TOPICS = ("Cats purr softly. Cats purr loudly. Cats purr often. "
+          "Databases store rows. Databases store tables. Databases store indexes.")
+
+
+@pytest.mark.anyio
+async def test_semantic_breaks_where_the_topic_shifts(hashing_embedder: Any) -> None:
+    """The chunk ends between the last sentence on cats and the first on databases, the
+    adjacent pair least alike; sentences are embedded in batches of ``batch_size``."""
+    chunker = SemanticChunker(SemanticOptions(size=1000, percentile=5.0, batch_size=4),
+                              embedder=hashing_embedder.aieng_embed)
+    chunks = await chunker.aieng_chunk_document(Document("d", TOPICS))
+    assert texts(chunks) == ["Cats purr softly. Cats purr loudly. Cats purr often. ",
+                             ("Databases store rows. Databases store tables. "
+                              "Databases store indexes.")]
+    assert [len(batch) for batch in hashing_embedder.calls] == [4, 2]
+
+
+@pytest.mark.anyio
+async def test_semantic_short_texts_need_no_embedding(hashing_embedder: Any) -> None:
+    """Two sentences or fewer, or a blank document, are chunked without embedding."""
+    chunker = SemanticChunker(embedder=hashing_embedder.aieng_embed)
+    assert await chunker.aieng_chunk_document(Document("d", " \n ")) == []
+    assert texts(await chunker.aieng_chunk_document(Document("d", "One. Two."))) == [
+        "One. Two."]
+    assert hashing_embedder.calls == []
+
+
+@pytest.mark.anyio
+async def test_semantic_without_an_embedder_says_so() -> None:
+    """Outside a pipeline and without ``embedder=``, the chunker explains what it needs."""
+    with pytest.raises(RuntimeError, match="no embedder"):
+        await SemanticChunker().aieng_chunk_document(Document("d", TOPICS))
+
+
+def test_empty_documents_have_no_chunks() -> None:
+    """An empty or blank document gives an empty list from every chunker."""
+    for chunker in (TokenChunker(), SentenceChunker(), MarkdownChunker()):
+        assert chunker.aieng_chunk_document(Document("d", "")) == []
+        assert chunker.aieng_chunk_document(Document("d", "\n\t \u3000")) == []
+
+
+# -- in a pipeline -----------------------------------------------------------------------
+
+LONG = Document("guide", " ".join(f"word{i}" for i in range(40)) + " quokka", title="Guide",
+                metadata={"lang": "en"})
+
+
+@pytest.mark.anyio
+async def test_pipeline_index_chunks_with_the_first_chunker(
+    aieng_kernel: Kernel, register_plugin: Register
+) -> None:
+    """``Pipeline.index`` cuts each document with the first chunker listed and indexes the
+    chunks: each chunk is a document of its own, pointing back at its source and offsets."""
+    config = {
+        "pipeline": {"name": "chunked", "stages": ["retrieve"]},
+        "components": {
+            "cut": {"use": "tokens", "size": 10, "overlap": 2},
+            "other": {"use": "sentences"},
+            "docs": {"use": "memory"},
+        },
+    }
+    with register_plugin(aieng_chunkers, "chunkers") as info:
+        assert info.status == "loaded", info.error
+        pipeline = aieng_kernel.pipeline(config)
+    assert await pipeline.index([LONG]) == 5  # 41 tokens, stride 8
+    result = await pipeline.run("quokka")
+    hit = result.retrieved[0].document
+    assert hit.id == "guide#4" and hit.title == "Guide"
+    assert hit.metadata == {"lang": "en", "document_id": "guide", "start": hit.metadata["start"],
+                            "end": len(LONG.text)}
+    assert LONG.text[hit.metadata["start"]:hit.metadata["end"]] == hit.text
+
+
+@pytest.mark.anyio
+async def test_semantic_chunker_embeds_through_the_pipeline(
+    aieng_kernel: Kernel, register_plugin: Register, hash_embed_plugin: Any
+) -> None:
+    """In a pipeline the semantic chunker embeds sentences with the pipeline's embedding
+    component (``context.embed``)."""
+    config = {
+        "pipeline": {"name": "semantic", "stages": ["retrieve"]},
+        "components": {
+            "cut": {"use": "semantic", "percentile": 5.0},
+            "embedder": {"use": "hash-embed"},
+            "docs": {"use": "memory"},
+        },
+    }
+    with register_plugin(aieng_chunkers, "chunkers"), \
+            register_plugin(hash_embed_plugin, "hash-embed"):
+        pipeline = aieng_kernel.pipeline(config)
+    assert await pipeline.index([Document("topics", TOPICS)]) == 2
+    result = await pipeline.run("databases tables")
+    assert result.retrieved[0].document.id == "topics#1"
+
+
+@pytest.mark.anyio
+async def test_options_are_checked_by_name(aieng_kernel: Kernel,
+                                           register_plugin: Register) -> None:
+    """A misspelled option or an overlap as large as the size fails the load."""
+    with register_plugin(aieng_chunkers, "chunkers"):
+        for bad in ({"use": "tokens", "sise": 3}, {"use": "tokens", "size": 3, "overlap": 3},
+                    {"use": "semantic", "percentile": 120.0}):
+            with pytest.raises(ConfigError, match="components.cut"):
+                aieng_kernel.pipeline({"pipeline": {"name": "bad"},
+                                       "components": {"cut": bad, "docs": {"use": "memory"}}})
+
+
+def test_imports_alone_without_numpy() -> None:
+    """The plugin module imports with warnings as errors and without numpy."""
+    code = ("import sys, aieng_chunkers; "
+            "assert 'numpy' not in sys.modules, 'numpy imported at plugin load'")
+    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True, env=_env())
+
+
+def _env() -> dict[str, str]:
+    """The environment with this plugin's folder first on the path, installed or not."""
+    import os
+    from pathlib import Path
+
+    here = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}

@@ -1,0 +1,106 @@
+"""Properties of every chunker over arbitrary Unicode text: exact offsets, reassembly, sizes."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import anyio
+from aieng_chunkers import (
+    MarkdownChunker,
+    MarkdownOptions,
+    SemanticChunker,
+    SemanticOptions,
+    SentenceChunker,
+    SentencesOptions,
+    TokenChunker,
+    TokensOptions,
+)
+from aieng_chunkers._text import markdown_sections
+from aieng_hookspecs.types import Chunk, Document
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+# Arbitrary Unicode, and text drawn from the characters chunkers care about (whitespace of
+# every kind, sentence ends, headings, fences, combining marks) so that structure is
+# frequent rather than a rare accident.
+_STRUCTURE = list("ab c.!?#\n\n\t`~- 。！\u3000\u00a0\u2028\r\x0b\x1c") + [
+    "\u0301", "é", "# ", "## ", "\n\n", "```", ". A", "e.g. x", "\u2026 "]
+TEXTS = st.one_of(
+    st.text(max_size=300),
+    st.lists(st.sampled_from(_STRUCTURE), max_size=120).map("".join),
+)
+PROPERTY = settings(max_examples=120, deadline=None)
+
+
+def check_tiling(text: str, chunks: list[Chunk], doc_id: str = "doc") -> None:
+    """Blank text gives no chunk; otherwise each chunk is ``text[start:end]``, they come in
+    order, each starts inside or right after the previous one and ends past it, the first
+    starts at 0, the last ends at ``len(text)``, and dropping each chunk's overlap with
+    the previous one reassembles the text exactly."""
+    if not text.strip():
+        assert chunks == []
+        return
+    assert chunks, "a text with content gave no chunk"
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+    rebuilt: list[str] = []
+    previous_start, previous_end = -1, 0
+    for index, chunk in enumerate(chunks):
+        assert chunk.id == f"{doc_id}#{index}" and chunk.document_id == doc_id
+        assert text[chunk.start:chunk.end] == chunk.text
+        assert previous_start < chunk.start <= previous_end < chunk.end
+        rebuilt.append(chunk.text[previous_end - chunk.start:])
+        previous_start, previous_end = chunk.start, chunk.end
+    assert "".join(rebuilt) == text
+
+
+@PROPERTY
+@given(text=TEXTS, size=st.integers(1, 12), data=st.data())
+def test_tokens(text: str, size: int, data: st.DataObject) -> None:
+    """Token windows tile the text; each holds at most ``size`` tokens, every chunk but
+    the last exactly ``size``, and consecutive chunks share exactly ``overlap`` tokens."""
+    overlap = data.draw(st.integers(0, size - 1))
+    chunks = TokenChunker(TokensOptions(size=size, overlap=overlap)) \
+        .aieng_chunk_document(Document("doc", text))
+    check_tiling(text, chunks)
+    for before, chunk in itertools.pairwise(chunks):
+        assert len(before.text.split()) == size
+        assert len(text[chunk.start:before.end].split()) == overlap
+    assert all(len(chunk.text.split()) <= size for chunk in chunks)
+
+
+@PROPERTY
+@given(text=TEXTS, size=st.integers(1, 80), overlap=st.integers(0, 3))
+def test_sentences(text: str, size: int, overlap: int) -> None:
+    """Sentence chunks tile the text and none exceeds ``size`` characters."""
+    chunks = SentenceChunker(SentencesOptions(size=size, overlap=overlap)) \
+        .aieng_chunk_document(Document("doc", text))
+    check_tiling(text, chunks)
+    assert all(len(chunk.text) <= size for chunk in chunks)
+
+
+@PROPERTY
+@given(text=TEXTS, size=st.integers(1, 80))
+def test_markdown(text: str, size: int) -> None:
+    """Markdown chunks tile the text, none exceeds ``size`` characters, and none spans
+    the start of a section."""
+    chunks = MarkdownChunker(MarkdownOptions(size=size)).aieng_chunk_document(
+        Document("doc", text))
+    check_tiling(text, chunks)
+    assert all(len(chunk.text) <= size for chunk in chunks)
+    for section in markdown_sections(text):
+        boundary = section.span[0]
+        assert not any(c.start < boundary < c.end for c in chunks), (
+            f"a chunk spans the section starting at {boundary}")
+
+
+@settings(PROPERTY, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=TEXTS, size=st.integers(1, 80), percentile=st.floats(0, 100))
+def test_semantic(hashing_embedder: Any, text: str, size: int, percentile: float) -> None:
+    """Semantic chunks tile the text and none exceeds ``size`` characters, wherever the
+    embedding breakpoints fall."""
+    chunker = SemanticChunker(SemanticOptions(size=size, percentile=percentile),
+                              embedder=hashing_embedder.aieng_embed)
+    chunks = anyio.run(chunker.aieng_chunk_document, Document("doc", text))
+    check_tiling(text, chunks)
+    assert all(len(chunk.text) <= size for chunk in chunks)

@@ -1,0 +1,293 @@
+"""The on-disk layout of a ``vectors`` index: snapshots plus a write-ahead journal.
+
+::
+
+    PATH/index.json        manifest: format, generation, embedding model, dimension
+    PATH/gen-N/            snapshot N: vectors.npy (float32 rows), documents.jsonl (one row
+                           per vector, with its HNSW key), hnsw.usearch (when built)
+    PATH/journal.jsonl     writes since snapshot N: one JSON line per upsert or delete
+    PATH/LOCK              held (flock) by the one component that has the folder open
+
+Every ``aieng_index`` batch and ``delete`` appends one line to the journal and fsyncs it,
+so a write that returned survives a crash; rewriting the whole snapshot per batch would
+make indexing quadratic. A snapshot is written on close, on ``flush()`` and when the
+journal outgrows the snapshot: into a fresh ``gen-N+1`` folder, then the manifest is
+replaced atomically, then the journal is emptied. Journal lines carry their generation,
+so lines a crash left behind after a snapshot are recognised as already applied.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import numpy as np
+from aieng_hookspecs.types import Document
+
+__all__ = ["FORMAT", "Folder", "Manifest", "Snapshot"]
+
+FORMAT = 1
+MANIFEST = "index.json"
+JOURNAL = "journal.jsonl"
+LOCK = "LOCK"
+
+
+@attrs.frozen
+class Manifest:
+    """What ``index.json`` records."""
+
+    generation: int
+    model: str
+    dim: int
+    next_key: int = 0
+    hnsw: bool = False
+
+
+@attrs.frozen
+class Snapshot:
+    """A snapshot's content: row ``i`` of ``vectors`` belongs to ``documents[i]``."""
+
+    documents: list[Document]
+    keys: list[int]
+    vectors: Any  # np.ndarray[float32] of shape (n, dim)
+    hnsw_file: Path | None
+
+
+def _document_row(doc: Document, key: int | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": doc.id, "text": doc.text}
+    if doc.title:
+        row["title"] = doc.title
+    if doc.metadata:
+        row["metadata"] = doc.metadata
+    if key is not None:
+        row["key"] = key
+    return row
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} cannot be stored: its metadata is not JSON ({exc})") from None
+
+
+def _read_document(row: dict[str, Any]) -> Document:
+    return Document(id=row["id"], text=row["text"], title=row.get("title", ""),
+                    metadata=row.get("metadata") or {})
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Folder:
+    """One index folder: reads and writes its manifest, snapshots and journal."""
+
+    def __init__(self, root: Path) -> None:
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"vectors path {root} exists and is not a folder")
+        self.root = root
+        self._journal: IO[bytes] | None = None
+        self._lock: IO[bytes] | None = None
+        #: bytes appended to the journal since the last snapshot
+        self.journal_bytes = 0
+
+    # -- locking -------------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the folder's lock, so two components never write one index.
+
+        :raises RuntimeError: when another component or process has the folder open.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.root / LOCK, "ab")  # noqa: SIM115 (held until unlock)
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory lock; one writer is the caller's job
+            self._lock = handle
+            return
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise RuntimeError(
+                f"the vectors index at {self.root} is open in another component or process; "
+                "close that pipeline first (one writer per index folder)") from None
+        self._lock = handle
+
+    def unlock(self) -> None:
+        """Release the lock and the journal (closing the files releases the flock)."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    # -- reading -------------------------------------------------------------------------
+
+    def manifest(self) -> Manifest | None:
+        """The manifest, or ``None`` for a folder never written to.
+
+        :raises ValueError: when it is unreadable or of an unknown format.
+        """
+        path = self.root / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != FORMAT:
+                raise ValueError(f"unknown format {data.get('format')!r} (expected {FORMAT})")
+            return Manifest(generation=int(data["generation"]), model=str(data["model"]),
+                            dim=int(data["dim"]), next_key=int(data.get("next_key", 0)),
+                            hnsw=bool(data.get("hnsw", False)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"the vectors index at {self.root} has a bad {MANIFEST}: "
+                             f"{exc}") from None
+
+    def snapshot(self, manifest: Manifest) -> Snapshot:
+        """The snapshot the manifest names (empty for generation 0).
+
+        :raises ValueError: when its files disagree with each other.
+        """
+        if manifest.generation == 0:
+            return Snapshot([], [], np.zeros((0, manifest.dim), np.float32), None)
+        folder = self.root / f"gen-{manifest.generation}"
+        try:
+            vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+            documents: list[Document] = []
+            keys: list[int] = []
+            with open(folder / "documents.jsonl", encoding="utf-8") as handle:
+                for line in handle:
+                    row = json.loads(line)
+                    documents.append(_read_document(row))
+                    keys.append(int(row["key"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"the vectors index at {self.root} has an unreadable snapshot "
+                             f"{folder.name}: {exc}") from None
+        if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape != (
+                len(documents), manifest.dim):
+            raise ValueError(f"the vectors index at {self.root}: snapshot {folder.name} holds "
+                             f"vectors of shape {vectors.shape} for {len(documents)} documents "
+                             f"of dimension {manifest.dim}")
+        hnsw = folder / "hnsw.usearch"
+        return Snapshot(documents, keys, vectors, hnsw if hnsw.exists() else None)
+
+    def journal(self, generation: int) -> Iterator[dict[str, Any]]:
+        """The journal's operations of ``generation``, in order.
+
+        A torn last line (a crash in the middle of an append) ends the journal: it is cut
+        off so that later appends follow a whole line.
+        """
+        path = self.root / JOURNAL
+        if not path.exists():
+            return
+        good = 0
+        with open(path, "rb") as handle:
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break
+                try:
+                    op = json.loads(raw)
+                except ValueError:
+                    break
+                good += len(raw)
+                if op.get("gen") == generation:
+                    yield op
+        if good != path.stat().st_size:
+            with open(path, "r+b") as handle:
+                handle.truncate(good)
+        self.journal_bytes = good
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        """Replace the manifest atomically."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = {"format": FORMAT, **attrs.asdict(manifest)}
+        tmp = self.root / f"{MANIFEST}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.root / MANIFEST)
+        _fsync_dir(self.root)
+
+    def append_upsert(self, generation: int, documents: Sequence[Document],
+                      vectors: Any) -> None:
+        """Journal an upsert of ``documents`` with their (unit, float32) ``vectors``."""
+        blob = base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+        rows = [_document_row(doc) for doc in documents]
+        self._append(_dumps({"gen": generation, "op": "upsert", "documents": rows,
+                             "dim": int(vectors.shape[1]), "vectors": blob.decode("ascii")},
+                            f"document {documents[0].id!r} (or another of its batch)"))
+
+    def append_delete(self, generation: int, ids: Sequence[str]) -> None:
+        """Journal a delete of ``ids``."""
+        self._append(_dumps({"gen": generation, "op": "delete", "ids": list(ids)}, "delete"))
+
+    def _append(self, line: str) -> None:
+        if self._journal is None:
+            self._journal = open(self.root / JOURNAL, "ab")  # noqa: SIM115 (kept open)
+        data = (line + "\n").encode("utf-8")
+        self._journal.write(data)
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+        self.journal_bytes += len(data)
+
+    def write_snapshot(self, manifest: Manifest, documents: Sequence[Document],
+                       keys: Sequence[int], vectors: Any, hnsw: Any) -> None:
+        """Write snapshot ``manifest.generation``, switch the manifest to it, empty the
+        journal and remove older snapshots."""
+        final = self.root / f"gen-{manifest.generation}"
+        tmp = self.root / f"gen-{manifest.generation}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        with open(tmp / "vectors.npy", "wb") as handle:
+            np.save(handle, np.ascontiguousarray(vectors, dtype=np.float32),
+                    allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with open(tmp / "documents.jsonl", "w", encoding="utf-8") as text:
+            text.writelines(_dumps(_document_row(doc, key), f"document {doc.id!r}") + "\n" for doc, key in zip(documents, keys))
+            text.flush()
+            os.fsync(text.fileno())
+        if hnsw is not None:
+            hnsw.save(str(tmp / "hnsw.usearch"))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _fsync_dir(self.root)
+        self.write_manifest(manifest)
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        with open(self.root / JOURNAL, "wb") as handle:
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.journal_bytes = 0
+        for old in self.root.glob("gen-*"):
+            if old.name != final.name:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def decode_vectors(op: dict[str, Any], count: int) -> Any:
+    """The vectors of a journal upsert line, as a float32 array of ``count`` rows."""
+    raw = base64.b64decode(op["vectors"])
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(count, int(op["dim"]))
+
+
+def decode_documents(op: dict[str, Any]) -> list[Document]:
+    """The documents of a journal upsert line."""
+    return [_read_document(row) for row in op["documents"]]

@@ -1,0 +1,416 @@
+"""The store behind ``vectors``: unit vectors in rows, exact and HNSW search (synchronous).
+
+Every public method takes the store's lock and is meant to run in a worker thread (the
+component calls it through ``anyio.to_thread.run_sync``): numpy and usearch work and file
+I/O never run on the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aieng_hookspecs.types import Document
+
+from ._disk import Folder, Manifest, decode_documents, decode_vectors
+from ._filters import matches
+from ._options import VectorsOptions
+
+__all__ = ["VectorStore", "unit_rows"]
+
+# A journal larger than this (and than the snapshot) is folded into a new snapshot.
+_COMPACT_BYTES = 64 * 1024 * 1024
+# HNSW searches with filters ask for this many times k, growing until k hits pass.
+_OVERSAMPLE = 4
+# While the graph is being built, each write also inserts this many waiting rows (or four
+# times its own batch, whichever is more): the build is spread over the writes, so no
+# single index call pays for the whole graph (50k x 384 takes ~50 s on two cores, past
+# the kernel's default 30 s per hook call).
+_CATCH_UP = 2048
+
+
+def unit_rows(raw: Any, count: int) -> Any:
+    """Embedder output as a float32 array of ``count`` unit rows (zero rows stay zero).
+
+    :raises ValueError: when the shape is not ``(count, dim)`` or a value is not finite.
+    """
+    try:
+        array = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the embedder returned something that is no matrix: {exc}") from None
+    if array.ndim != 2 or array.shape[0] != count or array.shape[1] < 1:
+        raise ValueError(f"the embedder returned vectors of shape {array.shape} for {count} "
+                         "texts; expected one non-empty vector per text")
+    if not np.isfinite(array).all():
+        raise ValueError("the embedder returned a vector with NaN or infinite values")
+    # Scale each row by its largest entry first, so squaring never overflows.
+    peak = np.abs(array).max(axis=1, keepdims=True)
+    peak[peak == 0] = 1.0
+    array = array / peak
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (array / norms).astype(np.float32)
+
+
+class VectorStore:
+    """Documents with one unit vector each; cosine search, exact or through HNSW.
+
+    Rows are kept dense: deleting a row moves the last row into its place. Each row also
+    has an HNSW key that never changes while the row lives (keys are never reused), so
+    the graph survives the moves.
+
+    The graph is built progressively: when the index reaches ``exact_below`` rows an empty
+    graph is started, new rows go straight into it, and each write also inserts a slice
+    of the rows still waiting. Until none waits, queries stay exact (and correct). Opening
+    a folder, ``flush`` and ``close`` (which have no time limit) finish the graph.
+    """
+
+    def __init__(self, options: VectorsOptions) -> None:
+        self.options = options
+        self.lock = threading.RLock()
+        self.dim = 0
+        self._matrix = np.zeros((0, 0), np.float32)
+        self._count = 0
+        self._docs: list[Document] = []
+        self._keys: list[int] = []
+        self._rows: dict[str, int] = {}
+        self._key_rows: dict[int, int] = {}
+        self._next_key = 0
+        self._hnsw: Any = None
+        self._waiting: list[int] = []  # keys of rows not yet in the graph, oldest first
+        self._tombstones = 0
+        self._folder: Folder | None = None
+        self._generation = 0
+        self._snapshot_bytes = 0
+        self._model = options.model
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._rows
+
+    @property
+    def uses_hnsw(self) -> bool:
+        """Whether queries are answered by the HNSW graph now."""
+        return (self._hnsw is not None and not self._waiting
+                and self._count >= self.options.exact_below)
+
+    def document(self, doc_id: str) -> Document | None:
+        """The stored document with this id."""
+        with self.lock:
+            row = self._rows.get(doc_id)
+            return None if row is None else self._docs[row]
+
+    # -- writing -------------------------------------------------------------------------
+
+    def upsert(self, documents: Sequence[Document], raw: Any) -> int:
+        """Add or replace documents with their embeddings (``raw``, one row per document).
+
+        :returns: the number of documents written.
+        :raises ValueError: when the vectors' dimension differs from the index's.
+        """
+        vectors = unit_rows(raw, len(documents))
+        latest = {doc.id: index for index, doc in enumerate(documents)}
+        if len(latest) != len(documents):  # one id twice in a batch: the last one wins
+            keep = sorted(latest.values())
+            documents, vectors = [documents[i] for i in keep], vectors[keep]
+        with self.lock:
+            self._check_dim(vectors.shape[1])
+            if self._folder is not None:
+                if self._generation == 0 and not (self._folder.root / "index.json").exists():
+                    self._folder.write_manifest(self._manifest())
+                self._folder.append_upsert(self._generation, documents, vectors)
+            self._apply_upsert(documents, vectors)
+            self._after_write(catch_up=max(_CATCH_UP, 4 * len(documents)))
+            return len(documents)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete documents by id; unknown ids are ignored.
+
+        :returns: the number of documents deleted.
+        """
+        with self.lock:
+            present = list(dict.fromkeys(i for i in ids if i in self._rows))
+            if not present:
+                return 0
+            if self._folder is not None:
+                self._folder.append_delete(self._generation, present)
+            self._apply_delete(present)
+            self._after_write(catch_up=max(_CATCH_UP, 4 * len(present)))
+            return len(present)
+
+    def _check_dim(self, dim: int) -> None:
+        if self.dim == 0:
+            self.dim = dim
+            self._matrix = np.zeros((0, dim), np.float32)
+        elif dim != self.dim:
+            raise ValueError(f"the embedder returned vectors of dimension {dim}; this index "
+                             f"holds vectors of dimension {self.dim} (another model?)")
+
+    def _apply_upsert(self, documents: Sequence[Document], vectors: Any) -> None:
+        new_keys: list[int] = []
+        old_keys: list[int] = []
+        for doc, vector in zip(documents, vectors):
+            row = self._rows.get(doc.id)
+            if row is None:
+                row = self._count
+                self._grow(row + 1)
+                self._count += 1
+                self._docs.append(doc)
+                self._keys.append(-1)
+                self._rows[doc.id] = row
+            else:
+                self._docs[row] = doc
+                old_keys.append(self._keys[row])
+                del self._key_rows[self._keys[row]]
+            key = self._next_key
+            self._next_key += 1
+            self._keys[row] = key
+            self._key_rows[key] = row
+            self._matrix[row] = vector
+            new_keys.append(key)
+        if self._hnsw is not None:
+            if old_keys:
+                self._hnsw_remove(old_keys)
+            rows = [self._key_rows[key] for key in new_keys]
+            self._hnsw.add(np.asarray(new_keys, dtype=np.uint64), self._matrix[rows],
+                           threads=self.options.threads)
+
+    def _apply_delete(self, ids: Sequence[str]) -> None:
+        removed: list[int] = []
+        for doc_id in ids:
+            row = self._rows.pop(doc_id)
+            key = self._keys[row]
+            removed.append(key)
+            del self._key_rows[key]
+            last = self._count - 1
+            if row != last:  # move the last row into the hole
+                self._matrix[row] = self._matrix[last]
+                self._docs[row] = self._docs[last]
+                self._keys[row] = self._keys[last]
+                self._rows[self._docs[row].id] = row
+                self._key_rows[self._keys[row]] = row
+            self._docs.pop()
+            self._keys.pop()
+            self._count = last
+        if self._hnsw is not None:
+            self._hnsw_remove(removed)
+
+    def _hnsw_remove(self, keys: list[int]) -> None:
+        # Waiting keys are not in the graph yet: removing them removes nothing.
+        removed = self._hnsw.remove(np.asarray(keys, dtype=np.uint64))
+        self._tombstones += int(np.sum(removed))
+
+    def _grow(self, rows: int) -> None:
+        if rows <= self._matrix.shape[0]:
+            return
+        capacity = max(rows, int(self._matrix.shape[0] * 1.5) + 16)
+        grown = np.zeros((capacity, self.dim), np.float32)
+        grown[: self._count] = self._matrix[: self._count]
+        self._matrix = grown
+
+    def _after_write(self, catch_up: int = 0) -> None:
+        exact_below = self.options.exact_below
+        if self._hnsw is None:
+            if self._count >= max(exact_below, 1):
+                self._start_graph()
+        elif self._count < exact_below // 2:
+            # Small again: exact search; the hysteresis avoids rebuilding back and forth.
+            self._hnsw, self._waiting = None, []
+        elif self._tombstones > max(self._count, 1024):
+            self._start_graph()  # mostly deleted entries: a fresh graph is smaller and faster
+        self._catch_up(catch_up)
+        folder = self._folder
+        if folder is not None and folder.journal_bytes > max(_COMPACT_BYTES,
+                                                             self._snapshot_bytes):
+            self._write_snapshot()
+
+    def _start_graph(self) -> None:
+        from usearch.index import Index  # imported only when an index grows this large
+
+        self._hnsw = Index(ndim=self.dim, metric="ip", dtype="f32",
+                           connectivity=self.options.connectivity,
+                           expansion_add=self.options.expansion_add,
+                           expansion_search=self.options.expansion_search)
+        self._waiting = list(self._keys)
+        self._tombstones = 0
+
+    def _catch_up(self, limit: int) -> None:
+        """Insert up to ``limit`` waiting rows into the graph (rows deleted or replaced
+        since they were queued are skipped)."""
+        if self._hnsw is None or not self._waiting or limit <= 0:
+            return
+        batch, self._waiting = self._waiting[:limit], self._waiting[limit:]
+        keys = [key for key in batch if key in self._key_rows]
+        if keys:
+            rows = [self._key_rows[key] for key in keys]
+            self._hnsw.add(np.asarray(keys, dtype=np.uint64), self._matrix[rows],
+                           threads=self.options.threads)
+
+    # -- searching -----------------------------------------------------------------------
+
+    def search(self, raw_query: Any, k: int,
+               filters: Mapping[str, Any]) -> list[tuple[Document, float]]:
+        """The ``k`` documents nearest the query vector, best first, with cosine scores.
+
+        Ties are broken by document id, so equal inputs give equal outputs.
+        """
+        query = unit_rows(raw_query, 1)[0]
+        with self.lock:
+            if self._count == 0:
+                return []
+            if query.shape[0] != self.dim:
+                raise ValueError(f"the embedder returned a query vector of dimension "
+                                 f"{query.shape[0]}; this index holds dimension {self.dim}")
+            allowed: Any = None
+            if filters:
+                allowed = np.fromiter(
+                    (r for r in range(self._count) if matches(self._docs[r].metadata, filters)),
+                    dtype=np.int64)
+                if allowed.size == 0:
+                    return []
+            small = self._count if allowed is None else int(allowed.size)
+            if not self.uses_hnsw or small < self.options.exact_below:
+                rows = None if allowed is None else allowed  # None: all rows, no copy
+            else:
+                rows = self._hnsw_candidates(query, k, allowed)
+            return self._rank(query, rows, k)
+
+    def _hnsw_candidates(self, query: Any, k: int, allowed: Any) -> Any:
+        permitted = None if allowed is None else set(allowed.tolist())
+        live = self._count
+        want = k if permitted is None else k * _OVERSAMPLE
+        while True:
+            want = min(want, live)
+            self._hnsw.expansion_search = max(self.options.expansion_search, want)
+            found = self._hnsw.search(query, want, threads=1)
+            rows = [self._key_rows[key] for key in found.keys.tolist() if key in self._key_rows]
+            if permitted is not None:
+                rows = [row for row in rows if row in permitted]
+            if len(rows) >= k or want >= live:
+                return np.asarray(rows, dtype=np.int64)
+            want *= _OVERSAMPLE
+
+    def _rank(self, query: Any, rows: Any, k: int) -> list[tuple[Document, float]]:
+        """The best ``k`` of ``rows`` (all rows when ``None``) by exact cosine."""
+        if rows is None:
+            # A slice is a view: gathering every row by index would copy the matrix.
+            scores = self._matrix[: self._count] @ query
+            rows = np.arange(self._count)
+        else:
+            if rows.size == 0:
+                return []
+            scores = self._matrix[rows] @ query
+        if rows.size > k:
+            # Keep every row tied with the k-th score, then break ties by id below.
+            kth = np.partition(scores, rows.size - k)[rows.size - k]
+            keep = np.nonzero(scores >= kth)[0]
+            rows, scores = rows[keep], scores[keep]
+        pairs = [(min(1.0, max(-1.0, float(score))), self._docs[row])
+                 for row, score in zip(rows.tolist(), scores.tolist())]
+        pairs.sort(key=lambda pair: (-pair[0], pair[1].id))
+        return [(doc, score) for score, doc in pairs[:k]]
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def _manifest(self, generation: int | None = None) -> Manifest:
+        return Manifest(generation=self._generation if generation is None else generation,
+                        model=self._model, dim=self.dim, next_key=self._next_key,
+                        hnsw=self._hnsw is not None and not self._waiting)
+
+    def open(self, root: Path) -> None:
+        """Lock the folder and load the snapshot and journal found there.
+
+        :raises ValueError: when the folder holds an index of another embedding model, or
+            one whose files disagree.
+        :raises RuntimeError: when another component has the folder open.
+        """
+        with self.lock:
+            folder = Folder(root)
+            folder.lock()
+            try:
+                self._load(folder)
+            except BaseException:
+                folder.unlock()
+                raise
+            self._folder = folder
+
+    def _load(self, folder: Folder) -> None:
+        manifest = folder.manifest()
+        if manifest is None:
+            list(folder.journal(0))  # nothing recorded without a manifest: drop a stray one
+            return
+        if manifest.model != self._model:
+            raise ValueError(
+                f"the vectors index at {folder.root} was built with embedding model "
+                f"{manifest.model or '(the default)'!r}, and this component embeds with "
+                f"{self._model or '(the default)'!r}: use another path, or re-index")
+        snapshot = folder.snapshot(manifest)
+        self._generation = manifest.generation
+        self.dim = manifest.dim
+        self._matrix = np.array(snapshot.vectors, dtype=np.float32, copy=True)
+        self._count = len(snapshot.documents)
+        self._docs = list(snapshot.documents)
+        self._keys = list(snapshot.keys)
+        self._rows = {doc.id: row for row, doc in enumerate(self._docs)}
+        self._key_rows = {key: row for row, key in enumerate(self._keys)}
+        self._next_key = max(manifest.next_key, max(self._keys, default=-1) + 1)
+        self._snapshot_bytes = int(self._matrix.nbytes)
+        if snapshot.hnsw_file is not None:
+            self._restore_hnsw(snapshot.hnsw_file)
+        for op in folder.journal(manifest.generation):
+            if op.get("op") == "upsert":
+                docs = decode_documents(op)
+                self._check_dim(int(op["dim"]))
+                self._apply_upsert(docs, decode_vectors(op, len(docs)))
+            elif op.get("op") == "delete":
+                self._apply_delete([i for i in op["ids"] if i in self._rows])
+        self._after_write()
+        self._catch_up(len(self._waiting))  # opening has no time limit: finish the graph
+
+    def _restore_hnsw(self, path: Path) -> None:
+        from usearch.index import Index
+
+        index: Any = Index.restore(str(path))
+        if index is None or len(index) != self._count or index.ndim != self.dim:
+            self._start_graph()  # a stale or foreign graph: rebuild from the vectors
+            return
+        index.expansion_search = self.options.expansion_search
+        self._hnsw, self._waiting, self._tombstones = index, [], 0
+
+    def flush(self) -> None:
+        """Finish the graph, then fold the journal into a new snapshot (in a folder, when
+        anything was written since the last one)."""
+        with self.lock:
+            self._catch_up(len(self._waiting))
+            folder = self._folder
+            if folder is None:
+                return
+            if folder.journal_bytes == 0 and (folder.root / "index.json").exists():
+                return
+            if self.dim == 0:
+                return  # never written: leave the folder empty
+            self._write_snapshot()
+
+    def _write_snapshot(self) -> None:
+        assert self._folder is not None
+        generation = self._generation + 1
+        graph = self._hnsw if not self._waiting else None  # an unfinished graph is rebuilt
+        self._folder.write_snapshot(self._manifest(generation), self._docs, self._keys,
+                                    self._matrix[: self._count], graph)
+        self._generation = generation
+        self._snapshot_bytes = int(self._count * self.dim * 4)
+
+    def close(self) -> None:
+        """Flush and release the folder."""
+        with self.lock:
+            try:
+                self.flush()
+            finally:
+                if self._folder is not None:
+                    self._folder.unlock()
+                    self._folder = None

@@ -1,0 +1,303 @@
+"""``vectors``: embedding through the pipeline, persistence, upsert / delete, filters."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from aieng_hookspecs.types import Document, Hit, Query
+from aieng_vectors import VectorIndex, VectorsOptions
+
+from aieng_core import HookError, Kernel
+
+DOCS = [
+    Document("rrf", "Reciprocal rank fusion merges ranked lists.", metadata={"lang": "en"}),
+    Document("bm25", "BM25 scores term frequency and inverse document frequency.",
+             metadata={"lang": "en", "draft": True}),
+    Document("hnsw", "HNSW is a layered graph for nearest neighbour search.",
+             metadata={"lang": "en", "draft": 1}),
+    Document("lora", "LoRA learns low-rank updates to weight matrices.",
+             title="Finetuning", metadata={"lang": "de"}),
+    Document("quant", "Quantization stores int8 weights to speed up inference."),
+]
+
+
+def ids(hits: list[Hit]) -> list[str]:
+    return [hit.document.id for hit in hits]
+
+
+def index_with(embedder: Any, **options: Any) -> VectorIndex:
+    return VectorIndex(VectorsOptions(**options), embedder=embedder.aieng_embed)
+
+
+@pytest.mark.anyio
+async def test_embeds_through_the_pipeline_in_batches(
+    aieng_kernel: Kernel, hashing_embedder: Any
+) -> None:
+    """Without an injected embedder, documents and queries are embedded through
+    ``context.embed`` (the pipeline's ``aieng_embed``), in batches of ``batch_size``."""
+    index = VectorIndex(VectorsOptions(batch_size=2))
+    pipeline = aieng_kernel.compose({"dense": index, "embedder": hashing_embedder},
+                                    stages=["retrieve"], stage={"retrieve": {"k": 2}})
+    assert await pipeline.index(DOCS) == len(DOCS)
+    assert [len(batch) for batch in hashing_embedder.calls] == [2, 2, 1]
+    assert hashing_embedder.calls[1][1] == "Finetuning\n\nLoRA learns low-rank updates to " \
+        "weight matrices."  # the title is embedded with the text
+    result = await pipeline.run("layered graph for nearest neighbour search")
+    assert ids(list(result.retrieved))[0] == "hnsw"
+    assert all(hit.source == "vectors" for hit in result.retrieved)
+    assert len(result.retrieved) == 2
+    assert hashing_embedder.calls[-1] == ["layered graph for nearest neighbour search"]
+
+
+@pytest.mark.anyio
+async def test_without_any_embedder_says_what_to_install(aieng_kernel: Kernel) -> None:
+    """A pipeline with no embedding component, on a kernel without the default embedder,
+    fails to index with an error naming the fix."""
+    pipeline = aieng_kernel.compose({"dense": VectorIndex()}, stages=["retrieve"])
+    with pytest.raises(HookError, match="aieng-transformers"):
+        await pipeline.index(DOCS)
+
+
+@pytest.mark.anyio
+async def test_empty_query_and_empty_index_embed_nothing(hashing_embedder: Any) -> None:
+    """An empty index or a blank query returns no hits without calling the embedder."""
+    index = index_with(hashing_embedder)
+    assert await index.aieng_retrieve(Query("anything"), 3) == []
+    await index.aieng_index(DOCS)
+    calls = len(hashing_embedder.calls)
+    assert await index.aieng_retrieve(Query("  \n"), 3) == []
+    assert len(hashing_embedder.calls) == calls
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("exact_below", [0, 50_000], ids=["hnsw", "exact"])
+async def test_upsert_replaces_and_delete_removes(hashing_embedder: Any,
+                                                  exact_below: int) -> None:
+    """Indexing an existing id replaces it; deleting removes it, the rest stay findable."""
+    index = index_with(hashing_embedder, exact_below=exact_below)
+    await index.aieng_index(DOCS)
+    new = attrs.evolve(DOCS[0], text="Quokka marmalade zeppelin.")
+    assert await index.upsert([new, attrs.evolve(new, text="Quokka marmalade zeppelin!")]) == 1
+    assert len(index) == len(DOCS)
+    hits = await index.aieng_retrieve(Query("quokka marmalade zeppelin"), 1)
+    assert hits[0].document.text == "Quokka marmalade zeppelin!"  # the batch's last wins
+    assert await index.delete(["bm25", "rrf", "nope", "rrf"]) == 2
+    assert len(index) == len(DOCS) - 2 and "bm25" not in index
+    assert await index.delete(["bm25"]) == 0
+    assert await index.get("rrf") is None
+    for doc in DOCS[2:]:  # rows moved by the deletes still map to their documents
+        hits = await index.aieng_retrieve(Query(doc.text), 3)
+        assert ids(hits)[0] == doc.id
+        assert hits[0].document == doc
+    assert set(ids(await index.aieng_retrieve(Query("weights"), 10))) == {"hnsw", "lora",
+                                                                          "quant"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("exact_below", [0, 50_000], ids=["hnsw", "exact"])
+async def test_metadata_filters(hashing_embedder: Any, exact_below: int) -> None:
+    """Filters keep documents whose metadata equals every filter value; booleans are not
+    numbers, and a missing key reads as null."""
+    index = index_with(hashing_embedder, exact_below=exact_below)
+    await index.aieng_index(DOCS)
+
+    async def find(**filters: Any) -> set[str]:
+        return set(ids(await index.aieng_retrieve(Query("weights graph fusion", filters=filters),
+                                                  10)))
+
+    assert await find(lang="en") == {"rrf", "bm25", "hnsw"}
+    assert await find(lang="de") == {"lora"}
+    assert await find(lang="en", draft=True) == {"bm25"}
+    assert await find(draft=1) == {"hnsw"}
+    assert await find(draft=1.0) == {"hnsw"}
+    assert await find(lang=None) == {"quant"}
+    assert await find(lang="fr") == set()
+
+
+@pytest.mark.anyio
+async def test_filters_on_the_hnsw_path_match_an_exact_scan(table_embedder: Any) -> None:
+    """With HNSW and a filter that keeps a minority of documents, the search widens its
+    candidate list until it has k hits, agreeing with an exact filtered scan."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((400, 16))
+    table = {f"d{i}": vectors[i].tolist() for i in range(400)}
+    table["query"] = rng.standard_normal(16).tolist()
+    docs = [Document(f"d{i}", f"d{i}", metadata={"shard": i % 10}) for i in range(400)]
+    embedder = table_embedder(table)
+    approx = index_with(embedder, exact_below=20)
+    exact = index_with(embedder)
+    for index in (approx, exact):
+        await index.aieng_index(docs)
+    assert approx.uses_hnsw and not exact.uses_hnsw
+    query = Query("query", filters={"shard": 3})
+    got = await approx.aieng_retrieve(query, 10)
+    want = await exact.aieng_retrieve(query, 10)
+    assert len(got) == 10 and all(hit.document.metadata["shard"] == 3 for hit in got)
+    assert len(set(ids(got)) & set(ids(want))) >= 9
+
+
+@pytest.mark.anyio
+async def test_switches_to_hnsw_at_the_threshold(hashing_embedder: Any) -> None:
+    """Below ``exact_below`` vectors search is exact; from it on, HNSW; well below it
+    again (half), exact once more."""
+    index = index_with(hashing_embedder, exact_below=4)
+    await index.aieng_index(DOCS[:3])
+    assert not index.uses_hnsw
+    await index.aieng_index(DOCS[3:])
+    assert index.uses_hnsw
+    assert ids(await index.aieng_retrieve(Query(DOCS[4].text), 1)) == ["quant"]
+    await index.delete([d.id for d in DOCS[:4]])
+    assert not index.uses_hnsw
+    assert ids(await index.aieng_retrieve(Query(DOCS[4].text), 1)) == ["quant"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("exact_below", [0, 50_000], ids=["hnsw", "exact"])
+async def test_persists_across_close_and_reopen(
+    aieng_kernel: Kernel, hashing_embedder: Any, tmp_path: Path, exact_below: int
+) -> None:
+    """A folder index written by one pipeline, closed, is found whole by a new component
+    on the same path: ids, texts, metadata, deletes and replacements included."""
+    path = tmp_path / "idx"
+    options = VectorsOptions(path=str(path), exact_below=exact_below)
+    first = aieng_kernel.compose({"dense": VectorIndex(options), "emb": hashing_embedder},
+                                 stages=["retrieve"])
+    await first.index(DOCS)
+    dense = first.components["dense"]
+    assert isinstance(dense, VectorIndex)
+    await dense.delete(["rrf"])
+    await dense.upsert([attrs.evolve(DOCS[1], text="BM25 was replaced by a quokka.")])
+    await first.aclose()
+    assert (path / "index.json").exists() and (path / "journal.jsonl").stat().st_size == 0
+
+    reopened = VectorIndex(options, embedder=hashing_embedder.aieng_embed)
+    second = aieng_kernel.compose({"dense": reopened}, stages=["retrieve"])
+    await second.open()
+    assert len(reopened) == len(DOCS) - 1 and "rrf" not in reopened
+    assert reopened.uses_hnsw == (exact_below == 0)
+    hits = await reopened.aieng_retrieve(Query("replaced by a quokka"), 1)
+    assert hits[0].document == attrs.evolve(DOCS[1], text="BM25 was replaced by a quokka.")
+    assert (await reopened.aieng_retrieve(Query(DOCS[3].text), 1))[0].document == DOCS[3]
+    await reopened.aieng_index([Document("new", "A fresh document after reopening.")])
+    await second.aclose()
+    third = VectorIndex(options, embedder=hashing_embedder.aieng_embed)
+    assert await third.get("new") == Document("new", "A fresh document after reopening.")
+    await third.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_crash_loses_no_returned_write(hashing_embedder: Any, tmp_path: Path) -> None:
+    """Every write that returned is in the journal: a copy of the folder taken while the
+    index is open (as a crash leaves it), with a torn last line, loads every document."""
+    live = index_with(hashing_embedder, path=str(tmp_path / "live"))
+    await live.aieng_index(DOCS[:3])
+    await live.flush()  # a snapshot, then journalled writes on top of it
+    await live.aieng_index(DOCS[3:])
+    await live.delete(["bm25"])
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "live", crashed)
+    torn = b'{"gen": 1, "op": "upsert", "documents": [{"id": "half'
+    journal = crashed / "journal.jsonl"
+    journal.write_bytes(journal.read_bytes() + torn)
+    await live.aclose()
+
+    recovered = index_with(hashing_embedder, path=str(crashed))
+    assert await recovered.get("quant") == DOCS[4]
+    assert len(recovered) == len(DOCS) - 1 and "bm25" not in recovered
+    await recovered.aieng_index([Document("after", "Written after the recovery.")])
+    await recovered.aclose()
+    again = index_with(hashing_embedder, path=str(crashed))
+    assert await again.get("after") is not None and len(again) == len(DOCS)
+    await again.aclose()
+
+
+@pytest.mark.anyio
+async def test_one_component_per_folder(hashing_embedder: Any, tmp_path: Path) -> None:
+    """A second component opening a folder that another holds open fails, naming why."""
+    first = index_with(hashing_embedder, path=str(tmp_path))
+    await first.aieng_index(DOCS)
+    second = index_with(hashing_embedder, path=str(tmp_path))
+    with pytest.raises(RuntimeError, match="open in another component"):
+        await second.aieng_retrieve(Query("x"), 1)
+    await first.aclose()
+    third = index_with(hashing_embedder, path=str(tmp_path))
+    assert len(await third.aieng_retrieve(Query("fusion"), 10)) == len(DOCS)
+    await third.aclose()
+
+
+@pytest.mark.anyio
+async def test_refuses_another_model_or_dimension(hashing_embedder: Any,
+                                                  tmp_path: Path) -> None:
+    """A folder built with one embedding model is not searched with another's vectors, and
+    vectors of another dimension are refused."""
+    first = index_with(hashing_embedder, path=str(tmp_path), model="hash-64")
+    await first.aieng_index(DOCS)
+    await first.aclose()
+    other = index_with(hashing_embedder, path=str(tmp_path), model="minilm")
+    with pytest.raises(ValueError, match="built with embedding model 'hash-64'"):
+        await other.aieng_retrieve(Query("x"), 1)
+
+    index = index_with(hashing_embedder)
+    await index.aieng_index(DOCS)
+    index._embedder = type(hashing_embedder)(dim=8).aieng_embed
+    with pytest.raises(ValueError, match="dimension 8"):
+        await index.aieng_index([Document("short", "short vectors")])
+
+
+@pytest.mark.anyio
+async def test_bad_embedder_output_is_refused(table_embedder: Any) -> None:
+    """Vectors with NaN, or too few of them, fail the call and store nothing."""
+    index = index_with(table_embedder({"a": [1.0, float("nan")], "b": [1.0, 2.0]}))
+    with pytest.raises(ValueError, match="NaN"):
+        await index.aieng_index([Document("a", "a")])
+    assert len(index) == 0
+    short = VectorIndex(embedder=lambda texts, model: [[1.0, 0.0]])
+    with pytest.raises(ValueError, match="1 vectors for 2 texts"):
+        await short.aieng_index([Document("a", "a"), Document("b", "b")])
+
+
+@pytest.mark.anyio
+async def test_ties_are_broken_by_id(table_embedder: Any) -> None:
+    """Documents at the same distance come back in id order, whatever the insertion
+    order, so equal inputs give equal outputs."""
+    table = {"z": [1.0, 0.0], "a": [1.0, 0.0], "m": [1.0, 0.0], "q": [2.0, 0.0],
+             "far": [0.0, 1.0]}
+    index = index_with(table_embedder(table))
+    await index.aieng_index([Document(t, t) for t in ("z", "far", "a", "m")])
+    hits = await index.aieng_retrieve(Query("q"), 2)
+    assert ids(hits) == ["a", "m"] and hits[0].score == pytest.approx(1.0)
+    assert [hit.rank for hit in hits] == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_the_graph_is_built_across_writes(table_embedder: Any) -> None:
+    """Reaching ``exact_below`` starts the HNSW graph without building it whole in that
+    call: each write inserts a slice of the waiting rows, queries stay exact (and right)
+    until the graph is complete, and ``flush`` finishes it at once."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    table = {f"d{i}": row for i, row in enumerate(rng.standard_normal((3_300, 8)).tolist())}
+    embedder = table_embedder(table)
+    docs = [Document(f"d{i}", f"d{i}") for i in range(3_300)]
+    index = index_with(embedder, exact_below=3_000, batch_size=1_000)
+    for start in range(0, 3_000, 100):
+        await index.aieng_index(docs[start:start + 100])
+    assert not index.uses_hnsw  # 3,000 rows waiting, 2,048 inserted by the crossing write
+    assert ids(await index.aieng_retrieve(Query("d5"), 1)) == ["d5"]
+    await index.aieng_index(docs[3_000:3_100])
+    assert index.uses_hnsw  # the next write inserted the rest
+    assert ids(await index.aieng_retrieve(Query("d3050"), 1)) == ["d3050"]
+
+    fresh = index_with(embedder, exact_below=3_000, batch_size=1_000)
+    for start in range(0, 3_000, 100):
+        await fresh.aieng_index(docs[start:start + 100])
+    assert not fresh.uses_hnsw
+    await fresh.flush()
+    assert fresh.uses_hnsw
