@@ -27,11 +27,16 @@ $(STAMP): pyproject.toml hookspecs/pyproject.toml constraints.txt $(PLUGINS)
 
 install: $(STAMP)
 
+# The main job: index this repository's docs (BM25 on disk + MiniLM vectors), then answer
+# questions with hybrid retrieval -> rerank -> SmolLM2, printing sources, per-stage latency
+# and TTFT / TPOT. The first run converts the shipped GGUF model once (~20 s).
+DEMO_PIPELINE := examples/pipelines/rag.toml
 demo: install
 	$(BIN)/aieng plugins
-	$(BIN)/aieng run examples/pipelines/docs-qa.toml "How do I write a plugin?" --explain
-	$(BIN)/aieng run examples/pipelines/docs-qa.toml "What does the dispatcher do when a hook times out?"
-	$(BIN)/aieng run examples/pipelines/docs-qa.toml "How are events delivered to slow subscribers?"
+	$(BIN)/aieng index $(DEMO_PIPELINE) docs
+	$(BIN)/aieng ask $(DEMO_PIPELINE) --stream --max-tokens 160 "How do I write a plugin?"
+	$(BIN)/aieng ask $(DEMO_PIPELINE) --stream --max-tokens 160 "What does the dispatcher do when a hook times out?"
+	$(BIN)/aieng ask $(DEMO_PIPELINE) --stream --max-tokens 160 "How are events delivered to slow subscribers?"
 
 typecheck: install
 	$(BIN)/mypy

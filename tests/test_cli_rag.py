@@ -69,3 +69,16 @@ def test_index_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     pipeline.write_text(PIPELINE)
     code, _, err = invoke("index", str(pipeline), str(tmp_path / "nope"))
     assert code == 2 and "does not exist" in err
+
+
+def test_ask_max_tokens_limits_the_answer(tmp_path: Path) -> None:
+    """--max-tokens reaches the backend: the extractive answer is cut to that many words."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Pluggy\n\nPluggy is the plugin system of pytest and tox.\n")
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(PIPELINE.replace('use = "memory"\n',
+                                         f'use = "memory"\ndocuments = "{docs}"\n'))
+    code, out, err = invoke("ask", str(pipeline), "what is pluggy", "--json", "--max-tokens", "3")
+    assert code == 0, err
+    assert json.loads(out)["answer"] == "Pluggy is the"

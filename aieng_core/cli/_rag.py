@@ -13,6 +13,8 @@ from typing import Any
 import attrs
 import click
 
+from aieng_hookspecs.types import Message, Request
+
 from . import _present
 from ._app import cli, kernel_of
 
@@ -85,9 +87,13 @@ def _timings(result: Any) -> dict[str, Any]:
               help="Print answer, citations, hits (ids, scores) and timings as JSON.")
 @click.option("--stream/--no-stream", default=None,
               help="Stream the answer (default: when stdout is a terminal).")
+@click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True,
+              help="The most tokens the answer may take.")
+@click.option("--temperature", type=click.FloatRange(0.0), default=0.0, show_default=True,
+              help="0 decodes greedily.")
 @click.pass_context
 def ask(ctx: click.Context, pipeline: Path, question: str, as_json: bool,
-        stream: bool | None) -> None:
+        stream: bool | None, max_tokens: int, temperature: float) -> None:
     """Ask PIPELINE a QUESTION: the answer with its cited sources and timings."""
     import anyio
 
@@ -105,7 +111,9 @@ def ask(ctx: click.Context, pipeline: Path, question: str, as_json: bool,
     async def go() -> Any:
         async with kernel:
             built = kernel.load_pipeline(pipeline)
-            return await built.run(question, on_delta=on_delta if stream else None)
+            request = Request(messages=[Message("user", question)], max_tokens=max_tokens,
+                              temperature=temperature)
+            return await built.run(request, on_delta=on_delta if stream else None)
 
     result = anyio.run(go)
     data = {

@@ -21,7 +21,7 @@ import torch
 from aieng_hookspecs.types import Message, Request, TokenLogprob, Usage
 
 from ._convert import dtype_argument
-from ._sampling import choose, make_generator
+from ._sampling import choose, make_generator, penalize
 from ._templates import TEMPLATES, ChatTemplate, TemplateName
 from ._text import IncrementalDecoder, StopBuffer, clean
 
@@ -71,6 +71,8 @@ class CausalLM:
         limit = getattr(model.config, "max_position_embeddings", None)
         self.context_length: int | None = limit if isinstance(limit, int) else None
         self.template: ChatTemplate | None = None
+        #: see ``SmolLM2Options.repetition_penalty`` (1.0: off).
+        self.repetition_penalty = 1.0
         if template != "auto":
             self.template = TEMPLATES[template]
         elif not getattr(tokenizer, "chat_template", None):
@@ -235,6 +237,7 @@ class Generation:
         self._cancelled = threading.Event()
         self.prompt_tokens = len(prompt)
         self.completion_tokens = 0
+        self._generated: set[int] = set()
         self.finish: Finish | None = None
         #: Every generated token (end-of-sequence included) with its log-probability
         #: under the model, when log-probabilities were asked for.
@@ -260,10 +263,13 @@ class Generation:
             limit = min(limit, lm.context_length - self.prompt_tokens)
         while True:
             logits, self._cache = lm.forward(self._pending, self._cache)
+            if lm.repetition_penalty != 1.0 and self._generated:
+                logits = penalize(logits, self._generated, lm.repetition_penalty)
             token = choose(logits, temperature=request.temperature, top_k=request.top_k,
                            top_p=request.top_p, generator=self._generator) \
                 if self._generator is not None else int(torch.argmax(logits).item())
             self.completion_tokens += 1
+            self._generated.add(token)
             if spent is not None:
                 logprob = min(0.0, float(torch.log_softmax(logits, dim=-1)[token]))
                 spent += logprob

@@ -85,6 +85,7 @@ class SmolLM2Backend:
                         "config.json) nor a .gguf file")
                 self._lm = CausalLM.load(folder, template=self.options.chat_template,
                                          device=self.options.device)
+                self._lm.repetition_penalty = self.options.repetition_penalty
                 log.info("model.loaded", model=self.model, folder=str(folder),
                          seconds=round(time.perf_counter() - started, 3))
             return self._lm

@@ -60,11 +60,17 @@ class SmolLM2Options:
     :param chat_template: ``auto`` (the tokenizer's template, ChatML when it has none),
         ``chatml``, ``llama2`` or ``alpaca``.
     :param device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``xpu``.
+    :param repetition_penalty: divide (multiply, when negative) the logit of every token
+        already *generated* by this factor before choosing the next one (1.0: off). Prompt
+        tokens are not penalized, so quoting the retrieved context stays free; small
+        models looping on one phrase under greedy decoding is what this is for.
     """
 
     path: str | None = attrs.field(default=None, validator=_opt_str)
     model: str | None = attrs.field(default=None, validator=_opt_str)
     cache_dir: str | None = attrs.field(default=None, validator=_opt_str)
+    repetition_penalty: float = attrs.field(
+        default=1.0, validator=[v.instance_of(float), v.ge(1.0), v.le(10.0)])
     chat_template: TemplateName = attrs.field(
         default="auto", validator=v.in_(("auto", "chatml", "llama2", "alpaca")))
     device: str = attrs.field(default="cpu", validator=_device)

@@ -11,7 +11,7 @@ import secrets
 
 import torch
 
-__all__ = ["choose", "make_generator"]
+__all__ = ["choose", "make_generator", "penalize"]
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
@@ -51,3 +51,12 @@ def choose(
                                     float("-inf"))
     probabilities = torch.softmax(scores, dim=-1)
     return int(torch.multinomial(probabilities, 1, generator=generator).item())
+
+
+def penalize(logits: torch.Tensor, tokens: set[int], penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty (Keskar et al., 2019): the logits of ``tokens`` divided by
+    ``penalty`` when positive, multiplied when negative. Returns a new tensor."""
+    index = torch.tensor(sorted(tokens), dtype=torch.long, device=logits.device)
+    picked = logits.index_select(0, index)
+    adjusted = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return logits.index_copy(0, index, adjusted)

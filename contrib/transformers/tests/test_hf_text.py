@@ -92,3 +92,16 @@ def test_clean_replaces_lone_surrogates() -> None:
     """Text UTF-8 cannot encode is repaired instead of failing in the tokenizer."""
     assert clean("a\ud800b") == "a\ufffdb"
     assert clean("ok ✓") == "ok ✓"
+
+
+def test_repetition_penalty_lowers_only_the_given_tokens() -> None:
+    """The penalty divides positive and multiplies negative logits of the given tokens,
+    and leaves the others alone."""
+    import torch
+
+    from aieng_transformers._sampling import penalize
+
+    logits = torch.tensor([2.0, -2.0, 1.0, 0.5])
+    out = penalize(logits, {0, 1}, 2.0)
+    assert out.tolist() == [1.0, -4.0, 1.0, 0.5]
+    assert logits.tolist() == [2.0, -2.0, 1.0, 0.5]  # a new tensor, the input untouched
