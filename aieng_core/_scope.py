@@ -20,6 +20,8 @@ class RunScope:
     pipeline: str
     publish: Callable[[Event], None]
     trace: list[Event] = attrs.field(factory=list)
+    #: the stage running now (components' context calls follow its policy).
+    stage: str = ""
 
     def emit(self, event: Event) -> None:
         """Record the event in the run's trace and publish it."""

@@ -12,6 +12,7 @@ from aieng_hookspecs.types import Completion, Event, ModelCall, Request, uncheck
 
 from .._errors import HookError
 from .._scope import CURRENT_RUN
+from ..dispatch import StagePolicy
 from ._stages import _parameters
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class ComponentContext:
         pipeline = self._pipeline
         found = await pipeline.dispatcher.first(
             "aieng_embed", {"texts": list(texts), "model": model}, stage="embed",
-            policy=pipeline.config.policy("retrieve"))
+            policy=self._policy())
         if found is None:
             fallback = await pipeline.kernel.default_embedder()
             if fallback is None:
@@ -70,8 +71,7 @@ class ComponentContext:
         pipeline = self._pipeline
         started = time.perf_counter()
         found = await pipeline.dispatcher.first("aieng_generate", {"request": request},
-                                                stage="generate",
-                                                policy=pipeline.config.policy("generate"))
+                                                stage="generate", policy=self._policy())
         if found is None:
             raise LookupError(f"no backend of pipeline {pipeline.name!r} answered "
                               f"(model {request.model!r}) for component {self._component!r}")
@@ -85,6 +85,13 @@ class ComponentContext:
                             raw_output=completion.text, usage=completion.usage,
                             duration_s=time.perf_counter() - started))
         return completion
+
+    def _policy(self) -> StagePolicy:
+        """The calling stage's timeout and error policy; the pipeline's outside a run."""
+        scope = CURRENT_RUN.get()
+        if scope is not None and scope.pipeline == self._pipeline.name and scope.stage:
+            return self._pipeline.config.policy(scope.stage)
+        return self._pipeline.default_policy
 
     def emit(self, event: Event) -> None:
         """Publish an event; in a run it joins the run's trace. Empty ids are filled in."""

@@ -91,6 +91,7 @@ class Pipeline:
         self._policies = {stage: config.policy(stage) for stage in self.stages}
         # Indexing is no stage of a run: it follows the pipeline's own timeout and policy.
         self._index_policy = config.policy("index")
+        self.default_policy = self._index_policy
         # Run ids: a random prefix per pipeline plus a counter: unique, and cheaper than uuid4.
         self._run_prefix = uuid.uuid4().hex[:10]
         self._run_counter = itertools.count(1)
@@ -244,6 +245,7 @@ class Pipeline:
                 if state.cache_hit is not None and stage in SKIPPED_ON_HIT:
                     continue
                 policy = self._policies[stage]
+                scope.stage = stage
                 if announce:
                     scope.emit(unchecked(StageStarted, run_id=scope.run_id, pipeline=self.name,
                                             stage=stage))

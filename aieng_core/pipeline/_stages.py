@@ -31,7 +31,7 @@ from aieng_hookspecs.types import (
 
 from .._errors import HookError
 from .._scope import RunScope
-from ..dispatch import Dispatcher, StagePolicy
+from ..dispatch import Dispatcher, StagePolicy, first_hook_error
 from ..fusion import reciprocal_rank_fusion
 
 __all__ = ["STAGE_FUNCTIONS", "RunState"]
@@ -171,10 +171,26 @@ async def retrieve(state: RunState, policy: StagePolicy) -> str:
     if state.dispatcher.impls("aieng_query_expand"):
         state.expansions = tuple(await _expansions(state, policy))
         queries.extend(state.expansions)
-    for number, query in enumerate(queries):
-        gathered = await state.dispatcher.gather(
+    found: list[list[tuple[Any, str]]] = [[] for _ in queries]
+
+    async def search(number: int, query: Query) -> None:
+        found[number] = await state.dispatcher.gather(
             "aieng_retrieve", {"query": query, "k": state.k_retrieve},
             stage=stage, policy=policy)
+
+    if len(queries) == 1:
+        await search(0, queries[0])
+    else:  # the original query and every expansion are searched concurrently
+        try:
+            async with anyio.create_task_group() as tg:
+                for number, query in enumerate(queries):
+                    tg.start_soon(search, number, query)
+        except BaseExceptionGroup as group:
+            failure = first_hook_error(group)
+            if failure is None:
+                raise
+            raise failure from None
+    for number, gathered in enumerate(found):
         for value, plugin in gathered:
             key = plugin if number == 0 else f"{plugin}@{number}"
             state.runs[key] = _expect_hits(value, "aieng_retrieve", plugin, stage)[

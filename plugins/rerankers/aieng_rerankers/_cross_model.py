@@ -1,0 +1,106 @@
+"""A loaded cross-encoder: tokenizer and sequence-classification model (torch)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CrossEncoderModel", "ModelNotFound", "clean"]
+
+
+class ModelNotFound(FileNotFoundError):
+    """The cross-encoder folder is missing or is not a Hugging Face model folder."""
+
+
+def clean(text: str) -> str:
+    """``text`` with lone surrogates (which UTF-8, hence the tokenizer, cannot encode)
+    replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
+
+
+def model_folder(path: str) -> Path:
+    """The model folder named by ``path``.
+
+    :raises ModelNotFound: when it holds no ``config.json``, saying how to get one.
+    """
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ModelNotFound(
+            f"{str(folder)!r} is not a Hugging Face model folder (no config.json). The "
+            "cross-encoder reads a local sequence-classification model and never downloads "
+            "one: fetch one where there is network (for example `hf download "
+            "cross-encoder/ms-marco-MiniLM-L-6-v2 --local-dir DIR`) and point `path` at DIR")
+    return folder
+
+
+class CrossEncoderModel:
+    """Scores (query, passage) pairs with a sequence-classification model.
+
+    Loading and scoring block (torch): call them in a worker thread. Scoring is
+    serialized by a lock, so concurrent reranks do not multiply the memory of a batch.
+
+    :param path: the model folder.
+    :param device: the torch device.
+    :param batch_size: pairs per forward pass.
+    :param max_length: tokens per pair, at most the model's own limit.
+    :param sigmoid: pass the relevance logit through a sigmoid.
+    """
+
+    def __init__(self, path: str, *, device: str = "cpu", batch_size: int = 16,
+                 max_length: int = 512, sigmoid: bool = False) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        folder = str(model_folder(path))
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+            folder, local_files_only=True)
+        model: Any = AutoModelForSequenceClassification.from_pretrained(
+            folder, local_files_only=True)
+        labels = int(model.config.num_labels)
+        if labels not in (1, 2):
+            raise ValueError(
+                f"{folder!r} is a classifier with {labels} labels; a cross-encoder has one "
+                "output (a relevance logit) or two (not relevant, relevant)")
+        self.labels = labels
+        self.model: Any = model.to(torch.device(device)).eval()
+        self.device = next(self.model.parameters()).device
+        limit = getattr(model.config, "max_position_embeddings", None)
+        self.max_length = min(max_length, limit) if isinstance(limit, int) else max_length
+        self.batch_size = batch_size
+        self.sigmoid = sigmoid
+        self._lock = threading.Lock()
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        """The relevance of each passage to the query (blocking).
+
+        :returns: one score per passage, in order: the relevance logit (for a two-label
+            model, relevant minus not relevant), or its sigmoid.
+        """
+        import torch
+
+        if not passages:
+            return []
+        question = clean(query)
+        texts = [clean(p) for p in passages]
+        # Longest first, so each batch pads to lengths close to its own.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        scores = [0.0] * len(texts)
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start:start + self.batch_size]
+                batch = self.tokenizer([question] * len(rows), [texts[i] for i in rows],
+                                       padding=True, truncation="longest_first",
+                                       max_length=self.max_length, return_tensors="pt")
+                logits = self.model(**batch.to(self.device)).logits.float()
+                relevance = logits[:, 0] if self.labels == 1 else logits[:, 1] - logits[:, 0]
+                if self.sigmoid:
+                    relevance = torch.sigmoid(relevance)
+                for row, value in zip(rows, relevance.cpu().tolist(), strict=True):
+                    scores[row] = float(value)
+        return scores

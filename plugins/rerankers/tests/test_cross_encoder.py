@@ -1,0 +1,112 @@
+"""``cross-encoder`` over tiny BERT classifiers built from a config in the test session."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aieng_hookspecs.types import Query
+from aieng_rerankers import CrossEncoderOptions, CrossEncoderReranker
+from rerankers_doubles import hits_of
+
+from aieng_core import HookError, Kernel
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+QUERY = "how do i cook pasta"
+PASSAGES = (
+    "boil water and salt it then cook the pasta for ten minutes",
+    "paris is the capital city of france",
+    "tomato sauce",
+    "rank fusion of bm25 and dense retrieval " * 40,  # longer than the model's 128 positions
+    "",
+)
+
+
+def direct_scores(folder: Path, query: str, passages: tuple[str, ...]) -> list[float]:
+    """The model's relevance logit for each pair, one pair per forward pass (no padding)."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    out = []
+    with torch.inference_mode():
+        for passage in passages:
+            batch = tokenizer(query, passage, truncation=True, max_length=128,
+                              return_tensors="pt")
+            logits = model(**batch).logits[0]
+            out.append(float(logits[0]) if len(logits) == 1 else float(logits[1] - logits[0]))
+    return out
+
+
+def test_scores_are_the_models_logits(tiny_cross_encoder: Path) -> None:
+    """Batched, padded and truncated scoring gives each pair the logit the model gives it
+    alone; texts past the model's 128 positions are truncated, not an error."""
+    reranker = CrossEncoderReranker(CrossEncoderOptions(path=str(tiny_cross_encoder),
+                                                        batch_size=2))
+    expected = direct_scores(tiny_cross_encoder, QUERY, PASSAGES)
+    assert reranker.scores(QUERY, list(PASSAGES)) == pytest.approx(expected, abs=1e-4)
+
+
+def test_rerank_sorts_by_score_and_cuts_to_k(tiny_cross_encoder: Path) -> None:
+    """The hits come back sorted by the model's score, at most the option's k, with the
+    new scores and ranks 1..n."""
+    reranker = CrossEncoderReranker(CrossEncoderOptions(path=str(tiny_cross_encoder), k=3))
+    hits = hits_of(*PASSAGES)
+    out = reranker.aieng_rerank(Query(QUERY), hits, 10)
+    scores = direct_scores(tiny_cross_encoder, QUERY, PASSAGES)
+    best = sorted(range(len(PASSAGES)), key=lambda i: -scores[i])[:3]
+    assert [h.document.id for h in out] == [f"d{i}" for i in best]
+    assert [h.score for h in out] == pytest.approx([scores[i] for i in best], abs=1e-4)
+    assert [h.rank for h in out] == [1, 2, 3]
+
+
+def test_two_label_model_with_sigmoid(cross_encoder_builder: Callable[..., Path]) -> None:
+    """A two-label model scores by relevant minus not-relevant; ``sigmoid`` maps that to a
+    probability without changing the order."""
+    folder = cross_encoder_builder(labels=2, seed=1)
+    raw = CrossEncoderReranker(CrossEncoderOptions(path=str(folder)))
+    squashed = CrossEncoderReranker(CrossEncoderOptions(path=str(folder), activation="sigmoid"))
+    logits = raw.scores(QUERY, list(PASSAGES))
+    assert logits == pytest.approx(direct_scores(folder, QUERY, PASSAGES), abs=1e-4)
+    probabilities = squashed.scores(QUERY, list(PASSAGES))
+    assert probabilities == pytest.approx([1 / (1 + math.exp(-x)) for x in logits], abs=1e-5)
+
+
+def test_a_missing_folder_says_how_to_get_a_model(tmp_path: Path) -> None:
+    """A ``path`` without a model says that nothing is downloaded and how to get one."""
+    reranker = CrossEncoderReranker(CrossEncoderOptions(path=str(tmp_path / "nowhere")))
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        reranker.load()
+
+
+def test_more_than_two_labels_is_refused(cross_encoder_builder: Callable[..., Path]) -> None:
+    """A classifier with three labels is not a cross-encoder."""
+    folder = cross_encoder_builder(labels=3)
+    with pytest.raises(ValueError, match="3 labels"):
+        CrossEncoderReranker(CrossEncoderOptions(path=str(folder))).load()
+
+
+@pytest.mark.anyio
+async def test_a_bad_path_fails_the_pipeline_opening(aieng_kernel: Kernel,
+                                                     tmp_path: Path) -> None:
+    """The model loads when the pipeline opens, so a wrong ``path`` fails there, naming
+    the component."""
+    reranker = CrossEncoderReranker(CrossEncoderOptions(path=str(tmp_path)))
+    pipeline = aieng_kernel.compose({"ce": reranker}, stages=["rerank"])
+    with pytest.raises(HookError, match="ce"):
+        await pipeline.open()
+
+
+def test_the_plugin_loads_without_torch() -> None:
+    """Importing the plugin imports neither torch nor transformers (checked in a fresh
+    interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, aieng_rerankers; "
+            "print(sorted({'torch', 'transformers', 'numpy'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
