@@ -149,3 +149,20 @@ async def test_async_with_opens_and_closes(aieng_kernel: Kernel) -> None:
         assert trail == ["open"]
         await pipeline.run("x")
     assert trail == ["open", "close"]
+
+
+async def test_hash_embedder_double_gives_a_real_signal(aieng_kernel: Kernel) -> None:
+    """The kit's HashEmbedder: unit vectors, shared words give positive cosine, none give 0,
+    and it serves as a pipeline's embedder through the context."""
+    from aieng_core.testing import HashEmbedder
+
+    embedder = HashEmbedder(256)
+    a, b, c = embedder.vector("rank fusion"), embedder.vector("fusion of ranks"), \
+        embedder.vector("zebra")
+    assert abs(sum(x * x for x in a) - 1.0) < 1e-9
+    assert sum(x * y for x, y in zip(a, b)) > 0 and sum(x * y for x, y in zip(a, c)) == 0
+    uses = Uses()
+    pipeline = aieng_kernel.compose({"uses": uses, "emb": embedder,
+                                     "llm": ScriptedBackend(["x"])})
+    await pipeline.run("abc")
+    assert embedder.calls == 1

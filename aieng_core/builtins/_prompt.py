@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,15 @@ class PromptOptions:
     min_passage_chars: int = attrs.field(default=200, validator=attrs.validators.ge(1))
 
 
+_FENCE = re.compile(r"<{3,}|>{3,}")
+
+
+def _neutral(text: str) -> str:
+    """Passage text cannot close (or open) a fence: runs of 3+ angle brackets become
+    look-alikes."""
+    return _FENCE.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
+
+
 class PromptBuilder:
     """System / context / question prompt with numbered citations and fenced passages.
 
@@ -59,10 +69,17 @@ class PromptBuilder:
             passages.append({"n": len(passages) + 1, "id": hit.document.id,
                              "title": hit.document.title, "text": text})
         blocks = "\n".join(
-            f"[{p['n']}] {p['title']}\n<<<untrusted\n{p['text']}\nuntrusted>>>" for p in passages)
+            f"[{p['n']}] {_neutral(p['title'])}\n<<<untrusted\n{_neutral(p['text'])}\n"
+            "untrusted>>>" for p in passages)
         user = f"Context:\n{blocks or '(no passages)'}\n\nQuestion: {query.text}"
-        history = [m for m in request.messages if m.role != "system"][:-1]
-        messages = (Message("system", self.options.system), *history, Message("user", user))
+        # Keep the conversation; replace our system message and the last user turn.
+        turns = [m for m in request.messages if m.role != "system"]
+        last_user = max((i for i, m in enumerate(turns) if m.role == "user"), default=None)
+        if last_user is None:
+            turns.append(Message("user", user))
+        else:
+            turns[last_user] = Message("user", user)
+        messages = (Message("system", self.options.system), *turns)
         return attrs.evolve(request, messages=messages,
                             metadata={**request.metadata, "context": passages,
                                       "question": query.text})

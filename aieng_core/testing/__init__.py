@@ -6,6 +6,13 @@ aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder``
 """
 
 from ._kit import EventCapture, HookRecorder, isolated_kernel, registered
-from .doubles import ScriptedBackend
+from .doubles import HashEmbedder, ScriptedBackend
 
-__all__ = ["EventCapture", "HookRecorder", "ScriptedBackend", "isolated_kernel", "registered"]
+__all__ = [
+    "EventCapture",
+    "HashEmbedder",
+    "HookRecorder",
+    "ScriptedBackend",
+    "isolated_kernel",
+    "registered",
+]

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
+import hashlib
+import math
+
 import anyio
 
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Request, Usage
 
-__all__ = ["ScriptedBackend"]
+__all__ = ["HashEmbedder", "ScriptedBackend"]
 
 
 class ScriptedBackend:
@@ -98,3 +101,38 @@ class ScriptedBackend:
             yield Delta(text=word if index == 0 else f" {word}", index=index)
         yield Delta(text="", index=len(words), finish_reason="length" if cut else "stop",
                     usage=self._usage(request, text))
+
+
+class HashEmbedder:
+    """An embedding double: a hashed bag of lower-cased words, L2-normalized.
+
+    Texts sharing words get a positive cosine, texts sharing none get 0 (up to hash
+    collisions), so retrieval and reranking tests have a real, deterministic signal without
+    loading a model.
+
+    :param dimensions: the vector size.
+    :param model: the model id it answers to (``None`` requests always match).
+    """
+
+    def __init__(self, dimensions: int = 64, *, model: str = "hash") -> None:
+        if dimensions < 1:
+            raise ValueError("dimensions must be at least 1")
+        self.dimensions = dimensions
+        self.model = model
+        self.calls = 0
+
+    def vector(self, text: str) -> list[float]:
+        """The embedding of one text."""
+        vector = [0.0] * self.dimensions
+        for word in text.lower().split():
+            digest = hashlib.blake2b(word.encode("utf-8"), digest_size=4).digest()
+            vector[int.from_bytes(digest, "big") % self.dimensions] += 1.0
+        norm = math.sqrt(sum(x * x for x in vector))
+        return [x / norm for x in vector] if norm else vector
+
+    @hookimpl
+    def aieng_embed(self, texts: Sequence[str], model: str | None) -> list[list[float]] | None:
+        if model not in (None, self.model):
+            return None
+        self.calls += 1
+        return [self.vector(text) for text in texts]

@@ -1,0 +1,184 @@
+"""``context``: the context builder component."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import anyio.to_thread
+import attrs
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Hit, Message, Query, Request
+
+from ._budget import Passage, select
+from ._fence import fence
+from ._options import ContextOptions
+from ._templates import TEMPLATES, render_user
+from ._tokens import TokenCounter, approximate_tokens, load_tokenizer
+
+__all__ = ["ContextBuilder"]
+
+_SEPARATOR = "\n\n"
+
+
+class ContextBuilder:
+    """Renders the request the model sees: a templated prompt whose context holds the hits
+    as numbered, fenced passages of untrusted data, under a token budget.
+
+    The passages and the question also go into ``request.metadata``: ``"context"`` is the
+    list of ``{"n", "id", "title", "text", "rank", "cut"}`` in the order the prompt shows
+    them (``n`` is the citation number ``[n]``, ``text`` the exact prefix of the document's
+    text shown), ``"question"`` the user's question, and ``"context_build"`` what was
+    dropped, cut and counted.
+
+    :param options: the typed options.
+    :param count_tokens: a token counter to use instead of ``options.tokenizer_path`` or
+        the approximation (for code that already holds its model's tokenizer).
+    """
+
+    def __init__(self, options: ContextOptions | None = None, *,
+                 count_tokens: TokenCounter | None = None) -> None:
+        self.options = options if options is not None else ContextOptions()
+        self.template = TEMPLATES[self.options.template]
+        self._count = count_tokens
+        self._counter_name = "custom" if count_tokens is not None else (
+            self.options.tokenizer_path or "approximate")
+        if count_tokens is None and self.options.tokenizer_path is None:
+            self._count = approximate_tokens
+        self._inline = self._count is approximate_tokens
+        self._load_lock = threading.Lock()
+
+    @property
+    def count_tokens(self) -> TokenCounter:
+        """The token counter; a ``tokenizer_path`` tokenizer is loaded on first use."""
+        if self._count is None:
+            with self._load_lock:
+                if self._count is None:
+                    assert self.options.tokenizer_path is not None
+                    self._count = load_tokenizer(self.options.tokenizer_path)
+        return self._count
+
+    @hookimpl
+    async def aieng_pipeline_open(self) -> None:
+        """Load the tokenizer of ``tokenizer_path`` (in a worker thread), so a bad path
+        fails when the pipeline opens rather than on its first question."""
+        if self._count is None:
+            await anyio.to_thread.run_sync(lambda: self.count_tokens)
+
+    @hookimpl
+    async def aieng_context_build(self, query: Query, hits: Sequence[Hit],
+                                  request: Request) -> Request:
+        """Render the request; a real tokenizer counts in a worker thread."""
+        if self._inline:
+            return self.build(query, hits, request)
+        return await anyio.to_thread.run_sync(self.build, query, hits, request)
+
+    def build(self, query: Query, hits: Sequence[Hit], request: Request) -> Request:
+        """The request with the rendered messages and the context metadata (blocking when a
+        real tokenizer counts: in async code, call the hook or use a worker thread).
+
+        :raises ValueError: when ``max_prompt_tokens`` is set and the prompt without any
+            passage or earlier turn is already over it.
+        """
+        count = self.count_tokens
+        options = self.options
+        history, after, question = _split(query, request)
+        dropped_turns = 0
+
+        def render(passages: Sequence[Passage]) -> tuple[tuple[Message, ...], str]:
+            block = _SEPARATOR.join(
+                fence(n, p.text, title=p.hit.document.title, cut=p.cut)
+                for n, p in enumerate(self._display(passages), start=1))
+            return self._messages(block, history, after, question, request), block
+
+        def total(messages: Sequence[Message]) -> int:
+            return sum(count(m.content) for m in messages)
+
+        room = options.max_context_tokens
+        limit = options.max_prompt_tokens
+        if limit is not None:
+            # The oldest turns go first when the prompt without passages is over the limit.
+            while total(render(())[0]) > limit:
+                if not history:
+                    raise ValueError(
+                        f"the prompt without any passage is {total(render(())[0])} tokens, "
+                        f"over max_prompt_tokens = {limit}: shorten the system message, "
+                        "task, examples or question, or raise max_prompt_tokens")
+                del history[0]
+                dropped_turns += 1
+                while history and history[0].role == "tool":  # its call was dropped
+                    del history[0]
+                    dropped_turns += 1
+            frame = self._messages(" ", history, after, question, request)
+            room = min(room, limit - total(frame))
+        # The selection adds up the counts of the parts; a tokenizer may count the joined
+        # whole a little differently. Check what is rendered, and select again with the
+        # room cut by the excess until it fits, so the budget holds by the counter's own
+        # count of what is sent. With no passage it fits, so this ends.
+        attempt = 0
+        while True:
+            chosen = select(hits, count=count, room=room, separator=_SEPARATOR,
+                            min_passage_tokens=options.min_passage_tokens)
+            messages, block = render(chosen)
+            tokens = count(block) if chosen else 0
+            prompt = total(messages)
+            excess = max(tokens - options.max_context_tokens,
+                         0 if limit is None else prompt - limit)
+            if excess <= 0:
+                break
+            room -= excess << min(attempt, 16)  # converge fast if the counts keep disagreeing
+            attempt += 1
+        shown = self._display(chosen)
+        passages = [{"n": n, "id": p.hit.document.id, "title": p.hit.document.title,
+                     "text": p.text, "rank": p.hit.rank, "cut": p.cut}
+                    for n, p in enumerate(shown, start=1)]
+        report: dict[str, Any] = {
+            "template": options.template,
+            "order": options.order,
+            "tokenizer": self._counter_name,
+            "context_tokens": tokens,
+            "prompt_tokens": prompt,
+            "max_context_tokens": options.max_context_tokens,
+            "max_prompt_tokens": limit,
+            "cut": [p.hit.document.id for p in chosen if p.cut],
+            # The passages kept are always the best ones: a prefix of the hits.
+            "dropped": [hit.document.id for hit in hits[len(chosen):]],
+            "dropped_turns": dropped_turns,
+        }
+        metadata = {**request.metadata, "context": passages, "question": question,
+                    "context_build": report}
+        return attrs.evolve(request, messages=messages, metadata=metadata)
+
+    def _display(self, passages: Sequence[Passage]) -> list[Passage]:
+        if self.options.order == "rank":
+            return list(passages)
+        # Best at both ends: ranks 1, 3, 5, ... from the start, ranks 2, 4, ... from the end.
+        return [*passages[0::2], *reversed(passages[1::2])]
+
+    def _messages(self, block: str, history: Sequence[Message], after: Sequence[Message],
+                  question: str, request: Request) -> tuple[Message, ...]:
+        options, template = self.options, self.template
+        user = render_user(
+            template, context=block, examples=options.examples,
+            task=template.task if options.task is None else options.task,
+            question=question,
+            output_format=(template.output_format if options.output_format is None
+                           else options.output_format),
+            response_schema=request.response_schema)
+        system = template.system if options.system is None else options.system
+        head = (Message("system", system),) if system else ()
+        return (*head, *history, Message("user", user), *after)
+
+
+def _split(query: Query, request: Request) -> tuple[list[Message], list[Message], str]:
+    """The turns before the last user message, those after it, and the question: the last
+    user message's text (the query's text when there is none). System messages are
+    dropped: the template's replaces them."""
+    messages = request.messages
+    last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    if last is None:
+        return [m for m in messages if m.role != "system"], [], query.text
+    before = [m for m in messages[:last] if m.role != "system"]
+    after = [m for m in messages[last + 1:] if m.role != "system"]
+    return before, after, messages[last].content

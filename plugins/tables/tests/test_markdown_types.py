@@ -1,0 +1,51 @@
+"""Markdown pipe tables, and the column types inferred from cells."""
+
+from __future__ import annotations
+
+import pytest
+from aieng_tables import cell_type, column_type, markdown_tables
+
+
+def test_pipe_tables_are_found() -> None:
+    """Header, delimiter row (with alignment colons) and body rows up to a blank line;
+    outer pipes optional, cells trimmed, ``\\|`` a literal pipe."""
+    text = ("Intro | not a table\n\n| a | b \\| c |\n|:---|--:|\n| 1 | `x` |\n|2|\n\n"
+            "x | y\n--- | ---\nu | v\nafter\n")
+    assert markdown_tables(text) == [
+        [["a", "b | c"], ["1", "`x`"], ["2"]],
+        [["x", "y"], ["u", "v"]]]
+
+
+def test_tables_in_code_fences_are_skipped() -> None:
+    """A table inside a ``` or ~~~ fence is code, not a table."""
+    text = "```md\n| a | b |\n|---|---|\n| 1 | 2 |\n```\n~~~~\n|c|\n|-|\n~~~~\n|d|\n|-|\n|3|\n"
+    assert markdown_tables(text) == [[["d"], ["3"]]]
+
+
+def test_a_mismatched_delimiter_row_is_no_table() -> None:
+    """The delimiter row must have as many cells as the header."""
+    assert markdown_tables("| a | b |\n|---|\n| 1 | 2 |\n") == []
+    assert markdown_tables("Heading\n---\n") == []
+
+
+@pytest.mark.parametrize(("cell", "kind"), [
+    ("42", "integer"), (" -7 ", "integer"), ("+0", "integer"), ("3.14", "number"),
+    ("1e-3", "number"), (".5", "number"), ("nan", "text"), ("inf", "text"),
+    ("1,000", "text"), ("TRUE", "boolean"), ("false", "boolean"), ("yes", "text"),
+    ("2024-02-29", "date"), ("2023-02-29", "text"), ("2024-01-05T10:30:00", "datetime"),
+    ("2024-01-05 10:30+02:00", "datetime"), ("٣", "text"), ("hello", "text"),
+])
+def test_cell_types(cell: str, kind: str) -> None:
+    """Each cell gets its narrowest type; only ASCII digits make numbers, only real dates
+    make dates."""
+    assert cell_type(cell) == kind
+
+
+def test_column_types() -> None:
+    """Integers and decimals make numbers, dates and datetimes make datetimes, other
+    mixes make text; blank cells are ignored, and an all-blank column is empty."""
+    assert column_type(["1", "", "2"]) == "integer"
+    assert column_type(["1", "2.5"]) == "number"
+    assert column_type(["2024-01-01", "2024-01-01T00:00"]) == "datetime"
+    assert column_type(["1", "true"]) == "text"
+    assert column_type(["", "  "]) == "empty"
