@@ -3,54 +3,81 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from aieng_hookspecs.types import Document
 
-__all__ = ["iter_documents", "read_documents"]
+__all__ = ["BUILTIN_READERS", "iter_documents", "read_documents"]
 
-SUFFIXES = (".md", ".txt", ".jsonl")
+Reader = Callable[[Path], Iterable[Document]]
 
 
-def iter_documents(*paths: str | Path) -> Iterator[Document]:
-    """Documents from each path in turn (see :func:`read_documents`), lazily per file."""
-    for path in paths:
-        path = Path(path)
+def _decode(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+
+
+def read_markdown(path: Path) -> list[Document]:
+    """One document per markdown section, titled by its heading."""
+    return _markdown(path, _decode(path))
+
+
+def read_text(path: Path) -> list[Document]:
+    """The whole file as one document, titled by the file's stem."""
+    return [Document(id=str(path), text=_decode(path), title=path.stem)]
+
+
+def read_beir_corpus(path: Path) -> list[Document]:
+    """A BEIR ``corpus.jsonl``: one ``{"_id", "title", "text"}`` per line."""
+    return _jsonl(path, _decode(path))
+
+
+#: The formats the kernel reads itself; plugins add more with ``aieng_register_readers``.
+BUILTIN_READERS: dict[str, Reader] = {
+    ".md": read_markdown,
+    ".txt": read_text,
+    ".jsonl": read_beir_corpus,
+}
+
+
+def iter_documents(*paths: str | Path,
+                   readers: Mapping[str, Reader] | None = None) -> Iterator[Document]:
+    """Documents from files and folders, lazily per file.
+
+    A folder is walked in sorted order and files with no reader are skipped; a file given
+    by name must have a reader.
+
+    :param readers: suffix -> reader (the kernel's registry's readers; built-ins by default).
+    :raises FileNotFoundError: for a path that does not exist.
+    :raises ValueError: for a file with no reader for its suffix (listing the readable
+        ones), or bad content (from the reader, naming file and line).
+    """
+    table = BUILTIN_READERS if readers is None else readers
+    for path in map(Path, paths):
         if path.is_dir():
             for file in sorted(path.rglob("*")):
-                if file.is_file() and file.suffix in SUFFIXES:
-                    yield from read_documents(file)
+                if file.is_file() and file.suffix.lower() in table:
+                    yield from table[file.suffix.lower()](file)
         else:
-            yield from read_documents(path)
+            yield from read_documents(path, readers=table)
 
 
-def read_documents(path: Path) -> list[Document]:
-    """Documents from a BEIR ``corpus.jsonl``, a markdown / text file, or a folder of them.
-
-    Markdown is cut at headings, one document per section, titled by the heading.
-
-    :raises FileNotFoundError: when ``path`` does not exist.
-    :raises ValueError: for a malformed ``.jsonl`` line (with its line number) or a file
-        that is not UTF-8.
-    """
+def read_documents(path: Path, *,
+                   readers: Mapping[str, Reader] | None = None) -> list[Document]:
+    """Documents from one file or a folder of them (see :func:`iter_documents`)."""
+    table = BUILTIN_READERS if readers is None else readers
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     if path.is_dir():
-        found: list[Document] = []
-        for file in sorted(path.rglob("*")):
-            if file.is_file() and file.suffix in (".md", ".txt", ".jsonl"):
-                found.extend(read_documents(file))
-        return found
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text (byte {exc.start})") from None
-    if path.suffix == ".jsonl":
-        return _jsonl(path, text)
-    if path.suffix == ".md":
-        return _markdown(path, text)
-    return [Document(id=str(path), text=text, title=path.stem)]
+        return list(iter_documents(path, readers=table))
+    reader = table.get(path.suffix.lower())
+    if reader is None:
+        raise ValueError(f"{path}: no reader for {path.suffix or 'files without a suffix'!r}; "
+                         f"readable: {', '.join(sorted(table))}")
+    return list(reader(path))
 
 
 def _jsonl(path: Path, text: str) -> list[Document]:

@@ -172,3 +172,41 @@ def test_plugin_calling_sys_exit_is_broken_not_fatal() -> None:
     info = kernel.registry.register(module, name="quitter")
     assert info.status == "broken" and "SystemExit" in info.error
     assert "memory" in kernel.registry.components
+
+
+def test_readers_register_and_conflicts_name_both_plugins(tmp_path: Any) -> None:
+    """A plugin's file reader is used by ingest; a second plugin claiming the same suffix
+    is broken, naming both; an unreadable suffix is a clear error."""
+    from pathlib import Path
+
+    from aieng_core.ingest import iter_documents
+    from aieng_hookspecs import ReaderRegistry
+    from aieng_hookspecs.types import Document
+
+    def read_shout(path: Path) -> list[Document]:
+        return [Document(id=str(path), text=path.read_text().upper())]
+
+    def plugin(name: str) -> Any:
+        module = types.ModuleType(name)
+
+        @hookimpl
+        def aieng_register_readers(registry: ReaderRegistry) -> None:
+            registry.add(".shout", read_shout)
+
+        module.aieng_register_readers = aieng_register_readers  # type: ignore[attr-defined]
+        return module
+
+    kernel = Kernel(env={}, entry_points=[]).load()
+    assert kernel.registry.register(plugin("one"), name="one").status == "loaded"
+    second = kernel.registry.register(plugin("two"), name="two")
+    assert second.status == "broken" and "'one'" in second.error and "'two'" in second.error
+    (tmp_path / "a.shout").write_text("hello")
+    (tmp_path / "b.md").write_text("# T\n\nbody\n")
+    (tmp_path / "c.xyz").write_text("skipped in folders")
+    readers = {s: r.reader for s, r in kernel.registry.readers.items()}
+    texts = sorted(d.text for d in iter_documents(tmp_path, readers=readers))
+    assert texts == ["HELLO", "body"]
+    with pytest.raises(ValueError, match="no reader for '.xyz'"):
+        list(iter_documents(tmp_path / "c.xyz", readers=readers))
+    kernel.registry.unregister("one")
+    assert ".shout" not in kernel.registry.readers

@@ -8,10 +8,10 @@
 
 from __future__ import annotations
 
-from aieng_hookspecs import ComponentRegistry, hookimpl
+from aieng_hookspecs import ComponentRegistry, ReaderRegistry, hookimpl
 
 from ._extractive import ExtractiveBackend, ExtractiveOptions
-from ..ingest import read_documents
+from ..ingest import BUILTIN_READERS, read_documents
 from ._memory import MemoryOptions, MemoryRetriever
 from ._prompt import PromptBuilder, PromptOptions
 from ._rrf import RRFFuser, RRFOptions
@@ -26,6 +26,7 @@ __all__ = [
     "RRFFuser",
     "RRFOptions",
     "aieng_register_components",
+    "aieng_register_readers",
     "read_documents",
 ]
 
@@ -37,3 +38,10 @@ def aieng_register_components(registry: ComponentRegistry) -> None:
     registry.add("rrf", RRFFuser, options=RRFOptions)
     registry.add("prompt", PromptBuilder, options=PromptOptions)
     registry.add("extractive", ExtractiveBackend, options=ExtractiveOptions)
+
+
+@hookimpl
+def aieng_register_readers(registry: ReaderRegistry) -> None:
+    """Read markdown (a document per section), text, and BEIR ``corpus.jsonl`` files."""
+    for suffix, reader in BUILTIN_READERS.items():
+        registry.add(suffix, reader)

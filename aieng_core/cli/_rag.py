@@ -42,7 +42,11 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
     async def go() -> tuple[int, int]:
         async with kernel:
             built = kernel.load_pipeline(pipeline)
-            documents = list(iter_documents(*paths))
+            readers = {s: r.reader for s, r in kernel.registry.readers.items()}
+            try:
+                documents = list(iter_documents(*paths, readers=readers))
+            except ValueError as exc:
+                raise click.UsageError(str(exc)) from None
             written = 0
             with _present.progress("indexing", total=len(documents)) as advance:
                 for start in range(0, len(documents), batch_size):

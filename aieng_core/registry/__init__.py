@@ -2,6 +2,6 @@
 
 from ._discovery import ENTRY_POINT_GROUP
 from ._info import ComponentInfo, PluginInfo, hooks_of
-from ._registry import BUILTIN, Registry
+from ._registry import BUILTIN, ReaderInfo, Registry
 
-__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "ComponentInfo", "PluginInfo", "Registry", "hooks_of"]
+__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "ComponentInfo", "PluginInfo", "ReaderInfo", "Registry", "hooks_of"]

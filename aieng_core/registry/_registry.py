@@ -12,7 +12,7 @@ import attrs
 import pluggy
 import structlog
 
-from aieng_hookspecs import PROJECT
+from aieng_hookspecs import PROJECT, DocumentReader
 from aieng_hookspecs.specs import REGISTRATION_MODULES
 from aieng_hookspecs.types import Event
 
@@ -72,6 +72,37 @@ class _ComponentAdder:
         )
 
 
+@attrs.frozen
+class ReaderInfo:
+    """A file format a plugin reads: its suffix, reader and plugin."""
+
+    suffix: str
+    reader: DocumentReader
+    plugin: str
+    description: str = ""
+
+
+class _ReaderAdder:
+    """The ``registry`` a plugin's ``aieng_register_readers`` receives."""
+
+    def __init__(self, registry: Registry, plugin: str) -> None:
+        self._registry = registry
+        self._plugin = plugin
+        self.added: dict[str, ReaderInfo] = {}
+
+    def add(self, suffix: str, reader: DocumentReader, *, description: str = "") -> None:
+        if not isinstance(suffix, str) or not re.fullmatch(r"\.[a-z0-9][a-z0-9._-]*", suffix):
+            raise ValueError(f"suffix {suffix!r} must be lower case and start with a dot")
+        if not callable(reader):
+            raise TypeError(f"reader for {suffix!r} is not callable: {reader!r}")
+        owner = self._registry._readers.get(suffix) or self.added.get(suffix)
+        if owner is not None:
+            raise PluginLoadError(f"files {suffix!r} are read by plugin {owner.plugin!r} and "
+                                  f"again by plugin {self._plugin!r}; disable one with "
+                                  "AIENG_DISABLE_PLUGINS")
+        self.added[suffix] = ReaderInfo(suffix, reader, self._plugin, description)
+
+
 class _EventAdder:
     def __init__(self, registry: Registry, plugin: str) -> None:
         self._registry = registry
@@ -128,6 +159,7 @@ class Registry:
             self._pm.add_hookspecs(module)
         self._plugins: dict[str, PluginInfo] = {}
         self._components: dict[str, ComponentInfo] = {}
+        self._readers: dict[str, ReaderInfo] = {}
         self._event_types: dict[str, type[Event]] = _core_events()
         self._loaded = False
         self._listener: Callable[[str, bool], None] | None = None
@@ -192,13 +224,16 @@ class Registry:
             self._pm.check_pending()
             components = _ComponentAdder(self, name, dist_label)
             events = _EventAdder(self, name)
+            readers = _ReaderAdder(self, name)
             self._call_one(plugin, "aieng_register_components", registry=components)
             self._call_one(plugin, "aieng_register_events", registry=events)
+            self._call_one(plugin, "aieng_register_readers", registry=readers)
         except (Exception, SystemExit) as exc:  # the plugin's fault disables it only
             self._pm.unregister(plugin)
             return self._broken(name, distribution, version, exc)
         self._components.update(components.added)
         self._event_types.update(events.added)
+        self._readers.update(readers.added)
         hooks = set(hooks_of(plugin))
         for component in components.added.values():
             hooks.update(component.hooks)
@@ -224,6 +259,9 @@ class Registry:
         for event_name, event_type in list(self._event_types.items()):
             if event_type.__module__ == getattr(plugin, "__name__", None):
                 del self._event_types[event_name]
+        for suffix, reader in list(self._readers.items()):
+            if reader.plugin == name:
+                del self._readers[suffix]
 
     def _call_one(self, plugin: object, hook: str, **kwargs: object) -> None:
         caller = getattr(self._pm.hook, hook)
@@ -262,6 +300,11 @@ class Registry:
     def components(self) -> Mapping[str, ComponentInfo]:
         """Registered components by name."""
         return dict(self._components)
+
+    @property
+    def readers(self) -> Mapping[str, ReaderInfo]:
+        """Registered file readers by suffix (``.md``, ``.csv``, ...)."""
+        return dict(self._readers)
 
     @property
     def event_types(self) -> Mapping[str, type[Event]]:

@@ -7,14 +7,22 @@ Plugins import from here and never from the kernel::
 """
 
 from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
-from ._protocols import ComponentRegistry, EventRegistry, PipelineContext
+from ._protocols import (
+    ComponentRegistry,
+    DocumentReader,
+    EventRegistry,
+    PipelineContext,
+    ReaderRegistry,
+)
 
 __all__ = [
     "PROJECT",
     "CallMode",
     "ComponentRegistry",
+    "DocumentReader",
     "EventRegistry",
     "PipelineContext",
+    "ReaderRegistry",
     "__version__",
     "blocking",
     "hookimpl",

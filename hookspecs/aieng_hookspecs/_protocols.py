@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
-from .types import Completion, Event, Request
+from .types import Completion, Document, Event, Request
 
-__all__ = ["ComponentRegistry", "EventRegistry", "PipelineContext"]
+__all__ = ["ComponentRegistry", "DocumentReader", "EventRegistry", "PipelineContext", "ReaderRegistry"]
 
 
 class ComponentRegistry(Protocol):
@@ -37,6 +38,18 @@ class EventRegistry(Protocol):
 
     def add(self, event_type: type[Event]) -> None:
         """Declare an event type; its ``name`` must be unique and dotted (``"drift.detected"``)."""
+
+
+#: Reads one file into documents (``aieng index``); raises ``ValueError`` for bad content.
+DocumentReader = Callable[[Path], Iterable[Document]]
+
+
+class ReaderRegistry(Protocol):
+    """Where a plugin declares the file formats it reads (``aieng_register_readers``)."""
+
+    def add(self, suffix: str, reader: DocumentReader, *, description: str = "") -> None:
+        """Read files ending in ``suffix`` (``".csv"``, lower case, with the dot) with
+        ``reader``; a suffix belongs to one plugin."""
 
 
 class PipelineContext(Protocol):

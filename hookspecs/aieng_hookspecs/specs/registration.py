@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from .._markers import CallMode, role_spec
-from .._protocols import ComponentRegistry, EventRegistry
+from .._protocols import ComponentRegistry, EventRegistry, ReaderRegistry
 
-__all__ = ["aieng_register_commands", "aieng_register_components", "aieng_register_events"]
+__all__ = [
+    "aieng_register_commands",
+    "aieng_register_components",
+    "aieng_register_events",
+    "aieng_register_readers",
+]
 
 
 @role_spec(CallMode.REGISTER, role="registration")
@@ -48,6 +53,24 @@ def aieng_register_events(registry: EventRegistry) -> None:
     :none: the only return value.
     :async: no.
     :param registry: call ``registry.add(EventClass)`` per event type.
+    :returns: nothing.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@role_spec(CallMode.REGISTER, role="registration")
+def aieng_register_readers(registry: ReaderRegistry) -> None:
+    """Declare the file formats a plugin reads into documents.
+
+    :called: once, when the kernel loads the plugin; ``aieng index`` and
+        ``aieng_core.ingest`` read files through the registered readers.
+    :mode: register: synchronous; a suffix claimed twice makes the later plugin broken,
+        naming both.
+    :none: the only return value.
+    :async: no; must be cheap: a reader imports its libraries when it reads.
+    :param registry: call ``registry.add(".csv", reader)`` per suffix; ``reader(path)``
+        returns the file's documents and raises ``ValueError`` for bad content.
     :returns: nothing.
 
     .. versionadded:: 0.1.0

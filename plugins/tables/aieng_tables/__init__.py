@@ -8,6 +8,11 @@ limit on a field's size.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from aieng_hookspecs import ReaderRegistry, hookimpl
+from aieng_hookspecs.types import Document
+
 from ._delimited import TableError, read_records, sniff_delimiter
 from ._documents import SUFFIXES, Format, Table, read_tables, table_documents
 from ._markdown import markdown_tables
@@ -25,7 +30,20 @@ __all__ = [
     "read_records",
     "read_tables",
     "sniff_delimiter",
+    "aieng_register_readers",
     "table_documents",
 ]
 
 __version__ = "0.1.0"
+
+
+def _read_table(path: Path) -> list[Document]:
+    return table_documents(path)
+
+
+@hookimpl
+def aieng_register_readers(registry: ReaderRegistry) -> None:
+    """Read CSV and TSV files (``aieng index``): a schema document and one per row."""
+    for suffix in (".csv", ".tsv"):
+        registry.add(suffix, _read_table,
+                     description="a table: one document per row plus a schema document")
