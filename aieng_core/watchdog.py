@@ -22,6 +22,9 @@ __all__ = ["watch_loop"]
 log = structlog.get_logger(__name__)
 
 
+_LIFECYCLE = (".aieng_pipeline_open", ".aieng_pipeline_close")
+
+
 async def watch_loop(
     threshold: float,
     dispatchers: Callable[[], Iterable[Dispatcher]],
@@ -49,6 +52,12 @@ async def watch_loop(
             for label, began, ended in dispatcher.recent:
                 if min(ended, now) - max(began, start) >= enough:
                     culprits.add(label)
+        # Opening and closing load and release models: worker threads importing torch or
+        # reading weights hold the GIL for long stretches, and that is expected there.
+        culprits = {c for c in culprits if not c.endswith(_LIFECYCLE)}
         active = tuple(sorted(culprits))
-        log.warning("loop.blocked", duration_s=round(lag, 4), active=active)
         emit(LoopBlocked(duration_s=lag, active=active))
+        if active:
+            log.warning("loop.blocked", duration_s=round(lag, 4), active=active)
+        else:  # nothing of ours held the loop: another thread holding the GIL, a paused loop
+            log.debug("loop.blocked", duration_s=round(lag, 4), active=active)

@@ -202,3 +202,12 @@ def test_unchecked_builds_the_same_value_and_rejects_unknown_fields() -> None:
         unchecked(StageFinished, stage="s", status="ok", duration_s=0.5, colour="red")
     with pytest.raises(TypeError, match="missing field 'status'"):
         unchecked(StageFinished, stage="s", duration_s=0.5)
+
+
+def test_whitespace_stop_sequences_are_allowed_but_empty_is_not() -> None:
+    """`"\\n\\n"` is a common stop sequence; only the empty string is refused."""
+    from aieng_hookspecs.types import Message, Request
+
+    assert Request(messages=[Message("user", "x")], stop=["\n\n", " "]).stop == ("\n\n", " ")
+    with pytest.raises(ValueError):
+        Request(messages=[Message("user", "x")], stop=[""])

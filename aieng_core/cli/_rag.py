@@ -21,6 +21,13 @@ from ._app import cli, kernel_of
 __all__ = ["ask", "bench", "index"]
 
 _CITATION = re.compile(r"\[(\d+)\]")
+#: Components taking part in retrieval (or serving those that do): the rest are left out
+#: of ``aieng bench retrieval``.
+_RETRIEVAL_HOOKS = frozenset({
+    "aieng_retrieve", "aieng_index", "aieng_delete", "aieng_fuse", "aieng_rerank",
+    "aieng_query_expand", "aieng_chunk_document", "aieng_embed", "aieng_generate",
+    "aieng_stream",
+})
 
 
 @cli.command()
@@ -153,8 +160,9 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
     """Index DATA_DIR (a BEIR collection) into a temporary place with PIPELINE's retrieval
     stages, run its queries, and print nDCG@10, Recall@100, MRR@10 and queries/s.
 
-    Components with a `path` option get a fresh temporary directory instead, so nothing
-    the pipeline normally uses is touched.
+    Indexes (components implementing aieng_index) with a `path` option get a fresh
+    temporary directory instead, so nothing the pipeline normally uses is touched;
+    components that take no part in retrieval (prompts, guards, caches) are left out.
     """
     import anyio
 
@@ -169,8 +177,13 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
     async def go(workdir: str) -> tuple[dict[str, list[str]], float, float]:
         components = {}
         for name, comp in config.components.items():
+            hooks = set(kernel.registry.component(comp.use).hooks)
+            if not hooks & _RETRIEVAL_HOOKS:
+                continue  # prompts, guards, caches, judges take no part in retrieval
             options = comp.options
-            if options is not None and "path" in attrs.fields_dict(type(options)):
+            if ("aieng_index" in hooks and options is not None
+                    and "path" in attrs.fields_dict(type(options))):
+                # An index's storage goes to the temporary place; a model's path stays.
                 options = attrs.evolve(options, path=str(Path(workdir) / name))
             components[name] = attrs.evolve(comp, options=options)
         stage = dict(config.stage)
@@ -186,8 +199,8 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
             built = kernel.pipeline(attrs.evolve(probe, stages=stages))
             started = time.perf_counter()
             with _present.progress("indexing", total=len(collection.documents)) as advance:
-                for start in range(0, len(collection.documents), 512):
-                    batch = collection.documents[start:start + 512]
+                for start in range(0, len(collection.documents), 128):
+                    batch = collection.documents[start:start + 128]
                     await built.index(batch)
                     advance(len(batch))
             indexing = time.perf_counter() - started

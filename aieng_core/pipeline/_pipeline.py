@@ -26,7 +26,7 @@ from aieng_hookspecs.types import (
     unchecked,
 )
 
-from .._errors import ConfigError, HookError
+from .._errors import ConfigError, HookError, UnknownComponentError
 from .._scope import CURRENT_RUN, RunScope
 from ..dispatch import Dispatcher, StagePolicy, first_hook_error
 from ._context import ComponentContext
@@ -169,7 +169,10 @@ class Pipeline:
         comp = self.config.components.get(plugin_name)
         if comp is None or comp.use == INSTANCE:
             return type(self.components.get(plugin_name)).__module__.split(".")[0]
-        info = self.kernel.registry.component(comp.use)
+        try:
+            info = self.kernel.registry.component(comp.use)
+        except UnknownComponentError:  # its plugin was unregistered since the build
+            return f"component {comp.use!r}"
         return f"component {comp.use!r} of plugin {info.plugin} ({info.distribution})"
 
     @property

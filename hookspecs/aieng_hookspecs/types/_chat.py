@@ -76,7 +76,8 @@ class Request:
     top_p: float = field(default=1.0, validator=unit_interval(closed=False))
     max_tokens: int = field(default=256, validator=[v.instance_of(int), v.ge(1)])
     stop: tuple[str, ...] = field(
-        default=(), converter=frozen_tuple, validator=v.deep_iterable(v.and_(_str, non_empty()))
+        # Whitespace is a legitimate stop ("\n\n"); only the empty string is meaningless.
+        default=(), converter=frozen_tuple, validator=v.deep_iterable(v.and_(_str, v.min_len(1)))
     )
     seed: int | None = field(default=None, validator=v.optional(v.instance_of(int)))
     response_schema: dict[str, Any] | None = field(

@@ -1,0 +1,71 @@
+"""The engine cache: one serialized engine per (ONNX, TensorRT, GPU, precision, profile)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ._profile import ShapeProfile
+
+__all__ = ["CACHE_FORMAT", "EngineCache", "engine_cache_key", "onnx_digest"]
+
+#: Bumped when the key's parts or the cache layout change.
+CACHE_FORMAT = 1
+
+
+def onnx_digest(path: Path) -> str:
+    """The SHA-256 of an ONNX file's bytes (read in blocks)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def engine_cache_key(*, onnx_sha256: str, trt_version: str,
+                     compute_capability: tuple[int, int], precision: str,
+                     profile: ShapeProfile) -> str:
+    """The cache key of an engine: a TensorRT engine is only valid for the ONNX graph it
+    was built from, the TensorRT version that built it, the GPU architecture (compute
+    capability) it was tuned on, its precision and its shape profile; a change in any
+    gives another key.
+    """
+    parts = {"format": CACHE_FORMAT, "onnx": onnx_sha256, "tensorrt": trt_version,
+             "sm": list(compute_capability), "precision": precision,
+             "profile": list(profile.as_key())}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+class EngineCache:
+    """Serialized engines in a folder, ``<key>.engine``, written atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, key: str) -> Path:
+        """Where the engine of ``key`` lives."""
+        return self.folder / f"{key}.engine"
+
+    def load(self, key: str) -> bytes | None:
+        """The cached engine of ``key``, or ``None``."""
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def store(self, key: str, engine: bytes) -> Path:
+        """Write the engine of ``key`` (a temporary file renamed into place, so a reader
+        never sees half an engine)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(engine)
+            os.replace(tmp, self.path(key))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.path(key)

@@ -1,0 +1,152 @@
+"""``minilm-trt``: sentence embeddings from a TensorRT engine built from an ONNX export."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import structlog
+from aieng_hookspecs import hookimpl
+
+from ._cache import EngineCache, engine_cache_key, onnx_digest
+from ._engine import EngineRunner, build_engine
+from ._options import TensorRTOptions
+from ._profile import ShapeProfile, batches
+from ._runtime import compute_capability, require_cuda, require_tensorrt
+
+__all__ = ["MiniLMTensorRT", "tokenizer_file"]
+
+log = structlog.get_logger(__name__)
+
+
+def tokenizer_file(options: TensorRTOptions) -> Path:
+    """The ``tokenizer.json`` to use: the option, else the one next to the ONNX file."""
+    if options.tokenizer_path:
+        return Path(options.tokenizer_path).expanduser()
+    return Path(options.onnx_path).expanduser().parent / "tokenizer.json"
+
+
+class _Loaded:
+    def __init__(self, runner: EngineRunner, tokenizer: Any, torch: Any,
+                 profile: ShapeProfile) -> None:
+        self.runner, self.tokenizer, self.torch, self.profile = (
+            runner, tokenizer, torch, profile)
+        self.lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        torch = self.torch
+        out = []
+        with self.lock, torch.inference_mode():
+            for rows in batches(len(texts), self.profile):
+                encodings = self.tokenizer.encode_batch([texts[i] for i in rows])
+                longest = max(len(e.ids) for e in encodings)
+                batch, seq = self.profile.run_shape(len(encodings), longest)
+                feeds = {name: torch.zeros((batch, seq), dtype=torch.int64)
+                         for name in ("input_ids", "attention_mask", "token_type_ids")}
+                for row, enc in enumerate(encodings):
+                    n = len(enc.ids)
+                    feeds["input_ids"][row, :n] = torch.tensor(enc.ids)
+                    feeds["attention_mask"][row, :n] = 1
+                    feeds["token_type_ids"][row, :n] = torch.tensor(enc.type_ids)
+                hidden = self.runner.run(feeds)[:len(encodings)]
+                mask = feeds["attention_mask"][:len(encodings)].to(hidden.device)
+                mask = mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(pooled, p=2.0, dim=1).cpu())
+        return torch.cat(out).numpy()
+
+
+class MiniLMTensorRT:
+    """Embeds texts with a TensorRT engine of a sentence-transformers encoder (MiniLM).
+
+    On open it checks that TensorRT imports and a CUDA device exists, then loads the engine
+    from ``cache_dir`` or builds it from ``onnx_path`` (minutes) and caches it under a key
+    of the ONNX bytes, the TensorRT version, the GPU's compute capability, the precision
+    and the shape profile. Vectors are mean-pooled over each text's tokens and
+    L2-normalized, like the ``minilm`` embedder's.
+
+    :param options: the typed options.
+    """
+
+    def __init__(self, options: TensorRTOptions) -> None:
+        self.options = options
+        self.profile = options.profile
+        self._loaded: _Loaded | None = None
+        self._loading = threading.Lock()
+
+    def cache_key(self, trt_version: str, capability: tuple[int, int]) -> str:
+        """The engine-cache key of this embedder's engine on a TensorRT and a GPU."""
+        return engine_cache_key(onnx_sha256=onnx_digest(Path(self.options.onnx_path)
+                                                        .expanduser()),
+                                trt_version=trt_version, compute_capability=capability,
+                                precision=self.options.precision, profile=self.profile)
+
+    def load(self) -> _Loaded:
+        """Check the machine, then load or build the engine; blocking and idempotent.
+
+        :raises FileNotFoundError: when the ONNX file or tokenizer is missing.
+        :raises TensorRTUnavailable: without TensorRT or a CUDA device.
+        """
+        with self._loading:
+            if self._loaded is not None:
+                return self._loaded
+            onnx = Path(self.options.onnx_path).expanduser()
+            if not onnx.is_file():
+                raise FileNotFoundError(f"onnx_path {str(onnx)!r} is no file: point it at "
+                                        f"an ONNX export of the encoder (aieng-onnx makes one)")
+            tok_path = tokenizer_file(self.options)
+            if not tok_path.is_file():
+                raise FileNotFoundError(f"no tokenizer at {str(tok_path)!r}: set "
+                                        f"tokenizer_path to the encoder's tokenizer.json")
+            trt = require_tensorrt()
+            torch = require_cuda(self.options.device)
+            # tokenizers ships no type information: imported by name, used as Any.
+            tokenizers: Any = importlib.import_module("tokenizers")
+            tokenizer = tokenizers.Tokenizer.from_file(str(tok_path))
+            tokenizer.enable_truncation(max_length=self.profile.max_seq)
+            logger = trt.Logger(trt.Logger.WARNING)
+            key = self.cache_key(str(trt.__version__),
+                                 compute_capability(torch, self.options.device))
+            cache = EngineCache(Path(self.options.cache_dir).expanduser())
+            engine = cache.load(key)
+            if engine is None:
+                started = time.perf_counter()
+                with torch.cuda.device(self.options.device):
+                    engine = build_engine(trt, onnx.read_bytes(), self.profile,
+                                          precision=self.options.precision,
+                                          workspace_bytes=self.options.workspace_mb << 20,
+                                          logger=logger)
+                where = cache.store(key, engine)
+                log.info("tensorrt.engine.built", key=key, path=str(where),
+                         seconds=round(time.perf_counter() - started, 3))
+            runner = EngineRunner(trt, torch, engine, device=self.options.device,
+                                  logger=logger)
+            self._loaded = _Loaded(runner, tokenizer, torch, self.profile)
+            return self._loaded
+
+    @hookimpl
+    async def aieng_pipeline_open(self) -> None:
+        """Check for TensorRT and a GPU, and load or build the engine, before any request."""
+        await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
+
+    @hookimpl
+    def aieng_pipeline_close(self) -> None:
+        """Drop the engine and its execution context."""
+        self._loaded = None
+
+    @hookimpl
+    async def aieng_embed(self, texts: Sequence[str], model: str | None) -> Any:
+        """One unit vector per text, in order (``None`` for another model)."""
+        if model not in (None, self.options.model):
+            return None
+        loaded = await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
+        if not texts:
+            return []
+        return await anyio.to_thread.run_sync(loaded.encode, list(texts),
+                                              abandon_on_cancel=True)

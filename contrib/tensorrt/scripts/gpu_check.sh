@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# One short check of the GPU stack: torch CUDA, ONNX Runtime's CUDA provider, TensorRT.
+# Prints what it measured, one line per fact; "not available" lines (exit 0) on a CPU box.
+#   contrib/tensorrt/scripts/gpu_check.sh            (uses .venv/bin/python, else python3)
+set -euo pipefail
+PYTHON="${PYTHON:-}"
+if [[ -z "$PYTHON" ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+exec "$PYTHON" - <<'PY'
+import os, tempfile, time
+
+def line(key, value):
+    print(f"{key:<22} {value}", flush=True)
+
+def tiny_onnx(path, dim=256):
+    """A (batch, dim) @ (dim, dim) -> Relu graph with a dynamic batch, made with onnx.helper."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((dim, dim)).astype("float32"), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", dim])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", dim])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+# -- torch CUDA ---------------------------------------------------------------------------
+cuda = False
+try:
+    import torch
+    line("torch", f"{torch.__version__} (built for CUDA {torch.version.cuda})")
+    cuda = torch.cuda.is_available()
+    if cuda:
+        props = torch.cuda.get_device_properties(0)
+        line("cuda device", f"{props.name}, sm_{props.major}{props.minor}, "
+                            f"{props.total_memory / 2**30:.1f} GiB")
+        a = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
+        torch.cuda.synchronize(); a @ a; torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ a
+        torch.cuda.synchronize()
+        took = (time.perf_counter() - start) / 10
+        line("matmul fp16 4096^3", f"{took * 1e3:.3f} ms ({2 * 4096**3 / took / 1e12:.1f} TFLOP/s)")
+    else:
+        line("cuda device", "not available (torch.cuda.is_available() is False)")
+except ImportError as error:
+    line("torch", f"not available ({error})")
+
+work = tempfile.mkdtemp(prefix="gpu_check_")
+model = os.path.join(work, "tiny.onnx")
+try:
+    tiny_onnx(model)
+except ImportError as error:
+    model = None
+    line("onnx", f"not available ({error}): ORT and TensorRT checks need it")
+
+# -- ONNX Runtime CUDA provider -------------------------------------------------------------
+try:
+    import numpy as np
+    import onnxruntime as ort
+    line("onnxruntime", f"{ort.__version__}, offers {ort.get_available_providers()}")
+    if model is not None:
+        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        session = ort.InferenceSession(model, providers=[p for p in wanted if p in ort.get_available_providers()])
+        x = np.ones((64, 256), dtype=np.float32)
+        session.run(None, {"x": x})
+        start = time.perf_counter()
+        for _ in range(20):
+            session.run(None, {"x": x})
+        used = session.get_providers()
+        line("ort providers used", used)
+        line("ort run (64x256)", f"{(time.perf_counter() - start) / 20 * 1e3:.3f} ms")
+        if "CUDAExecutionProvider" not in used:
+            line("ort cuda", "not available (the session fell back to CPU)")
+except ImportError as error:
+    line("onnxruntime", f"not available ({error})")
+except Exception as error:  # a provider that fails to load (driver, libcudnn) says so here
+    line("ort cuda", f"not available ({type(error).__name__}: {error})")
+
+# -- TensorRT -------------------------------------------------------------------------------
+try:
+    import tensorrt as trt
+    line("tensorrt", trt.__version__)
+    if not cuda:
+        line("trt engine build", "not available (no CUDA device)")
+    elif model is not None:
+        import sys
+        sys.path.insert(0, os.path.join(os.getcwd(), "contrib", "tensorrt"))
+        from aieng_tensorrt import ShapeProfile
+        from aieng_tensorrt._engine import EngineRunner, build_engine
+        logger = trt.Logger(trt.Logger.WARNING)
+        # The tiny graph's one input is (batch, 256): the profile's "seq" is its width here.
+        profile = ShapeProfile(1, 32, 64, 256, 256, 256)
+        start = time.perf_counter()
+        engine = build_engine(trt, open(model, "rb").read(), profile, precision="fp16",
+                              workspace_bytes=256 << 20, logger=logger)
+        line("trt engine build", f"{time.perf_counter() - start:.2f} s ({len(engine)} bytes, fp16)")
+        runner = EngineRunner(trt, torch, engine, device=0, logger=logger)
+        x = torch.ones(64, 256, device="cuda")
+        runner.hidden = runner.outputs[0]
+        out = runner.run({"x": x})
+        ref = torch.relu(x @ torch.from_numpy(__import__("onnx").numpy_helper.to_array(
+            __import__("onnx").load(model).graph.initializer[0]).copy()).cuda())
+        line("trt run max|err|", f"{(out - ref).abs().max().item():.4f} vs torch fp32")
+except ImportError as error:
+    line("tensorrt", f"not available ({error})")
+PY

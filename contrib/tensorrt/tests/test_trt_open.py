@@ -1,0 +1,216 @@
+"""What ``minilm-trt`` does on a machine without TensorRT or a GPU, and the parts of the
+engine path that run without either (the build's calls, pooling over padded batches).
+
+The engine itself is not built or run here: TensorRT cannot be installed on this machine
+(see README.md); ``scripts/gpu_check.sh`` exercises it on a GPU.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from aieng_tensorrt import MiniLMTensorRT, ShapeProfile, TensorRTOptions, TensorRTUnavailable
+from aieng_tensorrt._component import _Loaded
+from aieng_tensorrt._engine import EngineBuildError, build_engine
+
+import aieng_tensorrt
+from aieng_core import HookError, Kernel
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A folder with a (dummy) ONNX file and a real word-level tokenizer.json."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(
+        "the cat sat on a mat dog ran far away".split())}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "model.onnx").write_bytes(b"not really onnx")
+    return tmp_path
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``import tensorrt`` fails, whatever is installed."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+
+
+@pytest.fixture
+def fake_tensorrt_without_gpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``import tensorrt`` works, and torch sees no CUDA device."""
+    module = types.ModuleType("tensorrt")
+    module.__version__ = "10.0.0"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    yield
+
+
+@pytest.mark.anyio
+async def test_open_without_tensorrt_says_how_to_install(model_dir: Path,
+                                                         no_tensorrt: None) -> None:
+    """Without TensorRT, opening fails with TensorRTUnavailable saying how to install it."""
+    embedder = MiniLMTensorRT(TensorRTOptions(onnx_path=str(model_dir / "model.onnx")))
+    with pytest.raises(TensorRTUnavailable, match=r"needs TensorRT.*pip install"):
+        await embedder.aieng_pipeline_open()
+
+
+@pytest.mark.anyio
+async def test_open_without_gpu_says_no_cuda_device(model_dir: Path,
+                                                    fake_tensorrt_without_gpu: None) -> None:
+    """With TensorRT but no GPU, opening fails saying no CUDA device was found."""
+    embedder = MiniLMTensorRT(TensorRTOptions(onnx_path=str(model_dir / "model.onnx")))
+    with pytest.raises(TensorRTUnavailable, match="no CUDA device was found"):
+        await embedder.aieng_pipeline_open()
+
+
+@pytest.mark.anyio
+async def test_open_checks_the_files_first(tmp_path: Path, model_dir: Path) -> None:
+    """A missing ONNX file or tokenizer is reported before TensorRT is looked for."""
+    with pytest.raises(FileNotFoundError, match="onnx_path"):
+        MiniLMTensorRT(TensorRTOptions(onnx_path=str(tmp_path / "nope.onnx"))).load()
+    with pytest.raises(FileNotFoundError, match="tokenizer_path"):
+        MiniLMTensorRT(TensorRTOptions(onnx_path=str(model_dir / "model.onnx"),
+                                       tokenizer_path=str(tmp_path / "x.json"))).load()
+
+
+@pytest.mark.anyio
+async def test_pipeline_open_fails_with_the_reason(aieng_kernel: Kernel, register_plugin: Any,
+                                                   model_dir: Path, no_tensorrt: None) -> None:
+    """Through a pipeline, opening a ``minilm-trt`` component fails with the install hint."""
+    with register_plugin(aieng_tensorrt, "tensorrt"):
+        pipeline = aieng_kernel.pipeline({"pipeline": {"name": "trt"}, "components": {
+            "embed": {"use": "minilm-trt", "onnx_path": str(model_dir / "model.onnx")}}})
+        with pytest.raises(HookError, match=r"aieng_pipeline_open of 'embed'.*pip install"):
+            await pipeline.open()
+
+
+@pytest.mark.anyio
+async def test_other_models_are_not_mine(model_dir: Path, no_tensorrt: None) -> None:
+    """A request for another model gets None without loading anything."""
+    embedder = MiniLMTensorRT(TensorRTOptions(onnx_path=str(model_dir / "model.onnx")))
+    assert await embedder.aieng_embed(["x"], "other-model") is None
+
+
+class _RecordingTrt:
+    """Records the TensorRT builder calls ``build_engine`` makes (API shape only)."""
+
+    def __init__(self, *, parses: bool = True) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.__version__ = "10.3.0"
+        self.parses = parses
+        rec = self
+        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+        self.BuilderFlag = types.SimpleNamespace(FP16="FP16")
+
+        class Tensor:
+            def __init__(self, name: str) -> None:
+                self.name, self.shape = name, (-1, -1)
+
+        class Network:
+            num_inputs = 2
+
+            def get_input(self, i: int) -> Tensor:
+                return Tensor(["input_ids", "attention_mask"][i])
+
+        class Profile:
+            def set_shape(self, *args: Any) -> None:
+                rec.calls.append(("set_shape", *args))
+
+        class Config:
+            def set_memory_pool_limit(self, *args: Any) -> None:
+                rec.calls.append(("pool", *args))
+
+            def set_flag(self, flag: Any) -> None:
+                rec.calls.append(("flag", flag))
+
+            def add_optimization_profile(self, profile: Any) -> None:
+                rec.calls.append(("add_profile",))
+
+        class Builder:
+            def __init__(self, logger: Any) -> None:
+                pass
+
+            def create_network(self, flags: int) -> Network:
+                rec.calls.append(("network", flags))
+                return Network()
+
+            def create_builder_config(self) -> Config:
+                return Config()
+
+            def create_optimization_profile(self) -> Profile:
+                return Profile()
+
+            def build_serialized_network(self, network: Any, config: Any) -> bytes:
+                return b"ENGINE"
+
+        class Parser:
+            num_errors = 1
+
+            def __init__(self, network: Any, logger: Any) -> None:
+                pass
+
+            def parse(self, data: bytes) -> bool:
+                return rec.parses
+
+            def get_error(self, i: int) -> str:
+                return "bad node"
+
+        self.Builder, self.OnnxParser = Builder, Parser
+
+
+def test_build_engine_sets_profile_precision_and_workspace() -> None:
+    """Every input gets the profile's (min, opt, max) shapes; fp16 sets the FP16 flag."""
+    trt = _RecordingTrt()
+    profile = ShapeProfile(1, 8, 32, 4, 64, 128)
+    assert build_engine(trt, b"onnx", profile, precision="fp16", workspace_bytes=1 << 30,
+                        logger=None) == b"ENGINE"
+    assert ("network", 0) in trt.calls and ("flag", "FP16") in trt.calls
+    assert ("pool", "WORKSPACE", 1 << 30) in trt.calls
+    assert [c for c in trt.calls if c[0] == "set_shape"] == [
+        ("set_shape", name, (1, 4), (8, 64), (32, 128))
+        for name in ("input_ids", "attention_mask")]
+    fp32 = _RecordingTrt()
+    build_engine(fp32, b"onnx", profile, precision="fp32", workspace_bytes=1, logger=None)
+    assert ("flag", "FP16") not in fp32.calls
+    with pytest.raises(EngineBuildError, match="bad node"):
+        build_engine(_RecordingTrt(parses=False), b"x", profile, precision="fp32",
+                     workspace_bytes=1, logger=None)
+
+
+class _TableRunner:
+    """Stands in for the engine: hidden state = a fixed embedding of each token id."""
+
+    def __init__(self) -> None:
+        self.table = torch.randn(32, 6, generator=torch.Generator().manual_seed(0))
+        self.shapes: list[tuple[int, ...]] = []
+
+    def run(self, feeds: dict[str, Any]) -> Any:
+        self.shapes.append(tuple(feeds["input_ids"].shape))
+        return self.table[feeds["input_ids"]]
+
+
+def test_padding_does_not_change_vectors(model_dir: Path) -> None:
+    """Batches padded to the profile's minimums and split at its maximum batch pool to the
+    same unit vectors as each text alone."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    runner = _TableRunner()
+    texts: Sequence[str] = ["the cat sat on a mat", "dog", "a dog ran far away", "cat"]
+    loaded = _Loaded(runner, tokenizer, torch, ShapeProfile(2, 2, 3, 8, 8, 16))  # type: ignore[arg-type]
+    vectors = loaded.encode(texts)
+    assert runner.shapes == [(3, 8), (2, 8)]  # split at 3, the last padded to batch 2
+    for text, vector in zip(texts, vectors):
+        ids = torch.tensor(tokenizer.encode(text).ids)
+        alone = runner.table[ids].mean(dim=0)
+        expected = (alone / alone.norm()).numpy()
+        np.testing.assert_allclose(vector, expected, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,81 @@
+"""Shape-profile and option validation, and the plugin's registration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aieng_tensorrt import ShapeProfile, TensorRTOptions
+from aieng_tensorrt._profile import batches
+
+import aieng_tensorrt
+from aieng_core import ConfigError, Kernel
+
+
+def test_profile_defaults_and_shapes() -> None:
+    """The default profile is valid and gives set_shape's (min, opt, max) shapes."""
+    assert ShapeProfile().shapes() == ((1, 1), (16, 128), (64, 256))
+
+
+@pytest.mark.parametrize("numbers", [(2, 1, 4, 1, 1, 1), (1, 5, 4, 1, 1, 1),
+                                     (1, 1, 1, 8, 4, 16), (1, 1, 1, 1, 32, 16)])
+def test_profile_needs_min_opt_max_in_order(numbers: tuple[int, ...]) -> None:
+    """min <= opt <= max is required of both dimensions, naming the dimension."""
+    with pytest.raises(ValueError, match=r"min_(batch|seq) <= opt_\1 <= max_\1"):
+        ShapeProfile(*numbers)
+
+
+@pytest.mark.parametrize(("numbers", "error"), [((0, 1, 1, 1, 1, 1), ValueError),
+                                                ((1, 1, 1, 1, 1, True), TypeError),
+                                                ((1, 1, 1.5, 1, 1, 1), TypeError)])
+def test_profile_needs_positive_integers(numbers: tuple[Any, ...],
+                                         error: type[Exception]) -> None:
+    """Each bound is an integer of at least 1."""
+    with pytest.raises(error):
+        ShapeProfile(*numbers)
+
+
+def test_run_shape_pads_to_min_and_refuses_beyond_max() -> None:
+    """A batch runs padded up to the minimums; beyond the maximums is an error."""
+    profile = ShapeProfile(2, 4, 8, 8, 16, 32)
+    assert profile.run_shape(1, 3) == (2, 8)
+    assert profile.run_shape(8, 32) == (8, 32)
+    with pytest.raises(ValueError, match="exceeds the engine profile's maximum"):
+        profile.run_shape(9, 4)
+    with pytest.raises(ValueError, match="exceeds"):
+        profile.run_shape(1, 33)
+    assert batches(17, profile) == [range(0, 8), range(8, 16), range(16, 17)]
+    assert batches(0, profile) == []
+
+
+def test_options_validation(tmp_path: Path) -> None:
+    """onnx_path is required, precision is fp16 or fp32, batch and seq are ordered
+    [min, opt, max] triples."""
+    assert TensorRTOptions(onnx_path="m.onnx").profile == ShapeProfile()
+    assert TensorRTOptions(onnx_path="m.onnx", batch=[1, 2, 4]).batch == (1, 2, 4)
+    with pytest.raises(TypeError):
+        TensorRTOptions()  # type: ignore[call-arg]
+    for bad, match in (({"onnx_path": " "}, "onnx_path"),
+                       ({"precision": "int8"}, "precision"),
+                       ({"batch": (1, 2)}, "batch must be"),
+                       ({"seq": (1, "2", 3)}, "seq must be"),
+                       ({"seq": (64, 32, 128)}, "min_seq <= opt_seq"),
+                       ({"workspace_mb": 1}, "workspace_mb"),
+                       ({"device": -1}, "device")):
+        with pytest.raises((TypeError, ValueError), match=match):
+            TensorRTOptions(**{"onnx_path": "m.onnx", **bad})  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_plugin_registers_minilm_trt(aieng_kernel: Kernel, register_plugin: Any) -> None:
+    """The plugin offers ``minilm-trt``; building a pipeline imports no TensorRT, and a
+    bad profile fails to load naming the component's table."""
+    with register_plugin(aieng_tensorrt, "tensorrt") as info:
+        assert info.status == "loaded", info.error
+        aieng_kernel.pipeline({"pipeline": {"name": "trt"}, "components": {
+            "embed": {"use": "minilm-trt", "onnx_path": "model.onnx", "seq": [1, 64, 128]}}})
+        with pytest.raises(ConfigError, match="components.embed"):
+            aieng_kernel.pipeline({"pipeline": {"name": "trt"}, "components": {
+                "embed": {"use": "minilm-trt", "onnx_path": "m.onnx",
+                          "batch": [4, 2, 8]}}})

@@ -1,0 +1,178 @@
+"""``weaviate``: a retriever and index of a pipeline, in a Weaviate collection."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import structlog
+from aieng_hookspecs import PipelineContext, hookimpl
+from aieng_hookspecs.types import Document, Hit, Query
+
+from ._options import WeaviateOptions
+from ._requests import (
+    collection_config,
+    connection_params,
+    data_objects,
+    delete_filter,
+    hits_from,
+    search_request,
+)
+
+__all__ = ["Embedder", "WeaviateStore"]
+
+log = structlog.get_logger(__name__)
+
+#: An embedding function given to :class:`WeaviateStore` directly (tests, notebooks):
+#: ``(texts, model) -> vectors``, plain or ``async``; an ``aieng_embed`` impl fits.
+Embedder = Callable[[Sequence[str], "str | None"], Any]
+
+
+def _embedding_text(doc: Document) -> str:
+    # The same text the embedded ``vectors`` index embeds: title, then passage.
+    return f"{doc.title}\n\n{doc.text}" if doc.title.strip() else doc.text
+
+
+class WeaviateStore:
+    """BM25, vector and hybrid search over a Weaviate collection, with upserts and deletes.
+
+    On open it connects (``url`` or ``AIENG_WEAVIATE_URL``) and creates the collection when
+    missing (no vectorizer: the vectors come from ``context.embed``). Documents are written
+    in batches with UUIDs derived from their ids, so indexing an id again replaces it.
+    Queries follow ``mode``; ``Query.filters`` are metadata equality filters. The client is
+    synchronous and every call runs in a worker thread.
+
+    :param options: the typed options (defaults when omitted).
+    :param embedder: embed with this function instead of the pipeline's embedder.
+    :param client: use this connected ``weaviate.WeaviateClient`` (not closed by the store)
+        instead of connecting from the options.
+    """
+
+    def __init__(self, options: WeaviateOptions | None = None, *,
+                 embedder: Embedder | None = None, client: Any = None) -> None:
+        self.options = options if options is not None else WeaviateOptions()
+        self._embedder = embedder
+        self._client: Any = client
+        self._owns_client = client is None
+        self._collection: Any = None
+        self._context: PipelineContext | None = None
+        self._lock = anyio.Lock()
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @hookimpl
+    async def aieng_pipeline_open(self, context: PipelineContext) -> None:
+        """Keep the pipeline's context (for embeddings), connect, create the collection."""
+        self._context = context
+        await self._ensure_open()
+
+    @hookimpl
+    async def aieng_pipeline_close(self) -> None:
+        """Close the connection (a client given to the store stays open)."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection this store opened (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client and self._client is not None:
+            await anyio.to_thread.run_sync(self._client.close)
+
+    def _open(self) -> Any:
+        if self._client is None:
+            import weaviate
+
+            self._client = weaviate.connect_to_custom(
+                **connection_params(self.options, os.environ))
+        collections = self._client.collections
+        if not collections.exists(self.options.collection):
+            collections.create(**collection_config(self.options))
+            log.info("weaviate.collection.created", collection=self.options.collection)
+        return collections.use(self.options.collection)
+
+    async def _ensure_open(self) -> Any:
+        if self._closed:
+            raise RuntimeError("this weaviate store is closed")
+        async with self._lock:
+            if self._collection is None:
+                self._collection = await anyio.to_thread.run_sync(self._open)
+        return self._collection
+
+    # -- embeddings ----------------------------------------------------------------------
+
+    async def _embed(self, texts: Sequence[str]) -> list[Sequence[float]]:
+        model = self.options.model or None
+        if self._embedder is not None:
+            vectors = self._embedder(list(texts), model)
+            if inspect.isawaitable(vectors):
+                vectors = await vectors
+        elif self._context is not None:
+            vectors = await self._context.embed(list(texts), model)
+        else:
+            raise RuntimeError("the weaviate store has no embedder: it embeds through its "
+                               "pipeline, which opens it first, or through the embedder= "
+                               "given to WeaviateStore")
+        if len(vectors) != len(texts):
+            raise ValueError(f"the embedder returned {len(vectors)} vectors for "
+                             f"{len(texts)} texts")
+        return [[float(x) for x in vector] for vector in vectors]
+
+    @property
+    def _needs_vectors(self) -> bool:
+        return self.options.mode != "bm25"
+
+    # -- the retriever role --------------------------------------------------------------
+
+    @hookimpl
+    async def aieng_index(self, documents: Sequence[Document]) -> int:
+        """Embed and write the documents in batches; an existing id is replaced."""
+        collection = await self._ensure_open()
+        latest = list({doc.id: doc for doc in documents}.values())
+        written = 0
+        for start in range(0, len(latest), self.options.batch_size):
+            batch = latest[start:start + self.options.batch_size]
+            # Vectors are written in every mode, so a collection may be queried in another.
+            vectors = await self._embed([_embedding_text(doc) for doc in batch])
+            objects = data_objects(batch, vectors)
+            result = await anyio.to_thread.run_sync(collection.data.insert_many, objects)
+            if result.has_errors:
+                first = sorted(result.errors.items())[:3]
+                raise RuntimeError(
+                    f"Weaviate refused {len(result.errors)} of {len(batch)} documents of "
+                    f"collection {self.options.collection}: " + "; ".join(
+                        f"{batch[i].id!r}: {error.message}" for i, error in first))
+            written += len(batch)
+        return written
+
+    @hookimpl
+    async def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
+        """The ``k`` best documents under ``mode``, filtered by ``query.filters``."""
+        if not query.text.strip() or k < 1:
+            return []
+        collection = await self._ensure_open()
+        vector = (await self._embed([query.text]))[0] if self._needs_vectors else None
+        request = search_request(self.options, query.text, vector, k, query.filters)
+        if request is None:
+            return []
+        method = getattr(collection.query, request.method)
+        response = await anyio.to_thread.run_sync(lambda: method(**request.kwargs))
+        return hits_from(request.method, response.objects)[:k]
+
+    @hookimpl
+    async def aieng_delete(self, ids: Sequence[str]) -> int:
+        """Delete documents by id (``Pipeline.delete``); unknown ids are ignored."""
+        collection = await self._ensure_open()
+        unique = list(dict.fromkeys(ids))
+        deleted = 0
+        for start in range(0, len(unique), self.options.batch_size):
+            where = delete_filter(unique[start:start + self.options.batch_size])
+            result = await anyio.to_thread.run_sync(
+                lambda: collection.data.delete_many(where=where))
+            deleted += int(result.successful)
+        return deleted

@@ -1,0 +1,294 @@
+"""Pure functions from aieng values to weaviate-client request objects, and back.
+
+Everything the store sends (collection config, insert batches, filters, query arguments,
+connection parameters) is built here without a server, so the tests assert on the very
+weaviate-client objects a server would receive. weaviate is imported inside each function:
+importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+from aieng_hookspecs.types import Document, Hit
+
+from ._options import URL_ENV, WeaviateOptions
+
+if TYPE_CHECKING:
+    from weaviate.classes.data import DataObject
+    from weaviate.collections.classes.filters import _Filters
+
+__all__ = [
+    "SOURCE",
+    "VECTOR_NAME",
+    "SearchRequest",
+    "canonical_json",
+    "collection_config",
+    "connection_params",
+    "data_objects",
+    "delete_filter",
+    "hits_from",
+    "metadata_terms",
+    "object_uuid",
+    "search_request",
+    "where",
+]
+
+#: The ``source`` of the hits this store returns.
+SOURCE = "weaviate"
+#: The collection's one named vector (self-provided: no vectorizer).
+VECTOR_NAME = "default"
+#: The properties BM25 (and hybrid's keyword half) search.
+SEARCHED = ("title", "text")
+#: The property every hit is rebuilt from: the whole document as JSON.
+STORED = "doc_json"
+
+# Namespace of the documents' UUIDs: uuid5(namespace, document id), so re-indexing a
+# document overwrites its object (Weaviate batches are upserts by UUID).
+_NAMESPACE = uuid.UUID("6f0c3b9e-5a4d-5d8e-9b1a-3e7c2f4a1d0b")
+
+
+def object_uuid(doc_id: str) -> str:
+    """The Weaviate object UUID of a document id: deterministic (uuid5), so upserts work."""
+    return str(uuid.uuid5(_NAMESPACE, doc_id))
+
+
+def _searchable(text: str) -> str:
+    # gRPC / protobuf refuse lone surrogates; the exact text lives in doc_json.
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _normal(value: Any) -> Any:
+    """A JSON value with one spelling per JSON-equal value (``1.0`` → ``1``)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _normal(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normal(item) for item in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """One string per JSON value as JSON compares them: ``true`` is not ``1``, ``1`` is
+    ``1.0``, key order does not matter, a tuple is a list."""
+    return json.dumps(_normal(value), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True)
+
+
+def metadata_terms(metadata: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The ``meta`` and ``meta_keys`` property values of a document's metadata.
+
+    ``meta`` holds ``key=<canonical JSON>`` per key (field-tokenized, so a filter matches
+    whole terms only); ``meta_keys`` the keys whose value is not null.
+    """
+    terms = [f"{key}={canonical_json(value)}" for key, value in sorted(metadata.items())]
+    keys = sorted(key for key, value in metadata.items() if value is not None)
+    return terms, keys
+
+
+def collection_config(options: WeaviateOptions) -> dict[str, Any]:
+    """Keyword arguments of ``client.collections.create`` for the store's collection.
+
+    No vectorizer (one self-provided named vector): the pipeline's embedder makes the
+    vectors. ``title`` and ``text`` are BM25-searchable; ``doc_json`` is stored only;
+    ``meta`` / ``meta_keys`` are field-tokenized for exact metadata filters.
+    """
+    from weaviate.classes.config import Configure, DataType, Property, Tokenization
+
+    return {
+        "name": options.collection,
+        "description": "aieng documents (aieng-weaviate)",
+        "vector_config": Configure.Vectors.self_provided(name=VECTOR_NAME),
+        "properties": [
+            Property(name="doc_id", data_type=DataType.TEXT, tokenization=Tokenization.FIELD,
+                     index_searchable=False),
+            Property(name="title", data_type=DataType.TEXT),
+            Property(name="text", data_type=DataType.TEXT),
+            Property(name=STORED, data_type=DataType.TEXT, index_filterable=False,
+                     index_searchable=False),
+            Property(name="meta", data_type=DataType.TEXT_ARRAY,
+                     tokenization=Tokenization.FIELD, index_searchable=False),
+            Property(name="meta_keys", data_type=DataType.TEXT_ARRAY,
+                     tokenization=Tokenization.FIELD, index_searchable=False),
+        ],
+    }
+
+
+def data_objects(documents: Sequence[Document],
+                 vectors: Sequence[Sequence[float]] | None) -> list[DataObject[Any, Any]]:
+    """The insert batch of ``documents`` (with their ``vectors``, in order, when given).
+
+    :raises ValueError: when the vectors do not match the documents one to one.
+    """
+    from weaviate.classes.data import DataObject
+
+    if vectors is not None and len(vectors) != len(documents):
+        raise ValueError(f"{len(vectors)} vectors for {len(documents)} documents")
+    batch: list[DataObject[Any, Any]] = []
+    for position, doc in enumerate(documents):
+        meta, meta_keys = metadata_terms(doc.metadata)
+        properties = {
+            "doc_id": _searchable(doc.id),
+            "title": _searchable(doc.title),
+            "text": _searchable(doc.text),
+            STORED: json.dumps({"id": doc.id, "text": doc.text, "title": doc.title,
+                                "metadata": doc.metadata}, ensure_ascii=True),
+            "meta": meta,
+            "meta_keys": meta_keys,
+        }
+        vector = None if vectors is None else {
+            VECTOR_NAME: [float(x) for x in vectors[position]]}
+        batch.append(DataObject(properties=properties, uuid=object_uuid(doc.id),
+                                vector=vector))
+    return batch
+
+
+def where(filters: Mapping[str, Any]) -> _Filters | None:
+    """The Weaviate filter of metadata equality filters (``Query.filters``), or ``None``.
+
+    ``{key: value}`` matches the term ``key=<canonical JSON of value>`` of ``meta``, so
+    equality is JSON's (booleans are no numbers, ``1 == 1.0``, lists and objects compare
+    whole). ``{key: None}`` matches a null or missing key, as in the kernel's ``memory``
+    retriever: no non-null value under ``meta_keys``.
+    """
+    from weaviate.classes.query import Filter
+
+    parts: list[_Filters] = []
+    for key, value in sorted(filters.items()):
+        if value is None:
+            parts.append(Filter.by_property("meta_keys").contains_none([key]))
+        else:
+            parts.append(Filter.by_property("meta").contains_any(
+                [f"{key}={canonical_json(value)}"]))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else Filter.all_of(parts)
+
+
+def delete_filter(ids: Sequence[str]) -> _Filters:
+    """The filter of ``delete_many`` deleting the documents ``ids``."""
+    from weaviate.classes.query import Filter
+
+    return Filter.by_id().contains_any([object_uuid(doc_id) for doc_id in ids])
+
+
+@attrs.frozen
+class SearchRequest:
+    """One query: the ``collection.query`` method to call and its keyword arguments."""
+
+    method: Literal["bm25", "near_vector", "hybrid"]
+    kwargs: dict[str, Any]
+
+
+def search_request(options: WeaviateOptions, text: str, vector: Sequence[float] | None,
+                   k: int, filters: Mapping[str, Any]) -> SearchRequest | None:
+    """The request answering ``text`` under the options' ``mode``; ``None``: no search
+    (a vector mode without a usable vector).
+
+    A zero (or absent) query vector has no direction: ``hybrid`` then runs BM25 alone and
+    ``vector`` returns nothing.
+    """
+    from weaviate.classes.query import HybridFusion, MetadataQuery
+
+    usable = vector is not None and any(x != 0 for x in vector) and all(
+        math.isfinite(x) for x in vector)
+    common: dict[str, Any] = {"limit": k, "filters": where(filters),
+                              "return_properties": [STORED]}
+    if options.mode == "bm25" or (options.mode == "hybrid" and not usable):
+        return SearchRequest("bm25", {"query": _searchable(text),
+                                      "query_properties": list(SEARCHED),
+                                      "return_metadata": MetadataQuery(score=True),
+                                      **common})
+    if not usable or vector is None:
+        return None
+    as_floats = [float(x) for x in vector]
+    if options.mode == "vector":
+        return SearchRequest("near_vector", {"near_vector": as_floats,
+                                             "target_vector": VECTOR_NAME,
+                                             "return_metadata": MetadataQuery(distance=True),
+                                             **common})
+    fusion = (HybridFusion.RELATIVE_SCORE if options.fusion == "relative_score"
+              else HybridFusion.RANKED)
+    return SearchRequest("hybrid", {"query": _searchable(text), "vector": as_floats,
+                                    "alpha": float(options.alpha), "fusion_type": fusion,
+                                    "query_properties": list(SEARCHED),
+                                    "target_vector": VECTOR_NAME,
+                                    "return_metadata": MetadataQuery(score=True), **common})
+
+
+def _score(method: str, metadata: Any) -> float:
+    if method == "near_vector":
+        distance = getattr(metadata, "distance", None)
+        value = 1.0 - float(distance) if distance is not None else 0.0  # cosine similarity
+    else:
+        score = getattr(metadata, "score", None)
+        value = float(score) if score is not None else 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+def hits_from(method: str, objects: Sequence[Any]) -> list[Hit]:
+    """The hits of a query's returned objects (``QueryReturn.objects``), ranked 1..n.
+
+    Scores are the query metadata's: ``score`` for BM25 and hybrid, ``1 - distance``
+    (cosine similarity) for ``near_vector``. The order is the server's; a stable sort by
+    score guards the non-increasing scores the contract promises.
+    """
+    scored: list[tuple[Document, float]] = []
+    seen: set[str] = set()
+    for obj in objects:
+        stored = json.loads(obj.properties[STORED])
+        doc = Document(id=stored["id"], text=stored["text"], title=stored.get("title", ""),
+                       metadata=stored.get("metadata") or {})
+        if doc.id in seen:
+            continue
+        seen.add(doc.id)
+        scored.append((doc, _score(method, obj.metadata)))
+    scored.sort(key=lambda pair: -pair[1])
+    return [Hit(document=doc, score=score, rank=rank, source=SOURCE)
+            for rank, (doc, score) in enumerate(scored, start=1)]
+
+
+def connection_params(options: WeaviateOptions,
+                      environ: Mapping[str, str]) -> dict[str, Any]:
+    """Keyword arguments of ``weaviate.connect_to_custom`` for the options.
+
+    :raises LookupError: when neither ``url`` nor ``AIENG_WEAVIATE_URL`` names a server, or
+        ``api_key_env`` names an unset variable.
+    """
+    from urllib.parse import urlsplit
+
+    from weaviate.classes.init import AdditionalConfig, Auth, Timeout
+
+    url = options.url or environ.get(URL_ENV, "")
+    if not url:
+        raise LookupError(f"no Weaviate server: set the weaviate component's `url` option "
+                          f"or the environment variable {URL_ENV} (http://host:8080)")
+    WeaviateOptions(url=url)  # the environment's URL gets the option's validation
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    host = parts.hostname or ""
+    auth = None
+    if options.api_key_env:
+        key = environ.get(options.api_key_env, "")
+        if not key:
+            raise LookupError(f"the weaviate component's api_key_env names "
+                              f"{options.api_key_env}, which is not set")
+        auth = Auth.api_key(key)
+    timeout = options.timeout_s
+    return {
+        "http_host": host, "http_port": parts.port or (443 if secure else 80),
+        "http_secure": secure, "grpc_host": host, "grpc_port": options.grpc_port,
+        "grpc_secure": secure, "auth_credentials": auth,
+        "additional_config": AdditionalConfig(
+            timeout=Timeout(init=min(timeout, 30), query=timeout, insert=timeout)),
+    }

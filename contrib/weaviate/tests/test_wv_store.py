@@ -1,0 +1,191 @@
+"""The weaviate store's wiring, with a stand-in client answering weaviate-client's own
+return types (no server), its options and its registration."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import pytest
+from aieng_hookspecs.types import Document, Query
+from aieng_weaviate import WeaviateOptions, WeaviateStore
+from aieng_weaviate._requests import STORED, object_uuid
+from weaviate.classes.data import DataObject
+from weaviate.collections.classes.batch import BatchObjectReturn, DeleteManyReturn, ErrorObject
+from weaviate.collections.classes.internal import MetadataReturn, Object, QueryReturn
+
+import aieng_weaviate
+from aieng_core import ConfigError, Kernel
+from aieng_core.testing import HashEmbedder
+
+
+class _Data:
+    def __init__(self, stored: dict[str, DataObject[Any, Any]], refuse: set[str]) -> None:
+        self.stored, self.refuse = stored, refuse
+
+    def insert_many(self, objects: Sequence[DataObject[Any, Any]]) -> BatchObjectReturn:
+        result = BatchObjectReturn()
+        for i, obj in enumerate(objects):
+            if obj.properties["doc_id"] in self.refuse:
+                result.errors[i] = ErrorObject(message="refused", object_=None)  # type: ignore[arg-type]
+                result.has_errors = True
+            else:
+                self.stored[str(obj.uuid)] = obj
+        return result
+
+    def delete_many(self, where: Any) -> DeleteManyReturn[None]:
+        gone = [u for u in where.value if self.stored.pop(u, None) is not None]
+        return DeleteManyReturn(failed=0, matches=len(gone), objects=None,
+                                successful=len(gone))
+
+
+class _Query:
+    def __init__(self, stored: dict[str, DataObject[Any, Any]]) -> None:
+        self.stored = stored
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _answer(self, method: str, kwargs: dict[str, Any]) -> QueryReturn[Any, Any]:
+        self.calls.append((method, kwargs))
+        objs = list(self.stored.values())[:kwargs["limit"]]
+        return QueryReturn(objects=[
+            Object(uuid=uuid.UUID(str(o.uuid)), metadata=MetadataReturn(score=1.0 / (i + 1),
+                                                                        distance=i / 10),
+                   properties={STORED: o.properties[STORED]}, references=None, vector={},
+                   collection="Docs") for i, o in enumerate(objs)])
+
+    def bm25(self, **kwargs: Any) -> QueryReturn[Any, Any]:
+        return self._answer("bm25", kwargs)
+
+    def hybrid(self, **kwargs: Any) -> QueryReturn[Any, Any]:
+        return self._answer("hybrid", kwargs)
+
+    def near_vector(self, **kwargs: Any) -> QueryReturn[Any, Any]:
+        return self._answer("near_vector", kwargs)
+
+
+@attrs.define
+class _Collection:
+    data: _Data
+    query: _Query
+
+
+class _Collections:
+    def __init__(self, refuse: set[str]) -> None:
+        self.created: list[dict[str, Any]] = []
+        self.stored: dict[str, DataObject[Any, Any]] = {}
+        self.collection = _Collection(_Data(self.stored, refuse), _Query(self.stored))
+
+    def exists(self, name: str) -> bool:
+        return any(c["name"] == name for c in self.created)
+
+    def create(self, **kwargs: Any) -> None:
+        self.created.append(kwargs)
+
+    def use(self, name: str) -> _Collection:
+        assert self.exists(name)
+        return self.collection
+
+
+class _Client:
+    """Stands in for a connected ``weaviate.WeaviateClient``: the calls the store makes."""
+
+    def __init__(self, refuse: set[str] | None = None) -> None:
+        self.collections = _Collections(refuse or set())
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+DOCS = [Document(id="a", text="reciprocal rank fusion", metadata={"lang": "en"}),
+        Document(id="b", text="dense vectors", title="Vectors")]
+
+
+@pytest.mark.anyio
+async def test_index_retrieve_delete_through_the_client() -> None:
+    """Open creates the collection once; index writes uuid5 objects with vectors; retrieve
+    sends the mode's request and maps scores; delete removes by id."""
+    client = _Client()
+    embedder = HashEmbedder(8)
+    store = WeaviateStore(WeaviateOptions(collection="Docs", mode="hybrid", alpha=0.3),
+                          embedder=embedder.aieng_embed, client=client)
+    assert await store.aieng_index(DOCS + [DOCS[0]]) == 2
+    assert [c["name"] for c in client.collections.created] == ["Docs"]
+    assert set(client.collections.stored) == {object_uuid("a"), object_uuid("b")}
+    assert client.collections.stored[object_uuid("b")].vector == {
+        "default": embedder.vector("Vectors\n\ndense vectors")}
+    hits = await store.aieng_retrieve(Query("rank fusion", filters={"lang": "en"}), 1)
+    assert [h.document for h in hits] == [DOCS[0]] and hits[0].source == "weaviate"
+    method, kwargs = client.collections.collection.query.calls[-1]
+    assert method == "hybrid" and kwargs["alpha"] == 0.3 and kwargs["limit"] == 1
+    assert kwargs["filters"].value == ['lang="en"']
+    assert await store.aieng_retrieve(Query("   "), 3) == []
+    assert await store.aieng_delete(["a", "a", "zzz"]) == 1
+    assert set(client.collections.stored) == {object_uuid("b")}
+    await store.aclose()
+    assert client.closed is False  # a given client belongs to its caller
+
+
+@pytest.mark.anyio
+async def test_bm25_mode_embeds_only_to_index() -> None:
+    """In ``bm25`` mode a query is not embedded."""
+    client, embedder = _Client(), HashEmbedder(8)
+    store = WeaviateStore(WeaviateOptions(mode="bm25"), embedder=embedder.aieng_embed,
+                          client=client)
+    await store.aieng_index(DOCS)
+    calls = embedder.calls
+    await store.aieng_retrieve(Query("dense"), 2)
+    assert embedder.calls == calls
+    assert client.collections.collection.query.calls[-1][0] == "bm25"
+
+
+@pytest.mark.anyio
+async def test_refused_documents_fail_the_index_call() -> None:
+    """A batch error from Weaviate is raised, naming the document and the server's message."""
+    store = WeaviateStore(WeaviateOptions(), embedder=HashEmbedder(4).aieng_embed,
+                          client=_Client(refuse={"b"}))
+    with pytest.raises(RuntimeError, match=r"refused 1 of 2 .*'b': refused"):
+        await store.aieng_index(DOCS)
+
+
+@pytest.mark.anyio
+async def test_open_without_a_server_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With neither ``url`` nor ``AIENG_WEAVIATE_URL`` the store fails before connecting."""
+    monkeypatch.delenv("AIENG_WEAVIATE_URL", raising=False)
+    store = WeaviateStore(WeaviateOptions(), embedder=HashEmbedder(4).aieng_embed)
+    with pytest.raises(LookupError, match="AIENG_WEAVIATE_URL"):
+        await store.aieng_index(DOCS)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("mode", "semantic", "mode"),
+    ("alpha", 1.5, "alpha must be in"),
+    ("alpha", True, "alpha must be a number"),
+    ("collection", "docs", "collection must be"),
+    ("url", "localhost:8080", "url must look like"),
+    ("api_key_env", "MY KEY", "api_key_env"),
+    ("grpc_port", 0, "grpc_port"),
+    ("batch_size", 0, "batch_size"),
+])
+def test_bad_options_are_refused(key: str, value: object, message: str) -> None:
+    """Each option is validated with a message naming it."""
+    with pytest.raises((TypeError, ValueError), match=message):
+        WeaviateOptions(**{key: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_plugin_registers_the_component(aieng_kernel: Kernel, register_plugin: Any) -> None:
+    """The plugin offers ``weaviate``; a pipeline file's options reach it, and a misspelled
+    option fails with the key; building a pipeline imports and connects nothing."""
+    with register_plugin(aieng_weaviate, "weaviate") as info:
+        assert info.status == "loaded", info.error
+        pipeline = aieng_kernel.pipeline({
+            "pipeline": {"name": "wv", "stages": ["retrieve"]},
+            "components": {"store": {"use": "weaviate", "url": "http://localhost:1",
+                                     "mode": "bm25"}}})
+        assert pipeline is not None
+        with pytest.raises(ConfigError, match="components.store"):
+            aieng_kernel.pipeline({"pipeline": {"name": "wv"},
+                                   "components": {"store": {"use": "weaviate", "alfa": 1}}})

@@ -1,0 +1,333 @@
+"""``openai``: the backend component, hook impls over an OpenAI-compatible HTTP API."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Completion, Delta, Request, Usage
+
+from ._errors import OpenAIError, hint_for, scrub
+from ._options import OpenAIOptions
+from ._payload import (
+    FinishReason,
+    ProtocolError,
+    chat_body,
+    completion_from,
+    embed_body,
+    finish_reason,
+    usage_from,
+    vectors_from,
+)
+from ._retry import backoff, retry_after, retryable_status
+from ._sse import SSETooLarge, sse_data
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["OpenAIBackend"]
+
+log = structlog.get_logger(__name__)
+
+#: The most texts sent in one ``/embeddings`` call; larger batches are split in order.
+EMBED_BATCH = 256
+
+
+def _resolve_key(options: OpenAIOptions) -> str | None:
+    if options.api_key_env is None:
+        return options.api_key
+    key = os.environ.get(options.api_key_env, "").strip()
+    if not key:
+        raise ValueError(f"the environment variable {options.api_key_env} named by "
+                         "api_key_env is unset or empty: export the API key there")
+    return key
+
+
+class OpenAIBackend:
+    """Generates, streams and embeds through an OpenAI-compatible HTTP server: vLLM, TGI,
+    llama.cpp server or a hosted API.
+
+    Every call is async (httpx's ``AsyncClient``), so the event loop never waits on the
+    network. Building the component touches nothing; the HTTP client opens when the
+    pipeline opens, or on first use, and closes with the pipeline. Failed calls are retried
+    with exponential backoff and jitter on 408, 409, 429, 5xx, timeouts and connection
+    errors, honouring ``Retry-After``; what finally fails raises :class:`OpenAIError` with
+    the status, a body excerpt and a hint. The API key never appears in a log or an error.
+
+    Streams carry text only: the 0.1 contract's :class:`Delta` has no field for tool calls,
+    so a streamed answer that calls tools ends with ``finish_reason="tool_calls"`` and the
+    calls themselves are only available through ``aieng_generate``.
+
+    :param options: the typed options; ``base_url`` and ``model`` are required.
+    :raises ValueError: when ``api_key_env`` names an unset variable.
+    """
+
+    def __init__(self, options: OpenAIOptions) -> None:
+        self.options = options
+        #: The default model, answered for requests naming no model (the conformance
+        #: suite's ``model``).
+        self.model: str = options.model
+        #: The model ``aieng_embed`` uses when asked for none.
+        self.embedding_model: str = options.embedding_model or options.model
+        #: Whether greedy requests repeat exactly: a property of the server, not of this
+        #: client, so it is ``False`` unless set by whoever knows the server.
+        self.deterministic: bool = False
+        self._api_key = _resolve_key(options)
+        self._served = frozenset({options.model, self.embedding_model, *options.models})
+        self._base = options.base_url.rstrip("/")
+        self._client: httpx.AsyncClient | None = None
+        self._rng = random.Random()
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(base_url={self._base!r}, model={self.model!r})"
+
+    def serves(self, model: str | None) -> bool:
+        """Whether a request for ``model`` is this backend's (``None``: the default model)."""
+        return model is None or model in self._served
+
+    # -- the client ----------------------------------------------------------------------
+
+    def _new_client(self) -> httpx.AsyncClient:
+        import httpx  # lazy: `aieng plugins` must not pay for it
+
+        headers = {"Accept": "application/json", **self.options.headers}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        timeout = httpx.Timeout(connect=self.options.connect_timeout,
+                                read=self.options.read_timeout,
+                                write=self.options.read_timeout,
+                                pool=self.options.connect_timeout)
+        return httpx.AsyncClient(headers=headers, timeout=timeout)
+
+    async def _http(self) -> httpx.AsyncClient:
+        """The HTTP client, built on first need in a worker thread: importing httpx and
+        loading the CA bundle take long enough to trip the kernel's loop watchdog."""
+        if self._client is None:
+            client = await anyio.to_thread.run_sync(self._new_client)
+            if self._client is not None:  # a concurrent first call won the race
+                await client.aclose()
+            else:
+                self._client = client
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (what closing the pipeline does); the next call reopens."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, (self._api_key,))
+
+    def _error(self, message: str, **fields: Any) -> OpenAIError:
+        body = self._scrub(str(fields.pop("body", "")))
+        return OpenAIError(self._scrub(message), body=body, **fields)
+
+    async def _send(self, path: str, body: Mapping[str, Any] | None, *,
+                    stream: bool = False) -> httpx.Response:
+        """Send one API call with retries; the response is a success (< 400).
+
+        With ``stream=True`` the body is not read: the caller reads and closes it. Only
+        the request is retried, never a stream already being read.
+        """
+        import httpx
+
+        client = await self._http()
+        url = f"{self._base}/{path}"
+        method = "GET" if body is None else "POST"
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            wait: float | None = None
+            try:
+                response = await client.send(
+                    client.build_request(method, url, json=body), stream=stream)
+            except httpx.TimeoutException as error:
+                failure = self._error(
+                    f"{method} {path} timed out ({type(error).__name__})", kind="timeout",
+                    hint="the server is slow or unreachable: check base_url, or raise "
+                         "connect_timeout / read_timeout", url=url, attempts=attempt)
+            except httpx.TransportError as error:
+                failure = self._error(
+                    f"{method} {path} failed: {type(error).__name__}: {error}",
+                    kind="connection", url=url, attempts=attempt,
+                    hint="check base_url and that the server is running")
+            else:
+                if response.status_code < 400:
+                    log.debug("openai.call", path=path, status=response.status_code,
+                              attempt=attempt,
+                              seconds=round(time.perf_counter() - started, 4))
+                    return response
+                try:
+                    text = (await response.aread()).decode("utf-8", "replace")
+                finally:
+                    await response.aclose()
+                status = response.status_code
+                failure = self._error(f"{method} {path} answered HTTP {status}", kind="http",
+                                      status=status, body=text, hint=hint_for(status),
+                                      url=url, attempts=attempt)
+                if not retryable_status(status):
+                    raise failure
+                wait = retry_after(response.headers)
+            if attempt > self.options.max_retries:
+                raise failure
+            if wait is not None and wait > self.options.backoff_max:
+                failure.hint = (f"the server asked to retry after {wait:.1f} s, more than "
+                                f"backoff_max ({self.options.backoff_max:g} s); "
+                                f"{failure.hint}")
+                raise failure
+            if wait is None:
+                wait = backoff(attempt, base=self.options.backoff_base,
+                               cap=self.options.backoff_max, rng=self._rng)
+            log.warning("openai.retry", path=path, status=failure.status, kind=failure.kind,
+                        attempt=attempt, wait_s=round(wait, 3))
+            await anyio.sleep(wait)
+
+    async def _json(self, path: str, body: Mapping[str, Any] | None) -> Any:
+        response = await self._send(path, body)
+        try:
+            return response.json()
+        except ValueError:
+            raise self._error(f"{path} answered with a body that is not JSON",
+                              kind="protocol", status=response.status_code,
+                              body=response.text, url=str(response.url),
+                              hint="check base_url: it must be the OpenAI-compatible API "
+                                   "root") from None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @hookimpl
+    async def aieng_pipeline_open(self) -> None:
+        """Open the HTTP client (no request is sent)."""
+        await self._http()
+
+    @hookimpl
+    async def aieng_pipeline_close(self) -> None:
+        """Close the HTTP client and its connections."""
+        await self.aclose()
+
+    # -- role hooks ----------------------------------------------------------------------
+
+    @hookimpl
+    async def aieng_generate(self, request: Request) -> Completion | None:
+        """One chat completion (``None`` for a model this server does not serve)."""
+        if not self.serves(request.model):
+            return None
+        data = await self._json("chat/completions",
+                                chat_body(request, self.options, stream=False))
+        try:
+            return completion_from(data, request.model or self.model)
+        except ProtocolError as error:
+            raise self._error(f"chat/completions answered unexpectedly: {error}",
+                              kind="protocol", body=json.dumps(data)[:500],
+                              url=f"{self._base}/chat/completions",
+                              hint="the server is not OpenAI-compatible here") from None
+
+    @hookimpl
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta] | None:
+        """Stream a chat completion over server-sent events (``None`` for another model)."""
+        if not self.serves(request.model):
+            return None
+        return self._stream(request)
+
+    async def _stream(self, request: Request) -> AsyncGenerator[Delta, None]:
+        import httpx
+
+        url = f"{self._base}/chat/completions"
+        response = await self._send("chat/completions",
+                                    chat_body(request, self.options, stream=True), stream=True)
+        index = 0
+        finish: FinishReason | None = None
+        usage: Usage | None = None
+        try:
+            async for data in sse_data(response.aiter_lines()):
+                if data.strip() == "[DONE]":
+                    break
+                chunk = self._chunk(data, url)
+                usage = usage_from(chunk.get("usage")) or usage
+                for choice in chunk.get("choices") or ():
+                    if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
+                        continue
+                    delta = choice.get("delta")
+                    text = delta.get("content") if isinstance(delta, Mapping) else None
+                    if isinstance(text, str) and text:
+                        yield Delta(text, index=index)
+                        index += 1
+                    if choice.get("finish_reason"):
+                        finish = finish_reason(choice["finish_reason"])
+        except httpx.TimeoutException:
+            raise self._error("the stream stalled: no chunk within read_timeout",
+                              kind="timeout", url=url,
+                              hint="raise read_timeout, or check the server") from None
+        except httpx.TransportError as error:
+            raise self._error(f"the stream broke: {type(error).__name__}: {error}",
+                              kind="connection", url=url,
+                              hint="the server closed the connection mid-stream") from None
+        except SSETooLarge as error:
+            raise self._error(str(error), kind="protocol", url=url,
+                              hint="the server is not sending server-sent events") from None
+        finally:
+            await response.aclose()
+        if finish is None:
+            raise self._error("the stream ended before a finish_reason", kind="protocol",
+                              url=url, hint="the server cut the stream short: check its logs")
+        yield Delta("", index=index, finish_reason=finish, usage=usage)
+
+    def _chunk(self, data: str, url: str) -> Mapping[str, Any]:
+        try:
+            chunk = json.loads(data)
+        except json.JSONDecodeError as error:
+            raise self._error(f"a stream event is not JSON ({error.msg})", kind="protocol",
+                              body=data, url=url,
+                              hint="the server's stream is malformed") from None
+        if not isinstance(chunk, Mapping):
+            raise self._error("a stream event is not a JSON object", kind="protocol",
+                              body=data, url=url, hint="the server's stream is malformed")
+        if "error" in chunk:
+            raise self._error("the server reported an error mid-stream", kind="http",
+                              body=data, url=url, hint="read the body excerpt")
+        return chunk
+
+    @hookimpl
+    async def aieng_embed(self, texts: Sequence[str],
+                          model: str | None) -> list[list[float]] | None:
+        """Embed through ``/embeddings`` (``None`` for a model this server does not serve)."""
+        if not self.serves(model):
+            return None
+        target = model or self.embedding_model
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), EMBED_BATCH):
+            batch = list(texts[start:start + EMBED_BATCH])
+            data = await self._json("embeddings", embed_body(batch, target))
+            try:
+                vectors.extend(vectors_from(data, len(batch)))
+            except ProtocolError as error:
+                raise self._error(f"embeddings answered unexpectedly: {error}",
+                                  kind="protocol", body=json.dumps(data)[:500],
+                                  url=f"{self._base}/embeddings",
+                                  hint="check embedding_model: it must be an embedding "
+                                       "model the server serves") from None
+        if vectors and len({len(row) for row in vectors}) > 1:
+            raise self._error("the embedding batches have different dimensions",
+                              kind="protocol", url=f"{self._base}/embeddings")
+        return vectors
+
+    # -- beyond the hooks ----------------------------------------------------------------
+
+    async def list_models(self) -> list[str]:
+        """The model ids the server lists (``GET {base_url}/models``); a network call."""
+        data = await self._json("models", None)
+        items = data.get("data") if isinstance(data, Mapping) else None
+        if not isinstance(items, list):
+            raise self._error("models answered without a data list", kind="protocol",
+                              url=f"{self._base}/models", body=json.dumps(data)[:500])
+        return [str(item["id"]) for item in items
+                if isinstance(item, Mapping) and "id" in item]

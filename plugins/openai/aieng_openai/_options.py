@@ -1,0 +1,142 @@
+"""The typed options of the ``openai`` component."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Literal
+
+import attrs
+
+__all__ = ["OpenAIOptions"]
+
+MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Header names the component sets itself: a user header must not silently replace them.
+_RESERVED_HEADERS = frozenset({"authorization", "content-type", "accept"})
+
+
+def _base_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a string, got {type(value).__name__}")
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(
+            f"{attribute.name} must be an http(s) URL such as 'http://127.0.0.1:8000/v1' "
+            f"(the OpenAI-compatible API root, usually ending in /v1), got {value!r}")
+    if "@" in value.split("//", 1)[1].split("/", 1)[0]:
+        raise ValueError(f"{attribute.name} must not carry credentials: use api_key or "
+                         "api_key_env")
+
+
+def _opt_str(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ValueError(f"{attribute.name} must be a non-empty string or be left unset")
+
+
+def _env_name(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or not _ENV_NAME.match(value)):
+        raise ValueError(f"{attribute.name} must name an environment variable "
+                         f"(letters, digits, _), got {value!r}")
+
+
+def _model(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{attribute.name} must name the server's model "
+                         "(what GET /v1/models lists)")
+
+
+def _models(instance: object, attribute: attrs.Attribute[tuple[str, ...]],
+            value: tuple[str, ...]) -> None:
+    for name in value:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{attribute.name} must hold non-empty model names, got {name!r}")
+
+
+def _seconds(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{attribute.name} must be a number of seconds, "
+                        f"got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
+
+
+def _non_negative_seconds(instance: object, attribute: attrs.Attribute[float],
+                          value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{attribute.name} must be a number of seconds, "
+                        f"got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{attribute.name} must be at least 0 seconds, got {value!r}")
+
+
+def _retries(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an integer, got {type(value).__name__}")
+    if not 0 <= value <= 20:
+        raise ValueError(f"{attribute.name} must be from 0 to 20, got {value!r}")
+
+
+def _headers(instance: object, attribute: attrs.Attribute[dict[str, str]],
+             value: dict[str, str]) -> None:
+    for name, text in value.items():
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise TypeError(f"{attribute.name} must map header names to strings")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{attribute.name} must not set {name!r}: the component sets it "
+                             "(use api_key or api_key_env for Authorization)")
+
+
+@attrs.frozen
+class OpenAIOptions:
+    """Options of the ``openai`` backend.
+
+    :param base_url: the API root of the server, as the OpenAI SDK takes it: requests go to
+        ``{base_url}/chat/completions``, ``{base_url}/embeddings`` and ``{base_url}/models``
+        (vLLM, llama.cpp server and TGI serve them under ``http://HOST:PORT/v1``). Required.
+    :param model: the model sent when a request names none; the component answers requests
+        whose ``model`` is ``None``, this one, ``embedding_model`` or one of ``models``.
+    :param models: further model names this server serves (sent as given).
+    :param embedding_model: the model ``aieng_embed`` uses when asked for none
+        (default: ``model``).
+    :param api_key: the bearer token. Never logged and scrubbed from error messages; prefer
+        ``api_key_env`` so it stays out of pipeline files.
+    :param api_key_env: the environment variable holding the key, read when the component
+        is built. Give at most one of ``api_key`` and ``api_key_env``; none for local servers.
+    :param headers: extra HTTP headers sent with every request (not Authorization).
+    :param connect_timeout: seconds to wait for a connection.
+    :param read_timeout: seconds to wait for each read of the response (in a stream: between
+        two chunks, so a long generation is fine as long as tokens keep coming).
+    :param max_retries: retries after the first attempt, on 408, 409, 429, 5xx, timeouts and
+        connection errors; other 4xx answers are never retried.
+    :param backoff_base: the first retry's nominal wait, doubled on each retry, with jitter.
+    :param backoff_max: the longest wait between two attempts, backoff or ``Retry-After``.
+        A server asking for a longer wait gets no retry: the error says when to come back.
+    :param stream_usage: ask for usage in the last chunk of a stream
+        (``stream_options.include_usage``); turn off for servers that reject the field.
+    :param send_top_k: send ``request.top_k`` as ``top_k`` (vLLM, TGI and llama.cpp take it;
+        hosted OpenAI rejects it).
+    :param max_tokens_field: the name of the token limit in the body: ``max_tokens`` (every
+        compatible server) or ``max_completion_tokens`` (newer OpenAI models).
+    """
+
+    base_url: str = attrs.field(validator=_base_url)
+    model: str = attrs.field(validator=_model)
+    models: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_models)
+    embedding_model: str | None = attrs.field(default=None, validator=_opt_str)
+    api_key: str | None = attrs.field(default=None, validator=_opt_str, repr=False)
+    api_key_env: str | None = attrs.field(default=None, validator=_env_name)
+    headers: dict[str, str] = attrs.field(factory=dict, validator=_headers, hash=False)
+    connect_timeout: float = attrs.field(default=5.0, validator=_seconds)
+    read_timeout: float = attrs.field(default=120.0, validator=_seconds)
+    max_retries: int = attrs.field(default=3, validator=_retries)
+    backoff_base: float = attrs.field(default=0.5, validator=_non_negative_seconds)
+    backoff_max: float = attrs.field(default=30.0, validator=_non_negative_seconds)
+    stream_usage: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    send_top_k: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    max_tokens_field: MaxTokensField = attrs.field(
+        default="max_tokens",
+        validator=attrs.validators.in_(("max_tokens", "max_completion_tokens")))
+
+    def __attrs_post_init__(self) -> None:
+        if self.api_key is not None and self.api_key_env is not None:
+            raise ValueError("give api_key or api_key_env, not both")

@@ -1,0 +1,187 @@
+"""From :class:`Request` to the chat-completions body, and from the answer back."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from aieng_hookspecs.types import Completion, Message, Request, ToolCall, ToolSpec, Usage
+
+from ._options import OpenAIOptions
+
+__all__ = ["chat_body", "completion_from", "embed_body", "finish_reason", "usage_from",
+           "vectors_from"]
+
+# The contract's finish reasons (``Completion.finish_reason``); the contract does not export
+# its alias, so it is spelled out here.
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+
+# Finish reasons of compatible servers, as the contract names them.
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop", "eos": "stop", "eos_token": "stop", "stop_sequence": "stop",
+    "end_turn": "stop",
+    "length": "length", "max_tokens": "length", "model_length": "length",
+    "tool_calls": "tool_calls", "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    "error": "error", "abort": "error",
+}
+
+
+class ProtocolError(ValueError):
+    """The server's answer is not what the OpenAI API promises."""
+
+
+def _message(message: Message) -> dict[str, Any]:
+    body: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name is not None:
+        body["name"] = message.name
+    if message.tool_call_id is not None:
+        body["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        body["tool_calls"] = [
+            {"id": call.id, "type": "function",
+             "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}
+            for call in message.tool_calls]
+    return body
+
+
+def _tool(spec: ToolSpec) -> dict[str, Any]:
+    return {"type": "function", "function": {
+        "name": spec.name, "description": spec.description, "parameters": spec.parameters}}
+
+
+def chat_body(request: Request, options: OpenAIOptions, *, stream: bool) -> dict[str, Any]:
+    """The JSON body of ``POST {base_url}/chat/completions`` for ``request``."""
+    body: dict[str, Any] = {
+        "model": request.model or options.model,
+        "messages": [_message(m) for m in request.messages],
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        options.max_tokens_field: request.max_tokens,
+    }
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.top_k is not None and options.send_top_k:
+        body["top_k"] = request.top_k
+    if request.response_schema is not None:
+        body["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": "response", "schema": request.response_schema, "strict": True}}
+    if request.tools:
+        body["tools"] = [_tool(spec) for spec in request.tools]
+    if stream:
+        body["stream"] = True
+        if options.stream_usage:
+            body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def embed_body(texts: Sequence[str], model: str) -> dict[str, Any]:
+    """The JSON body of ``POST {base_url}/embeddings``."""
+    return {"model": model, "input": list(texts), "encoding_format": "float"}
+
+
+def finish_reason(raw: object) -> FinishReason:
+    """A server's finish reason as the contract names it (``stop`` when unknown)."""
+    return _FINISH.get(raw, "stop") if isinstance(raw, str) else "stop"
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def usage_from(raw: object) -> Usage | None:
+    """The ``usage`` object of an answer, or ``None`` when there is none."""
+    if not isinstance(raw, Mapping):
+        return None
+    return Usage(prompt_tokens=_count(raw.get("prompt_tokens")),
+                 completion_tokens=_count(raw.get("completion_tokens")))
+
+
+def tool_calls_from(raw: object) -> tuple[ToolCall, ...]:
+    """The ``tool_calls`` of an assistant message."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ProtocolError("message.tool_calls is not a list")
+    calls = []
+    for position, item in enumerate(raw):
+        function = item.get("function") if isinstance(item, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise ProtocolError(f"tool call {position} has no function name")
+        arguments = function.get("arguments") or "{}"
+        try:
+            decoded = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except json.JSONDecodeError as error:
+            raise ProtocolError(f"tool call {position} ({function['name']}) has arguments "
+                                f"that are not JSON: {error}") from None
+        if not isinstance(decoded, Mapping):
+            raise ProtocolError(f"tool call {position} ({function['name']}) has arguments "
+                                "that are not a JSON object")
+        call_id = item.get("id") or f"call_{position}"
+        try:
+            calls.append(ToolCall(id=str(call_id), name=function["name"],
+                                  arguments=dict(decoded)))
+        except (TypeError, ValueError) as error:
+            raise ProtocolError(f"tool call {position} is invalid: {error}") from None
+    return tuple(calls)
+
+
+def completion_from(data: object, model: str) -> Completion:
+    """The :class:`Completion` of a chat-completions answer.
+
+    :raises ProtocolError: when the answer lacks ``choices[0].message``.
+    """
+    if not isinstance(data, Mapping):
+        raise ProtocolError("the answer is not a JSON object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        raise ProtocolError("the answer has no choices")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, Mapping):
+        raise ProtocolError("choices[0] has no message")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise ProtocolError("choices[0].message.content is not a string")
+    served = data.get("model")
+    return Completion(
+        text=content or "",
+        finish_reason=finish_reason(choice.get("finish_reason")),
+        usage=usage_from(data.get("usage")) or Usage(),
+        model=served if isinstance(served, str) and served else model,
+        tool_calls=tool_calls_from(message.get("tool_calls")),
+    )
+
+
+def vectors_from(data: object, count: int) -> list[list[float]]:
+    """The vectors of an embeddings answer, in input order.
+
+    :raises ProtocolError: on a wrong count, mixed dimensions or non-finite numbers.
+    """
+    if not isinstance(data, Mapping) or not isinstance(data.get("data"), list):
+        raise ProtocolError("the answer has no data list")
+    items = data["data"]
+    if len(items) != count:
+        raise ProtocolError(f"{len(items)} embeddings for {count} inputs")
+    rows: list[list[float] | None] = [None] * count
+    for position, item in enumerate(items):
+        if not isinstance(item, Mapping) or not isinstance(item.get("embedding"), list):
+            raise ProtocolError(f"data[{position}] has no embedding list")
+        index = item.get("index", position)
+        if not isinstance(index, int) or not 0 <= index < count or rows[index] is not None:
+            raise ProtocolError(f"data[{position}] has a bad or repeated index {index!r}")
+        try:
+            vector = [float(x) for x in item["embedding"]]
+        except (TypeError, ValueError):
+            raise ProtocolError(f"data[{position}].embedding holds a non-number") from None
+        if not vector or not all(math.isfinite(x) for x in vector):
+            raise ProtocolError(f"data[{position}].embedding is empty or not finite")
+        rows[index] = vector
+    vectors = [row for row in rows if row is not None]
+    if len({len(row) for row in vectors}) > 1:
+        raise ProtocolError("the embeddings have different dimensions")
+    return vectors

@@ -1,0 +1,63 @@
+"""When to retry and how long to wait: status rules, ``Retry-After`` and backoff."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from collections.abc import Mapping
+
+__all__ = ["RETRY_STATUSES", "backoff", "retry_after", "retryable_status"]
+
+#: 4xx statuses that are worth another attempt (timeouts, conflicts, rate limits).
+RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+def retryable_status(status: int) -> bool:
+    """Whether an answer with ``status`` may be retried: 408, 409, 429 and every 5xx."""
+    return status in RETRY_STATUSES or status >= 500
+
+
+def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """The wait a server asked for, in seconds, or ``None`` when it asked for none.
+
+    Reads ``retry-after-ms`` (OpenAI's, in milliseconds) and then ``Retry-After``, as
+    seconds or as an HTTP date (RFC 9110 §10.2.3); a date in the past is a wait of 0.
+    Unreadable values count as no request.
+    """
+    lowered = {key.lower(): value for key, value in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return value
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT even when written without a zone
+            return None
+        current = time.time() if now is None else now
+        return max(0.0, when.timestamp() - current)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def backoff(attempt: int, *, base: float, cap: float,
+            rng: random.Random | None = None) -> float:
+    """The wait before retry number ``attempt`` (1-based): ``base * 2**(attempt-1)``, capped
+    at ``cap``, with "equal jitter" (half fixed, half uniform) so clients that failed
+    together do not retry together."""
+    nominal = min(cap, base * (2.0 ** max(0, attempt - 1)))
+    draw = (rng or random).random()
+    return nominal / 2.0 + draw * nominal / 2.0

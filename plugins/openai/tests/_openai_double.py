@@ -1,0 +1,320 @@
+"""A real OpenAI-compatible HTTP server on loopback, for the tests: a test double.
+
+:class:`OpenAIServerDouble` is a small starlette app that speaks the OpenAI wire format
+(``/v1/chat/completions`` as JSON and as server-sent events, ``/v1/embeddings``,
+``/v1/models``) and answers through any aieng backend: the kit's ``ScriptedBackend`` and
+``HashEmbedder`` for the policy tests, the real ``SmolLM2Backend`` for the real path.
+Failures are scripted per path (:meth:`OpenAIServerDouble.script`): an error status with
+headers (429 with ``Retry-After``), a delay (timeouts), a raw body or raw SSE lines
+(malformed streams). :class:`LoopbackServer` runs an app under uvicorn in a background
+thread on ``127.0.0.1`` with an OS-chosen port and stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import attrs
+import uvicorn
+from aieng_hookspecs.types import Delta, Message, Request, ToolSpec, Usage
+from starlette.applications import Starlette
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+__all__ = ["API_KEY", "CHAT_MODEL", "EMBED_MODEL", "OTHER_MODEL", "Call", "LoopbackServer",
+           "OpenAIServerDouble", "Scripted", "echo"]
+
+#: The key the session's server double accepts; tests assert it never shows in logs or
+#: errors.
+API_KEY = "sk-test-0123456789abcdef-TOPSECRET-key"
+CHAT_MODEL = "double-chat"
+EMBED_MODEL = "double-embed"
+OTHER_MODEL = "double-other"
+
+
+def echo(request: Request) -> str:
+    """The double's policy: a fixed preamble, then the user's words back."""
+    return f"You said: {request.prompt}"
+
+
+@attrs.frozen
+class Scripted:
+    """A scripted answer to the next call of a path, instead of the policy's.
+
+    :param status: the HTTP status.
+    :param headers: extra response headers (``Retry-After``).
+    :param delay: seconds to wait before answering (for client timeouts).
+    :param body: a raw body; ``None`` with status 200 lets the policy answer after ``delay``.
+    :param sse: raw lines of an event stream (each sent followed by a newline).
+    """
+
+    status: int = 200
+    headers: dict[str, str] = attrs.field(factory=dict)
+    delay: float = 0.0
+    body: str | None = None
+    sse: tuple[str, ...] | None = None
+
+
+@attrs.frozen
+class Call:
+    """One request the server received."""
+
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+class OpenAIServerDouble:
+    """A test double of an OpenAI-compatible server, answering through aieng backends.
+
+    :param backend: answers chat completions (``aieng_generate`` / ``aieng_stream``); it is
+        called with ``model=None``, whatever model the client named.
+    :param embedder: answers embeddings (``aieng_embed``).
+    :param models: the model ids served; another model gets 404 ``model_not_found``.
+    :param api_key: when set, calls without ``Authorization: Bearer <api_key>`` get 401,
+        whose message echoes the key sent, as OpenAI's does.
+    """
+
+    def __init__(self, backend: Any, embedder: Any = None, *, models: Sequence[str],
+                 api_key: str | None = None) -> None:
+        self.backend = backend
+        self.embedder = embedder
+        self.models = list(models)
+        self.api_key = api_key
+        #: Every request received, in order.
+        self.calls: list[Call] = []
+        self._scripts: dict[str, deque[Scripted]] = {}
+        self._lock = threading.Lock()
+        self.app = Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+        ])
+
+    # -- scripting -----------------------------------------------------------------------
+
+    def script(self, path: str, *answers: Scripted) -> None:
+        """Queue answers for the next calls of ``path`` (``"chat/completions"``, ...)."""
+        with self._lock:
+            self._scripts.setdefault(f"/v1/{path}", deque()).extend(answers)
+
+    def reset(self) -> None:
+        """Forget the calls and any unused script."""
+        with self._lock:
+            self._scripts.clear()
+            self.calls.clear()
+
+    def calls_to(self, path: str) -> list[Call]:
+        """The calls of ``path`` so far."""
+        return [call for call in self.calls if call.path == f"/v1/{path}"]
+
+    def _next(self, path: str) -> Scripted | None:
+        with self._lock:
+            queue = self._scripts.get(path)
+            return queue.popleft() if queue else None
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _enter(self, http: HTTPRequest) -> tuple[Any, Response | None]:
+        """Record the call; the body, and a response when the call ends here."""
+        raw = await http.body()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            body = raw.decode("utf-8", "replace")
+        path = http.url.path
+        self.calls.append(Call(path=path, headers=dict(http.headers), body=body))
+        if self.api_key is not None:
+            sent = http.headers.get("authorization", "")
+            if sent != f"Bearer {self.api_key}":
+                given = sent.removeprefix("Bearer ")
+                return body, _error(401, f"Incorrect API key provided: {given}.",
+                                    "invalid_api_key")
+        scripted = self._next(path)
+        if scripted is not None:
+            if scripted.delay:
+                await asyncio.sleep(scripted.delay)
+            if scripted.sse is not None:
+                lines = scripted.sse
+
+                async def raw_stream() -> AsyncIterator[str]:
+                    for line in lines:
+                        yield line + "\n"
+
+                return body, StreamingResponse(raw_stream(), status_code=scripted.status,
+                                               media_type="text/event-stream",
+                                               headers=scripted.headers)
+            if scripted.status != 200 or scripted.body is not None:
+                return body, Response(scripted.body or "", status_code=scripted.status,
+                                      headers=scripted.headers,
+                                      media_type="application/json")
+        if http.method == "POST" and not isinstance(body, dict):
+            return body, _error(400, "the body must be a JSON object", "invalid_request")
+        return body, None
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    async def _models(self, http: HTTPRequest) -> Response:
+        _, early = await self._enter(http)
+        if early is not None:
+            return early
+        return JSONResponse({"object": "list", "data": [
+            {"id": name, "object": "model", "owned_by": "aieng-tests"}
+            for name in self.models]})
+
+    async def _chat(self, http: HTTPRequest) -> Response:
+        body, early = await self._enter(http)
+        if early is not None:
+            return early
+        if body.get("model") not in self.models:
+            return _error(404, f"The model `{body.get('model')}` does not exist.",
+                          "model_not_found")
+        try:
+            request = _request(body)
+        except (KeyError, TypeError, ValueError) as error:
+            return _error(400, f"invalid request: {error}", "invalid_request")
+        model = body["model"]
+        if body.get("stream"):
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(self._sse(request, model, usage),
+                                     media_type="text/event-stream")
+        completion = await self.backend.aieng_generate(request)
+        usage_ = completion.usage
+        return JSONResponse({
+            "id": "chatcmpl-double", "object": "chat.completion", "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": completion.finish_reason,
+                         "message": {"role": "assistant", "content": completion.text}}],
+            "usage": _usage(usage_),
+        })
+
+    async def _sse(self, request: Request, model: str, include_usage: bool
+                   ) -> AsyncIterator[str]:
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
+            return "data: " + json.dumps({
+                "id": "chatcmpl-double", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": model, "choices": choices,
+                **extra}) + "\n\n"
+
+        yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                      "finish_reason": None}])
+        stream = self.backend.aieng_stream(request)
+        usage = Usage()
+        texts = 0
+        async for delta in stream:
+            assert isinstance(delta, Delta)
+            if delta.text:
+                texts += 1
+            if delta.usage is not None:
+                usage = delta.usage
+            yield chunk([{"index": 0, "delta": {"content": delta.text} if delta.text else {},
+                          "finish_reason": delta.finish_reason}])
+        if include_usage:
+            if not usage.completion_tokens:
+                usage = Usage(completion_tokens=texts)
+            yield chunk([], usage=_usage(usage))
+        yield "data: [DONE]\n\n"
+
+    async def _embeddings(self, http: HTTPRequest) -> Response:
+        body, early = await self._enter(http)
+        if early is not None:
+            return early
+        texts = body.get("input")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not texts or \
+                not all(isinstance(text, str) for text in texts):
+            return _error(400, "input must be a string or a non-empty list of strings",
+                          "invalid_request")
+        vectors = self.embedder.aieng_embed(texts, None)
+        return JSONResponse({"object": "list", "model": body.get("model"), "data": [
+            {"object": "embedding", "index": index, "embedding": list(vector)}
+            for index, vector in enumerate(vectors)],
+            "usage": {"prompt_tokens": sum(len(t.split()) for t in texts),
+                      "total_tokens": sum(len(t.split()) for t in texts)}})
+
+
+def _error(status: int, message: str, code: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error",
+                                   "code": code}}, status_code=status)
+
+
+def _usage(usage: Usage) -> dict[str, int]:
+    return {"prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+def _request(body: dict[str, Any]) -> Request:
+    """The aieng request of a chat-completions body (model left to the backend)."""
+    schema = None
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        schema = response_format["json_schema"]["schema"]
+    tools = tuple(ToolSpec(name=t["function"]["name"],
+                           description=t["function"].get("description", ""),
+                           parameters=t["function"].get("parameters") or {"type": "object"})
+                  for t in body.get("tools") or ())
+    stop = body.get("stop") or ()
+    return Request(
+        messages=tuple(Message(role=m["role"], content=m.get("content") or "",
+                               name=m.get("name"), tool_call_id=m.get("tool_call_id"))
+                       for m in body["messages"]),
+        temperature=float(body.get("temperature", 1.0)),
+        top_p=float(body.get("top_p", 1.0)),
+        max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 16),
+        stop=(stop,) if isinstance(stop, str) else tuple(stop),
+        seed=body.get("seed"),
+        response_schema=schema,
+        tools=tools,
+    )
+
+
+class LoopbackServer:
+    """Runs an ASGI app under uvicorn in a background thread on 127.0.0.1 (port 0: the OS
+    picks a free one) and stops it on exit.
+
+    :param app: the ASGI app.
+    :param start_timeout: seconds to wait for the server to listen.
+    """
+
+    def __init__(self, app: Any, *, start_timeout: float = 10.0) -> None:
+        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                     lifespan="off", access_log=False,
+                                     timeout_graceful_shutdown=1)
+        self.server = uvicorn.Server(self.config)
+        self.start_timeout = start_timeout
+        self.thread = threading.Thread(target=self.server.run, name="loopback-openai",
+                                       daemon=True)
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        """The API root clients use (``http://127.0.0.1:PORT/v1``)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        deadline = time.monotonic() + self.start_timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.server.should_exit = True
+                raise RuntimeError("the loopback server did not start")
+            time.sleep(0.01)
+        sockets = [s for server in self.server.servers for s in server.sockets]
+        self.port = int(sockets[0].getsockname()[1])
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive(), "the loopback server did not stop"

@@ -1,0 +1,79 @@
+"""The plugin as the kernel sees it: registration, options, pipelines, lazy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import aieng_openai
+import pytest
+from _openai_double import API_KEY, CHAT_MODEL, LoopbackServer, OpenAIServerDouble
+from aieng_openai import OpenAIBackend, OpenAIOptions
+
+from aieng_core import ConfigError, Kernel
+
+pytestmark = pytest.mark.anyio
+
+
+def pipeline_of(base_url: str, **options: Any) -> dict[str, Any]:
+    return {"pipeline": {"name": "remote", "stages": ["generate"]},
+            "components": {"llm": {"use": "openai", "base_url": base_url,
+                                   "model": CHAT_MODEL, **options}}}
+
+
+async def test_runs_in_a_pipeline_and_closes_its_client(
+        aieng_kernel: Kernel, register_plugin: Any, double: OpenAIServerDouble,
+        loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pipeline file naming ``openai`` (key from the environment) runs against the
+    server; closing the pipeline closes the component's HTTP client."""
+    monkeypatch.setenv("AIENG_TEST_OPENAI_KEY", API_KEY)
+    with register_plugin(aieng_openai, "openai") as info:
+        assert info.status == "loaded", info.error
+        pipeline = aieng_kernel.pipeline(pipeline_of(
+            loopback.base_url, api_key_env="AIENG_TEST_OPENAI_KEY", backoff_base=0.01))
+    async with pipeline:
+        result = await pipeline.run("What is six times seven?")
+        component = next(c for c in pipeline.components.values()
+                         if isinstance(c, OpenAIBackend))
+        assert component._client is not None
+    assert result.status == "ok" and result.answer == "You said: What is six times seven?"
+    assert component._client is None
+
+
+@pytest.mark.parametrize(("options", "found"), [
+    ({"modle": "x"}, "modle"),
+    ({"base_url": "127.0.0.1:8000"}, "http"),
+    ({"base_url": "http://user:pw@host/v1"}, "credentials"),
+    ({"api_key": "k", "api_key_env": "K"}, "not both"),
+    ({"api_key_env": "AIENG_TEST_SURELY_UNSET"}, "AIENG_TEST_SURELY_UNSET"),
+    ({"read_timeout": 0}, "read_timeout"),
+    ({"max_retries": -1}, "max_retries"),
+    ({"headers": {"Authorization": "Bearer x"}}, "Authorization"),
+    ({"max_tokens_field": "tokens"}, "max_tokens_field"),
+])
+async def test_bad_options_fail_to_load(aieng_kernel: Kernel, register_plugin: Any,
+                                        options: dict[str, Any], found: str) -> None:
+    """Misspelled keys, bad URLs, two keys, an unset key variable and bad numbers fail the
+    pipeline's loading with a message naming the problem."""
+    with register_plugin(aieng_openai, "openai"):
+        config = pipeline_of("http://127.0.0.1:9/v1")
+        config["components"]["llm"].update(options)
+        with pytest.raises(ConfigError, match=found):
+            aieng_kernel.pipeline(config)
+
+
+def test_options_hide_the_key() -> None:
+    """The options' repr never shows the key."""
+    options = OpenAIOptions(base_url="http://127.0.0.1:9/v1", model="m", api_key=API_KEY)
+    assert API_KEY not in repr(options) and API_KEY not in repr(OpenAIBackend(options))
+
+
+def test_import_is_light() -> None:
+    """Importing the plugin (warnings as errors) loads neither httpx nor starlette."""
+    code = ("import sys, aieng_openai; "
+            "assert 'httpx' not in sys.modules, 'httpx imported'; "
+            "assert 'httpcore' not in sys.modules")
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr

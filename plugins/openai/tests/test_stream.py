@@ -1,0 +1,147 @@
+"""Server-sent events: the parser's rules, and streams that go wrong on the wire."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from _openai_double import OpenAIServerDouble, Scripted
+from aieng_hookspecs.types import Delta, Message, Request
+from aieng_openai import OpenAIBackend, OpenAIError, sse_data
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.anyio
+
+
+async def lines_of(*lines: str) -> AsyncIterator[str]:
+    for line in lines:
+        yield line
+
+
+async def parse(*lines: str) -> list[str]:
+    return [data async for data in sse_data(lines_of(*lines))]
+
+
+def chunk(content: str | None = None, finish: str | None = None, **extra: Any) -> str:
+    delta = {} if content is None else {"content": content}
+    return "data: " + json.dumps({"object": "chat.completion.chunk", "choices": [
+        {"index": 0, "delta": delta, "finish_reason": finish}], **extra})
+
+
+async def consume(backend: OpenAIBackend, text: str = "hi") -> list[Delta]:
+    stream = backend.aieng_stream(Request(messages=(Message("user", text),)))
+    assert stream is not None
+    return [delta async for delta in stream]
+
+
+async def test_parser_rules() -> None:
+    """``data:`` with or without a space, CRLF, multi-line data, comments, other fields,
+    and a last event without a blank line after it."""
+    assert await parse("data: a", "", "data:b", "", ": ping", "", "event: x", "id: 3",
+                       "retry: 10", "data: c1", "data: c2", "", "data: d\r", "\r",
+                       "data", "", "data: last") == ["a", "b", "c1\nc2", "d", "", "last"]
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@given(payloads=st.lists(st.dictionaries(st.text(max_size=5), st.text(max_size=20),
+                                         max_size=3), max_size=5),
+       spaced=st.booleans(), crlf=st.booleans(), pings=st.booleans())
+def test_parser_round_trips_json_events(payloads: list[dict[str, str]], spaced: bool,
+                                        crlf: bool, pings: bool) -> None:
+    """Whatever the JSON payloads and line-ending style, each event's data comes back."""
+    end = "\r\n" if crlf else "\n"
+    lines: list[str] = []
+    for payload in payloads:
+        if pings:
+            lines += [": keep-alive" + end, end]
+        lines += [("data: " if spaced else "data:") + json.dumps(payload) + end, end]
+
+    async def main() -> list[str]:
+        return await parse(*lines)
+
+    assert [json.loads(d) for d in anyio.run(main)] == payloads
+
+
+async def test_stream_with_pings_and_no_done(double: OpenAIServerDouble,
+                                             make_backend: Any) -> None:
+    """Keep-alive comments are skipped; a stream that ends after its finish reason without
+    ``[DONE]`` (older llama.cpp) still ends well, text in the finishing chunk kept."""
+    double.script("chat/completions", Scripted(sse=(
+        ": ping", "", chunk("Hel"), "", ": ping", "", chunk("lo"), "",
+        chunk("!", finish="length"), "")))
+    backend: OpenAIBackend = make_backend()
+    deltas = await consume(backend)
+    await backend.aclose()
+    assert [d.text for d in deltas] == ["Hel", "lo", "!", ""]
+    assert deltas[-1].finish_reason == "length" and deltas[-1].usage is None
+
+
+async def test_usage_chunk_after_finish(double: OpenAIServerDouble, make_backend: Any) -> None:
+    """Usage sent in a last chunk with no choices lands on the last delta."""
+    double.script("chat/completions", Scripted(sse=(
+        chunk("ok"), "", chunk(finish="stop"), "",
+        "data: " + json.dumps({"choices": [], "usage": {"prompt_tokens": 4,
+                                                        "completion_tokens": 1}}), "",
+        "data: [DONE]", "")))
+    backend: OpenAIBackend = make_backend()
+    deltas = await consume(backend)
+    await backend.aclose()
+    assert deltas[-1].usage is not None and deltas[-1].usage.prompt_tokens == 4
+
+
+@pytest.mark.parametrize(("lines", "found"), [
+    ((chunk("a"), "", "data: {not json", ""), "not JSON"),
+    ((chunk("a"), "", "data: [1, 2]", ""), "not a JSON object"),
+    ((chunk("a"), "", "data: [DONE]", ""), "before a finish_reason"),
+    ((chunk("a"), ""), "before a finish_reason"),
+    (("data: " + json.dumps({"error": {"message": "overloaded"}}), ""), "mid-stream"),
+])
+async def test_malformed_streams_raise(double: OpenAIServerDouble, make_backend: Any,
+                                       lines: tuple[str, ...], found: str) -> None:
+    """Non-JSON events, a cut stream and an error event raise with an excerpt and a hint."""
+    double.script("chat/completions", Scripted(sse=lines))
+    backend: OpenAIBackend = make_backend()
+    with pytest.raises(OpenAIError, match=found) as caught:
+        await consume(backend)
+    await backend.aclose()
+    assert caught.value.hint
+
+
+async def test_stream_retries_before_the_first_byte(double: OpenAIServerDouble,
+                                                    make_backend: Any) -> None:
+    """A 429 or 5xx before the stream starts is retried; the stream then runs normally."""
+    double.script("chat/completions",
+                  Scripted(status=429, headers={"Retry-After": "0"}, body="{}"),
+                  Scripted(status=503, body="{}"))
+    backend: OpenAIBackend = make_backend()
+    deltas = await consume(backend, "x y")
+    await backend.aclose()
+    assert "".join(d.text for d in deltas) == "You said: x y"
+    assert len(double.calls_to("chat/completions")) == 3
+
+
+async def test_stalled_stream_times_out(double: OpenAIServerDouble, make_backend: Any) -> None:
+    """A stream that stops sending for longer than read_timeout raises a timeout error."""
+    double.script("chat/completions", Scripted(delay=1.0))
+    backend: OpenAIBackend = make_backend(read_timeout=0.2, max_retries=0)
+    with pytest.raises(OpenAIError) as caught:
+        await consume(backend)
+    await backend.aclose()
+    assert caught.value.kind == "timeout"
+
+
+async def test_closing_a_stream_early_releases_it(double: OpenAIServerDouble,
+                                                  make_backend: Any) -> None:
+    """Leaving a stream after its first delta closes the response; the client still works."""
+    backend: OpenAIBackend = make_backend()
+    stream = backend.aieng_stream(Request(messages=(Message("user", "a b c d"),)))
+    assert stream is not None
+    first = await anext(aiter(stream))
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert first.index == 0
+    assert await backend.aieng_generate(Request(messages=(Message("user", "z"),))) is not None
+    await backend.aclose()
