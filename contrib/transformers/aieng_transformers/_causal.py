@@ -4,7 +4,9 @@ The loop is ours rather than ``model.generate``: each step is one forward pass w
 request's own KV cache, so a worker thread can hand every token to the event loop as it
 comes, a cancelled request stops after the step in flight, sampling uses the request's own
 seeded generator, and log-probabilities come from the same logits that chose the token.
-Steps of concurrent requests interleave under the model's lock.
+Steps of concurrent requests interleave under the model's lock. A request with a
+response schema or a regex decodes through a :class:`~._constrain.Guide`, which picks
+only tokens that keep the text a valid prefix.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import structlog
 import torch
 from aieng_hookspecs.types import Message, Request, TokenLogprob, Usage
 
+from ._constrain import Guide, constraint_for, token_texts
 from ._convert import dtype_argument
 from ._sampling import choose, make_generator, penalize
 from ._templates import TEMPLATES, ChatTemplate, TemplateName
@@ -162,13 +165,18 @@ class CausalLM:
     def start(self, request: Request, *, logprobs: bool = False) -> Generation:
         """Render and tokenize the request; the returned generation decodes step by step.
 
-        :raises ValueError: when the prompt does not fit the model's context.
+        :raises ValueError: when the prompt does not fit the model's context, or when the
+            request's ``response_schema`` / ``metadata["regex"]`` cannot be enforced (an
+            unsupported schema keyword, a regex that does not compile, both given).
         """
+        constraint = constraint_for(request.response_schema, request.metadata)
+        guide = None if constraint is None else Guide(
+            constraint, token_texts(self.tokenizer), self.stop_ids)
         ids = self.encode_prompt(request.messages)
         if self.context_length is not None and len(ids) >= self.context_length:
             raise ValueError(f"the prompt has {len(ids)} tokens; the model's context is "
                              f"{self.context_length} tokens")
-        return Generation(self, ids, request, logprobs=logprobs)
+        return Generation(self, ids, request, logprobs=logprobs, guide=guide)
 
     @torch.inference_mode()
     def forward(self, ids: Sequence[int], cache: Any) -> tuple[torch.Tensor, Any]:
@@ -224,8 +232,10 @@ class Generation:
     """
 
     def __init__(self, lm: CausalLM, prompt: list[int], request: Request, *,
-                 logprobs: bool) -> None:
+                 logprobs: bool, guide: Guide | None = None) -> None:
         self._lm = lm
+        #: The constrained-decoding guide (``None``: free text).
+        self.guide = guide
         self._request = request
         self._pending: list[int] = prompt  # ids the next forward pass consumes
         self._cache: Any = None
@@ -265,9 +275,16 @@ class Generation:
             logits, self._cache = lm.forward(self._pending, self._cache)
             if lm.repetition_penalty != 1.0 and self._generated:
                 logits = penalize(logits, self._generated, lm.repetition_penalty)
-            token = choose(logits, temperature=request.temperature, top_k=request.top_k,
-                           top_p=request.top_p, generator=self._generator) \
-                if self._generator is not None else int(torch.argmax(logits).item())
+            if self.guide is not None:
+                token = self.guide.choose(
+                    logits, temperature=request.temperature, top_k=request.top_k,
+                    top_p=request.top_p, generator=self._generator,
+                    left=limit - self.completion_tokens - 1)
+            elif self._generator is not None:
+                token = choose(logits, temperature=request.temperature, top_k=request.top_k,
+                               top_p=request.top_p, generator=self._generator)
+            else:
+                token = int(torch.argmax(logits).item())
             self.completion_tokens += 1
             self._generated.add(token)
             if spent is not None:
@@ -279,9 +296,14 @@ class Generation:
             if token in lm.stop_ids:
                 return self._end("stop", self._decoder.flush(), spent)
             self._pending = [token]
+            if self.guide is not None:
+                self.guide.advance(token)
             text = self._stops.feed(self._decoder.push(token))
             if self._stops.stopped:
                 return self._end("stop", "", spent, released=text)
+            if self.guide is not None and self.guide.complete:
+                # The document is whole and nothing may follow: no EOS step needed.
+                return self._end("stop", self._decoder.flush(), spent, released=text)
             if self.completion_tokens >= limit:
                 return self._end("length", self._decoder.flush(), spent, released=text)
             if text or self._cancelled.is_set():

@@ -125,3 +125,21 @@ async def test_chat_template_override(shipped_smollm2: SmolLM2Backend,
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     completion = await generate(backend, attrs.evolve(ask("Say hello."), max_tokens=4))
     assert completion.usage.completion_tokens <= 4
+
+
+async def test_schema_constrained_json(shipped_smollm2: SmolLM2Backend) -> None:
+    """Needs the shipped model: with a response schema, SmolLM2 writes JSON that parses and
+    has the required keys and types (greedy, at most 40 tokens)."""
+    import json
+
+    schema = {"type": "object",
+              "properties": {"city": {"type": "string"}, "population": {"type": "integer"},
+                             "capital": {"type": "boolean"}},
+              "required": ["city", "population", "capital"]}
+    completion = await generate(shipped_smollm2, ask(
+        "Describe Paris as JSON with keys city, population, capital.", max_tokens=40,
+        response_schema=schema))
+    value = json.loads(completion.text)
+    assert set(value) == {"city", "population", "capital"}
+    assert isinstance(value["city"], str) and isinstance(value["population"], int)
+    assert isinstance(value["capital"], bool)

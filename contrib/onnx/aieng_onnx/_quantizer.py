@@ -1,0 +1,115 @@
+"""``ort-int8``: quantize an ONNX model to int8 (dynamic, per-channel) and measure the cost."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import QuantizeResult
+
+from ._embedder import load_tokenizer
+from ._export import EXPORT_FILE, scratch_name, weights_size
+from ._options import OrtInt8Options
+from ._paths import ModelNotFound
+from ._quantize import quantize_int8
+from ._runtime import OnnxEncoder, open_session
+
+__all__ = ["QUALITY_SENTENCES", "OrtInt8Quantizer"]
+
+log = structlog.get_logger(__name__)
+
+#: The fixed sentences whose fp32 and int8 embeddings are compared.
+QUALITY_SENTENCES = (
+    "A cat is sitting on the mat.",
+    "There is a kitten resting on a rug.",
+    "The stock market fell sharply today.",
+    "Share prices dropped steeply this morning.",
+    "Reciprocal rank fusion merges several ranked lists into one.",
+    "How do I write a plugin for the retrieval pipeline?",
+    "The weather in Zürich was cold and clear.",
+    "Quantization trades a little accuracy for smaller, faster models.",
+)
+
+
+class OrtInt8Quantizer:
+    """Quantizes an ONNX model (a ``.onnx`` file, or a folder holding ``model.onnx``) with
+    ONNX Runtime's dynamic quantization: int8 weights with one scale per output channel,
+    activations quantized at run time.
+
+    The result is ``<name>.int8.onnx`` beside the source (or in ``output_dir``). When the
+    model is an encoder (a ``config.json`` and a tokenizer beside it, ``last_hidden_state``
+    out), ``quality`` holds the mean and the lowest cosine between the fp32 and int8
+    mean-pooled embeddings of :data:`QUALITY_SENTENCES`; otherwise it is empty.
+
+    :param options: the typed options (defaults when ``None``).
+    """
+
+    def __init__(self, options: OrtInt8Options | None = None) -> None:
+        self.options = options if options is not None else OrtInt8Options()
+
+    def _encoder(self, model: Path, folder: Path) -> OnnxEncoder | None:
+        config_file = folder / "config.json"
+        if not config_file.is_file() or not any(
+                (folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+            return None
+        config: dict[str, Any] = json.loads(config_file.read_text(encoding="utf-8"))
+        session = open_session(model, providers=("cpu",), threads=self.options.intra_op_threads)
+        if session.get_outputs()[0].name != "last_hidden_state" or "hidden_size" not in config:
+            return None
+        return OnnxEncoder(session, load_tokenizer(folder), dimension=int(config["hidden_size"]),
+                           batch_size=len(QUALITY_SENTENCES), max_length=128)
+
+    def quality(self, source: Path, quantized: Path) -> dict[str, float]:
+        """Cosines between ``source``'s and ``quantized``'s embeddings of the fixed
+        sentences (empty when the model is no encoder); blocking."""
+        import numpy as np
+
+        before = self._encoder(source, source.parent)
+        after = self._encoder(quantized, source.parent)
+        if before is None or after is None:
+            return {}
+        cosines = np.sum(before.encode(QUALITY_SENTENCES) * after.encode(QUALITY_SENTENCES),
+                         axis=1)
+        return {"cosine_mean": float(cosines.mean()), "cosine_min": float(cosines.min())}
+
+    def quantize(self, source: Path) -> QuantizeResult:
+        """Quantize ``source`` (an ``.onnx`` file) now; blocking."""
+        started = time.perf_counter()
+        folder = Path(self.options.output_dir).expanduser() if self.options.output_dir \
+            else source.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{source.stem}.int8.onnx"
+        scratch = scratch_name(folder, "int8", ".onnx")
+        try:
+            quantize_int8(source, scratch)
+            os.replace(scratch, target)
+        finally:
+            scratch.unlink(missing_ok=True)
+        result = QuantizeResult(model=str(target), scheme="int8",
+                                size_before=weights_size(source),
+                                size_after=weights_size(target),
+                                quality=self.quality(source, target))
+        log.info("model.quantized", source=str(source), model=result.model, scheme="int8",
+                 size_before=result.size_before, size_after=result.size_after,
+                 quality=result.quality, seconds=round(time.perf_counter() - started, 3))
+        return result
+
+    @hookimpl
+    async def aieng_quantize(self, model: str, scheme: str) -> QuantizeResult | None:
+        """``int8`` on an ONNX model (``None`` for other schemes and non-ONNX models)."""
+        if scheme != "int8":
+            return None
+        path = Path(model).expanduser()
+        source = path / EXPORT_FILE if path.is_dir() else path
+        if source.suffix != ".onnx":
+            return None
+        if not source.is_file():
+            raise ModelNotFound(f"no ONNX model at {str(source)!r}: export one first "
+                                "(the `minilm-onnx` component caches its export)")
+        return await anyio.to_thread.run_sync(self.quantize, source, abandon_on_cancel=True)

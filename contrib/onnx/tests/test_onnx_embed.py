@@ -1,0 +1,180 @@
+"""``minilm-onnx``: conformance, parity with the torch ``minilm``, the export cache and the
+execution providers. Tests whose docstring says "Needs the shipped model" use MiniLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import structlog
+from aieng_onnx import MiniLMOnnxEmbedder, MiniLMOnnxOptions, export_key
+from aieng_onnx import _export as export_module
+
+from aieng_core.testing.conformance import BackendSuite
+
+pytestmark = pytest.mark.anyio
+
+#: Real sentences of many lengths (one to ~60 tokens), punctuation and non-ASCII included.
+SENTENCES = [
+    "Hello.",
+    "A cat is sitting on the mat.",
+    "There is a kitten resting on a rug.",
+    "The stock market fell sharply today after the central bank raised interest rates.",
+    "Share prices dropped steeply this morning.",
+    "How do I write a plugin?",
+    "Reciprocal rank fusion merges several ranked lists into one by summing 1 / (k + rank).",
+    ("The dispatcher awaits every impl in pluggy's order and re-raises errors with the "
+    "plugin's name, its distribution, the hook and a hint on how to fix it."),
+    "Zürich, 東京 and São Paulo are large cities.",
+    "BM25 scores a document by term frequency, inverse document frequency and length.",
+    "Quantization trades a little accuracy for smaller and faster models.",
+    "She sells sea shells by the sea shore.",
+    "What is the capital of France?",
+    "Paris is the capital and most populous city of France.",
+    "The mitochondria is the powerhouse of the cell.",
+    ("Embeddings map texts to vectors so that similar meanings lie close together; a "
+    "dot product of two unit vectors is their cosine, and an index finds the nearest ones "
+    "among millions in milliseconds."),
+    "I'd like a cup of coffee, please!",
+    "Water boils at 100 degrees Celsius at sea level.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Transformers use self-attention to weigh the tokens of a sequence against each other.",
+    "",
+    "ok",
+    "Numbers like 3.14159 and 2,718 tokenize into several pieces.",
+    "A long time ago in a galaxy far, far away, a small band of rebels fought an empire.",
+]
+
+
+class TestMiniLMOnnxConformance(BackendSuite):
+    """Needs the shipped model: fp32 passes the backend suite's embed checks."""
+
+    @pytest.fixture
+    def component(self, shipped_fp32: MiniLMOnnxEmbedder) -> MiniLMOnnxEmbedder:
+        return shipped_fp32
+
+
+class TestMiniLMOnnxInt8Conformance(BackendSuite):
+    """Needs the shipped model: int8 passes the backend suite's embed checks."""
+
+    @pytest.fixture
+    def component(self, shipped_int8: MiniLMOnnxEmbedder) -> MiniLMOnnxEmbedder:
+        return shipped_int8
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    cosines = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(cosines.mean()), float(cosines.min())
+
+
+def test_fp32_matches_torch(shipped_fp32: MiniLMOnnxEmbedder, shipped_torch: object) -> None:
+    """Needs the shipped model: fp32 ONNX vectors equal the torch ``minilm``'s (mean cosine
+    ≥ 0.9999 on real sentences)."""
+    mean, low = mean_cosine(shipped_fp32.encode(SENTENCES),
+                            shipped_torch.encode(SENTENCES))  # type: ignore[attr-defined]
+    assert mean >= 0.9999 and low >= 0.999, (mean, low)
+
+
+def test_int8_close_to_torch(shipped_int8: MiniLMOnnxEmbedder, shipped_torch: object) -> None:
+    """Needs the shipped model: int8 (per-channel) vectors stay close to the torch
+    ``minilm``'s (mean cosine ≥ 0.99)."""
+    mean, low = mean_cosine(shipped_int8.encode(SENTENCES),
+                            shipped_torch.encode(SENTENCES))  # type: ignore[attr-defined]
+    assert mean >= 0.99 and low >= 0.95, (mean, low)
+
+
+async def test_unit_vectors_in_input_order(shipped_fp32: MiniLMOnnxEmbedder) -> None:
+    """Needs the shipped model: vectors have norm 1 and follow the input order, whatever
+    the length-sorted batching inside; batch size does not change them."""
+    forward = await shipped_fp32.aieng_embed(SENTENCES, "all-MiniLM-L6-v2")
+    backward = await shipped_fp32.aieng_embed(SENTENCES[::-1], None)
+    assert forward is not None and backward is not None and forward.shape == (24, 384)
+    np.testing.assert_allclose(np.linalg.norm(forward, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(forward, backward[::-1], atol=1e-5)
+    small = MiniLMOnnxEmbedder(MiniLMOnnxOptions(
+        cache_dir=shipped_fp32.options.cache_dir, batch_size=3, providers=("cpu",)))
+    np.testing.assert_allclose(small.encode(SENTENCES), forward, atol=1e-5)
+
+
+def test_export_cache_reused(shipped_fp32: MiniLMOnnxEmbedder,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Needs the shipped model: a second load finds the export (and the int8 file) in
+    the cache and exports nothing."""
+    assert shipped_fp32.exported is True
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(export_module, "_export", refuse)
+    monkeypatch.setattr(export_module, "quantize_int8", refuse)
+    for precision in ("fp32", "int8"):
+        again = MiniLMOnnxEmbedder(MiniLMOnnxOptions(
+            cache_dir=shipped_fp32.options.cache_dir, precision=precision,  # type: ignore[arg-type]
+            providers=("cpu",)))
+        again.load()
+        assert again.exported is False
+
+
+def test_tiny_bert_export_matches_torch(bert_dir: Path, tmp_path: Path) -> None:
+    """Any encoder folder exports: a tiny BERT from a config gives the torch embedder's
+    vectors, under the model id of its folder name."""
+    transformers_plugin = pytest.importorskip("aieng_transformers")
+    embedder = MiniLMOnnxEmbedder(MiniLMOnnxOptions(path=str(bert_dir),
+                                                    cache_dir=str(tmp_path), providers=("cpu",)))
+    torch_embedder = transformers_plugin.MiniLMEmbedder(
+        transformers_plugin.MiniLMOptions(path=str(bert_dir)))
+    texts = ["the cat sat on the mat", "a dog", "stock market fell", "kitten"]
+    mean, _ = mean_cosine(embedder.encode(texts), torch_embedder.encode(texts))
+    assert mean >= 0.9999
+    assert embedder.model == bert_dir.name and embedder.exported is True
+    assert len(list((tmp_path / "onnx").iterdir())) == 1, "no temporary folder left behind"
+
+
+def test_cache_key_follows_files_and_opset(bert_dir: Path, tmp_path: Path) -> None:
+    """The cache key changes with the model's files and the opset, and only then."""
+    copy = tmp_path / "bert"
+    copy.mkdir()
+    for file in bert_dir.iterdir():
+        (copy / file.name).write_bytes(file.read_bytes())
+    key = export_key(copy, 18)
+    assert export_key(copy, 18) == key
+    assert export_key(copy, 17) != key
+    (copy / "config.json").write_text((copy / "config.json").read_text() + " ")
+    assert export_key(copy, 18) != key
+
+
+def test_provider_fallback_reported(bert_dir: Path, tmp_path: Path) -> None:
+    """The session tries TensorRT, CUDA, then the CPU and reports what it really got:
+    ``providers`` ends with the CPU, and a fallback from the first choice is logged."""
+    embedder = MiniLMOnnxEmbedder(MiniLMOnnxOptions(path=str(bert_dir), cache_dir=str(tmp_path)))
+    with structlog.testing.capture_logs() as logs:
+        providers = embedder.providers
+    assert providers[-1] == "CPUExecutionProvider"
+    assert set(providers) <= {"TensorrtExecutionProvider", "CUDAExecutionProvider",
+                              "CPUExecutionProvider"}
+    loaded = [e for e in logs if e["event"] == "model.loaded"]
+    assert loaded and loaded[0]["providers"] == list(providers)
+    fallback = [e for e in logs if e["event"] == "onnx.provider_fallback"]
+    if providers[0] != "TensorrtExecutionProvider":
+        assert fallback and fallback[0]["providers"] == list(providers)
+    cpu_only = MiniLMOnnxEmbedder(MiniLMOnnxOptions(path=str(bert_dir), cache_dir=str(tmp_path),
+                                                    providers=("cpu",)))
+    assert cpu_only.providers == ("CPUExecutionProvider",)
+
+
+async def test_empty_input_needs_no_model(tmp_path: Path, bert_dir: Path) -> None:
+    """An empty list gives a (0, dimension) array without exporting anything."""
+    embedder = MiniLMOnnxEmbedder(MiniLMOnnxOptions(path=str(bert_dir), cache_dir=str(tmp_path)))
+    vectors = await embedder.aieng_embed([], None)
+    assert vectors is not None and vectors.shape == (0, 64)
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_options_are_checked() -> None:
+    """Unknown precisions and providers are rejected when the options are built."""
+    with pytest.raises(ValueError):
+        MiniLMOnnxOptions(precision="int4")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        MiniLMOnnxOptions(providers=("rocm",))  # type: ignore[arg-type]
+    assert MiniLMOnnxOptions(providers=["cpu"]).providers == ("cpu",)  # type: ignore[arg-type]

@@ -1,0 +1,85 @@
+"""``ort-int8``: conformance on a tiny exported BERT, and MiniLM's real size and quality."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aieng_onnx import (
+    MiniLMOnnxEmbedder,
+    ModelNotFound,
+    OrtInt8Options,
+    OrtInt8Quantizer,
+    exported,
+)
+
+from aieng_core.testing.conformance import QuantizerSuite
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="session")
+def tiny_export(bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT exported to ONNX (a folder with ``model.onnx`` and its tokenizer)."""
+    folder, _ = exported(bert_dir, tmp_path_factory.mktemp("tiny-cache"), opset=18)
+    return folder
+
+
+class TestOrtInt8Conformance(QuantizerSuite):
+    """``ort-int8`` passes the quantizer suite on a tiny exported BERT."""
+
+    @pytest.fixture
+    def component(self, tmp_path: Path) -> OrtInt8Quantizer:
+        return OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path / "out")))
+
+    @pytest.fixture
+    def model_path(self, tiny_export: Path) -> str:
+        return str(tiny_export / "model.onnx")
+
+    @pytest.fixture
+    def scheme(self) -> str:
+        return "int8"
+
+
+async def test_encoder_quality_is_measured(tiny_export: Path, tmp_path: Path) -> None:
+    """An encoder's folder gives the cosine between fp32 and int8 embeddings, and the
+    quantized file lands in ``output_dir``."""
+    result = await OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path))).aieng_quantize(
+        str(tiny_export), "int8")
+    assert result is not None and result.model == str(tmp_path / "model.int8.onnx")
+    assert set(result.quality) == {"cosine_mean", "cosine_min"}
+    assert 0.9 <= result.quality["cosine_min"] <= result.quality["cosine_mean"] <= 1.0 + 1e-6
+
+
+async def test_bare_onnx_file_has_no_quality(tiny_export: Path, tmp_path: Path) -> None:
+    """An ONNX file with no tokenizer beside it is quantized; its quality is empty."""
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes((tiny_export / "model.onnx").read_bytes())
+    result = await OrtInt8Quantizer().aieng_quantize(str(bare), "int8")
+    assert result is not None and result.quality == {}
+    assert Path(result.model) == tmp_path / "bare.int8.onnx"
+
+
+async def test_not_mine(tmp_path: Path) -> None:
+    """Other schemes and non-ONNX models get None; a missing ONNX file says so."""
+    quantizer = OrtInt8Quantizer()
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"0" * 16)
+    assert await quantizer.aieng_quantize(str(weights), "int8") is None
+    assert await quantizer.aieng_quantize(str(tmp_path / "m.onnx"), "nf4") is None
+    with pytest.raises(ModelNotFound):
+        await quantizer.aieng_quantize(str(tmp_path / "m.onnx"), "int8")
+
+
+async def test_minilm_int8_size_and_quality(shipped_fp32: MiniLMOnnxEmbedder,
+                                            tmp_path: Path) -> None:
+    """Needs the shipped model: MiniLM shrinks to under a third of its bytes and keeps a
+    mean cosine ≥ 0.99 to fp32."""
+    cache = Path(str(shipped_fp32.options.cache_dir))
+    folder, fresh = exported(shipped_fp32.source(), cache, opset=shipped_fp32.options.opset)
+    assert not fresh
+    result = await OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path))).aieng_quantize(
+        str(folder), "int8")
+    assert result is not None
+    assert result.size_after * 3 < result.size_before
+    assert result.quality["cosine_mean"] >= 0.99, result.quality

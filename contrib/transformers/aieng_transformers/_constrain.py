@@ -1,0 +1,278 @@
+"""Constrained decoding: only tokens that keep the text a valid prefix are ever chosen.
+
+A request with ``response_schema`` (JSON valid against the schema, see
+:mod:`aieng_transformers._jsonschema` for the supported subset) or
+``metadata["regex"]`` (text the regular expression fully matches, through the ``regex``
+package's partial matching) decodes under a character-level automaton. Each step:
+
+1. the logits (after temperature) are sorted once, best first (O(V log V) in torch);
+2. candidates are tested in that order against the automaton: a token is allowed when its
+   text (precomputed once per tokenizer for the whole vocabulary) keeps the text a valid
+   prefix, and when the characters still needed to finish fit the tokens left
+   (``max_tokens``); an end-of-sequence token only where the text is whole;
+3. greedy takes the first allowed token; sampling collects allowed tokens until ``top_k``
+   of them, or until they hold ``top_p`` of the probability that could still be allowed
+   (with ``top_p`` 1: until the untested tokens could add at most 1% to the collected
+   probability, or 256 allowed tokens are collected), renormalizes, applies top-p, and
+   draws. The tail this leaves out is what makes sampling affordable (an approximation:
+   allowed tokens that together hold under ~1% of the allowed probability are never drawn).
+
+So a step costs O(V log V) for the sort plus one automaton check per candidate tested,
+each O(length of the token's text): the model's favourite token is usually allowed, and a
+whole-vocabulary scan (49,152 checks for SmolLM2) happens only when the model wants
+none of the allowed tokens. Results of (state, token) checks are memoized per request
+(the state inside a free JSON string is one state, so long strings cost almost nothing).
+
+Limits: tokens whose text is empty (special tokens) or holds part of a multi-byte
+character are never chosen under a constraint; a character the vocabulary spells only
+across several byte tokens cannot be written. A regular expression's remaining length is
+unknown, so under ``max_tokens`` regex output may end incomplete (finish reason
+``length``); JSON output always completes when ``max_tokens`` is at least the schema's
+shortest document.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from ._jsonschema import JsonMachine, SchemaError
+
+__all__ = ["Constraint", "Guide", "JsonConstraint", "RegexConstraint", "SchemaError",
+           "constraint_for", "token_texts"]
+
+# Sampling stops testing candidates once the untested tokens hold at most this share of
+# the allowed probability collected so far (top_p = 1), or at this many allowed ones.
+_TAIL = 1e-2
+_MAX_CANDIDATES = 256
+_MEMO_LIMIT = 200_000
+_texts_lock = threading.Lock()
+
+
+class Constraint(Protocol):
+    """A character-level automaton over immutable, hashable states."""
+
+    def start(self) -> Hashable: ...
+    def feed(self, state: Any, text: str) -> Any | None: ...
+    def accepting(self, state: Any) -> bool: ...
+    def complete(self, state: Any) -> bool: ...
+    def min_chars(self, state: Any) -> int: ...
+
+
+class JsonConstraint:
+    """JSON text valid against a schema (the subset of :mod:`._jsonschema`).
+
+    :raises SchemaError: when the schema is outside the subset.
+    """
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self._machine = JsonMachine(schema)
+
+    def start(self) -> Hashable:
+        return self._machine.start()
+
+    def feed(self, state: Any, text: str) -> Any | None:
+        return self._machine.feed(state, text)
+
+    def accepting(self, state: Any) -> bool:
+        return self._machine.accepting(state)
+
+    def complete(self, state: Any) -> bool:
+        return self._machine.complete(state)
+
+    def min_chars(self, state: Any) -> int:
+        return self._machine.min_chars(state)
+
+
+class RegexConstraint:
+    """Text that the pattern fully matches; prefixes checked with ``regex``'s partial
+    matching. A state is the text so far, so a check costs one match over it.
+
+    :raises ValueError: when the pattern does not compile.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        import regex  # type: ignore[import-untyped]  # (no stubs; types-regex not needed)
+
+        try:
+            self._pattern = regex.compile(pattern)
+        except regex.error as exc:
+            raise ValueError(f"metadata['regex'] does not compile: {exc}") from None
+
+    def start(self) -> Hashable:
+        return ""
+
+    def feed(self, state: Any, text: str) -> Any | None:
+        candidate = state + text
+        return candidate if self._pattern.fullmatch(candidate, partial=True) else None
+
+    def accepting(self, state: Any) -> bool:
+        match = self._pattern.fullmatch(state)
+        return match is not None
+
+    def complete(self, state: Any) -> bool:
+        return False  # whether nothing may follow is not known: EOS (or a limit) ends it
+
+    def min_chars(self, state: Any) -> int:
+        return 0 if self.accepting(state) else 1
+
+
+def constraint_for(response_schema: Mapping[str, Any] | None,
+                   metadata: Mapping[str, Any]) -> Constraint | None:
+    """The request's constraint, or ``None`` for free text.
+
+    :raises ValueError: when both a schema and a regex are given, when the regex is not a
+        string or does not compile, and (:class:`SchemaError`) for an unsupported schema.
+    """
+    pattern = metadata.get("regex")
+    if response_schema is not None and pattern is not None:
+        raise ValueError("a request may constrain its output by response_schema or by "
+                         "metadata['regex'], not both")
+    if response_schema is not None:
+        return JsonConstraint(response_schema)
+    if pattern is not None:
+        if not isinstance(pattern, str):
+            raise ValueError("metadata['regex'] must be a string")
+        return RegexConstraint(pattern)
+    return None
+
+
+def token_texts(tokenizer: Any) -> list[str | None]:
+    """The text of every vocabulary id as it reads after other text, computed once per
+    tokenizer (cached on it); ``None`` for ids whose text is empty (special tokens) or holds
+    part of a multi-byte character."""
+    cached = getattr(tokenizer, "_aieng_token_texts", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    with _texts_lock:
+        cached = getattr(tokenizer, "_aieng_token_texts", None)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        size = len(tokenizer)
+        # Decoding each id after an anchor keeps the leading space a SentencePiece
+        # tokenizer drops from a text's first token.
+        anchor = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("a")[-1:])[0] \
+            if tokenizer.tokenize("a") else None
+        specials = set(getattr(tokenizer, "all_special_ids", ()))
+        if anchor is not None:
+            head = tokenizer.decode([anchor], skip_special_tokens=True,
+                                    clean_up_tokenization_spaces=False)
+            rows = tokenizer.batch_decode([[anchor, i] for i in range(size)],
+                                          skip_special_tokens=True,
+                                          clean_up_tokenization_spaces=False)
+        else:
+            head = ""
+            rows = tokenizer.batch_decode([[i] for i in range(size)], skip_special_tokens=True,
+                                          clean_up_tokenization_spaces=False)
+        texts: list[str | None] = []
+        for index, row in enumerate(rows):
+            text = row[len(head):] if row.startswith(head) else None
+            if index in specials or not text or "\ufffd" in text:
+                text = None
+            texts.append(text)
+        tokenizer._aieng_token_texts = texts
+        return texts
+
+
+class Guide:
+    """One request's constrained choice of tokens (see the module docstring).
+
+    :param constraint: the automaton.
+    :param texts: :func:`token_texts` of the tokenizer.
+    :param stop_ids: end-of-sequence ids, allowed only where the text is whole.
+    """
+
+    def __init__(self, constraint: Constraint, texts: Sequence[str | None],
+                 stop_ids: frozenset[int]) -> None:
+        self.constraint = constraint
+        self.state: Any = constraint.start()
+        self._texts = texts
+        self._stops = stop_ids
+        self._memo: dict[tuple[Any, int], Any] = {}
+        #: Candidates tested so far (for measurements).
+        self.checks = 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether the text is whole and nothing may follow it."""
+        return self.constraint.complete(self.state)
+
+    def _next(self, token: int) -> Any | None:
+        key = (self.state, token)
+        if key in self._memo:
+            return self._memo[key]
+        self.checks += 1
+        text = self._texts[token] if token < len(self._texts) else None
+        after = None if text is None else self.constraint.feed(self.state, text)
+        if len(self._memo) > _MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[key] = after
+        return after
+
+    def _allowed(self, token: int, left: int) -> tuple[bool, bool]:
+        """(allowed, allowed if the token budget were ignored)."""
+        if token in self._stops:
+            ok = self.constraint.accepting(self.state)
+            return ok, ok
+        after = self._next(token)
+        if after is None:
+            return False, False
+        return self.constraint.min_chars(after) <= left, True
+
+    def choose(self, logits: torch.Tensor, *, temperature: float, top_k: int | None,
+               top_p: float, generator: torch.Generator | None, left: int) -> int:
+        """The next token among the allowed ones.
+
+        :param left: tokens that may follow this one (``max_tokens`` minus those generated,
+            this one included).
+        :raises ValueError: when no token of the vocabulary continues the text.
+        """
+        greedy = temperature <= 0.0 or generator is None
+        scores = logits if greedy else logits / temperature
+        ranked = torch.argsort(scores, descending=True, stable=True)
+        order: list[int] = ranked.tolist()
+        probabilities = None if greedy else torch.softmax(scores, dim=-1)
+        ranked_p: list[float] = [] if probabilities is None else probabilities[ranked].tolist()
+        fallback: int | None = None
+        picked: list[int] = []
+        mass, tested = 0.0, 0.0
+        p = 0.0
+        for rank, token in enumerate(order):
+            ok, loose = self._allowed(token, left)
+            if not greedy:
+                p = ranked_p[rank]
+                tested += p
+            if not ok:
+                if loose and fallback is None:
+                    fallback = token
+                continue
+            if greedy:
+                return int(token)
+            picked.append(token)
+            mass += p
+            rest = 1.0 - tested
+            if len(picked) >= (top_k if top_k is not None else _MAX_CANDIDATES):
+                break
+            if mass >= top_p * (mass + rest) or rest <= _TAIL * mass:
+                break
+        if not picked:
+            if fallback is None:
+                raise ValueError("no token of the vocabulary continues the constrained text")
+            return int(fallback)  # the budget cannot be met: keep the text valid anyway
+        assert probabilities is not None
+        weights = probabilities[torch.tensor(picked)]
+        weights = weights / weights.sum()
+        if top_p < 1.0:
+            keep = int((weights.cumsum(0) < top_p).sum()) + 1
+            weights = weights[:keep] / weights[:keep].sum()
+        return picked[int(torch.multinomial(weights, 1, generator=generator).item())]
+
+    def advance(self, token: int) -> None:
+        """Move the automaton past a chosen (non end-of-sequence) token."""
+        after = self._next(token)
+        if after is None:
+            raise ValueError(f"token {token} does not continue the constrained text")
+        self.state = after

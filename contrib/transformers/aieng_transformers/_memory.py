@@ -1,0 +1,190 @@
+"""A model's memory footprint from its config alone: no weights are loaded.
+
+weights = parameters x bytes-per-parameter; KV cache (decoders only) =
+2 (keys and values) x layers x kv_heads x head_dim x context x bytes. Parameters are
+counted from the safetensors headers (a few KiB read per file) or from a GGUF's header
+(its tensor table; no weight is read).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = ["ModelFootprint", "footprint"]
+
+
+@attrs.frozen
+class ModelFootprint:
+    """What the memory estimate needs.
+
+    :param parameters: the number of weights.
+    :param disk_bytes: the model's size on disk (all files of a folder, or the GGUF).
+    :param layers: transformer layers (blocks).
+    :param kv_heads: key/value heads per layer (grouped-query attention: fewer than the
+        query heads).
+    :param head_dim: the size of one head.
+    :param context: the model's context length; ``None`` for an encoder (no KV cache).
+    """
+
+    parameters: int
+    disk_bytes: int
+    layers: int
+    kv_heads: int
+    head_dim: int
+    context: int | None
+
+    def kv_cache_bytes(self, *, bytes_per_param: int, context: int | None = None) -> int:
+        """2 x layers x kv_heads x head_dim x context x bytes (0 for an encoder)."""
+        if self.context is None:
+            return 0
+        tokens = context if context is not None else self.context
+        return 2 * self.layers * self.kv_heads * self.head_dim * tokens * bytes_per_param
+
+    def estimate(self, *, bytes_per_param: int, context: int | None = None) -> dict[str, Any]:
+        """The figures ``aieng models`` prints (bytes; the context the KV cache assumes)."""
+        weights = self.parameters * bytes_per_param
+        kv = self.kv_cache_bytes(bytes_per_param=bytes_per_param, context=context)
+        return {"parameters": self.parameters, "disk_bytes": self.disk_bytes,
+                "layers": self.layers, "kv_heads": self.kv_heads, "head_dim": self.head_dim,
+                "context": None if self.context is None else (context or self.context),
+                "weights_bytes": weights, "kv_cache_bytes": kv, "total_bytes": weights + kv}
+
+
+def footprint(path: Path) -> ModelFootprint:
+    """Read a Hugging Face model folder's ``config.json`` and safetensors headers, or a
+    GGUF file's metadata.
+
+    :raises ValueError: when the folder has no ``config.json`` / the file is no GGUF.
+    """
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return _from_gguf(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{path} is neither a model folder with a config.json nor a .gguf")
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    parameters = sum(_safetensors_count(f) for f in sorted(path.glob("*.safetensors")))
+    if not parameters:  # a pytorch_model.bin only: its size at 4 bytes per weight
+        parameters = sum(f.stat().st_size for f in path.glob("*.bin")) // 4
+    heads = int(config.get("num_attention_heads") or config.get("n_head") or 1)
+    hidden = int(config.get("hidden_size") or config.get("n_embd") or 0)
+    architectures = config.get("architectures") or []
+    decoder = any(str(a).endswith("ForCausalLM") or str(a).endswith("LMHeadModel")
+                  for a in architectures)
+    context = config.get("max_position_embeddings") or config.get("n_positions")
+    return ModelFootprint(
+        parameters=parameters, disk_bytes=disk,
+        layers=int(config.get("num_hidden_layers") or config.get("n_layer") or 0),
+        kv_heads=int(config.get("num_key_value_heads") or heads),
+        head_dim=int(config.get("head_dim") or (hidden // heads if heads else 0)),
+        context=int(context) if decoder and context else None)
+
+
+def _safetensors_count(file: Path) -> int:
+    # The format: an 8-byte little-endian header length, then a JSON header of shapes.
+    with file.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+
+
+def _from_gguf(path: Path) -> ModelFootprint:
+    meta, parameters = read_gguf_header(path)
+    arch = str(meta.get("general.architecture") or "")
+    if not arch:
+        raise ValueError(f"{path}: a GGUF without general.architecture")
+    heads = int(meta.get(f"{arch}.attention.head_count") or 1)
+    hidden = int(meta.get(f"{arch}.embedding_length") or 0)
+    head_dim = meta.get(f"{arch}.attention.key_length") or hidden // heads
+    context = meta.get(f"{arch}.context_length")
+    return ModelFootprint(
+        parameters=parameters, disk_bytes=path.stat().st_size,
+        layers=int(meta.get(f"{arch}.block_count") or 0),
+        kv_heads=int(meta.get(f"{arch}.attention.head_count_kv") or heads),
+        head_dim=int(head_dim), context=int(context) if context else None)
+
+
+# GGUF value types (the spec's gguf_type): struct formats of the fixed-size ones.
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+                 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def read_gguf_header(path: Path) -> tuple[dict[str, Any], int]:
+    """A GGUF's scalar metadata (arrays skipped) and its number of weights, read from the
+    header alone (gguf's own reader also parses every array, seconds for a vocabulary).
+
+    :raises ValueError: when the file is not GGUF (version 2 or 3).
+    """
+    with path.open("rb") as handle:
+        data = handle.read(1 << 16)
+        at = 0
+
+        def need(count: int) -> None:
+            nonlocal data
+            while at + count > len(data):
+                more = handle.read(max(count, 1 << 20))
+                if not more:
+                    raise ValueError(f"{path}: the GGUF header is truncated")
+                data += more
+
+        def unpack(fmt: str) -> Any:
+            nonlocal at
+            size = struct.calcsize(fmt)
+            need(size)
+            (value,) = struct.unpack_from(fmt, data, at)
+            at += size
+            return value
+
+        def string() -> str:
+            nonlocal at
+            length = unpack("<Q")
+            need(length)
+            text = data[at:at + length].decode("utf-8", "replace")
+            at += length
+            return text
+
+        def value(kind: int) -> Any:
+            nonlocal at
+            if kind in _GGUF_SCALARS:
+                return unpack(_GGUF_SCALARS[kind])
+            if kind == _GGUF_STRING:
+                return string()
+            if kind == _GGUF_ARRAY:
+                item, count = unpack("<I"), unpack("<Q")
+                if item in _GGUF_SCALARS:  # skip fixed-size items in one move
+                    size = struct.calcsize(_GGUF_SCALARS[item]) * count
+                    need(size)
+                    at += size
+                else:
+                    for _ in range(count):
+                        value(item)
+                return None
+            raise ValueError(f"{path}: unknown GGUF value type {kind}")
+
+        need(24)
+        if data[:4] != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file")
+        at = 4
+        version = unpack("<I")
+        if version not in (2, 3):
+            raise ValueError(f"{path}: GGUF version {version} is not supported")
+        tensors, entries = unpack("<Q"), unpack("<Q")
+        meta: dict[str, Any] = {}
+        for _ in range(entries):
+            key = string()
+            meta[key] = value(unpack("<I"))
+        parameters = 0
+        for _ in range(tensors):
+            string()
+            dims = [unpack("<Q") for _ in range(unpack("<I"))]
+            unpack("<I")  # the tensor type
+            unpack("<Q")  # the data offset
+            parameters += math.prod(dims)
+        return meta, parameters

