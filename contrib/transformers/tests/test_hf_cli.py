@@ -7,11 +7,10 @@ from pathlib import Path
 
 import click
 import pytest
-from _tiny import CHAIN_TEXT
+from _tiny import CHAIN_TEXT, require_distribution
 from aieng_transformers import SmolLM2Backend, aieng_register_commands
 from aieng_transformers._memory import footprint
 from click.testing import CliRunner, Result
-from conftest import require_distribution
 
 
 def last_line(result: Result) -> str:
