@@ -23,14 +23,3 @@ def pytest_configure(config: pytest.Config) -> None:
         "with other tests (deselect with -m 'not mutates_venv')",
     )
 
-
-import pytest  # noqa: E402
-import structlog  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> object:
-    """CLI invocations configure structlog process-wide; put the defaults back after each
-    test so one test's log level never hides another's log lines."""
-    yield
-    structlog.reset_defaults()

@@ -7,6 +7,10 @@ Fixtures (async ones need the test to run under anyio: ``@pytest.mark.anyio``):
   for the block and always unregisters.
 - ``hook_recorder``: a :class:`HookRecorder` on ``aieng_kernel``.
 - ``captured_events``: an :class:`EventCapture` on ``aieng_kernel``.
+
+Every test also gets structlog's configuration put back as it was before the test: the
+``aieng`` CLI configures logging process-wide, and one test invoking it must not change
+which log lines the next test sees.
 """
 
 from __future__ import annotations
@@ -16,10 +20,19 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
+import structlog
 
 from ..kernel import Kernel
 from ..registry import PluginInfo
 from ._kit import EventCapture, HookRecorder, isolated_kernel, registered
+
+
+@pytest.fixture(autouse=True)
+def _aieng_keep_logging_config() -> Iterator[None]:
+    """Restore structlog's configuration after each test (CLI runs reconfigure it)."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture

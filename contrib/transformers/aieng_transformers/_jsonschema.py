@@ -330,7 +330,7 @@ class JsonMachine:
                 total += 1 if _tracks(frame) else 1 + _escape_left(phase)
                 if node is not None and node.enum is not None:
                     total += min(len(e) - _typed(frame) for e in node.enum
-                                 if e.startswith(frame.text))
+                                 if e.startswith(_prefix(frame)))
             elif kind == "key":
                 obj = state[depth - 1]
                 assert obj.node is not None
@@ -338,7 +338,7 @@ class JsonMachine:
                 total += min(
                     len(k) - _typed(frame) + 1 + 1 + obj.node.properties[k].min_chars
                     + _closing(obj.node, missing - {k}, after_value=True)
-                    for k in _choices(state[:depth + 1]) if k.startswith(frame.text))
+                    for k in _choices(state[:depth + 1]) if k.startswith(_prefix(frame)))
                 # the object frame below is accounted for here
                 return total + self._below(state[:depth - 1])
             elif kind == "obj":
@@ -390,6 +390,12 @@ def _choices(stack: State) -> tuple[str, ...]:
 def _number_done(frame: Frame) -> bool:
     grammar = _INTEGER if frame.node is not None and frame.node.kind == "integer" else _NUMBER
     return grammar.fullmatch(frame.text) is not None
+
+
+def _prefix(frame: Frame) -> str:
+    """What a tracked string has written, a pending backslash included: only choices that
+    start so can still be finished (a pending escape rules out plain ones)."""
+    return frame.text + ("\\" if frame.phase == "esc" else "")
 
 
 def _typed(frame: Frame) -> int:

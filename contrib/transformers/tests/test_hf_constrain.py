@@ -180,3 +180,14 @@ def test_machine_accepts_exactly_valid_documents() -> None:
                 '{"name":"a","name"', '{"name":"\n'):
         state = machine.feed(machine.start(), bad)
         assert state is None or not machine.accepting(state), bad
+
+
+def test_pending_escape_rules_out_plain_enum_values() -> None:
+    """After a backslash inside an enum string, only escaped values can finish it: the
+    characters still needed count from those (regression: 'a' was counted, so the token
+    budget let a document run out of tokens mid-array)."""
+    machine = JsonMachine({"type": "array", "items": {"type": "string",
+                                                     "enum": ["\\", '"', "a"]}})
+    state = machine.feed(machine.start(), '["\\')
+    assert state is not None
+    assert machine.min_chars(state) == len('\\"]')  # the escaped char, the quote, the bracket
