@@ -46,7 +46,9 @@ docs: install
 
 test: install typecheck
 	$(BIN)/python -m aieng_core._hookdoc --check
-	$(BIN)/python -m pytest -p no:cacheprovider
+	# A fixed hypothesis seed keeps `make test` (and CI) reproducible; run pytest directly
+	# (without --hypothesis-seed) to explore new examples.
+	$(BIN)/python -m pytest -p no:cacheprovider --hypothesis-seed=0
 
 bench: install
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
