@@ -30,7 +30,7 @@ import pluggy
 import structlog
 from pluggy import HookImpl
 
-from aieng_hookspecs import PROJECT, CallMode
+from aieng_hookspecs import PROJECT
 from aieng_hookspecs.types import ErrorEvent, Event, HookCalled
 
 from ._errors import HookError
@@ -434,10 +434,3 @@ def first_hook_error(group: BaseExceptionGroup[Any]) -> HookError | None:
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
     return first if isinstance(first, HookError) else None
-
-
-def call_mode(pm: pluggy.PluginManager, hook: str) -> CallMode:
-    """The declared call mode of a hook of ``pm``."""
-    spec = getattr(pm.hook, hook).spec
-    mode: CallMode = spec.function.aieng_call_mode
-    return mode

@@ -25,8 +25,6 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps([info.to_json() for info in infos], indent=2))
     else:
         _present.plugins_table(infos)
-    if kernel.registry.broken and not as_json:
-        ctx.exit(0)
 
 
 @cli.command()

@@ -167,7 +167,7 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
     import anyio
 
     from ..evaluation import load_beir, score_runs
-    from ..pipeline import PipelineConfig, StageConfig
+    from ..pipeline import STAGE_HOOKS, PipelineConfig, StageConfig
 
     kernel = kernel_of(ctx).load()
     collection = load_beir(data_dir)
@@ -176,10 +176,14 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
 
     async def go(workdir: str) -> tuple[dict[str, list[str]], float, float]:
         components = {}
+        present: set[str] = set()
         for name, comp in config.components.items():
-            hooks = set(kernel.registry.component(comp.use).hooks)
+            info = kernel.registry.component(comp.use)
+            # A factory function's hooks are only known once built: keep such components.
+            hooks = set(info.hooks) if isinstance(info.factory, type) else set(_RETRIEVAL_HOOKS)
             if not hooks & _RETRIEVAL_HOOKS:
                 continue  # prompts, guards, caches, judges take no part in retrieval
+            present |= hooks
             options = comp.options
             if ("aieng_index" in hooks and options is not None
                     and "path" in attrs.fields_dict(type(options))):
@@ -189,14 +193,13 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
         stage = dict(config.stage)
         for name in ("retrieve", "rerank"):
             stage[name] = attrs.evolve(stage.get(name, StageConfig()), k=depth)
-        probe = attrs.evolve(config, components=components, stage=stage, stages=None)
+        stages = tuple(s for s in ("retrieve", "rerank")
+                       if present.intersection(STAGE_HOOKS[s]))
+        if "retrieve" not in stages:
+            raise click.UsageError(f"{pipeline} has no retrieve stage")
         async with kernel:
-            built = kernel.pipeline(probe)
-            stages = tuple(s for s in built.stages if s in ("retrieve", "rerank"))
-            await built.aclose()
-            if "retrieve" not in stages:
-                raise click.UsageError(f"{pipeline} has no retrieve stage")
-            built = kernel.pipeline(attrs.evolve(probe, stages=stages))
+            built = kernel.pipeline(attrs.evolve(config, components=components, stage=stage,
+                                                 stages=stages))
             started = time.perf_counter()
             with _present.progress("indexing", total=len(collection.documents)) as advance:
                 for start in range(0, len(collection.documents), 128):

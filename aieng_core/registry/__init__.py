@@ -4,4 +4,12 @@ from ._discovery import ENTRY_POINT_GROUP
 from ._info import ComponentInfo, PluginInfo, hooks_of
 from ._registry import BUILTIN, ReaderInfo, Registry
 
-__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "ComponentInfo", "PluginInfo", "ReaderInfo", "Registry", "hooks_of"]
+__all__ = [
+    "BUILTIN",
+    "ENTRY_POINT_GROUP",
+    "ComponentInfo",
+    "PluginInfo",
+    "ReaderInfo",
+    "Registry",
+    "hooks_of",
+]

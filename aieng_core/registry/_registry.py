@@ -325,14 +325,6 @@ class Registry:
                 message += "; broken plugins: " + ", ".join(p.name for p in self.broken)
             raise UnknownComponentError(message) from None
 
-    def plugin_of(self, obj: object) -> PluginInfo | None:
-        """The plugin that registered a component instance or plugin module, if any."""
-        for info in self._components.values():
-            if isinstance(info.factory, type) and isinstance(obj, info.factory):
-                return self._plugins.get(info.plugin)
-        name = self._pm.get_name(obj)
-        return self._plugins.get(name) if name else None
-
 
 def _version(distribution: str) -> str:
     try:
