@@ -320,7 +320,7 @@ class Dispatcher:
         if self._monitors or self.trace_hooks:
             self._observe(hook, impl.plugin_name, stage, kwargs, outcome, value, error, end - start)
         if error is not None:
-            raise self._failure(impl, hook, stage, policy, error, outcome)
+            raise self.failure(impl.plugin_name, hook, stage, policy, error, outcome)
         return value
 
     @staticmethod
@@ -366,22 +366,32 @@ class Dispatcher:
                 run_id=run_id, pipeline=pipeline, hook=hook, plugin=plugin, stage=stage,
                 outcome=outcome, duration_s=duration))
 
-    def _failure(
+    def failure(
         self,
-        impl: HookImpl,
+        plugin: str,
         hook: str,
         stage: str,
         policy: StagePolicy,
         error: BaseException,
         outcome: str,
+        *,
+        message: str = "",
+        hint: str = "",
     ) -> HookError:
-        plugin = impl.plugin_name
+        """Log and publish an impl's failure (an ``error`` event); return the HookError.
+
+        The dispatcher calls it for every failed call; a stage calls it for failures it
+        sees itself (a stream that breaks while being consumed).
+
+        :param outcome: ``"timeout"`` or ``"error"``.
+        :param message: replaces the default message (the timeout, or the error's text).
+        :param hint: replaces the default hint.
+        """
         if outcome == "timeout":
-            message = f"timed out after {policy.timeout} s"
-            hint = "raise the stage's timeout, or make the impl async / @blocking"
+            message = message or f"timed out after {policy.timeout} s"
+            hint = hint or "raise the stage's timeout, or make the impl async / @blocking"
         else:
-            message = f"{type(error).__name__}: {error}"
-            hint = ""
+            message = message or f"{type(error).__name__}: {error}"
         # run_id and pipeline come from structlog's contextvars, bound by Pipeline.run.
         log.warning("hook.failed", hook=hook, plugin=plugin, stage=stage, error=message,
                     policy=policy.on_error)

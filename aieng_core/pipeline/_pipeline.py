@@ -16,6 +16,7 @@ from aieng_hookspecs import PROJECT
 from aieng_hookspecs.specs import ROLE_MODULES
 from aieng_hookspecs.types import (
     Document,
+    Feedback,
     Message,
     Query,
     Request,
@@ -323,6 +324,23 @@ class Pipeline:
         counts = await self.dispatcher.gather("aieng_delete", {"ids": tuple(ids)},
                                               stage="index", policy=self._index_policy)
         return max((int(c) for c, _ in counts), default=0)
+
+    async def feedback(self, run_id: str, kind: str, value: float = 0.0, text: str = "",
+                       **metadata: Any) -> int:
+        """Record a user's signal about a run with every feedback sink
+        (``aieng_feedback_record``, gathered).
+
+        :param kind: ``thumbs``, ``rating``, ``correction``, ``regenerate``, ``early_stop``...
+        :returns: how many sinks recorded it (0: the pipeline has no feedback sink).
+        :raises ValueError: when the signal is invalid (blank run id or kind, a non-finite value).
+        """
+        if not self._ready:
+            await self.open()
+        record = Feedback(run_id=run_id, kind=kind, value=value, text=text, metadata=metadata)
+        impls = self.dispatcher.impls("aieng_feedback_record")
+        await self.dispatcher.gather("aieng_feedback_record", {"feedback": record},
+                                     stage="feedback", policy=self._index_policy)
+        return len(impls)
 
     async def _chunk(self, document: Document) -> list[Document]:
         found = await self.dispatcher.first("aieng_chunk_document", {"document": document},

@@ -17,6 +17,7 @@ from aieng_hookspecs.types import (
     GuardBlocked,
     GuardVerdict,
     Hit,
+    JudgeScored,
     Message,
     ModelCall,
     Query,
@@ -250,28 +251,27 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
     stage = "generate"
     only: Sequence[str] | None = None
     if state.route is not None:
+        # A route is a chain: its target, then its fallbacks in order, whatever the stage's
+        # policy; backends the router left out (an open circuit) are never tried. When the
+        # whole chain fails, the stage's policy decides (fail / skip / fallback alike raise).
         only = (state.route.target, *state.route.fallbacks)
-        if policy.on_error == "fallback":
-            only = (*only, *[b for b in state.backends if b not in only])
+        policy = attrs.evolve(policy, on_error="fallback")
     started = time.perf_counter()
     ttft: float | None = None
     streamed = False
     if state.on_delta is not None:
-        stream = await state.dispatcher.first("aieng_stream", {"request": state.request},
-                                              stage=stage, policy=policy, only=only)
-        if stream is not None:
+        found = await _stream(state, policy, only, started)
+        if found is not None:
             streamed = True
-            completion, ttft = await _consume(state, stream[0], stream[1], started,
-                                              policy.timeout)
-            plugin = stream[1]
+            completion, ttft, plugin = found
     if not streamed:
-        found = await state.dispatcher.first("aieng_generate", {"request": state.request},
-                                             stage=stage, policy=policy, only=only)
-        if found is None:
+        answered = await state.dispatcher.first("aieng_generate", {"request": state.request},
+                                                stage=stage, policy=policy, only=only)
+        if answered is None:
             raise HookError(hook="aieng_generate", plugin="(none)", stage=stage,
                             message="no backend answered (every impl returned None)",
                             hint="check the request's model name against the backends' models")
-        completion, plugin = found
+        completion, plugin = answered
         _expect(completion, Completion, "aieng_generate", plugin, stage)
         if state.on_delta is not None:  # a non-streaming backend still feeds the callback
             await _deliver(state.on_delta, Delta(completion.text, 0, completion.finish_reason))
@@ -285,6 +285,40 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
     return "ok"
 
 
+async def _stream(state: RunState, policy: StagePolicy, only: Sequence[str] | None,
+                  started: float) -> tuple[Completion, float | None, str] | None:
+    """Stream from the first backend that streams. Under ``fallback`` a stream that fails
+    before delivering anything is dropped for the next backend in line (the caller has seen
+    nothing yet); after the first delta a failure is final: text cannot be taken back."""
+    remaining = [impl.plugin_name for impl in state.dispatcher.impls("aieng_stream", only)]
+    failure: HookError | None = None
+    while remaining:
+        found = await state.dispatcher.first("aieng_stream", {"request": state.request},
+                                             stage="generate", policy=policy, only=remaining)
+        if found is None:
+            break
+        stream, plugin = found
+        progress = _Progress()
+        try:
+            completion, ttft = await _consume(state, stream, plugin, started, policy, progress)
+        except HookError as exc:
+            if policy.on_error != "fallback" or progress.delivered:
+                raise
+            failure = exc
+            remaining = remaining[remaining.index(plugin) + 1:]
+            continue
+        return completion, ttft, plugin
+    if failure is not None:  # every stream failed: do not try the same backends again
+        raise failure
+    return None
+
+
+class _Progress:
+    """Whether a stream has delivered anything to the caller yet."""
+
+    delivered = False
+
+
 async def _deliver(callback: DeltaCallback, delta: Delta) -> None:
     result = callback(delta)
     if result is not None:
@@ -292,7 +326,7 @@ async def _deliver(callback: DeltaCallback, delta: Delta) -> None:
 
 
 async def _consume(state: RunState, stream: Any, plugin: str, started: float,
-                   timeout: float | None) -> tuple[Completion, float | None]:
+                   policy: StagePolicy, progress: _Progress) -> tuple[Completion, float | None]:
     scope = state.scope
     pieces: list[str] = []
     finish = "stop"
@@ -300,6 +334,7 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
     count = 0
     usage: Usage | None = None
     label = f"{plugin}.aieng_stream"
+    timeout = policy.timeout
     iterator = aiter(stream)
     try:
         while True:
@@ -323,15 +358,18 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
                 finish = delta.finish_reason
             if delta.usage is not None:
                 usage = delta.usage
+            progress.delivered = True
             await _deliver(state.on_delta, delta)  # type: ignore[arg-type]
     except HookError:
         raise
     except TimeoutError as exc:
-        raise HookError(hook="aieng_stream", plugin=plugin, stage="generate", cause=exc,
-                        message=f"no delta for {timeout} s",
-                        hint="raise the generate stage's timeout") from exc
+        # Published as an ``error`` event like any failed call: routers and monitors count it.
+        raise state.dispatcher.failure(plugin, "aieng_stream", "generate", policy, exc,
+                                       "timeout", message=f"no delta for {timeout} s",
+                                       hint="raise the generate stage's timeout") from exc
     except Exception as exc:
-        raise HookError(hook="aieng_stream", plugin=plugin, stage="generate", cause=exc) from exc
+        raise state.dispatcher.failure(plugin, "aieng_stream", "generate", policy, exc,
+                                       "error") from exc
     finally:
         closer = getattr(stream, "aclose", None)
         if closer is not None:
@@ -395,6 +433,9 @@ async def judge(state: RunState, policy: StagePolicy) -> str:
         for score in scores:
             _expect(score, Score, "aieng_judge", plugin, "judge")
             state.scores.append(score if score.judge else attrs.evolve(score, judge=plugin))
+        state.scope.emit(unchecked(JudgeScored, run_id=state.scope.run_id,
+                                   pipeline=state.scope.pipeline, component=plugin,
+                                   scores=tuple(scores)))
     return "ok"
 
 

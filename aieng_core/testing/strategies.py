@@ -38,6 +38,7 @@ from aieng_hookspecs.types import (
     Finding,
     FirstToken,
     GuardBlocked,
+    JudgeScored,
     GuardVerdict,
     Hit,
     HookCalled,
@@ -117,6 +118,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TokenEvent,
     CacheHit,
     GuardBlocked,
+    JudgeScored,
     ErrorEvent,
     LoopBlocked,
     BusDropped,
@@ -758,6 +760,10 @@ def _event_strategies() -> dict[type[Event], Callable[[], SearchStrategy[Event]]
             component=names,
             stage=st.sampled_from(["guard_input", "guard_output"]),
             findings=st.lists(findings(), max_size=3),
+            **_event_fields(),
+        ),
+        JudgeScored: lambda: st.builds(
+            JudgeScored, component=names, scores=st.lists(scores(), max_size=3),
             **_event_fields(),
         ),
         ErrorEvent: lambda: st.builds(

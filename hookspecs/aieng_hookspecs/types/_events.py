@@ -17,7 +17,7 @@ from attrs import validators as v
 
 from ._chat import Message, Usage
 from ._checks import finite, frozen_tuple, json_mapping, seconds
-from ._eval import Finding
+from ._eval import Finding, Score
 
 __all__ = [
     "BusDropped",
@@ -27,6 +27,7 @@ __all__ = [
     "FirstToken",
     "GuardBlocked",
     "HookCalled",
+    "JudgeScored",
     "LoopBlocked",
     "ModelCall",
     "RunFinished",
@@ -156,6 +157,17 @@ class GuardBlocked(Event):
     stage: str = field(validator=_str)
     findings: tuple[Finding, ...] = field(
         default=(), converter=frozen_tuple, validator=v.deep_iterable(v.instance_of(Finding))
+    )
+
+
+@attrs.frozen(kw_only=True)
+class JudgeScored(Event):
+    """A judge scored a run's output in the ``judge`` stage (one event per judge)."""
+
+    name: ClassVar[str] = "judge.scored"
+    component: str = field(validator=_str)
+    scores: tuple[Score, ...] = field(
+        default=(), converter=frozen_tuple, validator=v.deep_iterable(v.instance_of(Score))
     )
 
 

@@ -1,0 +1,119 @@
+"""``drift``: an event-bus subscriber watching a pipeline's requests and judge scores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import anyio
+import structlog
+from aieng_hookspecs import PipelineContext, hookimpl
+from aieng_hookspecs.types import Event, RunStarted, Score
+
+from ._events import DriftDetected
+from ._monitor import DriftMonitor, DriftResult
+from ._options import DriftOptions
+
+__all__ = ["DriftComponent"]
+
+log = structlog.get_logger(__name__)
+
+
+class DriftComponent:
+    """Watches the requests (``run.started`` events' input) and judge scores of its
+    pipeline and publishes a ``drift.detected`` event when a detector fires.
+
+    Checks that fall due run in a worker thread (the KS p-value and the permutation test
+    are CPU work). With the ``embedding`` detector, request texts are embedded through
+    the pipeline (``context.embed``) in batches of ``embed_batch``. Judge scores arrive in
+    the kernel's ``judge.scored`` events (any event with a ``scores`` attribute, a
+    sequence of :class:`Score`, is read); :meth:`observe_scores` takes them by hand.
+
+    :param options: the typed options.
+    """
+
+    def __init__(self, options: DriftOptions | None = None) -> None:
+        self.options = options if options is not None else DriftOptions()
+        self.monitor = DriftMonitor(self.options)
+        self.name = "drift"
+        self._context: PipelineContext | None = None
+        self._pending: list[str] = []
+        #: every event published, also kept here (inspection, tests)
+        self.detected: list[DriftDetected] = []
+
+    @hookimpl
+    def aieng_pipeline_open(self, context: PipelineContext) -> None:
+        """Keep the context, to embed and publish through it."""
+        self._context = context
+        self.name = context.component
+
+    @hookimpl
+    async def aieng_on_event(self, event: Event) -> None:
+        """Feed request texts and judge scores to the detectors; check what falls due."""
+        if isinstance(event, RunStarted):
+            await self.observe_text(event.input)
+            return
+        scores = getattr(event, "scores", None)
+        if isinstance(scores, (list, tuple)) and scores and all(
+                isinstance(s, Score) for s in scores):
+            await self.observe_scores(scores)
+
+    async def observe_text(self, text: str) -> None:
+        """Add one request text (and, with the embedding detector, its embedding)."""
+        self.monitor.observe_text(text, check=False)
+        if "embedding" in self.options.detectors:
+            self._pending.append(text)
+            if len(self._pending) >= self.options.embed_batch:
+                await self.flush()
+        await self._check_due()
+
+    async def observe_scores(self, scores: Iterable[Score]) -> None:
+        """Add judge scores (a run's ``result.scores``), one detector per metric name."""
+        for score in scores:
+            self.monitor.observe_score(score.name, score.value, check=False)
+        await self._check_due()
+
+    async def flush(self) -> None:
+        """Embed the request texts waiting for the embedding detector."""
+        if not self._pending:
+            return
+        texts, self._pending = self._pending, []
+        if self._context is None:
+            raise RuntimeError("the drift component embeds through its pipeline, which "
+                               "opens it first (Pipeline.open or run)")
+        vectors: Sequence[Sequence[float]] = await self._context.embed(
+            texts, self.options.embedding_model)
+        for vector in vectors:
+            self.monitor.observe_embedding(vector, check=False)
+        await self._check_due()
+
+    async def _check_due(self) -> None:
+        for detector in self.monitor.due():
+            result = await anyio.to_thread.run_sync(self.monitor.check_one, detector)
+            if result.fired:
+                self._publish(result)
+
+    def _publish(self, result: DriftResult) -> None:
+        o = self.options
+        threshold = o.min_distance if result.detector == "embedding" else o.psi_threshold
+        event = DriftDetected(component=self.name, detector=result.detector,
+                              method=result.method, statistic=result.statistic,
+                              p_value=result.p_value, psi=result.psi, alpha=o.alpha,
+                              threshold=threshold, reference_size=result.reference_size,
+                              window_size=result.window_size, reason=result.reason)
+        log.warning("drift.detected", component=self.name, detector=result.detector,
+                    statistic=result.statistic, p_value=result.p_value, psi=result.psi,
+                    reason=result.reason)
+        self.detected.append(event)
+        if self._context is not None:
+            self._context.emit(event)
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """The monitor's metrics (see :meth:`DriftMonitor.metrics`)."""
+        return self.monitor.metrics()
+
+    def prometheus_text(self, **labels: Any) -> str:
+        """The metrics as Prometheus text, with a ``pipeline`` label when opened."""
+        extra = {"pipeline": self._context.pipeline} if self._context is not None else {}
+        extra.update({k: str(v) for k, v in labels.items()})
+        return self.monitor.prometheus_text(extra)

@@ -1,0 +1,316 @@
+"""Windows and detectors: a reference window frozen from the first N items (or set), a
+sliding current window of M items, a check every K items; and the drift monitor holding
+one detector per signal, with its metrics."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from ._options import DriftOptions
+from ._stats import categorical_psi, centroid_permutation_test, ks_2samp, psi
+
+__all__ = ["DriftMonitor", "DriftResult", "Window", "tokenize"]
+
+T = TypeVar("T")
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def tokenize(text: str) -> list[str]:
+    """The lower-cased word tokens of a text (``\\w+``): the vocabulary and length unit."""
+    return _TOKEN.findall(text.lower())
+
+
+@attrs.frozen
+class DriftResult:
+    """One check of one detector.
+
+    :param detector: ``length``, ``vocabulary``, ``embedding`` or ``score:NAME``.
+    :param method: ``ks+psi``, ``psi`` or ``centroid-permutation``.
+    :param statistic: the KS statistic, the PSI (vocabulary) or the centroid distance.
+    :param p_value: the p-value, when the method has one.
+    :param psi: the PSI, when the method has one.
+    :param fired: whether the thresholds say drift.
+    :param reason: which threshold was crossed (empty when not fired).
+    :param reference_size: items in the reference window.
+    :param window_size: items in the current window.
+    """
+
+    detector: str
+    method: str
+    statistic: float
+    p_value: float | None
+    psi: float | None
+    fired: bool
+    reason: str
+    reference_size: int
+    window_size: int
+
+
+class Window(Generic[T]):
+    """A frozen reference window and a sliding current window.
+
+    The first ``reference_size`` items fill the reference, which then freezes; later items
+    slide through the current window of ``window_size``. :meth:`due` says when a check is
+    due: the reference is frozen, the current window full, and ``check_every`` items came
+    since the last check.
+    """
+
+    def __init__(self, reference_size: int, window_size: int, check_every: int) -> None:
+        self.reference_size = reference_size
+        self.check_every = check_every
+        self.reference: list[T] = []
+        self.frozen = False
+        self.current: deque[T] = deque(maxlen=window_size)
+        self.since_check = 0
+
+    def add(self, item: T) -> None:
+        """Add one item to the reference (until frozen) or to the current window."""
+        if not self.frozen:
+            self.reference.append(item)
+            self.frozen = len(self.reference) >= self.reference_size
+            return
+        self.current.append(item)
+        self.since_check += 1
+
+    def set_reference(self, items: Iterable[T]) -> None:
+        """Freeze the reference on ``items`` and empty the current window."""
+        reference = list(items)
+        if len(reference) < 2:
+            raise ValueError("a reference window needs at least 2 items")
+        self.reference, self.frozen = reference, True
+        self.current.clear()
+        self.since_check = 0
+
+    def due(self) -> bool:
+        """Whether a check is due."""
+        return (self.frozen and len(self.current) == self.current.maxlen
+                and self.since_check >= self.check_every)
+
+
+def _fires(options: DriftOptions, p_value: float, value: float) -> tuple[bool, str]:
+    low_p = p_value < options.alpha
+    high_psi = value >= options.psi_threshold
+    fired = {"any": low_p or high_psi, "both": low_p and high_psi, "ks": low_p,
+             "psi": high_psi}[options.fire_on]
+    if not fired:
+        return False, ""
+    parts = [f"KS p-value {p_value:.3g} < {options.alpha:g}"] if low_p else []
+    if high_psi:
+        parts.append(f"PSI {value:.3g} >= {options.psi_threshold:g}")
+    return True, "; ".join(parts)
+
+
+class DriftMonitor:
+    """Drift detection without a pipeline: feed it texts, embeddings and scores.
+
+    Each detector has its own :class:`Window`. ``observe_*`` adds an item and returns the
+    checks it triggered (fired or not); ``on_drift`` is called with each fired one.
+
+    :param options: the typed options.
+    :param on_drift: called with every fired :class:`DriftResult`.
+    """
+
+    def __init__(self, options: DriftOptions | None = None, *,
+                 on_drift: Callable[[DriftResult], None] | None = None) -> None:
+        self.options = options if options is not None else DriftOptions()
+        self.on_drift = on_drift
+        self.windows: dict[str, Window[Any]] = {}
+        #: the last check of each detector
+        self.last: dict[str, DriftResult] = {}
+        self.checks: Counter[str] = Counter()
+        self.detections: Counter[str] = Counter()
+
+    def window(self, detector: str) -> Window[Any]:
+        """The detector's window (created empty)."""
+        found = self.windows.get(detector)
+        if found is None:
+            o = self.options
+            found = self.windows[detector] = Window(o.reference_size, o.window_size,
+                                                    o.check_every)
+        return found
+
+    def _enabled(self, kind: str) -> bool:
+        return kind in self.options.detectors
+
+    # -- observing -----------------------------------------------------------------------
+
+    def observe_text(self, text: str, *, check: bool = True) -> list[DriftResult]:
+        """Add one request text to the length and vocabulary detectors.
+
+        :param check: run the checks that fall due (``False``: leave them to :meth:`due`).
+        """
+        tokens = tokenize(text)
+        results: list[DriftResult] = []
+        if self._enabled("length"):
+            results += self._add("length", len(tokens), check)
+        if self._enabled("vocabulary"):
+            results += self._add("vocabulary", Counter(tokens), check)
+        return results
+
+    def observe_embedding(self, vector: Sequence[float], *, check: bool = True
+                          ) -> list[DriftResult]:
+        """Add one request embedding to the embedding detector."""
+        if not self._enabled("embedding"):
+            return []
+        return self._add("embedding", [float(x) for x in vector], check)
+
+    def observe_score(self, name: str, value: float, *, check: bool = True
+                      ) -> list[DriftResult]:
+        """Add one judge score of metric ``name`` to that metric's detector."""
+        if not self._enabled("score"):
+            return []
+        return self._add(f"score:{name}", float(value), check)
+
+    def _add(self, detector: str, item: Any, check: bool) -> list[DriftResult]:
+        window = self.window(detector)
+        window.add(item)
+        if not check or not window.due():
+            return []
+        return [self.check_one(detector)]
+
+    def due(self) -> list[str]:
+        """The detectors whose check is due (see :meth:`Window.due`)."""
+        return [name for name, window in sorted(self.windows.items()) if window.due()]
+
+    def set_reference(self, *, texts: Iterable[str] | None = None,
+                      embeddings: Iterable[Sequence[float]] | None = None,
+                      scores: Mapping[str, Iterable[float]] | None = None) -> None:
+        """Freeze reference windows explicitly (the current windows start empty)."""
+        if texts is not None:
+            token_lists = [tokenize(text) for text in texts]
+            self.window("length").set_reference(len(t) for t in token_lists)
+            self.window("vocabulary").set_reference(Counter(t) for t in token_lists)
+        if embeddings is not None:
+            self.window("embedding").set_reference([float(x) for x in row]
+                                                   for row in embeddings)
+        for name, values in (scores or {}).items():
+            self.window(f"score:{name}").set_reference(float(x) for x in values)
+
+    # -- checking ------------------------------------------------------------------------
+
+    def check_one(self, detector: str) -> DriftResult:
+        """Check one detector now (its reference frozen, its current window non-empty).
+
+        :raises ValueError: when the detector has no frozen reference or no current items.
+        """
+        window = self.window(detector)
+        if not window.frozen or not window.current:
+            raise ValueError(f"detector {detector!r} needs a frozen reference and at least "
+                             f"one current item ({len(window.reference)} reference, "
+                             f"{len(window.current)} current)")
+        o = self.options
+        reference, current = window.reference, list(window.current)
+        sizes = {"reference_size": len(reference), "window_size": len(current)}
+        if detector == "vocabulary":
+            value = categorical_psi(sum(reference, Counter()), sum(current, Counter()),
+                                    top=o.vocabulary_size, epsilon=o.epsilon)
+            fired = value >= o.psi_threshold
+            reason = f"PSI {value:.3g} >= {o.psi_threshold:g}" if fired else ""
+            result = DriftResult(detector, "psi", value, None, value, fired, reason, **sizes)
+        elif detector == "embedding":
+            distance, p_value = centroid_permutation_test(
+                reference, current, permutations=o.permutations, seed=o.seed)
+            fired = p_value < o.alpha and distance >= o.min_distance
+            reason = (f"permutation p-value {p_value:.3g} < {o.alpha:g} at cosine distance "
+                      f"{distance:.3g}") if fired else ""
+            result = DriftResult(detector, "centroid-permutation", distance, p_value, None,
+                                 fired, reason, **sizes)
+        else:
+            ks = ks_2samp(reference, current)
+            value = psi(reference, current, bins=o.bins, epsilon=o.epsilon)
+            fired, reason = _fires(o, ks.p_value, value)
+            result = DriftResult(detector, "ks+psi", ks.statistic, ks.p_value, value, fired,
+                                 reason, **sizes)
+        window.since_check = 0
+        self.last[detector] = result
+        self.checks[detector] += 1
+        if result.fired:
+            self.detections[detector] += 1
+            if self.on_drift is not None:
+                self.on_drift(result)
+        return result
+
+    def check(self) -> list[DriftResult]:
+        """Check every detector that has a frozen reference and current items."""
+        return [self.check_one(name) for name, window in sorted(self.windows.items())
+                if window.frozen and window.current]
+
+    # -- metrics -------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Gauges and counters by metric name, then detector.
+
+        ``aieng_drift_psi``, ``aieng_drift_ks_statistic``, ``aieng_drift_p_value``,
+        ``aieng_drift_cosine_distance`` (from each detector's last check, where the method
+        has the value), ``aieng_drift_detected`` (1 when the last check fired, else 0),
+        ``aieng_drift_checks_total`` and ``aieng_drift_detections_total`` (counters),
+        ``aieng_drift_window_items`` (items in the current window).
+        """
+        out: dict[str, dict[str, float]] = {
+            "aieng_drift_psi": {}, "aieng_drift_ks_statistic": {}, "aieng_drift_p_value": {},
+            "aieng_drift_cosine_distance": {}, "aieng_drift_detected": {},
+            "aieng_drift_checks_total": {}, "aieng_drift_detections_total": {},
+            "aieng_drift_window_items": {}}
+        for name, window in sorted(self.windows.items()):
+            out["aieng_drift_window_items"][name] = float(len(window.current))
+            out["aieng_drift_checks_total"][name] = float(self.checks[name])
+            out["aieng_drift_detections_total"][name] = float(self.detections[name])
+            last = self.last.get(name)
+            if last is None:
+                continue
+            out["aieng_drift_detected"][name] = 1.0 if last.fired else 0.0
+            if last.psi is not None:
+                out["aieng_drift_psi"][name] = last.psi
+            if last.p_value is not None:
+                out["aieng_drift_p_value"][name] = last.p_value
+            if last.method == "ks+psi":
+                out["aieng_drift_ks_statistic"][name] = last.statistic
+            elif last.method == "centroid-permutation":
+                out["aieng_drift_cosine_distance"][name] = last.statistic
+        return out
+
+    def prometheus_text(self, labels: Mapping[str, str] | None = None) -> str:
+        """:meth:`metrics` in the Prometheus text exposition format (version 0.0.4).
+
+        :param labels: extra labels on every sample (``{"pipeline": "qa"}``).
+        """
+        return prometheus_text(self.metrics(), labels)
+
+
+_HELP = {
+    "aieng_drift_psi": "Population stability index of the last check",
+    "aieng_drift_ks_statistic": "Kolmogorov-Smirnov statistic of the last check",
+    "aieng_drift_p_value": "p-value of the last check",
+    "aieng_drift_cosine_distance": "Cosine distance between window centroids",
+    "aieng_drift_detected": "1 when the last check found drift",
+    "aieng_drift_checks_total": "Checks run",
+    "aieng_drift_detections_total": "Checks that found drift",
+    "aieng_drift_window_items": "Items in the current window",
+}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def prometheus_text(metrics: Mapping[str, Mapping[str, float]],
+                    labels: Mapping[str, str] | None = None) -> str:
+    """Render ``{metric: {detector: value}}`` as Prometheus text (``# HELP``, ``# TYPE``,
+    one sample per detector with a ``detector`` label; metrics without samples are left
+    out)."""
+    extra = "".join(f',{k}="{_escape(v)}"' for k, v in sorted((labels or {}).items()))
+    lines: list[str] = []
+    for metric, samples in metrics.items():
+        if not samples:
+            continue
+        kind = "counter" if metric.endswith("_total") else "gauge"
+        lines.append(f"# HELP {metric} {_HELP.get(metric, metric)}")
+        lines.append(f"# TYPE {metric} {kind}")
+        for detector, value in sorted(samples.items()):
+            lines.append(f'{metric}{{detector="{_escape(detector)}"{extra}}} {value!r}')
+    return "\n".join(lines) + ("\n" if lines else "")

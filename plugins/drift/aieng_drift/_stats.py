@@ -1,0 +1,266 @@
+"""The statistics of drift detection, in numpy: the two-sample Kolmogorov–Smirnov test,
+the population stability index (numeric and categorical), and embedding-centroid drift
+with a permutation test."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Vector = npt.NDArray[np.float64]
+
+__all__ = [
+    "KSResult",
+    "categorical_psi",
+    "centroid_distance",
+    "centroid_permutation_test",
+    "kolmogorov_sf",
+    "ks_2samp",
+    "psi",
+    "quantile_edges",
+]
+
+#: Above this many cells (n × m) the p-value is the asymptotic one.
+EXACT_CELLS = 1_000_000
+
+
+@attrs.frozen
+class KSResult:
+    """A two-sample Kolmogorov–Smirnov test.
+
+    :param statistic: the largest distance between the two empirical CDFs, in [0, 1].
+    :param p_value: the two-sided p-value (probability of a statistic at least this large
+        when both samples come from one continuous distribution).
+    :param method: ``"exact"`` or ``"asymptotic"``.
+    """
+
+    statistic: float
+    p_value: float
+    method: str
+
+
+def _sample(values: Sequence[float] | Vector, name: str) -> Vector:
+    import numpy as np
+
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if array.size == 0:
+        raise ValueError(f"{name} is empty: the test needs at least one value in each sample")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return array
+
+
+def kolmogorov_sf(x: float) -> float:
+    """The survival function of the Kolmogorov distribution, P(K > x)."""
+    if x <= 0.0:
+        return 1.0
+    if x < 1.18:  # the theta-function form converges fast for small x
+        factor = math.sqrt(2.0 * math.pi) / x
+        w = -(math.pi ** 2) / (8.0 * x * x)
+        cdf = factor * sum(math.exp((2 * k - 1) ** 2 * w) for k in range(1, 8))
+        return min(1.0, max(0.0, 1.0 - cdf))
+    total = 0.0
+    for k in range(1, 101):
+        term = math.exp(-2.0 * k * k * x * x)
+        total += term if k % 2 else -term
+        if term < 1e-17:
+            break
+    return min(1.0, max(0.0, 2.0 * total))
+
+
+def _exact_p(d: float, n: int, m: int) -> float:
+    """P(D >= d) for samples of sizes n and m, by the probability that a random lattice
+    path from (0, 0) to (n, m) stays strictly inside the band ``|i/n - j/m| < d``.
+
+    The walk goes anti-diagonal by anti-diagonal (``i + j = s``) as probabilities (no
+    count overflows), over the band's cells only.
+    """
+    import numpy as np
+
+    # D = |i/n - j/m| = |i*m - j*n| / (n*m): compare integers, not floats.
+    limit = round(d * n * m)
+    if limit <= 0:
+        return 1.0
+    total = n + m
+    weights = np.arange(n + 1, dtype=np.float64)
+    previous = np.ones(1)
+    plo = phi = 0
+    for s in range(1, total + 1):
+        # inside: |i*m - (s-i)*n| < limit  <=>  s*n - limit < i*(n+m) < s*n + limit
+        clo = max(max(0, s - m), (s * n - limit) // total + 1)
+        chi = min(min(n, s), -((-(s * n + limit)) // total) - 1)
+        if clo > chi:
+            return 1.0
+        current = np.zeros(chi - clo + 1)
+        # from (i-1, j): the step drew one of the n-(i-1) values left of the first sample
+        a0, a1 = max(clo, plo + 1), min(chi, phi + 1)
+        if a0 <= a1:
+            current[a0 - clo:a1 - clo + 1] += (previous[a0 - 1 - plo:a1 - plo]
+                                               * (n + 1 - weights[a0:a1 + 1]))
+        # from (i, j-1): one of the m-(j-1) values left of the second sample
+        b0, b1 = max(clo, plo), min(chi, phi, s - 1)
+        if b0 <= b1:
+            current[b0 - clo:b1 - clo + 1] += (previous[b0 - plo:b1 - plo + 1]
+                                               * (weights[b0:b1 + 1] + (m - s + 1)))
+        current /= total - s + 1
+        previous, plo, phi = current, clo, chi
+    inside = float(previous[n - plo]) if plo <= n <= phi else 0.0
+    return float(min(1.0, max(0.0, 1.0 - inside)))
+
+
+def ks_2samp(first: Sequence[float] | Vector, second: Sequence[float] | Vector) -> KSResult:
+    """The two-sided two-sample Kolmogorov–Smirnov test.
+
+    The statistic is exact with ties (both CDFs right-continuous, as scipy computes it).
+    The p-value is exact (lattice-path probability, assuming no ties) when ``n × m`` is at
+    most 1,000,000, else asymptotic (the Kolmogorov distribution at
+    ``(√en + 0.12 + 0.11/√en) · D`` with ``en = n·m/(n+m)``, Stephens' correction).
+
+    :raises ValueError: when a sample is empty or holds NaN or infinity.
+    """
+    import numpy as np
+
+    a = np.sort(_sample(first, "the first sample"))
+    b = np.sort(_sample(second, "the second sample"))
+    n, m = a.size, b.size
+    pooled = np.concatenate([a, b])
+    cdf_a = np.searchsorted(a, pooled, side="right") / n
+    cdf_b = np.searchsorted(b, pooled, side="right") / m
+    d = float(np.max(np.abs(cdf_a - cdf_b)))
+    if n * m <= EXACT_CELLS:
+        return KSResult(d, _exact_p(d, n, m), "exact")
+    en = math.sqrt(n * m / (n + m))
+    return KSResult(d, kolmogorov_sf((en + 0.12 + 0.11 / en) * d), "asymptotic")
+
+
+def quantile_edges(reference: Sequence[float] | Vector, bins: int) -> Vector:
+    """The inner bin edges of ``bins`` quantile bins of the reference (repeated quantiles
+    of discrete data merge, so there may be fewer bins)."""
+    import numpy as np
+
+    if bins < 2:
+        raise ValueError(f"bins must be at least 2, got {bins}")
+    values = _sample(reference, "the reference")
+    edges: Vector = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    return edges
+
+
+def _psi_terms(expected: Vector, actual: Vector, epsilon: float) -> float:
+    import numpy as np
+
+    p = np.maximum(expected, epsilon)
+    q = np.maximum(actual, epsilon)
+    # each term (q - p) ln(q / p) is >= 0: the index is never negative
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def psi(reference: Sequence[float] | Vector, current: Sequence[float] | Vector, *,
+        bins: int = 10, epsilon: float = 1e-4) -> float:
+    """The population stability index of ``current`` against ``reference``.
+
+    Bins are the reference's quantile bins (``bins`` of them, fewer when quantiles repeat);
+    a bin's share below ``epsilon`` counts as ``epsilon``. PSI = Σ (q − p) · ln(q / p) over
+    the bins, p the reference's share, q the current one's. Rules of thumb: < 0.1 stable,
+    0.1–0.25 moderate shift, > 0.25 major shift.
+
+    :raises ValueError: when a sample is empty or holds NaN or infinity.
+    """
+    import numpy as np
+
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be positive, got {epsilon}")
+    edges = quantile_edges(reference, bins)
+    ref = _sample(reference, "the reference")
+    cur = _sample(current, "the current sample")
+    slots = edges.size + 1
+    p = np.bincount(np.searchsorted(edges, ref, side="left"), minlength=slots) / ref.size
+    q = np.bincount(np.searchsorted(edges, cur, side="left"), minlength=slots) / cur.size
+    return _psi_terms(p, q, epsilon)
+
+
+def categorical_psi(reference: Mapping[str, int], current: Mapping[str, int], *,
+                    top: int = 500, epsilon: float = 1e-4) -> float:
+    """The PSI of two count tables (tokens): the reference's ``top`` most frequent
+    categories, plus one bucket for every other category.
+
+    :raises ValueError: when a table is empty.
+    """
+    import numpy as np
+
+    ref_total, cur_total = sum(reference.values()), sum(current.values())
+    if ref_total <= 0 or cur_total <= 0:
+        raise ValueError("both count tables need at least one count")
+    kept = sorted(reference, key=lambda key: (-reference[key], key))[:top]
+    p = np.array([reference[k] for k in kept] + [ref_total - sum(reference[k] for k in kept)],
+                 dtype=np.float64) / ref_total
+    cur_kept = [current.get(k, 0) for k in kept]
+    q = np.array(cur_kept + [cur_total - sum(cur_kept)], dtype=np.float64) / cur_total
+    return _psi_terms(p, q, epsilon)
+
+
+def _matrix(rows: Sequence[Sequence[float]] | Vector, name: str) -> Vector:
+    import numpy as np
+
+    matrix = np.asarray(rows, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty list of equal-length vectors")
+    if not np.all(np.isfinite(matrix)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return matrix
+
+
+def _cosine_distance(u: Vector, v: Vector) -> float:
+    import numpy as np
+
+    nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
+    if nu == 0.0 or nv == 0.0:
+        return 0.0 if nu == nv else 1.0
+    return float(1.0 - np.dot(u, v) / (nu * nv))
+
+
+def centroid_distance(reference: Sequence[Sequence[float]] | Vector,
+                      current: Sequence[Sequence[float]] | Vector) -> float:
+    """The cosine distance (1 − cosine) between the two sets' mean vectors, in [0, 2]."""
+    ref = _matrix(reference, "the reference embeddings")
+    cur = _matrix(current, "the current embeddings")
+    if ref.shape[1] != cur.shape[1]:
+        raise ValueError(f"the embeddings differ in size: {ref.shape[1]} and {cur.shape[1]}")
+    return _cosine_distance(ref.mean(axis=0), cur.mean(axis=0))
+
+
+def centroid_permutation_test(reference: Sequence[Sequence[float]] | Vector,
+                              current: Sequence[Sequence[float]] | Vector, *,
+                              permutations: int = 500, seed: int = 0) -> tuple[float, float]:
+    """The centroid distance and its permutation p-value.
+
+    The two sets are pooled and split at random ``permutations`` times into sets of the
+    original sizes; the p-value is ``(1 + #{split distance >= observed}) / (1 +
+    permutations)``, so it is never 0 and its resolution is ``1 / (1 + permutations)``.
+
+    :returns: ``(distance, p_value)``.
+    """
+    import numpy as np
+
+    if permutations < 1:
+        raise ValueError(f"permutations must be at least 1, got {permutations}")
+    observed = centroid_distance(reference, current)
+    ref = _matrix(reference, "the reference embeddings")
+    pooled = np.vstack([ref, _matrix(current, "the current embeddings")])
+    total, size = pooled.shape[0], ref.shape[0]
+    rng = np.random.default_rng(seed)
+    sums = pooled.sum(axis=0)
+    hits = 0
+    for _ in range(permutations):
+        chosen = rng.permutation(total)[:size]
+        first = pooled[chosen].sum(axis=0)
+        rest = sums - first
+        distance = _cosine_distance(first / size, rest / max(total - size, 1))
+        hits += distance >= observed - 1e-12
+    return observed, (1 + hits) / (1 + permutations)

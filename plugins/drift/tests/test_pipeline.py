@@ -1,0 +1,152 @@
+"""The ``drift`` component in real kernel pipelines: it reads the runs' inputs from the
+bus, publishes ``drift.detected`` when longer requests arrive and nothing when they do
+not, embeds through the pipeline's embedder, and takes judge scores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import aieng_drift
+import anyio
+import attrs
+import numpy as np
+import pytest
+from aieng_drift import DriftComponent, DriftDetected, DriftOptions
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Event, Sample, Score
+
+from aieng_core import ConfigError, Kernel
+from aieng_core.testing import EventCapture, HashEmbedder, ScriptedBackend
+
+pytestmark = pytest.mark.anyio
+
+WORDS = ["where", "is", "my", "parcel", "order", "refund", "invoice", "card", "plan", "help", "please", "today"]
+
+
+def requests(seed: int, count: int, mean_words: float) -> list[str]:
+    """Synthetic requests of Poisson(mean) + 1 words."""
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.poisson(mean_words)) + 1))
+            for _ in range(count)]
+
+
+async def settle(done: Callable[[], bool], limit: float = 10.0) -> None:
+    """Let the bus deliver until ``done()`` holds."""
+    with anyio.fail_after(limit):
+        while not done():
+            await anyio.sleep(0.005)
+
+
+def drift(**values: Any) -> DriftComponent:
+    """A drift component with windows of 100 and a check every 100 items."""
+    base: dict[str, Any] = {"reference_size": 100, "window_size": 100, "check_every": 100}
+    base.update(values)
+    return DriftComponent(DriftOptions(**base))
+
+
+@pytest.mark.parametrize(("mean_words", "fires"), [(6.0, False), (14.0, True)])
+async def test_drift_through_the_bus(aieng_kernel: Kernel, captured_events: EventCapture,
+                                     mean_words: float, fires: bool) -> None:
+    """100 reference requests, then 100 more: longer ones publish one ``drift.detected``
+    (length) in the pipeline's name; same-length ones publish none."""
+    component = drift()
+    pipeline = aieng_kernel.compose({"drift": component, "llm": ScriptedBackend(["ok"])},
+                                    name="watched")
+    for text in requests(1, 100, 6.0) + requests(2, 100, mean_words):
+        await pipeline.run(text)
+    await settle(lambda: component.monitor.checks["length"] == 1
+                 and component.monitor.checks["vocabulary"] == 1)
+    events = captured_events.of(DriftDetected)
+    assert [e.detector for e in events] == (["length"] if fires else [])
+    assert component.monitor.checks["vocabulary"] == 1
+    if fires:
+        event = events[0]
+        assert event.pipeline == "watched" and event.component == "drift"
+        assert event.method == "ks+psi" and event.p_value is not None and event.p_value < 0.01
+        assert (event.reference_size, event.window_size) == (100, 100)
+        assert event.psi is not None and event.psi >= event.threshold == 0.2
+
+
+async def test_embedding_detector_through_the_pipeline_embedder(
+        aieng_kernel: Kernel, captured_events: EventCapture) -> None:
+    """With the embedding detector, requests are embedded in batches through the
+    pipeline's embedder (the hashing double); a topic change fires it."""
+    embedder = HashEmbedder(256)
+    component = drift(detectors=("embedding",), reference_size=48, window_size=48,
+                      check_every=48, embed_batch=16, permutations=200)
+    pipeline = aieng_kernel.compose({"drift": component, "embed": embedder,
+                                     "llm": ScriptedBackend(["ok"])})
+    billing = requests(3, 48, 6.0)
+    rng = np.random.default_rng(4)
+    tech = [" ".join(rng.choice(["crash", "server", "error", "install", "driver", "sync"], size=6))
+            for _ in range(48)]
+    for text in billing + tech:
+        await pipeline.run(text)
+    await settle(lambda: component.monitor.checks["embedding"] == 1)
+    assert embedder.calls == 96 // 16
+    assert [e.detector for e in captured_events.of(DriftDetected)] == ["embedding"]
+
+
+@attrs.frozen(kw_only=True)
+class ScoresEvent(Event):
+    """A test event carrying scores, as a kernel ``judge`` event would."""
+
+    name: ClassVar[str] = "test.scores"
+    scores: tuple[Score, ...] = ()
+
+
+async def test_judge_scores_from_the_bus(aieng_kernel: Kernel) -> None:
+    """Judge scores reach the detector through the kernel's ``judge.scored`` events."""
+    class Judge:
+        """A judge double scoring the answer's length."""
+
+        @hookimpl
+        def aieng_judge(self, sample: Sample) -> Score:
+            return Score(name="words", value=float(len(sample.output.split())))
+
+    component = drift(reference_size=10, window_size=10, check_every=10)
+    short = ScriptedBackend(["one two"])
+    pipeline = aieng_kernel.compose({"drift": component, "llm": short, "judge": Judge()})
+    for _ in range(10):
+        await pipeline.run("q")
+    short.replies = ["one two three four five six seven eight"]
+    for _ in range(10):
+        await pipeline.run("q")
+    await settle(lambda: component.monitor.checks["score:words"] == 1)
+    assert [e.detector for e in component.detected] == ["score:words"]
+
+
+async def test_scores_from_results_and_other_events(aieng_kernel: Kernel) -> None:
+    """``observe_scores`` takes a RunResult's scores, and any event with a ``scores`` field
+    counts (a judge outside the pipeline can publish its own)."""
+    component = drift(reference_size=10, window_size=10, check_every=10)
+    pipeline = aieng_kernel.compose({"drift": component, "llm": ScriptedBackend(["x"])})
+    for _ in range(10):
+        await component.observe_scores([Score(name="words", value=2.0)])
+    for _ in range(10):
+        aieng_kernel.publish(ScoresEvent(pipeline=pipeline.name, scores=(
+            Score(name="words", value=8.0),)))
+    await settle(lambda: component.monitor.checks["score:words"] == 1)
+    assert [e.detector for e in component.detected] == ["score:words"]
+
+
+async def test_registered_plugin_and_options(aieng_kernel: Kernel,
+                                             register_plugin: Any) -> None:
+    """The plugin registers ``drift`` and ``drift.detected``; options load from a pipeline
+    file's dict and a bad detector name is a ConfigError naming the key."""
+    with register_plugin(aieng_drift, "drift") as info:
+        assert info.status == "loaded", info.error
+        assert aieng_kernel.registry.event_types["drift.detected"] is DriftDetected
+        pipeline = aieng_kernel.pipeline({
+            "pipeline": {"name": "d"},
+            "components": {"watch": {"use": "drift", "detectors": ["length"],
+                                     "reference_size": 50, "fire_on": "both"},
+                           "answer": {"use": "extractive"}}})
+        component = pipeline.components["watch"]
+        assert isinstance(component, DriftComponent)
+        assert component.options.detectors == ("length",)
+        with pytest.raises(ConfigError, match="components.watch"):
+            aieng_kernel.pipeline({"pipeline": {"name": "d"}, "components": {
+                "watch": {"use": "drift", "detectors": ["colour"]},
+                "answer": {"use": "extractive"}}})

@@ -1,0 +1,263 @@
+"""``aieng eval``: the command line of the runner (the presentation layer: it writes to the
+terminal; everything else logs).
+
+``aieng eval PIPELINE DATASET`` runs (``run`` is the default sub-command); ``replay``,
+``compare`` and ``report`` work on run directories.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from aieng_core import Kernel
+
+    from ._results import ItemResult
+
+__all__ = ["eval_group"]
+
+
+class _DefaultRun(click.Group):
+    """A group whose default sub-command is ``run``: ``aieng eval P.toml D.jsonl`` is
+    ``aieng eval run P.toml D.jsonl``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def _kernel(ctx: click.Context) -> Kernel | None:
+    """The kernel of the ``aieng`` invocation (``None``: the runner makes one)."""
+    obj = ctx.find_root().obj
+    kernel = obj.get("kernel") if isinstance(obj, dict) else None
+    return kernel
+
+
+@contextmanager
+def _progress(quiet: bool,
+              label: str) -> Iterator[Callable[[int, int, ItemResult | None], None]]:
+    """A rich progress bar on standard error (none when quiet or not a terminal)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    disabled = quiet or not console.is_terminal
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[failed]} failed"), TimeRemainingColumn(),
+                   console=console, disable=disabled, transient=False)
+    task = bar.add_task(label, total=None, failed=0)
+    failed = 0
+
+    def update(done: int, total: int, result: ItemResult | None) -> None:
+        nonlocal failed
+        failed += result is not None and result.status == "error"
+        bar.update(task, completed=done, total=total, failed=failed)
+
+    with bar:
+        yield update
+
+
+class _BadInput(click.ClickException):
+    """A malformed pipeline file or dataset: exit status 2."""
+
+    exit_code = 2
+
+
+def _fail(exc: BaseException) -> click.ClickException:
+    """Our errors, the kernel's and bad datasets as clean exits (2 for bad input)."""
+    if type(exc).__name__ in ("ConfigError", "DatasetError"):
+        return _BadInput(str(exc))
+    return click.ClickException(str(exc))
+
+
+def _guard(run: Callable[[], Any]) -> Any:
+    from aieng_core import AiengError
+
+    from ._dataset import DatasetError
+    from ._runner import EvalError
+
+    try:
+        return run()
+    except (AiengError, DatasetError, EvalError, ValueError) as exc:
+        raise _fail(exc) from None
+
+
+def _summary_lines(summary: dict[str, Any]) -> list[str]:
+    counts = summary["counts"]
+    lines = [(f"{counts['total']} items: {counts['ok']} ok, {counts['blocked']} blocked, "
+             f"{counts['error']} failed")]
+    width = max([len(n) for n in summary["metrics"]] + [6])
+    for name, m in summary["metrics"].items():
+        lines.append(f"  {name:<{width}}  mean {m['mean']:.4f}  95% CI [{m['low']:.4f}, "
+                     f"{m['high']:.4f}]  n={m['n']}")
+    return lines
+
+
+@click.group(cls=_DefaultRun, invoke_without_command=False)
+def eval_group() -> None:
+    """Evaluate a pipeline over a dataset (aieng eval PIPELINE DATASET.jsonl), replay a
+    run from its lockfile, compare runs, or rebuild a run's reports."""
+
+
+@eval_group.command("run")
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("dataset", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory (default: eval-runs/PIPELINE__DATASET). A rerun with the "
+                   "same directory skips finished items and retries failed ones.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Items in flight at once.")
+@click.option("--limit", default=None, type=click.IntRange(min=0),
+              help="Run only the first N items.")
+@click.option("--seed", default=None, type=int,
+              help="Sampling seed on every request; also seeds the bootstrap intervals.")
+@click.option("--judge-pipeline", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also score each output with this pipeline's judges.")
+@click.option("--force", is_flag=True,
+              help="Start over when RUN_DIR holds a run of another pipeline, dataset or seed "
+                   "(its results are kept as results.jsonl.bak-TIME).")
+@click.option("--samples", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Bootstrap resamples for the intervals.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, concurrency: int,
+        limit: int | None, seed: int | None, judge_pipeline: Path | None, force: bool,
+        samples: int, quiet: bool, as_json: bool) -> None:
+    """Run PIPELINE over DATASET (JSON Lines: input, optional id, reference, context,
+    metadata, slice, label) and write results, lockfile and reports to the run directory."""
+    import anyio
+
+    from ._runner import run_eval
+
+    run_dir = out if out is not None else Path("eval-runs") / f"{pipeline.stem}__{dataset.stem}"
+    kernel = _kernel(ctx)
+
+    def go() -> Any:
+        with _progress(quiet, f"eval {pipeline.stem}") as progress:
+            return anyio.run(lambda: run_eval(
+                pipeline, dataset, out=run_dir, concurrency=concurrency, limit=limit,
+                seed=seed, force=force, judge_pipeline=judge_pipeline, kernel=kernel,
+                progress=progress, bootstrap_samples=samples))
+
+    result = _guard(go)
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    if as_json:
+        click.echo(json.dumps({"run_dir": str(run_dir), "ran": result.ran,
+                               "skipped": result.skipped, **summary}, indent=2))
+    else:
+        click.echo(f"ran {result.ran} items, {result.skipped} already done")
+        for line in _summary_lines(summary):
+            click.echo(line)
+        click.echo(f"results: {run_dir}/results.jsonl · report: {run_dir}/report.md, "
+                   f"{run_dir}/report.html · lock: {run_dir}/lock.json")
+    if result.failed:
+        click.echo(f"aieng eval: {len(result.failed)} item(s) failed (see report.md); rerun "
+                   "the same command to retry them", err=True)
+        ctx.exit(1)
+
+
+@eval_group.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory of the replay (default: RUN_DIR/replay-TIME).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_context
+def replay(ctx: click.Context, run_dir: Path, out: Path | None, quiet: bool,
+           as_json: bool) -> None:
+    """Rerun RUN_DIR from its lockfile; warn where versions or hashes differ now, and
+    report whether outputs and scores match (exit 1 when they do not)."""
+    import anyio
+
+    from ._replay import replay as replay_run
+
+    kernel = _kernel(ctx)
+
+    def go() -> Any:
+        with _progress(quiet, f"replay {run_dir.name}") as progress:
+            return anyio.run(lambda: replay_run(run_dir, out=out, kernel=kernel,
+                                                progress=progress))
+
+    report = _guard(go)
+    for line in report.drift:
+        click.echo(f"warning: {line}", err=True)
+    if as_json:
+        click.echo(json.dumps({
+            "run_dir": str(report.run_dir), "new_dir": str(report.new_dir),
+            "matches": report.matches, "drift": list(report.drift),
+            "compared": report.compared, "output_diffs": list(report.output_diffs),
+            "score_diffs": [list(d) for d in report.score_diffs],
+            "missing": list(report.missing)}, indent=2))
+    else:
+        verdict = "match" if report.matches else "DIFFER"
+        click.echo(f"replay in {report.new_dir}: {report.compared} items compared; outputs "
+                   f"and scores {verdict}")
+        if report.output_diffs:
+            click.echo(f"  outputs differ: {', '.join(report.output_diffs[:20])}")
+        for item, metric, old, new in report.score_diffs[:20]:
+            click.echo(f"  {item} {metric}: {old} -> {new}")
+        if report.missing:
+            click.echo(f"  finished in one run only: {', '.join(report.missing[:20])}")
+    if not report.matches:
+        ctx.exit(1)
+
+
+@eval_group.command()
+@click.argument("runs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write comparison.json, compare.md and report.html here.")
+@click.option("--samples", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Bootstrap resamples.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare(runs: tuple[Path, ...], out: Path | None, samples: int, seed: int,
+            as_json: bool) -> None:
+    """Compare RUN_A RUN_B [RUN_C ...]: the paired bootstrap of each later run minus the
+    first, per metric, on the items both finished; and an Elo / Bradley-Terry ranking."""
+    from ._compare import compare_markdown, compare_runs, write_comparison
+
+    comparison = _guard(lambda: compare_runs(runs, samples=samples, seed=seed))
+    if out is not None:
+        write_comparison(comparison, out)
+    if as_json:
+        click.echo(json.dumps(comparison, indent=2))
+    else:
+        click.echo(compare_markdown(comparison))
+
+
+@eval_group.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--samples", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Bootstrap resamples for the intervals.")
+def report(run_dir: Path, samples: int) -> None:
+    """Rebuild RUN_DIR's summary.json, report.md and report.html from its results."""
+    from ._results import read_results
+    from ._runner import EvalError
+    from .report import write_reports
+
+    lock_path = run_dir / "lock.json"
+    if not lock_path.exists():
+        raise _fail(EvalError(f"{run_dir}: no lock.json (not an eval run directory?)"))
+    lock = json.loads(lock_path.read_text(encoding="utf-8"))
+    results = list(read_results(run_dir / "results.jsonl").values())
+    results.sort(key=lambda r: r.line)
+    summary = write_reports(run_dir, results, lock, samples=samples)
+    for line in _summary_lines(summary):
+        click.echo(line)
+    click.echo(f"wrote {run_dir}/report.md, {run_dir}/report.html")

@@ -1,0 +1,152 @@
+"""Comparing runs: paired bootstrap differences and Elo / Bradley–Terry rankings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._results import ItemResult, read_results
+from ._runner import EvalError
+from .stats import paired_bootstrap
+
+__all__ = ["compare_markdown", "compare_runs", "games_of", "write_comparison"]
+
+
+def _load(run_dir: Path) -> dict[str, ItemResult]:
+    path = run_dir / "results.jsonl"
+    if not path.exists():
+        raise EvalError(f"{run_dir}: no results.jsonl (not an eval run directory?)")
+    return {k: v for k, v in read_results(path).items() if v.status == "ok"}
+
+
+def _names(run_dirs: Sequence[Path]) -> list[str]:
+    names = [d.resolve().name or str(d) for d in run_dirs]
+    if len(set(names)) < len(names):  # two runs of the same folder name: use paths
+        names = [str(d) for d in run_dirs]
+    if len(set(names)) < len(names):
+        raise EvalError("the same run directory is given twice")
+    return names
+
+
+def games_of(runs: dict[str, dict[str, ItemResult]],
+             metric: str | None = None) -> list[tuple[str, str, float]]:
+    """One game per item, metric and pair of systems that both scored it: the higher
+    score wins (1 / 0), equal scores tie (0.5). Items are taken in sorted id order, so the
+    games (and Elo, which depends on their order) are reproducible."""
+    names = list(runs)
+    ids = sorted(set().union(*[set(r) for r in runs.values()]))
+    games: list[tuple[str, str, float]] = []
+    for item in ids:
+        metrics = sorted({m for r in runs.values() if item in r for m in r[item].scores})
+        for name in metrics if metric is None else [metric]:
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    ra, rb = runs[a].get(item), runs[b].get(item)
+                    if ra is None or rb is None or name not in ra.scores \
+                            or name not in rb.scores:
+                        continue
+                    sa, sb = ra.scores[name], rb.scores[name]
+                    games.append((a, b, 1.0 if sa > sb else 0.0 if sa < sb else 0.5))
+    return games
+
+
+def _interval_json(intervals: dict[str, Any]) -> dict[str, dict[str, float]]:
+    return {name: {"estimate": float(i.estimate), "low": float(i.low), "high": float(i.high)}
+            for name, i in intervals.items()}
+
+
+def compare_runs(run_dirs: Sequence[str | Path], *, samples: int = 1000,
+                 seed: int = 0) -> dict[str, Any]:
+    """Compare evaluation runs on the items each pair has in common (status ``ok``).
+
+    For every run after the first, per metric, the paired bootstrap of its difference
+    from the first run (mean diff, 95% CI, p-value). With two or more runs, a ranking:
+    Elo and Bradley–Terry ratings with bootstrap intervals over the games of
+    :func:`games_of`.
+
+    :raises EvalError: for fewer than two runs or a folder without results.
+    """
+    if len(run_dirs) < 2:
+        raise EvalError("compare needs at least two run directories")
+    dirs = [Path(d) for d in run_dirs]
+    names = _names(dirs)
+    runs = {name: _load(d) for name, d in zip(names, dirs, strict=True)}
+    base = names[0]
+    pairs = []
+    for other in names[1:]:
+        common = sorted(set(runs[base]) & set(runs[other]))
+        metrics = sorted({m for i in common for m in runs[base][i].scores
+                          if m in runs[other][i].scores})
+        diffs: dict[str, Any] = {}
+        for metric in metrics:
+            ids = [i for i in common if metric in runs[base][i].scores
+                   and metric in runs[other][i].scores]
+            result = paired_bootstrap([runs[base][i].scores[metric] for i in ids],
+                                      [runs[other][i].scores[metric] for i in ids],
+                                      samples=samples, seed=seed)
+            diffs[metric] = {"n": result.n, "mean_a": result.mean_a, "mean_b": result.mean_b,
+                             "mean_diff": result.mean_diff, "low": result.low,
+                             "high": result.high, "p_value": result.p_value}
+        pairs.append({"a": base, "b": other, "common_items": len(common),
+                      "only_a": len(set(runs[base]) - set(runs[other])),
+                      "only_b": len(set(runs[other]) - set(runs[base])), "metrics": diffs})
+    return {"runs": [{"name": n, "path": str(d), "items": len(runs[n])}
+                     for n, d in zip(names, dirs, strict=True)],
+            "pairs": pairs, "ranking": _ranking(runs, samples, seed),
+            "samples": samples, "seed": seed}
+
+
+def _ranking(runs: dict[str, dict[str, ItemResult]], samples: int,
+             seed: int) -> dict[str, Any] | None:
+    from aieng_judge.ranking import bootstrap, bradley_terry, elo
+
+    games = games_of(runs)
+    if not games:
+        return None
+    return {
+        "games": len(games),
+        "elo": _interval_json(bootstrap(games, elo, samples=samples, seed=seed)),
+        "bradley_terry": _interval_json(bootstrap(games, bradley_terry, samples=samples,
+                                                  seed=seed)),
+    }
+
+
+def compare_markdown(comparison: dict[str, Any]) -> str:
+    """The comparison as a Markdown page (``compare.md``)."""
+    lines = ["# Comparison", "",
+             (f"{comparison['samples']}-sample paired bootstrap, 95% intervals, seed "
+             f"{comparison['seed']}. Differences are the later run minus the first."), ""]
+    for pair in comparison["pairs"]:
+        lines += [f"## {pair['b']} − {pair['a']}", "",
+                  (f"{pair['common_items']} items in both runs ({pair['only_a']} only in "
+                  f"{pair['a']}, {pair['only_b']} only in {pair['b']})."), "",
+                  f"| metric | n | {pair['a']} | {pair['b']} | diff | 95% CI | p |",
+                  "|---|---:|---:|---:|---:|---|---:|"]
+        for name, d in pair["metrics"].items():
+            lines.append(f"| {name} | {d['n']} | {d['mean_a']:.3f} | {d['mean_b']:.3f} | "
+                         f"{d['mean_diff']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] | "
+                         f"{d['p_value']:.4f} |")
+        lines.append("")
+    ranking = comparison.get("ranking")
+    if ranking:
+        lines += [f"## Ranking ({ranking['games']} games)", "",
+                  "| system | Elo | 95% CI | Bradley–Terry | 95% CI |", "|---|---:|---|---:|---|"]
+        for name, e in sorted(ranking["elo"].items(), key=lambda kv: -kv[1]["estimate"]):
+            bt = ranking["bradley_terry"][name]
+            lines.append(f"| {name} | {e['estimate']:.1f} | [{e['low']:.1f}, {e['high']:.1f}] "
+                         f"| {bt['estimate']:.1f} | [{bt['low']:.1f}, {bt['high']:.1f}] |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_comparison(comparison: dict[str, Any], out: Path) -> None:
+    """Write ``comparison.json``, ``compare.md`` and ``report.html`` into ``out``."""
+    from .html import compare_page
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(json.dumps(comparison, indent=2) + "\n",
+                                         encoding="utf-8")
+    (out / "compare.md").write_text(compare_markdown(comparison), encoding="utf-8")
+    (out / "report.html").write_text(compare_page(comparison), encoding="utf-8")

@@ -1,0 +1,254 @@
+"""Evaluation datasets: JSON Lines files of items, validated line by line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+from aieng_hookspecs.types import Message, Request
+
+__all__ = ["DATASET_KEYS", "Dataset", "DatasetError", "DatasetItem", "load_dataset",
+           "parse_dataset"]
+
+#: The keys a dataset line may have.
+DATASET_KEYS: tuple[str, ...] = ("id", "input", "reference", "context", "metadata", "slice",
+                                 "label")
+
+
+class DatasetError(ValueError):
+    """A dataset line is malformed; the message names the file, the line and the problem."""
+
+
+@attrs.frozen
+class DatasetItem:
+    """One dataset line, validated.
+
+    :param id: the item's id: the line's ``id``, or a stable hash of the line's content.
+    :param line: the 1-based line number in the file.
+    :param input: the prompt, or a chat as :class:`Message` values.
+    :param reference: the expected answer(s), for the judges.
+    :param context: passages the answer should be grounded in (given to ``--judge-pipeline``).
+    :param metadata: slicing fields (``metadata`` object, plus ``slice`` under that key).
+    :param label: a human judgement: one number for every metric, or one per metric.
+    """
+
+    id: str
+    line: int
+    input: str | tuple[Message, ...]
+    reference: str | tuple[str, ...] | None = None
+    context: tuple[str, ...] = ()
+    metadata: dict[str, str] = attrs.field(factory=dict)
+    label: float | dict[str, float] | None = None
+
+    @property
+    def prompt(self) -> str:
+        """The input as text: the string, or the last user message of a chat."""
+        if isinstance(self.input, str):
+            return self.input
+        users = [m.content for m in self.input if m.role == "user"]
+        return users[-1] if users else self.input[-1].content
+
+    def request(self, seed: int | None = None) -> str | Request:
+        """What the pipeline runs on: the text as is, or a :class:`Request` carrying the
+        chat and the sampling seed."""
+        if seed is None and isinstance(self.input, str):
+            return self.input
+        messages = ((Message("user", self.input),) if isinstance(self.input, str)
+                    else self.input)
+        return Request(messages=messages, seed=seed)
+
+    def label_for(self, metric: str) -> float | None:
+        """The human label that applies to ``metric`` (``None`` when there is none)."""
+        if isinstance(self.label, dict):
+            return self.label.get(metric)
+        return self.label
+
+
+@attrs.frozen
+class Dataset:
+    """A loaded dataset: its items in file order and the file's SHA-256."""
+
+    path: str
+    sha256: str
+    items: tuple[DatasetItem, ...]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Read and validate a JSON Lines dataset (blank lines are skipped).
+
+    :raises DatasetError: naming the file, the line number and what is wrong with it.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: dataset file not found") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the dataset: {exc.strerror}") from None
+    return parse_dataset(raw, source=str(path))
+
+
+def parse_dataset(raw: bytes, *, source: str = "<dataset>") -> Dataset:
+    """Validate the bytes of a JSON Lines dataset.
+
+    :raises DatasetError: naming the source, the line number and the problem.
+    """
+    items: list[DatasetItem] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        item = _parse_line(line, number, source)
+        if item.id in seen:
+            if item.id.startswith("item-"):  # the same content twice: number the repeats
+                count = 2
+                while f"{item.id}-{count}" in seen:
+                    count += 1
+                item = attrs.evolve(item, id=f"{item.id}-{count}")
+            else:
+                raise DatasetError(f"{source} line {number}: duplicate id {item.id!r} "
+                                   f"(first used on line {seen[item.id]})")
+        seen[item.id] = number
+        items.append(item)
+    if not items:
+        raise DatasetError(f"{source}: the dataset has no items")
+    return Dataset(path=source, sha256=hashlib.sha256(raw).hexdigest(), items=tuple(items))
+
+
+def _parse_line(line: bytes, number: int, source: str) -> DatasetItem:
+    where = f"{source} line {number}"
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{where}: not UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{where}: expected a JSON object, got {_kind(data)}")
+    unknown = sorted(set(data) - set(DATASET_KEYS))
+    if unknown:
+        raise DatasetError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid "
+                           f"keys: {', '.join(DATASET_KEYS)} (put extra fields in 'metadata')")
+    if "input" not in data:
+        raise DatasetError(f"{where}: missing 'input' (a string or a list of chat messages)")
+    metadata = _metadata(data.get("metadata"), where)
+    if "slice" in data:
+        if not isinstance(data["slice"], str) or not data["slice"]:
+            raise DatasetError(f"{where}: 'slice' must be a non-empty string, "
+                               f"got {_kind(data['slice'])}")
+        metadata["slice"] = data["slice"]
+    return DatasetItem(
+        id=_item_id(data, where),
+        line=number,
+        input=_input(data["input"], where),
+        reference=_reference(data.get("reference"), where),
+        context=_context(data.get("context"), where),
+        metadata=metadata,
+        label=_label(data.get("label"), where),
+    )
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _item_id(data: Mapping[str, Any], where: str) -> str:
+    value = data.get("id")
+    if value is None:
+        # Stable across runs and machines: the hash of the line's content, canonicalised
+        # so that whitespace or key order do not change it.
+        canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return "item-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DatasetError(f"{where}: 'id' must be a string or an integer, got {_kind(value)}")
+    if isinstance(value, str) and not value.strip():
+        raise DatasetError(f"{where}: 'id' must not be empty")
+    return str(value)
+
+
+def _input(value: object, where: str) -> str | tuple[Message, ...]:
+    if isinstance(value, str):
+        if not value.strip():
+            raise DatasetError(f"{where}: 'input' is empty")
+        return value
+    if not isinstance(value, list) or not value:
+        raise DatasetError(f"{where}: 'input' must be a string or a non-empty list of chat "
+                           f"messages, got {_kind(value)}")
+    messages = []
+    for index, entry in enumerate(value):
+        at = f"{where}: input[{index}]"
+        if not isinstance(entry, dict) or set(entry) - {"role", "content"}:
+            raise DatasetError(f"{at} must be an object with 'role' and 'content' only")
+        if not isinstance(entry.get("content"), str):
+            raise DatasetError(f"{at}: 'content' must be a string")
+        try:
+            messages.append(Message(entry.get("role"), entry["content"]))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"{at}: invalid message: {exc}") from None
+    return tuple(messages)
+
+
+def _strings(value: object, key: str, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise DatasetError(f"{where}: '{key}' must be a string or a list of strings, "
+                       f"got {_kind(value)}")
+
+
+def _reference(value: object, where: str) -> str | tuple[str, ...] | None:
+    if value is None or isinstance(value, str):
+        return value
+    refs = _strings(value, "reference", where)
+    if not refs:
+        raise DatasetError(f"{where}: 'reference' is an empty list")
+    return refs
+
+
+def _context(value: object, where: str) -> tuple[str, ...]:
+    return () if value is None else _strings(value, "context", where)
+
+
+def _metadata(value: object, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DatasetError(f"{where}: 'metadata' must be an object, got {_kind(value)}")
+    out: dict[str, str] = {}
+    for key, field in value.items():
+        if isinstance(field, (dict, list)):
+            raise DatasetError(f"{where}: metadata.{key} must be a string, number or boolean "
+                               f"(a slice value), got {_kind(field)}")
+        out[key] = "null" if field is None else (
+            json.dumps(field) if not isinstance(field, str) else field)
+    return out
+
+
+def _number(value: object, at: str) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    raise DatasetError(f"{at} must be a finite number or a boolean, got {_kind(value)}")
+
+
+def _label(value: object, where: str) -> float | dict[str, float] | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {str(k): _number(v, f"{where}: label.{k}") for k, v in value.items()}
+    return _number(value, f"{where}: 'label'")

@@ -1,0 +1,232 @@
+"""The lockfile ``lock.json``: what ran, so a run can be replayed and its drift reported.
+
+It records the versions of aieng and of every loaded plugin, the pipeline file's hash and
+resolved config, the models the run called, the hashes of files the components were given
+as options (model folders, indexes), the dataset's hash, the seeds and the interpreter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "LOCK_FORMAT",
+    "FileHasher",
+    "component_paths",
+    "environment",
+    "jsonable",
+    "lock_drift",
+    "sha256_file",
+]
+
+#: Version of the lockfile's layout.
+LOCK_FORMAT = 1
+_CHUNK = 1 << 20
+#: Files at least this large have their hash cached by (path, size, mtime).
+CACHE_MIN_BYTES = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_cache_path() -> Path:
+    """Where file hashes are cached: ``$AIENG_CACHE_DIR`` or ``$XDG_CACHE_HOME/aieng``."""
+    base = os.environ.get("AIENG_CACHE_DIR")
+    if base:
+        return Path(base) / "file-hashes.json"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "aieng" / "file-hashes.json"
+
+
+class FileHasher:
+    """Hashes files and folders; large files are hashed once and cached by
+    (path, size, mtime) in a JSON file, so a multi-gigabyte model is not re-read per run.
+
+    Blocking: call it from a worker thread.
+
+    :param cache: the cache file (``None``: :func:`default_cache_path`).
+    """
+
+    def __init__(self, cache: Path | None = None) -> None:
+        self.cache_path = cache if cache is not None else default_cache_path()
+        self._cache: dict[str, str] | None = None
+        self._dirty = False
+        #: files actually read (not answered from the cache); tests read it.
+        self.reads = 0
+
+    def _entries(self) -> dict[str, str]:
+        if self._cache is None:
+            try:
+                loaded = json.loads(self.cache_path.read_text(encoding="utf-8"))
+                self._cache = {str(k): str(v) for k, v in loaded.items()} \
+                    if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self._cache = {}
+        return self._cache
+
+    def file(self, path: Path) -> str:
+        """The SHA-256 of one file."""
+        stat = path.stat()
+        if stat.st_size < CACHE_MIN_BYTES:
+            self.reads += 1
+            return sha256_file(path)
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        entries = self._entries()
+        if key not in entries:
+            self.reads += 1
+            entries[key] = sha256_file(path)
+            self._dirty = True
+        return entries[key]
+
+    def path(self, path: Path) -> dict[str, Any]:
+        """``kind``, ``sha256`` and ``size`` of a file, or of a folder (the hash of its
+        files' relative paths and hashes, in sorted order)."""
+        if path.is_file():
+            return {"kind": "file", "sha256": self.file(path), "size": path.stat().st_size}
+        digest = hashlib.sha256()
+        size = 0
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            rel = child.relative_to(path).as_posix()
+            digest.update(f"{rel}\0{self.file(child)}\n".encode())
+            size += child.stat().st_size
+        return {"kind": "dir", "sha256": digest.hexdigest(), "size": size}
+
+    def save(self) -> None:
+        """Write the cache back if it changed (a failure to write is not an error)."""
+        if not self._dirty or self._cache is None:
+            return
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._cache, indent=0), encoding="utf-8")
+            tmp.replace(self.cache_path)
+            self._dirty = False
+        except OSError:
+            pass
+
+
+def _option_values(options: object) -> Iterable[tuple[str, object]]:
+    if options is None:
+        return []
+    if attrs.has(type(options)):
+        return [(f.name, getattr(options, f.name))
+                for f in attrs.fields(type(options))]  # type: ignore[arg-type]
+    if isinstance(options, Mapping):
+        return list(options.items())
+    return []
+
+
+def component_paths(components: Mapping[str, Any],
+                    bases: Iterable[Path]) -> list[tuple[str, str, Path]]:
+    """``(component, option, path)`` for each component option naming an existing file or
+    folder (a string, or strings in a list), tried as given and relative to each base."""
+    found = []
+    bases = list(bases)
+    for name, component in components.items():
+        for option, value in _option_values(getattr(component, "options", None)):
+            candidates = [value] if isinstance(value, str) else (
+                [v for v in value if isinstance(v, str)]
+                if isinstance(value, (list, tuple)) else [])
+            for text in candidates:
+                if not text or "\n" in text or len(text) > 4096:
+                    continue
+                for base in [Path.cwd(), *bases]:
+                    path = Path(text) if Path(text).is_absolute() else base / text
+                    try:
+                        exists = path.exists()
+                    except OSError:
+                        exists = False
+                    if exists:
+                        found.append((name, option, path.resolve()))
+                        break
+    return found
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def environment(plugins: Iterable[Any]) -> dict[str, Any]:
+    """aieng's version, every plugin's distribution and version, and the interpreter."""
+    return {
+        "aieng": _version("aieng"),
+        "aieng_eval": _version("aieng-eval"),
+        "plugins": sorted(
+            ({"name": p.name, "distribution": p.distribution, "version": p.version,
+              "status": p.status} for p in plugins),
+            key=lambda p: str(p["name"])),
+        "python": {"version": platform.python_version(),
+                   "implementation": platform.python_implementation(),
+                   "platform": platform.platform(), "executable": sys.executable},
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """A config value as strict JSON: infinite and NaN floats become strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def lock_drift(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between a locked environment and the current one:
+    versions, the pipeline's and the dataset's hashes, and hashed files."""
+    drift = []
+    if old.get("aieng") != new.get("aieng"):
+        drift.append(f"aieng version {old.get('aieng')!r} -> {new.get('aieng')!r}")
+    before = {p["name"]: p for p in old.get("plugins", [])}
+    after = {p["name"]: p for p in new.get("plugins", [])}
+    for name in sorted(set(before) | set(after)):
+        a, b = before.get(name), after.get(name)
+        if a is None:
+            drift.append(f"plugin {name!r} is new ({b and b.get('distribution')} "
+                         f"{b and b.get('version')})")
+        elif b is None:
+            drift.append(f"plugin {name!r} ({a.get('distribution')} {a.get('version')}) "
+                         "is no longer installed")
+        elif (a.get("version"), a.get("status")) != (b.get("version"), b.get("status")):
+            drift.append(f"plugin {name!r}: {a.get('distribution')} {a.get('version')} "
+                         f"({a.get('status')}) -> {b.get('version')} ({b.get('status')})")
+    if old.get("python", {}).get("version") != new.get("python", {}).get("version"):
+        drift.append(f"python {old.get('python', {}).get('version')} -> "
+                     f"{new.get('python', {}).get('version')}")
+    for key in ("pipeline", "judge_pipeline", "dataset"):
+        a_hash = (old.get(key) or {}).get("sha256")
+        b_hash = (new.get(key) or {}).get("sha256")
+        if a_hash != b_hash:
+            drift.append(f"{key} file hash {str(a_hash)[:12]} -> {str(b_hash)[:12]}")
+    files_before = {f["path"]: f["sha256"] for f in old.get("files", [])}
+    files_after = {f["path"]: f["sha256"] for f in new.get("files", [])}
+    for path in sorted(files_before):
+        if path not in files_after:
+            drift.append(f"file {path} is missing now")
+        elif files_before[path] != files_after[path]:
+            drift.append(f"file {path} changed (sha256 {files_before[path][:12]} -> "
+                         f"{files_after[path][:12]})")
+    return drift

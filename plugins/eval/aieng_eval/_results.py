@@ -1,0 +1,139 @@
+"""The run directory's ``results.jsonl``: one JSON object per finished item, appended.
+
+Each record is written and flushed as its item finishes, and the file is fsynced on close,
+so a crash loses at most the items in flight; a partial last line (the write the crash
+interrupted) is ignored when the file is read back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import structlog
+
+__all__ = ["ItemResult", "ResultsFile", "read_results"]
+
+log = structlog.get_logger(__name__)
+
+
+@attrs.frozen
+class ItemResult:
+    """The outcome of one dataset item.
+
+    :param id: the item's id.
+    :param status: ``ok``, ``blocked`` (a guard stopped the run) or ``error``.
+    :param output: the pipeline's answer.
+    :param scores: metric name -> value (a name two judges share is kept as ``name@judge``).
+    :param judges: metric name -> the judge component that produced it.
+    :param error: for a failed item, the error with its type.
+    :param duration_s: seconds the item took (pipeline and judges).
+    :param models: ``component/model`` ids of the item's model calls.
+    :param metadata: the item's slicing fields.
+    :param label: the item's human label, when it has one.
+    :param line: the item's line in the dataset.
+    """
+
+    id: str
+    status: str
+    output: str = ""
+    scores: dict[str, float] = attrs.field(factory=dict)
+    judges: dict[str, str] = attrs.field(factory=dict)
+    error: str = ""
+    duration_s: float = 0.0
+    models: tuple[str, ...] = ()
+    metadata: dict[str, str] = attrs.field(factory=dict)
+    label: float | dict[str, float] | None = None
+    line: int = 0
+
+    @property
+    def done(self) -> bool:
+        """Whether a rerun skips it: failed items are retried."""
+        return self.status != "error"
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as written to ``results.jsonl``."""
+        data = attrs.asdict(self)
+        data["models"] = list(self.models)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ItemResult:
+        """A record read back from ``results.jsonl``.
+
+        :raises TypeError: when the record lacks a string ``id`` or ``status``.
+        """
+        if not isinstance(data.get("id"), str) or not isinstance(data.get("status"), str):
+            raise TypeError("a result record needs a string 'id' and 'status'")
+        names = {f.name for f in attrs.fields(cls)}
+        known = {k: v for k, v in data.items() if k in names}
+        known["models"] = tuple(known.get("models", ()))
+        known["scores"] = {str(k): float(v) for k, v in known.get("scores", {}).items()}
+        return cls(**known)
+
+
+def read_results(path: Path) -> dict[str, ItemResult]:
+    """The latest record of each item in a results file (empty when there is none).
+
+    A last line without its newline is an interrupted write and is ignored; a malformed
+    line elsewhere is logged and skipped, naming its line number.
+    """
+    if not path.exists():
+        return {}
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    if lines and lines[-1]:
+        log.warning("eval.results.partial_line", path=str(path), bytes=len(lines[-1]))
+    found: dict[str, ItemResult] = {}
+    for number, line in enumerate(lines[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            record = ItemResult.from_json(json.loads(line))
+        except (ValueError, TypeError) as exc:
+            log.warning("eval.results.bad_line", path=str(path), line=number, error=str(exc))
+            continue
+        found[record.id] = record
+    return found
+
+
+class ResultsFile:
+    """Appends records to ``results.jsonl``; blocking, so call it from a worker thread.
+
+    A file that ends in a partial line (a crash mid-write) is cut back to its last complete
+    line before appending, so the next record starts on a line of its own.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[bytes] | None = None
+
+    def open(self) -> None:
+        """Open for appending, dropping a partial last line."""
+        if self.path.exists():
+            raw = self.path.read_bytes()
+            if raw and not raw.endswith(b"\n"):
+                with self.path.open("r+b") as handle:
+                    handle.truncate(raw.rfind(b"\n") + 1)
+        self._handle = self.path.open("ab")
+
+    def write(self, records: Iterable[ItemResult]) -> None:
+        """Append records and flush them to the operating system."""
+        assert self._handle is not None, "open() first"
+        data = b"".join(json.dumps(r.to_json(), ensure_ascii=False).encode("utf-8") + b"\n"
+                        for r in records)
+        self._handle.write(data)
+        self._handle.flush()
+
+    def close(self) -> None:
+        """Flush, fsync and close."""
+        if self._handle is None:
+            return
+        handle, self._handle = self._handle, None
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()

@@ -1,0 +1,411 @@
+"""The evaluation runner: a pipeline over a dataset, bounded, resumable and locked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+import structlog
+from aieng_hookspecs.types import Sample, Score
+
+from ._dataset import Dataset, DatasetItem, load_dataset
+from ._lock import LOCK_FORMAT, FileHasher, component_paths, environment, jsonable
+from ._results import ItemResult, ResultsFile, read_results
+
+if TYPE_CHECKING:
+    from aieng_core import Kernel, Pipeline, RunResult
+
+__all__ = ["EvalError", "EvalRun", "ProgressCallback", "run_eval"]
+
+log = structlog.get_logger(__name__)
+
+#: Called with ``(0, total, None)`` when the items start, then after each finished item
+#: with ``(finished, total, result)``; ``total`` counts the items this call runs.
+ProgressCallback = Callable[[int, int, ItemResult | None], None]
+PipelineSource = str | Path | Mapping[str, Any]
+
+
+class EvalError(Exception):
+    """An evaluation cannot start or continue (say, a run directory of another pipeline)."""
+
+
+@attrs.frozen
+class EvalRun:
+    """The outcome of :func:`run_eval`.
+
+    :param run_dir: the run directory.
+    :param results: every item's latest result, in dataset order (items of earlier sessions
+        included).
+    :param ran: items run by this call.
+    :param skipped: items finished by an earlier session and not run again.
+    :param lock: the lockfile's content.
+    :param dataset: the dataset (cut to ``limit``).
+    """
+
+    run_dir: Path
+    results: tuple[ItemResult, ...]
+    ran: int
+    skipped: int
+    lock: dict[str, Any]
+    dataset: Dataset
+
+    @property
+    def failed(self) -> tuple[ItemResult, ...]:
+        """The items whose run raised."""
+        return tuple(r for r in self.results if r.status == "error")
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _source_info(source: PipelineSource) -> dict[str, Any]:
+    if isinstance(source, Mapping):
+        canonical = json.dumps(jsonable(source), sort_keys=True).encode("utf-8")
+        return {"path": None, "sha256": hashlib.sha256(canonical).hexdigest()}
+    path = Path(source)
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise EvalError(f"{path}: cannot read the pipeline file: {exc.strerror}") from None
+    return {"path": str(path.resolve()), "sha256": digest}
+
+
+def _read_lock(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "lock.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise EvalError(f"{path}: not a valid lockfile: {exc}") from None
+    if not isinstance(data, dict):
+        raise EvalError(f"{path}: not a valid lockfile (not a JSON object)")
+    return data
+
+
+def _check_resume(run_dir: Path, old: Mapping[str, Any], new: Mapping[str, Any],
+                  force: bool) -> bool:
+    """Whether the earlier results may be kept; raises unless ``force`` when the inputs
+    changed (``force`` starts over, keeping the old results as a backup)."""
+    changed = [
+        key for key in ("pipeline", "judge_pipeline", "dataset")
+        if (old.get(key) or {}).get("sha256") != (new.get(key) or {}).get("sha256")
+    ]
+    if old.get("seed") != new.get("seed"):
+        changed.append("seed")
+    if not changed:
+        return True
+    if not force:
+        raise EvalError(
+            f"{run_dir} holds a run of a different {', '.join(changed)} "
+            f"(hashes in {run_dir / 'lock.json'}); use another --out, or --force to start "
+            "over (the old results are kept as a backup)")
+    return False
+
+
+def _metric_names(scores: list[Score], into: dict[str, float], judges: dict[str, str]) -> None:
+    for score in scores:
+        name = score.name
+        if name in into:  # two judges share a metric name: keep both, told apart
+            name = f"{score.name}@{score.judge}"
+        into[name] = score.value
+        judges[name] = score.judge
+
+
+def _models(result: RunResult) -> tuple[str, ...]:
+    completion_model = result.raw_completion.model if result.raw_completion else ""
+    found = []
+    for call in result.model_calls:
+        model = call.parameters.get("model") or completion_model or "?"
+        label = f"{call.component}/{model}"
+        if label not in found:
+            found.append(label)
+    return tuple(found)
+
+
+_BLANK = ItemResult(id="", status="")
+
+
+class _Session:
+    """What running one item needs: the pipelines and the seed."""
+
+    def __init__(self, pipeline: Pipeline, judge: Pipeline | None, seed: int | None) -> None:
+        self.pipeline = pipeline
+        self.judge = judge
+        self.seed = seed
+
+    async def item(self, item: DatasetItem) -> ItemResult:
+        """Run one item through the pipeline (and the judge pipeline's judges)."""
+        started = time.perf_counter()
+        base = attrs.evolve(_BLANK, id=item.id, metadata=item.metadata, label=item.label,
+                            line=item.line)
+        try:
+            result = await self.pipeline.run(item.request(self.seed), reference=item.reference)
+            scores: dict[str, float] = {}
+            judges: dict[str, str] = {}
+            _metric_names(list(result.scores), scores, judges)
+            if self.judge is not None and result.status == "ok":
+                _metric_names(await self._judge(item, result), scores, judges)
+        except Exception as exc:  # noqa: BLE001  (any failure is recorded and retried)
+            log.warning("eval.item.failed", id=item.id, error=f"{type(exc).__name__}: {exc}")
+            return attrs.evolve(base, status="error", error=f"{type(exc).__name__}: {exc}",
+                                duration_s=time.perf_counter() - started)
+        return attrs.evolve(base, status=result.status, output=result.answer, scores=scores,
+                            judges=judges, duration_s=time.perf_counter() - started,
+                            models=_models(result))
+
+    async def _judge(self, item: DatasetItem, result: RunResult) -> list[Score]:
+        assert self.judge is not None
+        sample = Sample(input=item.prompt, output=result.answer, reference=item.reference,
+                        context=item.context or tuple(h.document.text for h in result.hits),
+                        id=item.id, metadata=dict(item.metadata))
+        gathered = await self.judge.dispatcher.gather(
+            "aieng_judge", {"sample": sample}, stage="judge",
+            policy=self.judge.config.policy("judge"))
+        scores: list[Score] = []
+        for value, plugin in gathered:
+            for score in [value] if isinstance(value, Score) else list(value):
+                if not isinstance(score, Score):
+                    raise TypeError(f"judge {plugin!r} of the judge pipeline returned "
+                                    f"{type(score).__name__}, expected Score")
+                scores.append(score if score.judge else attrs.evolve(score, judge=plugin))
+        return scores
+
+
+async def run_eval(
+    pipeline: PipelineSource,
+    dataset: str | Path,
+    *,
+    out: str | Path,
+    concurrency: int = 8,
+    limit: int | None = None,
+    seed: int | None = None,
+    force: bool = False,
+    judge_pipeline: PipelineSource | None = None,
+    kernel: Kernel | None = None,
+    progress: ProgressCallback | None = None,
+    hash_cache: Path | None = None,
+    reports: bool = True,
+    bootstrap_samples: int = 1000,
+) -> EvalRun:
+    """Run ``pipeline`` over ``dataset``, appending each item's result to
+    ``out/results.jsonl`` as it finishes, and write the lockfile and the reports.
+
+    A second call with the same ``out`` runs only the items without a finished result
+    (failed ones are retried).
+
+    :param pipeline: a pipeline file, or a pipeline config in its dict form.
+    :param dataset: a JSON Lines dataset (see :func:`load_dataset`).
+    :param out: the run directory (created when missing).
+    :param concurrency: items in flight at once.
+    :param limit: run only the first ``limit`` items.
+    :param seed: the sampling seed put on every request (and the reports' bootstrap seed).
+    :param force: start over when ``out`` holds a run of another pipeline, dataset or seed.
+    :param judge_pipeline: a second pipeline whose judges also score each output.
+    :param kernel: the kernel to load the pipelines on (a fresh one by default; started
+        here when it is not running).
+    :param progress: called after each finished item.
+    :param hash_cache: the file-hash cache file (default: under ``~/.cache/aieng``).
+    :param reports: write ``report.md``, ``report.html`` and ``summary.json``.
+    :param bootstrap_samples: resamples for the reports' confidence intervals.
+    :raises EvalError: when ``out`` holds another run (without ``force``), or a pipeline
+        file cannot be read.
+    :raises DatasetError: naming the line of a malformed dataset.
+    :raises ConfigError: for an invalid pipeline file.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must not be negative, got {limit}")
+    run_dir = Path(out)
+    data = await anyio.to_thread.run_sync(load_dataset, dataset)
+    if limit is not None:
+        data = attrs.evolve(data, items=data.items[:limit])
+    lock: dict[str, Any] = {
+        "format": LOCK_FORMAT,
+        "pipeline": _source_info(pipeline),
+        "judge_pipeline": None if judge_pipeline is None else _source_info(judge_pipeline),
+        "dataset": {"path": str(Path(dataset).resolve()), "sha256": data.sha256,
+                    "items": len(data.items)},
+        "seed": seed,
+        "bootstrap_seed": 0 if seed is None else seed,
+        "concurrency": concurrency,
+        "limit": limit,
+    }
+    await anyio.to_thread.run_sync(lambda: run_dir.mkdir(parents=True, exist_ok=True))
+    previous = _read_lock(run_dir)
+    results_path = run_dir / "results.jsonl"
+    sessions: list[dict[str, Any]] = []
+    if previous is not None and results_path.exists():
+        if _check_resume(run_dir, previous, lock, force):
+            sessions = list(previous.get("sessions", []))
+        else:
+            backup = results_path.with_name(f"results.jsonl.bak-{int(time.time())}")
+            results_path.rename(backup)
+            log.warning("eval.force.restart", run_dir=str(run_dir), backup=str(backup))
+    earlier = await anyio.to_thread.run_sync(read_results, results_path)
+    earlier_by_id = {k: v for k, v in earlier.items() if v.done}
+    todo = [item for item in data.items if item.id not in earlier_by_id]
+    owned = kernel is None
+    if kernel is None:
+        from aieng_core import Kernel
+
+        kernel = Kernel()
+    started_at = _utc_now()
+    if owned or kernel.thread_limiter is None:
+        async with kernel:
+            finished = await _run_items(kernel, pipeline, judge_pipeline, seed, todo,
+                                        results_path, concurrency, progress, lock, run_dir,
+                                        sessions, started_at, hash_cache)
+    else:
+        finished = await _run_items(kernel, pipeline, judge_pipeline, seed, todo,
+                                    results_path, concurrency, progress, lock, run_dir,
+                                    sessions, started_at, hash_cache)
+    merged = {**earlier, **finished}
+    ordered = tuple(merged[item.id] for item in data.items if item.id in merged)
+    run = EvalRun(run_dir=run_dir, results=ordered, ran=len(finished),
+                  skipped=len(data.items) - len(todo), lock=lock, dataset=data)
+    if reports:
+        from .report import write_reports
+
+        await anyio.to_thread.run_sync(
+            lambda: write_reports(run_dir, ordered, lock, samples=bootstrap_samples))
+    return run
+
+
+async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
+                     judge_source: PipelineSource | None, seed: int | None,
+                     todo: list[DatasetItem], results_path: Path, concurrency: int,
+                     progress: ProgressCallback | None, lock: dict[str, Any], run_dir: Path,
+                     sessions: list[dict[str, Any]], started_at: str,
+                     hash_cache: Path | None) -> dict[str, ItemResult]:
+    pipeline = _build(kernel, pipeline_source)
+    judge = None if judge_source is None else _build(kernel, judge_source)
+    lock.update(environment(kernel.registry.plugins))
+    lock["pipeline"]["name"] = pipeline.name
+    lock["pipeline"]["config"] = jsonable(pipeline.to_dict())
+    lock["components"] = _components(kernel, [pipeline, judge])
+    if judge is not None:
+        lock["judge_pipeline"]["name"] = judge.name
+        lock["judge_pipeline"]["config"] = jsonable(judge.to_dict())
+    session: dict[str, Any] = {"started_at": started_at, "finished_at": None, "items": 0}
+    lock["sessions"] = [*sessions, session]
+    lock["started_at"] = sessions[0]["started_at"] if sessions else started_at
+    lock["finished_at"] = None
+    hasher = FileHasher(hash_cache)
+    await anyio.to_thread.run_sync(_add_files, lock, [pipeline, judge], pipeline_source,
+                                   judge_source, hasher)
+    await anyio.to_thread.run_sync(_write_lock, run_dir, lock)
+    finished: dict[str, ItemResult] = {}
+    writer = ResultsFile(results_path)
+    await anyio.to_thread.run_sync(writer.open)
+    runner = _Session(pipeline, judge, seed)
+    send, receive = anyio.create_memory_object_stream[ItemResult](max(concurrency * 4, 16))
+    items = iter(todo)
+    total = len(todo)
+
+    async def worker(out: anyio.abc.ObjectSendStream[ItemResult]) -> None:
+        async with out:
+            for item in items:  # one iterator shared by every worker
+                await out.send(await runner.item(item))
+
+    async def write_all() -> None:
+        if progress is not None:
+            progress(0, total, None)
+        async with receive:
+            async for record in receive:
+                batch = [record]
+                while True:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await anyio.to_thread.run_sync(writer.write, batch)
+                for done in batch:
+                    finished[done.id] = done
+                    if progress is not None:
+                        progress(len(finished), total, done)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write_all)
+            async with send:
+                for _ in range(min(concurrency, max(total, 1))):
+                    tg.start_soon(worker, send.clone())
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(writer.close)
+            session["items"] = len(finished)
+            session["finished_at"] = _utc_now()
+            everything = await anyio.to_thread.run_sync(read_results, results_path)
+            _add_models(lock, everything.values())
+            await anyio.to_thread.run_sync(_write_lock, run_dir, lock)
+            for built in (pipeline, judge):
+                if built is not None:
+                    await built.aclose()
+    lock["finished_at"] = session["finished_at"]
+    await anyio.to_thread.run_sync(_write_lock, run_dir, lock)
+    return finished
+
+
+def _components(kernel: Kernel, pipelines: list[Pipeline | None]) -> list[dict[str, str]]:
+    """Each component of the pipelines with the plugin and distribution that offer it."""
+    found = []
+    for built in pipelines:
+        if built is None:
+            continue
+        for name, component in built.config.components.items():
+            entry = {"pipeline": built.name, "component": name, "use": component.use,
+                     "plugin": "", "distribution": ""}
+            if component.use in kernel.registry.components:
+                info = kernel.registry.component(component.use)
+                entry.update(plugin=info.plugin, distribution=info.distribution)
+            found.append(entry)
+    return found
+
+
+def _build(kernel: Kernel, source: PipelineSource) -> Pipeline:
+    if isinstance(source, Mapping):
+        return kernel.pipeline(source)
+    return kernel.load_pipeline(source)
+
+
+def _add_files(lock: dict[str, Any], pipelines: list[Pipeline | None],
+               pipeline_source: PipelineSource, judge_source: PipelineSource | None,
+               hasher: FileHasher) -> None:
+    bases = [Path(s).resolve().parent for s in (pipeline_source, judge_source)
+             if s is not None and not isinstance(s, Mapping)]
+    files: dict[str, dict[str, Any]] = {}
+    for built in pipelines:
+        if built is None:
+            continue
+        for component, option, path in component_paths(built.config.components, bases):
+            key = str(path)
+            if key not in files:
+                files[key] = {"component": f"{built.name}.{component}", "option": option,
+                              "path": key, **hasher.path(path)}
+    hasher.save()
+    lock["files"] = sorted(files.values(), key=lambda f: str(f["path"]))
+
+
+def _add_models(lock: dict[str, Any], records: Any) -> None:
+    """The distinct ``component``/``model`` pairs of every recorded model call."""
+    models = {(m["component"], m["model"]) for m in lock.get("models", [])}
+    for record in records:
+        models.update(tuple(label.split("/", 1)) for label in record.models if "/" in label)
+    lock["models"] = [{"component": c, "model": m} for c, m in sorted(models)]
+
+
+def _write_lock(run_dir: Path, lock: Mapping[str, Any]) -> None:
+    path = run_dir / "lock.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(lock, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)

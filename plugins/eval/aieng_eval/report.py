@@ -1,0 +1,193 @@
+"""Reports of a run: ``summary.json``, ``report.md`` and the static ``report.html``.
+
+Per metric: mean, bootstrap confidence interval and n; the same per slice (each
+``metadata`` field and ``slice``); the failures; and, when the dataset has human ``label``s,
+the judges' agreement with them (Cohen's kappa and Spearman's rho).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._results import ItemResult
+from .stats import mean_ci
+
+__all__ = ["agreement", "markdown_report", "summarize", "write_reports"]
+
+
+def _ci(values: Sequence[float], samples: int, seed: int) -> dict[str, Any]:
+    ci = mean_ci(values, samples=samples, seed=seed)
+    return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
+
+
+def metric_values(results: Iterable[ItemResult]) -> dict[str, list[float]]:
+    """Each metric's values over the items that ran (``ok``), in result order."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for record in results:
+        if record.status == "ok":
+            for name, value in record.scores.items():
+                values[name].append(value)
+    return dict(sorted(values.items()))
+
+
+def agreement(results: Sequence[ItemResult]) -> dict[str, dict[str, Any]]:
+    """Per metric, the judge's agreement with the items' human labels: ``n``, Cohen's
+    ``kappa`` (when the labels are whole numbers: the scores are rounded to the nearest
+    one) and Spearman's ``spearman`` (``None`` where undefined: under 2 pairs or a
+    constant side).
+
+    A ``label`` object applies to the metrics it names; a single-number label applies to
+    every metric whose scores lie within the labels' range (0/1 labels: the 0..1 metrics),
+    since agreement across different scales means nothing."""
+    from aieng_judge.agreement import cohen_kappa, spearman
+
+    pairs: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    for record in results:
+        if record.status != "ok" or record.label is None:
+            continue
+        for name, value in record.scores.items():
+            label = (record.label.get(name) if isinstance(record.label, dict)
+                     else record.label)
+            if label is not None:
+                pairs[name][0].append(float(label))
+                pairs[name][1].append(value)
+    out: dict[str, dict[str, Any]] = {}
+    scalar = [float(r.label) for r in results
+              if r.status == "ok" and isinstance(r.label, (int, float))]
+    for name, (labels, scores) in sorted(pairs.items()):
+        if scalar and not any(isinstance(r.label, dict) and name in r.label for r in results) \
+                and not min(scalar) <= min(scores) <= max(scores) <= max(scalar):
+            continue  # a single-number label is on another scale than this metric
+        entry: dict[str, Any] = {"n": len(labels), "kappa": None, "spearman": None}
+        if all(float(x).is_integer() for x in labels):
+            entry["kappa"] = _defined(cohen_kappa, [int(x) for x in labels],
+                                      [round(s) for s in scores])
+        entry["spearman"] = _defined(spearman, labels, scores)
+        out[name] = entry
+    return out
+
+
+def _defined(compute: Any, *args: Any) -> float | None:
+    try:
+        value = float(compute(*args))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def summarize(results: Sequence[ItemResult], *, samples: int = 1000,
+              seed: int = 0) -> dict[str, Any]:
+    """The numbers of a run's reports, as a JSON-able dict (``summary.json``)."""
+    counts = {"total": len(results)}
+    for status in ("ok", "blocked", "error"):
+        counts[status] = sum(1 for r in results if r.status == status)
+    values = metric_values(results)
+    judges: dict[str, str] = {}
+    for record in results:
+        for name, judge in record.judges.items():
+            judges.setdefault(name, judge)
+    metrics = {name: {**_ci(vals, samples, seed), "judge": judges.get(name, "")}
+               for name, vals in values.items()}
+    by_slice: dict[str, dict[str, list[ItemResult]]] = defaultdict(lambda: defaultdict(list))
+    for record in results:
+        for field, value in record.metadata.items():
+            by_slice[field][value].append(record)
+    slices: dict[str, dict[str, dict[str, Any]]] = {}
+    for field in sorted(by_slice):
+        slices[field] = {}
+        for value in sorted(by_slice[field]):
+            group = by_slice[field][value]
+            slices[field][value] = {
+                "items": len(group),
+                "errors": sum(1 for r in group if r.status == "error"),
+                "metrics": {n: _ci(v, samples, seed) for n, v in metric_values(group).items()},
+            }
+    failures = [{"id": r.id, "line": r.line, "error": r.error}
+                for r in results if r.status == "error"]
+    has_labels = any(r.label is not None for r in results)
+    return {"counts": counts, "metrics": metrics, "slices": slices, "failures": failures,
+            "agreement": agreement(results) if has_labels else {},
+            "samples": samples, "seed": seed}
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
+    """``report.md``: the summary table per metric, slices, agreement and failures."""
+    counts = summary["counts"]
+    pipeline = lock.get("pipeline") or {}
+    dataset = lock.get("dataset") or {}
+    lines = [
+        f"# Evaluation of `{pipeline.get('name', '?')}`",
+        "",
+        (f"Dataset `{dataset.get('path', '?')}` (sha256 `{str(dataset.get('sha256'))[:12]}`): "
+        f"{counts['total']} items: {counts['ok']} ok, {counts['blocked']} blocked, "
+        f"{counts['error']} failed. Intervals: {summary['samples']}-sample percentile "
+        f"bootstrap, 95%, seed {summary['seed']}."),
+        "",
+        "## Metrics",
+        "",
+        "| metric | judge | mean | 95% CI | n |",
+        "|---|---|---:|---|---:|",
+    ]
+    for name, m in summary["metrics"].items():
+        lines.append(f"| {name} | {m['judge']} | {_fmt(m['mean'])} | "
+                     f"[{_fmt(m['low'])}, {_fmt(m['high'])}] | {m['n']} |")
+    if not summary["metrics"]:
+        lines.append("| (no scores: does the pipeline have a judge stage?) | | | | |")
+    for field, groups in summary["slices"].items():
+        names = sorted({n for g in groups.values() for n in g["metrics"]})
+        lines += ["", f"## Slices by `{field}`", "",
+                  "| " + " | ".join([field, "items", "errors", *names]) + " |",
+                  "|---|---:|---:|" + "---:|" * len(names)]
+        for value, group in groups.items():
+            cells = []
+            for name in names:
+                m = group["metrics"].get(name)
+                cells.append("–" if m is None else
+                             f"{_fmt(m['mean'])} [{_fmt(m['low'])}, {_fmt(m['high'])}] "
+                             f"(n={m['n']})")
+            lines.append("| " + " | ".join([value, str(group["items"]),
+                                            str(group["errors"]), *cells]) + " |")
+    if summary["agreement"]:
+        lines += ["", "## Judge agreement with human labels", "",
+                  "| metric | n | Cohen's κ | Spearman ρ |", "|---|---:|---:|---:|"]
+        for name, a in summary["agreement"].items():
+            lines.append(f"| {name} | {a['n']} | {_fmt(a['kappa'])} | "
+                         f"{_fmt(a['spearman'])} |")
+    lines += ["", "## Failures", ""]
+    if not summary["failures"]:
+        lines.append("None.")
+    for failure in summary["failures"]:
+        error = str(failure["error"]).replace("\n", " ")
+        lines.append(f"- `{failure['id']}` (line {failure['line']}): {error[:300]}")
+    models = ", ".join(f"{m['component']}/{m['model']}" for m in lock.get("models", []))
+    lines += ["", "## Environment", "",
+              (f"aieng {lock.get('aieng', '?')}, Python "
+              f"{(lock.get('python') or {}).get('version', '?')}; models: {models or '–'}; "
+              f"seed {lock.get('seed')}; started {lock.get('started_at')}, "
+              f"finished {lock.get('finished_at')}. Everything else is in `lock.json`."), ""]
+    return "\n".join(lines)
+
+
+def write_reports(run_dir: Path, results: Sequence[ItemResult], lock: Mapping[str, Any], *,
+                  samples: int = 1000) -> dict[str, Any]:
+    """Write ``summary.json``, ``report.md`` and ``report.html`` into ``run_dir``; blocking.
+
+    :returns: the summary.
+    """
+    from .html import run_page
+
+    summary = summarize(results, samples=samples, seed=int(lock.get("bootstrap_seed") or 0))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False)
+                                          + "\n", encoding="utf-8")
+    (run_dir / "report.md").write_text(markdown_report(summary, lock), encoding="utf-8")
+    (run_dir / "report.html").write_text(run_page(summary, results, lock), encoding="utf-8")
+    return summary

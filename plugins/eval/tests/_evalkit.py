@@ -1,0 +1,174 @@
+"""A test plugin for the eval tests: a scripted backend and two simple judges.
+
+Test doubles, named as such: the backend answers deterministically from the prompt
+(through the kit's ScriptedBackend), so a run's outputs and scores are known exactly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import attrs
+import click
+from aieng_hookspecs import ComponentRegistry, hookimpl
+from aieng_hookspecs.types import Completion, GuardVerdict, Request, Sample, Score
+from click.testing import CliRunner, Result
+
+from aieng_core import Kernel
+from aieng_core.testing import ScriptedBackend
+
+#: prompts every ScriptedEcho answered, across a test (tests reset it).
+CALLS: list[str] = []
+#: prompts containing one of these words kill the run (a BaseException, as on SIGINT).
+KILL_ON: list[str] = []
+#: generate calls in flight now and at most (tests reset it).
+IN_FLIGHT = {"now": 0, "peak": 0}
+
+
+@attrs.frozen
+class EchoOptions:
+    """Options of the ``scripted-echo`` backend double.
+
+    :param mode: ``echo`` (the prompt), ``upper`` (upper-cased), ``first`` / ``last`` (its
+        first / last word), ``seed`` (the request's seed as text), ``calls`` (how many
+        prompts were answered before: a different output on every run).
+    :param fail_on: prompts containing this word raise (when not empty).
+    :param delay: seconds to sleep (``anyio.sleep``) per answer.
+    :param model: the model id it reports.
+    :param weights: a file or folder it would load (hashed into the lockfile).
+    """
+
+    mode: str = "echo"
+    fail_on: str = ""
+    delay: float = 0.0
+    model: str = "echo-1"
+    weights: str = ""
+
+
+class Killed(BaseException):
+    """Stands for the process being killed mid-run: no ``except Exception`` catches it."""
+
+
+class ScriptedEcho(ScriptedBackend):
+    """A backend double answering from the prompt, as its options say."""
+
+    def __init__(self, options: EchoOptions) -> None:
+        super().__init__(self._answer, model=options.model, delay=options.delay)
+        self.options = options
+
+    def _answer(self, request: Request) -> str:
+        prompt = request.prompt
+        CALLS.append(prompt)
+        if any(word in prompt for word in KILL_ON):
+            raise Killed(prompt)
+        if self.options.fail_on and self.options.fail_on in prompt:
+            raise RuntimeError(f"scripted failure on {prompt!r}")
+        if self.options.mode == "upper":
+            return prompt.upper()
+        if self.options.mode == "first":
+            return prompt.split()[0] if prompt.split() else prompt
+        if self.options.mode == "last":
+            return prompt.split()[-1] if prompt.split() else prompt
+        if self.options.mode == "seed":
+            return f"seed {request.seed}"
+        if self.options.mode == "calls":
+            return f"call {len(CALLS)}"
+        return prompt
+
+    @hookimpl
+    async def aieng_generate(self, request: Request) -> Completion | None:
+        IN_FLIGHT["now"] += 1
+        IN_FLIGHT["peak"] = max(IN_FLIGHT["peak"], IN_FLIGHT["now"])
+        try:
+            return await super().aieng_generate(request)
+        finally:
+            IN_FLIGHT["now"] -= 1
+
+
+class ExactMatch:
+    """``exact_match``: 1 when the output equals a reference (case-insensitive), else 0;
+    no score without a reference."""
+
+    @hookimpl
+    def aieng_judge(self, sample: Sample) -> list[Score] | None:
+        if sample.reference is None:
+            return None
+        refs = [sample.reference] if isinstance(sample.reference, str) else sample.reference
+        hit = sample.output.strip().lower() in {r.strip().lower() for r in refs}
+        return [Score(name="exact_match", value=1.0 if hit else 0.0)]
+
+
+class WordCount:
+    """``words``: the output's word count; ``context_words``: the sample context's."""
+
+    @hookimpl
+    def aieng_judge(self, sample: Sample) -> list[Score]:
+        return [Score(name="words", value=float(len(sample.output.split()))),
+                Score(name="context_words",
+                      value=float(sum(len(c.split()) for c in sample.context)))]
+
+
+@attrs.frozen
+class BlockOptions:
+    """Options of the ``block-word`` guard: the word that blocks a request."""
+
+    word: str = "forbidden"
+
+
+class BlockWord:
+    """An input guard blocking prompts that contain its word."""
+
+    def __init__(self, options: BlockOptions) -> None:
+        self.word = options.word
+
+    @hookimpl
+    def aieng_guard_input(self, request: Request) -> GuardVerdict | None:
+        if self.word not in request.prompt:
+            return None
+        return GuardVerdict(action="block", text=request.prompt)
+
+
+@hookimpl
+def aieng_register_components(registry: ComponentRegistry) -> None:
+    """Offer the doubles."""
+    registry.add("scripted-echo", ScriptedEcho, options=EchoOptions)
+    registry.add("block-word", BlockWord, options=BlockOptions)
+    registry.add("exact-match", ExactMatch)
+    registry.add("word-count", WordCount)
+
+
+def make_kernel() -> Kernel:
+    """A kernel that sees this test plugin and aieng_eval, and no installed plugin."""
+    import aieng_eval
+
+    kernel = Kernel(entry_points=[], default_embedder=None, loop_block_threshold=None)
+    kernel.load()
+    for module, name, dist in ((sys.modules[__name__], "evalkit", "evalkit-test"),
+                               (aieng_eval, "eval", "aieng-eval")):
+        info = kernel.registry.register(module, name=name, distribution=dist, version="0.1.0")
+        assert info.status == "loaded", info.error
+    return kernel
+
+
+def pipeline_file(folder: Path, *, mode: str = "echo", fail_on: str = "", delay: float = 0.0,
+                  weights: str = "", name: str = "p", judges: bool = True) -> Path:
+    """Write a pipeline file: the echo backend and (optionally) both judges."""
+    text = (f'[pipeline]\nname = "{name}"\n\n[components.llm]\nuse = "scripted-echo"\n'
+            f'mode = "{mode}"\nfail_on = "{fail_on}"\ndelay = {delay}\n'
+            f'weights = "{weights}"\n')
+    if judges:
+        text += '\n[components.em]\nuse = "exact-match"\n\n[components.wc]\nuse = "word-count"\n'
+    path = folder / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def invoke(*args: str, kernel: Kernel | None = None) -> Result:
+    """``aieng eval ARGS`` through click's runner on a fresh test kernel."""
+    import aieng_eval
+
+    group = click.Group("aieng")
+    aieng_eval.aieng_register_commands(group)
+    return CliRunner().invoke(group, ["eval", *args],
+                              obj={"kernel": kernel or make_kernel()})

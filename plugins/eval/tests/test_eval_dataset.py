@@ -1,0 +1,128 @@
+"""Datasets: validation names the line and the problem; ids are stable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from aieng_eval import DatasetError, load_dataset, parse_dataset
+from aieng_hookspecs.types import Message, Request
+from hypothesis import given
+from hypothesis import strategies as st
+
+
+def parse(*lines: str) -> object:
+    """Parse dataset lines as the file ``ds.jsonl``."""
+    return parse_dataset("\n".join(lines).encode("utf-8"), source="ds.jsonl")
+
+
+def test_fields_are_read() -> None:
+    """Every field is parsed: chat input, reference list, context string, slicing
+    metadata (``slice`` included) and a per-metric label."""
+    data = parse(
+        '{"id": 7, "input": [{"role": "system", "content": "s"}, '
+        '{"role": "user", "content": "q?"}], "reference": ["a", "b"], "context": "c", '
+        '"metadata": {"lang": "en", "hard": true}, "slice": "x", "label": {"em": 1}}')
+    item = data.items[0]  # type: ignore[attr-defined]
+    assert item.id == "7" and item.line == 1
+    assert item.input == (Message("system", "s"), Message("user", "q?"))
+    assert item.prompt == "q?"
+    assert item.reference == ("a", "b") and item.context == ("c",)
+    assert item.metadata == {"lang": "en", "hard": "true", "slice": "x"}
+    assert item.label_for("em") == 1.0 and item.label_for("other") is None
+    request = item.request(seed=3)
+    assert isinstance(request, Request) and request.seed == 3 and len(request.messages) == 2
+
+
+def test_text_input_without_a_seed_runs_as_text() -> None:
+    """A plain string input with no seed runs as the string; with a seed, as a Request."""
+    item = parse('{"input": "hi"}').items[0]  # type: ignore[attr-defined]
+    assert item.request() == "hi"
+    assert item.request(5).seed == 5  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"input": "a"', "line 2: invalid JSON"),
+    ('["input"]', "line 2: expected a JSON object, got an array"),
+    ('{"reference": "x"}', "line 2: missing 'input'"),
+    ('{"input": ""}', "line 2: 'input' is empty"),
+    ('{"input": 3}', "line 2: 'input' must be a string or a non-empty list"),
+    ('{"input": []}', "line 2: 'input' must be a string or a non-empty list"),
+    ('{"input": [{"role": "robot", "content": "x"}]}', "line 2: input[0]: invalid message"),
+    ('{"input": [{"role": "user"}]}', "line 2: input[0]: 'content' must be a string"),
+    ('{"input": "a", "reference": 5}', "'reference' must be a string or a list of strings"),
+    ('{"input": "a", "reference": []}', "'reference' is an empty list"),
+    ('{"input": "a", "context": [1]}', "'context' must be a string or a list of strings"),
+    ('{"input": "a", "metadata": []}', "'metadata' must be an object"),
+    ('{"input": "a", "metadata": {"k": [1]}}', "metadata.k must be a string"),
+    ('{"input": "a", "label": "good"}', "'label' must be a finite number"),
+    ('{"input": "a", "id": 1.5}', "'id' must be a string or an integer"),
+    ('{"input": "a", "answer": "b"}', "unknown key(s) 'answer'; valid keys"),
+    ('{"input": "a", "id": "first"}', "line 2: duplicate id 'first' (first used on line 1)"),
+])
+def test_malformed_lines_name_the_line_and_problem(line: str, message: str) -> None:
+    """Each malformed line fails with the file, its line number and what is wrong."""
+    with pytest.raises(DatasetError) as caught:
+        parse('{"id": "first", "input": "ok"}', line)
+    assert str(caught.value).startswith("ds.jsonl line 2") or "ds.jsonl" in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_non_utf8_and_empty_files(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 and a file without items are errors; a missing file too."""
+    with pytest.raises(DatasetError, match="line 1: not UTF-8"):
+        parse_dataset(b'{"input": "\xff"}\n', source="ds.jsonl")
+    with pytest.raises(DatasetError, match="no items"):
+        parse_dataset(b"\n  \n", source="ds.jsonl")
+    with pytest.raises(DatasetError, match="not found"):
+        load_dataset(tmp_path / "nope.jsonl")
+
+
+def test_blank_lines_are_skipped_and_line_numbers_kept() -> None:
+    """Blank lines hold nothing; the items keep their real line numbers."""
+    data = parse('{"input": "a"}', "", '{"input": "b"}')
+    assert [i.line for i in data.items] == [1, 3]  # type: ignore[attr-defined]
+
+
+def test_identical_lines_get_numbered_ids() -> None:
+    """Two identical lines without ids are two items with distinct, stable ids."""
+    data = parse('{"input": "a"}', '{"input": "a"}', '{"input": "a"}')
+    ids = [i.id for i in data.items]  # type: ignore[attr-defined]
+    assert ids[1] == f"{ids[0]}-2" and ids[2] == f"{ids[0]}-3"
+
+
+@given(st.dictionaries(st.sampled_from(["reference", "slice"]), st.text(min_size=1)),
+       st.text(min_size=1).filter(str.strip), st.booleans())
+def test_hash_ids_ignore_key_order_and_whitespace(extra: dict[str, str], text: str,
+                                                  spaced: bool) -> None:
+    """An item's generated id depends on its content only, not on key order or spacing."""
+    obj = {"input": text, **extra}
+    a = json.dumps(obj)
+    b = json.dumps(dict(reversed(list(obj.items()))), indent=None,
+                   separators=(" , ", " : ") if spaced else (",", ":"))
+    first = parse_dataset(a.encode(), source="a").items[0]
+    second = parse_dataset(b.encode(), source="b").items[0]
+    assert first.id == second.id and first.id.startswith("item-")
+
+
+@given(st.one_of(st.binary(max_size=200),
+                 st.lists(st.dictionaries(st.sampled_from(["id", "input", "reference",
+                                                           "context", "metadata", "label"]),
+                                          st.recursive(st.none() | st.booleans()
+                                                       | st.integers() | st.text(max_size=5),
+                                                       lambda c: st.lists(c, max_size=3)
+                                                       | st.dictionaries(st.text(max_size=3),
+                                                                         c, max_size=2),
+                                                       max_leaves=5)),
+                          max_size=4).map(lambda rows: "\n".join(json.dumps(r) for r in rows)
+                                          .encode())))
+def test_any_bytes_give_a_dataset_or_a_dataset_error(raw: bytes) -> None:
+    """Whatever the bytes, parsing returns items or raises DatasetError naming the source;
+    nothing else escapes."""
+    try:
+        data = parse_dataset(raw, source="fuzz.jsonl")
+    except DatasetError as exc:
+        assert str(exc).startswith("fuzz.jsonl")
+    else:
+        assert len(data) >= 1 and len({i.id for i in data.items}) == len(data)

@@ -1,0 +1,309 @@
+"""The runner's Python API: bounded concurrency, resumption, failures, the lockfile."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import _evalkit as kit
+import anyio
+import pytest
+from aieng_eval import EvalError, FileHasher, read_results, run_eval
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+class Crash(Exception):
+    """Stands for the process dying mid-run."""
+
+
+def write_dataset(folder: Path, n: int = 6, *, extra: str = "") -> Path:
+    """n items ``w0 .. w{i}`` whose reference is the input (the echo backend matches)."""
+    lines = []
+    for i in range(n):
+        text = " ".join(f"w{j}" for j in range(i + 1)) + extra
+        lines.append(json.dumps({"id": f"q{i}", "input": text, "reference": text,
+                                 "metadata": {"parity": "even" if i % 2 == 0 else "odd"}}))
+    path = folder / "ds.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def run(pipeline: Path, dataset: Path, out: Path, **kwargs: object):  # type: ignore[no-untyped-def]
+    """run_eval on a fresh test kernel, from sync code."""
+    kwargs.setdefault("hash_cache", out.parent / "hashes.json")
+    return anyio.run(lambda: run_eval(pipeline, dataset, out=out, kernel=kit.make_kernel(),
+                                      **kwargs))  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    """Each test starts with no recorded calls."""
+    kit.CALLS.clear()
+    kit.IN_FLIGHT.update(now=0, peak=0)
+
+
+def test_scores_outputs_and_order(tmp_path: Path) -> None:
+    """Every item runs once; results come back in dataset order with the judges' scores."""
+    ds = write_dataset(tmp_path)
+    result = run(kit.pipeline_file(tmp_path, mode="first"), ds, tmp_path / "run")
+    assert [r.id for r in result.results] == [f"q{i}" for i in range(6)]
+    assert [r.scores["exact_match"] for r in result.results] == [1.0] + [0.0] * 5
+    assert all(r.output == "w0" and r.models == ("llm/echo-1",) for r in result.results)
+    assert result.ran == 6 and result.skipped == 0 and sorted(kit.CALLS) == sorted(kit.CALLS)
+    assert len(kit.CALLS) == 6
+
+
+def test_blocked_items_count_as_done(tmp_path: Path) -> None:
+    """An item a guardrail blocks is recorded as blocked, without scores, and a rerun does
+    not run it again."""
+    ds = tmp_path / "ds.jsonl"
+    ds.write_text('{"id": "a", "input": "fine", "reference": "fine"}\n'
+                  '{"id": "b", "input": "forbidden words", "reference": "x"}\n')
+    pipeline = tmp_path / "guarded.toml"
+    pipeline.write_text('[pipeline]\nname = "g"\n[components.guard]\nuse = "block-word"\n'
+                        '[components.llm]\nuse = "scripted-echo"\n'
+                        '[components.em]\nuse = "exact-match"\n')
+    result = run(pipeline, ds, tmp_path / "run")
+    assert [(r.id, r.status, r.scores) for r in result.results] == [
+        ("a", "ok", {"exact_match": 1.0}), ("b", "blocked", {})]
+    assert not result.failed
+    again = run(pipeline, ds, tmp_path / "run")
+    assert again.ran == 0 and again.skipped == 2
+
+
+def test_concurrency_is_bounded(tmp_path: Path) -> None:
+    """With a slow backend, at most ``concurrency`` items are in flight, and that many are
+    reached."""
+    ds = write_dataset(tmp_path, 12)
+    run(kit.pipeline_file(tmp_path, delay=0.02), ds, tmp_path / "run", concurrency=3,
+        reports=False)
+    assert kit.IN_FLIGHT["peak"] == 3
+    kit.IN_FLIGHT.update(peak=0)
+    run(kit.pipeline_file(tmp_path, delay=0.01), ds, tmp_path / "seq", concurrency=1,
+        reports=False)
+    assert kit.IN_FLIGHT["peak"] == 1
+
+
+def test_a_crash_then_a_rerun_completes_only_the_missing_items(tmp_path: Path) -> None:
+    """A run killed at its 4th item keeps what it recorded; the rerun runs only the rest."""
+    ds = write_dataset(tmp_path)
+    pipeline = kit.pipeline_file(tmp_path)
+    out = tmp_path / "run"
+    kit.KILL_ON.append("w3")
+    try:
+        with pytest.raises(BaseException) as caught:
+            run(pipeline, ds, out, concurrency=1)
+    finally:
+        kit.KILL_ON.clear()
+    assert caught.group_contains(kit.Killed) if isinstance(caught.value, BaseExceptionGroup) \
+        else isinstance(caught.value, kit.Killed)
+    recorded = read_results(out / "results.jsonl")
+    assert 1 <= len(recorded) <= 3 and set(recorded) <= {"q0", "q1", "q2"}
+    kit.CALLS.clear()
+    second = run(pipeline, ds, out)
+    assert second.ran == 6 - len(recorded) == len(kit.CALLS) and second.skipped == len(recorded)
+    assert [r.id for r in second.results] == [f"q{i}" for i in range(6)]
+    lock = json.loads((out / "lock.json").read_text())
+    assert [s["items"] for s in lock["sessions"]] == [len(recorded), 6 - len(recorded)]
+    assert lock["finished_at"] is not None
+
+
+def test_a_truncated_last_line_is_ignored_and_rerun(tmp_path: Path) -> None:
+    """A partial last line (a write cut by a crash) is dropped; its item runs again and
+    the file is whole JSON Lines afterwards."""
+    ds = write_dataset(tmp_path)
+    pipeline = kit.pipeline_file(tmp_path)
+    out = tmp_path / "run"
+    run(pipeline, ds, out, limit=4, reports=False)
+    path = out / "results.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:3]) + lines[3][:25])  # the 4th record half-written
+    assert len(read_results(path)) == 3
+    kit.CALLS.clear()
+    again = run(pipeline, ds, out)
+    assert again.ran == 3 and len(kit.CALLS) == 3
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == [f"q{i}" for i in range(6)]
+
+
+def test_failed_items_are_recorded_and_retried(tmp_path: Path) -> None:
+    """An item whose backend raises is recorded with the error; a rerun (the cause gone)
+    retries just that item."""
+    ds = write_dataset(tmp_path)
+    out = tmp_path / "run"
+    first = run(kit.pipeline_file(tmp_path, fail_on="w4"), ds, out, force=True)
+    assert [r.id for r in first.failed] == ["q4", "q5"]
+    assert "RuntimeError: scripted failure" in first.failed[0].error
+    kit.CALLS.clear()
+    second = run(kit.pipeline_file(tmp_path, name="p"), ds, out, force=True)
+    # the pipeline file changed (fail_on removed): --force starts over
+    assert second.ran == 6 and not second.failed
+    assert list(out.glob("results.jsonl.bak-*"))
+
+
+def test_retry_keeps_the_pipeline(tmp_path: Path) -> None:
+    """Failed items are retried on a plain rerun of the same pipeline and dataset."""
+    ds = write_dataset(tmp_path)
+    out = tmp_path / "run"
+    pipeline = kit.pipeline_file(tmp_path, mode="calls", fail_on="w5")
+    first = run(pipeline, ds, out, concurrency=1)
+    assert [r.id for r in first.failed] == ["q5"]
+    kit.CALLS.clear()
+    second = run(pipeline, ds, out)
+    assert second.ran == 1 and kit.CALLS == [" ".join(f"w{j}" for j in range(6))]
+    assert [r.status for r in second.results].count("error") == 1  # still failing
+
+
+def test_another_pipeline_or_dataset_is_refused(tmp_path: Path) -> None:
+    """A run directory of another pipeline, dataset or seed is refused with the reason,
+    unless forced."""
+    ds = write_dataset(tmp_path)
+    out = tmp_path / "run"
+    run(kit.pipeline_file(tmp_path), ds, out, reports=False)
+    with pytest.raises(EvalError, match="different pipeline.*--force"):
+        run(kit.pipeline_file(tmp_path, mode="upper"), ds, out)
+    with pytest.raises(EvalError, match="different dataset"):
+        run(kit.pipeline_file(tmp_path), write_dataset(tmp_path, 5), out)
+    with pytest.raises(EvalError, match="different seed"):
+        run(kit.pipeline_file(tmp_path), write_dataset(tmp_path), out, seed=1)
+
+
+def test_lockfile_records_what_ran(tmp_path: Path) -> None:
+    """The lockfile has versions of aieng and every plugin, the pipeline's hash and config,
+    the components' distributions, the models called, hashes of files named by options,
+    the dataset's hash, the seed, Python and the times."""
+    ds = write_dataset(tmp_path)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "a.bin").write_bytes(b"abc")
+    pipeline = kit.pipeline_file(tmp_path, weights="weights", mode="seed")
+    result = run(pipeline, ds, tmp_path / "run", seed=11)
+    lock = json.loads((tmp_path / "run" / "lock.json").read_text())
+    assert lock == result.lock
+    assert lock["aieng"] == "0.1.0" and lock["python"]["version"]
+    plugins = {p["name"]: p for p in lock["plugins"]}
+    assert plugins["evalkit"]["distribution"] == "evalkit-test"
+    assert plugins["eval"]["version"] == "0.1.0" and plugins["builtin"]["status"] == "loaded"
+    assert lock["pipeline"]["sha256"] == hashlib.sha256(pipeline.read_bytes()).hexdigest()
+    assert lock["pipeline"]["config"]["components"]["llm"]["mode"] == "seed"
+    assert {"pipeline": "p", "component": "llm", "use": "scripted-echo", "plugin": "evalkit",
+            "distribution": "evalkit-test 0.1.0"} in lock["components"]
+    assert lock["dataset"]["sha256"] == hashlib.sha256(ds.read_bytes()).hexdigest()
+    assert lock["dataset"]["items"] == 6 and lock["seed"] == 11
+    assert lock["models"] == [{"component": "llm", "model": "echo-1"}]
+    (entry,) = lock["files"]
+    inner = hashlib.sha256(b"abc").hexdigest()
+    assert entry["path"] == str(weights.resolve()) and entry["kind"] == "dir"
+    assert entry["sha256"] == hashlib.sha256(f"a.bin\0{inner}\n".encode()).hexdigest()
+    assert entry["component"] == "p.llm" and entry["option"] == "weights"
+    assert lock["started_at"] <= lock["finished_at"]
+    assert {r.output for r in result.results} == {"seed 11"}  # the seed reached the model
+
+
+def test_large_files_are_hashed_once(tmp_path: Path) -> None:
+    """A large file's hash is cached by (path, size, mtime): a second hasher does not
+    read it again; a changed file is read again."""
+    big = tmp_path / "model.bin"
+    big.write_bytes(b"x" * (1 << 20) + b"y")
+    cache = tmp_path / "cache.json"
+    first = FileHasher(cache)
+    digest = first.file(big)
+    first.save()
+    assert digest == hashlib.sha256(big.read_bytes()).hexdigest() and first.reads == 1
+    second = FileHasher(cache)
+    assert second.file(big) == digest and second.reads == 0
+    big.write_bytes(b"z" * (1 << 20) + b"y")
+    third = FileHasher(cache)
+    assert third.file(big) != digest and third.reads == 1
+
+
+def test_judge_pipeline_scores_with_dataset_context(tmp_path: Path) -> None:
+    """A second pipeline's judges score each output, seeing the dataset's context; a
+    metric name both pipelines produce is kept twice, told apart by judge."""
+    ds = tmp_path / "ds.jsonl"
+    ds.write_text('{"id": "a", "input": "x y", "reference": "x y", "context": ["c1 c2", "c3"]}\n')
+    judge = tmp_path / "judges.toml"
+    judge.write_text('[pipeline]\nname = "judges"\n[components.llm]\nuse = "scripted-echo"\n'
+                     '[components.count]\nuse = "word-count"\n')
+    result = run(kit.pipeline_file(tmp_path), ds, tmp_path / "run", judge_pipeline=judge)
+    scores = result.results[0].scores
+    assert scores["context_words"] == 0.0 and scores["context_words@count"] == 3.0
+    assert scores["words@count"] == 2.0 and result.results[0].judges["words@count"] == "count"
+    assert result.lock["judge_pipeline"]["name"] == "judges"
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    """Concurrency below 1 and a missing pipeline file are refused with the reason."""
+    ds = write_dataset(tmp_path)
+    with pytest.raises(ValueError, match="concurrency"):
+        run(kit.pipeline_file(tmp_path), ds, tmp_path / "r", concurrency=0)
+    with pytest.raises(EvalError, match="cannot read the pipeline file"):
+        run(tmp_path / "missing.toml", ds, tmp_path / "r")
+
+
+def _outcome(results: object) -> dict[str, tuple[str, str, dict[str, float]]]:
+    """What must not depend on interruptions: each item's status, output and scores."""
+    return {r.id: (r.status, r.output, r.scores) for r in results}  # type: ignore[attr-defined]
+
+
+_BASELINE: dict[str, object] = {}
+
+
+@settings(max_examples=12, deadline=None)
+@given(split=st.integers(0, 6), concurrency=st.integers(1, 4),
+       crash=st.sampled_from(["cancel", "raise"]))
+def test_resumed_run_equals_uninterrupted_run(split: int, concurrency: int,
+                                              crash: str) -> None:
+    """For any split point and concurrency, a run stopped after ``split`` items (cancelled
+    or crashed) and then resumed has exactly the results of an uninterrupted run, and the
+    resumed session runs only the items the first one did not record."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        ds = write_dataset(folder)
+        pipeline = kit.pipeline_file(folder, mode="upper")
+        if "full" not in _BASELINE:
+            _BASELINE["full"] = _outcome(run(pipeline, ds, folder / "full", reports=False)
+                                         .results)
+        out = folder / "split"
+
+        async def interrupted() -> None:
+            with anyio.CancelScope() as scope:
+                def stop(done: int, total: int, result: object) -> None:
+                    if done >= split:
+                        if crash == "cancel":
+                            scope.cancel()
+                        else:
+                            raise Crash
+                await run_eval(pipeline, ds, out=out, kernel=kit.make_kernel(),
+                               concurrency=concurrency, progress=stop, reports=False,
+                               hash_cache=folder / "h.json")
+
+        try:
+            anyio.run(interrupted)
+        except BaseException as exc:  # noqa: BLE001  (the simulated crash)
+            assert crash == "raise", exc
+        recorded = len(read_results(out / "results.jsonl"))
+        assert recorded >= split  # everything reported finished was on disk
+        kit.CALLS.clear()
+        resumed = run(pipeline, ds, out, concurrency=concurrency, reports=False)
+        assert len(kit.CALLS) == 6 - recorded == resumed.ran
+        assert _outcome(resumed.results) == _BASELINE["full"]
+
+
+@pytest.mark.anyio
+async def test_runs_on_a_started_kernel(aieng_kernel, register_plugin,  # type: ignore[no-untyped-def]
+                                        tmp_path: Path) -> None:
+    """On a kernel the caller started (the kit's), the runner builds its pipelines there
+    and closes them when done, leaving the kernel running."""
+    ds = write_dataset(tmp_path, 3)
+    with register_plugin(kit, "evalkit") as info:
+        assert info.status == "loaded", info.error
+        result = await run_eval(kit.pipeline_file(tmp_path), ds, out=tmp_path / "run",
+                                kernel=aieng_kernel, reports=False,
+                                hash_cache=tmp_path / "h.json")
+    assert [r.scores["exact_match"] for r in result.results] == [1.0, 1.0, 1.0]
+    assert aieng_kernel.thread_limiter is not None  # still running
+    assert result.lock["plugins"][-1]["name"] == "evalkit"

@@ -1,0 +1,499 @@
+"""The gateway: an OpenAI-compatible starlette app serving one pipeline.
+
+Every route goes through :meth:`Gateway._endpoint`: authentication, rate limits, the body
+size limit, error mapping (a client's mistake is a 4xx naming the field, an upstream
+failure a 502 / 504 with the pipeline's error, never a bare 500) and one structured log
+line per request that carries lengths and token counts, never text or keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+from aieng_hookspecs.types import Completion, Delta, Usage
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from aieng_core import HookError, Kernel, Pipeline
+
+from ._keys import ApiKey, KeyStore
+from ._protocol import (
+    ApiError,
+    ChatCall,
+    chat_chunk,
+    chat_response,
+    parse_chat,
+    parse_embeddings,
+    parse_feedback,
+    prompt_chars,
+)
+from ._ratelimit import Limits
+from ._settings import GatewaySettings
+
+__all__ = ["Gateway"]
+
+log = structlog.get_logger(__name__)
+
+RUN_HEADER = "x-aieng-run-id"
+#: Conversations remembered for ``regenerate`` detection (the oldest are forgotten).
+MAX_REMEMBERED = 10_000
+
+
+class _Call:
+    """What one request's log line reports."""
+
+    __slots__ = (
+        "completion_tokens",
+        "key",
+        "messages",
+        "prompt_chars",
+        "prompt_tokens",
+        "run_id",
+        "stream",
+    )
+
+    def __init__(self) -> None:
+        self.key: ApiKey | None = None
+        self.run_id: str | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.prompt_chars = 0
+        self.messages = 0
+        self.stream = False
+
+
+Handler = Callable[[HTTPRequest, _Call], Awaitable[Response]]
+
+
+class Gateway:
+    """Serves a pipeline over the OpenAI HTTP API; :attr:`app` is the ASGI app.
+
+    :param build: builds the pipeline on the running kernel (called once at start-up).
+    :param keys: the API keys; required unless ``settings.auth`` is off.
+    :param settings: auth, body limit, regenerate window.
+    :param kernel: makes the kernel the app runs (an async context manager).
+    """
+
+    def __init__(self, build: Callable[[Kernel], Pipeline], *, keys: KeyStore | None = None,
+                 settings: GatewaySettings | None = None,
+                 kernel: Callable[[], AbstractAsyncContextManager[Kernel]] = Kernel) -> None:
+        self.settings = settings or GatewaySettings()
+        if self.settings.auth and keys is None:
+            raise ValueError("auth is on: give a KeyStore (or turn auth off explicitly)")
+        self.keys = keys
+        self.limits = Limits()
+        self._build = build
+        self._kernel = kernel
+        self._pipeline: Pipeline | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.requests: Counter[tuple[str, int]] = Counter()
+        routes = [
+            Route("/v1/chat/completions", self._endpoint(self._chat), methods=["POST"]),
+            Route("/v1/embeddings", self._endpoint(self._embeddings), methods=["POST"]),
+            Route("/v1/models", self._endpoint(self._models), methods=["GET"]),
+            Route("/v1/feedback", self._endpoint(self._feedback), methods=["POST"]),
+            Route("/metrics", self._endpoint(self._metrics,
+                                             auth=not self.settings.public_metrics),
+                  methods=["GET"]),
+            Route("/healthz", self._endpoint(self._health, auth=False), methods=["GET"]),
+        ]
+        self.app = Starlette(routes=routes, lifespan=self._lifespan, exception_handlers={
+            404: _not_found, 405: _not_allowed})
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The served pipeline (once running)."""
+        if self._pipeline is None:
+            raise RuntimeError("the gateway is not running: use 'async with gateway.running()' "
+                               "or serve its app with lifespan on")
+        return self._pipeline
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        """Start the kernel, build and open the pipeline, load the keys; stop them after."""
+        if not self.settings.auth:
+            log.warning("gateway.auth_disabled",
+                        hint="anyone who can reach this port can use the pipeline")
+        async with self._kernel() as kernel, anyio.create_task_group() as tg:
+            self._tg = tg
+            self._pipeline = self._build(kernel)
+            await self._pipeline.open()
+            if self.keys is not None:
+                await anyio.to_thread.run_sync(lambda: self.keys.refresh(force=True))  # type: ignore[union-attr]
+            log.info("gateway.started", pipeline=self._pipeline.name, auth=self.settings.auth)
+            try:
+                yield self
+            finally:
+                self._pipeline = None
+                self._tg = None
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        async with self.running():
+            yield
+
+    # -- the request path ---------------------------------------------------------------
+
+    def _endpoint(self, handler: Handler, *, auth: bool = True
+                  ) -> Callable[[HTTPRequest], Awaitable[Response]]:
+        async def endpoint(http: HTTPRequest) -> Response:
+            started = time.perf_counter()
+            call = _Call()
+            try:
+                if auth and self.settings.auth:
+                    call.key = await self._authenticate(http)
+                response = await handler(http, call)
+            except ApiError as exc:
+                response = JSONResponse(exc.body(), exc.status, headers=exc.headers)
+            except Exception as exc:  # a bug of ours: say so, log it, keep serving
+                log.exception("gateway.internal_error", path=http.url.path,
+                              error_type=type(exc).__name__)
+                response = JSONResponse(ApiError(500, "internal gateway error (logged)",
+                                                 kind="server_error").body(), 500)
+            if isinstance(response, _Stream):
+                response.finish = lambda status: self._log(http, call, status, started)
+            else:
+                self._log(http, call, response.status_code, started)
+            return response
+
+        return endpoint
+
+    def _log(self, http: HTTPRequest, call: _Call, status: int, started: float) -> None:
+        self.requests[(http.url.path, status)] += 1
+        log.info("http.request", method=http.method, path=http.url.path, status=status,
+                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                 key_id=call.key.id if call.key is not None else None, run_id=call.run_id,
+                 stream=call.stream, messages=call.messages, prompt_chars=call.prompt_chars,
+                 prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens)
+
+    async def _authenticate(self, http: HTTPRequest) -> ApiKey:
+        assert self.keys is not None
+        header = http.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            key = header[7:].strip()
+        else:
+            key = http.headers.get("x-api-key", "").strip()
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if not key:
+            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' "
+                                "(create one with 'aieng keys create NAME')",
+                           code="missing_api_key", headers=challenge)
+        if self.keys.stale:
+            await anyio.to_thread.run_sync(self.keys.refresh)
+        record = self.keys.verify(key)
+        if record is None:
+            raise ApiError(401, "invalid or revoked API key", code="invalid_api_key",
+                           headers=challenge)
+        return record
+
+    def _admit(self, call: _Call, tokens: int) -> None:
+        if call.key is None:
+            return
+        try:
+            wait = self.limits.admit(call.key.id, call.key.rpm, call.key.tpm, tokens)
+        except ValueError as exc:
+            raise ApiError(422, str(exc), param="max_tokens", code="tokens_over_limit") from None
+        if wait:
+            raise ApiError(429, f"rate limit of key {call.key.id} reached: retry in {wait} s",
+                           code="rate_limit_exceeded", kind="rate_limit_error",
+                           headers={"Retry-After": str(wait)})
+
+    def _reconcile(self, call: _Call, reserved: int, usage: Usage | None) -> None:
+        if call.key is not None:
+            used = reserved if usage is None else usage.prompt_tokens + usage.completion_tokens
+            self.limits.reconcile(call.key.id, call.key.tpm, reserved, used)
+
+    async def _json(self, http: HTTPRequest) -> Any:
+        limit = self.settings.max_body
+        length = http.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise ApiError(400, "invalid Content-Length header", code="invalid_request")
+            if int(length) > limit:
+                raise ApiError(413, f"request body of {length} bytes is over the limit of "
+                                    f"{limit} bytes", code="body_too_large")
+        chunks, size = [], 0
+        try:
+            async for chunk in http.stream():  # the header may lie or be absent (chunked)
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"request body is over the limit of {limit} bytes",
+                                   code="body_too_large")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise ApiError(400, "the client closed the connection while sending the body",
+                           code="client_disconnected") from None
+        try:
+            return json.loads(b"".join(chunks))
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:120]
+            raise ApiError(400, f"the body is not valid JSON: {reason}",
+                           code="invalid_json") from None
+
+    def _upstream(self, exc: HookError, model: str | None = None) -> ApiError:
+        if exc.plugin == "(none)":
+            return ApiError(404, f"no backend of this pipeline serves model {model!r}: "
+                                 "GET /v1/models lists the models it serves",
+                            param="model", code="model_not_found")
+        timeout = isinstance(exc.cause, TimeoutError) or "timed out" in str(exc) \
+            or "no delta for" in str(exc)
+        return ApiError(504 if timeout else 502, str(exc), kind="upstream_error",
+                        code="upstream_timeout" if timeout else "upstream_error")
+
+    # -- implicit feedback ----------------------------------------------------------------
+
+    def _spawn_feedback(self, run_id: str, kind: str, **metadata: Any) -> None:
+        async def record() -> None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.pipeline.feedback(run_id, kind, **metadata)
+                except Exception as exc:  # noqa: BLE001 - feedback must never fail a request
+                    log.warning("gateway.feedback_failed", run_id=run_id, kind=kind,
+                                error_type=type(exc).__name__, error=str(exc)[:200])
+
+        if self._tg is not None:
+            self._tg.start_soon(record)
+
+    def _regenerated(self, call: _Call, chat: ChatCall, run_id: str) -> None:
+        digest = hashlib.sha256(json.dumps(
+            [call.key.id if call.key else "", [[m.role, m.content] for m in
+                                               chat.request.messages]],
+            ensure_ascii=False).encode("utf-8")).hexdigest()
+        now = time.monotonic()
+        previous = self._recent.pop(digest, None)
+        self._recent[digest] = (run_id, now)
+        if len(self._recent) > MAX_REMEMBERED:
+            self._recent.popitem(last=False)
+        if previous is not None and now - previous[1] <= self.settings.regenerate_window:
+            self._spawn_feedback(previous[0], "regenerate", next_run_id=run_id,
+                                 key_id=call.key.id if call.key else None)
+
+    # -- routes ---------------------------------------------------------------------------
+
+    async def _chat(self, http: HTTPRequest, call: _Call) -> Response:
+        chat = parse_chat(await self._json(http), pipeline=self.pipeline.name)
+        request = chat.request
+        call.messages = len(request.messages)
+        call.prompt_chars = prompt_chars(request)
+        call.stream = chat.stream
+        reserved = math.ceil(call.prompt_chars / 4) + request.max_tokens
+        self._admit(call, reserved)
+        run_id = call.run_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self._regenerated(call, chat, run_id)
+        if chat.stream:
+            return _Stream(self, chat, call, reserved)
+        try:
+            result = await self.pipeline.run(request, run_id=run_id)
+        except HookError as exc:
+            self._reconcile(call, reserved, None)
+            raise self._upstream(exc, chat.model) from None
+        completion = result.completion
+        usage = completion.usage if completion is not None else Usage()
+        call.prompt_tokens, call.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+        self._reconcile(call, reserved, usage)
+        finish = "content_filter" if result.status == "blocked" else None
+        return JSONResponse(chat_response(run_id, chat.model, completion, finish),
+                            headers={RUN_HEADER: run_id})
+
+    async def _embeddings(self, http: HTTPRequest, call: _Call) -> Response:
+        texts, model = parse_embeddings(await self._json(http))
+        call.prompt_chars = sum(len(t) for t in texts)
+        tokens = max(1, math.ceil(call.prompt_chars / 4))
+        self._admit(call, tokens)
+        pipeline = self.pipeline
+        try:
+            found = await pipeline.dispatcher.first(
+                "aieng_embed", {"texts": texts, "model": model}, stage="embed",
+                policy=pipeline.default_policy)
+            if found is None:
+                fallback = await pipeline.kernel.default_embedder()
+                if fallback is not None:
+                    found = await fallback.dispatcher.first(
+                        "aieng_embed", {"texts": texts, "model": model}, stage="embed")
+        except HookError as exc:
+            raise self._upstream(exc) from None
+        if found is None:
+            raise ApiError(404, f"no embedding backend of this pipeline serves model "
+                                f"{model!r}", param="model", code="model_not_found")
+        vectors = found[0]
+        if len(vectors) != len(texts):
+            raise ApiError(502, f"the embedder {found[1]!r} returned {len(vectors)} vectors "
+                                f"for {len(texts)} texts", kind="upstream_error")
+        call.prompt_tokens = tokens
+        return JSONResponse({
+            "object": "list", "model": model or found[1],
+            "data": [{"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
+                     for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        })
+
+    async def _models(self, http: HTTPRequest, call: _Call) -> Response:
+        self._admit(call, 0)
+        pipeline = self.pipeline
+        names = [pipeline.name]
+        for backend in pipeline.backends:
+            component = pipeline.components[backend]
+            options = getattr(component, "options", None)
+            found = [getattr(component, "model", None), getattr(options, "model", None),
+                     *(getattr(options, "models", None) or ())]
+            models = [m for m in found if isinstance(m, str) and m]
+            names.extend(models or [backend])
+        unique = list(dict.fromkeys(names))
+        return JSONResponse({"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "aieng"}
+            for name in unique]})
+
+    async def _feedback(self, http: HTTPRequest, call: _Call) -> Response:
+        run_id, kind, value, text, metadata = parse_feedback(await self._json(http))
+        self._admit(call, 0)
+        call.run_id = run_id
+        if call.key is not None:
+            metadata = {**metadata, "key_id": call.key.id}
+        try:
+            count = await self.pipeline.feedback(run_id, kind, value, text, **metadata)
+        except ValueError as exc:
+            raise ApiError(422, f"invalid feedback: {exc}", code="invalid_value") from None
+        except HookError as exc:
+            raise self._upstream(exc) from None
+        if count == 0:
+            raise ApiError(501, "this pipeline has no feedback sink: add one, e.g. "
+                                "[components.feedback] use = \"feedback-sqlite\"",
+                           kind="server_error", code="no_feedback_sink")
+        return JSONResponse({"run_id": run_id, "kind": kind, "recorded": count})
+
+    async def _metrics(self, http: HTTPRequest, call: _Call) -> Response:
+        parts = [c.prometheus_text() for c in self.pipeline.components.values()  # type: ignore[attr-defined]
+                 if callable(getattr(c, "prometheus_text", None))]
+        lines = ["# HELP aieng_gateway_requests_total HTTP requests by path and status.",
+                 "# TYPE aieng_gateway_requests_total counter"]
+        for (path, status), n in sorted(self.requests.items()):
+            lines.append(f'aieng_gateway_requests_total{{path="{_label(path)}",'
+                         f'status="{status}"}} {n}')
+        return PlainTextResponse("".join(parts) + "\n".join(lines) + "\n",
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def _health(self, http: HTTPRequest, call: _Call) -> Response:
+        return JSONResponse({"status": "ok", "pipeline": self.pipeline.name})
+
+
+async def _not_found(http: HTTPRequest, exc: Exception) -> Response:
+    return JSONResponse(ApiError(404, f"no route {http.url.path} (see GET /v1/models, "
+                                      "POST /v1/chat/completions, /v1/embeddings, "
+                                      "/v1/feedback)", code="not_found").body(), 404)
+
+
+async def _not_allowed(http: HTTPRequest, exc: Exception) -> Response:
+    return JSONResponse(ApiError(405, f"{http.method} is not allowed on {http.url.path}",
+                                 code="method_not_allowed").body(), 405)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class _Stream(Response):
+    """A chat completion as server-sent events in OpenAI's chunk format, ending with
+    ``data: [DONE]``. A client that goes away cancels the run and is recorded as
+    ``early_stop`` feedback."""
+
+    def __init__(self, gateway: Gateway, chat: ChatCall, call: _Call, reserved: int) -> None:
+        # Not Response.__init__: an empty body would get "content-length: 0".
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                            (RUN_HEADER.encode(), (call.run_id or "").encode()),
+                            (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        self.gateway, self.chat, self.call, self.reserved = gateway, chat, call, reserved
+        self.finish: Callable[[int], None] = lambda status: None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call, chat = self.call, self.chat
+        run_id = call.run_id or ""
+        created = int(time.time())
+        chunks = 0
+        gone = False
+        completion: Completion | None = None
+        error: ApiError | None = None
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+
+        async def body(data: bytes) -> None:
+            nonlocal gone
+            if gone:
+                return
+            try:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            except OSError:  # the client is gone: stop generating for it
+                gone = True
+                group.cancel_scope.cancel()
+
+        async def on_delta(delta: Delta) -> None:
+            nonlocal chunks
+            if delta.text or chunks == 0:
+                await body(chat_chunk(run_id, chat.model, created, text=delta.text,
+                                      role=chunks == 0))
+                chunks += 1
+
+        async def watch() -> None:
+            nonlocal gone
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone = True
+                    group.cancel_scope.cancel()
+                    return
+
+        async def generate() -> None:
+            nonlocal completion, error
+            try:
+                result = await self.gateway.pipeline.run(chat.request, run_id=run_id,
+                                                         on_delta=on_delta)
+                completion = result.completion
+                if result.status == "blocked":
+                    completion = Completion(text="", finish_reason="content_filter")
+            except HookError as exc:
+                error = self.gateway._upstream(exc, chat.model)
+            group.cancel_scope.cancel()  # stop watching for a disconnect
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            group.start_soon(generate)
+        usage = completion.usage if completion is not None else None
+        self.gateway._reconcile(call, self.reserved, usage)
+        if usage is not None:
+            call.prompt_tokens, call.completion_tokens = usage.prompt_tokens, \
+                usage.completion_tokens
+        if gone:
+            self.gateway._spawn_feedback(run_id, "early_stop", chunks_sent=chunks,
+                                         key_id=call.key.id if call.key else None)
+            self.finish(499)  # nginx's "client closed request"
+            return
+        if error is not None:
+            await body(b"data: " + json.dumps(error.body()).encode("utf-8") + b"\n\n")
+        elif completion is not None:
+            if chunks == 0:
+                await body(chat_chunk(run_id, chat.model, created, text="", role=True))
+            await body(chat_chunk(run_id, chat.model, created,
+                                  finish=completion.finish_reason))
+            if chat.include_usage:
+                await body(chat_chunk(run_id, chat.model, created, usage=completion.usage))
+        await body(b"data: [DONE]\n\n")
+        # Log before the last send: a client may act on the end of the stream at once.
+        self.finish(499 if gone else error.status if error is not None else 200)
+        if not gone:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,0 +1,167 @@
+"""The plugin's commands: ``aieng serve`` and ``aieng keys create / list / revoke``.
+
+Registered through ``aieng_register_commands``; starlette and uvicorn load only when
+``serve`` runs, so ``aieng --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import structlog
+
+from ._keys import KeyStore, default_keys_path
+from ._settings import GatewaySettings, parse_size
+
+__all__ = ["add_commands", "build_pipeline", "keys", "serve"]
+
+log = structlog.get_logger(__name__)
+
+_KEYS_HELP = "The API-key database (default: $AIENG_KEYS or the user data dir)."
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def build_pipeline(kernel: Any, path: Path, *, monitor: bool, feedback_db: Path | None) -> Any:
+    """Load PIPELINE and add a ``monitor`` and a ``feedback-sqlite`` component when the
+    file has none and the aieng-monitoring plugin is installed (found by component name,
+    never imported)."""
+    from aieng_core import PipelineConfig
+
+    config = PipelineConfig.load(path, kernel.registry)
+    data = config.to_dict()
+    uses = {c.get("use") for c in data.get("components", {}).values()}
+    components = kernel.registry.components
+    if monitor and "monitor" not in uses and "monitor" in components:
+        data["components"]["_monitor"] = {"use": "monitor"}
+    if feedback_db is not None and "feedback-sqlite" not in uses \
+            and "feedback-sqlite" in components:
+        data["components"]["_feedback"] = {"use": "feedback-sqlite", "path": str(feedback_db)}
+    return kernel.pipeline(PipelineConfig.from_dict(data, kernel.registry, source=str(path)))
+
+
+@click.command()
+@click.argument("pipeline", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--no-auth", is_flag=True,
+              help="Serve without API keys (logs a warning): only on a trusted network.")
+@click.option("--keys", "keys_path", default=None, type=click.Path(path_type=Path),
+              help=_KEYS_HELP)
+@click.option("--max-body", default="1MB", show_default=True, callback=_size,
+              help="Largest request body (1MB, 512KiB, bytes); larger ones get 413.")
+@click.option("--regenerate-window", default=120.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds within which a repeated conversation counts as 'regenerate'.")
+@click.option("--public-metrics", is_flag=True, help="Serve /metrics without a key.")
+@click.option("--monitor/--no-monitor", default=True, show_default=True,
+              help="Add the 'monitor' component when the pipeline has none.")
+@click.option("--feedback-db", default=".aieng/feedback.sqlite3", show_default=True,
+              type=click.Path(path_type=Path),
+              help="Where the added 'feedback-sqlite' sink stores feedback "
+                   "(when the pipeline has no sink of its own).")
+@click.pass_context
+def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: bool,
+          keys_path: Path | None, max_body: int, regenerate_window: float,
+          public_metrics: bool, monitor: bool, feedback_db: Path) -> None:
+    """Serve PIPELINE (a TOML file) over the OpenAI HTTP API: /v1/chat/completions,
+    /v1/embeddings, /v1/models, /v1/feedback, /metrics, /healthz."""
+    import uvicorn
+
+    from aieng_core import Kernel
+
+    from ._app import Gateway
+
+    # The root command's kernel (plugins already loaded) when there is one.
+    root = ctx.find_root().obj
+    kernel = root.get("kernel") if isinstance(root, dict) else None
+    if not isinstance(kernel, Kernel):
+        kernel = Kernel().load()
+    store = None
+    if not no_auth:
+        store = KeyStore(keys_path or default_keys_path())
+        if not store.path.exists():
+            raise click.UsageError(f"no API keys at {store.path}: create one with "
+                                   "'aieng keys create NAME', or pass --no-auth")
+    settings = GatewaySettings(auth=not no_auth, max_body=max_body,
+                               regenerate_window=regenerate_window,
+                               public_metrics=public_metrics)
+
+    def build(running: Any) -> Any:
+        return build_pipeline(running, pipeline, monitor=monitor, feedback_db=feedback_db)
+
+    from aieng_core import PipelineConfig
+
+    PipelineConfig.load(pipeline, kernel.registry)  # a bad file fails before binding the port
+    gateway = Gateway(build, keys=store, settings=settings, kernel=lambda: kernel)
+    click.echo(f"aieng serve: {pipeline} on http://{host}:{port}/v1 "
+               f"(auth {'off' if no_auth else 'on'})", err=True)
+    uvicorn.run(gateway.app, host=host, port=port, log_level="warning", access_log=False,
+                lifespan="on", timeout_graceful_shutdown=5)
+
+
+@click.group()
+def keys() -> None:
+    """Manage the gateway's API keys (stored hashed; a key is shown once)."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--rpm", default=None, type=click.IntRange(min=1), help="Requests per minute.")
+@click.option("--tpm", default=None, type=click.IntRange(min=1),
+              help="Tokens per minute (prompt + completion).")
+@click.option("--keys", "keys_path", default=None, type=click.Path(path_type=Path),
+              help=_KEYS_HELP)
+def create(name: str, rpm: int | None, tpm: int | None, keys_path: Path | None) -> None:
+    """Create a key named NAME and print it (once: only its hash is stored)."""
+    store = KeyStore(keys_path or default_keys_path())
+    key, record = store.create(name, rpm=rpm, tpm=tpm)
+    click.echo(key)
+    click.echo(f"key id {record.id} ({name}) stored in {store.path}; this is the only time "
+               "the key is shown", err=True)
+
+
+@keys.command("list")
+@click.option("--keys", "keys_path", default=None, type=click.Path(path_type=Path),
+              help=_KEYS_HELP)
+def list_keys(keys_path: Path | None) -> None:
+    """List the keys: id, name, limits, created, revoked (never the keys)."""
+    store = KeyStore(keys_path or default_keys_path())
+    click.echo(f"{'id':<9} {'name':<20} {'rpm':>7} {'tpm':>9}  {'created':<20} revoked")
+    for k in store.records():
+        click.echo(f"{k.id:<9} {k.name[:20]:<20} {k.rpm or '-':>7} {k.tpm or '-':>9}  "
+                   f"{_when(k.created):<20} {_when(k.revoked) if k.revoked else '-'}")
+
+
+@keys.command("revoke")
+@click.argument("id_or_name")
+@click.option("--keys", "keys_path", default=None, type=click.Path(path_type=Path),
+              help=_KEYS_HELP)
+def revoke(id_or_name: str, keys_path: Path | None) -> None:
+    """Revoke the key with this id, or every live key with this name."""
+    store = KeyStore(keys_path or default_keys_path())
+    revoked = store.revoke(id_or_name)
+    if not revoked:
+        raise click.ClickException(f"no live key has id or name {id_or_name!r}")
+    for k in revoked:
+        click.echo(f"revoked {k.id} ({k.name})")
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def add_commands(cli: click.Group) -> None:
+    """Add ``serve`` and ``keys`` to the root group."""
+    cli.add_command(serve)
+    cli.add_command(keys)

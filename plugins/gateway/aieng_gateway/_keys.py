@@ -1,0 +1,180 @@
+"""API keys: created once, stored hashed in SQLite, checked in constant time.
+
+A key is ``aieng-<id>-<secret>``: ``id`` is 8 random hex characters kept in clear as the
+lookup handle (and the only thing ever logged), ``secret`` 32 random bytes (256 bits,
+``secrets.token_urlsafe``). The database holds the SHA-256 of the whole key. A slow,
+salted password hash (bcrypt, scrypt, argon2) exists to make *guessing* low-entropy
+passwords expensive; a 256-bit random secret cannot be guessed, so a fast hash loses
+nothing, and it keeps each request's check in microseconds. The stored hash is compared
+with :func:`hmac.compare_digest`, so timing tells an attacker nothing about it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+
+__all__ = ["ApiKey", "KeyStore", "default_keys_path", "hash_key"]
+
+_KEY = re.compile(r"^aieng-([0-9a-f]{8})-[A-Za-z0-9_-]{43}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    rpm INTEGER,
+    tpm INTEGER,
+    created REAL NOT NULL,
+    revoked REAL
+);
+"""
+
+
+def default_keys_path() -> Path:
+    """``$AIENG_KEYS``, else ``$XDG_DATA_HOME/aieng/keys.sqlite3`` (``~/.local/share``)."""
+    env = os.environ.get("AIENG_KEYS")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "aieng" / "keys.sqlite3"
+
+
+def hash_key(key: str) -> str:
+    """The SHA-256 (hex) stored for a key."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@attrs.frozen
+class ApiKey:
+    """One key's record (never the key itself).
+
+    :param id: the public lookup handle (8 hex characters).
+    :param rpm: requests per minute (``None``: no limit).
+    :param tpm: tokens per minute, prompt plus completion (``None``: no limit).
+    :param revoked: when it was revoked, or ``None``.
+    """
+
+    id: str
+    name: str
+    rpm: int | None
+    tpm: int | None
+    created: float
+    revoked: float | None = None
+    hash: str = attrs.field(default="", repr=False)
+
+
+class KeyStore:
+    """The keys of one SQLite file (WAL), with an in-memory copy for the request path.
+
+    :meth:`verify` reads the in-memory copy; it is reloaded from the file at most every
+    ``refresh_s`` seconds (:meth:`refresh`, called by the server off the event loop), so a
+    key created or revoked by ``aieng keys`` in another process takes effect within that.
+
+    :param path: the database file (created with its folder, mode 0600).
+    """
+
+    def __init__(self, path: str | Path, *, refresh_s: float = 5.0) -> None:
+        self.path = Path(path)
+        self.refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._cache: dict[str, ApiKey] = {}
+        self._loaded_at = -float("inf")
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not self.path.exists()
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            if fresh:
+                os.chmod(self.path, 0o600)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            yield db
+        finally:
+            db.close()
+
+    def create(self, name: str, *, rpm: int | None = None, tpm: int | None = None
+               ) -> tuple[str, ApiKey]:
+        """Make a key; returns ``(key, record)``. The key is shown once and not stored.
+
+        :raises ValueError: on a blank name or a limit below 1.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("a key needs a non-empty name")
+        for label, limit in (("rpm", rpm), ("tpm", tpm)):
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                      or limit < 1):
+                raise ValueError(f"{label} must be an integer >= 1 (or unset), got {limit!r}")
+        with self._db() as db:
+            while True:
+                key_id = secrets.token_hex(4)
+                if db.execute("SELECT 1 FROM api_keys WHERE id = ?", (key_id,)).fetchone() \
+                        is None:
+                    break
+            key = f"aieng-{key_id}-{secrets.token_urlsafe(32)}"
+            record = ApiKey(id=key_id, name=name, rpm=rpm, tpm=tpm, created=time.time(),
+                            hash=hash_key(key))
+            db.execute("INSERT INTO api_keys (id, name, hash, rpm, tpm, created) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       (record.id, name, record.hash, rpm, tpm, record.created))
+        self._loaded_at = -float("inf")
+        return key, record
+
+    def records(self) -> list[ApiKey]:
+        """Every key record, revoked ones included, oldest first."""
+        with self._db() as db:
+            rows = db.execute("SELECT id, name, rpm, tpm, created, revoked, hash "
+                              "FROM api_keys ORDER BY created").fetchall()
+        return [ApiKey(*row) for row in rows]
+
+    def revoke(self, id_or_name: str) -> list[ApiKey]:
+        """Revoke the key with this id, or every live key with this name.
+
+        :returns: the keys revoked (empty when none matched).
+        """
+        now = time.time()
+        with self._db() as db:
+            rows = db.execute("SELECT id FROM api_keys WHERE (id = ? OR name = ?) AND "
+                              "revoked IS NULL", (id_or_name, id_or_name)).fetchall()
+            for (key_id,) in rows:
+                db.execute("UPDATE api_keys SET revoked = ? WHERE id = ?", (now, key_id))
+        self._loaded_at = -float("inf")
+        return [k for k in self.records() if k.id in {r[0] for r in rows}]
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Reload the live keys into memory when the copy is older than ``refresh_s``
+        (blocking: call it from a worker thread)."""
+        with self._lock:
+            if not force and time.monotonic() - self._loaded_at < self.refresh_s:
+                return
+            self._cache = {k.id: k for k in self.records() if k.revoked is None}
+            self._loaded_at = time.monotonic()
+
+    @property
+    def stale(self) -> bool:
+        """Whether :meth:`refresh` would reload."""
+        return time.monotonic() - self._loaded_at >= self.refresh_s
+
+    def verify(self, key: str) -> ApiKey | None:
+        """The live key's record, or ``None`` (unknown, malformed or revoked). Reads only
+        memory; the comparison takes the same time whatever the stored hash is."""
+        match = _KEY.match(key)
+        if match is None:
+            return None
+        record = self._cache.get(match.group(1))
+        if record is None:
+            return None
+        return record if hmac.compare_digest(record.hash, hash_key(key)) else None

@@ -1,0 +1,321 @@
+"""The OpenAI wire format: request bodies checked field by field, responses and chunks."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from aieng_hookspecs.types import Completion, Message, Request, Usage
+
+__all__ = ["ApiError", "ChatCall", "chat_chunk", "chat_response", "parse_chat",
+           "parse_embeddings", "parse_feedback", "prompt_chars"]
+
+ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+class ApiError(Exception):
+    """An error answered as OpenAI's ``{"error": {...}}`` with an HTTP status.
+
+    :param status: the HTTP status (400, 401, 404, 413, 422, 429, 502, 504...).
+    :param param: the request field at fault, when one is.
+    :param headers: extra response headers (``Retry-After``, ``WWW-Authenticate``).
+    """
+
+    def __init__(self, status: int, message: str, *, param: str | None = None,
+                 code: str | None = None, kind: str = "invalid_request_error",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.kind = kind
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body."""
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param,
+                          "code": self.code}}
+
+
+def _bad(param: str, message: str) -> ApiError:
+    return ApiError(422, f"{param}: {message}", param=param, code="invalid_value")
+
+
+def _number(body: dict[str, Any], name: str, low: float, high: float, *,
+            low_open: bool = False) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _bad(name, f"must be a number, got {json.dumps(value)[:40]}")
+    if value < low or value > high or (low_open and value == low):
+        bracket = "(" if low_open else "["
+        raise _bad(name, f"must be in {bracket}{low}, {high}], got {value}")
+    return float(value)
+
+
+def _integer(body: dict[str, Any], name: str, low: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(name, f"must be an integer, got {json.dumps(value)[:40]}")
+    if low is not None and value < low:
+        raise _bad(name, f"must be at least {low}, got {value}")
+    return value
+
+
+def _content(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, list):  # content parts: only text parts are understood
+        texts = []
+        for i, part in enumerate(value):
+            if not isinstance(part, dict) or part.get("type") != "text" \
+                    or not isinstance(part.get("text"), str):
+                raise _bad(f"{where}[{i}]", "only {\"type\": \"text\", \"text\": ...} content "
+                                            "parts are supported")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise _bad(where, "must be a string or a list of text parts")
+
+
+def _messages(value: Any) -> tuple[Message, ...]:
+    if value is None:
+        raise ApiError(400, "messages: required (a non-empty list of {role, content})",
+                       param="messages", code="missing_required_parameter")
+    if not isinstance(value, list) or not value:
+        raise _bad("messages", "must be a non-empty list of {role, content}")
+    out = []
+    for i, item in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(where, "must be an object with role and content")
+        role = item.get("role")
+        if role not in ROLES:
+            raise _bad(f"{where}.role", f"unknown role {json.dumps(role)[:40]} "
+                                        f"(choices: {', '.join(ROLES)})")
+        name = item.get("name")
+        if name is not None and not isinstance(name, str):
+            raise _bad(f"{where}.name", "must be a string")
+        call = item.get("tool_call_id")
+        if call is not None and not isinstance(call, str):
+            raise _bad(f"{where}.tool_call_id", "must be a string")
+        try:
+            out.append(Message(role="system" if role == "developer" else role,
+                               content=_content(item.get("content"), f"{where}.content"),
+                               name=name, tool_call_id=call))
+        except (TypeError, ValueError) as exc:  # a contract check of Message
+            raise _bad(where, str(exc)) from None
+    return tuple(out)
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or len(value) > 4 \
+            or not all(isinstance(s, str) and s for s in value):
+        raise _bad("stop", "must be a non-empty string or a list of up to 4 of them")
+    return tuple(value)
+
+
+def _schema(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _bad("response_format", "must be an object with a type")
+    kind = value.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise _bad("response_format.json_schema.schema", "must be a JSON schema object")
+        return schema
+    raise _bad("response_format.type", f"unknown type {json.dumps(kind)[:40]} "
+                                       "(choices: text, json_object, json_schema)")
+
+
+class ChatCall:
+    """A checked ``/v1/chat/completions`` body.
+
+    :param request: the aieng request.
+    :param model: the model name the client asked for (echoed back).
+    :param stream: whether to answer with server-sent events.
+    :param include_usage: send the usage chunk at the end of a stream.
+    """
+
+    __slots__ = ("include_usage", "model", "request", "stream")
+
+    def __init__(self, request: Request, model: str, stream: bool, include_usage: bool) -> None:
+        self.request = request
+        self.model = model
+        self.stream = stream
+        self.include_usage = include_usage
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    return body
+
+
+def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
+    """Check a chat body and build the request.
+
+    The model named ``pipeline`` (or none) is the pipeline's default backend; another name
+    is passed to the backends, which answer for the models they serve.
+
+    :raises ApiError: 400 / 422 naming the field at fault.
+    """
+    body = _object(body)
+    messages = _messages(body.get("messages"))
+    model = body.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise _bad("model", "must be a non-empty string")
+    temperature = _number(body, "temperature", 0.0, 2.0)
+    top_p = _number(body, "top_p", 0.0, 1.0, low_open=True)
+    max_tokens = _integer(body, "max_tokens", 1)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_completion_tokens", 1)
+    seed = _integer(body, "seed")
+    n = _integer(body, "n", 1)
+    if n not in (None, 1):
+        raise _bad("n", "only n = 1 is supported")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise _bad("stream", "must be true or false")
+    options = body.get("stream_options")
+    include_usage = True
+    if options is not None:
+        if not isinstance(options, dict) or not isinstance(options.get("include_usage", True),
+                                                           bool):
+            raise _bad("stream_options", "must be an object like {\"include_usage\": true}")
+        include_usage = options.get("include_usage", True)
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise _bad("metadata", "must be an object")
+    fields: dict[str, Any] = {
+        "messages": messages,
+        "model": None if model in (None, pipeline) else model,
+        "stop": _stop(body.get("stop")),
+        "seed": seed,
+        "response_schema": _schema(body.get("response_format")),
+    }
+    if temperature is not None:
+        fields["temperature"] = temperature
+    if top_p is not None:
+        fields["top_p"] = top_p
+    if max_tokens is not None:
+        fields["max_tokens"] = max_tokens
+    try:
+        request = Request(**fields)
+    except (TypeError, ValueError) as exc:  # a contract check the above did not foresee
+        raise ApiError(422, f"invalid request: {exc}", code="invalid_value") from None
+    return ChatCall(request, model or pipeline, stream, include_usage)
+
+
+def parse_embeddings(body: Any) -> tuple[list[str], str | None]:
+    """Check an embeddings body: ``(texts, model)``.
+
+    :raises ApiError: on a missing or non-text input.
+    """
+    body = _object(body)
+    value = body.get("input")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+        raise ApiError(400 if value is None else 422,
+                       "input: must be a string or a non-empty list of strings "
+                       "(token arrays are not supported)", param="input")
+    if len(value) > 2048:
+        raise _bad("input", f"at most 2048 texts per request, got {len(value)}")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise _bad("model", "must be a string")
+    encoding = body.get("encoding_format", "float")
+    if encoding != "float":
+        raise _bad("encoding_format", "only \"float\" is supported")
+    return value, model
+
+
+def parse_feedback(body: Any) -> tuple[str, str, float, str, dict[str, Any]]:
+    """Check a feedback body: ``(run_id, kind, value, text, metadata)``.
+
+    :raises ApiError: naming the field at fault.
+    """
+    body = _object(body)
+    run_id, kind = body.get("run_id"), body.get("kind")
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise ApiError(400 if run_id is None else 422,
+                       "run_id: required, the id of the response (its `id` field or the "
+                       "x-aieng-run-id header)", param="run_id")
+    if not isinstance(kind, str) or not kind.strip():
+        raise ApiError(400 if kind is None else 422,
+                       "kind: required (thumbs, rating, correction, ...)", param="kind")
+    value = _number(body, "value", -1e9, 1e9) or 0.0
+    text = body.get("text", "")
+    if not isinstance(text, str):
+        raise _bad("text", "must be a string")
+    metadata = body.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise _bad("metadata", "must be an object")
+    return run_id, kind, value, text, metadata
+
+
+def prompt_chars(request: Request) -> int:
+    """Characters in the request's messages (the token estimate is this / 4)."""
+    return sum(len(m.content) for m in request.messages)
+
+
+def _usage(usage: Usage) -> dict[str, int]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens}
+
+
+def chat_response(run_id: str, model: str, completion: Completion | None,
+                  finish: str | None = None) -> dict[str, Any]:
+    """A ``chat.completion`` object (``completion`` None: a blocked run, empty answer)."""
+    text = completion.text if completion is not None else ""
+    usage = completion.usage if completion is not None else Usage()
+    return {
+        "id": run_id, "object": "chat.completion", "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": finish or (completion.finish_reason
+                                                 if completion is not None else "stop"),
+                     "logprobs": None}],
+        "usage": _usage(usage),
+    }
+
+
+def chat_chunk(run_id: str, model: str, created: int, *, text: str | None = None,
+               role: bool = False, finish: str | None = None,
+               usage: Usage | None = None) -> bytes:
+    """One ``data: {chat.completion.chunk}`` event (``usage`` set: the usage-only chunk)."""
+    chunk: dict[str, Any] = {"id": run_id, "object": "chat.completion.chunk",
+                             "created": created, "model": model}
+    if usage is not None:
+        chunk["choices"] = []
+        chunk["usage"] = _usage(usage)
+    else:
+        delta: dict[str, Any] = {}
+        if role:
+            delta["role"] = "assistant"
+        if text is not None:
+            delta["content"] = text
+        chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish,
+                             "logprobs": None}]
+    return b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8") + b"\n\n"

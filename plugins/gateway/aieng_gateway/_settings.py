@@ -1,0 +1,54 @@
+"""The gateway's settings."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+
+__all__ = ["GatewaySettings", "parse_size"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+          "gb": 1000**3, "kib": 1024, "ki": 1024, "mib": 1024**2, "mi": 1024**2,
+          "gib": 1024**3, "gi": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """``"1MB"`` -> 1000000, ``"512KiB"`` -> 524288, ``"2048"`` -> 2048.
+
+    :raises ValueError: on anything else, or a size below 1 byte.
+    """
+    match = _SIZE.match(text)
+    unit = (match.group(2) or "").lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (examples: 1MB, 512KiB, 65536)")
+    size = int(float(match.group(1)) * _UNITS[unit])
+    if size < 1:
+        raise ValueError(f"a size must be at least 1 byte, got {text!r}")
+    return size
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive number, got {value!r}")
+
+
+@attrs.frozen
+class GatewaySettings:
+    """How the gateway serves.
+
+    :param auth: require an API key on ``/v1/*`` (and ``/metrics`` unless public).
+    :param max_body: the largest request body in bytes (larger: 413).
+    :param regenerate_window: seconds within which the same key sending the same
+        conversation again counts as ``regenerate`` feedback on the earlier run.
+    :param public_metrics: serve ``/metrics`` without a key (for a scraper on a private
+        network).
+    """
+
+    auth: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    max_body: int = attrs.field(default=1_000_000, validator=_positive)
+    regenerate_window: float = attrs.field(default=120.0, validator=_positive)
+    public_metrics: bool = attrs.field(default=False,
+                                       validator=attrs.validators.instance_of(bool))

@@ -1,0 +1,109 @@
+"""Test support: a gateway over test doubles, served by uvicorn on a free loopback port.
+
+The backend is the kit's ``ScriptedBackend`` (a test double) extended with two scripted
+failures keyed on the prompt: ``FAIL`` raises (an upstream error), ``SLOW`` outlasts the
+stage timeout.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import uvicorn
+from aieng_gateway import Gateway, GatewaySettings, KeyStore
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Completion, Delta, Request
+from aieng_monitoring import FeedbackOptions, FeedbackStore, Monitor, MonitorOptions
+
+from aieng_core.testing import HashEmbedder, ScriptedBackend, isolated_kernel
+
+__all__ = ["FlakyBackend", "LoopbackServer", "make_gateway"]
+
+
+class FlakyBackend(ScriptedBackend):
+    """``ScriptedBackend`` (echoing ``You said: <prompt>``) that fails on ``FAIL`` and
+    hangs on ``SLOW``; ``STREAMLONG`` streams 400 words slowly (to disconnect mid-way)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda r: f"You said: {r.prompt}")
+
+    async def _trouble(self, request: Request) -> None:
+        if "FAIL" in request.prompt:
+            raise ConnectionError("upstream refused the connection")
+        if "SLOW" in request.prompt:
+            await anyio.sleep(30)
+
+    @hookimpl
+    async def aieng_generate(self, request: Request) -> Completion | None:
+        await self._trouble(request)
+        return await super().aieng_generate(request)
+
+    @hookimpl
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta] | None:
+        return self._flaky_stream(request)
+
+    async def _flaky_stream(self, request: Request) -> AsyncIterator[Delta]:
+        await self._trouble(request)
+        if "STREAMLONG" in request.prompt:
+            for i in range(400):
+                await anyio.sleep(0.01)
+                yield Delta(text=f" w{i}", index=i)
+            yield Delta(text="", index=400, finish_reason="stop")
+            return
+        async for delta in self._stream(request):
+            yield delta
+
+
+def make_gateway(tmp: Path, *, settings: GatewaySettings | None = None,
+                 backend: Any = None, timeout: float = 0.5) -> Gateway:
+    """A gateway over FlakyBackend + HashEmbedder + monitor + feedback-sqlite in ``tmp``."""
+    keys = KeyStore(tmp / "keys.sqlite3")
+    monitor = Monitor(MonitorOptions(prices={"llm": {"input_per_1k": 1.0,
+                                                     "output_per_1k": 2.0}}))
+    sink = FeedbackStore(FeedbackOptions(path=str(tmp / "feedback.sqlite3")))
+
+    def build(kernel: Any) -> Any:
+        return kernel.compose({"llm": backend or FlakyBackend(), "embed": HashEmbedder(16),
+                               "monitor": monitor, "feedback": sink},
+                              name="test", timeout=timeout)
+
+    return Gateway(build, keys=keys, settings=settings or GatewaySettings(),
+                   kernel=lambda: isolated_kernel(loop_block_threshold=None))
+
+
+class LoopbackServer:
+    """Runs an ASGI app (lifespan on) under uvicorn in a thread on 127.0.0.1, port 0."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+            access_log=False, timeout_graceful_shutdown=2))
+        self.thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.server.should_exit = True
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.01)
+        self.port = int(self.server.servers[0].sockets[0].getsockname()[1])
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)

@@ -1,0 +1,293 @@
+"""The gateway over a real uvicorn server on 127.0.0.1: the OpenAI routes, auth, limits,
+errors, streaming, feedback, metrics and logs."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from _support import LoopbackServer
+from aieng_gateway import Gateway
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def _client(server: LoopbackServer, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=20)
+
+
+@pytest.fixture
+def client(served: tuple[Gateway, LoopbackServer], api_key: str) -> httpx.Client:
+    """An authenticated client of the module's gateway."""
+    return _client(served[1], api_key)
+
+
+def _chat(text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": "test", "messages": [{"role": "user", "content": text}], **extra}
+
+
+def _feedback_rows(gateway: Gateway, run_id: str) -> list[tuple[str, str]]:
+    path = Path(gateway.pipeline.components["feedback"].path)  # type: ignore[attr-defined]
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT kind, metadata FROM feedback WHERE run_id = ?",
+                          (run_id,)).fetchall()
+
+
+def _sse(text: str) -> list[Any]:
+    events = []
+    for line in text.splitlines():
+        if line.startswith("data: "):
+            payload = line[6:]
+            events.append(payload if payload == "[DONE]" else json.loads(payload))
+        else:
+            assert line == "", line
+    return events
+
+
+def test_chat_completion(client: httpx.Client) -> None:
+    """A chat completion answers in OpenAI's shape with usage and the run id twice."""
+    response = client.post("/v1/chat/completions", json=_chat("hello there", max_tokens=50,
+                                                              temperature=0.2, seed=1))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "chat.completion" and body["model"] == "test"
+    assert body["choices"][0]["message"] == {"role": "assistant",
+                                             "content": "You said: hello there"}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}
+    assert response.headers["x-aieng-run-id"] == body["id"]
+
+
+def test_max_tokens_and_stop_reach_the_backend(client: httpx.Client) -> None:
+    """max_tokens cuts the answer (finish_reason length); sampling fields are passed on."""
+    body = client.post("/v1/chat/completions",
+                       json=_chat("a b c d e", max_tokens=2, stop=["zz"], top_p=0.5)).json()
+    assert body["choices"][0]["message"]["content"] == "You said:"
+    assert body["choices"][0]["finish_reason"] == "length"
+
+
+def test_streaming_sse_format(client: httpx.Client) -> None:
+    """A stream is chat.completion.chunk events, a finish chunk, a usage chunk, [DONE]."""
+    with client.stream("POST", "/v1/chat/completions",
+                       json=_chat("one two", stream=True)) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        run_id = response.headers["x-aieng-run-id"]
+        events = _sse(response.read().decode())
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(c["id"] == run_id and c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "You said: one two"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
+
+
+def test_stream_without_usage_chunk(client: httpx.Client) -> None:
+    """stream_options.include_usage = false leaves the usage chunk out."""
+    response = client.post("/v1/chat/completions", json=_chat(
+        "x", stream=True, stream_options={"include_usage": False}))
+    events = _sse(response.text)
+    assert all("usage" not in e for e in events[:-1]) and events[-1] == "[DONE]"
+
+
+def test_models_health_and_embeddings(client: httpx.Client) -> None:
+    """/v1/models lists the pipeline and its backend; /v1/embeddings uses aieng_embed."""
+    models = client.get("/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["test", "llm"]
+    assert httpx.get(f"{client.base_url}/healthz").json() == {"status": "ok", "pipeline": "test"}
+    body = client.post("/v1/embeddings", json={"input": ["a b", "c"], "model": "hash"}).json()
+    assert [d["index"] for d in body["data"]] == [0, 1]
+    assert len(body["data"][0]["embedding"]) == 16
+    unknown = client.post("/v1/embeddings", json={"input": "a", "model": "nope"})
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"},
+                                     {"Authorization": "Bearer aieng-00000000-" + "x" * 43}])
+def test_missing_or_invalid_key_is_401(served: tuple[Gateway, LoopbackServer],
+                                       headers: dict[str, str]) -> None:
+    """No key or a wrong key: 401 with a JSON error and a Bearer challenge."""
+    response = httpx.post(f"{served[1].url}/v1/chat/completions", json=_chat("x"),
+                          headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "API key" in response.json()["error"]["message"]
+    assert httpx.get(f"{served[1].url}/metrics", headers=headers).status_code == 401
+
+
+def test_revoked_key_is_refused(served: tuple[Gateway, LoopbackServer]) -> None:
+    """A revoked key stops working (after the store's refresh)."""
+    gateway, server = served
+    assert gateway.keys is not None
+    key, record = gateway.keys.create("temp")
+    gateway.keys.refresh(force=True)
+    with _client(server, key) as client:
+        assert client.get("/v1/models").status_code == 200
+        gateway.keys.revoke(record.id)
+        gateway.keys.refresh(force=True)
+        assert client.get("/v1/models").status_code == 401
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (json.dumps({"model": "test"}).encode(), 400, "messages: required"),
+    (json.dumps(_chat("x", max_tokens=-1)).encode(), 422, "max_tokens"),
+    (json.dumps(_chat("x", temperature="hot")).encode(), 422, "temperature"),
+    (json.dumps({"messages": [{"role": "wizard", "content": "x"}]}).encode(), 422,
+     "unknown role"),
+    (json.dumps({"messages": "hi"}).encode(), 422, "messages"),
+    (json.dumps(_chat("x", response_format={"type": "xml"})).encode(), 422, "response_format"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+])
+def test_malformed_requests(client: httpx.Client, body: bytes, status: int, words: str) -> None:
+    """A malformed request is a 400/422 naming what is wrong."""
+    response = client.post("/v1/chat/completions", content=body,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]["message"]
+
+
+def test_body_over_limit_is_413(client: httpx.Client) -> None:
+    """A body over --max-body (1 MB by default) is refused with 413, chunked or not."""
+    big = json.dumps(_chat("x" * 1_100_000)).encode()
+    assert client.post("/v1/chat/completions", content=big).status_code == 413
+
+    def chunks() -> Any:
+        for _ in range(11):
+            yield b" " * 100_000
+
+    response = client.post("/v1/chat/completions", content=chunks())
+    assert response.status_code == 413
+    assert "over the limit" in response.json()["error"]["message"]
+
+
+def test_upstream_errors_are_502_and_504(client: httpx.Client) -> None:
+    """A failing backend is a 502 with the pipeline's error; a hanging one a 504."""
+    failed = client.post("/v1/chat/completions", json=_chat("FAIL now"))
+    assert failed.status_code == 502
+    assert "upstream refused the connection" in failed.json()["error"]["message"]
+    slow = client.post("/v1/chat/completions", json=_chat("SLOW please"))
+    assert slow.status_code == 504
+    streamed = client.post("/v1/chat/completions", json=_chat("FAIL", stream=True))
+    events = _sse(streamed.text)
+    assert "upstream refused" in events[0]["error"]["message"] and events[-1] == "[DONE]"
+
+
+def test_rate_limit_requests_per_minute(served: tuple[Gateway, LoopbackServer]) -> None:
+    """Over the key's rpm: 429 with Retry-After in whole seconds."""
+    gateway, server = served
+    assert gateway.keys is not None
+    key, _ = gateway.keys.create("limited", rpm=2)
+    gateway.keys.refresh(force=True)
+    with _client(server, key) as client:
+        statuses = [client.get("/v1/models") for _ in range(3)]
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    assert int(statuses[2].headers["retry-after"]) >= 1
+    assert statuses[2].json()["error"]["type"] == "rate_limit_error"
+
+
+def test_rate_limit_tokens_per_minute(served: tuple[Gateway, LoopbackServer]) -> None:
+    """Tokens are reserved up front (prompt/4 + max_tokens) and reconciled with usage:
+    after reconciliation the unused reservation is available again."""
+    gateway, server = served
+    assert gateway.keys is not None
+    key, _ = gateway.keys.create("tokens", tpm=100)
+    gateway.keys.refresh(force=True)
+    with _client(server, key) as client:
+        over = client.post("/v1/chat/completions", json=_chat("hi", max_tokens=500))
+        assert over.status_code == 422 and "lower max_tokens" in over.json()["error"]["message"]
+        # reserve 1 + 90 = 91 of 100; uses 1 + 3 tokens, so ~96 remain after reconciling
+        first = client.post("/v1/chat/completions", json=_chat("hi", max_tokens=90))
+        assert first.status_code == 200
+        second = client.post("/v1/chat/completions", json=_chat("hi", max_tokens=90))
+        assert second.status_code == 200
+        third = client.post("/v1/chat/completions", json=_chat("hi", max_tokens=99))
+        assert third.status_code == 429 and "retry-after" in third.headers
+
+
+def test_feedback_round_trip(client: httpx.Client,
+                             served: tuple[Gateway, LoopbackServer]) -> None:
+    """POST /v1/feedback with a response's id stores it; bad feedback is a 4xx."""
+    run_id = client.post("/v1/chat/completions", json=_chat("rate me")).json()["id"]
+    ok = client.post("/v1/feedback", json={"run_id": run_id, "kind": "thumbs", "value": 1,
+                                           "text": "great", "metadata": {"ui": "web"}})
+    assert ok.status_code == 200 and ok.json()["recorded"] == 1
+    rows = _feedback_rows(served[0], run_id)
+    assert rows[0][0] == "thumbs" and json.loads(rows[0][1])["ui"] == "web"
+    assert client.post("/v1/feedback", json={"kind": "thumbs"}).status_code == 400
+    assert client.post("/v1/feedback", json={"run_id": "r", "kind": "x",
+                                             "value": "high"}).status_code == 422
+
+
+def test_regenerate_is_recorded(client: httpx.Client,
+                                served: tuple[Gateway, LoopbackServer]) -> None:
+    """The same key sending the same conversation again marks the first run 'regenerate'."""
+    first = client.post("/v1/chat/completions", json=_chat("regen me please")).json()["id"]
+    second = client.post("/v1/chat/completions", json=_chat("regen me please")).json()["id"]
+    client.get("/healthz")  # let the background write land
+    rows = _wait_rows(served[0], first)
+    assert rows[0][0] == "regenerate" and json.loads(rows[0][1])["next_run_id"] == second
+    assert _feedback_rows(served[0], second) == []
+
+
+def _wait_rows(gateway: Gateway, run_id: str) -> list[tuple[str, str]]:
+    import time
+
+    for _ in range(200):
+        rows = _feedback_rows(gateway, run_id)
+        if rows:
+            return rows
+        time.sleep(0.02)
+    return []
+
+
+def test_early_stop_on_disconnect(client: httpx.Client,
+                                  served: tuple[Gateway, LoopbackServer]) -> None:
+    """A streaming client that goes away early cancels the run and records early_stop."""
+    with client.stream("POST", "/v1/chat/completions",
+                       json=_chat("STREAMLONG", stream=True)) as response:
+        run_id = response.headers["x-aieng-run-id"]
+        lines = response.iter_lines()
+        for _ in range(3):
+            next(lines)
+    rows = _wait_rows(served[0], run_id)
+    assert rows and rows[0][0] == "early_stop"
+    assert json.loads(rows[0][1])["chunks_sent"] < 400
+
+
+def test_metrics_are_valid_prometheus(client: httpx.Client) -> None:
+    """/metrics is Prometheus text with the monitor's metrics and the gateway's counters."""
+    client.post("/v1/chat/completions", json=_chat("measure", stream=True))
+    response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    assert {"aieng_ttft_seconds", "aieng_tokens", "aieng_cost_usd", "aieng_runs",
+            "aieng_gateway_requests"} <= set(families)
+    requests = families["aieng_gateway_requests"].samples
+    assert any(s.labels["path"] == "/v1/chat/completions" and s.labels["status"] == "200"
+               for s in requests)
+
+
+def test_logs_carry_no_prompt_text_no_pii_and_no_key(client: httpx.Client,
+                                                     api_key: str) -> None:
+    """The request log line has lengths, tokens and the key id, never the text or key."""
+    email = "jane.doe@example.com"
+    with structlog.testing.capture_logs() as logs:
+        client.post("/v1/chat/completions", json=_chat(f"my email is {email}"))
+        client.post("/v1/chat/completions", json=_chat(f"mail {email}", stream=True))
+    dumped = json.dumps(logs, default=str)
+    assert email not in dumped and api_key not in dumped
+    lines = [e for e in logs if e["event"] == "http.request"]
+    assert len(lines) == 2
+    assert lines[0]["key_id"] == api_key.split("-")[1]
+    assert lines[0]["prompt_chars"] == len(f"my email is {email}")
+    assert lines[0]["status"] == 200 and lines[0]["completion_tokens"] > 0
+    assert {"method", "path", "latency_ms", "prompt_tokens"} <= set(lines[0])

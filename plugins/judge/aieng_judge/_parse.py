@@ -1,0 +1,205 @@
+"""Reading judge answers: JSON in text or fences, ``Score: 4``, ``[[A]]``, ``yes`` / ``no``.
+
+Every parser raises :class:`JudgeParseError` with a message written for the model (it is fed
+back on the retry) and for the log: what was expected and what was found instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+__all__ = [
+    "JudgeParseError",
+    "find_json_objects",
+    "parse_score",
+    "parse_support",
+    "parse_winner",
+]
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+_SCORE_TEXT = re.compile(
+    r"\b(?:score|rating|grade)\b\**\s*(?:is|of|=|:)?\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*\d+)?",
+    re.IGNORECASE,
+)
+_FRACTION = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*/\s*(\d+)(?![\d.])")
+_BRACKETS = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
+_WINNER_TEXT = re.compile(
+    r"\b(?:winner|verdict|better(?:\s+(?:answer|output|response))?|choice|preferred)\b"
+    r"\s*(?:is|:|=)?\s*\**\s*(?:answer|output|response|assistant)?\s*\(?\**\s*"
+    r"\b(A|B|tie|neither|equal)\b",
+    re.IGNORECASE,
+)
+_NAMED = re.compile(r"\b(?:answer|output|response|assistant)\s+\(?(A|B)\)?\b(?:\s+is)?\s+"
+                    r"(?:better|best|preferred|wins)", re.IGNORECASE)
+_YES_NO = re.compile(r"^\W*(yes|no|true|false|supported|unsupported|not supported)\b",
+                     re.IGNORECASE)
+_SUPPORT_TEXT = re.compile(r"\bsupported\b\s*(?::|=|is)\s*\W*(yes|no|true|false)\b",
+                           re.IGNORECASE)
+_EXCERPT = 120
+
+
+class JudgeParseError(ValueError):
+    """A judge's answer could not be read; the message says what was expected."""
+
+
+def _excerpt(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _EXCERPT else flat[:_EXCERPT] + "…"
+
+
+def find_json_objects(text: str) -> list[dict[str, Any]]:
+    """Every JSON object in ``text``: fenced blocks first, then the text itself, then each
+    object that starts at a ``{`` of the text (prose around JSON is common)."""
+    found: list[dict[str, Any]] = []
+    decoder = json.JSONDecoder()
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    for candidate in candidates:
+        stripped = candidate.strip()
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            found.append(value)
+            continue
+        for match in re.finditer(r"\{", stripped):
+            try:
+                value, _ = decoder.raw_decode(stripped, match.start())
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                found.append(value)
+                break
+    return found
+
+
+def _lower_keys(obj: dict[str, Any]) -> dict[str, Any]:
+    return {str(k).strip().lower(): v for k, v in obj.items()}
+
+
+def _rationale(obj: dict[str, Any]) -> str:
+    for key in ("rationale", "reason", "reasoning", "explanation", "justification"):
+        value = obj.get(key)
+        if isinstance(value, str):
+            return value.strip()
+    return ""
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = re.match(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*\d+)?\s*$", value)
+        if match:
+            return float(match.group(1))
+    return None
+
+
+def _checked_score(value: float, low: int, high: int) -> int:
+    if value != int(value):
+        raise JudgeParseError(f"the score must be a whole number from {low} to {high}, "
+                              f"got {value:g}")
+    if not low <= value <= high:
+        raise JudgeParseError(f"the score must be from {low} to {high}, got {value:g}")
+    return int(value)
+
+
+def parse_score(text: str, low: int, high: int) -> tuple[int, str]:
+    """The score and rationale of a rubric answer.
+
+    Reads, in order: a JSON object with a ``score`` key (fenced, bare, or inside prose; the
+    score an integer, an integral float or a string such as ``"4"`` or ``"4/5"``), then
+    ``Score: 4`` / ``Rating = 4/5`` / ``score of 4`` in prose, then a lone fraction
+    ``4/5`` whose denominator is ``high``.
+
+    :returns: ``(score, rationale)``; the rationale is the JSON's ``rationale`` (or
+        ``reason``, ``explanation``), else the whole answer.
+    :raises JudgeParseError: no score, a non-integral one, or one outside ``low..high``.
+    """
+    for obj in find_json_objects(text):
+        lowered = _lower_keys(obj)
+        if "score" not in lowered:
+            continue
+        value = _number(lowered["score"])
+        if value is None:
+            raise JudgeParseError(f"the JSON's score must be a number from {low} to {high}, "
+                                  f"got {lowered['score']!r}")
+        return _checked_score(value, low, high), _rationale(lowered)
+    match = _SCORE_TEXT.search(text)
+    if match is None:
+        match = next((m for m in _FRACTION.finditer(text) if int(m.group(2)) == high), None)
+    if match is not None:
+        return _checked_score(float(match.group(1)), low, high), text.strip()
+    raise JudgeParseError(
+        f'no score found: answer with JSON {{"score": <{low}-{high}>, "rationale": "..."}}; '
+        f"got {_excerpt(text)!r}")
+
+
+_WINNERS = {"a": "a", "b": "b", "c": "tie", "tie": "tie", "neither": "tie", "equal": "tie"}
+
+
+def parse_winner(text: str) -> tuple[str, str]:
+    """The winner (``"a"``, ``"b"`` or ``"tie"``) and rationale of a pairwise answer.
+
+    Reads a JSON object with a ``winner`` (or ``verdict`` / ``better``) key, MT-Bench's
+    ``[[A]]`` / ``[[B]]`` / ``[[C]]`` (C: tie), ``Winner: A`` / ``Better answer: B`` /
+    ``Output A is better``, or an answer that is just ``A``, ``B`` or ``tie``.
+
+    :raises JudgeParseError: no verdict, or contradictory ones (``[[A]]`` and ``[[B]]``).
+    """
+    for obj in find_json_objects(text):
+        lowered = _lower_keys(obj)
+        for key in ("winner", "verdict", "better", "preferred"):
+            if key in lowered:
+                value = str(lowered[key]).strip().lower().strip("[]() ")
+                value = value.removeprefix("answer ").removeprefix("output ").strip()
+                if value in _WINNERS:
+                    return _WINNERS[value], _rationale(lowered)
+                raise JudgeParseError(f'the JSON\'s {key} must be "A", "B" or "tie", '
+                                      f"got {lowered[key]!r}")
+    brackets = {_WINNERS[m.group(1).lower()] for m in _BRACKETS.finditer(text)}
+    if len(brackets) > 1:
+        raise JudgeParseError(f"contradictory verdicts {sorted(brackets)} in one answer")
+    if brackets:
+        return brackets.pop(), text.strip()
+    for pattern in (_WINNER_TEXT, _NAMED):
+        match = pattern.search(text)
+        if match is not None:
+            return _WINNERS[match.group(1).lower()], text.strip()
+    bare = text.strip().strip(".*\"'[]() ").lower()
+    if bare in _WINNERS:
+        return _WINNERS[bare], ""
+    raise JudgeParseError(
+        'no verdict found: answer with JSON {"winner": "A" | "B" | "tie", "rationale": "..."}; '
+        f"got {_excerpt(text)!r}")
+
+
+_SUPPORT = {"yes": True, "true": True, "supported": True, "no": False, "false": False,
+            "unsupported": False, "not supported": False}
+
+
+def parse_support(text: str) -> tuple[bool, str]:
+    """Whether a claim is supported, from a JSON ``{"supported": "yes" | "no" | true |
+    false}`` or an answer starting with yes / no.
+
+    :raises JudgeParseError: no yes / no found.
+    """
+    for obj in find_json_objects(text):
+        lowered = _lower_keys(obj)
+        if "supported" in lowered:
+            value = lowered["supported"]
+            key = str(value).strip().lower() if not isinstance(value, bool) else str(value).lower()
+            if key in _SUPPORT:
+                return _SUPPORT[key], _rationale(lowered)
+            raise JudgeParseError(f'the JSON\'s supported must be "yes" or "no", got {value!r}')
+    for pattern in (_YES_NO, _SUPPORT_TEXT):
+        match = pattern.search(text)
+        if match is not None:
+            return _SUPPORT[" ".join(match.group(1).lower().split())], text.strip()
+    raise JudgeParseError(
+        f'no verdict found: answer with JSON {{"supported": "yes" | "no"}}; '
+        f"got {_excerpt(text)!r}")

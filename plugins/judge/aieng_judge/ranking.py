@@ -1,0 +1,223 @@
+"""Ratings from pairwise games: Elo, Bradley–Terry, and bootstrap confidence intervals.
+
+A *game* is ``(player_a, player_b, score_of_a)``: ``1.0`` when ``a`` won, ``0.5`` a tie,
+``0.0`` a loss (any value in between counts as that fraction of a win). Players are model or
+system names; games typically come from a pairwise judge
+(:func:`aieng_judge.games_from_verdicts`).
+
+- :func:`elo` is the classic sequential update: order matters, recent games move ratings.
+- :func:`bradley_terry` is the maximum-likelihood fit of ``P(a beats b) = p_a / (p_a + p_b)``:
+  order does not matter (exactly: the games are counted before fitting), and the result is
+  returned on Elo's scale, ``400 * log10(p)``, shifted so the mean rating is 1000, so that a
+  difference of 400 points means 10:1 odds under both.
+- :func:`bootstrap` resamples the games with replacement and reports, per player, a percentile
+  interval around the rating of the full set of games.
+
+Pure Python: a leaderboard has tens of players and thousands of games at most.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+
+import attrs
+
+__all__ = ["Game", "Interval", "bootstrap", "bradley_terry", "elo"]
+
+Game = tuple[str, str, float]
+"""``(player_a, player_b, score of a)``: 1.0 win, 0.5 tie, 0.0 loss."""
+
+#: Pseudo-games each player plays, tied, against a virtual player of strength 1 (rating 1000
+#: before centring) in :func:`bradley_terry`. It keeps an undefeated (or winless) player's
+#: strength finite, and is small enough to leave well-observed ratings almost unchanged.
+BT_PRIOR_GAMES = 0.1
+
+
+@attrs.frozen
+class Interval:
+    """A rating with its bootstrap confidence interval.
+
+    :param estimate: the rating computed on all games.
+    :param low: the lower bound of the interval.
+    :param high: the upper bound; ``low <= estimate <= high``.
+    """
+
+    estimate: float
+    low: float
+    high: float
+
+
+def _checked(games: Sequence[Game]) -> list[Game]:
+    """Validate *games*, naming the first bad one; return them as a list of plain tuples."""
+    out: list[Game] = []
+    for i, game in enumerate(games):
+        if not isinstance(game, tuple | list) or len(game) != 3:
+            raise ValueError(f"game {i}: expected (player_a, player_b, score), got {game!r}")
+        a, b, s = game
+        if not isinstance(a, str) or not a or not isinstance(b, str) or not b:
+            raise ValueError(f"game {i}: players must be non-empty strings, got {a!r}, {b!r}")
+        if a == b:
+            raise ValueError(f"game {i}: a player cannot play itself ({a!r})")
+        if isinstance(s, bool) or not isinstance(s, int | float) or not 0.0 <= s <= 1.0:
+            raise ValueError(
+                f"game {i}: score must be a number in [0, 1] (1 win, 0.5 tie, 0 loss), got {s!r}"
+            )
+        out.append((a, b, float(s)))
+    return out
+
+
+def elo(
+    games: Sequence[Game], *, k: float = 32.0, initial: float = 1000.0, scale: float = 400.0
+) -> dict[str, float]:
+    """Rate players by the sequential Elo update, game by game in the given order.
+
+    For each game ``(a, b, s)``: ``E_a = 1 / (1 + 10 ** ((R_b - R_a) / scale))``,
+    ``E_b = 1 - E_a``; ``R_a += k * (s - E_a)`` and ``R_b += k * ((1 - s) - E_b)``, so one
+    game conserves the sum of the two ratings.
+
+    :param games: ``(player_a, player_b, score of a)`` tuples, in the order they were played.
+    :param k: the update step (K-factor), > 0.
+    :param initial: every player's rating before its first game.
+    :param scale: the rating difference for 10:1 odds, > 0.
+    :returns: the final rating of every player that appears in *games*.
+    :raises ValueError: a malformed game or a non-positive ``k`` / ``scale``.
+    """
+    if not k > 0 or not scale > 0 or not math.isfinite(initial):
+        raise ValueError(f"elo needs k > 0, scale > 0 and a finite initial; got {k}, {scale}, "
+                         f"{initial}")
+    ratings: dict[str, float] = {}
+    for a, b, s in _checked(games):
+        ra = ratings.setdefault(a, initial)
+        rb = ratings.setdefault(b, initial)
+        ea = 1.0 / (1.0 + 10.0 ** ((rb - ra) / scale))
+        eb = 1.0 - ea
+        ratings[a] = ra + k * (s - ea)
+        ratings[b] = rb + k * ((1.0 - s) - eb)
+    return ratings
+
+
+def bradley_terry(
+    games: Sequence[Game], *, iterations: int = 1000, tol: float = 1e-9
+) -> dict[str, float]:
+    """Fit Bradley–Terry strengths by maximum likelihood and return them on Elo's scale.
+
+    The model is ``P(a beats b) = p_a / (p_a + p_b)``. A tie counts as half a win for each
+    side (a score ``s`` as ``s`` of a win for ``a`` and ``1 - s`` for ``b``). The fit is
+    Hunter's (2004) minorization–maximization iteration
+    ``p_i <- W_i / sum_j n_ij / (p_i + p_j)``, with every player also playing
+    :data:`BT_PRIOR_GAMES` tied pseudo-games against a fixed virtual player of strength 1:
+    this weak prior keeps an undefeated player's strength finite and makes the fit unique
+    even when the comparison graph is disconnected.
+
+    The result is ``400 * log10(p_i)``, shifted so that the mean over players is 1000.
+
+    Games are counted before fitting and players visited in sorted order, so the result does
+    not depend on the order of *games* (bit for bit).
+
+    :param games: ``(player_a, player_b, score of a)`` tuples.
+    :param iterations: the maximum number of MM sweeps, >= 1.
+    :param tol: stop when no log-strength moves more than this in a sweep.
+    :returns: each player's rating (mean 1000); empty when *games* is empty.
+    :raises ValueError: a malformed game or ``iterations < 1``.
+    """
+    if iterations < 1:
+        raise ValueError(f"bradley_terry needs iterations >= 1, got {iterations}")
+    checked = _checked(games)
+    wins: dict[str, float] = {}
+    pairs: dict[tuple[str, str], float] = {}
+    for a, b, s in checked:
+        wins[a] = wins.get(a, 0.0) + s
+        wins[b] = wins.get(b, 0.0) + (1.0 - s)
+        key = (a, b) if a < b else (b, a)
+        pairs[key] = pairs.get(key, 0.0) + 1.0
+    players = sorted(wins)
+    if not players:
+        return {}
+    opponents: dict[str, list[tuple[str, float]]] = {p: [] for p in players}
+    for (a, b), n in sorted(pairs.items()):
+        opponents[a].append((b, n))
+        opponents[b].append((a, n))
+    prior = BT_PRIOR_GAMES
+    strength = dict.fromkeys(players, 1.0)
+    for _ in range(iterations):
+        new: dict[str, float] = {}
+        for p in players:
+            denominator = prior / (strength[p] + 1.0)
+            for q, n in opponents[p]:
+                denominator += n / (strength[p] + strength[q])
+            new[p] = (wins[p] + 0.5 * prior) / denominator
+        moved = max(abs(math.log(new[p]) - math.log(strength[p])) for p in players)
+        strength = new
+        if moved <= tol:
+            break
+    logs = {p: 400.0 * math.log10(strength[p]) for p in players}
+    shift = 1000.0 - math.fsum(logs.values()) / len(players)
+    return {p: logs[p] + shift for p in players}
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The *q*-quantile (0..1) of sorted values by linear interpolation (numpy's default)."""
+    position = q * (len(sorted_values) - 1)
+    lower = math.floor(position)
+    upper = min(lower + 1, len(sorted_values) - 1)
+    fraction = position - lower
+    return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * fraction
+
+
+def bootstrap(
+    games: Sequence[Game],
+    rate: Callable[[Sequence[Game]], dict[str, float]],
+    *,
+    samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Interval]:
+    """Percentile bootstrap confidence intervals for the ratings that *rate* computes.
+
+    Draws *samples* resamples of ``len(games)`` games with replacement (seeded: the same seed
+    gives the same intervals), rates each, and takes the ``(1 - confidence) / 2`` and
+    ``(1 + confidence) / 2`` percentiles of each player's ratings. A player absent from a
+    resample has no rating there; its interval uses the resamples it appears in.
+
+    The percentile interval of a biased statistic (e.g. order-dependent :func:`elo` on few
+    games) can exclude the full-data estimate; the interval is then widened to include it,
+    so ``low <= estimate <= high`` always holds.
+
+    :param games: the games.
+    :param rate: ``elo``, ``bradley_terry`` or any function from games to ratings
+        (use :func:`functools.partial` for options).
+    :param samples: the number of resamples, >= 1.
+    :param confidence: the interval's coverage, in (0, 1).
+    :param seed: the resampling seed.
+    :returns: an :class:`Interval` per player rated on the full set of games.
+    :raises ValueError: bad ``samples`` / ``confidence`` or a malformed game.
+    """
+    if samples < 1:
+        raise ValueError(f"bootstrap needs samples >= 1, got {samples}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"bootstrap needs 0 < confidence < 1, got {confidence}")
+    checked = _checked(games)
+    estimates = rate(checked)
+    if not checked:
+        return {p: Interval(estimate=r, low=r, high=r) for p, r in estimates.items()}
+    rng = random.Random(seed)
+    draws: dict[str, list[float]] = {p: [] for p in estimates}
+    n = len(checked)
+    for _ in range(samples):
+        resample = [checked[rng.randrange(n)] for _ in range(n)]
+        for player, rating in rate(resample).items():
+            if player in draws:
+                draws[player].append(rating)
+    alpha = (1.0 - confidence) / 2.0
+    out: dict[str, Interval] = {}
+    for player, estimate in estimates.items():
+        values = sorted(draws[player])
+        if not values:
+            out[player] = Interval(estimate=estimate, low=estimate, high=estimate)
+            continue
+        low = min(_percentile(values, alpha), estimate)
+        high = max(_percentile(values, 1.0 - alpha), estimate)
+        out[player] = Interval(estimate=estimate, low=low, high=high)
+    return out

@@ -1,0 +1,117 @@
+"""Reading judge answers: JSON anywhere, fences, prose scores, verdicts, yes / no."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aieng_judge import JudgeParseError, parse_score, parse_support, parse_winner
+from aieng_judge._parse import find_json_objects
+from hypothesis import given
+from hypothesis import strategies as st
+
+
+@pytest.mark.parametrize(("text", "score", "rationale"), [
+    ('{"score": 4, "rationale": "fine"}', 4, "fine"),
+    ('{"score": "5", "rationale": "great"}', 5, "great"),
+    ('{"Score": 3.0, "reason": "ok"}', 3, "ok"),
+    ('{"score": "2/5", "explanation": "weak"}', 2, "weak"),
+    ('Here you go:\n```json\n{"score": 1, "rationale": "wrong"}\n```\nThanks', 1, "wrong"),
+    ('Sure! {"score": 4, "rationale": "nested {braces} ok"} is my answer', 4,
+     "nested {braces} ok"),
+    ("Score: 4\nThe answer is correct.", 4, "Score: 4\nThe answer is correct."),
+    ("I would give it a rating of 2.", 2, "I would give it a rating of 2."),
+    ("**Score**: **5**", 5, "**Score**: **5**"),
+    ("Overall 3/5, mostly right.", 3, "Overall 3/5, mostly right."),
+])
+def test_score_formats(text: str, score: int, rationale: str) -> None:
+    """JSON (bare, fenced, in prose, string or float scores) and prose scores are read."""
+    assert parse_score(text, 1, 5) == (score, rationale)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("The answer is good.", "no score found"),
+    ('{"score": 7, "rationale": "x"}', "from 1 to 5, got 7"),
+    ('{"score": 3.5}', "whole number"),
+    ('{"score": "great"}', "must be a number"),
+    ("Score: 0", "from 1 to 5, got 0"),
+    ("", "no score found"),
+])
+def test_score_errors_say_what_was_expected(text: str, message: str) -> None:
+    """Unreadable, out-of-range and fractional scores fail with a message for the retry."""
+    with pytest.raises(JudgeParseError, match=message):
+        parse_score(text, 1, 5)
+
+
+@given(score=st.integers(1, 5), rationale=st.text(max_size=40),
+       prose=st.sampled_from(["", "Answer: ", "My verdict follows.\n"]),
+       fenced=st.booleans())
+def test_any_json_score_in_range_roundtrips(score: int, rationale: str, prose: str,
+                                             fenced: bool) -> None:
+    """Whatever the rationale's characters, JSON written by json.dumps reads back."""
+    body = json.dumps({"score": score, "rationale": rationale})
+    text = f"{prose}```json\n{body}\n```" if fenced else f"{prose}{body}"
+    assert parse_score(text, 1, 5) == (score, rationale.strip())
+
+
+@given(st.integers().filter(lambda n: not 1 <= n <= 5))
+def test_out_of_range_never_passes(score: int) -> None:
+    """A score outside the scale is never accepted (no clipping into range)."""
+    with pytest.raises(JudgeParseError):
+        parse_score(json.dumps({"score": score}), 1, 5)
+
+
+@pytest.mark.parametrize(("text", "winner"), [
+    ('{"winner": "A", "rationale": "r"}', "a"),
+    ('{"winner": "b"}', "b"),
+    ('{"winner": "tie"}', "tie"),
+    ('{"verdict": "Answer B"}', "b"),
+    ("After thinking: [[A]]", "a"),
+    ("[[C]]", "tie"),
+    ("Winner: B", "b"),
+    ("The better answer is A.", "a"),
+    ("Answer B is better because it is right.", "b"),
+    ("tie", "tie"),
+    ("A", "a"),
+])
+def test_winner_formats(text: str, winner: str) -> None:
+    """JSON, MT-Bench brackets, prose and bare verdicts are read."""
+    assert parse_winner(text)[0] == winner
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[[A]] no wait [[B]]", "contradictory"),
+    ('{"winner": "C+"}', "must be"),
+    ("Both are fine I guess", "no verdict"),
+])
+def test_winner_errors(text: str, message: str) -> None:
+    """Contradictory, unknown and missing verdicts fail."""
+    with pytest.raises(JudgeParseError, match=message):
+        parse_winner(text)
+
+
+@pytest.mark.parametrize(("text", "supported"), [
+    ('{"supported": "yes"}', True),
+    ('{"supported": false}', False),
+    ('{"Supported": "No"}', False),
+    ("Yes, the context says so.", True),
+    ("no.", False),
+    ("Supported: yes", True),
+])
+def test_support_formats(text: str, supported: bool) -> None:
+    """JSON yes / no (or booleans) and answers starting with yes / no are read."""
+    assert parse_support(text)[0] is supported
+
+
+def test_support_errors() -> None:
+    """Neither yes nor no fails."""
+    with pytest.raises(JudgeParseError, match="supported"):
+        parse_support("Perhaps.")
+    with pytest.raises(JudgeParseError, match="must be"):
+        parse_support('{"supported": "maybe"}')
+
+
+def test_find_json_objects_skips_non_objects() -> None:
+    """Arrays and broken JSON are skipped; the first object after them is found."""
+    assert find_json_objects('[1, 2] {"a": 1') == []
+    assert find_json_objects('[1] {"a": {"b": 2}} {"c": 3}') == [{"a": {"b": 2}}]

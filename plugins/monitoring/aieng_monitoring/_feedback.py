@@ -1,0 +1,147 @@
+"""The ``feedback-sqlite`` component: users' signals in a SQLite file, written off the loop."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import structlog
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Feedback
+
+from ._options import FeedbackOptions
+
+__all__ = ["FeedbackRow", "FeedbackStore"]
+
+log = structlog.get_logger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value REAL NOT NULL,
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_run ON feedback (run_id);
+CREATE INDEX IF NOT EXISTS feedback_kind_ts ON feedback (kind, ts);
+"""
+
+
+@attrs.frozen
+class FeedbackRow:
+    """One stored signal.
+
+    :param id: its row id (increasing in insertion order).
+    :param ts: when it was recorded, seconds since the epoch.
+    """
+
+    id: int
+    ts: float
+    run_id: str
+    kind: str
+    value: float
+    text: str
+    metadata: dict[str, Any] = attrs.field(hash=False)
+
+
+class FeedbackStore:
+    """Explicit (``thumbs``, ``rating``, ``correction``) and implicit (``regenerate``,
+    ``early_stop``) signals in one SQLite table.
+
+    SQLite calls run in a worker thread (``anyio.to_thread``), serialised by a lock on one
+    connection in WAL mode, so recording never blocks the event loop and readers (another
+    process running :meth:`query`) do not block the writer.
+
+    :param options: the database path.
+    """
+
+    def __init__(self, options: FeedbackOptions | None = None) -> None:
+        self.options = options or FeedbackOptions()
+        self.path = Path(self.options.path)
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        # Called with the lock held, from a worker thread.
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    def _insert(self, feedback: Feedback, ts: float) -> int:
+        with self._lock:
+            cursor = self._connection().execute(
+                "INSERT INTO feedback (ts, run_id, kind, value, text, metadata) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (ts, feedback.run_id, feedback.kind, feedback.value, feedback.text,
+                 json.dumps(feedback.metadata, ensure_ascii=False, sort_keys=True)))
+            return int(cursor.lastrowid or 0)
+
+    @hookimpl
+    async def aieng_feedback_record(self, feedback: Feedback) -> None:
+        """Store one signal (in a worker thread)."""
+        row = await anyio.to_thread.run_sync(self._insert, feedback, time.time())
+        log.debug("feedback.recorded", run_id=feedback.run_id, kind=feedback.kind, row=row)
+
+    def _select(self, run_id: str | None, kind: str | None, since: float | None,
+                limit: int) -> list[FeedbackRow]:
+        clauses, params = [], []  # type: tuple[list[str], list[Any]]
+        for column, op, value in (("run_id", "=", run_id), ("kind", "=", kind),
+                                  ("ts", ">=", since)):
+            if value is not None:
+                clauses.append(f"{column} {op} ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._connection().execute(
+                f"SELECT id, ts, run_id, kind, value, text, metadata FROM feedback{where} "
+                "ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+        return [FeedbackRow(id=r[0], ts=r[1], run_id=r[2], kind=r[3], value=r[4], text=r[5],
+                            metadata=json.loads(r[6])) for r in rows]
+
+    async def query(self, *, run_id: str | None = None, kind: str | None = None,
+                    since: float | None = None, limit: int = 1000) -> list[FeedbackRow]:
+        """Stored signals in insertion order, filtered by run, kind and time.
+
+        :param since: only signals recorded at or after this time (seconds since the epoch).
+        :param limit: at most this many rows (1 or more).
+        :raises ValueError: on a limit below 1.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+        return await anyio.to_thread.run_sync(self._select, run_id, kind, since, limit)
+
+    def _summarise(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            rows = self._connection().execute(
+                "SELECT kind, COUNT(*), AVG(value) FROM feedback GROUP BY kind ORDER BY kind"
+            ).fetchall()
+        return {kind: {"count": count, "mean": mean} for kind, count, mean in rows}
+
+    async def summary(self) -> dict[str, dict[str, float]]:
+        """Per kind: how many signals and their mean value."""
+        return await anyio.to_thread.run_sync(self._summarise)
+
+    def _close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    @hookimpl
+    async def aieng_pipeline_close(self) -> None:
+        """Close the database (a later call reopens it)."""
+        await anyio.to_thread.run_sync(self._close)

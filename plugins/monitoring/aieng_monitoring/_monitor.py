@@ -1,0 +1,275 @@
+"""The ``monitor`` component: an ``aieng_on_event`` subscriber turning a pipeline's events
+into latency, token, cost, error and cache metrics, as Prometheus text and as a snapshot."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import structlog
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import (
+    CacheHit,
+    ErrorEvent,
+    Event,
+    FirstToken,
+    ModelCall,
+    RunFinished,
+    RunStarted,
+    StageFinished,
+    TokenEvent,
+)
+
+from ._exposition import histogram_samples, metric_family
+from ._options import MonitorOptions
+from ._stats import Series
+
+__all__ = ["Monitor"]
+
+log = structlog.get_logger(__name__)
+
+QUANTILES = (0.5, 0.9, 0.99)
+#: Runs whose ``run.finished`` never came (a lost event) are forgotten beyond this many.
+MAX_OPEN_RUNS = 10_000
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@attrs.define
+class _RunTally:
+    """What one run has accumulated so far (dropped when it finishes)."""
+
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    ttft: float | None = None
+    pieces: Counter[str] = attrs.field(factory=Counter)  # streamed pieces per component
+    first_token: dict[str, float] = attrs.field(factory=dict)  # ttft per component
+    calls: int = 0
+    cache_hit: bool = False
+    errors: int = 0
+
+
+class Monitor:
+    """Metrics of the runs of the pipeline it belongs to (or of every pipeline, when a
+    plugin module subscribes it to the whole kernel).
+
+    Streaming is measured from the events the kernel emits while a stream is consumed:
+    TTFT from ``backend.first_token``; TPOT = (call duration - TTFT) / (output tokens - 1),
+    the output tokens being the usage's ``completion_tokens`` or, when the backend reports
+    none, the ``backend.token`` pieces counted. A stream cut short (the client went away)
+    still counts its TTFT and the tokens that were produced. Non-streamed calls count in
+    the latency, token and cost metrics but have no TTFT / TPOT (there is no first token
+    to time).
+
+    :param options: prices, histogram buckets, percentile window.
+    """
+
+    def __init__(self, options: MonitorOptions | None = None) -> None:
+        self.options = options or MonitorOptions()
+        self._runs: Counter[Labels] = Counter()          # pipeline, status
+        self._run_latency: dict[Labels, Series] = {}     # pipeline
+        self._stages: Counter[Labels] = Counter()        # pipeline, stage, status
+        self._stage_latency: dict[Labels, Series] = {}   # pipeline, stage
+        self._calls: Counter[Labels] = Counter()         # pipeline, model, streamed
+        self._tokens: Counter[Labels] = Counter()        # pipeline, model, direction
+        self._cost: defaultdict[Labels, float] = defaultdict(float)  # pipeline, model
+        self._unpriced: Counter[Labels] = Counter()      # pipeline, model
+        self._call_latency: dict[Labels, Series] = {}    # pipeline, model
+        self._ttft: dict[Labels, Series] = {}            # pipeline, model
+        self._tpot: dict[Labels, Series] = {}            # pipeline, model
+        self._errors: Counter[Labels] = Counter()        # pipeline, stage, plugin, policy
+        self._cache_hits: Counter[Labels] = Counter()    # pipeline
+        self._open: dict[str, _RunTally] = {}
+
+    # -- the subscriber --------------------------------------------------------------------
+
+    @hookimpl
+    def aieng_on_event(self, event: Event) -> None:
+        """Fold one event into the metrics (cheap and synchronous: no I/O)."""
+        if isinstance(event, TokenEvent):  # the hottest event first
+            self._tally(event).pieces[event.component] += 1
+        elif isinstance(event, FirstToken):
+            tally = self._tally(event)
+            tally.first_token[event.component] = event.ttft_s
+            if tally.ttft is None:
+                tally.ttft = event.ttft_s
+        elif isinstance(event, ModelCall):
+            self._model_call(event)
+        elif isinstance(event, StageFinished):
+            key = (("pipeline", event.pipeline), ("stage", event.stage))
+            self._stages[(*key, ("status", event.status))] += 1
+            self._series(self._stage_latency, key, latency=True).observe(event.duration_s)
+        elif isinstance(event, RunStarted):
+            self._tally(event)
+        elif isinstance(event, RunFinished):
+            self._run_finished(event)
+        elif isinstance(event, CacheHit):
+            self._cache_hits[(("pipeline", event.pipeline),)] += 1
+            self._tally(event).cache_hit = True
+        elif isinstance(event, ErrorEvent):
+            self._errors[(("pipeline", event.pipeline), ("stage", event.stage),
+                          ("plugin", event.plugin), ("policy", event.policy))] += 1
+            self._tally(event).errors += 1
+
+    def _tally(self, event: Event) -> _RunTally:
+        tally = self._open.get(event.run_id)
+        if tally is None:
+            if len(self._open) >= MAX_OPEN_RUNS:  # forget the oldest: bounded memory
+                self._open.pop(next(iter(self._open)))
+            tally = self._open[event.run_id] = _RunTally()
+        return tally
+
+    def _series(self, table: dict[Labels, Series], key: Labels, *, latency: bool) -> Series:
+        series = table.get(key)
+        if series is None:
+            bounds = self.options.latency_buckets if latency else self.options.tpot_buckets
+            series = table[key] = Series(bounds, self.options.window)
+        return series
+
+    def _model_call(self, event: ModelCall) -> None:
+        tally = self._tally(event)
+        model = str(event.parameters.get("model") or event.component)
+        key = (("pipeline", event.pipeline), ("model", model))
+        usage = event.usage
+        pieces = tally.pieces.pop(event.component, 0)
+        ttft = event.ttft_s if event.ttft_s is not None \
+            else tally.first_token.pop(event.component, None)
+        tally.first_token.pop(event.component, None)
+        output = usage.completion_tokens or pieces
+        self._calls[(*key, ("streamed", "true" if event.streamed else "false"))] += 1
+        self._count_tokens(key, tally, usage.prompt_tokens, output)
+        self._series(self._call_latency, key, latency=True).observe(event.duration_s)
+        if event.streamed and ttft is not None:
+            self._series(self._ttft, key, latency=True).observe(ttft)
+            if output > 1:
+                self._series(self._tpot, key, latency=False).observe(
+                    (event.duration_s - ttft) / (output - 1))
+        tally.model = model
+        tally.calls += 1
+
+    def _count_tokens(self, key: Labels, tally: _RunTally, prompt: int, output: int) -> None:
+        self._tokens[(*key, ("direction", "input"))] += prompt
+        self._tokens[(*key, ("direction", "output"))] += output
+        price = self.options.prices.get(dict(key)["model"])
+        if price is None:
+            self._unpriced[key] += 1
+        else:
+            cost = price.cost(prompt, output)
+            self._cost[key] += cost
+            tally.cost += cost
+        tally.prompt_tokens += prompt
+        tally.completion_tokens += output
+
+    def _run_finished(self, event: RunFinished) -> None:
+        tally = self._open.pop(event.run_id, None) or _RunTally()
+        pipeline = (("pipeline", event.pipeline),)
+        self._runs[(*pipeline, ("status", event.status))] += 1
+        self._series(self._run_latency, pipeline, latency=True).observe(event.duration_s)
+        # A stream cut short never produced a backend.call: count what it did produce.
+        for component, pieces in tally.pieces.items():
+            key = (("pipeline", event.pipeline), ("model", component))
+            self._calls[(*key, ("streamed", "true"))] += 1
+            self._count_tokens(key, tally, 0, pieces)
+            first = tally.first_token.get(component)
+            if first is not None:
+                self._series(self._ttft, key, latency=True).observe(first)
+            tally.model = tally.model or component
+        if self.options.log_runs:
+            log.info("run.summary", run_id=event.run_id, pipeline=event.pipeline,
+                     status=event.status, duration_s=round(event.duration_s, 6),
+                     model=tally.model or None, model_calls=tally.calls,
+                     prompt_tokens=tally.prompt_tokens,
+                     completion_tokens=tally.completion_tokens, cost_usd=tally.cost,
+                     ttft_s=tally.ttft, cache_hit=tally.cache_hit, errors=tally.errors)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every metric as plain data, percentiles included (for tests and JSON)."""
+
+        def quantiles(table: dict[Labels, Series]) -> dict[str, dict[str, float]]:
+            return {_key(k): {f"p{round(q * 100)}": s.quantile(q) for q in QUANTILES}
+                    | {"count": s.count, "sum": s.total} for k, s in table.items()}
+
+        runs_by_pipeline: Counter[str] = Counter()
+        errors_by_pipeline: Counter[str] = Counter()
+        for labels, n in self._runs.items():
+            pipeline = dict(labels)["pipeline"]
+            runs_by_pipeline[pipeline] += n
+            if dict(labels)["status"] == "error":
+                errors_by_pipeline[pipeline] += n
+        return {
+            "runs": {_key(k): n for k, n in self._runs.items()},
+            "run_latency": quantiles(self._run_latency),
+            "stages": {_key(k): n for k, n in self._stages.items()},
+            "stage_latency": quantiles(self._stage_latency),
+            "model_calls": {_key(k): n for k, n in self._calls.items()},
+            "tokens": {_key(k): n for k, n in self._tokens.items()},
+            "cost_usd": {_key(k): c for k, c in self._cost.items()},
+            "unpriced_calls": {_key(k): n for k, n in self._unpriced.items()},
+            "call_latency": quantiles(self._call_latency),
+            "ttft": quantiles(self._ttft),
+            "tpot": quantiles(self._tpot),
+            "errors": {_key(k): n for k, n in self._errors.items()},
+            "error_rate": {p: errors_by_pipeline[p] / n for p, n in runs_by_pipeline.items()},
+            "cache_hit_rate": {p: self._cache_hits[(("pipeline", p),)] / n
+                               for p, n in runs_by_pipeline.items()},
+        }
+
+    def prometheus_text(self) -> str:
+        """Every metric in the Prometheus text exposition format (version 0.0.4)."""
+        lines: list[str] = []
+
+        def counter(name: str, help_text: str, table: Mapping[Labels, float]) -> None:
+            # The text format names a counter's family with its _total suffix.
+            lines.extend(metric_family(f"{name}_total", "counter", help_text,
+                                       [("", dict(k), float(v))
+                                        for k, v in sorted(table.items())]))
+
+        def histogram(name: str, help_text: str, table: dict[Labels, Series]) -> None:
+            samples = []
+            for k, s in sorted(table.items()):
+                samples.extend(histogram_samples(dict(k), s.bounds, s.counts, s.total, s.count))
+            lines.extend(metric_family(name, "histogram", help_text, samples))
+            quantile_samples = [("", {**dict(k), "quantile": str(q)}, s.quantile(q))
+                                for k, s in sorted(table.items()) if s.count for q in QUANTILES]
+            lines.extend(metric_family(
+                f"{name}_recent", "gauge",
+                f"{help_text} Nearest-rank quantile over the last {self.options.window} "
+                "observations.", quantile_samples))
+
+        counter("aieng_runs", "Finished pipeline runs by status.", self._runs)
+        histogram("aieng_run_duration_seconds", "End-to-end run latency.", self._run_latency)
+        counter("aieng_stages", "Finished stages by status.", self._stages)
+        histogram("aieng_stage_duration_seconds", "Stage latency.", self._stage_latency)
+        counter("aieng_model_calls", "Model calls by model and streaming.", self._calls)
+        counter("aieng_tokens", "Tokens by model and direction (input, output).", self._tokens)
+        counter("aieng_cost_usd", "Cost in USD from the price table, by model.", self._cost)
+        counter("aieng_unpriced_calls", "Model calls whose model has no price.", self._unpriced)
+        histogram("aieng_model_call_duration_seconds", "Model call latency.",
+                  self._call_latency)
+        histogram("aieng_ttft_seconds", "Time to first token of streamed calls.", self._ttft)
+        histogram("aieng_tpot_seconds", "Time per output token of streamed calls.",
+                  self._tpot)
+        counter("aieng_hook_errors", "Hook impl failures by stage, plugin and policy.",
+                self._errors)
+        counter("aieng_cache_hits", "Runs answered by a cache.", self._cache_hits)
+        snapshot = self.snapshot()
+        lines.extend(metric_family("aieng_error_ratio", "gauge",
+                                   "Share of runs that ended in error.",
+                                   [("", {"pipeline": p}, r)
+                                    for p, r in sorted(snapshot["error_rate"].items())]))
+        lines.extend(metric_family("aieng_cache_hit_ratio", "gauge",
+                                   "Share of runs answered by a cache.",
+                                   [("", {"pipeline": p}, r)
+                                    for p, r in sorted(snapshot["cache_hit_rate"].items())]))
+        return "\n".join(lines) + "\n"
+
+
+def _key(labels: Labels) -> str:
+    """A label set as ``a=1,b=2`` (the snapshot's keys)."""
+    return ",".join(f"{k}={v}" for k, v in labels)

@@ -1,0 +1,116 @@
+"""The typed options of the ``monitor`` and ``feedback-sqlite`` components."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+
+__all__ = ["DEFAULT_LATENCY_BUCKETS", "DEFAULT_TOKEN_BUCKETS", "FeedbackOptions",
+           "MonitorOptions", "Price"]
+
+#: Seconds: end-to-end, stage and TTFT histograms (Prometheus' defaults, stretched to 2 min
+#: because CPU models answer in seconds).
+DEFAULT_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                           30.0, 60.0, 120.0)
+#: Seconds per output token (TPOT): 1 ms (a GPU server) to 1 s (a big model on CPU).
+DEFAULT_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def _price(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{attribute.name} must be a number (USD per 1000 tokens)")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{attribute.name} must be a finite price >= 0, got {value!r}")
+
+
+@attrs.frozen
+class Price:
+    """The price of one model, in USD per 1000 tokens.
+
+    :param input_per_1k: per 1000 prompt tokens.
+    :param output_per_1k: per 1000 completion tokens.
+    """
+
+    input_per_1k: float = attrs.field(default=0.0, validator=_price)
+    output_per_1k: float = attrs.field(default=0.0, validator=_price)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """The cost of one call, in USD."""
+        return (prompt_tokens * self.input_per_1k + completion_tokens * self.output_per_1k) / 1000
+
+
+def _prices(value: Any) -> dict[str, Price]:
+    if not isinstance(value, dict):
+        raise TypeError("prices must map model names to {input_per_1k, output_per_1k}")
+    out: dict[str, Price] = {}
+    for model, price in value.items():
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"prices: model names must be non-empty strings, got {model!r}")
+        if isinstance(price, Price):
+            out[model] = price
+        elif isinstance(price, dict):
+            unknown = set(price) - {"input_per_1k", "output_per_1k"}
+            if unknown:
+                raise ValueError(f"prices.{model}: unknown key {min(unknown)!r} "
+                                 "(choices: input_per_1k, output_per_1k)")
+            out[model] = Price(**price)
+        else:
+            raise TypeError(f"prices.{model} must be a table of input_per_1k / output_per_1k")
+    return out
+
+
+def _buckets(instance: object, attribute: attrs.Attribute[tuple[float, ...]],
+             value: tuple[float, ...]) -> None:
+    if not value:
+        raise ValueError(f"{attribute.name} must hold at least one bucket bound")
+    for bound in value:
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) \
+                or not math.isfinite(bound) or bound <= 0:
+            raise ValueError(f"{attribute.name} must hold finite positive seconds, got {bound!r}")
+    if list(value) != sorted(set(value)):
+        raise ValueError(f"{attribute.name} must be strictly increasing, got {list(value)}")
+
+
+def _window(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 10 <= value <= 1_000_000:
+        raise ValueError(f"{attribute.name} must be an integer from 10 to 1000000, got {value!r}")
+
+
+@attrs.frozen
+class MonitorOptions:
+    """Options of the ``monitor`` component.
+
+    :param prices: USD per 1000 tokens by model name (the request's model, else the backend
+        component's name): ``{gpt-4o-mini = {input_per_1k = 0.00015, output_per_1k = 0.0006}}``.
+        A model missing from the table costs 0 and is counted in ``aieng_unpriced_calls_total``.
+    :param latency_buckets: upper bounds (seconds) of the latency and TTFT histograms.
+    :param tpot_buckets: upper bounds (seconds per token) of the TPOT histogram.
+    :param window: the percentiles (p50/p90/p99) are exact over the last ``window`` samples
+        of each series (a bounded sliding window, so memory stays constant).
+    :param log_runs: log one ``run.summary`` line per finished run through structlog.
+    """
+
+    prices: dict[str, Price] = attrs.field(factory=dict, converter=_prices, hash=False)
+    latency_buckets: tuple[float, ...] = attrs.field(default=DEFAULT_LATENCY_BUCKETS,
+                                                     converter=tuple, validator=_buckets)
+    tpot_buckets: tuple[float, ...] = attrs.field(default=DEFAULT_TOKEN_BUCKETS,
+                                                  converter=tuple, validator=_buckets)
+    window: int = attrs.field(default=2048, validator=_window)
+    log_runs: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+
+
+def _path(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{attribute.name} must be a file path (the SQLite database)")
+
+
+@attrs.frozen
+class FeedbackOptions:
+    """Options of the ``feedback-sqlite`` component.
+
+    :param path: the SQLite database file (created with its folder; WAL journal).
+    """
+
+    path: str = attrs.field(default=".aieng/feedback.sqlite3", validator=_path)

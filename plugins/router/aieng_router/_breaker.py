@@ -1,0 +1,113 @@
+"""A circuit breaker per backend: closed → open → half-open → closed."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+import attrs
+
+from ._options import BreakerOptions
+
+__all__ = ["CircuitBreaker", "CircuitState", "Clock", "Transition"]
+
+CircuitState = Literal["closed", "open", "half_open"]
+#: Seconds from any fixed origin (``time.monotonic``); tests inject a fake one.
+Clock = Callable[[], float]
+
+
+@attrs.frozen
+class Transition:
+    """A change of a circuit's state, and why."""
+
+    before: CircuitState
+    after: CircuitState
+    reason: str
+
+
+class CircuitBreaker:
+    """The state of one backend's circuit.
+
+    ``closed``: calls go through; failures are counted. ``open``: the backend is skipped
+    until ``cooldown_s`` has passed since it opened. ``half_open``: one trial is handed out
+    by :meth:`acquire`; a success closes the circuit, a failure opens it again, and a trial
+    that reports nothing within ``cooldown_s`` is handed out again. Outcomes reported while
+    open (calls that started before it opened) change nothing.
+
+    :param options: the thresholds.
+    :param clock: the time source (``time.monotonic``; a fake one in tests).
+    """
+
+    def __init__(self, options: BreakerOptions, clock: Clock) -> None:
+        self.options = options
+        self.clock = clock
+        self.state: CircuitState = "closed"
+        #: consecutive failures while closed
+        self.consecutive = 0
+        #: the outcomes of the last ``window`` calls while closed (True: failed)
+        self.recent: deque[bool] = deque(maxlen=options.window)
+        self.opened_at = 0.0
+        #: when the half-open trial was handed out (``None``: not handed out)
+        self.trial_at: float | None = None
+
+    def _move(self, after: CircuitState, reason: str) -> Transition:
+        before, self.state = self.state, after
+        if after == "open":
+            self.opened_at = self.clock()
+            self.trial_at = None
+        elif after == "closed":
+            self.consecutive = 0
+            self.recent.clear()
+            self.trial_at = None
+        return Transition(before, after, reason)
+
+    def available(self) -> bool:
+        """Whether :meth:`acquire` would let a call through now (it changes nothing)."""
+        now = self.clock()
+        if self.state == "closed":
+            return True
+        if self.state == "open":
+            return now - self.opened_at >= self.options.cooldown_s
+        return self.trial_at is None or now - self.trial_at >= self.options.cooldown_s
+
+    def acquire(self) -> tuple[bool, Transition | None]:
+        """Ask to send a call: ``(allowed, transition)``; a half-open trial is taken."""
+        if self.state == "closed":
+            return True, None
+        if not self.available():
+            return False, None
+        transition = None
+        if self.state == "open":
+            transition = self._move("half_open", f"cool-down of {self.options.cooldown_s:g} s "
+                                                 "passed: one trial call")
+        self.trial_at = self.clock()
+        return True, transition
+
+    def success(self) -> Transition | None:
+        """Report a successful call."""
+        if self.state == "half_open":
+            return self._move("closed", "the trial call succeeded")
+        if self.state == "closed":
+            self.consecutive = 0
+            self.recent.append(False)
+        return None
+
+    def failure(self) -> Transition | None:
+        """Report a failed call (an error or a timeout)."""
+        if self.state == "half_open":
+            return self._move("open", "the trial call failed")
+        if self.state == "open":
+            return None
+        self.consecutive += 1
+        self.recent.append(True)
+        limit = self.options.failures
+        if limit and self.consecutive >= limit:
+            return self._move("open", f"{self.consecutive} consecutive failures")
+        rate = self.options.failure_rate
+        if rate is not None and len(self.recent) == self.options.window:
+            share = sum(self.recent) / len(self.recent)
+            if share >= rate:
+                return self._move("open", f"{share:.0%} of the last {len(self.recent)} "
+                                          f"calls failed")
+        return None

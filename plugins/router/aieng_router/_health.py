@@ -1,0 +1,176 @@
+"""What a router learns of its backends from the event bus: latency and error-rate
+moving averages, and a circuit breaker each."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+import structlog
+from aieng_hookspecs import PipelineContext
+from aieng_hookspecs.types import ErrorEvent, Event, ModelCall, Route
+
+from ._breaker import CircuitBreaker, Clock, Transition
+from ._events import CircuitChanged
+from ._options import BreakerOptions
+
+__all__ = ["BackendStats", "Health"]
+
+log = structlog.get_logger(__name__)
+
+#: The hooks whose failures count against a backend.
+_BACKEND_HOOKS = frozenset({"aieng_generate", "aieng_stream"})
+#: Runs remembered for the "latency after a failed backend" correction.
+_RUNS_REMEMBERED = 1024
+
+
+@attrs.define
+class BackendStats:
+    """Moving averages of one backend (``None`` until observed)."""
+
+    latency_s: float | None = None
+    error_rate: float = 0.0
+    completion_tokens: float | None = None
+    calls: int = 0
+    failures: int = 0
+
+
+def _ewma(old: float | None, new: float, alpha: float) -> float:
+    return new if old is None else alpha * new + (1.0 - alpha) * old
+
+
+class Health:
+    """Backend statistics and circuit breakers, fed with ``backend.call`` and ``error``
+    events.
+
+    A ``backend.call`` event (:class:`ModelCall`) is a success of its ``component``, with
+    its ``duration_s`` as the latency; when a backend failed earlier in the same run, the
+    latency counts from that failure's event instead (the generate stage times the whole
+    stage, failed attempts included). An ``error`` event of ``aieng_generate`` or
+    ``aieng_stream`` is a failure (a timeout included) of its ``plugin``.
+
+    :param router: the router's name, for events and logs.
+    :param breaker: the breaker thresholds.
+    :param alpha: the weight of the newest observation in the moving averages.
+    :param clock: the breakers' time source.
+    """
+
+    def __init__(self, router: str, breaker: BreakerOptions, *, alpha: float = 0.3,
+                 clock: Clock = time.monotonic) -> None:
+        self.router = router
+        self.breaker_options = breaker
+        self.alpha = alpha
+        self.clock = clock
+        self.stats: dict[str, BackendStats] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.context: PipelineContext | None = None
+        #: also told about every transition (tests, applications without a pipeline)
+        self.listeners: list[Callable[[CircuitChanged], None]] = []
+        self._failed_at: OrderedDict[str, float] = OrderedDict()
+
+    def breaker(self, backend: str) -> CircuitBreaker:
+        """The backend's breaker (created closed)."""
+        found = self.breakers.get(backend)
+        if found is None:
+            found = self.breakers[backend] = CircuitBreaker(self.breaker_options, self.clock)
+        return found
+
+    def of(self, backend: str) -> BackendStats:
+        """The backend's statistics (created empty)."""
+        found = self.stats.get(backend)
+        if found is None:
+            found = self.stats[backend] = BackendStats()
+        return found
+
+    # -- observing -----------------------------------------------------------------------
+
+    def observe(self, event: Event) -> None:
+        """Learn from one bus event; other events are ignored."""
+        if isinstance(event, ModelCall):
+            latency = event.duration_s
+            failed_at = self._failed_at.pop(event.run_id, None) if event.run_id else None
+            if failed_at is not None and event.ts >= failed_at:
+                latency = min(latency, event.ts - failed_at)
+            self.succeeded(event.component, latency, event.usage.completion_tokens)
+        elif isinstance(event, ErrorEvent) and event.hook in _BACKEND_HOOKS and event.plugin:
+            if event.run_id:
+                self._failed_at[event.run_id] = event.ts
+                self._failed_at.move_to_end(event.run_id)
+                while len(self._failed_at) > _RUNS_REMEMBERED:
+                    self._failed_at.popitem(last=False)
+            self.failed(event.plugin, event.error_type)
+
+    def succeeded(self, backend: str, latency_s: float, completion_tokens: int = 0) -> None:
+        """Record a successful call of ``backend`` that took ``latency_s``."""
+        stats = self.of(backend)
+        stats.calls += 1
+        stats.latency_s = _ewma(stats.latency_s, latency_s, self.alpha)
+        stats.error_rate = _ewma(stats.error_rate, 0.0, self.alpha)
+        if completion_tokens:
+            stats.completion_tokens = _ewma(stats.completion_tokens, completion_tokens,
+                                            self.alpha)
+        self._changed(backend, self.breaker(backend).success())
+
+    def failed(self, backend: str, error_type: str = "") -> None:
+        """Record a failed call (an error or a timeout) of ``backend``."""
+        stats = self.of(backend)
+        stats.calls += 1
+        stats.failures += 1
+        stats.error_rate = _ewma(stats.error_rate if stats.calls > 1 else None, 1.0,
+                                 self.alpha)
+        self._changed(backend, self.breaker(backend).failure())
+
+    def _changed(self, backend: str, transition: Transition | None) -> None:
+        if transition is None:
+            return
+        failures = self.breaker(backend).consecutive
+        log.warning("router.circuit", router=self.router, backend=backend,
+                    before=transition.before, after=transition.after,
+                    reason=transition.reason, failures=failures)
+        event = CircuitChanged(router=self.router, backend=backend, before=transition.before,
+                               after=transition.after, reason=transition.reason,
+                               failures=failures)
+        for listener in self.listeners:
+            listener(event)
+        if self.context is not None:
+            self.context.emit(event)
+
+    # -- routing -------------------------------------------------------------------------
+
+    def admit(self, order: Iterable[str], candidates: Sequence[str]) -> list[str]:
+        """The backends of ``order`` that are candidates and whose circuit lets a call
+        through, each once, in order; half-open trials are taken here."""
+        allowed = set(candidates)
+        admitted: list[str] = []
+        for name in order:
+            if name not in allowed or name in admitted:
+                continue
+            ok, transition = self.breaker(name).acquire()
+            self._changed(name, transition)
+            if ok:
+                admitted.append(name)
+        return admitted
+
+    def route(self, order: Iterable[str], candidates: Sequence[str], reason: str,
+              score: float | None = None) -> Route | None:
+        """A route over the admitted backends of ``order``, or ``None`` when none is."""
+        order = list(order)
+        admitted = self.admit(order, candidates)
+        skipped = [n for n in order if n in candidates and n not in admitted]
+        if not admitted:
+            if skipped:
+                log.warning("router.all_open", router=self.router, skipped=skipped)
+            return None
+        if skipped:
+            reason = f"{reason}; circuit open: {', '.join(dict.fromkeys(skipped))}"
+        return Route(target=admitted[0], reason=reason, score=score,
+                     fallbacks=tuple(admitted[1:]))
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every backend's averages and circuit state, for inspection and metrics."""
+        names = sorted(set(self.stats) | set(self.breakers))
+        return {name: {**attrs.asdict(self.of(name)), "circuit": self.breaker(name).state}
+                for name in names}

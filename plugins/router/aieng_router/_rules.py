@@ -1,0 +1,103 @@
+"""``rule-router``: ordered rules on the request (pattern, size, metadata, tools, schema)."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+
+from aieng_hookspecs import PipelineContext, hookimpl
+from aieng_hookspecs.types import Event, Request, Route
+
+from ._breaker import Clock
+from ._health import Health
+from ._options import Rule, RuleOptions
+
+__all__ = ["RuleRouter", "estimate_tokens", "matches"]
+
+
+def estimate_tokens(request: Request, chars_per_token: float = 4.0) -> int:
+    """A token estimate of all of a request's messages: characters / ``chars_per_token``,
+    rounded up (no tokenizer is loaded)."""
+    return math.ceil(sum(len(m.content) for m in request.messages) / chars_per_token)
+
+
+def matches(rule: Rule, request: Request, *, chars_per_token: float = 4.0,
+            pattern: re.Pattern[str] | None = None) -> bool:
+    """Whether every condition of ``rule`` holds for ``request``.
+
+    :param pattern: ``rule.pattern`` compiled (compiled here when not given).
+    """
+    text = request.prompt
+    if rule.pattern is not None:
+        if pattern is None:
+            pattern = re.compile(rule.pattern, re.IGNORECASE if rule.ignore_case else 0)
+        if pattern.search(text) is None:
+            return False
+    if rule.min_chars is not None and len(text) < rule.min_chars:
+        return False
+    if rule.max_chars is not None and len(text) > rule.max_chars:
+        return False
+    if rule.min_tokens is not None or rule.max_tokens is not None:
+        tokens = estimate_tokens(request, chars_per_token)
+        if rule.min_tokens is not None and tokens < rule.min_tokens:
+            return False
+        if rule.max_tokens is not None and tokens > rule.max_tokens:
+            return False
+    for key, value in rule.metadata.items():
+        if key not in request.metadata or request.metadata[key] != value:
+            return False
+    if rule.tools is not None and bool(request.tools) != rule.tools:
+        return False
+    return rule.response_schema is None or (
+        (request.response_schema is not None) == rule.response_schema)
+
+
+class RuleRouter:
+    """Routes by the first rule whose conditions all hold; ``default`` when none does.
+
+    A rule whose target and fallbacks are all unavailable (not candidates, or circuit
+    open) is passed over for the next matching rule.
+
+    :param options: the typed options.
+    :param clock: the circuit breakers' time source.
+    """
+
+    def __init__(self, options: RuleOptions, *, clock: Clock = time.monotonic) -> None:
+        self.options = options
+        self.health = Health("rule-router", options.breaker, clock=clock)
+        self._patterns = [
+            None if rule.pattern is None else
+            re.compile(rule.pattern, re.IGNORECASE if rule.ignore_case else 0)
+            for rule in options.rules]
+
+    @hookimpl
+    def aieng_pipeline_open(self, context: PipelineContext) -> None:
+        """Keep the context, to publish circuit events through it."""
+        self.health.router = context.component
+        self.health.context = context
+
+    @hookimpl
+    def aieng_on_event(self, event: Event) -> None:
+        """Learn backend health from ``backend.call`` and ``error`` events."""
+        self.health.observe(event)
+
+    @hookimpl
+    def aieng_route(self, request: Request, candidates: Sequence[str]) -> Route | None:
+        """The first matching rule's target, its fallbacks after it."""
+        if not candidates:
+            return None
+        per_token = self.options.chars_per_token
+        for number, (rule, pattern) in enumerate(zip(self.options.rules, self._patterns),
+                                                 start=1):
+            if not matches(rule, request, chars_per_token=per_token, pattern=pattern):
+                continue
+            found = self.health.route((rule.target, *rule.fallbacks), candidates,
+                                      reason=f"rule:{rule.name or number}")
+            if found is not None:
+                return found
+        if self.options.default is None:
+            return None
+        return self.health.route((self.options.default, *self.options.fallbacks), candidates,
+                                 reason="rule:default")

@@ -1,0 +1,67 @@
+"""Helpers of the router tests: a fake clock, the intent data set, bus settling."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from aieng_core import Kernel
+from aieng_core.pipeline import Pipeline
+
+__all__ = ["INTENTS", "FakeClock", "InLoopPipeline", "intent_split", "settle"]
+
+#: 80 labelled support requests, 20 per intent (billing, tech, shipping, account).
+INTENTS = Path(__file__).resolve().parent / "data" / "intents.jsonl"
+
+
+class FakeClock:
+    """A clock for circuit breakers that only moves when told (no sleeping in tests)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        self.now += seconds
+
+
+def intent_split(train_per_label: int = 12) -> tuple[dict[str, list[str]],
+                                                     list[tuple[str, str]]]:
+    """The data set split per label: the first ``train_per_label`` texts of each label as
+    examples, the rest as held-out ``(text, label)`` pairs."""
+    by_label: dict[str, list[str]] = {}
+    for line in INTENTS.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        by_label.setdefault(entry["label"], []).append(entry["text"])
+    train = {label: texts[:train_per_label] for label, texts in by_label.items()}
+    held = [(text, label) for label, texts in by_label.items()
+            for text in texts[train_per_label:]]
+    return train, held
+
+
+async def settle(done: Callable[[], bool], *, limit: float = 5.0) -> None:
+    """Let the bus deliver events until ``done()`` holds (fails after ``limit`` s)."""
+    with anyio.fail_after(limit):
+        while not done():
+            await anyio.sleep(0.005)
+
+
+class InLoopPipeline:
+    """Mixin for a conformance suite: build ``conformance_pipeline`` inside the event loop.
+
+    The kit's fixture is synchronous, and composing a pipeline on a started kernel
+    subscribes components implementing ``aieng_on_event`` (the routers do) with a task of
+    the kernel's task group, which anyio can only start from inside the loop.
+    """
+
+    @pytest.fixture
+    async def conformance_pipeline(self, aieng_kernel: Kernel, component: object) -> Pipeline:
+        """A pipeline of the kit's kernel holding only the component (``subject``)."""
+        return aieng_kernel.compose({"subject": component}, name="conformance-router")
