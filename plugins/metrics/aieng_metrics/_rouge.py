@@ -1,0 +1,246 @@
+"""ROUGE-N, ROUGE-L and ROUGE-Lsum, rouge-score compatible.
+
+Tokens are rouge-score's: the text lower-cased, every run of characters other than
+``a-z0-9`` a separator, and with ``use_stemmer`` NLTK's Porter stemmer applied to tokens
+longer than three characters. Scores equal ``rouge_score.rouge_scorer.RougeScorer`` 's to
+the last bit (the property tests compare them). What makes this faster: one
+``re.findall`` per text instead of a substitution, a split and a regular-expression match
+per token; n-grams counted with ``zip``; the LCS length of ROUGE-L by the bit-parallel
+algorithm (Allison & Dix 1986, Hyyrö 2004) on Python integers instead of a quadratic
+table. ROUGE-Lsum needs the LCS itself (which one rouge-score's backtracking picks
+decides the union), so it keeps rouge-score's table and tie-breaking.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import attrs
+
+__all__ = ["ROUGE_TYPES", "RougeScore", "rouge", "rouge_tokenize"]
+
+#: The ROUGE variants offered; ``rougeN`` for N in 1..9 is accepted too.
+ROUGE_TYPES: tuple[str, ...] = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+_TOKEN = re.compile(r"[a-z0-9]+")
+_VALID = re.compile(r"^[a-z0-9]+$")
+_ROUGE_N = re.compile(r"rouge([1-9])$")
+
+
+@attrs.frozen
+class RougeScore:
+    """Precision, recall and F1 of one ROUGE variant, each in [0, 1]."""
+
+    precision: float
+    recall: float
+    fmeasure: float
+
+
+_ZERO = RougeScore(0.0, 0.0, 0.0)
+
+
+@lru_cache(maxsize=1)
+def _porter() -> Callable[[str], str]:
+    try:
+        from nltk.stem import porter  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("ROUGE with use_stemmer needs NLTK's Porter stemmer: "
+                          "pip install 'aieng-metrics[stem]' (or nltk)") from error
+    stem: Callable[[str], str] = lru_cache(maxsize=1 << 16)(porter.PorterStemmer().stem)
+    return stem
+
+
+def rouge_tokenize(text: str, use_stemmer: bool = False) -> list[str]:
+    """rouge-score's default tokenization of ``text``.
+
+    :param text: the text.
+    :param use_stemmer: stem tokens longer than three characters with Porter's stemmer.
+    """
+    tokens = _TOKEN.findall(text.lower())
+    if use_stemmer:
+        stem = _porter()
+        tokens = [stem(t) if len(t) > 3 else t for t in tokens]
+        tokens = [t for t in tokens if _VALID.match(t)]
+    return tokens
+
+
+def _f(precision: float, recall: float) -> float:
+    if precision + recall > 0:
+        return 2 * precision * recall / (precision + recall)
+    return 0.0
+
+
+def _ngram_score(target: Counter[Any], prediction: Counter[Any], target_total: int,
+                 prediction_total: int) -> RougeScore:
+    overlap = 0
+    for gram, count in target.items():
+        other = prediction.get(gram, 0)
+        # a conditional, not min() / max(): no call in the hot loop
+        overlap += count if count < other else other  # noqa: FURB136
+    precision = overlap / max(prediction_total, 1)
+    recall = overlap / max(target_total, 1)
+    return RougeScore(precision, recall, _f(precision, recall))
+
+
+def _ngrams(tokens: list[str], n: int) -> Counter[Any]:
+    if n == 1:
+        return Counter(tokens)
+    return Counter(zip(*(tokens[i:] for i in range(n))))
+
+
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """The length of the longest common subsequence of ``a`` and ``b`` (bit-parallel).
+
+    Each token of ``a`` owns a bit; for each token of ``b`` the row vector ``v`` is
+    updated with one addition, so the whole computation is O(len(b)) big-integer steps.
+    """
+    if len(a) < len(b):
+        a, b = b, a
+    if not b:
+        return 0
+    masks: dict[str, int] = {}
+    for i, token in enumerate(a):
+        masks[token] = masks.get(token, 0) | (1 << i)
+    full = (1 << len(a)) - 1
+    v = full
+    for token in b:
+        match = masks.get(token)
+        if match:
+            u = v & match
+            v = ((v + u) | (v - u)) & full
+    return len(a) - v.bit_count()
+
+
+def _lcs_score(target: list[str], prediction: list[str]) -> RougeScore:
+    if not target or not prediction:
+        return _ZERO
+    length = lcs_length(target, prediction)
+    precision = length / len(prediction)
+    recall = length / len(target)
+    return RougeScore(precision, recall, _f(precision, recall))
+
+
+def _lcs_indices(ref: list[str], can: list[str]) -> list[int]:
+    # rouge-score's _lcs_table + _backtrack_norec: the same LCS, the same tie-breaking.
+    rows, cols = len(ref), len(can)
+    table = [[0] * (cols + 1) for _ in range(rows + 1)]
+    for i in range(1, rows + 1):
+        above, row, token = table[i - 1], table[i], ref[i - 1]
+        for j in range(1, cols + 1):
+            if token == can[j - 1]:
+                row[j] = above[j - 1] + 1
+            else:
+                # a conditional, not min() / max(): no call in the hot loop
+                row[j] = above[j] if above[j] > row[j - 1] else row[j - 1]  # noqa: FURB136
+    indices: list[int] = []
+    i, j = rows, cols
+    while i > 0 and j > 0:
+        if ref[i - 1] == can[j - 1]:
+            indices.append(i - 1)
+            i -= 1
+            j -= 1
+        elif table[i][j - 1] > table[i - 1][j]:
+            j -= 1
+        else:
+            i -= 1
+    indices.reverse()
+    return indices
+
+
+def _summary_lcs(ref_sents: list[list[str]], can_sents: list[list[str]]) -> RougeScore:
+    if not ref_sents or not can_sents:
+        return _ZERO
+    m = sum(map(len, ref_sents))
+    n = sum(map(len, can_sents))
+    if not n or not m:
+        return _ZERO
+    ref_counts: Counter[str] = Counter()
+    can_counts: Counter[str] = Counter()
+    for sent in ref_sents:
+        ref_counts.update(sent)
+    for sent in can_sents:
+        can_counts.update(sent)
+    hits = 0
+    for ref in ref_sents:
+        union: set[int] = set()
+        for can in can_sents:
+            union.update(_lcs_indices(ref, can))
+        for token in (ref[i] for i in sorted(union)):
+            if can_counts[token] > 0 and ref_counts[token] > 0:
+                hits += 1
+                can_counts[token] -= 1
+                ref_counts[token] -= 1
+    recall = hits / m
+    precision = hits / n
+    return RougeScore(precision, recall, _f(precision, recall))
+
+
+def _check_types(types: Sequence[str]) -> None:
+    if isinstance(types, str):
+        raise TypeError("types must be a list of ROUGE variants, e.g. ['rouge1', 'rougeL']")
+    for kind in types:
+        if kind not in ("rougeL", "rougeLsum") and not _ROUGE_N.match(kind):
+            raise ValueError(f"unknown ROUGE variant {kind!r}: choose rouge1..rouge9, rougeL "
+                             "or rougeLsum")
+
+
+def _score_one(prediction: str, reference: str, types: Sequence[str],
+               use_stemmer: bool) -> dict[str, RougeScore]:
+    needs_tokens = any(kind != "rougeLsum" for kind in types)
+    target = rouge_tokenize(reference, use_stemmer) if needs_tokens else []
+    predicted = rouge_tokenize(prediction, use_stemmer) if needs_tokens else []
+    result: dict[str, RougeScore] = {}
+    for kind in types:
+        if kind == "rougeL":
+            result[kind] = _lcs_score(target, predicted)
+        elif kind == "rougeLsum":
+            result[kind] = _summary_lcs(
+                [rouge_tokenize(s, use_stemmer) for s in reference.split("\n") if s],
+                [rouge_tokenize(s, use_stemmer) for s in prediction.split("\n") if s])
+        else:
+            n = int(kind[5:])
+            result[kind] = _ngram_score(_ngrams(target, n), _ngrams(predicted, n),
+                                        max(len(target) - n + 1, 0),
+                                        max(len(predicted) - n + 1, 0))
+    return result
+
+
+def rouge(prediction: str, references: str | Sequence[str],
+          types: Sequence[str] = ("rouge1", "rouge2", "rougeL"), *,
+          use_stemmer: bool = False) -> dict[str, RougeScore]:
+    """ROUGE scores of ``prediction`` against one or several references.
+
+    Equal to ``RougeScorer(types, use_stemmer=...).score(reference, prediction)`` for one
+    reference and to ``.score_multi(references, prediction)`` for several: per variant, the
+    reference with the best F1 counts (the first one on ties). ROUGE-Lsum splits both texts
+    into sentences at newlines (put one sentence per line).
+
+    :param prediction: the generated text.
+    :param references: the reference text(s).
+    :param types: the variants: ``rouge1`` .. ``rouge9``, ``rougeL``, ``rougeLsum``.
+    :param use_stemmer: Porter-stem tokens longer than three characters (needs nltk).
+    :returns: variant -> :class:`RougeScore`.
+    """
+    _check_types(types)
+    if not isinstance(prediction, str):
+        raise TypeError(f"the prediction must be str, got {type(prediction).__name__}")
+    refs = [references] if isinstance(references, str) else list(references)
+    if not refs:
+        raise ValueError("ROUGE needs at least one reference")
+    scored = []
+    for ref in refs:
+        if not isinstance(ref, str):
+            raise TypeError(f"a reference must be str, got {type(ref).__name__}")
+        scored.append(_score_one(prediction, ref, types, use_stemmer))
+    if len(scored) == 1:
+        return scored[0]
+    best: dict[str, RougeScore] = {}
+    for kind in types:
+        best[kind] = scored[0][kind]
+        for candidate in scored[1:]:
+            if candidate[kind].fmeasure > best[kind].fmeasure:
+                best[kind] = candidate[kind]
+    return best
