@@ -81,8 +81,12 @@ class RoleSuite:
     # -- fixtures ------------------------------------------------------------------------
 
     @pytest.fixture
-    def conformance_pipeline(self, aieng_kernel: Kernel, component: object) -> Pipeline:
-        """A pipeline of the kit's kernel holding only the component (named ``subject``)."""
+    async def conformance_pipeline(self, aieng_kernel: Kernel, component: object) -> Pipeline:
+        """A pipeline of the kit's kernel holding only the component (named ``subject``).
+
+        Built inside the event loop: composing on a started kernel subscribes a component
+        that implements ``aieng_on_event`` with a task of the kernel's task group.
+        """
         return self.compose(aieng_kernel, component)
 
     # -- helpers -------------------------------------------------------------------------

@@ -7,12 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
-import pytest
 
-from aieng_core import Kernel
-from aieng_core.pipeline import Pipeline
-
-__all__ = ["INTENTS", "FakeClock", "InLoopPipeline", "intent_split", "settle"]
+__all__ = ["INTENTS", "FakeClock", "intent_split", "settle"]
 
 #: 80 labelled support requests, 20 per intent (billing, tech, shipping, account).
 INTENTS = Path(__file__).resolve().parent / "data" / "intents.jsonl"
@@ -52,16 +48,3 @@ async def settle(done: Callable[[], bool], *, limit: float = 5.0) -> None:
         while not done():
             await anyio.sleep(0.005)
 
-
-class InLoopPipeline:
-    """Mixin for a conformance suite: build ``conformance_pipeline`` inside the event loop.
-
-    The kit's fixture is synchronous, and composing a pipeline on a started kernel
-    subscribes components implementing ``aieng_on_event`` (the routers do) with a task of
-    the kernel's task group, which anyio can only start from inside the loop.
-    """
-
-    @pytest.fixture
-    async def conformance_pipeline(self, aieng_kernel: Kernel, component: object) -> Pipeline:
-        """A pipeline of the kit's kernel holding only the component (``subject``)."""
-        return aieng_kernel.compose({"subject": component}, name="conformance-router")

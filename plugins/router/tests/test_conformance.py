@@ -17,7 +17,6 @@ from aieng_router import (
     RuleOptions,
     RuleRouter,
 )
-from router_testing import InLoopPipeline
 
 from aieng_core.testing import HashEmbedder
 from aieng_core.testing.conformance import RouterSuite
@@ -26,7 +25,7 @@ EXAMPLES = {"billing": ("refund my order", "charged twice on my card"),
             "tech": ("the app crashes", "cannot connect to the server")}
 
 
-class TestIntentRouter(InLoopPipeline, RouterSuite):
+class TestIntentRouter(RouterSuite):
     """``intent-router`` over the hashing embedder, routing to ``alpha`` / ``beta``."""
 
     @pytest.fixture
@@ -37,7 +36,7 @@ class TestIntentRouter(InLoopPipeline, RouterSuite):
                             embedder=HashEmbedder().aieng_embed)
 
 
-class TestRuleRouter(InLoopPipeline, RouterSuite):
+class TestRuleRouter(RouterSuite):
     """``rule-router`` with a pattern rule, a size rule and a default."""
 
     @pytest.fixture
@@ -49,7 +48,7 @@ class TestRuleRouter(InLoopPipeline, RouterSuite):
             default="beta", fallbacks=("alpha",)))
 
 
-class TestCostRouter(InLoopPipeline, RouterSuite):
+class TestCostRouter(RouterSuite):
     """``cost-router`` with two priced backends and a latency budget."""
 
     @pytest.fixture

@@ -1,0 +1,141 @@
+"""The Redis level: encoded completions under prefixed keys, expiring by Redis (``PX``)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from aieng_cache import Stored
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["RedisLevel", "RedisUnavailable"]
+
+# SCAN batch of clear(): large enough to be quick, small enough not to stall the server.
+_SCAN_COUNT = 500
+
+
+class RedisUnavailable(ConnectionError):
+    """The Redis server could not be reached (or stopped answering)."""
+
+
+def _where(url: str) -> str:
+    """``host:port/db`` of a Redis URL, without its credentials (never put in messages)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}"
+    host = parts.hostname or "localhost"
+    return f"{host}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+class RedisLevel:
+    """A cache level in Redis (through redis-py's asyncio client).
+
+    Entries are ``SET prefix+key payload PX ttl_ms``: Redis expires them itself; a lookup
+    reads the value and its remaining time (``PTTL``) in one round trip, so a hit promoted
+    to a faster level keeps the time it has left.
+
+    :param url: ``redis://[:password@]host:port/db``, ``rediss://...`` or ``unix://path``.
+    :param prefix: put before every key (``clear`` removes only keys with it).
+    :param socket_timeout: seconds to connect or wait for an answer (or for a free
+        connection of the pool).
+    :param max_connections: connections to the server at most; more concurrent calls wait
+        for a free one (a blocking pool) instead of failing.
+    :param client: use this ``redis.asyncio.Redis`` client instead of one built from ``url``.
+    """
+
+    name = "redis"
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "aieng:cache:",
+                 *, socket_timeout: float = 5.0, max_connections: int = 32,
+                 client: Redis | None = None) -> None:
+        if client is None:
+            # Imported when a level is built, not when the plugin loads.
+            from redis.asyncio import BlockingConnectionPool, Redis
+
+            pool = BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=socket_timeout,
+                socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
+            client = Redis(connection_pool=pool)
+        self.url = url
+        self.prefix = prefix
+        self.client = client
+
+    def _unavailable(self, exc: BaseException) -> RedisUnavailable:
+        return RedisUnavailable(
+            f"cannot reach Redis at {_where(self.url)} ({type(exc).__name__}: {exc}); start "
+            "a server there (apt-get install redis-server; redis-server) or fix the cache's "
+            "redis URL")
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        try:
+            return await getattr(self.client, method)(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def ping(self) -> None:
+        """Check the server answers.
+
+        :raises RedisUnavailable: when it does not.
+        """
+        await self._call("ping")
+
+    async def get(self, key: str, now: float) -> Stored | None:
+        """The live entry under ``key`` and when it expires, or ``None``."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        name = self.prefix + key
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.get(name)
+                pipe.pttl(name)
+                value, pttl = await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        if value is None or pttl == -2:  # -2: gone (expired between the two reads)
+            return None
+        payload = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        expires_at = math.inf if pttl == -1 else now + pttl / 1000.0
+        return Stored(payload, expires_at)
+
+    async def put(self, key: str, payload: str, *, kind: str, now: float,
+                  expires_at: float) -> None:
+        """``SET`` the payload, expiring in the milliseconds left until ``expires_at``."""
+        if math.isinf(expires_at):
+            await self._call("set", self.prefix + key, payload)
+            return
+        milliseconds = math.ceil((expires_at - now) * 1000.0)
+        if milliseconds <= 0:
+            return  # already expired: storing it would only be a miss later
+        await self._call("set", self.prefix + key, payload, px=milliseconds)
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``."""
+        await self._call("delete", self.prefix + key)
+
+    async def clear(self) -> None:
+        """Remove every key that starts with the prefix (``SCAN`` + ``UNLINK``)."""
+        if not self.prefix:
+            raise ValueError("refusing to clear a Redis level without a key prefix: it "
+                             "would delete every key of the database")
+        batch: list[bytes] = []
+        cursor = 0
+        while True:
+            cursor, keys = await self._call("scan", cursor, match=self.prefix + "*",
+                                            count=_SCAN_COUNT)
+            batch.extend(keys)
+            if batch:
+                await self._call("unlink", *batch)
+                batch = []
+            if cursor == 0:
+                break
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        await self.client.aclose(close_connection_pool=True)

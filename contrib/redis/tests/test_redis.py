@@ -1,0 +1,236 @@
+"""``redis-cache`` and the ``redis`` level against a real redis-server (see conftest)."""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import aieng_redis
+import anyio
+import pytest
+from aieng_cache import CacheOptions, ExactCache, SQLiteLevel, encode_completion
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Completion, Message, Request, TokenLogprob, Usage
+from aieng_redis import RedisCacheOptions, RedisLevel, RedisUnavailable, redis_cache
+from redis.asyncio import Redis
+
+from aieng_core import Kernel
+from aieng_core.registry import PluginInfo
+from aieng_core.testing.conformance import CacheSuite
+from aieng_core.testing.doubles import ScriptedBackend
+
+pytestmark = pytest.mark.anyio
+Register = Callable[..., AbstractContextManager[PluginInfo]]
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ask(text: str, **params: object) -> Request:
+    return Request(messages=(Message("user", text),), **params)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    """A plain redis-py client on the test server, to look at what the cache wrote."""
+    redis = Redis.from_url(redis_url)
+    yield redis
+    await redis.aclose()
+
+
+class TestRedisCacheConformance(CacheSuite):
+    """``redis-cache`` passes the cache suite on a real server."""
+
+    @pytest.fixture
+    def component(self, redis_url: str, prefix: str) -> ExactCache:
+        return redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix, cache_sampled=True))
+
+
+class TestRedisBehindMemoryConformance(CacheSuite):
+    """``redis-cache`` with a memory LRU in front passes the cache suite."""
+
+    @pytest.fixture
+    def component(self, redis_url: str, prefix: str) -> ExactCache:
+        return redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix, memory=True,
+                                             cache_sampled=True))
+
+
+async def test_entries_expire_by_px_with_the_content_types_ttl(
+    redis_url: str, prefix: str, client: Redis
+) -> None:
+    """A stored entry carries a PX expiry of its content type's TTL; ``inf`` sets none."""
+    cache = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix,
+                                          ttl={"default": 100, "json": math.inf}))
+    await cache.aieng_cache_store(ask("hi"), Completion(text="a"))
+    await cache.aieng_cache_store(ask("hi", response_schema={"type": "object"}),
+                                  Completion(text="{}"))
+    keys = sorted(await client.keys(prefix + "*"))
+    assert len(keys) == 2 and all(k.startswith(prefix.encode()) for k in keys)
+    ttls = sorted([await client.pttl(k) for k in keys])
+    assert ttls[0] == -1 and 99_000 < ttls[1] <= 100_000
+    await cache.aclose()
+
+
+async def test_an_entry_redis_expired_is_a_miss(redis_url: str, prefix: str,
+                                                client: Redis) -> None:
+    """When Redis expires the key (an expiry set in the past), the lookup misses."""
+    cache = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix))
+    await cache.aieng_cache_store(ask("hi"), Completion(text="a"))
+    assert await cache.aieng_cache_lookup(ask("hi")) is not None
+    await client.pexpireat(prefix + cache.key(ask("hi")), 1)
+    assert await cache.aieng_cache_lookup(ask("hi")) is None
+    await cache.aclose()
+
+
+async def test_completions_round_trip_through_redis(redis_url: str, prefix: str) -> None:
+    """Every field survives Redis, logprobs and usage included."""
+    completion = Completion(text="héllo \ud800 wörld", finish_reason="length",
+                            usage=Usage(3, 4), model="m",
+                            logprobs=(TokenLogprob("h", -0.1), TokenLogprob("é", -2e-300)))
+    cache = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix))
+    await cache.aieng_cache_store(ask("hi"), completion)
+    found = await cache.aieng_cache_lookup(ask("hi"))
+    assert found is not None and encode_completion(found) == encode_completion(completion)
+    await cache.aclose()
+
+
+async def test_memory_redis_sqlite_promotion_keeps_the_remaining_ttl(
+    redis_url: str, prefix: str, client: Redis, tmp_path: Path
+) -> None:
+    """The multi-level ``cache`` looks up memory → Redis → SQLite: a SQLite hit is copied
+    into Redis and memory with the time it has left, and the next lookup is a memory
+    hit; Redis is found through the ``aieng_cache.levels`` entry point."""
+    clock = Clock()
+    path = tmp_path / "c.db"
+    options = CacheOptions(redis=redis_url, redis_prefix=prefix, sqlite=str(path),
+                           ttl={"default": 100})
+    cache = ExactCache(options, clock=clock)
+    assert [level.name for level in cache.levels] == ["redis", "sqlite"]
+    sqlite_level = cache.levels[1]
+    assert isinstance(sqlite_level, SQLiteLevel)
+    key = cache.key(ask("hi"))
+    payload = encode_completion(Completion(text="from disk"))
+    await sqlite_level.put(key, payload, kind="chat", now=clock(), expires_at=clock() + 100)
+    clock.now += 60
+    found = await cache.aieng_cache_lookup(ask("hi"))
+    assert found is not None and found.text == "from disk"
+    assert 39_000 < await client.pttl(prefix + key) <= 40_000
+    assert await cache.aieng_cache_lookup(ask("hi")) is not None
+    assert cache.stats.hits == {"sqlite": 1, "memory": 1}
+    assert cache.memory is not None and cache.memory.get(key, clock()) is not None
+    # A fresh cache without memory now finds it in Redis, before SQLite.
+    second = ExactCache(CacheOptions(memory=False, redis=redis_url, redis_prefix=prefix,
+                                     sqlite=str(path)), clock=clock)
+    assert await second.aieng_cache_lookup(ask("hi")) is not None
+    assert second.stats.hits == {"redis": 1}
+    await cache.aclose()
+    await second.aclose()
+
+
+async def test_store_writes_all_levels(redis_url: str, prefix: str, client: Redis,
+                                       tmp_path: Path) -> None:
+    """A store reaches memory, Redis and SQLite."""
+    cache = ExactCache(CacheOptions(redis=redis_url, redis_prefix=prefix,
+                                    sqlite=str(tmp_path / "c.db")))
+    await cache.aieng_cache_store(ask("hi"), Completion(text="a"))
+    key = cache.key(ask("hi"))
+    assert await client.exists(prefix + key) == 1
+    sqlite_level = cache.levels[1]
+    assert isinstance(sqlite_level, SQLiteLevel) and sqlite_level.store.count() == 1
+    assert cache.memory is not None and len(cache.memory) == 1
+    await cache.aclose()
+
+
+async def test_clear_removes_only_its_prefix(redis_url: str, prefix: str,
+                                             client: Redis) -> None:
+    """``clear`` deletes the level's keys, never another prefix's."""
+    await client.set("other:keep", "1")
+    cache = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix))
+    for i in range(1200):
+        await cache.aieng_cache_store(ask(f"q{i}"), Completion(text="a"))
+    await cache.clear()
+    assert await client.keys(prefix + "*") == []
+    assert await client.get("other:keep") == b"1"
+    await cache.aclose()
+
+
+async def test_many_concurrent_lookups(redis_url: str, prefix: str) -> None:
+    """200 tasks storing and looking up at once each see their own answer."""
+    cache = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix))
+    results: dict[int, str | None] = {}
+
+    async def worker(i: int) -> None:
+        await cache.aieng_cache_store(ask(f"q{i}"), Completion(text=f"a{i}"))
+        found = await cache.aieng_cache_lookup(ask(f"q{i}"))
+        results[i] = None if found is None else found.text
+
+    async with anyio.create_task_group() as group:
+        for i in range(200):
+            group.start_soon(worker, i)
+    assert results == {i: f"a{i}" for i in range(200)}
+    await cache.aclose()
+
+
+async def test_unreachable_server_is_a_clear_error() -> None:
+    """Without a server the lookup fails with RedisUnavailable naming the address and how
+    to start one, never the password."""
+    port = free_port()
+    url = f"redis://:s3cret@127.0.0.1:{port}/2"
+    level = RedisLevel(url, socket_timeout=1.0)
+    cache = ExactCache(CacheOptions(memory=False, redis=url), levels=[level])
+    with pytest.raises(RedisUnavailable) as info:
+        await cache.aieng_cache_lookup(ask("hi"))
+    message = str(info.value)
+    assert f"127.0.0.1:{port}/2" in message and "apt-get install redis-server" in message
+    assert "s3cret" not in message
+    await level.aclose()
+
+
+def free_port() -> int:
+    """A port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ScriptedPlugin:
+    """Offers the ``scripted`` backend double, one instance to count its calls."""
+
+    def __init__(self) -> None:
+        self.backend = ScriptedBackend(lambda r: f"answer to {r.prompt}")
+
+    @hookimpl
+    def aieng_register_components(self, registry: Any) -> None:
+        registry.add("scripted", lambda: self.backend)
+
+
+async def test_pipeline_file_with_redis_cache(
+    aieng_kernel: Kernel, register_plugin: Register, redis_url: str, prefix: str
+) -> None:
+    """A pipeline naming ``redis-cache`` answers the repeated request from Redis; the
+    backend double runs once."""
+    scripted = ScriptedPlugin()
+    config = {
+        "pipeline": {"name": "faq", "stages": ["cache_lookup", "generate", "cache_store"]},
+        "components": {"cache": {"use": "redis-cache", "url": redis_url, "prefix": prefix,
+                                 "ttl": {"default": 60, "json": 600}},
+                       "llm": {"use": "scripted"}},
+    }
+    with register_plugin(aieng_redis, "redis") as info, register_plugin(scripted, "scripted"):
+        assert info.status == "loaded", info.error
+        pipeline = aieng_kernel.pipeline(config)
+    async with pipeline:
+        await pipeline.run("What is RRF?")
+        second = await pipeline.run("What is RRF?")
+    assert second.cache_hit == "cache" and len(scripted.backend.requests) == 1

@@ -1,0 +1,208 @@
+"""``cache``: the exact-match cache, in levels memory → Redis → SQLite."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import anyio
+import attrs
+import structlog
+from aieng_hookspecs import PipelineContext, hookimpl
+from aieng_hookspecs.types import Completion, Event, Request
+
+from ._codec import CodecError, decode_completion, encode_completion
+from ._events import CacheLevelHit, CacheMiss, CacheStored
+from ._keys import KeyScope, cacheable, content_type, request_key
+from ._levels import Level, SQLiteLevel, load_level
+from ._lru import LRU
+from ._options import CacheOptions, ttl_for
+
+__all__ = ["CacheStats", "ExactCache"]
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], float]
+
+
+@attrs.define
+class CacheStats:
+    """Counters of one cache since it was built."""
+
+    hits: dict[str, int] = attrs.field(factory=dict)  #: per level
+    misses: int = 0
+    uncacheable: int = 0
+    stores: int = 0
+    errors: int = 0  #: unreadable stored values (treated as misses and deleted)
+
+
+class ExactCache:
+    """A cache answering requests whose key (see :mod:`aieng_cache._keys`) was stored.
+
+    Levels are looked up fastest first: the in-process LRU, then the given levels in order
+    (Redis, then SQLite, from the options). A hit in a slower level is copied into the
+    faster ones with the time it has left; a store writes every level at once. Entries live
+    ``ttl[content type]`` seconds; an expired entry is a miss.
+
+    :param options: the typed options (defaults when omitted).
+    :param levels: use these levels instead of the ones the options name (after the memory
+        level, when ``memory`` is on).
+    :param clock: seconds since the epoch; inject a fake one in tests.
+    """
+
+    def __init__(self, options: CacheOptions | None = None, *,
+                 levels: Sequence[Level] | None = None, clock: Clock = time.time) -> None:
+        self.options = options if options is not None else CacheOptions()
+        opts = self.options
+        self.clock = clock
+        self.memory: LRU[Completion] | None = (
+            LRU(opts.max_entries, opts.max_bytes) if opts.memory else None)
+        if levels is None:
+            built: list[Level] = []
+            if opts.redis:
+                built.append(load_level("redis", url=opts.redis, prefix=opts.redis_prefix))
+            if opts.sqlite:
+                built.append(SQLiteLevel(opts.sqlite))
+            levels = built
+        self.levels: list[Level] = list(levels)
+        self.scope = KeyScope(namespace=opts.namespace, template_version=opts.template_version)
+        self.stats = CacheStats()
+        self._context: PipelineContext | None = None
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @hookimpl
+    def aieng_pipeline_open(self, context: PipelineContext) -> None:
+        """Key entries by the pipeline (when ``key_pipeline``) and publish events on it."""
+        self._context = context
+        if self.options.key_pipeline:
+            self.scope = attrs.evolve(self.scope, pipeline=context.pipeline)
+
+    @hookimpl
+    async def aieng_pipeline_close(self) -> None:
+        """Close the levels' connections and files."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every level (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        for level in self.levels:
+            await level.aclose()
+
+    def _emit(self, event: Event) -> None:
+        if self._context is not None:
+            self._context.emit(event)
+
+    @property
+    def _name(self) -> str:
+        return self._context.component if self._context is not None else "cache"
+
+    # -- the cache role ------------------------------------------------------------------
+
+    def key(self, request: Request) -> str:
+        """The request's key in this cache."""
+        return request_key(request, self.scope)
+
+    @hookimpl
+    async def aieng_cache_lookup(self, request: Request) -> Completion | None:
+        """The stored completion of this request (``cached=True``), or ``None``."""
+        if not cacheable(request, cache_sampled=self.options.cache_sampled):
+            self.stats.uncacheable += 1
+            self._emit(CacheMiss(component=self._name, reason="uncacheable"))
+            return None
+        key = self.key(request)
+        now = self.clock()
+        if self.memory is not None:
+            found = self.memory.get(key, now)
+            if found is not None:
+                self._hit("memory")
+                return found.value
+        for index, level in enumerate(self.levels):
+            stored = await level.get(key, now)
+            if stored is None:
+                continue
+            try:
+                completion = decode_completion(stored.payload)
+            except CodecError as exc:
+                self.stats.errors += 1
+                log.warning("cache.unreadable", level=level.name, key=key, error=str(exc))
+                await level.delete(key)
+                continue
+            if self.options.promote:
+                await self._promote(key, stored.payload, completion, request, index,
+                                    now, stored.expires_at)
+            self._hit(level.name)
+            return completion
+        self.stats.misses += 1
+        self._emit(CacheMiss(component=self._name))
+        return None
+
+    def _hit(self, level: str) -> None:
+        self.stats.hits[level] = self.stats.hits.get(level, 0) + 1
+        self._emit(CacheLevelHit(component=self._name, level=level))
+
+    async def _promote(self, key: str, payload: str, completion: Completion,
+                       request: Request, found_at: int, now: float,
+                       expires_at: float) -> None:
+        """Copy a hit into the levels faster than the one that answered, keeping its expiry."""
+        if self.memory is not None:
+            self.memory.put(key, completion, len(payload), expires_at)
+        kind = content_type(request)
+        for level in self.levels[:found_at]:
+            await level.put(key, payload, kind=kind, now=now, expires_at=expires_at)
+
+    @hookimpl
+    async def aieng_cache_store(self, request: Request, completion: Completion) -> None:
+        """Store the completion in every level, for its content type's TTL."""
+        if not cacheable(request, cache_sampled=self.options.cache_sampled):
+            return
+        key = self.key(request)
+        now = self.clock()
+        kind = content_type(request)
+        ttl = ttl_for(self.options.ttl, kind)
+        expires_at = now + ttl if math.isfinite(ttl) else math.inf
+        payload = encode_completion(completion)
+        if self.memory is not None:
+            self.memory.put(key, attrs.evolve(completion, cached=True), len(payload),
+                            expires_at)
+        if self.levels:
+            async with anyio.create_task_group() as group:
+                for level in self.levels:
+                    group.start_soon(partial(level.put, key, payload, kind=kind, now=now,
+                                             expires_at=expires_at))
+        self.stats.stores += 1
+        self._emit(CacheStored(component=self._name, kind=kind, ttl_s=ttl))
+
+    # -- beyond the hooks ----------------------------------------------------------------
+
+    async def invalidate(self, request: Request) -> None:
+        """Remove the request's entry from every level."""
+        key = self.key(request)
+        if self.memory is not None:
+            self.memory.delete(key)
+        for level in self.levels:
+            await level.delete(key)
+
+    async def clear(self) -> None:
+        """Remove every entry of every level."""
+        if self.memory is not None:
+            self.memory.clear()
+        for level in self.levels:
+            await level.clear()
+
+    async def vacuum(self) -> int:
+        """Drop expired entries from memory and compact the SQLite levels.
+
+        :returns: the number of entries purged.
+        """
+        now = self.clock()
+        purged = self.memory.purge(now) if self.memory is not None else 0
+        for level in self.levels:
+            if isinstance(level, SQLiteLevel):
+                purged += await level.vacuum(now)
+        return purged

@@ -1,0 +1,218 @@
+"""``semantic-cache``: answers a request whose prompt means what a stored one meant."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import attrs
+import structlog
+from aieng_hookspecs import PipelineContext, hookimpl
+from aieng_hookspecs.types import Completion, Event, Request
+
+from ._codec import CodecError, decode_completion, encode_completion
+from ._events import CacheLevelHit, CacheMiss, CacheStored
+from ._index import SemanticIndex, unit_vector
+from ._keys import KeyScope, cacheable, content_type, partition_key, request_key
+from ._options import SemanticOptions, ttl_for
+from ._sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from ._index import Vector
+
+__all__ = ["Embedder", "SemanticCache"]
+
+log = structlog.get_logger(__name__)
+
+#: An embedding function given to :class:`SemanticCache` directly (tests, benchmarks):
+#: ``(texts, model) -> vectors``, plain or ``async``; an ``aieng_embed`` impl fits.
+Embedder = Callable[[Sequence[str], "str | None"], Any]
+
+# Vectors of prompts looked up but not yet stored: a miss's store reuses its lookup's
+# embedding instead of embedding the prompt again.
+_PENDING = 256
+
+
+class SemanticCache:
+    """A cache matching the last user message by embedding similarity.
+
+    A lookup first tries the exact key (no embedding needed), then embeds the prompt
+    through the pipeline (``context.embed``, or the ``embedder`` given here) and answers
+    with the stored completion whose prompt has the highest cosine, when that cosine is
+    at least ``threshold`` and everything else of the request — model, sampling
+    parameters, system prompt, earlier turns — matches exactly (its *partition*).
+
+    :param options: the typed options (defaults when omitted).
+    :param embedder: embed with this function instead of the pipeline's embedder.
+    :param clock: seconds since the epoch; inject a fake one in tests.
+    """
+
+    def __init__(self, options: SemanticOptions | None = None, *,
+                 embedder: Embedder | None = None, clock: Callable[[], float] = time.time
+                 ) -> None:
+        self.options = options if options is not None else SemanticOptions()
+        self.clock = clock
+        self.index: SemanticIndex[Completion] = SemanticIndex(self.options.max_entries)
+        self.scope = KeyScope(namespace=self.options.namespace,
+                              template_version=self.options.template_version)
+        self.store = SQLiteStore(self.options.path) if self.options.path else None
+        self._embedder = embedder
+        self._context: PipelineContext | None = None
+        self._pending: OrderedDict[str, Vector | None] = OrderedDict()
+        self._load_lock = anyio.Lock()
+        self._loaded = self.store is None
+        self._closed = False
+        #: the cosine of the last semantic hit (1.0 for an exact one), for inspection
+        self.last_similarity: float | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @hookimpl
+    async def aieng_pipeline_open(self, context: PipelineContext) -> None:
+        """Keep the pipeline's context (embeddings, events) and load the persisted index."""
+        self._context = context
+        if self.options.key_pipeline:
+            self.scope = attrs.evolve(self.scope, pipeline=context.pipeline)
+        await self._ensure_loaded()
+
+    @hookimpl
+    async def aieng_pipeline_close(self) -> None:
+        """Close the index's file."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the index's file (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.store is not None:
+            await anyio.to_thread.run_sync(self.store.close)
+
+    async def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        async with self._load_lock:
+            if not self._loaded:
+                await anyio.to_thread.run_sync(self._load)
+                self._loaded = True
+
+    def _load(self) -> None:
+        import numpy as np
+
+        assert self.store is not None
+        rows = self.store.live(self.clock(), limit=self.options.max_entries)
+        for row in reversed(rows):  # oldest first: the newest end up most recent
+            if row.tag is None:
+                continue
+            try:
+                completion = decode_completion(row.value)
+                vector = None if row.vector is None \
+                    else np.frombuffer(row.vector, dtype="<f4").astype(np.float32)
+                self.index.put(row.key, row.tag, vector, completion, row.expires_at)
+            except (CodecError, ValueError) as exc:
+                log.warning("cache.semantic.unreadable", key=row.key, error=str(exc))
+
+    def _emit(self, event: Event) -> None:
+        if self._context is not None:
+            self._context.emit(event)
+
+    @property
+    def _name(self) -> str:
+        return self._context.component if self._context is not None else "semantic-cache"
+
+    # -- embeddings ----------------------------------------------------------------------
+
+    async def _vector(self, prompt: str) -> Vector | None:
+        if prompt in self._pending:
+            return self._pending[prompt]
+        model = self.options.model or None
+        if self._embedder is not None:
+            vectors = self._embedder([prompt], model)
+            if inspect.isawaitable(vectors):
+                vectors = await vectors
+        elif self._context is not None:
+            vectors = await self._context.embed([prompt], model)
+        else:
+            raise RuntimeError(
+                "the semantic cache has no embedder: it embeds through its pipeline, which "
+                "opens it first (Pipeline.open or run), or through the embedder= given to "
+                "SemanticCache")
+        if len(vectors) != 1:
+            raise ValueError(f"the embedder returned {len(vectors)} vectors for 1 text")
+        vector = unit_vector(vectors[0])
+        self._pending[prompt] = vector
+        if len(self._pending) > _PENDING:
+            self._pending.popitem(last=False)
+        return vector
+
+    # -- the cache role ------------------------------------------------------------------
+
+    @hookimpl
+    async def aieng_cache_lookup(self, request: Request) -> Completion | None:
+        """The completion stored for this request or for a request whose prompt is at least
+        ``threshold`` similar, in the same partition; ``None`` otherwise."""
+        if not cacheable(request, cache_sampled=self.options.cache_sampled):
+            self._emit(CacheMiss(component=self._name, reason="uncacheable"))
+            return None
+        await self._ensure_loaded()
+        now = self.clock()
+        exact = self.index.get(request_key(request, self.scope), now)
+        if exact is not None:
+            return self._hit(exact[0], 1.0)
+        vector = await self._vector(request.prompt)
+        if vector is not None:
+            match = self.index.search(vector, partition_key(request, self.scope), now)
+            if match is not None and match.similarity >= self.options.threshold:
+                self.index.touch(match.key)
+                return self._hit(match.value, match.similarity)
+        self.last_similarity = None
+        self._emit(CacheMiss(component=self._name))
+        return None
+
+    def _hit(self, completion: Completion, similarity: float) -> Completion:
+        self.last_similarity = similarity
+        self._emit(CacheLevelHit(component=self._name, level="semantic",
+                                 similarity=similarity))
+        return completion
+
+    @hookimpl
+    async def aieng_cache_store(self, request: Request, completion: Completion) -> None:
+        """Index the request's prompt with its completion, for its content type's TTL."""
+        if not cacheable(request, cache_sampled=self.options.cache_sampled):
+            return
+        await self._ensure_loaded()
+        vector = await self._vector(request.prompt)
+        self._pending.pop(request.prompt, None)
+        now = self.clock()
+        kind = content_type(request)
+        ttl = ttl_for(self.options.ttl, kind)
+        expires_at = now + ttl if math.isfinite(ttl) else math.inf
+        key = request_key(request, self.scope)
+        partition = partition_key(request, self.scope)
+        # A prompt without an embedding (an empty text) is stored too: it hits exactly.
+        self.index.put(key, partition, vector, attrs.evolve(completion, cached=True),
+                       expires_at)
+        if self.store is not None:
+            payload = encode_completion(completion)
+            blob = None if vector is None else vector.astype("<f4").tobytes()
+            await anyio.to_thread.run_sync(
+                lambda: self.store.put(key, payload, kind=kind, now=now,  # type: ignore[union-attr]
+                                       expires_at=expires_at, tag=partition, vector=blob))
+        self._emit(CacheStored(component=self._name, kind=kind, ttl_s=ttl))
+
+    # -- beyond the hooks ----------------------------------------------------------------
+
+    async def vacuum(self) -> int:
+        """Drop expired entries from the index and compact the file; returns how many
+        entries the index dropped."""
+        now = self.clock()
+        purged = self.index.purge(now)
+        if self.store is not None:
+            await anyio.to_thread.run_sync(self.store.vacuum, now)
+        return purged

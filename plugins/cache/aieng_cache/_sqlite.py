@@ -1,0 +1,189 @@
+"""The SQLite store of the caches: one file in WAL mode, one connection per thread.
+
+Every method here blocks (disk I/O): callers on the event loop go through
+``anyio.to_thread.run_sync`` (see :class:`~aieng_cache._levels.SQLiteLevel`). WAL lets
+readers run while one thread writes. Each call borrows a connection that no other thread
+uses meanwhile (a ``sqlite3.Connection`` must not be used by two threads at once) and
+gives it back: as many connections as calls ever ran at once, not one per worker thread
+that ever lived (anyio retires idle workers, and their connections would pile up).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+__all__ = ["Row", "SQLiteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key      TEXT PRIMARY KEY,
+    value    TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    tag      TEXT,
+    vector   BLOB,
+    created  REAL NOT NULL,
+    expires  REAL
+);
+CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires);
+"""
+
+
+class Row(NamedTuple):
+    """A stored entry: ``expires_at`` is ``inf`` for an entry that never expires."""
+
+    key: str
+    value: str
+    kind: str
+    tag: str | None
+    vector: bytes | None
+    created: float
+    expires_at: float
+
+
+def _row(found: tuple[Any, ...]) -> Row:
+    key, value, kind, tag, vector, created, expires = found
+    return Row(key, value, kind, tag, vector, created, math.inf if expires is None else expires)
+
+
+class SQLiteStore:
+    """Entries in one SQLite file (created with its folder when missing).
+
+    :param path: the database file.
+    :param busy_timeout: seconds a writer waits for another writer's lock.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path).expanduser()
+        self.busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
+        self._ready = False
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit; each statement is its own transaction (VACUUM
+        # cannot run inside one). check_same_thread=False: a connection moves between
+        # threads, one at a time (see _connection).
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=self.busy_timeout)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe in WAL
+        with self._lock:
+            if not self._ready:
+                conn.executescript(_SCHEMA)
+                self._ready = True
+        return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"the cache database {self.path} is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._open()
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._idle.append(conn)
+
+    @property
+    def idle_connections(self) -> int:
+        """Open connections not in use now."""
+        with self._lock:
+            return len(self._idle)
+
+    def journal_mode(self) -> str:
+        """The database's journal mode (``wal``)."""
+        with self._connection() as conn:
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the connections (checkpointing the WAL); one in use closes when its call
+        ends."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    # -- entries -------------------------------------------------------------------------
+
+    def get(self, key: str, now: float) -> Row | None:
+        """The live entry under ``key``; an expired one is deleted and missed."""
+        with self._connection() as conn:
+            found = conn.execute(
+                "SELECT key, value, kind, tag, vector, created, expires FROM entries "
+                "WHERE key = ?", (key,)).fetchone()
+            if found is None:
+                return None
+            row = _row(found)
+            if row.expires_at <= now:
+                conn.execute("DELETE FROM entries WHERE key = ? AND expires <= ?", (key, now))
+                return None
+            return row
+
+    def put(self, key: str, value: str, *, kind: str, now: float,
+            expires_at: float = math.inf, tag: str | None = None,
+            vector: bytes | None = None) -> None:
+        """Store or replace the entry under ``key``."""
+        with self._connection() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO entries (key, value, kind, tag, vector, created, "
+                "expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, value, kind, tag, vector, now,
+                 None if math.isinf(expires_at) else expires_at))
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; returns whether it was there."""
+        with self._connection() as conn:
+            return conn.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount > 0
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        with self._connection() as conn:
+            conn.execute("DELETE FROM entries")
+
+    def count(self) -> int:
+        """Entries stored, expired ones included until purged."""
+        with self._connection() as conn:
+            return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    def purge(self, now: float) -> int:
+        """Delete every expired entry; returns how many."""
+        with self._connection() as conn:
+            return conn.execute("DELETE FROM entries WHERE expires IS NOT NULL AND "
+                                "expires <= ?", (now,)).rowcount
+
+    def vacuum(self, now: float) -> int:
+        """Purge expired entries, then rebuild the file to return the space to the disk.
+
+        :returns: the number of entries purged.
+        """
+        purged = self.purge(now)
+        with self._connection() as conn:
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return purged
+
+    def live(self, now: float, *, limit: int) -> list[Row]:
+        """Live entries, newest first, at most ``limit``."""
+        with self._connection() as conn:
+            cursor = conn.execute(
+                "SELECT key, value, kind, tag, vector, created, expires FROM entries "
+                "WHERE expires IS NULL OR expires > ? ORDER BY created DESC LIMIT ?",
+                (now, limit))
+            return [_row(found) for found in cursor]

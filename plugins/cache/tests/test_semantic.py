@@ -1,0 +1,208 @@
+"""``semantic-cache``: conformance, hits and misses by similarity (HashEmbedder double),
+partitions, TTLs, eviction, persistence, and a pipeline embedding through its context."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aieng_cache import CacheLevelHit, SemanticCache, SemanticIndex, SemanticOptions
+from aieng_hookspecs.types import Completion, Message, Request
+
+from aieng_core import Kernel
+from aieng_core.testing import EventCapture
+from aieng_core.testing.conformance import CacheSuite
+from aieng_core.testing.doubles import HashEmbedder, ScriptedBackend
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ask(text: str, system: str | None = None, **params: object) -> Request:
+    messages = ((Message("system", system),) if system else ()) + (Message("user", text),)
+    return Request(messages=messages, **params)  # type: ignore[arg-type]
+
+
+def semantic(threshold: float = 0.9, **options: object) -> SemanticCache:
+    """A semantic cache over the HashEmbedder double (cosine = shared words)."""
+    return SemanticCache(SemanticOptions(threshold=threshold, **options),  # type: ignore[arg-type]
+                         embedder=HashEmbedder().aieng_embed)
+
+
+class TestSemanticCacheConformance(CacheSuite):
+    """The semantic cache (HashEmbedder double) passes the cache suite."""
+
+    @pytest.fixture
+    def component(self) -> SemanticCache:
+        return semantic(cache_sampled=True)
+
+
+class TestPersistentSemanticCacheConformance(CacheSuite):
+    """The semantic cache persisted in SQLite passes the cache suite."""
+
+    @pytest.fixture
+    def component(self, tmp_path: Path) -> SemanticCache:
+        return semantic(cache_sampled=True, path=str(tmp_path / "s.db"))
+
+
+PROMPT = "how do i reset my password"
+
+
+async def test_similar_prompts_hit_and_dissimilar_miss() -> None:
+    """A prompt sharing most words with a stored one hits (its cosine reported); one
+    sharing few misses."""
+    cache = semantic(0.9)
+    await cache.aieng_cache_store(ask(PROMPT), Completion(text="Use the reset link."))
+    found = await cache.aieng_cache_lookup(ask(PROMPT + " please"))
+    assert found is not None and found.text == "Use the reset link." and found.cached
+    assert cache.last_similarity is not None and 0.9 <= cache.last_similarity < 1.0
+    assert await cache.aieng_cache_lookup(ask("how do i cancel my order")) is None
+    assert cache.last_similarity is None
+
+
+async def test_threshold_decides() -> None:
+    """The same pair hits under a lower threshold and misses under a higher one."""
+    low, high = semantic(0.8), semantic(0.95)
+    for cache in (low, high):
+        await cache.aieng_cache_store(ask(PROMPT), Completion(text="a"))
+    assert await low.aieng_cache_lookup(ask(PROMPT + " please")) is not None
+    assert await high.aieng_cache_lookup(ask(PROMPT + " please")) is None
+
+
+async def test_the_rest_of_the_request_must_match_exactly() -> None:
+    """The same prompt under another system prompt, model or max_tokens misses."""
+    cache = semantic(0.5)
+    await cache.aieng_cache_store(ask(PROMPT, "Be brief.", model="m"), Completion(text="a"))
+    assert await cache.aieng_cache_lookup(ask(PROMPT, "Be brief.", model="m")) is not None
+    assert await cache.aieng_cache_lookup(ask(PROMPT, "Be verbose.", model="m")) is None
+    assert await cache.aieng_cache_lookup(ask(PROMPT, "Be brief.", model="n")) is None
+    assert await cache.aieng_cache_lookup(
+        ask(PROMPT, "Be brief.", model="m", max_tokens=5)) is None
+
+
+async def test_exact_hits_need_no_embedding() -> None:
+    """A request stored before is answered by its key: the embedder is not asked again."""
+    embedder = HashEmbedder()
+    cache = SemanticCache(SemanticOptions(), embedder=embedder.aieng_embed)
+    await cache.aieng_cache_store(ask(PROMPT), Completion(text="a"))
+    calls = embedder.calls
+    assert await cache.aieng_cache_lookup(ask(PROMPT)) is not None
+    assert embedder.calls == calls and cache.last_similarity == 1.0
+
+
+async def test_store_after_a_miss_reuses_the_lookup_embedding() -> None:
+    """A miss then a store of the same prompt embeds it once."""
+    embedder = HashEmbedder()
+    cache = SemanticCache(SemanticOptions(), embedder=embedder.aieng_embed)
+    assert await cache.aieng_cache_lookup(ask(PROMPT)) is None
+    await cache.aieng_cache_store(ask(PROMPT), Completion(text="a"))
+    assert embedder.calls == 1
+
+
+async def test_expired_entries_miss_on_an_injected_clock() -> None:
+    """An entry past its content type's TTL is neither an exact nor a semantic hit."""
+    clock = Clock()
+    cache = SemanticCache(SemanticOptions(threshold=0.8, ttl={"default": 10}),
+                          embedder=HashEmbedder().aieng_embed, clock=clock)
+    await cache.aieng_cache_store(ask(PROMPT), Completion(text="a"))
+    clock.now += 9.99
+    assert await cache.aieng_cache_lookup(ask(PROMPT + " please")) is not None
+    clock.now += 0.01
+    assert await cache.aieng_cache_lookup(ask(PROMPT + " please")) is None
+    assert await cache.aieng_cache_lookup(ask(PROMPT)) is None
+
+
+async def test_the_index_is_bounded_least_recently_used_first() -> None:
+    """Past max_entries the least recently used entry is evicted."""
+    cache = semantic(0.99, max_entries=2)
+    for text in ("alpha beta", "gamma delta", "epsilon zeta"):
+        await cache.aieng_cache_store(ask(text), Completion(text=text))
+    assert len(cache.index) == 2
+    assert await cache.aieng_cache_lookup(ask("alpha beta")) is None
+    assert await cache.aieng_cache_lookup(ask("gamma delta")) is not None
+
+
+async def test_persisted_index_is_reloaded(tmp_path: Path) -> None:
+    """A new cache on the same file answers similar prompts from what the first stored."""
+    path = str(tmp_path / "s.db")
+    first = semantic(0.9, path=path)
+    await first.aieng_cache_store(ask(PROMPT), Completion(text="Use the reset link."))
+    await first.aieng_cache_store(ask(""), Completion(text="empty"))
+    await first.aclose()
+    second = semantic(0.9, path=path)
+    found = await second.aieng_cache_lookup(ask(PROMPT + " please"))
+    assert found is not None and found.text == "Use the reset link."
+    empty = await second.aieng_cache_lookup(ask(""))  # no vector: found by its key only
+    assert empty is not None and empty.text == "empty"
+    await second.aclose()
+
+
+async def test_a_pipeline_embeds_through_its_context(
+    aieng_kernel: Kernel, captured_events: EventCapture
+) -> None:
+    """In a pipeline the cache embeds with the pipeline's embedder; a paraphrase is a hit
+    and the backend answers once; the events say miss, store, then a semantic hit with
+    its cosine."""
+    backend = ScriptedBackend(["Use the reset link.", "another answer"])
+    embedder = HashEmbedder()
+    cache = SemanticCache(SemanticOptions(threshold=0.9))
+    pipeline = aieng_kernel.compose({"cache": cache, "embedder": embedder, "llm": backend},
+                                    stages=["cache_lookup", "generate", "cache_store"])
+    async with pipeline:
+        await pipeline.run(PROMPT)
+        second = await pipeline.run(PROMPT + " please")
+    assert second.cache_hit == "cache" and second.answer == "Use the reset link."
+    assert len(backend.requests) == 1 and embedder.calls == 2
+    assert captured_events.names("cache.*") == ["cache.miss", "cache.store",
+                                                "cache.level_hit", "cache.hit"]
+    (hit,) = captured_events.of(CacheLevelHit)
+    assert hit.level == "semantic" and 0.9 <= hit.similarity < 1.0
+
+
+async def test_without_an_embedder_it_says_how_to_get_one() -> None:
+    """Outside a pipeline and without ``embedder=``, a lookup explains what is missing."""
+    with pytest.raises(RuntimeError, match="no embedder"):
+        await SemanticCache().aieng_cache_lookup(ask(PROMPT))
+
+
+def test_index_refuses_another_dimension() -> None:
+    """A vector of another size than the index's is an error naming both sizes."""
+    index: SemanticIndex[str] = SemanticIndex(4)
+    index.put("a", "p", np.ones(3, dtype=np.float32) / np.sqrt(3), "x")
+    with pytest.raises(ValueError, match="4 dimensions, the index 3"):
+        index.put("b", "p", np.ones(4, dtype=np.float32) / 2, "y")
+
+
+def test_bad_threshold_is_refused() -> None:
+    """A threshold outside (0, 1] is an options error."""
+    with pytest.raises(ValueError, match="threshold"):
+        SemanticOptions(threshold=1.5)
+
+
+def test_index_forgets_empty_partitions_and_near_misses_do_not_refresh() -> None:
+    """A partition whose entries are all gone is forgotten; a search alone does not make
+    an entry recent (only a hit, through touch)."""
+    index: SemanticIndex[str] = SemanticIndex(2)
+    up = np.array([1.0, 0.0], dtype=np.float32)
+    index.put("a", "p1", up, "x")
+    index.put("b", "p2", up, "y")
+    assert index.partitions == 2
+    assert index.search(up, "p1", 0.0) is not None  # found, not touched
+    index.put("c", "p3", up, "z")  # evicts "a", the least recently used
+    assert "a" not in index and index.partitions == 2
+    index.touch("b")
+    index.put("d", "p3", up, "w")  # evicts "c": "b" was touched
+    assert "b" in index and "c" not in index and index.partitions == 2
+    index.delete("b")
+    index.delete("d")
+    assert index.partitions == 0 and len(index) == 0
