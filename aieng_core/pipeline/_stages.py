@@ -415,8 +415,12 @@ async def cache_store(state: RunState, policy: StagePolicy) -> str:
     if state.completion is None or state.cache_hit is not None:
         return "ok"
     request = state.cache_request if state.cache_request is not None else state.request
+    # The answer as the model gave it, before output guards: they run again on every hit,
+    # so a per-request change (a guard restoring this user's redacted values) is never
+    # served to another request.
+    stored = state.raw_completion if state.raw_completion is not None else state.completion
     await state.dispatcher.gather("aieng_cache_store",
-                                  {"request": request, "completion": state.completion},
+                                  {"request": request, "completion": stored},
                                   stage="cache_store", policy=policy)
     return "ok"
 

@@ -1,0 +1,228 @@
+"""The input guards: ``pii`` (redact and restore) and ``injection`` (score and block)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import anyio
+import structlog
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Completion, Finding, GuardVerdict, Request
+
+from ._injection import InjectionMatch, InjectionScan, scan_injection
+from ._options import InjectionOptions, PIIOptions
+from ._pii import Detection, find_pii
+from ._redact import PLACEHOLDER, Vault, redact, restore
+
+__all__ = ["InjectionGuard", "PIIGuard", "injection_findings", "pii_findings",
+           "remove_injections"]
+
+log = structlog.get_logger(__name__)
+
+#: What replaces a sentence the injection guard removes.
+REMOVED = "[removed: possible prompt injection]"
+#: Texts longer than this (characters) are scanned in a worker thread, not on the loop.
+INLINE_LIMIT = 16_384
+
+_T = TypeVar("_T")
+
+
+async def _off_loop(size: int, function: Callable[[], _T]) -> _T:
+    """``function()``, inline for small texts and in a worker thread for large ones."""
+    if size <= INLINE_LIMIT:
+        return function()
+    return await anyio.to_thread.run_sync(function)
+
+
+def pii_findings(detections: Sequence[Detection], placeholders: dict[str, str] | None = None,
+                 ) -> list[Finding]:
+    """Findings for detections: kind and span, and the placeholder — never the value."""
+    by_value = {value: p for p, value in (placeholders or {}).items()}
+    findings = []
+    for d in detections:
+        placeholder = by_value.get(d.value)
+        detail = f"{d.kind} ({d.end - d.start} characters)"
+        if placeholder:
+            detail += f" replaced by {placeholder}"
+        findings.append(Finding(kind=d.kind, start=d.start, end=d.end, detail=detail))
+    return findings
+
+
+def injection_findings(scan: InjectionScan) -> list[Finding]:
+    """One ``prompt_injection`` finding per matched rule, each with the scan's score."""
+    findings = [Finding(kind="prompt_injection", start=m.start, end=m.end,
+                        detail=f"{m.rule} in {m.layer} (weight {m.weight:.2f}); "
+                               f"score {scan.score:.2f}")
+                for m in scan.matches]
+    if scan.hidden_characters:
+        findings.append(Finding(kind="hidden_characters",
+                                detail=f"{scan.hidden_characters} zero-width or bidi "
+                                       "characters"))
+    return findings
+
+
+def remove_injections(text: str, scan: InjectionScan) -> str:
+    """``text`` with each sentence holding a directly matched rule replaced by
+    :data:`REMOVED` (matches found only after decoding have no span: the whole text is
+    replaced then)."""
+    spans = [(m.start, m.end) for m in scan.matches if m.layer == "text"]
+    if not spans or len(spans) < len(scan.matches):
+        return REMOVED
+    cuts: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        left = max(text.rfind(c, 0, start) for c in ".!?\n") + 1
+        rights = [i for i in (text.find(c, end) for c in ".!?\n") if i >= 0]
+        right = min(rights) + 1 if rights else len(text)
+        if cuts and left <= cuts[-1][1]:
+            cuts[-1] = (cuts[-1][0], max(cuts[-1][1], right))
+        else:
+            cuts.append((left, right))
+    pieces, at = [], 0
+    for left, right in cuts:
+        pieces.append(text[at:left])
+        pieces.append((" " if left and not text[left - 1].isspace() else "") + REMOVED)
+        at = right
+    pieces.append(text[at:])
+    return "".join(pieces)
+
+
+def _run_key(prefix: str) -> str | None:
+    bound = structlog.contextvars.get_contextvars()
+    run_id = bound.get("run_id")
+    if not run_id:
+        return None
+    return f"{prefix}:{bound.get('pipeline', '')}:{run_id}"
+
+
+def _digest(text: str) -> str:
+    return "prompt:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class PIIGuard:
+    """Redacts (or blocks) personal data and secrets on the way in, and restores the
+    placeholders in the answer on the way out (``restore = true``).
+
+    The mapping placeholder -> value stays in this component's :class:`Vault`, keyed by
+    the run id (bound by the kernel for each run; outside a run, by a digest of the
+    redacted prompt), so concurrent runs never see each other's values.
+    """
+
+    def __init__(self, options: PIIOptions | None = None) -> None:
+        self.options = options or PIIOptions()
+        self.vault = Vault(self.options.vault_size, self.options.vault_ttl)
+
+    def _keys(self, prompt: str) -> list[str]:
+        # In a run, only the run's own key: falling back to the prompt's digest could hand
+        # one run another run's values (same redacted prompt, its own entry evicted).
+        run = _run_key(f"pii-{id(self):x}")
+        return [run] if run else [_digest(prompt)]
+
+    @hookimpl
+    async def aieng_guard_input(self, request: Request) -> GuardVerdict | None:
+        """:meth:`check_input`, off the event loop for long texts."""
+        return await _off_loop(len(request.prompt), lambda: self.check_input(request))
+
+    @hookimpl
+    async def aieng_guard_output(self, request: Request,
+                                 completion: Completion) -> GuardVerdict | None:
+        """:meth:`check_output`, off the event loop for long texts."""
+        return await _off_loop(len(completion.text),
+                               lambda: self.check_output(request, completion))
+
+    def check_input(self, request: Request) -> GuardVerdict | None:
+        """Redact or block the last user message's personal data and secrets."""
+        text = request.prompt
+        opts = self.options
+        detections = find_pii(text, opts.kinds, min_entropy=opts.min_entropy)
+        if not detections:
+            return None
+        if opts.action == "block":
+            return GuardVerdict(action="block", text=text, findings=pii_findings(detections))
+        redaction = redact(text, detections=detections)
+        if opts.restore:
+            self.vault.put(self._keys(redaction.text), redaction.mapping)
+        log.debug("guardrails.pii.redacted", count=len(detections),
+                  kinds=sorted({d.kind for d in detections}))
+        return GuardVerdict(action="redact", text=redaction.text,
+                            findings=pii_findings(detections, redaction.mapping))
+
+    def check_output(self, request: Request, completion: Completion) -> GuardVerdict | None:
+        """Redact personal data the model wrote (``scan_output``), then put the input's
+        values back in place of their placeholders (``restore``)."""
+        opts = self.options
+        text = completion.text
+        mapping: dict[str, str] = {}
+        keys: list[str] = []
+        if opts.restore:
+            keys = self._keys(request.prompt)
+            mapping = self.vault.get(keys)
+        findings: list[Finding] = []
+        if opts.scan_output:
+            detections = find_pii(text, opts.kinds, min_entropy=opts.min_entropy)
+            if detections and opts.action == "block":
+                return GuardVerdict(action="block", text="[answer withheld: personal data]",
+                                    findings=pii_findings(detections))
+            if detections:
+                redaction = redact(text, detections=detections, reserved=mapping)
+                text = redaction.text
+                findings = pii_findings(detections, redaction.mapping)
+        if mapping:
+            restored = restore(text, mapping)
+            if restored != text:
+                findings.extend(Finding(kind="restored", start=m.start(), end=m.end(),
+                                        detail=f"{m.group()} restored")
+                                for m in PLACEHOLDER.finditer(text) if m.group() in mapping)
+                text = restored
+            self.vault.pop(keys)
+        if text == completion.text:
+            return None
+        return GuardVerdict(action="redact", text=text, findings=findings)
+
+
+class InjectionGuard:
+    """Scores the last user message (or every user and tool message) for prompt
+    injection, after normalising and decoding it, and blocks or redacts above the
+    configured thresholds."""
+
+    def __init__(self, options: InjectionOptions | None = None) -> None:
+        self.options = options or InjectionOptions()
+
+    def scan(self, text: str) -> InjectionScan:
+        """The injection scan of ``text`` at this guard's depth."""
+        return scan_injection(text, max_depth=self.options.max_depth)
+
+    @hookimpl
+    async def aieng_guard_input(self, request: Request) -> GuardVerdict | None:
+        """:meth:`check_input`, off the event loop for long texts."""
+        size = sum(len(m.content) for m in request.messages) if self.options.all_messages \
+            else len(request.prompt)
+        return await _off_loop(size, lambda: self.check_input(request))
+
+    def check_input(self, request: Request) -> GuardVerdict | None:
+        """Block (or redact) a request whose injection score reaches the thresholds."""
+        opts = self.options
+        text = request.prompt
+        scan = self.scan(text)
+        if opts.all_messages:
+            others = [m.content for m in request.messages[:-1]
+                      if m.role in ("user", "tool") and m.content != text]
+            for other in others:
+                extra = self.scan(other)
+                if extra.score > scan.score:
+                    scan = InjectionScan(extra.score, tuple(
+                        InjectionMatch(m.rule, m.weight, 0, 0, f"history:{m.layer}")
+                        for m in extra.matches), extra.hidden_characters)
+        if not scan.matches:
+            return None
+        findings = injection_findings(scan)
+        if scan.score >= opts.block_threshold:
+            log.info("guardrails.injection.blocked", score=scan.score,
+                     rules=sorted({m.rule for m in scan.matches}))
+            return GuardVerdict(action="block", text=text, findings=findings)
+        if opts.redact_threshold is not None and scan.score >= opts.redact_threshold:
+            cleaned = remove_injections(text, scan)
+            if cleaned != text:
+                return GuardVerdict(action="redact", text=cleaned, findings=findings)
+        return GuardVerdict(action="allow", text=text, findings=findings)

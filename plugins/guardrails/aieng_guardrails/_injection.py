@@ -1,0 +1,344 @@
+"""Prompt-injection detection: normalise, decode, then match weighted rules.
+
+The text is scanned as written, after normalisation (NFKC, zero-width characters removed,
+homoglyphs folded to Latin, separators between single letters closed up) and after
+decoding whatever payloads it carries (base64, hex, URL-encoding, rot13), up to two
+layers deep. Each rule that matches adds a finding; the score combines their weights as
+independent evidence, ``1 - prod(1 - w)``. A match inside quotation marks in a text that
+*discusses* attacks ("what does 'ignore previous instructions' mean?") counts for less.
+
+This is a heuristic detector: it catches the phrasings it knows and their encodings, not
+paraphrases it has never seen. The README says how it was measured.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import unicodedata
+import urllib.parse
+from collections.abc import Iterator
+
+import attrs
+
+__all__ = ["RULES", "InjectionMatch", "InjectionScan", "normalise", "scan_injection"]
+
+_F = re.IGNORECASE | re.DOTALL
+
+# Words between two parts of a phrase: "ignore [all of the] previous instructions".
+_GAP = r"(?:\W+\w+){0,4}?\W+"
+_INSTRUCTIONS = (r"(?:instructions?|prompts?|rules|directions|directives|guidelines|guidance"
+                 r"|context|commands?|orders|constraints|restrictions|programming"
+                 r"|system prompt)")
+_EARLIER = r"(?:previous|prior|above|earlier|preceding|former|original|initial|system|old)"
+
+#: (name, weight, pattern): the rules, in the order findings are reported.
+RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
+    (name, weight, re.compile(pattern, _F)) for name, weight, pattern in (
+        ("instruction_override", 0.9,
+         (rf"\b(?:ignore|disregard|forget|skip|override|overrule|bypass|drop|discard|abandon"
+          rf"|neglect|do not follow|don't follow|stop following)\b{_GAP}{_EARLIER}\W+(?:\w+\W+)?"
+          rf"{_INSTRUCTIONS}")),
+        ("instruction_override", 0.9,
+         (r"\b(?:ignore|disregard|forget)\b\W+(?:all|any|everything|every(?:thing)? (?:you|i)"
+          r"(?:'ve| have)? (?:been )?(?:told|said|instructed))\b")),
+        ("new_instructions", 0.6,
+         (r"\b(?:new|updated|real|actual|true|revised) (?:instructions|task|directive|"
+          r"system prompt)\s*(?::|are\b|is\b)")),
+        ("new_instructions", 0.5,
+         (r"\bfrom now on,? (?:you (?:are|will|must|shall|should)|your (?:only )?(?:task|job|"
+          r"goal|purpose))\b")),
+        ("role_play_jailbreak", 0.85,
+         (r"\b(?:do anything now|DAN mode|you are (?:now )?DAN\b|jailbroken|jailbreak (?:mode|"
+          r"activated|enabled|successful)|(?:enable|enter|activate|switch to|turn on|in|into)"
+          r" (?:the )?(?:developer|dev|god|sudo|admin|maintenance|unrestricted|evil|debug) mode"
+          r"|(?:developer|god|unrestricted|evil) mode (?:enabled|activated|on)\b"
+          r"|no longer (?:bound|restricted|limited) by|without (?:any )?(?:restrictions|"
+          r"filters|limitations|censorship|rules|guidelines|ethical)|unfiltered (?:ai|"
+          r"assistant|model|mode|response)|free from (?:all )?(?:restrictions|rules|guidelines)"
+          r"|opposite mode|anti-?gpt|stay in character no matter)\b")),
+        ("role_play_jailbreak", 0.6,
+         (r"\b(?:pretend|imagine|act as if|roleplay as|role-play as|act as|you are now|"
+          r"from now on you are|behave as)\b.{0,60}\b(?:no|without|ignores?|never (?:refuses?|"
+          r"follows?)|doesn't (?:have|follow|care)|does not (?:have|follow|care))\b.{0,30}"
+          r"\b(?:rules|restrictions|filters|guidelines|limits|limitations|ethics|policies|"
+          r"moral|content policy|safety)")),
+        ("system_prompt_extraction", 0.85,
+         (r"\b(?:reveal|print|show|display|repeat|output|tell me|give me|write out|leak|dump|"
+          r"share|recite|spell out|list|what (?:is|are|was|were)|paste|copy|return|translate)"
+          r"\b.{0,30}\b(?:your|the|my|its)\s+(?:(?:full|entire|complete|exact|original|"
+          r"initial|hidden|secret|internal|confidential|whole)\s+)*(?:system (?:prompt|"
+          r"message|instructions)|initial (?:prompt|instructions)|hidden (?:prompt|instructions)"
+          r"|pre-?prompt|developer (?:message|instructions)|instructions you were given|"
+          r"configuration prompt)")),
+        ("system_prompt_extraction", 0.8,
+         (r"\b(?:repeat|print|output|write|copy|echo)\b.{0,40}\b(?:words|text|everything|"
+          r"all|content|message)\b.{0,20}\b(?:above|before (?:this|my)|preceding|prior to)")),
+        ("system_prompt_extraction", 0.7,
+         (r"\bwhat (?:were|are) (?:you|your) (?:told|instructed|programmed)\b")),
+        ("safety_bypass", 0.8,
+         (r"\b(?:disable|turn off|deactivate|bypass|ignore|remove|circumvent|switch off)\b"
+          r"\W+(?:\w+\W+){0,2}(?:safety|content|moderation|ethical|security)\s+(?:filters?|"
+          r"guidelines|policies|polic(?:y)|restrictions|guardrails|checks|protocols|settings)")),
+        ("data_exfiltration", 0.75,
+         (r"\b(?:send|post|upload|forward|email|e-mail|exfiltrate|transmit|leak|submit|"
+          r"append)\b.{0,60}\b(?:conversation|chat history|history|api keys?|passwords?|"
+          r"credentials|secrets?|tokens?|private data|personal data|user data|session|"
+          r"cookies?|system prompt)\b.{0,60}(?:https?://|www\.|\b\S+@\S+\.\w+|\bto (?:this|"
+          r"the following) (?:url|address|endpoint|server))")),
+        ("data_exfiltration", 0.75,
+         (r"!\[[^\]]*\]\(https?://[^)\s]*(?:\?|&)[^)\s]*=\s*(?:\{|\[|<|\$)")),
+        ("secret_request", 0.7,
+         (r"\b(?:print|list|show|reveal|dump|output|give me|tell me|display|read out|expose|"
+          r"what (?:is|are))\b.{0,30}\b(?:all|every|each|the|your|any|stored|saved|other "
+          r"users'?|customers'?)\b.{0,25}\b(?:api[ _-]?keys?|passwords?|credentials|secrets|"
+          r"access tokens?|environment variables|env vars|private keys?|credit card numbers?|"
+          r"social security numbers?|ssns?|card numbers?)\b")),
+        ("delimiter_spoofing", 0.6,
+         (r"(?:<\|?(?:im_start|im_end|system|endoftext|eot_id|start_header_id)\|?>|"
+          r"</?(?:system|sys|instructions?)>|\[/?(?:INST|SYS|SYSTEM)\]|<<SYS>>|"
+          r"(?:#{2,}|={3,}|-{3,})\s*(?:system|new instructions|admin)\s*[:\n]|"
+          r"\bBEGIN (?:SYSTEM|ADMIN) (?:PROMPT|MESSAGE|INSTRUCTIONS)\b|"
+          r"(?:^|\n)\s*system\s*:\s*(?:you|ignore|new|the assistant))")),
+        ("indirect_instruction", 0.7,
+         (r"\b(?:note|message|instructions?|attention|important|reminder)\s+(?:to|for)\s+"
+          r"(?:the |any )?(?:ai|a\.i\.|assistant|language model|llm|chatbot|gpt|model|bot|"
+          r"agent)s?\b")),
+        ("indirect_instruction", 0.7,
+         (r"\b(?:if|when) you are an? (?:ai|assistant|language model|llm|chatbot|gpt|model|"
+          r"bot|agent)\b")),
+        ("indirect_instruction", 0.6,
+         (r"\b(?:ai|assistant|language model|llm|chatbot|model|bot|agent)s?\s+(?:reading|"
+          r"processing|summari[sz]ing|parsing|analy[sz]ing)\s+(?:this|these)\b")),
+        ("indirect_instruction", 0.5,
+         (r"\b(?:do not|don't|never) (?:tell|inform|mention (?:this )?to|reveal (?:this )?to|"
+          r"let) the user\b")),
+        ("forced_output", 0.35,
+         (r"\b(?:say|respond with|reply with|answer with|output|print|write|type|end your "
+          r"(?:reply|answer|response) with)\b\s+(?:only\s+|exactly\s+|just\s+)?(?:the (?:word|"
+          r"phrase|string)\s+)?[\"'`]?(?-i:[A-Z][A-Z0-9_-]{3,})\b")),
+        ("encoded_instruction", 0.45,
+         (r"\b(?:decode|decipher|decrypt|base64[- ]decode|rot13|unscramble|translate)\b.{0,40}"
+          r"\b(?:and|then)\s+(?:follow|execute|obey|do|carry out|run|perform|act on)\b")),
+    )
+)
+
+_ZERO_WIDTH = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff\u00ad\u034f\u180e\u202a-\u202e"
+                         "\u2066-\u2069]")
+_HOMOGLYPHS = str.maketrans({
+    # Cyrillic
+    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i",
+    "ј": "j", "ѕ": "s", "ԁ": "d", "ɡ": "g", "һ": "h", "ӏ": "l", "ԛ": "q", "ԝ": "w",
+    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P",
+    "С": "C", "Т": "T", "Х": "X", "У": "Y", "І": "I", "Ј": "J", "Ѕ": "S",
+    # Greek
+    "α": "a", "ο": "o", "ν": "v", "ρ": "p", "τ": "t", "ι": "i", "κ": "k", "υ": "u",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M",
+    "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    # look-alike punctuation and leetspeak that survives NFKC
+    "ı": "i", "ɑ": "a", "ℓ": "l",
+})
+# "i g n o r e" / "i.g.n.o.r.e": separators between single letters, closed up.
+_SPACED = re.compile(r"\b(?:[A-Za-z][ ._*-]){3,}[A-Za-z]\b")
+_QUOTED = re.compile(r"\"[^\"]{4,400}\"|“[^”]{4,400}”|‘[^’]{4,400}’|'[^']{4,400}'|`[^`]{4,400}`")
+_DISCUSSION = re.compile(
+    r"\b(?:what (?:does|is|are)|mean(?:s|ing)?|example|examples|research|paper|explain|"
+    r"detect|detection|defend|defen[cs]e|protect|mitigat\w*|classif\w*|prevent|attack(?:s|er)?"
+    r"|phrase|such as|like the|quote|quoted|blog|article|talk|course|training data|dataset"
+    r"|red[- ]team\w*|security|why do|how do (?:i|we) (?:stop|block|detect|handle|prevent))\b",
+    re.IGNORECASE)
+_B64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
+_HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Fa-f])")
+_URLENC = re.compile(r"(?:%[0-9A-Fa-f]{2}[^\s%]{0,24}){3,}")
+
+
+@attrs.frozen
+class InjectionMatch:
+    """One rule that matched.
+
+    :param rule: the rule's name (``instruction_override``, ...).
+    :param weight: its weight after discounts.
+    :param start: span start in the scanned text (0 when found in decoded or normalised
+        text, which has no span in the original).
+    :param end: span end.
+    :param layer: where it was found: ``text``, ``normalised``, or the decoding
+        (``base64``, ``hex``, ``url``, ``rot13``, possibly chained: ``base64+rot13``).
+    """
+
+    rule: str
+    weight: float
+    start: int
+    end: int
+    layer: str
+
+
+@attrs.frozen
+class InjectionScan:
+    """The result of :func:`scan_injection`.
+
+    :param score: ``1 - prod(1 - weight)`` over the best match of each rule and layer.
+    :param matches: the matches.
+    :param hidden_characters: how many zero-width / bidi characters the text carried.
+    """
+
+    score: float
+    matches: tuple[InjectionMatch, ...]
+    hidden_characters: int = 0
+
+
+def normalise(text: str) -> str:
+    """NFKC, no zero-width or bidi characters, homoglyphs folded to Latin, and letters
+    separated by single spaces or dots closed up (``i g n o r e`` -> ``ignore``)."""
+    folded = unicodedata.normalize("NFKC", _ZERO_WIDTH.sub("", text)).translate(_HOMOGLYPHS)
+    return _SPACED.sub(lambda m: re.sub(r"[ ._*-]", "", m.group()), folded)
+
+
+def _printable(data: bytes) -> str | None:
+    try:
+        decoded = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not decoded:
+        return None
+    good = sum(ch.isprintable() or ch in "\n\t\r" for ch in decoded)
+    letters = sum(ch.isalpha() for ch in decoded)
+    if good / len(decoded) < 0.95 or letters / len(decoded) < 0.5:
+        return None
+    return decoded
+
+
+def _decodings(text: str) -> Iterator[tuple[str, str]]:
+    """(layer, decoded text) for every payload ``text`` seems to carry."""
+    for match in _B64.finditer(text):
+        token = match.group()
+        padded = token + "=" * (-len(token) % 4)
+        for decoder in (base64.b64decode, base64.urlsafe_b64decode):
+            try:
+                decoded = _printable(decoder(padded))
+            except (binascii.Error, ValueError):
+                continue
+            if decoded is not None:
+                yield "base64", decoded
+                break
+    for match in _HEX.finditer(text):
+        digits = re.sub(r"[ :]", "", match.group())
+        if len(digits) % 2 == 0:
+            decoded = _printable(bytes.fromhex(digits))
+            if decoded is not None:
+                yield "hex", decoded
+    if _URLENC.search(text):
+        decoded_url = urllib.parse.unquote(text)
+        if decoded_url != text:
+            yield "url", decoded_url
+    if re.search(r"\brot-?13\b", text, re.IGNORECASE) or _looks_rot13(text):
+        yield "rot13", codecs.decode(text, "rot13")
+
+
+_COMMON = frozenset(["the", "and", "you", "ignore", "instructions", "previous", "all", "say", "your", "system", "prompt", "print", "reveal", "this", "that", "with", "for", "are", "not", "now"])
+
+
+def _looks_rot13(text: str) -> bool:
+    """Whether rot13 turns a text of few common words into one of many."""
+    words = re.findall(r"[a-z]+", text.lower())
+    if len(words) < 4:
+        return False
+    plain = sum(w in _COMMON for w in words)
+    rotated = sum(codecs.decode(w, "rot13") in _COMMON for w in words)
+    return rotated >= 2 and rotated > 2 * plain
+
+
+def _discussion_discount(text: str, start: int, end: int) -> float:
+    """0.3 when the span sits inside quotes in a text that discusses attacks, else 1."""
+    if not _DISCUSSION.search(text):
+        return 1.0
+    for quoted in _QUOTED.finditer(text):
+        if quoted.start() <= start and end <= quoted.end():
+            return 0.3
+    return 1.0
+
+
+def _match_rules(text: str, layer: str, found: dict[tuple[str, str], InjectionMatch],
+                 spans: bool) -> None:
+    for name, weight, pattern in RULES:
+        for match in pattern.finditer(text):
+            w = weight * _discussion_discount(text, match.start(), match.end())
+            key = (name, layer)
+            if key not in found or found[key].weight < w:
+                found[key] = InjectionMatch(name, w, match.start() if spans else 0,
+                                            match.end() if spans else 0, layer)
+
+
+#: Window size and overlap (characters) of the scan of long texts.
+SEGMENT = 16_384
+OVERLAP = 1_024
+
+
+def scan_injection(text: str, *, max_depth: int = 2) -> InjectionScan:
+    """Scan a text for prompt injection, directly and in its decoded payloads.
+
+    Long texts are scanned in overlapping windows (short regular-expression calls, so a
+    scan in a worker thread leaves the event loop free); the evidence is combined as for
+    one text.
+
+    :param max_depth: how many layers of encoding to peel (base64 of hex of ...).
+    """
+    found: dict[tuple[str, str], InjectionMatch] = {}
+    if len(text) <= SEGMENT + 2 * OVERLAP:
+        hidden = _scan(text, max_depth, found)
+    else:
+        hidden = len(_ZERO_WIDTH.findall(text))
+        for core in range(0, len(text), SEGMENT):
+            left = max(0, core - OVERLAP)
+            part: dict[tuple[str, str], InjectionMatch] = {}
+            _scan(text[left:core + SEGMENT + OVERLAP], max_depth, part)
+            for key, match in part.items():
+                if match.layer == "text":
+                    match = attrs.evolve(match, start=match.start + left, end=match.end + left)
+                if key not in found or found[key].weight < match.weight:
+                    found[key] = match
+    return _combine(found, hidden)
+
+
+def _scan(text: str, max_depth: int, found: dict[tuple[str, str], InjectionMatch]) -> int:
+    """Match every layer of ``text`` into ``found``; returns its hidden-character count."""
+    _match_rules(text, "text", found, spans=True)
+    normal = normalise(text)
+    hidden = len(_ZERO_WIDTH.findall(text))
+    if normal != text:
+        _match_rules(normal, "normalised", found, spans=False)
+    layers: list[tuple[str, str]] = [("", normal)]
+    seen = {normal}
+    for _ in range(max_depth):
+        next_layers: list[tuple[str, str]] = []
+        for prefix, body in layers:
+            for layer, decoded in _decodings(body):
+                decoded = normalise(decoded)
+                if decoded in seen:
+                    continue
+                seen.add(decoded)
+                name = f"{prefix}+{layer}" if prefix else layer
+                _match_rules(decoded, name, found, spans=False)
+                next_layers.append((name, decoded))
+        layers = next_layers
+    return hidden
+
+
+def _combine(found: dict[tuple[str, str], InjectionMatch], hidden: int) -> InjectionScan:
+    """The score of the matches: ``1 - prod(1 - w)`` over the best match of each rule."""
+    # The same rule found in several layers is one piece of evidence, not several.
+    best: dict[str, InjectionMatch] = {}
+    for match in found.values():
+        if match.rule not in best or best[match.rule].weight < match.weight:
+            best[match.rule] = match
+    remaining = 1.0
+    for match in best.values():
+        remaining *= 1.0 - match.weight
+    if hidden and best:
+        remaining *= 0.7  # hiding characters inside an instruction is evidence of intent
+    if any(m.layer not in ("text", "normalised") for m in best.values()):
+        remaining *= 0.5  # so is encoding one
+    matches = tuple(sorted(found.values(), key=lambda m: (m.layer != "text", m.start, m.rule)))
+    return InjectionScan(score=round(1.0 - remaining, 4), matches=matches,
+                         hidden_characters=hidden)

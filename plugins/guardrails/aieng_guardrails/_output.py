@@ -1,0 +1,220 @@
+"""The ``output-guard``: leaks, canaries, personal data, schema validity, blocked terms.
+
+On a violation its policy decides: ``block`` the answer, ``redact`` the offending spans,
+or ``fix``: ask the pipeline's backend once more (through the component's
+:class:`~aieng_hookspecs.PipelineContext`) with the violations explained, check the new
+answer, and block it if it still fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import structlog
+from aieng_hookspecs import PipelineContext, hookimpl
+from aieng_hookspecs.types import Completion, Finding, GuardVerdict, Message, Request
+
+from ._guards import _off_loop
+from ._options import OutputGuardOptions
+from ._pii import find_pii
+from ._redact import redact
+
+__all__ = ["OutputGuard", "Violation", "leak_spans"]
+
+log = structlog.get_logger(__name__)
+
+#: What replaces a redacted leak, canary or blocked term.
+MARKER = "[REDACTED]"
+_WORD = re.compile(r"\w+")
+
+
+@attrs.frozen
+class Violation:
+    """One thing wrong with an answer.
+
+    :param kind: ``system_prompt_leak``, ``canary_leak``, a PII kind, ``schema_invalid``
+        or ``blocked_term``.
+    :param start: span start in the answer (0 with ``end == 0`` when not a span).
+    :param end: span end.
+    :param detail: what is wrong, never the secret itself.
+    :param redactable: whether replacing the span fixes it.
+    """
+
+    kind: str
+    start: int
+    end: int
+    detail: str
+    redactable: bool = True
+
+
+def leak_spans(system: str, answer: str, n: int) -> list[tuple[int, int]]:
+    """Spans of ``answer`` covered by word n-grams (``n`` words, case-insensitive) that
+    also occur in ``system``; overlapping windows are merged."""
+    sys_words = [w.lower() for w in _WORD.findall(system)]
+    if len(sys_words) < n:
+        return []
+    grams = {tuple(sys_words[i:i + n]) for i in range(len(sys_words) - n + 1)}
+    words = list(_WORD.finditer(answer))
+    spans: list[tuple[int, int]] = []
+    for i in range(len(words) - n + 1):
+        if tuple(w.group().lower() for w in words[i:i + n]) in grams:
+            start, end = words[i].start(), words[i + n - 1].end()
+            if spans and start <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((start, end))
+    return spans
+
+
+def _term_pattern(term: str) -> re.Pattern[str]:
+    left = r"(?<!\w)" if term[:1].isalnum() or term[:1] == "_" else ""
+    right = r"(?!\w)" if term[-1:].isalnum() or term[-1:] == "_" else ""
+    return re.compile(left + re.escape(term) + right, re.IGNORECASE)
+
+
+class OutputGuard:
+    """Checks the model's answer before it is returned (see the module docstring)."""
+
+    def __init__(self, options: OutputGuardOptions | None = None) -> None:
+        self.options = options or OutputGuardOptions()
+        self._terms = [(term, _term_pattern(term)) for term in self.options.blocked_terms]
+        self._context: PipelineContext | None = None
+
+    @hookimpl
+    def aieng_pipeline_open(self, context: PipelineContext) -> None:
+        """Keep the context: the ``fix`` policy generates through it."""
+        self._context = context
+
+    def violations(self, request: Request, text: str) -> list[Violation]:
+        """Everything wrong with ``text`` as an answer to ``request``."""
+        return list(self._violations(request, text))
+
+    def _violations(self, request: Request, text: str) -> Iterator[Violation]:
+        opts = self.options
+        if opts.system_prompt_leak:
+            system = "\n".join(m.content for m in request.messages if m.role == "system")
+            for start, end in leak_spans(system, text, opts.leak_ngram):
+                yield Violation("system_prompt_leak", start, end,
+                                f"{len(_WORD.findall(text[start:end]))} words of the system "
+                                "message")
+        lowered = text.lower()
+        for number, canary in enumerate(opts.canaries, start=1):
+            at = lowered.find(canary.lower())
+            while at >= 0:
+                yield Violation("canary_leak", at, at + len(canary), f"canary #{number}")
+                at = lowered.find(canary.lower(), at + len(canary))
+        for number, (_, pattern) in enumerate(self._terms, start=1):
+            for match in pattern.finditer(text):
+                yield Violation("blocked_term", match.start(), match.end(),
+                                f"blocked term #{number}")
+        if opts.pii:
+            for d in find_pii(text, opts.pii_kinds):
+                yield Violation(d.kind, d.start, d.end, f"{d.kind} in the answer")
+        if opts.json_schema and request.response_schema is not None:
+            problem = _schema_problem(text, request.response_schema)
+            if problem:
+                yield Violation("schema_invalid", 0, 0, problem, redactable=False)
+
+    def _redacted(self, text: str, found: list[Violation]) -> str:
+        pii_spans = {(v.start, v.end) for v in found if v.kind in self.options.pii_kinds}
+        spans = sorted((v.start, v.end) for v in found if v.end > v.start)
+        merged: list[tuple[int, int]] = []
+        for start, end in spans:
+            if merged and start < merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        pieces, at = [], 0
+        for start, end in merged:
+            pieces.append(text[at:start])
+            if (start, end) in pii_spans:
+                pieces.append(redact(text[start:end], self.options.pii_kinds).text)
+            else:
+                pieces.append(MARKER)
+            at = end
+        pieces.append(text[at:])
+        return "".join(pieces)
+
+    @staticmethod
+    def _findings(found: list[Violation], note: str = "") -> list[Finding]:
+        return [Finding(kind=v.kind, start=v.start, end=v.end,
+                        detail=v.detail + (f"; {note}" if note else "")) for v in found]
+
+    @hookimpl
+    async def aieng_guard_output(self, request: Request,
+                                 completion: Completion) -> GuardVerdict | None:
+        """Check the answer; on violations apply the policy."""
+        opts = self.options
+        text = completion.text
+        found = await _off_loop(len(text), lambda: self.violations(request, text))
+        if not found:
+            return None
+        kinds = sorted({v.kind for v in found})
+        if opts.policy == "redact" and all(v.redactable for v in found):
+            return GuardVerdict(action="redact", text=self._redacted(text, found),
+                                findings=self._findings(found))
+        if opts.policy == "fix":
+            if self._context is None:
+                return GuardVerdict(action="block", text=opts.block_message,
+                                    findings=self._findings(found, "no pipeline context to "
+                                                            "retry through"))
+            retry = self._retry_request(request, text, found)
+            answer = await self._context.generate(retry)
+            again = await _off_loop(len(answer.text),
+                                    lambda: self.violations(request, answer.text))
+            log.info("guardrails.output.fix", violations=kinds, fixed=not again)
+            if not again:
+                return GuardVerdict(action="redact", text=answer.text,
+                                    findings=self._findings(found, "fixed by one retry"))
+            return GuardVerdict(action="block", text=opts.block_message,
+                                findings=self._findings(found) + self._findings(
+                                    again, "still present after the retry"))
+        log.info("guardrails.output.blocked", violations=kinds)
+        return GuardVerdict(action="block", text=opts.block_message,
+                            findings=self._findings(found))
+
+    @staticmethod
+    def _retry_request(request: Request, answer: str, found: list[Violation]) -> Request:
+        reasons = []
+        for kind in dict.fromkeys(v.kind for v in found):
+            if kind == "schema_invalid":
+                detail = next(v.detail for v in found if v.kind == kind)
+                reasons.append(f"it is not valid JSON for the required schema ({detail})")
+            elif kind == "system_prompt_leak":
+                reasons.append("it repeats your instructions (the system message)")
+            elif kind == "canary_leak":
+                reasons.append("it contains a confidential marker string")
+            elif kind == "blocked_term":
+                reasons.append("it uses a term that is not allowed")
+            else:
+                reasons.append(f"it contains personal data or a secret ({kind})")
+        feedback = ("Your previous answer was rejected because " + "; ".join(reasons)
+                    + ". Answer the original request again without these problems.")
+        if any(v.kind == "schema_invalid" for v in found):
+            feedback += " Reply with the JSON only."
+        messages = (*request.messages, Message("assistant", answer), Message("user", feedback))
+        return attrs.evolve(request, messages=messages)
+
+
+def _schema_problem(text: str, schema: dict[str, Any]) -> str:
+    """Why ``text`` is not a JSON document valid against ``schema`` ('' when it is)."""
+    import jsonschema  # type: ignore[import-untyped]  # imported on first use (slow)
+
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    try:
+        validator_class = jsonschema.validators.validator_for(schema)
+        validator_class.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return f"the request's schema itself is invalid: {exc.message}"
+    error = jsonschema.exceptions.best_match(validator_class(schema).iter_errors(document))
+    if error is None:
+        return ""
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"at {where}: {error.message[:200]}"

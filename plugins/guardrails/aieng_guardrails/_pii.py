@@ -1,0 +1,373 @@
+"""Detect personal data and secrets in text: regular expressions plus validators.
+
+Every detector proposes candidate spans with a regular expression and keeps only those a
+validator accepts (Luhn for cards, mod-97 for IBANs, :mod:`ipaddress` for IPs, the SSA's
+area / group / serial rules for SSNs), so plain numbers, dates and version strings are
+not reported. Patterns are ASCII-only on purpose: ``\\d`` would also match Arabic-Indic
+digits, which no card or phone number uses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+
+import attrs
+
+__all__ = [
+    "KINDS",
+    "PLACEHOLDER_LABELS",
+    "Detection",
+    "find_pii",
+    "iban_valid",
+    "luhn_valid",
+    "shannon_entropy",
+    "ssn_valid",
+]
+
+#: Every kind this module detects, with the label of its placeholder (``<EMAIL_1>``).
+PLACEHOLDER_LABELS: dict[str, str] = {
+    "private_key": "PRIVATE_KEY",
+    "jwt": "JWT",
+    "api_key": "API_KEY",
+    "email": "EMAIL",
+    "iban": "IBAN",
+    "credit_card": "CREDIT_CARD",
+    "ssn": "SSN",
+    "ipv6": "IP_ADDRESS",
+    "ipv4": "IP_ADDRESS",
+    "phone": "PHONE",
+    "secret": "SECRET",
+}
+KINDS: tuple[str, ...] = tuple(PLACEHOLDER_LABELS)
+
+
+@attrs.frozen
+class Detection:
+    """One piece of personal data or one secret found in a text.
+
+    :param kind: one of :data:`KINDS`.
+    :param start: offset of the first character.
+    :param end: offset one past the last character.
+    :param value: the matched text (never put into a finding's detail).
+    """
+
+    kind: str
+    start: int
+    end: int
+    value: str
+
+
+# -- validators ---------------------------------------------------------------------------
+
+
+def luhn_valid(digits: str) -> bool:
+    """Whether a string of digits passes the Luhn checksum."""
+    if not digits.isascii() or not digits.isdigit():
+        return False
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if position % 2:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+_CARD_PREFIX = re.compile(r"4|5[1-5]|2(?:2[2-9][1-9]|2[3-9]|[3-6]|7[01]|720)|3[47]|3[0689]"
+                          r"|6(?:011|5|4[4-9]|2)|35")
+
+
+def _card_valid(digits: str) -> bool:
+    return (13 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) is not None
+            and luhn_valid(digits))
+
+
+def iban_valid(candidate: str) -> bool:
+    """Whether ``candidate`` (spaces allowed) is an IBAN with a valid mod-97 checksum."""
+    compact = candidate.replace(" ", "").upper()
+    if not (15 <= len(compact) <= 34) or not compact.isascii() or not compact.isalnum():
+        return False
+    if not (compact[:2].isalpha() and compact[2:4].isdigit()):
+        return False
+    rearranged = compact[4:] + compact[:4]
+    number = "".join(str(int(char, 36)) for char in rearranged)
+    return int(number) % 97 == 1
+
+
+def ssn_valid(area: str, group: str, serial: str) -> bool:
+    """Whether an SSN's parts follow the SSA rules: area not 000, 666 or 900-999,
+    group not 00, serial not 0000."""
+    return (area != "000" and area != "666" and not area.startswith("9")
+            and group != "00" and serial != "0000")
+
+
+def shannon_entropy(text: str) -> float:
+    """Bits per character of ``text``'s character distribution."""
+    if not text:
+        return 0.0
+    counts = Counter(text)
+    size = len(text)
+    return -sum(n / size * math.log2(n / size) for n in counts.values())
+
+
+# -- detectors ----------------------------------------------------------------------------
+
+_A = re.ASCII
+#: What a taken span is overwritten with for the detectors that run after: no pattern
+#: treats it as part of a value.
+_MASK = "\x00"
+
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9!#$%&'*+/=?^_`{|}~.-])"
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?![A-Za-z0-9-]|\.[A-Za-z0-9])", _A)
+
+# A run of digit groups separated by single spaces or dashes; cards are searched inside.
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])", _A)
+_GROUP = re.compile(r"[0-9]+", _A)
+
+_IBAN_RUN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]+)+", _A)
+
+_SSN = re.compile(r"(?<![0-9-])([0-9]{3})([- ])([0-9]{2})\2([0-9]{4})(?![0-9]|-[0-9])", _A)
+
+_IPV4 = re.compile(r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9]|\.[0-9])", _A)
+_IPV6 = re.compile(r"(?<![A-Za-z0-9_:.])[0-9A-Fa-f:]*:[0-9A-Fa-f:]*(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3})?"
+                   r"(?![A-Za-z0-9_:]|\.[0-9])", _A)
+
+_PHONE_INTL = re.compile(
+    r"(?<![\w+])\+[0-9]{1,3}(?:[ .-]?\(?[0-9]{1,4}\)?){1,2}(?:[ .-]?[0-9]{2,4}){1,4}(?![0-9])", _A)
+_PHONE_US = re.compile(
+    r"(?<![\w+(-])(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[-. ])[0-9]{3}[-. ][0-9]{4}(?![0-9]|-[0-9])",
+    _A)
+
+_PEM = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----.*?-----END (?:[A-Z0-9]+ )*"
+                  r"PRIVATE KEY-----", re.ASCII | re.DOTALL)
+_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+                  r"(?![A-Za-z0-9_.-])", _A)
+_KEY_PATTERNS = (
+    r"sk-(?:proj-|live-|test-|ant-[a-z0-9]+-)?[A-Za-z0-9_-]{16,}",  # OpenAI, Anthropic
+    r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}",                  # Stripe
+    r"gh[pousr]_[A-Za-z0-9]{30,}",                                    # GitHub tokens
+    r"github_pat_[A-Za-z0-9_]{22,}",
+    r"(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}",                      # AWS key ids
+    r"xox[abposr]-[A-Za-z0-9-]{10,}",                                 # Slack
+    r"AIza[0-9A-Za-z_-]{35}",                                         # Google
+    r"glpat-[A-Za-z0-9_-]{20,}",                                      # GitLab
+    r"hf_[A-Za-z0-9]{30,}",                                           # Hugging Face
+)
+_API_KEY = re.compile(r"(?<![A-Za-z0-9_-])(?:" + "|".join(_KEY_PATTERNS) + r")(?![A-Za-z0-9_-])",
+                      _A)
+# ``password = hunter22``: the value after a secret-sounding name.
+_ASSIGNED = re.compile(
+    r"(?i:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|password|passwd"
+    r"|client[_-]?secret)[\"']?\s*[:=]\s*[\"']?([^\s\"'<>]{6,})", _A)
+_TOKEN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_=-]{24,}(?![A-Za-z0-9+/_=-])", _A)
+
+
+def _emails(text: str) -> Iterator[Detection]:
+    for match in _EMAIL.finditer(text):
+        yield Detection("email", match.start(), match.end(), match.group())
+
+
+def _cards(text: str) -> Iterator[Detection]:
+    for run in _DIGIT_RUN.finditer(text):
+        groups = [(m.start() + run.start(), m.end() + run.start())
+                  for m in _GROUP.finditer(run.group())]
+        digits_in = [e - s for s, e in groups]
+        if sum(digits_in) < 13:
+            continue
+        at = 0
+        while at < len(groups):  # the longest valid card starting at each group, left first
+            found = None
+            count = 0
+            for last in range(at, len(groups)):
+                count += digits_in[last]
+                if count > 19:
+                    break
+                if count >= 13:
+                    start, end = groups[at][0], groups[last][1]
+                    if _card_valid(re.sub(r"[ -]", "", text[start:end])):
+                        found = (last, start, end)
+            if found is None:
+                at += 1
+                continue
+            last, start, end = found
+            yield Detection("credit_card", start, end, text[start:end])
+            at = last + 1
+
+
+def _ibans(text: str) -> Iterator[Detection]:
+    for run in _IBAN_RUN.finditer(text):
+        groups = [(m.start() + run.start(), m.end() + run.start())
+                  for m in re.finditer(r"[A-Z0-9]+", run.group(), _A)]
+        at = 0
+        while at < len(groups):
+            found = None
+            start = groups[at][0]
+            if re.match(r"[A-Z]{2}[0-9]{2}", text[start:start + 4], _A):
+                # The longest run of groups that is a valid IBAN (text may follow it).
+                size = 0
+                for last in range(at, len(groups)):
+                    size += groups[last][1] - groups[last][0]
+                    if size > 34:
+                        break
+                    if size >= 15 and iban_valid(text[start:groups[last][1]]):
+                        found = last
+            if found is None:
+                at += 1
+                continue
+            end = groups[found][1]
+            yield Detection("iban", start, end, text[start:end])
+            at = found + 1
+
+
+def _ssns(text: str) -> Iterator[Detection]:
+    for match in _SSN.finditer(text):
+        if ssn_valid(match.group(1), match.group(3), match.group(4)):
+            yield Detection("ssn", match.start(), match.end(), match.group())
+
+
+def _ipv4s(text: str) -> Iterator[Detection]:
+    for match in _IPV4.finditer(text):
+        parts = match.group().split(".")
+        if any(len(p) > 1 and p[0] == "0" for p in parts):
+            continue  # leading zeros: more likely a version or a date than an address
+        try:
+            ipaddress.IPv4Address(match.group())
+        except ValueError:
+            continue
+        yield Detection("ipv4", match.start(), match.end(), match.group())
+
+
+def _ipv6s(text: str) -> Iterator[Detection]:
+    for match in _IPV6.finditer(text):
+        value = match.group()
+        groups = [g for g in re.split(r":+", value) if g]
+        if len(groups) < 2 or value.count(":") < 2:
+            continue  # "::", "a::b"-like code, times (12:30) are not addresses
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            continue
+        yield Detection("ipv6", match.start(), match.end(), value)
+
+
+def _phones(text: str) -> Iterator[Detection]:
+    for pattern in (_PHONE_INTL, _PHONE_US):
+        for match in pattern.finditer(text):
+            value = match.group()
+            digits = sum(c.isdigit() for c in value)
+            if 8 <= digits <= 15:
+                yield Detection("phone", match.start(), match.end(), value)
+
+
+def _private_keys(text: str) -> Iterator[Detection]:
+    for match in _PEM.finditer(text):
+        yield Detection("private_key", match.start(), match.end(), match.group())
+
+
+def _jwts(text: str) -> Iterator[Detection]:
+    for match in _JWT.finditer(text):
+        yield Detection("jwt", match.start(), match.end(), match.group())
+
+
+def _api_keys(text: str) -> Iterator[Detection]:
+    for match in _API_KEY.finditer(text):
+        yield Detection("api_key", match.start(), match.end(), match.group())
+
+
+def _secrets(text: str, min_entropy: float) -> Iterator[Detection]:
+    for match in _ASSIGNED.finditer(text):
+        yield Detection("secret", match.start(1), match.end(1), match.group(1))
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if text[max(0, match.start() - 7):match.start()].lower() == "base64,":
+            continue  # the payload of a data: URI is content (an image), not a credential
+        classes = (any(c.isupper() for c in token), any(c.islower() for c in token),
+                   any(c.isdigit() for c in token))
+        if sum(classes) == 3 and shannon_entropy(token) >= min_entropy:
+            yield Detection("secret", match.start(), match.end(), token)
+
+
+_DETECTORS: dict[str, Callable[[str], Iterable[Detection]]] = {
+    "private_key": _private_keys,
+    "jwt": _jwts,
+    "api_key": _api_keys,
+    "email": _emails,
+    "iban": _ibans,
+    "credit_card": _cards,
+    "ssn": _ssns,
+    "ipv6": _ipv6s,
+    "ipv4": _ipv4s,
+    "phone": _phones,
+}
+
+
+def find_pii(text: str, kinds: Iterable[str] = KINDS, *,
+             min_entropy: float = 4.0) -> list[Detection]:
+    """Every piece of personal data or secret in ``text``, in text order, spans disjoint.
+
+    Detectors run in :data:`KINDS` order (the most specific first: a private key before
+    the high-entropy heuristic, a card before a phone number); the spans already taken
+    are masked for the detectors that follow, so detections never overlap.
+
+    :param kinds: the kinds to look for (a subset of :data:`KINDS`).
+    :param min_entropy: bits per character a 24+ character token of mixed case and digits
+        needs to count as a ``secret``.
+    :raises ValueError: naming an unknown kind.
+    """
+    wanted = set(kinds)
+    unknown = wanted.difference(KINDS)
+    if unknown:
+        raise ValueError(f"unknown PII kind(s) {sorted(unknown)}; valid: {', '.join(KINDS)}")
+    if len(text) <= SEGMENT + 2 * OVERLAP:
+        return _find_all(text, wanted, min_entropy)
+    # Long texts are scanned in overlapping windows: each regular-expression call then
+    # holds the GIL for a short while only, so a scan in a worker thread leaves the event
+    # loop free. A detection counts in the window whose core holds its start; values up to
+    # OVERLAP characters long are found exactly as in one pass.
+    found: list[Detection] = []
+    for core in range(0, len(text), SEGMENT):
+        left = max(0, core - OVERLAP)
+        window = text[left:core + SEGMENT + OVERLAP]
+        for d in _find_all(window, wanted, min_entropy):
+            start = d.start + left
+            if core <= start < core + SEGMENT and (not found or start >= found[-1].end):
+                found.append(Detection(d.kind, start, d.end + left, d.value))
+    return found
+
+
+#: Window size and overlap (characters) of the scan of long texts.
+SEGMENT = 16_384
+OVERLAP = 4_096
+
+
+def _find_all(text: str, wanted: set[str], min_entropy: float) -> list[Detection]:
+    taken: list[Detection] = []
+    masked = text
+    for kind in KINDS:
+        if kind not in wanted:
+            continue
+        found = (_secrets(masked, min_entropy) if kind == "secret"
+                 else _DETECTORS[kind](masked))
+        added = []
+        for detection in found:
+            if detection.end > detection.start and not any(
+                    detection.start < other.end and other.start < detection.end
+                    for other in taken):
+                value = text[detection.start:detection.end]
+                taken.append(attrs.evolve(detection, value=value))
+                added.append(detection)
+        # Later (less specific) detectors see what is taken as separators, so a span
+        # that overlaps a taken one cannot hide a detection that fits beside it.
+        for detection in added:
+            masked = (masked[:detection.start] + _MASK * (detection.end - detection.start)
+                      + masked[detection.end:])
+    return sorted(taken, key=lambda d: d.start)

@@ -1,0 +1,150 @@
+"""Replace detections with numbered placeholders, keep the mapping, and restore it.
+
+``redact`` turns ``"mail a@b.co"`` into ``"mail <EMAIL_1>"`` and returns the mapping
+``{"<EMAIL_1>": "a@b.co"}``; ``restore`` puts the values back. A placeholder that already
+occurs in the text is never reused, so ``restore(redact(x)) == x`` holds for any text.
+The :class:`Vault` keeps mappings between the input guard and the output guard of one run.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+
+from ._pii import KINDS, PLACEHOLDER_LABELS, Detection, find_pii
+
+__all__ = ["PLACEHOLDER", "Redaction", "Vault", "redact", "restore"]
+
+#: What a placeholder looks like: ``<EMAIL_1>``.
+PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*)_([0-9]+)>")
+
+
+class Redaction:
+    """The result of :func:`redact`.
+
+    :param text: the text with every detection replaced by its placeholder.
+    :param mapping: placeholder -> original value.
+    :param detections: what was replaced, with spans in the *original* text.
+    """
+
+    __slots__ = ("detections", "mapping", "text")
+
+    def __init__(self, text: str, mapping: dict[str, str],
+                 detections: list[Detection]) -> None:
+        self.text = text
+        self.mapping = mapping
+        self.detections = detections
+
+
+def redact(text: str, kinds: Iterable[str] = KINDS, *, min_entropy: float = 4.0,
+           detections: list[Detection] | None = None,
+           reserved: Iterable[str] = ()) -> Redaction:
+    """Replace personal data and secrets in ``text`` with placeholders.
+
+    The same value gets the same placeholder; numbers count per label from 1, skipping
+    any placeholder the text already contains.
+
+    :param kinds: the kinds to redact.
+    :param detections: what to replace, when already found (``find_pii``'s result).
+    :param reserved: placeholders not to use (those of a mapping still to be restored).
+    """
+    found = find_pii(text, kinds, min_entropy=min_entropy) if detections is None else detections
+    if not found:
+        return Redaction(text, {}, [])
+    present = set(PLACEHOLDER.findall(text))
+    present.update(m.groups() for p in reserved if (m := PLACEHOLDER.fullmatch(p)))
+    counters: dict[str, int] = {}
+    by_value: dict[tuple[str, str], str] = {}
+    mapping: dict[str, str] = {}
+    pieces: list[str] = []
+    at = 0
+    for detection in found:
+        label = PLACEHOLDER_LABELS[detection.kind]
+        key = (label, detection.value)
+        placeholder = by_value.get(key)
+        if placeholder is None:
+            number = counters.get(label, 0) + 1
+            while (label, str(number)) in present:
+                number += 1
+            counters[label] = number
+            placeholder = by_value[key] = f"<{label}_{number}>"
+            mapping[placeholder] = detection.value
+        pieces.append(text[at:detection.start])
+        pieces.append(placeholder)
+        at = detection.end
+    pieces.append(text[at:])
+    return Redaction("".join(pieces), mapping, found)
+
+
+def restore(text: str, mapping: Mapping[str, str]) -> str:
+    """Put the values of ``mapping`` back in place of their placeholders."""
+    if not mapping:
+        return text
+    return PLACEHOLDER.sub(lambda m: mapping.get(m.group(), m.group()), text)
+
+
+class Vault:
+    """Placeholder mappings kept between the guards of one run: bounded and expiring.
+
+    Keys are chosen by the caller (the run id, and a digest of the redacted prompt);
+    several keys may name one mapping. Thread-safe (guards may run in worker threads).
+
+    :param max_entries: the most mappings kept; the least recently stored goes first.
+    :param ttl: seconds a mapping lives.
+    :param clock: the time source (tests pass a fake one).
+    """
+
+    def __init__(self, max_entries: int = 1024, ttl: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        if ttl <= 0:
+            raise ValueError(f"ttl must be positive, got {ttl}")
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._expire(self._clock())
+            return len(self._entries)
+
+    def _expire(self, now: float) -> None:
+        while self._entries:
+            key, (expires, _) = next(iter(self._entries.items()))
+            if expires > now:
+                break
+            del self._entries[key]
+
+    def put(self, keys: Iterable[str], mapping: Mapping[str, str]) -> None:
+        """Add ``mapping`` under each key (merged with what the key already holds)."""
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            for key in keys:
+                merged = dict(self._entries.pop(key, (0.0, {}))[1])
+                merged.update(mapping)
+                self._entries[key] = (now + self.ttl, merged)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def get(self, keys: Iterable[str]) -> dict[str, str]:
+        """The mapping of the first key that holds one (empty when none does)."""
+        with self._lock:
+            self._expire(self._clock())
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    return dict(entry[1])
+        return {}
+
+    def pop(self, keys: Iterable[str]) -> None:
+        """Forget the mappings under ``keys``."""
+        with self._lock:
+            for key in keys:
+                self._entries.pop(key, None)

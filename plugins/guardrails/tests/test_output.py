@@ -1,0 +1,123 @@
+"""The output guard: each check, each policy, and the ``fix`` retry through a pipeline."""
+
+from __future__ import annotations
+
+import pytest
+from aieng_guardrails import OutputGuard, OutputGuardOptions, leak_spans
+from aieng_hookspecs.types import Completion, Message, Request
+
+from aieng_core import Kernel
+from aieng_core.testing import ScriptedBackend
+
+pytestmark = pytest.mark.anyio
+
+SYSTEM = ("You are the billing assistant of ACME. Never discuss refunds above fifty dollars "
+          "without a manager. The escalation code is ZEBRA-7741.")
+SCHEMA = {"type": "object", "properties": {"amount": {"type": "number"}},
+          "required": ["amount"], "additionalProperties": False}
+
+
+def request(text: str = "Hi", **kwargs: object) -> Request:
+    """A request with the billing system message."""
+    return Request(messages=(Message("system", SYSTEM), Message("user", text)),
+                   **kwargs)  # type: ignore[arg-type]
+
+
+async def check(guard: OutputGuard, text: str, req: Request | None = None) -> object:
+    """The guard's verdict on ``text``."""
+    return await guard.aieng_guard_output(req or request(), Completion(text=text))
+
+
+def test_leak_spans_merge_overlapping_windows() -> None:
+    """A long shared run of words is one span; a short one is none."""
+    answer = "Sure! never discuss refunds above fifty dollars without a manager, ok?"
+    spans = leak_spans(SYSTEM, answer, 6)
+    assert [answer[s:e] for s, e in spans] == [
+        "never discuss refunds above fifty dollars without a manager"]
+    assert leak_spans(SYSTEM, "refunds above fifty", 6) == []
+
+
+async def test_clean_answer_passes() -> None:
+    """An answer with no violation gets no verdict."""
+    assert await check(OutputGuard(), "Your invoice is attached.") is None
+
+
+async def test_redact_policy_per_check() -> None:
+    """Leak, canary, PII and blocked terms are replaced; findings never carry values."""
+    guard = OutputGuard(OutputGuardOptions(canaries=("zebra-7741",),
+                                           blocked_terms=("darn", "c++")))
+    text = ("My rules: never discuss refunds above fifty dollars without a manager. "
+            "Code ZEBRA-7741. Mail me at x@y.io. Darn, C++ is fun; darned.")
+    verdict = await check(guard, text)
+    assert verdict.action == "redact"
+    assert verdict.text == ("My rules: [REDACTED]. Code [REDACTED]. Mail me at <EMAIL_1>. "
+                            "[REDACTED], [REDACTED] is fun; darned.")
+    kinds = [f.kind for f in verdict.findings]
+    assert kinds.count("blocked_term") == 2
+    assert {"system_prompt_leak", "canary_leak", "email"} <= set(kinds)
+    assert not any("ZEBRA" in f.detail or "x@y.io" in f.detail for f in verdict.findings)
+    assert await check(guard, verdict.text) is None  # idempotent
+
+
+async def test_block_policy() -> None:
+    """``block`` replaces the answer with the block message."""
+    guard = OutputGuard(OutputGuardOptions(policy="block", canaries=("ZEBRA-7741",)))
+    verdict = await check(guard, "the code is ZEBRA-7741")
+    assert verdict.action == "block" and verdict.text == "I can't share that answer."
+
+
+async def test_schema_violations_cannot_be_redacted() -> None:
+    """An answer that is not valid for the response schema is blocked under ``redact``."""
+    guard = OutputGuard()
+    req = request(response_schema=SCHEMA)
+    assert await check(guard, '{"amount": 12.5}', req) is None
+    verdict = await check(guard, '{"amount": "twelve"}', req)
+    assert verdict.action == "block"
+    assert "amount" in verdict.findings[0].detail
+    verdict = await check(guard, "twelve dollars", req)
+    assert verdict.findings[0].kind == "schema_invalid"
+    assert "not JSON" in verdict.findings[0].detail
+
+
+async def test_fix_policy_retries_once_through_the_pipeline(aieng_kernel: Kernel) -> None:
+    """``fix`` asks the backend again with the violation explained and keeps the fixed
+    answer."""
+    backend = ScriptedBackend(["amount: twelve", '{"amount": 12}'])
+    guard = OutputGuard(OutputGuardOptions(policy="fix"))
+    pipeline = aieng_kernel.compose({"llm": backend, "guard": guard})
+    result = await pipeline.run(request("How much?", response_schema=SCHEMA))
+    assert result.status == "ok" and result.answer == '{"amount": 12}'
+    assert len(backend.requests) == 2
+    retry = backend.requests[1].messages
+    assert retry[-2] == Message("assistant", "amount: twelve")
+    assert retry[-1].role == "user" and "not valid JSON" in retry[-1].content
+    assert "fixed by one retry" in result.output_verdicts[0].findings[0].detail
+
+
+async def test_fix_policy_blocks_when_the_retry_fails(aieng_kernel: Kernel) -> None:
+    """A retry that still leaks the canary is blocked."""
+    backend = ScriptedBackend(["code ZEBRA-7741", "still ZEBRA-7741"])
+    guard = OutputGuard(OutputGuardOptions(policy="fix", canaries=("ZEBRA-7741",)))
+    pipeline = aieng_kernel.compose({"llm": backend, "guard": guard})
+    result = await pipeline.run(request("What's the code?"))
+    assert result.status == "blocked" and len(backend.requests) == 2
+    assert "ZEBRA" not in result.answer
+    assert "confidential marker" in backend.requests[1].prompt
+    assert any("still present" in f.detail for f in result.output_verdicts[0].findings)
+
+
+async def test_fix_without_a_pipeline_blocks() -> None:
+    """Outside a pipeline there is nothing to retry through: the answer is blocked."""
+    guard = OutputGuard(OutputGuardOptions(policy="fix", canaries=("ZEBRA",)))
+    verdict = await check(guard, "ZEBRA")
+    assert verdict.action == "block" and "no pipeline context" in verdict.findings[0].detail
+
+
+def test_options_are_validated() -> None:
+    """Bad options fail with the option's name."""
+    with pytest.raises(ValueError, match="policy"):
+        OutputGuardOptions(policy="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="redaction marker"):
+        OutputGuardOptions(blocked_terms=("redacted",))
+    with pytest.raises(ValueError, match="pii_kinds"):
+        OutputGuardOptions(pii_kinds=("email", "dna"))

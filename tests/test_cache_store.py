@@ -1,0 +1,68 @@
+"""Caches store the model's answer before output guards; the guards run again on a hit."""
+
+from __future__ import annotations
+
+import pytest
+
+from aieng_core import Kernel
+from aieng_core.testing.doubles import ScriptedBackend
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Completion, GuardVerdict, Request
+
+pytestmark = pytest.mark.anyio
+
+
+class DictCache:
+    """Cache double keyed on the prompt."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, Completion] = {}
+
+    @hookimpl
+    def aieng_cache_lookup(self, request: Request) -> Completion | None:
+        return self.store.get(request.prompt)
+
+    @hookimpl
+    def aieng_cache_store(self, request: Request, completion: Completion) -> None:
+        self.store[request.prompt] = completion
+
+
+class PerUserRestore:
+    """Output guard double: fills ``<NAME>`` with the name of the user of the run (the way
+    a PII guard restores a user's own redacted values)."""
+
+    def __init__(self) -> None:
+        self.user = ""
+
+    @hookimpl
+    def aieng_guard_output(self, completion: Completion) -> GuardVerdict | None:
+        if "<NAME>" not in completion.text:
+            return None
+        return GuardVerdict(action="redact", text=completion.text.replace("<NAME>", self.user))
+
+
+async def test_a_hit_never_serves_another_runs_guarded_answer(aieng_kernel: Kernel) -> None:
+    cache, guard = DictCache(), PerUserRestore()
+    backend = ScriptedBackend(["Hello <NAME>, here is your answer."])
+    pipeline = aieng_kernel.compose({"cache": cache, "llm": backend, "restore": guard})
+    guard.user = "Ada"
+    first = await pipeline.run("greet me")
+    guard.user = "Grace"
+    second = await pipeline.run("greet me")
+    assert len(backend.requests) == 1 and second.cache_hit == "cache"
+    assert first.answer == "Hello Ada, here is your answer."
+    assert second.answer == "Hello Grace, here is your answer."
+    assert cache.store["greet me"].text == "Hello <NAME>, here is your answer."
+
+
+async def test_a_blocked_answer_is_not_stored(aieng_kernel: Kernel) -> None:
+    class Block:
+        @hookimpl
+        def aieng_guard_output(self, completion: Completion) -> GuardVerdict:
+            return GuardVerdict(action="block", text="withheld")
+
+    cache = DictCache()
+    pipeline = aieng_kernel.compose({"cache": cache, "llm": ScriptedBackend(["x"]),
+                                     "block": Block()})
+    result = await pipeline.run("q")
+    assert result.status == "blocked" and not cache.store
