@@ -57,6 +57,16 @@ bench: install
 	$(BIN)/python benchmarks/minilm_ort.py
 	$(BIN)/python benchmarks/retrieval_cranfield.py
 	$(BIN)/python benchmarks/dense_search.py
+	$(BIN)/python benchmarks/metrics_speed.py
+	$(BIN)/python benchmarks/eval_runner.py
+	$(BIN)/python benchmarks/judge_agreement.py
+	$(BIN)/python benchmarks/cache_bench.py
+	$(BIN)/python benchmarks/guardrails.py
+	$(BIN)/python benchmarks/router_drift.py
+	# The LiteLLM proxy gets its own venv: its pins must not move the project's.
+	test -x benchmarks/.venv-litellm/bin/litellm || ($(PYTHON) -m venv benchmarks/.venv-litellm \
+		&& benchmarks/.venv-litellm/bin/pip install -q 'litellm[proxy]')
+	$(BIN)/python benchmarks/gateway_latency.py
 
 clean:
 	rm -rf $(VENV) *.egg-info hookspecs/*.egg-info
