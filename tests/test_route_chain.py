@@ -110,3 +110,18 @@ async def test_judge_scores_are_published(aieng_kernel: Kernel) -> None:
     assert [(e.component, e.scores) for e in scored] == [
         ("judge", (Score(name="words", value=2),))]
     assert result.scores == (Score(name="words", value=2, judge="judge"),)
+
+
+async def test_a_given_context_reaches_the_judges(aieng_kernel: Kernel) -> None:
+    """``run(context=...)`` replaces the retrieved hits as the judges' ``Sample.context``."""
+    seen: list[tuple[str, ...]] = []
+
+    class Grounded:
+        @hookimpl
+        def aieng_judge(self, sample: Sample) -> None:
+            seen.append(sample.context)
+
+    pipeline = aieng_kernel.compose({"llm": ScriptedBackend(["a"]), "judge": Grounded()})
+    await pipeline.run("x", context=["passage one", "passage two"])
+    await pipeline.run("x")
+    assert seen == [("passage one", "passage two"), ()]

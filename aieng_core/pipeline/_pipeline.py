@@ -199,6 +199,7 @@ class Pipeline:
         input: RunInput,
         *,
         reference: str | Sequence[str] | None = None,
+        context: Sequence[str] | None = None,
         on_delta: DeltaCallback | None = None,
         run_id: str | None = None,
     ) -> RunResult:
@@ -206,6 +207,8 @@ class Pipeline:
 
         :param input: the user's text, a :class:`Query`, a :class:`Request` or messages.
         :param reference: the expected answer(s), for the ``judge`` stage.
+        :param context: the passages the answer should be grounded in, for the ``judge``
+            stage (an evaluation dataset's); by default the run's retrieved hits.
         :param on_delta: stream the generation: called with each :class:`Delta`.
         :param run_id: the run's id (a fresh one by default).
         :returns: every artifact and the event trace.
@@ -221,13 +224,13 @@ class Pipeline:
         log_tokens = structlog.contextvars.bind_contextvars(run_id=run_id, pipeline=self.name)
         try:
             query = input if isinstance(input, Query) else None
-            return await self._run(scope, request, query, reference, on_delta)
+            return await self._run(scope, request, query, reference, context, on_delta)
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
             CURRENT_RUN.reset(token)
 
     async def _run(self, scope: RunScope, request: Request, query: Query | None,
-                   reference: str | Sequence[str] | None,
+                   reference: str | Sequence[str] | None, context: Sequence[str] | None,
                    on_delta: DeltaCallback | None) -> RunResult:
         started = time.perf_counter()
         scope.emit(unchecked(RunStarted, run_id=scope.run_id, pipeline=self.name,
@@ -238,6 +241,7 @@ class Pipeline:
             query=query if query is not None else Query(text=request.prompt),
             reference=reference if reference is None or isinstance(reference, str)
             else tuple(reference),
+            context=None if context is None else tuple(context),
             on_delta=on_delta,
             k_retrieve=self.config.k("retrieve", 10), k_rerank=self.config.k("rerank", 10),
         )

@@ -50,6 +50,8 @@ class RunState:
     request: Request
     query: Query
     reference: str | tuple[str, ...] | None = None
+    #: the judge stage's context when the caller gave one (else the hits' texts)
+    context: tuple[str, ...] | None = None
     on_delta: DeltaCallback | None = None
     k_retrieve: int = 10
     k_rerank: int = 10
@@ -429,7 +431,8 @@ async def judge(state: RunState, policy: StagePolicy) -> str:
     sample = Sample(input=state.query.text,
                     output=state.completion.text if state.completion else "",
                     reference=state.reference,
-                    context=tuple(h.document.text for h in state.hits))
+                    context=state.context if state.context is not None
+                    else tuple(h.document.text for h in state.hits))
     for value, plugin in await state.dispatcher.gather("aieng_judge", {"sample": sample},
                                                        stage="judge", policy=policy):
         scores = [value] if isinstance(value, Score) else value

@@ -32,7 +32,7 @@ class DatasetItem:
     :param line: the 1-based line number in the file.
     :param input: the prompt, or a chat as :class:`Message` values.
     :param reference: the expected answer(s), for the judges.
-    :param context: passages the answer should be grounded in (given to ``--judge-pipeline``).
+    :param context: passages the answer should be grounded in (the judges' ``Sample.context``).
     :param metadata: slicing fields (``metadata`` object, plus ``slice`` under that key).
     :param label: a human judgement: one number for every metric, or one per metric.
     """

@@ -148,7 +148,8 @@ class _Session:
         base = attrs.evolve(_BLANK, id=item.id, metadata=item.metadata, label=item.label,
                             line=item.line)
         try:
-            result = await self.pipeline.run(item.request(self.seed), reference=item.reference)
+            result = await self.pipeline.run(item.request(self.seed), reference=item.reference,
+                                             context=item.context or None)
             scores: dict[str, float] = {}
             judges: dict[str, str] = {}
             _metric_names(list(result.scores), scores, judges)

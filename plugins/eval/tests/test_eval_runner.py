@@ -221,7 +221,7 @@ def test_large_files_are_hashed_once(tmp_path: Path) -> None:
 
 
 def test_judge_pipeline_scores_with_dataset_context(tmp_path: Path) -> None:
-    """A second pipeline's judges score each output, seeing the dataset's context; a
+    """Both the pipeline's own judges and a second pipeline's see the dataset's context; a
     metric name both pipelines produce is kept twice, told apart by judge."""
     ds = tmp_path / "ds.jsonl"
     ds.write_text('{"id": "a", "input": "x y", "reference": "x y", "context": ["c1 c2", "c3"]}\n')
@@ -230,7 +230,7 @@ def test_judge_pipeline_scores_with_dataset_context(tmp_path: Path) -> None:
                      '[components.count]\nuse = "word-count"\n')
     result = run(kit.pipeline_file(tmp_path), ds, tmp_path / "run", judge_pipeline=judge)
     scores = result.results[0].scores
-    assert scores["context_words"] == 0.0 and scores["context_words@count"] == 3.0
+    assert scores["context_words"] == 3.0 and scores["context_words@count"] == 3.0
     assert scores["words@count"] == 2.0 and result.results[0].judges["words@count"] == "count"
     assert result.lock["judge_pipeline"]["name"] == "judges"
 
