@@ -33,6 +33,7 @@ install: $(STAMP)
 DEMO_PIPELINE := examples/pipelines/rag.toml
 demo: install
 	$(BIN)/aieng plugins
+	rm -rf .aieng/demo  # a fresh index: one left by an older version may have another schema
 	$(BIN)/aieng index $(DEMO_PIPELINE) docs
 	$(BIN)/aieng ask $(DEMO_PIPELINE) --stream --max-tokens 160 "How do I write a plugin?"
 	$(BIN)/aieng ask $(DEMO_PIPELINE) --stream --max-tokens 160 "What does the dispatcher do when a hook times out?"
@@ -54,6 +55,7 @@ bench: install
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/overhead.py
 	NUMBA_NUM_THREADS=1 $(BIN)/python benchmarks/bm25_cranfield.py
+	NUMBA_NUM_THREADS=1 $(BIN)/python benchmarks/bm25_synthetic.py
 	$(BIN)/python benchmarks/minilm_ort.py
 	$(BIN)/python benchmarks/retrieval_cranfield.py
 	$(BIN)/python benchmarks/dense_search.py

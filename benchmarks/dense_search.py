@@ -24,17 +24,18 @@ Systems:
 
 * **aieng-vectors, store**: ``VectorStore.search`` (what the component's hook runs in its
   worker thread): usearch candidates, rescored exactly against the stored rows, returned
-  as documents. ``ef`` is the ``expansion_search`` option.
+  as documents. ``ef`` is the ``expansion_search`` option. **..., hnswlib**: the same with
+  ``engine = "hnswlib"`` (hnswlib as the HNSW engine, the same M / efConstruction).
 * **aieng-vectors, component**: ``VectorIndex.aieng_retrieve`` with a ``Query``: the above
   plus the query's embedding lookup (a cached vector: no model runs) and the hop to a
-  worker thread and back.
+  worker thread and back; with either engine.
 * **hnswlib**: ``Index(space="ip")``, ``knn_query(vector, k=10)``, ``set_num_threads(1)``.
 * **usearch, raw**: ``usearch.index.Index`` (the engine under aieng-vectors) searched
   directly: keys only, no rescoring.
 
 Run it alone::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dense_search.py [--json PATH]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dense_search.py [--efs 16,24,28,32,48,64] [--json PATH]
 
 Peer: ``.venv/bin/pip install hnswlib`` (builds from source with a C++ compiler).
 """
@@ -219,10 +220,9 @@ class OursStore(System):
     Built through ``VectorIndex.upsert`` + ``flush`` with the default options (``threads``
     1), the texts' vectors looked up from the cache (no model runs)."""
 
-    name = "aieng-vectors, store"
-
-    def __init__(self, texts: list[str], queries: list[str]) -> None:
-        self.texts, self.query_texts = texts, queries
+    def __init__(self, texts: list[str], queries: list[str], engine: str = "usearch") -> None:
+        self.texts, self.query_texts, self.engine = texts, queries, engine
+        self.name = "aieng-vectors, store" + ("" if engine == "usearch" else f", {engine}")
 
     def build(self, vectors: np.ndarray) -> None:
         import anyio
@@ -235,7 +235,8 @@ class OursStore(System):
         def embed(texts: Sequence[str], model: str | None) -> np.ndarray:
             return np.stack([self.lookup[t] for t in texts])
 
-        self.component = VectorIndex(VectorsOptions(threads=1), embedder=embed)
+        self.component = VectorIndex(VectorsOptions(threads=1, engine=self.engine),
+                                     embedder=embed)
         docs = [Document(id=str(i), text=t) for i, t in enumerate(self.texts)]
 
         async def load() -> None:
@@ -261,10 +262,10 @@ class OursComponent(System):
     """``VectorIndex.aieng_retrieve(Query, k)``: the store's search plus the query's
     embedding (a cache lookup) and the hop to a worker thread and back."""
 
-    name = "aieng-vectors, component (aieng_retrieve)"
-
     def __init__(self, store: OursStore) -> None:
         self.of = store
+        self.name = "aieng-vectors, component (aieng_retrieve)" + (
+            "" if store.engine == "usearch" else f", {store.engine}")
 
     def build(self, vectors: np.ndarray) -> None:
         for text, row in zip(self.of.query_texts, self.queries, strict=True):
@@ -314,6 +315,8 @@ def _timed(work: Callable[[], object]) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--efs", default=",".join(map(str, EFS)),
+                        help="the ef values swept, comma-separated")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--prepare", action="store_true",
                         help="only build the corpus and cache its vectors")
@@ -335,10 +338,14 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):  # the exact scan, one query per call, for reference
         exact_s.append(_timed(lambda: [np.argpartition(-(doc_vecs @ q), K)[:K]
                                        for q in query_vecs]))
-    ours = OursStore(docs, query_texts)
-    component = OursComponent(ours)
-    component.queries = query_vecs
-    systems: list[System] = [ours, component, Hnswlib(), UsearchRaw()]
+    efs = [int(ef) for ef in args.efs.split(",")]
+    systems: list[System] = []
+    for engine in ("usearch", "hnswlib"):
+        ours = OursStore(docs, query_texts, engine)
+        component = OursComponent(ours)
+        component.queries = query_vecs
+        systems += [ours, component]
+    systems += [Hnswlib(), UsearchRaw()]
     build_s: dict[str, float] = {}
     for system in systems:
         print(f"  building {system.name}", file=sys.stderr)
@@ -346,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(system, OursComponent):  # it searches the store's index
             build_s[system.name] = seconds
     rows: dict[str, dict[str, Any]] = {s.name: {} for s in systems}
-    for ef in EFS:
+    for ef in efs:
         print(f"  ef {ef}", file=sys.stderr)
         for system in systems:  # warm-up and the recall pass
             system.set_ef(ef)
@@ -369,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": ("OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dense_search.py "
                     + " ".join(argv if argv is not None else sys.argv[1:])).strip(),
         "params": {"documents": N_DOCS, "queries": N_QUERIES, "k": K, "M": M,
-                   "ef_construction": EF_CONSTRUCTION, "efs": list(EFS),
+                   "ef_construction": EF_CONSTRUCTION, "efs": efs,
                    "repeats": args.repeats, "seed": SEED, "target_recall": TARGET,
                    "sources": [str(r) for r in _roots()]},
         "embedding": embedding, "revision": _revision(), "machine": machine,

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aieng_hookspecs.types import Document, Hit, unchecked
+from aieng_hookspecs.types import Document, Hit
 
 from ._fields import check_text, dump_metadata, filter_token, id_key, load_metadata
 from ._options import MEMORY, BM25Options
+from ._rows import DocumentTable, builder
 
 if TYPE_CHECKING:
     import tantivy
@@ -30,14 +31,21 @@ __all__ = ["ANALYZER", "BM25Index", "IndexLockedError"]
 #: silently matching query terms cut one way against index terms cut another.
 ANALYZER = "aieng_en_v1"
 # Fields. "key" is the digest of the id (see _fields.id_key); "filter" holds one digest per
-# top-level metadata entry (see _fields.filter_token); neither is stored.
+# top-level metadata entry (see _fields.filter_token); neither is stored. "row" is a fast
+# field: a random number per document version, the key of the document table (_rows).
 _ID, _KEY, _TITLE, _TEXT, _METADATA, _FILTER = "id", "key", "title", "text", "metadata", "filter"
+_ROW = "row"
+# The most distinct query terms whose term queries are kept for reuse.
+_TERM_CACHE = 65_536
 # Words longer than this (bytes) are dropped at indexing and querying alike: they are
 # hashes, base64 or run-together junk, and would bloat the term dictionary.
 _MAX_TOKEN_BYTES = 40
 # How long a write waits for another writer (another process, say) to release the index.
 _LOCK_WAIT_S = 5.0
 _MIB = 1024 * 1024
+# Unchecked constructors (see _rows.builder): Document(id, text, title, metadata) and
+# Hit(document, score, rank, source).
+_new_document, _new_hit = builder(Document), builder(Hit)
 
 
 class IndexLockedError(RuntimeError):
@@ -71,6 +79,7 @@ def _schema() -> tantivy.Schema:
     builder.add_text_field(_TEXT, stored=True, tokenizer_name=ANALYZER)
     builder.add_bytes_field(_METADATA, stored=True)
     builder.add_text_field(_FILTER, stored=False, tokenizer_name="raw", index_option="basic")
+    builder.add_unsigned_field(_ROW, stored=False, indexed=False, fast=True)
     return builder.build()
 
 
@@ -110,6 +119,9 @@ class BM25Index:
         self._index: tantivy.Index | None = None
         self._schema: tantivy.Schema | None = None
         self._analyzer: tantivy.TextAnalyzer | None = None
+        self._table = DocumentTable(options.document_cache)
+        # term -> its clauses (on text, and on title with title_boost), built once.
+        self._clauses: dict[str, list[tuple[tantivy.Occur, tantivy.Query]]] = {}
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -182,6 +194,7 @@ class BM25Index:
         with self._lock:
             if not self.in_memory:
                 self._index = None
+                self._table.clear()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -207,7 +220,7 @@ class BM25Index:
             return 0
 
         def upsert(writer: tantivy.IndexWriter) -> None:
-            for key, row in prepared:
+            for key, row, _, _ in prepared:
                 # Deletes apply to what was added before them (opstamp order), so this
                 # removes the old version and leaves the new one.
                 writer.delete_documents_by_term(_KEY, key)
@@ -215,26 +228,33 @@ class BM25Index:
 
         with self._lock:
             self._write(upsert)
+            self._table.forget(list(latest))
+            for _, _, number, entry in prepared:
+                self._table.put(number, entry)
         return len(prepared)
 
-    @staticmethod
-    def _prepare(doc: Document) -> tuple[str, tantivy.Document]:
-        """The id key and the tantivy row of a document; raises before anything is written."""
+    def _prepare(self, doc: Document) -> tuple[str, tantivy.Document, int, Document]:
+        """The id key, the tantivy row, the row number and the table entry of a document;
+        raises before anything is written."""
         import tantivy
 
         for field, value in ((_ID, doc.id), (_TITLE, doc.title), (_TEXT, doc.text)):
             check_text(doc.id, field, value)
         stored = dump_metadata(doc.id, doc.metadata)
         row = tantivy.Document()
-        key = id_key(doc.id)
+        key, number = id_key(doc.id), self._table.new_row()
         row.add_text(_ID, doc.id)
         row.add_text(_KEY, key)
         row.add_text(_TITLE, doc.title)
         row.add_text(_TEXT, doc.text)
         row.add_bytes(_METADATA, stored)
+        row.add_unsigned(_ROW, number)
         for name, value in load_metadata(stored).items():
             row.add_text(_FILTER, filter_token(name, value))
-        return key, row
+        # The table's copy is the document as a search returns it: metadata through JSON
+        # (a fresh dict, tuples as lists), not the caller's objects.
+        return key, row, number, _new_document(doc.id, doc.text, doc.title,
+                                               load_metadata(stored))
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id; ids that are not indexed are ignored.
@@ -242,7 +262,8 @@ class BM25Index:
         :returns: the number of documents deleted.
         :raises IndexLockedError: when another writer keeps the index locked.
         """
-        keys = sorted({id_key(doc_id) for doc_id in ids})
+        wanted = list(dict.fromkeys(ids))
+        keys = sorted({id_key(doc_id) for doc_id in wanted})
         if not keys:
             return 0
         with self._lock:
@@ -255,6 +276,7 @@ class BM25Index:
                         writer.delete_documents_by_term(_KEY, key)
 
                 self._write(remove)
+                self._table.forget(wanted)
         return len(present)
 
     def _count_key(self, searcher: tantivy.Searcher, key: str) -> int:
@@ -310,20 +332,32 @@ class BM25Index:
         query = tantivy.Query.term_query(self._schema_(), _KEY, id_key(doc_id),
                                          index_option="basic")
         found = searcher.search(query, limit=1, count=False).hits
-        return self._document(searcher.doc(found[0][1])) if found else None
+        return self._documents(searcher, found)[0] if found else None
 
-    @staticmethod
-    def _document(row: tantivy.Document) -> Document:
-        # Built unchecked: every field was validated when the document was indexed (a
-        # non-blank id, str text and title, JSON metadata); validating again costs more
-        # than the search itself at k = 100.
-        return unchecked(
-            Document,
-            id=row.get_first(_ID),
-            text=row.get_first(_TEXT) or "",
-            title=row.get_first(_TITLE) or "",
-            metadata=load_metadata(row.get_first(_METADATA)),
-        )
+    def _documents(self, searcher: tantivy.Searcher,
+                   hits: list[tuple[Any, tantivy.DocAddress]]) -> list[Document]:
+        """The documents of ``hits``: from the document table, else from the store."""
+        addresses = [address for _, address in hits]
+        table = self._table
+        # Row numbers are ints (None only with the table off: then every get misses).
+        numbers: list[Any] = (searcher.fast_field_values(_ROW, addresses) if table.limit
+                              else [None] * len(addresses))
+        documents = []
+        get = table.get
+        for address, number in zip(addresses, numbers, strict=True):
+            document = get(number)
+            if document is None:
+                stored = searcher.doc(address).to_dict()
+                # Built unchecked: every field was validated when the document was
+                # indexed (a non-blank id, str text and title, JSON metadata).
+                document = _new_document(
+                    stored[_ID][0], (stored.get(_TEXT) or [""])[0],
+                    (stored.get(_TITLE) or [""])[0],
+                    load_metadata((stored.get(_METADATA) or [b""])[0]))
+                if isinstance(number, int):
+                    table.put(number, document)
+            documents.append(document)
+        return documents
 
     def terms(self, text: str) -> list[str]:
         """The index terms of ``text``: what the analyzer makes of it, in order."""
@@ -354,17 +388,13 @@ class BM25Index:
         counts = Counter(self.terms(text))
         if not counts:
             return None
-        schema, should = self._schema_(), tantivy.Occur.Should
-        title_boost = self.options.title_boost
+        schema = self._schema_()
         clauses: list[tuple[tantivy.Occur, tantivy.Query]] = []
         for term, count in counts.items():
-            on_text = tantivy.Query.term_query(schema, _TEXT, term, index_option="freq")
-            clauses.append((should, on_text if count == 1
-                            else tantivy.Query.boost_query(on_text, float(count))))
-            if title_boost > 0:
-                on_title = tantivy.Query.term_query(schema, _TITLE, term, index_option="freq")
-                clauses.append((should, tantivy.Query.boost_query(on_title,
-                                                                  title_boost * count)))
+            if count == 1:
+                clauses += self._term_clauses(term)
+            else:
+                clauses += self._term_clauses(term, float(count))
         query = tantivy.Query.boolean_query(clauses)
         if not filters:
             return query
@@ -380,6 +410,33 @@ class BM25Index:
         # The filter must match but must not score: a constant 0 keeps the BM25 scores.
         only = tantivy.Query.const_score_query(tantivy.Query.boolean_query(wanted), 0.0)
         return tantivy.Query.boolean_query([(must, query), (must, only)])
+
+    def _term_clauses(self, term: str, count: float = 1.0
+                      ) -> list[tuple[tantivy.Occur, tantivy.Query]]:
+        """The OR clauses of one query term occurring ``count`` times in the query: on the
+        text, boosted by ``count``, and on the title, boosted by ``count * title_boost``.
+        Those of count 1 are kept for reuse (tantivy queries are immutable)."""
+        import tantivy
+
+        if count == 1.0:
+            cached = self._clauses.get(term)
+            if cached is not None:
+                return cached
+        schema, should = self._schema_(), tantivy.Occur.Should
+        on_text = tantivy.Query.term_query(schema, _TEXT, term, index_option="freq")
+        clauses = [(should, on_text if count == 1.0
+                    else tantivy.Query.boost_query(on_text, count))]
+        title_boost = self.options.title_boost
+        if title_boost > 0:
+            on_title = tantivy.Query.term_query(schema, _TITLE, term, index_option="freq")
+            weight = title_boost * count
+            clauses.append((should, on_title if weight == 1.0
+                            else tantivy.Query.boost_query(on_title, weight)))
+        if count == 1.0:
+            if len(self._clauses) >= _TERM_CACHE:
+                self._clauses.clear()
+            self._clauses[term] = clauses
+        return clauses
 
     def search(self, text: str, k: int, filters: Mapping[str, Any] | None = None,
                *, source: str = "bm25") -> list[Hit]:
@@ -402,10 +459,9 @@ class BM25Index:
         if total == 0:
             return []
         # limit never above the document count: tantivy sizes its top-k buffer by it.
-        result = searcher.search(query, limit=min(k, total), count=False)
-        hits: list[Hit] = []
-        for rank, (score, address) in enumerate(result.hits, start=1):
-            # Unchecked too: the rank counts from 1 and _clamp makes the score finite.
-            hits.append(unchecked(Hit, document=self._document(searcher.doc(address)),
-                                  score=_clamp(score), rank=rank, source=source))
-        return hits
+        found = searcher.search(query, limit=min(k, total), count=False).hits
+        documents = self._documents(searcher, found)
+        # Unchecked too: the rank counts from 1 and _clamp makes the score finite.
+        return [_new_hit(document, _clamp(score), rank, source)
+                for rank, ((score, _), document) in enumerate(zip(found, documents, strict=True),
+                                                               start=1)]

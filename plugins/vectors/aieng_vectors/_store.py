@@ -17,6 +17,7 @@ from aieng_hookspecs.types import Document
 
 from ._disk import Folder, Manifest, decode_documents, decode_vectors
 from ._filters import matches
+from ._graphs import new_graph, restore
 from ._options import VectorsOptions
 
 __all__ = ["VectorStore", "unit_rows"]
@@ -53,6 +54,21 @@ def unit_rows(raw: Any, count: int) -> Any:
     norms = np.linalg.norm(array, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return (array / norms).astype(np.float32)
+
+
+def _unit_query(raw: Any) -> Any:
+    """One query vector as :func:`unit_rows` makes it, with a short path for what
+    embedders return for one text: a float32 matrix of one row, or a list of one float32
+    vector, finite and non-zero, normalized in float64 (no overflow: float32 values
+    squared fit a float64). Anything else takes unit_rows's checks."""
+    row = raw[0] if isinstance(raw, list) and len(raw) == 1 else raw
+    if isinstance(row, np.ndarray) and row.dtype == np.float32 and row.size and (
+            row.ndim == 1 if row is not raw else row.ndim == 2 and row.shape[0] == 1):
+        row = row.reshape(-1).astype(np.float64)
+        norm = float(np.sqrt(row @ row))
+        if 0.0 < norm < float("inf"):  # also false for NaN: then unit_rows says what is wrong
+            return (row / norm).astype(np.float32)
+    return unit_rows(raw, 1)[0]
 
 
 class VectorStore:
@@ -202,8 +218,7 @@ class VectorStore:
 
     def _hnsw_remove(self, keys: list[int]) -> None:
         # Waiting keys are not in the graph yet: removing them removes nothing.
-        removed = self._hnsw.remove(np.asarray(keys, dtype=np.uint64))
-        self._tombstones += int(np.sum(removed))
+        self._tombstones += self._hnsw.remove(np.asarray(keys, dtype=np.uint64))
 
     def _grow(self, rows: int) -> None:
         if rows <= self._matrix.shape[0]:
@@ -230,12 +245,9 @@ class VectorStore:
             self._write_snapshot()
 
     def _start_graph(self) -> None:
-        from usearch.index import Index  # imported only when an index grows this large
-
-        self._hnsw = Index(ndim=self.dim, metric="ip", dtype="f32",
-                           connectivity=self.options.connectivity,
-                           expansion_add=self.options.expansion_add,
-                           expansion_search=self.options.expansion_search)
+        # The engine is imported here, only when an index grows this large.
+        self._hnsw = new_graph(self.options.engine, self.dim, self.options.connectivity,
+                               self.options.expansion_add, self.options.expansion_search)
         self._waiting = list(self._keys)
         self._tombstones = 0
 
@@ -259,7 +271,7 @@ class VectorStore:
 
         Ties are broken by document id, so equal inputs give equal outputs.
         """
-        query = unit_rows(raw_query, 1)[0]
+        query = _unit_query(raw_query)
         with self.lock:
             if self._count == 0:
                 return []
@@ -287,8 +299,9 @@ class VectorStore:
         while True:
             want = min(want, live)
             self._hnsw.expansion_search = max(self.options.expansion_search, want)
-            found = self._hnsw.search(query, want, threads=1)
-            rows = [self._key_rows[key] for key in found.keys.tolist() if key in self._key_rows]
+            found = self._hnsw.search(query, want)
+            key_rows = self._key_rows
+            rows = [key_rows[key] for key in found.tolist() if key in key_rows]
             if permitted is not None:
                 rows = [row for row in rows if row in permitted]
             if len(rows) >= k or want >= live:
@@ -310,10 +323,17 @@ class VectorStore:
             kth = np.partition(scores, rows.size - k)[rows.size - k]
             keep = np.nonzero(scores >= kth)[0]
             rows, scores = rows[keep], scores[keep]
-        pairs = [(min(1.0, max(-1.0, float(score))), self._docs[row])
-                 for row, score in zip(rows.tolist(), scores.tolist())]
-        pairs.sort(key=lambda pair: (-pair[0], pair[1].id))
-        return [(doc, score) for score, doc in pairs[:k]]
+        scores = np.clip(scores, -1.0, 1.0)
+        order = np.argsort(-scores, kind="stable")
+        ranked = scores[order]
+        docs = self._docs
+        if ranked.size > 1 and bool((ranked[1:] == ranked[:-1]).any()):
+            # Equal scores: ordered by id (the common case, no tie, skips this sort).
+            pairs = [(score, docs[row]) for row, score in zip(rows.tolist(), scores.tolist())]
+            pairs.sort(key=lambda pair: (-pair[0], pair[1].id))
+            return [(doc, score) for score, doc in pairs[:k]]
+        return [(docs[row], score)
+                for row, score in zip(rows[order[:k]].tolist(), ranked[:k].tolist())]
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -373,9 +393,7 @@ class VectorStore:
         self._catch_up(len(self._waiting))  # opening has no time limit: finish the graph
 
     def _restore_hnsw(self, path: Path) -> None:
-        from usearch.index import Index
-
-        index: Any = Index.restore(str(path))
+        index = restore(self.options.engine, path, self.dim)
         if index is None or len(index) != self._count or index.ndim != self.dim:
             self._start_graph()  # a stale or foreign graph: rebuild from the vectors
             return

@@ -74,11 +74,13 @@ async def test_empty_query_and_empty_index_embed_nothing(hashing_embedder: Any) 
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("exact_below", [0, 50_000], ids=["hnsw", "exact"])
+@pytest.mark.parametrize(("exact_below", "engine"),
+                         [(0, "usearch"), (0, "hnswlib"), (50_000, "usearch")],
+                         ids=["hnsw", "hnswlib", "exact"])
 async def test_upsert_replaces_and_delete_removes(hashing_embedder: Any,
-                                                  exact_below: int) -> None:
+                                                  exact_below: int, engine: str) -> None:
     """Indexing an existing id replaces it; deleting removes it, the rest stay findable."""
-    index = index_with(hashing_embedder, exact_below=exact_below)
+    index = index_with(hashing_embedder, exact_below=exact_below, engine=engine)
     await index.aieng_index(DOCS)
     new = attrs.evolve(DOCS[0], text="Quokka marmalade zeppelin.")
     assert await index.upsert([new, attrs.evolve(new, text="Quokka marmalade zeppelin!")]) == 1
@@ -98,11 +100,14 @@ async def test_upsert_replaces_and_delete_removes(hashing_embedder: Any,
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("exact_below", [0, 50_000], ids=["hnsw", "exact"])
-async def test_metadata_filters(hashing_embedder: Any, exact_below: int) -> None:
+@pytest.mark.parametrize(("exact_below", "engine"),
+                         [(0, "usearch"), (0, "hnswlib"), (50_000, "usearch")],
+                         ids=["hnsw", "hnswlib", "exact"])
+async def test_metadata_filters(hashing_embedder: Any, exact_below: int,
+                                engine: str) -> None:
     """Filters keep documents whose metadata equals every filter value; booleans are not
     numbers, and a missing key reads as null."""
-    index = index_with(hashing_embedder, exact_below=exact_below)
+    index = index_with(hashing_embedder, exact_below=exact_below, engine=engine)
     await index.aieng_index(DOCS)
 
     async def find(**filters: Any) -> set[str]:
@@ -158,14 +163,16 @@ async def test_switches_to_hnsw_at_the_threshold(hashing_embedder: Any) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("exact_below", [0, 50_000], ids=["hnsw", "exact"])
+@pytest.mark.parametrize(("exact_below", "engine"),
+                         [(0, "usearch"), (0, "hnswlib"), (50_000, "usearch")],
+                         ids=["hnsw", "hnswlib", "exact"])
 async def test_persists_across_close_and_reopen(
-    aieng_kernel: Kernel, hashing_embedder: Any, tmp_path: Path, exact_below: int
-) -> None:
+    aieng_kernel: Kernel, hashing_embedder: Any, tmp_path: Path, exact_below: int,
+    engine: str) -> None:
     """A folder index written by one pipeline, closed, is found whole by a new component
     on the same path: ids, texts, metadata, deletes and replacements included."""
     path = tmp_path / "idx"
-    options = VectorsOptions(path=str(path), exact_below=exact_below)
+    options = VectorsOptions(path=str(path), exact_below=exact_below, engine=engine)
     first = aieng_kernel.compose({"dense": VectorIndex(options), "emb": hashing_embedder},
                                  stages=["retrieve"])
     await first.index(DOCS)
