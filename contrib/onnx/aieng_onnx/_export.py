@@ -1,9 +1,12 @@
-"""From a Hugging Face encoder folder to ONNX files on disk, once: export and int8 variant.
+"""From a Hugging Face encoder folder to ONNX files on disk, once: the export, its offline
+BERT-fused variant and int8 variants.
 
 An export is keyed by the model files' contents, the exporter's version and the opset, so
 a changed model or exporter gives a new folder and an unchanged one is never exported
-twice. Every file is written under a temporary name and renamed into place: a crash or a
-second process never leaves a half-written model behind.
+twice. Variants live beside ``model.onnx`` in that folder, named after what made them
+(fusion level, ONNX Runtime version), so a new ONNX Runtime makes new files rather than
+reusing ones it did not write. Every file is written under a temporary name and renamed
+into place: a crash or a second process never leaves a half-written model behind.
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ from pathlib import Path
 
 import structlog
 
-from ._quantize import quantize_int8
+from ._quantize import optimize_bert, quantize_int8
 
-__all__ = ["EXPORT_FILE", "export_key", "exported", "int8_variant", "scratch_name",
-           "weights_size"]
+__all__ = ["BERT_FUSION_LEVEL", "EXPORT_FILE", "export_key", "exported", "int8_variant",
+           "optimized_variant", "scratch_name", "weights_size"]
 
 log = structlog.get_logger(__name__)
 
 #: The ONNX file inside an export folder (fp32).
 EXPORT_FILE = "model.onnx"
+#: ``optimize_model``'s ``opt_level`` for the offline BERT fusions: 0 is the Python
+#: fusions only (portable); ONNX Runtime's own optimizations still run when a session opens.
+BERT_FUSION_LEVEL = 0
 _CHUNK = 1 << 20
 
 
@@ -107,18 +113,51 @@ def exported(folder: Path, cache: Path, *, opset: int) -> tuple[Path, bool]:
     return target, True
 
 
-def int8_variant(folder: Path) -> Path:
-    """The int8 (dynamic, per-channel) file beside ``folder/model.onnx``, quantized now
-    unless present; blocking. Its name carries the ONNX Runtime version that made it."""
+def _ort_version() -> str:
     import onnxruntime  # type: ignore[import-untyped]
 
-    target = folder / f"model.int8.ort{onnxruntime.__version__}.onnx"
+    return str(onnxruntime.__version__)
+
+
+def optimized_variant(folder: Path, *, level: int = BERT_FUSION_LEVEL) -> Path:
+    """The BERT-fused file beside ``folder/model.onnx`` (``onnxruntime.transformers``'
+    ``optimize_model``: Attention, EmbedLayerNormalization, SkipLayerNormalization,
+    BiasGelu), made now unless present; blocking. Its name carries the fusion level and
+    the ONNX Runtime version: ``model.bert-o<level>.ort<version>.onnx``."""
+    target = folder / f"model.bert-o{level}.ort{_ort_version()}.onnx"
+    if target.is_file():
+        log.debug("onnx.optimized_cached", file=str(target))
+        return target
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    started = time.perf_counter()
+    scratch = scratch_name(folder, "bert", ".onnx")
+    try:
+        optimize_bert(folder / EXPORT_FILE, scratch, level=level,
+                      heads=int(config.get("num_attention_heads", 0)),
+                      hidden=int(config.get("hidden_size", 0)))
+        os.replace(scratch, target)
+    finally:
+        scratch.unlink(missing_ok=True)
+    log.info("onnx.optimized", folder=str(folder), file=target.name, level=level,
+             seconds=round(time.perf_counter() - started, 3))
+    return target
+
+
+def int8_variant(folder: Path, source: Path | None = None) -> Path:
+    """The int8 (dynamic, per-channel) file of ``source`` (default ``folder/model.onnx``)
+    beside it, quantized now unless present; blocking. Its name is the source's stem
+    (ONNX Runtime version dropped) plus ``.int8.ort<version>.onnx``, carrying the ONNX
+    Runtime version that made it."""
+    source = source if source is not None else folder / EXPORT_FILE
+    version = _ort_version()
+    stem = source.stem.removesuffix(f".ort{version}")
+    target = source.parent / f"{stem}.int8.ort{version}.onnx"
     if target.is_file():
         return target
     started = time.perf_counter()
-    scratch = scratch_name(folder, "int8", ".onnx")
+    scratch = scratch_name(source.parent, "int8", ".onnx")
     try:
-        quantize_int8(folder / EXPORT_FILE, scratch)
+        quantize_int8(source, scratch)
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ import structlog
 
 from ._options import PROVIDERS
 
-__all__ = ["OnnxEncoder", "open_session"]
+__all__ = ["PASS_COST", "OnnxEncoder", "batch_bounds", "open_session"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -20,6 +20,39 @@ if TYPE_CHECKING:
     Vectors = npt.NDArray[np.float32]
 
 log = structlog.get_logger(__name__)
+
+#: What one more forward pass costs, in padded tokens, when cutting batches: high enough
+#: that batches stay close to ``batch_size`` (tiny batches run the GEMMs less well), low
+#: enough that a batch is cut where its longest text would pad many short ones.
+PASS_COST = 64
+
+
+def batch_bounds(lengths: Sequence[int], batch_size: int,
+                 pass_cost: int = PASS_COST) -> list[tuple[int, int]]:
+    """Cut texts sorted by token count (longest first) into batches of at most
+    ``batch_size``, as ``(start, stop)`` index pairs, so that the padded tokens (each
+    batch pads to its first, longest text) plus ``pass_cost`` per batch are the fewest.
+
+    Dynamic programming over the cut points, ``O(len(lengths) * batch_size)``; with
+    ``pass_cost`` 0 no token is padded, with ``pass_cost`` large the batches are the
+    fewest possible.
+    """
+    n = len(lengths)
+    best = [0] * (n + 1)
+    cut = [0] * (n + 1)
+    for stop in range(1, n + 1):
+        chosen, cost = -1, 0
+        for start in range(max(0, stop - batch_size), stop):
+            value = best[start] + (stop - start) * lengths[start] + pass_cost
+            if chosen < 0 or value < cost:
+                chosen, cost = start, value
+        best[stop], cut[stop] = cost, chosen
+    bounds = []
+    stop = n
+    while stop > 0:
+        bounds.append((cut[stop], stop))
+        stop = cut[stop]
+    return bounds[::-1]
 
 
 def _clean(text: str) -> str:
@@ -69,16 +102,20 @@ class OnnxEncoder:
     :param session: an ONNX Runtime session on the encoder.
     :param tokenizer: a ``tokenizers.Tokenizer``; its own padding and truncation settings
         are replaced (no padding, truncation at ``max_length``).
+    :param batch_size: the most texts in one forward pass.
+    :param fixed_batches: cut the length-sorted texts every ``batch_size`` texts, instead
+        of where :func:`batch_bounds` finds the least padding.
     """
 
     def __init__(self, session: Any, tokenizer: Any, *, dimension: int, batch_size: int,
-                 max_length: int) -> None:
+                 max_length: int, fixed_batches: bool = False) -> None:
         self.session = session
         self.tokenizer = tokenizer
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length)
         self.batch_size = batch_size
         self.max_length = max_length
+        self.fixed_batches = fixed_batches
         self.dimension = dimension
         self.inputs = {i.name for i in session.get_inputs()}
         self.output = session.get_outputs()[0].name
@@ -96,9 +133,14 @@ class OnnxEncoder:
         encodings = self.tokenizer.encode_batch([_clean(t) for t in texts])
         # Longest first, by tokens, so each batch pads to lengths close to its own.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids), reverse=True)
+        if self.fixed_batches:
+            bounds = [(start, min(start + self.batch_size, len(order)))
+                      for start in range(0, len(order), self.batch_size)]
+        else:
+            bounds = batch_bounds([len(encodings[i].ids) for i in order], self.batch_size)
         with self.lock:
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start:start + self.batch_size]
+            for start, stop in bounds:
+                rows = order[start:stop]
                 width = len(encodings[rows[0]].ids)
                 ids = np.zeros((len(rows), width), dtype=np.int64)
                 types = np.zeros((len(rows), width), dtype=np.int64)
@@ -112,8 +154,10 @@ class OnnxEncoder:
                 feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
                 hidden = self.session.run(
                     [self.output], {k: a for k, a in feed.items() if k in self.inputs})[0]
-                weights = mask[:, :, None].astype(np.float32)
-                pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+                # Mask-weighted mean as one batched product: (b, 1, l) @ (b, l, d).
+                weights = mask.astype(np.float32)[:, None, :]
+                pooled = np.matmul(weights, hidden)[:, 0, :]
+                pooled /= np.maximum(weights.sum(axis=2), 1e-9)
                 norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
                 out[rows] = pooled / norms
         return out
