@@ -57,6 +57,9 @@ bench: install
 	NUMBA_NUM_THREADS=1 $(BIN)/python benchmarks/bm25_cranfield.py
 	NUMBA_NUM_THREADS=1 $(BIN)/python benchmarks/bm25_synthetic.py
 	$(BIN)/python benchmarks/minilm_ort.py
+	$(BIN)/python benchmarks/smollm2_speed.py
+	$(BIN)/python benchmarks/embed_batching.py
+	$(BIN)/python benchmarks/smollm2_quant.py
 	$(BIN)/python benchmarks/retrieval_cranfield.py
 	$(BIN)/python benchmarks/dense_search.py
 	$(BIN)/python benchmarks/metrics_speed.py

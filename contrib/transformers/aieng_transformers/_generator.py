@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -18,7 +18,10 @@ from ._options import DEFAULT_GENERATE_MODEL, SmolLM2Options
 from ._paths import ModelNotFound, cache_root, packaged_smollm2
 
 if TYPE_CHECKING:
+    from ._batched import Decoded
+    from ._batching import Batcher, Ticket
     from ._causal import CausalLM
+    from ._speculative import Speculation
 
 __all__ = ["GenerationStream", "SmolLM2Backend"]
 
@@ -42,10 +45,13 @@ class SmolLM2Backend:
         self.options = options if options is not None else SmolLM2Options()
         #: The model id this backend answers to.
         self.model: str = self.options.model or _default_name(self.options.path)
-        #: Greedy decoding repeats exactly on CPU (one request is one batch of one).
-        self.deterministic: bool = self.options.device == "cpu"
+        #: Greedy decoding repeats exactly on CPU when each request is a batch of one;
+        #: batched with others (``max_batch`` > 1) its float32 logits may round
+        #: differently with the batch's make-up, so a near-tie could go either way.
+        self.deterministic: bool = self.options.device == "cpu" and self.options.max_batch == 1
         self._lm: CausalLM | None = None
         self._loading = threading.Lock()
+        self._batcher: Batcher[Request, Decoded] | None = None
 
     # -- loading -------------------------------------------------------------------------
 
@@ -71,24 +77,69 @@ class SmolLM2Backend:
         with self._loading:
             if self._lm is None:
                 from ._causal import CausalLM
-                from ._convert import convert_gguf
 
                 started = time.perf_counter()
-                source = self.source()
-                if source.is_file() and source.suffix.lower() == ".gguf":
-                    folder = convert_gguf(source, cache_root(self.options.cache_dir))
-                elif (source / "config.json").is_file():
-                    folder = source
-                else:
-                    raise ModelNotFound(
-                        f"{str(source)!r} is neither a Hugging Face model folder (with a "
-                        "config.json) nor a .gguf file")
-                self._lm = CausalLM.load(folder, template=self.options.chat_template,
-                                         device=self.options.device)
-                self._lm.repetition_penalty = self.options.repetition_penalty
+                folder = self._folder(self.source())
+                lm = CausalLM.load(folder, template=self.options.chat_template,
+                                   device=self.options.device)
+                lm.repetition_penalty = self.options.repetition_penalty
+                lm.speculation = self._speculation(lm)
+                self._lm = lm
                 log.info("model.loaded", model=self.model, folder=str(folder),
+                         speculative=self.options.speculative,
                          seconds=round(time.perf_counter() - started, 3))
             return self._lm
+
+    def _folder(self, source: Path) -> Path:
+        from ._convert import convert_gguf
+
+        if source.is_file() and source.suffix.lower() == ".gguf":
+            return convert_gguf(source, cache_root(self.options.cache_dir))
+        if (source / "config.json").is_file():
+            return source
+        raise ModelNotFound(f"{str(source)!r} is neither a Hugging Face model folder (with a "
+                            "config.json) nor a .gguf file")
+
+    def _speculation(self, lm: CausalLM) -> Speculation | None:
+        from ._causal import CausalLM
+        from ._speculative import Speculation, truncated_draft
+
+        options = self.options
+        if options.speculative == "off":
+            return None
+        if options.speculative == "prompt-lookup":
+            return Speculation("prompt-lookup", max_proposal=options.max_proposal,
+                               ngram_size=options.ngram_size)
+        if options.draft_path is None:
+            draft = CausalLM(truncated_draft(lm.model, options.draft_layers), lm.tokenizer,
+                             template=options.chat_template)
+        else:
+            path = Path(options.draft_path).expanduser()
+            if not path.exists():
+                raise ModelNotFound(f"the draft model path {str(path)!r} does not exist")
+            draft = CausalLM.load(self._folder(path), template=options.chat_template,
+                                  device=options.device)
+            if draft.tokenizer.get_vocab() != lm.tokenizer.get_vocab():
+                raise ValueError(f"the draft model {str(path)!r} has another vocabulary "
+                                 "than the model: speculation needs the same tokenizer")
+        return Speculation("draft", max_proposal=options.max_proposal, draft=draft)
+
+    def batcher(self) -> Batcher[Request, Decoded]:
+        """The dynamic batcher of ``aieng_generate`` (``max_batch`` > 1)."""
+        if self._batcher is None:
+            from ._batching import Batcher
+
+            self._batcher = Batcher(self._decode, max_batch=self.options.max_batch,
+                                    max_wait_ms=self.options.max_wait_ms,
+                                    name=f"aieng-batch-{self.model}")
+        return self._batcher
+
+    def _decode(self, tickets: Sequence[Ticket[Request, Decoded]]
+                ) -> list[Decoded | BaseException]:
+        from ._batched import decode_batch
+
+        return decode_batch(self.load(), [t.item for t in tickets],
+                            [t.cancelled for t in tickets])
 
     async def loaded(self) -> CausalLM:
         """The model, loading it in a worker thread when needed."""
@@ -104,14 +155,28 @@ class SmolLM2Backend:
 
     @hookimpl
     async def aieng_pipeline_open(self) -> None:
-        """Load the model before the first request."""
+        """Load the model before the first request; start the batcher (``max_batch`` > 1)."""
         await self.loaded()
+        if self.options.max_batch > 1:
+            self.batcher().start()
+
+    @hookimpl
+    async def aieng_pipeline_close(self) -> None:
+        """Stop the batcher after the batch in hand."""
+        if self._batcher is not None:
+            await anyio.to_thread.run_sync(self._batcher.stop)
 
     @hookimpl
     async def aieng_generate(self, request: Request) -> Completion | None:
-        """Generate a completion (``None`` for another model's request)."""
+        """Generate a completion (``None`` for another model's request); with
+        ``max_batch`` > 1 concurrent requests are decoded together."""
         if not self.serves(request.model):
             return None
+        if self.options.max_batch > 1:
+            await self.loaded()
+            done = await self.batcher().submit(request)
+            return Completion(text=done.text, finish_reason=done.finish, usage=done.usage,
+                              model=self.model, logprobs=done.logprobs)
         stream = GenerationStream(self, request)
         pieces: list[str] = []
         try:

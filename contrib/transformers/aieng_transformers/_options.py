@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import attrs
 from attrs import validators as v
@@ -20,6 +21,7 @@ _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
 _device = v.and_(v.instance_of(str), v.matches_re(_DEVICE))
 _opt_str = v.optional(v.and_(v.instance_of(str), v.min_len(1)))
 _positive = v.and_(v.instance_of(int), v.ge(1))
+_wait = v.and_(v.ge(0.0), v.le(10_000.0))
 
 
 @attrs.frozen(kw_only=True)
@@ -36,6 +38,9 @@ class MiniLMOptions:
     :param max_length: tokens per text; longer texts are truncated (at most the model's
         own limit).
     :param device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``xpu``.
+    :param max_batch: dynamic batching: texts of concurrent ``aieng_embed`` calls
+        coalesced into one padded forward pass (1: off, each call encodes alone).
+    :param max_wait_ms: how long a batch waits for more calls after its first.
     """
 
     path: str | None = attrs.field(default=None, validator=_opt_str)
@@ -43,6 +48,8 @@ class MiniLMOptions:
     batch_size: int = attrs.field(default=32, validator=_positive)
     max_length: int = attrs.field(default=256, validator=_positive)
     device: str = attrs.field(default="cpu", validator=_device)
+    max_batch: int = attrs.field(default=1, validator=_positive)
+    max_wait_ms: float = attrs.field(default=5.0, converter=float, validator=_wait)
 
 
 @attrs.frozen(kw_only=True)
@@ -64,6 +71,18 @@ class SmolLM2Options:
         already *generated* by this factor before choosing the next one (1.0: off). Prompt
         tokens are not penalized, so quoting the retrieved context stays free; small
         models looping on one phrase under greedy decoding is what this is for.
+    :param speculative: ``off``, ``prompt-lookup`` (propose the continuation of an
+        earlier occurrence of the last n-gram) or ``draft`` (a draft model proposes);
+        greedy requests only, output identical to plain greedy decoding.
+    :param ngram_size: ``prompt-lookup``: the longest n-gram matched (then shorter).
+    :param max_proposal: tokens proposed, and verified in one pass, per step.
+    :param draft_layers: ``draft`` without ``draft_path``: the draft is the model's
+        first this many decoder layers (sharing its weights).
+    :param draft_path: ``draft``: a local HF folder or ``.gguf`` of a smaller model
+        with the same vocabulary, used instead.
+    :param max_batch: dynamic batching of ``aieng_generate``: concurrent requests
+        decoded together, one forward pass per step (1: off). Streams decode alone.
+    :param max_wait_ms: how long a batch waits for more requests after its first.
     """
 
     path: str | None = attrs.field(default=None, validator=_opt_str)
@@ -74,3 +93,11 @@ class SmolLM2Options:
     chat_template: TemplateName = attrs.field(
         default="auto", validator=v.in_(("auto", "chatml", "llama2", "alpaca")))
     device: str = attrs.field(default="cpu", validator=_device)
+    speculative: Literal["off", "prompt-lookup", "draft"] = attrs.field(
+        default="off", validator=v.in_(("off", "prompt-lookup", "draft")))
+    ngram_size: int = attrs.field(default=3, validator=[_positive, v.le(16)])
+    max_proposal: int = attrs.field(default=8, validator=[_positive, v.le(64)])
+    draft_layers: int = attrs.field(default=8, validator=_positive)
+    draft_path: str | None = attrs.field(default=None, validator=_opt_str)
+    max_batch: int = attrs.field(default=1, validator=_positive)
+    max_wait_ms: float = attrs.field(default=5.0, converter=float, validator=_wait)

@@ -15,6 +15,9 @@ Scheme ``"bnb8"`` (only when ``bitsandbytes`` is installed; it runs on CPU from 
 loads the model through transformers with ``BitsAndBytesConfig(load_in_8bit=True)``
 (LLM.int8: outlier features stay in fp16) and saves it with ``save_pretrained``: the
 folder is a plain HF folder whose ``config.json`` carries the ``quantization_config``.
+Scheme ``"nf4"`` does the same with ``load_in_4bit=True`` and 4-bit NormalFloat weights
+(blocks of 64, fp32 compute). Both save *before* the model's first forward pass (see
+``_write``) and measure the reloaded folder.
 
 Load either back with :func:`load_quantized`. The quality figures come from the small fixed
 texts in :mod:`._heldout`: perplexity before and after for a causal LM, the mean cosine
@@ -47,9 +50,10 @@ __all__ = ["QUANTIZE_MARKER", "SCHEMES", "TorchInt8Quantizer", "TorchQuantizeOpt
 
 log = structlog.get_logger(__name__)
 
-#: The schemes ``torch-int8`` answers; any other gets ``None`` ("not mine"), and so does
-#: ``bnb8`` when ``bitsandbytes`` is not installed.
-SCHEMES = ("int8", "bnb8")
+#: The schemes ``torch-int8`` answers; any other gets ``None`` ("not mine"), and so do
+#: ``bnb8`` and ``nf4`` when ``bitsandbytes`` is not installed.
+SCHEMES = ("int8", "bnb8", "nf4")
+_BNB_SCHEMES = ("bnb8", "nf4")
 #: The file that marks a finished quantized folder (and holds its result).
 QUANTIZE_MARKER = "aieng-quantize.json"
 #: Bumped when the saved layout changes, so old folders are not reused.
@@ -89,7 +93,8 @@ class TorchInt8Quantizer:
     quantization, and measures what it cost on a small fixed text.
 
     ``aieng_quantize`` answers the schemes ``"int8"`` (torch dynamic quantization) and
-    ``"bnb8"`` (bitsandbytes LLM.int8, when installed) for a folder holding a
+    ``"bnb8"`` / ``"nf4"`` (bitsandbytes LLM.int8 / 4-bit NormalFloat, when installed)
+    for a folder holding a
     ``config.json``; any other scheme or path gets ``None``. It runs in a worker thread.
     A model already quantized (same content, same scheme) is not quantized again: the
     saved result is returned.
@@ -111,7 +116,7 @@ class TorchInt8Quantizer:
     def aieng_quantize(self, model: str, scheme: str) -> QuantizeResult | None:
         """Quantize the HF folder ``model`` with ``scheme`` (``None``: not one of
         :data:`SCHEMES`, or not a Hugging Face model folder)."""
-        if scheme not in SCHEMES or (scheme == "bnb8" and not _has_bitsandbytes()):
+        if scheme not in SCHEMES or (scheme in _BNB_SCHEMES and not _has_bitsandbytes()):
             return None
         folder = Path(model).expanduser()
         if not (folder / "config.json").is_file() or not _weight_files(folder):
@@ -158,7 +163,8 @@ class TorchInt8Quantizer:
 
 def load_quantized(folder: str | os.PathLike[str]) -> Any:
     """Load a model saved by ``torch-int8``. For ``int8``: the architecture from its
-    ``config.json``, the same modules quantized, then the saved state dict. For ``bnb8``:
+    ``config.json``, the same modules quantized, then the saved state dict. For ``bnb8`` and
+    ``nf4``:
     ``from_pretrained`` (the config names the quantization), non-int8 weights in fp32.
     CPU. Blocking.
 
@@ -169,7 +175,7 @@ def load_quantized(folder: str | os.PathLike[str]) -> Any:
 
     location = Path(folder)
     saved = json.loads((location / QUANTIZE_MARKER).read_text(encoding="utf-8"))
-    if saved["scheme"] == "bnb8":
+    if saved["scheme"] in _BNB_SCHEMES:
         return _from_pretrained(location, saved["kind"], device_map="cpu")
     model = _from_config(location, saved["kind"])
     quantized = _quantize_modules(model, saved["modules"])
@@ -284,20 +290,36 @@ def _write(folder: Path, scratch: Path, scheme: str, kind: Kind, *,
             shutil.copy2(path, scratch / path.name)
     with torch.no_grad():
         model = _from_pretrained(folder, kind)
-        if scheme == "bnb8":
-            quantized = _bnb8(folder, kind, keep_fp32)
+        if scheme in _BNB_SCHEMES:
+            quantized = _bnb(folder, kind, keep_fp32, scheme)
             names = [n for n, m in quantized.named_modules()
-                     if type(m).__name__ == "Linear8bitLt"]
+                     if type(m).__name__ in ("Linear8bitLt", "Linear4bit")]
+            # Saved before any forward pass: on CPU, bitsandbytes (0.50) repacks 4-bit
+            # weights for its CPU kernel on the first forward (the quant state's
+            # packing_format_for_cpu), and save_pretrained would write that layout,
+            # which from_pretrained reads as the standard one (perplexity ~1.7e7).
             quantized.save_pretrained(str(scratch), safe_serialization=True)
             size_after = _weight_bytes(scratch)
+            # Measure the saved folder, not the object in memory: the figure then
+            # vouches for what load_quantized gives back.
+            (scratch / QUANTIZE_MARKER).write_text(
+                json.dumps({"scheme": scheme, "kind": kind}), encoding="utf-8")
+            quantized = load_quantized(scratch)
         else:
             names = _linear_names(model, keep_fp32)
             quantized = _quantize_modules(model, names)
             state_file = scratch / _STATE_FILE.format(scheme=scheme)
             torch.save(quantized.state_dict(), state_file)
             size_after = state_file.stat().st_size
-        quality = (_perplexities(folder, model, quantized) if kind == "causal"
-                   else _cosine(folder, model, quantized))
+        try:
+            quality = (_perplexities(folder, model, quantized) if kind == "causal"
+                       else _cosine(folder, model, quantized))
+        except RuntimeError as error:
+            if scheme != "nf4":
+                raise
+            raise ValueError(
+                "bitsandbytes' CPU 4-bit kernel cannot run this model's layers (their "
+                f"widths must suit its blocks, e.g. be divisible by 32): {error}") from error
     saved: dict[str, Any] = {
         "format": FORMAT_VERSION, "scheme": scheme, "kind": kind, "source": str(folder),
         "modules": names, "size_before": _weight_bytes(folder),
@@ -308,14 +330,20 @@ def _write(folder: Path, scratch: Path, scheme: str, kind: Kind, *,
     return saved
 
 
-def _bnb8(folder: Path, kind: Kind, keep_fp32: tuple[str, ...]) -> Any:
+def _bnb(folder: Path, kind: Kind, keep_fp32: tuple[str, ...], scheme: str) -> Any:
+    import torch
     from transformers import BitsAndBytesConfig
 
     # Without an explicit list transformers keeps the output head in fp32; a list replaces
     # that default, so the head is named again.
     skip = [*keep_fp32, "lm_head"] if keep_fp32 else None
-    config = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
-        load_in_8bit=True, llm_int8_skip_modules=skip)
+    if scheme == "nf4":
+        config = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+            load_in_4bit=True, bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.float32, llm_int8_skip_modules=skip)
+    else:
+        config = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+            load_in_8bit=True, llm_int8_skip_modules=skip)
     return _from_pretrained(folder, kind, quantization_config=config, device_map="cpu")
 
 

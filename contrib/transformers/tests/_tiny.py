@@ -62,19 +62,23 @@ def byte_id(tokenizer: PreTrainedTokenizerFast, byte: int) -> int:
     return int(tokenizer.convert_tokens_to_ids(bytes_to_unicode()[byte]))
 
 
-def _config(tokenizer: PreTrainedTokenizerFast, *, max_positions: int, tied: bool) -> LlamaConfig:
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+def _config(tokenizer: PreTrainedTokenizerFast, *, max_positions: int, tied: bool,
+            hidden: int = 32) -> LlamaConfig:
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden,
+                       intermediate_size=2 * hidden,
                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                        max_position_embeddings=max_positions, bos_token_id=1,
                        eos_token_id=EOS_ID, pad_token_id=0, tie_word_embeddings=tied)
 
 
 def random_llama(folder: Path, *, chat_template: str | None = None,
-                 max_positions: int = 256) -> Path:
-    """Save a random 2-layer Llama and its byte tokenizer (no chat template by default)."""
+                 max_positions: int = 256, hidden: int = 32) -> Path:
+    """Save a random 2-layer Llama and its byte tokenizer (no chat template by default);
+    ``hidden = 64`` gives layer shapes bitsandbytes' CPU 4-bit kernel accepts."""
     tokenizer = byte_tokenizer(chat_template)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(_config(tokenizer, max_positions=max_positions, tied=True))
+    model = LlamaForCausalLM(_config(tokenizer, max_positions=max_positions, tied=True,
+                                     hidden=hidden))
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder

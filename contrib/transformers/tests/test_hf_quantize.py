@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from _tiny import random_llama
 from aieng_transformers import (
     SmolLM2Backend,
     TorchInt8Quantizer,
@@ -112,6 +113,49 @@ def test_bnb8_loads_back(tmp_path: Path, random_dir: Path) -> None:
                                                         rel=1e-5)
 
 
+@pytest.fixture(scope="module")
+def wide_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama of hidden size 64: bitsandbytes' CPU 4-bit kernel needs
+    output widths divisible by 32 (the 32-wide tiny Llama's k/v projections are 16)."""
+    return random_llama(tmp_path_factory.mktemp("wide"), hidden=64)
+
+
+@needs_bnb
+class TestNf4Conformance(TestTorchInt8Conformance):
+    """Needs bitsandbytes: a tiny Llama passes the suite with scheme ``nf4``."""
+
+    @pytest.fixture
+    def model_path(self, wide_dir: Path) -> str:
+        return str(wide_dir)
+
+    @pytest.fixture
+    def scheme(self) -> str:
+        return "nf4"
+
+
+@needs_bnb
+def test_nf4_saves_and_loads_back(tmp_path: Path, wide_dir: Path) -> None:
+    """Needs bitsandbytes: an ``nf4`` folder reloads into the model quantized in memory
+    (same perplexity), also after the reloaded model has run (bitsandbytes repacks 4-bit
+    weights for its CPU kernel on the first forward pass; saving after that used to give
+    a broken folder, so the quantizer saves first)."""
+    from aieng_transformers._quantize import _bnb
+    from transformers import AutoTokenizer
+
+    result = quantizer(tmp_path).quantize(wide_dir, "nf4")
+    assert result is not None and result.scheme == "nf4"
+    assert 0 < result.size_after < result.size_before
+    tokenizer = AutoTokenizer.from_pretrained(result.model, local_files_only=True)
+    fresh = CausalLM(_bnb(wide_dir, "causal", (), "nf4"), tokenizer)
+    reloaded = CausalLM(load_quantized(result.model), tokenizer)
+    kinds = {type(m).__name__ for m in reloaded.model.modules()}
+    assert "Linear4bit" in kinds
+    expected = fresh.perplexity(HELDOUT_TEXT)
+    assert reloaded.perplexity(HELDOUT_TEXT) == pytest.approx(expected, rel=1e-6)
+    assert result.quality["perplexity_after"] == pytest.approx(expected, rel=1e-6)
+    assert reloaded.perplexity(HELDOUT_TEXT) == pytest.approx(expected, rel=1e-6)
+
+
 def test_bnb8_is_not_offered_without_bitsandbytes(tmp_path: Path, random_dir: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Without bitsandbytes, ``bnb8`` gets ``None`` (the next quantizer is asked)."""
@@ -119,6 +163,7 @@ def test_bnb8_is_not_offered_without_bitsandbytes(tmp_path: Path, random_dir: Pa
 
     monkeypatch.setattr(module, "_has_bitsandbytes", lambda: False)
     assert quantizer(tmp_path).aieng_quantize(str(random_dir), "bnb8") is None
+    assert quantizer(tmp_path).aieng_quantize(str(random_dir), "nf4") is None
 
 
 def test_second_call_reuses_the_folder(tmp_path: Path, random_dir: Path) -> None:

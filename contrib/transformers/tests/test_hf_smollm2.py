@@ -143,3 +143,27 @@ async def test_schema_constrained_json(shipped_smollm2: SmolLM2Backend) -> None:
     assert set(value) == {"city", "population", "capital"}
     assert isinstance(value["city"], str) and isinstance(value["population"], int)
     assert isinstance(value["capital"], bool)
+
+
+async def test_prompt_lookup_is_greedy_on_smollm2(shipped_smollm2: SmolLM2Backend) -> None:
+    """Needs the shipped model: prompt-lookup speculation on an answer that copies its
+    context gives plain greedy decoding's ids in fewer forward passes."""
+    from aieng_transformers._speculative import Speculation
+
+    lm = shipped_smollm2.load()
+    request = ask("Context: The reset button is on the back; hold it for ten seconds "
+                  "until the light blinks orange.\nQuestion: How do I reset it? Quote "
+                  "the context.", max_tokens=24)
+    results = []
+    for speculation in (None, Speculation("prompt-lookup", max_proposal=8)):
+        lm.speculation = speculation
+        try:
+            generation = lm.start(request)
+            while generation.finish is None:
+                generation.step()
+        finally:
+            lm.speculation = None
+        results.append(generation)
+    plain, fast = results
+    assert fast.generated == plain.generated
+    assert fast.passes < plain.passes and fast.accepted > 0

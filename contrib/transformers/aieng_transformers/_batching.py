@@ -1,0 +1,235 @@
+"""Dynamic batching: concurrent calls coalesce into one batch run by a batcher thread.
+
+A caller :meth:`Batcher.submit` s an item and waits on an ``anyio.Event``; the batcher
+thread takes the first waiting item, gathers more until the batch holds ``max_batch``
+units or ``max_wait_ms`` has passed since it took the first, runs the batch (a blocking
+function of the whole list: one padded forward pass, one batched decode), and wakes each
+caller in its own event loop (``anyio.from_thread.run_sync`` with the loop's token) with
+its own result or its own error.
+
+- **Errors**: when the batch function raises, each item of the batch is run again alone,
+  so a bad item fails its own caller only; the function may also return an exception in
+  an item's place.
+- **Cancellation**: a caller that stops waiting (cancelled, timed out) marks its ticket;
+  a ticket not yet run is dropped from its batch, one being run may watch
+  :attr:`Ticket.cancelled` (a batched decode drops the row) and its result is discarded.
+  The other callers of the batch are not affected.
+- **Lifecycle**: the thread starts on the first submit (components start it when their
+  pipeline opens) and :meth:`Batcher.stop` ends it after the batches in hand (the
+  components stop it when their pipeline closes); items still queued then fail with
+  ``RuntimeError``. A later submit starts a new thread.
+
+The thread is a thread, not an event-loop task, because a component's open hook returns
+before the pipeline runs: no task group of the kernel outlives it, and the batch work is
+blocking anyway.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import attrs
+import structlog
+
+__all__ = ["Batcher", "Ticket"]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@attrs.define(eq=False)
+class Ticket(Generic[T, R]):
+    """One caller's item in the batcher: what it asked, and where its answer goes.
+
+    :param item: the caller's item.
+    :param size: the units it adds to a batch (texts of an embed call; 1 per request).
+    """
+
+    item: T
+    size: int
+    token: Any
+    done: anyio.Event
+    #: Set when the caller stopped waiting: skip or abandon the item.
+    cancelled: threading.Event = attrs.field(factory=threading.Event)
+    result: R | None = None
+    error: BaseException | None = None
+
+
+Work = Callable[[Sequence[Ticket[T, R]]], Sequence["R | BaseException"]]
+
+
+class Batcher(Generic[T, R]):
+    """Coalesces concurrent :meth:`submit` calls into batches run by ``work``.
+
+    :param work: the blocking batch function: tickets in, one result (or exception) per
+        ticket out, in order.
+    :param max_batch: the most units per batch (an item larger than that runs alone).
+    :param max_wait_ms: how long a batch waits for more items after its first.
+    :param name: the thread's name (and the log events').
+    """
+
+    def __init__(self, work: Work[T, R], *, max_batch: int, max_wait_ms: float,
+                 name: str) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be at least 0, not {max_wait_ms}")
+        self._work = work
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.name = name
+        self._queue: queue.SimpleQueue[Ticket[T, R] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        #: Batches run and items run (for logs and tests).
+        self.batches = 0
+        self.items = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether the batcher thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the batcher thread (no-op when it runs)."""
+        with self._lock:
+            if not self.running:
+                self._stopping = threading.Event()
+                self._thread = threading.Thread(target=self._loop, args=(self._stopping,),
+                                                name=self.name, daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        """End the batcher thread after the batch in hand (blocking: call it in a worker
+        thread); items queued behind it fail with ``RuntimeError``."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is not None and thread.is_alive():
+                self._stopping.set()
+                self._queue.put(None)  # wakes the thread if it waits for a first item
+        if thread is not None:
+            thread.join()
+
+    async def submit(self, item: T, size: int = 1) -> R:
+        """Queue ``item`` and wait for its result.
+
+        :raises BaseException: the error the batch function gave this item.
+        """
+        self.start()
+        ticket: Ticket[T, R] = Ticket(item, size, anyio.lowlevel.current_token(),
+                                      anyio.Event())
+        self._queue.put(ticket)
+        try:
+            await ticket.done.wait()
+        except BaseException:
+            ticket.cancelled.set()
+            raise
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result  # type: ignore[return-value]
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def _loop(self, stopping: threading.Event) -> None:
+        carry: Ticket[T, R] | None = None
+        while True:
+            first = carry if carry is not None else self._queue.get()
+            carry = None
+            if first is None or stopping.is_set():
+                if first is not None:
+                    self._fail([first])
+                self._drain()
+                return
+            batch, size, halt = [first], first.size, False
+            deadline = time.monotonic() + self.max_wait
+            while size < self.max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    following = (self._queue.get(timeout=left) if left > 0
+                                 else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+                if following is None:
+                    halt = True
+                    break
+                if size + following.size > self.max_batch:
+                    carry = following
+                    break
+                batch.append(following)
+                size += following.size
+            live = [t for t in batch if not t.cancelled.is_set()]
+            if live:
+                self._run(live)
+            if halt or stopping.is_set():
+                if carry is not None:
+                    self._fail([carry])
+                self._drain()
+                return
+
+    def _run(self, tickets: list[Ticket[T, R]]) -> None:
+        self.batches += 1
+        self.items += len(tickets)
+        try:
+            results = list(self._work(tickets))
+            if len(results) != len(tickets):
+                raise RuntimeError(f"{self.name}: the batch function returned {len(results)} "
+                                   f"results for {len(tickets)} items")
+        except Exception as error:  # noqa: BLE001 - delivered to the callers below
+            if len(tickets) == 1:
+                results = [error]
+            else:
+                log.info("batch.isolating", batcher=self.name, items=len(tickets),
+                         error=repr(error))
+                for ticket in tickets:  # one bad item fails its own caller only
+                    self._run([ticket])
+                return
+        for ticket, result in zip(tickets, results, strict=True):
+            if isinstance(result, BaseException):
+                ticket.error = result
+            else:
+                ticket.result = result
+        self._wake(tickets)
+
+    def _fail(self, tickets: list[Ticket[T, R]]) -> None:
+        for ticket in tickets:
+            ticket.error = RuntimeError(f"{self.name} stopped before this call ran "
+                                        "(its pipeline closed)")
+        self._wake(tickets)
+
+    def _drain(self) -> None:
+        left: list[Ticket[T, R]] = []
+        while True:
+            try:
+                ticket = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if ticket is not None:
+                left.append(ticket)
+        self._fail(left)
+
+    @staticmethod
+    def _wake(tickets: list[Ticket[T, R]]) -> None:
+        # One call into each caller's event loop per batch, not one per ticket.
+        loops: dict[Any, list[Ticket[T, R]]] = {}
+        for ticket in tickets:  # tokens of one event loop compare equal
+            loops.setdefault(ticket.token, []).append(ticket)
+        for token, group in loops.items():
+            try:
+                anyio.from_thread.run_sync(_set_all, group, token=token)
+            except RuntimeError:  # that caller's event loop has ended: nobody waits
+                continue
+
+
+def _set_all(tickets: list[Ticket[Any, Any]]) -> None:
+    for ticket in tickets:
+        ticket.done.set()

@@ -1,0 +1,329 @@
+"""Dynamic batching: the batcher (with a pure-Python batch function), batched embeddings
+(tiny BERT) and batched decoding (a random tiny Llama in float64, so batched and
+one-request passes cannot round apart where two logits nearly tie)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+import torch
+from _tiny import byte_tokenizer
+from aieng_hookspecs.types import Message, Request
+from aieng_transformers import MiniLMEmbedder, MiniLMOptions, SmolLM2Backend, SmolLM2Options
+from aieng_transformers._batched import Decoded, decode_batch
+from aieng_transformers._batching import Batcher, Ticket
+from aieng_transformers._causal import CausalLM
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from aieng_core.testing.conformance import BackendSuite
+
+pytestmark = pytest.mark.anyio
+
+FIXTURES = [HealthCheck.function_scoped_fixture]
+
+
+def ask(text: str, **params: Any) -> Request:
+    return Request(messages=(Message("user", text),), **params)
+
+
+class TestBatchedConformance(BackendSuite):
+    """``smollm2`` with ``max_batch`` (generate batched) passes the backend suite."""
+
+    @pytest.fixture
+    def component(self, chain_dir: Path) -> SmolLM2Backend:
+        return SmolLM2Backend(SmolLM2Options(path=str(chain_dir), model="chain",
+                                             max_batch=4, max_wait_ms=2))
+
+
+class TestSpeculativeConformance(BackendSuite):
+    """``smollm2`` with prompt-lookup speculation passes the backend suite."""
+
+    @pytest.fixture
+    def component(self, chain_dir: Path) -> SmolLM2Backend:
+        return SmolLM2Backend(SmolLM2Options(path=str(chain_dir), model="chain",
+                                             speculative="prompt-lookup"))
+
+
+class TestBatchedEmbedderConformance(BackendSuite):
+    """``minilm`` on a tiny BERT with ``max_batch`` passes the backend suite."""
+
+    @pytest.fixture
+    def component(self, bert_dir: Path) -> MiniLMEmbedder:
+        return MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), max_batch=16,
+                                            max_wait_ms=2))
+
+
+# -- the batcher -------------------------------------------------------------------------
+
+
+class Doubler:
+    """A batch function: each item doubled; item < 0 raises (as a whole-batch failure);
+    it records batch sizes and can be slowed down."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.sizes: list[int] = []
+        self.delay = delay
+
+    def __call__(self, tickets: Sequence[Ticket[int, int]]) -> list[int | BaseException]:
+        self.sizes.append(len(tickets))
+        time.sleep(self.delay)
+        if any(t.item < 0 for t in tickets):
+            raise ValueError(f"negative: {[t.item for t in tickets if t.item < 0]}")
+        return [2 * t.item for t in tickets]
+
+
+async def test_concurrent_calls_coalesce() -> None:
+    """Concurrent submits share batches of at most ``max_batch``; each gets its result."""
+    work = Doubler(delay=0.01)
+    batcher = Batcher(work, max_batch=8, max_wait_ms=20, name="test")
+    results: dict[int, int] = {}
+
+    async def call(item: int) -> None:
+        results[item] = await batcher.submit(item)
+
+    async with anyio.create_task_group() as tg:
+        for item in range(30):
+            tg.start_soon(call, item)
+    await anyio.to_thread.run_sync(batcher.stop)
+    assert results == {i: 2 * i for i in range(30)}
+    assert max(work.sizes) <= 8 and len(work.sizes) < 30 and sum(work.sizes) == 30
+    assert not batcher.running
+
+
+async def test_errors_reach_their_callers_only() -> None:
+    """A batch that fails is rerun item by item: the bad item's caller gets the error,
+    the others their results."""
+    batcher = Batcher(Doubler(), max_batch=16, max_wait_ms=30, name="test")
+    outcomes: dict[int, object] = {}
+
+    async def call(item: int) -> None:
+        try:
+            outcomes[item] = await batcher.submit(item)
+        except ValueError as error:
+            outcomes[item] = str(error)
+
+    async with anyio.create_task_group() as tg:
+        for item in (1, -3, 4, 5):
+            tg.start_soon(call, item)
+    await anyio.to_thread.run_sync(batcher.stop)
+    assert outcomes == {1: 2, -3: "negative: [-3]", 4: 8, 5: 10}
+
+
+async def test_a_cancelled_caller_does_not_break_the_batch() -> None:
+    """One caller cancelled while its batch runs: the others still get their results."""
+    batcher = Batcher(Doubler(delay=0.05), max_batch=4, max_wait_ms=10, name="test")
+    results: dict[int, int] = {}
+
+    async def call(item: int) -> None:
+        results[item] = await batcher.submit(item)
+
+    async with anyio.create_task_group() as tg:
+        for item in range(3):
+            tg.start_soon(call, item)
+        with anyio.move_on_after(0.02):
+            await batcher.submit(99)
+    await anyio.to_thread.run_sync(batcher.stop)
+    assert results == {0: 0, 1: 2, 2: 4}
+
+
+async def test_stop_fails_what_is_queued() -> None:
+    """Items still queued when the batcher stops fail with RuntimeError, not hang."""
+    batcher: Batcher[int, int] = Batcher(Doubler(delay=0.1), max_batch=1, max_wait_ms=0,
+                                         name="test")
+    outcomes: list[object] = []
+
+    async def call(item: int) -> None:
+        try:
+            outcomes.append(await batcher.submit(item))
+        except RuntimeError as error:
+            outcomes.append(type(error).__name__)
+
+    async with anyio.create_task_group() as tg:
+        for item in range(3):
+            tg.start_soon(call, item)
+        await anyio.sleep(0.03)
+        await anyio.to_thread.run_sync(batcher.stop)
+    assert outcomes[0] == 0 and sorted(map(str, outcomes[1:])) == ["RuntimeError"] * 2
+    assert await batcher.submit(7) == 14  # a later submit starts a new thread
+    await anyio.to_thread.run_sync(batcher.stop)
+
+
+def test_bad_options() -> None:
+    """``max_batch`` < 1 and negative waits are refused by name."""
+    with pytest.raises(ValueError, match="max_batch"):
+        Batcher(Doubler(), max_batch=0, max_wait_ms=1, name="x")
+    with pytest.raises(ValueError, match="max_wait_ms"):
+        Batcher(Doubler(), max_batch=2, max_wait_ms=-1, name="x")
+
+
+@settings(max_examples=25, deadline=None)
+@given(plan=st.lists(st.tuples(st.integers(-3, 50), st.integers(0, 4)), min_size=1,
+                     max_size=24),
+       max_batch=st.integers(1, 9), wait=st.sampled_from([0, 1, 5]))
+def test_any_interleaving_routes_results(plan: list[tuple[int, int]], max_batch: int,
+                                         wait: int) -> None:
+    """Property: whatever the arrival order (random delays) and batch limits, every
+    caller gets its own item's result, or its own error."""
+    batcher = Batcher(Doubler(), max_batch=max_batch, max_wait_ms=wait, name="prop")
+    got: dict[int, object] = {}
+
+    async def call(index: int, item: int, delay: int) -> None:
+        await anyio.sleep(delay / 1000)
+        try:
+            got[index] = await batcher.submit(item)
+        except ValueError:
+            got[index] = "error"
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for index, (item, delay) in enumerate(plan):
+                tg.start_soon(call, index, item, delay)
+        await anyio.to_thread.run_sync(batcher.stop)
+
+    anyio.run(main)
+    assert got == {i: ("error" if item < 0 else 2 * item) for i, (item, _) in enumerate(plan)}
+
+
+# -- embeddings ----------------------------------------------------------------------------
+
+
+async def test_batched_embeddings_equal_unbatched(bert_dir: Path) -> None:
+    """Concurrent ``aieng_embed`` calls with ``max_batch`` share forward passes and each
+    gets the vectors it would get alone (to float32 rounding); the lifecycle hooks start
+    and stop the batcher."""
+    alone = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir)))
+    batched = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), max_batch=64,
+                                           max_wait_ms=20))
+    await batched.aieng_pipeline_open()
+    assert batched.batcher().running
+    texts = [["the cat sat"], ["a dog", "on the mat"], ["the stock market fell today"],
+             ["kitten"], ["rug"] * 3, ["the"]] * 4
+    got: dict[int, np.ndarray] = {}
+
+    async def call(index: int) -> None:
+        vectors = await batched.aieng_embed(texts[index], None)
+        assert vectors is not None
+        got[index] = vectors
+
+    async with anyio.create_task_group() as tg:
+        for index in range(len(texts)):
+            tg.start_soon(call, index)
+    for index, group in enumerate(texts):
+        expected = await alone.aieng_embed(group, None)
+        assert expected is not None and got[index].shape == expected.shape
+        np.testing.assert_allclose(got[index], expected, atol=1e-5)
+    assert batched.batcher().batches < len(texts)
+    await batched.aieng_pipeline_close()
+    assert not batched.batcher().running
+
+
+async def test_batched_embed_rejects_non_strings(bert_dir: Path) -> None:
+    """A caller passing a non-string gets a TypeError naming it, before batching."""
+    batched = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), max_batch=8))
+    with pytest.raises(TypeError, match="strings, not int"):
+        await batched.aieng_embed(["fine", 3], None)  # type: ignore[list-item]
+
+
+# -- batched decoding ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny() -> CausalLM:
+    """A random 2-layer Llama on the byte tokenizer, float64, built in memory."""
+    tokenizer = byte_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=0, tie_word_embeddings=True)
+    torch.manual_seed(11)
+    return CausalLM(LlamaForCausalLM(config).double().eval(), tokenizer)
+
+
+def alone(lm: CausalLM, request: Request) -> Decoded:
+    result = decode_batch(lm, [request])[0]
+    assert isinstance(result, Decoded)
+    return result
+
+
+def one_by_one(lm: CausalLM, request: Request) -> Decoded:
+    """Plain decoding, one request, one token per step (the unbatched path)."""
+    generation = lm.start(request, logprobs=bool(request.metadata.get("logprobs")))
+    texts = []
+    while generation.finish is None:
+        texts.append(generation.step().text)
+    return Decoded("".join(texts), generation.finish, generation.usage,
+                   tuple(generation.logprobs) if generation.want_logprobs else None)
+
+
+REQUEST = st.builds(
+    lambda text, tokens, stop, temperature, seed: ask(
+        text, max_tokens=tokens, stop=stop, temperature=temperature, seed=seed),
+    st.text("abc xyz.\n", min_size=0, max_size=30), st.integers(1, 24),
+    st.sampled_from([(), ("a",), ("xy", "\n")]), st.sampled_from([0.0, 0.0, 0.9]),
+    st.integers(0, 5))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=FIXTURES)
+@given(requests=st.lists(REQUEST, min_size=1, max_size=6))
+def test_batched_decoding_equals_alone(tiny: CausalLM, requests: list[Request]) -> None:
+    """Property: a batch of requests (prompts of different lengths, left-padded; own
+    stops, budgets, temperatures and seeds) gives each request what it gets decoded
+    alone, one token per step."""
+    batch = decode_batch(tiny, requests)
+    assert batch == [one_by_one(tiny, r) for r in requests]
+
+
+def test_batch_with_logprobs_and_a_bad_request(tiny: CausalLM) -> None:
+    """Log-probabilities per row; a request that cannot start gets its own error."""
+    good = ask("abc", max_tokens=6, metadata={"logprobs": True})
+    bad = ask("x", response_schema={"type": "object", "anyOf": []})
+    batch = decode_batch(tiny, [good, bad, good])
+    assert isinstance(batch[1], ValueError)
+    assert batch[0] == batch[2] == one_by_one(tiny, good)
+    assert isinstance(batch[0], Decoded) and batch[0].logprobs is not None
+
+
+def test_a_cancelled_row_drops_out(tiny: CausalLM) -> None:
+    """A row whose caller went away stops; the other rows decode to the end unchanged."""
+    requests = [ask("abc", max_tokens=20), ask("xyz", max_tokens=20)]
+    flags = [threading.Event(), threading.Event()]
+    flags[0].set()
+    batch = decode_batch(tiny, requests, flags)
+    assert batch[1] == one_by_one(tiny, requests[1])
+    assert isinstance(batch[0], Decoded) and batch[0].usage.completion_tokens == 0
+
+
+async def test_backend_batches_concurrent_generates(chain_dir: Path, random_dir: Path) -> None:
+    """Through ``aieng_generate`` with ``max_batch``: concurrent requests (shuffled
+    start order) each get the unbatched backend's completion."""
+    requests = [ask(text, max_tokens=n) for text in ("hi", "hello there", "x")
+                for n in (3, 12)]
+    order = list(range(len(requests)))
+    random.Random(1).shuffle(order)
+
+    async def call(backend: SmolLM2Backend, index: int, got: dict[int, Any]) -> None:
+        got[index] = await backend.aieng_generate(requests[index])
+
+    for folder in (chain_dir, random_dir):
+        plain = SmolLM2Backend(SmolLM2Options(path=str(folder)))
+        batched = SmolLM2Backend(SmolLM2Options(path=str(folder), max_batch=4,
+                                                max_wait_ms=20))
+        await batched.aieng_pipeline_open()
+        got: dict[int, Any] = {}
+        async with anyio.create_task_group() as tg:
+            for index in order:
+                tg.start_soon(call, batched, index, got)
+        for index, request in enumerate(requests):
+            assert got[index] == await plain.aieng_generate(request)
+        assert batched.batcher().batches < len(requests)
+        await batched.aieng_pipeline_close()
