@@ -11,7 +11,8 @@ Measures, on ../shared/data/cranfield (1,400 documents, 225 queries, graded qrel
 
 Systems: aieng-bm25 on disk (default options: title and text fields, title_boost 1.0),
 aieng-bm25 on the text field only (title_boost 0, the input the peers get), aieng-bm25
-in memory; bm25s 0.3 (k1=1.2, b=0.75, method "lucene") with PyStemmer's English stemmer
+in memory, and aieng-bm25 with ``scorer="impacts"`` (precomputed BM25 term weights, exact
+lengths; title + text and text only); bm25s 0.3 (k1=1.2, b=0.75, method "lucene") with PyStemmer's English stemmer
 and bm25s's English stopwords, numpy and numba backends; rank_bm25's BM25Okapi (k1=1.2,
 b=0.75) on the same tokens as bm25s. Peers index the ``text`` field, which in Cranfield
 starts with the title. Timings: a warm-up pass, then ``--repeats`` samples per variant,
@@ -311,6 +312,8 @@ def _versions() -> dict[str, str]:
 OURS, OURS_TEXT, OURS_MEMORY = ("aieng-bm25, disk, title + text", "aieng-bm25, disk, text only",
                                 "aieng-bm25, memory, title + text")
 OURS_PIPELINE = "aieng-bm25, disk, title + text, through Pipeline.run"
+OURS_IMPACTS, OURS_IMPACTS_TEXT = ("aieng-bm25, disk, title + text, scorer=impacts",
+                                   "aieng-bm25, disk, text only, scorer=impacts")
 BM25S, BM25S_NUMBA, BM25S_EQUAL = ("bm25s, numpy", "bm25s, numba",
                                    "bm25s, numpy, our tokens")
 RANK_BM25 = "rank_bm25 BM25Okapi"
@@ -334,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     systems: list[System] = [
         Ours(OURS), Ours(OURS_TEXT, title_boost=0.0), Ours(OURS_MEMORY, memory=True),
         OursPipeline(OURS_PIPELINE),
+        Ours(OURS_IMPACTS, scorer="impacts"),
+        Ours(OURS_IMPACTS_TEXT, title_boost=0.0, scorer="impacts"),
         Bm25s(BM25S), Bm25s(BM25S_NUMBA, backend="numba"),
         Bm25s(BM25S_EQUAL, tokens=analyzer.terms), RankBm25(RANK_BM25),
     ]
@@ -361,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     overlaps = {
         f"{OURS_TEXT} vs {BM25S_EQUAL} (equal tokenization)":
             overlap_at_10(rankings[OURS_TEXT], rankings[BM25S_EQUAL]),
+        f"{OURS_IMPACTS_TEXT} vs {BM25S_EQUAL} (equal tokenization)":
+            overlap_at_10(rankings[OURS_IMPACTS_TEXT], rankings[BM25S_EQUAL]),
+        f"{OURS_IMPACTS_TEXT} vs {OURS_TEXT}":
+            overlap_at_10(rankings[OURS_IMPACTS_TEXT], rankings[OURS_TEXT]),
+        f"{OURS_IMPACTS} vs {OURS}": overlap_at_10(rankings[OURS_IMPACTS], rankings[OURS]),
         f"{OURS_TEXT} vs {BM25S}": overlap_at_10(rankings[OURS_TEXT], rankings[BM25S]),
         f"{OURS} vs {BM25S}": overlap_at_10(rankings[OURS], rankings[BM25S]),
         f"{BM25S_NUMBA} vs {BM25S}": overlap_at_10(rankings[BM25S_NUMBA], rankings[BM25S]),
@@ -409,7 +419,7 @@ def render(results: dict[str, Any]) -> str:
                      f"| {row['mrr@10']:.4f} "
                      f"| {_rate(row, 'qps_k10')} | {_rate(row, 'qps_k100')} "
                      f"| {_rate(row, 'qps_k10_batched')} | {_rate(row, 'index_docs_per_s')} |")
-    for ours_name in (OURS, OURS_TEXT, OURS_MEMORY):
+    for ours_name in (OURS, OURS_TEXT, OURS_MEMORY, OURS_IMPACTS, OURS_IMPACTS_TEXT):
         ours = rows[ours_name]
         lines += ["", f"#### Ratios: {ours_name} ÷ peer", "",
                   ("| peer | nDCG@10 | Recall@100 | queries/s, k=10 | queries/s, k=100 "

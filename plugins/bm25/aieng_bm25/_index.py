@@ -24,6 +24,8 @@ from ._rows import DocumentTable, builder
 if TYPE_CHECKING:
     import tantivy
 
+    from ._impacts import Impacts
+
 __all__ = ["ANALYZER", "BM25Index", "IndexLockedError"]
 
 #: The name the analyzer is registered under. It is written into the schema, so an index
@@ -122,6 +124,14 @@ class BM25Index:
         self._table = DocumentTable(options.document_cache)
         # term -> its clauses (on text, and on title with title_boost), built once.
         self._clauses: dict[str, list[tuple[tantivy.Occur, tantivy.Query]]] = {}
+        # scorer = "impacts": the precomputed term weights, and the count of this object's
+        # commits (with meta.json's state on disk, it names the committed index).
+        self._impacts: Impacts | None = None
+        if options.scorer == "impacts":
+            from ._impacts import Impacts  # numpy loads only for this scorer
+
+            self._impacts = Impacts(options.title_boost, self.terms)
+        self._commits = 0
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -142,6 +152,17 @@ class BM25Index:
             index with another schema (another analyzer version, or not made by aieng-bm25).
         """
         self._open()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """With ``scorer = "impacts"``, bring the impacts up to the last commit now (a
+        search would do it first otherwise); nothing with ``scorer = "tantivy"``.
+
+        Called by :meth:`open` and after each write, so that the rebuild's cost falls on
+        opening and writing rather than on the next search.
+        """
+        if self._impacts is not None:
+            self._impacts.current(self._stamp(), self._live)
 
     def _open(self) -> tantivy.Index:
         index = self._index
@@ -195,6 +216,8 @@ class BM25Index:
             if not self.in_memory:
                 self._index = None
                 self._table.clear()
+                if self._impacts is not None:
+                    self._impacts.clear()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -218,6 +241,9 @@ class BM25Index:
         prepared = [self._prepare(doc) for doc in latest.values()]
         if not prepared:
             return 0
+        if self._impacts is not None:
+            for _, _, number, entry in prepared:
+                self._impacts.note(number, entry)
 
         def upsert(writer: tantivy.IndexWriter) -> None:
             for key, row, _, _ in prepared:
@@ -301,6 +327,8 @@ class BM25Index:
             # Ends the writer (and its merge threads), releasing the folder's lock.
             writer.wait_merging_threads()
         index.reload()
+        self._commits += 1
+        self.refresh()
 
     def _writer(self, index: tantivy.Index) -> tantivy.IndexWriter:
         heap = self.options.writer_heap_mb * _MIB
@@ -447,10 +475,13 @@ class BM25Index:
         :param filters: equality filters on metadata (see :meth:`build_query`).
         :param source: the ``source`` of the hits.
         :returns: at most ``k`` hits, ranks 1..n, scores not increasing; ties keep
-            tantivy's order (by segment and document number).
+            tantivy's order (by segment and document number). With ``scorer =
+            "impacts"`` and no filters, the exact BM25 of the impacts, ties in id order.
         """
         if k < 1:
             return []
+        if self._impacts is not None and not filters:
+            return self._search_impacts(text, k, source)
         query = self.build_query(text, filters)
         if query is None:
             return []
@@ -465,3 +496,43 @@ class BM25Index:
         return [_new_hit(document, _clamp(score), rank, source)
                 for rank, ((score, _), document) in enumerate(zip(found, documents, strict=True),
                                                                start=1)]
+
+    # -- the impacts scorer ---------------------------------------------------------------
+
+    def _stamp(self) -> tuple[int, tuple[int, int, int] | None]:
+        """What names the committed index: this object's commits, and the state of the
+        folder's meta.json (which every commit, of any process, rewrites)."""
+        folder = self.folder
+        if folder is None:
+            return self._commits, None
+        try:
+            meta = (folder / "meta.json").stat()
+        except OSError:
+            return self._commits, None
+        return self._commits, (meta.st_mtime_ns, meta.st_size, meta.st_ino)
+
+    def _live(self) -> list[tuple[int | None, Document]]:
+        """(row number, document) of every live document of the last commit."""
+        import tantivy
+
+        index = self._open()
+        index.reload()  # see a commit of another process at once
+        searcher = index.searcher()
+        total = int(searcher.num_docs)
+        if total == 0:
+            return []
+        hits = searcher.search(tantivy.Query.all_query(), limit=total, count=False).hits
+        rows: list[Any] = searcher.fast_field_values(_ROW, [address for _, address in hits])
+        return list(zip(rows, self._documents(searcher, hits), strict=True))
+
+    def _search_impacts(self, text: str, k: int, source: str) -> list[Hit]:
+        """:meth:`search` by the precomputed impacts (``scorer = "impacts"``, no filters)."""
+        impacts = self._impacts
+        assert impacts is not None
+        terms = self.terms(text)
+        if not terms:
+            return []
+        built = impacts.current(self._stamp(), self._live, wait=False)
+        found = impacts.search(built, terms, k)
+        return [_new_hit(document, _clamp(score), rank, source)
+                for rank, (score, document) in enumerate(found, start=1)]

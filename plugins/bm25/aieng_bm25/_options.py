@@ -6,7 +6,7 @@ import math
 
 import attrs
 
-__all__ = ["MEMORY", "BM25Options"]
+__all__ = ["MEMORY", "SCORERS", "BM25Options"]
 
 #: The ``path`` that asks for an index held in RAM, gone with the component.
 MEMORY = ":memory:"
@@ -45,6 +45,18 @@ def _count(instance: object, attribute: attrs.Attribute[int], value: int) -> Non
         raise ValueError(f"{attribute.name} must be 0 (off) or more, got {value!r}")
 
 
+#: The search engines: tantivy's own, or precomputed BM25 term weights (see _impacts).
+SCORERS = ("tantivy", "impacts")
+
+
+def _scorer(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a string, got {type(value).__name__}")
+    if value not in SCORERS:
+        raise ValueError(f"{attribute.name} must be one of {', '.join(map(repr, SCORERS))}, "
+                         f"got {value!r}")
+
+
 def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{attribute.name} must be an integer, got {type(value).__name__}")
@@ -74,6 +86,10 @@ class BM25Options:
         document store; filled as documents are written or first returned, emptied on
         :meth:`close`. About the documents' text size plus ~300 bytes each. ``0`` turns it
         off (each hit reads the store: ~5 µs a hit more).
+    :param scorer: ``"tantivy"`` (tantivy's BM25 search) or ``"impacts"``: every term's
+        BM25 weight per document precomputed in RAM from the committed index, with exact
+        document lengths, and summed per query (see the README); searches with filters
+        still go to tantivy.
     """
 
     path: str = attrs.field(validator=_path)
@@ -81,6 +97,7 @@ class BM25Options:
     writer_heap_mb: int = attrs.field(default=64, validator=_positive_int)
     writer_threads: int = attrs.field(default=1, validator=_positive_int)
     document_cache: int = attrs.field(default=100_000, validator=_count)
+    scorer: str = attrs.field(default="tantivy", validator=_scorer)
 
     def __attrs_post_init__(self) -> None:
         per_thread = self.writer_heap_mb / self.writer_threads

@@ -31,3 +31,26 @@ class TestBM25InMemory(RetrieverSuite):
     def retrieve_k(self) -> int:
         """A larger k than the default, so more hits per query are checked."""
         return 8
+
+
+class TestBM25ImpactsOnDisk(RetrieverSuite):
+    """bm25 with ``scorer = "impacts"`` on disk passes the same checks."""
+
+    @pytest.fixture
+    def component(self, tmp_path: Path) -> BM25Retriever:
+        """An empty index in a fresh folder, searched by precomputed impacts."""
+        return BM25Retriever(BM25Options(path=str(tmp_path / "index"), scorer="impacts"))
+
+
+class TestBM25ImpactsInMemory(RetrieverSuite):
+    """bm25 with ``scorer = "impacts"`` in memory passes the same checks."""
+
+    @pytest.fixture
+    def component(self) -> BM25Retriever:
+        """An empty index in RAM, searched by precomputed impacts."""
+        return BM25Retriever(BM25Options(path=MEMORY, scorer="impacts"))
+
+    @pytest.fixture
+    def retrieve_k(self) -> int:
+        """A larger k than the default, so more hits per query are checked."""
+        return 8

@@ -350,10 +350,12 @@ def test_options_validate(kwargs: dict[str, object], error: type[Exception]) -> 
 
 
 def test_import_does_not_load_tantivy() -> None:
-    """Importing the plugin (what ``aieng plugins`` does) imports no tantivy, and building
-    a component does not either: the index opens on first use."""
+    """Importing the plugin (what ``aieng plugins`` does) imports no tantivy (nor numpy,
+    which only the impacts scorer needs), and building a component does not either: the
+    index opens on first use."""
     code = ("import sys, aieng_bm25\n"
             "aieng_bm25.BM25Retriever(aieng_bm25.BM25Options(path=':memory:'))\n"
-            "assert 'tantivy' not in sys.modules, 'tantivy imported'\n")
+            "assert 'tantivy' not in sys.modules, 'tantivy imported'\n"
+            "assert 'numpy' not in sys.modules, 'numpy imported'\n")
     subprocess.run([sys.executable, "-W", "error", "-c", code], check=True,
                    cwd=Path(__file__).parents[1])

@@ -119,3 +119,27 @@ async def test_bad_folder_fails_the_opening(
         pipeline = aieng_kernel.load_pipeline(file)
         with pytest.raises(Exception, match="is a file"):
             await pipeline.open()
+
+
+@pytest.mark.anyio
+async def test_pipeline_file_with_the_impacts_scorer(
+    aieng_kernel: Kernel, register_plugin: Register, tmp_path: Path
+) -> None:
+    """``scorer = "impacts"`` in a pipeline file: the pipeline opens (building the impacts
+    of an existing folder), indexes, retrieves, deletes; a bad scorer fails to load."""
+    index_dir = tmp_path / "index"
+    file = write_pipeline(tmp_path, f'path = "{index_dir.as_posix()}"\nscorer = "impacts"')
+    with register_plugin(aieng_bm25, "bm25"):
+        async with aieng_kernel.load_pipeline(file) as pipeline:
+            assert await pipeline.index(DOCS) == 3
+            result = await pipeline.run("How does term frequency rank documents?")
+            assert [h.document.id for h in result.retrieved][:1] == ["bm25"]
+        async with aieng_kernel.load_pipeline(file) as again:  # reopened from the folder
+            result = await again.run("dense vectors")
+            assert [h.document.id for h in result.retrieved] == ["hnsw"]
+            assert await again.delete(["hnsw"]) == 1
+            assert not (await again.run("dense vectors")).retrieved
+        bad = write_pipeline(tmp_path, f'path = "{index_dir.as_posix()}"\nscorer = "fast"')
+        with pytest.raises(ConfigError, match="scorer"):
+            async with aieng_kernel.load_pipeline(bad):
+                pass
