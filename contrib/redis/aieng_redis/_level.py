@@ -30,6 +30,12 @@ def _where(url: str) -> str:
     return f"{host}:{parts.port or 6379}{parts.path or '/0'}"
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis glob pattern: a prefix such as ``app[1]:`` must not
+    match ``app1:`` keys, which ``clear`` would then delete."""
+    return "".join("\\" + c if c in "*?[]\\^-" else c for c in text)
+
+
 class RedisLevel:
     """A cache level in Redis (through redis-py's asyncio client).
 
@@ -126,9 +132,9 @@ class RedisLevel:
                              "would delete every key of the database")
         batch: list[bytes] = []
         cursor = 0
+        pattern = _glob_escape(self.prefix) + "*"
         while True:
-            cursor, keys = await self._call("scan", cursor, match=self.prefix + "*",
-                                            count=_SCAN_COUNT)
+            cursor, keys = await self._call("scan", cursor, match=pattern, count=_SCAN_COUNT)
             batch.extend(keys)
             if batch:
                 await self._call("unlink", *batch)

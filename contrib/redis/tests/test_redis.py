@@ -165,6 +165,21 @@ async def test_clear_removes_only_its_prefix(redis_url: str, prefix: str,
     await cache.aclose()
 
 
+async def test_clear_takes_the_prefix_literally(redis_url: str, prefix: str,
+                                               client: Redis) -> None:
+    """A prefix holding glob characters matches only itself: ``clear`` of ``p[1]:``
+    leaves the keys of ``p1:`` alone."""
+    literal = prefix + "[1]?:"
+    await client.set(prefix + "1x:keep", "1")
+    level = RedisLevel(redis_url, literal)
+    await level.put("k", "v", kind="chat", now=0.0, expires_at=math.inf)
+    await level.clear()
+    assert await client.get(literal + "k") is None
+    assert await client.get(prefix + "1x:keep") == b"1"
+    await client.delete(prefix + "1x:keep")
+    await level.aclose()
+
+
 async def test_many_concurrent_lookups(redis_url: str, prefix: str) -> None:
     """200 tasks storing and looking up at once each see their own answer."""
     cache = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix))

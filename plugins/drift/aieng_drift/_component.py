@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,6 +18,9 @@ from ._options import DriftOptions
 __all__ = ["DriftComponent"]
 
 log = structlog.get_logger(__name__)
+
+#: How many published events :attr:`DriftComponent.detected` keeps (the newest).
+KEEP_DETECTED = 100
 
 
 class DriftComponent:
@@ -38,8 +42,9 @@ class DriftComponent:
         self.name = "drift"
         self._context: PipelineContext | None = None
         self._pending: list[str] = []
-        #: every event published, also kept here (inspection, tests)
-        self.detected: list[DriftDetected] = []
+        #: the last :data:`KEEP_DETECTED` events published, also kept here (inspection,
+        #: tests); bounded, as drift that persists fires at every check of a long run
+        self.detected: deque[DriftDetected] = deque(maxlen=KEEP_DETECTED)
 
     @hookimpl
     def aieng_pipeline_open(self, context: PipelineContext) -> None:

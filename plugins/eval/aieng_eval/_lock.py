@@ -87,10 +87,15 @@ class FileHasher:
         if stat.st_size < CACHE_MIN_BYTES:
             self.reads += 1
             return sha256_file(path)
-        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        resolved = str(path.resolve())
+        key = f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}"
         entries = self._entries()
         if key not in entries:
             self.reads += 1
+            # The file changed: forget its older versions, so the cache stays as large as
+            # the set of files hashed, not growing with every rewrite of a model.
+            for stale in [k for k in entries if k.rsplit("|", 2)[0] == resolved]:
+                del entries[stale]
             entries[key] = sha256_file(path)
             self._dirty = True
         return entries[key]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ import structlog
 from ._lock import lock_drift
 from ._results import ItemResult, read_results
 from ._runner import EvalError, PipelineSource, ProgressCallback, run_eval
+from ._runner import _read_lock as read_lock
 
 if TYPE_CHECKING:
     from aieng_core import Kernel
@@ -53,15 +53,11 @@ class ReplayReport:
 
 
 def _read_lock(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "lock.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EvalError(f"{run_dir}: no lock.json (not an eval run directory?)") from None
-    except ValueError as exc:
-        raise EvalError(f"{path}: not a valid lockfile: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("pipeline"), dict):
-        raise EvalError(f"{path}: not a valid lockfile (no pipeline entry)")
+    data = read_lock(run_dir)
+    if data is None:
+        raise EvalError(f"{run_dir}: no lock.json (not an eval run directory?)")
+    if not isinstance(data.get("pipeline"), dict):
+        raise EvalError(f"{run_dir / 'lock.json'}: not a valid lockfile (no pipeline entry)")
     return data
 
 

@@ -111,6 +111,26 @@ def _check_resume(run_dir: Path, old: Mapping[str, Any], new: Mapping[str, Any],
     return False
 
 
+def _prepare_run_dir(run_dir: Path, lock: Mapping[str, Any], force: bool
+                     ) -> list[dict[str, Any]]:
+    """Make the run folder and decide on resuming (blocking: run in a worker thread).
+
+    :returns: the earlier sessions when the run resumes, else ``[]`` (with ``force`` and
+        changed inputs the old results are renamed to a backup first).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    previous = _read_lock(run_dir)
+    results_path = run_dir / "results.jsonl"
+    if previous is None or not results_path.exists():
+        return []
+    if _check_resume(run_dir, previous, lock, force):
+        return list(previous.get("sessions", []))
+    backup = results_path.with_name(f"results.jsonl.bak-{int(time.time())}")
+    results_path.rename(backup)
+    log.warning("eval.force.restart", run_dir=str(run_dir), backup=str(backup))
+    return []
+
+
 def _metric_names(scores: list[Score], into: dict[str, float], judges: dict[str, str]) -> None:
     for score in scores:
         name = score.name
@@ -230,10 +250,14 @@ async def run_eval(
     data = await anyio.to_thread.run_sync(load_dataset, dataset)
     if limit is not None:
         data = attrs.evolve(data, items=data.items[:limit])
+    # The pipeline files are read and hashed in a worker thread (never on the loop).
+    pipeline_info, judge_info = await anyio.to_thread.run_sync(
+        lambda: (_source_info(pipeline),
+                 None if judge_pipeline is None else _source_info(judge_pipeline)))
     lock: dict[str, Any] = {
         "format": LOCK_FORMAT,
-        "pipeline": _source_info(pipeline),
-        "judge_pipeline": None if judge_pipeline is None else _source_info(judge_pipeline),
+        "pipeline": pipeline_info,
+        "judge_pipeline": judge_info,
         "dataset": {"path": str(Path(dataset).resolve()), "sha256": data.sha256,
                     "items": len(data.items)},
         "seed": seed,
@@ -241,17 +265,8 @@ async def run_eval(
         "concurrency": concurrency,
         "limit": limit,
     }
-    await anyio.to_thread.run_sync(lambda: run_dir.mkdir(parents=True, exist_ok=True))
-    previous = _read_lock(run_dir)
     results_path = run_dir / "results.jsonl"
-    sessions: list[dict[str, Any]] = []
-    if previous is not None and results_path.exists():
-        if _check_resume(run_dir, previous, lock, force):
-            sessions = list(previous.get("sessions", []))
-        else:
-            backup = results_path.with_name(f"results.jsonl.bak-{int(time.time())}")
-            results_path.rename(backup)
-            log.warning("eval.force.restart", run_dir=str(run_dir), backup=str(backup))
+    sessions = await anyio.to_thread.run_sync(_prepare_run_dir, run_dir, lock, force)
     earlier = await anyio.to_thread.run_sync(read_results, results_path)
     earlier_by_id = {k: v for k, v in earlier.items() if v.done}
     todo = [item for item in data.items if item.id not in earlier_by_id]

@@ -220,6 +220,23 @@ def test_large_files_are_hashed_once(tmp_path: Path) -> None:
     assert third.file(big) != digest and third.reads == 1
 
 
+def test_hash_cache_keeps_one_entry_per_file(tmp_path: Path) -> None:
+    """Rewriting a large file replaces its cached hash instead of adding one more: the
+    cache file does not grow with every version of a model."""
+    big, other = tmp_path / "model.bin", tmp_path / "other.bin"
+    other.write_bytes(b"o" * (1 << 20))
+    cache = tmp_path / "cache.json"
+    for filler in (b"a", b"b", b"c"):
+        big.write_bytes(filler * (1 << 20))
+        hasher = FileHasher(cache)
+        hasher.file(big)
+        hasher.file(other)
+        hasher.save()
+    entries = json.loads(cache.read_text(encoding="utf-8"))
+    assert len(entries) == 2
+    assert hashlib.sha256(big.read_bytes()).hexdigest() in entries.values()
+
+
 def test_judge_pipeline_scores_with_dataset_context(tmp_path: Path) -> None:
     """Both the pipeline's own judges and a second pipeline's see the dataset's context; a
     metric name both pipelines produce is kept twice, told apart by judge."""

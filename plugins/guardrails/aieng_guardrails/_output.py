@@ -18,7 +18,7 @@ import structlog
 from aieng_hookspecs import PipelineContext, hookimpl
 from aieng_hookspecs.types import Completion, Finding, GuardVerdict, Message, Request
 
-from ._guards import _off_loop
+from ._guards import INLINE_LIMIT, _off_loop
 from ._options import OutputGuardOptions
 from ._pii import find_pii
 from ._redact import redact
@@ -93,6 +93,14 @@ class OutputGuard:
         """Everything wrong with ``text`` as an answer to ``request``."""
         return list(self._violations(request, text))
 
+    async def _checked(self, request: Request, text: str) -> list[Violation]:
+        """:meth:`violations`, inline for short texts; in a worker thread for long ones and
+        whenever a JSON schema is checked (the first check imports jsonschema, a blocking
+        ~0.1-0.3 s, and validating is real work)."""
+        schema = self.options.json_schema and request.response_schema is not None
+        size = INLINE_LIMIT + 1 if schema else len(text)
+        return await _off_loop(size, lambda: self.violations(request, text))
+
     def _violations(self, request: Request, text: str) -> Iterator[Violation]:
         opts = self.options
         if opts.system_prompt_leak:
@@ -150,7 +158,7 @@ class OutputGuard:
         """Check the answer; on violations apply the policy."""
         opts = self.options
         text = completion.text
-        found = await _off_loop(len(text), lambda: self.violations(request, text))
+        found = await self._checked(request, text)
         if not found:
             return None
         kinds = sorted({v.kind for v in found})
@@ -164,8 +172,7 @@ class OutputGuard:
                                                             "retry through"))
             retry = self._retry_request(request, text, found)
             answer = await self._context.generate(retry)
-            again = await _off_loop(len(answer.text),
-                                    lambda: self.violations(request, answer.text))
+            again = await self._checked(request, answer.text)
             log.info("guardrails.output.fix", violations=kinds, fixed=not again)
             if not again:
                 return GuardVerdict(action="redact", text=answer.text,

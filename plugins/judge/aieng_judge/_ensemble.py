@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 from aieng_hookspecs import PipelineContext, hookimpl
 from aieng_hookspecs.types import Sample, Score
 
@@ -95,7 +96,13 @@ class EnsembleJudge:
                 opener(context)
 
     async def _scores(self, member: object, sample: Sample) -> list[Score]:
-        result: Any = member.aieng_judge(sample)  # type: ignore[attr-defined]
+        method = member.aieng_judge  # type: ignore[attr-defined]
+        # The panel calls its members itself, not through the dispatcher: honour @blocking
+        # (BLEU, ROUGE, ... do CPU work) as the dispatcher would, off the event loop.
+        if getattr(method, "aieng_blocking", False):
+            result: Any = await anyio.to_thread.run_sync(method, sample)
+        else:
+            result = method(sample)
         if inspect.isawaitable(result):
             result = await result
         if result is None:

@@ -52,7 +52,9 @@ class NLIModel:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+        # local_files_only: a folder given here is never completed from the network.
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder),
+                                                                   local_files_only=True)
         labels = {int(i): str(label).lower() for i, label in model.config.id2label.items()}
         entail = [i for i, label in labels.items() if "entail" in label and "not" not in label]
         if len(entail) != 1:
@@ -60,7 +62,7 @@ class NLIModel:
                              f"its labels are {sorted(labels.values())}")
         self.entailment_index = entail[0]
         self._tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-            str(folder))
+            str(folder), local_files_only=True)
         self._model = model.to(self.device).eval()
         self._torch = torch
 

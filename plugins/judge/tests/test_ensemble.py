@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import statistics
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
 import aieng_judge
 import pytest
-from aieng_hookspecs import ComponentRegistry, hookimpl
+from aieng_hookspecs import ComponentRegistry, blocking, hookimpl
 from aieng_hookspecs.types import Request, Sample, Score
 from aieng_judge import EnsembleJudge, EnsembleOptions, RubricJudge, RubricOptions, aggregate
 from hypothesis import given
@@ -112,6 +113,35 @@ async def test_members_from_python() -> None:
     assert scores["ensemble.custom.metric"] == 1.0
     with pytest.raises(ValueError, match="at least one member"):
         EnsembleJudge(members=[])
+
+
+async def test_blocking_members_run_off_the_event_loop() -> None:
+    """A member whose ``aieng_judge`` is ``@blocking`` runs in a worker thread (as the
+    dispatcher would run it); a plain one runs inline."""
+    threads: dict[str, int] = {}
+
+    class Member:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def judge(self, sample: Sample) -> list[Score]:
+            threads[self.name] = threading.get_ident()
+            return [Score(name="custom.metric", value=1.0)]
+
+    class Plain(Member):
+        def aieng_judge(self, sample: Sample) -> list[Score]:
+            return self.judge(sample)
+
+    class Heavy(Member):
+        @blocking
+        def aieng_judge(self, sample: Sample) -> list[Score]:
+            return self.judge(sample)
+
+    judge = EnsembleJudge(members=[Plain("plain"), Heavy("heavy")])
+    scores = {s.name: s.value for s in await judge.aieng_judge(SAMPLE) or []}
+    assert scores["ensemble.custom.metric"] == 1.0
+    assert threads["plain"] == threading.get_ident()
+    assert threads["heavy"] != threading.get_ident()
 
 
 async def test_no_member_scores_gives_none() -> None:

@@ -195,13 +195,7 @@ class Monitor:
             return {_key(k): {f"p{round(q * 100)}": s.quantile(q) for q in QUANTILES}
                     | {"count": s.count, "sum": s.total} for k, s in table.items()}
 
-        runs_by_pipeline: Counter[str] = Counter()
-        errors_by_pipeline: Counter[str] = Counter()
-        for labels, n in self._runs.items():
-            pipeline = dict(labels)["pipeline"]
-            runs_by_pipeline[pipeline] += n
-            if dict(labels)["status"] == "error":
-                errors_by_pipeline[pipeline] += n
+        error_rate, cache_hit_rate = self._ratios()
         return {
             "runs": {_key(k): n for k, n in self._runs.items()},
             "run_latency": quantiles(self._run_latency),
@@ -215,10 +209,23 @@ class Monitor:
             "ttft": quantiles(self._ttft),
             "tpot": quantiles(self._tpot),
             "errors": {_key(k): n for k, n in self._errors.items()},
-            "error_rate": {p: errors_by_pipeline[p] / n for p, n in runs_by_pipeline.items()},
-            "cache_hit_rate": {p: self._cache_hits[(("pipeline", p),)] / n
-                               for p, n in runs_by_pipeline.items()},
+            "error_rate": error_rate,
+            "cache_hit_rate": cache_hit_rate,
         }
+
+    def _ratios(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Per pipeline: the share of runs that ended in error, and of runs a cache
+        answered."""
+        runs_by_pipeline: Counter[str] = Counter()
+        errors_by_pipeline: Counter[str] = Counter()
+        for labels, n in self._runs.items():
+            pipeline = dict(labels)["pipeline"]
+            runs_by_pipeline[pipeline] += n
+            if dict(labels)["status"] == "error":
+                errors_by_pipeline[pipeline] += n
+        return ({p: errors_by_pipeline[p] / n for p, n in runs_by_pipeline.items()},
+                {p: self._cache_hits[(("pipeline", p),)] / n
+                 for p, n in runs_by_pipeline.items()})
 
     def prometheus_text(self) -> str:
         """Every metric in the Prometheus text exposition format (version 0.0.4)."""
@@ -258,15 +265,16 @@ class Monitor:
         counter("aieng_hook_errors", "Hook impl failures by stage, plugin and policy.",
                 self._errors)
         counter("aieng_cache_hits", "Runs answered by a cache.", self._cache_hits)
-        snapshot = self.snapshot()
+        # Not self.snapshot(): it would sort every latency window again for nothing.
+        error_rate, cache_hit_rate = self._ratios()
         lines.extend(metric_family("aieng_error_ratio", "gauge",
                                    "Share of runs that ended in error.",
                                    [("", {"pipeline": p}, r)
-                                    for p, r in sorted(snapshot["error_rate"].items())]))
+                                    for p, r in sorted(error_rate.items())]))
         lines.extend(metric_family("aieng_cache_hit_ratio", "gauge",
                                    "Share of runs answered by a cache.",
                                    [("", {"pipeline": p}, r)
-                                    for p, r in sorted(snapshot["cache_hit_rate"].items())]))
+                                    for p, r in sorted(cache_hit_rate.items())]))
         return "\n".join(lines) + "\n"
 
 
