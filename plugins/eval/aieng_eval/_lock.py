@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
 import sys
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from aieng_hookspecs import user_cache_dir
 
 __all__ = [
     "LOCK_FORMAT",
@@ -47,12 +47,9 @@ def sha256_file(path: Path) -> str:
 
 
 def default_cache_path() -> Path:
-    """Where file hashes are cached: ``$AIENG_CACHE_DIR`` or ``$XDG_CACHE_HOME/aieng``."""
-    base = os.environ.get("AIENG_CACHE_DIR")
-    if base:
-        return Path(base) / "file-hashes.json"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "aieng" / "file-hashes.json"
+    """Where file hashes are cached: ``file-hashes.json`` in aieng's cache folder
+    (:func:`aieng_hookspecs.user_cache_dir`)."""
+    return user_cache_dir() / "file-hashes.json"
 
 
 class FileHasher:
