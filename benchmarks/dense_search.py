@@ -32,6 +32,15 @@ Systems:
 * **hnswlib**: ``Index(space="ip")``, ``knn_query(vector, k=10)``, ``set_num_threads(1)``.
 * **usearch, raw**: ``usearch.index.Index`` (the engine under aieng-vectors) searched
   directly: keys only, no rescoring.
+* **hnswlib, the store's graph**: ``knn_query`` called directly on the graph inside the
+  ``engine = "hnswlib"`` store (as the hnswlib row calls its own): the engine's share of
+  the store's time on the very same graph, so the rest is the store's own work.
+
+Also measured, for reference: the exact numpy scan, and the bare thread hop the component
+takes per query (``await anyio.to_thread.run_sync(lambda: None)``, asyncio backend).
+Every timed pass records wall time and the process's CPU time (``time.process_time``:
+steadier than wall time while other jobs share the cores; for the component it includes
+the worker thread's CPU).
 
 Run it alone::
 
@@ -163,7 +172,8 @@ def embedded(docs: list[str], queries: list[str]) -> tuple[np.ndarray, np.ndarra
 
 class System:
     """One index under test: ``build`` adds the vectors, ``set_ef`` sets the search-time
-    candidate list, ``search_all`` answers every query one call each (top ``K`` keys)."""
+    candidate list, ``search_all`` answers every query one call each (top ``K`` keys, or
+    the documents' ids: the row numbers as strings)."""
 
     name = ""
 
@@ -173,7 +183,7 @@ class System:
     def set_ef(self, ef: int) -> None:
         raise NotImplementedError
 
-    def search_all(self, queries: np.ndarray) -> list[list[int]]:
+    def search_all(self, queries: np.ndarray) -> list[list[Any]]:
         raise NotImplementedError
 
 
@@ -192,7 +202,7 @@ class Hnswlib(System):
     def set_ef(self, ef: int) -> None:
         self.index.set_ef(max(ef, K))
 
-    def search_all(self, queries: np.ndarray) -> list[list[int]]:
+    def search_all(self, queries: np.ndarray) -> list[list[Any]]:
         knn = self.index.knn_query
         return [knn(q, k=K, num_threads=1)[0][0].tolist() for q in queries]
 
@@ -210,7 +220,7 @@ class UsearchRaw(System):
     def set_ef(self, ef: int) -> None:
         self.index.expansion_search = ef
 
-    def search_all(self, queries: np.ndarray) -> list[list[int]]:
+    def search_all(self, queries: np.ndarray) -> list[list[Any]]:
         search = self.index.search
         return [search(q, K, threads=1).keys.tolist() for q in queries]
 
@@ -253,9 +263,34 @@ class OursStore(System):
         # What building with ``expansion_search = ef`` gives, without rebuilding the graph.
         self.store.options = attrs.evolve(self.store.options, expansion_search=ef)
 
-    def search_all(self, queries: np.ndarray) -> list[list[int]]:
+    def search_all(self, queries: np.ndarray) -> list[list[Any]]:
         search = self.store.search
-        return [[int(doc.id) for doc, _ in search(q[None, :], K, {})] for q in queries]
+        # The ids as stored (strings); recall() reads them as row numbers, untimed.
+        return [[doc.id for doc, _ in search(q[None, :], K, {})] for q in queries]
+
+
+class StoreGraph(System):
+    """hnswlib's ``knn_query`` on the graph inside an ``engine = "hnswlib"`` store: the
+    engine's floor for that store (its keys are the rows, and the rows the document ids,
+    after a fresh build; checked)."""
+
+    name = "hnswlib, the store's graph"
+
+    def __init__(self, store: OursStore) -> None:
+        self.of = store
+
+    def build(self, vectors: np.ndarray) -> None:
+        store = self.of.store
+        assert store._keys == list(range(len(vectors)))
+        assert [doc.id for doc in store._docs] == [str(i) for i in range(len(vectors))]
+        self.index = store._hnsw.index
+
+    def set_ef(self, ef: int) -> None:
+        self.index.set_ef(max(ef, K))
+
+    def search_all(self, queries: np.ndarray) -> list[list[Any]]:
+        knn = self.index.knn_query
+        return [knn(q, k=K, num_threads=1)[0][0].tolist() for q in queries]
 
 
 class OursComponent(System):
@@ -274,7 +309,7 @@ class OursComponent(System):
     def set_ef(self, ef: int) -> None:
         self.of.set_ef(ef)
 
-    def search_all(self, queries: np.ndarray) -> list[list[int]]:
+    def search_all(self, queries: np.ndarray) -> list[list[Any]]:
         import anyio
         from aieng_hookspecs.types import Query
 
@@ -284,7 +319,7 @@ class OursComponent(System):
         async def go() -> None:
             retrieve = self.of.component.aieng_retrieve
             for query in asks:
-                out.append([int(hit.document.id) for hit in await retrieve(query, K)])
+                out.append([hit.document.id for hit in await retrieve(query, K)])
 
         anyio.run(go)
         return out
@@ -301,15 +336,38 @@ def exact_top(docs: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return np.take_along_axis(top, order, axis=1)
 
 
-def recall(found: list[list[int]], truth: np.ndarray) -> float:
-    return statistics.fmean(len(set(f) & set(t.tolist())) / K for f, t in zip(found, truth))
+def recall(found: list[list[Any]], truth: np.ndarray) -> float:
+    """Mean share of the exact top ``K`` found; ids as ints or as their strings (the
+    stores return the documents' ids, kept out of the timed loop's work)."""
+    return statistics.fmean(len({int(i) for i in f} & set(t.tolist())) / K
+                            for f, t in zip(found, truth))
 
 
 def _timed(work: Callable[[], object]) -> float:
+    return _timed_cpu(work)[0]
+
+
+def _timed_cpu(work: Callable[[], object]) -> tuple[float, float]:
+    """Wall seconds and process CPU seconds of one call of ``work``."""
     gc.collect()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     work()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def _hops() -> None:
+    """``N_QUERIES`` bare hops to a worker thread and back, one at a time."""
+    import anyio
+    import anyio.to_thread
+
+    def nothing() -> None:
+        return None
+
+    async def go() -> None:
+        for _ in range(N_QUERIES):
+            await anyio.to_thread.run_sync(nothing)
+
+    anyio.run(go)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,30 +403,34 @@ def main(argv: list[str] | None = None) -> int:
         component = OursComponent(ours)
         component.queries = query_vecs
         systems += [ours, component]
-    systems += [Hnswlib(), UsearchRaw()]
+    systems += [Hnswlib(), UsearchRaw(), StoreGraph(ours)]  # ours: the hnswlib store
     build_s: dict[str, float] = {}
     for system in systems:
         print(f"  building {system.name}", file=sys.stderr)
         seconds = _timed(partial(system.build, doc_vecs))
-        if not isinstance(system, OursComponent):  # it searches the store's index
+        if not isinstance(system, (OursComponent, StoreGraph)):  # the store's index
             build_s[system.name] = seconds
-    rows: dict[str, dict[str, Any]] = {s.name: {} for s in systems}
+    rows: dict[str, dict[int, Any]] = {s.name: {} for s in systems}
+    hop_s: list[tuple[float, float]] = []
     for ef in efs:
         print(f"  ef {ef}", file=sys.stderr)
         for system in systems:  # warm-up and the recall pass
             system.set_ef(ef)
             rows[system.name][ef] = {"recall@10": recall(system.search_all(query_vecs), truth),
-                                     "samples_s": []}
+                                     "samples_s": [], "cpu_samples_s": []}
         for repeat in range(args.repeats):
             shift = repeat % len(systems)
             for system in systems[shift:] + systems[:shift]:
                 system.set_ef(ef)
-                rows[system.name][ef]["samples_s"].append(
-                    _timed(partial(system.search_all, query_vecs)))
+                wall, cpu = _timed_cpu(partial(system.search_all, query_vecs))
+                rows[system.name][ef]["samples_s"].append(wall)
+                rows[system.name][ef]["cpu_samples_s"].append(cpu)
+            hop_s.append(_timed_cpu(_hops))
     for per_ef in rows.values():
         for row in per_ef.values():
             qps = [N_QUERIES / s for s in row["samples_s"]]
             row["qps"] = {"median": statistics.median(qps), "min": min(qps), "max": max(qps)}
+            row["cpu_us_per_query"] = statistics.median(row["cpu_samples_s"]) / N_QUERIES * 1e6
     machine["loadavg_end"] = os.getloadavg()
     exact_qps = [N_QUERIES / s for s in exact_s]
     results = {
@@ -382,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         "embedding": embedding, "revision": _revision(), "machine": machine,
         "versions": _versions(), "build_s": build_s,
         "exact_numpy_qps": statistics.median(exact_qps),
+        "thread_hop_us": {
+            "wall": statistics.median(w for w, _ in hop_s) / N_QUERIES * 1e6,
+            "cpu": statistics.median(c for _, c in hop_s) / N_QUERIES * 1e6,
+            "what": "await anyio.to_thread.run_sync(lambda: None), asyncio, one at a time",
+        },
         "systems": {name: {str(ef): row for ef, row in per_ef.items()}
                     for name, per_ef in rows.items()},
         "seconds": time.perf_counter() - started,
@@ -429,21 +496,30 @@ def render(results: dict[str, Any]) -> str:
                  f"{systems[n][str(ef)]['qps']['median']:,.0f}" for n in names]
         lines.append(f"| {ef} | " + " | ".join(cells) + " |")
     lines += ["", f"#### At matched recall@10 ≥ {TARGET} (each system's cheapest ef)", "",
-              "| system | ef | recall@10 | queries/s | ÷ hnswlib | build s (1 thread) |",
-              "|---|---:|---:|---:|---:|---:|"]
+              ("| system | ef | recall@10 | queries/s | ÷ hnswlib | µs/query wall / CPU "
+               "| ÷ hnswlib, CPU time | build s (1 thread) |"),
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     peer = matched(systems["hnswlib"])
     for name in names:
         found = matched(systems[name])
         if found is None:
-            lines.append(f"| {name} | — | not reached | — | — | — |")
+            lines.append(f"| {name} | — | not reached | — | — | — | — | — |")
             continue
         ef, row = found
         ratio = (f"{row['qps']['median'] / peer[1]['qps']['median']:.2f}×" if peer else "—")
+        cpu = row.get("cpu_us_per_query")
+        cpu_ratio = (f"{peer[1]['cpu_us_per_query'] / cpu:.2f}×"
+                     if peer and cpu and "cpu_us_per_query" in peer[1] else "—")
+        times = f"{1e6 / row['qps']['median']:,.0f} / " + (f"{cpu:,.0f}" if cpu else "—")
         lines.append(f"| {name} | {ef} | {row['recall@10']:.3f} "
-                     f"| {row['qps']['median']:,.0f} | {ratio} "
+                     f"| {row['qps']['median']:,.0f} | {ratio} | {times} | {cpu_ratio} "
                      f"| {_build(results, name)} |")
     lines.append(f"| exact numpy scan (reference) | — | 1.000 "
-                 f"| {results['exact_numpy_qps']:,.0f} | — | — |")
+                 f"| {results['exact_numpy_qps']:,.0f} | — | — | — | — |")
+    hop = results.get("thread_hop_us")
+    if hop:
+        lines += ["", (f"Thread hop alone (`{hop['what']}`): {hop['wall']:.0f} µs wall, "
+                       f"{hop['cpu']:.0f} µs CPU per call.")]
     m = results["machine"]
     lines += ["", (f"Machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} "
                    f"{m['python']}, load average {m['loadavg_start'][0]:.2f} → "

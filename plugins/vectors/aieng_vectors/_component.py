@@ -146,16 +146,24 @@ class VectorIndex:
     @hookimpl
     async def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
         """The ``k`` nearest documents by cosine similarity, filtered by ``query.filters``."""
-        await self._ensure_loaded()
+        if not self._loaded or self._closed:
+            await self._ensure_loaded()
         if not query.text.strip() or len(self._store) == 0:
             return []
         vector = await self._embed([query.text])
-        found = await anyio.to_thread.run_sync(self._store.search, vector, k, query.filters)
+        # One hop to a worker thread for the search and the hits together.
+        hits: list[Hit] = await anyio.to_thread.run_sync(self._search, vector, k,
+                                                         query.filters)
+        return hits
+
+    def _search(self, vector: Any, k: int, filters: Any) -> list[Hit]:
+        """The store's search as hits (in the worker thread)."""
         # Unchecked: the store's documents were validated when indexed, its scores are
         # finite floats clamped to [-1, 1], ranks count from 1; validating again would
         # cost a tenth of the search.
         return [unchecked(Hit, document=doc, score=score, rank=rank, source=SOURCE)
-                for rank, (doc, score) in enumerate(found, start=1)]
+                for rank, (doc, score) in enumerate(self._store.search(vector, k, filters),
+                                                    start=1)]
 
     # -- beyond the hooks ----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ I/O never run on the event loop.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -65,8 +66,8 @@ def _unit_query(raw: Any) -> Any:
     if isinstance(row, np.ndarray) and row.dtype == np.float32 and row.size and (
             row.ndim == 1 if row is not raw else row.ndim == 2 and row.shape[0] == 1):
         row = row.reshape(-1).astype(np.float64)
-        norm = float(np.sqrt(row @ row))
-        if 0.0 < norm < float("inf"):  # also false for NaN: then unit_rows says what is wrong
+        norm = math.sqrt(float(row @ row))  # the same correctly rounded root as np.sqrt
+        if 0.0 < norm < math.inf:  # also false for NaN: then unit_rows says what is wrong
             return (row / norm).astype(np.float32)
     return unit_rows(raw, 1)[0]
 
@@ -75,8 +76,9 @@ class VectorStore:
     """Documents with one unit vector each; cosine search, exact or through HNSW.
 
     Rows are kept dense: deleting a row moves the last row into its place. Each row also
-    has an HNSW key that never changes while the row lives (keys are never reused), so
-    the graph survives the moves.
+    has an HNSW key that never changes while a graph holds it (a key is never reused
+    within one graph), so the graph survives the moves. Keys are renumbered only while
+    no graph holds any (see ``_renumber_keys``).
 
     The graph is built progressively: when the index reaches ``exact_below`` rows an empty
     graph is started, new rows go straight into it, and each write also inserts a slice
@@ -93,7 +95,10 @@ class VectorStore:
         self._docs: list[Document] = []
         self._keys: list[int] = []
         self._rows: dict[str, int] = {}
-        self._key_rows: dict[int, int] = {}
+        # The row of each HNSW key (-1: none), indexed by key: one numpy gather maps a
+        # search's keys to rows. Keys are renumbered whenever no graph holds them, so it
+        # stays within a small multiple of the row count.
+        self._key_row = np.full(16, -1, dtype=np.int64)
         self._next_key = 0
         self._hnsw: Any = None
         self._waiting: list[int] = []  # keys of rows not yet in the graph, oldest first
@@ -168,7 +173,8 @@ class VectorStore:
                              f"holds vectors of dimension {self.dim} (another model?)")
 
     def _apply_upsert(self, documents: Sequence[Document], vectors: Any) -> None:
-        new_keys: list[int] = []
+        first_key = self._next_key
+        new_rows: list[int] = []
         old_keys: list[int] = []
         for doc, vector in zip(documents, vectors):
             row = self._rows.get(doc.id)
@@ -182,34 +188,35 @@ class VectorStore:
             else:
                 self._docs[row] = doc
                 old_keys.append(self._keys[row])
-                del self._key_rows[self._keys[row]]
-            key = self._next_key
+            self._keys[row] = self._next_key
             self._next_key += 1
-            self._keys[row] = key
-            self._key_rows[key] = row
             self._matrix[row] = vector
-            new_keys.append(key)
+            new_rows.append(row)
+        self._grow_keys(self._next_key)
+        self._key_row[first_key:self._next_key] = new_rows
+        if old_keys:  # after: an id twice in one batch leaves its first new key rowless
+            self._key_row[old_keys] = -1
         if self._hnsw is not None:
             if old_keys:
                 self._hnsw_remove(old_keys)
-            rows = [self._key_rows[key] for key in new_keys]
-            self._hnsw.add(np.asarray(new_keys, dtype=np.uint64), self._matrix[rows],
-                           threads=self.options.threads)
+            self._hnsw.add(np.arange(first_key, self._next_key, dtype=np.uint64),
+                           self._matrix[new_rows], threads=self.options.threads)
 
     def _apply_delete(self, ids: Sequence[str]) -> None:
         removed: list[int] = []
+        key_row = self._key_row
         for doc_id in ids:
             row = self._rows.pop(doc_id)
             key = self._keys[row]
             removed.append(key)
-            del self._key_rows[key]
+            key_row[key] = -1
             last = self._count - 1
             if row != last:  # move the last row into the hole
                 self._matrix[row] = self._matrix[last]
                 self._docs[row] = self._docs[last]
                 self._keys[row] = self._keys[last]
                 self._rows[self._docs[row].id] = row
-                self._key_rows[self._keys[row]] = row
+                key_row[self._keys[row]] = row
             self._docs.pop()
             self._keys.pop()
             self._count = last
@@ -219,6 +226,23 @@ class VectorStore:
     def _hnsw_remove(self, keys: list[int]) -> None:
         # Waiting keys are not in the graph yet: removing them removes nothing.
         self._tombstones += self._hnsw.remove(np.asarray(keys, dtype=np.uint64))
+
+    def _grow_keys(self, keys: int) -> None:
+        if keys > self._key_row.shape[0]:
+            grown = np.full(max(keys, 2 * self._key_row.shape[0]), -1, dtype=np.int64)
+            grown[: self._key_row.shape[0]] = self._key_row
+            self._key_row = grown
+
+    def _renumber_keys(self) -> None:
+        """Give the rows keys 0 … count-1 again, when keys issued (one per write of a
+        document) far outnumber the rows. Only while no graph holds a key: no graph, or
+        a fresh empty one."""
+        if self._next_key <= 2 * self._count + 1024:
+            return
+        self._keys = list(range(self._count))
+        self._next_key = self._count
+        self._key_row = np.full(max(16, 2 * self._count), -1, dtype=np.int64)
+        self._key_row[: self._count] = np.arange(self._count)
 
     def _grow(self, rows: int) -> None:
         if rows <= self._matrix.shape[0]:
@@ -233,6 +257,8 @@ class VectorStore:
         if self._hnsw is None:
             if self._count >= max(exact_below, 1):
                 self._start_graph()
+            else:
+                self._renumber_keys()
         elif self._count < exact_below // 2:
             # Small again: exact search; the hysteresis avoids rebuilding back and forth.
             self._hnsw, self._waiting = None, []
@@ -248,6 +274,7 @@ class VectorStore:
         # The engine is imported here, only when an index grows this large.
         self._hnsw = new_graph(self.options.engine, self.dim, self.options.connectivity,
                                self.options.expansion_add, self.options.expansion_search)
+        self._renumber_keys()  # the new graph holds no key yet
         self._waiting = list(self._keys)
         self._tombstones = 0
 
@@ -257,10 +284,11 @@ class VectorStore:
         if self._hnsw is None or not self._waiting or limit <= 0:
             return
         batch, self._waiting = self._waiting[:limit], self._waiting[limit:]
-        keys = [key for key in batch if key in self._key_rows]
-        if keys:
-            rows = [self._key_rows[key] for key in keys]
-            self._hnsw.add(np.asarray(keys, dtype=np.uint64), self._matrix[rows],
+        keys = np.asarray(batch, dtype=np.int64)
+        rows = self._key_row[keys]
+        live = rows >= 0
+        if live.any():
+            self._hnsw.add(keys[live].astype(np.uint64), self._matrix[rows[live]],
                            threads=self.options.threads)
 
     # -- searching -----------------------------------------------------------------------
@@ -278,6 +306,9 @@ class VectorStore:
             if query.shape[0] != self.dim:
                 raise ValueError(f"the embedder returned a query vector of dimension "
                                  f"{query.shape[0]}; this index holds dimension {self.dim}")
+            if not filters and self._hnsw is not None and not self._waiting and (
+                    self._count >= self.options.exact_below):
+                return self._search_graph(query, k)
             allowed: Any = None
             if filters:
                 allowed = np.fromiter(
@@ -292,6 +323,34 @@ class VectorStore:
                 rows = self._hnsw_candidates(query, k, allowed)
             return self._rank(query, rows, k)
 
+    def _search_graph(self, query: Any, k: int) -> list[tuple[Document, float]]:
+        """The unfiltered HNSW search, on a short path: what ``_rank`` gives for the
+        graph's candidates (their exact cosines, clamped, ordered by score then id),
+        computed on the ≤ ``k`` candidates as Python floats."""
+        graph = self._hnsw
+        want = min(k, self._count)
+        graph.expansion_search = max(self.options.expansion_search, want)
+        rows = self._key_row[graph.search(query, want)]
+        listed: list[int] = rows.tolist()
+        if -1 in listed:  # a key without a row (never expected: the graph holds live keys)
+            rows = rows[rows >= 0]
+            listed = rows.tolist()
+        if not listed:
+            return []
+        # The same float32 product as _rank's ``matrix[rows] @ query``; ``take`` gathers
+        # the rows faster than fancy indexing.
+        scores: list[float] = (self._matrix.take(rows, axis=0) @ query).tolist()
+        docs = self._docs
+        if all(map(float.__gt__, scores, scores[1:])) and (
+                scores[0] <= 1.0 and scores[-1] >= -1.0):
+            # The common case: the graph's order is the exact one, no tie, nothing past ±1.
+            return list(zip(map(docs.__getitem__, listed), scores))
+        # A tie, a near tie the graph's own distances put the other way, or rounding past
+        # ±1: clamp, then order by score and id, as _rank does.
+        pairs = sorted(zip([min(1.0, max(-1.0, score)) for score in scores], listed),
+                       key=lambda pair: (-pair[0], docs[pair[1]].id))
+        return [(docs[row], score) for score, row in pairs]
+
     def _hnsw_candidates(self, query: Any, k: int, allowed: Any) -> Any:
         permitted = None if allowed is None else set(allowed.tolist())
         live = self._count
@@ -299,13 +358,13 @@ class VectorStore:
         while True:
             want = min(want, live)
             self._hnsw.expansion_search = max(self.options.expansion_search, want)
-            found = self._hnsw.search(query, want)
-            key_rows = self._key_rows
-            rows = [key_rows[key] for key in found.tolist() if key in key_rows]
+            rows = self._key_row[self._hnsw.search(query, want)]
+            rows = rows[rows >= 0]
             if permitted is not None:
-                rows = [row for row in rows if row in permitted]
-            if len(rows) >= k or want >= live:
-                return np.asarray(rows, dtype=np.int64)
+                rows = np.asarray([row for row in rows.tolist() if row in permitted],
+                                  dtype=np.int64)
+            if rows.size >= k or want >= live:
+                return rows
             want *= _OVERSAMPLE
 
     def _rank(self, query: Any, rows: Any, k: int) -> list[tuple[Document, float]]:
@@ -377,8 +436,9 @@ class VectorStore:
         self._docs = list(snapshot.documents)
         self._keys = list(snapshot.keys)
         self._rows = {doc.id: row for row, doc in enumerate(self._docs)}
-        self._key_rows = {key: row for row, key in enumerate(self._keys)}
         self._next_key = max(manifest.next_key, max(self._keys, default=-1) + 1)
+        self._key_row = np.full(max(16, self._next_key), -1, dtype=np.int64)
+        self._key_row[self._keys] = np.arange(self._count)
         self._snapshot_bytes = int(self._matrix.nbytes)
         if snapshot.hnsw_file is not None:
             self._restore_hnsw(snapshot.hnsw_file)
