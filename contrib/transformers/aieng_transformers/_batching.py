@@ -77,8 +77,7 @@ class Batcher(Generic[T, R]):
     :param name: the thread's name (and the log events').
     """
 
-    def __init__(self, work: Work[T, R], *, max_batch: int, max_wait_ms: float,
-                 name: str) -> None:
+    def __init__(self, work: Work[T, R], *, max_batch: int, max_wait_ms: float, name: str) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         if max_wait_ms < 0:
@@ -105,8 +104,9 @@ class Batcher(Generic[T, R]):
         with self._lock:
             if not self.running:
                 self._stopping = threading.Event()
-                self._thread = threading.Thread(target=self._loop, args=(self._stopping,),
-                                                name=self.name, daemon=True)
+                self._thread = threading.Thread(
+                    target=self._loop, args=(self._stopping,), name=self.name, daemon=True
+                )
                 self._thread.start()
 
     def stop(self) -> None:
@@ -126,8 +126,7 @@ class Batcher(Generic[T, R]):
         :raises BaseException: the error the batch function gave this item.
         """
         self.start()
-        ticket: Ticket[T, R] = Ticket(item, size, anyio.lowlevel.current_token(),
-                                      anyio.Event())
+        ticket: Ticket[T, R] = Ticket(item, size, anyio.lowlevel.current_token(), anyio.Event())
         self._queue.put(ticket)
         try:
             await ticket.done.wait()
@@ -155,8 +154,9 @@ class Batcher(Generic[T, R]):
             while size < self.max_batch:
                 left = deadline - time.monotonic()
                 try:
-                    following = (self._queue.get(timeout=left) if left > 0
-                                 else self._queue.get_nowait())
+                    following = (
+                        self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
                 if following is None:
@@ -182,14 +182,17 @@ class Batcher(Generic[T, R]):
         try:
             results = list(self._work(tickets))
             if len(results) != len(tickets):
-                raise RuntimeError(f"{self.name}: the batch function returned {len(results)} "
-                                   f"results for {len(tickets)} items")
+                raise RuntimeError(
+                    f"{self.name}: the batch function returned {len(results)} "
+                    f"results for {len(tickets)} items"
+                )
         except Exception as error:  # noqa: BLE001 - delivered to the callers below
             if len(tickets) == 1:
                 results = [error]
             else:
-                log.info("batch.isolating", batcher=self.name, items=len(tickets),
-                         error=repr(error))
+                log.info(
+                    "batch.isolating", batcher=self.name, items=len(tickets), error=repr(error)
+                )
                 for ticket in tickets:  # one bad item fails its own caller only
                     self._run([ticket])
                 return
@@ -202,8 +205,9 @@ class Batcher(Generic[T, R]):
 
     def _fail(self, tickets: list[Ticket[T, R]]) -> None:
         for ticket in tickets:
-            ticket.error = RuntimeError(f"{self.name} stopped before this call ran "
-                                        "(its pipeline closed)")
+            ticket.error = RuntimeError(
+                f"{self.name} stopped before this call ran (its pipeline closed)"
+            )
         self._wake(tickets)
 
     def _drain(self) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 import structlog
 from aieng_hookspecs import hookimpl
 
@@ -37,7 +38,15 @@ def _text(value: object) -> str:
 
 
 class _Encoder:
-    """A loaded encoder and tokenizer; ``encode`` is blocking and serialized by a lock."""
+    """A loaded encoder and tokenizer; ``encode`` is blocking and serialized by a lock.
+
+    Texts are tokenized in one call without padding, sorted by token count, and encoded
+    in passes of at most ``batch_size`` texts. On a BERT encoder (all-MiniLM-L6-v2 and
+    any ``model_type = "bert"`` folder) a pass is *packed*: the tokens of all its texts
+    go through the linear layers as one matrix with no padding, and only attention
+    groups texts of near-equal length (padded to the group's longest, padding masked).
+    Other encoders run the model's own forward on each pass, padded to its longest text.
+    """
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int, max_length: int) -> None:
         self.model = model
@@ -47,28 +56,225 @@ class _Encoder:
         self.max_length = min(max_length, limit) if isinstance(limit, int) else max_length
         self.dimension = int(model.config.hidden_size)
         self.device = next(model.parameters()).device
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = pad if isinstance(pad, int) else 0
         self.lock = threading.Lock()
+        self.layers = _packed_layers(model)
+
+    @property
+    def packed(self) -> bool:
+        """Whether passes run packed (a BERT encoder) rather than padded."""
+        return self.layers is not None
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text (special tokens added, truncated to ``max_length``)."""
+        encoded = self.tokenizer(
+            [clean(t) for t in texts], truncation=True, max_length=self.max_length
+        )
+        return [list(ids) for ids in encoded["input_ids"]]
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None) -> Vectors:
+        """Unit vectors of ``texts`` (blocking)."""
+        return self.encode_ids(self.tokenize(texts), batch_size)
+
+    def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int | None = None) -> Vectors:
+        """Unit vectors of tokenized texts (blocking)."""
         import numpy as np
         import torch
 
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        # Longest first, so each batch pads to lengths close to its own.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        out = np.empty((len(ids), self.dimension), dtype=np.float32)
+        # Shortest first: each pass (and each attention group) holds near-equal lengths.
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         size = batch_size or self.batch_size
         with self.lock, torch.inference_mode():
             for start in range(0, len(order), size):
-                rows = order[start:start + size]
-                batch = self.tokenizer([clean(texts[i]) for i in rows], padding=True,
-                                       truncation=True, max_length=self.max_length,
-                                       return_tensors="pt").to(self.device)
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                normed = torch.nn.functional.normalize(pooled.float(), p=2.0, dim=1)
-                out[rows] = normed.cpu().numpy()
+                rows = order[start : start + size]
+                batch = [ids[i] for i in rows]
+                vectors = self._packed(batch) if self.packed else self._padded(batch)
+                out[rows] = vectors.cpu().numpy()
         return out
+
+    def _padded(self, ids: list[Sequence[int]]) -> Any:
+        import torch
+
+        width = max(len(row) for row in ids)
+        input_ids = torch.tensor(
+            [list(row) + [self.pad_id] * (width - len(row)) for row in ids],
+            dtype=torch.long,
+            device=self.device,
+        )
+        mask = torch.tensor(
+            [[1] * len(row) + [0] * (width - len(row)) for row in ids],
+            dtype=torch.long,
+            device=self.device,
+        )
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled.float(), p=2.0, dim=1)
+
+    def _packed(self, ids: list[Sequence[int]]) -> Any:
+        # ids sorted by length, shortest first. The linear layers, layer norms and GELU
+        # act per token, so they run on the (tokens, hidden) matrix of all texts with no
+        # padding; attention runs per group of near-equal lengths.
+        import torch
+        import torch.nn.functional as F
+
+        assert self.layers is not None
+        lengths = [len(row) for row in ids]
+        device = self.device
+        flat = torch.tensor(
+            [token for row in ids for token in row], dtype=torch.long, device=device
+        )
+        positions = torch.cat([torch.arange(n, device=device) for n in lengths])
+        hidden = self.model.embeddings(
+            input_ids=flat[None],
+            position_ids=positions[None],
+            token_type_ids=torch.zeros_like(flat)[None],
+        )[0]
+        groups = _attention_groups(lengths, device)
+        for layer in self.layers:
+            qkv = layer.qkv(hidden)
+            parts = [_attend(qkv, group, layer.heads) for group in groups]
+            context = parts[0] if len(parts) == 1 else torch.cat(parts)
+            block = layer.layer
+            attended = block.attention.output(context, hidden)
+            hidden = block.output(block.intermediate(attended), attended)
+        rows = torch.repeat_interleave(
+            torch.arange(len(ids), device=device), torch.tensor(lengths, device=device)
+        )
+        pooled = torch.zeros(len(ids), hidden.shape[1], dtype=hidden.dtype, device=device)
+        pooled.index_add_(0, rows, hidden)
+        pooled /= torch.tensor(lengths, dtype=hidden.dtype, device=device).clamp(min=1)[:, None]
+        return F.normalize(pooled.float(), p=2.0, dim=1)
+
+
+@attrs.frozen
+class _Group:
+    """Texts ``start``..``end`` of the packed tokens attending together, padded to
+    ``width``; ``gather`` / ``mask`` / ``keep`` are ``None`` when all have that length."""
+
+    start: int
+    end: int
+    count: int
+    width: int
+    gather: Any = None
+    mask: Any = None
+    keep: Any = None
+
+
+#: Padded tokens allowed in an attention group, over its real tokens.
+_SLACK = 1.125
+#: The most texts in an attention group.
+_GROUP = 64
+
+
+def _attention_groups(lengths: Sequence[int], device: Any) -> list[_Group]:
+    import torch
+
+    groups: list[_Group] = []
+    offset, first = 0, 0
+    while first < len(lengths):
+        last, real = first + 1, lengths[first]
+        while (
+            last < len(lengths)
+            and last - first < _GROUP
+            and (last - first + 1) * lengths[last] <= _SLACK * (real + lengths[last])
+        ):
+            real += lengths[last]
+            last += 1
+        width, count = lengths[last - 1], last - first
+        if real == width * count:
+            groups.append(_Group(offset, offset + real, count, width))
+        else:
+            gather: list[int] = []
+            keep: list[int] = []
+            mask = torch.zeros(count, 1, 1, width, dtype=torch.bool, device=device)
+            at = 0
+            for row, n in enumerate(lengths[first:last]):
+                gather += list(range(at, at + n)) + [at] * (width - n)
+                keep += range(row * width, row * width + n)
+                mask[row, 0, 0, :n] = True
+                at += n
+            groups.append(
+                _Group(
+                    offset,
+                    offset + real,
+                    count,
+                    width,
+                    torch.tensor(gather, dtype=torch.long, device=device),
+                    mask,
+                    torch.tensor(keep, dtype=torch.long, device=device),
+                )
+            )
+        offset += real
+        first = last
+    return groups
+
+
+def _attend(qkv: Any, group: _Group, heads: int) -> Any:
+    import torch.nn.functional as F
+
+    part = qkv[group.start : group.end]
+    if group.gather is not None:
+        part = part.index_select(0, group.gather)
+    size = part.shape[1] // 3
+    split = part.view(group.count, group.width, 3, heads, size // heads).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(split[0], split[1], split[2], attn_mask=group.mask)
+    out = out.transpose(1, 2).reshape(group.count * group.width, size)
+    return out if group.keep is None else out.index_select(0, group.keep)
+
+
+@attrs.frozen
+class _Layer:
+    """One encoder layer of a packed pass: the module, its heads, and its query, key and
+    value weights fused into one matrix (one matrix product instead of three); ``None``
+    when they are not plain ``nn.Linear`` (a quantized model): the three are called."""
+
+    layer: Any
+    heads: int
+    weight: Any = None
+    bias: Any = None
+
+    def qkv(self, hidden: Any) -> Any:
+        """The (tokens, 3 x hidden) queries, keys and values of ``hidden``."""
+        import torch
+        import torch.nn.functional as F
+
+        if self.weight is not None:
+            return F.linear(hidden, self.weight, self.bias)
+        attention = self.layer.attention.self
+        parts = (attention.query(hidden), attention.key(hidden), attention.value(hidden))
+        return torch.cat(parts, dim=1)
+
+
+def _packed_layers(model: Any) -> list[_Layer] | None:
+    # BERT encoders only (the layout this forward reproduces): absolute positions, no
+    # decoder or cross-attention.
+    import torch
+
+    config = model.config
+    if (
+        getattr(config, "model_type", None) != "bert"
+        or getattr(config, "position_embedding_type", "absolute") != "absolute"
+        or getattr(config, "is_decoder", False)
+        or getattr(config, "add_cross_attention", False)
+        or not hasattr(model, "embeddings")
+        or not hasattr(model, "encoder")
+    ):
+        return None
+    layers = []
+    for layer in model.encoder.layer:
+        attention = layer.attention.self
+        heads = int(attention.num_attention_heads)
+        parts = (attention.query, attention.key, attention.value)
+        if all(type(p) is torch.nn.Linear and p.bias is not None for p in parts):
+            weight = torch.cat([p.weight.detach() for p in parts])
+            bias = torch.cat([p.bias.detach() for p in parts])
+            layers.append(_Layer(layer, heads, weight, bias))
+        else:
+            layers.append(_Layer(layer, heads))
+    return layers
 
 
 class MiniLMEmbedder:
@@ -87,8 +293,10 @@ class MiniLMEmbedder:
         self.options = options if options is not None else MiniLMOptions()
         #: The model id this embedder answers to.
         self.model: str = self.options.model or (
-            DEFAULT_EMBED_MODEL if self.options.path is None
-            else Path(self.options.path).expanduser().name or self.options.path)
+            DEFAULT_EMBED_MODEL
+            if self.options.path is None
+            else Path(self.options.path).expanduser().name or self.options.path
+        )
         self._encoder: _Encoder | None = None
         self._loading = threading.Lock()
         self._batcher: Batcher[list[str], Vectors] | None = None
@@ -98,11 +306,14 @@ class MiniLMEmbedder:
 
         :raises ModelNotFound: when it (or the packaged model) is missing.
         """
-        folder = packaged_minilm() if self.options.path is None \
-            else Path(self.options.path).expanduser()
+        folder = (
+            packaged_minilm() if self.options.path is None else Path(self.options.path).expanduser()
+        )
         if not (folder / "config.json").is_file():
-            raise ModelNotFound(f"{str(folder)!r} is not a Hugging Face model folder (no "
-                                "config.json): point `path` at one")
+            raise ModelNotFound(
+                f"{str(folder)!r} is not a Hugging Face model folder (no "
+                "config.json): point `path` at one"
+            )
         return folder
 
     def load(self) -> _Encoder:
@@ -118,14 +329,23 @@ class MiniLMEmbedder:
                 started = time.perf_counter()
                 folder = str(self.source())
                 tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-                    folder, local_files_only=True)
+                    folder, local_files_only=True
+                )
                 model: Any = AutoModel.from_pretrained(folder, local_files_only=True)
                 model.to(torch.device(self.options.device))
                 model.eval()
-                self._encoder = _Encoder(model, tokenizer, batch_size=self.options.batch_size,
-                                         max_length=self.options.max_length)
-                log.info("model.loaded", model=self.model, folder=folder,
-                         seconds=round(time.perf_counter() - started, 3))
+                self._encoder = _Encoder(
+                    model,
+                    tokenizer,
+                    batch_size=self.options.batch_size,
+                    max_length=self.options.max_length,
+                )
+                log.info(
+                    "model.loaded",
+                    model=self.model,
+                    folder=folder,
+                    seconds=round(time.perf_counter() - started, 3),
+                )
             return self._encoder
 
     @property
@@ -156,21 +376,23 @@ class MiniLMEmbedder:
         if self._batcher is None:
             from ._batching import Batcher
 
-            self._batcher = Batcher(self._encode_batch, max_batch=self.options.max_batch,
-                                    max_wait_ms=self.options.max_wait_ms,
-                                    name=f"aieng-batch-{self.model}")
+            self._batcher = Batcher(
+                self._encode_batch,
+                max_batch=self.options.max_batch,
+                max_wait_ms=self.options.max_wait_ms,
+                name=f"aieng-batch-{self.model}",
+            )
         return self._batcher
 
     def _encode_batch(self, tickets: Sequence[Ticket[list[str], Vectors]]) -> list[Vectors]:
-        # The batch's texts sorted by length, in padded forward passes of batch_size (one
-        # pass when the batch holds no more): each pass pads to lengths close to its own
-        # (one pass over a mixed batch padded ~3x the tokens and lost the gain).
+        # All the batch's texts in one tokenizer call and packed passes of batch_size
+        # (padded passes once lost the whole gain to padding: docs/benchmarks.md).
         texts = [text for ticket in tickets for text in ticket.item]
         vectors = self.load().encode(texts)
         out: list[Vectors] = []
         start = 0
         for ticket in tickets:
-            out.append(vectors[start:start + len(ticket.item)].copy())
+            out.append(vectors[start : start + len(ticket.item)].copy())
             start += len(ticket.item)
         return out
 

@@ -41,8 +41,9 @@ class TestBatchedConformance(BackendSuite):
 
     @pytest.fixture
     def component(self, chain_dir: Path) -> SmolLM2Backend:
-        return SmolLM2Backend(SmolLM2Options(path=str(chain_dir), model="chain",
-                                             max_batch=4, max_wait_ms=2))
+        return SmolLM2Backend(
+            SmolLM2Options(path=str(chain_dir), model="chain", max_batch=4, max_wait_ms=2)
+        )
 
 
 class TestSpeculativeConformance(BackendSuite):
@@ -50,8 +51,9 @@ class TestSpeculativeConformance(BackendSuite):
 
     @pytest.fixture
     def component(self, chain_dir: Path) -> SmolLM2Backend:
-        return SmolLM2Backend(SmolLM2Options(path=str(chain_dir), model="chain",
-                                             speculative="prompt-lookup"))
+        return SmolLM2Backend(
+            SmolLM2Options(path=str(chain_dir), model="chain", speculative="prompt-lookup")
+        )
 
 
 class TestBatchedEmbedderConformance(BackendSuite):
@@ -59,8 +61,7 @@ class TestBatchedEmbedderConformance(BackendSuite):
 
     @pytest.fixture
     def component(self, bert_dir: Path) -> MiniLMEmbedder:
-        return MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), max_batch=16,
-                                            max_wait_ms=2))
+        return MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), max_batch=16, max_wait_ms=2))
 
 
 # -- the batcher -------------------------------------------------------------------------
@@ -138,8 +139,9 @@ async def test_a_cancelled_caller_does_not_break_the_batch() -> None:
 
 async def test_stop_fails_what_is_queued() -> None:
     """Items still queued when the batcher stops fail with RuntimeError, not hang."""
-    batcher: Batcher[int, int] = Batcher(Doubler(delay=0.1), max_batch=1, max_wait_ms=0,
-                                         name="test")
+    batcher: Batcher[int, int] = Batcher(
+        Doubler(delay=0.1), max_batch=1, max_wait_ms=0, name="test"
+    )
     outcomes: list[object] = []
 
     async def call(item: int) -> None:
@@ -167,11 +169,14 @@ def test_bad_options() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(plan=st.lists(st.tuples(st.integers(-3, 50), st.integers(0, 4)), min_size=1,
-                     max_size=24),
-       max_batch=st.integers(1, 9), wait=st.sampled_from([0, 1, 5]))
-def test_any_interleaving_routes_results(plan: list[tuple[int, int]], max_batch: int,
-                                         wait: int) -> None:
+@given(
+    plan=st.lists(st.tuples(st.integers(-3, 50), st.integers(0, 4)), min_size=1, max_size=24),
+    max_batch=st.integers(1, 9),
+    wait=st.sampled_from([0, 1, 5]),
+)
+def test_any_interleaving_routes_results(
+    plan: list[tuple[int, int]], max_batch: int, wait: int
+) -> None:
     """Property: whatever the arrival order (random delays) and batch limits, every
     caller gets its own item's result, or its own error."""
     batcher = Batcher(Doubler(), max_batch=max_batch, max_wait_ms=wait, name="prop")
@@ -202,12 +207,17 @@ async def test_batched_embeddings_equal_unbatched(bert_dir: Path) -> None:
     gets the vectors it would get alone (to float32 rounding); the lifecycle hooks start
     and stop the batcher."""
     alone = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir)))
-    batched = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), max_batch=64,
-                                           max_wait_ms=20))
+    batched = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), max_batch=64, max_wait_ms=20))
     await batched.aieng_pipeline_open()
     assert batched.batcher().running
-    texts = [["the cat sat"], ["a dog", "on the mat"], ["the stock market fell today"],
-             ["kitten"], ["rug"] * 3, ["the"]] * 4
+    texts = [
+        ["the cat sat"],
+        ["a dog", "on the mat"],
+        ["the stock market fell today"],
+        ["kitten"],
+        ["rug"] * 3,
+        ["the"],
+    ] * 4
     got: dict[int, np.ndarray] = {}
 
     async def call(index: int) -> None:
@@ -227,6 +237,30 @@ async def test_batched_embeddings_equal_unbatched(bert_dir: Path) -> None:
     assert not batched.batcher().running
 
 
+async def test_minilm_batched_equals_unbatched(shipped_minilm: MiniLMEmbedder) -> None:
+    """Needs the shipped model: concurrent single-sentence calls to a batched
+    all-MiniLM-L6-v2 (packed passes) each get the unbatched component's vectors."""
+    batched = MiniLMEmbedder(MiniLMOptions(max_batch=256, max_wait_ms=0, batch_size=8))
+    await batched.aieng_pipeline_open()
+    texts = [f"call {i}: " + "dense retrieval with a small encoder " * (i % 5) for i in range(40)]
+    got: dict[int, np.ndarray] = {}
+
+    async def call(index: int) -> None:
+        vectors = await batched.aieng_embed([texts[index]], None)
+        assert vectors is not None
+        got[index] = vectors
+
+    async with anyio.create_task_group() as tg:
+        for index in range(len(texts)):
+            tg.start_soon(call, index)
+    await batched.aieng_pipeline_close()
+    assert batched.batcher().batches < len(texts)
+    for index, text in enumerate(texts):
+        expected = await shipped_minilm.aieng_embed([text], None)
+        assert expected is not None
+        np.testing.assert_allclose(got[index], expected, atol=1e-5)
+
+
 async def test_batched_embed_rejects_non_strings(bert_dir: Path) -> None:
     """A caller passing a non-string gets a TypeError naming it, before batching."""
     batched = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), max_batch=8))
@@ -241,10 +275,19 @@ async def test_batched_embed_rejects_non_strings(bert_dir: Path) -> None:
 def tiny() -> CausalLM:
     """A random 2-layer Llama on the byte tokenizer, float64, built in memory."""
     tokenizer = byte_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
-                         pad_token_id=0, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(11)
     return CausalLM(LlamaForCausalLM(config).double().eval(), tokenizer)
 
@@ -261,16 +304,24 @@ def one_by_one(lm: CausalLM, request: Request) -> Decoded:
     texts = []
     while generation.finish is None:
         texts.append(generation.step().text)
-    return Decoded("".join(texts), generation.finish, generation.usage,
-                   tuple(generation.logprobs) if generation.want_logprobs else None)
+    return Decoded(
+        "".join(texts),
+        generation.finish,
+        generation.usage,
+        tuple(generation.logprobs) if generation.want_logprobs else None,
+    )
 
 
 REQUEST = st.builds(
     lambda text, tokens, stop, temperature, seed: ask(
-        text, max_tokens=tokens, stop=stop, temperature=temperature, seed=seed),
-    st.text("abc xyz.\n", min_size=0, max_size=30), st.integers(1, 24),
-    st.sampled_from([(), ("a",), ("xy", "\n")]), st.sampled_from([0.0, 0.0, 0.9]),
-    st.integers(0, 5))
+        text, max_tokens=tokens, stop=stop, temperature=temperature, seed=seed
+    ),
+    st.text("abc xyz.\n", min_size=0, max_size=30),
+    st.integers(1, 24),
+    st.sampled_from([(), ("a",), ("xy", "\n")]),
+    st.sampled_from([0.0, 0.0, 0.9]),
+    st.integers(0, 5),
+)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=FIXTURES)
@@ -306,8 +357,7 @@ def test_a_cancelled_row_drops_out(tiny: CausalLM) -> None:
 async def test_backend_batches_concurrent_generates(chain_dir: Path, random_dir: Path) -> None:
     """Through ``aieng_generate`` with ``max_batch``: concurrent requests (shuffled
     start order) each get the unbatched backend's completion."""
-    requests = [ask(text, max_tokens=n) for text in ("hi", "hello there", "x")
-                for n in (3, 12)]
+    requests = [ask(text, max_tokens=n) for text in ("hi", "hello there", "x") for n in (3, 12)]
     order = list(range(len(requests)))
     random.Random(1).shuffle(order)
 
@@ -316,8 +366,7 @@ async def test_backend_batches_concurrent_generates(chain_dir: Path, random_dir:
 
     for folder in (chain_dir, random_dir):
         plain = SmolLM2Backend(SmolLM2Options(path=str(folder)))
-        batched = SmolLM2Backend(SmolLM2Options(path=str(folder), max_batch=4,
-                                                max_wait_ms=20))
+        batched = SmolLM2Backend(SmolLM2Options(path=str(folder), max_batch=4, max_wait_ms=20))
         await batched.aieng_pipeline_open()
         got: dict[int, Any] = {}
         async with anyio.create_task_group() as tg:

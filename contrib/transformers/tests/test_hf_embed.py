@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from aieng_transformers import MiniLMEmbedder, MiniLMOptions, ModelNotFound
+from aieng_transformers._embedder import _GROUP, _SLACK, _attention_groups, _Encoder
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from aieng_core.testing.conformance import BackendSuite
 
 pytestmark = pytest.mark.anyio
+
+FIXTURES = [HealthCheck.function_scoped_fixture]
 
 
 class TestMiniLMConformance(BackendSuite):
@@ -35,8 +43,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 async def test_paraphrases_are_closer(shipped_minilm: MiniLMEmbedder) -> None:
     """Needs the shipped model: paraphrases are closer than unrelated sentences."""
-    texts = ["A cat is sitting on the mat.", "There is a kitten resting on a rug.",
-             "The stock market fell sharply today.", "Share prices dropped steeply this morning."]
+    texts = [
+        "A cat is sitting on the mat.",
+        "There is a kitten resting on a rug.",
+        "The stock market fell sharply today.",
+        "Share prices dropped steeply this morning.",
+    ]
     vectors = await shipped_minilm.aieng_embed(texts, None)
     assert vectors is not None and vectors.shape == (4, 384)
     assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.3
@@ -102,3 +114,130 @@ def test_options_validate() -> None:
     for bad in ({"batch_size": 0}, {"max_length": -1}, {"device": "gpu"}, {"path": ""}):
         with pytest.raises((ValueError, TypeError)):
             MiniLMOptions(**bad)  # type: ignore[arg-type]
+
+
+# -- packed passes ---------------------------------------------------------------------------
+
+
+def alone(embedder: MiniLMEmbedder, text: str) -> np.ndarray:
+    """``text``'s vector from the model's own forward on that text alone (no padding, no
+    packing): mean of the last hidden states, L2-normalized."""
+    encoder = embedder.load()
+    tokens = encoder.tokenizer(
+        [text], truncation=True, max_length=encoder.max_length, return_tensors="pt"
+    )
+    with torch.inference_mode():
+        hidden = encoder.model(**tokens).last_hidden_state[0]
+    vector = hidden.mean(dim=0)
+    return (vector / vector.norm()).numpy()
+
+
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "rug",
+    "stock",
+    "market",
+    "fell",
+    "kitten",
+    "xyz",
+    "q",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_embedder(bert_dir: Path) -> MiniLMEmbedder:
+    embedder = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir)))
+    embedder.load()
+    return embedder
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=FIXTURES)
+@given(
+    texts=st.lists(
+        st.lists(st.sampled_from(WORDS), max_size=30).map(" ".join), min_size=1, max_size=40
+    ),
+    batch_size=st.integers(1, 48),
+)
+@example(texts=["the cat sat"] * 5 + ["a dog"] * 3 + ["kitten on the mat", "rug"], batch_size=16)
+def test_packed_passes_equal_the_model_alone(
+    tiny_bert_embedder: MiniLMEmbedder, texts: list[str], batch_size: int
+) -> None:
+    """Property: whatever the texts and pass size, a packed pass (tokens of all texts in
+    one matrix, attention per group of near-equal lengths) gives each text the vector of
+    the model's own forward on that text alone."""
+    encoder = tiny_bert_embedder.load()
+    assert encoder.packed
+    got = encoder.encode(texts, batch_size=batch_size)
+    expected = np.stack([alone(tiny_bert_embedder, text) for text in texts])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=200).map(sorted))
+def test_attention_groups_cover_the_texts(lengths: list[int]) -> None:
+    """Property: attention groups take the (sorted) texts in order, each exactly once, at
+    most ``_GROUP`` per group, padded to at most ``_SLACK`` times their tokens."""
+    groups = _attention_groups(lengths, torch.device("cpu"))
+    assert sum(g.count for g in groups) == len(lengths)
+    first, offset = 0, 0
+    for group in groups:
+        mine = lengths[first : first + group.count]
+        assert group.start == offset and group.end == offset + sum(mine)
+        assert group.width == max(mine) and group.count <= _GROUP
+        assert group.count == 1 or group.count * group.width <= _SLACK * sum(mine)
+        assert (group.gather is None) == (len(set(mine)) == 1)
+        if group.keep is not None:
+            assert group.keep.tolist() == [
+                row * group.width + i for row, n in enumerate(mine) for i in range(n)
+            ]
+        first, offset = first + group.count, group.end
+
+
+def test_other_encoders_run_padded(bert_dir: Path, tmp_path: Path) -> None:
+    """An encoder the packed pass does not reproduce (here BERT with relative positions)
+    runs the model's own forward on padded passes, with the same vectors as alone."""
+    config = BertConfig.from_pretrained(str(bert_dir))
+    config.position_embedding_type = "relative_key"
+    torch.manual_seed(1)
+    BertModel(config).save_pretrained(str(tmp_path))
+    BertTokenizerFast.from_pretrained(str(bert_dir)).save_pretrained(str(tmp_path))
+    embedder = MiniLMEmbedder(MiniLMOptions(path=str(tmp_path)))
+    assert not embedder.load().packed
+    texts = ["the cat sat on the mat", "a dog", "kitten", "the stock market fell"]
+    expected = np.stack([alone(embedder, text) for text in texts])
+    np.testing.assert_allclose(embedder.encode(texts), expected, atol=1e-5)
+
+
+def test_minilm_packed_passes_equal_alone(shipped_minilm: MiniLMEmbedder) -> None:
+    """Needs the shipped model: all-MiniLM-L6-v2 runs packed, and sentences of mixed
+    lengths (some equal) get the vectors of the model's forward on each alone."""
+    texts = [f"sentence {i}: " + "retrieval augmented generation " * (i % 7) for i in range(30)]
+    texts += ["", "a", "word " * 300]
+    assert shipped_minilm.load().packed
+    expected = np.stack([alone(shipped_minilm, text) for text in texts])
+    np.testing.assert_allclose(shipped_minilm.encode(texts), expected, atol=1e-5)
+
+
+def test_quantized_encoder_runs_packed_unfused(bert_dir: Path) -> None:
+    """A dynamically quantized BERT (its linear layers no longer ``nn.Linear``) still runs
+    packed, calling query, key and value one by one; a text alone gets the vector of the
+    model's own forward. (Dynamic quantization scales activations per matrix, so with
+    such a model a text's vector depends on what shares its pass, packed or padded.)"""
+    embedder = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir)))
+    encoder = embedder.load()
+    quantized = torch.ao.quantization.quantize_dynamic(
+        copy.deepcopy(encoder.model), {torch.nn.Linear}, dtype=torch.qint8
+    )
+    other = _Encoder(quantized, encoder.tokenizer, batch_size=8, max_length=64)
+    assert other.layers is not None and all(layer.weight is None for layer in other.layers)
+    for text in ["the cat sat on the mat", "a dog", "kitten", "the stock market fell"]:
+        with torch.inference_mode():
+            tokens = encoder.tokenizer([text], return_tensors="pt")
+            vector = quantized(**tokens).last_hidden_state[0].mean(dim=0)
+        expected = (vector / vector.norm()).numpy()
+        np.testing.assert_allclose(other.encode([text])[0], expected, atol=1e-5)
