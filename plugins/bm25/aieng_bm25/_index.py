@@ -7,6 +7,7 @@ tantivy is imported when an index opens, never when this module is imported, so 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
@@ -132,6 +133,8 @@ class BM25Index:
 
             self._impacts = Impacts(options.title_boost, self.terms)
         self._commits = 0
+        folder = self.folder
+        self._meta = None if folder is None else str(folder / "meta.json")
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -502,11 +505,10 @@ class BM25Index:
     def _stamp(self) -> tuple[int, tuple[int, int, int] | None]:
         """What names the committed index: this object's commits, and the state of the
         folder's meta.json (which every commit, of any process, rewrites)."""
-        folder = self.folder
-        if folder is None:
+        if self._meta is None:
             return self._commits, None
         try:
-            meta = (folder / "meta.json").stat()
+            meta = os.stat(self._meta)
         except OSError:
             return self._commits, None
         return self._commits, (meta.st_mtime_ns, meta.st_size, meta.st_ino)
@@ -533,6 +535,11 @@ class BM25Index:
         if not terms:
             return []
         built = impacts.current(self._stamp(), self._live, wait=False)
-        found = impacts.search(built, terms, k)
-        return [_new_hit(document, _clamp(score), rank, source)
-                for rank, (score, document) in enumerate(found, start=1)]
+        where, scores = impacts.search(built, terms, k)
+        if scores and not math.isfinite(scores[0]):  # the best; all are positive
+            scores = [_clamp(score) for score in scores]
+        docs, new_hit = built.docs, _new_hit
+        # Unchecked: the rank counts from 1, the scores are finite floats.
+        return [new_hit(docs[i], score, rank, source)
+                for rank, i, score in zip(range(1, len(where) + 1), where, scores,
+                                          strict=True)]

@@ -82,17 +82,20 @@ queries = st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=operations, queries=queries, k=st.integers(1, 10),
        title_boost=st.sampled_from([0.0, 1.0, 2.5]), on_disk=st.booleans(),
-       use_numba=st.booleans())
+       path=st.sampled_from(["numpy", "exact", "fast"]))
 def test_impacts_equal_brute_force_bm25_after_any_writes(
         ops: list[tuple[str, list[object]]], queries: list[str], k: int, title_boost: float,
-        on_disk: bool, use_numba: bool) -> None:
+        on_disk: bool, path: str) -> None:
     """After every add (upsert) or delete, each query's hits are the reference's top k,
-    by the numba kernel and by the numpy path alike."""
-    impacts_module.USE_NUMBA = use_numba
+    by the numpy path, the float64 kernel and the float32 kernel (forced on however
+    few the documents) alike."""
+    impacts_module.USE_NUMBA = path != "numpy"
+    impacts_module.FAST_DOCS_PER_HIT = 0 if path == "fast" else 256
     try:
         _check_writes(ops, queries, k, title_boost, on_disk)
     finally:
         impacts_module.USE_NUMBA = True
+        impacts_module.FAST_DOCS_PER_HIT = 256
 
 
 def _check_writes(ops: list[tuple[str, list[object]]], queries: list[str], k: int,
@@ -218,11 +221,13 @@ def test_k_above_the_document_count(monkeypatch: pytest.MonkeyPatch, use_numba: 
     assert [h.document.id for h in index.search("wing", 10**12)] == ["a", "b"]
 
 
-@pytest.mark.parametrize("use_numba", [True, False])
-def test_many_ties_at_every_k(monkeypatch: pytest.MonkeyPatch, use_numba: bool) -> None:
+@pytest.mark.parametrize(("use_numba", "fast"), [(True, False), (True, True), (False, False)])
+def test_many_ties_at_every_k(monkeypatch: pytest.MonkeyPatch, use_numba: bool,
+                              fast: bool) -> None:
     """Thirty documents of three texts (ten-way ties at three scores), added in a shuffled
     order: at every k the hits are the reference's, score descending then id ascending."""
     monkeypatch.setattr(impacts_module, "USE_NUMBA", use_numba)
+    monkeypatch.setattr(impacts_module, "FAST_DOCS_PER_HIT", 0 if fast else 256)
     texts = ["wing", "wing flow", "wing wing shock"]
     order = [(i * 7) % 30 for i in range(30)]  # 7 is prime to 30: a permutation
     docs = {f"d{i:02d}": Document(f"d{i:02d}", texts[i % 3]) for i in order}
