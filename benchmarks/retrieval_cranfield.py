@@ -72,7 +72,7 @@ CRANFIELD = ROOT / ".." / "shared" / "data" / "cranfield"
 PIPELINES = ROOT / "examples" / "pipelines"
 DEPTH = 100  # hits kept per query: Recall@100 needs 100; nDCG@10 reads the first 10
 CONFIGS = ("bm25", "dense", "hybrid-rrf", "hybrid-convex", "hybrid-dbsf",
-           "hybrid-rrf-rerank", "hybrid-convex-rerank")
+           "hybrid-rrf-rerank", "hybrid-convex-rerank", "hybrid-rrf-mmr")
 LABELS = {
     "bm25": "aieng BM25 (bm25)",
     "dense": "aieng dense (vectors + minilm)",
@@ -81,6 +81,7 @@ LABELS = {
     "hybrid-dbsf": "aieng hybrid, DBSF",
     "hybrid-rrf-rerank": "aieng hybrid RRF + embedding rerank",
     "hybrid-convex-rerank": "aieng hybrid convex 0.5 + embedding rerank",
+    "hybrid-rrf-mmr": "aieng hybrid RRF + MMR (score, lambda 0.7; the demo's rerank)",
 }
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 BM25S, RANK_BM25 = "bm25s (numpy)", "rank_bm25 BM25Okapi"
