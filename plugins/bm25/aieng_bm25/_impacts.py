@@ -300,17 +300,18 @@ class Impacts:
         kernels = _compiled() if USE_NUMBA else None
         if kernels is None:
             return self._search_numpy(built, tids, repeats, k)
+        exact, fast = kernels
         query = np.array(tids, dtype=np.int64), np.array(repeats, dtype=np.float64)
         if (n >= FAST_DOCS_PER_HIT * k and built.weights32 is not None
                 and max(repeats) <= _MOST_COUNT and len(tids) <= _MOST_TERMS):
             scratch = getattr(self._scratch, "scores", None)
             if scratch is None or len(scratch) != n:
                 scratch = self._scratch.scores = np.empty(n, dtype=np.float32)
-            where, scored = kernels[1](*query, built.indptr, built.postings, built.weights,
+            where, scored = fast(*query, built.indptr, built.postings, built.weights,
                                        built.weights32, built.slots, built.dense,
                                        built.skptr, built.skips, n, k, scratch)
         else:
-            where, scored = kernels[0](*query, built.indptr, built.postings, built.weights,
+            where, scored = exact(*query, built.indptr, built.postings, built.weights,
                                        n, k)
         return where.tolist(), scored.tolist()
 

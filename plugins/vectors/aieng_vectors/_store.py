@@ -346,10 +346,8 @@ class VectorStore:
             # The common case: the graph's order is the exact one, no tie, nothing past ±1.
             return list(zip(map(docs.__getitem__, listed), scores))
         # A tie, a near tie the graph's own distances put the other way, or rounding past
-        # ±1: clamp, then order by score and id, as _rank does.
-        pairs = sorted(zip([min(1.0, max(-1.0, score)) for score in scores], listed),
-                       key=lambda pair: (-pair[0], docs[pair[1]].id))
-        return [(docs[row], score) for score, row in pairs]
+        # ±1: the general ranking (clamp, then order by score and id).
+        return self._rank(query, rows, want)
 
     def _hnsw_candidates(self, query: Any, k: int, allowed: Any) -> Any:
         permitted = None if allowed is None else set(allowed.tolist())
