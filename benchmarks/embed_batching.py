@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rates",
         type=float,
         nargs="*",
-        default=[0.5, 0.8, 1.5, 2.0],
+        default=[0.25, 0.5, 0.8, 1.5, 2.0],
         help="open-loop offered rates, multiples of the unbatched capacity",
     )
     parser.add_argument("--open-requests", type=int, default=300)

@@ -234,10 +234,40 @@ def test_quantized_encoder_runs_packed_unfused(bert_dir: Path) -> None:
         copy.deepcopy(encoder.model), {torch.nn.Linear}, dtype=torch.qint8
     )
     other = _Encoder(quantized, encoder.tokenizer, batch_size=8, max_length=64)
-    assert other.layers is not None and all(layer.weight is None for layer in other.layers)
+    assert other.layers is not None and all(layer.linears is None for layer in other.layers)
     for text in ["the cat sat on the mat", "a dog", "kitten", "the stock market fell"]:
         with torch.inference_mode():
             tokens = encoder.tokenizer([text], return_tensors="pt")
             vector = quantized(**tokens).last_hidden_state[0].mean(dim=0)
         expected = (vector / vector.norm()).numpy()
         np.testing.assert_allclose(other.encode([text])[0], expected, atol=1e-5)
+
+
+def test_turned_weights_stay_the_models_own(bert_dir: Path) -> None:
+    """Loading lays each linear weight out for ``x @ w`` once: the module's weights are
+    then views of those matrices (one copy in memory, query/key/value columns of one
+    fused matrix) with the values of the saved model, and the model's own forward gives
+    the hidden states of a model loaded without it."""
+    embedder = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir)))
+    encoder = embedder.load()
+    fresh = BertModel.from_pretrained(str(bert_dir)).eval()
+    turned = dict(encoder.model.named_parameters())
+    for name, parameter in fresh.named_parameters():
+        assert torch.equal(turned[name], parameter), name
+    assert encoder.layers is not None
+    for layer, block in zip(encoder.layers, encoder.model.encoder.layer, strict=True):
+        assert layer.linears is not None
+        fused = layer.linears[0].weight
+        assert fused.is_contiguous() and fused.shape[0] == block.attention.self.query.in_features
+        for linear in (block.attention.self.query, block.attention.self.key):
+            assert linear.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+        assert block.intermediate.dense.weight.t().is_contiguous()
+    tokens = encoder.tokenizer(
+        ["the cat sat on the mat", "a dog"], padding=True, return_tensors="pt"
+    )
+    with torch.inference_mode():
+        np.testing.assert_allclose(
+            encoder.model(**tokens).last_hidden_state.numpy(),
+            fresh(**tokens).last_hidden_state.numpy(),
+            atol=1e-5,
+        )
