@@ -1,5 +1,5 @@
-"""From a Hugging Face encoder folder to ONNX files on disk, once: the export, its offline
-BERT-fused variant and int8 variants.
+"""From a Hugging Face model folder (an encoder, or a causal LM with its KV cache) to ONNX
+files on disk, once: the export, its offline BERT-fused variant and int8 variants.
 
 An export is keyed by the model files' contents, the exporter's version and the opset, so
 a changed model or exporter gives a new folder and an unchanged one is never exported
@@ -24,7 +24,7 @@ import structlog
 
 from ._quantize import optimize_bert, quantize_int8
 
-__all__ = ["BERT_FUSION_LEVEL", "EXPORT_FILE", "export_key", "exported", "int8_variant",
+__all__ = ["BERT_FUSION_LEVEL", "CAUSAL_TASK", "ENCODER_TASK", "EXPORT_FILE", "export_key", "exported", "int8_variant",
            "optimized_variant", "scratch_name", "weights_size"]
 
 log = structlog.get_logger(__name__)
@@ -61,36 +61,48 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_key(folder: Path, opset: int) -> str:
-    """The cache key of ``folder``'s export at ``opset``: a hash of the folder's top-level
-    files (config, weights, tokenizer), the exporter's versions and the opset."""
+#: The export of an encoder (last hidden states) and of a causal LM with its KV cache.
+ENCODER_TASK = "feature-extraction"
+CAUSAL_TASK = "text-generation-with-past"
+
+
+def export_key(folder: Path, opset: int, task: str = ENCODER_TASK) -> str:
+    """The cache key of ``folder``'s export at ``opset`` for ``task``: a hash of the
+    folder's top-level files (config, weights, tokenizer), the exporter's versions, the
+    opset and the task (the encoder's key is unchanged by the task's addition)."""
     files = {p.name: _file_digest(p) for p in sorted(folder.iterdir()) if p.is_file()}
-    parts = {"files": files, "opset": opset, "optimum-onnx": _version("optimum-onnx"),
+    parts: dict[str, object] = {
+        "files": files, "opset": opset, "optimum-onnx": _version("optimum-onnx"),
              "optimum": _version("optimum"), "torch": _version("torch"),
              "transformers": _version("transformers")}
+    if task != ENCODER_TASK:
+        parts["task"] = task
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _export(folder: Path, target: Path, opset: int) -> None:
+def _export(folder: Path, target: Path, opset: int, task: str) -> None:
     from optimum.exporters.onnx import main_export  # type: ignore[import-untyped]
 
     # library_name: a sentence-transformers folder would otherwise be exported with its
     # pooling head, which needs sentence-transformers; pooling happens in numpy here.
-    main_export(str(folder), str(target), task="feature-extraction", opset=opset,
+    main_export(str(folder), str(target), task=task, opset=opset,
                 device="cpu", library_name="transformers", local_files_only=True,
                 do_validation=False)
 
 
-def exported(folder: Path, cache: Path, *, opset: int) -> tuple[Path, bool]:
-    """The export folder of the encoder in ``folder`` (``model.onnx``, config, tokenizer),
+def exported(folder: Path, cache: Path, *, opset: int,
+             task: str = ENCODER_TASK) -> tuple[Path, bool]:
+    """The export folder of the model in ``folder`` (``model.onnx``, config, tokenizer),
     exported now unless the cache holds it; blocking.
 
-    :param folder: a Hugging Face encoder folder.
+    :param folder: a Hugging Face model folder.
     :param cache: the cache root; exports go to ``cache/onnx/<name>-<key>``.
     :param opset: the ONNX opset to export with.
+    :param task: the exporter's task: :data:`ENCODER_TASK` (last hidden states) or
+        :data:`CAUSAL_TASK` (logits, with the KV cache as inputs and outputs).
     :returns: the folder, and whether it was exported by this call.
     """
-    key = export_key(folder, opset)
+    key = export_key(folder, opset, task)
     target = cache / "onnx" / f"{folder.name}-{key[:16]}"
     if (target / EXPORT_FILE).is_file():
         log.debug("onnx.export_cached", folder=str(target))
@@ -99,7 +111,7 @@ def exported(folder: Path, cache: Path, *, opset: int) -> tuple[Path, bool]:
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = scratch_name(target.parent, "export")
     try:
-        _export(folder, scratch, opset)
+        _export(folder, scratch, opset, task)
         try:
             scratch.rename(target)
         except OSError:
@@ -109,7 +121,7 @@ def exported(folder: Path, cache: Path, *, opset: int) -> tuple[Path, bool]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     log.info("onnx.exported", source=str(folder), folder=str(target), opset=opset,
-             seconds=round(time.perf_counter() - started, 3))
+             task=task, seconds=round(time.perf_counter() - started, 3))
     return target, True
 
 

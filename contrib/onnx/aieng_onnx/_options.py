@@ -1,14 +1,16 @@
-"""The typed options of the ``minilm-onnx`` and ``ort-int8`` components (pipeline-file keys)."""
+"""The typed options of the ``minilm-onnx``, ``smollm2-onnx`` and ``ort-int8`` components
+(pipeline-file keys)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 import attrs
+from aieng_transformers import SmolLM2Options
 from attrs import validators as v
 
 __all__ = ["DEFAULT_EMBED_MODEL", "PROVIDERS", "Batching", "GraphOptimization", "MiniLMOnnxOptions",
-           "OrtInt8Options", "Precision", "ProviderName"]
+           "OrtInt8Options", "Precision", "ProviderName", "SmolLM2OnnxOptions"]
 
 #: The model id ``minilm-onnx`` answers to with its packaged model (the torch ``minilm``'s
 #: too: one can replace the other in a pipeline).
@@ -96,3 +98,34 @@ class OrtInt8Options:
 
     output_dir: str | None = attrs.field(default=None, validator=_opt_str)
     intra_op_threads: int = attrs.field(default=1, validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
+class SmolLM2OnnxOptions(SmolLM2Options):
+    """Options of the ``smollm2-onnx`` generator: those of aieng-transformers' ``smollm2``
+    (model ``path``, ``chat_template``, ``speculative``, ``max_batch``…) plus how the model
+    runs on ONNX Runtime.
+
+    :param precision: ``fp32``, or ``int8`` (dynamic quantization, per-channel weights, of
+        the export; made once beside it).
+    :param providers: execution providers to try, in order (``tensorrt``, ``cuda``,
+        ``cpu``); the session keeps those it can load.
+    :param intra_op_threads: ONNX Runtime's threads per operator.
+    :param opset: the ONNX opset of the export.
+
+    ``device`` only places a separate draft model (``speculative = "draft"``, which needs
+    ``draft_path`` here: the draft cut from the model's own layers is a torch model's).
+    """
+
+    precision: Precision = attrs.field(default="fp32", validator=v.in_(("fp32", "int8")))
+    providers: tuple[ProviderName, ...] = attrs.field(
+        default=("tensorrt", "cuda", "cpu"), converter=_providers,
+        validator=[v.deep_iterable(v.in_(tuple(PROVIDERS))), v.min_len(1)])
+    intra_op_threads: int = attrs.field(default=1, validator=_positive)
+    opset: int = attrs.field(default=18, validator=[v.instance_of(int), v.ge(14), v.le(23)])
+
+    def __attrs_post_init__(self) -> None:
+        if self.speculative == "draft" and self.draft_path is None:
+            raise ValueError("speculative = 'draft' on ONNX Runtime needs draft_path (a "
+                             "smaller model with the same vocabulary): the draft cut from "
+                             "the model's own first layers exists for torch models only")

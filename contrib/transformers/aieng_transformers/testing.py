@@ -1,0 +1,136 @@
+"""Tiny models built from configs, in milliseconds, with no download: for tests of this
+plugin, of plugins built on it (aieng-onnx exports them) and of users' own components.
+Needs ``tokenizers`` (a dependency of ``transformers``) and nothing beyond this plugin's
+dependencies.
+
+- :func:`byte_tokenizer`: a byte-level BPE tokenizer without merges (one token per UTF-8
+  byte, so multi-byte characters span several tokens) plus three ChatML specials.
+- :func:`random_llama`: a 2-layer Llama with random weights, for checks against
+  ``transformers``' own generation.
+- :func:`chain_llama`: a 2-layer Llama whose greedy continuation is known: its layers are
+  silenced (zero output projections), so the next token depends on the current token
+  only, through a permutation in the LM head. After a newline it writes
+  :data:`CHAIN_TEXT` (multi-byte characters included) and then the end-of-sequence token.
+  Its logits are soft enough that sampling at temperature 1 varies.
+- :func:`tiny_bert`: a 2-layer BERT encoder with a word-piece vocabulary.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # type: ignore[import-untyped]
+from transformers import (
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+
+__all__ = ["CHAIN_TEXT", "CHATML", "EOS_ID", "SPECIALS", "byte_id", "byte_tokenizer", "chain_llama",
+           "random_llama", "tiny_bert"]
+
+SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+EOS_ID = 2
+#: What :func:`chain_llama` writes greedily after a newline, then EOS.
+CHAIN_TEXT = "abc-xyz:é✓"
+CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def byte_tokenizer(chat_template: str | None = None) -> PreTrainedTokenizerFast:
+    """One token per byte, ids 3..258; ``<|endoftext|>`` 0, ``<|im_start|>`` 1 (BOS),
+    ``<|im_end|>`` 2 (EOS)."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {token: index for index, token in enumerate([*SPECIALS, *alphabet])}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=core, bos_token=SPECIALS[1], eos_token=SPECIALS[2],
+        unk_token=SPECIALS[0], pad_token=SPECIALS[0])
+    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIALS)})
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def byte_id(tokenizer: PreTrainedTokenizerFast, byte: int) -> int:
+    """The token id of one byte."""
+    token: Any = tokenizer.convert_tokens_to_ids(bytes_to_unicode()[byte])
+    return int(token)
+
+
+def _config(tokenizer: PreTrainedTokenizerFast, *, max_positions: int, tied: bool,
+            hidden: int = 32) -> LlamaConfig:
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden,  # type: ignore[no-untyped-call]
+                       intermediate_size=2 * hidden,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=max_positions, bos_token_id=1,
+                       eos_token_id=EOS_ID, pad_token_id=0, tie_word_embeddings=tied)
+
+
+def random_llama(folder: Path, *, chat_template: str | None = None,
+                 max_positions: int = 256, hidden: int = 32) -> Path:
+    """Save a random 2-layer Llama and its byte tokenizer (no chat template by default);
+    ``hidden = 64`` gives layer shapes bitsandbytes' CPU 4-bit kernel accepts."""
+    tokenizer = byte_tokenizer(chat_template)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(_config(tokenizer, max_positions=max_positions, tied=True,  # type: ignore[no-untyped-call]
+                                     hidden=hidden))
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def chain_llama(folder: Path, *, chat_template: str | None = CHATML,
+                max_positions: int = 256) -> Path:
+    """Save the chain model (see the module docstring) with a ChatML template."""
+    tokenizer = byte_tokenizer(chat_template)
+    model = LlamaForCausalLM(_config(tokenizer, max_positions=max_positions, tied=False))  # type: ignore[no-untyped-call]
+    size = len(tokenizer)
+    chain = [byte_id(tokenizer, b) for b in b"\n" + CHAIN_TEXT.encode()] + [EOS_ID]
+    successor = dict(itertools.pairwise(chain))
+    free = [t for t in range(size) if t not in successor.values()]
+    for token in range(size):  # complete the chain to a permutation of the vocabulary
+        if token not in successor:
+            successor[token] = free.pop(0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        embed = torch.randn(size, 32, generator=generator)
+        model.model.embed_tokens.weight.copy_(embed)
+        head = torch.empty_like(embed)
+        for token, following in successor.items():
+            head[following] = embed[token]
+        model.lm_head.weight.copy_(0.15 * head)
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        logits = model.lm_head(model.model.norm(embed))
+    assert all(int(logits[t].argmax()) == successor[t] for t in range(size)), "not a chain"
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def tiny_bert(folder: Path) -> Path:
+    """Save a random 2-layer BERT encoder (hidden 32) and a word-piece tokenizer."""
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+             "the", "a", "cat", "dog", "sat", "on", "mat", "rug", "stock", "market", "fell",
+             "kitten",
+             *"abcdefghijklmnopqrstuvwxyz", *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
+    (folder / "vocab.txt").parent.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))  # type: ignore[no-untyped-call]
+    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2,  # type: ignore[no-untyped-call]
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(folder))  # type: ignore[no-untyped-call]
+    tokenizer.save_pretrained(str(folder))
+    return folder
