@@ -45,7 +45,9 @@ class OrtInt8Quantizer:
     The result is ``<name>.int8.onnx`` beside the source (or in ``output_dir``). When the
     model is an encoder (a ``config.json`` and a tokenizer beside it, ``last_hidden_state``
     out), ``quality`` holds the mean and the lowest cosine between the fp32 and int8
-    mean-pooled embeddings of :data:`QUALITY_SENTENCES`; otherwise it is empty.
+    mean-pooled embeddings of :data:`QUALITY_SENTENCES`; when it is a causal LM exported
+    with its KV cache (``smollm2-onnx``'s export), the perplexity before and after on
+    aieng-transformers' held-out paragraph; otherwise it is empty.
 
     :param options: the typed options (defaults when ``None``).
     """
@@ -65,11 +67,40 @@ class OrtInt8Quantizer:
         return OnnxEncoder(session, load_tokenizer(folder), dimension=int(config["hidden_size"]),
                            batch_size=len(QUALITY_SENTENCES), max_length=128)
 
+    def _causal(self, model: Path, folder: Path) -> Any:
+        # A CausalLM over the session when ``model`` is a causal LM exported with its KV
+        # cache and a config and tokenizer sit beside it; else None.
+        if not (folder / "config.json").is_file() or not (folder / "tokenizer.json").is_file():
+            return None
+        session = open_session(model, providers=("cpu",), threads=self.options.intra_op_threads)
+        names = {i.name for i in session.get_inputs()}
+        if "input_ids" not in names or not any(n.startswith("past_key_values.") for n in names):
+            return None
+        from aieng_transformers._causal import CausalLM
+        from transformers import AutoConfig, AutoTokenizer
+
+        from ._causal import OrtCausalModel
+
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+            str(folder), local_files_only=True)
+        return CausalLM(OrtCausalModel(session, config), tokenizer)
+
     def quality(self, source: Path, quantized: Path) -> dict[str, float]:
-        """Cosines between ``source``'s and ``quantized``'s embeddings of the fixed
-        sentences (empty when the model is no encoder); blocking."""
+        """What quantizing cost, measured on fixed held-out inputs; blocking. An encoder:
+        cosines between ``source``'s and ``quantized``'s embeddings of the fixed
+        sentences. A causal LM exported with its KV cache: perplexity on
+        aieng-transformers' held-out paragraph before and after. Otherwise empty."""
         import numpy as np
 
+        lm = self._causal(source, source.parent)
+        if lm is not None:
+            from aieng_transformers._heldout import HELDOUT_TEXT
+
+            after_lm = self._causal(quantized, source.parent)
+            before_ppl, after_ppl = lm.perplexity(HELDOUT_TEXT), after_lm.perplexity(HELDOUT_TEXT)
+            return {"perplexity_before": before_ppl, "perplexity_after": after_ppl,
+                    "perplexity_delta": after_ppl - before_ppl}
         before = self._encoder(source, source.parent)
         after = self._encoder(quantized, source.parent)
         if before is None or after is None:

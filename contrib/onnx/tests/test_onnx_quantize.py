@@ -83,3 +83,27 @@ async def test_minilm_int8_size_and_quality(shipped_fp32: MiniLMOnnxEmbedder,
     assert result is not None
     assert result.size_after * 3 < result.size_before
     assert result.quality["cosine_mean"] >= 0.99, result.quality
+
+
+async def test_causal_lm_quality_is_perplexity(tmp_path_factory: pytest.TempPathFactory,
+                                               tmp_path: Path) -> None:
+    """A causal LM exported with its KV cache (``smollm2-onnx``'s export of a tiny Llama)
+    gives the perplexity before and after on the held-out paragraph: the fp32 figure is
+    the torch model's own, and the delta is after minus before."""
+    from aieng_onnx import CAUSAL_TASK
+    from aieng_transformers import SmolLM2Backend, SmolLM2Options
+    from aieng_transformers._heldout import HELDOUT_TEXT
+    from aieng_transformers.testing import random_llama
+
+    source = random_llama(tmp_path_factory.mktemp("llama"))
+    folder, _ = exported(source, tmp_path_factory.mktemp("llama-cache"), opset=18,
+                         task=CAUSAL_TASK)
+    result = await OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path))).aieng_quantize(
+        str(folder), "int8")
+    assert result is not None and result.size_after < result.size_before
+    quality = result.quality
+    assert set(quality) == {"perplexity_before", "perplexity_after", "perplexity_delta"}
+    torch_ppl = SmolLM2Backend(SmolLM2Options(path=str(source))).perplexity(HELDOUT_TEXT)
+    assert quality["perplexity_before"] == pytest.approx(torch_ppl, rel=1e-4)
+    assert quality["perplexity_delta"] == pytest.approx(
+        quality["perplexity_after"] - quality["perplexity_before"])
