@@ -19,6 +19,8 @@ from typing import Any
 
 import attrs
 
+from ._export import KEEP_INPUT
+
 __all__ = ["OrtCache", "OrtCausalModel", "OrtOutput"]
 
 
@@ -64,7 +66,9 @@ class OrtCausalModel:
     """An ONNX Runtime session on a causal LM exported with its KV cache (optimum-onnx's
     ``text-generation-with-past``: inputs ``input_ids``, ``attention_mask``, optionally
     ``position_ids``, and ``past_key_values.<i>.key`` / ``.value``; outputs ``logits`` and
-    ``present.<i>.key`` / ``.value``), called like a transformers causal LM.
+    ``present.<i>.key`` / ``.value``), called like a transformers causal LM. When the
+    export has the ``logits_to_keep`` input (:func:`~._export.keep_logits_input`), a call's
+    ``logits_to_keep`` reaches the graph, so the output head runs on those positions only.
 
     :param session: the ``InferenceSession``.
     :param config: the model's transformers config (``config.json`` of the export).
@@ -122,6 +126,8 @@ class OrtCausalModel:
                                 "attention_mask": np.ascontiguousarray(mask)}
         if "position_ids" in self._names:
             feed["position_ids"] = np.ascontiguousarray(positions)
+        if KEEP_INPUT in self._names:
+            feed[KEEP_INPUT] = np.array([logits_to_keep or new], dtype=np.int64)
         if past_key_values is not None and past_key_values.arrays:
             feed.update(zip(self._past, past_key_values.arrays, strict=True))
         else:
@@ -130,7 +136,7 @@ class OrtCausalModel:
             feed.update({name: empty for name in self._past})
         with self._lock:
             logits, *present = self.session.run(self._outputs, feed)
-        if logits_to_keep:
+        if logits_to_keep and logits.shape[1] > logits_to_keep:
             logits = logits[:, -logits_to_keep:]
         return OrtOutput(torch.from_numpy(np.ascontiguousarray(logits)),
                          OrtCache(present) if use_cache else None)

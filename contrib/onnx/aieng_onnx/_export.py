@@ -24,8 +24,9 @@ import structlog
 
 from ._quantize import optimize_bert, quantize_int8
 
-__all__ = ["BERT_FUSION_LEVEL", "CAUSAL_TASK", "ENCODER_TASK", "EXPORT_FILE", "export_key", "exported", "int8_variant",
-           "optimized_variant", "scratch_name", "weights_size"]
+__all__ = ["BERT_FUSION_LEVEL", "CAUSAL_TASK", "ENCODER_TASK", "EXPORT_FILE", "KEEP_INPUT",
+           "export_key", "exported", "int8_variant", "keep_logits_input", "optimized_variant",
+           "scratch_name", "weights_size"]
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,48 @@ def export_key(folder: Path, opset: int, task: str = ENCODER_TASK) -> str:
              "transformers": _version("transformers")}
     if task != ENCODER_TASK:
         parts["task"] = task
+    if task == CAUSAL_TASK:
+        parts["rewrite"] = KEEP_INPUT
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+#: The input a causal export gets (int64, shape ``[1]``): how many of the last positions
+#: go through the output head. A decoding step needs one, a verifying pass the proposal's
+#: length plus one; the head is the largest product of a small model's prompt pass (one
+#: ``(positions, hidden) x (hidden, vocabulary)`` product: SmolLM2's vocabulary is 49,152).
+KEEP_INPUT = "logits_to_keep"
+
+
+def keep_logits_input(model: Path) -> bool:
+    """Rewrite a causal LM's ONNX file in place so that its output head runs on the last
+    ``logits_to_keep`` positions only (a ``Slice`` of the hidden states before the
+    ``MatMul`` that makes ``logits``; starts at ``-logits_to_keep``, so a value of at least
+    the sequence's length keeps all). Returns whether the graph had that shape (else it
+    is left as it is). Weights stored as external data stay where they are."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    proto = onnx.load(str(model), load_external_data=False)
+    graph = proto.graph
+    head = next((n for n in graph.node if "logits" in n.output), None)
+    if head is None or head.op_type != "MatMul" or \
+            any(i.name == KEEP_INPUT for i in graph.input):
+        return False
+    hidden = head.input[0]
+    graph.input.append(helper.make_tensor_value_info(KEEP_INPUT, TensorProto.INT64, [1]))
+    graph.initializer.extend([
+        helper.make_tensor("aieng_keep_ends", TensorProto.INT64, [1], [2**63 - 1]),
+        helper.make_tensor("aieng_keep_axes", TensorProto.INT64, [1], [1])])
+    nodes = [helper.make_node("Neg", [KEEP_INPUT], ["aieng_keep_starts"], name="aieng_keep_neg"),
+             helper.make_node("Slice", [hidden, "aieng_keep_starts", "aieng_keep_ends",
+                                        "aieng_keep_axes"], ["aieng_kept_hidden"],
+                              name="aieng_keep_slice")]
+    head.input[0] = "aieng_kept_hidden"
+    position = list(graph.node).index(head)
+    for offset, node in enumerate(nodes):
+        graph.node.insert(position + offset, node)
+    onnx.save(proto, str(model))
+    return True
 
 
 def _export(folder: Path, target: Path, opset: int, task: str) -> None:
@@ -112,6 +154,9 @@ def exported(folder: Path, cache: Path, *, opset: int,
     scratch = scratch_name(target.parent, "export")
     try:
         _export(folder, scratch, opset, task)
+        if task == CAUSAL_TASK and not keep_logits_input(scratch / EXPORT_FILE):
+            log.info("onnx.logits_all_positions", folder=str(folder),
+                     reason="the graph's logits do not come from one MatMul")
         try:
             scratch.rename(target)
         except OSError:

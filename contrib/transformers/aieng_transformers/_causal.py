@@ -11,6 +11,7 @@ only tokens that keep the text a valid prefix.
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 from collections.abc import Sequence
@@ -90,6 +91,11 @@ class CausalLM:
                      reason="the tokenizer has no chat template")
             self.template = TEMPLATES["chatml"]
         self.stop_ids, self.stop_strings = self._stops()
+        # Passes that need the last position(s) only say so when the model takes it, so
+        # the output head (the largest product of a small model's prompt pass) skips the
+        # rest of the prompt.
+        call = getattr(model, "forward", None) or model.__call__
+        self._keeps = "logits_to_keep" in inspect.signature(call).parameters
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else tokenizer.eos_token_id
         #: The id left-padding a batch's shorter prompts (masked out of attention).
@@ -194,7 +200,8 @@ class CausalLM:
         """Logits (float32) of the last position after ``ids``, and the updated cache."""
         with self.lock:
             tensor = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
-            out = self.model(input_ids=tensor, past_key_values=cache, use_cache=True)
+            out = self.model(input_ids=tensor, past_key_values=cache, use_cache=True,
+                             **self._keep(1))
             return out.logits[0, -1].float(), out.past_key_values
 
     @torch.inference_mode()
@@ -203,8 +210,12 @@ class CausalLM:
         ``ids``, and the updated cache: one pass verifying speculated tokens."""
         with self.lock:
             tensor = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
-            out = self.model(input_ids=tensor, past_key_values=cache, use_cache=True)
+            out = self.model(input_ids=tensor, past_key_values=cache, use_cache=True,
+                             **self._keep(keep))
             return out.logits[0, -keep:].float(), out.past_key_values
+
+    def _keep(self, count: int) -> dict[str, int]:
+        return {"logits_to_keep": count} if self._keeps else {}
 
     # -- scoring -------------------------------------------------------------------------
 
