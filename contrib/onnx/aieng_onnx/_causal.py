@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ._export import KEEP_INPUT
 
-__all__ = ["OrtCache", "OrtCausalModel", "OrtOutput"]
+if TYPE_CHECKING:
+    from aieng_transformers._causal import CausalLM
+    from aieng_transformers._templates import TemplateName
+
+__all__ = ["OrtCache", "OrtCausalModel", "OrtOutput", "causal_lm"]
 
 
 class OrtCache:
@@ -158,3 +163,18 @@ def _kv_heads(config: Any) -> int:
 def _head_dim(config: Any) -> int:
     width = getattr(config, "head_dim", None)
     return int(width) if width else int(config.hidden_size) // int(config.num_attention_heads)
+
+
+def causal_lm(session: Any, folder: Path, *, template: TemplateName = "auto") -> CausalLM:
+    """aieng-transformers' :class:`~aieng_transformers._causal.CausalLM` over ``session``,
+    with the config, generation config and tokenizer of the export ``folder``; blocking."""
+    from aieng_transformers._causal import CausalLM
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    config: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    generation: Any = None
+    if (folder / "generation_config.json").is_file():
+        generation = GenerationConfig.from_pretrained(str(folder), local_files_only=True)
+    tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+        str(folder), local_files_only=True)
+    return CausalLM(OrtCausalModel(session, config, generation), tokenizer, template=template)

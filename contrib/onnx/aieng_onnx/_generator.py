@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from aieng_transformers import SmolLM2Backend
@@ -50,10 +50,7 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
         self._providers: tuple[str, ...] = ()
 
     def _open(self, folder: Path) -> CausalLM:
-        from aieng_transformers._causal import CausalLM
-        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
-
-        from ._causal import OrtCausalModel
+        from ._causal import causal_lm
 
         options = self.options
         cache = cache_root(options.cache_dir)
@@ -63,14 +60,7 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
             file = int8_variant(target, file)
         session = open_session(file, providers=options.providers,
                                threads=options.intra_op_threads, cache=cache)
-        config: Any = AutoConfig.from_pretrained(str(target), local_files_only=True)
-        generation: Any = None
-        if (target / "generation_config.json").is_file():
-            generation = GenerationConfig.from_pretrained(str(target), local_files_only=True)
-        tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-            str(target), local_files_only=True)
-        lm = CausalLM(OrtCausalModel(session, config, generation), tokenizer,
-                      template=options.chat_template)
+        lm = causal_lm(session, target, template=options.chat_template)
         self._providers = tuple(session.get_providers())
         self.file = file
         wanted = [PROVIDERS[p] for p in options.providers]

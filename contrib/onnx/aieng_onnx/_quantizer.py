@@ -76,15 +76,9 @@ class OrtInt8Quantizer:
         names = {i.name for i in session.get_inputs()}
         if "input_ids" not in names or not any(n.startswith("past_key_values.") for n in names):
             return None
-        from aieng_transformers._causal import CausalLM
-        from transformers import AutoConfig, AutoTokenizer
+        from ._causal import causal_lm
 
-        from ._causal import OrtCausalModel
-
-        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-        tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-            str(folder), local_files_only=True)
-        return CausalLM(OrtCausalModel(session, config), tokenizer)
+        return causal_lm(session, folder)
 
     def quality(self, source: Path, quantized: Path) -> dict[str, float]:
         """What quantizing cost, measured on fixed held-out inputs; blocking. An encoder:
