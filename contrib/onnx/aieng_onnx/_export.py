@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -122,7 +123,19 @@ def keep_logits_input(model: Path) -> bool:
     return True
 
 
+#: One export at a time in a process: a pipeline opens its components concurrently, and
+#: two threads importing optimum's lazily loaded exporter at once can fail with an
+#: ImportError ("cannot import name 'main_export'"); two exports would also just compete
+#: for the same cores.
+_EXPORTING = threading.Lock()
+
+
 def _export(folder: Path, target: Path, opset: int, task: str) -> None:
+    with _EXPORTING:
+        _export_now(folder, target, opset, task)
+
+
+def _export_now(folder: Path, target: Path, opset: int, task: str) -> None:
     from optimum.exporters.onnx import main_export  # type: ignore[import-untyped]
 
     # library_name: a sentence-transformers folder would otherwise be exported with its

@@ -260,3 +260,35 @@ def test_output_head_runs_on_the_kept_positions(ort_random: SmolLM2OnnxBackend) 
         kept = model(input_ids=ids, use_cache=False, logits_to_keep=keep).logits
         assert kept.shape[:2] == (1, keep)
         np.testing.assert_allclose(kept.numpy(), everything[:, -keep:].numpy(), atol=1e-5)
+
+
+def test_concurrent_exports_in_a_fresh_process(bert_dir: Path, random_dir: Path,
+                                               tmp_path: Path) -> None:
+    """A pipeline opens its components at once: in a fresh interpreter (optimum not yet
+    imported), an encoder and a causal LM exported from two threads both land. Without
+    the export lock the lazily loaded exporter's first import could race and raise
+    ``ImportError: cannot import name 'main_export'`` (seen with ``rag-onnx.toml``; a race,
+    so it did not fail every time)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import threading
+from pathlib import Path
+from aieng_onnx import CAUSAL_TASK, exported
+errors, done = [], []
+def run(folder, task):
+    try:
+        done.append(exported(Path(folder), Path({str(tmp_path)!r}), opset=18, task=task))
+    except BaseException as error:
+        errors.append(repr(error))
+threads = [threading.Thread(target=run, args=({str(bert_dir)!r}, "feature-extraction")),
+           threading.Thread(target=run, args=({str(random_dir)!r}, CAUSAL_TASK))]
+for t in threads: t.start()
+for t in threads: t.join()
+assert not errors, errors
+assert len(done) == 2 and all((f / "model.onnx").is_file() for f, _ in done)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
