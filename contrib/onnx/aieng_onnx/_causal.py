@@ -13,7 +13,6 @@ unchanged on ONNX Runtime.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,7 +105,6 @@ class OrtCausalModel:
         if missing:
             raise ValueError(f"the ONNX model lacks the outputs {missing}")
         self._outputs = ["logits", *self._present]
-        self._lock = threading.Lock()
 
     def __call__(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None,
                  past_key_values: OrtCache | None = None, use_cache: bool = True,
@@ -139,8 +137,9 @@ class OrtCausalModel:
             empty = np.zeros((batch, self._empty_shape[0], 0, self._empty_shape[1]),
                              dtype=np.float32)
             feed.update({name: empty for name in self._past})
-        with self._lock:
-            logits, *present = self.session.run(self._outputs, feed)
+        # No lock here: the decoding loop holds its model's lock around each call, and an
+        # ONNX Runtime session may run from several threads anyway.
+        logits, *present = self.session.run(self._outputs, feed)
         if logits_to_keep and logits.shape[1] > logits_to_keep:
             logits = logits[:, -logits_to_keep:]
         return OrtOutput(torch.from_numpy(np.ascontiguousarray(logits)),

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -19,6 +19,9 @@ from ._options import OrtInt8Options
 from ._paths import ModelNotFound
 from ._quantize import quantize_int8
 from ._runtime import OnnxEncoder, open_session
+
+if TYPE_CHECKING:
+    from aieng_transformers._causal import CausalLM
 
 __all__ = ["QUALITY_SENTENCES", "OrtInt8Quantizer"]
 
@@ -55,30 +58,25 @@ class OrtInt8Quantizer:
     def __init__(self, options: OrtInt8Options | None = None) -> None:
         self.options = options if options is not None else OrtInt8Options()
 
-    def _encoder(self, model: Path, folder: Path) -> OnnxEncoder | None:
+    def _measurable(self, model: Path, folder: Path) -> OnnxEncoder | CausalLM | None:
+        # What ``model``'s quality is measured with, over one session: an encoder
+        # (``last_hidden_state`` out) or a causal LM exported with its KV cache; None when
+        # no config and tokenizer sit beside it, or it is neither.
         config_file = folder / "config.json"
         if not config_file.is_file() or not any(
                 (folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
             return None
-        config: dict[str, Any] = json.loads(config_file.read_text(encoding="utf-8"))
         session = open_session(model, providers=("cpu",), threads=self.options.intra_op_threads)
+        names = {i.name for i in session.get_inputs()}
+        if "input_ids" in names and any(n.startswith("past_key_values.") for n in names):
+            from ._causal import causal_lm
+
+            return causal_lm(session, folder) if (folder / "tokenizer.json").is_file() else None
+        config: dict[str, Any] = json.loads(config_file.read_text(encoding="utf-8"))
         if session.get_outputs()[0].name != "last_hidden_state" or "hidden_size" not in config:
             return None
         return OnnxEncoder(session, load_tokenizer(folder), dimension=int(config["hidden_size"]),
                            batch_size=len(QUALITY_SENTENCES), max_length=128)
-
-    def _causal(self, model: Path, folder: Path) -> Any:
-        # A CausalLM over the session when ``model`` is a causal LM exported with its KV
-        # cache and a config and tokenizer sit beside it; else None.
-        if not (folder / "config.json").is_file() or not (folder / "tokenizer.json").is_file():
-            return None
-        session = open_session(model, providers=("cpu",), threads=self.options.intra_op_threads)
-        names = {i.name for i in session.get_inputs()}
-        if "input_ids" not in names or not any(n.startswith("past_key_values.") for n in names):
-            return None
-        from ._causal import causal_lm
-
-        return causal_lm(session, folder)
 
     def quality(self, source: Path, quantized: Path) -> dict[str, float]:
         """What quantizing cost, measured on fixed held-out inputs; blocking. An encoder:
@@ -87,21 +85,21 @@ class OrtInt8Quantizer:
         aieng-transformers' held-out paragraph before and after. Otherwise empty."""
         import numpy as np
 
-        lm = self._causal(source, source.parent)
-        if lm is not None:
-            from aieng_transformers._heldout import HELDOUT_TEXT
-
-            after_lm = self._causal(quantized, source.parent)
-            before_ppl, after_ppl = lm.perplexity(HELDOUT_TEXT), after_lm.perplexity(HELDOUT_TEXT)
-            return {"perplexity_before": before_ppl, "perplexity_after": after_ppl,
-                    "perplexity_delta": after_ppl - before_ppl}
-        before = self._encoder(source, source.parent)
-        after = self._encoder(quantized, source.parent)
-        if before is None or after is None:
+        before = self._measurable(source, source.parent)
+        if before is None:
             return {}
-        cosines = np.sum(before.encode(QUALITY_SENTENCES) * after.encode(QUALITY_SENTENCES),
-                         axis=1)
-        return {"cosine_mean": float(cosines.mean()), "cosine_min": float(cosines.min())}
+        after = self._measurable(quantized, source.parent)
+        if isinstance(before, OnnxEncoder) and isinstance(after, OnnxEncoder):
+            cosines = np.sum(before.encode(QUALITY_SENTENCES) * after.encode(QUALITY_SENTENCES),
+                             axis=1)
+            return {"cosine_mean": float(cosines.mean()), "cosine_min": float(cosines.min())}
+        if isinstance(before, OnnxEncoder) or after is None or isinstance(after, OnnxEncoder):
+            return {}
+        from aieng_transformers._heldout import HELDOUT_TEXT
+
+        before_ppl, after_ppl = before.perplexity(HELDOUT_TEXT), after.perplexity(HELDOUT_TEXT)
+        return {"perplexity_before": before_ppl, "perplexity_after": after_ppl,
+                "perplexity_delta": after_ppl - before_ppl}
 
     def quantize(self, source: Path) -> QuantizeResult:
         """Quantize ``source`` (an ``.onnx`` file) now; blocking."""
