@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from aieng_hookspecs import ComponentRegistry, hookimpl
 
-from ._causal import OrtCache, OrtCausalModel
+from ._causal import CacheOps, OrtCache, OrtCausalModel, session_device
 from ._embedder import MiniLMOnnxEmbedder
 from ._export import (
     BERT_FUSION_LEVEL,
@@ -46,6 +46,7 @@ __all__ = [
     "ENCODER_TASK",
     "KEEP_INPUT",
     "QUALITY_SENTENCES",
+    "CacheOps",
     "MiniLMOnnxEmbedder",
     "MiniLMOnnxOptions",
     "ModelNotFound",
@@ -61,6 +62,7 @@ __all__ = [
     "exported",
     "int8_variant",
     "optimized_variant",
+    "session_device",
 ]
 
 __version__ = "0.1.0"

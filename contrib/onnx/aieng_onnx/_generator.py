@@ -60,13 +60,15 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
             file = int8_variant(target, file)
         session = open_session(file, providers=options.providers,
                                threads=options.intra_op_threads, cache=cache)
-        lm = causal_lm(session, target, template=options.chat_template)
+        lm = causal_lm(session, target, template=options.chat_template,
+                       io_binding=options.io_binding)
         self._providers = tuple(session.get_providers())
         self.file = file
         wanted = [PROVIDERS[p] for p in options.providers]
         log.info("onnx.causal_loaded", model=self.model, file=str(file),
                  precision=options.precision, exported=self.exported,
-                 providers=list(self._providers))
+                 providers=list(self._providers),
+                 io_binding=getattr(lm.model, "cache_ops", None) is not None)
         if self._providers[:1] != tuple(wanted[:1]):
             log.warning("onnx.provider_fallback", model=self.model, requested=wanted,
                         providers=list(self._providers))

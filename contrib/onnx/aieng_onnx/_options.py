@@ -112,6 +112,10 @@ class SmolLM2OnnxOptions(SmolLM2Options):
         ``cpu``); the session keeps those it can load.
     :param intra_op_threads: ONNX Runtime's threads per operator.
     :param opset: the ONNX opset of the export.
+    :param io_binding: keep the KV cache in the session's device memory between passes
+        (I/O binding; crop and row selection run there too) instead of passing it through
+        host memory as numpy arrays; unset (default): on when the session got the CUDA or
+        TensorRT provider, off on the CPU.
 
     ``device`` only places a separate draft model (``speculative = "draft"``, which needs
     ``draft_path`` here: the draft cut from the model's own layers is a torch model's).
@@ -123,6 +127,7 @@ class SmolLM2OnnxOptions(SmolLM2Options):
         validator=[v.deep_iterable(v.in_(tuple(PROVIDERS))), v.min_len(1)])
     intra_op_threads: int = attrs.field(default=1, validator=_positive)
     opset: int = attrs.field(default=18, validator=[v.instance_of(int), v.ge(14), v.le(23)])
+    io_binding: bool | None = attrs.field(default=None, validator=v.optional(v.instance_of(bool)))
 
     def __attrs_post_init__(self) -> None:
         if self.speculative == "draft" and self.draft_path is None:

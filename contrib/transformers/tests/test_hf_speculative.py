@@ -77,8 +77,10 @@ def draft_of(lm: CausalLM, layers: int) -> CausalLM:
 def test_speculation_is_greedy(tiny: CausalLM, prompt: str, max_tokens: int, ngram: int,
                                proposal: int, use_draft: bool) -> None:
     """For random prompts, budgets and sizes, prompt lookup and a 1-layer draft give the
-    very ids, text, usage and finish reason of plain greedy decoding."""
-    request = ask(prompt, max_tokens=max_tokens)
+    very ids, text, usage and finish reason of plain greedy decoding, and its
+    log-probabilities (which, unlike a random model's greedy ids, show a cache cropped to
+    the wrong length)."""
+    request = ask(prompt, max_tokens=max_tokens, metadata={"logprobs": True})
     speculation = (Speculation("draft", max_proposal=proposal, draft=draft_of(tiny, 1))
                    if use_draft else
                    Speculation("prompt-lookup", max_proposal=proposal, ngram_size=ngram))
@@ -89,6 +91,8 @@ def test_speculation_is_greedy(tiny: CausalLM, prompt: str, max_tokens: int, ngr
     assert (fast.usage, fast.finish) == (plain.usage, plain.finish)
     assert fast.passes <= plain.passes
     assert fast.passes + fast.accepted == plain.passes
+    assert [t.logprob for t in fast.logprobs] == pytest.approx(
+        [t.logprob for t in plain.logprobs], abs=1e-9)
 
 
 def test_prompt_lookup_accepts_on_repetitive_text(tiny: CausalLM) -> None:
