@@ -80,6 +80,19 @@ class MiniLMOnnxEmbedder:
                                 "config.json): point `path` at one")
         return folder
 
+    def memory_estimate(self, *, context: int | None = None,
+                        dtype: str | None = None) -> dict[str, Any]:
+        """The memory the encoder takes once loaded: weights x bytes per weight (``int8``:
+        one byte, else four, unless ``dtype`` says otherwise), from the model's
+        safetensors headers (nothing exported, no weight read). ``context`` is ignored.
+
+        :raises ModelNotFound: when the model is missing.
+        """
+        from aieng_transformers._memory import memory_estimate
+
+        return memory_estimate(self.model, self.source(),
+                               precision=dtype or self.options.precision)
+
     def load(self) -> OnnxEncoder:
         """Export (unless cached), quantize (for int8, unless cached) and open the session
         now; blocking, idempotent and thread-safe.

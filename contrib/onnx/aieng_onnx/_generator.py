@@ -74,6 +74,10 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
                         providers=list(self._providers))
         return lm
 
+    def _precisions(self) -> tuple[str, str]:
+        # int8 quantizes the weights (dynamically, per channel); the KV cache stays float32.
+        return self.options.precision, "fp32"
+
     @property
     def providers(self) -> tuple[str, ...]:
         """The execution providers the session really got, best first (loads the model)."""

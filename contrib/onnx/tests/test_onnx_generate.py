@@ -441,3 +441,50 @@ def test_a_cache_from_the_other_path_is_refused(ort_random: SmolLM2OnnxBackend,
         bound(input_ids=torch.tensor([[4]]), past_key_values=cache)
     with pytest.raises(ValueError, match="I/O binding"):
         plain(input_ids=torch.tensor([[4]]), past_key_values=bound(input_ids=ids).past_key_values)
+
+
+def test_models_lists_onnx_backends_at_their_precision(random_dir: Path, bert_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """``aieng models PIPELINE`` sizes ``smollm2-onnx`` and ``minilm-onnx`` at their own
+    precision: int8 weights one byte each, the causal LM's KV cache float32 for
+    ``max_batch`` sequences; nothing is exported to estimate it."""
+    import json
+
+    import click
+    from aieng_transformers import aieng_register_commands
+    from aieng_transformers._memory import footprint
+    from click.testing import CliRunner
+
+    group = click.Group("aieng")
+    aieng_register_commands(group)
+    cache = tmp_path / "cache"
+    file = tmp_path / "onnx.toml"
+    file.write_text(f"""
+[pipeline]
+name = "onnx-memory"
+
+[components.llm]
+use = "smollm2-onnx"
+path = "{random_dir}"
+precision = "int8"
+max_batch = 2
+cache_dir = "{cache}"
+
+[components.embedder]
+use = "minilm-onnx"
+path = "{bert_dir}"
+precision = "int8"
+cache_dir = "{cache}"
+""", encoding="utf-8")
+    result = CliRunner().invoke(group, ["models", str(file), "--json", "--context", "100"])
+    assert result.exit_code == 0, result.output
+    rows = {row["component"]: row for row in json.loads(result.stdout)}
+    llm, embedder = rows["llm"], rows["embedder"]
+    model = footprint(random_dir)
+    assert (llm["use"], llm["precision"]) == ("smollm2-onnx", "int8")
+    assert llm["weights_bytes"] == model.parameters
+    assert llm["kv_cache_bytes"] == model.kv_cache_bytes(bytes_per_param=4, context=100,
+                                                         sequences=2)
+    assert embedder["weights_bytes"] == footprint(bert_dir).parameters
+    assert embedder["precision"] == "int8" and embedder["kv_cache_bytes"] == 0
+    assert not cache.exists()

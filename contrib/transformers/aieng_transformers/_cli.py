@@ -105,62 +105,137 @@ def generate(prompt: str, max_tokens: int, temperature: float, seed: int | None,
 
 
 @click.command()
+@click.argument("pipeline", required=False,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model-path", "paths", multiple=True,
               type=click.Path(exists=True, path_type=Path),
               help="Also list this local model folder or .gguf file (repeatable).")
 @click.option("--context", default=None, type=click.IntRange(min=1),
               help="Context length for the KV-cache estimate (default: the model's own).")
-@click.option("--dtype", "bytes_per_param", default="fp32", show_default=True,
+@click.option("--dtype", "bytes_per_param", default=None,
               type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
-              help="Precision of the weights and the KV cache in the estimate (CPU runs fp32).")
+              help="Precision of the weights and the KV cache in the estimate (default: "
+                   "fp32; for a PIPELINE, each component's own).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-def models(paths: tuple[Path, ...], context: int | None, bytes_per_param: str,
-           as_json: bool) -> None:
-    """List this plugin's backends (smollm2, minilm, and any --model-path) with model id,
-    size on disk and a memory estimate: weights x bytes-per-param + KV cache
-    (2 x layers x kv_heads x head_dim x context x bytes), read from the model's config
-    without loading its weights."""
-    from ._generator import _default_name
-    from ._options import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL
-    from ._paths import ModelNotFound, packaged_minilm, packaged_smollm2
+def models(pipeline: Path | None, paths: tuple[Path, ...], context: int | None,
+           bytes_per_param: str | None, as_json: bool) -> None:
+    """List backends with model id, size on disk and a memory estimate: weights x
+    bytes-per-weight + KV cache (2 x layers x kv_heads x head_dim x context x bytes, per
+    sequence held at once), read from the model's config and headers without loading
+    its weights.
 
-    size = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}[bytes_per_param]
-    rows: list[tuple[str, str, Path | None, str | None]] = []
-    for component, model, find in (("smollm2", DEFAULT_GENERATE_MODEL, packaged_smollm2),
-                                   ("minilm", DEFAULT_EMBED_MODEL, packaged_minilm)):
-        try:
-            rows.append((component, model, find(), None))
-        except ModelNotFound as exc:
-            rows.append((component, model, None, str(exc)))
+    With PIPELINE (a pipeline file): the generation and embedding components configured
+    there, each at its own precision (``smollm2-onnx`` with ``precision = "int8"``: one
+    byte per weight) and with the KV caches of its ``max_batch`` sequences; components
+    that report no estimate (a remote API) are listed as such. Without: this plugin's
+    backends (smollm2, minilm) and any --model-path.
+    """
+    entries = _configured(pipeline, context, bytes_per_param) if pipeline is not None \
+        else _plugin_defaults(context, bytes_per_param or "fp32")
     for extra in paths:
-        rows.append(("smollm2", _default_name(str(extra)), extra, None))
-    entries = []
-    for component, model, path, problem in rows:
-        entry: dict[str, Any] = {"component": component, "model": model,
-                                 "path": None if path is None else str(path)}
-        if path is not None:
-            try:
-                entry.update(footprint(path).estimate(bytes_per_param=size, context=context))
-            except (OSError, ValueError, KeyError) as exc:
-                problem = f"cannot read the model's config: {exc}"
-        entry["problem"] = problem
-        entries.append(entry)
+        from ._generator import _default_name
+
+        entries.append(_entry("smollm2", _default_name(str(extra)), lambda e=extra: _estimate(
+            e, _default_name(str(e)), bytes_per_param or "fp32", context)))
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
-    header = f"{'component':<10} {'model':<24} {'disk':>9} {'params':>8} " \
-             f"{'weights':>9} {'KV cache':>14} {'total':>9}"
-    click.echo(header)
+    click.echo(f"{'component':<18} {'model':<24} {'precision':<9} {'disk':>9} {'params':>8} "
+               f"{'weights':>9} {'KV cache':>18} {'total':>9}")
     for e in entries:
         if e["problem"]:
-            click.echo(f"{e['component']:<10} {e['model']:<24} {'-':>9}  {e['problem']}")
+            click.echo(f"{e['component']:<18} {e['model'] or '-':<24} {'-':<9} {'-':>9}  "
+                       f"{e['problem']}")
             continue
-        kv = f"{_size(e['kv_cache_bytes'])} @{e['context']}" if e["context"] else "-"
-        click.echo(f"{e['component']:<10} {e['model']:<24} {_size(e['disk_bytes']):>9} "
-                   f"{e['parameters'] / 1e6:>7.1f}M {_size(e['weights_bytes']):>9} "
-                   f"{kv:>14} {_size(e['total_bytes']):>9}")
-    click.echo(f"(estimate at {bytes_per_param}: weights x {size} bytes + KV cache "
-               f"2 x layers x kv_heads x head_dim x context x {size} bytes)")
+        kv = "-"
+        if e["context"]:
+            kv = f"{_size(e['kv_cache_bytes'])} @{e['context']}"
+            if e["sequences"] > 1:
+                kv += f" x{e['sequences']}"
+        click.echo(f"{e['component']:<18} {e['model']:<24} {e['precision']:<9} "
+                   f"{_size(e['disk_bytes']):>9} {e['parameters'] / 1e6:>7.1f}M "
+                   f"{_size(e['weights_bytes']):>9} {kv:>18} {_size(e['total_bytes']):>9}")
+    if pipeline is not None:
+        known = [e["total_bytes"] for e in entries if not e["problem"]]
+        click.echo(f"{'total':<18} {'':<24} {'':<9} {'':>9} {'':>8} {'':>9} {'':>18} "
+                   f"{_size(sum(known)):>9}")
+    precision = bytes_per_param or ("each component's" if pipeline is not None else "fp32")
+    click.echo(f"(estimate at {precision} precision: weights x bytes per weight + KV cache "
+               f"2 x layers x kv_heads x head_dim x context x bytes x sequences)")
+
+
+def _entry(component: str, model: str | None, estimate: Any, **extra: Any) -> dict[str, Any]:
+    """One row: ``estimate()``'s figures, or the problem that kept it from them."""
+    from ._paths import ModelNotFound
+
+    entry: dict[str, Any] = {"component": component, "model": model, "path": None, **extra}
+    try:
+        entry.update(estimate())
+        entry["problem"] = None
+    except ModelNotFound as exc:
+        entry["problem"] = str(exc)
+    except (OSError, ValueError, KeyError) as exc:
+        entry["problem"] = f"cannot read the model's config: {exc}"
+    return entry
+
+
+def _estimate(path: Path, model: str, precision: str, context: int | None) -> dict[str, Any]:
+    from ._memory import memory_estimate
+
+    return memory_estimate(model, path, precision=precision, context=context)
+
+
+def _plugin_defaults(context: int | None, precision: str) -> list[dict[str, Any]]:
+    from ._options import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL
+    from ._paths import packaged_minilm, packaged_smollm2
+
+    return [_entry(component, model, lambda f=find, m=model: _estimate(f(), m, precision,
+                                                                       context))
+            for component, model, find in (
+                ("smollm2", DEFAULT_GENERATE_MODEL, packaged_smollm2),
+                ("minilm", DEFAULT_EMBED_MODEL, packaged_minilm))]
+
+
+#: Hooks that make a component a backend for ``aieng models``.
+_BACKEND_HOOKS = ("aieng_generate", "aieng_stream", "aieng_embed")
+
+
+def _configured(pipeline: Path, context: int | None,
+                precision: str | None) -> list[dict[str, Any]]:
+    """The backends of a pipeline file, built (not loaded) by a kernel of the installed
+    plugins."""
+    from aieng_core import ConfigError, Kernel
+
+    kernel = Kernel()
+    try:
+        built = kernel.load_pipeline(pipeline)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    components = dict(built.components)
+    fallback = kernel.default_embedder_name
+    if fallback and fallback in kernel.registry.components and not any(
+            hasattr(instance, "aieng_embed") for instance in components.values()):
+        # A pipeline without an embedder embeds (if a component asks, e.g. `vectors`) with
+        # the kernel's default one: it takes memory too.
+        info = kernel.registry.component(fallback)
+        components[f"({fallback}, default)"] = \
+            info.factory(info.options()) if info.options else info.factory()
+    entries = []
+    for name, instance in components.items():
+        if not any(hasattr(instance, hook) for hook in _BACKEND_HOOKS):
+            continue
+        config = built.config.components.get(name)
+        use = config.use if config is not None else fallback
+        estimator = getattr(instance, "memory_estimate", None)
+        if estimator is None:
+            entries.append({"component": name, "use": use,
+                            "model": getattr(instance, "model", None), "path": None,
+                            "problem": f"{use}: reports no memory estimate (a remote API, or "
+                                       "a backend without local weights)"})
+            continue
+        entries.append(_entry(name, getattr(instance, "model", None),
+                              lambda e=estimator: e(context=context, dtype=precision), use=use))
+    return entries
 
 
 def _size(count: int) -> str:

@@ -390,6 +390,18 @@ class MiniLMEmbedder:
             )
         return folder
 
+    def memory_estimate(self, *, context: int | None = None,
+                        dtype: str | None = None) -> dict[str, Any]:
+        """The memory the encoder takes once loaded: weights x bytes per weight (float32
+        unless ``dtype`` says otherwise; an encoder keeps no KV cache), from the
+        safetensors headers (no weight is read). ``context`` is ignored.
+
+        :raises ModelNotFound: when the model is missing.
+        """
+        from ._memory import memory_estimate
+
+        return memory_estimate(self.model, self.source(), precision=dtype or "fp32")
+
     def load(self) -> _Encoder:
         """Load the encoder now; blocking, idempotent and thread-safe.
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import structlog
@@ -67,6 +68,43 @@ class SmolLM2Backend:
             raise ModelNotFound(f"the model path {str(path)!r} does not exist: point `path` "
                                 "at a Hugging Face model folder or a .gguf file")
         return path
+
+    def memory_estimate(self, *, context: int | None = None,
+                        dtype: str | None = None) -> dict[str, Any]:
+        """The memory this backend takes once loaded, from the model's headers (no weight is
+        read, nothing converted): weights x bytes per weight, plus the KV cache of
+        ``max_batch`` sequences at ``context`` tokens (the model's own by default), plus a
+        separate draft model's (``draft_bytes``); ``dtype`` overrides the precision
+        (``fp32`` on the CPU; elsewhere the folder's ``torch_dtype``).
+
+        :raises ModelNotFound: when the model is missing.
+        :raises ValueError: when its path is no model folder or GGUF.
+        """
+        from ._memory import memory_estimate
+
+        weights, cache = (dtype, dtype) if dtype else self._precisions()
+        estimate = memory_estimate(self.model, self.source(), precision=weights,
+                                   kv_precision=cache, context=context,
+                                   sequences=self.options.max_batch)
+        if self.options.speculative == "draft" and self.options.draft_path is not None:
+            draft = memory_estimate("draft", Path(self.options.draft_path).expanduser(),
+                                    precision=cache, context=context)
+            estimate["draft_bytes"] = draft["total_bytes"]
+            estimate["total_bytes"] += draft["total_bytes"]
+        return estimate
+
+    def _precisions(self) -> tuple[str, str]:
+        # The weights' and the KV cache's precision once loaded: float32 on the CPU, the
+        # folder's own dtype elsewhere ("auto").
+        if self.options.device == "cpu":
+            return "fp32", "fp32"
+        config = self.source() / "config.json"
+        named = {"float16": "fp16", "bfloat16": "bf16"}
+        if config.is_file():
+            stored = json.loads(config.read_text(encoding="utf-8")).get("torch_dtype")
+            if stored in named:
+                return named[stored], named[stored]
+        return "fp32", "fp32"
 
     def load(self) -> CausalLM:
         """Load the model now (converting a GGUF the first time); blocking, idempotent and

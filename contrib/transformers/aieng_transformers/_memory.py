@@ -16,7 +16,10 @@ from typing import Any
 
 import attrs
 
-__all__ = ["ModelFootprint", "footprint"]
+__all__ = ["BYTES", "ModelFootprint", "footprint", "memory_estimate"]
+
+#: Bytes per weight, and per cached key or value, of the precisions an estimate knows.
+BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 
 @attrs.frozen
@@ -39,21 +42,50 @@ class ModelFootprint:
     head_dim: int
     context: int | None
 
-    def kv_cache_bytes(self, *, bytes_per_param: int, context: int | None = None) -> int:
-        """2 x layers x kv_heads x head_dim x context x bytes (0 for an encoder)."""
+    def kv_cache_bytes(self, *, bytes_per_param: int, context: int | None = None,
+                       sequences: int = 1) -> int:
+        """2 x layers x kv_heads x head_dim x context x bytes, per sequence held at once
+        (0 for an encoder)."""
         if self.context is None:
             return 0
         tokens = context if context is not None else self.context
-        return 2 * self.layers * self.kv_heads * self.head_dim * tokens * bytes_per_param
+        return 2 * self.layers * self.kv_heads * self.head_dim * tokens * bytes_per_param \
+            * sequences
 
-    def estimate(self, *, bytes_per_param: int, context: int | None = None) -> dict[str, Any]:
-        """The figures ``aieng models`` prints (bytes; the context the KV cache assumes)."""
+    def estimate(self, *, bytes_per_param: int, context: int | None = None,
+                 kv_bytes: int | None = None, sequences: int = 1) -> dict[str, Any]:
+        """The figures ``aieng models`` prints (bytes; the context the KV cache assumes).
+
+        :param bytes_per_param: bytes per weight.
+        :param kv_bytes: bytes per cached key or value (default: ``bytes_per_param``).
+        :param sequences: sequences whose KV caches are held at once (a backend's
+            ``max_batch``).
+        """
         weights = self.parameters * bytes_per_param
-        kv = self.kv_cache_bytes(bytes_per_param=bytes_per_param, context=context)
+        kv = self.kv_cache_bytes(
+            bytes_per_param=bytes_per_param if kv_bytes is None else kv_bytes,
+            context=context, sequences=sequences)
         return {"parameters": self.parameters, "disk_bytes": self.disk_bytes,
                 "layers": self.layers, "kv_heads": self.kv_heads, "head_dim": self.head_dim,
                 "context": None if self.context is None else (context or self.context),
-                "weights_bytes": weights, "kv_cache_bytes": kv, "total_bytes": weights + kv}
+                "sequences": sequences, "weights_bytes": weights, "kv_cache_bytes": kv,
+                "total_bytes": weights + kv}
+
+
+def memory_estimate(model: str, source: Path, *, precision: str, kv_precision: str | None = None,
+                    context: int | None = None, sequences: int = 1) -> dict[str, Any]:
+    """What a backend's ``memory_estimate`` returns: its model id, the model's path, the
+    precision of its weights and the figures of :meth:`ModelFootprint.estimate` for
+    ``source`` (a folder or GGUF; only headers are read).
+
+    :raises ValueError: for an unknown precision or a path that is no model.
+    """
+    if precision not in BYTES or (kv_precision or precision) not in BYTES:
+        raise ValueError(f"unknown precision {precision!r}; known: {sorted(BYTES)}")
+    figures = footprint(source).estimate(
+        bytes_per_param=BYTES[precision], kv_bytes=BYTES[kv_precision or precision],
+        context=context, sequences=sequences)
+    return {"model": model, "path": str(source), "precision": precision, **figures}
 
 
 def footprint(path: Path) -> ModelFootprint:

