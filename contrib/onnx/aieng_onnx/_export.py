@@ -26,8 +26,8 @@ import structlog
 from ._quantize import optimize_bert, quantize_int8
 
 __all__ = ["BERT_FUSION_LEVEL", "CAUSAL_TASK", "ENCODER_TASK", "EXPORT_FILE", "KEEP_INPUT",
-           "export_key", "exported", "int8_variant", "keep_logits_input", "optimized_variant",
-           "scratch_name", "weights_size"]
+           "export_key", "exported", "finite_attention_masks", "int8_variant",
+           "keep_logits_input", "optimized_variant", "scratch_name", "weights_size"]
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +80,7 @@ def export_key(folder: Path, opset: int, task: str = ENCODER_TASK) -> str:
     if task != ENCODER_TASK:
         parts["task"] = task
     if task == CAUSAL_TASK:
-        parts["rewrite"] = KEEP_INPUT
+        parts["rewrite"] = f"{KEEP_INPUT}+{FINITE_MASKS}"
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -121,6 +121,95 @@ def keep_logits_input(model: Path) -> bool:
         graph.node.insert(position + offset, node)
     onnx.save(proto, str(model))
     return True
+
+
+#: The name of :func:`finite_attention_masks`' rewrite in export keys.
+FINITE_MASKS = "finite-masks"
+
+
+def finite_attention_masks(model: Path) -> int:
+    """Rewrite a causal LM's ONNX file in place so that its attention masks use float32's
+    lowest finite value instead of ``-inf``, and drop the guards that then have nothing to
+    guard: ``Where(IsNaN(p), 0, p)`` after each ``Softmax`` (torch's SDPA export adds it
+    because a row masked everywhere — a left-padded position — gives NaN with ``-inf``).
+
+    A masked score becomes ``score + lowest`` (still the lowest float32), whose
+    exponential after the softmax's shift is exactly 0 as ``-inf``'s is, so every row with
+    a position to attend to gives the same probabilities; a row masked everywhere gives
+    uniform weights instead of zeros, and only padding positions have such rows (the
+    real positions never attend to them). transformers' own eager masks use the same
+    value. The guards cost a full pass over each layer's ``(heads, queries, keys)``
+    probabilities: on a long prompt's first pass, about a tenth of the time.
+
+    Returns how many guards were dropped; 0 leaves the file as it is (the ``-inf``
+    constants too), for a graph of another shape. Weights stored as external data stay
+    where they are.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(model), load_external_data=False)
+    graph = proto.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    lowest = np.finfo(np.float32).min
+
+    def constant(name: str) -> np.ndarray | None:
+        node = producer.get(name)
+        if node is None or node.op_type != "Constant":
+            return None
+        for attribute in node.attribute:
+            if attribute.name == "value":
+                return numpy_helper.to_array(attribute.t)
+        return None
+
+    guards: list[tuple[onnx.NodeProto, onnx.NodeProto, str]] = []
+    for node in graph.node:
+        if node.op_type != "Where" or len(node.input) != 3:
+            continue
+        check, zero, probabilities = (producer.get(node.input[0]), constant(node.input[1]),
+                                      producer.get(node.input[2]))
+        if check is None or check.op_type != "IsNaN" or check.input[0] != node.input[2] or \
+                probabilities is None or probabilities.op_type != "Softmax" or \
+                zero is None or zero.size != 1 or float(zero.reshape(-1)[0]) != 0.0:
+            continue
+        guards.append((node, check, node.input[2]))
+    if not guards or any(o.name == where.output[0] for o in graph.output
+                         for where, _, _ in guards):
+        return 0
+    # Every -inf the graph holds (Constant and ConstantOfShape values, small initializers)
+    # becomes the lowest finite float32: then no softmax input can be -inf everywhere.
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR:
+                value = numpy_helper.to_array(attribute.t)
+                if value.dtype.kind == "f" and np.isneginf(value).any():
+                    fixed = np.where(np.isneginf(value), lowest, value).astype(value.dtype)
+                    attribute.t.CopyFrom(numpy_helper.from_array(fixed, attribute.t.name))
+    for index, tensor in enumerate(graph.initializer):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or \
+                tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            continue
+        value = numpy_helper.to_array(tensor)
+        if value.size <= 1024 and np.isneginf(value).any():
+            fixed = np.where(np.isneginf(value), lowest, value).astype(value.dtype)
+            graph.initializer[index].CopyFrom(numpy_helper.from_array(fixed, tensor.name))
+    dropped = {id(where) for where, _, _ in guards} | {id(check) for _, check, _ in guards}
+    renamed = {where.output[0]: source for where, _, source in guards}
+    kept = [node for node in graph.node if id(node) not in dropped]
+    for node in kept:
+        for index, name in enumerate(node.input):
+            if name in renamed:
+                node.input[index] = renamed[name]
+    # The guards' zero constants, now read by nothing (ONNX Runtime would warn at each
+    # session's start that it drops them).
+    read = {name for node in kept for name in node.input} | {o.name for o in graph.output}
+    kept = [node for node in kept
+            if node.op_type != "Constant" or any(out in read for out in node.output)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    onnx.save(proto, str(model))
+    return len(guards)
 
 
 #: One export at a time in a process: a pipeline opens its components concurrently, and
@@ -170,6 +259,9 @@ def exported(folder: Path, cache: Path, *, opset: int,
         if task == CAUSAL_TASK and not keep_logits_input(scratch / EXPORT_FILE):
             log.info("onnx.logits_all_positions", folder=str(folder),
                      reason="the graph's logits do not come from one MatMul")
+        if task == CAUSAL_TASK:
+            guards = finite_attention_masks(scratch / EXPORT_FILE)
+            log.debug("onnx.finite_masks", folder=str(folder), guards_dropped=guards)
         try:
             scratch.rename(target)
         except OSError:

@@ -488,3 +488,46 @@ cache_dir = "{cache}"
     assert embedder["weights_bytes"] == footprint(bert_dir).parameters
     assert embedder["precision"] == "int8" and embedder["kv_cache_bytes"] == 0
     assert not cache.exists()
+
+
+def test_finite_masks_drop_the_nan_guards(random_dir: Path, tmp_path: Path) -> None:
+    """A causal export's attention masks use float32's lowest value instead of -inf and
+    lose the ``Where(IsNaN(softmax))`` guards; on a left-padded batch (rows masked
+    everywhere: the padding positions) the rewritten graph gives no NaN and the very
+    logits of the graph as exported at every real position."""
+    import onnx
+    import onnxruntime as ort_
+    from aieng_onnx._export import CAUSAL_TASK, EXPORT_FILE, _export, finite_attention_masks
+    from onnx import numpy_helper
+
+    raw = tmp_path / "raw"
+    _export(random_dir, raw, 18, CAUSAL_TASK)
+    rewritten = tmp_path / "rewritten.onnx"
+    rewritten.write_bytes((raw / EXPORT_FILE).read_bytes())
+    guards = sum(n.op_type == "IsNaN" for n in onnx.load(str(rewritten)).graph.node)
+    assert guards > 0
+    assert finite_attention_masks(rewritten) == guards
+    graph = onnx.load(str(rewritten)).graph
+    assert not any(n.op_type == "IsNaN" for n in graph.node)
+    assert not any(np.isneginf(numpy_helper.to_array(a.t)).any() for n in graph.node
+                   for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
+                   and a.t.data_type == onnx.TensorProto.FLOAT)
+    assert finite_attention_masks(rewritten) == 0  # nothing left to rewrite
+
+    def logits(file: Path, feed: dict[str, Any]) -> Any:
+        session = ort_.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        names = {i.name for i in session.get_inputs()}
+        empty = np.zeros((feed["input_ids"].shape[0], 2, 0, 8), dtype=np.float32)
+        full = {**feed, **{n: empty for n in names if n.startswith("past_key_values.")}}
+        return session.run(["logits"], {k: v for k, v in full.items() if k in names})[0]
+
+    rng = np.random.default_rng(5)
+    ids = rng.integers(3, 200, (3, 11)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, :4], mask[2, :10] = 0, 0
+    feed = {"input_ids": ids, "attention_mask": mask,
+            "position_ids": np.maximum(np.cumsum(mask, axis=1) - 1, 0)}
+    before, after = logits(raw / EXPORT_FILE, feed), logits(rewritten, feed)
+    assert not np.isnan(after).any()
+    real = mask.astype(bool)
+    np.testing.assert_array_equal(after[real], before[real])
