@@ -44,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     import onnxruntime as ort
-    from aieng_onnx._export import (CAUSAL_TASK, EXPORT_FILE, _export,
-                                    finite_attention_masks, keep_logits_input)
+    from aieng_onnx._export import (
+        CAUSAL_TASK,
+        EXPORT_FILE,
+        _export,
+        finite_attention_masks,
+        keep_logits_input,
+    )
     from aieng_transformers import SmolLM2Backend
 
     torch.set_num_threads(1)
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 with torch.inference_mode():
                     lm.model(input_ids=tensor, use_cache=True, logits_to_keep=1)
 
-            calls = {name: (lambda s=session: s.run(["logits"], feed))
+            calls = {name: (lambda s=session, f=feed: s.run(["logits"], f))
                      for name, session in sessions.items()}
             calls["torch"] = run_torch
             times: dict[str, list[float]] = {name: [] for name in calls}

@@ -13,8 +13,6 @@ from typing import Any
 
 import click
 
-from ._memory import footprint
-
 __all__ = ["add_commands", "generate", "models"]
 
 
