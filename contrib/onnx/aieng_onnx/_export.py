@@ -19,11 +19,12 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
 
-from ._quantize import optimize_bert, quantize_int8
+from ._quantize import matmuls_named, optimize_bert, quantize_int8
 
 __all__ = ["BERT_FUSION_LEVEL", "CAUSAL_TASK", "ENCODER_TASK", "EXPORT_FILE", "KEEP_INPUT",
            "export_key", "exported", "finite_attention_masks", "int8_variant",
@@ -305,25 +306,36 @@ def optimized_variant(folder: Path, *, level: int = BERT_FUSION_LEVEL) -> Path:
     return target
 
 
-def int8_variant(folder: Path, source: Path | None = None) -> Path:
+def int8_variant(folder: Path, source: Path | None = None, *,
+                 keep: Sequence[str] = ()) -> Path:
     """The int8 (dynamic, per-channel) file of ``source`` (default ``folder/model.onnx``)
     beside it, quantized now unless present; blocking. Its name is the source's stem
     (ONNX Runtime version dropped) plus ``.int8.ort<version>.onnx``, carrying the ONNX
-    Runtime version that made it."""
+    Runtime version that made it.
+
+    :param keep: ``MatMul`` name fragments (``down_proj``) whose nodes stay float32; the
+        file's name then carries a digest of them (``.int8-keep<digest>.``).
+    :raises ValueError: when a fragment matches no ``MatMul``.
+    """
     source = source if source is not None else folder / EXPORT_FILE
     version = _ort_version()
     stem = source.stem.removesuffix(f".ort{version}")
-    target = source.parent / f"{stem}.int8.ort{version}.onnx"
+    scheme = "int8"
+    if keep:
+        digest = hashlib.sha256("\n".join(sorted(set(keep))).encode()).hexdigest()[:8]
+        scheme = f"int8-keep{digest}"
+    target = source.parent / f"{stem}.{scheme}.ort{version}.onnx"
+    kept = matmuls_named(source, keep) if keep else []
     if target.is_file():
         return target
     started = time.perf_counter()
     scratch = scratch_name(source.parent, "int8", ".onnx")
     try:
-        quantize_int8(source, scratch)
+        quantize_int8(source, scratch, keep=kept)
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)
-    log.info("onnx.quantized", folder=str(folder), file=target.name,
+    log.info("onnx.quantized", folder=str(folder), file=target.name, kept_fp32=len(kept),
              seconds=round(time.perf_counter() - started, 3))
     return target
 

@@ -57,7 +57,7 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
         target, self.exported = exported(folder, cache, opset=options.opset, task=CAUSAL_TASK)
         file = target / EXPORT_FILE
         if options.precision == "int8":
-            file = int8_variant(target, file)
+            file = int8_variant(target, file, keep=options.int8_keep)
         session = open_session(file, providers=options.providers,
                                threads=options.intra_op_threads, cache=cache)
         lm = causal_lm(session, target, template=options.chat_template,

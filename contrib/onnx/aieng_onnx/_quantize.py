@@ -3,17 +3,20 @@ and the BERT graph fusions of ``onnxruntime.transformers``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["optimize_bert", "quantize_int8"]
+__all__ = ["matmuls_named", "optimize_bert", "quantize_int8"]
 
 
-def quantize_int8(source: Path, target: Path) -> None:
+def quantize_int8(source: Path, target: Path, *, keep: Sequence[str] = ()) -> None:
     """Write ``source`` quantized to ``target``: int8 weights, one scale per output channel,
     activations quantized at run time (uint8); blocking.
 
     Per-channel scales keep the small MiniLM's cosine to fp32 near 0.99+, where one scale
     per tensor loses more (DESIGN.md §4).
+
+    :param keep: names of nodes left in float32.
     """
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic  # type: ignore[import-untyped]
@@ -22,8 +25,25 @@ def quantize_int8(source: Path, target: Path) -> None:
     # contrib ops (a BERT-fused graph's Attention, SkipLayerNormalization, ...); they are
     # float. Graphs of standard ops are quantized exactly as without it.
     quantize_dynamic(str(source), str(target), per_channel=True,
-                     weight_type=QuantType.QInt8,
+                     weight_type=QuantType.QInt8, nodes_to_exclude=list(keep),
                      extra_options={"DefaultTensorType": TensorProto.FLOAT})
+
+
+def matmuls_named(model: Path, patterns: Sequence[str]) -> list[str]:
+    """The names of ``model``'s ``MatMul`` nodes that contain one of ``patterns``.
+
+    :raises ValueError: naming a pattern that matches no ``MatMul`` (a typo would
+        otherwise quantize everything without a word).
+    """
+    import onnx
+
+    names = [node.name for node in onnx.load(str(model), load_external_data=False).graph.node
+             if node.op_type == "MatMul"]
+    unmatched = [p for p in patterns if not any(p in name for name in names)]
+    if unmatched:
+        raise ValueError(f"int8_keep {unmatched} match no MatMul of {model.name} (its "
+                         f"MatMuls are named like {names[:3]})")
+    return [name for name in names if any(p in name for p in patterns)]
 
 
 def optimize_bert(source: Path, target: Path, *, level: int, heads: int, hidden: int) -> None:

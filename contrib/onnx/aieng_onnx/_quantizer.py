@@ -17,7 +17,7 @@ from ._embedder import load_tokenizer
 from ._export import EXPORT_FILE, scratch_name, weights_size
 from ._options import OrtInt8Options
 from ._paths import ModelNotFound
-from ._quantize import quantize_int8
+from ._quantize import matmuls_named, quantize_int8
 from ._runtime import OnnxEncoder, open_session
 
 if TYPE_CHECKING:
@@ -110,7 +110,8 @@ class OrtInt8Quantizer:
         target = folder / f"{source.stem}.int8.onnx"
         scratch = scratch_name(folder, "int8", ".onnx")
         try:
-            quantize_int8(source, scratch)
+            quantize_int8(source, scratch, keep=matmuls_named(source, self.options.keep)
+                          if self.options.keep else ())
             os.replace(scratch, target)
         finally:
             scratch.unlink(missing_ok=True)

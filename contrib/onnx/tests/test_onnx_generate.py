@@ -531,3 +531,34 @@ def test_finite_masks_drop_the_nan_guards(random_dir: Path, tmp_path: Path) -> N
     assert not np.isnan(after).any()
     real = mask.astype(bool)
     np.testing.assert_array_equal(after[real], before[real])
+
+
+def test_int8_keeps_the_named_products_in_float32(random_dir: Path, onnx_cache: Path) -> None:
+    """``int8_keep = ["down_proj"]``: the MLP output projections stay float ``MatMul`` nodes
+    in a file of their own beside the plain int8 one, every other product is quantized,
+    and the model generates; a fragment that matches nothing, or ``int8_keep`` without
+    int8, is refused by name."""
+    import onnx
+
+    backend = ort(random_dir, onnx_cache, precision="int8", int8_keep="down_proj")
+    assert backend.options.int8_keep == ("down_proj",)
+    completion = await_generate(backend, ask("the cat", max_tokens=6))
+    assert completion.usage.completion_tokens >= 1
+    assert backend.file is not None and ".int8-keep" in backend.file.name
+    graph = onnx.load(str(backend.file)).graph
+    floats = [n.name for n in graph.node if n.op_type == "MatMul" and "down_proj" in n.name]
+    assert len(floats) == 2  # the tiny Llama's two layers
+    assert not any(n.op_type == "MatMul" and "up_proj" in n.name for n in graph.node)
+    plain = ort(random_dir, onnx_cache, precision="int8")
+    plain.load()
+    assert plain.file is not None and plain.file != backend.file
+    assert not any(n.op_type == "MatMul" and "down_proj" in n.name
+                   for n in onnx.load(str(plain.file)).graph.node)
+    with pytest.raises(ValueError, match="match no MatMul"):
+        ort(random_dir, onnx_cache, precision="int8", int8_keep=("dwon_proj",)).load()
+    with pytest.raises(ValueError, match="needs precision"):
+        SmolLM2OnnxOptions(int8_keep=("down_proj",))
+
+
+def await_generate(backend: SmolLM2OnnxBackend, request: Request) -> Completion:
+    return anyio.run(generate, backend, request)

@@ -107,3 +107,31 @@ async def test_causal_lm_quality_is_perplexity(tmp_path_factory: pytest.TempPath
     assert quality["perplexity_before"] == pytest.approx(torch_ppl, rel=1e-4)
     assert quality["perplexity_delta"] == pytest.approx(
         quality["perplexity_after"] - quality["perplexity_before"])
+
+
+async def test_keep_leaves_the_named_products_float(tmp_path_factory: pytest.TempPathFactory,
+                                                    tmp_path: Path) -> None:
+    """``keep = ["down_proj"]``: those ``MatMul`` nodes stay float in the quantized file (a
+    larger one than plain int8) and quality is still measured; a fragment that matches no
+    ``MatMul`` is an error that names it."""
+    import onnx
+    from aieng_onnx import CAUSAL_TASK
+    from aieng_transformers.testing import random_llama
+
+    source = random_llama(tmp_path_factory.mktemp("llama-keep"))
+    folder, _ = exported(source, tmp_path_factory.mktemp("llama-keep-cache"), opset=18,
+                         task=CAUSAL_TASK)
+    plain = await OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path / "plain"))
+                                   ).aieng_quantize(str(folder), "int8")
+    kept = await OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path / "kept"),
+                                                 keep="down_proj")
+                                  ).aieng_quantize(str(folder), "int8")
+    assert plain is not None and kept is not None
+    assert plain.size_after < kept.size_after < kept.size_before
+    nodes = onnx.load(kept.model).graph.node
+    assert sum(n.op_type == "MatMul" and "down_proj" in n.name for n in nodes) == 2
+    assert "perplexity_after" in kept.quality
+    with pytest.raises(ValueError, match="dwon_proj"):
+        await OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path / "typo"),
+                                              keep=("dwon_proj",))
+                               ).aieng_quantize(str(folder), "int8")
