@@ -78,6 +78,9 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
         # int8 quantizes the weights (dynamically, per channel); the KV cache stays float32.
         return self.options.precision, "fp32"
 
+    def _kept_fp32(self) -> tuple[str, ...]:
+        return self.options.int8_keep if self.options.precision == "int8" else ()
+
     @property
     def providers(self) -> tuple[str, ...]:
         """The execution providers the session really got, best first (loads the model)."""

@@ -470,6 +470,14 @@ precision = "int8"
 max_batch = 2
 cache_dir = "{cache}"
 
+[components.kept]
+use = "smollm2-onnx"
+path = "{random_dir}"
+model = "kept"
+precision = "int8"
+int8_keep = ["down_proj"]
+cache_dir = "{cache}"
+
 [components.embedder]
 use = "minilm-onnx"
 path = "{bert_dir}"
@@ -487,6 +495,14 @@ cache_dir = "{cache}"
                                                          sequences=2)
     assert embedder["weights_bytes"] == footprint(bert_dir).parameters
     assert embedder["precision"] == "int8" and embedder["kv_cache_bytes"] == 0
+    # int8_keep: the down_proj weights (2 layers of intermediate x hidden) count 4 bytes.
+    from safetensors import safe_open
+
+    with safe_open(str(random_dir / "model.safetensors"), "np") as weights:
+        down = sum(int(np.prod(weights.get_slice(k).get_shape())) for k in weights.keys()
+                   if "down_proj" in k)
+    assert down > 0 and rows["kept"]["kept_fp32_parameters"] == down
+    assert rows["kept"]["weights_bytes"] == model.parameters + 3 * down
     assert not cache.exists()
 
 

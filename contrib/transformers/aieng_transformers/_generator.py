@@ -85,13 +85,18 @@ class SmolLM2Backend:
         weights, cache = (dtype, dtype) if dtype else self._precisions()
         estimate = memory_estimate(self.model, self.source(), precision=weights,
                                    kv_precision=cache, context=context,
-                                   sequences=self.options.max_batch)
+                                   sequences=self.options.max_batch,
+                                   keep_fp32=() if dtype else self._kept_fp32())
         if self.options.speculative == "draft" and self.options.draft_path is not None:
             draft = memory_estimate("draft", Path(self.options.draft_path).expanduser(),
                                     precision=cache, context=context)
             estimate["draft_bytes"] = draft["total_bytes"]
             estimate["total_bytes"] += draft["total_bytes"]
         return estimate
+
+    def _kept_fp32(self) -> tuple[str, ...]:
+        # Weight-name fragments kept float32 whatever the precision (aieng-onnx's int8_keep).
+        return ()
 
     def _precisions(self) -> tuple[str, str]:
         # The weights' and the KV cache's precision once loaded: float32 on the CPU, the

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["BYTES", "ModelFootprint", "footprint", "memory_estimate"]
+__all__ = ["BYTES", "ModelFootprint", "footprint", "memory_estimate", "parameters_named"]
 
 #: Bytes per weight, and per cached key or value, of the precisions an estimate knows.
 BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
@@ -73,11 +73,15 @@ class ModelFootprint:
 
 
 def memory_estimate(model: str, source: Path, *, precision: str, kv_precision: str | None = None,
-                    context: int | None = None, sequences: int = 1) -> dict[str, Any]:
+                    context: int | None = None, sequences: int = 1,
+                    keep_fp32: tuple[str, ...] = ()) -> dict[str, Any]:
     """What a backend's ``memory_estimate`` returns: its model id, the model's path, the
     precision of its weights and the figures of :meth:`ModelFootprint.estimate` for
     ``source`` (a folder or GGUF; only headers are read).
 
+    :param keep_fp32: fragments of weight names (Hugging Face's: ``down_proj``) kept in
+        float32 whatever ``precision`` says (aieng-onnx's ``int8_keep``); their weights
+        count 4 bytes each (``kept_fp32_parameters``).
     :raises ValueError: for an unknown precision or a path that is no model.
     """
     if precision not in BYTES or (kv_precision or precision) not in BYTES:
@@ -85,7 +89,37 @@ def memory_estimate(model: str, source: Path, *, precision: str, kv_precision: s
     figures = footprint(source).estimate(
         bytes_per_param=BYTES[precision], kv_bytes=BYTES[kv_precision or precision],
         context=context, sequences=sequences)
-    return {"model": model, "path": str(source), "precision": precision, **figures}
+    result = {"model": model, "path": str(source), "precision": precision, **figures}
+    if keep_fp32:
+        kept = parameters_named(source, keep_fp32)
+        extra = kept * (BYTES["fp32"] - BYTES[precision])
+        result.update(kept_fp32_parameters=kept, weights_bytes=figures["weights_bytes"] + extra,
+                      total_bytes=figures["total_bytes"] + extra)
+    return result
+
+
+#: Hugging Face weight-name fragments and the GGUF tensor names llama.cpp gives them.
+_GGUF_NAMES = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v",
+               "o_proj": "attn_output", "gate_proj": "ffn_gate", "up_proj": "ffn_up",
+               "down_proj": "ffn_down", "lm_head": "output.", "embed_tokens": "token_embd"}
+
+
+def parameters_named(source: Path, fragments: tuple[str, ...]) -> int:
+    """Weights of ``source`` (a folder's safetensors, or a GGUF, by llama.cpp's names for
+    Hugging Face's) in tensors whose names contain one of ``fragments``; headers only."""
+    sizes: dict[str, int] = {}
+    if source.is_file() and source.suffix.lower() == ".gguf":
+        read_gguf_header(source, sizes)
+        wanted = [_GGUF_NAMES.get(f, f) for f in fragments]
+    else:
+        for file in sorted(source.glob("*.safetensors")):
+            with file.open("rb") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                header = json.loads(handle.read(length))
+            sizes.update({k: math.prod(v["shape"]) for k, v in header.items()
+                          if k != "__metadata__"})
+        wanted = list(fragments)
+    return sum(size for name, size in sizes.items() if any(w in name for w in wanted))
 
 
 def footprint(path: Path) -> ModelFootprint:
@@ -148,9 +182,11 @@ _GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
 
 
-def read_gguf_header(path: Path) -> tuple[dict[str, Any], int]:
+def read_gguf_header(path: Path, tensor_sizes: dict[str, int] | None = None
+                     ) -> tuple[dict[str, Any], int]:
     """A GGUF's scalar metadata (arrays skipped) and its number of weights, read from the
-    header alone (gguf's own reader also parses every array, seconds for a vocabulary).
+    header alone (gguf's own reader also parses every array, seconds for a vocabulary);
+    ``tensor_sizes``, when given, receives each tensor's name and number of weights.
 
     :raises ValueError: when the file is not GGUF (version 2 or 3).
     """
@@ -212,11 +248,13 @@ def read_gguf_header(path: Path) -> tuple[dict[str, Any], int]:
         for _ in range(entries):
             key = string()
             meta[key] = value(unpack("<I"))
-        parameters = 0
+        sizes: dict[str, int] = {}
         for _ in range(tensors):
-            string()
+            name = string()
             dims = [unpack("<Q") for _ in range(unpack("<I"))]
             unpack("<I")  # the tensor type
             unpack("<Q")  # the data offset
-            parameters += math.prod(dims)
-        return meta, parameters
+            sizes[name] = math.prod(dims)
+        if tensor_sizes is not None:
+            tensor_sizes.update(sizes)
+        return meta, sum(sizes.values())
