@@ -1,4 +1,4 @@
-"""SmolLM2-135M on ONNX Runtime (``smollm2-onnx``, fp32 and int8) vs torch (``smollm2``).
+"""SmolLM2-135M on ONNX Runtime (``smollm2-onnx``: fp32, int8, q8, q4) vs torch (``smollm2``).
 
 The five retrieval-style prompts of ``smollm2_speed.py``, greedy, ``--max-tokens`` each,
 through the same decoding loop (aieng-transformers' ``Generation``): only the forward pass
@@ -6,7 +6,7 @@ differs. Per mode: generated tokens per second over the five prompts (the median
 ``--repeats`` runs, the modes interleaved within each repeat; a ratio is taken within a
 repeat, then the median), the median time to the first token (the prompt's pass plus the
 first choice), and CPU seconds per token (``time.process_time``). ORT fp32's ids are
-asserted identical to torch's; for int8 the share of prompts whose ids are identical and
+asserted identical to torch's; for int8, q8 and q4 the share of prompts whose ids are identical and
 the perplexity on held-out prose (``docs/user-guide.md``, as ``smollm2_quant.py``) beside
 fp32's. torch threads: ``torch.set_num_threads``; ONNX Runtime: ``intra_op_threads``.
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     quality: dict[str, Any] = {}
     for threads in args.threads:
         modes: dict[str, CausalLM] = {"torch fp32": torch_lm}
-        for precision in ("fp32", "int8"):
+        for precision in ("fp32", "int8", "q8", "q4"):
             started = time.perf_counter()
             backend = SmolLM2OnnxBackend(SmolLM2OnnxOptions(
                 precision=precision, cache_dir=cache, providers=("cpu",),

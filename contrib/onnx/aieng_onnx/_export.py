@@ -24,11 +24,12 @@ from pathlib import Path
 
 import structlog
 
-from ._quantize import matmuls_named, optimize_bert, quantize_int8
+from ._quantize import NBITS_BLOCK, matmuls_named, optimize_bert, quantize_int8, quantize_nbits
 
 __all__ = ["BERT_FUSION_LEVEL", "CAUSAL_TASK", "ENCODER_TASK", "EXPORT_FILE", "KEEP_INPUT",
            "export_key", "exported", "finite_attention_masks", "int8_variant",
-           "keep_logits_input", "optimized_variant", "scratch_name", "weights_size"]
+           "keep_logits_input", "optimized_variant", "quantized_variant", "scratch_name",
+           "weights_size"]
 
 log = structlog.get_logger(__name__)
 
@@ -317,26 +318,47 @@ def int8_variant(folder: Path, source: Path | None = None, *,
         file's name then carries a digest of them (``.int8-keep<digest>.``).
     :raises ValueError: when a fragment matches no ``MatMul``.
     """
+    return quantized_variant(folder, source, precision="int8", keep=keep)
+
+
+def quantized_variant(folder: Path, source: Path | None = None, *, precision: str,
+                      keep: Sequence[str] = ()) -> Path:
+    """The quantized file of ``source`` (default ``folder/model.onnx``) beside it, made now
+    unless present; blocking.
+
+    :param precision: ``int8`` (dynamic, per-channel weights: ``.int8.``), or ``q8`` /
+        ``q4`` (block-wise weight-only ``MatMulNBits``, 8 or 4 bits, a scale per 32
+        weights: ``.q8b32.`` / ``.q4b32.``); the name ends ``.ort<version>.onnx``.
+    :param keep: ``MatMul`` name fragments whose nodes stay float32 (``-keep<digest>``
+        in the name).
+    :raises ValueError: for another precision, or a fragment that matches no ``MatMul``.
+    """
+    schemes = {"int8": "int8", "q8": f"q8b{NBITS_BLOCK}", "q4": f"q4b{NBITS_BLOCK}"}
+    if precision not in schemes:
+        raise ValueError(f"unknown precision {precision!r}; known: {sorted(schemes)}")
     source = source if source is not None else folder / EXPORT_FILE
     version = _ort_version()
     stem = source.stem.removesuffix(f".ort{version}")
-    scheme = "int8"
+    scheme = schemes[precision]
     if keep:
         digest = hashlib.sha256("\n".join(sorted(set(keep))).encode()).hexdigest()[:8]
-        scheme = f"int8-keep{digest}"
+        scheme = f"{scheme}-keep{digest}"
     target = source.parent / f"{stem}.{scheme}.ort{version}.onnx"
     kept = matmuls_named(source, keep) if keep else []
     if target.is_file():
         return target
     started = time.perf_counter()
-    scratch = scratch_name(source.parent, "int8", ".onnx")
+    scratch = scratch_name(source.parent, precision, ".onnx")
     try:
-        quantize_int8(source, scratch, keep=kept)
+        if precision == "int8":
+            quantize_int8(source, scratch, keep=kept)
+        else:
+            quantize_nbits(source, scratch, bits=int(precision[1:]), keep=kept)
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)
-    log.info("onnx.quantized", folder=str(folder), file=target.name, kept_fp32=len(kept),
-             seconds=round(time.perf_counter() - started, 3))
+    log.info("onnx.quantized", folder=str(folder), file=target.name, precision=precision,
+             kept_fp32=len(kept), seconds=round(time.perf_counter() - started, 3))
     return target
 
 

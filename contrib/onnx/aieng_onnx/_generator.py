@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import structlog
 from aieng_transformers import SmolLM2Backend
 
-from ._export import CAUSAL_TASK, EXPORT_FILE, exported, int8_variant
+from ._export import CAUSAL_TASK, EXPORT_FILE, exported, quantized_variant
 from ._options import PROVIDERS, SmolLM2OnnxOptions
 from ._paths import cache_root
 from ._runtime import open_session
@@ -56,8 +56,9 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
         cache = cache_root(options.cache_dir)
         target, self.exported = exported(folder, cache, opset=options.opset, task=CAUSAL_TASK)
         file = target / EXPORT_FILE
-        if options.precision == "int8":
-            file = int8_variant(target, file, keep=options.int8_keep)
+        if options.precision != "fp32":
+            file = quantized_variant(target, file, precision=options.precision,
+                                     keep=options.int8_keep)
         session = open_session(file, providers=options.providers,
                                threads=options.intra_op_threads, cache=cache)
         lm = causal_lm(session, target, template=options.chat_template,
@@ -79,7 +80,7 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
         return self.options.precision, "fp32"
 
     def _kept_fp32(self) -> tuple[str, ...]:
-        return self.options.int8_keep if self.options.precision == "int8" else ()
+        return self.options.int8_keep if self.options.precision != "fp32" else ()
 
     @property
     def providers(self) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["matmuls_named", "optimize_bert", "quantize_int8"]
+__all__ = ["NBITS_BLOCK", "matmuls_named", "optimize_bert", "quantize_int8", "quantize_nbits"]
 
 
 def quantize_int8(source: Path, target: Path, *, keep: Sequence[str] = ()) -> None:
@@ -27,6 +27,34 @@ def quantize_int8(source: Path, target: Path, *, keep: Sequence[str] = ()) -> No
     quantize_dynamic(str(source), str(target), per_channel=True,
                      weight_type=QuantType.QInt8, nodes_to_exclude=list(keep),
                      extra_options={"DefaultTensorType": TensorProto.FLOAT})
+
+
+#: Weights per scale of the block-wise (``MatMulNBits``) quantization.
+NBITS_BLOCK = 32
+
+
+def quantize_nbits(source: Path, target: Path, *, bits: int, keep: Sequence[str] = ()) -> None:
+    """Write ``source`` with its ``MatMul`` weights quantized block-wise to ``target``:
+    ``bits`` (8 or 4) per weight, symmetric, one float scale per :data:`NBITS_BLOCK`
+    weights along the input axis, as ONNX Runtime's ``MatMulNBits`` operator;
+    activations stay float and are quantized per block at run time for the int8 product
+    (``accuracy_level`` 4). Weight-only and block-wise, so an outlier costs its block of
+    32, not the whole tensor as with dynamic quantization's one activation scale;
+    blocking.
+
+    :param keep: names of ``MatMul`` nodes left in float32.
+    """
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (  # type: ignore[import-untyped]
+        MatMulNBitsQuantizer,
+    )
+
+    model = onnx.load(str(source))
+    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=NBITS_BLOCK,
+                                     is_symmetric=True, accuracy_level=4,
+                                     nodes_to_exclude=list(keep))
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
 
 
 def matmuls_named(model: Path, patterns: Sequence[str]) -> list[str]:

@@ -111,7 +111,7 @@ def generate(prompt: str, max_tokens: int, temperature: float, seed: int | None,
 @click.option("--context", default=None, type=click.IntRange(min=1),
               help="Context length for the KV-cache estimate (default: the model's own).")
 @click.option("--dtype", "bytes_per_param", default=None,
-              type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+              type=click.Choice(["fp32", "fp16", "bf16", "int8", "q8", "q4"]),
               help="Precision of the weights and the KV cache in the estimate (default: "
                    "fp32; for a PIPELINE, each component's own).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")

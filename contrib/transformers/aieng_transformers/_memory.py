@@ -18,8 +18,10 @@ import attrs
 
 __all__ = ["BYTES", "ModelFootprint", "footprint", "memory_estimate", "parameters_named"]
 
-#: Bytes per weight, and per cached key or value, of the precisions an estimate knows.
-BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+#: Bytes per weight, and per cached key or value, of the precisions an estimate knows
+#: (``q8`` / ``q4``: block-wise weights with a float32 scale per 32 of them).
+BYTES: dict[str, float] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "q8": 1 + 4 / 32,
+                           "q4": 0.5 + 4 / 32}
 
 
 @attrs.frozen
@@ -42,18 +44,18 @@ class ModelFootprint:
     head_dim: int
     context: int | None
 
-    def kv_cache_bytes(self, *, bytes_per_param: int, context: int | None = None,
+    def kv_cache_bytes(self, *, bytes_per_param: float, context: int | None = None,
                        sequences: int = 1) -> int:
         """2 x layers x kv_heads x head_dim x context x bytes, per sequence held at once
         (0 for an encoder)."""
         if self.context is None:
             return 0
         tokens = context if context is not None else self.context
-        return 2 * self.layers * self.kv_heads * self.head_dim * tokens * bytes_per_param \
-            * sequences
+        return int(2 * self.layers * self.kv_heads * self.head_dim * tokens * bytes_per_param
+                   * sequences)
 
-    def estimate(self, *, bytes_per_param: int, context: int | None = None,
-                 kv_bytes: int | None = None, sequences: int = 1) -> dict[str, Any]:
+    def estimate(self, *, bytes_per_param: float, context: int | None = None,
+                 kv_bytes: float | None = None, sequences: int = 1) -> dict[str, Any]:
         """The figures ``aieng models`` prints (bytes; the context the KV cache assumes).
 
         :param bytes_per_param: bytes per weight.
@@ -61,7 +63,7 @@ class ModelFootprint:
         :param sequences: sequences whose KV caches are held at once (a backend's
             ``max_batch``).
         """
-        weights = self.parameters * bytes_per_param
+        weights = int(self.parameters * bytes_per_param)
         kv = self.kv_cache_bytes(
             bytes_per_param=bytes_per_param if kv_bytes is None else kv_bytes,
             context=context, sequences=sequences)
@@ -92,7 +94,7 @@ def memory_estimate(model: str, source: Path, *, precision: str, kv_precision: s
     result = {"model": model, "path": str(source), "precision": precision, **figures}
     if keep_fp32:
         kept = parameters_named(source, keep_fp32)
-        extra = kept * (BYTES["fp32"] - BYTES[precision])
+        extra = int(kept * (BYTES["fp32"] - BYTES[precision]))
         result.update(kept_fp32_parameters=kept, weights_bytes=figures["weights_bytes"] + extra,
                       total_bytes=figures["total_bytes"] + extra)
     return result
