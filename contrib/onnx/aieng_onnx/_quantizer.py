@@ -17,7 +17,7 @@ from ._embedder import load_tokenizer
 from ._export import EXPORT_FILE, scratch_name, weights_size
 from ._options import OrtInt8Options
 from ._paths import ModelNotFound
-from ._quantize import matmuls_named, quantize_int8
+from ._quantize import matmuls_named, quantize_int8, quantize_nbits
 from ._runtime import OnnxEncoder, open_session
 
 if TYPE_CHECKING:
@@ -40,12 +40,19 @@ QUALITY_SENTENCES = (
 )
 
 
+#: The schemes ``ort-int8`` makes: dynamic int8, block-wise q8 / q4 (``MatMulNBits``).
+SCHEMES = ("int8", "q8", "q4")
+
+
 class OrtInt8Quantizer:
     """Quantizes an ONNX model (a ``.onnx`` file, or a folder holding ``model.onnx``) with
     ONNX Runtime's dynamic quantization: int8 weights with one scale per output channel,
     activations quantized at run time.
 
-    The result is ``<name>.int8.onnx`` beside the source (or in ``output_dir``). When the
+    Schemes ``q8`` and ``q4`` quantize block-wise instead (ONNX Runtime's
+    ``MatMulNBits``: 8 or 4 bits per weight, a scale per 32; see ``smollm2-onnx``).
+
+    The result is ``<name>.<scheme>.onnx`` beside the source (or in ``output_dir``). When the
     model is an encoder (a ``config.json`` and a tokenizer beside it, ``last_hidden_state``
     out), ``quality`` holds the mean and the lowest cosine between the fp32 and int8
     mean-pooled embeddings of :data:`QUALITY_SENTENCES`; when it is a causal LM exported
@@ -101,33 +108,40 @@ class OrtInt8Quantizer:
         return {"perplexity_before": before_ppl, "perplexity_after": after_ppl,
                 "perplexity_delta": after_ppl - before_ppl}
 
-    def quantize(self, source: Path) -> QuantizeResult:
-        """Quantize ``source`` (an ``.onnx`` file) now; blocking."""
+    def quantize(self, source: Path, scheme: str = "int8") -> QuantizeResult:
+        """Quantize ``source`` (an ``.onnx`` file) now with ``scheme`` (``int8``, ``q8``
+        or ``q4``); blocking."""
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}; ort-int8 makes {list(SCHEMES)}")
         started = time.perf_counter()
         folder = Path(self.options.output_dir).expanduser() if self.options.output_dir \
             else source.parent
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{source.stem}.int8.onnx"
-        scratch = scratch_name(folder, "int8", ".onnx")
+        target = folder / f"{source.stem}.{scheme}.onnx"
+        scratch = scratch_name(folder, scheme, ".onnx")
+        keep = matmuls_named(source, self.options.keep) if self.options.keep else ()
         try:
-            quantize_int8(source, scratch, keep=matmuls_named(source, self.options.keep)
-                          if self.options.keep else ())
+            if scheme == "int8":
+                quantize_int8(source, scratch, keep=keep)
+            else:
+                quantize_nbits(source, scratch, bits=int(scheme[1:]), keep=keep)
             os.replace(scratch, target)
         finally:
             scratch.unlink(missing_ok=True)
-        result = QuantizeResult(model=str(target), scheme="int8",
+        result = QuantizeResult(model=str(target), scheme=scheme,
                                 size_before=weights_size(source),
                                 size_after=weights_size(target),
                                 quality=self.quality(source, target))
-        log.info("model.quantized", source=str(source), model=result.model, scheme="int8",
+        log.info("model.quantized", source=str(source), model=result.model, scheme=scheme,
                  size_before=result.size_before, size_after=result.size_after,
                  quality=result.quality, seconds=round(time.perf_counter() - started, 3))
         return result
 
     @hookimpl
     async def aieng_quantize(self, model: str, scheme: str) -> QuantizeResult | None:
-        """``int8`` on an ONNX model (``None`` for other schemes and non-ONNX models)."""
-        if scheme != "int8":
+        """``int8`` (dynamic, per-channel), ``q8`` or ``q4`` (block-wise ``MatMulNBits``)
+        on an ONNX model (``None`` for other schemes and non-ONNX models)."""
+        if scheme not in SCHEMES:
             return None
         path = Path(model).expanduser()
         source = path / EXPORT_FILE if path.is_dir() else path
@@ -136,4 +150,5 @@ class OrtInt8Quantizer:
         if not source.is_file():
             raise ModelNotFound(f"no ONNX model at {str(source)!r}: export one first "
                                 "(the `minilm-onnx` component caches its export)")
-        return await anyio.to_thread.run_sync(self.quantize, source, abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(self.quantize, source, scheme,
+                                              abandon_on_cancel=True)

@@ -41,6 +41,38 @@ class TestOrtInt8Conformance(QuantizerSuite):
         return "int8"
 
 
+class TestOrtQ8Conformance(TestOrtInt8Conformance):
+    """And with the block-wise ``q8`` scheme."""
+
+    @pytest.fixture
+    def scheme(self) -> str:
+        return "q8"
+
+
+async def test_blockwise_schemes_on_a_causal_lm(tmp_path_factory: pytest.TempPathFactory,
+                                                tmp_path: Path) -> None:
+    """``q8`` / ``q4`` on a causal export: ``MatMulNBits`` files of their own, smaller than
+    fp32's, with the perplexity before and after measured (q8 within 0.1 % on the tiny
+    Llama)."""
+    import onnx
+    from aieng_onnx import CAUSAL_TASK
+    from aieng_transformers.testing import random_llama
+
+    source = random_llama(tmp_path_factory.mktemp("llama-q"))
+    folder, _ = exported(source, tmp_path_factory.mktemp("llama-q-cache"), opset=18,
+                         task=CAUSAL_TASK)
+    quantizer = OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path)))
+    for scheme in ("q8", "q4"):
+        result = await quantizer.aieng_quantize(str(folder), scheme)
+        assert result is not None and result.scheme == scheme
+        assert result.model == str(tmp_path / f"model.{scheme}.onnx")
+        assert result.size_after < result.size_before
+        assert any(n.op_type == "MatMulNBits" for n in onnx.load(result.model).graph.node)
+        if scheme == "q8":
+            assert result.quality["perplexity_after"] == pytest.approx(
+                result.quality["perplexity_before"], rel=1e-3)
+
+
 async def test_encoder_quality_is_measured(tiny_export: Path, tmp_path: Path) -> None:
     """An encoder's folder gives the cosine between fp32 and int8 embeddings, and the
     quantized file lands in ``output_dir``."""
