@@ -12,7 +12,7 @@ fp32's. torch threads: ``torch.set_num_threads``; ONNX Runtime: ``intra_op_threa
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/smollm2_ort.py --threads 1 --json out.json
 
-``--int8-keep down_proj`` adds int8 with those products left in float32 (``int8_keep``).
+``--keep-fp32 down_proj`` adds int8 with those products left in float32 (``keep_fp32``).
 ``--io-binding`` adds fp32 with the KV cache kept in ONNX Runtime's memory between passes
 (``io_binding = true``: the GPU providers' default), its ids asserted identical too.
 """
@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--io-binding", action="store_true",
                         help="add 'ORT fp32 bound': the KV cache kept in ONNX Runtime's "
                              "memory between passes (I/O binding), as on a GPU provider")
-    parser.add_argument("--int8-keep", nargs="+", metavar="FRAGMENT", default=None,
+    parser.add_argument("--keep-fp32", nargs="+", metavar="FRAGMENT", default=None,
                         help="add 'ORT int8 keep': int8 with these MatMuls left float32 "
-                             "(int8_keep, e.g. down_proj)")
+                             "(keep_fp32, e.g. down_proj)")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     cache = args.cache_dir or tempfile.mkdtemp(prefix="aieng-bench-")
@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             modes[f"ORT {precision}"] = backend.load()
             print(f"ORT {precision} x{threads}: loaded in {time.perf_counter() - started:.1f} s "
                   f"(exported: {backend.exported})", file=sys.stderr)
-        if args.int8_keep:
+        if args.keep_fp32:
             modes["ORT int8 keep"] = SmolLM2OnnxBackend(SmolLM2OnnxOptions(
-                precision="int8", int8_keep=tuple(args.int8_keep), cache_dir=cache,
+                precision="int8", keep_fp32=tuple(args.keep_fp32), cache_dir=cache,
                 providers=("cpu",), intra_op_threads=threads)).load()
         if args.io_binding:
             modes["ORT fp32 bound"] = SmolLM2OnnxBackend(SmolLM2OnnxOptions(

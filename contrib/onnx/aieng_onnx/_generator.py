@@ -58,7 +58,7 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
         file = target / EXPORT_FILE
         if options.precision != "fp32":
             file = quantized_variant(target, file, precision=options.precision,
-                                     keep=options.int8_keep)
+                                     keep=options.keep_fp32)
         session = open_session(file, providers=options.providers,
                                threads=options.intra_op_threads, cache=cache)
         lm = causal_lm(session, target, template=options.chat_template,
@@ -80,7 +80,7 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
         return self.options.precision, "fp32"
 
     def _kept_fp32(self) -> tuple[str, ...]:
-        return self.options.int8_keep if self.options.precision != "fp32" else ()
+        return self.options.keep_fp32 if self.options.precision != "fp32" else ()
 
     @property
     def providers(self) -> tuple[str, ...]:

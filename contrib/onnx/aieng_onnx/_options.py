@@ -96,16 +96,16 @@ class OrtInt8Options:
     """Options of the ``ort-int8`` quantizer.
 
     :param output_dir: where quantized models go; by default beside the source model, as
-        ``<name>.int8.onnx``.
+        ``<name>.<scheme>.onnx``.
     :param intra_op_threads: ONNX Runtime's threads when measuring quality.
-    :param keep: fragments of ``MatMul`` node names whose products stay float32 (as
-        ``smollm2-onnx``'s ``int8_keep``; e.g. ``["down_proj"]``); one matching no
-        ``MatMul`` is an error.
+    :param keep_fp32: fragments of ``MatMul`` node names whose products stay float32 (as
+        ``smollm2-onnx``'s and aieng-transformers' ``torch-int8``'s ``keep_fp32``; e.g.
+        ``["down_proj"]``); one matching no ``MatMul`` is an error.
     """
 
     output_dir: str | None = attrs.field(default=None, validator=_opt_str)
     intra_op_threads: int = attrs.field(default=1, validator=_positive)
-    keep: tuple[str, ...] = attrs.field(
+    keep_fp32: tuple[str, ...] = attrs.field(
         default=(), converter=_providers,
         validator=v.deep_iterable(v.and_(v.instance_of(str), v.min_len(1))))
 
@@ -126,7 +126,7 @@ class SmolLM2OnnxOptions(SmolLM2Options):
         ``cpu``); the session keeps those it can load.
     :param intra_op_threads: ONNX Runtime's threads per operator.
     :param opset: the ONNX opset of the export.
-    :param int8_keep: with a quantized ``precision``, fragments of ``MatMul`` node names
+    :param keep_fp32: with a quantized ``precision``, fragments of ``MatMul`` node names
         whose products stay float32, e.g. ``["down_proj"]``: the MLP's output projection,
         whose inputs carry the outlier activations that one dynamic scale per tensor
         rounds worst (SmolLM2: perplexity 62.1 → 40.7, fp32 37.7, for +80 MB and less of
@@ -147,14 +147,14 @@ class SmolLM2OnnxOptions(SmolLM2Options):
         validator=[v.deep_iterable(v.in_(tuple(PROVIDERS))), v.min_len(1)])
     intra_op_threads: int = attrs.field(default=1, validator=_positive)
     opset: int = attrs.field(default=18, validator=[v.instance_of(int), v.ge(14), v.le(23)])
-    int8_keep: tuple[str, ...] = attrs.field(
+    keep_fp32: tuple[str, ...] = attrs.field(
         default=(), converter=_providers,
         validator=v.deep_iterable(v.and_(v.instance_of(str), v.min_len(1))))
     io_binding: bool | None = attrs.field(default=None, validator=v.optional(v.instance_of(bool)))
 
     def __attrs_post_init__(self) -> None:
-        if self.int8_keep and self.precision == "fp32":
-            raise ValueError("int8_keep names products kept float32 in a quantized model: it "
+        if self.keep_fp32 and self.precision == "fp32":
+            raise ValueError("keep_fp32 names products kept float32 in a quantized model: it "
                              "needs precision = 'int8', 'q8' or 'q4'")
         if self.speculative == "draft" and self.draft_path is None:
             raise ValueError("speculative = 'draft' on ONNX Runtime needs draft_path (a "

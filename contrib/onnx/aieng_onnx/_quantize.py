@@ -69,7 +69,7 @@ def matmuls_named(model: Path, patterns: Sequence[str]) -> list[str]:
              if node.op_type == "MatMul"]
     unmatched = [p for p in patterns if not any(p in name for name in names)]
     if unmatched:
-        raise ValueError(f"int8_keep {unmatched} match no MatMul of {model.name} (its "
+        raise ValueError(f"keep_fp32 {unmatched} match no MatMul of {model.name} (its "
                          f"MatMuls are named like {names[:3]})")
     return [name for name in names if any(p in name for p in patterns)]
 

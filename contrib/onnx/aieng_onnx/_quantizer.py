@@ -119,7 +119,8 @@ class OrtInt8Quantizer:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{source.stem}.{scheme}.onnx"
         scratch = scratch_name(folder, scheme, ".onnx")
-        keep = matmuls_named(source, self.options.keep) if self.options.keep else ()
+        keep = matmuls_named(source, self.options.keep_fp32) \
+            if self.options.keep_fp32 else ()
         try:
             if scheme == "int8":
                 quantize_int8(source, scratch, keep=keep)

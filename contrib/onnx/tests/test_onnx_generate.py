@@ -475,7 +475,7 @@ use = "smollm2-onnx"
 path = "{random_dir}"
 model = "kept"
 precision = "int8"
-int8_keep = ["down_proj"]
+keep_fp32 = ["down_proj"]
 cache_dir = "{cache}"
 
 [components.embedder]
@@ -495,7 +495,7 @@ cache_dir = "{cache}"
                                                          sequences=2)
     assert embedder["weights_bytes"] == footprint(bert_dir).parameters
     assert embedder["precision"] == "int8" and embedder["kv_cache_bytes"] == 0
-    # int8_keep: the down_proj weights (2 layers of intermediate x hidden) count 4 bytes.
+    # keep_fp32: the down_proj weights (2 layers of intermediate x hidden) count 4 bytes.
     from safetensors import safe_open
 
     with safe_open(str(random_dir / "model.safetensors"), "np") as weights:
@@ -549,15 +549,15 @@ def test_finite_masks_drop_the_nan_guards(random_dir: Path, tmp_path: Path) -> N
     np.testing.assert_array_equal(after[real], before[real])
 
 
-def test_int8_keeps_the_named_products_in_float32(random_dir: Path, onnx_cache: Path) -> None:
-    """``int8_keep = ["down_proj"]``: the MLP output projections stay float ``MatMul`` nodes
+def test_keep_fp32s_the_named_products_in_float32(random_dir: Path, onnx_cache: Path) -> None:
+    """``keep_fp32 = ["down_proj"]``: the MLP output projections stay float ``MatMul`` nodes
     in a file of their own beside the plain int8 one, every other product is quantized,
-    and the model generates; a fragment that matches nothing, or ``int8_keep`` without
+    and the model generates; a fragment that matches nothing, or ``keep_fp32`` without
     int8, is refused by name."""
     import onnx
 
-    backend = ort(random_dir, onnx_cache, precision="int8", int8_keep="down_proj")
-    assert backend.options.int8_keep == ("down_proj",)
+    backend = ort(random_dir, onnx_cache, precision="int8", keep_fp32="down_proj")
+    assert backend.options.keep_fp32 == ("down_proj",)
     completion = await_generate(backend, ask("the cat", max_tokens=6))
     assert completion.usage.completion_tokens >= 1
     assert backend.file is not None and ".int8-keep" in backend.file.name
@@ -571,9 +571,9 @@ def test_int8_keeps_the_named_products_in_float32(random_dir: Path, onnx_cache: 
     assert not any(n.op_type == "MatMul" and "down_proj" in n.name
                    for n in onnx.load(str(plain.file)).graph.node)
     with pytest.raises(ValueError, match="match no MatMul"):
-        ort(random_dir, onnx_cache, precision="int8", int8_keep=("dwon_proj",)).load()
+        ort(random_dir, onnx_cache, precision="int8", keep_fp32=("dwon_proj",)).load()
     with pytest.raises(ValueError, match="needs precision"):
-        SmolLM2OnnxOptions(int8_keep=("down_proj",))
+        SmolLM2OnnxOptions(keep_fp32=("down_proj",))
 
 
 def await_generate(backend: SmolLM2OnnxBackend, request: Request) -> Completion:
@@ -587,7 +587,7 @@ def test_blockwise_precisions(random_dir: Path, onnx_cache: Path,
     """``q8`` / ``q4``: every ``MatMul`` by a stored weight becomes ONNX Runtime's
     block-wise ``MatMulNBits`` (``bits`` per weight, a scale per 32) in a file made once
     beside the export, smaller than fp32's; perplexity stays within ``tolerance`` of fp32's (the tiny model's
-    figures: +0.006 % and +0.06 %) and the model generates. With ``int8_keep`` the named
+    figures: +0.006 % and +0.06 %) and the model generates. With ``keep_fp32`` the named
     products stay float ``MatMul`` nodes."""
     import onnx
 
@@ -606,7 +606,7 @@ def test_blockwise_precisions(random_dir: Path, onnx_cache: Path,
     assert {a.i for n in blocked for a in n.attribute if a.name == "bits"} == {bits}
     assert {a.i for n in blocked for a in n.attribute if a.name == "block_size"} == {32}
     assert await_generate(backend, ask("the cat", max_tokens=5)).usage.completion_tokens >= 1
-    kept = ort(random_dir, onnx_cache, precision=precision, int8_keep=("down_proj",))
+    kept = ort(random_dir, onnx_cache, precision=precision, keep_fp32=("down_proj",))
     kept.load()
     assert kept.file is not None and kept.file != backend.file
     assert sum(n.op_type == "MatMul" and "down_proj" in n.name

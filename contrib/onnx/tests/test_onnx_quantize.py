@@ -143,7 +143,7 @@ async def test_causal_lm_quality_is_perplexity(tmp_path_factory: pytest.TempPath
 
 async def test_keep_leaves_the_named_products_float(tmp_path_factory: pytest.TempPathFactory,
                                                     tmp_path: Path) -> None:
-    """``keep = ["down_proj"]``: those ``MatMul`` nodes stay float in the quantized file (a
+    """``keep_fp32 = ["down_proj"]``: those ``MatMul`` nodes stay float in the quantized file (a
     larger one than plain int8) and quality is still measured; a fragment that matches no
     ``MatMul`` is an error that names it."""
     import onnx
@@ -156,7 +156,7 @@ async def test_keep_leaves_the_named_products_float(tmp_path_factory: pytest.Tem
     plain = await OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path / "plain"))
                                    ).aieng_quantize(str(folder), "int8")
     kept = await OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path / "kept"),
-                                                 keep="down_proj")
+                                                 keep_fp32="down_proj")
                                   ).aieng_quantize(str(folder), "int8")
     assert plain is not None and kept is not None
     assert plain.size_after < kept.size_after < kept.size_before
@@ -165,5 +165,5 @@ async def test_keep_leaves_the_named_products_float(tmp_path_factory: pytest.Tem
     assert "perplexity_after" in kept.quality
     with pytest.raises(ValueError, match="dwon_proj"):
         await OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path / "typo"),
-                                              keep=("dwon_proj",))
+                                              keep_fp32=("dwon_proj",))
                                ).aieng_quantize(str(folder), "int8")

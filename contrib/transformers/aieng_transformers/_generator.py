@@ -95,7 +95,7 @@ class SmolLM2Backend:
         return estimate
 
     def _kept_fp32(self) -> tuple[str, ...]:
-        # Weight-name fragments kept float32 whatever the precision (aieng-onnx's int8_keep).
+        # Weight-name fragments kept float32 whatever the precision (aieng-onnx's keep_fp32).
         return ()
 
     def _precisions(self) -> tuple[str, str]:

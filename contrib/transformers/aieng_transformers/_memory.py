@@ -82,7 +82,7 @@ def memory_estimate(model: str, source: Path, *, precision: str, kv_precision: s
     ``source`` (a folder or GGUF; only headers are read).
 
     :param keep_fp32: fragments of weight names (Hugging Face's: ``down_proj``) kept in
-        float32 whatever ``precision`` says (aieng-onnx's ``int8_keep``); their weights
+        float32 whatever ``precision`` says (aieng-onnx's ``keep_fp32``); their weights
         count 4 bytes each (``kept_fp32_parameters``).
     :raises ValueError: for an unknown precision or a path that is no model.
     """
