@@ -271,27 +271,25 @@ class OrtCausalModel:
                 raise ValueError("the cache was made by a model with other I/O binding")
         # No lock here: the decoding loop holds its model's lock around each call, and an
         # ONNX Runtime session may run from several threads anyway.
+        if not past_values:  # the first pass: no position cached yet
+            empty = np.zeros((batch, self._empty_shape[0], 0, self._empty_shape[1]),
+                             dtype=self._dtype)
+            feed.update(dict.fromkeys(self._past, empty))
         if self.cache_ops is None:
             if past_values:
                 feed.update(zip(self._past, past_values, strict=True))
-            else:
-                empty = np.zeros((batch, self._empty_shape[0], 0, self._empty_shape[1]),
-                                 dtype=self._dtype)
-                feed.update(dict.fromkeys(self._past, empty))
             logits, *present = self.session.run(self._outputs, feed)
         else:
-            logits, present = self._run_bound(feed, past_values, batch)
+            logits, present = self._run_bound(feed, past_values)
         if logits_to_keep and logits.shape[1] > logits_to_keep:
             logits = logits[:, -logits_to_keep:]
         return OrtOutput(torch.from_numpy(np.ascontiguousarray(logits)),
                          OrtCache(present, self.cache_ops) if use_cache else None)
 
-    def _run_bound(self, feed: dict[str, Any], past: Sequence[Any],
-                   batch: int) -> tuple[Any, list[Any]]:
-        """One pass with I/O binding: the small inputs copied from the host, the past bound
-        where it lives, the present left on the session's device, the logits on the host."""
-        import numpy as np
-
+    def _run_bound(self, feed: dict[str, Any], past: Sequence[Any]) -> tuple[Any, list[Any]]:
+        """One pass with I/O binding: the host arrays of ``feed`` copied in (the first
+        pass's empty past among them), ``past`` bound where it lives, the present left on
+        the session's device, the logits on the host."""
         device, index = self.session_device
         binding = self.session.io_binding()
         for name, array in feed.items():
@@ -299,11 +297,6 @@ class OrtCausalModel:
         if past:
             for name, value in zip(self._past, past, strict=True):
                 binding.bind_ortvalue_input(name, value)
-        else:
-            empty = np.zeros((batch, self._empty_shape[0], 0, self._empty_shape[1]),
-                             dtype=self._dtype)
-            for name in self._past:
-                binding.bind_cpu_input(name, empty)
         binding.bind_output("logits", "cpu")
         for name in self._present:
             binding.bind_output(name, device, index)

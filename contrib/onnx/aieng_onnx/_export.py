@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from ._quantize import NBITS_BLOCK, matmuls_named, optimize_bert, quantize_int8, quantize_nbits
+from ._quantize import NBITS_BLOCK, matmuls_named, optimize_bert, quantize
 
 __all__ = ["BERT_FUSION_LEVEL", "CAUSAL_TASK", "ENCODER_TASK", "EXPORT_FILE", "KEEP_INPUT",
            "export_key", "exported", "finite_attention_masks", "int8_variant",
@@ -350,10 +350,7 @@ def quantized_variant(folder: Path, source: Path | None = None, *, precision: st
     started = time.perf_counter()
     scratch = scratch_name(source.parent, precision, ".onnx")
     try:
-        if precision == "int8":
-            quantize_int8(source, scratch, keep=kept)
-        else:
-            quantize_nbits(source, scratch, bits=int(precision[1:]), keep=kept)
+        quantize(source, scratch, precision, keep=kept)
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)

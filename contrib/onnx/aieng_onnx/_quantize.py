@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["NBITS_BLOCK", "matmuls_named", "optimize_bert", "quantize_int8", "quantize_nbits"]
+__all__ = ["NBITS_BLOCK", "SCHEMES", "matmuls_named", "optimize_bert", "quantize",
+           "quantize_int8", "quantize_nbits"]
 
 
 def quantize_int8(source: Path, target: Path, *, keep: Sequence[str] = ()) -> None:
@@ -55,6 +56,24 @@ def quantize_nbits(source: Path, target: Path, *, bits: int, keep: Sequence[str]
                                      nodes_to_exclude=list(keep))
     quantizer.process()
     quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+
+
+#: The quantization schemes: dynamic int8, block-wise q8 / q4 (``MatMulNBits``).
+SCHEMES = ("int8", "q8", "q4")
+
+
+def quantize(source: Path, target: Path, scheme: str, *, keep: Sequence[str] = ()) -> None:
+    """Write ``source`` quantized with ``scheme`` (one of :data:`SCHEMES`) to ``target``:
+    :func:`quantize_int8` or :func:`quantize_nbits`; blocking.
+
+    :raises ValueError: for another scheme.
+    """
+    if scheme == "int8":
+        quantize_int8(source, target, keep=keep)
+    elif scheme in SCHEMES:
+        quantize_nbits(source, target, bits=int(scheme[1:]), keep=keep)
+    else:
+        raise ValueError(f"unknown scheme {scheme!r}; known: {list(SCHEMES)}")
 
 
 def matmuls_named(model: Path, patterns: Sequence[str]) -> list[str]:

@@ -17,7 +17,7 @@ from ._embedder import load_tokenizer
 from ._export import EXPORT_FILE, scratch_name, weights_size
 from ._options import OrtInt8Options
 from ._paths import ModelNotFound
-from ._quantize import matmuls_named, quantize_int8, quantize_nbits
+from ._quantize import SCHEMES, matmuls_named, quantize
 from ._runtime import OnnxEncoder, open_session
 
 if TYPE_CHECKING:
@@ -38,10 +38,6 @@ QUALITY_SENTENCES = (
     "The weather in Zürich was cold and clear.",
     "Quantization trades a little accuracy for smaller, faster models.",
 )
-
-
-#: The schemes ``ort-int8`` makes: dynamic int8, block-wise q8 / q4 (``MatMulNBits``).
-SCHEMES = ("int8", "q8", "q4")
 
 
 class OrtInt8Quantizer:
@@ -122,10 +118,7 @@ class OrtInt8Quantizer:
         keep = matmuls_named(source, self.options.keep_fp32) \
             if self.options.keep_fp32 else ()
         try:
-            if scheme == "int8":
-                quantize_int8(source, scratch, keep=keep)
-            else:
-                quantize_nbits(source, scratch, bits=int(scheme[1:]), keep=keep)
+            quantize(source, scratch, scheme, keep=keep)
             os.replace(scratch, target)
         finally:
             scratch.unlink(missing_ok=True)

@@ -77,7 +77,7 @@ def test_export_cache_reused(shipped_fp32: MiniLMOnnxEmbedder,
         raise AssertionError("exported again")
 
     monkeypatch.setattr(export_module, "_export", refuse)
-    monkeypatch.setattr(export_module, "quantize_int8", refuse)
+    monkeypatch.setattr(export_module, "quantize", refuse)
     for precision in ("fp32", "int8"):
         again = MiniLMOnnxEmbedder(MiniLMOnnxOptions(
             cache_dir=shipped_fp32.options.cache_dir, precision=precision,  # type: ignore[arg-type]

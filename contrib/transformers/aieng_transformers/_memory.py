@@ -115,11 +115,7 @@ def parameters_named(source: Path, fragments: tuple[str, ...]) -> int:
         wanted = [_GGUF_NAMES.get(f, f) for f in fragments]
     else:
         for file in sorted(source.glob("*.safetensors")):
-            with file.open("rb") as handle:
-                (length,) = struct.unpack("<Q", handle.read(8))
-                header = json.loads(handle.read(length))
-            sizes.update({k: math.prod(v["shape"]) for k, v in header.items()
-                          if k != "__metadata__"})
+            sizes.update(_safetensors_sizes(file))
         wanted = list(fragments)
     return sum(size for name, size in sizes.items() if any(w in name for w in wanted))
 
@@ -137,7 +133,8 @@ def footprint(path: Path) -> ModelFootprint:
         raise ValueError(f"{path} is neither a model folder with a config.json nor a .gguf")
     config = json.loads(config_file.read_text(encoding="utf-8"))
     disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    parameters = sum(_safetensors_count(f) for f in sorted(path.glob("*.safetensors")))
+    parameters = sum(sum(_safetensors_sizes(f).values())
+                     for f in sorted(path.glob("*.safetensors")))
     if not parameters:  # a pytorch_model.bin only: its size at 4 bytes per weight
         parameters = sum(f.stat().st_size for f in path.glob("*.bin")) // 4
     heads = int(config.get("num_attention_heads") or config.get("n_head") or 1)
@@ -154,12 +151,13 @@ def footprint(path: Path) -> ModelFootprint:
         context=int(context) if decoder and context else None)
 
 
-def _safetensors_count(file: Path) -> int:
-    # The format: an 8-byte little-endian header length, then a JSON header of shapes.
+def _safetensors_sizes(file: Path) -> dict[str, int]:
+    # Each tensor's number of weights. The format: an 8-byte little-endian header length,
+    # then a JSON header of shapes.
     with file.open("rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
         header = json.loads(handle.read(length))
-    return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    return {k: math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__"}
 
 
 def _from_gguf(path: Path) -> ModelFootprint:
