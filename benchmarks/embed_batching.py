@@ -28,6 +28,8 @@ by its own), the mean batch. Medians of ``--repeats``; the modes are interleaved
 repeat. The burst's vectors are checked against the unbatched ones (max |difference|).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/embed_batching.py --repeats 3 --json out.json
+
+``--precision bf16`` runs both components in bfloat16 (the ``minilm`` option).
 """
 
 from __future__ import annotations
@@ -198,10 +200,13 @@ async def lone_spaced(plain: MiniLMEmbedder, texts: list[str]) -> float:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """All measurements."""
     texts = sentences(args.requests)
-    plain = MiniLMEmbedder(MiniLMOptions())
+    plain = MiniLMEmbedder(MiniLMOptions(precision=args.precision))
     batched = MiniLMEmbedder(
         MiniLMOptions(
-            max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, batch_size=args.batch_size
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            batch_size=args.batch_size,
+            precision=args.precision,
         )
     )
     await plain.aieng_pipeline_open()
@@ -304,6 +309,7 @@ def summarize(
         "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms,
         "batch_size": args.batch_size,
+        "precision": args.precision,
         "clients": args.clients,
         "repeats": args.repeats,
         "open_requests": args.open_requests,
@@ -378,7 +384,10 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
     texts = sentences(args.requests)
     batched = MiniLMEmbedder(
         MiniLMOptions(
-            max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, batch_size=args.batch_size
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            batch_size=args.batch_size,
+            precision=args.precision,
         )
     )
     await batched.aieng_pipeline_open()
@@ -451,6 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="both components' precision (bf16: AMX on recent Intel CPUs)",
+    )
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument(
         "--profile", action="store_true", help="only split a burst's CPU time (see profile())"

@@ -108,10 +108,11 @@ class _Encoder:
             dtype=torch.long,
             device=self.device,
         )
-        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        # Pooled in float32 whatever the model's precision.
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled.float(), p=2.0, dim=1)
+        return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
     def _packed(self, ids: list[Sequence[int]]) -> Any:
         # ids sorted by length, shortest first. The linear layers, layer norms and GELU
@@ -138,10 +139,11 @@ class _Encoder:
         rows = torch.repeat_interleave(
             torch.arange(len(ids), device=device), torch.tensor(lengths, device=device)
         )
-        pooled = torch.zeros(len(ids), hidden.shape[1], dtype=hidden.dtype, device=device)
-        pooled.index_add_(0, rows, hidden)
-        pooled /= torch.tensor(lengths, dtype=hidden.dtype, device=device).clamp(min=1)[:, None]
-        return F.normalize(pooled.float(), p=2.0, dim=1)
+        # Pooled in float32 whatever the model's precision.
+        pooled = torch.zeros(len(ids), hidden.shape[1], dtype=torch.float32, device=device)
+        pooled.index_add_(0, rows, hidden.float())
+        pooled /= torch.tensor(lengths, dtype=torch.float32, device=device).clamp(min=1)[:, None]
+        return F.normalize(pooled, p=2.0, dim=1)
 
 
 @attrs.frozen
@@ -400,7 +402,8 @@ class MiniLMEmbedder:
         """
         from ._memory import memory_estimate
 
-        return memory_estimate(self.model, self.source(), precision=dtype or "fp32")
+        return memory_estimate(self.model, self.source(),
+                               precision=dtype or self.options.precision)
 
     def load(self) -> _Encoder:
         """Load the encoder now; blocking, idempotent and thread-safe.
@@ -417,7 +420,12 @@ class MiniLMEmbedder:
                 tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
                     folder, local_files_only=True
                 )
-                model: Any = AutoModel.from_pretrained(folder, local_files_only=True)
+                from ._convert import dtype_argument
+
+                dtype = {"fp32": torch.float32, "bf16": torch.bfloat16,
+                         "fp16": torch.float16}[self.options.precision]
+                model: Any = AutoModel.from_pretrained(
+                    folder, local_files_only=True, **{dtype_argument(): dtype})
                 model.to(torch.device(self.options.device))
                 model.eval()
                 self._encoder = _Encoder(
