@@ -45,6 +45,20 @@ try:
         torch.cuda.synchronize()
         took = (time.perf_counter() - start) / 10
         line("matmul fp16 4096^3", f"{took * 1e3:.3f} ms ({2 * 4096**3 / took / 1e12:.1f} TFLOP/s)")
+        try:  # aieng-transformers' minilm on the GPU, per precision, against CPU fp32
+            from aieng_transformers import MiniLMEmbedder, MiniLMOptions
+            texts = [f"Sentence {i} on retrieval and ranking." for i in range(512)]
+            base = MiniLMEmbedder(MiniLMOptions()).encode(texts)
+            for precision in ("fp32", "fp16", "bf16"):
+                gpu = MiniLMEmbedder(MiniLMOptions(device="cuda", precision=precision))
+                gpu.encode(texts[:32]); torch.cuda.synchronize()
+                start = time.perf_counter()
+                got = gpu.encode(texts)
+                took = time.perf_counter() - start
+                line(f"minilm cuda {precision}", f"{len(texts) / took:.0f} sentences/s, cosine to "
+                     f"CPU fp32 min {(got * base).sum(axis=1).min():.6f}")
+        except Exception as error:  # not installed, or no shipped model
+            line("minilm cuda", f"not measured ({type(error).__name__}: {error})")
     else:
         line("cuda device", "not available (torch.cuda.is_available() is False)")
 except ImportError as error:
