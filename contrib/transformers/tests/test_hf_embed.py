@@ -151,6 +151,10 @@ WORDS = [
 ]
 
 
+#: Texts of the words above, empty ones included.
+SENTENCES = st.lists(st.sampled_from(WORDS), max_size=30).map(" ".join)
+
+
 @pytest.fixture(scope="module")
 def tiny_bert_embedder(bert_dir: Path) -> MiniLMEmbedder:
     embedder = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir)))
@@ -160,9 +164,7 @@ def tiny_bert_embedder(bert_dir: Path) -> MiniLMEmbedder:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=FIXTURES)
 @given(
-    texts=st.lists(
-        st.lists(st.sampled_from(WORDS), max_size=30).map(" ".join), min_size=1, max_size=40
-    ),
+    texts=st.lists(SENTENCES, min_size=1, max_size=40),
     batch_size=st.integers(1, 48),
 )
 @example(texts=["the cat sat"] * 5 + ["a dog"] * 3 + ["kitten on the mat", "rug"], batch_size=16)
@@ -290,9 +292,7 @@ def half_embedders(bert_dir: Path) -> dict[str, MiniLMEmbedder]:
 
 @settings(max_examples=15, deadline=None, suppress_health_check=FIXTURES)
 @given(
-    texts=st.lists(
-        st.lists(st.sampled_from(WORDS), max_size=30).map(" ".join), min_size=1, max_size=24
-    ),
+    texts=st.lists(SENTENCES, min_size=1, max_size=24),
     batch_size=st.integers(1, 32),
 )
 def test_half_precision_passes_stay_near_fp32(
