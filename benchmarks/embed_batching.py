@@ -29,7 +29,7 @@ repeat. The burst's vectors are checked against the unbatched ones (max |differe
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/embed_batching.py --repeats 3 --json out.json
 
-``--precision bf16`` runs both components in bfloat16 (the ``minilm`` option).
+``--dtype bfloat16`` runs both components in bfloat16 (the ``minilm`` option).
 """
 
 from __future__ import annotations
@@ -200,13 +200,13 @@ async def lone_spaced(plain: MiniLMEmbedder, texts: list[str]) -> float:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """All measurements."""
     texts = sentences(args.requests)
-    plain = MiniLMEmbedder(MiniLMOptions(precision=args.precision))
+    plain = MiniLMEmbedder(MiniLMOptions(dtype=args.dtype))
     batched = MiniLMEmbedder(
         MiniLMOptions(
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
             batch_size=args.batch_size,
-            precision=args.precision,
+            dtype=args.dtype,
         )
     )
     await plain.aieng_pipeline_open()
@@ -309,7 +309,7 @@ def summarize(
         "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms,
         "batch_size": args.batch_size,
-        "precision": args.precision,
+        "dtype": args.dtype,
         "clients": args.clients,
         "repeats": args.repeats,
         "open_requests": args.open_requests,
@@ -387,7 +387,7 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
             batch_size=args.batch_size,
-            precision=args.precision,
+            dtype=args.dtype,
         )
     )
     await batched.aieng_pipeline_open()
@@ -461,10 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        default="fp32",
-        help="both components' precision (bf16: AMX on recent Intel CPUs)",
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="both components' torch dtype (bfloat16: AMX on recent Intel CPUs)",
     )
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument(

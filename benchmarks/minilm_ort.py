@@ -13,7 +13,7 @@ mean pooling and L2 normalization, texts sorted by length inside each library:
 * **sentence-transformers**: ``SentenceTransformer(folder).encode(texts, batch_size=32,
   normalize_embeddings=True)``, torch threads set with ``torch.set_num_threads``.
 * **aieng minilm (torch)**: the kernel's torch embedder (aieng-transformers), for reference;
-  **, bf16**: the same with ``precision = "bf16"`` (bfloat16 weights and activations:
+  **, bf16**: the same with ``dtype = "bfloat16"`` (bfloat16 weights and activations:
   AMX on recent Intel CPUs; not the fp32 model, so its cosine is reported beside it).
 * **ORT fp32** / **ORT int8**: ``MiniLMOnnxEmbedder.encode`` with ``precision`` fp32 / int8
   and ``intra_op_threads`` = the thread count, CPU execution provider, the default
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     st = SentenceTransformer(folder, device="cpu", local_files_only=True)
     st.max_seq_length = 256
     kernel = MiniLMEmbedder(MiniLMOptions(batch_size=32, max_length=256))
-    kernel_bf16 = MiniLMEmbedder(MiniLMOptions(batch_size=32, max_length=256, precision="bf16"))
+    kernel_bf16 = MiniLMEmbedder(MiniLMOptions(batch_size=32, max_length=256, dtype="bfloat16"))
     ort: dict[tuple[str, str, int], MiniLMOnnxEmbedder] = {}
     for optimize in ("runtime", "bert", "fixed"):
         for precision in ("fp32", "int8") if optimize != "fixed" else ("fp32",):

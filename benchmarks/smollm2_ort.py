@@ -15,6 +15,9 @@ fp32's. torch threads: ``torch.set_num_threads``; ONNX Runtime: ``intra_op_threa
 ``--keep-fp32 down_proj`` adds int8 with those products left in float32 (``keep_fp32``).
 ``--io-binding`` adds fp32 with the KV cache kept in ONNX Runtime's memory between passes
 (``io_binding = true``: the GPU providers' default), its ids asserted identical too.
+``--torch-bf16`` adds torch in bfloat16 (``smollm2``'s ``dtype = "bfloat16"``), reported
+like the quantized modes (identical prompts, perplexity); ``--precisions`` picks the ORT
+modes (all four by default).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 import structlog
 import torch
 from aieng_onnx import SmolLM2OnnxBackend, SmolLM2OnnxOptions
-from aieng_transformers import SmolLM2Backend
+from aieng_transformers import SmolLM2Backend, SmolLM2Options
 from aieng_transformers._causal import CausalLM
 from smollm2_speed import attrs_evolve, prompts
 
@@ -76,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--io-binding", action="store_true",
                         help="add 'ORT fp32 bound': the KV cache kept in ONNX Runtime's "
                              "memory between passes (I/O binding), as on a GPU provider")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8", "q8", "q4"],
+                        choices=["fp32", "int8", "q8", "q4"], help="the ORT modes")
+    parser.add_argument("--torch-bf16", action="store_true",
+                        help="add 'torch bf16': smollm2 with dtype = 'bfloat16'")
     parser.add_argument("--keep-fp32", nargs="+", metavar="FRAGMENT", default=None,
                         help="add 'ORT int8 keep': int8 with these MatMuls left float32 "
                              "(keep_fp32, e.g. down_proj)")
@@ -90,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     quality: dict[str, Any] = {}
     for threads in args.threads:
         modes: dict[str, CausalLM] = {"torch fp32": torch_lm}
-        for precision in ("fp32", "int8", "q8", "q4"):
+        if args.torch_bf16:
+            modes["torch bf16"] = SmolLM2Backend(SmolLM2Options(dtype="bfloat16")).load()
+        for precision in args.precisions:
             started = time.perf_counter()
             backend = SmolLM2OnnxBackend(SmolLM2OnnxOptions(
                 precision=precision, cache_dir=cache, providers=("cpu",),

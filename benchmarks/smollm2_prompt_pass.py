@@ -11,7 +11,8 @@ CPU seconds (``time.process_time``) per pass, the median of ``--repeats``:
   ``finite_attention_masks``;
 - **ORT, finite masks**: the same file after ``finite_attention_masks`` (the export
   ``smollm2-onnx`` makes now);
-- **torch**: aieng-transformers' ``smollm2`` model, ``logits_to_keep=1``.
+- **torch**: aieng-transformers' ``smollm2`` model, ``logits_to_keep=1``;
+- **torch bf16**: the same with ``dtype = "bfloat16"`` (AMX on recent Intel CPUs).
 
 The two ONNX files' logits are asserted equal (to the last bit) on each prompt.
 
@@ -51,11 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         finite_attention_masks,
         keep_logits_input,
     )
-    from aieng_transformers import SmolLM2Backend
+    from aieng_transformers import SmolLM2Backend, SmolLM2Options
 
     torch.set_num_threads(1)
     backend = SmolLM2Backend()
     lm = backend.load()
+    half = SmolLM2Backend(SmolLM2Options(dtype="bfloat16")).load()
     folder = backend._folder(backend.source())
     work = Path(tempfile.mkdtemp(prefix="aieng-prompt-pass-"))
     try:
@@ -87,13 +89,14 @@ def main(argv: list[str] | None = None) -> int:
             assert np.array_equal(outputs[0], outputs[1]), "the rewrite changed the logits"
             tensor = torch.from_numpy(ids)
 
-            def run_torch(tensor: torch.Tensor = tensor) -> None:
+            def run_torch(tensor: torch.Tensor = tensor, model: Any = lm.model) -> None:
                 with torch.inference_mode():
-                    lm.model(input_ids=tensor, use_cache=True, logits_to_keep=1)
+                    model(input_ids=tensor, use_cache=True, logits_to_keep=1)
 
             calls = {name: (lambda s=session, f=feed: s.run(["logits"], f))
                      for name, session in sessions.items()}
             calls["torch"] = run_torch
+            calls["torch bf16"] = lambda t=tensor, m=half.model: run_torch(t, m)
             times: dict[str, list[float]] = {name: [] for name in calls}
             for call in calls.values():
                 call()  # warm-up

@@ -49,13 +49,13 @@ try:
             from aieng_transformers import MiniLMEmbedder, MiniLMOptions
             texts = [f"Sentence {i} on retrieval and ranking." for i in range(512)]
             base = MiniLMEmbedder(MiniLMOptions()).encode(texts)
-            for precision in ("fp32", "fp16", "bf16"):
-                gpu = MiniLMEmbedder(MiniLMOptions(device="cuda", precision=precision))
+            for dtype in ("float32", "float16", "bfloat16"):
+                gpu = MiniLMEmbedder(MiniLMOptions(device="cuda", dtype=dtype))
                 gpu.encode(texts[:32]); torch.cuda.synchronize()
                 start = time.perf_counter()
                 got = gpu.encode(texts)
                 took = time.perf_counter() - start
-                line(f"minilm cuda {precision}", f"{len(texts) / took:.0f} sentences/s, cosine to "
+                line(f"minilm cuda {dtype}", f"{len(texts) / took:.0f} sentences/s, cosine to "
                      f"CPU fp32 min {(got * base).sum(axis=1).min():.6f}")
         except Exception as error:  # not installed, or no shipped model
             line("minilm cuda", f"not measured ({type(error).__name__}: {error})")

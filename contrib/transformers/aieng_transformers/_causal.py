@@ -103,21 +103,24 @@ class CausalLM:
 
     @classmethod
     def load(cls, folder: Path, *, template: TemplateName = "auto",
-             device: str = "cpu") -> CausalLM:
+             device: str = "cpu", dtype: str = "auto") -> CausalLM:
         """Load a Hugging Face model folder (local files only).
 
         :param folder: the folder (``config.json``, weights, tokenizer files).
         :param template: as for the constructor.
         :param device: the torch device.
+        :param dtype: ``float32``, ``bfloat16`` or ``float16``; ``auto``: float32 on the
+            CPU, the folder's own type elsewhere.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         target = torch.device(device)
         tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
             str(folder), local_files_only=True)
-        dtype: Any = torch.float32 if target.type == "cpu" else "auto"
+        chosen: Any = getattr(torch, dtype) if dtype != "auto" \
+            else torch.float32 if target.type == "cpu" else "auto"
         model: Any = AutoModelForCausalLM.from_pretrained(
-            str(folder), local_files_only=True, **{dtype_argument(): dtype})
+            str(folder), local_files_only=True, **{dtype_argument(): chosen})
         model.to(target)
         model.eval()
         return cls(model, tokenizer, template=template)

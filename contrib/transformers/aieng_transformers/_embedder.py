@@ -14,7 +14,7 @@ import attrs
 import structlog
 from aieng_hookspecs import hookimpl
 
-from ._options import DEFAULT_EMBED_MODEL, MiniLMOptions
+from ._options import DEFAULT_EMBED_MODEL, DTYPES, MiniLMOptions
 from ._paths import ModelNotFound, packaged_minilm
 from ._text import clean
 
@@ -403,7 +403,7 @@ class MiniLMEmbedder:
         from ._memory import memory_estimate
 
         return memory_estimate(self.model, self.source(),
-                               precision=dtype or self.options.precision)
+                               precision=dtype or DTYPES[self.options.dtype])
 
     def load(self) -> _Encoder:
         """Load the encoder now; blocking, idempotent and thread-safe.
@@ -422,10 +422,9 @@ class MiniLMEmbedder:
                 )
                 from ._convert import dtype_argument
 
-                dtype = {"fp32": torch.float32, "bf16": torch.bfloat16,
-                         "fp16": torch.float16}[self.options.precision]
                 model: Any = AutoModel.from_pretrained(
-                    folder, local_files_only=True, **{dtype_argument(): dtype})
+                    folder, local_files_only=True,
+                    **{dtype_argument(): getattr(torch, self.options.dtype)})
                 model.to(torch.device(self.options.device))
                 model.eval()
                 self._encoder = _Encoder(

@@ -15,7 +15,7 @@ import structlog
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Request, TokenLogprob, Usage
 
-from ._options import DEFAULT_GENERATE_MODEL, SmolLM2Options
+from ._options import DEFAULT_GENERATE_MODEL, DTYPES, SmolLM2Options
 from ._paths import ModelNotFound, cache_root, packaged_smollm2
 
 if TYPE_CHECKING:
@@ -75,7 +75,8 @@ class SmolLM2Backend:
         read, nothing converted): weights x bytes per weight, plus the KV cache of
         ``max_batch`` sequences at ``context`` tokens (the model's own by default), plus a
         separate draft model's (``draft_bytes``); ``dtype`` overrides the precision
-        (``fp32`` on the CPU; elsewhere the folder's ``torch_dtype``).
+        (by default the ``dtype`` option's; with ``auto``, ``fp32`` on the CPU and the
+        folder's ``torch_dtype`` elsewhere).
 
         :raises ModelNotFound: when the model is missing.
         :raises ValueError: when its path is no model folder or GGUF.
@@ -99,8 +100,10 @@ class SmolLM2Backend:
         return ()
 
     def _precisions(self) -> tuple[str, str]:
-        # The weights' and the KV cache's precision once loaded: float32 on the CPU, the
-        # folder's own dtype elsewhere ("auto").
+        # The weights' and the KV cache's precision once loaded: the dtype option's, else
+        # float32 on the CPU and the folder's own dtype elsewhere ("auto").
+        if self.options.dtype != "auto":
+            return DTYPES[self.options.dtype], DTYPES[self.options.dtype]
         if self.options.device == "cpu":
             return "fp32", "fp32"
         config = self.source() / "config.json"
@@ -136,7 +139,7 @@ class SmolLM2Backend:
         from ._causal import CausalLM
 
         return CausalLM.load(folder, template=self.options.chat_template,
-                             device=self.options.device)
+                             device=self.options.device, dtype=self.options.dtype)
 
     def _folder(self, source: Path) -> Path:
         from ._convert import convert_gguf
@@ -166,7 +169,7 @@ class SmolLM2Backend:
             if not path.exists():
                 raise ModelNotFound(f"the draft model path {str(path)!r} does not exist")
             draft = CausalLM.load(self._folder(path), template=options.chat_template,
-                                  device=options.device)
+                                  device=options.device, dtype=options.dtype)
             if draft.tokenizer.get_vocab() != lm.tokenizer.get_vocab():
                 raise ValueError(f"the draft model {str(path)!r} has another vocabulary "
                                  "than the model: speculation needs the same tokenizer")

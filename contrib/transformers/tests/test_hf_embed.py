@@ -112,7 +112,7 @@ def test_missing_folder_is_named(tmp_path: Path) -> None:
 def test_options_validate() -> None:
     """Batch size and max length are positive integers; the device is a torch device."""
     for bad in ({"batch_size": 0}, {"max_length": -1}, {"device": "gpu"}, {"path": ""},
-                {"precision": "int8"}, {"precision": "float32"}):
+                {"dtype": "int8"}, {"dtype": "fp32"}):
         with pytest.raises((ValueError, TypeError)):
             MiniLMOptions(**bad)  # type: ignore[arg-type]
 
@@ -283,10 +283,10 @@ def test_turned_weights_stay_the_models_own(bert_dir: Path) -> None:
 def half_embedders(bert_dir: Path) -> dict[str, MiniLMEmbedder]:
     """The tiny BERT loaded in bf16 and in fp16."""
     loaded = {}
-    for precision in ("bf16", "fp16"):
-        embedder = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), precision=precision))
+    for dtype in ("bfloat16", "float16"):
+        embedder = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), dtype=dtype))
         embedder.load()
-        loaded[precision] = embedder
+        loaded[dtype] = embedder
     return loaded
 
 
@@ -305,8 +305,8 @@ def test_half_precision_passes_stay_near_fp32(
     float32 unit vectors within rounding of the model's own half-precision forward on each
     text alone, and close to the fp32 vectors."""
     exact = tiny_bert_embedder.encode(texts)
-    for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
-        embedder = half_embedders[precision]
+    for name, dtype in (("bfloat16", torch.bfloat16), ("float16", torch.float16)):
+        embedder = half_embedders[name]
         encoder = embedder.load()
         assert encoder.packed
         assert {p.dtype for p in encoder.model.parameters()} == {dtype}
@@ -314,8 +314,8 @@ def test_half_precision_passes_stay_near_fp32(
         assert got.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
         own = np.stack([alone(embedder, text) for text in texts])
-        assert (got * own).sum(axis=1).min() > 0.999, precision
-        assert (got * exact).sum(axis=1).min() > 0.99, precision
+        assert (got * own).sum(axis=1).min() > 0.999, name
+        assert (got * exact).sum(axis=1).min() > 0.99, name
 
 
 def test_minilm_bf16_keeps_the_vectors(shipped_minilm: MiniLMEmbedder) -> None:
@@ -325,7 +325,7 @@ def test_minilm_bf16_keeps_the_vectors(shipped_minilm: MiniLMEmbedder) -> None:
     texts = [f"sentence {i}: " + "retrieval augmented generation " * (i % 7) for i in range(30)]
     texts += ["", "a", "word " * 300, "A cat is sitting on the mat.",
               "There is a kitten resting on a rug.", "The stock market fell sharply today."]
-    half = MiniLMEmbedder(MiniLMOptions(precision="bf16"))
+    half = MiniLMEmbedder(MiniLMOptions(dtype="bfloat16"))
     vectors = half.encode(texts)
     cosines = (vectors * shipped_minilm.encode(texts)).sum(axis=1)
     assert cosines.min() > 0.9995 and cosines.mean() > 0.9999

@@ -274,3 +274,49 @@ async def test_another_models_request_is_not_mine(chain_backend: SmolLM2Backend)
     assert await chain_backend.aieng_generate(request) is None
     assert chain_backend.aieng_stream(request) is None
     assert (await generate(chain_backend, ask(model="chain"))).text == CHAIN_TEXT
+
+
+# -- dtype -----------------------------------------------------------------------------------
+
+
+async def test_bfloat16_decodes(chain_dir: Path, random_dir: Path) -> None:
+    """``dtype = "bfloat16"`` loads bfloat16 weights (half the bytes in the estimate);
+    the chain model still writes its chain, a stream the same text, and on a random
+    model greedy decoding gives transformers' own bfloat16 ``generate`` ids, with
+    log-probabilities near the model's full-sequence forward (bfloat16 rounding)."""
+    chain = SmolLM2Backend(SmolLM2Options(path=str(chain_dir), dtype="bfloat16"))
+    lm = chain.load()
+    assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
+    assert (await generate(chain, ask())).text == CHAIN_TEXT
+    deltas, _ = await collect(chain, ask())
+    assert "".join(d.text for d in deltas) == CHAIN_TEXT
+    full = SmolLM2Backend(SmolLM2Options(path=str(chain_dir))).memory_estimate()
+    estimate = chain.memory_estimate()
+    assert estimate["precision"] == "bf16" and full["precision"] == "fp32"
+    assert estimate["weights_bytes"] * 2 == full["weights_bytes"]
+
+    backend = SmolLM2Backend(SmolLM2Options(path=str(random_dir), dtype="bfloat16"))
+    lm = backend.load()
+    request = ask("hello", max_tokens=6, metadata={"logprobs": True})
+    completion = await generate(backend, request)
+    prompt = lm.encode_prompt(request.messages)
+    expected = lm.model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
+                                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                 eos_token_id=sorted(lm.stop_ids), pad_token_id=0)
+    ids = expected[0, len(prompt):].tolist()
+    assert completion.text == lm.decode([i for i in ids if i not in lm.stop_ids])
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1:-1]
+    reference = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(ids)[:, None])
+    assert completion.logprobs is not None
+    assert [lp.logprob for lp in completion.logprobs] == pytest.approx(
+        reference.squeeze(1).tolist(), abs=0.1)
+    assert all(math.isfinite(lp.logprob) and lp.logprob <= 0.0 for lp in completion.logprobs)
+
+
+def test_dtype_option_validates() -> None:
+    """``dtype`` takes torch's names (or ``auto``); the ORT-style ``bf16`` is refused."""
+    assert SmolLM2Options().dtype == "auto"
+    for bad in ("bf16", "int8", ""):
+        with pytest.raises(ValueError):
+            SmolLM2Options(dtype=bad)  # type: ignore[arg-type]

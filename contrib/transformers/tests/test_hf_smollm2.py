@@ -167,3 +167,15 @@ async def test_prompt_lookup_is_greedy_on_smollm2(shipped_smollm2: SmolLM2Backen
     plain, fast = results
     assert fast.generated == plain.generated
     assert fast.passes < plain.passes and fast.accepted > 0
+
+
+async def test_bfloat16_smollm2(shipped_smollm2: SmolLM2Backend, smollm2_cache: Path) -> None:
+    """Needs the shipped model: in bfloat16 (from the same converted cache, no second
+    conversion) SmolLM2 still answers the question, and its perplexity on English prose
+    stays within 3 % of float32's."""
+    half = SmolLM2Backend(SmolLM2Options(cache_dir=str(smollm2_cache), dtype="bfloat16"))
+    completion = await generate(half, ask("What is the capital of France?", max_tokens=12))
+    assert "Paris" in completion.text and completion.finish_reason == "stop"
+    text = ("The cat sat on the mat and looked out of the window at the birds. It was a "
+            "cold morning, and the garden was still white with frost.")
+    assert half.perplexity(text) == pytest.approx(shipped_smollm2.perplexity(text), rel=0.03)
