@@ -136,8 +136,9 @@ class SmolLM2OnnxOptions(SmolLM2Options):
         host memory as numpy arrays; unset (default): on when the session got the CUDA or
         TensorRT provider, off on the CPU.
 
-    ``device`` only places a separate draft model (``speculative = "draft"``, which needs
-    ``draft_path`` here: the draft cut from the model's own layers is a torch model's).
+    ``device`` and ``dtype`` only place and type a separate draft model (``speculative =
+    "draft"``, which needs ``draft_path`` here: the draft cut from the model's own layers
+    is a torch model's); the ONNX model's own type is ``precision``.
     """
 
     precision: CausalPrecision = attrs.field(default="fp32",
