@@ -151,7 +151,12 @@ async def test_logprobs_on_request(chain_backend: SmolLM2Backend) -> None:
 async def test_logprobs_are_the_models(random_backend: SmolLM2Backend) -> None:
     """Greedy tokens and their log-probabilities match the model's own forward pass over
     the whole sequence (the KV cache changes nothing)."""
-    backend = random_backend
+    await matches_transformers(random_backend, tolerance=1e-4)
+
+
+async def matches_transformers(backend: SmolLM2Backend, *, tolerance: float) -> None:
+    """Six greedy tokens of ``backend`` are transformers' own ``generate`` ids, and their
+    log-probabilities those of one forward pass over the whole sequence, to ``tolerance``."""
     lm = backend.load()
     request = ask("hello", max_tokens=6, metadata={"logprobs": True})
     completion = await generate(backend, request)
@@ -166,7 +171,8 @@ async def test_logprobs_are_the_models(random_backend: SmolLM2Backend) -> None:
     reference = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(ids)[:, None])
     assert completion.logprobs is not None
     assert [lp.logprob for lp in completion.logprobs] == pytest.approx(
-        reference.squeeze(1).tolist(), abs=1e-4)
+        reference.squeeze(1).tolist(), abs=tolerance)
+    assert all(math.isfinite(lp.logprob) and lp.logprob <= 0.0 for lp in completion.logprobs)
 
 
 async def test_closing_a_stream_stops_generation(chain_backend: SmolLM2Backend,
@@ -295,23 +301,8 @@ async def test_bfloat16_decodes(chain_dir: Path, random_dir: Path) -> None:
     assert estimate["precision"] == "bf16" and full["precision"] == "fp32"
     assert estimate["weights_bytes"] * 2 == full["weights_bytes"]
 
-    backend = SmolLM2Backend(SmolLM2Options(path=str(random_dir), dtype="bfloat16"))
-    lm = backend.load()
-    request = ask("hello", max_tokens=6, metadata={"logprobs": True})
-    completion = await generate(backend, request)
-    prompt = lm.encode_prompt(request.messages)
-    expected = lm.model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
-                                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                                 eos_token_id=sorted(lm.stop_ids), pad_token_id=0)
-    ids = expected[0, len(prompt):].tolist()
-    assert completion.text == lm.decode([i for i in ids if i not in lm.stop_ids])
-    with torch.no_grad():
-        logits = lm.model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1:-1]
-    reference = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(ids)[:, None])
-    assert completion.logprobs is not None
-    assert [lp.logprob for lp in completion.logprobs] == pytest.approx(
-        reference.squeeze(1).tolist(), abs=0.1)
-    assert all(math.isfinite(lp.logprob) and lp.logprob <= 0.0 for lp in completion.logprobs)
+    half = SmolLM2Backend(SmolLM2Options(path=str(random_dir), dtype="bfloat16"))
+    await matches_transformers(half, tolerance=0.1)
 
 
 def test_dtype_option_validates() -> None:
