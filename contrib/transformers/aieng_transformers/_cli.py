@@ -29,12 +29,16 @@ __all__ = ["add_commands", "generate", "models"]
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A JSON schema file: the output is JSON valid against it.")
 @click.option("--regex", default=None, help="The output fully matches this regular expression.")
+@click.option("--dtype", default="auto", show_default=True,
+              type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              help="The model's torch type (auto: float32 on the CPU); bfloat16 makes the "
+                   "prompt pass faster on CPUs with AMX.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (text, finish reason, usage, timings) at the end "
                    "instead of streaming.")
 def generate(prompt: str, max_tokens: int, temperature: float, seed: int | None,
              model_path: Path | None, schema_file: Path | None, regex: str | None,
-             as_json: bool) -> None:
+             dtype: str, as_json: bool) -> None:
     """Generate from PROMPT with SmolLM2 (or --model-path), streaming the tokens; then
     print the time to first token (TTFT) and time per output token (TPOT)."""
     import anyio
@@ -43,7 +47,8 @@ def generate(prompt: str, max_tokens: int, temperature: float, seed: int | None,
     from ._generator import GenerationStream, SmolLM2Backend
     from ._options import SmolLM2Options
 
-    backend = SmolLM2Backend(SmolLM2Options(path=str(model_path) if model_path else None))
+    backend = SmolLM2Backend(SmolLM2Options(path=str(model_path) if model_path else None,
+                                            dtype=dtype))  # type: ignore[arg-type]
     schema = json.loads(schema_file.read_text(encoding="utf-8")) if schema_file else None
     metadata = {"regex": regex} if regex is not None else {}
     try:

@@ -49,6 +49,10 @@ def test_generate_json_report(cli: click.Group, chain_dir: Path) -> None:
     assert report["finish_reason"] == "length"
     assert report["usage"]["completion_tokens"] == 4
     assert report["ttft_s"] > 0 and report["tpot_s"] > 0
+    half = CliRunner().invoke(cli, ["generate", "hi", "--model-path", str(chain_dir),
+                                    "--json", "--dtype", "bfloat16"])
+    assert half.exit_code == 0, half.output
+    assert json.loads(last_line(half))["text"] == CHAIN_TEXT
 
 
 def test_generate_with_schema_and_regex(cli: click.Group, chain_dir: Path,
