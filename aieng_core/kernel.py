@@ -219,7 +219,7 @@ class Kernel:
                 if name not in self.registry.components:
                     return None
                 info = self.registry.component(name)
-                instance = info.factory(info.options()) if info.options else info.factory()
+                instance = info.build()
                 self._embedder = self.compose({name: instance}, name=f"default-embedder:{name}")
             await self._embedder.open()
         return self._embedder

@@ -210,3 +210,25 @@ def test_readers_register_and_conflicts_name_both_plugins(tmp_path: Any) -> None
         list(iter_documents(tmp_path / "c.xyz", readers=readers))
     kernel.registry.unregister("one")
     assert ".shout" not in kernel.registry.readers
+
+
+def test_component_info_builds_with_given_or_default_options() -> None:
+    """``ComponentInfo.build``: a component with options gets the ones given, or its
+    options class's defaults; one without options is called with none."""
+    from aieng_core.registry import ComponentInfo
+
+    @attrs.frozen
+    class Options:
+        size: int = 3
+
+    class Sized:
+        def __init__(self, options: Options) -> None:
+            self.options = options
+
+    info = ComponentInfo("sized", Sized, Options, "", "p", "d")
+    default = info.build()
+    assert isinstance(default, Sized) and default.options == Options()
+    given_options = Options(size=9)
+    built = info.build(given_options)
+    assert isinstance(built, Sized) and built.options is given_options
+    assert isinstance(ComponentInfo("bare", Component, None, "", "p", "d").build(), Component)

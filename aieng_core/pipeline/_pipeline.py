@@ -117,7 +117,7 @@ class Pipeline:
                 continue
             info = registry.component(comp.use)
             try:
-                instance = info.factory(comp.options) if info.options else info.factory()
+                instance = info.build(comp.options)
             except Exception as exc:  # a component that cannot start is a config problem
                 raise ConfigError(
                     f"component {comp.use!r} (plugin {info.plugin}, {info.distribution}) "

@@ -38,6 +38,13 @@ class ComponentInfo:
         """The role hooks the component's class implements (read from its markers)."""
         return hooks_of(self.factory)
 
+    def build(self, options: Any = None) -> object:
+        """A new instance: with ``options`` (an instance of :attr:`options`; ``None``: its
+        defaults); a component without options is called with none."""
+        if self.options is None:
+            return self.factory()
+        return self.factory(self.options() if options is None else options)
+
 
 @attrs.frozen
 class PluginInfo:

@@ -87,11 +87,7 @@ class CacheOps:
         binding.bind_cpu_input("argument", argument)
         for i in range(len(values)):
             binding.bind_output(f"y{i}", self.device[0], self.device[1])
-        session.run_with_iobinding(binding)
-        if self.device[0] != "cpu":
-            # Another session (another stream) reads these next: finished before then.
-            binding.synchronize_outputs()
-        return list(binding.get_outputs())
+        return _run_binding(session, binding, self.device[0])
 
     def _graph(self, kind: str, element_type: int) -> bytes:
         from onnx import TensorProto, helper
@@ -300,12 +296,17 @@ class OrtCausalModel:
         binding.bind_output("logits", "cpu")
         for name in self._present:
             binding.bind_output(name, device, index)
-        self.session.run_with_iobinding(binding)
-        if device != "cpu":
-            # The cache ops' session (another stream) may read the present next.
-            binding.synchronize_outputs()
-        logits, *present = binding.get_outputs()
+        logits, *present = _run_binding(self.session, binding, device)
         return logits.numpy(), present
+
+
+def _run_binding(session: Any, binding: Any, device: str) -> list[Any]:
+    """Run ``session`` on ``binding``; its outputs (``OrtValue``), finished on ``device``
+    before they are returned: the next reader may be another session (another stream)."""
+    session.run_with_iobinding(binding)
+    if device != "cpu":
+        binding.synchronize_outputs()
+    return list(binding.get_outputs())
 
 
 def _numpy(value: Any) -> Any:

@@ -156,6 +156,9 @@ def finite_attention_masks(model: Path) -> int:
     producer = {out: node for node in graph.node for out in node.output}
     lowest = np.finfo(np.float32).min
 
+    def finite(value: np.ndarray) -> np.ndarray:
+        return np.where(np.isneginf(value), lowest, value).astype(value.dtype)
+
     def constant(name: str) -> np.ndarray | None:
         node = producer.get(name)
         if node is None or node.op_type != "Constant":
@@ -186,16 +189,16 @@ def finite_attention_masks(model: Path) -> int:
             if attribute.type == onnx.AttributeProto.TENSOR:
                 value = numpy_helper.to_array(attribute.t)
                 if value.dtype.kind == "f" and np.isneginf(value).any():
-                    fixed = np.where(np.isneginf(value), lowest, value).astype(value.dtype)
-                    attribute.t.CopyFrom(numpy_helper.from_array(fixed, attribute.t.name))
+                    attribute.t.CopyFrom(numpy_helper.from_array(finite(value),
+                                                                 attribute.t.name))
     for index, tensor in enumerate(graph.initializer):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or \
                 tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
             continue
         value = numpy_helper.to_array(tensor)
         if value.size <= 1024 and np.isneginf(value).any():
-            fixed = np.where(np.isneginf(value), lowest, value).astype(value.dtype)
-            graph.initializer[index].CopyFrom(numpy_helper.from_array(fixed, tensor.name))
+            graph.initializer[index].CopyFrom(numpy_helper.from_array(finite(value),
+                                                                      tensor.name))
     dropped = {id(where) for where, _, _ in guards} | {id(check) for _, check, _ in guards}
     renamed = {where.output[0]: source for where, _, source in guards}
     kept = [node for node in graph.node if id(node) not in dropped]
@@ -344,9 +347,9 @@ def quantized_variant(folder: Path, source: Path | None = None, *, precision: st
         digest = hashlib.sha256("\n".join(sorted(set(keep))).encode()).hexdigest()[:8]
         scheme = f"{scheme}-keep{digest}"
     target = source.parent / f"{stem}.{scheme}.ort{version}.onnx"
-    kept = matmuls_named(source, keep) if keep else []
-    if target.is_file():
+    if target.is_file():  # made before, its fragments checked then (the name carries them)
         return target
+    kept = matmuls_named(source, keep) if keep else []
     started = time.perf_counter()
     scratch = scratch_name(source.parent, precision, ".onnx")
     try:

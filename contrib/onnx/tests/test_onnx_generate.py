@@ -108,24 +108,39 @@ async def test_greedy_writes_the_chain(ort_chain: SmolLM2OnnxBackend) -> None:
     assert ort_chain.providers == ("CPUExecutionProvider",)
 
 
+#: Prompts of the tiny models' words (within their 256-token context).
+PROMPT_WORDS = st.lists(st.sampled_from(WORDS), min_size=1, max_size=16)
+
+
+async def assert_same_greedy(backend: SmolLM2Backend, reference: SmolLM2Backend,
+                             words: list[str], max_tokens: int, *,
+                             atol: float | None) -> None:
+    """Greedy decoding of ``words`` on ``backend`` gives ``reference``'s text, finish
+    reason, usage and log-probabilities: the same tokens, their log-probabilities within
+    ``atol`` (``None``: exactly equal)."""
+    request = ask(" ".join(words), max_tokens=max_tokens, metadata={"logprobs": True})
+    got = await generate(backend, request)
+    expected = await generate(reference, request)
+    assert (got.text, got.finish_reason, got.usage) == (
+        expected.text, expected.finish_reason, expected.usage)
+    if atol is None:
+        assert got.logprobs == expected.logprobs
+        return
+    assert got.logprobs is not None and expected.logprobs is not None
+    assert [t.token for t in got.logprobs] == [t.token for t in expected.logprobs]
+    np.testing.assert_allclose([t.logprob for t in got.logprobs],
+                               [t.logprob for t in expected.logprobs], atol=atol)
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=FIXTURES)
-@given(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=16),
-       max_tokens=st.integers(1, 24))
+@given(words=PROMPT_WORDS, max_tokens=st.integers(1, 24))
 async def test_greedy_tokens_equal_torch(ort_random: SmolLM2OnnxBackend,
                                          torch_random: SmolLM2Backend, words: list[str],
                                          max_tokens: int) -> None:
     """Property: for any prompt (within the tiny model's 256-token context) and budget,
     greedy decoding on ONNX Runtime (fp32) gives the torch backend's text, usage and (to
     float32 rounding) log-probabilities."""
-    request = ask(" ".join(words), max_tokens=max_tokens, metadata={"logprobs": True})
-    got = await generate(ort_random, request)
-    expected = await generate(torch_random, request)
-    assert (got.text, got.finish_reason, got.usage) == (
-        expected.text, expected.finish_reason, expected.usage)
-    assert got.logprobs is not None and expected.logprobs is not None
-    assert [t.token for t in got.logprobs] == [t.token for t in expected.logprobs]
-    np.testing.assert_allclose([t.logprob for t in got.logprobs],
-                               [t.logprob for t in expected.logprobs], atol=1e-4)
+    await assert_same_greedy(ort_random, torch_random, words, max_tokens, atol=1e-4)
 
 
 async def assert_batch_equals_alone(batched: SmolLM2OnnxBackend,
@@ -355,19 +370,13 @@ def test_session_device_reads_the_provider() -> None:
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=FIXTURES)
-@given(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=16),
-       max_tokens=st.integers(1, 24))
+@given(words=PROMPT_WORDS, max_tokens=st.integers(1, 24))
 async def test_bound_greedy_equals_unbound(ort_bound: SmolLM2OnnxBackend,
                                            ort_random: SmolLM2OnnxBackend, words: list[str],
                                            max_tokens: int) -> None:
     """Property: with the cache bound to the session's memory, greedy decoding gives the
     numpy path's text, usage and log-probabilities exactly."""
-    request = ask(" ".join(words), max_tokens=max_tokens, metadata={"logprobs": True})
-    got = await generate(ort_bound, request)
-    expected = await generate(ort_random, request)
-    assert (got.text, got.finish_reason, got.usage) == (
-        expected.text, expected.finish_reason, expected.usage)
-    assert got.logprobs == expected.logprobs
+    await assert_same_greedy(ort_bound, ort_random, words, max_tokens, atol=None)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=FIXTURES)

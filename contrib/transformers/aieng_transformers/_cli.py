@@ -135,11 +135,12 @@ def models(pipeline: Path | None, paths: tuple[Path, ...], context: int | None,
     """
     entries = _configured(pipeline, context, bytes_per_param) if pipeline is not None \
         else _plugin_defaults(context, bytes_per_param or "fp32")
-    for extra in paths:
-        from ._generator import _default_name
+    from ._generator import _default_name
 
-        entries.append(_entry("smollm2", _default_name(str(extra)), lambda e=extra: _estimate(
-            e, _default_name(str(e)), bytes_per_param or "fp32", context)))
+    for extra in paths:
+        name = _default_name(str(extra))
+        entries.append(_entry("smollm2", name, lambda e=extra, n=name: _estimate(
+            e, n, bytes_per_param or "fp32", context)))
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
@@ -220,9 +221,7 @@ def _configured(pipeline: Path, context: int | None,
             hasattr(instance, "aieng_embed") for instance in components.values()):
         # A pipeline without an embedder embeds (if a component asks, e.g. `vectors`) with
         # the kernel's default one: it takes memory too.
-        info = kernel.registry.component(fallback)
-        components[f"({fallback}, default)"] = \
-            info.factory(info.options()) if info.options else info.factory()
+        components[f"({fallback}, default)"] = kernel.registry.component(fallback).build()
     entries = []
     for name, instance in components.items():
         if not any(hasattr(instance, hook) for hook in _BACKEND_HOOKS):

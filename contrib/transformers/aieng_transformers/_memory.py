@@ -86,8 +86,9 @@ def memory_estimate(model: str, source: Path, *, precision: str, kv_precision: s
         count 4 bytes each (``kept_fp32_parameters``).
     :raises ValueError: for an unknown precision or a path that is no model.
     """
-    if precision not in BYTES or (kv_precision or precision) not in BYTES:
-        raise ValueError(f"unknown precision {precision!r}; known: {sorted(BYTES)}")
+    for name in (precision, kv_precision or precision):
+        if name not in BYTES:
+            raise ValueError(f"unknown precision {name!r}; known: {sorted(BYTES)}")
     figures = footprint(source).estimate(
         bytes_per_param=BYTES[precision], kv_bytes=BYTES[kv_precision or precision],
         context=context, sequences=sequences)
