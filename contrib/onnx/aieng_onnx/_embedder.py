@@ -118,7 +118,8 @@ class MiniLMOnnxEmbedder:
                 self._encoder = OnnxEncoder(
                     session, load_tokenizer(folder), dimension=int(config["hidden_size"]),
                     batch_size=self.options.batch_size, max_length=max_length,
-                    fixed_batches=self.options.batching == "fixed")
+                    fixed_batches=self.options.batching == "fixed",
+                    workers=self.options.workers)
                 wanted = [PROVIDERS[p] for p in self.options.providers]
                 got = self._encoder.providers
                 log.info("model.loaded", model=self.model, file=str(file),
@@ -164,6 +165,12 @@ class MiniLMOnnxEmbedder:
         """Export (once) and load the model before the first request."""
         if self._encoder is None:
             await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
+
+    @hookimpl
+    async def aieng_pipeline_close(self) -> None:
+        """End the encoder's worker threads (``workers`` > 1; a later call makes new ones)."""
+        if self._encoder is not None:
+            await anyio.to_thread.run_sync(self._encoder.close)
 
     @hookimpl
     async def aieng_embed(self, texts: Sequence[str], model: str | None) -> Vectors | None:

@@ -56,6 +56,13 @@ class MiniLMOnnxOptions:
     :param providers: execution providers to try, in order, from ``tensorrt``, ``cuda``
         and ``cpu``; the session uses the first that loads (``cpu`` always does).
     :param intra_op_threads: ONNX Runtime's threads inside one operator.
+    :param workers: forward passes of one call run at once, each from a thread of its
+        own (an ONNX Runtime session takes concurrent runs), each with
+        ``intra_op_threads`` threads per operator. For bulk encoding on a CPU with several
+        cores, ``intra_op_threads = 1`` and ``workers`` = the cores scales better than
+        one pass at a time over all of them (a batch's small products split poorly
+        between threads); a call of one batch (a query) still runs on one worker.
+        Vectors do not depend on it.
     :param batch_size: the most texts in one forward pass (texts are sorted by token
         count first).
     :param batching: where the length-sorted texts are cut into batches:
@@ -82,6 +89,7 @@ class MiniLMOnnxOptions:
         default=("tensorrt", "cuda", "cpu"), converter=_providers,
         validator=[v.deep_iterable(v.in_(tuple(PROVIDERS))), v.min_len(1)])
     intra_op_threads: int = attrs.field(default=1, validator=_positive)
+    workers: int = attrs.field(default=1, validator=_positive)
     batch_size: int = attrs.field(default=32, validator=_positive)
     max_length: int = attrs.field(default=256, validator=_positive)
     opset: int = attrs.field(default=18, validator=[v.instance_of(int), v.ge(14), v.le(23)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,10 +106,15 @@ class OnnxEncoder:
     :param batch_size: the most texts in one forward pass.
     :param fixed_batches: cut the length-sorted texts every ``batch_size`` texts, instead
         of where :func:`batch_bounds` finds the least padding.
+    :param workers: forward passes of one call run at once, each from a thread of a pool
+        of this many (made on the first call that has more than one batch); longest
+        batches go first.
     """
 
     def __init__(self, session: Any, tokenizer: Any, *, dimension: int, batch_size: int,
-                 max_length: int, fixed_batches: bool = False) -> None:
+                 max_length: int, fixed_batches: bool = False, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
         self.session = session
         self.tokenizer = tokenizer
         tokenizer.no_padding()
@@ -116,20 +122,21 @@ class OnnxEncoder:
         self.batch_size = batch_size
         self.max_length = max_length
         self.fixed_batches = fixed_batches
+        self.workers = workers
         self.dimension = dimension
         self.inputs = {i.name for i in session.get_inputs()}
         self.output = session.get_outputs()[0].name
         #: The execution providers the session really got, best first.
         self.providers: tuple[str, ...] = tuple(session.get_providers())
         self.lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
-    def encode(self, texts: Sequence[str]) -> Vectors:
-        """One L2-normalized mean-pooled vector per text, in input order."""
+    def batches(self, texts: Sequence[str]) -> list[tuple[list[int], dict[str, Any]]]:
+        """The forward passes that encode ``texts``: each batch's text indices and its
+        padded feed (``input_ids``, ``attention_mask``, ``token_type_ids``), longest
+        batch first."""
         import numpy as np
 
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        if not texts:
-            return out
         encodings = self.tokenizer.encode_batch([_clean(t) for t in texts])
         # Longest first, by tokens, so each batch pads to lengths close to its own.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids), reverse=True)
@@ -138,26 +145,63 @@ class OnnxEncoder:
                       for start in range(0, len(order), self.batch_size)]
         else:
             bounds = batch_bounds([len(encodings[i].ids) for i in order], self.batch_size)
-        with self.lock:
-            for start, stop in bounds:
-                rows = order[start:stop]
-                width = len(encodings[rows[0]].ids)
-                ids = np.zeros((len(rows), width), dtype=np.int64)
-                types = np.zeros((len(rows), width), dtype=np.int64)
-                mask = np.zeros((len(rows), width), dtype=np.int64)
-                for r, i in enumerate(rows):
-                    enc = encodings[i]
-                    n = len(enc.ids)
-                    ids[r, :n] = enc.ids
-                    types[r, :n] = enc.type_ids
-                    mask[r, :n] = 1
-                feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-                hidden = self.session.run(
-                    [self.output], {k: a for k, a in feed.items() if k in self.inputs})[0]
-                # Mask-weighted mean as one batched product: (b, 1, l) @ (b, l, d).
-                weights = mask.astype(np.float32)[:, None, :]
-                pooled = np.matmul(weights, hidden)[:, 0, :]
-                pooled /= np.maximum(weights.sum(axis=2), 1e-9)
-                norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-                out[rows] = pooled / norms
+        out = []
+        for start, stop in bounds:
+            rows = order[start:stop]
+            width = len(encodings[rows[0]].ids)
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            types = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for r, i in enumerate(rows):
+                enc = encodings[i]
+                n = len(enc.ids)
+                ids[r, :n] = enc.ids
+                types[r, :n] = enc.type_ids
+                mask[r, :n] = 1
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            out.append((rows, feed))
         return out
+
+    def _pooled(self, feed: dict[str, Any]) -> Vectors:
+        import numpy as np
+
+        mask = feed["attention_mask"]
+        hidden = self.session.run(
+            [self.output], {k: a for k, a in feed.items() if k in self.inputs})[0]
+        # Mask-weighted mean as one batched product: (b, 1, l) @ (b, l, d).
+        weights = mask.astype(np.float32)[:, None, :]
+        pooled: Vectors = np.matmul(weights, hidden)[:, 0, :]
+        pooled /= np.maximum(weights.sum(axis=2), 1e-9)
+        norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return pooled / norms  # type: ignore[no-any-return]
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """One L2-normalized mean-pooled vector per text, in input order."""
+        import numpy as np
+
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        if not texts:
+            return out
+        batches = self.batches(texts)
+        with self.lock:
+            if self.workers == 1 or len(batches) == 1:
+                for rows, feed in batches:
+                    out[rows] = self._pooled(feed)
+            else:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.workers,
+                                                    thread_name_prefix="aieng-onnx-encode")
+                # map() submits in order (longest first) and yields in order; each
+                # batch writes its own rows.
+                for (rows, _), vectors in zip(
+                        batches, self._pool.map(self._pooled, [f for _, f in batches]),
+                        strict=True):
+                    out[rows] = vectors
+        return out
+
+    def close(self) -> None:
+        """End the worker threads (a later call makes new ones)."""
+        with self.lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,107 @@ def test_batching_does_not_change_vectors(bert_dir: Path, tmp_path: Path) -> Non
     assert MiniLMOnnxOptions().batching == "least-padding"
     with pytest.raises(ValueError):
         MiniLMOnnxOptions(batching="dynamic")  # type: ignore[arg-type]
+
+
+# -- workers: several forward passes of one call at once ------------------------------------
+
+@pytest.fixture(scope="module")
+def by_workers(bert_dir: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> dict[int, MiniLMOnnxEmbedder]:
+    """The tiny BERT with 1 and with 3 workers, batches of at most 2 texts."""
+    cache = tmp_path_factory.mktemp("workers")
+    return {n: MiniLMOnnxEmbedder(MiniLMOnnxOptions(
+        path=str(bert_dir), cache_dir=str(cache), providers=("cpu",), batch_size=2,
+        workers=n)) for n in (1, 3)}
+
+
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "stock", "market", "fell", "Zürich", "東京",
+         "kitten", "3.14159", "!"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(WORDS), max_size=30).map(" ".join), max_size=17))
+def test_workers_do_not_change_vectors(by_workers: dict[int, MiniLMOnnxEmbedder],
+                                       texts: list[str]) -> None:
+    """Passes run three at a time give exactly the vectors of one at a time, in input
+    order (each pass is the same computation on its own thread, writing its own rows)."""
+    np.testing.assert_array_equal(by_workers[3].encode(texts), by_workers[1].encode(texts))
+
+
+class MeetingSession:
+    """Test double around a real session: each ``run`` waits at a barrier of ``parties``
+    before running, so runs made one after another break it (``BrokenBarrierError``)
+    and only ``parties`` concurrent runs get through. Records the threads that ran."""
+
+    def __init__(self, session: object, parties: int) -> None:
+        self.session = session
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.threads: set[threading.Thread] = set()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.session, name)
+
+    def run(self, *args: object, **kwargs: object) -> object:
+        self.threads.add(threading.current_thread())
+        self.barrier.wait()
+        return self.session.run(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_workers_run_passes_at_once(bert_dir: Path, tmp_path: Path) -> None:
+    """With ``workers = 2`` two forward passes of one call are in ``session.run`` at the
+    same moment, on the pool's threads; ``close`` ends them and a later call makes new
+    ones. With one worker the same call never has two runs at once."""
+    texts = ["a cat", "the stock market fell", "a dog sat on the mat", "kitten"]
+    reference = MiniLMOnnxEmbedder(MiniLMOnnxOptions(
+        path=str(bert_dir), cache_dir=str(tmp_path), providers=("cpu",))).encode(texts)
+    encoder = MiniLMOnnxEmbedder(MiniLMOnnxOptions(
+        path=str(bert_dir), cache_dir=str(tmp_path), providers=("cpu",), batch_size=2,
+        workers=2)).load()
+    assert len(encoder.batches(texts)) == 2
+    real = encoder.session
+    encoder.session = MeetingSession(real, parties=2)
+    np.testing.assert_allclose(encoder.encode(texts), reference, atol=1e-5)
+    assert len(encoder.session.threads) == 2
+    workers = encoder.session.threads
+    assert all(t.name.startswith("aieng-onnx-encode") for t in workers)
+    encoder.close()
+    assert not any(t.is_alive() for t in workers)
+    encoder.session = MeetingSession(real, parties=2)
+    np.testing.assert_allclose(encoder.encode(texts), reference, atol=1e-5)
+    encoder.close()
+
+    encoder.workers = 1
+    encoder.session = MeetingSession(real, parties=2)
+    encoder.session.barrier = threading.Barrier(2, timeout=0.5)
+    with pytest.raises(threading.BrokenBarrierError):
+        encoder.encode(texts)
+
+
+def test_workers_option() -> None:
+    """``workers`` defaults to 1 and must be a positive integer."""
+    assert MiniLMOnnxOptions().workers == 1
+    for bad in (0, -2, 1.5, "2"):
+        with pytest.raises((ValueError, TypeError)):
+            MiniLMOnnxOptions(workers=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_pipeline_close_ends_the_workers(bert_dir: Path, tmp_path: Path) -> None:
+    """Through the hooks: ``aieng_embed`` of a many-batch call runs on the pool, the
+    pipeline's close ends its threads, and the component still embeds afterwards."""
+    embedder = MiniLMOnnxEmbedder(MiniLMOnnxOptions(
+        path=str(bert_dir), cache_dir=str(tmp_path), providers=("cpu",), batch_size=1,
+        workers=2))
+    texts = ["a cat", "the stock market fell", "kitten"]
+    await embedder.aieng_pipeline_open()
+    first = await embedder.aieng_embed(texts, None)
+    pool = embedder.load()._pool
+    assert pool is not None
+    threads = list(pool._threads)
+    assert threads and all(t.is_alive() for t in threads)
+    await embedder.aieng_pipeline_close()
+    assert not any(t.is_alive() for t in threads)
+    again = await embedder.aieng_embed(texts, None)
+    assert first is not None and again is not None
+    np.testing.assert_array_equal(first, again)
+    await embedder.aieng_pipeline_close()
