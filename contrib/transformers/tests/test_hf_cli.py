@@ -36,7 +36,7 @@ def test_generate_streams_and_times(cli: click.Group, chain_dir: Path) -> None:
     result = CliRunner().invoke(cli, ["generate", "hi", "--model-path", str(chain_dir)])
     assert result.exit_code == 0, result.output
     assert last_line(result) == CHAIN_TEXT
-    assert "TTFT" in result.stderr and "TPOT" in result.stderr
+    assert "TTFT" in result.stderr and "TPOT" in result.stderr and "imports" in result.stderr
 
 
 def test_generate_json_report(cli: click.Group, chain_dir: Path) -> None:
@@ -49,6 +49,7 @@ def test_generate_json_report(cli: click.Group, chain_dir: Path) -> None:
     assert report["finish_reason"] == "length"
     assert report["usage"]["completion_tokens"] == 4
     assert report["ttft_s"] > 0 and report["tpot_s"] > 0
+    assert 0 <= report["import_s"] <= report["load_s"]
     half = CliRunner().invoke(cli, ["generate", "hi", "--model-path", str(chain_dir),
                                     "--json", "--dtype", "bfloat16"])
     assert half.exit_code == 0, half.output
