@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import string
+from decimal import Decimal
 from typing import Any
 
 import jsonschema
@@ -39,14 +41,48 @@ async def generate(backend: SmolLM2Backend, request: Request) -> Completion:
     return completion
 
 
-def strict(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema as jsonschema reads our semantics (no additional properties)."""
-    if schema.get("type") == "object":
-        props = {k: strict(v) for k, v in schema.get("properties", {}).items()}
-        return {**schema, "properties": props, "additionalProperties": False}
-    if schema.get("type") == "array":
-        return {**schema, "items": strict(schema["items"])}
-    return schema
+def strict(schema: Any) -> Any:
+    """The schema as jsonschema reads our semantics (no additional properties), through
+    ``properties``, ``items``, ``anyOf`` / ``oneOf`` and ``$defs``."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if "properties" in out or out.get("type") == "object":
+        out["properties"] = {k: strict(v) for k, v in out.get("properties", {}).items()}
+        out["additionalProperties"] = False
+    if "items" in out:
+        out["items"] = strict(out["items"])
+    for word in ("anyOf", "oneOf"):
+        if word in out:
+            out[word] = [strict(v) for v in out[word]]
+    if "$defs" in out:
+        out["$defs"] = {k: strict(v) for k, v in out["$defs"].items()}
+    return out
+
+
+#: enum / const values: every JSON type, ASCII (the tiny models' vocabulary spells them).
+VALUES = [1, -2, 2.5, 0, True, False, None, "a", 'b"', "", [1, "x"], {"k": None}]
+
+
+def _bounded() -> st.SearchStrategy[dict[str, Any]]:
+    integers = st.tuples(st.integers(-120, 120), st.integers(0, 130)).flatmap(
+        lambda lw: st.sampled_from([
+            {"type": "integer", "minimum": lw[0], "maximum": lw[0] + lw[1]},
+            {"type": "integer", "exclusiveMinimum": lw[0], "maximum": lw[0] + lw[1] + 1},
+            {"type": "integer", "minimum": lw[0]},
+            {"type": "integer", "maximum": lw[0]}]))
+    numbers = st.tuples(st.sampled_from([-3, -0.5, 0, 0.25, 1, 99.5]),
+                        st.sampled_from([0.01, 0.5, 1, 250])).flatmap(
+        lambda lw: st.sampled_from([
+            {"type": "number", "minimum": lw[0], "maximum": lw[0] + lw[1]},
+            {"type": "number", "exclusiveMinimum": lw[0], "exclusiveMaximum": lw[0] + lw[1]},
+            {"type": "number", "minimum": lw[0]}]))
+    strings = st.tuples(st.integers(0, 4), st.integers(0, 5)).map(
+        lambda mn: {"type": "string", "minLength": mn[0], "maxLength": mn[0] + mn[1]})
+    values = st.one_of(
+        st.sampled_from(VALUES).map(lambda v: {"const": v}),
+        st.lists(st.sampled_from(VALUES), min_size=1, max_size=4).map(lambda e: {"enum": e}))
+    return st.one_of(integers, numbers, strings, values)
 
 
 def _leaf() -> st.SearchStrategy[dict[str, Any]]:
@@ -54,7 +90,8 @@ def _leaf() -> st.SearchStrategy[dict[str, Any]]:
         st.sampled_from([{"type": t} for t in ("string", "number", "integer", "boolean",
                                                 "null")]),
         st.lists(st.text("ab\"\\", min_size=1, max_size=3), min_size=1, max_size=3,
-                 unique=True).map(lambda e: {"type": "string", "enum": e}))
+                 unique=True).map(lambda e: {"type": "string", "enum": e}),
+        _bounded())
 
 
 def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
@@ -65,10 +102,34 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
                                   st.sets(st.sampled_from(sorted(props) or ["_"]))
                                   .map(lambda r: r & set(props))))
     arrays = children.map(lambda items: {"type": "array", "items": items})
-    return st.one_of(objects, arrays)
+    bounded_arrays = st.tuples(children, st.integers(0, 2), st.integers(0, 2)).map(
+        lambda t: {"type": "array", "items": t[0], "minItems": t[1], "maxItems": t[1] + t[2]})
+    optional = children.map(lambda x: {"anyOf": [x, {"type": "null"}]})
+    typed = st.sampled_from([["string", "null"], ["integer", "boolean"], ["number", "null"],
+                             ["array", "null"]]).flatmap(lambda kinds: children.map(
+        lambda x: {"type": kinds, "items": x, "maxLength": 3}))
+    return st.one_of(objects, arrays, bounded_arrays, optional, typed)
 
 
-SCHEMAS = st.recursive(_leaf(), _extend, max_leaves=5)
+def _compiles(schema: dict[str, Any]) -> bool:
+    """Whether the schema is in the subset (random alternatives may start alike)."""
+    try:
+        JsonMachine(schema)
+    except SchemaError:
+        return False
+    return True
+
+
+def _with_defs(body: dict[str, Any]) -> dict[str, Any]:
+    """The schema moved under ``$defs`` and used twice through ``$ref``."""
+    return {"$defs": {"Body": body}, "type": "object",
+            "properties": {"a": {"$ref": "#/$defs/Body"},
+                           "b": {"anyOf": [{"$ref": "#/$defs/Body"}, {"type": "null"}]}},
+            "required": ["a"]}
+
+
+SCHEMAS = st.recursive(_leaf(), _extend, max_leaves=5).flatmap(
+    lambda schema: st.sampled_from([schema, _with_defs(schema)])).filter(_compiles)
 
 
 @settings(max_examples=25, deadline=None,
@@ -132,13 +193,18 @@ async def test_regex_that_agrees_with_the_model_changes_nothing(
 
 @pytest.mark.parametrize(("request_params", "message"), [
     ({"response_schema": {"type": "string", "pattern": "a+"}}, "pattern"),
-    ({"response_schema": {"type": ["string", "null"]}}, "one type"),
+    ({"response_schema": {"anyOf": [{"type": "object"}, {"properties": {}}]}},
+     "same character"),
+    ({"response_schema": {"$defs": {"A": {"type": "array", "items": {"$ref": "#/$defs/A"}}},
+                          "$ref": "#/$defs/A"}}, "itself"),
+    ({"response_schema": {"type": "integer", "minimum": 5, "exclusiveMaximum": 5}}, "bounds"),
+    ({"response_schema": {"type": "string", "minLength": 3, "maxLength": 2}}, "below"),
     ({"response_schema": {"type": "object", "additionalProperties": True}},
      "additionalProperties"),
     ({"response_schema": {"type": "object", "properties": {"a": {"type": "string"}},
                           "required": ["b"]}}, "required"),
     ({"response_schema": {"type": "array"}}, "items"),
-    ({"response_schema": {"anyOf": [{"type": "string"}]}}, "type"),
+    ({"response_schema": {"allOf": [{"type": "string"}]}}, "type"),
     ({"metadata": {"regex": "("}}, "does not compile"),
     ({"metadata": {"regex": "a"}, "response_schema": {"type": "null"}}, "not both"),
 ])
@@ -191,3 +257,208 @@ def test_pending_escape_rules_out_plain_enum_values() -> None:
     state = machine.feed(machine.start(), '["\\')
     assert state is not None
     assert machine.min_chars(state) == len('\\"]')  # the escaped char, the quote, the bracket
+
+
+# -- the automaton against an independent validator and generator ---------------------------
+
+#: Every character a walk may try: printable ASCII (the schemas' values and keys use no more).
+ALPHABET = [chr(c) for c in range(32, 127)]
+
+
+def walk(machine: JsonMachine, rng: random.Random, slack: int) -> str:
+    """A random document the automaton lets through, in a budget of its shortest plus
+    ``slack`` characters; fails if the automaton ever leaves no way to finish in budget
+    (what the token budget of constrained decoding relies on)."""
+    state, out = machine.start(), ""
+    budget = machine.min_chars(state) + slack
+    while not machine.complete(state):
+        left = budget - len(out) - 1
+        options = [(c, after) for c in ALPHABET
+                   if (after := machine.feed(state, c)) is not None
+                   and machine.min_chars(after) <= left]
+        if machine.accepting(state) and (not options or rng.random() < 0.3):
+            break
+        assert options, f"stuck after {out!r}"
+        char, state = rng.choice(options)
+        out += char
+    assert len(out) <= budget
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(schema=SCHEMAS, seed=st.integers(0, 2**32 - 1), slack=st.integers(0, 12))
+def test_walks_end_in_valid_documents(schema: dict[str, Any], seed: int, slack: int) -> None:
+    """Random walks through the automaton of any schema of the subset (bounds, lengths,
+    counts, ``enum``/``const`` of every type, ``anyOf``/type lists, ``$ref``) end in
+    documents jsonschema validates, within the characters ``min_chars`` promised."""
+    machine = JsonMachine(schema)
+    rng = random.Random(seed)
+    for _ in range(3):
+        jsonschema.validate(json.loads(walk(machine, rng, slack)), strict(schema))
+
+
+def _writable(value: Any) -> bool:
+    """Whether a valid document is one the automaton writes: compact JSON (checked by the
+    caller), numbers of at most 24 characters, no exponent where a range bounds them."""
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, (int, float)):
+        text = json.dumps(value)
+        return len(text) <= 24 and "e" not in text.lower() and "inf" not in text.lower() \
+            and "nan" not in text.lower()
+    if isinstance(value, list):
+        return all(_writable(v) for v in value)
+    if isinstance(value, dict):
+        return all(_writable(v) for v in value.values())
+    return all(" " <= c <= "~" for c in value)  # ASCII strings: no \u escapes needed
+
+
+def documents(schema: Any, root: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """Values meant to be valid against ``schema``, read from the raw schema (not from the
+    automaton's compiled form); the test keeps those jsonschema says are valid."""
+    if "$ref" in schema:
+        return documents(root["$defs"][schema["$ref"].rsplit("/", 1)[1]], root)
+    for word in ("anyOf", "oneOf"):
+        if word in schema:
+            return st.one_of([documents(s, root) for s in schema[word]])
+    if "const" in schema:
+        return st.just(schema["const"])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kind = schema.get("type", "object" if "properties" in schema else "array")
+    if isinstance(kind, list):
+        return st.one_of([documents({**schema, "type": k}, root) for k in kind])
+    if kind == "object":
+        props = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        return st.fixed_dictionaries(
+            {k: documents(v, root) for k, v in props.items() if k in required},
+            optional={k: documents(v, root) for k, v in props.items() if k not in required})
+    if kind == "array":
+        return st.lists(documents(schema["items"], root), min_size=schema.get("minItems", 0),
+                        max_size=schema.get("maxItems", 3))
+    if kind == "string":
+        low = schema.get("minLength", 0)
+        return st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=low,
+                       max_size=schema.get("maxLength", low + 6))
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -1000))
+        high = schema.get("maximum", schema.get("exclusiveMaximum", low + 1000))
+        ints = st.integers(math.ceil(low), math.floor(high)) if math.ceil(low) <= high \
+            else st.nothing()
+        if kind == "integer":
+            return ints
+        return st.one_of(ints, st.decimals(Decimal(str(low)), Decimal(str(high)), places=3,
+                                           allow_nan=False, allow_infinity=False).map(float))
+    return st.sampled_from({"boolean": [True, False], "null": [None]}[kind])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), schema=SCHEMAS)
+def test_every_valid_document_is_accepted(data: st.DataObject, schema: dict[str, Any]) -> None:
+    """Valid documents of the schema (drawn from the raw schema, kept when jsonschema
+    validates them), written compactly, are accepted whole: the automaton refuses no valid
+    document it could write. And a text it accepts is valid (checked on the same
+    documents with one character changed)."""
+    machine = JsonMachine(schema)
+    value = data.draw(documents(schema, schema), label="document")
+    text = json.dumps(value, separators=(",", ":"))
+    if _writable(value) and jsonschema.Draft202012Validator(strict(schema)).is_valid(value):
+        state = machine.feed(machine.start(), text)
+        assert state is not None and machine.accepting(state), text
+    position = data.draw(st.integers(0, max(len(text) - 1, 0)))
+    mutated = text[:position] + data.draw(st.sampled_from(ALPHABET)) + text[position + 1:]
+    after = machine.feed(machine.start(), mutated)
+    if after is not None and machine.accepting(after):
+        jsonschema.validate(json.loads(mutated), strict(schema))
+
+
+PYDANTIC_LIKE = {
+    "$defs": {
+        "Pet": {"properties": {"kind": {"enum": ["cat", "dog"], "title": "Kind",
+                                        "type": "string"},
+                               "age": {"anyOf": [{"type": "integer", "minimum": 0},
+                                                 {"type": "null"}], "default": None}},
+                "required": ["kind"], "title": "Pet", "type": "object"}},
+    "properties": {
+        "name": {"maxLength": 8, "minLength": 1, "title": "Name", "type": "string"},
+        "rating": {"maximum": 5, "minimum": 1, "title": "Rating", "type": "integer"},
+        "score": {"exclusiveMaximum": 1, "exclusiveMinimum": 0, "type": "number"},
+        "pets": {"items": {"$ref": "#/$defs/Pet"}, "maxItems": 2, "type": "array"},
+        "status": {"const": "ok"},
+        "when": {"format": "date-time", "type": "string"},
+        "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
+        "code": {"enum": [1, 2, "x", None]},
+    },
+    "required": ["name", "rating", "score", "pets", "status", "code"],
+    "title": "Review", "type": "object"}
+
+
+def test_a_pydantic_style_schema() -> None:
+    """The shapes ``model_json_schema()`` writes for plain fields (``$defs``/``$ref``,
+    ``Optional`` as ``anyOf`` with null, ``Literal`` as ``const``/``enum``, ``Field``
+    bounds, ``format``) compile; its shortest document is what it says, and the
+    automaton follows the bounds character by character."""
+    machine = JsonMachine(PYDANTIC_LIKE)
+    rng = random.Random(1)
+    for _ in range(20):
+        jsonschema.validate(json.loads(walk(machine, rng, 30)), strict(PYDANTIC_LIKE))
+    shortest = '{"name":"a","rating":1,"score":0.1,"pets":[],"status":"ok","code":1}'
+    assert machine.min_chars(machine.start()) == len(shortest)
+    assert machine.accepting(machine.feed(machine.start(), shortest))  # type: ignore[arg-type]
+
+    def accepts(text: str) -> bool:
+        state = machine.feed(machine.start(), text)
+        return state is not None and machine.accepting(state)
+
+    head = '{"name":"a","score":0.5,"pets":[],"status":"ok","code":null,"rating":'
+    assert [accepts(head + r + "}") for r in ("1", "5", "0", "6", "3.0", "-1")] == [
+        True, True, False, False, False, False]
+    # a prefix that can no longer end in range is refused at once, not at the end
+    assert machine.feed(machine.start(), '{"rating":6') is None
+    assert machine.feed(machine.start(), '{"score":1') is None
+    assert machine.feed(machine.start(), '{"score":0.') is not None
+    assert machine.feed(machine.start(), '{"name":"123456789') is None
+    assert machine.feed(machine.start(), '{"name":""') is None
+    assert machine.feed(machine.start(), '{"pets":[{"kind":"cat"},{"kind":"dog"},') is None
+    assert machine.feed(machine.start(), '{"code":3') is None
+    assert machine.feed(machine.start(), '{"name":"\\u00e9') is None  # counted: no \u
+    assert accepts('{"name":"\\n","rating":2,"score":0.99,"pets":[{"kind":"dog","age":3}],'
+                   '"status":"ok","code":"x","note":null,"when":"today"}')
+
+
+@pytest.mark.parametrize(("schema", "message"), [
+    ({"anyOf": [{"type": "integer"}, {"type": "number", "minimum": 1}]}, "same character"),
+    ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, "same character"),
+    ({"oneOf": [{"enum": ["a", "b"]}, {"const": "a"}]}, "two alternatives"),
+    ({"enum": [1, "a"], "type": "integer"}, "not of type"),
+    ({"$ref": "#/components/x"}, "only"),
+    ({"$ref": "#/$defs/missing", "$defs": {}}, "points at nothing"),
+    ({"type": "number", "minimum": True}, "boolean"),
+    ({"type": "integer", "minimum": 0.5, "maximum": 0.7}, "bounds"),
+    ({"type": "string", "minLength": -1}, "non-negative"),
+    ({"const": "abc", "maxLength": 2}, "length"),
+    ({"type": ["string", "nothing"]}, "list of types"),
+])
+def test_schemas_outside_the_subset_are_refused(schema: dict[str, Any], message: str) -> None:
+    """Alternatives the first character cannot tell apart, values of the wrong type, refs
+    elsewhere than ``$defs``, empty ranges and bad bounds fail naming the problem."""
+    with pytest.raises(SchemaError, match=message):
+        JsonMachine(schema)
+
+
+def test_alternatives_that_merge() -> None:
+    """In ``anyOf`` an integer beside an unbounded number is the number, a string enum
+    beside a free string the string, duplicate nulls one; ``enum``/``const`` values of
+    several alternatives are one set."""
+    machine = JsonMachine({"anyOf": [{"type": "integer"}, {"type": "number"},
+                                     {"enum": ["a"]}, {"type": "string"},
+                                     {"type": "null"}, {"type": "null"}]})
+    for text in ("2.5", "3", '"zz"', "null"):
+        state = machine.feed(machine.start(), text)
+        assert state is not None and machine.accepting(state), text
+    values = JsonMachine({"anyOf": [{"const": 1}, {"enum": ["a", None]}, {"const": [2]}]})
+    for text, ok in (("1", True), ('"a"', True), ("null", True), ("[2]", True), ("2", False),
+                     ("[3]", False), ("12", False)):
+        state = values.feed(values.start(), text)
+        assert (state is not None and values.accepting(state)) is ok, text

@@ -145,6 +145,22 @@ async def test_schema_constrained_json(shipped_smollm2: SmolLM2Backend) -> None:
     assert isinstance(value["capital"], bool)
 
 
+async def test_pydantic_style_schema(shipped_smollm2: SmolLM2Backend) -> None:
+    """Needs the shipped model: a schema of the shapes Pydantic writes (``$defs`` /
+    ``$ref``, ``Optional`` as ``anyOf`` with null, ``Literal`` values, ``Field`` bounds,
+    bounded lengths and counts) gives a document jsonschema validates (greedy)."""
+    import json
+
+    import jsonschema
+    from test_hf_constrain import PYDANTIC_LIKE, strict
+
+    completion = await generate(shipped_smollm2, ask(
+        "Review the movie Alien as JSON: your name, a rating from 1 to 5, a score, your "
+        "pets.", max_tokens=120, response_schema=PYDANTIC_LIKE))
+    jsonschema.validate(json.loads(completion.text), strict(PYDANTIC_LIKE))
+    assert completion.finish_reason == "stop"
+
+
 async def test_prompt_lookup_is_greedy_on_smollm2(shipped_smollm2: SmolLM2Backend) -> None:
     """Needs the shipped model: prompt-lookup speculation on an answer that copies its
     context gives plain greedy decoding's ids in fewer forward passes."""

@@ -1,0 +1,127 @@
+"""Number ranges for the JSON automaton: which prefixes of a number can still end in range.
+
+A bounded ``number`` or ``integer`` (``minimum``, ``maximum``, ``exclusiveMinimum``,
+``exclusiveMaximum``) is written in plain decimal (``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``, no
+exponent) of at most ``limit`` characters. Every completion of a prefix is a grid of
+values in an interval: ``12`` grows to ``12`` (one value), ``120``-``129`` (step 1),
+``12.0``-``12.9`` (step 0.1), ``1200``-``1299``… ; ``12.3`` to ``12.30``-``12.39`` and so
+on. :func:`extra_chars` walks those grids, shortest first, and returns the fewest
+characters that reach a value in range (``None``: none does). Exact arithmetic
+(:class:`fractions.Fraction`): no float rounding decides a bound.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Iterator
+from fractions import Fraction
+from typing import NamedTuple
+
+__all__ = ["Range", "extra_chars", "in_range"]
+
+_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+
+
+class Range(NamedTuple):
+    """Bounds of a number: ``None`` for none; ``*_open`` for exclusive ones."""
+
+    low: Fraction | None = None
+    high: Fraction | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def admits(self, value: Fraction) -> bool:
+        if self.low is not None and (value < self.low or self.low_open and value == self.low):
+            return False
+        return not (self.high is not None
+                    and (value > self.high or self.high_open and value == self.high))
+
+    def empty(self) -> bool:
+        """Whether no value (no integer, for an integer range) lies in the bounds."""
+        if self.integer:
+            far = Fraction(10) ** 400
+            return _grid_hit(self, -far, far, Fraction(1)) is None
+        return (self.low is not None and self.high is not None
+                and (self.low > self.high
+                     or self.low == self.high and (self.low_open or self.high_open)))
+
+
+def in_range(text: str, bounds: Range) -> bool:
+    """Whether ``text`` is a whole number (plain decimal, an integer for an integer
+    range) inside the bounds."""
+    grammar = r"-?(0|[1-9][0-9]*)" if bounds.integer else _DECIMAL.pattern
+    return re.fullmatch(grammar, text) is not None and bounds.admits(Fraction(text))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def extra_chars(text: str, bounds: Range, limit: int) -> int | None:
+    """The fewest characters to append to the prefix ``text`` (``""``, ``-``, ``12``,
+    ``0.5``…) so that it is a whole number inside ``bounds`` of at most ``limit``
+    characters; ``None`` when no completion is. Memoized: the automaton asks it for every
+    character of a bounded number, and the same prefixes recur."""
+    for extra, low, high, step in sorted(_grids(text, bounds.integer, limit),
+                                         key=lambda grid: grid[0]):
+        if _grid_hit(bounds, low, high, step) is not None:
+            return extra
+    return None
+
+
+def _grids(text: str, integer: bool, limit: int) -> Iterator[tuple[int, Fraction, Fraction,
+                                                                      Fraction]]:
+    """Every completion of ``text`` as (characters added, lowest, highest, step)."""
+    negative = text.startswith("-")
+    body = text[1:] if negative else text
+    room = limit - len(text)
+    whole, dot, fraction = body.partition(".")
+    for extra, low, high, step in _positive(whole, dot, fraction, integer, room):
+        if negative:
+            low, high = -high, -low
+        yield extra, low, high, step
+
+
+def _positive(whole: str, dot: str, fraction: str, integer: bool, room: int
+              ) -> Iterator[tuple[int, Fraction, Fraction, Fraction]]:
+    if dot:  # the integer part is written: only fraction digits may follow
+        base = Fraction(f"{whole}.{fraction}" if fraction else whole)
+        for more in range(0 if fraction else 1, room + 1):
+            step = Fraction(1, 10 ** (len(fraction) + more))
+            yield more, base, base + Fraction(1, 10 ** len(fraction)) - step, step
+        return
+    # The integer part may still grow: by `more` digits (a leading 0 takes none).
+    starts: list[tuple[int, Fraction, Fraction]] = []
+    if whole == "":
+        starts.append((1, Fraction(0), Fraction(0)))  # "0"
+        for digits in range(1, room + 1):
+            starts.append((digits, Fraction(10 ** (digits - 1)), Fraction(10 ** digits - 1)))
+    elif whole == "0":
+        starts.append((0, Fraction(0), Fraction(0)))
+    else:
+        p = int(whole)
+        for more in range(room + 1):
+            starts.append((more, Fraction(p * 10 ** more), Fraction((p + 1) * 10 ** more - 1)))
+    for extra, low, high in starts:
+        yield extra, low, high, Fraction(1)
+        if integer:
+            continue
+        for digits in range(1, room - extra):  # "." and at least one digit
+            step = Fraction(1, 10 ** digits)
+            yield extra + 1 + digits, low, high + 1 - step, step
+
+
+def _grid_hit(bounds: Range, low: Fraction, high: Fraction, step: Fraction) -> Fraction | None:
+    """A multiple of ``step`` in ``[low, high]`` that the bounds admit, or ``None``."""
+    lo, hi = low, high
+    if bounds.low is not None and bounds.low >= lo:
+        lo = bounds.low
+    if bounds.high is not None and bounds.high <= hi:
+        hi = bounds.high
+    first = math.ceil(lo / step)
+    if bounds.low is not None and lo == bounds.low and bounds.low_open and first * step == lo:
+        first += 1
+    last = math.floor(hi / step)
+    if bounds.high is not None and hi == bounds.high and bounds.high_open and last * step == hi:
+        last -= 1
+    return first * step if first <= last else None
