@@ -2,7 +2,10 @@
 
 A bounded ``number`` or ``integer`` (``minimum``, ``maximum``, ``exclusiveMinimum``,
 ``exclusiveMaximum``) is written in plain decimal (``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``, no
-exponent) of at most ``limit`` characters. Every completion of a prefix is a grid of
+exponent) of at most ``limit`` characters; a non-integer one with at most
+:data:`DIGITS` digits (a leading ``0.`` aside), so that a reader parsing it into a float
+(Python's ``json``, jsonschema) compares it with a bound as the exact decimal does: two
+decimals of at most 15 significant digits are distinct doubles in the same order. Every completion of a prefix is a grid of
 values in an interval: ``12`` grows to ``12`` (one value), ``120``-``129`` (step 1),
 ``12.0``-``12.9`` (step 0.1), ``1200``-``1299``… ; ``12.3`` to ``12.30``-``12.39`` and so
 on. :func:`extra_chars` walks those grids, shortest first, and returns the fewest
@@ -19,7 +22,10 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import NamedTuple
 
-__all__ = ["Range", "extra_chars", "in_range"]
+__all__ = ["DIGITS", "Range", "bound", "extra_chars", "in_range"]
+
+#: The most digits of a bounded non-integer number (C's ``DBL_DIG``).
+DIGITS = 15
 
 _DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 
@@ -49,11 +55,30 @@ class Range(NamedTuple):
                      or self.low == self.high and (self.low_open or self.high_open)))
 
 
+def bound(value: float) -> Fraction:
+    """A schema's bound as the decimal its JSON text wrote (``0.01`` is 1/100, not the
+    double nearest to it)."""
+    return Fraction(value) if isinstance(value, int) else Fraction(repr(value))
+
+
 def in_range(text: str, bounds: Range) -> bool:
     """Whether ``text`` is a whole number (plain decimal, an integer for an integer
-    range) inside the bounds."""
+    range) inside the bounds, read exactly and as a float alike."""
     grammar = r"-?(0|[1-9][0-9]*)" if bounds.integer else _DECIMAL.pattern
-    return re.fullmatch(grammar, text) is not None and bounds.admits(Fraction(text))
+    if re.fullmatch(grammar, text) is None or not bounds.admits(Fraction(text)):
+        return False
+    if bounds.integer or "." not in text:
+        return True
+    value = float(text)  # a bound of more digits than DIGITS could still round alike
+    if bounds.low is not None:
+        low = float(bounds.low)
+        if value < low or bounds.low_open and value == low:
+            return False
+    if bounds.high is not None:
+        high = float(bounds.high)
+        if value > high or bounds.high_open and value == high:
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -84,9 +109,10 @@ def _grids(text: str, integer: bool, limit: int) -> Iterator[tuple[int, Fraction
 
 def _positive(whole: str, dot: str, fraction: str, integer: bool, room: int
               ) -> Iterator[tuple[int, Fraction, Fraction, Fraction]]:
+    digits_left = DIGITS - (0 if whole in ("", "0") else len(whole))
     if dot:  # the integer part is written: only fraction digits may follow
         base = Fraction(f"{whole}.{fraction}" if fraction else whole)
-        for more in range(0 if fraction else 1, room + 1):
+        for more in range(0 if fraction else 1, min(room, digits_left - len(fraction)) + 1):
             step = Fraction(1, 10 ** (len(fraction) + more))
             yield more, base, base + Fraction(1, 10 ** len(fraction)) - step, step
         return
@@ -106,7 +132,8 @@ def _positive(whole: str, dot: str, fraction: str, integer: bool, room: int
         yield extra, low, high, Fraction(1)
         if integer:
             continue
-        for digits in range(1, room - extra):  # "." and at least one digit
+        whole_digits = len(str(int(high))) if high >= 1 else 0
+        for digits in range(1, min(room - extra, DIGITS - whole_digits + 1)):  # "." and 1+
             step = Fraction(1, 10 ** digits)
             yield extra + 1 + digits, low, high + 1 - step, step
 

@@ -43,10 +43,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from fractions import Fraction
 from typing import Any, NamedTuple
 
-from ._jsonbounds import Range, extra_chars, in_range
+from ._jsonbounds import Range, bound, extra_chars, in_range
 
 __all__ = ["MAX_NUMBER_CHARS", "JsonMachine", "SchemaError", "compile_schema"]
 
@@ -87,8 +86,18 @@ class Node:
     value. ``union``: ``branches`` told apart by their first character; ``literal``:
     ``literals``, the JSON spellings of ``enum`` / ``const`` values."""
 
-    __slots__ = ("branches", "bounds", "enum", "items", "kind", "lengths", "literals",
-                 "min_chars", "properties", "required")
+    __slots__ = (
+        "bounds",
+        "branches",
+        "enum",
+        "items",
+        "kind",
+        "lengths",
+        "literals",
+        "min_chars",
+        "properties",
+        "required",
+    )
 
     def __init__(self, kind: str, *, properties: dict[str, Node] | None = None,
                  required: frozenset[str] = frozenset(), items: Node | None = None,
@@ -315,7 +324,7 @@ def _range(schema: Mapping[str, Any], integer: bool, where: str) -> Range:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise SchemaError(f"{where}/{word}: must be a number (draft-4 boolean "
                               "exclusive bounds are not supported)")
-        values[word] = Fraction(value)
+        values[word] = bound(value)
     low, low_open = values.get("minimum"), False
     if "exclusiveMinimum" in values and (low is None or values["exclusiveMinimum"] >= low):
         low, low_open = values["exclusiveMinimum"], True
@@ -366,7 +375,7 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str) -> Node:
             if a.first & b.first:
                 raise SchemaError(f"{where}: two alternatives ({_describe(a)}, "
                                   f"{_describe(b)}) can start with the same character "
-                                  f"{sorted(a.first & b.first)[0]!r}: only alternatives "
+                                  f"{min(a.first & b.first)!r}: only alternatives "
                                   "the first character tells apart are supported")
     return branches[0] if len(branches) == 1 else Node("union", branches=tuple(branches))
 

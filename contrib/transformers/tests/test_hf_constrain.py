@@ -462,3 +462,19 @@ def test_alternatives_that_merge() -> None:
                      ("[3]", False), ("12", False)):
         state = values.feed(values.start(), text)
         assert (state is not None and values.accepting(state)) is ok, text
+
+
+def test_bounds_are_the_decimals_the_schema_wrote() -> None:
+    """``exclusiveMaximum: 0.01`` excludes the text ``0.01`` (regression: the bound was
+    read as the double nearest 0.01, a hair above it), and a bounded non-integer has at
+    most 15 digits, so a float reader agrees with the exact comparison."""
+    machine = JsonMachine({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0.01})
+
+    def accepts(text: str) -> bool:
+        state = machine.feed(machine.start(), text)
+        return state is not None and machine.accepting(state)
+
+    assert not accepts("0.01") and not accepts("0") and accepts("0.001")
+    assert accepts("0.00999999999999")  # 14 decimals
+    assert machine.feed(machine.start(), "0.0099999999999999") is None  # 16: refused
+    assert machine.min_chars(machine.start()) == len("0.001")
