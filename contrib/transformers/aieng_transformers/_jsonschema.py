@@ -11,8 +11,10 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   ``null``, or a list of them; a schema without ``type`` but with ``properties`` is an
   object, with ``items`` an array, with ``enum`` / ``const`` those values.
 - objects: ``properties``, ``required`` (names among the properties);
-  ``additionalProperties`` may only be ``false`` (it is implied: no other key is written).
-  Keys come in any order, each at most once.
+  ``additionalProperties: false`` (implied: no other key is written). Keys come in any
+  order, each at most once. Or, without ``properties``, ``additionalProperties`` a
+  schema (or ``true``): a map of free string keys to values of it (``dict[str, X]``).
+- ``{}`` / ``true`` (Pydantic's ``Any``): any JSON value.
 - arrays: ``items`` (one schema for every item; required), ``minItems``, ``maxItems``.
 - strings: ``minLength``, ``maxLength`` (in characters; such a string is written without
   ``\\u`` escapes), ``format`` (an annotation, as JSON Schema 2020-12 has it by default:
@@ -119,6 +121,10 @@ class Node:
     @property
     def first(self) -> frozenset[str]:
         """The characters a value of this node can start with."""
+        if self.kind == "any":
+            return frozenset().union(*_FIRST.values())
+        if self.kind == "map":
+            return _FIRST["object"]
         if self.kind == "union":
             return frozenset().union(*(b.first for b in self.branches))
         if self.kind == "literal":
@@ -147,6 +153,10 @@ class Node:
             return shortest
         if self.kind == "union":
             return min(b.min_chars for b in self.branches)
+        if self.kind == "map":
+            return 2
+        if self.kind == "any":
+            return 1
         if self.kind == "literal":
             return min(len(lit) for lit in self.literals)
         return {"number": 1, "integer": 1, "boolean": 4, "null": 4}[self.kind]
@@ -165,6 +175,8 @@ class _Compiler:
         self.root = root
 
     def node(self, schema: Any, where: str, refs: tuple[str, ...]) -> Node:
+        if schema is True or isinstance(schema, Mapping) and set(schema) <= _ANNOTATIONS:
+            return ANY
         if not isinstance(schema, Mapping):
             raise SchemaError(f"{where}: a schema must be an object, not "
                               f"{type(schema).__name__}")
@@ -203,9 +215,13 @@ class _Compiler:
         return Node(kind)
 
     def object(self, schema: Mapping[str, Any], where: str, refs: tuple[str, ...]) -> Node:
-        if schema.get("additionalProperties", False) is not False:
-            raise SchemaError(f"{where}: only 'additionalProperties: false' is supported "
-                              "(no key outside 'properties' is ever written)")
+        extra = schema.get("additionalProperties", False)
+        if extra is not False:
+            if "properties" in schema or "required" in schema:
+                raise SchemaError(f"{where}: 'additionalProperties' other than false is "
+                                  "supported only without 'properties' (a map); beside "
+                                  "them no other key is ever written")
+            return Node("map", items=self.node(extra, f"{where}/additionalProperties", refs))
         raw = schema.get("properties", {})
         if not isinstance(raw, Mapping):
             raise SchemaError(f"{where}/properties: must be an object")
@@ -387,11 +403,19 @@ def _describe(node: Node) -> str:
     return node.kind + (" enum" if node.enum else "")
 
 
+#: Any JSON value (``{}``, ``true``): a map of any, an array of any, or a scalar.
+ANY = Node("any")
+FREE_STRING = Node("string")
+_ANY_BRANCHES = (Node("map", items=ANY), Node("array", items=ANY), FREE_STRING,
+                 Node("number"), Node("boolean"), Node("null"))
+
+
 class Frame(NamedTuple):
     """One level of the parse stack.
 
-    ``kind``: ``root``, ``obj``, ``arr``, ``str``, ``key``, ``num``, ``lit`` (``true``,
-    ``false``, ``null``), ``lits`` (one of a set of ``enum`` / ``const`` values).
+    ``kind``: ``root``, ``obj``, ``map`` (free keys), ``arr``, ``str``, ``key``, ``num``,
+    ``lit`` (``true``, ``false``, ``null``), ``lits`` (one of a set of ``enum`` /
+    ``const`` values).
     ``phase`` says what comes next; ``text`` is what a number, literal, enum or key holds
     so far; ``seen`` the keys an object has; ``key`` the key whose value comes next (for
     a literal: the word being written); ``size`` the items of an array / characters of
@@ -529,6 +553,25 @@ class JsonMachine:
                     return self._done(rest)
                 return None
             return None
+        if kind == "map":
+            assert node is not None and node.items is not None
+            if phase in ("open", "comma", "comma_sp"):
+                if phase == "comma" and c == " ":
+                    return (*rest, top._replace(phase="comma_sp"))
+                if c == '"':
+                    return (*stack, Frame("str", FREE_STRING))  # a key: any string
+                return self._done(rest) if c == "}" and phase == "open" else None
+            if phase == "colon":
+                return (*rest, top._replace(phase="value")) if c == ":" else None
+            if phase in ("value", "value_sp"):
+                if phase == "value" and c == " ":
+                    return (*rest, top._replace(phase="value_sp"))
+                return self._begin((*rest, top._replace(phase="in")), node.items, c)
+            if phase == "after":
+                if c == ",":
+                    return (*rest, top._replace(phase="comma"))
+                return self._done(rest) if c == "}" else None
+            return None
         if kind == "arr":
             assert node is not None and node.items is not None
             least, most = node.lengths
@@ -558,6 +601,13 @@ class JsonMachine:
                 if c in branch.first:
                     return self._begin(stack, branch, c)
             return None
+        if kind == "any":
+            for branch in _ANY_BRANCHES:
+                if c in branch.first:
+                    return self._begin(stack, branch, c)
+            return None
+        if kind == "map":
+            return (*stack, Frame("map", node, "open")) if c == "{" else None
         if kind == "literal":
             return self._char((*stack, Frame("lits", node)), c) if c in node.first else None
         if kind == "object":
@@ -582,6 +632,9 @@ class JsonMachine:
         rest = stack[:-1]
         if parent.kind == "root":
             return (*rest, parent._replace(phase="done"))
+        if parent.kind == "map":
+            opening = parent.phase in ("open", "comma", "comma_sp")
+            return (*rest, parent._replace(phase="colon" if opening else "after"))
         if parent.kind == "arr":
             assert parent.node is not None
             counted = parent.node.lengths != (0, None)
@@ -660,6 +713,20 @@ class JsonMachine:
                     total += _closing(node, missing - {frame.key}, after_value=True)
                 else:  # after
                     total += _closing(node, missing, after_value=True)
+            elif kind == "map":
+                assert node is not None and node.items is not None
+                value = node.items.min_chars
+                if phase in ("open", "comma", "comma_sp"):
+                    if depth < len(state) - 1:  # its key is being written
+                        total += 1 + value + 1
+                    else:
+                        total += 1 if phase == "open" else 1 + 2 + 1 + value + 1
+                elif phase == "colon":
+                    total += 1 + value + 1
+                elif phase in ("value", "value_sp"):
+                    total += value + 1
+                else:
+                    total += 1
             elif kind == "arr":
                 assert node is not None and node.items is not None
                 least, item = node.lengths[0], node.items.min_chars

@@ -47,7 +47,9 @@ def strict(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out = dict(schema)
-    if "properties" in out or out.get("type") == "object":
+    if "additionalProperties" in out:  # a map
+        out["additionalProperties"] = strict(out["additionalProperties"])
+    elif "properties" in out or out.get("type") == "object":
         out["properties"] = {k: strict(v) for k, v in out.get("properties", {}).items()}
         out["additionalProperties"] = False
     if "items" in out:
@@ -91,7 +93,7 @@ def _leaf() -> st.SearchStrategy[dict[str, Any]]:
                                                 "null")]),
         st.lists(st.text("ab\"\\", min_size=1, max_size=3), min_size=1, max_size=3,
                  unique=True).map(lambda e: {"type": "string", "enum": e}),
-        _bounded())
+        _bounded(), st.just({}))
 
 
 def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
@@ -108,7 +110,8 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
     typed = st.sampled_from([["string", "null"], ["integer", "boolean"], ["number", "null"],
                              ["array", "null"]]).flatmap(lambda kinds: children.map(
         lambda x: {"type": kinds, "items": x, "maxLength": 3}))
-    return st.one_of(objects, arrays, bounded_arrays, optional, typed)
+    maps = children.map(lambda values: {"type": "object", "additionalProperties": values})
+    return st.one_of(objects, arrays, bounded_arrays, optional, typed, maps)
 
 
 def _compiles(schema: dict[str, Any]) -> bool:
@@ -199,8 +202,8 @@ async def test_regex_that_agrees_with_the_model_changes_nothing(
                           "$ref": "#/$defs/A"}}, "itself"),
     ({"response_schema": {"type": "integer", "minimum": 5, "exclusiveMaximum": 5}}, "bounds"),
     ({"response_schema": {"type": "string", "minLength": 3, "maxLength": 2}}, "below"),
-    ({"response_schema": {"type": "object", "additionalProperties": True}},
-     "additionalProperties"),
+    ({"response_schema": {"type": "object", "properties": {"a": {}},
+                          "additionalProperties": True}}, "additionalProperties"),
     ({"response_schema": {"type": "object", "properties": {"a": {"type": "string"}},
                           "required": ["b"]}}, "required"),
     ({"response_schema": {"type": "array"}}, "items"),
@@ -313,9 +316,21 @@ def _writable(value: Any) -> bool:
     return all(" " <= c <= "~" for c in value)  # ASCII strings: no \u escapes needed
 
 
+ASCII = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=4)
+ANY_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | ASCII,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ASCII, inner, max_size=3),
+    max_leaves=6)
+
+
 def documents(schema: Any, root: dict[str, Any]) -> st.SearchStrategy[Any]:
     """Values meant to be valid against ``schema``, read from the raw schema (not from the
     automaton's compiled form); the test keeps those jsonschema says are valid."""
+    if schema is True or not set(schema) - {"title", "description", "$defs"}:
+        return ANY_VALUE
+    if "additionalProperties" in schema:
+        return st.dictionaries(ASCII, documents(schema["additionalProperties"], root),
+                               max_size=3)
     if "$ref" in schema:
         return documents(root["$defs"][schema["$ref"].rsplit("/", 1)[1]], root)
     for word in ("anyOf", "oneOf"):
@@ -389,6 +404,8 @@ PYDANTIC_LIKE = {
         "when": {"format": "date-time", "type": "string"},
         "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
         "code": {"enum": [1, 2, "x", None]},
+        "tags": {"additionalProperties": {"type": "integer"}, "type": "object"},
+        "extra": {"title": "Extra"},
     },
     "required": ["name", "rating", "score", "pets", "status", "code"],
     "title": "Review", "type": "object"}
@@ -478,3 +495,24 @@ def test_bounds_are_the_decimals_the_schema_wrote() -> None:
     assert accepts("0.00999999999999")  # 14 decimals
     assert machine.feed(machine.start(), "0.0099999999999999") is None  # 16: refused
     assert machine.min_chars(machine.start()) == len("0.001")
+
+
+def test_maps_and_any_values() -> None:
+    """``additionalProperties`` as a schema without ``properties`` is a map of free keys
+    (``dict[str, X]``); ``{}`` / ``true`` is any JSON value (Pydantic's ``Any``)."""
+    counts = JsonMachine({"type": "object", "additionalProperties": {"type": "integer",
+                                                                      "minimum": 0}})
+
+    def accepts(machine: JsonMachine, text: str) -> bool:
+        state = machine.feed(machine.start(), text)
+        return state is not None and machine.accepting(state)
+
+    assert accepts(counts, '{"a":1, "b c":2,"a":0}') and accepts(counts, "{}")
+    assert counts.feed(counts.start(), '{"a":-1') is None  # ("-0" is 0: allowed)
+    assert counts.feed(counts.start(), '{"a":"') is None
+    key = counts.feed(counts.start(), '{"k')
+    assert key is not None and counts.min_chars(key) == len('":0}')
+    anything = JsonMachine({"description": "any value"})
+    for text in ('[{"a":[null,true]},"x",-1.5e3]', "{}", '"s"', "0", "false", '{"":{}}'):
+        assert accepts(anything, text), text
+    assert accepts(JsonMachine(True), "[1]")  # type: ignore[arg-type]
