@@ -94,9 +94,14 @@ def extra_chars(text: str, bounds: Range, limit: int) -> int | None:
     return None
 
 
-def _grids(text: str, integer: bool, limit: int) -> Iterator[tuple[int, Fraction, Fraction,
-                                                                      Fraction]]:
+def _grids(text: str, integer: bool, limit: int, *, signs: bool = True
+           ) -> Iterator[tuple[int, Fraction, Fraction, Fraction]]:
     """Every completion of ``text`` as (characters added, lowest, highest, step)."""
+    if text == "" and signs:  # no sign written yet: a minus is one more character
+        yield from _grids("", integer, limit, signs=False)
+        for extra, low, high, step in _grids("-", integer, limit):
+            yield extra + 1, low, high, step
+        return
     negative = text.startswith("-")
     body = text[1:] if negative else text
     room = limit - len(text)

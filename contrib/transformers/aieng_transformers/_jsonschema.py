@@ -26,10 +26,10 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
 - ``anyOf`` / ``oneOf`` and type lists: alternatives a document's first character tells
   apart (an object, an array, a string, a number, ``true``/``false``, ``null``, a set of
   ``enum``/``const`` values), e.g. ``Optional[...]``'s ``anyOf: [X, {"type": "null"}]``.
-  String ``enum`` s and ``const`` s merge into one set of values; in ``anyOf``, an
-  ``integer`` beside an unbounded ``number`` is the number, a string ``enum`` beside an
-  unbounded string the string. Two alternatives that start alike otherwise (two objects)
-  are refused.
+  ``enum`` / ``const`` values of several alternatives merge into one set; in ``anyOf`` a
+  free (unbounded) alternative takes over the values and bounded alternatives of its
+  kind (an ``integer`` beside a free ``number`` is the number), and ``{}`` takes over
+  everything. Two alternatives that start alike otherwise (two objects) are refused.
 - ``$ref`` to ``#``, ``#/$defs/…`` or ``#/definitions/…`` (not recursive), and ``$defs`` /
   ``definitions`` anywhere.
 - annotations ignored: ``title``, ``description``, ``$schema``, ``$id``, ``$comment``,
@@ -359,14 +359,30 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str) -> Node:
     flat: list[Node] = []
     for node in nodes:
         flat.extend(node.branches if node.kind == "union" else (node,))
-    # Sets of values (string enums too) merge into one; exact duplicates of a plain kind
-    # collapse.
+    if not exclusive and any(n.kind == "any" for n in flat):
+        return ANY  # anyOf with any value (Optional[Any]) admits every value
     values = [n for n in flat if n.kind == "literal" or n.kind == "string" and n.enum]
     rest = [n for n in flat if n not in values]
-    if not exclusive and any(n.kind == "string" and n.lengths == (0, None) for n in rest):
-        # anyOf: a free string already admits every string value
-        values = [Node("literal", literals=others) for n in values if n.kind == "literal"
-                  and (others := tuple(v for v in n.literals if not v.startswith('"')))]
+    if not exclusive:
+        # anyOf: what a free alternative admits is that alternative's — values of its kind,
+        # an integer beside a number — and identical free alternatives are one.
+        free = {n.kind for n in rest if n.bounds is None and n.lengths == (0, None)
+                and n.kind in ("string", "number", "integer", "boolean", "null")}
+        if "number" in free:
+            free.add("integer")
+            rest = [n for n in rest if n.kind != "integer"]
+        values = [n for n in values if not (n.kind == "string" and "string" in free)]
+        values = [Node("literal", literals=others) if n.kind == "literal" else n
+                  for n in values if n.kind != "literal" or (others := tuple(
+                      v for v in n.literals if _kind_of(json.loads(v)) not in free))]
+        kept: list[Node] = []
+        for n in rest:  # of a free kind: one free alternative, bounded ones subsumed
+            if n.kind in free and (any(k.kind == n.kind for k in kept)
+                                   or n.bounds is not None or n.lengths != (0, None)):
+                continue
+            kept.append(n)
+        rest = kept
+    # Sets of values (string enums too) merge into one.
     if values and not (len(values) == 1 and values[0].kind == "string"):
         spelled: list[str] = []
         for n in values:
@@ -375,16 +391,6 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str) -> Node:
         if exclusive and len(set(spelled)) < len(spelled):
             raise SchemaError(f"{where}: a value appears in two alternatives of 'oneOf'")
         values = [Node("literal", literals=tuple(dict.fromkeys(spelled)))]
-    if not exclusive:
-        plain = {n.kind for n in rest if n.bounds is None and n.lengths == (0, None)}
-        rest = [n for n in rest if not (n.kind == "integer" and "number" in plain)]
-        kept: list[Node] = []
-        for n in rest:  # identical plain alternatives (two 'null's) collapse
-            if not any(k.kind == n.kind and n.kind in ("boolean", "null", "number", "integer",
-                                                       "string")
-                       and k.bounds == n.bounds and k.lengths == n.lengths for k in kept):
-                kept.append(n)
-        rest = kept
     branches = rest + values
     for i, a in enumerate(branches):
         for b in branches[i + 1:]:
@@ -394,6 +400,16 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str) -> Node:
                                   f"{min(a.first & b.first)!r}: only alternatives "
                                   "the first character tells apart are supported")
     return branches[0] if len(branches) == 1 else Node("union", branches=tuple(branches))
+
+
+def _kind_of(value: Any) -> str:
+    """The JSON kind of a value, as the free alternative that admits it would name it
+    (an integral value: ``integer``, which a free ``number`` subsumes)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    return {float: "number", str: "string", type(None): "null"}.get(type(value), "other")
 
 
 def _describe(node: Node) -> str:

@@ -107,9 +107,11 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
     bounded_arrays = st.tuples(children, st.integers(0, 2), st.integers(0, 2)).map(
         lambda t: {"type": "array", "items": t[0], "minItems": t[1], "maxItems": t[1] + t[2]})
     optional = children.map(lambda x: {"anyOf": [x, {"type": "null"}]})
-    typed = st.sampled_from([["string", "null"], ["integer", "boolean"], ["number", "null"],
-                             ["array", "null"]]).flatmap(lambda kinds: children.map(
-        lambda x: {"type": kinds, "items": x, "maxLength": 3}))
+    typed = st.one_of(
+        st.integers(0, 4).map(lambda n: {"type": ["string", "null"], "maxLength": n}),
+        st.just({"type": ["integer", "boolean"]}),
+        st.just({"type": ["number", "null"], "minimum": 0}),
+        children.map(lambda x: {"type": ["array", "null"], "items": x}))
     maps = children.map(lambda values: {"type": "object", "additionalProperties": values})
     return st.one_of(objects, arrays, bounded_arrays, optional, typed, maps)
 
@@ -474,6 +476,15 @@ def test_alternatives_that_merge() -> None:
     for text in ("2.5", "3", '"zz"', "null"):
         state = machine.feed(machine.start(), text)
         assert state is not None and machine.accepting(state), text
+    for schema, texts in (
+            ({"anyOf": [{"type": "null"}, {"const": None}]}, ["null"]),
+            ({"anyOf": [{"type": "integer"}, {"const": 1}, {"const": "a"}]}, ["7", '"a"']),
+            ({"anyOf": [{"type": "integer", "minimum": 3}, {"type": "integer"}]}, ["-4"]),
+            ({"anyOf": [{}, {"type": "null"}]}, ["null", "[]", '{"x":1}'])):
+        merged = JsonMachine(schema)
+        for text in texts:
+            state = merged.feed(merged.start(), text)
+            assert state is not None and merged.accepting(state), (schema, text)
     values = JsonMachine({"anyOf": [{"const": 1}, {"enum": ["a", None]}, {"const": [2]}]})
     for text, ok in (("1", True), ('"a"', True), ("null", True), ("[2]", True), ("2", False),
                      ("[3]", False), ("12", False)):
