@@ -134,8 +134,8 @@ def _schema(value: Any) -> dict[str, Any] | None:
     kind = value.get("type")
     if kind == "text":
         return None
-    if kind == "json_object":
-        return {"type": "object"}
+    if kind == "json_object":  # JSON mode: any object (keys and values free)
+        return {"type": "object", "additionalProperties": True}
     if kind == "json_schema":
         spec = value.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None

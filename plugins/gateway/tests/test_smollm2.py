@@ -102,3 +102,29 @@ async def test_openai_plugin_against_the_gateway(smol: LoopbackServer,
     local = await embedder.aieng_embed(texts, None)
     assert vectors is not None and local is not None
     np.testing.assert_allclose(np.asarray(vectors), np.asarray(local), atol=1e-6)
+
+
+def test_json_modes_through_the_gateway(smol: LoopbackServer) -> None:
+    """``response_format`` through the gateway, on the real model: ``json_object`` (JSON
+    mode) gives a JSON object with keys of the model's choosing (it used to be read as
+    an object of no properties, so always ``{}``), ``json_schema`` a document valid
+    against the schema."""
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                               "population": {"type": "integer",
+                                                              "minimum": 0}},
+              "required": ["city", "population"]}
+    body: dict[str, Any] = {"model": "smol", "max_tokens": 40, "messages": [
+        {"role": "user", "content": "Describe Paris as JSON with its city and population."}]}
+    with httpx.Client(base_url=smol.url, timeout=120) as client:
+        free = client.post("/v1/chat/completions", json={
+            **body, "response_format": {"type": "json_object"}}).json()
+        text = free["choices"][0]["message"]["content"]
+        value = json.loads(text)
+        assert isinstance(value, dict) and value, text
+        typed = client.post("/v1/chat/completions", json={
+            **body, "response_format": {"type": "json_schema",
+                                        "json_schema": {"name": "city", "schema": schema}}})
+        jsonschema.validate(json.loads(typed.json()["choices"][0]["message"]["content"]),
+                            schema)
