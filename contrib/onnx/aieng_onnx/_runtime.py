@@ -107,8 +107,8 @@ class OnnxEncoder:
     :param fixed_batches: cut the length-sorted texts every ``batch_size`` texts, instead
         of where :func:`batch_bounds` finds the least padding.
     :param workers: forward passes of one call run at once, each from a thread of a pool
-        of this many (made on the first call that has more than one batch); longest
-        batches go first.
+        of this many (made on the first call that has more than one batch); the passes
+        with the most padded tokens go first.
     """
 
     def __init__(self, session: Any, tokenizer: Any, *, dimension: int, batch_size: int,
@@ -191,8 +191,10 @@ class OnnxEncoder:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self.workers,
                                                     thread_name_prefix="aieng-onnx-encode")
-                # map() submits in order (longest first) and yields in order; each
-                # batch writes its own rows.
+                # The costliest passes (most padded tokens) first, so the last ones to
+                # start are short; map() yields in submission order, and each batch
+                # writes its own rows.
+                batches.sort(key=lambda batch: batch[1]["input_ids"].size, reverse=True)
                 for (rows, _), vectors in zip(
                         batches, self._pool.map(self._pooled, [f for _, f in batches]),
                         strict=True):
