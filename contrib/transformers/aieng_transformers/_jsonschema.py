@@ -8,8 +8,9 @@ The supported subset (anything else is refused before generating, by :func:`comp
 covers what Pydantic's ``model_json_schema()`` writes for models of plain fields:
 
 - ``type``: ``object``, ``array``, ``string``, ``number``, ``integer``, ``boolean``,
-  ``null``, or a list of them; a schema without ``type`` but with ``properties`` is an
-  object, with ``items`` an array, with ``enum`` / ``const`` those values.
+  ``null``, or a list of them; a schema without ``type`` but with ``properties`` (or
+  ``additionalProperties``) is an object, with ``items`` an array, with ``enum`` /
+  ``const`` those values.
 - objects: ``properties``, ``required`` (names among the properties);
   ``additionalProperties: false`` (implied: no other key is written). Keys come in any
   order, each at most once. Or, without ``properties``, ``additionalProperties`` a
@@ -173,6 +174,9 @@ def compile_schema(schema: Mapping[str, Any], where: str = "#") -> Node:
 class _Compiler:
     def __init__(self, root: Any) -> None:
         self.root = root
+        #: Each ``$ref`` target compiled once (a definition used in many places, or by
+        #: definitions used in many places, is one shared node).
+        self.resolved: dict[str, Node] = {}
 
     def node(self, schema: Any, where: str, refs: tuple[str, ...]) -> Node:
         if schema is True or isinstance(schema, Mapping) and set(schema) <= _ANNOTATIONS:
@@ -191,8 +195,8 @@ class _Compiler:
         if "enum" in schema or "const" in schema:
             return self.values(schema, where)
         if kind is None:
-            kind = ("object" if "properties" in schema else "array" if "items" in schema
-                    else None)
+            kind = ("object" if "properties" in schema or "additionalProperties" in schema
+                    else "array" if "items" in schema else None)
         if not isinstance(kind, str) or kind not in _KEYWORDS:
             raise SchemaError(f"{where}: 'type' must be one of {sorted(_KEYWORDS)} or a "
                               f"list of them, got {kind!r}")
@@ -246,13 +250,16 @@ class _Compiler:
         if target in refs:
             raise SchemaError(f"{where}/$ref: {target!r} refers to itself (a recursive "
                               "schema has no finite automaton here)")
+        if target in self.resolved:
+            return self.resolved[target]
         resolved: Any = self.root
         for part in target[2:].split("/") if target != "#" else ():
             part = part.replace("~1", "/").replace("~0", "~")
             if not isinstance(resolved, Mapping) or part not in resolved:
                 raise SchemaError(f"{where}/$ref: {target!r} points at nothing")
             resolved = resolved[part]
-        return self.node(resolved, target, (*refs, target))
+        node = self.resolved[target] = self.node(resolved, target, (*refs, target))
+        return node
 
     def alternatives(self, schema: Mapping[str, Any], word: str, where: str,
                      refs: tuple[str, ...]) -> Node:

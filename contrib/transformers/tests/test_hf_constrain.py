@@ -565,3 +565,18 @@ def test_pydantic_models_validate_what_the_automaton_writes() -> None:
         text = walk(machine, rng, rng.randint(0, 40))
         Review.model_validate_json(text)
         jsonschema.validate(json.loads(text), strict(schema))
+
+
+def test_shared_definitions_compile_once() -> None:
+    """A definition used by definitions used twice, twenty levels deep, compiles in
+    linear time (each ``$ref`` target once), and the document is still exact."""
+    depth = 20
+    defs = {f"D{i}": {"type": "object",
+                      "properties": {"a": {"$ref": f"#/$defs/D{i + 1}"},
+                                     "b": {"$ref": f"#/$defs/D{i + 1}"}}}
+            for i in range(depth)}
+    defs[f"D{depth}"] = {"type": "integer", "minimum": 1, "maximum": 2}
+    machine = JsonMachine({"$defs": defs, "$ref": "#/$defs/D0"})  # 2**20 paths if inlined
+    state = machine.feed(machine.start(), '{"a":{"b":{}}}')
+    assert state is not None and machine.accepting(state)
+    assert machine.feed(machine.start(), '{"a":{"a":{"a":{"c"') is None
