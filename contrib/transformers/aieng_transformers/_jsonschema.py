@@ -16,7 +16,9 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   order, each at most once. Or, without ``properties``, ``additionalProperties`` a
   schema (or ``true``): a map of free string keys to values of it (``dict[str, X]``).
 - ``{}`` / ``true`` (Pydantic's ``Any``): any JSON value.
-- arrays: ``items`` (one schema for every item; required), ``minItems``, ``maxItems``.
+- arrays: ``items`` (one schema for every item), ``prefixItems`` (one schema per
+  leading item: tuples; ``items`` then covers the rest, ``false`` for none, absent for
+  any value), ``minItems``, ``maxItems``. An array needs ``items`` or ``prefixItems``.
 - strings: ``minLength``, ``maxLength`` (in characters; such a string is written without
   ``\\u`` escapes), ``format`` (an annotation, as JSON Schema 2020-12 has it by default:
   not enforced).
@@ -60,7 +62,7 @@ _ANNOTATIONS = frozenset({"title", "description", "$schema", "$id", "$comment", 
 _BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
 _KEYWORDS = {
     "object": frozenset({"type", "properties", "required", "additionalProperties"}),
-    "array": frozenset({"type", "items", "minItems", "maxItems"}),
+    "array": frozenset({"type", "items", "prefixItems", "minItems", "maxItems"}),
     "string": frozenset({"type", "enum", "const", "minLength", "maxLength", "format"}),
     "number": frozenset({"type"}) | _BOUNDS,
     "integer": frozenset({"type"}) | _BOUNDS,
@@ -98,6 +100,7 @@ class Node:
         "lengths",
         "literals",
         "min_chars",
+        "prefix",
         "properties",
         "required",
     )
@@ -106,8 +109,11 @@ class Node:
                  required: frozenset[str] = frozenset(), items: Node | None = None,
                  enum: tuple[str, ...] | None = None,
                  lengths: tuple[int, int | None] = (0, None), bounds: Range | None = None,
-                 literals: tuple[str, ...] = (), branches: tuple[Node, ...] = ()) -> None:
+                 literals: tuple[str, ...] = (), branches: tuple[Node, ...] = (),
+                 prefix: tuple[Node, ...] = ()) -> None:
         self.kind = kind
+        #: An array's leading items' own schemas (``prefixItems``); ``items`` the rest's.
+        self.prefix = prefix
         self.properties = properties or {}
         self.required = required
         self.items = items
@@ -132,6 +138,23 @@ class Node:
             return frozenset(lit[0] for lit in self.literals)
         return _FIRST[self.kind]
 
+    def item(self, index: int) -> Node:
+        """An array's schema for its item at ``index``."""
+        if index < len(self.prefix):
+            return self.prefix[index]
+        assert self.items is not None
+        return self.items
+
+    def items_cost(self, start: int, count: int) -> int:
+        """The fewest characters of the array's items ``start`` … ``start + count - 1``
+        (without the commas)."""
+        return sum(self.item(i).min_chars for i in range(start, start + count))
+
+    @property
+    def counts(self) -> bool:
+        """Whether an array's frames count their items (bounds or a prefix need it)."""
+        return self.lengths != (0, None) or bool(self.prefix)
+
     def key_cost(self, key: str) -> int:
         """Characters of ``"key":`` and the smallest value of that property."""
         return len(key) + 3 + self.properties[key].min_chars
@@ -145,9 +168,8 @@ class Node:
                 return 2 + min(len(e) for e in self.enum)
             return 2 + self.lengths[0]
         if self.kind == "array":
-            assert self.items is not None
             least = self.lengths[0]
-            return 2 + least * self.items.min_chars + max(0, least - 1)
+            return 2 + self.items_cost(0, least) + max(0, least - 1)
         if self.kind in ("number", "integer") and self.bounds is not None:
             shortest = extra_chars("", self.bounds, MAX_NUMBER_CHARS)
             assert shortest is not None  # an empty range is refused when compiling
@@ -207,16 +229,30 @@ class _Compiler:
         if kind == "object":
             return self.object(schema, where, refs)
         if kind == "array":
-            if "items" not in schema:
-                raise SchemaError(f"{where}: an array needs 'items'")
-            lengths = _lengths(schema, "minItems", "maxItems", where)
-            return Node("array", items=self.node(schema["items"], f"{where}/items", refs),
-                        lengths=lengths)
+            return self.array(schema, where, refs)
         if kind == "string":
             return Node("string", lengths=_lengths(schema, "minLength", "maxLength", where))
         if kind in ("number", "integer") and set(schema) & _BOUNDS:
             return Node(kind, bounds=_range(schema, kind == "integer", where))
         return Node(kind)
+
+    def array(self, schema: Mapping[str, Any], where: str, refs: tuple[str, ...]) -> Node:
+        least, most = _lengths(schema, "minItems", "maxItems", where)
+        raw = schema.get("prefixItems", [])
+        if not isinstance(raw, list):
+            raise SchemaError(f"{where}/prefixItems: must be a list of schemas")
+        prefix = tuple(self.node(v, f"{where}/prefixItems/{i}", refs) for i, v in enumerate(raw))
+        if "items" not in schema and not prefix:
+            raise SchemaError(f"{where}: an array needs 'items' or 'prefixItems'")
+        rest = schema.get("items", True)
+        if rest is False:  # nothing after the prefix
+            most = len(prefix) if most is None else min(most, len(prefix))
+            if least > most:
+                raise SchemaError(f"{where}: 'minItems' {least} needs more items than "
+                                  f"'prefixItems' allows with 'items: false'")
+            rest = True
+        return Node("array", items=self.node(rest, f"{where}/items", refs),
+                    lengths=(least, most), prefix=prefix)
 
     def object(self, schema: Mapping[str, Any], where: str, refs: tuple[str, ...]) -> Node:
         extra = schema.get("additionalProperties", False)
@@ -605,7 +641,7 @@ class JsonMachine:
                     return (*rest, top._replace(phase="comma_sp"))
                 if most == 0:
                     return None
-                return self._begin((*rest, top._replace(phase="in")), node.items, c)
+                return self._begin((*rest, top._replace(phase="in")), node.item(top.size), c)
             if phase == "after":
                 if c == "," and (most is None or top.size < most):
                     return (*rest, top._replace(phase="comma"))
@@ -660,8 +696,8 @@ class JsonMachine:
             return (*rest, parent._replace(phase="colon" if opening else "after"))
         if parent.kind == "arr":
             assert parent.node is not None
-            counted = parent.node.lengths != (0, None)
-            return (*rest, parent._replace(phase="after", size=parent.size + counted))
+            return (*rest, parent._replace(phase="after",
+                                           size=parent.size + parent.node.counts))
         # An object: a key just closed, or a value did.
         if parent.phase in ("open", "comma", "comma_sp"):
             return (*rest, parent._replace(phase="colon", key=key))
@@ -752,15 +788,16 @@ class JsonMachine:
                     total += 1
             elif kind == "arr":
                 assert node is not None and node.items is not None
-                least, item = node.lengths[0], node.items.min_chars
+                least, done = node.lengths[0], frame.size
                 if phase == "open":
-                    total += least * item + max(least - 1, 0) + 1
+                    total += node.items_cost(0, least) + max(least - 1, 0) + 1
                 elif phase in ("comma", "comma_sp"):
-                    need = max(least - frame.size, 1)
-                    total += need * item + need - 1 + 1
+                    need = max(least - done, 1)
+                    total += node.items_cost(done, need) + need - 1 + 1
                 else:  # an item is being written ("in") or was ("after")
-                    left = max(least - frame.size - (phase == "in"), 0)
-                    total += left * (item + 1) + 1
+                    done += phase == "in"
+                    left = max(least - done, 0)
+                    total += node.items_cost(done, left) + left + 1
             elif kind == "root":
                 total += node.min_chars if phase == "value" and node is not None else 0
         return total

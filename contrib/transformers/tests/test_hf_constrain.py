@@ -54,6 +54,8 @@ def strict(schema: Any) -> Any:
         out["additionalProperties"] = False
     if "items" in out:
         out["items"] = strict(out["items"])
+    if "prefixItems" in out:
+        out["prefixItems"] = [strict(v) for v in out["prefixItems"]]
     for word in ("anyOf", "oneOf"):
         if word in out:
             out[word] = [strict(v) for v in out[word]]
@@ -113,7 +115,13 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
         st.just({"type": ["number", "null"], "minimum": 0}),
         children.map(lambda x: {"type": ["array", "null"], "items": x}))
     maps = children.map(lambda values: {"type": "object", "additionalProperties": values})
-    return st.one_of(objects, arrays, bounded_arrays, optional, typed, maps)
+    tuples = st.tuples(st.lists(children, min_size=1, max_size=3),
+                       st.sampled_from(["pydantic", "closed", "open", "more"])).map(
+        lambda t: {"type": "array", "prefixItems": t[0],
+                   **{"pydantic": {"minItems": len(t[0]), "maxItems": len(t[0])},
+                      "closed": {"items": False}, "open": {},
+                      "more": {"items": {"type": "boolean"}, "maxItems": len(t[0]) + 2}}[t[1]]})
+    return st.one_of(objects, arrays, bounded_arrays, optional, typed, maps, tuples)
 
 
 def _compiles(schema: dict[str, Any]) -> bool:
@@ -351,6 +359,11 @@ def documents(schema: Any, root: dict[str, Any]) -> st.SearchStrategy[Any]:
         return st.fixed_dictionaries(
             {k: documents(v, root) for k, v in props.items() if k in required},
             optional={k: documents(v, root) for k, v in props.items() if k not in required})
+    if kind == "array" and "prefixItems" in schema:
+        head = st.tuples(*(documents(v, root) for v in schema["prefixItems"]))
+        rest = schema.get("items", True)
+        tail = st.just([]) if rest is False else st.lists(documents(rest, root), max_size=2)
+        return st.builds(lambda h, t: [*h, *t], head, tail)
     if kind == "array":
         return st.lists(documents(schema["items"], root), min_size=schema.get("minItems", 0),
                         max_size=schema.get("maxItems", 3))
@@ -532,7 +545,7 @@ def test_maps_and_any_values() -> None:
 def test_pydantic_models_validate_what_the_automaton_writes() -> None:
     """The schema a real Pydantic model writes (``model_json_schema()``: an ``Enum`` and a
     nested model in ``$defs``, ``Optional`` fields, ``Field`` bounds and lengths,
-    ``Literal``, ``dict[str, int]``, ``Any``) compiles, and every random document the
+    ``Literal``, ``dict[str, int]``, ``Any``, a tuple) compiles, and every random document the
     automaton lets through is accepted by the model's own validation."""
     import enum
     from typing import Literal
@@ -557,8 +570,10 @@ def test_pydantic_models_validate_what_the_automaton_writes() -> None:
         tags: dict[str, int]
         note: str | None = None
         extra: Any = None
+        where: tuple[int, str] = (0, "")
 
     schema = Review.model_json_schema()
+    assert "prefixItems" in json.dumps(schema)
     machine = JsonMachine(schema)
     rng = random.Random(7)
     for _ in range(60):
@@ -580,3 +595,26 @@ def test_shared_definitions_compile_once() -> None:
     state = machine.feed(machine.start(), '{"a":{"b":{}}}')
     assert state is not None and machine.accepting(state)
     assert machine.feed(machine.start(), '{"a":{"a":{"a":{"c"') is None
+
+
+def test_tuples() -> None:
+    """``prefixItems`` (Pydantic's ``tuple[int, str]``): each leading item has its own
+    schema; ``items: false`` ends the array there, a schema types the rest."""
+    pair = JsonMachine({"type": "array", "prefixItems": [{"type": "integer"},
+                                                         {"type": "string"}],
+                        "minItems": 2, "maxItems": 2})
+
+    def accepts(machine: JsonMachine, text: str) -> bool:
+        state = machine.feed(machine.start(), text)
+        return state is not None and machine.accepting(state)
+
+    assert accepts(pair, '[1,"a"]') and not accepts(pair, "[1]")
+    assert pair.feed(pair.start(), '["a"') is None and pair.feed(pair.start(), "[1,2") is None
+    assert pair.feed(pair.start(), '[1,"a",') is None
+    assert pair.min_chars(pair.start()) == len('[0,""]')
+    more = JsonMachine({"type": "array", "prefixItems": [{"type": "null"}],
+                        "items": {"type": "boolean"}})
+    assert accepts(more, "[null,true,false]") and accepts(more, "[]")
+    assert more.feed(more.start(), "[null,null") is None
+    with pytest.raises(SchemaError, match="minItems"):
+        JsonMachine({"type": "array", "prefixItems": [{}], "items": False, "minItems": 2})
