@@ -241,24 +241,13 @@ def test_machine_accepts_exactly_valid_documents() -> None:
     machine = JsonMachine(PERSON)
     alphabet = list('{}[]":, -0123456789.E\\+' + string.ascii_lowercase)
     rng = random.Random(0)
+    shortest = machine.min_chars(machine.start())
     for _ in range(80):
-        state, out = machine.start(), ""
-        budget = rng.randint(machine.min_chars(state), 60)
-        while not machine.complete(state):
-            left = budget - len(out) - 1
-            options = [(c, after) for c in alphabet
-                       if (after := machine.feed(state, c)) is not None
-                       and machine.min_chars(after) <= left]
-            if machine.accepting(state) and (not options or rng.random() < 0.3):
-                break
-            assert options, out
-            char, state = rng.choice(options)
-            out += char
+        out = walk(machine, rng, rng.randint(0, 60 - shortest), alphabet)
         jsonschema.validate(json.loads(out), strict(PERSON))
     for bad in ('{"name":"a"}', '{"nam', '{"name":1', '{"where":{"x":01', '{ "name"',
                 '{"name":"a","name"', '{"name":"\n'):
-        state = machine.feed(machine.start(), bad)
-        assert state is None or not machine.accepting(state), bad
+        assert not accepts(machine, bad), bad
 
 
 def test_pending_escape_rules_out_plain_enum_values() -> None:
@@ -274,11 +263,18 @@ def test_pending_escape_rules_out_plain_enum_values() -> None:
 
 # -- the automaton against an independent validator and generator ---------------------------
 
+def accepts(machine: JsonMachine, text: str) -> bool:
+    """Whether ``text`` is a whole document the automaton accepts."""
+    state = machine.feed(machine.start(), text)
+    return state is not None and machine.accepting(state)
+
+
 #: Every character a walk may try: printable ASCII (the schemas' values and keys use no more).
 ALPHABET = [chr(c) for c in range(32, 127)]
 
 
-def walk(machine: JsonMachine, rng: random.Random, slack: int) -> str:
+def walk(machine: JsonMachine, rng: random.Random, slack: int,
+         alphabet: list[str] = ALPHABET) -> str:
     """A random document the automaton lets through, in a budget of its shortest plus
     ``slack`` characters; fails if the automaton ever leaves no way to finish in budget
     (what the token budget of constrained decoding relies on)."""
@@ -286,7 +282,7 @@ def walk(machine: JsonMachine, rng: random.Random, slack: int) -> str:
     budget = machine.min_chars(state) + slack
     while not machine.complete(state):
         left = budget - len(out) - 1
-        options = [(c, after) for c in ALPHABET
+        options = [(c, after) for c in alphabet
                    if (after := machine.feed(state, c)) is not None
                    and machine.min_chars(after) <= left]
         if machine.accepting(state) and (not options or rng.random() < 0.3):
@@ -439,12 +435,8 @@ def test_a_pydantic_style_schema() -> None:
     assert machine.min_chars(machine.start()) == len(shortest)
     assert machine.accepting(machine.feed(machine.start(), shortest))  # type: ignore[arg-type]
 
-    def accepts(text: str) -> bool:
-        state = machine.feed(machine.start(), text)
-        return state is not None and machine.accepting(state)
-
     head = '{"name":"a","score":0.5,"pets":[],"status":"ok","code":null,"rating":'
-    assert [accepts(head + r + "}") for r in ("1", "5", "0", "6", "3.0", "-1")] == [
+    assert [accepts(machine, head + r + "}") for r in ("1", "5", "0", "6", "3.0", "-1")] == [
         True, True, False, False, False, False]
     # a prefix that can no longer end in range is refused at once, not at the end
     assert machine.feed(machine.start(), '{"rating":6') is None
@@ -455,7 +447,7 @@ def test_a_pydantic_style_schema() -> None:
     assert machine.feed(machine.start(), '{"pets":[{"kind":"cat"},{"kind":"dog"},') is None
     assert machine.feed(machine.start(), '{"code":3') is None
     assert machine.feed(machine.start(), '{"name":"\\u00e9') is None  # counted: no \u
-    assert accepts('{"name":"\\n","rating":2,"score":0.99,"pets":[{"kind":"dog","age":3}],'
+    assert accepts(machine, '{"name":"\\n","rating":2,"score":0.99,"pets":[{"kind":"dog","age":3}],'
                    '"status":"ok","code":"x","note":null,"when":"today"}')
 
 
@@ -487,8 +479,7 @@ def test_alternatives_that_merge() -> None:
                                      {"enum": ["a"]}, {"type": "string"},
                                      {"type": "null"}, {"type": "null"}]})
     for text in ("2.5", "3", '"zz"', "null"):
-        state = machine.feed(machine.start(), text)
-        assert state is not None and machine.accepting(state), text
+        assert accepts(machine, text), text
     for schema, texts in (
             ({"anyOf": [{"type": "null"}, {"const": None}]}, ["null"]),
             ({"anyOf": [{"type": "integer"}, {"const": 1}, {"const": "a"}]}, ["7", '"a"']),
@@ -496,13 +487,11 @@ def test_alternatives_that_merge() -> None:
             ({"anyOf": [{}, {"type": "null"}]}, ["null", "[]", '{"x":1}'])):
         merged = JsonMachine(schema)
         for text in texts:
-            state = merged.feed(merged.start(), text)
-            assert state is not None and merged.accepting(state), (schema, text)
+            assert accepts(merged, text), (schema, text)
     values = JsonMachine({"anyOf": [{"const": 1}, {"enum": ["a", None]}, {"const": [2]}]})
     for text, ok in (("1", True), ('"a"', True), ("null", True), ("[2]", True), ("2", False),
                      ("[3]", False), ("12", False)):
-        state = values.feed(values.start(), text)
-        assert (state is not None and values.accepting(state)) is ok, text
+        assert accepts(values, text) is ok, text
 
 
 def test_bounds_are_the_decimals_the_schema_wrote() -> None:
@@ -511,12 +500,8 @@ def test_bounds_are_the_decimals_the_schema_wrote() -> None:
     most 15 digits, so a float reader agrees with the exact comparison."""
     machine = JsonMachine({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0.01})
 
-    def accepts(text: str) -> bool:
-        state = machine.feed(machine.start(), text)
-        return state is not None and machine.accepting(state)
-
-    assert not accepts("0.01") and not accepts("0") and accepts("0.001")
-    assert accepts("0.00999999999999")  # 14 decimals
+    assert not accepts(machine, "0.01") and not accepts(machine, "0")
+    assert accepts(machine, "0.001") and accepts(machine, "0.00999999999999")  # 14 decimals
     assert machine.feed(machine.start(), "0.0099999999999999") is None  # 16: refused
     assert machine.min_chars(machine.start()) == len("0.001")
 
@@ -526,10 +511,6 @@ def test_maps_and_any_values() -> None:
     (``dict[str, X]``); ``{}`` / ``true`` is any JSON value (Pydantic's ``Any``)."""
     counts = JsonMachine({"type": "object", "additionalProperties": {"type": "integer",
                                                                       "minimum": 0}})
-
-    def accepts(machine: JsonMachine, text: str) -> bool:
-        state = machine.feed(machine.start(), text)
-        return state is not None and machine.accepting(state)
 
     assert accepts(counts, '{"a":1, "b c":2,"a":0}') and accepts(counts, "{}")
     assert counts.feed(counts.start(), '{"a":-1') is None  # ("-0" is 0: allowed)
@@ -603,10 +584,6 @@ def test_tuples() -> None:
     pair = JsonMachine({"type": "array", "prefixItems": [{"type": "integer"},
                                                          {"type": "string"}],
                         "minItems": 2, "maxItems": 2})
-
-    def accepts(machine: JsonMachine, text: str) -> bool:
-        state = machine.feed(machine.start(), text)
-        return state is not None and machine.accepting(state)
 
     assert accepts(pair, '[1,"a"]') and not accepts(pair, "[1]")
     assert pair.feed(pair.start(), '["a"') is None and pair.feed(pair.start(), "[1,2") is None

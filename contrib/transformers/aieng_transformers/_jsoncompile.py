@@ -1,0 +1,421 @@
+"""The JSON-schema compiler of constrained decoding: a schema of the supported subset
+(listed in :mod:`aieng_transformers._jsonschema`) becomes a tree of :class:`Node` s —
+kinds, children, bounds, alternatives told apart by their first character, and the
+fewest characters of a valid value — which the automaton there walks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ._jsonbounds import Range, bound, extra_chars
+
+__all__ = ["ANY", "ANY_BRANCHES", "FREE_STRING", "MAX_NUMBER_CHARS", "Node", "SchemaError",
+           "compile_schema"]
+
+#: The longest number the automaton writes (sign, digits, fraction, exponent).
+MAX_NUMBER_CHARS = 24
+_ANNOTATIONS = frozenset({"title", "description", "$schema", "$id", "$comment", "default",
+                          "examples", "deprecated", "readOnly", "writeOnly", "$defs",
+                          "definitions"})
+_BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+_KEYWORDS = {
+    "object": frozenset({"type", "properties", "required", "additionalProperties"}),
+    "array": frozenset({"type", "items", "prefixItems", "minItems", "maxItems"}),
+    "string": frozenset({"type", "enum", "const", "minLength", "maxLength", "format"}),
+    "number": frozenset({"type"}) | _BOUNDS,
+    "integer": frozenset({"type"}) | _BOUNDS,
+    "boolean": frozenset({"type"}),
+    "null": frozenset({"type"}),
+}
+_FIRST = {"object": frozenset("{"), "array": frozenset("["), "string": frozenset('"'),
+          "number": frozenset("-0123456789"), "integer": frozenset("-0123456789"),
+          "boolean": frozenset("tf"), "null": frozenset("n")}
+class SchemaError(ValueError):
+    """The schema uses a keyword or form outside the supported subset (see the module)."""
+
+
+class Node:
+    """A compiled schema: its kind, children, bounds and the fewest characters of a valid
+    value. ``union``: ``branches`` told apart by their first character; ``literal``:
+    ``literals``, the JSON spellings of ``enum`` / ``const`` values."""
+
+    __slots__ = (
+        "bounds",
+        "branches",
+        "enum",
+        "items",
+        "kind",
+        "lengths",
+        "literals",
+        "min_chars",
+        "prefix",
+        "properties",
+        "required",
+    )
+
+    def __init__(self, kind: str, *, properties: dict[str, Node] | None = None,
+                 required: frozenset[str] = frozenset(), items: Node | None = None,
+                 enum: tuple[str, ...] | None = None,
+                 lengths: tuple[int, int | None] = (0, None), bounds: Range | None = None,
+                 literals: tuple[str, ...] = (), branches: tuple[Node, ...] = (),
+                 prefix: tuple[Node, ...] = ()) -> None:
+        self.kind = kind
+        #: An array's leading items' own schemas (``prefixItems``); ``items`` the rest's.
+        self.prefix = prefix
+        self.properties = properties or {}
+        self.required = required
+        self.items = items
+        self.enum = enum  # spelled as JSON source, without the quotes
+        #: Items of an array / characters of a string: at least, at most (None: any).
+        self.lengths = lengths
+        self.bounds = bounds
+        self.literals = literals
+        self.branches = branches
+        self.min_chars = self._min_chars()
+
+    @property
+    def first(self) -> frozenset[str]:
+        """The characters a value of this node can start with."""
+        if self.kind == "any":
+            return frozenset().union(*_FIRST.values())
+        if self.kind == "map":
+            return _FIRST["object"]
+        if self.kind == "union":
+            return frozenset().union(*(b.first for b in self.branches))
+        if self.kind == "literal":
+            return frozenset(lit[0] for lit in self.literals)
+        return _FIRST[self.kind]
+
+    def item(self, index: int) -> Node:
+        """An array's schema for its item at ``index``."""
+        if index < len(self.prefix):
+            return self.prefix[index]
+        assert self.items is not None
+        return self.items
+
+    def items_cost(self, start: int, count: int) -> int:
+        """The fewest characters of the array's items ``start`` … ``start + count - 1``
+        (without the commas)."""
+        return sum(self.item(i).min_chars for i in range(start, start + count))
+
+    @property
+    def counts(self) -> bool:
+        """Whether an array's frames count their items (bounds or a prefix need it)."""
+        return self.lengths != (0, None) or bool(self.prefix)
+
+    def key_cost(self, key: str) -> int:
+        """Characters of ``"key":`` and the smallest value of that property."""
+        return len(key) + 3 + self.properties[key].min_chars
+
+    def _min_chars(self) -> int:
+        if self.kind == "object":
+            cost = sum(self.key_cost(k) for k in self.required)
+            return 2 + cost + max(0, len(self.required) - 1)
+        if self.kind == "string":
+            if self.enum is not None:
+                return 2 + min(len(e) for e in self.enum)
+            return 2 + self.lengths[0]
+        if self.kind == "array":
+            least = self.lengths[0]
+            return 2 + self.items_cost(0, least) + max(0, least - 1)
+        if self.kind in ("number", "integer") and self.bounds is not None:
+            shortest = extra_chars("", self.bounds, MAX_NUMBER_CHARS)
+            assert shortest is not None  # an empty range is refused when compiling
+            return shortest
+        if self.kind == "union":
+            return min(b.min_chars for b in self.branches)
+        if self.kind == "map":
+            return 2
+        if self.kind == "any":
+            return 1
+        if self.kind == "literal":
+            return min(len(lit) for lit in self.literals)
+        return {"number": 1, "integer": 1, "boolean": 4, "null": 4}[self.kind]
+
+
+def compile_schema(schema: Mapping[str, Any], where: str = "#") -> Node:
+    """Compile a JSON schema of the supported subset.
+
+    :raises SchemaError: naming the JSON pointer and the keyword outside the subset.
+    """
+    return _Compiler(schema).node(schema, where, ())
+
+
+class _Compiler:
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        #: Each ``$ref`` target compiled once (a definition used in many places, or by
+        #: definitions used in many places, is one shared node).
+        self.resolved: dict[str, Node] = {}
+
+    def node(self, schema: Any, where: str, refs: tuple[str, ...]) -> Node:
+        if schema is True or isinstance(schema, Mapping) and set(schema) <= _ANNOTATIONS:
+            return ANY
+        if not isinstance(schema, Mapping):
+            raise SchemaError(f"{where}: a schema must be an object, not "
+                              f"{type(schema).__name__}")
+        if "$ref" in schema:
+            return self.ref(schema, where, refs)
+        for word in ("anyOf", "oneOf"):
+            if word in schema:
+                return self.alternatives(schema, word, where, refs)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            return self.type_list(schema, kind, where, refs)
+        if "enum" in schema or "const" in schema:
+            return self.values(schema, where)
+        if kind is None:
+            kind = ("object" if "properties" in schema or "additionalProperties" in schema
+                    else "array" if "items" in schema else None)
+        if not isinstance(kind, str) or kind not in _KEYWORDS:
+            raise SchemaError(f"{where}: 'type' must be one of {sorted(_KEYWORDS)} or a "
+                              f"list of them, got {kind!r}")
+        extra = set(schema) - _KEYWORDS[kind] - _ANNOTATIONS
+        if extra:
+            raise SchemaError(f"{where}: unsupported keyword(s) {sorted(extra)} for type "
+                              f"{kind!r}; supported: {sorted(_KEYWORDS[kind])}")
+        if kind == "object":
+            return self.object(schema, where, refs)
+        if kind == "array":
+            return self.array(schema, where, refs)
+        if kind == "string":
+            return Node("string", lengths=_lengths(schema, "minLength", "maxLength", where))
+        if kind in ("number", "integer") and set(schema) & _BOUNDS:
+            return Node(kind, bounds=_range(schema, kind == "integer", where))
+        return Node(kind)
+
+    def array(self, schema: Mapping[str, Any], where: str, refs: tuple[str, ...]) -> Node:
+        least, most = _lengths(schema, "minItems", "maxItems", where)
+        raw = schema.get("prefixItems", [])
+        if not isinstance(raw, list):
+            raise SchemaError(f"{where}/prefixItems: must be a list of schemas")
+        prefix = tuple(self.node(v, f"{where}/prefixItems/{i}", refs) for i, v in enumerate(raw))
+        if "items" not in schema and not prefix:
+            raise SchemaError(f"{where}: an array needs 'items' or 'prefixItems'")
+        rest = schema.get("items", True)
+        if rest is False:  # nothing after the prefix
+            most = len(prefix) if most is None else min(most, len(prefix))
+            if least > most:
+                raise SchemaError(f"{where}: 'minItems' {least} needs more items than "
+                                  f"'prefixItems' allows with 'items: false'")
+            rest = True
+        return Node("array", items=self.node(rest, f"{where}/items", refs),
+                    lengths=(least, most), prefix=prefix)
+
+    def object(self, schema: Mapping[str, Any], where: str, refs: tuple[str, ...]) -> Node:
+        extra = schema.get("additionalProperties", False)
+        if extra is not False:
+            if "properties" in schema or "required" in schema:
+                raise SchemaError(f"{where}: 'additionalProperties' other than false is "
+                                  "supported only without 'properties' (a map); beside "
+                                  "them no other key is ever written")
+            return Node("map", items=self.node(extra, f"{where}/additionalProperties", refs))
+        raw = schema.get("properties", {})
+        if not isinstance(raw, Mapping):
+            raise SchemaError(f"{where}/properties: must be an object")
+        properties = {json.dumps(k)[1:-1]: self.node(v, f"{where}/properties/{k}", refs)
+                      for k, v in raw.items()}
+        required = schema.get("required", [])
+        if not isinstance(required, list) or not all(r in raw for r in required):
+            raise SchemaError(f"{where}/required: must list names among 'properties'")
+        return Node("object", properties=properties,
+                    required=frozenset(json.dumps(r)[1:-1] for r in required))
+
+    def ref(self, schema: Mapping[str, Any], where: str, refs: tuple[str, ...]) -> Node:
+        target = schema["$ref"]
+        extra = set(schema) - {"$ref"} - _ANNOTATIONS
+        if extra:
+            raise SchemaError(f"{where}: keyword(s) {sorted(extra)} beside '$ref' are not "
+                              "supported")
+        if not isinstance(target, str) or not (
+                target == "#" or re.fullmatch(r"#/(\$defs|definitions)/[^/]+", target)):
+            raise SchemaError(f"{where}/$ref: only '#', '#/$defs/<name>' and "
+                              f"'#/definitions/<name>' are supported, got {target!r}")
+        if target in refs:
+            raise SchemaError(f"{where}/$ref: {target!r} refers to itself (a recursive "
+                              "schema has no finite automaton here)")
+        if target in self.resolved:
+            return self.resolved[target]
+        resolved: Any = self.root
+        for part in target[2:].split("/") if target != "#" else ():
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(resolved, Mapping) or part not in resolved:
+                raise SchemaError(f"{where}/$ref: {target!r} points at nothing")
+            resolved = resolved[part]
+        node = self.resolved[target] = self.node(resolved, target, (*refs, target))
+        return node
+
+    def alternatives(self, schema: Mapping[str, Any], word: str, where: str,
+                     refs: tuple[str, ...]) -> Node:
+        extra = set(schema) - {word} - _ANNOTATIONS
+        options = schema[word]
+        if extra:
+            raise SchemaError(f"{where}: keyword(s) {sorted(extra)} beside {word!r} are not "
+                              "supported")
+        if not isinstance(options, list) or not options:
+            raise SchemaError(f"{where}/{word}: must be a non-empty list of schemas")
+        nodes = [self.node(o, f"{where}/{word}/{i}", refs) for i, o in enumerate(options)]
+        return _union(nodes, exclusive=word == "oneOf", where=f"{where}/{word}")
+
+    def type_list(self, schema: Mapping[str, Any], kinds: list[Any], where: str,
+                  refs: tuple[str, ...]) -> Node:
+        if not kinds or not all(isinstance(k, str) and k in _KEYWORDS for k in kinds):
+            raise SchemaError(f"{where}/type: a list of types must name some of "
+                              f"{sorted(_KEYWORDS)}, got {kinds!r}")
+        if "enum" in schema or "const" in schema:
+            return self.values(schema, where)
+        allowed = frozenset().union(*(_KEYWORDS[k] for k in kinds))
+        extra = set(schema) - allowed - _ANNOTATIONS
+        if extra:
+            raise SchemaError(f"{where}: unsupported keyword(s) {sorted(extra)} for types "
+                              f"{kinds!r}")
+        nodes = [self.node({k: v for k, v in schema.items()
+                            if k in _KEYWORDS[kind] or k in _ANNOTATIONS} | {"type": kind},
+                           where, refs) for kind in dict.fromkeys(kinds)]
+        return _union(nodes, exclusive=False, where=f"{where}/type")
+
+    def values(self, schema: Mapping[str, Any], where: str) -> Node:
+        if "const" in schema and "enum" in schema:
+            raise SchemaError(f"{where}: 'enum' and 'const' together are not supported")
+        values = [schema["const"]] if "const" in schema else schema["enum"]
+        if not isinstance(values, list) or not values:
+            raise SchemaError(f"{where}/enum: must be a non-empty list")
+        kind = schema.get("type")
+        kinds = kind if isinstance(kind, list) else [kind] if kind is not None else None
+        extra = set(schema) - {"type", "enum", "const", "minLength", "maxLength"} - _ANNOTATIONS
+        if extra:
+            raise SchemaError(f"{where}: keyword(s) {sorted(extra)} beside 'enum' / 'const' "
+                              "are not supported")
+        if kinds is not None:
+            wrong = [v for v in values if not any(_is_type(v, k) for k in kinds)]
+            if wrong:
+                raise SchemaError(f"{where}: value(s) {wrong!r} are not of type {kind!r}")
+        low, high = _lengths(schema, "minLength", "maxLength", where)
+        kept = [v for v in values if not isinstance(v, str)
+                or low <= len(v) and (high is None or len(v) <= high)]
+        if not kept:
+            raise SchemaError(f"{where}: no value of 'enum' / 'const' has a length within "
+                              "'minLength' / 'maxLength'")
+        if all(isinstance(v, str) for v in kept):
+            return Node("string", enum=tuple(dict.fromkeys(json.dumps(v)[1:-1] for v in kept)))
+        return Node("literal", literals=tuple(dict.fromkeys(
+            json.dumps(v, separators=(",", ":")) for v in kept)))
+
+
+def _is_type(value: Any, kind: str) -> bool:
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool) or (
+            isinstance(value, float) and value.is_integer())
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, {"string": str, "boolean": bool, "null": type(None),
+                              "object": dict, "array": list}[kind])
+
+
+def _lengths(schema: Mapping[str, Any], low_word: str, high_word: str,
+             where: str) -> tuple[int, int | None]:
+    low, high = schema.get(low_word, 0), schema.get(high_word)
+    for word, value in ((low_word, low), (high_word, high)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 0):
+            raise SchemaError(f"{where}/{word}: must be a non-negative integer")
+    if high is not None and high < low:
+        raise SchemaError(f"{where}: {high_word} {high} is below {low_word} {low}")
+    return low, high
+
+
+def _range(schema: Mapping[str, Any], integer: bool, where: str) -> Range:
+    values = {}
+    for word in _BOUNDS & set(schema):
+        value = schema[word]
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise SchemaError(f"{where}/{word}: must be a number (draft-4 boolean "
+                              "exclusive bounds are not supported)")
+        values[word] = bound(value)
+    low, low_open = values.get("minimum"), False
+    if "exclusiveMinimum" in values and (low is None or values["exclusiveMinimum"] >= low):
+        low, low_open = values["exclusiveMinimum"], True
+    high, high_open = values.get("maximum"), False
+    if "exclusiveMaximum" in values and (high is None or values["exclusiveMaximum"] <= high):
+        high, high_open = values["exclusiveMaximum"], True
+    bounds = Range(low, high, low_open, high_open, integer)
+    if bounds.empty() or extra_chars("", bounds, MAX_NUMBER_CHARS) is None:
+        raise SchemaError(f"{where}: no {'integer' if integer else 'number'} of at most "
+                          f"{MAX_NUMBER_CHARS} characters lies within the bounds")
+    return bounds
+
+
+def _union(nodes: list[Node], *, exclusive: bool, where: str) -> Node:
+    """One node for alternatives, each reached by its first character."""
+    flat: list[Node] = []
+    for node in nodes:
+        flat.extend(node.branches if node.kind == "union" else (node,))
+    if not exclusive and any(n.kind == "any" for n in flat):
+        return ANY  # anyOf with any value (Optional[Any]) admits every value
+    values = [n for n in flat if n.kind == "literal" or n.kind == "string" and n.enum]
+    rest = [n for n in flat if n not in values]
+    if not exclusive:
+        # anyOf: what a free alternative admits is that alternative's — values of its kind,
+        # an integer beside a number — and identical free alternatives are one.
+        free = {n.kind for n in rest if n.bounds is None and n.lengths == (0, None)
+                and n.kind in ("string", "number", "integer", "boolean", "null")}
+        if "number" in free:
+            free.add("integer")
+            rest = [n for n in rest if n.kind != "integer"]
+        values = [n for n in values if not (n.kind == "string" and "string" in free)]
+        values = [Node("literal", literals=others) if n.kind == "literal" else n
+                  for n in values if n.kind != "literal" or (others := tuple(
+                      v for v in n.literals if _kind_of(json.loads(v)) not in free))]
+        kept: list[Node] = []
+        for n in rest:  # of a free kind: one free alternative, bounded ones subsumed
+            if n.kind in free and (any(k.kind == n.kind for k in kept)
+                                   or n.bounds is not None or n.lengths != (0, None)):
+                continue
+            kept.append(n)
+        rest = kept
+    # Sets of values (string enums too) merge into one.
+    if values and not (len(values) == 1 and values[0].kind == "string"):
+        spelled: list[str] = []
+        for n in values:
+            spelled.extend(n.literals if n.kind == "literal"
+                           else (f'"{e}"' for e in n.enum or ()))
+        if exclusive and len(set(spelled)) < len(spelled):
+            raise SchemaError(f"{where}: a value appears in two alternatives of 'oneOf'")
+        values = [Node("literal", literals=tuple(dict.fromkeys(spelled)))]
+    branches = rest + values
+    for i, a in enumerate(branches):
+        for b in branches[i + 1:]:
+            if a.first & b.first:
+                raise SchemaError(f"{where}: two alternatives ({_describe(a)}, "
+                                  f"{_describe(b)}) can start with the same character "
+                                  f"{min(a.first & b.first)!r}: only alternatives "
+                                  "the first character tells apart are supported")
+    return branches[0] if len(branches) == 1 else Node("union", branches=tuple(branches))
+
+
+def _kind_of(value: Any) -> str:
+    """The JSON kind of a value, as the free alternative that admits it would name it
+    (an integral value: ``integer``, which a free ``number`` subsumes)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    return {float: "number", str: "string", type(None): "null"}.get(type(value), "other")
+
+
+def _describe(node: Node) -> str:
+    if node.kind == "literal":
+        return "values " + ", ".join(node.literals[:3]) + (" …" if len(node.literals) > 3
+                                                            else "")
+    return node.kind + (" enum" if node.enum else "")
+
+
+#: Any JSON value (``{}``, ``true``): a map of any, an array of any, or a scalar.
+ANY = Node("any")
+FREE_STRING = Node("string")
+ANY_BRANCHES = (Node("map", items=ANY), Node("array", items=ANY), FREE_STRING,
+                 Node("number"), Node("boolean"), Node("null"))
