@@ -48,6 +48,7 @@ class Node:
         "branches",
         "enum",
         "items",
+        "key",
         "kind",
         "lengths",
         "literals",
@@ -55,6 +56,7 @@ class Node:
         "prefix",
         "properties",
         "required",
+        "tags",
     )
 
     def __init__(self, kind: str, *, properties: dict[str, Node] | None = None,
@@ -62,8 +64,14 @@ class Node:
                  enum: tuple[str, ...] | None = None,
                  lengths: tuple[int, int | None] = (0, None), bounds: Range | None = None,
                  literals: tuple[str, ...] = (), branches: tuple[Node, ...] = (),
-                 prefix: tuple[Node, ...] = ()) -> None:
+                 prefix: tuple[Node, ...] = (), tags: dict[str, Node] | None = None,
+                 key: str = "") -> None:
         self.kind = kind
+        #: ``tagged``: the discriminating key (JSON-escaped).
+        self.key = key
+        #: ``tagged``: an object union's openings (``"tag":"value"``, with and without a
+        #: space after the colon) and the alternative each one picks.
+        self.tags = tags or {}
         #: An array's leading items' own schemas (``prefixItems``); ``items`` the rest's.
         self.prefix = prefix
         self.properties = properties or {}
@@ -82,7 +90,7 @@ class Node:
         """The characters a value of this node can start with."""
         if self.kind == "any":
             return frozenset().union(*_FIRST.values())
-        if self.kind == "map":
+        if self.kind in ("map", "tagged"):
             return _FIRST["object"]
         if self.kind == "union":
             return frozenset().union(*(b.first for b in self.branches))
@@ -126,7 +134,7 @@ class Node:
             shortest = extra_chars("", self.bounds, MAX_NUMBER_CHARS)
             assert shortest is not None  # an empty range is refused when compiling
             return shortest
-        if self.kind == "union":
+        if self.kind in ("union", "tagged"):
             return min(b.min_chars for b in self.branches)
         if self.kind == "map":
             return 2
@@ -251,7 +259,7 @@ class _Compiler:
 
     def alternatives(self, schema: Mapping[str, Any], word: str, where: str,
                      refs: tuple[str, ...]) -> Node:
-        extra = set(schema) - {word} - _ANNOTATIONS
+        extra = set(schema) - {word, "discriminator"} - _ANNOTATIONS
         options = schema[word]
         if extra:
             raise SchemaError(f"{where}: keyword(s) {sorted(extra)} beside {word!r} are not "
@@ -259,7 +267,10 @@ class _Compiler:
         if not isinstance(options, list) or not options:
             raise SchemaError(f"{where}/{word}: must be a non-empty list of schemas")
         nodes = [self.node(o, f"{where}/{word}/{i}", refs) for i, o in enumerate(options)]
-        return _union(nodes, exclusive=word == "oneOf", where=f"{where}/{word}")
+        named = schema.get("discriminator", {})
+        tag = named.get("propertyName") if isinstance(named, Mapping) else None
+        return _union(nodes, exclusive=word == "oneOf", where=f"{where}/{word}",
+                      tag=tag if isinstance(tag, str) else None)
 
     def type_list(self, schema: Mapping[str, Any], kinds: list[Any], where: str,
                   refs: tuple[str, ...]) -> Node:
@@ -349,8 +360,9 @@ def _range(schema: Mapping[str, Any], integer: bool, where: str) -> Range:
     return bounds
 
 
-def _union(nodes: list[Node], *, exclusive: bool, where: str) -> Node:
-    """One node for alternatives, each reached by its first character."""
+def _union(nodes: list[Node], *, exclusive: bool, where: str, tag: str | None = None) -> Node:
+    """One node for alternatives, each reached by its first character (objects: by a
+    discriminating key written first, see :func:`_tagged`)."""
     flat: list[Node] = []
     for node in nodes:
         flat.extend(node.branches if node.kind == "union" else (node,))
@@ -386,6 +398,10 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str) -> Node:
         if exclusive and len(set(spelled)) < len(spelled):
             raise SchemaError(f"{where}: a value appears in two alternatives of 'oneOf'")
         values = [Node("literal", literals=tuple(dict.fromkeys(spelled)))]
+    objects = [n for n in rest if n.kind == "object"]
+    if len(objects) > 1:
+        tagged = _tagged(objects, tag, where)
+        rest = [tagged if n is objects[0] else n for n in rest if n not in objects[1:]]
     branches = rest + values
     for i, a in enumerate(branches):
         for b in branches[i + 1:]:
@@ -395,6 +411,32 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str) -> Node:
                                   f"{min(a.first & b.first)!r}: only alternatives "
                                   "the first character tells apart are supported")
     return branches[0] if len(branches) == 1 else Node("union", branches=tuple(branches))
+
+
+def _tagged(objects: list[Node], tag: str | None, where: str) -> Node:
+    """Object alternatives told apart by a discriminator: a key every one of them
+    requires, whose values are strings (``const`` / ``enum``) no two of them share —
+    ``discriminator.propertyName`` when the schema names it, else the first such key. The
+    automaton writes it first (``{"type":"cat",…``), and its value picks the object."""
+    names = [json.dumps(tag)[1:-1]] if tag is not None else list(objects[0].properties)
+    for key in names:
+        values = [o.properties.get(key) for o in objects]
+        if not all(key in o.required and v is not None and v.kind == "string" and v.enum
+                   for o, v in zip(objects, values, strict=True)):
+            continue
+        spelled = [set(v.enum or ()) for v in values if v is not None]
+        if sum(len(e) for e in spelled) != len(set().union(*spelled)):
+            continue
+        tags = {}
+        for o, v in zip(objects, values, strict=True):
+            for e in v.enum or ():  # type: ignore[union-attr]
+                for colon in (":", ": "):
+                    tags[f'"{key}"{colon}"{e}"'] = o
+        return Node("tagged", branches=tuple(objects), tags=tags, key=key)
+    raise SchemaError(f"{where}: {len(objects)} object alternatives need a discriminator: "
+                      + (f"{tag!r} is not " if tag is not None else "no key is ")
+                      + "required by each with string const/enum values no two share "
+                      "(e.g. Literal['cat'] / Literal['dog'])")
 
 
 def _kind_of(value: Any) -> str:
@@ -408,6 +450,8 @@ def _kind_of(value: Any) -> str:
 
 
 def _describe(node: Node) -> str:
+    if node.kind == "tagged":
+        return "objects told apart by a discriminator"
     if node.kind == "literal":
         return "values " + ", ".join(node.literals[:3]) + (" …" if len(node.literals) > 3
                                                             else "")

@@ -32,7 +32,9 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   ``enum`` / ``const`` values of several alternatives merge into one set; in ``anyOf`` a
   free (unbounded) alternative takes over the values and bounded alternatives of its
   kind (an ``integer`` beside a free ``number`` is the number), and ``{}`` takes over
-  everything. Two alternatives that start alike otherwise (two objects) are refused.
+  everything. Several objects need a discriminator (a key each requires, with string
+  values no two share), which is written first and picks the object. Other alternatives
+  that start alike are refused.
 - ``$ref`` to ``#``, ``#/$defs/…`` or ``#/definitions/…`` (not recursive), and ``$defs`` /
   ``definitions`` anywhere.
 - annotations ignored: ``title``, ``description``, ``$schema``, ``$id``, ``$comment``,
@@ -75,9 +77,9 @@ _ESCAPES = frozenset('"\\/bfnrtu')
 class Frame(NamedTuple):
     """One level of the parse stack.
 
-    ``kind``: ``root``, ``obj``, ``map`` (free keys), ``arr``, ``str``, ``key``, ``num``,
-    ``lit`` (``true``, ``false``, ``null``), ``lits`` (one of a set of ``enum`` /
-    ``const`` values).
+    ``kind``: ``root``, ``obj``, ``map`` (free keys), ``tagged`` (an object union's
+    discriminator being written), ``arr``, ``str``, ``key``, ``num``, ``lit`` (``true``,
+    ``false``, ``null``), ``lits`` (one of a set of ``enum`` / ``const`` values).
     ``phase`` says what comes next; ``text`` is what a number, literal, enum or key holds
     so far; ``seen`` the keys an object has; ``key`` the key whose value comes next (for
     a literal: the word being written); ``size`` the items of an array / characters of
@@ -173,6 +175,15 @@ class JsonMachine:
             if not word.startswith(text):
                 return None
             return self._done(rest) if text == word else (*rest, top._replace(text=text))
+        if kind == "tagged":  # the discriminator, first: its value picks the object
+            assert node is not None
+            text = top.text + c
+            if text in node.tags:
+                return (*rest, Frame("obj", node.tags[text], "after",
+                                     seen=frozenset({node.key})))
+            if not any(t.startswith(text) for t in node.tags):
+                return None
+            return (*rest, top._replace(text=text))
         if kind == "lits":
             assert node is not None
             text = top.text + c
@@ -270,6 +281,8 @@ class JsonMachine:
             return None
         if kind == "map":
             return (*stack, Frame("map", node, "open")) if c == "{" else None
+        if kind == "tagged":
+            return (*stack, Frame("tagged", node)) if c == "{" else None
         if kind == "literal":
             return self._char((*stack, Frame("lits", node)), c) if c in node.first else None
         if kind == "object":
@@ -336,6 +349,11 @@ class JsonMachine:
                              if v.startswith(frame.text))
             elif kind == "lit":
                 total += len(frame.key) - len(frame.text)
+            elif kind == "tagged":
+                assert node is not None
+                total += min(len(t) - len(frame.text)
+                             + _closing(o, o.required - {node.key}, after_value=True)
+                             for t, o in node.tags.items() if t.startswith(frame.text))
             elif kind == "str":
                 # a tracked (enum) string's remainder already counts its escapes
                 total += 1 if _tracks(frame) else 1 + _escape_left(phase)
