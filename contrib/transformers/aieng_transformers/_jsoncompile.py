@@ -23,7 +23,8 @@ _ANNOTATIONS = frozenset({"title", "description", "$schema", "$id", "$comment", 
                           "definitions"})
 _BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
 _KEYWORDS = {
-    "object": frozenset({"type", "properties", "required", "additionalProperties"}),
+    "object": frozenset({"type", "properties", "required", "additionalProperties",
+                         "minProperties", "maxProperties"}),
     "array": frozenset({"type", "items", "prefixItems", "minItems", "maxItems"}),
     "string": frozenset({"type", "enum", "const", "minLength", "maxLength", "format"}),
     "number": frozenset({"type"}) | _BOUNDS,
@@ -112,7 +113,8 @@ class Node:
 
     @property
     def counts(self) -> bool:
-        """Whether an array's frames count their items (bounds or a prefix need it)."""
+        """Whether an array's (a map's) frames count their items (entries): bounds or a
+        prefix need it."""
         return self.lengths != (0, None) or bool(self.prefix)
 
     def key_cost(self, key: str) -> int:
@@ -137,7 +139,9 @@ class Node:
         if self.kind in ("union", "tagged"):
             return min(b.min_chars for b in self.branches)
         if self.kind == "map":
-            return 2
+            assert self.items is not None
+            least = self.lengths[0]
+            return 2 + least * (4 + self.items.min_chars) + max(least - 1, 0)  # "k":v
         if self.kind == "any":
             return 1
         if self.kind == "literal":
@@ -216,12 +220,17 @@ class _Compiler:
 
     def object(self, schema: Mapping[str, Any], where: str, refs: tuple[str, ...]) -> Node:
         extra = schema.get("additionalProperties", False)
+        counts = _lengths(schema, "minProperties", "maxProperties", where)
         if extra is not False:
             if "properties" in schema or "required" in schema:
                 raise SchemaError(f"{where}: 'additionalProperties' other than false is "
                                   "supported only without 'properties' (a map); beside "
                                   "them no other key is ever written")
-            return Node("map", items=self.node(extra, f"{where}/additionalProperties", refs))
+            return Node("map", items=self.node(extra, f"{where}/additionalProperties", refs),
+                        lengths=counts)
+        if counts != (0, None):
+            raise SchemaError(f"{where}: 'minProperties' / 'maxProperties' are supported on "
+                              "maps ('additionalProperties' a schema) only")
         raw = schema.get("properties", {})
         if not isinstance(raw, Mapping):
             raise SchemaError(f"{where}/properties: must be an object")

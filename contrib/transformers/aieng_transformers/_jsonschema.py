@@ -14,7 +14,9 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
 - objects: ``properties``, ``required`` (names among the properties);
   ``additionalProperties: false`` (implied: no other key is written). Keys come in any
   order, each at most once. Or, without ``properties``, ``additionalProperties`` a
-  schema (or ``true``): a map of free string keys to values of it (``dict[str, X]``).
+  schema (or ``true``): a map of free string keys to values of it (``dict[str, X]``;
+  keys non-empty and distinct, compared decoded), with ``minProperties`` /
+  ``maxProperties``.
 - ``{}`` / ``true`` (Pydantic's ``Any``): any JSON value.
 - arrays: ``items`` (one schema for every item), ``prefixItems`` (one schema per
   leading item: tuples; ``items`` then covers the rest, ``false`` for none, absent for
@@ -48,6 +50,7 @@ written in their ``json.dumps`` spelling.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -55,7 +58,6 @@ from typing import Any, NamedTuple
 from ._jsonbounds import extra_chars, in_range
 from ._jsoncompile import (
     ANY_BRANCHES,
-    FREE_STRING,
     MAX_NUMBER_CHARS,
     Node,
     SchemaError,
@@ -77,7 +79,8 @@ _ESCAPES = frozenset('"\\/bfnrtu')
 class Frame(NamedTuple):
     """One level of the parse stack.
 
-    ``kind``: ``root``, ``obj``, ``map`` (free keys), ``tagged`` (an object union's
+    ``kind``: ``root``, ``obj``, ``map`` (free keys), ``mkey`` (a map's key: its text
+    kept, to refuse a key the map has), ``tagged`` (an object union's
     discriminator being written), ``arr``, ``str``, ``key``, ``num``, ``lit`` (``true``,
     ``false``, ``null``), ``lits`` (one of a set of ``enum`` / ``const`` values).
     ``phase`` says what comes next; ``text`` is what a number, literal, enum or key holds
@@ -161,6 +164,8 @@ class JsonMachine:
                     return None
                 return (*rest, top._replace(text=text))
             return (*rest, top._replace(size=top.size + 1)) if counted else stack
+        if kind == "mkey":
+            return self._map_key(rest, top, c)
         if kind == "num":
             text = top.text + c
             if len(text) <= MAX_NUMBER_CHARS and _number_prefix(node, text):
@@ -228,12 +233,14 @@ class JsonMachine:
             return None
         if kind == "map":
             assert node is not None and node.items is not None
+            least, most = node.lengths
             if phase in ("open", "comma", "comma_sp"):
                 if phase == "comma" and c == " ":
                     return (*rest, top._replace(phase="comma_sp"))
-                if c == '"':
-                    return (*stack, Frame("str", FREE_STRING))  # a key: any string
-                return self._done(rest) if c == "}" and phase == "open" else None
+                if c == '"' and most != 0:
+                    return (*stack, Frame("mkey", None))  # a key: a new, non-empty string
+                return self._done(rest) if c == "}" and phase == "open" and least == 0 \
+                    else None
             if phase == "colon":
                 return (*rest, top._replace(phase="value")) if c == ":" else None
             if phase in ("value", "value_sp"):
@@ -241,9 +248,9 @@ class JsonMachine:
                     return (*rest, top._replace(phase="value_sp"))
                 return self._begin((*rest, top._replace(phase="in")), node.items, c)
             if phase == "after":
-                if c == ",":
+                if c == "," and (most is None or len(top.seen) < most):
                     return (*rest, top._replace(phase="comma"))
-                return self._done(rest) if c == "}" else None
+                return self._done(rest) if c == "}" and len(top.seen) >= least else None
             return None
         if kind == "arr":
             assert node is not None and node.items is not None
@@ -263,6 +270,32 @@ class JsonMachine:
                     return self._done(rest)
             return None
         return None
+
+    @staticmethod
+    def _map_key(rest: State, top: Frame, c: str) -> State | None:
+        """A map's key: any non-empty string the map does not have yet (compared decoded,
+        so an escape spells no second copy)."""
+        phase = top.phase
+        if phase == "esc":
+            if c not in _ESCAPES:
+                return None
+            return (*rest, top._replace(phase="u0" if c == "u" else "", text=top.text + "\\" + c))
+        if phase.startswith("u"):
+            if c not in _HEX:
+                return None
+            count = int(phase[1]) + 1
+            return (*rest, top._replace(phase="" if count == 4 else f"u{count}",
+                                        text=top.text + c))
+        if c == '"':
+            key = _decoded(top.text)
+            if not key or key in rest[-1].seen:
+                return None
+            parent = rest[-1]
+            return (*rest[:-1], parent._replace(phase="colon", key=key))
+        if c < " ":
+            return None
+        return (*rest, top._replace(phase="esc" if c == "\\" else "",
+                                    text=top.text if c == "\\" else top.text + c))
 
     def _begin(self, stack: State, node: Node | None, c: str) -> State | None:
         """Start a value of ``node`` with its first character (the parent already says
@@ -307,9 +340,9 @@ class JsonMachine:
         rest = stack[:-1]
         if parent.kind == "root":
             return (*rest, parent._replace(phase="done"))
-        if parent.kind == "map":
-            opening = parent.phase in ("open", "comma", "comma_sp")
-            return (*rest, parent._replace(phase="colon" if opening else "after"))
+        if parent.kind == "map":  # a value closed (keys close in _map_key)
+            return (*rest, parent._replace(phase="after", seen=parent.seen | {parent.key},
+                                           key=""))
         if parent.kind == "arr":
             assert parent.node is not None
             return (*rest, parent._replace(phase="after",
@@ -393,20 +426,33 @@ class JsonMachine:
                     total += _closing(node, missing - {frame.key}, after_value=True)
                 else:  # after
                     total += _closing(node, missing, after_value=True)
+            elif kind == "mkey":  # the closing quote; one more character if the key
+                # so far is empty or one the map has
+                whole = phase == "" and (not frame.text
+                                         or _decoded(frame.text) in state[depth - 1].seen)
+                total += 1 + _escape_left(phase) + whole
             elif kind == "map":
                 assert node is not None and node.items is not None
-                value = node.items.min_chars
+                value, least, done = node.items.min_chars, node.lengths[0], len(frame.seen)
+                entry = 3 + 1 + value  # "k":value (keys are non-empty)
+                # entries still needed after the one in hand, then the brace
+                after = max(least - done - 1, 0) * (1 + entry) + 1
                 if phase in ("open", "comma", "comma_sp"):
                     if depth < len(state) - 1:  # its key is being written
-                        total += 1 + value + 1
+                        total += 1 + value + after
+                    elif phase == "open":
+                        total += least * entry + max(least - 1, 0) + 1
                     else:
-                        total += 1 if phase == "open" else 1 + 2 + 1 + value + 1
+                        need = max(least - done, 1)
+                        total += need * entry + need - 1 + 1
                 elif phase == "colon":
-                    total += 1 + value + 1
+                    total += 1 + value + after
                 elif phase in ("value", "value_sp"):
-                    total += value + 1
-                else:
-                    total += 1
+                    total += value + after
+                elif phase == "in":
+                    total += after
+                else:  # after
+                    total += max(least - done, 0) * (1 + entry) + 1
             elif kind == "arr":
                 assert node is not None and node.items is not None
                 least, done = node.lengths[0], frame.size
@@ -425,6 +471,11 @@ class JsonMachine:
 
     def _below(self, state: State) -> int:
         return self.min_chars(state) if state else 0
+
+
+def _decoded(text: str) -> str:
+    """A JSON string's content as written (escapes included), decoded."""
+    return str(json.loads(f'"{text}"'))
 
 
 def _tracks(frame: Frame) -> bool:

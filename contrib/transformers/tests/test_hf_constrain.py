@@ -114,7 +114,10 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
         st.just({"type": ["integer", "boolean"]}),
         st.just({"type": ["number", "null"], "minimum": 0}),
         children.map(lambda x: {"type": ["array", "null"], "items": x}))
-    maps = children.map(lambda values: {"type": "object", "additionalProperties": values})
+    maps = st.tuples(children, st.sampled_from([{}, {"minProperties": 1},
+                                                 {"minProperties": 1, "maxProperties": 2},
+                                                 {"minProperties": 2}, {"maxProperties": 0}])).map(
+        lambda t: {"type": "object", "additionalProperties": t[0], **t[1]})
     tuples = st.tuples(st.lists(children, min_size=1, max_size=3),
                        st.sampled_from(["pydantic", "closed", "open", "more"])).map(
         lambda t: {"type": "array", "prefixItems": t[0],
@@ -330,9 +333,11 @@ def _writable(value: Any) -> bool:
 
 
 ASCII = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=4)
+#: Map keys: non-empty (the automaton writes no empty key in a map).
+KEYS = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=4)
 ANY_VALUE = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | ASCII,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ASCII, inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
     max_leaves=6)
 
 
@@ -342,8 +347,9 @@ def documents(schema: Any, root: dict[str, Any]) -> st.SearchStrategy[Any]:
     if schema is True or not set(schema) - {"title", "description", "$defs"}:
         return ANY_VALUE
     if "additionalProperties" in schema:
-        return st.dictionaries(ASCII, documents(schema["additionalProperties"], root),
-                               max_size=3)
+        return st.dictionaries(KEYS, documents(schema["additionalProperties"], root),
+                               min_size=schema.get("minProperties", 0),
+                               max_size=schema.get("maxProperties", 3))
     if "$ref" in schema:
         return documents(root["$defs"][schema["$ref"].rsplit("/", 1)[1]], root)
     for word in ("anyOf", "oneOf"):
@@ -522,15 +528,30 @@ def test_maps_and_any_values() -> None:
     counts = JsonMachine({"type": "object", "additionalProperties": {"type": "integer",
                                                                       "minimum": 0}})
 
-    assert accepts(counts, '{"a":1, "b c":2,"a":0}') and accepts(counts, "{}")
+    assert accepts(counts, '{"a":1, "b c":2}') and accepts(counts, "{}")
+    assert counts.feed(counts.start(), '{"a":1,"a"') is None  # a key it has
+    assert counts.feed(counts.start(), '{"a":1,"\\u0061"') is None  # the same, escaped
+    assert counts.feed(counts.start(), '{""') is None  # no empty key
     assert counts.feed(counts.start(), '{"a":-1') is None  # ("-0" is 0: allowed)
     assert counts.feed(counts.start(), '{"a":"') is None
     key = counts.feed(counts.start(), '{"k')
     assert key is not None and counts.min_chars(key) == len('":0}')
     anything = JsonMachine({"description": "any value"})
-    for text in ('[{"a":[null,true]},"x",-1.5e3]', "{}", '"s"', "0", "false", '{"":{}}'):
+    for text in ('[{"a":[null,true]},"x",-1.5e3]', "{}", '"s"', "0", "false", '{"k":{}}'):
         assert accepts(anything, text), text
     assert accepts(JsonMachine(True), "[1]")  # type: ignore[arg-type]
+    some = JsonMachine({"type": "object", "additionalProperties": {"type": "boolean"},
+                        "minProperties": 1, "maxProperties": 2})
+    assert not accepts(some, "{}") and accepts(some, '{"a":true}')
+    assert some.feed(some.start(), '{"a":true,"b":false,') is None
+    assert some.min_chars(some.start()) == len('{"a":true}')
+    two = JsonMachine({"type": "object", "additionalProperties": {"type": "integer"},
+                       "minProperties": 2})
+    rng = random.Random(0)
+    for _ in range(20):  # tight budgets: an underestimate would strand the walk
+        assert len(json.loads(walk(two, rng, rng.randint(0, 3)))) >= 2
+    with pytest.raises(SchemaError, match="maps"):
+        JsonMachine({"type": "object", "properties": {}, "minProperties": 1})
 
 
 def test_pydantic_models_validate_what_the_automaton_writes() -> None:
