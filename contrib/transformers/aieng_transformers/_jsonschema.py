@@ -205,52 +205,28 @@ class JsonMachine:
             if phase == "value":
                 return self._begin((*rest, top._replace(phase="in")), node, c)
             return None
-        if kind == "obj":
+        if kind in ("obj", "map"):  # an object of named keys, or a map of free ones
             assert node is not None
-            unseen = [k for k in node.properties if k not in top.seen]
-            missing = node.required - top.seen
+            more, whole = _entries(top)
             if phase in ("open", "comma", "comma_sp"):
                 if phase == "comma" and c == " ":
                     return (*rest, top._replace(phase="comma_sp"))
-                if c == '"' and unseen:
-                    return (*stack, Frame("key", None))
-                if c == "}" and phase == "open" and not missing:
-                    return self._done(rest)
-                return None
+                if c == '"' and more:
+                    # a named key is tracked against the properties; a map's is any new,
+                    # non-empty string
+                    return (*stack, Frame("key" if kind == "obj" else "mkey", None))
+                return self._done(rest) if c == "}" and phase == "open" and whole else None
             if phase == "colon":
                 return (*rest, top._replace(phase="value")) if c == ":" else None
             if phase in ("value", "value_sp"):
                 if phase == "value" and c == " ":
                     return (*rest, top._replace(phase="value_sp"))
-                child = node.properties[top.key]
+                child = node.properties[top.key] if kind == "obj" else node.items
                 return self._begin((*rest, top._replace(phase="in")), child, c)
             if phase == "after":
-                if c == "," and unseen:
+                if c == "," and more:
                     return (*rest, top._replace(phase="comma"))
-                if c == "}" and not missing:
-                    return self._done(rest)
-                return None
-            return None
-        if kind == "map":
-            assert node is not None and node.items is not None
-            least, most = node.lengths
-            if phase in ("open", "comma", "comma_sp"):
-                if phase == "comma" and c == " ":
-                    return (*rest, top._replace(phase="comma_sp"))
-                if c == '"' and most != 0:
-                    return (*stack, Frame("mkey", None))  # a key: a new, non-empty string
-                return self._done(rest) if c == "}" and phase == "open" and least == 0 \
-                    else None
-            if phase == "colon":
-                return (*rest, top._replace(phase="value")) if c == ":" else None
-            if phase in ("value", "value_sp"):
-                if phase == "value" and c == " ":
-                    return (*rest, top._replace(phase="value_sp"))
-                return self._begin((*rest, top._replace(phase="in")), node.items, c)
-            if phase == "after":
-                if c == "," and (most is None or len(top.seen) < most):
-                    return (*rest, top._replace(phase="comma"))
-                return self._done(rest) if c == "}" and len(top.seen) >= least else None
+                return self._done(rest) if c == "}" and whole else None
             return None
         if kind == "arr":
             assert node is not None and node.items is not None
@@ -471,6 +447,18 @@ class JsonMachine:
 
     def _below(self, state: State) -> int:
         return self.min_chars(state) if state else 0
+
+
+def _entries(frame: Frame) -> tuple[bool, bool]:
+    """For an object or map frame: whether another key may come, and whether the keys so
+    far make it whole (the required ones; at least ``minProperties``)."""
+    node = frame.node
+    assert node is not None
+    if frame.kind == "obj":
+        return (any(k not in frame.seen for k in node.properties),
+                node.required <= frame.seen)
+    least, most = node.lengths
+    return most is None or len(frame.seen) < most, len(frame.seen) >= least
 
 
 def _decoded(text: str) -> str:
