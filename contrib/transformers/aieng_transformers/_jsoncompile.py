@@ -13,7 +13,7 @@ from typing import Any
 
 from ._jsonbounds import Range, bound, extra_chars
 
-__all__ = ["ANY", "ANY_BRANCHES", "FREE_STRING", "MAX_NUMBER_CHARS", "Node", "SchemaError",
+__all__ = ["ANY", "ANY_BRANCHES", "MAX_NUMBER_CHARS", "Node", "SchemaError",
            "compile_schema"]
 
 #: The longest number the automaton writes (sign, digits, fraction, exponent).
@@ -113,8 +113,7 @@ class Node:
 
     @property
     def counts(self) -> bool:
-        """Whether an array's (a map's) frames count their items (entries): bounds or a
-        prefix need it."""
+        """Whether an array's frames count their items (bounds or a prefix need it)."""
         return self.lengths != (0, None) or bool(self.prefix)
 
     def key_cost(self, key: str) -> int:
@@ -469,6 +468,5 @@ def _describe(node: Node) -> str:
 
 #: Any JSON value (``{}``, ``true``): a map of any, an array of any, or a scalar.
 ANY = Node("any")
-FREE_STRING = Node("string")
-ANY_BRANCHES = (Node("map", items=ANY), Node("array", items=ANY), FREE_STRING,
-                 Node("number"), Node("boolean"), Node("null"))
+ANY_BRANCHES = (Node("map", items=ANY), Node("array", items=ANY), Node("string"),
+                Node("number"), Node("boolean"), Node("null"))
