@@ -49,7 +49,10 @@ def generate(prompt: str, max_tokens: int, temperature: float, seed: int | None,
 
     backend = SmolLM2Backend(SmolLM2Options(path=str(model_path) if model_path else None,
                                             dtype=dtype))  # type: ignore[arg-type]
-    schema = json.loads(schema_file.read_text(encoding="utf-8")) if schema_file else None
+    try:
+        schema = json.loads(schema_file.read_text(encoding="utf-8")) if schema_file else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"--schema {schema_file}: not a JSON file ({exc})") from None
     metadata = {"regex": regex} if regex is not None else {}
     try:
         request = Request(messages=(Message("user", prompt),), max_tokens=max_tokens,

@@ -74,6 +74,10 @@ def test_generate_with_schema_and_regex(cli: click.Group, chain_dir: Path,
     result = runner.invoke(cli, ["generate", "hi", "--model-path", str(chain_dir),
                                  "--schema", str(schema)])
     assert result.exit_code == 2 and "pattern" in result.output
+    schema.write_text('{"type": "object",')  # cut short: a usage error, not a traceback
+    result = runner.invoke(cli, ["generate", "hi", "--model-path", str(chain_dir),
+                                 "--schema", str(schema)])
+    assert result.exit_code == 2 and "not a JSON file" in result.output
 
 
 def test_models_estimates_from_config(cli: click.Group, chain_dir: Path,
