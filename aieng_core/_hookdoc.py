@@ -147,6 +147,9 @@ def parse_docstring(docstring: str | None) -> ParsedDocstring:
         elif name == "param" and arg is not None:
             # ":param type name:" is legal reST; the name is the last word.
             params[arg.split()[-1]] = text
+        elif name == "raises" and arg is not None:  # ":raises ValueError: when ..."
+            fields[name] = (fields[name] + "\n\n" if name in fields else "") \
+                + f"``{arg}``: {text}"
         else:
             fields[name] = text
     return ParsedDocstring(
@@ -299,6 +302,8 @@ def render_page(hook: HookDoc) -> str:
     out += ["## Returns", ""]
     prefix = f"`{_annotation(returns)}`: " if returns is not inspect.Signature.empty else ""
     out += [prefix + _markdown(doc.fields.get("returns", "(not documented)")), ""]
+    if "raises" in doc.fields:
+        out += ["## Raises", "", _markdown(doc.fields["raises"]), ""]
     for name, text in doc.directives.items():
         if name == "versionadded":
             continue

@@ -250,6 +250,7 @@ def test_hook_page_shows_the_contract() -> None:
     assert "- `k` (`int`): the most hits to keep." in page
     stream = render_hook_pages()["hooks/aieng_stream.md"]
     assert "an async iterator of `Delta`" in stream  # :class:`Delta` rendered
+    assert "## Raises\n\n`ValueError`: as `aieng_generate`" in stream  # :raises X: rendered
     for text in (page, stream):
         assert re.search(r"(?<!`)``(?!`)", text) is None  # ``literal`` rendered
         assert ":class:" not in text

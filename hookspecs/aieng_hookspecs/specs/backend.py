@@ -23,6 +23,9 @@ def aieng_generate(request: Request) -> Completion | None:
         ``@blocking``, so inference must be async or ``@blocking``.
     :param request: the rendered messages and sampling parameters.
     :returns: the completion, with usage counts.
+    :raises ValueError: the request asks what this backend cannot do (a
+        ``response_schema`` outside what it enforces, a bad regex): the caller's error,
+        raised before any token is generated (the gateway answers 422).
 
     .. versionadded:: 0.1.0
     """
@@ -40,6 +43,7 @@ def aieng_stream(request: Request) -> AsyncIterator[Delta] | None:
     :async: an ``async def`` generator (preferred) or a function returning an async iterator.
     :param request: the rendered messages and sampling parameters.
     :returns: an async iterator of :class:`Delta`; the last delta carries ``finish_reason``.
+    :raises ValueError: as ``aieng_generate``: a request this backend cannot serve.
 
     .. versionadded:: 0.1.0
     """

@@ -251,6 +251,10 @@ class Gateway:
             return ApiError(404, f"no backend of this pipeline serves model {model!r}: "
                                  "GET /v1/models lists the models it serves",
                             param="model", code="model_not_found")
+        if isinstance(exc.cause, ValueError) and exc.hook in ("aieng_generate", "aieng_stream"):
+            # The backend refused the request itself (a response schema it cannot enforce,
+            # a bad regex): the client's to fix, not an upstream failure.
+            return ApiError(422, str(exc.cause), code="unsupported_request")
         timeout = isinstance(exc.cause, TimeoutError) or "timed out" in str(exc) \
             or "no delta for" in str(exc)
         return ApiError(504 if timeout else 502, str(exc), kind="upstream_error",

@@ -108,7 +108,7 @@ def test_json_modes_through_the_gateway(smol: LoopbackServer) -> None:
     """``response_format`` through the gateway, on the real model: ``json_object`` (JSON
     mode) gives a JSON object with keys of the model's choosing (it used to be read as
     an object of no properties, so always ``{}``), ``json_schema`` a document valid
-    against the schema."""
+    against the schema, and a schema the model cannot enforce a 422 (it was a 502)."""
     import jsonschema
 
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
@@ -128,3 +128,12 @@ def test_json_modes_through_the_gateway(smol: LoopbackServer) -> None:
                                         "json_schema": {"name": "city", "schema": schema}}})
         jsonschema.validate(json.loads(typed.json()["choices"][0]["message"]["content"]),
                             schema)
+        # A schema the backend cannot enforce is the client's error (422), streamed or not.
+        unsupported = {**body, "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "string", "pattern": "[0-9]+"}}}}
+        refused = client.post("/v1/chat/completions", json=unsupported)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "unsupported_request"
+        assert "pattern" in refused.json()["error"]["message"]
+        streamed = client.post("/v1/chat/completions", json={**unsupported, "stream": True})
+        assert '"code": "unsupported_request"' in streamed.text
