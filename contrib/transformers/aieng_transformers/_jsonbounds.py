@@ -45,15 +45,6 @@ class Range(NamedTuple):
         return not (self.high is not None
                     and (value > self.high or self.high_open and value == self.high))
 
-    def empty(self) -> bool:
-        """Whether no value (no integer, for an integer range) lies in the bounds."""
-        if self.integer:
-            far = Fraction(10) ** 400
-            return _grid_hit(self, -far, far, Fraction(1)) is None
-        return (self.low is not None and self.high is not None
-                and (self.low > self.high
-                     or self.low == self.high and (self.low_open or self.high_open)))
-
 
 def bound(value: float) -> Fraction:
     """A schema's bound as the decimal its JSON text wrote (``0.01`` is 1/100, not the

@@ -362,7 +362,7 @@ def _range(schema: Mapping[str, Any], integer: bool, where: str) -> Range:
     if "exclusiveMaximum" in values and (high is None or values["exclusiveMaximum"] <= high):
         high, high_open = values["exclusiveMaximum"], True
     bounds = Range(low, high, low_open, high_open, integer)
-    if bounds.empty() or extra_chars("", bounds, MAX_NUMBER_CHARS) is None:
+    if extra_chars("", bounds, MAX_NUMBER_CHARS) is None:  # no completion lies in range
         raise SchemaError(f"{where}: no {'integer' if integer else 'number'} of at most "
                           f"{MAX_NUMBER_CHARS} characters lies within the bounds")
     return bounds

@@ -128,22 +128,16 @@ class JsonMachine:
         kind, node, phase = top.kind, top.node, top.phase
         if kind == "str" or kind == "key":
             counted = _counted(top)
-            if phase == "esc":
-                if c not in _ESCAPES or counted and c == "u":
+            if phase:  # inside an escape
+                escaped = _escaped(phase, c)
+                if escaped is None or counted and escaped == "u0":  # counted: no \u escapes
                     return None
-                text = top.text + "\\" + c if _tracks(top) else ""
+                text = top.text + _escape_text(phase, c) if _tracks(top) else ""
                 if text and not any(e.startswith(text) for e in _choices(stack)):
                     return None
-                return (*rest, top._replace(phase="u0" if c == "u" else "", text=text,
-                                            size=top.size + counted))
-            if phase.startswith("u"):
-                if c not in _HEX:
-                    return None
-                count = int(phase[1]) + 1
-                text = top.text + c if _tracks(top) else ""
-                if text and not any(e.startswith(text) for e in _choices(stack)):
-                    return None
-                return (*rest, top._replace(phase="" if count == 4 else f"u{count}", text=text))
+                # an escape is one character of the string once its letter is written
+                return (*rest, top._replace(phase=escaped, text=text,
+                                            size=top.size + (counted and phase == "esc")))
             if c == '"':
                 if _tracks(top) and top.text not in _choices(stack):
                     return None
@@ -252,16 +246,10 @@ class JsonMachine:
         """A map's key: any non-empty string the map does not have yet (compared decoded,
         so an escape spells no second copy)."""
         phase = top.phase
-        if phase == "esc":
-            if c not in _ESCAPES:
-                return None
-            return (*rest, top._replace(phase="u0" if c == "u" else "", text=top.text + "\\" + c))
-        if phase.startswith("u"):
-            if c not in _HEX:
-                return None
-            count = int(phase[1]) + 1
-            return (*rest, top._replace(phase="" if count == 4 else f"u{count}",
-                                        text=top.text + c))
+        if phase:  # inside an escape
+            escaped = _escaped(phase, c)
+            return None if escaped is None else (
+                *rest, top._replace(phase=escaped, text=top.text + _escape_text(phase, c)))
         if c == '"':
             key = _decoded(top.text)
             if not key or key in rest[-1].seen:
@@ -404,8 +392,9 @@ class JsonMachine:
                     total += _closing(node, missing, after_value=True)
             elif kind == "mkey":  # the closing quote; one more character if the key
                 # so far is empty or one the map has
+                seen = state[depth - 1].seen
                 whole = phase == "" and (not frame.text
-                                         or _decoded(frame.text) in state[depth - 1].seen)
+                                         or bool(seen) and _decoded(frame.text) in seen)
                 total += 1 + _escape_left(phase) + whole
             elif kind == "map":
                 assert node is not None and node.items is not None
@@ -459,6 +448,24 @@ def _entries(frame: Frame) -> tuple[bool, bool]:
                 node.required <= frame.seen)
     least, most = node.lengths
     return most is None or len(frame.seen) < most, len(frame.seen) >= least
+
+
+def _escaped(phase: str, c: str) -> str | None:
+    """A string's phase after ``c`` inside an escape (``esc``: just after the backslash;
+    ``uN``: N hex digits of a ``\\uXXXX`` written), or ``None`` when ``c`` cannot come
+    there."""
+    if phase == "esc":
+        return None if c not in _ESCAPES else "u0" if c == "u" else ""
+    if c not in _HEX:
+        return None
+    count = int(phase[1]) + 1
+    return "" if count == 4 else f"u{count}"
+
+
+def _escape_text(phase: str, c: str) -> str:
+    """What ``c`` adds to a kept string's source text inside an escape (the backslash is
+    written with the escape's letter)."""
+    return "\\" + c if phase == "esc" else c
 
 
 def _decoded(text: str) -> str:
