@@ -174,11 +174,11 @@ class _Compiler:
         for word in ("anyOf", "oneOf"):
             if word in schema:
                 return self.alternatives(schema, word, where, refs)
+        if "enum" in schema or "const" in schema:  # with a type, or a list of them
+            return self.values(schema, where)
         kind = schema.get("type")
         if isinstance(kind, list):
             return self.type_list(schema, kind, where, refs)
-        if "enum" in schema or "const" in schema:
-            return self.values(schema, where)
         if kind is None:
             kind = ("object" if "properties" in schema or "additionalProperties" in schema
                     else "array" if "items" in schema else None)
@@ -285,8 +285,6 @@ class _Compiler:
         if not kinds or not all(isinstance(k, str) and k in _KEYWORDS for k in kinds):
             raise SchemaError(f"{where}/type: a list of types must name some of "
                               f"{sorted(_KEYWORDS)}, got {kinds!r}")
-        if "enum" in schema or "const" in schema:
-            return self.values(schema, where)
         allowed = frozenset().union(*(_KEYWORDS[k] for k in kinds))
         extra = set(schema) - allowed - _ANNOTATIONS
         if extra:
@@ -310,6 +308,9 @@ class _Compiler:
             raise SchemaError(f"{where}: keyword(s) {sorted(extra)} beside 'enum' / 'const' "
                               "are not supported")
         if kinds is not None:
+            if not kinds or not all(isinstance(k, str) and k in _KEYWORDS for k in kinds):
+                raise SchemaError(f"{where}/type: must name one or some of "
+                                  f"{sorted(_KEYWORDS)}, got {kind!r}")
             wrong = [v for v in values if not any(_is_type(v, k) for k in kinds)]
             if wrong:
                 raise SchemaError(f"{where}: value(s) {wrong!r} are not of type {kind!r}")

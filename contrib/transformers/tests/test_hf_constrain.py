@@ -479,6 +479,7 @@ def test_a_pydantic_style_schema() -> None:
     ({"type": "string", "minLength": -1}, "non-negative"),
     ({"const": "abc", "maxLength": 2}, "length"),
     ({"type": ["string", "nothing"]}, "list of types"),
+    ({"type": ["string", "nothing"], "enum": ["a"]}, "must name"),
 ])
 def test_schemas_outside_the_subset_are_refused(schema: dict[str, Any], message: str) -> None:
     """Alternatives the first character cannot tell apart, values of the wrong type, refs
