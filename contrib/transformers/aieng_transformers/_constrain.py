@@ -2,8 +2,9 @@
 
 A request with ``response_schema`` (JSON valid against the schema, see
 :mod:`aieng_transformers._jsonschema` for the supported subset) or
-``metadata["regex"]`` (text the regular expression fully matches, through the ``regex``
-package's partial matching) decodes under a character-level automaton. Each step:
+``metadata["regex"]`` (text the regular expression fully matches: :mod:`._regexfsm`'s
+automaton for its subset, else the ``regex`` package's partial matching) decodes under a
+character-level automaton. Each step:
 
 1. the logits (after temperature) are sorted once, best first (O(V log V) in torch);
 2. candidates are tested in that order against the automaton: a token is allowed when its
@@ -25,10 +26,10 @@ none of the allowed tokens. Results of (state, token) checks are memoized per re
 
 Limits: tokens whose text is empty (special tokens) or holds part of a multi-byte
 character are never chosen under a constraint; a character the vocabulary spells only
-across several byte tokens cannot be written. A regular expression's remaining length is
-unknown, so under ``max_tokens`` regex output may end incomplete (finish reason
-``length``); JSON output always completes when ``max_tokens`` is at least the schema's
-shortest document.
+across several byte tokens cannot be written. JSON output, and regex output of a pattern
+in :mod:`._regexfsm`'s subset, always completes when ``max_tokens`` is at least the
+shortest valid text; a pattern outside that subset has no known remaining length, so its
+output may end incomplete under ``max_tokens`` (finish reason ``length``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any, Protocol
 import torch
 
 from ._jsonschema import JsonMachine, SchemaError
+from ._regexfsm import Pattern, RegexError
 
 __all__ = ["Constraint", "Guide", "JsonConstraint", "RegexConstraint", "SchemaError",
            "constraint_for", "token_texts"]
@@ -88,8 +90,15 @@ class JsonConstraint:
 
 
 class RegexConstraint:
-    """Text that the pattern fully matches; prefixes checked with ``regex``'s partial
-    matching. A state is the text so far, so a check costs one match over it.
+    """Text that the pattern fully matches.
+
+    A pattern of :mod:`._regexfsm`'s subset (ECMA-262-like: classes, groups, alternation,
+    quantifiers, anchors) runs as that automaton: a state is an id, a step a table lookup
+    once seen, and the characters still needed are exact, so the output always completes
+    within a ``max_tokens`` of at least its shortest match, and generation ends once
+    nothing may follow. Any other pattern the ``regex`` package compiles (lookarounds,
+    backreferences, flags…) is checked by that package's partial matching: a state is the
+    text so far, a check one match over it, and the characters still needed unknown.
 
     :raises ValueError: when the pattern does not compile.
     """
@@ -101,22 +110,34 @@ class RegexConstraint:
             self._pattern = regex.compile(pattern)
         except regex.error as exc:
             raise ValueError(f"metadata['regex'] does not compile: {exc}") from None
+        try:
+            #: The automaton, or ``None`` for a pattern outside its subset.
+            self.fsm: Pattern | None = Pattern(pattern)
+        except RegexError:
+            self.fsm = None
 
     def start(self) -> Hashable:
-        return ""
+        return "" if self.fsm is None else self.fsm.start()
 
     def feed(self, state: Any, text: str) -> Any | None:
+        if self.fsm is not None:
+            return self.fsm.feed(state, text)
         candidate = state + text
         return candidate if self._pattern.fullmatch(candidate, partial=True) else None
 
     def accepting(self, state: Any) -> bool:
-        match = self._pattern.fullmatch(state)
-        return match is not None
+        if self.fsm is not None:
+            return self.fsm.accepting(state)
+        return self._pattern.fullmatch(state) is not None
 
     def complete(self, state: Any) -> bool:
-        return False  # whether nothing may follow is not known: EOS (or a limit) ends it
+        # without the automaton, whether nothing may follow is not known: EOS (or a limit)
+        # ends the text
+        return self.fsm is not None and self.fsm.closed(state)
 
     def min_chars(self, state: Any) -> int:
+        if self.fsm is not None:
+            return int(self.fsm.left(state))
         return 0 if self.accepting(state) else 1
 
 

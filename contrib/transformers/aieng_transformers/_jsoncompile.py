@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._jsonbounds import Range, bound, extra_chars
+from ._regexfsm import JSON_COST, Pattern, RegexError
 
 __all__ = ["ANY", "ANY_BRANCHES", "MAX_NUMBER_CHARS", "Node", "SchemaError",
            "compile_schema"]
@@ -26,7 +27,8 @@ _KEYWORDS = {
     "object": frozenset({"type", "properties", "required", "additionalProperties",
                          "minProperties", "maxProperties"}),
     "array": frozenset({"type", "items", "prefixItems", "minItems", "maxItems"}),
-    "string": frozenset({"type", "enum", "const", "minLength", "maxLength", "format"}),
+    "string": frozenset({"type", "enum", "const", "minLength", "maxLength", "format",
+                         "pattern"}),
     "number": frozenset({"type"}) | _BOUNDS,
     "integer": frozenset({"type"}) | _BOUNDS,
     "boolean": frozenset({"type"}),
@@ -54,6 +56,7 @@ class Node:
         "lengths",
         "literals",
         "min_chars",
+        "pattern",
         "prefix",
         "properties",
         "required",
@@ -66,8 +69,11 @@ class Node:
                  lengths: tuple[int, int | None] = (0, None), bounds: Range | None = None,
                  literals: tuple[str, ...] = (), branches: tuple[Node, ...] = (),
                  prefix: tuple[Node, ...] = (), tags: dict[str, Node] | None = None,
-                 key: str = "") -> None:
+                 key: str = "", pattern: Pattern | None = None) -> None:
         self.kind = kind
+        #: A string's ``pattern`` (with its ``lengths`` folded in), searched as JSON Schema
+        #: has it, over the string's decoded characters.
+        self.pattern = pattern
         #: ``tagged``: the discriminating key (JSON-escaped).
         self.key = key
         #: ``tagged``: an object union's openings (``"tag":"value"``, with and without a
@@ -127,6 +133,8 @@ class Node:
         if self.kind == "string":
             if self.enum is not None:
                 return 2 + min(len(e) for e in self.enum)
+            if self.pattern is not None:
+                return 2 + int(self.pattern.left(self.pattern.start()))
             return 2 + self.lengths[0]
         if self.kind == "array":
             least = self.lengths[0]
@@ -194,7 +202,8 @@ class _Compiler:
         if kind == "array":
             return self.array(schema, where, refs)
         if kind == "string":
-            return Node("string", lengths=_lengths(schema, "minLength", "maxLength", where))
+            lengths = _lengths(schema, "minLength", "maxLength", where)
+            return Node("string", lengths=lengths, pattern=_pattern(schema, lengths, where))
         if kind in ("number", "integer") and set(schema) & _BOUNDS:
             return Node(kind, bounds=_range(schema, kind == "integer", where))
         return Node(kind)
@@ -303,7 +312,8 @@ class _Compiler:
             raise SchemaError(f"{where}/enum: must be a non-empty list")
         kind = schema.get("type")
         kinds = kind if isinstance(kind, list) else [kind] if kind is not None else None
-        extra = set(schema) - {"type", "enum", "const", "minLength", "maxLength"} - _ANNOTATIONS
+        extra = set(schema) - {"type", "enum", "const", "minLength", "maxLength",
+                               "pattern"} - _ANNOTATIONS
         if extra:
             raise SchemaError(f"{where}: keyword(s) {sorted(extra)} beside 'enum' / 'const' "
                               "are not supported")
@@ -315,11 +325,13 @@ class _Compiler:
             if wrong:
                 raise SchemaError(f"{where}: value(s) {wrong!r} are not of type {kind!r}")
         low, high = _lengths(schema, "minLength", "maxLength", where)
+        pattern = _pattern(schema, (low, high), where)
         kept = [v for v in values if not isinstance(v, str)
-                or low <= len(v) and (high is None or len(v) <= high)]
+                or low <= len(v) and (high is None or len(v) <= high)
+                and (pattern is None or pattern.matches(v))]
         if not kept:
             raise SchemaError(f"{where}: no value of 'enum' / 'const' has a length within "
-                              "'minLength' / 'maxLength'")
+                              "'minLength' / 'maxLength' and matches 'pattern'")
         if all(isinstance(v, str) for v in kept):
             return Node("string", enum=tuple(dict.fromkeys(json.dumps(v)[1:-1] for v in kept)))
         return Node("literal", literals=tuple(dict.fromkeys(
@@ -346,6 +358,21 @@ def _lengths(schema: Mapping[str, Any], low_word: str, high_word: str,
     if high is not None and high < low:
         raise SchemaError(f"{where}: {high_word} {high} is below {low_word} {low}")
     return low, high
+
+
+def _pattern(schema: Mapping[str, Any], lengths: tuple[int, int | None],
+             where: str) -> Pattern | None:
+    """A string's ``pattern`` as an automaton over its decoded characters (searched: the
+    string contains a match), its lengths folded in; ``None`` without one."""
+    if "pattern" not in schema:
+        return None
+    source = schema["pattern"]
+    if not isinstance(source, str):
+        raise SchemaError(f"{where}/pattern: must be a string")
+    try:
+        return Pattern(source, search=True, lengths=lengths, cost=JSON_COST)
+    except RegexError as exc:
+        raise SchemaError(f"{where}/pattern: {exc}") from None
 
 
 def _range(schema: Mapping[str, Any], integer: bool, where: str) -> Range:
@@ -383,6 +410,7 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str, tag: str | None = 
         # anyOf: what a free alternative admits is that alternative's — values of its kind,
         # an integer beside a number — and identical free alternatives are one.
         free = {n.kind for n in rest if n.bounds is None and n.lengths == (0, None)
+                and n.pattern is None
                 and n.kind in ("string", "number", "integer", "boolean", "null")}
         if "number" in free:
             free.add("integer")
@@ -393,7 +421,7 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str, tag: str | None = 
                       v for v in n.literals if _kind_of(json.loads(v)) not in free))]
         kept: list[Node] = []
         for n in rest:  # of a free kind: one free alternative, bounded ones subsumed
-            if n.kind in free and (any(k.kind == n.kind for k in kept)
+            if n.kind in free and (any(k.kind == n.kind for k in kept) or n.pattern is not None
                                    or n.bounds is not None or n.lengths != (0, None)):
                 continue
             kept.append(n)

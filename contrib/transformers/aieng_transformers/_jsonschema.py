@@ -22,8 +22,9 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   leading item: tuples; ``items`` then covers the rest, ``false`` for none, absent for
   any value), ``minItems``, ``maxItems``. An array needs ``items`` or ``prefixItems``.
 - strings: ``minLength``, ``maxLength`` (in characters; such a string is written without
-  ``\\u`` escapes), ``format`` (an annotation, as JSON Schema 2020-12 has it by default:
-  not enforced).
+  ``\\u`` escapes), ``pattern`` (searched in the decoded string, the lengths folded into
+  its automaton: the subset of :mod:`._regexfsm`), ``format`` (an annotation, as JSON
+  Schema 2020-12 has it by default: not enforced).
 - numbers and integers: ``minimum``, ``maximum``, ``exclusiveMinimum``,
   ``exclusiveMaximum`` (numbers; a bounded number is written in plain decimal, no
   exponent).
@@ -63,6 +64,7 @@ from ._jsoncompile import (
     SchemaError,
     compile_schema,
 )
+from ._regexfsm import Pattern
 
 __all__ = ["MAX_NUMBER_CHARS", "JsonMachine", "SchemaError", "compile_schema"]
 
@@ -74,6 +76,9 @@ _DECIMAL_PREFIX = re.compile(r"-?((0|[1-9][0-9]*)(\.[0-9]*)?)?")
 _INTEGER_PREFIX = re.compile(r"-?(0|[1-9][0-9]*)?")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _ESCAPES = frozenset('"\\/bfnrtu')
+#: The character each one-letter escape stands for.
+_DECODED = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
+            "t": "\t"}
 
 
 class Frame(NamedTuple):
@@ -86,7 +91,8 @@ class Frame(NamedTuple):
     ``phase`` says what comes next; ``text`` is what a number, literal, enum or key holds
     so far; ``seen`` the keys an object has; ``key`` the key whose value comes next (for
     a literal: the word being written); ``size`` the items of an array / characters of
-    a string so far, kept only when the schema bounds them (so free ones repeat states).
+    a string so far, kept only when the schema bounds them (so free ones repeat states);
+    ``rx`` a ``pattern`` string's automaton state (its lengths folded in).
     """
 
     kind: str
@@ -96,6 +102,7 @@ class Frame(NamedTuple):
     seen: frozenset[str] = frozenset()
     key: str = ""
     size: int = 0
+    rx: int = 0
 
 
 State = tuple[Frame, ...]
@@ -126,6 +133,8 @@ class JsonMachine:
         top = stack[-1]
         rest = stack[:-1]
         kind, node, phase = top.kind, top.node, top.phase
+        if kind == "str" and node is not None and node.pattern is not None:
+            return self._patterned(rest, top, c)
         if kind == "str" or kind == "key":
             counted = _counted(top)
             if phase:  # inside an escape
@@ -241,6 +250,25 @@ class JsonMachine:
             return None
         return None
 
+    def _patterned(self, rest: State, top: Frame, c: str) -> State | None:
+        """A string with a ``pattern``: its decoded characters step the pattern's
+        automaton, which refuses any that leaves no match within the lengths to finish
+        (no ``\\u`` escapes)."""
+        assert top.node is not None and top.node.pattern is not None
+        pattern = top.node.pattern
+        if top.phase == "esc":
+            decoded = _DECODED.get(c)
+            after = None if decoded is None else pattern.step(top.rx, decoded)
+            return None if after is None else (*rest, top._replace(phase="", rx=after))
+        if c == '"':
+            return self._done(rest) if pattern.accepting(top.rx) else None
+        if c < " ":
+            return None
+        if c == "\\":
+            return (*rest, top._replace(phase="esc")) if _escapes(pattern, top.rx) else None
+        after = pattern.step(top.rx, c)
+        return None if after is None else (*rest, top._replace(rx=after))
+
     @staticmethod
     def _map_key(rest: State, top: Frame, c: str) -> State | None:
         """A map's key: any non-empty string the map does not have yet (compared decoded,
@@ -287,7 +315,10 @@ class JsonMachine:
         if kind == "array":
             return (*stack, Frame("arr", node, "open")) if c == "[" else None
         if kind == "string":
-            return (*stack, Frame("str", node)) if c == '"' else None
+            if c != '"':
+                return None
+            return (*stack, Frame("str", node) if node.pattern is None
+                    else Frame("str", node, rx=node.pattern.start()))
         if kind in ("number", "integer"):
             if (c == "-" or c.isdigit() and c.isascii()) and _number_prefix(node, c):
                 return (*stack, Frame("num", node, text=c))
@@ -351,6 +382,9 @@ class JsonMachine:
                 total += min(len(t) - len(frame.text)
                              + _closing(o, o.required - {node.key}, after_value=True)
                              for t, o in node.tags.items() if t.startswith(frame.text))
+            elif kind == "str" and node is not None and node.pattern is not None:
+                total += 1 + min(_escapes(node.pattern, frame.rx) if frame.phase == "esc"
+                                 else (int(node.pattern.left(frame.rx)),))
             elif kind == "str":
                 # a tracked (enum) string's remainder already counts its escapes
                 total += 1 if _tracks(frame) else 1 + _escape_left(phase)
@@ -468,6 +502,13 @@ def _escape_text(phase: str, c: str) -> str:
     return "\\" + c if phase == "esc" else c
 
 
+def _escapes(pattern: Pattern, state: int) -> list[int]:
+    """For a ``pattern`` string after a backslash: the characters each escape that the
+    pattern allows there still needs (its letter, then the rest of the match)."""
+    return [1 + int(pattern.left(after)) for decoded in _DECODED.values()
+            if (after := pattern.step(state, decoded)) is not None]
+
+
 def _decoded(text: str) -> str:
     """A JSON string's content as written (escapes included), decoded."""
     return str(json.loads(f'"{text}"'))
@@ -517,7 +558,7 @@ def _counted(frame: Frame) -> bool:
     """Whether a string frame counts its characters (its schema bounds its length)."""
     node = frame.node
     return (frame.kind == "str" and node is not None and node.enum is None
-            and node.lengths != (0, None))
+            and node.pattern is None and node.lengths != (0, None))
 
 
 def _lengths_of(frame: Frame) -> tuple[int, int | None]:

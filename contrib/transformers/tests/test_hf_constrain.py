@@ -64,6 +64,9 @@ def strict(schema: Any) -> Any:
     return out
 
 
+#: ``pattern`` s: anchored or searched, classes, escapes the JSON text must escape.
+PATTERNS = [r"^\d{3}-\d{4}$", r"^[a-c]+$", "b", '^"', r"^(yes|no)$", r"\\", r"^[^,]*$",
+            r"a.c", r"^\s?\w+$", r"x|^y", r"^(ab)*$"]
 #: enum / const values: every JSON type, ASCII (the tiny models' vocabulary spells them).
 VALUES = [1, -2, 2.5, 0, True, False, None, "a", 'b"', "", [1, "x"], {"k": None}]
 
@@ -83,10 +86,13 @@ def _bounded() -> st.SearchStrategy[dict[str, Any]]:
             {"type": "number", "minimum": lw[0]}]))
     strings = st.tuples(st.integers(0, 4), st.integers(0, 5)).map(
         lambda mn: {"type": "string", "minLength": mn[0], "maxLength": mn[0] + mn[1]})
+    patterned = st.tuples(st.sampled_from(PATTERNS), st.sampled_from(
+        [{}, {"minLength": 2}, {"maxLength": 6}, {"minLength": 1, "maxLength": 4}])).map(
+        lambda pl: {"type": "string", "pattern": pl[0], **pl[1]})
     values = st.one_of(
         st.sampled_from(VALUES).map(lambda v: {"const": v}),
         st.lists(st.sampled_from(VALUES), min_size=1, max_size=4).map(lambda e: {"enum": e}))
-    return st.one_of(integers, numbers, strings, values)
+    return st.one_of(integers, numbers, strings, patterned, values)
 
 
 def _leaf() -> st.SearchStrategy[dict[str, Any]]:
@@ -211,8 +217,32 @@ async def test_regex_that_agrees_with_the_model_changes_nothing(
     assert CHAIN_TEXT.startswith(completion.text)
 
 
+async def test_regex_budget_and_end_are_exact(chain_backend: SmolLM2Backend) -> None:
+    """A pattern of the automaton's subset knows the characters it still needs: with two
+    tokens left the long alternative the model wants is refused at its first character
+    (regression: the partial matcher counted one character still needed, let the model
+    start ``abc-xyz:`` and ran out of tokens after ``ab``), and a match nothing may extend
+    ends generation at once (finish ``stop``)."""
+    pattern = "(abc-xyz:|q)"
+    short = await generate(chain_backend, ask(metadata={"regex": pattern}, max_tokens=2))
+    assert (short.text, short.finish_reason) == ("q", "stop")
+    free = await generate(chain_backend, ask(metadata={"regex": pattern}, max_tokens=20))
+    assert (free.text, free.finish_reason) == ("abc-xyz:", "stop")
+    assert free.usage.completion_tokens == len("abc-xyz:")  # no end-of-sequence token needed
+
+
+@pytest.mark.parametrize("pattern", [r"(?=\d)\w{3}", r"(a)\1b"])
+async def test_regex_outside_the_subset_falls_back(chain_backend: SmolLM2Backend,
+                                                    pattern: str) -> None:
+    """Python-only syntax (a lookahead, a backreference) still constrains, through the
+    ``regex`` package's partial matching."""
+    completion = await generate(chain_backend, ask(metadata={"regex": pattern},
+                                                   max_tokens=12))
+    assert regex.fullmatch(pattern, completion.text), completion.text
+
+
 @pytest.mark.parametrize(("request_params", "message"), [
-    ({"response_schema": {"type": "string", "pattern": "a+"}}, "pattern"),
+    ({"response_schema": {"type": "string", "pattern": "(?=a)"}}, "pattern.*lookaround"),
     ({"response_schema": {"anyOf": [{"type": "object"}, {"properties": {}}]}},
      "discriminator"),
     ({"response_schema": {"anyOf": [{"type": "object", "additionalProperties": True},
@@ -379,6 +409,9 @@ def documents(schema: Any, root: dict[str, Any]) -> st.SearchStrategy[Any]:
     if kind == "array":
         return st.lists(documents(schema["items"], root), min_size=schema.get("minItems", 0),
                         max_size=schema.get("maxItems", 3))
+    if kind == "string" and "pattern" in schema:  # kept when the lengths fit too
+        return st.from_regex(schema["pattern"], alphabet=st.characters(min_codepoint=32,
+                                                                       max_codepoint=126))
     if kind == "string":
         low = schema.get("minLength", 0)
         return st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=low,
@@ -668,3 +701,45 @@ def test_discriminated_unions() -> None:
         JsonMachine(untagged)
     with pytest.raises(SchemaError, match="'kind' is not"):
         JsonMachine({**untagged, "discriminator": {"propertyName": "kind"}})
+
+
+def test_patterns_in_json_strings() -> None:
+    """``pattern`` (Pydantic's ``Field(pattern=...)``) is searched in the string's decoded
+    characters, as JSON Schema has it, with its lengths folded in: characters that leave
+    no finishable match are refused at once, escapes count as the characters they stand
+    for, and the characters still needed are exact."""
+    from pydantic import BaseModel, Field
+
+    class Contact(BaseModel):
+        phone: str = Field(pattern=r"^\d{3}-\d{4}$")
+        code: str = Field(pattern=r"[A-Z]{2}", min_length=3, max_length=5)
+        handle: str | None = Field(default=None, pattern=r"^@\w+$")
+
+    schema = Contact.model_json_schema()
+    machine = JsonMachine(schema)
+    rng = random.Random(3)
+    for _ in range(40):
+        text = walk(machine, rng, rng.randint(0, 12))
+        Contact.model_validate_json(text)
+        jsonschema.validate(json.loads(text), strict(schema))
+    shortest = '{"phone":"000-0000","code":"AAA"}'
+    assert machine.min_chars(machine.start()) == len(shortest)
+    assert accepts(machine, shortest)
+    assert machine.feed(machine.start(), '{"phone":"12a') is None
+    assert machine.feed(machine.start(), '{"phone":"123-45678') is None
+    assert machine.feed(machine.start(), '{"code":"abcd') is None  # no room left for [A-Z]{2}
+    assert machine.feed(machine.start(), '{"code":"abc') is not None  # "abcXY" still fits
+    assert machine.feed(machine.start(), '{"handle":"@') is not None
+    escaped = JsonMachine({"type": "string", "pattern": '^"\\\\\n$'})  # quote, backslash, newline
+    assert escaped.min_chars(escaped.start()) == len('"\\"\\\\\\n"')
+    assert accepts(escaped, '"\\"\\\\\\n"')
+    assert escaped.feed(escaped.start(), '"\\u0022') is None  # no \u escapes here
+    assert escaped.feed(escaped.start(), '"\\n') is None
+    values = JsonMachine({"type": "string", "enum": ["ab", "b1", "c"], "pattern": r"\d"})
+    assert accepts(values, '"b1"') and not accepts(values, '"ab"')
+    with pytest.raises(SchemaError, match="matches 'pattern'"):
+        JsonMachine({"enum": ["a"], "pattern": "b"})
+    with pytest.raises(SchemaError, match=r"#/properties/p/pattern: .*lookaround"):
+        JsonMachine({"properties": {"p": {"type": "string", "pattern": "(?!a)"}}})
+    with pytest.raises(SchemaError, match="no text"):
+        JsonMachine({"type": "string", "pattern": "^abc$", "maxLength": 2})
