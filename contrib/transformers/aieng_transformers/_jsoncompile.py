@@ -19,6 +19,9 @@ __all__ = ["ANY", "ANY_BRANCHES", "MAX_NUMBER_CHARS", "Node", "SchemaError",
 
 #: The longest number the automaton writes (sign, digits, fraction, exponent).
 MAX_NUMBER_CHARS = 24
+#: The fewest characters of a node that has no finite document (yet: a recursive
+#: reference before the fixed point of :func:`_settle`).
+NEVER = 1 << 40
 _ANNOTATIONS = frozenset({"title", "description", "$schema", "$id", "$comment", "default",
                           "examples", "deprecated", "readOnly", "writeOnly", "$defs",
                           "definitions"})
@@ -60,6 +63,7 @@ class Node:
         "prefix",
         "properties",
         "required",
+        "shape",
         "tags",
     )
 
@@ -69,8 +73,12 @@ class Node:
                  lengths: tuple[int, int | None] = (0, None), bounds: Range | None = None,
                  literals: tuple[str, ...] = (), branches: tuple[Node, ...] = (),
                  prefix: tuple[Node, ...] = (), tags: dict[str, Node] | None = None,
-                 key: str = "", pattern: Pattern | None = None) -> None:
+                 key: str = "", pattern: Pattern | None = None,
+                 shape: frozenset[str] | None = None) -> None:
         self.kind = kind
+        #: ``ref`` (a recursive reference, while its target compiles): the characters its
+        #: target can start with, read from the raw schema (``None``: not known).
+        self.shape = shape
         #: A string's ``pattern`` (with its ``lengths`` folded in), searched as JSON Schema
         #: has it, over the string's decoded characters.
         self.pattern = pattern
@@ -90,11 +98,23 @@ class Node:
         self.bounds = bounds
         self.literals = literals
         self.branches = branches
-        self.min_chars = self._min_chars()
+        self.min_chars = min(self._min_chars(), NEVER)
+
+    def become(self, other: Node) -> None:
+        """Turn a ``ref`` placeholder into its compiled target (the nodes that already
+        point at the placeholder then point at the target)."""
+        for slot in self.__slots__:
+            setattr(self, slot, getattr(other, slot))
 
     @property
     def first(self) -> frozenset[str]:
         """The characters a value of this node can start with."""
+        if self.kind == "ref":
+            if self.shape is None:
+                raise SchemaError(f"{self.key}: a recursive reference inside 'anyOf' / "
+                                  "'oneOf' / a type list needs a target whose first "
+                                  "character its 'type' (or 'properties' / 'items') tells")
+            return self.shape
         if self.kind == "any":
             return frozenset().union(*_FIRST.values())
         if self.kind in ("map", "tagged"):
@@ -127,6 +147,8 @@ class Node:
         return len(key) + 3 + self.properties[key].min_chars
 
     def _min_chars(self) -> int:
+        if self.kind == "ref":
+            return NEVER
         if self.kind == "object":
             cost = sum(self.key_cost(k) for k in self.required)
             return 2 + cost + max(0, len(self.required) - 1)
@@ -159,9 +181,46 @@ class Node:
 def compile_schema(schema: Mapping[str, Any], where: str = "#") -> Node:
     """Compile a JSON schema of the supported subset.
 
-    :raises SchemaError: naming the JSON pointer and the keyword outside the subset.
+    :raises SchemaError: naming the JSON pointer and the keyword outside the subset, or
+        when a recursive schema has no finite document.
     """
-    return _Compiler(schema).node(schema, where, ())
+    compiler = _Compiler(schema)
+    root = compiler.node(schema, where)
+    if compiler.recursive:
+        _settle(root, where)
+    return root
+
+
+def _settle(root: Node, where: str) -> None:
+    """The fewest characters of every node of a recursive schema: a node's count is the
+    cheapest of its finite documents, so from the counts compiled so far (each that of a
+    real document, or :data:`NEVER`) recompute every node until none gets cheaper."""
+    order: list[Node] = []
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        todo.extend(node.properties.values())
+        todo.extend(node.prefix)
+        todo.extend(node.branches)
+        if node.items is not None:
+            todo.append(node.items)
+    order.reverse()  # children mostly first: most schemas settle in one or two rounds
+    changed = True
+    while changed:
+        changed = False
+        for node in order:
+            cheaper = min(node._min_chars(), NEVER)
+            if cheaper < node.min_chars:
+                node.min_chars = cheaper
+                changed = True
+    if root.min_chars >= NEVER:
+        raise SchemaError(f"{where}: the schema's recursion admits no finite document (a "
+                          "recursive property every document requires?)")
 
 
 class _Compiler:
@@ -170,23 +229,27 @@ class _Compiler:
         #: Each ``$ref`` target compiled once (a definition used in many places, or by
         #: definitions used in many places, is one shared node).
         self.resolved: dict[str, Node] = {}
+        #: The targets being compiled: a reference back to one of them (recursion) gets
+        #: its placeholder, which becomes the compiled target when it is done.
+        self.pending: dict[str, Node] = {}
+        self.recursive = False
 
-    def node(self, schema: Any, where: str, refs: tuple[str, ...]) -> Node:
+    def node(self, schema: Any, where: str) -> Node:
         if schema is True or isinstance(schema, Mapping) and set(schema) <= _ANNOTATIONS:
             return ANY
         if not isinstance(schema, Mapping):
             raise SchemaError(f"{where}: a schema must be an object, not "
                               f"{type(schema).__name__}")
         if "$ref" in schema:
-            return self.ref(schema, where, refs)
+            return self.ref(schema, where)
         for word in ("anyOf", "oneOf"):
             if word in schema:
-                return self.alternatives(schema, word, where, refs)
+                return self.alternatives(schema, word, where)
         if "enum" in schema or "const" in schema:  # with a type, or a list of them
             return self.values(schema, where)
         kind = schema.get("type")
         if isinstance(kind, list):
-            return self.type_list(schema, kind, where, refs)
+            return self.type_list(schema, kind, where)
         if kind is None:
             kind = ("object" if "properties" in schema or "additionalProperties" in schema
                     else "array" if "items" in schema else None)
@@ -198,9 +261,9 @@ class _Compiler:
             raise SchemaError(f"{where}: unsupported keyword(s) {sorted(extra)} for type "
                               f"{kind!r}; supported: {sorted(_KEYWORDS[kind])}")
         if kind == "object":
-            return self.object(schema, where, refs)
+            return self.object(schema, where)
         if kind == "array":
-            return self.array(schema, where, refs)
+            return self.array(schema, where)
         if kind == "string":
             lengths = _lengths(schema, "minLength", "maxLength", where)
             return Node("string", lengths=lengths, pattern=_pattern(schema, lengths, where))
@@ -208,12 +271,12 @@ class _Compiler:
             return Node(kind, bounds=_range(schema, kind == "integer", where))
         return Node(kind)
 
-    def array(self, schema: Mapping[str, Any], where: str, refs: tuple[str, ...]) -> Node:
+    def array(self, schema: Mapping[str, Any], where: str) -> Node:
         least, most = _lengths(schema, "minItems", "maxItems", where)
         raw = schema.get("prefixItems", [])
         if not isinstance(raw, list):
             raise SchemaError(f"{where}/prefixItems: must be a list of schemas")
-        prefix = tuple(self.node(v, f"{where}/prefixItems/{i}", refs) for i, v in enumerate(raw))
+        prefix = tuple(self.node(v, f"{where}/prefixItems/{i}") for i, v in enumerate(raw))
         if "items" not in schema and not prefix:
             raise SchemaError(f"{where}: an array needs 'items' or 'prefixItems'")
         rest = schema.get("items", True)
@@ -223,10 +286,10 @@ class _Compiler:
                 raise SchemaError(f"{where}: 'minItems' {least} needs more items than "
                                   f"'prefixItems' allows with 'items: false'")
             rest = True
-        return Node("array", items=self.node(rest, f"{where}/items", refs),
+        return Node("array", items=self.node(rest, f"{where}/items"),
                     lengths=(least, most), prefix=prefix)
 
-    def object(self, schema: Mapping[str, Any], where: str, refs: tuple[str, ...]) -> Node:
+    def object(self, schema: Mapping[str, Any], where: str) -> Node:
         extra = schema.get("additionalProperties", False)
         counts = _lengths(schema, "minProperties", "maxProperties", where)
         if extra is not False:
@@ -234,7 +297,7 @@ class _Compiler:
                 raise SchemaError(f"{where}: 'additionalProperties' other than false is "
                                   "supported only without 'properties' (a map); beside "
                                   "them no other key is ever written")
-            return Node("map", items=self.node(extra, f"{where}/additionalProperties", refs),
+            return Node("map", items=self.node(extra, f"{where}/additionalProperties"),
                         lengths=counts)
         if counts != (0, None):
             raise SchemaError(f"{where}: 'minProperties' / 'maxProperties' are supported on "
@@ -242,7 +305,7 @@ class _Compiler:
         raw = schema.get("properties", {})
         if not isinstance(raw, Mapping):
             raise SchemaError(f"{where}/properties: must be an object")
-        properties = {json.dumps(k)[1:-1]: self.node(v, f"{where}/properties/{k}", refs)
+        properties = {json.dumps(k)[1:-1]: self.node(v, f"{where}/properties/{k}")
                       for k, v in raw.items()}
         required = schema.get("required", [])
         if not isinstance(required, list) or not all(r in raw for r in required):
@@ -250,7 +313,7 @@ class _Compiler:
         return Node("object", properties=properties,
                     required=frozenset(json.dumps(r)[1:-1] for r in required))
 
-    def ref(self, schema: Mapping[str, Any], where: str, refs: tuple[str, ...]) -> Node:
+    def ref(self, schema: Mapping[str, Any], where: str) -> Node:
         target = schema["$ref"]
         extra = set(schema) - {"$ref"} - _ANNOTATIONS
         if extra:
@@ -260,22 +323,61 @@ class _Compiler:
                 target == "#" or re.fullmatch(r"#/(\$defs|definitions)/[^/]+", target)):
             raise SchemaError(f"{where}/$ref: only '#', '#/$defs/<name>' and "
                               f"'#/definitions/<name>' are supported, got {target!r}")
-        if target in refs:
-            raise SchemaError(f"{where}/$ref: {target!r} refers to itself (a recursive "
-                              "schema has no finite automaton here)")
         if target in self.resolved:
             return self.resolved[target]
+        if target in self.pending:  # recursion: the target is being compiled
+            self.recursive = True
+            return self.pending[target]
+        resolved = self.resolve(target, where)
+        placeholder = self.pending[target] = Node("ref", key=f"{where}/$ref",
+                                                  shape=self.first_chars(resolved, set()))
+        placeholder.become(self.node(resolved, target))
+        del self.pending[target]
+        self.resolved[target] = placeholder
+        return placeholder
+
+    def resolve(self, target: str, where: str) -> Any:
         resolved: Any = self.root
         for part in target[2:].split("/") if target != "#" else ():
             part = part.replace("~1", "/").replace("~0", "~")
             if not isinstance(resolved, Mapping) or part not in resolved:
                 raise SchemaError(f"{where}/$ref: {target!r} points at nothing")
             resolved = resolved[part]
-        node = self.resolved[target] = self.node(resolved, target, (*refs, target))
-        return node
+        return resolved
 
-    def alternatives(self, schema: Mapping[str, Any], word: str, where: str,
-                     refs: tuple[str, ...]) -> Node:
+    def first_chars(self, schema: Any, following: set[str]) -> frozenset[str] | None:
+        """The characters a value of a raw schema can start with, as far as its words
+        tell without compiling it (``None``: not told)."""
+        if schema is True or isinstance(schema, Mapping) and set(schema) <= _ANNOTATIONS:
+            return ANY.first
+        if not isinstance(schema, Mapping):
+            return None
+        target = schema.get("$ref")
+        if isinstance(target, str):
+            if target in following or not (target == "#" or target.startswith("#/")):
+                return None
+            try:
+                return self.first_chars(self.resolve(target, "#"), following | {target})
+            except SchemaError:
+                return None
+        for word in ("anyOf", "oneOf"):
+            if isinstance(schema.get(word), list):
+                parts = [self.first_chars(o, following) for o in schema[word]]
+                known = [p for p in parts if p is not None]
+                return frozenset().union(*known) if len(known) == len(parts) else None
+        if "enum" in schema or "const" in schema:
+            values = [schema["const"]] if "const" in schema else schema["enum"]
+            return frozenset(json.dumps(v)[0] for v in values) if isinstance(values, list) \
+                else None
+        kind = schema.get("type")
+        kinds = kind if isinstance(kind, list) else [kind] if isinstance(kind, str) else (
+            ["object"] if "properties" in schema or "additionalProperties" in schema
+            else ["array"] if "items" in schema or "prefixItems" in schema else [])
+        if not kinds or not all(k in _FIRST for k in kinds):
+            return None
+        return frozenset().union(*(_FIRST[k] for k in kinds))
+
+    def alternatives(self, schema: Mapping[str, Any], word: str, where: str) -> Node:
         extra = set(schema) - {word, "discriminator"} - _ANNOTATIONS
         options = schema[word]
         if extra:
@@ -283,14 +385,13 @@ class _Compiler:
                               "supported")
         if not isinstance(options, list) or not options:
             raise SchemaError(f"{where}/{word}: must be a non-empty list of schemas")
-        nodes = [self.node(o, f"{where}/{word}/{i}", refs) for i, o in enumerate(options)]
+        nodes = [self.node(o, f"{where}/{word}/{i}") for i, o in enumerate(options)]
         named = schema.get("discriminator", {})
         tag = named.get("propertyName") if isinstance(named, Mapping) else None
         return _union(nodes, exclusive=word == "oneOf", where=f"{where}/{word}",
                       tag=tag if isinstance(tag, str) else None)
 
-    def type_list(self, schema: Mapping[str, Any], kinds: list[Any], where: str,
-                  refs: tuple[str, ...]) -> Node:
+    def type_list(self, schema: Mapping[str, Any], kinds: list[Any], where: str) -> Node:
         if not kinds or not all(isinstance(k, str) and k in _KEYWORDS for k in kinds):
             raise SchemaError(f"{where}/type: a list of types must name some of "
                               f"{sorted(_KEYWORDS)}, got {kinds!r}")
@@ -301,7 +402,7 @@ class _Compiler:
                               f"{kinds!r}")
         nodes = [self.node({k: v for k, v in schema.items()
                             if k in _KEYWORDS[kind] or k in _ANNOTATIONS} | {"type": kind},
-                           where, refs) for kind in dict.fromkeys(kinds)]
+                           where) for kind in dict.fromkeys(kinds)]
         return _union(nodes, exclusive=False, where=f"{where}/type")
 
     def values(self, schema: Mapping[str, Any], where: str) -> Node:
@@ -487,6 +588,8 @@ def _kind_of(value: Any) -> str:
 
 
 def _describe(node: Node) -> str:
+    if node.kind == "ref":
+        return f"the recursive reference at {node.key}"
     if node.kind == "tagged":
         return "objects told apart by a discriminator"
     if node.kind == "literal":

@@ -38,7 +38,8 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   everything. Several objects need a discriminator (a key each requires, with string
   values no two share), which is written first and picks the object. Other alternatives
   that start alike are refused.
-- ``$ref`` to ``#``, ``#/$defs/…`` or ``#/definitions/…`` (not recursive), and ``$defs`` /
+- ``$ref`` to ``#``, ``#/$defs/…`` or ``#/definitions/…``, recursive ones included (the
+  fewest characters of a node are a fixed point over the recursion), and ``$defs`` /
   ``definitions`` anywhere.
 - annotations ignored: ``title``, ``description``, ``$schema``, ``$id``, ``$comment``,
   ``default``, ``examples``, ``deprecated``, ``readOnly``, ``writeOnly``.

@@ -154,8 +154,19 @@ def _with_defs(body: dict[str, Any]) -> dict[str, Any]:
             "required": ["a"]}
 
 
+def _recursive(body: dict[str, Any]) -> dict[str, Any]:
+    """A recursive schema around ``body``: a tree (children in an array) whose next
+    sibling is optional (``anyOf`` with null), as Pydantic writes self-referencing
+    models."""
+    return {"$defs": {"T": {"type": "object", "properties": {
+        "v": body, "kids": {"type": "array", "items": {"$ref": "#/$defs/T"}, "maxItems": 2},
+        "next": {"anyOf": [{"$ref": "#/$defs/T"}, {"type": "null"}]}},
+        "required": ["v"]}}, "$ref": "#/$defs/T"}
+
+
 SCHEMAS = st.recursive(_leaf(), _extend, max_leaves=5).flatmap(
-    lambda schema: st.sampled_from([schema, _with_defs(schema)])).filter(_compiles)
+    lambda schema: st.sampled_from([schema, _with_defs(schema), _recursive(schema)])
+).filter(_compiles)
 
 
 @settings(max_examples=25, deadline=None,
@@ -248,8 +259,9 @@ async def test_regex_outside_the_subset_falls_back(chain_backend: SmolLM2Backend
     ({"response_schema": {"anyOf": [{"type": "object", "additionalProperties": True},
                                     {"type": "array", "items": {}}, {"type": "object"}]}},
      "same character"),
-    ({"response_schema": {"$defs": {"A": {"type": "array", "items": {"$ref": "#/$defs/A"}}},
-                          "$ref": "#/$defs/A"}}, "itself"),
+    ({"response_schema": {"$defs": {"A": {"type": "object", "properties": {
+        "a": {"$ref": "#/$defs/A"}}, "required": ["a"]}}, "$ref": "#/$defs/A"}},
+     "no finite document"),
     ({"response_schema": {"type": "integer", "minimum": 5, "exclusiveMaximum": 5}}, "bounds"),
     ({"response_schema": {"type": "string", "minLength": 3, "maxLength": 2}}, "below"),
     ({"response_schema": {"type": "object", "properties": {"a": {}},
@@ -371,44 +383,69 @@ ANY_VALUE = st.recursive(
     max_leaves=6)
 
 
-def documents(schema: Any, root: dict[str, Any]) -> st.SearchStrategy[Any]:
+#: No value: a ``$ref`` followed too deep (containers leave it out, or are cut too).
+CUT: st.SearchStrategy[Any] = st.nothing()
+
+
+def _lists(items: st.SearchStrategy[Any], least: int, most: int) -> st.SearchStrategy[Any]:
+    if items is CUT:
+        return st.just([]) if least == 0 else CUT
+    return st.lists(items, min_size=least, max_size=most)
+
+
+def documents(schema: Any, root: dict[str, Any], depth: int = 0) -> st.SearchStrategy[Any]:
     """Values meant to be valid against ``schema``, read from the raw schema (not from the
-    automaton's compiled form); the test keeps those jsonschema says are valid."""
+    automaton's compiled form); the test keeps those jsonschema says are valid. ``$ref``
+    s are followed three deep (a recursive schema's values end there: :data:`CUT`)."""
+    if depth > 3:
+        return CUT
     if schema is True or not set(schema) - {"title", "description", "$defs"}:
         return ANY_VALUE
     if "additionalProperties" in schema:
-        return st.dictionaries(KEYS, documents(schema["additionalProperties"], root),
-                               min_size=schema.get("minProperties", 0),
+        values = documents(schema["additionalProperties"], root, depth)
+        least = schema.get("minProperties", 0)
+        if values is CUT:
+            return st.just({}) if least == 0 else CUT
+        return st.dictionaries(KEYS, values, min_size=least,
                                max_size=schema.get("maxProperties", 3))
     if "$ref" in schema:
-        return documents(root["$defs"][schema["$ref"].rsplit("/", 1)[1]], root)
+        return documents(root["$defs"][schema["$ref"].rsplit("/", 1)[1]], root, depth + 1)
     for word in ("anyOf", "oneOf"):
         if word in schema:
-            return st.one_of([documents(s, root) for s in schema[word]])
+            options = [o for o in (documents(s, root, depth) for s in schema[word])
+                       if o is not CUT]
+            return st.one_of(options) if options else CUT
     if "const" in schema:
         return st.just(schema["const"])
     if "enum" in schema:
         return st.sampled_from(schema["enum"])
     kind = schema.get("type", "object" if "properties" in schema else "array")
     if isinstance(kind, list):
-        return st.one_of([documents({**schema, "type": k}, root) for k in kind])
+        options = [o for o in (documents({**schema, "type": k}, root, depth) for k in kind)
+                   if o is not CUT]
+        return st.one_of(options) if options else CUT
     if kind == "object":
         props = schema.get("properties", {})
         required = set(schema.get("required", []))
+        values = {k: documents(v, root, depth) for k, v in props.items()}
+        if any(values[k] is CUT for k in required):
+            return CUT
         # Keys in the schema's order: the automaton writes an object union's discriminator
         # first (the strategy lists it first), any order elsewhere.
         return st.fixed_dictionaries(
-            {k: documents(v, root) for k, v in props.items() if k in required},
-            optional={k: documents(v, root) for k, v in props.items() if k not in required},
+            {k: v for k, v in values.items() if k in required},
+            optional={k: v for k, v in values.items() if k not in required and v is not CUT},
         ).map(lambda d: {k: d[k] for k in props if k in d})
     if kind == "array" and "prefixItems" in schema:
-        head = st.tuples(*(documents(v, root) for v in schema["prefixItems"]))
+        leading = [documents(v, root, depth) for v in schema["prefixItems"]]
+        if any(v is CUT for v in leading):
+            return CUT
         rest = schema.get("items", True)
-        tail = st.just([]) if rest is False else st.lists(documents(rest, root), max_size=2)
-        return st.builds(lambda h, t: [*h, *t], head, tail)
+        tail = st.just([]) if rest is False else _lists(documents(rest, root, depth), 0, 2)
+        return st.builds(lambda h, t: [*h, *t], st.tuples(*leading), tail)
     if kind == "array":
-        return st.lists(documents(schema["items"], root), min_size=schema.get("minItems", 0),
-                        max_size=schema.get("maxItems", 3))
+        return _lists(documents(schema["items"], root, depth), schema.get("minItems", 0),
+                      schema.get("maxItems", 3))
     if kind == "string" and "pattern" in schema:  # kept when the lengths fit too
         return st.from_regex(schema["pattern"], alphabet=st.characters(min_codepoint=32,
                                                                        max_codepoint=126))
@@ -743,3 +780,43 @@ def test_patterns_in_json_strings() -> None:
         JsonMachine({"properties": {"p": {"type": "string", "pattern": "(?!a)"}}})
     with pytest.raises(SchemaError, match="no text"):
         JsonMachine({"type": "string", "pattern": "^abc$", "maxLength": 2})
+
+
+def test_recursive_models() -> None:
+    """A self-referencing Pydantic model (a comment with replies, a thread with an
+    optional next thread: ``$ref`` back into ``$defs``) compiles; every document a random
+    walk writes — nesting as deep as the budget lets it — validates with the model's own
+    validation; the shortest document is exact (a fixed point over the recursion)."""
+    from pydantic import BaseModel, Field
+
+    class Comment(BaseModel):
+        text: str = Field(max_length=6)
+        replies: list[Comment] = Field(default_factory=list, max_length=2)
+
+    class Thread(BaseModel):
+        head: Comment
+        next: Thread | None = None
+
+    schema = Thread.model_json_schema()
+    machine = JsonMachine(schema)
+    rng = random.Random(11)
+    deepest = 0
+    for _ in range(40):
+        text = walk(machine, rng, rng.randint(0, 80))
+        Thread.model_validate_json(text)
+        jsonschema.validate(json.loads(text), schema)
+        deepest = max(deepest, text.count("{"))
+    assert deepest >= 3  # it does nest
+    assert machine.min_chars(machine.start()) == len('{"head":{"text":""}}')
+    assert accepts(machine, '{"head":{"text":"a","replies":[{"text":"b","replies":[]}]},'
+                            '"next":{"head":{"text":""},"next":null}}')
+    assert machine.feed(machine.start(), '{"head":{"text":"a","replies":[{"text":1') is None
+    # the cheapest way out of a recursion counts the recursion's own cheapest document
+    nested = JsonMachine({"$defs": {"A": {"type": "array", "minItems": 1, "items": {
+        "anyOf": [{"$ref": "#/$defs/A"}, {"type": "null"}]}}}, "$ref": "#/$defs/A"})
+    state = nested.feed(nested.start(), "[[[")
+    assert state is not None and nested.min_chars(state) == len("null]]]")
+    assert nested.min_chars(nested.start()) == len("[null]")
+    with pytest.raises(SchemaError, match="first character"):
+        JsonMachine({"$defs": {"A": {"anyOf": [{"$ref": "#/$defs/A"}, {"type": "null"}]}},
+                     "$ref": "#/$defs/A"})
