@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._jsonbounds import Range, bound, extra_chars
+from ._jsonunique import NEVER, cheapest, supported
 from ._regexfsm import JSON_COST, Pattern, RegexError
 
 __all__ = ["ANY", "ANY_BRANCHES", "MAX_NUMBER_CHARS", "Node", "SchemaError",
@@ -19,9 +20,7 @@ __all__ = ["ANY", "ANY_BRANCHES", "MAX_NUMBER_CHARS", "Node", "SchemaError",
 
 #: The longest number the automaton writes (sign, digits, fraction, exponent).
 MAX_NUMBER_CHARS = 24
-#: The fewest characters of a node that has no finite document (yet: a recursive
-#: reference before the fixed point of :func:`_settle`).
-NEVER = 1 << 40
+
 _ANNOTATIONS = frozenset({"title", "description", "$schema", "$id", "$comment", "default",
                           "examples", "deprecated", "readOnly", "writeOnly", "$defs",
                           "definitions"})
@@ -29,7 +28,8 @@ _BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum
 _KEYWORDS = {
     "object": frozenset({"type", "properties", "required", "additionalProperties",
                          "minProperties", "maxProperties"}),
-    "array": frozenset({"type", "items", "prefixItems", "minItems", "maxItems"}),
+    "array": frozenset({"type", "items", "prefixItems", "minItems", "maxItems",
+                        "uniqueItems"}),
     "string": frozenset({"type", "enum", "const", "minLength", "maxLength", "format",
                          "pattern"}),
     "number": frozenset({"type"}) | _BOUNDS,
@@ -65,6 +65,7 @@ class Node:
         "required",
         "shape",
         "tags",
+        "unique",
     )
 
     def __init__(self, kind: str, *, properties: dict[str, Node] | None = None,
@@ -74,8 +75,10 @@ class Node:
                  literals: tuple[str, ...] = (), branches: tuple[Node, ...] = (),
                  prefix: tuple[Node, ...] = (), tags: dict[str, Node] | None = None,
                  key: str = "", pattern: Pattern | None = None,
-                 shape: frozenset[str] | None = None) -> None:
+                 shape: frozenset[str] | None = None, unique: bool = False) -> None:
         self.kind = kind
+        #: An array of distinct items (``uniqueItems``; see :mod:`._jsonunique`).
+        self.unique = unique
         #: ``ref`` (a recursive reference, while its target compiles): the characters its
         #: target can start with, read from the raw schema (``None``: not known).
         self.shape = shape
@@ -132,15 +135,21 @@ class Node:
         assert self.items is not None
         return self.items
 
-    def items_cost(self, start: int, count: int) -> int:
+    def items_cost(self, start: int, count: int,
+                   taken: frozenset[str] = frozenset()) -> int:
         """The fewest characters of the array's items ``start`` … ``start + count - 1``
-        (without the commas)."""
+        (without the commas); in an array of distinct items, of ``count`` distinct values
+        none of which is ``taken``."""
+        if self.unique:
+            assert self.items is not None
+            found = cheapest(self.items, taken, count)
+            return sum(c for c, _ in found) if len(found) == count else NEVER
         return sum(self.item(i).min_chars for i in range(start, start + count))
 
     @property
     def counts(self) -> bool:
         """Whether an array's frames count their items (bounds or a prefix need it)."""
-        return self.lengths != (0, None) or bool(self.prefix)
+        return self.lengths != (0, None) or bool(self.prefix) or self.unique
 
     def key_cost(self, key: str) -> int:
         """Characters of ``"key":`` and the smallest value of that property."""
@@ -286,8 +295,23 @@ class _Compiler:
                 raise SchemaError(f"{where}: 'minItems' {least} needs more items than "
                                   f"'prefixItems' allows with 'items: false'")
             rest = True
-        return Node("array", items=self.node(rest, f"{where}/items"),
-                    lengths=(least, most), prefix=prefix)
+        unique = schema.get("uniqueItems", False)
+        if not isinstance(unique, bool):
+            raise SchemaError(f"{where}/uniqueItems: must be true or false")
+        items = self.node(rest, f"{where}/items")
+        if unique:
+            if prefix:
+                raise SchemaError(f"{where}: 'uniqueItems' beside 'prefixItems' is not "
+                                  "supported")
+            if not supported(items):
+                raise SchemaError(f"{where}: 'uniqueItems' is supported for items that are "
+                                  "free strings, free integers, booleans, null, enum / "
+                                  "const scalars, or anyOf of those")
+            if len(cheapest(items, frozenset(), least)) < least:
+                raise SchemaError(f"{where}: 'minItems' {least} needs more distinct items "
+                                  "than 'items' has")
+        return Node("array", items=items, lengths=(least, most), prefix=prefix,
+                    unique=unique)
 
     def object(self, schema: Mapping[str, Any], where: str) -> Node:
         extra = schema.get("additionalProperties", False)

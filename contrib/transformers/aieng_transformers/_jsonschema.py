@@ -20,7 +20,8 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
 - ``{}`` / ``true`` (Pydantic's ``Any``): any JSON value.
 - arrays: ``items`` (one schema for every item), ``prefixItems`` (one schema per
   leading item: tuples; ``items`` then covers the rest, ``false`` for none, absent for
-  any value), ``minItems``, ``maxItems``. An array needs ``items`` or ``prefixItems``.
+  any value), ``minItems``, ``maxItems``, ``uniqueItems`` (items of the kinds
+  :mod:`._jsonunique` lists). An array needs ``items`` or ``prefixItems``.
 - strings: ``minLength``, ``maxLength`` (in characters; such a string is written without
   ``\\u`` escapes), ``pattern`` (searched in the decoded string, the lengths folded into
   its automaton: the subset of :mod:`._regexfsm`), ``format`` (an annotation, as JSON
@@ -52,9 +53,10 @@ written in their ``json.dumps`` spelling.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 from ._jsonbounds import extra_chars, in_range
@@ -65,6 +67,7 @@ from ._jsoncompile import (
     SchemaError,
     compile_schema,
 )
+from ._jsonunique import NEVER, Candidate, identity, integers, joint, plain_chars
 from ._regexfsm import Pattern
 
 __all__ = ["MAX_NUMBER_CHARS", "JsonMachine", "SchemaError", "compile_schema"]
@@ -76,6 +79,7 @@ _NUMBER_PREFIX = re.compile(r"-?((0|[1-9][0-9]*)(\.|(\.[0-9]+)?([eE][+-]?[0-9]*)
 _DECIMAL_PREFIX = re.compile(r"-?((0|[1-9][0-9]*)(\.[0-9]*)?)?")
 _INTEGER_PREFIX = re.compile(r"-?(0|[1-9][0-9]*)?")
 _HEX = frozenset("0123456789abcdefABCDEF")
+_MEMO_LIMIT = 100_000
 _ESCAPES = frozenset('"\\/bfnrtu')
 #: The character each one-letter escape stands for.
 _DECODED = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
@@ -93,7 +97,9 @@ class Frame(NamedTuple):
     so far; ``seen`` the keys an object has; ``key`` the key whose value comes next (for
     a literal: the word being written); ``size`` the items of an array / characters of
     a string so far, kept only when the schema bounds them (so free ones repeat states);
-    ``rx`` a ``pattern`` string's automaton state (its lengths folded in).
+    ``rx`` a ``pattern`` string's automaton state (its lengths folded in); ``keep``: a
+    free string keeps its text (an item of an array of distinct items, whose ``seen``
+    holds the identities of its items so far).
     """
 
     kind: str
@@ -104,6 +110,7 @@ class Frame(NamedTuple):
     key: str = ""
     size: int = 0
     rx: int = 0
+    keep: bool = False
 
 
 State = tuple[Frame, ...]
@@ -115,6 +122,9 @@ class JsonMachine:
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
         self.root = compile_schema(schema)
+        #: :meth:`min_chars` per state (asked for every candidate token; an array of
+        #: distinct items lists its cheapest values to answer).
+        self._needed: dict[State, int] = {}
 
     def start(self) -> State:
         return (Frame("root", self.root, "value"),)
@@ -128,6 +138,9 @@ class JsonMachine:
             current = self._char(current, char)  # type: ignore[arg-type]
             if current is None:
                 return None
+            if len(current) > 1 and _distinct_items(current[-2]) and not any(
+                    name not in current[-2].seen for _, name in _completions(current[-1])):
+                return None  # an item of distinct items that can only repeat one
         return current
 
     def _char(self, stack: State, c: str) -> State | None:
@@ -142,8 +155,8 @@ class JsonMachine:
                 escaped = _escaped(phase, c)
                 if escaped is None or counted and escaped == "u0":  # counted: no \u escapes
                     return None
-                text = top.text + _escape_text(phase, c) if _tracks(top) else ""
-                if text and not any(e.startswith(text) for e in _choices(stack)):
+                text = top.text + _escape_text(phase, c) if _tracks(top) or top.keep else ""
+                if _tracks(top) and not any(e.startswith(text) for e in _choices(stack)):
                     return None
                 # an escape is one character of the string once its letter is written
                 return (*rest, top._replace(phase=escaped, text=text,
@@ -153,7 +166,7 @@ class JsonMachine:
                     return None
                 if counted and top.size < _lengths_of(top)[0]:
                     return None
-                return self._done(rest, top.text if kind == "key" else "")
+                return self._done(rest, top.text if kind == "key" else "", item=top)
             if c < " ":
                 return None
             if counted and (most := _lengths_of(top)[1]) is not None and top.size >= most:
@@ -167,6 +180,8 @@ class JsonMachine:
                 if not any(e.startswith(text) for e in _choices(stack)):
                     return None
                 return (*rest, top._replace(text=text))
+            if top.keep:
+                return (*rest, top._replace(text=top.text + c))
             return (*rest, top._replace(size=top.size + 1)) if counted else stack
         if kind == "mkey":
             return self._map_key(rest, top, c)
@@ -176,14 +191,15 @@ class JsonMachine:
                 return (*rest, top._replace(text=text))
             if not _number_done(top):
                 return None
-            after = self._done(rest)
+            after = self._done(rest, item=top)
             return None if after is None else self._char(after, c)
         if kind == "lit":
             text = top.text + c
             word = top.key
             if not word.startswith(text):
                 return None
-            return self._done(rest) if text == word else (*rest, top._replace(text=text))
+            return self._done(rest, item=top._replace(text=text)) if text == word \
+                else (*rest, top._replace(text=text))
         if kind == "tagged":  # the discriminator, first: its value picks the object
             assert node is not None
             text = top.text + c
@@ -199,10 +215,10 @@ class JsonMachine:
             longer = [v for v in node.literals if v.startswith(text)]
             if longer:
                 if longer == [text]:  # whole, and no other value goes on from here
-                    return self._done(rest)
+                    return self._done(rest, item=top._replace(text=text))
                 return (*rest, top._replace(text=text))
             if top.text in node.literals:  # whole: the character is the parent's
-                after = self._done(rest)
+                after = self._done(rest, item=top)
                 return None if after is None else self._char(after, c)
             return None
         if kind == "root":
@@ -244,7 +260,8 @@ class JsonMachine:
                     return None
                 return self._begin((*rest, top._replace(phase="in")), node.item(top.size), c)
             if phase == "after":
-                if c == "," and (most is None or top.size < most):
+                if c == "," and (most is None or top.size < most) and (
+                        not node.unique or node.items_cost(0, 1, top.seen) < NEVER):
                     return (*rest, top._replace(phase="comma"))
                 if c == "]" and top.size >= least:
                     return self._done(rest)
@@ -318,8 +335,9 @@ class JsonMachine:
         if kind == "string":
             if c != '"':
                 return None
-            return (*stack, Frame("str", node) if node.pattern is None
-                    else Frame("str", node, rx=node.pattern.start()))
+            if node.pattern is not None:
+                return (*stack, Frame("str", node, rx=node.pattern.start()))
+            return (*stack, Frame("str", node, keep=_distinct_items(stack[-1])))
         if kind in ("number", "integer"):
             if (c == "-" or c.isdigit() and c.isascii()) and _number_prefix(node, c):
                 return (*stack, Frame("num", node, text=c))
@@ -330,8 +348,9 @@ class JsonMachine:
             return (*stack, Frame("lit", node, text=c, key="null"))
         return None
 
-    def _done(self, stack: State, key: str = "") -> State | None:
-        """Close the value (or key) on top of ``stack``: its parent moves on."""
+    def _done(self, stack: State, key: str = "", item: Frame | None = None) -> State | None:
+        """Close the value (or key) on top of ``stack`` (``item``: its frame, for the
+        identity of a scalar): its parent moves on."""
         parent = stack[-1]
         rest = stack[:-1]
         if parent.kind == "root":
@@ -341,7 +360,14 @@ class JsonMachine:
                                            key=""))
         if parent.kind == "arr":
             assert parent.node is not None
-            return (*rest, parent._replace(phase="after",
+            seen = parent.seen
+            if parent.node.unique:  # a repeated item is refused as it closes
+                assert item is not None
+                name = _identity(item)
+                if name in seen:
+                    return None
+                seen = seen | {name}
+            return (*rest, parent._replace(phase="after", seen=seen,
                                            size=parent.size + parent.node.counts))
         # An object: a key just closed, or a value did.
         if parent.phase in ("open", "comma", "comma_sp"):
@@ -363,10 +389,20 @@ class JsonMachine:
     def min_chars(self, state: State) -> int:
         """The fewest characters that turn ``state`` into a whole document (each of them
         one token at worst, so it bounds the tokens still needed)."""
+        found = self._needed.get(state)
+        if found is None:
+            if len(self._needed) > _MEMO_LIMIT:
+                self._needed.clear()
+            found = self._needed[state] = self._min_chars(state)
+        return found
+
+    def _min_chars(self, state: State) -> int:
         total = 0
         for depth in range(len(state) - 1, -1, -1):
             frame = state[depth]
             kind, node, phase = frame.kind, frame.node, frame.phase
+            if depth and _distinct_items(state[depth - 1]):
+                continue  # an item of distinct items: its array counts it with the rest
             if kind == "num":
                 if node is not None and node.bounds is not None:
                     total += extra_chars(frame.text, node.bounds, MAX_NUMBER_CHARS) or 0
@@ -453,6 +489,21 @@ class JsonMachine:
                     total += after
                 else:  # after
                     total += max(least - done, 0) * (1 + entry) + 1
+            elif kind == "arr" and node is not None and node.unique:
+                assert node.items is not None
+                least, done = node.lengths[0], frame.size
+                if phase == "in":  # the item on top and the ones still needed, distinct
+                    left = max(least - done - 1, 0)
+                    total += joint(_completions(state[depth + 1]), node.items, frame.seen,
+                                   left) + left + 1
+                elif phase == "open":
+                    total += node.items_cost(0, least, frame.seen) + max(least - 1, 0) + 1
+                elif phase in ("comma", "comma_sp"):
+                    need = max(least - done, 1)
+                    total += node.items_cost(0, need, frame.seen) + need - 1 + 1
+                else:  # after
+                    left = max(least - done, 0)
+                    total += node.items_cost(0, left, frame.seen) + left + 1
             elif kind == "arr":
                 assert node is not None and node.items is not None
                 least, done = node.lengths[0], frame.size
@@ -526,7 +577,50 @@ def _choices(stack: State) -> tuple[str, ...]:
         assert obj.node is not None
         return tuple(k for k in obj.node.properties if k not in obj.seen)
     assert top.node is not None and top.node.enum is not None
+    if len(stack) > 1 and _distinct_items(stack[-2]):  # not one the array has
+        return tuple(e for e in top.node.enum if identity(f'"{e}"') not in stack[-2].seen)
     return top.node.enum
+
+
+def _distinct_items(frame: Frame) -> bool:
+    """Whether ``frame`` is an array of distinct items writing one."""
+    return frame.kind == "arr" and frame.phase == "in" and frame.node is not None \
+        and frame.node.unique
+
+
+def _identity(frame: Frame) -> str:
+    """The identity of the scalar a closed frame wrote (see :func:`._jsonunique.identity`)."""
+    if frame.kind == "str":
+        return identity(f'"{frame.text}"')
+    return identity(frame.key if frame.kind == "lit" else frame.text)
+
+
+def _completions(frame: Frame) -> Iterator[Candidate]:
+    """The values an item of distinct items being written can still become, each with the
+    characters it still takes (its closing quote included), cheapest first."""
+    node = frame.node
+    assert node is not None
+    if frame.kind == "num":
+        return integers(frame.text)
+    if frame.kind == "lit":
+        return iter([(len(frame.key) - len(frame.text), "l" + frame.key)])
+    if frame.kind == "lits":
+        return iter(sorted((len(v) - len(frame.text), identity(v)) for v in node.literals
+                           if v.startswith(frame.text)))
+    if node.enum is not None:  # a string enum
+        return iter(sorted((len(e) - _typed(frame) + 1, identity(f'"{e}"'))
+                           for e in node.enum if e.startswith(_prefix(frame))))
+    text, phase = frame.text, frame.phase
+    if phase == "esc":
+        plain = ((2, identity(f'"{text}\\{letter}"')) for letter in '"\\/bfnrt')
+        coded = ((6, identity(f'"{text}\\u{code:04x}"')) for code in range(0x10000))
+        return itertools.chain(plain, coded)
+    if phase.startswith("u"):
+        missing = 4 - int(phase[1])
+        return ((missing + 1, identity(f'"{text}{"".join(hexes)}"'))
+                for hexes in itertools.product("0123456789abcdef", repeat=missing))
+    return itertools.chain([(1, identity(f'"{text}"'))],
+                           ((2, identity(f'"{text}{c}"')) for c in plain_chars()))
 
 
 def _number_done(frame: Frame) -> bool:

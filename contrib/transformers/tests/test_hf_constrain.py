@@ -134,7 +134,11 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
                        st.sampled_from(["anyOf", "oneOf"])).map(lambda t: {t[1]: [
         {"type": "object", "properties": {"kind": {"const": f"k{i}"}, "v": child},
          "required": ["kind"]} for i, child in enumerate(t[0])]})
-    return st.one_of(objects, arrays, bounded_arrays, optional, typed, maps, tuples, tagged)
+    distinct = st.tuples(children, st.integers(0, 3), st.integers(0, 2)).map(
+        lambda t: {"type": "array", "items": t[0], "uniqueItems": True, "minItems": t[1],
+                   "maxItems": t[1] + t[2]})
+    return st.one_of(objects, arrays, bounded_arrays, optional, typed, maps, tuples, tagged,
+                     distinct)
 
 
 def _compiles(schema: dict[str, Any]) -> bool:
@@ -387,10 +391,12 @@ ANY_VALUE = st.recursive(
 CUT: st.SearchStrategy[Any] = st.nothing()
 
 
-def _lists(items: st.SearchStrategy[Any], least: int, most: int) -> st.SearchStrategy[Any]:
+def _lists(items: st.SearchStrategy[Any], least: int, most: int,
+           unique: bool = False) -> st.SearchStrategy[Any]:
     if items is CUT:
         return st.just([]) if least == 0 else CUT
-    return st.lists(items, min_size=least, max_size=most)
+    return st.lists(items, min_size=least, max_size=most,
+                    unique_by=(lambda v: json.dumps(v, sort_keys=True)) if unique else None)
 
 
 def documents(schema: Any, root: dict[str, Any], depth: int = 0) -> st.SearchStrategy[Any]:
@@ -445,7 +451,7 @@ def documents(schema: Any, root: dict[str, Any], depth: int = 0) -> st.SearchStr
         return st.builds(lambda h, t: [*h, *t], st.tuples(*leading), tail)
     if kind == "array":
         return _lists(documents(schema["items"], root, depth), schema.get("minItems", 0),
-                      schema.get("maxItems", 3))
+                      schema.get("maxItems", 3), schema.get("uniqueItems", False))
     if kind == "string" and "pattern" in schema:  # kept when the lengths fit too
         return st.from_regex(schema["pattern"], alphabet=st.characters(min_codepoint=32,
                                                                        max_codepoint=126))
@@ -820,3 +826,62 @@ def test_recursive_models() -> None:
     with pytest.raises(SchemaError, match="first character"):
         JsonMachine({"$defs": {"A": {"anyOf": [{"$ref": "#/$defs/A"}, {"type": "null"}]}},
                      "$ref": "#/$defs/A"})
+
+
+def test_arrays_of_distinct_items() -> None:
+    """``uniqueItems`` (Pydantic's ``set[X]``) over free strings, free integers, enums,
+    booleans / null and literal sets: an item equal to one the array has (as JSON Schema
+    compares: decoded strings, ``1`` and ``1.0`` one number) is refused as it closes, a
+    prefix that can only repeat one at once; the characters still needed count the
+    cheapest *distinct* items, so walks in that budget end in documents Pydantic
+    validates. Items outside those kinds are refused before generating."""
+    import enum
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    class Color(str, enum.Enum):
+        red = "red"
+        green = "green"
+        blue = "blue"
+
+    class Bag(BaseModel):
+        tags: set[str] = Field(min_length=3)
+        nums: frozenset[int] = Field(min_length=12, max_length=14)
+        colors: set[Color] = Field(min_length=2)
+        flags: set[bool | None]
+        odd: set[Literal["a", 1, 1.0, 2]]
+
+    schema = Bag.model_json_schema()
+    machine = JsonMachine(schema)
+    rng = random.Random(2)
+    for _ in range(40):
+        text = walk(machine, rng, rng.randint(0, 30))
+        Bag.model_validate_json(text)
+        jsonschema.validate(json.loads(text), schema)
+    # ten one-digit integers, then two of two characters; "" and two one-character strings
+    shortest = ('{"tags":["","a","b"],"nums":[0,1,2,3,4,5,6,7,8,9,-1,-2],'
+                '"colors":["red","blue"],"flags":[],"odd":[]}')
+    assert machine.min_chars(machine.start()) == len(shortest)
+    assert accepts(machine, shortest)
+    for repeated in ('{"tags":["a","a"', '{"tags":["a","\\u0061"', '{"nums":[0,-0',
+                     '{"nums":[0,0', '{"colors":["red","red"', '{"flags":[true,true',
+                     '{"odd":[1,1.0'):
+        assert machine.feed(machine.start(), repeated) is None, repeated
+    assert machine.feed(machine.start(), '{"nums":[1,1') is not None  # may become 10…19
+    assert machine.feed(machine.start(), '{"flags":[true,false,null,') is None  # none left
+    state = machine.feed(machine.start(), '{"colors":["red","')
+    assert state is not None
+    rest = ',"tags":["","a","b"],"nums":[0,1,2,3,4,5,6,7,8,9,-1,-2],"flags":[],"odd":[]}'
+    assert machine.min_chars(state) == len('blue"]') + len(rest)  # "red" is taken
+    for schema_, message in (
+            ({"type": "array", "items": {"type": "number"}, "uniqueItems": True},
+             "supported for items"),
+            ({"type": "array", "items": {"type": "string", "maxLength": 3},
+              "uniqueItems": True}, "supported for items"),
+            ({"type": "array", "items": {"type": "boolean"}, "uniqueItems": True,
+              "minItems": 3}, "distinct items"),
+            ({"type": "array", "prefixItems": [{}], "uniqueItems": True}, "prefixItems"),
+            ({"type": "array", "items": {}, "uniqueItems": "yes"}, "true or false")):
+        with pytest.raises(SchemaError, match=message):
+            JsonMachine(schema_)

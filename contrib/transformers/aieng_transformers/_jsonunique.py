@@ -1,0 +1,136 @@
+"""Arrays of distinct items (``uniqueItems``, Pydantic's ``set[X]``): which item schemas
+are supported, the identity of an item's value, and the fewest characters of items
+distinct from those an array already has.
+
+Supported items are scalars whose cheapest distinct values can be listed in order of
+length: free strings, free integers, booleans, ``null``, ``enum`` / ``const`` sets of
+scalars, and ``anyOf`` of those. Values are equal as JSON Schema has it: ``1`` and
+``1.0`` are one number, a string is its decoded characters.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import re
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._jsoncompile import Node
+
+__all__ = ["NEVER", "cheapest", "identity", "integers", "joint", "plain_chars", "supported",
+           "values"]
+
+#: The cost of what cannot be written (a large integer, so sums stay integers).
+NEVER = 1 << 40
+#: A candidate item: the characters it costs and its identity.
+Candidate = tuple[int, str]
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def identity(text: str) -> str:
+    """The identity of a JSON scalar written as ``text``: ``s`` and the decoded string,
+    ``n`` and the normalized number, ``l`` and ``true`` / ``false`` / ``null``."""
+    value = json.loads(text)
+    if isinstance(value, str):
+        return "s" + value
+    if value is None or isinstance(value, bool):
+        return "l" + json.dumps(value)
+    number = Decimal(text)
+    return "n" + ("0" if number == 0 else str(number.normalize()))
+
+
+def supported(node: Node) -> bool:
+    """Whether :func:`values` can list the node's values cheapest first."""
+    kind = node.kind
+    if kind == "string":
+        return node.enum is not None or (node.pattern is None and node.lengths == (0, None))
+    if kind == "literal":
+        return all(not isinstance(json.loads(v), (list, dict)) for v in node.literals)
+    if kind == "integer":
+        return node.bounds is None
+    if kind == "union":
+        return all(supported(b) for b in node.branches)
+    return kind in ("boolean", "null")
+
+
+def plain_chars() -> Iterator[str]:
+    """Characters a JSON string holds as themselves, in code-point order."""
+    for code in itertools.chain(range(0x20, 0xD800), range(0xE000, 0x110000)):
+        if code not in (0x22, 0x5C):
+            yield chr(code)
+
+
+def integers(prefix: str = "") -> Iterator[Candidate]:
+    """Integers written as ``prefix`` (a prefix of one) and more characters, by the
+    characters added (``-0`` is 0 again: callers skip what they have seen)."""
+    for added in itertools.count(0):
+        for tail in itertools.product("-0123456789", repeat=added):
+            text = prefix + "".join(tail)
+            if _INTEGER.fullmatch(text):
+                yield added, identity(text)
+        if prefix in ("0", "-0"):
+            return  # no digit follows a leading zero
+
+
+def values(node: Node) -> Iterator[Candidate]:
+    """The node's values cheapest first (possibly without end), each once."""
+    kind = node.kind
+    if kind == "string" and node.enum is not None:
+        stream: Iterable[Candidate] = sorted((len(e) + 2, identity(f'"{e}"')) for e in node.enum)
+    elif kind == "string":
+        stream = itertools.chain([(2, "s")], ((3, "s" + c) for c in plain_chars()))
+    elif kind == "literal":
+        stream = sorted((len(v), identity(v)) for v in node.literals)
+    elif kind == "integer":
+        stream = integers()
+    elif kind == "boolean":
+        stream = [(4, "ltrue"), (5, "lfalse")]
+    elif kind == "null":
+        stream = [(4, "lnull")]
+    else:  # a union
+        stream = heapq.merge(*(values(b) for b in node.branches))
+    seen: set[str] = set()
+    for cost, name in stream:
+        if name not in seen:
+            seen.add(name)
+            yield cost, name
+
+
+def cheapest(node: Node, taken: frozenset[str], count: int) -> list[Candidate]:
+    """The ``count`` cheapest values of the node not in ``taken`` (fewer when it has no
+    more)."""
+    fresh = (c for c in values(node) if c[1] not in taken)
+    return list(itertools.islice(fresh, count))
+
+
+def joint(current: Iterable[Candidate], node: Node, taken: frozenset[str], need: int) -> int:
+    """The fewest characters that finish the item being written (``current``: its
+    completions, cheapest first, each with the characters it still takes) and ``need``
+    more items, all distinct and none in ``taken`` (separators not counted)."""
+    pool = cheapest(node, taken, need + 1)
+    if len(pool) < need:
+        return NEVER
+    others = sum(cost for cost, _ in pool[:need])
+    chosen = {name for _, name in pool[:need]}
+    best = NEVER
+    for finish, name in current:
+        if finish + others >= best:
+            break
+        if name in taken:
+            continue
+        if name in chosen:  # it takes one of the cheapest: the next one replaces it
+            if len(pool) <= need:
+                continue
+            cost = finish + others - _cost_of(pool, name) + pool[need][0]
+        else:
+            cost = finish + others
+        best = min(best, cost)
+    return best
+
+
+def _cost_of(pool: list[Candidate], name: str) -> int:
+    return next(cost for cost, n in pool if n == name)
