@@ -207,6 +207,9 @@ def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise _bad("metadata", "must be an object")
+    regex = body.get("guided_regex")  # vLLM's extension: text the pattern fully matches
+    if regex is not None and not isinstance(regex, str):
+        raise _bad("guided_regex", "must be a string (a regular expression)")
     fields: dict[str, Any] = {
         "messages": messages,
         "model": None if model in (None, pipeline) else model,
@@ -220,6 +223,8 @@ def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
         fields["top_p"] = top_p
     if max_tokens is not None:
         fields["max_tokens"] = max_tokens
+    if regex is not None:
+        fields["metadata"] = {"regex": regex}
     try:
         request = Request(**fields)
     except (TypeError, ValueError) as exc:  # a contract check the above did not foresee

@@ -137,3 +137,36 @@ def test_json_modes_through_the_gateway(smol: LoopbackServer) -> None:
         assert "pattern" in refused.json()["error"]["message"]
         streamed = client.post("/v1/chat/completions", json={**unsupported, "stream": True})
         assert '"code": "unsupported_request"' in streamed.text
+
+
+@pytest.mark.anyio
+async def test_regex_through_the_gateway(smol: LoopbackServer) -> None:
+    """vLLM's ``guided_regex`` extension reaches the backend as ``metadata["regex"]``: the
+    real model's answer fully matches it, over plain HTTP and through the ``openai``
+    plugin with ``regex_field = "guided_regex"``; a non-string is a 422, and the plugin
+    without ``regex_field`` refuses the request instead of sending it unconstrained."""
+    import re
+
+    pattern = r"(Paris|Lyon), [A-Z][a-z]+ [0-9]{4}"
+    body: dict[str, Any] = {"model": "smol", "max_tokens": 20, "guided_regex": pattern,
+                            "messages": [{"role": "user",
+                                          "content": "Name a French city and a year."}]}
+    async with httpx.AsyncClient(base_url=smol.url, timeout=120) as client:
+        answer = (await client.post("/v1/chat/completions", json=body)).json()
+        assert re.fullmatch(pattern, answer["choices"][0]["message"]["content"]), answer
+        bad = await client.post("/v1/chat/completions", json={**body, "guided_regex": 3})
+        assert bad.status_code == 422 and "guided_regex" in bad.text
+    request = Request(messages=(Message("user", "Name a French city and a year."),),
+                      max_tokens=20, metadata={"regex": pattern})
+    relay = OpenAIBackend(OpenAIOptions(base_url=f"{smol.url}/v1", model="smol",
+                                        regex_field="guided_regex", max_retries=0))
+    plain = OpenAIBackend(OpenAIOptions(base_url=f"{smol.url}/v1", model="smol",
+                                        max_retries=0))
+    try:
+        completion = await relay.aieng_generate(request)
+        assert completion is not None and re.fullmatch(pattern, completion.text)
+        with pytest.raises(ValueError, match="regex_field"):
+            await plain.aieng_generate(request)
+    finally:
+        await relay.aclose()
+        await plain.aclose()

@@ -218,7 +218,10 @@ class OpenAIBackend:
 
     @hookimpl
     async def aieng_generate(self, request: Request) -> Completion | None:
-        """One chat completion (``None`` for a model this server does not serve)."""
+        """One chat completion (``None`` for a model this server does not serve).
+
+        :raises ValueError: for a ``metadata["regex"]`` without ``regex_field``.
+        """
         if not self.serves(request.model):
             return None
         data = await self._json("chat/completions",

@@ -117,6 +117,10 @@ class OpenAIOptions:
         hosted OpenAI rejects it).
     :param max_tokens_field: the name of the token limit in the body: ``max_tokens`` (every
         compatible server) or ``max_completion_tokens`` (newer OpenAI models).
+    :param regex_field: the body field that carries a request's ``metadata["regex"]`` to a
+        server that enforces it: ``guided_regex`` for vLLM's OpenAI-compatible server and
+        for ``aieng serve``. Unset (the default), a request with a regex is refused with
+        ``ValueError`` rather than sent unconstrained: the OpenAI API has no such field.
     """
 
     base_url: str = attrs.field(validator=_base_url)
@@ -136,6 +140,7 @@ class OpenAIOptions:
     max_tokens_field: MaxTokensField = attrs.field(
         default="max_tokens",
         validator=attrs.validators.in_(("max_tokens", "max_completion_tokens")))
+    regex_field: str | None = attrs.field(default=None, validator=_opt_str)
 
     def __attrs_post_init__(self) -> None:
         if self.api_key is not None and self.api_key_env is not None:

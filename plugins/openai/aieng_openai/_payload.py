@@ -53,7 +53,11 @@ def _tool(spec: ToolSpec) -> dict[str, Any]:
 
 
 def chat_body(request: Request, options: OpenAIOptions, *, stream: bool) -> dict[str, Any]:
-    """The JSON body of ``POST {base_url}/chat/completions`` for ``request``."""
+    """The JSON body of ``POST {base_url}/chat/completions`` for ``request``.
+
+    :raises ValueError: for a ``metadata["regex"]`` that is not a string, or that this
+        server cannot be asked to enforce (no ``regex_field``).
+    """
     body: dict[str, Any] = {
         "model": request.model or options.model,
         "messages": [_message(m) for m in request.messages],
@@ -70,6 +74,15 @@ def chat_body(request: Request, options: OpenAIOptions, *, stream: bool) -> dict
     if request.response_schema is not None:
         body["response_format"] = {"type": "json_schema", "json_schema": {
             "name": "response", "schema": request.response_schema, "strict": True}}
+    pattern = request.metadata.get("regex")
+    if pattern is not None:
+        if not isinstance(pattern, str):
+            raise ValueError("metadata['regex'] must be a string")
+        if options.regex_field is None:
+            raise ValueError("this openai backend cannot enforce metadata['regex']: set its "
+                             "option regex_field for a server that can (vLLM and aieng "
+                             "serve: 'guided_regex')")
+        body[options.regex_field] = pattern
     if request.tools:
         body["tools"] = [_tool(spec) for spec in request.tools]
     if stream:

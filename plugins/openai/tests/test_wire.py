@@ -207,3 +207,25 @@ async def test_list_models(double: OpenAIServerDouble, make_backend: Any) -> Non
     backend: OpenAIBackend = make_backend()
     assert await backend.list_models() == [CHAT_MODEL, EMBED_MODEL, OTHER_MODEL]
     await backend.aclose()
+
+
+async def test_regex_goes_in_the_configured_field(double: OpenAIServerDouble,
+                                                  make_backend: Any) -> None:
+    """``metadata["regex"]`` is sent in ``regex_field`` (vLLM's ``guided_regex``); without
+    that option, or with a regex that is not a string, the request is refused before
+    anything is sent — never passed on unconstrained."""
+    request = Request(messages=(Message("user", "year?"),), metadata={"regex": "[0-9]{4}"})
+    relay: OpenAIBackend = make_backend(regex_field="guided_regex")
+    plain: OpenAIBackend = make_backend()
+    try:
+        assert await relay.aieng_generate(request) is not None
+        with pytest.raises(ValueError, match="regex_field"):
+            await plain.aieng_generate(request)
+        with pytest.raises(ValueError, match="must be a string"):
+            await relay.aieng_generate(Request(messages=(Message("user", "x"),),
+                                               metadata={"regex": 4}))
+    finally:
+        await relay.aclose()
+        await plain.aclose()
+    calls = double.calls_to("chat/completions")
+    assert len(calls) == 1 and calls[0].body["guided_regex"] == "[0-9]{4}"
