@@ -85,10 +85,12 @@ class Node:
         #: A string's ``pattern`` (with its ``lengths`` folded in), searched as JSON Schema
         #: has it, over the string's decoded characters.
         self.pattern = pattern
-        #: ``tagged``: the discriminating key (JSON-escaped).
+        #: ``tagged``: the discriminating key (JSON-escaped); empty when each alternative
+        #: is told apart by a key of its own instead.
         self.key = key
         #: ``tagged``: an object union's openings (``"tag":"value"``, with and without a
-        #: space after the colon) and the alternative each one picks.
+        #: space after the colon; or ``"key"``, a key only that alternative has) and the
+        #: alternative each one picks.
         self.tags = tags or {}
         #: An array's leading items' own schemas (``prefixItems``); ``items`` the rest's.
         self.prefix = prefix
@@ -579,7 +581,9 @@ def _tagged(objects: list[Node], tag: str | None, where: str) -> Node:
     """Object alternatives told apart by a discriminator: a key every one of them
     requires, whose values are strings (``const`` / ``enum``) no two of them share —
     ``discriminator.propertyName`` when the schema names it, else the first such key. The
-    automaton writes it first (``{"type":"cat",…``), and its value picks the object."""
+    automaton writes it first (``{"type":"cat",…``), and its value picks the object.
+    Without one, when each alternative requires a key no other one has (``Success |
+    Failure`` with ``value`` / ``error``), that key is written first and picks it."""
     names = [json.dumps(tag)[1:-1]] if tag is not None else list(objects[0].properties)
     for key in names:
         values = [o.properties.get(key) for o in objects]
@@ -595,10 +599,19 @@ def _tagged(objects: list[Node], tag: str | None, where: str) -> Node:
                 for colon in (":", ": "):
                     tags[f'"{key}"{colon}"{e}"'] = o
         return Node("tagged", branches=tuple(objects), tags=tags, key=key)
+    if tag is None:  # a key each requires that no other alternative has: written first
+        own = [[k for k in o.properties if k in o.required
+                and not any(k in other.properties for other in objects if other is not o)]
+               for o in objects]
+        if all(own):
+            return Node("tagged", branches=tuple(objects),
+                        tags={f'"{keys[0]}"': o for o, keys in zip(objects, own, strict=True)})
     raise SchemaError(f"{where}: {len(objects)} object alternatives need a discriminator: "
                       + (f"{tag!r} is not " if tag is not None else "no key is ")
                       + "required by each with string const/enum values no two share "
-                      "(e.g. Literal['cat'] / Literal['dog'])")
+                      "(e.g. Literal['cat'] / Literal['dog'])"
+                      + ("" if tag is not None else ", nor does each require a key no "
+                         "other alternative has"))
 
 
 def _kind_of(value: Any) -> str:

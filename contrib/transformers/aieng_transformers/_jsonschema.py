@@ -37,8 +37,8 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   free (unbounded) alternative takes over the values and bounded alternatives of its
   kind (an ``integer`` beside a free ``number`` is the number), and ``{}`` takes over
   everything. Several objects need a discriminator (a key each requires, with string
-  values no two share), which is written first and picks the object. Other alternatives
-  that start alike are refused.
+  values no two share), which is written first and picks the object — or each a required
+  key no other one has, written first. Other alternatives that start alike are refused.
 - ``$ref`` to ``#``, ``#/$defs/…`` or ``#/definitions/…``, recursive ones included (the
   fewest characters of a node are a fixed point over the recursion), and ``$defs`` /
   ``definitions`` anywhere.
@@ -204,6 +204,8 @@ class JsonMachine:
             assert node is not None
             text = top.text + c
             if text in node.tags:
+                if not node.key:  # a key only this alternative has: its value comes next
+                    return (*rest, Frame("obj", node.tags[text], "colon", key=text[1:-1]))
                 return (*rest, Frame("obj", node.tags[text], "after",
                                      seen=frozenset({node.key})))
             if not any(t.startswith(text) for t in node.tags):
@@ -416,8 +418,7 @@ class JsonMachine:
                 total += len(frame.key) - len(frame.text)
             elif kind == "tagged":
                 assert node is not None
-                total += min(len(t) - len(frame.text)
-                             + _closing(o, o.required - {node.key}, after_value=True)
+                total += min(len(t) - len(frame.text) + _after_tag(node, t, o)
                              for t, o in node.tags.items() if t.startswith(frame.text))
             elif kind == "str" and node is not None and node.pattern is not None:
                 total += 1 + min(_escapes(node.pattern, frame.rx) if frame.phase == "esc"
@@ -676,6 +677,16 @@ def _escape_left(phase: str) -> int:
     if phase == "esc":
         return 1
     return 4 - int(phase[1]) if phase.startswith("u") else 0
+
+
+def _after_tag(node: Node, tag: str, chosen: Node) -> int:
+    """Characters that finish the object ``tag`` opened: after a discriminator's value,
+    the other required keys; after a key of its own, its value too."""
+    if node.key:
+        return _closing(chosen, chosen.required - {node.key}, after_value=True)
+    key = tag[1:-1]
+    return 1 + chosen.properties[key].min_chars + _closing(
+        chosen, chosen.required - {key}, after_value=True)
 
 
 def _closing(node: Node, missing: frozenset[str] | set[str], *, after_value: bool) -> int:

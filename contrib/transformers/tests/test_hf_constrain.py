@@ -134,11 +134,15 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
                        st.sampled_from(["anyOf", "oneOf"])).map(lambda t: {t[1]: [
         {"type": "object", "properties": {"kind": {"const": f"k{i}"}, "v": child},
          "required": ["kind"]} for i, child in enumerate(t[0])]})
+    keyed = st.tuples(st.lists(children, min_size=2, max_size=3),
+                      st.sampled_from(["anyOf", "oneOf"])).map(lambda t: {t[1]: [
+        {"type": "object", "properties": {f"own{i}": child, "shared": {"type": "integer"}},
+         "required": [f"own{i}"]} for i, child in enumerate(t[0])]})
     distinct = st.tuples(children, st.integers(0, 3), st.integers(0, 2)).map(
         lambda t: {"type": "array", "items": t[0], "uniqueItems": True, "minItems": t[1],
                    "maxItems": t[1] + t[2]})
     return st.one_of(objects, arrays, bounded_arrays, optional, typed, maps, tuples, tagged,
-                     distinct)
+                     keyed, distinct)
 
 
 def _compiles(schema: dict[str, Any]) -> bool:
@@ -740,8 +744,8 @@ def test_discriminated_unions() -> None:
     assert machine.feed(machine.start(), '{"pet":{"pet_type":"cow"') is None
     untagged = {"anyOf": [{"type": "object", "properties": {"a": {"type": "string"}}},
                           {"type": "object", "properties": {"b": {"type": "string"}}}]}
-    with pytest.raises(SchemaError, match="discriminator"):
-        JsonMachine(untagged)
+    with pytest.raises(SchemaError, match="discriminator.*nor does each require a key"):
+        JsonMachine(untagged)  # neither requires its key: nothing tells them apart
     with pytest.raises(SchemaError, match="'kind' is not"):
         JsonMachine({**untagged, "discriminator": {"propertyName": "kind"}})
 
@@ -885,3 +889,40 @@ def test_arrays_of_distinct_items() -> None:
             ({"type": "array", "items": {}, "uniqueItems": "yes"}, "true or false")):
         with pytest.raises(SchemaError, match=message):
             JsonMachine(schema_)
+
+
+def test_unions_told_apart_by_a_key_of_their_own() -> None:
+    """Objects without a discriminator, each requiring a key no other alternative has
+    (Pydantic's ``Success | Failure``): that key is written first and picks the object;
+    Pydantic validates every document, the characters still needed count the key's
+    value, and a shared key cannot come first."""
+    from pydantic import BaseModel
+
+    class Success(BaseModel):
+        value: int
+        note: str | None = None
+
+    class Failure(BaseModel):
+        error: str
+        code: int = 0
+        note: str | None = None
+
+    class Result(BaseModel):
+        outcome: Success | Failure
+        history: list[Success | Failure] = []
+
+    schema = Result.model_json_schema()
+    machine = JsonMachine(schema)
+    rng = random.Random(4)
+    kinds = set()
+    for _ in range(40):
+        text = walk(machine, rng, rng.randint(0, 40))
+        kinds.add(type(Result.model_validate_json(text).outcome).__name__)
+    assert kinds == {"Success", "Failure"}
+    assert machine.min_chars(machine.start()) == len('{"outcome":{"value":0}}')
+    assert accepts(machine, '{"outcome":{"error":"x","code":2,"note":null}}')
+    assert not accepts(machine, '{"outcome":{"code":2,"error":"x"}}')  # its key first
+    assert machine.feed(machine.start(), '{"outcome":{"note"') is None  # shared by both
+    assert machine.feed(machine.start(), '{"outcome":{"value":1,"error"') is None
+    state = machine.feed(machine.start(), '{"outcome":{"err')
+    assert state is not None and machine.min_chars(state) == len('or":""}}')
