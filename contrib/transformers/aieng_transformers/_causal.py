@@ -23,7 +23,7 @@ import structlog
 import torch
 from aieng_hookspecs.types import Message, Request, TokenLogprob, Usage
 
-from ._constrain import Guide, constraint_for, token_texts
+from ._constrain import Guide, constraint_for, token_heads, token_texts
 from ._convert import dtype_argument
 from ._sampling import choose, make_generator, penalize
 from ._speculative import Proposer, Speculation
@@ -191,7 +191,8 @@ class CausalLM:
         """
         constraint = constraint_for(request.response_schema, request.metadata)
         guide = None if constraint is None else Guide(
-            constraint, token_texts(self.tokenizer), self.stop_ids)
+            constraint, token_texts(self.tokenizer), self.stop_ids,
+            token_heads(self.tokenizer))
         ids = self.encode_prompt(request.messages)
         if self.context_length is not None and len(ids) >= self.context_length:
             raise ValueError(f"the prompt has {len(ids)} tokens; the model's context is "

@@ -7,8 +7,10 @@ automaton for its subset, else the ``regex`` package's partial matching) decodes
 character-level automaton. Each step:
 
 1. the logits (after temperature) are sorted once, best first (O(V log V) in torch);
-2. candidates are tested in that order against the automaton: a token is allowed when its
-   text (precomputed once per tokenizer for the whole vocabulary) keeps the text a valid
+2. tokens whose first character the automaton refuses are dropped at once (a mask per
+   state, from one check per distinct first character of the vocabulary: :class:`Heads`);
+   the other candidates are tested in that order: a token is allowed when its text
+   (precomputed once per tokenizer for the whole vocabulary) keeps the text a valid
    prefix, and when the characters still needed to finish fit the tokens left
    (``max_tokens``); an end-of-sequence token only where the text is whole;
 3. greedy takes the first allowed token; sampling collects allowed tokens until ``top_k``
@@ -18,10 +20,10 @@ character-level automaton. Each step:
    draws. The tail this leaves out is what makes sampling affordable (an approximation:
    allowed tokens that together hold under ~1% of the allowed probability are never drawn).
 
-So a step costs O(V log V) for the sort plus one automaton check per candidate tested,
-each O(length of the token's text): the model's favourite token is usually allowed, and a
-whole-vocabulary scan (49,152 checks for SmolLM2) happens only when the model wants
-none of the allowed tokens. Results of (state, token) checks are memoized per request
+So a step costs O(V log V) for the sort, the mask of a new state (452 one-character
+checks for SmolLM2), plus one automaton check per candidate tested, each O(length of the
+token's text): the model's favourite token is usually allowed, and a scan of every
+candidate happens only when the model wants none of the allowed tokens. Results of (state, token) checks are memoized per request
 (the state inside a free JSON string is one state, so long strings cost almost nothing).
 
 Limits: tokens whose text is empty (special tokens) or holds part of a multi-byte
@@ -43,14 +45,16 @@ import torch
 from ._jsonschema import JsonMachine, SchemaError
 from ._regexfsm import Pattern, RegexError
 
-__all__ = ["Constraint", "Guide", "JsonConstraint", "RegexConstraint", "SchemaError",
-           "constraint_for", "token_texts"]
+__all__ = ["Constraint", "Guide", "Heads", "JsonConstraint", "RegexConstraint", "SchemaError",
+           "constraint_for", "token_heads", "token_texts"]
 
 # Sampling stops testing candidates once the untested tokens hold at most this share of
 # the allowed probability collected so far (top_p = 1), or at this many allowed ones.
 _TAIL = 1e-2
 _MAX_CANDIDATES = 256
 _MEMO_LIMIT = 200_000
+#: Candidate masks kept per request (one per automaton state; a mask is a bool per id).
+_MASK_LIMIT = 256
 _texts_lock = threading.Lock()
 
 
@@ -198,23 +202,74 @@ def token_texts(tokenizer: Any) -> list[str | None]:
         return texts
 
 
+class Heads:
+    """The vocabulary grouped by the first character of each token's text: a token whose
+    first character the automaton refuses is refused whole, so one check per distinct
+    first character (452 for SmolLM2's 49,152 ids) rules most of the vocabulary out.
+
+    :param texts: :func:`token_texts` of a tokenizer.
+    """
+
+    def __init__(self, texts: Sequence[str | None]) -> None:
+        chars: dict[str, int] = {}
+        index = [chars.setdefault(t[0], len(chars)) if t else -1 for t in texts]
+        #: The distinct first characters.
+        self.chars = list(chars)
+        #: Per id, the index of its first character in :attr:`chars` (-1: no text).
+        self.index = torch.tensor(index, dtype=torch.long)
+
+
+def token_heads(tokenizer: Any) -> Heads:
+    """:class:`Heads` of the tokenizer's :func:`token_texts`, computed once (cached on it)."""
+    cached = getattr(tokenizer, "_aieng_token_heads", None)
+    if cached is None:
+        cached = Heads(token_texts(tokenizer))
+        tokenizer._aieng_token_heads = cached
+    return cached
+
+
 class Guide:
     """One request's constrained choice of tokens (see the module docstring).
 
     :param constraint: the automaton.
     :param texts: :func:`token_texts` of the tokenizer.
     :param stop_ids: end-of-sequence ids, allowed only where the text is whole.
+    :param heads: :func:`token_heads` of the tokenizer (computed from ``texts`` if not
+        given).
     """
 
     def __init__(self, constraint: Constraint, texts: Sequence[str | None],
-                 stop_ids: frozenset[int]) -> None:
+                 stop_ids: frozenset[int], heads: Heads | None = None) -> None:
         self.constraint = constraint
         self.state: Any = constraint.start()
         self._texts = texts
         self._stops = stop_ids
+        self._heads = heads if heads is not None else Heads(texts)
         self._memo: dict[tuple[Any, int], Any] = {}
+        self._masks: dict[tuple[Any, int], torch.Tensor] = {}
         #: Candidates tested so far (for measurements).
         self.checks = 0
+
+    def _candidates(self, size: int) -> torch.Tensor:
+        """Per id of a ``size``-long logits row: whether the token may continue the text
+        from this state, as far as its first character (or being a stop id) tells."""
+        key = (self.state, size)
+        mask = self._masks.get(key)
+        if mask is None:
+            heads = self._heads
+            firsts = torch.tensor([self.constraint.feed(self.state, c) is not None
+                                   for c in heads.chars] + [False])
+            index = heads.index
+            if size > len(index):  # ids past the tokenizer's texts: none
+                index = torch.cat([index, index.new_full((size - len(index),), -1)])
+            mask = firsts[index[:size]]
+            stops = [i for i in self._stops if i < size]
+            if stops:
+                mask[torch.tensor(stops)] = True
+            if len(self._masks) >= _MASK_LIMIT:
+                self._masks.clear()
+            self._masks[key] = mask
+        return mask
 
     @property
     def complete(self) -> bool:
@@ -254,12 +309,15 @@ class Guide:
         greedy = temperature <= 0.0 or generator is None
         scores = logits if greedy else logits / temperature
         ranked = torch.argsort(scores, descending=True, stable=True)
+        ranked = ranked[self._candidates(scores.shape[-1])[ranked]]  # the rest: refused
         order: list[int] = ranked.tolist()
         probabilities = None if greedy else torch.softmax(scores, dim=-1)
         ranked_p: list[float] = [] if probabilities is None else probabilities[ranked].tolist()
         fallback: int | None = None
         picked: list[int] = []
-        mass, tested = 0.0, 0.0
+        # ``tested`` counts down from the candidates' probability, not from 1: tokens
+        # refused by their first character could never be collected
+        mass, tested = 0.0, 1.0 - sum(ranked_p)
         p = 0.0
         for rank, token in enumerate(order):
             ok, loose = self._allowed(token, left)

@@ -926,3 +926,32 @@ def test_unions_told_apart_by_a_key_of_their_own() -> None:
     assert machine.feed(machine.start(), '{"outcome":{"value":1,"error"') is None
     state = machine.feed(machine.start(), '{"outcome":{"err')
     assert state is not None and machine.min_chars(state) == len('or":""}}')
+
+
+@settings(max_examples=60, deadline=None)
+@given(schema=SCHEMAS, seed=st.integers(0, 2**32 - 1),
+       vocabulary=st.lists(st.text(st.characters(min_codepoint=32, max_codepoint=126),
+                                   min_size=1, max_size=4), min_size=1, max_size=60))
+def test_first_character_mask_drops_only_refused_tokens(schema: dict[str, Any], seed: int,
+                                                        vocabulary: list[str]) -> None:
+    """The candidate mask of a state (``Guide._candidates``) keeps exactly the tokens
+    whose first character the automaton accepts there — every token it drops is refused
+    whole — and the stop ids; ids past the vocabulary are dropped."""
+    from aieng_transformers._constrain import Guide, JsonConstraint
+
+    texts: list[str | None] = [*vocabulary, None]
+    stop = len(texts) - 1
+    constraint = JsonConstraint(schema)
+    guide = Guide(constraint, texts, frozenset({stop}))
+    rng = random.Random(seed)
+    for _ in range(12):
+        mask = guide._candidates(len(texts) + 2).tolist()
+        assert mask[stop] and not mask[-1] and not mask[-2]
+        for token, text in enumerate(vocabulary):
+            whole = constraint.feed(guide.state, text) is not None
+            head = constraint.feed(guide.state, text[0]) is not None
+            assert mask[token] == head and (head or not whole), text
+        options = [c for c in ALPHABET if constraint.feed(guide.state, c) is not None]
+        if not options:
+            break
+        guide.state = constraint.feed(guide.state, rng.choice(options))
