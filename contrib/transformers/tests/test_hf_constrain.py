@@ -354,6 +354,21 @@ def walk(machine: JsonMachine, rng: random.Random, slack: int,
     return out
 
 
+def model_walks(model: Any, *, seed: int, slack: int,
+                count: int = 40) -> tuple[JsonMachine, list[str], list[Any]]:
+    """The automaton of a Pydantic model's ``model_json_schema()``, ``count`` random
+    documents it writes (each in a budget of its shortest plus up to ``slack``
+    characters), validated by jsonschema, and the model's own parse of each (which fails
+    the test on an invalid one)."""
+    schema = model.model_json_schema()
+    machine = JsonMachine(schema)
+    rng = random.Random(seed)
+    texts = [walk(machine, rng, rng.randint(0, slack)) for _ in range(count)]
+    for text in texts:
+        jsonschema.validate(json.loads(text), strict(schema))
+    return machine, texts, [model.model_validate_json(text) for text in texts]
+
+
 @settings(max_examples=150, deadline=None)
 @given(schema=SCHEMAS, seed=st.integers(0, 2**32 - 1), slack=st.integers(0, 12))
 def test_walks_end_in_valid_documents(schema: dict[str, Any], seed: int, slack: int) -> None:
@@ -665,14 +680,8 @@ def test_pydantic_models_validate_what_the_automaton_writes() -> None:
         extra: Any = None
         where: tuple[int, str] = (0, "")
 
-    schema = Review.model_json_schema()
-    assert "prefixItems" in json.dumps(schema)
-    machine = JsonMachine(schema)
-    rng = random.Random(7)
-    for _ in range(60):
-        text = walk(machine, rng, rng.randint(0, 40))
-        Review.model_validate_json(text)
-        jsonschema.validate(json.loads(text), strict(schema))
+    assert "prefixItems" in json.dumps(Review.model_json_schema())
+    model_walks(Review, seed=7, slack=40, count=60)
 
 
 def test_shared_definitions_compile_once() -> None:
@@ -732,12 +741,8 @@ def test_discriminated_unions() -> None:
         pet: Cat | Dog = Field(discriminator="pet_type")
         others: list[Cat | Dog]
 
-    schema = Owner.model_json_schema()
-    assert "discriminator" in json.dumps(schema)
-    machine = JsonMachine(schema)
-    rng = random.Random(5)
-    for _ in range(40):
-        Owner.model_validate_json(walk(machine, rng, rng.randint(0, 40)))
+    assert "discriminator" in json.dumps(Owner.model_json_schema())
+    machine, _, _ = model_walks(Owner, seed=5, slack=40)
     assert accepts(machine, '{"pet":{"pet_type": "puppy","barks":1.5},"others":[]}')
     assert not accepts(machine, '{"pet":{"barks":1.5,"pet_type":"dog"},"others":[]}')
     assert machine.feed(machine.start(), '{"pet":{"pet_type":"cat","barks"') is None
@@ -762,13 +767,7 @@ def test_patterns_in_json_strings() -> None:
         code: str = Field(pattern=r"[A-Z]{2}", min_length=3, max_length=5)
         handle: str | None = Field(default=None, pattern=r"^@\w+$")
 
-    schema = Contact.model_json_schema()
-    machine = JsonMachine(schema)
-    rng = random.Random(3)
-    for _ in range(40):
-        text = walk(machine, rng, rng.randint(0, 12))
-        Contact.model_validate_json(text)
-        jsonschema.validate(json.loads(text), strict(schema))
+    machine, _, _ = model_walks(Contact, seed=3, slack=12)
     shortest = '{"phone":"000-0000","code":"AAA"}'
     assert machine.min_chars(machine.start()) == len(shortest)
     assert accepts(machine, shortest)
@@ -807,16 +806,8 @@ def test_recursive_models() -> None:
         head: Comment
         next: Thread | None = None
 
-    schema = Thread.model_json_schema()
-    machine = JsonMachine(schema)
-    rng = random.Random(11)
-    deepest = 0
-    for _ in range(40):
-        text = walk(machine, rng, rng.randint(0, 80))
-        Thread.model_validate_json(text)
-        jsonschema.validate(json.loads(text), schema)
-        deepest = max(deepest, text.count("{"))
-    assert deepest >= 3  # it does nest
+    machine, texts, _ = model_walks(Thread, seed=11, slack=80)
+    assert max(text.count("{") for text in texts) >= 3  # it does nest
     assert machine.min_chars(machine.start()) == len('{"head":{"text":""}}')
     assert accepts(machine, '{"head":{"text":"a","replies":[{"text":"b","replies":[]}]},'
                             '"next":{"head":{"text":""},"next":null}}')
@@ -856,13 +847,7 @@ def test_arrays_of_distinct_items() -> None:
         flags: set[bool | None]
         odd: set[Literal["a", 1, 1.0, 2]]
 
-    schema = Bag.model_json_schema()
-    machine = JsonMachine(schema)
-    rng = random.Random(2)
-    for _ in range(40):
-        text = walk(machine, rng, rng.randint(0, 30))
-        Bag.model_validate_json(text)
-        jsonschema.validate(json.loads(text), schema)
+    machine, _, _ = model_walks(Bag, seed=2, slack=30)
     # ten one-digit integers, then two of two characters; "" and two one-character strings
     shortest = ('{"tags":["","a","b"],"nums":[0,1,2,3,4,5,6,7,8,9,-1,-2],'
                 '"colors":["red","blue"],"flags":[],"odd":[]}')
@@ -911,14 +896,8 @@ def test_unions_told_apart_by_a_key_of_their_own() -> None:
         outcome: Success | Failure
         history: list[Success | Failure] = []
 
-    schema = Result.model_json_schema()
-    machine = JsonMachine(schema)
-    rng = random.Random(4)
-    kinds = set()
-    for _ in range(40):
-        text = walk(machine, rng, rng.randint(0, 40))
-        kinds.add(type(Result.model_validate_json(text).outcome).__name__)
-    assert kinds == {"Success", "Failure"}
+    machine, _, results = model_walks(Result, seed=4, slack=40)
+    assert {type(r.outcome).__name__ for r in results} == {"Success", "Failure"}
     assert machine.min_chars(machine.start()) == len('{"outcome":{"value":0}}')
     assert accepts(machine, '{"outcome":{"error":"x","code":2,"note":null}}')
     assert not accepts(machine, '{"outcome":{"code":2,"error":"x"}}')  # its key first
