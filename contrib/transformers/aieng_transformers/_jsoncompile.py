@@ -288,9 +288,7 @@ class _Compiler:
         if not isinstance(raw, list):
             raise SchemaError(f"{where}/prefixItems: must be a list of schemas")
         prefix = tuple(self.node(v, f"{where}/prefixItems/{i}") for i, v in enumerate(raw))
-        if "items" not in schema and not prefix:
-            raise SchemaError(f"{where}: an array needs 'items' or 'prefixItems'")
-        rest = schema.get("items", True)
+        rest = schema.get("items", True)  # without items (or a prefix): any values
         if rest is False:  # nothing after the prefix
             most = len(prefix) if most is None else min(most, len(prefix))
             if least > most:
@@ -316,10 +314,12 @@ class _Compiler:
                     unique=unique)
 
     def object(self, schema: Mapping[str, Any], where: str) -> Node:
-        extra = schema.get("additionalProperties", False)
+        named = "properties" in schema or "required" in schema
+        # beside named keys no other is written; a bare object is any object (a map)
+        extra = schema.get("additionalProperties", not named)
         counts = _lengths(schema, "minProperties", "maxProperties", where)
         if extra is not False:
-            if "properties" in schema or "required" in schema:
+            if named:
                 raise SchemaError(f"{where}: 'additionalProperties' other than false is "
                                   "supported only without 'properties' (a map); beside "
                                   "them no other key is ever written")

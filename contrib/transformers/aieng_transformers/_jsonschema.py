@@ -16,12 +16,12 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   order, each at most once. Or, without ``properties``, ``additionalProperties`` a
   schema (or ``true``): a map of free string keys to values of it (``dict[str, X]``;
   keys non-empty and distinct, compared decoded), with ``minProperties`` /
-  ``maxProperties``.
+  ``maxProperties``; a bare ``{"type": "object"}`` is a map of any values.
 - ``{}`` / ``true`` (Pydantic's ``Any``): any JSON value.
 - arrays: ``items`` (one schema for every item), ``prefixItems`` (one schema per
   leading item: tuples; ``items`` then covers the rest, ``false`` for none, absent for
   any value), ``minItems``, ``maxItems``, ``uniqueItems`` (items of the kinds
-  :mod:`._jsonunique` lists). An array needs ``items`` or ``prefixItems``.
+  :mod:`._jsonunique` lists). Without ``items`` or ``prefixItems``: items of any value.
 - strings: ``minLength``, ``maxLength`` (in characters; such a string is written without
   ``\\u`` escapes), ``pattern`` (searched in the decoded string, the lengths folded into
   its automaton: the subset of :mod:`._regexfsm`), ``format`` (an annotation, as JSON

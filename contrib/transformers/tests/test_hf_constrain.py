@@ -49,7 +49,7 @@ def strict(schema: Any) -> Any:
     out = dict(schema)
     if "additionalProperties" in out:  # a map
         out["additionalProperties"] = strict(out["additionalProperties"])
-    elif "properties" in out or out.get("type") == "object":
+    elif "properties" in out:
         out["properties"] = {k: strict(v) for k, v in out.get("properties", {}).items()}
         out["additionalProperties"] = False
     if "items" in out:
@@ -262,7 +262,8 @@ async def test_regex_outside_the_subset_falls_back(chain_backend: SmolLM2Backend
 
 @pytest.mark.parametrize(("request_params", "message"), [
     ({"response_schema": {"type": "string", "pattern": "(?=a)"}}, "pattern.*lookaround"),
-    ({"response_schema": {"anyOf": [{"type": "object"}, {"properties": {}}]}},
+    ({"response_schema": {"anyOf": [{"type": "object", "properties": {"a": {}}},
+                                    {"properties": {}}]}},
      "discriminator"),
     ({"response_schema": {"anyOf": [{"type": "object", "additionalProperties": True},
                                     {"type": "array", "items": {}}, {"type": "object"}]}},
@@ -276,7 +277,6 @@ async def test_regex_outside_the_subset_falls_back(chain_backend: SmolLM2Backend
                           "additionalProperties": True}}, "additionalProperties"),
     ({"response_schema": {"type": "object", "properties": {"a": {"type": "string"}},
                           "required": ["b"]}}, "required"),
-    ({"response_schema": {"type": "array"}}, "items"),
     ({"response_schema": {"allOf": [{"type": "string"}]}}, "type"),
     ({"metadata": {"regex": "("}}, "does not compile"),
     ({"metadata": {"regex": "a"}, "response_schema": {"type": "null"}}, "not both"),
@@ -632,6 +632,9 @@ def test_maps_and_any_values() -> None:
     assert counts.feed(counts.start(), '{"a":"') is None
     key = counts.feed(counts.start(), '{"k')
     assert key is not None and counts.min_chars(key) == len('":0}')
+    bare = JsonMachine({"type": "object", "minProperties": 1})  # JSON Schema: any object
+    assert accepts(bare, '{"a":[1,{"b":null}]}') and not accepts(bare, "{}")
+    assert accepts(JsonMachine({"type": "array"}), '[1,"x",{}]')  # any items
     anything = JsonMachine({"description": "any value"})
     for text in ('[{"a":[null,true]},"x",-1.5e3]', "{}", '"s"', "0", "false", '{"k":{}}'):
         assert accepts(anything, text), text
