@@ -55,6 +55,8 @@ _MAX_CANDIDATES = 256
 _MEMO_LIMIT = 200_000
 #: Candidate masks kept per request (one per automaton state; a mask is a bool per id).
 _MASK_LIMIT = 256
+#: Greedy tests this many of the model's favourite tokens before masking the vocabulary.
+_FIRST_TRIES = 8
 _texts_lock = threading.Lock()
 
 
@@ -309,6 +311,10 @@ class Guide:
         greedy = temperature <= 0.0 or generator is None
         scores = logits if greedy else logits / temperature
         ranked = torch.argsort(scores, descending=True, stable=True)
+        if greedy:  # the model's favourites first: usually one of them is allowed
+            for token in ranked[:_FIRST_TRIES].tolist():
+                if self._allowed(token, left)[0]:
+                    return int(token)
         ranked = ranked[self._candidates(scores.shape[-1])[ranked]]  # the rest: refused
         order: list[int] = ranked.tolist()
         probabilities = None if greedy else torch.softmax(scores, dim=-1)
