@@ -253,6 +253,8 @@ class _Compiler:
                               f"{type(schema).__name__}")
         if "$ref" in schema:
             return self.ref(schema, where)
+        if "allOf" in schema:
+            return self.all_of(schema, where)
         for word in ("anyOf", "oneOf"):
             if word in schema:
                 return self.alternatives(schema, word, where)
@@ -362,6 +364,64 @@ class _Compiler:
         self.resolved[target] = placeholder
         return placeholder
 
+    def all_of(self, schema: Mapping[str, Any], where: str) -> Node:
+        """``allOf``: one schema (Pydantic v1's ``allOf: [{"$ref": …}]`` beside a default),
+        or objects, merged — their properties (a name in two must have one schema) and
+        required names; the document has only those keys, so it is valid against each."""
+        parts = schema["allOf"]
+        if not isinstance(parts, list) or not parts:
+            raise SchemaError(f"{where}/allOf: must be a non-empty list of schemas")
+        rest = {k: v for k, v in schema.items() if k != "allOf" and k not in _ANNOTATIONS}
+        named = [(f"{where}/allOf/{i}", p) for i, p in enumerate(parts)]
+        if rest:
+            named.append((where, rest))
+        named = [(w, p) for w, p in named
+                 if not (p is True or isinstance(p, Mapping) and set(p) <= _ANNOTATIONS)]
+        if not named:
+            return ANY
+        if len(named) == 1:
+            return self.node(named[0][1], named[0][0])
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        closed: list[tuple[str, set[str]]] = []
+        for place, part in named:
+            raw = self.target(part, place)
+            words = set(raw) - _ANNOTATIONS
+            if raw.get("type", "object") != "object" or not words <= {
+                    "type", "properties", "required", "additionalProperties"} or \
+                    raw.get("additionalProperties", False) not in (False, True):
+                raise SchemaError(f"{place}: 'allOf' is supported for one schema, or for "
+                                  "objects of 'properties' / 'required' (merged)")
+            for name, sub in raw.get("properties", {}).items():
+                if name in properties and properties[name] != sub:
+                    raise SchemaError(f"{place}/properties/{name}: 'allOf' parts give "
+                                      "this property two different schemas")
+                properties[name] = sub
+            required.extend(r for r in raw.get("required", []) if r not in required)
+            if raw.get("additionalProperties") is False:
+                closed.append((place, set(raw.get("properties", {}))))
+        for place, names in closed:
+            if set(properties) - names:
+                raise SchemaError(f"{place}: 'additionalProperties: false' forbids the "
+                                  f"properties {sorted(set(properties) - names)} other "
+                                  "'allOf' parts add")
+        return self.object({"type": "object", "properties": properties,
+                            "required": required}, where)
+
+    def target(self, schema: Any, where: str) -> Mapping[str, Any]:
+        """A raw schema with its ``$ref`` s followed (for merging: no recursion)."""
+        following: set[str] = set()
+        while isinstance(schema, Mapping) and "$ref" in schema:
+            ref = schema["$ref"]
+            if not isinstance(ref, str) or ref in following or ref in self.pending:
+                raise SchemaError(f"{where}/$ref: {ref!r} cannot be merged by 'allOf' "
+                                  "(recursive, or not a reference)")
+            following.add(ref)
+            schema = self.resolve(ref, where)
+        if not isinstance(schema, Mapping):
+            raise SchemaError(f"{where}: a schema must be an object")
+        return schema
+
     def resolve(self, target: str, where: str) -> Any:
         resolved: Any = self.root
         for part in target[2:].split("/") if target != "#" else ():
@@ -386,6 +446,11 @@ class _Compiler:
                 return self.first_chars(self.resolve(target, "#"), following | {target})
             except SchemaError:
                 return None
+        if isinstance(schema.get("allOf"), list):  # one schema, or objects merged
+            parts = [p for p in schema["allOf"]
+                     if not (isinstance(p, Mapping) and set(p) <= _ANNOTATIONS)]
+            return self.first_chars(parts[0], following) if len(parts) == 1 \
+                else _FIRST["object"]
         for word in ("anyOf", "oneOf"):
             if isinstance(schema.get(word), list):
                 parts = [self.first_chars(o, following) for o in schema[word]]

@@ -42,6 +42,7 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
 - ``$ref`` to ``#``, ``#/$defs/…`` or ``#/definitions/…``, recursive ones included (the
   fewest characters of a node are a fixed point over the recursion), and ``$defs`` /
   ``definitions`` anywhere.
+- ``allOf`` of one schema, or of objects (their properties and required names merged).
 - annotations ignored: ``title``, ``description``, ``$schema``, ``$id``, ``$comment``,
   ``default``, ``examples``, ``deprecated``, ``readOnly``, ``writeOnly``.
 

@@ -56,7 +56,7 @@ def strict(schema: Any) -> Any:
         out["items"] = strict(out["items"])
     if "prefixItems" in out:
         out["prefixItems"] = [strict(v) for v in out["prefixItems"]]
-    for word in ("anyOf", "oneOf"):
+    for word in ("anyOf", "oneOf", "allOf"):
         if word in out:
             out[word] = [strict(v) for v in out[word]]
     if "$defs" in out:
@@ -115,6 +115,7 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
     bounded_arrays = st.tuples(children, st.integers(0, 2), st.integers(0, 2)).map(
         lambda t: {"type": "array", "items": t[0], "minItems": t[1], "maxItems": t[1] + t[2]})
     optional = children.map(lambda x: {"anyOf": [x, {"type": "null"}]})
+    wrapped = children.map(lambda x: {"allOf": [x], "description": "one schema"})
     typed = st.one_of(
         st.integers(0, 4).map(lambda n: {"type": ["string", "null"], "maxLength": n}),
         st.just({"type": ["integer", "boolean"]}),
@@ -142,7 +143,7 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
         lambda t: {"type": "array", "items": t[0], "uniqueItems": True, "minItems": t[1],
                    "maxItems": t[1] + t[2]})
     return st.one_of(objects, arrays, bounded_arrays, optional, typed, maps, tuples, tagged,
-                     keyed, distinct)
+                     keyed, distinct, wrapped)
 
 
 def _compiles(schema: dict[str, Any]) -> bool:
@@ -277,7 +278,7 @@ async def test_regex_outside_the_subset_falls_back(chain_backend: SmolLM2Backend
                           "additionalProperties": True}}, "additionalProperties"),
     ({"response_schema": {"type": "object", "properties": {"a": {"type": "string"}},
                           "required": ["b"]}}, "required"),
-    ({"response_schema": {"allOf": [{"type": "string"}]}}, "type"),
+    ({"response_schema": {"allOf": [{"type": "string"}, {"maxLength": 3}]}}, "allOf"),
     ({"metadata": {"regex": "("}}, "does not compile"),
     ({"metadata": {"regex": "a"}, "response_schema": {"type": "null"}}, "not both"),
 ])
@@ -435,6 +436,8 @@ def documents(schema: Any, root: dict[str, Any], depth: int = 0) -> st.SearchStr
                                max_size=schema.get("maxProperties", 3))
     if "$ref" in schema:
         return documents(root["$defs"][schema["$ref"].rsplit("/", 1)[1]], root, depth + 1)
+    if "allOf" in schema:  # one schema (the generator writes no other)
+        return documents(schema["allOf"][0], root, depth)
     for word in ("anyOf", "oneOf"):
         if word in schema:
             options = [o for o in (documents(s, root, depth) for s in schema[word])
@@ -937,3 +940,38 @@ def test_first_character_mask_drops_only_refused_tokens(schema: dict[str, Any], 
         if not options:
             break
         guide.state = constraint.feed(guide.state, rng.choice(options))
+
+
+def test_all_of() -> None:
+    """``allOf`` of one schema (Pydantic v1's ``allOf: [{"$ref": …}]`` beside a default)
+    is that schema; ``allOf`` of objects (OpenAPI's inheritance: a base by ``$ref`` and
+    more properties) is one object of all their properties and required names, valid
+    against every part; anything else is refused, naming why."""
+    v1 = {"title": "Owner", "type": "object", "definitions": {"Pet": {
+        "title": "Pet", "type": "object", "properties": {"name": {"type": "string"}},
+        "required": ["name"]}},
+        "properties": {"pet": {"title": "Pet", "default": {"name": "x"},
+                               "allOf": [{"$ref": "#/definitions/Pet"}]}},
+        "required": ["pet"]}
+    machine = JsonMachine(v1)
+    assert accepts(machine, '{"pet":{"name":"Rex"}}') and not accepts(machine, '{"pet":{}}')
+    inherited = {"$defs": {"Base": {"type": "object", "properties": {"id": {"type": "integer"}},
+                                    "required": ["id"]}},
+                 "allOf": [{"$ref": "#/$defs/Base"},
+                           {"type": "object", "properties": {"name": {"type": "string"},
+                                                             "id": {"type": "integer"}},
+                            "required": ["name"]}]}
+    merged = JsonMachine(inherited)
+    assert merged.min_chars(merged.start()) == len('{"id":0,"name":""}')
+    rng = random.Random(6)
+    for _ in range(30):
+        jsonschema.validate(json.loads(walk(merged, rng, rng.randint(0, 20))), inherited)
+    for schema, message in (
+            ({"allOf": [{"type": "string"}, {"maxLength": 3}]}, "supported for one schema"),
+            ({"allOf": [{"properties": {"a": {"type": "string"}}},
+                        {"properties": {"a": {"type": "integer"}}}]}, "two different"),
+            ({"allOf": [{"properties": {"a": {}}, "additionalProperties": False},
+                        {"properties": {"b": {}}}]}, "forbids"),
+            ({"allOf": []}, "non-empty")):
+        with pytest.raises(SchemaError, match=message):
+            JsonMachine(schema)
