@@ -320,11 +320,7 @@ class _Compiler:
         # beside named keys no other is written; a bare object is any object (a map)
         extra = schema.get("additionalProperties", not named)
         counts = _lengths(schema, "minProperties", "maxProperties", where)
-        if extra is not False:
-            if named:
-                raise SchemaError(f"{where}: 'additionalProperties' other than false is "
-                                  "supported only without 'properties' (a map); beside "
-                                  "them no other key is ever written")
+        if extra is not False and not named:
             return Node("map", items=self.node(extra, f"{where}/additionalProperties"),
                         lengths=counts)
         if counts != (0, None):
@@ -338,7 +334,9 @@ class _Compiler:
         required = schema.get("required", [])
         if not isinstance(required, list) or not all(r in raw for r in required):
             raise SchemaError(f"{where}/required: must list names among 'properties'")
-        return Node("object", properties=properties,
+        # an open object: other keys than the named ones, with values of ``items``
+        others = None if extra is False else self.node(extra, f"{where}/additionalProperties")
+        return Node("object", properties=properties, items=others,
                     required=frozenset(json.dumps(r)[1:-1] for r in required))
 
     def ref(self, schema: Mapping[str, Any], where: str) -> Node:

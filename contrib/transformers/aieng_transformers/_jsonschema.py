@@ -12,7 +12,8 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   ``additionalProperties``) is an object, with ``items`` an array, with ``enum`` /
   ``const`` those values.
 - objects: ``properties``, ``required`` (names among the properties);
-  ``additionalProperties: false`` (implied: no other key is written). Keys come in any
+  ``additionalProperties: false`` (implied: no other key is written), or a schema /
+  ``true`` beside them (other non-empty keys, with values of it). Keys come in any
   order, each at most once. Or, without ``properties``, ``additionalProperties`` a
   schema (or ``true``): a map of free string keys to values of it (``dict[str, X]``;
   keys non-empty and distinct, compared decoded), with ``minProperties`` /
@@ -235,16 +236,17 @@ class JsonMachine:
                 if phase == "comma" and c == " ":
                     return (*rest, top._replace(phase="comma_sp"))
                 if c == '"' and more:
-                    # a named key is tracked against the properties; a map's is any new,
-                    # non-empty string
-                    return (*stack, Frame("key" if kind == "obj" else "mkey", None))
+                    # a named key is tracked against the properties; a map's (or an open
+                    # object's) is any new string
+                    named = kind == "obj" and node.items is None
+                    return (*stack, Frame("key" if named else "mkey", None))
                 return self._done(rest) if c == "}" and phase == "open" and whole else None
             if phase == "colon":
                 return (*rest, top._replace(phase="value")) if c == ":" else None
             if phase in ("value", "value_sp"):
                 if phase == "value" and c == " ":
                     return (*rest, top._replace(phase="value_sp"))
-                child = node.properties[top.key] if kind == "obj" else node.items
+                child = _value_of(node, top.key) if kind == "obj" else node.items
                 return self._begin((*rest, top._replace(phase="in")), child, c)
             if phase == "after":
                 if c == "," and more:
@@ -293,7 +295,8 @@ class JsonMachine:
     @staticmethod
     def _map_key(rest: State, top: Frame, c: str) -> State | None:
         """A map's key: any non-empty string the map does not have yet (compared decoded,
-        so an escape spells no second copy)."""
+        so an escape spells no second copy). An open object's: the same, or one of its
+        named keys (then its value is that property's; kept in ``json.dumps`` spelling)."""
         phase = top.phase
         if phase:  # inside an escape
             escaped = _escaped(phase, c)
@@ -301,9 +304,15 @@ class JsonMachine:
                 *rest, top._replace(phase=escaped, text=top.text + _escape_text(phase, c)))
         if c == '"':
             key = _decoded(top.text)
-            if not key or key in rest[-1].seen:
-                return None
             parent = rest[-1]
+            if parent.kind == "obj":
+                assert parent.node is not None
+                key = json.dumps(key)[1:-1]
+                named = key in parent.node.properties
+                if key in parent.seen or not key and not named:
+                    return None
+            elif not key or key in parent.seen:
+                return None
             return (*rest[:-1], parent._replace(phase="colon", key=key))
         if c < " ":
             return None
@@ -448,21 +457,28 @@ class JsonMachine:
                 if phase == "open":
                     total += _closing(node, missing, after_value=False)
                 elif phase in ("comma", "comma_sp"):
-                    unseen = [k for k in node.properties if k not in frame.seen]
                     if missing:
                         total += _closing(node, missing, after_value=False)
-                    else:
-                        total += 1 + min(node.key_cost(k) for k in unseen)
+                    else:  # some key must follow the comma
+                        costs = [node.key_cost(k) for k in node.properties
+                                 if k not in frame.seen]
+                        if node.items is not None:  # "k":value
+                            costs.append(4 + node.items.min_chars)
+                        total += 1 + min(costs)
                 elif phase == "colon":
-                    total += 1 + node.properties[frame.key].min_chars + _closing(
+                    total += 1 + _value_of(node, frame.key).min_chars + _closing(
                         node, missing - {frame.key}, after_value=True)
                 elif phase in ("value", "value_sp"):
-                    total += node.properties[frame.key].min_chars + _closing(
+                    total += _value_of(node, frame.key).min_chars + _closing(
                         node, missing - {frame.key}, after_value=True)
                 elif phase == "in":
                     total += _closing(node, missing - {frame.key}, after_value=True)
                 else:  # after
                     total += _closing(node, missing, after_value=True)
+            elif kind == "mkey" and state[depth - 1].kind == "obj":  # an open object's key
+                # the object frame below is accounted for here
+                return total + _open_key(frame, state[depth - 1]) + self._below(
+                    state[:depth - 1])
             elif kind == "mkey":  # the closing quote; one more character if the key
                 # so far is empty or one the map has
                 seen = state[depth - 1].seen
@@ -532,10 +548,40 @@ def _entries(frame: Frame) -> tuple[bool, bool]:
     node = frame.node
     assert node is not None
     if frame.kind == "obj":
-        return (any(k not in frame.seen for k in node.properties),
+        return (node.items is not None or any(k not in frame.seen for k in node.properties),
                 node.required <= frame.seen)
     least, most = node.lengths
     return most is None or len(frame.seen) < most, len(frame.seen) >= least
+
+
+def _value_of(node: Node, key: str) -> Node:
+    """The schema of an object's value under ``key``: its property's, else (an open
+    object) the other keys'."""
+    found = node.properties.get(key, node.items)
+    assert found is not None
+    return found
+
+
+def _open_key(frame: Frame, obj: Frame) -> int:
+    """The fewest characters that finish an open object from a key being written: close
+    the key as it is, grow it into a named key not written yet, or into a new other key
+    (one more character, or the escape in hand), then its value, then the rest."""
+    node = obj.node
+    assert node is not None and node.items is not None
+    missing = node.required - obj.seen
+    options = []  # each: the key's characters still to come, its colon, value and the rest
+    if not frame.phase:  # as it is
+        key = json.dumps(_decoded(frame.text))[1:-1]
+        if key not in obj.seen and (key or key in node.properties):
+            options.append(1 + _value_of(node, key).min_chars
+                           + _closing(node, missing - {key}, after_value=True))
+    options.extend(len(k) - _typed(frame) + 1 + node.properties[k].min_chars
+                   + _closing(node, missing - {k}, after_value=True)
+                   for k in node.properties
+                   if k not in obj.seen and k.startswith(_prefix(frame)))
+    grow = _escape_left(frame.phase) if frame.phase else 1  # to a key no one has
+    options.append(grow + 1 + node.items.min_chars + _closing(node, missing, after_value=True))
+    return 1 + min(options)  # and the closing quote
 
 
 def _escaped(phase: str, c: str) -> str | None:

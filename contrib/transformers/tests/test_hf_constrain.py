@@ -47,10 +47,11 @@ def strict(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out = dict(schema)
-    if "additionalProperties" in out:  # a map
+    if "properties" in out:
+        out["properties"] = {k: strict(v) for k, v in out["properties"].items()}
+    if "additionalProperties" in out:  # a map, or an open object
         out["additionalProperties"] = strict(out["additionalProperties"])
     elif "properties" in out:
-        out["properties"] = {k: strict(v) for k, v in out.get("properties", {}).items()}
         out["additionalProperties"] = False
     if "items" in out:
         out["items"] = strict(out["items"])
@@ -116,6 +117,10 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
         lambda t: {"type": "array", "items": t[0], "minItems": t[1], "maxItems": t[1] + t[2]})
     optional = children.map(lambda x: {"anyOf": [x, {"type": "null"}]})
     wrapped = children.map(lambda x: {"allOf": [x], "description": "one schema"})
+    open_objects = st.tuples(st.dictionaries(st.sampled_from(["a", "b"]), children,
+                                             max_size=2), children, st.booleans()).map(
+        lambda t: {"type": "object", "properties": t[0], "additionalProperties": t[1],
+                   "required": sorted(t[0])[:1] if t[2] else []})
     typed = st.one_of(
         st.integers(0, 4).map(lambda n: {"type": ["string", "null"], "maxLength": n}),
         st.just({"type": ["integer", "boolean"]}),
@@ -143,7 +148,7 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
         lambda t: {"type": "array", "items": t[0], "uniqueItems": True, "minItems": t[1],
                    "maxItems": t[1] + t[2]})
     return st.one_of(objects, arrays, bounded_arrays, optional, typed, maps, tuples, tagged,
-                     keyed, distinct, wrapped)
+                     keyed, distinct, wrapped, open_objects)
 
 
 def _compiles(schema: dict[str, Any]) -> bool:
@@ -275,7 +280,7 @@ async def test_regex_outside_the_subset_falls_back(chain_backend: SmolLM2Backend
     ({"response_schema": {"type": "integer", "minimum": 5, "exclusiveMaximum": 5}}, "bounds"),
     ({"response_schema": {"type": "string", "minLength": 3, "maxLength": 2}}, "below"),
     ({"response_schema": {"type": "object", "properties": {"a": {}},
-                          "additionalProperties": True}}, "additionalProperties"),
+                          "minProperties": 1}}, "minProperties"),
     ({"response_schema": {"type": "object", "properties": {"a": {"type": "string"}},
                           "required": ["b"]}}, "required"),
     ({"response_schema": {"allOf": [{"type": "string"}, {"maxLength": 3}]}}, "allOf"),
@@ -427,7 +432,7 @@ def documents(schema: Any, root: dict[str, Any], depth: int = 0) -> st.SearchStr
         return CUT
     if schema is True or not set(schema) - {"title", "description", "$defs"}:
         return ANY_VALUE
-    if "additionalProperties" in schema:
+    if "additionalProperties" in schema and "properties" not in schema:
         values = documents(schema["additionalProperties"], root, depth)
         least = schema.get("minProperties", 0)
         if values is CUT:
@@ -460,10 +465,16 @@ def documents(schema: Any, root: dict[str, Any], depth: int = 0) -> st.SearchStr
             return CUT
         # Keys in the schema's order: the automaton writes an object union's discriminator
         # first (the strategy lists it first), any order elsewhere.
-        return st.fixed_dictionaries(
+        named = st.fixed_dictionaries(
             {k: v for k, v in values.items() if k in required},
             optional={k: v for k, v in values.items() if k not in required and v is not CUT},
         ).map(lambda d: {k: d[k] for k in props if k in d})
+        extra = documents(schema.get("additionalProperties", False), root, depth) \
+            if schema.get("additionalProperties", False) is not False else CUT
+        if extra is CUT:
+            return named
+        others = st.dictionaries(KEYS.filter(lambda k: k not in props), extra, max_size=2)
+        return st.builds(lambda n, o: {**n, **o}, named, others)
     if kind == "array" and "prefixItems" in schema:
         leading = [documents(v, root, depth) for v in schema["prefixItems"]]
         if any(v is CUT for v in leading):
@@ -975,3 +986,31 @@ def test_all_of() -> None:
             ({"allOf": []}, "non-empty")):
         with pytest.raises(SchemaError, match=message):
             JsonMachine(schema)
+
+
+def test_open_objects() -> None:
+    """``additionalProperties`` a schema (or ``true``) beside ``properties`` (Pydantic's
+    ``extra="allow"``): named keys take their property's schema, others the extra one,
+    each key once (compared decoded), in any order; the characters still needed follow
+    whichever key the one being written can still become."""
+    from pydantic import BaseModel, ConfigDict
+
+    class Item(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        name: str
+        qty: int = 1
+
+    model_walks(Item, seed=8, slack=30)
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
+              "additionalProperties": {"type": "string", "minLength": 3}}
+    machine = JsonMachine(schema)
+    assert accepts(machine, '{"b":"xyz","a":1}') and accepts(machine, '{"\\u0061":1}')
+    for bad in ('{"a":1,"b":"x"}', '{"a":1,"a":2}', '{"a":"xyz"}', '{"b":"xyz"}',
+                '{"":"xyz","a":1}'):
+        assert not accepts(machine, bad), bad
+    for prefix, rest in (('{"', 'a":0}'), ('{"a":1,"', 'b":"xxx"}'), ('{"b', '":"xxx","a":0}'),
+                         ('{"\\', 'n":"xxx","a":0}')):
+        state = machine.feed(machine.start(), prefix)
+        assert state is not None and machine.min_chars(state) == len(rest), prefix
+    with pytest.raises(SchemaError, match="maps"):  # counts beside named keys: refused
+        JsonMachine({**schema, "minProperties": 2})
