@@ -662,7 +662,9 @@ def _tagged(objects: list[Node], tag: str | None, where: str) -> Node:
                 for colon in (":", ": "):
                     tags[f'"{key}"{colon}"{e}"'] = o
         return Node("tagged", branches=tuple(objects), tags=tags, key=key)
-    if tag is None:  # a key each requires that no other alternative has: written first
+    # a key each requires that no other alternative has, written first (closed objects
+    # only: an open one could hold another's key and match both)
+    if tag is None and all(o.items is None for o in objects):
         own = [[k for k in o.properties if k in o.required
                 and not any(k in other.properties for other in objects if other is not o)]
                for o in objects]
