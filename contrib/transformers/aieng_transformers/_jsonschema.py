@@ -99,9 +99,9 @@ class Frame(NamedTuple):
     so far; ``seen`` the keys an object has; ``key`` the key whose value comes next (for
     a literal: the word being written); ``size`` the items of an array / characters of
     a string so far, kept only when the schema bounds them (so free ones repeat states);
-    ``rx`` a ``pattern`` string's automaton state (its lengths folded in); ``keep``: a
-    free string keeps its text (an item of an array of distinct items, whose ``seen``
-    holds the identities of its items so far).
+    ``rx`` a ``pattern`` string's automaton state (its lengths folded in). A free string
+    that is an item of an array of distinct items keeps its text too (the array's
+    ``seen`` holds the identities of its items so far).
     """
 
     kind: str
@@ -112,7 +112,6 @@ class Frame(NamedTuple):
     key: str = ""
     size: int = 0
     rx: int = 0
-    keep: bool = False
 
 
 State = tuple[Frame, ...]
@@ -157,7 +156,8 @@ class JsonMachine:
                 escaped = _escaped(phase, c)
                 if escaped is None or counted and escaped == "u0":  # counted: no \u escapes
                     return None
-                text = top.text + _escape_text(phase, c) if _tracks(top) or top.keep else ""
+                kept = _tracks(top) or _distinct_items(rest[-1])
+                text = top.text + _escape_text(phase, c) if kept else ""
                 if _tracks(top) and not any(e.startswith(text) for e in _choices(stack)):
                     return None
                 # an escape is one character of the string once its letter is written
@@ -182,7 +182,7 @@ class JsonMachine:
                 if not any(e.startswith(text) for e in _choices(stack)):
                     return None
                 return (*rest, top._replace(text=text))
-            if top.keep:
+            if _distinct_items(rest[-1]):  # an item of distinct items: its text is kept
                 return (*rest, top._replace(text=top.text + c))
             return (*rest, top._replace(size=top.size + 1)) if counted else stack
         if kind == "mkey":
@@ -349,7 +349,7 @@ class JsonMachine:
                 return None
             if node.pattern is not None:
                 return (*stack, Frame("str", node, rx=node.pattern.start()))
-            return (*stack, Frame("str", node, keep=_distinct_items(stack[-1])))
+            return (*stack, Frame("str", node))
         if kind in ("number", "integer"):
             if (c == "-" or c.isdigit() and c.isascii()) and _number_prefix(node, c):
                 return (*stack, Frame("num", node, text=c))

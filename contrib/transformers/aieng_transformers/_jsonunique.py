@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from ._regexfsm import JSON_COST
+
 if TYPE_CHECKING:
     from ._jsoncompile import Node
 
@@ -58,10 +60,12 @@ def supported(node: Node) -> bool:
 
 
 def plain_chars() -> Iterator[str]:
-    """Characters a JSON string holds as themselves, in code-point order."""
-    for code in itertools.chain(range(0x20, 0xD800), range(0xE000, 0x110000)):
-        if code not in (0x22, 0x5C):
-            yield chr(code)
+    """Characters a JSON string holds as themselves (one output character each, as
+    :data:`._regexfsm.JSON_COST` lists them), in code-point order."""
+    ranges, cost = JSON_COST[0]
+    assert cost == 1
+    for low, high in ranges:
+        yield from map(chr, range(low, high + 1))
 
 
 def integers(prefix: str = "") -> Iterator[Candidate]:

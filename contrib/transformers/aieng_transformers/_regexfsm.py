@@ -97,8 +97,6 @@ def _chars(text: str) -> Ranges:
     return _ranges((ord(c), ord(c)) for c in text)
 
 
-_ASCII: Ranges = ((0, 0x7F),)
-_NON_ASCII: Ranges = ((0x80, MAX_CODE),)
 # An escape class: what every engine matches (written), and what some engine may match
 # (complemented, for \D and [^\d]: everything outside it is outside it everywhere).
 _CLASSES: dict[str, tuple[Ranges, Ranges]] = {
