@@ -10,6 +10,7 @@ import re
 
 import pytest
 import regex
+from _constraints import walk
 from aieng_transformers._regexfsm import JSON_COST, Pattern, RegexError
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -110,23 +111,21 @@ def test_walks_finish_within_the_budget(source: str, seed: int, slack: int,
         pattern = Pattern(source, lengths=lengths)
     except RegexError:
         return
-    rng = random.Random(seed)
-    state, out = pattern.start(), ""
-    budget = int(pattern.left(state)) + slack
-    while not pattern.closed(state):
-        room = budget - len(out) - 1
-        options = [(c, after) for c in ALPHABET
-                   if (after := pattern.step(state, c)) is not None
-                   and pattern.left(after) <= room]
-        if pattern.accepting(state) and (not options or rng.random() < 0.3):
-            break
-        assert options, f"stuck after {out!r}"
-        char, state = rng.choice(options)
-        out += char
-    assert len(out) <= budget
+    out = walk(_Walked(pattern), random.Random(seed), slack, ALPHABET)  # within budget
     assert _python(source, out, False, lengths), out
+    state = pattern.feed(pattern.start(), out)
+    assert state is not None
     if pattern.closed(state):  # nothing may follow: no character steps on
         assert all(pattern.step(state, c) is None for c in ALPHABET)
+
+
+class _Walked:
+    """A pattern as :func:`_constraints.walk` drives an automaton."""
+
+    def __init__(self, pattern: Pattern) -> None:
+        self.start, self.feed, self.accepting = pattern.start, pattern.feed, pattern.accepting
+        self.complete = pattern.closed
+        self.min_chars = lambda state: int(pattern.left(state))
 
 
 @pytest.mark.parametrize(("source", "message"), [

@@ -152,7 +152,7 @@ async def test_pydantic_style_schema(shipped_smollm2: SmolLM2Backend) -> None:
     import json
 
     import jsonschema
-    from test_hf_constrain import PYDANTIC_LIKE, strict
+    from _constraints import PYDANTIC_LIKE, strict
 
     completion = await generate(shipped_smollm2, ask(
         "Review the movie Alien as JSON: your name, a rating from 1 to 5, a score, your "

@@ -1,0 +1,236 @@
+"""Real Pydantic models through the JSON-schema automaton: every document it writes is
+one the model's own validation accepts (enums, nested models, tagged and key-tagged
+unions, patterns, recursion, sets)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from _constraints import accepts, model_walks
+from aieng_transformers import SchemaError
+from aieng_transformers._jsonschema import JsonMachine
+
+
+def test_pydantic_models_validate_what_the_automaton_writes() -> None:
+    """The schema a real Pydantic model writes (``model_json_schema()``: an ``Enum`` and a
+    nested model in ``$defs``, ``Optional`` fields, ``Field`` bounds and lengths,
+    ``Literal``, ``dict[str, int]``, ``Any``, a tuple) compiles, and every random document the
+    automaton lets through is accepted by the model's own validation."""
+    import enum
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    class Kind(str, enum.Enum):
+        cat = "cat"
+        dog = "dog"
+
+    class Pet(BaseModel):
+        kind: Kind
+        name: str = Field(min_length=1, max_length=12)
+        age: int | None = Field(default=None, ge=0, le=40)
+
+    class Review(BaseModel):
+        title: str
+        rating: int = Field(ge=1, le=5)
+        score: float = Field(gt=0, lt=1)
+        pets: list[Pet] = Field(max_length=2)
+        status: Literal["ok", "late"]
+        tags: dict[str, int]
+        note: str | None = None
+        extra: Any = None
+        where: tuple[int, str] = (0, "")
+
+    assert "prefixItems" in json.dumps(Review.model_json_schema())
+    model_walks(Review, seed=7, slack=40, count=60)
+
+
+def test_discriminated_unions() -> None:
+    """Object alternatives with a discriminator (a key each requires, with string values
+    no two share — Pydantic's ``Cat | Dog`` with ``Literal`` tags, with or without
+    ``Field(discriminator=...)``) are supported: the tag is written first and picks the
+    object; Pydantic validates every document. Without a discriminator they are
+    refused, naming what is missing."""
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    class Cat(BaseModel):
+        pet_type: Literal["cat"]
+        meows: int = Field(ge=0)
+
+    class Dog(BaseModel):
+        pet_type: Literal["dog", "puppy"]
+        barks: float
+        name: str | None = None
+
+    class Owner(BaseModel):
+        pet: Cat | Dog = Field(discriminator="pet_type")
+        others: list[Cat | Dog]
+
+    assert "discriminator" in json.dumps(Owner.model_json_schema())
+    machine, _, _ = model_walks(Owner, seed=5, slack=40)
+    assert accepts(machine, '{"pet":{"pet_type": "puppy","barks":1.5},"others":[]}')
+    assert not accepts(machine, '{"pet":{"barks":1.5,"pet_type":"dog"},"others":[]}')
+    assert machine.feed(machine.start(), '{"pet":{"pet_type":"cat","barks"') is None
+    assert machine.feed(machine.start(), '{"pet":{"pet_type":"cow"') is None
+    untagged = {"anyOf": [{"type": "object", "properties": {"a": {"type": "string"}}},
+                          {"type": "object", "properties": {"b": {"type": "string"}}}]}
+    with pytest.raises(SchemaError, match="discriminator.*nor does each require a key"):
+        JsonMachine(untagged)  # neither requires its key: nothing tells them apart
+    with pytest.raises(SchemaError, match="'kind' is not"):
+        JsonMachine({**untagged, "discriminator": {"propertyName": "kind"}})
+
+
+def test_patterns_in_json_strings() -> None:
+    """``pattern`` (Pydantic's ``Field(pattern=...)``) is searched in the string's decoded
+    characters, as JSON Schema has it, with its lengths folded in: characters that leave
+    no finishable match are refused at once, escapes count as the characters they stand
+    for, and the characters still needed are exact."""
+    from pydantic import BaseModel, Field
+
+    class Contact(BaseModel):
+        phone: str = Field(pattern=r"^\d{3}-\d{4}$")
+        code: str = Field(pattern=r"[A-Z]{2}", min_length=3, max_length=5)
+        handle: str | None = Field(default=None, pattern=r"^@\w+$")
+
+    machine, _, _ = model_walks(Contact, seed=3, slack=12)
+    shortest = '{"phone":"000-0000","code":"AAA"}'
+    assert machine.min_chars(machine.start()) == len(shortest)
+    assert accepts(machine, shortest)
+    assert machine.feed(machine.start(), '{"phone":"12a') is None
+    assert machine.feed(machine.start(), '{"phone":"123-45678') is None
+    assert machine.feed(machine.start(), '{"code":"abcd') is None  # no room left for [A-Z]{2}
+    assert machine.feed(machine.start(), '{"code":"abc') is not None  # "abcXY" still fits
+    assert machine.feed(machine.start(), '{"handle":"@') is not None
+    escaped = JsonMachine({"type": "string", "pattern": '^"\\\\\n$'})  # quote, backslash, newline
+    assert escaped.min_chars(escaped.start()) == len('"\\"\\\\\\n"')
+    assert accepts(escaped, '"\\"\\\\\\n"')
+    assert escaped.feed(escaped.start(), '"\\u0022') is None  # no \u escapes here
+    assert escaped.feed(escaped.start(), '"\\n') is None
+    values = JsonMachine({"type": "string", "enum": ["ab", "b1", "c"], "pattern": r"\d"})
+    assert accepts(values, '"b1"') and not accepts(values, '"ab"')
+    with pytest.raises(SchemaError, match="matches 'pattern'"):
+        JsonMachine({"enum": ["a"], "pattern": "b"})
+    with pytest.raises(SchemaError, match=r"#/properties/p/pattern: .*lookaround"):
+        JsonMachine({"properties": {"p": {"type": "string", "pattern": "(?!a)"}}})
+    with pytest.raises(SchemaError, match="no text"):
+        JsonMachine({"type": "string", "pattern": "^abc$", "maxLength": 2})
+
+
+def test_recursive_models() -> None:
+    """A self-referencing Pydantic model (a comment with replies, a thread with an
+    optional next thread: ``$ref`` back into ``$defs``) compiles; every document a random
+    walk writes — nesting as deep as the budget lets it — validates with the model's own
+    validation; the shortest document is exact (a fixed point over the recursion)."""
+    from pydantic import BaseModel, Field
+
+    class Comment(BaseModel):
+        text: str = Field(max_length=6)
+        replies: list[Comment] = Field(default_factory=list, max_length=2)
+
+    class Thread(BaseModel):
+        head: Comment
+        next: Thread | None = None
+
+    machine, texts, _ = model_walks(Thread, seed=11, slack=80)
+    assert max(text.count("{") for text in texts) >= 3  # it does nest
+    assert machine.min_chars(machine.start()) == len('{"head":{"text":""}}')
+    assert accepts(machine, '{"head":{"text":"a","replies":[{"text":"b","replies":[]}]},'
+                            '"next":{"head":{"text":""},"next":null}}')
+    assert machine.feed(machine.start(), '{"head":{"text":"a","replies":[{"text":1') is None
+    # the cheapest way out of a recursion counts the recursion's own cheapest document
+    nested = JsonMachine({"$defs": {"A": {"type": "array", "minItems": 1, "items": {
+        "anyOf": [{"$ref": "#/$defs/A"}, {"type": "null"}]}}}, "$ref": "#/$defs/A"})
+    state = nested.feed(nested.start(), "[[[")
+    assert state is not None and nested.min_chars(state) == len("null]]]")
+    assert nested.min_chars(nested.start()) == len("[null]")
+    with pytest.raises(SchemaError, match="first character"):
+        JsonMachine({"$defs": {"A": {"anyOf": [{"$ref": "#/$defs/A"}, {"type": "null"}]}},
+                     "$ref": "#/$defs/A"})
+
+
+def test_arrays_of_distinct_items() -> None:
+    """``uniqueItems`` (Pydantic's ``set[X]``) over free strings, free integers, enums,
+    booleans / null and literal sets: an item equal to one the array has (as JSON Schema
+    compares: decoded strings, ``1`` and ``1.0`` one number) is refused as it closes, a
+    prefix that can only repeat one at once; the characters still needed count the
+    cheapest *distinct* items, so walks in that budget end in documents Pydantic
+    validates. Items outside those kinds are refused before generating."""
+    import enum
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    class Color(str, enum.Enum):
+        red = "red"
+        green = "green"
+        blue = "blue"
+
+    class Bag(BaseModel):
+        tags: set[str] = Field(min_length=3)
+        nums: frozenset[int] = Field(min_length=12, max_length=14)
+        colors: set[Color] = Field(min_length=2)
+        flags: set[bool | None]
+        odd: set[Literal["a", 1, 1.0, 2]]
+
+    machine, _, _ = model_walks(Bag, seed=2, slack=30)
+    # ten one-digit integers, then two of two characters; "" and two one-character strings
+    shortest = ('{"tags":["","a","b"],"nums":[0,1,2,3,4,5,6,7,8,9,-1,-2],'
+                '"colors":["red","blue"],"flags":[],"odd":[]}')
+    assert machine.min_chars(machine.start()) == len(shortest)
+    assert accepts(machine, shortest)
+    for repeated in ('{"tags":["a","a"', '{"tags":["a","\\u0061"', '{"nums":[0,-0',
+                     '{"nums":[0,0', '{"colors":["red","red"', '{"flags":[true,true',
+                     '{"odd":[1,1.0'):
+        assert machine.feed(machine.start(), repeated) is None, repeated
+    assert machine.feed(machine.start(), '{"nums":[1,1') is not None  # may become 10…19
+    assert machine.feed(machine.start(), '{"flags":[true,false,null,') is None  # none left
+    state = machine.feed(machine.start(), '{"colors":["red","')
+    assert state is not None
+    rest = ',"tags":["","a","b"],"nums":[0,1,2,3,4,5,6,7,8,9,-1,-2],"flags":[],"odd":[]}'
+    assert machine.min_chars(state) == len('blue"]') + len(rest)  # "red" is taken
+    for schema_, message in (
+            ({"type": "array", "items": {"type": "number"}, "uniqueItems": True},
+             "supported for items"),
+            ({"type": "array", "items": {"type": "string", "maxLength": 3},
+              "uniqueItems": True}, "supported for items"),
+            ({"type": "array", "items": {"type": "boolean"}, "uniqueItems": True,
+              "minItems": 3}, "distinct items"),
+            ({"type": "array", "prefixItems": [{}], "uniqueItems": True}, "prefixItems"),
+            ({"type": "array", "items": {}, "uniqueItems": "yes"}, "true or false")):
+        with pytest.raises(SchemaError, match=message):
+            JsonMachine(schema_)
+
+
+def test_unions_told_apart_by_a_key_of_their_own() -> None:
+    """Objects without a discriminator, each requiring a key no other alternative has
+    (Pydantic's ``Success | Failure``): that key is written first and picks the object;
+    Pydantic validates every document, the characters still needed count the key's
+    value, and a shared key cannot come first."""
+    from pydantic import BaseModel
+
+    class Success(BaseModel):
+        value: int
+        note: str | None = None
+
+    class Failure(BaseModel):
+        error: str
+        code: int = 0
+        note: str | None = None
+
+    class Result(BaseModel):
+        outcome: Success | Failure
+        history: list[Success | Failure] = []
+
+    machine, _, results = model_walks(Result, seed=4, slack=40)
+    assert {type(r.outcome).__name__ for r in results} == {"Success", "Failure"}
+    assert machine.min_chars(machine.start()) == len('{"outcome":{"value":0}}')
+    assert accepts(machine, '{"outcome":{"error":"x","code":2,"note":null}}')
+    assert not accepts(machine, '{"outcome":{"code":2,"error":"x"}}')  # its key first
+    assert machine.feed(machine.start(), '{"outcome":{"note"') is None  # shared by both
+    assert machine.feed(machine.start(), '{"outcome":{"value":1,"error"') is None
+    state = machine.feed(machine.start(), '{"outcome":{"err')
+    assert state is not None and machine.min_chars(state) == len('or":""}}')

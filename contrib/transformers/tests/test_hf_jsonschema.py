@@ -1,0 +1,310 @@
+"""The JSON-schema automaton of constrained decoding against an independent validator
+(jsonschema) and generator: random schemas of the subset both ways, and each keyword's
+cases and refusals."""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from typing import Any
+
+import jsonschema
+import pytest
+from _constraints import (
+    ALPHABET,
+    PERSON,
+    PYDANTIC_LIKE,
+    SCHEMAS,
+    accepts,
+    documents,
+    model_walks,
+    strict,
+    walk,
+    writable,
+)
+from aieng_transformers import SchemaError
+from aieng_transformers._jsonschema import JsonMachine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+
+def test_schema_error_names_the_place() -> None:
+    """The error names the JSON pointer of the offending keyword."""
+    with pytest.raises(SchemaError, match="#/properties/a/items"):
+        JsonMachine({"properties": {"a": {"type": "array", "items": {"minimum": 1}}}})
+
+
+def test_machine_accepts_exactly_valid_documents() -> None:
+    """Random character walks through the automaton always end in valid JSON within the
+    character budget, and invalid texts are refused."""
+    machine = JsonMachine(PERSON)
+    alphabet = list('{}[]":, -0123456789.E\\+' + string.ascii_lowercase)
+    rng = random.Random(0)
+    shortest = machine.min_chars(machine.start())
+    for _ in range(80):
+        out = walk(machine, rng, rng.randint(0, 60 - shortest), alphabet)
+        jsonschema.validate(json.loads(out), strict(PERSON))
+    for bad in ('{"name":"a"}', '{"nam', '{"name":1', '{"where":{"x":01', '{ "name"',
+                '{"name":"a","name"', '{"name":"\n'):
+        assert not accepts(machine, bad), bad
+
+
+def test_pending_escape_rules_out_plain_enum_values() -> None:
+    """After a backslash inside an enum string, only escaped values can finish it: the
+    characters still needed count from those (regression: 'a' was counted, so the token
+    budget let a document run out of tokens mid-array)."""
+    machine = JsonMachine({"type": "array", "items": {"type": "string",
+                                                     "enum": ["\\", '"', "a"]}})
+    state = machine.feed(machine.start(), '["\\')
+    assert state is not None
+    assert machine.min_chars(state) == len('\\"]')  # the escaped char, the quote, the bracket
+
+
+@settings(max_examples=150, deadline=None)
+@given(schema=SCHEMAS, seed=st.integers(0, 2**32 - 1), slack=st.integers(0, 12))
+def test_walks_end_in_valid_documents(schema: dict[str, Any], seed: int, slack: int) -> None:
+    """Random walks through the automaton of any schema of the subset (bounds, lengths,
+    counts, ``enum``/``const`` of every type, ``anyOf``/type lists, ``$ref``) end in
+    documents jsonschema validates, within the characters ``min_chars`` promised."""
+    machine = JsonMachine(schema)
+    rng = random.Random(seed)
+    for _ in range(3):
+        jsonschema.validate(json.loads(walk(machine, rng, slack)), strict(schema))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), schema=SCHEMAS)
+def test_every_valid_document_is_accepted(data: st.DataObject, schema: dict[str, Any]) -> None:
+    """Valid documents of the schema (drawn from the raw schema, kept when jsonschema
+    validates them), written compactly, are accepted whole: the automaton refuses no valid
+    document it could write. And a text it accepts is valid (checked on the same
+    documents with one character changed)."""
+    machine = JsonMachine(schema)
+    value = data.draw(documents(schema, schema), label="document")
+    text = json.dumps(value, separators=(",", ":"))
+    if writable(value) and jsonschema.Draft202012Validator(strict(schema)).is_valid(value):
+        state = machine.feed(machine.start(), text)
+        assert state is not None and machine.accepting(state), text
+    position = data.draw(st.integers(0, max(len(text) - 1, 0)))
+    mutated = text[:position] + data.draw(st.sampled_from(ALPHABET)) + text[position + 1:]
+    after = machine.feed(machine.start(), mutated)
+    if after is not None and machine.accepting(after):
+        jsonschema.validate(json.loads(mutated), strict(schema))
+
+
+def test_a_pydantic_style_schema() -> None:
+    """The shapes ``model_json_schema()`` writes for plain fields (``$defs``/``$ref``,
+    ``Optional`` as ``anyOf`` with null, ``Literal`` as ``const``/``enum``, ``Field``
+    bounds, ``format``) compile; its shortest document is what it says, and the
+    automaton follows the bounds character by character."""
+    machine = JsonMachine(PYDANTIC_LIKE)
+    rng = random.Random(1)
+    for _ in range(20):
+        jsonschema.validate(json.loads(walk(machine, rng, 30)), strict(PYDANTIC_LIKE))
+    shortest = '{"name":"a","rating":1,"score":0.1,"pets":[],"status":"ok","code":1}'
+    assert machine.min_chars(machine.start()) == len(shortest)
+    assert machine.accepting(machine.feed(machine.start(), shortest))  # type: ignore[arg-type]
+
+    head = '{"name":"a","score":0.5,"pets":[],"status":"ok","code":null,"rating":'
+    assert [accepts(machine, head + r + "}") for r in ("1", "5", "0", "6", "3.0", "-1")] == [
+        True, True, False, False, False, False]
+    # a prefix that can no longer end in range is refused at once, not at the end
+    assert machine.feed(machine.start(), '{"rating":6') is None
+    assert machine.feed(machine.start(), '{"score":1') is None
+    assert machine.feed(machine.start(), '{"score":0.') is not None
+    assert machine.feed(machine.start(), '{"name":"123456789') is None
+    assert machine.feed(machine.start(), '{"name":""') is None
+    assert machine.feed(machine.start(), '{"pets":[{"kind":"cat"},{"kind":"dog"},') is None
+    assert machine.feed(machine.start(), '{"code":3') is None
+    assert machine.feed(machine.start(), '{"name":"\\u00e9') is None  # counted: no \u
+    assert accepts(machine, '{"name":"\\n","rating":2,"score":0.99,"pets":[{"kind":"dog","age":3}],'
+                   '"status":"ok","code":"x","note":null,"when":"today"}')
+
+
+@pytest.mark.parametrize(("schema", "message"), [
+    ({"anyOf": [{"type": "integer"}, {"type": "number", "minimum": 1}]}, "same character"),
+    ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, "same character"),
+    ({"oneOf": [{"enum": ["a", "b"]}, {"const": "a"}]}, "two alternatives"),
+    ({"enum": [1, "a"], "type": "integer"}, "not of type"),
+    ({"$ref": "#/components/x"}, "only"),
+    ({"$ref": "#/$defs/missing", "$defs": {}}, "points at nothing"),
+    ({"type": "number", "minimum": True}, "boolean"),
+    ({"type": "integer", "minimum": 0.5, "maximum": 0.7}, "bounds"),
+    ({"type": "string", "minLength": -1}, "non-negative"),
+    ({"const": "abc", "maxLength": 2}, "length"),
+    ({"type": ["string", "nothing"]}, "list of types"),
+    ({"type": ["string", "nothing"], "enum": ["a"]}, "must name"),
+])
+def test_schemas_outside_the_subset_are_refused(schema: dict[str, Any], message: str) -> None:
+    """Alternatives the first character cannot tell apart, values of the wrong type, refs
+    elsewhere than ``$defs``, empty ranges and bad bounds fail naming the problem."""
+    with pytest.raises(SchemaError, match=message):
+        JsonMachine(schema)
+
+
+def test_alternatives_that_merge() -> None:
+    """In ``anyOf`` an integer beside an unbounded number is the number, a string enum
+    beside a free string the string, duplicate nulls one; ``enum``/``const`` values of
+    several alternatives are one set."""
+    machine = JsonMachine({"anyOf": [{"type": "integer"}, {"type": "number"},
+                                     {"enum": ["a"]}, {"type": "string"},
+                                     {"type": "null"}, {"type": "null"}]})
+    for text in ("2.5", "3", '"zz"', "null"):
+        assert accepts(machine, text), text
+    for schema, texts in (
+            ({"anyOf": [{"type": "null"}, {"const": None}]}, ["null"]),
+            ({"anyOf": [{"type": "integer"}, {"const": 1}, {"const": "a"}]}, ["7", '"a"']),
+            ({"anyOf": [{"type": "integer", "minimum": 3}, {"type": "integer"}]}, ["-4"]),
+            ({"anyOf": [{}, {"type": "null"}]}, ["null", "[]", '{"x":1}'])):
+        merged = JsonMachine(schema)
+        for text in texts:
+            assert accepts(merged, text), (schema, text)
+    values = JsonMachine({"anyOf": [{"const": 1}, {"enum": ["a", None]}, {"const": [2]}]})
+    for text, ok in (("1", True), ('"a"', True), ("null", True), ("[2]", True), ("2", False),
+                     ("[3]", False), ("12", False)):
+        assert accepts(values, text) is ok, text
+
+
+def test_bounds_are_the_decimals_the_schema_wrote() -> None:
+    """``exclusiveMaximum: 0.01`` excludes the text ``0.01`` (regression: the bound was
+    read as the double nearest 0.01, a hair above it), and a bounded non-integer has at
+    most 15 digits, so a float reader agrees with the exact comparison."""
+    machine = JsonMachine({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0.01})
+
+    assert not accepts(machine, "0.01") and not accepts(machine, "0")
+    assert accepts(machine, "0.001") and accepts(machine, "0.00999999999999")  # 14 decimals
+    assert machine.feed(machine.start(), "0.0099999999999999") is None  # 16: refused
+    assert machine.min_chars(machine.start()) == len("0.001")
+
+
+def test_maps_and_any_values() -> None:
+    """``additionalProperties`` as a schema without ``properties`` is a map of free keys
+    (``dict[str, X]``); ``{}`` / ``true`` is any JSON value (Pydantic's ``Any``)."""
+    counts = JsonMachine({"type": "object", "additionalProperties": {"type": "integer",
+                                                                      "minimum": 0}})
+
+    assert accepts(counts, '{"a":1, "b c":2}') and accepts(counts, "{}")
+    assert counts.feed(counts.start(), '{"a":1,"a"') is None  # a key it has
+    assert counts.feed(counts.start(), '{"a":1,"\\u0061"') is None  # the same, escaped
+    assert counts.feed(counts.start(), '{""') is None  # no empty key
+    assert counts.feed(counts.start(), '{"a":-1') is None  # ("-0" is 0: allowed)
+    assert counts.feed(counts.start(), '{"a":"') is None
+    key = counts.feed(counts.start(), '{"k')
+    assert key is not None and counts.min_chars(key) == len('":0}')
+    bare = JsonMachine({"type": "object", "minProperties": 1})  # JSON Schema: any object
+    assert accepts(bare, '{"a":[1,{"b":null}]}') and not accepts(bare, "{}")
+    assert accepts(JsonMachine({"type": "array"}), '[1,"x",{}]')  # any items
+    anything = JsonMachine({"description": "any value"})
+    for text in ('[{"a":[null,true]},"x",-1.5e3]', "{}", '"s"', "0", "false", '{"k":{}}'):
+        assert accepts(anything, text), text
+    assert accepts(JsonMachine(True), "[1]")  # type: ignore[arg-type]
+    some = JsonMachine({"type": "object", "additionalProperties": {"type": "boolean"},
+                        "minProperties": 1, "maxProperties": 2})
+    assert not accepts(some, "{}") and accepts(some, '{"a":true}')
+    assert some.feed(some.start(), '{"a":true,"b":false,') is None
+    assert some.min_chars(some.start()) == len('{"a":true}')
+    two = JsonMachine({"type": "object", "additionalProperties": {"type": "integer"},
+                       "minProperties": 2})
+    rng = random.Random(0)
+    for _ in range(20):  # tight budgets: an underestimate would strand the walk
+        assert len(json.loads(walk(two, rng, rng.randint(0, 3)))) >= 2
+    with pytest.raises(SchemaError, match="maps"):
+        JsonMachine({"type": "object", "properties": {}, "minProperties": 1})
+
+
+def test_shared_definitions_compile_once() -> None:
+    """A definition used by definitions used twice, twenty levels deep, compiles in
+    linear time (each ``$ref`` target once), and the document is still exact."""
+    depth = 20
+    defs = {f"D{i}": {"type": "object",
+                      "properties": {"a": {"$ref": f"#/$defs/D{i + 1}"},
+                                     "b": {"$ref": f"#/$defs/D{i + 1}"}}}
+            for i in range(depth)}
+    defs[f"D{depth}"] = {"type": "integer", "minimum": 1, "maximum": 2}
+    machine = JsonMachine({"$defs": defs, "$ref": "#/$defs/D0"})  # 2**20 paths if inlined
+    state = machine.feed(machine.start(), '{"a":{"b":{}}}')
+    assert state is not None and machine.accepting(state)
+    assert machine.feed(machine.start(), '{"a":{"a":{"a":{"c"') is None
+
+
+def test_tuples() -> None:
+    """``prefixItems`` (Pydantic's ``tuple[int, str]``): each leading item has its own
+    schema; ``items: false`` ends the array there, a schema types the rest."""
+    pair = JsonMachine({"type": "array", "prefixItems": [{"type": "integer"},
+                                                         {"type": "string"}],
+                        "minItems": 2, "maxItems": 2})
+
+    assert accepts(pair, '[1,"a"]') and not accepts(pair, "[1]")
+    assert pair.feed(pair.start(), '["a"') is None and pair.feed(pair.start(), "[1,2") is None
+    assert pair.feed(pair.start(), '[1,"a",') is None
+    assert pair.min_chars(pair.start()) == len('[0,""]')
+    more = JsonMachine({"type": "array", "prefixItems": [{"type": "null"}],
+                        "items": {"type": "boolean"}})
+    assert accepts(more, "[null,true,false]") and accepts(more, "[]")
+    assert more.feed(more.start(), "[null,null") is None
+    with pytest.raises(SchemaError, match="minItems"):
+        JsonMachine({"type": "array", "prefixItems": [{}], "items": False, "minItems": 2})
+
+
+def test_all_of() -> None:
+    """``allOf`` of one schema (Pydantic v1's ``allOf: [{"$ref": …}]`` beside a default)
+    is that schema; ``allOf`` of objects (OpenAPI's inheritance: a base by ``$ref`` and
+    more properties) is one object of all their properties and required names, valid
+    against every part; anything else is refused, naming why."""
+    v1 = {"title": "Owner", "type": "object", "definitions": {"Pet": {
+        "title": "Pet", "type": "object", "properties": {"name": {"type": "string"}},
+        "required": ["name"]}},
+        "properties": {"pet": {"title": "Pet", "default": {"name": "x"},
+                               "allOf": [{"$ref": "#/definitions/Pet"}]}},
+        "required": ["pet"]}
+    machine = JsonMachine(v1)
+    assert accepts(machine, '{"pet":{"name":"Rex"}}') and not accepts(machine, '{"pet":{}}')
+    inherited = {"$defs": {"Base": {"type": "object", "properties": {"id": {"type": "integer"}},
+                                    "required": ["id"]}},
+                 "allOf": [{"$ref": "#/$defs/Base"},
+                           {"type": "object", "properties": {"name": {"type": "string"},
+                                                             "id": {"type": "integer"}},
+                            "required": ["name"]}]}
+    merged = JsonMachine(inherited)
+    assert merged.min_chars(merged.start()) == len('{"id":0,"name":""}')
+    rng = random.Random(6)
+    for _ in range(30):
+        jsonschema.validate(json.loads(walk(merged, rng, rng.randint(0, 20))), inherited)
+    for schema, message in (
+            ({"allOf": [{"type": "string"}, {"maxLength": 3}]}, "supported for one schema"),
+            ({"allOf": [{"properties": {"a": {"type": "string"}}},
+                        {"properties": {"a": {"type": "integer"}}}]}, "two different"),
+            ({"allOf": [{"properties": {"a": {}}, "additionalProperties": False},
+                        {"properties": {"b": {}}}]}, "forbids"),
+            ({"allOf": []}, "non-empty")):
+        with pytest.raises(SchemaError, match=message):
+            JsonMachine(schema)
+
+
+def test_open_objects() -> None:
+    """``additionalProperties`` a schema (or ``true``) beside ``properties`` (Pydantic's
+    ``extra="allow"``): named keys take their property's schema, others the extra one,
+    each key once (compared decoded), in any order; the characters still needed follow
+    whichever key the one being written can still become."""
+    from pydantic import BaseModel, ConfigDict
+
+    class Item(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        name: str
+        qty: int = 1
+
+    model_walks(Item, seed=8, slack=30)
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
+              "additionalProperties": {"type": "string", "minLength": 3}}
+    machine = JsonMachine(schema)
+    assert accepts(machine, '{"b":"xyz","a":1}') and accepts(machine, '{"\\u0061":1}')
+    for bad in ('{"a":1,"b":"x"}', '{"a":1,"a":2}', '{"a":"xyz"}', '{"b":"xyz"}',
+                '{"":"xyz","a":1}'):
+        assert not accepts(machine, bad), bad
+    for prefix, rest in (('{"', 'a":0}'), ('{"a":1,"', 'b":"xxx"}'), ('{"b', '":"xxx","a":0}'),
+                         ('{"\\', 'n":"xxx","a":0}')):
+        state = machine.feed(machine.start(), prefix)
+        assert state is not None and machine.min_chars(state) == len(rest), prefix
+    with pytest.raises(SchemaError, match="maps"):  # counts beside named keys: refused
+        JsonMachine({**schema, "minProperties": 2})
