@@ -7,25 +7,15 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import jsonschema
 from aieng_transformers import SchemaError
+from aieng_transformers._constrain import Constraint
 from aieng_transformers._jsonschema import JsonMachine
 from hypothesis import strategies as st
-
-
-class Automaton(Protocol):
-    """What :func:`walk` drives: a JSON machine, or a constraint (the regex automaton)."""
-
-    def start(self) -> Any: ...
-    def feed(self, state: Any, text: str) -> Hashable | None: ...
-    def accepting(self, state: Any) -> bool: ...
-    def complete(self, state: Any) -> bool: ...
-    def min_chars(self, state: Any) -> int: ...
-
 
 PERSON = {"type": "object",
           "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
@@ -203,7 +193,7 @@ SCHEMAS = st.recursive(_leaf(), _extend, max_leaves=5).flatmap(
 ).filter(_compiles)
 
 
-def accepts(machine: Automaton, text: str) -> bool:
+def accepts(machine: Constraint, text: str) -> bool:
     """Whether ``text`` is a whole text the automaton accepts."""
     state = machine.feed(machine.start(), text)
     return state is not None and machine.accepting(state)
@@ -213,7 +203,7 @@ def accepts(machine: Automaton, text: str) -> bool:
 ALPHABET = [chr(c) for c in range(32, 127)]
 
 
-def walk(machine: Automaton, rng: random.Random, slack: int,
+def walk(machine: Constraint, rng: random.Random, slack: int,
          alphabet: Sequence[str] = ALPHABET) -> str:
     """A random text the automaton lets through, in a budget of its shortest plus
     ``slack`` characters; fails if the automaton ever leaves no way to finish in budget

@@ -120,7 +120,8 @@ def test_walks_finish_within_the_budget(source: str, seed: int, slack: int,
 
 
 class _Walked:
-    """A pattern as :func:`_constraints.walk` drives an automaton."""
+    """A pattern (with lengths, which ``RegexConstraint`` does not take) as the
+    :class:`~aieng_transformers._constrain.Constraint` that :func:`_constraints.walk` drives."""
 
     def __init__(self, pattern: Pattern) -> None:
         self.start, self.feed, self.accepting = pattern.start, pattern.feed, pattern.accepting
