@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._jsonbounds import Range, bound, extra_chars
+from ._jsonformats import FORMATS
 from ._jsonunique import NEVER, cheapest, supported
 from ._regexfsm import JSON_COST, Pattern, RegexError
 
@@ -503,7 +504,7 @@ class _Compiler:
         kind = schema.get("type")
         kinds = kind if isinstance(kind, list) else [kind] if kind is not None else None
         extra = set(schema) - {"type", "enum", "const", "minLength", "maxLength",
-                               "pattern"} - _ANNOTATIONS
+                               "pattern", "format"} - _ANNOTATIONS
         if extra:
             raise SchemaError(f"{where}: keyword(s) {sorted(extra)} beside 'enum' / 'const' "
                               "are not supported")
@@ -521,7 +522,7 @@ class _Compiler:
                 and (pattern is None or pattern.matches(v))]
         if not kept:
             raise SchemaError(f"{where}: no value of 'enum' / 'const' has a length within "
-                              "'minLength' / 'maxLength' and matches 'pattern'")
+                              "'minLength' / 'maxLength' and matches 'pattern' / 'format'")
         if all(isinstance(v, str) for v in kept):
             return Node("string", enum=tuple(dict.fromkeys(json.dumps(v)[1:-1] for v in kept)))
         return Node("literal", literals=tuple(dict.fromkeys(
@@ -553,15 +554,24 @@ def _lengths(schema: Mapping[str, Any], low_word: str, high_word: str,
 def _pattern(schema: Mapping[str, Any], lengths: tuple[int, int | None],
              where: str) -> Pattern | None:
     """A string's ``pattern`` as an automaton over its decoded characters (searched: the
-    string contains a match), its lengths folded in; ``None`` without one."""
-    if "pattern" not in schema:
+    string contains a match), its lengths folded in; else its ``format`` where
+    :data:`._jsonformats.FORMATS` has it (matched whole); ``None`` without either."""
+    if "pattern" in schema:
+        source, word, search = schema["pattern"], "pattern", True
+    elif schema.get("format") in FORMATS:
+        source, word, search = FORMATS[schema["format"]], "format", False
+    else:
+        if "format" in schema and not isinstance(schema["format"], str):
+            raise SchemaError(f"{where}/format: must be a string")
         return None
-    source = schema["pattern"]
     if not isinstance(source, str):
         raise SchemaError(f"{where}/pattern: must be a string")
     try:
-        return Pattern(source, search=True, lengths=lengths, cost=JSON_COST)
+        return Pattern(source, search=search, lengths=lengths, cost=JSON_COST)
     except RegexError as exc:
+        if word == "format":
+            raise SchemaError(f"{where}: no {schema['format']!r} string has a length within "
+                              "'minLength' / 'maxLength'") from None
         raise SchemaError(f"{where}/pattern: {exc}") from None
 
 

@@ -25,8 +25,9 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   :mod:`._jsonunique` lists). Without ``items`` or ``prefixItems``: items of any value.
 - strings: ``minLength``, ``maxLength`` (in characters; such a string is written without
   ``\\u`` escapes), ``pattern`` (searched in the decoded string, the lengths folded into
-  its automaton: the subset of :mod:`._regexfsm`), ``format`` (an annotation, as JSON
-  Schema 2020-12 has it by default: not enforced).
+  its automaton: the subset of :mod:`._regexfsm`), ``format`` (enforced for the formats
+  :mod:`._jsonformats` lists, the whole string matching its pattern; others are
+  annotations, as JSON Schema 2020-12 has it by default).
 - numbers and integers: ``minimum``, ``maximum``, ``exclusiveMinimum``,
   ``exclusiveMaximum`` (numbers; a bounded number is written in plain decimal, no
   exponent).

@@ -361,7 +361,6 @@ class Pattern:
                  lengths: tuple[int, int | None] = (0, None),
                  cost: tuple[tuple[Ranges, int], ...] = PLAIN_COST) -> None:
         self.source = source
-        self.lengths = lengths
         self._cost_table = cost
         tree = _Parser(source).parse()
         self._eps: list[list[int]] = []
@@ -377,7 +376,14 @@ class Pattern:
         if search:
             self._moves[end].append((_ANY, end))
         self._final = end
+        # Bounds the pattern keeps by itself are not counted (a smaller automaton).
+        shortest, longest = _span(tree)
         least, most = lengths
+        if least <= shortest:
+            least = 0
+        if most is not None and not search and longest is not None and longest <= most:
+            most = None
+        self.lengths = least, most
         #: Counts kept: exact up to the maximum, else up to the minimum (then saturated).
         self._cap = most if most is not None else least
         if len(self._eps) * (self._cap + 1) > MAX_CONFIGURATIONS:
@@ -593,6 +599,27 @@ class Pattern:
         """Whether the automaton writes ``text`` (and it matches)."""
         state = self.feed(self._start, text)
         return state is not None and self.accepting(state)
+
+
+def _span(tree: Any) -> tuple[int, int | None]:
+    """The fewest and the most characters a match of ``tree`` has (``None``: no most)."""
+    kind = tree[0]
+    if kind == "chars":
+        return 1, 1
+    if kind in ("bol", "eol"):
+        return 0, 0
+    if kind in ("cat", "alt"):
+        spans = [_span(item) for item in tree[1]]
+        lows = [low for low, _ in spans]
+        highs = [high for _, high in spans]
+        if kind == "cat":
+            return sum(lows), None if None in highs else sum(h for h in highs if h is not None)
+        return min(lows), None if None in highs else max(h for h in highs if h is not None)
+    _, body, least, most = tree
+    low, high = _span(body)
+    if high == 0:
+        return 0, 0
+    return least * low, None if most is None or high is None else most * high
 
 
 def _contains(ranges: Ranges, code: int) -> bool:

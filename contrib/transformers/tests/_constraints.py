@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 from aieng_transformers import SchemaError
 from aieng_transformers._constrain import Constraint
+from aieng_transformers._jsonformats import FORMATS as FORMAT_PATTERNS
 from aieng_transformers._jsonschema import JsonMachine
 from hypothesis import strategies as st
 
@@ -49,6 +50,17 @@ PYDANTIC_LIKE = {
     },
     "required": ["name", "rating", "score", "pets", "status", "code"],
     "title": "Review", "type": "object"}
+
+
+#: jsonschema's checks of ``format`` (with the ``format-nongpl`` packages: date-time, time,
+#: duration, hostname, uri need them), which the constrained JSON also enforces.
+FORMATS = jsonschema.Draft202012Validator.FORMAT_CHECKER
+
+
+def validate(document: Any, schema: Any) -> None:
+    """Fail unless ``document`` is valid against ``schema`` as the automaton reads it
+    (:func:`strict`), formats checked."""
+    jsonschema.validate(document, strict(schema), format_checker=FORMATS)
 
 
 def strict(schema: Any) -> Any:
@@ -100,10 +112,12 @@ def _bounded() -> st.SearchStrategy[dict[str, Any]]:
     patterned = st.tuples(st.sampled_from(PATTERNS), st.sampled_from(
         [{}, {"minLength": 2}, {"maxLength": 6}, {"minLength": 1, "maxLength": 4}])).map(
         lambda pl: {"type": "string", "pattern": pl[0], **pl[1]})
+    formatted = st.sampled_from(sorted(FORMAT_PATTERNS)).map(
+        lambda f: {"type": "string", "format": f})
     values = st.one_of(
         st.sampled_from(VALUES).map(lambda v: {"const": v}),
         st.lists(st.sampled_from(VALUES), min_size=1, max_size=4).map(lambda e: {"enum": e}))
-    return st.one_of(integers, numbers, strings, patterned, values)
+    return st.one_of(integers, numbers, strings, patterned, formatted, values)
 
 
 def _leaf() -> st.SearchStrategy[dict[str, Any]]:
@@ -235,7 +249,7 @@ def model_walks(model: Any, *, seed: int, slack: int,
     rng = random.Random(seed)
     texts = [walk(machine, rng, rng.randint(0, slack)) for _ in range(count)]
     for text in texts:
-        jsonschema.validate(json.loads(text), strict(schema))
+        validate(json.loads(text), schema)
     return machine, texts, [model.model_validate_json(text) for text in texts]
 
 
@@ -337,6 +351,8 @@ def documents(schema: Any, root: dict[str, Any], depth: int = 0) -> st.SearchStr
     if kind == "array":
         return _lists(documents(schema["items"], root, depth), schema.get("minItems", 0),
                       schema.get("maxItems", 3), schema.get("uniqueItems", False))
+    if kind == "string" and schema.get("format") in FORMAT_PATTERNS:
+        return st.from_regex(FORMAT_PATTERNS[schema["format"]], fullmatch=True)
     if kind == "string" and "pattern" in schema:  # kept when the lengths fit too
         return st.from_regex(schema["pattern"], alphabet=st.characters(min_codepoint=32,
                                                                        max_codepoint=126))

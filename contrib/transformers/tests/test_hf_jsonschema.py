@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 from _constraints import (
     ALPHABET,
+    FORMATS,
     PERSON,
     PYDANTIC_LIKE,
     SCHEMAS,
@@ -20,6 +21,7 @@ from _constraints import (
     documents,
     model_walks,
     strict,
+    validate,
     walk,
     writable,
 )
@@ -44,7 +46,7 @@ def test_machine_accepts_exactly_valid_documents() -> None:
     shortest = machine.min_chars(machine.start())
     for _ in range(80):
         out = walk(machine, rng, rng.randint(0, 60 - shortest), alphabet)
-        jsonschema.validate(json.loads(out), strict(PERSON))
+        validate(json.loads(out), PERSON)
     for bad in ('{"name":"a"}', '{"nam', '{"name":1', '{"where":{"x":01', '{ "name"',
                 '{"name":"a","name"', '{"name":"\n'):
         assert not accepts(machine, bad), bad
@@ -70,7 +72,7 @@ def test_walks_end_in_valid_documents(schema: dict[str, Any], seed: int, slack: 
     machine = JsonMachine(schema)
     rng = random.Random(seed)
     for _ in range(3):
-        jsonschema.validate(json.loads(walk(machine, rng, slack)), strict(schema))
+        validate(json.loads(walk(machine, rng, slack)), schema)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -83,14 +85,15 @@ def test_every_valid_document_is_accepted(data: st.DataObject, schema: dict[str,
     machine = JsonMachine(schema)
     value = data.draw(documents(schema, schema), label="document")
     text = json.dumps(value, separators=(",", ":"))
-    if writable(value) and jsonschema.Draft202012Validator(strict(schema)).is_valid(value):
+    checker = jsonschema.Draft202012Validator(strict(schema), format_checker=FORMATS)
+    if writable(value) and checker.is_valid(value):
         state = machine.feed(machine.start(), text)
         assert state is not None and machine.accepting(state), text
     position = data.draw(st.integers(0, max(len(text) - 1, 0)))
     mutated = text[:position] + data.draw(st.sampled_from(ALPHABET)) + text[position + 1:]
     after = machine.feed(machine.start(), mutated)
     if after is not None and machine.accepting(after):
-        jsonschema.validate(json.loads(mutated), strict(schema))
+        validate(json.loads(mutated), schema)
 
 
 def test_a_pydantic_style_schema() -> None:
@@ -101,7 +104,7 @@ def test_a_pydantic_style_schema() -> None:
     machine = JsonMachine(PYDANTIC_LIKE)
     rng = random.Random(1)
     for _ in range(20):
-        jsonschema.validate(json.loads(walk(machine, rng, 30)), strict(PYDANTIC_LIKE))
+        validate(json.loads(walk(machine, rng, 30)), PYDANTIC_LIKE)
     shortest = '{"name":"a","rating":1,"score":0.1,"pets":[],"status":"ok","code":1}'
     assert machine.min_chars(machine.start()) == len(shortest)
     assert machine.accepting(machine.feed(machine.start(), shortest))  # type: ignore[arg-type]
@@ -119,7 +122,10 @@ def test_a_pydantic_style_schema() -> None:
     assert machine.feed(machine.start(), '{"code":3') is None
     assert machine.feed(machine.start(), '{"name":"\\u00e9') is None  # counted: no \u
     assert accepts(machine, '{"name":"\\n","rating":2,"score":0.99,"pets":[{"kind":"dog","age":3}],'
-                   '"status":"ok","code":"x","note":null,"when":"today"}')
+                   '"status":"ok","code":"x","note":null,"when":"2024-02-29T23:59:59.5+05:30"}')
+    # the format is enforced: a free string is no date-time, nor is a day February lacks
+    assert machine.feed(machine.start(), '{"when":"today') is None
+    assert machine.feed(machine.start(), '{"when":"2023-02-29') is None
 
 
 @pytest.mark.parametrize(("schema", "message"), [

@@ -179,3 +179,19 @@ def test_closed_and_counted() -> None:
     assert Pattern("\\n", cost=JSON_COST).left(Pattern("\\n", cost=JSON_COST).start()) == 2
     with pytest.raises(RegexError, match="no text"):
         Pattern("\x01", cost=JSON_COST)  # a control character needs \u: never written
+
+
+def test_bounds_the_pattern_keeps_are_not_counted() -> None:
+    """A length bound the pattern already keeps costs the automaton nothing (it would
+    otherwise count every length up to it): a bounded pattern with a huge ``maxLength``
+    compiles, and still matches exactly what ``re`` does with the bounds."""
+    for source, lengths in ((r"[a-z]{1,5}(-[0-9]{2})?", (1, 10**6)),
+                            (r"x[ab]*", (0, None)), (r"(ab|c){2,3}", (2, 400_000))):
+        pattern = Pattern(source, lengths=lengths)
+        for n in range(5):
+            for text in map("".join, itertools.product("ab-c1x", repeat=n)):
+                assert pattern.matches(text) == _python(source, text, False, lengths), text
+    with pytest.raises(RegexError, match="too large"):
+        Pattern(r"[a-z]+", lengths=(0, 10**6))  # unbounded: every length would be counted
+    tight = Pattern(r"[a-z]{1,5}", lengths=(2, 3))  # bounds inside the pattern's: kept
+    assert [tight.matches(t) for t in ("a", "ab", "abc", "abcd")] == [False, True, True, False]

@@ -151,13 +151,12 @@ async def test_pydantic_style_schema(shipped_smollm2: SmolLM2Backend) -> None:
     bounded lengths and counts) gives a document jsonschema validates (greedy)."""
     import json
 
-    import jsonschema
-    from _constraints import PYDANTIC_LIKE, strict
+    from _constraints import PYDANTIC_LIKE, validate
 
     completion = await generate(shipped_smollm2, ask(
         "Review the movie Alien as JSON: your name, a rating from 1 to 5, a score, your "
         "pets.", max_tokens=120, response_schema=PYDANTIC_LIKE))
-    jsonschema.validate(json.loads(completion.text), strict(PYDANTIC_LIKE))
+    validate(json.loads(completion.text), PYDANTIC_LIKE)
     assert completion.finish_reason == "stop"
 
 
