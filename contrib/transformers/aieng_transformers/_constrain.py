@@ -251,6 +251,9 @@ class Guide:
         self._masks: dict[tuple[Any, int], torch.Tensor] = {}
         #: Candidates tested so far (for measurements).
         self.checks = 0
+        #: Whether the token budget was already missed (a token past it was taken): from
+        #: then on the text is only kept valid, without looking for tokens within it.
+        self.over_budget = False
 
     def _candidates(self, size: int) -> torch.Tensor:
         """Per id of a ``size``-long logits row: whether the token may continue the text
@@ -298,7 +301,7 @@ class Guide:
         after = self._next(token)
         if after is None:
             return False, False
-        return self.constraint.min_chars(after) <= left, True
+        return self.over_budget or self.constraint.min_chars(after) <= left, True
 
     def choose(self, logits: torch.Tensor, *, temperature: float, top_k: int | None,
                top_p: float, generator: torch.Generator | None, left: int) -> int:
@@ -346,7 +349,10 @@ class Guide:
         if not picked:
             if fallback is None:
                 raise ValueError("no token of the vocabulary continues the constrained text")
-            return int(fallback)  # the budget cannot be met: keep the text valid anyway
+            # The budget cannot be met: keep the text valid anyway, and stop searching the
+            # whole vocabulary for a token within it at every step that follows.
+            self.over_budget = True
+            return int(fallback)
         assert probabilities is not None
         weights = probabilities[torch.tensor(picked)]
         weights = weights / weights.sum()

@@ -302,14 +302,18 @@ class _Compiler:
         if not isinstance(unique, bool):
             raise SchemaError(f"{where}/uniqueItems: must be true or false")
         items = self.node(rest, f"{where}/items")
+        if unique and items.kind == "string" and items.enum is None and items.pattern is None \
+                and items.lengths != (0, None):  # bounded: listed by an automaton of them
+            items = Node("string", lengths=items.lengths,
+                         pattern=_pattern({"pattern": ""}, items.lengths, f"{where}/items"))
         if unique:
             if prefix:
                 raise SchemaError(f"{where}: 'uniqueItems' beside 'prefixItems' is not "
                                   "supported")
             if not supported(items):
                 raise SchemaError(f"{where}: 'uniqueItems' is supported for items that are "
-                                  "free strings, free integers, booleans, null, enum / "
-                                  "const scalars, or anyOf of those")
+                                  "strings, free integers, booleans, null, enum / const "
+                                  "scalars, or anyOf of those")
             if len(cheapest(items, frozenset(), least)) < least:
                 raise SchemaError(f"{where}: 'minItems' {least} needs more distinct items "
                                   "than 'items' has")

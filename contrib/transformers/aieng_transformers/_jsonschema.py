@@ -56,6 +56,7 @@ written in their ``json.dumps`` spelling.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import re
@@ -85,6 +86,8 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 _MEMO_LIMIT = 100_000
 _ESCAPES = frozenset('"\\/bfnrtu')
 #: The character each one-letter escape stands for.
+#: Characters a JSON string holds as themselves.
+_PLAIN_RUN = re.compile(r'[^"\\\x00-\x1f]*')
 _DECODED = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
             "t": "\t"}
 
@@ -135,13 +138,17 @@ class JsonMachine:
 
     def feed(self, state: State, text: str) -> State | None:
         """The state after ``text``, or ``None`` when no valid document starts so."""
+        top = state[-1]
+        if top.kind == "str" and not top.phase and top.node is not None \
+                and top.node.pattern is not None and _PLAIN_RUN.fullmatch(text):
+            return self._pattern_run(state, text)
         current: State | None = state
         for char in text:
             current = self._char(current, char)  # type: ignore[arg-type]
             if current is None:
                 return None
-            if len(current) > 1 and _distinct_items(current[-2]) and not any(
-                    name not in current[-2].seen for _, name in _completions(current[-1])):
+            if len(current) > 1 and _distinct_items(current[-2]) and not _fresh(
+                    current[-1], current[-2].seen):
                 return None  # an item of distinct items that can only repeat one
         return current
 
@@ -274,24 +281,48 @@ class JsonMachine:
             return None
         return None
 
+    @staticmethod
+    def _pattern_run(state: State, text: str) -> State | None:
+        """:meth:`feed` of characters a ``pattern`` string holds as themselves (no quote,
+        backslash or control character): the pattern's steps alone. One check of a set's
+        items at the end is enough: a text that could only repeat an item after some of
+        these characters can only repeat one after all of them."""
+        top, rest = state[-1], state[:-1]
+        assert top.node is not None and top.node.pattern is not None
+        after = top.node.pattern.feed(top.rx, text)
+        if after is None:
+            return None
+        kept = _distinct_items(rest[-1])
+        frame = Frame("str", top.node, "", top.text + text if kept else "", top.seen, top.key,
+                      top.size, after)
+        if kept and not _fresh(frame, rest[-1].seen):
+            return None
+        return (*rest, frame)
+
     def _patterned(self, rest: State, top: Frame, c: str) -> State | None:
         """A string with a ``pattern``: its decoded characters step the pattern's
         automaton, which refuses any that leaves no match within the lengths to finish
         (no ``\\u`` escapes)."""
         assert top.node is not None and top.node.pattern is not None
         pattern = top.node.pattern
+        kept = _distinct_items(rest[-1])  # an item of distinct items: its text is kept
         if top.phase == "esc":
             decoded = _DECODED.get(c)
             after = None if decoded is None else pattern.step(top.rx, decoded)
-            return None if after is None else (*rest, top._replace(phase="", rx=after))
+            return None if after is None else (*rest, top._replace(
+                phase="", rx=after, text=top.text + "\\" + c if kept else ""))
         if c == '"':
-            return self._done(rest) if pattern.accepting(top.rx) else None
+            return self._done(rest, item=top) if pattern.accepting(top.rx) else None
         if c < " ":
             return None
         if c == "\\":
             return (*rest, top._replace(phase="esc")) if _escapes(pattern, top.rx) else None
         after = pattern.step(top.rx, c)
-        return None if after is None else (*rest, top._replace(rx=after))
+        if after is None:
+            return None
+        # (built whole rather than by ``_replace``: this is the hot path of a pattern)
+        return (*rest, Frame("str", top.node, "", top.text + c if kept else "", top.seen,
+                             top.key, top.size, after))
 
     @staticmethod
     def _map_key(rest: State, top: Frame, c: str) -> State | None:
@@ -612,7 +643,7 @@ def _escapes(pattern: Pattern, state: int) -> list[int]:
 
 def _decoded(text: str) -> str:
     """A JSON string's content as written (escapes included), decoded."""
-    return str(json.loads(f'"{text}"'))
+    return text if "\\" not in text else str(json.loads(f'"{text}"'))
 
 
 def _tracks(frame: Frame) -> bool:
@@ -637,6 +668,19 @@ def _distinct_items(frame: Frame) -> bool:
         and frame.node.unique
 
 
+def _fresh(frame: Frame, seen: frozenset[str]) -> bool:
+    """Whether the item being written can still become one not in ``seen``: at once when
+    no item in ``seen`` starts with the string written so far (any completion is new)."""
+    if not seen:
+        return True
+    node = frame.node
+    if frame.kind == "str" and not frame.phase and node is not None and node.enum is None:
+        written = "s" + _decoded(frame.text)
+        if not any(name.startswith(written) for name in seen):
+            return True
+    return any(name not in seen for _, name in _completions(frame))
+
+
 def _identity(frame: Frame) -> str:
     """The identity of the scalar a closed frame wrote (see :func:`._jsonunique.identity`)."""
     if frame.kind == "str":
@@ -659,6 +703,8 @@ def _completions(frame: Frame) -> Iterator[Candidate]:
     if node.enum is not None:  # a string enum
         return iter(sorted((len(e) - _typed(frame) + 1, identity(f'"{e}"'))
                            for e in node.enum if e.startswith(_prefix(frame))))
+    if node.pattern is not None:
+        return _pattern_completions(node.pattern, frame)
     text, phase = frame.text, frame.phase
     if phase == "esc":
         plain = ((2, identity(f'"{text}\\{letter}"')) for letter in '"\\/bfnrt')
@@ -670,6 +716,17 @@ def _completions(frame: Frame) -> Iterator[Candidate]:
                 for hexes in itertools.product("0123456789abcdef", repeat=missing))
     return itertools.chain([(1, identity(f'"{text}"'))],
                            ((2, identity(f'"{text}{c}"')) for c in plain_chars()))
+
+
+def _pattern_completions(pattern: Pattern, frame: Frame) -> Iterator[Candidate]:
+    """:func:`_completions` of a ``pattern`` string: the pattern's own completions, after
+    the escape being written if any (its letter costs one more character)."""
+    written = "s" + _decoded(frame.text)
+    if frame.phase != "esc":
+        return ((cost + 1, written + rest) for cost, rest in pattern.completions(frame.rx))
+    streams = [((1 + cost + 1, written + char + rest) for cost, rest in pattern.completions(after))
+               for char in _DECODED.values() if (after := pattern.step(frame.rx, char)) is not None]
+    return heapq.merge(*streams, key=lambda candidate: candidate[0])
 
 
 def _number_done(frame: Frame) -> bool:

@@ -3,8 +3,10 @@ are supported, the identity of an item's value, and the fewest characters of ite
 distinct from those an array already has.
 
 Supported items are scalars whose cheapest distinct values can be listed in order of
-length: free strings, free integers, booleans, ``null``, ``enum`` / ``const`` sets of
-scalars, and ``anyOf`` of those. Values are equal as JSON Schema has it: ``1`` and
+length: free strings, strings of a ``pattern`` or ``format`` or with lengths (their
+automaton lists its texts cheapest first, :meth:`._regexfsm.Pattern.completions`), free
+integers, booleans, ``null``, ``enum`` / ``const`` sets of scalars, and ``anyOf`` of
+those. Values are equal as JSON Schema has it: ``1`` and
 ``1.0`` are one number, a string is its decoded characters.
 """
 
@@ -49,7 +51,7 @@ def supported(node: Node) -> bool:
     """Whether :func:`values` can list the node's values cheapest first."""
     kind = node.kind
     if kind == "string":
-        return node.enum is not None or (node.pattern is None and node.lengths == (0, None))
+        return node.enum is not None or node.pattern is not None or node.lengths == (0, None)
     if kind == "literal":
         return all(not isinstance(json.loads(v), (list, dict)) for v in node.literals)
     if kind == "integer":
@@ -85,6 +87,9 @@ def values(node: Node) -> Iterator[Candidate]:
     kind = node.kind
     if kind == "string" and node.enum is not None:
         stream: Iterable[Candidate] = sorted((len(e) + 2, identity(f'"{e}"')) for e in node.enum)
+    elif kind == "string" and node.pattern is not None:
+        pattern = node.pattern
+        stream = ((cost + 2, "s" + text) for cost, text in pattern.completions(pattern.start()))
     elif kind == "string":
         stream = itertools.chain([(2, "s")], ((3, "s" + c) for c in plain_chars()))
     elif kind == "literal":

@@ -35,8 +35,9 @@ those accept (a Unicode digit for ``\\d``) are never written.
 from __future__ import annotations
 
 import heapq
+import itertools
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 __all__ = ["JSON_COST", "PLAIN_COST", "Pattern", "RegexError"]
@@ -396,6 +397,9 @@ class Pattern:
         self._ids: dict[tuple[frozenset[int], int], int] = {}
         self._steps: dict[tuple[int, str], int | None] = {}
         self._lefts: dict[int, float] = {}
+        self._cells: dict[int, list[tuple[int, int, Ranges]]] = {}
+        self._listed: dict[int, tuple[list[tuple[int, str]], Iterator[tuple[int, str]]]] = {}
+        self._accepting: dict[int, bool] = {}
         self._start = self._intern(self._closure({begin}, at_start=True), 0)
         if self.left(self._start) == _INF:
             raise RegexError(f"no text of writable characters within lengths {lengths} "
@@ -572,8 +576,12 @@ class Pattern:
 
     def accepting(self, state: int) -> bool:
         """Whether the text so far matches."""
-        nodes, count = self._states[state]
-        return count >= self.lengths[0] and any(self._tail[node] for node in nodes)
+        found = self._accepting.get(state)
+        if found is None:
+            nodes, count = self._states[state]
+            found = self._accepting[state] = count >= self.lengths[0] and any(
+                self._tail[node] for node in nodes)
+        return found
 
     def left(self, state: int) -> float:
         """The fewest output characters that finish a match (``inf``: none can)."""
@@ -594,6 +602,78 @@ class Pattern:
             return True
         return not any(weight < _INF and self._left.get((target, after), _INF) < _INF
                        for node in nodes for weight, target in self._weights[node])
+
+    def completions(self, state: int) -> Iterator[tuple[int, str]]:
+        """The texts that finish a match from ``state``, each with the output characters
+        it costs, cheapest first, each once (lazily; without end for an unbounded
+        pattern). Those listed once are kept per state, for the next caller."""
+        listed = self._listed.get(state)
+        if listed is None:
+            listed = self._listed[state] = ([], self._search(state))
+        found, search = listed
+        for index in itertools.count():
+            if index == len(found):
+                following = next(search, None)
+                if following is None:
+                    return
+                found.append(following)
+            yield found[index]
+
+    def _search(self, state: int) -> Iterator[tuple[int, str]]:
+        """:meth:`completions` by a best-first search whose estimate, :meth:`left`, is
+        exact, going depth first among equal estimates, so it walks straight down to the
+        next cheapest text; the characters of one step that lead to the same state at the
+        same cost are taken one at a time (texts of equal cost come in no promised
+        order)."""
+        order = itertools.count(0, -1)  # among equal estimates the latest first: depth first
+        # (estimate, tie, cost so far, text, state, characters still to try or None)
+        heap: list[tuple[float, int, int, str, int, Iterator[str] | None]] = [
+            (self.left(state), next(order), 0, "", state, None)]
+        while heap:
+            estimate, _, spent, text, at, chars = heapq.heappop(heap)
+            if chars is not None:  # a step: its next character, and the step again
+                char = next(chars, None)
+                if char is not None:
+                    heapq.heappush(heap, (estimate, next(order), spent, text, at, chars))
+                    heapq.heappush(heap, (estimate, next(order), spent, text + char, at, None))
+                continue
+            if at < 0:  # a finished text
+                yield spent, text
+                continue
+            if self.accepting(at):
+                heapq.heappush(heap, (spent, next(order), spent, text, -1, None))
+            for cost, target, ranges in self._steps_from(at):
+                heapq.heappush(heap, (spent + cost + self.left(target), next(order),
+                                      spent + cost, text, target, _each(ranges)))
+
+    def _steps_from(self, state: int) -> list[tuple[int, int, Ranges]]:
+        """Where ``state`` steps: per (cost, next state), the characters that go there."""
+        found = self._cells.get(state)
+        if found is not None:
+            return found
+        nodes, count = self._states[state]
+        after = self._next_count(count)
+        moves = [] if after is None else [
+            move for node in nodes for move in self._moves[node]]
+        cuts = {0, MAX_CODE + 1}
+        for ranges in [r for r, _ in moves] + [r for r, _ in self._cost_table]:
+            for low, high in ranges:
+                cuts.update((low, high + 1))
+        edges = sorted(cuts)
+        groups: dict[tuple[frozenset[int], float], list[tuple[int, int]]] = {}
+        for low, high in itertools.pairwise(edges):
+            targets = frozenset(t for ranges, t in moves if _contains(ranges, low))
+            cost = self._cost(((low, low),))
+            if targets and cost < _INF:
+                groups.setdefault((targets, cost), []).append((low, high - 1))
+        found = []
+        for (targets, cost), chars in groups.items():
+            assert after is not None
+            target = self._intern(self._closure(targets, at_start=False), after)
+            if self.left(target) < _INF:
+                found.append((int(cost), target, tuple(chars)))
+        self._cells[state] = found
+        return found
 
     def matches(self, text: str) -> bool:
         """Whether the automaton writes ``text`` (and it matches)."""
@@ -620,6 +700,10 @@ def _span(tree: Any) -> tuple[int, int | None]:
     if high == 0:
         return 0, 0
     return least * low, None if most is None or high is None else most * high
+
+
+def _each(ranges: Ranges) -> Iterator[str]:
+    return (chr(code) for low, high in ranges for code in range(low, high + 1))
 
 
 def _contains(ranges: Ranges, code: int) -> bool:

@@ -169,3 +169,31 @@ def test_first_character_mask_drops_only_refused_tokens(schema: dict[str, Any], 
         if not options:
             break
         guide.state = constraint.feed(guide.state, rng.choice(options))
+
+
+def test_a_missed_budget_is_not_searched_again() -> None:
+    """When no token keeps the text finishable within ``max_tokens`` (the budget was set
+    too low for the schema), the best valid token is taken and, from then on, the text
+    is only kept valid: later steps take the model's favourite valid token instead of
+    checking the whole vocabulary for one within the budget again."""
+    import torch
+    from aieng_transformers._constrain import Guide, JsonConstraint
+
+    texts: list[str | None] = [*"abcdefghij", '"', None]
+    guide = Guide(JsonConstraint({"type": "string", "minLength": 8}), texts,
+                  frozenset({len(texts) - 1}))
+    logits = torch.arange(len(texts), dtype=torch.float32).flip(0)  # "a" first, then "b"…
+    assert guide.choose(logits, temperature=0.0, top_k=None, top_p=1.0, generator=None,
+                        left=50) == 10  # the opening quote: the only valid token
+    guide.advance(10)
+    before = guide.checks
+    # 3 tokens left after this one, 9 characters still needed: no token is within budget
+    assert guide.choose(logits, temperature=0.0, top_k=None, top_p=1.0, generator=None,
+                        left=3) == 0
+    # every letter checked (the quote is ruled out by its first character alone)
+    assert guide.over_budget and guide.checks - before == len("abcdefghij")
+    guide.advance(0)
+    before = guide.checks
+    assert guide.choose(logits, temperature=0.0, top_k=None, top_p=1.0, generator=None,
+                        left=2) == 0
+    assert guide.checks - before == 1  # the favourite, valid, is taken at once

@@ -4,6 +4,7 @@ cases and refusals."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import string
@@ -94,6 +95,35 @@ def test_every_valid_document_is_accepted(data: st.DataObject, schema: dict[str,
     after = machine.feed(machine.start(), mutated)
     if after is not None and machine.accepting(after):
         validate(json.loads(mutated), schema)
+
+
+@settings(max_examples=100, deadline=None)
+@given(schema=SCHEMAS, seed=st.integers(0, 2**32 - 1), cuts=st.lists(st.integers(1, 6),
+                                                                   min_size=1, max_size=30))
+def test_feeding_a_text_whole_is_feeding_it_char_by_char(schema: dict[str, Any], seed: int,
+                                                         cuts: list[int]) -> None:
+    """A token's text fed at once (the fast path of a run of plain characters inside a
+    ``pattern`` string included) reaches the state its characters reach one by one: on a
+    random document cut into pieces, and on pieces with one character changed."""
+    machine = JsonMachine(schema)
+    rng = random.Random(seed)
+    text = walk(machine, rng, 8)
+    pieces, at = [], 0
+    for size in itertools.cycle(cuts):
+        if at >= len(text):
+            break
+        pieces.append(text[at:at + size])
+        at += size
+    whole: Any = machine.start()
+    for piece in pieces:
+        changed = piece[:-1] + rng.choice(ALPHABET)
+        single: Any = whole
+        for char in changed:
+            single = None if single is None else machine.feed(single, char)
+        assert machine.feed(whole, changed) == single, changed
+        whole = machine.feed(whole, piece)
+        assert whole is not None
+    assert machine.accepting(whole)
 
 
 def test_a_pydantic_style_schema() -> None:

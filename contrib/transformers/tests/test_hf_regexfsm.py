@@ -195,3 +195,59 @@ def test_bounds_the_pattern_keeps_are_not_counted() -> None:
         Pattern(r"[a-z]+", lengths=(0, 10**6))  # unbounded: every length would be counted
     tight = Pattern(r"[a-z]{1,5}", lengths=(2, 3))  # bounds inside the pattern's: kept
     assert [tight.matches(t) for t in ("a", "ab", "abc", "abcd")] == [False, True, True, False]
+
+
+#: Patterns over ``a`` and ``b`` only, whose every completion brute force can list.
+SMALL = st.recursive(st.sampled_from(["a", "b", "[ab]", "(?:)"]), _extend,
+                     max_leaves=5).flatmap(lambda p: st.sampled_from([p, f"^{p}$", f"a|{p}"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(source=SMALL, prefix=st.text("ab", max_size=3), lengths=LENGTHS)
+def test_completions_list_every_text_cheapest_first(source: str, prefix: str,
+                                                    lengths: tuple[int, int | None]) -> None:
+    """``completions`` (what lists the values of distinct items) gives exactly the texts
+    that finish a match — brute force over the alphabet up to 5 characters — each once,
+    cheapest first; and the same again when asked twice (it keeps what it listed)."""
+    try:
+        pattern = Pattern(source, lengths=lengths)
+    except RegexError:
+        return
+    state = pattern.feed(pattern.start(), prefix)
+    if state is None:
+        return
+    listed = list(itertools.takewhile(lambda c: c[0] <= 5, pattern.completions(state)))
+    costs = [cost for cost, _ in listed]
+    assert costs == sorted(costs) and all(cost == len(text) for cost, text in listed)
+    assert len({text for _, text in listed}) == len(listed)
+    assert {text for _, text in listed} == {
+        tail for n in range(6) for tail in map("".join, itertools.product("ab", repeat=n))
+        if _python(source, prefix + tail, False, lengths)}
+    if listed:
+        assert costs[0] == pattern.left(state)
+    assert list(itertools.islice(pattern.completions(state), len(listed))) == listed
+
+
+_JSON_TWO = frozenset('"\\\b\f\n\r\t')
+
+
+@settings(max_examples=150, deadline=None)
+@given(source=PATTERNS, prefix=st.text(ALPHABET, max_size=3), search=st.booleans())
+def test_completions_in_json_cost(source: str, prefix: str, search: bool) -> None:
+    """On any pattern of the subset (classes, ``.``, complements, searched or whole) the
+    first 25 completions inside a JSON string are distinct texts that finish a match,
+    each costing its output characters (an escape two), cheapest first from ``left``."""
+    try:
+        pattern = Pattern(source, search=search, cost=JSON_COST)
+    except RegexError:
+        return
+    state = pattern.feed(pattern.start(), prefix)
+    if state is None:
+        return
+    listed = list(itertools.islice(pattern.completions(state), 25))
+    assert listed and listed[0][0] == pattern.left(state)
+    assert [c for c, _ in listed] == sorted(c for c, _ in listed)
+    assert len({text for _, text in listed}) == len(listed)
+    for cost, text in listed:
+        assert cost == sum(2 if c in _JSON_TWO else 1 for c in text)
+        assert _python(source, prefix + text, search, (0, None)), text
