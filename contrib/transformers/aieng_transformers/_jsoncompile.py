@@ -28,7 +28,8 @@ _ANNOTATIONS = frozenset({"title", "description", "$schema", "$id", "$comment", 
 _BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
 _KEYWORDS = {
     "object": frozenset({"type", "properties", "required", "additionalProperties",
-                         "minProperties", "maxProperties"}),
+                         "minProperties", "maxProperties", "propertyNames",
+                         "patternProperties"}),
     "array": frozenset({"type", "items", "prefixItems", "minItems", "maxItems",
                         "uniqueItems"}),
     "string": frozenset({"type", "enum", "const", "minLength", "maxLength", "format",
@@ -60,6 +61,7 @@ class Node:
         "lengths",
         "literals",
         "min_chars",
+        "names",
         "pattern",
         "prefix",
         "properties",
@@ -76,8 +78,13 @@ class Node:
                  literals: tuple[str, ...] = (), branches: tuple[Node, ...] = (),
                  prefix: tuple[Node, ...] = (), tags: dict[str, Node] | None = None,
                  key: str = "", pattern: Pattern | None = None,
-                 shape: frozenset[str] | None = None, unique: bool = False) -> None:
+                 shape: frozenset[str] | None = None, unique: bool = False,
+                 names: Node | None = None) -> None:
         self.kind = kind
+        #: ``map``: the schema of its keys (``propertyNames``, or the one pattern of
+        #: ``patternProperties``): a string node whose values :mod:`._jsonunique` lists;
+        #: ``None``: any non-empty key.
+        self.names = names
         #: An array of distinct items (``uniqueItems``; see :mod:`._jsonunique`).
         self.unique = unique
         #: ``ref`` (a recursive reference, while its target compiles): the characters its
@@ -182,6 +189,12 @@ class Node:
         if self.kind == "map":
             assert self.items is not None
             least = self.lengths[0]
+            if self.names is not None:  # the cheapest distinct keys of the key schema
+                keys = cheapest(self.names, frozenset(), least)
+                if len(keys) < least:
+                    return NEVER
+                return 2 + sum(c for c, _ in keys) + least * (1 + self.items.min_chars) \
+                    + max(least - 1, 0)
             return 2 + least * (4 + self.items.min_chars) + max(least - 1, 0)  # "k":v
         if self.kind == "any":
             return 1
@@ -302,11 +315,8 @@ class _Compiler:
         if not isinstance(unique, bool):
             raise SchemaError(f"{where}/uniqueItems: must be true or false")
         items = self.node(rest, f"{where}/items")
-        if unique and items.kind == "string" and items.enum is None and items.pattern is None \
-                and items.lengths != (0, None):  # bounded: listed by an automaton of them
-            items = Node("string", lengths=items.lengths,
-                         pattern=_pattern({"pattern": ""}, items.lengths, f"{where}/items"))
         if unique:
+            items = _listable(items, f"{where}/items")
             if prefix:
                 raise SchemaError(f"{where}: 'uniqueItems' beside 'prefixItems' is not "
                                   "supported")
@@ -320,14 +330,49 @@ class _Compiler:
         return Node("array", items=items, lengths=(least, most), prefix=prefix,
                     unique=unique)
 
+    def names(self, schema: Mapping[str, Any], named: bool,
+              where: str) -> tuple[Node | None, Any]:
+        """A map's key schema and value schema from ``patternProperties`` (one pattern,
+        alone: keys match it, values are its schema) or ``propertyNames`` (a string
+        schema of the keys, beside ``additionalProperties``)."""
+        if "patternProperties" in schema:
+            raw = schema["patternProperties"]
+            if named or "propertyNames" in schema or schema.get(
+                    "additionalProperties", False) is not False:
+                raise SchemaError(f"{where}: 'patternProperties' is supported alone (a map "
+                                  "whose keys match its pattern), not beside 'properties', "
+                                  "'additionalProperties' or 'propertyNames'")
+            if not isinstance(raw, Mapping) or len(raw) != 1:
+                raise SchemaError(f"{where}/patternProperties: one pattern is supported")
+            ((source, values),) = raw.items()
+            keys = Node("string", pattern=_pattern({"pattern": source}, (0, None),
+                                                   f"{where}/patternProperties"))
+            return keys, values
+        if named:
+            raise SchemaError(f"{where}: 'propertyNames' beside 'properties' is not supported")
+        raw = schema["propertyNames"]
+        if isinstance(raw, Mapping) and not {"type", "$ref", "enum", "const"} & set(raw):
+            raw = {"type": "string", **raw}  # a key is a string: its schema may not say so
+        keys = _listable(self.node(raw, f"{where}/propertyNames"), f"{where}/propertyNames")
+        if keys.kind != "string":
+            raise SchemaError(f"{where}/propertyNames: must be a schema of strings")
+        free = keys.enum is None and keys.pattern is None
+        return None if free else keys, schema.get("additionalProperties", True)
+
     def object(self, schema: Mapping[str, Any], where: str) -> Node:
         named = "properties" in schema or "required" in schema
         # beside named keys no other is written; a bare object is any object (a map)
         extra = schema.get("additionalProperties", not named)
         counts = _lengths(schema, "minProperties", "maxProperties", where)
+        names = None
+        if "patternProperties" in schema or "propertyNames" in schema:
+            names, extra = self.names(schema, named, where)
         if extra is not False and not named:
-            return Node("map", items=self.node(extra, f"{where}/additionalProperties"),
-                        lengths=counts)
+            items = self.node(extra, f"{where}/additionalProperties")
+            if names is not None and len(cheapest(names, frozenset(), counts[0])) < counts[0]:
+                raise SchemaError(f"{where}: 'minProperties' {counts[0]} needs more distinct "
+                                  "keys than the key schema has")
+            return Node("map", items=items, lengths=counts, names=names)
         if counts != (0, None):
             raise SchemaError(f"{where}: 'minProperties' / 'maxProperties' are supported on "
                               "maps ('additionalProperties' a schema) only")
@@ -553,6 +598,17 @@ def _lengths(schema: Mapping[str, Any], low_word: str, high_word: str,
     if high is not None and high < low:
         raise SchemaError(f"{where}: {high_word} {high} is below {low_word} {low}")
     return low, high
+
+
+def _listable(node: Node, where: str) -> Node:
+    """A string with lengths but no pattern as the automaton of any text within them, whose
+    values :mod:`._jsonunique` can list (the items of a set, the keys of a map); any other
+    node as it is."""
+    if node.kind == "string" and node.enum is None and node.pattern is None \
+            and node.lengths != (0, None):
+        return Node("string", lengths=node.lengths,
+                    pattern=_pattern({"pattern": ""}, node.lengths, where))
+    return node
 
 
 def _pattern(schema: Mapping[str, Any], lengths: tuple[int, int | None],

@@ -17,7 +17,10 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   order, each at most once. Or, without ``properties``, ``additionalProperties`` a
   schema (or ``true``): a map of free string keys to values of it (``dict[str, X]``;
   keys non-empty and distinct, compared decoded), with ``minProperties`` /
-  ``maxProperties``; a bare ``{"type": "object"}`` is a map of any values.
+  ``maxProperties``; its keys may have a string schema — ``propertyNames`` (an
+  ``enum``, a ``pattern``, a ``format``, lengths), or the one pattern of a lone
+  ``patternProperties`` (whose schema is the values') — written and kept distinct as
+  the items of a set; a bare ``{"type": "object"}`` is a map of any values.
 - ``{}`` / ``true`` (Pydantic's ``Any``): any JSON value.
 - arrays: ``items`` (one schema for every item), ``prefixItems`` (one schema per
   leading item: tuples; ``items`` then covers the rest, ``false`` for none, absent for
@@ -71,7 +74,7 @@ from ._jsoncompile import (
     SchemaError,
     compile_schema,
 )
-from ._jsonunique import NEVER, Candidate, identity, integers, joint, plain_chars
+from ._jsonunique import NEVER, Candidate, cheapest, identity, integers, joint, plain_chars
 from ._regexfsm import Pattern
 
 __all__ = ["MAX_NUMBER_CHARS", "JsonMachine", "SchemaError", "compile_schema"]
@@ -244,6 +247,8 @@ class JsonMachine:
                 if phase == "comma" and c == " ":
                     return (*rest, top._replace(phase="comma_sp"))
                 if c == '"' and more:
+                    if kind == "map" and node.names is not None:  # a string of the key schema
+                        return self._begin(stack, node.names, c)
                     # a named key is tracked against the properties; a map's (or an open
                     # object's) is any new string
                     named = kind == "obj" and node.items is None
@@ -399,7 +404,12 @@ class JsonMachine:
         rest = stack[:-1]
         if parent.kind == "root":
             return (*rest, parent._replace(phase="done"))
-        if parent.kind == "map":  # a value closed (keys close in _map_key)
+        if parent.kind == "map" and parent.phase != "in":  # a key of the key schema closed
+            assert item is not None
+            name = _identity(item)  # (such a map's ``seen`` holds identities)
+            return None if name in parent.seen else (
+                *rest, parent._replace(phase="colon", key=name))
+        if parent.kind == "map":  # a value closed (free keys close in _map_key)
             return (*rest, parent._replace(phase="after", seen=parent.seen | {parent.key},
                                            key=""))
         if parent.kind == "arr":
@@ -517,6 +527,8 @@ class JsonMachine:
                 whole = phase == "" and (not frame.text
                                          or bool(seen) and _decoded(frame.text) in seen)
                 total += 1 + _escape_left(phase) + whole
+            elif kind == "map" and node is not None and node.names is not None:
+                total += _named_map_left(state, depth)
             elif kind == "map":
                 assert node is not None and node.items is not None
                 value, least, done = node.items.min_chars, node.lengths[0], len(frame.seen)
@@ -594,6 +606,40 @@ def _value_of(node: Node, key: str) -> Node:
     return found
 
 
+def _named_map_left(state: State, depth: int) -> int:
+    """:meth:`JsonMachine._min_chars` of a map with a key schema (frame ``depth`` of
+    ``state``): the key in hand if any, the entries still needed (their keys the cheapest
+    distinct ones of the key schema), each a colon and the fewest characters of a value,
+    the commas, the brace."""
+    frame = state[depth]
+    node = frame.node
+    assert node is not None and node.names is not None and node.items is not None
+    value, least, done, phase = node.items.min_chars, node.lengths[0], len(frame.seen), \
+        frame.phase
+
+    def entries(count: int, taken: frozenset[str]) -> int:  # keys, colons, values
+        found = cheapest(node.names, taken, count)  # type: ignore[arg-type]
+        if len(found) < count:
+            return NEVER
+        return sum(cost for cost, _ in found) + count * (1 + value)
+
+    if phase in ("open", "comma", "comma_sp"):
+        if depth < len(state) - 1:  # its key is being written: it and those still needed
+            left = max(least - done - 1, 0)
+            return joint(_completions(state[depth + 1]), node.names, frame.seen, left) \
+                + (left + 1) * (1 + value) + left + 1
+        need = max(least - done, 0 if phase == "open" else 1)
+        return entries(need, frame.seen) + max(need - 1, 0) + 1
+    taken = frame.seen | {frame.key} if phase != "after" else frame.seen
+    after = max(least - done - (phase != "after"), 0)  # entries after the one in hand
+    rest = entries(after, taken) + after + 1
+    if phase == "colon":
+        return 1 + value + rest
+    if phase in ("value", "value_sp"):
+        return value + rest
+    return rest  # "in" (the value's own frame counts itself) or "after"
+
+
 def _open_key(frame: Frame, obj: Frame) -> int:
     """The fewest characters that finish an open object from a key being written: close
     the key as it is, grow it into a named key not written yet, or into a new other key
@@ -663,9 +709,15 @@ def _choices(stack: State) -> tuple[str, ...]:
 
 
 def _distinct_items(frame: Frame) -> bool:
-    """Whether ``frame`` is an array of distinct items writing one."""
-    return frame.kind == "arr" and frame.phase == "in" and frame.node is not None \
-        and frame.node.unique
+    """Whether ``frame`` is an array of distinct items writing one, or a map writing a key
+    of its key schema (distinct from its other keys the same way)."""
+    node = frame.node
+    if node is None:
+        return False
+    if frame.kind == "arr":
+        return frame.phase == "in" and node.unique
+    return frame.kind == "map" and node.names is not None \
+        and frame.phase in ("open", "comma", "comma_sp")
 
 
 def _fresh(frame: Frame, seen: frozenset[str]) -> bool:

@@ -71,7 +71,10 @@ def strict(schema: Any) -> Any:
     out = dict(schema)
     if "properties" in out:
         out["properties"] = {k: strict(v) for k, v in out["properties"].items()}
-    if "additionalProperties" in out:  # a map, or an open object
+    if "patternProperties" in out:  # a map of keys matching the pattern, and no other
+        out["patternProperties"] = {k: strict(v) for k, v in out["patternProperties"].items()}
+        out["additionalProperties"] = False
+    elif "additionalProperties" in out:  # a map, or an open object
         out["additionalProperties"] = strict(out["additionalProperties"])
     elif "properties" in out:
         out["additionalProperties"] = False
@@ -150,10 +153,17 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
         st.just({"type": ["integer", "boolean"]}),
         st.just({"type": ["number", "null"], "minimum": 0}),
         children.map(lambda x: {"type": ["array", "null"], "items": x}))
-    maps = st.tuples(children, st.sampled_from([{}, {"minProperties": 1},
-                                                 {"minProperties": 1, "maxProperties": 2},
-                                                 {"minProperties": 2}, {"maxProperties": 0}])).map(
-        lambda t: {"type": "object", "additionalProperties": t[0], **t[1]})
+    counts = st.sampled_from([{}, {"minProperties": 1}, {"minProperties": 1, "maxProperties": 2},
+                              {"minProperties": 2}, {"maxProperties": 0}])
+    names = st.sampled_from([{}, {"propertyNames": {"format": "date"}},
+                             {"propertyNames": {"enum": ["a", "b", 'c"']}},
+                             {"propertyNames": {"maxLength": 2}},
+                             {"propertyNames": {"pattern": "^[ab]+$", "maxLength": 3}}])
+    maps = st.tuples(children, counts, names).map(
+        lambda t: {"type": "object", "additionalProperties": t[0], **t[1], **t[2]})
+    patterned_maps = st.tuples(children, counts, st.sampled_from(["^[a-c]{1,3}$", "x", "^k"])
+                               ).map(lambda t: {"type": "object",
+                                                "patternProperties": {t[2]: t[0]}, **t[1]})
     tuples = st.tuples(st.lists(children, min_size=1, max_size=3),
                        st.sampled_from(["pydantic", "closed", "open", "more"])).map(
         lambda t: {"type": "array", "prefixItems": t[0],
@@ -171,8 +181,8 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
     distinct = st.tuples(children, st.integers(0, 3), st.integers(0, 2)).map(
         lambda t: {"type": "array", "items": t[0], "uniqueItems": True, "minItems": t[1],
                    "maxItems": t[1] + t[2]})
-    return st.one_of(objects, arrays, bounded_arrays, optional, typed, maps, tuples, tagged,
-                     keyed, distinct, wrapped, open_objects)
+    return st.one_of(objects, arrays, bounded_arrays, optional, typed, maps, patterned_maps,
+                     tuples, tagged, keyed, distinct, wrapped, open_objects)
 
 
 def _compiles(schema: dict[str, Any]) -> bool:
@@ -265,7 +275,7 @@ def writable(value: Any) -> bool:
     if isinstance(value, list):
         return all(writable(v) for v in value)
     if isinstance(value, dict):
-        return all(writable(v) for v in value.values())
+        return all(writable(k) and writable(v) for k, v in value.items())
     return all(" " <= c <= "~" for c in value)  # ASCII strings: no \u escapes needed
 
 
@@ -290,6 +300,14 @@ def _lists(items: st.SearchStrategy[Any], least: int, most: int,
                     unique_by=(lambda v: json.dumps(v, sort_keys=True)) if unique else None)
 
 
+def _maps(schema: dict[str, Any], keys: st.SearchStrategy[str],
+          values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    least = schema.get("minProperties", 0)
+    if values is CUT:
+        return st.just({}) if least == 0 else CUT
+    return st.dictionaries(keys, values, min_size=least, max_size=schema.get("maxProperties", 3))
+
+
 def documents(schema: Any, root: dict[str, Any], depth: int = 0) -> st.SearchStrategy[Any]:
     """Values meant to be valid against ``schema``, read from the raw schema (not from the
     automaton's compiled form); the test keeps those jsonschema says are valid. ``$ref``
@@ -298,13 +316,16 @@ def documents(schema: Any, root: dict[str, Any], depth: int = 0) -> st.SearchStr
         return CUT
     if schema is True or not set(schema) - {"title", "description", "$defs"}:
         return ANY_VALUE
+    if "patternProperties" in schema:  # one pattern: a map of keys matching it
+        ((source, value_schema),) = schema["patternProperties"].items()
+        keys = st.from_regex(source, alphabet=st.characters(min_codepoint=32,
+                                                            max_codepoint=126))
+        return _maps(schema, keys, documents(value_schema, root, depth))
     if "additionalProperties" in schema and "properties" not in schema:
-        values = documents(schema["additionalProperties"], root, depth)
-        least = schema.get("minProperties", 0)
-        if values is CUT:
-            return st.just({}) if least == 0 else CUT
-        return st.dictionaries(KEYS, values, min_size=least,
-                               max_size=schema.get("maxProperties", 3))
+        keys = KEYS if "propertyNames" not in schema else documents(
+            {"type": "string", **schema["propertyNames"]}, root, depth).filter(
+                lambda k: isinstance(k, str))
+        return _maps(schema, keys, documents(schema["additionalProperties"], root, depth))
     if "$ref" in schema:
         return documents(root["$defs"][schema["$ref"].rsplit("/", 1)[1]], root, depth + 1)
     if "allOf" in schema:  # one schema (the generator writes no other)

@@ -250,6 +250,62 @@ def test_sets_of_patterned_formatted_and_bounded_strings() -> None:
     assert accepts(quoted, '["a","\\""]') and not accepts(quoted, '["a"]')
 
 
+def test_maps_with_a_key_schema() -> None:
+    """Dictionaries whose keys Pydantic constrains (``propertyNames``: ``dict[Enum, X]``,
+    ``dict[Literal[...], X]``, ``dict[UUID, X]``, ``dict[date, X]``, keys with lengths;
+    ``patternProperties``: keys with a pattern): every key is a value of its schema, no
+    key twice (a prefix that can only repeat a key is refused at once), and the fewest
+    characters count the cheapest distinct keys."""
+    import datetime
+    import enum
+    import uuid
+    from typing import Annotated, Literal
+
+    from pydantic import BaseModel, Field, StringConstraints
+
+    class Color(str, enum.Enum):
+        red = "red"
+        blue = "blue"
+
+    class Maps(BaseModel):
+        by_color: dict[Color, int] = Field(min_length=2)
+        by_name: dict[Literal["x", "yy"], bool]
+        by_id: dict[uuid.UUID, str]
+        by_day: dict[datetime.date, int] = Field(min_length=1)
+        short: dict[Annotated[str, StringConstraints(max_length=2)], None]
+        scores: dict[Annotated[str, StringConstraints(pattern=r"^[a-z]+$")], int] = Field(
+            min_length=3, max_length=4)
+
+    machine, _, maps = model_walks(Maps, seed=5, slack=40, count=30)
+    assert all(len(m.scores) >= 3 and len(m.by_color) == 2 for m in maps)
+    shortest = ('{"by_color":{"red":0,"blue":0},"by_name":{},"by_id":{},'
+                '"by_day":{"2024-01-01":0},"short":{},"scores":{"a":0,"b":0,"c":0}}')
+    assert machine.min_chars(machine.start()) == len(shortest)
+    assert accepts(machine, shortest)
+    one = str(uuid.UUID(int=7))
+    assert accepts(machine, shortest.replace('"by_id":{}', f'"by_id":{{"{one}":"a"}}'))
+    assert machine.feed(machine.start(), f'{{"by_id":{{"{one}":"a","{one}"') is None
+    for bad in ('{"by_color":{"green"', '{"by_color":{"red":1,"red"', '{"by_day":{"2023-02-29',
+                '{"scores":{"A', '{"scores":{"a":1,"a"', '{"short":{"abc'):
+        assert machine.feed(machine.start(), bad) is None, bad
+    state = machine.feed(machine.start(), '{"by_color":{"red":1,"')
+    assert state is not None
+    rest = (',"by_name":{},"by_id":{},"by_day":{"2024-01-01":0},"short":{},'
+            '"scores":{"a":0,"b":0,"c":0}}')
+    assert machine.min_chars(state) == len('blue":0}') + len(rest)  # "red" is taken
+    for schema, message in (
+            ({"type": "object", "patternProperties": {"a": {}, "b": {}}}, "one pattern"),
+            ({"type": "object", "properties": {"a": {}}, "propertyNames": {"maxLength": 2}},
+             "beside 'properties'"),
+            ({"type": "object", "patternProperties": {"a": {}},
+              "additionalProperties": {"type": "integer"}}, "alone"),
+            ({"type": "object", "propertyNames": {"type": "integer"}}, "strings"),
+            ({"type": "object", "propertyNames": {"enum": ["a"]}, "minProperties": 2},
+             "distinct keys")):
+        with pytest.raises(SchemaError, match=message):
+            JsonMachine(schema)
+
+
 def test_unions_told_apart_by_a_key_of_their_own() -> None:
     """Objects without a discriminator, each requiring a key no other alternative has
     (Pydantic's ``Success | Failure``): that key is written first and picks the object;
