@@ -156,6 +156,15 @@ class Node:
             return sum(c for c, _ in found) if len(found) == count else NEVER
         return sum(self.item(i).min_chars for i in range(start, start + count))
 
+    def entries_cost(self, count: int, taken: frozenset[str] = frozenset()) -> int:
+        """The fewest characters of ``count`` entries (``key:value``, without the commas)
+        of a map with a key schema: the cheapest distinct keys not in ``taken``."""
+        assert self.names is not None and self.items is not None
+        found = cheapest(self.names, taken, count)
+        if len(found) < count:
+            return NEVER
+        return sum(c for c, _ in found) + count * (1 + self.items.min_chars)
+
     @property
     def counts(self) -> bool:
         """Whether an array's frames count their items (bounds or a prefix need it)."""
@@ -189,12 +198,8 @@ class Node:
         if self.kind == "map":
             assert self.items is not None
             least = self.lengths[0]
-            if self.names is not None:  # the cheapest distinct keys of the key schema
-                keys = cheapest(self.names, frozenset(), least)
-                if len(keys) < least:
-                    return NEVER
-                return 2 + sum(c for c, _ in keys) + least * (1 + self.items.min_chars) \
-                    + max(least - 1, 0)
+            if self.names is not None:
+                return 2 + self.entries_cost(least) + max(least - 1, 0)
             return 2 + least * (4 + self.items.min_chars) + max(least - 1, 0)  # "k":v
         if self.kind == "any":
             return 1

@@ -74,7 +74,7 @@ from ._jsoncompile import (
     SchemaError,
     compile_schema,
 )
-from ._jsonunique import NEVER, Candidate, cheapest, identity, integers, joint, plain_chars
+from ._jsonunique import NEVER, Candidate, identity, integers, joint, plain_chars
 from ._regexfsm import Pattern
 
 __all__ = ["MAX_NUMBER_CHARS", "JsonMachine", "SchemaError", "compile_schema"]
@@ -616,23 +616,16 @@ def _named_map_left(state: State, depth: int) -> int:
     assert node is not None and node.names is not None and node.items is not None
     value, least, done, phase = node.items.min_chars, node.lengths[0], len(frame.seen), \
         frame.phase
-
-    def entries(count: int, taken: frozenset[str]) -> int:  # keys, colons, values
-        found = cheapest(node.names, taken, count)  # type: ignore[arg-type]
-        if len(found) < count:
-            return NEVER
-        return sum(cost for cost, _ in found) + count * (1 + value)
-
     if phase in ("open", "comma", "comma_sp"):
         if depth < len(state) - 1:  # its key is being written: it and those still needed
             left = max(least - done - 1, 0)
             return joint(_completions(state[depth + 1]), node.names, frame.seen, left) \
                 + (left + 1) * (1 + value) + left + 1
         need = max(least - done, 0 if phase == "open" else 1)
-        return entries(need, frame.seen) + max(need - 1, 0) + 1
+        return node.entries_cost(need, frame.seen) + max(need - 1, 0) + 1
     taken = frame.seen | {frame.key} if phase != "after" else frame.seen
     after = max(least - done - (phase != "after"), 0)  # entries after the one in hand
-    rest = entries(after, taken) + after + 1
+    rest = node.entries_cost(after, taken) + after + 1
     if phase == "colon":
         return 1 + value + rest
     if phase in ("value", "value_sp"):

@@ -547,22 +547,14 @@ class Pattern:
         return self._start
 
     def step(self, state: int, char: str) -> int | None:
-        """The state after ``char``, or ``None`` when no match within the lengths can be
-        finished from there."""
+        """The state after ``char``, or ``None`` when it cannot be written (its cost is
+        none) or no match within the lengths can be finished from there."""
         key = (state, char)
         if key in self._steps:
             return self._steps[key]
-        nodes, count = self._states[state]
-        after = self._next_count(count)
-        result: int | None = None
-        if after is not None:
-            code = ord(char)
-            reached = {target for node in nodes for ranges, target in self._moves[node]
-                       if _contains(ranges, code)}
-            if reached:
-                candidate = self._intern(self._closure(reached, at_start=False), after)
-                if self.left(candidate) < _INF:
-                    result = candidate
+        code = ord(char)
+        result = next((target for _, target, chars in self._steps_from(state)
+                       if _contains(chars, code)), None)
         self._steps[key] = result
         return result
 
@@ -647,7 +639,8 @@ class Pattern:
                                       spent + cost, text, target, _each(ranges)))
 
     def _steps_from(self, state: int) -> list[tuple[int, int, Ranges]]:
-        """Where ``state`` steps: per (cost, next state), the characters that go there."""
+        """Where ``state`` steps: per (cost, next state), the writable characters that go
+        there (to a state from which a match within the lengths can still be finished)."""
         found = self._cells.get(state)
         if found is not None:
             return found
