@@ -1,7 +1,7 @@
 """Number ranges for the JSON automaton: which prefixes of a number can still end in range.
 
 A bounded ``number`` or ``integer`` (``minimum``, ``maximum``, ``exclusiveMinimum``,
-``exclusiveMaximum``) is written in plain decimal (``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``, no
+``exclusiveMaximum``, an integer ``multipleOf``) is written in plain decimal (``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``, no
 exponent) of at most ``limit`` characters; a non-integer one with at most
 :data:`DIGITS` digits (a leading ``0.`` aside), so that a reader parsing it into a float
 (Python's ``json``, jsonschema) compares it with a bound as the exact decimal does: two
@@ -38,8 +38,12 @@ class Range(NamedTuple):
     low_open: bool = False
     high_open: bool = False
     integer: bool = False
+    #: ``multipleOf``, a positive integer (``None``: any value).
+    multiple: int | None = None
 
     def admits(self, value: Fraction) -> bool:
+        if self.multiple is not None and value % self.multiple:
+            return False
         if self.low is not None and (value < self.low or self.low_open and value == self.low):
             return False
         return not (self.high is not None
@@ -136,6 +140,8 @@ def _positive(whole: str, dot: str, fraction: str, integer: bool, room: int
 
 def _grid_hit(bounds: Range, low: Fraction, high: Fraction, step: Fraction) -> Fraction | None:
     """A multiple of ``step`` in ``[low, high]`` that the bounds admit, or ``None``."""
+    if bounds.multiple is not None:  # every grid's step divides 1, so divides the multiple
+        step = Fraction(bounds.multiple)
     lo, hi = low, high
     if bounds.low is not None and bounds.low >= lo:
         lo = bounds.low

@@ -26,6 +26,8 @@ _ANNOTATIONS = frozenset({"title", "description", "$schema", "$id", "$comment", 
                           "examples", "deprecated", "readOnly", "writeOnly", "$defs",
                           "definitions"})
 _BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+#: What makes a number a bounded one (written by :mod:`._jsonbounds`).
+_NUMERIC = _BOUNDS | {"multipleOf"}
 _KEYWORDS = {
     "object": frozenset({"type", "properties", "required", "additionalProperties",
                          "minProperties", "maxProperties", "propertyNames",
@@ -34,8 +36,8 @@ _KEYWORDS = {
                         "uniqueItems"}),
     "string": frozenset({"type", "enum", "const", "minLength", "maxLength", "format",
                          "pattern"}),
-    "number": frozenset({"type"}) | _BOUNDS,
-    "integer": frozenset({"type"}) | _BOUNDS,
+    "number": frozenset({"type"}) | _NUMERIC,
+    "integer": frozenset({"type"}) | _NUMERIC,
     "boolean": frozenset({"type"}),
     "null": frozenset({"type"}),
 }
@@ -299,7 +301,7 @@ class _Compiler:
         if kind == "string":
             lengths = _lengths(schema, "minLength", "maxLength", where)
             return Node("string", lengths=lengths, pattern=_pattern(schema, lengths, where))
-        if kind in ("number", "integer") and set(schema) & _BOUNDS:
+        if kind in ("number", "integer") and set(schema) & _NUMERIC:
             return Node(kind, bounds=_range(schema, kind == "integer", where))
         return Node(kind)
 
@@ -654,10 +656,19 @@ def _range(schema: Mapping[str, Any], integer: bool, where: str) -> Range:
     high, high_open = values.get("maximum"), False
     if "exclusiveMaximum" in values and (high is None or values["exclusiveMaximum"] <= high):
         high, high_open = values["exclusiveMaximum"], True
-    bounds = Range(low, high, low_open, high_open, integer)
+    multiple = schema.get("multipleOf")
+    if multiple is not None:
+        if isinstance(multiple, float) and multiple.is_integer():
+            multiple = int(multiple)
+        if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple <= 0:
+            raise SchemaError(f"{where}/multipleOf: a positive integer is supported (a "
+                              "decimal one is checked differently by float and exact "
+                              f"readers), got {multiple!r}")
+    bounds = Range(low, high, low_open, high_open, integer, multiple)
     if extra_chars("", bounds, MAX_NUMBER_CHARS) is None:  # no completion lies in range
         raise SchemaError(f"{where}: no {'integer' if integer else 'number'} of at most "
-                          f"{MAX_NUMBER_CHARS} characters lies within the bounds")
+                          f"{MAX_NUMBER_CHARS} characters lies within the bounds"
+                          + (" and is a multiple of 'multipleOf'" if multiple else ""))
     return bounds
 
 

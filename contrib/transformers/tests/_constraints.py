@@ -120,7 +120,11 @@ def _bounded() -> st.SearchStrategy[dict[str, Any]]:
     values = st.one_of(
         st.sampled_from(VALUES).map(lambda v: {"const": v}),
         st.lists(st.sampled_from(VALUES), min_size=1, max_size=4).map(lambda e: {"enum": e}))
-    return st.one_of(integers, numbers, strings, patterned, formatted, values)
+    multiples = st.tuples(st.sampled_from(["integer", "number"]), st.sampled_from([2, 5, 7, 100]),
+                          st.sampled_from([{}, {"minimum": -50}, {"minimum": 3, "maximum": 40},
+                                           {"exclusiveMaximum": 0}])).map(
+        lambda t: {"type": t[0], "multipleOf": t[1], **t[2]})
+    return st.one_of(integers, numbers, strings, patterned, formatted, multiples, values)
 
 
 def _leaf() -> st.SearchStrategy[dict[str, Any]]:
@@ -386,6 +390,10 @@ def documents(schema: Any, root: dict[str, Any], depth: int = 0) -> st.SearchStr
         high = schema.get("maximum", schema.get("exclusiveMaximum", low + 1000))
         ints = st.integers(math.ceil(low), math.floor(high)) if math.ceil(low) <= high \
             else st.nothing()
+        if "multipleOf" in schema:  # the multiples (kept when in range)
+            step = schema["multipleOf"]
+            multiples = ints.map(lambda v: v - v % step)
+            return multiples if kind == "integer" else multiples | multiples.map(float)
         if kind == "integer":
             return ints
         return st.one_of(ints, st.decimals(Decimal(str(low)), Decimal(str(high)), places=3,

@@ -171,12 +171,40 @@ def test_a_pydantic_style_schema() -> None:
     ({"const": "abc", "maxLength": 2}, "length"),
     ({"type": ["string", "nothing"]}, "list of types"),
     ({"type": ["string", "nothing"], "enum": ["a"]}, "must name"),
+    ({"type": "number", "multipleOf": 0.1}, "positive integer"),
+    ({"type": "integer", "multipleOf": -2}, "positive integer"),
+    ({"type": "integer", "multipleOf": 10, "minimum": 1, "maximum": 9}, "multiple"),
 ])
 def test_schemas_outside_the_subset_are_refused(schema: dict[str, Any], message: str) -> None:
     """Alternatives the first character cannot tell apart, values of the wrong type, refs
     elsewhere than ``$defs``, empty ranges and bad bounds fail naming the problem."""
     with pytest.raises(SchemaError, match=message):
         JsonMachine(schema)
+
+
+def test_multiples() -> None:
+    """An integer ``multipleOf`` (Pydantic's ``Field(multiple_of=...)``) is enforced as
+    the number is written: a prefix that can no longer end on a multiple in range is
+    refused at once, and the characters still needed count the nearest one."""
+    from pydantic import BaseModel, Field
+
+    class Order(BaseModel):
+        boxes: int = Field(multiple_of=6, ge=1, le=100)
+        grams: float = Field(multiple_of=250, gt=0)
+        delta: int = Field(multiple_of=5)
+
+    machine, _, orders = model_walks(Order, seed=9, slack=12)
+    assert all(o.boxes % 6 == 0 and o.grams % 250 == 0 for o in orders)
+    shortest = '{"boxes":6,"grams":250,"delta":0}'
+    assert machine.min_chars(machine.start()) == len(shortest) and accepts(machine, shortest)
+    assert machine.feed(machine.start(), '{"boxes":10') is None  # 10, 100…109: none ≤ 100
+    assert machine.feed(machine.start(), '{"boxes":9') is not None  # 96
+    state = machine.feed(machine.start(), '{"boxes":1')  # 12 or 18: one more digit
+    assert state is not None
+    assert machine.min_chars(state) == len('2,"grams":250,"delta":0}')
+    for bad in ('{"boxes":6,"grams":250,"delta":3}', '{"boxes":6,"grams":250.5,"delta":0}',
+                '{"boxes":0,"grams":250,"delta":0}'):
+        assert not accepts(machine, bad), bad
 
 
 def test_alternatives_that_merge() -> None:
