@@ -13,14 +13,11 @@ from typing import Any
 
 from ._jsonbounds import Range, bound, extra_chars
 from ._jsonformats import FORMATS
-from ._jsonunique import NEVER, cheapest, supported
+from ._jsonunique import MAX_NUMBER_CHARS, NEVER, cheapest, supported
 from ._regexfsm import JSON_COST, Pattern, RegexError
 
 __all__ = ["ANY", "ANY_BRANCHES", "MAX_NUMBER_CHARS", "Node", "SchemaError",
            "compile_schema"]
-
-#: The longest number the automaton writes (sign, digits, fraction, exponent).
-MAX_NUMBER_CHARS = 24
 
 _ANNOTATIONS = frozenset({"title", "description", "$schema", "$id", "$comment", "default",
                           "examples", "deprecated", "readOnly", "writeOnly", "$defs",

@@ -739,7 +739,7 @@ def _completions(frame: Frame) -> Iterator[Candidate]:
     node = frame.node
     assert node is not None
     if frame.kind == "num":
-        return integers(frame.text)
+        return integers(frame.text, node.bounds)
     if frame.kind == "lit":
         return iter([(len(frame.key) - len(frame.text), "l" + frame.key)])
     if frame.kind == "lits":

@@ -4,8 +4,9 @@ distinct from those an array already has.
 
 Supported items are scalars whose cheapest distinct values can be listed in order of
 length: free strings, strings of a ``pattern`` or ``format`` or with lengths (their
-automaton lists its texts cheapest first, :meth:`._regexfsm.Pattern.completions`), free
-integers, booleans, ``null``, ``enum`` / ``const`` sets of scalars, and ``anyOf`` of
+automaton lists its texts cheapest first, :meth:`._regexfsm.Pattern.completions`),
+integers (free, or within bounds and ``multipleOf``: listed per interval of equal
+length), booleans, ``null``, ``enum`` / ``const`` sets of scalars, and ``anyOf`` of
 those. Values are equal as JSON Schema has it: ``1`` and
 ``1.0`` are one number, a string is its decoded characters.
 """
@@ -15,17 +16,22 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from ._jsonbounds import Range
 from ._regexfsm import JSON_COST
 
 if TYPE_CHECKING:
     from ._jsoncompile import Node
 
-__all__ = ["NEVER", "cheapest", "identity", "integers", "joint", "plain_chars", "supported",
+#: The longest number the automaton writes (sign, digits, fraction, exponent).
+MAX_NUMBER_CHARS = 24
+
+__all__ = ["MAX_NUMBER_CHARS", "NEVER", "cheapest", "identity", "integers", "joint", "plain_chars", "supported",
            "values"]
 
 #: The cost of what cannot be written (a large integer, so sums stay integers).
@@ -55,7 +61,7 @@ def supported(node: Node) -> bool:
     if kind == "literal":
         return all(not isinstance(json.loads(v), (list, dict)) for v in node.literals)
     if kind == "integer":
-        return node.bounds is None
+        return True
     if kind == "union":
         return all(supported(b) for b in node.branches)
     return kind in ("boolean", "null")
@@ -70,9 +76,13 @@ def plain_chars() -> Iterator[str]:
         yield from map(chr, range(low, high + 1))
 
 
-def integers(prefix: str = "") -> Iterator[Candidate]:
+def integers(prefix: str = "", bounds: Range | None = None) -> Iterator[Candidate]:
     """Integers written as ``prefix`` (a prefix of one) and more characters, by the
-    characters added (``-0`` is 0 again: callers skip what they have seen)."""
+    characters added (``-0`` is 0 again: callers skip what they have seen); with
+    ``bounds``, those within them (and :data:`MAX_NUMBER_CHARS` characters)."""
+    if bounds is not None:
+        yield from _bounded(prefix, bounds)
+        return
     for added in itertools.count(0):
         for tail in itertools.product("-0123456789", repeat=added):
             text = prefix + "".join(tail)
@@ -80,6 +90,45 @@ def integers(prefix: str = "") -> Iterator[Candidate]:
                 yield added, identity(text)
         if prefix in ("0", "-0"):
             return  # no digit follows a leading zero
+
+
+def _bounded(prefix: str, bounds: Range) -> Iterator[Candidate]:
+    """:func:`integers` within ``bounds``: per number of characters added, the interval of
+    integers written so, clipped to the bounds, on the grid of ``multipleOf``."""
+    negative = prefix.startswith("-")
+    digits = prefix[1:] if negative else prefix
+    step = bounds.multiple or 1
+    low = None if bounds.low is None else math.floor(bounds.low) + 1 if bounds.low_open \
+        and bounds.low.denominator == 1 else math.ceil(bounds.low)
+    high = None if bounds.high is None else math.ceil(bounds.high) - 1 if bounds.high_open \
+        and bounds.high.denominator == 1 else math.floor(bounds.high)
+    for added in range(MAX_NUMBER_CHARS - len(prefix) + 1):
+        spans = []  # (lowest, highest) of the texts ``prefix`` + ``added`` characters spell
+        if prefix == "":
+            spans += _spans("", added) + [(-b, -a) for a, b in _spans("", added - 1)]
+        elif digits in ("", "0") or digits[0] != "0":
+            spans += [(-b, -a) if negative else (a, b) for a, b in _spans(digits, added)]
+        for lowest, highest in spans:
+            lowest = lowest if low is None else max(lowest, low)
+            highest = highest if high is None else min(highest, high)
+            first = lowest + (-lowest % step)
+            for value in range(first, highest + 1, step):
+                yield added, identity(str(value))
+
+
+def _spans(digits: str, added: int) -> list[tuple[int, int]]:
+    """The non-negative integers written as ``digits`` and ``added`` more digits (one
+    interval, or none)."""
+    if added < 0:
+        return []
+    if digits == "":
+        if added == 0:
+            return []
+        return [(0, 9)] if added == 1 else [(10 ** (added - 1), 10 ** added - 1)]
+    if digits == "0":
+        return [(0, 0)] if added == 0 else []
+    start = int(digits) * 10 ** added
+    return [(start, start + 10 ** added - 1)]
 
 
 def values(node: Node) -> Iterator[Candidate]:
@@ -95,7 +144,7 @@ def values(node: Node) -> Iterator[Candidate]:
     elif kind == "literal":
         stream = sorted((len(v), identity(v)) for v in node.literals)
     elif kind == "integer":
-        stream = integers()
+        stream = integers("", node.bounds)
     elif kind == "boolean":
         stream = [(4, "ltrue"), (5, "lfalse")]
     elif kind == "null":

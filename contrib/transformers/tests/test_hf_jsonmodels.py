@@ -250,6 +250,33 @@ def test_sets_of_patterned_formatted_and_bounded_strings() -> None:
     assert accepts(quoted, '["a","\\""]') and not accepts(quoted, '["a"]')
 
 
+def test_sets_of_bounded_integers() -> None:
+    """``uniqueItems`` over integers with bounds or ``multipleOf`` (``set[conint(...)]``):
+    the integers in range are listed shortest first per interval, so a set that has all
+    of them cannot open another item, and the fewest characters count the shortest."""
+    from typing import Annotated
+
+    from pydantic import BaseModel, Field
+
+    class Poll(BaseModel):
+        ratings: set[Annotated[int, Field(ge=1, le=5)]] = Field(min_length=3)
+        debts: frozenset[Annotated[int, Field(ge=-30, lt=0, multiple_of=7)]] = Field(
+            min_length=2)
+
+    machine, _, polls = model_walks(Poll, seed=6, slack=20)
+    assert all(min(p.ratings) >= 1 and max(p.debts) < 0 for p in polls)
+    shortest = '{"ratings":[1,2,3],"debts":[-7,-14]}'
+    assert machine.min_chars(machine.start()) == len(shortest) and accepts(machine, shortest)
+    full = machine.feed(machine.start(), '{"ratings":[1,2,3,4,5')
+    assert full is not None and machine.feed(full, ",") is None  # no rating is left
+    assert machine.feed(machine.start(), '{"debts":[-7,-7') is None
+    assert machine.feed(machine.start(), '{"debts":[-2') is not None  # -21 or -28
+    with pytest.raises(SchemaError, match="distinct items"):
+        JsonMachine({"type": "array", "items": {"type": "integer", "minimum": 0,
+                                                "maximum": 2}, "uniqueItems": True,
+                     "minItems": 4})
+
+
 def test_maps_with_a_key_schema() -> None:
     """Dictionaries whose keys Pydantic constrains (``propertyNames``: ``dict[Enum, X]``,
     ``dict[Literal[...], X]``, ``dict[UUID, X]``, ``dict[date, X]``, keys with lengths;
