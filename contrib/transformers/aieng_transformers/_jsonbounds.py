@@ -1,8 +1,8 @@
 """Number ranges for the JSON automaton: which prefixes of a number can still end in range.
 
 A bounded ``number`` or ``integer`` (``minimum``, ``maximum``, ``exclusiveMinimum``,
-``exclusiveMaximum``, an integer ``multipleOf``) is written in plain decimal (``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``, no
-exponent) of at most ``limit`` characters; a non-integer one with at most
+``exclusiveMaximum``, an integer ``multipleOf``) is written in plain decimal
+(``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``, no exponent) of at most ``limit`` characters; a non-integer one with at most
 :data:`DIGITS` digits (a leading ``0.`` aside), so that a reader parsing it into a float
 (Python's ``json``, jsonschema) compares it with a bound as the exact decimal does: two
 decimals of at most 15 significant digits are distinct doubles in the same order. Every completion of a prefix is a grid of
