@@ -698,7 +698,7 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str, tag: str | None = 
                                    or n.bounds is not None or n.lengths != (0, None)):
                 continue
             kept.append(n)
-        rest = kept
+        rest = _merge_patterns(kept, where)
     # Sets of values (string enums too) merge into one.
     if values and not (len(values) == 1 and values[0].kind == "string"):
         spelled: list[str] = []
@@ -721,6 +721,21 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str, tag: str | None = 
                                   f"{min(a.first & b.first)!r}: only alternatives "
                                   "the first character tells apart are supported")
     return branches[0] if len(branches) == 1 else Node("union", branches=tuple(branches))
+
+
+def _merge_patterns(nodes: list[Node], where: str) -> list[Node]:
+    """``anyOf`` of strings with patterns or formats and the same lengths (Pydantic's
+    ``datetime | date``, ``UUID | EmailStr``): one string of the alternation of their
+    patterns, each searched as written or anchored whole as a format is."""
+    strings = [n for n in nodes if n.kind == "string" and n.pattern is not None]
+    if len(strings) < 2 or len({n.lengths for n in strings}) > 1:
+        return nodes
+    source = "|".join(f"(?:{p.source})" if p.search else f"^(?:{p.source})$"
+                      for p in (n.pattern for n in strings) if p is not None)
+    merged = Node("string", lengths=strings[0].lengths,
+                  pattern=_pattern({"pattern": source}, strings[0].lengths, where))
+    return [merged if n is strings[0] else n for n in nodes
+            if not any(n is s for s in strings[1:])]
 
 
 def _tagged(objects: list[Node], tag: str | None, where: str) -> Node:

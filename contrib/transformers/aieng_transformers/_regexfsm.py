@@ -362,6 +362,8 @@ class Pattern:
                  lengths: tuple[int, int | None] = (0, None),
                  cost: tuple[tuple[Ranges, int], ...] = PLAIN_COST) -> None:
         self.source = source
+        #: Whether the text need only contain a match (JSON Schema's ``pattern``).
+        self.search = search
         self._cost_table = cost
         tree = _Parser(source).parse()
         self._eps: list[list[int]] = []

@@ -124,7 +124,10 @@ def _bounded() -> st.SearchStrategy[dict[str, Any]]:
                           st.sampled_from([{}, {"minimum": -50}, {"minimum": 3, "maximum": 40},
                                            {"exclusiveMaximum": 0}])).map(
         lambda t: {"type": t[0], "multipleOf": t[1], **t[2]})
-    return st.one_of(integers, numbers, strings, patterned, formatted, multiples, values)
+    either = st.lists(formatted | patterned, min_size=2, max_size=3).map(
+        lambda alternatives: {"anyOf": alternatives})  # merged when their lengths agree
+    return st.one_of(integers, numbers, strings, patterned, formatted, multiples, either,
+                     values)
 
 
 def _leaf() -> st.SearchStrategy[dict[str, Any]]:

@@ -201,6 +201,33 @@ def test_a_model_written_by_pydantic_is_accepted() -> None:
     assert not accepts(machine, naive)
 
 
+def test_unions_of_formats_and_patterns() -> None:
+    """``anyOf`` of strings with formats or patterns (Pydantic's ``datetime | date``,
+    ``UUID | EmailStr``, two constrained strings) is one string of either: every
+    document parses as the model, and each alternative's values are accepted."""
+    from typing import Annotated
+
+    from pydantic import StringConstraints
+
+    class Union(BaseModel):
+        when: datetime.datetime | datetime.date
+        ref: uuid.UUID | EmailStr
+        code: Annotated[str, StringConstraints(pattern="^A[0-9]$")] | Annotated[
+            str, StringConstraints(pattern="^B")]
+        later: datetime.date | uuid.UUID | None = None
+
+    machine, *_ = model_walks(Union, seed=12, slack=40, count=40)
+    head = '{"code":"A1","ref":"a@b.co","when":'
+    for when in ('"2024-05-01"', '"2024-05-01T10:00:00Z"'):
+        assert accepts(machine, head + when + "}")
+    assert not accepts(machine, head + '"2024-05-01T10:00"}')
+    assert accepts(machine, f'{{"code":"Bxyz","ref":"{uuid.UUID(int=3)}","when":"2024-05-01"}}')
+    assert not accepts(machine, '{"code":"C","ref":"a@b.co","when":"2024-05-01"}')
+    with pytest.raises(SchemaError, match="same character"):  # lengths differ: refused
+        JsonMachine({"anyOf": [{"type": "string", "format": "date", "maxLength": 10},
+                               {"type": "string", "format": "uuid"}]})
+
+
 def test_other_formats_stay_annotations() -> None:
     """A format the automaton does not know (``color``, Pydantic's ``path`` or
     ``password``) is an annotation, as JSON Schema 2020-12 has it: any string."""
