@@ -698,7 +698,7 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str, tag: str | None = 
                                    or n.bounds is not None or n.lengths != (0, None)):
                 continue
             kept.append(n)
-        rest = _merge_patterns(kept, where)
+        rest, values = _merge_patterns(kept, values, where)
     # Sets of values (string enums too) merge into one.
     if values and not (len(values) == 1 and values[0].kind == "string"):
         spelled: list[str] = []
@@ -723,19 +723,31 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str, tag: str | None = 
     return branches[0] if len(branches) == 1 else Node("union", branches=tuple(branches))
 
 
-def _merge_patterns(nodes: list[Node], where: str) -> list[Node]:
+def _merge_patterns(nodes: list[Node], values: list[Node],
+                    where: str) -> tuple[list[Node], list[Node]]:
     """``anyOf`` of strings with patterns or formats and the same lengths (Pydantic's
-    ``datetime | date``, ``UUID | EmailStr``): one string of the alternation of their
-    patterns, each searched as written or anchored whole as a format is."""
+    ``datetime | date``, ``UUID | EmailStr``), and string values beside them when those
+    lengths are none (``Literal["auto"] | datetime``): one string of the alternation of
+    their patterns (each searched as written, or anchored whole as a format and a value
+    are). The alternatives and values left, as given otherwise."""
     strings = [n for n in nodes if n.kind == "string" and n.pattern is not None]
-    if len(strings) < 2 or len({n.lengths for n in strings}) > 1:
-        return nodes
-    source = "|".join(f"(?:{p.source})" if p.search else f"^(?:{p.source})$"
-                      for p in (n.pattern for n in strings) if p is not None)
+    words = [json.loads(f'"{e}"') for n in values if n.kind == "string" for e in n.enum or ()] \
+        + [v for n in values if n.kind == "literal"
+           for v in map(json.loads, n.literals) if isinstance(v, str)]
+    if not strings or len({n.lengths for n in strings}) > 1 \
+            or words and strings[0].lengths != (0, None) \
+            or len(strings) + len(words) < 2 or any(c > "\uffff" for w in words for c in w):
+        return nodes, values
+    source = "|".join([f"(?:{p.source})" if p.search else f"^(?:{p.source})$"
+                       for p in (n.pattern for n in strings) if p is not None]
+                      + ["^" + "".join(c if c.isascii() and c.isalnum() else f"\\u{ord(c):04x}"
+                                       for c in w) + "$" for w in words])
     merged = Node("string", lengths=strings[0].lengths,
                   pattern=_pattern({"pattern": source}, strings[0].lengths, where))
+    others = [Node("literal", literals=kept) for n in values if n.kind == "literal"
+              and (kept := tuple(v for v in n.literals if not v.startswith('"')))]
     return [merged if n is strings[0] else n for n in nodes
-            if not any(n is s for s in strings[1:])]
+            if not any(n is s for s in strings[1:])], others
 
 
 def _tagged(objects: list[Node], tag: str | None, where: str) -> Node:

@@ -44,8 +44,9 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   everything. Several objects need a discriminator (a key each requires, with string
   values no two share), which is written first and picks the object — or each a required
   key no other one has, written first. In ``anyOf``, strings with patterns or formats
-  and the same lengths are one string of the alternation of their patterns. Other
-  alternatives that start alike are refused.
+  and the same lengths (and string values beside them, when those lengths are none) are
+  one string of the alternation of their patterns. Other alternatives that start alike
+  are refused.
 - ``$ref`` to ``#``, ``#/$defs/…`` or ``#/definitions/…``, recursive ones included (the
   fewest characters of a node are a fixed point over the recursion), and ``$defs`` /
   ``definitions`` anywhere.

@@ -124,7 +124,8 @@ def _bounded() -> st.SearchStrategy[dict[str, Any]]:
                           st.sampled_from([{}, {"minimum": -50}, {"minimum": 3, "maximum": 40},
                                            {"exclusiveMaximum": 0}])).map(
         lambda t: {"type": t[0], "multipleOf": t[1], **t[2]})
-    either = st.lists(formatted | patterned, min_size=2, max_size=3).map(
+    either = st.lists(formatted | patterned | st.sampled_from(
+        [{"const": "auto"}, {"enum": ["x", 'q"', 3, None]}]), min_size=2, max_size=3).map(
         lambda alternatives: {"anyOf": alternatives})  # merged when their lengths agree
     return st.one_of(integers, numbers, strings, patterned, formatted, multiples, either,
                      values)

@@ -203,9 +203,10 @@ def test_a_model_written_by_pydantic_is_accepted() -> None:
 
 def test_unions_of_formats_and_patterns() -> None:
     """``anyOf`` of strings with formats or patterns (Pydantic's ``datetime | date``,
-    ``UUID | EmailStr``, two constrained strings) is one string of either: every
-    document parses as the model, and each alternative's values are accepted."""
-    from typing import Annotated
+    ``UUID | EmailStr``, two constrained strings, ``Literal[...] | date``) is one string
+    of either: every document parses as the model, and each alternative's values are
+    accepted."""
+    from typing import Annotated, Literal
 
     from pydantic import StringConstraints
 
@@ -215,8 +216,13 @@ def test_unions_of_formats_and_patterns() -> None:
         code: Annotated[str, StringConstraints(pattern="^A[0-9]$")] | Annotated[
             str, StringConstraints(pattern="^B")]
         later: datetime.date | uuid.UUID | None = None
+        until: Literal["never", 'a "b"', 0] | datetime.date = "never"
 
     machine, *_ = model_walks(Union, seed=12, slack=40, count=40)
+    base = '{"code":"A1","ref":"a@b.co","when":"2024-05-01","until":'
+    for until in ('"never"', '"a \\"b\\""', "0", '"2030-01-01"'):
+        assert accepts(machine, base + until + "}"), until
+    assert not accepts(machine, base + '"nev"}')
     head = '{"code":"A1","ref":"a@b.co","when":'
     for when in ('"2024-05-01"', '"2024-05-01T10:00:00Z"'):
         assert accepts(machine, head + when + "}")
