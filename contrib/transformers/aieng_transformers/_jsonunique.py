@@ -16,8 +16,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-import math
-import re
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -31,14 +29,13 @@ if TYPE_CHECKING:
 #: The longest number the automaton writes (sign, digits, fraction, exponent).
 MAX_NUMBER_CHARS = 24
 
-__all__ = ["MAX_NUMBER_CHARS", "NEVER", "cheapest", "identity", "integers", "joint", "plain_chars", "supported",
-           "values"]
+__all__ = ["MAX_NUMBER_CHARS", "NEVER", "cheapest", "identity", "integers", "joint",
+           "plain_chars", "supported", "values"]
 
 #: The cost of what cannot be written (a large integer, so sums stay integers).
 NEVER = 1 << 40
 #: A candidate item: the characters it costs and its identity.
 Candidate = tuple[int, str]
-_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
 
 
 def identity(text: str) -> str:
@@ -77,37 +74,20 @@ def plain_chars() -> Iterator[str]:
 
 
 def integers(prefix: str = "", bounds: Range | None = None) -> Iterator[Candidate]:
-    """Integers written as ``prefix`` (a prefix of one) and more characters, by the
-    characters added (``-0`` is 0 again: callers skip what they have seen); with
-    ``bounds``, those within them (and :data:`MAX_NUMBER_CHARS` characters)."""
-    if bounds is not None:
-        yield from _bounded(prefix, bounds)
-        return
-    for added in itertools.count(0):
-        for tail in itertools.product("-0123456789", repeat=added):
-            text = prefix + "".join(tail)
-            if _INTEGER.fullmatch(text):
-                yield added, identity(text)
-        if prefix in ("0", "-0"):
-            return  # no digit follows a leading zero
-
-
-def _bounded(prefix: str, bounds: Range) -> Iterator[Candidate]:
-    """:func:`integers` within ``bounds``: per number of characters added, the interval of
-    integers written so, clipped to the bounds, on the grid of ``multipleOf``."""
+    """Integers written as ``prefix`` (a prefix of one) and more characters — at most
+    :data:`MAX_NUMBER_CHARS` in all, within ``bounds`` and on the grid of their
+    ``multipleOf`` — by the characters added (``-0`` is 0 again: callers skip what they
+    have seen): per number of characters added, the interval of integers written so,
+    clipped to the bounds."""
     negative = prefix.startswith("-")
     digits = prefix[1:] if negative else prefix
-    step = bounds.multiple or 1
-    low = None if bounds.low is None else math.floor(bounds.low) + 1 if bounds.low_open \
-        and bounds.low.denominator == 1 else math.ceil(bounds.low)
-    high = None if bounds.high is None else math.ceil(bounds.high) - 1 if bounds.high_open \
-        and bounds.high.denominator == 1 else math.floor(bounds.high)
+    step = (bounds.multiple if bounds is not None else None) or 1
+    low, high = bounds.integers() if bounds is not None else (None, None)
     for added in range(MAX_NUMBER_CHARS - len(prefix) + 1):
-        spans = []  # (lowest, highest) of the texts ``prefix`` + ``added`` characters spell
-        if prefix == "":
-            spans += _spans("", added) + [(-b, -a) for a, b in _spans("", added - 1)]
-        elif digits in ("", "0") or digits[0] != "0":
-            spans += [(-b, -a) if negative else (a, b) for a, b in _spans(digits, added)]
+        if prefix == "":  # (lowest, highest) of the texts ``added`` characters spell
+            spans = _spans("", added) + [(-b, -a) for a, b in _spans("", added - 1)]
+        else:
+            spans = [(-b, -a) if negative else (a, b) for a, b in _spans(digits, added)]
         for lowest, highest in spans:
             lowest = lowest if low is None else max(lowest, low)
             highest = highest if high is None else min(highest, high)
