@@ -326,8 +326,9 @@ class _Compiler:
                                   "supported")
             if not supported(items):
                 raise SchemaError(f"{where}: 'uniqueItems' is supported for items that are "
-                                  "strings, free integers, booleans, null, enum / const "
-                                  "scalars, or anyOf of those")
+                                  "strings, integers, booleans, null, enum / const "
+                                  "scalars, or anyOf of those that the first character "
+                                  "tells apart")
             if len(cheapest(items, frozenset(), least)) < least:
                 raise SchemaError(f"{where}: 'minItems' {least} needs more distinct items "
                                   "than 'items' has")
@@ -670,8 +671,10 @@ def _range(schema: Mapping[str, Any], integer: bool, where: str) -> Range:
 
 
 def _union(nodes: list[Node], *, exclusive: bool, where: str, tag: str | None = None) -> Node:
-    """One node for alternatives, each reached by its first character (objects: by a
-    discriminating key written first, see :func:`_tagged`)."""
+    """One node for alternatives, reached by their first character (objects: by a
+    discriminating key written first, see :func:`_tagged`); in ``anyOf``, alternatives
+    that start alike are followed side by side by the automaton (a fork) until the text
+    tells them apart."""
     flat: list[Node] = []
     for node in nodes:
         flat.extend(node.branches if node.kind == "union" else (node,))
@@ -710,16 +713,26 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str, tag: str | None = 
         values = [Node("literal", literals=tuple(dict.fromkeys(spelled)))]
     objects = [n for n in rest if n.kind == "object"]
     if len(objects) > 1:
-        tagged = _tagged(objects, tag, where)
-        rest = [tagged if n is objects[0] else n for n in rest if n not in objects[1:]]
+        try:
+            tagged: Node | None = _tagged(objects, tag, where)
+        except SchemaError:
+            if exclusive or tag is not None:
+                raise
+            tagged = None  # anyOf: the objects are followed side by side
+        if tagged is not None:
+            rest = [tagged if n is objects[0] else n for n in rest if n not in objects[1:]]
     branches = rest + values
-    for i, a in enumerate(branches):
-        for b in branches[i + 1:]:
-            if a.first & b.first:
-                raise SchemaError(f"{where}: two alternatives ({_describe(a)}, "
-                                  f"{_describe(b)}) can start with the same character "
-                                  f"{min(a.first & b.first)!r}: only alternatives "
-                                  "the first character tells apart are supported")
+    for branch in branches:
+        branch.first  # noqa: B018 - a recursive reference must tell how it starts, now
+    if exclusive:  # oneOf: a document matching two alternatives would be invalid
+        for i, a in enumerate(branches):
+            for b in branches[i + 1:]:
+                if a.first & b.first:
+                    raise SchemaError(f"{where}: two alternatives ({_describe(a)}, "
+                                      f"{_describe(b)}) can start with the same character "
+                                      f"{min(a.first & b.first)!r}: in 'oneOf' only "
+                                      "alternatives the first character tells apart are "
+                                      "supported ('anyOf' follows them side by side)")
     return branches[0] if len(branches) == 1 else Node("union", branches=tuple(branches))
 
 

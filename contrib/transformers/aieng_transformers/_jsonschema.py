@@ -46,7 +46,8 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   key no other one has, written first. In ``anyOf``, strings with patterns or formats
   and the same lengths (and string values beside them, when those lengths are none) are
   one string of the alternation of their patterns. Other alternatives that start alike
-  are refused.
+  are, in ``anyOf``, followed side by side (a ``fork`` frame: one stack per alternative
+  still possible) until the text tells them apart; in ``oneOf`` they are refused.
 - ``$ref`` to ``#``, ``#/$defs/…`` or ``#/definitions/…``, recursive ones included (the
   fewest characters of a node are a fixed point over the recursion), and ``$defs`` /
   ``definitions`` anywhere.
@@ -55,6 +56,7 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   ``default``, ``examples``, ``deprecated``, ``readOnly``, ``writeOnly``.
 
 The text is compact JSON: no whitespace except at most one space after ``:`` and ``,``; a
+``\\u`` escape of a surrogate only as a whole pair (strict readers refuse a lone one); a
 number has at most :data:`MAX_NUMBER_CHARS` characters; enum values and property names are
 written in their ``json.dumps`` spelling.
 """
@@ -89,6 +91,11 @@ _NUMBER_PREFIX = re.compile(r"-?((0|[1-9][0-9]*)(\.|(\.[0-9]+)?([eE][+-]?[0-9]*)
 _DECIMAL_PREFIX = re.compile(r"-?((0|[1-9][0-9]*)(\.[0-9]*)?)?")
 _INTEGER_PREFIX = re.compile(r"-?(0|[1-9][0-9]*)?")
 _HEX = frozenset("0123456789abcdefABCDEF")
+#: An escape's phase after a hex digit that the digit does not decide (see ``_escaped``).
+_HEX_NEXT = {"u1": "u2", "u2": "u3", "u3": "", "u2h": "u3h", "u3h": "l", "l2": "l3", "l3": ""}
+#: The characters an escape still needs from each phase at fewest (see ``_escaped``).
+_ESCAPE_LEFT = {"": 0, "esc": 1, "u0": 4, "u1": 3, "u1d": 3, "u2": 2, "u3": 1,
+                "u2h": 8, "u3h": 7, "l": 6, "lu": 5, "l0": 4, "l1": 3, "l2": 2, "l3": 1}
 _MEMO_LIMIT = 100_000
 _ESCAPES = frozenset('"\\/bfnrtu')
 #: The character each one-letter escape stands for.
@@ -112,6 +119,10 @@ class Frame(NamedTuple):
     ``rx`` a ``pattern`` string's automaton state (its lengths folded in). A free string
     that is an item of an array of distinct items keeps its text too (the array's
     ``seen`` holds the identities of its items so far).
+
+    ``fork``: a value of ``anyOf`` alternatives that start alike, followed in parallel —
+    ``subs`` holds one stack per alternative still possible, each rooted at a ``root``
+    frame of that alternative; the fork gives way to the stack itself once one is left.
     """
 
     kind: str
@@ -122,6 +133,7 @@ class Frame(NamedTuple):
     key: str = ""
     size: int = 0
     rx: int = 0
+    subs: tuple[tuple[Frame, ...], ...] = ()
 
 
 State = tuple[Frame, ...]
@@ -150,13 +162,18 @@ class JsonMachine:
             return self._pattern_run(state, text)
         current: State | None = state
         for char in text:
-            current = self._char(current, char)  # type: ignore[arg-type]
+            current = self._step(current, char)  # type: ignore[arg-type]
             if current is None:
                 return None
-            if len(current) > 1 and _distinct_items(current[-2]) and not _fresh(
-                    current[-1], current[-2].seen):
-                return None  # an item of distinct items that can only repeat one
         return current
+
+    def _step(self, stack: State, c: str) -> State | None:
+        """The state after one character (``None``: refused)."""
+        after = self._char(stack, c)
+        if after is not None and len(after) > 1 and _distinct_items(after[-2]) and not _fresh(
+                after[-1], after[-2].seen):
+            return None  # an item of distinct items that can only repeat one
+        return after
 
     def _char(self, stack: State, c: str) -> State | None:
         top = stack[-1]
@@ -201,6 +218,8 @@ class JsonMachine:
             return (*rest, top._replace(size=top.size + 1)) if counted else stack
         if kind == "mkey":
             return self._map_key(rest, top, c)
+        if kind == "fork":
+            return self._forked(rest, top, c)
         if kind == "num":
             text = top.text + c
             if len(text) <= MAX_NUMBER_CHARS and _number_prefix(node, text):
@@ -365,10 +384,13 @@ class JsonMachine:
         assert node is not None
         kind = node.kind
         if kind == "union":
-            for branch in node.branches:
-                if c in branch.first:
-                    return self._begin(stack, branch, c)
-            return None
+            starting = [branch for branch in node.branches if c in branch.first]
+            if len(starting) == 1:
+                return self._begin(stack, starting[0], c)
+            # alternatives that start alike (anyOf): each followed on a stack of its own
+            return self._rejoin(stack, node, [
+                sub for branch in starting
+                if (sub := self._begin((Frame("root", branch, "in"),), branch, c)) is not None])
         if kind == "any":
             for branch in ANY_BRANCHES:
                 if c in branch.first:
@@ -399,6 +421,34 @@ class JsonMachine:
         if kind == "null" and c == "n":
             return (*stack, Frame("lit", node, text=c, key="null"))
         return None
+
+    def _forked(self, rest: State, top: Frame, c: str) -> State | None:
+        """A character for a fork: each alternative's stack takes it or drops out. When
+        none takes it but one is a whole value (a number: ``1`` where another alternative
+        wanted ``10``), the value closes and the character is its parent's — no character
+        both goes on inside a JSON value and follows it."""
+        assert top.node is not None
+        live = [after for sub in top.subs if (after := self._step(sub, c)) is not None]
+        if live:
+            return self._rejoin(rest, top.node, live)
+        if any(_whole(sub) for sub in top.subs):
+            after = self._done(rest)
+            return None if after is None else self._char(after, c)
+        return None
+
+    def _rejoin(self, stack: State, node: Node, subs: list[State]) -> State | None:
+        """``stack`` (its top says ``in``) with the alternatives still possible: closed
+        when each has closed its value (JSON values other than numbers end where they
+        end: they all close together), the one left spliced back in place of its root,
+        else a fork of them."""
+        if not subs:
+            return None
+        alive = tuple(dict.fromkeys(subs))
+        if all(sub[0].phase == "done" for sub in alive):
+            return self._done(stack)
+        if len(alive) == 1:
+            return (*stack, *alive[0][1:])
+        return (*stack, Frame("fork", node, subs=alive))
 
     def _done(self, stack: State, key: str = "", item: Frame | None = None) -> State | None:
         """Close the value (or key) on top of ``stack`` (``item``: its frame, for the
@@ -435,9 +485,7 @@ class JsonMachine:
 
     def accepting(self, state: State) -> bool:
         """Whether the text so far is a whole valid document."""
-        if len(state) == 1:
-            return state[0].phase == "done"
-        return len(state) == 2 and _value_done(state[1])
+        return _whole(state)
 
     def complete(self, state: State) -> bool:
         """Whether the document is whole and nothing may follow."""
@@ -460,7 +508,9 @@ class JsonMachine:
             kind, node, phase = frame.kind, frame.node, frame.phase
             if depth and _distinct_items(state[depth - 1]):
                 continue  # an item of distinct items: its array counts it with the rest
-            if kind == "num":
+            if kind == "fork":
+                total += min(self.min_chars(sub) for sub in frame.subs)
+            elif kind == "num":
                 if node is not None and node.bounds is not None:
                     total += extra_chars(frame.text, node.bounds, MAX_NUMBER_CHARS) or 0
                 else:
@@ -659,15 +709,27 @@ def _open_key(frame: Frame, obj: Frame) -> int:
 
 
 def _escaped(phase: str, c: str) -> str | None:
-    """A string's phase after ``c`` inside an escape (``esc``: just after the backslash;
-    ``uN``: N hex digits of a ``\\uXXXX`` written), or ``None`` when ``c`` cannot come
-    there."""
+    """A string's phase after ``c`` inside an escape, or ``None`` when ``c`` cannot come
+    there. ``esc``: just after the backslash; ``uN``: N hex digits of a ``\\uXXXX``
+    written (``u1d``: the first is ``d``; ``u2h`` / ``u3h``: a high surrogate); ``l``:
+    a high surrogate written, whose low one must follow (``\\``, then ``lu``: ``u``,
+    then ``lN``: N of its digits). A lone surrogate is refused: RFC 8259 leaves it to
+    the reader, and strict ones (Pydantic's) refuse it."""
     if phase == "esc":
         return None if c not in _ESCAPES else "u0" if c == "u" else ""
+    if phase in ("l", "lu"):
+        return None if c != ("\\" if phase == "l" else "u") else "lu" if phase == "l" else "l0"
     if c not in _HEX:
         return None
-    count = int(phase[1]) + 1
-    return "" if count == 4 else f"u{count}"
+    if phase == "u0":
+        return "u1d" if c in "dD" else "u1"
+    if phase == "u1d":  # d8-db: a high surrogate; dc-df: a lone low one
+        return "u2h" if c in "89abAB" else None if c in "cdefCDEF" else "u2"
+    if phase == "l0":
+        return "l1" if c in "dD" else None
+    if phase == "l1":
+        return "l2" if c in "cdefCDEF" else None
+    return _HEX_NEXT[phase]
 
 
 def _escape_text(phase: str, c: str) -> str:
@@ -754,14 +816,16 @@ def _completions(frame: Frame) -> Iterator[Candidate]:
     if node.pattern is not None:
         return _pattern_completions(node.pattern, frame)
     text, phase = frame.text, frame.phase
-    if phase == "esc":
-        plain = ((2, identity(f'"{text}\\{letter}"')) for letter in '"\\/bfnrt')
-        coded = ((6, identity(f'"{text}\\u{code:04x}"')) for code in range(0x10000))
-        return itertools.chain(plain, coded)
-    if phase.startswith("u"):
-        missing = 4 - int(phase[1])
-        return ((missing + 1, identity(f'"{text}{"".join(hexes)}"'))
-                for hexes in itertools.product("0123456789abcdef", repeat=missing))
+    if phase:  # inside an escape: its shortest ends first, surrogate pairs last
+        pending, start = ("\\u", "u0") if phase == "esc" else ("", phase)
+        plain = ((2, identity(f'"{text}\\{letter}"')) for letter in '"\\/bfnrt') \
+            if phase == "esc" else iter(())
+        letter = 1 if phase == "esc" else 0  # the "u" still to write
+        single = ((letter + len(tail) + 1, identity(f'"{text}{pending}{tail}"'))
+                  for tail, paired in _escape_tails(start) if not paired)
+        pairs = ((letter + len(tail) + 1, identity(f'"{text}{pending}{tail}"'))
+                 for tail, paired in _escape_tails(start) if paired)
+        return itertools.chain(plain, single, pairs)
     return itertools.chain([(1, identity(f'"{text}"'))],
                            ((2, identity(f'"{text}{c}"')) for c in plain_chars()))
 
@@ -796,10 +860,19 @@ def _number_prefix(node: Node | None, text: str) -> bool:
     return grammar.fullmatch(text) is not None
 
 
+def _whole(stack: State) -> bool:
+    """Whether the stack (rooted at a ``root`` frame) holds a whole value."""
+    if len(stack) == 1:
+        return stack[0].phase == "done"
+    return len(stack) == 2 and _value_done(stack[1])
+
+
 def _value_done(frame: Frame) -> bool:
-    """Whether a number or a set value on top of the stack could end here."""
+    """Whether a number, a set value or a fork on top of the stack could end here."""
     if frame.kind == "num":
         return _number_done(frame)
+    if frame.kind == "fork":
+        return any(_whole(sub) for sub in frame.subs)
     return frame.kind == "lits" and frame.node is not None and frame.text in frame.node.literals
 
 
@@ -827,9 +900,20 @@ def _typed(frame: Frame) -> int:
 
 
 def _escape_left(phase: str) -> int:
-    if phase == "esc":
-        return 1
-    return 4 - int(phase[1]) if phase.startswith("u") else 0
+    return _ESCAPE_LEFT[phase]
+
+
+def _escape_tails(phase: str) -> Iterator[tuple[str, bool]]:
+    """The texts that finish an escape from ``phase`` (hex digits in lower case), in
+    order, each with whether it goes through a surrogate pair's second half."""
+    if not phase:
+        yield "", False
+        return
+    for c in "\\" if phase == "l" else "u" if phase == "lu" else "0123456789abcdef":
+        after = _escaped(phase, c)
+        if after is not None:
+            for tail, paired in _escape_tails(after):
+                yield c + tail, paired or after == "l"
 
 
 def _after_tag(node: Node, tag: str, chosen: Node) -> int:

@@ -7,7 +7,7 @@ length: free strings, strings of a ``pattern`` or ``format`` or with lengths (th
 automaton lists its texts cheapest first, :meth:`._regexfsm.Pattern.completions`),
 integers (free, or within bounds and ``multipleOf``: listed per interval of equal
 length), booleans, ``null``, ``enum`` / ``const`` sets of scalars, and ``anyOf`` of
-those. Values are equal as JSON Schema has it: ``1`` and
+those that the first character tells apart. Values are equal as JSON Schema has it: ``1`` and
 ``1.0`` are one number, a string is its decoded characters.
 """
 
@@ -59,8 +59,10 @@ def supported(node: Node) -> bool:
         return all(not isinstance(json.loads(v), (list, dict)) for v in node.literals)
     if kind == "integer":
         return True
-    if kind == "union":
-        return all(supported(b) for b in node.branches)
+    if kind == "union":  # alternatives told apart by their first character
+        return all(supported(b) for b in node.branches) and all(
+            not a.first & b.first for i, a in enumerate(node.branches)
+            for b in node.branches[i + 1:])
     return kind in ("boolean", "null")
 
 

@@ -27,6 +27,11 @@ PATTERNED = {**SCHEMA, "properties": {
     **SCHEMA["properties"],  # type: ignore[dict-item]
     "name": {"type": "string", "pattern": r"^[A-Z][a-z]+ [A-Z][a-z]+$"},
     "skills": {"type": "array", "items": {"type": "string", "pattern": r"^[A-Za-z+# ]{2,20}$"}}}}
+#: ``SCHEMA`` or a student sharing its keys, no discriminator: ``anyOf`` alternatives that
+#: start alike, followed side by side (a fork) until the text tells them apart.
+EITHER = {"anyOf": [SCHEMA, {"type": "object", "properties": {
+    **{k: v for k, v in SCHEMA["properties"].items() if k != "employed"},  # type: ignore[attr-defined]
+    "school": {"type": "string"}}, "required": ["name", "age"]}]}
 REGEX = r"[A-Z][a-z]+ is [0-9]{2} years old and (knows|likes) [a-zA-Z ,]{10,80}\."
 #: The same language with a lookahead: outside the automaton's subset, so checked by the
 #: ``regex`` package's partial matching (the path every regex took before the automaton).
@@ -70,6 +75,8 @@ def main() -> None:
         ("JSON schema, greedy", {"response_schema": SCHEMA}),
         ("free, T=0.7", {"temperature": 0.7}),
         ("JSON schema, T=0.7", {"temperature": 0.7, "response_schema": SCHEMA}),
+        ("anyOf sharing keys, greedy", {"response_schema": EITHER}),
+        ("anyOf sharing keys, T=0.7", {"temperature": 0.7, "response_schema": EITHER}),
         ("JSON + patterns, greedy", {"response_schema": PATTERNED}),
         ("regex, greedy", {"metadata": {"regex": REGEX}}),
         ("regex (partial), greedy", {"metadata": {"regex": REGEX_PARTIAL}}),

@@ -4,9 +4,11 @@ reads our semantics."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import random
+import uuid
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -53,8 +55,25 @@ PYDANTIC_LIKE = {
 
 
 #: jsonschema's checks of ``format`` (with the ``format-nongpl`` packages: date-time, time,
-#: duration, hostname, uri need them), which the constrained JSON also enforces.
-FORMATS = jsonschema.Draft202012Validator.FORMAT_CHECKER
+#: duration, hostname, uri need them), which the constrained JSON also enforces, and of
+#: the formats only Pydantic writes: ``uuid1`` … ``uuid8`` (jsonschema's ``uuid`` of that
+#: version, as Pydantic's ``UUID1``… check it) and ``ipvanyaddress`` (Python's parser).
+FORMATS = jsonschema.FormatChecker()
+FORMATS.checkers = dict(jsonschema.Draft202012Validator.FORMAT_CHECKER.checkers)
+
+
+def _uuid_of(version: int) -> Any:
+    def check(value: object) -> bool:
+        return not isinstance(value, str) or (
+            jsonschema.Draft202012Validator.FORMAT_CHECKER.conforms(value, "uuid")
+            and uuid.UUID(value).version == version)
+    return check
+
+
+for _version in range(1, 9):
+    FORMATS.checks(f"uuid{_version}", raises=ValueError)(_uuid_of(_version))
+FORMATS.checks("ipvanyaddress", raises=ValueError)(
+    lambda value: not isinstance(value, str) or bool(ipaddress.ip_address(value)))
 
 
 def validate(document: Any, schema: Any) -> None:
@@ -186,11 +205,17 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
                       st.sampled_from(["anyOf", "oneOf"])).map(lambda t: {t[1]: [
         {"type": "object", "properties": {f"own{i}": child, "shared": {"type": "integer"}},
          "required": [f"own{i}"]} for i, child in enumerate(t[0])]})
+    # anyOf whose alternatives may start alike (followed side by side), objects sharing keys
+    overlapping = st.lists(children, min_size=2, max_size=3).map(lambda a: {"anyOf": a})
+    sharing = st.lists(children, min_size=2, max_size=3).map(lambda cs: {"anyOf": [
+        {"type": "object", "properties": {"name": {"type": "string"}, f"v{i}": child},
+         "required": ["name", f"v{i}"][:1 + i % 2]} for i, child in enumerate(cs)]})
     distinct = st.tuples(children, st.integers(0, 3), st.integers(0, 2)).map(
         lambda t: {"type": "array", "items": t[0], "uniqueItems": True, "minItems": t[1],
                    "maxItems": t[1] + t[2]})
     return st.one_of(objects, arrays, bounded_arrays, optional, typed, maps, patterned_maps,
-                     tuples, tagged, keyed, distinct, wrapped, open_objects)
+                     tuples, tagged, keyed, distinct, wrapped, open_objects, overlapping,
+                     sharing)
 
 
 def _compiles(schema: dict[str, Any]) -> bool:

@@ -115,10 +115,10 @@ async def test_regex_outside_the_subset_falls_back(chain_backend: SmolLM2Backend
 
 @pytest.mark.parametrize(("request_params", "message"), [
     ({"response_schema": {"type": "string", "pattern": "(?=a)"}}, "pattern.*lookaround"),
-    ({"response_schema": {"anyOf": [{"type": "object", "properties": {"a": {}}},
+    ({"response_schema": {"oneOf": [{"type": "object", "properties": {"a": {}}},
                                     {"properties": {}}]}},
      "discriminator"),
-    ({"response_schema": {"anyOf": [{"type": "object", "additionalProperties": True},
+    ({"response_schema": {"oneOf": [{"type": "object", "additionalProperties": True},
                                     {"type": "array", "items": {}}, {"type": "object"}]}},
      "same character"),
     ({"response_schema": {"$defs": {"A": {"type": "object", "properties": {

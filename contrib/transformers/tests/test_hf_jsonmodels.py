@@ -51,8 +51,9 @@ def test_discriminated_unions() -> None:
     """Object alternatives with a discriminator (a key each requires, with string values
     no two share — Pydantic's ``Cat | Dog`` with ``Literal`` tags, with or without
     ``Field(discriminator=...)``) are supported: the tag is written first and picks the
-    object; Pydantic validates every document. Without a discriminator they are
-    refused, naming what is missing."""
+    object; Pydantic validates every document. In ``oneOf`` (where a document must match
+    exactly one) they are refused without one, naming what is missing; in ``anyOf``
+    they are followed side by side (``test_overlapping_alternatives``)."""
     from typing import Literal
 
     from pydantic import BaseModel, Field
@@ -76,7 +77,7 @@ def test_discriminated_unions() -> None:
     assert not accepts(machine, '{"pet":{"barks":1.5,"pet_type":"dog"},"others":[]}')
     assert machine.feed(machine.start(), '{"pet":{"pet_type":"cat","barks"') is None
     assert machine.feed(machine.start(), '{"pet":{"pet_type":"cow"') is None
-    untagged = {"anyOf": [{"type": "object", "properties": {"a": {"type": "string"}}},
+    untagged = {"oneOf": [{"type": "object", "properties": {"a": {"type": "string"}}},
                           {"type": "object", "properties": {"b": {"type": "string"}}}]}
     with pytest.raises(SchemaError, match="discriminator.*nor does each require a key"):
         JsonMachine(untagged)  # neither requires its key: nothing tells them apart
@@ -362,3 +363,66 @@ def test_unions_told_apart_by_a_key_of_their_own() -> None:
     assert machine.feed(machine.start(), '{"outcome":{"value":1,"error"') is None
     state = machine.feed(machine.start(), '{"outcome":{"err')
     assert state is not None and machine.min_chars(state) == len('or":""}}')
+
+
+def test_overlapping_alternatives() -> None:
+    """``anyOf`` alternatives that start alike — Pydantic's ``A | B`` of objects sharing
+    keys without a discriminator, ``list[int] | list[str]``, ``dict[str, int] | A``, two
+    bounded integers, strings of different lengths or formats, a tuple beside a list —
+    are followed side by side until the text tells them apart: Pydantic validates every
+    document the automaton writes, each alternative can be written, a prefix no
+    alternative continues is refused at once, and the characters still needed are the
+    fewest of any alternative still possible."""
+    import datetime
+
+    from pydantic import BaseModel, conint, constr
+
+    class Named(BaseModel):
+        name: str
+        x: int | None = None
+
+    class Aged(BaseModel):
+        name: str
+        age: int
+
+    class Mixed(BaseModel):
+        who: Named | Aged
+        items: list[int] | list[str]
+        table: dict[str, int] | Named
+        level: conint(le=5) | conint(ge=100)  # type: ignore[valid-type]
+        code: constr(max_length=3) | datetime.date  # type: ignore[valid-type]
+        pair: tuple[int, int] | list[str]
+
+    machine, _, docs = model_walks(Mixed, seed=9, slack=40, count=80)
+    assert {type(d.who).__name__ for d in docs} == {"Named", "Aged"}
+    head = '{"who":{"name":"a","age":3},"items":["x"],"table":{"name":"q"},'
+    assert accepts(machine, head + '"level":100,"code":"2020-01-02","pair":[1,2]}')
+    assert isinstance(Mixed.model_validate_json(
+        head + '"level":100,"code":"2020-01-02","pair":[1,2]}').table, Named)
+    assert accepts(machine, head + '"level":-3,"code":"","pair":["a"]}')
+    assert accepts(machine, '{"who":{"age":3,"name":"a"},"items":[],"table":{"x":1},'
+                            '"level":5,"code":"abc","pair":[]}')
+    for bad in ('{"who":{"name":"a","x":1,"age":', '{"who":{"age":1}', '{"who":{}',
+                '{"items":[1,"', '{"level":7,', '{"level":10,', '{"code":"abcd"',
+                '{"pair":[1,2,', '{"table":{"name":"q","x":"'):
+        assert machine.feed(machine.start(), bad) is None, bad
+    for prefix, rest in (('{"who":{"name":"a"', '}'), ('{"who":{"name":"a","age":', "0}"),
+                         ('{"level":1', ""), ('{"level":10', "0"), ('{"code":"2', '"'),
+                         ('{"code":"2020', '-01-01"'), ('{"pair":[', "]")):
+        state = machine.feed(machine.start(), prefix)
+        assert state is not None, prefix
+        finish = machine.feed(state, rest)
+        assert finish is not None, prefix + rest
+        # the cheapest way on: what ``rest`` writes of this value, then the rest of the
+        # document, counted from where the value closes
+        assert machine.min_chars(state) == len(rest) + machine.min_chars(finish), prefix
+    # a number that another alternative could still lengthen closes on the next ","
+    state = machine.feed(machine.start(), '{"level":1')
+    assert state is not None and machine.feed(state, ',"items":[]') is not None
+    assert machine.feed(state, "0,") is None and machine.feed(state, "00,") is not None
+    with pytest.raises(SchemaError, match="same character"):  # oneOf: still refused
+        JsonMachine({"oneOf": [{"type": "integer", "maximum": 5},
+                               {"type": "integer", "minimum": 3}]})
+    with pytest.raises(SchemaError, match="first character tells apart"):  # no set of them
+        JsonMachine({"type": "array", "uniqueItems": True, "items": {"anyOf": [
+            {"type": "integer", "maximum": 5}, {"type": "integer", "minimum": 100}]}})
