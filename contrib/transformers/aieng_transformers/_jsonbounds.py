@@ -2,7 +2,8 @@
 
 A bounded ``number`` or ``integer`` (``minimum``, ``maximum``, ``exclusiveMinimum``,
 ``exclusiveMaximum``, an integer ``multipleOf``) is written in plain decimal
-(``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``, no exponent) of at most ``limit`` characters; a non-integer one with at most
+(``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``, no exponent) of at most ``limit`` characters, a
+``multipleOf`` an integer or a fraction of a power of two; a non-integer one with at most
 :data:`DIGITS` digits (a leading ``0.`` aside), so that a reader parsing it into a float
 (Python's ``json``, jsonschema) compares it with a bound as the exact decimal does: two
 decimals of at most 15 significant digits are distinct doubles in the same order. Every completion of a prefix is a grid of
@@ -38,8 +39,9 @@ class Range(NamedTuple):
     low_open: bool = False
     high_open: bool = False
     integer: bool = False
-    #: ``multipleOf``, a positive integer (``None``: any value).
-    multiple: int | None = None
+    #: ``multipleOf``: a positive integer, or for a ``number`` a fraction whose
+    #: denominator is a power of two (``None``: any value).
+    multiple: int | Fraction | None = None
 
     def integers(self) -> tuple[int | None, int | None]:
         """The least and the greatest integer within the bounds (``None``: no bound)."""
@@ -149,10 +151,15 @@ def _positive(whole: str, dot: str, fraction: str, integer: bool, room: int
             yield extra + 1 + digits, low, high + 1 - step, step
 
 
+def _lcm(a: Fraction, b: Fraction) -> Fraction:
+    """The least positive rational both ``a`` and ``b`` divide (both positive)."""
+    return Fraction(math.lcm(a.numerator, b.numerator), math.gcd(a.denominator, b.denominator))
+
+
 def _grid_hit(bounds: Range, low: Fraction, high: Fraction, step: Fraction) -> Fraction | None:
     """A multiple of ``step`` in ``[low, high]`` that the bounds admit, or ``None``."""
-    if bounds.multiple is not None:  # every grid's step divides 1, so divides the multiple
-        step = Fraction(bounds.multiple)
+    if bounds.multiple is not None:  # the grid's values that are multiples: a coarser grid
+        step = _lcm(step, Fraction(bounds.multiple))
     lo, hi = low, high
     if bounds.low is not None and bounds.low >= lo:
         lo = bounds.low

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any
 
 from ._jsonbounds import Range, bound, extra_chars
@@ -38,6 +39,8 @@ _KEYWORDS = {
     "boolean": frozenset({"type"}),
     "null": frozenset({"type"}),
 }
+#: Numbers a double holds exactly, every integer up to it included (2 ** 53).
+_EXACT = 1 << 53
 _FIRST = {"object": frozenset("{"), "array": frozenset("["), "string": frozenset('"'),
           "number": frozenset("-0123456789"), "integer": frozenset("-0123456789"),
           "boolean": frozenset("tf"), "null": frozenset("n")}
@@ -654,19 +657,31 @@ def _range(schema: Mapping[str, Any], integer: bool, where: str) -> Range:
     high, high_open = values.get("maximum"), False
     if "exclusiveMaximum" in values and (high is None or values["exclusiveMaximum"] <= high):
         high, high_open = values["exclusiveMaximum"], True
-    multiple = schema.get("multipleOf")
-    if multiple is not None:
-        if isinstance(multiple, float) and multiple.is_integer():
-            multiple = int(multiple)
-        if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple <= 0:
-            raise SchemaError(f"{where}/multipleOf: a positive integer is supported (a "
-                              "decimal one is checked differently by float and exact "
-                              f"readers), got {multiple!r}")
+    raw = schema.get("multipleOf")
+    multiple: int | Fraction | None = None
+    if raw is not None:
+        exact = bound(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) \
+            else Fraction(0)
+        if exact <= 0 or exact.denominator & (exact.denominator - 1):
+            raise SchemaError(f"{where}/multipleOf: a positive integer or a fraction of a "
+                              "power of two (0.5, 0.25, 2.5) is supported — a decimal one "
+                              "such as 0.1 is checked differently by float and exact "
+                              f"readers — got {raw!r}")
+        if integer or exact.denominator == 1:  # the integer multiples of p/q: of p
+            multiple = exact.numerator
+        else:
+            multiple = exact
+            # each multiple written is then a double exactly, which float readers divide
+            # (jsonschema) or take the remainder of (Pydantic) exactly
+            if low is None or low < -_EXACT:
+                low, low_open = Fraction(-_EXACT), False
+            if high is None or high > _EXACT:
+                high, high_open = Fraction(_EXACT), False
     bounds = Range(low, high, low_open, high_open, integer, multiple)
     if extra_chars("", bounds, MAX_NUMBER_CHARS) is None:  # no completion lies in range
         raise SchemaError(f"{where}: no {'integer' if integer else 'number'} of at most "
                           f"{MAX_NUMBER_CHARS} characters lies within the bounds"
-                          + (" and is a multiple of 'multipleOf'" if multiple else ""))
+                          + (" and is a multiple of 'multipleOf'" if raw else ""))
     return bounds
 
 

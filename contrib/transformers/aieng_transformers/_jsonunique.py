@@ -83,7 +83,7 @@ def integers(prefix: str = "", bounds: Range | None = None) -> Iterator[Candidat
     clipped to the bounds."""
     negative = prefix.startswith("-")
     digits = prefix[1:] if negative else prefix
-    step = (bounds.multiple if bounds is not None else None) or 1
+    step = int((bounds.multiple if bounds is not None else None) or 1)  # integer: an int
     low, high = bounds.integers() if bounds is not None else (None, None)
     for added in range(MAX_NUMBER_CHARS - len(prefix) + 1):
         if prefix == "":  # (lowest, highest) of the texts ``added`` characters spell

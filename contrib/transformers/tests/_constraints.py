@@ -11,6 +11,7 @@ import random
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import jsonschema
@@ -139,7 +140,8 @@ def _bounded() -> st.SearchStrategy[dict[str, Any]]:
     values = st.one_of(
         st.sampled_from(VALUES).map(lambda v: {"const": v}),
         st.lists(st.sampled_from(VALUES), min_size=1, max_size=4).map(lambda e: {"enum": e}))
-    multiples = st.tuples(st.sampled_from(["integer", "number"]), st.sampled_from([2, 5, 7, 100]),
+    multiples = st.tuples(st.sampled_from(["integer", "number"]),
+                          st.sampled_from([2, 5, 7, 100, 0.5, 0.25, 2.5]),
                           st.sampled_from([{}, {"minimum": -50}, {"minimum": 3, "maximum": 40},
                                            {"exclusiveMaximum": 0}])).map(
         lambda t: {"type": t[0], "multipleOf": t[1], **t[2]})
@@ -420,9 +422,14 @@ def documents(schema: Any, root: dict[str, Any], depth: int = 0) -> st.SearchStr
         ints = st.integers(math.ceil(low), math.floor(high)) if math.ceil(low) <= high \
             else st.nothing()
         if "multipleOf" in schema:  # the multiples (kept when in range)
-            step = schema["multipleOf"]
-            multiples = ints.map(lambda v: v - v % step)
-            return multiples if kind == "integer" else multiples | multiples.map(float)
+            step = Fraction(str(schema["multipleOf"]))
+            if kind == "integer":  # of p/q: of p
+                return ints.map(lambda v: v - v % step.numerator)
+            scaled = st.integers(math.ceil(low / step), math.floor(high / step)) \
+                if math.ceil(low / step) <= high / step else st.nothing()
+            exact = scaled.map(lambda k: k * step)
+            return exact.map(lambda v: int(v) if v.denominator == 1 else float(v)) \
+                | exact.map(float)
         if kind == "integer":
             return ints
         return st.one_of(ints, st.decimals(Decimal(str(low)), Decimal(str(high)), places=3,

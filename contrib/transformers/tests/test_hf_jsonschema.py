@@ -241,6 +241,36 @@ def test_multiples() -> None:
         assert not accepts(machine, bad), bad
 
 
+def test_multiples_of_a_fraction_of_a_power_of_two() -> None:
+    """A ``multipleOf`` such as 0.5, 0.25 or 2.5 (half stars, quarter hours) is enforced
+    exactly: its multiples are doubles exactly, so float readers — jsonschema's division,
+    Pydantic's remainder — accept every one the automaton writes (Pydantic validates each
+    walk); within ±2**53 without other bounds, where that holds. An integer's multiples
+    of 1.5 are those of 3. A decimal ``multipleOf`` (0.1, 0.01) is still refused."""
+    from pydantic import BaseModel, Field
+
+    class Review(BaseModel):
+        stars: float = Field(multiple_of=0.5, ge=0, le=5)
+        hours: float = Field(multiple_of=0.25)
+        step: float = Field(multiple_of=2.5, gt=-10)
+
+    machine, _, reviews = model_walks(Review, seed=2, slack=16, count=80)
+    assert all((r.stars * 2).is_integer() and (r.hours * 4).is_integer() for r in reviews)
+    assert any(not r.hours.is_integer() for r in reviews)  # fractions are written too
+    assert accepts(machine, '{"stars":4.5,"hours":-0.75,"step":-7.5}')
+    for bad in ('{"stars":4.25', '{"stars":5.5', '{"hours":0.3', '{"step":-10,',
+                '{"hours":99999999999999999'):  # beyond 2**53 (16 digits)
+        assert machine.feed(machine.start(), bad) is None, bad
+    state = machine.feed(machine.start(), '{"stars":2.')  # 2.5 only: one more digit
+    assert state is not None
+    assert machine.min_chars(state) == len('5,"hours":0,"step":0}')
+    thirds = JsonMachine({"type": "integer", "multipleOf": 1.5})
+    assert accepts(thirds, "3") and accepts(thirds, "-9") and not accepts(thirds, "4")
+    for decimal in (0.1, 0.01, 0.3):
+        with pytest.raises(SchemaError, match="power of two"):
+            JsonMachine({"type": "number", "multipleOf": decimal})
+
+
 def test_alternatives_that_merge() -> None:
     """In ``anyOf`` an integer beside an unbounded number is the number, a string enum
     beside a free string the string, duplicate nulls one; ``enum``/``const`` values of
