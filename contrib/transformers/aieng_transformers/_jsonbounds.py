@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import NamedTuple
 
-__all__ = ["DIGITS", "Range", "bound", "extra_chars", "in_range"]
+__all__ = ["DIGITS", "Range", "bound", "completions", "extra_chars", "in_range"]
 
 #: The most digits of a bounded non-integer number (C's ``DBL_DIG``).
 DIGITS = 15
@@ -95,20 +95,78 @@ def extra_chars(text: str, bounds: Range, limit: int) -> int | None:
     ``0.5``…) so that it is a whole number inside ``bounds`` of at most ``limit``
     characters; ``None`` when no completion is. Memoized: the automaton asks it for every
     character of a bounded number, and the same prefixes recur."""
-    for extra, low, high, step in sorted(_grids(text, bounds.integer, limit),
-                                         key=lambda grid: grid[0]):
+    for extra, low, high, step, _ in _sorted_grids(text, bounds.integer, limit):
         if _grid_hit(bounds, low, high, step) is not None:
             return extra
     return None
 
 
+def completions(text: str, bounds: Range, limit: int) -> Iterator[tuple[int, str]]:
+    """The whole numbers inside ``bounds`` of at most ``limit`` characters that the
+    prefix ``text`` grows into, as (characters added, the number's text), fewest added
+    first (lazily: a grid may hold many). Spellings of one value at several lengths
+    (``1``, ``1.0``) all come: callers compare values."""
+    for extra, low, high, step, negative in _sorted_grids(text, bounds.integer, limit):
+        span = _grid_span(bounds, low, high, step)
+        if span is None:
+            continue
+        value, last, every = span
+        places = len(str(step.denominator)) - 1  # the grid's decimals (its step: 10**-places)
+        checked = not _plain(bounds)
+        while value <= last:
+            spelled = ("-" if negative else "") + _spell(abs(value), places)
+            if not checked or in_range(spelled, bounds):
+                yield extra, spelled
+            value += every
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _plain(bounds: Range) -> bool:
+    """Whether each bound has at most :data:`DIGITS` significant digits: then a number of
+    at most that many compares with it as a float as it does exactly (distinct doubles in
+    the same order), and :func:`in_range` need not check it again."""
+    return all(b is None or _digits(b) <= DIGITS for b in (bounds.low, bounds.high))
+
+
+def _digits(value: Fraction) -> int:
+    """The significant digits of a decimal (a fraction that is not one: more than any)."""
+    denominator = value.denominator
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    if denominator != 1:
+        return DIGITS + 1
+    places = 0
+    while (value * 10 ** places).denominator != 1:
+        places += 1
+    return len(str(abs(value.numerator * 10 ** places // value.denominator)).strip("0")) or 1
+
+
+def _spell(value: Fraction, places: int) -> str:
+    """A non-negative multiple of ``10 ** -places`` in plain decimal with that many
+    decimals."""
+    whole = value.numerator // value.denominator
+    if not places:
+        return str(whole)
+    return f"{whole}.{int((value - whole) * 10 ** places):0{places}d}"
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _sorted_grids(text: str, integer: bool, limit: int
+                  ) -> tuple[tuple[int, Fraction, Fraction, Fraction, bool], ...]:
+    """:func:`_grids`, fewest characters added first (memoized: sets of numbers list the
+    completions of the same prefixes again and again)."""
+    return tuple(sorted(_grids(text, integer, limit), key=lambda grid: grid[0]))
+
+
 def _grids(text: str, integer: bool, limit: int, *, signs: bool = True
-           ) -> Iterator[tuple[int, Fraction, Fraction, Fraction]]:
-    """Every completion of ``text`` as (characters added, lowest, highest, step)."""
+           ) -> Iterator[tuple[int, Fraction, Fraction, Fraction, bool]]:
+    """Every completion of ``text`` as (characters added, lowest, highest, step, whether
+    it is written with a minus)."""
     if text == "" and signs:  # no sign written yet: a minus is one more character
         yield from _grids("", integer, limit, signs=False)
-        for extra, low, high, step in _grids("-", integer, limit):
-            yield extra + 1, low, high, step
+        for extra, low, high, step, negative in _grids("-", integer, limit):
+            yield extra + 1, low, high, step, negative
         return
     negative = text.startswith("-")
     body = text[1:] if negative else text
@@ -117,7 +175,7 @@ def _grids(text: str, integer: bool, limit: int, *, signs: bool = True
     for extra, low, high, step in _positive(whole, dot, fraction, integer, room):
         if negative:
             low, high = -high, -low
-        yield extra, low, high, step
+        yield extra, low, high, step, negative
 
 
 def _positive(whole: str, dot: str, fraction: str, integer: bool, room: int
@@ -158,7 +216,17 @@ def _lcm(a: Fraction, b: Fraction) -> Fraction:
 
 def _grid_hit(bounds: Range, low: Fraction, high: Fraction, step: Fraction) -> Fraction | None:
     """A multiple of ``step`` in ``[low, high]`` that the bounds admit, or ``None``."""
-    if bounds.multiple is not None:  # the grid's values that are multiples: a coarser grid
+    span = _grid_span(bounds, low, high, step)
+    return None if span is None else span[0]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _grid_span(bounds: Range, low: Fraction, high: Fraction,
+               step: Fraction) -> tuple[Fraction, Fraction, Fraction] | None:
+    """The multiples of ``step`` in ``[low, high]`` that the bounds admit, as (first,
+    last, step between them: the multiples of ``multipleOf`` among them are a coarser
+    grid), or ``None`` when there are none."""
+    if bounds.multiple is not None:
         step = _lcm(step, Fraction(bounds.multiple))
     lo, hi = low, high
     if bounds.low is not None and bounds.low >= lo:
@@ -171,4 +239,4 @@ def _grid_hit(bounds: Range, low: Fraction, high: Fraction, step: Fraction) -> F
     last = math.floor(hi / step)
     if bounds.high is not None and hi == bounds.high and bounds.high_open and last * step == hi:
         last -= 1
-    return first * step if first <= last else None
+    return (first * step, last * step, step) if first <= last else None

@@ -329,7 +329,7 @@ class _Compiler:
                                   "supported")
             if not supported(items):
                 raise SchemaError(f"{where}: 'uniqueItems' is supported for items that are "
-                                  "strings, integers, booleans, null, enum / const "
+                                  "strings, numbers, booleans, null, enum / const "
                                   "scalars, or anyOf of those that the first character "
                                   "tells apart")
             if len(cheapest(items, frozenset(), least)) < least:
@@ -609,13 +609,18 @@ def _lengths(schema: Mapping[str, Any], low_word: str, high_word: str,
 
 
 def _listable(node: Node, where: str) -> Node:
-    """A string with lengths but no pattern as the automaton of any text within them, whose
-    values :mod:`._jsonunique` can list (the items of a set, the keys of a map); any other
-    node as it is."""
+    """A node whose values :mod:`._jsonunique` can list (the items of a set, the keys of a
+    map): a string with lengths but no pattern as the automaton of any text within them,
+    a free number as a number without bounds (so written in plain decimal, listed per
+    grid of decimals), a union's alternatives likewise; any other node as it is."""
     if node.kind == "string" and node.enum is None and node.pattern is None \
             and node.lengths != (0, None):
         return Node("string", lengths=node.lengths,
                     pattern=_pattern({"pattern": ""}, node.lengths, where))
+    if node.kind == "number" and node.bounds is None:  # plain decimal: listed per grid
+        return Node("number", bounds=Range())
+    if node.kind == "union":
+        return Node("union", branches=tuple(_listable(b, where) for b in node.branches))
     return node
 
 

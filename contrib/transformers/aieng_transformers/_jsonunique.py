@@ -6,7 +6,8 @@ Supported items are scalars whose cheapest distinct values can be listed in orde
 length: free strings, strings of a ``pattern`` or ``format`` or with lengths (their
 automaton lists its texts cheapest first, :meth:`._regexfsm.Pattern.completions`),
 integers (free, or within bounds and ``multipleOf``: listed per interval of equal
-length), booleans, ``null``, ``enum`` / ``const`` sets of scalars, and ``anyOf`` of
+length), numbers (written in plain decimal, so the values of a length are grids of
+decimals), booleans, ``null``, ``enum`` / ``const`` sets of scalars, and ``anyOf`` of
 those that the first character tells apart. Values are equal as JSON Schema has it: ``1`` and
 ``1.0`` are one number, a string is its decoded characters.
 """
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from ._jsonbounds import Range
+from ._jsonbounds import Range, completions
 from ._regexfsm import JSON_COST
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 MAX_NUMBER_CHARS = 24
 
 __all__ = ["MAX_NUMBER_CHARS", "NEVER", "cheapest", "identity", "integers", "joint",
-           "plain_chars", "supported", "values"]
+           "numbers", "plain_chars", "supported", "values"]
 
 #: The cost of what cannot be written (a large integer, so sums stay integers).
 NEVER = 1 << 40
@@ -59,6 +60,8 @@ def supported(node: Node) -> bool:
         return all(not isinstance(json.loads(v), (list, dict)) for v in node.literals)
     if kind == "integer":
         return True
+    if kind == "number":  # written in plain decimal, listed per grid (``_listable``)
+        return node.bounds is not None
     if kind == "union":  # alternatives told apart by their first character
         return all(supported(b) for b in node.branches) and all(
             not a.first & b.first for i, a in enumerate(node.branches)
@@ -98,6 +101,15 @@ def integers(prefix: str = "", bounds: Range | None = None) -> Iterator[Candidat
                 yield added, identity(str(value))
 
 
+def numbers(prefix: str, bounds: Range | None) -> Iterator[Candidate]:
+    """Numbers (plain decimal, within ``bounds``) written as ``prefix`` and more
+    characters, by the characters added; one value may come at several lengths (``1``,
+    ``1.0``: callers skip what they have seen)."""
+    assert bounds is not None  # a number of a set is a bounded one (``_listable``)
+    return ((added, identity(text)) for added, text in completions(prefix, bounds,
+                                                                   MAX_NUMBER_CHARS))
+
+
 def _spans(digits: str, added: int) -> list[tuple[int, int]]:
     """The non-negative integers written as ``digits`` and ``added`` more digits (one
     interval, or none)."""
@@ -127,6 +139,8 @@ def values(node: Node) -> Iterator[Candidate]:
         stream = sorted((len(v), identity(v)) for v in node.literals)
     elif kind == "integer":
         stream = integers("", node.bounds)
+    elif kind == "number":
+        stream = numbers("", node.bounds)
     elif kind == "boolean":
         stream = [(4, "ltrue"), (5, "lfalse")]
     elif kind == "null":

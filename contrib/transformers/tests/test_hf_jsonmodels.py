@@ -194,8 +194,6 @@ def test_arrays_of_distinct_items() -> None:
     rest = ',"tags":["","a","b"],"nums":[0,1,2,3,4,5,6,7,8,9,-1,-2],"flags":[],"odd":[]}'
     assert machine.min_chars(state) == len('blue"]') + len(rest)  # "red" is taken
     for schema_, message in (
-            ({"type": "array", "items": {"type": "number"}, "uniqueItems": True},
-             "supported for items"),
             ({"type": "array", "items": {"type": "object"}, "uniqueItems": True},
              "supported for items"),
             ({"type": "array", "items": {"type": "boolean"}, "uniqueItems": True,
@@ -276,6 +274,40 @@ def test_sets_of_bounded_integers() -> None:
         JsonMachine({"type": "array", "items": {"type": "integer", "minimum": 0,
                                                 "maximum": 2}, "uniqueItems": True,
                      "minItems": 4})
+
+
+def test_sets_of_numbers() -> None:
+    """``uniqueItems`` over numbers (``set[float]``, ``frozenset[confloat(...)]``, a
+    multiple of 0.5): written in plain decimal, so the numbers of a length are grids of
+    decimals, listed per grid; equal values are one item however spelled (``1``,
+    ``1.0``, ``1.00``), a prefix that can only repeat one is refused at once, and the
+    fewest characters count the cheapest distinct values."""
+    from typing import Annotated
+
+    from pydantic import BaseModel, Field
+
+    class Sample(BaseModel):
+        readings: set[float]
+        shares: frozenset[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=3)
+        halves: set[Annotated[float, Field(multiple_of=0.5, gt=0, lt=2)]] = Field(
+            min_length=3)
+        many: set[float] = Field(min_length=12)
+
+    machine, _, samples = model_walks(Sample, seed=8, slack=30, count=25)
+    assert all(len(s.shares) >= 3 and s.halves == {0.5, 1, 1.5} for s in samples)
+    assert any(not all(float(v).is_integer() for v in s.shares) for s in samples)
+    many = ",".join(map(str, range(12)))
+    shortest = f'{{"readings":[],"shares":[0,1,0.1],"halves":[1,0.5,1.5],"many":[{many}]}}'
+    assert machine.min_chars(machine.start()) == len(shortest) and accepts(machine, shortest)
+    for repeat in ('{"readings":[1,1.0]', '{"readings":[2.50,2.5]', '{"shares":[0,1,1',
+                   '{"halves":[0.5,1,1.5,'):
+        assert machine.feed(machine.start(), repeat) is None, repeat
+    halves_many = f'"halves":[1,0.5,1.5],"many":[{many}]}}'
+    for prefix, rest in (('{"shares":[0,1,', '0.1],"readings":[],' + halves_many),  # not 2
+                         ('{"readings":[1,2,1', '0],"shares":[0,1,0.1],' + halves_many)):
+        state = machine.feed(machine.start(), prefix)
+        assert state is not None and accepts(machine, prefix + rest)
+        assert machine.min_chars(state) == len(rest), prefix
 
 
 def test_maps_with_a_key_schema() -> None:
