@@ -216,11 +216,46 @@ def compile_schema(schema: Mapping[str, Any], where: str = "#") -> Node:
     :raises SchemaError: naming the JSON pointer and the keyword outside the subset, or
         when a recursive schema has no finite document.
     """
+    schema = _without_extensions(schema)
     compiler = _Compiler(schema)
     root = compiler.node(schema, where)
     if compiler.recursive:
         _settle(root, where)
     return root
+
+
+#: Words of other vocabularies that say nothing about which documents are valid: OpenAPI's
+#: (``example``, ``externalDocs``, ``xml``; ``nullable`` too — ignored, so ``null`` is not
+#: written, which both readings accept), anchors, and any ``x-`` extension.
+_EXTENSIONS = frozenset({"example", "externalDocs", "xml", "nullable", "$anchor",
+                         "$dynamicAnchor", "$vocabulary"})
+#: Keywords whose value is a schema, a list of schemas, or names mapped to schemas.
+_SCHEMA = frozenset({"items", "additionalProperties", "propertyNames", "not", "if", "then",
+                     "else", "contains", "contentSchema", "unevaluatedItems",
+                     "unevaluatedProperties"})
+_SCHEMAS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
+_NAMED = frozenset({"properties", "$defs", "definitions", "patternProperties",
+                    "dependentSchemas"})
+
+
+def _without_extensions(schema: Any) -> Any:
+    """The schema without :data:`_EXTENSIONS` and ``x-`` words, in it and in every
+    subschema (the values of ``enum``, ``const``, ``default``… are data: kept as they
+    are; so are property names)."""
+    if not isinstance(schema, Mapping):
+        return schema
+    out: dict[str, Any] = {}
+    for word, value in schema.items():
+        if word in _EXTENSIONS or isinstance(word, str) and word.startswith("x-"):
+            continue
+        if word in _SCHEMA:
+            value = _without_extensions(value)
+        elif word in _SCHEMAS and isinstance(value, list):
+            value = [_without_extensions(v) for v in value]
+        elif word in _NAMED and isinstance(value, Mapping):
+            value = {name: _without_extensions(v) for name, v in value.items()}
+        out[word] = value
+    return out
 
 
 def _settle(root: Node, where: str) -> None:

@@ -54,7 +54,9 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   ``definitions`` anywhere.
 - ``allOf`` of one schema, or of objects (their properties and required names merged).
 - annotations ignored: ``title``, ``description``, ``$schema``, ``$id``, ``$comment``,
-  ``default``, ``examples``, ``deprecated``, ``readOnly``, ``writeOnly``.
+  ``default``, ``examples``, ``deprecated``, ``readOnly``, ``writeOnly``; ``x-``
+  extensions and OpenAPI's ``example``, ``externalDocs``, ``xml``, ``nullable`` (no
+  ``null`` is written for it) anywhere.
 
 The text is compact JSON: no whitespace except at most one space after ``:`` and ``,``; a
 ``\\u`` escape of a surrogate only as a whole pair (strict readers refuse a lone one); a

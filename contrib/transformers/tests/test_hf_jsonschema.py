@@ -38,6 +38,28 @@ def test_schema_error_names_the_place() -> None:
         JsonMachine({"properties": {"a": {"type": "array", "items": {"minimum": 1}}}})
 
 
+def test_extension_words_are_ignored() -> None:
+    """Words of other vocabularies — ``x-`` extensions, OpenAPI's ``example``,
+    ``externalDocs``, ``xml`` and ``nullable`` — say nothing about validity and are
+    ignored wherever they are (``nullable``: no ``null`` is written, which JSON Schema and
+    OpenAPI both accept); property names that look like them are names, and ``enum``
+    values are data. Other unknown words are still refused."""
+    schema = {"type": "object", "x-order": 1, "externalDocs": {"url": "u"},
+              "properties": {"x-name": {"type": "string", "nullable": True, "example": "a",
+                                        "x-go-type": "s", "xml": {"name": "n"}},
+                             "n": {"$ref": "#/$defs/N"},
+                             "e": {"enum": [{"x-k": 1}], "x-enum-names": ["one"]},
+                             "l": {"type": "array", "items": {"x-a": 1, "type": "integer"}},
+                             "u": {"anyOf": [{"type": "null", "x-b": 2}, {"type": "integer"}]}},
+              "required": ["x-name", "e"], "$defs": {"N": {"type": "integer", "x-a": 1}}}
+    machine = JsonMachine(schema)
+    assert accepts(machine, '{"x-name":"q","n":3,"e":{"x-k":1},"l":[1],"u":null}')
+    assert machine.feed(machine.start(), '{"x-name":n') is None  # nullable: not written
+    assert not accepts(machine, '{"x-name":"q","e":{}}')
+    with pytest.raises(SchemaError, match="unsupported keyword"):
+        JsonMachine({"type": "string", "nullabel": True})
+
+
 def test_machine_accepts_exactly_valid_documents() -> None:
     """Random character walks through the automaton always end in valid JSON within the
     character budget, and invalid texts are refused."""
