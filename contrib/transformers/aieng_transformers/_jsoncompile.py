@@ -685,16 +685,20 @@ def _pattern(schema: Mapping[str, Any], lengths: tuple[int, int | None],
 
 def _range(schema: Mapping[str, Any], integer: bool, where: str) -> Range:
     values = {}
+    flags = set()  # draft 4 and OpenAPI 3.0: a boolean exclusive bound makes its bound open
     for word in _BOUNDS & set(schema):
         value = schema[word]
+        if isinstance(value, bool) and word.startswith("exclusive"):
+            if value:
+                flags.add(word)
+            continue
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise SchemaError(f"{where}/{word}: must be a number (draft-4 boolean "
-                              "exclusive bounds are not supported)")
+            raise SchemaError(f"{where}/{word}: must be a number")
         values[word] = bound(value)
-    low, low_open = values.get("minimum"), False
+    low, low_open = values.get("minimum"), "exclusiveMinimum" in flags
     if "exclusiveMinimum" in values and (low is None or values["exclusiveMinimum"] >= low):
         low, low_open = values["exclusiveMinimum"], True
-    high, high_open = values.get("maximum"), False
+    high, high_open = values.get("maximum"), "exclusiveMaximum" in flags
     if "exclusiveMaximum" in values and (high is None or values["exclusiveMaximum"] <= high):
         high, high_open = values["exclusiveMaximum"], True
     raw = schema.get("multipleOf")

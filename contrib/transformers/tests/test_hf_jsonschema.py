@@ -221,7 +221,7 @@ def test_a_pydantic_style_schema() -> None:
     ({"enum": [1, "a"], "type": "integer"}, "not of type"),
     ({"$ref": "#/components/x"}, "only"),
     ({"$ref": "#/$defs/missing", "$defs": {}}, "points at nothing"),
-    ({"type": "number", "minimum": True}, "boolean"),
+    ({"type": "number", "minimum": True}, "must be a number"),
     ({"type": "integer", "minimum": 0.5, "maximum": 0.7}, "bounds"),
     ({"type": "string", "minLength": -1}, "non-negative"),
     ({"const": "abc", "maxLength": 2}, "length"),
@@ -326,6 +326,23 @@ def test_bounds_are_the_decimals_the_schema_wrote() -> None:
     assert accepts(machine, "0.001") and accepts(machine, "0.00999999999999")  # 14 decimals
     assert machine.feed(machine.start(), "0.0099999999999999") is None  # 16: refused
     assert machine.min_chars(machine.start()) == len("0.001")
+
+
+def test_boolean_exclusive_bounds_of_draft_4() -> None:
+    """Draft 4 and OpenAPI 3.0 spell an exclusive bound as a flag beside ``minimum`` /
+    ``maximum`` (``exclusiveMinimum: true``): the bound is then open, as the draft-4
+    validator reads it; ``false`` leaves it closed; a flag without its bound is
+    nothing."""
+    schema = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1,
+              "exclusiveMaximum": False}
+    machine = JsonMachine(schema)
+    assert not accepts(machine, "0") and accepts(machine, "1") and accepts(machine, "0.5")
+    assert machine.min_chars(machine.start()) == len("1")
+    rng = random.Random(4)
+    for _ in range(60):
+        jsonschema.Draft4Validator(schema).validate(json.loads(walk(machine, rng, 6)))
+    free = JsonMachine({"type": "integer", "exclusiveMaximum": True})
+    assert accepts(free, "-12345")
 
 
 def test_maps_and_any_values() -> None:
