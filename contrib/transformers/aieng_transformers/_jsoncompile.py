@@ -31,7 +31,7 @@ _KEYWORDS = {
                          "minProperties", "maxProperties", "propertyNames",
                          "patternProperties"}),
     "array": frozenset({"type", "items", "prefixItems", "minItems", "maxItems",
-                        "uniqueItems"}),
+                        "uniqueItems", "additionalItems"}),
     "string": frozenset({"type", "enum", "const", "minLength", "maxLength", "format",
                          "pattern"}),
     "number": frozenset({"type"}) | _NUMERIC,
@@ -343,10 +343,15 @@ class _Compiler:
     def array(self, schema: Mapping[str, Any], where: str) -> Node:
         least, most = _lengths(schema, "minItems", "maxItems", where)
         raw = schema.get("prefixItems", [])
+        rest = schema.get("items", True)  # without items (or a prefix): any values
+        word = "prefixItems"
+        if isinstance(rest, list):  # drafts 4 to 2019-09: a list of items is a tuple
+            if "prefixItems" in schema:
+                raise SchemaError(f"{where}/items: a list beside 'prefixItems'")
+            raw, rest, word = rest, schema.get("additionalItems", True), "items"
         if not isinstance(raw, list):
             raise SchemaError(f"{where}/prefixItems: must be a list of schemas")
-        prefix = tuple(self.node(v, f"{where}/prefixItems/{i}") for i, v in enumerate(raw))
-        rest = schema.get("items", True)  # without items (or a prefix): any values
+        prefix = tuple(self.node(v, f"{where}/{word}/{i}") for i, v in enumerate(raw))
         if rest is False:  # nothing after the prefix
             most = len(prefix) if most is None else min(most, len(prefix))
             if least > most:

@@ -24,7 +24,8 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
 - ``{}`` / ``true`` (Pydantic's ``Any``): any JSON value.
 - arrays: ``items`` (one schema for every item), ``prefixItems`` (one schema per
   leading item: tuples; ``items`` then covers the rest, ``false`` for none, absent for
-  any value), ``minItems``, ``maxItems``, ``uniqueItems`` (items of the kinds
+  any value; drafts 4-2019's ``items`` list and ``additionalItems`` alike), ``minItems``,
+  ``maxItems``, ``uniqueItems`` (items of the kinds
   :mod:`._jsonunique` lists). Without ``items`` or ``prefixItems``: items of any value.
 - strings: ``minLength``, ``maxLength`` (in characters; such a string is written without
   ``\\u`` escapes), ``pattern`` (searched in the decoded string, the lengths folded into

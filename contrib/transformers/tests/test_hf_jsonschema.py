@@ -412,6 +412,20 @@ def test_tuples() -> None:
     assert more.feed(more.start(), "[null,null") is None
     with pytest.raises(SchemaError, match="minItems"):
         JsonMachine({"type": "array", "prefixItems": [{}], "items": False, "minItems": 2})
+    # drafts 4 to 2019-09 (Pydantic v1): ``items`` a list is the tuple, ``additionalItems``
+    # the rest (absent: any value, as in draft 7)
+    old = {"type": "array", "items": [{"type": "integer"}, {"type": "string"}],
+           "additionalItems": False}
+    tuple_7 = JsonMachine(old)
+    assert accepts(tuple_7, '[1,"a"]') and accepts(tuple_7, "[1]")
+    assert tuple_7.feed(tuple_7.start(), '[1,"a",') is None
+    rng = random.Random(5)
+    for _ in range(40):
+        jsonschema.Draft7Validator(old).validate(json.loads(walk(tuple_7, rng, 8)))
+    rest = JsonMachine({"type": "array", "items": [{"type": "null"}]})  # then any values
+    assert accepts(rest, '[null,{"a":[1]},"x"]')
+    with pytest.raises(SchemaError, match="beside 'prefixItems'"):
+        JsonMachine({"type": "array", "items": [{}], "prefixItems": [{}]})
 
 
 def test_all_of() -> None:
