@@ -430,8 +430,17 @@ class _Compiler:
         properties = {json.dumps(k)[1:-1]: self.node(v, f"{where}/properties/{k}")
                       for k, v in raw.items()}
         required = schema.get("required", [])
-        if not isinstance(required, list) or not all(r in raw for r in required):
-            raise SchemaError(f"{where}/required: must list names among 'properties'")
+        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            raise SchemaError(f"{where}/required: must be a list of names")
+        for name in dict.fromkeys(r for r in required if r not in raw):
+            # a required key 'properties' does not name: any value, or additionalProperties'
+            if schema.get("additionalProperties") is False:
+                raise SchemaError(f"{where}/required: {name!r} is required but neither in "
+                                  "'properties' nor allowed by 'additionalProperties: "
+                                  "false': no document is valid")
+            loose = schema.get("additionalProperties", True)
+            properties[json.dumps(name)[1:-1]] = self.node(
+                loose, f"{where}/additionalProperties") if loose is not True else ANY
         # an open object: other keys than the named ones, with values of ``items``
         others = None if extra is False else self.node(extra, f"{where}/additionalProperties")
         return Node("object", properties=properties, items=others,

@@ -11,7 +11,7 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   ``null``, or a list of them; a schema without ``type`` but with ``properties`` (or
   ``additionalProperties``) is an object, with ``items`` an array, with ``enum`` /
   ``const`` those values.
-- objects: ``properties``, ``required`` (names among the properties);
+- objects: ``properties``, ``required`` (a name the properties lack: a key of any value);
   ``additionalProperties: false`` (implied: no other key is written), or a schema /
   ``true`` beside them (other non-empty keys, with values of it). Keys come in any
   order, each at most once. Or, without ``properties``, ``additionalProperties`` a

@@ -328,6 +328,23 @@ def test_bounds_are_the_decimals_the_schema_wrote() -> None:
     assert machine.min_chars(machine.start()) == len("0.001")
 
 
+def test_required_names_without_a_property() -> None:
+    """A required name that ``properties`` does not list (hand-written tool schemas) is
+    a key with any value — or with ``additionalProperties``' schema — as JSON Schema reads
+    it; with ``additionalProperties: false`` no document is valid, which is refused."""
+    loose = JsonMachine({"type": "object", "properties": {"a": {"type": "integer"}},
+                         "required": ["q"]})
+    assert accepts(loose, '{"q":[1,{}]}') and accepts(loose, '{"a":1,"q":null}')
+    assert not accepts(loose, '{"a":1}')
+    assert loose.min_chars(loose.start()) == len('{"q":0}')
+    typed = JsonMachine({"type": "object", "properties": {}, "required": ["q"],
+                         "additionalProperties": {"type": "string"}})
+    assert accepts(typed, '{"q":"x"}') and not accepts(typed, '{"q":1}')
+    with pytest.raises(SchemaError, match="no document is valid"):
+        JsonMachine({"type": "object", "properties": {}, "required": ["q"],
+                     "additionalProperties": False})
+
+
 def test_boolean_exclusive_bounds_of_draft_4() -> None:
     """Draft 4 and OpenAPI 3.0 spell an exclusive bound as a flag beside ``minimum`` /
     ``maximum`` (``exclusiveMinimum: true``): the bound is then open, as the draft-4
