@@ -172,6 +172,21 @@ def test_first_character_mask_drops_only_refused_tokens(schema: dict[str, Any], 
         guide.state = constraint.feed(guide.state, rng.choice(options))
 
 
+@settings(max_examples=200, deadline=None)
+@given(scores=st.lists(st.sampled_from([-1.5, 0.0, 0.25, 2.0, 7.0, float("-inf")]) |
+                       st.floats(-10, 10), min_size=1, max_size=40),
+       count=st.integers(0, 12))
+def test_greedy_favourites_are_a_stable_sorts_first(scores: list[float], count: int) -> None:
+    """The few tokens greedy tests first come from a top-k, yet are exactly what a stable
+    descending sort of the whole row starts with — ties (frequent here) by id."""
+    import torch
+    from aieng_transformers._constrain import _favourites
+
+    row = torch.tensor(scores)
+    expected = torch.argsort(row, descending=True, stable=True)[:count].tolist()
+    assert _favourites(row, count) == expected
+
+
 def test_a_missed_budget_is_not_searched_again() -> None:
     """When no token keeps the text finishable within ``max_tokens`` (the budget was set
     too low for the schema), the best valid token is taken and, from then on, the text
