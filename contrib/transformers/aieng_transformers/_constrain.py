@@ -40,7 +40,7 @@ output may end incomplete under ``max_tokens`` (finish reason ``length``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -247,6 +247,26 @@ def _favourites(scores: torch.Tensor, count: int) -> list[int]:
     return [int(t) for t in near[order][:count].tolist()]
 
 
+#: Candidates ranked by a top-k before the whole row is sorted (sampling mostly collects
+#: what it needs among the first ones).
+_FIRST_RANKS = 64
+
+
+def _best_first(ids: torch.Tensor, scores: torch.Tensor,
+                chances: torch.Tensor | None) -> Iterator[tuple[int, float]]:
+    """``ids`` (ascending) with their probability (0 without ``chances``), best score
+    first, ties by id — a stable descending sort — from a top-k of the first
+    :data:`_FIRST_RANKS`, then from a sort of the rest when more are asked for."""
+    first = _favourites(scores, _FIRST_RANKS)
+    head = torch.tensor(first, dtype=torch.long)
+    yield from zip(ids[head].tolist(), [0.0] * len(first) if chances is None
+                   else chances[head].tolist(), strict=True)
+    if len(first) < len(ids):
+        rest = torch.argsort(scores, descending=True, stable=True)[len(first):]
+        yield from zip(ids[rest].tolist(), [0.0] * len(rest) if chances is None
+                       else chances[rest].tolist(), strict=True)
+
+
 class Guide:
     """One request's constrained choice of tokens (see the module docstring).
 
@@ -334,21 +354,21 @@ class Guide:
             for token in _favourites(scores, _FIRST_TRIES):
                 if self._allowed(token, left)[0]:
                     return int(token)
-        ranked = torch.argsort(scores, descending=True, stable=True)
-        ranked = ranked[self._candidates(scores.shape[-1])[ranked]]  # the rest: refused
-        order: list[int] = ranked.tolist()
+        # the candidates (tokens the first character does not refuse), best first
+        ids = torch.nonzero(self._candidates(scores.shape[-1])).flatten()
         probabilities = None if greedy else torch.softmax(scores, dim=-1)
-        ranked_p: list[float] = [] if probabilities is None else probabilities[ranked].tolist()
+        chances = None if probabilities is None else probabilities[ids]
         fallback: int | None = None
         picked: list[int] = []
         # ``tested`` counts down from the candidates' probability, not from 1: tokens
         # refused by their first character could never be collected
-        mass, tested = 0.0, 1.0 - sum(ranked_p)
+        mass = 0.0
+        tested = 0.0 if chances is None else 1.0 - float(chances.double().sum())
         p = 0.0
-        for rank, token in enumerate(order):
+        for token, chance in _best_first(ids, scores[ids], chances):
             ok, loose = self._allowed(token, left)
             if not greedy:
-                p = ranked_p[rank]
+                p = chance
                 tested += p
             if not ok:
                 if loose and fallback is None:

@@ -187,6 +187,28 @@ def test_greedy_favourites_are_a_stable_sorts_first(scores: list[float], count: 
     assert _favourites(row, count) == expected
 
 
+@settings(max_examples=100, deadline=None)
+@given(scores=st.lists(st.sampled_from([-1.5, 0.0, 0.25, 2.0, 7.0]) | st.floats(-10, 10),
+                       min_size=0, max_size=150),
+       keep=st.integers(0, 2**150))
+def test_candidates_come_in_the_order_of_a_stable_sort(scores: list[float], keep: int) -> None:
+    """Sampling's candidates (the ids the first-character mask keeps) come best first with
+    their probabilities — the first ones from a top-k, the rest from a sort when asked for
+    — in exactly the order a stable descending sort of the whole row gives them."""
+    import torch
+    from aieng_transformers._constrain import _best_first
+
+    row = torch.tensor(scores, dtype=torch.float32)
+    mask = torch.tensor([bool(keep >> i & 1) for i in range(len(scores))], dtype=torch.bool)
+    ids = torch.nonzero(mask).flatten()
+    chances = torch.softmax(row, dim=-1) if scores else row
+    ranked = torch.argsort(row, descending=True, stable=True)
+    expected = [int(t) for t in ranked[mask[ranked]].tolist()]
+    got = list(_best_first(ids, row[ids], chances[ids]))
+    assert [t for t, _ in got] == expected
+    assert [c for _, c in got] == [float(chances[t]) for t in expected]
+
+
 def test_a_missed_budget_is_not_searched_again() -> None:
     """When no token keeps the text finishable within ``max_tokens`` (the budget was set
     too low for the schema), the best valid token is taken and, from then on, the text
