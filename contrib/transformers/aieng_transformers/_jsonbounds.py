@@ -1,17 +1,19 @@
 """Number ranges for the JSON automaton: which prefixes of a number can still end in range.
 
 A bounded ``number`` or ``integer`` (``minimum``, ``maximum``, ``exclusiveMinimum``,
-``exclusiveMaximum``, an integer ``multipleOf``) is written in plain decimal
-(``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``, no exponent) of at most ``limit`` characters, a
-``multipleOf`` an integer or a fraction of a power of two; a non-integer one with at most
-:data:`DIGITS` digits (a leading ``0.`` aside), so that a reader parsing it into a float
-(Python's ``json``, jsonschema) compares it with a bound as the exact decimal does: two
-decimals of at most 15 significant digits are distinct doubles in the same order. Every completion of a prefix is a grid of
-values in an interval: ``12`` grows to ``12`` (one value), ``120``-``129`` (step 1),
-``12.0``-``12.9`` (step 0.1), ``1200``-``1299``… ; ``12.3`` to ``12.30``-``12.39`` and so
-on. :func:`extra_chars` walks those grids, shortest first, and returns the fewest
-characters that reach a value in range (``None``: none does). Exact arithmetic
-(:class:`fractions.Fraction`): no float rounding decides a bound.
+``exclusiveMaximum``, a ``multipleOf`` that is an integer or a fraction of a power of
+two) is written in plain decimal (``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``, no exponent) of at
+most ``limit`` characters; a non-integer one with at most :data:`DIGITS` digits (a
+leading ``0.`` aside), so that a reader parsing it into a float (Python's ``json``,
+jsonschema) compares it with a bound as the exact decimal does: two decimals of at most
+15 significant digits are distinct doubles in the same order. Every completion of a
+prefix is a grid of values in an interval: ``12`` grows to ``12`` (one value),
+``120``-``129`` (step 1), ``12.0``-``12.9`` (step 0.1), ``1200``-``1299``… ; ``12.3`` to
+``12.30``-``12.39`` and so on; its multiples of ``multipleOf`` are a coarser grid.
+:func:`extra_chars` walks those grids, shortest first, and returns the fewest characters
+that reach a value in range (``None``: none does); :func:`completions` lists their
+values. Exact arithmetic (:class:`fractions.Fraction`): no float rounding decides a
+bound.
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   :mod:`._jsonformats` lists, the whole string matching its pattern; others are
   annotations, as JSON Schema 2020-12 has it by default).
 - numbers and integers: ``minimum``, ``maximum``, ``exclusiveMinimum``,
-  ``exclusiveMaximum`` (or draft 4's boolean flags), a ``multipleOf`` that is an integer or a fraction of a power of
-  two (``0.5``; its multiples are doubles exactly) (a bounded number is written in plain
-  decimal, no exponent).
+  ``exclusiveMaximum`` (or draft 4's boolean flags), a ``multipleOf`` that is an integer
+  or a fraction of a power of two (``0.5``: its multiples are doubles exactly); a bounded
+  number is written in plain decimal, no exponent.
 - ``enum`` and ``const``: any JSON values (with a ``type``, each must be of it).
 - ``anyOf`` / ``oneOf`` and type lists: alternatives a document's first character tells
   apart (an object, an array, a string, a number, ``true``/``false``, ``null``, a set of
