@@ -795,15 +795,15 @@ def _union(nodes: list[Node], *, exclusive: bool, where: str, tag: str | None = 
         if tagged is not None:
             rest = [tagged if n is objects[0] else n for n in rest if n not in objects[1:]]
     branches = rest + values
-    for branch in branches:
-        branch.first  # noqa: B018 - a recursive reference must tell how it starts, now
+    # (read now: a recursive reference that cannot tell how it starts fails here)
+    firsts = [branch.first for branch in branches]
     if exclusive:  # oneOf: a document matching two alternatives would be invalid
         for i, a in enumerate(branches):
-            for b in branches[i + 1:]:
-                if a.first & b.first:
+            for j, b in enumerate(branches[i + 1:], i + 1):
+                if shared := firsts[i] & firsts[j]:
                     raise SchemaError(f"{where}: two alternatives ({_describe(a)}, "
                                       f"{_describe(b)}) can start with the same character "
-                                      f"{min(a.first & b.first)!r}: in 'oneOf' only "
+                                      f"{min(shared)!r}: in 'oneOf' only "
                                       "alternatives the first character tells apart are "
                                       "supported ('anyOf' follows them side by side)")
     return branches[0] if len(branches) == 1 else Node("union", branches=tuple(branches))
