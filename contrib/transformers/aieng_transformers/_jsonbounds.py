@@ -45,17 +45,6 @@ class Range(NamedTuple):
     #: denominator is a power of two (``None``: any value).
     multiple: int | Fraction | None = None
 
-    def integers(self) -> tuple[int | None, int | None]:
-        """The least and the greatest integer within the bounds (``None``: no bound)."""
-        low = high = None
-        if self.low is not None:
-            low = math.floor(self.low) + 1 if self.low_open and self.low.denominator == 1 \
-                else math.ceil(self.low)
-        if self.high is not None:
-            high = math.ceil(self.high) - 1 if self.high_open and self.high.denominator == 1 \
-                else math.floor(self.high)
-        return low, high
-
     def admits(self, value: Fraction) -> bool:
         if self.multiple is not None and value % self.multiple:
             return False

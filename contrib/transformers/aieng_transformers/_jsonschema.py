@@ -83,7 +83,7 @@ from ._jsoncompile import (
     SchemaError,
     compile_schema,
 )
-from ._jsonunique import NEVER, Candidate, identity, integers, joint, numbers, plain_chars
+from ._jsonunique import NEVER, Candidate, identity, joint, numbers, plain_chars
 from ._regexfsm import Pattern
 
 __all__ = ["MAX_NUMBER_CHARS", "JsonMachine", "SchemaError", "compile_schema"]
@@ -808,8 +808,7 @@ def _completions(frame: Frame) -> Iterator[Candidate]:
     node = frame.node
     assert node is not None
     if frame.kind == "num":
-        return integers(frame.text, node.bounds) if node.kind == "integer" \
-            else numbers(frame.text, node.bounds)
+        return numbers(frame.text, node.bounds, integer=node.kind == "integer")
     if frame.kind == "lit":
         return iter([(len(frame.key) - len(frame.text), "l" + frame.key)])
     if frame.kind == "lits":

@@ -5,9 +5,8 @@ distinct from those an array already has.
 Supported items are scalars whose cheapest distinct values can be listed in order of
 length: free strings, strings of a ``pattern`` or ``format`` or with lengths (their
 automaton lists its texts cheapest first, :meth:`._regexfsm.Pattern.completions`),
-integers (free, or within bounds and ``multipleOf``: listed per interval of equal
-length), numbers (written in plain decimal, so the values of a length are grids of
-decimals), booleans, ``null``, ``enum`` / ``const`` sets of scalars, and ``anyOf`` of
+integers and numbers (free, or within bounds and ``multipleOf``; written in plain
+decimal, so the values of a length are grids of decimals, or of integers), booleans, ``null``, ``enum`` / ``const`` sets of scalars, and ``anyOf`` of
 those that the first character tells apart. Values are equal as JSON Schema has it: ``1`` and
 ``1.0`` are one number, a string is its decoded characters.
 """
@@ -30,8 +29,8 @@ if TYPE_CHECKING:
 #: The longest number the automaton writes (sign, digits, fraction, exponent).
 MAX_NUMBER_CHARS = 24
 
-__all__ = ["MAX_NUMBER_CHARS", "NEVER", "cheapest", "identity", "integers", "joint",
-           "numbers", "plain_chars", "supported", "values"]
+__all__ = ["MAX_NUMBER_CHARS", "NEVER", "cheapest", "identity", "joint", "numbers",
+           "plain_chars", "supported", "values"]
 
 #: The cost of what cannot be written (a large integer, so sums stay integers).
 NEVER = 1 << 40
@@ -78,51 +77,15 @@ def plain_chars() -> Iterator[str]:
         yield from map(chr, range(low, high + 1))
 
 
-def integers(prefix: str = "", bounds: Range | None = None) -> Iterator[Candidate]:
-    """Integers written as ``prefix`` (a prefix of one) and more characters — at most
-    :data:`MAX_NUMBER_CHARS` in all, within ``bounds`` and on the grid of their
-    ``multipleOf`` — by the characters added (``-0`` is 0 again: callers skip what they
-    have seen): per number of characters added, the interval of integers written so,
-    clipped to the bounds."""
-    negative = prefix.startswith("-")
-    digits = prefix[1:] if negative else prefix
-    step = int((bounds.multiple if bounds is not None else None) or 1)  # integer: an int
-    low, high = bounds.integers() if bounds is not None else (None, None)
-    for added in range(MAX_NUMBER_CHARS - len(prefix) + 1):
-        if prefix == "":  # (lowest, highest) of the texts ``added`` characters spell
-            spans = _spans("", added) + [(-b, -a) for a, b in _spans("", added - 1)]
-        else:
-            spans = [(-b, -a) if negative else (a, b) for a, b in _spans(digits, added)]
-        for lowest, highest in spans:
-            lowest = lowest if low is None else max(lowest, low)
-            highest = highest if high is None else min(highest, high)
-            first = lowest + (-lowest % step)
-            for value in range(first, highest + 1, step):
-                yield added, identity(str(value))
-
-
-def numbers(prefix: str, bounds: Range | None) -> Iterator[Candidate]:
-    """Numbers (plain decimal, within ``bounds``) written as ``prefix`` and more
-    characters, by the characters added; one value may come at several lengths (``1``,
-    ``1.0``: callers skip what they have seen)."""
-    assert bounds is not None  # a number of a set is a bounded one (``_listable``)
-    return ((added, identity(text)) for added, text in completions(prefix, bounds,
+def numbers(prefix: str, bounds: Range | None, *, integer: bool = False) -> Iterator[Candidate]:
+    """Numbers (integers when ``integer`` or the bounds say so) written as ``prefix`` (a
+    prefix of one) and more characters — plain decimal, at most :data:`MAX_NUMBER_CHARS`
+    in all, within ``bounds`` and on the grid of their ``multipleOf`` — by the characters
+    added (:func:`._jsonbounds.completions`). One value may come at several lengths or
+    spellings (``1``, ``1.0``, ``-0``): callers skip what they have seen."""
+    within = bounds if bounds is not None else Range(integer=integer)
+    return ((added, identity(text)) for added, text in completions(prefix, within,
                                                                    MAX_NUMBER_CHARS))
-
-
-def _spans(digits: str, added: int) -> list[tuple[int, int]]:
-    """The non-negative integers written as ``digits`` and ``added`` more digits (one
-    interval, or none)."""
-    if added < 0:
-        return []
-    if digits == "":
-        if added == 0:
-            return []
-        return [(0, 9)] if added == 1 else [(10 ** (added - 1), 10 ** added - 1)]
-    if digits == "0":
-        return [(0, 0)] if added == 0 else []
-    start = int(digits) * 10 ** added
-    return [(start, start + 10 ** added - 1)]
 
 
 def values(node: Node) -> Iterator[Candidate]:
@@ -137,10 +100,8 @@ def values(node: Node) -> Iterator[Candidate]:
         stream = itertools.chain([(2, "s")], ((3, "s" + c) for c in plain_chars()))
     elif kind == "literal":
         stream = sorted((len(v), identity(v)) for v in node.literals)
-    elif kind == "integer":
-        stream = integers("", node.bounds)
-    elif kind == "number":
-        stream = numbers("", node.bounds)
+    elif kind in ("integer", "number"):
+        stream = numbers("", node.bounds, integer=kind == "integer")
     elif kind == "boolean":
         stream = [(4, "ltrue"), (5, "lfalse")]
     elif kind == "null":
