@@ -26,6 +26,7 @@ from aieng_hookspecs.types import (
     Sample,
     Score,
     TokenEvent,
+    ToolCall,
 )
 
 pytestmark = pytest.mark.anyio
@@ -351,6 +352,37 @@ async def test_streamed_usage_comes_from_the_last_delta(aieng_kernel: Kernel) ->
     assert (result.completion.usage.prompt_tokens, result.completion.usage.completion_tokens) \
         == (4, 3)
     assert result.model_calls[0].usage == result.completion.usage
+
+
+async def test_tool_calls_reach_the_completion_streamed_or_not(aieng_kernel: Kernel) -> None:
+    """The calls on a stream's last delta become the run's completion's calls; a backend
+    that only generates hands its calls to the delta callback on its one delta."""
+    call = ToolCall(id="c1", name="add", arguments={"a": 1, "b": 2})
+
+    class Calling:
+        @hookimpl
+        def aieng_stream(self, request: Request) -> object:
+            async def deltas() -> object:
+                yield Delta(text="Adding.", index=0)
+                yield Delta(text="", index=1, finish_reason="tool_calls", tool_calls=[call])
+            return deltas()
+
+    class Generating:
+        @hookimpl
+        def aieng_generate(self, request: Request) -> Completion:
+            return Completion(text="", finish_reason="tool_calls", tool_calls=[call])
+
+    streamed = await aieng_kernel.compose({"llm": Calling()}).run("1 + 2?",
+                                                                  on_delta=lambda d: None)
+    assert streamed.completion is not None
+    assert streamed.completion.text == "Adding."
+    assert streamed.completion.tool_calls == (call,)
+    assert streamed.completion.finish_reason == "tool_calls"
+    seen: list[Delta] = []
+    generated = await aieng_kernel.compose({"llm": Generating()}).run("1 + 2?",
+                                                                      on_delta=seen.append)
+    assert generated.completion is not None and generated.completion.tool_calls == (call,)
+    assert [d.tool_calls for d in seen] == [(call,)]
 
 
 async def test_query_input_keeps_its_filters_and_id(aieng_kernel: Kernel) -> None:

@@ -26,6 +26,7 @@ from aieng_hookspecs.types import (
     Sample,
     Score,
     TokenEvent,
+    ToolCall,
     Usage,
     unchecked,
 )
@@ -276,7 +277,8 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
         completion, plugin = answered
         _expect(completion, Completion, "aieng_generate", plugin, stage)
         if state.on_delta is not None:  # a non-streaming backend still feeds the callback
-            await _deliver(state.on_delta, Delta(completion.text, 0, completion.finish_reason))
+            await _deliver(state.on_delta, Delta(completion.text, 0, completion.finish_reason,
+                                                 tool_calls=completion.tool_calls))
     state.raw_completion = state.completion = completion
     scope = state.scope
     scope.emit(unchecked(ModelCall, run_id=scope.run_id, pipeline=scope.pipeline, component=plugin,
@@ -335,6 +337,7 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
     ttft: float | None = None
     count = 0
     usage: Usage | None = None
+    calls: tuple[ToolCall, ...] = ()
     label = f"{plugin}.aieng_stream"
     timeout = policy.timeout
     iterator = aiter(stream)
@@ -360,6 +363,8 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
                 finish = delta.finish_reason
             if delta.usage is not None:
                 usage = delta.usage
+            if delta.tool_calls:
+                calls = delta.tool_calls
             progress.delivered = True
             await _deliver(state.on_delta, delta)  # type: ignore[arg-type]
     except HookError:
@@ -377,7 +382,7 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
         if closer is not None:
             await closer()
     completion = Completion(text="".join(pieces), finish_reason=finish,  # type: ignore[arg-type]
-                            usage=usage or Usage(completion_tokens=count))
+                            usage=usage or Usage(completion_tokens=count), tool_calls=calls)
     return completion, ttft
 
 

@@ -504,6 +504,7 @@ def deltas() -> SearchStrategy[Delta]:
         index=st.integers(min_value=0, max_value=100_000),
         finish_reason=st.none() | st.sampled_from(_choices(Delta, "finish_reason")),
         logprob=st.none() | _finite(min_value=-1e4, max_value=0.0),
+        tool_calls=st.lists(tool_calls(), max_size=2),
     )
 
 

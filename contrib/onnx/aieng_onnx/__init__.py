@@ -31,6 +31,7 @@ from ._export import (
     KEEP_INPUT,
     export_key,
     exported,
+    int8_scheme,
     int8_variant,
     optimized_variant,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "cache_root",
     "export_key",
     "exported",
+    "int8_scheme",
     "int8_variant",
     "optimized_variant",
     "session_device",

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import structlog
 
-from ._quantize import NBITS_BLOCK, matmuls_named, optimize_bert, quantize
+from ._quantize import NBITS_BLOCK, int8_weights, matmuls_named, optimize_bert, quantize
 
 __all__ = ["BERT_FUSION_LEVEL", "CAUSAL_TASK", "ENCODER_TASK", "EXPORT_FILE", "KEEP_INPUT",
-           "export_key", "exported", "finite_attention_masks", "int8_variant",
+           "export_key", "exported", "finite_attention_masks", "int8_scheme", "int8_variant",
            "keep_logits_input", "optimized_variant", "quantized_variant", "scratch_name",
            "weights_size"]
 
@@ -314,7 +314,8 @@ def int8_variant(folder: Path, source: Path | None = None, *,
                  keep: Sequence[str] = ()) -> Path:
     """The int8 (dynamic, per-channel) file of ``source`` (default ``folder/model.onnx``)
     beside it, quantized now unless present; blocking. Its name is the source's stem
-    (ONNX Runtime version dropped) plus ``.int8.ort<version>.onnx``, carrying the ONNX
+    (ONNX Runtime version dropped) plus ``.int8.ort<version>.onnx`` (``.int8u8.`` on a CPU
+    that gets unsigned weights: :func:`~._quantize.int8_weights`), carrying the ONNX
     Runtime version that made it.
 
     :param keep: ``MatMul`` name fragments (``down_proj``) whose nodes stay float32; the
@@ -324,19 +325,25 @@ def int8_variant(folder: Path, source: Path | None = None, *,
     return quantized_variant(folder, source, precision="int8", keep=keep)
 
 
+def int8_scheme() -> str:
+    """The int8 file's scheme name on this CPU: ``int8`` (signed weights) or ``int8u8``."""
+    return "int8" if int8_weights() == "s8" else "int8u8"
+
+
 def quantized_variant(folder: Path, source: Path | None = None, *, precision: str,
                       keep: Sequence[str] = ()) -> Path:
     """The quantized file of ``source`` (default ``folder/model.onnx``) beside it, made now
     unless present; blocking.
 
-    :param precision: ``int8`` (dynamic, per-channel weights: ``.int8.``), or ``q8`` /
-        ``q4`` (block-wise weight-only ``MatMulNBits``, 8 or 4 bits, a scale per 32
-        weights: ``.q8b32.`` / ``.q4b32.``); the name ends ``.ort<version>.onnx``.
+    :param precision: ``int8`` (dynamic, per-channel weights: ``.int8.``, or ``.int8u8.``
+        where this CPU gets unsigned weights, see :func:`~._quantize.int8_weights`), or
+        ``q8`` / ``q4`` (block-wise weight-only ``MatMulNBits``, 8 or 4 bits, a scale per
+        32 weights: ``.q8b32.`` / ``.q4b32.``); the name ends ``.ort<version>.onnx``.
     :param keep: ``MatMul`` name fragments whose nodes stay float32 (``-keep<digest>``
         in the name).
     :raises ValueError: for another precision, or a fragment that matches no ``MatMul``.
     """
-    schemes = {"int8": "int8", "q8": f"q8b{NBITS_BLOCK}", "q4": f"q4b{NBITS_BLOCK}"}
+    schemes = {"int8": int8_scheme(), "q8": f"q8b{NBITS_BLOCK}", "q4": f"q4b{NBITS_BLOCK}"}
     if precision not in schemes:
         raise ValueError(f"unknown precision {precision!r}; known: {sorted(schemes)}")
     source = source if source is not None else folder / EXPORT_FILE

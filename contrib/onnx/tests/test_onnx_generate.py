@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 from aieng_hookspecs.types import Completion, Message, Request
-from aieng_onnx import OrtCache, OrtCausalModel, SmolLM2OnnxBackend, SmolLM2OnnxOptions
+from aieng_onnx import (
+    OrtCache,
+    OrtCausalModel,
+    SmolLM2OnnxBackend,
+    SmolLM2OnnxOptions,
+    int8_scheme,
+)
 from aieng_transformers import SmolLM2Backend, SmolLM2Options
 from aieng_transformers.testing import CHAIN_TEXT, chain_llama, random_llama
 from hypothesis import HealthCheck, given, settings
@@ -207,7 +213,7 @@ async def test_int8_generates_from_a_quantized_file(random_dir: Path, onnx_cache
     backend = ort(random_dir, onnx_cache, precision="int8")
     completion = await generate(backend, ask("the cat", max_tokens=8))
     assert completion.usage.completion_tokens >= 1
-    assert backend.file is not None and ".int8." in backend.file.name
+    assert backend.file is not None and f".{int8_scheme()}." in backend.file.name
     assert ort_random.file is not None and ort_random.file.name == "model.onnx"
     assert backend.file.parent == ort_random.file.parent
 
@@ -569,7 +575,7 @@ def test_keep_fp32s_the_named_products_in_float32(random_dir: Path, onnx_cache: 
     assert backend.options.keep_fp32 == ("down_proj",)
     completion = await_generate(backend, ask("the cat", max_tokens=6))
     assert completion.usage.completion_tokens >= 1
-    assert backend.file is not None and ".int8-keep" in backend.file.name
+    assert backend.file is not None and f".{int8_scheme()}-keep" in backend.file.name
     graph = onnx.load(str(backend.file)).graph
     floats = [n.name for n in graph.node if n.op_type == "MatMul" and "down_proj" in n.name]
     assert len(floats) == 2  # the tiny Llama's two layers

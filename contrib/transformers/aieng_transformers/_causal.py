@@ -29,6 +29,14 @@ from ._sampling import choose, make_generator, penalize
 from ._speculative import Proposer, Speculation
 from ._templates import TEMPLATES, ChatTemplate, TemplateName
 from ._text import IncrementalDecoder, StopBuffer, clean
+from ._toolcalls import (
+    OPEN,
+    ToolPlan,
+    as_text_messages,
+    template_messages,
+    template_tools,
+    tool_plan,
+)
 
 __all__ = ["CausalLM", "Generation", "Step"]
 
@@ -127,9 +135,24 @@ class CausalLM:
 
     # -- prompts -------------------------------------------------------------------------
 
-    def render(self, messages: Sequence[Message]) -> str:
-        """The prompt text of a conversation, ending where the answer starts."""
+    def render(self, messages: Sequence[Message], plan: ToolPlan | None = None) -> str:
+        """The prompt text of a conversation, ending where the answer starts.
+
+        With tools (``plan``) or a conversation holding calls and their results, a
+        tokenizer template that renders tools in the ``<tool_call>`` format gets them as
+        ``transformers`` passes them (``tools=``, ``tool_calls``); any other template gets
+        them written into the text (:func:`~._toolcalls.as_text_messages`).
+        """
         tokenizer = self.tokenizer
+        if plan is not None or any(m.tool_calls or m.role == "tool" for m in messages):
+            if self.template is None and self.renders_tools:
+                turns = template_messages(
+                    [attrs.evolve(m, content=clean(m.content)) for m in messages])
+                text = tokenizer.apply_chat_template(
+                    turns, tools=None if plan is None else template_tools(plan),
+                    tokenize=False, add_generation_prompt=True)
+                return str(text)
+            messages = as_text_messages(messages, plan)
         if self.template is not None:
             return self.template.render(
                 [attrs.evolve(m, content=clean(m.content)) for m in messages],
@@ -138,9 +161,17 @@ class CausalLM:
         text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         return str(text)
 
-    def encode_prompt(self, messages: Sequence[Message]) -> list[int]:
+    @property
+    def renders_tools(self) -> bool:
+        """Whether the tokenizer's own chat template lists tools and writes calls in the
+        ``<tool_call>`` format (Hermes, Qwen 2 / 2.5 / 3, SmolLM3)."""
+        source = str(getattr(self.tokenizer, "chat_template", None) or "")
+        return "tools" in source and OPEN in source
+
+    def encode_prompt(self, messages: Sequence[Message],
+                      plan: ToolPlan | None = None) -> list[int]:
         """The prompt's token ids (the template supplies any BOS)."""
-        text = self.render(messages)
+        text = self.render(messages, plan)
         with self._encoding:
             ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
@@ -186,14 +217,15 @@ class CausalLM:
         """Render and tokenize the request; the returned generation decodes step by step.
 
         :raises ValueError: when the prompt does not fit the model's context, or when the
-            request's ``response_schema`` / ``metadata["regex"]`` cannot be enforced (an
-            unsupported schema keyword, a regex that does not compile, both given).
+            request's ``response_schema`` / ``metadata["regex"]`` / tools cannot be
+            enforced (an unsupported schema keyword, a regex that does not compile, both
+            given, a ``tool_choice`` naming no tool).
         """
-        constraint = constraint_for(request.response_schema, request.metadata)
+        constraint = constraint_for(request.response_schema, request.metadata, request.tools)
         guide = None if constraint is None else Guide(
             constraint, token_texts(self.tokenizer), self.stop_ids,
             token_heads(self.tokenizer))
-        ids = self.encode_prompt(request.messages)
+        ids = self.encode_prompt(request.messages, tool_plan(request.tools, request.metadata))
         if self.context_length is not None and len(ids) >= self.context_length:
             raise ValueError(f"the prompt has {len(ids)} tokens; the model's context is "
                              f"{self.context_length} tokens")

@@ -44,9 +44,11 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
+from aieng_hookspecs.types import ToolSpec
 
 from ._jsonschema import JsonMachine, SchemaError
 from ._regexfsm import Pattern, RegexError
+from ._toolcalls import ToolCallConstraint, tool_plan
 
 __all__ = ["Constraint", "Guide", "Heads", "JsonConstraint", "RegexConstraint", "SchemaError",
            "constraint_for", "token_heads", "token_texts"]
@@ -150,17 +152,29 @@ class RegexConstraint:
         return 0 if self.accepting(state) else 1
 
 
-def constraint_for(response_schema: Mapping[str, Any] | None,
-                   metadata: Mapping[str, Any]) -> Constraint | None:
+def constraint_for(response_schema: Mapping[str, Any] | None, metadata: Mapping[str, Any],
+                   tools: Sequence[ToolSpec] = ()) -> Constraint | None:
     """The request's constraint, or ``None`` for free text.
 
-    :raises ValueError: when both a schema and a regex are given, when the regex is not a
-        string or does not compile, and (:class:`SchemaError`) for an unsupported schema.
+    With tools (and a ``tool_choice`` other than ``none``) the output is text and tool
+    calls (:class:`~._toolcalls.ToolCallConstraint`); with ``tool_choice`` ``auto`` and a
+    ``response_schema``, either the schema's document or calls.
+
+    :raises ValueError: when both a schema and a regex are given, a regex with tools, when
+        the regex is not a string or does not compile, a bad ``tool_choice``, and
+        (:class:`SchemaError`) for an unsupported schema or tool parameters.
     """
     pattern = metadata.get("regex")
     if response_schema is not None and pattern is not None:
         raise ValueError("a request may constrain its output by response_schema or by "
                          "metadata['regex'], not both")
+    plan = tool_plan(tools, metadata)
+    if plan is not None and plan.constrained:
+        if pattern is not None:
+            raise ValueError("metadata['regex'] cannot constrain a request that lists tools "
+                             "(set metadata['tool_choice'] to 'none' to use both)")
+        answer = None if response_schema is None else JsonMachine(response_schema)
+        return ToolCallConstraint(plan, answer)
     if response_schema is not None:
         return JsonConstraint(response_schema)
     if pattern is not None:

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import structlog
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, Delta, Request, TokenLogprob, Usage
+from aieng_hookspecs.types import Completion, Delta, Request, TokenLogprob, ToolCall, Usage
 
 from ._options import DEFAULT_GENERATE_MODEL, DTYPES, SmolLM2Options
 from ._paths import ModelNotFound, cache_root, packaged_smollm2
+from ._toolcalls import ToolText, split_calls, tool_plan
 
 if TYPE_CHECKING:
     from ._batched import Decoded
@@ -226,8 +227,8 @@ class SmolLM2Backend:
         if self.options.max_batch > 1:
             await self.loaded()
             done = await self.batcher().submit(request)
-            return Completion(text=done.text, finish_reason=done.finish, usage=done.usage,
-                              model=self.model, logprobs=done.logprobs)
+            return _completion(request, done.text, done.finish, done.usage, self.model,
+                               done.logprobs)
         stream = GenerationStream(self, request)
         pieces: list[str] = []
         try:
@@ -236,7 +237,8 @@ class SmolLM2Backend:
         finally:
             await stream.aclose()
         return Completion(text="".join(pieces), finish_reason=stream.finish_reason or "stop",
-                          usage=stream.usage, model=self.model, logprobs=stream.logprobs)
+                          usage=stream.usage, model=self.model, logprobs=stream.logprobs,
+                          tool_calls=stream.tool_calls)
 
     @hookimpl
     def aieng_stream(self, request: Request) -> GenerationStream | None:
@@ -273,8 +275,11 @@ class GenerationStream:
         self._request = request
         #: Prompt and completion tokens; final once the stream has ended.
         self.usage = Usage()
-        #: ``stop`` or ``length`` once the stream has ended.
-        self.finish_reason: Literal["stop", "length"] | None = None
+        #: ``stop``, ``length`` or ``tool_calls`` once the stream has ended.
+        self.finish_reason: Literal["stop", "length", "tool_calls"] | None = None
+        #: The tool calls of the completion, once the stream has ended (the deltas carry
+        #: the text before them; the last delta carries the calls).
+        self.tool_calls: tuple[ToolCall, ...] = ()
         #: Per-token log-probabilities, when the request asked for them.
         self.logprobs: tuple[TokenLogprob, ...] | None = None
         self._deltas = self._run()
@@ -291,27 +296,49 @@ class GenerationStream:
 
     async def _run(self) -> AsyncGenerator[Delta, None]:
         lm = await self._backend.loaded()
-        want = bool(self._request.metadata.get("logprobs"))
+        request = self._request
+        want = bool(request.metadata.get("logprobs"))
         generation = await anyio.to_thread.run_sync(
-            partial(lm.start, self._request, logprobs=want), abandon_on_cancel=True)
+            partial(lm.start, request, logprobs=want), abandon_on_cancel=True)
+        plan = tool_plan(request.tools, request.metadata)
+        calls = ToolText(plan) if plan is not None and plan.constrained else None
         self.usage = generation.usage
         index = 0
         try:
             while True:
                 step = await anyio.to_thread.run_sync(generation.step, abandon_on_cancel=True)
                 self.usage = generation.usage
-                if step.finish is not None:
-                    self.finish_reason = step.finish
+                text = step.text if calls is None else calls.feed(step.text)
+                finish: Literal["stop", "length", "tool_calls"] | None = step.finish
+                if finish is not None:
+                    if calls is not None:
+                        rest, self.tool_calls = calls.finish()
+                        text += rest
+                        finish = "tool_calls" if self.tool_calls else finish
+                    self.finish_reason = finish
                     self.logprobs = tuple(generation.logprobs) if want else None
-                if step.text or step.finish is not None:
-                    yield Delta(step.text, index=index, finish_reason=step.finish,
-                                logprob=step.logprob,
-                                usage=self.usage if step.finish is not None else None)
+                if text or finish is not None:
+                    yield Delta(text, index=index, finish_reason=finish, logprob=step.logprob,
+                                usage=self.usage if finish is not None else None,
+                                tool_calls=self.tool_calls if finish is not None else ())
                     index += 1
-                if step.finish is not None:
+                if finish is not None:
                     return
         finally:
             generation.cancel()
+
+
+def _completion(request: Request, text: str, finish: Literal["stop", "length"], usage: Usage,
+                model: str, logprobs: tuple[TokenLogprob, ...] | None) -> Completion:
+    """A decoded text as a completion: its tool calls split off when the request has tools."""
+    plan = tool_plan(request.tools, request.metadata)
+    if plan is not None and plan.constrained:
+        content, calls = split_calls(text, plan)
+        if calls:
+            return Completion(text=content, finish_reason="tool_calls", usage=usage,
+                              model=model, logprobs=logprobs, tool_calls=calls)
+    return Completion(text=text, finish_reason=finish, usage=usage, model=model,
+                      logprobs=logprobs)
 
 
 def _default_name(path: str | None) -> str:

@@ -42,7 +42,8 @@ def aieng_stream(request: Request) -> AsyncIterator[Delta] | None:
         to ``aieng_generate`` and yields its text as one delta.
     :async: an ``async def`` generator (preferred) or a function returning an async iterator.
     :param request: the rendered messages and sampling parameters.
-    :returns: an async iterator of :class:`Delta`; the last delta carries ``finish_reason``.
+    :returns: an async iterator of :class:`Delta`; the last delta carries ``finish_reason``
+        (and ``tool_calls``, whole, when the completion calls tools).
     :raises ValueError: as ``aieng_generate``: a request this backend cannot serve.
 
     .. versionadded:: 0.1.0

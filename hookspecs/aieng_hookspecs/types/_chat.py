@@ -159,6 +159,9 @@ class Delta:
     :param logprob: the log-probability of the token(s), when known.
     :param usage: the completion's exact token counts, on the last delta (when the backend
         knows them; otherwise the kernel counts the deltas that carry text).
+    :param tool_calls: the tool calls the completion asks for, whole (not fragments of
+        their arguments), on the delta that ends the stream; the kernel copies them into
+        the streamed :class:`Completion`.
     """
 
     text: str = field(validator=_str)
@@ -168,3 +171,6 @@ class Delta:
     )
     logprob: float | None = field(default=None, validator=v.optional(v.and_(finite(), v.le(0.0))))
     usage: Usage | None = field(default=None, validator=v.optional(v.instance_of(Usage)))
+    tool_calls: tuple[ToolCall, ...] = field(
+        default=(), converter=frozen_tuple, validator=v.deep_iterable(v.instance_of(ToolCall))
+    )

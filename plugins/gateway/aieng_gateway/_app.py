@@ -492,6 +492,8 @@ class _Stream(Response):
         elif completion is not None:
             if chunks == 0:
                 await body(chat_chunk(run_id, chat.model, created, text="", role=True))
+            if completion.tool_calls:
+                await body(chat_chunk(run_id, chat.model, created, calls=completion.tool_calls))
             await body(chat_chunk(run_id, chat.model, created,
                                   finish=completion.finish_reason))
             if chat.include_usage:

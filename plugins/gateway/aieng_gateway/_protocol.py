@@ -7,7 +7,7 @@ import math
 import time
 from typing import Any
 
-from aieng_hookspecs.types import Completion, Message, Request, Usage
+from aieng_hookspecs.types import Completion, Message, Request, ToolCall, ToolSpec, Usage
 
 __all__ = ["ApiError", "ChatCall", "chat_chunk", "chat_response", "parse_chat",
            "parse_embeddings", "parse_feedback", "prompt_chars"]
@@ -106,13 +106,86 @@ def _messages(value: Any) -> tuple[Message, ...]:
         call = item.get("tool_call_id")
         if call is not None and not isinstance(call, str):
             raise _bad(f"{where}.tool_call_id", "must be a string")
+        calls = _calls(item.get("tool_calls"), f"{where}.tool_calls") \
+            if role == "assistant" else ()
         try:
             out.append(Message(role="system" if role == "developer" else role,
                                content=_content(item.get("content"), f"{where}.content"),
-                               name=name, tool_call_id=call))
+                               name=name, tool_call_id=call, tool_calls=calls))
         except (TypeError, ValueError) as exc:  # a contract check of Message
             raise _bad(where, str(exc)) from None
     return tuple(out)
+
+
+def _calls(value: Any, where: str) -> tuple[ToolCall, ...]:
+    """An assistant message's ``tool_calls`` (arguments as a JSON string or an object)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise _bad(where, "must be a list of tool calls")
+    calls = []
+    for i, item in enumerate(value):
+        function = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise _bad(f"{where}[{i}].function", "must be an object with a name")
+        arguments = function.get("arguments") or "{}"
+        try:
+            decoded = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError:
+            raise _bad(f"{where}[{i}].function.arguments", "must be a JSON object (as a "
+                                                           "string)") from None
+        if not isinstance(decoded, dict):
+            raise _bad(f"{where}[{i}].function.arguments", "must be a JSON object")
+        try:
+            calls.append(ToolCall(id=str(item.get("id") or f"call_{i}"), name=function["name"],
+                                  arguments=decoded))
+        except (TypeError, ValueError) as exc:
+            raise _bad(f"{where}[{i}]", str(exc)) from None
+    return tuple(calls)
+
+
+def _tools(value: Any) -> tuple[ToolSpec, ...]:
+    """``tools``: function tools (``{"type": "function", "function": {name, description,
+    parameters}}``)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise _bad("tools", "must be a list of {\"type\": \"function\", \"function\": {...}}")
+    specs = []
+    for i, item in enumerate(value):
+        function = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(item, dict) or item.get("type", "function") != "function" \
+                or not isinstance(function, dict):
+            raise _bad(f"tools[{i}]", "only {\"type\": \"function\", \"function\": {...}} "
+                                      "tools are supported")
+        parameters = function.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(parameters, dict):
+            raise _bad(f"tools[{i}].function.parameters", "must be a JSON schema object")
+        description = function.get("description", "")
+        try:
+            specs.append(ToolSpec(name=function.get("name"),  # type: ignore[arg-type]
+                                  description=description if isinstance(description, str)
+                                  else "", parameters=parameters))
+        except (TypeError, ValueError) as exc:
+            raise _bad(f"tools[{i}].function.name", f"must be 1–64 letters, digits, _ . -: "
+                                                    f"{exc}") from None
+    return tuple(specs)
+
+
+def _tool_choice(value: Any, tools: tuple[ToolSpec, ...]) -> Any:
+    if value is None:
+        return None
+    if value in ("auto", "none", "required"):
+        return value
+    if isinstance(value, dict) and value.get("type") == "function" \
+            and isinstance(value.get("function"), dict) \
+            and isinstance(value["function"].get("name"), str):
+        name = value["function"]["name"]
+        if name not in {t.name for t in tools}:
+            raise _bad("tool_choice", f"names the function {name!r}, which is not in tools")
+        return value
+    raise _bad("tool_choice", "must be \"auto\", \"none\", \"required\" or "
+                              "{\"type\": \"function\", \"function\": {\"name\": ...}}")
 
 
 def _stop(value: Any) -> tuple[str, ...]:
@@ -223,8 +296,24 @@ def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
         fields["top_p"] = top_p
     if max_tokens is not None:
         fields["max_tokens"] = max_tokens
+    extra: dict[str, Any] = {}
     if regex is not None:
-        fields["metadata"] = {"regex": regex}
+        extra["regex"] = regex
+    tools = _tools(body.get("tools"))
+    choice = _tool_choice(body.get("tool_choice"), tools)
+    if choice not in (None, "none", "auto") and not tools:
+        raise _bad("tool_choice", "needs tools")
+    if tools:
+        fields["tools"] = tools
+    if choice is not None:
+        extra["tool_choice"] = choice
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None:
+        if not isinstance(parallel, bool):
+            raise _bad("parallel_tool_calls", "must be true or false")
+        extra["parallel_tool_calls"] = parallel
+    if extra:
+        fields["metadata"] = extra
     try:
         request = Request(**fields)
     except (TypeError, ValueError) as exc:  # a contract check the above did not foresee
@@ -290,15 +379,27 @@ def _usage(usage: Usage) -> dict[str, int]:
             "total_tokens": usage.prompt_tokens + usage.completion_tokens}
 
 
+def wire_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+    """Tool calls as OpenAI writes them (arguments as a JSON string)."""
+    return [{"id": call.id, "type": "function",
+             "function": {"name": call.name,
+                          "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
+            for call in calls]
+
+
 def chat_response(run_id: str, model: str, completion: Completion | None,
                   finish: str | None = None) -> dict[str, Any]:
     """A ``chat.completion`` object (``completion`` None: a blocked run, empty answer)."""
     text = completion.text if completion is not None else ""
     usage = completion.usage if completion is not None else Usage()
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if completion is not None and completion.tool_calls and finish is None:
+        message["tool_calls"] = wire_calls(completion.tool_calls)
+        message["content"] = text or None  # OpenAI's null content beside calls
     return {
         "id": run_id, "object": "chat.completion", "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+        "choices": [{"index": 0, "message": message,
                      "finish_reason": finish or (completion.finish_reason
                                                  if completion is not None else "stop"),
                      "logprobs": None}],
@@ -308,8 +409,9 @@ def chat_response(run_id: str, model: str, completion: Completion | None,
 
 def chat_chunk(run_id: str, model: str, created: int, *, text: str | None = None,
                role: bool = False, finish: str | None = None,
-               usage: Usage | None = None) -> bytes:
-    """One ``data: {chat.completion.chunk}`` event (``usage`` set: the usage-only chunk)."""
+               usage: Usage | None = None, calls: tuple[ToolCall, ...] = ()) -> bytes:
+    """One ``data: {chat.completion.chunk}`` event (``usage`` set: the usage-only chunk;
+    ``calls``: whole tool calls, one entry per ``index``)."""
     chunk: dict[str, Any] = {"id": run_id, "object": "chat.completion.chunk",
                              "created": created, "model": model}
     if usage is not None:
@@ -321,6 +423,9 @@ def chat_chunk(run_id: str, model: str, created: int, *, text: str | None = None
             delta["role"] = "assistant"
         if text is not None:
             delta["content"] = text
+        if calls:
+            delta["tool_calls"] = [{"index": i, **call}
+                                   for i, call in enumerate(wire_calls(calls))]
         chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish,
                              "logprobs": None}]
     return b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8") + b"\n\n"

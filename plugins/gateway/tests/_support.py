@@ -18,7 +18,7 @@ import anyio
 import uvicorn
 from aieng_gateway import Gateway, GatewaySettings, KeyStore
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, Delta, Request
+from aieng_hookspecs.types import Completion, Delta, Request, ToolCall
 from aieng_monitoring import FeedbackOptions, FeedbackStore, Monitor, MonitorOptions
 
 from aieng_core.testing import HashEmbedder, ScriptedBackend, isolated_kernel
@@ -28,7 +28,10 @@ __all__ = ["FlakyBackend", "LoopbackServer", "make_gateway"]
 
 class FlakyBackend(ScriptedBackend):
     """``ScriptedBackend`` (echoing ``You said: <prompt>``) that fails on ``FAIL`` and
-    hangs on ``SLOW``; ``STREAMLONG`` streams 400 words slowly (to disconnect mid-way)."""
+    hangs on ``SLOW``; ``STREAMLONG`` streams 400 words slowly (to disconnect mid-way).
+    A request with tools is answered ``Calling.`` and one call of the first tool whose
+    arguments report what reached the backend (the prompt, ``tool_choice``,
+    ``parallel_tool_calls``, the roles of the conversation and its earlier calls)."""
 
     def __init__(self) -> None:
         super().__init__(lambda r: f"You said: {r.prompt}")
@@ -39,9 +42,21 @@ class FlakyBackend(ScriptedBackend):
         if "SLOW" in request.prompt:
             await anyio.sleep(30)
 
+    @staticmethod
+    def _call(request: Request) -> ToolCall:
+        return ToolCall(id="call_1", name=request.tools[0].name, arguments={
+            "prompt": request.prompt, "choice": request.metadata.get("tool_choice"),
+            "parallel": request.metadata.get("parallel_tool_calls"),
+            "roles": [m.role for m in request.messages],
+            "earlier": [[c.name, c.arguments] for m in request.messages
+                        for c in m.tool_calls]})
+
     @hookimpl
     async def aieng_generate(self, request: Request) -> Completion | None:
         await self._trouble(request)
+        if request.tools:
+            return Completion(text="Calling.", finish_reason="tool_calls",
+                              tool_calls=[self._call(request)])
         return await super().aieng_generate(request)
 
     @hookimpl
@@ -50,6 +65,11 @@ class FlakyBackend(ScriptedBackend):
 
     async def _flaky_stream(self, request: Request) -> AsyncIterator[Delta]:
         await self._trouble(request)
+        if request.tools:
+            yield Delta(text="Calling.", index=0)
+            yield Delta(text="", index=1, finish_reason="tool_calls",
+                        tool_calls=[self._call(request)])
+            return
         if "STREAMLONG" in request.prompt:
             for i in range(400):
                 await anyio.sleep(0.01)

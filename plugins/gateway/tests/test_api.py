@@ -71,6 +71,65 @@ def test_max_tokens_and_stop_reach_the_backend(client: httpx.Client) -> None:
     assert body["choices"][0]["finish_reason"] == "length"
 
 
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+def test_tool_calls_are_forwarded_both_ways(client: httpx.Client) -> None:
+    """``tools``, ``tool_choice``, ``parallel_tool_calls`` and a conversation's earlier
+    calls and results reach the backend; its calls come back as OpenAI writes them
+    (arguments a JSON string, content null beside them), streamed as one chunk of whole
+    calls before the finish chunk."""
+    messages = [{"role": "user", "content": "Weather in Oslo?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_0", "type": "function",
+                     "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+                {"role": "tool", "tool_call_id": "call_0", "content": "-3 C"},
+                {"role": "user", "content": "And in Rome?"}]
+    body = {"model": "test", "messages": messages, "tools": [WEATHER],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "parallel_tool_calls": False}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Calling."
+    [call] = choice["message"]["tool_calls"]
+    assert call["id"] == "call_1" and call["type"] == "function"
+    assert call["function"]["name"] == "get_weather"
+    arguments = json.loads(call["function"]["arguments"])
+    assert arguments == {"prompt": "And in Rome?", "choice": body["tool_choice"],
+                         "parallel": False, "roles": ["user", "assistant", "tool", "user"],
+                         "earlier": [["get_weather", {"city": "Oslo"}]]}
+    with client.stream("POST", "/v1/chat/completions",
+                       json={**body, "stream": True}) as streamed:
+        events = _sse(streamed.read().decode())
+    deltas = [e["choices"][0] for e in events[:-1] if e["choices"]]
+    assert "".join(d["delta"].get("content") or "" for d in deltas) == "Calling."
+    [with_calls] = [d for d in deltas if "tool_calls" in d["delta"]]
+    assert with_calls["delta"]["tool_calls"] == [{"index": 0, **call}]
+    assert deltas[-1]["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"tools": [{"type": "retrieval"}]}, "tools[0]"),
+    ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]},
+     "tools[0].function.name"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "x"}}},
+     "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tools": [WEATHER], "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
+])
+def test_bad_tool_fields_are_422(client: httpx.Client, extra: dict[str, Any],
+                                 param: str) -> None:
+    """Tools the gateway cannot forward are refused with the field at fault."""
+    response = client.post("/v1/chat/completions", json=_chat("x", **extra))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == param
+
+
 def test_streaming_sse_format(client: httpx.Client) -> None:
     """A stream is chat.completion.chunk events, a finish chunk, a usage chunk, [DONE]."""
     with client.stream("POST", "/v1/chat/completions",

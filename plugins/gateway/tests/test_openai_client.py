@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from _support import LoopbackServer
 from aieng_gateway import Gateway
-from aieng_hookspecs.types import Message, Request
+from aieng_hookspecs.types import Message, Request, ToolCall, ToolSpec
 from aieng_openai import OpenAIBackend, OpenAIOptions
 
 from aieng_core import HookError
@@ -43,6 +43,36 @@ async def test_openai_client_generates_streams_and_embeds(
         assert streamed.completion.usage.completion_tokens == 3
         vectors = await backend.aieng_embed(["a b", "c"], None)
         assert vectors is not None and len(vectors) == 2 and len(vectors[0]) == 16
+        await pipe.aclose()
+
+
+async def test_openai_client_gets_tool_calls_generated_and_streamed(
+        served: tuple[Gateway, LoopbackServer], api_key: str) -> None:
+    """aieng's OpenAI client sends tools, ``tool_choice`` and ``parallel_tool_calls``
+    (from metadata) and a conversation with calls through the gateway, and gets the
+    backend's calls back, generated and streamed (put together on the last delta)."""
+    weather = ToolSpec(name="get_weather", parameters={
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+    earlier = ToolCall(id="call_0", name="get_weather", arguments={"city": "Oslo"})
+    request = Request(messages=(Message("user", "Oslo?"),
+                                Message("assistant", "", tool_calls=(earlier,)),
+                                Message("tool", "-3 C", tool_call_id="call_0"),
+                                Message("user", "Rome?")),
+                      tools=(weather,), metadata={"tool_choice": "required",
+                                                  "parallel_tool_calls": True})
+    expected = {"prompt": "Rome?", "choice": "required", "parallel": True,
+                "roles": ["user", "assistant", "tool", "user"],
+                "earlier": [["get_weather", {"city": "Oslo"}]]}
+    async with isolated_kernel(loop_block_threshold=None) as kernel:
+        pipe = kernel.compose({"remote": _backend(served[1], api_key)}, name="tools")
+        generated = await pipe.run(request)
+        streamed = await pipe.run(request, on_delta=lambda d: None)
+        for result in (generated, streamed):
+            assert result.completion is not None
+            assert result.completion.finish_reason == "tool_calls"
+            assert result.completion.text == "Calling."
+            assert [(c.id, c.name, c.arguments) for c in result.completion.tool_calls] == [
+                ("call_1", "get_weather", expected)]
         await pipe.aclose()
 
 

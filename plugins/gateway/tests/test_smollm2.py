@@ -170,3 +170,24 @@ async def test_regex_through_the_gateway(smol: LoopbackServer) -> None:
     finally:
         await relay.aclose()
         await plain.aclose()
+
+
+def test_smollm2_calls_a_tool_through_the_gateway(smol: LoopbackServer) -> None:
+    """An OpenAI request with a tool and ``tool_choice`` naming it gets SmolLM2's call
+    back as OpenAI writes it: arguments a JSON string valid against the tool's schema."""
+    tool = {"type": "function", "function": {
+        "name": "get_weather", "description": "The weather in a city now.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string",
+                                                                  "maxLength": 30}},
+                       "required": ["city"], "additionalProperties": False}}}
+    body = {"model": "smol", "max_tokens": 60, "tools": [tool], "parallel_tool_calls": False,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}
+    with httpx.Client(base_url=smol.url, timeout=120) as client:
+        answer = client.post("/v1/chat/completions", json=body).json()
+    choice = answer["choices"][0]
+    assert choice["finish_reason"] == "tool_calls", answer
+    [call] = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather" and call["id"].startswith("call_")
+    arguments = json.loads(call["function"]["arguments"])
+    assert isinstance(arguments["city"], str) and set(arguments) == {"city"}

@@ -19,6 +19,7 @@ from ._options import OpenAIOptions
 from ._payload import (
     FinishReason,
     ProtocolError,
+    StreamedCalls,
     chat_body,
     completion_from,
     embed_body,
@@ -61,9 +62,10 @@ class OpenAIBackend:
     errors, honouring ``Retry-After``; what finally fails raises :class:`OpenAIError` with
     the status, a body excerpt and a hint. The API key never appears in a log or an error.
 
-    Streams carry text only: the 0.1 contract's :class:`Delta` has no field for tool calls,
-    so a streamed answer that calls tools ends with ``finish_reason="tool_calls"`` and the
-    calls themselves are only available through ``aieng_generate``.
+    Tool calls stream as fragments (``delta.tool_calls``); they are put together and
+    handed over whole on the last :class:`Delta` (``tool_calls``), with
+    ``finish_reason="tool_calls"``. ``metadata["tool_choice"]`` and
+    ``metadata["parallel_tool_calls"]`` are sent as OpenAI's fields of those names.
 
     :param options: the typed options; ``base_url`` and ``model`` are required.
     :raises ValueError: when ``api_key_env`` names an unset variable.
@@ -250,6 +252,7 @@ class OpenAIBackend:
         index = 0
         finish: FinishReason | None = None
         usage: Usage | None = None
+        calls = StreamedCalls()
         try:
             async for data in sse_data(response.aiter_lines()):
                 if data.strip() == "[DONE]":
@@ -264,6 +267,8 @@ class OpenAIBackend:
                     if isinstance(text, str) and text:
                         yield Delta(text, index=index)
                         index += 1
+                    if isinstance(delta, Mapping) and delta.get("tool_calls") is not None:
+                        calls.add(delta["tool_calls"])
                     if choice.get("finish_reason"):
                         finish = finish_reason(choice["finish_reason"])
         except httpx.TimeoutException:
@@ -277,12 +282,22 @@ class OpenAIBackend:
         except SSETooLarge as error:
             raise self._error(str(error), kind="protocol", url=url,
                               hint="the server is not sending server-sent events") from None
+        except ProtocolError as error:
+            raise self._error(f"the stream's tool calls are malformed: {error}",
+                              kind="protocol", url=url,
+                              hint="the server is not OpenAI-compatible here") from None
         finally:
             await response.aclose()
         if finish is None:
             raise self._error("the stream ended before a finish_reason", kind="protocol",
                               url=url, hint="the server cut the stream short: check its logs")
-        yield Delta("", index=index, finish_reason=finish, usage=usage)
+        try:
+            whole = calls.calls()
+        except ProtocolError as error:
+            raise self._error(f"the stream's tool calls are malformed: {error}",
+                              kind="protocol", url=url,
+                              hint="the server is not OpenAI-compatible here") from None
+        yield Delta("", index=index, finish_reason=finish, usage=usage, tool_calls=whole)
 
     def _chunk(self, data: str, url: str) -> Mapping[str, Any]:
         try:

@@ -11,7 +11,7 @@ from aieng_hookspecs.types import Completion, Message, Request, ToolCall, ToolSp
 
 from ._options import OpenAIOptions
 
-__all__ = ["chat_body", "completion_from", "embed_body", "finish_reason", "usage_from",
+__all__ = ["StreamedCalls", "chat_body", "completion_from", "embed_body", "finish_reason", "usage_from",
            "vectors_from"]
 
 # The contract's finish reasons (``Completion.finish_reason``); the contract does not export
@@ -85,6 +85,11 @@ def chat_body(request: Request, options: OpenAIOptions, *, stream: bool) -> dict
         body[options.regex_field] = pattern
     if request.tools:
         body["tools"] = [_tool(spec) for spec in request.tools]
+    # OpenAI's own names, kept in metadata by the contract's convention (the gateway and
+    # the local backends read the same keys)
+    for name in ("tool_choice", "parallel_tool_calls"):
+        if name in request.metadata:
+            body[name] = request.metadata[name]
     if stream:
         body["stream"] = True
         if options.stream_usage:
@@ -141,6 +146,50 @@ def tool_calls_from(raw: object) -> tuple[ToolCall, ...]:
         except (TypeError, ValueError) as error:
             raise ProtocolError(f"tool call {position} is invalid: {error}") from None
     return tuple(calls)
+
+
+class StreamedCalls:
+    """The tool calls of a stream, put together from the fragments its chunks carry
+    (``delta.tool_calls``: per ``index``, the id and name once, the arguments in pieces)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, dict[str, str]] = {}
+
+    def add(self, raw: object) -> None:
+        """Take one chunk's ``delta.tool_calls``.
+
+        :raises ProtocolError: when it is not a list of objects with integer indexes.
+        """
+        if not isinstance(raw, list):
+            raise ProtocolError("delta.tool_calls is not a list")
+        for position, item in enumerate(raw):
+            index = item.get("index", position) if isinstance(item, Mapping) else None
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise ProtocolError(f"delta.tool_calls[{position}] has no integer index")
+            part = self._parts.setdefault(index, {"id": "", "name": "", "arguments": ""})
+            if isinstance(item.get("id"), str) and not part["id"]:
+                part["id"] = item["id"]
+            function = item.get("function")
+            if not isinstance(function, Mapping):
+                continue
+            name = function.get("name")
+            if isinstance(name, str) and name != part["name"]:
+                part["name"] += name
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                part["arguments"] += arguments
+            elif isinstance(arguments, Mapping):  # a server sending them decoded, whole
+                part["arguments"] = json.dumps(arguments)
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        """The whole calls, in index order.
+
+        :raises ProtocolError: as :func:`tool_calls_from` (no name, arguments not JSON).
+        """
+        return tool_calls_from([
+            {"id": part["id"] or None, "type": "function",
+             "function": {"name": part["name"], "arguments": part["arguments"] or "{}"}}
+            for _, part in sorted(self._parts.items())])
 
 
 def completion_from(data: object, model: str) -> Completion:

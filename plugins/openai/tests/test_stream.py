@@ -93,6 +93,52 @@ async def test_usage_chunk_after_finish(double: OpenAIServerDouble, make_backend
     assert deltas[-1].usage is not None and deltas[-1].usage.prompt_tokens == 4
 
 
+def calls_chunk(*fragments: dict[str, Any]) -> str:
+    return "data: " + json.dumps({"object": "chat.completion.chunk", "choices": [
+        {"index": 0, "delta": {"tool_calls": list(fragments)}, "finish_reason": None}]})
+
+
+async def test_streamed_tool_calls_are_put_together(double: OpenAIServerDouble,
+                                                   make_backend: Any) -> None:
+    """Tool calls streamed in fragments as OpenAI and vLLM send them (id and name once,
+    arguments in pieces, two calls interleaved by index) arrive whole on the last delta;
+    ``tool_choice`` and ``parallel_tool_calls`` are sent from the metadata."""
+    double.script("chat/completions", Scripted(sse=(
+        chunk("Checking."), "",
+        calls_chunk({"index": 0, "id": "call_a", "type": "function",
+                     "function": {"name": "get_weather", "arguments": ""}}), "",
+        calls_chunk({"index": 0, "function": {"arguments": '{"ci'}}), "",
+        calls_chunk({"index": 1, "id": "call_b", "type": "function",
+                     "function": {"name": "add", "arguments": '{"a": 1,'}}), "",
+        calls_chunk({"index": 0, "function": {"arguments": 'ty": "Oslo"}'}}), "",
+        calls_chunk({"index": 1, "function": {"arguments": ' "b": 2}'}}), "",
+        chunk(finish="tool_calls"), "", "data: [DONE]", "")))
+    backend: OpenAIBackend = make_backend()
+    stream = backend.aieng_stream(Request(messages=(Message("user", "hi"),), metadata={
+        "tool_choice": "required", "parallel_tool_calls": True}))
+    assert stream is not None
+    deltas = [delta async for delta in stream]
+    await backend.aclose()
+    assert [d.text for d in deltas] == ["Checking.", ""]
+    assert deltas[-1].finish_reason == "tool_calls"
+    assert [(c.id, c.name, c.arguments) for c in deltas[-1].tool_calls] == [
+        ("call_a", "get_weather", {"city": "Oslo"}), ("call_b", "add", {"a": 1, "b": 2})]
+    sent = double.calls_to("chat/completions")[-1].body
+    assert sent["tool_choice"] == "required" and sent["parallel_tool_calls"] is True
+
+
+async def test_malformed_streamed_tool_calls_fail_clearly(double: OpenAIServerDouble,
+                                                         make_backend: Any) -> None:
+    """Arguments that do not come together as JSON are a protocol error that says so."""
+    double.script("chat/completions", Scripted(sse=(
+        calls_chunk({"index": 0, "id": "c", "function": {"name": "f", "arguments": '{"a'}}),
+        "", chunk(finish="tool_calls"), "", "data: [DONE]", "")))
+    backend: OpenAIBackend = make_backend()
+    with pytest.raises(OpenAIError, match="tool calls are malformed.*not JSON"):
+        await consume(backend)
+    await backend.aclose()
+
+
 @pytest.mark.parametrize(("lines", "found"), [
     ((chunk("a"), "", "data: {not json", ""), "not JSON"),
     ((chunk("a"), "", "data: [1, 2]", ""), "not a JSON object"),

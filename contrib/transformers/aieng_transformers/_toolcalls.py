@@ -1,0 +1,494 @@
+"""Tool calls from local models: the prompt that lists the tools, the automaton that keeps
+every call valid while decoding, and the split of the text into content and calls.
+
+The format is the one most open chat models with tool use were trained on (Hermes, Qwen
+2 / 2.5 / 3, SmolLM3): a call is a JSON object ``{"name": ..., "arguments": {...}}``
+between ``<tool_call>`` and ``</tool_call>`` lines, after any text. Under
+:class:`ToolCallConstraint` the name is one of the request's tools and the arguments are
+valid against that tool's ``parameters`` schema (the subset of :mod:`._jsonschema`), so
+every call the model starts parses and validates; text outside calls is free.
+
+What a request asks (``Request.tools`` plus two ``metadata`` keys, as OpenAI names them):
+
+- ``metadata["tool_choice"]``: ``"auto"`` (default: text, calls, or text then calls),
+  ``"required"`` (at least one call, no text), ``"none"`` (the tools are listed but the
+  output is not constrained and never parsed as calls), or a tool's name (exactly that
+  tool; OpenAI's ``{"type": "function", "function": {"name": ...}}`` is read too).
+- ``metadata["parallel_tool_calls"]``: ``False`` ends the output after the first call
+  (default ``True``: several calls may follow each other).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import attrs
+from aieng_hookspecs.types import Message, ToolCall, ToolSpec
+
+from ._jsonschema import JsonMachine, SchemaError
+
+__all__ = [
+    "CLOSE",
+    "OPEN",
+    "ToolCallConstraint",
+    "ToolPlan",
+    "ToolText",
+    "as_text_messages",
+    "calls_schema",
+    "split_calls",
+    "template_messages",
+    "template_tools",
+    "tool_plan",
+    "tools_prompt",
+]
+
+#: The line that opens a call, and the one that closes it.
+OPEN = "<tool_call>"
+CLOSE = "</tool_call>"
+_CLOSE_LINE = "\n" + CLOSE
+#: Newlines allowed after a call (before the end or the next call).
+_GAP = 2
+
+
+@attrs.frozen
+class ToolPlan:
+    """What a request asks of tools.
+
+    :param tools: the tools the model may call.
+    :param choice: ``auto``, ``required``, ``none``, or the one tool's name to call.
+    :param parallel: whether several calls may follow each other.
+    """
+
+    tools: tuple[ToolSpec, ...]
+    choice: str = "auto"
+    parallel: bool = True
+
+    @property
+    def constrained(self) -> bool:
+        """Whether calls are enforced and parsed (every choice but ``none``)."""
+        return self.choice != "none"
+
+    @property
+    def callable(self) -> tuple[ToolSpec, ...]:
+        """The tools a call may name under this choice."""
+        if self.choice in ("auto", "required", "none"):
+            return self.tools
+        return tuple(t for t in self.tools if t.name == self.choice)
+
+
+def tool_plan(tools: Sequence[ToolSpec], metadata: Mapping[str, Any]) -> ToolPlan | None:
+    """The request's tool plan, or ``None`` when it lists no tools.
+
+    :raises ValueError: a ``tool_choice`` that is not ``auto`` / ``required`` / ``none``
+        / one of the tools, a ``tool_choice`` without tools, two tools of one name, or a
+        ``parallel_tool_calls`` that is not a boolean.
+    """
+    raw = metadata.get("tool_choice")
+    parallel = metadata.get("parallel_tool_calls", True)
+    if type(parallel) is not bool:  # a request's error (ValueError), not the caller's type
+        raise ValueError("metadata['parallel_tool_calls'] must be true or false")
+    if not tools:
+        if raw is not None and raw != "none":
+            raise ValueError("metadata['tool_choice'] is set but the request lists no tools")
+        return None
+    names = [t.name for t in tools]
+    twice = {n for n in names if names.count(n) > 1}
+    if twice:
+        raise ValueError(f"two tools share the name {min(twice)!r}")
+    choice = _choice(raw)
+    if choice not in ("auto", "required", "none") and choice not in names:
+        raise ValueError(f"metadata['tool_choice'] names {choice!r}, which is not one of the "
+                         f"request's tools ({', '.join(names)})")
+    return ToolPlan(tuple(tools), choice, parallel)
+
+
+def _choice(raw: Any) -> str:
+    if raw is None:
+        return "auto"
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, Mapping):  # OpenAI's {"type": "function", "function": {"name": ...}}
+        function = raw.get("function")
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            return str(function["name"])
+    raise ValueError("metadata['tool_choice'] must be 'auto', 'required', 'none', a tool's "
+                     "name or {'type': 'function', 'function': {'name': ...}}")
+
+
+# -- prompts -------------------------------------------------------------------------------
+
+
+def _function(spec: ToolSpec) -> dict[str, Any]:
+    return {"type": "function", "function": {
+        "name": spec.name, "description": spec.description, "parameters": spec.parameters}}
+
+
+def tools_prompt(plan: ToolPlan) -> str:
+    """The system text listing the tools and the call format, for chat templates that do
+    not render tools themselves."""
+    listed = "\n".join(json.dumps(_function(t), ensure_ascii=False) for t in plan.tools)
+    lines = [
+        ("You can call the functions described by the JSON schemas in <tools></tools> to "
+         "help with the request."),
+        f"<tools>\n{listed}\n</tools>",
+        ("To call a function, write a JSON object with its name and arguments between "
+         f"{OPEN} and {CLOSE} lines, one block per call:"),
+        f'{OPEN}\n{{"name": "<function name>", "arguments": {{<arguments as JSON>}}}}\n{CLOSE}',
+        "A function's result comes back in <tool_response></tool_response>.",
+    ]
+    if plan.choice == "required":
+        lines.append("Answer with at least one function call.")
+    elif plan.choice == "none":
+        lines.append("Do not call a function now: answer in text.")
+    elif plan.choice != "auto":
+        lines.append(f"Call the function {plan.choice}.")
+    return "\n".join(lines)
+
+
+def _call_text(call: ToolCall) -> str:
+    body = json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
+    return f"{OPEN}\n{body}\n{CLOSE}"
+
+
+def as_text_messages(messages: Sequence[Message], plan: ToolPlan | None) -> list[Message]:
+    """The conversation with tools written into its text, for templates without tool
+    support: the tool listing joins the system message (one is added in front when there
+    is none), an assistant's earlier calls become call blocks after its text, and tool
+    results become user turns in ``<tool_response>`` tags."""
+    out: list[Message] = []
+    for message in messages:
+        if message.role == "assistant" and message.tool_calls:
+            blocks = [message.content.strip()] if message.content.strip() else []
+            blocks += [_call_text(call) for call in message.tool_calls]
+            out.append(Message(role="assistant", content="\n".join(blocks)))
+        elif message.role == "tool":
+            out.append(Message(role="user", content=(
+                f"<tool_response>\n{message.content}\n</tool_response>")))
+        else:
+            out.append(message)
+    if plan is not None:
+        listing = tools_prompt(plan)
+        if out and out[0].role == "system":
+            out[0] = attrs.evolve(out[0], content=f"{out[0].content}\n\n{listing}")
+        else:
+            out.insert(0, Message(role="system", content=listing))
+    return out
+
+
+def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The conversation as the dicts of ``transformers``' chat templates with tool support
+    (an assistant's ``tool_calls``, a tool result's ``tool_call_id``)."""
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        turn: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            turn["tool_calls"] = [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": c.arguments}}
+                for c in message.tool_calls]
+        if message.tool_call_id is not None:
+            turn["tool_call_id"] = message.tool_call_id
+        if message.name is not None and message.role == "tool":
+            turn["name"] = message.name
+        turns.append(turn)
+    return turns
+
+
+def template_tools(plan: ToolPlan) -> list[dict[str, Any]]:
+    """The tools as ``transformers``' ``apply_chat_template(tools=...)`` takes them."""
+    return [_function(t) for t in plan.tools]
+
+
+# -- the schema of a call ------------------------------------------------------------------
+
+#: Words whose values are data, not schemas (a ``$ref`` key in them is not a reference).
+_DATA_WORDS = frozenset({"enum", "const", "default", "examples", "example"})
+#: Words whose values map names to schemas.
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions",
+                          "dependentSchemas"})
+
+
+def calls_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    """The JSON schema of one call of ``tools``: ``{"name": <const>, "arguments": <the
+    tool's parameters>}``, an ``anyOf`` over the tools (told apart by the name, written
+    first). Each tool's ``$defs`` / ``definitions`` move to the root as
+    ``tool<i>.<name>`` and its references follow them (``#`` becomes the tool's own
+    parameters), so tools written by Pydantic keep their references.
+
+    :raises SchemaError: naming the tool, when its parameters are outside the subset of
+        :mod:`._jsonschema`.
+    """
+    defs: dict[str, Any] = {}
+    alternatives = []
+    for position, spec in enumerate(tools):
+        try:
+            JsonMachine(spec.parameters)
+        except SchemaError as exc:
+            raise SchemaError(f"tools[{position}] ({spec.name}) parameters: {exc}") from None
+        own = f"tool{position}"
+        selfish: list[bool] = []
+
+        def rename(target: str, own: str = own, selfish: list[bool] = selfish) -> str:
+            if target == "#":
+                selfish.append(True)
+                return f"#/$defs/{own}"
+            for word in ("$defs", "definitions"):
+                if target.startswith(f"#/{word}/"):
+                    return f"#/$defs/{own}.{target[len(word) + 3:]}"
+            return target
+
+        body = {k: v for k, v in spec.parameters.items() if k not in ("$defs", "definitions")}
+        arguments = _rebased(body, rename)
+        for word in ("$defs", "definitions"):
+            for name, sub in spec.parameters.get(word, {}).items():
+                defs[f"{own}.{name}"] = _rebased(sub, rename)
+        if selfish:
+            defs[own] = arguments
+            arguments = {"$ref": f"#/$defs/{own}"}
+        alternatives.append({
+            "type": "object", "properties": {"name": {"const": spec.name},
+                                             "arguments": arguments},
+            "required": ["name", "arguments"], "additionalProperties": False})
+    schema: dict[str, Any] = alternatives[0] if len(alternatives) == 1 \
+        else {"anyOf": alternatives}
+    return {**schema, "$defs": defs} if defs else schema
+
+
+def _rebased(schema: Any, rename: Any) -> Any:
+    """``schema`` with each ``$ref`` renamed (data words left alone)."""
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for word, value in schema.items():
+        if word in _DATA_WORDS:
+            out[word] = value
+        elif word == "$ref" and isinstance(value, str):
+            out[word] = rename(value)
+        elif word in _SCHEMA_MAPS and isinstance(value, dict):
+            out[word] = {name: _rebased(sub, rename) for name, sub in value.items()}
+        elif isinstance(value, list):
+            out[word] = [_rebased(item, rename) for item in value]
+        else:
+            out[word] = _rebased(value, rename)
+    return out
+
+
+# -- the automaton -------------------------------------------------------------------------
+
+# States (tuples, hashable):
+#   ("t", k)   free text; its last k characters are the first k of OPEN
+#   ("s",)     the start of an answer that is a schema's document or calls
+#   ("a", j)   inside the schema's document, j the answer machine's state
+#   ("l", i)   inside the OPEN line, i characters of it written
+#   ("o",)     OPEN written: a newline, or the call's JSON
+#   ("j", j)   inside a call's JSON, j the calls machine's state
+#   ("c", i)   inside "\n</tool_call>", i characters of it written (1 when "\n" was skipped)
+#   ("e", n)   after a call and n newlines: the end, or the next call
+#   ("z",)     after the only call allowed: the end
+
+
+class ToolCallConstraint:
+    """Text and calls valid for a :class:`ToolPlan` (see the module docstring).
+
+    :param plan: the tools, the choice and whether calls may follow each other.
+    :param answer: with ``auto``, a :class:`~._jsonschema.JsonMachine` of the request's
+        ``response_schema``: the output is then either that document or calls.
+    :raises ValueError: when a tool's ``parameters`` schema is outside the supported
+        subset (the message names the tool).
+    """
+
+    def __init__(self, plan: ToolPlan, answer: JsonMachine | None = None) -> None:
+        if not plan.constrained:
+            raise ValueError("tool_choice 'none' is not a constraint")
+        schema = calls_schema(plan.callable)
+        try:
+            self._calls = JsonMachine(schema)
+        except SchemaError as exc:
+            raise SchemaError(f"tools: {exc}") from None
+        self._answer = answer if plan.choice == "auto" else None
+        self._parallel = plan.parallel
+        self._first: Hashable
+        if self._answer is not None:
+            self._first = ("s",)
+        elif plan.choice == "auto":
+            self._first = ("t", 0)
+        else:
+            self._first = ("l", 0)
+        self._call_least = (len(OPEN) + int(self._calls.min_chars(self._calls.start()))
+                            + len(CLOSE))
+
+    def start(self) -> Hashable:
+        return self._first
+
+    def feed(self, state: tuple[Any, ...], text: str) -> tuple[Any, ...] | None:
+        for c in text:
+            after = self._step(state, c)
+            if after is None:
+                return None
+            state = after
+        return state
+
+    def _step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
+        kind = state[0]
+        if kind == "t":
+            return _text_step(state[1], c)
+        if kind == "j":
+            after = self._calls.feed(state[1], c)
+            if after is not None:
+                return ("j", after)
+            if self._calls.complete(state[1]) and c in "\n<":
+                return ("c", 1 if c == "\n" else 2)
+            return None
+        if kind == "c":
+            if _CLOSE_LINE[state[1]] != c:
+                return None
+            if state[1] + 1 < len(_CLOSE_LINE):
+                return ("c", state[1] + 1)
+            return ("e", 0) if self._parallel else ("z",)
+        if kind == "l":
+            if OPEN[state[1]] != c:
+                return None
+            return ("l", state[1] + 1) if state[1] + 1 < len(OPEN) else ("o",)
+        if kind == "o":
+            start = self._calls.start()
+            after = start if c == "\n" else self._calls.feed(start, c)
+            return None if after is None else ("j", after)
+        if kind == "e":
+            if c == "\n":
+                return ("e", state[1] + 1) if state[1] < _GAP else None
+            return ("l", 1) if c == OPEN[0] else None
+        if kind == "s":
+            assert self._answer is not None
+            if c == OPEN[0]:
+                return ("l", 1)
+            after = self._answer.feed(self._answer.start(), c)
+            return None if after is None else ("a", after)
+        if kind == "a":
+            assert self._answer is not None
+            after = self._answer.feed(state[1], c)
+            return None if after is None else ("a", after)
+        return None  # "z": nothing may follow
+
+    def accepting(self, state: tuple[Any, ...]) -> bool:
+        kind = state[0]
+        if kind == "a":
+            assert self._answer is not None
+            return bool(self._answer.accepting(state[1]))
+        return kind in ("t", "e", "z")
+
+    def complete(self, state: tuple[Any, ...]) -> bool:
+        if state[0] == "a":
+            assert self._answer is not None
+            return bool(self._answer.complete(state[1]))
+        return bool(state[0] == "z")
+
+    def min_chars(self, state: tuple[Any, ...]) -> int:
+        kind = state[0]
+        if kind in ("t", "e", "z"):
+            return 0
+        if kind == "j":
+            return int(self._calls.min_chars(state[1])) + len(CLOSE)
+        if kind == "c":
+            return len(_CLOSE_LINE) - int(state[1])
+        if kind == "l":
+            return self._call_least - int(state[1])
+        if kind == "o":
+            return self._call_least - len(OPEN)
+        assert self._answer is not None
+        if kind == "a":
+            return int(self._answer.min_chars(state[1]))
+        return min(self._call_least, self._answer.min_chars(self._answer.start()))  # "s"
+
+
+def _text_step(matched: int, c: str) -> tuple[Any, ...]:
+    # Free text watching for OPEN: the longest end of the text that begins OPEN (OPEN has
+    # no border, so a mismatch restarts at 0, or at 1 on its first character).
+    if OPEN[matched] == c:
+        return ("o",) if matched + 1 == len(OPEN) else ("t", matched + 1)
+    return ("t", 1 if c == OPEN[0] else 0)
+
+
+# -- from text to content and calls --------------------------------------------------------
+
+
+def split_calls(text: str, plan: ToolPlan, *,
+                new_id: Any = None) -> tuple[str, tuple[ToolCall, ...]]:
+    """The content and the tool calls of a generated text: the text before the first call
+    (without trailing whitespace) and each ``<tool_call>`` block's call, with a fresh id.
+
+    A text whose blocks do not all parse as calls of the plan's tools (cut by
+    ``max_tokens`` or a stop string inside a call) is returned whole as content, with no
+    calls: nothing the model wrote is lost.
+    """
+    head, found, rest = text.partition(OPEN)
+    if not found or not plan.constrained:
+        return text, ()
+    names = {t.name for t in plan.callable}
+    make = new_id or _new_id
+    calls: list[ToolCall] = []
+    for block in (OPEN + rest).split(OPEN)[1:]:
+        body, closed, after = block.partition(CLOSE)
+        try:
+            value = json.loads(body) if closed and not after.strip() else None
+        except ValueError:
+            value = None
+        if not isinstance(value, dict) or value.get("name") not in names \
+                or not isinstance(value.get("arguments"), dict):
+            return text, ()
+        calls.append(ToolCall(id=make(), name=value["name"], arguments=value["arguments"]))
+    return head.rstrip(), tuple(calls)
+
+
+def _new_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+class ToolText:
+    """Streams the content of a generation whose calls are parsed at its end: text is
+    released as it comes except from the first ``<tool_call>`` on (and a tail that could
+    be its beginning, held until it is not).
+
+    :param plan: the request's tool plan.
+    """
+
+    def __init__(self, plan: ToolPlan) -> None:
+        self._plan = plan
+        self._whole = ""
+        self._released = 0  # characters of the text released
+        self._calling = False
+
+    def feed(self, piece: str) -> str:
+        """Take a released piece of generated text; return what may be shown now."""
+        self._whole += piece
+        if self._calling or not piece:
+            return ""
+        whole = self._whole
+        at = whole.find(OPEN, self._released)
+        if at >= 0:
+            self._calling = True
+            end = len(whole[:at].rstrip())
+        else:
+            end = len(whole)
+            for size in range(min(len(OPEN) - 1, len(whole)), 0, -1):
+                if whole.endswith(OPEN[:size]):
+                    end -= size
+                    break
+            # trailing whitespace waits too: it is not content if a call follows
+            end = len(whole[:end].rstrip())
+        end = max(end, self._released)
+        shown = whole[self._released:end]
+        self._released = end
+        return shown
+
+    def finish(self) -> tuple[str, tuple[ToolCall, ...]]:
+        """At the end: the text not yet shown (all that was held back when the calls do not
+        parse) and the calls."""
+        content, calls = split_calls(self._whole, self._plan)
+        if calls:
+            return content[self._released:], calls
+        rest = self._whole[self._released:]
+        self._released = len(self._whole)
+        return rest, ()
