@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_process
 import structlog
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import QuantizeResult
@@ -107,9 +108,14 @@ class OrtInt8Quantizer:
     def quantize(self, source: Path, scheme: str = "int8") -> QuantizeResult:
         """Quantize ``source`` (an ``.onnx`` file) now with ``scheme`` (``int8``, ``q8``
         or ``q4``); blocking."""
+        started = time.perf_counter()
+        result = self._quantize(source, scheme)
+        _log_made(source, result, time.perf_counter() - started)
+        return result
+
+    def _quantize(self, source: Path, scheme: str) -> QuantizeResult:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; ort-int8 makes {list(SCHEMES)}")
-        started = time.perf_counter()
         folder = Path(self.options.output_dir).expanduser() if self.options.output_dir \
             else source.parent
         folder.mkdir(parents=True, exist_ok=True)
@@ -122,14 +128,10 @@ class OrtInt8Quantizer:
             os.replace(scratch, target)
         finally:
             scratch.unlink(missing_ok=True)
-        result = QuantizeResult(model=str(target), scheme=scheme,
-                                size_before=weights_size(source),
-                                size_after=weights_size(target),
-                                quality=self.quality(source, target))
-        log.info("model.quantized", source=str(source), model=result.model, scheme=scheme,
-                 size_before=result.size_before, size_after=result.size_after,
-                 quality=result.quality, seconds=round(time.perf_counter() - started, 3))
-        return result
+        return QuantizeResult(model=str(target), scheme=scheme,
+                              size_before=weights_size(source),
+                              size_after=weights_size(target),
+                              quality=self.quality(source, target))
 
     @hookimpl
     async def aieng_quantize(self, model: str, scheme: str) -> QuantizeResult | None:
@@ -144,5 +146,24 @@ class OrtInt8Quantizer:
         if not source.is_file():
             raise ModelNotFound(f"no ONNX model at {str(source)!r}: export one first "
                                 "(the `minilm-onnx` component caches its export)")
-        return await anyio.to_thread.run_sync(self.quantize, source, scheme,
-                                              abandon_on_cancel=True)
+        # In a worker process, not a thread: ONNX's shape inference, protobuf parsing and
+        # the first import of onnxruntime.quantization hold the GIL for up to ~0.4 s at a
+        # time, which a thread would turn into a stalled event loop.
+        started = time.perf_counter()
+        result = await anyio.to_process.run_sync(_quantize_in_worker, self.options, source,
+                                                 scheme, cancellable=True)
+        _log_made(source, result, time.perf_counter() - started)
+        return result
+
+
+def _quantize_in_worker(options: OrtInt8Options, source: Path,
+                        scheme: str) -> QuantizeResult:
+    """:meth:`OrtInt8Quantizer._quantize` in an anyio worker process (whose output is
+    discarded: the caller logs)."""
+    return OrtInt8Quantizer(options)._quantize(source, scheme)
+
+
+def _log_made(source: Path, result: QuantizeResult, seconds: float) -> None:
+    log.info("model.quantized", source=str(source), model=result.model, scheme=result.scheme,
+             size_before=result.size_before, size_after=result.size_after,
+             quality=result.quality, seconds=round(seconds, 3))
