@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from minilm_ort import machine, sentences  # noqa: E402  (the same sentences and machine line)
+from minilm_ort import machine, sentences  # the same sentences and machine line
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
