@@ -24,18 +24,21 @@ from aieng_hookspecs.types import Request, TokenLogprob, Usage
 
 if TYPE_CHECKING:
     from ._causal import CausalLM, Finish, Generation
+    from ._toolcalls import ToolPlan
 
 __all__ = ["Decoded", "decode_batch"]
 
 
 @attrs.frozen
 class Decoded:
-    """One request's batched result: its text, finish reason, usage and log-probabilities."""
+    """One request's batched result: its text, finish reason, usage, log-probabilities and
+    tool plan (its calls are still in the text)."""
 
     text: str
     finish: Finish
     usage: Usage
     logprobs: tuple[TokenLogprob, ...] | None
+    plan: ToolPlan | None = None
 
 
 def decode_batch(lm: CausalLM, requests: Sequence[Request],
@@ -62,7 +65,8 @@ def decode_batch(lm: CausalLM, requests: Sequence[Request],
         results[index] = Decoded(
             text="".join(texts[index]), finish=generation.finish or "stop",
             usage=generation.usage,
-            logprobs=tuple(generation.logprobs) if generation.want_logprobs else None)
+            logprobs=tuple(generation.logprobs) if generation.want_logprobs else None,
+            plan=generation.plan)
     return results
 
 

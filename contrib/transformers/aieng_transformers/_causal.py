@@ -221,15 +221,16 @@ class CausalLM:
             enforced (an unsupported schema keyword, a regex that does not compile, both
             given, a ``tool_choice`` naming no tool).
         """
-        constraint = constraint_for(request.response_schema, request.metadata, request.tools)
+        plan = tool_plan(request.tools, request.metadata)
+        constraint = constraint_for(request.response_schema, request.metadata, plan)
         guide = None if constraint is None else Guide(
             constraint, token_texts(self.tokenizer), self.stop_ids,
             token_heads(self.tokenizer))
-        ids = self.encode_prompt(request.messages, tool_plan(request.tools, request.metadata))
+        ids = self.encode_prompt(request.messages, plan)
         if self.context_length is not None and len(ids) >= self.context_length:
             raise ValueError(f"the prompt has {len(ids)} tokens; the model's context is "
                              f"{self.context_length} tokens")
-        return Generation(self, ids, request, logprobs=logprobs, guide=guide)
+        return Generation(self, ids, request, logprobs=logprobs, guide=guide, plan=plan)
 
     @torch.inference_mode()
     def forward(self, ids: Sequence[int], cache: Any) -> tuple[torch.Tensor, Any]:
@@ -299,10 +300,14 @@ class Generation:
     """
 
     def __init__(self, lm: CausalLM, prompt: list[int], request: Request, *,
-                 logprobs: bool, guide: Guide | None = None) -> None:
+                 logprobs: bool, guide: Guide | None = None,
+                 plan: ToolPlan | None = None) -> None:
         self._lm = lm
         #: The constrained-decoding guide (``None``: free text).
         self.guide = guide
+        #: The request's tools and choice (``None``: no tools); the text's calls are split
+        #: off by whoever builds the completion.
+        self.plan = plan
         self._request = request
         self._pending: list[int] = prompt  # ids the next forward pass consumes
         self._cache: Any = None

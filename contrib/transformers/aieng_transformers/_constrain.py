@@ -44,11 +44,10 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
-from aieng_hookspecs.types import ToolSpec
 
 from ._jsonschema import JsonMachine, SchemaError
 from ._regexfsm import Pattern, RegexError
-from ._toolcalls import ToolCallConstraint, tool_plan
+from ._toolcalls import ToolCallConstraint, ToolPlan
 
 __all__ = ["Constraint", "Guide", "Heads", "JsonConstraint", "RegexConstraint", "SchemaError",
            "constraint_for", "token_heads", "token_texts"]
@@ -153,10 +152,11 @@ class RegexConstraint:
 
 
 def constraint_for(response_schema: Mapping[str, Any] | None, metadata: Mapping[str, Any],
-                   tools: Sequence[ToolSpec] = ()) -> Constraint | None:
+                   plan: ToolPlan | None = None) -> Constraint | None:
     """The request's constraint, or ``None`` for free text.
 
-    With tools (and a ``tool_choice`` other than ``none``) the output is text and tool
+    With a tool plan (:func:`~._toolcalls.tool_plan`, whose ``tool_choice`` is not
+    ``none``) the output is text and tool
     calls (:class:`~._toolcalls.ToolCallConstraint`); with ``tool_choice`` ``auto`` and a
     ``response_schema``, either the schema's document or calls.
 
@@ -168,7 +168,6 @@ def constraint_for(response_schema: Mapping[str, Any] | None, metadata: Mapping[
     if response_schema is not None and pattern is not None:
         raise ValueError("a request may constrain its output by response_schema or by "
                          "metadata['regex'], not both")
-    plan = tool_plan(tools, metadata)
     if plan is not None and plan.constrained:
         if pattern is not None:
             raise ValueError("metadata['regex'] cannot constrain a request that lists tools "

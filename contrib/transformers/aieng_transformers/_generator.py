@@ -17,7 +17,7 @@ from aieng_hookspecs.types import Completion, Delta, Request, TokenLogprob, Tool
 
 from ._options import DEFAULT_GENERATE_MODEL, DTYPES, SmolLM2Options
 from ._paths import ModelNotFound, cache_root, packaged_smollm2
-from ._toolcalls import ToolText, split_calls, tool_plan
+from ._toolcalls import ToolPlan, ToolText, split_calls
 
 if TYPE_CHECKING:
     from ._batched import Decoded
@@ -227,7 +227,7 @@ class SmolLM2Backend:
         if self.options.max_batch > 1:
             await self.loaded()
             done = await self.batcher().submit(request)
-            return _completion(request, done.text, done.finish, done.usage, self.model,
+            return _completion(done.plan, done.text, done.finish, done.usage, self.model,
                                done.logprobs)
         stream = GenerationStream(self, request)
         pieces: list[str] = []
@@ -300,7 +300,7 @@ class GenerationStream:
         want = bool(request.metadata.get("logprobs"))
         generation = await anyio.to_thread.run_sync(
             partial(lm.start, request, logprobs=want), abandon_on_cancel=True)
-        plan = tool_plan(request.tools, request.metadata)
+        plan = generation.plan
         calls = ToolText(plan) if plan is not None and plan.constrained else None
         self.usage = generation.usage
         index = 0
@@ -328,10 +328,9 @@ class GenerationStream:
             generation.cancel()
 
 
-def _completion(request: Request, text: str, finish: Literal["stop", "length"], usage: Usage,
+def _completion(plan: ToolPlan | None, text: str, finish: Literal["stop", "length"], usage: Usage,
                 model: str, logprobs: tuple[TokenLogprob, ...] | None) -> Completion:
     """A decoded text as a completion: its tool calls split off when the request has tools."""
-    plan = tool_plan(request.tools, request.metadata)
     if plan is not None and plan.constrained:
         content, calls = split_calls(text, plan)
         if calls:

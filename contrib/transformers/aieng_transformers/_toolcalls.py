@@ -29,6 +29,7 @@ import attrs
 from aieng_hookspecs.types import Message, ToolCall, ToolSpec
 
 from ._jsonschema import JsonMachine, SchemaError
+from ._text import StopBuffer
 
 __all__ = [
     "CLOSE",
@@ -414,8 +415,7 @@ def _text_step(matched: int, c: str) -> tuple[Any, ...]:
 # -- from text to content and calls --------------------------------------------------------
 
 
-def split_calls(text: str, plan: ToolPlan, *,
-                new_id: Any = None) -> tuple[str, tuple[ToolCall, ...]]:
+def split_calls(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
     """The content and the tool calls of a generated text: the text before the first call
     (without trailing whitespace) and each ``<tool_call>`` block's call, with a fresh id.
 
@@ -427,7 +427,6 @@ def split_calls(text: str, plan: ToolPlan, *,
     if not found or not plan.constrained:
         return text, ()
     names = {t.name for t in plan.callable}
-    make = new_id or _new_id
     calls: list[ToolCall] = []
     for block in (OPEN + rest).split(OPEN)[1:]:
         body, closed, after = block.partition(CLOSE)
@@ -438,7 +437,7 @@ def split_calls(text: str, plan: ToolPlan, *,
         if not isinstance(value, dict) or value.get("name") not in names \
                 or not isinstance(value.get("arguments"), dict):
             return text, ()
-        calls.append(ToolCall(id=make(), name=value["name"], arguments=value["arguments"]))
+        calls.append(ToolCall(id=_new_id(), name=value["name"], arguments=value["arguments"]))
     return head.rstrip(), tuple(calls)
 
 
@@ -457,38 +456,25 @@ class ToolText:
     def __init__(self, plan: ToolPlan) -> None:
         self._plan = plan
         self._whole = ""
-        self._released = 0  # characters of the text released
-        self._calling = False
+        # the text before the first call, a tail that could begin it held back (as a stop
+        # string's is), then nothing
+        self._before = StopBuffer((OPEN,))
+        self._space = ""  # trailing whitespace held: it is not content if a call follows
+        self._shown = 0
 
     def feed(self, piece: str) -> str:
         """Take a released piece of generated text; return what may be shown now."""
         self._whole += piece
-        if self._calling or not piece:
-            return ""
-        whole = self._whole
-        at = whole.find(OPEN, self._released)
-        if at >= 0:
-            self._calling = True
-            end = len(whole[:at].rstrip())
-        else:
-            end = len(whole)
-            for size in range(min(len(OPEN) - 1, len(whole)), 0, -1):
-                if whole.endswith(OPEN[:size]):
-                    end -= size
-                    break
-            # trailing whitespace waits too: it is not content if a call follows
-            end = len(whole[:end].rstrip())
-        end = max(end, self._released)
-        shown = whole[self._released:end]
-        self._released = end
+        safe = self._space + self._before.feed(piece)
+        shown = safe.rstrip()
+        self._space = "" if self._before.stopped else safe[len(shown):]
+        self._shown += len(shown)
         return shown
 
     def finish(self) -> tuple[str, tuple[ToolCall, ...]]:
         """At the end: the text not yet shown (all that was held back when the calls do not
         parse) and the calls."""
         content, calls = split_calls(self._whole, self._plan)
-        if calls:
-            return content[self._released:], calls
-        rest = self._whole[self._released:]
-        self._released = len(self._whole)
-        return rest, ()
+        rest = content[self._shown:] if calls else self._whole[self._shown:]
+        self._shown += len(rest)
+        return rest, calls
