@@ -31,6 +31,7 @@ from ._templates import TEMPLATES, ChatTemplate, TemplateName
 from ._text import IncrementalDecoder, StopBuffer, clean
 from ._toolcalls import (
     OPEN,
+    ToolFormat,
     ToolPlan,
     as_text_messages,
     template_messages,
@@ -92,12 +93,16 @@ class CausalLM:
         self.repetition_penalty = 1.0
         #: Speculative decoding of greedy requests (``None``: one token per pass).
         self.speculation: Speculation | None = None
+        #: How the model writes tool calls (``SmolLM2Options.tool_format``): the format
+        #: of the tokenizer's template when it renders tools, else ``hermes``.
+        self.tool_format: ToolFormat = "hermes"
         if template != "auto":
             self.template = TEMPLATES[template]
         elif not getattr(tokenizer, "chat_template", None):
             log.info("chat_template.fallback", template="chatml",
                      reason="the tokenizer has no chat template")
             self.template = TEMPLATES["chatml"]
+        self.tool_format = self.template_tool_format or "hermes"
         self.stop_ids, self.stop_strings = self._stops()
         # Passes that need the last position(s) only say so when the model takes it, so
         # the output head (the largest product of a small model's prompt pass) skips the
@@ -139,20 +144,22 @@ class CausalLM:
         """The prompt text of a conversation, ending where the answer starts.
 
         With tools (``plan``) or a conversation holding calls and their results, a
-        tokenizer template that renders tools in the ``<tool_call>`` format gets them as
-        ``transformers`` passes them (``tools=``, ``tool_calls``); any other template gets
-        them written into the text (:func:`~._toolcalls.as_text_messages`).
+        tokenizer template that renders tools in the model's call format
+        (:attr:`tool_format`) gets them as ``transformers`` passes them (``tools=``,
+        ``tool_calls``); any other template gets them written into the text in that
+        format (:func:`~._toolcalls.as_text_messages`).
         """
         tokenizer = self.tokenizer
         if plan is not None or any(m.tool_calls or m.role == "tool" for m in messages):
-            if self.template is None and self.renders_tools:
+            if self.template_tool_format == self.tool_format:
                 turns = template_messages(
-                    [attrs.evolve(m, content=clean(m.content)) for m in messages])
+                    [attrs.evolve(m, content=clean(m.content)) for m in messages],
+                    format=self.tool_format)
                 text = tokenizer.apply_chat_template(
                     turns, tools=None if plan is None else template_tools(plan),
                     tokenize=False, add_generation_prompt=True)
                 return str(text)
-            messages = as_text_messages(messages, plan)
+            messages = as_text_messages(messages, plan, format=self.tool_format)
         if self.template is not None:
             return self.template.render(
                 [attrs.evolve(m, content=clean(m.content)) for m in messages],
@@ -162,11 +169,22 @@ class CausalLM:
         return str(text)
 
     @property
-    def renders_tools(self) -> bool:
-        """Whether the tokenizer's own chat template lists tools and writes calls in the
-        ``<tool_call>`` format (Hermes, Qwen 2 / 2.5 / 3, SmolLM3)."""
+    def template_tool_format(self) -> ToolFormat | None:
+        """The call format of the chat template in use when it lists tools itself:
+        ``hermes`` for ``<tool_call>`` blocks (Hermes, Qwen 2 / 2.5 / 3, SmolLM3),
+        ``llama3`` for bare ``{"name": ..., "parameters": ...}`` calls answered from the
+        ``ipython`` role (Llama 3.1 / 3.2 / 3.3); ``None`` for a template that does not
+        render tools, or a built-in template (``chat_template`` other than ``auto``)."""
+        if self.template is not None:
+            return None
         source = str(getattr(self.tokenizer, "chat_template", None) or "")
-        return "tools" in source and OPEN in source
+        if "tools" not in source:
+            return None
+        if OPEN in source:
+            return "hermes"
+        if '"parameters": ' in source and "ipython" in source:
+            return "llama3"
+        return None
 
     def encode_prompt(self, messages: Sequence[Message],
                       plan: ToolPlan | None = None) -> list[int]:
@@ -221,7 +239,7 @@ class CausalLM:
             enforced (an unsupported schema keyword, a regex that does not compile, both
             given, a ``tool_choice`` naming no tool).
         """
-        plan = tool_plan(request.tools, request.metadata)
+        plan = tool_plan(request.tools, request.metadata, format=self.tool_format)
         constraint = constraint_for(request.response_schema, request.metadata, plan)
         guide = None if constraint is None else Guide(
             constraint, token_texts(self.tokenizer), self.stop_ids,

@@ -47,7 +47,7 @@ import torch
 
 from ._jsonschema import JsonMachine, SchemaError
 from ._regexfsm import Pattern, RegexError
-from ._toolcalls import ToolCallConstraint, ToolPlan
+from ._toolcalls import ToolPlan, call_constraint
 
 __all__ = ["Constraint", "Guide", "Heads", "JsonConstraint", "RegexConstraint", "SchemaError",
            "constraint_for", "token_heads", "token_texts"]
@@ -156,9 +156,9 @@ def constraint_for(response_schema: Mapping[str, Any] | None, metadata: Mapping[
     """The request's constraint, or ``None`` for free text.
 
     With a tool plan (:func:`~._toolcalls.tool_plan`, whose ``tool_choice`` is not
-    ``none``) the output is text and tool
-    calls (:class:`~._toolcalls.ToolCallConstraint`); with ``tool_choice`` ``auto`` and a
-    ``response_schema``, either the schema's document or calls.
+    ``none``) the output is text and tool calls in the plan's format
+    (:func:`~._toolcalls.call_constraint`); with ``tool_choice`` ``auto`` and a
+    ``response_schema``, either the schema's document or calls (``hermes`` format only).
 
     :raises ValueError: when both a schema and a regex are given, a regex with tools, when
         the regex is not a string or does not compile, a bad ``tool_choice``, and
@@ -173,7 +173,7 @@ def constraint_for(response_schema: Mapping[str, Any] | None, metadata: Mapping[
             raise ValueError("metadata['regex'] cannot constrain a request that lists tools "
                              "(set metadata['tool_choice'] to 'none' to use both)")
         answer = None if response_schema is None else JsonMachine(response_schema)
-        return ToolCallConstraint(plan, answer)
+        return call_constraint(plan, answer)
     if response_schema is not None:
         return JsonConstraint(response_schema)
     if pattern is not None:

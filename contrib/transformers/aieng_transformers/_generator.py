@@ -127,6 +127,8 @@ class SmolLM2Backend:
                 folder = self._folder(self.source())
                 lm = self._open(folder)
                 lm.repetition_penalty = self.options.repetition_penalty
+                if self.options.tool_format != "auto":
+                    lm.tool_format = self.options.tool_format
                 lm.speculation = self._speculation(lm)
                 self._lm = lm
                 log.info("model.loaded", model=self.model, folder=str(folder),

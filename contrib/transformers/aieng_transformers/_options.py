@@ -99,6 +99,13 @@ class SmolLM2Options:
         runs the prompt pass ~3× faster at 512 tokens and decodes at float32's speed; its
         greedy tokens can differ from float32's, and speculation or batching match plain
         bfloat16 decoding only up to ties at bfloat16's rounding (README).
+    :param tool_format: how the model writes tool calls (``Request.tools``): ``auto``
+        (the default) the format of the tokenizer's chat template when it renders tools
+        (``<tool_call>`` blocks: Hermes, Qwen, SmolLM3; bare JSON answered from the
+        ``ipython`` role: Llama 3.1–3.3), else ``hermes``; ``hermes``: ``<tool_call>``
+        blocks after any text; ``llama3``: the answer is the call, ``{"name": ...,
+        "parameters": {...}}``, several separated by ``; ``. A template that renders
+        tools in another format than the chosen one gets them written into its text.
     """
 
     path: str | None = attrs.field(default=None, validator=_opt_str)
@@ -119,3 +126,5 @@ class SmolLM2Options:
     max_wait_ms: float = attrs.field(default=5.0, converter=float, validator=_wait)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = attrs.field(
         default="auto", validator=v.in_(("auto", *DTYPES)))
+    tool_format: Literal["auto", "hermes", "llama3"] = attrs.field(
+        default="auto", validator=v.in_(("auto", "hermes", "llama3")))

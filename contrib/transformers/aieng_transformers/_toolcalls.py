@@ -1,12 +1,21 @@
 """Tool calls from local models: the prompt that lists the tools, the automaton that keeps
 every call valid while decoding, and the split of the text into content and calls.
 
-The format is the one most open chat models with tool use were trained on (Hermes, Qwen
-2 / 2.5 / 3, SmolLM3): a call is a JSON object ``{"name": ..., "arguments": {...}}``
-between ``<tool_call>`` and ``</tool_call>`` lines, after any text. Under
-:class:`ToolCallConstraint` the name is one of the request's tools and the arguments are
-valid against that tool's ``parameters`` schema (the subset of :mod:`._jsonschema`), so
-every call the model starts parses and validates; text outside calls is free.
+Two call formats (:data:`TOOL_FORMATS`), those most open chat models with tool use were
+trained on:
+
+- ``hermes`` (Hermes, Qwen 2 / 2.5 / 3, SmolLM3; the default): a call is a JSON object
+  ``{"name": ..., "arguments": {...}}`` between ``<tool_call>`` and ``</tool_call>``
+  lines, after any text; several calls are several blocks.
+- ``llama3`` (Llama 3.1 / 3.2 / 3.3's JSON tool calling): the answer *is* the call, a bare
+  JSON object ``{"name": ..., "parameters": {...}}``; several calls are separated by
+  ``; `` (the reading vLLM's ``llama3_json`` parser gives them). An answer that does not
+  start with ``{`` is text, and has no calls.
+
+Under the constraint (:class:`ToolCallConstraint`, :class:`BareCallConstraint`) the name is
+one of the request's tools and the arguments are valid against that tool's
+``parameters`` schema (the subset of :mod:`._jsonschema`), so every call the model starts
+parses and validates; text outside calls is free.
 
 What a request asks (``Request.tools`` plus two ``metadata`` keys, as OpenAI names them):
 
@@ -22,8 +31,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import attrs
 from aieng_hookspecs.types import Message, ToolCall, ToolSpec
@@ -34,11 +43,17 @@ from ._text import StopBuffer
 __all__ = [
     "CLOSE",
     "OPEN",
+    "SEPARATOR",
+    "TOOL_FORMATS",
+    "BareCallConstraint",
     "ToolCallConstraint",
+    "ToolFormat",
     "ToolPlan",
     "ToolText",
     "as_text_messages",
+    "call_constraint",
     "calls_schema",
+    "calls_text",
     "split_calls",
     "template_messages",
     "template_tools",
@@ -52,6 +67,12 @@ CLOSE = "</tool_call>"
 _CLOSE_LINE = "\n" + CLOSE
 #: Newlines allowed after a call (before the end or the next call).
 _GAP = 2
+#: ``llama3``: what separates two calls (a space after the semicolon is optional).
+SEPARATOR = "; "
+
+ToolFormat = Literal["hermes", "llama3"]
+#: The call formats, and the key of a call's arguments in each.
+TOOL_FORMATS: dict[str, str] = {"hermes": "arguments", "llama3": "parameters"}
 
 
 @attrs.frozen
@@ -61,11 +82,19 @@ class ToolPlan:
     :param tools: the tools the model may call.
     :param choice: ``auto``, ``required``, ``none``, or the one tool's name to call.
     :param parallel: whether several calls may follow each other.
+    :param format: how calls are written (:data:`TOOL_FORMATS`).
     """
 
     tools: tuple[ToolSpec, ...]
     choice: str = "auto"
     parallel: bool = True
+    format: ToolFormat = attrs.field(default="hermes",
+                                     validator=attrs.validators.in_(tuple(TOOL_FORMATS)))
+
+    @property
+    def key(self) -> str:
+        """The key of a call's arguments in this format."""
+        return TOOL_FORMATS[self.format]
 
     @property
     def constrained(self) -> bool:
@@ -80,8 +109,11 @@ class ToolPlan:
         return tuple(t for t in self.tools if t.name == self.choice)
 
 
-def tool_plan(tools: Sequence[ToolSpec], metadata: Mapping[str, Any]) -> ToolPlan | None:
+def tool_plan(tools: Sequence[ToolSpec], metadata: Mapping[str, Any], *,
+              format: ToolFormat = "hermes") -> ToolPlan | None:
     """The request's tool plan, or ``None`` when it lists no tools.
+
+    :param format: the model's call format (:data:`TOOL_FORMATS`).
 
     :raises ValueError: a ``tool_choice`` that is not ``auto`` / ``required`` / ``none``
         / one of the tools, a ``tool_choice`` without tools, two tools of one name, or a
@@ -103,7 +135,7 @@ def tool_plan(tools: Sequence[ToolSpec], metadata: Mapping[str, Any]) -> ToolPla
     if choice not in ("auto", "required", "none") and choice not in names:
         raise ValueError(f"metadata['tool_choice'] names {choice!r}, which is not one of the "
                          f"request's tools ({', '.join(names)})")
-    return ToolPlan(tuple(tools), choice, parallel)
+    return ToolPlan(tuple(tools), choice, parallel, format)
 
 
 def _choice(raw: Any) -> str:
@@ -135,11 +167,21 @@ def tools_prompt(plan: ToolPlan) -> str:
         ("You can call the functions described by the JSON schemas in <tools></tools> to "
          "help with the request."),
         f"<tools>\n{listed}\n</tools>",
-        ("To call a function, write a JSON object with its name and arguments between "
-         f"{OPEN} and {CLOSE} lines, one block per call:"),
-        f'{OPEN}\n{{"name": "<function name>", "arguments": {{<arguments as JSON>}}}}\n{CLOSE}',
-        "A function's result comes back in <tool_response></tool_response>.",
     ]
+    if plan.format == "llama3":
+        lines += [
+            ("To call a function, answer with only a JSON object of its name and arguments, "
+             "nothing before it:"),
+            '{"name": "<function name>", "parameters": {<arguments as JSON>}}',
+            f"Separate several calls with {SEPARATOR!r}.",
+        ]
+    else:
+        lines += [
+            ("To call a function, write a JSON object with its name and arguments between "
+             f"{OPEN} and {CLOSE} lines, one block per call:"),
+            f'{OPEN}\n{{"name": "<function name>", "arguments": {{<arguments as JSON>}}}}\n{CLOSE}',
+        ]
+    lines.append("A function's result comes back in <tool_response></tool_response>.")
     if plan.choice == "required":
         lines.append("Answer with at least one function call.")
     elif plan.choice == "none":
@@ -149,21 +191,29 @@ def tools_prompt(plan: ToolPlan) -> str:
     return "\n".join(lines)
 
 
-def _call_text(call: ToolCall) -> str:
-    body = json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
-    return f"{OPEN}\n{body}\n{CLOSE}"
+def calls_text(calls: Sequence[ToolCall], format: ToolFormat = "hermes") -> str:
+    """Calls as the format writes them (the calls of an earlier assistant turn)."""
+    key = TOOL_FORMATS[format]
+    bodies = [json.dumps({"name": c.name, key: c.arguments}, ensure_ascii=False)
+              for c in calls]
+    if format == "llama3":
+        return SEPARATOR.join(bodies)
+    return "\n".join(f"{OPEN}\n{body}\n{CLOSE}" for body in bodies)
 
 
-def as_text_messages(messages: Sequence[Message], plan: ToolPlan | None) -> list[Message]:
+def as_text_messages(messages: Sequence[Message], plan: ToolPlan | None, *,
+                     format: ToolFormat = "hermes") -> list[Message]:
     """The conversation with tools written into its text, for templates without tool
     support: the tool listing joins the system message (one is added in front when there
-    is none), an assistant's earlier calls become call blocks after its text, and tool
-    results become user turns in ``<tool_response>`` tags."""
+    is none), an assistant's earlier calls are written in the call format after its text
+    (``format``; the plan's when there is one), and tool results become user turns in
+    ``<tool_response>`` tags."""
+    format = plan.format if plan is not None else format
     out: list[Message] = []
     for message in messages:
         if message.role == "assistant" and message.tool_calls:
             blocks = [message.content.strip()] if message.content.strip() else []
-            blocks += [_call_text(call) for call in message.tool_calls]
+            blocks.append(calls_text(message.tool_calls, format))
             out.append(Message(role="assistant", content="\n".join(blocks)))
         elif message.role == "tool":
             out.append(Message(role="user", content=(
@@ -179,11 +229,20 @@ def as_text_messages(messages: Sequence[Message], plan: ToolPlan | None) -> list
     return out
 
 
-def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+def template_messages(messages: Sequence[Message], *,
+                      format: ToolFormat = "hermes") -> list[dict[str, Any]]:
     """The conversation as the dicts of ``transformers``' chat templates with tool support
-    (an assistant's ``tool_calls``, a tool result's ``tool_call_id``)."""
+    (an assistant's ``tool_calls``, a tool result's ``tool_call_id``). In the ``llama3``
+    format an assistant turn of several calls becomes one turn per call (Llama 3's
+    templates refuse several calls in one turn); its text stays with the first."""
     turns: list[dict[str, Any]] = []
     for message in messages:
+        if format == "llama3" and len(message.tool_calls) > 1:
+            first, *rest = message.tool_calls
+            turns += template_messages([attrs.evolve(message, tool_calls=(first,))])
+            turns += template_messages([attrs.evolve(message, content="", tool_calls=(c,))
+                                        for c in rest])
+            continue
         turn: dict[str, Any] = {"role": message.role, "content": message.content}
         if message.tool_calls:
             turn["tool_calls"] = [
@@ -212,9 +271,9 @@ _SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitio
                           "dependentSchemas"})
 
 
-def calls_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
-    """The JSON schema of one call of ``tools``: ``{"name": <const>, "arguments": <the
-    tool's parameters>}``, an ``anyOf`` over the tools (told apart by the name, written
+def calls_schema(tools: Sequence[ToolSpec], *, key: str = "arguments") -> dict[str, Any]:
+    """The JSON schema of one call of ``tools``: ``{"name": <const>, <key>: <the tool's
+    parameters>}`` (``key``: ``arguments``, or ``llama3``'s ``parameters``), an ``anyOf`` over the tools (told apart by the name, written
     first). Each tool's ``$defs`` / ``definitions`` move to the root as
     ``tool<i>.<name>`` and its references follow them (``#`` becomes the tool's own
     parameters), so tools written by Pydantic keep their references.
@@ -250,9 +309,8 @@ def calls_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
             defs[own] = arguments
             arguments = {"$ref": f"#/$defs/{own}"}
         alternatives.append({
-            "type": "object", "properties": {"name": {"const": spec.name},
-                                             "arguments": arguments},
-            "required": ["name", "arguments"], "additionalProperties": False})
+            "type": "object", "properties": {"name": {"const": spec.name}, key: arguments},
+            "required": ["name", key], "additionalProperties": False})
     schema: dict[str, Any] = alternatives[0] if len(alternatives) == 1 \
         else {"anyOf": alternatives}
     return {**schema, "$defs": defs} if defs else schema
@@ -304,6 +362,9 @@ class ToolCallConstraint:
     def __init__(self, plan: ToolPlan, answer: JsonMachine | None = None) -> None:
         if not plan.constrained:
             raise ValueError("tool_choice 'none' is not a constraint")
+        if plan.format != "hermes":
+            raise ValueError(f"ToolCallConstraint writes hermes calls, not {plan.format!r} "
+                             "(call_constraint picks the class of a format)")
         schema = calls_schema(plan.callable)
         try:
             self._calls = JsonMachine(schema)
@@ -311,7 +372,7 @@ class ToolCallConstraint:
             raise SchemaError(f"tools: {exc}") from None
         self._answer = answer if plan.choice == "auto" else None
         self._parallel = plan.parallel
-        self._first: Hashable
+        self._first: tuple[Any, ...]
         if self._answer is not None:
             self._first = ("s",)
         elif plan.choice == "auto":
@@ -321,7 +382,7 @@ class ToolCallConstraint:
         self._call_least = (len(OPEN) + int(self._calls.min_chars(self._calls.start()))
                             + len(CLOSE))
 
-    def start(self) -> Hashable:
+    def start(self) -> tuple[Any, ...]:
         return self._first
 
     def feed(self, state: tuple[Any, ...], text: str) -> tuple[Any, ...] | None:
@@ -404,6 +465,101 @@ class ToolCallConstraint:
         return min(self._call_least, self._answer.min_chars(self._answer.start()))  # "s"
 
 
+# States of the llama3 format (tuples, hashable):
+#   ("d",)     auto's start: "{" opens a call, anything else is text
+#   ("t",)     free text (no call can follow)
+#   ("j", j)   inside a call's JSON, j the calls machine's state
+#   ("p",)     after a call's ";": a space, or the next call's "{"
+#   ("n",)     where a call's "{" must come
+
+
+class BareCallConstraint:
+    """Text or calls in the ``llama3`` format (see the module docstring): under ``auto``
+    an answer starting with ``{`` is calls, any other is text; under ``required`` or a
+    name, calls only.
+
+    :param plan: the tools, the choice and whether calls may follow each other.
+    :raises ValueError: when a tool's ``parameters`` schema is outside the supported
+        subset (the message names the tool).
+    """
+
+    def __init__(self, plan: ToolPlan) -> None:
+        if not plan.constrained:
+            raise ValueError("tool_choice 'none' is not a constraint")
+        try:
+            self._calls = JsonMachine(calls_schema(plan.callable, key=plan.key))
+        except SchemaError as exc:
+            raise SchemaError(f"tools: {exc}") from None
+        self._parallel = plan.parallel
+        self._first: tuple[Any, ...] = ("d",) if plan.choice == "auto" else ("n",)
+        self._call_least = int(self._calls.min_chars(self._calls.start()))
+
+    def start(self) -> tuple[Any, ...]:
+        return self._first
+
+    def feed(self, state: tuple[Any, ...], text: str) -> tuple[Any, ...] | None:
+        for c in text:
+            after = self._step(state, c)
+            if after is None:
+                return None
+            state = after
+        return state
+
+    def _step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
+        kind = state[0]
+        if kind == "t":
+            return state
+        if kind == "j":
+            after = self._calls.feed(state[1], c)
+            if after is not None:
+                return ("j", after)
+            if c == SEPARATOR[0] and self._parallel and self._calls.complete(state[1]):
+                return ("p",)
+            return None
+        if kind == "p" and c == SEPARATOR[1]:
+            return ("n",)
+        if c == "{" or kind == "d":
+            after = self._calls.feed(self._calls.start(), c)
+            if after is not None:
+                return ("j", after)
+            return ("t",) if kind == "d" else None
+        return None
+
+    def accepting(self, state: tuple[Any, ...]) -> bool:
+        if state[0] == "j":
+            return bool(self._calls.accepting(state[1]))
+        return state[0] in ("d", "t")
+
+    def complete(self, state: tuple[Any, ...]) -> bool:
+        return state[0] == "j" and not self._parallel and bool(self._calls.complete(state[1]))
+
+    def min_chars(self, state: tuple[Any, ...]) -> int:
+        kind = state[0]
+        if kind in ("d", "t"):
+            return 0
+        if kind == "j":
+            return int(self._calls.min_chars(state[1]))
+        return self._call_least
+
+
+def call_constraint(plan: ToolPlan,
+                    answer: JsonMachine | None = None) -> ToolCallConstraint | BareCallConstraint:
+    """The constraint of ``plan``'s format.
+
+    :param answer: as :class:`ToolCallConstraint`'s (``hermes`` only).
+    :raises ValueError: for ``llama3`` calls beside a ``response_schema`` under ``auto``:
+        a call and the document would both be bare JSON objects; and as the classes.
+    """
+    if plan.format == "hermes":
+        return ToolCallConstraint(plan, answer)
+    if answer is not None and plan.choice == "auto":
+        raise ValueError("with the llama3 tool format a call and a response_schema's "
+                         "document are both bare JSON objects: under tool_choice 'auto' "
+                         "the two cannot be told apart; set tool_choice to 'required', "
+                         "'none' or a tool's name, or use the hermes format")
+    return BareCallConstraint(plan)
+
+
 def _text_step(matched: int, c: str) -> tuple[Any, ...]:
     # Free text watching for OPEN: the longest end of the text that begins OPEN (OPEN has
     # no border, so a mismatch restarts at 0, or at 1 on its first character).
@@ -416,17 +572,22 @@ def _text_step(matched: int, c: str) -> tuple[Any, ...]:
 
 
 def split_calls(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
-    """The content and the tool calls of a generated text: the text before the first call
-    (without trailing whitespace) and each ``<tool_call>`` block's call, with a fresh id.
+    """The content and the tool calls of a generated text, each call with a fresh id:
+    ``hermes``: the text before the first call (without trailing whitespace) and each
+    ``<tool_call>`` block's call; ``llama3``: no content and the calls of a text that
+    starts with ``{``.
 
-    A text whose blocks do not all parse as calls of the plan's tools (cut by
+    A text whose calls do not all parse as calls of the plan's tools (cut by
     ``max_tokens`` or a stop string inside a call) is returned whole as content, with no
     calls: nothing the model wrote is lost.
     """
-    head, found, rest = text.partition(OPEN)
-    if not found or not plan.constrained:
+    if not plan.constrained:
         return text, ()
-    names = {t.name for t in plan.callable}
+    if plan.format == "llama3":
+        return _split_bare(text, plan)
+    head, found, rest = text.partition(OPEN)
+    if not found:
+        return text, ()
     calls: list[ToolCall] = []
     for block in (OPEN + rest).split(OPEN)[1:]:
         body, closed, after = block.partition(CLOSE)
@@ -434,11 +595,41 @@ def split_calls(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
             value = json.loads(body) if closed and not after.strip() else None
         except ValueError:
             value = None
-        if not isinstance(value, dict) or value.get("name") not in names \
-                or not isinstance(value.get("arguments"), dict):
+        call = _call(value, plan)
+        if call is None:
             return text, ()
-        calls.append(ToolCall(id=_new_id(), name=value["name"], arguments=value["arguments"]))
+        calls.append(call)
     return head.rstrip(), tuple(calls)
+
+
+def _split_bare(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
+    if not text.startswith("{"):
+        return text, ()
+    decoder = json.JSONDecoder()
+    calls: list[ToolCall] = []
+    position = 0
+    while True:
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except ValueError:
+            return text, ()
+        call = _call(value, plan)
+        if call is None:
+            return text, ()
+        calls.append(call)
+        if position == len(text):
+            return "", tuple(calls)
+        if text[position] != SEPARATOR[0]:
+            return text, ()
+        position += 2 if text.startswith(SEPARATOR, position) else 1
+
+
+def _call(value: Any, plan: ToolPlan) -> ToolCall | None:
+    # A parsed call object of the plan's tools, or None.
+    if not isinstance(value, dict) or value.get("name") not in {t.name for t in plan.callable} \
+            or not isinstance(value.get(plan.key), dict):
+        return None
+    return ToolCall(id=_new_id(), name=value["name"], arguments=value[plan.key])
 
 
 def _new_id() -> str:
@@ -447,8 +638,9 @@ def _new_id() -> str:
 
 class ToolText:
     """Streams the content of a generation whose calls are parsed at its end: text is
-    released as it comes except from the first ``<tool_call>`` on (and a tail that could
-    be its beginning, held until it is not).
+    released as it comes except, in the ``hermes`` format, from the first ``<tool_call>``
+    on (and a tail that could be its beginning, held until it is not), and in the
+    ``llama3`` format all of a text that starts with ``{``.
 
     :param plan: the request's tool plan.
     """
@@ -465,6 +657,12 @@ class ToolText:
     def feed(self, piece: str) -> str:
         """Take a released piece of generated text; return what may be shown now."""
         self._whole += piece
+        if self._plan.format == "llama3":  # text unless its first character opens calls
+            if self._whole.startswith("{"):
+                return ""
+            shown = self._whole[self._shown:]
+            self._shown = len(self._whole)
+            return shown
         safe = self._space + self._before.feed(piece)
         shown = safe.rstrip()
         self._space = "" if self._before.stopped else safe[len(shown):]

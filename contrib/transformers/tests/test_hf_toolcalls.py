@@ -19,10 +19,12 @@ from aieng_transformers._jsonschema import JsonMachine
 from aieng_transformers._toolcalls import (
     CLOSE,
     OPEN,
+    BareCallConstraint,
     ToolCallConstraint,
     ToolPlan,
     ToolText,
     as_text_messages,
+    call_constraint,
     calls_schema,
     split_calls,
     tool_plan,
@@ -349,7 +351,7 @@ def test_a_template_with_tool_support_renders_them_itself(tmp_path: Any) -> None
     Qwen) gets the tools and the earlier calls as ``transformers`` passes them."""
     backend = SmolLM2Backend(SmolLM2Options(path=str(random_llama(tmp_path, chat_template=HERMES))))
     lm = backend.load()
-    assert lm.renders_tools
+    assert lm.template_tool_format == "hermes" and lm.tool_format == "hermes"
     call = ToolCall(id="c1", name="add", arguments={"a": 1, "b": 2})
     plan = tool_plan((ADD,), {})
     text = lm.render([Message("user", "1 + 2?"), Message("assistant", "", tool_calls=(call,)),
@@ -465,3 +467,243 @@ async def test_smollm2_calls_tools(shipped_smollm2: SmolLM2Backend) -> None:
                                                  max_tokens=12,
                                                  metadata={"tool_choice": "none"}))
     assert answer.tool_calls == () and answer.text
+
+
+# -- the llama3 format ---------------------------------------------------------------------
+
+
+def bare(name: str, arguments: Any, *, compact: bool = False) -> str:
+    """A call as the llama3 format writes it."""
+    inner = json.dumps(arguments, separators=(",", ":") if compact else None)
+    return f'{{"name": {json.dumps(name)}, "parameters": {inner}}}'
+
+
+@settings(max_examples=60, deadline=None)
+@given(tools=TOOLSETS, seed=st.integers(0, 2**32 - 1), slack=st.integers(0, 40),
+       parallel=st.booleans(), choice=st.sampled_from(["auto", "required", "named"]))
+def test_llama3_walks_are_valid_calls_or_text(tools: tuple[ToolSpec, ...], seed: int,
+                                              slack: int, parallel: bool,
+                                              choice: str) -> None:
+    """Whatever the tools' parameters, every text the llama3 automaton lets through is
+    either calls of the allowed tools whose arguments validate (no content; one call when
+    parallel calls are off) or, under ``auto`` only, text not starting with ``{``."""
+    rng = random.Random(seed)
+    named = rng.choice(tools).name if choice == "named" else choice
+    plan = ToolPlan(tools, named, parallel, "llama3")
+    machine = call_constraint(plan)
+    text = walk(machine, rng, slack, LINES)
+    content, calls = split_calls(text, plan)
+    if choice == "auto" and not text.startswith("{"):
+        assert calls == () and content == text
+        return
+    assert calls and content == ""
+    check_calls(calls, plan.callable)
+    assert parallel or len(calls) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), tools=TOOLSETS, spaced=st.booleans())
+def test_llama3_written_calls_are_accepted_and_read_back(data: st.DataObject,
+                                                         tools: tuple[ToolSpec, ...],
+                                                         spaced: bool) -> None:
+    """Calls with valid arguments written in the llama3 format, separated by ``; `` or
+    ``;``, are accepted under ``auto`` and read back as the same names and arguments."""
+    plan = ToolPlan(tools, "auto", True, "llama3")
+    machine = call_constraint(plan)
+    wanted: list[tuple[str, Any]] = []
+    for _ in range(data.draw(st.integers(1, 3), label="calls")):
+        spec = data.draw(st.sampled_from(tools), label="tool")
+        arguments = data.draw(documents(spec.parameters, spec.parameters), label="arguments")
+        assume(writable(arguments) and valid(arguments, spec.parameters))
+        wanted.append((spec.name, arguments))
+    text = ("; " if spaced else ";").join(bare(name, arguments, compact=True)
+                                          for name, arguments in wanted)
+    state = machine.feed(machine.start(), text)
+    assert state is not None and machine.accepting(state), text
+    content, calls = split_calls(text, plan)
+    assert content == "" and [(c.name, c.arguments) for c in calls] == wanted
+
+
+def test_llama3_automaton_takes_text_or_calls() -> None:
+    """Under ``auto`` an answer is text unless its first character is ``{``, then calls;
+    a wrong name, text after a call, a second call when parallel calls are off, and
+    text under ``required`` are refused as they are written; ``auto`` beside a
+    ``response_schema`` is refused (both would be bare objects)."""
+    plan = ToolPlan((WEATHER, ADD), "auto", True, "llama3")
+    machine = call_constraint(plan)
+    assert isinstance(machine, BareCallConstraint)
+    start = machine.start()
+    assert machine.accepting(start) and machine.min_chars(start) == 0
+    for text in ["The weather {is} fine.", " {not a call", bare("add", {"a": 1, "b": 2}),
+                 bare("add", {"a": 1, "b": 2}) + "; " + bare("get_weather", {
+                     "city": "Oslo", "unit": "celsius"})]:
+        state = machine.feed(start, text)
+        assert state is not None and machine.accepting(state), text
+    for text in ['{"name": "sub"', "{x", bare("add", {"a": 1, "b": 2}) + " Thanks",
+                 bare("add", {"a": 1, "b": 2}) + ";;", '{"name": "add", "arguments": {']:
+        assert machine.feed(start, text) is None, text
+    inside = machine.feed(start, bare("add", {"a": 1, "b": 2}) + ";")
+    assert inside is not None and not machine.accepting(inside)
+    # after ";" the space is optional: the least is the shortest call of the tools
+    assert machine.min_chars(inside) == len('{"name":"add","parameters":{"a":0,"b":0}}')
+    single = call_constraint(ToolPlan((ADD,), "required", False, "llama3"))
+    assert single.feed(single.start(), "Sure") is None and not single.accepting(single.start())
+    done = single.feed(single.start(), bare("add", {"a": 1, "b": 2}))
+    assert done is not None and single.complete(done) and single.feed(done, ";") is None
+    schema = JsonMachine({"type": "object", "properties": {"x": {"type": "integer"}}})
+    with pytest.raises(ValueError, match="cannot be told apart"):
+        call_constraint(plan, schema)
+    assert isinstance(call_constraint(attrs.evolve(plan, choice="required"), schema),
+                      BareCallConstraint)
+
+
+def test_llama3_unfinished_calls_are_kept_as_text() -> None:
+    """A cut call, a call of another tool or a bad separator give no calls and the text
+    whole; text is content; ``none`` never parses calls."""
+    plan = ToolPlan((ADD,), "auto", True, "llama3")
+    whole = bare("add", {"a": 1, "b": 2})
+    for text in [whole[:-2], whole + "; " + whole[:-1], bare("sub", {"a": 1}), whole + " ;",
+                 whole + "\n", "Three."]:
+        assert split_calls(text, plan) == (text, ())
+    assert split_calls(whole, ToolPlan((ADD,), "none", True, "llama3")) == (whole, ())
+
+
+BARE_TEXTS = st.one_of(st.text(LINES, max_size=20).filter(lambda t: not t.startswith("{")),
+                       st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)),
+                                min_size=1, max_size=3).map(
+                           lambda numbers: "; ".join(bare("add", {"a": a, "b": b})
+                                                     for a, b in numbers)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=BARE_TEXTS, cut=st.booleans(), cuts=st.lists(st.integers(1, 7), min_size=1,
+                                                         max_size=40))
+def test_llama3_streamed_content_is_the_content(text: str, cut: bool, cuts: list[int]) -> None:
+    """However a llama3 text arrives, a stream shows nothing of calls and all of text (a
+    cut call included, at the end)."""
+    plan = ToolPlan((ADD,), "auto", True, "llama3")
+    if cut and text.startswith("{"):
+        text = text[:-3]
+    stream = ToolText(plan)
+    shown, position, turn = [], 0, 0
+    while position < len(text):
+        size = cuts[turn % len(cuts)]
+        shown.append(stream.feed(text[position:position + size]))
+        position += size
+        turn += 1
+    rest, calls = stream.finish()
+    content, expected = split_calls(text, plan)
+    if expected:
+        assert "".join(shown) == "" and rest == ""
+    assert "".join(shown) + rest == content
+    assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in expected]
+
+
+LLAMA3 = (
+    "{%- if tools %}<|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\n"
+    "Answer a function call as JSON in the format "
+    '{"name": function name, "parameters": dictionary of arguments}.\n'
+    "{% for t in tools %}{{ t | tojson }}\n{% endfor %}<|eot_id|>{% endif %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'tool' %}<|start_header_id|>ipython<|end_header_id|>\n\n"
+    "{{ m.content }}<|eot_id|>"
+    "{%- elif m.tool_calls %}"
+    "{%- if m.tool_calls | length != 1 %}{{ raise_exception('one call per turn') }}{% endif %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    "{{ '{\"name\": \"' + m.tool_calls[0].function.name + '\", ' }}"
+    "{{- '\"parameters\": ' }}{{ m.tool_calls[0].function.arguments | tojson }}}<|eot_id|>"
+    "{%- else %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+    "{% endif %}")
+
+
+def test_a_llama3_template_sets_the_format_and_renders_calls(tmp_path: Any) -> None:
+    """A template in Llama 3's tool format is detected (``tool_format = "auto"``): it
+    gets the tools, an assistant turn of two calls as two turns of one (its limit) and
+    results in the ``ipython`` role; requests get llama3 plans. ``tool_format = "hermes"``
+    on the same model writes tools into the text in the hermes format instead."""
+    folder = random_llama(tmp_path, chat_template=LLAMA3)
+    lm = SmolLM2Backend(SmolLM2Options(path=str(folder))).load()
+    assert lm.template_tool_format == "llama3" and lm.tool_format == "llama3"
+    calls = (ToolCall(id="c1", name="add", arguments={"a": 1, "b": 2}),
+             ToolCall(id="c2", name="add", arguments={"a": 3, "b": 4}))
+    conversation = [Message("user", "1 + 2 and 3 + 4?"),
+                    Message("assistant", "", tool_calls=calls),
+                    Message("tool", "3", tool_call_id="c1"), Message("tool", "7", tool_call_id="c2")]
+    plan = tool_plan((ADD,), {}, format=lm.tool_format)
+    assert plan is not None and plan.format == "llama3"
+    text = lm.render(conversation, plan)
+    assert "Environment: ipython" in text and '"name": "add"' in text
+    assert text.count("<|start_header_id|>assistant<|end_header_id|>\n\n"
+                      '{"name": "add", "parameters": ') == 2
+    assert "<|start_header_id|>ipython<|end_header_id|>\n\n7<|eot_id|>" in text
+    hermes = SmolLM2Backend(SmolLM2Options(path=str(folder), tool_format="hermes")).load()
+    assert hermes.tool_format == "hermes"
+    written = hermes.render(conversation, tool_plan((ADD,), {}, format="hermes"))
+    assert "Environment: ipython" not in written and OPEN in written
+    assert "<tool_response>\n7\n</tool_response>" in written
+
+
+def test_llama3_calls_are_written_into_templates_without_tool_support() -> None:
+    """Without a template in its format, the llama3 listing asks for bare JSON with
+    ``parameters`` and earlier calls are written that way, separated by ``; ``."""
+    call = ToolCall(id="c1", name="add", arguments={"a": 1, "b": 2})
+    plan = ToolPlan((ADD,), "required", True, "llama3")
+    out = as_text_messages([Message("user", "1 + 2?"),
+                            Message("assistant", "", tool_calls=(call, call))], plan)
+    assert '"parameters"' in out[0].content and OPEN not in out[0].content
+    assert out[2].content == bare("add", {"a": 1, "b": 2}) + "; " + bare("add", {"a": 1, "b": 2})
+    assert [(c.name, c.arguments) for c in split_calls(out[2].content, plan)[1]] == [
+        ("add", {"a": 1, "b": 2})] * 2
+
+
+@pytest.fixture(scope="module")
+def llama3_backend(long_backend: SmolLM2Backend) -> SmolLM2Backend:
+    """The long random model with ``tool_format = "llama3"``."""
+    return SmolLM2Backend(attrs.evolve(long_backend.options, tool_format="llama3"))
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tools=TOOLSETS, seed=st.integers(0, 2**16), parallel=st.booleans())
+async def test_the_random_model_calls_validly_in_llama3(llama3_backend: SmolLM2Backend,
+                                                        tools: tuple[ToolSpec, ...],
+                                                        seed: int, parallel: bool) -> None:
+    """With ``tool_format = "llama3"`` a random model under ``required`` (a budget of its
+    shortest call plus 40 tokens) always ends with valid calls, and its stream shows no
+    text and ends with the same calls."""
+    plan = ToolPlan(tools, "required", parallel, "llama3")
+    budget = call_constraint(plan).min_chars(("n",)) + 40
+    request = ask("Call a tool.", tools=tools, seed=seed, temperature=1.0, max_tokens=budget,
+                  metadata={"tool_choice": "required", "parallel_tool_calls": parallel})
+    completion = await generate(llama3_backend, request)
+    assert completion.finish_reason == "tool_calls" and completion.text == ""
+    check_calls(completion.tool_calls, tools)
+    assert parallel or len(completion.tool_calls) == 1
+    stream = llama3_backend.aieng_stream(request)
+    assert stream is not None
+    deltas = [delta async for delta in stream]
+    assert "".join(d.text for d in deltas) == ""
+    assert [(c.name, c.arguments) for c in deltas[-1].tool_calls] == [
+        (c.name, c.arguments) for c in completion.tool_calls]
+
+
+async def test_smollm2_calls_tools_in_llama3(shipped_smollm2: SmolLM2Backend,
+                                            smollm2_cache: Any) -> None:
+    """Needs the shipped model: SmolLM2-135M with ``tool_format = "llama3"`` (its
+    template has no tools: the listing is written into the system message) calls the
+    tool it is asked for with valid arguments, alone and streamed."""
+    backend = SmolLM2Backend(SmolLM2Options(cache_dir=str(smollm2_cache), tool_format="llama3"))
+    tools = (WEATHER, ADD)
+    request = ask("What is the weather in Paris?", tools=tools, max_tokens=60,
+                  metadata={"tool_choice": "required", "parallel_tool_calls": False})
+    completion = await generate(backend, request)
+    assert completion.finish_reason == "tool_calls", completion
+    check_calls(completion.tool_calls, tools)
+    assert len(completion.tool_calls) == 1
+    stream = backend.aieng_stream(request)
+    assert stream is not None
+    deltas = [delta async for delta in stream]
+    assert [(c.name, c.arguments) for c in deltas[-1].tool_calls] == [
+        (c.name, c.arguments) for c in completion.tool_calls]
