@@ -16,6 +16,7 @@ from aieng_hookspecs import hookimpl
 from ._export import EXPORT_FILE, exported, int8_variant, optimized_variant
 from ._options import DEFAULT_EMBED_MODEL, PROVIDERS, MiniLMOnnxOptions
 from ._paths import ModelNotFound, cache_root, packaged_minilm
+from ._quantize import weights
 from ._runtime import OnnxEncoder, open_session
 
 __all__ = ["MiniLMOnnxEmbedder", "load_tokenizer"]
@@ -108,7 +109,7 @@ class MiniLMOnnxEmbedder:
                 file = optimized_variant(folder) if self.options.optimize == "bert" \
                     else folder / EXPORT_FILE
                 if self.options.precision == "int8":
-                    file = int8_variant(folder, file)
+                    file = int8_variant(folder, file, weights=weights(self.options.int8_weights))
                 session = open_session(file, providers=self.options.providers,
                                        threads=self.options.intra_op_threads, cache=cache)
                 config = json.loads((folder / "config.json").read_text(encoding="utf-8"))

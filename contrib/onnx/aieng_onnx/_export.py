@@ -24,7 +24,14 @@ from pathlib import Path
 
 import structlog
 
-from ._quantize import NBITS_BLOCK, int8_weights, matmuls_named, optimize_bert, quantize
+from ._quantize import (
+    NBITS_BLOCK,
+    Int8Weights,
+    int8_weights,
+    matmuls_named,
+    optimize_bert,
+    quantize,
+)
 
 __all__ = ["BERT_FUSION_LEVEL", "CAUSAL_TASK", "ENCODER_TASK", "EXPORT_FILE", "KEEP_INPUT",
            "export_key", "exported", "finite_attention_masks", "int8_scheme", "int8_variant",
@@ -311,7 +318,7 @@ def optimized_variant(folder: Path, *, level: int = BERT_FUSION_LEVEL) -> Path:
 
 
 def int8_variant(folder: Path, source: Path | None = None, *,
-                 keep: Sequence[str] = ()) -> Path:
+                 keep: Sequence[str] = (), weights: Int8Weights | None = None) -> Path:
     """The int8 (dynamic, per-channel) file of ``source`` (default ``folder/model.onnx``)
     beside it, quantized now unless present; blocking. Its name is the source's stem
     (ONNX Runtime version dropped) plus ``.int8.ort<version>.onnx`` (``.int8u8.`` on a CPU
@@ -320,18 +327,21 @@ def int8_variant(folder: Path, source: Path | None = None, *,
 
     :param keep: ``MatMul`` name fragments (``down_proj``) whose nodes stay float32; the
         file's name then carries a digest of them (``.int8-keep<digest>.``).
+    :param weights: ``s8`` or ``u8`` weights (default: this CPU's,
+        :func:`~._quantize.int8_weights`).
     :raises ValueError: when a fragment matches no ``MatMul``.
     """
-    return quantized_variant(folder, source, precision="int8", keep=keep)
+    return quantized_variant(folder, source, precision="int8", keep=keep, weights=weights)
 
 
-def int8_scheme() -> str:
-    """The int8 file's scheme name on this CPU: ``int8`` (signed weights) or ``int8u8``."""
-    return "int8" if int8_weights() == "s8" else "int8u8"
+def int8_scheme(weights: Int8Weights | None = None) -> str:
+    """The int8 file's scheme name for ``weights`` (default: this CPU's): ``int8``
+    (signed weights) or ``int8u8``."""
+    return "int8" if (weights or int8_weights()) == "s8" else "int8u8"
 
 
 def quantized_variant(folder: Path, source: Path | None = None, *, precision: str,
-                      keep: Sequence[str] = ()) -> Path:
+                      keep: Sequence[str] = (), weights: Int8Weights | None = None) -> Path:
     """The quantized file of ``source`` (default ``folder/model.onnx``) beside it, made now
     unless present; blocking.
 
@@ -341,9 +351,11 @@ def quantized_variant(folder: Path, source: Path | None = None, *, precision: st
         32 weights: ``.q8b32.`` / ``.q4b32.``); the name ends ``.ort<version>.onnx``.
     :param keep: ``MatMul`` name fragments whose nodes stay float32 (``-keep<digest>``
         in the name).
+    :param weights: ``int8``: ``s8`` or ``u8`` weights (default: this CPU's).
     :raises ValueError: for another precision, or a fragment that matches no ``MatMul``.
     """
-    schemes = {"int8": int8_scheme(), "q8": f"q8b{NBITS_BLOCK}", "q4": f"q4b{NBITS_BLOCK}"}
+    schemes = {"int8": int8_scheme(weights), "q8": f"q8b{NBITS_BLOCK}",
+               "q4": f"q4b{NBITS_BLOCK}"}
     if precision not in schemes:
         raise ValueError(f"unknown precision {precision!r}; known: {sorted(schemes)}")
     source = source if source is not None else folder / EXPORT_FILE
@@ -360,7 +372,7 @@ def quantized_variant(folder: Path, source: Path | None = None, *, precision: st
     started = time.perf_counter()
     scratch = scratch_name(source.parent, precision, ".onnx")
     try:
-        quantize(source, scratch, precision, keep=kept)
+        quantize(source, scratch, precision, keep=kept, weights=weights)
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from aieng_transformers import SmolLM2Backend
 from ._export import CAUSAL_TASK, EXPORT_FILE, exported, quantized_variant
 from ._options import PROVIDERS, SmolLM2OnnxOptions
 from ._paths import cache_root
+from ._quantize import weights
 from ._runtime import open_session
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
         file = target / EXPORT_FILE
         if options.precision != "fp32":
             file = quantized_variant(target, file, precision=options.precision,
-                                     keep=options.keep_fp32)
+                                     keep=options.keep_fp32,
+                                     weights=weights(options.int8_weights))
         session = open_session(file, providers=options.providers,
                                threads=options.intra_op_threads, cache=cache)
         lm = causal_lm(session, target, template=options.chat_template,

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["NBITS_BLOCK", "SCHEMES", "int8_weights", "matmuls_named", "optimize_bert",
-           "quantize", "quantize_int8", "quantize_nbits"]
+__all__ = ["NBITS_BLOCK", "SCHEMES", "Int8Weights", "int8_weights", "matmuls_named",
+           "optimize_bert", "quantize", "quantize_int8", "quantize_nbits", "weights"]
 
 Int8Weights = Literal["s8", "u8"]
 #: CPU flags (Linux ``/proc/cpuinfo``) of x86 instructions that sum u8 × s8 products
@@ -40,6 +40,12 @@ def int8_weights() -> Int8Weights:
     except OSError:
         pass
     return "s8"
+
+
+def weights(option: str) -> Int8Weights | None:
+    """The weight type an ``int8_weights`` option names (``None`` for ``auto``: this
+    CPU's, :func:`int8_weights`)."""
+    return None if option == "auto" else option  # type: ignore[return-value]
 
 
 def quantize_int8(source: Path, target: Path, *, keep: Sequence[str] = (),
@@ -98,14 +104,15 @@ def quantize_nbits(source: Path, target: Path, *, bits: int, keep: Sequence[str]
 SCHEMES = ("int8", "q8", "q4")
 
 
-def quantize(source: Path, target: Path, scheme: str, *, keep: Sequence[str] = ()) -> None:
+def quantize(source: Path, target: Path, scheme: str, *, keep: Sequence[str] = (),
+             weights: Int8Weights | None = None) -> None:
     """Write ``source`` quantized with ``scheme`` (one of :data:`SCHEMES`) to ``target``:
-    :func:`quantize_int8` or :func:`quantize_nbits`; blocking.
+    :func:`quantize_int8` (with ``weights``) or :func:`quantize_nbits`; blocking.
 
     :raises ValueError: for another scheme.
     """
     if scheme == "int8":
-        quantize_int8(source, target, keep=keep)
+        quantize_int8(source, target, keep=keep, weights=weights)
     elif scheme in SCHEMES:
         quantize_nbits(source, target, bits=int(scheme[1:]), keep=keep)
     else:

@@ -18,7 +18,7 @@ from ._embedder import load_tokenizer
 from ._export import EXPORT_FILE, scratch_name, weights_size
 from ._options import OrtInt8Options
 from ._paths import ModelNotFound
-from ._quantize import SCHEMES, matmuls_named, quantize
+from ._quantize import SCHEMES, matmuls_named, quantize, weights
 from ._runtime import OnnxEncoder, open_session
 
 if TYPE_CHECKING:
@@ -124,7 +124,8 @@ class OrtInt8Quantizer:
         keep = matmuls_named(source, self.options.keep_fp32) \
             if self.options.keep_fp32 else ()
         try:
-            quantize(source, scratch, scheme, keep=keep)
+            quantize(source, scratch, scheme, keep=keep,
+                     weights=weights(self.options.int8_weights))
             os.replace(scratch, target)
         finally:
             scratch.unlink(missing_ok=True)

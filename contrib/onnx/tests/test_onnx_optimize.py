@@ -17,6 +17,9 @@ from aieng_onnx import (
     QUALITY_SENTENCES,
     MiniLMOnnxEmbedder,
     MiniLMOnnxOptions,
+    OrtInt8Options,
+    OrtInt8Quantizer,
+    SmolLM2OnnxOptions,
     exported,
     int8_scheme,
     int8_variant,
@@ -188,3 +191,43 @@ def test_int8_weights_of_either_sign_run_close_to_fp32(tiny_folder: Path, tmp_pa
                .run(None, inputs)[0].reshape(5, -1) for path in (source, target)]
     assert float(cosines(*outputs).min()) > 0.95
     assert int8_scheme() == ("int8" if int8_weights() == "s8" else "int8u8")
+
+
+def quantized_types(model: Path) -> set[int]:
+    """The element types of ``model``'s quantized weights (an embedding table's Gather is
+    uint8 whatever the weights' sign, so only ``_quantized`` initializers count)."""
+    return {t.data_type for t in onnx.load(str(model)).graph.initializer
+            if t.name.endswith("_quantized")}
+
+
+@pytest.mark.parametrize("weights", ["s8", "u8"])
+def test_the_int8_weights_option_chooses_the_sign(bert_dir: Path, tmp_path: Path,
+                                                  weights: str) -> None:
+    """``int8_weights`` set to ``s8`` or ``u8`` overrides this CPU's choice: the embedder
+    loads a file named for it (``.int8.`` / ``.int8u8.``) whose weights are of that type,
+    and its vectors stay close to fp32's; ``ort-int8`` writes the same types. The option
+    needs ``precision = "int8"``."""
+    options = MiniLMOnnxOptions(path=str(bert_dir), cache_dir=str(tmp_path), providers=("cpu",),
+                                precision="int8", int8_weights=weights)  # type: ignore[arg-type]
+    embedder = MiniLMOnnxEmbedder(options)
+    with structlog.testing.capture_logs() as logs:
+        embedder.load()
+    (loaded,) = [e for e in logs if e["event"] == "model.loaded"]
+    file = Path(loaded["file"])
+    assert f".{'int8' if weights == 's8' else 'int8u8'}.ort" in file.name
+    signed = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    assert quantized_types(file) == (signed if weights == "s8" else {onnx.TensorProto.UINT8})
+    fp32 = MiniLMOnnxEmbedder(MiniLMOnnxOptions(path=str(bert_dir), cache_dir=str(tmp_path),
+                                                providers=("cpu",)))
+    assert float(cosines(embedder.encode(TINY_TEXTS), fp32.encode(TINY_TEXTS)).min()) > 0.95
+    result = OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path / "out"),
+                                             int8_weights=weights)  # type: ignore[arg-type]
+                              ).quantize(file.parent / "model.onnx")
+    assert quantized_types(Path(result.model)) == quantized_types(file)
+    for bad in (lambda: MiniLMOnnxOptions(int8_weights=weights),  # type: ignore[arg-type]
+                lambda: SmolLM2OnnxOptions(precision="q8", int8_weights=weights)):  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="needs precision = 'int8'"):
+            bad()
+    with pytest.raises(ValueError):
+        MiniLMOnnxOptions(precision="int8", int8_weights="s7")  # type: ignore[arg-type]
+    assert MiniLMOnnxOptions().int8_weights == "auto"
