@@ -273,10 +273,11 @@ _SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitio
 
 def calls_schema(tools: Sequence[ToolSpec], *, key: str = "arguments") -> dict[str, Any]:
     """The JSON schema of one call of ``tools``: ``{"name": <const>, <key>: <the tool's
-    parameters>}`` (``key``: ``arguments``, or ``llama3``'s ``parameters``), an ``anyOf`` over the tools (told apart by the name, written
-    first). Each tool's ``$defs`` / ``definitions`` move to the root as
-    ``tool<i>.<name>`` and its references follow them (``#`` becomes the tool's own
-    parameters), so tools written by Pydantic keep their references.
+    parameters>}`` (``key``: ``arguments``, or ``llama3``'s ``parameters``), an ``anyOf``
+    over the tools (told apart by the name, written first). Each tool's ``$defs`` /
+    ``definitions`` move to the root as ``tool<i>.<name>`` and its references follow them
+    (``#`` becomes the tool's own parameters), so tools written by Pydantic keep their
+    references.
 
     :raises SchemaError: naming the tool, when its parameters are outside the subset of
         :mod:`._jsonschema`.

@@ -630,7 +630,8 @@ def test_a_llama3_template_sets_the_format_and_renders_calls(tmp_path: Any) -> N
              ToolCall(id="c2", name="add", arguments={"a": 3, "b": 4}))
     conversation = [Message("user", "1 + 2 and 3 + 4?"),
                     Message("assistant", "", tool_calls=calls),
-                    Message("tool", "3", tool_call_id="c1"), Message("tool", "7", tool_call_id="c2")]
+                    Message("tool", "3", tool_call_id="c1"),
+                    Message("tool", "7", tool_call_id="c2")]
     plan = tool_plan((ADD,), {}, format=lm.tool_format)
     assert plan is not None and plan.format == "llama3"
     text = lm.render(conversation, plan)
