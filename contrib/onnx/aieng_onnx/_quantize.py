@@ -4,7 +4,6 @@ and the BERT graph fusions of ``onnxruntime.transformers``."""
 from __future__ import annotations
 
 import functools
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -29,17 +28,10 @@ def int8_weights() -> Int8Weights:
     (ONNX Runtime's quantization guide gives the same advice). Where the flags cannot be
     read (not Linux) the answer is ``s8``.
     """
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return "s8"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    flags = set(line.partition(":")[2].split())
-                    return "s8" if flags & _EXACT_U8S8 else "u8"
-    except OSError:
-        pass
-    return "s8"
+    from aieng_transformers._cpu import cpu_flags
+
+    flags = cpu_flags()
+    return "s8" if flags is None or flags & _EXACT_U8S8 else "u8"
 
 
 def weights(option: str) -> Int8Weights | None:

@@ -25,6 +25,7 @@ from aieng_hookspecs.types import Message, Request, TokenLogprob, Usage
 
 from ._constrain import Guide, constraint_for, token_heads, token_texts
 from ._convert import dtype_argument
+from ._cpu import warn_if_emulated
 from ._sampling import choose, make_generator, penalize
 from ._speculative import Proposer, Speculation
 from ._templates import TEMPLATES, ChatTemplate, TemplateName
@@ -132,6 +133,7 @@ class CausalLM:
             str(folder), local_files_only=True)
         chosen: Any = getattr(torch, dtype) if dtype != "auto" \
             else torch.float32 if target.type == "cpu" else "auto"
+        warn_if_emulated(dtype, target.type, component="causal-lm")
         model: Any = AutoModelForCausalLM.from_pretrained(
             str(folder), local_files_only=True, **{dtype_argument(): chosen})
         model.to(target)

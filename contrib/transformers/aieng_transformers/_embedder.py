@@ -421,7 +421,9 @@ class MiniLMEmbedder:
                     folder, local_files_only=True
                 )
                 from ._convert import dtype_argument
+                from ._cpu import warn_if_emulated
 
+                warn_if_emulated(self.options.dtype, self.options.device, component="minilm")
                 model: Any = AutoModel.from_pretrained(
                     folder, local_files_only=True,
                     **{dtype_argument(): getattr(torch, self.options.dtype)})

@@ -46,9 +46,10 @@ class MiniLMOptions:
     :param max_wait_ms: how long a batch waits for more calls after its first.
     :param dtype: the weights' and activations' torch type: ``float32`` (the default:
         the model's own vectors), ``bfloat16`` (on a CPU with AMX, Intel Sapphire Rapids
-        and later, a batched pass runs several times faster; on others it may be slower)
-        or ``float16`` (for GPUs). Pooling and normalization run in float32 and the
-        vectors are float32 whatever the type.
+        and later, a batched pass runs several times faster; on a CPU without bfloat16
+        instructions torch emulates it, ~30× slower than float32 on an AVX2 AMD EPYC, and
+        loading logs a ``dtype.emulated`` warning) or ``float16`` (for GPUs). Pooling and
+        normalization run in float32 and the vectors are float32 whatever the type.
     """
 
     path: str | None = attrs.field(default=None, validator=_opt_str)
@@ -98,7 +99,10 @@ class SmolLM2Options:
         or ``float16``. On a CPU with AMX (Intel Sapphire Rapids and later) ``bfloat16``
         runs the prompt pass ~3× faster at 512 tokens and decodes at float32's speed; its
         greedy tokens can differ from float32's, and speculation or batching match plain
-        bfloat16 decoding only up to ties at bfloat16's rounding (README).
+        bfloat16 decoding only up to ties at bfloat16's rounding (README). On a CPU
+        without the type's instructions (no AVX-512 BF16 / FP16 or AMX) torch emulates
+        it, many times slower than float32, and loading logs a ``dtype.emulated``
+        warning.
     :param tool_format: how the model writes tool calls (``Request.tools``): ``auto``
         (the default) the format of the tokenizer's chat template when it renders tools
         (``<tool_call>`` blocks: Hermes, Qwen, SmolLM3; bare JSON answered from the
