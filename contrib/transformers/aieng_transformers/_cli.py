@@ -16,6 +16,33 @@ import click
 __all__ = ["add_commands", "generate", "models"]
 
 
+def _json_file(path: Path, option: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"{option} {path}: not a JSON file ({exc})") from None
+
+
+def _tools(raw: Any) -> tuple[Any, ...]:
+    # OpenAI's tool objects or plain {name, description, parameters} ones, as ToolSpecs.
+    from aieng_hookspecs.types import ToolSpec
+
+    if not isinstance(raw, list):
+        raise click.UsageError("--tools: the file must hold a JSON list of tools")
+    specs = []
+    for position, item in enumerate(raw):
+        spec = item.get("function", item) if isinstance(item, dict) else None
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise click.UsageError(f"--tools: item {position} has no function name")
+        try:
+            specs.append(ToolSpec(
+                name=spec["name"], description=spec.get("description", ""),
+                parameters=spec.get("parameters", {"type": "object", "properties": {}})))
+        except (TypeError, ValueError) as exc:
+            raise click.UsageError(f"--tools: item {position}: {exc}") from None
+    return tuple(specs)
+
+
 @click.command()
 @click.argument("prompt")
 @click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(min=1),
@@ -33,12 +60,23 @@ __all__ = ["add_commands", "generate", "models"]
               type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               help="The model's torch type (auto: float32 on the CPU); bfloat16 makes the "
                    "prompt pass faster on CPUs with AMX.")
+@click.option("--tools", "tools_file", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A JSON file listing tools the model may call: OpenAI's "
+                   '[{"type": "function", "function": {...}}] or [{"name", "description", '
+                   '"parameters"}]; calls are printed as JSON lines after the text.')
+@click.option("--tool-choice", default=None,
+              help="auto (default), required, none, or a tool's name.")
+@click.option("--tool-format", default="auto", show_default=True,
+              type=click.Choice(["auto", "hermes", "llama3"]),
+              help="How the model writes calls (auto: its template's format, else hermes).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (text, finish reason, usage, timings) at the end "
                    "instead of streaming.")
 def generate(prompt: str, max_tokens: int, temperature: float, seed: int | None,
              model_path: Path | None, schema_file: Path | None, regex: str | None,
-             dtype: str, as_json: bool) -> None:
+             dtype: str, tools_file: Path | None, tool_choice: str | None, tool_format: str,
+             as_json: bool) -> None:
     """Generate from PROMPT with SmolLM2 (or --model-path), streaming the tokens; then
     print the time to first token (TTFT) and time per output token (TPOT)."""
     import anyio
@@ -48,16 +86,17 @@ def generate(prompt: str, max_tokens: int, temperature: float, seed: int | None,
     from ._options import SmolLM2Options
 
     backend = SmolLM2Backend(SmolLM2Options(path=str(model_path) if model_path else None,
-                                            dtype=dtype))  # type: ignore[arg-type]
-    try:
-        schema = json.loads(schema_file.read_text(encoding="utf-8")) if schema_file else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise click.UsageError(f"--schema {schema_file}: not a JSON file ({exc})") from None
-    metadata = {"regex": regex} if regex is not None else {}
+                                            dtype=dtype,  # type: ignore[arg-type]
+                                            tool_format=tool_format))  # type: ignore[arg-type]
+    schema = _json_file(schema_file, "--schema") if schema_file else None
+    tools = _tools(_json_file(tools_file, "--tools")) if tools_file else ()
+    metadata: dict[str, Any] = {"regex": regex} if regex is not None else {}
+    if tool_choice is not None:
+        metadata["tool_choice"] = tool_choice
     try:
         request = Request(messages=(Message("user", prompt),), max_tokens=max_tokens,
                           temperature=temperature, seed=seed, response_schema=schema,
-                          metadata=metadata)
+                          tools=tools, metadata=metadata)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     started = time.perf_counter()
@@ -97,8 +136,10 @@ def generate(prompt: str, max_tokens: int, temperature: float, seed: int | None,
     tokens = deltas.usage.completion_tokens
     ttft = (stamps[0] - request_started) if stamps else None
     tpot = (finished - stamps[0]) / (tokens - 1) if stamps and tokens > 1 else None
+    calls = [{"name": c.name, "arguments": c.arguments} for c in deltas.tool_calls]
     report: dict[str, Any] = {
         "model": backend.model, "text": "".join(pieces), "finish_reason": deltas.finish_reason,
+        "tool_calls": calls,
         "usage": {"prompt_tokens": deltas.usage.prompt_tokens, "completion_tokens": tokens},
         "load_s": round(loaded - started, 3),
         "import_s": round(imported - started, 3),
@@ -110,6 +151,8 @@ def generate(prompt: str, max_tokens: int, temperature: float, seed: int | None,
         click.echo(json.dumps(report, ensure_ascii=False))
         return
     click.echo("")
+    for call in calls:
+        click.echo(json.dumps(call, ensure_ascii=False))
     timing = (f"TTFT {ttft * 1000:.0f} ms" if ttft is not None else "TTFT -") + " · " + (
         f"TPOT {tpot * 1000:.1f} ms ({1.0 / tpot:.1f} tokens/s)" if tpot else "TPOT -")
     click.echo(f"[{backend.model}: {tokens} tokens, finish {deltas.finish_reason}, "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 import pytest
-from _tiny import CHAIN_TEXT, require_distribution
+from _tiny import CHAIN_TEXT, random_llama, require_distribution
 from aieng_transformers import SmolLM2Backend, aieng_register_commands
 from aieng_transformers._memory import footprint
 from click.testing import CliRunner, Result
@@ -78,6 +78,37 @@ def test_generate_with_schema_and_regex(cli: click.Group, chain_dir: Path,
     result = runner.invoke(cli, ["generate", "hi", "--model-path", str(chain_dir),
                                  "--schema", str(schema)])
     assert result.exit_code == 2 and "not a JSON file" in result.output
+
+
+def test_generate_with_tools(cli: click.Group, tmp_path: Path) -> None:
+    """``--tools`` (OpenAI's tool objects or plain ones) with ``--tool-choice required``
+    prints each call as a JSON line (the random model's calls are forced valid) and puts
+    them in ``--json``'s report, in either ``--tool-format``; a file that is no list of
+    tools or a choice naming no tool is a usage error."""
+    folder = random_llama(tmp_path / "model", max_positions=4096)
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([
+        {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {
+            "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"], "additionalProperties": False}}},
+        {"name": "noop"}]))
+    runner = CliRunner()
+    base = ["generate", "1 + 2?", "--model-path", str(folder), "--tools", str(tools),
+            "--max-tokens", "80"]
+    for tool_format in ("hermes", "llama3"):
+        result = runner.invoke(cli, [*base, "--tool-choice", "add", "--tool-format", tool_format])
+        assert result.exit_code == 0, result.output
+        call = json.loads(last_line(result))
+        assert call["name"] == "add" and set(call["arguments"]) == {"a", "b"}
+        report = json.loads(last_line(runner.invoke(
+            cli, [*base, "--tool-choice", "required", "--tool-format", tool_format, "--json"])))
+        assert report["finish_reason"] == "tool_calls" and report["text"] == ""
+        assert report["tool_calls"] and {c["name"] for c in report["tool_calls"]} <= {"add", "noop"}
+    result = runner.invoke(cli, [*base, "--tool-choice", "sub"])
+    assert result.exit_code == 2 and "sub" in result.output
+    tools.write_text('{"name": "add"}')
+    result = runner.invoke(cli, base)
+    assert result.exit_code == 2 and "JSON list of tools" in result.output
 
 
 def test_models_estimates_from_config(cli: click.Group, chain_dir: Path,
