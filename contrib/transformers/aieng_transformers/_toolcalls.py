@@ -350,7 +350,27 @@ def _rebased(schema: Any, rename: Any) -> Any:
 #   ("z",)     after the only call allowed: the end
 
 
-class ToolCallConstraint:
+class _CallAutomaton:
+    """What both call constraints share: a start state and a character step."""
+
+    _first: tuple[Any, ...]
+
+    def start(self) -> tuple[Any, ...]:
+        return self._first
+
+    def feed(self, state: tuple[Any, ...], text: str) -> tuple[Any, ...] | None:
+        for c in text:
+            after = self._step(state, c)
+            if after is None:
+                return None
+            state = after
+        return state
+
+    def _step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
+        raise NotImplementedError
+
+
+class ToolCallConstraint(_CallAutomaton):
     """Text and calls valid for a :class:`ToolPlan` (see the module docstring).
 
     :param plan: the tools, the choice and whether calls may follow each other.
@@ -373,7 +393,6 @@ class ToolCallConstraint:
             raise SchemaError(f"tools: {exc}") from None
         self._answer = answer if plan.choice == "auto" else None
         self._parallel = plan.parallel
-        self._first: tuple[Any, ...]
         if self._answer is not None:
             self._first = ("s",)
         elif plan.choice == "auto":
@@ -382,17 +401,6 @@ class ToolCallConstraint:
             self._first = ("l", 0)
         self._call_least = (len(OPEN) + int(self._calls.min_chars(self._calls.start()))
                             + len(CLOSE))
-
-    def start(self) -> tuple[Any, ...]:
-        return self._first
-
-    def feed(self, state: tuple[Any, ...], text: str) -> tuple[Any, ...] | None:
-        for c in text:
-            after = self._step(state, c)
-            if after is None:
-                return None
-            state = after
-        return state
 
     def _step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
         kind = state[0]
@@ -474,7 +482,7 @@ class ToolCallConstraint:
 #   ("n",)     where a call's "{" must come
 
 
-class BareCallConstraint:
+class BareCallConstraint(_CallAutomaton):
     """Text or calls in the ``llama3`` format (see the module docstring): under ``auto``
     an answer starting with ``{`` is calls, any other is text; under ``required`` or a
     name, calls only.
@@ -492,19 +500,8 @@ class BareCallConstraint:
         except SchemaError as exc:
             raise SchemaError(f"tools: {exc}") from None
         self._parallel = plan.parallel
-        self._first: tuple[Any, ...] = ("d",) if plan.choice == "auto" else ("n",)
+        self._first = ("d",) if plan.choice == "auto" else ("n",)
         self._call_least = int(self._calls.min_chars(self._calls.start()))
-
-    def start(self) -> tuple[Any, ...]:
-        return self._first
-
-    def feed(self, state: tuple[Any, ...], text: str) -> tuple[Any, ...] | None:
-        for c in text:
-            after = self._step(state, c)
-            if after is None:
-                return None
-            state = after
-        return state
 
     def _step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
         kind = state[0]

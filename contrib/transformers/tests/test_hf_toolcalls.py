@@ -379,28 +379,39 @@ def long_backend(tmp_path_factory: pytest.TempPathFactory) -> SmolLM2Backend:
     return SmolLM2Backend(SmolLM2Options(path=str(folder)))
 
 
-@settings(max_examples=20, deadline=None,
+@pytest.fixture(scope="module")
+def format_backends(long_backend: SmolLM2Backend) -> dict[str, SmolLM2Backend]:
+    """The long random model in each tool format."""
+    return {"hermes": long_backend,
+            "llama3": SmolLM2Backend(attrs.evolve(long_backend.options, tool_format="llama3"))}
+
+
+@pytest.mark.parametrize("tool_format", ["hermes", "llama3"])
+@settings(max_examples=16, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tools=TOOLSETS, seed=st.integers(0, 2**16), temperature=st.sampled_from([0.0, 1.0]),
        parallel=st.booleans())
-async def test_the_random_model_always_calls_validly(long_backend: SmolLM2Backend,
+async def test_the_random_model_always_calls_validly(format_backends: dict[str, SmolLM2Backend],
+                                                     tool_format: str,
                                                      tools: tuple[ToolSpec, ...], seed: int,
                                                      temperature: float,
                                                      parallel: bool) -> None:
     """A random model under ``required`` (within a budget of its shortest call plus 40
-    tokens of one byte each) always ends with valid calls and finish reason
-    ``tool_calls``; streaming the same seeded request shows no text and ends with the
-    same calls on its last delta."""
-    plan = ToolPlan(tools, "required", parallel)
-    budget = ToolCallConstraint(plan).min_chars(("l", 0)) + 40
+    tokens of one byte each), in either tool format, always ends with valid calls and
+    finish reason ``tool_calls``; streaming the same seeded request shows no text and
+    ends with the same calls on its last delta."""
+    backend = format_backends[tool_format]
+    plan = ToolPlan(tools, "required", parallel, tool_format)  # type: ignore[arg-type]
+    machine = call_constraint(plan)
+    budget = machine.min_chars(machine.start()) + 40
     request = ask("Call a tool.", tools=tools, seed=seed, temperature=temperature,
                   max_tokens=budget, metadata={"tool_choice": "required",
                                                "parallel_tool_calls": parallel})
-    completion = await generate(long_backend, request)
+    completion = await generate(backend, request)
     assert completion.finish_reason == "tool_calls" and completion.text == ""
     check_calls(completion.tool_calls, tools)
     assert parallel or len(completion.tool_calls) == 1
-    stream = long_backend.aieng_stream(request)
+    stream = backend.aieng_stream(request)
     assert stream is not None
     deltas = [delta async for delta in stream]
     assert "".join(d.text for d in deltas) == ""
@@ -657,37 +668,6 @@ def test_llama3_calls_are_written_into_templates_without_tool_support() -> None:
     assert out[2].content == bare("add", {"a": 1, "b": 2}) + "; " + bare("add", {"a": 1, "b": 2})
     assert [(c.name, c.arguments) for c in split_calls(out[2].content, plan)[1]] == [
         ("add", {"a": 1, "b": 2})] * 2
-
-
-@pytest.fixture(scope="module")
-def llama3_backend(long_backend: SmolLM2Backend) -> SmolLM2Backend:
-    """The long random model with ``tool_format = "llama3"``."""
-    return SmolLM2Backend(attrs.evolve(long_backend.options, tool_format="llama3"))
-
-
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(tools=TOOLSETS, seed=st.integers(0, 2**16), parallel=st.booleans())
-async def test_the_random_model_calls_validly_in_llama3(llama3_backend: SmolLM2Backend,
-                                                        tools: tuple[ToolSpec, ...],
-                                                        seed: int, parallel: bool) -> None:
-    """With ``tool_format = "llama3"`` a random model under ``required`` (a budget of its
-    shortest call plus 40 tokens) always ends with valid calls, and its stream shows no
-    text and ends with the same calls."""
-    plan = ToolPlan(tools, "required", parallel, "llama3")
-    budget = call_constraint(plan).min_chars(("n",)) + 40
-    request = ask("Call a tool.", tools=tools, seed=seed, temperature=1.0, max_tokens=budget,
-                  metadata={"tool_choice": "required", "parallel_tool_calls": parallel})
-    completion = await generate(llama3_backend, request)
-    assert completion.finish_reason == "tool_calls" and completion.text == ""
-    check_calls(completion.tool_calls, tools)
-    assert parallel or len(completion.tool_calls) == 1
-    stream = llama3_backend.aieng_stream(request)
-    assert stream is not None
-    deltas = [delta async for delta in stream]
-    assert "".join(d.text for d in deltas) == ""
-    assert [(c.name, c.arguments) for c in deltas[-1].tool_calls] == [
-        (c.name, c.arguments) for c in completion.tool_calls]
 
 
 async def test_smollm2_calls_tools_in_llama3(shipped_smollm2: SmolLM2Backend,
