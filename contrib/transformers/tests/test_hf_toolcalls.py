@@ -153,6 +153,19 @@ def test_walks_are_valid_calls(tools: tuple[ToolSpec, ...], seed: int, slack: in
     assert {c.name for c in calls} <= {t.name for t in plan.callable}
 
 
+def draw_calls(data: st.DataObject, tools: tuple[ToolSpec, ...],
+               most: int) -> list[tuple[str, Any]]:
+    """1 to ``most`` calls of ``tools`` with valid arguments the automaton writes (drawn
+    from the raw parameters)."""
+    wanted: list[tuple[str, Any]] = []
+    for _ in range(data.draw(st.integers(1, most), label="calls")):
+        spec = data.draw(st.sampled_from(tools), label="tool")
+        arguments = data.draw(documents(spec.parameters, spec.parameters), label="arguments")
+        assume(writable(arguments) and valid(arguments, spec.parameters))
+        wanted.append((spec.name, arguments))
+    return wanted
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), tools=TOOLSETS, prefix=st.text(ALPHABET, max_size=12),
        spaced=st.booleans())
@@ -164,12 +177,7 @@ def test_written_calls_are_accepted_and_read_back(data: st.DataObject,
     the same names and arguments and the text before them as content."""
     plan = ToolPlan(tools, "auto", True)
     machine = ToolCallConstraint(plan)
-    wanted: list[tuple[str, Any]] = []
-    for _ in range(data.draw(st.integers(1, 2), label="calls")):
-        spec = data.draw(st.sampled_from(tools), label="tool")
-        arguments = data.draw(documents(spec.parameters, spec.parameters), label="arguments")
-        assume(writable(arguments) and valid(arguments, spec.parameters))
-        wanted.append((spec.name, arguments))
+    wanted = draw_calls(data, tools, most=2)
     text = prefix.replace("<", "") + "\n" + "\n".join(
         block(name, arguments, compact=True, spaced=spaced) for name, arguments in wanted)
     state = machine.feed(machine.start(), text)
@@ -521,12 +529,7 @@ def test_llama3_written_calls_are_accepted_and_read_back(data: st.DataObject,
     ``;``, are accepted under ``auto`` and read back as the same names and arguments."""
     plan = ToolPlan(tools, "auto", True, "llama3")
     machine = call_constraint(plan)
-    wanted: list[tuple[str, Any]] = []
-    for _ in range(data.draw(st.integers(1, 3), label="calls")):
-        spec = data.draw(st.sampled_from(tools), label="tool")
-        arguments = data.draw(documents(spec.parameters, spec.parameters), label="arguments")
-        assume(writable(arguments) and valid(arguments, spec.parameters))
-        wanted.append((spec.name, arguments))
+    wanted = draw_calls(data, tools, most=3)
     text = ("; " if spaced else ";").join(bare(name, arguments, compact=True)
                                           for name, arguments in wanted)
     state = machine.feed(machine.start(), text)
