@@ -291,6 +291,17 @@ def test_unfinished_calls_are_kept_as_text() -> None:
     assert split_calls(whole, ToolPlan((ADD,), "none", True)) == (whole, ())
 
 
+def fed_in_pieces(stream: ToolText, text: str, cuts: list[int]) -> list[str]:
+    """What ``stream`` shows of ``text`` fed in pieces of the sizes ``cuts`` (cycled)."""
+    shown, position, turn = [], 0, 0
+    while position < len(text):
+        size = cuts[turn % len(cuts)]
+        shown.append(stream.feed(text[position:position + size]))
+        position += size
+        turn += 1
+    return shown
+
+
 TEXTS = st.tuples(st.text(LINES, max_size=20),
                   st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)), max_size=2),
                   st.booleans())
@@ -309,13 +320,8 @@ def test_streamed_content_is_the_content(parts: tuple[str, list[tuple[int, int]]
     if cut and numbers:
         text = text[:-3]
     stream = ToolText(plan)
-    shown, position, turn = [], 0, 0
-    while position < len(text):
-        size = cuts[turn % len(cuts)]
-        shown.append(stream.feed(text[position:position + size]))
-        assert OPEN not in "".join(shown)
-        position += size
-        turn += 1
+    shown = fed_in_pieces(stream, text, cuts)
+    assert OPEN not in "".join(shown)
     rest, calls = stream.finish()
     content, expected = split_calls(text, plan)
     assert "".join(shown) + rest == content
@@ -599,12 +605,7 @@ def test_llama3_streamed_content_is_the_content(text: str, cut: bool, cuts: list
     if cut and text.startswith("{"):
         text = text[:-3]
     stream = ToolText(plan)
-    shown, position, turn = [], 0, 0
-    while position < len(text):
-        size = cuts[turn % len(cuts)]
-        shown.append(stream.feed(text[position:position + size]))
-        position += size
-        turn += 1
+    shown = fed_in_pieces(stream, text, cuts)
     rest, calls = stream.finish()
     content, expected = split_calls(text, plan)
     if expected:
