@@ -15,6 +15,7 @@ from ._protocols import (
     PipelineContext,
     ReaderRegistry,
 )
+from ._sqlite import enable_wal
 
 __all__ = [
     "PROJECT",
@@ -26,6 +27,7 @@ __all__ = [
     "ReaderRegistry",
     "__version__",
     "blocking",
+    "enable_wal",
     "hookimpl",
     "hookspec",
     "role_spec",

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from aieng_hookspecs import enable_wal
+
 __all__ = ["Row", "SQLiteStore"]
 
 _SCHEMA = """
@@ -75,7 +77,7 @@ class SQLiteStore:
         # threads, one at a time (see _connection).
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                timeout=self.busy_timeout)
-        conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(conn, timeout=self.busy_timeout)
         conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe in WAL
         with self._lock:
             if not self._ready:

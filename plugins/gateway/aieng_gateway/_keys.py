@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
+from aieng_hookspecs import enable_wal
 
 __all__ = ["ApiKey", "KeyStore", "default_keys_path", "hash_key"]
 
@@ -100,7 +101,7 @@ class KeyStore:
         try:
             if fresh:
                 os.chmod(self.path, 0o600)
-            db.execute("PRAGMA journal_mode=WAL")
+            enable_wal(db)
             db.executescript(_SCHEMA)
             yield db
         finally:

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import attrs
 import structlog
-from aieng_hookspecs import hookimpl
+from aieng_hookspecs import enable_wal, hookimpl
 from aieng_hookspecs.types import Feedback
 
 from ._options import FeedbackOptions
@@ -75,7 +75,7 @@ class FeedbackStore:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             self._db = db

@@ -1,0 +1,40 @@
+"""SQLite for plugins that keep a file (the cache, feedback, gateway keys): WAL mode that
+survives two connections opening the same fresh file at once.
+
+Switching a database's journal mode takes an exclusive lock, and SQLite answers a
+connection that cannot get it with ``database is locked`` at once, without calling the
+busy handler (``timeout=`` of :func:`sqlite3.connect` does not help). Two threads or
+processes opening a new file together then fail one time in a few dozen.
+:func:`enable_wal` retries with a short backoff until the timeout instead.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+__all__ = ["enable_wal"]
+
+_RETRY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def enable_wal(conn: sqlite3.Connection, *, timeout: float = 5.0) -> str:
+    """Put ``conn``'s database in WAL mode (persistent: later connections find it so).
+
+    :param conn: an open connection, outside any transaction.
+    :param timeout: seconds to keep retrying while another connection holds the lock.
+    :returns: the journal mode now in force (``"wal"``; ``"memory"`` for ``:memory:``).
+    :raises sqlite3.OperationalError: the lock was still held after ``timeout`` seconds,
+        or any other error.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as error:
+            code = getattr(error, "sqlite_errorcode", 0) & 0xFF  # extended → primary
+            if code not in _RETRY or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
