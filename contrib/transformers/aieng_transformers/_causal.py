@@ -23,7 +23,7 @@ import structlog
 import torch
 from aieng_hookspecs.types import Message, Request, TokenLogprob, Usage
 
-from ._constrain import Guide, constraint_for, token_heads, token_texts
+from ._constrain import Guide, constraint_for, marked_texts, token_heads, token_texts
 from ._convert import dtype_argument
 from ._cpu import warn_if_emulated
 from ._sampling import choose, make_generator, penalize
@@ -31,6 +31,7 @@ from ._speculative import Proposer, Speculation
 from ._templates import TEMPLATES, ChatTemplate, TemplateName
 from ._text import IncrementalDecoder, StopBuffer, clean
 from ._toolcalls import (
+    MARKER,
     OPEN,
     ToolFormat,
     ToolPlan,
@@ -94,9 +95,9 @@ class CausalLM:
         self.repetition_penalty = 1.0
         #: Speculative decoding of greedy requests (``None``: one token per pass).
         self.speculation: Speculation | None = None
-        #: How the model writes tool calls (``SmolLM2Options.tool_format``): the format
-        #: of the tokenizer's template when it renders tools, else ``hermes``.
-        self.tool_format: ToolFormat = "hermes"
+        self._tool_format: ToolFormat = "hermes"
+        #: The ``[TOOL_CALLS]`` token's id in the ``mistral`` format (else ``None``).
+        self.marker_id: int | None = None
         if template != "auto":
             self.template = TEMPLATES[template]
         elif not getattr(tokenizer, "chat_template", None):
@@ -171,12 +172,43 @@ class CausalLM:
         return str(text)
 
     @property
+    def tool_format(self) -> ToolFormat:
+        """How the model writes tool calls (``SmolLM2Options.tool_format``): the format of
+        the tokenizer's template when it renders tools, else ``hermes``.
+
+        :raises ValueError: when set to ``mistral`` for a tokenizer without a
+            ``[TOOL_CALLS]`` token.
+        """
+        return self._tool_format
+
+    @tool_format.setter
+    def tool_format(self, format: ToolFormat) -> None:
+        marker = None
+        if format == "mistral":
+            marker = self._marker()
+            if marker is None:
+                raise ValueError(
+                    f"tool_format 'mistral' needs a tokenizer with the {MARKER} token (Mistral "
+                    "7B Instruct v0.3, Nemo, Small 3); this one has none: use 'hermes' or "
+                    "'llama3'")
+        self._tool_format, self.marker_id = format, marker
+
+    def _marker(self) -> int | None:
+        # The id of [TOOL_CALLS] when the tokenizer has it as one token.
+        if MARKER not in self.tokenizer.get_vocab():
+            return None
+        return int(self.tokenizer.convert_tokens_to_ids(MARKER))
+
+    @property
     def template_tool_format(self) -> ToolFormat | None:
         """The call format of the chat template in use when it lists tools itself:
         ``hermes`` for ``<tool_call>`` blocks (Hermes, Qwen 2 / 2.5 / 3, SmolLM3),
         ``llama3`` for bare ``{"name": ..., "parameters": ...}`` calls answered from the
         ``ipython`` role (Llama 3.1 / 3.2 / 3.3); ``None`` for a template that does not
-        render tools, or a built-in template (``chat_template`` other than ``auto``)."""
+        ``mistral`` for ``[TOOL_CALLS]`` and ``[AVAILABLE_TOOLS]`` (Mistral 7B v0.3, Nemo,
+        Small 3) when the tokenizer has the ``[TOOL_CALLS]`` token; ``None`` for a
+        template that does not render tools, or a built-in template (``chat_template``
+        other than ``auto``)."""
         if self.template is not None:
             return None
         source = str(getattr(self.tokenizer, "chat_template", None) or "")
@@ -184,6 +216,8 @@ class CausalLM:
             return None
         if OPEN in source:
             return "hermes"
+        if MARKER in source and "[AVAILABLE_TOOLS]" in source and self._marker() is not None:
+            return "mistral"
         if '"parameters": ' in source and "ipython" in source:
             return "llama3"
         return None
@@ -203,10 +237,20 @@ class CausalLM:
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Text of generated ids: special tokens skipped, spaces not cleaned up (cleaning
-        would rewrite text already streamed)."""
-        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True,
-                                         clean_up_tokenization_spaces=False))
+        """Text of generated ids: special tokens skipped but the ``mistral`` format's
+        ``[TOOL_CALLS]`` (the calls that follow are read by it), spaces not cleaned up
+        (cleaning would rewrite text already streamed)."""
+        marker = self.marker_id
+        if marker is None or marker not in ids:
+            return str(self.tokenizer.decode(list(ids), skip_special_tokens=True,
+                                             clean_up_tokenization_spaces=False))
+        pieces: list[list[int]] = [[]]
+        for token in ids:
+            if token == marker:
+                pieces.append([])
+            else:
+                pieces[-1].append(token)
+        return MARKER.join(self.decode(piece) for piece in pieces)
 
     def _stops(self) -> tuple[frozenset[int], tuple[str, ...]]:
         # End-of-sequence ids from the model's config, its generation config and the
@@ -243,9 +287,14 @@ class CausalLM:
         """
         plan = tool_plan(request.tools, request.metadata, format=self.tool_format)
         constraint = constraint_for(request.response_schema, request.metadata, plan)
-        guide = None if constraint is None else Guide(
-            constraint, token_texts(self.tokenizer), self.stop_ids,
-            token_heads(self.tokenizer))
+        guide = None
+        if constraint is not None:
+            if plan is not None and plan.format == "mistral":
+                assert self.marker_id is not None  # the format's setter checked
+                texts, heads = marked_texts(self.tokenizer, self.marker_id)
+            else:
+                texts, heads = token_texts(self.tokenizer), token_heads(self.tokenizer)
+            guide = Guide(constraint, texts, self.stop_ids, heads)
         ids = self.encode_prompt(request.messages, plan)
         if self.context_length is not None and len(ids) >= self.context_length:
             raise ValueError(f"the prompt has {len(ids)} tokens; the model's context is "

@@ -68,7 +68,7 @@ def _tools(raw: Any) -> tuple[Any, ...]:
 @click.option("--tool-choice", default=None,
               help="auto (default), required, none, or a tool's name.")
 @click.option("--tool-format", default="auto", show_default=True,
-              type=click.Choice(["auto", "hermes", "llama3"]),
+              type=click.Choice(["auto", "hermes", "llama3", "mistral"]),
               help="How the model writes calls (auto: its template's format, else hermes).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (text, finish reason, usage, timings) at the end "
@@ -109,6 +109,8 @@ def generate(prompt: str, max_tokens: int, temperature: float, seed: int | None,
         backend.load()
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # a --tool-format the tokenizer cannot write
+        raise click.UsageError(str(exc)) from None
     loaded = time.perf_counter()
 
     async def stream() -> tuple[list[str], list[float], GenerationStream]:

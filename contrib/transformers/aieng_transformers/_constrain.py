@@ -29,8 +29,9 @@ favourite token is usually allowed, and a scan of every candidate happens only w
 model wants none of the allowed tokens. Results of (state, token) checks are memoized per request
 (the state inside a free JSON string is one state, so long strings cost almost nothing).
 
-Limits: tokens whose text is empty (special tokens) or holds part of a multi-byte
-character are never chosen under a constraint; a character the vocabulary spells only
+Limits: tokens whose text is empty (special tokens, but the ``mistral`` tool format's
+``[TOOL_CALLS]``, read as :data:`~._toolcalls.MARK`: :func:`marked_texts`) or holds part
+of a multi-byte character are never chosen under a constraint; a character the vocabulary spells only
 across several byte tokens cannot be written. JSON output, and regex output of a pattern
 in :mod:`._regexfsm`'s subset, always completes when ``max_tokens`` is at least the
 shortest valid text; a pattern outside that subset has no known remaining length, so its
@@ -47,10 +48,10 @@ import torch
 
 from ._jsonschema import JsonMachine, SchemaError
 from ._regexfsm import Pattern, RegexError
-from ._toolcalls import ToolPlan, call_constraint
+from ._toolcalls import MARK, ToolPlan, call_constraint
 
 __all__ = ["Constraint", "Guide", "Heads", "JsonConstraint", "RegexConstraint", "SchemaError",
-           "constraint_for", "token_heads", "token_texts"]
+           "constraint_for", "marked_texts", "token_heads", "token_texts"]
 
 # Sampling stops testing candidates once the untested tokens hold at most this share of
 # the allowed probability collected so far (top_p = 1), or at this many allowed ones.
@@ -244,6 +245,23 @@ def token_heads(tokenizer: Any) -> Heads:
         cached = Heads(token_texts(tokenizer))
         tokenizer._aieng_token_heads = cached
     return cached
+
+
+def marked_texts(tokenizer: Any, marker: int) -> tuple[list[str | None], Heads]:
+    """:func:`token_texts` with the special token ``marker`` (``[TOOL_CALLS]``) read as
+    :data:`~._toolcalls.MARK` and no other token holding that character, and its
+    :class:`Heads`; computed once per marker (cached on the tokenizer)."""
+    cached: dict[int, tuple[list[str | None], Heads]] | None = getattr(
+        tokenizer, "_aieng_marked_texts", None)
+    if cached is None:
+        cached = {}
+        tokenizer._aieng_marked_texts = cached
+    found = cached.get(marker)
+    if found is None:
+        texts = [None if t is not None and MARK in t else t for t in token_texts(tokenizer)]
+        texts[marker] = MARK
+        found = cached[marker] = (texts, Heads(texts))
+    return found
 
 
 def _favourites(scores: torch.Tensor, count: int) -> list[int]:

@@ -106,10 +106,12 @@ class SmolLM2Options:
     :param tool_format: how the model writes tool calls (``Request.tools``): ``auto``
         (the default) the format of the tokenizer's chat template when it renders tools
         (``<tool_call>`` blocks: Hermes, Qwen, SmolLM3; bare JSON answered from the
-        ``ipython`` role: Llama 3.1–3.3), else ``hermes``; ``hermes``: ``<tool_call>``
-        blocks after any text; ``llama3``: the answer is the call, ``{"name": ...,
-        "parameters": {...}}``, several separated by ``; ``. A template that renders
-        tools in another format than the chosen one gets them written into its text.
+        ``ipython`` role: Llama 3.1–3.3; ``[TOOL_CALLS]``: Mistral), else ``hermes``;
+        ``hermes``: ``<tool_call>`` blocks after any text; ``llama3``: the answer is the
+        call, ``{"name": ..., "parameters": {...}}``, several separated by ``; ``;
+        ``mistral``: after any text, the ``[TOOL_CALLS]`` token and a JSON array of calls
+        (the tokenizer must have that token). A template that renders tools in another
+        format than the chosen one gets them written into its text.
     """
 
     path: str | None = attrs.field(default=None, validator=_opt_str)
@@ -130,5 +132,5 @@ class SmolLM2Options:
     max_wait_ms: float = attrs.field(default=5.0, converter=float, validator=_wait)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = attrs.field(
         default="auto", validator=v.in_(("auto", *DTYPES)))
-    tool_format: Literal["auto", "hermes", "llama3"] = attrs.field(
-        default="auto", validator=v.in_(("auto", "hermes", "llama3")))
+    tool_format: Literal["auto", "hermes", "llama3", "mistral"] = attrs.field(
+        default="auto", validator=v.in_(("auto", "hermes", "llama3", "mistral")))

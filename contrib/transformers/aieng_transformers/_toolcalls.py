@@ -1,7 +1,7 @@
 """Tool calls from local models: the prompt that lists the tools, the automaton that keeps
 every call valid while decoding, and the split of the text into content and calls.
 
-Two call formats (:data:`TOOL_FORMATS`), those most open chat models with tool use were
+Three call formats (:data:`TOOL_FORMATS`), those most open chat models with tool use were
 trained on:
 
 - ``hermes`` (Hermes, Qwen 2 / 2.5 / 3, SmolLM3; the default): a call is a JSON object
@@ -11,6 +11,12 @@ trained on:
   JSON object ``{"name": ..., "parameters": {...}}``; several calls are separated by
   ``; `` (the reading vLLM's ``llama3_json`` parser gives them). An answer that does not
   start with ``{`` is text, and has no calls.
+- ``mistral`` (Mistral 7B Instruct v0.3, Mistral Nemo, Mistral Small 3 / 3.1, Mixtral
+  8x22B Instruct): after any text, the ``[TOOL_CALLS]`` token and a JSON array of calls
+  ``[{"name": ..., "arguments": {...}}, ...]``, the end of the answer. ``[TOOL_CALLS]``
+  is one special token: the automaton sees it as :data:`MARK`, a character no other
+  token writes, so the marker is always that token and never its letters spelled out
+  (text never contains it); the decoded text shows it as ``[TOOL_CALLS]``.
 
 Under the constraint (:class:`ToolCallConstraint`, :class:`BareCallConstraint`) the name is
 one of the request's tools and the arguments are valid against that tool's
@@ -29,6 +35,7 @@ What a request asks (``Request.tools`` plus two ``metadata`` keys, as OpenAI nam
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -42,10 +49,13 @@ from ._text import StopBuffer
 
 __all__ = [
     "CLOSE",
+    "MARK",
+    "MARKER",
     "OPEN",
     "SEPARATOR",
     "TOOL_FORMATS",
     "BareCallConstraint",
+    "MarkedCallConstraint",
     "ToolCallConstraint",
     "ToolFormat",
     "ToolPlan",
@@ -54,6 +64,7 @@ __all__ = [
     "call_constraint",
     "calls_schema",
     "calls_text",
+    "mistral_id",
     "split_calls",
     "template_messages",
     "template_tools",
@@ -70,9 +81,15 @@ _GAP = 2
 #: ``llama3``: what separates two calls (a space after the semicolon is optional).
 SEPARATOR = "; "
 
-ToolFormat = Literal["hermes", "llama3"]
+#: ``mistral``: the token that opens the calls, and the character the automaton reads for
+#: it (a private-use character: no other token's text holds it).
+MARKER = "[TOOL_CALLS]"
+MARK = "\ue000"
+
+ToolFormat = Literal["hermes", "llama3", "mistral"]
 #: The call formats, and the key of a call's arguments in each.
-TOOL_FORMATS: dict[str, str] = {"hermes": "arguments", "llama3": "parameters"}
+TOOL_FORMATS: dict[str, str] = {"hermes": "arguments", "llama3": "parameters",
+                                "mistral": "arguments"}
 
 
 @attrs.frozen
@@ -175,6 +192,12 @@ def tools_prompt(plan: ToolPlan) -> str:
             '{"name": "<function name>", "parameters": {<arguments as JSON>}}',
             f"Separate several calls with {SEPARATOR!r}.",
         ]
+    elif plan.format == "mistral":
+        lines += [
+            (f"To call functions, write {MARKER} and a JSON array of the calls, each an "
+             "object with a name and arguments, as the end of your answer:"),
+            f'{MARKER} [{{"name": "<function name>", "arguments": {{<arguments as JSON>}}}}]',
+        ]
     else:
         lines += [
             ("To call a function, write a JSON object with its name and arguments between "
@@ -198,6 +221,8 @@ def calls_text(calls: Sequence[ToolCall], format: ToolFormat = "hermes") -> str:
               for c in calls]
     if format == "llama3":
         return SEPARATOR.join(bodies)
+    if format == "mistral":
+        return f"{MARKER} [{', '.join(bodies)}]"  # as Mistral's templates write them
     return "\n".join(f"{OPEN}\n{body}\n{CLOSE}" for body in bodies)
 
 
@@ -234,7 +259,9 @@ def template_messages(messages: Sequence[Message], *,
     """The conversation as the dicts of ``transformers``' chat templates with tool support
     (an assistant's ``tool_calls``, a tool result's ``tool_call_id``). In the ``llama3``
     format an assistant turn of several calls becomes one turn per call (Llama 3's
-    templates refuse several calls in one turn); its text stays with the first."""
+    templates refuse several calls in one turn); its text stays with the first. In the
+    ``mistral`` format call ids are written as :func:`mistral_id` gives them (Mistral's
+    templates refuse any id that is not nine letters or digits)."""
     turns: list[dict[str, Any]] = []
     for message in messages:
         if format == "llama3" and len(message.tool_calls) > 1:
@@ -243,18 +270,28 @@ def template_messages(messages: Sequence[Message], *,
             turns += template_messages([attrs.evolve(message, content="", tool_calls=(c,))
                                         for c in rest])
             continue
+        ids = mistral_id if format == "mistral" else str
         turn: dict[str, Any] = {"role": message.role, "content": message.content}
         if message.tool_calls:
             turn["tool_calls"] = [
-                {"id": c.id, "type": "function",
+                {"id": ids(c.id), "type": "function",
                  "function": {"name": c.name, "arguments": c.arguments}}
                 for c in message.tool_calls]
         if message.tool_call_id is not None:
-            turn["tool_call_id"] = message.tool_call_id
+            turn["tool_call_id"] = ids(message.tool_call_id)
         if message.name is not None and message.role == "tool":
             turn["name"] = message.name
         turns.append(turn)
     return turns
+
+
+def mistral_id(call_id: str) -> str:
+    """A call id as Mistral's templates take it: nine letters or digits. An id that is
+    one already stays; any other becomes the first nine hex digits of its SHA-256 (the
+    same for a call and its result)."""
+    if len(call_id) == 9 and call_id.isascii() and call_id.isalnum():
+        return call_id
+    return hashlib.sha256(call_id.encode("utf-8")).hexdigest()[:9]
 
 
 def template_tools(plan: ToolPlan) -> list[dict[str, Any]]:
@@ -540,16 +577,116 @@ class BareCallConstraint(_CallAutomaton):
         return self._call_least
 
 
-def call_constraint(plan: ToolPlan,
-                    answer: JsonMachine | None = None) -> ToolCallConstraint | BareCallConstraint:
+# States of the mistral format (tuples, hashable):
+#   ("t", k)   free text; its last k characters are the first k of MARKER spelled out
+#              (the letters of the whole marker are refused: only the token writes it)
+#   ("s",)     the start of an answer that is a schema's document or calls
+#   ("a", j)   inside the schema's document, j the answer machine's state
+#   ("n",)     where MARK must come
+#   ("m",)     after MARK: a space, or the array of calls
+#   ("j", j)   inside the array of calls, j the array machine's state
+
+
+class MarkedCallConstraint(_CallAutomaton):
+    """Text and calls in the ``mistral`` format (see the module docstring): under
+    ``auto`` any text, then :data:`MARK` (the ``[TOOL_CALLS]`` token) and one JSON array
+    of calls, the end; under ``required`` or a name, :data:`MARK` first.
+
+    :param plan: the tools, the choice and whether several calls may be made (the
+        array's length).
+    :param answer: with ``auto``, a :class:`~._jsonschema.JsonMachine` of the request's
+        ``response_schema``: the output is then either that document or calls.
+    :raises ValueError: when a tool's ``parameters`` schema is outside the supported
+        subset (the message names the tool).
+    """
+
+    def __init__(self, plan: ToolPlan, answer: JsonMachine | None = None) -> None:
+        if not plan.constrained:
+            raise ValueError("tool_choice 'none' is not a constraint")
+        call = calls_schema(plan.callable, key=plan.key)
+        array: dict[str, Any] = {"type": "array", "items": call, "minItems": 1}
+        if "$defs" in call:  # references are to the root: the array's
+            array["$defs"] = call.pop("$defs")
+        if not plan.parallel:
+            array["maxItems"] = 1
+        try:
+            self._calls = JsonMachine(array)
+        except SchemaError as exc:
+            raise SchemaError(f"tools: {exc}") from None
+        self._answer = answer if plan.choice == "auto" else None
+        if self._answer is not None:
+            self._first = ("s",)
+        elif plan.choice == "auto":
+            self._first = ("t", 0)
+        else:
+            self._first = ("n",)
+        self._call_least = int(self._calls.min_chars(self._calls.start()))
+
+    def _step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
+        kind = state[0]
+        if c == MARK:
+            return ("m",) if kind in ("t", "s", "n") else None
+        if kind == "t":
+            matched = _watched(MARKER, state[1], c)
+            return None if matched == len(MARKER) else ("t", matched)
+        if kind in ("j", "m"):
+            if kind == "m" and c == " ":
+                return ("j", self._calls.start())
+            after = self._calls.feed(self._calls.start() if kind == "m" else state[1], c)
+            return None if after is None else ("j", after)
+        if kind in ("s", "a"):
+            assert self._answer is not None
+            after = self._answer.feed(self._answer.start() if kind == "s" else state[1], c)
+            return None if after is None else ("a", after)
+        return None  # "n": only the marker
+
+    def accepting(self, state: tuple[Any, ...]) -> bool:
+        kind = state[0]
+        if kind == "j":
+            return bool(self._calls.accepting(state[1]))
+        if kind == "a":
+            assert self._answer is not None
+            return bool(self._answer.accepting(state[1]))
+        return bool(kind == "t")
+
+    def complete(self, state: tuple[Any, ...]) -> bool:
+        kind = state[0]
+        if kind == "j":
+            return bool(self._calls.complete(state[1]))
+        if kind == "a":
+            assert self._answer is not None
+            return bool(self._answer.complete(state[1]))
+        return False
+
+    def min_chars(self, state: tuple[Any, ...]) -> int:
+        kind = state[0]
+        if kind == "t":
+            return 0
+        if kind == "j":
+            return int(self._calls.min_chars(state[1]))
+        if kind == "m":
+            return self._call_least
+        if kind == "a":
+            assert self._answer is not None
+            return int(self._answer.min_chars(state[1]))
+        if kind == "s":
+            assert self._answer is not None
+            return min(1 + self._call_least, self._answer.min_chars(self._answer.start()))
+        return 1 + self._call_least  # "n"
+
+
+def call_constraint(plan: ToolPlan, answer: JsonMachine | None = None
+                    ) -> ToolCallConstraint | BareCallConstraint | MarkedCallConstraint:
     """The constraint of ``plan``'s format.
 
-    :param answer: as :class:`ToolCallConstraint`'s (``hermes`` only).
+    :param answer: as :class:`ToolCallConstraint`'s (``hermes`` and ``mistral``).
     :raises ValueError: for ``llama3`` calls beside a ``response_schema`` under ``auto``:
         a call and the document would both be bare JSON objects; and as the classes.
     """
     if plan.format == "hermes":
         return ToolCallConstraint(plan, answer)
+    if plan.format == "mistral":
+        return MarkedCallConstraint(plan, answer)
     if answer is not None and plan.choice == "auto":
         raise ValueError("with the llama3 tool format a call and a response_schema's "
                          "document are both bare JSON objects: under tool_choice 'auto' "
@@ -558,12 +695,19 @@ def call_constraint(plan: ToolPlan,
     return BareCallConstraint(plan)
 
 
+def _watched(word: str, matched: int, c: str) -> int:
+    # Free text watching for ``word``: the length of the longest end of the text that
+    # begins it, after ``c`` (OPEN and MARKER have no border, so a mismatch restarts at 0,
+    # or at 1 on their first character).
+    if word[matched] == c:
+        return matched + 1
+    return 1 if c == word[0] else 0
+
+
 def _text_step(matched: int, c: str) -> tuple[Any, ...]:
-    # Free text watching for OPEN: the longest end of the text that begins OPEN (OPEN has
-    # no border, so a mismatch restarts at 0, or at 1 on its first character).
-    if OPEN[matched] == c:
-        return ("o",) if matched + 1 == len(OPEN) else ("t", matched + 1)
-    return ("t", 1 if c == OPEN[0] else 0)
+    # hermes: free text until OPEN is written out
+    matched = _watched(OPEN, matched, c)
+    return ("o",) if matched == len(OPEN) else ("t", matched)
 
 
 # -- from text to content and calls --------------------------------------------------------
@@ -573,7 +717,8 @@ def split_calls(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
     """The content and the tool calls of a generated text, each call with a fresh id:
     ``hermes``: the text before the first call (without trailing whitespace) and each
     ``<tool_call>`` block's call; ``llama3``: no content and the calls of a text that
-    starts with ``{``.
+    starts with ``{``; ``mistral``: the text before ``[TOOL_CALLS]`` (without trailing
+    whitespace) and the calls of the array after it.
 
     A text whose calls do not all parse as calls of the plan's tools (cut by
     ``max_tokens`` or a stop string inside a call) is returned whole as content, with no
@@ -583,6 +728,8 @@ def split_calls(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
         return text, ()
     if plan.format == "llama3":
         return _split_bare(text, plan)
+    if plan.format == "mistral":
+        return _split_marked(text, plan)
     head, found, rest = text.partition(OPEN)
     if not found:
         return text, ()
@@ -622,6 +769,20 @@ def _split_bare(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
         position += 2 if text.startswith(SEPARATOR, position) else 1
 
 
+def _split_marked(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
+    head, found, rest = text.partition(MARKER)
+    if not found:
+        return text, ()
+    try:
+        values = json.loads(rest)
+    except ValueError:
+        return text, ()
+    calls = [_call(value, plan) for value in values] if isinstance(values, list) else []
+    if not calls or any(call is None for call in calls):
+        return text, ()
+    return head.rstrip(), tuple(call for call in calls if call is not None)
+
+
 def _call(value: Any, plan: ToolPlan) -> ToolCall | None:
     # A parsed call object of the plan's tools, or None.
     if not isinstance(value, dict) or value.get("name") not in {t.name for t in plan.callable} \
@@ -637,8 +798,9 @@ def _new_id() -> str:
 class ToolText:
     """Streams the content of a generation whose calls are parsed at its end: text is
     released as it comes except, in the ``hermes`` format, from the first ``<tool_call>``
-    on (and a tail that could be its beginning, held until it is not), and in the
-    ``llama3`` format all of a text that starts with ``{``.
+    on (and a tail that could be its beginning, held until it is not), in the
+    ``mistral`` format from ``[TOOL_CALLS]`` on (the same way), and in the ``llama3``
+    format all of a text that starts with ``{``.
 
     :param plan: the request's tool plan.
     """
@@ -648,7 +810,7 @@ class ToolText:
         self._whole = ""
         # the text before the first call, a tail that could begin it held back (as a stop
         # string's is), then nothing
-        self._before = StopBuffer((OPEN,))
+        self._before = StopBuffer((MARKER if plan.format == "mistral" else OPEN,))
         self._space = ""  # trailing whitespace held: it is not content if a call follows
         self._shown = 0
 

@@ -18,6 +18,7 @@ dependencies.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,10 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def byte_tokenizer(chat_template: str | None = None) -> PreTrainedTokenizerFast:
+def byte_tokenizer(chat_template: str | None = None,
+                   extra: Sequence[str] = ()) -> PreTrainedTokenizerFast:
     """One token per byte, ids 3..258; ``<|endoftext|>`` 0, ``<|im_start|>`` 1 (BOS),
-    ``<|im_end|>`` 2 (EOS)."""
+    ``<|im_end|>`` 2 (EOS); ``extra`` special tokens from 259 on (``[TOOL_CALLS]``)."""
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {token: index for index, token in enumerate([*SPECIALS, *alphabet])}
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
@@ -55,7 +57,7 @@ def byte_tokenizer(chat_template: str | None = None) -> PreTrainedTokenizerFast:
     tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=core, bos_token=SPECIALS[1], eos_token=SPECIALS[2],
         unk_token=SPECIALS[0], pad_token=SPECIALS[0])
-    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIALS)})
+    tokenizer.add_special_tokens({"additional_special_tokens": [*SPECIALS, *extra]})
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     return tokenizer
@@ -77,10 +79,11 @@ def _config(tokenizer: PreTrainedTokenizerFast, *, max_positions: int, tied: boo
 
 
 def random_llama(folder: Path, *, chat_template: str | None = None,
-                 max_positions: int = 256, hidden: int = 32) -> Path:
-    """Save a random 2-layer Llama and its byte tokenizer (no chat template by default);
-    ``hidden = 64`` gives layer shapes bitsandbytes' CPU 4-bit kernel accepts."""
-    tokenizer = byte_tokenizer(chat_template)
+                 max_positions: int = 256, hidden: int = 32, extra: Sequence[str] = ()) -> Path:
+    """Save a random 2-layer Llama and its byte tokenizer (no chat template by default,
+    ``extra`` special tokens); ``hidden = 64`` gives layer shapes bitsandbytes' CPU 4-bit
+    kernel accepts."""
+    tokenizer = byte_tokenizer(chat_template, extra)
     torch.manual_seed(0)
     model = LlamaForCausalLM(_config(tokenizer, max_positions=max_positions, tied=True,  # type: ignore[no-untyped-call]
                                      hidden=hidden))

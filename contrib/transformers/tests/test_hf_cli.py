@@ -83,9 +83,10 @@ def test_generate_with_schema_and_regex(cli: click.Group, chain_dir: Path,
 def test_generate_with_tools(cli: click.Group, tmp_path: Path) -> None:
     """``--tools`` (OpenAI's tool objects or plain ones) with ``--tool-choice required``
     prints each call as a JSON line (the random model's calls are forced valid) and puts
-    them in ``--json``'s report, in either ``--tool-format``; a file that is no list of
-    tools or a choice naming no tool is a usage error."""
-    folder = random_llama(tmp_path / "model", max_positions=4096)
+    them in ``--json``'s report, in each ``--tool-format``; a file that is no list of
+    tools, a choice naming no tool, or ``mistral`` for a tokenizer without the
+    ``[TOOL_CALLS]`` token is a usage error."""
+    folder = random_llama(tmp_path / "model", max_positions=4096, extra=("[TOOL_CALLS]",))
     tools = tmp_path / "tools.json"
     tools.write_text(json.dumps([
         {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {
@@ -95,7 +96,7 @@ def test_generate_with_tools(cli: click.Group, tmp_path: Path) -> None:
     runner = CliRunner()
     base = ["generate", "1 + 2?", "--model-path", str(folder), "--tools", str(tools),
             "--max-tokens", "80"]
-    for tool_format in ("hermes", "llama3"):
+    for tool_format in ("hermes", "llama3", "mistral"):
         result = runner.invoke(cli, [*base, "--tool-choice", "add", "--tool-format", tool_format])
         assert result.exit_code == 0, result.output
         call = json.loads(last_line(result))
@@ -106,6 +107,9 @@ def test_generate_with_tools(cli: click.Group, tmp_path: Path) -> None:
         assert report["tool_calls"] and {c["name"] for c in report["tool_calls"]} <= {"add", "noop"}
     result = runner.invoke(cli, [*base, "--tool-choice", "sub"])
     assert result.exit_code == 2 and "sub" in result.output
+    plain = random_llama(tmp_path / "plain", max_positions=4096)
+    result = runner.invoke(cli, [*base, "--model-path", str(plain), "--tool-format", "mistral"])
+    assert result.exit_code == 2 and "[TOOL_CALLS] token" in result.output
     tools.write_text('{"name": "add"}')
     result = runner.invoke(cli, base)
     assert result.exit_code == 2 and "JSON list of tools" in result.output

@@ -18,15 +18,20 @@ from aieng_transformers import SchemaError, SmolLM2Backend, SmolLM2Options
 from aieng_transformers._jsonschema import JsonMachine
 from aieng_transformers._toolcalls import (
     CLOSE,
+    MARK,
+    MARKER,
     OPEN,
     BareCallConstraint,
+    MarkedCallConstraint,
     ToolCallConstraint,
     ToolPlan,
     ToolText,
     as_text_messages,
     call_constraint,
     calls_schema,
+    mistral_id,
     split_calls,
+    template_messages,
     tool_plan,
 )
 from hypothesis import HealthCheck, assume, given, settings
@@ -394,13 +399,18 @@ def long_backend(tmp_path_factory: pytest.TempPathFactory) -> SmolLM2Backend:
 
 
 @pytest.fixture(scope="module")
-def format_backends(long_backend: SmolLM2Backend) -> dict[str, SmolLM2Backend]:
-    """The long random model in each tool format."""
+def format_backends(long_backend: SmolLM2Backend,
+                    tmp_path_factory: pytest.TempPathFactory) -> dict[str, SmolLM2Backend]:
+    """The long random model in each tool format (for ``mistral`` with a tokenizer that
+    has the ``[TOOL_CALLS]`` token)."""
+    marked = random_llama(tmp_path_factory.mktemp("marked"), max_positions=4096,
+                          extra=(MARKER,))
     return {"hermes": long_backend,
-            "llama3": SmolLM2Backend(attrs.evolve(long_backend.options, tool_format="llama3"))}
+            "llama3": SmolLM2Backend(attrs.evolve(long_backend.options, tool_format="llama3")),
+            "mistral": SmolLM2Backend(SmolLM2Options(path=str(marked), tool_format="mistral"))}
 
 
-@pytest.mark.parametrize("tool_format", ["hermes", "llama3"])
+@pytest.mark.parametrize("tool_format", ["hermes", "llama3", "mistral"])
 @settings(max_examples=16, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tools=TOOLSETS, seed=st.integers(0, 2**16), temperature=st.sampled_from([0.0, 1.0]),
@@ -417,7 +427,7 @@ async def test_the_random_model_always_calls_validly(format_backends: dict[str, 
     backend = format_backends[tool_format]
     plan = ToolPlan(tools, "required", parallel, tool_format)  # type: ignore[arg-type]
     machine = call_constraint(plan)
-    budget = machine.min_chars(machine.start()) + 40
+    budget = machine.min_chars(machine.start()) + 40  # (mistral: the marker is one token)
     request = ask("Call a tool.", tools=tools, seed=seed, temperature=temperature,
                   max_tokens=budget, metadata={"tool_choice": "required",
                                                "parallel_tool_calls": parallel})
@@ -692,3 +702,230 @@ async def test_smollm2_calls_tools_in_llama3(shipped_smollm2: SmolLM2Backend,
     deltas = [delta async for delta in stream]
     assert [(c.name, c.arguments) for c in deltas[-1].tool_calls] == [
         (c.name, c.arguments) for c in completion.tool_calls]
+
+
+# -- the mistral format --------------------------------------------------------------------
+
+#: What a mistral walk may write: the lines' characters and the marker (weighted, so walks
+#: under ``auto`` reach calls too).
+MARKED = [*LINES, *[MARK] * 20]
+
+
+def marked(*calls: tuple[str, Any], spaced: bool = True) -> str:
+    """Calls as the mistral format writes them (the marker as the decoded text shows it)."""
+    items = ", ".join(json.dumps({"name": name, "arguments": arguments},
+                                 separators=(",", ":") if not spaced else None)
+                      for name, arguments in calls)
+    return f"{MARKER}{' ' if spaced else ''}[{items}]"
+
+
+def as_read(text: str) -> str:
+    """A text of the automaton (the marker token read as MARK) as decoding shows it."""
+    return text.replace(MARK, MARKER)
+
+
+def as_fed(text: str) -> str:
+    """A decoded text as the automaton reads its tokens (the marker as MARK)."""
+    return text.replace(MARKER, MARK)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tools=TOOLSETS, seed=st.integers(0, 2**32 - 1), slack=st.integers(0, 40),
+       parallel=st.booleans(), choice=st.sampled_from(["auto", "required", "named"]))
+def test_mistral_walks_are_valid_calls_or_text(tools: tuple[ToolSpec, ...], seed: int,
+                                               slack: int, parallel: bool,
+                                               choice: str) -> None:
+    """Whatever the tools' parameters, every text the mistral automaton lets through is
+    text (under ``auto``; it never spells the marker out) or text, the marker and calls
+    of the allowed tools whose arguments validate (one call when parallel calls are off;
+    no text under ``required`` or a name)."""
+    rng = random.Random(seed)
+    named = rng.choice(tools).name if choice == "named" else choice
+    plan = ToolPlan(tools, named, parallel, "mistral")
+    machine = call_constraint(plan)
+    assert isinstance(machine, MarkedCallConstraint)
+    text = walk(machine, rng, slack, MARKED)
+    content, calls = split_calls(as_read(text), plan)
+    if MARK not in text:
+        assert choice == "auto" and calls == () and content == text and MARKER not in text
+        return
+    assert calls and content == text.partition(MARK)[0].rstrip()
+    assert choice == "auto" or content == ""
+    check_calls(calls, plan.callable)
+    assert parallel or len(calls) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), tools=TOOLSETS, prefix=st.text(ALPHABET, max_size=12),
+       spaced=st.booleans())
+def test_mistral_written_calls_are_accepted_and_read_back(data: st.DataObject,
+                                                          tools: tuple[ToolSpec, ...],
+                                                          prefix: str, spaced: bool) -> None:
+    """Calls with valid arguments written in the mistral format after any text (the
+    marker, an optional space, the array with or without spaces) are accepted under
+    ``auto`` and read back as the same names and arguments, the text as content."""
+    prefix = prefix.replace("[", "")  # (no spelled-out marker in the text)
+    plan = ToolPlan(tools, "auto", True, "mistral")
+    machine = call_constraint(plan)
+    wanted = draw_calls(data, tools, most=3)
+    text = prefix + marked(*wanted, spaced=spaced)
+    state = machine.feed(machine.start(), as_fed(text))
+    assert state is not None and machine.accepting(state) and machine.complete(state), text
+    content, calls = split_calls(text, plan)
+    assert content == prefix.rstrip() and [(c.name, c.arguments) for c in calls] == wanted
+
+
+def test_mistral_automaton_refuses_what_is_not_calls() -> None:
+    """The marker spelled out in text, the marker inside an argument, an empty array,
+    text after the array, a second call when parallel calls are off, a wrong name, and
+    text under ``required`` are refused as they are written; ``auto`` beside a
+    ``response_schema`` is the document or calls (the marker tells them apart)."""
+    plan = ToolPlan((WEATHER, ADD), "auto", True, "mistral")
+    machine = call_constraint(plan)
+    start = machine.start()
+    assert machine.accepting(start) and machine.min_chars(start) == 0
+    for text in ["The weather [is] fine.", "[TOOL_CALL]", "Sure. " + marked(("add", {
+            "a": 1, "b": 2})), marked(("add", {"a": 1, "b": 2}), ("get_weather", {
+                "city": "Oslo", "unit": "celsius"}), spaced=False)]:
+        state = machine.feed(start, as_fed(text))
+        assert state is not None and machine.accepting(state), text
+    # (as the automaton reads tokens: MARKER here is the marker spelled out in letters)
+    for text in [MARKER, f"x {MARKER}", MARK + "[]", as_fed(marked(("add", {"a": 1, "b": 2})))
+                 + " ", as_fed(marked(("sub", {"a": 1}))), MARK + MARK,
+                 MARK + '[{"name": "get_weather", "arguments": {"city": "' + MARK]:
+        assert machine.feed(start, text) is None, text
+    cut = machine.feed(start, as_fed(marked(("add", {"a": 1, "b": 2}))[:-1]))
+    assert cut is not None and not machine.accepting(cut) and machine.min_chars(cut) == 1
+    single = call_constraint(ToolPlan((ADD,), "required", False, "mistral"))
+    first = single.start()
+    assert single.feed(first, "Sure") is None and not single.accepting(first)
+    assert single.min_chars(first) == 1 + len('[{"name":"add","arguments":{"a":0,"b":0}}]')
+    assert single.feed(first, as_fed(marked(("add", {"a": 1, "b": 2}),
+                                            ("add", {"a": 3, "b": 4})))) is None
+    schema = JsonMachine({"type": "object", "properties": {"x": {"type": "integer"}},
+                          "required": ["x"]})
+    either = call_constraint(plan, schema)
+    for text in ['{"x": 1}', marked(("add", {"a": 1, "b": 2}))]:
+        state = either.feed(either.start(), as_fed(text))
+        assert state is not None and either.complete(state), text
+    assert either.feed(either.start(), "Hi") is None
+    assert not either.accepting(either.start())
+
+
+def test_mistral_unfinished_calls_are_kept_as_text() -> None:
+    """A cut array, a call of another tool, an empty array or text after the array give
+    no calls and the text whole; ``none`` never parses calls."""
+    plan = ToolPlan((ADD,), "auto", True, "mistral")
+    whole = marked(("add", {"a": 1, "b": 2}))
+    for text in [whole[:-1], "Hi " + whole[:-3], marked(("sub", {"a": 1})), MARKER + " []",
+                 whole + " Thanks", MARKER, f'{MARKER}{{"name": "add", "arguments": {{}}}}']:
+        assert split_calls(text, plan) == (text, ())
+    assert split_calls(whole, ToolPlan((ADD,), "none", True, "mistral")) == (whole, ())
+
+
+@settings(max_examples=150, deadline=None)
+@given(parts=TEXTS, cuts=st.lists(st.integers(1, 7), min_size=1, max_size=40))
+def test_mistral_streamed_content_is_the_content(parts: tuple[str, list[tuple[int, int]], bool],
+                                                 cuts: list[int]) -> None:
+    """However a mistral text arrives, a stream shows its content and nothing from the
+    marker on (all of a text whose calls are cut, at the end)."""
+    prefix, numbers, cut = parts
+    plan = ToolPlan((ADD,), "auto", True, "mistral")
+    text = prefix
+    if numbers:
+        text += "\n" + marked(*[("add", {"a": a, "b": b}) for a, b in numbers])
+        text = text[:-3] if cut else text
+    stream = ToolText(plan)
+    shown = fed_in_pieces(stream, text, cuts)
+    assert MARKER not in "".join(shown)
+    rest, calls = stream.finish()
+    content, expected = split_calls(text, plan)
+    assert "".join(shown) + rest == content
+    assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in expected]
+
+
+#: A template in the shape of Mistral 7B Instruct v0.3's (written for this test): tools in
+#: [AVAILABLE_TOOLS] before the last user turn, calls after [TOOL_CALLS] with ids of nine
+#: letters or digits (refused otherwise), results in [TOOL_RESULTS].
+MISTRAL = (
+    "{{ bos_token }}{%- for m in messages %}"
+    "{%- if m.role == 'user' %}"
+    "{%- if tools and loop.last %}[AVAILABLE_TOOLS] {{ tools | tojson }}[/AVAILABLE_TOOLS]"
+    "{%- endif %}[INST] {{ m.content }}[/INST]"
+    "{%- elif m.tool_calls %}[TOOL_CALLS] ["
+    "{%- for c in m.tool_calls %}"
+    "{%- if c.id | length != 9 %}{{ raise_exception('Tool call IDs should be alphanumeric "
+    "strings with length 9!') }}{% endif %}"
+    '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}, '
+    '"id": "{{ c.id }}"}{% if not loop.last %}, {% endif %}'
+    "{%- endfor %}]{{ eos_token }}"
+    "{%- elif m.role == 'tool' %}[TOOL_RESULTS] {\"content\": {{ m.content | tojson }}, "
+    '"call_id": "{{ m.tool_call_id }}"}[/TOOL_RESULTS]'
+    "{%- else %} {{ m.content }}{{ eos_token }}{%- endif %}{%- endfor %}")
+
+
+def test_a_mistral_template_sets_the_format_and_renders_calls(tmp_path: Any) -> None:
+    """A Mistral-style template with the ``[TOOL_CALLS]`` token in the tokenizer is
+    detected (``tool_format = "auto"``); it gets the tools, earlier calls with ids of
+    nine letters or digits (one id for a call and its result) and the results. Without
+    the token the template is not read as mistral; ``tool_format = "mistral"`` on a
+    tokenizer without it is a ValueError naming the token."""
+    folder = random_llama(tmp_path / "marked", chat_template=MISTRAL, extra=(MARKER,))
+    lm = SmolLM2Backend(SmolLM2Options(path=str(folder))).load()
+    assert lm.template_tool_format == "mistral" and lm.tool_format == "mistral"
+    calls = (ToolCall(id="call_0123456789abcdef", name="add", arguments={"a": 1, "b": 2}),
+             ToolCall(id="Abc123xyz", name="add", arguments={"a": 3, "b": 4}))
+    conversation = [Message("user", "1 + 2 and 3 + 4?"),
+                    Message("assistant", "", tool_calls=calls),
+                    Message("tool", "3", tool_call_id=calls[0].id),
+                    Message("tool", "7", tool_call_id=calls[1].id),
+                    Message("user", "Thanks. And 5 + 6?")]
+    plan = tool_plan((ADD,), {}, format=lm.tool_format)
+    assert plan is not None and plan.format == "mistral"
+    text = lm.render(conversation, plan)
+    hashed = mistral_id(calls[0].id)
+    assert len(hashed) == 9 and hashed.isalnum() and mistral_id("Abc123xyz") == "Abc123xyz"
+    assert (f'[TOOL_CALLS] [{{"name": "add", "arguments": {{"a": 1, "b": 2}}, "id": '
+            f'"{hashed}"}}, {{"name": "add"') in text
+    assert f'"call_id": "{hashed}"}}[/TOOL_RESULTS]' in text and '"call_id": "Abc123xyz"' in text
+    assert text.index("[AVAILABLE_TOOLS]") > text.index("[TOOL_RESULTS]")
+    turns = template_messages(conversation, format="hermes")
+    assert turns[1]["tool_calls"][0]["id"] == calls[0].id  # other formats keep ids
+    plain = random_llama(tmp_path / "plain", chat_template=MISTRAL)
+    assert SmolLM2Backend(SmolLM2Options(path=str(plain))).load().tool_format == "hermes"
+    with pytest.raises(ValueError, match=r"\[TOOL_CALLS\] token"):
+        SmolLM2Backend(SmolLM2Options(path=str(plain), tool_format="mistral")).load()
+
+
+def test_mistral_calls_are_written_into_templates_without_tool_support() -> None:
+    """Without a template in its format, the mistral listing asks for the marker and an
+    array, and earlier calls are written that way (they read back as the same calls)."""
+    call = ToolCall(id="c1", name="add", arguments={"a": 1, "b": 2})
+    plan = ToolPlan((ADD,), "required", True, "mistral")
+    out = as_text_messages([Message("user", "1 + 2?"),
+                            Message("assistant", "Adding.", tool_calls=(call, call))], plan)
+    assert MARKER in out[0].content and OPEN not in out[0].content
+    assert out[2].content == "Adding.\n" + marked(*[("add", {"a": 1, "b": 2})] * 2)
+    content, calls = split_calls(out[2].content, plan)
+    assert content == "Adding." and [(c.name, c.arguments) for c in calls] == [
+        ("add", {"a": 1, "b": 2})] * 2
+
+
+async def test_mistral_decoding_shows_the_marker(format_backends: dict[str, SmolLM2Backend]
+                                                 ) -> None:
+    """The marker token decodes as ``[TOOL_CALLS]`` in the mistral format (the calls are
+    read by it) and not at all in another; a request without tools on the same model is
+    plain text."""
+    backend = format_backends["mistral"]
+    lm = backend.load()
+    marker = lm.marker_id
+    assert marker is not None
+    a, b = lm.tokenizer.convert_tokens_to_ids(["a", "b"])
+    assert lm.decode([a, marker, b]) == f"a{MARKER}b" and lm.decode([marker]) == MARKER
+    lm.tool_format = "hermes"
+    try:
+        assert lm.marker_id is None and lm.decode([a, marker, b]) == "ab"
+    finally:
+        lm.tool_format = "mistral"
+    plain = await generate(backend, ask("Hi.", max_tokens=4, temperature=0.0))
+    assert plain.tool_calls == ()
