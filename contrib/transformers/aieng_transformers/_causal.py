@@ -96,6 +96,10 @@ class CausalLM:
         #: Speculative decoding of greedy requests (``None``: one token per pass).
         self.speculation: Speculation | None = None
         self._tool_format: ToolFormat = "hermes"
+        # [TOOL_CALLS]'s id when the tokenizer has it as one token (looked up once: a
+        # vocabulary of 131k entries is a dict built per lookup)
+        self._marker: int | None = (int(tokenizer.convert_tokens_to_ids(MARKER))
+                                    if MARKER in tokenizer.get_vocab() else None)
         #: The ``[TOOL_CALLS]`` token's id in the ``mistral`` format (else ``None``).
         self.marker_id: int | None = None
         if template != "auto":
@@ -185,7 +189,7 @@ class CausalLM:
     def tool_format(self, format: ToolFormat) -> None:
         marker = None
         if format == "mistral":
-            marker = self._marker()
+            marker = self._marker
             if marker is None:
                 raise ValueError(
                     f"tool_format 'mistral' needs a tokenizer with the {MARKER} token (Mistral "
@@ -193,22 +197,15 @@ class CausalLM:
                     "'llama3'")
         self._tool_format, self.marker_id = format, marker
 
-    def _marker(self) -> int | None:
-        # The id of [TOOL_CALLS] when the tokenizer has it as one token.
-        if MARKER not in self.tokenizer.get_vocab():
-            return None
-        return int(self.tokenizer.convert_tokens_to_ids(MARKER))
-
     @property
     def template_tool_format(self) -> ToolFormat | None:
         """The call format of the chat template in use when it lists tools itself:
         ``hermes`` for ``<tool_call>`` blocks (Hermes, Qwen 2 / 2.5 / 3, SmolLM3),
         ``llama3`` for bare ``{"name": ..., "parameters": ...}`` calls answered from the
-        ``ipython`` role (Llama 3.1 / 3.2 / 3.3); ``None`` for a template that does not
-        ``mistral`` for ``[TOOL_CALLS]`` and ``[AVAILABLE_TOOLS]`` (Mistral 7B v0.3, Nemo,
-        Small 3) when the tokenizer has the ``[TOOL_CALLS]`` token; ``None`` for a
-        template that does not render tools, or a built-in template (``chat_template``
-        other than ``auto``)."""
+        ``ipython`` role (Llama 3.1 / 3.2 / 3.3), ``mistral`` for ``[TOOL_CALLS]`` and
+        ``[AVAILABLE_TOOLS]`` (Mistral 7B v0.3, Nemo, Small 3) when the tokenizer has the
+        ``[TOOL_CALLS]`` token; ``None`` for a template that does not render tools, or a
+        built-in template (``chat_template`` other than ``auto``)."""
         if self.template is not None:
             return None
         source = str(getattr(self.tokenizer, "chat_template", None) or "")
@@ -216,7 +213,7 @@ class CausalLM:
             return None
         if OPEN in source:
             return "hermes"
-        if MARKER in source and "[AVAILABLE_TOOLS]" in source and self._marker() is not None:
+        if MARKER in source and "[AVAILABLE_TOOLS]" in source and self._marker is not None:
             return "mistral"
         if '"parameters": ' in source and "ipython" in source:
             return "llama3"
