@@ -80,14 +80,27 @@ async def test_gather_runs_sync_and_async_impls_and_collects_every_run(
 
 
 async def test_gather_is_concurrent(aieng_kernel: Kernel) -> None:
-    """Three retrievers that each wait 0.2 s finish together, not one after another."""
-    pipeline = aieng_kernel.compose({n: Retriever(n, delay=0.2) for n in "abc"},
-                                    stages=["retrieve"])
-    started = time.perf_counter()
-    await pipeline.run("q")
-    # Sequential would take 0.6 s; concurrent takes ~0.2 s. A generous margin keeps this
-    # about behaviour (concurrency), not speed.
-    assert time.perf_counter() - started < 0.5
+    """Three retrievers that each wait until all three have started finish: run one
+    after another, the first would wait for the others forever (fail_after ends it)."""
+    started: list[str] = []
+    everyone = anyio.Event()
+
+    class Rendezvous:
+        def __init__(self, doc_id: str) -> None:
+            self.doc_id = doc_id
+
+        @hookimpl
+        async def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
+            started.append(self.doc_id)
+            if len(started) == 3:
+                everyone.set()
+            await everyone.wait()
+            return [_hit(self.doc_id)]
+
+    pipeline = aieng_kernel.compose({n: Rendezvous(n) for n in "abc"}, stages=["retrieve"])
+    with anyio.fail_after(10):
+        await pipeline.run("q")
+    assert sorted(started) == ["a", "b", "c"]
 
 
 async def test_file_order_is_call_order(aieng_kernel: Kernel,
