@@ -18,10 +18,10 @@ trained on:
   token writes, so the marker is always that token and never its letters spelled out
   (text never contains it); the decoded text shows it as ``[TOOL_CALLS]``.
 
-Under the constraint (:class:`ToolCallConstraint`, :class:`BareCallConstraint`) the name is
-one of the request's tools and the arguments are valid against that tool's
-``parameters`` schema (the subset of :mod:`._jsonschema`), so every call the model starts
-parses and validates; text outside calls is free.
+Under the constraint (:class:`ToolCallConstraint`, :class:`BareCallConstraint`,
+:class:`MarkedCallConstraint`) the name is one of the request's tools and the arguments
+are valid against that tool's ``parameters`` schema (the subset of :mod:`._jsonschema`),
+so every call the model starts parses and validates; text outside calls is free.
 
 What a request asks (``Request.tools`` plus two ``metadata`` keys, as OpenAI names them):
 
