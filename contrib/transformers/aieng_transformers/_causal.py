@@ -31,7 +31,10 @@ from ._speculative import Proposer, Speculation
 from ._templates import TEMPLATES, ChatTemplate, TemplateName
 from ._text import IncrementalDecoder, StopBuffer, clean
 from ._toolcalls import (
+    ARGS,
+    FORMAT_MARKERS,
     MARKER,
+    MARKS,
     OPEN,
     ToolFormat,
     ToolPlan,
@@ -96,12 +99,15 @@ class CausalLM:
         #: Speculative decoding of greedy requests (``None``: one token per pass).
         self.speculation: Speculation | None = None
         self._tool_format: ToolFormat = "hermes"
-        # [TOOL_CALLS]'s id when the tokenizer has it as one token (looked up once: a
-        # vocabulary of 131k entries is a dict built per lookup)
-        self._marker: int | None = (int(tokenizer.convert_tokens_to_ids(MARKER))
-                                    if MARKER in tokenizer.get_vocab() else None)
-        #: The ``[TOOL_CALLS]`` token's id in the ``mistral`` format (else ``None``).
-        self.marker_id: int | None = None
+        # Mistral's marker tokens the tokenizer has, each as one token: text → id (looked
+        # up once: a vocabulary of 131k entries is a dict built per lookup)
+        vocabulary = tokenizer.get_vocab()
+        self._markers: dict[str, int] = {
+            marker: int(tokenizer.convert_tokens_to_ids(marker))
+            for marker in MARKS if marker in vocabulary}
+        #: The marker tokens of the Mistral format in use, id → text: decoding keeps their
+        #: text (the calls are read by it) where it skips other special tokens.
+        self.kept: dict[int, str] = {}
         if template != "auto":
             self.template = TEMPLATES[template]
         elif not getattr(tokenizer, "chat_template", None):
@@ -180,22 +186,25 @@ class CausalLM:
         """How the model writes tool calls (``SmolLM2Options.tool_format``): the format of
         the tokenizer's template when it renders tools, else ``hermes``.
 
-        :raises ValueError: when set to ``mistral`` for a tokenizer without a
-            ``[TOOL_CALLS]`` token.
+        :raises ValueError: when set to a Mistral format for a tokenizer without its
+            marker tokens (``[TOOL_CALLS]``; ``mistral-v11``: and ``[ARGS]``).
         """
         return self._tool_format
 
     @tool_format.setter
     def tool_format(self, format: ToolFormat) -> None:
-        marker = None
-        if format == "mistral":
-            marker = self._marker
-            if marker is None:
+        kept: dict[int, str] = {}
+        if format in FORMAT_MARKERS:
+            needed, optional = FORMAT_MARKERS[format]
+            missing = [marker for marker in needed if marker not in self._markers]
+            if missing:
                 raise ValueError(
-                    f"tool_format 'mistral' needs a tokenizer with the {MARKER} token (Mistral "
-                    "7B Instruct v0.3, Nemo, Small 3); this one has none: use 'hermes' or "
-                    "'llama3'")
-        self._tool_format, self.marker_id = format, marker
+                    f"tool_format {format!r} needs a tokenizer with the "
+                    f"{' and '.join(missing)} token{'s' if len(missing) > 1 else ''} "
+                    "(Mistral's own tokenizers have them); this one has not: use 'hermes' "
+                    "or 'llama3'")
+            kept = {self._markers[m]: m for m in (*needed, *optional) if m in self._markers}
+        self._tool_format, self.kept = format, kept
 
     @property
     def template_tool_format(self) -> ToolFormat | None:
@@ -203,9 +212,10 @@ class CausalLM:
         ``hermes`` for ``<tool_call>`` blocks (Hermes, Qwen 2 / 2.5 / 3, SmolLM3),
         ``llama3`` for bare ``{"name": ..., "parameters": ...}`` calls answered from the
         ``ipython`` role (Llama 3.1 / 3.2 / 3.3), ``mistral`` for ``[TOOL_CALLS]`` and
-        ``[AVAILABLE_TOOLS]`` (Mistral 7B v0.3, Nemo, Small 3) when the tokenizer has the
-        ``[TOOL_CALLS]`` token; ``None`` for a template that does not render tools, or a
-        built-in template (``chat_template`` other than ``auto``)."""
+        ``[AVAILABLE_TOOLS]`` (Mistral 7B v0.3, Nemo, Small 3), ``mistral-v11`` when
+        ``[ARGS]`` is there too (Mistral Small 3.1 and later) — a Mistral format only when
+        the tokenizer has its marker tokens; ``None`` for a template that does not render
+        tools, or a built-in template (``chat_template`` other than ``auto``)."""
         if self.template is not None:
             return None
         source = str(getattr(self.tokenizer, "chat_template", None) or "")
@@ -213,8 +223,11 @@ class CausalLM:
             return None
         if OPEN in source:
             return "hermes"
-        if MARKER in source and "[AVAILABLE_TOOLS]" in source and self._marker is not None:
-            return "mistral"
+        if MARKER in source and "[AVAILABLE_TOOLS]" in source:
+            format: ToolFormat = "mistral-v11" if ARGS in source else "mistral"
+            if all(marker in self._markers for marker in FORMAT_MARKERS[format][0]):
+                return format
+            return None
         if '"parameters": ' in source and "ipython" in source:
             return "llama3"
         return None
@@ -234,20 +247,22 @@ class CausalLM:
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Text of generated ids: special tokens skipped but the ``mistral`` format's
-        ``[TOOL_CALLS]`` (the calls that follow are read by it), spaces not cleaned up
-        (cleaning would rewrite text already streamed)."""
-        marker = self.marker_id
-        if marker is None or marker not in ids:
+        """Text of generated ids: special tokens skipped but the marker tokens of the
+        Mistral format in use (:attr:`kept`: the calls are read by them), spaces not
+        cleaned up (cleaning would rewrite text already streamed)."""
+        kept = self.kept
+        if not kept or not any(token in kept for token in ids):
             return str(self.tokenizer.decode(list(ids), skip_special_tokens=True,
                                              clean_up_tokenization_spaces=False))
-        pieces: list[list[int]] = [[]]
+        parts: list[str] = []
+        piece: list[int] = []
         for token in ids:
-            if token == marker:
-                pieces.append([])
+            if token in kept:
+                parts += [self.decode(piece), kept[token]]
+                piece = []
             else:
-                pieces[-1].append(token)
-        return MARKER.join(self.decode(piece) for piece in pieces)
+                piece.append(token)
+        return "".join([*parts, self.decode(piece)])
 
     def _stops(self) -> tuple[frozenset[int], tuple[str, ...]]:
         # End-of-sequence ids from the model's config, its generation config and the
@@ -286,9 +301,9 @@ class CausalLM:
         constraint = constraint_for(request.response_schema, request.metadata, plan)
         guide = None
         if constraint is not None:
-            if plan is not None and plan.format == "mistral":
-                assert self.marker_id is not None  # the format's setter checked
-                texts, heads = marked_texts(self.tokenizer, self.marker_id)
+            if plan is not None and plan.format in FORMAT_MARKERS:
+                texts, heads = marked_texts(
+                    self.tokenizer, {token: MARKS[text] for token, text in self.kept.items()})
             else:
                 texts, heads = token_texts(self.tokenizer), token_heads(self.tokenizer)
             guide = Guide(constraint, texts, self.stop_ids, heads)

@@ -68,7 +68,7 @@ def _tools(raw: Any) -> tuple[Any, ...]:
 @click.option("--tool-choice", default=None,
               help="auto (default), required, none, or a tool's name.")
 @click.option("--tool-format", default="auto", show_default=True,
-              type=click.Choice(["auto", "hermes", "llama3", "mistral"]),
+              type=click.Choice(["auto", "hermes", "llama3", "mistral", "mistral-v11"]),
               help="How the model writes calls (auto: its template's format, else hermes).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (text, finish reason, usage, timings) at the end "

@@ -29,9 +29,9 @@ favourite token is usually allowed, and a scan of every candidate happens only w
 model wants none of the allowed tokens. Results of (state, token) checks are memoized per request
 (the state inside a free JSON string is one state, so long strings cost almost nothing).
 
-Limits: tokens whose text is empty (special tokens, but the ``mistral`` tool format's
-``[TOOL_CALLS]``, read as :data:`~._toolcalls.MARK`: :func:`marked_texts`) or holds part
-of a multi-byte character are never chosen under a constraint; a character the vocabulary spells only
+Limits: tokens whose text is empty (special tokens, but the marker tokens of Mistral's
+tool formats, read as characters of their own: :func:`marked_texts`) or holds part of a
+multi-byte character are never chosen under a constraint; a character the vocabulary spells only
 across several byte tokens cannot be written. JSON output, and regex output of a pattern
 in :mod:`._regexfsm`'s subset, always completes when ``max_tokens`` is at least the
 shortest valid text; a pattern outside that subset has no known remaining length, so its
@@ -48,7 +48,7 @@ import torch
 
 from ._jsonschema import JsonMachine, SchemaError
 from ._regexfsm import Pattern, RegexError
-from ._toolcalls import MARK, ToolPlan, call_constraint
+from ._toolcalls import MARKS, ToolPlan, call_constraint
 
 __all__ = ["Constraint", "Guide", "Heads", "JsonConstraint", "RegexConstraint", "SchemaError",
            "constraint_for", "marked_texts", "token_heads", "token_texts"]
@@ -247,20 +247,25 @@ def token_heads(tokenizer: Any) -> Heads:
     return cached
 
 
-def marked_texts(tokenizer: Any, marker: int) -> tuple[list[str | None], Heads]:
-    """:func:`token_texts` with the special token ``marker`` (``[TOOL_CALLS]``) read as
-    :data:`~._toolcalls.MARK` and no other token holding that character, and its
-    :class:`Heads`; computed once per marker (cached on the tokenizer)."""
-    cached: dict[int, tuple[list[str | None], Heads]] | None = getattr(
-        tokenizer, "_aieng_marked_texts", None)
+def marked_texts(tokenizer: Any, marks: Mapping[int, str]) -> tuple[list[str | None], Heads]:
+    """:func:`token_texts` with the special tokens of ``marks`` (Mistral's marker tokens'
+    ids) read as the characters it gives them (:data:`~._toolcalls.MARKS`) and no other
+    token holding one of those characters, and its :class:`Heads`; computed once per
+    ``marks`` (cached on the tokenizer)."""
+    cached: dict[tuple[tuple[int, str], ...], tuple[list[str | None], Heads]] | None = \
+        getattr(tokenizer, "_aieng_marked_texts", None)
     if cached is None:
         cached = {}
         tokenizer._aieng_marked_texts = cached
-    found = cached.get(marker)
+    key = tuple(sorted(marks.items()))
+    found = cached.get(key)
     if found is None:
-        texts = [None if t is not None and MARK in t else t for t in token_texts(tokenizer)]
-        texts[marker] = MARK
-        found = cached[marker] = (texts, Heads(texts))
+        reserved = set(MARKS.values())
+        texts = [None if t is not None and reserved.intersection(t) else t
+                 for t in token_texts(tokenizer)]
+        for token, mark in marks.items():
+            texts[token] = mark
+        found = cached[key] = (texts, Heads(texts))
     return found
 
 

@@ -109,8 +109,10 @@ class SmolLM2Options:
         ``ipython`` role: Llama 3.1–3.3; ``[TOOL_CALLS]``: Mistral), else ``hermes``;
         ``hermes``: ``<tool_call>`` blocks after any text; ``llama3``: the answer is the
         call, ``{"name": ..., "parameters": {...}}``, several separated by ``; ``;
-        ``mistral``: after any text, the ``[TOOL_CALLS]`` token and a JSON array of calls
-        (the tokenizer must have that token). A template that renders tools in another
+        ``mistral``: after any text, the ``[TOOL_CALLS]`` token and a JSON array of calls;
+        ``mistral-v11``: after any text, per call ``[TOOL_CALLS]``, the name, ``[ARGS]``
+        and the arguments (Mistral's formats need the tokenizer's marker tokens). A
+        template that renders tools in another
         format than the chosen one gets them written into its text.
     """
 
@@ -132,5 +134,5 @@ class SmolLM2Options:
     max_wait_ms: float = attrs.field(default=5.0, converter=float, validator=_wait)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = attrs.field(
         default="auto", validator=v.in_(("auto", *DTYPES)))
-    tool_format: Literal["auto", "hermes", "llama3", "mistral"] = attrs.field(
-        default="auto", validator=v.in_(("auto", "hermes", "llama3", "mistral")))
+    tool_format: Literal["auto", "hermes", "llama3", "mistral", "mistral-v11"] = attrs.field(
+        default="auto", validator=v.in_(("auto", "hermes", "llama3", "mistral", "mistral-v11")))

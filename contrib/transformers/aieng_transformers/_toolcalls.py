@@ -1,7 +1,7 @@
 """Tool calls from local models: the prompt that lists the tools, the automaton that keeps
 every call valid while decoding, and the split of the text into content and calls.
 
-Three call formats (:data:`TOOL_FORMATS`), those most open chat models with tool use were
+Four call formats (:data:`TOOL_FORMATS`), those most open chat models with tool use were
 trained on:
 
 - ``hermes`` (Hermes, Qwen 2 / 2.5 / 3, SmolLM3; the default): a call is a JSON object
@@ -11,12 +11,19 @@ trained on:
   JSON object ``{"name": ..., "parameters": {...}}``; several calls are separated by
   ``; `` (the reading vLLM's ``llama3_json`` parser gives them). An answer that does not
   start with ``{`` is text, and has no calls.
-- ``mistral`` (Mistral 7B Instruct v0.3, Mistral Nemo, Mistral Small 3 / 3.1, Mixtral
-  8x22B Instruct): after any text, the ``[TOOL_CALLS]`` token and a JSON array of calls
-  ``[{"name": ..., "arguments": {...}}, ...]``, the end of the answer. ``[TOOL_CALLS]``
-  is one special token: the automaton sees it as :data:`MARK`, a character no other
-  token writes, so the marker is always that token and never its letters spelled out
-  (text never contains it); the decoded text shows it as ``[TOOL_CALLS]``.
+- ``mistral`` (Mistral's v3 / v7 tokenizers: Mistral 7B Instruct v0.3, Mistral Nemo,
+  Mixtral 8x22B Instruct, Mistral Small 3 (2501), Mistral Large 2407 / 2411): after any
+  text, the ``[TOOL_CALLS]`` token and a JSON array of calls ``[{"name": ...,
+  "arguments": {...}}, ...]``, the end of the answer.
+- ``mistral-v11`` (Mistral's v11 and later tokenizers: Mistral Small 3.1 / 3.2,
+  Ministral, Magistral, Devstral): after any text, per call ``[TOOL_CALLS]``, the tool's
+  name, optionally ``[CALL_ID]`` and a nine-character id, then ``[ARGS]`` and the
+  arguments' JSON object; the calls are the end of the answer.
+
+Mistral's markers are special tokens: the automaton reads each as a character of its own
+(:data:`MARKS`, private-use characters no other token writes), so a marker is always
+its token and never its letters spelled out (free text that spells ``[TOOL_CALLS]`` out
+is refused); the decoded text shows the markers' text.
 
 Under the constraint (:class:`ToolCallConstraint`, :class:`BareCallConstraint`,
 :class:`MarkedCallConstraint`) the name is one of the request's tools and the arguments
@@ -48,14 +55,19 @@ from ._jsonschema import JsonMachine, SchemaError
 from ._text import StopBuffer
 
 __all__ = [
+    "ARGS",
+    "CALL_ID",
     "CLOSE",
+    "FORMAT_MARKERS",
     "MARK",
     "MARKER",
+    "MARKS",
     "OPEN",
     "SEPARATOR",
     "TOOL_FORMATS",
     "BareCallConstraint",
     "MarkedCallConstraint",
+    "NamedCallConstraint",
     "ToolCallConstraint",
     "ToolFormat",
     "ToolPlan",
@@ -81,15 +93,26 @@ _GAP = 2
 #: ``llama3``: what separates two calls (a space after the semicolon is optional).
 SEPARATOR = "; "
 
-#: ``mistral``: the token that opens the calls, and the character the automaton reads for
-#: it (a private-use character: no other token's text holds it).
+#: Mistral's formats: the token that opens the calls (``mistral-v11``: each call), the one
+#: before a call's arguments and the one before its id (``mistral-v11``).
 MARKER = "[TOOL_CALLS]"
-MARK = "\ue000"
+ARGS = "[ARGS]"
+CALL_ID = "[CALL_ID]"
+#: The character the automaton reads for each marker token (private-use characters: no
+#: other token's text holds them).
+MARKS: dict[str, str] = {MARKER: "\ue000", ARGS: "\ue001", CALL_ID: "\ue002"}
+MARK = MARKS[MARKER]
+_ARGS, _ID = MARKS[ARGS], MARKS[CALL_ID]
+#: The length of a call id in ``mistral-v11`` (letters and digits).
+_ID_LENGTH = 9
 
-ToolFormat = Literal["hermes", "llama3", "mistral"]
+ToolFormat = Literal["hermes", "llama3", "mistral", "mistral-v11"]
 #: The call formats, and the key of a call's arguments in each.
 TOOL_FORMATS: dict[str, str] = {"hermes": "arguments", "llama3": "parameters",
-                                "mistral": "arguments"}
+                                "mistral": "arguments", "mistral-v11": "arguments"}
+#: The marker tokens a tokenizer needs for a format, and those it may have besides.
+FORMAT_MARKERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "mistral": ((MARKER,), ()), "mistral-v11": ((MARKER, ARGS), (CALL_ID,))}
 
 
 @attrs.frozen
@@ -198,6 +221,12 @@ def tools_prompt(plan: ToolPlan) -> str:
              "object with a name and arguments, as the end of your answer:"),
             f'{MARKER} [{{"name": "<function name>", "arguments": {{<arguments as JSON>}}}}]',
         ]
+    elif plan.format == "mistral-v11":
+        lines += [
+            (f"To call a function, write {MARKER}, its name, {ARGS} and its arguments as a "
+             "JSON object, as the end of your answer; for several, one after another:"),
+            f"{MARKER}<function name>{ARGS}{{<arguments as JSON>}}",
+        ]
     else:
         lines += [
             ("To call a function, write a JSON object with its name and arguments between "
@@ -223,6 +252,9 @@ def calls_text(calls: Sequence[ToolCall], format: ToolFormat = "hermes") -> str:
         return SEPARATOR.join(bodies)
     if format == "mistral":
         return f"{MARKER} [{', '.join(bodies)}]"  # as Mistral's templates write them
+    if format == "mistral-v11":
+        return "".join(f"{MARKER}{c.name}{ARGS}{json.dumps(c.arguments, ensure_ascii=False)}"
+                       for c in calls)
     return "\n".join(f"{OPEN}\n{body}\n{CLOSE}" for body in bodies)
 
 
@@ -259,8 +291,8 @@ def template_messages(messages: Sequence[Message], *,
     """The conversation as the dicts of ``transformers``' chat templates with tool support
     (an assistant's ``tool_calls``, a tool result's ``tool_call_id``). In the ``llama3``
     format an assistant turn of several calls becomes one turn per call (Llama 3's
-    templates refuse several calls in one turn); its text stays with the first. In the
-    ``mistral`` format call ids are written as :func:`mistral_id` gives them (Mistral's
+    templates refuse several calls in one turn); its text stays with the first. In
+    Mistral's formats call ids are written as :func:`mistral_id` gives them (Mistral's
     templates refuse any id that is not nine letters or digits)."""
     turns: list[dict[str, Any]] = []
     for message in messages:
@@ -270,7 +302,7 @@ def template_messages(messages: Sequence[Message], *,
             turns += template_messages([attrs.evolve(message, content="", tool_calls=(c,))
                                         for c in rest])
             continue
-        ids = mistral_id if format == "mistral" else str
+        ids = mistral_id if format in FORMAT_MARKERS else str
         turn: dict[str, Any] = {"role": message.role, "content": message.content}
         if message.tool_calls:
             turn["tool_calls"] = [
@@ -624,6 +656,8 @@ class MarkedCallConstraint(_CallAutomaton):
 
     def _step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
         kind = state[0]
+        if c in (_ARGS, _ID):  # mistral-v11's markers: never in this format
+            return None
         if c == MARK:
             return ("m",) if kind in ("t", "s", "n") else None
         if kind == "t":
@@ -675,11 +709,135 @@ class MarkedCallConstraint(_CallAutomaton):
         return 1 + self._call_least  # "n"
 
 
+# States of the mistral-v11 format (tuples, hashable):
+#   ("t", k)      free text, as in the mistral format
+#   ("s",)        the start of an answer that is a schema's document or calls
+#   ("a", j)      inside the schema's document, j the answer machine's state
+#   ("n",)        where MARK must come
+#   ("m", name)   after MARK: the name so far (a prefix of a callable tool's name)
+#   ("i", t, k)   after tool t's name and the id marker: k characters of the id written
+#   ("j", t, j)   inside tool t's arguments, j its machine's state
+
+
+class NamedCallConstraint(_CallAutomaton):
+    """Text and calls in the ``mistral-v11`` format (see the module docstring): under
+    ``auto`` any text, then one or more calls, each the marker, a tool's name, an
+    optional id (the id marker and nine letters or digits), the arguments marker and the
+    arguments; under ``required`` or a name, a call first.
+
+    :param plan: the tools, the choice and whether several calls may follow each other.
+    :param answer: with ``auto``, a :class:`~._jsonschema.JsonMachine` of the request's
+        ``response_schema``: the output is then either that document or calls.
+    :raises ValueError: when a tool's ``parameters`` schema is outside the supported
+        subset (the message names the tool).
+    """
+
+    def __init__(self, plan: ToolPlan, answer: JsonMachine | None = None) -> None:
+        if not plan.constrained:
+            raise ValueError("tool_choice 'none' is not a constraint")
+        self._names = tuple(t.name for t in plan.callable)
+        self._machines: list[JsonMachine] = []
+        for position, spec in enumerate(plan.tools):
+            if spec.name not in self._names:
+                continue
+            try:
+                self._machines.append(JsonMachine(spec.parameters))
+            except SchemaError as exc:
+                raise SchemaError(f"tools[{position}] ({spec.name}) parameters: "
+                                  f"{exc}") from None
+        self._parallel = plan.parallel
+        self._answer = answer if plan.choice == "auto" else None
+        if self._answer is not None:
+            self._first = ("s",)
+        elif plan.choice == "auto":
+            self._first = ("t", 0)
+        else:
+            self._first = ("n",)
+        # per tool, the fewest characters from its arguments marker to the end
+        self._least = [1 + int(m.min_chars(m.start())) for m in self._machines]
+
+    def _step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
+        kind = state[0]
+        if c in (_ARGS, _ID) and kind != "m" and not (kind == "i" and c == _ARGS):
+            return None  # the two markers only after a name (arguments: after an id too)
+        if kind == "j":
+            machine = self._machines[state[1]]
+            if c == MARK:
+                done = self._parallel and machine.complete(state[2])
+                return ("m", "") if done else None
+            after = machine.feed(state[2], c)
+            return None if after is None else ("j", state[1], after)
+        if c == MARK:
+            return ("m", "") if kind in ("t", "s", "n") else None
+        if kind == "t":
+            matched = _watched(MARKER, state[1], c)
+            return None if matched == len(MARKER) else ("t", matched)
+        if kind == "m":
+            if c in (_ARGS, _ID):
+                if state[1] not in self._names:
+                    return None
+                tool = self._names.index(state[1])
+                start = self._machines[tool].start()
+                return ("j", tool, start) if c == _ARGS else ("i", tool, 0)
+            name = state[1] + c
+            return ("m", name) if any(n.startswith(name) for n in self._names) else None
+        if kind == "i":
+            if state[2] < _ID_LENGTH:
+                ok = c.isascii() and c.isalnum()
+                return ("i", state[1], state[2] + 1) if ok else None
+            return ("j", state[1], self._machines[state[1]].start()) if c == _ARGS else None
+        if kind in ("s", "a"):
+            assert self._answer is not None
+            after = self._answer.feed(self._answer.start() if kind == "s" else state[1], c)
+            return None if after is None else ("a", after)
+        return None  # "n": only the marker
+
+    def accepting(self, state: tuple[Any, ...]) -> bool:
+        kind = state[0]
+        if kind == "j":
+            return bool(self._machines[state[1]].accepting(state[2]))
+        if kind == "a":
+            assert self._answer is not None
+            return bool(self._answer.accepting(state[1]))
+        return bool(kind == "t")
+
+    def complete(self, state: tuple[Any, ...]) -> bool:
+        kind = state[0]
+        if kind == "j":
+            return not self._parallel and bool(self._machines[state[1]].complete(state[2]))
+        if kind == "a":
+            assert self._answer is not None
+            return bool(self._answer.complete(state[1]))
+        return False
+
+    def min_chars(self, state: tuple[Any, ...]) -> int:
+        kind = state[0]
+        if kind == "t":
+            return 0
+        if kind == "j":
+            return int(self._machines[state[1]].min_chars(state[2]))
+        if kind == "i":
+            return _ID_LENGTH - int(state[2]) + int(self._least[state[1]])
+        if kind == "a":
+            assert self._answer is not None
+            return int(self._answer.min_chars(state[1]))
+        pairs = list(zip(self._names, self._least, strict=True))
+        if kind == "m":
+            return min(len(n) - len(state[1]) + least for n, least in pairs
+                       if n.startswith(state[1]))
+        call = 1 + min(len(n) + least for n, least in pairs)
+        if kind == "s":
+            assert self._answer is not None
+            return min(call, self._answer.min_chars(self._answer.start()))
+        return call  # "n"
+
+
 def call_constraint(plan: ToolPlan, answer: JsonMachine | None = None
-                    ) -> ToolCallConstraint | BareCallConstraint | MarkedCallConstraint:
+                    ) -> (ToolCallConstraint | BareCallConstraint | MarkedCallConstraint
+                          | NamedCallConstraint):
     """The constraint of ``plan``'s format.
 
-    :param answer: as :class:`ToolCallConstraint`'s (``hermes`` and ``mistral``).
+    :param answer: as :class:`ToolCallConstraint`'s (all formats but ``llama3``).
     :raises ValueError: for ``llama3`` calls beside a ``response_schema`` under ``auto``:
         a call and the document would both be bare JSON objects; and as the classes.
     """
@@ -687,6 +845,8 @@ def call_constraint(plan: ToolPlan, answer: JsonMachine | None = None
         return ToolCallConstraint(plan, answer)
     if plan.format == "mistral":
         return MarkedCallConstraint(plan, answer)
+    if plan.format == "mistral-v11":
+        return NamedCallConstraint(plan, answer)
     if answer is not None and plan.choice == "auto":
         raise ValueError("with the llama3 tool format a call and a response_schema's "
                          "document are both bare JSON objects: under tool_choice 'auto' "
@@ -718,7 +878,9 @@ def split_calls(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
     ``hermes``: the text before the first call (without trailing whitespace) and each
     ``<tool_call>`` block's call; ``llama3``: no content and the calls of a text that
     starts with ``{``; ``mistral``: the text before ``[TOOL_CALLS]`` (without trailing
-    whitespace) and the calls of the array after it.
+    whitespace) and the calls of the array after it; ``mistral-v11``: the text before
+    the first ``[TOOL_CALLS]`` and each call after one (with the id the model wrote after
+    ``[CALL_ID]``, if any).
 
     A text whose calls do not all parse as calls of the plan's tools (cut by
     ``max_tokens`` or a stop string inside a call) is returned whole as content, with no
@@ -730,6 +892,8 @@ def split_calls(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
         return _split_bare(text, plan)
     if plan.format == "mistral":
         return _split_marked(text, plan)
+    if plan.format == "mistral-v11":
+        return _split_named(text, plan)
     head, found, rest = text.partition(OPEN)
     if not found:
         return text, ()
@@ -783,6 +947,26 @@ def _split_marked(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]
     return head.rstrip(), tuple(call for call in calls if call is not None)
 
 
+def _split_named(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
+    head, found, rest = text.partition(MARKER)
+    if not found:
+        return text, ()
+    calls: list[ToolCall] = []
+    for piece in rest.split(MARKER):
+        name, marked, arguments = piece.partition(ARGS)
+        name, with_id, given = name.partition(CALL_ID)
+        try:
+            value = json.loads(arguments) if marked else None
+        except ValueError:
+            value = None
+        call = _call({"name": name, "arguments": value}, plan)
+        if call is None or (with_id and not (len(given) == _ID_LENGTH and given.isascii()
+                                             and given.isalnum())):
+            return text, ()
+        calls.append(attrs.evolve(call, id=given) if with_id else call)
+    return head.rstrip(), tuple(calls)
+
+
 def _call(value: Any, plan: ToolPlan) -> ToolCall | None:
     # A parsed call object of the plan's tools, or None.
     if not isinstance(value, dict) or value.get("name") not in {t.name for t in plan.callable} \
@@ -799,7 +983,7 @@ class ToolText:
     """Streams the content of a generation whose calls are parsed at its end: text is
     released as it comes except, in the ``hermes`` format, from the first ``<tool_call>``
     on (and a tail that could be its beginning, held until it is not), in the
-    ``mistral`` format from ``[TOOL_CALLS]`` on (the same way), and in the ``llama3``
+    Mistral formats from ``[TOOL_CALLS]`` on (the same way), and in the ``llama3``
     format all of a text that starts with ``{``.
 
     :param plan: the request's tool plan.
@@ -810,7 +994,7 @@ class ToolText:
         self._whole = ""
         # the text before the first call, a tail that could begin it held back (as a stop
         # string's is), then nothing
-        self._before = StopBuffer((MARKER if plan.format == "mistral" else OPEN,))
+        self._before = StopBuffer((MARKER if plan.format in FORMAT_MARKERS else OPEN,))
         self._space = ""  # trailing whitespace held: it is not content if a call follows
         self._shown = 0
 

@@ -86,7 +86,8 @@ def test_generate_with_tools(cli: click.Group, tmp_path: Path) -> None:
     them in ``--json``'s report, in each ``--tool-format``; a file that is no list of
     tools, a choice naming no tool, or ``mistral`` for a tokenizer without the
     ``[TOOL_CALLS]`` token is a usage error."""
-    folder = random_llama(tmp_path / "model", max_positions=4096, extra=("[TOOL_CALLS]",))
+    folder = random_llama(tmp_path / "model", max_positions=4096,
+                          extra=("[TOOL_CALLS]", "[ARGS]"))
     tools = tmp_path / "tools.json"
     tools.write_text(json.dumps([
         {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {
@@ -96,7 +97,7 @@ def test_generate_with_tools(cli: click.Group, tmp_path: Path) -> None:
     runner = CliRunner()
     base = ["generate", "1 + 2?", "--model-path", str(folder), "--tools", str(tools),
             "--max-tokens", "80"]
-    for tool_format in ("hermes", "llama3", "mistral"):
+    for tool_format in ("hermes", "llama3", "mistral", "mistral-v11"):
         result = runner.invoke(cli, [*base, "--tool-choice", "add", "--tool-format", tool_format])
         assert result.exit_code == 0, result.output
         call = json.loads(last_line(result))

@@ -17,12 +17,16 @@ from aieng_hookspecs.types import Completion, Message, Request, ToolCall, ToolSp
 from aieng_transformers import SchemaError, SmolLM2Backend, SmolLM2Options
 from aieng_transformers._jsonschema import JsonMachine
 from aieng_transformers._toolcalls import (
+    ARGS,
+    CALL_ID,
     CLOSE,
     MARK,
     MARKER,
+    MARKS,
     OPEN,
     BareCallConstraint,
     MarkedCallConstraint,
+    NamedCallConstraint,
     ToolCallConstraint,
     ToolPlan,
     ToolText,
@@ -404,13 +408,15 @@ def format_backends(long_backend: SmolLM2Backend,
     """The long random model in each tool format (for ``mistral`` with a tokenizer that
     has the ``[TOOL_CALLS]`` token)."""
     marked = random_llama(tmp_path_factory.mktemp("marked"), max_positions=4096,
-                          extra=(MARKER,))
+                          extra=(MARKER, ARGS, CALL_ID))
     return {"hermes": long_backend,
             "llama3": SmolLM2Backend(attrs.evolve(long_backend.options, tool_format="llama3")),
-            "mistral": SmolLM2Backend(SmolLM2Options(path=str(marked), tool_format="mistral"))}
+            "mistral": SmolLM2Backend(SmolLM2Options(path=str(marked), tool_format="mistral")),
+            "mistral-v11": SmolLM2Backend(SmolLM2Options(path=str(marked),
+                                                         tool_format="mistral-v11"))}
 
 
-@pytest.mark.parametrize("tool_format", ["hermes", "llama3", "mistral"])
+@pytest.mark.parametrize("tool_format", ["hermes", "llama3", "mistral", "mistral-v11"])
 @settings(max_examples=16, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tools=TOOLSETS, seed=st.integers(0, 2**16), temperature=st.sampled_from([0.0, 1.0]),
@@ -427,7 +433,7 @@ async def test_the_random_model_always_calls_validly(format_backends: dict[str, 
     backend = format_backends[tool_format]
     plan = ToolPlan(tools, "required", parallel, tool_format)  # type: ignore[arg-type]
     machine = call_constraint(plan)
-    budget = machine.min_chars(machine.start()) + 40  # (mistral: the marker is one token)
+    budget = machine.min_chars(machine.start()) + 40  # (mistral: a marker is one token)
     request = ask("Call a tool.", tools=tools, seed=seed, temperature=temperature,
                   max_tokens=budget, metadata={"tool_choice": "required",
                                                "parallel_tool_calls": parallel})
@@ -706,9 +712,9 @@ async def test_smollm2_calls_tools_in_llama3(shipped_smollm2: SmolLM2Backend,
 
 # -- the mistral format --------------------------------------------------------------------
 
-#: What a mistral walk may write: the lines' characters and the marker (weighted, so walks
+#: What a mistral walk may write: the lines' characters and the markers (weighted, so walks
 #: under ``auto`` reach calls too).
-MARKED = [*LINES, *[MARK] * 20]
+MARKED = [*LINES, *[MARK] * 20, *[MARKS[ARGS]] * 10, *[MARKS[CALL_ID]] * 5]
 
 
 def marked(*calls: tuple[str, Any], spaced: bool = True) -> str:
@@ -719,60 +725,88 @@ def marked(*calls: tuple[str, Any], spaced: bool = True) -> str:
     return f"{MARKER}{' ' if spaced else ''}[{items}]"
 
 
+def named(*calls: tuple[str, Any], ids: tuple[str, ...] = ()) -> str:
+    """Calls as the mistral-v11 format writes them (markers as the decoded text shows them),
+    each with the id of ``ids`` at its place, if any."""
+    return "".join(
+        f"{MARKER}{name}{CALL_ID + ids[i] if i < len(ids) else ''}{ARGS}"
+        f"{json.dumps(arguments, separators=(',', ':'))}"
+        for i, (name, arguments) in enumerate(calls))
+
+
 def as_read(text: str) -> str:
-    """A text of the automaton (the marker token read as MARK) as decoding shows it."""
-    return text.replace(MARK, MARKER)
+    """A text of the automaton (marker tokens read as MARKS) as decoding shows it."""
+    for marker, mark in MARKS.items():
+        text = text.replace(mark, marker)
+    return text
 
 
 def as_fed(text: str) -> str:
-    """A decoded text as the automaton reads its tokens (the marker as MARK)."""
-    return text.replace(MARKER, MARK)
+    """A decoded text as the automaton reads its tokens (markers as MARKS)."""
+    for marker, mark in MARKS.items():
+        text = text.replace(marker, mark)
+    return text
 
 
+@pytest.mark.parametrize("tool_format", ["mistral", "mistral-v11"])
 @settings(max_examples=60, deadline=None)
 @given(tools=TOOLSETS, seed=st.integers(0, 2**32 - 1), slack=st.integers(0, 40),
        parallel=st.booleans(), choice=st.sampled_from(["auto", "required", "named"]))
-def test_mistral_walks_are_valid_calls_or_text(tools: tuple[ToolSpec, ...], seed: int,
-                                               slack: int, parallel: bool,
+def test_mistral_walks_are_valid_calls_or_text(tool_format: str, tools: tuple[ToolSpec, ...],
+                                               seed: int, slack: int, parallel: bool,
                                                choice: str) -> None:
-    """Whatever the tools' parameters, every text the mistral automaton lets through is
-    text (under ``auto``; it never spells the marker out) or text, the marker and calls
-    of the allowed tools whose arguments validate (one call when parallel calls are off;
-    no text under ``required`` or a name)."""
+    """Whatever the tools' parameters, every text either mistral automaton lets through
+    is text (under ``auto``; it never spells the marker out nor holds another marker) or
+    text, the marker and calls of the allowed tools whose arguments validate (one call
+    when parallel calls are off; no text under ``required`` or a name)."""
     rng = random.Random(seed)
-    named = rng.choice(tools).name if choice == "named" else choice
-    plan = ToolPlan(tools, named, parallel, "mistral")
+    choice = rng.choice(tools).name if choice == "named" else choice
+    plan = ToolPlan(tools, choice, parallel, tool_format)  # type: ignore[arg-type]
     machine = call_constraint(plan)
-    assert isinstance(machine, MarkedCallConstraint)
+    assert isinstance(machine, MarkedCallConstraint if tool_format == "mistral"
+                      else NamedCallConstraint)
     text = walk(machine, rng, slack, MARKED)
     content, calls = split_calls(as_read(text), plan)
     if MARK not in text:
         assert choice == "auto" and calls == () and content == text and MARKER not in text
+        assert not set(MARKS.values()).intersection(text)
         return
     assert calls and content == text.partition(MARK)[0].rstrip()
+    assert not set(MARKS.values()).intersection(content)
+    assert choice in ("auto", "required") or {c.name for c in calls} == {choice}
     assert choice == "auto" or content == ""
     check_calls(calls, plan.callable)
     assert parallel or len(calls) == 1
 
 
+IDS = st.lists(st.text("abcXYZ0189", min_size=9, max_size=9), max_size=3)
+
+
+@pytest.mark.parametrize("tool_format", ["mistral", "mistral-v11"])
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), tools=TOOLSETS, prefix=st.text(ALPHABET, max_size=12),
-       spaced=st.booleans())
-def test_mistral_written_calls_are_accepted_and_read_back(data: st.DataObject,
-                                                          tools: tuple[ToolSpec, ...],
-                                                          prefix: str, spaced: bool) -> None:
-    """Calls with valid arguments written in the mistral format after any text (the
-    marker, an optional space, the array with or without spaces) are accepted under
-    ``auto`` and read back as the same names and arguments, the text as content."""
+       spaced=st.booleans(), ids=IDS)
+def test_mistral_written_calls_are_accepted_and_read_back(
+        tool_format: str, data: st.DataObject, tools: tuple[ToolSpec, ...], prefix: str,
+        spaced: bool, ids: list[str]) -> None:
+    """Calls with valid arguments written in either mistral format after any text
+    (``mistral``: the marker, an optional space, the array with or without spaces;
+    ``mistral-v11``: each call's marker, name, optional id and arguments) are accepted
+    under ``auto`` and read back as the same names and arguments (and the ids written),
+    the text as content."""
     prefix = prefix.replace("[", "")  # (no spelled-out marker in the text)
-    plan = ToolPlan(tools, "auto", True, "mistral")
+    plan = ToolPlan(tools, "auto", True, tool_format)  # type: ignore[arg-type]
     machine = call_constraint(plan)
     wanted = draw_calls(data, tools, most=3)
-    text = prefix + marked(*wanted, spaced=spaced)
+    text = prefix + (marked(*wanted, spaced=spaced) if tool_format == "mistral"
+                     else named(*wanted, ids=tuple(ids)))
     state = machine.feed(machine.start(), as_fed(text))
-    assert state is not None and machine.accepting(state) and machine.complete(state), text
+    assert state is not None and machine.accepting(state), text
+    assert machine.complete(state) == (tool_format == "mistral")
     content, calls = split_calls(text, plan)
     assert content == prefix.rstrip() and [(c.name, c.arguments) for c in calls] == wanted
+    if tool_format == "mistral-v11":
+        assert [c.id for c in calls[:len(ids)]] == ids[:len(calls)]
 
 
 def test_mistral_automaton_refuses_what_is_not_calls() -> None:
@@ -823,17 +857,60 @@ def test_mistral_unfinished_calls_are_kept_as_text() -> None:
     assert split_calls(whole, ToolPlan((ADD,), "none", True, "mistral")) == (whole, ())
 
 
-@settings(max_examples=150, deadline=None)
+def test_mistral_v11_automaton_refuses_what_is_not_calls() -> None:
+    """In ``mistral-v11``: a name no tool has (or a prefix of one), arguments without
+    their marker, an id of eight characters or of other characters, a marker in text or
+    inside an argument, text after a call, a second call when parallel calls are off
+    and text under ``required`` are refused as they are written; a call with or without
+    an id, and several calls, are taken."""
+    plan = ToolPlan((WEATHER, ADD), "auto", True, "mistral-v11")
+    machine = call_constraint(plan)
+    assert isinstance(machine, NamedCallConstraint)
+    start = machine.start()
+    one = ("add", {"a": 1, "b": 2})
+    for text in ["Hi.", "Sure. " + named(one), named(one, one, ids=("abcdefghi",)),
+                 named(("get_weather", {"city": "Oslo", "unit": "celsius"}))]:
+        state = machine.feed(start, as_fed(text))
+        assert state is not None and machine.accepting(state), text
+    args, call_id = MARKS[ARGS], MARKS[CALL_ID]
+    for text in [MARK + "sub" + args, MARK + "ad" + args, MARK + "add{", MARK + "add" + call_id
+                 + "abcdefgh" + args, MARK + "add" + call_id + "abcd-fghi", "x" + args,
+                 "x" + call_id, MARK + 'get_weather' + args + '{"city":"' + args,
+                 as_fed(named(one)) + " ", MARKER, MARK + "add" + call_id + "abcdefghi"
+                 + call_id]:
+        assert machine.feed(start, text) is None, text
+    single = call_constraint(ToolPlan((ADD,), "required", False, "mistral-v11"))
+    first = single.start()
+    assert single.feed(first, "Sure") is None and not single.accepting(first)
+    assert single.min_chars(first) == len(MARK + "add" + args + '{"a":0,"b":0}')
+    done = single.feed(first, as_fed(named(one)))
+    assert done is not None and single.complete(done) and single.feed(done, MARK) is None
+
+
+def test_mistral_v11_unfinished_calls_are_kept_as_text() -> None:
+    """A cut call, a call of another tool, a call without arguments, a bad id or text
+    after a call give no calls and the text whole."""
+    plan = ToolPlan((ADD,), "auto", True, "mistral-v11")
+    whole = named(("add", {"a": 1, "b": 2}))
+    for text in [whole[:-1], whole + whole[:-2], named(("sub", {"a": 1})), MARKER + "add",
+                 whole + " Thanks", f"{MARKER}add{CALL_ID}abc{ARGS}{{}}", MARKER]:
+        assert split_calls(text, plan) == (text, ())
+
+
+@pytest.mark.parametrize("tool_format", ["mistral", "mistral-v11"])
+@settings(max_examples=100, deadline=None)
 @given(parts=TEXTS, cuts=st.lists(st.integers(1, 7), min_size=1, max_size=40))
-def test_mistral_streamed_content_is_the_content(parts: tuple[str, list[tuple[int, int]], bool],
+def test_mistral_streamed_content_is_the_content(tool_format: str,
+                                                 parts: tuple[str, list[tuple[int, int]], bool],
                                                  cuts: list[int]) -> None:
-    """However a mistral text arrives, a stream shows its content and nothing from the
-    marker on (all of a text whose calls are cut, at the end)."""
+    """However a text of either mistral format arrives, a stream shows its content and
+    nothing from the first marker on (all of a text whose calls are cut, at the end)."""
     prefix, numbers, cut = parts
-    plan = ToolPlan((ADD,), "auto", True, "mistral")
+    plan = ToolPlan((ADD,), "auto", True, tool_format)  # type: ignore[arg-type]
     text = prefix
     if numbers:
-        text += "\n" + marked(*[("add", {"a": a, "b": b}) for a, b in numbers])
+        calls = [("add", {"a": a, "b": b}) for a, b in numbers]
+        text += "\n" + (marked(*calls) if tool_format == "mistral" else named(*calls))
         text = text[:-3] if cut else text
     stream = ToolText(plan)
     shown = fed_in_pieces(stream, text, cuts)
@@ -918,14 +995,66 @@ async def test_mistral_decoding_shows_the_marker(format_backends: dict[str, Smol
     plain text."""
     backend = format_backends["mistral"]
     lm = backend.load()
-    marker = lm.marker_id
-    assert marker is not None
+    marker, args, call_id = lm.tokenizer.convert_tokens_to_ids([MARKER, ARGS, CALL_ID])
+    assert lm.kept == {marker: MARKER}
     a, b = lm.tokenizer.convert_tokens_to_ids(["a", "b"])
     assert lm.decode([a, marker, b]) == f"a{MARKER}b" and lm.decode([marker]) == MARKER
+    assert lm.decode([marker, a, args, b]) == f"{MARKER}ab"
+    lm.tool_format = "mistral-v11"
     lm.tool_format = "hermes"
     try:
-        assert lm.marker_id is None and lm.decode([a, marker, b]) == "ab"
+        assert lm.kept == {} and lm.decode([a, marker, b]) == "ab"
+        lm.tool_format = "mistral-v11"
+        assert lm.kept == {marker: MARKER, args: ARGS, call_id: CALL_ID}
+        assert lm.decode([marker, a, call_id, b, args]) == f"{MARKER}a{CALL_ID}b{ARGS}"
     finally:
         lm.tool_format = "mistral"
     plain = await generate(backend, ask("Hi.", max_tokens=4, temperature=0.0))
     assert plain.tool_calls == ()
+
+
+#: A template in the shape of Mistral's v11 templates (written for this test): per call
+#: [TOOL_CALLS]name[CALL_ID]id[ARGS]arguments, results with their call's id.
+MISTRAL_V11 = (
+    "{{ bos_token }}{%- for m in messages %}"
+    "{%- if m.role == 'user' %}"
+    "{%- if tools and loop.last %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]"
+    "{%- endif %}[INST]{{ m.content }}[/INST]"
+    "{%- elif m.tool_calls %}{%- for c in m.tool_calls %}"
+    "{%- if c.id | length != 9 %}{{ raise_exception('Tool call IDs should be alphanumeric "
+    "strings with length 9!') }}{% endif %}"
+    "[TOOL_CALLS]{{ c.function.name }}[CALL_ID]{{ c.id }}[ARGS]{{ c.function.arguments | tojson }}"
+    "{%- endfor %}{{ eos_token }}"
+    "{%- elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.tool_call_id }}[TOOL_CONTENT]"
+    "{{ m.content }}[/TOOL_RESULTS]"
+    "{%- else %}{{ m.content }}{{ eos_token }}{%- endif %}{%- endfor %}")
+
+
+def test_a_mistral_v11_template_sets_the_format(tmp_path: Any) -> None:
+    """A template with ``[ARGS]`` beside ``[TOOL_CALLS]`` and ``[AVAILABLE_TOOLS]`` reads
+    as ``mistral-v11`` when the tokenizer has both markers (not at all with
+    ``[TOOL_CALLS]`` alone); it renders calls with nine-character ids. Choosing
+    ``mistral-v11`` for a tokenizer without ``[ARGS]`` is a ValueError naming it."""
+    folder = random_llama(tmp_path / "v11", chat_template=MISTRAL_V11,
+                          extra=(MARKER, ARGS, CALL_ID))
+    lm = SmolLM2Backend(SmolLM2Options(path=str(folder))).load()
+    assert lm.template_tool_format == "mistral-v11" and lm.tool_format == "mistral-v11"
+    call = ToolCall(id="call_0123456789abcdef", name="add", arguments={"a": 1, "b": 2})
+    plan = tool_plan((ADD,), {}, format=lm.tool_format)
+    text = lm.render([Message("user", "1 + 2?"), Message("assistant", "", tool_calls=(call,)),
+                      Message("tool", "3", tool_call_id=call.id),
+                      Message("user", "And 5 + 6?")], plan)
+    hashed = mistral_id(call.id)
+    assert f'[TOOL_CALLS]add[CALL_ID]{hashed}[ARGS]{{"a": 1, "b": 2}}' in text
+    assert f"[TOOL_RESULTS]{hashed}[TOOL_CONTENT]3" in text
+    half = random_llama(tmp_path / "half", chat_template=MISTRAL_V11, extra=(MARKER,))
+    lm = SmolLM2Backend(SmolLM2Options(path=str(half))).load()
+    assert lm.template_tool_format is None and lm.tool_format == "hermes"
+    with pytest.raises(ValueError, match=r"\[ARGS\] token"):
+        SmolLM2Backend(SmolLM2Options(path=str(half), tool_format="mistral-v11")).load()
+    v11 = ToolPlan((ADD,), "required", True, "mistral-v11")
+    written = as_text_messages([Message("assistant", "", tool_calls=(call, call))], v11)
+    assert MARKER in written[0].content and ARGS in written[0].content
+    assert written[1].content.startswith(f"{MARKER}add{ARGS}")
+    assert [(c.name, c.arguments) for c in split_calls(written[1].content, v11)[1]] == [
+        ("add", {"a": 1, "b": 2})] * 2
