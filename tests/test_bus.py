@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from aieng_core import EventBus, Kernel
-from aieng_core.testing._kit import isolated_kernel
+from aieng_core.testing._kit import isolated_kernel, settle
 from aieng_core.testing.doubles import ScriptedBackend
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import BusDropped, Event, ModelCall, RunFinished, StageFinished
@@ -25,7 +25,7 @@ async def test_callback_subscriber_gets_events_in_order(aieng_kernel: Kernel) ->
                                   pattern="stage.*")
     for i in range(100):
         aieng_kernel.bus.publish(_event(i))
-    await anyio.sleep(0.05)
+    await settle(lambda: len(seen) == 100)
     assert seen == [f"s{i}" for i in range(100)]
 
 
@@ -75,7 +75,12 @@ async def test_drops_are_reported_as_an_event() -> None:
         kernel.bus.add_callback(reports.append, name="reports", pattern="bus.dropped")
         for i in range(20):
             kernel.bus.publish(_event(i))
-        await anyio.sleep(0.3)
+
+        def dropped() -> int:
+            return sum(e.dropped for e in reports if isinstance(e, BusDropped))
+
+        # until every event is either taken or reported dropped
+        await settle(lambda: dropped() > 0 and dropped() == 20 - len(got))
         drops = [e for e in reports if isinstance(e, BusDropped)]
         assert drops and drops[0].subscriber == "sleepy"
         assert sum(d.dropped for d in drops) == 20 - len(got)
@@ -92,7 +97,7 @@ async def test_raising_subscriber_never_fails_a_request(aieng_kernel: Kernel) ->
     aieng_kernel.bus.add_callback(lambda e: seen.append(e.name), name="fine")  # type: ignore[func-returns-value]
     pipeline = aieng_kernel.compose({"llm": ScriptedBackend(["ok"])}, stages=["generate"])
     result = await pipeline.run("hi")
-    await anyio.sleep(0.05)
+    await settle(lambda: len(seen) == len(result.events))
     assert result.answer == "ok"
     stats = {s.name: s for s in aieng_kernel.bus.stats()}
     assert stats["exploder"].failed == len(result.events)
@@ -113,7 +118,7 @@ async def test_hot_loop_of_runs_does_not_starve_subscribers() -> None:
         total = 0
         for _ in range(500):
             total += len((await pipeline.run("hi")).events)
-        await anyio.sleep(0.05)
+        await settle(lambda: count >= total)
         assert count == total
         assert {s.name: s.dropped for s in kernel.bus.stats()}["counter"] == 0
 
@@ -130,7 +135,7 @@ async def test_plugin_and_component_subscribers(aieng_kernel: Kernel, register_p
     pipeline = aieng_kernel.compose({"llm": ScriptedBackend(), "monitor": Monitor()},
                                     stages=["generate"])
     result = await pipeline.run("hi")
-    await anyio.sleep(0.05)
+    await settle(lambda: len(received) >= len(result.events))
     assert received == [e.name for e in result.events]
 
 
@@ -167,7 +172,7 @@ async def test_drops_of_a_stuck_subscriber_are_reported_while_it_is_stuck() -> N
         kernel.bus.add_callback(reports.append, name="reports", pattern="bus.dropped")
         for i in range(10):
             kernel.bus.publish(_event(i))
-        await anyio.sleep(0.6)
+        await settle(lambda: bool(reports))  # the reporter's, while the callback is stuck
         assert [(e.subscriber, e.dropped) for e in reports  # type: ignore[attr-defined]
                 ] == [("stuck", 10 - 2)]  # two fit the queue; the callback then takes one
         stuck.set()
@@ -180,7 +185,7 @@ async def test_drops_of_an_unread_subscription_are_reported(aieng_kernel: Kernel
     async with aieng_kernel.bus.subscribe("stage.*", name="lazy") as sub:
         for i in range(aieng_kernel.bus._buffer + 5):
             aieng_kernel.bus.publish(_event(i))
-        await anyio.sleep(0.6)
+        await settle(lambda: bool(reports))
         assert sub.dropped == 5
     assert [(e.subscriber, e.dropped) for e in reports] == [("lazy", 5)]  # type: ignore[attr-defined]
 
@@ -201,9 +206,9 @@ async def test_plugin_registered_while_running_receives_events(aieng_kernel: Ker
     module.aieng_on_event = aieng_on_event  # type: ignore[attr-defined]
     with register_plugin(module, "listener"):
         aieng_kernel.bus.publish(_event(1))
-        await anyio.sleep(0.05)
+        await settle(lambda: bool(seen))
     aieng_kernel.bus.publish(_event(2))
-    await anyio.sleep(0.05)
+    await anyio.sleep(0.05)  # (nothing to wait for: delivery must not happen)
     assert seen == ["stage.finished"]
 
 
@@ -223,5 +228,5 @@ async def test_pipeline_built_before_start_subscribes_its_components() -> None:
     pipeline = kernel.compose({"llm": ScriptedBackend(), "monitor": Monitor()})
     async with kernel:
         result = await pipeline.run("hi")
-        await anyio.sleep(0.05)
+        await settle(lambda: len(received) >= len(result.events))
     assert received == [e.name for e in result.events]

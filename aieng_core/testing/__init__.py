@@ -5,7 +5,7 @@ aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder``
 ``captured_events``. The building blocks are importable for use outside pytest.
 """
 
-from ._kit import EventCapture, HookRecorder, isolated_kernel, registered
+from ._kit import EventCapture, HookRecorder, isolated_kernel, registered, settle
 from .doubles import HashEmbedder, ScriptedBackend
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "ScriptedBackend",
     "isolated_kernel",
     "registered",
+    "settle",
 ]

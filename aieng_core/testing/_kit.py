@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
+import anyio
 from aieng_hookspecs.types import Event
 
 from ..dispatch import ImplCall
 from ..kernel import Kernel
 from ..registry import PluginInfo
 
-__all__ = ["EventCapture", "HookRecorder", "isolated_kernel", "registered"]
+__all__ = ["EventCapture", "HookRecorder", "isolated_kernel", "registered", "settle"]
 
 E = TypeVar("E", bound=Event)
 
@@ -32,6 +33,16 @@ async def isolated_kernel(
     async with Kernel(builtins=builtins, loop_block_threshold=loop_block_threshold,
                       **kwargs) as kernel:
         yield kernel
+
+
+async def settle(done: Callable[[], bool], *, limit: float = 10.0) -> None:
+    """Let the event loop run (the bus deliver, callbacks finish) until ``done()`` holds;
+    fails with ``TimeoutError`` after ``limit`` seconds. Waiting for a condition, not a
+    fixed sleep, keeps a test right on a loaded machine.
+    """
+    with anyio.fail_after(limit):
+        while not done():
+            await anyio.sleep(0.005)
 
 
 @contextmanager

@@ -4,11 +4,9 @@ not, embeds through the pipeline's embedder, and takes judge scores."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import aieng_drift
-import anyio
 import attrs
 import numpy as np
 import pytest
@@ -17,7 +15,7 @@ from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Event, Sample, Score
 
 from aieng_core import ConfigError, Kernel
-from aieng_core.testing import EventCapture, HashEmbedder, ScriptedBackend
+from aieng_core.testing import EventCapture, HashEmbedder, ScriptedBackend, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -29,13 +27,6 @@ def requests(seed: int, count: int, mean_words: float) -> list[str]:
     rng = np.random.default_rng(seed)
     return [" ".join(rng.choice(WORDS, size=int(rng.poisson(mean_words)) + 1))
             for _ in range(count)]
-
-
-async def settle(done: Callable[[], bool], limit: float = 10.0) -> None:
-    """Let the bus deliver until ``done()`` holds."""
-    with anyio.fail_after(limit):
-        while not done():
-            await anyio.sleep(0.005)
 
 
 def drift(**values: Any) -> DriftComponent:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
-import anyio
-
-__all__ = ["INTENTS", "FakeClock", "intent_split", "settle"]
+__all__ = ["INTENTS", "FakeClock", "intent_split"]
 
 #: 80 labelled support requests, 20 per intent (billing, tech, shipping, account).
 INTENTS = Path(__file__).resolve().parent / "data" / "intents.jsonl"
@@ -42,9 +39,4 @@ def intent_split(train_per_label: int = 12) -> tuple[dict[str, list[str]],
     return train, held
 
 
-async def settle(done: Callable[[], bool], *, limit: float = 5.0) -> None:
-    """Let the bus deliver events until ``done()`` holds (fails after ``limit`` s)."""
-    with anyio.fail_after(limit):
-        while not done():
-            await anyio.sleep(0.005)
 

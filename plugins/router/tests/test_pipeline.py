@@ -22,10 +22,16 @@ from aieng_router import (
     RuleOptions,
     RuleRouter,
 )
-from router_testing import FakeClock, intent_split, settle
+from router_testing import FakeClock, intent_split
 
 from aieng_core import ConfigError, HookError, Kernel
-from aieng_core.testing import EventCapture, HashEmbedder, ScriptedBackend, isolated_kernel
+from aieng_core.testing import (
+    EventCapture,
+    HashEmbedder,
+    ScriptedBackend,
+    isolated_kernel,
+    settle,
+)
 
 pytestmark = pytest.mark.anyio
 
