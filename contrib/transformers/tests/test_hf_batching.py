@@ -69,14 +69,16 @@ class TestBatchedEmbedderConformance(BackendSuite):
 
 class Doubler:
     """A batch function: each item doubled; item < 0 raises (as a whole-batch failure);
-    it records batch sizes and can be slowed down."""
+    it records batch sizes, says when its first batch started, and can be slowed down."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.sizes: list[int] = []
         self.delay = delay
+        self.started = threading.Event()
 
     def __call__(self, tickets: Sequence[Ticket[int, int]]) -> list[int | BaseException]:
         self.sizes.append(len(tickets))
+        self.started.set()
         time.sleep(self.delay)
         if any(t.item < 0 for t in tickets):
             raise ValueError(f"negative: {[t.item for t in tickets if t.item < 0]}")
@@ -139,9 +141,8 @@ async def test_a_cancelled_caller_does_not_break_the_batch() -> None:
 
 async def test_stop_fails_what_is_queued() -> None:
     """Items still queued when the batcher stops fail with RuntimeError, not hang."""
-    batcher: Batcher[int, int] = Batcher(
-        Doubler(delay=0.1), max_batch=1, max_wait_ms=0, name="test"
-    )
+    work = Doubler(delay=0.1)
+    batcher: Batcher[int, int] = Batcher(work, max_batch=1, max_wait_ms=0, name="test")
     outcomes: list[object] = []
 
     async def call(item: int) -> None:
@@ -153,7 +154,8 @@ async def test_stop_fails_what_is_queued() -> None:
     async with anyio.create_task_group() as tg:
         for item in range(3):
             tg.start_soon(call, item)
-        await anyio.sleep(0.03)
+        # the first item is being run (0.1 s), the other two wait in the queue
+        assert await anyio.to_thread.run_sync(work.started.wait, 10.0)
         await anyio.to_thread.run_sync(batcher.stop)
     assert outcomes[0] == 0 and sorted(map(str, outcomes[1:])) == ["RuntimeError"] * 2
     assert await batcher.submit(7) == 14  # a later submit starts a new thread
