@@ -420,9 +420,11 @@ def _rebased(schema: Any, rename: Any) -> Any:
 
 
 class _CallAutomaton:
-    """What both call constraints share: a start state and a character step."""
+    """What the call constraints share: a start state, a character step, and the step
+    inside a ``response_schema``'s document."""
 
     _first: tuple[Any, ...]
+    _answer: JsonMachine | None = None
 
     def start(self) -> tuple[Any, ...]:
         return self._first
@@ -437,6 +439,12 @@ class _CallAutomaton:
 
     def _step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
         raise NotImplementedError
+
+    def _document(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
+        # ("s",): the document's first character; ("a", j): one inside it
+        assert self._answer is not None
+        after = self._answer.feed(self._answer.start() if state[0] == "s" else state[1], c)
+        return None if after is None else ("a", after)
 
 
 class ToolCallConstraint(_CallAutomaton):
@@ -502,14 +510,9 @@ class ToolCallConstraint(_CallAutomaton):
             return ("l", 1) if c == OPEN[0] else None
         if kind == "s":
             assert self._answer is not None
-            if c == OPEN[0]:
-                return ("l", 1)
-            after = self._answer.feed(self._answer.start(), c)
-            return None if after is None else ("a", after)
+            return ("l", 1) if c == OPEN[0] else self._document(state, c)
         if kind == "a":
-            assert self._answer is not None
-            after = self._answer.feed(state[1], c)
-            return None if after is None else ("a", after)
+            return self._document(state, c)
         return None  # "z": nothing may follow
 
     def accepting(self, state: tuple[Any, ...]) -> bool:
@@ -609,17 +612,105 @@ class BareCallConstraint(_CallAutomaton):
         return self._call_least
 
 
-# States of the mistral format (tuples, hashable):
+# States of both mistral formats (tuples, hashable):
 #   ("t", k)   free text; its last k characters are the first k of MARKER spelled out
 #              (the letters of the whole marker are refused: only the token writes it)
 #   ("s",)     the start of an answer that is a schema's document or calls
 #   ("a", j)   inside the schema's document, j the answer machine's state
 #   ("n",)     where MARK must come
+# and, after MARK, the states of each format's calls (see the two classes).
+
+
+class _MarkedAutomaton(_CallAutomaton):
+    """What both Mistral formats share: free text (never a marker, nor the first marker
+    spelled out), :data:`MARK` opening the calls, and under ``auto`` with a
+    ``response_schema`` the schema's document instead; the calls are the subclass's."""
+
+    def _begin(self, plan: ToolPlan, answer: JsonMachine | None) -> None:
+        if not plan.constrained:
+            raise ValueError("tool_choice 'none' is not a constraint")
+        self._answer = answer if plan.choice == "auto" else None
+        if self._answer is not None:
+            self._first = ("s",)
+        elif plan.choice == "auto":
+            self._first = ("t", 0)
+        else:
+            self._first = ("n",)
+
+    # -- the calls: after MARK ------------------------------------------------------------
+
+    def _opened(self) -> tuple[Any, ...]:
+        raise NotImplementedError  # the state after MARK
+
+    def _call_least(self) -> int:
+        raise NotImplementedError  # the fewest characters after MARK
+
+    def _call_step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
+        raise NotImplementedError
+
+    def _call_accepting(self, state: tuple[Any, ...]) -> bool:
+        raise NotImplementedError
+
+    def _call_complete(self, state: tuple[Any, ...]) -> bool:
+        raise NotImplementedError
+
+    def _call_min(self, state: tuple[Any, ...]) -> int:
+        raise NotImplementedError
+
+    # -- text, the marker, the document ---------------------------------------------------
+
+    def _step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
+        kind = state[0]
+        if kind not in ("t", "s", "a", "n"):
+            return self._call_step(state, c)
+        if c == MARK:
+            return self._opened() if kind != "a" else None
+        if c in MARKS.values():  # the other markers only inside calls
+            return None
+        if kind == "t":
+            matched = _watched(MARKER, state[1], c)
+            return None if matched == len(MARKER) else ("t", matched)
+        if kind in ("s", "a"):
+            return self._document(state, c)
+        return None  # "n": only the marker
+
+    def accepting(self, state: tuple[Any, ...]) -> bool:
+        kind = state[0]
+        if kind == "a":
+            assert self._answer is not None
+            return bool(self._answer.accepting(state[1]))
+        if kind in ("t", "s", "n"):
+            return bool(kind == "t")
+        return self._call_accepting(state)
+
+    def complete(self, state: tuple[Any, ...]) -> bool:
+        kind = state[0]
+        if kind == "a":
+            assert self._answer is not None
+            return bool(self._answer.complete(state[1]))
+        return bool(kind not in ("t", "s", "n")) and self._call_complete(state)
+
+    def min_chars(self, state: tuple[Any, ...]) -> int:
+        kind = state[0]
+        if kind == "t":
+            return 0
+        if kind == "a":
+            assert self._answer is not None
+            return int(self._answer.min_chars(state[1]))
+        if kind == "s":
+            assert self._answer is not None
+            return min(1 + self._call_least(), self._answer.min_chars(self._answer.start()))
+        if kind == "n":
+            return 1 + self._call_least()
+        return self._call_min(state)
+
+
+# The calls of the mistral format:
 #   ("m",)     after MARK: a space, or the array of calls
 #   ("j", j)   inside the array of calls, j the array machine's state
 
 
-class MarkedCallConstraint(_CallAutomaton):
+class MarkedCallConstraint(_MarkedAutomaton):
     """Text and calls in the ``mistral`` format (see the module docstring): under
     ``auto`` any text, then :data:`MARK` (the ``[TOOL_CALLS]`` token) and one JSON array
     of calls, the end; under ``required`` or a name, :data:`MARK` first.
@@ -633,8 +724,7 @@ class MarkedCallConstraint(_CallAutomaton):
     """
 
     def __init__(self, plan: ToolPlan, answer: JsonMachine | None = None) -> None:
-        if not plan.constrained:
-            raise ValueError("tool_choice 'none' is not a constraint")
+        self._begin(plan, answer)
         call = calls_schema(plan.callable, key=plan.key)
         array: dict[str, Any] = {"type": "array", "items": call, "minItems": 1}
         if "$defs" in call:  # references are to the root: the array's
@@ -645,81 +735,39 @@ class MarkedCallConstraint(_CallAutomaton):
             self._calls = JsonMachine(array)
         except SchemaError as exc:
             raise SchemaError(f"tools: {exc}") from None
-        self._answer = answer if plan.choice == "auto" else None
-        if self._answer is not None:
-            self._first = ("s",)
-        elif plan.choice == "auto":
-            self._first = ("t", 0)
-        else:
-            self._first = ("n",)
-        self._call_least = int(self._calls.min_chars(self._calls.start()))
+        self._least = int(self._calls.min_chars(self._calls.start()))
 
-    def _step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
-        kind = state[0]
-        if c in (_ARGS, _ID):  # mistral-v11's markers: never in this format
+    def _opened(self) -> tuple[Any, ...]:
+        return ("m",)
+
+    def _call_least(self) -> int:
+        return self._least
+
+    def _call_step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
+        if c in MARKS.values():
             return None
-        if c == MARK:
-            return ("m",) if kind in ("t", "s", "n") else None
-        if kind == "t":
-            matched = _watched(MARKER, state[1], c)
-            return None if matched == len(MARKER) else ("t", matched)
-        if kind in ("j", "m"):
-            if kind == "m" and c == " ":
-                return ("j", self._calls.start())
-            after = self._calls.feed(self._calls.start() if kind == "m" else state[1], c)
-            return None if after is None else ("j", after)
-        if kind in ("s", "a"):
-            assert self._answer is not None
-            after = self._answer.feed(self._answer.start() if kind == "s" else state[1], c)
-            return None if after is None else ("a", after)
-        return None  # "n": only the marker
+        if state[0] == "m" and c == " ":
+            return ("j", self._calls.start())
+        after = self._calls.feed(self._calls.start() if state[0] == "m" else state[1], c)
+        return None if after is None else ("j", after)
 
-    def accepting(self, state: tuple[Any, ...]) -> bool:
-        kind = state[0]
-        if kind == "j":
-            return bool(self._calls.accepting(state[1]))
-        if kind == "a":
-            assert self._answer is not None
-            return bool(self._answer.accepting(state[1]))
-        return bool(kind == "t")
+    def _call_accepting(self, state: tuple[Any, ...]) -> bool:
+        return state[0] == "j" and bool(self._calls.accepting(state[1]))
 
-    def complete(self, state: tuple[Any, ...]) -> bool:
-        kind = state[0]
-        if kind == "j":
-            return bool(self._calls.complete(state[1]))
-        if kind == "a":
-            assert self._answer is not None
-            return bool(self._answer.complete(state[1]))
-        return False
+    def _call_complete(self, state: tuple[Any, ...]) -> bool:
+        return state[0] == "j" and bool(self._calls.complete(state[1]))
 
-    def min_chars(self, state: tuple[Any, ...]) -> int:
-        kind = state[0]
-        if kind == "t":
-            return 0
-        if kind == "j":
-            return int(self._calls.min_chars(state[1]))
-        if kind == "m":
-            return self._call_least
-        if kind == "a":
-            assert self._answer is not None
-            return int(self._answer.min_chars(state[1]))
-        if kind == "s":
-            assert self._answer is not None
-            return min(1 + self._call_least, self._answer.min_chars(self._answer.start()))
-        return 1 + self._call_least  # "n"
+    def _call_min(self, state: tuple[Any, ...]) -> int:
+        return int(self._calls.min_chars(state[1])) if state[0] == "j" else self._least
 
 
-# States of the mistral-v11 format (tuples, hashable):
-#   ("t", k)      free text, as in the mistral format
-#   ("s",)        the start of an answer that is a schema's document or calls
-#   ("a", j)      inside the schema's document, j the answer machine's state
-#   ("n",)        where MARK must come
+# The calls of the mistral-v11 format:
 #   ("m", name)   after MARK: the name so far (a prefix of a callable tool's name)
 #   ("i", t, k)   after tool t's name and the id marker: k characters of the id written
 #   ("j", t, j)   inside tool t's arguments, j its machine's state
 
 
-class NamedCallConstraint(_CallAutomaton):
+class NamedCallConstraint(_MarkedAutomaton):
     """Text and calls in the ``mistral-v11`` format (see the module docstring): under
     ``auto`` any text, then one or more calls, each the marker, a tool's name, an
     optional id (the id marker and nine letters or digits), the arguments marker and the
@@ -733,8 +781,7 @@ class NamedCallConstraint(_CallAutomaton):
     """
 
     def __init__(self, plan: ToolPlan, answer: JsonMachine | None = None) -> None:
-        if not plan.constrained:
-            raise ValueError("tool_choice 'none' is not a constraint")
+        self._begin(plan, answer)
         self._names = tuple(t.name for t in plan.callable)
         self._machines: list[JsonMachine] = []
         for position, spec in enumerate(plan.tools):
@@ -746,90 +793,57 @@ class NamedCallConstraint(_CallAutomaton):
                 raise SchemaError(f"tools[{position}] ({spec.name}) parameters: "
                                   f"{exc}") from None
         self._parallel = plan.parallel
-        self._answer = answer if plan.choice == "auto" else None
-        if self._answer is not None:
-            self._first = ("s",)
-        elif plan.choice == "auto":
-            self._first = ("t", 0)
-        else:
-            self._first = ("n",)
         # per tool, the fewest characters from its arguments marker to the end
         self._least = [1 + int(m.min_chars(m.start())) for m in self._machines]
 
-    def _step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
+    def _opened(self) -> tuple[Any, ...]:
+        return ("m", "")
+
+    def _call_least(self) -> int:
+        return min(len(n) + least for n, least in zip(self._names, self._least, strict=True))
+
+    def _call_step(self, state: tuple[Any, ...], c: str) -> tuple[Any, ...] | None:
         kind = state[0]
-        if c in (_ARGS, _ID) and kind != "m" and not (kind == "i" and c == _ARGS):
-            return None  # the two markers only after a name (arguments: after an id too)
         if kind == "j":
             machine = self._machines[state[1]]
-            if c == MARK:
-                done = self._parallel and machine.complete(state[2])
-                return ("m", "") if done else None
+            if c == MARK:  # the next call
+                return ("m", "") if self._parallel and machine.complete(state[2]) else None
+            if c in MARKS.values():
+                return None
             after = machine.feed(state[2], c)
             return None if after is None else ("j", state[1], after)
-        if c == MARK:
-            return ("m", "") if kind in ("t", "s", "n") else None
-        if kind == "t":
-            matched = _watched(MARKER, state[1], c)
-            return None if matched == len(MARKER) else ("t", matched)
-        if kind == "m":
-            if c in (_ARGS, _ID):
-                if state[1] not in self._names:
-                    return None
-                tool = self._names.index(state[1])
-                start = self._machines[tool].start()
-                return ("j", tool, start) if c == _ARGS else ("i", tool, 0)
-            name = state[1] + c
-            return ("m", name) if any(n.startswith(name) for n in self._names) else None
         if kind == "i":
             if state[2] < _ID_LENGTH:
                 ok = c.isascii() and c.isalnum()
                 return ("i", state[1], state[2] + 1) if ok else None
             return ("j", state[1], self._machines[state[1]].start()) if c == _ARGS else None
-        if kind in ("s", "a"):
-            assert self._answer is not None
-            after = self._answer.feed(self._answer.start() if kind == "s" else state[1], c)
-            return None if after is None else ("a", after)
-        return None  # "n": only the marker
+        # "m": the name, then the id's or the arguments' marker
+        if c in (_ARGS, _ID):
+            if state[1] not in self._names:
+                return None
+            tool = self._names.index(state[1])
+            return ("j", tool, self._machines[tool].start()) if c == _ARGS else ("i", tool, 0)
+        name = state[1] + c
+        if c == MARK or not any(n.startswith(name) for n in self._names):
+            return None
+        return ("m", name)
 
-    def accepting(self, state: tuple[Any, ...]) -> bool:
-        kind = state[0]
-        if kind == "j":
-            return bool(self._machines[state[1]].accepting(state[2]))
-        if kind == "a":
-            assert self._answer is not None
-            return bool(self._answer.accepting(state[1]))
-        return bool(kind == "t")
+    def _call_accepting(self, state: tuple[Any, ...]) -> bool:
+        return state[0] == "j" and bool(self._machines[state[1]].accepting(state[2]))
 
-    def complete(self, state: tuple[Any, ...]) -> bool:
-        kind = state[0]
-        if kind == "j":
-            return not self._parallel and bool(self._machines[state[1]].complete(state[2]))
-        if kind == "a":
-            assert self._answer is not None
-            return bool(self._answer.complete(state[1]))
-        return False
+    def _call_complete(self, state: tuple[Any, ...]) -> bool:
+        return (state[0] == "j" and not self._parallel
+                and bool(self._machines[state[1]].complete(state[2])))
 
-    def min_chars(self, state: tuple[Any, ...]) -> int:
+    def _call_min(self, state: tuple[Any, ...]) -> int:
         kind = state[0]
-        if kind == "t":
-            return 0
         if kind == "j":
             return int(self._machines[state[1]].min_chars(state[2]))
         if kind == "i":
             return _ID_LENGTH - int(state[2]) + int(self._least[state[1]])
-        if kind == "a":
-            assert self._answer is not None
-            return int(self._answer.min_chars(state[1]))
-        pairs = list(zip(self._names, self._least, strict=True))
-        if kind == "m":
-            return min(len(n) - len(state[1]) + least for n, least in pairs
-                       if n.startswith(state[1]))
-        call = 1 + min(len(n) + least for n, least in pairs)
-        if kind == "s":
-            assert self._answer is not None
-            return min(call, self._answer.min_chars(self._answer.start()))
-        return call  # "n"
+        return min(len(n) - len(state[1]) + least  # "m"
+                   for n, least in zip(self._names, self._least, strict=True)
+                   if n.startswith(state[1]))
 
 
 def call_constraint(plan: ToolPlan, answer: JsonMachine | None = None

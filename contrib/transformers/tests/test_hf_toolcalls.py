@@ -300,6 +300,18 @@ def test_unfinished_calls_are_kept_as_text() -> None:
     assert split_calls(whole, ToolPlan((ADD,), "none", True)) == (whole, ())
 
 
+def finished(stream: ToolText, shown: list[str], text: str,
+             plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
+    """Ends ``stream``: what it showed plus the rest it gives at the end is the content
+    :func:`split_calls` reads in ``text``, and its calls are the same; returns the rest
+    and the calls."""
+    rest, calls = stream.finish()
+    content, expected = split_calls(text, plan)
+    assert "".join(shown) + rest == content
+    assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in expected]
+    return rest, calls
+
+
 def fed_in_pieces(stream: ToolText, text: str, cuts: list[int]) -> list[str]:
     """What ``stream`` shows of ``text`` fed in pieces of the sizes ``cuts`` (cycled)."""
     shown, position, turn = [], 0, 0
@@ -331,10 +343,7 @@ def test_streamed_content_is_the_content(parts: tuple[str, list[tuple[int, int]]
     stream = ToolText(plan)
     shown = fed_in_pieces(stream, text, cuts)
     assert OPEN not in "".join(shown)
-    rest, calls = stream.finish()
-    content, expected = split_calls(text, plan)
-    assert "".join(shown) + rest == content
-    assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in expected]
+    finished(stream, shown, text, plan)
 
 
 # -- prompts -------------------------------------------------------------------------------
@@ -622,12 +631,9 @@ def test_llama3_streamed_content_is_the_content(text: str, cut: bool, cuts: list
         text = text[:-3]
     stream = ToolText(plan)
     shown = fed_in_pieces(stream, text, cuts)
-    rest, calls = stream.finish()
-    content, expected = split_calls(text, plan)
-    if expected:
+    rest, calls = finished(stream, shown, text, plan)
+    if calls:
         assert "".join(shown) == "" and rest == ""
-    assert "".join(shown) + rest == content
-    assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in expected]
 
 
 LLAMA3 = (
@@ -915,10 +921,7 @@ def test_mistral_streamed_content_is_the_content(tool_format: str,
     stream = ToolText(plan)
     shown = fed_in_pieces(stream, text, cuts)
     assert MARKER not in "".join(shown)
-    rest, calls = stream.finish()
-    content, expected = split_calls(text, plan)
-    assert "".join(shown) + rest == content
-    assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in expected]
+    finished(stream, shown, text, plan)
 
 
 #: A template in the shape of Mistral 7B Instruct v0.3's (written for this test): tools in
