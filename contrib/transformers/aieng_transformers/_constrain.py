@@ -48,7 +48,8 @@ import torch
 
 from ._jsonschema import JsonMachine, SchemaError
 from ._regexfsm import Pattern, RegexError
-from ._toolcalls import MARKS, ToolPlan, call_constraint
+from ._toolcalls import MARKS, ToolPlan
+from ._toolfsm import call_constraint
 
 __all__ = ["Constraint", "Guide", "Heads", "JsonConstraint", "RegexConstraint", "SchemaError",
            "constraint_for", "marked_texts", "token_heads", "token_texts"]
@@ -158,7 +159,7 @@ def constraint_for(response_schema: Mapping[str, Any] | None, metadata: Mapping[
 
     With a tool plan (:func:`~._toolcalls.tool_plan`, whose ``tool_choice`` is not
     ``none``) the output is text and tool calls in the plan's format
-    (:func:`~._toolcalls.call_constraint`); with ``tool_choice`` ``auto`` and a
+    (:func:`~._toolfsm.call_constraint`); with ``tool_choice`` ``auto`` and a
     ``response_schema``, either the schema's document or calls (``hermes`` format only).
 
     :raises ValueError: when both a schema and a regex are given, a regex with tools, when

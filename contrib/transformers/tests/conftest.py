@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 # The tiny-model builders sit beside this file; test modules import them as ``_tiny``.
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _tiny import chain_llama, random_llama, require_distribution, tiny_bert
 from aieng_transformers import MiniLMEmbedder, MiniLMOptions, SmolLM2Backend, SmolLM2Options
+from aieng_transformers._toolcalls import ARGS, CALL_ID, MARKER
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +77,24 @@ def shipped_minilm() -> MiniLMEmbedder:
     embedder = MiniLMEmbedder(MiniLMOptions())
     embedder.load()
     return embedder
+
+
+@pytest.fixture(scope="module")
+def long_backend(tmp_path_factory: pytest.TempPathFactory) -> SmolLM2Backend:
+    """A random tiny Llama with room for a prompt listing tools in bytes."""
+    folder = random_llama(tmp_path_factory.mktemp("long"), max_positions=4096)
+    return SmolLM2Backend(SmolLM2Options(path=str(folder)))
+
+
+@pytest.fixture(scope="module")
+def format_backends(long_backend: SmolLM2Backend,
+                    tmp_path_factory: pytest.TempPathFactory) -> dict[str, SmolLM2Backend]:
+    """The long random model in each tool format (for ``mistral`` with a tokenizer that
+    has the ``[TOOL_CALLS]`` token)."""
+    marked = random_llama(tmp_path_factory.mktemp("marked"), max_positions=4096,
+                          extra=(MARKER, ARGS, CALL_ID))
+    return {"hermes": long_backend,
+            "llama3": SmolLM2Backend(attrs.evolve(long_backend.options, tool_format="llama3")),
+            "mistral": SmolLM2Backend(SmolLM2Options(path=str(marked), tool_format="mistral")),
+            "mistral-v11": SmolLM2Backend(SmolLM2Options(path=str(marked),
+                                                         tool_format="mistral-v11"))}
