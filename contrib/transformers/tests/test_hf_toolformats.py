@@ -259,11 +259,15 @@ async def test_smollm2_calls_tools_in_llama3(shipped_smollm2: SmolLM2Backend,
 MARKED = [*LINES, *[MARK] * 20, *[MARKS[ARGS]] * 10, *[MARKS[CALL_ID]] * 5]
 
 
-def marked(*calls: tuple[str, Any], spaced: bool = True) -> str:
-    """Calls as the mistral format writes them (the marker as the decoded text shows it)."""
-    items = ", ".join(json.dumps({"name": name, "arguments": arguments},
-                                 separators=(",", ":") if not spaced else None)
-                      for name, arguments in calls)
+def marked(*calls: tuple[str, Any], spaced: bool = True, compact: bool = False) -> str:
+    """Calls as the mistral format writes them (the marker as the decoded text shows it);
+    ``spaced``: a space after the marker and in the call objects; ``compact``: the
+    arguments without spaces (``enum`` / ``const`` data is written compactly)."""
+    between = (", ", ": ") if spaced else (",", ":")
+    items = between[0].join(
+        f'{{"name"{between[1]}{json.dumps(name)},{" " if spaced else ""}"arguments"{between[1]}'
+        f'{json.dumps(arguments, separators=(",", ":") if compact else None)}}}'
+        for name, arguments in calls)
     return f"{MARKER}{' ' if spaced else ''}[{items}]"
 
 
@@ -340,7 +344,7 @@ def test_mistral_written_calls_are_accepted_and_read_back(
     plan = ToolPlan(tools, "auto", True, tool_format)  # type: ignore[arg-type]
     machine = call_constraint(plan)
     wanted = draw_calls(data, tools, most=3)
-    text = prefix + (marked(*wanted, spaced=spaced) if tool_format == "mistral"
+    text = prefix + (marked(*wanted, spaced=spaced, compact=True) if tool_format == "mistral"
                      else named(*wanted, ids=tuple(ids)))
     state = machine.feed(machine.start(), as_fed(text))
     assert state is not None and machine.accepting(state), text
