@@ -30,6 +30,10 @@ repeat. The burst's vectors are checked against the unbatched ones (max |differe
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/embed_batching.py --repeats 3 --json out.json
 
 ``--dtype bfloat16`` runs both components in bfloat16 (the ``minilm`` option).
+``--component minilm-onnx`` measures the ONNX Runtime embedder (contrib/onnx, CPU
+provider, ``intra_op_threads`` = ``--threads``) instead, in ``--precision`` fp32 or int8,
+with the same ``max_batch`` / ``max_wait_ms`` / ``batch_size`` (its least-padding cuts
+instead of packed passes). ``--profile`` splits the torch component only.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ import anyio
 import numpy as np
 import torch
 from aieng_transformers import MiniLMEmbedder, MiniLMOptions
+
+#: Either embedder: both take ``max_batch`` and expose ``batcher()``.
+Embedder = Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,7 +91,7 @@ class Clock:
         self.cpu = time.process_time() - self.cpu
 
 
-async def unbatched(embedder: MiniLMEmbedder, texts: list[str]) -> tuple[Clock, np.ndarray]:
+async def unbatched(embedder: Embedder, texts: list[str]) -> tuple[Clock, np.ndarray]:
     """The requests one by one, and their vectors."""
     out = []
     with Clock() as clock:
@@ -95,9 +102,7 @@ async def unbatched(embedder: MiniLMEmbedder, texts: list[str]) -> tuple[Clock, 
     return clock, np.stack(out)
 
 
-async def burst(
-    embedder: MiniLMEmbedder, texts: list[str]
-) -> tuple[Clock, list[float], np.ndarray]:
+async def burst(embedder: Embedder, texts: list[str]) -> tuple[Clock, list[float], np.ndarray]:
     """All requests issued at once: the run, each one's latency, the vectors."""
     latencies = [0.0] * len(texts)
     out: list[Any] = [None] * len(texts)
@@ -116,9 +121,7 @@ async def burst(
     return clock, latencies, np.stack(out)
 
 
-async def clients(
-    embedder: MiniLMEmbedder, texts: list[str], count: int
-) -> tuple[Clock, list[float]]:
+async def clients(embedder: Embedder, texts: list[str], count: int) -> tuple[Clock, list[float]]:
     """``count`` closed-loop clients getting through the requests."""
     latencies: list[float] = []
     queue = iter(range(len(texts)))
@@ -147,7 +150,7 @@ def arrivals(count: int, rate: float, seed: int) -> list[float]:
 
 
 async def open_loop(
-    embedder: MiniLMEmbedder, texts: list[str], offsets: list[float]
+    embedder: Embedder, texts: list[str], offsets: list[float]
 ) -> tuple[Clock, float, list[float]]:
     """Requests sent at ``offsets``: the run, the seconds from the first arrival to the
     last answer, each latency from its scheduled arrival."""
@@ -171,9 +174,7 @@ async def open_loop(
     return clock, max(done) - start, latencies
 
 
-async def lone(
-    plain: MiniLMEmbedder, batched: MiniLMEmbedder, texts: list[str]
-) -> tuple[float, float]:
+async def lone(plain: Embedder, batched: Embedder, texts: list[str]) -> tuple[float, float]:
     """Median latency of lone calls (nothing else running) to each component, alternated."""
     times: dict[str, list[float]] = {"plain": [], "batched": []}
     for text in texts:
@@ -184,7 +185,7 @@ async def lone(
     return statistics.median(times["plain"]), statistics.median(times["batched"])
 
 
-async def lone_spaced(plain: MiniLMEmbedder, texts: list[str]) -> float:
+async def lone_spaced(plain: Embedder, texts: list[str]) -> float:
     """Median latency of lone calls to the unbatched component 50 ms apart (an idle
     server's request: on this shared machine such a call runs markedly slower than one
     right after another, its weights and caches gone cold)."""
@@ -197,18 +198,35 @@ async def lone_spaced(plain: MiniLMEmbedder, texts: list[str]) -> float:
     return statistics.median(times)
 
 
+def make(args: argparse.Namespace, *, batched: bool) -> Embedder:
+    """The unbatched or the batched component ``--component`` names."""
+    batching: dict[str, Any] = (
+        {
+            "max_batch": args.max_batch,
+            "max_wait_ms": args.max_wait_ms,
+            "batch_size": args.batch_size,
+        }
+        if batched
+        else {}
+    )
+    if args.component == "minilm":
+        return MiniLMEmbedder(MiniLMOptions(dtype=args.dtype, **batching))
+    from aieng_onnx import MiniLMOnnxEmbedder, MiniLMOnnxOptions
+
+    return MiniLMOnnxEmbedder(
+        MiniLMOnnxOptions(
+            precision=args.precision,
+            providers=("cpu",),
+            intra_op_threads=args.threads,
+            **batching,
+        )
+    )
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """All measurements."""
     texts = sentences(args.requests)
-    plain = MiniLMEmbedder(MiniLMOptions(dtype=args.dtype))
-    batched = MiniLMEmbedder(
-        MiniLMOptions(
-            max_batch=args.max_batch,
-            max_wait_ms=args.max_wait_ms,
-            batch_size=args.batch_size,
-            dtype=args.dtype,
-        )
-    )
+    plain, batched = make(args, batched=False), make(args, batched=True)
     await plain.aieng_pipeline_open()
     await batched.aieng_pipeline_open()
     await lone(plain, batched, texts[:20])  # warm-up
@@ -259,7 +277,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def counted(embedder: MiniLMEmbedder) -> tuple[int, int]:
+def counted(embedder: Embedder) -> tuple[int, int]:
     """The batcher's (batches, items) so far."""
     batcher = embedder.batcher()
     return batcher.batches, batcher.items
@@ -309,7 +327,8 @@ def summarize(
         "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms,
         "batch_size": args.batch_size,
-        "dtype": args.dtype,
+        "component": args.component,
+        "dtype": args.dtype if args.component == "minilm" else args.precision,
         "clients": args.clients,
         "repeats": args.repeats,
         "open_requests": args.open_requests,
@@ -466,11 +485,29 @@ def main(argv: list[str] | None = None) -> int:
         default="float32",
         help="both components' torch dtype (bfloat16: AMX on recent Intel CPUs)",
     )
+    parser.add_argument(
+        "--component",
+        choices=["minilm", "minilm-onnx"],
+        default="minilm",
+        help="the torch embedder (aieng-transformers) or ONNX Runtime's (aieng-onnx)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "int8"],
+        default="fp32",
+        help="minilm-onnx's precision (with --component minilm-onnx)",
+    )
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument(
         "--profile", action="store_true", help="only split a burst's CPU time (see profile())"
     )
     args = parser.parse_args(argv)
+    if args.profile and args.component != "minilm":
+        parser.error("--profile splits the torch component's passes: --component minilm")
+    if args.component == "minilm" and args.precision != "fp32":
+        parser.error("--precision is minilm-onnx's option; minilm takes --dtype")
+    if args.component != "minilm" and args.dtype != "float32":
+        parser.error("--dtype is minilm's option; minilm-onnx takes --precision")
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     started = time.perf_counter()

@@ -24,6 +24,7 @@ __all__ = ["MiniLMOnnxEmbedder", "load_tokenizer"]
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+    from aieng_transformers._batching import EmbedBatcher
 
     Vectors = npt.NDArray[np.float32]
 
@@ -53,7 +54,9 @@ class MiniLMOnnxEmbedder:
     first rewritten once with ONNX Runtime's offline BERT fusions (and int8 quantizes that
     graph). The session tries TensorRT, then CUDA, then
     the CPU; :attr:`providers` says what it really got. The model loads on first use, or
-    when its pipeline opens, in a worker thread; each call encodes in a worker thread.
+    when its pipeline opens, in a worker thread; each call encodes in a worker thread, or,
+    with ``max_batch`` > 1, joins the texts of concurrent calls in one batch (the torch
+    ``minilm``'s dynamic batcher).
 
     :param options: the typed options (defaults when ``None``).
     """
@@ -68,6 +71,7 @@ class MiniLMOnnxEmbedder:
         self.exported: bool | None = None
         self._encoder: OnnxEncoder | None = None
         self._loading = threading.Lock()
+        self._batcher: EmbedBatcher | None = None
 
     def source(self) -> Path:
         """The encoder folder to export.
@@ -161,25 +165,52 @@ class MiniLMOnnxEmbedder:
         """Whether ``model`` is this embedder's (``None``: the default embedder's)."""
         return model is None or model == self.model
 
+    def batcher(self) -> EmbedBatcher:
+        """The dynamic batcher of ``aieng_embed`` (``max_batch`` > 1): the batch's texts
+        in one :meth:`encode`, cut into forward passes as ``batching`` says."""
+        if self._batcher is None:
+            from aieng_transformers._batching import EmbedBatcher
+
+            self._batcher = EmbedBatcher(
+                self.encode, max_batch=self.options.max_batch,
+                max_wait_ms=self.options.max_wait_ms, name=f"aieng-onnx-batch-{self.model}")
+        return self._batcher
+
     @hookimpl
     async def aieng_pipeline_open(self) -> None:
-        """Export (once) and load the model before the first request."""
+        """Export (once) and load the model before the first request; start the batcher
+        (``max_batch`` > 1)."""
         if self._encoder is None:
             await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
+        if self.options.max_batch > 1:
+            self.batcher().start()
 
     @hookimpl
     async def aieng_pipeline_close(self) -> None:
-        """End the encoder's worker threads (``workers`` > 1; a later call makes new ones)."""
+        """Stop the batcher after the batch in hand, and end the encoder's worker threads
+        (``workers`` > 1; a later call makes new ones)."""
+        if self._batcher is not None:
+            await anyio.to_thread.run_sync(self._batcher.stop)
         if self._encoder is not None:
             await anyio.to_thread.run_sync(self._encoder.close)
 
     @hookimpl
     async def aieng_embed(self, texts: Sequence[str], model: str | None) -> Vectors | None:
-        """One unit vector per text, in order (``None`` for another model)."""
+        """One unit vector per text, in order (``None`` for another model).
+
+        :raises TypeError: when a text is not a string.
+        """
         if not self.serves(model):
             return None
-        if not texts:
+        from aieng_transformers._batching import checked_texts
+
+        batch = checked_texts(texts)
+        if not batch:
             import numpy as np
 
             return np.empty((0, self._dimension_without_loading()), dtype=np.float32)
-        return await anyio.to_thread.run_sync(self.encode, list(texts), abandon_on_cancel=True)
+        if self.options.max_batch > 1 and len(batch) < self.options.max_batch:
+            if self._encoder is None:
+                await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
+            return await self.batcher().submit(batch, size=len(batch))
+        return await anyio.to_thread.run_sync(self.encode, batch, abandon_on_cancel=True)

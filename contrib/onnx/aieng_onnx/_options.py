@@ -7,6 +7,7 @@ from typing import Literal
 
 import attrs
 from aieng_transformers import SmolLM2Options
+from aieng_transformers._options import _wait
 from attrs import validators as v
 
 __all__ = ["DEFAULT_EMBED_MODEL", "PROVIDERS", "Batching", "CausalPrecision", "GraphOptimization",
@@ -88,6 +89,12 @@ class MiniLMOnnxOptions:
         where ONNX Runtime's u8 × s8 kernels add products in 16 bits with saturation
         (on an AVX2-only AMD EPYC: MiniLM's mean cosine to fp32 0.99289 with ``u8``
         against 0.99225 with ``s8``, for 15 % of int8's speed). Each choice has its file.
+    :param max_batch: dynamic batching: the texts of concurrent ``aieng_embed`` calls
+        encoded together, at most this many per batch (then cut into forward passes as
+        ``batching`` says); 1 (default): off, each call encodes alone. A call of
+        ``max_batch`` texts or more runs alone. fp32 vectors do not depend on it; int8
+        ones slightly do (activations are quantized per forward pass).
+    :param max_wait_ms: how long a batch waits for more calls after its first.
     """
 
     path: str | None = attrs.field(default=None, validator=_opt_str)
@@ -107,6 +114,8 @@ class MiniLMOnnxOptions:
     optimize: GraphOptimization = attrs.field(default="runtime",
                                               validator=v.in_(("runtime", "bert")))
     int8_weights: Int8WeightsOption = attrs.field(default="auto", validator=_int8_weights)
+    max_batch: int = attrs.field(default=1, validator=_positive)
+    max_wait_ms: float = attrs.field(default=5.0, converter=float, validator=_wait)
 
     def __attrs_post_init__(self) -> None:
         _check_int8_weights(self.int8_weights, self.precision)
@@ -185,6 +194,8 @@ class SmolLM2OnnxOptions(SmolLM2Options):
         validator=v.deep_iterable(v.and_(v.instance_of(str), v.min_len(1))))
     io_binding: bool | None = attrs.field(default=None, validator=v.optional(v.instance_of(bool)))
     int8_weights: Int8WeightsOption = attrs.field(default="auto", validator=_int8_weights)
+    max_batch: int = attrs.field(default=1, validator=_positive)
+    max_wait_ms: float = attrs.field(default=5.0, converter=float, validator=_wait)
 
     def __attrs_post_init__(self) -> None:
         _check_int8_weights(self.int8_weights, self.precision)

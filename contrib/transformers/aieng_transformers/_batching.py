@@ -30,7 +30,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -38,7 +38,13 @@ import anyio.lowlevel
 import attrs
 import structlog
 
-__all__ = ["Batcher", "Ticket"]
+__all__ = ["Batcher", "EmbedBatcher", "Ticket", "checked_texts"]
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Vectors = npt.NDArray[np.float32]
 
 log = structlog.get_logger(__name__)
 
@@ -237,3 +243,48 @@ class Batcher(Generic[T, R]):
 def _set_all(tickets: list[Ticket[Any, Any]]) -> None:
     for ticket in tickets:
         ticket.done.set()
+
+
+def checked_texts(texts: Sequence[object]) -> list[str]:
+    """``texts`` as a list of strings; checked before a call joins a batch, so a caller
+    passing something else fails alone, with its own error.
+
+    :raises TypeError: naming the first item that is not a string.
+    """
+    for value in texts:
+        if not isinstance(value, str):
+            raise TypeError(
+                f"aieng_embed takes strings, not {type(value).__name__}: {value!r:.80}"
+            )
+    return list(texts)  # type: ignore[arg-type]
+
+
+class EmbedBatcher(Batcher[list[str], "Vectors"]):
+    """Dynamic batching of embed calls: the texts of concurrent calls go to ``encode`` as
+    one list (one tokenizer call, the encoder's own passes over all of them) and each
+    caller gets its own rows, copied out of the batch's array.
+
+    :param encode: blocking: texts in, one row per text out, in order.
+    """
+
+    def __init__(
+        self,
+        encode: Callable[[list[str]], Vectors],
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+        name: str,
+    ) -> None:
+        super().__init__(
+            self._encode_batch, max_batch=max_batch, max_wait_ms=max_wait_ms, name=name
+        )
+        self._encode = encode
+
+    def _encode_batch(self, tickets: Sequence[Ticket[list[str], Vectors]]) -> list[Vectors]:
+        vectors = self._encode([text for ticket in tickets for text in ticket.item])
+        out: list[Vectors] = []
+        start = 0
+        for ticket in tickets:
+            out.append(vectors[start : start + len(ticket.item)].copy())
+            start += len(ticket.item)
+        return out

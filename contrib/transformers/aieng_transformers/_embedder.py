@@ -24,17 +24,11 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from ._batching import Batcher, Ticket
+    from ._batching import EmbedBatcher
 
     Vectors = npt.NDArray[np.float32]
 
 log = structlog.get_logger(__name__)
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"aieng_embed takes strings, not {type(value).__name__}: {value!r:.80}")
-    return value
 
 
 class _Encoder:
@@ -375,7 +369,7 @@ class MiniLMEmbedder:
         )
         self._encoder: _Encoder | None = None
         self._loading = threading.Lock()
-        self._batcher: Batcher[list[str], Vectors] | None = None
+        self._batcher: EmbedBatcher | None = None
 
     def source(self) -> Path:
         """The encoder folder to load.
@@ -466,30 +460,20 @@ class MiniLMEmbedder:
         """Whether ``model`` is this embedder's (``None``: the default embedder's)."""
         return model is None or model == self.model
 
-    def batcher(self) -> Batcher[list[str], Vectors]:
-        """The dynamic batcher of ``aieng_embed`` (``max_batch`` > 1)."""
+    def batcher(self) -> EmbedBatcher:
+        """The dynamic batcher of ``aieng_embed`` (``max_batch`` > 1): all the batch's
+        texts in one tokenizer call and packed passes of ``batch_size`` (padded passes
+        once lost the whole gain to padding: docs/benchmarks.md)."""
         if self._batcher is None:
-            from ._batching import Batcher
+            from ._batching import EmbedBatcher
 
-            self._batcher = Batcher(
-                self._encode_batch,
+            self._batcher = EmbedBatcher(
+                lambda texts: self.load().encode(texts),
                 max_batch=self.options.max_batch,
                 max_wait_ms=self.options.max_wait_ms,
                 name=f"aieng-batch-{self.model}",
             )
         return self._batcher
-
-    def _encode_batch(self, tickets: Sequence[Ticket[list[str], Vectors]]) -> list[Vectors]:
-        # All the batch's texts in one tokenizer call and packed passes of batch_size
-        # (padded passes once lost the whole gain to padding: docs/benchmarks.md).
-        texts = [text for ticket in tickets for text in ticket.item]
-        vectors = self.load().encode(texts)
-        out: list[Vectors] = []
-        start = 0
-        for ticket in tickets:
-            out.append(vectors[start : start + len(ticket.item)].copy())
-            start += len(ticket.item)
-        return out
 
     @hookimpl
     async def aieng_pipeline_open(self) -> None:
@@ -515,7 +499,9 @@ class MiniLMEmbedder:
 
             return np.empty((0, self._dimension_without_loading()), dtype=np.float32)
         if self.options.max_batch > 1 and len(texts) < self.options.max_batch:
-            batch = [_text(t) for t in texts]
+            from ._batching import checked_texts
+
+            batch = checked_texts(texts)
             if self._encoder is None:
                 await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
             return await self.batcher().submit(batch, size=len(batch))
