@@ -19,7 +19,7 @@ from _tiny import byte_tokenizer
 from aieng_hookspecs.types import Message, Request
 from aieng_transformers import MiniLMEmbedder, MiniLMOptions, SmolLM2Backend, SmolLM2Options
 from aieng_transformers._batched import Decoded, decode_batch
-from aieng_transformers._batching import Batcher, Ticket
+from aieng_transformers._batching import Batcher, EmbedBatcher, Ticket, checked_texts
 from aieng_transformers._causal import CausalLM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -202,6 +202,66 @@ def test_any_interleaving_routes_results(
 
 
 # -- embeddings ----------------------------------------------------------------------------
+
+
+def rows_of(texts: list[str]) -> np.ndarray:
+    """A stand-in encoder: one row per text that names it (its length and code points)."""
+    out = np.zeros((len(texts), 4), dtype=np.float32)
+    for row, text in enumerate(texts):
+        out[row, 0] = len(text)
+        out[row, 1 : 1 + min(3, len(text))] = [ord(c) for c in text[:3]]
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    calls=st.lists(
+        st.tuples(st.lists(st.text(max_size=5), min_size=1, max_size=5), st.integers(0, 3)),
+        min_size=1,
+        max_size=16,
+    ),
+    max_batch=st.integers(1, 12),
+)
+def test_embed_batches_route_rows(calls: list[tuple[list[str], int]], max_batch: int) -> None:
+    """Property: concurrent embed calls through ``EmbedBatcher``, arriving in any order,
+    each get exactly their own texts' rows, in order, as arrays of their own (not views of
+    the batch's), and no batch holds more than ``max_batch`` texts (unless one call
+    alone does)."""
+    sizes: list[int] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        sizes.append(len(texts))
+        return rows_of(texts)
+
+    batcher = EmbedBatcher(encode, max_batch=max_batch, max_wait_ms=1, name="rows")
+    got: dict[int, np.ndarray] = {}
+
+    async def call(index: int, texts: list[str], delay: int) -> None:
+        await anyio.sleep(delay / 1000)
+        got[index] = await batcher.submit(texts, size=len(texts))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for index, (texts, delay) in enumerate(calls):
+                tg.start_soon(call, index, texts, delay)
+        await anyio.to_thread.run_sync(batcher.stop)
+
+    anyio.run(main)
+    for index, (texts, _) in enumerate(calls):
+        np.testing.assert_array_equal(got[index], rows_of(texts))
+        assert got[index].base is None
+    largest = max(len(texts) for texts, _ in calls)
+    assert all(size <= max(max_batch, largest) for size in sizes)
+    assert sum(sizes) == sum(len(texts) for texts, _ in calls)
+
+
+def test_checked_texts() -> None:
+    """Strings pass as a new list; anything else is a TypeError naming it."""
+    texts = ("a", "b")
+    assert checked_texts(texts) == ["a", "b"]
+    for bad in (["a", 3], [None], [b"bytes"]):
+        with pytest.raises(TypeError, match="aieng_embed takes strings, not"):
+            checked_texts(bad)
 
 
 async def test_batched_embeddings_equal_unbatched(bert_dir: Path) -> None:
