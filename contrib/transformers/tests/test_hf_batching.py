@@ -170,6 +170,19 @@ def test_bad_options() -> None:
         Batcher(Doubler(), max_batch=2, max_wait_ms=-1, name="x")
 
 
+def run_calls(batcher: Batcher[Any, Any], call: Any, plan: Sequence[tuple[Any, int]]) -> None:
+    """In a fresh event loop, ``call(index, item, delay)`` for each ``(item, delay)`` of
+    ``plan`` at once; then stop ``batcher``."""
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for index, (item, delay) in enumerate(plan):
+                tg.start_soon(call, index, item, delay)
+        await anyio.to_thread.run_sync(batcher.stop)
+
+    anyio.run(main)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     plan=st.lists(st.tuples(st.integers(-3, 50), st.integers(0, 4)), min_size=1, max_size=24),
@@ -191,13 +204,7 @@ def test_any_interleaving_routes_results(
         except ValueError:
             got[index] = "error"
 
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            for index, (item, delay) in enumerate(plan):
-                tg.start_soon(call, index, item, delay)
-        await anyio.to_thread.run_sync(batcher.stop)
-
-    anyio.run(main)
+    run_calls(batcher, call, plan)
     assert got == {i: ("error" if item < 0 else 2 * item) for i, (item, _) in enumerate(plan)}
 
 
@@ -240,13 +247,7 @@ def test_embed_batches_route_rows(calls: list[tuple[list[str], int]], max_batch:
         await anyio.sleep(delay / 1000)
         got[index] = await batcher.submit(texts, size=len(texts))
 
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            for index, (texts, delay) in enumerate(calls):
-                tg.start_soon(call, index, texts, delay)
-        await anyio.to_thread.run_sync(batcher.stop)
-
-    anyio.run(main)
+    run_calls(batcher, call, calls)
     for index, (texts, _) in enumerate(calls):
         np.testing.assert_array_equal(got[index], rows_of(texts))
         assert got[index].base is None
