@@ -93,7 +93,7 @@ class MiniLMOnnxOptions:
         encoded together, at most this many per batch (then cut into forward passes as
         ``batching`` says); 1 (default): off, each call encodes alone. A call of
         ``max_batch`` texts or more runs alone. fp32 vectors do not depend on it; int8
-        ones slightly do (activations are quantized per forward pass).
+        ones do (activations are quantized per forward pass; README, "int8 and batches").
     :param max_wait_ms: how long a batch waits for more calls after its first.
     """
 
@@ -194,8 +194,6 @@ class SmolLM2OnnxOptions(SmolLM2Options):
         validator=v.deep_iterable(v.and_(v.instance_of(str), v.min_len(1))))
     io_binding: bool | None = attrs.field(default=None, validator=v.optional(v.instance_of(bool)))
     int8_weights: Int8WeightsOption = attrs.field(default="auto", validator=_int8_weights)
-    max_batch: int = attrs.field(default=1, validator=_positive)
-    max_wait_ms: float = attrs.field(default=5.0, converter=float, validator=_wait)
 
     def __attrs_post_init__(self) -> None:
         _check_int8_weights(self.int8_weights, self.precision)
