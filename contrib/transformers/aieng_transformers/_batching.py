@@ -249,8 +249,14 @@ def checked_texts(texts: Sequence[object]) -> list[str]:
     """``texts`` as a list of strings; checked before a call joins a batch, so a caller
     passing something else fails alone, with its own error.
 
-    :raises TypeError: naming the first item that is not a string.
+    :raises TypeError: for one string instead of a sequence of them (it would embed each
+        character), or naming the first item that is not a string.
     """
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(
+            f"aieng_embed takes a sequence of strings, not one {type(texts).__name__}: "
+            f"wrap it in a list ({texts!r:.40})"
+        )
     for value in texts:
         if not isinstance(value, str):
             raise TypeError(

@@ -491,18 +491,21 @@ class MiniLMEmbedder:
 
     @hookimpl
     async def aieng_embed(self, texts: Sequence[str], model: str | None) -> Vectors | None:
-        """One unit vector per text, in order (``None`` for another model)."""
+        """One unit vector per text, in order (``None`` for another model).
+
+        :raises TypeError: when a text is not a string.
+        """
         if not self.serves(model):
             return None
-        if not texts:
+        from ._batching import checked_texts
+
+        batch = checked_texts(texts)
+        if not batch:
             import numpy as np
 
             return np.empty((0, self._dimension_without_loading()), dtype=np.float32)
-        if self.options.max_batch > 1 and len(texts) < self.options.max_batch:
-            from ._batching import checked_texts
-
-            batch = checked_texts(texts)
+        if self.options.max_batch > 1 and len(batch) < self.options.max_batch:
             if self._encoder is None:
                 await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
             return await self.batcher().submit(batch, size=len(batch))
-        return await anyio.to_thread.run_sync(self.encode, list(texts), abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(self.encode, batch, abandon_on_cancel=True)

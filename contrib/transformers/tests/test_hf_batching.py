@@ -263,6 +263,9 @@ def test_checked_texts() -> None:
     for bad in (["a", 3], [None], [b"bytes"]):
         with pytest.raises(TypeError, match="aieng_embed takes strings, not"):
             checked_texts(bad)
+    for one in ("hello", b"hello"):
+        with pytest.raises(TypeError, match="a sequence of strings, not one"):
+            checked_texts(one)  # type: ignore[arg-type]
 
 
 async def test_batched_embeddings_equal_unbatched(bert_dir: Path) -> None:
@@ -324,11 +327,14 @@ async def test_minilm_batched_equals_unbatched(shipped_minilm: MiniLMEmbedder) -
         np.testing.assert_allclose(got[index], expected, atol=1e-5)
 
 
-async def test_batched_embed_rejects_non_strings(bert_dir: Path) -> None:
-    """A caller passing a non-string gets a TypeError naming it, before batching."""
-    batched = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), max_batch=8))
+@pytest.mark.parametrize("max_batch", [1, 8])
+async def test_embed_rejects_non_strings(bert_dir: Path, max_batch: int) -> None:
+    """A caller passing a non-string gets a TypeError naming it, before batching and
+    before the model loads, batched or not."""
+    embedder = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), max_batch=max_batch))
     with pytest.raises(TypeError, match="strings, not int"):
-        await batched.aieng_embed(["fine", 3], None)  # type: ignore[list-item]
+        await embedder.aieng_embed(["fine", 3], None)  # type: ignore[list-item]
+    assert embedder._encoder is None
 
 
 # -- batched decoding ----------------------------------------------------------------------
