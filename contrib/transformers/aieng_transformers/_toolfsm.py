@@ -73,6 +73,13 @@ class _CallAutomaton:
         after = self._answer.feed(self._answer.start() if state[0] == "s" else state[1], c)
         return None if after is None else ("a", after)
 
+    def _document_ends(self, state: tuple[Any, ...], *, complete: bool) -> bool:
+        # ("a", j): whether the document may end here (``accepting``) or must (``complete``)
+        assert self._answer is not None
+        if complete:
+            return bool(self._answer.complete(state[1]))
+        return bool(self._answer.accepting(state[1]))
+
 
 class ToolCallConstraint(_CallAutomaton):
     """Text and calls valid for a :class:`ToolPlan` (see the module docstring).
@@ -145,14 +152,12 @@ class ToolCallConstraint(_CallAutomaton):
     def accepting(self, state: tuple[Any, ...]) -> bool:
         kind = state[0]
         if kind == "a":
-            assert self._answer is not None
-            return bool(self._answer.accepting(state[1]))
+            return self._document_ends(state, complete=False)
         return kind in ("t", "e", "z")
 
     def complete(self, state: tuple[Any, ...]) -> bool:
         if state[0] == "a":
-            assert self._answer is not None
-            return bool(self._answer.complete(state[1]))
+            return self._document_ends(state, complete=True)
         return bool(state[0] == "z")
 
     def min_chars(self, state: tuple[Any, ...]) -> int:
@@ -304,8 +309,7 @@ class _MarkedAutomaton(_CallAutomaton):
     def accepting(self, state: tuple[Any, ...]) -> bool:
         kind = state[0]
         if kind == "a":
-            assert self._answer is not None
-            return bool(self._answer.accepting(state[1]))
+            return self._document_ends(state, complete=False)
         if kind in ("t", "s", "n"):
             return bool(kind == "t")
         return self._call_accepting(state)
@@ -313,8 +317,7 @@ class _MarkedAutomaton(_CallAutomaton):
     def complete(self, state: tuple[Any, ...]) -> bool:
         kind = state[0]
         if kind == "a":
-            assert self._answer is not None
-            return bool(self._answer.complete(state[1]))
+            return self._document_ends(state, complete=True)
         return bool(kind not in ("t", "s", "n")) and self._call_complete(state)
 
     def min_chars(self, state: tuple[Any, ...]) -> int:
