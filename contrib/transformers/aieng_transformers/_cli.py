@@ -7,6 +7,7 @@ transformers only inside the commands that need them, so ``aieng --help`` stays 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,11 @@ def _json_file(path: Path, option: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise click.UsageError(f"{option} {path}: not a JSON file ({exc})") from None
+
+
+def _unescaped(text: str) -> str:
+    # A shell passes "\n" as two characters; a stop at a line end is the common case.
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t"}.get(m[1], "\\"), text)
 
 
 def _tools(raw: Any) -> tuple[Any, ...]:
@@ -49,7 +55,17 @@ def _tools(raw: Any) -> tuple[Any, ...]:
               help="Most tokens to generate.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
               help="0 is greedy.")
+@click.option("--top-k", default=None, type=click.IntRange(min=1),
+              help="Sample from the K most likely tokens only (with --temperature > 0).")
+@click.option("--top-p", default=1.0, show_default=True,
+              type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+              help="Sample from the smallest set of tokens whose probability reaches P "
+                   "(with --temperature > 0).")
 @click.option("--seed", default=None, type=int, help="Sampling seed.")
+@click.option("--stop", "stops", multiple=True,
+              help="End the text before this string (repeatable; \\n, \\t and \\\\ "
+                   "are a newline, a tab and a backslash); finish reason 'stop'.")
+@click.option("--system", default=None, help="A system message before the prompt.")
 @click.option("--model-path", default=None, type=click.Path(exists=True, path_type=Path),
               help="A local Hugging Face model folder or .gguf file (default: SmolLM2).")
 @click.option("--schema", "schema_file", default=None,
@@ -73,7 +89,8 @@ def _tools(raw: Any) -> tuple[Any, ...]:
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (text, finish reason, usage, timings) at the end "
                    "instead of streaming.")
-def generate(prompt: str, max_tokens: int, temperature: float, seed: int | None,
+def generate(prompt: str, max_tokens: int, temperature: float, top_k: int | None,
+             top_p: float, seed: int | None, stops: tuple[str, ...], system: str | None,
              model_path: Path | None, schema_file: Path | None, regex: str | None,
              dtype: str, tools_file: Path | None, tool_choice: str | None, tool_format: str,
              as_json: bool) -> None:
@@ -94,9 +111,12 @@ def generate(prompt: str, max_tokens: int, temperature: float, seed: int | None,
     if tool_choice is not None:
         metadata["tool_choice"] = tool_choice
     try:
-        request = Request(messages=(Message("user", prompt),), max_tokens=max_tokens,
-                          temperature=temperature, seed=seed, response_schema=schema,
-                          tools=tools, metadata=metadata)
+        messages = ((Message("system", system),) if system is not None else ()) + (
+            Message("user", prompt),)
+        request = Request(messages=messages, max_tokens=max_tokens, temperature=temperature,
+                          top_k=top_k, top_p=top_p,
+                          stop=tuple(_unescaped(s) for s in stops), seed=seed,
+                          response_schema=schema, tools=tools, metadata=metadata)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     started = time.perf_counter()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 from _tiny import CHAIN_TEXT, random_llama, require_distribution
 from aieng_transformers import SmolLM2Backend, aieng_register_commands
+from aieng_transformers._cli import _unescaped
 from aieng_transformers._memory import footprint
 from click.testing import CliRunner, Result
 
@@ -54,6 +56,46 @@ def test_generate_json_report(cli: click.Group, chain_dir: Path) -> None:
                                     "--json", "--dtype", "bfloat16"])
     assert half.exit_code == 0, half.output
     assert json.loads(last_line(half))["text"] == CHAIN_TEXT
+
+
+def test_generate_stops(cli: click.Group, chain_dir: Path) -> None:
+    """``--stop`` (repeatable) ends the text before the first stop string, finish reason
+    ``stop``; ``\\t`` / ``\\n`` in a stop are a tab / a newline."""
+    runner = CliRunner()
+    base = ["generate", "hi", "--model-path", str(chain_dir), "--json"]
+    report = json.loads(last_line(runner.invoke(cli, [*base, "--stop", "-x"])))
+    assert (report["text"], report["finish_reason"]) == ("abc", "stop")
+    report = json.loads(last_line(runner.invoke(cli, [*base, "--stop", ":", "--stop", "c-"])))
+    assert report["text"] == "ab"
+    assert _unescaped(r"a\nb\t\\n\x") == "a\nb\t\\n\\x"
+
+
+def test_generate_sampling_options(cli: click.Group, random_dir: Path) -> None:
+    """``--top-k 1`` and a tiny ``--top-p`` keep only the likeliest token, so sampling at
+    temperature 1 gives the greedy text, which plain sampling does not; ``--system`` adds a
+    system message to the prompt."""
+    runner = CliRunner()
+
+    def run(*options: str) -> dict[str, Any]:
+        result = runner.invoke(cli, ["generate", "hi", "--model-path", str(random_dir),
+                                     "--json", "--max-tokens", "12", *options])
+        assert result.exit_code == 0, result.output
+        report: dict[str, Any] = json.loads(last_line(result))
+        return report
+
+    greedy = run()
+    sampled = [run("--temperature", "1", "--seed", str(seed))["text"] for seed in range(3)]
+    assert any(text != greedy["text"] for text in sampled)
+    for seed in range(3):
+        assert run("--temperature", "1", "--seed", str(seed), "--top-k", "1")["text"] \
+            == greedy["text"]
+        assert run("--temperature", "1", "--seed", str(seed), "--top-p", "1e-9")["text"] \
+            == greedy["text"]
+    with_system = run("--system", "Answer in French.")
+    assert with_system["usage"]["prompt_tokens"] > greedy["usage"]["prompt_tokens"]
+    result = runner.invoke(cli, ["generate", "hi", "--model-path", str(random_dir),
+                                 "--top-p", "0"])
+    assert result.exit_code == 2 and "--top-p" in result.output
 
 
 def test_generate_with_schema_and_regex(cli: click.Group, chain_dir: Path,
