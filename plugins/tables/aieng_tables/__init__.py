@@ -24,13 +24,13 @@ __all__ = [
     "Format",
     "Table",
     "TableError",
+    "aieng_register_readers",
     "cell_type",
     "column_type",
     "markdown_tables",
     "read_records",
     "read_tables",
     "sniff_delimiter",
-    "aieng_register_readers",
     "table_documents",
 ]
 

@@ -17,6 +17,7 @@ __all__ = ["TableError", "read_records", "sniff_delimiter"]
 
 _QUOTED = re.compile(r'"([^"]*+(?:""[^"]*+)*+)"')  # possessive: never backtracks
 _DELIMITERS = (",", ";", "\t", "|")
+_LINE_END = re.compile(r"\r\n?|\n")  # what ends a record: \r\n, \r or \n
 
 
 class TableError(ValueError):
@@ -41,7 +42,7 @@ def read_records(text: str, delimiter: str = ",", *, quoting: bool = True) -> It
             if quoting and text.startswith('"', position):
                 found = _QUOTED.match(text, position)
                 if found is None:
-                    line = text.count("\n", 0, position) + 1
+                    line = sum(1 for _ in _LINE_END.finditer(text, 0, position)) + 1
                     raise TableError(f"line {line}: a quoted field is never closed (a stray "
                                      '\'"\'? quote the field and double the quotes in it)')
                 value = found.group(1).replace('""', '"')
@@ -66,7 +67,7 @@ def read_records(text: str, delimiter: str = ",", *, quoting: bool = True) -> It
 def sniff_delimiter(text: str) -> str:
     """The delimiter of delimited text: of ``,`` ``;`` tab and ``|``, the one found most
     often in its first line outside quotes (``,`` when none is)."""
-    first = text.lstrip("\r\n").split("\n", 1)[0]
+    first = _LINE_END.split(text.lstrip("\r\n"), maxsplit=1)[0]
     outside = _QUOTED.sub("", first)
     counts = {d: outside.count(d) for d in _DELIMITERS}
     best = max(_DELIMITERS, key=lambda d: counts[d])

@@ -75,6 +75,8 @@ def read_tables(source: Source, *, name: str | None = None, format: Format | Non
         if path is None:
             raise ValueError("name is required when the table is given as text or bytes")
         name = path.stem
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__}")
     if not name.strip():
         raise ValueError("name must not be blank")
     chosen: str | None = format
@@ -132,7 +134,7 @@ def table_documents(source: Source, *, name: str | None = None, id_prefix: str |
 
 def _load(source: Source, encoding: str) -> tuple[str, Path | None]:
     if isinstance(source, str):
-        if "\n" not in source and "\r" not in source and source and Path(source).is_file():
+        if "\n" not in source and "\r" not in source and source and _is_file(source):
             source = Path(source)
         else:
             return source.removeprefix("\ufeff"), None
@@ -149,6 +151,13 @@ def _load(source: Source, encoding: str) -> tuple[str, Path | None]:
         raise TableError(f"{label} is not {encoding} text (byte {exc.start} cannot be decoded): "
                          "pass encoding= the file's encoding (for example 'cp1252')") from None
     return text.removeprefix("\ufeff"), path
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except OSError:  # a name too long for the file system (ENAMETOOLONG) is no file
+        return False
 
 
 def _table(header: Sequence[str], body: Iterable[Sequence[str]], name: str,

@@ -55,6 +55,22 @@ def test_sniffing() -> None:
     assert sniff_delimiter("single") == ","
 
 
+def test_sniffing_with_carriage_return_line_ends() -> None:
+    """Records may end with a lone ``\r`` (old Mac files): the first line ends there too,
+    so the delimiters of later lines do not outvote the header's."""
+    text = "a;b\r1,5;2,5\r3,5;4,5\r"
+    assert sniff_delimiter(text) == ";"
+    assert list(read_records(text, sniff_delimiter(text))) == [
+        ["a", "b"], ["1,5", "2,5"], ["3,5", "4,5"]]
+
+
+def test_unclosed_quote_line_counts_every_line_end() -> None:
+    """The line named by an unclosed quote counts ``\r`` and ``\r\n`` line ends as one
+    line each, as the reader does."""
+    with pytest.raises(TableError, match=r"line 3: a quoted field"):
+        list(read_records('a,b\r1,2\r\n3,"oops\r4,5\r'))
+
+
 def test_bad_delimiter() -> None:
     """A delimiter that is not one ordinary character is refused."""
     for bad in ("", ";;", '"', "\n"):

@@ -116,6 +116,20 @@ def test_name_is_needed_for_text() -> None:
         table_documents("a\n1\n", name=" ")
 
 
+def test_long_single_line_text_is_a_table() -> None:
+    """A ``str`` without line breaks that is too long to be a file name (a wide header
+    alone) is read as the table's text, not an ``OSError`` from the file system."""
+    header = ",".join(f"column{n}" for n in range(100))
+    (table,) = read_tables(header, name="wide")
+    assert table.columns == tuple(f"column{n}" for n in range(100)) and table.rows == ()
+
+
+def test_name_of_the_wrong_type_is_a_type_error() -> None:
+    """A name that is not a string is refused with a ``TypeError`` naming it."""
+    with pytest.raises(TypeError, match="name must be a string"):
+        read_tables("a\n1\n", name=5)  # type: ignore[arg-type]
+
+
 def test_huge_field_example_is_clipped() -> None:
     """A huge cell is kept whole in its row, and clipped in the schema's examples."""
     blob = "word " * 100_000

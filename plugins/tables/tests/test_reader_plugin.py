@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aieng_tables
+
 from aieng_core import Kernel
 from aieng_core.ingest import iter_documents
 
