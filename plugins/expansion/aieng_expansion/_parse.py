@@ -7,9 +7,11 @@ import re
 __all__ = ["normalized", "passage", "rewrites"]
 
 _THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
-# "1. ", "2) ", "- ", "* ", "• ", "Query 2: ", "Rewrite: "
+# "1. ", "2) ", "- ", "* ", "• ", "Query 2: ", "Rewrite: "; a label's punctuation is followed
+# by whitespace, so "Question-answering" and "Version 2.0" are words, not markers.
 _MARKER = re.compile(
-    r"^\s*(?:\d+\s*[.):]\s+|[-*•]\s+|(?:query|rewrite|version|question)\s*\d*\s*[:.)-]\s*)",
+    r"^\s*(?:\d+\s*[.):]\s+|[-*•]\s+"
+    r"|(?:query|rewrite|version|question)\s*\d*\s*[:.)-](?:\s+|$))",
     re.IGNORECASE)
 _QUOTES = "\"'`“”‘’«»"
 _SPACE = re.compile(r"\s+")

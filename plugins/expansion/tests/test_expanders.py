@@ -37,6 +37,18 @@ def test_rewrites_strip_markers_quotes_and_preambles() -> None:
         "boil noodles time", "pasta cooking duration", "3.5 minutes al dente"]
 
 
+def test_rewrites_keep_words_that_only_start_like_a_label() -> None:
+    """A rewrite starting with a hyphenated word or a version number is kept whole: only a
+    label followed by a space (``Query 2: ``, ``Question - ``) is a marker."""
+    answer = ("Question-answering benchmarks\n"
+              "Version 2.0 release notes\n"
+              "Query-based retrieval\n"
+              "Question - open-domain QA datasets\n")
+    assert rewrites(answer, "qa", limit=5, max_chars=100) == [
+        "Question-answering benchmarks", "Version 2.0 release notes",
+        "Query-based retrieval", "open-domain QA datasets"]
+
+
 def test_rewrites_are_limited_and_cut() -> None:
     """At most ``limit`` rewrites, each at most ``max_chars`` characters; think blocks are
     ignored."""
