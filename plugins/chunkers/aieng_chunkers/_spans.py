@@ -62,14 +62,18 @@ def split_long(text: str, span: Span, size: int) -> list[Span]:
 
 
 def pack(units: Sequence[Span], size: int, overlap: int = 0,
-         measure: Callable[[Span], int] | None = None) -> list[Span]:
+         measure: Callable[[Span], int] | None = None, *,
+         overlap_measured: bool = False) -> list[Span]:
     """Group consecutive units into chunks whose total measure is at most ``size``.
 
-    :param units: spans tiling a text, each of measure at most ``size``.
+    :param units: spans tiling a text, each of measure at most ``size`` (a unit measuring
+        more, such as one character a tokenizer split into more tokens than ``size``, is a
+        chunk of its own).
     :param size: the most a chunk may measure.
     :param overlap: the most units a chunk repeats from the end of the previous one; fewer
         when they would not fit with at least one new unit.
     :param measure: a unit's measure; its length in characters by default.
+    :param overlap_measured: count ``overlap`` in the units' measure instead of in units.
     :returns: the chunks' spans, in order.
     """
     if not units:
@@ -88,8 +92,15 @@ def pack(units: Sequence[Span], size: int, overlap: int = 0,
             return chunks
         # Carry up to ``overlap`` units over, always moving forward, always fitting the
         # next new unit.
-        first = max(first + 1, last - overlap)
-        while sum(weights[first:last + 1]) > size:
+        if overlap_measured:
+            carried, room = last, overlap
+            while carried > first + 1 and weights[carried - 1] <= room:
+                carried -= 1
+                room -= weights[carried]
+            first = carried
+        else:
+            first = max(first + 1, last - overlap)
+        while first < last and sum(weights[first:last + 1]) > size:
             first += 1
 
 

@@ -13,8 +13,9 @@ from ._spans import Span, chunks_of, pack
 
 __all__ = ["TokenChunker", "Tokenizer", "whitespace_tokens"]
 
-#: A tokenizer as the chunker uses one: the ``(start, end)`` offsets of a text's tokens,
-#: in order and not overlapping (a Hugging Face fast tokenizer's ``offset_mapping`` fits).
+#: A tokenizer as the chunker uses one: the ``(start, end)`` offsets of a text's tokens, in
+#: order (a Hugging Face fast tokenizer's ``offset_mapping`` fits: its special tokens'
+#: empty spans are skipped, and byte-level pieces of one character may share offsets).
 Tokenizer = Callable[[str], Sequence[tuple[int, int]]]
 
 _TOKEN = re.compile(r"\S+")
@@ -25,17 +26,31 @@ def whitespace_tokens(text: str) -> list[Span]:
     return [match.span() for match in _TOKEN.finditer(text)]
 
 
-def _checked(spans: Sequence[tuple[int, int]], length: int) -> list[Span]:
-    result: list[Span] = []
+def _cells(spans: Sequence[tuple[int, int]], length: int) -> tuple[list[int], list[int]]:
+    """Where the tokens start, each position once, and how many tokens start there.
+
+    An empty span (a special or padding token's ``(0, 0)``) covers no text and is skipped.
+    Byte-level BPE gives the pieces of one character (CJK, emoji) the same or overlapping
+    offsets: tokens starting at one position count together, so no chunk is cut inside a
+    character and none holds more tokens than it counts.
+    """
+    starts: list[int] = []
+    counts: list[int] = []
     previous = 0
     for start, end in spans:
+        if start == end and 0 <= start <= length:
+            continue
         if not (previous <= start < end <= length):
-            raise ValueError(f"the tokenizer returned span ({start}, {end}) after one ending "
+            raise ValueError(f"the tokenizer returned span ({start}, {end}) after one starting "
                              f"at {previous}, in a text of {length} characters: spans must "
-                             "be non-empty, in order, not overlapping and inside the text")
-        result.append((start, end))
-        previous = end
-    return result
+                             "be in order and inside the text")
+        if starts and starts[-1] == start:
+            counts[-1] += 1
+        else:
+            starts.append(start)
+            counts.append(1)
+        previous = start
+    return starts, counts
 
 
 class TokenChunker:
@@ -57,13 +72,14 @@ class TokenChunker:
 
     def spans(self, text: str) -> list[Span]:
         """The chunk spans of ``text`` (none when it holds no token)."""
-        tokens = _checked(self.tokenizer(text), len(text))
-        if not tokens:
+        starts, counts = _cells(self.tokenizer(text), len(text))
+        if not starts:
             return []
-        starts = [0] + [start for start, _ in tokens[1:]]
-        ends = starts[1:] + [len(text)]
-        cells = list(zip(starts, ends))
-        return pack(cells, self.options.size, self.options.overlap, measure=lambda cell: 1)
+        starts[0] = 0
+        cells = list(zip(starts, [*starts[1:], len(text)]))
+        tokens = dict(zip(cells, counts))
+        return pack(cells, self.options.size, self.options.overlap,
+                    measure=tokens.__getitem__, overlap_measured=True)
 
     @hookimpl
     @blocking

@@ -54,6 +54,26 @@ def test_a_tokenizer_callable() -> None:
         backwards.aieng_chunk_document(Document("d", "abc"))
 
 
+def test_a_hugging_face_tokenizers_offsets() -> None:
+    """The offsets a Hugging Face fast tokenizer gives are taken as they come: special
+    tokens' empty ``(0, 0)`` spans cover no text, and the byte-level pieces of one
+    character (SmolLM2's offsets of CJK text and emoji, which repeat or overlap) count
+    as tokens of that character, never cut inside it."""
+    cjk = [(0, 0), (0, 1), (1, 2), (2, 3), (3, 4), (3, 4), (4, 5), (4, 5), (5, 6), (5, 6),
+           (0, 0)]
+    chunker = TokenChunker(TokensOptions(size=3, overlap=0), tokenizer=lambda text: cjk)
+    chunks = chunker.aieng_chunk_document(Document("d", "中文字符测试"))
+    assert texts(chunks) == ["中文字", "符", "测", "试"]  # 3, 2, 2 and 2 tokens
+    overlapping = TokenChunker(TokensOptions(size=3, overlap=1),
+                               tokenizer=lambda text: cjk)
+    assert texts(overlapping.aieng_chunk_document(Document("d", "中文字符测试"))) == [
+        "中文字", "字符", "测", "试"]
+    emoji = TokenChunker(TokensOptions(size=2, overlap=0),
+                         tokenizer=lambda text: [(0, 5), (5, 7), (6, 7), (7, 13)])
+    assert texts(emoji.aieng_chunk_document(Document("d", "hello 😀 world"))) == [
+        "hello ", "😀 world"]
+
+
 def test_token_options_validate() -> None:
     """Overlap must be smaller than size; sizes are positive integers."""
     with pytest.raises(ValueError, match="smaller than size"):
