@@ -127,6 +127,10 @@ RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
 
 _ZERO_WIDTH = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff\u00ad\u034f\u180e\u202a-\u202e"
                          "\u2066-\u2069]")
+#: Combining diacritical marks (the blocks "Zalgo" text stacks on letters): a model reads
+#: through them, so the normalised layer drops them.
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff"
+                        "\ufe20-\ufe2f]")
 _HOMOGLYPHS = str.maketrans({
     # Cyrillic
     "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i",
@@ -189,9 +193,11 @@ class InjectionScan:
 
 
 def normalise(text: str) -> str:
-    """NFKC, no zero-width or bidi characters, homoglyphs folded to Latin, and letters
-    separated by single spaces or dots closed up (``i g n o r e`` -> ``ignore``)."""
-    folded = unicodedata.normalize("NFKC", _ZERO_WIDTH.sub("", text)).translate(_HOMOGLYPHS)
+    """NFKC, no zero-width or bidi characters, no combining diacritics (``ï̈gn̈ore`` ->
+    ``ignore``), homoglyphs folded to Latin, and letters separated by single spaces or
+    dots closed up (``i g n o r e`` -> ``ignore``)."""
+    bare = _COMBINING.sub("", unicodedata.normalize("NFKD", _ZERO_WIDTH.sub("", text)))
+    folded = unicodedata.normalize("NFKC", bare).translate(_HOMOGLYPHS)
     return _SPACED.sub(lambda m: re.sub(r"[ ._*-]", "", m.group()), folded)
 
 

@@ -4,7 +4,10 @@ Every detector proposes candidate spans with a regular expression and keeps only
 validator accepts (Luhn for cards, mod-97 for IBANs, :mod:`ipaddress` for IPs, the SSA's
 area / group / serial rules for SSNs), so plain numbers, dates and version strings are
 not reported. Patterns are ASCII-only on purpose: ``\\d`` would also match Arabic-Indic
-digits, which no card or phone number uses.
+digits, which no card or phone number uses. Detectors see the text with invisible
+characters (zero-width, soft hyphen, bidi controls) removed and fullwidth forms folded to
+ASCII, so ``ada\\u200b@example.org`` or fullwidth card digits cannot hide a value; spans and
+values are those of the original text.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 import attrs
+
+from ._injection import _ZERO_WIDTH
 
 __all__ = [
     "KINDS",
@@ -327,6 +332,45 @@ def find_pii(text: str, kinds: Iterable[str] = KINDS, *,
     unknown = wanted.difference(KINDS)
     if unknown:
         raise ValueError(f"unknown PII kind(s) {sorted(unknown)}; valid: {', '.join(KINDS)}")
+    folded, positions = _fold(text)
+    found = _find_folded(folded, wanted, min_entropy)
+    if positions is None and folded == text:
+        return found
+    # Back to the original text: its offsets, and its characters as the value (so that
+    # restore(redact(x)) == x keeps holding).
+    mapped = []
+    for d in found:
+        start, end = ((d.start, d.end) if positions is None
+                      else (positions[d.start], positions[d.end - 1] + 1))
+        mapped.append(Detection(d.kind, start, end, text[start:end]))
+    return mapped
+
+
+#: Characters a model does not show but a value may hide behind: zero-width ones, the soft
+#: hyphen, bidi controls (the set the injection guard strips).
+_HIDDEN = _ZERO_WIDTH
+#: Fullwidth forms of ASCII (U+FF01..U+FF5E) and the ideographic space, as NFKC folds them.
+_FULLWIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+
+
+def _fold(text: str) -> tuple[str, list[int] | None]:
+    """``text`` with fullwidth forms folded to ASCII and hidden characters removed, and
+    the original offset of each kept character (``None``: none was removed)."""
+    if text.isascii():
+        return text, None
+    folded = text.translate(_FULLWIDTH)  # one character for one: offsets unchanged
+    if _HIDDEN.search(folded) is None:
+        return folded, None
+    positions: list[int] = []
+    at = 0
+    for match in _HIDDEN.finditer(folded):
+        positions.extend(range(at, match.start()))
+        at = match.end()
+    positions.extend(range(at, len(folded)))
+    return _HIDDEN.sub("", folded), positions
+
+
+def _find_folded(text: str, wanted: set[str], min_entropy: float) -> list[Detection]:
     if len(text) <= SEGMENT + 2 * OVERLAP:
         return _find_all(text, wanted, min_entropy)
     # Long texts are scanned in overlapping windows: each regular-expression call then

@@ -269,3 +269,38 @@ def test_long_texts_are_scanned_in_windows_with_the_same_result() -> None:
     windowed = find_pii(text)
     one_pass = _pii._find_all(text, set(_pii.KINDS), 4.0)
     assert windowed == one_pass and len(windowed) > 100
+
+
+_HIDDEN_CHARS = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u202e"]
+_FULLWIDTH = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in string.digits + "@.-"})
+
+
+@PROPERTY
+@given(texts_with_pii(), st.lists(st.tuples(st.integers(0, 10_000),
+                                            st.sampled_from(_HIDDEN_CHARS)), max_size=6),
+       st.booleans())
+def test_hidden_and_fullwidth_characters_hide_no_value(
+        case: tuple[str, list[str]], inserts: list[tuple[int, str]], wide: bool) -> None:
+    """Zero-width, soft-hyphen and bidi characters inside a value, or its digits written
+    fullwidth, do not let it through: the same kinds are found as in the plain text, and
+    the placeholders restore the original characters exactly."""
+    text, _ = case
+    disguised = text.translate(_FULLWIDTH) if wide else text
+    for at, char in sorted(inserts, reverse=True):
+        at %= len(disguised) + 1
+        disguised = disguised[:at] + char + disguised[at:]
+    result = redact(disguised)
+    assert [d.kind for d in result.detections] == kinds(text)
+    assert restore(result.text, result.mapping) == disguised
+    assert redact(result.text).text == result.text
+    for d in result.detections:
+        assert disguised[d.start:d.end] == d.value
+
+
+def test_zero_width_characters_inside_an_email_are_redacted_with_it() -> None:
+    """``ada\\u200b@example.org`` is an e-mail to the model: it is redacted whole."""
+    text = "write to a\u200bda@exa\u00admple.org now, card ４１１１ １１１１ １１１１ １１１１"
+    result = redact(text)
+    assert result.text == "write to <EMAIL_1> now, card <CREDIT_CARD_1>"
+    assert result.mapping == {"<EMAIL_1>": "a\u200bda@exa\u00admple.org",
+                              "<CREDIT_CARD_1>": "４１１１ １１１１ １１１１ １１１１"}
