@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 
 import anyio
 import attrs
@@ -171,10 +170,22 @@ class ExactCache:
             self.memory.put(key, attrs.evolve(completion, cached=True), len(payload),
                             expires_at)
         if self.levels:
+            failed: list[Exception] = []
+
+            async def put(level: Level) -> None:
+                try:
+                    await level.put(key, payload, kind=kind, now=now, expires_at=expires_at)
+                except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                    log.warning("cache.store_failed", level=level.name, error=repr(exc))
+                    failed.append(exc)
+
             async with anyio.create_task_group() as group:
                 for level in self.levels:
-                    group.start_soon(partial(level.put, key, payload, kind=kind, now=now,
-                                             expires_at=expires_at))
+                    group.start_soon(put, level)
+            if failed:
+                # The level's own error (a locked or corrupt SQLite file...), not an
+                # ExceptionGroup that hides it; every other level was still written.
+                raise failed[0]
         self.stats.stores += 1
         self._emit(CacheStored(component=self._name, kind=kind, ttl_s=ttl))
 

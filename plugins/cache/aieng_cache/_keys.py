@@ -73,8 +73,9 @@ def _parameters(request: Request, scope: KeyScope) -> dict[str, Any]:
         "template": [scope.template_version, template if isinstance(template, str) else None],
         "pipeline": scope.pipeline,
         "model": request.model,
-        # float(): 0 and 0.0 are the same temperature and must give the same key.
-        "temperature": float(request.temperature),
+        # float(): 0 and 0.0 are the same temperature and must give the same key; + 0.0
+        # turns -0.0 (JSON allows it; json.dumps writes "-0.0") into 0.0.
+        "temperature": float(request.temperature) + 0.0,
         "top_p": float(request.top_p),
         "top_k": request.top_k,
         "max_tokens": request.max_tokens,

@@ -189,6 +189,23 @@ async def test_store_writes_every_level_and_promotion_can_be_off(tmp_path: Path)
     await cache.aclose()
 
 
+async def test_a_failing_level_raises_its_own_error_and_others_are_written(
+        tmp_path: Path) -> None:
+    """A store whose SQLite file is not a database raises that level's error itself
+    (not an ExceptionGroup hiding it), after writing the levels that work."""
+    import sqlite3
+
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"not a database " * 512)
+    good = SQLiteLevel(tmp_path / "good.db")
+    cache = ExactCache(CacheOptions(), levels=[good, SQLiteLevel(broken)])
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+        await cache.aieng_cache_store(ask("hi"), Completion(text="a"))
+    assert good.store.count() == 1
+    assert cache.memory is not None and len(cache.memory) == 1
+    await cache.aclose()
+
+
 async def test_the_pipeline_name_is_part_of_the_key(aieng_kernel: Kernel) -> None:
     """Two pipelines sharing one cache do not answer each other's requests (unless
     ``key_pipeline = false``)."""

@@ -65,6 +65,12 @@ def test_integer_and_float_temperatures_agree() -> None:
     assert request_key(chat("hi", temperature=0)) == request_key(chat("hi", temperature=0.0))
 
 
+def test_negative_zero_temperature_is_zero() -> None:
+    """``temperature=-0.0`` (valid JSON a client may send) is greedy, the same request as
+    ``temperature=0``: one key, not a second entry that never hits."""
+    assert request_key(chat("hi", temperature=-0.0)) == request_key(chat("hi", temperature=0))
+
+
 def test_partition_ignores_only_the_last_user_message() -> None:
     """The partition key is the same whatever the last user message says, and differs when
     the system prompt, an earlier turn or a parameter differs."""
