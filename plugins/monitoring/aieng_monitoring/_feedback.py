@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -34,6 +35,15 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_run ON feedback (run_id);
 CREATE INDEX IF NOT EXISTS feedback_kind_ts ON feedback (kind, ts);
 """
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _utf8(text: str) -> str:
+    """``text`` with lone surrogates as U+FFFD: SQLite stores UTF-8, which cannot hold
+    them, and a JSON body's ``"\\ud800"`` escape puts one in a ``str``."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 @attrs.frozen
@@ -86,8 +96,10 @@ class FeedbackStore:
             cursor = self._connection().execute(
                 "INSERT INTO feedback (ts, run_id, kind, value, text, metadata) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (ts, feedback.run_id, feedback.kind, feedback.value, feedback.text,
-                 json.dumps(feedback.metadata, ensure_ascii=False, sort_keys=True)))
+                (ts, _utf8(feedback.run_id), _utf8(feedback.kind), feedback.value,
+                 _utf8(feedback.text),
+                 # ensure_ascii: a lone surrogate stays a \udXXX escape (lossless).
+                 json.dumps(feedback.metadata, ensure_ascii=True, sort_keys=True)))
             return int(cursor.lastrowid or 0)
 
     @hookimpl
@@ -103,7 +115,7 @@ class FeedbackStore:
                                   ("ts", ">=", since)):
             if value is not None:
                 clauses.append(f"{column} {op} ?")
-                params.append(value)
+                params.append(_utf8(value) if isinstance(value, str) else value)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
             rows = self._connection().execute(

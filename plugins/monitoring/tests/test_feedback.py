@@ -37,6 +37,18 @@ async def test_record_and_query(tmp_path: Path) -> None:
     await store.aieng_pipeline_close()
 
 
+async def test_lone_surrogates_from_a_json_body_are_stored(tmp_path: Path) -> None:
+    """A ``"\\ud800"`` escape in a feedback body (a lone surrogate in the ``str``) is
+    stored, not a UnicodeEncodeError: in the text as U+FFFD, in the metadata exactly."""
+    store = FeedbackStore(FeedbackOptions(path=str(tmp_path / "f.sqlite3")))
+    await store.aieng_feedback_record(Feedback("r\ud800", "correction", text="a\udc00b",
+                                               metadata={"note": "x\ud800"}))
+    rows = await store.query(run_id="r\ud800")
+    assert [(r.run_id, r.text, r.metadata) for r in rows] == [
+        ("r\ufffd", "a\ufffdb", {"note": "x\ud800"})]
+    await store.aieng_pipeline_close()
+
+
 async def test_wal_and_persistence(tmp_path: Path) -> None:
     """The file is in WAL mode and another connection (another process) reads the rows."""
     path = tmp_path / "f.sqlite3"
