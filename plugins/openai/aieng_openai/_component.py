@@ -134,7 +134,7 @@ class OpenAIBackend:
 
     async def _send(self, path: str, body: Mapping[str, Any] | None, *,
                     stream: bool = False) -> httpx.Response:
-        """Send one API call with retries; the response is a success (< 400).
+        """Send one API call with retries; the response is a success (2xx).
 
         With ``stream=True`` the body is not read: the caller reads and closes it. Only
         the request is retried, never a stream already being read.
@@ -163,7 +163,7 @@ class OpenAIBackend:
                     kind="connection", url=url, attempts=attempt,
                     hint="check base_url and that the server is running")
             else:
-                if response.status_code < 400:
+                if response.status_code < 300:
                     log.debug("openai.call", path=path, status=response.status_code,
                               attempt=attempt,
                               seconds=round(time.perf_counter() - started, 4))
@@ -173,9 +173,14 @@ class OpenAIBackend:
                 finally:
                     await response.aclose()
                 status = response.status_code
-                failure = self._error(f"{method} {path} answered HTTP {status}", kind="http",
-                                      status=status, body=text, hint=hint_for(status),
-                                      url=url, attempts=attempt)
+                # A redirect is not followed (it would turn a POST into a GET, or send the
+                # key elsewhere): say where it points.
+                where = response.headers.get("location") if status < 400 else None
+                failure = self._error(
+                    f"{method} {path} answered HTTP {status}"
+                    + (f" (a redirect to {where})" if where else ""), kind="http",
+                    status=status, body=text, hint=hint_for(status), url=url,
+                    attempts=attempt)
                 if not retryable_status(status):
                     raise failure
                 wait = retry_after(response.headers)
@@ -312,6 +317,9 @@ class OpenAIBackend:
         if "error" in chunk:
             raise self._error("the server reported an error mid-stream", kind="http",
                               body=data, url=url, hint="read the body excerpt")
+        if not isinstance(chunk.get("choices") or [], list):
+            raise self._error("a stream event's choices is not a list", kind="protocol",
+                              body=data, url=url, hint="the server's stream is malformed")
         return chunk
 
     @hookimpl

@@ -30,6 +30,9 @@ def hint_for(status: int) -> str:
     """What to do about an HTTP ``status``."""
     if status in _HINTS:
         return _HINTS[status]
+    if 300 <= status < 400:
+        return ("the server redirects (not followed): set base_url to the API root it "
+                "redirects to (http:// where https:// is needed?)")
     if status >= 500:
         return "the server failed; retried up to max_retries: check the server's logs"
     return "read the body excerpt"

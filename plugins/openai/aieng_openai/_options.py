@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import urllib.parse
 from typing import Literal
 
 import attrs
@@ -26,6 +27,14 @@ def _base_url(instance: object, attribute: attrs.Attribute[str], value: str) -> 
     if "@" in value.split("//", 1)[1].split("/", 1)[0]:
         raise ValueError(f"{attribute.name} must not carry credentials: use api_key or "
                          "api_key_env")
+    try:  # a bad port would otherwise surface as httpx.InvalidURL on the first call
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - read for its ValueError
+    except ValueError as error:
+        raise ValueError(f"{attribute.name} is not a valid URL ({error}): {value!r}") from None
+    if parts.query or parts.fragment:
+        # Paths are appended to base_url: after a query they would land inside it.
+        raise ValueError(f"{attribute.name} must not carry a query or fragment, got {value!r}")
 
 
 def _opt_str(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:

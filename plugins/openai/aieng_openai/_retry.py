@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
 import random
@@ -23,7 +24,8 @@ def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> floa
     """The wait a server asked for, in seconds, or ``None`` when it asked for none.
 
     Reads ``retry-after-ms`` (OpenAI's, in milliseconds) and then ``Retry-After``, as
-    seconds or as an HTTP date (RFC 9110 §10.2.3); a date in the past is a wait of 0.
+    seconds or as an HTTP date (RFC 9110 §10.2.3, any of its three forms, read as GMT); a
+    date in the past is a wait of 0.
     Unreadable values count as no request.
     """
     lowered = {key.lower(): value for key, value in headers.items()}
@@ -44,10 +46,12 @@ def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> floa
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):  # junk, or 10**20 hours
             return None
-        if when.tzinfo is None:  # an HTTP date is GMT even when written without a zone
-            return None
+        if when.tzinfo is None:
+            # An HTTP date is GMT even when written without a zone: the asctime form that
+            # RFC 9110 §5.6.7 obliges recipients to accept ("Sun Nov  6 08:49:37 1994").
+            when = when.replace(tzinfo=datetime.UTC)
         current = time.time() if now is None else now
         return max(0.0, when.timestamp() - current)
     return seconds if math.isfinite(seconds) and seconds >= 0 else None

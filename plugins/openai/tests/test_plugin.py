@@ -45,6 +45,9 @@ async def test_runs_in_a_pipeline_and_closes_its_client(
     ({"modle": "x"}, "modle"),
     ({"base_url": "127.0.0.1:8000"}, "http"),
     ({"base_url": "http://user:pw@host/v1"}, "credentials"),
+    ({"base_url": "http://127.0.0.1:80O0/v1"}, "Port could not be cast"),
+    ({"base_url": "http://127.0.0.1:99999/v1"}, "Port out of range"),
+    ({"base_url": "http://host/v1?api-version=1"}, "query"),
     ({"api_key": "k", "api_key_env": "K"}, "not both"),
     ({"api_key_env": "AIENG_TEST_SURELY_UNSET"}, "AIENG_TEST_SURELY_UNSET"),
     ({"read_timeout": 0}, "read_timeout"),
@@ -54,8 +57,8 @@ async def test_runs_in_a_pipeline_and_closes_its_client(
 ])
 async def test_bad_options_fail_to_load(aieng_kernel: Kernel, register_plugin: Any,
                                         options: dict[str, Any], found: str) -> None:
-    """Misspelled keys, bad URLs, two keys, an unset key variable and bad numbers fail the
-    pipeline's loading with a message naming the problem."""
+    """Misspelled keys, bad URLs (a bad port, a query), two keys, an unset key variable and
+    bad numbers fail the pipeline's loading with a message naming the problem."""
     with register_plugin(aieng_openai, "openai"):
         config = pipeline_of("http://127.0.0.1:9/v1")
         config["components"]["llm"].update(options)

@@ -46,6 +46,25 @@ def test_retry_after_seconds_date_and_millis() -> None:
     assert retry_after({}) is None
 
 
+def test_retry_after_reads_every_http_date_form() -> None:
+    """RFC 9110's three date forms are all GMT, the asctime one (no zone) included."""
+    now = 1_700_000_000.0
+    later = now + 30
+    forms = [email.utils.formatdate(later, usegmt=True),
+             time.strftime("%A, %d-%b-%y %H:%M:%S GMT", time.gmtime(later)),
+             time.asctime(time.gmtime(later))]
+    for form in forms:
+        assert retry_after({"Retry-After": form}, now=now) == pytest.approx(30.0), form
+
+
+def test_retry_after_with_absurd_date_fields_is_no_request() -> None:
+    """A date whose fields overflow is unreadable, so no request (not an OverflowError)."""
+    for junk in ("Sun, 06 Nov 99999999999999999999 08:49:37 GMT",
+                 "Sun, 06 Nov 1994 99999999999999999999:49:37 GMT",
+                 "Sun, 06 Nov 1994 08:49:37 +99999999999999999999"):
+        assert retry_after({"Retry-After": junk}) is None
+
+
 def test_backoff_grows_with_jitter_and_caps() -> None:
     """Each retry's wait lies in [half, all] of base·2^(n-1), capped at the maximum."""
     rng = random.Random(0)

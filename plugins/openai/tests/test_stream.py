@@ -145,10 +145,13 @@ async def test_malformed_streamed_tool_calls_fail_clearly(double: OpenAIServerDo
     ((chunk("a"), "", "data: [DONE]", ""), "before a finish_reason"),
     ((chunk("a"), ""), "before a finish_reason"),
     (("data: " + json.dumps({"error": {"message": "overloaded"}}), ""), "mid-stream"),
+    (("data: " + json.dumps({"choices": 5}), ""), "choices is not a list"),
+    (("data: " + json.dumps({"choices": {"index": 0}}), ""), "choices is not a list"),
 ])
 async def test_malformed_streams_raise(double: OpenAIServerDouble, make_backend: Any,
                                        lines: tuple[str, ...], found: str) -> None:
-    """Non-JSON events, a cut stream and an error event raise with an excerpt and a hint."""
+    """Non-JSON events, a cut stream, an error event and choices that are not a list raise
+    with an excerpt and a hint."""
     double.script("chat/completions", Scripted(sse=lines))
     backend: OpenAIBackend = make_backend()
     with pytest.raises(OpenAIError, match=found) as caught:
@@ -191,3 +194,19 @@ async def test_closing_a_stream_early_releases_it(double: OpenAIServerDouble,
     assert first.index == 0
     assert await backend.aieng_generate(Request(messages=(Message("user", "z"),))) is not None
     await backend.aclose()
+
+
+async def test_a_redirect_is_an_error_naming_its_target(double: OpenAIServerDouble,
+                                                       make_backend: Any) -> None:
+    """A 3xx answer (http:// where the server wants https://) is not read as a stream that
+    ended early: it fails at once with the status, the Location and a hint on base_url."""
+    target = "https://api.example.invalid/v1/chat/completions"
+    double.script("chat/completions",
+                  Scripted(status=307, headers={"Location": target}, body=""))
+    backend: OpenAIBackend = make_backend()
+    with pytest.raises(OpenAIError) as caught:
+        await consume(backend)
+    await backend.aclose()
+    assert caught.value.status == 307 and target in str(caught.value)
+    assert "base_url" in caught.value.hint
+    assert len(double.calls_to("chat/completions")) == 1
