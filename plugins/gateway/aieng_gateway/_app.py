@@ -202,13 +202,16 @@ class Gateway:
                            headers=challenge)
         return record
 
-    def _admit(self, call: _Call, tokens: int) -> None:
+    def _admit(self, call: _Call, tokens: int, *, param: str = "max_tokens") -> None:
         if call.key is None:
             return
         try:
             wait = self.limits.admit(call.key.id, call.key.rpm, call.key.tpm, tokens)
         except ValueError as exc:
-            raise ApiError(422, str(exc), param="max_tokens", code="tokens_over_limit") from None
+            message = str(exc) if param == "max_tokens" else (
+                f"this request's {param} is about {tokens} tokens, more than the key's limit "
+                f"of {call.key.tpm} per minute: send less per request")
+            raise ApiError(422, message, param=param, code="tokens_over_limit") from None
         if wait:
             raise ApiError(429, f"rate limit of key {call.key.id} reached: retry in {wait} s",
                            code="rate_limit_exceeded", kind="rate_limit_error",
@@ -316,11 +319,13 @@ class Gateway:
                             headers={RUN_HEADER: run_id})
 
     async def _embeddings(self, http: HTTPRequest, call: _Call) -> Response:
-        texts, model = parse_embeddings(await self._json(http))
+        texts, asked = parse_embeddings(await self._json(http))
         call.prompt_chars = sum(len(t) for t in texts)
         tokens = max(1, math.ceil(call.prompt_chars / 4))
-        self._admit(call, tokens)
+        self._admit(call, tokens, param="input")
         pipeline = self.pipeline
+        # The pipeline's name (the first of /v1/models) means its default, as in a chat.
+        model = None if asked == pipeline.name else asked
         try:
             found = await pipeline.dispatcher.first(
                 "aieng_embed", {"texts": texts, "model": model}, stage="embed",
@@ -334,14 +339,14 @@ class Gateway:
             raise self._upstream(exc) from None
         if found is None:
             raise ApiError(404, f"no embedding backend of this pipeline serves model "
-                                f"{model!r}", param="model", code="model_not_found")
+                                f"{asked!r}", param="model", code="model_not_found")
         vectors = found[0]
         if len(vectors) != len(texts):
             raise ApiError(502, f"the embedder {found[1]!r} returned {len(vectors)} vectors "
                                 f"for {len(texts)} texts", kind="upstream_error")
         call.prompt_tokens = tokens
         return JSONResponse({
-            "object": "list", "model": model or found[1],
+            "object": "list", "model": asked or found[1],
             "data": [{"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
                      for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
@@ -469,7 +474,11 @@ class _Stream(Response):
                                                          on_delta=on_delta)
                 completion = result.completion
                 if result.status == "blocked":
-                    completion = Completion(text="", finish_reason="content_filter")
+                    # The deltas are out already; the tokens spent are still counted (the
+                    # usage chunk, the key's bucket), as in a JSON answer.
+                    completion = Completion(text="", finish_reason="content_filter",
+                                            usage=completion.usage if completion is not None
+                                            else Usage())
             except HookError as exc:
                 error = self.gateway._upstream(exc, chat.model)
             group.cancel_scope.cancel()  # stop watching for a disconnect

@@ -49,11 +49,14 @@ def _number(body: dict[str, Any], name: str, low: float, high: float, *,
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # math.isfinite on an int past 1e308 raises OverflowError: ints are finite, compare
+    # them exactly.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or (isinstance(value, float) and not math.isfinite(value)):
         raise _bad(name, f"must be a number, got {json.dumps(value)[:40]}")
     if value < low or value > high or (low_open and value == low):
         bracket = "(" if low_open else "["
-        raise _bad(name, f"must be in {bracket}{low}, {high}], got {value}")
+        raise _bad(name, f"must be in {bracket}{low}, {high}], got {str(value)[:40]}")
     return float(value)
 
 

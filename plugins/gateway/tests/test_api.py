@@ -168,6 +168,18 @@ def test_models_health_and_embeddings(client: httpx.Client) -> None:
     assert unknown.status_code == 404 and "nope" in unknown.json()["error"]["message"]
 
 
+def test_embeddings_for_the_pipelines_own_model(client: httpx.Client) -> None:
+    """The pipeline's name, the first model /v1/models lists, embeds with its default
+    embedder, as no model does (and as it generates in a chat)."""
+    listed = client.get("/v1/models").json()["data"][0]["id"]
+    named = client.post("/v1/embeddings", json={"input": ["a b", "c"], "model": listed})
+    assert named.status_code == 200, named.text
+    unnamed = client.post("/v1/embeddings", json={"input": ["a b", "c"]}).json()
+    assert [d["embedding"] for d in named.json()["data"]] == \
+        [d["embedding"] for d in unnamed["data"]]
+    assert named.json()["model"] == listed
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"},
                                      {"Authorization": "Bearer aieng-00000000-" + "x" * 43}])
 def test_missing_or_invalid_key_is_401(served: tuple[Gateway, LoopbackServer],
@@ -205,9 +217,12 @@ def test_revoked_key_is_refused(served: tuple[Gateway, LoopbackServer]) -> None:
     (json.dumps({"messages": "hi"}).encode(), 422, "messages"),
     (json.dumps(_chat("x", response_format={"type": "xml"})).encode(), 422, "response_format"),
     (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    (json.dumps(_chat("x", temperature=10**400)).encode(), 422, "temperature"),
+    (json.dumps(_chat("x", top_p=-(10**400))).encode(), 422, "top_p"),
 ])
 def test_malformed_requests(client: httpx.Client, body: bytes, status: int, words: str) -> None:
-    """A malformed request is a 400/422 naming what is wrong."""
+    """A malformed request (an integer too large for a float included) is a 400/422 naming
+    what is wrong."""
     response = client.post("/v1/chat/completions", content=body,
                            headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
@@ -272,6 +287,21 @@ def test_rate_limit_tokens_per_minute(served: tuple[Gateway, LoopbackServer]) ->
         assert third.status_code == 429 and "retry-after" in third.headers
 
 
+def test_embeddings_over_tokens_per_minute_name_the_input(
+        served: tuple[Gateway, LoopbackServer]) -> None:
+    """Texts that alone exceed the key's tpm are a 422 naming input, not max_tokens (an
+    embeddings request has none)."""
+    gateway, server = served
+    assert gateway.keys is not None
+    key, _ = gateway.keys.create("small-embed", tpm=100)
+    gateway.keys.refresh(force=True)
+    with _client(server, key) as client:
+        over = client.post("/v1/embeddings", json={"input": ["word " * 200]})
+    assert over.status_code == 422
+    error = over.json()["error"]
+    assert error["param"] == "input" and "max_tokens" not in error["message"]
+
+
 def test_feedback_round_trip(client: httpx.Client,
                              served: tuple[Gateway, LoopbackServer]) -> None:
     """POST /v1/feedback with a response's id stores it; bad feedback is a 4xx."""
@@ -284,6 +314,9 @@ def test_feedback_round_trip(client: httpx.Client,
     assert client.post("/v1/feedback", json={"kind": "thumbs"}).status_code == 400
     assert client.post("/v1/feedback", json={"run_id": "r", "kind": "x",
                                              "value": "high"}).status_code == 422
+    huge = client.post("/v1/feedback", content=json.dumps({"run_id": "r", "kind": "x",
+                                                           "value": 10**400}))
+    assert huge.status_code == 422 and huge.json()["error"]["param"] == "value"
 
 
 def test_regenerate_is_recorded(client: httpx.Client,

@@ -1,0 +1,41 @@
+"""A pipeline with an output guardrail behind the gateway (in-process, over ASGITransport)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from _support import FlakyBackend
+from aieng_gateway import Gateway, GatewaySettings
+
+from aieng_core.testing import isolated_kernel
+from aieng_core.testing.reference import RegexRedactGuard
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_blocked_stream_reports_the_tokens_spent() -> None:
+    """An answer blocked by the output guard after it was generated: the stream's usage
+    chunk reports the tokens the backend spent, the same usage as the JSON answer."""
+
+    def build(kernel: Any) -> Any:
+        # The echo backend answers "You said: ..."; the guard blocks any text with "said".
+        return kernel.compose({"llm": FlakyBackend(),
+                               "guard": RegexRedactGuard(blocked_phrase="said")}, name="test")
+
+    gateway = Gateway(build, settings=GatewaySettings(auth=False),
+                      kernel=lambda: isolated_kernel(loop_block_threshold=None))
+    body = {"model": "test", "messages": [{"role": "user", "content": "hello there"}]}
+    async with gateway.running():
+        transport = httpx.ASGITransport(app=gateway.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            whole = (await client.post("/v1/chat/completions", json=body)).json()
+            streamed = await client.post("/v1/chat/completions", json={**body, "stream": True})
+    assert whole["choices"][0]["finish_reason"] == "content_filter"
+    events = [json.loads(line[6:]) for line in streamed.text.splitlines()
+              if line.startswith("data: {")]
+    assert events[-2]["choices"][0]["finish_reason"] == "content_filter"
+    assert events[-1]["choices"] == [] and whole["usage"]["completion_tokens"] > 0
+    assert events[-1]["usage"] == whole["usage"]
