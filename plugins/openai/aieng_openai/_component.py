@@ -15,7 +15,7 @@ from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Request, Usage
 
 from ._errors import OpenAIError, hint_for, scrub
-from ._options import OpenAIOptions
+from ._options import OpenAIOptions, _header_safe
 from ._payload import (
     FinishReason,
     ProtocolError,
@@ -48,6 +48,9 @@ def _resolve_key(options: OpenAIOptions) -> str | None:
     if not key:
         raise ValueError(f"the environment variable {options.api_key_env} named by "
                          "api_key_env is unset or empty: export the API key there")
+    if not _header_safe(key):  # never the key itself in the message
+        raise ValueError(f"the API key in {options.api_key_env} must be printable ASCII (it "
+                         "is sent in an HTTP header); check for a stray character")
     return key
 
 
@@ -199,7 +202,9 @@ class OpenAIBackend:
             await anyio.sleep(wait)
 
     async def _json(self, path: str, body: Mapping[str, Any] | None) -> Any:
-        response = await self._send(path, body)
+        return self._decoded(await self._send(path, body), path)
+
+    def _decoded(self, response: httpx.Response, path: str) -> Any:
         try:
             return response.json()
         except ValueError:
@@ -231,8 +236,13 @@ class OpenAIBackend:
         """
         if not self.serves(request.model):
             return None
-        data = await self._json("chat/completions",
-                                chat_body(request, self.options, stream=False))
+        response = await self._send("chat/completions",
+                                    chat_body(request, self.options, stream=False))
+        return self._completion(response, request)
+
+    def _completion(self, response: httpx.Response, request: Request) -> Completion:
+        """The completion of a read chat-completions answer."""
+        data = self._decoded(response, "chat/completions")
         try:
             return completion_from(data, request.model or self.model)
         except ProtocolError as error:
@@ -254,6 +264,18 @@ class OpenAIBackend:
         url = f"{self._base}/chat/completions"
         response = await self._send("chat/completions",
                                     chat_body(request, self.options, stream=True), stream=True)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            # A server that ignores "stream": one whole answer, handed over as one delta.
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            answer = self._completion(response, request)
+            if answer.text:
+                yield Delta(answer.text, index=0)
+            yield Delta("", index=1 if answer.text else 0, finish_reason=answer.finish_reason,
+                        usage=answer.usage, tool_calls=answer.tool_calls)
+            return
         index = 0
         finish: FinishReason | None = None
         usage: Usage | None = None
@@ -315,7 +337,10 @@ class OpenAIBackend:
             raise self._error("a stream event is not a JSON object", kind="protocol",
                               body=data, url=url, hint="the server's stream is malformed")
         if "error" in chunk:
-            raise self._error("the server reported an error mid-stream", kind="http",
+            problem = chunk["error"]
+            said = problem.get("message") if isinstance(problem, Mapping) else problem
+            raise self._error("the server reported an error mid-stream"
+                              + (f": {str(said)[:200]}" if said else ""), kind="http",
                               body=data, url=url, hint="read the body excerpt")
         if not isinstance(chunk.get("choices") or [], list):
             raise self._error("a stream event's choices is not a list", kind="protocol",

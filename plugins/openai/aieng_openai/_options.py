@@ -42,6 +42,19 @@ def _opt_str(instance: object, attribute: attrs.Attribute[str | None], value: st
         raise ValueError(f"{attribute.name} must be a non-empty string or be left unset")
 
 
+def _key(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    _opt_str(instance, attribute, value)
+    if value is not None and not _header_safe(value):
+        # Never the value itself in the message: it is a secret.
+        raise ValueError(f"{attribute.name} must be printable ASCII (it is sent in an HTTP "
+                         "header); check for a stray character pasted with it")
+
+
+def _header_safe(text: str) -> bool:
+    """Whether ``text`` can be an HTTP header value: printable ASCII and tabs."""
+    return all(" " <= char <= "~" or char == "\t" for char in text)
+
+
 def _env_name(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and (not isinstance(value, str) or not _ENV_NAME.match(value)):
         raise ValueError(f"{attribute.name} must name an environment variable "
@@ -90,6 +103,11 @@ def _headers(instance: object, attribute: attrs.Attribute[dict[str, str]],
     for name, text in value.items():
         if not isinstance(name, str) or not isinstance(text, str):
             raise TypeError(f"{attribute.name} must map header names to strings")
+        if not name or not _header_safe(name) or ":" in name or " " in name:
+            raise ValueError(f"{attribute.name}: {name!r} is not an HTTP header name")
+        if not _header_safe(text):
+            raise ValueError(f"{attribute.name}: the value of {name!r} must be printable "
+                             "ASCII (HTTP headers carry no other characters)")
         if name.lower() in _RESERVED_HEADERS:
             raise ValueError(f"{attribute.name} must not set {name!r}: the component sets it "
                              "(use api_key or api_key_env for Authorization)")
@@ -136,7 +154,7 @@ class OpenAIOptions:
     model: str = attrs.field(validator=_model)
     models: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_models)
     embedding_model: str | None = attrs.field(default=None, validator=_opt_str)
-    api_key: str | None = attrs.field(default=None, validator=_opt_str, repr=False)
+    api_key: str | None = attrs.field(default=None, validator=_key, repr=False)
     api_key_env: str | None = attrs.field(default=None, validator=_env_name)
     headers: dict[str, str] = attrs.field(factory=dict, validator=_headers, hash=False)
     connect_timeout: float = attrs.field(default=5.0, validator=_seconds)

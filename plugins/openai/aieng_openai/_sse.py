@@ -3,8 +3,9 @@
 Follows the WHATWG event-stream rules that matter for OpenAI-compatible servers: a field
 is ``name: value`` or ``name:value`` (one leading space dropped), ``data`` lines of one
 event join with newlines, a blank line ends an event, ``:`` starts a comment (keep-alive
-pings), and ``event``, ``id`` and ``retry`` fields are read and ignored. A last event that
-the stream ends without a blank line after is still delivered.
+pings), ``event``, ``id`` and ``retry`` fields are read and ignored, and a byte-order mark
+at the start is dropped. A last event that the stream ends without a blank line after is
+still delivered.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ async def sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
     """The ``data`` of each event in ``lines`` (lines without their line breaks)."""
     data: list[str] = []
     size = 0
+    first = True
     async for raw in lines:
         line = raw.rstrip("\r\n")
+        if first:  # a byte-order mark before the first line is not part of it
+            line, first = line.removeprefix("\ufeff"), False
         if not line:
             if data:
                 yield "\n".join(data)

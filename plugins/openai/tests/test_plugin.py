@@ -54,6 +54,9 @@ async def test_runs_in_a_pipeline_and_closes_its_client(
     ({"max_retries": -1}, "max_retries"),
     ({"headers": {"Authorization": "Bearer x"}}, "Authorization"),
     ({"max_tokens_field": "tokens"}, "max_tokens_field"),
+    ({"api_key": "sk-cl\u00e9"}, "api_key must be printable ASCII"),
+    ({"headers": {"X-Team": "\u00e9quipe"}}, "X-Team"),
+    ({"headers": {"X Team": "a"}}, "not an HTTP header name"),
 ])
 async def test_bad_options_fail_to_load(aieng_kernel: Kernel, register_plugin: Any,
                                         options: dict[str, Any], found: str) -> None:
@@ -64,6 +67,20 @@ async def test_bad_options_fail_to_load(aieng_kernel: Kernel, register_plugin: A
         config["components"]["llm"].update(options)
         with pytest.raises(ConfigError, match=found):
             aieng_kernel.pipeline(config)
+
+
+async def test_a_non_ascii_key_fails_to_load_without_showing_it(
+        aieng_kernel: Kernel, register_plugin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key that cannot go in an HTTP header (a pasted non-ASCII character) fails the
+    pipeline's loading, not the first call with a UnicodeEncodeError; the message does not
+    show the key."""
+    monkeypatch.setenv("AIENG_TEST_KEY", "sk-\u2019secret")
+    with register_plugin(aieng_openai, "openai"):
+        config = pipeline_of("http://127.0.0.1:9/v1")
+        config["components"]["llm"]["api_key_env"] = "AIENG_TEST_KEY"
+        with pytest.raises(ConfigError, match="AIENG_TEST_KEY must be printable") as caught:
+            aieng_kernel.pipeline(config)
+    assert "secret" not in str(caught.value)
 
 
 def test_options_hide_the_key() -> None:

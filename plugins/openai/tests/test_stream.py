@@ -44,6 +44,8 @@ async def test_parser_rules() -> None:
     assert await parse("data: a", "", "data:b", "", ": ping", "", "event: x", "id: 3",
                        "retry: 10", "data: c1", "data: c2", "", "data: d\r", "\r",
                        "data", "", "data: last") == ["a", "b", "c1\nc2", "d", "", "last"]
+    # A byte-order mark at the start of the stream is dropped, not read into a field name.
+    assert await parse("\ufeffdata: a", "", "data: b", "") == ["a", "b"]
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
@@ -144,7 +146,7 @@ async def test_malformed_streamed_tool_calls_fail_clearly(double: OpenAIServerDo
     ((chunk("a"), "", "data: [1, 2]", ""), "not a JSON object"),
     ((chunk("a"), "", "data: [DONE]", ""), "before a finish_reason"),
     ((chunk("a"), ""), "before a finish_reason"),
-    (("data: " + json.dumps({"error": {"message": "overloaded"}}), ""), "mid-stream"),
+    (("data: " + json.dumps({"error": {"message": "overloaded"}}), ""), "mid-stream: overloaded"),
     (("data: " + json.dumps({"choices": 5}), ""), "choices is not a list"),
     (("data: " + json.dumps({"choices": {"index": 0}}), ""), "choices is not a list"),
 ])
@@ -158,6 +160,27 @@ async def test_malformed_streams_raise(double: OpenAIServerDouble, make_backend:
         await consume(backend)
     await backend.aclose()
     assert caught.value.hint
+
+
+async def test_stream_from_a_server_that_ignores_stream(double: OpenAIServerDouble,
+                                                        make_backend: Any) -> None:
+    """A server answering a streamed request with one JSON completion (it ignored
+    ``stream``) gives its text as one delta, then its finish reason and usage."""
+    double.script("chat/completions", Scripted(body=json.dumps({
+        "object": "chat.completion", "model": "m",
+        "choices": [{"index": 0, "finish_reason": "length",
+                     "message": {"role": "assistant", "content": "Whole answer"}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})))
+    backend: OpenAIBackend = make_backend()
+    deltas = await consume(backend)
+    await backend.aclose()
+    assert [d.text for d in deltas] == ["Whole answer", ""]
+    assert deltas[-1].finish_reason == "length"
+    assert deltas[-1].usage is not None and deltas[-1].usage.completion_tokens == 2
+    double.script("chat/completions", Scripted(body='{"detail": "no"}'))
+    with pytest.raises(OpenAIError, match="answered unexpectedly"):
+        await consume(backend)
+    await backend.aclose()
 
 
 async def test_stream_retries_before_the_first_byte(double: OpenAIServerDouble,
