@@ -71,7 +71,9 @@ class TokenChunker:
         self.tokenizer: Tokenizer = tokenizer if tokenizer is not None else whitespace_tokens
 
     def spans(self, text: str) -> list[Span]:
-        """The chunk spans of ``text`` (none when it holds no token)."""
+        """The chunk spans of ``text`` (none when it is blank or holds no token)."""
+        if not text.strip():  # a tokenizer may make tokens of whitespace (byte-level BPE)
+            return []
         starts, counts = _cells(self.tokenizer(text), len(text))
         if not starts:
             return []

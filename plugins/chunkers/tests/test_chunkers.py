@@ -74,6 +74,15 @@ def test_a_hugging_face_tokenizers_offsets() -> None:
         "hello ", "😀 world"]
 
 
+def test_blank_text_has_no_chunks_whatever_the_tokenizer() -> None:
+    """A blank document gives ``[]`` even with a tokenizer that makes tokens of whitespace
+    (byte-level BPE does)."""
+    chunker = TokenChunker(TokensOptions(size=2, overlap=0),
+                           tokenizer=lambda text: [(i, i + 1) for i in range(len(text))])
+    assert chunker.aieng_chunk_document(Document("d", " \n\t  \r\n")) == []
+    assert texts(chunker.aieng_chunk_document(Document("d", " a "))) == [" a", " "]
+
+
 def test_token_options_validate() -> None:
     """Overlap must be smaller than size; sizes are positive integers."""
     with pytest.raises(ValueError, match="smaller than size"):

@@ -44,6 +44,6 @@ def _read_table(path: Path) -> list[Document]:
 @hookimpl
 def aieng_register_readers(registry: ReaderRegistry) -> None:
     """Read CSV and TSV files (``aieng index``): a schema document and one per row."""
-    for suffix in (".csv", ".tsv"):
+    for suffix in (".csv", ".tsv", ".tab"):
         registry.add(suffix, _read_table,
                      description="a table: one document per row plus a schema document")

@@ -92,9 +92,10 @@ def read_tables(source: Source, *, name: str | None = None, format: Format | Non
         return [_table(rows[0], rows[1:], table_name, label)
                 for rows, table_name in zip(found, names, strict=True)]
     if chosen == "tsv":
-        records = read_records(text, delimiter or "\t", quoting=False)
+        records = read_records(text, "\t" if delimiter is None else delimiter, quoting=False)
     else:
-        records = read_records(text, delimiter or sniff_delimiter(text))
+        # "" is a mistake to report (read_records does), not a request to sniff.
+        records = read_records(text, sniff_delimiter(text) if delimiter is None else delimiter)
     kept = (record for record in records if any(cell.strip() for cell in record))
     header = next(kept, None)
     return [] if header is None else [_table(header, list(kept), name, label)]

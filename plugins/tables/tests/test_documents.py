@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from aieng_hookspecs.types import Document
-from aieng_tables import TableError, read_tables, table_documents
+from aieng_tables import Format, TableError, read_tables, table_documents
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -128,6 +128,14 @@ def test_name_of_the_wrong_type_is_a_type_error() -> None:
     """A name that is not a string is refused with a ``TypeError`` naming it."""
     with pytest.raises(TypeError, match="name must be a string"):
         read_tables("a\n1\n", name=5)  # type: ignore[arg-type]
+
+
+def test_an_empty_delimiter_is_refused() -> None:
+    """``delimiter=""`` is a mistake named as one, not a silent request to sniff."""
+    formats: tuple[Format, ...] = ("csv", "tsv")
+    for format in formats:
+        with pytest.raises(ValueError, match="delimiter must be one character"):
+            read_tables("a;b\n1;2\n", name="t", format=format, delimiter="")
 
 
 def test_huge_field_example_is_clipped() -> None:

@@ -14,7 +14,7 @@ def test_csv_files_are_read_through_the_registered_reader(tmp_path: Path) -> Non
     """With the plugin registered, a folder's CSV becomes a schema document and row documents."""
     kernel = Kernel(env={}, entry_points=[]).load()
     assert kernel.registry.register(aieng_tables, name="tables").status == "loaded"
-    assert {".csv", ".tsv"} <= set(kernel.registry.readers)
+    assert {".csv", ".tsv", ".tab"} <= set(kernel.registry.readers)
     (tmp_path / "planes.csv").write_text("name,seats\nA320,180\nB737,160\n", encoding="utf-8")
     readers = {s: r.reader for s, r in kernel.registry.readers.items()}
     docs = list(iter_documents(tmp_path, readers=readers))
