@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +14,7 @@ import structlog
 
 from ._options import PROVIDERS
 
-__all__ = ["PASS_COST", "OnnxEncoder", "batch_bounds", "open_session"]
+__all__ = ["PASS_COST", "OnnxEncoder", "batch_bounds", "nvidia_driver", "open_session"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,11 +67,33 @@ def _clean(text: str) -> str:
     return text
 
 
+#: The providers that need an NVIDIA GPU and its driver.
+GPU_PROVIDERS = frozenset({"tensorrt", "cuda"})
+
+
+@functools.cache
+def nvidia_driver() -> bool:
+    """Whether the NVIDIA driver's CUDA library loads here (``libcuda.so.1``, on Windows
+    ``nvcuda.dll``): without it no GPU provider can start, whatever the onnxruntime build
+    offers. Asked once per process."""
+    import ctypes
+
+    for name in ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so"):
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
 def open_session(model: Path, *, providers: Sequence[str], threads: int,
                  cache: Path | None = None) -> Any:
     """An ``InferenceSession`` on ``model`` trying ``providers`` (option names) in order;
     blocking. What it really got is ``session.get_providers()``: ONNX Runtime drops a
-    provider whose libraries (CUDA, cuDNN, TensorRT) or device are missing.
+    provider whose libraries (CUDA, cuDNN, TensorRT) or device are missing. On a machine
+    without the NVIDIA driver (:func:`nvidia_driver`) the GPU providers are not asked for
+    at all, so ONNX Runtime prints no error about libraries it could never load.
 
     :param cache: where TensorRT keeps its engines (rebuilding one takes minutes).
     """
@@ -81,9 +105,13 @@ def open_session(model: Path, *, providers: Sequence[str], threads: int,
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     available = set(ort.get_available_providers())
     chosen: list[Any] = []
+    skipped: list[str] = []
     for name in providers:
         full = PROVIDERS[name]
         if full not in available:
+            continue
+        if name in GPU_PROVIDERS and not nvidia_driver():
+            skipped.append(full)
             continue
         if name == "tensorrt" and cache is not None:
             engines = cache / "tensorrt"
@@ -91,6 +119,9 @@ def open_session(model: Path, *, providers: Sequence[str], threads: int,
                                   "trt_engine_cache_path": str(engines)}))
         else:
             chosen.append(full)
+    if skipped:
+        log.info("onnx.gpu_providers_skipped", providers=skipped,
+                 reason="no NVIDIA driver here (libcuda does not load)")
     if not chosen:
         chosen.append(PROVIDERS["cpu"])
     return ort.InferenceSession(str(model), sess_options=options, providers=chosen)

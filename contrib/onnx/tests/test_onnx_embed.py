@@ -133,6 +133,41 @@ def test_provider_fallback_reported(bert_dir: Path, tmp_path: Path) -> None:
     assert cpu_only.providers == ("CPUExecutionProvider",)
 
 
+@pytest.mark.parametrize("driver", [False, True])
+def test_gpu_providers_need_the_driver(bert_dir: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch, driver: bool) -> None:
+    """Without the NVIDIA driver the session is not asked for TensorRT or CUDA at all (so
+    ONNX Runtime prints no library errors) and the skip is logged; with it, every GPU
+    provider of the build is asked for, and the session still ends with the CPU."""
+    import onnxruntime as ort
+    from aieng_onnx import _runtime
+
+    asked: list[list[str]] = []
+    real = ort.InferenceSession
+
+    def recording(path: str, **kwargs: object) -> object:
+        providers = kwargs["providers"]
+        assert isinstance(providers, list)
+        asked.append([p if isinstance(p, str) else p[0] for p in providers])
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    monkeypatch.setattr(_runtime, "nvidia_driver", lambda: driver)
+    embedder = MiniLMOnnxEmbedder(MiniLMOnnxOptions(path=str(bert_dir), cache_dir=str(tmp_path)))
+    with structlog.testing.capture_logs() as logs:
+        assert embedder.providers[-1] == "CPUExecutionProvider"
+    gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+           if p in ort.get_available_providers()]
+    skipped = [e for e in logs if e["event"] == "onnx.gpu_providers_skipped"]
+    # The export checks its file on a CPU session first; the embedder's session is last.
+    if driver:
+        assert asked[-1] == [*gpu, "CPUExecutionProvider"] and not skipped
+    else:
+        assert asked and all(a == ["CPUExecutionProvider"] for a in asked)
+        assert embedder.providers == ("CPUExecutionProvider",)
+        assert bool(skipped) == bool(gpu) and (not gpu or skipped[0]["providers"] == gpu)
+
+
 async def test_empty_input_needs_no_model(tmp_path: Path, bert_dir: Path) -> None:
     """An empty list gives a (0, dimension) array without exporting anything."""
     embedder = MiniLMOnnxEmbedder(MiniLMOnnxOptions(path=str(bert_dir), cache_dir=str(tmp_path)))
