@@ -16,13 +16,14 @@ from collections.abc import (
     Callable,
     Coroutine,
     Generator,
+    Iterable,
     Iterator,
     Mapping,
     Sequence,
 )
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 import attrs
@@ -36,7 +37,7 @@ from aieng_hookspecs.types import ErrorEvent, Event, HookCalled
 from ._errors import HookError
 from ._scope import CURRENT_RUN
 
-__all__ = ["Dispatcher", "HookMonitor", "ImplCall", "StagePolicy"]
+__all__ = ["Check", "Dispatcher", "HookMonitor", "ImplCall", "StagePolicy", "expect"]
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +84,10 @@ class ImplCall:
 
 
 HookMonitor = Callable[[ImplCall], None]
+#: Checks an impl's (non-``None``) return value: ``""`` when it is right, else what is wrong
+#: (``"returned str, expected Completion"``). A wrong value is a failure of that impl.
+Check = Callable[[Any], str]
+_WRONG_TYPE_HINT = "return the aieng_hookspecs.types value the spec names"
 
 _SYNC, _ASYNC, _BLOCKING = 0, 1, 2
 
@@ -148,9 +153,11 @@ class Dispatcher:
         stage: str = "",
         policy: StagePolicy = DEFAULT_POLICY,
         only: Sequence[str] | None = None,
+        check: Check | None = None,
     ) -> tuple[Any, str] | None:
         """Await impls in order until one returns a value that is not ``None``.
 
+        :param check: validates each value; a wrong one is that impl's failure.
         :returns: ``(value, plugin name)``, or ``None`` when every impl returned ``None``.
         :raises HookError: on an impl failure (``fail`` / ``skip``), or under ``fallback``
             when every impl failed or returned ``None`` after at least one failure.
@@ -158,7 +165,7 @@ class Dispatcher:
         failure: HookError | None = None
         for impl in self.impls(hook, only):
             try:
-                value = await self._call(impl, hook, kwargs, stage, policy)
+                value = await self._call(impl, hook, kwargs, stage, policy, check)
             except HookError as exc:
                 if policy.on_error != "fallback":
                     raise
@@ -177,20 +184,22 @@ class Dispatcher:
         *,
         stage: str = "",
         policy: StagePolicy = DEFAULT_POLICY,
+        check: Check | None = None,
     ) -> list[tuple[Any, str]]:
         """Run every impl concurrently; return ``(value, plugin)`` pairs in impl order.
 
-        ``None`` results are left out. Under ``fallback`` failed impls are left out too;
-        otherwise the first failure cancels the others and raises :class:`HookError`.
+        ``None`` results are left out. Under ``fallback`` failed impls (and those whose
+        value fails ``check``) are left out too; otherwise the first failure cancels the
+        others and raises :class:`HookError`.
         """
         impls = self.impls(hook)
         if len(impls) == 1:  # the common case needs no task group
-            value = await self._gather_one(impls[0], hook, kwargs, stage, policy)
+            value = await self._gather_one(impls[0], hook, kwargs, stage, policy, check)
             return [] if value is None else [(value, impls[0].plugin_name)]
         results: list[Any] = [None] * len(impls)
 
         async def run(index: int, impl: HookImpl) -> None:
-            results[index] = await self._gather_one(impl, hook, kwargs, stage, policy)
+            results[index] = await self._gather_one(impl, hook, kwargs, stage, policy, check)
 
         try:
             async with anyio.create_task_group() as tg:
@@ -204,10 +213,11 @@ class Dispatcher:
         return [(r, i.plugin_name) for r, i in zip(results, impls) if r is not None]
 
     async def _gather_one(
-        self, impl: HookImpl, hook: str, kwargs: Mapping[str, Any], stage: str, policy: StagePolicy
+        self, impl: HookImpl, hook: str, kwargs: Mapping[str, Any], stage: str,
+        policy: StagePolicy, check: Check | None,
     ) -> Any:
         try:
-            return await self._call(impl, hook, kwargs, stage, policy)
+            return await self._call(impl, hook, kwargs, stage, policy, check)
         except HookError:
             if policy.on_error == "fallback":
                 return None
@@ -221,17 +231,20 @@ class Dispatcher:
         *,
         stage: str = "",
         policy: StagePolicy = DEFAULT_POLICY,
+        check: Check | None = None,
     ) -> dict[str, Any]:
         """Run impls in order, each receiving what ``fold`` made of the previous output.
 
         :param fold: ``fold(kwargs, value, plugin)`` returns the next impl's kwargs, or
             ``None`` to stop the chain (a guard's block). ``None`` values skip the fold.
+        :param check: validates each value before the fold; a wrong one is that impl's
+            failure (under ``fallback`` the previous value is passed on).
         :returns: the last kwargs.
         """
         current = dict(kwargs)
         for impl in self.impls(hook):
             try:
-                value = await self._call(impl, hook, current, stage, policy)
+                value = await self._call(impl, hook, current, stage, policy, check)
             except HookError:
                 if policy.on_error != "fallback":
                     raise
@@ -278,6 +291,7 @@ class Dispatcher:
         kwargs: Mapping[str, Any],
         stage: str,
         policy: StagePolicy,
+        check: Check | None = None,
     ) -> Any:
         function: Callable[..., Any] = impl.function
         args = [kwargs[name] for name in impl.argnames]
@@ -315,12 +329,19 @@ class Dispatcher:
             if on_loop:
                 del self.active[token]
                 self.recent.append((label, start, end))
-        if outcome == "ok" and value is None:
-            outcome = "none"
+        hint = ""
+        if outcome == "ok":
+            if value is None:
+                outcome = "none"
+            elif check is not None:
+                problem = check(value)
+                if problem:  # a wrong value fails like a raise: the policy applies
+                    outcome, error, hint = "error", TypeError(problem), _WRONG_TYPE_HINT
         if self._monitors or self.trace_hooks:
             self._observe(hook, impl.plugin_name, stage, kwargs, outcome, value, error, end - start)
         if error is not None:
-            raise self.failure(impl.plugin_name, hook, stage, policy, error, outcome)
+            raise self.failure(impl.plugin_name, hook, stage, policy, error, outcome,
+                               message=str(error) if hint else "", hint=hint)
         return value
 
     @staticmethod
@@ -432,6 +453,23 @@ class _Resumed:
                     yielded = coro.send(sent)
                 except StopIteration as done:
                     return done.value
+
+
+def expect(kind: type | tuple[type, ...], *, items: type | None = None) -> Check:
+    """A :data:`Check` that a value is an instance of ``kind`` and, with ``items``, that
+    every item of it is an instance of ``items``."""
+    names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+
+    def check(value: Any) -> str:
+        if not isinstance(value, kind):
+            return f"returned {type(value).__name__}, expected {names}"
+        if items is not None:
+            for item in cast("Iterable[Any]", value):
+                if not isinstance(item, items):
+                    return f"returned {type(item).__name__}, expected {items.__name__}"
+        return ""
+
+    return check
 
 
 def first_hook_error(group: BaseExceptionGroup[Any]) -> HookError | None:

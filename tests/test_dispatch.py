@@ -235,6 +235,35 @@ async def test_wrong_return_type_is_a_hook_error(aieng_kernel: Kernel) -> None:
         await pipeline.run("q")
 
 
+async def test_wrong_return_type_falls_back_like_any_failure(
+    aieng_kernel: Kernel, captured_events: EventCapture
+) -> None:
+    """Under fallback an impl returning the wrong type is a failed candidate like any other:
+    the next backend answers, a gather keeps the other impls' results, and an error event
+    names the sloppy impl and what was expected."""
+    from aieng_core.testing.doubles import ScriptedBackend
+
+    class Sloppy:
+        @hookimpl
+        def aieng_generate(self) -> str:
+            return "not a completion"
+
+        @hookimpl
+        def aieng_retrieve(self) -> list[str]:
+            return ["not a hit"]
+
+    pipeline = aieng_kernel.compose(
+        {"sloppy": Sloppy(), "docs": Retriever("good"), "llm": ScriptedBackend(["fine"])},
+        stages=["retrieve", "generate"], on_error="fallback")
+    result = await pipeline.run("q")
+    assert result.answer == "fine"
+    assert [h.document.id for h in result.hits] == ["good"]
+    errors = captured_events.of(ErrorEvent)
+    assert sorted((e.plugin, e.hook) for e in errors) == [
+        ("sloppy", "aieng_generate"), ("sloppy", "aieng_retrieve")]
+    assert all("expected" in e.message for e in errors)
+
+
 async def test_blocking_impl_runs_in_a_worker_thread(aieng_kernel: Kernel) -> None:
     """An impl marked @blocking runs off the event loop's thread."""
     seen: list[int] = []

@@ -15,6 +15,7 @@ from aieng_hookspecs.types import (
     Completion,
     Delta,
     Document,
+    ErrorEvent,
     Finding,
     FirstToken,
     GuardVerdict,
@@ -451,3 +452,73 @@ def test_prompt_fence_cannot_be_closed_by_a_passage_and_history_is_kept() -> Non
     prompt = built.messages[-1].content
     assert prompt.count("untrusted>>>") == 1 and prompt.index("SYSTEM:") < prompt.index(
         "untrusted>>>")
+
+
+async def test_cancelled_kernel_exit_still_closes_every_component() -> None:
+    """Leaving the kernel under cancellation (a deadline around it) still runs every
+    component's async aieng_pipeline_close to its end: closing writes what components hold
+    (a vector index's snapshot), and a cancelled caller must not lose it."""
+    from aieng_core.testing import isolated_kernel
+
+    closed: list[str] = []
+
+    class Closable:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @hookimpl
+        def aieng_retrieve(self) -> list[Hit]:
+            return []
+
+        @hookimpl
+        async def aieng_pipeline_close(self) -> None:
+            await anyio.lowlevel.checkpoint()  # a real close awaits its I/O
+            closed.append(self.name)
+
+    with anyio.move_on_after(0.05) as deadline:
+        async with isolated_kernel() as kernel:
+            kernel.compose({"a": Closable("a"), "b": Closable("b")}, stages=["retrieve"])
+            kernel.compose({"c": Closable("c")}, name="other", stages=["retrieve"])
+            await anyio.sleep_forever()
+    assert deadline.cancelled_caught
+    assert sorted(closed) == ["a", "b", "c"]
+
+
+async def test_failing_on_delta_callback_is_not_blamed_on_the_backend(
+    aieng_kernel: Kernel,
+) -> None:
+    """An exception raised by the caller's own on_delta reaches the caller as it is; it is
+    not reported as the streaming backend's failure (no HookError, no error event naming the
+    backend, which routers' circuit breakers would count against it)."""
+    capture = EventCapture(aieng_kernel)
+    pipeline = aieng_kernel.compose({"llm": ScriptedBackend(["fine ", "answer"])},
+                                    stages=["generate"])
+
+    def on_delta(delta: Delta) -> None:
+        raise BrokenPipeError("the caller's output is closed")
+
+    with pytest.raises(BrokenPipeError, match="output is closed"):
+        await pipeline.run("q", on_delta=on_delta)
+    capture.close()
+    assert capture.of(ErrorEvent) == []
+
+
+async def test_failed_stream_falls_back_to_a_backend_that_only_generates(
+    aieng_kernel: Kernel,
+) -> None:
+    """Under fallback a stream that fails before its first delta gives way to the next
+    backend even when that one does not stream: a streamed run answers as a plain run does,
+    and the failed backend is not asked again."""
+    class GenerateOnly:
+        @hookimpl
+        def aieng_generate(self, request: Request) -> Completion:
+            return Completion(text="from generate")
+
+    broken = ScriptedBackend(fail_with=RuntimeError("down"))
+    pipeline = aieng_kernel.compose({"broken": broken, "plain": GenerateOnly()},
+                                    stages=["generate"], on_error="fallback")
+    pieces: list[str] = []
+    result = await pipeline.run("q", on_delta=lambda delta: pieces.append(delta.text))
+    assert result.answer == "from generate"
+    assert pieces == ["from generate"]
+    assert len(broken.requests) == 1  # its stream only; its aieng_generate is not retried

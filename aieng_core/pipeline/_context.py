@@ -12,13 +12,15 @@ from aieng_hookspecs.types import Completion, Event, ModelCall, Request, uncheck
 
 from .._errors import HookError
 from .._scope import CURRENT_RUN
-from ..dispatch import StagePolicy
+from ..dispatch import StagePolicy, expect
 from ._stages import _parameters
 
 if TYPE_CHECKING:
     from ._pipeline import Pipeline
 
 __all__ = ["ComponentContext"]
+
+_COMPLETION = expect(Completion)
 
 
 class ComponentContext:
@@ -71,15 +73,13 @@ class ComponentContext:
         pipeline = self._pipeline
         started = time.perf_counter()
         found = await pipeline.dispatcher.first("aieng_generate", {"request": request},
-                                                stage="generate", policy=self._policy())
+                                                stage="generate", policy=self._policy(),
+                                                check=_COMPLETION)
         if found is None:
             raise LookupError(f"no backend of pipeline {pipeline.name!r} answered "
                               f"(model {request.model!r}) for component {self._component!r}")
-        completion, plugin = found
-        if not isinstance(completion, Completion):
-            raise HookError(hook="aieng_generate", plugin=plugin, stage="generate",
-                            message=f"returned {type(completion).__name__}, expected "
-                                    "Completion")
+        completion: Completion = found[0]
+        plugin = found[1]
         self.emit(unchecked(ModelCall, component=plugin, messages=request.messages,
                             parameters={**_parameters(request), "caller": self._component},
                             raw_output=completion.text, usage=completion.usage,

@@ -399,15 +399,21 @@ class Pipeline:
 
     async def aclose(self) -> None:
         """Unsubscribe and close every component (``aieng_pipeline_close``), once; a
-        component that fails to close is logged by name and the others still close."""
+        component that fails to close is logged by name and the others still close.
+        Closing is shielded from cancellation: it runs to its end even when the caller
+        is being cancelled."""
         if self._closed:
             return
         self._closed = True
         self._ready = False
         for unsubscribe in self._unsubscribe:
             unsubscribe()
-        await self.dispatcher.gather("aieng_pipeline_close", {}, stage="close",
-                                     policy=StagePolicy(timeout=None, on_error="fallback"))
+        # Shielded: closing writes what components hold (a vector index's snapshot, a
+        # database); a caller being cancelled (a deadline around the kernel) must not
+        # cut that short, or the data is lost.
+        with anyio.CancelScope(shield=True):
+            await self.dispatcher.gather("aieng_pipeline_close", {}, stage="close",
+                                         policy=StagePolicy(timeout=None, on_error="fallback"))
 
     async def __aenter__(self) -> Pipeline:
         await self.open()

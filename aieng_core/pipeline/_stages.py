@@ -33,7 +33,7 @@ from aieng_hookspecs.types import (
 
 from .._errors import HookError
 from .._scope import RunScope
-from ..dispatch import Dispatcher, StagePolicy, first_hook_error
+from ..dispatch import Check, Dispatcher, StagePolicy, expect, first_hook_error
 from ..fusion import reciprocal_rank_fusion
 
 __all__ = ["STAGE_FUNCTIONS", "RunState"]
@@ -72,19 +72,22 @@ class RunState:
     blocked: bool = False
 
 
-def _expect(value: Any, kind: type | tuple[type, ...], hook: str, plugin: str, stage: str) -> None:
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise HookError(hook=hook, plugin=plugin, stage=stage,
-                        message=f"returned {type(value).__name__}, expected {names}",
-                        hint="return the aieng_hookspecs.types value the spec names")
+# What each hook must return: the dispatcher checks every value, so a wrong one is that
+# impl's failure and the stage's error policy applies to it as to a raise.
+_HITS = expect((list, tuple), items=Hit)
+_QUERIES = expect((list, tuple), items=Query)
+_COMPLETION = expect(Completion)
+_ROUTE = expect(Route)
+_REQUEST = expect(Request)
+_VERDICT = expect(GuardVerdict)
+_SCORE_LIST = expect((list, tuple), items=Score)
 
 
-def _expect_hits(value: Any, hook: str, plugin: str, stage: str) -> tuple[Hit, ...]:
-    _expect(value, (list, tuple), hook, plugin, stage)
-    for item in value:
-        _expect(item, Hit, hook, plugin, stage)
-    return tuple(value)
+def _scores(value: Any) -> str:
+    return "" if isinstance(value, Score) else _SCORE_LIST(value)
+
+
+_SCORES: Check = _scores
 
 
 def _with_prompt(request: Request, text: str) -> Request:
@@ -100,7 +103,6 @@ async def guard_input(state: RunState, policy: StagePolicy) -> str:
     stage = "guard_input"
 
     def fold(kwargs: dict[str, Any], verdict: Any, plugin: str) -> dict[str, Any] | None:
-        _expect(verdict, GuardVerdict, "aieng_guard_input", plugin, stage)
         if not verdict.guard:
             verdict = attrs.evolve(verdict, guard=plugin)
         state.input_verdicts.append(verdict)
@@ -115,7 +117,7 @@ async def guard_input(state: RunState, policy: StagePolicy) -> str:
         return kwargs
 
     result = await state.dispatcher.chain("aieng_guard_input", {"request": state.request}, fold,
-                                          stage=stage, policy=policy)
+                                          stage=stage, policy=policy, check=_VERDICT)
     if state.blocked:
         return "blocked"
     state.request = result["request"]
@@ -126,11 +128,10 @@ async def guard_input(state: RunState, policy: StagePolicy) -> str:
 async def cache_lookup(state: RunState, policy: StagePolicy) -> str:
     state.cache_request = state.request
     found = await state.dispatcher.first("aieng_cache_lookup", {"request": state.request},
-                                         stage="cache_lookup", policy=policy)
+                                         stage="cache_lookup", policy=policy, check=_COMPLETION)
     if found is None:
         return "ok"
     completion, plugin = found
-    _expect(completion, Completion, "aieng_cache_lookup", plugin, "cache_lookup")
     state.completion = state.raw_completion = attrs.evolve(completion, cached=True)
     state.cache_hit = plugin
     state.scope.emit(CacheHit(run_id=state.scope.run_id, pipeline=state.scope.pipeline,
@@ -141,11 +142,10 @@ async def cache_lookup(state: RunState, policy: StagePolicy) -> str:
 async def route(state: RunState, policy: StagePolicy) -> str:
     found = await state.dispatcher.first(
         "aieng_route", {"request": state.request, "candidates": state.backends},
-        stage="route", policy=policy)
+        stage="route", policy=policy, check=_ROUTE)
     if found is None:
         return "ok"
     chosen, plugin = found
-    _expect(chosen, Route, "aieng_route", plugin, "route")
     unknown = [t for t in (chosen.target, *chosen.fallbacks) if t not in state.backends]
     if unknown:
         raise HookError(hook="aieng_route", plugin=plugin, stage="route",
@@ -158,10 +158,9 @@ async def route(state: RunState, policy: StagePolicy) -> str:
 async def _expansions(state: RunState, policy: StagePolicy) -> list[Query]:
     expanded: list[Query] = []
     for value, plugin in await state.dispatcher.gather(
-            "aieng_query_expand", {"query": state.query}, stage="retrieve", policy=policy):
-        _expect(value, (list, tuple), "aieng_query_expand", plugin, "retrieve")
+            "aieng_query_expand", {"query": state.query}, stage="retrieve", policy=policy,
+            check=_QUERIES):
         for query in value:
-            _expect(query, Query, "aieng_query_expand", plugin, "retrieve")
             if query.text != state.query.text and query not in expanded:
                 # Expansions inherit the user's filters unless they set their own.
                 expanded.append(query if query.filters else
@@ -180,7 +179,7 @@ async def retrieve(state: RunState, policy: StagePolicy) -> str:
     async def search(number: int, query: Query) -> None:
         found[number] = await state.dispatcher.gather(
             "aieng_retrieve", {"query": query, "k": state.k_retrieve},
-            stage=stage, policy=policy)
+            stage=stage, policy=policy, check=_HITS)
 
     if len(queries) == 1:
         await search(0, queries[0])
@@ -197,15 +196,15 @@ async def retrieve(state: RunState, policy: StagePolicy) -> str:
     for number, gathered in enumerate(found):
         for value, plugin in gathered:
             key = plugin if number == 0 else f"{plugin}@{number}"
-            state.runs[key] = _expect_hits(value, "aieng_retrieve", plugin, stage)[
-                : state.k_retrieve]
+            state.runs[key] = tuple(value)[: state.k_retrieve]
     runs = list(state.runs.values())
     if len(runs) == 1:
         state.retrieved = runs[0]
     elif runs:
         try:
             fused = await state.dispatcher.first(
-                "aieng_fuse", {"query": state.query, "runs": runs}, stage=stage, policy=policy)
+                "aieng_fuse", {"query": state.query, "runs": runs}, stage=stage, policy=policy,
+                check=_HITS)
         except HookError:
             if policy.on_error != "fallback":
                 raise
@@ -213,19 +212,18 @@ async def retrieve(state: RunState, policy: StagePolicy) -> str:
         if fused is None:
             state.retrieved = tuple(reciprocal_rank_fusion(runs)[: state.k_retrieve])
         else:
-            state.retrieved = _expect_hits(fused[0], "aieng_fuse", fused[1], stage)[
-                : state.k_retrieve]
+            state.retrieved = tuple(fused[0])[: state.k_retrieve]
     state.hits = state.retrieved
     return "ok"
 
 
 async def rerank(state: RunState, policy: StagePolicy) -> str:
     def fold(kwargs: dict[str, Any], value: Any, plugin: str) -> dict[str, Any]:
-        return {**kwargs, "hits": _expect_hits(value, "aieng_rerank", plugin, "rerank")}
+        return {**kwargs, "hits": tuple(value)}
 
     result = await state.dispatcher.chain(
         "aieng_rerank", {"query": state.query, "hits": state.hits, "k": state.k_rerank}, fold,
-        stage="rerank", policy=policy)
+        stage="rerank", policy=policy, check=_HITS)
     state.hits = tuple(result["hits"])
     return "ok"
 
@@ -234,9 +232,8 @@ async def context(state: RunState, policy: StagePolicy) -> str:
     found = await state.dispatcher.first(
         "aieng_context_build",
         {"query": state.query, "hits": state.hits, "request": state.request},
-        stage="context", policy=policy)
+        stage="context", policy=policy, check=_REQUEST)
     if found is not None:
-        _expect(found[0], Request, "aieng_context_build", found[1], "context")
         state.request = found[0]
     return "ok"
 
@@ -262,20 +259,26 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
     started = time.perf_counter()
     ttft: float | None = None
     streamed = False
+    failed: dict[str, HookError] = {}  # streams that failed before their first delta
     if state.on_delta is not None:
-        found = await _stream(state, policy, only, started)
+        found = await _stream(state, policy, only, started, failed)
         if found is not None:
             streamed = True
             completion, ttft, plugin = found
     if not streamed:
+        if failed:  # the backends that do not stream answer next; the failed ones are done
+            only = [impl.plugin_name for impl in state.dispatcher.impls("aieng_generate", only)
+                    if impl.plugin_name not in failed]
         answered = await state.dispatcher.first("aieng_generate", {"request": state.request},
-                                                stage=stage, policy=policy, only=only)
+                                                stage=stage, policy=policy, only=only,
+                                                check=_COMPLETION)
         if answered is None:
+            if failed:
+                raise next(iter(failed.values()))
             raise HookError(hook="aieng_generate", plugin="(none)", stage=stage,
                             message="no backend answered (every impl returned None)",
                             hint="check the request's model name against the backends' models")
         completion, plugin = answered
-        _expect(completion, Completion, "aieng_generate", plugin, stage)
         if state.on_delta is not None:  # a non-streaming backend still feeds the callback
             await _deliver(state.on_delta, Delta(completion.text, 0, completion.finish_reason,
                                                  tool_calls=completion.tool_calls))
@@ -290,30 +293,28 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
 
 
 async def _stream(state: RunState, policy: StagePolicy, only: Sequence[str] | None,
-                  started: float) -> tuple[Completion, float | None, str] | None:
+                  started: float, failed: dict[str, HookError]
+                  ) -> tuple[Completion, float | None, str] | None:
     """Stream from the first backend that streams. Under ``fallback`` a stream that fails
     before delivering anything is dropped for the next backend in line (the caller has seen
-    nothing yet); after the first delta a failure is final: text cannot be taken back."""
-    remaining = [impl.plugin_name for impl in state.dispatcher.impls("aieng_stream", only)]
-    failure: HookError | None = None
-    while remaining:
-        found = await state.dispatcher.first("aieng_stream", {"request": state.request},
-                                             stage="generate", policy=policy, only=remaining)
-        if found is None:
-            break
-        stream, plugin = found
+    nothing yet) and recorded in ``failed``; after the first delta a failure is final: text
+    cannot be taken back. ``None``: no backend streamed (the caller asks the others)."""
+    for plugin in [impl.plugin_name for impl in state.dispatcher.impls("aieng_stream", only)]:
         progress = _Progress()
         try:
-            completion, ttft = await _consume(state, stream, plugin, started, policy, progress)
+            found = await state.dispatcher.first("aieng_stream", {"request": state.request},
+                                                 stage="generate", policy=policy,
+                                                 only=(plugin,))
+            if found is None:
+                continue
+            completion, ttft = await _consume(state, found[0], plugin, started, policy,
+                                              progress)
         except HookError as exc:
             if policy.on_error != "fallback" or progress.delivered:
                 raise
-            failure = exc
-            remaining = remaining[remaining.index(plugin) + 1:]
+            failed[plugin] = exc
             continue
         return completion, ttft, plugin
-    if failure is not None:  # every stream failed: do not try the same backends again
-        raise failure
     return None
 
 
@@ -341,6 +342,8 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
     label = f"{plugin}.aieng_stream"
     timeout = policy.timeout
     iterator = aiter(stream)
+    # The caller's own on_delta failing is no failure of the backend: it propagates as it is.
+    caller_error: BaseException | None = None
     try:
         while True:
             # The stage timeout bounds each wait for the next delta, not the whole stream.
@@ -349,7 +352,11 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
                     delta = await anext(iterator)
                 except StopAsyncIteration:
                     break
-            _expect(delta, Delta, "aieng_stream", plugin, "generate")
+            if not isinstance(delta, Delta):
+                problem = f"yielded {type(delta).__name__}, expected Delta"
+                raise state.dispatcher.failure(
+                    plugin, "aieng_stream", "generate", policy, TypeError(problem), "error",
+                    message=problem, hint="yield aieng_hookspecs.types.Delta values")
             if ttft is None and delta.text:
                 ttft = time.perf_counter() - started
                 scope.emit(FirstToken(run_id=scope.run_id, pipeline=scope.pipeline,
@@ -366,15 +373,22 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
             if delta.tool_calls:
                 calls = delta.tool_calls
             progress.delivered = True
-            await _deliver(state.on_delta, delta)  # type: ignore[arg-type]
+            try:
+                await _deliver(state.on_delta, delta)  # type: ignore[arg-type]
+            except Exception as exc:
+                caller_error = exc
+                raise
     except HookError:
         raise
-    except TimeoutError as exc:
-        # Published as an ``error`` event like any failed call: routers and monitors count it.
-        raise state.dispatcher.failure(plugin, "aieng_stream", "generate", policy, exc,
-                                       "timeout", message=f"no delta for {timeout} s",
-                                       hint="raise the generate stage's timeout") from exc
     except Exception as exc:
+        if exc is caller_error:
+            raise
+        if isinstance(exc, TimeoutError):
+            # Published as an ``error`` event like any failed call: routers and monitors
+            # count it.
+            raise state.dispatcher.failure(plugin, "aieng_stream", "generate", policy, exc,
+                                           "timeout", message=f"no delta for {timeout} s",
+                                           hint="raise the generate stage's timeout") from exc
         raise state.dispatcher.failure(plugin, "aieng_stream", "generate", policy, exc,
                                        "error") from exc
     finally:
@@ -392,7 +406,6 @@ async def guard_output(state: RunState, policy: StagePolicy) -> str:
         return "ok"
 
     def fold(kwargs: dict[str, Any], verdict: Any, plugin: str) -> dict[str, Any] | None:
-        _expect(verdict, GuardVerdict, "aieng_guard_output", plugin, stage)
         if not verdict.guard:
             verdict = attrs.evolve(verdict, guard=plugin)
         state.output_verdicts.append(verdict)
@@ -411,7 +424,7 @@ async def guard_output(state: RunState, policy: StagePolicy) -> str:
 
     result = await state.dispatcher.chain(
         "aieng_guard_output", {"request": state.request, "completion": state.completion}, fold,
-        stage=stage, policy=policy)
+        stage=stage, policy=policy, check=_VERDICT)
     if state.blocked:
         return "blocked"
     state.completion = result["completion"]
@@ -439,11 +452,10 @@ async def judge(state: RunState, policy: StagePolicy) -> str:
                     context=state.context if state.context is not None
                     else tuple(h.document.text for h in state.hits))
     for value, plugin in await state.dispatcher.gather("aieng_judge", {"sample": sample},
-                                                       stage="judge", policy=policy):
+                                                       stage="judge", policy=policy,
+                                                       check=_SCORES):
         scores = [value] if isinstance(value, Score) else value
-        _expect(scores, (list, tuple), "aieng_judge", plugin, "judge")
         for score in scores:
-            _expect(score, Score, "aieng_judge", plugin, "judge")
             state.scores.append(score if score.judge else attrs.evolve(score, judge=plugin))
         state.scope.emit(unchecked(JudgeScored, run_id=state.scope.run_id,
                                    pipeline=state.scope.pipeline, component=plugin,
