@@ -106,9 +106,9 @@ def parse_dataset(raw: bytes, *, source: str = "<dataset>") -> Dataset:
     for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
-        item = _parse_line(line, number, source)
+        item, generated = _parse_line(line, number, source)
         if item.id in seen:
-            if item.id.startswith("item-"):  # the same content twice: number the repeats
+            if generated:  # the same content twice: number the repeats
                 count = 2
                 while f"{item.id}-{count}" in seen:
                     count += 1
@@ -123,7 +123,8 @@ def parse_dataset(raw: bytes, *, source: str = "<dataset>") -> Dataset:
     return Dataset(path=source, sha256=hashlib.sha256(raw).hexdigest(), items=tuple(items))
 
 
-def _parse_line(line: bytes, number: int, source: str) -> DatasetItem:
+def _parse_line(line: bytes, number: int, source: str) -> tuple[DatasetItem, bool]:
+    """The line's item, and whether its id was made from its content (no ``id`` key)."""
     where = f"{source} line {number}"
     try:
         text = line.decode("utf-8")
@@ -147,7 +148,7 @@ def _parse_line(line: bytes, number: int, source: str) -> DatasetItem:
             raise DatasetError(f"{where}: 'slice' must be a non-empty string, "
                                f"got {_kind(data['slice'])}")
         metadata["slice"] = data["slice"]
-    return DatasetItem(
+    item = DatasetItem(
         id=_item_id(data, where),
         line=number,
         input=_input(data["input"], where),
@@ -156,6 +157,9 @@ def _parse_line(line: bytes, number: int, source: str) -> DatasetItem:
         metadata=metadata,
         label=_label(data.get("label"), where),
     )
+    # Only a made-up id is renumbered on a repeat: a repeated id of the file is an error,
+    # even one that looks like a made-up id ("item-1").
+    return item, data.get("id") is None
 
 
 def _kind(value: object) -> str:

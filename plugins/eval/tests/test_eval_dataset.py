@@ -92,6 +92,16 @@ def test_identical_lines_get_numbered_ids() -> None:
     assert ids[1] == f"{ids[0]}-2" and ids[2] == f"{ids[0]}-3"
 
 
+def test_a_repeated_id_of_the_file_is_an_error_whatever_it_looks_like() -> None:
+    """Only made-up ids are numbered on a repeat: a repeated ``id`` of the file, even one
+    shaped like a made-up id, is a duplicate, naming both lines."""
+    with pytest.raises(DatasetError, match=r"line 2: duplicate id 'item-1' .*line 1"):
+        parse('{"id": "item-1", "input": "a"}', '{"id": "item-1", "input": "b"}')
+    made_up = parse('{"input": "a"}').items[0].id  # type: ignore[attr-defined]
+    with pytest.raises(DatasetError, match="line 2: duplicate id"):
+        parse('{"input": "a"}', f'{{"id": "{made_up}", "input": "b"}}')
+
+
 @given(st.dictionaries(st.sampled_from(["reference", "slice"]), st.text(min_size=1)),
        st.text(min_size=1).filter(str.strip), st.booleans())
 def test_hash_ids_ignore_key_order_and_whitespace(extra: dict[str, str], text: str,
