@@ -125,13 +125,16 @@ def bradley_terry(
     if iterations < 1:
         raise ValueError(f"bradley_terry needs iterations >= 1, got {iterations}")
     checked = _checked(games)
-    wins: dict[str, float] = {}
+    # Each player's wins are summed by fsum (exactly rounded, so in any order the same
+    # float: a plain running sum of scores such as 0.1 depends on the games' order).
+    won: dict[str, list[float]] = {}
     pairs: dict[tuple[str, str], float] = {}
     for a, b, s in checked:
-        wins[a] = wins.get(a, 0.0) + s
-        wins[b] = wins.get(b, 0.0) + (1.0 - s)
+        won.setdefault(a, []).append(s)
+        won.setdefault(b, []).append(1.0 - s)
         key = (a, b) if a < b else (b, a)
         pairs[key] = pairs.get(key, 0.0) + 1.0
+    wins = {player: math.fsum(scores) for player, scores in won.items()}
     players = sorted(wins)
     if not players:
         return {}

@@ -78,6 +78,13 @@ def test_bt_is_invariant_to_game_order(gs: list[Game], rnd: random.Random) -> No
     assert bradley_terry(shuffled) == bradley_terry(gs)
 
 
+def test_bt_is_invariant_to_the_order_of_fractional_scores() -> None:
+    """Fractional scores (partial wins) too give the same ratings, bit for bit, in any
+    order: 0.1 + 0.2 + 0.3 and 0.3 + 0.2 + 0.1 differ as running float sums."""
+    gs: list[Game] = [("a", "b", 0.1), ("a", "b", 0.2), ("a", "b", 0.3), ("b", "c", 0.7)]
+    assert bradley_terry(list(reversed(gs))) == bradley_terry(gs)
+
+
 @given(games(min_size=1))
 @settings(max_examples=60)
 def test_bt_is_centred_and_finite(gs: list[Game]) -> None:
