@@ -241,7 +241,10 @@ class Folder:
     def _append(self, line: str) -> None:
         if self._journal is None:
             self._journal = open(self.root / JOURNAL, "ab")  # noqa: SIM115 (kept open)
-        data = (line + "\n").encode("utf-8")
+        # backslashreplace: a lone surrogate (a str may hold one, UTF-8 cannot) only occurs
+        # inside a JSON string, where it becomes its JSON escape ``\udXXX`` and reads back
+        # as the same character.
+        data = (line + "\n").encode("utf-8", "backslashreplace")
         self._journal.write(data)
         self._journal.flush()
         os.fsync(self._journal.fileno())
@@ -260,8 +263,11 @@ class Folder:
                     allow_pickle=False)
             handle.flush()
             os.fsync(handle.fileno())
-        with open(tmp / "documents.jsonl", "w", encoding="utf-8") as text:
-            text.writelines(_dumps(_document_row(doc, key), f"document {doc.id!r}") + "\n" for doc, key in zip(documents, keys))
+        # backslashreplace: see _append.
+        with open(tmp / "documents.jsonl", "w", encoding="utf-8",
+                  errors="backslashreplace") as text:
+            text.writelines(_dumps(_document_row(doc, key), f"document {doc.id!r}") + "\n"
+                            for doc, key in zip(documents, keys, strict=True))
             text.flush()
             os.fsync(text.fileno())
         if hnsw is not None:

@@ -308,3 +308,22 @@ async def test_the_graph_is_built_across_writes(table_embedder: Any) -> None:
     assert not fresh.uses_hnsw
     await fresh.flush()
     assert fresh.uses_hnsw
+
+
+@pytest.mark.anyio
+async def test_a_lone_surrogate_is_stored_and_read_back(hashing_embedder: Any,
+                                                        tmp_path: Path) -> None:
+    """A document holding a lone surrogate (a ``str`` may, UTF-8 may not) is written to a
+    folder as it is in memory, and read back equal from the journal and the snapshot."""
+    doc = Document("odd\udc80id", "bytes \udcff decoded with surrogateescape",
+                   title="t\ud800", metadata={"name\udc81": "v\udfff"})
+    live = index_with(hashing_embedder, path=str(tmp_path / "live"))
+    await live.aieng_index([doc, Document("plain", "nothing odd here")])
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "live", crashed)  # the journal only, as a crash leaves it
+    await live.aclose()  # writes a snapshot
+
+    for path in (tmp_path / "live", crashed):
+        reopened = index_with(hashing_embedder, path=str(path))
+        assert await reopened.get(doc.id) == doc and len(reopened) == 2
+        await reopened.aclose()
