@@ -103,7 +103,8 @@ def parse_dataset(raw: bytes, *, source: str = "<dataset>") -> Dataset:
     """
     items: list[DatasetItem] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(raw.split(b"\n"), start=1):
+    # A UTF-8 byte-order mark (Windows editors write one) starts the file, not its first item.
+    for number, line in enumerate(raw.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
         if not line.strip():
             continue
         item, generated = _parse_line(line, number, source)

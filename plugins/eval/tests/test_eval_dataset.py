@@ -85,6 +85,13 @@ def test_blank_lines_are_skipped_and_line_numbers_kept() -> None:
     assert [i.line for i in data.items] == [1, 3]  # type: ignore[attr-defined]
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_line() -> None:
+    """A file a Windows editor saved with a UTF-8 byte-order mark reads like one without."""
+    plain = b'{"input": "hi", "reference": "hello"}\n{"input": "yo"}\n'
+    marked = parse_dataset(b"\xef\xbb\xbf" + plain)
+    assert marked.items == parse_dataset(plain).items
+
+
 def test_identical_lines_get_numbered_ids() -> None:
     """Two identical lines without ids are two items with distinct, stable ids."""
     data = parse('{"input": "a"}', '{"input": "a"}', '{"input": "a"}')

@@ -380,5 +380,5 @@ class OpenAIBackend:
         if not isinstance(items, list):
             raise self._error("models answered without a data list", kind="protocol",
                               url=f"{self._base}/models", body=json.dumps(data)[:500])
-        return [str(item["id"]) for item in items
-                if isinstance(item, Mapping) and "id" in item]
+        return [item["id"] for item in items
+                if isinstance(item, Mapping) and isinstance(item.get("id"), str) and item["id"]]

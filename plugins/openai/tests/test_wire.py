@@ -203,9 +203,13 @@ async def test_other_models_are_not_mine(double: OpenAIServerDouble, make_backen
 
 
 async def test_list_models(double: OpenAIServerDouble, make_backend: Any) -> None:
-    """``list_models`` reads ``GET /models``."""
+    """``list_models`` reads ``GET /models``; an item whose id is not a string (``null``)
+    is left out, not listed as ``"None"``."""
     backend: OpenAIBackend = make_backend()
     assert await backend.list_models() == [CHAT_MODEL, EMBED_MODEL, OTHER_MODEL]
+    double.script("models", Scripted(body=json.dumps({"object": "list", "data": [
+        {"id": None}, {"id": 7}, {"id": ""}, {"id": "m1"}, "junk"]})))
+    assert await backend.list_models() == ["m1"]
     await backend.aclose()
 
 

@@ -32,6 +32,7 @@ def by_hidden_relevance(request: Request) -> str:
     ("The ranking is: [3] > [1] > [2]. Passage [1] is close.", [2, 0, 1]),
     ("Passage 3, Passage 1, Passage 2", [2, 0, 1]),
     ("doc 2 > doc 3", [1, 2]),
+    ("I paid 3 times more heed to doc 2 than doc 1", [1, 0]),  # "paid 3" is no label
     ("#3 #1", [2, 0]),
     ("3 > 1 > 2", [2, 0, 1]),
     ("2, 3, 1", [1, 2, 0]),

@@ -301,7 +301,7 @@ class VectorStore:
         """
         query = _unit_query(raw_query)
         with self.lock:
-            if self._count == 0:
+            if self._count == 0 or k < 1:  # k = 0 asks for nothing (as in bm25)
                 return []
             if query.shape[0] != self.dim:
                 raise ValueError(f"the embedder returned a query vector of dimension "

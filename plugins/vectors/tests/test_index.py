@@ -71,6 +71,7 @@ async def test_empty_query_and_empty_index_embed_nothing(hashing_embedder: Any) 
     calls = len(hashing_embedder.calls)
     assert await index.aieng_retrieve(Query("  \n"), 3) == []
     assert len(hashing_embedder.calls) == calls
+    assert await index.aieng_retrieve(Query("anything"), 0) == []  # not a numpy error
 
 
 @pytest.mark.anyio
