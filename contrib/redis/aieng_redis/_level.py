@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -15,6 +16,12 @@ __all__ = ["RedisLevel", "RedisUnavailable"]
 
 # SCAN batch of clear(): large enough to be quick, small enough not to stall the server.
 _SCAN_COUNT = 500
+# The longest PX given to Redis (about 31,700 years): Redis refuses one past a 64-bit
+# millisecond clock, and a longer TTL means "keep it" all the same.
+_MAX_PX = 10**15
+# The database of a redis:// URL: "", "/" or "/<number>" (redis-py silently uses 0 for
+# any other path, so "redis://host/cache" would share database 0 unnoticed).
+_DB_PATH = re.compile(r"/?|/[0-9]+")
 
 
 class RedisUnavailable(ConnectionError):
@@ -28,6 +35,14 @@ def _where(url: str) -> str:
         return f"unix:{parts.path}"
     host = parts.hostname or "localhost"
     return f"{host}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+def _check_database(url: str) -> None:
+    """Refuse a ``redis://`` URL whose path is no database number (redis-py ignores it)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss") and not _DB_PATH.fullmatch(parts.path):
+        raise ValueError(f"the database of a Redis URL is a number (redis://host:port/0), "
+                         f"got {parts.path!r} in {_where(url)}")
 
 
 def _glob_escape(text: str) -> str:
@@ -58,12 +73,21 @@ class RedisLevel:
                  *, socket_timeout: float = 5.0, max_connections: int = 32,
                  client: Redis | None = None) -> None:
         if client is None:
+            _check_database(url)
             # Imported when a level is built, not when the plugin loads.
             from redis.asyncio import BlockingConnectionPool, Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
 
+            # A pooled connection the server closed (a restart, a failover, its idle
+            # timeout) fails on its next use; reconnecting once answers the call instead.
+            # Timeouts are not retried: a server that does not answer fails fast.
+            retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
             pool = BlockingConnectionPool.from_url(
                 url, max_connections=max_connections, timeout=socket_timeout,
-                socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
+                socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+                retry=retry)
             client = Redis(connection_pool=pool)
         self.url = url
         self.prefix = prefix
@@ -106,7 +130,10 @@ class RedisLevel:
             raise self._unavailable(exc) from exc
         if value is None or pttl == -2:  # -2: gone (expired between the two reads)
             return None
-        payload = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        # Bytes that are not UTF-8 (another program writing under the prefix) decode to
+        # U+FFFD, fail the codec, and make the cache drop the key as any unreadable entry.
+        payload = (value.decode("utf-8", errors="replace") if isinstance(value, bytes)
+                   else str(value))
         expires_at = math.inf if pttl == -1 else now + pttl / 1000.0
         return Stored(payload, expires_at)
 
@@ -116,7 +143,7 @@ class RedisLevel:
         if math.isinf(expires_at):
             await self._call("set", self.prefix + key, payload)
             return
-        milliseconds = math.ceil((expires_at - now) * 1000.0)
+        milliseconds = min(math.ceil((expires_at - now) * 1000.0), _MAX_PX)
         if milliseconds <= 0:
             return  # already expired: storing it would only be a miss later
         await self._call("set", self.prefix + key, payload, px=milliseconds)

@@ -249,3 +249,69 @@ async def test_pipeline_file_with_redis_cache(
         await pipeline.run("What is RRF?")
         second = await pipeline.run("What is RRF?")
     assert second.cache_hit == "cache" and len(scripted.backend.requests) == 1
+
+
+async def test_connections_the_server_closed_are_reopened(
+    redis_url: str, prefix: str, client: Redis
+) -> None:
+    """When the server drops the pool's connections (a restart, a failover, its idle
+    ``timeout``), the next calls reconnect and answer instead of failing once per pooled
+    connection with RedisUnavailable."""
+    cache = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix))
+    questions = [ask(f"q{i}") for i in range(20)]
+
+    async def look_all() -> list[Completion | None]:
+        found: list[Completion | None] = [None] * len(questions)
+
+        async def one(i: int) -> None:
+            found[i] = await cache.aieng_cache_lookup(questions[i])
+
+        async with anyio.create_task_group() as group:
+            for i in range(len(questions)):
+                group.start_soon(one, i)
+        return found
+
+    for question in questions:
+        await cache.aieng_cache_store(question, Completion(text="a"))
+    assert all(await look_all())  # several pooled connections are open now
+    assert await client.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert all(await look_all())
+    await cache.aieng_cache_store(ask("after"), Completion(text="b"))
+    await cache.aclose()
+
+
+async def test_an_unreadable_value_is_a_miss_and_is_removed(
+    redis_url: str, prefix: str, client: Redis
+) -> None:
+    """Bytes under the cache's key that are not UTF-8 (another program writing under the
+    prefix) make the lookup a miss and remove the key, like any unreadable entry."""
+    cache = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix))
+    key = prefix + cache.key(ask("hi"))
+    await client.set(key, b"\xff\xfe not utf-8")
+    assert await cache.aieng_cache_lookup(ask("hi")) is None
+    assert await client.exists(key) == 0
+    await cache.aieng_cache_store(ask("hi"), Completion(text="a"))
+    assert await cache.aieng_cache_lookup(ask("hi")) is not None
+    await cache.aclose()
+
+
+async def test_a_ttl_beyond_what_redis_takes_is_stored(
+    redis_url: str, prefix: str, client: Redis
+) -> None:
+    """A finite TTL too long for ``PX`` (the options accept any seconds > 0) stores the
+    entry with the longest expiry Redis takes instead of failing every store."""
+    cache = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix,
+                                          ttl={"default": 1e17}))
+    await cache.aieng_cache_store(ask("hi"), Completion(text="a"))
+    assert await client.pttl(prefix + cache.key(ask("hi"))) > 10**14
+    assert await cache.aieng_cache_lookup(ask("hi")) is not None
+    await cache.aclose()
+
+
+@pytest.mark.parametrize("path", ["/cache", "/0/1", "/-1"])
+def test_a_database_that_is_no_number_fails_to_build(path: str) -> None:
+    """``redis://host:port/cache`` is an error naming the database, not database 0 used
+    silently (redis-py ignores a path it cannot read as a number)."""
+    with pytest.raises(ValueError, match="database") as info:
+        RedisLevel(f"redis://:s3cret@127.0.0.1:6379{path}")
+    assert "s3cret" not in str(info.value)
