@@ -33,6 +33,15 @@ def test_bench_retrieval_scores_cranfield(tmp_path: Path) -> None:
     assert data["queries_per_s"] > 0
 
 
+def test_bench_retrieval_names_a_missing_collection(tmp_path: Path) -> None:
+    """A folder that is no BEIR collection is an error naming the missing file, exit code
+    1, not a traceback."""
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(PIPELINE)
+    code, _, err = invoke("bench", "retrieval", str(pipeline), str(tmp_path))
+    assert code == 1 and "corpus.jsonl is missing" in err and "Traceback" not in err
+
+
 def test_ask_json_maps_citations_to_documents(tmp_path: Path) -> None:
     """ask --json returns the answer, its citations resolved to document ids, and hits."""
     docs = tmp_path / "docs"

@@ -57,3 +57,7 @@ def test_malformed_collection_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\t1\t1\n")
     with pytest.raises(ValueError, match="corpus.jsonl:2"):
         load_beir(tmp_path)
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "1", "text": "x"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\t1\thigh\n")
+    with pytest.raises(ValueError, match="test.tsv:2: expected .* integer score"):
+        load_beir(tmp_path)

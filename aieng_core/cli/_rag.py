@@ -170,7 +170,10 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
     from ..pipeline import STAGE_HOOKS, PipelineConfig, StageConfig
 
     kernel = kernel_of(ctx).load()
-    collection = load_beir(data_dir)
+    try:
+        collection = load_beir(data_dir)
+    except (OSError, ValueError) as exc:  # a missing file, a malformed row: named in exc
+        raise click.ClickException(str(exc)) from None
     queries = collection.queries[:limit] if limit else collection.queries
     config = PipelineConfig.load(pipeline, kernel.registry)
 

@@ -60,7 +60,8 @@ def load_beir(directory: str | Path, *, split: str = "test") -> BeirCollection:
         for number, row in enumerate(reader, start=1):
             if number == 1 and row and not row[-1].lstrip("-").isdigit():
                 continue  # the header
-            if len(row) < 3:
-                raise ValueError(f"{paths[2]}:{number}: expected query-id, corpus-id, score")
+            if len(row) < 3 or not row[2].strip().lstrip("-").isdigit():
+                raise ValueError(f"{paths[2]}:{number}: expected query-id, corpus-id and an "
+                                 f"integer score, got {row!r}"[:300])
             qrels.setdefault(row[0], {})[row[1]] = int(row[2])
     return BeirCollection(documents, queries, qrels)
