@@ -475,20 +475,22 @@ class Generation:
 
     def choose(self, logits: torch.Tensor) -> tuple[int, torch.Tensor]:
         """The next token from one position's logits (penalty, constraint, sampling or
-        greedy, as the request says), with the logits its log-probability comes from."""
+        greedy, as the request says), with the logits its log-probability comes from: the
+        model's own, before the repetition penalty as before temperature."""
         request, lm = self._request, self._lm
+        scores = logits
         if lm.repetition_penalty != 1.0 and self._generated:
-            logits = penalize(logits, self._generated, lm.repetition_penalty)
+            scores = penalize(logits, self._generated, lm.repetition_penalty)
         if self.guide is not None:
             token = self.guide.choose(
-                logits, temperature=request.temperature, top_k=request.top_k,
+                scores, temperature=request.temperature, top_k=request.top_k,
                 top_p=request.top_p, generator=self._generator,
                 left=self.limit() - self.completion_tokens - 1)
         elif self._generator is not None:
-            token = choose(logits, temperature=request.temperature, top_k=request.top_k,
+            token = choose(scores, temperature=request.temperature, top_k=request.top_k,
                            top_p=request.top_p, generator=self._generator)
         else:
-            token = int(torch.argmax(logits).item())
+            token = int(torch.argmax(scores).item())
         return token, logits
 
     def _speculate(self, limit: int) -> list[tuple[int, torch.Tensor]]:

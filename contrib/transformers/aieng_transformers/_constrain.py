@@ -48,6 +48,7 @@ import torch
 
 from ._jsonschema import JsonMachine, SchemaError
 from ._regexfsm import Pattern, RegexError
+from ._sampling import tempered
 from ._toolcalls import MARKS, ToolPlan
 from ._toolfsm import call_constraint
 
@@ -385,8 +386,11 @@ class Guide:
             this one included).
         :raises ValueError: when no token of the vocabulary continues the text.
         """
-        greedy = temperature <= 0.0 or generator is None
-        scores = logits if greedy else logits / temperature
+        # None: greedy (a temperature of 0, or one so close to 0 that it overflows)
+        sampled = None if temperature <= 0.0 or generator is None \
+            else tempered(logits, temperature)
+        greedy = sampled is None
+        scores = logits if sampled is None else sampled
         if greedy:  # the model's favourites first: usually one of them is allowed
             for token in _favourites(scores, _FIRST_TRIES):
                 if self._allowed(token, left)[0]:
@@ -427,9 +431,10 @@ class Guide:
             # whole vocabulary for a token within it at every step that follows.
             self.over_budget = True
             return int(fallback)
-        assert probabilities is not None
-        weights = probabilities[torch.tensor(picked)]
-        weights = weights / weights.sum()
+        # Renormalized from the picked tokens' scores, not their probabilities: at a low
+        # temperature, with the model's favourites refused, every allowed token's
+        # probability can underflow to 0 (0 / 0 made the draw fail).
+        weights = torch.softmax(scores[torch.tensor(picked)], dim=-1)
         if top_p < 1.0:
             keep = int((weights.cumsum(0) < top_p).sum()) + 1
             weights = weights[:keep] / weights[:keep].sum()

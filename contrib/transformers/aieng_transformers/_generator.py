@@ -306,10 +306,14 @@ class GenerationStream:
         calls = ToolText(plan) if plan is not None and plan.constrained else None
         self.usage = generation.usage
         index = 0
+        # The log-probability of steps not shown yet (text held back as a possible tool
+        # call): the next delta carries it, so the deltas' sum is the completion's.
+        spent = 0.0
         try:
             while True:
                 step = await anyio.to_thread.run_sync(generation.step, abandon_on_cancel=True)
                 self.usage = generation.usage
+                spent += step.logprob or 0.0
                 text = step.text if calls is None else calls.feed(step.text)
                 finish: Literal["stop", "length", "tool_calls"] | None = step.finish
                 if finish is not None:
@@ -320,10 +324,12 @@ class GenerationStream:
                     self.finish_reason = finish
                     self.logprobs = tuple(generation.logprobs) if want else None
                 if text or finish is not None:
-                    yield Delta(text, index=index, finish_reason=finish, logprob=step.logprob,
+                    yield Delta(text, index=index, finish_reason=finish,
+                                logprob=spent if want else None,
                                 usage=self.usage if finish is not None else None,
                                 tool_calls=self.tool_calls if finish is not None else ())
                     index += 1
+                    spent = 0.0
                 if finish is not None:
                     return
         finally:

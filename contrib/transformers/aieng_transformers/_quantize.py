@@ -78,7 +78,8 @@ class TorchQuantizeOptions:
         ``nn.Linear`` layers left in fp32. Llama-style MLP output projections carry the
         activation outliers that per-tensor int8 activations clip: on SmolLM2-135M,
         keeping ``down_proj`` in fp32 takes the int8 perplexity on the held-out text from
-        about 77 to about 30 (fp32: 25).
+        about 77 to about 30 (fp32: 25). An entry naming no ``nn.Linear`` fails the call
+        with ``ValueError``.
     """
 
     output_dir: str | None = attrs.field(
@@ -266,6 +267,24 @@ def _linear_names(model: Any, keep_fp32: tuple[str, ...] = ()) -> list[str]:
             and not any(name == k or name.endswith(f".{k}") for k in keep_fp32)]
 
 
+def _unmatched(model: Any, keep_fp32: tuple[str, ...], scheme: str) -> list[str]:
+    """The ``keep_fp32`` entries that keep no ``nn.Linear`` module of ``model`` in fp32: for
+    ``int8`` by the rule of :func:`_linear_names` (the whole name or its last dotted
+    parts); for ``bnb8`` / ``nf4`` by transformers' (the whole name, the module's own
+    name, or a module above it)."""
+    import torch
+
+    names = [name for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear)]
+
+    def keeps(name: str, key: str) -> bool:
+        if scheme in _BNB_SCHEMES:
+            return name == key or name.rpartition(".")[2] == key or f"{key}." in name
+        return name == key or name.endswith(f".{key}")
+
+    return [key for key in keep_fp32 if not any(keeps(name, key) for name in names)]
+
+
 def _quantize_modules(model: Any, names: list[str]) -> Any:
     import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -290,6 +309,10 @@ def _write(folder: Path, scratch: Path, scheme: str, kind: Kind, *,
             shutil.copy2(path, scratch / path.name)
     with torch.no_grad():
         model = _from_pretrained(folder, kind)
+        unmatched = _unmatched(model, keep_fp32, scheme)
+        if unmatched:  # a typo would otherwise quantize every layer without a word
+            raise ValueError(f"keep_fp32 {unmatched} names no nn.Linear of {folder.name!r}: "
+                             "give a module name or its last part (e.g. 'down_proj')")
         if scheme in _BNB_SCHEMES:
             quantized = _bnb(folder, kind, keep_fp32, scheme)
             names = [n for n, m in quantized.named_modules()

@@ -11,7 +11,7 @@ import secrets
 
 import torch
 
-__all__ = ["choose", "make_generator", "penalize"]
+__all__ = ["choose", "make_generator", "penalize", "tempered"]
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
@@ -36,9 +36,9 @@ def choose(
     whose probability reaches ``top_p`` (always keeping the most likely token), and one
     token is drawn.
     """
-    if temperature <= 0.0:
+    scores = tempered(logits, temperature) if temperature > 0.0 else None
+    if scores is None:
         return int(torch.argmax(logits).item())
-    scores = logits / temperature
     if top_k is not None and top_k < scores.numel():
         kth = torch.topk(scores, top_k).values[-1]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -51,6 +51,14 @@ def choose(
                                     float("-inf"))
     probabilities = torch.softmax(scores, dim=-1)
     return int(torch.multinomial(probabilities, 1, generator=generator).item())
+
+
+def tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor | None:
+    """``logits / temperature``, or ``None`` when the temperature is so close to 0 that
+    finite logits overflow to infinities (a softmax of them is NaN): the caller then
+    decodes greedily, the limit of sampling as the temperature goes to 0."""
+    scores = logits / temperature
+    return None if bool((torch.isinf(scores) & torch.isfinite(logits)).any()) else scores
 
 
 def penalize(logits: torch.Tensor, tokens: set[int], penalty: float) -> torch.Tensor:

@@ -80,6 +80,23 @@ async def test_regex_outputs_fully_match(chain_backend: SmolLM2Backend, pattern:
         assert regex.fullmatch(pattern, completion.text), completion.text
 
 
+@pytest.mark.parametrize("constraint", [{"metadata": {"regex": r"\d{4}"}},
+                                        {"response_schema": {"type": "integer"}}])
+async def test_low_temperature_draws_among_the_allowed_tokens(chain_backend: SmolLM2Backend,
+                                                              constraint: dict[str, Any]) -> None:
+    """At a low temperature the allowed tokens' probabilities underflow to 0 when the model's
+    favourites are refused (the chain model wants letters, the constraint digits): the draw
+    renormalizes among the allowed ones and gives the greedy constrained text (regression:
+    0 / 0 weights made ``torch.multinomial`` fail from T = 0.02 on the chain model, from
+    T = 0.1 on SmolLM2 under a JSON schema); a temperature that overflows the logits
+    decodes greedily."""
+    greedy = await generate(chain_backend, ask(max_tokens=4, **constraint))
+    for temperature in (1e-3, 1e-6, 1e-45):
+        sampled = await generate(chain_backend, ask(max_tokens=4, temperature=temperature,
+                                                    seed=0, **constraint))
+        assert (sampled.text, sampled.finish_reason) == (greedy.text, greedy.finish_reason)
+
+
 async def test_regex_that_agrees_with_the_model_changes_nothing(
         chain_backend: SmolLM2Backend) -> None:
     """A pattern the model's own greedy text already satisfies does not alter it, and the

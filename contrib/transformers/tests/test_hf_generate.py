@@ -130,6 +130,16 @@ async def test_tiny_top_p_is_greedy(chain_backend: SmolLM2Backend) -> None:
     assert completion.text == CHAIN_TEXT
 
 
+async def test_temperature_that_overflows_the_logits_is_greedy(
+        chain_backend: SmolLM2Backend) -> None:
+    """A temperature so close to 0 that logits / temperature overflow to infinities (a
+    valid request: any finite temperature >= 0) decodes greedily, the limit of sampling,
+    instead of failing on a NaN softmax."""
+    for temperature in (1e-45, 1e-300):
+        completion = await generate(chain_backend, ask(temperature=temperature, seed=0))
+        assert completion.text == CHAIN_TEXT
+
+
 async def test_logprobs_on_request(chain_backend: SmolLM2Backend) -> None:
     """``metadata.logprobs`` gives one log-probability per generated token (EOS included),
     the deltas' sums match them, and without it there are none."""
@@ -146,6 +156,20 @@ async def test_logprobs_on_request(chain_backend: SmolLM2Backend) -> None:
     plain = await generate(chain_backend, ask())
     assert plain.logprobs is None
     assert all(d.logprob is None for d in (await collect(chain_backend, ask()))[0])
+
+
+async def test_logprobs_are_before_the_repetition_penalty(chain_dir: Path) -> None:
+    """Log-probabilities are the model's own distribution's, as with temperature: a
+    repetition penalty steers the choice but does not change them (regression: they came
+    from the penalized logits, whose normalizer differs once tokens were generated)."""
+    plain = SmolLM2Backend(SmolLM2Options(path=str(chain_dir)))
+    penalized = SmolLM2Backend(SmolLM2Options(path=str(chain_dir), repetition_penalty=3.0))
+    request = ask(metadata={"logprobs": True})
+    expected, got = await generate(plain, request), await generate(penalized, request)
+    assert got.text == expected.text == CHAIN_TEXT
+    assert expected.logprobs is not None and got.logprobs is not None
+    assert [lp.logprob for lp in got.logprobs] == pytest.approx(
+        [lp.logprob for lp in expected.logprobs], abs=1e-6)
 
 
 async def test_logprobs_are_the_models(random_backend: SmolLM2Backend) -> None:

@@ -190,6 +190,17 @@ def test_keep_fp32_leaves_layers_alone(tmp_path: Path, random_dir: Path) -> None
                             "model.layers.1.mlp.down_proj"]
 
 
+@pytest.mark.parametrize("scheme", ["int8", pytest.param("bnb8", marks=needs_bnb)])
+def test_keep_fp32_naming_no_layer_is_an_error(tmp_path: Path, random_dir: Path,
+                                               scheme: str) -> None:
+    """A ``keep_fp32`` entry that names no ``nn.Linear`` (a typo) fails with a message naming
+    it, as aieng-onnx's ``ort-int8`` does, and leaves nothing behind (regression: every
+    layer was quantized without a word)."""
+    with pytest.raises(ValueError, match=r"keep_fp32 \['down_prj'\] names no nn.Linear"):
+        quantizer(tmp_path, keep_fp32=("down_proj", "down_prj")).quantize(random_dir, scheme)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 async def test_not_mine(tmp_path: Path, random_dir: Path) -> None:
     """Another scheme, a plain file or a folder without ``config.json`` gets ``None``."""
     component = quantizer(tmp_path)

@@ -326,6 +326,21 @@ async def test_the_random_model_always_calls_validly(format_backends: dict[str, 
     assert stream.tool_calls == deltas[-1].tool_calls
 
 
+async def test_streamed_logprobs_of_held_calls_are_not_lost(
+        long_backend: SmolLM2Backend) -> None:
+    """The log-probabilities of tokens a stream holds back (call text, never shown) reach
+    the next delta, so the deltas' sum is the completion's (regression: a stream of calls
+    only carried its last step's)."""
+    request = ask("Add.", tools=(ADD,), max_tokens=80,
+                  metadata={"tool_choice": "required", "logprobs": True})
+    stream = long_backend.aieng_stream(request)
+    assert stream is not None
+    deltas = [delta async for delta in stream]
+    assert deltas[-1].finish_reason == "tool_calls" and stream.logprobs is not None
+    total = sum(d.logprob for d in deltas if d.logprob is not None)
+    assert total == pytest.approx(sum(lp.logprob for lp in stream.logprobs), abs=1e-3)
+
+
 async def test_batched_decoding_splits_calls_too(long_backend: SmolLM2Backend) -> None:
     """With ``max_batch`` > 1 the batched path returns the calls greedy decoding alone
     returns, and a request without tools beside it is plain text."""
