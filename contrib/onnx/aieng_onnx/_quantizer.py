@@ -142,7 +142,9 @@ class OrtInt8Quantizer:
             return None
         path = Path(model).expanduser()
         source = path / EXPORT_FILE if path.is_dir() else path
-        if source.suffix != ".onnx":
+        if source.suffix != ".onnx" or (path.is_dir() and not source.is_file()):
+            # Not an ONNX model: a folder without model.onnx is another quantizer's (a
+            # Hugging Face folder is torch-int8's, which a pipeline may hold beside this).
             return None
         if not source.is_file():
             raise ModelNotFound(f"no ONNX model at {str(source)!r}: export one first "

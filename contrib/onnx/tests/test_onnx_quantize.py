@@ -93,11 +93,15 @@ async def test_bare_onnx_file_has_no_quality(tiny_export: Path, tmp_path: Path) 
 
 
 async def test_not_mine(tmp_path: Path) -> None:
-    """Other schemes and non-ONNX models get None; a missing ONNX file says so."""
+    """Other schemes and non-ONNX models get None, a Hugging Face folder (no model.onnx)
+    too, so torch-int8 beside it in a pipeline gets asked (regression: ModelNotFound
+    failed the call); a missing ONNX file says so."""
     quantizer = OrtInt8Quantizer()
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"0" * 16)
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
     assert await quantizer.aieng_quantize(str(weights), "int8") is None
+    assert await quantizer.aieng_quantize(str(tmp_path), "int8") is None
     assert await quantizer.aieng_quantize(str(tmp_path / "m.onnx"), "nf4") is None
     with pytest.raises(ModelNotFound):
         await quantizer.aieng_quantize(str(tmp_path / "m.onnx"), "int8")
