@@ -75,11 +75,26 @@ class _Subscriber:
 class Subscription:
     """An async iterator over the events a ``subscribe`` call matched.
 
-    ``dropped`` counts the events that did not fit its buffer while nobody read.
+    ``dropped`` counts the events that did not fit its buffer while nobody read. After the
+    ``subscribe`` block ends, the events still queued then stay readable: :meth:`pending`
+    returns them and ``async for`` yields them, then ends.
     """
 
     def __init__(self, subscriber: _Subscriber) -> None:
         self._sub = subscriber
+        self._left: list[Event] | None = None  # what was queued when the block ended
+
+    def _end(self) -> None:
+        """Keep what is still queued and release the stream (it must not outlive the block:
+        anyio warns about unclosed streams)."""
+        left = []
+        while True:
+            try:
+                left.append(self._sub.receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        self._left = left
+        self._sub.receive.close()
 
     @property
     def dropped(self) -> int:
@@ -90,15 +105,25 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Event:
-        try:
-            event = await self._sub.receive.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
+        if self._left is not None:
+            if not self._left:
+                raise StopAsyncIteration
+            event = self._left.pop(0)
+        else:
+            try:
+                event = await self._sub.receive.receive()
+            except anyio.EndOfStream:
+                raise StopAsyncIteration from None
         self._sub.delivered += 1
         return event
 
     def pending(self) -> list[Event]:
-        """Take every event queued now without waiting."""
+        """Take every event queued now without waiting (after the block: what was still
+        queued when it ended, once)."""
+        if self._left is not None:
+            taken, self._left = self._left, []
+            self._sub.delivered += len(taken)
+            return taken
         taken = []
         while True:
             try:
@@ -175,10 +200,11 @@ class EventBus:
         :returns: a function that unsubscribes (the task drains what is queued, then ends).
         """
         if self._task_group is None:
-            raise RuntimeError("the bus is not started: use the kernel as 'async with Kernel()'")
+            raise RuntimeError("the bus is not running: it starts and closes with the kernel "
+                               "('async with Kernel()')")
         sub = _Subscriber(name, pattern, pipeline, self._buffer)
-        self._subscribers.append(sub)
         self._task_group.start_soon(self._pump, sub, callback, name=f"aieng-subscriber:{name}")
+        self._subscribers.append(sub)
         return lambda: self._remove(sub)
 
     async def _pump(self, sub: _Subscriber, callback: Callback) -> None:
@@ -230,15 +256,17 @@ class EventBus:
         """Receive matching events by iterating: ``async with bus.subscribe("stage.*") as s``.
 
         The buffer is bounded; events published while it is full are counted in
-        ``s.dropped``. Leaving the block unsubscribes.
+        ``s.dropped``. Leaving the block unsubscribes; what was queued then stays readable
+        (``s.pending()``).
         """
         sub = _Subscriber(name, pattern, pipeline, self._buffer)
         self._subscribers.append(sub)
+        subscription = Subscription(sub)
         try:
-            yield Subscription(sub)
+            yield subscription
         finally:
             self._remove(sub)
-            sub.receive.close()
+            subscription._end()
 
     def stats(self) -> list[SubscriberStats]:
         """Counters of every subscriber, current and removed."""
@@ -246,6 +274,7 @@ class EventBus:
 
     def close(self) -> None:
         """Stop accepting events; callback subscribers drain their queues and end."""
+        self._task_group = None  # no callback may start in a group that is ending
         if self._reporter_scope is not None:
             self._reporter_scope.cancel()
         for sub in list(self._subscribers):

@@ -320,9 +320,10 @@ class Dispatcher:
                     ),
                     policy.timeout,
                 )
-        except TimeoutError as exc:
-            outcome, error = "timeout", exc
+        except _DeadlinePassed:
+            outcome, error = "timeout", TimeoutError(f"timed out after {policy.timeout} s")
         except Exception as exc:  # the plugin's fault: wrap it, never let it escape raw
+            # An impl's own TimeoutError lands here too: the kernel's deadline did not fire.
             outcome, error = "error", exc
         finally:
             end = time.perf_counter()
@@ -349,8 +350,9 @@ class Dispatcher:
         if timeout is None:
             return await awaitable
         if not isinstance(awaitable, Coroutine):
-            with anyio.fail_after(timeout):
+            with anyio.move_on_after(timeout):
                 return await awaitable
+            raise _DeadlinePassed
         # A timeout can only fire at a suspension point, and most cheap async impls (cache
         # hits, in-memory lookups) never suspend; arming a deadline costs more than the
         # call. So: enter a scope *without* a deadline (cheap), run the coroutine's first
@@ -366,7 +368,7 @@ class Dispatcher:
             scope.deadline = deadline
             return await _Resumed(awaitable, yielded)
         # Only reached when the scope swallowed its own cancellation: the deadline passed.
-        raise TimeoutError(f"deadline of {timeout} s passed")
+        raise _DeadlinePassed
 
     def _observe(
         self,
@@ -411,6 +413,15 @@ class Dispatcher:
         if outcome == "timeout":
             message = message or f"timed out after {policy.timeout} s"
             hint = hint or "raise the stage's timeout, or make the impl async / @blocking"
+        elif isinstance(error, TimeoutError) and not message:
+            # The impl's own deadline (asyncio.wait_for, anyio.fail_after, a client's
+            # timeout), not the stage's: saying "timed out after N s" would send the user
+            # to the wrong setting.
+            limit = f"{policy.timeout} s " if policy.timeout is not None else ""
+            detail = f": {error}" if str(error) else ""
+            message = (f"TimeoutError raised by the impl itself, not the stage's {limit}"
+                       f"timeout{detail}")
+            hint = hint or "the impl's own deadline passed (its client or wait_for timeout)"
         else:
             message = message or f"{type(error).__name__}: {error}"
         # run_id and pipeline come from structlog's contextvars, bound by Pipeline.run.
@@ -423,6 +434,10 @@ class Dispatcher:
                             stage=stage, cause=error, hint=hint, message=message)
         failure.__cause__ = error
         return failure
+
+
+class _DeadlinePassed(Exception):
+    """The kernel's own deadline for an impl call passed (an impl's TimeoutError is not)."""
 
 
 class _Resumed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -107,14 +108,40 @@ def _markdown(path: Path, text: str) -> list[Document]:
                                  metadata={"path": str(path)}))
             index += 1
 
-    fenced = False
+    fence = ""  # the opening fence of the code block we are in ("```", "~~~~"), or ""
     for line in text.splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-        if not fenced and line.startswith("#"):
+        if fence:
+            if _closes(line, fence):
+                fence = ""
+            body.append(line)
+            continue
+        opened = _FENCE.match(line)
+        if opened and not (opened[1][0] == "`" and "`" in opened[2]):
+            fence = opened[1]
+            body.append(line)
+            continue
+        heading = _HEADING.match(line)
+        if heading:
             flush()
-            title, body = line.lstrip("#").strip() or path.stem, []
+            content = _CLOSING.sub("", heading[1] or "").strip()
+            title, body = content or path.stem, []
         else:
             body.append(line)
     flush()
     return docs
+
+
+# CommonMark: an ATX heading is 1-6 '#' after at most 3 spaces, then a space, a tab or the
+# end of the line (``#tag`` and ``#######`` are text); an optional closing run of '#' goes.
+_HEADING = re.compile(r" {0,3}#{1,6}(?:[ \t]+(.*?))?[ \t]*$")
+_CLOSING = re.compile(r"(?:^|[ \t]+)#+$")
+# A fence is 3 or more '`' or '~' after at most 3 spaces; a backtick fence's info string
+# holds no backtick (else the line is inline code, not a fence).
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)$")
+
+
+def _closes(line: str, fence: str) -> bool:
+    """Whether ``line`` closes a block opened by ``fence``: the same character, at least as
+    many of them, nothing after but spaces."""
+    found = re.fullmatch(r" {0,3}(`{3,}|~{3,})[ \t]*", line)
+    return found is not None and found[1][0] == fence[0] and len(found[1]) >= len(fence)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,9 @@ class Kernel:
         self._workers = worker_threads
         self._limiter: anyio.CapacityLimiter | None = None
         self._task_group: TaskGroup | None = None
-        self._pipelines: list[Pipeline] = []
+        self._pipelines: list[Pipeline] = []  # built and not closed yet
+        # closers of failed builds' components, waiting for the kernel to start
+        self._unbuilt: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._watchdog: anyio.CancelScope | None = None
         self._plugin_subscriptions: dict[str, Callable[[], None]] = {}
         self.default_embedder_name = default_embedder
@@ -99,6 +101,9 @@ class Kernel:
         self.registry.on_change(self._plugin_changed)
         for pipeline in self._pipelines:  # built before the kernel started
             pipeline._open()
+        unbuilt, self._unbuilt = self._unbuilt, []
+        for close in unbuilt:  # components of builds that failed before the kernel started
+            self._task_group.start_soon(close)
         if self._threshold is not None:
             await self._task_group.start(self._watch, self._threshold, name="aieng-watchdog")
         return self
@@ -142,6 +147,19 @@ class Kernel:
         for impl in self.registry.plugin_manager.hook.aieng_on_event.get_hookimpls():
             if impl.plugin_name == name:
                 self._subscribe_plugin(name, impl.function)
+
+    def _close_later(self, close: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Close the components of a failed build: now, in the kernel's task group, or when
+        the kernel starts (closing may be async, and building is not)."""
+        if self._task_group is not None:
+            self._task_group.start_soon(close)
+        else:
+            self._unbuilt.append(close)
+
+    def _forget(self, pipeline: Pipeline) -> None:
+        """Drop a closed pipeline: it never runs again, so there is nothing to close."""
+        if pipeline in self._pipelines:
+            self._pipelines.remove(pipeline)
 
     def publish(self, event: Event) -> None:
         """Publish an event on the kernel's bus."""

@@ -230,3 +230,32 @@ async def test_pipeline_built_before_start_subscribes_its_components() -> None:
         result = await pipeline.run("hi")
         await settle(lambda: len(received) >= len(result.events))
     assert received == [e.name for e in result.events]
+
+
+async def test_subscription_keeps_what_was_queued_when_its_block_ended(
+        aieng_kernel: Kernel) -> None:
+    """After the subscribe block ends, pending() returns the events still queued then (once,
+    counted as delivered) instead of raising, and async for yields them and stops; events
+    published later do not reach it."""
+    async with aieng_kernel.bus.subscribe("stage.*") as sub:
+        aieng_kernel.bus.publish(_event(0))
+        aieng_kernel.bus.publish(_event(1))
+    aieng_kernel.bus.publish(_event(2))
+    assert [e.stage for e in sub.pending()] == ["s0", "s1"]  # type: ignore[attr-defined]
+    assert sub.pending() == []
+    async with aieng_kernel.bus.subscribe("stage.*") as iterated:
+        aieng_kernel.bus.publish(_event(3))
+    assert [e.stage async for e in iterated] == ["s3"]  # type: ignore[attr-defined]
+    assert [e.stage async for e in iterated] == []  # type: ignore[attr-defined]
+    stats = aieng_kernel.bus.stats()
+    assert [s.delivered for s in stats if s.name == "subscription"] == [2, 1]
+
+
+async def test_add_callback_after_the_kernel_exits_is_a_clear_error() -> None:
+    """A callback added once the kernel has exited fails with a message saying the bus is not
+    running, and leaves no subscriber behind."""
+    async with isolated_kernel() as kernel:
+        pass
+    with pytest.raises(RuntimeError, match="the bus is not running"):
+        kernel.bus.add_callback(lambda event: None, name="late")
+    assert [s.name for s in kernel.bus.stats()] == []

@@ -66,3 +66,44 @@ async def test_a_blocked_answer_is_not_stored(aieng_kernel: Kernel) -> None:
                                      "block": Block()})
     result = await pipeline.run("q")
     assert result.status == "blocked" and not cache.store
+
+
+class Ending:
+    """Backend double answering every request with one finish reason; counts its calls."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.calls = 0
+
+    @hookimpl
+    def aieng_generate(self) -> Completion:
+        self.calls += 1
+        return Completion(text="an answer", finish_reason=self.reason)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("reason", ["error", "content_filter"])
+async def test_a_failed_or_filtered_answer_is_not_stored(aieng_kernel: Kernel,
+                                                         reason: str) -> None:
+    """A completion the backend ended with finish_reason "error" or "content_filter" is not
+    stored (the stage is recorded as skipped), so the next identical request asks the model
+    again instead of replaying the failure."""
+    cache, backend = DictCache(), Ending(reason)
+    pipeline = aieng_kernel.compose({"cache": cache, "llm": backend})
+    first = await pipeline.run("q")
+    assert not cache.store
+    assert [(s.name, s.status) for s in first.stages][-1] == ("cache_store", "skipped")
+    second = await pipeline.run("q")
+    assert second.cache_hit is None and backend.calls == 2
+
+
+@pytest.mark.parametrize("reason", ["stop", "length", "tool_calls"])
+async def test_a_complete_or_length_cut_answer_is_stored(aieng_kernel: Kernel,
+                                                         reason: str) -> None:
+    """Answers ended normally, by max_tokens ("length", a faithful answer to the same
+    request) or with tool calls are stored and replayed."""
+    cache, backend = DictCache(), Ending(reason)
+    pipeline = aieng_kernel.compose({"cache": cache, "llm": backend})
+    await pipeline.run("q")
+    second = await pipeline.run("q")
+    assert cache.store["q"].finish_reason == reason
+    assert second.cache_hit == "cache" and backend.calls == 1

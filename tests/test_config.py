@@ -77,7 +77,9 @@ MALFORMED = [
     ("unknown-option", '[pipeline]\nname="x"\n[components.a]\nuse = "rrf"\nkk = 1\n',
      "components.a.kk", ["unknown option 'kk'", "valid choices: k"]),
     ("option-validator", '[pipeline]\nname="x"\n[components.a]\nuse = "rrf"\nk = 0\n',
-     "components.a", ["k"]),
+     "components.a.k", ["k"]),
+    ("second-validator-of-a-list", '[pipeline]\nname="x"\n[components.a]\nuse="memory"\nb=2.0\n',
+     "components.a.b", ["must be <= 1"]),
     ("bad-stage-name", '[pipeline]\nname="x"\nstages=["retreive"]\n[components.a]\nuse="memory"\n',
      "pipeline.stages[0]", ["unknown stage 'retreive'", "retrieve"]),
     ("stage-without-component", '[pipeline]\nname="x"\nstages=["rerank"]\n'
@@ -163,6 +165,35 @@ def test_component_that_fails_to_start(kernel: Kernel, tmp_path: Path) -> None:
         kernel.load_pipeline(path)
     assert caught.value.key == "components.docs"
     assert "FileNotFoundError" in str(caught.value) and "builtin" in str(caught.value)
+
+
+def test_validator_errors_name_the_option_when_it_is_known() -> None:
+    """A custom validator's error names the option it checked (components.a.size); a check
+    spanning options (__attrs_post_init__) names the component's table."""
+    from aieng_core.pipeline._options import structure_options
+
+    @attrs.frozen
+    class Options:
+        low: int = 0
+        size: int = attrs.field(default=1)
+
+        @size.validator
+        def _even(self, attribute: attrs.Attribute[int], value: int) -> None:
+            if value % 2:
+                raise ValueError(f"size must be even, got {value}")
+
+        def __attrs_post_init__(self) -> None:
+            if self.low > self.size:
+                raise ValueError("low must not exceed size")
+
+    with pytest.raises(ConfigError) as caught:
+        structure_options(Options, {"size": 3}, source="f.toml", key="components.a")
+    assert caught.value.key == "components.a.size"
+    assert "size must be even, got 3" in str(caught.value)
+    with pytest.raises(ConfigError) as spanning:
+        structure_options(Options, {"low": 4, "size": 2}, source="f.toml", key="components.a")
+    assert spanning.value.key == "components.a"
+    assert "low must not exceed size" in str(spanning.value)
 
 
 # -- round trip --------------------------------------------------------------------------

@@ -33,8 +33,9 @@ from typing import Any
 import anyio
 import pytest
 from aieng_hookspecs.types import Document, Hit, Query
+from structlog.testing import capture_logs
 
-from aieng_core import Kernel
+from aieng_core import ConfigError, Kernel, UnknownComponentError
 from aieng_core.registry import BUILTIN, Registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -307,6 +308,56 @@ def test_blocklist_wins_over_allowlist(fakes: FakeDists) -> None:
     registry = _loaded(fakes.plugin("good", GOOD), AIENG_PLUGINS="good,builtin",
                        AIENG_DISABLE_PLUGINS="good")
     assert _by_name(registry)["good"].status == "disabled"
+
+
+def test_selection_accepts_the_import_spelling_of_a_distribution(fakes: FakeDists) -> None:
+    """An entry spelled like an import name (aieng_fake_one) names the distribution aieng-fake-one,
+    as pip compares distribution names; it is not warned about."""
+    eps = [*fakes.plugin("one", _component("one", "One")),
+           *fakes.plugin("two", _component("two", "Two"))]
+    with capture_logs() as logs:
+        registry = _loaded(eps, AIENG_PLUGINS="aieng_fake_one",
+                           AIENG_DISABLE_PLUGINS="AIENG.FAKE.TWO")
+    status = {name: info.status for name, info in _by_name(registry).items()}
+    assert status == {BUILTIN: "disabled", "one": "loaded", "two": "disabled"}
+    assert [entry for entry in logs if entry["event"] == "plugins.unknown_entries"] == []
+
+
+def test_selection_entries_naming_no_plugin_are_warned_with_the_known_names(
+    fakes: FakeDists,
+) -> None:
+    """An AIENG_PLUGINS / AIENG_DISABLE_PLUGINS entry matching no plugin is logged as a warning
+    naming the variable, the unknown entries and every known plugin with its distribution."""
+    eps = fakes.plugin("one", _component("one", "One"))
+    with capture_logs() as logs:
+        _loaded(eps, AIENG_PLUGINS="one,builtin,onne", AIENG_DISABLE_PLUGINS="aieng-fake-tow")
+    warned = {entry["variable"]: entry for entry in logs
+              if entry["event"] == "plugins.unknown_entries"}
+    assert warned["AIENG_PLUGINS"]["unknown"] == ["onne"]
+    assert warned["AIENG_DISABLE_PLUGINS"]["unknown"] == ["aieng-fake-tow"]
+    assert warned["AIENG_PLUGINS"]["log_level"] == "warning"
+    assert "builtin (aieng)" in warned["AIENG_PLUGINS"]["known"]
+    assert "one (aieng-fake-one)" in warned["AIENG_PLUGINS"]["known"]
+
+
+def test_unknown_component_names_the_plugin_the_selection_disabled(fakes: FakeDists) -> None:
+    """A component of a plugin left out by AIENG_PLUGINS (memory of builtin) or named by
+    AIENG_DISABLE_PLUGINS is unknown with a hint naming that plugin and the variable."""
+    kernel = Kernel(entry_points=fakes.plugin("one", _component("one", "One")),
+                    env={"AIENG_PLUGINS": "one"}).load()
+    with pytest.raises(UnknownComponentError, match="offered by plugin 'builtin', which is "
+                       "disabled because AIENG_PLUGINS does not name it"):
+        kernel.registry.component("memory")
+    with pytest.raises(ConfigError, match="unknown component 'memory'.*plugin 'builtin'"):
+        kernel.pipeline({"pipeline": {"name": "p"}, "components": {"d": {"use": "memory"}}})
+    blocked = _loaded(fakes.plugin("two", _component("two", "Two")),
+                      AIENG_DISABLE_PLUGINS="two")
+    with pytest.raises(UnknownComponentError, match="offered by plugin 'two', which is disabled "
+                       "because AIENG_DISABLE_PLUGINS names it"):
+        blocked.component("two")
+    # A component no disabled plugin is known to offer lists the disabled plugins instead.
+    with pytest.raises(UnknownComponentError, match="whose components are not known: two"):
+        blocked.component("elsewhere")
 
 
 def test_kernel_takes_entry_points_and_env(fakes: FakeDists) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from typing import Any
 
 import anyio
 import pytest
@@ -167,6 +168,56 @@ async def test_timeout_raises_hook_error_naming_everything(aieng_kernel: Kernel)
     assert (error.hook, error.plugin, error.stage) == ("aieng_retrieve", "slow", "retrieve")
     assert "timed out after 0.05 s" in str(error)
     assert isinstance(error.cause, TimeoutError)
+
+
+async def test_impls_own_timeout_error_is_an_error_not_a_kernel_timeout(
+    aieng_kernel: Kernel, hook_recorder: HookRecorder, captured_events: EventCapture
+) -> None:
+    """A TimeoutError the impl raises itself (its own anyio.fail_after) is reported as the
+    impl's error, not as the stage's timeout firing: the message says so, the call's outcome
+    is "error", and the cause is the impl's own exception."""
+    class OwnDeadline:
+        @hookimpl
+        async def aieng_retrieve(self) -> list[Hit]:
+            with anyio.fail_after(0.01):
+                await anyio.sleep(5)
+            return [_hit("never")]
+
+    pipeline = aieng_kernel.compose({"own": OwnDeadline()}, stages=["retrieve"],
+                                    stage={"retrieve": {"timeout": 30}})
+    with pytest.raises(HookError) as caught:
+        await pipeline.run("q")
+    error = caught.value
+    assert "timed out after" not in str(error)
+    assert "TimeoutError raised by the impl itself, not the stage's 30.0 s timeout" in str(error)
+    assert isinstance(error.cause, TimeoutError) and error.cause is error.__cause__
+    assert [c.outcome for c in hook_recorder.calls("aieng_retrieve")] == ["error"]
+    event = captured_events.of(ErrorEvent)[0]
+    assert event.error_type == "TimeoutError" and "impl itself" in event.message
+
+
+async def test_kernel_timeout_of_a_plain_awaitable_is_a_timeout(
+    aieng_kernel: Kernel, hook_recorder: HookRecorder
+) -> None:
+    """A sync impl returning a non-coroutine awaitable that never finishes times out with the
+    stage's timeout (outcome "timeout"), like an async impl."""
+    class Pending:
+        @hookimpl
+        def aieng_retrieve(self) -> object:
+            return _Never()
+
+    pipeline = aieng_kernel.compose({"pending": Pending()}, stages=["retrieve"],
+                                    stage={"retrieve": {"timeout": 0.05}})
+    with pytest.raises(HookError, match="timed out after 0.05 s"):
+        await pipeline.run("q")
+    assert [c.outcome for c in hook_recorder.calls("aieng_retrieve")] == ["timeout"]
+
+
+class _Never:
+    """An awaitable that is not a coroutine and waits forever."""
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        return anyio.sleep_forever().__await__()
 
 
 async def test_fail_policy_wraps_the_cause(aieng_kernel: Kernel) -> None:

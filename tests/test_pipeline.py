@@ -326,6 +326,27 @@ async def test_stream_that_stalls_times_out(aieng_kernel: Kernel) -> None:
     assert got == ["first"]
 
 
+async def test_stream_raising_its_own_timeout_error_is_an_error(aieng_kernel: Kernel) -> None:
+    """A stream that raises its own TimeoutError (a client's read timeout) fails as an error
+    of the stream, not as "no delta for N s", which would blame the stage's timeout."""
+    from aieng_core import HookError
+
+    class ReadTimeout:
+        @hookimpl
+        def aieng_stream(self, request: Request) -> object:
+            async def deltas() -> object:
+                yield Delta(text="first", index=0)
+                raise TimeoutError("read timed out")
+            return deltas()
+
+    pipeline = aieng_kernel.compose({"llm": ReadTimeout()}, stage={"generate": {"timeout": 5}})
+    with pytest.raises(HookError) as caught:
+        await pipeline.run("go", on_delta=lambda d: None)
+    assert "no delta" not in str(caught.value)
+    assert "raised by the impl itself" in str(caught.value)
+    assert "read timed out" in str(caught.value)
+
+
 async def test_failing_fuser_falls_back_to_rrf(aieng_kernel: Kernel) -> None:
     """Under fallback, a failing fuser hands over to the kernel's RRF, cut to k."""
     from aieng_core.builtins import MemoryOptions, MemoryRetriever
@@ -522,3 +543,107 @@ async def test_failed_stream_falls_back_to_a_backend_that_only_generates(
     assert result.answer == "from generate"
     assert pieces == ["from generate"]
     assert len(broken.requests) == 1  # its stream only; its aieng_generate is not retried
+
+
+def _leaky_plugin(closed: list[str]) -> object:
+    """A plugin offering ``holder`` (holds a resource until aieng_pipeline_close) and
+    ``explodes`` (whose constructor raises)."""
+    import types
+
+    from aieng_hookspecs import ComponentRegistry
+
+    class Holder:
+        """Holds a resource (a file, a client) from its constructor on."""
+
+        @hookimpl
+        def aieng_retrieve(self) -> list[Hit]:
+            return []
+
+        @hookimpl
+        async def aieng_pipeline_close(self) -> None:
+            await anyio.lowlevel.checkpoint()
+            closed.append("holder")
+
+    class Explodes:
+        """Cannot start."""
+
+        def __init__(self) -> None:
+            raise OSError("no such folder")
+
+    module = types.ModuleType("leaky_plugin")
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        registry.add("holder", Holder)
+        registry.add("explodes", Explodes)
+
+    module.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    return module
+
+
+LEAKY = {"pipeline": {"name": "leaky"},
+         "components": {"a": {"use": "holder"}, "b": {"use": "explodes"}}}
+
+
+async def test_failed_build_closes_the_components_already_built(aieng_kernel: Kernel) -> None:
+    """When a later component's constructor fails, the components already built are closed
+    (aieng_pipeline_close), since no pipeline exists to close them."""
+    from aieng_core.testing import registered, settle
+
+    closed: list[str] = []
+    with registered(aieng_kernel, _leaky_plugin(closed), "leaky"):
+        with pytest.raises(ConfigError, match="components.b.*no such folder"):
+            aieng_kernel.pipeline(LEAKY)
+        await settle(lambda: closed == ["holder"])
+
+
+async def test_failed_build_before_the_kernel_starts_closes_when_it_starts() -> None:
+    """A build that fails before the kernel is entered closes what it built once the kernel
+    runs (closing may be async)."""
+    from aieng_core.testing import registered
+
+    closed: list[str] = []
+    kernel = Kernel(env={}, entry_points=[], loop_block_threshold=None)
+    with registered(kernel, _leaky_plugin(closed), "leaky"):
+        with pytest.raises(ConfigError, match="no such folder"):
+            kernel.pipeline(LEAKY)
+        assert closed == []
+        async with kernel:
+            pass
+    assert closed == ["holder"]
+
+
+async def test_closed_pipelines_are_released_by_the_kernel() -> None:
+    """The kernel keeps a pipeline only until it is closed: a closed, dropped pipeline is
+    garbage (no growth in a server that builds one per request), while an unclosed one is
+    still closed when the kernel exits."""
+    import gc
+    import weakref
+
+    from aieng_core.testing import isolated_kernel
+
+    closed: list[str] = []
+
+    class Closable:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @hookimpl
+        def aieng_retrieve(self) -> list[Hit]:
+            return []
+
+        @hookimpl
+        def aieng_pipeline_close(self) -> None:
+            closed.append(self.name)
+
+    async with isolated_kernel() as kernel:
+        done = kernel.compose({"a": Closable("done")}, name="done")
+        await done.run("q")
+        await done.aclose()
+        released = weakref.ref(done)
+        del done
+        kernel.compose({"b": Closable("kept")}, name="kept")
+        gc.collect()
+        assert released() is None
+        assert closed == ["done"]
+    assert closed == ["done", "kept"]

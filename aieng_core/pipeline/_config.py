@@ -333,6 +333,8 @@ class _Loader:
                 if self.registry.broken:
                     hint = " (broken plugins: " + ", ".join(
                         f"{p.name}: {p.error}" for p in self.registry.broken) + ")"
+                if disabled := self.registry.disabled_hint(use):
+                    hint += f" ({disabled})"
                 raise self.fail(f"unknown component {use!r}{hint}", f"{key}.use",
                                 choices=sorted(self.registry.components)) from None
             values = {k: v for k, v in table.items() if k != "use"}

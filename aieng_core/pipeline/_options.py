@@ -74,10 +74,40 @@ def structure_options(
     except cattrs.BaseValidationError as exc:
         first = cattrs.transform_error(exc, format_exception=_describe)[0]
         message, _, where = first.rpartition(" @ $")
-        path = f"{key}{where}" if where else key
-        raise ConfigError(message, source=source, key=path) from None
+        if not where:  # raised by the class itself, not a field's structuring: a validator
+            name = _validated_field(_first_leaf(exc), options_type)
+            where = f".{name}" if name else ""
+        raise ConfigError(message, source=source, key=f"{key}{where}") from None
     except (TypeError, ValueError) as exc:  # an attrs validator of the options class
-        raise ConfigError(str(exc), source=source, key=key) from None
+        name = _validated_field(exc, options_type)
+        path = f"{key}.{name}" if name else key
+        raise ConfigError(str(exc), source=source, key=path) from None
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _validated_field(exc: BaseException, options_type: type[Any]) -> str:
+    """The option whose validator raised ``exc``, or ``""`` when no validator's attribute is
+    known (a check in ``__attrs_post_init__`` spans options).
+
+    attrs calls every validator as ``validator(instance, attribute, value)``, so the frame
+    of the validator that raised holds the options class's ``attrs.Attribute``; the message
+    alone does not name it in a form to rely on (a custom validator says what it likes).
+    """
+    # By name: resolve_types gives the class new Attribute objects, while its __init__
+    # still passes the ones it was generated with.
+    names = {field.name for field in attrs.fields(options_type)}
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, attrs.Attribute) and value.name in names:
+                return value.name
+        tb = tb.tb_next
+    return ""
 
 
 _SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence)

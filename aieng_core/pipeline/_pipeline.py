@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -60,6 +60,42 @@ def _as_request(value: RunInput) -> Request:
                     "give a str, Query, Request or a list of Message")
 
 
+_CLOSE_POLICY = StagePolicy(timeout=None, on_error="fallback")
+
+
+def _role_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(PROJECT)
+    for module in ROLE_MODULES:
+        pm.add_hookspecs(module)
+    return pm
+
+
+def _closer(
+    kernel: Kernel, name: str, components: Sequence[tuple[str, object]]
+) -> Callable[[], Coroutine[Any, Any, None]] | None:
+    """What closes the components of a pipeline whose build failed (``aieng_pipeline_close``,
+    gathered and shielded as in :meth:`Pipeline.aclose`); ``None`` when none closes."""
+    pm = _role_plugin_manager()
+    for component, instance in components:
+        try:
+            pm.register(instance, name=component)
+        except (ValueError, pluggy.PluginValidationError):
+            # Its hooks do not validate, so none of them can be called, close included.
+            log.warning("component.close_skipped", pipeline=name, component=component,
+                        reason="invalid hook impl")
+    dispatcher = Dispatcher(pm, emit=kernel.publish, limiter=lambda: kernel.thread_limiter)
+    dispatcher.pipeline = name
+    if not dispatcher.impls("aieng_pipeline_close"):
+        return None
+
+    async def close() -> None:
+        with anyio.CancelScope(shield=True):
+            await dispatcher.gather("aieng_pipeline_close", {}, stage="close",
+                                    policy=_CLOSE_POLICY)
+
+    return close
+
+
 class Pipeline:
     """Components from a :class:`PipelineConfig`, run through the request lifecycle.
 
@@ -75,20 +111,27 @@ class Pipeline:
         self.config = config
         self.name = config.name
         self.components: dict[str, object] = {}
-        self._pm = pluggy.PluginManager(PROJECT)
-        for module in ROLE_MODULES:
-            self._pm.add_hookspecs(module)
-        self._build(instances or {})
-        self.dispatcher = Dispatcher(
-            self._pm,
-            emit=kernel.publish,
-            labels=self._label,
-            monitors=kernel.hook_monitors,
-            trace_hooks=trace_hooks,
-            limiter=lambda: kernel.thread_limiter,
-        )
-        self.dispatcher.pipeline = self.name
-        self.stages = self._effective_stages()
+        self._pm = _role_plugin_manager()
+        # The instances built here from the registry (not those the caller handed in): a
+        # build that fails part-way closes them, since no pipeline will.
+        self._built_here: list[tuple[str, object]] = []
+        try:
+            self._build(instances or {})
+            self.dispatcher = Dispatcher(
+                self._pm,
+                emit=kernel.publish,
+                labels=self._label,
+                monitors=kernel.hook_monitors,
+                trace_hooks=trace_hooks,
+                limiter=lambda: kernel.thread_limiter,
+            )
+            self.dispatcher.pipeline = self.name
+            self.stages = self._effective_stages()
+        except BaseException:
+            closer = _closer(kernel, self.name, self._built_here)
+            if closer is not None:
+                kernel._close_later(closer)
+            raise
         self._policies = {stage: config.policy(stage) for stage in self.stages}
         # Indexing is no stage of a run: it follows the pipeline's own timeout and policy.
         self._index_policy = config.policy("index")
@@ -124,6 +167,7 @@ class Pipeline:
                     f"failed to start: {type(exc).__name__}: {exc}",
                     source=source, key=f"components.{name}") from exc
             built.append((name, instance))
+            self._built_here.append((name, instance))
         # pluggy calls the last registered first: register in reverse file order.
         for name, instance in reversed(built):
             try:
@@ -411,9 +455,14 @@ class Pipeline:
         # Shielded: closing writes what components hold (a vector index's snapshot, a
         # database); a caller being cancelled (a deadline around the kernel) must not
         # cut that short, or the data is lost.
-        with anyio.CancelScope(shield=True):
-            await self.dispatcher.gather("aieng_pipeline_close", {}, stage="close",
-                                         policy=StagePolicy(timeout=None, on_error="fallback"))
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.dispatcher.gather("aieng_pipeline_close", {}, stage="close",
+                                             policy=_CLOSE_POLICY)
+        finally:
+            # A closed pipeline never runs again: the kernel need not keep it (a server
+            # building a pipeline per request would otherwise grow without bound).
+            self.kernel._forget(self)
 
     async def __aenter__(self) -> Pipeline:
         await self.open()

@@ -347,11 +347,19 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
     try:
         while True:
             # The stage timeout bounds each wait for the next delta, not the whole stream.
-            with state.dispatcher.tracking(label), anyio.fail_after(timeout):
+            with state.dispatcher.tracking(label), anyio.move_on_after(timeout) as waited:
                 try:
                     delta = await anext(iterator)
                 except StopAsyncIteration:
                     break
+            if waited.cancelled_caught:
+                # Only the kernel's deadline: a TimeoutError the stream raises itself is
+                # an error of the stream (the dispatcher's failure() says so).
+                stalled = TimeoutError(f"no delta for {timeout} s")
+                raise state.dispatcher.failure(
+                    plugin, "aieng_stream", "generate", policy, stalled, "timeout",
+                    message=str(stalled), hint="raise the generate stage's timeout",
+                ) from stalled
             if not isinstance(delta, Delta):
                 problem = f"yielded {type(delta).__name__}, expected Delta"
                 raise state.dispatcher.failure(
@@ -383,12 +391,6 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
     except Exception as exc:
         if exc is caller_error:
             raise
-        if isinstance(exc, TimeoutError):
-            # Published as an ``error`` event like any failed call: routers and monitors
-            # count it.
-            raise state.dispatcher.failure(plugin, "aieng_stream", "generate", policy, exc,
-                                           "timeout", message=f"no delta for {timeout} s",
-                                           hint="raise the generate stage's timeout") from exc
         raise state.dispatcher.failure(plugin, "aieng_stream", "generate", policy, exc,
                                        "error") from exc
     finally:
@@ -431,6 +433,10 @@ async def guard_output(state: RunState, policy: StagePolicy) -> str:
     return "ok"
 
 
+#: Finish reasons whose completions the cache_store stage does not store.
+_NOT_CACHED = frozenset({"error", "content_filter"})
+
+
 async def cache_store(state: RunState, policy: StagePolicy) -> str:
     if state.completion is None or state.cache_hit is not None:
         return "ok"
@@ -439,6 +445,9 @@ async def cache_store(state: RunState, policy: StagePolicy) -> str:
     # so a per-request change (a guard restoring this user's redacted values) is never
     # served to another request.
     stored = state.raw_completion if state.raw_completion is not None else state.completion
+    if stored.finish_reason in _NOT_CACHED:
+        # A failed or filtered answer is no answer to replay: the next request asks again.
+        return "skipped"
     await state.dispatcher.gather("aieng_cache_store",
                                   {"request": request, "completion": stored},
                                   stage="cache_store", policy=policy)

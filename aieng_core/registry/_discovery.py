@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import re
 from collections.abc import Iterable, Mapping
 
 import attrs
 
 from aieng_hookspecs import PROJECT
 
-__all__ = ["Candidate", "discover", "selection"]
+__all__ = ["Candidate", "discover", "matches", "selection"]
 
 ENTRY_POINT_GROUP = PROJECT
 
@@ -51,10 +52,30 @@ def _names(value: str | None) -> frozenset[str] | None:
     return frozenset(part.strip() for part in value.split(",") if part.strip())
 
 
+def _normalized(distribution: str) -> str:
+    """A distribution name as pip compares it (PEP 503): ``aieng_bm25`` is ``aieng-bm25``."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def matches(entry: str, candidate: Candidate) -> bool:
+    """Whether an ``AIENG_PLUGINS`` / ``AIENG_DISABLE_PLUGINS`` entry names ``candidate``.
+
+    An entry matches the plugin's entry-point name exactly, or its distribution's name as
+    pip compares names, so the import name ``aieng_bm25`` names the distribution
+    ``aieng-bm25``: distributions equal under that comparison are one distribution, so
+    the match is never ambiguous.
+    """
+    if entry == candidate.name:
+        return True
+    return bool(candidate.distribution) and _normalized(entry) == _normalized(
+        candidate.distribution)
+
+
 def selection(env: Mapping[str, str]) -> tuple[frozenset[str] | None, frozenset[str]]:
     """The allowlist (``AIENG_PLUGINS``; ``None``: all) and blocklist (``AIENG_DISABLE_PLUGINS``).
 
-    Both are comma-separated; an entry matches a plugin's name or its distribution's name.
+    Both are comma-separated; an entry matches a plugin's name or its distribution's name
+    (see :func:`matches`).
     """
     allow = _names(env.get("AIENG_PLUGINS"))
     block = _names(env.get("AIENG_DISABLE_PLUGINS")) or frozenset()

@@ -17,7 +17,7 @@ from aieng_hookspecs.specs import REGISTRATION_MODULES
 from aieng_hookspecs.types import Event
 
 from .._errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
-from ._discovery import Candidate, discover, selection
+from ._discovery import Candidate, discover, matches, selection
 from ._info import ComponentInfo, PluginInfo, hooks_of
 
 __all__ = ["Registry"]
@@ -161,6 +161,7 @@ class Registry:
         self._components: dict[str, ComponentInfo] = {}
         self._readers: dict[str, ReaderInfo] = {}
         self._event_types: dict[str, type[Event]] = _core_events()
+        self._disabled_by: dict[str, str] = {}  # plugin name -> the variable that disabled it
         self._loaded = False
         self._listener: Callable[[str, bool], None] | None = None
 
@@ -181,8 +182,8 @@ class Registry:
         if self._builtins:
             candidates.append(Candidate(BUILTIN, None, "aieng", _version("aieng")))
         candidates.extend(discover(self._entry_points))
+        _warn_unknown_entries(candidates, allow, block)
         for cand in candidates:
-            names = {cand.name, cand.distribution}
             if cand.name in self._plugins:
                 # Keep both records: the first plugin stays listed (and loaded); the second
                 # is listed as broken under its own key, naming both distributions.
@@ -193,7 +194,10 @@ class Registry:
                     f"{first.dist_label}; {cand.distribution or '?'} {cand.version} cannot "
                     "use the same entry-point name")
                 continue
-            if (allow is not None and not names & allow) or names & block:
+            blocked = any(matches(entry, cand) for entry in block)
+            if blocked or (allow is not None and not any(matches(e, cand) for e in allow)):
+                self._disabled_by[cand.name] = (
+                    "AIENG_DISABLE_PLUGINS" if blocked else "AIENG_PLUGINS")
                 self._record(PluginInfo(cand.name, cand.distribution, cand.version, "disabled"))
                 continue
             try:
@@ -323,7 +327,26 @@ class Registry:
             message = f"unknown component {name!r}; valid choices: {choices}"
             if self.broken:
                 message += "; broken plugins: " + ", ".join(p.name for p in self.broken)
+            if hint := self.disabled_hint(name):
+                message += f"; {hint}"
             raise UnknownComponentError(message) from None
+
+    def disabled_hint(self, name: str) -> str:
+        """For an unknown component ``name``: which disabled plugin offers it, or which
+        plugins are disabled (a disabled plugin is never imported, so its components are
+        unknown); empty when no plugin is disabled."""
+        if not self._disabled_by:
+            return ""
+        owner = next((plugin for plugin in self._disabled_by
+                      if plugin == name or (plugin == BUILTIN and name in _builtin_names())),
+                     None)
+        if owner is not None:
+            variable = self._disabled_by[owner]
+            how = "does not name it" if variable == "AIENG_PLUGINS" else "names it"
+            return (f"component {name!r} is offered by plugin {owner!r}, which is disabled "
+                    f"because {variable} {how}")
+        return ("disabled plugins (AIENG_PLUGINS / AIENG_DISABLE_PLUGINS), whose components "
+                "are not known: " + ", ".join(self._disabled_by))
 
 
 def _version(distribution: str) -> str:
@@ -331,6 +354,36 @@ def _version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return ""
+
+
+def _warn_unknown_entries(
+    candidates: list[Candidate], allow: frozenset[str] | None, block: frozenset[str]
+) -> None:
+    """Warn about selection entries that name no plugin: a misspelling selects nothing."""
+    for variable, entries in (("AIENG_PLUGINS", allow or frozenset()),
+                              ("AIENG_DISABLE_PLUGINS", block)):
+        unknown = sorted(e for e in entries
+                         if e != BUILTIN and not any(matches(e, c) for c in candidates))
+        if unknown:
+            known = ", ".join(f"{c.name} ({c.distribution})" if c.distribution else c.name
+                              for c in candidates)
+            log.warning("plugins.unknown_entries", variable=variable, unknown=unknown,
+                        known=known or "(none)",
+                        hint="name a plugin by its entry-point or distribution name")
+
+
+def _builtin_names() -> set[str]:
+    """The component names the built-in plugin offers (it is the kernel's own code)."""
+    class Names:
+        def __init__(self) -> None:
+            self.names: set[str] = set()
+
+        def add(self, name: str, *args: object, **kwargs: object) -> None:
+            self.names.add(name)
+
+    names = Names()
+    _load_builtin().aieng_register_components(names)
+    return names.names
 
 
 def _load_builtin() -> ModuleType:
