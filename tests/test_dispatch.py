@@ -315,6 +315,22 @@ async def test_wrong_return_type_falls_back_like_any_failure(
     assert all("expected" in e.message for e in errors)
 
 
+async def test_a_plain_generator_as_stream_names_the_plugin(aieng_kernel: Kernel) -> None:
+    """A sync generator as ``aieng_stream`` is a HookError naming the plugin and what to
+    write, not a bare ``TypeError: 'generator' object is not an async iterable``."""
+    from aieng_hookspecs.types import Delta, Request
+
+    class SyncStream:
+        @hookimpl
+        def aieng_stream(self, request: Request) -> Any:
+            yield Delta("a", 0)
+
+    pipeline = aieng_kernel.compose({"llm": SyncStream()}, stages=["generate"])
+    with pytest.raises(HookError, match="returned generator, not an async iterator") as caught:
+        await pipeline.run("q", on_delta=lambda delta: None)
+    assert caught.value.plugin == "llm" and "async generator" in caught.value.hint
+
+
 async def test_blocking_impl_runs_in_a_worker_thread(aieng_kernel: Kernel) -> None:
     """An impl marked @blocking runs off the event loop's thread."""
     seen: list[int] = []

@@ -174,6 +174,22 @@ def test_plugin_calling_sys_exit_is_broken_not_fatal() -> None:
     assert "memory" in kernel.registry.components
 
 
+def test_async_registration_hook_is_broken_not_silently_empty() -> None:
+    """An ``async def aieng_register_components`` would return a coroutine nobody awaits
+    and register nothing: the plugin is broken, saying to write a plain def."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+    module = types.ModuleType("hasty")
+
+    @hookimpl
+    async def aieng_register_components(registry: ComponentRegistry) -> None:
+        registry.add("hasty", Component)
+
+    module.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    info = kernel.registry.register(module, name="hasty")
+    assert info.status == "broken" and "plain def, not async def" in info.error
+    assert "hasty" not in kernel.registry.components
+
+
 def test_readers_register_and_conflicts_name_both_plugins(tmp_path: Any) -> None:
     """A plugin's file reader is used by ingest; a second plugin claiming the same suffix
     is broken, naming both; an unreadable suffix is a clear error."""

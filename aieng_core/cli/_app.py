@@ -10,6 +10,7 @@ import click
 from .._errors import AiengError
 from ..kernel import Kernel
 from ..logs import configure_logging
+from ..registry import run_registration
 
 __all__ = ["cli", "main"]
 
@@ -27,7 +28,8 @@ class _Root(click.Group):
         pm = kernel.registry.plugin_manager
         for impl in pm.hook.aieng_register_commands.get_hookimpls():
             try:
-                impl.function(*[self for _ in impl.argnames])
+                run_registration(impl.function, "aieng_register_commands",
+                                 [self for _ in impl.argnames])
             except Exception as exc:  # a plugin's CLI error must not break the CLI
                 click.echo(f"aieng: plugin {impl.plugin_name!r} failed to add commands: "
                            f"{type(exc).__name__}: {exc}", err=True)

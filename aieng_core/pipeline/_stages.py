@@ -341,7 +341,14 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
     calls: tuple[ToolCall, ...] = ()
     label = f"{plugin}.aieng_stream"
     timeout = policy.timeout
-    iterator = aiter(stream)
+    try:
+        iterator = aiter(stream)
+    except TypeError as exc:  # a plain generator or a list: named, not a bare TypeError
+        problem = f"returned {type(stream).__name__}, not an async iterator of Delta"
+        raise state.dispatcher.failure(
+            plugin, "aieng_stream", "generate", policy, exc, "error", message=problem,
+            hint="write aieng_stream as an async generator (async def ... yield Delta)",
+        ) from exc
     # The caller's own on_delta failing is no failure of the backend: it propagates as it is.
     caller_error: BaseException | None = None
     try:

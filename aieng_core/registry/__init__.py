@@ -2,7 +2,7 @@
 
 from ._discovery import ENTRY_POINT_GROUP
 from ._info import ComponentInfo, PluginInfo, hooks_of
-from ._registry import BUILTIN, ReaderInfo, Registry
+from ._registry import BUILTIN, ReaderInfo, Registry, run_registration
 
 __all__ = [
     "BUILTIN",
@@ -12,4 +12,5 @@ __all__ = [
     "ReaderInfo",
     "Registry",
     "hooks_of",
+    "run_registration",
 ]

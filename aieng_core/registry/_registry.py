@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
@@ -20,7 +21,7 @@ from .._errors import DuplicateComponentError, PluginLoadError, UnknownComponent
 from ._discovery import Candidate, discover, matches, selection
 from ._info import ComponentInfo, PluginInfo, hooks_of
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "run_registration"]
 
 log = structlog.get_logger(__name__)
 
@@ -271,7 +272,7 @@ class Registry:
         caller = getattr(self._pm.hook, hook)
         for impl in caller.get_hookimpls():
             if impl.plugin is plugin:
-                impl.function(*[kwargs[arg] for arg in impl.argnames])
+                run_registration(impl.function, hook, [kwargs[arg] for arg in impl.argnames])
 
     def _broken(self, name: str, distribution: str, version: str, exc: BaseException) -> PluginInfo:
         info = PluginInfo(name, distribution, version, "broken", f"{type(exc).__name__}: {exc}")
@@ -390,3 +391,21 @@ def _load_builtin() -> ModuleType:
     from .. import builtins
 
     return builtins
+
+
+def run_registration(function: Callable[..., Any], hook: str, args: list[Any]) -> None:
+    """Call a registration hook impl (``aieng_register_*``): a plain function, run once at
+    start-up before any event loop.
+
+    :raises TypeError: for an ``async def`` impl, which would otherwise return a coroutine
+        nobody awaits and register nothing without a word.
+    """
+    if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+        raise TypeError(f"{hook} must be a plain def, not async def: registration runs once "
+                        "at start-up, before any event loop")
+    result = function(*args)
+    if inspect.isawaitable(result):  # a wrapper that hid an async function
+        if inspect.iscoroutine(result):
+            result.close()
+        raise TypeError(f"{hook} returned an awaitable: registration hooks are plain "
+                        "functions, run once at start-up")
