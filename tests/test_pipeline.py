@@ -93,6 +93,23 @@ class LengthJudge:
         return [Score(name="words", value=len(sample.output.split()))]
 
 
+class ClosesInto:
+    """A retriever that appends its name to ``closed`` when its pipeline closes, after an
+    await (a real close awaits its I/O)."""
+
+    def __init__(self, name: str, closed: list[str]) -> None:
+        self.name, self.closed = name, closed
+
+    @hookimpl
+    def aieng_retrieve(self) -> list[Hit]:
+        return []
+
+    @hookimpl
+    async def aieng_pipeline_close(self) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.closed.append(self.name)
+
+
 async def _full(kernel: Kernel, backend: ScriptedBackend | None = None) -> tuple[object, ...]:
     from aieng_core.builtins import MemoryOptions, MemoryRetriever, PromptBuilder, PromptOptions
 
@@ -483,23 +500,14 @@ async def test_cancelled_kernel_exit_still_closes_every_component() -> None:
 
     closed: list[str] = []
 
-    class Closable:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        @hookimpl
-        def aieng_retrieve(self) -> list[Hit]:
-            return []
-
-        @hookimpl
-        async def aieng_pipeline_close(self) -> None:
-            await anyio.lowlevel.checkpoint()  # a real close awaits its I/O
-            closed.append(self.name)
-
-    with anyio.move_on_after(0.05) as deadline:
+    # Cancelled once the pipelines exist (a deadline of a few ms would fire before that on
+    # a loaded machine, and the test would prove nothing or fail).
+    with anyio.CancelScope() as deadline:
         async with isolated_kernel() as kernel:
-            kernel.compose({"a": Closable("a"), "b": Closable("b")}, stages=["retrieve"])
-            kernel.compose({"c": Closable("c")}, name="other", stages=["retrieve"])
+            kernel.compose({"a": ClosesInto("a", closed), "b": ClosesInto("b", closed)},
+                           stages=["retrieve"])
+            kernel.compose({"c": ClosesInto("c", closed)}, name="other", stages=["retrieve"])
+            deadline.cancel()
             await anyio.sleep_forever()
     assert deadline.cancelled_caught
     assert sorted(closed) == ["a", "b", "c"]
@@ -624,25 +632,13 @@ async def test_closed_pipelines_are_released_by_the_kernel() -> None:
 
     closed: list[str] = []
 
-    class Closable:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        @hookimpl
-        def aieng_retrieve(self) -> list[Hit]:
-            return []
-
-        @hookimpl
-        def aieng_pipeline_close(self) -> None:
-            closed.append(self.name)
-
     async with isolated_kernel() as kernel:
-        done = kernel.compose({"a": Closable("done")}, name="done")
+        done = kernel.compose({"a": ClosesInto("done", closed)}, name="done")
         await done.run("q")
         await done.aclose()
         released = weakref.ref(done)
         del done
-        kernel.compose({"b": Closable("kept")}, name="kept")
+        kernel.compose({"b": ClosesInto("kept", closed)}, name="kept")
         gc.collect()
         assert released() is None
         assert closed == ["done"]
