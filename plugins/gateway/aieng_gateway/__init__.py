@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aieng_hookspecs import hookimpl
 
-from ._keys import ApiKey, KeyStore, default_keys_path, hash_key
+from ._keys import ApiKey, KeyStore, KeyStoreError, default_keys_path, hash_key
 from ._ratelimit import Limits, TokenBucket
 from ._settings import GatewaySettings, parse_size
 
@@ -28,6 +28,7 @@ __all__ = [
     "Gateway",
     "GatewaySettings",
     "KeyStore",
+    "KeyStoreError",
     "Limits",
     "TokenBucket",
     "aieng_register_commands",

@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from aieng_core import HookError, Kernel, Pipeline
 
-from ._keys import ApiKey, KeyStore
+from ._keys import ApiKey, KeyStore, KeyStoreError
 from ._protocol import (
     ApiError,
     ChatCall,
@@ -195,7 +195,12 @@ class Gateway:
                                 "(create one with 'aieng keys create NAME')",
                            code="missing_api_key", headers=challenge)
         if self.keys.stale:
-            await anyio.to_thread.run_sync(self.keys.refresh)
+            try:
+                await anyio.to_thread.run_sync(self.keys.refresh)
+            except KeyStoreError as exc:  # fail closed; the path goes to the log only
+                log.error("gateway.keys_unavailable", error=str(exc)[:300])
+                raise ApiError(503, "the API-key database cannot be read right now",
+                               kind="server_error", code="keys_unavailable") from None
         record = self.keys.verify(key)
         if record is None:
             raise ApiError(401, "invalid or revoked API key", code="invalid_api_key",

@@ -7,13 +7,15 @@ Registered through ``aieng_register_commands``; starlette and uvicorn load only 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 import structlog
 
-from ._keys import KeyStore, default_keys_path
+from ._keys import KeyStore, KeyStoreError, default_keys_path
 from ._settings import GatewaySettings, parse_size
 
 __all__ = ["add_commands", "build_pipeline", "keys", "serve"]
@@ -21,6 +23,15 @@ __all__ = ["add_commands", "build_pipeline", "keys", "serve"]
 log = structlog.get_logger(__name__)
 
 _KEYS_HELP = "The API-key database (default: $AIENG_KEYS or the user data dir)."
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """A refused value or an unusable key database is a one-line error, not a traceback."""
+    try:
+        yield
+    except (KeyStoreError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
@@ -91,6 +102,8 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
         if not store.path.exists():
             raise click.UsageError(f"no API keys at {store.path}: create one with "
                                    "'aieng keys create NAME', or pass --no-auth")
+        with _clear_errors():
+            store.records()  # an unreadable file fails here, not as a startup traceback
     settings = GatewaySettings(auth=not no_auth, max_body=max_body,
                                regenerate_window=regenerate_window,
                                public_metrics=public_metrics)
@@ -123,7 +136,8 @@ def keys() -> None:
 def create(name: str, rpm: int | None, tpm: int | None, keys_path: Path | None) -> None:
     """Create a key named NAME and print it (once: only its hash is stored)."""
     store = KeyStore(keys_path or default_keys_path())
-    key, record = store.create(name, rpm=rpm, tpm=tpm)
+    with _clear_errors():
+        key, record = store.create(name, rpm=rpm, tpm=tpm)
     click.echo(key)
     click.echo(f"key id {record.id} ({name}) stored in {store.path}; this is the only time "
                "the key is shown", err=True)
@@ -136,7 +150,9 @@ def list_keys(keys_path: Path | None) -> None:
     """List the keys: id, name, limits, created, revoked (never the keys)."""
     store = KeyStore(keys_path or default_keys_path())
     click.echo(f"{'id':<9} {'name':<20} {'rpm':>7} {'tpm':>9}  {'created':<20} revoked")
-    for k in store.records():
+    with _clear_errors():
+        records = store.records()
+    for k in records:
         click.echo(f"{k.id:<9} {k.name[:20]:<20} {k.rpm or '-':>7} {k.tpm or '-':>9}  "
                    f"{_when(k.created):<20} {_when(k.revoked) if k.revoked else '-'}")
 
@@ -146,9 +162,10 @@ def list_keys(keys_path: Path | None) -> None:
 @click.option("--keys", "keys_path", default=None, type=click.Path(path_type=Path),
               help=_KEYS_HELP)
 def revoke(id_or_name: str, keys_path: Path | None) -> None:
-    """Revoke the key with this id, or every live key with this name."""
+    """Revoke the key with this id, or else every live key with this name."""
     store = KeyStore(keys_path or default_keys_path())
-    revoked = store.revoke(id_or_name)
+    with _clear_errors():
+        revoked = store.revoke(id_or_name)
     if not revoked:
         raise click.ClickException(f"no live key has id or name {id_or_name!r}")
     for k in revoked:

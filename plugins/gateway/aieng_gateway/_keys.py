@@ -26,9 +26,10 @@ from pathlib import Path
 import attrs
 from aieng_hookspecs import enable_wal
 
-__all__ = ["ApiKey", "KeyStore", "default_keys_path", "hash_key"]
+__all__ = ["ApiKey", "KeyStore", "KeyStoreError", "default_keys_path", "hash_key"]
 
 _KEY = re.compile(r"^aieng-([0-9a-f]{8})-[A-Za-z0-9_-]{43}$")
+_ID = re.compile(r"^[0-9a-f]{8}$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -55,6 +56,10 @@ def default_keys_path() -> Path:
 def hash_key(key: str) -> str:
     """The SHA-256 (hex) stored for a key."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class KeyStoreError(Exception):
+    """The key database cannot be read or written (not a database, locked, no access)."""
 
 
 @attrs.frozen
@@ -95,15 +100,20 @@ class KeyStore:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not self.path.exists()
-        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.path.exists()
+            db = sqlite3.connect(self.path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise KeyStoreError(f"the key database {self.path} cannot be used: {exc}") from exc
         try:
             if fresh:
                 os.chmod(self.path, 0o600)
             enable_wal(db)
             db.executescript(_SCHEMA)
             yield db
+        except sqlite3.Error as exc:  # "file is not a database", "database is locked"...
+            raise KeyStoreError(f"the key database {self.path} cannot be used: {exc}") from exc
         finally:
             db.close()
 
@@ -111,10 +121,18 @@ class KeyStore:
                ) -> tuple[str, ApiKey]:
         """Make a key; returns ``(key, record)``. The key is shown once and not stored.
 
-        :raises ValueError: on a blank name or a limit below 1.
+        :raises ValueError: on a blank name, a name with control characters (it would
+            forge rows of ``aieng keys list``) or shaped like a key id (8 hex characters:
+            ``revoke`` takes either), or a limit below 1.
+        :raises KeyStoreError: when the database cannot be used.
         """
         if not isinstance(name, str) or not name.strip():
             raise ValueError("a key needs a non-empty name")
+        if not name.isprintable():
+            raise ValueError(f"a key name cannot hold control characters: {name!r}")
+        if _ID.match(name):
+            raise ValueError(f"a key name cannot look like a key id (8 hex characters): "
+                             f"{name!r}")
         for label, limit in (("rpm", rpm), ("tpm", tpm)):
             if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                       or limit < 1):
@@ -135,21 +153,33 @@ class KeyStore:
         return key, record
 
     def records(self) -> list[ApiKey]:
-        """Every key record, revoked ones included, oldest first."""
+        """Every key record, revoked ones included, oldest first (none, and no file
+        created, when the database does not exist).
+
+        :raises KeyStoreError: when the database cannot be read.
+        """
+        if not self.path.exists():
+            return []
         with self._db() as db:
             rows = db.execute("SELECT id, name, rpm, tpm, created, revoked, hash "
                               "FROM api_keys ORDER BY created").fetchall()
         return [ApiKey(*row) for row in rows]
 
     def revoke(self, id_or_name: str) -> list[ApiKey]:
-        """Revoke the key with this id, or every live key with this name.
+        """Revoke the key with this id, or else every live key with this name. An id
+        match wins: a key whose name happens to be another key's id is left alone.
 
-        :returns: the keys revoked (empty when none matched).
+        :returns: the keys revoked (empty when none matched, or no database exists).
+        :raises KeyStoreError: when the database cannot be used.
         """
+        if not self.path.exists():
+            return []
         now = time.time()
         with self._db() as db:
-            rows = db.execute("SELECT id FROM api_keys WHERE (id = ? OR name = ?) AND "
-                              "revoked IS NULL", (id_or_name, id_or_name)).fetchall()
+            by_id = db.execute("SELECT 1 FROM api_keys WHERE id = ?",
+                               (id_or_name,)).fetchone() is not None
+            rows = db.execute("SELECT id FROM api_keys WHERE revoked IS NULL AND "
+                              + ("id = ?" if by_id else "name = ?"), (id_or_name,)).fetchall()
             for (key_id,) in rows:
                 db.execute("UPDATE api_keys SET revoked = ? WHERE id = ?", (now, key_id))
         self._loaded_at = -float("inf")

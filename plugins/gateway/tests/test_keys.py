@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import httpx
 import pytest
+from _support import LoopbackServer, make_gateway
 from aieng_gateway import KeyStore, hash_key
 from click.testing import CliRunner
 
@@ -72,3 +75,71 @@ def test_serve_refuses_without_keys(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["serve", str(pipeline), "--keys",
                                       str(tmp_path / "none.sqlite3")])
     assert result.exit_code != 0 and "aieng keys create" in result.output
+
+
+def test_revoking_an_id_spares_a_key_named_like_it(tmp_path: Path) -> None:
+    """Revoking by id revokes that key only, even when another key's name is that id; a
+    name shaped like a key id, or with control characters (a fake row in ``list``), is
+    refused."""
+    store = KeyStore(tmp_path / "k.sqlite3")
+    _, alice = store.create("alice")
+    # a database written before names were checked may hold such a name
+    _, impostor = store.create("placeholder")
+    with sqlite3.connect(tmp_path / "k.sqlite3") as db:
+        db.execute("UPDATE api_keys SET name = ? WHERE id = ?", (alice.id, impostor.id))
+    assert [k.id for k in store.revoke(alice.id)] == [alice.id]
+    assert {k.id for k in store.records() if k.revoked is None} == {impostor.id}
+    for bad in ("0badc0de", "bob\nc0ffee00  admin", "tab\there", "bell\x07"):
+        with pytest.raises(ValueError, match="name"):
+            store.create(bad)
+
+
+def test_cli_bad_name_and_corrupt_database_are_clear_errors(tmp_path: Path) -> None:
+    """A refused name or a file that is not a key database is a one-line error (exit 1),
+    not a traceback, for every ``keys`` command and for ``serve``."""
+    runner = CliRunner()
+    good = str(tmp_path / "k.sqlite3")
+    blank = runner.invoke(cli, ["keys", "create", " ", "--keys", good])
+    assert blank.exit_code == 1 and "non-empty name" in blank.output
+    assert blank.exception is None or isinstance(blank.exception, SystemExit)
+    corrupt = tmp_path / "corrupt.sqlite3"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text('[pipeline]\nname = "p"\n')
+    for args in (["keys", "list"], ["keys", "create", "x"], ["keys", "revoke", "x"],
+                 ["serve", str(pipeline)]):
+        result = runner.invoke(cli, [*args, "--keys", str(corrupt)])
+        assert result.exit_code == 1, (args, result.output)
+        assert isinstance(result.exception, SystemExit), (args, result.exception)
+        assert str(corrupt) in result.output and "not a database" in result.output
+
+
+def test_read_only_commands_create_no_database(tmp_path: Path) -> None:
+    """``keys list`` and ``keys revoke`` on a missing file create nothing, so a mistyped
+    ``--keys`` cannot leave an empty database that ``serve`` would then accept."""
+    runner = CliRunner()
+    missing = tmp_path / "typo" / "keys.sqlite3"
+    listed = runner.invoke(cli, ["keys", "list", "--keys", str(missing)])
+    assert listed.exit_code == 0 and "id" in listed.output
+    revoked = runner.invoke(cli, ["keys", "revoke", "bob", "--keys", str(missing)])
+    assert revoked.exit_code == 1 and "no live key" in revoked.output
+    assert not missing.exists() and not missing.parent.exists()
+
+
+
+def test_unreadable_key_database_is_503(tmp_path: Path) -> None:
+    """A key database that turns unreadable while serving fails closed with a 503 naming
+    the cause, not a 500 ("internal gateway error"), and the file's path is not sent."""
+    gateway = make_gateway(tmp_path)
+    assert gateway.keys is not None
+    key, _ = gateway.keys.create("t")
+    with LoopbackServer(gateway.app) as server:
+        for extra in ("-wal", "-shm"):
+            (tmp_path / f"keys.sqlite3{extra}").unlink(missing_ok=True)
+        (tmp_path / "keys.sqlite3").write_bytes(b"not a database" * 100)
+        gateway.keys.refresh_s = 0.0  # reload on the next request
+        answer = httpx.get(f"{server.url}/v1/models", timeout=20,
+                           headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 503, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "keys_unavailable" and str(tmp_path) not in error["message"]
