@@ -33,7 +33,9 @@ class CircuitBreaker:
     until ``cooldown_s`` has passed since it opened. ``half_open``: one trial is handed out
     by :meth:`acquire`; a success closes the circuit, a failure opens it again, and a trial
     that reports nothing within ``cooldown_s`` is handed out again. Outcomes reported while
-    open (calls that started before it opened) change nothing.
+    open (calls that started before it opened) change nothing; while half-open, when the
+    trials were handed out to known runs, only an outcome of one of those runs decides: a
+    late outcome of a call sent before the circuit opened changes nothing either.
 
     :param options: the thresholds.
     :param clock: the time source (``time.monotonic``; a fake one in tests).
@@ -50,6 +52,9 @@ class CircuitBreaker:
         self.opened_at = 0.0
         #: when the half-open trial was handed out (``None``: not handed out)
         self.trial_at: float | None = None
+        #: the runs the half-open trials went to (``None``: a trial went to an unknown run,
+        #: so any outcome is taken as the trial's)
+        self.trial_runs: set[str] | None = set()
 
     def _move(self, after: CircuitState, reason: str) -> Transition:
         before, self.state = self.state, after
@@ -60,6 +65,7 @@ class CircuitBreaker:
             self.consecutive = 0
             self.recent.clear()
             self.trial_at = None
+        self.trial_runs = set()
         return Transition(before, after, reason)
 
     def available(self) -> bool:
@@ -71,8 +77,12 @@ class CircuitBreaker:
             return now - self.opened_at >= self.options.cooldown_s
         return self.trial_at is None or now - self.trial_at >= self.options.cooldown_s
 
-    def acquire(self) -> tuple[bool, Transition | None]:
-        """Ask to send a call: ``(allowed, transition)``; a half-open trial is taken."""
+    def acquire(self, run: str = "") -> tuple[bool, Transition | None]:
+        """Ask to send a call: ``(allowed, transition)``; a half-open trial is taken.
+
+        :param run: the run the call belongs to (empty: unknown); a half-open trial's
+            outcome is then only taken from that run's reports.
+        """
         if self.state == "closed":
             return True, None
         if not self.available():
@@ -82,20 +92,34 @@ class CircuitBreaker:
             transition = self._move("half_open", f"cool-down of {self.options.cooldown_s:g} s "
                                                  "passed: one trial call")
         self.trial_at = self.clock()
+        if self.trial_runs is not None:
+            if run:
+                self.trial_runs.add(run)
+            else:
+                self.trial_runs = None
         return True, transition
 
-    def success(self) -> Transition | None:
-        """Report a successful call."""
+    def _stray(self, run: str) -> bool:
+        """Whether a half-open outcome of ``run`` is not a trial's (a call sent before the
+        circuit opened, reporting late)."""
+        return self.trial_runs is not None and run not in self.trial_runs
+
+    def success(self, run: str = "") -> Transition | None:
+        """Report a successful call (of ``run``, when known)."""
         if self.state == "half_open":
+            if self._stray(run):
+                return None
             return self._move("closed", "the trial call succeeded")
         if self.state == "closed":
             self.consecutive = 0
             self.recent.append(False)
         return None
 
-    def failure(self) -> Transition | None:
-        """Report a failed call (an error or a timeout)."""
+    def failure(self, run: str = "") -> Transition | None:
+        """Report a failed call (an error or a timeout; of ``run``, when known)."""
         if self.state == "half_open":
+            if self._stray(run):
+                return None
             return self._move("open", "the trial call failed")
         if self.state == "open":
             return None

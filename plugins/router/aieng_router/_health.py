@@ -94,17 +94,20 @@ class Health:
             failed_at = self._failed_at.pop(event.run_id, None) if event.run_id else None
             if failed_at is not None and event.ts >= failed_at:
                 latency = min(latency, event.ts - failed_at)
-            self.succeeded(event.component, latency, event.usage.completion_tokens)
+            self.succeeded(event.component, latency, event.usage.completion_tokens,
+                           run_id=event.run_id)
         elif isinstance(event, ErrorEvent) and event.hook in _BACKEND_HOOKS and event.plugin:
             if event.run_id:
                 self._failed_at[event.run_id] = event.ts
                 self._failed_at.move_to_end(event.run_id)
                 while len(self._failed_at) > _RUNS_REMEMBERED:
                     self._failed_at.popitem(last=False)
-            self.failed(event.plugin, event.error_type)
+            self.failed(event.plugin, event.error_type, run_id=event.run_id)
 
-    def succeeded(self, backend: str, latency_s: float, completion_tokens: int = 0) -> None:
-        """Record a successful call of ``backend`` that took ``latency_s``."""
+    def succeeded(self, backend: str, latency_s: float, completion_tokens: int = 0, *,
+                  run_id: str = "") -> None:
+        """Record a successful call of ``backend`` that took ``latency_s`` (in run
+        ``run_id``, when known: see :meth:`CircuitBreaker.acquire`)."""
         stats = self.of(backend)
         stats.calls += 1
         stats.latency_s = _ewma(stats.latency_s, latency_s, self.alpha)
@@ -112,16 +115,17 @@ class Health:
         if completion_tokens:
             stats.completion_tokens = _ewma(stats.completion_tokens, completion_tokens,
                                             self.alpha)
-        self._changed(backend, self.breaker(backend).success())
+        self._changed(backend, self.breaker(backend).success(run_id))
 
-    def failed(self, backend: str, error_type: str = "") -> None:
-        """Record a failed call (an error or a timeout) of ``backend``."""
+    def failed(self, backend: str, error_type: str = "", *, run_id: str = "") -> None:
+        """Record a failed call (an error or a timeout) of ``backend`` (in run ``run_id``,
+        when known)."""
         stats = self.of(backend)
         stats.calls += 1
         stats.failures += 1
         stats.error_rate = _ewma(stats.error_rate if stats.calls > 1 else None, 1.0,
                                  self.alpha)
-        self._changed(backend, self.breaker(backend).failure())
+        self._changed(backend, self.breaker(backend).failure(run_id))
 
     def _changed(self, backend: str, transition: Transition | None) -> None:
         if transition is None:
@@ -140,15 +144,21 @@ class Health:
 
     # -- routing -------------------------------------------------------------------------
 
-    def admit(self, order: Iterable[str], candidates: Sequence[str]) -> list[str]:
+    def admit(self, order: Iterable[str], candidates: Sequence[str], *,
+              run_id: str | None = None) -> list[str]:
         """The backends of ``order`` that are candidates and whose circuit lets a call
-        through, each once, in order; half-open trials are taken here."""
+        through, each once, in order; half-open trials are taken here, for ``run_id``
+        (default: the run bound in ``structlog.contextvars`` by the pipeline, if any), so
+        that only that run's outcome decides the trial."""
+        if run_id is None:
+            bound = structlog.contextvars.get_contextvars().get("run_id")
+            run_id = bound if isinstance(bound, str) else ""
         allowed = set(candidates)
         admitted: list[str] = []
         for name in order:
             if name not in allowed or name in admitted:
                 continue
-            ok, transition = self.breaker(name).acquire()
+            ok, transition = self.breaker(name).acquire(run_id)
             self._changed(name, transition)
             if ok:
                 admitted.append(name)

@@ -93,6 +93,41 @@ def test_outcomes_while_open_change_nothing(clock: FakeClock) -> None:
     assert breaker.state == "open"
 
 
+def test_late_outcome_is_not_the_trials(clock: FakeClock) -> None:
+    """A call of run ``a`` sent while closed reports after the circuit turned half-open
+    with its trial handed to run ``t``: the late success and the late failure change
+    nothing; the trial's own outcome decides."""
+    breaker = CircuitBreaker(BreakerOptions(failures=1, cooldown_s=5), clock)
+    assert breaker.acquire("a") == (True, None)  # the slow call, sent while closed
+    breaker.failure("b")  # another run's failure opens the circuit
+    clock.advance(5)
+    allowed, moved = breaker.acquire("t")
+    assert allowed and moved is not None and moved.after == "half_open"
+    assert breaker.success("a") is None and breaker.state == "half_open"
+    assert breaker.failure("a") is None and breaker.state == "half_open"
+    assert breaker.success("") is None and breaker.state == "half_open"
+    reopened = breaker.failure("t")
+    assert reopened is not None and (reopened.before, reopened.after) == ("half_open", "open")
+
+
+def test_lapsed_trials_run_still_decides(clock: FakeClock) -> None:
+    """A trial handed out again after lapsing: the first trial's run still counts, and a
+    trial handed to an unknown run lets any outcome decide (no run ids to tell apart)."""
+    breaker = CircuitBreaker(BreakerOptions(failures=1, cooldown_s=5), clock)
+    breaker.failure()
+    clock.advance(5)
+    assert breaker.acquire("t1")[0]
+    clock.advance(5)
+    assert breaker.acquire("t2")[0]
+    closed = breaker.success("t1")
+    assert closed is not None and closed.after == "closed"
+    breaker.failure()
+    clock.advance(5)
+    assert breaker.acquire()[0]  # no run known
+    closed = breaker.success("anything")
+    assert closed is not None and closed.after == "closed"
+
+
 @pytest.mark.parametrize("bad", [{"failures": -1}, {"cooldown_s": 0}, {"window": 0},
                                  {"failure_rate": 1.5}, {"failures": True}])
 def test_bad_options_are_refused(bad: dict[str, object]) -> None:

@@ -8,9 +8,10 @@ import importlib.metadata
 from typing import Any
 
 import aieng_router
+import anyio
 import pytest
 from aieng_hookspecs import ComponentRegistry, hookimpl
-from aieng_hookspecs.types import ErrorEvent, ModelCall
+from aieng_hookspecs.types import Completion, ErrorEvent, ModelCall, Request
 from aieng_router import (
     BackendProfile,
     BreakerOptions,
@@ -24,7 +25,7 @@ from aieng_router import (
 )
 from router_testing import FakeClock, intent_split
 
-from aieng_core import ConfigError, HookError, Kernel
+from aieng_core import ConfigError, HookError, Kernel, RunResult
 from aieng_core.testing import (
     EventCapture,
     HashEmbedder,
@@ -95,6 +96,65 @@ async def test_circuit_opens_from_pipeline_events(aieng_kernel: Kernel,
         "open", "half_open", "closed"]
     half_open = captured_events.of(CircuitChanged)[1]
     assert half_open.run_id == trial.run_id  # published inside the trial's run
+
+
+class GatedBackend:
+    """A backend double following a plan, one ``(gate, succeeds)`` step per call: the call
+    waits for its gate (``None``: none), then answers or raises."""
+
+    def __init__(self, plan: list[tuple[anyio.Event | None, bool]]) -> None:
+        self.plan = plan
+        self.calls = 0
+
+    @hookimpl
+    async def aieng_generate(self, request: Request) -> Completion:
+        gate, succeeds = self.plan[self.calls]
+        self.calls += 1
+        if gate is not None:
+            await gate.wait()
+        if not succeeds:
+            raise RuntimeError("backend down")
+        return Completion(text="from gated")
+
+
+async def test_late_result_is_not_the_trials(aieng_kernel: Kernel,
+                                             captured_events: EventCapture) -> None:
+    """Concurrent runs in a task group: run A's slow call to ``x`` starts while the
+    circuit is closed; two other runs fail on ``x`` and open it; after the cool-down a
+    trial run goes to ``x``. A's late success arrives while the trial is out: it does not
+    close the circuit; the trial's failure opens it again."""
+    clock = FakeClock()
+    slow, trial_gate = anyio.Event(), anyio.Event()
+    x = GatedBackend([(slow, True), (None, False), (None, False), (trial_gate, False)])
+    router = RuleRouter(RuleOptions(default="x", fallbacks=("y",),
+                                    breaker=BreakerOptions(failures=2, cooldown_s=30)),
+                        clock=clock)
+    pipeline = aieng_kernel.compose({"router": router, "x": x, "y": ScriptedBackend(["y"])},
+                                    stage={"generate": {"on_error": "fallback",
+                                                        "timeout": float("inf")}})
+    breaker = router.health.breaker("x")
+    results: dict[str, RunResult] = {}
+
+    async def run(name: str) -> None:
+        results[name] = await pipeline.run("hello")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, "slow")
+        await settle(lambda: x.calls == 1)
+        for name in ("fail1", "fail2"):
+            group.start_soon(run, name)
+        await settle(lambda: breaker.state == "open")
+        clock.advance(30)
+        group.start_soon(run, "trial")
+        await settle(lambda: x.calls == 4 and breaker.state == "half_open")
+        slow.set()
+        await settle(lambda: "slow" in results and router.health.of("x").calls == 3)
+        assert breaker.state == "half_open"  # the late success is not the trial's
+        trial_gate.set()
+        await settle(lambda: "trial" in results and breaker.state == "open")
+    assert results["slow"].answer == "from gated" and results["trial"].answer == "y"
+    assert [c.after for c in captured_events.of(CircuitChanged)] == [
+        "open", "half_open", "open"]
 
 
 class ScriptedPlugin:
