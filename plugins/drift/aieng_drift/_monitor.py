@@ -4,6 +4,7 @@ one detector per signal, with its metrics."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -154,16 +155,30 @@ class DriftMonitor:
 
     def observe_embedding(self, vector: Sequence[float], *, check: bool = True
                           ) -> list[DriftResult]:
-        """Add one request embedding to the embedding detector."""
+        """Add one request embedding to the embedding detector.
+
+        :raises ValueError: when the vector is empty or holds NaN or infinity (not added).
+        """
         if not self._enabled("embedding"):
             return []
-        return self._add("embedding", [float(x) for x in vector], check)
+        row = [float(x) for x in vector]
+        if not row or not all(math.isfinite(x) for x in row):
+            # refused here: kept, it would make every later check of the detector fail
+            raise ValueError(f"an embedding must be a non-empty vector of finite numbers, "
+                             f"got {list(vector)[:8]!r}")
+        return self._add("embedding", row, check)
 
     def observe_score(self, name: str, value: float, *, check: bool = True
                       ) -> list[DriftResult]:
-        """Add one judge score of metric ``name`` to that metric's detector."""
+        """Add one judge score of metric ``name`` to that metric's detector.
+
+        :raises ValueError: when the score is NaN or infinite (not added).
+        """
         if not self._enabled("score"):
             return []
+        if not math.isfinite(float(value)):
+            # refused here: kept, it would make every later check of the detector fail
+            raise ValueError(f"score {name!r} must be a finite number, got {value!r}")
         return self._add(f"score:{name}", float(value), check)
 
     def _add(self, detector: str, item: Any, check: bool) -> list[DriftResult]:

@@ -165,8 +165,9 @@ def psi(reference: Sequence[float] | Vector, current: Sequence[float] | Vector, 
         bins: int = 10, epsilon: float = 1e-4) -> float:
     """The population stability index of ``current`` against ``reference``.
 
-    Bins are the reference's quantile bins (``bins`` of them, fewer when quantiles repeat);
-    a bin's share below ``epsilon`` counts as ``epsilon``. PSI = Σ (q − p) · ln(q / p) over
+    Bins are the reference's quantile bins (``bins`` of them, fewer when quantiles repeat;
+    when the lowest quantile is the reference's minimum, values below it get a bin of their
+    own, as values above the highest quantile do); a bin's share below ``epsilon`` counts as ``epsilon``. PSI = Σ (q − p) · ln(q / p) over
     the bins, p the reference's share, q the current one's. Rules of thumb: < 0.1 stable,
     0.1–0.25 moderate shift, > 0.25 major shift.
 
@@ -179,6 +180,11 @@ def psi(reference: Sequence[float] | Vector, current: Sequence[float] | Vector, 
     edges = quantile_edges(reference, bins)
     ref = _sample(reference, "the reference")
     cur = _sample(current, "the current sample")
+    if edges[0] == ref.min():
+        # The lowest bin (-inf, edge] would hold the reference's minimum and every value
+        # below it: a constant reference would not see a shift down at all. Values above
+        # the highest edge already get their own bin, so give those below the minimum one.
+        edges = np.concatenate([[np.nextafter(edges[0], -np.inf)], edges])
     slots = edges.size + 1
     p = np.bincount(np.searchsorted(edges, ref, side="left"), minlength=slots) / ref.size
     q = np.bincount(np.searchsorted(edges, cur, side="left"), minlength=slots) / cur.size

@@ -133,6 +133,21 @@ def test_metrics_and_prometheus_text() -> None:
     assert "aieng_drift_cosine_distance" not in text  # no sample, no metric
 
 
+def test_non_finite_items_are_refused_and_do_not_poison_the_detector() -> None:
+    """A NaN score or embedding is refused with a clear error when observed, not kept
+    (a kept NaN made every later check of its detector fail)."""
+    monitor = DriftMonitor(DriftOptions(detectors=("score", "embedding"), reference_size=3,
+                                        window_size=3, check_every=1))
+    with pytest.raises(ValueError, match="finite"):
+        monitor.observe_score("faithfulness", float("nan"))
+    with pytest.raises(ValueError, match="finite"):
+        monitor.observe_embedding([0.1, float("inf")])
+    results = [r for v in (0.1, 0.2, 0.3, 0.9, 0.9, 0.9)
+               for r in monitor.observe_score("faithfulness", v)]
+    assert [r.detector for r in results] == ["score:faithfulness"]
+    assert monitor.window("embedding").reference == []
+
+
 def test_check_needs_a_reference() -> None:
     """Checking a detector without a frozen reference fails with the counts."""
     monitor = DriftMonitor(options())

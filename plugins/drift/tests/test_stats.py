@@ -118,6 +118,17 @@ def test_psi_grows_with_the_shift() -> None:
     assert values[0] < 0.1 and values == sorted(values) and values[-1] > 0.25
 
 
+def test_psi_sees_a_constant_feature_move_either_way() -> None:
+    """A constant reference (every request 5 words): a current window all at 3 words is as
+    large a shift as one all at 7 (values below the reference's minimum get their own bin,
+    as values above its maximum do), and an unchanged window scores 0."""
+    up, down = psi([5] * 50, [7] * 50), psi([5] * 50, [3] * 50)
+    assert down > 10 and down == pytest.approx(up)
+    assert psi([5] * 50, [5] * 50) == 0.0
+    # discrete data whose lowest quantile is its minimum: a shift below it is seen too
+    assert psi([1] * 50 + [2] * 50, [0] * 100) > 10
+
+
 def test_quantile_edges_merge_repeats() -> None:
     """Discrete data with repeated quantiles gets fewer, distinct edges."""
     edges = quantile_edges([1] * 8 + [2, 3], 10)
