@@ -21,6 +21,15 @@ T = TypeVar("T")
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
+#: The vocabulary's stand-in for a request without a word (no ``\w+`` token can equal it):
+#: a window of only such requests is a distribution to compare, not an empty table.
+NO_WORDS = "\x00"
+
+
+def _vocabulary(tokens: list[str]) -> Counter[str]:
+    return Counter(tokens) if tokens else Counter({NO_WORDS: 1})
+
+
 def tokenize(text: str) -> list[str]:
     """The lower-cased word tokens of a text (``\\w+``): the vocabulary and length unit."""
     return _TOKEN.findall(text.lower())
@@ -150,14 +159,15 @@ class DriftMonitor:
         if self._enabled("length"):
             results += self._add("length", len(tokens), check)
         if self._enabled("vocabulary"):
-            results += self._add("vocabulary", Counter(tokens), check)
+            results += self._add("vocabulary", _vocabulary(tokens), check)
         return results
 
     def observe_embedding(self, vector: Sequence[float], *, check: bool = True
                           ) -> list[DriftResult]:
         """Add one request embedding to the embedding detector.
 
-        :raises ValueError: when the vector is empty or holds NaN or infinity (not added).
+        :raises ValueError: when the vector is empty, holds NaN or infinity, or has
+            another length than the detector's earlier vectors (not added).
         """
         if not self._enabled("embedding"):
             return []
@@ -166,6 +176,11 @@ class DriftMonitor:
             # refused here: kept, it would make every later check of the detector fail
             raise ValueError(f"an embedding must be a non-empty vector of finite numbers, "
                              f"got {list(vector)[:8]!r}")
+        window = self.window("embedding")
+        earlier = window.reference[0] if window.reference else None
+        if earlier is not None and len(earlier) != len(row):
+            raise ValueError(f"an embedding of {len(row)} dimensions, after ones of "
+                             f"{len(earlier)} (another embedder?): not added")
         return self._add("embedding", row, check)
 
     def observe_score(self, name: str, value: float, *, check: bool = True
@@ -199,7 +214,7 @@ class DriftMonitor:
         if texts is not None:
             token_lists = [tokenize(text) for text in texts]
             self.window("length").set_reference(len(t) for t in token_lists)
-            self.window("vocabulary").set_reference(Counter(t) for t in token_lists)
+            self.window("vocabulary").set_reference(_vocabulary(t) for t in token_lists)
         if embeddings is not None:
             self.window("embedding").set_reference([float(x) for x in row]
                                                    for row in embeddings)

@@ -82,6 +82,20 @@ def test_new_vocabulary_fires_the_vocabulary_detector() -> None:
     assert not monitor.last["length"].fired
 
 
+def test_requests_without_words_are_a_vocabulary_not_an_error() -> None:
+    """A window of requests without a word (empty user messages) is compared like any
+    other: the vocabulary detector fires instead of raising at every new item; a
+    reference of such requests works too."""
+    monitor = DriftMonitor(options())
+    for text in texts(1, 200) + ["", " ?! "] * 100:
+        monitor.observe_text(text)
+    assert monitor.last["vocabulary"].fired
+    empty_first = DriftMonitor(options())
+    for text in [""] * 200 + texts(1, 200):
+        empty_first.observe_text(text)
+    assert empty_first.last["vocabulary"].fired
+
+
 def test_score_drift_and_set_reference() -> None:
     """An explicit score reference; a current window of lower faithfulness fires, one from
     the same distribution does not."""
@@ -146,6 +160,19 @@ def test_non_finite_items_are_refused_and_do_not_poison_the_detector() -> None:
                for r in monitor.observe_score("faithfulness", v)]
     assert [r.detector for r in results] == ["score:faithfulness"]
     assert monitor.window("embedding").reference == []
+
+
+def test_an_embedding_of_another_length_is_refused() -> None:
+    """A vector of another dimension than the earlier ones is refused, not kept to break
+    every later check of the embedding detector."""
+    monitor = DriftMonitor(options(detectors=("embedding",), reference_size=2, window_size=2,
+                                   check_every=1, permutations=20))
+    monitor.observe_embedding([1.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="2 dimensions, after ones of 3"):
+        monitor.observe_embedding([1.0, 0.0])
+    for vector in ([0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.9, 0.1, 0.0]):
+        monitor.observe_embedding(vector)
+    assert monitor.last["embedding"].window_size == 2
 
 
 def test_check_needs_a_reference() -> None:
