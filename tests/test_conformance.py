@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import attrs
 import pytest
 
 from aieng_core.builtins import (
@@ -45,7 +46,9 @@ from aieng_core.testing.reference import (
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
     Completion,
+    Delta,
     Document,
+    Finding,
     GuardVerdict,
     Hit,
     Message,
@@ -390,6 +393,142 @@ async def test_quantizer_suite_catches_a_claimed_scheme(aieng_kernel: Kernel,
     pipeline = suite.compose(aieng_kernel, quantizer)
     with pytest.raises(AssertionError, match="an unsupported scheme got"):
         await suite.test_unsupported_scheme_is_not_mine(pipeline, str(tmp_path / "m.bin"))
+
+
+
+class StreamPastMaxTokens:
+    """Broken backend: streams five pieces and reports five tokens whatever ``max_tokens``."""
+
+    @hookimpl
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta]:
+        async def pieces() -> AsyncIterator[Delta]:
+            for index in range(5):
+                yield Delta(text=f" w{index}", index=index)
+            yield Delta(text="", index=5, finish_reason="stop", usage=Usage(1, 5))
+        return pieces()
+
+
+async def test_backend_suite_catches_a_stream_past_max_tokens(aieng_kernel: Kernel) -> None:
+    """The backend suite fails a backend whose stream ignores ``max_tokens``."""
+    suite, backend = BackendSuite(), StreamPastMaxTokens()
+    pipeline = suite.compose(aieng_kernel, backend)
+    request = Request(messages=(Message("user", "Count."),))
+    with pytest.raises(AssertionError, match="5 streamed completion tokens for max_tokens=1"):
+        await suite.test_stream_respects_max_tokens(backend, pipeline, request)
+
+
+class StreamMiscounts(DeterministicScripted):
+    """Broken backend: deterministic, but its stream reports another usage than generate."""
+
+    @hookimpl
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta]:
+        async def pieces() -> AsyncIterator[Delta]:
+            yield Delta(text="green", index=0)
+            yield Delta(text="", index=1, finish_reason="stop", usage=Usage(0, 1))
+        return pieces()
+
+
+async def test_backend_suite_catches_a_stream_usage_unlike_generate(aieng_kernel: Kernel) -> None:
+    """The backend suite fails a deterministic backend whose stream's usage differs from its
+    generation's, the texts being equal."""
+    suite, backend = BackendSuite(), StreamMiscounts(["green"])
+    pipeline = suite.compose(aieng_kernel, backend)
+    request = Request(messages=(Message("user", "Which colour?"),))
+    with pytest.raises(AssertionError, match="the stream reports"):
+        await suite.test_stream_matches_generate_when_deterministic(backend, pipeline, request)
+
+
+class RetitlesHits:
+    """Broken retriever: returns the indexed documents under another title."""
+
+    @hookimpl
+    def aieng_retrieve(self, k: int) -> list[Hit]:
+        return [Hit(attrs.evolve(doc, title="Renamed"), score=1.0, rank=i + 1)
+                for i, doc in enumerate(DEFAULT_CORPUS[:k])]
+
+
+async def test_retriever_suite_catches_an_altered_document(aieng_kernel: Kernel) -> None:
+    """The retriever suite fails a retriever whose hits carry another title than indexed."""
+    suite = RetrieverSuite()
+    pipeline = suite.compose(aieng_kernel, RetitlesHits(), stages=["retrieve"])
+    hits = await suite.retrieve(pipeline, Query("fusion"), 3)
+    with pytest.raises(AssertionError, match="another title or metadata"):
+        suite.check_hits(hits, 3, {d.id: d for d in DEFAULT_CORPUS})
+
+
+class RewritesDocuments:
+    """Broken fuser: keeps the runs' ids (sorted, so order-independent) but not their text."""
+
+    @hookimpl
+    def aieng_fuse(self, runs: Sequence[Sequence[Hit]]) -> list[Hit]:
+        ids = sorted({hit.document.id for run in runs for hit in run})
+        return [Hit(Document(i, "rewritten"), score=1.0, rank=n + 1) for n, i in enumerate(ids)]
+
+
+async def test_fuser_suite_catches_a_rewritten_document(aieng_kernel: Kernel) -> None:
+    """The fuser suite fails a fuser whose hits carry another text than the runs' documents."""
+    suite = FuserSuite()
+    pipeline = suite.compose(aieng_kernel, RewritesDocuments())
+    runs = [[Hit(Document("a", "alpha"), 1.0, 1)], [Hit(Document("b", "beta"), 1.0, 1)]]
+    fused = await suite.fuse(pipeline, Query("q"), runs)
+    with pytest.raises(AssertionError, match="differs from the runs' document"):
+        suite.check_fused(fused, runs)
+
+
+class FindsPastTheEnd(RegexRedactGuard):
+    """Broken guard: redacts like the reference, but its finding lies past the text's end."""
+
+    def check(self, text: str) -> GuardVerdict:
+        verdict = super().check(text)
+        return attrs.evolve(verdict, findings=(Finding("email", len(text) + 1, len(text) + 5),))
+
+
+async def test_guardrail_suite_catches_a_finding_past_the_text(aieng_kernel: Kernel) -> None:
+    """The guardrail suite fails a guard whose finding's offsets do not point into the text."""
+    suite = GuardrailSuite()
+    pipeline = suite.compose(aieng_kernel, FindsPastTheEnd())
+    text = "Mail jane@example.com"
+    verdict = await suite.guard_input(pipeline, text)
+    with pytest.raises(AssertionError, match="past the end of the guarded text"):
+        suite.check_verdict(verdict, text)
+
+
+class PromptKeyed(MemoryCache):
+    """Broken cache: keyed on the last user message only, so another model's answer hits."""
+
+    @staticmethod
+    def key(request: Request) -> str:
+        return request.prompt
+
+
+async def test_cache_suite_catches_another_requests_answer(aieng_kernel: Kernel) -> None:
+    """The cache suite fails a cache answering a request with the answer stored for a
+    request of another model or system message."""
+    suite = CacheSuite()
+    pipeline = suite.compose(aieng_kernel, PromptKeyed())
+    with pytest.raises(AssertionError, match="not its own answer"):
+        await suite.test_another_requests_answer_never_hits(pipeline)
+
+
+class DropsToolCalls(MemoryCache):
+    """Broken cache: hits lose the stored completion's tool calls."""
+
+    @hookimpl
+    def aieng_cache_lookup(self, request: Request) -> Completion | None:
+        found = super().aieng_cache_lookup(request)
+        return None if found is None else attrs.evolve(found, tool_calls=())
+
+
+async def test_cache_suite_catches_lost_tool_calls(aieng_kernel: Kernel) -> None:
+    """The cache suite fails a cache whose hit drops the stored completion's tool calls."""
+    suite = CacheSuite()
+    pipeline = suite.compose(aieng_kernel, DropsToolCalls())
+    request = Request(messages=(Message("user", "Weather?"),))
+    stored = Completion(text="", finish_reason="tool_calls",
+                        tool_calls=(ToolCall(id="c1", name="weather"),))
+    await suite.store(pipeline, request, stored)
+    with pytest.raises(AssertionError, match="tool calls differ"):
+        suite.check_hit(await suite.lookup(pipeline, request), stored)
 
 
 # -- what every suite checks

@@ -37,7 +37,8 @@ class BackendSuite(RoleSuite):
     - ``model`` (str): the model it serves; a request naming another model must get
       ``None`` ("not mine") from every hook it implements.
     - ``deterministic = True``: greedy decoding (temperature 0, a seed) gives one text, so
-      two generations agree and a stream concatenates to the generated text.
+      two generations agree and a stream concatenates to the generated text (with the
+      generated usage, when its last delta reports one).
 
     Fixtures it may override: ``generate_request`` (the request generations use) and
     ``embed_texts`` (the texts embedding uses). Tests of a hook the component does not
@@ -113,6 +114,21 @@ class BackendSuite(RoleSuite):
         early = [d.index for d in typed[:-1] if d.finish_reason is not None]
         assert not early, f"deltas {early} carry a finish_reason before the last one"
         return "".join(d.text for d in typed)
+
+    def check_stream_usage(self, deltas: Sequence[object], request: Request) -> Usage | None:
+        """The stream's completion tokens (the last delta's usage, or else the count of the
+        deltas that carry text, as the kernel counts them) within ``max_tokens``; returns
+        the last delta's usage."""
+        typed = [d for d in deltas if isinstance(d, Delta)]
+        usage = typed[-1].usage if typed else None
+        if usage is not None:
+            assert usage.prompt_tokens >= 0 and usage.completion_tokens >= 0
+            tokens = usage.completion_tokens
+        else:
+            tokens = sum(1 for d in typed if d.text)
+        assert tokens <= request.max_tokens, (
+            f"{tokens} streamed completion tokens for max_tokens={request.max_tokens}")
+        return usage
 
     def check_vectors(self, vectors: object, texts: Sequence[str]) -> None:
         """One finite vector per text, all of one dimension."""
@@ -206,11 +222,25 @@ class BackendSuite(RoleSuite):
         deltas = await self.stream(conformance_pipeline, generate_request)
         assert deltas is not None, "aieng_stream returned None for a request it serves"
         self.check_deltas(deltas)
+        self.check_stream_usage(deltas, generate_request)
+
+    async def test_stream_respects_max_tokens(
+        self, component: object, conformance_pipeline: Pipeline, generate_request: Request
+    ) -> None:
+        """With ``max_tokens=1`` a stream holds at most one completion token (its last
+        delta's usage, or else its deltas that carry text)."""
+        self.skip_unless_implements(component, "aieng_stream")
+        request = attrs.evolve(generate_request, max_tokens=1)
+        deltas = await self.stream(conformance_pipeline, request)
+        assert deltas is not None, "aieng_stream returned None for a request it serves"
+        self.check_deltas(deltas)
+        self.check_stream_usage(deltas, request)
 
     async def test_stream_matches_generate_when_deterministic(
         self, component: object, conformance_pipeline: Pipeline, generate_request: Request
     ) -> None:
-        """For a deterministic backend, the stream's text equals the generated text."""
+        """For a deterministic backend, the stream's text equals the generated text, and the
+        usage its last delta reports, if any, equals the generated usage."""
         self.skip_unless_implements(component, "aieng_stream")
         self.skip_unless_implements(component, "aieng_generate")
         if getattr(component, "deterministic", False) is not True:
@@ -218,8 +248,11 @@ class BackendSuite(RoleSuite):
         deltas = await self.stream(conformance_pipeline, generate_request)
         assert deltas is not None, "aieng_stream returned None for a request it serves"
         completion = await self.generate(conformance_pipeline, generate_request)
-        assert self.check_deltas(deltas) == \
-            self.check_completion(completion, generate_request).text
+        generated = self.check_completion(completion, generate_request)
+        assert self.check_deltas(deltas) == generated.text
+        usage = self.check_stream_usage(deltas, generate_request)
+        assert usage is None or usage == generated.usage, (
+            f"the stream reports {usage}, the generation {generated.usage}")
 
     # -- models --------------------------------------------------------------------------
 

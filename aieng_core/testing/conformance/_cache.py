@@ -6,6 +6,7 @@ import itertools
 import uuid
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -37,9 +38,10 @@ class CacheSuite(RoleSuite):
             def component(self, tmp_path) -> MyCache:
                 return MyCache(path=tmp_path / "cache.db")
 
-    A stored request looks up to a completion of the same text and finish reason with
-    ``cached=True``; a request never stored misses (``None``); in a pipeline, a hit answers
-    what the miss before it answered.
+    A stored request looks up to a completion of the same text, finish reason and tool calls
+    with ``cached=True``; a request never stored misses (``None``); a request differing from
+    a stored one in its model, messages or sampling parameters never gets that one's
+    answer; in a pipeline, a hit answers what the miss before it answered.
     """
 
     role = "cache"
@@ -59,7 +61,8 @@ class CacheSuite(RoleSuite):
                                          stage=STAGE)
 
     def check_hit(self, found: object, stored: Completion) -> Completion:
-        """A completion equal in text and finish reason to the stored one, ``cached=True``."""
+        """A completion equal in text, finish reason and tool calls to the stored one,
+        ``cached=True``."""
         assert found is not None, "a stored request missed"
         assert isinstance(found, Completion), (
             f"aieng_cache_lookup returned {type(found).__name__}, expected Completion")
@@ -67,6 +70,8 @@ class CacheSuite(RoleSuite):
         assert found.text == stored.text, "the hit's text differs from the stored completion's"
         assert found.finish_reason == stored.finish_reason, (
             f"stored finish_reason {stored.finish_reason!r}, got {found.finish_reason!r}")
+        assert found.tool_calls == stored.tool_calls, (
+            "the hit's tool calls differ from the stored completion's")
         return found
 
     @PROPERTY
@@ -87,6 +92,31 @@ class CacheSuite(RoleSuite):
         found = await self.lookup(conformance_pipeline, Request(
             messages=(Message("system", "Different."), Message("user", "Unrelated question."))))
         assert found is None, "a request never stored hit"
+
+    async def test_another_requests_answer_never_hits(
+        self, conformance_pipeline: Pipeline
+    ) -> None:
+        """Requests that share the user message but differ in model, system message or
+        ``max_tokens`` each hit their own stored answer, never another request's."""
+        base = _novel("shared")
+        variants = [
+            base,
+            attrs.evolve(base, model="conformance-model-a"),
+            attrs.evolve(base, model="conformance-model-b"),
+            attrs.evolve(base, messages=(Message("system", "Answer in French."),
+                                         *base.messages)),
+            attrs.evolve(base, max_tokens=base.max_tokens + 1),
+        ]
+        stored = [Completion(text=f"answer {i}") for i in range(len(variants))]
+        for request, completion in zip(variants, stored):
+            await self.store(conformance_pipeline, request, completion)
+        for index, (request, completion) in enumerate(zip(variants, stored)):
+            found = await self.lookup(conformance_pipeline, request)
+            got = found.text if isinstance(found, Completion) else found
+            assert got == completion.text, (
+                f"variant {index} of a stored request got {got!r}, "
+                f"not its own answer {completion.text!r}")
+            self.check_hit(found, completion)
 
     @pytest.fixture
     def caching_pipeline(self, aieng_kernel: Kernel, component: object) -> Pipeline:

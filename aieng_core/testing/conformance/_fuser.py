@@ -51,7 +51,7 @@ class FuserSuite(RoleSuite):
 
     def check_fused(self, fused: object, runs: Sequence[Sequence[Hit]]) -> list[Hit]:
         """One list of hits, ranks 1..n, scores not increasing, each document once and each
-        one of the runs' documents."""
+        one of the runs' documents, unchanged."""
         assert isinstance(fused, (list, tuple)), (
             f"aieng_fuse returned {type(fused).__name__}, expected a list of Hit")
         for position, hit in enumerate(fused, start=1):
@@ -63,6 +63,9 @@ class FuserSuite(RoleSuite):
         given_ids = {h.document.id for run in runs for h in run}
         stray = [i for i in ids if i not in given_ids]
         assert not stray, f"fused documents {stray} are in none of the runs"
+        for hit in typed:  # the runs' documents as they are: same text, title, metadata
+            assert any(h.document == hit.document for run in runs for h in run), (
+                f"fused document {hit.document.id!r} differs from the runs' document")
         for before, after in itertools.pairwise(typed):
             assert before.score >= after.score, (
                 f"scores increase: rank {before.rank} has {before.score}, "

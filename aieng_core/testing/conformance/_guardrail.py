@@ -45,7 +45,8 @@ class GuardrailSuite(RoleSuite):
 
     A verdict's action is ``allow`` (text unchanged), ``redact`` or ``block``; its text is
     what the next stage sees; redaction is idempotent: guarding the redacted text again
-    changes nothing and blocks nothing.
+    changes nothing and blocks nothing. Each finding's span (``start``..``end``) lies within
+    the guarded text.
 
     Fixture it may override: ``guard_inputs``, texts the guard cares about (they are mixed
     into the generated texts).
@@ -87,13 +88,18 @@ class GuardrailSuite(RoleSuite):
     # -- checks --------------------------------------------------------------------------
 
     def check_verdict(self, verdict: object, text: str) -> str:
-        """``None`` or a verdict with a valid action and text; returns the text after it."""
+        """``None`` or a verdict with a valid action and text, whose findings' spans lie
+        within ``text`` (the guarded text); returns the text after it."""
         if verdict is None:  # "allow unchanged"
             return text
         assert isinstance(verdict, GuardVerdict), (
             f"the guard returned {type(verdict).__name__}, expected GuardVerdict")
         assert verdict.action in _ACTIONS, f"unknown action {verdict.action!r}"
         assert isinstance(verdict.text, str)
+        for finding in verdict.findings:  # offsets point into the guarded text, not past it
+            assert finding.end <= len(text), (
+                f"finding {finding.kind!r} spans {finding.start}..{finding.end}, past the end "
+                f"of the guarded text ({len(text)} characters)")
         if verdict.action == "allow":
             assert verdict.text == text, "an allow verdict changed the text"
         return verdict.text

@@ -119,7 +119,7 @@ class RetrieverSuite(RoleSuite):
 
     def check_hits(self, hits: object, k: int, known: Mapping[str, Document]) -> list[Hit]:
         """At most ``k`` hits, ranks 1..n, scores not increasing, each document once and
-        each one of ``known`` (by id, with its text)."""
+        each one of ``known`` (by id, with its text, title and metadata)."""
         if hits is None:  # "I take no part" is allowed
             return []
         assert isinstance(hits, (list, tuple)), (
@@ -140,6 +140,9 @@ class RetrieverSuite(RoleSuite):
             assert doc is not None, f"hit {hit.document.id!r} is no indexed document"
             assert hit.document.text == doc.text, (
                 f"hit {hit.document.id!r} carries another text than the indexed one")
+            assert hit.document == doc, (
+                f"hit {hit.document.id!r} carries another title or metadata than the "
+                "indexed document")
         return typed
 
     # -- tests ---------------------------------------------------------------------------
