@@ -232,13 +232,28 @@ class OneTooMany:
         return [Hit(doc, score=1.0, rank=i + 1) for i, doc in enumerate(DEFAULT_CORPUS[:k + 1])]
 
 
-async def test_retriever_suite_catches_k_plus_one_hits(aieng_kernel: Kernel) -> None:
+class RetitlesHits:
+    """Broken retriever: returns the indexed documents under another title."""
+
+    @hookimpl
+    def aieng_retrieve(self, k: int) -> list[Hit]:
+        return [Hit(attrs.evolve(doc, title="Renamed"), score=1.0, rank=i + 1)
+                for i, doc in enumerate(DEFAULT_CORPUS[:k])]
+
+
+@pytest.mark.parametrize(("broken", "message"), [
+    (OneTooMany, "4 hits for k=3"),
+    (RetitlesHits, "another title or metadata"),
+])
+async def test_retriever_suite_catches_broken_retrievers(aieng_kernel: Kernel, broken: type,
+                                                         message: str) -> None:
     """The retriever suite fails a retriever that returns more than k hits (which the
-    kernel's retrieve stage would silently cut)."""
+    kernel's retrieve stage would silently cut), and one whose hits carry another title
+    than indexed."""
     suite = RetrieverSuite()
-    pipeline = suite.compose(aieng_kernel, OneTooMany(), stages=["retrieve"])
+    pipeline = suite.compose(aieng_kernel, broken(), stages=["retrieve"])
     hits = await suite.retrieve(pipeline, Query("fusion"), 3)
-    with pytest.raises(AssertionError, match="4 hits for k=3"):
+    with pytest.raises(AssertionError, match=message):
         suite.check_hits(hits, 3, {d.id: d for d in DEFAULT_CORPUS})
 
 
@@ -436,24 +451,6 @@ async def test_backend_suite_catches_a_stream_usage_unlike_generate(aieng_kernel
     request = Request(messages=(Message("user", "Which colour?"),))
     with pytest.raises(AssertionError, match="the stream reports"):
         await suite.test_stream_matches_generate_when_deterministic(backend, pipeline, request)
-
-
-class RetitlesHits:
-    """Broken retriever: returns the indexed documents under another title."""
-
-    @hookimpl
-    def aieng_retrieve(self, k: int) -> list[Hit]:
-        return [Hit(attrs.evolve(doc, title="Renamed"), score=1.0, rank=i + 1)
-                for i, doc in enumerate(DEFAULT_CORPUS[:k])]
-
-
-async def test_retriever_suite_catches_an_altered_document(aieng_kernel: Kernel) -> None:
-    """The retriever suite fails a retriever whose hits carry another title than indexed."""
-    suite = RetrieverSuite()
-    pipeline = suite.compose(aieng_kernel, RetitlesHits(), stages=["retrieve"])
-    hits = await suite.retrieve(pipeline, Query("fusion"), 3)
-    with pytest.raises(AssertionError, match="another title or metadata"):
-        suite.check_hits(hits, 3, {d.id: d for d in DEFAULT_CORPUS})
 
 
 class RewritesDocuments:

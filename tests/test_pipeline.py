@@ -560,17 +560,11 @@ def _leaky_plugin(closed: list[str]) -> object:
 
     from aieng_hookspecs import ComponentRegistry
 
-    class Holder:
+    class Holder(ClosesInto):
         """Holds a resource (a file, a client) from its constructor on."""
 
-        @hookimpl
-        def aieng_retrieve(self) -> list[Hit]:
-            return []
-
-        @hookimpl
-        async def aieng_pipeline_close(self) -> None:
-            await anyio.lowlevel.checkpoint()
-            closed.append("holder")
+        def __init__(self) -> None:
+            super().__init__("holder", closed)
 
     class Explodes:
         """Cannot start."""

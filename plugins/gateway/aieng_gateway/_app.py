@@ -210,13 +210,15 @@ class Gateway:
     def _admit(self, call: _Call, tokens: int, *, param: str = "max_tokens") -> None:
         if call.key is None:
             return
+        # What the reservation counts, and what the client can lower, by the field named.
+        counted, remedy = (("prompt estimate plus max_tokens", "lower max_tokens")
+                           if param == "max_tokens" else
+                           (f"the {param}'s estimate", f"send less {param} per request"))
         try:
-            wait = self.limits.admit(call.key.id, call.key.rpm, call.key.tpm, tokens)
+            wait = self.limits.admit(call.key.id, call.key.rpm, call.key.tpm, tokens,
+                                     counted=counted, remedy=remedy)
         except ValueError as exc:
-            message = str(exc) if param == "max_tokens" else (
-                f"this request's {param} is about {tokens} tokens, more than the key's limit "
-                f"of {call.key.tpm} per minute: send less per request")
-            raise ApiError(422, message, param=param, code="tokens_over_limit") from None
+            raise ApiError(422, str(exc), param=param, code="tokens_over_limit") from None
         if wait:
             raise ApiError(429, f"rate limit of key {call.key.id} reached: retry in {wait} s",
                            code="rate_limit_exceeded", kind="rate_limit_error",

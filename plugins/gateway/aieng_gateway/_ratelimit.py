@@ -70,16 +70,19 @@ class Limits:
             bucket = table[key_id] = TokenBucket(limit, clock=self.clock)
         return bucket
 
-    def admit(self, key_id: str, rpm: int | None, tpm: int | None, tokens: int) -> int:
+    def admit(self, key_id: str, rpm: int | None, tpm: int | None, tokens: int, *,
+              counted: str = "prompt estimate plus max_tokens",
+              remedy: str = "lower max_tokens") -> int:
         """Admit one request reserving ``tokens``: 0, or the whole seconds to wait
         (``Retry-After``). Nothing is taken from either bucket when refused.
 
+        :param counted, remedy: what ``tokens`` counts and what to do when it is over
+            ``tpm``, for the error (an embeddings request counts its input).
         :raises ValueError: when ``tokens`` exceeds the whole ``tpm`` (it could never pass).
         """
         if tpm is not None and tokens > tpm:
-            raise ValueError(f"this request may use up to {tokens} tokens (prompt estimate "
-                             f"plus max_tokens), more than the key's limit of {tpm} per "
-                             "minute: lower max_tokens")
+            raise ValueError(f"this request may use up to {tokens} tokens ({counted}), more "
+                             f"than the key's limit of {tpm} per minute: {remedy}")
         waits = []
         if rpm is not None:
             waits.append(self._bucket(self._requests, key_id, rpm).wait_for(1))
