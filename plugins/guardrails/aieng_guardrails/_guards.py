@@ -171,9 +171,12 @@ class PIIGuard:
         if mapping:
             restored = restore(text, mapping)
             if restored != text:
+                # Spans in the guarded text (the model's), as every finding's: the output
+                # redaction above may have moved the placeholders in ``text``.
                 findings.extend(Finding(kind="restored", start=m.start(), end=m.end(),
                                         detail=f"{m.group()} restored")
-                                for m in PLACEHOLDER.finditer(text) if m.group() in mapping)
+                                for m in PLACEHOLDER.finditer(completion.text)
+                                if m.group() in mapping)
                 text = restored
             self.vault.pop(keys)
         if text == completion.text:

@@ -134,6 +134,15 @@ async def test_model_written_pii_stays_redacted_while_restoring(aieng_kernel: Ke
                                      "llm": backend})
     result = await pipeline.run("Write to bob@corp.example")
     assert result.answer == "bob@corp.example should also cc <EMAIL_2>"
+    # Every finding's span is in the model's text, the restored one's included (the
+    # redaction of the model's own e-mail before it must not shift it).
+    backend = ScriptedBackend(["cc eve@evil.example and <EMAIL_1>"])
+    pipeline = aieng_kernel.compose({"pii": PIIGuard(PIIOptions(restore=True)),
+                                     "llm": backend})
+    result = await pipeline.run("Write to bob@corp.example")
+    written = "cc eve@evil.example and <EMAIL_1>"
+    spans = {f.kind: written[f.start:f.end] for f in result.output_verdicts[0].findings}
+    assert spans == {"email": "eve@evil.example", "restored": "<EMAIL_1>"}
 
 
 async def test_concurrent_runs_keep_their_own_values(aieng_kernel: Kernel) -> None:
