@@ -61,3 +61,19 @@ def test_malformed_collection_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\t1\thigh\n")
     with pytest.raises(ValueError, match="test.tsv:2: expected .* integer score"):
         load_beir(tmp_path)
+
+
+def test_byte_order_marks_are_not_part_of_the_first_row(tmp_path: Path) -> None:
+    """Files saved with a UTF-8 byte-order mark (Windows editors) load like files without
+    one: the mark is neither a JSON error nor glued to the first query id."""
+    (tmp_path / "qrels").mkdir()
+    bom = "\ufeff"
+    (tmp_path / "corpus.jsonl").write_text(bom + '{"_id": "d1", "text": "x"}\n',
+                                           encoding="utf-8")
+    (tmp_path / "queries.jsonl").write_text(bom + '{"_id": "q1", "text": "y"}\n',
+                                            encoding="utf-8")
+    (tmp_path / "qrels" / "test.tsv").write_text(bom + "q1\td1\t1\n", encoding="utf-8")
+    collection = load_beir(tmp_path)
+    assert [d.id for d in collection.documents] == ["d1"]
+    assert [q.id for q in collection.queries] == ["q1"]
+    assert collection.qrels == {"q1": {"d1": 1}}

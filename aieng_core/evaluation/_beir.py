@@ -24,7 +24,8 @@ class BeirCollection:
 
 def _rows(path: Path) -> list[dict[str, object]]:
     rows = []
-    with path.open(encoding="utf-8") as handle:
+    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row.
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -55,7 +56,7 @@ def load_beir(directory: str | Path, *, split: str = "test") -> BeirCollection:
     queries = tuple(Query(text=str(r.get("text", "")), id=str(r["_id"]))
                     for r in _rows(paths[1]))
     qrels: dict[str, dict[str, int]] = {}
-    with paths[2].open(encoding="utf-8", newline="") as handle:
+    with paths[2].open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
         for number, row in enumerate(reader, start=1):
             if number == 1 and row and not row[-1].lstrip("-").isdigit():

@@ -7,6 +7,7 @@ back on the retry) and for the log: what was expected and what was found instead
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -20,10 +21,12 @@ __all__ = [
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 _SCORE_TEXT = re.compile(
-    r"\b(?:score|rating|grade)\b\**\s*(?:is|of|=|:)?\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*\d+)?",
+    r"\b(?:score|rating|grade)\b\**\s*(?:is|of|=|:)?\s*\**\s*(-?\d+(?:\.\d+)?)"
+    r"(?:\s*/\s*(\d+))?",
     re.IGNORECASE,
 )
-_FRACTION = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*/\s*(\d+)(?![\d.])")
+# Not inside a longer number (``1.4/5``, ``4/5.5``), but a sentence's full stop may follow.
+_FRACTION = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*/\s*(\d+)(?!\d|\.\d)")
 _BRACKETS = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 _WINNER_TEXT = re.compile(
     r"\b(?:winner|verdict|better(?:\s+(?:answer|output|response))?|choice|preferred)\b"
@@ -31,11 +34,11 @@ _WINNER_TEXT = re.compile(
     r"\b(A|B|tie|neither|equal)\b",
     re.IGNORECASE,
 )
-_NAMED = re.compile(r"\b(?:answer|output|response|assistant)\s+\(?(A|B)\)?\b(?:\s+is)?\s+"
+_NAMED = re.compile(r"\b(?:answer|output|response|assistant)\s+\(?(A|B)\b\)?(?:\s+is)?\s+"
                     r"(?:better|best|preferred|wins)", re.IGNORECASE)
 _YES_NO = re.compile(r"^\W*(yes|no|true|false|supported|unsupported|not supported)\b",
                      re.IGNORECASE)
-_SUPPORT_TEXT = re.compile(r"\bsupported\b\s*(?::|=|is)\s*\W*(yes|no|true|false)\b",
+_SUPPORT_TEXT = re.compile(r"\bsupported\b\**\s*(?::|=|is)\s*\W*(yes|no|true|false)\b",
                            re.IGNORECASE)
 _EXCERPT = 120
 
@@ -87,20 +90,34 @@ def _rationale(obj: dict[str, Any]) -> str:
     return ""
 
 
-def _number(value: object) -> float | None:
+def _is(digits: str, number: int) -> bool:
+    """Whether a run of digits spells ``number`` (no ``int()``: a model may write
+    thousands of digits, past Python's conversion limit)."""
+    return (digits.lstrip("0") or "0") == str(number)
+
+
+def _out_of(score: str, denominator: str | None, high: int) -> float:
+    """``score`` as a number; a fraction's denominator must be the scale's top (``2/10``
+    on a 1–5 scale is not a 2)."""
+    if denominator is not None and not _is(denominator, high):
+        raise JudgeParseError(f"the score must be out of {high}, got {score}/{denominator}")
+    return float(score)
+
+
+def _number(value: object, high: int) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
-        match = re.match(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*\d+)?\s*$", value)
+        match = re.match(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*(\d+))?\s*$", value)
         if match:
-            return float(match.group(1))
+            return _out_of(match.group(1), match.group(2), high)
     return None
 
 
 def _checked_score(value: float, low: int, high: int) -> int:
-    if value != int(value):
+    if not math.isfinite(value) or value != int(value):
         raise JudgeParseError(f"the score must be a whole number from {low} to {high}, "
                               f"got {value:g}")
     if not low <= value <= high:
@@ -118,22 +135,24 @@ def parse_score(text: str, low: int, high: int) -> tuple[int, str]:
 
     :returns: ``(score, rationale)``; the rationale is the JSON's ``rationale`` (or
         ``reason``, ``explanation``), else the whole answer.
-    :raises JudgeParseError: no score, a non-integral one, or one outside ``low..high``.
+    :raises JudgeParseError: no score, a non-integral or non-finite one, one outside
+        ``low..high``, or a fraction out of another number than ``high`` (``2/10``).
     """
     for obj in find_json_objects(text):
         lowered = _lower_keys(obj)
         if "score" not in lowered:
             continue
-        value = _number(lowered["score"])
+        value = _number(lowered["score"], high)
         if value is None:
             raise JudgeParseError(f"the JSON's score must be a number from {low} to {high}, "
                                   f"got {lowered['score']!r}")
         return _checked_score(value, low, high), _rationale(lowered)
     match = _SCORE_TEXT.search(text)
     if match is None:
-        match = next((m for m in _FRACTION.finditer(text) if int(m.group(2)) == high), None)
+        match = next((m for m in _FRACTION.finditer(text) if _is(m.group(2), high)), None)
     if match is not None:
-        return _checked_score(float(match.group(1)), low, high), text.strip()
+        value = _out_of(match.group(1), match.group(2), high)
+        return _checked_score(value, low, high), text.strip()
     raise JudgeParseError(
         f'no score found: answer with JSON {{"score": <{low}-{high}>, "rationale": "..."}}; '
         f"got {_excerpt(text)!r}")
@@ -156,7 +175,9 @@ def parse_winner(text: str) -> tuple[str, str]:
         for key in ("winner", "verdict", "better", "preferred"):
             if key in lowered:
                 value = str(lowered[key]).strip().lower().strip("[]() ")
-                value = value.removeprefix("answer ").removeprefix("output ").strip()
+                for prefix in ("answer ", "output ", "response ", "assistant "):
+                    value = value.removeprefix(prefix)
+                value = value.strip("[]() ")
                 if value in _WINNERS:
                     return _WINNERS[value], _rationale(lowered)
                 raise JudgeParseError(f'the JSON\'s {key} must be "A", "B" or "tie", '
@@ -196,7 +217,8 @@ def parse_support(text: str) -> tuple[bool, str]:
             if key in _SUPPORT:
                 return _SUPPORT[key], _rationale(lowered)
             raise JudgeParseError(f'the JSON\'s supported must be "yes" or "no", got {value!r}')
-    for pattern in (_YES_NO, _SUPPORT_TEXT):
+    # "Supported: no" starts with a word that reads as yes: the labelled form goes first.
+    for pattern in (_SUPPORT_TEXT, _YES_NO):
         match = pattern.search(text)
         if match is not None:
             return _SUPPORT[" ".join(match.group(1).lower().split())], text.strip()

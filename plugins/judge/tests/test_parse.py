@@ -23,6 +23,7 @@ from hypothesis import strategies as st
     ("I would give it a rating of 2.", 2, "I would give it a rating of 2."),
     ("**Score**: **5**", 5, "**Score**: **5**"),
     ("Overall 3/5, mostly right.", 3, "Overall 3/5, mostly right."),
+    ("I rate it 4/5.", 4, "I rate it 4/5."),
 ])
 def test_score_formats(text: str, score: int, rationale: str) -> None:
     """JSON (bare, fenced, in prose, string or float scores) and prose scores are read."""
@@ -36,6 +37,11 @@ def test_score_formats(text: str, score: int, rationale: str) -> None:
     ('{"score": "great"}', "must be a number"),
     ("Score: 0", "from 1 to 5, got 0"),
     ("", "no score found"),
+    ('{"score": NaN}', "whole number"),
+    ('{"score": Infinity}', "whole number"),
+    ("Score: " + "9" * 400, "whole number"),
+    ("Score: 2/10", "out of 5, got 2/10"),
+    ('{"score": "3/10"}', "out of 5, got 3/10"),
 ])
 def test_score_errors_say_what_was_expected(text: str, message: str) -> None:
     """Unreadable, out-of-range and fractional scores fail with a message for the retry."""
@@ -73,6 +79,9 @@ def test_out_of_range_never_passes(score: int) -> None:
     ("Answer B is better because it is right.", "b"),
     ("tie", "tie"),
     ("A", "a"),
+    ("Output (B) is better.", "b"),
+    ('{"winner": "Response B"}', "b"),
+    ('{"winner": "Assistant A"}', "a"),
 ])
 def test_winner_formats(text: str, winner: str) -> None:
     """JSON, MT-Bench brackets, prose and bare verdicts are read."""
@@ -97,6 +106,8 @@ def test_winner_errors(text: str, message: str) -> None:
     ("Yes, the context says so.", True),
     ("no.", False),
     ("Supported: yes", True),
+    ("Supported: no", False),
+    ("**Supported**: false", False),
 ])
 def test_support_formats(text: str, supported: bool) -> None:
     """JSON yes / no (or booleans) and answers starting with yes / no are read."""

@@ -22,7 +22,10 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return math.nan
     ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+    # The rank is ceil(q * n); rounded first, so that float noise (0.07 * 100 is
+    # 7.000000000000001) does not push a whole rank to the next one.
+    rank = math.ceil(round(q * len(ordered), 9))
+    return ordered[max(0, rank - 1)]
 
 
 class Series:

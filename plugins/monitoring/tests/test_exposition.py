@@ -99,6 +99,15 @@ def test_percentile_is_an_observed_value_within_range(values: list[float], q: fl
     assert percentile(values, min(1.0, q + 0.1)) >= p
 
 
+@pytest.mark.parametrize(("q", "n"), [(0.07, 100), (0.28, 25), (0.55, 100), (0.56, 50),
+                                      (0.5, 4), (0.9, 10), (0.99, 100)])
+def test_percentile_is_the_nearest_rank_by_hand(q: float, n: int) -> None:
+    """On 1..n the q-quantile is ceil(q * n) exactly, also where q * n in floats lands a
+    hair above a whole number (0.07 * 100 == 7.000000000000001)."""
+    expected = -(-round(q * 1000) * n // 1000)  # ceil(q * n) in integers
+    assert percentile(list(range(1, n + 1)), q) == expected
+
+
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=100))
 def test_series_buckets_add_up(values: list[float]) -> None:
     """Bucket counts add up to the count; non-finite or negative values are ignored."""

@@ -42,7 +42,8 @@ def read_examples(path: str | Path) -> dict[str, list[str]]:
     :raises FileNotFoundError: when the file is missing.
     """
     examples: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as handle:
+    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of line 1.
+    with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

@@ -126,6 +126,15 @@ async def test_examples_file(tmp_path: Path) -> None:
         await bad.prepare()
 
 
+def test_examples_file_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """A file saved with a UTF-8 byte-order mark (Windows editors write one) reads like one
+    without: the mark is not a JSON error on line 1."""
+    path = tmp_path / "ex.jsonl"
+    path.write_text("\ufeff" + json.dumps({"text": "refund please", "label": "billing"})
+                    + "\n", encoding="utf-8")
+    assert read_examples(path) == {"billing": ["refund please"]}
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"routes": {}}, "non-empty"),
     ({"routes": {"billing": "a"}, "examples": {"billing": ("x",), "tech": ("y",)}},
