@@ -11,7 +11,8 @@ from ._results import ItemResult, read_results
 from ._runner import EvalError
 from .stats import paired_bootstrap
 
-__all__ = ["compare_markdown", "compare_runs", "games_of", "write_comparison"]
+__all__ = ["LOWER_IS_BETTER", "compare_markdown", "compare_runs", "games_of",
+           "write_comparison"]
 
 
 def _load(run_dir: Path) -> dict[str, ItemResult]:
@@ -30,11 +31,16 @@ def _names(run_dirs: Sequence[Path]) -> list[str]:
     return names
 
 
+#: Metrics where a lower value is the better one (``name`` or ``name@judge``).
+LOWER_IS_BETTER = frozenset({"perplexity", "mean_nll", "bits_per_byte"})
+
+
 def games_of(runs: dict[str, dict[str, ItemResult]],
              metric: str | None = None) -> list[tuple[str, str, float]]:
-    """One game per item, metric and pair of systems that both scored it: the higher
-    score wins (1 / 0), equal scores tie (0.5). Items are taken in sorted id order, so the
-    games (and Elo, which depends on their order) are reproducible."""
+    """One game per item, metric and pair of systems that both scored it: the better
+    score wins (1 / 0), equal scores tie (0.5). Better is higher, except for the metrics of
+    :data:`LOWER_IS_BETTER` (perplexity, mean NLL, bits per byte). Items are taken in sorted
+    id order, so the games (and Elo, which depends on their order) are reproducible."""
     names = list(runs)
     ids = sorted(set().union(*[set(r) for r in runs.values()]))
     games: list[tuple[str, str, float]] = []
@@ -48,6 +54,8 @@ def games_of(runs: dict[str, dict[str, ItemResult]],
                             or name not in rb.scores:
                         continue
                     sa, sb = ra.scores[name], rb.scores[name]
+                    if name.partition("@")[0] in LOWER_IS_BETTER:
+                        sa, sb = -sa, -sb
                     games.append((a, b, 1.0 if sa > sb else 0.0 if sa < sb else 0.5))
     return games
 

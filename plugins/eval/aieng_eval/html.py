@@ -152,8 +152,9 @@ def compare_page(comparison: Mapping[str, Any]) -> str:
                                   title="paired differences", zero_line=True))
     ranking = comparison.get("ranking")
     if ranking:
-        body.append(f"<h2>Ranking ({ranking['games']} games: per item and metric, higher "
-                    "score wins, equal is a tie)</h2>")
+        body.append(f"<h2>Ranking ({ranking['games']} games: per item and metric, the better "
+                    "score wins (lower for perplexity, mean NLL, bits per byte; higher for "
+                    "the rest), equal is a tie)</h2>")
         for method, label in (("elo", "Elo"), ("bradley_terry", "Bradley–Terry")):
             rows = sorted(ranking[method].items(), key=lambda kv: -kv[1]["estimate"])
             body.append(f"<h3>{label}</h3>")

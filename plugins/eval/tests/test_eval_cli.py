@@ -286,3 +286,19 @@ def test_console_script_lists_the_command() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("run", "replay", "compare", "report"):
         assert command in result.stdout
+
+
+def test_games_lower_is_better_for_perplexity() -> None:
+    """A run with the lower perplexity / NLL / bits per byte wins those games (also when
+    a second judge's copy is kept as ``name@judge``); on other metrics higher wins."""
+    from aieng_eval import ItemResult
+    from aieng_eval._compare import games_of
+
+    scores_a = {"perplexity": 3.0, "mean_nll@lm": 1.1, "bits_per_byte": 0.5,
+                "exact_match": 1.0}
+    scores_b = {"perplexity": 9.0, "mean_nll@lm": 2.2, "bits_per_byte": 0.9,
+                "exact_match": 0.0}
+    runs = {"a": {"i": ItemResult(id="i", status="ok", scores=scores_a)},
+            "b": {"i": ItemResult(id="i", status="ok", scores=scores_b)}}
+    assert games_of(runs) == [("a", "b", 1.0)] * 4
+    assert games_of(runs, "perplexity") == [("a", "b", 1.0)]
