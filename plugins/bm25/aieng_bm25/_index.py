@@ -295,16 +295,24 @@ class BM25Index:
         keys = sorted({id_key(doc_id) for doc_id in wanted})
         if not keys:
             return 0
+        index = self._open()
+        present: list[str] = []
+
+        def find() -> list[str]:
+            # The last commit of any writer (another process's too), not the searcher's
+            # view, which tantivy reloads on its own only about half a second after it.
+            index.reload()
+            searcher = index.searcher()
+            return [key for key in keys if self._count_key(searcher, key)]
+
+        def remove(writer: tantivy.IndexWriter) -> bool:
+            present[:] = find()  # again: nobody can commit while this writer lives
+            for key in present:
+                writer.delete_documents_by_term(_KEY, key)
+            return bool(present)
+
         with self._lock:
-            searcher = self._open().searcher()
-            present = [key for key in keys if self._count_key(searcher, key)]
-            if present:
-
-                def remove(writer: tantivy.IndexWriter) -> None:
-                    for key in present:
-                        writer.delete_documents_by_term(_KEY, key)
-
-                self._write(remove)
+            if find() and self._write(remove):
                 self._table.forget(wanted)
         return len(present)
 
@@ -315,23 +323,33 @@ class BM25Index:
         # A key names at most one live document (every write deletes before it adds).
         return len(searcher.search(query, limit=1, count=False).hits)
 
-    def _write(self, work: Callable[[tantivy.IndexWriter], None]) -> None:
+    def _write(self, work: Callable[[tantivy.IndexWriter], bool | None]) -> bool:
         """Run ``work(writer)`` on a fresh writer, commit, and make it visible to searches;
-        roll back on any error. Call with ``self._lock`` held."""
+        roll back on any error, or when ``work`` returns ``False`` (nothing to write).
+        Call with ``self._lock`` held.
+
+        :returns: whether it committed.
+        """
         index = self._open()
         writer = self._writer(index)
         try:
-            work(writer)
-            writer.commit()
+            changed = work(writer) is not False
+            if changed:
+                writer.commit()
+            else:
+                writer.rollback()
         except BaseException:
             writer.rollback()
             raise
         finally:
             # Ends the writer (and its merge threads), releasing the folder's lock.
             writer.wait_merging_threads()
+        if not changed:
+            return False
         index.reload()
         self._commits += 1
         self.refresh()
+        return True
 
     def _writer(self, index: tantivy.Index) -> tantivy.IndexWriter:
         heap = self.options.writer_heap_mb * _MIB
@@ -413,6 +431,9 @@ class BM25Index:
         searched, its punctuation ignored.
 
         :param filters: equality filters on top-level metadata keys, all of which must hold.
+            A ``None`` filter value is left out of the query: it also holds for a document
+            that lacks the key, which no index term says, so :meth:`search` applies it to
+            the hits.
         """
         import tantivy
 
@@ -432,12 +453,16 @@ class BM25Index:
         must = tantivy.Occur.Must
         wanted: list[tuple[tantivy.Occur, tantivy.Query]] = []
         for name, value in filters.items():
+            if value is None:  # null or missing: checked on the hits (see search)
+                continue
             try:
                 token = filter_token(name, value)
             except (TypeError, ValueError):
                 return None  # a value that is not JSON equals no stored value
             wanted.append((must, tantivy.Query.term_query(schema, _FILTER, token,
                                                           index_option="basic")))
+        if not wanted:
+            return query
         # The filter must match but must not score: a constant 0 keeps the BM25 scores.
         only = tantivy.Query.const_score_query(tantivy.Query.boolean_query(wanted), 0.0)
         return tantivy.Query.boolean_query([(must, query), (must, only)])
@@ -492,13 +517,35 @@ class BM25Index:
         total = int(searcher.num_docs)
         if total == 0:
             return []
-        # limit never above the document count: tantivy sizes its top-k buffer by it.
-        found = searcher.search(query, limit=min(k, total), count=False).hits
-        documents = self._documents(searcher, found)
+        nulls = [name for name, value in (filters or {}).items() if value is None]
+        if nulls:
+            found, documents = self._search_nulls(searcher, query, k, total, nulls)
+        else:
+            # limit never above the document count: tantivy sizes its top-k buffer by it.
+            found = searcher.search(query, limit=min(k, total), count=False).hits
+            documents = self._documents(searcher, found)
         # Unchecked too: the rank counts from 1 and _clamp makes the score finite.
         return [_new_hit(document, _clamp(score), rank, source)
                 for rank, ((score, _), document) in enumerate(zip(found, documents, strict=True),
                                                                start=1)]
+
+    def _search_nulls(self, searcher: tantivy.Searcher, query: tantivy.Query, k: int,
+                      total: int, nulls: list[str]
+                      ) -> tuple[list[tuple[Any, tantivy.DocAddress]], list[Document]]:
+        """The best ``k`` hits of ``query`` whose metadata has ``null`` or nothing under
+        each key of ``nulls`` (a missing key reads as ``null``, as in the ``vectors`` and
+        ``memory`` retrievers), with their documents: asks for 4 ``k`` hits and widens
+        until ``k`` pass or none is left."""
+        limit = min(total, 4 * k)
+        while True:
+            found = searcher.search(query, limit=limit, count=False).hits
+            documents = self._documents(searcher, found)
+            kept = [(hit, document) for hit, document in zip(found, documents, strict=True)
+                    if all(document.metadata.get(name) is None for name in nulls)]
+            if len(kept) >= k or len(found) < limit or limit >= total:
+                kept = kept[:k]
+                return [hit for hit, _ in kept], [document for _, document in kept]
+            limit = min(total, 4 * limit)
 
     # -- the impacts scorer ---------------------------------------------------------------
 

@@ -121,6 +121,19 @@ def test_two_indexes_share_a_folder(index: BM25Index, folder: Path) -> None:
         assert sorted(ids(each.search("flutter panel", 5))) == ["d", "e"]
 
 
+def test_delete_sees_another_writers_latest_commit(index: BM25Index, folder: Path) -> None:
+    """A delete removes a document another index on the folder committed a moment ago,
+    before this one's searcher reloaded on its own, and counts it."""
+    other = BM25Index(BM25Options(path=str(folder)))
+    assert len(other) == 3
+    index.add([Document("d", "Panel flutter at supersonic speed.")])
+    assert other.delete(["d", "a", "never"]) == 2
+    assert other.delete(["d"]) == 0
+    for each in (index, other):
+        each._open().reload()
+        assert len(each) == 2 and each.get("d") is None and each.get("a") is None
+
+
 def test_locked_index_fails_clearly(index: BM25Index, folder: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A write while another writer holds the folder waits, then fails naming the path;
@@ -217,7 +230,10 @@ def test_hits_carry_the_whole_document(index: BM25Index) -> None:
     ({"year": 1958.0}, ["a"]),
     ({"reviewed": True}, ["b"]),
     ({"reviewed": 1}, []),  # JSON true is not 1
-    ({"reviewed": None}, ["c"]),  # null matches only a stored null, not a missing key
+    ({"reviewed": None}, ["a", "c"]),  # a missing key reads as null (as in vectors)
+    ({"reviewed": None, "topic": "flow"}, ["a"]),
+    ({"reviewed": None, "year": 1962}, ["c"]),
+    ({"topic": None}, []),
     ({"tags": ["plate", "laminar"]}, ["a"]),
     ({"tags": ("plate", "laminar")}, ["a"]),  # a tuple is a JSON list
     ({"tags": "plate"}, []),  # equality, not membership
@@ -237,6 +253,21 @@ def test_filters_are_metadata_equality(index: BM25Index, filters: dict[str, obje
     hits = index.search(query, 10, filters)
     assert sorted(ids(hits)) == expected
     assert all(h.score == pytest.approx(unfiltered[h.document.id]) for h in hits)
+
+
+@pytest.mark.parametrize("k", [1, 3, 50])
+def test_null_filter_finds_documents_ranked_low(folder: Path, k: int) -> None:
+    """A null filter holds for documents without the key however far down the ranking
+    they are (the search widens past 4 k hits), in the unfiltered order and scores."""
+    index = BM25Index(BM25Options(path=str(folder)))
+    index.add([Document(f"d{i:02d}", "wing " * (30 - i) + "lift", metadata=(
+        {"draft": i % 2 == 0} if i < 25 else {})) for i in range(30)])
+    unfiltered = index.search("wing", 30)
+    expected = [h for h in unfiltered if "draft" not in h.document.metadata]
+    hits = index.search("wing", k, {"draft": None})
+    assert ids(hits) == ids(expected)[:k] and [h.rank for h in hits] == list(
+        range(1, len(hits) + 1))
+    assert [h.score for h in hits] == [h.score for h in expected[:k]]
 
 
 # -- scoring -----------------------------------------------------------------------------

@@ -41,8 +41,8 @@ def split_long(text: str, span: Span, size: int) -> list[Span]:
     """``span`` cut into pieces of at most ``size`` characters.
 
     A piece ends after the last whitespace that fits, so words stay whole when they can;
-    a word longer than ``size`` is cut, but not in front of a combining mark, which
-    stays with the character it modifies (unless that would leave an empty piece).
+    a word longer than ``size`` is cut, but not inside a character as users see it (see
+    :func:`_joined`), unless that would leave an empty piece.
     """
     start, end = span
     pieces: list[Span] = []
@@ -53,12 +53,27 @@ def split_long(text: str, span: Span, size: int) -> list[Span]:
             cut -= 1
         if not text[cut - 1].isspace():  # no whitespace in reach: cut the word
             cut = limit
-            while cut > start + 1 and unicodedata.combining(text[cut]):
+            while cut > start + 1 and _joined(text, cut):
                 cut -= 1
         pieces.append((start, cut))
         start = cut
     pieces.append((start, end))
     return pieces
+
+
+_ZWJ = "\u200d"
+
+
+def _joined(text: str, cut: int) -> bool:
+    """Whether cutting ``text`` at ``cut`` would split what is seen as one character: in
+    front of a mark of any kind (an accent, an Indic vowel sign, a variation selector, an
+    enclosing keycap: Unicode categories Mn, Mc, Me, whatever their combining class), an
+    emoji skin tone modifier or a zero-width joiner, or right after a joiner, or between
+    the halves of a UTF-16 surrogate pair (text decoded with ``surrogatepass``)."""
+    before, after = text[cut - 1], text[cut]
+    return (unicodedata.category(after)[0] == "M" or after == _ZWJ or before == _ZWJ
+            or "\U0001f3fb" <= after <= "\U0001f3ff"
+            or ("\ud800" <= before <= "\udbff" and "\udc00" <= after <= "\udfff"))
 
 
 def pack(units: Sequence[Span], size: int, overlap: int = 0,

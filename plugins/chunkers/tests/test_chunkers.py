@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -117,6 +118,30 @@ def test_a_sentence_longer_than_size_is_cut_at_whitespace() -> None:
     cut = SentenceChunker(SentencesOptions(size=5)).aieng_chunk_document(Document("d", word))
     assert all(not chunk.text.startswith("\u0301") for chunk in cut)
     assert "".join(texts(cut)) == word
+
+
+@pytest.mark.parametrize(("word", "size"), [
+    ("\u0928\u092e\u0938\u094d\u0924\u0947" * 3, 5),  # a Devanagari vowel sign (Mn, class 0)
+    ("\u0915\u093f" * 5, 3),  # a spacing vowel sign (Mc)
+    ("\u2764\ufe0f" * 5, 3),  # a heart and a variation selector
+    ("\U0001f44d\U0001f3fd" * 5, 3),  # thumbs up and a skin tone modifier
+    ("\U0001f469\u200d\U0001f4bb" * 4, 4),  # woman + zero-width joiner + laptop
+    ("1\ufe0f\u20e3" * 5, 4),  # a keycap: an enclosing mark
+    ("a" + "\ud83d\ude00" * 5, 4),  # an emoji as a surrogate pair (surrogatepass)
+])
+def test_a_long_word_is_not_cut_inside_a_character(word: str, size: int) -> None:
+    """A word longer than the size is never cut in front of a mark of any kind (Indic
+    vowel signs, variation selectors, enclosing marks), an emoji modifier or a zero-width
+    joiner, nor after a joiner, nor inside a surrogate pair."""
+    cut = SentenceChunker(SentencesOptions(size=size)).aieng_chunk_document(
+        Document("d", word))
+    assert "".join(texts(cut)) == word and all(len(t) <= size for t in texts(cut))
+    for chunk in cut[1:]:
+        first, before = chunk.text[0], word[chunk.start - 1]
+        assert unicodedata.category(first)[0] != "M", (chunk.start, texts(cut))
+        assert first != "\u200d" and before != "\u200d", (chunk.start, texts(cut))
+        assert not "\U0001f3fb" <= first <= "\U0001f3ff", (chunk.start, texts(cut))
+        assert not "\udc00" <= first <= "\udfff", (chunk.start, texts(cut))
 
 
 # -- markdown ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -19,6 +20,7 @@ __all__ = ["Passage", "select"]
 _CHARS_PER_TOKEN_CAP = 32
 _MIN_CLIP = 4096
 _WORD_END = re.compile(r"\S(?=\s)")
+_ZWJ = "\u200d"
 
 
 @attrs.frozen
@@ -80,13 +82,29 @@ def _cut(text: str, limit: int, fits: Callable[[str], bool],
          enough: Callable[[str], bool]) -> str | None:
     """The longest prefix of at most ``limit`` characters that fits and is enough: cut at
     the end of a word (followed by whitespace) when one will do, else between characters
-    (a text that is one giant "word": a hash, base64, a list of URLs without spaces)."""
+    (a text that is one giant "word": a hash, base64, a list of URLs without spaces),
+    never inside a character as users see it (see :func:`_whole`)."""
     ends = [m.end() for m in _WORD_END.finditer(text, 0, limit + 1)]
-    for positions in (ends, range(1, limit + 1)):
-        end = _largest(positions, text, fits)
-        if end is not None and enough(text[:end]):
-            return text[:end]
+    end = _largest(ends, text, fits)
+    if end is not None and enough(text[:end]):
+        return text[:end]
+    chars = [i for i in range(1, limit + 1) if _whole(text, i)] or range(1, limit + 1)
+    end = _largest(chars, text, fits)
+    if end is not None and enough(text[:end]):
+        return text[:end]
     return None
+
+
+def _whole(text: str, cut: int) -> bool:
+    """Whether cutting ``text`` at ``cut`` (``0 < cut < len(text)``) keeps each character
+    whole: not between the halves of a UTF-16 surrogate pair, not in front of a mark of
+    any kind (an accent, an Indic vowel sign, a variation selector), an emoji skin tone
+    modifier or a zero-width joiner, nor right after a joiner."""
+    before, after = text[cut - 1], text[cut]
+    if "\ud800" <= before <= "\udbff" and "\udc00" <= after <= "\udfff":
+        return False
+    return not (unicodedata.category(after)[0] == "M" or after == _ZWJ or before == _ZWJ
+                or "\U0001f3fb" <= after <= "\U0001f3ff")
 
 
 def _largest(positions: Sequence[int], text: str, fits: Callable[[str], bool]) -> int | None:

@@ -68,6 +68,27 @@ def test_a_giant_word_is_cut_between_characters() -> None:
     assert passage["cut"] and blob.startswith(passage["text"]) and passage["text"]
 
 
+@pytest.mark.parametrize("unit", [
+    "\ud83d\ude00",  # 😀 as a UTF-16 surrogate pair (text decoded with surrogatepass)
+    "e\u0301",  # é as e + a combining acute accent
+    "\u0928\u0947",  # ने: a Devanagari vowel sign (a mark of combining class 0)
+    "\u2764\ufe0f",  # ❤️: a variation selector
+    "\U0001f469\u200d\U0001f4bb",  # 👩‍💻: joined by a zero-width joiner
+    "\U0001f44d\U0001f3fd",  # 👍🏽: a skin tone modifier
+])
+def test_a_cut_between_characters_keeps_each_character_whole(unit: str) -> None:
+    """Cut between characters, a passage never ends inside a character as users see it:
+    never between a surrogate pair's halves, in front of a mark, a joiner or an emoji
+    modifier, or after a joiner, whatever the room."""
+    blob = "x" + unit * 300
+    for room in range(20, 60):
+        (passage,) = build(make_hits(blob), max_context_tokens=room,
+                           min_passage_tokens=1).metadata["context"]
+        text = passage["text"]
+        assert passage["cut"] and blob.startswith(text)
+        assert (len(text) - 1) % len(unit) == 0, (room, text[-4:])
+
+
 def test_huge_passages_are_never_counted_whole() -> None:
     """Ten passages of a megabyte each are cut to the budget, and the builder counts a
     few budgets' worth of text, never the megabytes (what keeps it fast with a real

@@ -15,6 +15,7 @@ _MARKER = re.compile(
     re.IGNORECASE)
 _QUOTES = "\"'`“”‘’«»"
 _SPACE = re.compile(r"\s+")
+_WORD = re.compile(r"[^\W_]")  # a letter or digit, in any script
 _LABEL = re.compile(r"^\s*(?:passage|document|answer)\s*:\s*", re.IGNORECASE)
 
 
@@ -34,8 +35,9 @@ def rewrites(answer: str, original: str, *, limit: int, max_chars: int) -> list[
     """The query rewrites in a model's answer, one per line.
 
     List markers (``1.``, ``-``, ``Query 2:``) and surrounding quotes are removed; blank
-    lines, preambles (a line ending in ``:``), repeats and the original query itself are
-    dropped; each rewrite is cut to ``max_chars`` characters.
+    lines, lines without a letter or digit (code fences, rules), preambles (a line ending
+    in ``:``), repeats and the original query itself are dropped; each rewrite is cut to
+    ``max_chars`` characters.
 
     :param answer: the model's text.
     :param original: the user's query.
@@ -50,7 +52,7 @@ def rewrites(answer: str, original: str, *, limit: int, max_chars: int) -> list[
             continue
         line = _clean_line(raw)[:max_chars].strip()
         key = normalized(line)
-        if not line or key in seen:
+        if not _WORD.search(line) or key in seen:  # blank, or a fence, rule or marker
             continue
         seen.add(key)
         found.append(line)

@@ -49,6 +49,21 @@ def test_rewrites_keep_words_that_only_start_like_a_label() -> None:
         "Query-based retrieval", "open-domain QA datasets"]
 
 
+def test_rewrites_skip_lines_without_words() -> None:
+    """A code fence, a rule or a lone marker around the list is no query: it neither
+    becomes an expansion nor takes the place of a rewrite."""
+    answer = ("```\n"
+              "1. How does BM25 rank documents?\n"
+              "---\n"
+              "2. \"Okapi BM25 ranking function\"\n"
+              "* * *\n"
+              "3) BM25 term weighting\n"
+              "```\n")
+    assert rewrites(answer, "bm25", limit=3, max_chars=100) == [
+        "How does BM25 rank documents?", "Okapi BM25 ranking function",
+        "BM25 term weighting"]
+
+
 def test_rewrites_are_limited_and_cut() -> None:
     """At most ``limit`` rewrites, each at most ``max_chars`` characters; think blocks are
     ignored."""

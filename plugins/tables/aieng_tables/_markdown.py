@@ -10,6 +10,9 @@ __all__ = ["markdown_tables"]
 _DELIMITER_ROW = re.compile(r"\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?\s*")
 _PIPE = re.compile(r"(?<!\\)\|")
 _FENCE = re.compile(r"\s{0,3}(`{3,}|~{3,})")
+# Markdown's line endings only: str.splitlines would also break a row at a form feed, a
+# line or paragraph separator or NEL inside a cell.
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 def markdown_tables(text: str) -> list[list[list[str]]]:
@@ -20,7 +23,7 @@ def markdown_tables(text: str) -> list[list[list[str]]]:
     cells, then the body rows: the following lines that hold a ``|``, up to a blank line
     or a line without one. Cells are trimmed and ``\\|`` is a literal ``|``.
     """
-    lines = text.splitlines()
+    lines = _LINE_END.split(text)
     tables: list[list[list[str]]] = []
     fence: str | None = None
     index = 0

@@ -16,6 +16,16 @@ def test_pipe_tables_are_found() -> None:
         [["x", "y"], ["u", "v"]]]
 
 
+def test_only_markdown_line_endings_end_a_row() -> None:
+    """Rows end at ``\n``, ``\r\n`` or ``\r`` (markdown's line endings); a line or
+    paragraph separator, form feed or other character that ``str.splitlines`` breaks at
+    stays inside its cell."""
+    text = ("| a | b |\r\n|---|---|\r\n| x\u2028y | 2 |\r| p\x0cq | r\x1ds |\n"
+            "| u\x85v | w\u2029z |")
+    assert markdown_tables(text) == [
+        [["a", "b"], ["x\u2028y", "2"], ["p\x0cq", "r\x1ds"], ["u\x85v", "w\u2029z"]]]
+
+
 def test_tables_in_code_fences_are_skipped() -> None:
     """A table inside a ``` or ~~~ fence is code, not a table."""
     text = "```md\n| a | b |\n|---|---|\n| 1 | 2 |\n```\n~~~~\n|c|\n|-|\n~~~~\n|d|\n|-|\n|3|\n"
