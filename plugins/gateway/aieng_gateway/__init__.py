@@ -1,9 +1,10 @@
 """aieng-gateway: ``aieng serve``, an OpenAI-compatible HTTP gateway for any pipeline.
 
 Routes: ``POST /v1/chat/completions`` (JSON or server-sent events), ``POST /v1/embeddings``,
-``GET /v1/models``, ``POST /v1/feedback``, ``GET /metrics`` (Prometheus text of the
-pipeline's monitoring components), ``GET /healthz``. API keys (``aieng keys``) are stored
-hashed in SQLite and limited per key in requests and tokens per minute.
+``GET /v1/models`` (and ``/v1/models/{id}``), ``POST /v1/feedback``, ``GET /metrics``
+(Prometheus text of the pipeline's monitoring components), ``GET /healthz``. API keys
+(``aieng keys``) are stored hashed in SQLite and limited per key in requests and tokens
+per minute.
 
 The kernel loads this module through the entry point ``gateway`` of the group ``aieng``;
 it adds the ``serve`` and ``keys`` commands. Importing it imports neither starlette nor

@@ -8,9 +8,12 @@ line per request that carries lengths and token counts, never text or keys.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
+import re
+import struct
 import time
 import uuid
 from collections import Counter, OrderedDict
@@ -52,6 +55,9 @@ log = structlog.get_logger(__name__)
 RUN_HEADER = "x-aieng-run-id"
 #: Conversations remembered for ``regenerate`` detection (the oldest are forgotten).
 MAX_REMEMBERED = 10_000
+#: Where a JSON body may hold a surrogate: an escape ``\\uD800``-``\\uDFFF`` or the
+#: UTF-8-shaped bytes of one (pairs match too; the check after parsing tells them apart).
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 class _Call:
@@ -107,6 +113,7 @@ class Gateway:
             Route("/v1/chat/completions", self._endpoint(self._chat), methods=["POST"]),
             Route("/v1/embeddings", self._endpoint(self._embeddings), methods=["POST"]),
             Route("/v1/models", self._endpoint(self._models), methods=["GET"]),
+            Route("/v1/models/{model:path}", self._endpoint(self._model), methods=["GET"]),
             Route("/v1/feedback", self._endpoint(self._feedback), methods=["POST"]),
             Route("/metrics", self._endpoint(self._metrics,
                                              auth=not self.settings.public_metrics),
@@ -134,8 +141,14 @@ class Gateway:
             self._tg = tg
             self._pipeline = self._build(kernel)
             await self._pipeline.open()
-            if self.keys is not None:
-                await anyio.to_thread.run_sync(lambda: self.keys.refresh(force=True))  # type: ignore[union-attr]
+            keys = self.keys
+            if keys is not None:
+                await anyio.to_thread.run_sync(lambda: keys.refresh(force=True))
+                if not keys.live:  # serving, but every request would be a 401
+                    log.warning("gateway.no_live_keys", keys=str(keys.path),
+                                hint="no live API key: every request is refused (401) until "
+                                     "one is created with 'aieng keys create NAME' "
+                                     f"(picked up within {keys.refresh_s:g} s, no restart)")
             log.info("gateway.started", pipeline=self._pipeline.name, auth=self.settings.auth)
             try:
                 yield self
@@ -249,12 +262,22 @@ class Gateway:
         except ClientDisconnect:
             raise ApiError(400, "the client closed the connection while sending the body",
                            code="client_disconnected") from None
+        raw = b"".join(chunks)
         try:
-            return json.loads(b"".join(chunks))
+            value = json.loads(raw)
+            # json reads a lone UTF-16 surrogate ("\ud800", or its bytes): no text, and
+            # every later encode (the answer, the log line, SQLite) would fail on it.
+            if _SURROGATE.search(raw) or raw[:4].count(b"\0"):  # or UTF-16/32 bodies
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "the body is not valid JSON text: a string holds a lone "
+                                "UTF-16 surrogate (like \\ud800)",
+                           code="invalid_json") from None
         except (ValueError, RecursionError) as exc:
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:120]
             raise ApiError(400, f"the body is not valid JSON: {reason}",
                            code="invalid_json") from None
+        return value
 
     def _upstream(self, exc: HookError, model: str | None = None) -> ApiError:
         if exc.plugin == "(none)":
@@ -326,7 +349,7 @@ class Gateway:
                             headers={RUN_HEADER: run_id})
 
     async def _embeddings(self, http: HTTPRequest, call: _Call) -> Response:
-        texts, asked = parse_embeddings(await self._json(http))
+        texts, asked, encoding = parse_embeddings(await self._json(http))
         call.prompt_chars = sum(len(t) for t in texts)
         tokens = max(1, math.ceil(call.prompt_chars / 4))
         self._admit(call, tokens, param="input")
@@ -351,16 +374,33 @@ class Gateway:
         if len(vectors) != len(texts):
             raise ApiError(502, f"the embedder {found[1]!r} returned {len(vectors)} vectors "
                                 f"for {len(texts)} texts", kind="upstream_error")
+        try:
+            data = [{"object": "embedding", "index": i, "embedding": _vector(v, encoding)}
+                    for i, v in enumerate(vectors)]
+        except OverflowError:
+            raise ApiError(502, f"the embedder {found[1]!r} returned values outside the "
+                                "float32 range", kind="upstream_error") from None
         call.prompt_tokens = tokens
         return JSONResponse({
-            "object": "list", "model": asked or found[1],
-            "data": [{"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
-                     for i, v in enumerate(vectors)],
+            "object": "list", "model": asked or found[1], "data": data,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         })
 
     async def _models(self, http: HTTPRequest, call: _Call) -> Response:
         self._admit(call, 0)
+        return JSONResponse({"object": "list", "data": [_model(name)
+                                                        for name in self._model_names()]})
+
+    async def _model(self, http: HTTPRequest, call: _Call) -> Response:
+        self._admit(call, 0)
+        name = http.path_params["model"]
+        if name not in self._model_names():
+            raise ApiError(404, f"this gateway serves no model {name!r}: GET /v1/models "
+                                "lists the models it serves", param="model",
+                           code="model_not_found")
+        return JSONResponse(_model(name))
+
+    def _model_names(self) -> list[str]:
         pipeline = self.pipeline
         names = [pipeline.name]
         for backend in pipeline.backends:
@@ -370,10 +410,7 @@ class Gateway:
                      *(getattr(options, "models", None) or ())]
             models = [m for m in found if isinstance(m, str) and m]
             names.extend(models or [backend])
-        unique = list(dict.fromkeys(names))
-        return JSONResponse({"object": "list", "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "aieng"}
-            for name in unique]})
+        return list(dict.fromkeys(names))
 
     async def _feedback(self, http: HTTPRequest, call: _Call) -> Response:
         run_id, kind, value, text, metadata = parse_feedback(await self._json(http))
@@ -417,6 +454,18 @@ async def _not_found(http: HTTPRequest, exc: Exception) -> Response:
 async def _not_allowed(http: HTTPRequest, exc: Exception) -> Response:
     return JSONResponse(ApiError(405, f"{http.method} is not allowed on {http.url.path}",
                                  code="method_not_allowed").body(), 405)
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "aieng"}
+
+
+def _vector(values: Any, encoding: str) -> list[float] | str:
+    """A vector as JSON floats, or as OpenAI's ``base64``: little-endian float32 bytes."""
+    floats = [float(x) for x in values]
+    if encoding == "float":
+        return floats
+    return base64.b64encode(struct.pack(f"<{len(floats)}f", *floats)).decode("ascii")
 
 
 def _label(value: str) -> str:

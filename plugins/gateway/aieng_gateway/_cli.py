@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +115,23 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
 
     PipelineConfig.load(pipeline, kernel.registry)  # a bad file fails before binding the port
     gateway = Gateway(build, keys=store, settings=settings, kernel=lambda: kernel)
-    click.echo(f"aieng serve: {pipeline} on http://{host}:{port}/v1 "
-               f"(auth {'off' if no_auth else 'on'})", err=True)
-    uvicorn.run(gateway.app, host=host, port=port, log_level="warning", access_log=False,
-                lifespan="on", timeout_graceful_shutdown=5)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # bound: the real port (--port 0 lets the OS pick one)
+                bound = self.servers[0].sockets[0].getsockname()[1]
+                where = f"[{host}]" if ":" in host else host
+                click.echo(f"aieng serve: {pipeline} on http://{where}:{bound}/v1 "
+                           f"(auth {'off' if no_auth else 'on'})", err=True)
+
+    server = Server(uvicorn.Config(gateway.app, host=host, port=port, log_level="warning",
+                                   access_log=False, lifespan="on",
+                                   timeout_graceful_shutdown=5))
+    with suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C is a clean stop
+        server.run()
+    if not server.started:  # the port is taken, the pipeline failed to open...
+        ctx.exit(3)  # uvicorn's STARTUP_FAILURE
 
 
 @click.group()

@@ -195,6 +195,11 @@ class KeyStore:
             self._loaded_at = time.monotonic()
 
     @property
+    def live(self) -> int:
+        """How many live (unrevoked) keys the in-memory copy held at the last refresh."""
+        return len(self._cache)
+
+    @property
     def stale(self) -> bool:
         """Whether :meth:`refresh` would reload."""
         return time.monotonic() - self._loaded_at >= self.refresh_s

@@ -111,10 +111,17 @@ def _messages(value: Any) -> tuple[Message, ...]:
             raise _bad(f"{where}.tool_call_id", "must be a string")
         calls = _calls(item.get("tool_calls"), f"{where}.tool_calls") \
             if role == "assistant" else ()
+        content = _content(item.get("content"), f"{where}.content")
+        if role == "user" and not content:  # OpenAI answers 400 for a user turn without text
+            missing = item.get("content") is None
+            raise ApiError(400, f"{where}.content: " + (
+                "required (a user message needs text)" if missing else
+                "a user message needs text, got an empty content"), param=f"{where}.content",
+                code="missing_required_parameter" if missing else "invalid_value")
         try:
             out.append(Message(role="system" if role == "developer" else role,
-                               content=_content(item.get("content"), f"{where}.content"),
-                               name=name, tool_call_id=call, tool_calls=calls))
+                               content=content, name=name, tool_call_id=call,
+                               tool_calls=calls))
         except (TypeError, ValueError) as exc:  # a contract check of Message
             raise _bad(where, str(exc)) from None
     return tuple(out)
@@ -324,8 +331,9 @@ def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
     return ChatCall(request, model or pipeline, stream, include_usage)
 
 
-def parse_embeddings(body: Any) -> tuple[list[str], str | None]:
-    """Check an embeddings body: ``(texts, model)``.
+def parse_embeddings(body: Any) -> tuple[list[str], str | None, str]:
+    """Check an embeddings body: ``(texts, model, encoding_format)`` (``float`` or
+    ``base64``, which the openai SDK sends when its caller names no format).
 
     :raises ApiError: on a missing or non-text input.
     """
@@ -342,10 +350,10 @@ def parse_embeddings(body: Any) -> tuple[list[str], str | None]:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _bad("model", "must be a string")
-    encoding = body.get("encoding_format", "float")
-    if encoding != "float":
-        raise _bad("encoding_format", "only \"float\" is supported")
-    return value, model
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise _bad("encoding_format", "must be \"float\" or \"base64\"")
+    return value, model, encoding
 
 
 def parse_feedback(body: Any) -> tuple[str, str, float, str, dict[str, Any]]:

@@ -3,8 +3,10 @@ errors, streaming, feedback, metrics and logs."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +170,37 @@ def test_models_health_and_embeddings(client: httpx.Client) -> None:
     assert unknown.status_code == 404 and "nope" in unknown.json()["error"]["message"]
 
 
+def test_retrieve_one_model(client: httpx.Client) -> None:
+    """GET /v1/models/{id} (the SDK's ``models.retrieve``) answers a listed model's object,
+    and 404 ``model_not_found`` for any other id."""
+    listed = client.get("/v1/models").json()["data"]
+    for model in listed:
+        one = client.get(f"/v1/models/{model['id']}")
+        assert one.status_code == 200, one.text
+        assert one.json() == model
+    missing = client.get("/v1/models/nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
+    assert missing.json()["error"]["param"] == "model"
+
+
+def test_embeddings_as_base64(client: httpx.Client) -> None:
+    """``encoding_format: "base64"``, what the openai SDK sends when the caller names no
+    format, is answered as OpenAI does: each vector's little-endian float32 bytes."""
+    floats = client.post("/v1/embeddings", json={"input": ["a b", "c"]}).json()
+    packed = client.post("/v1/embeddings", json={"input": ["a b", "c"],
+                                                 "encoding_format": "base64"})
+    assert packed.status_code == 200, packed.text
+    for plain, encoded in zip(floats["data"], packed.json()["data"], strict=True):
+        raw = base64.b64decode(encoded["embedding"])
+        vector = struct.unpack(f"<{len(raw) // 4}f", raw)
+        assert vector == pytest.approx(plain["embedding"], rel=1e-6, abs=1e-7)
+        assert len(vector) == 16
+    refused = client.post("/v1/embeddings", json={"input": "a", "encoding_format": "hex"})
+    assert refused.status_code == 422
+    assert refused.json()["error"]["param"] == "encoding_format"
+
+
 def test_embeddings_for_the_pipelines_own_model(client: httpx.Client) -> None:
     """The pipeline's name, the first model /v1/models lists, embeds with its default
     embedder, as no model does (and as it generates in a chat)."""
@@ -219,6 +252,18 @@ def test_revoked_key_is_refused(served: tuple[Gateway, LoopbackServer]) -> None:
     (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
     (json.dumps(_chat("x", temperature=10**400)).encode(), 422, "temperature"),
     (json.dumps(_chat("x", top_p=-(10**400))).encode(), 422, "top_p"),
+    (json.dumps(_chat("")).encode(), 400, "messages[0].content"),
+    (json.dumps({"messages": [{"role": "user"}]}).encode(), 400, "messages[0].content"),
+    (json.dumps({"messages": [{"role": "system", "content": "be brief"},
+                              {"role": "user", "content": None}]}).encode(), 400,
+     "messages[1].content"),
+    (json.dumps(_chat([])).encode(), 400, "messages[0].content"),
+    # A lone UTF-16 surrogate, escaped or as (surrogatepass) bytes, is no text to answer.
+    (json.dumps(_chat("a \ud800 b")).encode(), 400, "surrogate"),
+    (json.dumps(_chat("a \udfff")).replace("\\udfff", "\\uDFFF").encode(), 400,
+     "surrogate"),
+    (json.dumps(_chat("a \ud800 b"), ensure_ascii=False).encode("utf-8", "surrogatepass"),
+     400, "surrogate"),
 ])
 def test_malformed_requests(client: httpx.Client, body: bytes, status: int, words: str) -> None:
     """A malformed request (an integer too large for a float included) is a 400/422 naming
@@ -227,6 +272,8 @@ def test_malformed_requests(client: httpx.Client, body: bytes, status: int, word
                            headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     assert words in response.json()["error"]["message"]
+    if words.startswith("messages["):  # a user message without text, as OpenAI answers it
+        assert response.json()["error"]["param"] == words
 
 
 def test_body_over_limit_is_413(client: httpx.Client) -> None:
@@ -317,6 +364,11 @@ def test_feedback_round_trip(client: httpx.Client,
     huge = client.post("/v1/feedback", content=json.dumps({"run_id": "r", "kind": "x",
                                                            "value": 10**400}))
     assert huge.status_code == 422 and huge.json()["error"]["param"] == "value"
+    lone = client.post("/v1/feedback", content=b'{"run_id": "\\ud800", "kind": "x"}')
+    assert lone.status_code == 400 and "surrogate" in lone.json()["error"]["message"]
+    paired = client.post("/v1/feedback", content=json.dumps(
+        {"run_id": run_id, "kind": "emoji", "text": "\U0001f600"}).encode())
+    assert paired.status_code == 200, paired.text  # an escaped pair is a real character
 
 
 def test_regenerate_is_recorded(client: httpx.Client,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from _support import LoopbackServer, make_gateway
 from aieng_gateway import KeyStore, hash_key
 from click.testing import CliRunner
@@ -143,3 +144,24 @@ def test_unreadable_key_database_is_503(tmp_path: Path) -> None:
     assert answer.status_code == 503, answer.text
     error = answer.json()["error"]
     assert error["code"] == "keys_unavailable" and str(tmp_path) not in error["message"]
+
+
+@pytest.mark.anyio
+async def test_start_without_a_live_key_warns(tmp_path: Path) -> None:
+    """Auth on over a key database whose keys are all revoked starts (a key created later
+    is picked up) but warns that every request is refused and how to make a key; a live
+    key silences the warning."""
+    gateway = make_gateway(tmp_path)
+    assert gateway.keys is not None
+    _, record = gateway.keys.create("old")
+    gateway.keys.revoke(record.id)
+    with structlog.testing.capture_logs() as logs:
+        async with gateway.running():
+            pass
+    [warning] = [e for e in logs if e["event"] == "gateway.no_live_keys"]
+    assert warning["log_level"] == "warning" and "aieng keys create" in warning["hint"]
+    gateway.keys.create("new")
+    with structlog.testing.capture_logs() as logs:
+        async with gateway.running():
+            pass
+    assert not [e for e in logs if e["event"] == "gateway.no_live_keys"]

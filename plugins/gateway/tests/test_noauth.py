@@ -53,6 +53,21 @@ async def test_blocked_by_model_name(tmp_path: Path) -> None:
             assert [m["id"] for m in models] == ["test", "only-this"]
 
 
+async def test_retrieve_a_model_whose_id_has_a_slash(tmp_path: Path) -> None:
+    """A Hugging Face style id (``org/name``) is retrieved by GET /v1/models/org/name."""
+    from aieng_core.testing import ScriptedBackend
+
+    gateway = make_gateway(tmp_path, settings=GatewaySettings(auth=False),
+                           backend=ScriptedBackend(model="org/small-model"))
+    async with gateway.running():
+        transport = httpx.ASGITransport(app=gateway.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            one = await client.get("/v1/models/org/small-model")
+            assert one.status_code == 200, one.text
+            assert one.json()["id"] == "org/small-model"
+            assert (await client.get("/v1/models/org")).status_code == 404
+
+
 async def test_unknown_route_and_method_are_json(tmp_path: Path) -> None:
     """An unknown path is a JSON 404, a wrong method a JSON 405."""
     gateway = make_gateway(tmp_path, settings=GatewaySettings(auth=False))

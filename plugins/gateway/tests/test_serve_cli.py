@@ -7,15 +7,19 @@ components the file does not name."""
 from __future__ import annotations
 
 import os
+import queue
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 from _support import LoopbackServer
-from aieng_gateway import Gateway
+from aieng_gateway import Gateway, KeyStore
 
 AIENG = Path(sys.executable).parent / "aieng"
 
@@ -75,3 +79,46 @@ def test_aieng_serve_subprocess(served: tuple[Gateway, LoopbackServer], api_key:
                              str(_free_port())], env=env, capture_output=True, timeout=60,
                             check=False)
     assert result.returncode != 0 and b"no-such-component" in result.stderr
+
+
+def test_serve_port_0_prints_the_bound_port_and_warns_without_live_keys(
+        served: tuple[Gateway, LoopbackServer], tmp_path: Path) -> None:
+    """``--port 0`` prints the port the OS bound (one a client can reach), and auth on over
+    a key database with no live key warns at start how to create one, then serves."""
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    _, record = store.create("old")
+    store.revoke(record.id)
+    pipeline = tmp_path / "relay.toml"
+    pipeline.write_text(
+        '[pipeline]\nname = "relay"\n\n[components.llm]\nuse = "openai"\n'
+        f'base_url = "{served[1].url}/v1"\nmodel = "test"\nmax_retries = 0\n')
+    env = dict(os.environ, OMP_NUM_THREADS="1", AIENG_LOG_LEVEL="WARNING")
+    process = subprocess.Popen(
+        [str(AIENG), "serve", str(pipeline), "--port", "0", "--keys", str(store.path),
+         "--no-monitor", "--feedback-db", str(tmp_path / "fb.sqlite3")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    lines: queue.Queue[bytes] = queue.Queue()
+    stderr = process.stderr
+    assert stderr is not None
+    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    seen: list[bytes] = []
+    try:
+        while not any(b" on http://" in line for line in seen):
+            try:
+                seen.append(lines.get(timeout=60))
+            except queue.Empty:
+                pytest.fail(f"aieng serve printed no address: {b''.join(seen)!r}")
+        [started] = [line.decode() for line in seen if b" on http://" in line]
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/v1", started)
+        assert found is not None, started
+        port = int(found.group(1))
+        assert port != 0, started
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        refused = httpx.get(f"http://127.0.0.1:{port}/v1/models",
+                            headers={"Authorization": "Bearer aieng-00000000-" + "x" * 43})
+        assert refused.status_code == 401
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    text = b"".join(seen).decode()
+    assert "no live API key" in text and "aieng keys create" in text, text
