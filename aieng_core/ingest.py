@@ -15,10 +15,21 @@ Reader = Callable[[Path], Iterable[Document]]
 
 
 def _decode(path: Path) -> str:
+    r"""The file's text: UTF-8, a leading byte order mark dropped, line ends made ``\n``."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+
+
+def _lines(text: str) -> list[str]:
+    r"""The lines of decoded text. Only ``\n`` ends one (``_decode`` made ``\r\n`` and ``\r``
+    that): ``str.splitlines`` would also cut at U+2028, U+0085 and the like, which are
+    text inside a JSON string or a markdown paragraph."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def read_markdown(path: Path) -> list[Document]:
@@ -83,16 +94,27 @@ def read_documents(path: Path, *,
 
 def _jsonl(path: Path, text: str) -> list[Document]:
     docs = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            docs.append(Document(id=str(row["_id"]), text=str(row.get("text", "")),
-                                 title=str(row.get("title", ""))))
+            docs.append(Document(id=_scalar(row["_id"], "_id", null=False),
+                                 text=_scalar(row.get("text"), "text"),
+                                 title=_scalar(row.get("title"), "title")))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}:{number}: not a BEIR corpus row ({exc})") from None
     return docs
+
+
+def _scalar(value: object, name: str, *, null: bool = True) -> str:
+    """A corpus field as text: a string or a number; ``null`` (or absent) is empty."""
+    if value is None and null:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        kind = "null" if value is None else type(value).__name__
+        raise TypeError(f"{name} must be a string or a number, got {kind}")
+    return str(value)
 
 
 def _markdown(path: Path, text: str) -> list[Document]:
@@ -109,7 +131,7 @@ def _markdown(path: Path, text: str) -> list[Document]:
             index += 1
 
     fence = ""  # the opening fence of the code block we are in ("```", "~~~~"), or ""
-    for line in text.splitlines():
+    for line in _lines(text):
         if fence:
             if _closes(line, fence):
                 fence = ""

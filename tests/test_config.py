@@ -246,3 +246,14 @@ def test_stage_names_are_the_lifecycle() -> None:
     """The default stage order is the request lifecycle of the design."""
     assert STAGES == ("guard_input", "cache_lookup", "route", "retrieve", "rerank", "context",
                       "generate", "guard_output", "cache_store", "judge")
+
+
+@pytest.mark.parametrize("option", ["k1 = inf", "b = nan", "k1 = nan"])
+def test_memory_bm25_parameters_must_be_finite(kernel: Kernel, tmp_path: Path,
+                                               option: str) -> None:
+    """``k1 = inf`` would make every BM25 score NaN, failing every query at run time: it
+    is refused at load, naming the option."""
+    name = option.split()[0]
+    with pytest.raises(ConfigError, match=rf"components\.docs\.{name}"):
+        load(kernel, tmp_path, f'[pipeline]\nname = "a"\n[components.docs]\nuse = "memory"\n'
+                               f"{option}\n")

@@ -51,3 +51,53 @@ def test_a_backtick_line_with_backticks_after_is_no_fence(tmp_path: Path) -> Non
     assert _sections(tmp_path, "# One\n```a`b\n# Two\nx\n") == [
         ("One", "```a`b"), ("Two", "x"),
     ]
+
+
+def test_a_byte_order_mark_is_not_text(tmp_path: Path) -> None:
+    """A file saved with a UTF-8 byte order mark (Windows editors) reads as without it: the
+    first heading still cuts, and the first corpus row still parses."""
+    from aieng_core.ingest import read_beir_corpus, read_text
+
+    markdown = tmp_path / "bom.md"
+    markdown.write_bytes("\ufeff# Title\nbody\n".encode())
+    assert [(d.title, d.text) for d in read_markdown(markdown)] == [("Title", "body")]
+    text = tmp_path / "bom.txt"
+    text.write_bytes("\ufeffplain".encode())
+    assert read_text(text)[0].text == "plain"
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes('\ufeff{"_id": "1", "text": "a"}\r\n{"_id": "2", "text": "b"}\r\n'.encode())
+    assert [(d.id, d.text) for d in read_beir_corpus(corpus)] == [("1", "a"), ("2", "b")]
+
+
+def test_corpus_rows_end_at_newlines_only(tmp_path: Path) -> None:
+    """JSON allows U+2028, U+2029 and U+0085 unescaped in a string (``json.dumps(...,
+    ensure_ascii=False)`` writes them so): they are text of the row, not line ends."""
+    import json
+
+    from aieng_core.ingest import read_beir_corpus
+
+    texts = ["one\u2028two", "three\u2029four\x85five"]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": str(i), "text": t}, ensure_ascii=False) + "\n"
+                              for i, t in enumerate(texts)), encoding="utf-8")
+    assert [d.text for d in read_beir_corpus(corpus)] == texts
+    markdown = tmp_path / "doc.md"
+    markdown.write_text("# A\nx\u2028# not a heading\n", encoding="utf-8")
+    assert [(d.title, d.text) for d in read_markdown(markdown)] == [("A", "x\u2028# not a heading")]
+
+
+def test_a_null_title_or_text_is_empty_not_none(tmp_path: Path) -> None:
+    """A corpus row with ``"title": null`` has no title, not the title 'None' (which BM25
+    would index as a word); a non-string text is a bad row, named with its line."""
+    import pytest
+
+    from aieng_core.ingest import read_beir_corpus
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": 7, "title": null, "text": null}\n', encoding="utf-8")
+    [doc] = read_beir_corpus(corpus)
+    assert (doc.id, doc.title, doc.text) == ("7", "", "")
+    corpus.write_text('{"_id": "1", "text": "ok"}\n{"_id": "2", "text": {"a": 1}}\n',
+                      encoding="utf-8")
+    with pytest.raises(ValueError, match=r"corpus\.jsonl:2:"):
+        read_beir_corpus(corpus)

@@ -473,6 +473,24 @@ async def test_delete_removes_from_every_index(aieng_kernel: Kernel) -> None:
     assert len(a) == len(b) == 2
 
 
+async def test_one_id_or_one_passage_as_a_string_is_refused(aieng_kernel: Kernel) -> None:
+    """`delete("bus")` is not the ids 'b', 'u', 's' and `run(context="...")` is not one
+    passage per character: a lone string where a sequence of strings is expected is a
+    TypeError, and nothing is deleted."""
+    from aieng_core.builtins import MemoryOptions, MemoryRetriever
+
+    docs = [*DOCS, Document(id="b", text="bus")]
+    retriever = MemoryRetriever(MemoryOptions())
+    pipeline = aieng_kernel.compose({"docs": retriever})
+    await pipeline.index(docs)
+    with pytest.raises(TypeError, match="ids"):
+        await pipeline.delete("bus")
+    assert len(retriever) == len(docs)
+    with pytest.raises(TypeError, match="context"):
+        await pipeline.run("bus", context="The event bus delivers typed events.")
+    assert await pipeline.delete(("bus",)) == 1
+
+
 def test_prompt_fence_cannot_be_closed_by_a_passage_and_history_is_kept() -> None:
     """A passage containing the closing fence cannot end its fence early; earlier turns of
     the conversation are kept and only the last user turn is replaced."""
@@ -490,6 +508,21 @@ def test_prompt_fence_cannot_be_closed_by_a_passage_and_history_is_kept() -> Non
     prompt = built.messages[-1].content
     assert prompt.count("untrusted>>>") == 1 and prompt.index("SYSTEM:") < prompt.index(
         "untrusted>>>")
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3, 7, 60])
+def test_prompt_passages_never_exceed_max_context_chars(budget: int) -> None:
+    """The passages' text stays within ``max_context_chars`` whatever the budget, even one
+    too small for a cut passage's ' …' (the cut must not slice from the end); after the
+    first cut passage the lower-ranked ones are dropped, as ``PromptOptions`` says."""
+    from aieng_core.builtins import PromptBuilder, PromptOptions
+
+    hits = [Hit(document=Document(id=str(i), text="word " * 20), score=1.0) for i in range(3)]
+    built = PromptBuilder(PromptOptions(max_context_chars=budget, min_passage_chars=1)
+                          ).aieng_context_build(Query(text="q"), hits,
+                                                Request(messages=[Message("user", "q")]))
+    passages = built.metadata["context"]
+    assert len(passages) == 1 and len(passages[0]["text"]) <= budget
 
 
 async def test_cancelled_kernel_exit_still_closes_every_component() -> None:

@@ -248,3 +248,36 @@ def test_component_info_builds_with_given_or_default_options() -> None:
     built = info.build(given_options)
     assert isinstance(built, Sized) and built.options is given_options
     assert isinstance(ComponentInfo("bare", Component, None, "", "p", "d").build(), Component)
+
+
+def test_unregister_forgets_the_events_a_plugin_declared_wherever_they_are_defined() -> None:
+    """A plugin's event types go with it when it is unregistered, also when their classes
+    live in another module than the plugin's (a package's ``events`` module) or the plugin
+    is an object; a core event type a plugin re-declares stays, and a later plugin may
+    declare the freed name."""
+    from aieng_hookspecs.types import CacheHit
+
+    def declaring(event_name: str, holder: str) -> Any:
+        @attrs.frozen(kw_only=True)
+        class Fired(Event):
+            name: ClassVar[str] = event_name
+
+        Fired.__module__ = holder
+
+        class Plugin:
+            @hookimpl
+            def aieng_register_events(self, registry: EventRegistry) -> None:
+                registry.add(Fired)
+                registry.add(CacheHit)
+
+        return Plugin()
+
+    kernel = Kernel(env={}, entry_points=[]).load()
+    before = dict(kernel.registry.event_types)
+    assert kernel.registry.register(declaring("drift.fired", "pkg.events"),
+                                    name="pkg").status == "loaded"
+    assert "drift.fired" in kernel.registry.event_types
+    kernel.registry.unregister("pkg")
+    assert kernel.registry.event_types == before
+    again = kernel.registry.register(declaring("drift.fired", "other.events"), name="other")
+    assert again.status == "loaded", again.error

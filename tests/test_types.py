@@ -211,3 +211,66 @@ def test_whitespace_stop_sequences_are_allowed_but_empty_is_not() -> None:
     assert Request(messages=[Message("user", "x")], stop=["\n\n", " "]).stop == ("\n\n", " ")
     with pytest.raises(ValueError):
         Request(messages=[Message("user", "x")], stop=[""])
+
+
+_HIT_DOC = Document(id="d", text="x")
+_INTEGERS: list[tuple[type[Any], str, dict[str, Any]]] = [
+    (Request, "max_tokens", {"messages": _MESSAGES}),
+    (Request, "top_k", {"messages": _MESSAGES}),
+    (Request, "seed", {"messages": _MESSAGES}),
+    (Usage, "prompt_tokens", {}),
+    (Usage, "completion_tokens", {}),
+    (Delta, "index", {"text": ""}),
+    (types.Chunk, "start", {"id": "c", "document_id": "d", "text": "", "end": 5}),
+    (types.Chunk, "end", {"id": "c", "document_id": "d", "text": ""}),
+    (types.Hit, "rank", {"document": _HIT_DOC, "score": 1.0}),
+    (Finding, "end", {"kind": "email"}),
+    (QuantizeResult, "size_before", {"model": "m", "scheme": "int8", "size_after": 1}),
+    (types.AgentState, "step", {"messages": _MESSAGES}),
+    (types.AgentState, "max_steps", {"messages": _MESSAGES}),
+    (types.TokenEvent, "index", {"component": "c", "text": "t"}),
+    (types.BusDropped, "dropped", {"subscriber": "s"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "kwargs"), _INTEGERS, ids=[f"{c.__name__}.{f}" for c, f, _ in _INTEGERS]
+)
+def test_integer_fields_refuse_bools_naming_the_field(
+    cls: type[Any], field: str, kwargs: dict[str, Any]
+) -> None:
+    """A count, an offset, a rank or a seed is an int: ``True`` (an int subclass) is a
+    caller's bug, refused as the float fields refuse it, with the field's name."""
+    assert getattr(cls(**{**kwargs, field: 1}), field) == 1
+    for wrong in (True, False):
+        with pytest.raises(TypeError, match=field):
+            cls(**{**kwargs, field: wrong})
+    with pytest.raises(TypeError, match=field):
+        cls(**{**kwargs, field: 1.0})
+
+
+def test_top_p_must_be_a_number_not_none() -> None:
+    """``Request.top_p`` is a float in (0, 1]: ``None`` is refused (backends compare it)."""
+    with pytest.raises(TypeError, match="top_p"):
+        Request(_MESSAGES, top_p=None)  # type: ignore[arg-type]
+    assert Request(_MESSAGES, top_p=0.5).top_p == 0.5
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (types.Score, {"name": "s", "value": 10**400}),
+        (types.Hit, {"document": _HIT_DOC, "score": -(10**400)}),
+        (Request, {"messages": _MESSAGES, "temperature": 10**400}),
+        (TrainResult, {"artifact": "a", "metrics": {"loss": 10**400}}),
+    ],
+    ids=["score", "hit", "temperature", "metrics"],
+)
+def test_an_int_too_large_for_a_float_is_refused_naming_the_field(
+    cls: type[Any], kwargs: dict[str, Any]
+) -> None:
+    """An int past the float range is no finite number: a ValueError naming the field,
+    not a bare OverflowError from the check."""
+    field = next(k for k in kwargs if k not in ("name", "document", "messages", "artifact"))
+    with pytest.raises(ValueError, match=field):
+        cls(**kwargs)

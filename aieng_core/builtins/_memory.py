@@ -29,7 +29,9 @@ class MemoryOptions:
     """
 
     documents: str = ""
-    k1: float = attrs.field(default=1.2, validator=attrs.validators.ge(0.0))
+    # Finite: k1 = inf would make every score NaN (inf / inf), failing every query.
+    k1: float = attrs.field(default=1.2, validator=[attrs.validators.ge(0.0),
+                                                    attrs.validators.lt(math.inf)])
     b: float = attrs.field(default=0.75, validator=[attrs.validators.ge(0.0),
                                                     attrs.validators.le(1.0)])
 

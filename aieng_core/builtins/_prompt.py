@@ -61,13 +61,18 @@ class PromptBuilder:
         passages: list[dict[str, Any]] = []
         for hit in hits:
             text = hit.document.text
-            if len(text) > budget:
+            cut = len(text) > budget
+            if cut:
                 if budget < min(self.options.min_passage_chars, len(text)):
                     break
-                text = text[: budget - 2].rsplit(" ", 1)[0] + " …"
+                # " …" marks the cut when there is room for it and a character before it.
+                text = (text[: budget - 2].rsplit(" ", 1)[0] + " …" if budget > 2
+                        else text[:budget])
             budget -= len(text)
             passages.append({"n": len(passages) + 1, "id": hit.document.id,
                              "title": hit.document.title, "text": text})
+            if cut:  # the lower-ranked rest are dropped, as documented
+                break
         blocks = "\n".join(
             f"[{p['n']}] {_neutral(p['title'])}\n<<<untrusted\n{_neutral(p['text'])}\n"
             "untrusted>>>" for p in passages)

@@ -258,6 +258,9 @@ class Pipeline:
         :returns: every artifact and the event trace.
         :raises HookError: when a stage under ``on_error = "fail"`` fails.
         """
+        if isinstance(context, (str, bytes)):
+            raise TypeError("context must be a sequence of passages, got a string "
+                            "(give [passage] for one)")
         if not self._ready:
             await self.open()
         request = _as_request(input)
@@ -366,7 +369,11 @@ class Pipeline:
         """Delete documents by id from every index (``aieng_delete``).
 
         :returns: the largest count any index reported deleted.
+        :raises TypeError: for a lone string (one id is ``[id]``, not its characters).
         """
+        if isinstance(ids, (str, bytes)):
+            raise TypeError("ids must be a sequence of document ids, got a string "
+                            "(give [id] for one)")
         if not self._ready:
             await self.open()
         counts = await self.dispatcher.gather("aieng_delete", {"ids": tuple(ids)},

@@ -162,6 +162,8 @@ class Registry:
         self._components: dict[str, ComponentInfo] = {}
         self._readers: dict[str, ReaderInfo] = {}
         self._event_types: dict[str, type[Event]] = _core_events()
+        self._core_event_names = frozenset(self._event_types)
+        self._events_of: dict[str, tuple[str, ...]] = {}  # plugin name -> events it declared
         self._disabled_by: dict[str, str] = {}  # plugin name -> the variable that disabled it
         self._loaded = False
         self._listener: Callable[[str, bool], None] | None = None
@@ -238,6 +240,7 @@ class Registry:
             return self._broken(name, distribution, version, exc)
         self._components.update(components.added)
         self._event_types.update(events.added)
+        self._events_of[name] = tuple(events.added)
         self._readers.update(readers.added)
         hooks = set(hooks_of(plugin))
         for component in components.added.values():
@@ -261,9 +264,12 @@ class Registry:
             self._listener(name, False)
         for component in info.components:
             self._components.pop(component, None)
-        for event_name, event_type in list(self._event_types.items()):
-            if event_type.__module__ == getattr(plugin, "__name__", None):
-                del self._event_types[event_name]
+        # The names it declared, wherever their classes are defined; not a core event type
+        # it re-declared, nor one another loaded plugin declares too.
+        others = {n for p, names in self._events_of.items() if p != name for n in names}
+        for event_name in self._events_of.pop(name, ()):
+            if event_name not in self._core_event_names and event_name not in others:
+                self._event_types.pop(event_name, None)
         for suffix, reader in list(self._readers.items()):
             if reader.plugin == name:
                 del self._readers[suffix]

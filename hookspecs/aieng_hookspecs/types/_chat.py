@@ -11,6 +11,7 @@ from attrs import validators as v
 from ._checks import (
     finite,
     frozen_tuple,
+    integer,
     json_mapping,
     non_empty,
     optional_json_mapping,
@@ -72,14 +73,14 @@ class Request:
     )
     model: str | None = field(default=None, validator=_opt_str)
     temperature: float = field(default=0.0, validator=v.and_(finite(), v.ge(0.0)))
-    top_k: int | None = field(default=None, validator=v.optional([v.instance_of(int), v.ge(1)]))
+    top_k: int | None = field(default=None, validator=v.optional(integer(1)))
     top_p: float = field(default=1.0, validator=unit_interval(closed=False))
-    max_tokens: int = field(default=256, validator=[v.instance_of(int), v.ge(1)])
+    max_tokens: int = field(default=256, validator=integer(1))
     stop: tuple[str, ...] = field(
         # Whitespace is a legitimate stop ("\n\n"); only the empty string is meaningless.
         default=(), converter=frozen_tuple, validator=v.deep_iterable(v.and_(_str, v.min_len(1)))
     )
-    seed: int | None = field(default=None, validator=v.optional(v.instance_of(int)))
+    seed: int | None = field(default=None, validator=v.optional(integer()))
     response_schema: dict[str, Any] | None = field(
         default=None,
         converter=optional_json_mapping,
@@ -104,8 +105,8 @@ class Request:
 class Usage:
     """Token counts of one model call."""
 
-    prompt_tokens: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
-    completion_tokens: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
+    prompt_tokens: int = field(default=0, validator=integer(0))
+    completion_tokens: int = field(default=0, validator=integer(0))
 
     @property
     def total_tokens(self) -> int:
@@ -165,7 +166,7 @@ class Delta:
     """
 
     text: str = field(validator=_str)
-    index: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
+    index: int = field(default=0, validator=integer(0))
     finish_reason: FinishReason | None = field(
         default=None, validator=v.optional(v.in_(FINISH_REASONS))
     )

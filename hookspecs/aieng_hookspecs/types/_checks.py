@@ -12,6 +12,7 @@ __all__ = [
     "finite",
     "finite_values",
     "frozen_tuple",
+    "integer",
     "json_mapping",
     "non_empty",
     "optional_json_mapping",
@@ -25,7 +26,11 @@ def _number(name: str, value: object) -> float:
     # bool is an int subclass, but ``True`` as a score or a duration is a caller's bug.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    try:
+        ok = math.isfinite(value)
+    except OverflowError:  # an int past the float range is no finite float
+        ok = False
+    if not ok:
         raise ValueError(f"{name} must be finite, got {value!r}")
     return value
 
@@ -62,6 +67,23 @@ class _FiniteValues:
         return "<finite-values validator>"
 
 
+class _Integer:
+    """Validator: an int (not a bool) of at least ``minimum`` when one is given."""
+
+    def __init__(self, minimum: int | None) -> None:
+        self.minimum = minimum
+
+    def __call__(self, inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+        # bool is an int subclass, but ``True`` as a count or a rank is a caller's bug.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{attr.name} must be an int, got {type(value).__name__}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"{attr.name} must be at least {self.minimum}, got {value!r}")
+
+    def __repr__(self) -> str:
+        return f"<integer validator minimum={self.minimum}>"
+
+
 class _NonEmpty:
     """Validator: a string or sequence with at least one element (a string not only spaces)."""
 
@@ -81,8 +103,6 @@ class _UnitInterval:
         self.closed = closed
 
     def __call__(self, inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
-        if value is None:
-            return
         _number(attr.name, value)
         ok = (0.0 <= value <= 1.0) if self.closed else (0.0 < value <= 1.0)
         if not ok:
@@ -108,13 +128,19 @@ def finite_values() -> _FiniteValues:
     return _FiniteValues()
 
 
+def integer(minimum: int | None = None) -> _Integer:
+    """Validator factory: an int (bools rejected), ``>= minimum`` when one is given."""
+    return _Integer(minimum)
+
+
 def non_empty() -> _NonEmpty:
     """Validator factory: not empty (strings: not blank)."""
     return _NonEmpty()
 
 
 def unit_interval(*, closed: bool = True) -> _UnitInterval:
-    """Validator factory: a number in [0, 1], or (0, 1] with ``closed=False``; ``None`` passes."""
+    """Validator factory: a number in [0, 1], or (0, 1] with ``closed=False`` (bools rejected;
+    wrap it in ``attrs.validators.optional`` for a field that may be ``None``)."""
     return _UnitInterval(closed=closed)
 
 

@@ -8,7 +8,7 @@ import attrs
 from attrs import field
 from attrs import validators as v
 
-from ._checks import finite, frozen_tuple, json_mapping, non_empty
+from ._checks import finite, frozen_tuple, integer, json_mapping, non_empty
 
 __all__ = ["Finding", "GuardVerdict", "Route", "Sample", "Score"]
 
@@ -76,8 +76,8 @@ class Finding:
     """
 
     kind: str = field(validator=_non_blank)
-    start: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
-    end: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
+    start: int = field(default=0, validator=integer(0))
+    end: int = field(default=0, validator=integer(0))
     detail: str = field(default="", validator=_str)
 
     @end.validator

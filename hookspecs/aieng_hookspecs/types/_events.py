@@ -16,7 +16,7 @@ from attrs import field
 from attrs import validators as v
 
 from ._chat import Message, Usage
-from ._checks import finite, frozen_tuple, json_mapping, seconds
+from ._checks import finite, frozen_tuple, integer, json_mapping, seconds
 from ._eval import Finding, Score
 
 __all__ = [
@@ -137,7 +137,7 @@ class TokenEvent(Event):
     name: ClassVar[str] = "backend.token"
     component: str = field(validator=_str)
     text: str = field(validator=_str)
-    index: int = field(validator=[v.instance_of(int), v.ge(0)])
+    index: int = field(validator=integer(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -201,4 +201,4 @@ class BusDropped(Event):
 
     name: ClassVar[str] = "bus.dropped"
     subscriber: str = field(validator=_str)
-    dropped: int = field(validator=[v.instance_of(int), v.ge(1)])
+    dropped: int = field(validator=integer(1))

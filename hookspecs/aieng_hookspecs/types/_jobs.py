@@ -9,7 +9,7 @@ from attrs import field
 from attrs import validators as v
 
 from ._chat import Message
-from ._checks import finite, finite_values, frozen_tuple, json_mapping, non_empty
+from ._checks import finite, finite_values, frozen_tuple, integer, json_mapping, non_empty
 from ._tools import ToolCall
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
 
 _str = v.instance_of(str)
 _non_blank = v.and_(_str, non_empty())
-_count = [v.instance_of(int), v.ge(0)]
+_count = integer(0)
 
 
 @attrs.frozen
@@ -102,7 +102,7 @@ class AgentState:
         converter=frozen_tuple, validator=v.deep_iterable(v.instance_of(Message))
     )
     step: int = field(default=0, validator=_count)
-    max_steps: int = field(default=10, validator=[v.instance_of(int), v.ge(1)])
+    max_steps: int = field(default=10, validator=integer(1))
     cost: float = field(default=0.0, validator=v.and_(finite(), v.ge(0.0)))
 
 

@@ -8,7 +8,7 @@ import attrs
 from attrs import field
 from attrs import validators as v
 
-from ._checks import finite, json_mapping, non_empty
+from ._checks import finite, integer, json_mapping, non_empty
 
 __all__ = ["Chunk", "Document", "Hit", "Query"]
 
@@ -46,8 +46,8 @@ class Chunk:
     id: str = field(validator=_non_blank)
     document_id: str = field(validator=_non_blank)
     text: str = field(validator=_str)
-    start: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
-    end: int = field(default=0, validator=[v.instance_of(int), v.ge(0)])
+    start: int = field(default=0, validator=integer(0))
+    end: int = field(default=0, validator=integer(0))
     metadata: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)
 
     @end.validator
@@ -82,5 +82,5 @@ class Hit:
 
     document: Document = field(validator=v.instance_of(Document))
     score: float = field(validator=finite())
-    rank: int = field(default=1, validator=[v.instance_of(int), v.ge(1)])
+    rank: int = field(default=1, validator=integer(1))
     source: str = field(default="", validator=_str)
