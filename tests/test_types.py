@@ -23,6 +23,7 @@ from aieng_hookspecs.types import (
     Message,
     ModelCall,
     QuantizeResult,
+    Query,
     Request,
     RunFinished,
     StageFinished,
@@ -274,3 +275,32 @@ def test_an_int_too_large_for_a_float_is_refused_naming_the_field(
     field = next(k for k in kwargs if k not in ("name", "document", "messages", "artifact"))
     with pytest.raises(ValueError, match=field):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize(("metadata", "filters", "expected"), [
+    ({"draft": 1}, {"draft": True}, False),  # JSON keeps booleans apart from numbers
+    ({"draft": True}, {"draft": 1}, False),
+    ({"draft": True}, {"draft": True}, True),
+    ({"n": 1}, {"n": 1.0}, True),  # one number
+    ({"tags": ["a", "b"]}, {"tags": ["a", "b"]}, True),
+    ({"tags": [1]}, {"tags": [True]}, False),
+    ({"meta": {"x": 0}}, {"meta": {"x": False}}, False),
+    ({}, {"lang": None}, True),  # a missing key reads as null
+    ({"lang": None}, {"lang": None}, True),
+    ({"lang": "en"}, {"lang": None}, False),
+    ({"lang": 0}, {"lang": None}, False),
+    ({"lang": "en"}, {}, True),
+])
+def test_query_filters_use_json_equality(metadata: dict[str, Any], filters: dict[str, Any],
+                                         expected: bool) -> None:
+    """``Query.matches`` is the contract's filter rule; the kernel's ``memory`` retriever
+    follows it (it used Python's ``==``: ``{"draft": True}`` found ``"draft": 1``)."""
+    from aieng_core.builtins import MemoryOptions, MemoryRetriever
+
+    query = Query("alpha", filters=filters)
+    assert query.matches(metadata) is expected
+    retriever = MemoryRetriever(MemoryOptions())
+    retriever.aieng_index([Document("a", "alpha", metadata=metadata)])
+    assert [h.document.id for h in retriever.aieng_retrieve(query, 5)] == (
+        ["a"] if expected else [])
+    assert retriever.aieng_retrieve(Query("alpha"), 0) == []  # k = 0 asks for nothing

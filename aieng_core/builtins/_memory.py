@@ -87,7 +87,7 @@ class MemoryRetriever:
     def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
         terms = tokenize(query.text)
         n = len(self._docs)
-        if not terms or not n:
+        if not terms or not n or k <= 0:
             return []
         avg = self._total_len / n or 1.0
         k1, b = self.options.k1, self.options.b
@@ -107,7 +107,7 @@ class MemoryRetriever:
         hits: list[Hit] = []
         for doc_id, score in ranked:
             doc = self._docs[doc_id]
-            if filters and any(doc.metadata.get(key) != value for key, value in filters.items()):
+            if filters and not query.matches(doc.metadata):
                 continue
             hits.append(Hit(document=doc, score=score, rank=len(hits) + 1, source="memory"))
             if len(hits) == k:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -10,7 +11,7 @@ from attrs import validators as v
 
 from ._checks import finite, integer, json_mapping, non_empty
 
-__all__ = ["Chunk", "Document", "Hit", "Query"]
+__all__ = ["Chunk", "Document", "Hit", "Query", "json_equal"]
 
 _str = v.instance_of(str)
 _non_blank = v.and_(_str, non_empty())
@@ -62,12 +63,41 @@ class Query:
 
     :param text: what the user asked; any string, empty included (retrievers return ``[]``).
     :param id: optional identifier (a benchmark query id).
-    :param filters: metadata equality filters a retriever applies when it supports them.
+    :param filters: metadata equality filters a retriever applies when it supports them:
+        a document matches when, for every key, its metadata value equals the filter's
+        value as JSON sees it (``1 == 1.0``, ``true != 1``, lists compare element by
+        element); a key the metadata lacks reads as ``null``. :meth:`matches` is that rule.
     """
 
     text: str = field(validator=_str)
     id: str = field(default="", validator=_str)
     filters: dict[str, Any] = field(factory=dict, converter=json_mapping, hash=False)
+
+    def matches(self, metadata: Mapping[str, Any]) -> bool:
+        """Whether a document's ``metadata`` satisfies every filter of this query (always,
+        without filters)."""
+        return all(json_equal(metadata.get(key), value) for key, value in self.filters.items())
+
+
+def json_equal(left: Any, right: Any) -> bool:
+    """Whether two JSON values are equal as JSON sees them: Python's ``==`` says
+    ``True == 1``, JSON keeps booleans apart from numbers, while ``1`` and ``1.0`` are the
+    same number; a list and a tuple with equal items are equal."""
+    if isinstance(left, bool) or isinstance(right, bool):
+        return left is right
+    if isinstance(left, (int, float)) and isinstance(right, (int, float)):
+        return left == right
+    if isinstance(left, str) or isinstance(right, str):
+        return isinstance(left, str) and isinstance(right, str) and left == right
+    if isinstance(left, Mapping) and isinstance(right, Mapping):
+        return left.keys() == right.keys() and all(
+            json_equal(value, right[key]) for key, value in left.items())
+    if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
+        return len(left) == len(right) and all(
+            json_equal(a, b) for a, b in zip(left, right, strict=True))
+    if left is None or right is None:
+        return left is right
+    return bool(left == right)
 
 
 @attrs.frozen
