@@ -107,6 +107,9 @@ class VectorStore:
         self._generation = 0
         self._snapshot_bytes = 0
         self._model = options.model
+        # Set by close: a write reaching the store after it (one that was still embedding
+        # when its pipeline closed) would change memory only, lost at the next open.
+        self._closed = False
 
     def __len__(self) -> int:
         return self._count
@@ -140,6 +143,7 @@ class VectorStore:
             keep = sorted(latest.values())
             documents, vectors = [documents[i] for i in keep], vectors[keep]
         with self.lock:
+            self._check_open()
             self._check_dim(vectors.shape[1])
             if self._folder is not None:
                 if self._generation == 0 and not (self._folder.root / "index.json").exists():
@@ -155,6 +159,7 @@ class VectorStore:
         :returns: the number of documents deleted.
         """
         with self.lock:
+            self._check_open()
             present = list(dict.fromkeys(i for i in ids if i in self._rows))
             if not present:
                 return 0
@@ -163,6 +168,11 @@ class VectorStore:
             self._apply_delete(present)
             self._after_write(catch_up=max(_CATCH_UP, 4 * len(present)))
             return len(present)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this vectors index is closed: the write was not made "
+                               "(its pipeline closed while it was in flight)")
 
     def _check_dim(self, dim: int) -> None:
         if self.dim == 0:
@@ -409,6 +419,7 @@ class VectorStore:
         with self.lock:
             folder = Folder(root)
             folder.lock()
+            self._closed = False
             try:
                 self._load(folder)
             except BaseException:
@@ -482,8 +493,9 @@ class VectorStore:
         self._snapshot_bytes = int(self._count * self.dim * 4)
 
     def close(self) -> None:
-        """Flush and release the folder."""
+        """Flush and release the folder; later writes are refused."""
         with self.lock:
+            self._closed = True
             try:
                 self.flush()
             finally:

@@ -328,3 +328,44 @@ async def test_a_lone_surrogate_is_stored_and_read_back(hashing_embedder: Any,
         reopened = index_with(hashing_embedder, path=str(path))
         assert await reopened.get(doc.id) == doc and len(reopened) == 2
         await reopened.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_write_finishing_after_close_fails_loudly(hashing_embedder: Any,
+                                                          tmp_path: Path) -> None:
+    """A write still embedding when the index closes (``Pipeline.aclose`` while an
+    ``index`` is in flight) is refused with an error, never reported written while it only
+    reached memory: a reopened index holds what the caller was told."""
+    import anyio
+
+    path = str(tmp_path / "idx")
+    seed = index_with(hashing_embedder, path=path)
+    await seed.aieng_index(DOCS[:2])
+    await seed.aclose()
+    entered, release = anyio.Event(), anyio.Event()
+
+    async def slow_embed(texts: Any, model: str | None) -> Any:
+        entered.set()
+        await release.wait()
+        return hashing_embedder.aieng_embed(texts, model)
+
+    index = VectorIndex(VectorsOptions(path=path), embedder=slow_embed)
+    assert await index.get("rrf") is not None  # opens the folder
+    outcome: list[object] = []
+
+    async def write() -> None:
+        try:
+            outcome.append(await index.aieng_index([DOCS[4]]))
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(write)
+        await entered.wait()
+        await index.aclose()
+        release.set()
+    assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError), outcome
+    assert "closed" in str(outcome[0])
+    reopened = index_with(hashing_embedder, path=path)
+    assert await reopened.get("quant") is None and len(reopened) == 2
+    await reopened.aclose()
