@@ -40,6 +40,7 @@ from ._protocol import (
     ChatCall,
     chat_chunk,
     chat_response,
+    logprob_content,
     parse_chat,
     parse_embeddings,
     parse_feedback,
@@ -345,7 +346,16 @@ class Gateway:
         call.prompt_tokens, call.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         self._reconcile(call, reserved, usage)
         finish = "content_filter" if result.status == "blocked" else None
-        return JSONResponse(chat_response(run_id, chat.model, completion, finish),
+        logprobs = None
+        if chat.logprobs and completion is not None and finish is None:
+            if completion.logprobs is None:
+                raise _no_logprobs()
+            raw = result.raw_completion
+            if raw is None or raw.text == completion.text:
+                # An output guard that rewrote the text hid something: its tokens would
+                # show it, so they are left out (null) then.
+                logprobs = logprob_content((t.token, t.logprob) for t in completion.logprobs)
+        return JSONResponse(chat_response(run_id, chat.model, completion, finish, logprobs),
                             headers={RUN_HEADER: run_id})
 
     async def _embeddings(self, http: HTTPRequest, call: _Call) -> Response:
@@ -472,10 +482,20 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _no_logprobs() -> ApiError:
+    return ApiError(422, "logprobs: the backend that answered does not report "
+                         "log-probabilities (ask without logprobs, or use a backend that "
+                         "reports them, like SmolLM2)", param="logprobs",
+                    code="unsupported_value")
+
+
 class _Stream(Response):
     """A chat completion as server-sent events in OpenAI's chunk format, ending with
-    ``data: [DONE]``. A client that goes away cancels the run and is recorded as
-    ``early_stop`` feedback."""
+    ``data: [DONE]``. The headers wait for the run's first delta (or its end), so an error
+    before it (no backend for the model, a backend failing at once) is answered as a JSON
+    request's is, with its status; after it, the error is a ``data: {"error": ...}`` event.
+    A client that goes away, before the first delta too, cancels the run and is recorded
+    as ``early_stop`` feedback."""
 
     def __init__(self, gateway: Gateway, chat: ChatCall, call: _Call, reserved: int) -> None:
         # Not Response.__init__: an empty body would get "content-length: 0".
@@ -492,26 +512,42 @@ class _Stream(Response):
         run_id = call.run_id or ""
         created = int(time.time())
         chunks = 0
-        gone = False
+        started = gone = False
         completion: Completion | None = None
+        raw: Completion | None = None
         error: ApiError | None = None
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
 
         async def body(data: bytes) -> None:
-            nonlocal gone
+            nonlocal gone, started
             if gone:
                 return
             try:
+                if not started:  # the headers go out with the first event
+                    started = True
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": self.raw_headers})
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             except OSError:  # the client is gone: stop generating for it
                 gone = True
                 group.cancel_scope.cancel()
 
         async def on_delta(delta: Delta) -> None:
-            nonlocal chunks
+            nonlocal chunks, error
+            if error is not None or gone:  # cancelled: the run ends at its next checkpoint
+                return
+            logprobs = None
+            if chat.logprobs and delta.text:
+                if delta.logprob is None:
+                    if chunks == 0 and delta.finish_reason is not None:
+                        return  # a whole answer (a backend that does not stream): its
+                        # log-probabilities come with the completion, sent at the end
+                    error = _no_logprobs()
+                    group.cancel_scope.cancel()
+                    return
+                logprobs = logprob_content([(delta.text, delta.logprob)])
             if delta.text or chunks == 0:
                 await body(chat_chunk(run_id, chat.model, created, text=delta.text,
-                                      role=chunks == 0))
+                                      role=chunks == 0, logprobs=logprobs))
                 chunks += 1
 
         async def watch() -> None:
@@ -524,11 +560,11 @@ class _Stream(Response):
                     return
 
         async def generate() -> None:
-            nonlocal completion, error
+            nonlocal completion, raw, error
             try:
                 result = await self.gateway.pipeline.run(chat.request, run_id=run_id,
                                                          on_delta=on_delta)
-                completion = result.completion
+                completion, raw = result.completion, result.raw_completion
                 if result.status == "blocked":
                     # The deltas are out already; the tokens spent are still counted (the
                     # usage chunk, the key's bucket), as in a JSON answer.
@@ -537,6 +573,10 @@ class _Stream(Response):
                                             else Usage())
             except HookError as exc:
                 error = self.gateway._upstream(exc, chat.model)
+            except Exception as exc:  # a bug of ours: say so, log it, keep serving
+                log.exception("gateway.internal_error", path="/v1/chat/completions",
+                              error_type=type(exc).__name__)
+                error = ApiError(500, "internal gateway error (logged)", kind="server_error")
             group.cancel_scope.cancel()  # stop watching for a disconnect
 
         async with anyio.create_task_group() as group:
@@ -552,11 +592,30 @@ class _Stream(Response):
                                          key_id=call.key.id if call.key else None)
             self.finish(499)  # nginx's "client closed request"
             return
+        # No delta came (a cache hit, a blocked input) or it was held: the answer goes in
+        # one chunk, with its log-probabilities when they were asked for.
+        whole = completion if error is None and chunks == 0 else None
+        logprobs = None
+        if whole is not None and chat.logprobs and whole.text:
+            if whole.logprobs is None:
+                error = _no_logprobs()
+            elif raw is None or raw.text == whole.text:  # as in a JSON answer
+                logprobs = logprob_content((t.token, t.logprob) for t in whole.logprobs)
+        if error is not None and not started:  # nothing sent yet: a plain JSON error
+            self.finish(error.status)
+            response = JSONResponse(error.body(), error.status,
+                                    headers={**error.headers, RUN_HEADER: run_id})
+            try:
+                await response(scope, receive, send)
+            except OSError:
+                pass
+            return
         if error is not None:
             await body(b"data: " + json.dumps(error.body()).encode("utf-8") + b"\n\n")
         elif completion is not None:
-            if chunks == 0:
-                await body(chat_chunk(run_id, chat.model, created, text="", role=True))
+            if whole is not None:
+                await body(chat_chunk(run_id, chat.model, created, text=whole.text, role=True,
+                                      logprobs=logprobs))
             if completion.tool_calls:
                 await body(chat_chunk(run_id, chat.model, created, calls=completion.tool_calls))
             await body(chat_chunk(run_id, chat.model, created,

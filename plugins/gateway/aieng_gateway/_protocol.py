@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from aieng_hookspecs.types import Completion, Message, Request, ToolCall, ToolSpec, Usage
 
-__all__ = ["ApiError", "ChatCall", "chat_chunk", "chat_response", "parse_chat",
-           "parse_embeddings", "parse_feedback", "prompt_chars"]
+__all__ = ["ApiError", "ChatCall", "chat_chunk", "chat_response", "logprob_content",
+           "parse_chat", "parse_embeddings", "parse_feedback", "prompt_chars"]
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
+#: ``seed``'s range: a signed 64-bit integer, as OpenAI and the backends' samplers take it.
+SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
 class ApiError(Exception):
@@ -60,12 +63,15 @@ def _number(body: dict[str, Any], name: str, low: float, high: float, *,
     return float(value)
 
 
-def _integer(body: dict[str, Any], name: str, low: int | None = None) -> int | None:
+def _integer(body: dict[str, Any], name: str, low: int | None = None,
+             high: int | None = None) -> int | None:
     value = body.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(name, f"must be an integer, got {json.dumps(value)[:40]}")
+    if low is not None and high is not None and not low <= value <= high:
+        raise _bad(name, f"must be in [{low}, {high}], got {str(value)[:40]}")
     if low is not None and value < low:
         raise _bad(name, f"must be at least {low}, got {value}")
     return value
@@ -236,15 +242,18 @@ class ChatCall:
     :param model: the model name the client asked for (echoed back).
     :param stream: whether to answer with server-sent events.
     :param include_usage: send the usage chunk at the end of a stream.
+    :param logprobs: answer with the tokens' log-probabilities.
     """
 
-    __slots__ = ("include_usage", "model", "request", "stream")
+    __slots__ = ("include_usage", "logprobs", "model", "request", "stream")
 
-    def __init__(self, request: Request, model: str, stream: bool, include_usage: bool) -> None:
+    def __init__(self, request: Request, model: str, stream: bool, include_usage: bool,
+                 logprobs: bool = False) -> None:
         self.request = request
         self.model = model
         self.stream = stream
         self.include_usage = include_usage
+        self.logprobs = logprobs
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -267,11 +276,14 @@ def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise _bad("model", "must be a non-empty string")
     temperature = _number(body, "temperature", 0.0, 2.0)
-    top_p = _number(body, "top_p", 0.0, 1.0, low_open=True)
+    top_p = _number(body, "top_p", 0.0, 1.0)
+    if top_p == 0.0:  # no probability mass but the likeliest token's: greedy decoding
+        temperature, top_p = 0.0, None
     max_tokens = _integer(body, "max_tokens", 1)
     if max_tokens is None:
         max_tokens = _integer(body, "max_completion_tokens", 1)
-    seed = _integer(body, "seed")
+    seed = _integer(body, "seed", *SEED_RANGE)
+    logprobs = _logprobs(body)
     n = _integer(body, "n", 1)
     if n not in (None, 1):
         raise _bad("n", "only n = 1 is supported")
@@ -281,12 +293,12 @@ def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
     if not isinstance(stream, bool):
         raise _bad("stream", "must be true or false")
     options = body.get("stream_options")
-    include_usage = True
+    include_usage = False  # as OpenAI: the usage chunk (choices: []) only when asked
     if options is not None:
-        if not isinstance(options, dict) or not isinstance(options.get("include_usage", True),
+        if not isinstance(options, dict) or not isinstance(options.get("include_usage", False),
                                                            bool):
             raise _bad("stream_options", "must be an object like {\"include_usage\": true}")
-        include_usage = options.get("include_usage", True)
+        include_usage = options.get("include_usage", False)
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise _bad("metadata", "must be an object")
@@ -322,13 +334,34 @@ def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
         if not isinstance(parallel, bool):
             raise _bad("parallel_tool_calls", "must be true or false")
         extra["parallel_tool_calls"] = parallel
+    if logprobs:
+        extra["logprobs"] = True  # the contract's convention (the local backends read it)
     if extra:
         fields["metadata"] = extra
     try:
         request = Request(**fields)
     except (TypeError, ValueError) as exc:  # a contract check the above did not foresee
         raise ApiError(422, f"invalid request: {exc}", code="invalid_value") from None
-    return ChatCall(request, model or pipeline, stream, include_usage)
+    return ChatCall(request, model or pipeline, stream, include_usage, logprobs)
+
+
+def _logprobs(body: dict[str, Any]) -> bool:
+    """``logprobs`` (true / false) and ``top_logprobs``: only 0 alternatives can be given
+    (the contract carries the chosen token's log-probability, not the runners-up)."""
+    wanted = body.get("logprobs")
+    if wanted is None:
+        wanted = False
+    if not isinstance(wanted, bool):
+        raise _bad("logprobs", "must be true or false")
+    top = _integer(body, "top_logprobs", 0, 20)
+    if top is not None and not wanted:
+        raise _bad("top_logprobs", "needs \"logprobs\": true")
+    if top:
+        raise ApiError(422, f"top_logprobs: {top} alternatives per token are not supported: "
+                            "the backends report only the chosen token's log-probability "
+                            "(send top_logprobs 0 or none)", param="top_logprobs",
+                       code="unsupported_value")
+    return wanted
 
 
 def parse_embeddings(body: Any) -> tuple[list[str], str | None, str]:
@@ -398,9 +431,19 @@ def wire_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
             for call in calls]
 
 
+def logprob_content(tokens: Iterable[tuple[str, float]]) -> dict[str, Any]:
+    """OpenAI's ``choices[].logprobs`` of ``(token, logprob)`` pairs (no alternatives)."""
+    return {"content": [{"token": token, "logprob": logprob,
+                         "bytes": list(token.encode("utf-8", "surrogatepass")),
+                         "top_logprobs": []} for token, logprob in tokens],
+            "refusal": None}
+
+
 def chat_response(run_id: str, model: str, completion: Completion | None,
-                  finish: str | None = None) -> dict[str, Any]:
-    """A ``chat.completion`` object (``completion`` None: a blocked run, empty answer)."""
+                  finish: str | None = None, logprobs: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """A ``chat.completion`` object (``completion`` None: a blocked run, empty answer;
+    ``logprobs``: the choice's, from :func:`logprob_content`)."""
     text = completion.text if completion is not None else ""
     usage = completion.usage if completion is not None else Usage()
     message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -413,16 +456,18 @@ def chat_response(run_id: str, model: str, completion: Completion | None,
         "choices": [{"index": 0, "message": message,
                      "finish_reason": finish or (completion.finish_reason
                                                  if completion is not None else "stop"),
-                     "logprobs": None}],
+                     "logprobs": logprobs}],
         "usage": _usage(usage),
     }
 
 
 def chat_chunk(run_id: str, model: str, created: int, *, text: str | None = None,
                role: bool = False, finish: str | None = None,
-               usage: Usage | None = None, calls: tuple[ToolCall, ...] = ()) -> bytes:
+               usage: Usage | None = None, calls: tuple[ToolCall, ...] = (),
+               logprobs: dict[str, Any] | None = None) -> bytes:
     """One ``data: {chat.completion.chunk}`` event (``usage`` set: the usage-only chunk;
-    ``calls``: whole tool calls, one entry per ``index``)."""
+    ``calls``: whole tool calls, one entry per ``index``; ``logprobs``: the text's, from
+    :func:`logprob_content`)."""
     chunk: dict[str, Any] = {"id": run_id, "object": "chat.completion.chunk",
                              "created": created, "model": model}
     if usage is not None:
@@ -438,5 +483,5 @@ def chat_chunk(run_id: str, model: str, created: int, *, text: str | None = None
             delta["tool_calls"] = [{"index": i, **call}
                                    for i, call in enumerate(wire_calls(calls))]
         chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish,
-                             "logprobs": None}]
+                             "logprobs": logprobs}]
     return b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8") + b"\n\n"

@@ -1,24 +1,25 @@
 """Test support: a gateway over test doubles, served by uvicorn on a free loopback port.
 
-The backend is the kit's ``ScriptedBackend`` (a test double) extended with two scripted
+The backend is the kit's ``ScriptedBackend`` (a test double) extended with scripted
 failures keyed on the prompt: ``FAIL`` raises (an upstream error), ``SLOW`` outlasts the
-stage timeout.
+stage timeout, ``BREAK`` fails after the first delta; and with log-probabilities.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import attrs
 import uvicorn
 from aieng_gateway import Gateway, GatewaySettings, KeyStore
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, Delta, Request, ToolCall
+from aieng_hookspecs.types import Completion, Delta, Request, TokenLogprob, ToolCall
 from aieng_monitoring import FeedbackOptions, FeedbackStore, Monitor, MonitorOptions
 
 from aieng_core.testing import HashEmbedder, ScriptedBackend, isolated_kernel
@@ -26,21 +27,36 @@ from aieng_core.testing import HashEmbedder, ScriptedBackend, isolated_kernel
 __all__ = ["FlakyBackend", "LoopbackServer", "make_gateway"]
 
 
+def logprob_of(index: int) -> float:
+    """The log-probability FlakyBackend reports for its ``index``-th word."""
+    return -(index + 1) / 8
+
+
 class FlakyBackend(ScriptedBackend):
     """``ScriptedBackend`` (echoing ``You said: <prompt>``) that fails on ``FAIL`` and
-    hangs on ``SLOW``; ``STREAMLONG`` streams 400 words slowly (to disconnect mid-way).
+    hangs on ``SLOW`` (setting :attr:`slow` first); ``BREAK`` fails after the first delta;
+    ``STREAMLONG`` streams 400 words slowly (to disconnect mid-way).
     A request with tools is answered ``Calling.`` and one call of the first tool whose
     arguments report what reached the backend (the prompt, ``tool_choice``,
-    ``parallel_tool_calls``, the roles of the conversation and its earlier calls)."""
+    ``parallel_tool_calls``, the roles of the conversation and its earlier calls).
+    With ``metadata["logprobs"]`` (and no ``NOLOGPROBS`` in the prompt) each word (a
+    token here) has the log-probability :func:`logprob_of` its index, in the completion
+    and on its delta."""
 
-    def __init__(self) -> None:
-        super().__init__(lambda r: f"You said: {r.prompt}")
+    def __init__(self, reply: Callable[[Request], str] | None = None) -> None:
+        super().__init__(reply or (lambda r: f"You said: {r.prompt}"))
+        self.slow = threading.Event()
 
     async def _trouble(self, request: Request) -> None:
         if "FAIL" in request.prompt:
             raise ConnectionError("upstream refused the connection")
         if "SLOW" in request.prompt:
+            self.slow.set()
             await anyio.sleep(30)
+
+    @staticmethod
+    def _logprobs(request: Request) -> bool:
+        return bool(request.metadata.get("logprobs")) and "NOLOGPROBS" not in request.prompt
 
     @staticmethod
     def _call(request: Request) -> ToolCall:
@@ -57,7 +73,13 @@ class FlakyBackend(ScriptedBackend):
         if request.tools:
             return Completion(text="Calling.", finish_reason="tool_calls",
                               tool_calls=[self._call(request)])
-        return await super().aieng_generate(request)
+        completion = await super().aieng_generate(request)
+        if completion is None or not self._logprobs(request):
+            return completion
+        words = completion.text.split(" ")
+        return attrs.evolve(completion, logprobs=[
+            TokenLogprob(token=w if i == 0 else f" {w}", logprob=logprob_of(i))
+            for i, w in enumerate(words)])
 
     @hookimpl
     def aieng_stream(self, request: Request) -> AsyncIterator[Delta] | None:
@@ -77,6 +99,10 @@ class FlakyBackend(ScriptedBackend):
             yield Delta(text="", index=400, finish_reason="stop")
             return
         async for delta in self._stream(request):
+            if "BREAK" in request.prompt and delta.index == 1:
+                raise ConnectionError("upstream dropped the connection")
+            if delta.text and self._logprobs(request):
+                delta = attrs.evolve(delta, logprob=logprob_of(delta.index))
             yield delta
 
 

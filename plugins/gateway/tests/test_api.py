@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import sqlite3
 import struct
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-from _support import LoopbackServer
+from _support import LoopbackServer, logprob_of, make_gateway
 from aieng_gateway import Gateway
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -36,7 +37,7 @@ def _chat(text: str, **extra: Any) -> dict[str, Any]:
 def _feedback_rows(gateway: Gateway, run_id: str) -> list[tuple[str, str]]:
     path = Path(gateway.pipeline.components["feedback"].path)  # type: ignore[attr-defined]
     with sqlite3.connect(path) as db:
-        return db.execute("SELECT kind, metadata FROM feedback WHERE run_id = ?",
+        return db.execute("SELECT kind, metadata FROM feedback WHERE run_id LIKE ?",
                           (run_id,)).fetchall()
 
 
@@ -133,9 +134,11 @@ def test_bad_tool_fields_are_422(client: httpx.Client, extra: dict[str, Any],
 
 
 def test_streaming_sse_format(client: httpx.Client) -> None:
-    """A stream is chat.completion.chunk events, a finish chunk, a usage chunk, [DONE]."""
+    """A stream is chat.completion.chunk events, a finish chunk, the usage chunk it asked
+    for, [DONE]."""
     with client.stream("POST", "/v1/chat/completions",
-                       json=_chat("one two", stream=True)) as response:
+                       json=_chat("one two", stream=True,
+                                  stream_options={"include_usage": True})) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         run_id = response.headers["x-aieng-run-id"]
@@ -150,12 +153,18 @@ def test_streaming_sse_format(client: httpx.Client) -> None:
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
 
 
-def test_stream_without_usage_chunk(client: httpx.Client) -> None:
-    """stream_options.include_usage = false leaves the usage chunk out."""
-    response = client.post("/v1/chat/completions", json=_chat(
-        "x", stream=True, stream_options={"include_usage": False}))
+@pytest.mark.parametrize("options", [None, {}, {"include_usage": False}])
+def test_stream_without_usage_chunk(client: httpx.Client,
+                                    options: dict[str, Any] | None) -> None:
+    """Without stream_options.include_usage = true there is no usage chunk, as OpenAI
+    streams: every chunk has a choice, so its quickstart loop
+    (``chunk.choices[0].delta.content``) reads the whole stream."""
+    extra = {} if options is None else {"stream_options": options}
+    response = client.post("/v1/chat/completions", json=_chat("x y", stream=True, **extra))
     events = _sse(response.text)
     assert all("usage" not in e for e in events[:-1]) and events[-1] == "[DONE]"
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+    assert text == "You said: x y"
 
 
 def test_models_health_and_embeddings(client: httpx.Client) -> None:
@@ -252,6 +261,9 @@ def test_revoked_key_is_refused(served: tuple[Gateway, LoopbackServer]) -> None:
     (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
     (json.dumps(_chat("x", temperature=10**400)).encode(), 422, "temperature"),
     (json.dumps(_chat("x", top_p=-(10**400))).encode(), 422, "top_p"),
+    (json.dumps(_chat("x", top_p=-0.1)).encode(), 422, "top_p"),
+    (json.dumps(_chat("x", seed=10**30)).encode(), 422, "seed"),
+    (json.dumps(_chat("x", seed=-(2**63) - 1)).encode(), 422, "seed"),
     (json.dumps(_chat("")).encode(), 400, "messages[0].content"),
     (json.dumps({"messages": [{"role": "user"}]}).encode(), 400, "messages[0].content"),
     (json.dumps({"messages": [{"role": "system", "content": "be brief"},
@@ -291,15 +303,117 @@ def test_body_over_limit_is_413(client: httpx.Client) -> None:
 
 
 def test_upstream_errors_are_502_and_504(client: httpx.Client) -> None:
-    """A failing backend is a 502 with the pipeline's error; a hanging one a 504."""
+    """A failing backend is a 502 with the pipeline's error; a hanging one a 504. A stream
+    that fails before its first token gets the same status and JSON body (the headers wait
+    for the first token), as OpenAI answers."""
     failed = client.post("/v1/chat/completions", json=_chat("FAIL now"))
     assert failed.status_code == 502
     assert "upstream refused the connection" in failed.json()["error"]["message"]
     slow = client.post("/v1/chat/completions", json=_chat("SLOW please"))
     assert slow.status_code == 504
-    streamed = client.post("/v1/chat/completions", json=_chat("FAIL", stream=True))
+    for prompt, status, code in (("FAIL", 502, "upstream_error"),
+                                 ("SLOW", 504, "upstream_timeout")):
+        streamed = client.post("/v1/chat/completions", json=_chat(prompt, stream=True))
+        assert streamed.status_code == status, streamed.text
+        assert streamed.headers["content-type"] == "application/json"
+        assert streamed.json()["error"]["code"] == code
+        assert streamed.headers["x-aieng-run-id"].startswith("chatcmpl-")
+    assert "upstream refused" in client.post(
+        "/v1/chat/completions", json=_chat("FAIL", stream=True)).json()["error"]["message"]
+
+
+def test_stream_error_after_the_first_token_stays_in_the_stream(client: httpx.Client) -> None:
+    """Once a token is out the status is sent: a later failure is a data: {"error"} event
+    before [DONE]."""
+    streamed = client.post("/v1/chat/completions", json=_chat("BREAK here", stream=True))
+    assert streamed.status_code == 200
     events = _sse(streamed.text)
-    assert "upstream refused" in events[0]["error"]["message"] and events[-1] == "[DONE]"
+    assert events[0]["choices"][0]["delta"]["content"] == "You"
+    assert "upstream dropped" in events[-2]["error"]["message"] and events[-1] == "[DONE]"
+
+
+def test_disconnect_before_the_first_token_cancels_the_run(tmp_path: Path) -> None:
+    """A streaming client that goes away while the headers still wait for the first token
+    cancels the run (recorded as early_stop, nothing sent) rather than waiting it out."""
+    gateway = make_gateway(tmp_path, timeout=60)
+    assert gateway.keys is not None
+    key, _ = gateway.keys.create("early")
+    with LoopbackServer(gateway.app) as server:
+        backend = gateway.pipeline.components["llm"]
+        body = json.dumps(_chat("SLOW to start", stream=True)).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+                         b"authorization: Bearer " + key.encode() + b"\r\n"
+                         b"content-type: application/json\r\n"
+                         b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            assert backend.slow.wait(10)  # the run waits for its first token
+        rows = _wait_rows(gateway, "%")
+    assert rows and rows[0][0] == "early_stop"
+    assert json.loads(rows[0][1])["chunks_sent"] == 0
+
+
+def test_top_p_zero_is_greedy(client: httpx.Client,
+                              served: tuple[Gateway, LoopbackServer]) -> None:
+    """top_p 0 (OpenAI accepts 0..1) keeps only the likeliest token: greedy decoding,
+    temperature 0 whatever the temperature sent."""
+    response = client.post("/v1/chat/completions",
+                           json=_chat("greedy please", top_p=0, temperature=1.5))
+    assert response.status_code == 200, response.text
+    seen = served[0].pipeline.components["llm"].requests[-1]  # type: ignore[attr-defined]
+    assert seen.prompt == "greedy please"
+    assert (seen.temperature, seen.top_p) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, -(2**63)])
+def test_seed_takes_the_int64_range(client: httpx.Client, seed: int) -> None:
+    """Seeds up to the ends of a signed 64-bit integer are answered."""
+    response = client.post("/v1/chat/completions", json=_chat("seeded", seed=seed))
+    assert response.status_code == 200, response.text
+
+
+def test_logprobs_round_trip(client: httpx.Client) -> None:
+    """``logprobs: true`` answers each token's log-probability in OpenAI's shape (token,
+    logprob, bytes, top_logprobs), in a JSON answer and on every streamed chunk of text."""
+    body = client.post("/v1/chat/completions",
+                       json=_chat("héllo", logprobs=True, top_logprobs=0)).json()
+    content = body["choices"][0]["logprobs"]["content"]
+    assert [c["token"] for c in content] == ["You", " said:", " héllo"]
+    assert [c["logprob"] for c in content] == [logprob_of(i) for i in range(3)]
+    assert content[2]["bytes"] == list(" héllo".encode()) and content[2]["top_logprobs"] == []
+    streamed = client.post("/v1/chat/completions", json=_chat("héllo", logprobs=True,
+                                                              stream=True))
+    chunks = [e["choices"][0] for e in _sse(streamed.text)[:-1]]
+    texts = [c for c in chunks if c["delta"].get("content")]
+    assert [c["logprobs"]["content"] for c in texts] == [[c] for c in content]
+    plain = client.post("/v1/chat/completions", json=_chat("héllo")).json()
+    assert plain["choices"][0]["logprobs"] is None
+
+
+@pytest.mark.parametrize("extra, param, status", [
+    ({"logprobs": True, "top_logprobs": 2}, "top_logprobs", 422),
+    ({"top_logprobs": 0}, "top_logprobs", 422),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", 422),
+    ({"logprobs": "yes"}, "logprobs", 422),
+])
+@pytest.mark.parametrize("stream", [False, True])
+def test_logprobs_that_cannot_be_given_are_4xx(client: httpx.Client, extra: dict[str, Any],
+                                               param: str, status: int, stream: bool) -> None:
+    """Alternatives per token (top_logprobs > 0: the contract has none) and malformed
+    fields are refused naming the field, never answered with a silent null."""
+    response = client.post("/v1/chat/completions", json=_chat("x", stream=stream, **extra))
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_logprobs_of_a_backend_without_them_are_422(client: httpx.Client,
+                                                    stream: bool) -> None:
+    """A backend that does not report log-probabilities: 422 naming logprobs (a stream
+    before its first byte), not an answer with logprobs null."""
+    response = client.post("/v1/chat/completions",
+                           json=_chat("NOLOGPROBS", logprobs=True, stream=stream))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == "logprobs"
 
 
 def test_rate_limit_requests_per_minute(served: tuple[Gateway, LoopbackServer]) -> None:
@@ -383,10 +497,14 @@ def test_regenerate_is_recorded(client: httpx.Client,
 
 
 def _wait_rows(gateway: Gateway, run_id: str) -> list[tuple[str, str]]:
+    """The feedback rows of ``run_id`` (``%``: of any run), once some are written."""
     import time
 
     for _ in range(200):
-        rows = _feedback_rows(gateway, run_id)
+        try:
+            rows = _feedback_rows(gateway, run_id)
+        except sqlite3.OperationalError:  # no table before the first row
+            rows = []
         if rows:
             return rows
         time.sleep(0.02)

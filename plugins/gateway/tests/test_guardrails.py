@@ -32,10 +32,40 @@ async def test_blocked_stream_reports_the_tokens_spent() -> None:
         transport = httpx.ASGITransport(app=gateway.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
             whole = (await client.post("/v1/chat/completions", json=body)).json()
-            streamed = await client.post("/v1/chat/completions", json={**body, "stream": True})
+            streamed = await client.post("/v1/chat/completions", json={
+                **body, "stream": True, "stream_options": {"include_usage": True}})
     assert whole["choices"][0]["finish_reason"] == "content_filter"
     events = [json.loads(line[6:]) for line in streamed.text.splitlines()
               if line.startswith("data: {")]
     assert events[-2]["choices"][0]["finish_reason"] == "content_filter"
     assert events[-1]["choices"] == [] and whole["usage"]["completion_tokens"] > 0
     assert events[-1]["usage"] == whole["usage"]
+
+
+async def test_logprobs_never_show_what_an_output_guard_redacted() -> None:
+    """The tokens' log-probabilities spell the model's own text: when an output guard
+    rewrote it (an e-mail address redacted) they are left out (null), so the address the
+    guard hid is nowhere in the answer."""
+
+    def build(kernel: Any) -> Any:
+        reply = FlakyBackend(lambda r: "write to jane@example.com" if "contact" in r.prompt
+                             else "no address here")
+        return kernel.compose({"llm": reply,
+                               "guard": RegexRedactGuard(blocked_phrase="")}, name="test")
+
+    gateway = Gateway(build, settings=GatewaySettings(auth=False),
+                      kernel=lambda: isolated_kernel(loop_block_threshold=None))
+    body = {"model": "test", "logprobs": True,
+            "messages": [{"role": "user", "content": "contact?"}]}
+    async with gateway.running():
+        transport = httpx.ASGITransport(app=gateway.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            response = await client.post("/v1/chat/completions", json=body)
+            clean = await client.post("/v1/chat/completions", json={
+                **body, "messages": [{"role": "user", "content": "again?"}]})
+    assert response.status_code == 200, response.text
+    choice = response.json()["choices"][0]
+    assert choice["message"]["content"] == "write to [EMAIL]"
+    assert choice["logprobs"] is None and "jane" not in response.text
+    tokens = clean.json()["choices"][0]["logprobs"]["content"]  # nothing rewritten
+    assert "".join(t["token"] for t in tokens) == "no address here"

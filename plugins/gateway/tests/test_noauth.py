@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import structlog
-from _support import make_gateway
+from _support import FlakyBackend, logprob_of, make_gateway
 from aieng_gateway import Gateway, GatewaySettings
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Delta, Request
+
+from aieng_core.testing import isolated_kernel
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +43,8 @@ async def test_no_auth_warns_and_serves(tmp_path: Path) -> None:
 
 
 async def test_blocked_by_model_name(tmp_path: Path) -> None:
-    """A model no backend serves is a 404 naming the model field."""
+    """A model no backend serves is a 404 naming the model field, streamed or not (a
+    stream fails before its first token: a JSON error with the status, as OpenAI answers)."""
     from aieng_core.testing import ScriptedBackend
 
     gateway = make_gateway(tmp_path, settings=GatewaySettings(auth=False),
@@ -44,11 +52,15 @@ async def test_blocked_by_model_name(tmp_path: Path) -> None:
     async with gateway.running():
         transport = httpx.ASGITransport(app=gateway.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            response = await client.post("/v1/chat/completions", json={
-                "model": "other", "messages": [{"role": "user", "content": "x"}]})
+            body = {"model": "other", "messages": [{"role": "user", "content": "x"}]}
+            response = await client.post("/v1/chat/completions", json=body)
             assert response.status_code == 404
             assert response.json()["error"]["param"] == "model"
             assert "'other'" in response.json()["error"]["message"]
+            streamed = await client.post("/v1/chat/completions", json={**body, "stream": True})
+            assert streamed.status_code == 404, streamed.text
+            assert streamed.headers["content-type"] == "application/json"
+            assert streamed.json() == response.json()
             models = (await client.get("/v1/models")).json()["data"]
             assert [m["id"] for m in models] == ["test", "only-this"]
 
@@ -78,3 +90,61 @@ async def test_unknown_route_and_method_are_json(tmp_path: Path) -> None:
             assert missing.status_code == 404 and "no route" in missing.json()["error"]["message"]
             wrong = await client.get("/v1/chat/completions")
             assert wrong.status_code == 405 and "GET" in wrong.json()["error"]["message"]
+
+
+def _text(stream: str) -> tuple[str, list[Any]]:
+    chunks = [json.loads(line[6:]) for line in stream.splitlines()
+              if line.startswith("data: {")]
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks), chunks
+
+
+async def test_stream_of_a_cache_hit_carries_the_answer(tmp_path: Path) -> None:
+    """A stream answered by the cache (no delta: nothing is generated) still sends the
+    cached answer, as one chunk, not an empty stream."""
+    from aieng_cache import ExactCache
+
+    def build(kernel: Any) -> Any:
+        return kernel.compose({"llm": FlakyBackend(), "cache": ExactCache()}, name="test")
+
+    gateway = Gateway(build, settings=GatewaySettings(auth=False),
+                      kernel=lambda: isolated_kernel(loop_block_threshold=None))
+    body = {"messages": [{"role": "user", "content": "remember me"}]}
+    async with gateway.running():
+        transport = httpx.ASGITransport(app=gateway.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            first = (await client.post("/v1/chat/completions", json=body)).json()
+            streamed = await client.post("/v1/chat/completions", json={**body, "stream": True})
+    assert first["choices"][0]["message"]["content"] == "You said: remember me"
+    text, chunks = _text(streamed.text)
+    assert text == "You said: remember me"
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+class _NotStreaming(FlakyBackend):
+    """FlakyBackend without a stream: the kernel hands its whole answer over as one delta."""
+
+    @hookimpl
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta] | None:
+        return None
+
+
+async def test_streamed_logprobs_of_a_backend_that_does_not_stream() -> None:
+    """A stream over a backend that only answers whole still gets the completion's
+    per-token log-probabilities (on the one chunk of text)."""
+    gateway = Gateway(lambda kernel: kernel.compose({"llm": _NotStreaming()}, name="test"),
+                      settings=GatewaySettings(auth=False),
+                      kernel=lambda: isolated_kernel(loop_block_threshold=None))
+    body = {"messages": [{"role": "user", "content": "whole"}], "logprobs": True}
+    async with gateway.running():
+        transport = httpx.ASGITransport(app=gateway.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            whole = (await client.post("/v1/chat/completions", json=body)).json()
+            streamed = await client.post("/v1/chat/completions", json={**body, "stream": True})
+    assert streamed.status_code == 200, streamed.text
+    text, chunks = _text(streamed.text)
+    assert text == whole["choices"][0]["message"]["content"] == "You said: whole"
+    [with_text] = [c for c in chunks if c["choices"][0]["delta"].get("content")]
+    assert with_text["choices"][0]["logprobs"] == whole["choices"][0]["logprobs"]
+    assert [t["logprob"] for t in whole["choices"][0]["logprobs"]["content"]] == \
+        [logprob_of(i) for i in range(3)]

@@ -87,5 +87,8 @@ async def test_openai_client_sees_gateway_errors(
         failing = kernel.compose({"remote": _backend(served[1], api_key)}, name="failing")
         with pytest.raises(HookError, match="upstream refused the connection"):
             await failing.run("FAIL please")
+        # A stream failing before its first token: the gateway's 502 with its JSON body.
+        with pytest.raises(HookError, match="502.*upstream refused the connection"):
+            await failing.run("FAIL please", on_delta=lambda d: None)
         for pipe in (wrong, failing):
             await pipe.aclose()
