@@ -10,11 +10,12 @@ from __future__ import annotations
 from aieng_hookspecs import ComponentRegistry, hookimpl
 
 from ._component import BM25Retriever
-from ._index import ANALYZER, BM25Index, IndexLockedError
-from ._options import MEMORY, BM25Options
+from ._index import BM25Index, IndexLockedError
+from ._options import ANALYZER, ANALYZERS, MEMORY, BM25Options
 
 __all__ = [
     "ANALYZER",
+    "ANALYZERS",
     "MEMORY",
     "BM25Index",
     "BM25Options",

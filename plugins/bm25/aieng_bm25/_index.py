@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aieng_hookspecs.types import Document, Hit
 
 from ._fields import check_text, dump_metadata, filter_token, id_key, load_metadata
-from ._options import MEMORY, BM25Options
+from ._options import ANALYZER, ANALYZERS, MEMORY, BM25Options
 from ._rows import DocumentTable, builder
 
 if TYPE_CHECKING:
@@ -27,12 +27,8 @@ if TYPE_CHECKING:
 
     from ._impacts import Impacts
 
-__all__ = ["ANALYZER", "BM25Index", "IndexLockedError"]
+__all__ = ["ANALYZER", "ANALYZERS", "BM25Index", "IndexLockedError"]
 
-#: The name the analyzer is registered under. It is written into the schema, so an index
-#: made by a version with another analyzer fails to open with a clear message instead of
-#: silently matching query terms cut one way against index terms cut another.
-ANALYZER = "aieng_en_v1"
 # Fields. "key" is the digest of the id (see _fields.id_key); "filter" holds one digest per
 # top-level metadata entry (see _fields.filter_token); neither is stored. "row" is a fast
 # field: a random number per document version, the key of the document table (_rows).
@@ -55,14 +51,60 @@ class IndexLockedError(RuntimeError):
     """Another writer holds the index folder's lock (another process is indexing into it)."""
 
 
-def _analyzer() -> tantivy.TextAnalyzer:
-    """English analysis: words of letters and digits (Unicode), lower-cased, accents folded
+# aieng_v2's tokenizer. aieng_en_v1 cuts text with tantivy's simple tokenizer: words are
+# runs of characters that Rust calls alphanumeric (char::is_alphanumeric: Unicode
+# Alphabetic, or a number: Nd, Nl, No). aieng_v2 makes the same words, except that every
+# Chinese, Japanese or Korean character (Han, hiragana, katakana, hangul; the kana marks
+# ー ｰ ﾞ ﾟ) is a word of its own, wherever it stands ("Pythonは" is "python", "は").
+# Rust's std knows Unicode 17, tantivy's regex crate Unicode 16: the alphanumeric
+# characters new in 17 are named here (the Han among them also in _CJK), so that both
+# tokenizers keep the same characters (tests/test_analyzer.py checks every code point).
+_NEW_HAN = r"\x{16FF2}-\x{16FF6}\x{2B73A}-\x{2B73F}\x{2CEA2}-\x{2CEAD}\x{323B0}-\x{33479}"
+_NEW_ALNUM = (
+    r"\x{88F}\x{C5C}\x{CDC}\x{A7CE}-\x{A7CF}\x{A7D2}\x{A7D4}\x{A7F1}\x{10940}-\x{10959}"
+    r"\x{10EC5}-\x{10EC7}\x{10EFA}-\x{10EFB}\x{11B60}-\x{11B67}\x{11DB0}-\x{11DDB}"
+    r"\x{11DE0}-\x{11DE9}\x{16EA0}-\x{16EB8}\x{16EBB}-\x{16ED3}\x{187F8}-\x{187FF}"
+    r"\x{18D09}-\x{18D1E}\x{18D80}-\x{18DF2}\x{1E6C0}-\x{1E6DE}\x{1E6E0}-\x{1E6F5}"
+    r"\x{1E6FE}-\x{1E6FF}" + _NEW_HAN)
+_ALNUM = r"\p{Alphabetic}\p{Nd}\p{Nl}\p{No}" + _NEW_ALNUM
+_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\x{30FC}\x{FF70}\x{FF9E}\x{FF9F}" + _NEW_HAN
+#: aieng_v2's words: a run of alphanumeric characters other than CJK, or one CJK character.
+WORDS_V2 = rf"[[{_ALNUM}]--[{_CJK}]]+|[[{_ALNUM}]&&[{_CJK}]]"
+# A run of CJK characters (adjacent in the text): its neighbouring pairs are searched as
+# two-word phrases (see BM25Index._pairs).
+_CJK_RUNS = rf"[[{_ALNUM}]&&[{_CJK}]]+"
+_runs: tantivy.TextAnalyzer | None = None
+
+
+def _cjk_runs(text: str) -> list[str]:
+    """The runs of adjacent CJK characters in ``text``."""
+    global _runs
+    if _runs is None:
+        import tantivy
+
+        _runs = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(_CJK_RUNS)).build()
+    return list(_runs.analyze(text))
+
+
+def _tokenizer(name: str) -> tantivy.Tokenizer:
+    """The tokenizer of the analyzer ``name`` (one of ANALYZERS)."""
+    import tantivy
+
+    if name == "aieng_en_v1":
+        return tantivy.Tokenizer.simple()
+    assert name == "aieng_v2", name
+    return tantivy.Tokenizer.regex(WORDS_V2)
+
+
+def _analyzer(name: str) -> tantivy.TextAnalyzer:
+    """The analyzer ``name``: the words of :func:`_tokenizer`, lower-cased, accents folded
     (``café`` → ``cafe``), Lucene's 33 English stopwords dropped, Snowball English (Porter2)
-    stems."""
+    stems. Both analyzers differ only in their words: a CJK character is one in
+    ``aieng_v2``, and passes the filters unchanged."""
     import tantivy
 
     return (
-        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        tantivy.TextAnalyzerBuilder(_tokenizer(name))
         .filter(tantivy.Filter.remove_long(_MAX_TOKEN_BYTES))
         .filter(tantivy.Filter.lowercase())
         .filter(tantivy.Filter.ascii_fold())
@@ -72,14 +114,19 @@ def _analyzer() -> tantivy.TextAnalyzer:
     )
 
 
-def _schema() -> tantivy.Schema:
+def _schema(analyzer: str) -> tantivy.Schema:
+    """The schema of an index whose title and text go through the analyzer ``analyzer``.
+
+    The analyzer's name is part of it, so an index opens only with the analyzer it was
+    made with: query terms are never cut one way and matched against terms cut another.
+    """
     import tantivy
 
     builder = tantivy.SchemaBuilder()
     builder.add_text_field(_ID, stored=True, tokenizer_name="raw", index_option="basic")
     builder.add_text_field(_KEY, stored=False, tokenizer_name="raw", index_option="basic")
-    builder.add_text_field(_TITLE, stored=True, tokenizer_name=ANALYZER)
-    builder.add_text_field(_TEXT, stored=True, tokenizer_name=ANALYZER)
+    builder.add_text_field(_TITLE, stored=True, tokenizer_name=analyzer)
+    builder.add_text_field(_TEXT, stored=True, tokenizer_name=analyzer)
     builder.add_bytes_field(_METADATA, stored=True)
     builder.add_text_field(_FILTER, stored=False, tokenizer_name="raw", index_option="basic")
     builder.add_unsigned_field(_ROW, stored=False, indexed=False, fast=True)
@@ -122,9 +169,13 @@ class BM25Index:
         self._index: tantivy.Index | None = None
         self._schema: tantivy.Schema | None = None
         self._analyzer: tantivy.TextAnalyzer | None = None
+        self._analyzer_name = ""
+        self._words: tantivy.TextAnalyzer | None = None  # aieng_en_v1, for ASCII text
         self._table = DocumentTable(options.document_cache)
-        # term -> its clauses (on text, and on title with title_boost), built once.
+        # term -> its clauses (on text, and on title with title_boost), built once; the
+        # same for pairs of CJK characters (their phrase queries), keyed by the pair.
         self._clauses: dict[str, list[tuple[tantivy.Occur, tantivy.Query]]] = {}
+        self._pair_clauses: dict[str, list[tuple[tantivy.Occur, tantivy.Query]]] = {}
         # scorer = "impacts": the precomputed term weights, and the count of this object's
         # commits (with meta.json's state on disk, it names the committed index).
         self._impacts: Impacts | None = None
@@ -148,11 +199,21 @@ class BM25Index:
         """The index folder (``~`` expanded), or ``None`` in memory."""
         return None if self.in_memory else Path(self.options.path).expanduser()
 
+    @property
+    def analyzer(self) -> str:
+        """The name of the index's analyzer (one of ``ANALYZERS``), opening the index: the
+        one it was made with, which cuts its documents and its queries."""
+        self._open()
+        return self._analyzer_name
+
     def open(self) -> None:
         """Open the index, creating the folder and an empty index when missing.
 
+        An existing index opens with the analyzer it was made with; a new one is made
+        with ``options.analyzer``.
+
         :raises ValueError: when the path is a file, a folder holding other files, or an
-            index with another schema (another analyzer version, or not made by aieng-bm25).
+            index with another schema (not made by this version of aieng-bm25).
         """
         self._open()
         self.refresh()
@@ -179,24 +240,38 @@ class BM25Index:
     def _create(self) -> tantivy.Index:
         import tantivy
 
-        schema, analyzer = _schema(), _analyzer()
-        folder = self.folder
+        folder, name = self.folder, self.options.analyzer
         if folder is None:
+            schema = _schema(name)
             index = tantivy.Index(schema)
         else:
             self._check_folder(folder)
-            try:
-                index = tantivy.Index(schema, path=str(folder), reuse=True)
-            except ValueError as exc:
-                if "schema does not match" in str(exc):
-                    raise ValueError(
-                        f"{folder} holds a tantivy index with another schema: it was not made "
-                        f"by this version of aieng-bm25 (analyzer {ANALYZER}); index into a "
-                        "new folder, or delete this one to rebuild it") from None
-                raise
-        index.register_tokenizer(ANALYZER, analyzer)
-        self._schema, self._analyzer = schema, analyzer
+            name, schema, index = self._reuse(folder)
+        analyzer = _analyzer(name)
+        index.register_tokenizer(name, analyzer)
+        self._clauses, self._pair_clauses = {}, {}  # of another analyzer, if any
+        self._schema, self._analyzer, self._analyzer_name = schema, analyzer, name
+        self._words = analyzer if name == "aieng_en_v1" else _analyzer("aieng_en_v1")
         return index
+
+    def _reuse(self, folder: Path) -> tuple[str, tantivy.Schema, tantivy.Index]:
+        """The name of the analyzer of the index in ``folder``, its schema and the index:
+        the analyzer it was made with (an existing index keeps its own), or
+        ``options.analyzer`` for a new one."""
+        import tantivy
+
+        wanted = self.options.analyzer
+        for name in (wanted, *(other for other in ANALYZERS if other != wanted)):
+            schema = _schema(name)
+            try:
+                return name, schema, tantivy.Index(schema, path=str(folder), reuse=True)
+            except ValueError as exc:
+                if "schema does not match" not in str(exc):
+                    raise
+        raise ValueError(
+            f"{folder} holds a tantivy index with another schema: it was not made by this "
+            f"version of aieng-bm25 (analyzers {', '.join(ANALYZERS)}); index into a new "
+            "folder, or delete this one to rebuild it") from None
 
     @staticmethod
     def _check_folder(folder: Path) -> None:
@@ -411,8 +486,25 @@ class BM25Index:
     def terms(self, text: str) -> list[str]:
         """The index terms of ``text``: what the analyzer makes of it, in order."""
         self._open()
-        assert self._analyzer is not None
+        assert self._analyzer is not None and self._words is not None
+        if text.isascii():
+            # aieng_v2 cuts text without CJK characters exactly as aieng_en_v1 does
+            # (tests/test_analyzer.py), and tantivy's regex tokenizer is ~4x slower than
+            # its simple one: English queries, and the impacts' analysis of English
+            # documents, take the fast one.
+            return list(self._words.analyze(text))
         return list(self._analyzer.analyze(_utf8(text)))
+
+    def _pairs(self, text: str) -> list[str]:
+        """The pairs of adjacent CJK characters of ``text`` (two-character strings), in
+        order, with an ``aieng_v2`` index; none with ``aieng_en_v1``, whose terms are
+        whole runs."""
+        if text.isascii():  # most queries: no CJK, and no need to look
+            return []
+        self._open()
+        if self._analyzer_name == "aieng_en_v1":
+            return []
+        return [run[i:i + 2] for run in _cjk_runs(_utf8(text)) for i in range(len(run) - 1)]
 
     def _schema_(self) -> tantivy.Schema:
         self._open()
@@ -429,6 +521,11 @@ class BM25Index:
         frequency), on the text and, weighted by ``title_boost``, on the title. Query
         syntax (``title:``, quotes, ``AND``, ``*``...) is therefore plain text: its words are
         searched, its punctuation ignored.
+
+        With ``aieng_v2``, whose terms are single CJK characters, each pair of adjacent CJK
+        characters of the query is also a clause: a two-word phrase query (the bigram,
+        matched through the positions), counted and weighted as a term, so that a document
+        holding the query's words ranks above one holding their characters scattered.
 
         :param filters: equality filters on top-level metadata keys, all of which must hold.
             A ``None`` filter value is left out of the query: it also holds for a document
@@ -447,6 +544,8 @@ class BM25Index:
                 clauses += self._term_clauses(term)
             else:
                 clauses += self._term_clauses(term, float(count))
+        for pair, count in Counter(self._pairs(text)).items():
+            clauses += self._pair_clauses_(pair, float(count))
         query = tantivy.Query.boolean_query(clauses)
         if not filters:
             return query
@@ -494,6 +593,33 @@ class BM25Index:
             self._clauses[term] = clauses
         return clauses
 
+    def _pair_clauses_(self, pair: str, count: float
+                       ) -> list[tuple[tantivy.Occur, tantivy.Query]]:
+        """The OR clauses of a pair of adjacent CJK characters occurring ``count`` times in
+        the query: its phrase query on the text and on the title, boosted as a term's."""
+        import tantivy
+
+        if count == 1.0:
+            cached = self._pair_clauses.get(pair)
+            if cached is not None:
+                return cached
+        schema, should = self._schema_(), tantivy.Occur.Should
+        words: list[str | tuple[int, str]] = [pair[0], pair[1]]
+        on_text = tantivy.Query.phrase_query(schema, _TEXT, words)
+        clauses = [(should, on_text if count == 1.0
+                    else tantivy.Query.boost_query(on_text, count))]
+        title_boost = self.options.title_boost
+        if title_boost > 0:
+            on_title = tantivy.Query.phrase_query(schema, _TITLE, words)
+            weight = title_boost * count
+            clauses.append((should, on_title if weight == 1.0
+                            else tantivy.Query.boost_query(on_title, weight)))
+        if count == 1.0:
+            if len(self._pair_clauses) >= _TERM_CACHE:
+                self._pair_clauses.clear()
+            self._pair_clauses[pair] = clauses
+        return clauses
+
     def search(self, text: str, k: int, filters: Mapping[str, Any] | None = None,
                *, source: str = "bm25") -> list[Hit]:
         """The best ``k`` documents for ``text`` by BM25, best first.
@@ -508,7 +634,9 @@ class BM25Index:
         """
         if k < 1:
             return []
-        if self._impacts is not None and not filters:
+        if self._impacts is not None and not filters and not self._pairs(text):
+            # (the impacts hold term weights only: a query with CJK pairs, whose phrase
+            # clauses need the positions, goes to tantivy, as one with filters does)
             return self._search_impacts(text, k, source)
         query = self.build_query(text, filters)
         if query is None:

@@ -6,10 +6,17 @@ import math
 
 import attrs
 
-__all__ = ["MEMORY", "SCORERS", "BM25Options"]
+__all__ = ["ANALYZER", "ANALYZERS", "MEMORY", "SCORERS", "BM25Options"]
 
 #: The ``path`` that asks for an index held in RAM, gone with the component.
 MEMORY = ":memory:"
+
+#: The analyzers an index can be made with, newest first (see _index._analyzer). The name
+#: is written into the index's schema: an index keeps the analyzer it was made with.
+ANALYZERS = ("aieng_v2", "aieng_en_v1")
+#: The analyzer of a new index by default: English words, and Chinese, Japanese and Korean
+#: cut into characters.
+ANALYZER = ANALYZERS[0]
 
 # tantivy gives each indexing thread a share of the writer's heap and refuses less than
 # 15 MiB per thread or 4 GiB or more per thread (its MEMORY_BUDGET_NUM_BYTES_MIN / _MAX).
@@ -57,6 +64,14 @@ def _scorer(instance: object, attribute: attrs.Attribute[str], value: str) -> No
                          f"got {value!r}")
 
 
+def _analyzer(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a string, got {type(value).__name__}")
+    if value not in ANALYZERS:
+        raise ValueError(f"{attribute.name} must be one of "
+                         f"{', '.join(map(repr, ANALYZERS))}, got {value!r}")
+
+
 def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{attribute.name} must be an integer, got {type(value).__name__}")
@@ -90,6 +105,10 @@ class BM25Options:
         BM25 weight per document precomputed in RAM from the committed index, with exact
         document lengths, and summed per query (see the README); searches with filters
         still go to tantivy.
+    :param analyzer: the analyzer a *new* index is made with: ``"aieng_v2"`` (English
+        words as ``"aieng_en_v1"`` cuts them, and every Chinese, Japanese or Korean
+        character a term of its own) or ``"aieng_en_v1"`` (words only). An existing index
+        keeps the analyzer it was made with, whatever this says: its terms were cut by it.
     """
 
     path: str = attrs.field(validator=_path)
@@ -98,6 +117,7 @@ class BM25Options:
     writer_threads: int = attrs.field(default=1, validator=_positive_int)
     document_cache: int = attrs.field(default=100_000, validator=_count)
     scorer: str = attrs.field(default="tantivy", validator=_scorer)
+    analyzer: str = attrs.field(default=ANALYZER, validator=_analyzer)
 
     def __attrs_post_init__(self) -> None:
         per_thread = self.writer_heap_mb / self.writer_threads
