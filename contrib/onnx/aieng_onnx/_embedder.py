@@ -31,6 +31,26 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
+#: Encoders whose position ids start after the padding id (transformers'
+#: ``create_position_ids_from_input_ids``): their ``max_position_embeddings`` counts that
+#: offset, so RoBERTa's 514 positions hold 512 tokens.
+_PADDING_OFFSET_TYPES = frozenset({
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "longformer",
+    "data2vec-text", "xmod", "roberta-prelayernorm", "ibert", "luke", "esm"})
+
+
+def token_limit(config: dict[str, Any]) -> int | None:
+    """The most tokens a text may have for the encoder of ``config`` (its ``config.json``),
+    or ``None`` when the config does not say."""
+    limit = config.get("max_position_embeddings")
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        return None
+    if config.get("model_type") in _PADDING_OFFSET_TYPES:
+        pad = config.get("pad_token_id")
+        limit -= (pad if isinstance(pad, int) and not isinstance(pad, bool) else 1) + 1
+    return max(limit, 1)
+
+
 def load_tokenizer(folder: Path) -> Any:
     """The fast tokenizer of a model folder, as a ``tokenizers.Tokenizer``; blocking."""
     if (folder / "tokenizer.json").is_file():
@@ -117,8 +137,8 @@ class MiniLMOnnxEmbedder:
                 session = open_session(file, providers=self.options.providers,
                                        threads=self.options.intra_op_threads, cache=cache)
                 config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-                limit = config.get("max_position_embeddings")
-                max_length = min(self.options.max_length, limit) if isinstance(limit, int) \
+                limit = token_limit(config)
+                max_length = min(self.options.max_length, limit) if limit is not None \
                     else self.options.max_length
                 self._encoder = OnnxEncoder(
                     session, load_tokenizer(folder), dimension=int(config["hidden_size"]),

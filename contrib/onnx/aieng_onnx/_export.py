@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import structlog
@@ -229,11 +229,13 @@ def finite_attention_masks(model: Path) -> int:
 #: ImportError ("cannot import name 'main_export'"); two exports would also just compete
 #: for the same cores.
 _EXPORTING = threading.Lock()
+#: One quantization or fusion at a time in a process: two components of one model opening
+#: together would otherwise both make its file (the second waits, then finds it).
+_MAKING_VARIANT = threading.Lock()
 
 
 def _export(folder: Path, target: Path, opset: int, task: str) -> None:
-    with _EXPORTING:
-        _export_now(folder, target, opset, task)
+    _export_now(folder, target, opset, task)
 
 
 def _export_now(folder: Path, target: Path, opset: int, task: str) -> None:
@@ -263,6 +265,15 @@ def exported(folder: Path, cache: Path, *, opset: int,
     if (target / EXPORT_FILE).is_file():
         log.debug("onnx.export_cached", folder=str(target))
         return target, False
+    with _EXPORTING:
+        # Looked at again under the lock: another thread may have just exported it.
+        if (target / EXPORT_FILE).is_file():
+            log.debug("onnx.export_cached", folder=str(target))
+            return target, False
+        return target, _export_into(folder, target, opset, task)
+
+
+def _export_into(folder: Path, target: Path, opset: int, task: str) -> bool:
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = scratch_name(target.parent, "export")
@@ -284,7 +295,7 @@ def exported(folder: Path, cache: Path, *, opset: int,
         shutil.rmtree(scratch, ignore_errors=True)
     log.info("onnx.exported", source=str(folder), folder=str(target), opset=opset,
              task=task, seconds=round(time.perf_counter() - started, 3))
-    return target, True
+    return True
 
 
 def _ort_version() -> str:
@@ -302,6 +313,13 @@ def optimized_variant(folder: Path, *, level: int = BERT_FUSION_LEVEL) -> Path:
     if target.is_file():
         log.debug("onnx.optimized_cached", file=str(target))
         return target
+    with _MAKING_VARIANT:
+        if not target.is_file():  # another thread may have just made it
+            _optimize_into(folder, target, level)
+    return target
+
+
+def _optimize_into(folder: Path, target: Path, level: int) -> None:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     started = time.perf_counter()
     scratch = scratch_name(folder, "bert", ".onnx")
@@ -314,7 +332,6 @@ def optimized_variant(folder: Path, *, level: int = BERT_FUSION_LEVEL) -> Path:
         scratch.unlink(missing_ok=True)
     log.info("onnx.optimized", folder=str(folder), file=target.name, level=level,
              seconds=round(time.perf_counter() - started, 3))
-    return target
 
 
 def int8_variant(folder: Path, source: Path | None = None, *,
@@ -368,6 +385,14 @@ def quantized_variant(folder: Path, source: Path | None = None, *, precision: st
     target = source.parent / f"{stem}.{scheme}.ort{version}.onnx"
     if target.is_file():  # made before, its fragments checked then (the name carries them)
         return target
+    with _MAKING_VARIANT:
+        if not target.is_file():  # another thread may have just made it
+            _quantize_into(folder, source, target, precision, keep, weights)
+    return target
+
+
+def _quantize_into(folder: Path, source: Path, target: Path, precision: str,
+                   keep: Sequence[str], weights: Int8Weights | None) -> None:
     kept = matmuls_named(source, keep) if keep else []
     started = time.perf_counter()
     scratch = scratch_name(source.parent, precision, ".onnx")
@@ -378,14 +403,31 @@ def quantized_variant(folder: Path, source: Path | None = None, *, precision: st
         scratch.unlink(missing_ok=True)
     log.info("onnx.quantized", folder=str(folder), file=target.name, precision=precision,
              kept_fp32=len(kept), seconds=round(time.perf_counter() - started, 3))
-    return target
 
 
 def weights_size(model: Path) -> int:
-    """Bytes of an ONNX model: the file plus any external-data files beside it that it
-    names (``<file>.data`` and the like)."""
+    """Bytes of an ONNX model: the file plus the external-data files its tensors name
+    (optimum's ``model.onnx_data``, ``<file>.data`` and the like)."""
+    import onnx
+
+    def tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                for sub in (*attribute.graphs, *([attribute.g] if attribute.HasField("g")
+                                                  else [])):
+                    yield from tensors(sub)
+
+    proto = onnx.load(str(model), load_external_data=False)
+    names = {entry.value for tensor in tensors(proto.graph)
+             if tensor.data_location == onnx.TensorProto.EXTERNAL
+             for entry in tensor.external_data if entry.key == "location"}
     size = model.stat().st_size
-    for extra in model.parent.glob(model.name + ".*"):
-        if extra.is_file() and extra.suffix != ".onnx":
+    for name in names:
+        extra = model.parent / name
+        if extra.is_file():
             size += extra.stat().st_size
     return size

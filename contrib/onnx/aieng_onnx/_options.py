@@ -75,7 +75,8 @@ class MiniLMOnnxOptions:
         are fewest (batches of at most ``batch_size``, usually close to it); ``fixed``
         every ``batch_size`` texts.
     :param max_length: tokens per text; longer texts are truncated (at most the model's
-        own limit).
+        own limit: ``max_position_embeddings``, less RoBERTa-style encoders' padding
+        offset).
     :param opset: the ONNX opset of the export.
     :param optimize: ``runtime`` (default): ONNX Runtime's own graph optimizations
         (``ORT_ENABLE_ALL``) when the session opens; ``bert``: first the offline BERT

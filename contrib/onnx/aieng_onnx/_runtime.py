@@ -95,7 +95,9 @@ def open_session(model: Path, *, providers: Sequence[str], threads: int,
     without the NVIDIA driver (:func:`nvidia_driver`) the GPU providers are not asked for
     at all, so ONNX Runtime prints no error about libraries it could never load.
 
-    :param cache: where TensorRT keeps its engines (rebuilding one takes minutes).
+    :param cache: where TensorRT keeps its engines (rebuilding one takes minutes), in
+        ``cache/tensorrt/<the model's folder name>``: an export's folder name carries its
+        key.
     """
     import onnxruntime as ort  # type: ignore[import-untyped]
 
@@ -114,7 +116,11 @@ def open_session(model: Path, *, providers: Sequence[str], threads: int,
             skipped.append(full)
             continue
         if name == "tensorrt" and cache is not None:
-            engines = cache / "tensorrt"
+            # One folder per export: ONNX Runtime names an engine by the file's name and
+            # the graph's value names, never by its weights, so two models of one
+            # architecture (or a model changed since: a new export folder) would share an
+            # engine, and one would run with the other's weights.
+            engines = cache / "tensorrt" / model.parent.name
             chosen.append((full, {"trt_engine_cache_enable": True,
                                   "trt_engine_cache_path": str(engines)}))
         else:

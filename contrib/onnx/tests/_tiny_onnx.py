@@ -24,3 +24,19 @@ def tiny_bert(folder: Path) -> Path:
     BertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+def tiny_roberta(folder: Path) -> Path:
+    """The tiny BERT's tokenizer with a random 2-layer RoBERTa encoder: its position ids
+    start after the padding id (0, the tokenizer's ``[PAD]``), so 66 positions hold 65
+    tokens."""
+    from transformers import RobertaConfig, RobertaModel
+
+    tiny_bert(folder)
+    (folder / "model.safetensors").unlink()
+    config = RobertaConfig(vocab_size=len((folder / "vocab.txt").read_text().split()),
+                           hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=128, max_position_embeddings=66, pad_token_id=0)
+    torch.manual_seed(0)
+    RobertaModel(config).save_pretrained(str(folder))
+    return folder

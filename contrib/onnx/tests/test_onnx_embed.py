@@ -183,3 +183,88 @@ def test_options_are_checked() -> None:
     with pytest.raises(ValueError):
         MiniLMOnnxOptions(providers=("rocm",))  # type: ignore[arg-type]
     assert MiniLMOnnxOptions(providers=["cpu"]).providers == ("cpu",)  # type: ignore[arg-type]
+
+
+def test_tensorrt_engines_kept_per_export(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT's engines of two exports live in two folders: ONNX Runtime names an engine
+    by the file's name and the graph's value names, never by its weights, so two models of
+    one architecture (or a model changed in place: a new export) in one folder would share
+    an engine, the first model's weights included."""
+    import onnxruntime as ort
+    from aieng_onnx import _runtime
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no TensorRT provider")
+    asked: list[object] = []
+
+    def recording(path: str, **kwargs: object) -> object:
+        asked.append(kwargs["providers"])
+        return object()
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    monkeypatch.setattr(_runtime, "nvidia_driver", lambda: True)
+    cache = tmp_path / "cache"
+    folders = []
+    for export in ("bert-1111", "bert-2222"):
+        _runtime.open_session(cache / "onnx" / export / "model.onnx", providers=("tensorrt",),
+                              threads=1, cache=cache)
+        [(name, options)] = asked.pop()  # type: ignore[misc]
+        assert name == "TensorrtExecutionProvider" and options["trt_engine_cache_enable"]
+        folder = Path(options["trt_engine_cache_path"])
+        assert folder.is_relative_to(cache / "tensorrt")
+        folders.append(folder)
+    assert folders[0] != folders[1]
+
+
+def test_long_text_truncated_at_a_roberta_limit(tmp_path: Path) -> None:
+    """A text past the model's limit is truncated, as documented, also for a RoBERTa-style
+    encoder whose ``max_position_embeddings`` counts the padding offset (66 positions: 65
+    tokens), where a ``max_length`` above the limit used to fail the forward pass."""
+    from _tiny_onnx import tiny_roberta
+
+    folder = tiny_roberta(tmp_path / "roberta")
+    embedder = MiniLMOnnxEmbedder(MiniLMOnnxOptions(
+        path=str(folder), cache_dir=str(tmp_path / "cache"), providers=("cpu",),
+        max_length=1000))
+    texts = ["cat " * 500, "cat " * 63]
+    vectors = embedder.encode(texts)
+    assert vectors.shape == (2, 64)
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)  # both cut at 65 tokens
+
+
+def test_concurrent_first_loads_export_once(bert_dir: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two components of one model opening at once (a pipeline opens its components
+    concurrently) export it once and quantize it once: the second waits for the first's
+    files instead of making them again (SmolLM2: 45 s of export, 24 s of int8)."""
+    import threading
+
+    made: list[str] = []
+    real_export, real_quantize = export_module._export_now, export_module.quantize
+
+    def export(*args: object) -> None:
+        made.append("export")
+        real_export(*args)
+
+    def quantize(*args: object, **kwargs: object) -> None:
+        made.append("quantize")
+        real_quantize(*args, **kwargs)
+
+    monkeypatch.setattr(export_module, "_export_now", export)
+    monkeypatch.setattr(export_module, "quantize", quantize)
+    barrier = threading.Barrier(2)
+    files: list[Path] = []
+
+    def load() -> None:
+        barrier.wait()
+        folder, _ = export_module.exported(bert_dir, tmp_path, opset=18)
+        files.append(export_module.int8_variant(folder, weights="s8"))
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(files) == 2 and files[0] == files[1] and files[0].is_file()
+    assert made == ["export", "quantize"]

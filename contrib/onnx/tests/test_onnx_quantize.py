@@ -171,3 +171,20 @@ async def test_keep_leaves_the_named_products_float(tmp_path_factory: pytest.Tem
         await OrtInt8Quantizer(OrtInt8Options(output_dir=str(tmp_path / "typo"),
                                               keep_fp32=("dwon_proj",))
                                ).aieng_quantize(str(folder), "int8")
+
+
+def test_weights_size_counts_external_data(tiny_export: Path, tmp_path: Path) -> None:
+    """A model's size counts the external-data file its tensors name, under the name
+    optimum gives it for exports past 2 GB (``model.onnx_data``), not only ``<file>.*``."""
+    import onnx
+    from aieng_onnx._export import weights_size
+
+    inline = tiny_export / "model.onnx"
+    proto = onnx.load(str(inline))
+    onnx.save(proto, str(tmp_path / "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="model.onnx_data", size_threshold=0)
+    data = tmp_path / "model.onnx_data"
+    assert data.is_file()
+    expected = (tmp_path / "model.onnx").stat().st_size + data.stat().st_size
+    assert weights_size(tmp_path / "model.onnx") == expected
+    assert weights_size(inline) == inline.stat().st_size

@@ -64,6 +64,10 @@ class EngineCache:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(engine)
+                # On disk before the rename: a crash must not leave an empty engine
+                # under the key's name.
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(tmp, self.path(key))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -15,7 +15,7 @@ import structlog
 from aieng_hookspecs import hookimpl
 
 from ._cache import EngineCache, engine_cache_key, onnx_digest
-from ._engine import EngineRunner, build_engine
+from ._engine import EngineBuildError, EngineRunner, build_engine
 from ._options import TensorRTOptions
 from ._profile import ShapeProfile, batches
 from ._runtime import compute_capability, require_cuda, require_tensorrt
@@ -32,6 +32,17 @@ def tokenizer_file(options: TensorRTOptions) -> Path:
     return Path(options.onnx_path).expanduser().parent / "tokenizer.json"
 
 
+def _clean(text: str) -> str:
+    # Lone surrogates cannot be encoded as UTF-8, and the tokenizer refuses them.
+    if not isinstance(text, str):
+        raise TypeError(f"minilm-trt embeds strings, got {type(text).__name__}: {text!r:.80}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
+
+
 class _Loaded:
     def __init__(self, runner: EngineRunner, tokenizer: Any, torch: Any,
                  profile: ShapeProfile) -> None:
@@ -44,8 +55,9 @@ class _Loaded:
         out = []
         with self.lock, torch.inference_mode():
             for rows in batches(len(texts), self.profile):
-                encodings = self.tokenizer.encode_batch([texts[i] for i in rows])
-                longest = max(len(e.ids) for e in encodings)
+                encodings = self.tokenizer.encode_batch([_clean(texts[i]) for i in rows])
+                # A text without tokens (no special tokens, nothing known) pools to zeros.
+                longest = max(1, *(len(e.ids) for e in encodings))
                 batch, seq = self.profile.run_shape(len(encodings), longest)
                 feeds = {name: torch.zeros((batch, seq), dtype=torch.int64)
                          for name in ("input_ids", "attention_mask", "token_type_ids")}
@@ -115,18 +127,29 @@ class MiniLMTensorRT:
                                  compute_capability(torch, self.options.device))
             cache = EngineCache(Path(self.options.cache_dir).expanduser())
             engine = cache.load(key)
-            if engine is None:
-                started = time.perf_counter()
-                with torch.cuda.device(self.options.device):
+            runner: EngineRunner | None = None
+            # TensorRT deserializes onto the current CUDA device: the option's, not 0.
+            with torch.cuda.device(self.options.device):
+                if engine is not None:
+                    try:
+                        runner = EngineRunner(trt, torch, engine, device=self.options.device,
+                                              logger=logger)
+                    except EngineBuildError:
+                        # A damaged file (a crash before its bytes reached the disk leaves
+                        # an empty one) would fail every open: build it again instead.
+                        log.warning("tensorrt.engine.unreadable", key=key,
+                                    path=str(cache.path(key)))
+                if runner is None:
+                    started = time.perf_counter()
                     engine = build_engine(trt, onnx.read_bytes(), self.profile,
                                           precision=self.options.precision,
                                           workspace_bytes=self.options.workspace_mb << 20,
                                           logger=logger)
-                where = cache.store(key, engine)
-                log.info("tensorrt.engine.built", key=key, path=str(where),
-                         seconds=round(time.perf_counter() - started, 3))
-            runner = EngineRunner(trt, torch, engine, device=self.options.device,
-                                  logger=logger)
+                    where = cache.store(key, engine)
+                    log.info("tensorrt.engine.built", key=key, path=str(where),
+                             seconds=round(time.perf_counter() - started, 3))
+                    runner = EngineRunner(trt, torch, engine, device=self.options.device,
+                                          logger=logger)
             self._loaded = _Loaded(runner, tokenizer, torch, self.profile)
             return self._loaded
 

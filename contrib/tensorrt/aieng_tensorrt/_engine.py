@@ -90,6 +90,12 @@ class EngineRunner:
     def run(self, feeds: Mapping[str, Any]) -> Any:
         """Run the engine on ``feeds`` (``{input name: (batch, seq) tensor}``, on any
         device); returns the hidden states, a float32 CUDA tensor."""
+        # The engine lives on its device, which must be current when it runs; a worker
+        # thread's current device is 0.
+        with self.torch.cuda.device(self.device):
+            return self._run(feeds)
+
+    def _run(self, feeds: Mapping[str, Any]) -> Any:
         torch, engine, context = self.torch, self.engine, self.context
         keep = []
         for name in self.inputs:

@@ -214,3 +214,162 @@ def test_padding_does_not_change_vectors(model_dir: Path) -> None:
         alone = runner.table[ids].mean(dim=0)
         expected = (alone / alone.norm()).numpy()
         np.testing.assert_allclose(vector, expected, rtol=1e-5, atol=1e-6)
+
+
+class _FakeCudaTorch:
+    """torch as ``load`` sees it on a GPU machine: a device context that records which
+    device is current."""
+
+    def __init__(self) -> None:
+        self.current = 0
+        torch_cuda = self
+
+        class _Device:
+            def __init__(self, index: int) -> None:
+                self.index, self.before = index, 0
+
+            def __enter__(self) -> None:
+                self.before, torch_cuda.current = torch_cuda.current, self.index
+
+            def __exit__(self, *exc: object) -> None:
+                torch_cuda.current = self.before
+
+        self.cuda = types.SimpleNamespace(device=_Device)
+
+
+def test_unreadable_cached_engine_is_rebuilt(model_dir: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached engine TensorRT cannot deserialize (an empty file left by a crash before
+    its bytes reached the disk, a damaged file) is built again and replaced, not an error
+    at every open; the engine is deserialized with the option's CUDA device current."""
+    from aieng_tensorrt import _component
+
+    fake_torch = _FakeCudaTorch()
+    trt = types.SimpleNamespace(__version__="10.3.0", Logger=lambda level: None)
+    trt.Logger.WARNING = 2  # type: ignore[attr-defined]
+    built: list[bytes] = []
+    devices: list[int] = []
+
+    def build(*args: Any, **kwargs: Any) -> bytes:
+        built.append(b"ENGINE")
+        return b"ENGINE"
+
+    class Runner:
+        def __init__(self, trt: Any, torch: Any, engine: bytes, **kwargs: Any) -> None:
+            devices.append(fake_torch.current)
+            if engine != b"ENGINE":
+                raise EngineBuildError("TensorRT could not deserialize the cached engine")
+
+    monkeypatch.setattr(_component, "require_tensorrt", lambda: trt)
+    monkeypatch.setattr(_component, "require_cuda", lambda device: fake_torch)
+    monkeypatch.setattr(_component, "compute_capability", lambda torch, device: (9, 0))
+    monkeypatch.setattr(_component, "build_engine", build)
+    monkeypatch.setattr(_component, "EngineRunner", Runner)
+    options = TensorRTOptions(onnx_path=str(model_dir / "model.onnx"),
+                              cache_dir=str(tmp_path / "engines"), device=1)
+    embedder = MiniLMTensorRT(options)
+    cached = tmp_path / "engines" / f"{embedder.cache_key('10.3.0', (9, 0))}.engine"
+    cached.parent.mkdir()
+    cached.write_bytes(b"")
+    embedder.load()
+    assert built == [b"ENGINE"] and cached.read_bytes() == b"ENGINE"
+    assert devices and all(device == 1 for device in devices)
+    MiniLMTensorRT(options).load()  # the rebuilt engine is reused
+    assert built == [b"ENGINE"]
+
+
+def test_engine_runs_with_its_device_current() -> None:
+    """The engine runs with its CUDA device current (a worker thread's is 0), and every
+    input and output goes to TensorRT by address, on that device."""
+    from aieng_tensorrt._engine import EngineRunner
+
+    fake_torch = _FakeCudaTorch()
+    calls: list[tuple[Any, ...]] = []
+
+    class Tensor:
+        def __init__(self, shape: tuple[int, ...], device: Any = None) -> None:
+            self.shape, self.device = shape, device
+
+        def to(self, *, device: Any, dtype: Any) -> Tensor:
+            return Tensor(self.shape, device)
+
+        def contiguous(self) -> Tensor:
+            return self
+
+        def data_ptr(self) -> int:
+            return id(self)
+
+        def float(self) -> Tensor:
+            return self
+
+    class Stream:
+        cuda_stream = 7
+
+        def synchronize(self) -> None:
+            pass
+
+    fake_torch.device = lambda kind, index: (kind, index)  # type: ignore[attr-defined]
+    fake_torch.empty = lambda shape, device, dtype: Tensor(shape, device)  # type: ignore[attr-defined]
+    for dtype in ("float32", "float16", "int32", "int64", "bool"):
+        setattr(fake_torch, dtype, dtype)
+    fake_torch.cuda.current_stream = lambda device: Stream()
+
+    class Context:
+        def set_input_shape(self, name: str, shape: tuple[int, ...]) -> None:
+            calls.append(("shape", name, shape))
+
+        def set_tensor_address(self, name: str, address: int) -> None:
+            calls.append(("address", name))
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            return (2, 3, 4)
+
+        def execute_async_v3(self, stream: int) -> bool:
+            calls.append(("execute", stream, fake_torch.current))
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def create_execution_context(self) -> Context:
+            return Context()
+
+        def get_tensor_name(self, index: int) -> str:
+            return ["input_ids", "last_hidden_state"][index]
+
+        def get_tensor_mode(self, name: str) -> str:
+            return "INPUT" if name == "input_ids" else "OUTPUT"
+
+        def get_tensor_dtype(self, name: str) -> str:
+            return "INT64" if name == "input_ids" else "FLOAT"
+
+    trt = types.SimpleNamespace(
+        Runtime=lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda b: Engine()),
+        TensorIOMode=types.SimpleNamespace(INPUT="INPUT"),
+        DataType=types.SimpleNamespace(FLOAT="FLOAT", HALF="HALF", INT32="INT32",
+                                       INT64="INT64", BOOL="BOOL"))
+    runner = EngineRunner(trt, fake_torch, b"ENGINE", device=1, logger=None)
+    hidden = runner.run({"input_ids": Tensor((2, 3))})
+    assert hidden.shape == (2, 3, 4) and hidden.device == ("cuda", 1)
+    assert calls == [("shape", "input_ids", (2, 3)), ("address", "input_ids"),
+                     ("address", "last_hidden_state"), ("execute", 7, ("cuda", 1))]
+    assert fake_torch.current == 0
+
+
+def test_nasty_texts_encode(model_dir: Path) -> None:
+    """A lone surrogate (text from a broken decoder) is encoded as U+FFFD, as the ONNX
+    embedder does, instead of failing the call; a text with no token at all (a tokenizer
+    without special tokens) gets a zero vector instead of failing its whole batch."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    runner = _TableRunner()
+    loaded = _Loaded(runner, tokenizer, torch, ShapeProfile(1, 2, 4, 1, 8, 16))  # type: ignore[arg-type]
+    vectors = loaded.encode(["the cat \ud800 sat", "the cat \ufffd sat", "", "dog"])
+    assert vectors.shape == (4, 6)
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)
+    np.testing.assert_allclose(vectors[2], 0.0)
+    np.testing.assert_allclose(np.linalg.norm(vectors[[0, 3]], axis=1), 1.0, rtol=1e-5)
+    assert loaded.encode(["", ""]).shape == (2, 6)
+    with pytest.raises(TypeError, match="embeds strings, got int"):
+        loaded.encode(["dog", 3])  # type: ignore[list-item]

@@ -49,8 +49,11 @@ def _collection(instance: object, attribute: attrs.Attribute[str], value: str) -
 def _url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str):
         raise TypeError(f"url must be a string, got {value!r}")
-    if value and not re.fullmatch(r"https?://[^/\s:]+(:\d{1,5})?/?", value):
+    match = re.fullmatch(r"https?://[^/\s:]+(?::(\d{1,5}))?/?", value)
+    if value and not match:
         raise ValueError(f"url must look like http://host:8080 or https://host, got {value!r}")
+    if match and match[1] is not None and not 1 <= int(match[1]) <= 65535:
+        raise ValueError(f"url's port must be in [1, 65535], got {value!r}")
 
 
 def _env_name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:

@@ -165,6 +165,8 @@ async def test_open_without_a_server_says_what_to_set(monkeypatch: pytest.Monkey
     ("alpha", True, "alpha must be a number"),
     ("collection", "docs", "collection must be"),
     ("url", "localhost:8080", "url must look like"),
+    ("url", "http://localhost:99999", "url's port must be in"),
+    ("url", "http://localhost:0", "url's port must be in"),
     ("api_key_env", "MY KEY", "api_key_env"),
     ("grpc_port", 0, "grpc_port"),
     ("batch_size", 0, "batch_size"),
