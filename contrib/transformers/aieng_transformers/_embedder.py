@@ -47,6 +47,11 @@ class _Encoder:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         limit = getattr(model.config, "max_position_embeddings", None)
+        # RoBERTa-style encoders (RoBERTa, XLM-R, MPNet...) number positions from after
+        # their padding id: 514 positions hold 512 tokens.
+        pad = getattr(getattr(model, "embeddings", None), "padding_idx", None)
+        if isinstance(limit, int) and isinstance(pad, int):
+            limit = max(1, limit - pad - 1)
         self.max_length = min(max_length, limit) if isinstance(limit, int) else max_length
         self.dimension = int(model.config.hidden_size)
         self.device = next(model.parameters()).device

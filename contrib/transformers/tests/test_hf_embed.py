@@ -103,6 +103,22 @@ def test_max_length_is_capped_by_the_model(bert_dir: Path) -> None:
     assert embedder.encode(["cat " * 500]).shape == (1, 32)
 
 
+def test_long_text_truncated_at_a_roberta_limit(bert_dir: Path, tmp_path: Path) -> None:
+    """A RoBERTa-style encoder numbers positions from after its padding id (66 positions
+    hold 64 tokens): a long text is cut to what fits, not an index error in the forward."""
+    from transformers import RobertaConfig, RobertaModel
+
+    config = RobertaConfig(vocab_size=len((bert_dir / "vocab.txt").read_text().split()),
+                           hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=66, pad_token_id=1)
+    torch.manual_seed(0)
+    RobertaModel(config).save_pretrained(str(tmp_path))
+    BertTokenizerFast.from_pretrained(str(bert_dir)).save_pretrained(str(tmp_path))
+    embedder = MiniLMEmbedder(MiniLMOptions(path=str(tmp_path), max_length=4096))
+    assert embedder.load().max_length == 64
+    assert embedder.encode(["cat " * 500]).shape == (1, 32)
+
+
 def test_missing_folder_is_named(tmp_path: Path) -> None:
     """A path without a model fails naming the path."""
     with pytest.raises(ModelNotFound, match="no config.json"):
