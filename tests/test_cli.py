@@ -115,6 +115,26 @@ def test_hooks_lists_every_spec() -> None:
     assert rows["aieng_generate"]["role"] == "backend"
 
 
+def test_hooks_table_keeps_bracketed_types() -> None:
+    """`aieng hooks` shows the signatures' types whole (Rich markup ate "[str]")."""
+    code, out, _ = invoke("hooks")
+    assert code == 0
+    assert "Sequence[str]" in "".join(out.split())
+
+
+def test_broken_plugin_errors_are_shown_as_they_are(capsys: pytest.CaptureFixture[str]
+                                                    ) -> None:
+    """A broken plugin's error with brackets in it is printed whole, not read as markup
+    (``[/]`` crashed the listing)."""
+    from aieng_core.cli._present import plugins_table
+    from aieng_core.registry import PluginInfo
+
+    plugins_table([PluginInfo("odd[x]", status="broken",
+                              error="ValueError: bad [/] value [bold]here")])
+    out = "".join(capsys.readouterr().out.split())
+    assert "ValueError:bad[/]value[bold]here" in out and "odd[x]" in out
+
+
 def test_console_script_runs_and_logs_json_to_a_pipe(tmp_path: Path) -> None:
     """The installed `aieng` runs a pipeline; its warnings reach a non-terminal stderr as
     JSON lines (here: a disabled-by-allowlist run that cannot find its component)."""

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..pipeline import RunResult
 from ..registry import PluginInfo
@@ -39,14 +40,15 @@ def plugins_table(infos: Sequence[PluginInfo]) -> None:
     for info in infos:
         status = {"loaded": "[green]loaded[/]", "broken": "[red]broken[/]",
                   "disabled": "[yellow]disabled[/]"}[info.status]
-        table.add_row(info.name, info.distribution, info.version, status,
-                      ", ".join(info.components), ", ".join(info.hooks))
+        # Text, not markup: a name or an error with "[...]" in it is shown as it is.
+        table.add_row(Text(info.name), Text(info.distribution), Text(info.version), status,
+                      Text(", ".join(info.components)), Text(", ".join(info.hooks)))
     console = _console()
     console.print(table)
     for info in infos:
         if info.status == "broken":
-            console.print(f"[red]{info.name}[/] ({info.dist_label}): {info.error}",
-                          markup=True, highlight=False)
+            console.print(Text.assemble((info.name, "red"),
+                                        f" ({info.dist_label}): {info.error}"))
 
 
 def hooks_table(rows: Iterable[dict[str, Any]]) -> None:
@@ -55,7 +57,8 @@ def hooks_table(rows: Iterable[dict[str, Any]]) -> None:
     for column in ("hook", "role", "mode", "signature"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["hook"], row["role"], row["mode"], row["signature"])
+        # Text, not markup: "Sequence[str]" would lose its "[str]".
+        table.add_row(*(Text(str(row[key])) for key in ("hook", "role", "mode", "signature")))
     _console().print(table)
 
 
