@@ -112,6 +112,35 @@ async def test_default_embedder_is_used_when_the_pipeline_has_none(
     assert len(built) == 1 and built[0].calls == 2
 
 
+async def test_default_embedder_keeps_the_pipelines_timeout(
+        aieng_kernel: Kernel, register_plugin) -> None:  # type: ignore[no-untyped-def]
+    """The kernel's default embedder runs under the calling pipeline's timeout (it had the
+    fallback's 30 s whatever the pipeline said)."""
+    import types
+
+    class Slow:
+        @hookimpl
+        async def aieng_embed(self, texts: Sequence[str]) -> list[list[float]]:
+            await anyio.sleep(5)
+            return [[1.0] for _ in texts]
+
+    plugin = types.ModuleType("slow_default_embedding_plugin")
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        registry.add("minilm", Slow)
+
+    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    uses = Uses()
+    with register_plugin(plugin, "slow-minilm"):
+        pipeline = aieng_kernel.compose({"uses": uses, "llm": ScriptedBackend(["x"])},
+                                        timeout=0.2)
+        await pipeline.open()
+        assert uses.context is not None
+        with anyio.fail_after(3), pytest.raises(HookError, match="timed out after 0.2"):
+            await uses.context.embed(["x"])
+
+
 async def test_no_embedder_anywhere_is_a_clear_error(aieng_kernel: Kernel) -> None:
     """Without any embedder the error says what to install."""
     pipeline = aieng_kernel.compose({"uses": Uses(), "llm": ScriptedBackend()})

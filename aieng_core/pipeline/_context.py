@@ -58,8 +58,10 @@ class ComponentContext:
                     f"the kernel's default embedder {pipeline.kernel.default_embedder_name!r} "
                     "is not installed: add an embedding component to the pipeline, or "
                     "install aieng-transformers (its 'minilm' component)")
+            # Under this pipeline's policy: its timeout, not the fallback's own default.
             found = await fallback.dispatcher.first(
-                "aieng_embed", {"texts": list(texts), "model": model}, stage="embed")
+                "aieng_embed", {"texts": list(texts), "model": model}, stage="embed",
+                policy=self._policy())
             if found is None:
                 raise LookupError(f"the default embedder does not serve model {model!r}")
         vectors: Sequence[Sequence[float]] = found[0]
