@@ -24,7 +24,8 @@ from aieng_core.cli import _commands, _rag, cli  # noqa: F401  (register the com
 from aieng_core.pipeline import Pipeline
 from aieng_core.testing import HashEmbedder, ScriptedBackend, registered
 
-PLUGINS = "builtin,bm25,vectors,fusion,rerankers,context,cache,guardrails,router,monitoring"
+PLUGINS = ("builtin,bm25,vectors,fusion,rerankers,context,cache,guardrails,router,monitoring,"
+           "drift")
 
 CORPUS = [
     Document("rrf", "Reciprocal rank fusion merges the ranked lists of several retrievers.",
@@ -576,3 +577,28 @@ def test_cli_index_twice_then_ask(tmp_path: Path) -> None:
     listed = {p["name"]: p for p in json.loads(out)}
     assert "bm25" in listed["bm25"]["components"]
     assert {"memory", "prompt", "extractive"} <= set(listed["builtin"]["components"])
+
+
+@pytest.mark.anyio
+async def test_the_shipped_production_file_gives_the_user_their_own_values(
+        started: Kernel, tmp_path: Path) -> None:
+    """examples/pipelines/production.toml, its model swapped for the scripted double: the
+    answer carries the user's own e-mail (pii restores it; the output guard, after pii in
+    the file, redacted it again)."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "examples" / "pipelines" / "production.toml").read_text()
+    text = text.replace('use = "smollm2"\nrepetition_penalty = 1.3', 'use = "scripted"')
+    text = text.replace(".aieng/production", tmp_path.as_posix())
+    text += '\n[components.embedder]\nuse = "hash-embed"\n'
+    doubles = Doubles()
+    path = tmp_path / "production.toml"
+    path.write_text(text)
+    with registered(started, doubles, "doubles"):
+        pipeline = started.load_pipeline(path)
+    async with pipeline:
+        await pipeline.index(CORPUS)
+        result = await pipeline.run("What is rank fusion? Mail me at bob@example.com")
+    assert result.status == "ok", result.stages
+    sent = doubles.backends[0].requests[0]
+    assert "bob@example.com" not in " ".join(m.content for m in sent.messages)
+    assert "bob@example.com" in result.answer
