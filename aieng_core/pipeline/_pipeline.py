@@ -33,7 +33,7 @@ from ..dispatch import Dispatcher, StagePolicy, first_hook_error
 from ._context import ComponentContext
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
 from ._result import RunResult, StageRecord
-from ._stages import SKIPPED_ON_HIT, STAGE_FUNCTIONS, DeltaCallback, RunState
+from ._stages import SKIPPED_ON_HIT, STAGE_FUNCTIONS, DeltaCallback, RunState, stream_hit
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -294,6 +294,8 @@ class Pipeline:
         )
         records: list[StageRecord] = []
         announce = self.kernel.bus.listening(StageStarted.name)
+        # A cache hit reaches a streaming caller after its output guards (see stream_hit).
+        hit_after = "guard_output" if "guard_output" in self.stages else "cache_lookup"
         status = "ok"
         try:
             for stage in self.stages:
@@ -322,6 +324,8 @@ class Pipeline:
                 records.append(StageRecord(stage, stage_status, duration, error))
                 scope.emit(unchecked(StageFinished, run_id=scope.run_id, pipeline=self.name,
                                      stage=stage, status=stage_status, duration_s=duration))
+                if stage == hit_after and state.cache_hit is not None:
+                    await stream_hit(state)
                 if state.blocked:
                     status = "blocked"
                     break

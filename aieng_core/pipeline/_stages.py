@@ -26,6 +26,7 @@ from aieng_hookspecs.types import (
     Sample,
     Score,
     TokenEvent,
+    TokenLogprob,
     ToolCall,
     Usage,
     unchecked,
@@ -36,7 +37,7 @@ from .._scope import RunScope
 from ..dispatch import Check, Dispatcher, StagePolicy, expect, first_hook_error
 from ..fusion import reciprocal_rank_fusion
 
-__all__ = ["STAGE_FUNCTIONS", "RunState"]
+__all__ = ["STAGE_FUNCTIONS", "RunState", "stream_hit"]
 
 DeltaCallback = Callable[[Delta], "Awaitable[None] | None"]
 
@@ -137,6 +138,16 @@ async def cache_lookup(state: RunState, policy: StagePolicy) -> str:
     state.scope.emit(CacheHit(run_id=state.scope.run_id, pipeline=state.scope.pipeline,
                               component=plugin))
     return "hit"
+
+
+async def stream_hit(state: RunState) -> None:
+    """Hand a cache hit to a streaming caller as a backend that does not stream hands its
+    answer over: one delta. The pipeline calls it once the hit's output guards have run
+    (nothing streams sooner for waiting), so the delta is the run's answer, guarded. No
+    ``backend.first_token`` / ``backend.token`` events: no model ran, and a cache's
+    microseconds would pass for a backend's time to first token in the metrics."""
+    if state.on_delta is not None and state.completion is not None:
+        await _deliver(state.on_delta, _whole(state.completion))
 
 
 async def route(state: RunState, policy: StagePolicy) -> str:
@@ -280,8 +291,7 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
                             hint="check the request's model name against the backends' models")
         completion, plugin = answered
         if state.on_delta is not None:  # a non-streaming backend still feeds the callback
-            await _deliver(state.on_delta, Delta(completion.text, 0, completion.finish_reason,
-                                                 tool_calls=completion.tool_calls))
+            await _deliver(state.on_delta, _whole(completion))
     state.raw_completion = state.completion = completion
     scope = state.scope
     scope.emit(unchecked(ModelCall, run_id=scope.run_id, pipeline=scope.pipeline, component=plugin,
@@ -324,6 +334,16 @@ class _Progress:
     delivered = False
 
 
+def _whole(completion: Completion) -> Delta:
+    """A whole completion (a backend that does not stream, a cache hit) as its one delta.
+
+    It carries no ``logprob``: the completion's per-token log-probabilities are on the
+    run's completion, and a consumer that wants them per token (the gateway's SSE chunks)
+    waits for it when the first delta is already the last one and has none."""
+    return Delta(completion.text, 0, completion.finish_reason, usage=completion.usage,
+                 tool_calls=completion.tool_calls)
+
+
 async def _deliver(callback: DeltaCallback, delta: Delta) -> None:
     result = callback(delta)
     if result is not None:
@@ -339,6 +359,10 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
     count = 0
     usage: Usage | None = None
     calls: tuple[ToolCall, ...] = ()
+    # One log-probability per delta (per token for a backend streaming token by token; a
+    # delta of several tokens carries their sum, an empty last delta an end-of-text
+    # token's); none at all when a delta with text has none.
+    logprobs: list[TokenLogprob] | None = []
     label = f"{plugin}.aieng_stream"
     timeout = policy.timeout
     try:
@@ -387,6 +411,11 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
                 usage = delta.usage
             if delta.tool_calls:
                 calls = delta.tool_calls
+            if logprobs is not None:
+                if delta.logprob is not None:
+                    logprobs.append(TokenLogprob(delta.text, delta.logprob))
+                elif delta.text:
+                    logprobs = None
             progress.delivered = True
             try:
                 await _deliver(state.on_delta, delta)  # type: ignore[arg-type]
@@ -405,7 +434,8 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
         if closer is not None:
             await closer()
     completion = Completion(text="".join(pieces), finish_reason=finish,  # type: ignore[arg-type]
-                            usage=usage or Usage(completion_tokens=count), tool_calls=calls)
+                            usage=usage or Usage(completion_tokens=count), tool_calls=calls,
+                            logprobs=logprobs or None)
     return completion, ttft
 
 

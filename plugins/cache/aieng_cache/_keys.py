@@ -5,7 +5,9 @@ each message's content with its whitespace normalized (runs of whitespace become
 ends stripped, Unicode NFC), and every sampling parameter that changes the output — model,
 temperature, top_p, top_k, max_tokens, stop, seed, response_schema, tools — plus the cache's
 namespace, a prompt-template version and the pipeline's name. ``Request.metadata`` is left
-out (user ids and trace tags would split the cache), except its ``template_version`` field.
+out (user ids and trace tags would split the cache), except its ``template_version`` field
+and whether it asks for log-probabilities (``logprobs``: an answer stored without them is
+no answer to a request for them).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ KEY_FORMAT = 1
 CONTENT_TYPE_FIELD = "cache_type"
 #: ``Request.metadata`` field holding a per-request prompt-template version.
 TEMPLATE_FIELD = "template_version"
+#: ``Request.metadata`` field asking the backend for per-token log-probabilities.
+LOGPROBS_FIELD = "logprobs"
 
 
 @attrs.frozen
@@ -67,7 +71,7 @@ def _message(message: Message) -> list[Any]:
 
 def _parameters(request: Request, scope: KeyScope) -> dict[str, Any]:
     template = request.metadata.get(TEMPLATE_FIELD)
-    return {
+    value: dict[str, Any] = {
         "format": KEY_FORMAT,
         "namespace": scope.namespace,
         "template": [scope.template_version, template if isinstance(template, str) else None],
@@ -84,6 +88,12 @@ def _parameters(request: Request, scope: KeyScope) -> dict[str, Any]:
         "response_schema": request.response_schema,
         "tools": [[t.name, t.description, t.parameters] for t in request.tools],
     }
+    # Truthy as the backends read it. Only a request that asks gets the field, so every
+    # other request keeps the key it had before (KEY_FORMAT unchanged): entries stored for
+    # requests that asked, maybe without log-probabilities, are simply never found again.
+    if request.metadata.get(LOGPROBS_FIELD):
+        value["logprobs"] = True
+    return value
 
 
 def _digest(value: Any) -> str:

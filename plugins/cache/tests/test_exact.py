@@ -11,7 +11,7 @@ import aieng_cache
 import pytest
 from aieng_cache import CacheMiss, CacheOptions, CacheStored, ExactCache, SQLiteLevel
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import CacheHit, Completion, Message, Request
+from aieng_hookspecs.types import CacheHit, Completion, Message, Request, TokenLogprob
 
 from aieng_core import ConfigError, Kernel
 from aieng_core.registry import PluginInfo
@@ -138,6 +138,38 @@ async def test_sampled_requests_are_not_cached_by_default(tmp_path: Path) -> Non
     allowed = ExactCache(CacheOptions(cache_sampled=True))
     await allowed.aieng_cache_store(sampled, Completion(text="joke"))
     assert await allowed.aieng_cache_lookup(sampled) is not None
+
+
+class Scoring:
+    """A backend giving its tokens' log-probabilities when the request asks for them."""
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+
+    @hookimpl
+    def aieng_generate(self, request: Request) -> Completion:
+        self.requests.append(request)
+        logprobs = [TokenLogprob("yes", -0.5)] if request.metadata.get("logprobs") else None
+        return Completion(text="yes", logprobs=logprobs)
+
+
+async def test_an_answer_without_logprobs_never_answers_a_request_for_them(
+        aieng_kernel: Kernel) -> None:
+    """A request asking for log-probabilities misses an entry stored without them (the
+    model answers it, with them); each kind then hits its own entry."""
+    backend = Scoring()
+    pipeline = aieng_kernel.compose({"cache": ExactCache(), "llm": backend})
+    plain, asking = ask("ok?"), ask("ok?", metadata={"logprobs": True})
+    assert (await pipeline.run(plain)).completion.logprobs is None  # type: ignore[union-attr]
+    scored = await pipeline.run(asking)
+    assert scored.cache_hit is None and len(backend.requests) == 2
+    assert scored.completion is not None
+    assert scored.completion.logprobs == (TokenLogprob("yes", -0.5),)
+    again, plain_again = await pipeline.run(asking), await pipeline.run(plain)
+    assert again.cache_hit == plain_again.cache_hit == "cache" and len(backend.requests) == 2
+    assert again.completion is not None and plain_again.completion is not None
+    assert again.completion.logprobs == (TokenLogprob("yes", -0.5),)
+    assert plain_again.completion.logprobs is None
 
 
 async def test_memory_ttl_on_an_injected_clock() -> None:

@@ -60,6 +60,19 @@ def test_scope_and_template_version_are_in_the_key() -> None:
     assert request_key(attrs.evolve(request, metadata={"user": "u1", "trace": 3})) == base
 
 
+def test_asking_for_logprobs_is_in_the_key() -> None:
+    """A request asking for log-probabilities (``metadata["logprobs"]``, as the backends
+    read it) is another request: an answer stored without them is no answer to it. A
+    request that does not ask keeps the key it always had."""
+    request = chat("What is RRF?")
+    base = request_key(request)
+    asking = attrs.evolve(request, metadata={"logprobs": True})
+    assert request_key(asking) != base
+    assert partition_key(asking) != partition_key(request)
+    assert request_key(attrs.evolve(request, metadata={"logprobs": False})) == base
+    assert request_key(attrs.evolve(request, metadata={"logprobs": 1})) == request_key(asking)
+
+
 def test_integer_and_float_temperatures_agree() -> None:
     """``temperature=0`` and ``temperature=0.0`` are the same request."""
     assert request_key(chat("hi", temperature=0)) == request_key(chat("hi", temperature=0.0))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, Delta, Request, Usage
+from aieng_hookspecs.types import Completion, Delta, Request, TokenLogprob, Usage
 
 from ._errors import OpenAIError, hint_for, scrub
 from ._options import OpenAIOptions, _header_safe
@@ -24,6 +24,7 @@ from ._payload import (
     completion_from,
     embed_body,
     finish_reason,
+    logprobs_from,
     usage_from,
     vectors_from,
 )
@@ -271,15 +272,21 @@ class OpenAIBackend:
             finally:
                 await response.aclose()
             answer = self._completion(response, request)
+            total = _total(answer.logprobs)
             if answer.text:
-                yield Delta(answer.text, index=0)
+                yield Delta(answer.text, index=0, logprob=total)
             yield Delta("", index=1 if answer.text else 0, finish_reason=answer.finish_reason,
-                        usage=answer.usage, tool_calls=answer.tool_calls)
+                        logprob=None if answer.text else total, usage=answer.usage,
+                        tool_calls=answer.tool_calls)
             return
         index = 0
         finish: FinishReason | None = None
         usage: Usage | None = None
         calls = StreamedCalls()
+        # The summed log-probability of the tokens not handed over yet (a chunk may carry
+        # several tokens, or tokens without text): the next delta carries it, the last one
+        # what is left, so the deltas' sum is the completion's. None: no token pending.
+        spent: float | None = None
         try:
             async for data in sse_data(response.aiter_lines()):
                 if data.strip() == "[DONE]":
@@ -291,9 +298,13 @@ class OpenAIBackend:
                         continue
                     delta = choice.get("delta")
                     text = delta.get("content") if isinstance(delta, Mapping) else None
+                    tokens = self._logprobs(choice.get("logprobs"), data, url)
+                    if tokens:
+                        spent = min(0.0, (spent or 0.0) + sum(t.logprob for t in tokens))
                     if isinstance(text, str) and text:
-                        yield Delta(text, index=index)
+                        yield Delta(text, index=index, logprob=spent)
                         index += 1
+                        spent = None
                     if isinstance(delta, Mapping) and delta.get("tool_calls") is not None:
                         calls.add(delta["tool_calls"])
                     if choice.get("finish_reason"):
@@ -324,7 +335,17 @@ class OpenAIBackend:
             raise self._error(f"the stream's tool calls are malformed: {error}",
                               kind="protocol", url=url,
                               hint="the server is not OpenAI-compatible here") from None
-        yield Delta("", index=index, finish_reason=finish, usage=usage, tool_calls=whole)
+        # What is left (tokens that showed no text: the end of text) goes on the last delta.
+        yield Delta("", index=index, finish_reason=finish, usage=usage, tool_calls=whole,
+                    logprob=spent)
+
+    def _logprobs(self, raw: object, data: str, url: str) -> tuple[TokenLogprob, ...] | None:
+        try:
+            return logprobs_from(raw)
+        except ProtocolError as error:
+            raise self._error(f"the stream's log-probabilities are malformed: {error}",
+                              kind="protocol", body=data, url=url,
+                              hint="the server is not OpenAI-compatible here") from None
 
     def _chunk(self, data: str, url: str) -> Mapping[str, Any]:
         try:
@@ -382,3 +403,8 @@ class OpenAIBackend:
                               url=f"{self._base}/models", body=json.dumps(data)[:500])
         return [item["id"] for item in items
                 if isinstance(item, Mapping) and isinstance(item.get("id"), str) and item["id"]]
+
+
+def _total(tokens: tuple[TokenLogprob, ...] | None) -> float | None:
+    """The summed log-probability of some tokens (``None`` when there are none)."""
+    return None if not tokens else min(0.0, sum(t.logprob for t in tokens))

@@ -7,12 +7,20 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from aieng_hookspecs.types import Completion, Message, Request, ToolCall, ToolSpec, Usage
+from aieng_hookspecs.types import (
+    Completion,
+    Message,
+    Request,
+    TokenLogprob,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 
 from ._options import OpenAIOptions
 
-__all__ = ["StreamedCalls", "chat_body", "completion_from", "embed_body", "finish_reason", "usage_from",
-           "vectors_from"]
+__all__ = ["StreamedCalls", "chat_body", "completion_from", "embed_body", "finish_reason",
+           "logprobs_from", "usage_from", "vectors_from"]
 
 # The contract's finish reasons (``Completion.finish_reason``); the contract does not export
 # its alias, so it is spelled out here.
@@ -90,6 +98,8 @@ def chat_body(request: Request, options: OpenAIOptions, *, stream: bool) -> dict
     for name in ("tool_choice", "parallel_tool_calls"):
         if name in request.metadata:
             body[name] = request.metadata[name]
+    if request.metadata.get("logprobs"):  # truthy, as the local backends read it
+        body["logprobs"] = True  # the chosen tokens' only: the contract has no alternatives
     if stream:
         body["stream"] = True
         if options.stream_usage:
@@ -146,6 +156,33 @@ def tool_calls_from(raw: object) -> tuple[ToolCall, ...]:
         except (TypeError, ValueError) as error:
             raise ProtocolError(f"tool call {position} is invalid: {error}") from None
     return tuple(calls)
+
+
+def logprobs_from(raw: object) -> tuple[TokenLogprob, ...] | None:
+    """The tokens of a choice's ``logprobs`` (``{"content": [{"token", "logprob", ...}]}``,
+    alternatives ignored), or ``None`` when the server sent none. A log-probability a hair
+    above 0 (float rounding) is 0.
+
+    :raises ProtocolError: when an entry has no string token or no finite number.
+    """
+    if raw is None:
+        return None
+    content = raw.get("content") if isinstance(raw, Mapping) else raw
+    if content is None:
+        return None
+    if not isinstance(content, list):
+        raise ProtocolError("logprobs.content is not a list")
+    tokens = []
+    for position, item in enumerate(content):
+        token = item.get("token") if isinstance(item, Mapping) else None
+        value = item.get("logprob") if isinstance(item, Mapping) else None
+        if not isinstance(token, str):
+            raise ProtocolError(f"logprobs.content[{position}] has no token string")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                or not math.isfinite(value):
+            raise ProtocolError(f"logprobs.content[{position}].logprob is not a finite number")
+        tokens.append(TokenLogprob(token=token, logprob=min(0.0, float(value))))
+    return tuple(tokens)
 
 
 class StreamedCalls:
@@ -215,6 +252,7 @@ def completion_from(data: object, model: str) -> Completion:
         finish_reason=finish_reason(choice.get("finish_reason")),
         usage=usage_from(data.get("usage")) or Usage(),
         model=served if isinstance(served, str) and served else model,
+        logprobs=logprobs_from(choice.get("logprobs")),
         tool_calls=tool_calls_from(message.get("tool_calls")),
     )
 

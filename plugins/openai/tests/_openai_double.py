@@ -4,6 +4,9 @@
 (``/v1/chat/completions`` as JSON and as server-sent events, ``/v1/embeddings``,
 ``/v1/models``) and answers through any aieng backend: the kit's ``ScriptedBackend`` and
 ``HashEmbedder`` for the policy tests, the real ``SmolLM2Backend`` for the real path.
+``logprobs: true`` is passed on as ``metadata["logprobs"]`` and the backend's
+log-probabilities are answered in OpenAI's ``choices[].logprobs.content`` (:class:`Scored`
+gives a scripted backend some).
 Failures are scripted per path (:meth:`OpenAIServerDouble.script`): an error status with
 headers (429 with ``Retry-After``), a delay (timeouts), a raw body or raw SSE lines
 (malformed streams). :class:`LoopbackServer` runs an app under uvicorn in a background
@@ -23,14 +26,22 @@ from typing import Any, Self
 
 import attrs
 import uvicorn
-from aieng_hookspecs.types import Delta, Message, Request, ToolSpec, Usage
+from aieng_hookspecs.types import (
+    Completion,
+    Delta,
+    Message,
+    Request,
+    TokenLogprob,
+    ToolSpec,
+    Usage,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 __all__ = ["API_KEY", "CHAT_MODEL", "EMBED_MODEL", "OTHER_MODEL", "Call", "LoopbackServer",
-           "OpenAIServerDouble", "Scripted", "echo"]
+           "OpenAIServerDouble", "Scored", "Scripted", "echo", "logprob_of"]
 
 #: The key the session's server double accepts; tests assert it never shows in logs or
 #: errors.
@@ -43,6 +54,39 @@ OTHER_MODEL = "double-other"
 def echo(request: Request) -> str:
     """The double's policy: a fixed preamble, then the user's words back."""
     return f"You said: {request.prompt}"
+
+
+def logprob_of(index: int) -> float:
+    """The log-probability :class:`Scored` gives its ``index``-th word (exact in binary)."""
+    return -(index + 1) / 4
+
+
+class Scored:
+    """A scripted backend whose words (its tokens here) have log-probabilities when the
+    request asks for them: :func:`logprob_of` their index, whole and streamed."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    async def aieng_generate(self, request: Request) -> Completion | None:
+        completion: Completion | None = await self.backend.aieng_generate(request)
+        if completion is None or not request.metadata.get("logprobs"):
+            return completion
+        words = completion.text.split(" ")
+        return attrs.evolve(completion, logprobs=[
+            TokenLogprob(word if index == 0 else f" {word}", logprob_of(index))
+            for index, word in enumerate(words)])
+
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta] | None:
+        stream = self.backend.aieng_stream(request)
+        if stream is None or not request.metadata.get("logprobs"):
+            return stream
+        return self._scored(stream)
+
+    @staticmethod
+    async def _scored(stream: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+        async for delta in stream:
+            yield attrs.evolve(delta, logprob=logprob_of(delta.index)) if delta.text else delta
 
 
 @attrs.frozen
@@ -192,7 +236,9 @@ class OpenAIServerDouble:
             "id": "chatcmpl-double", "object": "chat.completion", "created": int(time.time()),
             "model": model,
             "choices": [{"index": 0, "finish_reason": completion.finish_reason,
-                         "message": {"role": "assistant", "content": completion.text}}],
+                         "message": {"role": "assistant", "content": completion.text},
+                         "logprobs": None if completion.logprobs is None else {"content": [
+                             _token(t.token, t.logprob) for t in completion.logprobs]}}],
             "usage": _usage(usage_),
         })
 
@@ -215,8 +261,11 @@ class OpenAIServerDouble:
                 texts += 1
             if delta.usage is not None:
                 usage = delta.usage
+            # A delta's log-probability as one entry (the backend's delta is its token).
             yield chunk([{"index": 0, "delta": {"content": delta.text} if delta.text else {},
-                          "finish_reason": delta.finish_reason}])
+                          "finish_reason": delta.finish_reason,
+                          "logprobs": None if delta.logprob is None else {"content": [
+                              _token(delta.text, delta.logprob)]}}])
         if include_usage:
             if not usage.completion_tokens:
                 usage = Usage(completion_tokens=texts)
@@ -247,6 +296,12 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
                                    "code": code}}, status_code=status)
 
 
+def _token(token: str, logprob: float) -> dict[str, Any]:
+    """One entry of ``logprobs.content``, as OpenAI sends it."""
+    return {"token": token, "logprob": logprob,
+            "bytes": list(token.encode("utf-8", "surrogatepass")), "top_logprobs": []}
+
+
 def _usage(usage: Usage) -> dict[str, int]:
     return {"prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
@@ -275,6 +330,7 @@ def _request(body: dict[str, Any]) -> Request:
         seed=body.get("seed"),
         response_schema=schema,
         tools=tools,
+        metadata={"logprobs": True} if body.get("logprobs") is True else {},
     )
 
 

@@ -25,6 +25,7 @@ from _openai_double import (
     OTHER_MODEL,
     LoopbackServer,
     OpenAIServerDouble,
+    Scored,
     echo,
 )
 from aieng_openai import OpenAIBackend, OpenAIOptions
@@ -34,8 +35,9 @@ from aieng_core.testing import HashEmbedder, ScriptedBackend
 
 @pytest.fixture(scope="session")
 def server_double() -> OpenAIServerDouble:
-    """The session's server double (its policy: :func:`echo`)."""
-    return OpenAIServerDouble(ScriptedBackend(echo), HashEmbedder(dimensions=32),
+    """The session's server double (its policy: :func:`echo`, its words scored when
+    log-probabilities are asked for)."""
+    return OpenAIServerDouble(Scored(ScriptedBackend(echo)), HashEmbedder(dimensions=32),
                               models=[CHAT_MODEL, EMBED_MODEL, OTHER_MODEL], api_key=API_KEY)
 
 

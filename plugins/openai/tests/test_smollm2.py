@@ -60,11 +60,12 @@ def smollm2_server() -> Iterator[LoopbackServer]:
 
 async def test_generate_and_stream_real_smollm2(smollm2_server: LoopbackServer) -> None:
     """Needs the shipped model: over real HTTP, SmolLM2 answers a factual question, and the
-    SSE stream of the same greedy request has the same text with usage on its last delta."""
+    SSE stream of the same greedy request has the same text with usage on its last delta;
+    asked for, the tokens' log-probabilities come back, the stream's summing to the same."""
     backend = OpenAIBackend(OpenAIOptions(base_url=smollm2_server.base_url, model=SMOLLM2,
                                           read_timeout=120.0))
     request = Request(messages=(Message("user", "What is the capital of France?"),),
-                      temperature=0.0, seed=0, max_tokens=8)
+                      temperature=0.0, seed=0, max_tokens=8, metadata={"logprobs": True})
     try:
         completion = await backend.aieng_generate(request)
         stream = backend.aieng_stream(request)
@@ -78,3 +79,8 @@ async def test_generate_and_stream_real_smollm2(smollm2_server: LoopbackServer) 
     assert "".join(d.text for d in deltas) == completion.text
     assert deltas[-1].finish_reason == completion.finish_reason
     assert deltas[-1].usage == completion.usage
+    assert completion.logprobs is not None
+    assert len(completion.logprobs) == completion.usage.completion_tokens
+    assert all(d.logprob is not None for d in deltas if d.text)
+    assert sum(d.logprob or 0.0 for d in deltas) == pytest.approx(
+        sum(t.logprob for t in completion.logprobs), abs=1e-4)

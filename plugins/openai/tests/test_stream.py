@@ -8,11 +8,13 @@ from typing import Any
 
 import anyio
 import pytest
-from _openai_double import OpenAIServerDouble, Scripted
+from _openai_double import OpenAIServerDouble, Scripted, logprob_of
 from aieng_hookspecs.types import Delta, Message, Request
 from aieng_openai import OpenAIBackend, OpenAIError, sse_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from aieng_core import Kernel
 
 pytestmark = pytest.mark.anyio
 
@@ -181,6 +183,86 @@ async def test_stream_from_a_server_that_ignores_stream(double: OpenAIServerDoub
     with pytest.raises(OpenAIError, match="answered unexpectedly"):
         await consume(backend)
     await backend.aclose()
+
+
+async def test_streamed_logprobs_reach_the_deltas_and_the_run(
+        aieng_kernel: Kernel, double: OpenAIServerDouble, make_backend: Any) -> None:
+    """A stream asking for log-probabilities gets each chunk's on its delta, and a
+    pipeline streaming over this backend ends with the same log-probabilities as one that
+    does not stream."""
+    request = Request(messages=(Message("user", "hi there"),), metadata={"logprobs": True})
+    backend: OpenAIBackend = make_backend()
+    stream = backend.aieng_stream(request)
+    assert stream is not None
+    deltas = [delta async for delta in stream]
+    pipeline = aieng_kernel.compose({"llm": backend})
+    whole = await pipeline.run(request)
+    streamed = await pipeline.run(request, on_delta=lambda d: None)
+    await pipeline.aclose()
+    assert double.calls_to("chat/completions")[0].body["logprobs"] is True
+    assert [(d.text, d.logprob) for d in deltas] == [
+        ("You", logprob_of(0)), (" said:", logprob_of(1)), (" hi", logprob_of(2)),
+        (" there", logprob_of(3)), ("", None)]
+    assert whole.completion is not None and streamed.completion is not None
+    assert streamed.model_calls[0].streamed
+    assert streamed.completion.logprobs == whole.completion.logprobs
+    assert whole.completion.logprobs is not None and len(whole.completion.logprobs) == 4
+
+
+async def test_a_whole_answer_to_a_stream_keeps_its_logprobs(double: OpenAIServerDouble,
+                                                              make_backend: Any) -> None:
+    """A server that ignores ``stream`` and answers whole: its one delta of text carries
+    the answer's summed log-probability."""
+    double.script("chat/completions", Scripted(body=json.dumps({"choices": [{
+        "index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": "Whole answer"},
+        "logprobs": {"content": [{"token": "Whole", "logprob": -0.5},
+                                 {"token": " answer", "logprob": -0.25}]}}]})))
+    backend: OpenAIBackend = make_backend()
+    deltas = await consume(backend)
+    await backend.aclose()
+    assert [(d.text, d.logprob) for d in deltas] == [("Whole answer", -0.75), ("", None)]
+
+
+def scored(content: str | None, *tokens: tuple[str, float], finish: str | None = None) -> str:
+    """A chunk whose choice carries ``tokens`` in ``logprobs.content``."""
+    delta = {} if content is None else {"content": content}
+    return "data: " + json.dumps({"object": "chat.completion.chunk", "choices": [
+        {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": {"content": [
+            {"token": t, "logprob": p, "bytes": None, "top_logprobs": []}
+            for t, p in tokens]}}]})
+
+
+async def test_a_chunk_of_several_tokens_carries_their_sum(double: OpenAIServerDouble,
+                                                           make_backend: Any) -> None:
+    """A chunk of several tokens gives its delta their summed log-probability; tokens
+    that show no text (the end of text) are carried to the next delta, the last one at
+    the end; the deltas' sum is the completion's."""
+    double.script("chat/completions", Scripted(sse=(
+        scored("Hel", ("H", -0.5), ("el", -0.25)), "",
+        scored(None, ("<think>", -1.0)), "",
+        scored("lo", ("lo", -0.125)), "",
+        scored(None, ("<eos>", -2.0), finish="stop"), "", "data: [DONE]", "")))
+    backend: OpenAIBackend = make_backend()
+    deltas = await consume(backend)
+    await backend.aclose()
+    assert [(d.text, d.logprob) for d in deltas] == [
+        ("Hel", -0.75), ("lo", -1.125), ("", -2.0)]
+
+
+async def test_malformed_streamed_logprobs_fail_clearly(double: OpenAIServerDouble,
+                                                       make_backend: Any) -> None:
+    """A chunk's log-probabilities that are not numbers are a protocol error."""
+    double.script("chat/completions", Scripted(sse=(
+        "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "a"},
+                                            "logprobs": {"content": [
+                                                {"token": "a", "logprob": None}]}}]}),
+        "", chunk(finish="stop"), "", "data: [DONE]", "")))
+    backend: OpenAIBackend = make_backend()
+    with pytest.raises(OpenAIError, match="log-probabilities are malformed") as caught:
+        await consume(backend)
+    await backend.aclose()
+    assert caught.value.kind == "protocol"
 
 
 async def test_stream_retries_before_the_first_byte(double: OpenAIServerDouble,

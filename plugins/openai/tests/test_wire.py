@@ -14,8 +14,9 @@ from _openai_double import (
     OTHER_MODEL,
     OpenAIServerDouble,
     Scripted,
+    logprob_of,
 )
-from aieng_hookspecs.types import Message, Request, ToolCall, ToolSpec
+from aieng_hookspecs.types import Message, Request, TokenLogprob, ToolCall, ToolSpec
 from aieng_openai import OpenAIBackend, OpenAIError
 
 pytestmark = pytest.mark.anyio
@@ -97,6 +98,42 @@ async def test_completion_fields(double: OpenAIServerDouble, make_backend: Any) 
     assert completion.text == "You said: one" and completion.finish_reason == "length"
     assert completion.usage.completion_tokens == 3
     assert completion.model == CHAT_MODEL
+
+
+async def test_logprobs_are_asked_for_and_read(double: OpenAIServerDouble,
+                                              make_backend: Any) -> None:
+    """A request asking for log-probabilities (``metadata["logprobs"]``) sends
+    ``logprobs: true`` and gets each token's from ``choices[0].logprobs.content``; a
+    request that does not ask sends nothing and gets none."""
+    backend: OpenAIBackend = make_backend()
+    scored = await backend.aieng_generate(ask("hi there", metadata={"logprobs": True}))
+    plain = await backend.aieng_generate(ask("hi there"))
+    await backend.aclose()
+    asked, not_asked = (call.body for call in double.calls_to("chat/completions"))
+    assert asked["logprobs"] is True and "logprobs" not in not_asked
+    assert scored is not None and plain is not None and plain.logprobs is None
+    assert scored.logprobs == tuple(TokenLogprob(token, logprob_of(index)) for index, token
+                                    in enumerate(["You", " said:", " hi", " there"]))
+
+
+@pytest.mark.parametrize("logprobs", [
+    {"content": [{"token": "a", "logprob": "low"}]},
+    {"content": [{"logprob": -1.0}]},
+    {"content": {"token": "a"}},
+])
+async def test_malformed_logprobs_are_protocol_errors(double: OpenAIServerDouble,
+                                                      make_backend: Any,
+                                                      logprobs: dict[str, Any]) -> None:
+    """Log-probabilities that are not tokens with numbers are the server's fault (a
+    protocol error), never a ValueError that would read as the caller's."""
+    double.script("chat/completions", Scripted(body=json.dumps({"choices": [{
+        "index": 0, "finish_reason": "stop", "logprobs": logprobs,
+        "message": {"role": "assistant", "content": "a"}}]})))
+    backend: OpenAIBackend = make_backend()
+    with pytest.raises(OpenAIError, match="logprobs") as caught:
+        await backend.aieng_generate(ask(metadata={"logprobs": True}))
+    await backend.aclose()
+    assert caught.value.kind == "protocol"
 
 
 async def test_tool_calls_are_decoded(double: OpenAIServerDouble, make_backend: Any) -> None:

@@ -1,0 +1,192 @@
+"""Streamed runs (``on_delta``) against cache hits and log-probabilities: a caller that
+streams gets the same answer, and the same completion, as one that does not."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from aieng_core import Kernel
+from aieng_core.testing.doubles import ScriptedBackend
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import (
+    CacheHit,
+    Completion,
+    Delta,
+    FirstToken,
+    GuardVerdict,
+    ModelCall,
+    Request,
+    TokenEvent,
+    TokenLogprob,
+    ToolCall,
+    Usage,
+)
+
+pytestmark = pytest.mark.anyio
+
+#: (token, log-probability) of the scored double's answer, its end-of-text token last.
+TOKENS = (("one", -0.5), (" two", -0.25), (" three", -1.0), ("", -0.125))
+
+
+class DictCache:
+    """Cache double keyed on the prompt."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, Completion] = {}
+
+    @hookimpl
+    def aieng_cache_lookup(self, request: Request) -> Completion | None:
+        return self.store.get(request.prompt)
+
+    @hookimpl
+    def aieng_cache_store(self, request: Request, completion: Completion) -> None:
+        self.store[request.prompt] = completion
+
+
+class Scored:
+    """A backend reporting each token's log-probability, whole and streamed one delta per
+    token (the end-of-text token, which shows no text, on the last delta)."""
+
+    @hookimpl
+    def aieng_generate(self, request: Request) -> Completion:
+        return Completion(text="".join(t for t, _ in TOKENS), usage=Usage(completion_tokens=4),
+                          logprobs=[TokenLogprob(t, p) for t, p in TOKENS])
+
+    @hookimpl
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta]:
+        async def deltas() -> AsyncIterator[Delta]:
+            for index, (token, logprob) in enumerate(TOKENS):
+                yield Delta(token, index, "stop" if index == len(TOKENS) - 1 else None,
+                            logprob=logprob,
+                            usage=Usage(completion_tokens=4) if index == 3 else None)
+        return deltas()
+
+
+class WholeOnly(Scored):
+    """:class:`Scored` without a stream: the kernel hands its answer over as one delta."""
+
+    @hookimpl
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta] | None:
+        return None
+
+
+async def test_a_cache_hit_streams_the_cached_answer(aieng_kernel: Kernel) -> None:
+    """A streaming caller served from the cache gets the cached answer through its
+    callback, as one delta with the finish reason (a backend that does not stream hands
+    its answer over the same way); no model ran, so no backend event says one did."""
+    backend = ScriptedBackend(["one two three"])
+    pipeline = aieng_kernel.compose({"cache": DictCache(), "llm": backend})
+    first: list[Delta] = []
+    miss = await pipeline.run("count", on_delta=first.append)
+    again: list[Delta] = []
+    hit = await pipeline.run("count", on_delta=again.append)
+    assert len(backend.requests) == 1 and hit.cache_hit == "cache"
+    assert "".join(d.text for d in first) == "one two three"
+    assert [(d.text, d.finish_reason) for d in again] == [("one two three", "stop")]
+    assert hit.completion is not None and miss.completion is not None
+    assert again[0].usage == hit.completion.usage == miss.completion.usage
+    assert [type(e) for e in hit.events if isinstance(e, (FirstToken, TokenEvent, ModelCall,
+                                                          CacheHit))] == [CacheHit]
+
+
+class Redact:
+    """Output guard double: redacts 'secret', blocks answers with 'leak'."""
+
+    @hookimpl
+    def aieng_guard_output(self, completion: Completion) -> GuardVerdict | None:
+        if "leak" in completion.text:
+            return GuardVerdict(action="block", text="I can't share that.")
+        if "secret" in completion.text:
+            return GuardVerdict(action="redact",
+                                text=completion.text.replace("secret", "[REDACTED]"))
+        return None
+
+
+async def test_a_streamed_cache_hit_is_the_guarded_answer(aieng_kernel: Kernel) -> None:
+    """A hit has nothing to stream piece by piece, so its one delta waits for the output
+    guards: the caller sees the run's answer, redacted or replaced, never the raw entry
+    (stored before the guards, which run again on every hit)."""
+    cache = DictCache()
+    backend = ScriptedBackend(["the secret"])
+    pipeline = aieng_kernel.compose({"cache": cache, "llm": backend, "guard": Redact()})
+    await pipeline.run("tell")
+    cache.store["spill"] = Completion(text="a leak")  # stored before the guard was added
+    told: list[Delta] = []
+    redacted = await pipeline.run("tell", on_delta=told.append)
+    spilled: list[Delta] = []
+    blocked = await pipeline.run("spill", on_delta=spilled.append)
+    assert redacted.cache_hit == blocked.cache_hit == "cache" and len(backend.requests) == 1
+    assert [(d.text, d.finish_reason) for d in told] == [("the [REDACTED]", "stop")]
+    assert blocked.status == "blocked"
+    assert [(d.text, d.finish_reason) for d in spilled] == \
+        [("I can't share that.", "content_filter")]
+
+
+async def test_a_cache_hit_hands_its_tool_calls_to_the_callback(aieng_kernel: Kernel) -> None:
+    """A cached answer that calls tools reaches a streaming caller with its calls."""
+    call = ToolCall(id="c1", name="add", arguments={"a": 1, "b": 2})
+    cache = DictCache()
+    cache.store["1 + 2?"] = Completion(text="", finish_reason="tool_calls", tool_calls=[call])
+    pipeline = aieng_kernel.compose({"cache": cache, "llm": ScriptedBackend()})
+    seen: list[Delta] = []
+    result = await pipeline.run("1 + 2?", on_delta=seen.append)
+    assert result.cache_hit == "cache"
+    assert [(d.text, d.finish_reason, d.tool_calls) for d in seen] == \
+        [("", "tool_calls", (call,))]
+
+
+async def test_a_stream_keeps_the_log_probabilities_of_its_deltas(aieng_kernel: Kernel) -> None:
+    """A streamed completion carries its deltas' log-probabilities, one per delta, the
+    same as the backend's whole completion (here: one token per delta)."""
+    pipeline = aieng_kernel.compose({"llm": Scored()})
+    whole = await pipeline.run("go")
+    streamed = await pipeline.run("go", on_delta=lambda d: None)
+    assert whole.completion is not None and streamed.completion is not None
+    assert streamed.model_calls[0].streamed
+    assert streamed.completion.logprobs == whole.completion.logprobs
+    assert streamed.completion.logprobs == tuple(TokenLogprob(t, p) for t, p in TOKENS)
+
+
+async def test_a_stream_with_a_delta_missing_its_log_probability_has_none(
+        aieng_kernel: Kernel) -> None:
+    """Log-probabilities for only some of the text are none at all: never a partial list
+    that reads as the whole completion's."""
+
+    class Partial:
+        @hookimpl
+        def aieng_stream(self, request: Request) -> AsyncIterator[Delta]:
+            async def deltas() -> AsyncIterator[Delta]:
+                yield Delta("one", 0, logprob=-0.5)
+                yield Delta(" two", 1)
+                yield Delta("", 2, "stop")
+            return deltas()
+
+    plain = await aieng_kernel.compose({"llm": ScriptedBackend(["one two"])}).run(
+        "go", on_delta=lambda d: None)
+    partial = await aieng_kernel.compose({"llm": Partial()}).run("go", on_delta=lambda d: None)
+    assert plain.completion is not None and plain.completion.logprobs is None
+    assert partial.completion is not None and partial.completion.text == "one two"
+    assert partial.completion.logprobs is None
+
+
+async def test_a_backend_that_does_not_stream_keeps_its_log_probabilities(
+        aieng_kernel: Kernel) -> None:
+    """Streamed over a backend that only answers whole, the run's completion is the
+    backend's, per-token log-probabilities included."""
+    seen: list[Delta] = []
+    result = await aieng_kernel.compose({"llm": WholeOnly()}).run("go", on_delta=seen.append)
+    assert result.completion is not None
+    assert result.completion.logprobs == tuple(TokenLogprob(t, p) for t, p in TOKENS)
+    assert [d.text for d in seen] == ["one two three"]
+
+
+async def test_a_streamed_answer_is_cached_with_its_log_probabilities(
+        aieng_kernel: Kernel) -> None:
+    """What a streamed run stores is what a hit gives back: log-probabilities included."""
+    pipeline = aieng_kernel.compose({"cache": DictCache(), "llm": Scored()})
+    await pipeline.run("go", on_delta=lambda d: None)
+    hit = await pipeline.run("go")
+    assert hit.cache_hit == "cache" and hit.completion is not None
+    assert hit.completion.logprobs == tuple(TokenLogprob(t, p) for t, p in TOKENS)
