@@ -592,8 +592,9 @@ class _Stream(Response):
                                          key_id=call.key.id if call.key else None)
             self.finish(499)  # nginx's "client closed request"
             return
-        # No delta came (a cache hit, a blocked input) or it was held: the answer goes in
-        # one chunk, with its log-probabilities when they were asked for.
+        # No delta came (a blocked input) or the only one was held (a whole answer: a
+        # backend that does not stream, a cache hit): the answer goes in one chunk, with
+        # its log-probabilities when they were asked for.
         whole = completion if error is None and chunks == 0 else None
         logprobs = None
         if whole is not None and chat.logprobs and whole.text:
