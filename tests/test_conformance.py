@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -526,6 +527,215 @@ async def test_cache_suite_catches_lost_tool_calls(aieng_kernel: Kernel) -> None
     await suite.store(pipeline, request, stored)
     with pytest.raises(AssertionError, match="tool calls differ"):
         suite.check_hit(await suite.lookup(pipeline, request), stored)
+
+
+class OneScorePerReference:
+    """Broken judge: one ``exact_match`` score per reference, so the name repeats."""
+
+    @hookimpl
+    def aieng_judge(self, sample: Sample) -> list[Score] | None:
+        refs = (sample.reference,) if isinstance(sample.reference, str) else sample.reference
+        return [Score("exact_match", float(ref == sample.output)) for ref in refs or ()] or None
+
+
+async def test_judge_suite_catches_repeated_score_names(aieng_kernel: Kernel) -> None:
+    """The judge suite fails a judge giving two values of one metric for a sample (the eval
+    runner keeps one value per metric name and judge)."""
+    suite = JudgeSuite()
+    pipeline = suite.compose(aieng_kernel, OneScorePerReference())
+    scores = await suite.judge(pipeline, Sample(input="2 + 2?", output="four",
+                                                reference=("4", "four")))
+    with pytest.raises(AssertionError, match="score names repeat"):
+        suite.check_scores(scores)
+
+
+class ReadsTheWrongField:
+    """Broken judge: looks for its reference in the metadata, so it never applies."""
+
+    @hookimpl
+    def aieng_judge(self, sample: Sample) -> list[Score] | None:
+        reference = sample.metadata.get("reference")
+        return None if reference is None else [Score("match", float(reference == sample.output))]
+
+
+async def test_judge_suite_catches_a_judge_that_never_applies(aieng_kernel: Kernel) -> None:
+    """The judge suite fails a judge that answers None for every one of its samples (every
+    other check of the suite would pass it, having nothing to check)."""
+    suite = JudgeSuite()
+    pipeline = suite.compose(aieng_kernel, ReadsTheWrongField())
+    samples = [Sample(input="Capital of France?", output="Paris", reference="Paris")]
+    with pytest.raises(AssertionError, match="returned None for each of the 1 judge_samples"):
+        await suite.test_scores_some_sample(pipeline, samples)
+
+
+class StringSchema(EchoTool):
+    """Broken tool: its parameters are a bare property map, not an object JSON schema."""
+
+    spec = ToolSpec(name="echo", parameters={"text": {"type": "string"}})
+
+
+class RenamedArgument(EchoTool):
+    """Broken tool: its schema asks the model for ``text``; it reads ``message``, and so
+    does the example its author wrote."""
+
+    @hookimpl
+    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
+        if call.name != "echo":
+            return None
+        message = call.arguments.get("message")
+        if not isinstance(message, str):
+            return ToolResult(call_id=call.id, is_error=True, content="echo needs 'message'")
+        return ToolResult(call_id=call.id, content=message)
+
+
+async def test_tool_suite_catches_a_schema_that_is_no_object(aieng_kernel: Kernel) -> None:
+    """The tool suite fails a tool whose parameters are not an ``object`` JSON schema (what
+    a model is told the arguments with)."""
+    suite = ToolSuite()
+    pipeline = suite.compose(aieng_kernel, StringSchema())
+    with pytest.raises(AssertionError, match="parameters must be an object JSON schema"):
+        suite.check_specs(await suite.tools(pipeline))
+
+
+async def test_tool_suite_catches_an_example_unlike_the_schema(aieng_kernel: Kernel) -> None:
+    """The tool suite fails a tool whose example lacks an argument its schema requires: the
+    model, told the schema, would call it with arguments it does not read."""
+    suite = ToolSuite()
+    pipeline = suite.compose(aieng_kernel, RenamedArgument())
+    with pytest.raises(AssertionError, match=r"lacks the arguments its schema requires: \['text'\]"):
+        await suite.test_examples_run(pipeline, {"echo": {"message": "hello"}})
+
+
+class PopsArguments(EchoTool):
+    """Broken tool: takes its argument out of the call (the model's, in the transcript)."""
+
+    @hookimpl
+    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
+        if call.name != "echo":
+            return None
+        text = call.arguments.pop("text", None)
+        return ToolResult(call_id=call.id, content=str(text), is_error=text is None)
+
+
+class CountsInSample(ExactMatchJudge):
+    """Broken judge: counts its calls in the sample's metadata."""
+
+    @hookimpl
+    def aieng_judge(self, sample: Sample) -> list[Score] | None:
+        sample.metadata["judged"] = sample.metadata.get("judged", 0) + 1
+        return super().aieng_judge(sample)
+
+
+class TagsRequestRouter:
+    """Broken router: routes as the reference router, noting its choice in the request's
+    metadata."""
+
+    @hookimpl
+    def aieng_route(self, request: Request, candidates: Sequence[str]) -> Route | None:
+        route = FirstCandidateRouter().aieng_route(candidates)
+        request.metadata["route"] = None if route is None else route.target
+        return route
+
+
+class StampsDocuments(ScoreReranker):
+    """Broken reranker: writes its verdict into the given hits' documents."""
+
+    @hookimpl
+    def aieng_rerank(self, hits: Sequence[Hit], k: int) -> list[Hit]:
+        for hit in hits:
+            hit.document.metadata["reranked"] = True
+        return super().aieng_rerank(hits, k)
+
+
+class TagsRequestGuard(RegexRedactGuard):
+    """Broken guard: marks the request it checked, in its metadata."""
+
+    @hookimpl
+    def aieng_guard_input(self, request: Request) -> GuardVerdict:
+        request.metadata["guarded"] = True
+        return self.check(request.prompt)
+
+
+_REQUEST = Request(messages=(Message("user", "hi"),))
+_HITS = [Hit(d, score=1.0, rank=i + 1) for i, d in enumerate(DEFAULT_CORPUS)]
+
+
+@pytest.mark.parametrize(("suite", "component", "call"), [
+    (JudgeSuite(), CountsInSample(),
+     lambda s, p: s.judge(p, Sample(input="q", output="a", reference="a"))),
+    (ToolSuite(), PopsArguments(),
+     lambda s, p: s.call(p, ToolCall(id="c1", name="echo", arguments={"text": "x"}))),
+    (RouterSuite(), TagsRequestRouter(), lambda s, p: s.route(p, _REQUEST, ["a", "b"])),
+    (RerankerSuite(), StampsDocuments(), lambda s, p: s.rerank(p, Query("q"), _HITS, 2)),
+    (GuardrailSuite(), TagsRequestGuard(), lambda s, p: s.guard_input(p, "hello")),
+], ids=["judge", "tool", "router", "reranker", "guardrail"])
+async def test_suites_catch_an_argument_changed_in_place(
+    aieng_kernel: Kernel, suite: Any, component: object,
+    call: Callable[[Any, Any], Awaitable[object]],
+) -> None:
+    """Each suite fails a component that writes into what it was given (a metadata dict, a
+    tool call's arguments): those are the caller's, shared with the rest of the run."""
+    pipeline = suite.compose(aieng_kernel, component)
+    with pytest.raises(AssertionError, match="changed its argument in place"):
+        await call(suite, pipeline)
+
+
+class UnmeasuredQuantizer(CopyQuantizer):
+    """Broken quantizer: copies the weights but reports sizes it never measured."""
+
+    def _copy(self, model: str) -> QuantizeResult:
+        return attrs.evolve(super()._copy(model), size_before=0, size_after=0)
+
+
+class QuantizesNowhere:
+    """Broken quantizer: reports a quantized model it never wrote."""
+
+    @hookimpl
+    def aieng_quantize(self, model: str, scheme: str) -> QuantizeResult | None:
+        if scheme != "copy":
+            return None
+        size = Path(model).stat().st_size
+        return QuantizeResult(model=f"{model}.int8", scheme=scheme, size_before=size,
+                              size_after=size // 2)
+
+
+@pytest.mark.parametrize(("broken", "message"), [
+    (UnmeasuredQuantizer, "weights of 0 bytes before and 0 after"),
+    (QuantizesNowhere, "where nothing is"),
+], ids=["unmeasured", "nowhere"])
+async def test_quantizer_suite_catches_a_false_result(aieng_kernel: Kernel, tmp_path: Path,
+                                                      broken: type, message: str) -> None:
+    """The quantizer suite fails a quantizer reporting sizes of 0 bytes, and one whose
+    result names a model that is not there."""
+    suite = QuantizerSuite()
+    component = broken(output_dir=tmp_path / "out") if broken is UnmeasuredQuantizer \
+        else broken()
+    pipeline = suite.compose(aieng_kernel, component)
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"\x00\x01" * 5_000)
+    with pytest.raises(AssertionError, match=message):
+        await suite.test_quantizes_with_its_scheme(pipeline, str(model), "copy")
+
+
+class RedactsNothing(RegexRedactGuard):
+    """Broken guard: says ``redact`` when it finds nothing, the text unchanged."""
+
+    def check(self, text: str) -> GuardVerdict:
+        verdict = super().check(text)
+        return GuardVerdict(action="redact", text=text) if verdict.action == "allow" \
+            else verdict
+
+
+async def test_guardrail_suite_catches_a_redaction_that_changes_nothing(
+    aieng_kernel: Kernel,
+) -> None:
+    """The guardrail suite fails a ``redact`` verdict that leaves the text as it was (the
+    action means "text changed"; the run would report a redaction that never happened)."""
+    suite = GuardrailSuite()
+    pipeline = suite.compose(aieng_kernel, RedactsNothing())
+    verdict = await suite.guard_input(pipeline, "Hello, how are you?")
+    with pytest.raises(AssertionError, match="a redact verdict left the text as it was"):
+        suite.check_verdict(verdict, "Hello, how are you?")
 
 
 # -- what every suite checks

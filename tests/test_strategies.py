@@ -253,3 +253,20 @@ def test_every_choice_is_reachable() -> None:
                 return bool(getattr(x, a) == w)
 
             find(strategy, has_value, settings=_EXISTS)
+
+
+def test_request_parameters_reach_their_boundaries() -> None:
+    """Requests carry whitespace-only stop sequences (``"\\n\\n"``, the commonest), sampling
+    parameters past their usual ranges and negative seeds, and tokens with log-probabilities
+    far below -1e4: every one valid for the types, and where components slip."""
+    cases: list[tuple[SearchStrategy[Any], Callable[[Any], bool]]] = [
+        (aist.requests(), lambda r: any(not stop.strip() for stop in r.stop)),
+        (aist.requests(), lambda r: r.temperature > 2.0),
+        (aist.requests(), lambda r: r.seed is not None and r.seed < 0),
+        (aist.requests(), lambda r: r.max_tokens > 4_096),
+        (aist.requests(), lambda r: r.top_k is not None and r.top_k > 1_000),
+        (aist.token_logprobs(), lambda t: t.logprob < -1e4),
+        (aist.deltas(), lambda d: d.logprob is not None and d.logprob < -1e4),
+    ]
+    for strategy, wanted in cases:
+        find(strategy, wanted, settings=_EXISTS)

@@ -431,8 +431,19 @@ def messages() -> SearchStrategy[Message]:
     return _messages()
 
 
+def _counts(minimum: int, usual: int) -> SearchStrategy[int]:
+    """Integers from ``minimum`` up to what JSON carries, mostly at most ``usual``."""
+    return st.one_of(st.integers(min_value=minimum, max_value=usual),
+                     st.integers(min_value=minimum, max_value=_JSON_INT_LIMIT))
+
+
+#: Stop sequences: any non-empty text, the common whitespace ones ("\n\n") included.
+_STOPS = st.one_of(st.sampled_from(["\n", "\n\n", " ", "\t"]), st.text(min_size=1, max_size=8))
+
+
 def requests() -> SearchStrategy[Request]:
-    """Generation requests: one to four messages and sampling parameters across their range.
+    """Generation requests: one to four messages and sampling parameters across their range
+    (temperatures past 2, negative seeds, whitespace stop sequences).
 
     :returns: a strategy of :class:`Request`.
     """
@@ -440,12 +451,12 @@ def requests() -> SearchStrategy[Request]:
         Request,
         messages=st.lists(messages(), min_size=1, max_size=4),
         model=st.none() | _non_blank(),
-        temperature=_finite(min_value=0.0, max_value=2.0),
-        top_k=st.none() | st.integers(min_value=1, max_value=1_000),
+        temperature=_finite(min_value=0.0, max_value=2.0) | _finite(min_value=0.0),
+        top_k=st.none() | _counts(1, 1_000),
         top_p=st.floats(min_value=0.0, max_value=1.0, exclude_min=True),
-        max_tokens=st.integers(min_value=1, max_value=4_096),
-        stop=st.lists(_non_blank(8), max_size=3),
-        seed=st.none() | st.integers(min_value=0, max_value=2**32 - 1),
+        max_tokens=_counts(1, 4_096),
+        stop=st.lists(_STOPS, max_size=3),
+        seed=st.none() | st.integers(min_value=-_JSON_INT_LIMIT, max_value=_JSON_INT_LIMIT),
         response_schema=st.none() | _object_schemas(),
         tools=st.lists(tool_specs(), max_size=2),
         metadata=_json_objects(),
@@ -461,12 +472,18 @@ def usages() -> SearchStrategy[Usage]:
     return st.builds(Usage, prompt_tokens=counts, completion_tokens=counts)
 
 
+def _logprobs() -> SearchStrategy[float]:
+    """Log-probabilities: finite and ``<= 0``, mostly of a plausible size, down to -1e308
+    (where ``exp`` underflows and a sum overflows)."""
+    return _finite(min_value=-1e4, max_value=0.0) | _finite(max_value=0.0)
+
+
 def token_logprobs() -> SearchStrategy[TokenLogprob]:
-    """Tokens with log-probabilities ``<= 0``.
+    """Tokens with finite log-probabilities ``<= 0``.
 
     :returns: a strategy of :class:`TokenLogprob`.
     """
-    return st.builds(TokenLogprob, token=_text(8), logprob=_finite(min_value=-1e4, max_value=0.0))
+    return st.builds(TokenLogprob, token=_text(8), logprob=_logprobs())
 
 
 @st.composite
@@ -503,7 +520,7 @@ def deltas() -> SearchStrategy[Delta]:
         text=_text(_SHORT),
         index=st.integers(min_value=0, max_value=100_000),
         finish_reason=st.none() | st.sampled_from(_choices(Delta, "finish_reason")),
-        logprob=st.none() | _finite(min_value=-1e4, max_value=0.0),
+        logprob=st.none() | _logprobs(),
         tool_calls=st.lists(tool_calls(), max_size=2),
     )
 

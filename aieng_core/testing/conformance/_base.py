@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import copy
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import anyio
+import attrs
 import pluggy
 import pytest
 from hypothesis import HealthCheck, settings
@@ -27,6 +29,7 @@ __all__ = [
     "RoleSuite",
     "collect_stream",
     "implemented_hooks",
+    "left_unchanged",
     "optional_fixture",
     "unique",
 ]
@@ -178,6 +181,40 @@ async def collect_stream(dispatcher: Dispatcher, stream: object, *,
         if closer is not None:
             await closer()
     return items
+
+
+def _changed(before: object, after: object, path: str) -> str:
+    """Where ``after`` first differs from ``before``: a path into fields and items."""
+    cls: Any = type(before)
+    if attrs.has(cls) and type(after) is cls:
+        for field in attrs.fields(cls):
+            old, new = getattr(before, field.name), getattr(after, field.name)
+            if old != new:
+                return _changed(old, new, f"{path}.{field.name}")
+    elif isinstance(before, (list, tuple)) and isinstance(after, (list, tuple)) \
+            and len(before) == len(after):
+        for index, (old, new) in enumerate(zip(before, after)):
+            if old != new:
+                return _changed(old, new, f"{path}[{index}]")
+    return f"{path} was {before!r:.200} and became {after!r:.200}"
+
+
+async def left_unchanged(awaitable: Awaitable[Any], hook: str, /, **arguments: object) -> Any:
+    """Await ``awaitable`` (a hook call given ``arguments``) and fail when the impl changed
+    any of them in place; returns what the call returned.
+
+    The boundary types are frozen, but their ``metadata`` (and a tool call's ``arguments``)
+    are plain dicts, shared with the caller: an impl that writes into one changes the run's
+    state (a hit's document in the retriever, the arguments in the agent's transcript). An
+    impl that wants to annotate makes a copy (``attrs.evolve(doc, metadata={...})``).
+    """
+    before = {name: copy.deepcopy(value) for name, value in arguments.items()}
+    result = await awaitable
+    for name, value in arguments.items():
+        assert value == before[name], (
+            f"{hook} changed its argument in place: {_changed(before[name], value, name)}; "
+            "build new values (attrs.evolve, dict(...)) instead of writing into those given")
+    return result
 
 
 def optional_fixture(request: pytest.FixtureRequest, name: str) -> Any:

@@ -14,7 +14,7 @@ from ...kernel import Kernel
 from ...pipeline import Pipeline
 from .._kit import EventCapture
 from ..doubles import ScriptedBackend
-from ._base import PROPERTY, STAGE, RoleSuite, implemented_hooks
+from ._base import PROPERTY, STAGE, RoleSuite, implemented_hooks, left_unchanged
 
 __all__ = ["GuardrailSuite"]
 
@@ -43,10 +43,11 @@ class GuardrailSuite(RoleSuite):
             def component(self) -> MyGuard:
                 return MyGuard()
 
-    A verdict's action is ``allow`` (text unchanged), ``redact`` or ``block``; its text is
-    what the next stage sees; redaction is idempotent: guarding the redacted text again
-    changes nothing and blocks nothing. Each finding's span (``start``..``end``) lies within
-    the guarded text.
+    A verdict's action is ``allow`` (text unchanged), ``redact`` (text changed: a guard that
+    changes nothing allows, findings and all) or ``block``; its text is what the next stage
+    sees; redaction is idempotent: guarding the redacted text again changes nothing and
+    blocks nothing. Each finding's span (``start``..``end``) lies within the guarded text.
+    The request and completion given are left as they were.
 
     Fixture it may override: ``guard_inputs``, texts the guard cares about (they are mixed
     into the generated texts).
@@ -73,23 +74,28 @@ class GuardrailSuite(RoleSuite):
     async def guard_input(self, pipeline: Pipeline, text: str) -> Any:
         """``aieng_guard_input`` on a request whose last user message is ``text``."""
         request = Request(messages=(Message("system", "Be helpful."), Message("user", text)))
-        found = await pipeline.dispatcher.first("aieng_guard_input", {"request": request},
-                                                stage=STAGE)
+        found = await left_unchanged(
+            pipeline.dispatcher.first("aieng_guard_input", {"request": request}, stage=STAGE),
+            "aieng_guard_input", request=request)
         return None if found is None else found[0]
 
     async def guard_output(self, pipeline: Pipeline, text: str) -> Any:
         """``aieng_guard_output`` on a completion of ``text``."""
         request = Request(messages=(Message("user", "Tell me something."),))
-        found = await pipeline.dispatcher.first(
-            "aieng_guard_output", {"request": request, "completion": Completion(text=text)},
-            stage=STAGE)
+        completion = Completion(text=text)
+        found = await left_unchanged(
+            pipeline.dispatcher.first(
+                "aieng_guard_output", {"request": request, "completion": completion},
+                stage=STAGE),
+            "aieng_guard_output", request=request, completion=completion)
         return None if found is None else found[0]
 
     # -- checks --------------------------------------------------------------------------
 
     def check_verdict(self, verdict: object, text: str) -> str:
-        """``None`` or a verdict with a valid action and text, whose findings' spans lie
-        within ``text`` (the guarded text); returns the text after it."""
+        """``None`` or a verdict with a valid action and text (``allow`` keeping ``text``,
+        ``redact`` changing it), whose findings' spans lie within ``text`` (the guarded
+        text); returns the text after it."""
         if verdict is None:  # "allow unchanged"
             return text
         assert isinstance(verdict, GuardVerdict), (
@@ -102,6 +108,10 @@ class GuardrailSuite(RoleSuite):
                 f"of the guarded text ({len(text)} characters)")
         if verdict.action == "allow":
             assert verdict.text == text, "an allow verdict changed the text"
+        if verdict.action == "redact":
+            assert verdict.text != text, (
+                "a redact verdict left the text as it was: a guard that changes nothing "
+                "allows (with its findings), or blocks")
         return verdict.text
 
     def check_idempotent(self, first: object, second: object, text: str) -> None:

@@ -15,7 +15,7 @@ from ...pipeline import Pipeline
 from .. import strategies as aist
 from .._kit import EventCapture
 from ..doubles import ScriptedBackend
-from ._base import PROPERTY, STAGE, RoleSuite
+from ._base import PROPERTY, STAGE, RoleSuite, left_unchanged, unique
 
 __all__ = ["JudgeSuite"]
 
@@ -31,10 +31,12 @@ class JudgeSuite(RoleSuite):
                 return MyJudge()
 
     A judge returns ``None`` ("not applicable": a reference metric without a reference) or
-    one or more :class:`Score` values with a name and a finite value, for any sample.
+    one or more :class:`Score` values with a name and a finite value, for any sample; the
+    names of one answer differ (each score is its metric's), and the sample is left as it
+    was given.
 
     Fixture it may override: ``judge_samples`` (samples every test scores, besides the
-    generated ones).
+    generated ones); at least one of them must get scores, or the suite checks nothing.
     """
 
     role = "judge"
@@ -56,13 +58,15 @@ class JudgeSuite(RoleSuite):
         ]
 
     async def judge(self, pipeline: Pipeline, sample: Sample) -> Any:
-        """``aieng_judge`` of the component through the dispatcher."""
-        gathered = await pipeline.dispatcher.gather("aieng_judge", {"sample": sample},
-                                                    stage=STAGE)
+        """``aieng_judge`` of the component through the dispatcher (failing when it changes
+        the sample in place)."""
+        gathered = await left_unchanged(
+            pipeline.dispatcher.gather("aieng_judge", {"sample": sample}, stage=STAGE),
+            "aieng_judge", sample=sample)
         return gathered[0][0] if gathered else None
 
     def check_scores(self, scores: object) -> list[Score]:
-        """``None``, or a non-empty list of named scores with finite values."""
+        """``None``, or a non-empty list of scores with finite values and distinct names."""
         if scores is None:
             return []
         assert isinstance(scores, (list, tuple)), (
@@ -72,6 +76,10 @@ class JudgeSuite(RoleSuite):
             assert isinstance(score, Score), f"{score!r} is not a Score"
             assert score.name.strip(), "a score has no name"
             assert math.isfinite(score.value), f"score {score.name!r} is {score.value}"
+        names = [score.name for score in scores]
+        assert unique(names), (
+            f"score names repeat: {names}; give one score per metric (several values of one "
+            "metric, as one per reference, are combined or named apart)")
         return list(scores)
 
     async def test_scores_the_samples(
@@ -80,6 +88,17 @@ class JudgeSuite(RoleSuite):
         """Each of the fixture's samples gets None or named, finite scores."""
         for sample in judge_samples:
             self.check_scores(await self.judge(conformance_pipeline, sample))
+
+    async def test_scores_some_sample(
+        self, conformance_pipeline: Pipeline, judge_samples: list[Sample]
+    ) -> None:
+        """At least one of the fixture's samples gets scores: a judge that finds none of
+        them applicable is never checked here (give ``judge_samples`` it scores)."""
+        answers = [self.check_scores(await self.judge(conformance_pipeline, sample))
+                   for sample in judge_samples]
+        assert any(answers), (
+            f"aieng_judge returned None for each of the {len(judge_samples)} judge_samples: "
+            "give a judge_samples fixture with samples the judge applies to")
 
     @PROPERTY
     @given(sample=aist.samples())

@@ -36,8 +36,8 @@ class QuantizerSuite(RoleSuite):
             def scheme(self) -> str:
                 return "int8"
 
-    An unsupported scheme gets ``None``; a supported one a result of that scheme whose
-    weights did not grow.
+    An unsupported scheme gets ``None``; a supported one a result of that scheme, at the
+    place it names, whose measured weights (more than 0 bytes) did not grow.
     """
 
     role = "quantizer"
@@ -74,11 +74,15 @@ class QuantizerSuite(RoleSuite):
         return None if found is None else found[0]
 
     def check_result(self, result: object, scheme: str) -> QuantizeResult:
-        """A result of the requested scheme whose weights did not grow."""
+        """A result of the requested scheme whose weights were measured (a model has more
+        than 0 bytes of them) and did not grow."""
         assert result is not None, f"aieng_quantize returned None for scheme {scheme!r}"
         assert isinstance(result, QuantizeResult), (
             f"aieng_quantize returned {type(result).__name__}, expected QuantizeResult")
         assert result.scheme == scheme, f"asked for {scheme!r}, got {result.scheme!r}"
+        assert result.size_before > 0 and result.size_after > 0, (
+            f"weights of {result.size_before} bytes before and {result.size_after} after: "
+            "report the measured sizes of the model's weights")
         assert result.size_after <= result.size_before, (
             f"the weights grew from {result.size_before} to {result.size_after} bytes")
         return result
@@ -96,10 +100,12 @@ class QuantizerSuite(RoleSuite):
     async def test_quantizes_with_its_scheme(
         self, conformance_pipeline: Pipeline, model_path: str, scheme: str
     ) -> None:
-        """A supported scheme gives a result of that scheme, no larger than the model."""
+        """A supported scheme gives a result of that scheme, no larger than the model, where
+        the result says (the given model being local, so is the quantized one)."""
         result = self.check_result(
             await self.quantize(conformance_pipeline, model_path, scheme), scheme)
-        assert result.model.strip()
+        assert Path(result.model).exists(), (
+            f"the quantized model is said to be at {result.model!r}, where nothing is")
 
     async def test_does_not_block_the_loop(
         self, conformance_pipeline: Pipeline, placeholder_model: str,

@@ -16,7 +16,7 @@ from ...kernel import Kernel
 from ...pipeline import Pipeline
 from .. import strategies as aist
 from .._kit import EventCapture
-from ._base import PROPERTY, STAGE, RoleSuite, unique
+from ._base import PROPERTY, STAGE, RoleSuite, left_unchanged, unique
 from ._retriever import DEFAULT_CORPUS
 
 __all__ = ["RerankerSuite"]
@@ -33,7 +33,9 @@ class RerankerSuite(RoleSuite):
                 return MyReranker()
 
     The reranked hits must be drawn from the input, at most ``k``, best first (scores not
-    increasing: a reranker that reorders sets new scores), ranked 1..n, each document once.
+    increasing: a reranker that reorders sets new scores), ranked 1..n, each document once,
+    unchanged; the hits given are left as they were (a reranker annotating a document
+    evolves a copy).
     """
 
     role = "reranker"
@@ -42,9 +44,13 @@ class RerankerSuite(RoleSuite):
 
     async def rerank(self, pipeline: Pipeline, query: Query, hits: Sequence[Hit],
                      k: int) -> Any:
-        """``aieng_rerank`` through the pipeline's dispatcher (``None``: left as they are)."""
-        found = await pipeline.dispatcher.first(
-            "aieng_rerank", {"query": query, "hits": tuple(hits), "k": k}, stage=STAGE)
+        """``aieng_rerank`` through the pipeline's dispatcher (``None``: left as they are);
+        fails when the impl changes the query or hits in place."""
+        hits = tuple(hits)
+        found = await left_unchanged(
+            pipeline.dispatcher.first("aieng_rerank", {"query": query, "hits": hits, "k": k},
+                                      stage=STAGE),
+            "aieng_rerank", query=query, hits=hits)
         return None if found is None else found[0]
 
     def check_reranked(self, reranked: object, hits: Sequence[Hit], k: int) -> list[Hit]:

@@ -15,7 +15,7 @@ from ...pipeline import Pipeline
 from .. import strategies as aist
 from .._kit import EventCapture
 from ..doubles import ScriptedBackend
-from ._base import PROPERTY, STAGE, RoleSuite, unique
+from ._base import PROPERTY, STAGE, RoleSuite, left_unchanged, unique
 
 __all__ = ["RouterSuite"]
 
@@ -36,7 +36,8 @@ class RouterSuite(RoleSuite):
 
     For any request and any candidate list, the router returns ``None`` ("no opinion") or a
     route whose target and fallbacks are among the candidates, the fallbacks unique and
-    without the target. With no candidates only ``None`` is possible.
+    without the target. With no candidates only ``None`` is possible. The request is left
+    as it was given.
     """
 
     role = "router"
@@ -44,9 +45,13 @@ class RouterSuite(RoleSuite):
     role_hooks = ("aieng_route",)
 
     async def route(self, pipeline: Pipeline, request: Request, candidates: Sequence[str]) -> Any:
-        """``aieng_route`` through the pipeline's dispatcher; ``None`` when no opinion."""
-        found = await pipeline.dispatcher.first(
-            "aieng_route", {"request": request, "candidates": tuple(candidates)}, stage=STAGE)
+        """``aieng_route`` through the pipeline's dispatcher; ``None`` when no opinion
+        (failing when the impl changes the request in place)."""
+        found = await left_unchanged(
+            pipeline.dispatcher.first("aieng_route", {"request": request,
+                                                      "candidates": tuple(candidates)},
+                                      stage=STAGE),
+            "aieng_route", request=request)
         return None if found is None else found[0]
 
     def check_route(self, route: object, candidates: Sequence[str]) -> Route | None:

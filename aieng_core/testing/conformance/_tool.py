@@ -15,7 +15,7 @@ from aieng_hookspecs.types import ToolCall, ToolResult, ToolSpec
 from ...pipeline import Pipeline
 from .. import strategies as aist
 from .._kit import EventCapture
-from ._base import PROPERTY, STAGE, RoleSuite, optional_fixture, unique
+from ._base import PROPERTY, STAGE, RoleSuite, left_unchanged, optional_fixture, unique
 
 __all__ = ["ToolSuite"]
 
@@ -34,6 +34,10 @@ class ToolSuite(RoleSuite):
             @pytest.fixture
             def tool_examples(self) -> dict[str, dict[str, object]]:
                 return {"search": {"query": "aieng"}}
+
+    Each tool's ``parameters`` is an ``object`` JSON schema, and each example gives the
+    arguments that schema requires; a call's arguments are left as they were given (they
+    are the model's, in the agent's transcript).
 
     The suite also calls every listed tool with arbitrary JSON arguments, as a confused
     model would: a tool must answer those with an error result, never an exception. Narrow
@@ -68,23 +72,45 @@ class ToolSuite(RoleSuite):
         return gathered[0][0] if gathered else None
 
     async def call(self, pipeline: Pipeline, call: ToolCall) -> Any:
-        """``aieng_call_tool`` through the dispatcher; ``None`` when not answered."""
-        found = await pipeline.dispatcher.first("aieng_call_tool", {"call": call}, stage=STAGE)
+        """``aieng_call_tool`` through the dispatcher; ``None`` when not answered (failing
+        when the impl changes the call's arguments in place)."""
+        found = await left_unchanged(
+            pipeline.dispatcher.first("aieng_call_tool", {"call": call}, stage=STAGE),
+            "aieng_call_tool", call=call)
         return None if found is None else found[0]
 
     # -- checks --------------------------------------------------------------------------
 
     def check_specs(self, specs: object) -> list[ToolSpec]:
-        """``None`` or a list of ToolSpec with unique names."""
+        """``None`` or a list of ToolSpec with unique names, each with an ``object`` JSON
+        schema of its arguments."""
         if specs is None:  # "no tools right now"
             return []
         assert isinstance(specs, (list, tuple)), (
             f"aieng_tools returned {type(specs).__name__}, expected a list of ToolSpec")
         for spec in specs:
             assert isinstance(spec, ToolSpec), f"{spec!r} is not a ToolSpec"
+            self.check_schema(spec)
         names = [s.name for s in specs]
         assert unique(names), f"tool names repeat: {names}"
         return list(specs)
+
+    def check_schema(self, spec: ToolSpec) -> None:
+        """The spec's ``parameters`` is an ``object`` schema, as models are told the arguments
+        with: ``type`` ``"object"``, ``properties`` (when given) a mapping of schemas and
+        ``required`` (when given) a list of argument names."""
+        schema = spec.parameters
+        assert schema.get("type") == "object", (
+            f"tool {spec.name!r}: parameters must be an object JSON schema "
+            f"({{'type': 'object', 'properties': ...}}), got {schema!r}")
+        properties = schema.get("properties", {})
+        assert isinstance(properties, Mapping) and all(
+            isinstance(p, (Mapping, bool)) for p in properties.values()), (
+            f"tool {spec.name!r}: 'properties' must map each argument to its schema, "
+            f"got {properties!r}")
+        required = schema.get("required", [])
+        assert isinstance(required, list) and all(isinstance(r, str) for r in required), (
+            f"tool {spec.name!r}: 'required' must be a list of argument names, got {required!r}")
 
     def check_result(self, result: object, call: ToolCall) -> ToolResult:
         """A ToolResult answering ``call`` (its ``call_id``)."""
@@ -128,7 +154,13 @@ class ToolSuite(RoleSuite):
         assert not missing, f"tool_examples gives no arguments for {missing}"
         stray = [n for n in tool_examples if n not in names]
         assert not stray, f"tool_examples names tools the component does not list: {stray}"
-        for number, name in enumerate(names):
+        for number, spec in enumerate(specs):
+            name = spec.name
+            unmet = [r for r in spec.parameters.get("required", [])
+                     if r not in tool_examples[name]]
+            assert not unmet, (
+                f"the example of {name} lacks the arguments its schema requires: {unmet} "
+                "(the schema is what the model is told)")
             call = ToolCall(id=f"call-{number}", name=name, arguments=dict(tool_examples[name]))
             result = self.check_result(await self.call(conformance_pipeline, call), call)
             assert not result.is_error, f"{name} failed on its example: {result.content}"
