@@ -647,6 +647,16 @@ class StampsDocuments(ScoreReranker):
         return super().aieng_rerank(hits, k)
 
 
+class SortsRunsInPlace(RRFFuser):
+    """Broken fuser: fuses like RRF, but sorts the runs it was given in place first."""
+
+    @hookimpl
+    def aieng_fuse(self, query: Query, runs: Sequence[Sequence[Hit]]) -> list[Hit]:
+        for run in runs:
+            run.sort(key=lambda hit: hit.document.id, reverse=True)  # type: ignore[attr-defined]
+        return super().aieng_fuse(query, runs)
+
+
 class TagsRequestGuard(RegexRedactGuard):
     """Broken guard: marks the request it checked, in its metadata."""
 
@@ -668,7 +678,9 @@ _HITS = [Hit(d, score=1.0, rank=i + 1) for i, d in enumerate(DEFAULT_CORPUS)]
     (RouterSuite(), TagsRequestRouter(), lambda s, p: s.route(p, _REQUEST, ["a", "b"])),
     (RerankerSuite(), StampsDocuments(), lambda s, p: s.rerank(p, Query("q"), _HITS, 2)),
     (GuardrailSuite(), TagsRequestGuard(), lambda s, p: s.guard_input(p, "hello")),
-], ids=["judge", "tool", "router", "reranker", "guardrail"])
+    (FuserSuite(), SortsRunsInPlace(RRFOptions()),
+     lambda s, p: s.fuse(p, Query("q"), [_HITS, _HITS[::-1]])),
+], ids=["judge", "tool", "router", "reranker", "guardrail", "fuser"])
 async def test_suites_catch_an_argument_changed_in_place(
     aieng_kernel: Kernel, suite: Any, component: object,
     call: Callable[[Any, Any], Awaitable[object]],

@@ -15,7 +15,7 @@ from aieng_hookspecs.types import Document, Hit, Query
 from ...pipeline import Pipeline
 from .. import strategies as aist
 from .._kit import EventCapture
-from ._base import PROPERTY, STAGE, RoleSuite, unique
+from ._base import PROPERTY, STAGE, RoleSuite, left_unchanged, unique
 
 __all__ = ["FuserSuite"]
 
@@ -42,9 +42,13 @@ class FuserSuite(RoleSuite):
 
     async def fuse(self, pipeline: Pipeline, query: Query,
                    runs: Sequence[Sequence[Hit]]) -> Any:
-        """``aieng_fuse`` through the pipeline's dispatcher; ``None`` when not answered."""
-        found = await pipeline.dispatcher.first(
-            "aieng_fuse", {"query": query, "runs": [list(run) for run in runs]}, stage=STAGE)
+        """``aieng_fuse`` through the pipeline's dispatcher; ``None`` when not answered;
+        fails when the impl changes the query or the runs in place."""
+        lists = [list(run) for run in runs]
+        found = await left_unchanged(
+            pipeline.dispatcher.first("aieng_fuse", {"query": query, "runs": lists},
+                                      stage=STAGE),
+            "aieng_fuse", query=query, runs=lists)
         return None if found is None else found[0]
 
     # -- checks --------------------------------------------------------------------------
