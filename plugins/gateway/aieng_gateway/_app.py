@@ -174,12 +174,14 @@ class Gateway:
                     call.key = await self._authenticate(http)
                 response = await handler(http, call)
             except ApiError as exc:
-                response = JSONResponse(exc.body(), exc.status, headers=exc.headers)
+                response = JSONResponse(exc.body(), exc.status,
+                                        headers={**exc.headers, **_run_header(call)})
             except Exception as exc:  # a bug of ours: say so, log it, keep serving
                 log.exception("gateway.internal_error", path=http.url.path,
-                              error_type=type(exc).__name__)
+                              error_type=type(exc).__name__, run_id=call.run_id)
                 response = JSONResponse(ApiError(500, "internal gateway error (logged)",
-                                                 kind="server_error").body(), 500)
+                                                 kind="server_error").body(), 500,
+                                        headers=_run_header(call))
             if isinstance(response, _Stream):
                 response.finish = lambda status: self._log(http, call, status, started)
             else:
@@ -464,6 +466,12 @@ async def _not_found(http: HTTPRequest, exc: Exception) -> Response:
 async def _not_allowed(http: HTTPRequest, exc: Exception) -> Response:
     return JSONResponse(ApiError(405, f"{http.method} is not allowed on {http.url.path}",
                                  code="method_not_allowed").body(), 405)
+
+
+def _run_header(call: _Call) -> dict[str, str]:
+    """The run id header of a failed request that had started a run (to find it in logs
+    and traces), else nothing."""
+    return {RUN_HEADER: call.run_id} if call.run_id else {}
 
 
 def _model(name: str) -> dict[str, Any]:

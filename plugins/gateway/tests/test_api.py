@@ -308,6 +308,7 @@ def test_upstream_errors_are_502_and_504(client: httpx.Client) -> None:
     for the first token), as OpenAI answers."""
     failed = client.post("/v1/chat/completions", json=_chat("FAIL now"))
     assert failed.status_code == 502
+    assert failed.headers["x-aieng-run-id"].startswith("chatcmpl-")  # to find it in logs
     assert "upstream refused the connection" in failed.json()["error"]["message"]
     slow = client.post("/v1/chat/completions", json=_chat("SLOW please"))
     assert slow.status_code == 504
