@@ -12,8 +12,6 @@ import attrs
 from aieng_hookspecs.types import (
     CacheHit,
     Completion,
-    Delta,
-    FirstToken,
     GuardBlocked,
     GuardVerdict,
     Hit,
@@ -25,10 +23,6 @@ from aieng_hookspecs.types import (
     Route,
     Sample,
     Score,
-    TokenEvent,
-    TokenLogprob,
-    ToolCall,
-    Usage,
     unchecked,
 )
 
@@ -36,10 +30,9 @@ from .._errors import HookError
 from .._scope import RunScope
 from ..dispatch import Check, Dispatcher, StagePolicy, expect, first_hook_error
 from ..fusion import reciprocal_rank_fusion
+from ._streaming import DeltaCallback, deliver, stream, stream_hit, whole
 
-__all__ = ["STAGE_FUNCTIONS", "RunState", "stream_hit"]
-
-DeltaCallback = Callable[[Delta], "Awaitable[None] | None"]
+__all__ = ["STAGE_FUNCTIONS", "DeltaCallback", "RunState", "stream_hit"]
 
 
 @attrs.define
@@ -138,16 +131,6 @@ async def cache_lookup(state: RunState, policy: StagePolicy) -> str:
     state.scope.emit(CacheHit(run_id=state.scope.run_id, pipeline=state.scope.pipeline,
                               component=plugin))
     return "hit"
-
-
-async def stream_hit(state: RunState) -> None:
-    """Hand a cache hit to a streaming caller as a backend that does not stream hands its
-    answer over: one delta. The pipeline calls it once the hit's output guards have run
-    (nothing streams sooner for waiting), so the delta is the run's answer, guarded. No
-    ``backend.first_token`` / ``backend.token`` events: no model ran, and a cache's
-    microseconds would pass for a backend's time to first token in the metrics."""
-    if state.on_delta is not None and state.completion is not None:
-        await _deliver(state.on_delta, _whole(state.completion))
 
 
 async def route(state: RunState, policy: StagePolicy) -> str:
@@ -272,7 +255,7 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
     streamed = False
     failed: dict[str, HookError] = {}  # streams that failed before their first delta
     if state.on_delta is not None:
-        found = await _stream(state, policy, only, started, failed)
+        found = await stream(state, policy, only, started, failed)
         if found is not None:
             streamed = True
             completion, ttft, plugin = found
@@ -291,7 +274,7 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
                             hint="check the request's model name against the backends' models")
         completion, plugin = answered
         if state.on_delta is not None:  # a non-streaming backend still feeds the callback
-            await _deliver(state.on_delta, _whole(completion))
+            await deliver(state.on_delta, whole(completion))
     state.raw_completion = state.completion = completion
     scope = state.scope
     scope.emit(unchecked(ModelCall, run_id=scope.run_id, pipeline=scope.pipeline, component=plugin,
@@ -300,143 +283,6 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
                          duration_s=time.perf_counter() - started, ttft_s=ttft,
                          streamed=streamed))
     return "ok"
-
-
-async def _stream(state: RunState, policy: StagePolicy, only: Sequence[str] | None,
-                  started: float, failed: dict[str, HookError]
-                  ) -> tuple[Completion, float | None, str] | None:
-    """Stream from the first backend that streams. Under ``fallback`` a stream that fails
-    before delivering anything is dropped for the next backend in line (the caller has seen
-    nothing yet) and recorded in ``failed``; after the first delta a failure is final: text
-    cannot be taken back. ``None``: no backend streamed (the caller asks the others)."""
-    for plugin in [impl.plugin_name for impl in state.dispatcher.impls("aieng_stream", only)]:
-        progress = _Progress()
-        try:
-            found = await state.dispatcher.first("aieng_stream", {"request": state.request},
-                                                 stage="generate", policy=policy,
-                                                 only=(plugin,))
-            if found is None:
-                continue
-            completion, ttft = await _consume(state, found[0], plugin, started, policy,
-                                              progress)
-        except HookError as exc:
-            if policy.on_error != "fallback" or progress.delivered:
-                raise
-            failed[plugin] = exc
-            continue
-        return completion, ttft, plugin
-    return None
-
-
-class _Progress:
-    """Whether a stream has delivered anything to the caller yet."""
-
-    delivered = False
-
-
-def _whole(completion: Completion) -> Delta:
-    """A whole completion (a backend that does not stream, a cache hit) as its one delta.
-
-    It carries no ``logprob``: the completion's per-token log-probabilities are on the
-    run's completion, and a consumer that wants them per token (the gateway's SSE chunks)
-    waits for it when the first delta is already the last one and has none."""
-    return Delta(completion.text, 0, completion.finish_reason, usage=completion.usage,
-                 tool_calls=completion.tool_calls)
-
-
-async def _deliver(callback: DeltaCallback, delta: Delta) -> None:
-    result = callback(delta)
-    if result is not None:
-        await result
-
-
-async def _consume(state: RunState, stream: Any, plugin: str, started: float,
-                   policy: StagePolicy, progress: _Progress) -> tuple[Completion, float | None]:
-    scope = state.scope
-    pieces: list[str] = []
-    finish = "stop"
-    ttft: float | None = None
-    count = 0
-    usage: Usage | None = None
-    calls: tuple[ToolCall, ...] = ()
-    # One log-probability per delta (per token for a backend streaming token by token; a
-    # delta of several tokens carries their sum, an empty last delta an end-of-text
-    # token's); none at all when a delta with text has none.
-    logprobs: list[TokenLogprob] | None = []
-    label = f"{plugin}.aieng_stream"
-    timeout = policy.timeout
-    try:
-        iterator = aiter(stream)
-    except TypeError as exc:  # a plain generator or a list: named, not a bare TypeError
-        problem = f"returned {type(stream).__name__}, not an async iterator of Delta"
-        raise state.dispatcher.failure(
-            plugin, "aieng_stream", "generate", policy, exc, "error", message=problem,
-            hint="write aieng_stream as an async generator (async def ... yield Delta)",
-        ) from exc
-    # The caller's own on_delta failing is no failure of the backend: it propagates as it is.
-    caller_error: BaseException | None = None
-    try:
-        while True:
-            # The stage timeout bounds each wait for the next delta, not the whole stream.
-            with state.dispatcher.tracking(label), anyio.move_on_after(timeout) as waited:
-                try:
-                    delta = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-            if waited.cancelled_caught:
-                # Only the kernel's deadline: a TimeoutError the stream raises itself is
-                # an error of the stream (the dispatcher's failure() says so).
-                stalled = TimeoutError(f"no delta for {timeout} s")
-                raise state.dispatcher.failure(
-                    plugin, "aieng_stream", "generate", policy, stalled, "timeout",
-                    message=str(stalled), hint="raise the generate stage's timeout",
-                ) from stalled
-            if not isinstance(delta, Delta):
-                problem = f"yielded {type(delta).__name__}, expected Delta"
-                raise state.dispatcher.failure(
-                    plugin, "aieng_stream", "generate", policy, TypeError(problem), "error",
-                    message=problem, hint="yield aieng_hookspecs.types.Delta values")
-            if ttft is None and delta.text:
-                ttft = time.perf_counter() - started
-                scope.emit(FirstToken(run_id=scope.run_id, pipeline=scope.pipeline,
-                                      component=plugin, ttft_s=ttft))
-            if delta.text:
-                scope.emit(unchecked(TokenEvent, run_id=scope.run_id, pipeline=scope.pipeline,
-                                      component=plugin, text=delta.text, index=count))
-                count += 1
-                pieces.append(delta.text)
-            if delta.finish_reason is not None:
-                finish = delta.finish_reason
-            if delta.usage is not None:
-                usage = delta.usage
-            if delta.tool_calls:
-                calls = delta.tool_calls
-            if logprobs is not None:
-                if delta.logprob is not None:
-                    logprobs.append(TokenLogprob(delta.text, delta.logprob))
-                elif delta.text:
-                    logprobs = None
-            progress.delivered = True
-            try:
-                await _deliver(state.on_delta, delta)  # type: ignore[arg-type]
-            except Exception as exc:
-                caller_error = exc
-                raise
-    except HookError:
-        raise
-    except Exception as exc:
-        if exc is caller_error:
-            raise
-        raise state.dispatcher.failure(plugin, "aieng_stream", "generate", policy, exc,
-                                       "error") from exc
-    finally:
-        closer = getattr(stream, "aclose", None)
-        if closer is not None:
-            await closer()
-    completion = Completion(text="".join(pieces), finish_reason=finish,  # type: ignore[arg-type]
-                            usage=usage or Usage(completion_tokens=count), tool_calls=calls,
-                            logprobs=logprobs or None)
-    return completion, ttft
 
 
 async def guard_output(state: RunState, policy: StagePolicy) -> str:
