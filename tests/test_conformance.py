@@ -711,14 +711,29 @@ class QuantizesNowhere:
                               size_after=size // 2)
 
 
+class QuantizesInPlace:
+    """Broken quantizer: halves the weights file it was given and says the result is there."""
+
+    @hookimpl
+    def aieng_quantize(self, model: str, scheme: str) -> QuantizeResult | None:
+        if scheme != "copy":
+            return None
+        path = Path(model)
+        size = path.stat().st_size
+        path.write_bytes(path.read_bytes()[: size // 2])
+        return QuantizeResult(model=model, scheme=scheme, size_before=size,
+                              size_after=size // 2)
+
+
 @pytest.mark.parametrize(("broken", "message"), [
     (UnmeasuredQuantizer, "weights of 0 bytes before and 0 after"),
     (QuantizesNowhere, "where nothing is"),
-], ids=["unmeasured", "nowhere"])
+    (QuantizesInPlace, "changed or removed the given model's files"),
+], ids=["unmeasured", "nowhere", "in-place"])
 async def test_quantizer_suite_catches_a_false_result(aieng_kernel: Kernel, tmp_path: Path,
                                                       broken: type, message: str) -> None:
-    """The quantizer suite fails a quantizer reporting sizes of 0 bytes, and one whose
-    result names a model that is not there."""
+    """The quantizer suite fails a quantizer reporting sizes of 0 bytes, one whose result
+    names a model that is not there, and one that overwrites the model it was given."""
     suite = QuantizerSuite()
     component = broken(output_dir=tmp_path / "out") if broken is UnmeasuredQuantizer \
         else broken()

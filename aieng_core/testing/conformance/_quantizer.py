@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -102,10 +103,16 @@ class QuantizerSuite(RoleSuite):
     ) -> None:
         """A supported scheme gives a result of that scheme, no larger than the model, where
         the result says (the given model being local, so is the quantized one)."""
+        before = _files(Path(model_path))
         result = self.check_result(
             await self.quantize(conformance_pipeline, model_path, scheme), scheme)
         assert Path(result.model).exists(), (
             f"the quantized model is said to be at {result.model!r}, where nothing is")
+        after = _files(Path(model_path))
+        changed = sorted(name for name, digest in before.items() if after.get(name) != digest)
+        assert not changed, (
+            f"quantizing changed or removed the given model's files {changed[:5]}: write the "
+            "quantized model elsewhere and leave the input as it is")
 
     async def test_does_not_block_the_loop(
         self, conformance_pipeline: Pipeline, placeholder_model: str,
@@ -119,3 +126,10 @@ class QuantizerSuite(RoleSuite):
                                 self.unsupported_scheme)
             if model is not None and scheme is not None:
                 await self.quantize(conformance_pipeline, model, scheme)
+
+
+def _files(path: Path) -> dict[str, str]:
+    """A model's files (a file, or every file under a folder) -> the SHA-256 of each."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p.relative_to(path) if p != path else p.name):
+            hashlib.sha256(p.read_bytes()).hexdigest() for p in files}

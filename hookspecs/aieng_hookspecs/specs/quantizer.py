@@ -16,7 +16,8 @@ def aieng_quantize(model: str, scheme: str) -> QuantizeResult | None:
     :mode: first: the first quantizer supporting the scheme does the work.
     :none: "scheme not supported here": the next quantizer is asked.
     :async: may be ``async def``; the work is heavy and belongs in a thread or process.
-    :param model: a local model path or model id.
+    :param model: a local model path or model id; left as it is: the quantized model is
+        written elsewhere (new files beside it are fine, its own files are not changed).
     :param scheme: ``"int8"``, ``"nf4"``, ... as the quantizer documents.
     :returns: where the result is, sizes before and after, and the quality change.
 
