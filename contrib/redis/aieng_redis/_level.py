@@ -118,6 +118,7 @@ class RedisLevel:
     async def get(self, key: str, now: float) -> Stored | None:
         """The live entry under ``key`` and when it expires, or ``None``."""
         from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import ResponseError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         name = self.prefix + key
@@ -125,9 +126,16 @@ class RedisLevel:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.get(name)
                 pipe.pttl(name)
-                value, pttl = await pipe.execute()
+                value, pttl = await pipe.execute(raise_on_error=False)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise self._unavailable(exc) from exc
+        for answer in (value, pttl):
+            if isinstance(answer, ResponseError) and not str(answer).startswith("WRONGTYPE"):
+                raise answer
+        if isinstance(value, ResponseError):
+            # A key that is no string (another program's hash or list under the prefix):
+            # an empty payload fails the codec, so the cache drops the key as unreadable.
+            value = b""
         if value is None or pttl == -2:  # -2: gone (expired between the two reads)
             return None
         # Bytes that are not UTF-8 (another program writing under the prefix) decode to

@@ -295,6 +295,23 @@ async def test_an_unreadable_value_is_a_miss_and_is_removed(
     await cache.aclose()
 
 
+async def test_a_key_of_another_type_is_a_miss_and_is_removed(
+    redis_url: str, prefix: str, client: Redis
+) -> None:
+    """A key under the prefix that is no string (another program's hash or list) is an
+    unreadable entry like any other: the lookup misses and removes it, instead of failing
+    with WRONGTYPE on every lookup of that request."""
+    cache = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix))
+    key = prefix + cache.key(ask("hi"))
+    await client.hset(key, "field", "value")
+    assert await cache.aieng_cache_lookup(ask("hi")) is None
+    assert await client.exists(key) == 0
+    assert cache.stats.errors == 1
+    await cache.aieng_cache_store(ask("hi"), Completion(text="a"))
+    assert await cache.aieng_cache_lookup(ask("hi")) is not None
+    await cache.aclose()
+
+
 async def test_a_ttl_beyond_what_redis_takes_is_stored(
     redis_url: str, prefix: str, client: Redis
 ) -> None:

@@ -93,8 +93,15 @@ class DriftComponent:
         await self._check_due()
 
     async def _check_due(self) -> None:
+        # Claimed and recorded on the event loop, computed in a worker thread: callers
+        # adding items meanwhile neither touch the copies the thread reads nor find the
+        # same check due again.
         for detector in self.monitor.due():
-            result = await anyio.to_thread.run_sync(self.monitor.check_one, detector)
+            if not self.monitor.window(detector).due():
+                continue  # claimed by another caller while this one awaited a check
+            claimed = self.monitor.claim(detector)
+            computed = await anyio.to_thread.run_sync(self.monitor.compute, *claimed)
+            result = self.monitor.record(computed)
             if result.fired:
                 self._publish(result)
 

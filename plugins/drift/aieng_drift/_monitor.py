@@ -228,35 +228,53 @@ class DriftMonitor:
 
         :raises ValueError: when the detector has no frozen reference or no current items.
         """
+        return self.record(self.compute(*self.claim(detector)))
+
+    def claim(self, detector: str) -> tuple[str, list[Any], list[Any]]:
+        """Start a check of ``detector``: copy its windows and restart its count of new
+        items, so the check can run elsewhere (a worker thread: :meth:`compute`) while
+        items keep arriving, without a second caller finding the same check due.
+
+        :returns: the detector, a copy of its reference and of its current window.
+        :raises ValueError: when the detector has no frozen reference or no current items.
+        """
         window = self.window(detector)
         if not window.frozen or not window.current:
             raise ValueError(f"detector {detector!r} needs a frozen reference and at least "
                              f"one current item ({len(window.reference)} reference, "
                              f"{len(window.current)} current)")
+        window.since_check = 0
+        return detector, list(window.reference), list(window.current)
+
+    def compute(self, detector: str, reference: list[Any], current: list[Any]
+                ) -> DriftResult:
+        """The check of ``detector`` over the given windows (CPU work; changes nothing)."""
         o = self.options
-        reference, current = window.reference, list(window.current)
         sizes = {"reference_size": len(reference), "window_size": len(current)}
         if detector == "vocabulary":
             value = categorical_psi(sum(reference, Counter()), sum(current, Counter()),
                                     top=o.vocabulary_size, epsilon=o.epsilon)
             fired = value >= o.psi_threshold
             reason = f"PSI {value:.3g} >= {o.psi_threshold:g}" if fired else ""
-            result = DriftResult(detector, "psi", value, None, value, fired, reason, **sizes)
-        elif detector == "embedding":
+            return DriftResult(detector, "psi", value, None, value, fired, reason, **sizes)
+        if detector == "embedding":
             distance, p_value = centroid_permutation_test(
                 reference, current, permutations=o.permutations, seed=o.seed)
             fired = p_value < o.alpha and distance >= o.min_distance
             reason = (f"permutation p-value {p_value:.3g} < {o.alpha:g} at cosine distance "
                       f"{distance:.3g}") if fired else ""
-            result = DriftResult(detector, "centroid-permutation", distance, p_value, None,
-                                 fired, reason, **sizes)
-        else:
-            ks = ks_2samp(reference, current)
-            value = psi(reference, current, bins=o.bins, epsilon=o.epsilon)
-            fired, reason = _fires(o, ks.p_value, value)
-            result = DriftResult(detector, "ks+psi", ks.statistic, ks.p_value, value, fired,
-                                 reason, **sizes)
-        window.since_check = 0
+            return DriftResult(detector, "centroid-permutation", distance, p_value, None,
+                               fired, reason, **sizes)
+        ks = ks_2samp(reference, current)
+        value = psi(reference, current, bins=o.bins, epsilon=o.epsilon)
+        fired, reason = _fires(o, ks.p_value, value)
+        return DriftResult(detector, "ks+psi", ks.statistic, ks.p_value, value, fired,
+                           reason, **sizes)
+
+    def record(self, result: DriftResult) -> DriftResult:
+        """Count a computed check, keep it as the detector's last, call ``on_drift`` when
+        it fired; returns it."""
+        detector = result.detector
         self.last[detector] = result
         self.checks[detector] += 1
         if result.fired:

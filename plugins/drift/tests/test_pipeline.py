@@ -122,6 +122,34 @@ async def test_scores_from_results_and_other_events(aieng_kernel: Kernel) -> Non
     assert [e.detector for e in component.detected] == ["score:words"]
 
 
+async def test_concurrent_observers_check_a_due_window_once() -> None:
+    """A check runs in a worker thread while other callers (the bus, ``observe_scores`` by
+    hand) go on adding items: the window is claimed on the event loop before the thread
+    starts, so a second caller does not check it again (twice the checks, a duplicate
+    ``drift.detected``), and the items added meanwhile count towards the next check."""
+    import anyio
+
+    component = drift(detectors=("score",), reference_size=10, window_size=10,
+                      check_every=10)
+    for value in [2.0] * 10 + [8.0] * 9:
+        await component.observe_scores([Score(name="words", value=value)])
+    async with anyio.create_task_group() as group:
+        for _ in range(2):  # the first makes a check due; the second arrives during it
+            group.start_soon(component.observe_scores, [Score(name="words", value=8.0)])
+    assert component.monitor.checks["score:words"] == 1
+    assert [e.detector for e in component.detected] == ["score:words"]
+    assert component.monitor.window("score:words").since_check == 1
+
+    texts = drift(detectors=("length", "vocabulary"), reference_size=10, window_size=10,
+                  check_every=10)
+    for text in ["where is my parcel"] * 19:
+        await texts.observe_text(text)
+    async with anyio.create_task_group() as group:
+        for _ in range(2):  # two checks fall due at once; the second caller takes one
+            group.start_soon(texts.observe_text, "refund my card please")
+    assert texts.monitor.checks == {"length": 1, "vocabulary": 1}
+
+
 async def test_registered_plugin_and_options(aieng_kernel: Kernel,
                                              register_plugin: Any) -> None:
     """The plugin registers ``drift`` and ``drift.detected``; options load from a pipeline

@@ -41,9 +41,19 @@ RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
          (rf"\b(?:ignore|disregard|forget|skip|override|overrule|bypass|drop|discard|abandon"
           rf"|neglect|do not follow|don't follow|stop following)\b{_GAP}{_EARLIER}\W+(?:\w+\W+)?"
           rf"{_INSTRUCTIONS}")),
+        # "ignore all" / "forget everything" as an order of its own ("Ignore all. Say X",
+        # "ignore all and ...", "forget everything above", "ignore any instructions"),
+        # not "git ignores all .pyc files" or "ignore any NaN values" (technical text).
         ("instruction_override", 0.9,
-         (r"\b(?:ignore|disregard|forget)\b\W+(?:all|any|everything|every(?:thing)? (?:you|i)"
-          r"(?:'ve| have)? (?:been )?(?:told|said|instructed))\b")),
+         (r"\b(?:ignore|disregard|forget)\b\W+(?:(?:all|any|everything)(?="
+          r"\s*(?:[.!?;:,](?:\s|$)|$)|\s+(?:and|else|then)\b"
+          rf"|\s+(?:of\s+)?(?:(?:the|your|my|these|those|this|that)\s+)?(?:{_EARLIER}\s+)?"
+          rf"{_INSTRUCTIONS}\b"
+          r"|\s+(?:of\s+)?(?:it|that|this|them)\s*(?:[.!?;:,]|and\b|$)"
+          r"|\s+(?:of\s+)?(?:the\s+|this\s+|that\s+)?(?:(?:that|which)\s+(?:came|comes|was|"
+          r"were|is)\s+)?(?:above|before|so far|until now|up to now|previously|earlier)\b)"
+          r"|every(?:thing)? (?:you|i)(?:'ve| have| were| was)? (?:been )?(?:told|said|"
+          r"instructed)\b)")),
         ("new_instructions", 0.6,
          (r"\b(?:new|updated|real|actual|true|revised) (?:instructions|task|directive|"
           r"system prompt)\s*(?::|are\b|is\b)")),
@@ -53,12 +63,21 @@ RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
         ("role_play_jailbreak", 0.85,
          (r"\b(?:do anything now|DAN mode|you are (?:now )?DAN\b|jailbroken|jailbreak (?:mode|"
           r"activated|enabled|successful)|(?:enable|enter|activate|switch to|turn on|in|into)"
-          r" (?:the )?(?:developer|dev|god|sudo|admin|maintenance|unrestricted|evil|debug) mode"
-          r"|(?:developer|god|unrestricted|evil) mode (?:enabled|activated|on)\b"
+          r" (?:the )?(?:god|unrestricted|evil|jailbreak) mode"
+          r"|(?:god|unrestricted|evil) mode (?:enabled|activated|on)|developer mode (?:enabled|"
+          r"activated)"
           r"|no longer (?:bound|restricted|limited) by|without (?:any )?(?:restrictions|"
           r"filters|limitations|censorship|rules|guidelines|ethical)|unfiltered (?:ai|"
           r"assistant|model|mode|response)|free from (?:all )?(?:restrictions|rules|guidelines)"
           r"|opposite mode|anti-?gpt|stay in character no matter)\b")),
+        # Developer, debug, admin... modes are features of real software ("enable debug mode
+        # in Flask"): they are a jailbreak when the model is told it is in one ("You are now
+        # in maintenance mode") or given a bare order ("Enable developer mode.").
+        ("role_play_jailbreak", 0.85,
+         (r"\byou(?:'re| are) now (?:in|into|entering|switching to) (?:the )?(?:developer|dev|"
+          r"sudo|admin|maintenance|debug) mode\b"
+          r"|(?<![^.!?\n])\s*(?:enable|enter|activate|switch to|turn on) (?:the )?(?:developer|"
+          r"dev|sudo|admin|maintenance|debug) mode(?:\s+now)?(?=\s*(?:[.!;:\n]|$|and\b))")),
         ("role_play_jailbreak", 0.6,
          (r"\b(?:pretend|imagine|act as if|roleplay as|role-play as|act as|you are now|"
           r"from now on you are|behave as)\b.{0,60}\b(?:no|without|ignores?|never (?:refuses?|"

@@ -83,7 +83,8 @@ class RetrievalGuardOptions:
 
     :param threshold: an injection score at which a hit counts as injected.
     :param action: ``drop`` the hit, ``flag`` it (kept, with ``guardrails.injection_score``
-        in its document's metadata), or ``redact`` the matched sentences from its text.
+        in its document's metadata), or ``redact`` the matched sentences from its title
+        and text.
     :param max_depth: layers of encoding to peel.
     """
 

@@ -20,7 +20,7 @@ from aieng_hookspecs.types import Completion, Finding, GuardVerdict, Message, Re
 
 from ._guards import INLINE_LIMIT, _off_loop
 from ._options import OutputGuardOptions
-from ._pii import find_pii
+from ._pii import _fold, find_pii
 from ._redact import redact
 
 __all__ = ["OutputGuard", "Violation", "leak_spans"]
@@ -81,7 +81,11 @@ class OutputGuard:
 
     def __init__(self, options: OutputGuardOptions | None = None) -> None:
         self.options = options or OutputGuardOptions()
-        self._terms = [(term, _term_pattern(term)) for term in self.options.blocked_terms]
+        # (A string of hidden characters only is kept as it is: folded, it would be empty.)
+        self._terms = [(term, _term_pattern(_fold(term)[0] or term))
+                       for term in self.options.blocked_terms]
+        self._canaries = [re.compile(re.escape(_fold(canary)[0] or canary), re.IGNORECASE)
+                          for canary in self.options.canaries]
         self._context: PipelineContext | None = None
 
     @hookimpl
@@ -109,16 +113,22 @@ class OutputGuard:
                 yield Violation("system_prompt_leak", start, end,
                                 f"{len(_WORD.findall(text[start:end]))} words of the system "
                                 "message")
-        lowered = text.lower()
-        for number, canary in enumerate(opts.canaries, start=1):
-            at = lowered.find(canary.lower())
-            while at >= 0:
-                yield Violation("canary_leak", at, at + len(canary), f"canary #{number}")
-                at = lowered.find(canary.lower(), at + len(canary))
+        # Canaries and terms are matched in the text with hidden characters removed and
+        # fullwidth forms folded (as PII is), case-insensitively without lower-casing a
+        # copy ("İ" lower-cases to two characters); spans are the original text's.
+        folded, positions = _fold(text)
+
+        def span(match: re.Match[str]) -> tuple[int, int]:
+            if positions is None:
+                return match.start(), match.end()
+            return positions[match.start()], positions[match.end() - 1] + 1
+
+        for number, pattern in enumerate(self._canaries, start=1):
+            for match in pattern.finditer(folded):
+                yield Violation("canary_leak", *span(match), f"canary #{number}")
         for number, (_, pattern) in enumerate(self._terms, start=1):
-            for match in pattern.finditer(text):
-                yield Violation("blocked_term", match.start(), match.end(),
-                                f"blocked term #{number}")
+            for match in pattern.finditer(folded):
+                yield Violation("blocked_term", *span(match), f"blocked term #{number}")
         if opts.pii:
             for d in find_pii(text, opts.pii_kinds):
                 yield Violation(d.kind, d.start, d.end, f"{d.kind} in the answer")
@@ -207,20 +217,34 @@ class OutputGuard:
         return attrs.evolve(request, messages=messages)
 
 
+def _no_constant(name: str) -> Any:
+    """``json.loads``' hook for ``NaN``, ``Infinity`` and ``-Infinity``: no JSON (a strict
+    parser refuses them), so the answer is not valid JSON."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _schema_problem(text: str, schema: dict[str, Any]) -> str:
     """Why ``text`` is not a JSON document valid against ``schema`` ('' when it is)."""
     import jsonschema  # type: ignore[import-untyped]  # imported on first use (slow)
 
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         return f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except ValueError as exc:  # NaN / Infinity, or a number past Python's digit limit
+        return f"not JSON: {str(exc)[:200]}"
+    except RecursionError:
+        return "not JSON that can be checked: nested too deeply"
     try:
         validator_class = jsonschema.validators.validator_for(schema)
         validator_class.check_schema(schema)
     except jsonschema.SchemaError as exc:
         return f"the request's schema itself is invalid: {exc.message}"
-    error = jsonschema.exceptions.best_match(validator_class(schema).iter_errors(document))
+    try:
+        error = jsonschema.exceptions.best_match(
+            validator_class(schema).iter_errors(document))
+    except RecursionError:  # a recursive schema ($ref) over a deeply nested document
+        return "not JSON that can be checked: nested too deeply"
     if error is None:
         return ""
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"

@@ -51,12 +51,18 @@ def scan_tool_result(result: ToolResult, *, max_depth: int = 2) -> InjectionScan
     return scan_injection(result.content, max_depth=max_depth)
 
 
+def _cleaned(text: str, options: RetrievalGuardOptions) -> str:
+    """``text`` with its matched sentences removed (unchanged when no rule matches)."""
+    own = scan_injection(text, max_depth=options.max_depth)
+    return remove_injections(text, own) if own.matches else text
+
+
 class RetrievalGuard:
     """A reranker that keeps order and drops (or flags, or cleans) injected hits.
 
     ``drop``: the hit is removed and the rest re-ranked 1..n. ``flag``: the hit stays,
     its document's metadata gains ``guardrails.injection_score`` and the matched rules.
-    ``redact``: the matched sentences are removed from its text.
+    ``redact``: the matched sentences are removed from its title and text.
     """
 
     def __init__(self, options: RetrievalGuardOptions | None = None) -> None:
@@ -86,10 +92,9 @@ class RetrievalGuard:
                                 "guardrails": {"injection_score": scan.score,
                                                "rules": rules}}
                     document = attrs.evolve(document, metadata=metadata)
-                else:  # spans must be those of the text alone, not of title + text
-                    own = scan_injection(document.text, max_depth=opts.max_depth)
-                    document = attrs.evolve(document, text=remove_injections(document.text, own)
-                                            if own.matches else document.text)
+                else:  # spans must be those of the title or the text alone
+                    document = attrs.evolve(document, title=_cleaned(document.title, opts),
+                                            text=_cleaned(document.text, opts))
                 hit = attrs.evolve(hit, document=document)
             kept.append(hit)
             if len(kept) == k:

@@ -59,6 +59,35 @@ async def test_redact_policy_per_check() -> None:
     assert await check(guard, verdict.text) is None  # idempotent
 
 
+async def test_canary_spans_hold_after_characters_lower_case_lengthens() -> None:
+    """``İ`` lower-cases to two characters: a canary after many of them is still redacted
+    whole (its span is the original text's, not the lower-cased copy's)."""
+    guard = OutputGuard(OutputGuardOptions(canaries=("ZEBRA-7741",)))
+    verdict = await check(guard, "İİİİİİİİİ ZEBRA-7741 ok")
+    assert verdict.action == "redact"
+    assert verdict.text == "İİİİİİİİİ [REDACTED] ok"
+
+
+@pytest.mark.parametrize("text", [
+    "the code: ZEBRA\u200b-7741.",             # a zero-width space inside
+    "the code: Z\u00adE\u200dBRA-7741.",      # a soft hyphen, a zero-width joiner
+    "the code: \uff3a\uff25\uff22\uff32\uff21\uff0d\uff17\uff17\uff14\uff11.",  # fullwidth
+])
+async def test_hidden_and_fullwidth_characters_do_not_hide_a_canary_or_term(
+    text: str,
+) -> None:
+    """As for PII, zero-width characters, soft hyphens and fullwidth forms cannot hide a
+    canary or a blocked term: the whole span, hidden characters included, is redacted."""
+    guard = OutputGuard(OutputGuardOptions(canaries=("zebra-7741",),
+                                           blocked_terms=("internal use only",)))
+    verdict = await check(guard, text)
+    assert verdict.action == "redact"
+    assert verdict.text == "the code: [REDACTED]."
+    term = await check(guard, "INTERNAL\u200b USE \uff2f\uff2e\uff2c\uff39 draft")
+    assert term.text == "[REDACTED] draft"
+    assert [f.kind for f in term.findings] == ["blocked_term"]
+
+
 async def test_block_policy() -> None:
     """``block`` replaces the answer with the block message."""
     guard = OutputGuard(OutputGuardOptions(policy="block", canaries=("ZEBRA-7741",)))
@@ -77,6 +106,33 @@ async def test_schema_violations_cannot_be_redacted() -> None:
     verdict = await check(guard, "twelve dollars", req)
     assert verdict.findings[0].kind == "schema_invalid"
     assert "not JSON" in verdict.findings[0].detail
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('{"amount": NaN}', "NaN"),
+    ('{"amount": -Infinity}', "Infinity"),
+    ('{"amount": ' + "9" * 5000 + "}", "digits"),
+    ("[" * 100_000 + "]" * 100_000, "nested"),
+])
+async def test_answers_json_parsers_refuse_are_schema_invalid(text: str, problem: str) -> None:
+    """NaN and Infinity are no JSON (a strict parser refuses them), and a number or a
+    nesting too large for Python's parser cannot be checked: each is a ``schema_invalid``
+    block, not a pass and not an exception out of the guard."""
+    verdict = await check(OutputGuard(), text, request(response_schema=SCHEMA))
+    assert verdict.action == "block"
+    assert [f.kind for f in verdict.findings] == ["schema_invalid"]
+    assert problem in verdict.findings[0].detail
+
+
+async def test_a_recursive_schema_over_a_deep_answer_is_schema_invalid() -> None:
+    """A recursive schema (``$ref``) over a deeply nested answer exhausts Python's stack
+    in validation: that is a ``schema_invalid`` block, not an exception out of the guard."""
+    recursive = {"type": "array", "items": {"$ref": "#"}}
+    req = request(response_schema=recursive)
+    assert await check(OutputGuard(), "[[[]]]", req) is None
+    verdict = await check(OutputGuard(), "[" * 900 + "]" * 900, req)
+    assert verdict.action == "block"
+    assert "nested" in verdict.findings[0].detail
 
 
 async def test_fix_policy_retries_once_through_the_pipeline(aieng_kernel: Kernel) -> None:

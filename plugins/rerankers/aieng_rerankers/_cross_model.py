@@ -71,6 +71,12 @@ class CrossEncoderModel:
         self.model: Any = model.to(torch.device(device)).eval()
         self.device = next(self.model.parameters()).device
         limit = getattr(model.config, "max_position_embeddings", None)
+        # RoBERTa-style encoders (RoBERTa, XLM-R, MPNet...) number positions from after
+        # their padding id: 514 positions hold 512 tokens.
+        embeddings = getattr(getattr(model, "base_model", None), "embeddings", None)
+        pad = getattr(embeddings, "padding_idx", None)
+        if isinstance(limit, int) and isinstance(pad, int):
+            limit = max(1, limit - pad - 1)
         self.max_length = min(max_length, limit) if isinstance(limit, int) else max_length
         self.batch_size = batch_size
         self.sigmoid = sigmoid

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aieng_hookspecs.types import Query
 from aieng_rerankers import CrossEncoderOptions, CrossEncoderReranker
-from rerankers_doubles import hits_of
+from rerankers_doubles import VOCABULARY, hits_of
 
 from aieng_core import HookError, Kernel
 
@@ -110,3 +110,22 @@ def test_the_plugin_loads_without_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_a_roberta_style_model_truncates_within_its_positions(tiny_cross_encoder: Path,
+                                                               tmp_path: Path) -> None:
+    """A RoBERTa-style model (RoBERTa, XLM-R, MPNet) numbers positions from after its
+    padding id, so its 66 positions hold 64 tokens: a ``max_length`` above that and a long
+    passage are cut to what fits, not an index error in the forward pass."""
+    config = transformers.RobertaConfig(
+        vocab_size=5 + len(set(VOCABULARY)), hidden_size=32, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=66,
+        pad_token_id=1, num_labels=1)
+    torch.manual_seed(0)
+    transformers.RobertaForSequenceClassification(config).eval().save_pretrained(tmp_path)
+    transformers.AutoTokenizer.from_pretrained(str(tiny_cross_encoder)).save_pretrained(
+        tmp_path)
+    reranker = CrossEncoderReranker(CrossEncoderOptions(path=str(tmp_path), max_length=4096))
+    assert reranker.load().max_length == 64
+    scores = reranker.scores(QUERY, ["cook the pasta " * 300, "tomato sauce"])
+    assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
