@@ -78,6 +78,8 @@ class RetrievalGuard:
         """Guard ``hits``; keep at most ``k``, in their order."""
         opts = self.options
         kept: list[Hit] = []
+        if k <= 0:  # nothing asked for, nothing scanned
+            return kept
         for scanned in scan_hits(hits, max_depth=opts.max_depth):
             hit, scan = scanned.hit, scanned.scan
             if scan.score >= opts.threshold:

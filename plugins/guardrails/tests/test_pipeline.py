@@ -227,3 +227,11 @@ def test_restore_outside_a_run() -> None:
     assert answer is not None and answer.text == "Sent to a@b.io."
     other = Request(messages=(Message("user", "mail <EMAIL_1> again"),))
     assert guard.check_output(other, Completion(text="<EMAIL_1>")) is None
+
+
+def test_retrieval_guard_keeps_at_most_k_and_none_for_zero() -> None:
+    """k bounds what the guard keeps, 0 included (it returned every hit for k = 0)."""
+    hits = [Hit(Document(f"d{i}", f"plain text {i}"), score=1.0, rank=i + 1) for i in range(3)]
+    guard = RetrievalGuard()
+    assert [h.document.id for h in guard.guard(hits, 2)] == ["d0", "d1"]
+    assert guard.guard(hits, 0) == []
