@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aieng_hookspecs.types import Document
 
-__all__ = ["BUILTIN_READERS", "iter_documents", "read_documents"]
+__all__ = ["BUILTIN_READERS", "iter_documents", "iter_files", "read_documents"]
 
 Reader = Callable[[Path], Iterable[Document]]
 
@@ -67,14 +67,22 @@ def iter_documents(*paths: str | Path,
     :raises ValueError: for a file with no reader for its suffix (listing the readable
         ones), or bad content (from the reader, naming file and line).
     """
+    for _, documents in iter_files(*paths, readers=readers):
+        yield from documents
+
+
+def iter_files(*paths: str | Path,
+               readers: Mapping[str, Reader] | None = None
+               ) -> Iterator[tuple[Path, list[Document]]]:
+    """Each file read, with its documents, lazily per file (see :func:`iter_documents`)."""
     table = BUILTIN_READERS if readers is None else readers
     for path in map(Path, paths):
         if path.is_dir():
             for file in sorted(path.rglob("*")):
                 if file.is_file() and file.suffix.lower() in table:
-                    yield from table[file.suffix.lower()](file)
+                    yield file, list(table[file.suffix.lower()](file))
         else:
-            yield from read_documents(path, readers=table)
+            yield path, read_documents(path, readers=table)
 
 
 def read_documents(path: Path, *,

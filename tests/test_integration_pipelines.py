@@ -602,3 +602,112 @@ async def test_the_shipped_production_file_gives_the_user_their_own_values(
     sent = doubles.backends[0].requests[0]
     assert "bob@example.com" not in " ".join(m.content for m in sent.messages)
     assert "bob@example.com" in result.answer
+
+
+# -- chunked documents indexed again ---------------------------------------------------------
+
+
+CHUNKED = HYBRID + """
+[components.chunks]
+use = "tokens"
+size = 8
+overlap = 0
+"""
+
+
+def chunking_kernel() -> Kernel:
+    """The plugins these pipelines name, with the chunkers."""
+    return Kernel(env={"AIENG_PLUGINS": f"{PLUGINS},chunkers"}, default_embedder=None,
+                  loop_block_threshold=None)
+
+
+def numbered(n: int, word: str = "term") -> str:
+    return " ".join(f"{word}{i}" for i in range(n))
+
+
+async def held(pipeline: Pipeline, text: str) -> dict[str, set[str]]:
+    """What each store returns for ``text`` (every document holding one of its words)."""
+    return run_ids(await pipeline.run(Query(text=text)))
+
+
+@pytest.mark.anyio
+async def test_a_shorter_chunked_document_leaves_no_stale_chunk_in_any_store(
+        tmp_path: Path) -> None:
+    """With a chunker, a document indexed again with fewer chunks keeps only its new ones
+    in bm25, vectors and memory (its old text is found nowhere, after a reopen too), and
+    Pipeline.delete by the document's id deletes its chunks from all three."""
+    query = f"{numbered(40)} {numbered(3, 'fresh')}"
+    async with chunking_kernel() as running:
+        pipeline = load(running, Doubles(), tmp_path, CHUNKED)
+        async with pipeline:
+            assert await pipeline.index([Document("doc", numbered(40)),
+                                         Document("other", numbered(3, "fresh"))]) == 6
+            first = {f"doc#{i}" for i in range(5)} | {"other#0"}
+            assert await held(pipeline, query) == {
+                "lexical": first, "dense": first, "memory": first}
+            assert await pipeline.index([Document("doc", numbered(3))]) == 1
+            now = {"doc#0", "other#0"}
+            assert await held(pipeline, query) == {"lexical": now, "dense": now, "memory": now}
+        reopened = load(running, Doubles(), tmp_path, CHUNKED)
+        async with reopened:
+            found = await held(reopened, query)
+            assert found["lexical"] == found["dense"] == {"doc#0", "other#0"}
+            assert await reopened.delete(["doc"]) == 1
+            found = await held(reopened, query)
+            assert found["lexical"] == found["dense"] == {"other#0"}
+
+
+CHUNKED_CLI = """
+[pipeline]
+name = "chunked-cli"
+stages = ["retrieve"]
+
+[stage.retrieve]
+k = 50
+
+[components.lexical]
+use = "bm25"
+path = "{root}/bm25"
+
+[components.chunks]
+use = "tokens"
+size = 4
+overlap = 0
+"""
+
+
+def test_cli_index_deletes_the_sections_a_file_no_longer_has(tmp_path: Path) -> None:
+    """``aieng index`` run again after a markdown file lost sections (each cut into chunks)
+    deletes the old sections' chunks from the index, says so, and keeps the rest; a file
+    emptied of its sections keeps none."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    sections = [f"# Part {n}\n\n{numbered(6, f'part{n}x')}\n" for n in range(4)]
+    (docs / "a.md").write_text("".join(sections))
+    (docs / "b.md").write_text(sections[0])
+    pipeline = tmp_path / "chunked.toml"
+    pipeline.write_text(CHUNKED_CLI.format(root=tmp_path.as_posix()))
+    env = {"AIENG_PLUGINS": "builtin,bm25,chunkers"}
+
+    def index() -> str:
+        result = CliRunner().invoke(cli, ["index", str(pipeline), str(docs)], env=env)
+        assert result.exit_code == 0, result.stderr
+        return result.stderr
+
+    def indexed() -> set[str]:
+        query = " ".join(numbered(6, f"part{n}x") for n in range(4))
+
+        async def go() -> set[str]:
+            async with Kernel(env=env, default_embedder=None) as running, \
+                    running.load_pipeline(pipeline) as built:
+                return {hit.document.id for hit in (await built.run(query)).retrieved}
+        return anyio.run(go)
+
+    assert "deleted" not in index()
+    a, b = docs / "a.md", docs / "b.md"
+    assert indexed() == {f"{a}#{s}#{c}" for s in range(4) for c in range(2)} | {
+        f"{b}#0#0", f"{b}#0#1"}
+    (docs / "a.md").write_text(sections[0])
+    (docs / "b.md").write_text("")
+    assert "8 deleted" in index()  # a.md's sections 1-3 and b.md's 0, two chunks each
+    assert indexed() == {f"{a}#0#0", f"{a}#0#1"}

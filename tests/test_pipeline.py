@@ -12,6 +12,7 @@ from aieng_core.testing import EventCapture
 from aieng_core.testing.doubles import ScriptedBackend
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
+    Chunk,
     Completion,
     Delta,
     Document,
@@ -489,6 +490,134 @@ async def test_one_id_or_one_passage_as_a_string_is_refused(aieng_kernel: Kernel
     with pytest.raises(TypeError, match="context"):
         await pipeline.run("bus", context="The event bus delivers typed events.")
     assert await pipeline.delete(("bus",)) == 1
+
+
+class Words:
+    """Chunker double: chunks of ``size`` words, with ids of its own (``<id>:<n>``); it
+    passes on documents whose metadata says ``whole``."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+
+    @hookimpl
+    def aieng_chunk_document(self, document: Document) -> list[Chunk] | None:
+        if document.metadata.get("whole"):
+            return None
+        words = document.text.split()
+        texts = [" ".join(words[i:i + self.size]) for i in range(0, len(words), self.size)]
+        return [Chunk(id=f"{document.id}:{n}", document_id=document.id, text=text)
+                for n, text in enumerate(texts)]
+
+
+class CountedDeletes:
+    """The memory retriever, counting its ``aieng_delete`` calls."""
+
+    def __init__(self) -> None:
+        from aieng_core.builtins import MemoryOptions, MemoryRetriever
+
+        self.store = MemoryRetriever(MemoryOptions())
+        self.deletes: list[tuple[str, ...]] = []
+
+    @hookimpl
+    def aieng_index(self, documents: Sequence[Document]) -> int:
+        return self.store.aieng_index(documents)
+
+    @hookimpl
+    def aieng_delete(self, ids: Sequence[str]) -> int:
+        self.deletes.append(tuple(ids))
+        return self.store.aieng_delete(ids)
+
+    @hookimpl
+    def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
+        return self.store.aieng_retrieve(query, k)
+
+    def ids(self) -> set[str]:
+        return set(self.store._docs)
+
+
+def words(n: int, word: str = "w") -> str:
+    return " ".join(f"{word}{i}" for i in range(n))
+
+
+async def test_reindexing_a_shorter_document_deletes_its_old_chunks(
+        aieng_kernel: Kernel) -> None:
+    """A chunked document is indexed as <id>#0, <id>#1, ... (the chunker's own ids kept as
+    chunk_id); indexed again with fewer chunks, its old chunks past the new last one are
+    deleted (searches no longer find the old text); a first ingest probes once per batch."""
+    store = CountedDeletes()
+    pipeline = aieng_kernel.compose({"chunks": Words(), "docs": store})
+    assert await pipeline.index([Document("doc", words(40)), Document("other", words(3))]) == 22
+    assert store.ids() == {*(f"doc#{i}" for i in range(20)), "other#0", "other#1"}
+    assert len(store.deletes) == 1  # the first ingest: one probe, nothing deleted
+    hit = (await pipeline.run("w5")).hits[0].document
+    assert hit.id == "doc#2" and hit.metadata["chunk_id"] == "doc:2"
+    assert hit.metadata["document_id"] == "doc"
+
+    assert await pipeline.index([Document("doc", "new words here")]) == 2
+    assert store.ids() == {"doc#0", "doc#1", "other#0", "other#1"}
+    assert (await pipeline.run("w30")).hits == ()
+    store.deletes.clear()
+    await pipeline.index([Document("doc", "new words here")])
+    assert len(store.deletes) == 1  # the same size again: one probe
+
+
+async def test_delete_by_document_id_deletes_its_chunks(aieng_kernel: Kernel) -> None:
+    """Pipeline.delete([id]) deletes a chunked document's chunks (the indexes hold only
+    them) and counts each; other documents' chunks and whole documents stay."""
+    store = CountedDeletes()
+    pipeline = aieng_kernel.compose({"chunks": Words(), "docs": store})
+    await pipeline.index([Document("doc", words(70)), Document("keep", words(4)),
+                          Document("plain", "a b c", metadata={"whole": True})])
+    assert await pipeline.delete(["doc", "nope"]) == 35
+    assert store.ids() == {"keep#0", "keep#1", "plain"}
+    assert await pipeline.delete(["plain"]) == 1
+    assert store.ids() == {"keep#0", "keep#1"}
+    assert await pipeline.delete([]) == 0
+
+
+async def test_a_document_chunked_then_whole_or_empty_leaves_nothing_stale(
+        aieng_kernel: Kernel) -> None:
+    """A document the chunker now passes on replaces its chunks, chunks replace a document
+    indexed whole, one emptied (no chunks) is gone, and a document given twice in one call
+    keeps only its last version; an id of another document that looks like a chunk's
+    (``a#0`` next to ``a``) is never deleted for it."""
+    store = CountedDeletes()
+    pipeline = aieng_kernel.compose({"chunks": Words(), "docs": store})
+    await pipeline.index([Document("doc", words(6))])
+    await pipeline.index([Document("doc", "whole now", metadata={"whole": True})])
+    assert store.ids() == {"doc"}
+    await pipeline.index([Document("doc", words(4))])
+    assert store.ids() == {"doc#0", "doc#1"}
+    await pipeline.index([Document("doc", "")])
+    assert store.ids() == set()
+    await pipeline.index([Document("twice", words(8)), Document("twice", words(2))])
+    assert store.ids() == {"twice#0"}
+    await pipeline.index([Document("a", "x", metadata={"whole": True}),
+                          Document("a#0", "y", metadata={"whole": True})])
+    assert store.ids() == {"twice#0", "a", "a#0"}
+
+
+async def test_an_index_that_miscounts_deletes_cannot_hang_indexing(
+        aieng_kernel: Kernel) -> None:
+    """An index whose aieng_delete reports every id asked as deleted (or a count that never
+    reaches 0) would make the search for stale chunks go on forever: indexing still ends,
+    after one call when the index counted an id it cannot hold."""
+    class Miscounting(CountedDeletes):
+        def __init__(self, count: int | None) -> None:
+            super().__init__()
+            self.count = count
+
+        @hookimpl
+        def aieng_delete(self, ids: Sequence[str]) -> int:
+            super().aieng_delete(ids)
+            return len(ids) if self.count is None else self.count
+
+    for count in (None, 1):
+        store = Miscounting(count)
+        pipeline = aieng_kernel.compose({"chunks": Words(), "docs": store})
+        with anyio.fail_after(60):  # a hang is the failure
+            assert await pipeline.index([Document(f"d{i}", "x y") for i in range(3)]) == 3
+        assert len(store.deletes) == 1 if count is None else len(store.deletes) > 1
 
 
 def test_prompt_fence_cannot_be_closed_by_a_passage_and_history_is_kept() -> None:

@@ -36,35 +36,47 @@ _RETRIEVAL_HOOKS = frozenset({
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
 @click.pass_context
 def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_size: int) -> None:
-    """Index files, folders (.md, .txt) and BEIR corpus.jsonl files into PIPELINE's indexes."""
+    """Index files, folders (.md, .txt) and BEIR corpus.jsonl files into PIPELINE's indexes.
+
+    Indexing a file again replaces what it held: the sections a markdown file no longer
+    has are deleted from the indexes. A file deleted from a folder stays indexed.
+    """
     import anyio
 
-    from ..ingest import iter_documents
+    from ..ingest import iter_files
+    from ..pipeline._indexing import delete_runs
 
     for path in paths:
         if not path.exists():
             raise click.BadParameter(f"{path} does not exist", param_hint="PATHS")
     kernel = kernel_of(ctx)
 
-    async def go() -> tuple[int, int]:
+    async def go() -> tuple[int, int, int]:
         async with kernel:
             built = kernel.load_pipeline(pipeline)
             readers = {s: r.reader for s, r in kernel.registry.readers.items()}
             try:
-                documents = list(iter_documents(*paths, readers=readers))
+                files = list(iter_files(*paths, readers=readers))
             except ValueError as exc:
                 raise click.UsageError(str(exc)) from None
+            documents = [document for _, found in files for document in found]
             written = 0
             with _present.progress("indexing", total=len(documents)) as advance:
                 for start in range(0, len(documents), batch_size):
                     batch = documents[start:start + batch_size]
                     written += await built.index(batch, batch_size=batch_size)
                     advance(len(batch))
-            return len(documents), written
+            # A file read as sections <path>#0, #1, ... (markdown) held more of them if
+            # <path>#n is indexed: delete those, with their chunks (Pipeline.delete).
+            sections = {str(file): len(found) for file, found in files
+                        if [d.id for d in found] == [f"{file}#{i}" for i in range(len(found))]}
+            removed = await delete_runs(built.delete, sections, nested=True)
+            return len(documents), written, removed
 
-    read, written = anyio.run(go)
+    read, written, removed = anyio.run(go)
+    gone = f" and {removed} deleted (sections no longer in the files)" if removed else ""
     _present.message(f"read {read} documents from {len(paths)} path(s); the indexes reported "
-                     f"{written} written")
+                     f"{written} written{gone}")
 
 
 def _citations(result: Any) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from .._errors import ConfigError, HookError, UnknownComponentError
 from .._scope import CURRENT_RUN, RunScope
 from ..dispatch import Dispatcher, StagePolicy, first_hook_error
 from ._context import ComponentContext
+from ._indexing import Batch, as_chunks, delete_runs
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
 from ._result import RunResult, StageRecord
 from ._stages import SKIPPED_ON_HIT, STAGE_FUNCTIONS, DeltaCallback, RunState, stream_hit
@@ -351,35 +352,46 @@ class Pipeline:
         )
 
     async def index(self, documents: Iterable[Document], *, batch_size: int = 256) -> int:
-        """Chunk (when a chunker is present) and index documents in batches.
+        """Chunk (when a chunker is present) and index documents in batches. A chunked
+        document ``d`` is indexed as ``d#0``, ``d#1``, ...; once it is written again, what it
+        no longer has is deleted (``d#n`` on past its last chunk; ``d`` itself, or ``d#0`` on
+        when the chunker now passes it on).
 
         :returns: the number of documents (or chunks) the indexes reported written; the
             largest count when several indexes answer.
         """
         if not self._ready:
             await self.open()
-        written = 0
-        batch: list[Document] = []
+        chunking = bool(self.dispatcher.impls("aieng_chunk_document"))
+        written, batch = 0, Batch()
         for document in documents:
-            batch.extend(await self._chunk(document))
-            if len(batch) >= batch_size:
-                written += await self._index_batch(batch)
-                batch = []
-        if batch:
-            written += await self._index_batch(batch)
+            batch.add(document, *await self._chunk(document))
+            if batch.size >= batch_size:
+                written += await self._index_batch(batch, chunking)
+                batch = Batch()
+        if len(batch):
+            written += await self._index_batch(batch, chunking)
         return written
 
     async def delete(self, ids: Iterable[str]) -> int:
-        """Delete documents by id from every index (``aieng_delete``).
+        """Delete documents by id from every index (``aieng_delete``), each with the chunks
+        ``index`` wrote for it (``id#0``, ``id#1``, ...).
 
-        :returns: the largest count any index reported deleted.
+        :returns: how many ids were deleted, chunks included: for each call to the indexes,
+            the largest count any index reported, summed over the calls.
         :raises TypeError: for a lone string (one id is ``[id]``, not its characters).
         """
         if isinstance(ids, (str, bytes)):
             raise TypeError("ids must be a sequence of document ids, got a string "
                             "(give [id] for one)")
+        ids = tuple(ids)
         if not self._ready:
             await self.open()
+        # The ids, then their chunks: ids with none cost a probe of N ids, not of 16 N more.
+        return (await self._delete(ids) if ids else 0) + await delete_runs(
+            self._delete, dict.fromkeys(ids, 0))
+
+    async def _delete(self, ids: Sequence[str]) -> int:
         counts = await self.dispatcher.gather("aieng_delete", {"ids": tuple(ids)},
                                               stage="index", policy=self._index_policy)
         return max((int(c) for c, _ in counts), default=0)
@@ -401,22 +413,21 @@ class Pipeline:
                                      stage="feedback", policy=self._index_policy)
         return len(impls)
 
-    async def _chunk(self, document: Document) -> list[Document]:
+    async def _chunk(self, document: Document) -> tuple[list[Document], bool]:
         found = await self.dispatcher.first("aieng_chunk_document", {"document": document},
                                             stage="index", policy=self._index_policy)
-        if found is None:
-            return [document]
-        return [
-            Document(id=chunk.id, text=chunk.text, title=document.title,
-                     metadata={**document.metadata, **chunk.metadata,
-                               "document_id": chunk.document_id,
-                               "start": chunk.start, "end": chunk.end})
-            for chunk in found[0]
-        ]
+        return ([document], False) if found is None else (as_chunks(document, found[0]), True)
 
-    async def _index_batch(self, batch: list[Document]) -> int:
-        counts = await self.dispatcher.gather("aieng_index", {"documents": tuple(batch)},
-                                              stage="index", policy=self._index_policy)
+    async def _index_batch(self, batch: Batch, chunking: bool) -> int:
+        documents = tuple(batch.documents())
+        counts = await self.dispatcher.gather("aieng_index", {"documents": documents},
+                                              stage="index", policy=self._index_policy
+                                              ) if documents else []
+        if chunking:  # after the writes: a search never finds a document in neither version
+            deleted = await delete_runs(self._delete, *batch.stale(),
+                                        keep={doc.id for doc in documents})
+            if deleted:
+                log.info("index.stale_deleted", pipeline=self.name, deleted=deleted)
         return max((int(c) for c, _ in counts), default=0)
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -18,7 +18,10 @@ def aieng_chunk_document(document: Document) -> list[Chunk] | None:
         chunker the document is indexed whole.
     :async: may be ``async def``; a semantic chunker awaits embeddings.
     :param document: the document.
-    :returns: the chunks in document order.
+    :returns: the chunks in document order. The kernel indexes the i-th as
+        ``<document id>#<i>`` (from 0), whatever its own id (kept in metadata as
+        ``chunk_id`` when it differs), so that indexing the document again deletes the
+        chunks it no longer has and ``Pipeline.delete([document id])`` deletes them all.
 
     .. versionadded:: 0.1.0
     """
