@@ -647,6 +647,27 @@ class StampsDocuments(ScoreReranker):
         return super().aieng_rerank(hits, k)
 
 
+class CountsEveryIdAsked(MemoryRetriever):
+    """Broken retriever: deletes what it holds but counts every id it was asked for."""
+
+    @hookimpl
+    def aieng_delete(self, ids: Sequence[str]) -> int:
+        super().aieng_delete(ids)
+        return len(ids)
+
+
+async def test_retriever_suite_catches_a_delete_that_miscounts(aieng_kernel: Kernel) -> None:
+    """The retriever suite fails an index whose delete counts ids it never held (the
+    kernel's search for a re-indexed document's stale chunks relies on the count)."""
+    suite = RetrieverSuite()
+    component = CountsEveryIdAsked(MemoryOptions())
+    pipeline = suite.compose(aieng_kernel, component, stages=["retrieve"])
+    corpus = list(DEFAULT_CORPUS)
+    await pipeline.index(corpus)
+    with pytest.raises(AssertionError, match="did not count 2"):
+        await suite.test_delete_removes_and_counts_what_it_held(component, pipeline, corpus, 3)
+
+
 class SortsRunsInPlace(RRFFuser):
     """Broken fuser: fuses like RRF, but sorts the runs it was given in place first."""
 

@@ -205,6 +205,34 @@ class RetrieverSuite(RoleSuite):
             self.check_hits(await self.retrieve(indexed_pipeline, Query(doc.text), retrieve_k),
                             retrieve_k, known)
 
+    async def delete(self, pipeline: Pipeline, ids: Sequence[str]) -> Any:
+        """``aieng_delete`` of the component through the dispatcher."""
+        gathered = await pipeline.dispatcher.gather("aieng_delete", {"ids": tuple(ids)},
+                                                    stage=STAGE)
+        for value, plugin in gathered:
+            if plugin == SUBJECT:
+                return value
+        return None
+
+    async def test_delete_removes_and_counts_what_it_held(
+        self, component: object, indexed_pipeline: Pipeline, corpus: list[Document],
+        retrieve_k: int,
+    ) -> None:
+        """Deleting ids removes those documents and counts only the ids it held (the kernel
+        relies on the count to find a re-indexed document's stale chunks); again, 0."""
+        self.skip_unless_implements(component, "aieng_delete")
+        gone = [d.id for d in corpus[:2]]
+        asked = [gone[0], "aieng-conformance-never-indexed", gone[1]]
+        assert await self.delete(indexed_pipeline, asked) == len(gone), (
+            f"aieng_delete of {asked} ({len(gone)} indexed, one never) did not count "
+            f"{len(gone)}")
+        assert await self.delete(indexed_pipeline, gone) == 0, (
+            "deleting the same ids again counted them again")
+        known = {d.id: d for d in corpus[2:]}  # check_hits fails on a deleted document
+        for doc in corpus:
+            self.check_hits(await self.retrieve(indexed_pipeline, Query(doc.text), retrieve_k),
+                            retrieve_k, known)
+
     async def test_retrieves_in_a_pipeline(
         self, indexed_pipeline: Pipeline, corpus: list[Document], retrieve_k: int
     ) -> None:

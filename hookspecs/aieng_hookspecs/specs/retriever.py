@@ -47,12 +47,15 @@ def aieng_index(documents: Sequence[Document]) -> int | None:
 def aieng_delete(ids: Sequence[str]) -> int | None:
     """Remove documents from an index by id.
 
-    :called: by ``Pipeline.delete``, on every indexing component concurrently.
+    :called: by ``Pipeline.delete``, and by ``Pipeline.index`` (and ``aieng index``) to
+        delete the chunks or sections a document no longer has, on every indexing component
+        concurrently.
     :mode: gather: every index deletes the same ids.
     :none: "I keep no index": nothing to report.
     :async: may be ``async def``; writes must not block the loop.
     :param ids: the document ids; unknown ids are ignored.
-    :returns: how many of the ids were indexed here and are now deleted.
+    :returns: how many of the ids were indexed here and are now deleted: never an id it did
+        not hold (the kernel probes for stale chunks by asking for ids that may not exist).
 
     .. versionadded:: 0.1.0
     """
