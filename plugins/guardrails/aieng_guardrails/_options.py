@@ -112,7 +112,8 @@ class OutputGuardOptions:
     :param pii: check the answer for personal data and secrets.
     :param pii_kinds: the kinds to check.
     :param json_schema: validate the answer against ``request.response_schema`` when set.
-    :param blocked_terms: words or phrases never allowed (whole words, case-insensitive).
+    :param blocked_terms: words or phrases never allowed (whole words, case-insensitive,
+        any run of whitespace between a phrase's words).
     :param block_message: the answer that replaces a blocked one.
     """
 

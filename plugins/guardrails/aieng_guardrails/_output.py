@@ -73,7 +73,9 @@ def leak_spans(system: str, answer: str, n: int) -> list[tuple[int, int]]:
 def _term_pattern(term: str) -> re.Pattern[str]:
     left = r"(?<!\w)" if term[:1].isalnum() or term[:1] == "_" else ""
     right = r"(?!\w)" if term[-1:].isalnum() or term[-1:] == "_" else ""
-    return re.compile(left + re.escape(term) + right, re.IGNORECASE)
+    # Any run of whitespace between its words: a line break or two spaces hide no term.
+    body = r"\s+".join(re.escape(word) for word in term.split()) or re.escape(term)
+    return re.compile(left + body + right, re.IGNORECASE)
 
 
 class OutputGuard:

@@ -88,6 +88,14 @@ async def test_hidden_and_fullwidth_characters_do_not_hide_a_canary_or_term(
     assert [f.kind for f in term.findings] == ["blocked_term"]
 
 
+@pytest.mark.parametrize("spacing", ["  ", "\n", " \t "])
+async def test_a_blocked_term_matches_across_any_whitespace(spacing: str) -> None:
+    """A line break or extra spaces between a blocked phrase's words do not hide it."""
+    guard = OutputGuard(OutputGuardOptions(blocked_terms=("internal use only",)))
+    verdict = await check(guard, f"this is internal{spacing}use only, see")
+    assert verdict.action == "redact" and verdict.text == "this is [REDACTED], see"
+
+
 async def test_block_policy() -> None:
     """``block`` replaces the answer with the block message."""
     guard = OutputGuard(OutputGuardOptions(policy="block", canaries=("ZEBRA-7741",)))
