@@ -86,9 +86,10 @@ def _run(lm: CausalLM, rows: list[tuple[int, Generation]], texts: dict[int, list
     cache: Any = None
     active = list(rows)
     while active:
+        placed = {"position_ids": positions} if lm.takes_positions else {}
         with lm.lock:
-            out = lm.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                           past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = lm.model(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                           use_cache=True, **placed, **lm.keep(1))
         cache = out.past_key_values
         logits = out.logits[:, -1].float()
         keep: list[int] = []

@@ -120,7 +120,11 @@ class CausalLM:
         # the output head (the largest product of a small model's prompt pass) skips the
         # rest of the prompt.
         call = getattr(model, "forward", None) or model.__call__
-        self._keeps = "logits_to_keep" in inspect.signature(call).parameters
+        parameters = inspect.signature(call).parameters
+        self._keeps = "logits_to_keep" in parameters
+        #: Whether the model takes ``position_ids`` (a batch's left-padded rows need
+        #: them; ALiBi models such as BLOOM take positions from the mask and refuse them).
+        self.takes_positions = "position_ids" in parameters
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else tokenizer.eos_token_id
         #: The id left-padding a batch's shorter prompts (masked out of attention).
@@ -319,7 +323,7 @@ class CausalLM:
         with self.lock:
             tensor = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
             out = self.model(input_ids=tensor, past_key_values=cache, use_cache=True,
-                             **self._keep(1))
+                             **self.keep(1))
             return out.logits[0, -1].float(), out.past_key_values
 
     @torch.inference_mode()
@@ -329,10 +333,12 @@ class CausalLM:
         with self.lock:
             tensor = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
             out = self.model(input_ids=tensor, past_key_values=cache, use_cache=True,
-                             **self._keep(keep))
+                             **self.keep(keep))
             return out.logits[0, -keep:].float(), out.past_key_values
 
-    def _keep(self, count: int) -> dict[str, int]:
+    def keep(self, count: int) -> dict[str, int]:
+        """The argument asking the model for the last ``count`` positions' logits only,
+        when its forward takes one (``{}`` otherwise: any other argument may be refused)."""
         return {"logits_to_keep": count} if self._keeps else {}
 
     # -- scoring -------------------------------------------------------------------------

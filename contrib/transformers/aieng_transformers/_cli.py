@@ -192,8 +192,9 @@ def generate(prompt: str, max_tokens: int, temperature: float, top_k: int | None
               help="Context length for the KV-cache estimate (default: the model's own).")
 @click.option("--dtype", "bytes_per_param", default=None,
               type=click.Choice(["fp32", "fp16", "bf16", "int8", "q8", "q4"]),
-              help="Precision of the weights and the KV cache in the estimate (default: "
-                   "fp32; for a PIPELINE, each component's own).")
+              help="Precision of the weights in the estimate, and of the KV cache for "
+                   "fp16 / bf16 (quantized weights keep a float32 cache); default: fp32, "
+                   "for a PIPELINE each component's own.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def models(pipeline: Path | None, paths: tuple[Path, ...], context: int | None,
            bytes_per_param: str | None, as_json: bool) -> None:

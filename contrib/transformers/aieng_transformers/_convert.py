@@ -9,6 +9,7 @@ a half-written model where a reader would find it.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -29,6 +30,8 @@ FORMAT_VERSION = 1
 #: Written last into a converted folder: what it was made from.
 MARKER = "aieng-conversion.json"
 _SAMPLE = 4 << 20  # bytes hashed at each end of the file
+#: A dead process's scratch folder unchanged this long is removed (seconds).
+_ABANDONED_S = 600.0
 
 
 def fingerprint(gguf: Path) -> str:
@@ -64,6 +67,7 @@ def convert_gguf(gguf: Path, cache_root: Path) -> Path:
     if target.exists():  # no marker: not ours to trust (copied in half, edited by hand)
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(target)
     scratch = target.parent / f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     started = time.perf_counter()
     log.info("gguf.convert.started", gguf=str(gguf), target=str(target))
@@ -79,6 +83,37 @@ def convert_gguf(gguf: Path, cache_root: Path) -> Path:
     log.info("gguf.convert.finished", gguf=str(gguf), target=str(target),
              seconds=round(time.perf_counter() - started, 3))
     return target
+
+
+def _remove_abandoned(target: Path) -> None:
+    # Scratch folders of conversions into ``target`` whose process is gone (killed before
+    # its cleanup ran): hundreds of MB each, never read, so removed before a new one. Only
+    # when nothing in one changed for a while too: a writer in another PID namespace
+    # sharing the cache (a container) looks dead from here.
+    now = time.time()
+    for scratch in target.parent.glob(f".{glob.escape(target.name)}.*-*.tmp"):
+        pid = scratch.name[len(target.name) + 2:].rpartition("-")[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            changed = max([scratch.stat().st_mtime,
+                           *(f.stat().st_mtime for f in scratch.rglob("*"))])
+        except OSError:  # removed meanwhile
+            continue
+        if now - changed > _ABANDONED_S:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # no signal-0 probe (Windows' os.kill would interrupt it)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, as another user's process
+        return True
+    return True
 
 
 def _write(gguf: Path, folder: Path) -> None:

@@ -82,9 +82,9 @@ class SmolLM2Backend:
         :raises ModelNotFound: when the model is missing.
         :raises ValueError: when its path is no model folder or GGUF.
         """
-        from ._memory import memory_estimate
+        from ._memory import cache_precision, memory_estimate
 
-        weights, cache = (dtype, dtype) if dtype else self._precisions()
+        weights, cache = (dtype, cache_precision(dtype)) if dtype else self._precisions()
         estimate = memory_estimate(self.model, self.source(), precision=weights,
                                    kv_precision=cache, context=context,
                                    sequences=self.options.max_batch,

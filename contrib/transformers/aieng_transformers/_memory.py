@@ -16,12 +16,22 @@ from typing import Any
 
 import attrs
 
-__all__ = ["BYTES", "ModelFootprint", "footprint", "memory_estimate", "parameters_named"]
+__all__ = ["BYTES", "QUANTIZED_KV", "ModelFootprint", "cache_precision", "footprint",
+           "memory_estimate", "parameters_named"]
 
 #: Bytes per weight, and per cached key or value, of the precisions an estimate knows
 #: (``q8`` / ``q4``: block-wise weights with a float32 scale per 32 of them).
 BYTES: dict[str, float] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "q8": 1 + 4 / 32,
                            "q4": 0.5 + 4 / 32}
+#: The KV cache's precision under quantized weights: float32 (torch's dynamic int8 and
+#: ONNX Runtime's int8 / q8 / q4 quantize weights only; keys and values stay float32).
+QUANTIZED_KV = "fp32"
+
+
+def cache_precision(precision: str) -> str:
+    """The KV cache's precision for weights at ``precision``: the same floating type, or
+    :data:`QUANTIZED_KV` for quantized weights (``int8``, ``q8``, ``q4``)."""
+    return precision if precision in ("fp32", "fp16", "bf16") else QUANTIZED_KV
 
 
 @attrs.frozen
@@ -81,16 +91,19 @@ def memory_estimate(model: str, source: Path, *, precision: str, kv_precision: s
     precision of its weights and the figures of :meth:`ModelFootprint.estimate` for
     ``source`` (a folder or GGUF; only headers are read).
 
+    :param kv_precision: the KV cache's (default: :func:`cache_precision` of ``precision``).
     :param keep_fp32: fragments of weight names (Hugging Face's: ``down_proj``) kept in
         float32 whatever ``precision`` says (aieng-onnx's ``keep_fp32``); their weights
         count 4 bytes each (``kept_fp32_parameters``).
     :raises ValueError: for an unknown precision or a path that is no model.
     """
-    for name in (precision, kv_precision or precision):
-        if name not in BYTES:
-            raise ValueError(f"unknown precision {name!r}; known: {sorted(BYTES)}")
+    if precision not in BYTES:
+        raise ValueError(f"unknown precision {precision!r}; known: {sorted(BYTES)}")
+    cache = kv_precision or cache_precision(precision)
+    if cache not in BYTES:
+        raise ValueError(f"unknown precision {cache!r}; known: {sorted(BYTES)}")
     figures = footprint(source).estimate(
-        bytes_per_param=BYTES[precision], kv_bytes=BYTES[kv_precision or precision],
+        bytes_per_param=BYTES[precision], kv_bytes=BYTES[cache],
         context=context, sequences=sequences)
     result = {"model": model, "path": str(source), "precision": precision, **figures}
     if keep_fp32:
@@ -115,7 +128,7 @@ def parameters_named(source: Path, fragments: tuple[str, ...]) -> int:
         read_gguf_header(source, sizes)
         wanted = [_GGUF_NAMES.get(f, f) for f in fragments]
     else:
-        for file in sorted(source.glob("*.safetensors")):
+        for file in _weight_files(source):
             sizes.update(_safetensors_sizes(file))
         wanted = list(fragments)
     return sum(size for name, size in sizes.items() if any(w in name for w in wanted))
@@ -134,8 +147,7 @@ def footprint(path: Path) -> ModelFootprint:
         raise ValueError(f"{path} is neither a model folder with a config.json nor a .gguf")
     config = json.loads(config_file.read_text(encoding="utf-8"))
     disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    parameters = sum(sum(_safetensors_sizes(f).values())
-                     for f in sorted(path.glob("*.safetensors")))
+    parameters = sum(sum(_safetensors_sizes(f).values()) for f in _weight_files(path))
     if not parameters:  # a pytorch_model.bin only: its size at 4 bytes per weight
         parameters = sum(f.stat().st_size for f in path.glob("*.bin")) // 4
     heads = int(config.get("num_attention_heads") or config.get("n_head") or 1)
@@ -150,6 +162,19 @@ def footprint(path: Path) -> ModelFootprint:
         kv_heads=int(config.get("num_key_value_heads") or heads),
         head_dim=int(config.get("head_dim") or (hidden // heads if heads else 0)),
         context=int(context) if decoder and context else None)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    # The safetensors files transformers loads: model.safetensors, else the shards its
+    # index names, else every one. A folder may hold the same weights twice (Mistral's
+    # repositories ship consolidated.safetensors beside the shards).
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        return [folder / name for name in sorted(set(shards.values()))]
+    return sorted(folder.glob("*.safetensors"))
 
 
 def _safetensors_sizes(file: Path) -> dict[str, int]:

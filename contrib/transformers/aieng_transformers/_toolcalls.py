@@ -418,21 +418,34 @@ def split_calls(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
         return _split_marked(text, plan)
     if plan.format == "mistral-v11":
         return _split_named(text, plan)
-    head, found, rest = text.partition(OPEN)
+    head, found, _ = text.partition(OPEN)
     if not found:
         return text, ()
+    # Block by block, each call's JSON read as JSON: an argument may hold the tags' text.
+    decoder = json.JSONDecoder()
     calls: list[ToolCall] = []
-    for block in (OPEN + rest).split(OPEN)[1:]:
-        body, closed, after = block.partition(CLOSE)
+    position = len(head)
+    while position < len(text):
+        if not text.startswith(OPEN, position):
+            return text, ()
         try:
-            value = json.loads(body) if closed and not after.strip() else None
+            value, position = decoder.raw_decode(text, _blank(text, position + len(OPEN)))
         except ValueError:
-            value = None
+            return text, ()
         call = _call(value, plan)
-        if call is None:
+        position = _blank(text, position)
+        if call is None or not text.startswith(CLOSE, position):
             return text, ()
         calls.append(call)
+        position = _blank(text, position + len(CLOSE))
     return head.rstrip(), tuple(calls)
+
+
+def _blank(text: str, position: int) -> int:
+    # The position after the whitespace at ``position``.
+    while position < len(text) and text[position].isspace():
+        position += 1
+    return position
 
 
 def _split_bare(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:

@@ -454,3 +454,24 @@ async def test_backend_batches_concurrent_generates(chain_dir: Path, random_dir:
             assert got[index] == await plain.aieng_generate(request)
         assert batched.batcher().batches < len(requests)
         await batched.aieng_pipeline_close()
+
+
+def test_batched_decoding_on_a_model_without_logits_to_keep() -> None:
+    """A model whose forward refuses ``logits_to_keep`` and ``position_ids`` (BLOOM raises
+    on any argument it does not know, warns on positions) decodes batched as it does
+    alone, instead of every request failing."""
+    from transformers import BloomConfig, BloomForCausalLM
+
+    tokenizer = byte_tokenizer()
+    config = BloomConfig(vocab_size=len(tokenizer), hidden_size=32, n_layer=2, n_head=4,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(5)
+    # float32: in float64 BLOOM's mask minimum plus its ALiBi bias overflows to -inf, and
+    # the fully masked positions of a left-padded row give NaN (in BLOOM itself).
+    lm = CausalLM(BloomForCausalLM(config).eval(), tokenizer)
+    requests = [ask("hello there", max_tokens=7), ask("x", max_tokens=4)]
+    batch = decode_batch(lm, requests)
+    for got, expected in zip(batch, [one_by_one(lm, r) for r in requests], strict=True):
+        assert isinstance(got, Decoded)
+        assert (got.text, got.finish, got.usage) == (expected.text, expected.finish,
+                                                     expected.usage)

@@ -182,6 +182,46 @@ def test_models_estimates_from_config(cli: click.Group, chain_dir: Path,
     assert "KV cache" in table.stdout and "fp16" in table.stdout
 
 
+def test_models_keeps_a_float_kv_cache_under_quantized_weights(
+        cli: click.Group, chain_dir: Path, tmp_path: Path) -> None:
+    """``--dtype int8`` (or ``q8`` / ``q4``) sizes the weights at their bytes and the KV
+    cache at float32, as the backends keep it (and as a component configured with that
+    precision is sized); ``fp16`` halves both."""
+    file = tmp_path / "llm.toml"
+    file.write_text(f'[pipeline]\nname = "m"\n\n[components.llm]\nuse = "smollm2"\n'
+                    f'path = "{chain_dir}"\n', encoding="utf-8")
+    kv = 2 * 2 * 2 * 8 * 100  # the chain Llama: 2 layers, 2 KV heads of 8 dims
+    for source in (["--model-path", str(chain_dir)], [str(file)]):
+        for dtype, weight, key in (("int8", 1, 4), ("q4", 0.5 + 4 / 32, 4), ("fp16", 2, 2)):
+            result = CliRunner().invoke(cli, ["models", *source, "--json", "--context", "100",
+                                              "--dtype", dtype])
+            assert result.exit_code == 0, result.output
+            row = next(row for row in json.loads(result.stdout)
+                       if row["component"] == "llm" or row["path"] == str(chain_dir))
+            assert row["weights_bytes"] == int(row["parameters"] * weight)
+            assert row["kv_cache_bytes"] == kv * key, (source, dtype)
+
+
+def test_models_counts_each_weight_once(chain_dir: Path, tmp_path: Path) -> None:
+    """A folder holding the weights twice, as Mistral's repositories do (shards with their
+    index beside ``consolidated.safetensors``), counts the files transformers loads."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    expected = footprint(chain_dir).parameters
+    single = tmp_path / "single"
+    shutil.copytree(chain_dir, single)
+    shutil.copy(chain_dir / "model.safetensors", single / "consolidated.safetensors")
+    sharded = tmp_path / "sharded"
+    AutoModelForCausalLM.from_pretrained(str(chain_dir)).save_pretrained(
+        str(sharded), max_shard_size="20KB")
+    assert (sharded / "model.safetensors.index.json").is_file()
+    shutil.copy(chain_dir / "model.safetensors", sharded / "consolidated.safetensors")
+    for folder in (single, sharded):
+        assert footprint(folder).parameters == expected, folder
+
+
 def test_models_reads_the_gguf() -> None:
     """Needs the shipped model: SmolLM2's figures come from the GGUF metadata (30 layers, 3
     KV heads of 64 dims, context 8192, 134.5M weights), nothing dequantized."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,29 @@ def test_concurrent_finished_copy_wins(gguf: Path, tmp_path: Path,
     assert convert_gguf(gguf, root) == target
     assert sorted(p.name for p in target.iterdir()) == sorted([MARKER, "theirs"])
     assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+def test_a_killed_conversions_scratch_is_removed(gguf: Path, tmp_path: Path,
+                                                  writes: list[Path]) -> None:
+    """The scratch folder of a conversion whose process was killed (its cleanup never
+    ran) is removed by the next conversion; a live process's scratch, or a recent one
+    (its writer may live in another PID namespace), is left alone."""
+    root = tmp_path / "cache"
+    target = cached_folder(gguf, root)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    abandoned = target.parent / f".{target.name}.{dead}-0123abcd.tmp"
+    recent = target.parent / f".{target.name}.{dead}-89abcdef.tmp"
+    live = target.parent / f".{target.name}.{os.getpid()}-4567ef01.tmp"
+    for scratch in (abandoned, recent, live):
+        scratch.mkdir(parents=True)
+        (scratch / "model.safetensors").write_bytes(b"half")
+        if scratch != recent:
+            for path in (scratch / "model.safetensors", scratch):
+                os.utime(path, (0, 0))
+    assert convert_gguf(gguf, root) == target
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted(
+        [target.name, recent.name, live.name])
 
 
 def test_cache_root_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

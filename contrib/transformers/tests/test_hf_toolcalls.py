@@ -221,6 +221,27 @@ def test_unfinished_calls_are_kept_as_text() -> None:
     assert split_calls(whole, ToolPlan((ADD,), "none", True)) == (whole, ())
 
 
+def test_arguments_holding_the_tags_are_read() -> None:
+    """An argument string holding ``<tool_call>`` or ``</tool_call>`` (a model quoting the
+    format) is a call the automaton lets through; reading the text gives that call, not
+    the whole text as content."""
+    echo = ToolSpec(name="echo", parameters={
+        "type": "object", "properties": {"s": {"type": "string"}}, "required": ["s"]})
+    plan = ToolPlan((echo, ADD), "auto", True)
+    machine = ToolCallConstraint(plan)
+    said = [f"a {CLOSE} b", f"{OPEN}\n", f'{CLOSE}\n{OPEN}\n{{"name": "add"}}']
+    text = "Quoting.\n" + "\n".join(block("echo", {"s": s}) for s in said) + "\n" \
+        + block("add", {"a": 1, "b": 2})
+    state = machine.feed(machine.start(), text)
+    assert state is not None and machine.accepting(state)
+    content, calls = split_calls(text, plan)
+    assert content == "Quoting."
+    assert [(c.name, c.arguments) for c in calls] == [
+        *[("echo", {"s": s}) for s in said], ("add", {"a": 1, "b": 2})]
+    stream = ToolText(plan)
+    assert finished(stream, fed_in_pieces(stream, text, [3]), text, plan)[0] == ""
+
+
 @settings(max_examples=200, deadline=None)
 @given(parts=TEXTS, cuts=st.lists(st.integers(1, 7), min_size=1, max_size=40))
 def test_streamed_content_is_the_content(parts: tuple[str, list[tuple[int, int]], bool],
