@@ -23,6 +23,12 @@ _opt_str = v.optional(v.and_(v.instance_of(str), v.min_len(1)))
 _positive = v.and_(v.instance_of(int), v.ge(1))
 _wait = v.and_(v.ge(0.0), v.le(10_000.0))
 
+
+def _int_as_float(value: object) -> object:
+    """A TOML integer (``repetition_penalty = 2``) as the float it means; other values
+    (a bool, a string) are left for the validator to refuse."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
 #: The torch types a ``dtype`` option names, with the precision ``aieng models`` calls them.
 DTYPES: dict[str, str] = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
@@ -120,7 +126,8 @@ class SmolLM2Options:
     model: str | None = attrs.field(default=None, validator=_opt_str)
     cache_dir: str | None = attrs.field(default=None, validator=_opt_str)
     repetition_penalty: float = attrs.field(
-        default=1.0, validator=[v.instance_of(float), v.ge(1.0), v.le(10.0)])
+        default=1.0, converter=_int_as_float,
+        validator=[v.instance_of(float), v.ge(1.0), v.le(10.0)])
     chat_template: TemplateName = attrs.field(
         default="auto", validator=v.in_(("auto", "chatml", "llama2", "alpaca")))
     device: str = attrs.field(default="cpu", validator=_device)

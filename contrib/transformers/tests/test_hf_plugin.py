@@ -62,6 +62,8 @@ async def test_embedder_serves_a_vector_pipeline(aieng_kernel: Kernel, register_
     ({"device": "gpu"}, "device"),
     ({"max_tokens": 3}, "max_tokens"),
     ({"path": 3}, "path"),
+    ({"repetition_penalty": True}, "repetition_penalty"),
+    ({"repetition_penalty": "2"}, "repetition_penalty"),
 ])
 async def test_bad_options_fail_to_load(aieng_kernel: Kernel, register_plugin: Register,
                                         options: dict[str, object], key: str) -> None:
@@ -71,3 +73,10 @@ async def test_bad_options_fail_to_load(aieng_kernel: Kernel, register_plugin: R
     with register_plugin(aieng_transformers, "transformers"), \
             pytest.raises(ConfigError, match=r"components\.llm"):
         aieng_kernel.pipeline(config)
+
+
+def test_a_whole_repetition_penalty_is_a_float() -> None:
+    """``repetition_penalty = 2`` in TOML is an integer: it means 2.0 (it was refused)."""
+    from aieng_transformers import SmolLM2Options
+
+    assert SmolLM2Options(repetition_penalty=2).repetition_penalty == 2.0
