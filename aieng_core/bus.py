@@ -10,8 +10,12 @@ with its name and counted; the request never sees it.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import fnmatch
 import inspect
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -148,17 +152,39 @@ class EventBus:
         self._task_group: TaskGroup | None = None
         self._reporter_scope: anyio.CancelScope | None = None
         self._closed: list[_Subscriber] = []
+        self._context = contextvars.Context()  # the kernel's, taken when the bus starts
+        self._loop_thread: int | None = None  # the thread of the loop the bus started in
+        self._soon: Callable[..., object] | None = None  # calls soon on that loop, threadsafe
 
     def publish(self, event: Event) -> None:
-        """Queue an event for every matching subscriber; never blocks, never raises."""
+        """Queue an event for every matching subscriber; never blocks, never raises.
+
+        Safe from any thread: from one other than the event loop's (a ``@blocking`` impl),
+        the event is handed to the loop, which queues it (the streams are not threadsafe).
+        """
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
+            self._publish_from_thread(event)
+            return
         for sub in self._subscribers:
             if sub.wants(event):
                 try:
                     sub.send.send_nowait(event)
                 except anyio.WouldBlock:
-                    sub.dropped += 1
+                    # A drop report that finds a full queue is not a drop: counting it
+                    # would make the next report report it, and so on forever (two stuck
+                    # subscribers of "*" would feed each other reports every tick).
+                    if not isinstance(event, BusDropped):
+                        sub.dropped += 1
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                     pass
+
+    def _publish_from_thread(self, event: Event) -> None:
+        if self._soon is None:
+            return
+        try:
+            self._soon(self.publish, event)
+        except RuntimeError:  # the loop has closed: the kernel, and every subscriber, is gone
+            pass
 
     def listening(self, name: str) -> bool:
         """Whether any subscriber would receive an event of this name (to skip costly ones)."""
@@ -171,6 +197,12 @@ class EventBus:
         publishes ``bus.dropped`` for every subscriber that missed events (a stuck callback
         or an unread subscription included) every ``report_every`` seconds."""
         self._task_group = task_group
+        # Subscribers run in the context the bus started in, not in that of whoever adds
+        # them: a pipeline built while handling a request (or during a run) must not have
+        # its subscribers log with that request's bound ids, or emit into that run.
+        self._context = contextvars.copy_context()
+        self._loop_thread = threading.get_ident()
+        self._soon = _call_soon_threadsafe()
         await task_group.start(self._reporter, report_every, name="aieng-bus-reporter")
 
     async def _reporter(self, interval: float, *,
@@ -203,7 +235,9 @@ class EventBus:
             raise RuntimeError("the bus is not running: it starts and closes with the kernel "
                                "('async with Kernel()')")
         sub = _Subscriber(name, pattern, pipeline, self._buffer)
-        self._task_group.start_soon(self._pump, sub, callback, name=f"aieng-subscriber:{name}")
+        group = self._task_group
+        self._context.copy().run(
+            lambda: group.start_soon(self._pump, sub, callback, name=f"aieng-subscriber:{name}"))
         self._subscribers.append(sub)
         return lambda: self._remove(sub)
 
@@ -226,12 +260,18 @@ class EventBus:
                         if is_async:
                             await callback(event)  # type: ignore[misc]
                         else:
-                            callback(event)
+                            # An object with an async __call__, or a lambda calling a
+                            # coroutine function, returns an awaitable: await it.
+                            returned = callback(event)
+                            if inspect.isawaitable(returned):
+                                await returned
                         sub.delivered += 1
                     except Exception as exc:  # a subscriber's fault never reaches a request
                         sub.failed += 1
                         log.warning("bus.subscriber_failed", subscriber=sub.name,
-                                    event_name=event.name, error=f"{type(exc).__name__}: {exc}")
+                                    event_name=event.name, run_id=event.run_id,
+                                    pipeline=event.pipeline,
+                                    error=f"{type(exc).__name__}: {exc}")
                 self._report_drops(sub)
 
     def _report_drops(self, sub: _Subscriber) -> None:
@@ -286,3 +326,17 @@ class EventBus:
                 log.warning("bus.subscriber_summary", subscriber=sub.name,
                             delivered=sub.delivered, dropped=sub.dropped, failed=sub.failed)
 
+
+def _call_soon_threadsafe() -> Callable[..., object] | None:
+    """The running event loop's way to schedule a call from another thread, without waiting
+    (``anyio.from_thread.run_sync`` would wait, and deadlock a thread that publishes while
+    the loop waits for it)."""
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:  # not asyncio
+        pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        soon: Callable[..., object] = trio.lowlevel.current_trio_token().run_sync_soon
+        return soon
+    return None

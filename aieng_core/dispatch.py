@@ -15,7 +15,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
-    Generator,
     Iterable,
     Iterator,
     Mapping,
@@ -36,6 +35,7 @@ from aieng_hookspecs.types import ErrorEvent, Event, HookCalled
 
 from ._errors import HookError
 from ._scope import CURRENT_RUN
+from ._steps import DeadlinePassed, Resumed, Steps
 
 __all__ = ["Check", "Dispatcher", "HookMonitor", "ImplCall", "StagePolicy", "expect"]
 
@@ -122,8 +122,9 @@ class Dispatcher:
         self._kinds: dict[Callable[..., Any], int] = {}
         #: impls in flight: token -> (plugin.hook label, start), read by the loop watchdog.
         self.active: dict[int, tuple[str, float]] = {}
-        #: recently finished impl calls: (label, start, end), for the loop watchdog.
-        self.recent: deque[tuple[str, float, float]] = deque(maxlen=256)
+        #: recently finished impl calls (or steps of suspended async impls): (label, start,
+        #: end), for the loop watchdog.
+        self.recent: deque[tuple[str, float, float]] = deque(maxlen=1024)
         self.pipeline = ""
 
     def _publish(self, make: Callable[[str, str], Event]) -> None:
@@ -309,9 +310,9 @@ class Dispatcher:
             if kind == _SYNC:
                 value = function(*args)
                 if inspect.isawaitable(value):
-                    value = await self._bounded(value, policy.timeout)
+                    value = await self._bounded(value, policy.timeout, token)
             elif kind == _ASYNC:
-                value = await self._bounded(function(*args), policy.timeout)
+                value = await self._bounded(function(*args), policy.timeout, token)
             else:
                 value = await self._bounded(
                     anyio.to_thread.run_sync(
@@ -320,15 +321,15 @@ class Dispatcher:
                     ),
                     policy.timeout,
                 )
-        except _DeadlinePassed:
+        except DeadlinePassed:
             outcome, error = "timeout", TimeoutError(f"timed out after {policy.timeout} s")
         except Exception as exc:  # the plugin's fault: wrap it, never let it escape raw
             # An impl's own TimeoutError lands here too: the kernel's deadline did not fire.
             outcome, error = "error", exc
         finally:
             end = time.perf_counter()
-            if on_loop:
-                del self.active[token]
+            # An async impl that suspended was tracked step by step (Steps) instead.
+            if on_loop and self.active.pop(token, None) is not None:
                 self.recent.append((label, start, end))
         hint = ""
         if outcome == "ok":
@@ -345,14 +346,23 @@ class Dispatcher:
                                message=str(error) if hint else "", hint=hint)
         return value
 
-    @staticmethod
-    async def _bounded(awaitable: Awaitable[Any], timeout: float | None) -> Any:
-        if timeout is None:
-            return await awaitable
+    async def _bounded(self, awaitable: Awaitable[Any], timeout: float | None,
+                       token: int | None = None) -> Any:
+        """Await under the deadline. A coroutine of an impl on the loop (``token`` of its
+        ``active`` entry) counts as in flight only while it runs, not while it waits: an
+        impl awaiting its I/O did not hold the loop when something else stalled it."""
         if not isinstance(awaitable, Coroutine):
+            if timeout is None:
+                return await awaitable
             with anyio.move_on_after(timeout):
                 return await awaitable
-            raise _DeadlinePassed
+            raise DeadlinePassed
+        if timeout is None:
+            try:
+                yielded = awaitable.send(None)
+            except StopIteration as done:
+                return done.value
+            return await Resumed(awaitable, yielded, self._suspended(token))
         # A timeout can only fire at a suspension point, and most cheap async impls (cache
         # hits, in-memory lookups) never suspend; arming a deadline costs more than the
         # call. So: enter a scope *without* a deadline (cheap), run the coroutine's first
@@ -366,9 +376,18 @@ class Dispatcher:
             except StopIteration as done:
                 return done.value
             scope.deadline = deadline
-            return await _Resumed(awaitable, yielded)
+            return await Resumed(awaitable, yielded, self._suspended(token))
         # Only reached when the scope swallowed its own cancellation: the deadline passed.
-        raise _DeadlinePassed
+        raise DeadlinePassed
+
+    def _suspended(self, token: int | None) -> Steps | None:
+        """The impl of ``token`` just suspended for the first time: end its first step and
+        track the steps that follow."""
+        if token is None:
+            return None
+        label, start = self.active.pop(token)
+        self.recent.append((label, start, time.perf_counter()))
+        return Steps(self.active, self.recent, token, label)
 
     def _observe(
         self,
@@ -434,40 +453,6 @@ class Dispatcher:
                             stage=stage, cause=error, hint=hint, message=message)
         failure.__cause__ = error
         return failure
-
-
-class _DeadlinePassed(Exception):
-    """The kernel's own deadline for an impl call passed (an impl's TimeoutError is not)."""
-
-
-class _Resumed:
-    """Awaits the rest of a coroutine whose first step already ran (PEP 380's expansion
-    of ``yield from``, starting from the value that first step yielded)."""
-
-    __slots__ = ("_coro", "_yielded")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        self._coro = coro
-        self._yielded = yielded
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, yielded = self._coro, self._yielded
-        while True:
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation and the like go into the coroutine
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    yielded = coro.send(sent)
-                except StopIteration as done:
-                    return done.value
 
 
 def expect(kind: type | tuple[type, ...], *, items: type | None = None) -> Check:

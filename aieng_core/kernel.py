@@ -90,6 +90,11 @@ class Kernel:
         return self._limiter
 
     async def __aenter__(self) -> Kernel:
+        if self._task_group is not None:
+            # A second entry would replace the task group and the bus's while the first
+            # still runs, and leave that group never exited.
+            raise RuntimeError("this kernel is already running: enter 'async with kernel' "
+                               "once at a time (entering it again after it exits is fine)")
         self.load()
         self._limiter = anyio.CapacityLimiter(self._workers)
         self._task_group = anyio.create_task_group()
@@ -109,11 +114,13 @@ class Kernel:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        assert self._task_group is not None
+        if self._task_group is None:
+            raise RuntimeError("the kernel is not running: use 'async with kernel'")
         try:
             for pipeline in list(self._pipelines):
                 await pipeline.aclose()
         finally:
+            self._embedder = None  # closed above: a later entry builds it afresh
             if self._watchdog is not None:
                 self._watchdog.cancel()
             self.registry.on_change(None)
@@ -232,7 +239,7 @@ class Kernel:
         if name is None:
             return None
         async with self._embedder_lock:
-            if self._embedder is None:
+            if self._embedder is None or self._embedder._closed:  # closed by its user
                 self.load()
                 if name not in self.registry.components:
                     return None

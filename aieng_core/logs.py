@@ -15,11 +15,16 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
                       json: bool | None = None) -> None:
     """Configure structlog for the ``aieng`` CLI (libraries never call this themselves).
 
-    :param level: the lowest level written.
+    :param level: the lowest level written (a standard level name, any case).
+    :raises ValueError: for an unknown level name.
     :param stream: where to write (stderr by default).
     :param json: force JSON (``True``) or console (``False``) output; by default JSON unless
         the stream is a terminal.
     """
+    number = logging.getLevelNamesMapping().get(level.upper())
+    if number is None:
+        raise ValueError(f"unknown log level {level!r}: expected one of "
+                         "DEBUG, INFO, WARNING, ERROR, CRITICAL")
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
@@ -34,7 +39,7 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(number),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )

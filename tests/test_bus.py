@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import threading
+from functools import partial
+
 import anyio
+import anyio.lowlevel
 import pytest
 
 from aieng_core import EventBus, Kernel
-from aieng_core.testing._kit import isolated_kernel, settle
+from aieng_core.testing._kit import isolated_kernel, registered, settle
 from aieng_core.testing.doubles import ScriptedBackend
-from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import BusDropped, Event, ModelCall, RunFinished, StageFinished
+from aieng_hookspecs import ComponentRegistry, blocking, hookimpl
+from aieng_hookspecs.types import (
+    BusDropped,
+    Event,
+    Hit,
+    ModelCall,
+    RunFinished,
+    StageFinished,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -259,3 +270,136 @@ async def test_add_callback_after_the_kernel_exits_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="the bus is not running"):
         kernel.bus.add_callback(lambda event: None, name="late")
     assert [s.name for s in kernel.bus.stats()] == []
+
+
+async def test_drop_reports_that_do_not_fit_are_not_counted_as_drops() -> None:
+    """Two stuck subscribers of every event get their real drops reported, and the reports
+    stop there: a bus.dropped event that finds a full queue is not counted as a drop, or
+    each report would be reported in turn, forever (a warning and an event every tick)."""
+    bus = EventBus(buffer=2)
+    stuck = anyio.Event()
+
+    async def never_returns(event: Event) -> None:
+        await stuck.wait()
+
+    reports: list[BusDropped] = []
+    async with anyio.create_task_group() as tg:
+        await bus.start(tg, report_every=0.01)
+        bus.add_callback(never_returns, name="a")
+        bus.add_callback(never_returns, name="b")
+        bus.add_callback(reports.append, name="reports", pattern="bus.dropped")  # type: ignore[arg-type]
+        for expected in (2, 4):
+            for i in range(10):
+                bus.publish(_event(i))
+            await settle(partial(_at_least, reports, expected))
+        await anyio.sleep(0.2)  # twenty reporter ticks with nothing new to report
+        stats = {s.name: s.dropped for s in bus.stats()}
+        stuck.set()
+        bus.close()
+    assert [e.subscriber for e in reports] == ["a", "b", "a", "b"]
+    for name in ("a", "b"):
+        assert sum(e.dropped for e in reports if e.subscriber == name) == stats[name]
+        assert stats[name] <= 20 - 2  # stage events only: at least two fit the queue
+
+
+def _at_least(items: list[BusDropped], n: int) -> bool:
+    return len(items) >= n
+
+
+class _AsyncCall:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def __call__(self, event: Event) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.seen.append(event.name)
+
+
+async def test_a_callback_returning_an_awaitable_has_it_awaited(aieng_kernel: Kernel) -> None:
+    """A callback that is not an ``async def`` function but returns an awaitable (an object
+    with an async ``__call__``, a lambda calling a coroutine function) has the awaitable
+    awaited: its events are delivered, not dropped as never-awaited coroutines."""
+    target = _AsyncCall()
+    other = _AsyncCall()
+    aieng_kernel.bus.add_callback(target, name="object", pattern="stage.*")
+    aieng_kernel.bus.add_callback(lambda e: other(e), name="lambda", pattern="stage.*")
+    for i in range(3):
+        aieng_kernel.bus.publish(_event(i))
+    await settle(lambda: len(target.seen) == 3 and len(other.seen) == 3)
+    assert target.seen == other.seen == ["stage.finished"] * 3
+
+
+async def test_entering_a_running_kernel_again_is_a_clear_error() -> None:
+    """``async with kernel`` on a kernel that is already running fails at once, saying so,
+    and the running kernel goes on (a second entry replaced its task group and bus, and
+    leaving the outer block then failed with a bare AssertionError); entering it again
+    after it exits works."""
+    kernel = Kernel(env={}, entry_points=[], loop_block_threshold=None)
+    async with kernel:
+        with pytest.raises(RuntimeError, match="already running"):
+            async with kernel:
+                pass
+        seen: list[str] = []
+        kernel.bus.add_callback(lambda e: seen.append(e.name), name="after")
+        pipeline = kernel.compose({"llm": ScriptedBackend(["ok"])}, stages=["generate"])
+        result = await pipeline.run("hi")
+        await settle(lambda: len(seen) == len(result.events))
+    async with kernel:
+        assert (await kernel.compose({"llm": ScriptedBackend(["again"])},
+                                     stages=["generate"]).run("hi")).answer == "again"
+
+
+async def test_default_embedder_works_again_when_the_kernel_is_entered_again() -> None:
+    """The default embedder's pipeline, closed when the kernel exits, is built afresh when
+    the kernel is entered again (it raised 'pipeline is closed' for good)."""
+    import types
+
+    class Embedder:
+        @hookimpl
+        async def aieng_embed(self, texts: list[str]) -> list[list[float]]:
+            return [[float(len(t))] for t in texts]
+
+    plugin = types.ModuleType("reentry_embedding_plugin")
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        registry.add("minilm", Embedder)
+
+    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    kernel = Kernel(env={}, entry_points=[], loop_block_threshold=None)
+    with registered(kernel, plugin, "fake-minilm"):
+        for _ in range(2):
+            async with kernel:
+                embedder = await kernel.default_embedder()
+                assert embedder is not None
+                found = await embedder.dispatcher.first(
+                    "aieng_embed", {"texts": ["abc"], "model": None})
+                assert found == ([[3.0]], "minilm")
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {"debug": True})])
+async def test_publish_from_worker_threads_reaches_subscribers(aieng_kernel: Kernel) -> None:
+    """Publishing from a thread other than the loop's (a ``@blocking`` impl, a thread of the
+    user's) is handed to the loop: it never raises (asyncio's debug mode refused the
+    foreign thread's wake-up of a waiting subscriber, failing the impl and losing the
+    event) and every event arrives, in each thread's order."""
+    seen: list[str] = []
+    aieng_kernel.bus.add_callback(lambda e: seen.append(e.stage), name="t",  # type: ignore[attr-defined]
+                                  pattern="stage.*", pipeline="")  # not the run's own
+    await anyio.sleep(0.01)  # the subscriber now waits for its next event
+
+    class Reporter:
+        @hookimpl
+        @blocking
+        def aieng_retrieve(self) -> list[Hit]:
+            aieng_kernel.publish(_event(0))
+            return []
+
+    pipeline = aieng_kernel.compose({"reporter": Reporter()}, stages=["retrieve"])
+    assert (await pipeline.run("q")).status == "ok"
+    thread = threading.Thread(target=lambda: [aieng_kernel.bus.publish(_event(i))
+                                              for i in range(1, 4)])
+    thread.start()
+    await anyio.to_thread.run_sync(thread.join)
+    await settle(lambda: len(seen) == 4)
+    assert seen == ["s0", "s1", "s2", "s3"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,36 @@ def test_stream_and_json_together_is_a_usage_error(pipeline_file: Path) -> None:
     """--stream with --json is refused: tokens would corrupt the JSON document."""
     code, _, err = invoke("run", str(pipeline_file), "x", "--stream", "--json")
     assert code == 2 and "cannot be combined" in err
+
+
+@pytest.mark.parametrize("level", ["bogus", "CRITICAL"])
+def test_a_bad_log_level_in_the_environment_is_a_usage_error(tmp_path: Path,
+                                                              level: str) -> None:
+    """An invalid $AIENG_LOG_LEVEL exits 2 with click's message naming the valid levels,
+    not a KeyError traceback from the logging set-up (which read it before click did)."""
+    exe = Path(sys.executable).with_name("aieng")
+    env = {**os.environ, "AIENG_LOG_LEVEL": level}
+    proc = subprocess.run([str(exe), "hooks", "--json"], capture_output=True, text=True,
+                          timeout=60, check=False, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "AIENG_LOG_LEVEL" in proc.stderr and "warning" in proc.stderr.lower()
+
+
+def test_an_empty_log_level_in_the_environment_means_the_default() -> None:
+    """AIENG_LOG_LEVEL set to the empty string is taken as unset (WARNING), as shells
+    leave it after ``export AIENG_LOG_LEVEL=``."""
+    exe = Path(sys.executable).with_name("aieng")
+    env = {**os.environ, "AIENG_LOG_LEVEL": ""}
+    proc = subprocess.run([str(exe), "hooks", "--json"], capture_output=True, text=True,
+                          timeout=60, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)
+
+
+def test_configure_logging_rejects_an_unknown_level() -> None:
+    """configure_logging names the valid levels for an unknown one (it raised KeyError)."""
+    from aieng_core.logs import configure_logging
+
+    with pytest.raises(ValueError, match="DEBUG, INFO, WARNING, ERROR"):
+        configure_logging(level="verbose")

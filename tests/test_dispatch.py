@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Generator, Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from aieng_core import HookError, Kernel
 from aieng_core.testing import EventCapture, HookRecorder
-from aieng_core.testing._kit import isolated_kernel
+from aieng_core.testing._kit import isolated_kernel, settle
 from aieng_hookspecs import blocking, hookimpl
 from aieng_hookspecs.types import Document, ErrorEvent, Hit, LoopBlocked, Query
 
@@ -460,3 +462,40 @@ async def test_impls_opening_their_own_scopes_nest_under_the_timeout(
                                 stage={"retrieve": {"timeout": 0.05}})
     with pytest.raises(HookError, match="timed out"):
         await slow.run("q")
+
+
+@pytest.mark.parametrize("timeout", [5.0, None])
+async def test_watchdog_blames_no_async_impl_that_was_only_waiting(
+        timeout: float | None) -> None:
+    """An async impl suspended in an await while something else holds the loop is not
+    named in the loop.blocked event (it was, for every stall during its call); one that
+    blocks after a suspension still is."""
+    class Patient:
+        @hookimpl
+        async def aieng_retrieve(self) -> list[Hit]:
+            await anyio.sleep(0.6)
+            return [_hit("patient")]
+
+    class LateBlocker:
+        @hookimpl
+        async def aieng_retrieve(self) -> list[Hit]:
+            await anyio.lowlevel.checkpoint()
+            time.sleep(0.3)  # blocking inside async code, after its first suspension
+            return [_hit("late")]
+
+    async with isolated_kernel() as kernel:
+        stalls: list[LoopBlocked] = []
+        kernel.bus.add_callback(stalls.append, name="w", pattern="loop.blocked")  # type: ignore[arg-type]
+        policy = {"retrieve": {"timeout": timeout or math.inf}}
+        patient = kernel.compose({"patient": Patient()}, stages=["retrieve"], stage=policy)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(patient.run, "q")
+            await anyio.sleep(0.05)
+            time.sleep(0.3)  # not an impl: the caller's own code holds the loop
+        await settle(lambda: bool(stalls))
+        assert all(not e.active for e in stalls), [e.active for e in stalls]
+        stalls.clear()
+        late = kernel.compose({"late": LateBlocker()}, stages=["retrieve"], stage=policy)
+        await late.run("q")
+        await settle(lambda: bool(stalls))
+        assert "late.aieng_retrieve" in stalls[0].active

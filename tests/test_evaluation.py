@@ -77,3 +77,15 @@ def test_byte_order_marks_are_not_part_of_the_first_row(tmp_path: Path) -> None:
     assert [d.id for d in collection.documents] == ["d1"]
     assert [q.id for q in collection.queries] == ["q1"]
     assert collection.qrels == {"q1": {"d1": 1}}
+
+
+def test_blank_lines_in_qrels_are_skipped_like_in_the_jsonl_files(tmp_path: Path) -> None:
+    """Blank (or whitespace-only) lines in qrels/test.tsv are skipped, as they are in
+    corpus.jsonl and queries.jsonl, instead of failing as a row with no columns; the header
+    is recognised after a leading blank line, and Windows line endings load too."""
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n\n', encoding="utf-8")
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "y"}\n', encoding="utf-8")
+    (tmp_path / "qrels" / "test.tsv").write_bytes(
+        b"\r\nquery-id\tcorpus-id\tscore\r\nq1\td1\t1\r\n \r\n\r\nq1\td2\t2\r\n\r\n")
+    assert load_beir(tmp_path).qrels == {"q1": {"d1": 1, "d2": 2}}

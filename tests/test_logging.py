@@ -5,15 +5,18 @@ from __future__ import annotations
 import io
 import json
 
+import anyio
 import pytest
 import structlog
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from aieng_core import HookError, Kernel
+from aieng_core import HookError, Kernel, Pipeline
 from aieng_core.logs import configure_logging
+from aieng_core.testing._kit import settle
+from aieng_core.testing.doubles import ScriptedBackend
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Hit, Query
+from aieng_hookspecs.types import Event, Hit, Query
 
 pytestmark = pytest.mark.anyio
 
@@ -80,3 +83,32 @@ async def test_hook_failure_is_logged_with_the_run_id(aieng_kernel: Kernel) -> N
     assert entry["plugin"] == "broken" and entry["hook"] == "aieng_retrieve"
     assert entry["pipeline"] == "failing" and entry["run_id"]
     assert "disk gone" in entry["error"]
+
+
+async def test_subscriber_logs_do_not_carry_the_context_of_who_built_the_pipeline(
+        aieng_kernel: Kernel) -> None:
+    """A component subscriber's failure is logged in the kernel's context with the event's
+    run id, not in the context of the task that built the pipeline (a server building a
+    pipeline per request had every later failure carry that first request's bound ids)."""
+    class Failing:
+        @hookimpl
+        def aieng_on_event(self, event: Event) -> None:
+            raise ValueError("monitor bug")
+
+    built: list[Pipeline] = []
+
+    async def build() -> None:
+        structlog.contextvars.bind_contextvars(request_id="first")
+        built.append(aieng_kernel.compose({"llm": ScriptedBackend(), "monitor": Failing()},
+                                          stages=["generate"]))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(build)
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        result = await built[0].run("hi")
+        await settle(lambda: sum(e["event"] == "bus.subscriber_failed" for e in logs)
+                     == len(result.events))
+    failures = [e for e in logs if e["event"] == "bus.subscriber_failed"]
+    assert [e.get("request_id") for e in failures] == [None] * len(result.events)
+    assert {e["run_id"] for e in failures} == {result.run_id}
+    assert {e["subscriber"] for e in failures} == {"composed.monitor"}

@@ -63,8 +63,8 @@ def _kernel(ctx: click.Context) -> Kernel:
 
 
 @click.group(cls=_Root)
-@click.option("--log-level", default=lambda: os.environ.get("AIENG_LOG_LEVEL", "WARNING"),
-              show_default="WARNING (or $AIENG_LOG_LEVEL)",
+@click.option("--log-level", envvar="AIENG_LOG_LEVEL", default="WARNING", show_default=True,
+              show_envvar=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Lowest log level written to stderr (JSON unless stderr is a terminal).")
 @click.version_option(package_name="aieng")
@@ -81,7 +81,10 @@ def main() -> None:
 
     # Configure logging before anything can log: plugins load while click looks up a
     # sub-command, before the root callback (which re-applies --log-level) runs.
-    configure_logging(level=os.environ.get("AIENG_LOG_LEVEL", "WARNING"))
+    try:
+        configure_logging(level=os.environ.get("AIENG_LOG_LEVEL") or "WARNING")
+    except ValueError:  # the --log-level option reports the bad $AIENG_LOG_LEVEL
+        configure_logging(level="WARNING")
     cli(prog_name="aieng")
 
 

@@ -58,9 +58,14 @@ def load_beir(directory: str | Path, *, split: str = "test") -> BeirCollection:
     qrels: dict[str, dict[str, int]] = {}
     with paths[2].open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
+        first = True
         for number, row in enumerate(reader, start=1):
-            if number == 1 and row and not row[-1].lstrip("-").isdigit():
+            if not "".join(row).strip():
+                continue  # a blank line, as in the JSON-lines files
+            if first and not row[-1].strip().lstrip("-").isdigit():
+                first = False
                 continue  # the header
+            first = False
             if len(row) < 3 or not row[2].strip().lstrip("-").isdigit():
                 raise ValueError(f"{paths[2]}:{number}: expected query-id, corpus-id and an "
                                  f"integer score, got {row!r}"[:300])
