@@ -260,8 +260,7 @@ class Dispatcher:
 
     @contextmanager
     def tracking(self, label: str) -> Iterator[None]:
-        """Mark work done outside ``_call`` (iterating a stream) as in flight under ``label``,
-        so the loop watchdog can name it."""
+        """Mark work done outside ``_call`` as in flight under ``label`` (watchdog)."""
         token = object()
         start = time.perf_counter()
         self.active[id(token)] = (label, start)
@@ -270,6 +269,23 @@ class Dispatcher:
         finally:
             del self.active[id(token)]
             self.recent.append((label, start, time.perf_counter()))
+
+    async def stepped(self, awaitable: Awaitable[Any], label: str) -> Any:
+        """Await ``awaitable`` (a stream's next delta) in flight under ``label`` only while
+        one of its steps runs, as ``_call`` tracks an impl: a waiting stream holds no loop."""
+        if not isinstance(awaitable, Coroutine):
+            with self.tracking(label):
+                return await awaitable
+        token = object()  # alive until the call returns: its id stays unique
+        steps = Steps(self.active, self.recent, id(token), label)
+        began = steps.begin()
+        try:
+            yielded = awaitable.send(None)
+        except StopIteration as done:
+            return done.value
+        finally:
+            steps.end(began)
+        return await Resumed(awaitable, yielded, steps)
 
     # -- one impl ------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import AsyncIterator, Generator, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -18,7 +19,7 @@ from aieng_core import HookError, Kernel
 from aieng_core.testing import EventCapture, HookRecorder
 from aieng_core.testing._kit import isolated_kernel, settle
 from aieng_hookspecs import blocking, hookimpl
-from aieng_hookspecs.types import Document, ErrorEvent, Hit, LoopBlocked, Query
+from aieng_hookspecs.types import Delta, Document, ErrorEvent, Hit, LoopBlocked, Query
 
 pytestmark = pytest.mark.anyio
 
@@ -462,6 +463,41 @@ async def test_impls_opening_their_own_scopes_nest_under_the_timeout(
                                 stage={"retrieve": {"timeout": 0.05}})
     with pytest.raises(HookError, match="timed out"):
         await slow.run("q")
+
+
+async def test_watchdog_blames_no_stream_that_was_only_waiting() -> None:
+    """A streaming backend waiting for its next token while something else holds the loop
+    is not named in the loop.blocked event; one that blocks while producing a delta is."""
+    class Waits:
+        @hookimpl
+        async def aieng_stream(self) -> AsyncIterator[Delta]:
+            yield Delta("a")
+            await anyio.sleep(0.6)
+            yield Delta("b", finish_reason="stop")
+
+    class Blocks:
+        @hookimpl
+        async def aieng_stream(self) -> AsyncIterator[Delta]:
+            yield Delta("a")
+            await anyio.lowlevel.checkpoint()
+            time.sleep(0.3)  # blocking inside the stream, between deltas
+            yield Delta("b", finish_reason="stop")
+
+    async with isolated_kernel() as kernel:
+        stalls: list[LoopBlocked] = []
+        kernel.bus.add_callback(stalls.append, name="w", pattern="loop.blocked")  # type: ignore[arg-type]
+        waits = kernel.compose({"waits": Waits()}, stages=["generate"])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(waits.run, "q", on_delta=lambda delta: None))
+            await anyio.sleep(0.1)
+            time.sleep(0.3)  # not the stream: the caller's own code holds the loop
+        await settle(lambda: bool(stalls))
+        assert all(not e.active for e in stalls), [e.active for e in stalls]
+        stalls.clear()
+        blocks = kernel.compose({"blocks": Blocks()}, stages=["generate"])
+        await blocks.run("q", on_delta=lambda delta: None)
+        await settle(lambda: bool(stalls))
+        assert "blocks.aieng_stream" in stalls[0].active
 
 
 @pytest.mark.parametrize("timeout", [5.0, None])

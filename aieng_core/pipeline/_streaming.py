@@ -118,9 +118,10 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
     try:
         while True:
             # The stage timeout bounds each wait for the next delta, not the whole stream.
-            with state.dispatcher.tracking(label), anyio.move_on_after(timeout) as waited:
+            # Named by the loop watchdog only while the stream runs, not while it waits.
+            with anyio.move_on_after(timeout) as waited:
                 try:
-                    delta = await anext(iterator)
+                    delta = await state.dispatcher.stepped(anext(iterator), label)
                 except StopAsyncIteration:
                     break
             if waited.cancelled_caught:
