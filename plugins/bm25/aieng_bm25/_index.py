@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -34,6 +35,8 @@ __all__ = ["ANALYZER", "ANALYZERS", "BM25Index", "IndexLockedError"]
 # field: a random number per document version, the key of the document table (_rows).
 _ID, _KEY, _TITLE, _TEXT, _METADATA, _FILTER = "id", "key", "title", "text", "metadata", "filter"
 _ROW = "row"
+# aieng_v2's stored title and text (UTF-8; stored only): see _schema.
+_STORED_TITLE, _STORED_TEXT = "stored_title", "stored_text"
 # The most distinct query terms whose term queries are kept for reuse.
 _TERM_CACHE = 65_536
 # Words longer than this (bytes) are dropped at indexing and querying alike: they are
@@ -51,60 +54,62 @@ class IndexLockedError(RuntimeError):
     """Another writer holds the index folder's lock (another process is indexing into it)."""
 
 
-# aieng_v2's tokenizer. aieng_en_v1 cuts text with tantivy's simple tokenizer: words are
-# runs of characters that Rust calls alphanumeric (char::is_alphanumeric: Unicode
-# Alphabetic, or a number: Nd, Nl, No). aieng_v2 makes the same words, except that every
-# Chinese, Japanese or Korean character (Han, hiragana, katakana, hangul; the kana marks
-# ー ｰ ﾞ ﾟ) is a word of its own, wherever it stands ("Pythonは" is "python", "は").
-# Rust's std knows Unicode 17, tantivy's regex crate Unicode 16: the alphanumeric
-# characters new in 17 are named here (the Han among them also in _CJK), so that both
-# tokenizers keep the same characters (tests/test_analyzer.py checks every code point).
-_NEW_HAN = r"\x{16FF2}-\x{16FF6}\x{2B73A}-\x{2B73F}\x{2CEA2}-\x{2CEAD}\x{323B0}-\x{33479}"
-_NEW_ALNUM = (
-    r"\x{88F}\x{C5C}\x{CDC}\x{A7CE}-\x{A7CF}\x{A7D2}\x{A7D4}\x{A7F1}\x{10940}-\x{10959}"
-    r"\x{10EC5}-\x{10EC7}\x{10EFA}-\x{10EFB}\x{11B60}-\x{11B67}\x{11DB0}-\x{11DDB}"
-    r"\x{11DE0}-\x{11DE9}\x{16EA0}-\x{16EB8}\x{16EBB}-\x{16ED3}\x{187F8}-\x{187FF}"
-    r"\x{18D09}-\x{18D1E}\x{18D80}-\x{18DF2}\x{1E6C0}-\x{1E6DE}\x{1E6E0}-\x{1E6F5}"
-    r"\x{1E6FE}-\x{1E6FF}" + _NEW_HAN)
-_ALNUM = r"\p{Alphabetic}\p{Nd}\p{Nl}\p{No}" + _NEW_ALNUM
-_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\x{30FC}\x{FF70}\x{FF9E}\x{FF9F}" + _NEW_HAN
-#: aieng_v2's words: a run of alphanumeric characters other than CJK, or one CJK character.
-WORDS_V2 = rf"[[{_ALNUM}]--[{_CJK}]]+|[[{_ALNUM}]&&[{_CJK}]]"
-# A run of CJK characters (adjacent in the text): its neighbouring pairs are searched as
-# two-word phrases (see BM25Index._pairs).
-_CJK_RUNS = rf"[[{_ALNUM}]&&[{_CJK}]]+"
-_runs: tantivy.TextAnalyzer | None = None
+# aieng_v2's words are aieng_en_v1's (tantivy's simple tokenizer: runs of the characters
+# Rust calls alphanumeric, char::is_alphanumeric), except that every Chinese, Japanese or
+# Korean character (Han, hiragana, katakana, hangul; the kana marks ー ｰ ﾞ ﾟ) is a word of
+# its own, wherever it stands ("Pythonは" is "python", "は"). Both run the same tantivy
+# analyzer: aieng_v2 feeds it the text with a space on either side of every CJK character
+# (_split_cjk), which makes those words and no others, at the same positions. tantivy's
+# regex tokenizer could cut them itself but costs ~2 µs more a word on any text; this
+# costs nothing on ASCII text and a scan by Python's re on other text.
+#: The CJK characters that are alphanumeric (Unicode 17, as Rust's std), exactly: what
+#: aieng_v2 makes a word each; those of the BMP, then the others (tests/test_analyzer.py
+#: checks every code point against the specification, a regex of Unicode properties).
+_CJK = (
+    r"\u1100-\u11ff\u3005\u3007\u3021-\u3029\u3038-\u303b\u3041-\u3096\u309d-\u309f"
+    r"\u30a1-\u30fa\u30fc-\u30ff\u3131-\u318e\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+    r"\ua960-\ua97c\uac00-\ud7a3\ud7b0-\ud7c6\ud7cb-\ud7fb\uf900-\ufa6d\ufa70-\ufad9"
+    r"\uff66-\uffbe\uffc2-\uffc7\uffca-\uffcf\uffd2-\uffd7\uffda-\uffdc")
+_CJK_ASTRAL = (
+    r"\U00016fe3\U00016ff0-\U00016ff6\U0001aff0-\U0001aff3\U0001aff5-\U0001affb"
+    r"\U0001affd-\U0001affe\U0001b000-\U0001b122\U0001b132\U0001b150-\U0001b152\U0001b155"
+    r"\U0001b164-\U0001b167\U00020000-\U0002a6df\U0002a700-\U0002b81d\U0002b820-\U0002cead"
+    r"\U0002ceb0-\U0002ebe0\U0002ebf0-\U0002ee5d\U0002f800-\U0002fa1d\U00030000-\U0003134a"
+    r"\U00031350-\U00033479")
+# A run of adjacent CJK characters, as fast as re can find it. re tests a class of BMP
+# characters with one table lookup, but ranges past the BMP one by one (~100 ns a
+# character for these): a character is tested against the BMP ones and a single range
+# spanning the others, and only one in that range against them (the lookbehind). A
+# pattern that starts with a class is searched by that class alone (~10 µs a kB of text
+# without CJK, against ~100 for one that starts with a group), hence the first character
+# apart.
+_ONE_CJK = rf"[{_CJK}\U00016fe3-\U00033479](?<=[{_CJK}{_CJK_ASTRAL}])"
+_CJK_RUNS = re.compile(
+    rf"({_ONE_CJK}(?:[{_CJK}]+|[\U00016fe3-\U00033479](?<=[{_CJK_ASTRAL}]))*)")
 
 
-def _cjk_runs(text: str) -> list[str]:
-    """The runs of adjacent CJK characters in ``text``."""
-    global _runs
-    if _runs is None:
-        import tantivy
-
-        _runs = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(_CJK_RUNS)).build()
-    return list(_runs.analyze(text))
-
-
-def _tokenizer(name: str) -> tantivy.Tokenizer:
-    """The tokenizer of the analyzer ``name`` (one of ANALYZERS)."""
-    import tantivy
-
-    if name == "aieng_en_v1":
-        return tantivy.Tokenizer.simple()
-    assert name == "aieng_v2", name
-    return tantivy.Tokenizer.regex(WORDS_V2)
+def _split_cjk(text: str) -> str:
+    """``text`` as aieng_v2 gives it to the analyzer: a space on either side of every CJK
+    character (ASCII text, and text without CJK, unchanged)."""
+    if text.isascii():
+        return text
+    parts = _CJK_RUNS.split(text)
+    if len(parts) == 1:
+        return text
+    # run.replace("", " ") is " " + " ".join(run) + " ", without a string per character.
+    parts[1::2] = [run.replace("", " ") for run in parts[1::2]]
+    return "".join(parts)
 
 
-def _analyzer(name: str) -> tantivy.TextAnalyzer:
-    """The analyzer ``name``: the words of :func:`_tokenizer`, lower-cased, accents folded
-    (``café`` → ``cafe``), Lucene's 33 English stopwords dropped, Snowball English (Porter2)
-    stems. Both analyzers differ only in their words: a CJK character is one in
-    ``aieng_v2``, and passes the filters unchanged."""
+def _analyzer() -> tantivy.TextAnalyzer:
+    """The analyzer of both aieng_en_v1 and aieng_v2: tantivy's simple tokenizer's words
+    (runs of Unicode letters and digits), lower-cased, accents folded (``café`` →
+    ``cafe``), Lucene's 33 English stopwords dropped, Snowball English (Porter2) stems. A
+    CJK character passes the filters unchanged."""
     import tantivy
 
     return (
-        tantivy.TextAnalyzerBuilder(_tokenizer(name))
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
         .filter(tantivy.Filter.remove_long(_MAX_TOKEN_BYTES))
         .filter(tantivy.Filter.lowercase())
         .filter(tantivy.Filter.ascii_fold())
@@ -119,17 +124,23 @@ def _schema(analyzer: str) -> tantivy.Schema:
 
     The analyzer's name is part of it, so an index opens only with the analyzer it was
     made with: query terms are never cut one way and matched against terms cut another.
+    aieng_en_v1 stores the title and text in their indexed fields; aieng_v2 indexes them
+    as _split_cjk makes them, so it stores them as written in fields of their own.
     """
     import tantivy
 
+    v1 = analyzer == "aieng_en_v1"
     builder = tantivy.SchemaBuilder()
     builder.add_text_field(_ID, stored=True, tokenizer_name="raw", index_option="basic")
     builder.add_text_field(_KEY, stored=False, tokenizer_name="raw", index_option="basic")
-    builder.add_text_field(_TITLE, stored=True, tokenizer_name=analyzer)
-    builder.add_text_field(_TEXT, stored=True, tokenizer_name=analyzer)
+    builder.add_text_field(_TITLE, stored=v1, tokenizer_name=analyzer)
+    builder.add_text_field(_TEXT, stored=v1, tokenizer_name=analyzer)
     builder.add_bytes_field(_METADATA, stored=True)
     builder.add_text_field(_FILTER, stored=False, tokenizer_name="raw", index_option="basic")
     builder.add_unsigned_field(_ROW, stored=False, indexed=False, fast=True)
+    if not v1:
+        builder.add_bytes_field(_STORED_TITLE, stored=True)
+        builder.add_bytes_field(_STORED_TEXT, stored=True)
     return builder.build()
 
 
@@ -140,6 +151,12 @@ def _utf8(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace").decode("utf-8")
     return text
+
+
+def _stored_text(stored: dict[str, list[Any]], field: str) -> str:
+    """The stored title or text ``field`` of a document (str, or aieng_v2's UTF-8)."""
+    value = (stored.get(field) or [""])[0]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _clamp(score: float) -> float:
@@ -170,7 +187,7 @@ class BM25Index:
         self._schema: tantivy.Schema | None = None
         self._analyzer: tantivy.TextAnalyzer | None = None
         self._analyzer_name = ""
-        self._words: tantivy.TextAnalyzer | None = None  # aieng_en_v1, for ASCII text
+        self._v2 = False  # whether the index's analyzer is aieng_v2
         self._table = DocumentTable(options.document_cache)
         # term -> its clauses (on text, and on title with title_boost), built once; the
         # same for pairs of CJK characters (their phrase queries), keyed by the pair.
@@ -247,11 +264,11 @@ class BM25Index:
         else:
             self._check_folder(folder)
             name, schema, index = self._reuse(folder)
-        analyzer = _analyzer(name)
+        analyzer = _analyzer()
         index.register_tokenizer(name, analyzer)
         self._clauses, self._pair_clauses = {}, {}  # of another analyzer, if any
         self._schema, self._analyzer, self._analyzer_name = schema, analyzer, name
-        self._words = analyzer if name == "aieng_en_v1" else _analyzer("aieng_en_v1")
+        self._v2 = name == "aieng_v2"
         return index
 
     def _reuse(self, folder: Path) -> tuple[str, tantivy.Schema, tantivy.Index]:
@@ -316,9 +333,11 @@ class BM25Index:
             if not isinstance(doc, Document):
                 raise TypeError(f"expected Document, got {type(doc).__name__}")
             latest[doc.id] = doc
-        prepared = [self._prepare(doc) for doc in latest.values()]
-        if not prepared:
+        checked = [(doc, self._check(doc)) for doc in latest.values()]
+        if not checked:
             return 0
+        self._open()  # its analyzer decides the fields (see _prepare)
+        prepared = [self._prepare(doc, stored) for doc, stored in checked]
         if self._impacts is not None:
             for _, _, number, entry in prepared:
                 self._impacts.note(number, entry)
@@ -337,20 +356,32 @@ class BM25Index:
                 self._table.put(number, entry)
         return len(prepared)
 
-    def _prepare(self, doc: Document) -> tuple[str, tantivy.Document, int, Document]:
-        """The id key, the tantivy row, the row number and the table entry of a document;
-        raises before anything is written."""
-        import tantivy
-
+    @staticmethod
+    def _check(doc: Document) -> bytes:
+        """The stored metadata of a document, raising ``ValueError`` when it cannot be
+        indexed (see :meth:`add`)."""
         for field, value in ((_ID, doc.id), (_TITLE, doc.title), (_TEXT, doc.text)):
             check_text(doc.id, field, value)
-        stored = dump_metadata(doc.id, doc.metadata)
+        return dump_metadata(doc.id, doc.metadata)
+
+    def _prepare(self, doc: Document, stored: bytes
+                 ) -> tuple[str, tantivy.Document, int, Document]:
+        """The id key, the tantivy row, the row number and the table entry of a document
+        checked by :meth:`_check`, its metadata ``stored``, for the open index."""
+        import tantivy
+
         row = tantivy.Document()
         key, number = id_key(doc.id), self._table.new_row()
         row.add_text(_ID, doc.id)
         row.add_text(_KEY, key)
-        row.add_text(_TITLE, doc.title)
-        row.add_text(_TEXT, doc.text)
+        if self._v2:
+            row.add_text(_TITLE, _split_cjk(doc.title))
+            row.add_text(_TEXT, _split_cjk(doc.text))
+            row.add_bytes(_STORED_TITLE, doc.title.encode("utf-8"))
+            row.add_bytes(_STORED_TEXT, doc.text.encode("utf-8"))
+        else:
+            row.add_text(_TITLE, doc.title)
+            row.add_text(_TEXT, doc.text)
         row.add_bytes(_METADATA, stored)
         row.add_unsigned(_ROW, number)
         for name, value in load_metadata(stored).items():
@@ -468,6 +499,7 @@ class BM25Index:
                               else [None] * len(addresses))
         documents = []
         get = table.get
+        title, text = (_STORED_TITLE, _STORED_TEXT) if self._v2 else (_TITLE, _TEXT)
         for address, number in zip(addresses, numbers, strict=True):
             document = get(number)
             if document is None:
@@ -475,8 +507,7 @@ class BM25Index:
                 # Built unchecked: every field was validated when the document was
                 # indexed (a non-blank id, str text and title, JSON metadata).
                 document = _new_document(
-                    stored[_ID][0], (stored.get(_TEXT) or [""])[0],
-                    (stored.get(_TITLE) or [""])[0],
+                    stored[_ID][0], _stored_text(stored, text), _stored_text(stored, title),
                     load_metadata((stored.get(_METADATA) or [b""])[0]))
                 if isinstance(number, int):
                     table.put(number, document)
@@ -486,14 +517,12 @@ class BM25Index:
     def terms(self, text: str) -> list[str]:
         """The index terms of ``text``: what the analyzer makes of it, in order."""
         self._open()
-        assert self._analyzer is not None and self._words is not None
-        if text.isascii():
-            # aieng_v2 cuts text without CJK characters exactly as aieng_en_v1 does
-            # (tests/test_analyzer.py), and tantivy's regex tokenizer is ~4x slower than
-            # its simple one: English queries, and the impacts' analysis of English
-            # documents, take the fast one.
-            return list(self._words.analyze(text))
-        return list(self._analyzer.analyze(_utf8(text)))
+        analyzer = self._analyzer
+        assert analyzer is not None
+        if text.isascii():  # most text: no CJK, no lone surrogate
+            return list(analyzer.analyze(text))
+        text = _utf8(text)
+        return list(analyzer.analyze(_split_cjk(text) if self._v2 else text))
 
     def _pairs(self, text: str) -> list[str]:
         """The pairs of adjacent CJK characters of ``text`` (two-character strings), in
@@ -502,9 +531,10 @@ class BM25Index:
         if text.isascii():  # most queries: no CJK, and no need to look
             return []
         self._open()
-        if self._analyzer_name == "aieng_en_v1":
+        if not self._v2:
             return []
-        return [run[i:i + 2] for run in _cjk_runs(_utf8(text)) for i in range(len(run) - 1)]
+        return [run[i:i + 2] for run in _CJK_RUNS.findall(_utf8(text))
+                for i in range(len(run) - 1)]
 
     def _schema_(self) -> tantivy.Schema:
         self._open()

@@ -11,7 +11,7 @@ __all__ = ["ANALYZER", "ANALYZERS", "MEMORY", "SCORERS", "BM25Options"]
 #: The ``path`` that asks for an index held in RAM, gone with the component.
 MEMORY = ":memory:"
 
-#: The analyzers an index can be made with, newest first (see _index._analyzer). The name
+#: The analyzers an index can be made with, newest first (see _index._split_cjk). The name
 #: is written into the index's schema: an index keeps the analyzer it was made with.
 ANALYZERS = ("aieng_v2", "aieng_en_v1")
 #: The analyzer of a new index by default: English words, and Chinese, Japanese and Korean

@@ -1,5 +1,10 @@
 """The analyzers: aieng_v2 cuts Chinese, Japanese and Korean into characters and every
-other script exactly as aieng_en_v1; an index keeps the analyzer it was made with."""
+other script exactly as aieng_en_v1; an index keeps the analyzer it was made with.
+
+What aieng_v2 makes of text is specified here by a regex of Unicode properties (WORDS_V2,
+tantivy's regex tokenizer); the index gets the same words faster, from aieng_en_v1's
+tokenizer over the text with spaces around its CJK characters (_index._split_cjk).
+"""
 
 from __future__ import annotations
 
@@ -37,10 +42,55 @@ EN = Document("en", "Laminar flows over flat plates at high speeds.", title="Fla
 DOCS = [ZH, JA, KO, LONG, MIXED, EN,
         Document("noise", "人类社会的一个工业分支，智能与能力。处理数据。", title="其他")]
 
+# The specification of aieng_v2's words. aieng_en_v1's are runs of the characters Rust
+# calls alphanumeric (char::is_alphanumeric: Unicode Alphabetic, or a number: Nd, Nl,
+# No); aieng_v2's are the same, except that every CJK character (Han, hiragana, katakana,
+# hangul; the kana marks ー ｰ ﾞ ﾟ) is a word of its own. Rust's std knows Unicode 17,
+# tantivy's regex crate Unicode 16: the alphanumeric characters new in 17 are named here
+# (the Han among them also in CJK).
+NEW_HAN = r"\x{16FF2}-\x{16FF6}\x{2B73A}-\x{2B73F}\x{2CEA2}-\x{2CEAD}\x{323B0}-\x{33479}"
+NEW_ALNUM = (
+    r"\x{88F}\x{C5C}\x{CDC}\x{A7CE}-\x{A7CF}\x{A7D2}\x{A7D4}\x{A7F1}\x{10940}-\x{10959}"
+    r"\x{10EC5}-\x{10EC7}\x{10EFA}-\x{10EFB}\x{11B60}-\x{11B67}\x{11DB0}-\x{11DDB}"
+    r"\x{11DE0}-\x{11DE9}\x{16EA0}-\x{16EB8}\x{16EBB}-\x{16ED3}\x{187F8}-\x{187FF}"
+    r"\x{18D09}-\x{18D1E}\x{18D80}-\x{18DF2}\x{1E6C0}-\x{1E6DE}\x{1E6E0}-\x{1E6F5}"
+    r"\x{1E6FE}-\x{1E6FF}" + NEW_HAN)
+ALNUM = r"\p{Alphabetic}\p{Nd}\p{Nl}\p{No}" + NEW_ALNUM
+CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\x{30FC}\x{FF70}\x{FF9E}\x{FF9F}" + NEW_HAN
+#: aieng_v2's words: a run of alphanumeric characters other than CJK, or one CJK character.
+WORDS_V2 = rf"[[{ALNUM}]--[{CJK}]]+|[[{ALNUM}]&&[{CJK}]]"
+#: A run of adjacent CJK characters (their neighbouring pairs are the query's phrases).
+CJK_RUNS = rf"[[{ALNUM}]&&[{CJK}]]+"
+#: Every code point but the surrogates, separated by spaces.
+EVERY = " ".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
 
-def tokenizer(name: str) -> tantivy.TextAnalyzer:
-    """The bare words of analyzer ``name`` (no filters)."""
-    return tantivy.TextAnalyzerBuilder(index_module._tokenizer(name)).build()
+
+def words(name: str, text: str) -> list[str]:
+    """The bare words (no filters) that the analyzer ``name`` makes of ``text``, as the
+    index cuts them."""
+    simple = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple()).build()
+    return simple.analyze(index_module._split_cjk(text) if name == "aieng_v2" else text)
+
+
+def specified(pattern: str, text: str) -> list[str]:
+    """The matches of the regex ``pattern`` in ``text`` (tantivy's regex tokenizer)."""
+    return tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(pattern)).build().analyze(text)
+
+
+def spec_analyzer() -> tantivy.TextAnalyzer:
+    """aieng_v2 as specified: WORDS_V2, then the filters of both analyzers."""
+    return (tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(WORDS_V2))
+            .filter(tantivy.Filter.remove_long(40))
+            .filter(tantivy.Filter.lowercase())
+            .filter(tantivy.Filter.ascii_fold())
+            .filter(tantivy.Filter.stopword("english"))
+            .filter(tantivy.Filter.stemmer("english"))
+            .build())
+
+
+def terms(name: str, text: str) -> list[str]:
+    """The terms of ``text`` with the analyzer ``name`` (a new index's)."""
+    return BM25Index(BM25Options(path=MEMORY, analyzer=name)).terms(text)
 
 
 def ids(hits: list[Hit]) -> list[str]:
@@ -52,38 +102,48 @@ def ids(hits: list[Hit]) -> list[str]:
 
 
 def test_v2_keeps_the_characters_v1_keeps() -> None:
-    """Over every code point, the new tokenizer keeps exactly the characters the old one
-    keeps (Rust's alphanumeric ones): the regex's Unicode tables miss none."""
-    every = " ".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
-    old = tokenizer("aieng_en_v1").analyze(every)
+    """Over every code point, aieng_v2 keeps exactly the characters aieng_en_v1 keeps
+    (Rust's alphanumeric ones), and so does the specification: its Unicode tables miss
+    none."""
+    old = words("aieng_en_v1", EVERY)
     assert len(old) > 140_000
-    assert tokenizer("aieng_v2").analyze(every) == old
+    assert words("aieng_v2", EVERY) == old
+    assert specified(WORDS_V2, EVERY) == old
+
+
+def test_v2_words_are_the_specified_ones() -> None:
+    """Every code point, alone or next to any other: aieng_v2's words and its runs of CJK
+    characters (the query's pairs) are the specification's, which the index's exact list
+    of CJK characters (_index._CJK) therefore matches."""
+    touching = EVERY.replace(" ", "")
+    for text in (EVERY, touching, touching[::-1]):
+        assert words("aieng_v2", text) == specified(WORDS_V2, text)
+        assert index_module._CJK_RUNS.findall(text) == specified(CJK_RUNS, text)
+    assert len(index_module._CJK_RUNS.findall(EVERY)) > 100_000
 
 
 def test_v2_splits_cjk_characters_and_nothing_else() -> None:
     """Every alphanumeric character between two Latin letters: a CJK one is a word of its
     own (so the Latin letters are words too), any other stays inside the one word, as in
     aieng_en_v1. Checked for every character this Python's Unicode database names."""
-    alnum = tokenizer("aieng_en_v1").analyze(
-        " ".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000))
-    words = iter(tokenizer("aieng_v2").analyze(" ".join(f"a{c}a" for c in alnum)))
+    alnum = words("aieng_en_v1", EVERY)
+    cut = iter(words("aieng_v2", " ".join(f"a{c}a" for c in alnum)))
     split, kept = [], []
     for c in alnum:
-        word = next(words)
+        word = next(cut)
         if word == f"a{c}a":
             kept.append(c)
         else:
-            assert [word, next(words), next(words)] == ["a", c, "a"]
+            assert [word, next(cut), next(cut)] == ["a", c, "a"]
             split.append(c)
-    assert next(words, None) is None
+    assert next(cut, None) is None
     named = [c for c in split if unicodedata.name(c, "")]
     assert len(named) > 100_000  # Han, kana, hangul
     assert [c for c in named if not CJK_NAMES.match(unicodedata.name(c))] == []
     assert [c for c in kept if CJK_NAMES.match(unicodedata.name(c, ""))] == []
     # The filters leave a CJK character as it is: the query's pairs of adjacent characters
     # are the index terms their phrase queries look for.
-    analyzer = index_module._analyzer("aieng_v2")
-    assert analyzer.analyze(" ".join(split)) == split
+    assert terms("aieng_v2", " ".join(split)) == split
 
 
 @pytest.mark.parametrize("text", [
@@ -97,9 +157,9 @@ def test_v2_analyzes_other_scripts_as_v1(text: str) -> None:
     """Latin, Greek, Cyrillic, Arabic, Hebrew, Devanagari, Thai, full-width letters,
     digits, long words: the same terms with both analyzers (stemmed, stopwords dropped,
     accents folded, words over 40 bytes dropped)."""
-    new, old = index_module._analyzer("aieng_v2"), index_module._analyzer("aieng_en_v1")
-    assert new.analyze(text) == old.analyze(text)
-    assert old.analyze(text)
+    assert terms("aieng_v2", text) == terms("aieng_en_v1", text)
+    assert terms("aieng_en_v1", text)
+    assert terms("aieng_v2", text) == spec_analyzer().analyze(text)
 
 
 @settings(max_examples=300, deadline=None)
@@ -107,11 +167,10 @@ def test_v2_analyzes_other_scripts_as_v1(text: str) -> None:
 @example("The Investigations of Slipstreams AND flows 1958")
 @example("naïve 東京は Pythonで x\ud800y")
 def test_terms_are_the_v2_analyzers(text: str) -> None:
-    """``terms`` (which takes aieng_en_v1's faster tokenizer for ASCII text) gives what
-    the aieng_v2 analyzer gives, for any text."""
+    """``terms`` (aieng_en_v1's tokenizer over the text with spaces around its CJK
+    characters) gives what the specified aieng_v2 analyzer gives, for any text."""
     index = BM25Index(BM25Options(path=MEMORY))
-    analyzer = index_module._analyzer("aieng_v2")
-    assert index.terms(text) == analyzer.analyze(index_module._utf8(text))
+    assert index.terms(text) == spec_analyzer().analyze(index_module._utf8(text))
 
 
 def test_v2_terms_of_cjk_text() -> None:
@@ -204,6 +263,22 @@ def test_reopened_index_searches_the_same(tmp_path: Path) -> None:
     assert [(h.document.id, h.score) for h in again.search("人工智能 python", 5)] == before
     again.add([Document("new", "机器学习是人工智能的核心")])
     assert ids(again.search("机器学习", 1)) == ["new"]
+
+
+def test_v2_documents_come_back_as_written(tmp_path: Path) -> None:
+    """aieng_v2 indexes a text with spaces around its CJK characters, but stores it as
+    written: a hit or ``get`` read from the store (no document table, or after reopening)
+    is the document indexed, empty title and text included."""
+    folder = str(tmp_path / "idx")
+    empty = Document("empty", "", metadata={"k": "値"})
+    index = BM25Index(BM25Options(path=folder, document_cache=0))
+    index.add([*DOCS, empty])
+    assert [h.document for h in index.search("東京", 1)] == [JA]
+    index.close()
+    again = BM25Index(BM25Options(path=folder))
+    assert again.analyzer == "aieng_v2"
+    assert [again.get(doc.id) for doc in (*DOCS, empty)] == [*DOCS, empty]
+    assert [h.document for h in again.search("Python 言語", 1)] == [MIXED]
 
 
 # -- indexes made with aieng_en_v1 -------------------------------------------------------
