@@ -5,26 +5,12 @@ from __future__ import annotations
 import pytest
 
 from aieng_core import Kernel
-from aieng_core.testing.doubles import ScriptedBackend
+from aieng_core.testing.doubles import PromptCache, ScriptedBackend
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, GuardVerdict, Request
+from aieng_hookspecs.types import Completion, GuardVerdict
 
 pytestmark = pytest.mark.anyio
 
-
-class DictCache:
-    """Cache double keyed on the prompt."""
-
-    def __init__(self) -> None:
-        self.store: dict[str, Completion] = {}
-
-    @hookimpl
-    def aieng_cache_lookup(self, request: Request) -> Completion | None:
-        return self.store.get(request.prompt)
-
-    @hookimpl
-    def aieng_cache_store(self, request: Request, completion: Completion) -> None:
-        self.store[request.prompt] = completion
 
 
 class PerUserRestore:
@@ -42,7 +28,7 @@ class PerUserRestore:
 
 
 async def test_a_hit_never_serves_another_runs_guarded_answer(aieng_kernel: Kernel) -> None:
-    cache, guard = DictCache(), PerUserRestore()
+    cache, guard = PromptCache(), PerUserRestore()
     backend = ScriptedBackend(["Hello <NAME>, here is your answer."])
     pipeline = aieng_kernel.compose({"cache": cache, "llm": backend, "restore": guard})
     guard.user = "Ada"
@@ -61,7 +47,7 @@ async def test_a_blocked_answer_is_not_stored(aieng_kernel: Kernel) -> None:
         def aieng_guard_output(self, completion: Completion) -> GuardVerdict:
             return GuardVerdict(action="block", text="withheld")
 
-    cache = DictCache()
+    cache = PromptCache()
     pipeline = aieng_kernel.compose({"cache": cache, "llm": ScriptedBackend(["x"]),
                                      "block": Block()})
     result = await pipeline.run("q")
@@ -87,7 +73,7 @@ async def test_a_failed_or_filtered_answer_is_not_stored(aieng_kernel: Kernel,
     """A completion the backend ended with finish_reason "error" or "content_filter" is not
     stored (the stage is recorded as skipped), so the next identical request asks the model
     again instead of replaying the failure."""
-    cache, backend = DictCache(), Ending(reason)
+    cache, backend = PromptCache(), Ending(reason)
     pipeline = aieng_kernel.compose({"cache": cache, "llm": backend})
     first = await pipeline.run("q")
     assert not cache.store
@@ -101,7 +87,7 @@ async def test_a_complete_or_length_cut_answer_is_stored(aieng_kernel: Kernel,
                                                          reason: str) -> None:
     """Answers ended normally, by max_tokens ("length", a faithful answer to the same
     request) or with tool calls are stored and replayed."""
-    cache, backend = DictCache(), Ending(reason)
+    cache, backend = PromptCache(), Ending(reason)
     pipeline = aieng_kernel.compose({"cache": cache, "llm": backend})
     await pipeline.run("q")
     second = await pipeline.run("q")

@@ -9,7 +9,7 @@ import pytest
 
 from aieng_core import ConfigError, Kernel, RunResult
 from aieng_core.testing import EventCapture
-from aieng_core.testing.doubles import ScriptedBackend
+from aieng_core.testing.doubles import PromptCache, ScriptedBackend
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
     Chunk,
@@ -61,20 +61,6 @@ class Guard:
         return None
 
 
-class DictCache:
-    """Cache double keyed on the prompt."""
-
-    def __init__(self) -> None:
-        self.store: dict[str, Completion] = {}
-
-    @hookimpl
-    def aieng_cache_lookup(self, request: Request) -> Completion | None:
-        return self.store.get(request.prompt)
-
-    @hookimpl
-    def aieng_cache_store(self, request: Request, completion: Completion) -> None:
-        self.store[request.prompt] = completion
-
 
 class Router:
     """Routes prompts mentioning 'math' to the 'math' backend."""
@@ -116,7 +102,7 @@ async def _full(kernel: Kernel, backend: ScriptedBackend | None = None) -> tuple
 
     retriever = MemoryRetriever(MemoryOptions())
     pipeline = kernel.compose({
-        "guard": Guard(), "cache": DictCache(), "router": Router(), "docs": retriever,
+        "guard": Guard(), "cache": PromptCache(), "router": Router(), "docs": retriever,
         "prompt": PromptBuilder(PromptOptions()),
         "llm": backend or ScriptedBackend(lambda r: f"answer to {r.metadata['question']}"),
         "math": ScriptedBackend(["42"]), "judge": LengthJudge(),

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from aieng_core import Kernel
-from aieng_core.testing.doubles import ScriptedBackend
+from aieng_core.testing.doubles import PromptCache, ScriptedBackend
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
     CacheHit,
@@ -29,20 +29,6 @@ pytestmark = pytest.mark.anyio
 #: (token, log-probability) of the scored double's answer, its end-of-text token last.
 TOKENS = (("one", -0.5), (" two", -0.25), (" three", -1.0), ("", -0.125))
 
-
-class DictCache:
-    """Cache double keyed on the prompt."""
-
-    def __init__(self) -> None:
-        self.store: dict[str, Completion] = {}
-
-    @hookimpl
-    def aieng_cache_lookup(self, request: Request) -> Completion | None:
-        return self.store.get(request.prompt)
-
-    @hookimpl
-    def aieng_cache_store(self, request: Request, completion: Completion) -> None:
-        self.store[request.prompt] = completion
 
 
 class Scored:
@@ -77,7 +63,7 @@ async def test_a_cache_hit_streams_the_cached_answer(aieng_kernel: Kernel) -> No
     callback, as one delta with the finish reason (a backend that does not stream hands
     its answer over the same way); no model ran, so no backend event says one did."""
     backend = ScriptedBackend(["one two three"])
-    pipeline = aieng_kernel.compose({"cache": DictCache(), "llm": backend})
+    pipeline = aieng_kernel.compose({"cache": PromptCache(), "llm": backend})
     first: list[Delta] = []
     miss = await pipeline.run("count", on_delta=first.append)
     again: list[Delta] = []
@@ -108,7 +94,7 @@ async def test_a_streamed_cache_hit_is_the_guarded_answer(aieng_kernel: Kernel) 
     """A hit has nothing to stream piece by piece, so its one delta waits for the output
     guards: the caller sees the run's answer, redacted or replaced, never the raw entry
     (stored before the guards, which run again on every hit)."""
-    cache = DictCache()
+    cache = PromptCache()
     backend = ScriptedBackend(["the secret"])
     pipeline = aieng_kernel.compose({"cache": cache, "llm": backend, "guard": Redact()})
     await pipeline.run("tell")
@@ -127,7 +113,7 @@ async def test_a_streamed_cache_hit_is_the_guarded_answer(aieng_kernel: Kernel) 
 async def test_a_cache_hit_hands_its_tool_calls_to_the_callback(aieng_kernel: Kernel) -> None:
     """A cached answer that calls tools reaches a streaming caller with its calls."""
     call = ToolCall(id="c1", name="add", arguments={"a": 1, "b": 2})
-    cache = DictCache()
+    cache = PromptCache()
     cache.store["1 + 2?"] = Completion(text="", finish_reason="tool_calls", tool_calls=[call])
     pipeline = aieng_kernel.compose({"cache": cache, "llm": ScriptedBackend()})
     seen: list[Delta] = []
@@ -185,7 +171,7 @@ async def test_a_backend_that_does_not_stream_keeps_its_log_probabilities(
 async def test_a_streamed_answer_is_cached_with_its_log_probabilities(
         aieng_kernel: Kernel) -> None:
     """What a streamed run stores is what a hit gives back: log-probabilities included."""
-    pipeline = aieng_kernel.compose({"cache": DictCache(), "llm": Scored()})
+    pipeline = aieng_kernel.compose({"cache": PromptCache(), "llm": Scored()})
     await pipeline.run("go", on_delta=lambda d: None)
     hit = await pipeline.run("go")
     assert hit.cache_hit == "cache" and hit.completion is not None

@@ -6,11 +6,12 @@ aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder``
 """
 
 from ._kit import EventCapture, HookRecorder, isolated_kernel, registered, settle
-from .doubles import HashEmbedder, ScriptedBackend
+from .doubles import HashEmbedder, PromptCache, ScriptedBackend
 
 __all__ = [
     "EventCapture",
     "HashEmbedder",
+    "PromptCache",
     "HookRecorder",
     "ScriptedBackend",
     "isolated_kernel",

@@ -16,7 +16,7 @@ import anyio
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Request, Usage
 
-__all__ = ["HashEmbedder", "ScriptedBackend"]
+__all__ = ["HashEmbedder", "PromptCache", "ScriptedBackend"]
 
 
 class ScriptedBackend:
@@ -136,3 +136,20 @@ class HashEmbedder:
             return None
         self.calls += 1
         return [self.vector(text) for text in texts]
+
+
+class PromptCache:
+    """A response-cache double keyed on the prompt alone (the last user message, as the
+    request reached the cache: redacted by the input guards before it); ``store`` is
+    open, so a test can seed or inspect it."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, Completion] = {}
+
+    @hookimpl
+    def aieng_cache_lookup(self, request: Request) -> Completion | None:
+        return self.store.get(request.prompt)
+
+    @hookimpl
+    def aieng_cache_store(self, request: Request, completion: Completion) -> None:
+        self.store[request.prompt] = completion

@@ -29,7 +29,7 @@ from ._jobs import (
     TrainJob,
     TrainResult,
 )
-from ._text import Chunk, Document, Hit, Query
+from ._text import Chunk, Document, Hit, Query, filters_match, json_equal
 from ._tools import ToolCall, ToolResult, ToolSpec
 from ._unchecked import unchecked
 
@@ -75,5 +75,7 @@ __all__ = [
     "TrainJob",
     "TrainResult",
     "Usage",
+    "filters_match",
+    "json_equal",
     "unchecked",
 ]

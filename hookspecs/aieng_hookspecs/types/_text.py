@@ -11,7 +11,7 @@ from attrs import validators as v
 
 from ._checks import finite, integer, json_mapping, non_empty
 
-__all__ = ["Chunk", "Document", "Hit", "Query", "json_equal"]
+__all__ = ["Chunk", "Document", "Hit", "Query", "filters_match", "json_equal"]
 
 _str = v.instance_of(str)
 _non_blank = v.and_(_str, non_empty())
@@ -76,7 +76,13 @@ class Query:
     def matches(self, metadata: Mapping[str, Any]) -> bool:
         """Whether a document's ``metadata`` satisfies every filter of this query (always,
         without filters)."""
-        return all(json_equal(metadata.get(key), value) for key, value in self.filters.items())
+        return filters_match(metadata, self.filters)
+
+
+def filters_match(metadata: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
+    """Whether ``metadata`` satisfies every equality filter of ``filters`` (the rule of
+    :attr:`Query.filters`: JSON equality, a missing key reads as ``null``)."""
+    return all(json_equal(metadata.get(key), value) for key, value in filters.items())
 
 
 def json_equal(left: Any, right: Any) -> bool:

@@ -25,7 +25,7 @@ from aieng_hookspecs.types import (
 )
 
 from aieng_core import Kernel
-from aieng_core.testing import ScriptedBackend
+from aieng_core.testing import PromptCache, ScriptedBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -94,20 +94,6 @@ async def test_output_guard_restores_placeholders(aieng_kernel: Kernel) -> None:
     assert result.output_verdicts[0].findings[0].kind == "restored"
     assert len(pipeline.components["pii"].vault) == 0  # one-shot: popped after restoring
 
-
-class PromptCache:
-    """A response-cache double keyed on the (redacted) prompt."""
-
-    def __init__(self) -> None:
-        self.store: dict[str, Completion] = {}
-
-    @hookimpl
-    def aieng_cache_lookup(self, request: Request) -> Completion | None:
-        return self.store.get(request.prompt)
-
-    @hookimpl
-    def aieng_cache_store(self, request: Request, completion: Completion) -> None:
-        self.store[request.prompt] = completion
 
 
 async def test_restore_with_a_cache_gives_each_user_their_own_values(

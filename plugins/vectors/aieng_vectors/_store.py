@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aieng_hookspecs.types import Document
+from aieng_hookspecs.types import Document, filters_match
 
 from ._disk import Folder, Manifest, decode_documents, decode_vectors
-from ._filters import matches
 from ._graphs import new_graph, restore
 from ._options import VectorsOptions
 
@@ -322,7 +321,7 @@ class VectorStore:
             allowed: Any = None
             if filters:
                 allowed = np.fromiter(
-                    (r for r in range(self._count) if matches(self._docs[r].metadata, filters)),
+                    (r for r in range(self._count) if filters_match(self._docs[r].metadata, filters)),
                     dtype=np.int64)
                 if allowed.size == 0:
                     return []
