@@ -84,7 +84,8 @@ def mean_nll(logprobs: Sequence[TokenLogprob] | Sequence[float]) -> float:
     values = _values(logprobs)
     if not values:
         raise ValueError("perplexity needs at least one token log-probability")
-    return -math.fsum(values) / len(values)
+    # Each value divided first: a sum of huge log-probabilities would overflow fsum.
+    return -math.fsum(value / len(values) for value in values)
 
 
 def bits_per_byte(logprobs: Sequence[TokenLogprob] | Sequence[float],
@@ -103,4 +104,7 @@ def bits_per_byte(logprobs: Sequence[TokenLogprob] | Sequence[float],
     if size == 0:
         raise ValueError("bits per byte needs the text the tokens cover (no token text and "
                          "no text given)")
-    return -math.fsum(values) / (math.log(2) * size)
+    try:  # each value divided first: a sum of huge log-probabilities would overflow fsum
+        return -math.fsum(value / size for value in values) / math.log(2)
+    except OverflowError:  # more bits than a float holds
+        return math.inf

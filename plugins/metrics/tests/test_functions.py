@@ -19,6 +19,7 @@ from aieng_metrics import (
     greedy_match,
     logprobs_from,
     mean_average_precision,
+    mean_nll,
     mean_pass_at_k,
     mrr,
     ndcg,
@@ -195,8 +196,18 @@ def test_perplexity_and_bpb_definitions(logprobs: list[TokenLogprob]) -> None:
     text = "".join(lp.token for lp in logprobs)
     if text:
         size = len(text.encode("utf-8"))
-        assert bits_per_byte(logprobs) == pytest.approx(nll / math.log(2) / size, rel=1e-9,
-                                                        abs=1e-12)
+        # Divided before summing, as the function does: NLL / ln 2 alone can overflow.
+        expected = -math.fsum(lp.logprob / size for lp in logprobs) / math.log(2)
+        assert bits_per_byte(logprobs) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_huge_log_probabilities_do_not_overflow() -> None:
+    """Log-probabilities near the float limit give a mean NLL and bits per byte, not an
+    OverflowError from summing them (perplexity is inf, past a float's range)."""
+    logprobs = [TokenLogprob("a", -1.2e308), TokenLogprob("b", -1.2e308)]
+    assert mean_nll(logprobs) == pytest.approx(1.2e308)
+    assert perplexity(logprobs) == math.inf
+    assert bits_per_byte(logprobs) == pytest.approx(1.2e308 / math.log(2))
 
 
 def test_logprob_sources() -> None:
