@@ -56,20 +56,22 @@ def _count(instance: object, attribute: attrs.Attribute[int], value: int) -> Non
 SCORERS = ("tantivy", "impacts")
 
 
-def _scorer(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"{attribute.name} must be a string, got {type(value).__name__}")
-    if value not in SCORERS:
-        raise ValueError(f"{attribute.name} must be one of {', '.join(map(repr, SCORERS))}, "
-                         f"got {value!r}")
+class _OneOf:
+    """Validator: a string among ``choices`` (the error lists them)."""
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
+
+    def __call__(self, instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"{attribute.name} must be a string, got {type(value).__name__}")
+        if value not in self.choices:
+            raise ValueError(f"{attribute.name} must be one of "
+                             f"{', '.join(map(repr, self.choices))}, got {value!r}")
 
 
-def _analyzer(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"{attribute.name} must be a string, got {type(value).__name__}")
-    if value not in ANALYZERS:
-        raise ValueError(f"{attribute.name} must be one of "
-                         f"{', '.join(map(repr, ANALYZERS))}, got {value!r}")
+_scorer = _OneOf(SCORERS)
+_analyzer = _OneOf(ANALYZERS)
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
