@@ -248,13 +248,12 @@ def compare(runs: tuple[Path, ...], out: Path | None, samples: int, seed: int,
 def report(run_dir: Path, samples: int) -> None:
     """Rebuild RUN_DIR's summary.json, report.md and report.html from its results."""
     from ._results import read_results
-    from ._runner import EvalError
+    from ._runner import EvalError, _read_lock
     from .report import write_reports
 
-    lock_path = run_dir / "lock.json"
-    if not lock_path.exists():
+    lock = _guard(lambda: _read_lock(run_dir))
+    if lock is None:
         raise _fail(EvalError(f"{run_dir}: no lock.json (not an eval run directory?)"))
-    lock = json.loads(lock_path.read_text(encoding="utf-8"))
     results = list(read_results(run_dir / "results.jsonl").values())
     results.sort(key=lambda r: r.line)
     summary = write_reports(run_dir, results, lock, samples=samples)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -135,8 +136,18 @@ def _parse_line(line: bytes, number: int, source: str) -> tuple[DatasetItem, boo
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise DatasetError(f"{where}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise DatasetError(f"{where}: invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{where}: expected a JSON object, got {_kind(data)}")
+    try:  # ``\ud83d`` alone (half an emoji) is valid JSON but no text: nothing could write it
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        half = exc.object[exc.start:exc.end]
+        raise DatasetError(f"{where}: a string holds a lone surrogate {half!r} (half of a "
+                           "UTF-16 pair, not a character)") from None
     unknown = sorted(set(data) - set(DATASET_KEYS))
     if unknown:
         raise DatasetError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid "
@@ -243,11 +254,16 @@ def _metadata(value: object, where: str) -> dict[str, str]:
     return out
 
 
+_LARGEST = int(sys.float_info.max)
+
+
 def _number(value: object, at: str) -> float:
     if isinstance(value, bool):
         return float(value)
-    if isinstance(value, (int, float)) and math.isfinite(value):
+    if isinstance(value, int) and abs(value) <= _LARGEST:
         return float(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return value
     raise DatasetError(f"{at} must be a finite number or a boolean, got {_kind(value)}")
 
 

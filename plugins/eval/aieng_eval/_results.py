@@ -101,6 +101,15 @@ def read_results(path: Path) -> dict[str, ItemResult]:
     return found
 
 
+def _line(record: ItemResult) -> bytes:
+    """The record as one UTF-8 line; a lone surrogate in it (a model's output cut in the
+    middle of a UTF-16 pair) is written as its JSON escape, which reads back the same."""
+    try:
+        return json.dumps(record.to_json(), ensure_ascii=False).encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(record.to_json()).encode("ascii") + b"\n"
+
+
 class ResultsFile:
     """Appends records to ``results.jsonl``; blocking, so call it from a worker thread.
 
@@ -124,8 +133,7 @@ class ResultsFile:
     def write(self, records: Iterable[ItemResult]) -> None:
         """Append records and flush them to the operating system."""
         assert self._handle is not None, "open() first"
-        data = b"".join(json.dumps(r.to_json(), ensure_ascii=False).encode("utf-8") + b"\n"
-                        for r in records)
+        data = b"".join(_line(r) for r in records)
         self._handle.write(data)
         self._handle.flush()
 

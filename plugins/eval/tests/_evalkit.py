@@ -32,7 +32,8 @@ class EchoOptions:
 
     :param mode: ``echo`` (the prompt), ``upper`` (upper-cased), ``first`` / ``last`` (its
         first / last word), ``seed`` (the request's seed as text), ``calls`` (how many
-        prompts were answered before: a different output on every run).
+        prompts were answered before: a different output on every run), ``half`` (the
+        prompt and half an emoji: a lone surrogate, as a reply cut mid-pair decodes).
     :param fail_on: prompts containing this word raise (when not empty).
     :param delay: seconds to sleep (``anyio.sleep``) per answer.
     :param model: the model id it reports.
@@ -74,6 +75,8 @@ class ScriptedEcho(ScriptedBackend):
             return f"seed {request.seed}"
         if self.options.mode == "calls":
             return f"call {len(CALLS)}"
+        if self.options.mode == "half":
+            return prompt + " \ud83d"
         return prompt
 
     @hookimpl

@@ -277,6 +277,19 @@ def test_report_command_rebuilds_reports(tmp_path: Path) -> None:
     assert "exact_match" in result.output and len(read_results(out / "results.jsonl")) == 4
 
 
+
+@pytest.mark.parametrize("lock", ["{", "[]", ""])
+def test_report_command_on_a_broken_lockfile(tmp_path: Path, lock: str) -> None:
+    """A damaged lock.json is a clear error naming the file, as for replay, not a
+    traceback."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "lock.json").write_text(lock, encoding="utf-8")
+    (out / "results.jsonl").write_text("", encoding="utf-8")
+    result = kit.invoke("report", str(out))
+    assert result.exit_code == 1, result.exception
+    assert f"{out / 'lock.json'}: not a valid lockfile" in result.output
+
 def test_console_script_lists_the_command() -> None:
     """The installed ``aieng`` finds ``eval`` through the plugin's entry point."""
     aieng = Path(sys.executable).with_name("aieng")

@@ -60,6 +60,8 @@ def test_text_input_without_a_seed_runs_as_text() -> None:
     ('{"input": "a", "id": 1.5}', "'id' must be a string or an integer"),
     ('{"input": "a", "answer": "b"}', "unknown key(s) 'answer'; valid keys"),
     ('{"input": "a", "id": "first"}', "line 2: duplicate id 'first' (first used on line 1)"),
+    ('{"input": "a \\ud83d"}', "line 2: a string holds a lone surrogate '\\ud83d'"),
+    ('{"input": "a", "metadata": {"\\udc00": "x"}}', "line 2: a string holds a lone surrogate"),
 ])
 def test_malformed_lines_name_the_line_and_problem(line: str, message: str) -> None:
     """Each malformed line fails with the file, its line number and what is wrong."""
@@ -68,6 +70,20 @@ def test_malformed_lines_name_the_line_and_problem(line: str, message: str) -> N
     assert str(caught.value).startswith("ds.jsonl line 2") or "ds.jsonl" in str(caught.value)
     assert message in str(caught.value)
 
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"input": "a", "label": 1' + "0" * 400 + "}", "line 2: 'label' must be a finite number"),
+    ('{"input": "a", "label": {"em": -1' + "0" * 400 + "}}", "line 2: label.em must be a finite"),
+    ('{"input": "a", "id": 1' + "0" * 5000 + "}", "line 2: invalid JSON: Exceeds the limit"),
+    ('{"input": "a", "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}",
+     "line 2: invalid JSON: nested too deeply"),
+], ids=["label-beyond-float", "label-metric-beyond-float", "id-of-5001-digits", "deep-nesting"])
+def test_numbers_and_nesting_past_the_limits_are_dataset_errors(line: str, message: str) -> None:
+    """A number no float holds, an integer past Python's digit limit and nesting past the
+    recursion limit are malformed lines (exit 2, naming the line), not a crash."""
+    with pytest.raises(DatasetError) as caught:
+        parse('{"id": "first", "input": "ok"}', line)
+    assert str(caught.value).startswith("ds.jsonl line 2") and message in str(caught.value)
 
 def test_non_utf8_and_empty_files(tmp_path: Path) -> None:
     """Bytes that are not UTF-8 and a file without items are errors; a missing file too."""

@@ -157,6 +157,20 @@ def test_retry_keeps_the_pipeline(tmp_path: Path) -> None:
     assert [r.status for r in second.results].count("error") == 1  # still failing
 
 
+def test_an_output_with_half_an_emoji_is_recorded_and_not_rerun(tmp_path: Path) -> None:
+    """A model output holding a lone surrogate (a reply cut in the middle of a UTF-16 pair)
+    does not stop the run: it is recorded, reads back exactly, and a rerun skips it."""
+    ds = write_dataset(tmp_path, n=3)
+    pipeline = kit.pipeline_file(tmp_path, mode="half")
+    out = tmp_path / "run"
+    first = run(pipeline, ds, out)
+    assert first.ran == 3 and not first.failed
+    recorded = read_results(out / "results.jsonl")
+    assert recorded["q0"].output == "w0 \ud83d" and recorded["q0"].scores["words"] == 2.0
+    kit.CALLS.clear()
+    again = run(pipeline, ds, out)
+    assert again.ran == 0 and again.skipped == 3 and kit.CALLS == []
+
 def test_another_pipeline_or_dataset_is_refused(tmp_path: Path) -> None:
     """A run directory of another pipeline, dataset or seed is refused with the reason,
     unless forced."""

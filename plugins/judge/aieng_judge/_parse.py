@@ -20,13 +20,27 @@ __all__ = [
 ]
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+# ``Score: 4``, ``**Rating**: [[5]]``, ``Score (1-5) = 4/5``, ``score is 4``, ``score of 4``;
+# the ``label`` group is set for the labelled forms (a colon, ``=`` or ``is``).
 _SCORE_TEXT = re.compile(
-    r"\b(?:score|rating|grade)\b\**\s*(?:is|of|=|:)?\s*\**\s*(-?\d+(?:\.\d+)?)"
+    r"\b(?:score|rating|grade)\b\**(?:\s*\([^()\n]{0,20}\))?\s*"
+    r"(?:(?P<label>is\s*:?|=|:)|of\b)?\s*\**\s*(?:\[\[\s*)?(-?\d+(?:\.\d+)?)"
     r"(?:\s*/\s*(\d+))?",
     re.IGNORECASE,
 )
+# MT-Bench's verdict: ``[[4]]``.
+_SCORE_BRACKETS = re.compile(r"\[\[\s*(-?\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?\s*\]\]")
 # Not inside a longer number (``1.4/5``, ``4/5.5``), but a sentence's full stop may follow.
 _FRACTION = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*/\s*(\d+)(?!\d|\.\d)")
+# What follows a score that is described, not given: the rubric quoted back
+# (``a score of 1 means ...``, ``5/5 would need ...``, ``score 1 = wrong``).
+_DESCRIBED = re.compile(
+    r"\**\s*(?:=|\b(?:means?|meaning|indicates?|represents?|corresponds?|would|should|"
+    r"could|is\s+(?:for|when|given|reserved)|if|when|requires?)\b)",
+    re.IGNORECASE,
+)
+# An answer that is only a number: ``4``, ``**4**``, ``4.``.
+_BARE = re.compile(r"^[\s*\[(\"']*(-?\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?[\s*\])\"'.]*$")
 _BRACKETS = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 _WINNER_TEXT = re.compile(
     r"\b(?:winner|verdict|better(?:\s+(?:answer|output|response))?|choice|preferred)\b"
@@ -125,13 +139,44 @@ def _checked_score(value: float, low: int, high: int) -> int:
     return int(value)
 
 
+def _given(text: str, match: re.Match[str]) -> bool:
+    """Whether a score match is a verdict, not the rubric quoted (``a score of 1 means``)."""
+    return _DESCRIBED.match(text, match.end()) is None
+
+
+def _prose_verdict(text: str, high: int) -> tuple[str, str | None] | None:
+    """The score (and its denominator) a prose answer gives, as written: judges reason or
+    quote the rubric first and give their verdict last, so in each form the last one
+    counts, and the forms are tried from the most explicit (``[[4]]``, ``Score: 4``) to
+    the least (``score of 4``, ``4/5``, a lone number)."""
+    brackets = list(_SCORE_BRACKETS.finditer(text))
+    if brackets:
+        return brackets[-1].group(1), brackets[-1].group(2)
+    named = [m for m in _SCORE_TEXT.finditer(text) if _given(text, m)]
+    for labelled in (True, False):
+        found = [m for m in named if (m.group("label") is not None) is labelled]
+        if found:
+            return found[-1].group(2), found[-1].group(3)
+    fractions = [m for m in _FRACTION.finditer(text) if _is(m.group(2), high)
+                 and _given(text, m)]
+    if fractions:
+        return fractions[-1].group(1), fractions[-1].group(2)
+    bare = _BARE.match(text)
+    if bare is not None:
+        return bare.group(1), bare.group(2)
+    return None
+
+
 def parse_score(text: str, low: int, high: int) -> tuple[int, str]:
     """The score and rationale of a rubric answer.
 
     Reads, in order: a JSON object with a ``score`` key (fenced, bare, or inside prose; the
-    score an integer, an integral float or a string such as ``"4"`` or ``"4/5"``), then
-    ``Score: 4`` / ``Rating = 4/5`` / ``score of 4`` in prose, then a lone fraction
-    ``4/5`` whose denominator is ``high``.
+    score an integer, an integral float or a string such as ``"4"`` or ``"4/5"``); else
+    the prose verdict (:func:`_prose_verdict`): the last ``[[4]]``, else the last labelled
+    ``Score: 4`` / ``Rating = 4/5`` / ``score is 4``, else the last ``score of 4``, else
+    the last lone fraction ``4/5`` whose denominator is ``high``, else an answer that is
+    only a number. A score followed by ``means``, ``=``, ``would`` ... describes the
+    rubric (``a score of 1 means ...``) and is not a verdict.
 
     :returns: ``(score, rationale)``; the rationale is the JSON's ``rationale`` (or
         ``reason``, ``explanation``), else the whole answer.
@@ -147,11 +192,10 @@ def parse_score(text: str, low: int, high: int) -> tuple[int, str]:
             raise JudgeParseError(f"the JSON's score must be a number from {low} to {high}, "
                                   f"got {lowered['score']!r}")
         return _checked_score(value, low, high), _rationale(lowered)
-    match = _SCORE_TEXT.search(text)
-    if match is None:
-        match = next((m for m in _FRACTION.finditer(text) if _is(m.group(2), high)), None)
+    match = _prose_verdict(text, high)
     if match is not None:
-        value = _out_of(match.group(1), match.group(2), high)
+        score, denominator = match
+        value = _out_of(score, denominator, high)
         return _checked_score(value, low, high), text.strip()
     raise JudgeParseError(
         f'no score found: answer with JSON {{"score": <{low}-{high}>, "rationale": "..."}}; '
@@ -165,8 +209,9 @@ def parse_winner(text: str) -> tuple[str, str]:
     """The winner (``"a"``, ``"b"`` or ``"tie"``) and rationale of a pairwise answer.
 
     Reads a JSON object with a ``winner`` (or ``verdict`` / ``better``) key, MT-Bench's
-    ``[[A]]`` / ``[[B]]`` / ``[[C]]`` (C: tie), ``Winner: A`` / ``Better answer: B`` /
-    ``Output A is better``, or an answer that is just ``A``, ``B`` or ``tie``.
+    ``[[A]]`` / ``[[B]]`` / ``[[C]]`` (C: tie), ``Winner: A`` / ``Better answer: B`` (the
+    last one: the reasoning comes first), else the last ``Output A is better``, or an
+    answer that is just ``A``, ``B`` or ``tie``.
 
     :raises JudgeParseError: no verdict, or contradictory ones (``[[A]]`` and ``[[B]]``).
     """
@@ -187,10 +232,10 @@ def parse_winner(text: str) -> tuple[str, str]:
         raise JudgeParseError(f"contradictory verdicts {sorted(brackets)} in one answer")
     if brackets:
         return brackets.pop(), text.strip()
-    for pattern in (_WINNER_TEXT, _NAMED):
-        match = pattern.search(text)
-        if match is not None:
-            return _WINNERS[match.group(1).lower()], text.strip()
+    for pattern in (_WINNER_TEXT, _NAMED):  # the verdict comes last, after the reasoning
+        matches = list(pattern.finditer(text))
+        if matches:
+            return _WINNERS[matches[-1].group(1).lower()], text.strip()
     bare = text.strip().strip(".*\"'[]() ").lower()
     if bare in _WINNERS:
         return _WINNERS[bare], ""

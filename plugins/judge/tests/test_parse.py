@@ -49,6 +49,50 @@ def test_score_errors_say_what_was_expected(text: str, message: str) -> None:
         parse_score(text, 1, 5)
 
 
+_RUBRIC_QUOTED = ("A score of 1 means the answer is wrong; a score of 5 means it is entirely "
+                  "correct.\nReasoning: the date is right but the place is missing.\nScore: 4")
+
+
+@pytest.mark.parametrize(("text", "score"), [
+    (_RUBRIC_QUOTED, 4),
+    ("Score 1: wrong\nScore 3: partly correct\nScore 5: entirely correct\n\nScore: 3", 3),
+    ("1 = wrong, 5 = entirely correct. I'd give it a score of 4.", 4),
+    ("I give it a score of 4. A score of 5 would need the date.", 4),
+    ("Rating: 4 (a rating of 5 requires sources)", 4),
+    ("A 5/5 answer would cite the source; this one gets 3/5.", 3),
+    ("Score: 3\nOn reflection the answer misses the date.\nFinal score: 2", 2),
+    ("Score: 5 at first sight, but\nScore: 2", 2),
+    ("Rating: [[5]]", 5),
+    ("The answer is close. [[3]]", 3),
+    ("[[2]] would be harsh. Score: 4. Verdict: [[4]]", 4),
+    ("Score (1-5): 4", 4),
+    ("The score is: 2", 2),
+    ("4", 4),
+    ("**5**", 5),
+    ("3.", 3),
+])
+def test_prose_verdict_is_the_last_one_given(text: str, score: int) -> None:
+    """Judges quote the rubric and reason before their verdict: the last verdict counts,
+    explicit forms ([[N]], Score: N) before loose ones, a described score is no verdict."""
+    assert parse_score(text, 1, 5)[0] == score
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("A score of 1 means wrong; a score of 5 means entirely correct.", "no score found"),
+    ("Score: 4\nScore: 9", "from 1 to 5, got 9"),
+    ("A score of 1 means wrong.\nScore: 0", "from 1 to 5, got 0"),
+    ("Rating: [[8/10]]", "out of 5, got 8/10"),
+    ("7", "from 1 to 5, got 7"),
+    ("4/10", "out of 5, got 4/10"),
+    ("42 is the answer", "no score found"),
+])
+def test_prose_verdict_out_of_scale_or_only_described_fails(text: str, message: str) -> None:
+    """The last verdict outside the scale is an error (not an earlier in-range number), and
+    a rubric quoted without a verdict gives no score rather than its first number."""
+    with pytest.raises(JudgeParseError, match=message):
+        parse_score(text, 1, 5)
+
+
 @given(score=st.integers(1, 5), rationale=st.text(max_size=40),
        prose=st.sampled_from(["", "Answer: ", "My verdict follows.\n"]),
        fenced=st.booleans())
@@ -82,6 +126,9 @@ def test_out_of_range_never_passes(score: int) -> None:
     ("Output (B) is better.", "b"),
     ('{"winner": "Response B"}', "b"),
     ('{"winner": "Assistant A"}', "a"),
+    ("Winner: A at first sight.\nOn reflection A misses the date.\nFinal verdict: B", "b"),
+    ("Answer A is better on style, but answer B is better on accuracy, which counts.", "b"),
+    ("Verdict: tie\nAnswer A is better formatted, which does not count here.", "tie"),
 ])
 def test_winner_formats(text: str, winner: str) -> None:
     """JSON, MT-Bench brackets, prose and bare verdicts are read."""

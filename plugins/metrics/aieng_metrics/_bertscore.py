@@ -78,11 +78,16 @@ def greedy_match(candidate: Matrix, reference: Matrix) -> BertScore:
     :param candidate: ``(m, d)`` vectors of the candidate's tokens.
     :param reference: ``(n, d)`` vectors of the reference's tokens.
     :returns: all zeros when either side has no token.
+    :raises ValueError: for arrays that are not 2-D, of different dimensions, or holding a
+        NaN or an infinity (an encoder's overflow: no similarity to report).
     """
     import numpy as np
 
     if candidate.ndim != 2 or reference.ndim != 2:
         raise ValueError("token vectors must be 2-D arrays (tokens, dimension)")
+    for which, vectors in (("candidate", candidate), ("reference", reference)):
+        if not np.isfinite(vectors).all():
+            raise ValueError(f"the {which}'s token vectors hold NaN or infinite values")
     if candidate.shape[0] == 0 or reference.shape[0] == 0:
         return BertScore(0.0, 0.0, 0.0)
     if candidate.shape[1] != reference.shape[1]:

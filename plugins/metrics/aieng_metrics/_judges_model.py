@@ -36,10 +36,22 @@ Embedder = Callable[[Sequence[str], str | None], Any]
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     """The cosine of two vectors; 0.0 when either is all zeros.
 
-    :raises ValueError: when their lengths differ.
+    :raises ValueError: when their lengths differ, or a component is NaN or infinite (an
+        embedding model's overflow has no direction to compare).
     """
     if len(a) != len(b):
         raise ValueError(f"vector lengths differ: {len(a)} vs {len(b)}")
+    for which, vector in (("first", a), ("second", b)):
+        bad = next((x for x in vector if not math.isfinite(x)), None)
+        if bad is not None:
+            raise ValueError(f"the {which} vector holds {bad}: components must be finite")
+    # Each vector divided by its largest magnitude: squares neither overflow nor underflow.
+    top_a = max((abs(x) for x in a), default=0.0)
+    top_b = max((abs(y) for y in b), default=0.0)
+    if top_a == 0 or top_b == 0:
+        return 0.0
+    a = [x / top_a for x in a]
+    b = [y / top_b for y in b]
     dot = math.fsum(x * y for x, y in zip(a, b))
     norm = math.sqrt(math.fsum(x * x for x in a)) * math.sqrt(math.fsum(y * y for y in b))
     return max(-1.0, min(1.0, dot / norm)) if norm > 0 else 0.0

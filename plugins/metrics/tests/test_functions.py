@@ -252,3 +252,33 @@ def test_cosine_and_greedy_matching() -> None:
     assert part.recall == pytest.approx(0.5)
     assert part.f1 == pytest.approx(2 / 3)
     assert greedy_match(np.zeros((0, 4), np.float32), eye).f1 == 0.0
+
+
+@pytest.mark.parametrize(("a", "b", "expected"), [
+    ([1e200, 0.0], [-1e200, 0.0], -1.0),
+    ([1e200, 1e200], [1.0, 0.0], math.sqrt(0.5)),
+    ([1e-200, 0.0], [1e-200, 0.0], 1.0),
+    ([3e-320, 0.0], [0.0, 5e-324], 0.0),
+])
+def test_cosine_of_huge_and_tiny_vectors(a: list[float], b: list[float],
+                                         expected: float) -> None:
+    """Components whose squares overflow or underflow a float still give their cosine
+    (opposite huge vectors were read as 1.0, parallel tiny ones as 0.0)."""
+    assert cosine(a, b) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_vectors_have_no_similarity(bad: float) -> None:
+    """A NaN or infinite component is an error, not a made-up similarity (NaN read as 0.0,
+    an infinity as a perfect 1.0)."""
+    with pytest.raises(ValueError, match="finite"):
+        cosine([bad, 0.0], [1.0, 0.0])
+    with pytest.raises(ValueError, match="finite"):
+        cosine([1.0, 0.0], [0.0, bad])
+    vectors = np.eye(2)
+    broken = vectors.copy()
+    broken[1, 0] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        greedy_match(broken, vectors)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        greedy_match(vectors, broken)
