@@ -18,6 +18,8 @@ __all__ = ["TableError", "read_records", "sniff_delimiter"]
 _QUOTED = re.compile(r'"([^"]*+(?:""[^"]*+)*+)"')  # possessive: never backtracks
 _DELIMITERS = (",", ";", "\t", "|")
 _LINE_END = re.compile(r"\r\n?|\n")  # what ends a record: \r\n, \r or \n
+# Text up to the next quote or line end, after the quotes inside a field it starts with.
+_PLAIN = re.compile(r'"*[^"\r\n]*')
 
 
 class TableError(ValueError):
@@ -66,9 +68,38 @@ def read_records(text: str, delimiter: str = ",", *, quoting: bool = True) -> It
 
 def sniff_delimiter(text: str) -> str:
     """The delimiter of delimited text: of ``,`` ``;`` tab and ``|``, the one found most
-    often in its first line outside quotes (``,`` when none is)."""
-    first = _LINE_END.split(text.lstrip("\r\n"), maxsplit=1)[0]
-    outside = _QUOTED.sub("", first)
+    often in its header (its first non-blank record) outside quoted fields (``,`` when
+    none is). A quoted field may span lines, as the reader reads it."""
+    outside = _header_outside_quotes(text)
     counts = {d: outside.count(d) for d in _DELIMITERS}
     best = max(_DELIMITERS, key=lambda d: counts[d])
     return best if counts[best] else ","
+
+
+def _header_outside_quotes(text: str) -> str:
+    """The text of the first non-blank record without its quoted fields. A quote opens a
+    field at the start of a line or after one of the candidate delimiters (elsewhere it is
+    an ordinary character), and the field may hold line breaks; one never closed ends the
+    record."""
+    pieces: list[str] = []  # the line's text outside quoted fields
+    quoted = False  # whether the line had a quoted field
+    position, end = 0, len(text)
+    while position < end:
+        at_field_start = not pieces or pieces[-1][-1:] in _DELIMITERS
+        if at_field_start and text.startswith('"', position):
+            found = _QUOTED.match(text, position)
+            if found is None:
+                break
+            position, quoted = found.end(), True
+            continue
+        brk = _LINE_END.match(text, position)
+        if brk is not None:
+            if quoted or "".join(pieces).strip():
+                break
+            pieces, position = [], brk.end()  # a blank line: the header comes later
+            continue
+        plain = _PLAIN.match(text, position)
+        assert plain is not None  # it matches the empty string
+        pieces.append(plain.group())
+        position = plain.end()
+    return "".join(pieces)

@@ -63,11 +63,11 @@ def read_tables(source: Source, *, name: str | None = None, format: Format | Non
         bytes. Markdown holding several tables names them ``"NAME (table 1)"``, ...
     :param format: ``csv``, ``tsv`` or ``markdown``; by default from the file's suffix,
         else markdown when the text holds a pipe table, else CSV.
-    :param delimiter: the CSV delimiter; by default sniffed from the first line among
-        ``,`` ``;`` tab and ``|``.
+    :param delimiter: the CSV delimiter; by default sniffed from the header (the first
+        non-blank record) among ``,`` ``;`` tab and ``|``.
     :param encoding: the encoding of a file or bytes (a leading BOM is dropped).
     :raises TableError: (a ``ValueError``) for text that is not in ``encoding``, or a
-        quoted field that is never closed, saying where.
+        quoted field that is never closed, saying where (the file, and the line).
     """
     text, path = _load(source, encoding)
     label = str(path) if path is not None else ""
@@ -97,8 +97,13 @@ def read_tables(source: Source, *, name: str | None = None, format: Format | Non
         # "" is a mistake to report (read_records does), not a request to sniff.
         records = read_records(text, sniff_delimiter(text) if delimiter is None else delimiter)
     kept = (record for record in records if any(cell.strip() for cell in record))
-    header = next(kept, None)
-    return [] if header is None else [_table(header, list(kept), name, label)]
+    try:
+        header = next(kept, None)
+        return [] if header is None else [_table(header, list(kept), name, label)]
+    except TableError as exc:  # "line N: ...": say which file, as the kernel's readers do
+        if not label:
+            raise
+        raise TableError(f"{label}, {exc}") from None
 
 
 def table_documents(source: Source, *, name: str | None = None, id_prefix: str | None = None,

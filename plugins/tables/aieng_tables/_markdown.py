@@ -9,7 +9,11 @@ __all__ = ["markdown_tables"]
 # The delimiter row under the header: cells of dashes, optionally with alignment colons.
 _DELIMITER_ROW = re.compile(r"\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?\s*")
 _PIPE = re.compile(r"(?<!\\)\|")
-_FENCE = re.compile(r"\s{0,3}(`{3,}|~{3,})")
+# A fence (CommonMark): 3 or more '`' or '~' after at most 3 spaces (a tab makes indented
+# code); a backtick fence's info string holds no backtick, else the line is inline code.
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
+# A closing fence: nothing after it but spaces and tabs (an info string makes it text).
+_CLOSING_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})[ \t]*")
 # Markdown's line endings only: str.splitlines would also break a row at a form feed, a
 # line or paragraph separator or NEL inside a cell.
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -29,13 +33,14 @@ def markdown_tables(text: str) -> list[list[list[str]]]:
     index = 0
     while index < len(lines):
         line = lines[index]
-        opened = _FENCE.match(line)
         if fence is not None:
-            if opened and opened.group(1)[0] == fence[0] and len(opened.group(1)) >= len(fence):
+            closing = _CLOSING_FENCE.fullmatch(line)
+            if closing and closing[1][0] == fence[0] and len(closing[1]) >= len(fence):
                 fence = None
             index += 1
             continue
-        if opened:
+        opened = _FENCE.fullmatch(line)
+        if opened and not (opened[1][0] == "`" and "`" in opened[2]):
             fence = opened.group(1)
             index += 1
             continue

@@ -64,6 +64,18 @@ def test_sniffing_with_carriage_return_line_ends() -> None:
         ["a", "b"], ["1,5", "2,5"], ["3,5", "4,5"]]
 
 
+def test_sniffing_reads_the_whole_header_record() -> None:
+    """The delimiter is sniffed from the header record as the reader sees it: a quoted
+    header cell spanning lines (a spreadsheet's two-line heading) is skipped whole, blank
+    lines before it are skipped, and a quote inside a field is an ordinary character."""
+    text = 'id;"Umsatz, netto,\n(EUR, brutto)";Menge\n1;2,5;3\n'
+    assert sniff_delimiter(text) == ";"
+    assert list(read_records(text, sniff_delimiter(text))) == [
+        ["id", "Umsatz, netto,\n(EUR, brutto)", "Menge"], ["1", "2,5", "3"]]
+    assert sniff_delimiter("  \n \t \na;b;c\n") == ";"
+    assert sniff_delimiter('size 5" disk;b;c\n1;2;3\n') == ";"
+
+
 def test_unclosed_quote_line_counts_every_line_end() -> None:
     """The line named by an unclosed quote counts ``\r`` and ``\r\n`` line ends as one
     line each, as the reader does."""

@@ -32,6 +32,19 @@ def test_tables_in_code_fences_are_skipped() -> None:
     assert markdown_tables(text) == [[["d"], ["3"]]]
 
 
+def test_only_real_fences_hide_tables() -> None:
+    """Fences follow CommonMark: a line starting with inline code (a backtick fence's info
+    string holds no backtick) opens none, a fence with an info string closes none, and a
+    tab-indented fence is indented code; the tables after them are found."""
+    table = "| a | b |\n|---|---|\n| 1 | 2 |\n"
+    assert markdown_tables("```pip install x``` installs it.\n\n" + table) == [
+        [["a", "b"], ["1", "2"]]]
+    assert markdown_tables("```\ncode\n```python\n|c|\n|-|\n```\n\n" + table) == [
+        [["a", "b"], ["1", "2"]]]
+    assert markdown_tables("\t```\n" + table) == [[["a", "b"], ["1", "2"]]]
+    assert markdown_tables("~~~\n" + table + "~~~ \t\n|d|\n|-|\n") == [[["d"]]]
+
+
 def test_a_mismatched_delimiter_row_is_no_table() -> None:
     """The delimiter row must have as many cells as the header."""
     assert markdown_tables("| a | b |\n|---|\n| 1 | 2 |\n") == []
