@@ -465,7 +465,8 @@ async def _not_found(http: HTTPRequest, exc: Exception) -> Response:
 
 async def _not_allowed(http: HTTPRequest, exc: Exception) -> Response:
     return JSONResponse(ApiError(405, f"{http.method} is not allowed on {http.url.path}",
-                                 code="method_not_allowed").body(), 405)
+                                 code="method_not_allowed").body(), 405,
+                        headers=getattr(exc, "headers", None))  # Allow, as RFC 9110 asks
 
 
 def _run_header(call: _Call) -> dict[str, str]:

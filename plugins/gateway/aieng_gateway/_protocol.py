@@ -280,8 +280,9 @@ def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
     if top_p == 0.0:  # no probability mass but the likeliest token's: greedy decoding
         temperature, top_p = 0.0, None
     max_tokens = _integer(body, "max_tokens", 1)
+    completion_tokens = _integer(body, "max_completion_tokens", 1)  # checked either way
     if max_tokens is None:
-        max_tokens = _integer(body, "max_completion_tokens", 1)
+        max_tokens = completion_tokens
     seed = _integer(body, "seed", *SEED_RANGE)
     logprobs = _logprobs(body)
     n = _integer(body, "n", 1)
@@ -299,6 +300,9 @@ def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
                                                            bool):
             raise _bad("stream_options", "must be an object like {\"include_usage\": true}")
         include_usage = options.get("include_usage", False)
+        if not stream:  # as OpenAI answers it
+            raise ApiError(400, "stream_options: only allowed when \"stream\" is true",
+                           param="stream_options", code="invalid_value")
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise _bad("metadata", "must be an object")
@@ -383,7 +387,9 @@ def parse_embeddings(body: Any) -> tuple[list[str], str | None, str]:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _bad("model", "must be a string")
-    encoding = body.get("encoding_format") or "float"
+    encoding = body.get("encoding_format")
+    if encoding is None:
+        encoding = "float"
     if encoding not in ("float", "base64"):
         raise _bad("encoding_format", "must be \"float\" or \"base64\"")
     return value, model, encoding

@@ -205,9 +205,10 @@ def test_embeddings_as_base64(client: httpx.Client) -> None:
         vector = struct.unpack(f"<{len(raw) // 4}f", raw)
         assert vector == pytest.approx(plain["embedding"], rel=1e-6, abs=1e-7)
         assert len(vector) == 16
-    refused = client.post("/v1/embeddings", json={"input": "a", "encoding_format": "hex"})
-    assert refused.status_code == 422
-    assert refused.json()["error"]["param"] == "encoding_format"
+    for wrong in ("hex", 0, False, [], {}):  # falsy non-strings too: not "float"
+        refused = client.post("/v1/embeddings", json={"input": "a", "encoding_format": wrong})
+        assert refused.status_code == 422, (wrong, refused.text)
+        assert refused.json()["error"]["param"] == "encoding_format"
 
 
 def test_embeddings_for_the_pipelines_own_model(client: httpx.Client) -> None:
@@ -253,6 +254,14 @@ def test_revoked_key_is_refused(served: tuple[Gateway, LoopbackServer]) -> None:
     (b"[1, 2]", 400, "JSON object"),
     (json.dumps({"model": "test"}).encode(), 400, "messages: required"),
     (json.dumps(_chat("x", max_tokens=-1)).encode(), 422, "max_tokens"),
+    # Both token limits are checked, whichever one is used.
+    (json.dumps(_chat("x", max_tokens=5, max_completion_tokens=-1)).encode(), 422,
+     "max_completion_tokens"),
+    # As OpenAI: stream_options only with "stream": true.
+    (json.dumps(_chat("x", stream_options={"include_usage": True})).encode(), 400,
+     "stream_options"),
+    (json.dumps(_chat("x", stream=False, stream_options={"include_usage": False})).encode(),
+     400, "stream_options"),
     (json.dumps(_chat("x", temperature="hot")).encode(), 422, "temperature"),
     (json.dumps({"messages": [{"role": "wizard", "content": "x"}]}).encode(), 422,
      "unknown role"),
@@ -270,6 +279,10 @@ def test_revoked_key_is_refused(served: tuple[Gateway, LoopbackServer]) -> None:
                               {"role": "user", "content": None}]}).encode(), 400,
      "messages[1].content"),
     (json.dumps(_chat([])).encode(), 400, "messages[0].content"),
+    # An image part is refused naming it, never dropped while the text parts are answered.
+    (json.dumps(_chat([{"type": "text", "text": "what is this?"},
+                       {"type": "image_url", "image_url": {"url": "data:,"}}])).encode(),
+     422, "messages[0].content[1]"),
     # A lone UTF-16 surrogate, escaped or as (surrogatepass) bytes, is no text to answer.
     (json.dumps(_chat("a \ud800 b")).encode(), 400, "surrogate"),
     (json.dumps(_chat("a \udfff")).replace("\\udfff", "\\uDFFF").encode(), 400,

@@ -81,7 +81,7 @@ async def test_retrieve_a_model_whose_id_has_a_slash(tmp_path: Path) -> None:
 
 
 async def test_unknown_route_and_method_are_json(tmp_path: Path) -> None:
-    """An unknown path is a JSON 404, a wrong method a JSON 405."""
+    """An unknown path is a JSON 404, a wrong method a JSON 405 with its Allow header."""
     gateway = make_gateway(tmp_path, settings=GatewaySettings(auth=False))
     async with gateway.running():
         transport = httpx.ASGITransport(app=gateway.app)
@@ -90,6 +90,7 @@ async def test_unknown_route_and_method_are_json(tmp_path: Path) -> None:
             assert missing.status_code == 404 and "no route" in missing.json()["error"]["message"]
             wrong = await client.get("/v1/chat/completions")
             assert wrong.status_code == 405 and "GET" in wrong.json()["error"]["message"]
+            assert wrong.headers["allow"] == "POST"  # RFC 9110: a 405 says what is allowed
 
 
 def _text(stream: str) -> tuple[str, list[Any]]:

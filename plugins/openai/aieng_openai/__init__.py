@@ -13,7 +13,7 @@ from ._component import OpenAIBackend
 from ._errors import OpenAIError
 from ._options import OpenAIOptions
 from ._retry import backoff, retry_after, retryable_status
-from ._sse import sse_data
+from ._sse import sse_data, sse_lines
 
 __all__ = [
     "OpenAIBackend",
@@ -24,6 +24,7 @@ __all__ = [
     "retry_after",
     "retryable_status",
     "sse_data",
+    "sse_lines",
 ]
 
 __version__ = "0.1.0"

@@ -29,7 +29,7 @@ from ._payload import (
     vectors_from,
 )
 from ._retry import backoff, retry_after, retryable_status
-from ._sse import SSETooLarge, sse_data
+from ._sse import SSETooLarge, sse_data, sse_lines
 
 if TYPE_CHECKING:
     import httpx
@@ -174,6 +174,8 @@ class OpenAIBackend:
                     return response
                 try:
                     text = (await response.aread()).decode("utf-8", "replace")
+                except httpx.TransportError as error:  # the status stands, the body broke off
+                    text = f"(the body broke off: {type(error).__name__})"
                 finally:
                     await response.aclose()
                 status = response.status_code
@@ -269,6 +271,11 @@ class OpenAIBackend:
             # A server that ignores "stream": one whole answer, handed over as one delta.
             try:
                 await response.aread()
+            except httpx.TransportError as error:  # a timeout too
+                raise self._error(f"the answer broke off: {type(error).__name__}: {error}",
+                                  kind="timeout" if isinstance(error, httpx.TimeoutException)
+                                  else "connection", url=url,
+                                  hint="the server closed the connection mid-answer") from None
             finally:
                 await response.aclose()
             answer = self._completion(response, request)
@@ -288,7 +295,7 @@ class OpenAIBackend:
         # what is left, so the deltas' sum is the completion's. None: no token pending.
         spent: float | None = None
         try:
-            async for data in sse_data(response.aiter_lines()):
+            async for data in sse_data(sse_lines(response.aiter_text())):
                 if data.strip() == "[DONE]":
                     break
                 chunk = self._chunk(data, url)

@@ -5,14 +5,16 @@ is ``name: value`` or ``name:value`` (one leading space dropped), ``data`` lines
 event join with newlines, a blank line ends an event, ``:`` starts a comment (keep-alive
 pings), ``event``, ``id`` and ``retry`` fields are read and ignored, and a byte-order mark
 at the start is dropped. A last event that the stream ends without a blank line after is
-still delivered.
+still delivered. Lines end at CRLF, LF or CR only (:func:`sse_lines`): not at the other
+breaks ``str.splitlines`` knows (U+2028, U+0085...), which JSON strings may hold raw.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 
-__all__ = ["MAX_EVENT_CHARS", "sse_data"]
+__all__ = ["MAX_EVENT_CHARS", "sse_data", "sse_lines"]
 
 #: The largest event accepted: a server that never ends an event must not eat the memory.
 MAX_EVENT_CHARS = 8 * 1024 * 1024
@@ -20,6 +22,34 @@ MAX_EVENT_CHARS = 8 * 1024 * 1024
 
 class SSETooLarge(ValueError):
     """An event grew past :data:`MAX_EVENT_CHARS` without a blank line."""
+
+
+#: An event stream's line endings (WHATWG: CRLF, LF or CR), and nothing else.
+_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+async def sse_lines(chunks: AsyncIterable[str]) -> AsyncIterator[str]:
+    """The lines of a stream of text chunks, without their line breaks: split at CRLF, LF
+    or CR only (httpx's ``aiter_lines`` also splits at U+2028, U+2029, U+0085 and more,
+    which would cut an event's JSON in two), a CRLF split between two chunks included.
+
+    :raises SSETooLarge: when a line grows past :data:`MAX_EVENT_CHARS`.
+    """
+    buffer = ""
+    async for chunk in chunks:
+        scanned = max(0, len(buffer) - 1)  # the buffer held no break but a last CR
+        buffer += chunk
+        # A CR at the end may be the first half of a CRLF: it waits for the next chunk.
+        end = len(buffer) - 1 if buffer.endswith("\r") else len(buffer)
+        start = 0
+        for found in _BREAK.finditer(buffer, scanned, end):
+            yield buffer[start:found.start()]
+            start = found.end()
+        buffer = buffer[start:]
+        if len(buffer) > MAX_EVENT_CHARS:
+            raise SSETooLarge(f"a line passed {MAX_EVENT_CHARS} characters without ending")
+    if buffer:
+        yield buffer.removesuffix("\r")
 
 
 async def sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from itertools import pairwise
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 from _openai_double import OpenAIServerDouble, Scripted, logprob_of
 from aieng_hookspecs.types import Delta, Message, Request
-from aieng_openai import OpenAIBackend, OpenAIError, sse_data
+from aieng_openai import OpenAIBackend, OpenAIError, OpenAIOptions, sse_data, sse_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,24 +54,43 @@ async def test_parser_rules() -> None:
     assert await parse("\ufeffdata: a", "", "data: b", "") == ["a", "b"]
 
 
+async def test_lines_end_at_cr_and_lf_only() -> None:
+    """The stream's text is split at CRLF, LF and CR, wherever the chunks happen to cut it
+    (a CRLF in two chunks is one break), and at nothing else."""
+    pieces = ["data: a\r", "\ndata: b\u2028c\x85\r\n", "\r\n", "data: d\rdata: e\n\n",
+              "data: f\r"]
+    lines = [line async for line in sse_lines(lines_of(*pieces))]
+    assert lines == ["data: a", "data: b\u2028c\x85", "", "data: d", "data: e", "", "data: f"]
+    assert [data async for data in sse_data(lines_of(*lines))] == [
+        "a\nb\u2028c\x85", "d\ne", "f"]
+
+
 @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
 @given(payloads=st.lists(st.dictionaries(st.text(max_size=5), st.text(max_size=20),
                                          max_size=3), max_size=5),
-       spaced=st.booleans(), crlf=st.booleans(), pings=st.booleans())
+       spaced=st.booleans(), crlf=st.booleans(), pings=st.booleans(),
+       cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6))
 def test_parser_round_trips_json_events(payloads: list[dict[str, str]], spaced: bool,
-                                        crlf: bool, pings: bool) -> None:
-    """Whatever the JSON payloads and line-ending style, each event's data comes back."""
+                                        crlf: bool, pings: bool, cuts: list[int]) -> None:
+    """Whatever the JSON payloads (non-ASCII written raw) and line-ending style, each
+    event's data comes back, however the stream's text is cut into chunks."""
     end = "\r\n" if crlf else "\n"
     lines: list[str] = []
     for payload in payloads:
         if pings:
             lines += [": keep-alive" + end, end]
-        lines += [("data: " if spaced else "data:") + json.dumps(payload) + end, end]
+        lines += [("data: " if spaced else "data:") + json.dumps(payload, ensure_ascii=False)
+                  + end, end]
+    text = "".join(lines)
+    bounds = sorted({0, len(text), *(cut % (len(text) + 1) for cut in cuts)})
+    chunks = [text[start:stop] for start, stop in pairwise(bounds)]
 
-    async def main() -> list[str]:
-        return await parse(*lines)
+    async def main() -> tuple[list[str], list[str]]:
+        split = [data async for data in sse_data(sse_lines(lines_of(*chunks)))]
+        return await parse(*lines), split
 
-    assert [json.loads(d) for d in anyio.run(main)] == payloads
+    direct, split = anyio.run(main)
+    assert [json.loads(d) for d in direct] == payloads == [json.loads(d) for d in split]
 
 
 async def test_stream_with_pings_and_no_done(double: OpenAIServerDouble,
@@ -162,6 +185,22 @@ async def test_malformed_streams_raise(double: OpenAIServerDouble, make_backend:
         await consume(backend)
     await backend.aclose()
     assert caught.value.hint
+
+
+async def test_unicode_line_separators_are_not_line_breaks(double: OpenAIServerDouble,
+                                                            make_backend: Any) -> None:
+    """Only CR and LF end a line of an event stream: U+2028, U+2029 and U+0085, which JSON
+    strings hold raw when a server writes them unescaped (``aieng serve``, vLLM), stay in
+    their event's text instead of cutting its JSON in two."""
+    text = "one\u2028two\u2029three\x85four"
+    event = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    double.script("chat/completions", Scripted(sse=(
+        "data: " + json.dumps(event, ensure_ascii=False), "", chunk(finish="stop"), "",
+        "data: [DONE]", "")))
+    backend: OpenAIBackend = make_backend()
+    deltas = await consume(backend)
+    await backend.aclose()
+    assert "".join(d.text for d in deltas) == text
 
 
 async def test_stream_from_a_server_that_ignores_stream(double: OpenAIServerDouble,
@@ -315,3 +354,54 @@ async def test_a_redirect_is_an_error_naming_its_target(double: OpenAIServerDoub
     assert caught.value.status == 307 and target in str(caught.value)
     assert "base_url" in caught.value.hint
     assert len(double.calls_to("chat/completions")) == 1
+
+
+@asynccontextmanager
+async def raw_server(*answers: bytes) -> AsyncIterator[str]:
+    """A loopback HTTP server that reads each request whole and answers it with the next
+    raw bytes of ``answers``, then closes the connection (bodies cut short on the wire);
+    yields the API root."""
+    queue = list(answers)
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive()
+            head, _, body = data.partition(b"\r\n\r\n")
+            found = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+            while found is not None and len(body) < int(found.group(1)):
+                body += await stream.receive()
+            await stream.send(queue.pop(0))
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, handle)
+        yield f"http://127.0.0.1:{port}/v1"
+        group.cancel_scope.cancel()
+
+
+CUT_500 = (b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
+           b"content-length: 100\r\n\r\n{\"error\": {\"mess")
+SSE_OK = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+          b"connection: close\r\n\r\n" + chunk("fine").encode() + b"\n\n"
+          + chunk(finish="stop").encode() + b"\n\ndata: [DONE]\n\n")
+CUT_JSON = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            b"content-length: 100\r\n\r\n{\"choices\": [")
+
+
+async def test_bodies_cut_short_are_openai_errors() -> None:
+    """A stream's error answer whose body breaks off is still that error (a 5xx: retried),
+    and a whole JSON answer to a stream that breaks off is an OpenAIError, never httpx's
+    own exception."""
+    async with raw_server(CUT_500, SSE_OK, CUT_500, CUT_JSON) as base:
+        backend = OpenAIBackend(OpenAIOptions(base_url=base, model="m", max_retries=1,
+                                              backoff_base=0.01, read_timeout=10.0))
+        deltas = await consume(backend)  # the 500 is retried, the stream then answers
+        assert "".join(d.text for d in deltas) == "fine"
+        with pytest.raises(OpenAIError) as caught:
+            await consume(backend)
+        await backend.aclose()
+    assert caught.value.kind == "connection" and caught.value.attempts == 1
+    assert "broke" in str(caught.value) and caught.value.hint
