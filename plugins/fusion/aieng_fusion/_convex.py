@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import attrs
+import structlog
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Hit
 
 from ._runs import Run, ranked, read_runs, scaled
 
 __all__ = ["ConvexFuser", "ConvexOptions", "convex_fusion"]
+
+log = structlog.get_logger(__name__)
 
 
 def _unit(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -96,8 +99,28 @@ class ConvexFuser:
 
     def __init__(self, options: ConvexOptions | None = None) -> None:
         self.options = options if options is not None else ConvexOptions()
+        self._warned = False
 
     @hookimpl
     def aieng_fuse(self, runs: Sequence[Sequence[Hit]]) -> list[Hit]:
+        if not self._warned:
+            self._check_alpha(runs)
         return convex_fusion(runs, alpha=self.options.alpha,
                              dense_sources=self.options.dense_sources)
+
+    def _check_alpha(self, runs: Sequence[Sequence[Hit]]) -> None:
+        """Warn once when a set ``alpha`` weighs nothing: several runs, all dense or none
+        (``dense_sources`` naming components instead of their hits' ``source`` is the usual
+        mistake: the runs are then weighed equally, whatever ``alpha`` says)."""
+        sources = {run[0].source for run in runs if run}
+        if self.options.alpha == 0.5 or len([run for run in runs if run]) < 2:
+            return
+        dense = sources & set(self.options.dense_sources)
+        if dense and dense != sources:
+            return
+        self._warned = True
+        log.warning("fusion.alpha_unused", alpha=self.options.alpha,
+                    dense_sources=list(self.options.dense_sources),
+                    run_sources=sorted(sources),
+                    hint="alpha weighs dense runs against the others; these runs are "
+                         "all of one kind, so they are weighed equally")

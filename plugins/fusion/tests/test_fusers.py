@@ -267,3 +267,23 @@ def _env() -> dict[str, str]:
     here = str(Path(__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path}
+
+
+def test_an_alpha_that_weighs_nothing_is_warned_about_once() -> None:
+    """``dense_sources`` naming the component (``dense``) where the hits' source is
+    ``vectors`` leaves every run weighed equally: the fuser says so, once."""
+    import structlog
+
+    fuser = ConvexFuser(ConvexOptions(alpha=0.8, dense_sources=("dense",)))
+    runs = [run("vectors", ("a", 0.9), ("b", 0.1)), run("bm25", ("b", 9.0), ("a", 1.0))]
+    with structlog.testing.capture_logs() as logs:
+        first = fuser.aieng_fuse(runs)
+        fuser.aieng_fuse(runs)
+    warned = [entry for entry in logs if entry["event"] == "fusion.alpha_unused"]
+    assert len(warned) == 1
+    assert warned[0]["run_sources"] == ["bm25", "vectors"]
+    assert scores(first) == pytest.approx({"a": 0.5, "b": 0.5})  # equal weights: a tie
+    right = ConvexFuser(ConvexOptions(alpha=0.8, dense_sources=("vectors",)))
+    with structlog.testing.capture_logs() as logs:
+        assert scores(right.aieng_fuse(runs)) == pytest.approx({"a": 0.8, "b": 0.2})
+    assert logs == []
