@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -185,3 +187,72 @@ def test_configure_logging_rejects_an_unknown_level() -> None:
 
     with pytest.raises(ValueError, match="DEBUG, INFO, WARNING, ERROR"):
         configure_logging(level="verbose")
+
+
+@pytest.mark.parametrize("args", [("--log-level", "ERROR", "--help"),
+                                  ("--log-level", "ERROR", "no-such-command")])
+def test_log_level_applies_to_plugin_loading(args: tuple[str, ...]) -> None:
+    """--log-level holds for what plugins log while they load: click loads them to list or
+    look up their commands, before the root callback ran (which set the level too late)."""
+    exe = Path(sys.executable).with_name("aieng")
+    env = {**os.environ, "AIENG_PLUGINS": "builtin,no-such-plugin"}
+    env.pop("AIENG_LOG_LEVEL", None)
+    quiet = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60,
+                           check=False, env=env)
+    loud = subprocess.run([str(exe), *args[2:]], capture_output=True, text=True, timeout=60,
+                          check=False, env=env)
+    assert "plugins.unknown_entries" in loud.stderr  # the warning the level must silence
+    assert "plugins.unknown_entries" not in quiet.stderr, quiet.stderr
+
+
+@pytest.fixture
+def failing_command() -> Iterator[str]:
+    """A sub-command, as a plugin adds one, that fails with a plugin's own exception (here a
+    chat template refusing a system role, as jinja2 raises it)."""
+    import jinja2
+
+    @click.command("fails-in-plugin")
+    def fails() -> None:
+        raise jinja2.TemplateError("System role not supported")
+
+    cli.add_command(fails)
+    try:
+        yield "fails-in-plugin"
+    finally:
+        cli.commands.pop("fails-in-plugin", None)
+
+
+def test_a_plugin_commands_runtime_error_is_a_clean_message(failing_command: str) -> None:
+    """A plugin command's exception (not an AiengError) exits 1 with one line naming it,
+    not a traceback; --log-level DEBUG logs the traceback."""
+    result = CliRunner().invoke(cli, [failing_command], env={"AIENG_PLUGINS": "builtin"})
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "aieng: error: TemplateError: System role not supported" in result.stderr
+    assert "Traceback" not in result.stderr
+    debug = CliRunner().invoke(cli, ["--log-level", "DEBUG", failing_command],
+                               env={"AIENG_PLUGINS": "builtin"})
+    assert debug.exit_code == 1 and "Traceback" in debug.stderr
+
+
+def test_click_errors_keep_their_exit_codes(failing_command: str) -> None:
+    """Usage errors still exit 2 and --help 0 under the catch-all for plugin errors."""
+    assert invoke(failing_command, "--bogus")[0] == 2
+    assert invoke(failing_command, "--help")[0] == 0
+
+
+SENTENCE = ("Set the key to a:b:c with :smile: intact, and keep this sentence long enough to pass "
+            "the eighty columns a console wraps at.")
+
+
+def test_run_prints_the_answer_as_it_is(tmp_path: Path) -> None:
+    """The answer reaches stdout unchanged: Rich turned ":b:" and ":smile:" into emoji and
+    broke long lines at 80 columns, altering the text a script reads."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "keys.md").write_text(f"# Keys\n\n{SENTENCE}\n", encoding="utf-8")
+    path = tmp_path / "p.toml"
+    path.write_text(PIPELINE.format(docs=docs), encoding="utf-8")
+    code, out, err = invoke("run", str(path), "key smile intact")
+    assert code == 0, err
+    assert out.splitlines()[0] == f"{SENTENCE} [1]"
+    assert f"{docs / 'keys.md'}#0 Keys" in out

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
 import click
+import structlog
 
 from .._errors import AiengError
 from ..kernel import Kernel
@@ -13,6 +15,10 @@ from ..logs import configure_logging
 from ..registry import run_registration
 
 __all__ = ["cli", "main"]
+
+log = structlog.get_logger(__name__)
+#: What click itself handles: usage errors, --help / --version exits, Ctrl-C, end of input.
+_CLICK_FLOW = (click.ClickException, click.exceptions.Exit, click.Abort, EOFError)
 
 
 class _Root(click.Group):
@@ -51,6 +57,15 @@ class _Root(click.Group):
         except AiengError as exc:
             click.echo(f"aieng: error: {exc}", err=True)
             ctx.exit(2 if exc.__class__.__name__ == "ConfigError" else 1)
+        except _CLICK_FLOW:
+            raise
+        except Exception as exc:  # a plugin command's own failure: a message, no traceback
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                raise  # stdout closed by the reader (| head): click exits quietly
+            log.debug("cli.failed", command=ctx.invoked_subcommand, exc_info=exc)
+            click.echo(f"aieng: error: {type(exc).__name__}: {exc}\n"
+                       "  (--log-level DEBUG shows the traceback)", err=True)
+            ctx.exit(1)
 
 
 def _kernel(ctx: click.Context) -> Kernel:
@@ -62,16 +77,23 @@ def _kernel(ctx: click.Context) -> Kernel:
     return kernel  # type: ignore[no-any-return]
 
 
+def _apply_log_level(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    # Eager, at parse time: plugins load while click looks up a plugin's sub-command (or
+    # lists them for --help), before the group's callback would run.
+    if not ctx.resilient_parsing:
+        configure_logging(level=value)
+    return value
+
+
 @click.group(cls=_Root)
 @click.option("--log-level", envvar="AIENG_LOG_LEVEL", default="WARNING", show_default=True,
-              show_envvar=True,
+              show_envvar=True, is_eager=True, callback=_apply_log_level,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Lowest log level written to stderr (JSON unless stderr is a terminal).")
 @click.version_option(package_name="aieng")
 @click.pass_context
 def cli(ctx: click.Context, log_level: str) -> None:
     """aieng: compose AI pipelines from plugins, run them, inspect them."""
-    configure_logging(level=log_level)
     ctx.ensure_object(dict)
 
 
@@ -79,8 +101,8 @@ def main() -> None:
     """Console-script entry point."""
     from . import _commands, _rag  # noqa: F401  (register the built-in commands)
 
-    # Configure logging before anything can log: plugins load while click looks up a
-    # sub-command, before the root callback (which re-applies --log-level) runs.
+    # Configure logging before anything can log (--help given before --log-level lists the
+    # plugins' commands first); the --log-level option re-applies it as it is parsed.
     try:
         configure_logging(level=os.environ.get("AIENG_LOG_LEVEL") or "WARNING")
     except ValueError:  # the --log-level option reports the bad $AIENG_LOG_LEVEL

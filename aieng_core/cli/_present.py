@@ -29,7 +29,13 @@ __all__ = [
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    # No emoji codes: ":b:" in "a:b:c" or ":smile:" in an answer are text, not emoji.
+    return Console(highlight=False, soft_wrap=False, emoji=False)
+
+
+def _line(console: Console, text: str) -> None:
+    """Text as it is: no markup, and no line breaks added (the terminal wraps it)."""
+    console.print(text, markup=False, soft_wrap=True)
 
 
 def plugins_table(infos: Sequence[PluginInfo]) -> None:
@@ -66,15 +72,14 @@ def run_result(result: RunResult, *, explain: bool, answer_shown: bool) -> None:
     """A run's answer, sources and (with ``explain``) prompts, raw outputs and timings."""
     console = _console()
     if not answer_shown:
-        console.print(result.answer or "(no answer)", markup=False)
+        _line(console, result.answer or "(no answer)")
     if result.status != "ok":
         console.print(f"[yellow]status: {result.status}[/]")
     if result.hits:
         console.print("\n[bold]sources[/]")
         for hit in result.hits:
             title = f" {hit.document.title}" if hit.document.title else ""
-            console.print(f"  [{hit.rank}] {hit.document.id}{title}  (score {hit.score:.3f})",
-                          markup=False)
+            _line(console, f"  [{hit.rank}] {hit.document.id}{title}  (score {hit.score:.3f})")
     if not explain:
         return
     for call in result.model_calls:
@@ -83,7 +88,7 @@ def run_result(result: RunResult, *, explain: bool, answer_shown: bool) -> None:
                       markup=False)
         console.print(Panel(call.raw_output or "(empty)", title="raw output", expand=False),
                       markup=False)
-        console.print(f"parameters: {call.parameters}", markup=False)
+        _line(console, f"parameters: {call.parameters}")
     table = Table(title="stages")
     for column in ("stage", "status", "ms"):
         table.add_column(column)
@@ -106,7 +111,7 @@ def progress(label: str, *, total: int) -> Iterator[Callable[[int], None]]:
 
 def message(text: str) -> None:
     """One line of information on stderr."""
-    Console(stderr=True, highlight=False).print(text, markup=False)
+    _line(Console(stderr=True, highlight=False, emoji=False), text)
 
 
 def stream_piece(text: str) -> None:
@@ -121,16 +126,18 @@ def answer(data: dict[str, Any], *, answer_shown: bool) -> None:
     if answer_shown:
         console.print()
     else:
-        console.print(data["answer"] or "(no answer)", markup=False)
+        _line(console, data["answer"] or "(no answer)")
+    if data["status"] != "ok":
+        console.print(f"[yellow]status: {data['status']}[/]")
     if data["citations"]:
         console.print("\n[bold]cited[/]")
         for cite in data["citations"]:
-            console.print(f"  [{cite['n']}] {cite['id']}  {cite['title'] or ''}", markup=False)
+            _line(console, f"  [{cite['n']}] {cite['id']}  {cite['title'] or ''}")
     if data["hits"]:
         console.print("\n[bold]retrieved[/]")
         for hit in data["hits"]:
-            console.print(f"  {hit['rank']:>2}. {hit['id']}  ({hit['source']} "
-                          f"{hit['score']:.3f})", markup=False)
+            _line(console, f"  {hit['rank']:>2}. {hit['id']}  ({hit['source']} "
+                           f"{hit['score']:.3f})")
     timing = "  ".join(f"{name} {ms:.1f} ms" for name, ms in data["stages_ms"].items())
     console.print(f"\n[dim]{timing}[/]")
     if data["ttft_ms"] is not None:
@@ -140,7 +147,8 @@ def answer(data: dict[str, Any], *, answer_shown: bool) -> None:
 
 def scores(data: dict[str, Any]) -> None:
     """Retrieval scores as a table (``aieng bench retrieval``)."""
-    table = Table(title=f"{data['pipeline']} on {data['data']}")
+    # Text, not markup: a path with "[...]" in it is shown as it is.
+    table = Table(title=Text(f"{data['pipeline']} on {data['data']}", style="table.title"))
     for column in ("nDCG@10", "Recall@100", "MRR@10", "queries", "queries/s", "index docs/s"):
         table.add_column(column, justify="right")
     table.add_row(f"{data['ndcg@10']:.4f}", f"{data['recall@100']:.4f}",

@@ -124,6 +124,11 @@ def ask(ctx: click.Context, pipeline: Path, question: str, as_json: bool,
         raise click.UsageError("--stream and --json cannot be combined")
     if stream is None:
         stream = sys.stdout.isatty() and not as_json
+    try:  # click's FloatRange lets NaN through; the request refuses it (and inf)
+        request = Request(messages=[Message("user", question)], max_tokens=max_tokens,
+                          temperature=temperature)
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
     kernel = kernel_of(ctx)
     shown: list[str] = []
 
@@ -134,8 +139,6 @@ def ask(ctx: click.Context, pipeline: Path, question: str, as_json: bool,
     async def go() -> Any:
         async with kernel:
             built = kernel.load_pipeline(pipeline)
-            request = Request(messages=[Message("user", question)], max_tokens=max_tokens,
-                              temperature=temperature)
             return await built.run(request, on_delta=on_delta if stream else None)
 
     result = anyio.run(go)
@@ -173,8 +176,9 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
     stages, run its queries, and print nDCG@10, Recall@100, MRR@10 and queries/s.
 
     Indexes (components implementing aieng_index) with a `path` option get a fresh
-    temporary directory instead, so nothing the pipeline normally uses is touched;
-    components that take no part in retrieval (prompts, guards, caches) are left out.
+    temporary directory instead, so nothing the pipeline normally uses is touched, and
+    start empty (a `documents` folder they would load is left out); components that take
+    no part in retrieval (prompts, guards, caches) are left out.
     """
     import anyio
 
@@ -200,10 +204,14 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
                 continue  # prompts, guards, caches, judges take no part in retrieval
             present |= hooks
             options = comp.options
-            if ("aieng_index" in hooks and options is not None
-                    and "path" in attrs.fields_dict(type(options))):
+            fields = attrs.fields_dict(type(options)) if options is not None else {}
+            if "aieng_index" in hooks and "path" in fields:
                 # An index's storage goes to the temporary place; a model's path stays.
                 options = attrs.evolve(options, path=str(Path(workdir) / name))
+            empty = fields["documents"].default if "documents" in fields else None
+            if "aieng_index" in hooks and isinstance(empty, str):
+                # Documents an index loads at start (memory's folder) are not the collection's.
+                options = attrs.evolve(options, documents=empty)
             components[name] = attrs.evolve(comp, options=options)
         stage = dict(config.stage)
         for name in ("retrieve", "rerank"):
