@@ -7,6 +7,7 @@ Plugins import from here and never from the kernel::
 """
 
 from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
+from ._options import listed
 from ._paths import user_cache_dir
 from ._protocols import (
     ComponentRegistry,
@@ -30,6 +31,7 @@ __all__ = [
     "enable_wal",
     "hookimpl",
     "hookspec",
+    "listed",
     "role_spec",
     "user_cache_dir",
 ]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import attrs
+from aieng_hookspecs import listed
 from attrs import validators as v
 
 __all__ = ["DETECTORS", "DriftOptions"]
@@ -75,7 +76,7 @@ class DriftOptions:
     """
 
     detectors: tuple[str, ...] = attrs.field(default=("length", "vocabulary", "score"),
-                                             converter=tuple, validator=_detectors)
+                                             converter=listed, validator=_detectors)
     reference_size: int = attrs.field(default=200, validator=_int_at_least(2))
     window_size: int = attrs.field(default=200, validator=_int_at_least(2))
     check_every: int = attrs.field(default=50, validator=_int_at_least(1))

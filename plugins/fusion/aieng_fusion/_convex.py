@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import attrs
 import structlog
-from aieng_hookspecs import hookimpl
+from aieng_hookspecs import hookimpl, listed
 from aieng_hookspecs.types import Hit
 
 from ._runs import Run, ranked, read_runs, scaled
@@ -21,12 +21,6 @@ def _unit(instance: object, attribute: attrs.Attribute[float], value: float) -> 
         raise TypeError(f"{attribute.name} must be a number, got {value!r}")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{attribute.name} must lie in [0, 1], got {value!r}")
-
-
-def _as_names(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):  # tuple("vectors") would be its letters
-        raise TypeError(f"expected a list of source names, got the string {value!r}")
-    return tuple(value)
 
 
 def _names(instance: object, attribute: attrs.Attribute[tuple[str, ...]],
@@ -48,7 +42,7 @@ class ConvexOptions:
     """
 
     alpha: float = attrs.field(default=0.5, validator=_unit)
-    dense_sources: tuple[str, ...] = attrs.field(default=("vectors",), converter=_as_names,
+    dense_sources: tuple[str, ...] = attrs.field(default=("vectors",), converter=listed,
                                                  validator=_names)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import attrs
+from aieng_hookspecs import listed
 from attrs import field
 from attrs import validators as v
 
@@ -44,7 +45,7 @@ class PIIOptions:
     :param vault_ttl: seconds a run's mapping is kept.
     """
 
-    kinds: tuple[str, ...] = field(default=KINDS, converter=tuple,
+    kinds: tuple[str, ...] = field(default=KINDS, converter=listed,
                                    validator=[_tuple_of_str, _kinds])
     action: Literal["redact", "block"] = field(default="redact",
                                                validator=v.in_(("redact", "block")))
@@ -121,12 +122,12 @@ class OutputGuardOptions:
         default="redact", validator=v.in_(("block", "redact", "fix")))
     system_prompt_leak: bool = field(default=True, validator=v.instance_of(bool))
     leak_ngram: int = field(default=8, validator=[v.instance_of(int), v.ge(3)])
-    canaries: tuple[str, ...] = field(default=(), converter=tuple, validator=_tuple_of_str)
+    canaries: tuple[str, ...] = field(default=(), converter=listed, validator=_tuple_of_str)
     pii: bool = field(default=True, validator=v.instance_of(bool))
-    pii_kinds: tuple[str, ...] = field(default=KINDS, converter=tuple,
+    pii_kinds: tuple[str, ...] = field(default=KINDS, converter=listed,
                                        validator=[_tuple_of_str, _kinds])
     json_schema: bool = field(default=True, validator=v.instance_of(bool))
-    blocked_terms: tuple[str, ...] = field(default=(), converter=tuple,
+    blocked_terms: tuple[str, ...] = field(default=(), converter=listed,
                                            validator=[_tuple_of_str, _terms])
     block_message: str = field(default="I can't share that answer.",
                                validator=v.instance_of(str))

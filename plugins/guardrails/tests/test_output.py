@@ -185,3 +185,12 @@ def test_options_are_validated() -> None:
         OutputGuardOptions(blocked_terms=("redacted",))
     with pytest.raises(ValueError, match="pii_kinds"):
         OutputGuardOptions(pii_kinds=("email", "dna"))
+
+
+@pytest.mark.parametrize("field", ["canaries", "blocked_terms", "pii_kinds"])
+def test_a_lone_string_is_no_list(field: str) -> None:
+    """``canaries="XYZ-123"`` from Python is a type error, not seven one-character canaries
+    (which every answer would contain, so every answer would be blocked)."""
+    with pytest.raises(TypeError, match="got the string 'XYZ-123'"):
+        OutputGuardOptions(**{field: "XYZ-123"})  # type: ignore[arg-type]
+    assert OutputGuardOptions(canaries=["XYZ-123"]).canaries == ("XYZ-123",)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import attrs
+from aieng_hookspecs import listed
 from attrs import validators as v
 
 from ._prompts import PROMPT_STYLES, RUBRIC
@@ -56,13 +57,6 @@ def number_in(low: float, high: float) -> Callable[[object, attrs.Attribute[floa
                              f"got {value!r}")
 
     return check
-
-
-def _names(value: Iterable[str]) -> tuple[str, ...]:
-    """A list of names as a tuple (a lone string is an error, not its letters)."""
-    if isinstance(value, str):
-        raise TypeError(f"expected a list of names, got the string {value!r}")
-    return tuple(value)
 
 
 def _criteria(instance: object, attribute: attrs.Attribute[tuple[str, ...]],
@@ -143,7 +137,7 @@ class RubricOptions:
         score alone, a few tokens: cheaper, and the score's rationale is empty).
     """
 
-    criteria: tuple[str, ...] = attrs.field(default=tuple(RUBRIC), converter=_names,
+    criteria: tuple[str, ...] = attrs.field(default=tuple(RUBRIC), converter=listed,
                                             validator=_criteria)
     custom: dict[str, str] = attrs.field(factory=dict, validator=_custom, hash=False)
     style: str = attrs.field(default="default", validator=v.in_(tuple(PROMPT_STYLES)))
@@ -210,14 +204,14 @@ class EnsembleOptions:
     :param max_chars: as ``rubric``'s.
     """
 
-    models: tuple[str, ...] = attrs.field(default=(), converter=_names,
+    models: tuple[str, ...] = attrs.field(default=(), converter=listed,
                                           validator=v.deep_iterable(v.and_(
                                               v.instance_of(str), v.min_len(1))))
     styles: tuple[str, ...] = attrs.field(default=("default", "strict", "reference"),
-                                          converter=_names, validator=_styles)
+                                          converter=listed, validator=_styles)
     aggregate: Literal["mean", "median", "majority"] = attrs.field(
         default="median", validator=v.in_(("mean", "median", "majority")))
-    criteria: tuple[str, ...] = attrs.field(default=("accuracy",), converter=_names,
+    criteria: tuple[str, ...] = attrs.field(default=("accuracy",), converter=listed,
                                             validator=_criteria)
     custom: dict[str, str] = attrs.field(factory=dict, validator=_custom, hash=False)
     temperature: float = attrs.field(default=0.0, validator=number_in(0.0, 2.0))

@@ -162,7 +162,7 @@ def test_options_are_validated() -> None:
         RubricOptions(custom={"Tone Of Voice": "x"})
     with pytest.raises(ValueError, match="no criterion"):
         RubricOptions(criteria=())
-    with pytest.raises(TypeError, match="list of names"):
+    with pytest.raises(TypeError, match="expected a list, got the string"):
         RubricOptions(criteria="accuracy")  # type: ignore[arg-type]
 
 

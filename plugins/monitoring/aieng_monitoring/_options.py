@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import attrs
+from aieng_hookspecs import listed
 
 __all__ = ["DEFAULT_LATENCY_BUCKETS", "DEFAULT_TOKEN_BUCKETS", "FeedbackOptions",
            "MonitorOptions", "Price"]
@@ -94,9 +95,9 @@ class MonitorOptions:
 
     prices: dict[str, Price] = attrs.field(factory=dict, converter=_prices, hash=False)
     latency_buckets: tuple[float, ...] = attrs.field(default=DEFAULT_LATENCY_BUCKETS,
-                                                     converter=tuple, validator=_buckets)
+                                                     converter=listed, validator=_buckets)
     tpot_buckets: tuple[float, ...] = attrs.field(default=DEFAULT_TOKEN_BUCKETS,
-                                                  converter=tuple, validator=_buckets)
+                                                  converter=listed, validator=_buckets)
     window: int = attrs.field(default=2048, validator=_window)
     log_runs: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 

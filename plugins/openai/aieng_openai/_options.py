@@ -8,6 +8,7 @@ import urllib.parse
 from typing import Literal
 
 import attrs
+from aieng_hookspecs import listed
 
 __all__ = ["OpenAIOptions"]
 
@@ -152,7 +153,7 @@ class OpenAIOptions:
 
     base_url: str = attrs.field(validator=_base_url)
     model: str = attrs.field(validator=_model)
-    models: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_models)
+    models: tuple[str, ...] = attrs.field(default=(), converter=listed, validator=_models)
     embedding_model: str | None = attrs.field(default=None, validator=_opt_str)
     api_key: str | None = attrs.field(default=None, validator=_key, repr=False)
     api_key_env: str | None = attrs.field(default=None, validator=_env_name)

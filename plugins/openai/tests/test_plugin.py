@@ -83,6 +83,13 @@ async def test_a_non_ascii_key_fails_to_load_without_showing_it(
     assert "secret" not in str(caught.value)
 
 
+def test_models_must_be_a_list() -> None:
+    """``models="gpt-4o"`` from Python is a type error, not the five models g, p, t, -, 4o."""
+    with pytest.raises(TypeError, match="got the string 'gpt-4o'"):
+        OpenAIOptions(base_url="http://127.0.0.1:9/v1", model="m",
+                      models="gpt-4o")  # type: ignore[arg-type]
+
+
 def test_options_hide_the_key() -> None:
     """The options' repr never shows the key."""
     options = OpenAIOptions(base_url="http://127.0.0.1:9/v1", model="m", api_key=API_KEY)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+from aieng_hookspecs import listed
 from attrs import validators as v
 
 __all__ = [
@@ -121,7 +122,7 @@ class Rule:
     """
 
     target: str = attrs.field(validator=_name)
-    fallbacks: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_names)
+    fallbacks: tuple[str, ...] = attrs.field(default=(), converter=listed, validator=_names)
     name: str = attrs.field(default="", validator=v.instance_of(str))
     pattern: str | None = attrs.field(default=None, validator=_valid_regex)
     ignore_case: bool = attrs.field(default=True, validator=v.instance_of(bool))
@@ -147,10 +148,10 @@ class RuleOptions:
     :param breaker: the per-backend circuit breaker.
     """
 
-    rules: tuple[Rule, ...] = attrs.field(default=(), converter=tuple,
+    rules: tuple[Rule, ...] = attrs.field(default=(), converter=listed,
                                           validator=v.deep_iterable(v.instance_of(Rule)))
     default: str | None = attrs.field(default=None, validator=_opt_name)
-    fallbacks: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_names)
+    fallbacks: tuple[str, ...] = attrs.field(default=(), converter=listed, validator=_names)
     chars_per_token: float = attrs.field(default=4.0, validator=_positive)
     breaker: BreakerOptions = attrs.field(factory=BreakerOptions,
                                           validator=v.instance_of(BreakerOptions))
@@ -200,7 +201,7 @@ class IntentOptions:
     k: int = attrs.field(default=5, validator=_int_at_least(1))
     min_similarity: float = attrs.field(default=0.3, validator=_number_in(-1.0, 1.0))
     default: str | None = attrs.field(default=None, validator=_opt_name)
-    fallbacks: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_names)
+    fallbacks: tuple[str, ...] = attrs.field(default=(), converter=listed, validator=_names)
     model: str | None = attrs.field(default=None, validator=_opt_name)
     breaker: BreakerOptions = attrs.field(factory=BreakerOptions,
                                           validator=v.instance_of(BreakerOptions))
