@@ -114,6 +114,64 @@ def test_cache_key_follows_files_and_opset(bert_dir: Path, tmp_path: Path) -> No
     assert export_key(copy, 18) != key
 
 
+def test_abandoned_scratch_is_removed(bert_dir: Path, tmp_path: Path) -> None:
+    """An export or quantization killed before its cleanup leaves its scratch folder or
+    file behind (a whole export: hundreds of MB); the next one of that kind removes those
+    of processes that are gone and untouched for a while, and nothing else: not a live
+    process's, not a fresh one (a writer in another container looks dead from here), not
+    a file of another name."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    old = time.time() - 7200  # two hours: past ABANDONED_S
+
+    def leave(path: Path, *, folder: bool, age: float | None = old) -> Path:
+        if folder:
+            path.mkdir(parents=True)
+            (path / "model.onnx").write_bytes(b"half an export")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"half a model")
+        if age is not None:
+            for item in [*path.rglob("*"), path]:
+                os.utime(item, (age, age))
+        return path
+
+    onnx = tmp_path / "onnx"
+    dead = leave(onnx / f".export-{gone.pid}-0123456789ab", folder=True)
+    fresh = leave(onnx / f".export-{gone.pid}-0123456789ac", folder=True, age=None)
+    live = leave(onnx / f".export-{os.getpid()}-0123456789ad", folder=True)
+    other = leave(onnx / ".export-notes", folder=False)
+    folder, made = export_module.exported(bert_dir, tmp_path, opset=18)
+    assert made and (folder / "model.onnx").is_file()
+    assert not dead.exists() and fresh.exists() and live.exists() and other.exists()
+    dead_int8 = leave(folder / f".int8-{gone.pid}-0123456789ab.onnx", folder=False)
+    dead_q4 = leave(folder / f".q4-{gone.pid}-0123456789ab.onnx", folder=False)
+    assert export_module.int8_variant(folder, weights="s8").is_file()
+    assert not dead_int8.exists() and dead_q4.exists()  # q4's own next run removes it
+
+
+def test_an_export_folder_without_its_model_is_replaced(bert_dir: Path,
+                                                        tmp_path: Path) -> None:
+    """An export folder whose ``model.onnx`` is gone (deleted by hand to export again,
+    copied in half) is exported again and replaced, its variants with it (they were made
+    from the model that is gone); it used to fail every load with "Directory not empty"."""
+    folder, made = export_module.exported(bert_dir, tmp_path, opset=18)
+    int8 = export_module.int8_variant(folder, weights="s8")
+    (folder / "model.onnx").unlink()
+    with structlog.testing.capture_logs() as logs:
+        again, made = export_module.exported(bert_dir, tmp_path, opset=18)
+    assert again == folder and made and (folder / "model.onnx").is_file()
+    assert not int8.exists()
+    assert [p.name for p in (tmp_path / "onnx").iterdir()] == [folder.name]
+    assert [e for e in logs if e["event"] == "onnx.export_replaced"]
+    assert export_module.exported(bert_dir, tmp_path, opset=18) == (folder, False)
+
+
 def test_provider_fallback_reported(bert_dir: Path, tmp_path: Path) -> None:
     """The session tries TensorRT, CUDA, then the CPU and reports what it really got:
     ``providers`` ends with the CPU, and a fallback from the first choice is logged."""
@@ -183,6 +241,25 @@ def test_options_are_checked() -> None:
     with pytest.raises(ValueError):
         MiniLMOnnxOptions(providers=("rocm",))  # type: ignore[arg-type]
     assert MiniLMOnnxOptions(providers=["cpu"]).providers == ("cpu",)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["batch_size", "max_length", "intra_op_threads", "workers",
+                                  "max_batch", "max_wait_ms"])
+def test_booleans_are_no_numbers(name: str) -> None:
+    """A pipeline file's ``batch_size = true`` is an error, not a batch of 1 (``bool`` is an
+    ``int`` to Python); so for every count of the three components' options."""
+    from aieng_onnx import OrtInt8Options, SmolLM2OnnxOptions
+
+    with pytest.raises(TypeError, match=name):
+        MiniLMOnnxOptions(**{name: True})  # type: ignore[arg-type]
+    if name == "intra_op_threads":
+        for options in (OrtInt8Options, SmolLM2OnnxOptions):
+            with pytest.raises(TypeError, match=name):
+                options(intra_op_threads=False)  # type: ignore[call-arg,arg-type]
+    if name == "max_wait_ms":
+        with pytest.raises(TypeError, match=name):
+            MiniLMOnnxOptions(max_wait_ms="5")  # type: ignore[arg-type]
+        assert MiniLMOnnxOptions(max_wait_ms=2).max_wait_ms == 2.0
 
 
 def test_tensorrt_engines_kept_per_export(tmp_path: Path,

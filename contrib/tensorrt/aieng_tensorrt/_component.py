@@ -165,9 +165,16 @@ class MiniLMTensorRT:
 
     @hookimpl
     async def aieng_embed(self, texts: Sequence[str], model: str | None) -> Any:
-        """One unit vector per text, in order (``None`` for another model)."""
+        """One unit vector per text, in order (``None`` for another model).
+
+        :raises TypeError: for one string instead of a sequence of them (it would embed
+            each character), or a text that is not a string.
+        """
         if model not in (None, self.options.model):
             return None
+        if isinstance(texts, (str, bytes)):
+            raise TypeError(f"aieng_embed takes a sequence of strings, not one "
+                            f"{type(texts).__name__}: wrap it in a list ({texts!r:.40})")
         loaded = await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
         if not texts:
             return []

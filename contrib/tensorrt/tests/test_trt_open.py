@@ -373,3 +373,19 @@ def test_nasty_texts_encode(model_dir: Path) -> None:
     assert loaded.encode(["", ""]).shape == (2, 6)
     with pytest.raises(TypeError, match="embeds strings, got int"):
         loaded.encode(["dog", 3])  # type: ignore[list-item]
+
+
+@pytest.mark.anyio
+async def test_one_string_is_refused_not_embedded_per_character(model_dir: Path) -> None:
+    """``aieng_embed("the cat", ...)`` (a string where a list belongs) is a TypeError, as
+    with the other embedders, not one vector per character."""
+    from tokenizers import Tokenizer
+
+    embedder = MiniLMTensorRT(TensorRTOptions(onnx_path=str(model_dir / "model.onnx")))
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    embedder._loaded = _Loaded(_TableRunner(), tokenizer, torch,  # type: ignore[arg-type]
+                               ShapeProfile(1, 2, 4, 1, 8, 16))
+    with pytest.raises(TypeError, match="sequence of strings"):
+        await embedder.aieng_embed("the cat", None)
+    vectors = await embedder.aieng_embed(["the cat"], None)
+    assert vectors.shape == (1, 6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable
@@ -49,10 +50,18 @@ def _collection(instance: object, attribute: attrs.Attribute[str], value: str) -
 def _url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str):
         raise TypeError(f"url must be a string, got {value!r}")
-    match = re.fullmatch(r"https?://[^/\s:]+(?::(\d{1,5}))?/?", value)
+    # A host name, an IPv4 address or a bracketed IPv6 one ([::1]), then an optional port.
+    match = re.fullmatch(r"https?://(?:[^/\s:@?#\[\]]+|\[([0-9A-Fa-f:.]+)\])(?::(\d{1,5}))?/?",
+                         value)
+    if match and match[1] is not None:
+        try:
+            ipaddress.IPv6Address(match[1])
+        except ValueError:
+            match = None
     if value and not match:
-        raise ValueError(f"url must look like http://host:8080 or https://host, got {value!r}")
-    if match and match[1] is not None and not 1 <= int(match[1]) <= 65535:
+        raise ValueError(f"url must look like http://host:8080, https://host or "
+                         f"http://[::1]:8080, got {value!r}")
+    if match and match[2] is not None and not 1 <= int(match[2]) <= 65535:
         raise ValueError(f"url's port must be in [1, 65535], got {value!r}")
 
 

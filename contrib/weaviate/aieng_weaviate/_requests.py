@@ -8,6 +8,7 @@ importing this module costs nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import uuid
@@ -54,8 +55,16 @@ _NAMESPACE = uuid.UUID("6f0c3b9e-5a4d-5d8e-9b1a-3e7c2f4a1d0b")
 
 
 def object_uuid(doc_id: str) -> str:
-    """The Weaviate object UUID of a document id: deterministic (uuid5), so upserts work."""
-    return str(uuid.uuid5(_NAMESPACE, doc_id))
+    """The Weaviate object UUID of a document id: deterministic (uuid5), so upserts work.
+
+    The id's UTF-8 bytes are hashed; a lone surrogate (a file name decoded with
+    ``surrogateescape``) keeps its own three bytes (``surrogatepass``), which no valid
+    string encodes to, so distinct ids keep distinct UUIDs.
+    """
+    # uuid.uuid5 itself, which takes no bytes before Python 3.12.
+    name = doc_id.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha1(_NAMESPACE.bytes + name, usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 def _searchable(text: str) -> str:
@@ -85,14 +94,27 @@ def canonical_json(value: Any) -> str:
                       ensure_ascii=True)
 
 
+def _key_term(key: str) -> str:
+    """A metadata key as gRPC can carry it: itself, or, when it holds a lone surrogate
+    (UTF-8 cannot encode it and protobuf refuses it), its JSON string (``"\\udc80"``),
+    so that distinct keys keep distinct terms."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(key, ensure_ascii=True)
+    return key
+
+
 def metadata_terms(metadata: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """The ``meta`` and ``meta_keys`` property values of a document's metadata.
 
     ``meta`` holds ``key=<canonical JSON>`` per key (field-tokenized, so a filter matches
-    whole terms only); ``meta_keys`` the keys whose value is not null.
+    whole terms only); ``meta_keys`` the keys whose value is not null. A key with a lone
+    surrogate is written as its JSON string (:func:`where` looks it up so too).
     """
-    terms = [f"{key}={canonical_json(value)}" for key, value in sorted(metadata.items())]
-    keys = sorted(key for key, value in metadata.items() if value is not None)
+    terms = [f"{_key_term(key)}={canonical_json(value)}"
+             for key, value in sorted(metadata.items())]
+    keys = sorted(_key_term(key) for key, value in metadata.items() if value is not None)
     return terms, keys
 
 
@@ -128,12 +150,18 @@ def data_objects(documents: Sequence[Document],
                  vectors: Sequence[Sequence[float]] | None) -> list[DataObject[Any, Any]]:
     """The insert batch of ``documents`` (with their ``vectors``, in order, when given).
 
-    :raises ValueError: when the vectors do not match the documents one to one.
+    :raises ValueError: when the vectors do not match the documents one to one, or one
+        holds NaN or an infinity (Weaviate's gRPC batches store those, and they corrupt
+        its HNSW index without a word).
     """
     from weaviate.classes.data import DataObject
 
     if vectors is not None and len(vectors) != len(documents):
         raise ValueError(f"{len(vectors)} vectors for {len(documents)} documents")
+    for position, doc in enumerate(documents):
+        if vectors is not None and not all(math.isfinite(x) for x in vectors[position]):
+            raise ValueError(f"the embedder returned a vector with NaN or infinite values "
+                             f"for document {doc.id!r}")
     batch: list[DataObject[Any, Any]] = []
     for position, doc in enumerate(documents):
         meta, meta_keys = metadata_terms(doc.metadata)
@@ -166,10 +194,10 @@ def where(filters: Mapping[str, Any]) -> _Filters | None:
     parts: list[_Filters] = []
     for key, value in sorted(filters.items()):
         if value is None:
-            parts.append(Filter.by_property("meta_keys").contains_none([key]))
+            parts.append(Filter.by_property("meta_keys").contains_none([_key_term(key)]))
         else:
             parts.append(Filter.by_property("meta").contains_any(
-                [f"{key}={canonical_json(value)}"]))
+                [f"{_key_term(key)}={canonical_json(value)}"]))
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else Filter.all_of(parts)
@@ -277,6 +305,8 @@ def connection_params(options: WeaviateOptions,
     parts = urlsplit(url)
     secure = parts.scheme == "https"
     host = parts.hostname or ""
+    if ":" in host:  # IPv6: the client writes f"{host}:{port}" for HTTP and gRPC alike
+        host = f"[{host}]"
     auth = None
     if options.api_key_env:
         key = environ.get(options.api_key_env, "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import httpx
 import pytest
 from aieng_hookspecs.types import Document, Hit
 from aieng_weaviate import WeaviateOptions
@@ -22,12 +23,14 @@ from aieng_weaviate._requests import (
     where,
 )
 from hypothesis import given
+from hypothesis import strategies as st
 from weaviate.classes.config import Configure, DataType, Property, Tokenization
 from weaviate.classes.data import DataObject
 from weaviate.classes.init import AdditionalConfig, Auth
 from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
 from weaviate.collections.classes.filters import _FilterAnd, _FilterValue, _Operator
 from weaviate.collections.classes.internal import MetadataReturn, Object
+from weaviate.proto.v1 import base_pb2
 
 from aieng_core.testing import strategies as aist
 
@@ -69,6 +72,41 @@ def test_data_objects_carry_uuid_vector_and_exact_document() -> None:
     assert json.loads(props[STORED])["text"] == docs[0].text
     with pytest.raises(ValueError, match="1 vectors for 2 documents"):
         data_objects(docs, [[1.0]])
+
+
+@given(st.text())
+def test_object_uuid_of_a_valid_id_is_uuid5(doc_id: str) -> None:
+    """Valid ids keep the UUIDs ``uuid.uuid5`` gives them (existing collections)."""
+    namespace = uuid.UUID("6f0c3b9e-5a4d-5d8e-9b1a-3e7c2f4a1d0b")
+    assert object_uuid(doc_id) == str(uuid.uuid5(namespace, doc_id))
+
+
+def _carried(values: list[str]) -> None:
+    # What a batch insert or a filter sends: protobuf strings, which must be UTF-8.
+    base_pb2.TextArrayProperties(prop_name="meta", values=values).SerializeToString()
+
+
+def test_lone_surrogates_in_ids_and_metadata_keys_can_be_sent() -> None:
+    """A document id or metadata key with a lone surrogate (a file name decoded with
+    ``surrogateescape``) gets a UUID, terms gRPC can carry and filters that find it; two
+    such keys or ids stay distinct."""
+    one, two = "k" + chr(0xDC80), "k" + chr(0xDC81)  # two keys, two lone surrogates
+    doc = Document(id="f" + chr(0xDC80), text="x", metadata={one: 1, two: None})
+    [obj] = data_objects([doc], None)
+    assert uuid.UUID(object_uuid(doc.id)).version == 5
+    assert object_uuid(doc.id) != object_uuid("f" + chr(0xDC81)) != object_uuid("f?")
+    props = obj.properties
+    _carried(props["meta"])
+    _carried(props["meta_keys"])
+    found, other, null = where({one: 1}), where({two: 1}), where({two: None})
+    assert isinstance(found, _FilterValue) and isinstance(other, _FilterValue)
+    assert isinstance(null, _FilterValue)
+    _carried([*found.value, *other.value, *null.value])
+    assert found.value[0] in props["meta"] and other.value[0] not in props["meta"]
+    assert null.value[0] not in props["meta_keys"]  # the null key matches {two: None}
+    assert where({one: None}).value[0] in props["meta_keys"]  # type: ignore[union-attr]
+    delete = delete_filter([doc.id])
+    assert delete.value == [object_uuid(doc.id)]  # type: ignore[union-attr]
 
 
 def test_where_builds_contains_any_on_canonical_terms() -> None:
@@ -200,6 +238,27 @@ def test_connection_params_from_env_and_auth() -> None:
     assert isinstance(params["additional_config"], AdditionalConfig)
     plain = connection_params(WeaviateOptions(url="http://localhost"), {})
     assert plain["http_port"] == 80 and plain["auth_credentials"] is None
+
+
+@pytest.mark.parametrize(("url", "host", "port"), [
+    ("http://[::1]:8080", "[::1]", 8080),
+    ("https://[2001:db8::7]", "[2001:db8::7]", 443),
+    ("http://[::ffff:127.0.0.1]:8080/", "[::ffff:127.0.0.1]", 8080),
+])
+def test_connection_params_ipv6(url: str, host: str, port: int) -> None:
+    """An IPv6 address in brackets is a valid ``url``, and reaches the client bracketed:
+    it writes ``{host}:{port}`` for its HTTP URL and its gRPC target alike."""
+    from weaviate.connect.base import ConnectionParams
+
+    params = connection_params(WeaviateOptions(url=url), {})
+    assert params["http_host"] == params["grpc_host"] == host
+    assert params["http_port"] == port
+    made = ConnectionParams.from_params(**{k: v for k, v in params.items()
+                                           if k.startswith(("http_", "grpc_"))})
+    scheme = "https" if url.startswith("https") else "http"
+    assert made._http_url == f"{scheme}://{host}:{port}"
+    assert httpx.URL(made._http_url).host == host.strip("[]")
+    assert made._grpc_target == f"{host}:50051"
 
 
 def test_connection_params_errors() -> None:

@@ -151,6 +151,24 @@ async def test_refused_documents_fail_the_index_call() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+async def test_non_finite_vectors_are_refused_before_sending(bad: float) -> None:
+    """An embedder's NaN or infinite vector fails the index call naming the document and
+    nothing is written: Weaviate's gRPC batch path stores such vectors and they silently
+    corrupt its HNSW index (weaviate/weaviate#11434)."""
+    client = _Client()
+
+    def embed(texts: Sequence[str], model: str | None) -> list[list[float]]:
+        return [[1.0, bad] if "dense" in text else [1.0, 0.0] for text in texts]
+
+    store = WeaviateStore(WeaviateOptions(), embedder=embed, client=client)
+    with pytest.raises(ValueError, match=r"NaN or infinite values for document 'b'"):
+        await store.aieng_index(DOCS)
+    assert client.collections.stored == {}
+    assert await store.aieng_index(DOCS[:1]) == 1
+
+
+@pytest.mark.anyio
 async def test_open_without_a_server_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
     """With neither ``url`` nor ``AIENG_WEAVIATE_URL`` the store fails before connecting."""
     monkeypatch.delenv("AIENG_WEAVIATE_URL", raising=False)
@@ -167,6 +185,12 @@ async def test_open_without_a_server_says_what_to_set(monkeypatch: pytest.Monkey
     ("url", "localhost:8080", "url must look like"),
     ("url", "http://localhost:99999", "url's port must be in"),
     ("url", "http://localhost:0", "url's port must be in"),
+    ("url", "http://[::1]:0", "url's port must be in"),
+    ("url", "http://[::1::]:8080", "url must look like"),
+    ("url", "http://[localhost]:8080", "url must look like"),
+    ("url", "http://::1:8080", "url must look like"),
+    ("url", "http://user@host:8080", "url must look like"),
+    ("url", "http://host?x=1", "url must look like"),
     ("api_key_env", "MY KEY", "api_key_env"),
     ("grpc_port", 0, "grpc_port"),
     ("batch_size", 0, "batch_size"),
