@@ -78,7 +78,7 @@ class _BadInput(click.ClickException):
 
 def _fail(exc: BaseException) -> click.ClickException:
     """Our errors, the kernel's and bad datasets as clean exits (2 for bad input)."""
-    if type(exc).__name__ in ("ConfigError", "DatasetError"):
+    if type(exc).__name__ in ("ConfigError", "DatasetError", "PipelineFileError"):
         return _BadInput(str(exc))
     return click.ClickException(str(exc))
 

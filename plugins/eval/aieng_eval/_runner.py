@@ -36,6 +36,11 @@ class EvalError(Exception):
     """An evaluation cannot start or continue (say, a run directory of another pipeline)."""
 
 
+class PipelineFileError(EvalError):
+    """The pipeline file cannot be read (missing, a folder, no permission): bad input, as a
+    malformed pipeline file is (``aieng eval`` exits 2)."""
+
+
 @attrs.frozen
 class EvalRun:
     """The outcome of :func:`run_eval`.
@@ -74,7 +79,8 @@ def _source_info(source: PipelineSource) -> dict[str, Any]:
     try:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as exc:
-        raise EvalError(f"{path}: cannot read the pipeline file: {exc.strerror}") from None
+        raise PipelineFileError(f"{path}: cannot read the pipeline file: {exc.strerror}") \
+            from None
     return {"path": str(path.resolve()), "sha256": digest}
 
 

@@ -154,6 +154,10 @@ def test_bad_pipeline_and_foreign_run_dir(tmp_path: Path) -> None:
                    'mood = "x"\n')
     result = kit.invoke(str(bad), str(ds), "--out", str(tmp_path / "r"), "-q")
     assert result.exit_code == 2 and "components.llm" in result.output
+    missing = tmp_path / "missing.toml"
+    result = kit.invoke(str(missing), str(ds), "--out", str(tmp_path / "r"), "-q")
+    assert result.exit_code == 2
+    assert f"{missing}: cannot read the pipeline file" in result.output
     out = str(tmp_path / "run")
     assert kit.invoke(str(kit.pipeline_file(tmp_path)), str(ds), "--out", out,
                       "-q").exit_code == 0
