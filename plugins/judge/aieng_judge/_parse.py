@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 __all__ = [
     "JudgeParseError",
@@ -19,7 +20,6 @@ __all__ = [
     "parse_winner",
 ]
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 # ``Score: 4``, ``**Rating**: [[5]]``, ``Score (1-5) = 4/5``, ``score is 4``, ``score of 4``;
 # the ``label`` group is set for the labelled forms (a colon, ``=`` or ``is``).
 _SCORE_TEXT = re.compile(
@@ -55,6 +55,7 @@ _YES_NO = re.compile(r"^\W*(yes|no|true|false|supported|unsupported|not supporte
 _SUPPORT_TEXT = re.compile(r"\bsupported\b\**\s*(?::|=|is)\s*\W*(yes|no|true|false)\b",
                            re.IGNORECASE)
 _EXCERPT = 120
+_V = TypeVar("_V")
 
 
 class JudgeParseError(ValueError):
@@ -67,29 +68,51 @@ def _excerpt(text: str) -> str:
 
 
 def find_json_objects(text: str) -> list[dict[str, Any]]:
-    """Every JSON object in ``text``: fenced blocks first, then the text itself, then each
-    object that starts at a ``{`` of the text (prose around JSON is common)."""
+    """Every JSON object in ``text``, in order: the text itself when it is one, else each
+    object that starts at a ``{`` outside an object already found (prose, fences and
+    echoed examples around the answer are common)."""
+    stripped = text.strip()
+    try:
+        whole = json.loads(stripped)
+    except ValueError:
+        whole = None
+    if isinstance(whole, dict):
+        return [whole]
     found: list[dict[str, Any]] = []
     decoder = json.JSONDecoder()
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    for candidate in candidates:
-        stripped = candidate.strip()
+    position = 0
+    while (start := stripped.find("{", position)) >= 0:
         try:
-            value = json.loads(stripped)
+            value, end = decoder.raw_decode(stripped, start)
         except ValueError:
-            value = None
+            position = start + 1
+            continue
         if isinstance(value, dict):
             found.append(value)
-            continue
-        for match in re.finditer(r"\{", stripped):
-            try:
-                value, _ = decoder.raw_decode(stripped, match.start())
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                found.append(value)
-                break
+            position = end
+        else:
+            position = start + 1
     return found
+
+
+def _last_verdict(text: str, read: Callable[[dict[str, Any]], _V | None]) -> _V | None:
+    """The verdict of the last JSON object in ``text`` that gives a readable one: a judge
+    may echo the prompt's format (``{"score": "<1-5>"}``) or an example before its answer.
+    ``read`` returns ``None`` for an object without the verdict's key and raises
+    :class:`JudgeParseError` for an unreadable value; that error is raised only when no
+    object gives a verdict."""
+    problem: JudgeParseError | None = None
+    for obj in reversed(find_json_objects(text)):
+        try:
+            verdict = read(_lower_keys(obj))
+        except JudgeParseError as exc:
+            problem = problem or exc
+            continue
+        if verdict is not None:
+            return verdict
+    if problem is not None:
+        raise problem
+    return None
 
 
 def _lower_keys(obj: dict[str, Any]) -> dict[str, Any]:
@@ -183,15 +206,18 @@ def parse_score(text: str, low: int, high: int) -> tuple[int, str]:
     :raises JudgeParseError: no score, a non-integral or non-finite one, one outside
         ``low..high``, or a fraction out of another number than ``high`` (``2/10``).
     """
-    for obj in find_json_objects(text):
-        lowered = _lower_keys(obj)
+    def read(lowered: dict[str, Any]) -> tuple[float, str] | None:
         if "score" not in lowered:
-            continue
+            return None
         value = _number(lowered["score"], high)
         if value is None:
             raise JudgeParseError(f"the JSON's score must be a number from {low} to {high}, "
                                   f"got {lowered['score']!r}")
-        return _checked_score(value, low, high), _rationale(lowered)
+        return value, _rationale(lowered)
+
+    given = _last_verdict(text, read)
+    if given is not None:  # the last readable score counts, in range or not
+        return _checked_score(given[0], low, high), given[1]
     match = _prose_verdict(text, high)
     if match is not None:
         score, denominator = match
@@ -215,8 +241,7 @@ def parse_winner(text: str) -> tuple[str, str]:
 
     :raises JudgeParseError: no verdict, or contradictory ones (``[[A]]`` and ``[[B]]``).
     """
-    for obj in find_json_objects(text):
-        lowered = _lower_keys(obj)
+    def read(lowered: dict[str, Any]) -> tuple[str, str] | None:
         for key in ("winner", "verdict", "better", "preferred"):
             if key in lowered:
                 value = str(lowered[key]).strip().lower().strip("[]() ")
@@ -227,6 +252,11 @@ def parse_winner(text: str) -> tuple[str, str]:
                     return _WINNERS[value], _rationale(lowered)
                 raise JudgeParseError(f'the JSON\'s {key} must be "A", "B" or "tie", '
                                       f"got {lowered[key]!r}")
+        return None
+
+    given = _last_verdict(text, read)
+    if given is not None:
+        return given
     brackets = {_WINNERS[m.group(1).lower()] for m in _BRACKETS.finditer(text)}
     if len(brackets) > 1:
         raise JudgeParseError(f"contradictory verdicts {sorted(brackets)} in one answer")
@@ -254,14 +284,18 @@ def parse_support(text: str) -> tuple[bool, str]:
 
     :raises JudgeParseError: no yes / no found.
     """
-    for obj in find_json_objects(text):
-        lowered = _lower_keys(obj)
-        if "supported" in lowered:
-            value = lowered["supported"]
-            key = str(value).strip().lower() if not isinstance(value, bool) else str(value).lower()
-            if key in _SUPPORT:
-                return _SUPPORT[key], _rationale(lowered)
-            raise JudgeParseError(f'the JSON\'s supported must be "yes" or "no", got {value!r}')
+    def read(lowered: dict[str, Any]) -> tuple[bool, str] | None:
+        if "supported" not in lowered:
+            return None
+        value = lowered["supported"]
+        key = str(value).strip().lower() if not isinstance(value, bool) else str(value).lower()
+        if key in _SUPPORT:
+            return _SUPPORT[key], _rationale(lowered)
+        raise JudgeParseError(f'the JSON\'s supported must be "yes" or "no", got {value!r}')
+
+    given = _last_verdict(text, read)
+    if given is not None:
+        return given
     # "Supported: no" starts with a word that reads as yes: the labelled form goes first.
     for pattern in (_SUPPORT_TEXT, _YES_NO):
         match = pattern.search(text)

@@ -170,6 +170,32 @@ def test_support_errors() -> None:
 
 
 def test_find_json_objects_skips_non_objects() -> None:
-    """Arrays and broken JSON are skipped; the first object after them is found."""
+    """Arrays and broken JSON are skipped; every top-level object is found, in order."""
     assert find_json_objects('[1, 2] {"a": 1') == []
-    assert find_json_objects('[1] {"a": {"b": 2}} {"c": 3}') == [{"a": {"b": 2}}]
+    assert find_json_objects('[1] {"a": {"b": 2}} {"c": 3}') == [{"a": {"b": 2}}, {"c": 3}]
+    assert find_json_objects('{"a": 1 {"b": 2}') == [{"b": 2}]
+
+
+_ECHOED = 'Answer in this format: {"score": "<1-5>", "rationale": "..."}\n'
+
+
+@pytest.mark.parametrize(("text", "score"), [
+    (_ECHOED + '{"score": 4, "rationale": "r"}', 4),
+    ('For example {"score": 1} means wrong.\n```json\n{"score": 4}\n```', 4),
+    ('{"score": 2}\nOn reflection: {"score": 3}', 3),
+])
+def test_json_verdict_is_the_last_readable_one(text: str, score: int) -> None:
+    """An echoed format (a placeholder score) or an example before the answer is not the
+    verdict: the last JSON object with a readable score is."""
+    assert parse_score(text, 1, 5)[0] == score
+
+
+def test_json_verdict_last_readable_decides_even_out_of_scale() -> None:
+    """The last readable score is the verdict: out of scale it fails, with no fallback to
+    an earlier one; an object with only a placeholder fails as before."""
+    with pytest.raises(JudgeParseError, match="got 9"):
+        parse_score('{"score": 2} ... {"score": 9}', 1, 5)
+    with pytest.raises(JudgeParseError, match="must be a number"):
+        parse_score(_ECHOED, 1, 5)
+    assert parse_winner('Format: {"winner": "A|B|tie"}\n{"winner": "B"}')[0] == "b"
+    assert parse_support('Like {"supported": "yes|no"} -> {"supported": "no"}')[0] is False
