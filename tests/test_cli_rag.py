@@ -80,6 +80,15 @@ def test_index_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     assert code == 2 and "does not exist" in err
 
 
+def test_index_into_a_pipeline_without_an_index_is_a_usage_error(tmp_path: Path) -> None:
+    """A pipeline no component of which indexes is refused, not "0 written" and exit 0."""
+    (tmp_path / "x.md").write_text("# One\n\nfirst\n")
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(PIPELINE.replace('[components.docs]\nuse = "memory"\n', ""))
+    code, _, err = invoke("index", str(pipeline), str(tmp_path / "x.md"))
+    assert code == 2 and "no component indexes documents" in err
+
+
 def test_ask_max_tokens_limits_the_answer(tmp_path: Path) -> None:
     """--max-tokens reaches the backend: the extractive answer is cut to that many words."""
     docs = tmp_path / "docs"

@@ -54,6 +54,9 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
     async def go() -> tuple[int, int, int]:
         async with kernel:
             built = kernel.load_pipeline(pipeline)
+            if not built.dispatcher.impls("aieng_index"):
+                raise click.UsageError(f"{pipeline}: no component indexes documents "
+                                       "(none implements aieng_index): nothing to index into")
             readers = {s: r.reader for s, r in kernel.registry.readers.items()}
             try:
                 files = list(iter_files(*paths, readers=readers))
