@@ -256,3 +256,34 @@ def test_run_prints_the_answer_as_it_is(tmp_path: Path) -> None:
     assert code == 0, err
     assert out.splitlines()[0] == f"{SENTENCE} [1]"
     assert f"{docs / 'keys.md'}#0 Keys" in out
+
+
+def test_a_plugin_command_cannot_shadow_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin adding a command a built-in (or an earlier plugin) has is refused with a
+    message: `aieng run` runs the built-in (looked up before plugins load), so --help
+    describing the plugin's would lie; its other commands are added."""
+    from aieng_hookspecs import hookimpl
+
+    from aieng_core import Kernel
+    from aieng_core.cli._app import _Root
+
+    class Clash:
+        @hookimpl
+        def aieng_register_commands(self, cli: click.Group) -> None:
+            cli.add_command(click.Command("run", help="the plugin's run"))
+            cli.add_command(click.Command("clash-own", help="the plugin's own"))
+
+    kernel = Kernel(env={}, entry_points=[]).load()
+    kernel.registry.plugin_manager.register(Clash(), name="clash")
+    monkeypatch.setattr(_Root, "_plugins_added", False)
+    builtin_run = cli.commands["run"]
+    try:
+        result = CliRunner().invoke(cli, ["--help"], obj={"kernel": kernel})
+        assert result.exit_code == 0, result.output
+        assert "plugin 'clash' adds a command 'run' that 'aieng' already has" in result.stderr
+        assert cli.commands["run"] is builtin_run
+        assert "clash-own" in result.stdout
+    finally:
+        cli.commands["run"] = builtin_run
+        cli.commands.pop("clash-own", None)
+        monkeypatch.setattr(cli, "_plugins_added", False, raising=False)

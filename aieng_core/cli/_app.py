@@ -32,13 +32,24 @@ class _Root(click.Group):
         self._plugins_added = True
         kernel = _kernel(ctx)
         pm = kernel.registry.plugin_manager
+        owners = dict.fromkeys(self.commands, "aieng")  # command name -> who added it
         for impl in pm.hook.aieng_register_commands.get_hookimpls():
+            before = dict(self.commands)
             try:
                 run_registration(impl.function, "aieng_register_commands",
                                  [self for _ in impl.argnames])
             except Exception as exc:  # a plugin's CLI error must not break the CLI
                 click.echo(f"aieng: plugin {impl.plugin_name!r} failed to add commands: "
                            f"{type(exc).__name__}: {exc}", err=True)
+            for name, command in list(self.commands.items()):
+                if name in before and before[name] is not command:
+                    # The first one stays: `aieng NAME` runs it (looked up before plugins
+                    # load), so --help must not describe another.
+                    self.commands[name] = before[name]
+                    click.echo(f"aieng: plugin {impl.plugin_name!r} adds a command "
+                               f"{name!r} that {owners[name]!r} already has; ignored",
+                               err=True)
+                owners.setdefault(name, impl.plugin_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._add_plugin_commands(ctx)
