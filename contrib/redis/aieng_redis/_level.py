@@ -34,6 +34,8 @@ def _where(url: str) -> str:
     if parts.scheme == "unix":
         return f"unix:{parts.path}"
     host = parts.hostname or "localhost"
+    if ":" in host:  # IPv6: bracketed as in the URL, else its port reads as part of it
+        host = f"[{host}]"
     return f"{host}:{parts.port or 6379}{parts.path or '/0'}"
 
 
@@ -92,6 +94,13 @@ class RedisLevel:
         self.url = url
         self.prefix = prefix
         self.client = client
+        self._closed = False
+
+    def _open_client(self) -> Redis:
+        # redis-py reconnects a closed client on its next call: connections nobody closes.
+        if self._closed:
+            raise RuntimeError(f"the Redis level at {_where(self.url)} is closed")
+        return self.client
 
     def _unavailable(self, exc: BaseException) -> RedisUnavailable:
         return RedisUnavailable(
@@ -104,7 +113,7 @@ class RedisLevel:
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         try:
-            return await getattr(self.client, method)(*args, **kwargs)
+            return await getattr(self._open_client(), method)(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise self._unavailable(exc) from exc
 
@@ -122,8 +131,9 @@ class RedisLevel:
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         name = self.prefix + key
+        client = self._open_client()
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
+            async with client.pipeline(transaction=False) as pipe:
                 pipe.get(name)
                 pipe.pttl(name)
                 value, pttl = await pipe.execute(raise_on_error=False)
@@ -178,5 +188,8 @@ class RedisLevel:
                 break
 
     async def aclose(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections (once); later calls raise ``RuntimeError``."""
+        if self._closed:
+            return
+        self._closed = True
         await self.client.aclose(close_connection_pool=True)

@@ -332,3 +332,39 @@ def test_a_database_that_is_no_number_fails_to_build(path: str) -> None:
     with pytest.raises(ValueError, match="database") as info:
         RedisLevel(f"redis://:s3cret@127.0.0.1:6379{path}")
     assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(("url", "where"), [
+    ("redis://[::1]:6380/cache", "[::1]:6380/cache"),
+    ("redis://:s3cret@[FE80::1]/cache", "[fe80::1]:6379/cache"),
+    ("rediss://u:s3cret@cache.example/x", "cache.example:6379/x"),
+])
+def test_messages_name_an_ipv6_server_in_brackets(url: str, where: str) -> None:
+    """An IPv6 server is named ``[::1]:6380/db`` in messages, as in its URL, not the
+    unreadable ``::1:6380``; never with the credentials."""
+    with pytest.raises(ValueError, match="database") as info:
+        RedisLevel(url)
+    assert str(info.value).endswith(f" in {where}") and "s3cret" not in str(info.value)
+
+
+async def test_a_closed_level_is_a_clear_error_not_a_new_connection(
+    redis_url: str, prefix: str, client: Redis
+) -> None:
+    """After ``aclose`` every call fails saying the level is closed, as the SQLite level
+    does, instead of redis-py silently opening new connections nobody closes; closing
+    again is harmless."""
+    level = RedisLevel(redis_url, prefix)
+    await level.put("k", "v", kind="chat", now=0.0, expires_at=math.inf)
+    await level.aclose()
+    calls: list[Callable[[], Any]] = [
+        level.ping,
+        lambda: level.get("k", 0.0),
+        lambda: level.put("k", "w", kind="chat", now=0.0, expires_at=math.inf),
+        lambda: level.delete("k"),
+        level.clear,
+    ]
+    for call in calls:
+        with pytest.raises(RuntimeError, match=r"Redis level at 127\.0\.0\.1:\d+/0 is closed"):
+            await call()
+    await level.aclose()
+    assert await client.get(prefix + "k") == b"v"  # nothing was written or deleted

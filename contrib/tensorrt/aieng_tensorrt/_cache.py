@@ -5,15 +5,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import re
+import stat
+import time
+import uuid
 from pathlib import Path
+
+import structlog
 
 from ._profile import ShapeProfile
 
-__all__ = ["CACHE_FORMAT", "EngineCache", "engine_cache_key", "onnx_digest"]
+__all__ = ["ABANDONED_S", "CACHE_FORMAT", "EngineCache", "engine_cache_key", "onnx_digest",
+           "remove_abandoned"]
+
+log = structlog.get_logger(__name__)
 
 #: Bumped when the key's parts or the cache layout change.
 CACHE_FORMAT = 1
+#: How long a dead process's scratch engine must have been left untouched before it is
+#: removed (seconds).
+ABANDONED_S = 600.0
+# A scratch engine: ``.engine-<pid>-<random>.tmp`` (the scratch names of aieng-onnx).
+_SCRATCH = re.compile(r"\.engine-(?P<pid>[0-9]+)-[0-9a-f]{12}\.tmp")
 
 
 def onnx_digest(path: Path) -> str:
@@ -57,19 +70,66 @@ class EngineCache:
             return None
 
     def store(self, key: str, engine: bytes) -> Path:
-        """Write the engine of ``key`` (a temporary file renamed into place, so a reader
-        never sees half an engine)."""
+        """Write the engine of ``key`` (a scratch file ``.engine-<pid>-<random>.tmp``
+        renamed into place, so a reader never sees half an engine).
+
+        Not ``tempfile``: its files are private (0600), and the cache is shared by the
+        user's processes under their umask. Scratch files of processes that are gone
+        (killed mid-write) are removed first (:func:`remove_abandoned`).
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        remove_abandoned(self.folder)
+        scratch = self.folder / f".engine-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with scratch.open("xb") as handle:
                 handle.write(engine)
                 # On disk before the rename: a crash must not leave an empty engine
                 # under the key's name.
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, self.path(key))
+            os.replace(scratch, self.path(key))
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            scratch.unlink(missing_ok=True)
             raise
         return self.path(key)
+
+
+def remove_abandoned(folder: Path) -> int:
+    """Remove the scratch engines in ``folder`` whose process is gone and which were left
+    untouched for :data:`ABANDONED_S` seconds: a writer in another PID namespace sharing
+    the cache (a container) looks dead from here, so a fresh scratch is never touched.
+    Returns how many were removed."""
+    now, removed = time.time(), 0
+    try:
+        entries = list(folder.glob(".engine-*.tmp"))
+    except OSError:  # no folder yet, or not readable: nothing to clean
+        return 0
+    for scratch in entries:
+        match = _SCRATCH.fullmatch(scratch.name)
+        if match is None or _alive(int(match["pid"])):
+            continue
+        try:
+            info = scratch.lstat()
+        except OSError:  # removed meanwhile
+            continue
+        if now - info.st_mtime <= ABANDONED_S or not stat.S_ISREG(info.st_mode):
+            continue
+        try:
+            scratch.unlink()
+        except OSError:  # removed first by another process, or not ours to remove
+            continue
+        removed += 1
+        log.info("tensorrt.abandoned_scratch_removed", path=str(scratch))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # no signal-0 probe (Windows' os.kill would end the process)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process; no pid at all: left alone
+        return True
+    return True

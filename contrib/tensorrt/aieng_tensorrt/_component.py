@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import structlog
-from aieng_hookspecs import hookimpl
+from aieng_hookspecs import hookimpl, user_cache_dir
 
 from ._cache import EngineCache, engine_cache_key, onnx_digest
 from ._engine import EngineBuildError, EngineRunner, build_engine
@@ -99,6 +99,13 @@ class MiniLMTensorRT:
                                 trt_version=trt_version, compute_capability=capability,
                                 precision=self.options.precision, profile=self.profile)
 
+    def engine_cache(self) -> EngineCache:
+        """The cache of built engines: ``cache_dir``, else ``tensorrt/`` in aieng's cache
+        folder (``$AIENG_CACHE_DIR``, else the user cache dir)."""
+        if self.options.cache_dir:
+            return EngineCache(Path(self.options.cache_dir).expanduser())
+        return EngineCache(user_cache_dir() / "tensorrt")
+
     def load(self) -> _Loaded:
         """Check the machine, then load or build the engine; blocking and idempotent.
 
@@ -125,7 +132,7 @@ class MiniLMTensorRT:
             logger = trt.Logger(trt.Logger.WARNING)
             key = self.cache_key(str(trt.__version__),
                                  compute_capability(torch, self.options.device))
-            cache = EngineCache(Path(self.options.cache_dir).expanduser())
+            cache = self.engine_cache()
             engine = cache.load(key)
             runner: EngineRunner | None = None
             # TensorRT deserializes onto the current CUDA device: the option's, not 0.
@@ -175,8 +182,8 @@ class MiniLMTensorRT:
         if isinstance(texts, (str, bytes)):
             raise TypeError(f"aieng_embed takes a sequence of strings, not one "
                             f"{type(texts).__name__}: wrap it in a list ({texts!r:.40})")
-        loaded = await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
-        if not texts:
+        if not texts:  # nothing to embed: no engine to load (or build, for minutes)
             return []
+        loaded = await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
         return await anyio.to_thread.run_sync(loaded.encode, list(texts),
                                               abandon_on_cancel=True)

@@ -43,7 +43,9 @@ class TensorRTOptions:
         export of aieng-onnx.
     :param tokenizer_path: the ``tokenizer.json`` of the encoder; empty: the one next to
         the ONNX file.
-    :param cache_dir: the folder of built engines (building takes minutes, loading seconds).
+    :param cache_dir: the folder of built engines (building takes minutes, loading seconds);
+        empty: ``tensorrt/`` in aieng's cache folder (``$AIENG_CACHE_DIR``, else the user
+        cache dir: :func:`aieng_hookspecs.user_cache_dir`).
     :param precision: ``"fp16"`` (TensorRT may pick half-precision kernels) or ``"fp32"``.
     :param batch: the engine's ``[min, opt, max]`` batch size.
     :param seq: the engine's ``[min, opt, max]`` sequence length, in tokens; longer texts
@@ -55,8 +57,7 @@ class TensorRTOptions:
 
     onnx_path: str = attrs.field(validator=_non_blank)
     tokenizer_path: str = attrs.field(default="", validator=v.instance_of(str))
-    cache_dir: str = attrs.field(default="~/.cache/aieng/tensorrt",
-                                 validator=v.instance_of(str))
+    cache_dir: str = attrs.field(default="", validator=v.instance_of(str))
     precision: Literal["fp16", "fp32"] = attrs.field(default="fp16",
                                                      validator=v.in_(("fp16", "fp32")))
     batch: tuple[int, int, int] = attrs.field(default=(1, 16, 64), converter=tuple,

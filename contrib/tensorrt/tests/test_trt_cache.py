@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +81,74 @@ def test_cache_stores_and_loads(tmp_path: Path) -> None:
     assert path == tmp_path / "engines" / "k.engine"
     assert cache.load("k") == b"\x00engine"
     assert [p.name for p in (tmp_path / "engines").iterdir()] == ["k.engine"]
+
+
+def test_cache_dir_follows_aieng_cache_dir(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``cache_dir``, engines go under aieng's cache folder (``$AIENG_CACHE_DIR``,
+    as for the onnx and transformers caches) in ``tensorrt/``; an explicit ``cache_dir``
+    is the engines' folder itself."""
+    monkeypatch.setenv("AIENG_CACHE_DIR", str(tmp_path / "aieng"))
+    embedder = MiniLMTensorRT(TensorRTOptions(onnx_path="m.onnx"))
+    assert embedder.engine_cache().folder == tmp_path / "aieng" / "tensorrt"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    chosen = MiniLMTensorRT(TensorRTOptions(onnx_path="m.onnx", cache_dir="~/engines"))
+    assert chosen.engine_cache().folder == tmp_path / "home" / "engines"
+
+
+def test_stored_engines_are_shared_like_the_other_cache_files(
+        tmp_path: Path) -> None:
+    """An engine is written with the user's umask (readable by their other processes
+    and accounts the umask allows, like every file of aieng's cache), not the private
+    0600 of ``tempfile``."""
+    previous = os.umask(0o022)
+    try:
+        path = EngineCache(tmp_path / "engines").store("k", b"engine")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_abandoned_scratch_engines_are_removed(tmp_path: Path) -> None:
+    """A process killed while writing an engine leaves its scratch file (hundreds of MB)
+    behind; the next store removes those of processes that are gone and untouched for
+    a while, and nothing else: not a live process's, not a fresh one (a writer in another
+    container looks dead from here), not a file of another name."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    old = time.time() - 7200  # two hours: past the abandonment delay
+    folder = tmp_path / "engines"
+    folder.mkdir()
+
+    def leave(name: str, *, age: float | None = old) -> Path:
+        path = folder / name
+        path.write_bytes(b"half an engine")
+        if age is not None:
+            os.utime(path, (age, age))
+        return path
+
+    dead = leave(f".engine-{gone.pid}-0123456789ab.tmp")
+    fresh = leave(f".engine-{gone.pid}-0123456789ac.tmp", age=None)
+    live = leave(f".engine-{os.getpid()}-0123456789ad.tmp")
+    other = leave(".engine-notes")
+    EngineCache(folder).store("k", b"engine")
+    assert not dead.exists() and fresh.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [fresh.name, live.name, other.name, "k.engine"])
+
+
+def test_a_failed_write_leaves_no_scratch(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails (a full disk) removes its scratch file and keeps the engine
+    that was cached before."""
+    cache = EngineCache(tmp_path / "engines")
+    cache.store("k", b"old engine")
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space"):
+        cache.store("k", b"new engine")
+    assert [p.name for p in (tmp_path / "engines").iterdir()] == ["k.engine"]
+    assert cache.load("k") == b"old engine"

@@ -100,6 +100,17 @@ async def test_other_models_are_not_mine(model_dir: Path, no_tensorrt: None) -> 
     assert await embedder.aieng_embed(["x"], "other-model") is None
 
 
+@pytest.mark.anyio
+async def test_no_texts_are_answered_without_loading(model_dir: Path,
+                                                     no_tensorrt: None) -> None:
+    """An empty call gets no vectors at once, as from the onnx embedder: no TensorRT or
+    GPU is looked for and no engine is loaded or built (minutes)."""
+    embedder = MiniLMTensorRT(TensorRTOptions(onnx_path=str(model_dir / "model.onnx")))
+    assert list(await embedder.aieng_embed([], None)) == []
+    assert list(await embedder.aieng_embed((), "all-MiniLM-L6-v2")) == []
+    assert embedder._loaded is None
+
+
 class _RecordingTrt:
     """Records the TensorRT builder calls ``build_engine`` makes (API shape only)."""
 
@@ -237,11 +248,10 @@ class _FakeCudaTorch:
         self.cuda = types.SimpleNamespace(device=_Device)
 
 
-def test_unreadable_cached_engine_is_rebuilt(model_dir: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cached engine TensorRT cannot deserialize (an empty file left by a crash before
-    its bytes reached the disk, a damaged file) is built again and replaced, not an error
-    at every open; the engine is deserialized with the option's CUDA device current."""
+def _stand_ins(monkeypatch: pytest.MonkeyPatch) -> tuple[_FakeCudaTorch, list[bytes],
+                                                          list[int]]:
+    """TensorRT, a GPU, the builder and the runner as ``load`` sees them; returns the fake
+    torch, the engines built and the device current at each deserialization."""
     from aieng_tensorrt import _component
 
     fake_torch = _FakeCudaTorch()
@@ -265,6 +275,31 @@ def test_unreadable_cached_engine_is_rebuilt(model_dir: Path, tmp_path: Path,
     monkeypatch.setattr(_component, "compute_capability", lambda torch, device: (9, 0))
     monkeypatch.setattr(_component, "build_engine", build)
     monkeypatch.setattr(_component, "EngineRunner", Runner)
+    return fake_torch, built, devices
+
+
+def test_engines_are_cached_under_aieng_cache_dir(model_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``cache_dir`` a built engine is kept in ``tensorrt/`` of aieng's cache
+    folder, ``$AIENG_CACHE_DIR`` when set (as the onnx and transformers caches are), and
+    found there by the next open."""
+    _, built, _ = _stand_ins(monkeypatch)
+    monkeypatch.setenv("AIENG_CACHE_DIR", str(tmp_path / "aieng"))
+    options = TensorRTOptions(onnx_path=str(model_dir / "model.onnx"))
+    embedder = MiniLMTensorRT(options)
+    embedder.load()
+    key = embedder.cache_key("10.3.0", (9, 0))
+    assert (tmp_path / "aieng" / "tensorrt" / f"{key}.engine").read_bytes() == b"ENGINE"
+    MiniLMTensorRT(options).load()
+    assert built == [b"ENGINE"]
+
+
+def test_unreadable_cached_engine_is_rebuilt(model_dir: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached engine TensorRT cannot deserialize (an empty file left by a crash before
+    its bytes reached the disk, a damaged file) is built again and replaced, not an error
+    at every open; the engine is deserialized with the option's CUDA device current."""
+    fake_torch, built, devices = _stand_ins(monkeypatch)
     options = TensorRTOptions(onnx_path=str(model_dir / "model.onnx"),
                               cache_dir=str(tmp_path / "engines"), device=1)
     embedder = MiniLMTensorRT(options)
