@@ -152,9 +152,15 @@ class MiniLMTensorRT:
                                           precision=self.options.precision,
                                           workspace_bytes=self.options.workspace_mb << 20,
                                           logger=logger)
-                    where = cache.store(key, engine)
-                    log.info("tensorrt.engine.built", key=key, path=str(where),
-                             seconds=round(time.perf_counter() - started, 3))
+                    seconds = round(time.perf_counter() - started, 3)
+                    try:
+                        where: Path | None = cache.store(key, engine)
+                    except OSError as exc:  # a read-only or full cache: minutes of build
+                        where = None        # are not thrown away; the next load rebuilds
+                        log.warning("tensorrt.engine.not_cached", key=key,
+                                    path=str(cache.path(key)), error=str(exc))
+                    log.info("tensorrt.engine.built", key=key, seconds=seconds,
+                             path=None if where is None else str(where))
                     runner = EngineRunner(trt, torch, engine, device=self.options.device,
                                           logger=logger)
             self._loaded = _Loaded(runner, tokenizer, torch, self.profile)

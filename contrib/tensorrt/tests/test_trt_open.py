@@ -424,3 +424,25 @@ async def test_one_string_is_refused_not_embedded_per_character(model_dir: Path)
         await embedder.aieng_embed("the cat", None)
     vectors = await embedder.aieng_embed(["the cat"], None)
     assert vectors.shape == (1, 6)
+
+
+def test_an_engine_the_cache_cannot_keep_still_runs(model_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache folder that cannot be written (read-only, full disk) costs the next open a
+    rebuild, not this one its engine: minutes of build are not thrown away for a warning."""
+    import structlog
+    from aieng_tensorrt import _cache
+
+    _, built, devices = _stand_ins(monkeypatch)
+
+    def full(self: Any, key: str, engine: bytes) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_cache.EngineCache, "store", full)
+    options = TensorRTOptions(onnx_path=str(model_dir / "model.onnx"),
+                              cache_dir=str(tmp_path / "engines"))
+    with structlog.testing.capture_logs() as logs:
+        MiniLMTensorRT(options).load()
+    assert built == [b"ENGINE"] and len(devices) == 1  # built, and the runner made
+    assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == \
+        ["tensorrt.engine.not_cached"]
