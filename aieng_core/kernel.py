@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as metadata
 import math
 import os
@@ -97,9 +98,21 @@ class Kernel:
                                "once at a time (entering it again after it exits is fine)")
         self.load()
         self._limiter = anyio.CapacityLimiter(self._workers)
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        await self.bus.start(self._task_group)
+        group = self._task_group = anyio.create_task_group()
+        await group.__aenter__()
+        try:  # the only awaits: nothing else has started when one is cancelled
+            await self.bus.start(group)
+            if self._threshold is not None:
+                await group.start(self._watch, self._threshold, name="aieng-watchdog")
+        except BaseException:
+            # A cancellation pending as the kernel starts: the group must be left, or the
+            # caller's cancel scopes break and the kernel stays "already running".
+            self._task_group = None
+            self.bus.close()
+            group.cancel_scope.cancel()
+            with contextlib.suppress(anyio.get_cancelled_exc_class()):
+                await group.__aexit__(None, None, None)
+            raise
         for impl in self.registry.plugin_manager.hook.aieng_on_event.get_hookimpls():
             self._subscribe_plugin(impl.plugin_name, impl.function)
         # Plugins registered while running (the kit's register_plugin) subscribe too.
@@ -108,9 +121,7 @@ class Kernel:
             pipeline._open()
         unbuilt, self._unbuilt = self._unbuilt, []
         for close in unbuilt:  # components of builds that failed before the kernel started
-            self._task_group.start_soon(close)
-        if self._threshold is not None:
-            await self._task_group.start(self._watch, self._threshold, name="aieng-watchdog")
+            group.start_soon(close)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

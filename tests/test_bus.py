@@ -349,6 +349,23 @@ async def test_entering_a_running_kernel_again_is_a_clear_error() -> None:
                                      stages=["generate"]).run("hi")).answer == "again"
 
 
+async def test_a_kernel_entered_while_cancelled_leaves_nothing_started() -> None:
+    """Entering a kernel inside a scope already cancelled (a server shutting down as a
+    request starts one) raises the cancellation and leaves the kernel stopped: its task
+    group was left entered, so leaving the caller's scope failed with 'Attempted to exit a
+    cancel scope that isn't the current task's' and the kernel stayed 'already running'."""
+    kernel = Kernel(env={}, entry_points=[])
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        async with kernel:
+            pytest.fail("the body of a cancelled entry ran")
+    assert scope.cancelled_caught
+    async with kernel:
+        result = await kernel.compose({"llm": ScriptedBackend(["ok"])},
+                                      stages=["generate"]).run("hi")
+    assert result.answer == "ok"
+
+
 async def test_default_embedder_works_again_when_the_kernel_is_entered_again() -> None:
     """The default embedder's pipeline, closed when the kernel exits, is built afresh when
     the kernel is entered again (it raised 'pipeline is closed' for good)."""

@@ -508,6 +508,26 @@ async def test_cache_suite_catches_another_requests_answer(aieng_kernel: Kernel)
         await suite.test_another_requests_answer_never_hits(pipeline)
 
 
+class ParametersBlind(MemoryCache):
+    """Broken cache: keyed on the model, the messages and ``max_tokens`` only, so a request
+    for JSON (or with other stop strings, seed or temperature) gets a free-text answer."""
+
+    @staticmethod
+    def key(request: Request) -> Any:
+        return (request.model, request.messages, request.max_tokens)
+
+
+async def test_cache_suite_catches_a_cache_blind_to_sampling_and_schema(
+        aieng_kernel: Kernel) -> None:
+    """The cache suite fails a cache that ignores the temperature, seed, stop strings,
+    response schema and tools: it passed, though its docstring says a request differing in
+    its sampling parameters never gets another's answer."""
+    suite = CacheSuite()
+    pipeline = suite.compose(aieng_kernel, ParametersBlind())
+    with pytest.raises(AssertionError, match="not its own answer"):
+        await suite.test_another_requests_answer_never_hits(pipeline)
+
+
 class DropsToolCalls(MemoryCache):
     """Broken cache: hits lose the stored completion's tool calls."""
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import anyio
+import anyio.lowlevel
 import attrs
 import pytest
 
@@ -159,6 +160,77 @@ async def test_failing_open_names_the_component(aieng_kernel: Kernel) -> None:
     with pytest.raises(HookError) as caught:
         await pipeline.run("x")
     assert caught.value.plugin == "broken" and caught.value.hook == "aieng_pipeline_open"
+
+
+async def test_opening_again_after_a_failure_opens_only_what_did_not_open(
+        aieng_kernel: Kernel) -> None:
+    """When one component fails to open, the next run opens that one again, not those that
+    opened: they were opened a second time (a second model load, a leaked connection)."""
+    class Counted:
+        opened = 0
+
+        @hookimpl
+        def aieng_pipeline_open(self) -> None:
+            self.opened += 1
+
+    class FailsOnce:
+        tries = 0
+
+        @hookimpl
+        async def aieng_pipeline_open(self) -> None:
+            await anyio.lowlevel.checkpoint()  # the other component has opened by now
+            self.tries += 1
+            if self.tries == 1:
+                raise ConnectionError("the database is not up yet")
+
+    counted, flaky = Counted(), FailsOnce()
+    pipeline = aieng_kernel.compose({"counted": counted, "flaky": flaky,
+                                     "llm": ScriptedBackend(["ok"])})
+    with pytest.raises(HookError, match="flaky"):
+        await pipeline.run("x")
+    assert (await pipeline.run("x")).answer == "ok"
+    assert (counted.opened, flaky.tries) == (1, 2)
+
+
+async def test_closing_while_opening_closes_once_the_opening_ends(
+        aieng_kernel: Kernel) -> None:
+    """A pipeline closed while its first run opens it closes its components after their
+    opening ends, and that run fails as on a closed pipeline; the component was closed
+    before it finished opening (what it opened then leaked), and that run and every later
+    one ran on the closed pipeline."""
+    trail: list[str] = []
+    opening, release = anyio.Event(), anyio.Event()
+
+    class Slow:
+        @hookimpl
+        async def aieng_pipeline_open(self) -> None:
+            opening.set()
+            await release.wait()  # e.g. loading a model
+            trail.append("opened")
+
+        @hookimpl
+        def aieng_pipeline_close(self) -> None:
+            trail.append("closed")
+
+    pipeline = aieng_kernel.compose({"slow": Slow(), "llm": ScriptedBackend(["x", "y"])})
+    refused: list[str] = []
+
+    async def first_run() -> None:
+        try:
+            await pipeline.run("a")
+        except RuntimeError as exc:
+            refused.append(str(exc))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first_run)
+        await opening.wait()
+        tg.start_soon(pipeline.aclose)
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert trail == ["opened", "closed"]
+    assert len(refused) == 1 and "closed" in refused[0]
+    with pytest.raises(RuntimeError, match="is closed"):
+        await pipeline.run("b")
 
 
 async def test_async_with_opens_and_closes(aieng_kernel: Kernel) -> None:

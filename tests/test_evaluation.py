@@ -89,3 +89,28 @@ def test_blank_lines_in_qrels_are_skipped_like_in_the_jsonl_files(tmp_path: Path
     (tmp_path / "qrels" / "test.tsv").write_bytes(
         b"\r\nquery-id\tcorpus-id\tscore\r\nq1\td1\t1\r\n \r\n\r\nq1\td2\t2\r\n\r\n")
     assert load_beir(tmp_path).qrels == {"q1": {"d1": 1, "d2": 2}}
+
+
+def test_null_fields_read_as_empty_and_bad_ids_name_the_line(tmp_path: Path) -> None:
+    """A ``null`` title or text is empty, as the ingest reader of ``corpus.jsonl`` reads it
+    (it became the text "None", which the benchmark then indexed and matched); an empty or
+    non-scalar id fails naming the file and line, not with a bare 'id must not be empty'."""
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text(
+        '{"_id": "d1", "title": null, "text": "alpha"}\n{"_id": 7, "text": null}\n',
+        encoding="utf-8")
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": null}\n', encoding="utf-8")
+    (tmp_path / "qrels" / "test.tsv").write_text("q1\td1\t1\n", encoding="utf-8")
+    collection = load_beir(tmp_path)
+    assert [(d.id, d.title, d.text) for d in collection.documents] == [
+        ("d1", "", "alpha"), ("7", "", "")]
+    assert [(q.id, q.text) for q in collection.queries] == [("q1", "")]
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n{"_id": ""}\n',
+                                           encoding="utf-8")
+    with pytest.raises(ValueError, match=r"corpus.jsonl:2: .*id"):
+        load_beir(tmp_path)
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n', encoding="utf-8")
+    (tmp_path / "queries.jsonl").write_text('{"_id": {"a": 1}, "text": "y"}\n',
+                                            encoding="utf-8")
+    with pytest.raises(ValueError, match=r"queries.jsonl:1: _id must be a string"):
+        load_beir(tmp_path)

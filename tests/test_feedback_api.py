@@ -68,3 +68,18 @@ async def test_failing_sink_raises_hook_error(aieng_kernel: Kernel) -> None:
     pipeline = aieng_kernel.compose({"llm": ScriptedBackend(), "broken": _Broken()})
     with pytest.raises(HookError, match="broken"):
         await pipeline.feedback("run-1", "thumbs", -1)
+
+
+async def test_fallback_counts_only_the_sinks_that_recorded(aieng_kernel: Kernel) -> None:
+    """Under ``on_error = "fallback"`` a failing sink is not counted as having recorded the
+    signal (every sink was counted), and when every sink fails that failure is raised: 0
+    means the pipeline has no sink, and a signal recorded nowhere must not look recorded."""
+    sink = _Sink()
+    pipeline = aieng_kernel.compose({"llm": ScriptedBackend(), "a": sink, "broken": _Broken()},
+                                    on_error="fallback")
+    assert await pipeline.feedback("run-1", "thumbs", 1.0) == 1
+    assert len(sink.seen) == 1
+    lost = aieng_kernel.compose({"llm": ScriptedBackend(), "broken": _Broken()},
+                                on_error="fallback")
+    with pytest.raises(HookError, match="disk full"):
+        await lost.feedback("run-1", "thumbs", 1.0)

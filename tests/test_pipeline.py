@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import anyio
 import pytest
 
-from aieng_core import ConfigError, Kernel, RunResult
+from aieng_core import ConfigError, HookError, Kernel, RunResult
 from aieng_core.testing import EventCapture
 from aieng_core.testing.doubles import PromptCache, ScriptedBackend
 from aieng_hookspecs import hookimpl
@@ -476,6 +476,60 @@ async def test_one_id_or_one_passage_as_a_string_is_refused(aieng_kernel: Kernel
     with pytest.raises(TypeError, match="context"):
         await pipeline.run("bus", context="The event bus delivers typed events.")
     assert await pipeline.delete(("bus",)) == 1
+
+
+async def test_index_refuses_what_is_not_a_document(aieng_kernel: Kernel) -> None:
+    """`index("text")` or a list of strings is a TypeError naming what was given (it was
+    an AttributeError from inside the batch, or a chunker's failure blaming the chunker)."""
+    from aieng_core.builtins import MemoryOptions, MemoryRetriever
+
+    retriever = MemoryRetriever(MemoryOptions())
+    plain = aieng_kernel.compose({"docs": retriever})
+    chunked = aieng_kernel.compose({"words": Words(), "docs": retriever})
+    for pipeline in (plain, chunked):
+        with pytest.raises(TypeError, match="Document values, got str"):
+            await pipeline.index("The event bus delivers typed events.")
+        with pytest.raises(TypeError, match="Document values, got dict"):
+            await pipeline.index([{"id": "a", "text": "x"}])
+    assert len(retriever) == 0
+
+
+class CountsWrong:
+    """An index double whose counts are not counts: a list of the ids it wrote."""
+
+    @hookimpl
+    def aieng_index(self, documents: Sequence[Document]) -> list[str]:
+        return [d.id for d in documents]
+
+    @hookimpl
+    def aieng_delete(self, ids: Sequence[str]) -> list[str]:
+        return list(ids)
+
+
+class ChunksWrong:
+    """A chunker double that returns its pieces as plain strings, not Chunk values."""
+
+    @hookimpl
+    def aieng_chunk_document(self, document: Document) -> list[str]:
+        return document.text.split()
+
+
+async def test_an_index_or_chunker_returning_the_wrong_type_is_named(
+        aieng_kernel: Kernel) -> None:
+    """An index whose aieng_index / aieng_delete returns no count, or a chunker returning
+    strings, fails as a HookError naming the component and the hook (it was a bare
+    TypeError or AttributeError from inside the kernel, naming neither)."""
+    pipeline = aieng_kernel.compose({"bad": CountsWrong()})
+    with pytest.raises(HookError, match=r"aieng_index of 'bad'.*returned list, expected int"):
+        await pipeline.index(DOCS)
+    with pytest.raises(HookError, match=r"aieng_delete of 'bad'.*returned list, expected int"):
+        await pipeline.delete(["bus"])
+    from aieng_core.builtins import MemoryOptions, MemoryRetriever
+
+    chunker = aieng_kernel.compose({"split": ChunksWrong(),
+                                    "docs": MemoryRetriever(MemoryOptions())})
+    with pytest.raises(HookError, match=r"aieng_chunk_document of 'split'.*expected Chunk"):
+        await chunker.index(DOCS)
 
 
 class Words:

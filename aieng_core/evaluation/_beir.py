@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 
 from aieng_hookspecs.types import Document, Query
 
+from ..ingest import _scalar
+
 __all__ = ["BeirCollection", "load_beir"]
+
+_Row = TypeVar("_Row")
 
 
 @attrs.frozen
@@ -22,7 +28,7 @@ class BeirCollection:
     qrels: dict[str, dict[str, int]]
 
 
-def _rows(path: Path) -> list[dict[str, object]]:
+def _rows(path: Path, build: Callable[[dict[str, object]], _Row]) -> list[_Row]:
     rows = []
     # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row.
     with path.open(encoding="utf-8-sig") as handle:
@@ -35,8 +41,21 @@ def _rows(path: Path) -> list[dict[str, object]]:
                 raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
             if not isinstance(row, dict) or "_id" not in row:
                 raise ValueError(f"{path}:{number}: a row needs an '_id'")
-            rows.append(row)
+            try:
+                rows.append(build(row))
+            except (TypeError, ValueError) as exc:  # a null id, an empty one, a table
+                raise ValueError(f"{path}:{number}: {exc}") from None
     return rows
+
+
+def _document(row: dict[str, object]) -> Document:
+    # As the ingest reader of corpus.jsonl: null (or absent) is empty, not "None".
+    return Document(id=_scalar(row["_id"], "_id", null=False),
+                    text=_scalar(row.get("text"), "text"), title=_scalar(row.get("title"), "title"))
+
+
+def _query(row: dict[str, object]) -> Query:
+    return Query(text=_scalar(row.get("text"), "text"), id=_scalar(row["_id"], "_id", null=False))
 
 
 def load_beir(directory: str | Path, *, split: str = "test") -> BeirCollection:
@@ -51,10 +70,8 @@ def load_beir(directory: str | Path, *, split: str = "test") -> BeirCollection:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing (a BEIR collection has corpus.jsonl, "
                                     f"queries.jsonl and qrels/{split}.tsv)")
-    documents = tuple(Document(id=str(r["_id"]), text=str(r.get("text", "")),
-                               title=str(r.get("title", ""))) for r in _rows(paths[0]))
-    queries = tuple(Query(text=str(r.get("text", "")), id=str(r["_id"]))
-                    for r in _rows(paths[1]))
+    documents = tuple(_rows(paths[0], _document))
+    queries = tuple(_rows(paths[1], _query))
     qrels: dict[str, dict[str, int]] = {}
     with paths[2].open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")

@@ -9,14 +9,18 @@ the next id: no index has to list what it holds.
 
 from __future__ import annotations
 
+import numbers
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any
 
 import structlog
 
 from aieng_hookspecs.types import Chunk, Document
 
-__all__ = ["Batch", "DeleteCall", "as_chunks", "delete_runs"]
+from ..dispatch import Check, expect
+
+__all__ = ["CHUNKS", "COUNT", "Batch", "DeleteCall", "as_chunks", "delete_runs"]
 
 #: Deletes ids from every index; returns the largest count any index reported deleted.
 DeleteCall = Callable[[Sequence[str]], Awaitable[int]]
@@ -27,6 +31,19 @@ _MAX_WINDOW = 256
 _MAX_RUN = 1 << 16
 
 log = structlog.get_logger(__name__)
+
+#: What ``aieng_chunk_document`` must return (a wrong value is the chunker's failure).
+CHUNKS = expect((list, tuple), items=Chunk)
+
+
+def _count(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return f"returned {type(value).__name__}, expected int (a count)"
+    return ""
+
+
+#: What ``aieng_index`` and ``aieng_delete`` must return: a count.
+COUNT: Check = _count
 
 
 def as_chunks(document: Document, chunks: Sequence[Chunk]) -> list[Document]:

@@ -29,9 +29,10 @@ from aieng_hookspecs.types import (
 
 from .._errors import ConfigError, HookError, UnknownComponentError
 from .._scope import CURRENT_RUN, RunScope
-from ..dispatch import Dispatcher, StagePolicy, first_hook_error
+from ..dispatch import Dispatcher, StagePolicy
 from ._context import ComponentContext
-from ._indexing import Batch, as_chunks, delete_runs
+from ._each import call_each
+from ._indexing import CHUNKS, COUNT, Batch, as_chunks, delete_runs
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
 from ._result import RunResult, StageRecord
 from ._stages import SKIPPED_ON_HIT, STAGE_FUNCTIONS, DeltaCallback, RunState, stream_hit
@@ -146,6 +147,7 @@ class Pipeline:
         self._unsubscribe: list[Any] = []
         self._opened = False
         self._ready = False
+        self._components_open: set[str] = set()  # those whose aieng_pipeline_open succeeded
         self._open_lock = anyio.Lock()
         self._closed = False
 
@@ -392,8 +394,8 @@ class Pipeline:
             self._delete, dict.fromkeys(ids, 0))
 
     async def _delete(self, ids: Sequence[str]) -> int:
-        counts = await self.dispatcher.gather("aieng_delete", {"ids": tuple(ids)},
-                                              stage="index", policy=self._index_policy)
+        counts = await self.dispatcher.gather("aieng_delete", {"ids": tuple(ids)}, stage="index",
+                                              policy=self._index_policy, check=COUNT)
         return max((int(c) for c, _ in counts), default=0)
 
     async def feedback(self, run_id: str, kind: str, value: float = 0.0, text: str = "",
@@ -404,25 +406,33 @@ class Pipeline:
         :param kind: ``thumbs``, ``rating``, ``correction``, ``regenerate``, ``early_stop``...
         :returns: how many sinks recorded it (0: the pipeline has no feedback sink).
         :raises ValueError: when the signal is invalid (blank run id or kind, a non-finite value).
+        :raises HookError: when a sink fails (under ``fallback``: when every sink failed).
         """
         if not self._ready:
             await self.open()
         record = Feedback(run_id=run_id, kind=kind, value=value, text=text, metadata=metadata)
-        impls = self.dispatcher.impls("aieng_feedback_record")
-        await self.dispatcher.gather("aieng_feedback_record", {"feedback": record},
-                                     stage="feedback", policy=self._index_policy)
-        return len(impls)
+        recorded: set[str] = set()
+        failures = await call_each(
+            self.dispatcher, "aieng_feedback_record", lambda _: {"feedback": record},
+            [i.plugin_name for i in self.dispatcher.impls("aieng_feedback_record")],
+            stage="feedback", policy=self._index_policy, done=recorded)
+        if failures and not recorded:  # recorded nowhere: no "0 sinks", no silent loss
+            raise failures[0]
+        return len(recorded)
 
     async def _chunk(self, document: Document) -> tuple[list[Document], bool]:
+        if not isinstance(document, Document):  # index("text"): not one per character
+            raise TypeError(f"index takes Document values, got {type(document).__name__}")
         found = await self.dispatcher.first("aieng_chunk_document", {"document": document},
-                                            stage="index", policy=self._index_policy)
+                                            stage="index", policy=self._index_policy,
+                                            check=CHUNKS)
         return ([document], False) if found is None else (as_chunks(document, found[0]), True)
 
     async def _index_batch(self, batch: Batch, chunking: bool) -> int:
         documents = tuple(batch.documents())
         counts = await self.dispatcher.gather("aieng_index", {"documents": documents},
-                                              stage="index", policy=self._index_policy
-                                              ) if documents else []
+                                              stage="index", policy=self._index_policy,
+                                              check=COUNT) if documents else []
         if chunking:  # after the writes: a search never finds a document in neither version
             deleted = await delete_runs(self._delete, *batch.stale(),
                                         keep={doc.id for doc in documents})
@@ -443,31 +453,21 @@ class Pipeline:
         async with self._open_lock:
             if self._ready:
                 return
-            impls = self.dispatcher.impls("aieng_pipeline_open")
-            policy = StagePolicy(timeout=None)
-
-            async def open_one(impl: Any) -> None:
-                context = ComponentContext(self, impl.plugin_name)
-                await self.dispatcher.first("aieng_pipeline_open", {"context": context},
-                                            stage="open", policy=policy,
-                                            only=[impl.plugin_name])
-
-            try:
-                async with anyio.create_task_group() as tg:
-                    for impl in impls:
-                        tg.start_soon(open_one, impl)
-            except BaseExceptionGroup as group:
-                failure = first_hook_error(group)
-                if failure is None:
-                    raise
-                raise failure from None
+            # Once per component: after a failed opening, only those that did not open.
+            names = [i.plugin_name for i in self.dispatcher.impls("aieng_pipeline_open")
+                     if i.plugin_name not in self._components_open]
+            await call_each(self.dispatcher, "aieng_pipeline_open",
+                            lambda name: {"context": ComponentContext(self, name)}, names,
+                            stage="open", policy=StagePolicy(timeout=None),
+                            done=self._components_open)
+            if self._closed:  # closed meanwhile: aclose, waiting, closes what opened
+                raise RuntimeError(f"pipeline {self.name!r} is closed (while it opened)")
             self._ready = True
 
     async def aclose(self) -> None:
-        """Unsubscribe and close every component (``aieng_pipeline_close``), once; a
-        component that fails to close is logged by name and the others still close.
-        Closing is shielded from cancellation: it runs to its end even when the caller
-        is being cancelled."""
+        """Unsubscribe and close every component (``aieng_pipeline_close``), once, after an
+        opening in flight ends; a component that fails to close is logged by name and the
+        others still close. Shielded from cancellation: it runs to its end."""
         if self._closed:
             return
         self._closed = True
@@ -475,12 +475,12 @@ class Pipeline:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         # Shielded: closing writes what components hold (a vector index's snapshot, a
-        # database); a caller being cancelled (a deadline around the kernel) must not
-        # cut that short, or the data is lost.
+        # database); a caller being cancelled must not cut that short, or the data is lost.
         try:
             with anyio.CancelScope(shield=True):
-                await self.dispatcher.gather("aieng_pipeline_close", {}, stage="close",
-                                             policy=_CLOSE_POLICY)
+                async with self._open_lock:  # what a component opens after its close leaks
+                    await self.dispatcher.gather("aieng_pipeline_close", {}, stage="close",
+                                                 policy=_CLOSE_POLICY)
         finally:
             # A closed pipeline never runs again: the kernel need not keep it (a server
             # building a pipeline per request would otherwise grow without bound).

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aieng_hookspecs.types import Completion, Message, Request
+from aieng_hookspecs.types import Completion, Message, Request, ToolSpec
 
 from ...kernel import Kernel
 from ...pipeline import Pipeline
@@ -96,8 +96,10 @@ class CacheSuite(RoleSuite):
     async def test_another_requests_answer_never_hits(
         self, conformance_pipeline: Pipeline
     ) -> None:
-        """Requests that share the user message but differ in model, system message or
-        ``max_tokens`` each hit their own stored answer, never another request's."""
+        """Requests that share the user message but differ in model, system message, a
+        sampling parameter (``max_tokens``, ``temperature``, ``seed``, ``stop``), the
+        response schema or the tools each hit their own stored answer, never another
+        request's (a free-text answer is no answer to a request for JSON)."""
         base = _novel("shared")
         variants = [
             base,
@@ -106,6 +108,11 @@ class CacheSuite(RoleSuite):
             attrs.evolve(base, messages=(Message("system", "Answer in French."),
                                          *base.messages)),
             attrs.evolve(base, max_tokens=base.max_tokens + 1),
+            attrs.evolve(base, seed=7),
+            attrs.evolve(base, temperature=0.5, seed=7),  # seeded: a sample to replay
+            attrs.evolve(base, stop=("\n\n",)),
+            attrs.evolve(base, response_schema={"type": "object"}),
+            attrs.evolve(base, tools=(ToolSpec("lookup", "Look a word up."),)),
         ]
         stored = [Completion(text=f"answer {i}") for i in range(len(variants))]
         for request, completion in zip(variants, stored):
