@@ -222,6 +222,7 @@ class Kernel:
         on_error: str = "fail",
         stage: Mapping[str, Mapping[str, Any]] | None = None,
         trace_hooks: bool = False,
+        stream: str = "guarded",
     ) -> Pipeline:
         """Build a pipeline from component *instances* (tests, notebooks, embedding apps).
 
@@ -230,7 +231,7 @@ class Kernel:
         """
         self.load()
         instances = dict(components)
-        head: dict[str, Any] = {"name": name, "on_error": on_error}
+        head: dict[str, Any] = {"name": name, "on_error": on_error, "stream": stream}
         if stages is not None:
             head["stages"] = list(stages)
         head["timeout"] = math.inf if timeout is None else timeout

@@ -176,3 +176,68 @@ async def test_a_streamed_answer_is_cached_with_its_log_probabilities(
     hit = await pipeline.run("go")
     assert hit.cache_hit == "cache" and hit.completion is not None
     assert hit.completion.logprobs == tuple(TokenLogprob(t, p) for t, p in TOKENS)
+
+
+class Spelled:
+    """A backend streaming its answer word by word."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @hookimpl
+    def aieng_generate(self, request: Request) -> Completion:
+        return Completion(text=self.text)
+
+    @hookimpl
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta]:
+        async def deltas() -> AsyncIterator[Delta]:
+            words = self.text.split(" ")
+            for index, word in enumerate(words):
+                last = index == len(words) - 1
+                yield Delta(word if index == 0 else f" {word}", index,
+                            "stop" if last else None)
+        return deltas()
+
+
+async def test_output_guards_hold_a_stream_back(aieng_kernel: Kernel) -> None:
+    """With output guards a streaming caller gets the guarded answer, as one delta, once
+    the guards have passed it: a redacting guard that text already sent cannot redact
+    (the gateway streamed unredacted personal data). The backend still streams: time to
+    first token and token events are measured as without guards."""
+    pipeline = aieng_kernel.compose({"llm": Spelled("the secret plan"), "guard": Redact()})
+    seen: list[Delta] = []
+    result = await pipeline.run("tell", on_delta=seen.append)
+    assert [(d.text, d.finish_reason) for d in seen] == [("the [REDACTED] plan", "stop")]
+    assert result.answer == "the [REDACTED] plan"
+    assert result.model_calls[0].ttft_s is not None
+    assert len([e for e in result.events if isinstance(e, TokenEvent)]) == 3
+    leaked: list[Delta] = []
+    blocked = await aieng_kernel.compose(
+        {"llm": Spelled("a leak here"), "guard": Redact()}).run("x", on_delta=leaked.append)
+    assert blocked.status == "blocked"
+    assert [(d.text, d.finish_reason) for d in leaked] == \
+        [("I can't share that.", "content_filter")]
+
+
+async def test_a_live_stream_passes_deltas_before_the_guards(aieng_kernel: Kernel) -> None:
+    """``stream = "live"`` is the choice of latency over the guards: deltas as they come,
+    the guards after (the result is still guarded); without output guards every stream is
+    live."""
+    live = aieng_kernel.compose({"llm": Spelled("the secret plan"), "guard": Redact()},
+                                stream="live")
+    seen: list[Delta] = []
+    result = await live.run("tell", on_delta=seen.append)
+    assert [d.text for d in seen] == ["the", " secret", " plan"]
+    assert result.answer == "the [REDACTED] plan"
+    plain: list[Delta] = []
+    await aieng_kernel.compose({"llm": Spelled("the secret plan")}).run(
+        "tell", on_delta=plain.append)
+    assert [d.text for d in plain] == ["the", " secret", " plan"]
+
+
+async def test_stream_mode_is_validated(aieng_kernel: Kernel) -> None:
+    """An unknown stream mode is a configuration error naming the key and the choices."""
+    from aieng_core import ConfigError
+
+    with pytest.raises(ConfigError, match="pipeline.stream"):
+        aieng_kernel.compose({"llm": Spelled("x")}, stream="fast")

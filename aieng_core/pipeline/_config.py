@@ -7,6 +7,7 @@ A pipeline file::
     stages = ["retrieve", "context", "generate"]   # optional: the request lifecycle
     timeout = 30.0                                  # optional: seconds per impl call (inf: none)
     on_error = "fail"                               # optional: fail | skip | fallback
+    stream = "guarded"                              # optional: guarded | live
 
     [stage.retrieve]                                # optional, per stage
     k = 10
@@ -77,7 +78,10 @@ _K_STAGES = ("retrieve", "rerank")
 INSTANCE = "<instance>"
 _COMPONENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _TOP_KEYS = ("pipeline", "stage", "components")
-_PIPELINE_KEYS = ("name", "stages", "timeout", "on_error")
+_PIPELINE_KEYS = ("name", "stages", "timeout", "on_error", "stream")
+#: ``guarded``: a streaming caller gets the answer once the output guards passed it (one
+#: delta); ``live``: the backend's deltas as they come, the output guards after them.
+STREAM_MODES = ("guarded", "live")
 _STAGE_KEYS = ("timeout", "on_error", "k")
 
 
@@ -109,6 +113,11 @@ class PipelineConfig:
     :param timeout: default seconds per impl call; ``math.inf`` (TOML ``inf``) for no limit.
     :param on_error: default error policy.
     :param stage: per-stage overrides.
+    :param stream: what a streaming caller (``on_delta``) gets when the pipeline has a
+        ``guard_output`` stage: ``guarded`` (the default) the answer once the output guards
+        have passed it, as one delta; ``live`` the backend's deltas as they come, with the
+        guards run after the text is out (they cannot take it back). Without output guards
+        both stream live.
     :param source: where it was loaded from (not part of equality).
     """
 
@@ -118,6 +127,7 @@ class PipelineConfig:
     timeout: float = 30.0
     on_error: str = "fail"
     stage: dict[str, StageConfig] = attrs.field(factory=dict)
+    stream: str = "guarded"
     source: str = attrs.field(default="<dict>", eq=False)
 
     def policy(self, stage: str) -> StagePolicy:
@@ -142,6 +152,8 @@ class PipelineConfig:
             head["stages"] = list(self.stages)
         head["timeout"] = self.timeout
         head["on_error"] = self.on_error
+        if self.stream != "guarded":
+            head["stream"] = self.stream
         data: dict[str, Any] = {"pipeline": head}
         if self.stage:
             data["stage"] = {
@@ -236,10 +248,14 @@ class _Loader:
         timeout = self.timeout(head.get("timeout", 30.0), "pipeline.timeout")
         assert timeout is not None
         on_error = self.on_error(head.get("on_error", "fail"), "pipeline.on_error")
+        stream = head.get("stream", "guarded")
+        if stream not in STREAM_MODES:
+            raise self.fail(f"got {stream!r}", "pipeline.stream", choices=STREAM_MODES)
         stage = self.stage_tables(data.get("stage", {}))
         components = self.components(data.get("components"))
         config = PipelineConfig(name=name, components=components, stages=stages,
                                 timeout=timeout, on_error=on_error, stage=stage,
+                                stream=str(stream),
                                 source=self.source)
         self.check_participation(config)
         return config

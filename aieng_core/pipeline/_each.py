@@ -1,16 +1,63 @@
-"""Calling a hook of each component concurrently, knowing which calls succeeded."""
+"""Components' lifecycle hooks: a pipeline's plugin manager, calling a hook of each
+component concurrently (knowing which calls succeeded), closing a build that failed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import pluggy
+import structlog
+
+from aieng_hookspecs import PROJECT
+from aieng_hookspecs.specs import ROLE_MODULES
 
 from .._errors import HookError
 from ..dispatch import Dispatcher, StagePolicy, first_hook_error
 
-__all__ = ["call_each"]
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+__all__ = ["CLOSE_POLICY", "call_each", "failed_build_closer", "role_plugin_manager"]
+
+log = structlog.get_logger("aieng_core.pipeline._pipeline")
+
+CLOSE_POLICY = StagePolicy(timeout=None, on_error="fallback")
+
+
+def role_plugin_manager() -> pluggy.PluginManager:
+    """A plugin manager with every role's hook specs: a pipeline's components go in one."""
+    pm = pluggy.PluginManager(PROJECT)
+    for module in ROLE_MODULES:
+        pm.add_hookspecs(module)
+    return pm
+
+
+def failed_build_closer(
+    kernel: Kernel, name: str, components: Sequence[tuple[str, object]]
+) -> Callable[[], Coroutine[Any, Any, None]] | None:
+    """What closes the components of a pipeline whose build failed (``aieng_pipeline_close``,
+    gathered and shielded as in :meth:`Pipeline.aclose`); ``None`` when none closes."""
+    pm = role_plugin_manager()
+    for component, instance in components:
+        try:
+            pm.register(instance, name=component)
+        except (ValueError, pluggy.PluginValidationError):
+            # Its hooks do not validate, so none of them can be called, close included.
+            log.warning("component.close_skipped", pipeline=name, component=component,
+                        reason="invalid hook impl")
+    dispatcher = Dispatcher(pm, emit=kernel.publish, limiter=lambda: kernel.thread_limiter)
+    dispatcher.pipeline = name
+    if not dispatcher.impls("aieng_pipeline_close"):
+        return None
+
+    async def close() -> None:
+        with anyio.CancelScope(shield=True):
+            await dispatcher.gather("aieng_pipeline_close", {}, stage="close",
+                                    policy=CLOSE_POLICY)
+
+    return close
 
 
 async def call_each(

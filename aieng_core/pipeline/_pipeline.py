@@ -5,15 +5,13 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pluggy
 import structlog
 
-from aieng_hookspecs import PROJECT
-from aieng_hookspecs.specs import ROLE_MODULES
 from aieng_hookspecs.types import (
     Document,
     Feedback,
@@ -31,7 +29,7 @@ from .._errors import ConfigError, HookError, UnknownComponentError
 from .._scope import CURRENT_RUN, RunScope
 from ..dispatch import Dispatcher, StagePolicy
 from ._context import ComponentContext
-from ._each import call_each
+from ._each import CLOSE_POLICY, call_each, failed_build_closer, role_plugin_manager
 from ._indexing import CHUNKS, COUNT, Batch, as_chunks, delete_runs
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
 from ._result import RunResult, StageRecord
@@ -62,40 +60,8 @@ def _as_request(value: RunInput) -> Request:
                     "give a str, Query, Request or a list of Message")
 
 
-_CLOSE_POLICY = StagePolicy(timeout=None, on_error="fallback")
-
-
-def _role_plugin_manager() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager(PROJECT)
-    for module in ROLE_MODULES:
-        pm.add_hookspecs(module)
-    return pm
-
-
-def _closer(
-    kernel: Kernel, name: str, components: Sequence[tuple[str, object]]
-) -> Callable[[], Coroutine[Any, Any, None]] | None:
-    """What closes the components of a pipeline whose build failed (``aieng_pipeline_close``,
-    gathered and shielded as in :meth:`Pipeline.aclose`); ``None`` when none closes."""
-    pm = _role_plugin_manager()
-    for component, instance in components:
-        try:
-            pm.register(instance, name=component)
-        except (ValueError, pluggy.PluginValidationError):
-            # Its hooks do not validate, so none of them can be called, close included.
-            log.warning("component.close_skipped", pipeline=name, component=component,
-                        reason="invalid hook impl")
-    dispatcher = Dispatcher(pm, emit=kernel.publish, limiter=lambda: kernel.thread_limiter)
-    dispatcher.pipeline = name
-    if not dispatcher.impls("aieng_pipeline_close"):
-        return None
-
-    async def close() -> None:
-        with anyio.CancelScope(shield=True):
-            await dispatcher.gather("aieng_pipeline_close", {}, stage="close",
-                                    policy=_CLOSE_POLICY)
-
-    return close
+def _held(delta: object) -> None:
+    """A streaming caller's stand-in while output guards hold the stream back."""
 
 
 class Pipeline:
@@ -113,7 +79,7 @@ class Pipeline:
         self.config = config
         self.name = config.name
         self.components: dict[str, object] = {}
-        self._pm = _role_plugin_manager()
+        self._pm = role_plugin_manager()
         # The instances built here from the registry (not those the caller handed in): a
         # build that fails part-way closes them, since no pipeline will.
         self._built_here: list[tuple[str, object]] = []
@@ -130,11 +96,12 @@ class Pipeline:
             self.dispatcher.pipeline = self.name
             self.stages = self._effective_stages()
         except BaseException:
-            closer = _closer(kernel, self.name, self._built_here)
+            closer = failed_build_closer(kernel, self.name, self._built_here)
             if closer is not None:
                 kernel._close_later(closer)
             raise
         self._policies = {stage: config.policy(stage) for stage in self.stages}
+        self._held = config.stream == "guarded" and "guard_output" in self.stages
         # Indexing is no stage of a run: it follows the pipeline's own timeout and policy.
         self._index_policy = config.policy("index")
         self.default_policy = self._index_policy
@@ -292,12 +259,14 @@ class Pipeline:
             reference=reference if reference is None or isinstance(reference, str)
             else tuple(reference),
             context=None if context is None else tuple(context),
-            on_delta=on_delta,
+            # Output guards hold a stream back (stream = "guarded"): the backend still
+            # streams (time to first token, token events), the caller gets the guarded answer.
+            on_delta=_held if on_delta is not None and self._held else on_delta,
             k_retrieve=self.config.k("retrieve", 10), k_rerank=self.config.k("rerank", 10),
         )
         records: list[StageRecord] = []
         announce = self.kernel.bus.listening(StageStarted.name)
-        # A cache hit reaches a streaming caller after its output guards (see stream_hit).
+        # A cache hit (or a held stream) reaches a streaming caller after the output guards.
         hit_after = "guard_output" if "guard_output" in self.stages else "cache_lookup"
         status = "ok"
         try:
@@ -327,7 +296,9 @@ class Pipeline:
                 records.append(StageRecord(stage, stage_status, duration, error))
                 scope.emit(unchecked(StageFinished, run_id=scope.run_id, pipeline=self.name,
                                      stage=stage, status=stage_status, duration_s=duration))
-                if stage == hit_after and state.cache_hit is not None:
+                if stage == hit_after and (state.cache_hit is not None or
+                                           state.on_delta is _held):
+                    state.on_delta = on_delta
                     await stream_hit(state)
                 if state.blocked:
                     status = "blocked"
@@ -480,7 +451,7 @@ class Pipeline:
             with anyio.CancelScope(shield=True):
                 async with self._open_lock:  # what a component opens after its close leaks
                     await self.dispatcher.gather("aieng_pipeline_close", {}, stage="close",
-                                                 policy=_CLOSE_POLICY)
+                                                 policy=CLOSE_POLICY)
         finally:
             # A closed pipeline never runs again: the kernel need not keep it (a server
             # building a pipeline per request would otherwise grow without bound).
