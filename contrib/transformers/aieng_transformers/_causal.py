@@ -28,7 +28,7 @@ from ._convert import dtype_argument
 from ._cpu import warn_if_emulated
 from ._sampling import choose, make_generator, penalize
 from ._speculative import Proposer, Speculation
-from ._templates import TEMPLATES, ChatTemplate, TemplateName
+from ._templates import TEMPLATES, ChatTemplate, TemplateName, fold_turns
 from ._text import IncrementalDecoder, StopBuffer, clean
 from ._toolcalls import (
     ARGS,
@@ -108,6 +108,7 @@ class CausalLM:
         #: The marker tokens of the Mistral format in use, id → text: decoding keeps their
         #: text (the calls are read by it) where it skips other special tokens.
         self.kept: dict[int, str] = {}
+        self._folds_logged = False
         if template != "auto":
             self.template = TEMPLATES[template]
         elif not getattr(tokenizer, "chat_template", None):
@@ -172,18 +173,45 @@ class CausalLM:
                 turns = template_messages(
                     [attrs.evolve(m, content=clean(m.content)) for m in messages],
                     format=self.tool_format)
-                text = tokenizer.apply_chat_template(
-                    turns, tools=None if plan is None else template_tools(plan),
-                    tokenize=False, add_generation_prompt=True)
-                return str(text)
+                return self._apply_template(
+                    turns, tools=None if plan is None else template_tools(plan))
             messages = as_text_messages(messages, plan, format=self.tool_format)
         if self.template is not None:
             return self.template.render(
                 [attrs.evolve(m, content=clean(m.content)) for m in messages],
                 bos=tokenizer.bos_token or "", eos=tokenizer.eos_token or "")
-        turns = [{"role": m.role, "content": clean(m.content)} for m in messages]
-        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-        return str(text)
+        return self._apply_template(
+            [{"role": m.role, "content": clean(m.content)} for m in messages])
+
+    def _apply_template(self, turns: list[dict[str, Any]], **extra: Any) -> str:
+        # The tokenizer's template; one that refuses the conversation (a system role, turns
+        # of one role in a row: Mistral's, Gemma's) gets it folded as those models expect.
+        from jinja2.exceptions import TemplateError
+
+        def apply(conversation: list[dict[str, Any]]) -> str:
+            return str(self.tokenizer.apply_chat_template(
+                conversation, tokenize=False, add_generation_prompt=True, **extra))
+
+        try:
+            return apply(turns)
+        except TemplateError as error:
+            refusal = error
+            folded = fold_turns(turns)
+            if folded != turns:
+                try:
+                    text = apply(folded)
+                except TemplateError as again:
+                    refusal = again
+                else:
+                    if not self._folds_logged:  # once per model: not every request
+                        self._folds_logged = True
+                        log.info("chat_template.folded", reason=str(error))
+                    return text
+        name = getattr(self.model.config, "name_or_path", "") or "the model"
+        raise ValueError(
+            f"the chat template of {name} refuses this conversation ({refusal}), also with "
+            "its system messages folded into the first user turn and consecutive turns of "
+            "one role merged") from refusal
 
     @property
     def tool_format(self) -> ToolFormat:
@@ -296,10 +324,12 @@ class CausalLM:
     def start(self, request: Request, *, logprobs: bool = False) -> Generation:
         """Render and tokenize the request; the returned generation decodes step by step.
 
-        :raises ValueError: when the prompt does not fit the model's context, or when the
-            request's ``response_schema`` / ``metadata["regex"]`` / tools cannot be
-            enforced (an unsupported schema keyword, a regex that does not compile, both
-            given, a ``tool_choice`` naming no tool).
+        :raises ValueError: when the prompt does not fit the model's context, when the
+            tokenizer's chat template refuses the conversation even folded
+            (:func:`~._templates.fold_turns`), or when the request's ``response_schema``
+            / ``metadata["regex"]`` / tools cannot be enforced (an unsupported schema
+            keyword, a regex that does not compile, both given, a ``tool_choice`` naming
+            no tool).
         """
         plan = tool_plan(request.tools, request.metadata, format=self.tool_format)
         constraint = constraint_for(request.response_schema, request.metadata, plan)

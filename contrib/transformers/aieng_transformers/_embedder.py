@@ -451,15 +451,28 @@ class MiniLMEmbedder:
         """Embed ``texts`` now (blocking: hooks call it in a worker thread).
 
         :returns: a ``(len(texts), dimension)`` float32 array of unit vectors.
+        :raises TypeError: as ``aieng_embed``: for one string instead of a sequence of
+            them (it would embed each character), or a text that is not a string.
         """
-        return self.load().encode(list(texts))
+        from ._batching import checked_texts
+
+        return self.load().encode(checked_texts(texts))
 
     def _dimension_without_loading(self) -> int:
-        # An empty batch needs no model: its config says the width of the (0, d) answer.
+        # An empty batch needs no model: its config says the width of the (0, d) answer
+        # (blocking when the config names it otherwise than ``hidden_size``, DistilBERT's
+        # ``dim``: transformers' config class reads it then).
         if self._encoder is not None:
             return self._encoder.dimension
-        config = json.loads((self.source() / "config.json").read_text(encoding="utf-8"))
-        return int(config.get("hidden_size", 0))
+        folder = self.source()
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        width = config.get("hidden_size")
+        if isinstance(width, int) and width > 0:
+            return width
+        from transformers import AutoConfig
+
+        named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        return int(named.hidden_size)
 
     def serves(self, model: str | None) -> bool:
         """Whether ``model`` is this embedder's (``None``: the default embedder's)."""
@@ -508,7 +521,8 @@ class MiniLMEmbedder:
         if not batch:
             import numpy as np
 
-            return np.empty((0, self._dimension_without_loading()), dtype=np.float32)
+            width = await anyio.to_thread.run_sync(self._dimension_without_loading)
+            return np.empty((0, width), dtype=np.float32)
         if self.options.max_batch > 1 and len(batch) < self.options.max_batch:
             if self._encoder is None:
                 await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)

@@ -7,6 +7,7 @@ fewest characters of a valid value — which the automaton there walks.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from fractions import Fraction
@@ -322,6 +323,10 @@ class _Compiler:
         if kind is None:
             kind = ("object" if "properties" in schema or "additionalProperties" in schema
                     else "array" if "items" in schema else None)
+        if kind is None:
+            unknown = set(schema) - set().union(*_KEYWORDS.values()) - _ANNOTATIONS
+            if unknown:  # ``not``, ``if``...: named, not taken for a missing ``type``
+                raise SchemaError(f"{where}: unsupported keyword(s) {sorted(unknown)}")
         if not isinstance(kind, str) or kind not in _KEYWORDS:
             raise SchemaError(f"{where}: 'type' must be one of {sorted(_KEYWORDS)} or a "
                               f"list of them, got {kind!r}")
@@ -607,6 +612,13 @@ class _Compiler:
         values = [schema["const"]] if "const" in schema else schema["enum"]
         if not isinstance(values, list) or not values:
             raise SchemaError(f"{where}/enum: must be a non-empty list")
+        for value in values:
+            try:  # NaN or an infinity would be written as no JSON text (NaN, Infinity)
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise SchemaError(f"{where}: {value!r} is no JSON value (finite numbers, "
+                                  "strings, booleans, null, lists and objects of them)"
+                                  ) from None
         kind = schema.get("type")
         kinds = kind if isinstance(kind, list) else [kind] if kind is not None else None
         extra = set(schema) - {"type", "enum", "const", "minLength", "maxLength",
@@ -706,8 +718,9 @@ def _range(schema: Mapping[str, Any], integer: bool, where: str) -> Range:
             if value:
                 flags.add(word)
             continue
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise SchemaError(f"{where}/{word}: must be a number")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                or not math.isfinite(value):
+            raise SchemaError(f"{where}/{word}: must be a number (finite), got {value!r}")
         values[word] = bound(value)
     low, low_open = values.get("minimum"), "exclusiveMinimum" in flags
     if "exclusiveMinimum" in values and (low is None or values["exclusiveMinimum"] >= low):
@@ -719,7 +732,7 @@ def _range(schema: Mapping[str, Any], integer: bool, where: str) -> Range:
     multiple: int | Fraction | None = None
     if raw is not None:
         exact = bound(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) \
-            else Fraction(0)
+            and math.isfinite(raw) else Fraction(0)
         if exact <= 0 or exact.denominator & (exact.denominator - 1):
             raise SchemaError(f"{where}/multipleOf: a positive integer or a fraction of a "
                               "power of two (0.5, 0.25, 2.5) is supported — a decimal one "

@@ -9,7 +9,7 @@ Plain functions rather than Jinja: they are short, exact, and testable without a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 from aieng_hookspecs.types import Message
@@ -19,6 +19,7 @@ __all__ = [
     "TEMPLATES",
     "ChatTemplate",
     "TemplateName",
+    "fold_turns",
     "render_alpaca",
     "render_chatml",
     "render_llama2",
@@ -99,6 +100,39 @@ def render_alpaca(messages: Sequence[Message], *, bos: str = "", eos: str = "") 
             sections.append(f"### Instruction:\n{message.content.strip()}")
     sections.append("### Response:\n")
     return "\n\n".join(sections)
+
+
+def fold_turns(turns: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation as templates that refuse a system role or turns of one role in a
+    row take it (Mistral's first templates, Gemma's, Llama-2's with a system message
+    past the first): the system messages' text in front of the first user turn (a user
+    turn of its own when a plain user turn does not come first), then consecutive plain
+    user or assistant turns joined by a blank line. Turns with more than a role and a
+    text (tool calls, tool results) stay as they are.
+
+    :param turns: the ``{"role": ..., "content": ...}`` dicts of a chat template.
+    """
+    def plain(turn: dict[str, Any]) -> bool:
+        return set(turn) == {"role", "content"} and isinstance(turn["content"], str)
+
+    system = "\n\n".join(t["content"] for t in turns if t["role"] == "system" and plain(t)
+                         and t["content"])
+    rest = [dict(t) for t in turns if not (t["role"] == "system" and plain(t))]
+    if system:
+        if rest and rest[0]["role"] == "user" and plain(rest[0]):
+            first = rest[0]["content"]
+            rest[0]["content"] = f"{system}\n\n{first}" if first else system
+        else:
+            rest.insert(0, {"role": "user", "content": system})
+    folded: list[dict[str, Any]] = []
+    for turn in rest:
+        last = folded[-1] if folded else None
+        if (last is not None and last["role"] == turn["role"] in ("user", "assistant")
+                and plain(last) and plain(turn)):
+            last["content"] = "\n\n".join(c for c in (last["content"], turn["content"]) if c)
+        else:
+            folded.append(turn)
+    return folded
 
 
 Renderer = Callable[..., str]

@@ -87,6 +87,35 @@ async def test_empty_input_needs_no_model(tmp_path: Path, bert_dir: Path) -> Non
     assert embedder._encoder is None
 
 
+async def test_empty_input_has_the_vectors_width(bert_dir: Path, tmp_path: Path) -> None:
+    """No texts give ``(0, d)`` with the width the vectors have, also for an encoder whose
+    config names its width otherwise (DistilBERT's ``dim``), still without loading it."""
+    from transformers import DistilBertConfig, DistilBertModel
+
+    config = DistilBertConfig(vocab_size=len((bert_dir / "vocab.txt").read_text().split()),
+                              dim=32, n_layers=1, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=64)
+    torch.manual_seed(0)
+    DistilBertModel(config).save_pretrained(str(tmp_path))
+    BertTokenizerFast.from_pretrained(str(bert_dir)).save_pretrained(str(tmp_path))
+    embedder = MiniLMEmbedder(MiniLMOptions(path=str(tmp_path)))
+    empty = await embedder.aieng_embed([], None)
+    assert empty is not None and empty.shape == (0, 32)
+    assert embedder._encoder is None
+    assert embedder.encode(["the cat"]).shape == (1, 32)
+
+
+def test_encode_refuses_a_lone_string(bert_dir: Path) -> None:
+    """The blocking ``encode`` checks its texts as ``aieng_embed`` does: one string is
+    refused (it would embed each character), as is a text that is not a string."""
+    embedder = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir)))
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        embedder.encode("the cat")
+    with pytest.raises(TypeError, match="not int"):
+        embedder.encode(["the cat", 3])  # type: ignore[list-item]
+    assert embedder.encode(("the cat", "")).shape == (2, 32)
+
+
 async def test_other_models_are_not_mine(bert_dir: Path) -> None:
     """A request for another model gets None; the folder name is the default id."""
     embedder = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir)))

@@ -281,6 +281,91 @@ async def test_alpaca_prompt_still_generates(chain_dir: Path) -> None:
     assert (await generate(backend, ask())).text == CHAIN_TEXT
 
 
+# Templates that refuse conversations the way real ones do (``raise_exception``):
+# Mistral 7B Instruct v0.1 (user and assistant only, alternating) and Gemma (no system role).
+MISTRAL_V01 = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}"
+    "{% endif %}{% endfor %}")
+GEMMA = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}"
+    "{% else %}{% set role = message['role'] %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def strict_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The chain model under Mistral v0.1's and Gemma's refusing templates."""
+    from _tiny import chain_llama
+
+    return {name: chain_llama(tmp_path_factory.mktemp(name), chat_template=template)
+            for name, template in (("mistral", MISTRAL_V01), ("gemma", GEMMA))}
+
+
+async def test_refusing_templates_get_the_conversation_folded(
+        strict_dirs: dict[str, Path]) -> None:
+    """A template that refuses a system role or turns of one role in a row (Mistral's,
+    Gemma's) gets the system text in front of the first user turn and consecutive turns
+    of one role joined by a blank line, as those models' users write them; generation,
+    streaming, batching and tools (listed in a system message) then work."""
+    from _tools import ADD
+    from aieng_transformers._toolcalls import tool_plan
+
+    chat = (Message("system", "Be brief."), Message("user", "Hi?"),
+            Message("user", "Name a colour."), Message("assistant", "Red."),
+            Message("system", "Stay polite."), Message("user", "Another?"))
+    mistral = SmolLM2Backend(SmolLM2Options(path=str(strict_dirs["mistral"])))
+    assert mistral.load().render(chat) == (
+        "<|im_start|>[INST] Be brief.\n\nStay polite.\n\nHi?\n\nName a colour. [/INST]"
+        "Red.<|im_end|>[INST] Another? [/INST]")
+    gemma = SmolLM2Backend(SmolLM2Options(path=str(strict_dirs["gemma"])))
+    assert gemma.load().render(chat[:3]) == (
+        "<|im_start|><start_of_turn>user\nBe brief.\n\nHi?\n\nName a colour.<end_of_turn>\n"
+        "<start_of_turn>model\n")
+    request = Request(messages=chat)
+    assert (await generate(gemma, request)).text == CHAIN_TEXT
+    deltas, _ = await collect(gemma, request)
+    assert "".join(d.text for d in deltas) == CHAIN_TEXT
+    batched = SmolLM2Backend(SmolLM2Options(path=str(strict_dirs["gemma"]), max_batch=2))
+    try:
+        assert (await generate(batched, request)).text == CHAIN_TEXT
+    finally:
+        await batched.aieng_pipeline_close()
+    tools = gemma.load().render(chat[1:2], tool_plan((ADD,), {}))
+    assert tools.startswith("<|im_start|><start_of_turn>user\n") and '"add"' in tools
+    assert tools.endswith("Hi?<end_of_turn>\n<start_of_turn>model\n")
+
+
+async def test_a_template_refusing_anyway_fails_clearly(strict_dirs: dict[str, Path]) -> None:
+    """A conversation the template refuses even folded (Mistral's starting with the
+    assistant) fails with a ``ValueError`` naming the model and the template's rule,
+    streamed or not, batched or not."""
+    backend = SmolLM2Backend(SmolLM2Options(path=str(strict_dirs["mistral"])))
+    request = Request(messages=(Message("assistant", "Hello!"), Message("user", "Hi.")))
+    rule = "refuses this conversation \\(Conversation roles must alternate"
+    with pytest.raises(ValueError, match=rule) as raised:
+        await generate(backend, request)
+    assert str(strict_dirs["mistral"]) in str(raised.value)
+    with pytest.raises(ValueError, match=rule):
+        await collect(backend, request)
+    batched = SmolLM2Backend(SmolLM2Options(path=str(strict_dirs["mistral"]), max_batch=2))
+    try:
+        with pytest.raises(ValueError, match=rule):
+            await generate(batched, request)
+    finally:
+        await batched.aieng_pipeline_close()
+
+
 def test_perplexity(random_backend: SmolLM2Backend) -> None:
     """Perplexity is exp of the mean token NLL of one forward pass; windows overlapping by
     half score long texts, each token once."""

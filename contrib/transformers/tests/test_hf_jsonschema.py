@@ -230,6 +230,18 @@ def test_a_pydantic_style_schema() -> None:
     ({"type": "number", "multipleOf": 0.1}, "positive integer"),
     ({"type": "integer", "multipleOf": -2}, "positive integer"),
     ({"type": "integer", "multipleOf": 10, "minimum": 1, "maximum": 9}, "multiple"),
+    # NaN and the infinities are no JSON: never written, never a bound
+    ({"enum": ["a", float("nan")]}, "no JSON value"),
+    ({"const": float("inf")}, "no JSON value"),
+    ({"properties": {"a": {"const": [1, float("-inf")]}}}, "#/properties/a: .* no JSON"),
+    ({"enum": [{1, 2}]}, "no JSON value"),
+    ({"type": "number", "minimum": float("nan")}, "minimum: must be a number"),
+    ({"type": "integer", "exclusiveMaximum": float("inf")}, "exclusiveMaximum: must be a"),
+    ({"type": "number", "multipleOf": float("nan")}, "positive integer"),
+    # a keyword outside the subset is named, also in a schema without ``type``
+    ({"not": {"type": "string"}}, r"unsupported keyword\(s\) \['not'\]"),
+    ({"if": {"type": "string"}, "then": {"maxLength": 2}}, r"\['if', 'then'\]"),
+    ({"properties": {"a": {"nott": {}}}}, r"#/properties/a: unsupported keyword\(s\) \['nott"),
 ])
 def test_schemas_outside_the_subset_are_refused(schema: dict[str, Any], message: str) -> None:
     """Alternatives the first character cannot tell apart, values of the wrong type, refs

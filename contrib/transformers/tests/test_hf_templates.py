@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aieng_hookspecs.types import Message
 from aieng_transformers import ALPACA_PREAMBLE, render_alpaca, render_chatml, render_llama2
+from aieng_transformers._templates import fold_turns
 
 CHAT = (
     Message("system", "Be brief."),
@@ -48,3 +49,26 @@ def test_alpaca_default_preamble() -> None:
     """Without a system message Alpaca uses its standard preamble."""
     assert render_alpaca((Message("user", "Go."),)) == (
         f"{ALPACA_PREAMBLE}\n\n### Instruction:\nGo.\n\n### Response:\n")
+
+
+def test_fold_turns() -> None:
+    """For templates that refuse a system role or repeated roles: the system text goes in
+    front of the first user turn (a turn of its own when the conversation does not start
+    with a plain user turn), consecutive plain turns of one role join; turns carrying
+    calls or results stay as they are; the input is not changed."""
+    call = {"role": "assistant", "content": "", "tool_calls": [{"id": "x"}]}
+    result = {"role": "tool", "content": "42", "tool_call_id": "x"}
+    turns = [{"role": "system", "content": "S."}, {"role": "user", "content": "A."},
+             {"role": "user", "content": ""}, {"role": "user", "content": "B."}, call,
+             result, result, {"role": "assistant", "content": "C."},
+             {"role": "assistant", "content": "D."}]
+    before = [dict(t) for t in turns]
+    assert fold_turns(turns) == [
+        {"role": "user", "content": "S.\n\nA.\n\nB."}, call, result, result,
+        {"role": "assistant", "content": "C.\n\nD."}]
+    assert turns == before
+    assert fold_turns([{"role": "system", "content": "S."},
+                       {"role": "assistant", "content": "Hi."}]) == [
+        {"role": "user", "content": "S."}, {"role": "assistant", "content": "Hi."}]
+    assert fold_turns([{"role": "system", "content": ""},
+                       {"role": "user", "content": "A."}]) == [{"role": "user", "content": "A."}]
