@@ -839,3 +839,25 @@ async def test_closed_pipelines_are_released_by_the_kernel() -> None:
         assert released() is None
         assert closed == ["done"]
     assert closed == ["done", "kept"]
+
+
+class Declines:
+    """Reranker double that passes on every query (``None``: another reranker's turn)."""
+
+    @hookimpl
+    def aieng_rerank(self, hits: Sequence[Hit], k: int) -> list[Hit] | None:
+        return None
+
+
+async def test_rerank_k_holds_when_no_reranker_answers(aieng_kernel: Kernel) -> None:
+    """``[stage.rerank] k`` bounds the passages that reach the context even when every
+    reranker passes: the hits do not stay at the retrieve stage's k."""
+    from aieng_core.builtins import MemoryOptions, MemoryRetriever
+
+    pipeline = aieng_kernel.compose(
+        {"docs": MemoryRetriever(MemoryOptions()), "rerank": Declines(),
+         "llm": ScriptedBackend(["ok"])}, stage={"rerank": {"k": 1}})
+    await pipeline.index(DOCS)
+    result = await pipeline.run("events fusion pipelines ranked lists TOML")
+    assert len(result.retrieved) > 1
+    assert [hit.document.id for hit in result.hits] == [result.retrieved[0].document.id]

@@ -218,7 +218,8 @@ async def rerank(state: RunState, policy: StagePolicy) -> str:
     result = await state.dispatcher.chain(
         "aieng_rerank", {"query": state.query, "hits": state.hits, "k": state.k_rerank}, fold,
         stage="rerank", policy=policy, check=_HITS)
-    state.hits = tuple(result["hits"])
+    # [stage.rerank] k holds even when no reranker answered (each passed with None).
+    state.hits = tuple(result["hits"])[:state.k_rerank]
     return "ok"
 
 
