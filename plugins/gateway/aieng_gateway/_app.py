@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import structlog
-from aieng_hookspecs.types import Completion, Delta, Usage
+from aieng_hookspecs.types import Completion, Delta, Request, Usage
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from aieng_core import HookError, Kernel, Pipeline
+from aieng_core import HookError, Kernel, Pipeline, RunResult
 
 from ._keys import ApiKey, KeyStore, KeyStoreError
 from ._protocol import (
@@ -56,6 +56,8 @@ log = structlog.get_logger(__name__)
 RUN_HEADER = "x-aieng-run-id"
 #: Conversations remembered for ``regenerate`` detection (the oldest are forgotten).
 MAX_REMEMBERED = 10_000
+#: Statuses of an upstream HTTP server that are the client's fault, answered as they are.
+CLIENT_FAULTS = frozenset({400, 404, 413, 422})
 #: Where a JSON body may hold a surrogate: an escape ``\\uD800``-``\\uDFFF`` or the
 #: UTF-8-shaped bytes of one (pairs match too; the check after parsing tells them apart).
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
@@ -291,6 +293,13 @@ class Gateway:
             # The backend refused the request itself (a response schema it cannot enforce,
             # a bad regex): the client's to fix, not an upstream failure.
             return ApiError(422, str(exc.cause), code="unsupported_request")
+        status = getattr(exc.cause, "status", None)
+        if type(status) is int and status in CLIENT_FAULTS:
+            # An upstream HTTP server (the openai backend's OpenAIError) refused the request
+            # as malformed, too large or for a model it lacks: the client's to fix, and not
+            # to retry as a 502 would invite. 401/403 (the gateway's own upstream key) and
+            # an exhausted 429 stay 502: not the client's doing.
+            return ApiError(status, str(exc), code="upstream_invalid_request")
         timeout = isinstance(exc.cause, TimeoutError) or "timed out" in str(exc) \
             or "no delta for" in str(exc)
         return ApiError(504 if timeout else 502, str(exc), kind="upstream_error",
@@ -339,10 +348,13 @@ class Gateway:
         if chat.stream:
             return _Stream(self, chat, call, reserved)
         try:
-            result = await self.pipeline.run(request, run_id=run_id)
+            result = await self._run_watched(http, request, run_id)
         except HookError as exc:
             self._reconcile(call, reserved, None)
             raise self._upstream(exc, chat.model) from None
+        if result is None:  # the client went away: its run was cancelled
+            self._reconcile(call, reserved, None)
+            return Response(status_code=499)  # logged as nginx's "client closed request"
         completion = result.completion
         usage = completion.usage if completion is not None else Usage()
         call.prompt_tokens, call.completion_tokens = usage.prompt_tokens, usage.completion_tokens
@@ -359,6 +371,33 @@ class Gateway:
                 logprobs = logprob_content((t.token, t.logprob) for t in completion.logprobs)
         return JSONResponse(chat_response(run_id, chat.model, completion, finish, logprobs),
                             headers={RUN_HEADER: run_id})
+
+    async def _run_watched(self, http: HTTPRequest, request: Request,
+                           run_id: str) -> RunResult | None:
+        """Run the pipeline while watching the connection: a client that goes away (its
+        own timeout, before a retry) cancels the run, and gets ``None``."""
+        result: RunResult | None = None
+        failure: Exception | None = None
+
+        async def watch() -> None:
+            while (await http.receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        async def run() -> None:
+            nonlocal result, failure
+            try:
+                result = await self.pipeline.run(request, run_id=run_id)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, outside the group
+                failure = exc
+            group.cancel_scope.cancel()  # stop watching
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            group.start_soon(run)
+        if failure is not None:
+            raise failure
+        return result
 
     async def _embeddings(self, http: HTTPRequest, call: _Call) -> Response:
         texts, asked, encoding = parse_embeddings(await self._json(http))
@@ -418,8 +457,11 @@ class Gateway:
         for backend in pipeline.backends:
             component = pipeline.components[backend]
             options = getattr(component, "options", None)
+            # The embedding model too: /v1/embeddings serves it (the openai backend's).
             found = [getattr(component, "model", None), getattr(options, "model", None),
-                     *(getattr(options, "models", None) or ())]
+                     *(getattr(options, "models", None) or ()),
+                     getattr(component, "embedding_model", None),
+                     getattr(options, "embedding_model", None)]
             models = [m for m in found if isinstance(m, str) and m]
             names.extend(models or [backend])
         return list(dict.fromkeys(names))

@@ -34,8 +34,9 @@ def logprob_of(index: int) -> float:
 
 class FlakyBackend(ScriptedBackend):
     """``ScriptedBackend`` (echoing ``You said: <prompt>``) that fails on ``FAIL`` and
-    hangs on ``SLOW`` (setting :attr:`slow` first); ``BREAK`` fails after the first delta;
-    ``STREAMLONG`` streams 400 words slowly (to disconnect mid-way).
+    hangs on ``SLOW`` (setting :attr:`slow` first, :attr:`cancelled` when cancelled);
+    ``BREAK`` fails after the first delta; ``STREAMLONG`` streams 400 words slowly (to
+    disconnect mid-way).
     A request with tools is answered ``Calling.`` and one call of the first tool whose
     arguments report what reached the backend (the prompt, ``tool_choice``,
     ``parallel_tool_calls``, the roles of the conversation and its earlier calls).
@@ -46,13 +47,19 @@ class FlakyBackend(ScriptedBackend):
     def __init__(self, reply: Callable[[Request], str] | None = None) -> None:
         super().__init__(reply or (lambda r: f"You said: {r.prompt}"))
         self.slow = threading.Event()
+        #: Set when a ``SLOW`` generation is cancelled before its end.
+        self.cancelled = threading.Event()
 
     async def _trouble(self, request: Request) -> None:
         if "FAIL" in request.prompt:
             raise ConnectionError("upstream refused the connection")
         if "SLOW" in request.prompt:
             self.slow.set()
-            await anyio.sleep(30)
+            try:
+                await anyio.sleep(30)
+            except anyio.get_cancelled_exc_class():
+                self.cancelled.set()
+                raise
 
     @staticmethod
     def _logprobs(request: Request) -> bool:

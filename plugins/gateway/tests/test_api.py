@@ -8,6 +8,7 @@ import json
 import socket
 import sqlite3
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -346,6 +347,15 @@ def test_stream_error_after_the_first_token_stays_in_the_stream(client: httpx.Cl
     assert "upstream dropped" in events[-2]["error"]["message"] and events[-1] == "[DONE]"
 
 
+def _post_raw(sock: socket.socket, key: str, body: dict[str, Any]) -> None:
+    """Send a chat request over a raw socket (closing it is a client going away)."""
+    data = json.dumps(body).encode()
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+                 b"authorization: Bearer " + key.encode() + b"\r\n"
+                 b"content-type: application/json\r\n"
+                 b"content-length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
+
+
 def test_disconnect_before_the_first_token_cancels_the_run(tmp_path: Path) -> None:
     """A streaming client that goes away while the headers still wait for the first token
     cancels the run (recorded as early_stop, nothing sent) rather than waiting it out."""
@@ -354,16 +364,32 @@ def test_disconnect_before_the_first_token_cancels_the_run(tmp_path: Path) -> No
     key, _ = gateway.keys.create("early")
     with LoopbackServer(gateway.app) as server:
         backend = gateway.pipeline.components["llm"]
-        body = json.dumps(_chat("SLOW to start", stream=True)).encode()
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
-                         b"authorization: Bearer " + key.encode() + b"\r\n"
-                         b"content-type: application/json\r\n"
-                         b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            _post_raw(sock, key, _chat("SLOW to start", stream=True))
             assert backend.slow.wait(10)  # the run waits for its first token
         rows = _wait_rows(gateway, "%")
     assert rows and rows[0][0] == "early_stop"
     assert json.loads(rows[0][1])["chunks_sent"] == 0
+
+
+def test_disconnect_of_a_json_client_cancels_the_run(tmp_path: Path) -> None:
+    """A client waiting for a whole (non-streamed) answer that goes away (its timeout, then
+    a retry) cancels the run: the backend stops generating for nobody, and the request is
+    logged as 499."""
+    gateway = make_gateway(tmp_path, timeout=60)
+    assert gateway.keys is not None
+    key, _ = gateway.keys.create("impatient")
+    with LoopbackServer(gateway.app) as server:
+        backend = gateway.pipeline.components["llm"]
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            _post_raw(sock, key, _chat("SLOW to answer"))
+            assert backend.slow.wait(10)  # the run is generating
+        assert backend.cancelled.wait(10)  # and the disconnect cancelled it
+        deadline = time.monotonic() + 10
+        while not gateway.requests[("/v1/chat/completions", 499)] \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gateway.requests[("/v1/chat/completions", 499)] == 1
 
 
 def test_top_p_zero_is_greedy(client: httpx.Client,
@@ -512,8 +538,6 @@ def test_regenerate_is_recorded(client: httpx.Client,
 
 def _wait_rows(gateway: Gateway, run_id: str) -> list[tuple[str, str]]:
     """The feedback rows of ``run_id`` (``%``: of any run), once some are written."""
-    import time
-
     for _ in range(200):
         try:
             rows = _feedback_rows(gateway, run_id)

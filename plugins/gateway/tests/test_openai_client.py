@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from _support import LoopbackServer
-from aieng_gateway import Gateway
+from aieng_gateway import Gateway, GatewaySettings
 from aieng_hookspecs.types import Message, Request, ToolCall, ToolSpec
 from aieng_openai import OpenAIBackend, OpenAIOptions
 
@@ -92,3 +93,52 @@ async def test_openai_client_sees_gateway_errors(
             await failing.run("FAIL please", on_delta=lambda d: None)
         for pipe in (wrong, failing):
             await pipe.aclose()
+
+
+async def test_a_gateway_over_a_gateway_passes_client_faults_through(
+        served: tuple[Gateway, LoopbackServer], api_key: str) -> None:
+    """A gateway whose backend is the openai component (here over another gateway) answers
+    the upstream's client-fault statuses (a model it does not serve: 404, a body over its
+    limit: 413, streamed or not) with that status, as the client's mistake, not as a 502
+    to retry; a key the upstream refuses is the gateway's fault: 502. /v1/models lists
+    the component's embedding model, which /v1/embeddings serves."""
+    def build(upstream_key: str) -> Gateway:
+        def pipeline(kernel: Any) -> Any:
+            return kernel.compose({"remote": _backend(served[1], upstream_key,
+                                                      models=["not-upstream"])}, name="front")
+
+        return Gateway(pipeline, settings=GatewaySettings(auth=False, max_body=4_000_000),
+                       kernel=lambda: isolated_kernel(loop_block_threshold=None))
+
+    def chat(model: str, text: str = "hi", **extra: Any) -> dict[str, Any]:
+        return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+    front = build(api_key)
+    async with front.running():
+        transport = httpx.ASGITransport(app=front.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            models = [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
+            assert models == ["front", "test", "not-upstream", "hash"]
+            assert (await client.get("/v1/models/hash")).status_code == 200
+            embedded = await client.post("/v1/embeddings", json={"input": "a", "model": "hash"})
+            assert embedded.status_code == 200, embedded.text
+            missing = await client.post("/v1/embeddings",
+                                        json={"input": "a", "model": "not-upstream"})
+            assert missing.status_code == 404, missing.text
+            error = missing.json()["error"]
+            assert error["type"] == "invalid_request_error"
+            assert error["code"] == "upstream_invalid_request"
+            assert "not-upstream" in error["message"]  # the upstream's own words
+            for stream in (False, True):
+                large = await client.post("/v1/chat/completions",
+                                          json=chat("test", "word " * 300_000, stream=stream))
+                assert large.status_code == 413, large.text
+                assert large.json()["error"]["code"] == "upstream_invalid_request"
+                assert "over the limit" in large.json()["error"]["message"]
+    refused = build("aieng-00000000-" + "x" * 43)
+    async with refused.running():
+        transport = httpx.ASGITransport(app=refused.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            wrong_key = await client.post("/v1/chat/completions", json=chat("test"))
+            assert wrong_key.status_code == 502, wrong_key.text
+            assert wrong_key.json()["error"]["code"] == "upstream_error"

@@ -110,7 +110,10 @@ class OpenAIBackend:
                                 read=self.options.read_timeout,
                                 write=self.options.read_timeout,
                                 pool=self.options.connect_timeout)
-        return httpx.AsyncClient(headers=headers, timeout=timeout)
+        connections = self.options.max_connections
+        limits = httpx.Limits(max_connections=connections,
+                              max_keepalive_connections=min(20, connections))
+        return httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits)
 
     async def _http(self) -> httpx.AsyncClient:
         """The HTTP client, built on first need in a worker thread: importing httpx and
@@ -156,6 +159,15 @@ class OpenAIBackend:
             try:
                 response = await client.send(
                     client.build_request(method, url, json=body), stream=stream)
+            except httpx.PoolTimeout:
+                # Not the server: every connection of the pool was busy with other calls.
+                limit = self.options.max_connections
+                failure = self._error(
+                    f"{method} {path} timed out waiting {self.options.connect_timeout:g} s "
+                    f"for a free connection (all max_connections={limit} were busy)",
+                    kind="timeout", url=url, attempts=attempt,
+                    hint="more calls run at once than max_connections allows: raise "
+                         "max_connections, or send fewer concurrent requests")
             except httpx.TimeoutException as error:
                 failure = self._error(
                     f"{method} {path} timed out ({type(error).__name__})", kind="timeout",
@@ -364,8 +376,8 @@ class OpenAIBackend:
         if not isinstance(chunk, Mapping):
             raise self._error("a stream event is not a JSON object", kind="protocol",
                               body=data, url=url, hint="the server's stream is malformed")
-        if "error" in chunk:
-            problem = chunk["error"]
+        problem = chunk.get("error")
+        if problem:  # some servers and proxies send "error": null (or {}) on every chunk
             said = problem.get("message") if isinstance(problem, Mapping) else problem
             raise self._error("the server reported an error mid-stream"
                               + (f": {str(said)[:200]}" if said else ""), kind="http",

@@ -99,6 +99,13 @@ def _retries(instance: object, attribute: attrs.Attribute[int], value: int) -> N
         raise ValueError(f"{attribute.name} must be from 0 to 20, got {value!r}")
 
 
+def _connections(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an integer, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1, got {value!r}")
+
+
 def _headers(instance: object, attribute: attrs.Attribute[dict[str, str]],
              value: dict[str, str]) -> None:
     for name, text in value.items():
@@ -134,6 +141,9 @@ class OpenAIOptions:
     :param connect_timeout: seconds to wait for a connection.
     :param read_timeout: seconds to wait for each read of the response (in a stream: between
         two chunks, so a long generation is fine as long as tokens keep coming).
+    :param max_connections: the most connections open to the server at once, so the most
+        concurrent calls; a call past it waits for a free connection up to
+        ``connect_timeout``, then fails (retried as a timeout).
     :param max_retries: retries after the first attempt, on 408, 409, 429, 5xx, timeouts and
         connection errors; other 4xx answers are never retried.
     :param backoff_base: the first retry's nominal wait, doubled on each retry, with jitter.
@@ -160,6 +170,7 @@ class OpenAIOptions:
     headers: dict[str, str] = attrs.field(factory=dict, validator=_headers, hash=False)
     connect_timeout: float = attrs.field(default=5.0, validator=_seconds)
     read_timeout: float = attrs.field(default=120.0, validator=_seconds)
+    max_connections: int = attrs.field(default=100, validator=_connections)
     max_retries: int = attrs.field(default=3, validator=_retries)
     backoff_base: float = attrs.field(default=0.5, validator=_non_negative_seconds)
     backoff_max: float = attrs.field(default=30.0, validator=_non_negative_seconds)

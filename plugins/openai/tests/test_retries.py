@@ -10,6 +10,7 @@ import socket
 import time
 from typing import Any
 
+import anyio
 import pytest
 import structlog
 from _openai_double import API_KEY, OpenAIServerDouble, Scripted
@@ -187,6 +188,29 @@ async def test_slow_then_fast_succeeds(double: OpenAIServerDouble, make_backend:
     backend: OpenAIBackend = make_backend(read_timeout=0.2)
     assert await backend.aieng_generate(ask()) is not None
     await backend.aclose()
+
+
+async def test_waiting_for_a_free_connection_names_max_connections(
+        double: OpenAIServerDouble, make_backend: Any) -> None:
+    """More concurrent calls than ``max_connections``: the one that waits past the pool
+    timeout says it waited for a free connection and names the option, not a slow
+    server."""
+    double.script("chat/completions", Scripted(delay=5.0))
+    backend: OpenAIBackend = make_backend(max_connections=1, connect_timeout=0.3,
+                                          max_retries=0)
+    async with anyio.create_task_group() as group:
+        group.start_soon(backend.aieng_generate, ask("holds the only connection"))
+        with anyio.fail_after(10):
+            while not double.calls_to("chat/completions"):
+                await anyio.sleep(0.01)
+        with pytest.raises(OpenAIError) as caught:
+            await backend.aieng_generate(ask("waits for it"))
+        group.cancel_scope.cancel()
+    await backend.aclose()
+    assert caught.value.kind == "timeout"
+    assert "free connection" in caught.value.message
+    assert "max_connections" in caught.value.hint and "1" in caught.value.message
+    assert len(double.calls_to("chat/completions")) == 1  # the second was never sent
 
 
 async def test_connection_refused_is_retried_then_raised(make_backend: Any) -> None:

@@ -187,6 +187,21 @@ async def test_malformed_streams_raise(double: OpenAIServerDouble, make_backend:
     assert caught.value.hint
 
 
+@pytest.mark.parametrize("empty", [None, {}, ""])
+async def test_an_empty_error_field_is_no_error(double: OpenAIServerDouble, make_backend: Any,
+                                                empty: object) -> None:
+    """Servers and proxies that put ``"error": null`` (or an empty error) on every chunk
+    stream as usual: only an error that says something ends the stream."""
+    double.script("chat/completions", Scripted(sse=(
+        chunk("Hel", error=empty), "", chunk("lo", error=empty), "",
+        chunk(finish="stop", error=empty), "", "data: [DONE]", "")))
+    backend: OpenAIBackend = make_backend()
+    deltas = await consume(backend)
+    await backend.aclose()
+    assert [d.text for d in deltas] == ["Hel", "lo", ""]
+    assert deltas[-1].finish_reason == "stop"
+
+
 async def test_unicode_line_separators_are_not_line_breaks(double: OpenAIServerDouble,
                                                             make_backend: Any) -> None:
     """Only CR and LF end a line of an event stream: U+2028, U+2029 and U+0085, which JSON
