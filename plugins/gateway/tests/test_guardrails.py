@@ -69,3 +69,36 @@ async def test_logprobs_never_show_what_an_output_guard_redacted() -> None:
     assert choice["logprobs"] is None and "jane" not in response.text
     tokens = clean.json()["choices"][0]["logprobs"]["content"]  # nothing rewritten
     assert "".join(t["token"] for t in tokens) == "no address here"
+
+
+async def test_a_stream_behind_output_guards_is_the_guarded_answer() -> None:
+    """Output guards hold a stream back (the pipeline's ``stream = "guarded"``): a client
+    streaming from a pipeline that redacts e-mail addresses gets the redacted answer, and
+    the address is nowhere in the stream (it was sent token by token before the guard
+    ran). A ``stream = "live"`` pipeline streams the model's tokens as they come."""
+
+    def build(stream: str) -> Any:
+        def pipeline(kernel: Any) -> Any:
+            reply = FlakyBackend(lambda r: "write to jane@example.com")
+            return kernel.compose({"llm": reply, "guard": RegexRedactGuard(blocked_phrase="")},
+                                  name="test", stream=stream)
+        return pipeline
+
+    body = {"model": "test", "stream": True,
+            "messages": [{"role": "user", "content": "contact?"}]}
+    texts = {}
+    for stream in ("guarded", "live"):
+        gateway = Gateway(build(stream), settings=GatewaySettings(auth=False),
+                          kernel=lambda: isolated_kernel(loop_block_threshold=None))
+        async with gateway.running():
+            transport = httpx.ASGITransport(app=gateway.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                response = await client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        events = [json.loads(line[6:]) for line in response.text.splitlines()
+                  if line.startswith("data: {")]
+        texts[stream] = "".join(e["choices"][0]["delta"].get("content") or ""
+                                for e in events if e["choices"])
+        if stream == "guarded":
+            assert "jane" not in response.text
+    assert texts == {"guarded": "write to [EMAIL]", "live": "write to jane@example.com"}
