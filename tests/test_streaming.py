@@ -241,3 +241,36 @@ async def test_stream_mode_is_validated(aieng_kernel: Kernel) -> None:
 
     with pytest.raises(ConfigError, match="pipeline.stream"):
         aieng_kernel.compose({"llm": Spelled("x")}, stream="fast")
+
+
+async def test_a_cancelled_run_lets_the_stream_clean_up(aieng_kernel: Kernel) -> None:
+    """A run cancelled while its caller handles a delta still runs the stream's own
+    cleanup to its end, awaits included (a batcher's slot, an HTTP response to close)."""
+    import anyio
+
+    cleaned: list[str] = []
+
+    class Cleans:
+        @hookimpl
+        def aieng_generate(self, request: Request) -> Completion:
+            return Completion(text="x")
+
+        @hookimpl
+        def aieng_stream(self, request: Request) -> AsyncIterator[Delta]:
+            async def deltas() -> AsyncIterator[Delta]:
+                try:
+                    for index in range(100):
+                        yield Delta(f"t{index}", index)
+                finally:
+                    await anyio.sleep(0.01)  # cleanup that awaits
+                    cleaned.append("done")
+            return deltas()
+
+    pipeline = aieng_kernel.compose({"llm": Cleans()})
+    with anyio.CancelScope() as scope:
+        async def stop(delta: Delta) -> None:
+            if delta.index == 2:
+                scope.cancel()
+                await anyio.sleep(1)  # cancelled here
+        await pipeline.run("go", on_delta=stop)
+    assert scope.cancelled_caught and cleaned == ["done"]

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["DeltaCallback", "deliver", "stream", "stream_hit", "whole"]
 
 DeltaCallback = Callable[[Delta], "Awaitable[None] | None"]
+#: How long a stream's cleanup may run once the run is over (cancelled or not).
+_CLOSE_S = 10.0
 
 
 async def stream_hit(state: RunState) -> None:
@@ -173,7 +175,10 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
     finally:
         closer = getattr(stream, "aclose", None)
         if closer is not None:
-            await closer()
+            # Shielded (for a while): a run being cancelled must still let the stream's own
+            # cleanup run (a batcher's slot, an HTTP response), which awaits.
+            with anyio.move_on_after(_CLOSE_S, shield=True):
+                await closer()
     completion = Completion(text="".join(pieces), finish_reason=finish,  # type: ignore[arg-type]
                             usage=usage or Usage(completion_tokens=count), tool_calls=calls,
                             logprobs=logprobs or None)
