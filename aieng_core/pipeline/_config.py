@@ -200,6 +200,10 @@ class PipelineConfig:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid TOML: {exc}", source=source) from None
         head = data.get("pipeline")
+        if head is None:  # in a file, an empty table is enough: the name is the file's
+            raise ConfigError("missing the [pipeline] table", source=source, key="pipeline",
+                              expected="a [pipeline] table (it may be empty: the name "
+                                       f"defaults to {path.stem!r})")
         if isinstance(head, dict) and "name" not in head:
             data["pipeline"] = {"name": path.stem, **head}
         return _Loader(registry, source).load(data)
