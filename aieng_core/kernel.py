@@ -12,12 +12,14 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import structlog
 from anyio.abc import TaskGroup
 
 from aieng_hookspecs.types import Event
 
 from .bus import EventBus
 from .dispatch import Dispatcher, HookMonitor
+from .logs import configure_logging
 from .pipeline import INSTANCE, Pipeline, PipelineConfig
 from .registry import Registry
 from .watchdog import watch_loop
@@ -58,6 +60,13 @@ class Kernel:
         worker_threads: int = 8,
         default_embedder: str | None = "minilm",
     ) -> None:
+        if not structlog.is_configured():
+            # structlog unconfigured prints every level to standard output, debug lines in
+            # a program's output; a program that configures structlog keeps its own set-up.
+            try:
+                configure_logging(level=os.environ.get("AIENG_LOG_LEVEL") or "WARNING")
+            except ValueError:  # a bad level: the CLI reports it; a library keeps going
+                configure_logging(level="WARNING")
         self.registry = Registry(env=os.environ if env is None else env,
                                  entry_points=entry_points, builtins=builtins)
         self.bus = EventBus(buffer=bus_buffer)

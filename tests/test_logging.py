@@ -112,3 +112,34 @@ async def test_subscriber_logs_do_not_carry_the_context_of_who_built_the_pipelin
     assert [e.get("request_id") for e in failures] == [None] * len(result.events)
     assert {e["run_id"] for e in failures} == {result.run_id}
     assert {e["subscriber"] for e in failures} == {"composed.monitor"}
+
+
+_PROGRAM = """
+import structlog
+{setup}
+from aieng_core import Kernel
+Kernel()
+structlog.get_logger("program").debug("debug.line")
+structlog.get_logger("program").warning("warning.line")
+"""
+
+
+@pytest.mark.parametrize("own", [False, True])
+def test_a_library_user_gets_warnings_on_stderr_not_debug_on_stdout(own: bool) -> None:
+    """A program using the kernel without configuring structlog gets warnings on standard
+    error and no debug lines in its standard output (structlog unconfigured prints every
+    level there); a program that configured structlog first keeps its own set-up."""
+    import os
+    import subprocess
+    import sys
+
+    setup = ("structlog.configure(logger_factory=structlog.PrintLoggerFactory("
+             "file=__import__('sys').stdout))") if own else ""
+    env = {k: v for k, v in os.environ.items() if k != "AIENG_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", _PROGRAM.format(setup=setup)],
+                          capture_output=True, text=True, timeout=120, check=True, env=env)
+    if own:
+        assert "debug.line" in proc.stdout and "warning.line" in proc.stdout
+    else:
+        assert proc.stdout == ""
+        assert "warning.line" in proc.stderr and "debug.line" not in proc.stderr
