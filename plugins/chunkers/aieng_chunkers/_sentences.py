@@ -10,9 +10,11 @@ __all__ = ["sentence_units"]
 
 # A sentence ends at terminal punctuation (with any closing quotes or brackets) followed
 # by whitespace; CJK full stops need no whitespace; a blank line ends a paragraph. The cut
-# goes after the whitespace, which stays with the sentence before it.
+# goes after the whitespace, which stays with the sentence before it. A run of stops is
+# tried from its first character only (possessively), so a long one stays linear.
 _BOUNDARY = re.compile(
-    r"(?P<stop>[.!?\u2026\u203c\u2047-\u2049]+[\"'\u201d\u2019\u00bb)\]]*\s+)"
+    r"(?P<stop>(?<![.!?\u2026\u203c\u2047-\u2049])[.!?\u2026\u203c\u2047-\u2049]++"
+    r"[\"'\u201d\u2019\u00bb)\]]*+\s+)"
     r"|(?P<cjk>[\u3002\uff01\uff1f]+[\"'\u201d\u2019\u00bb\u300d\u300f)\]\uff09]*\s*)"
     r"|(?P<para>\n[^\S\n]*\n\s*)"
 )

@@ -16,8 +16,10 @@ from ._spans import Span, chunks_of, pack, split_long
 
 __all__ = ["MarkdownChunker", "Section", "SentenceChunker", "markdown_sections"]
 
-_HEADING = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*")
-_CLOSING_HASHES = re.compile(r"(?:^|[ \t]+)#+[ \t]*$")
+# The title keeps its trailing blanks (stripped after): a lazy title before ``[ \t]*``, or a
+# blank run tried from each of its characters, would be quadratic in a long line.
+_HEADING = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*))?")
+_CLOSING_HASHES = re.compile(r"(?:^|(?<![ \t])[ \t]+)#+[ \t]*$")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 # What str.splitlines() splits on, so a line's content is the line without its ending.
 _LINE_ENDS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"

@@ -144,6 +144,18 @@ def test_a_long_word_is_not_cut_inside_a_character(word: str, size: int) -> None
         assert not "\udc00" <= first <= "\udfff", (chunk.start, texts(cut))
 
 
+
+def test_a_long_run_of_stops_is_one_boundary() -> None:
+    """A run of 50,000 dots (a ReDoS input: the boundary pattern retried the run from each
+    of its dots, quadratic time: minutes for this text) ends a sentence when whitespace
+    follows it, and none when a word does."""
+    dots = "." * 50_000
+    text = f"A{dots} B. C{dots}d"
+    chunks = SentenceChunker(SentencesOptions(size=50_003)).aieng_chunk_document(
+        Document("d", text))
+    assert texts(chunks) == [f"A{dots} ", "B. ", f"C{dots}d"]
+
+
 # -- markdown ----------------------------------------------------------------------------
 
 MARKDOWN = """\
@@ -192,6 +204,21 @@ def test_leading_blank_lines_join_the_first_heading() -> None:
     chunks = MarkdownChunker().aieng_chunk_document(Document("d", "\n\n# Title\nbody"))
     assert texts(chunks) == ["\n\n# Title\nbody"]
     assert chunks[0].metadata["headings"] == ["Title"]
+
+
+
+@pytest.mark.parametrize("line, title", [
+    ("# Title" + " " * 50_000 + "end", "Title" + " " * 50_000 + "end"),
+    ("# Title" + " \t" * 25_000 + "#x", "Title" + " \t" * 25_000 + "#x"),
+    ("# Title" + " " * 50_000 + "##" + "\t" * 50_000, "Title"),
+])
+def test_a_heading_with_a_long_blank_run(line: str, title: str) -> None:
+    """A heading line holding 50,000 blanks (a ReDoS input: the heading and closing-hash
+    patterns were quadratic in them, minutes for this line) keeps its title; closing
+    hashes after the run are dropped."""
+    chunks = MarkdownChunker(MarkdownOptions(size=200_000)).aieng_chunk_document(
+        Document("d", line + "\nbody"))
+    assert [c.metadata["headings"] for c in chunks] == [[title]]
 
 
 # -- semantic ----------------------------------------------------------------------------

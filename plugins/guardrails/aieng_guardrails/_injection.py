@@ -76,7 +76,10 @@ RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
         ("role_play_jailbreak", 0.85,
          (r"\byou(?:'re| are) now (?:in|into|entering|switching to) (?:the )?(?:developer|dev|"
           r"sudo|admin|maintenance|debug) mode\b"
-          r"|(?<![^.!?\n])\s*(?:enable|enter|activate|switch to|turn on) (?:the )?(?:developer|"
+          # At a sentence or line start: the blanks before it hold no newline (the last
+          # one starts the match), so a long run of newlines is not rescanned from each.
+          r"|(?<![^.!?\n])[^\S\n]*(?:enable|enter|activate|switch to|turn on) (?:the )?"
+          r"(?:developer|"
           r"dev|sudo|admin|maintenance|debug) mode(?:\s+now)?(?=\s*(?:[.!;:\n]|$|and\b))")),
         ("role_play_jailbreak", 0.6,
          (r"\b(?:pretend|imagine|act as if|roleplay as|role-play as|act as|you are now|"
@@ -118,9 +121,9 @@ RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
         ("delimiter_spoofing", 0.6,
          (r"(?:<\|?(?:im_start|im_end|system|endoftext|eot_id|start_header_id)\|?>|"
           r"</?(?:system|sys|instructions?)>|\[/?(?:INST|SYS|SYSTEM)\]|<<SYS>>|"
-          r"(?:#{2,}|={3,}|-{3,})\s*(?:system|new instructions|admin)\s*[:\n]|"
+          r"(?:(?<!#)#{2,}|(?<!=)={3,}|(?<!-)-{3,})\s*(?:system|new instructions|admin)\s*[:\n]|"
           r"\bBEGIN (?:SYSTEM|ADMIN) (?:PROMPT|MESSAGE|INSTRUCTIONS)\b|"
-          r"(?:^|\n)\s*system\s*:\s*(?:you|ignore|new|the assistant))")),
+          r"(?:^\s*|\n[^\S\n]*)system\s*:\s*(?:you|ignore|new|the assistant))")),
         ("indirect_instruction", 0.7,
          (r"\b(?:note|message|instructions?|attention|important|reminder)\s+(?:to|for)\s+"
           r"(?:the |any )?(?:ai|a\.i\.|assistant|language model|llm|chatbot|gpt|model|bot|"

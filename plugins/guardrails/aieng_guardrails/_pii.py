@@ -3,8 +3,9 @@
 Every detector proposes candidate spans with a regular expression and keeps only those a
 validator accepts (Luhn for cards, mod-97 for IBANs, :mod:`ipaddress` for IPs, the SSA's
 area / group / serial rules for SSNs), so plain numbers, dates and version strings are
-not reported. Patterns are ASCII-only on purpose: ``\\d`` would also match Arabic-Indic
-digits, which no card or phone number uses. Detectors see the text with invisible
+not reported. Patterns are ASCII-only on purpose (``\\d`` would also match Arabic-Indic
+digits, which no card or phone number uses), save e-mail addresses, whose letters may be
+any script's (``josé@example.com``). Detectors see the text with invisible
 characters (zero-width, soft hyphen, bidi controls) removed and fullwidth forms folded to
 ASCII, so ``ada\\u200b@example.org`` or fullwidth card digits cannot hide a value; spans and
 values are those of the original text.
@@ -128,11 +129,20 @@ _A = re.ASCII
 #: treats it as part of a value.
 _MASK = "\x00"
 
+# Internationalized addresses (``josé@example.com``, ``info@bücher.de``): a letter or digit
+# beyond ASCII, or a combining mark, counts as a letter in both parts; scripts written
+# without spaces (CJK, kana, Hangul, Thai...) do not, or an address would run into the
+# words around it.
+_INTL = (r"(?:[^\W\x00-\x7f\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u2e80-\u9fff"
+         r"\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]|[\u0300-\u036f])")
+_ATOM = rf"(?:[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]|{_INTL})"
+_ALNUM = rf"(?:[A-Za-z0-9]|{_INTL})"
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9!#$%&'*+/=?^_`{|}~.-])"
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-    r"(?![A-Za-z0-9-]|\.[A-Za-z0-9])", _A)
+    rf"(?<![A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-])(?<!{_INTL})"
+    rf"{_ATOM}+(?:\.{_ATOM}+)*"
+    rf"@(?:{_ALNUM}(?:(?:{_ALNUM}|-)*{_ALNUM})?\.)+"
+    rf"(?:[A-Za-z]|{_INTL})(?:(?:{_ALNUM}|-)*{_ALNUM})?"
+    rf"(?!{_ALNUM}|-|\.{_ALNUM})")
 
 # A run of digit groups separated by single spaces or dashes; cards are searched inside.
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])", _A)

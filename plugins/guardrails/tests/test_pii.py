@@ -304,3 +304,19 @@ def test_zero_width_characters_inside_an_email_are_redacted_with_it() -> None:
     assert result.text == "write to <EMAIL_1> now, card <CREDIT_CARD_1>"
     assert result.mapping == {"<EMAIL_1>": "a\u200bda@exa\u00admple.org",
                               "<CREDIT_CARD_1>": "４１１１ １１１１ １１１１ １１１１"}
+
+
+@pytest.mark.parametrize("text, redacted", [
+    ("write to josé@example.com today", "write to <EMAIL_1> today"),
+    ("mail müller@example.de now", "mail <EMAIL_1> now"),  # was "mü<EMAIL_1>"
+    ("info@bücher.de, please", "<EMAIL_1>, please"),
+    ("адрес: почта@пример.рф.", "адрес: <EMAIL_1>."),
+    ("jose\u0301@example.com", "<EMAIL_1>"),  # decomposed: e + combining acute
+    ("連絡先はtaro@example.jpです", "連絡先は<EMAIL_1>です"),  # CJK around it stays
+])
+def test_internationalized_emails_are_redacted_whole(text: str, redacted: str) -> None:
+    """Accented, Cyrillic and IDN addresses are e-mails too: redacted whole, never only
+    their ASCII tail; words of scripts written without spaces are not swallowed."""
+    result = redact(text)
+    assert result.text == redacted
+    assert restore(result.text, result.mapping) == text

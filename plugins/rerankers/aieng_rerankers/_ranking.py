@@ -24,10 +24,11 @@ _THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
 _BRACKETED = re.compile(r"\[\s*(\d+)\s*\]")
 # "Passage 3", "passage #3", "Doc 3", "document: 3", "ID 3", "#3"
 # \b: "paid 3" or "valid 2" in an explanation is no label.
-_LABELLED = re.compile(r"\b(?:passage|doc(?:ument)?|id)\s*[:#]?\s*(\d+)|#\s*(\d+)",
+# Possessive blanks: a model's long run of whitespace must not cost quadratic time.
+_LABELLED = re.compile(r"\b(?:passage|doc(?:ument)?|id)\s*+(?:[:#]\s*+)?(\d+)|#\s*+(\d+)",
                        re.IGNORECASE)
 # A list's own numbering ("1. ", "2) ") when the rest of the line holds the id.
-_ENUMERATOR = re.compile(r"^[ \t]*\d+[ \t]*[.)][ \t]+(?=[^\n]*\d)", re.MULTILINE)
+_ENUMERATOR = re.compile(r"^[ \t]*+\d++[ \t]*+[.)][ \t]++(?=[^\n]*\d)", re.MULTILINE)
 _NUMBER = re.compile(r"\d+")
 
 

@@ -52,6 +52,18 @@ def test_parse_ranking_without_ids_is_none(text: str) -> None:
     assert parse_ranking(text, 3) is None
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Passage" + " " * 50_000 + "x [no id] 2", [1]),
+    ("Passage" + " " * 50_000 + ": 2 then 1", [1]),
+    ("1." + " \t" * 25_000 + "\n2) 3", [0, 2]),  # no id after "1.": it is the id
+])
+def test_parse_ranking_of_a_long_blank_run(text: str, expected: list[int]) -> None:
+    """An answer with 50,000 blanks after a label or an enumerator (a degenerate model's
+    whitespace loop; a ReDoS input: the label and list patterns were quadratic in it,
+    minutes for this text) parses as any other."""
+    assert parse_ranking(text, 3) == expected
+
+
 @given(st.text(), st.integers(min_value=1, max_value=30))
 def test_parse_ranking_never_raises(text: str, count: int) -> None:
     """Any text gives ``None`` or distinct ids in range."""
