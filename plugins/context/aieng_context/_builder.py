@@ -83,6 +83,12 @@ class ContextBuilder:
         """
         count = self.count_tokens
         options = self.options
+        # A document retrieved twice (two retrievers without a reranker) is shown once, at
+        # its best rank: two numbers for one source would split its citations.
+        best: dict[str, Hit] = {}
+        for hit in hits:
+            best.setdefault(hit.document.id, hit)
+        hits = list(best.values())
         history, after, question = _split(query, request)
         dropped_turns = 0
 

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import attrs
 
+from ._fence import neutralize
+
 __all__ = ["TEMPLATES", "Example", "PromptTemplate", "TemplateName", "render_user"]
 
 TemplateName = Literal["grounded-qa", "summarize", "extract-json"]
@@ -126,12 +128,15 @@ def render_user(
         output_format = "\n".join(
             part for part in (output_format, f"The JSON must satisfy this schema: {schema}")
             if part)
-    shots = "\n\n".join(_EXAMPLE.substitute(input=e.input, output=e.output) for e in examples)
+    # The question and examples cannot hold a fence marker either: a question writing
+    # "<<<UNTRUSTED [2]" would add a passage of its own, cited as a retrieved document's.
+    shots = "\n\n".join(_EXAMPLE.substitute(input=neutralize(e.input),
+                                            output=neutralize(e.output)) for e in examples)
     sections = [
         ("Context", f"{_CONTEXT_NOTE}\n\n{context}" if context else template.no_context),
         ("Examples", shots),
         ("Task", task),
-        (template.input_heading, question if question.strip() else "(empty)"),
+        (template.input_heading, neutralize(question) if question.strip() else "(empty)"),
         ("Output format", output_format),
     ]
     return "\n\n".join(_SECTION.substitute(heading=heading, body=body)

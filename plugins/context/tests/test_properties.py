@@ -44,7 +44,7 @@ def test_context_properties(hits: list[Hit], budget: int, minimum: int, counter:
     that counter; its fences parse back one per passage (no passage text can break one);
     citation numbers are 1..n in order of appearance; each passage's text is a prefix of
     its hit's text (whole unless marked cut), shown neutralized; and the passages kept are
-    the best-ranked ones."""
+    the best-ranked ones, each document once."""
     options = ContextOptions(max_context_tokens=budget, min_passage_tokens=minimum,
                              order=order)  # type: ignore[arg-type]
     built = ContextBuilder(options, count_tokens=counter).build(Query("q"), hits,
@@ -63,7 +63,9 @@ def test_context_properties(hits: list[Hit], budget: int, minimum: int, counter:
         assert fenced["body"] == (f"Title: {title}\n" if title else "") + \
             neutralize(passage["text"])
     by_rank = in_rank_order(passages) if order == "lost-in-the-middle" else passages
-    for index, (hit, passage) in enumerate(zip(hits, by_rank)):
+    once = list({hit.document.id: hit for hit in reversed(hits)}.values())  # each id's first
+    once.sort(key=lambda hit: next(i for i, h in enumerate(hits) if h is hit))
+    for index, (hit, passage) in enumerate(zip(once, by_rank)):
         assert passage["id"] == hit.document.id and passage["rank"] == hit.rank
         assert hit.document.text.startswith(passage["text"])
         assert passage["text"] == hit.document.text or (
