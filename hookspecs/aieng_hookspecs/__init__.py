@@ -8,7 +8,7 @@ Plugins import from here and never from the kernel::
 
 from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
 from ._options import listed
-from ._paths import user_cache_dir
+from ._paths import remove_abandoned, scratch_path, user_cache_dir
 from ._protocols import (
     ComponentRegistry,
     DocumentReader,
@@ -32,7 +32,9 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "listed",
+    "remove_abandoned",
     "role_spec",
+    "scratch_path",
     "user_cache_dir",
 ]
 

@@ -1,12 +1,19 @@
-"""Where plugins keep what they derive and can rebuild (converted models, exports, hashes)."""
+"""Where plugins keep what they derive and can rebuild (converted models, exports, hashes),
+and the scratch names they write it under before renaming it into place."""
 
 from __future__ import annotations
 
+import glob
 import os
+import re
+import shutil
+import stat
 import sys
+import time
+import uuid
 from pathlib import Path
 
-__all__ = ["user_cache_dir"]
+__all__ = ["ABANDONED_S", "remove_abandoned", "scratch_path", "user_cache_dir"]
 
 
 def user_cache_dir(explicit: str | None = None) -> Path:
@@ -33,3 +40,93 @@ def user_cache_dir(explicit: str | None = None) -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
     return base / "aieng"
+
+
+#: How long a dead process's scratch must have been left untouched before
+#: :func:`remove_abandoned` removes it (seconds).
+ABANDONED_S = 600.0
+# What follows ``.<prefix>-`` in a scratch name, before its suffix.
+_PID_AND_TOKEN = re.compile(r"(?P<pid>[0-9]+)-[0-9a-f]{12}")
+
+
+def scratch_path(folder: Path, prefix: str, suffix: str = "") -> Path:
+    """A fresh hidden name in ``folder`` to write a file or folder to before renaming it
+    into place: ``.<prefix>-<pid>-<12 hex digits><suffix>``. The process id in it lets
+    :func:`remove_abandoned` find the scratch of processes killed before their cleanup
+    ran. Nothing is created.
+
+    Not ``tempfile``: its files and folders are private (0600 / 0700), and a cache is
+    shared by the user's processes under their umask.
+
+    :raises ValueError: for an empty ``prefix``, or one or a ``suffix`` with a path
+        separator.
+    """
+    _check_parts(prefix, suffix)
+    return folder / f".{prefix}-{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def remove_abandoned(folder: Path, prefix: str, suffix: str = "", *,
+                     older_than: float = ABANDONED_S) -> list[Path]:
+    """Remove the scratch files and folders of ``prefix`` and ``suffix`` in ``folder``
+    (:func:`scratch_path`'s names) whose process is gone and in which nothing changed for
+    ``older_than`` seconds: a writer in another PID namespace sharing the cache (a
+    container) looks dead from here, so a fresh scratch is never touched, nor a live
+    process's, nor a name of another prefix or suffix. A symbolic link is removed, never
+    what it points to. Nothing is removed where processes cannot be probed (Windows).
+
+    :returns: the paths removed (for the caller to log).
+    :raises ValueError: for an empty ``prefix``, or one or a ``suffix`` with a path
+        separator.
+    """
+    _check_parts(prefix, suffix)
+    now, removed = time.time(), []
+    try:
+        entries = list(folder.glob(f".{glob.escape(prefix)}-*"))
+    except OSError:  # no folder yet, or not readable: nothing to clean
+        return []
+    start = len(prefix) + 2
+    for scratch in entries:
+        name = scratch.name
+        if not name.endswith(suffix):
+            continue
+        match = _PID_AND_TOKEN.fullmatch(name[start:len(name) - len(suffix)])
+        if match is None or _alive(int(match["pid"])):
+            continue
+        try:
+            mode = scratch.lstat().st_mode
+            inside = scratch.rglob("*") if stat.S_ISDIR(mode) else ()
+            changed = max([scratch.lstat().st_mtime, *(f.lstat().st_mtime for f in inside)])
+        except OSError:  # removed meanwhile, or not readable: left alone
+            continue
+        if now - changed <= older_than:
+            continue
+        try:
+            if stat.S_ISDIR(mode):
+                shutil.rmtree(scratch)
+            else:
+                scratch.unlink()
+        except FileNotFoundError:  # removed first by another process
+            continue
+        except OSError:  # not ours to remove (another user's, read-only): left alone
+            continue
+        removed.append(scratch)
+    return removed
+
+
+def _check_parts(prefix: str, suffix: str) -> None:
+    separators = {"/", os.sep, *([os.altsep] if os.altsep else [])}
+    if not prefix or any(sep in part for part in (prefix, suffix) for sep in separators):
+        raise ValueError(f"a scratch name's prefix must be a non-empty name and its suffix "
+                         f"a name's end, got {prefix!r} and {suffix!r}")
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # no signal-0 probe (Windows' os.kill would end the process)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process; no pid at all: left alone
+        return True
+    return True

@@ -51,6 +51,20 @@ def token_limit(config: dict[str, Any]) -> int | None:
     return max(limit, 1)
 
 
+def encoder_width(folder: Path) -> int:
+    """The width of the vectors of the encoder in ``folder`` (its ``config.json``'s
+    ``hidden_size``; blocking when the config names it otherwise, DistilBERT's ``dim``:
+    transformers' config class reads it then)."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    width = config.get("hidden_size")
+    if isinstance(width, int) and not isinstance(width, bool) and width > 0:
+        return width
+    from transformers import AutoConfig
+
+    named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    return int(named.hidden_size)
+
+
 def load_tokenizer(folder: Path) -> Any:
     """The fast tokenizer of a model folder, as a ``tokenizers.Tokenizer``; blocking."""
     if (folder / "tokenizer.json").is_file():
@@ -141,7 +155,7 @@ class MiniLMOnnxEmbedder:
                 max_length = min(self.options.max_length, limit) if limit is not None \
                     else self.options.max_length
                 self._encoder = OnnxEncoder(
-                    session, load_tokenizer(folder), dimension=int(config["hidden_size"]),
+                    session, load_tokenizer(folder), dimension=encoder_width(folder),
                     batch_size=self.options.batch_size, max_length=max_length,
                     fixed_batches=self.options.batching == "fixed",
                     workers=self.options.workers)
@@ -171,15 +185,18 @@ class MiniLMOnnxEmbedder:
         """Embed ``texts`` now (blocking: hooks call it in a worker thread).
 
         :returns: a ``(len(texts), dimension)`` float32 array of unit vectors.
+        :raises TypeError: as ``aieng_embed``: for one string instead of a sequence of
+            them (it would embed each character), or a text that is not a string.
         """
-        return self.load().encode(list(texts))
+        from aieng_transformers._batching import checked_texts
+
+        return self.load().encode(checked_texts(texts))
 
     def _dimension_without_loading(self) -> int:
         # An empty batch needs no model: its config says the width of the (0, d) answer.
         if self._encoder is not None:
             return self._encoder.dimension
-        config = json.loads((self.source() / "config.json").read_text(encoding="utf-8"))
-        return int(config.get("hidden_size", 0))
+        return encoder_width(self.source())
 
     def serves(self, model: str | None) -> bool:
         """Whether ``model`` is this embedder's (``None``: the default embedder's)."""
@@ -228,7 +245,8 @@ class MiniLMOnnxEmbedder:
         if not batch:
             import numpy as np
 
-            return np.empty((0, self._dimension_without_loading()), dtype=np.float32)
+            width = await anyio.to_thread.run_sync(self._dimension_without_loading)
+            return np.empty((0, width), dtype=np.float32)
         if self.options.max_batch > 1 and len(batch) < self.options.max_batch:
             if self._encoder is None:
                 await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)

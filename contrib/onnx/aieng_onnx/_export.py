@@ -11,20 +11,19 @@ into place: a crash or a second process never leaves a half-written model behind
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import importlib.metadata
 import json
 import os
-import re
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import structlog
+from aieng_hookspecs import remove_abandoned as shared_remove_abandoned
+from aieng_hookspecs import scratch_path
 
 from ._quantize import (
     NBITS_BLOCK,
@@ -52,64 +51,24 @@ _CHUNK = 1 << 20
 
 def scratch_name(folder: Path, prefix: str, suffix: str = "") -> Path:
     """A fresh hidden name in ``folder`` to write to before renaming into place:
-    ``.<prefix>-<pid>-<random><suffix>``. Scratch files and folders of that prefix left
-    by processes that are gone (killed before their cleanup ran: a whole export, hundreds
-    of MB, never read again) are removed first (:func:`remove_abandoned`).
-
-    Not ``tempfile``: its files and folders are private (0600 / 0700), and a cache is
-    shared by the user's processes under their umask.
+    ``.<prefix>-<pid>-<random><suffix>`` (:func:`aieng_hookspecs.scratch_path`). Scratch
+    files and folders of that prefix left by processes that are gone (killed before their
+    cleanup ran: a whole export, hundreds of MB, never read again) are removed first
+    (:func:`remove_abandoned`).
     """
     remove_abandoned(folder, prefix, suffix)
-    return folder / f".{prefix}-{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}"
-
-
-#: How long a dead process's scratch must have been left untouched before it is removed.
-ABANDONED_S = 600.0
-_SCRATCH = re.compile(r"\.(?P<prefix>[^-]+)-(?P<pid>[0-9]+)-[0-9a-f]{12}(?P<suffix>.*)")
+    return scratch_path(folder, prefix, suffix)
 
 
 def remove_abandoned(folder: Path, prefix: str, suffix: str = "") -> int:
     """Remove the scratch files and folders of ``prefix`` in ``folder``
-    (:func:`scratch_name`'s) whose process is gone and in which nothing changed for
-    :data:`ABANDONED_S` seconds: a writer in another PID namespace sharing the cache (a
-    container) looks dead from here, so a fresh scratch is never touched. Returns how
-    many were removed."""
-    now, removed = time.time(), 0
-    try:
-        entries = list(folder.glob(f".{glob.escape(prefix)}-*"))
-    except OSError:  # no folder yet, or not readable: nothing to clean
-        return 0
-    for scratch in entries:
-        match = _SCRATCH.fullmatch(scratch.name)
-        if match is None or match["prefix"] != prefix or match["suffix"] != suffix or \
-                _alive(int(match["pid"])):
-            continue
-        try:
-            inside = scratch.rglob("*") if scratch.is_dir() else ()
-            changed = max([scratch.lstat().st_mtime, *(f.lstat().st_mtime for f in inside)])
-        except OSError:  # removed meanwhile
-            continue
-        if now - changed <= ABANDONED_S:
-            continue
-        if scratch.is_dir() and not scratch.is_symlink():
-            shutil.rmtree(scratch, ignore_errors=True)
-        else:
-            scratch.unlink(missing_ok=True)
-        removed += 1
+    (:func:`scratch_name`'s) whose process is gone and in which nothing changed for ten
+    minutes (:func:`aieng_hookspecs.remove_abandoned`), logging each. Returns how many
+    were removed."""
+    removed = shared_remove_abandoned(folder, prefix, suffix)
+    for scratch in removed:
         log.info("onnx.abandoned_scratch_removed", path=str(scratch))
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if os.name != "posix":  # no signal-0 probe (Windows' os.kill would end the process)
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # another user's process; no pid at all: left alone
-        return True
-    return True
+    return len(removed)
 
 
 def _version(distribution: str) -> str:

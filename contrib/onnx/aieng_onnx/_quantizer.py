@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_process
@@ -14,7 +13,7 @@ import structlog
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import QuantizeResult
 
-from ._embedder import load_tokenizer
+from ._embedder import encoder_width, load_tokenizer
 from ._export import EXPORT_FILE, scratch_name, weights_size
 from ._options import OrtInt8Options
 from ._paths import ModelNotFound
@@ -76,10 +75,13 @@ class OrtInt8Quantizer:
             from ._causal import causal_lm
 
             return causal_lm(session, folder) if (folder / "tokenizer.json").is_file() else None
-        config: dict[str, Any] = json.loads(config_file.read_text(encoding="utf-8"))
-        if session.get_outputs()[0].name != "last_hidden_state" or "hidden_size" not in config:
+        if session.get_outputs()[0].name != "last_hidden_state":
             return None
-        return OnnxEncoder(session, load_tokenizer(folder), dimension=int(config["hidden_size"]),
+        try:
+            width = encoder_width(folder)
+        except (ValueError, AttributeError, OSError):  # a config transformers cannot read
+            return None
+        return OnnxEncoder(session, load_tokenizer(folder), dimension=width,
                            batch_size=len(QUALITY_SENTENCES), max_length=128)
 
     def quality(self, source: Path, quantized: Path) -> dict[str, float]:

@@ -40,3 +40,20 @@ def tiny_roberta(folder: Path) -> Path:
     torch.manual_seed(0)
     RobertaModel(config).save_pretrained(str(folder))
     return folder
+
+
+def tiny_distilbert(folder: Path, bert: Path) -> Path:
+    """A random 1-layer DistilBERT encoder (width 32) with the tiny BERT's tokenizer (from
+    the folder ``bert``): its config names the width ``dim``, not ``hidden_size``."""
+    import json
+
+    from transformers import DistilBertConfig, DistilBertModel
+
+    vocab = json.loads((bert / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+    config = DistilBertConfig(vocab_size=vocab,
+                              dim=32, n_layers=1, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=64)
+    torch.manual_seed(0)
+    DistilBertModel(config).save_pretrained(str(folder))
+    BertTokenizerFast.from_pretrained(str(bert)).save_pretrained(str(folder))
+    return folder

@@ -127,7 +127,7 @@ def test_abandoned_scratch_is_removed(bert_dir: Path, tmp_path: Path) -> None:
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    old = time.time() - 7200  # two hours: past ABANDONED_S
+    old = time.time() - 7200  # two hours: past the ten minutes of remove_abandoned
 
     def leave(path: Path, *, folder: bool, age: float | None = old) -> Path:
         if folder:
@@ -232,6 +232,34 @@ async def test_empty_input_needs_no_model(tmp_path: Path, bert_dir: Path) -> Non
     vectors = await embedder.aieng_embed([], None)
     assert vectors is not None and vectors.shape == (0, 64)
     assert not (tmp_path / "onnx").exists()
+
+
+async def test_empty_input_has_the_vectors_width(bert_dir: Path, tmp_path: Path) -> None:
+    """No texts give ``(0, d)`` with the width the vectors have, also for an encoder whose
+    config names its width otherwise (DistilBERT's ``dim``), still without exporting; the
+    export of such a folder loads and embeds at that width too."""
+    from _tiny_onnx import tiny_distilbert
+
+    folder = tiny_distilbert(tmp_path / "distilbert", bert_dir)
+    embedder = MiniLMOnnxEmbedder(MiniLMOnnxOptions(
+        path=str(folder), cache_dir=str(tmp_path / "cache"), providers=("cpu",)))
+    empty = await embedder.aieng_embed([], None)
+    assert empty is not None and empty.shape == (0, 32)
+    assert not (tmp_path / "cache" / "onnx").exists()
+    assert embedder.encode(["the cat"]).shape == (1, 32)
+    assert embedder.dimension == 32
+
+
+def test_encode_refuses_a_lone_string(bert_dir: Path, tmp_path: Path) -> None:
+    """The blocking ``encode`` checks its texts as ``aieng_embed`` does: one string is
+    refused (it would embed each character), as is a text that is not a string."""
+    embedder = MiniLMOnnxEmbedder(MiniLMOnnxOptions(
+        path=str(bert_dir), cache_dir=str(tmp_path), providers=("cpu",)))
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        embedder.encode("the cat")
+    with pytest.raises(TypeError, match="not int"):
+        embedder.encode(["the cat", 3])  # type: ignore[list-item]
+    assert embedder.encode(("the cat", "")).shape == (2, 64)
 
 
 def test_options_are_checked() -> None:

@@ -83,6 +83,19 @@ async def test_encoder_quality_is_measured(tiny_export: Path, tmp_path: Path) ->
     assert 0.9 <= result.quality["cosine_min"] <= result.quality["cosine_mean"] <= 1.0 + 1e-6
 
 
+async def test_encoder_quality_of_a_distilbert(bert_dir: Path, tmp_path: Path) -> None:
+    """The cosines are measured for an encoder whose config names its width otherwise
+    than ``hidden_size`` (DistilBERT's ``dim``) too; its quality was left empty."""
+    from _tiny_onnx import tiny_distilbert
+
+    source = tiny_distilbert(tmp_path / "distilbert", bert_dir)
+    folder, _ = exported(source, tmp_path / "cache", opset=18)
+    result = await OrtInt8Quantizer(OrtInt8Options(
+        output_dir=str(tmp_path / "out"))).aieng_quantize(str(folder), "int8")
+    assert result is not None and set(result.quality) == {"cosine_mean", "cosine_min"}
+    assert 0.9 <= result.quality["cosine_min"] <= result.quality["cosine_mean"] <= 1.0 + 1e-6
+
+
 async def test_bare_onnx_file_has_no_quality(tiny_export: Path, tmp_path: Path) -> None:
     """An ONNX file with no tokenizer beside it is quantized; its quality is empty."""
     bare = tmp_path / "bare.onnx"

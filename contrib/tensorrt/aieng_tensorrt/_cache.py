@@ -5,28 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import stat
-import time
-import uuid
 from pathlib import Path
 
 import structlog
+from aieng_hookspecs import remove_abandoned as shared_remove_abandoned
+from aieng_hookspecs import scratch_path
 
 from ._profile import ShapeProfile
 
-__all__ = ["ABANDONED_S", "CACHE_FORMAT", "EngineCache", "engine_cache_key", "onnx_digest",
+__all__ = ["CACHE_FORMAT", "EngineCache", "engine_cache_key", "onnx_digest",
            "remove_abandoned"]
 
 log = structlog.get_logger(__name__)
 
 #: Bumped when the key's parts or the cache layout change.
 CACHE_FORMAT = 1
-#: How long a dead process's scratch engine must have been left untouched before it is
-#: removed (seconds).
-ABANDONED_S = 600.0
-# A scratch engine: ``.engine-<pid>-<random>.tmp`` (the scratch names of aieng-onnx).
-_SCRATCH = re.compile(r"\.engine-(?P<pid>[0-9]+)-[0-9a-f]{12}\.tmp")
+# A scratch engine: ``.engine-<pid>-<random>.tmp`` (aieng_hookspecs.scratch_path).
+_SCRATCH_PREFIX, _SCRATCH_SUFFIX = "engine", ".tmp"
 
 
 def onnx_digest(path: Path) -> str:
@@ -79,7 +74,7 @@ class EngineCache:
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         remove_abandoned(self.folder)
-        scratch = self.folder / f".engine-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"
+        scratch = scratch_path(self.folder, _SCRATCH_PREFIX, _SCRATCH_SUFFIX)
         try:
             with scratch.open("xb") as handle:
                 handle.write(engine)
@@ -96,40 +91,10 @@ class EngineCache:
 
 def remove_abandoned(folder: Path) -> int:
     """Remove the scratch engines in ``folder`` whose process is gone and which were left
-    untouched for :data:`ABANDONED_S` seconds: a writer in another PID namespace sharing
-    the cache (a container) looks dead from here, so a fresh scratch is never touched.
-    Returns how many were removed."""
-    now, removed = time.time(), 0
-    try:
-        entries = list(folder.glob(".engine-*.tmp"))
-    except OSError:  # no folder yet, or not readable: nothing to clean
-        return 0
-    for scratch in entries:
-        match = _SCRATCH.fullmatch(scratch.name)
-        if match is None or _alive(int(match["pid"])):
-            continue
-        try:
-            info = scratch.lstat()
-        except OSError:  # removed meanwhile
-            continue
-        if now - info.st_mtime <= ABANDONED_S or not stat.S_ISREG(info.st_mode):
-            continue
-        try:
-            scratch.unlink()
-        except OSError:  # removed first by another process, or not ours to remove
-            continue
-        removed += 1
+    untouched for ten minutes (:func:`aieng_hookspecs.remove_abandoned`: a writer in
+    another PID namespace sharing the cache, a container, looks dead from here, so a
+    fresh scratch is never touched), logging each. Returns how many were removed."""
+    removed = shared_remove_abandoned(folder, _SCRATCH_PREFIX, _SCRATCH_SUFFIX)
+    for scratch in removed:
         log.info("tensorrt.abandoned_scratch_removed", path=str(scratch))
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if os.name != "posix":  # no signal-0 probe (Windows' os.kill would end the process)
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # another user's process; no pid at all: left alone
-        return True
-    return True
+    return len(removed)

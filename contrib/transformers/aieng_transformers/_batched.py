@@ -22,6 +22,8 @@ import attrs
 import torch
 from aieng_hookspecs.types import Request, TokenLogprob, Usage
 
+from ._causal import wants_logprobs
+
 if TYPE_CHECKING:
     from ._causal import CausalLM, Finish, Generation
     from ._toolcalls import ToolPlan
@@ -53,7 +55,7 @@ def decode_batch(lm: CausalLM, requests: Sequence[Request],
     rows: list[tuple[int, Generation]] = []
     for index, request in enumerate(requests):
         try:
-            generation = lm.start(request, logprobs=bool(request.metadata.get("logprobs")))
+            generation = lm.start(request, logprobs=wants_logprobs(request))
         except ValueError as error:
             results.append(error)
             continue

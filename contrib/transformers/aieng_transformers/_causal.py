@@ -44,7 +44,7 @@ from ._toolcalls import (
     tool_plan,
 )
 
-__all__ = ["CausalLM", "Generation", "Step"]
+__all__ = ["CausalLM", "Generation", "Step", "wants_logprobs"]
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +68,19 @@ class Step:
     text: str
     logprob: float | None = None
     finish: Finish | None = None
+
+
+def wants_logprobs(request: Request) -> bool:
+    """Whether ``request`` asks for per-token log-probabilities:
+    ``metadata["logprobs"]`` true (absent, ``None`` or false: no).
+
+    :raises ValueError: for a value that is not a boolean (the string ``"false"`` would
+        ask for them by its truthiness).
+    """
+    wanted = request.metadata.get("logprobs")
+    if wanted is None or isinstance(wanted, bool):
+        return bool(wanted)
+    raise ValueError(f"metadata['logprobs'] must be true or false, got {wanted!r:.40}")
 
 
 class CausalLM:

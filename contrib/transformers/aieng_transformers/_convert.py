@@ -9,17 +9,16 @@ a half-written model where a reader would find it.
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import hashlib
 import json
-import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import structlog
+from aieng_hookspecs import remove_abandoned, scratch_path
 
 __all__ = ["FORMAT_VERSION", "cached_folder", "convert_gguf", "fingerprint"]
 
@@ -30,8 +29,6 @@ FORMAT_VERSION = 1
 #: Written last into a converted folder: what it was made from.
 MARKER = "aieng-conversion.json"
 _SAMPLE = 4 << 20  # bytes hashed at each end of the file
-#: A dead process's scratch folder unchanged this long is removed (seconds).
-_ABANDONED_S = 600.0
 
 
 def fingerprint(gguf: Path) -> str:
@@ -64,11 +61,10 @@ def convert_gguf(gguf: Path, cache_root: Path) -> Path:
     target = cached_folder(gguf, cache_root)
     if (target / MARKER).is_file():
         return target
-    if target.exists():  # no marker: not ours to trust (copied in half, edited by hand)
-        shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(target)
-    scratch = target.parent / f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    if discard_unmarked(target, MARKER):
+        return target  # another process finished the same conversion meanwhile
+    scratch = scratch_folder(target)
     started = time.perf_counter()
     log.info("gguf.convert.started", gguf=str(gguf), target=str(target))
     try:
@@ -85,35 +81,40 @@ def convert_gguf(gguf: Path, cache_root: Path) -> Path:
     return target
 
 
-def _remove_abandoned(target: Path) -> None:
-    # Scratch folders of conversions into ``target`` whose process is gone (killed before
-    # its cleanup ran): hundreds of MB each, never read, so removed before a new one. Only
-    # when nothing in one changed for a while too: a writer in another PID namespace
-    # sharing the cache (a container) looks dead from here.
-    now = time.time()
-    for scratch in target.parent.glob(f".{glob.escape(target.name)}.*-*.tmp"):
-        pid = scratch.name[len(target.name) + 2:].rpartition("-")[0]
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
-        try:
-            changed = max([scratch.stat().st_mtime,
-                           *(f.stat().st_mtime for f in scratch.rglob("*"))])
-        except OSError:  # removed meanwhile
-            continue
-        if now - changed > _ABANDONED_S:
-            shutil.rmtree(scratch, ignore_errors=True)
+def scratch_folder(target: Path) -> Path:
+    """A fresh name beside ``target`` to write its folder under before renaming it into
+    place: ``.<target's name>-<pid>-<random>.tmp`` (:func:`aieng_hookspecs.scratch_path`).
+    The scratch of writes into ``target`` whose process is gone (killed before its cleanup
+    ran: hundreds of MB, never read) is removed first, when nothing in it changed for a
+    while (:func:`aieng_hookspecs.remove_abandoned`)."""
+    for removed in remove_abandoned(target.parent, target.name, ".tmp"):
+        log.info("transformers.abandoned_scratch_removed", path=str(removed))
+    return scratch_path(target.parent, target.name, ".tmp")
 
 
-def _alive(pid: int) -> bool:
-    if os.name != "posix":  # no signal-0 probe (Windows' os.kill would interrupt it)
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def discard_unmarked(target: Path, marker: str) -> bool:
+    """Remove ``target`` when it exists without its ``marker`` file (copied in half,
+    edited by hand: not ours to trust), first moving it aside so that no reader sees it
+    half removed. Returns whether a finished folder is at ``target`` after all: one that a
+    concurrent writer renamed into place after the caller looked for the marker is kept,
+    never deleted (under a reader that just found it)."""
+    if not target.exists() and not target.is_symlink():
         return False
-    except OSError:  # it exists, as another user's process
+    if (target / marker).is_file():  # finished meanwhile
         return True
-    return True
+    aside = scratch_path(target.parent, target.name, ".tmp")
+    try:
+        target.rename(aside)
+    except FileNotFoundError:  # removed meanwhile
+        return (target / marker).is_file()
+    if (aside / marker).is_file():  # finished between the look and the move: put back
+        with contextlib.suppress(OSError):
+            aside.rename(target)
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)
+    return (target / marker).is_file()
 
 
 def _write(gguf: Path, folder: Path) -> None:

@@ -38,7 +38,8 @@ class SmolLM2Backend:
     in a worker thread; a GGUF is converted once to safetensors under the cache dir. Every
     forward pass runs in a worker thread, so the event loop never waits on the model.
     ``request.metadata["logprobs"]`` set to true asks for per-token log-probabilities
-    (``Completion.logprobs``, ``Delta.logprob``).
+    (``Completion.logprobs``, ``Delta.logprob``); a value that is not a boolean is a
+    ``ValueError``.
 
     :param options: the typed options (defaults when ``None``).
     """
@@ -297,9 +298,11 @@ class GenerationStream:
         await self._deltas.aclose()
 
     async def _run(self) -> AsyncGenerator[Delta, None]:
-        lm = await self._backend.loaded()
+        from ._causal import wants_logprobs
+
         request = self._request
-        want = bool(request.metadata.get("logprobs"))
+        want = wants_logprobs(request)
+        lm = await self._backend.loaded()
         generation = await anyio.to_thread.run_sync(
             partial(lm.start, request, logprobs=want), abandon_on_cancel=True)
         plan = generation.plan

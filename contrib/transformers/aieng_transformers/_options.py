@@ -20,8 +20,28 @@ DEFAULT_GENERATE_MODEL = "SmolLM2-135M-Instruct"
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
 _device = v.and_(v.instance_of(str), v.matches_re(_DEVICE))
 _opt_str = v.optional(v.and_(v.instance_of(str), v.min_len(1)))
-_positive = v.and_(v.instance_of(int), v.ge(1))
 _wait = v.and_(v.ge(0.0), v.le(10_000.0))
+
+
+def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    # Not v.instance_of(int): a bool is an int to Python, and ``batch_size = true`` in a
+    # pipeline file is a mistake, not a batch of 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1, got {value}")
+
+
+def _milliseconds(value: object) -> object:
+    # A number (TOML ``5`` or ``5.0``) as a float; a bool or a string is refused by _number
+    # (``float`` as the converter took ``true`` as 1 ms and ``"5"`` as 5).
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else value
+
+
+def _number(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not isinstance(value, float):
+        raise TypeError(f"{attribute.name} must be a number, got {value!r}")
 
 
 def _int_as_float(value: object) -> object:
@@ -64,7 +84,8 @@ class MiniLMOptions:
     max_length: int = attrs.field(default=256, validator=_positive)
     device: str = attrs.field(default="cpu", validator=_device)
     max_batch: int = attrs.field(default=1, validator=_positive)
-    max_wait_ms: float = attrs.field(default=5.0, converter=float, validator=_wait)
+    max_wait_ms: float = attrs.field(default=5.0, converter=_milliseconds,
+                                     validator=[_number, _wait])
     dtype: Literal["float32", "bfloat16", "float16"] = attrs.field(
         default="float32", validator=v.in_(tuple(DTYPES)))
 
@@ -138,7 +159,8 @@ class SmolLM2Options:
     draft_layers: int = attrs.field(default=8, validator=_positive)
     draft_path: str | None = attrs.field(default=None, validator=_opt_str)
     max_batch: int = attrs.field(default=1, validator=_positive)
-    max_wait_ms: float = attrs.field(default=5.0, converter=float, validator=_wait)
+    max_wait_ms: float = attrs.field(default=5.0, converter=_milliseconds,
+                                     validator=[_number, _wait])
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = attrs.field(
         default="auto", validator=v.in_(("auto", *DTYPES)))
     tool_format: Literal["auto", "hermes", "llama3", "mistral", "mistral-v11"] = attrs.field(

@@ -32,7 +32,6 @@ import math
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +41,7 @@ from aieng_hookspecs import blocking, hookimpl
 from aieng_hookspecs.types import QuantizeResult
 from attrs import validators as v
 
+from ._convert import discard_unmarked, scratch_folder
 from ._heldout import HELDOUT_SENTENCES, HELDOUT_TEXT
 from ._paths import cache_root
 
@@ -140,10 +140,13 @@ class TorchInt8Quantizer:
         kind = _kind(folder)
         if kind is None:
             return None
-        if target.exists():  # no marker: a half-written or foreign folder
-            shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = target.parent / f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+        # No marker: a half-written or foreign folder, removed unless another process
+        # finished the same quantization meanwhile.
+        if discard_unmarked(target, QUANTIZE_MARKER):
+            saved = json.loads(marker.read_text(encoding="utf-8"))
+            return _result(target, saved)
+        scratch = scratch_folder(target)
         started = time.perf_counter()
         log.info("quantize.started", source=str(folder), target=str(target), scheme=scheme,
                  kind=kind)

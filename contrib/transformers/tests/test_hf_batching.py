@@ -422,6 +422,16 @@ def test_batch_with_logprobs_and_a_bad_request(tiny: CausalLM) -> None:
     assert isinstance(batch[0], Decoded) and batch[0].logprobs is not None
 
 
+def test_a_batch_row_with_a_logprobs_string_fails_alone(tiny: CausalLM) -> None:
+    """A request whose ``metadata["logprobs"]`` is no boolean (``"false"``) gets its own
+    error naming the key; the others decode."""
+    good = ask("abc", max_tokens=6)
+    batch = decode_batch(tiny, [good, ask("x", metadata={"logprobs": "false"}), good])
+    assert isinstance(batch[1], ValueError) and "metadata['logprobs']" in str(batch[1])
+    assert batch[0] == batch[2] == one_by_one(tiny, good)
+    assert isinstance(batch[0], Decoded) and batch[0].logprobs is None
+
+
 def test_a_cancelled_row_drops_out(tiny: CausalLM) -> None:
     """A row whose caller went away stops; the other rows decode to the end unchanged."""
     requests = [ask("abc", max_tokens=20), ask("xyz", max_tokens=20)]

@@ -98,6 +98,45 @@ def test_concurrent_finished_copy_wins(gguf: Path, tmp_path: Path,
     assert [p.name for p in target.parent.iterdir()] == [target.name]
 
 
+def test_a_copy_finished_after_the_check_is_kept(gguf: Path, tmp_path: Path,
+                                                writes: list[Path],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder without its marker is removed before converting, but not one that
+    another process finished right after the marker was looked for: its conversion is
+    used, not deleted (under a reader that just found it) and made again."""
+    root = tmp_path / "cache"
+    target = cached_folder(gguf, root)
+    target.mkdir(parents=True)
+    (target / "theirs").write_text("x")
+    real = Path.is_file
+    looked: list[Path] = []
+
+    def finishing(path: Path) -> bool:
+        found = real(path)
+        if path == target / MARKER and not looked:
+            looked.append(path)
+            path.write_text("{}")  # the other process finishes just after this check
+        return found
+
+    monkeypatch.setattr(Path, "is_file", finishing)
+    assert convert_gguf(gguf, root) == target
+    assert looked and writes == []
+    assert sorted(p.name for p in target.iterdir()) == sorted([MARKER, "theirs"])
+
+
+def test_an_unmarked_folder_is_converted_again(gguf: Path, tmp_path: Path,
+                                               writes: list[Path]) -> None:
+    """A folder without its marker (copied in half, edited by hand) is replaced by a
+    fresh conversion, and no scratch is left beside it."""
+    root = tmp_path / "cache"
+    target = cached_folder(gguf, root)
+    target.mkdir(parents=True)
+    (target / "model.safetensors").write_bytes(b"half")
+    assert convert_gguf(gguf, root) == target
+    assert len(writes) == 1 and [p.name for p in target.iterdir()] == [MARKER]
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
 def test_a_killed_conversions_scratch_is_removed(gguf: Path, tmp_path: Path,
                                                   writes: list[Path]) -> None:
     """The scratch folder of a conversion whose process was killed (its cleanup never
@@ -107,9 +146,9 @@ def test_a_killed_conversions_scratch_is_removed(gguf: Path, tmp_path: Path,
     target = cached_folder(gguf, root)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    abandoned = target.parent / f".{target.name}.{dead}-0123abcd.tmp"
-    recent = target.parent / f".{target.name}.{dead}-89abcdef.tmp"
-    live = target.parent / f".{target.name}.{os.getpid()}-4567ef01.tmp"
+    abandoned = target.parent / f".{target.name}-{dead}-0123456789ab.tmp"
+    recent = target.parent / f".{target.name}-{dead}-0123456789ac.tmp"
+    live = target.parent / f".{target.name}-{os.getpid()}-0123456789ad.tmp"
     for scratch in (abandoned, recent, live):
         scratch.mkdir(parents=True)
         (scratch / "model.safetensors").write_bytes(b"half")

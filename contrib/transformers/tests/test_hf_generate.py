@@ -158,6 +158,21 @@ async def test_logprobs_on_request(chain_backend: SmolLM2Backend) -> None:
     assert all(d.logprob is None for d in (await collect(chain_backend, ask()))[0])
 
 
+@pytest.mark.parametrize("value", ["false", "true", 1, 0, "", [True]])
+async def test_logprobs_flag_must_be_a_boolean(chain_backend: SmolLM2Backend,
+                                               value: object) -> None:
+    """``metadata["logprobs"]`` is true or false (the gateway passes a boolean): a string
+    such as ``"false"`` is an error naming the key, not log-probabilities by its
+    truthiness; ``False`` and ``None`` ask for none."""
+    with pytest.raises(ValueError, match=r"metadata\['logprobs'\]"):
+        await generate(chain_backend, ask(metadata={"logprobs": value}))
+    with pytest.raises(ValueError, match=r"metadata\['logprobs'\]"):
+        await collect(chain_backend, ask(metadata={"logprobs": value}))
+    for off in (False, None):
+        assert (await generate(chain_backend, ask(metadata={"logprobs": off}))).logprobs \
+            is None
+
+
 async def test_logprobs_are_before_the_repetition_penalty(chain_dir: Path) -> None:
     """Log-probabilities are the model's own distribution's, as with temperature: a
     repetition penalty steers the choice but does not change them (regression: they came

@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import aieng_transformers
+import attrs
 import pytest
 from _tiny import CHAIN_TEXT
 from aieng_hookspecs.types import Document
@@ -80,3 +81,28 @@ def test_a_whole_repetition_penalty_is_a_float() -> None:
     from aieng_transformers import SmolLM2Options
 
     assert SmolLM2Options(repetition_penalty=2).repetition_penalty == 2.0
+
+
+@pytest.mark.parametrize("name", ["batch_size", "max_length", "max_batch", "ngram_size",
+                                  "max_proposal", "draft_layers", "max_wait_ms"])
+def test_booleans_are_no_numbers(name: str) -> None:
+    """A pipeline file's ``batch_size = true`` is an error naming the key, not a batch of 1
+    (``bool`` is an ``int`` to Python); ``max_wait_ms`` refuses a string too, and takes a
+    TOML integer as the float it means."""
+    from aieng_transformers import MiniLMOptions, SmolLM2Options
+
+    kinds = [kind for kind in (MiniLMOptions, SmolLM2Options)
+             if name in attrs.fields_dict(kind)]
+    assert kinds
+    for kind in kinds:
+        with pytest.raises(TypeError, match=name):
+            kind(**{name: True})
+        if name == "max_wait_ms":
+            with pytest.raises(TypeError, match=name):
+                kind(max_wait_ms="5")
+            assert kind(max_wait_ms=2).max_wait_ms == 2.0
+            assert isinstance(kind(max_wait_ms=2).max_wait_ms, float)
+        else:
+            with pytest.raises(ValueError, match=name):
+                kind(**{name: 0})
+            assert getattr(kind(**{name: 2}), name) == 2

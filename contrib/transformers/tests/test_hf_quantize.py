@@ -176,6 +176,37 @@ def test_second_call_reuses_the_folder(tmp_path: Path, random_dir: Path) -> None
     assert marker.stat().st_mtime_ns == written
 
 
+def test_a_killed_quantizations_scratch_is_removed(tmp_path: Path, random_dir: Path) -> None:
+    """A quantization killed before its cleanup leaves its scratch folder (a whole model)
+    behind; the next one of that model removes it when its process is gone and nothing
+    in it changed for a while, and nothing else (a live process's, a recent one). A
+    folder without its marker (half copied) is replaced, leaving no scratch."""
+    import os
+    import subprocess
+    import sys
+
+    first = quantizer(tmp_path).quantize(random_dir)
+    assert first is not None
+    target = Path(first.model)
+    (target / QUANTIZE_MARKER).unlink()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    abandoned = target.parent / f".{target.name}-{dead}-0123456789ab.tmp"
+    recent = target.parent / f".{target.name}-{dead}-0123456789ac.tmp"
+    live = target.parent / f".{target.name}-{os.getpid()}-0123456789ad.tmp"
+    for scratch in (abandoned, recent, live):
+        scratch.mkdir(parents=True)
+        (scratch / "model.safetensors").write_bytes(b"half")
+        if scratch != recent:
+            for path in (scratch / "model.safetensors", scratch):
+                os.utime(path, (0, 0))
+    again = quantizer(tmp_path).quantize(random_dir)
+    assert again is not None and again.model == first.model
+    assert (target / QUANTIZE_MARKER).is_file()
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted(
+        [target.name, recent.name, live.name])
+
+
 def test_keep_fp32_leaves_layers_alone(tmp_path: Path, random_dir: Path) -> None:
     """``keep_fp32`` layers stay fp32 (a bigger file) in a folder of their own."""
     full = quantizer(tmp_path).quantize(random_dir)
