@@ -64,7 +64,8 @@ def chat_body(request: Request, options: OpenAIOptions, *, stream: bool) -> dict
     """The JSON body of ``POST {base_url}/chat/completions`` for ``request``.
 
     :raises ValueError: for a ``metadata["regex"]`` that is not a string, or that this
-        server cannot be asked to enforce (no ``regex_field``).
+        server cannot be asked to enforce (no ``regex_field``); a ``metadata["logprobs"]``
+        that is not a boolean.
     """
     body: dict[str, Any] = {
         "model": request.model or options.model,
@@ -98,7 +99,10 @@ def chat_body(request: Request, options: OpenAIOptions, *, stream: bool) -> dict
     for name in ("tool_choice", "parallel_tool_calls"):
         if name in request.metadata:
             body[name] = request.metadata[name]
-    if request.metadata.get("logprobs"):  # truthy, as the local backends read it
+    wanted = request.metadata.get("logprobs")
+    if wanted is not None and not isinstance(wanted, bool):  # "false" is truthy
+        raise ValueError(f"metadata['logprobs'] must be true or false, got {wanted!r:.40}")
+    if wanted:
         body["logprobs"] = True  # the chosen tokens' only: the contract has no alternatives
     if stream:
         body["stream"] = True

@@ -270,3 +270,18 @@ async def test_regex_goes_in_the_configured_field(double: OpenAIServerDouble,
         await plain.aclose()
     calls = double.calls_to("chat/completions")
     assert len(calls) == 1 and calls[0].body["guided_regex"] == "[0-9]{4}"
+
+
+@pytest.mark.parametrize("flag", ["false", "yes", 1, 0])
+async def test_a_logprobs_flag_must_be_a_boolean(double: OpenAIServerDouble, make_backend: Any,
+                                                 flag: object) -> None:
+    """``metadata["logprobs"] = "false"`` is refused before anything is sent, not read as
+    true by its truthiness (the local backends refuse it too)."""
+    backend: OpenAIBackend = make_backend()
+    try:
+        with pytest.raises(ValueError, match="metadata\\['logprobs'\\] must be true or false"):
+            await backend.aieng_generate(Request(messages=(Message("user", "x"),),
+                                                 metadata={"logprobs": flag}))
+    finally:
+        await backend.aclose()
+    assert double.calls_to("chat/completions") == []
