@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -41,10 +41,14 @@ class Estimate:
     healthy: bool
 
 
-def _override(request: Request, key: str, default: Any, kind: type | tuple[type, ...]
-              ) -> Any:
+def _override(request: Request, key: str, default: Any, kind: type | tuple[type, ...],
+              valid: Callable[[Any], bool]) -> Any:
+    """A request's own value of an option from its metadata; one of the wrong type, or
+    one the option itself refuses (a NaN, zero or negative budget, which nothing could
+    meet), is ignored as if absent."""
     value = request.metadata.get(key, default)
-    if value is None or isinstance(value, bool) or not isinstance(value, kind):
+    if value is None or isinstance(value, bool) or not isinstance(value, kind) or \
+            not valid(value):
         return default
     return value
 
@@ -86,8 +90,9 @@ class CostRouter:
     def estimate(self, request: Request, backend: str) -> Estimate:
         """The expected cost, latency and health of ``backend`` for ``request``."""
         options = self.options
-        budget = _override(request, "latency_budget_s", options.latency_budget_s, (int, float))
-        floor = _override(request, "min_quality", options.min_quality, int)
+        budget = _override(request, "latency_budget_s", options.latency_budget_s, (int, float),
+                           lambda s: math.isfinite(s) and s > 0)
+        floor = _override(request, "min_quality", options.min_quality, int, lambda q: q >= 0)
         stats = self.health.stats.get(backend)
         profile: BackendProfile | None = options.backends.get(backend)
         latency = stats.latency_s if stats is not None and stats.latency_s is not None \

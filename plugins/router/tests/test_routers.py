@@ -235,6 +235,17 @@ def test_budget_and_quality_from_request_metadata() -> None:
     assert picky is not None and picky.target == "dear"
 
 
+@pytest.mark.parametrize("budget", [float("nan"), float("inf"), 0, -1.0])
+def test_a_request_budget_the_options_refuse_is_ignored(budget: float) -> None:
+    """A request's budget the options would refuse (NaN, infinite, zero, negative) is
+    ignored, as one of the wrong type is: the configured 1 s budget still decides (with
+    it nothing fitted and the route fell back to the fastest backend)."""
+    found = cost_router().aieng_route(ask("hi", metadata={"latency_budget_s": budget}),
+                                      ["cheap", "mid", "dear"])
+    assert found is not None and found.target == "mid"
+    assert found.reason.startswith("cheapest healthy within budget")
+
+
 def test_observed_latency_replaces_the_prior() -> None:
     """Once ``mid`` is observed slow (EWMA above budget), ``dear`` takes over."""
     router = cost_router(alpha=1.0)
