@@ -45,6 +45,11 @@ _MAX_TOKEN_BYTES = 40
 # How long a write waits for another writer (another process, say) to release the index.
 _LOCK_WAIT_S = 5.0
 _MIB = 1024 * 1024
+# What tantivy writes into a folder before the index's meta.json (its file list, its
+# locks, the temporary files of its atomic writes): a folder holding only these is an
+# index being created (by another process, at this moment) or whose creation was cut
+# short, not a folder of the user's files.
+_TANTIVY_OWN = re.compile(r"\.managed\.json|\.tantivy-(?:meta|writer)\.lock|\.tmp[0-9A-Za-z]{6}")
 # Unchecked constructors (see _rows.builder): Document(id, text, title, metadata) and
 # Hit(document, score, rank, source).
 _new_document, _new_hit = builder(Document), builder(Hit)
@@ -294,7 +299,8 @@ class BM25Index:
     def _check_folder(folder: Path) -> None:
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} is a file; path must name a folder for the index")
-        if folder.is_dir() and not (folder / "meta.json").exists() and any(folder.iterdir()):
+        if folder.is_dir() and not (folder / "meta.json").exists() and any(
+                not _TANTIVY_OWN.fullmatch(path.name) for path in folder.iterdir()):
             # Refuse to write index files among a user's own files.
             raise ValueError(
                 f"{folder} is a folder of other files, not a tantivy index; give an empty or "

@@ -174,6 +174,21 @@ def test_refuses_a_file_or_a_folder_of_other_files(tmp_path: Path) -> None:
     assert (nested / "meta.json").exists()
 
 
+def test_a_folder_tantivy_is_creating_an_index_in_opens(tmp_path: Path) -> None:
+    """A folder holding only what tantivy writes before an index's meta.json (its file
+    list, a temporary file of an atomic write: another process creating the index at this
+    very moment, or one killed while it did) is no folder of other files: it opens."""
+    folder = tmp_path / "idx"
+    BM25Index(BM25Options(path=str(folder))).open()
+    (folder / "meta.json").unlink()
+    (folder / ".tmpQ7eMXZ").write_bytes(b"{")
+    assert (folder / ".managed.json").exists()
+    index = BM25Index(BM25Options(path=str(folder)))
+    assert index.add(DOCS) == 3 and ids(index.search("laminar plate", 1)) == ["a"]
+    index.close()
+    assert len(BM25Index(BM25Options(path=str(folder)))) == 3
+
+
 def test_refuses_an_index_of_another_schema(tmp_path: Path) -> None:
     """A tantivy index with another schema (another analyzer version, another tool) fails
     to open with a message saying what to do."""

@@ -156,6 +156,19 @@ class SemanticIndex(Generic[V]):
         heapq.heappush(self._free, row)
         return True
 
+    def keep_exact_only(self) -> None:
+        """Make every entry one found by its exact key only, and forget the dimension (the
+        next vector sets it): what to do with entries of another embedding model, whose
+        vectors no prompt of the new model can be compared with."""
+        import numpy as np
+
+        for row in self._slots.values():
+            if self._partition[row] >= 0:
+                self._release(int(self._partition[row]))
+                self._partition[row] = _EXACT_ONLY
+        self.dimension = None
+        self._matrix = np.zeros((0, 0), dtype=np.float32)
+
     def search(self, vector: Vector, partition: str, now: float) -> Match[V] | None:
         """The live entry of ``partition`` whose vector is nearest to ``vector``, or ``None``
         when the partition has none (:meth:`touch` the entry when it is used)."""

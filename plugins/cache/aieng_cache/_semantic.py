@@ -68,6 +68,7 @@ class SemanticCache:
         self._load_lock = anyio.Lock()
         self._loaded = self.store is None
         self._closed = False
+        self._embedded = False  # whether this cache's embedder has given a vector yet
         #: the cosine of the last semantic hit (1.0 for an exact one), for inspection
         self.last_similarity: float | None = None
 
@@ -146,6 +147,16 @@ class SemanticCache:
         if len(vectors) != 1:
             raise ValueError(f"the embedder returned {len(vectors)} vectors for 1 text")
         vector = unit_vector(vectors[0])
+        if vector is not None and not self._embedded:
+            self._embedded = True
+            loaded = self.index.dimension
+            if loaded is not None and loaded != vector.shape[0]:
+                # The index's vectors were read from the file, made by another embedding
+                # model (an earlier one, or another namespace's): none can be compared
+                # with this model's. Their entries still answer their exact requests.
+                log.warning("cache.semantic.other_model", path=self.options.path,
+                            stored_dimension=loaded, dimension=int(vector.shape[0]))
+                self.index.keep_exact_only()
         self._pending[prompt] = vector
         if len(self._pending) > _PENDING:
             self._pending.popitem(last=False)

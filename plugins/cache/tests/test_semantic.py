@@ -147,6 +147,28 @@ async def test_persisted_index_is_reloaded(tmp_path: Path) -> None:
     await second.aclose()
 
 
+@pytest.mark.parametrize("namespace", ["", "minilm-v2"])
+async def test_a_file_of_another_embedding_model(tmp_path: Path, namespace: str) -> None:
+    """A file written with another embedding model (vectors of another size): a cache on
+    it with a new model, in another namespace (as the size error advises) or in the
+    same one, stores and hits with its own vectors; an old entry still answers its exact
+    request when the namespace is the same."""
+    path = str(tmp_path / "s.db")
+    old = SemanticCache(SemanticOptions(path=path), embedder=HashEmbedder(64).aieng_embed)
+    await old.aieng_cache_store(ask(PROMPT), Completion(text="old answer"))
+    await old.aclose()
+    new = SemanticCache(SemanticOptions(threshold=0.9, path=path, namespace=namespace),
+                        embedder=HashEmbedder(32).aieng_embed)
+    assert await new.aieng_cache_lookup(ask("how do i cancel my order")) is None
+    await new.aieng_cache_store(ask("how do i cancel my order"), Completion(text="new"))
+    found = await new.aieng_cache_lookup(ask("how do i cancel my order please"))
+    assert found is not None and found.text == "new"
+    exact = await new.aieng_cache_lookup(ask(PROMPT))
+    assert (exact.text if exact is not None else None) == (
+        "old answer" if namespace == "" else None)
+    await new.aclose()
+
+
 async def test_a_pipeline_embeds_through_its_context(
     aieng_kernel: Kernel, captured_events: EventCapture
 ) -> None:

@@ -19,6 +19,7 @@ so lines a crash left behind after a snapshot are recognised as already applied.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -239,15 +240,31 @@ class Folder:
         self._append(_dumps({"gen": generation, "op": "delete", "ids": list(ids)}, "delete"))
 
     def _append(self, line: str) -> None:
-        if self._journal is None:
-            self._journal = open(self.root / JOURNAL, "ab")  # noqa: SIM115 (kept open)
         # backslashreplace: a lone surrogate (a str may hold one, UTF-8 cannot) only occurs
         # inside a JSON string, where it becomes its JSON escape ``\udXXX`` and reads back
         # as the same character.
         data = (line + "\n").encode("utf-8", "backslashreplace")
-        self._journal.write(data)
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+        try:
+            if self._journal is None:
+                self._journal = open(self.root / JOURNAL, "ab")  # noqa: SIM115 (kept open)
+                # The journal holds journal_bytes of whole lines: cut off what a failed
+                # append left (see below) before appending after it.
+                self._journal.truncate(self.journal_bytes)
+            self._journal.write(data)
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+        except BaseException:
+            # A failed append (a full disk) may have written part of its line: the next
+            # open would stop at that torn line and drop every later write. Drop the
+            # handle (and what its buffer holds) and cut the part off; should that fail
+            # too, the next append cuts it before writing.
+            handle, self._journal = self._journal, None
+            if handle is not None:
+                with contextlib.suppress(OSError):
+                    handle.close()
+            with contextlib.suppress(OSError):
+                os.truncate(self.root / JOURNAL, self.journal_bytes)
+            raise
         self.journal_bytes += len(data)
 
     def write_snapshot(self, manifest: Manifest, documents: Sequence[Document],

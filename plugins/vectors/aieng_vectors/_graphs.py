@@ -81,8 +81,11 @@ class UsearchGraph:
         return found[0][0, : int(found[2][0])]  # keys, distances, counts, ...
 
     def save(self, path: str) -> None:
-        """Write the graph to ``path``."""
+        """Write the graph to ``path``, through to the disk (the snapshot that holds it
+        replaces the last one next)."""
         self.index.save(path)
+        with open(path, "rb") as written:
+            os.fsync(written.fileno())
 
 
 class HnswlibGraph:

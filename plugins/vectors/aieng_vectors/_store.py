@@ -461,7 +461,12 @@ class VectorStore:
         self._catch_up(len(self._waiting))  # opening has no time limit: finish the graph
 
     def _restore_hnsw(self, path: Path) -> None:
-        index = restore(self.options.engine, path, self.dim)
+        try:
+            index = restore(self.options.engine, path, self.dim)
+        except (OSError, RuntimeError, ValueError):
+            # Unreadable (a file cut short by a crash): the graph is derived data, rebuilt
+            # from the snapshot's vectors like a stale one.
+            index = None
         if index is None or len(index) != self._count or index.ndim != self.dim:
             self._start_graph()  # a stale or foreign graph: rebuild from the vectors
             return

@@ -369,3 +369,77 @@ async def test_a_write_finishing_after_close_fails_loudly(hashing_embedder: Any,
     reopened = index_with(hashing_embedder, path=path)
     assert await reopened.get("quant") is None and len(reopened) == 2
     await reopened.aclose()
+
+
+# A process whose journal append fails halfway (the disk fills: here a file-size limit,
+# which makes the write fail with EFBIG past it), then writes again once there is room,
+# then dies without closing.
+_FULL_DISK = """
+import os, resource, signal, sys
+from pathlib import Path
+from aieng_hookspecs.types import Document
+from aieng_vectors import VectorsOptions
+from aieng_vectors._store import VectorStore
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG
+root = Path(sys.argv[1])
+store = VectorStore(VectorsOptions())
+store.open(root)
+store.upsert([Document("one", "first")], [[1.0, 0.0]])
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+size = (root / "journal.jsonl").stat().st_size
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, hard))
+try:
+    store.upsert([Document("two", "x" * 5000)], [[0.0, 1.0]])
+except OSError:
+    print("refused", "two" in store)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+print("written", store.upsert([Document("three", "third")], [[1.0, 1.0]]))
+os._exit(0)
+"""
+
+
+@pytest.mark.anyio
+async def test_a_failed_append_loses_no_later_write(hashing_embedder: Any,
+                                                    tmp_path: Path) -> None:
+    """A journal append that fails halfway (a full disk) leaves no torn line behind it:
+    the writes that returned after it, once the disk had room again, survive a crash
+    (a torn line in the middle would end the journal at the next open)."""
+    import sys
+
+    import anyio
+
+    path = tmp_path / "idx"
+    done = await anyio.run_process([sys.executable, "-c", _FULL_DISK, str(path)])
+    assert done.stdout.split() == [b"refused", b"False", b"written", b"1"], done.stderr
+    reopened = index_with(hashing_embedder, path=str(path))
+    assert await reopened.get("three") == Document("three", "third")
+    assert await reopened.get("one") is not None and len(reopened) == 2
+    await reopened.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("engine", ["usearch", "hnswlib"])
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+async def test_a_damaged_graph_file_is_rebuilt(hashing_embedder: Any, tmp_path: Path,
+                                               engine: str, damage: str) -> None:
+    """The HNSW graph is derived from the snapshot's vectors: a graph file cut short (as a
+    power cut can leave a file not yet on disk) is rebuilt from them, as a stale one is,
+    instead of making the whole index unopenable."""
+    path = tmp_path / "idx"
+    options = {"path": str(path), "exact_below": 0, "engine": engine}
+    first = index_with(hashing_embedder, **options)
+    await first.aieng_index(DOCS)
+    await first.aclose()
+    graph = next(path.glob("gen-*/hnsw.usearch"))
+    data = graph.read_bytes()
+    graph.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+
+    reopened = index_with(hashing_embedder, **options)
+    hits = await reopened.aieng_retrieve(Query(DOCS[2].text), 1)
+    assert ids(hits) == ["hnsw"] and reopened.uses_hnsw and len(reopened) == len(DOCS)
+    await reopened.aieng_index([Document("new", "A document after the repair.")])
+    await reopened.aclose()
+    again = index_with(hashing_embedder, **options)
+    assert ids(await again.aieng_retrieve(Query("after the repair"), 1)) == ["new"]
+    await again.aclose()
