@@ -136,6 +136,13 @@ class Rule:
     response_schema: bool | None = attrs.field(default=None,
                                                validator=v.optional(v.instance_of(bool)))
 
+    def __attrs_post_init__(self) -> None:
+        for unit in ("chars", "tokens"):
+            low, high = getattr(self, f"min_{unit}"), getattr(self, f"max_{unit}")
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"min_{unit} ({low}) is over max_{unit} ({high}): the rule "
+                                 f"for {self.target!r} could never match")
+
 
 @attrs.frozen(kw_only=True)
 class RuleOptions:

@@ -190,6 +190,15 @@ def test_bad_pattern_is_refused() -> None:
         Rule(target="a", pattern="(unclosed")
 
 
+@pytest.mark.parametrize("unit", ["chars", "tokens"])
+def test_a_rule_that_could_never_match_is_refused(unit: str) -> None:
+    """A minimum over its maximum makes a rule that never matches: refused at load, not
+    a route silently never taken; equal bounds are a valid exact length."""
+    with pytest.raises(ValueError, match=f"min_{unit} \\(9\\) is over max_{unit} \\(3\\)"):
+        Rule(target="a", **{f"min_{unit}": 9, f"max_{unit}": 3})  # type: ignore[arg-type]
+    assert Rule(target="a", **{f"min_{unit}": 3, f"max_{unit}": 3})  # type: ignore[arg-type]
+
+
 # -- cost --------------------------------------------------------------------------------
 
 
