@@ -34,6 +34,12 @@ def _triple(instance: object, attribute: attrs.Attribute[Any], value: Any) -> No
         raise ValueError(f"{attribute.name} must be [min, opt, max] integers, got {value!r}")
 
 
+def _as_tuple(value: Any) -> Any:
+    # A list or tuple as a tuple; anything else as it is, for _triple to refuse by name
+    # (``converter=tuple`` made ``batch = 5`` a bare "'int' object is not iterable").
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 @attrs.frozen
 class TensorRTOptions:
     """Options of the ``minilm-trt`` embedder.
@@ -60,9 +66,9 @@ class TensorRTOptions:
     cache_dir: str = attrs.field(default="", validator=v.instance_of(str))
     precision: Literal["fp16", "fp32"] = attrs.field(default="fp16",
                                                      validator=v.in_(("fp16", "fp32")))
-    batch: tuple[int, int, int] = attrs.field(default=(1, 16, 64), converter=tuple,
+    batch: tuple[int, int, int] = attrs.field(default=(1, 16, 64), converter=_as_tuple,
                                               validator=_triple)
-    seq: tuple[int, int, int] = attrs.field(default=(1, 128, 256), converter=tuple,
+    seq: tuple[int, int, int] = attrs.field(default=(1, 128, 256), converter=_as_tuple,
                                             validator=_triple)
     device: int = attrs.field(default=0, validator=_int_at_least(0))
     workspace_mb: int = attrs.field(default=1024, validator=_int_at_least(16))

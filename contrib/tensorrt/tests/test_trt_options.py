@@ -59,6 +59,8 @@ def test_options_validation(tmp_path: Path) -> None:
     for bad, match in (({"onnx_path": " "}, "onnx_path"),
                        ({"precision": "int8"}, "precision"),
                        ({"batch": (1, 2)}, "batch must be"),
+                       ({"batch": 5}, "batch must be \\[min, opt, max\\] integers, got 5"),
+                       ({"seq": "1,2,3"}, "seq must be"),
                        ({"seq": (1, "2", 3)}, "seq must be"),
                        ({"seq": (64, 32, 128)}, "min_seq <= opt_seq"),
                        ({"workspace_mb": 1}, "workspace_mb"),
