@@ -68,6 +68,7 @@ class _Call:
 
     __slots__ = (
         "completion_tokens",
+        "conversation",
         "key",
         "messages",
         "prompt_chars",
@@ -84,6 +85,7 @@ class _Call:
         self.prompt_chars = 0
         self.messages = 0
         self.stream = False
+        self.conversation = ""  # the key and messages' digest, for regenerate feedback
 
 
 Handler = Callable[[HTTPRequest, _Call], Awaitable[Response]]
@@ -320,18 +322,26 @@ class Gateway:
             self._tg.start_soon(record)
 
     def _regenerated(self, call: _Call, chat: ChatCall, run_id: str) -> None:
-        digest = hashlib.sha256(json.dumps(
+        """Mark the last delivered answer to this key's conversation ``regenerate`` when
+        the same conversation comes again within the window."""
+        call.conversation = hashlib.sha256(json.dumps(
             [call.key.id if call.key else "", [[m.role, m.content] for m in
                                                chat.request.messages]],
-            ensure_ascii=False).encode("utf-8")).hexdigest()
-        now = time.monotonic()
-        previous = self._recent.pop(digest, None)
-        self._recent[digest] = (run_id, now)
-        if len(self._recent) > MAX_REMEMBERED:
-            self._recent.popitem(last=False)
-        if previous is not None and now - previous[1] <= self.settings.regenerate_window:
+            ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")).hexdigest()
+        previous = self._recent.pop(call.conversation, None)
+        if previous is not None and \
+                time.monotonic() - previous[1] <= self.settings.regenerate_window:
             self._spawn_feedback(previous[0], "regenerate", next_run_id=run_id,
                                  key_id=call.key.id if call.key else None)
+
+    def _delivered(self, call: _Call) -> None:
+        """Remember a delivered answer's conversation: only an answer the client got can
+        be regenerated (a 502, a timeout or a disconnect retried by the client's SDK is
+        no judgement of an answer nobody saw)."""
+        if call.conversation and call.run_id is not None:
+            self._recent[call.conversation] = (call.run_id, time.monotonic())
+            if len(self._recent) > MAX_REMEMBERED:
+                self._recent.popitem(last=False)
 
     # -- routes ---------------------------------------------------------------------------
 
@@ -369,6 +379,7 @@ class Gateway:
                 # An output guard that rewrote the text hid something: its tokens would
                 # show it, so they are left out (null) then.
                 logprobs = logprob_content((t.token, t.logprob) for t in completion.logprobs)
+        self._delivered(call)
         return JSONResponse(chat_response(run_id, chat.model, completion, finish, logprobs),
                             headers={RUN_HEADER: run_id})
 
@@ -675,6 +686,8 @@ class _Stream(Response):
             if chat.include_usage:
                 await body(chat_chunk(run_id, chat.model, created, usage=completion.usage))
         await body(b"data: [DONE]\n\n")
+        if error is None and not gone:
+            self.gateway._delivered(call)
         # Log before the last send: a client may act on the end of the stream at once.
         self.finish(499 if gone else error.status if error is not None else 200)
         if not gone:

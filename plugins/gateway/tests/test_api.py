@@ -536,6 +536,21 @@ def test_regenerate_is_recorded(client: httpx.Client,
     assert _feedback_rows(served[0], second) == []
 
 
+def test_a_failed_answer_is_no_regenerate(client: httpx.Client,
+                                          served: tuple[Gateway, LoopbackServer]) -> None:
+    """A conversation whose answer failed (a 502 the client's SDK retries) was never seen:
+    the retry marks nothing 'regenerate'; the next repeat of a delivered answer does."""
+    failed = client.post("/v1/chat/completions", json=_chat("FAIL regen"))
+    retried = client.post("/v1/chat/completions", json=_chat("FAIL regen"))
+    assert failed.status_code == retried.status_code == 502
+    failed_id = failed.headers["x-aieng-run-id"]
+    delivered = client.post("/v1/chat/completions", json=_chat("deliver regen")).json()["id"]
+    again = client.post("/v1/chat/completions", json=_chat("deliver regen")).json()["id"]
+    rows = _wait_rows(served[0], delivered)
+    assert rows[0][0] == "regenerate" and json.loads(rows[0][1])["next_run_id"] == again
+    assert _feedback_rows(served[0], failed_id) == []
+
+
 def _wait_rows(gateway: Gateway, run_id: str) -> list[tuple[str, str]]:
     """The feedback rows of ``run_id`` (``%``: of any run), once some are written."""
     for _ in range(200):
