@@ -64,9 +64,10 @@ class Kernel:
             # structlog unconfigured prints every level to standard output, debug lines in
             # a program's output; a program that configures structlog keeps its own set-up.
             try:
-                configure_logging(level=os.environ.get("AIENG_LOG_LEVEL") or "WARNING")
+                configure_logging(level=os.environ.get("AIENG_LOG_LEVEL") or "WARNING",
+                                  default=True)
             except ValueError:  # a bad level: the CLI reports it; a library keeps going
-                configure_logging(level="WARNING")
+                configure_logging(level="WARNING", default=True)
         self.registry = Registry(env=os.environ if env is None else env,
                                  entry_points=entry_points, builtins=builtins)
         self.bus = EventBus(buffer=bus_buffer)

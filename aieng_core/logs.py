@@ -12,7 +12,7 @@ __all__ = ["configure_logging"]
 
 
 def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
-                      json: bool | None = None) -> None:
+                      json: bool | None = None, default: bool = False) -> None:
     """Configure structlog for the ``aieng`` CLI (libraries never call this themselves).
 
     :param level: the lowest level written (a standard level name, any case).
@@ -20,6 +20,10 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
     :param stream: where to write (stderr by default).
     :param json: force JSON (``True``) or console (``False``) output; by default JSON unless
         the stream is a terminal.
+    :param default: the set-up the kernel gives a program that configured nothing: the
+        level is filtered by a processor rather than by the bound logger, so that
+        ``structlog.testing.capture_logs`` (which replaces the processors) still sees
+        every level.
     """
     number = logging.getLevelNamesMapping().get(level.upper())
     if number is None:
@@ -31,15 +35,23 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
+    def below(logger: object, method: str, event: structlog.typing.EventDict
+              ) -> structlog.typing.EventDict:
+        if logging.getLevelNamesMapping().get(method.upper(), logging.CRITICAL) < number:
+            raise structlog.DropEvent
+        return event
+
     structlog.configure(
         processors=[
+            *([below] if default else []),
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(number),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET if default
+                                                            else number),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )

@@ -143,3 +143,17 @@ def test_a_library_user_gets_warnings_on_stderr_not_debug_on_stdout(own: bool) -
     else:
         assert proc.stdout == ""
         assert "warning.line" in proc.stderr and "debug.line" not in proc.stderr
+
+
+def test_the_default_set_up_leaves_every_level_to_capture_logs() -> None:
+    """The set-up a kernel gives an unconfigured program filters levels in a processor,
+    so structlog's capture_logs (tests of programs and plugins) still sees info lines."""
+    structlog.reset_defaults()
+    try:
+        Kernel(env={}, entry_points=[])
+        assert structlog.is_configured()
+        with capture_logs() as logs:
+            structlog.get_logger("t").info("info.line")
+        assert [entry["event"] for entry in logs] == ["info.line"]
+    finally:
+        structlog.reset_defaults()
