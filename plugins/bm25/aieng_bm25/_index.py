@@ -50,6 +50,11 @@ _MIB = 1024 * 1024
 # index being created (by another process, at this moment) or whose creation was cut
 # short, not a folder of the user's files.
 _TANTIVY_OWN = re.compile(r"\.managed\.json|\.tantivy-(?:meta|writer)\.lock|\.tmp[0-9A-Za-z]{6}")
+# Placeholders that leave a folder as empty as it was: what keeps an empty folder in git
+# (.gitkeep, .keep, a .gitignore) and what macOS and Windows drop into folders they show.
+# tantivy deletes only the files it lists, so they stay beside the index.
+_PLACEHOLDERS = frozenset({".gitkeep", ".keep", ".gitignore", ".DS_Store", "Thumbs.db",
+                           "desktop.ini"})
 # Unchecked constructors (see _rows.builder): Document(id, text, title, metadata) and
 # Hit(document, score, rank, source).
 _new_document, _new_hit = builder(Document), builder(Hit)
@@ -300,7 +305,8 @@ class BM25Index:
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} is a file; path must name a folder for the index")
         if folder.is_dir() and not (folder / "meta.json").exists() and any(
-                not _TANTIVY_OWN.fullmatch(path.name) for path in folder.iterdir()):
+                not _TANTIVY_OWN.fullmatch(path.name) and path.name not in _PLACEHOLDERS
+                for path in folder.iterdir()):
             # Refuse to write index files among a user's own files.
             raise ValueError(
                 f"{folder} is a folder of other files, not a tantivy index; give an empty or "

@@ -174,6 +174,32 @@ def test_refuses_a_file_or_a_folder_of_other_files(tmp_path: Path) -> None:
     assert (nested / "meta.json").exists()
 
 
+@pytest.mark.parametrize("placeholders", [(".gitkeep",), (".keep", ".gitignore"),
+                                          (".DS_Store", "Thumbs.db", "desktop.ini")])
+def test_a_folder_of_placeholder_files_opens(tmp_path: Path,
+                                             placeholders: tuple[str, ...]) -> None:
+    """A folder holding only placeholder files (a .gitkeep that keeps it in git, the files
+    macOS and Windows drop into folders) is an empty folder: the index is made there, the
+    placeholders kept, and it reopens; one more file of the user's is still refused."""
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for name in placeholders:
+        (folder / name).write_bytes(b"placeholder")
+    index = BM25Index(BM25Options(path=str(folder)))
+    assert index.add(DOCS) == 3
+    index.close()
+    reopened = BM25Index(BM25Options(path=str(folder)))
+    assert ids(reopened.search("laminar plate", 1)) == ["a"]
+    reopened.close()
+    assert all((folder / name).read_bytes() == b"placeholder" for name in placeholders)
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in (*placeholders, "notes.txt"):
+        (other / name).write_bytes(b"x")
+    with pytest.raises(ValueError, match="not a tantivy index"):
+        BM25Index(BM25Options(path=str(other))).open()
+
+
 def test_a_folder_tantivy_is_creating_an_index_in_opens(tmp_path: Path) -> None:
     """A folder holding only what tantivy writes before an index's meta.json (its file
     list, a temporary file of an atomic write: another process creating the index at this

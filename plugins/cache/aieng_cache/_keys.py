@@ -47,11 +47,14 @@ class KeyScope:
     :param namespace: separates caches that share a store (a file, a Redis database).
     :param template_version: the prompt template's version: bump it to stop old answers.
     :param pipeline: the pipeline's name ('' outside a pipeline, or when not keyed by it).
+    :param embedding_model: the model a semantic cache embeds prompts with; part of the
+        partition key only (vectors of two models are never compared), not of the exact key.
     """
 
     namespace: str = ""
     template_version: str = ""
     pipeline: str = ""
+    embedding_model: str = ""
 
 
 def normalize_text(text: str) -> str:
@@ -120,7 +123,7 @@ def _last_user(request: Request) -> int:
 def partition_key(request: Request, scope: KeyScope = KeyScope()) -> str:
     """The key of everything but the last user message's text: a semantic cache compares
     prompts only between requests of the same partition (same model, parameters, system
-    prompt and earlier turns)."""
+    prompt and earlier turns, and the same embedding model: ``scope.embedding_model``)."""
     value = _parameters(request, scope)
     last = _last_user(request)
     messages = [_message(m) for m in request.messages]
@@ -128,6 +131,11 @@ def partition_key(request: Request, scope: KeyScope = KeyScope()) -> str:
         messages[last][1] = None  # the compared text; everything else must match exactly
     value["messages"] = messages
     value["semantic"] = True
+    # Only a named model is in the partition, so entries of the default model ('') keep
+    # theirs; entries embedded by another model are never compared (their cosine with this
+    # model's vectors means nothing, even at the same size), they still hit exactly.
+    if scope.embedding_model:
+        value["embedding_model"] = scope.embedding_model
     return _digest(value)
 
 

@@ -60,7 +60,8 @@ class SemanticCache:
         self.clock = clock
         self.index: SemanticIndex[Completion] = SemanticIndex(self.options.max_entries)
         self.scope = KeyScope(namespace=self.options.namespace,
-                              template_version=self.options.template_version)
+                              template_version=self.options.template_version,
+                              embedding_model=self.options.model)
         self.store = SQLiteStore(self.options.path) if self.options.path else None
         self._embedder = embedder
         self._context: PipelineContext | None = None

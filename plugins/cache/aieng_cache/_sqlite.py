@@ -71,18 +71,36 @@ class SQLiteStore:
     # -- connections ---------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
+        """A new connection, the file set up (WAL, schema).
+
+        :raises sqlite3.Error: of SQLite's type, its message naming the file, when the
+            path cannot be opened as a database (a folder, a file of another kind).
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: autocommit; each statement is its own transaction (VACUUM
-        # cannot run inside one). check_same_thread=False: a connection moves between
-        # threads, one at a time (see _connection).
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=self.busy_timeout)
-        enable_wal(conn, timeout=self.busy_timeout)
-        conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe in WAL
-        with self._lock:
-            if not self._ready:
-                conn.executescript(_SCHEMA)
-                self._ready = True
+        conn: sqlite3.Connection | None = None
+        try:
+            # isolation_level=None: autocommit; each statement is its own transaction
+            # (VACUUM cannot run inside one). check_same_thread=False: a connection moves
+            # between threads, one at a time (see _connection).
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=self.busy_timeout)
+            enable_wal(conn, timeout=self.busy_timeout)
+            conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe in WAL
+            with self._lock:
+                if not self._ready:
+                    conn.executescript(_SCHEMA)
+                    self._ready = True
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            # SQLite's own message names no file ("unable to open database file"); keep
+            # its type (callers may catch sqlite3.OperationalError) with the path added.
+            hint = " (it is a folder)" if self.path.is_dir() else ""
+            error = type(exc)(f"cannot open the cache database {self.path}{hint}: {exc}")
+            for name in ("sqlite_errorcode", "sqlite_errorname"):
+                if hasattr(exc, name):
+                    setattr(error, name, getattr(exc, name))
+            raise error from exc
         return conn
 
     @contextmanager

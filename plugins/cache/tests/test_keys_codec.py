@@ -95,6 +95,17 @@ def test_partition_ignores_only_the_last_user_message() -> None:
         chat("Be brief.", "What is RRF?"))
 
 
+def test_the_embedding_model_is_in_the_partition_only() -> None:
+    """A named embedding model splits partitions (two models' vectors are never compared)
+    but not exact keys; the default model ('') keeps the partition it had."""
+    request = chat("Be brief.", "What is RRF?")
+    a, b = KeyScope(embedding_model="model-a"), KeyScope(embedding_model="model-b")
+    assert len({partition_key(request), partition_key(request, a),
+                partition_key(request, b)}) == 3
+    assert partition_key(request, KeyScope(embedding_model="")) == partition_key(request)
+    assert request_key(request, a) == request_key(request, b) == request_key(request)
+
+
 def test_content_type_and_cacheability() -> None:
     """json with a schema, tools with tools, a metadata tag wins, chat otherwise; sampled
     requests without a seed are cacheable only when allowed."""

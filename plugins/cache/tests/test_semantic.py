@@ -228,3 +228,43 @@ def test_index_forgets_empty_partitions_and_near_misses_do_not_refresh() -> None
     index.delete("b")
     index.delete("d")
     assert index.partitions == 0 and len(index) == 0
+
+
+class TableEmbedder:
+    """An embedding double of a fixed size answering from a table: two of them with other
+    tables are two embedding models of the same size that place texts differently."""
+
+    def __init__(self, table: dict[str, list[float]]) -> None:
+        self.table = table
+        self.models: list[str | None] = []
+
+    def __call__(self, texts: list[str], model: str | None) -> list[list[float]]:
+        self.models.append(model)
+        return [self.table.get(text, [0.0, 0.0, 1.0]) for text in texts]
+
+
+async def test_another_embedding_model_of_the_same_size_never_compares(
+        tmp_path: Path) -> None:
+    """Entries embedded by one model are not compared with another model's vectors of the
+    same size (the cosine of two models' vectors means nothing): after switching
+    ``model``, a prompt the new model places where the old one placed a stored prompt
+    misses; the old entry still answers its exact request."""
+    path = str(tmp_path / "s.db")
+    old_model = TableEmbedder({PROMPT: [1.0, 0.0, 0.0]})
+    old = SemanticCache(SemanticOptions(threshold=0.9, path=path, model="model-a"),
+                        embedder=old_model)
+    await old.aieng_cache_store(ask(PROMPT), Completion(text="Use the reset link."))
+    await old.aclose()
+    assert old_model.models == ["model-a"]
+    new_model = TableEmbedder({"how do i cancel my order": [1.0, 0.0, 0.0]})
+    new = SemanticCache(SemanticOptions(threshold=0.9, path=path, model="model-b"),
+                        embedder=new_model)
+    assert await new.aieng_cache_lookup(ask("how do i cancel my order")) is None
+    exact = await new.aieng_cache_lookup(ask(PROMPT))
+    assert exact is not None and exact.text == "Use the reset link."
+    await new.aclose()
+    again = SemanticCache(SemanticOptions(threshold=0.9, path=path, model="model-a"),
+                          embedder=TableEmbedder({"reset it": [1.0, 0.0, 0.0]}))
+    found = await again.aieng_cache_lookup(ask("reset it"))
+    assert found is not None and found.text == "Use the reset link."
+    await again.aclose()

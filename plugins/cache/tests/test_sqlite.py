@@ -4,6 +4,7 @@ clock, vacuum, and many concurrent lookups."""
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 from pathlib import Path
 
@@ -134,6 +135,29 @@ def test_store_rows_and_live_listing(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(RuntimeError, match="is closed"):
         store.get("k1", 0.0)
+
+
+@pytest.mark.parametrize("what", ["folder", "text file"])
+async def test_a_path_that_is_no_database_is_named(tmp_path: Path, what: str) -> None:
+    """A SQLite level on a folder or on a file that is not a database fails with the
+    SQLite error type, its message naming the path (not SQLite's bare message), and
+    leaves the file as it was."""
+    path = tmp_path / "cache.db"
+    if what == "folder":
+        path.mkdir()
+        expected: type[sqlite3.Error] = sqlite3.OperationalError
+        reason = "it is a folder"
+    else:
+        path.write_text("notes, not a database\n" * 100, encoding="utf-8")
+        expected, reason = sqlite3.DatabaseError, "file is not a database"
+    cache = sqlite_only(path, Clock())
+    with pytest.raises(expected, match=rf"cache database {re.escape(str(path))}.*{reason}"):
+        await cache.aieng_cache_lookup(ask("hi"))
+    with pytest.raises(expected, match=re.escape(str(path))):
+        await cache.aieng_cache_store(ask("hi"), ANSWER)
+    await cache.aclose()
+    if what == "text file":
+        assert path.read_text(encoding="utf-8").startswith("notes, not a database")
 
 
 async def test_unreadable_row_is_a_miss_and_deleted(tmp_path: Path) -> None:

@@ -104,6 +104,8 @@ class Folder:
         self._lock: IO[bytes] | None = None
         #: bytes appended to the journal since the last snapshot
         self.journal_bytes = 0
+        #: the generation of the last manifest this object switched to (-1: none yet)
+        self.switched = -1
 
     # -- locking -------------------------------------------------------------------------
 
@@ -224,6 +226,7 @@ class Folder:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.root / MANIFEST)
+        self.switched = manifest.generation  # even should the fsync below fail
         _fsync_dir(self.root)
 
     def append_upsert(self, generation: int, documents: Sequence[Document],
@@ -292,14 +295,21 @@ class Folder:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _fsync_dir(self.root)
-        self.write_manifest(manifest)
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        try:
+            self.write_manifest(manifest)
+        finally:
+            if self.switched == manifest.generation:
+                # The journal's lines are of the older generation now, skipped at the next
+                # open: whatever happens below, the next append reopens the journal and
+                # cuts them (see _append) before writing.
+                self.journal_bytes = 0
+                stale, self._journal = self._journal, None
+                if stale is not None:
+                    with contextlib.suppress(OSError):
+                        stale.close()
         with open(self.root / JOURNAL, "wb") as handle:
             handle.flush()
             os.fsync(handle.fileno())
-        self.journal_bytes = 0
         for old in self.root.glob("gen-*"):
             if old.name != final.name:
                 shutil.rmtree(old, ignore_errors=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 from aieng_hookspecs.types import Document, filters_match
 
 from ._disk import Folder, Manifest, decode_documents, decode_vectors
@@ -21,6 +22,8 @@ from ._graphs import new_graph, restore
 from ._options import VectorsOptions
 
 __all__ = ["VectorStore", "unit_rows"]
+
+log = structlog.get_logger(__name__)
 
 # A journal larger than this (and than the snapshot) is folded into a new snapshot.
 _COMPACT_BYTES = 64 * 1024 * 1024
@@ -277,7 +280,14 @@ class VectorStore:
         folder = self._folder
         if folder is not None and folder.journal_bytes > max(_COMPACT_BYTES,
                                                              self._snapshot_bytes):
-            self._write_snapshot()
+            try:
+                self._write_snapshot()
+            except Exception as exc:  # noqa: BLE001 (logged: the write itself is done)
+                # The write is journalled and applied: it stands, and the next write
+                # tries the snapshot again. Raising would report a write that landed
+                # (every write, on a full disk) as failed.
+                log.warning("vectors.snapshot_failed", path=str(folder.root),
+                            error=f"{type(exc).__name__}: {exc}")
 
     def _start_graph(self) -> None:
         # The engine is imported here, only when an index grows this large.
@@ -491,10 +501,16 @@ class VectorStore:
         assert self._folder is not None
         generation = self._generation + 1
         graph = self._hnsw if not self._waiting else None  # an unfinished graph is rebuilt
-        self._folder.write_snapshot(self._manifest(generation), self._docs, self._keys,
-                                    self._matrix[: self._count], graph)
-        self._generation = generation
-        self._snapshot_bytes = int(self._count * self.dim * 4)
+        try:
+            self._folder.write_snapshot(self._manifest(generation), self._docs, self._keys,
+                                        self._matrix[: self._count], graph)
+        finally:
+            if self._folder.switched == generation:
+                # The manifest names the new snapshot (even when a later step failed):
+                # later writes are journalled in its generation, else the next open
+                # would skip them as already applied.
+                self._generation = generation
+                self._snapshot_bytes = int(self._count * self.dim * 4)
 
     def close(self) -> None:
         """Flush and release the folder; later writes are refused."""

@@ -443,3 +443,47 @@ async def test_a_damaged_graph_file_is_rebuilt(hashing_embedder: Any, tmp_path: 
     again = index_with(hashing_embedder, **options)
     assert ids(await again.aieng_retrieve(Query("after the repair"), 1)) == ["new"]
     await again.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fails", ["before_the_switch", "after_the_switch"])
+async def test_a_failed_compaction_fails_no_write(hashing_embedder: Any, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  fails: str) -> None:
+    """A snapshot the journal's size starts inside a write fails (a full disk): the write,
+    already journalled and applied, still returns its count, and a crash loses none of
+    it; the next write tries the snapshot again. A snapshot failing once its manifest was
+    switched (its folder's fsync) leaves later writes in the new generation's journal."""
+    import errno
+
+    from aieng_vectors import _disk, _store
+
+    monkeypatch.setattr(_store, "_COMPACT_BYTES", 0)  # every write compacts
+    write_manifest = _disk.Folder.write_manifest
+
+    def full_disk(self: _disk.Folder, manifest: _disk.Manifest) -> None:
+        if fails == "after_the_switch":
+            write_manifest(self, manifest)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "live"
+    live = index_with(hashing_embedder, path=str(path))
+    await live.aieng_index(DOCS[:1])  # a manifest and a first snapshot
+    monkeypatch.setattr(_disk.Folder, "write_manifest", full_disk)
+    assert await live.aieng_index(DOCS[1:]) == len(DOCS) - 1
+    assert await live.delete(["bm25"]) == 1
+    shutil.copytree(path, tmp_path / "crashed")
+    monkeypatch.setattr(_disk.Folder, "write_manifest", write_manifest)
+    assert await live.aieng_index([Document("after", "Written once the disk had room.")]) == 1
+    journal = (path / "journal.jsonl").read_bytes()
+    if fails == "before_the_switch":
+        assert journal == b""  # the retried snapshot holds every write
+    else:  # the switched snapshot (generation 2) holds the batch: its lines were cut
+        assert b'"gen":1,' not in journal and b'"after"' in journal
+    await live.aclose()
+
+    for folder, count in ((tmp_path / "crashed", len(DOCS) - 1), (path, len(DOCS))):
+        reopened = index_with(hashing_embedder, path=str(folder))
+        assert await reopened.get("quant") == DOCS[4]  # loads the folder
+        assert len(reopened) == count and "bm25" not in reopened
+        await reopened.aclose()
