@@ -155,7 +155,9 @@ def _load(source: Source, encoding: str) -> tuple[str, Path | None]:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         raise TableError(f"{label} is not {encoding} text (byte {exc.start} cannot be decoded): "
-                         "pass encoding= the file's encoding (for example 'cp1252')") from None
+                         "pass encoding= the file's encoding (for example 'cp1252'), or, "
+                         "for `aieng index` (which reads UTF-8), convert the file first "
+                         "(iconv -f cp1252 -t utf-8)") from None
     return text.removeprefix("\ufeff"), path
 
 
