@@ -320,3 +320,15 @@ def test_internationalized_emails_are_redacted_whole(text: str, redacted: str) -
     result = redact(text)
     assert result.text == redacted
     assert restore(result.text, result.mapping) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=string.ascii_letters + string.digits + "@.-_+!#$%&'*/=?^`{|}~ \n()<>",
+               max_size=80))
+def test_the_ascii_fast_path_finds_what_the_full_pattern_finds(text: str) -> None:
+    """ASCII text is searched with the ASCII-only e-mail pattern (three times as fast):
+    it finds exactly the spans the international pattern finds there."""
+    from aieng_guardrails import _pii
+
+    assert [m.span() for m in _pii._EMAIL_ASCII.finditer(text)] == \
+        [m.span() for m in _pii._EMAIL.finditer(text)]
