@@ -275,7 +275,10 @@ def test_a_plugin_command_cannot_shadow_another(monkeypatch: pytest.MonkeyPatch)
 
     kernel = Kernel(env={}, entry_points=[]).load()
     kernel.registry.plugin_manager.register(Clash(), name="clash")
-    monkeypatch.setattr(_Root, "_plugins_added", False)
+    # Add plugin commands again (for this kernel); afterwards the flag is as it was, so
+    # later tests in this process are not left with this kernel's commands only.
+    assert isinstance(cli, _Root)
+    monkeypatch.setattr(cli, "_plugins_added", False, raising=False)
     builtin_run = cli.commands["run"]
     try:
         result = CliRunner().invoke(cli, ["--help"], obj={"kernel": kernel})
@@ -286,4 +289,3 @@ def test_a_plugin_command_cannot_shadow_another(monkeypatch: pytest.MonkeyPatch)
     finally:
         cli.commands["run"] = builtin_run
         cli.commands.pop("clash-own", None)
-        monkeypatch.setattr(cli, "_plugins_added", False, raising=False)
