@@ -163,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=CRANFIELD, help="the vocabulary's source")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
+    from _peers import require
+
+    require("bm25s", "Stemmer", "rank_bm25", "numba")
+
     from aieng_core.logs import configure_logging
 
     configure_logging(level="WARNING", stream=sys.stderr)

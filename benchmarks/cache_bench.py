@@ -294,7 +294,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def show(report: dict[str, Any]) -> None:
-    """Print the report as the tables of docs/_pending/cache.md."""
+    """Print the report (what the cache section of docs/benchmarks.md shows)."""
     print(f"versions: {report['versions']}, cpus: {report['cpus']}")
     print("\nexact hits (µs, median of repeats)")
     for name, row in report["exact"].items():
@@ -324,11 +324,14 @@ def main() -> None:
     parser.add_argument("--entries", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
+    from _peers import require
+
+    require("gptcache", "faiss", "sqlalchemy")
     if os.environ.get("OMP_NUM_THREADS") != "1":
         sys.exit("run with OMP_NUM_THREADS=1 (torch and faiss threads skew a shared box)")
-    import structlog
+    from aieng_core.logs import configure_logging
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    configure_logging(level="ERROR", stream=sys.stderr)  # stdout carries the report
     report = anyio.run(run, args)
     show(report)
     if args.json:

@@ -379,11 +379,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare", action="store_true",
                         help="only build the corpus and cache its vectors")
     args = parser.parse_args(argv)
+    try:  # checked before the corpus and its embedding (minutes)
+        efs = [int(ef) for ef in args.efs.split(",")]
+    except ValueError:
+        parser.error(f"--efs: comma-separated integers expected, got {args.efs!r}")
     from aieng_core.logs import configure_logging
 
     configure_logging(level="WARNING", stream=sys.stderr)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _peers import require
     from bm25_cranfield import _machine, _revision
+
+    if not args.prepare:
+        require("hnswlib")
 
     docs, query_texts = corpus()
     doc_vecs, query_vecs, embedding = embedded(docs, query_texts)
@@ -396,7 +404,6 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):  # the exact scan, one query per call, for reference
         exact_s.append(_timed(lambda: [np.argpartition(-(doc_vecs @ q), K)[:K]
                                        for q in query_vecs]))
-    efs = [int(ef) for ef in args.efs.split(",")]
     systems: list[System] = []
     for engine in ("usearch", "hnswlib"):
         ours = OursStore(docs, query_texts, engine)

@@ -502,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", action="store_true", help="only split a burst's CPU time (see profile())"
     )
     args = parser.parse_args(argv)
+    from aieng_core.logs import configure_logging
+
+    # As the CLI does: warnings and up, on stderr (not model-load info lines in stdout).
+    configure_logging(level="WARNING", stream=sys.stderr)
     if args.profile and args.component != "minilm":
         parser.error("--profile splits the torch component's passes: --component minilm")
     if args.component == "minilm" and args.precision != "fp32":

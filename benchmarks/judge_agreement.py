@@ -223,6 +223,10 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all-pairs", action="store_true",
                         help="every differently-labelled pair, not best vs worst (slower)")
     args = parser.parse_args(argv)
+    from aieng_core.logs import configure_logging
+
+    # As the CLI does: warnings and up, on stderr (not model-load info lines in stdout).
+    configure_logging(level="WARNING", stream=sys.stderr)
     try:
         import aieng_transformers
         from aieng_transformers import SmolLM2Backend, SmolLM2Options

@@ -38,10 +38,17 @@ from importlib import metadata
 from typing import Any
 
 from aieng_metrics import corpus_bleu, rouge, sentence_bleu, sentence_chrf
-from rouge_score import rouge_scorer
-from sacrebleu.metrics import BLEU, CHRF
-from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
-from sacrebleu.tokenizers.tokenizer_re import TokenizerRegexp
+
+try:
+    from rouge_score import rouge_scorer
+    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+    from sacrebleu.tokenizers.tokenizer_re import TokenizerRegexp
+except ImportError:  # a missing peer: say which, and how to install it
+    from _peers import require
+
+    require("rouge_score", "sacrebleu")
+    raise
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 _PUNCT = [",", ".", ";", ":", "!", "?", "(", ")", "-", "'s", "&"]

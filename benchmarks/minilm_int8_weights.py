@@ -51,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    from aieng_core.logs import configure_logging
+
+    # As the CLI does: warnings and up, on stderr (not model-load info lines in stdout).
+    configure_logging(level="WARNING", stream=sys.stderr)
 
     from aieng_onnx import exported
     from aieng_onnx._embedder import load_tokenizer

@@ -253,15 +253,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="leave out the variants whose name contains TEXT (e.g. bf16 on a "
                              "CPU without bfloat16 instructions, where it runs ~30x slower)")
     args = parser.parse_args(argv)
+    from _peers import require
 
-    import structlog
+    require("sentence_transformers")
     import torch
     from aieng_onnx import MiniLMOnnxEmbedder, MiniLMOnnxOptions
     from aieng_onnx._paths import packaged_minilm
     from aieng_transformers import MiniLMEmbedder, MiniLMOptions
     from sentence_transformers import SentenceTransformer
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    from aieng_core.logs import configure_logging
+
+    # Warnings to stderr: stdout carries the table.
+    configure_logging(level="WARNING", stream=sys.stderr)
     texts = sentences(args.sentences)
     warm = texts[:64]
     cache = args.cache_dir or tempfile.mkdtemp(prefix="aieng-bench-")

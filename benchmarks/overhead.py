@@ -450,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
+    from _peers import require
+
+    require("langchain_core", "haystack")
     # As the CLI does: warnings and up. Unconfigured structlog prints every debug line.
     configure_logging(level="WARNING", stream=sys.stderr)
     versions = _versions()

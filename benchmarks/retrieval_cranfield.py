@@ -171,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--no-sweep", action="store_true", help="skip the alpha sweep")
     args = parser.parse_args(argv)
+    from _peers import require
+
+    require("bm25s", "Stemmer", "rank_bm25")
+
     from aieng_transformers import MiniLMEmbedder
 
     from aieng_core.logs import configure_logging

@@ -200,6 +200,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    from _peers import require
+
+    require("sklearn", "scipy")
     sys.path[:0] = [str(ROOT / "plugins" / "router"), str(ROOT / "plugins" / "drift")]
     results = {
         "intent_minilm": intent_accuracy("minilm"),

@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import structlog
 import torch
 from aieng_onnx import SmolLM2OnnxBackend, SmolLM2OnnxOptions
 from aieng_transformers import SmolLM2Backend, SmolLM2Options
@@ -87,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="add 'ORT int8 keep': int8 with these MatMuls left float32 "
                              "(keep_fp32, e.g. down_proj)")
     args = parser.parse_args(argv)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    from aieng_core.logs import configure_logging
+
+    # Warnings to stderr: stdout carries the JSON report.
+    configure_logging(level="WARNING", stream=sys.stderr)
     cache = args.cache_dir or tempfile.mkdtemp(prefix="aieng-bench-")
 
     requests = [attrs_evolve(r, args.max_tokens) for r in prompts()]

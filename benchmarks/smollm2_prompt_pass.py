@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import structlog
 import torch
 
 
@@ -43,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    from aieng_core.logs import configure_logging
+
+    # Warnings to stderr: stdout carries the JSON report.
+    configure_logging(level="WARNING", stream=sys.stderr)
     import onnxruntime as ort
     from aieng_onnx._export import (
         CAUSAL_TASK,

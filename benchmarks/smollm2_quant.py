@@ -62,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
+    from _peers import require
+
+    from aieng_core.logs import configure_logging
+
+    require("bitsandbytes")  # the bnb8 and nf4 rows
+    # As the CLI does: warnings and up, on stderr (not model-load info lines in stdout).
+    configure_logging(level="WARNING", stream=sys.stderr)
     torch.set_num_threads(args.threads)
     folder = cached_folder(packaged_smollm2(), cache_root())
     if not (folder / "config.json").is_file():

@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proposal", type=int, default=8)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
+    from aieng_core.logs import configure_logging
+
+    # As the CLI does: warnings and up, on stderr (not model-load info lines in stdout).
+    configure_logging(level="WARNING", stream=sys.stderr)
 
     lm = SmolLM2Backend().load()
     requests = [attrs_evolve(r, args.max_tokens) for r in prompts()]
