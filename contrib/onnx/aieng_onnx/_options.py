@@ -7,7 +7,7 @@ from typing import Literal
 
 import attrs
 from aieng_transformers import SmolLM2Options
-from aieng_transformers._options import _wait
+from aieng_transformers._options import _milliseconds, _number, _positive, _wait
 from attrs import validators as v
 
 __all__ = ["DEFAULT_EMBED_MODEL", "PROVIDERS", "Batching", "CausalPrecision", "GraphOptimization",
@@ -35,27 +35,6 @@ PROVIDERS: dict[str, str] = {
 }
 
 _opt_str = v.optional(v.and_(v.instance_of(str), v.min_len(1)))
-
-
-def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    # Not v.instance_of(int): a bool is an int to Python, and ``batch_size = true`` in a
-    # pipeline file is a mistake, not a batch of 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{attribute.name} must be an integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be at least 1, got {value}")
-
-
-def _milliseconds(value: object) -> float:
-    # A number (TOML ``5`` or ``5.0``) as a float; a bool or a string is refused by _number.
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else value  # type: ignore[return-value]
-
-
-def _number(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, float):
-        raise TypeError(f"{attribute.name} must be a number, got {value!r}")
-
 _int8_weights = v.in_(("auto", "s8", "u8"))
 
 
