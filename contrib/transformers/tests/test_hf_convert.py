@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _tiny import plant_scratch
 from aieng_transformers import (
     ModelNotFound,
     SmolLM2Backend,
@@ -144,17 +144,7 @@ def test_a_killed_conversions_scratch_is_removed(gguf: Path, tmp_path: Path,
     (its writer may live in another PID namespace), is left alone."""
     root = tmp_path / "cache"
     target = cached_folder(gguf, root)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    abandoned = target.parent / f".{target.name}-{dead}-0123456789ab.tmp"
-    recent = target.parent / f".{target.name}-{dead}-0123456789ac.tmp"
-    live = target.parent / f".{target.name}-{os.getpid()}-0123456789ad.tmp"
-    for scratch in (abandoned, recent, live):
-        scratch.mkdir(parents=True)
-        (scratch / "model.safetensors").write_bytes(b"half")
-        if scratch != recent:
-            for path in (scratch / "model.safetensors", scratch):
-                os.utime(path, (0, 0))
+    _, recent, live = plant_scratch(target)
     assert convert_gguf(gguf, root) == target
     assert sorted(p.name for p in target.parent.iterdir()) == sorted(
         [target.name, recent.name, live.name])

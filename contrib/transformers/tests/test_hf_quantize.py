@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from _tiny import random_llama
+from _tiny import plant_scratch, random_llama
 from aieng_transformers import (
     SmolLM2Backend,
     TorchInt8Quantizer,
@@ -181,25 +181,11 @@ def test_a_killed_quantizations_scratch_is_removed(tmp_path: Path, random_dir: P
     behind; the next one of that model removes it when its process is gone and nothing
     in it changed for a while, and nothing else (a live process's, a recent one). A
     folder without its marker (half copied) is replaced, leaving no scratch."""
-    import os
-    import subprocess
-    import sys
-
     first = quantizer(tmp_path).quantize(random_dir)
     assert first is not None
     target = Path(first.model)
     (target / QUANTIZE_MARKER).unlink()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    abandoned = target.parent / f".{target.name}-{dead}-0123456789ab.tmp"
-    recent = target.parent / f".{target.name}-{dead}-0123456789ac.tmp"
-    live = target.parent / f".{target.name}-{os.getpid()}-0123456789ad.tmp"
-    for scratch in (abandoned, recent, live):
-        scratch.mkdir(parents=True)
-        (scratch / "model.safetensors").write_bytes(b"half")
-        if scratch != recent:
-            for path in (scratch / "model.safetensors", scratch):
-                os.utime(path, (0, 0))
+    _, recent, live = plant_scratch(target)
     again = quantizer(tmp_path).quantize(random_dir)
     assert again is not None and again.model == first.model
     assert (target / QUANTIZE_MARKER).is_file()
