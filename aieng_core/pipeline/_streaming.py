@@ -35,11 +35,13 @@ _CLOSE_S = 10.0
 
 
 async def stream_hit(state: RunState) -> None:
-    """Hand a cache hit to a streaming caller as a backend that does not stream hands its
-    answer over: one delta. The pipeline calls it once the hit's output guards have run
-    (nothing streams sooner for waiting), so the delta is the run's answer, guarded. No
-    ``backend.first_token`` / ``backend.token`` events: no model ran, and a cache's
-    microseconds would pass for a backend's time to first token in the metrics."""
+    """Hand a cache hit (or a stream the output guards held back: ``stream = "guarded"``)
+    to a streaming caller as a backend that does not stream hands its answer over: one
+    delta. The pipeline calls it once the output guards have run (a hit streams no sooner
+    for waiting), so the delta is the run's answer, guarded. No ``backend.first_token`` /
+    ``backend.token`` events here: for a hit no model ran, and a cache's microseconds would
+    pass for a backend's time to first token in the metrics (a held stream published its
+    own while the model streamed)."""
     if state.on_delta is not None and state.completion is not None:
         await deliver(state.on_delta, whole(state.completion))
 
