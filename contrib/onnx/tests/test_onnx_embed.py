@@ -123,23 +123,11 @@ def test_abandoned_scratch_is_removed(bert_dir: Path, tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
-    import time
+
+    from _scratch import leave
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    old = time.time() - 7200  # two hours: past the ten minutes of remove_abandoned
-
-    def leave(path: Path, *, folder: bool, age: float | None = old) -> Path:
-        if folder:
-            path.mkdir(parents=True)
-            (path / "model.onnx").write_bytes(b"half an export")
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"half a model")
-        if age is not None:
-            for item in [*path.rglob("*"), path]:
-                os.utime(item, (age, age))
-        return path
 
     onnx = tmp_path / "onnx"
     dead = leave(onnx / f".export-{gone.pid}-0123456789ab", folder=True)

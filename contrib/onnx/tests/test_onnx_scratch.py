@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from _scratch import OLD, leave
 from aieng_hookspecs import remove_abandoned, scratch_path
-
-OLD = time.time() - 7200  # two hours: past the default ten minutes
 
 
 @pytest.fixture(scope="module")
@@ -24,20 +23,6 @@ def gone() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     return process.pid
-
-
-def leave(path: Path, *, folder: bool = False, age: float | None = OLD) -> Path:
-    """A scratch file or folder (with a file inside) last changed ``age`` (now: None)."""
-    if folder:
-        path.mkdir(parents=True)
-        (path / "model.onnx").write_bytes(b"half a model")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"half a model")
-    if age is not None:
-        for item in [*path.rglob("*"), path] if folder else [path]:
-            os.utime(item, (age, age))
-    return path
 
 
 def test_scratch_names_are_fresh_hidden_and_carry_the_pid(tmp_path: Path) -> None:
