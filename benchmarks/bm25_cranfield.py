@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _args import positive
 from aieng_bm25 import MEMORY, BM25Index, BM25Options
 from aieng_hookspecs.types import Document
 
@@ -321,7 +322,7 @@ RANK_BM25 = "rank_bm25 BM25Okapi"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=positive, default=7)
     parser.add_argument("--data", type=Path, default=CRANFIELD, help="a BEIR-layout folder")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)

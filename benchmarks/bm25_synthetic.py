@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _args import positive
 from aieng_bm25 import MEMORY, BM25Index, BM25Options
 from aieng_hookspecs.types import Document
 from bm25_cranfield import (
@@ -155,10 +156,10 @@ def run(systems: list[System], rank: System, docs: list[Document], queries: dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--docs", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--docs", type=positive, default=100_000)
+    parser.add_argument("--queries", type=positive, default=500)
     parser.add_argument("--rank-bm25-queries", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive, default=3)
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--data", type=Path, default=CRANFIELD, help="the vocabulary's source")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")

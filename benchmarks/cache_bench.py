@@ -43,6 +43,7 @@ from typing import Any
 
 import anyio
 import numpy as np
+from _args import positive
 from aieng_cache import (
     CacheOptions,
     ExactCache,
@@ -316,12 +317,12 @@ def show(report: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lookups", type=int, default=20_000)
-    parser.add_argument("--semantic-lookups", type=int, default=1000,
+    parser.add_argument("--lookups", type=positive, default=20_000)
+    parser.add_argument("--semantic-lookups", type=positive, default=1000,
                         help="lookups per repeat of each semantic variant (GPTCache on a "
                              "file takes milliseconds each)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--entries", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--repeats", type=positive, default=5)
+    parser.add_argument("--entries", type=positive, nargs="+", default=[1000, 10000])
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
     from _peers import require

@@ -74,6 +74,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _args import positive
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -372,7 +373,7 @@ def _hops() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=positive, default=5)
     parser.add_argument("--efs", default=",".join(map(str, EFS)),
                         help="the ef values swept, comma-separated")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")

@@ -52,6 +52,7 @@ from typing import Any, Self
 import anyio
 import numpy as np
 import torch
+from _args import positive
 from aieng_transformers import MiniLMEmbedder, MiniLMOptions
 
 #: Either embedder: both take ``max_batch`` and expose ``batcher()``.
@@ -456,13 +457,13 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print (or write) the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--max-batch", type=int, default=256)
+    parser.add_argument("--requests", type=positive, default=1000)
+    parser.add_argument("--max-batch", type=positive, default=256)
     parser.add_argument("--max-wait-ms", type=float, default=0.0)
     parser.add_argument(
         "--batch-size", type=int, default=64, help="texts per forward pass of the batched component"
     )
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--clients", type=positive, default=32)
     parser.add_argument(
         "--rates",
         type=float,
@@ -470,15 +471,15 @@ def main(argv: list[str] | None = None) -> int:
         default=[0.25, 0.5, 0.8, 1.5, 2.0],
         help="open-loop offered rates, multiples of the unbatched capacity",
     )
-    parser.add_argument("--open-requests", type=int, default=300)
+    parser.add_argument("--open-requests", type=positive, default=300)
     parser.add_argument(
         "--calibrate",
         type=int,
         default=200,
         help="sequential unbatched requests that measure the capacity",
     )
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=positive, default=3)
+    parser.add_argument("--threads", type=positive, default=1)
     parser.add_argument(
         "--dtype",
         choices=["float32", "bfloat16", "float16"],
@@ -519,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["threads"] = args.threads
     summary["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     summary["total_s"] = round(time.perf_counter() - started, 1)
-    print(json.dumps(summary, indent=2), file=sys.stderr)
+    print(json.dumps(summary, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return 0

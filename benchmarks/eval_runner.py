@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from _args import positive
 from aieng_eval import run_eval
 from aieng_hookspecs import ComponentRegistry, hookimpl
 from aieng_hookspecs.types import Sample, Score
@@ -88,10 +89,10 @@ def _once(folder: Path, concurrency: int, delay: float, repeat: int) -> float:
 def main() -> None:
     """Run the benchmark and print items/s per concurrency and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=200)
+    parser.add_argument("--items", type=positive, default=200)
     parser.add_argument("--delay", type=float, default=0.05, help="seconds per generate")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=positive, default=8)
+    parser.add_argument("--repeats", type=positive, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _args import nonnegative, positive
 
 ROOT = Path(__file__).resolve().parent.parent
 AIENG = ROOT / ".venv" / "bin" / "aieng"
@@ -162,9 +163,9 @@ async def _hammer(url: str, key: str, clients: int, duration: float) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=positive, default=500)
+    parser.add_argument("--warmup", type=nonnegative, default=50)
+    parser.add_argument("--clients", type=positive, default=16)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     parser.add_argument("--fake-upstream", type=int, default=None, help=argparse.SUPPRESS)

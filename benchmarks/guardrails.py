@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 import anyio
+from _args import positive
 from aieng_guardrails import (
     InjectionGuard,
     PIIGuard,
@@ -162,8 +163,8 @@ def _pct(value: float | None) -> str:
 def main() -> None:
     """Run both parts and print (or write) the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--docs", type=positive, default=2000)
+    parser.add_argument("--repeats", type=positive, default=3)
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args()
     reports = anyio.run(suite_rates)

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import aieng_judge
+from _args import positive
 from aieng_hookspecs.types import Sample
 from aieng_judge import (
     PairwiseJudge,
@@ -216,7 +217,7 @@ async def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print tables (and write JSON with ``--json``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--limit", type=positive, help="only the first N questions")
     parser.add_argument("--skip-pairwise", action="store_true")
     parser.add_argument("--rationale", action="store_true",
                         help="rubric answers with a rationale (64 tokens; slower)")

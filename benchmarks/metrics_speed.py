@@ -37,6 +37,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
+from _args import positive
 from aieng_metrics import corpus_bleu, rouge, sentence_bleu, sentence_chrf
 
 try:
@@ -161,8 +162,8 @@ def measure(pairs: list[tuple[str, str]], repeats: int) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print a table (or JSON with ``--json``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pairs", type=positive, default=5000)
+    parser.add_argument("--repeats", type=positive, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)

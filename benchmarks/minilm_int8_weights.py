@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _args import positive
 from minilm_ort import machine, sentences  # the same sentences and machine line
 
 
@@ -47,8 +48,8 @@ def cosines(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sentences", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sentences", type=positive, default=500)
+    parser.add_argument("--repeats", type=positive, default=5)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     from aieng_core.logs import configure_logging

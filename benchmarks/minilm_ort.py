@@ -82,6 +82,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _args import positive
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 FP32 = "aieng minilm-onnx, ORT fp32"
@@ -243,9 +244,9 @@ def breakdown_lines(st: Any, embedder: Any, fixed_embedder: Any, texts: Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sentences", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--sentences", type=positive, default=1000)
+    parser.add_argument("--repeats", type=positive, default=3)
+    parser.add_argument("--threads", type=positive, nargs="+", default=[1, 2])
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--json", default=None)
     parser.add_argument("--breakdown", action="store_true")

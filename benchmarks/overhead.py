@@ -45,6 +45,7 @@ os.environ["LANGSMITH_TRACING"] = "false"
 
 import anyio
 import pluggy
+from _args import positive
 from aieng_hookspecs import PROJECT, hookimpl
 from aieng_hookspecs.specs import backend as backend_specs
 from aieng_hookspecs.types import (
@@ -443,10 +444,10 @@ def _versions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=2000, help="pipeline runs per repeat")
-    parser.add_argument("--calls", type=int, default=20000, help="hook calls per repeat")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--cli-runs", type=int, default=10)
+    parser.add_argument("--runs", type=positive, default=2000, help="pipeline runs per repeat")
+    parser.add_argument("--calls", type=positive, default=20000, help="hook calls per repeat")
+    parser.add_argument("--repeats", type=positive, default=7)
+    parser.add_argument("--cli-runs", type=positive, default=10)
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _args import positive
 from aieng_onnx import SmolLM2OnnxBackend, SmolLM2OnnxOptions
 from aieng_transformers import SmolLM2Backend, SmolLM2Options
 from aieng_transformers._causal import CausalLM
@@ -69,11 +70,11 @@ def heldout(tokens: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print (or write) the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--max-tokens", type=positive, default=64)
+    parser.add_argument("--repeats", type=positive, default=3)
+    parser.add_argument("--threads", type=positive, nargs="+", default=[1, 2])
     parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--perplexity-tokens", type=int, default=2000)
+    parser.add_argument("--perplexity-tokens", type=positive, default=2000)
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--io-binding", action="store_true",
                         help="add 'ORT fp32 bound': the KV cache kept in ONNX Runtime's "

@@ -33,13 +33,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from _args import positive
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print (or write) the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[100, 512])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--lengths", type=positive, nargs="+", default=[100, 512])
+    parser.add_argument("--repeats", type=positive, default=7)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     from aieng_core.logs import configure_logging
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                        "max_ms": round(1000 * max(samples), 1)}
                 rows.append(row)
                 print(f"{length:>5} tokens  {name:<30} {row['cpu_ms']:8.1f} ms "
-                      f"({row['min_ms']}–{row['max_ms']})", file=sys.stderr)
+                      f"({row['min_ms']}–{row['max_ms']})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = {"benchmark": "smollm2_prompt_pass", "repeats": args.repeats,

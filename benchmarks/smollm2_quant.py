@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _args import positive
 from aieng_hookspecs.types import Message, Request
 from aieng_transformers import TorchInt8Quantizer, TorchQuantizeOptions, load_quantized
 from aieng_transformers._causal import CausalLM
@@ -58,8 +59,8 @@ def speed(lm: CausalLM, repeats: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print (or write) the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=positive, default=3)
+    parser.add_argument("--threads", type=positive, default=1)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     from _peers import require
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         row["speed_ratio"] = round(row["tokens_per_s"] / base["tokens_per_s"], 2)
     summary = {"benchmark": "smollm2_quant", "heldout_tokens": tokens,
                "threads": args.threads, "repeats": args.repeats, "rows": rows}
-    print(json.dumps(summary, indent=2), file=sys.stderr)
+    print(json.dumps(summary, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return 0

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import torch
+from _args import positive
 from aieng_hookspecs.types import Message, Request
 from aieng_transformers import SmolLM2Backend
 from aieng_transformers._causal import CausalLM
@@ -82,11 +83,11 @@ def decode(lm: CausalLM, request: Request) -> tuple[list[int], int, int]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print (or write) the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--draft-layers", type=int, default=8)
-    parser.add_argument("--proposal", type=int, default=8)
+    parser.add_argument("--max-tokens", type=positive, default=64)
+    parser.add_argument("--repeats", type=positive, default=3)
+    parser.add_argument("--threads", type=positive, nargs="+", default=[1, 2])
+    parser.add_argument("--draft-layers", type=positive, default=8)
+    parser.add_argument("--proposal", type=positive, default=8)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     from aieng_core.logs import configure_logging
@@ -138,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(row)
             print(f"{threads} thread(s)  {name:<28} {row['tokens_per_s']:7.2f} tok/s  "
                   f"x{row['speedup']:.2f} {row['speedup_runs']}  "
-                  f"{row['tokens_per_pass']:.2f} tok/pass  runs {row['runs']}",
-                  file=sys.stderr)
+                  f"{row['tokens_per_pass']:.2f} tok/pass  runs {row['runs']}")
     lm.speculation = None
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
