@@ -3,6 +3,8 @@ execution providers. Tests whose docstring says "Needs the shipped model" use Mi
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +114,35 @@ def test_cache_key_follows_files_and_opset(bert_dir: Path, tmp_path: Path) -> No
     assert export_key(copy, 17) != key
     (copy / "config.json").write_text((copy / "config.json").read_text() + " ")
     assert export_key(copy, 18) != key
+
+
+def test_large_files_are_hashed_once_per_version(tmp_path: Path) -> None:
+    """With a memo folder, a large file's digest is read back instead of recomputed
+    (loading a multi-GB model again does not read it all), and any rewrite of the file,
+    even one keeping its size and mtime, is hashed again; a file written in the last
+    moments is not memoized (it may still be being written)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(os.urandom(2 << 20))
+    memo = tmp_path / "memo"
+    key = export_key(folder, 18, memo=memo)
+    assert not memo.exists(), "a file written just now is not memoized"
+    old = time.time() - 60
+    os.utime(weights, (old, old))
+    assert export_key(folder, 18, memo=memo) == key
+    (entry,) = memo.iterdir()
+    entry.write_text("0" * 64)  # a planted digest: read back, so the file was not hashed
+    assert export_key(folder, 18, memo=memo) != key
+    data = bytearray(weights.read_bytes())
+    data[1 << 20] ^= 0xFF
+    weights.write_bytes(bytes(data))  # same size, same inode, mtime put back
+    os.utime(weights, (old, old))
+    changed = export_key(folder, 18, memo=memo)
+    assert changed != key
+    assert changed == export_key(folder, 18), "the memo agrees with a full hash"
+    assert len(list(memo.iterdir())) == 2
 
 
 def test_abandoned_scratch_is_removed(bert_dir: Path, tmp_path: Path) -> None:
