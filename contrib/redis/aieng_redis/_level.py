@@ -163,7 +163,10 @@ class RedisLevel:
             return
         milliseconds = min(math.ceil((expires_at - now) * 1000.0), _MAX_PX)
         if milliseconds <= 0:
-            return  # already expired: storing it would only be a miss later
+            # Already expired: a miss from now on, as in the SQLite level. Redis refuses a
+            # PX <= 0, and skipping the SET would leave an older, live value answering.
+            await self._call("delete", self.prefix + key)
+            return
         await self._call("set", self.prefix + key, payload, px=milliseconds)
 
     async def delete(self, key: str) -> None:

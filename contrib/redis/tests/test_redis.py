@@ -325,6 +325,22 @@ async def test_a_ttl_beyond_what_redis_takes_is_stored(
     await cache.aclose()
 
 
+async def test_an_expired_put_replaces_the_live_entry(redis_url: str, prefix: str,
+                                                      client: Redis, tmp_path: Path) -> None:
+    """A put whose expiry has passed leaves no entry under the key, as in the SQLite level
+    (its row is stored expired: a miss), instead of leaving the older, live value there to
+    answer later lookups."""
+    level = RedisLevel(redis_url, prefix)
+    sqlite = SQLiteLevel(tmp_path / "c.db")
+    now = 1_000_000.0
+    for each in (level, sqlite):
+        await each.put("k", "old", kind="chat", now=now, expires_at=now + 60)
+        await each.put("k", "new", kind="chat", now=now, expires_at=now)
+        assert await each.get("k", now) is None, each.name
+        await each.aclose()
+    assert await client.exists(prefix + "k") == 0
+
+
 @pytest.mark.parametrize("path", ["/cache", "/0/1", "/-1"])
 def test_a_database_that_is_no_number_fails_to_build(path: str) -> None:
     """``redis://host:port/cache`` is an error naming the database, not database 0 used

@@ -28,6 +28,7 @@ __all__ = [
     "normalize_text",
     "partition_key",
     "request_key",
+    "scope_key",
 ]
 
 #: Bumped whenever the canonical form changes, so old entries stop matching.
@@ -111,6 +112,14 @@ def request_key(request: Request, scope: KeyScope = KeyScope()) -> str:
     value = _parameters(request, scope)
     value["messages"] = [_message(m) for m in request.messages]
     return _digest(value)
+
+
+def scope_key(scope: KeyScope) -> str:
+    """The key of the scope's part of every exact key (namespace, template version,
+    pipeline): entries of another scope never answer a request of this one, so a cache
+    reloading a shared file skips them."""
+    return _digest({"format": KEY_FORMAT, "namespace": scope.namespace,
+                    "template": scope.template_version, "pipeline": scope.pipeline})
 
 
 def _last_user(request: Request) -> int:

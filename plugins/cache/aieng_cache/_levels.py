@@ -48,7 +48,8 @@ class Level(Protocol):
         """Remove ``key`` if present."""
 
     async def clear(self) -> None:
-        """Remove every entry of this level (of its namespace or prefix)."""
+        """Remove every entry of this level: of every namespace (the SQLite level empties
+        its file, the Redis level every key under its prefix)."""
 
     async def aclose(self) -> None:
         """Release connections and files."""

@@ -19,7 +19,7 @@ from aieng_hookspecs.types import Completion, Event, Request
 from ._codec import CodecError, decode_completion, encode_completion
 from ._events import CacheLevelHit, CacheMiss, CacheStored
 from ._index import SemanticIndex, unit_vector
-from ._keys import KeyScope, cacheable, content_type, partition_key, request_key
+from ._keys import KeyScope, cacheable, content_type, partition_key, request_key, scope_key
 from ._options import SemanticOptions, ttl_for
 from ._sqlite import SQLiteStore
 
@@ -108,7 +108,11 @@ class SemanticCache:
         import numpy as np
 
         assert self.store is not None
-        rows = self.store.live(self.clock(), limit=self.options.max_entries)
+        # Only this scope's rows: another namespace's or pipeline's never answer here,
+        # and would take this one's places in the index (or, embedded by a model of
+        # another size, make them unreadable).
+        rows = self.store.live(self.clock(), limit=self.options.max_entries,
+                               scope=scope_key(self.scope))
         for row in reversed(rows):  # oldest first: the newest end up most recent
             if row.tag is None:
                 continue
@@ -153,7 +157,8 @@ class SemanticCache:
             loaded = self.index.dimension
             if loaded is not None and loaded != vector.shape[0]:
                 # The index's vectors were read from the file, made by another embedding
-                # model (an earlier one, or another namespace's): none can be compared
+                # model (an earlier one; or another scope's, in rows stored before rows
+                # had a scope): none can be compared
                 # with this model's. Their entries still answer their exact requests.
                 log.warning("cache.semantic.other_model", path=self.options.path,
                             stored_dimension=loaded, dimension=int(vector.shape[0]))
@@ -213,9 +218,11 @@ class SemanticCache:
         if self.store is not None:
             payload = encode_completion(completion)
             blob = None if vector is None else vector.astype("<f4").tobytes()
+            scope = scope_key(self.scope)
             await anyio.to_thread.run_sync(
                 lambda: self.store.put(key, payload, kind=kind, now=now,  # type: ignore[union-attr]
-                                       expires_at=expires_at, tag=partition, vector=blob))
+                                       expires_at=expires_at, tag=partition, vector=blob,
+                                       scope=scope))
         self._emit(CacheStored(component=self._name, kind=kind, ttl_s=ttl))
 
     # -- beyond the hooks ----------------------------------------------------------------

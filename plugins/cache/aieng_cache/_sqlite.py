@@ -14,7 +14,7 @@ import math
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS entries (
     tag      TEXT,
     vector   BLOB,
     created  REAL NOT NULL,
-    expires  REAL
+    expires  REAL,
+    scope    TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires);
 """
@@ -53,17 +54,35 @@ def _row(found: tuple[Any, ...]) -> Row:
     return Row(key, value, kind, tag, vector, created, math.inf if expires is None else expires)
 
 
+def _add_scope(conn: sqlite3.Connection) -> None:
+    """Add the ``scope`` column to a file made before it (its rows' scope: NULL)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+    if "scope" in columns:
+        return
+    try:
+        conn.execute("ALTER TABLE entries ADD COLUMN scope TEXT")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):  # another process added it meanwhile
+            raise
+
+
 class SQLiteStore:
     """Entries in one SQLite file (created with its folder when missing).
 
-    :param path: the database file.
+    :param path: the database file; ``":memory:"`` for a database in memory, one for the
+        whole store (its calls then take turns on one connection).
     :param busy_timeout: seconds a writer waits for another writer's lock.
     """
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
-        self.path = Path(path).expanduser()
+        self.in_memory = str(path) == ":memory:"
+        self.path = Path(path) if self.in_memory else Path(path).expanduser()
         self.busy_timeout = busy_timeout
         self._lock = threading.Lock()
+        # Each connection to ":memory:" is a database of its own: one connection, used by
+        # one call at a time, keeps one database (a second would lack even the schema).
+        self._turn: AbstractContextManager[object] = (
+            threading.Lock() if self.in_memory else nullcontext())
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
         self._ready = False
@@ -76,7 +95,8 @@ class SQLiteStore:
         :raises sqlite3.Error: of SQLite's type, its message naming the file, when the
             path cannot be opened as a database (a folder, a file of another kind).
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.in_memory:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         conn: sqlite3.Connection | None = None
         try:
             # isolation_level=None: autocommit; each statement is its own transaction
@@ -89,6 +109,7 @@ class SQLiteStore:
             with self._lock:
                 if not self._ready:
                     conn.executescript(_SCHEMA)
+                    _add_scope(conn)
                     self._ready = True
         except sqlite3.Error as exc:
             if conn is not None:
@@ -105,6 +126,11 @@ class SQLiteStore:
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._turn, self._borrowed() as conn:
+            yield conn
+
+    @contextmanager
+    def _borrowed(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"the cache database {self.path} is closed")
@@ -158,14 +184,14 @@ class SQLiteStore:
 
     def put(self, key: str, value: str, *, kind: str, now: float,
             expires_at: float = math.inf, tag: str | None = None,
-            vector: bytes | None = None) -> None:
-        """Store or replace the entry under ``key``."""
+            vector: bytes | None = None, scope: str | None = None) -> None:
+        """Store or replace the entry under ``key`` (``scope``: see :meth:`live`)."""
         with self._connection() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO entries (key, value, kind, tag, vector, created, "
-                "expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "expires, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, value, kind, tag, vector, now,
-                 None if math.isinf(expires_at) else expires_at))
+                 None if math.isinf(expires_at) else expires_at, scope))
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; returns whether it was there."""
@@ -199,11 +225,16 @@ class SQLiteStore:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return purged
 
-    def live(self, now: float, *, limit: int) -> list[Row]:
-        """Live entries, newest first, at most ``limit``."""
+    def live(self, now: float, *, limit: int, scope: str | None = None) -> list[Row]:
+        """Live entries, newest first, at most ``limit``; with ``scope``, only the entries
+        stored with that scope (and those stored without one)."""
+        where = "(expires IS NULL OR expires > ?)"
+        params: tuple[Any, ...] = (now,)
+        if scope is not None:
+            where += " AND (scope IS NULL OR scope = ?)"
+            params += (scope,)
         with self._connection() as conn:
             cursor = conn.execute(
                 "SELECT key, value, kind, tag, vector, created, expires FROM entries "
-                "WHERE expires IS NULL OR expires > ? ORDER BY created DESC LIMIT ?",
-                (now, limit))
+                f"WHERE {where} ORDER BY created DESC LIMIT ?", (*params, limit))
             return [_row(found) for found in cursor]

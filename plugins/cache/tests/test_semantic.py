@@ -169,6 +169,33 @@ async def test_a_file_of_another_embedding_model(tmp_path: Path, namespace: str)
     await new.aclose()
 
 
+async def test_namespaces_sharing_a_file_reload_only_their_own_entries(
+        tmp_path: Path) -> None:
+    """Two namespaces (tenants, or models of other sizes) sharing one file: on reopening,
+    each loads its own entries, which keep hitting by similarity, instead of the newest
+    ``max_entries`` rows of the whole file (another namespace's vectors of another size
+    made its own unreadable; of the same size, they took its places in the index)."""
+    path = str(tmp_path / "s.db")
+    small = SemanticOptions(threshold=0.9, path=path, namespace="a", max_entries=2)
+    big = SemanticOptions(threshold=0.9, path=path, namespace="b", max_entries=2)
+    a = SemanticCache(small, embedder=HashEmbedder(32).aieng_embed)
+    await a.aieng_cache_store(ask(PROMPT), Completion(text="a: reset link"))
+    await a.aclose()
+    b = SemanticCache(big, embedder=HashEmbedder(64).aieng_embed)
+    for text in ("how do i cancel my order", "how do i track my parcel"):
+        await b.aieng_cache_store(ask(text), Completion(text="b"))
+    await b.aclose()
+    again = SemanticCache(small, embedder=HashEmbedder(32).aieng_embed)
+    found = await again.aieng_cache_lookup(ask(PROMPT + " please"))
+    assert found is not None and found.text == "a: reset link"
+    assert len(again.index) == 1
+    await again.aclose()
+    b_again = SemanticCache(big, embedder=HashEmbedder(64).aieng_embed)
+    found = await b_again.aieng_cache_lookup(ask("how do i track my parcel please"))
+    assert found is not None and found.text == "b" and len(b_again.index) == 2
+    await b_again.aclose()
+
+
 async def test_a_pipeline_embeds_through_its_context(
     aieng_kernel: Kernel, captured_events: EventCapture
 ) -> None:

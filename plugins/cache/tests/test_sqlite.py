@@ -125,6 +125,32 @@ async def test_many_concurrent_lookups_and_stores(tmp_path: Path) -> None:
     assert level.store.idle_connections == 0
 
 
+async def test_an_in_memory_database_serves_concurrent_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sqlite = ":memory:"`` is one in-memory database for the whole level: concurrent
+    stores and lookups all see it, instead of each new connection opening an empty
+    database of its own (``no such table: entries``, lost entries). No file is created."""
+    monkeypatch.chdir(tmp_path)
+    cache = ExactCache(CacheOptions(memory=False, sqlite=":memory:"), clock=Clock())
+    results: dict[int, str | None] = {}
+
+    async def worker(i: int) -> None:
+        await cache.aieng_cache_store(ask(f"q{i}"), Completion(text=f"a{i}"))
+        found = await cache.aieng_cache_lookup(ask(f"q{i}"))
+        results[i] = None if found is None else found.text
+
+    async with anyio.create_task_group() as group:
+        for i in range(50):
+            group.start_soon(worker, i)
+    assert results == {i: f"a{i}" for i in range(50)}
+    level = cache.levels[0]
+    assert isinstance(level, SQLiteLevel) and level.store.count() == 50
+    assert await cache.vacuum() == 0
+    await cache.aclose()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_store_rows_and_live_listing(tmp_path: Path) -> None:
     """The store lists live rows newest first and reports a closed database clearly."""
     store = SQLiteStore(tmp_path / "s.db")
@@ -135,6 +161,24 @@ def test_store_rows_and_live_listing(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(RuntimeError, match="is closed"):
         store.get("k1", 0.0)
+
+
+def test_a_file_made_before_scopes_gains_the_column(tmp_path: Path) -> None:
+    """A file whose table predates the ``scope`` column opens, gains it, and keeps its rows
+    (scope NULL: listed for every scope)."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                     "kind TEXT NOT NULL, tag TEXT, vector BLOB, created REAL NOT NULL, "
+                     "expires REAL)")
+        conn.execute("INSERT INTO entries VALUES ('old', 'v', 'chat', 'p', NULL, 1.0, NULL)")
+    conn.close()
+    store = SQLiteStore(path)
+    store.put("new", "v", kind="chat", now=2.0, tag="p", scope="mine")
+    store.put("other", "v", kind="chat", now=3.0, tag="p", scope="theirs")
+    assert [r.key for r in store.live(10.0, limit=10, scope="mine")] == ["new", "old"]
+    assert [r.key for r in store.live(10.0, limit=10)] == ["other", "new", "old"]
+    store.close()
 
 
 @pytest.mark.parametrize("what", ["folder", "text file"])

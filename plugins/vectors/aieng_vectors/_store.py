@@ -108,6 +108,9 @@ class VectorStore:
         self._folder: Folder | None = None
         self._generation = 0
         self._snapshot_bytes = 0
+        # After a snapshot a write started failed: the journal size from which the next
+        # write tries again (0: no failure pending).
+        self._retry_bytes = 0
         self._model = options.model
         # Set by close: a write reaching the store after it (one that was still embedding
         # when its pipeline closed) would change memory only, lost at the next open.
@@ -278,16 +281,20 @@ class VectorStore:
             self._start_graph()  # mostly deleted entries: a fresh graph is smaller and faster
         self._catch_up(catch_up)
         folder = self._folder
-        if folder is not None and folder.journal_bytes > max(_COMPACT_BYTES,
-                                                             self._snapshot_bytes):
+        threshold = max(_COMPACT_BYTES, self._snapshot_bytes)
+        if folder is not None and folder.journal_bytes > max(threshold, self._retry_bytes):
             try:
                 self._write_snapshot()
             except Exception as exc:  # noqa: BLE001 (logged: the write itself is done)
-                # The write is journalled and applied: it stands, and the next write
-                # tries the snapshot again. Raising would report a write that landed
-                # (every write, on a full disk) as failed.
+                # The write is journalled and applied: it stands. Raising would report a
+                # write that landed (every write, on a full disk) as failed. The next try
+                # waits until the journal has grown by a threshold again: retrying at
+                # every write would make each one pay a whole snapshot while the disk
+                # stays full.
+                self._retry_bytes = folder.journal_bytes + threshold
                 log.warning("vectors.snapshot_failed", path=str(folder.root),
-                            error=f"{type(exc).__name__}: {exc}")
+                            error=f"{type(exc).__name__}: {exc}",
+                            retry_at_journal_bytes=self._retry_bytes)
 
     def _start_graph(self) -> None:
         # The engine is imported here, only when an index grows this large.
@@ -511,6 +518,7 @@ class VectorStore:
                 # would skip them as already applied.
                 self._generation = generation
                 self._snapshot_bytes = int(self._count * self.dim * 4)
+                self._retry_bytes = 0
 
     def close(self) -> None:
         """Flush and release the folder; later writes are refused."""

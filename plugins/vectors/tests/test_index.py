@@ -452,7 +452,7 @@ async def test_a_failed_compaction_fails_no_write(hashing_embedder: Any, tmp_pat
                                                   fails: str) -> None:
     """A snapshot the journal's size starts inside a write fails (a full disk): the write,
     already journalled and applied, still returns its count, and a crash loses none of
-    it; the next write tries the snapshot again. A snapshot failing once its manifest was
+    it; a later write tries the snapshot again. A snapshot failing once its manifest was
     switched (its folder's fsync) leaves later writes in the new generation's journal."""
     import errno
 
@@ -487,3 +487,48 @@ async def test_a_failed_compaction_fails_no_write(hashing_embedder: Any, tmp_pat
         assert await reopened.get("quant") == DOCS[4]  # loads the folder
         assert len(reopened) == count and "bm25" not in reopened
         await reopened.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_failed_compaction_is_not_retried_by_every_write(
+        hashing_embedder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a snapshot started by a write fails (a full disk), the next writes do not each
+    pay a whole snapshot attempt: the next try waits until the journal has grown by as
+    much again as it took to start one. Once the disk has room, that try (or ``flush``)
+    folds the journal, and every write survives a reopen."""
+    import errno
+    import itertools
+
+    from aieng_vectors import _disk, _store
+
+    monkeypatch.setattr(_store, "_COMPACT_BYTES", 4096)
+    write_snapshot = _disk.Folder.write_snapshot
+    attempts: list[int] = []
+    full = True
+
+    def failing(self: _disk.Folder, *args: Any) -> None:
+        attempts.append(self.journal_bytes)
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_snapshot(self, *args)
+
+    monkeypatch.setattr(_disk.Folder, "write_snapshot", failing)
+    path = tmp_path / "idx"
+    live = index_with(hashing_embedder, path=str(path))
+    docs = [Document(f"d{i}", f"document number {i} about topic {i % 7}") for i in range(60)]
+    for doc in docs[:40]:  # one write per document: many writes past the threshold
+        assert await live.aieng_index([doc]) == 1
+    assert attempts, "the journal never reached the threshold"
+    assert len(attempts) < 40 // 2
+    # Each retry waited for another threshold's worth of journal.
+    assert all(later - earlier > 4096 for earlier, later in itertools.pairwise(attempts))
+    full = False
+    for doc in docs[40:]:
+        assert await live.aieng_index([doc]) == 1
+    await live.flush()
+    assert (path / "journal.jsonl").read_bytes() == b""
+    await live.aclose()
+    reopened = index_with(hashing_embedder, path=str(path))
+    assert await reopened.get("d0") == docs[0]  # loads the folder
+    assert len(reopened) == len(docs)
+    await reopened.aclose()
