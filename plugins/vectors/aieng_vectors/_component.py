@@ -89,8 +89,12 @@ class VectorIndex:
         if self._closed:
             return
         self._closed = True
-        if self._loaded:
-            await anyio.to_thread.run_sync(self._store.close)
+        # A load still running finishes first (its thread cannot be stopped) and is then
+        # closed: else the folder stayed locked until the process exited.
+        with anyio.CancelScope(shield=True):
+            async with self._load_lock:
+                if self._loaded:
+                    await anyio.to_thread.run_sync(self._store.close)
 
     async def _ensure_loaded(self) -> None:
         if self._closed:

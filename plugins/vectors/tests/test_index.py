@@ -240,6 +240,53 @@ async def test_one_component_per_folder(hashing_embedder: Any, tmp_path: Path) -
 
 
 @pytest.mark.anyio
+async def test_close_during_a_load_releases_the_folder(hashing_embedder: Any,
+                                                       tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``aclose`` while the folder is still loading (a big index, a close from another
+    task) waits for the load and then releases the folder: it was held until the process
+    exited, so no other component could open it."""
+    import threading
+
+    import anyio
+    import anyio.to_thread
+    from aieng_vectors._store import VectorStore
+
+    path = str(tmp_path / "idx")
+    seed = index_with(hashing_embedder, path=path)
+    await seed.aieng_index(DOCS[:2])
+    await seed.aclose()
+    entered, release = threading.Event(), threading.Event()
+    real_open = VectorStore.open
+
+    def slow_open(store: VectorStore, folder: Path) -> None:
+        entered.set()
+        release.wait(10)
+        real_open(store, folder)
+
+    monkeypatch.setattr(VectorStore, "open", slow_open)
+    index = index_with(hashing_embedder, path=path)
+    failures: list[BaseException] = []
+
+    async def load() -> None:
+        try:
+            await index.get("rrf")
+        except RuntimeError as exc:
+            failures.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(load)
+        await anyio.to_thread.run_sync(entered.wait, 10)
+        group.start_soon(index.aclose)
+        await anyio.sleep(0.05)
+        release.set()
+    monkeypatch.setattr(VectorStore, "open", real_open)
+    reopened = index_with(hashing_embedder, path=path)
+    assert len(await reopened.aieng_retrieve(Query("fusion"), 10)) == 2, failures
+    await reopened.aclose()
+
+
+@pytest.mark.anyio
 async def test_refuses_another_model_or_dimension(hashing_embedder: Any,
                                                   tmp_path: Path) -> None:
     """A folder built with one embedding model is not searched with another's vectors, and
