@@ -89,7 +89,10 @@ class DriftComponent:
         vectors: Sequence[Sequence[float]] = await self._context.embed(
             texts, self.options.embedding_model)
         for vector in vectors:
-            self.monitor.observe_embedding(vector, check=False)
+            try:
+                self.monitor.observe_embedding(vector, check=False)
+            except ValueError as error:  # one bad vector: the batch's others still count
+                log.warning("drift.embedding_refused", component=self.name, error=str(error))
         await self._check_due()
 
     async def _check_due(self) -> None:

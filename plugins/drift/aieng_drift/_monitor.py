@@ -210,16 +210,37 @@ class DriftMonitor:
     def set_reference(self, *, texts: Iterable[str] | None = None,
                       embeddings: Iterable[Sequence[float]] | None = None,
                       scores: Mapping[str, Iterable[float]] | None = None) -> None:
-        """Freeze reference windows explicitly (the current windows start empty)."""
+        """Freeze reference windows explicitly (the current windows start empty).
+
+        :raises ValueError: when a window would get fewer than 2 items, a score or an
+            embedding component is NaN or infinite, or the embeddings are empty or of
+            several lengths (nothing is changed: kept, such a reference would make every
+            later check of its detector fail).
+        """
+        references: dict[str, list[Any]] = {}
         if texts is not None:
             token_lists = [tokenize(text) for text in texts]
-            self.window("length").set_reference(len(t) for t in token_lists)
-            self.window("vocabulary").set_reference(_vocabulary(t) for t in token_lists)
+            references["length"] = [len(t) for t in token_lists]
+            references["vocabulary"] = [_vocabulary(t) for t in token_lists]
         if embeddings is not None:
-            self.window("embedding").set_reference([float(x) for x in row]
-                                                   for row in embeddings)
+            rows = [[float(x) for x in row] for row in embeddings]
+            if any(not row or len(row) != len(rows[0]) for row in rows):
+                raise ValueError("reference embeddings must be non-empty vectors of one "
+                                 f"length, got lengths {sorted({len(r) for r in rows})}")
+            if not all(math.isfinite(x) for row in rows for x in row):
+                raise ValueError("reference embeddings must hold finite numbers only")
+            references["embedding"] = rows
         for name, values in (scores or {}).items():
-            self.window(f"score:{name}").set_reference(float(x) for x in values)
+            floats = [float(x) for x in values]
+            if not all(math.isfinite(x) for x in floats):
+                raise ValueError(f"reference scores {name!r} must be finite numbers")
+            references[f"score:{name}"] = floats
+        for detector, items in references.items():
+            if len(items) < 2:
+                raise ValueError(f"a reference window needs at least 2 items ({detector}: "
+                                 f"{len(items)})")
+        for detector, items in references.items():
+            self.window(detector).set_reference(items)
 
     # -- checking ------------------------------------------------------------------------
 
@@ -342,6 +363,9 @@ _HELP = {
 }
 
 
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -350,7 +374,14 @@ def prometheus_text(metrics: Mapping[str, Mapping[str, float]],
                     labels: Mapping[str, str] | None = None) -> str:
     """Render ``{metric: {detector: value}}`` as Prometheus text (``# HELP``, ``# TYPE``,
     one sample per detector with a ``detector`` label; metrics without samples are left
-    out)."""
+    out).
+
+    :raises ValueError: for an extra label name the text format does not allow (or one
+        starting with ``__``, reserved), or an extra ``detector`` label.
+    """
+    for name in labels or {}:
+        if not _LABEL_NAME.match(name) or name.startswith("__") or name == "detector":
+            raise ValueError(f"invalid extra Prometheus label name {name!r}")
     extra = "".join(f',{k}="{_escape(v)}"' for k, v in sorted((labels or {}).items()))
     lines: list[str] = []
     for metric, samples in metrics.items():

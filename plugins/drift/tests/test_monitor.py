@@ -147,6 +147,21 @@ def test_metrics_and_prometheus_text() -> None:
     assert "aieng_drift_cosine_distance" not in text  # no sample, no metric
 
 
+@pytest.mark.parametrize("labels", [{"pipeline-name": "qa"}, {"1st": "qa"},
+                                    {"__name__": "qa"}, {"detector": "again"}])
+def test_prometheus_text_refuses_labels_that_break_the_exposition(
+        labels: dict[str, str]) -> None:
+    """An extra label whose name the text format does not allow, or a second
+    ``detector`` label, is a ValueError: rendered, it made Prometheus reject the whole
+    scrape."""
+    monitor = DriftMonitor(DriftOptions(detectors=("score",), reference_size=2,
+                                        window_size=2, check_every=1))
+    for value in (0.1, 0.2, 0.3, 0.4):
+        monitor.observe_score("faithfulness", value)
+    with pytest.raises(ValueError, match="label"):
+        monitor.prometheus_text(labels)
+    assert 'pipeline="qa"}' in monitor.prometheus_text({"pipeline": "qa"})
+
 def test_non_finite_items_are_refused_and_do_not_poison_the_detector() -> None:
     """A NaN score or embedding is refused with a clear error when observed, not kept
     (a kept NaN made every later check of its detector fail)."""
@@ -197,3 +212,25 @@ def test_options_errors(bad: dict[str, object], message: str) -> None:
 def test_tokenize() -> None:
     """Tokens are lower-cased words, Unicode included."""
     assert tokenize("Où est MON colis? 東京!") == ["où", "est", "mon", "colis", "東京"]
+
+
+@pytest.mark.parametrize("reference", [
+    {"scores": {"faithfulness": [0.5, float("nan"), 0.7]}},
+    {"scores": {"faithfulness": [0.5, float("inf")]}},
+    {"embeddings": [[1.0, 0.0], [0.0, float("nan")]]},
+    {"embeddings": [[1.0, 0.0], [0.0, 1.0, 0.0]]},
+    {"embeddings": [[], []]}])
+def test_a_bad_reference_is_refused_when_set(reference: dict[str, object]) -> None:
+    """A reference holding NaN, infinity or embeddings of several lengths is refused by
+    ``set_reference`` (nothing changed), as ``observe_*`` refuses such items: kept, it made
+    every later check of its detector fail."""
+    monitor = DriftMonitor(DriftOptions(detectors=("score", "embedding"), reference_size=2,
+                                        window_size=2, check_every=1, permutations=20))
+    with pytest.raises(ValueError, match="finite|length|dimension"):
+        monitor.set_reference(texts=["a b", "c"], **reference)  # type: ignore[arg-type]
+    assert monitor.windows == {}  # the texts' windows were not set either
+    for value in (0.1, 0.2, 0.3, 0.9):
+        monitor.observe_score("faithfulness", value)
+    for vector in ([1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.9, 0.0]):
+        monitor.observe_embedding(vector)
+    assert monitor.checks == {"score:faithfulness": 1, "embedding": 1}

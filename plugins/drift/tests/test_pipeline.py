@@ -169,3 +169,24 @@ async def test_registered_plugin_and_options(aieng_kernel: Kernel,
             aieng_kernel.pipeline({"pipeline": {"name": "d"}, "components": {
                 "watch": {"use": "drift", "detectors": ["colour"]},
                 "answer": {"use": "extractive"}}})
+
+
+async def test_a_bad_embedding_in_a_batch_keeps_the_others(aieng_kernel: Kernel) -> None:
+    """The embedder returns a NaN vector for one request of a batch: that one is left out
+    (logged), the batch's other embeddings still reach the detector and its check runs."""
+    class Flaky(HashEmbedder):
+        """Embeds as the hashing double, but NaN for a request holding "broken"."""
+
+        def vector(self, text: str) -> list[float]:
+            return [float("nan")] * 16 if "broken" in text else super().vector(text)
+
+    component = drift(detectors=("embedding",), reference_size=4, window_size=4,
+                      check_every=4, embed_batch=3, permutations=20)
+    pipeline = aieng_kernel.compose({"drift": component, "embed": Flaky(16),
+                                     "llm": ScriptedBackend(["ok"])})
+    async with pipeline:
+        for text in ["broken one", "a b", "c d", "e f", "g h", "i j", "k l", "m n", "o p"]:
+            await component.observe_text(text)
+    window = component.monitor.window("embedding")
+    assert len(window.reference) == 4 and len(window.current) == 4
+    assert component.monitor.checks["embedding"] == 1

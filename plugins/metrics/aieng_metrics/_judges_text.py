@@ -240,8 +240,8 @@ class PerplexityJudge:
     @hookimpl
     def aieng_judge(self, sample: Sample) -> list[Score] | None:
         """``mean_nll`` (nats per token), ``perplexity`` (>= 1; left out when it
-        overflows a float) and, when the covered text is known, ``bits_per_byte`` (>= 0);
-        ``None`` without log-probabilities.
+        overflows a float) and, when the covered text is known, ``bits_per_byte`` (>= 0;
+        left out when it overflows a float); ``None`` without log-probabilities.
 
         :raises ValueError: when ``metadata["logprobs"]`` is malformed.
         """
@@ -256,8 +256,9 @@ class PerplexityJudge:
         if math.isfinite(value):  # past ~709 nats per token it overflows a float
             scores.append(Score(name="perplexity", value=value))
         text = "".join(lp.token for lp in logprobs) or sample.output
-        if text:
-            scores.append(Score(name="bits_per_byte", value=bits_per_byte(logprobs, text)))
+        bpb = bits_per_byte(logprobs, text) if text else math.inf
+        if math.isfinite(bpb):  # left out without text, or past a float's range
+            scores.append(Score(name="bits_per_byte", value=bpb))
         return scores
 
 

@@ -189,6 +189,16 @@ def test_perplexity_and_retrieval_judges() -> None:
                                             metadata={"ranked": "ab", "qrels": {}}))
 
 
+def test_perplexity_judge_leaves_out_overflowing_scores() -> None:
+    """Log-probabilities near the float limit over one byte of text: perplexity and bits
+    per byte both overflow a float, so the judge reports the mean NLL alone (a Score
+    holds finite values only), not a ValueError."""
+    sample = Sample(input="q", output="a", metadata={"logprobs": [
+        {"token": "a", "logprob": -1.2e308}, {"token": "", "logprob": -1.2e308}]})
+    scores = {s.name: s.value for s in PerplexityJudge().aieng_judge(sample) or []}
+    assert scores == pytest.approx({"mean_nll": 1.2e308})
+
+
 @pytest.mark.anyio
 async def test_embedding_cosine_through_the_pipeline_context(aieng_kernel: Kernel) -> None:
     """In a pipeline, the judge embeds with the pipeline's embedding component (the

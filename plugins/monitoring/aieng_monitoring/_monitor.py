@@ -108,7 +108,7 @@ class Monitor:
         elif isinstance(event, RunFinished):
             self._run_finished(event)
         elif isinstance(event, CacheHit):
-            self._cache_hits[(("pipeline", event.pipeline),)] += 1
+            # Counted when the run finishes, as aieng_runs_total is: the hit rate is a share.
             self._tally(event).cache_hit = True
         elif isinstance(event, ErrorEvent):
             self._errors[(("pipeline", event.pipeline), ("stage", event.stage),
@@ -168,6 +168,8 @@ class Monitor:
         tally = self._open.pop(event.run_id, None) or _RunTally()
         pipeline = (("pipeline", event.pipeline),)
         self._runs[(*pipeline, ("status", event.status))] += 1
+        if tally.cache_hit:
+            self._cache_hits[pipeline] += 1
         self._series(self._run_latency, pipeline, latency=True).observe(event.duration_s)
         # A stream cut short never produced a backend.call: count what it did produce.
         for component, pieces in tally.pieces.items():
@@ -178,6 +180,7 @@ class Monitor:
             if first is not None:
                 self._series(self._ttft, key, latency=True).observe(first)
             tally.model = tally.model or component
+            tally.calls += 1
         if self.options.log_runs:
             log.info("run.summary", run_id=event.run_id, pipeline=event.pipeline,
                      status=event.status, duration_s=round(event.duration_s, 6),

@@ -84,6 +84,23 @@ def test_cut_stream_still_counts() -> None:
     assert snap["runs"]["pipeline=p,status=cancelled"] == 1
 
 
+def test_cut_stream_counts_in_the_run_summary() -> None:
+    """The run.summary line counts a cut stream as aieng_model_calls_total does: one
+    model call, with its model, TTFT and output tokens."""
+    monitor = Monitor(MonitorOptions())
+    with structlog.testing.capture_logs() as logs:
+        monitor.aieng_on_event(FirstToken(run_id="r", pipeline="p", component="llm",
+                                          ttft_s=0.3))
+        for i in range(2):
+            monitor.aieng_on_event(TokenEvent(run_id="r", pipeline="p", component="llm",
+                                              text="a", index=i))
+        monitor.aieng_on_event(RunFinished(run_id="r", pipeline="p", status="cancelled",
+                                           duration_s=0.4))
+    [summary] = [e for e in logs if e["event"] == "run.summary"]
+    assert monitor.snapshot()["model_calls"] == {"pipeline=p,model=llm,streamed=true": 1}
+    assert (summary["model_calls"], summary["model"], summary["ttft_s"],
+            summary["completion_tokens"]) == (1, "llm", 0.3, 2)
+
 def test_non_streamed_call_has_no_ttft() -> None:
     """A non-streamed call counts latency and tokens but no TTFT/TPOT."""
     monitor = Monitor(MonitorOptions(log_runs=False))
@@ -128,6 +145,21 @@ def test_error_and_cache_hit_rates() -> None:
     assert snap["cache_hit_rate"] == {"p": 0.25}
     assert snap["errors"] == {"pipeline=p,stage=generate,plugin=llm,policy=fail": 1}
 
+
+def test_cache_hit_rate_counts_finished_runs_only() -> None:
+    """A run a cache answered counts once it finishes, as the runs it is a share of do:
+    scraped while another cache-hit run is still in flight, the rate stays a share (it
+    read 2.0) and the counter agrees with aieng_runs_total."""
+    monitor = Monitor(MonitorOptions(log_runs=False))
+    for run in ("a", "b"):
+        monitor.aieng_on_event(RunStarted(run_id=run, pipeline="p"))
+        monitor.aieng_on_event(CacheHit(run_id=run, pipeline="p", component="cache"))
+    monitor.aieng_on_event(RunFinished(run_id="a", pipeline="p", status="ok", duration_s=0.1))
+    assert monitor.snapshot()["cache_hit_rate"] == {"p": 1.0}
+    assert 'aieng_cache_hits_total{pipeline="p"} 1\n' in monitor.prometheus_text()
+    monitor.aieng_on_event(RunFinished(run_id="b", pipeline="p", status="ok", duration_s=0.1))
+    monitor.aieng_on_event(RunFinished(run_id="c", pipeline="p", status="ok", duration_s=0.1))
+    assert monitor.snapshot()["cache_hit_rate"] == {"p": pytest.approx(2 / 3)}
 
 def test_stage_metrics_per_stage() -> None:
     """Stage latency and status counts are kept per stage."""
