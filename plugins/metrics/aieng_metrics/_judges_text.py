@@ -277,13 +277,13 @@ def _ranking(metadata: Mapping[str, Any]) -> tuple[list[str], dict[str, int]] | 
     ranked, qrels = metadata.get("ranked"), metadata.get("qrels")
     if ranked is None or qrels is None:
         return None
-    if isinstance(ranked, str) or not isinstance(ranked, list) \
+    if isinstance(ranked, (str, bytes)) or not isinstance(ranked, (list, tuple)) \
             or not all(isinstance(d, str) for d in ranked):
-        raise ValueError('metadata["ranked"] must be a list of document ids')
+        raise ValueError('metadata["ranked"] must be a list (or tuple) of document ids')
     if not isinstance(qrels, Mapping) or not all(
             isinstance(g, int) and not isinstance(g, bool) for g in qrels.values()):
         raise ValueError('metadata["qrels"] must map document ids to integer grades')
-    return ranked, dict(qrels)
+    return list(ranked), dict(qrels)
 
 
 class RetrievalJudge:

@@ -187,6 +187,9 @@ def test_perplexity_and_retrieval_judges() -> None:
     with pytest.raises(ValueError, match="ranked"):
         RetrievalJudge().aieng_judge(Sample(input="q", output="",
                                             metadata={"ranked": "ab", "qrels": {}}))
+    # A run's results hold tuples: a tuple ranking is the same ranking.
+    as_tuple = Sample(input="q", output="", metadata={"ranked": ("b", "a"), "qrels": {"a": 1}})
+    assert {s.name: s.value for s in RetrievalJudge().aieng_judge(as_tuple) or []} == scores
 
 
 def test_perplexity_judge_leaves_out_overflowing_scores() -> None:

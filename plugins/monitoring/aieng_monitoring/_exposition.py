@@ -17,10 +17,13 @@ __all__ = ["escape_help", "escape_label", "format_float", "histogram_samples", "
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def escape_label(value: str) -> str:
-    """A label value escaped for the text format."""
+    """A label value escaped for the text format (a lone surrogate, which no UTF-8 text
+    can hold, becomes U+FFFD: else the whole exposition could not be encoded)."""
+    value = _SURROGATE.sub("\ufffd", value)
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 

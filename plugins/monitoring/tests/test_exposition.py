@@ -83,6 +83,8 @@ def test_label_values_round_trip(pipeline: str, model: str) -> None:
 def test_escaping_and_names() -> None:
     """Label values escape backslash, quote and newline; bad names are refused."""
     assert escape_label('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
+    assert escape_label("x\ud800y") == "x\ufffdy"  # no UTF-8 text holds a lone surrogate
+    escape_label("pipe\udfff").encode("utf-8")
     with pytest.raises(ValueError, match="metric name"):
         metric_family("bad-name", "counter", "x", [])
     with pytest.raises(ValueError, match="label name"):
