@@ -28,7 +28,8 @@ class ItemResult:
     :param id: the item's id.
     :param status: ``ok``, ``blocked`` (a guard stopped the run) or ``error``.
     :param output: the pipeline's answer.
-    :param scores: metric name -> value (a name two judges share is kept as ``name@judge``).
+    :param scores: metric name -> value (a name two judges share is the first judge's in
+        the run, and ``name@judge`` for the others).
     :param judges: metric name -> the judge component that produced it.
     :param error: for a failed item, the error with its type.
     :param duration_s: seconds the item took (pipeline and judges).

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -97,6 +98,43 @@ def _read_lock(run_dir: Path) -> dict[str, Any] | None:
     return data
 
 
+#: The file a running evaluation holds locked (``flock``) in its run directory, so that a
+#: second run (or a replay) on the same directory is refused instead of running every item
+#: again and interleaving its records; the operating system releases it when the process
+#: ends, however it ends (SIGKILL included).
+RUN_LOCK = ".aieng-eval.lock"
+
+
+def _lock_run_dir(run_dir: Path) -> IO[bytes]:
+    """Make the run directory and take its lock (blocking: run in a worker thread).
+
+    :returns: the open lock file; closing it releases the lock.
+    :raises EvalError: when another run holds the directory.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = (run_dir / RUN_LOCK).open("a+b")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory lock; one run per directory is the user's job
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # EWOULDBLOCK: another process holds it
+        handle.seek(0)
+        holder = handle.read(32).decode("ascii", "replace").strip()
+        handle.close()
+        raise EvalError(
+            f"{run_dir} is in use by another aieng eval (process {holder or '?'}); wait "
+            "for it to finish, or use another --out") from None
+    except OSError as exc:  # a file system without locks (ENOLCK): run, unguarded
+        log.warning("eval.run_dir.unlocked", run_dir=str(run_dir), error=str(exc))
+        return handle
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n".encode("ascii"))
+    handle.flush()
+    return handle
+
+
 def _check_resume(run_dir: Path, old: Mapping[str, Any], new: Mapping[str, Any],
                   force: bool) -> bool:
     """Whether the earlier results may be kept; raises unless ``force`` when the inputs
@@ -125,25 +163,73 @@ def _prepare_run_dir(run_dir: Path, lock: Mapping[str, Any], force: bool
         changed inputs the old results are renamed to a backup first).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    previous = _read_lock(run_dir)
     results_path = run_dir / "results.jsonl"
-    if previous is None or not results_path.exists():
+    if not results_path.exists() or results_path.stat().st_size == 0:
         return []
-    if _check_resume(run_dir, previous, lock, force):
-        return list(previous.get("sessions", []))
-    backup = results_path.with_name(f"results.jsonl.bak-{int(time.time())}")
+    # Without a readable lockfile the results cannot be checked against the pipeline,
+    # dataset and seed: they are never reused unchecked (--force sets them aside).
+    try:
+        previous = _read_lock(run_dir)
+        problem = "" if previous is not None else f"no {run_dir / 'lock.json'}"
+    except EvalError as exc:
+        previous, problem = None, str(exc)
+    if previous is None:
+        if not force:
+            raise EvalError(
+                f"{results_path} cannot be resumed: {problem}, so which pipeline, dataset "
+                "and seed made it is unknown; use another --out, or --force to start over "
+                "(the old results are kept as a backup)")
+    elif _check_resume(run_dir, previous, lock, force):
+        return _count_killed_session(list(previous.get("sessions", [])), results_path)
+    stamp = int(time.time())
+    backup = results_path.with_name(f"results.jsonl.bak-{stamp}")
+    count = 2
+    while backup.exists():  # a restart in the same second: never replace an older backup
+        backup = results_path.with_name(f"results.jsonl.bak-{stamp}-{count}")
+        count += 1
     results_path.rename(backup)
     log.warning("eval.force.restart", run_dir=str(run_dir), backup=str(backup))
     return []
 
 
-def _metric_names(scores: list[Score], into: dict[str, float], judges: dict[str, str]) -> None:
+def _count_killed_session(sessions: list[dict[str, Any]],
+                          results_path: Path) -> list[dict[str, Any]]:
+    """The earlier sessions, the last one's item count filled in when its process was
+    killed outright (its lockfile entry still as written at its start: no finish time):
+    every session appends one line per finished item, so it wrote the complete lines the
+    others did not."""
+    if not sessions or sessions[-1].get("finished_at") is not None:
+        return sessions
+    raw = results_path.read_bytes()
+    lines = sum(1 for line in raw[:raw.rfind(b"\n") + 1].split(b"\n") if line.strip())
+    others = sum(int(s.get("items") or 0) for s in sessions[:-1])
+    return [*sessions[:-1], {**sessions[-1], "items": max(lines - others, 0)}]
+
+
+def _metric_names(scores: list[Score], into: dict[str, float], judges: dict[str, str],
+                  owners: dict[str, str]) -> None:
+    """Record ``scores`` by metric name. Two judges may share a metric name: the plain
+    name belongs, for the whole run, to the judge that first gave it (``owners``: metric ->
+    judge), and the others' scores are ``name@judge``, on every item, so an item where the
+    owner gave no score does not put another judge's value under the owner's name."""
     for score in scores:
+        owner = owners.setdefault(score.name, score.judge)
         name = score.name
-        if name in into:  # two judges share a metric name: keep both, told apart
+        if owner != score.judge or name in into:
             name = f"{score.name}@{score.judge}"
         into[name] = score.value
         judges[name] = score.judge
+
+
+def _owners(records: Any) -> dict[str, str]:
+    """The judge owning each plain metric name in earlier records (``name@judge`` keys are
+    another judge's)."""
+    owners: dict[str, str] = {}
+    for record in records:
+        for name, judge in record.judges.items():
+            if not name.endswith(f"@{judge}"):
+                owners.setdefault(name, judge)
+    return owners
 
 
 def _models(result: RunResult) -> tuple[str, ...]:
@@ -163,10 +249,13 @@ _BLANK = ItemResult(id="", status="")
 class _Session:
     """What running one item needs: the pipelines and the seed."""
 
-    def __init__(self, pipeline: Pipeline, judge: Pipeline | None, seed: int | None) -> None:
+    def __init__(self, pipeline: Pipeline, judge: Pipeline | None, seed: int | None,
+                 owners: dict[str, str]) -> None:
         self.pipeline = pipeline
         self.judge = judge
         self.seed = seed
+        #: metric name -> the judge its plain name belongs to (see :func:`_metric_names`)
+        self.owners = owners
 
     async def item(self, item: DatasetItem) -> ItemResult:
         """Run one item through the pipeline (and the judge pipeline's judges)."""
@@ -178,9 +267,9 @@ class _Session:
                                              context=item.context or None)
             scores: dict[str, float] = {}
             judges: dict[str, str] = {}
-            _metric_names(list(result.scores), scores, judges)
+            _metric_names(list(result.scores), scores, judges, self.owners)
             if self.judge is not None and result.status == "ok":
-                _metric_names(await self._judge(item, result), scores, judges)
+                _metric_names(await self._judge(item, result), scores, judges, self.owners)
         except Exception as exc:  # noqa: BLE001  (any failure is recorded and retried)
             log.warning("eval.item.failed", id=item.id, error=f"{type(exc).__name__}: {exc}")
             return attrs.evolve(base, status="error", error=f"{type(exc).__name__}: {exc}",
@@ -271,6 +360,24 @@ async def run_eval(
         "concurrency": concurrency,
         "limit": limit,
     }
+    held = await anyio.to_thread.run_sync(_lock_run_dir, run_dir)
+    try:
+        return await _locked_run(pipeline, data, run_dir, lock, force=force,
+                                 concurrency=concurrency, seed=seed,
+                                 judge_pipeline=judge_pipeline, kernel=kernel,
+                                 progress=progress, hash_cache=hash_cache, reports=reports,
+                                 bootstrap_samples=bootstrap_samples)
+    finally:
+        held.close()
+
+
+async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
+                      lock: dict[str, Any], *, force: bool, concurrency: int,
+                      seed: int | None, judge_pipeline: PipelineSource | None,
+                      kernel: Kernel | None, progress: ProgressCallback | None,
+                      hash_cache: Path | None, reports: bool,
+                      bootstrap_samples: int) -> EvalRun:
+    """:func:`run_eval`'s work once the run directory is locked."""
     results_path = run_dir / "results.jsonl"
     sessions = await anyio.to_thread.run_sync(_prepare_run_dir, run_dir, lock, force)
     earlier = await anyio.to_thread.run_sync(read_results, results_path)
@@ -286,11 +393,13 @@ async def run_eval(
         async with kernel:
             finished = await _run_items(kernel, pipeline, judge_pipeline, seed, todo,
                                         results_path, concurrency, progress, lock, run_dir,
-                                        sessions, started_at, hash_cache)
+                                        sessions, started_at, hash_cache,
+                                        _owners(earlier.values()))
     else:
         finished = await _run_items(kernel, pipeline, judge_pipeline, seed, todo,
                                     results_path, concurrency, progress, lock, run_dir,
-                                    sessions, started_at, hash_cache)
+                                    sessions, started_at, hash_cache,
+                                    _owners(earlier.values()))
     merged = {**earlier, **finished}
     ordered = tuple(merged[item.id] for item in data.items if item.id in merged)
     run = EvalRun(run_dir=run_dir, results=ordered, ran=len(finished),
@@ -308,7 +417,8 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
                      todo: list[DatasetItem], results_path: Path, concurrency: int,
                      progress: ProgressCallback | None, lock: dict[str, Any], run_dir: Path,
                      sessions: list[dict[str, Any]], started_at: str,
-                     hash_cache: Path | None) -> dict[str, ItemResult]:
+                     hash_cache: Path | None,
+                     owners: dict[str, str]) -> dict[str, ItemResult]:
     pipeline = _build(kernel, pipeline_source)
     judge = None if judge_source is None else _build(kernel, judge_source)
     lock.update(environment(kernel.registry.plugins))
@@ -329,7 +439,7 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
     finished: dict[str, ItemResult] = {}
     writer = ResultsFile(results_path)
     await anyio.to_thread.run_sync(writer.open)
-    runner = _Session(pipeline, judge, seed)
+    runner = _Session(pipeline, judge, seed, owners)
     send, receive = anyio.create_memory_object_stream[ItemResult](max(concurrency * 4, 16))
     items = iter(todo)
     total = len(todo)

@@ -113,6 +113,29 @@ class WordCount:
 
 
 @attrs.frozen
+class FixedOptions:
+    """Options of the ``fixed-score`` judge: the metric, its value, and a word of the input
+    on which it gives no score (as an AI judge whose answer could not be read)."""
+
+    metric: str = "quality"
+    value: float = 1.0
+    skip_on: str = ""
+
+
+class FixedScore:
+    """A judge giving one fixed score, or none when the input holds ``skip_on``."""
+
+    def __init__(self, options: FixedOptions) -> None:
+        self.options = options
+
+    @hookimpl
+    def aieng_judge(self, sample: Sample) -> list[Score] | None:
+        if self.options.skip_on and self.options.skip_on in sample.input:
+            return None
+        return [Score(name=self.options.metric, value=self.options.value)]
+
+
+@attrs.frozen
 class BlockOptions:
     """Options of the ``block-word`` guard: the word that blocks a request."""
 
@@ -139,6 +162,7 @@ def aieng_register_components(registry: ComponentRegistry) -> None:
     registry.add("block-word", BlockWord, options=BlockOptions)
     registry.add("exact-match", ExactMatch)
     registry.add("word-count", WordCount)
+    registry.add("fixed-score", FixedScore, options=FixedOptions)
 
 
 def make_kernel() -> Kernel:

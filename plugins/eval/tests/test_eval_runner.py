@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import time
+import types
 from pathlib import Path
 
 import _evalkit as kit
@@ -111,6 +113,30 @@ def test_a_crash_then_a_rerun_completes_only_the_missing_items(tmp_path: Path) -
     assert lock["finished_at"] is not None
 
 
+def test_a_killed_session_gets_its_item_count_on_resume(tmp_path: Path) -> None:
+    """A process killed outright (SIGKILL) leaves its session in the lockfile as written at
+    its start: no finish time, 0 items. The next session counts the records it left, so
+    the sessions' item counts add up to the records of the results file."""
+    ds = write_dataset(tmp_path)
+    pipeline = kit.pipeline_file(tmp_path)
+    out = tmp_path / "run"
+    run(pipeline, ds, out, limit=4, reports=False)
+    lock_path = out / "lock.json"
+    lock = json.loads(lock_path.read_text(encoding="utf-8"))
+    # what the killed session's lockfile says: the state _run_items writes before any item
+    lock["sessions"][-1].update(finished_at=None, items=0)
+    lock["finished_at"] = None
+    lock_path.write_text(json.dumps(lock), encoding="utf-8")
+    path = out / "results.jsonl"
+    path.write_bytes(path.read_bytes() + b'{"id": "q4", "sta')  # a write cut short
+    resumed = run(pipeline, ds, out, reports=False)
+    assert resumed.ran == 2
+    sessions = json.loads(lock_path.read_text(encoding="utf-8"))["sessions"]
+    assert [s["items"] for s in sessions] == [4, 2]
+    assert sessions[0]["finished_at"] is None  # it never finished
+    assert sum(s["items"] for s in sessions) == len(path.read_text().splitlines())
+
+
 def test_a_truncated_last_line_is_ignored_and_rerun(tmp_path: Path) -> None:
     """A partial last line (a write cut by a crash) is dropped; its item runs again and
     the file is whole JSON Lines afterwards."""
@@ -142,6 +168,26 @@ def test_failed_items_are_recorded_and_retried(tmp_path: Path) -> None:
     # the pipeline file changed (fail_on removed): --force starts over
     assert second.ran == 6 and not second.failed
     assert list(out.glob("results.jsonl.bak-*"))
+
+
+def test_forced_restarts_in_one_second_keep_every_backup(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two --force restarts within the same second (the backup's name has the time in
+    seconds) keep both earlier result files: the second backup does not replace the
+    first one."""
+    from aieng_eval import _runner
+
+    monkeypatch.setattr(_runner, "time", types.SimpleNamespace(
+        time=lambda: 1_700_000_000.0, perf_counter=time.perf_counter))
+    ds = write_dataset(tmp_path, 2)
+    out = tmp_path / "run"
+    outputs = []
+    for mode in ("echo", "upper", "first"):
+        run(kit.pipeline_file(tmp_path, mode=mode), ds, out, force=True, reports=False)
+        outputs.append((out / "results.jsonl").read_bytes())
+    backups = sorted(out.glob("results.jsonl.bak-*"))
+    assert len(backups) == 2
+    assert sorted(b.read_bytes() for b in backups) == sorted(outputs[:2])
 
 
 def test_retry_keeps_the_pipeline(tmp_path: Path) -> None:
@@ -183,6 +229,62 @@ def test_another_pipeline_or_dataset_is_refused(tmp_path: Path) -> None:
         run(kit.pipeline_file(tmp_path), write_dataset(tmp_path, 5), out)
     with pytest.raises(EvalError, match="different seed"):
         run(kit.pipeline_file(tmp_path), write_dataset(tmp_path), out, seed=1)
+
+
+@pytest.mark.parametrize("lock", ["", '{"format'])
+def test_results_without_a_readable_lockfile_are_not_reused_silently(
+        tmp_path: Path, lock: str) -> None:
+    """Results whose lockfile is gone (or unreadable) cannot be checked against the
+    pipeline, dataset and seed: another pipeline's rerun is refused rather than mixing
+    them in, and --force starts over, keeping them as a backup."""
+    ds = write_dataset(tmp_path)
+    out = tmp_path / "run"
+    run(kit.pipeline_file(tmp_path), ds, out, reports=False)
+    if lock:
+        (out / "lock.json").write_text(lock, encoding="utf-8")
+    else:
+        (out / "lock.json").unlink()
+    upper = kit.pipeline_file(tmp_path, mode="upper")
+    with pytest.raises(EvalError, match="lock.json.*--force"):
+        run(upper, ds, out, reports=False)
+    kit.CALLS.clear()
+    forced = run(upper, ds, out, force=True, reports=False)
+    assert forced.ran == 6 and len(kit.CALLS) == 6
+    assert {r.output for r in forced.results} == {r.output.upper() for r in forced.results}
+    assert len(list(out.glob("results.jsonl.bak-*"))) == 1
+
+
+def test_a_second_run_on_a_busy_run_directory_is_refused(tmp_path: Path) -> None:
+    """Two runs on one run directory at once would each run every item and append it twice
+    (and overwrite each other's lockfile): the second is refused while the first runs, the
+    first finishes alone, and the directory is free again afterwards."""
+    ds = write_dataset(tmp_path)
+    pipeline = kit.pipeline_file(tmp_path, delay=0.02)
+    out = tmp_path / "run"
+
+    async def both() -> None:
+        started = anyio.Event()
+
+        def progress(done: int, total: int, result: object) -> None:
+            started.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: run_eval(pipeline, ds, out=out, kernel=kit.make_kernel(),
+                                           concurrency=2, progress=progress, reports=False,
+                                           hash_cache=tmp_path / "h.json"))
+            await started.wait()
+            with pytest.raises(EvalError, match="in use by another"):
+                await run_eval(pipeline, ds, out=out, kernel=kit.make_kernel(),
+                               reports=False, hash_cache=tmp_path / "h.json")
+
+    anyio.run(both)
+    lines = (out / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    assert sorted(json.loads(line)["id"] for line in lines) == [f"q{i}" for i in range(6)]
+    assert len(kit.CALLS) == 6
+    lock = json.loads((out / "lock.json").read_text(encoding="utf-8"))
+    assert [s["items"] for s in lock["sessions"]] == [6]
+    again = run(pipeline, ds, out)  # the lock went with the first run
+    assert again.ran == 0 and again.skipped == 6
 
 
 def test_lockfile_records_what_ran(tmp_path: Path) -> None:
@@ -264,6 +366,35 @@ def test_judge_pipeline_scores_with_dataset_context(tmp_path: Path) -> None:
     assert scores["context_words"] == 3.0 and scores["context_words@count"] == 3.0
     assert scores["words@count"] == 2.0 and result.results[0].judges["words@count"] == "count"
     assert result.lock["judge_pipeline"]["name"] == "judges"
+
+
+def test_a_shared_metric_name_stays_with_its_judge_on_every_item(tmp_path: Path) -> None:
+    """Two judges giving the same metric: on an item where the first gives no score (an AI
+    judge whose answer could not be read), the other judge's value is still recorded
+    under ``name@judge``, never under the plain name, whose mean is the first judge's
+    alone; a resumed session keeps the same names."""
+    ds = write_dataset(tmp_path)
+    pipeline = tmp_path / "main.toml"
+    pipeline.write_text('[pipeline]\nname = "main"\n[components.llm]\nuse = "scripted-echo"\n'
+                        '[components.first]\nuse = "fixed-score"\nvalue = 1.0\n'
+                        'skip_on = "w3"\n')
+    judge = tmp_path / "judges.toml"
+    judge.write_text('[pipeline]\nname = "judges"\n[components.llm]\nuse = "scripted-echo"\n'
+                     '[components.second]\nuse = "fixed-score"\nvalue = 0.0\n')
+    out = tmp_path / "run"
+    result = run(pipeline, ds, out, judge_pipeline=judge, limit=3)
+    assert result.ran == 3
+    result = run(pipeline, ds, out, judge_pipeline=judge)  # resumed: q3..q5
+    assert result.ran == 3
+    by_id = {r.id: r.scores for r in result.results}
+    assert by_id["q0"] == {"quality": 1.0, "quality@second": 0.0}
+    for item in ("q3", "q4", "q5"):  # "first" gave no score
+        assert by_id[item] == {"quality@second": 0.0}, item
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["metrics"]["quality"]["mean"] == 1.0
+    assert summary["metrics"]["quality"]["n"] == 3
+    assert summary["metrics"]["quality"]["judge"] == "first"
+    assert summary["metrics"]["quality@second"]["n"] == 6
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
