@@ -103,6 +103,9 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     for name, m in summary["metrics"].items():
         lines.append(f"  {name:<{width}}  mean {m['mean']:.4f}  95% CI [{m['low']:.4f}, "
                      f"{m['high']:.4f}]  n={m['n']}")
+    for judge, f in summary.get("judge_failures", {}).items():
+        lines.append(f"  judge {judge} gave no score {f['failures']} time(s) on {f['items']} "
+                     "item(s) (see report.md)")
     return lines
 
 
@@ -155,10 +158,13 @@ def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, con
                 progress=progress, bootstrap_samples=samples))
 
     result = _guard(go)
+    for line in result.warnings:
+        click.echo(f"warning: {line}", err=True)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     if as_json:
         click.echo(json.dumps({"run_dir": str(run_dir), "ran": result.ran,
-                               "skipped": result.skipped, **summary}, indent=2))
+                               "skipped": result.skipped, "warnings": list(result.warnings),
+                               **summary}, indent=2))
     else:
         click.echo(f"ran {result.ran} items, {result.skipped} already done")
         for line in _summary_lines(summary):

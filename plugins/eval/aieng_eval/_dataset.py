@@ -34,8 +34,11 @@ class DatasetItem:
     :param input: the prompt, or a chat as :class:`Message` values.
     :param reference: the expected answer(s), for the judges.
     :param context: passages the answer should be grounded in (the judges' ``Sample.context``).
-    :param metadata: slicing fields (``metadata`` object, plus ``slice`` under that key).
+    :param metadata: slicing fields (``metadata``'s strings, numbers, booleans and nulls,
+        as text, plus ``slice`` under that key).
     :param label: a human judgement: one number for every metric, or one per metric.
+    :param judge_data: ``metadata``'s lists and objects, as given: no slice, but part of
+        the judges' ``Sample.metadata`` (the ``instructions`` judge's per-item checks).
     """
 
     id: str
@@ -45,6 +48,13 @@ class DatasetItem:
     context: tuple[str, ...] = ()
     metadata: dict[str, str] = attrs.field(factory=dict)
     label: float | dict[str, float] | None = None
+    judge_data: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def sample_metadata(self) -> dict[str, Any]:
+        """What the judges see as ``Sample.metadata``: the slicing fields and the lists and
+        objects of the line's ``metadata``."""
+        return {**self.metadata, **self.judge_data}
 
     @property
     def prompt(self) -> str:
@@ -154,7 +164,7 @@ def _parse_line(line: bytes, number: int, source: str) -> tuple[DatasetItem, boo
                            f"keys: {', '.join(DATASET_KEYS)} (put extra fields in 'metadata')")
     if "input" not in data:
         raise DatasetError(f"{where}: missing 'input' (a string or a list of chat messages)")
-    metadata = _metadata(data.get("metadata"), where)
+    metadata, judge_data = _metadata(data.get("metadata"), where)
     if "slice" in data:
         if not isinstance(data["slice"], str) or not data["slice"]:
             raise DatasetError(f"{where}: 'slice' must be a non-empty string, "
@@ -168,6 +178,7 @@ def _parse_line(line: bytes, number: int, source: str) -> tuple[DatasetItem, boo
         context=_context(data.get("context"), where),
         metadata=metadata,
         label=_label(data.get("label"), where),
+        judge_data=judge_data,
     )
     # Only a made-up id is renumbered on a repeat: a repeated id of the file is an error,
     # even one that looks like a made-up id ("item-1").
@@ -239,19 +250,36 @@ def _context(value: object, where: str) -> tuple[str, ...]:
     return () if value is None else _strings(value, "context", where)
 
 
-def _metadata(value: object, where: str) -> dict[str, str]:
+def _metadata(value: object, where: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """The slicing fields (scalars, as text) and the lists and objects (for the judges)."""
     if value is None:
-        return {}
+        return {}, {}
     if not isinstance(value, dict):
         raise DatasetError(f"{where}: 'metadata' must be an object, got {_kind(value)}")
     out: dict[str, str] = {}
+    structured: dict[str, Any] = {}
     for key, field in value.items():
         if isinstance(field, (dict, list)):
-            raise DatasetError(f"{where}: metadata.{key} must be a string, number or boolean "
-                               f"(a slice value), got {_kind(field)}")
+            if _has_non_finite(field):
+                raise DatasetError(f"{where}: metadata.{key} holds a number that is not "
+                                   "finite (NaN or Infinity)")
+            structured[key] = field
+            continue
         out[key] = "null" if field is None else (
             json.dumps(field) if not isinstance(field, str) else field)
-    return out
+    return out, structured
+
+
+def _has_non_finite(value: object) -> bool:
+    """Whether a JSON value holds NaN or an infinity (Python reads them; strict JSON, as
+    the results file and the lockfile are written, has none)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 _LARGEST = int(sys.float_info.max)

@@ -37,6 +37,10 @@ class ItemResult:
     :param metadata: the item's slicing fields.
     :param label: the item's human label, when it has one.
     :param line: the item's line in the dataset.
+    :param judge_failures: each time a judge gave no score on the item though it should
+        have (an AI judge's answer unreadable after the retry, a judge that raised under
+        a ``fallback`` / ``skip`` policy): ``{"judge", "metric", "error"}`` (``metric``
+        empty when the whole judge failed). The item stays ``ok``; the metric's n is lower.
     """
 
     id: str
@@ -50,6 +54,7 @@ class ItemResult:
     metadata: dict[str, str] = attrs.field(factory=dict)
     label: float | dict[str, float] | None = None
     line: int = 0
+    judge_failures: list[dict[str, str]] = attrs.field(factory=list)
 
     @property
     def done(self) -> bool:
@@ -74,6 +79,10 @@ class ItemResult:
         known = {k: v for k, v in data.items() if k in names}
         known["models"] = tuple(known.get("models", ()))
         known["scores"] = {str(k): float(v) for k, v in known.get("scores", {}).items()}
+        failures = known.get("judge_failures") or []  # absent in records of older versions
+        known["judge_failures"] = [
+            {key: str(f.get(key) or "") for key in ("judge", "metric", "error")}
+            for f in (failures if isinstance(failures, list) else []) if isinstance(f, dict)]
         return cls(**known)
 
 

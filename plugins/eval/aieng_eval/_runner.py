@@ -53,6 +53,8 @@ class EvalRun:
     :param skipped: items finished by an earlier session and not run again.
     :param lock: the lockfile's content.
     :param dataset: the dataset (cut to ``limit``).
+    :param warnings: what the user should know about the resume (say, a file a component
+        writes itself, such as a cache, that changed between sessions).
     """
 
     run_dir: Path
@@ -61,6 +63,7 @@ class EvalRun:
     skipped: int
     lock: dict[str, Any]
     dataset: Dataset
+    warnings: tuple[str, ...] = ()
 
     @property
     def failed(self) -> tuple[ItemResult, ...]:
@@ -156,16 +159,17 @@ def _check_resume(run_dir: Path, old: Mapping[str, Any], new: Mapping[str, Any],
 
 
 def _prepare_run_dir(run_dir: Path, lock: Mapping[str, Any], force: bool
-                     ) -> list[dict[str, Any]]:
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Make the run folder and decide on resuming (blocking: run in a worker thread).
 
-    :returns: the earlier sessions when the run resumes, else ``[]`` (with ``force`` and
-        changed inputs the old results are renamed to a backup first).
+    :returns: the earlier sessions and the earlier lockfile's ``files`` when the run
+        resumes, else ``([], [])`` (with ``force`` and changed inputs the old results are
+        renamed to a backup first).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     results_path = run_dir / "results.jsonl"
     if not results_path.exists() or results_path.stat().st_size == 0:
-        return []
+        return [], []
     # Without a readable lockfile the results cannot be checked against the pipeline,
     # dataset and seed: they are never reused unchecked (--force sets them aside).
     try:
@@ -180,7 +184,15 @@ def _prepare_run_dir(run_dir: Path, lock: Mapping[str, Any], force: bool
                 "and seed made it is unknown; use another --out, or --force to start over "
                 "(the old results are kept as a backup)")
     elif _check_resume(run_dir, previous, lock, force):
-        return _count_killed_session(list(previous.get("sessions", [])), results_path)
+        files = previous.get("files")
+        return (_count_killed_session(list(previous.get("sessions", [])), results_path),
+                [f for f in files if isinstance(f, dict)] if isinstance(files, list) else [])
+    _set_aside(results_path)
+    return [], []
+
+
+def _set_aside(results_path: Path) -> None:
+    """Rename the results to a new ``results.jsonl.bak-TIME`` (``--force``)."""
     stamp = int(time.time())
     backup = results_path.with_name(f"results.jsonl.bak-{stamp}")
     count = 2
@@ -188,8 +200,35 @@ def _prepare_run_dir(run_dir: Path, lock: Mapping[str, Any], force: bool
         backup = results_path.with_name(f"results.jsonl.bak-{stamp}-{count}")
         count += 1
     results_path.rename(backup)
-    log.warning("eval.force.restart", run_dir=str(run_dir), backup=str(backup))
-    return []
+    log.warning("eval.force.restart", run_dir=str(results_path.parent), backup=str(backup))
+
+
+def _file_changes(old_files: list[dict[str, Any]], new_files: list[dict[str, Any]]
+                  ) -> tuple[list[str], list[str]]:
+    """The files that changed since the earlier sessions: ``(inputs, others)``.
+
+    An input (a model's weights, an index, documents) is a file no finished session saw
+    change while it ran: a change since is the user's (retrained weights, edited corpus),
+    and the results before and after it would mix. A file a session saw change (a cache,
+    a monitoring store: the run writes it) or whose sessions never finished (no such
+    record, as in lockfiles of earlier versions) only warns, as does a file the pipeline
+    no longer names (a relative path resolved from another folder)."""
+    now = {str(f.get("path")): f for f in new_files}
+    inputs: list[str] = []
+    others: list[str] = []
+    for old in old_files:
+        path = str(old.get("path"))
+        new = now.get(path)
+        if new is None:
+            others.append(f"{path} is no longer among the pipeline's files")
+            continue
+        baseline = old.get("after") or old.get("sha256")
+        if new.get("sha256") == baseline:
+            continue
+        line = (f"{path} ({old.get('component')} option {old.get('option')!r}) changed "
+                f"(sha256 {str(baseline)[:12]} -> {str(new.get('sha256'))[:12]})")
+        (inputs if old.get("written") is False else others).append(line)
+    return inputs, others
 
 
 def _count_killed_session(sessions: list[dict[str, Any]],
@@ -232,6 +271,15 @@ def _owners(records: Any) -> dict[str, str]:
     return owners
 
 
+def _judge_errors(result: RunResult) -> list[dict[str, str]]:
+    """The judges of the pipeline's own judge stage that raised without failing the run
+    (a ``fallback`` or ``skip`` policy): the ``error`` events of the run's trace."""
+    return [{"judge": str(getattr(e, "plugin", "")), "metric": "",
+             "error": str(getattr(e, "message", ""))}
+            for e in result.events
+            if e.name == "error" and getattr(e, "stage", "") == "judge"]
+
+
 def _models(result: RunResult) -> tuple[str, ...]:
     completion_model = result.raw_completion.model if result.raw_completion else ""
     found = []
@@ -262,30 +310,64 @@ class _Session:
         started = time.perf_counter()
         base = attrs.evolve(_BLANK, id=item.id, metadata=item.metadata, label=item.label,
                             line=item.line)
+        from aieng_judge import collect_failures
+
+        failures: list[dict[str, str]] = []
         try:
-            result = await self.pipeline.run(item.request(self.seed), reference=item.reference,
-                                             context=item.context or None)
-            scores: dict[str, float] = {}
-            judges: dict[str, str] = {}
-            _metric_names(list(result.scores), scores, judges, self.owners)
-            if self.judge is not None and result.status == "ok":
-                _metric_names(await self._judge(item, result), scores, judges, self.owners)
+            with collect_failures() as gave_up:
+                result = await self.pipeline.run(item.request(self.seed),
+                                                 reference=item.reference,
+                                                 context=item.context or None)
+                failures += _judge_errors(result)
+                scores: dict[str, float] = {}
+                judges: dict[str, str] = {}
+                _metric_names(list(result.scores), scores, judges, self.owners)
+                if self.judge is not None and result.status == "ok":
+                    _metric_names(await self._judge(item, result, failures), scores, judges,
+                                  self.owners)
+            failures[:0] = [{"judge": f.judge, "metric": f.metric, "error": f.error}
+                            for f in gave_up]
         except Exception as exc:  # noqa: BLE001  (any failure is recorded and retried)
             log.warning("eval.item.failed", id=item.id, error=f"{type(exc).__name__}: {exc}")
             return attrs.evolve(base, status="error", error=f"{type(exc).__name__}: {exc}",
                                 duration_s=time.perf_counter() - started)
         return attrs.evolve(base, status=result.status, output=result.answer, scores=scores,
                             judges=judges, duration_s=time.perf_counter() - started,
-                            models=_models(result))
+                            models=_models(result), judge_failures=failures)
 
-    async def _judge(self, item: DatasetItem, result: RunResult) -> list[Score]:
+    async def _judge(self, item: DatasetItem, result: RunResult,
+                     failures: list[dict[str, str]]) -> list[Score]:
+        """The judge pipeline's scores of the item; a judge failing under a ``fallback``
+        policy is added to ``failures`` (other policies fail the item, as in a run)."""
+        from aieng_core import HookError
+
         assert self.judge is not None
         sample = Sample(input=item.prompt, output=result.answer, reference=item.reference,
                         context=item.context or tuple(h.document.text for h in result.hits),
-                        id=item.id, metadata=dict(item.metadata))
-        gathered = await self.judge.dispatcher.gather(
-            "aieng_judge", {"sample": sample}, stage="judge",
-            policy=self.judge.config.policy("judge"))
+                        id=item.id, metadata=item.sample_metadata)
+        policy = self.judge.config.policy("judge")
+        dispatcher = self.judge.dispatcher
+        if policy.on_error != "fallback":
+            gathered = await dispatcher.gather("aieng_judge", {"sample": sample},
+                                               stage="judge", policy=policy)
+        else:  # each judge on its own: which one failed is known, not just dropped
+            names = [impl.plugin_name for impl in dispatcher.impls("aieng_judge")]
+            found: dict[str, Any] = {}
+
+            async def one(name: str) -> None:
+                try:
+                    value = await dispatcher.first("aieng_judge", {"sample": sample},
+                                                   stage="judge", policy=policy, only=[name])
+                except HookError as exc:
+                    failures.append({"judge": name, "metric": "", "error": str(exc)})
+                    return
+                if value is not None:
+                    found[name] = value[0]
+
+            async with anyio.create_task_group() as tg:
+                for name in names:
+                    tg.start_soon(one, name)
+            gathered = [(found[name], name) for name in names if name in found]
         scores: list[Score] = []
         for value, plugin in gathered:
             for score in [value] if isinstance(value, Score) else list(value):
@@ -379,31 +461,29 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
                       bootstrap_samples: int) -> EvalRun:
     """:func:`run_eval`'s work once the run directory is locked."""
     results_path = run_dir / "results.jsonl"
-    sessions = await anyio.to_thread.run_sync(_prepare_run_dir, run_dir, lock, force)
-    earlier = await anyio.to_thread.run_sync(read_results, results_path)
-    earlier_by_id = {k: v for k, v in earlier.items() if v.done}
-    todo = [item for item in data.items if item.id not in earlier_by_id]
+    sessions, old_files = await anyio.to_thread.run_sync(_prepare_run_dir, run_dir, lock,
+                                                         force)
     owned = kernel is None
     if kernel is None:
         from aieng_core import Kernel
 
         kernel = Kernel()
     started_at = _utc_now()
+    state = _Resume(sessions=sessions, old_files=old_files, force=force)
     if owned or kernel.thread_limiter is None:
         async with kernel:
-            finished = await _run_items(kernel, pipeline, judge_pipeline, seed, todo,
+            finished = await _run_items(kernel, pipeline, judge_pipeline, seed, data,
                                         results_path, concurrency, progress, lock, run_dir,
-                                        sessions, started_at, hash_cache,
-                                        _owners(earlier.values()))
+                                        state, started_at, hash_cache)
     else:
-        finished = await _run_items(kernel, pipeline, judge_pipeline, seed, todo,
+        finished = await _run_items(kernel, pipeline, judge_pipeline, seed, data,
                                     results_path, concurrency, progress, lock, run_dir,
-                                    sessions, started_at, hash_cache,
-                                    _owners(earlier.values()))
-    merged = {**earlier, **finished}
+                                    state, started_at, hash_cache)
+    merged = {**state.earlier, **finished}
     ordered = tuple(merged[item.id] for item in data.items if item.id in merged)
     run = EvalRun(run_dir=run_dir, results=ordered, ran=len(finished),
-                  skipped=len(data.items) - len(todo), lock=lock, dataset=data)
+                  skipped=len(data.items) - len(state.todo), lock=lock, dataset=data,
+                  warnings=tuple(state.warnings))
     if reports:
         from .report import write_reports
 
@@ -412,15 +492,75 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
     return run
 
 
+@attrs.define
+class _Resume:
+    """What the earlier sessions left, and what this session runs (set once the files the
+    components name are hashed and compared)."""
+
+    sessions: list[dict[str, Any]]
+    old_files: list[dict[str, Any]]
+    force: bool
+    #: every record of the earlier sessions (failed ones included)
+    earlier: dict[str, ItemResult] = attrs.field(factory=dict)
+    todo: list[DatasetItem] = attrs.field(factory=list)
+    warnings: list[str] = attrs.field(factory=list)
+
+
+def _check_files(run_dir: Path, state: _Resume, files: list[dict[str, Any]]) -> None:
+    """Compare the components' files with the earlier sessions' (blocking): refuse changed
+    inputs unless forced (which sets the results aside), warn about other changes."""
+    if not state.old_files:
+        return
+    inputs, others = _file_changes(state.old_files, files)
+    if inputs and not state.force:
+        raise EvalError(
+            f"{run_dir} holds results made with other versions of files the pipeline's "
+            f"components read: {'; '.join(inputs)}; use another --out, or --force to start "
+            "over (the old results are kept as a backup)")
+    if inputs:
+        _set_aside(run_dir / "results.jsonl")
+        state.sessions = []
+        return
+    for line in others:
+        log.warning("eval.resume.file_changed", run_dir=str(run_dir), change=line)
+        state.warnings.append(f"resuming {run_dir}: {line} since the earlier sessions; its "
+                              "results may mix both versions (--force starts over)")
+
+
 async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
-                     judge_source: PipelineSource | None, seed: int | None,
-                     todo: list[DatasetItem], results_path: Path, concurrency: int,
+                     judge_source: PipelineSource | None, seed: int | None, data: Dataset,
+                     results_path: Path, concurrency: int,
                      progress: ProgressCallback | None, lock: dict[str, Any], run_dir: Path,
-                     sessions: list[dict[str, Any]], started_at: str,
-                     hash_cache: Path | None,
-                     owners: dict[str, str]) -> dict[str, ItemResult]:
+                     state: _Resume, started_at: str,
+                     hash_cache: Path | None) -> dict[str, ItemResult]:
     pipeline = _build(kernel, pipeline_source)
-    judge = None if judge_source is None else _build(kernel, judge_source)
+    try:
+        judge = None if judge_source is None else _build(kernel, judge_source)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await pipeline.aclose()
+        raise
+    hasher = FileHasher(hash_cache)
+    try:
+        await anyio.to_thread.run_sync(_add_files, lock, [pipeline, judge], pipeline_source,
+                                       judge_source, hasher, state.old_files)
+        await anyio.to_thread.run_sync(_check_files, run_dir, state, lock["files"])
+        if judge is not None:
+            # Its judges are called directly (no run of it): opened here, as a run opens
+            # the main pipeline, so AI judges get the pipeline context they generate with.
+            await judge.open()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            for built in (pipeline, judge):
+                if built is not None:
+                    await built.aclose()
+        raise
+    sessions = state.sessions
+    earlier = await anyio.to_thread.run_sync(read_results, results_path)
+    state.earlier = earlier
+    state.todo = todo = [item for item in data.items
+                         if item.id not in earlier or not earlier[item.id].done]
+    owners = _owners(earlier.values())
     lock.update(environment(kernel.registry.plugins))
     lock["pipeline"]["name"] = pipeline.name
     lock["pipeline"]["config"] = jsonable(pipeline.to_dict())
@@ -432,9 +572,6 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
     lock["sessions"] = [*sessions, session]
     lock["started_at"] = sessions[0]["started_at"] if sessions else started_at
     lock["finished_at"] = None
-    hasher = FileHasher(hash_cache)
-    await anyio.to_thread.run_sync(_add_files, lock, [pipeline, judge], pipeline_source,
-                                   judge_source, hasher)
     await anyio.to_thread.run_sync(_write_lock, run_dir, lock)
     finished: dict[str, ItemResult] = {}
     writer = ResultsFile(results_path)
@@ -483,6 +620,10 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
             for built in (pipeline, judge):
                 if built is not None:
                     await built.aclose()
+            # Hashed again once the components are closed: a file that changed while the
+            # run ran is one the run writes (a cache), not an input (see _file_changes).
+            await anyio.to_thread.run_sync(_files_after, lock, hasher)
+            await anyio.to_thread.run_sync(_write_lock, run_dir, lock)
     lock["finished_at"] = session["finished_at"]
     await anyio.to_thread.run_sync(_write_lock, run_dir, lock)
     return finished
@@ -512,7 +653,10 @@ def _build(kernel: Kernel, source: PipelineSource) -> Pipeline:
 
 def _add_files(lock: dict[str, Any], pipelines: list[Pipeline | None],
                pipeline_source: PipelineSource, judge_source: PipelineSource | None,
-               hasher: FileHasher) -> None:
+               hasher: FileHasher, old_files: list[dict[str, Any]]) -> None:
+    """Hash each file a component option names into ``lock["files"]``, each carrying
+    whether an earlier session saw it change while it ran (``written``)."""
+    written = {str(f.get("path")): f.get("written") for f in old_files}
     bases = [Path(s).resolve().parent for s in (pipeline_source, judge_source)
              if s is not None and not isinstance(s, Mapping)]
     files: dict[str, dict[str, Any]] = {}
@@ -524,8 +668,23 @@ def _add_files(lock: dict[str, Any], pipelines: list[Pipeline | None],
             if key not in files:
                 files[key] = {"component": f"{built.name}.{component}", "option": option,
                               "path": key, **hasher.path(path)}
+                if written.get(key) is not None:
+                    files[key]["written"] = written[key]
     hasher.save()
     lock["files"] = sorted(files.values(), key=lambda f: str(f["path"]))
+
+
+def _files_after(lock: dict[str, Any], hasher: FileHasher) -> None:
+    """Each file's hash at the session's end (``after``) and whether a session saw it
+    change while it ran (``written``: a file the run writes, such as a cache)."""
+    for entry in lock.get("files", []):
+        try:
+            after = hasher.path(Path(entry["path"]))["sha256"]
+        except OSError:
+            after = None
+        entry["after"] = after
+        entry["written"] = bool(entry.get("written")) or after != entry["sha256"]
+    hasher.save()
 
 
 def _add_models(lock: dict[str, Any], records: Any) -> None:

@@ -111,8 +111,28 @@ def summarize(results: Sequence[ItemResult], *, samples: int = 1000,
                 for r in results if r.status == "error"]
     has_labels = any(r.label is not None for r in results)
     return {"counts": counts, "metrics": metrics, "slices": slices, "failures": failures,
+            "judge_failures": judge_failures(results),
             "agreement": agreement(results) if has_labels else {},
             "samples": samples, "seed": seed}
+
+
+def judge_failures(results: Iterable[ItemResult]) -> dict[str, dict[str, Any]]:
+    """Per judge, the scores it could not give on items that ran: ``failures`` (each
+    metric it gave up on), ``items`` (the items with at least one), and the first
+    failure's ``item`` and ``error``."""
+    out: dict[str, dict[str, Any]] = {}
+    for record in results:
+        if record.status != "ok":
+            continue
+        for judge in dict.fromkeys(f["judge"] for f in record.judge_failures):
+            entry = out.setdefault(judge, {"failures": 0, "items": 0, "item": "",
+                                           "error": ""})
+            mine = [f for f in record.judge_failures if f["judge"] == judge]
+            entry["failures"] += len(mine)
+            entry["items"] += 1
+            if not entry["item"]:
+                entry.update(item=record.id, error=mine[0]["error"])
+    return dict(sorted(out.items()))
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -142,6 +162,15 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
                      f"[{_fmt(m['low'])}, {_fmt(m['high'])}] | {m['n']} |")
     if not summary["metrics"]:
         lines.append("| (no scores: does the pipeline have a judge stage?) | | | | |")
+    if summary.get("judge_failures"):
+        lines += ["", "## Judge failures", "",
+                  ("Scores a judge could not give (an unreadable verdict, an error): the item "
+                   "is ok, the metric's n is lower."), "",
+                  "| judge | failures | items | first (item: error) |", "|---|---:|---:|---|"]
+        for judge, f in summary["judge_failures"].items():
+            error = str(f["error"]).replace("\n", " ").replace("|", "\\|")[:200]
+            lines.append(f"| {judge} | {f['failures']} | {f['items']} | "
+                         f"`{f['item']}`: {error} |")
     for field, groups in summary["slices"].items():
         names = sorted({n for g in groups.values() for n in g["metrics"]})
         lines += ["", f"## Slices by `{field}`", "",

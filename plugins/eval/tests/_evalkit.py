@@ -12,7 +12,8 @@ from pathlib import Path
 import attrs
 import click
 from aieng_hookspecs import ComponentRegistry, hookimpl
-from aieng_hookspecs.types import Completion, GuardVerdict, Request, Sample, Score
+from aieng_hookspecs.types import Completion, GuardVerdict, Message, Request, Sample, Score
+from aieng_judge import AskingJudge, JudgeParseError
 from click.testing import CliRunner, Result
 
 from aieng_core import Kernel
@@ -38,6 +39,8 @@ class EchoOptions:
     :param delay: seconds to sleep (``anyio.sleep``) per answer.
     :param model: the model id it reports.
     :param weights: a file or folder it would load (hashed into the lockfile).
+    :param journal: a file it appends each prompt to (as a cache or a monitoring store:
+        a file the run itself writes).
     """
 
     mode: str = "echo"
@@ -45,6 +48,7 @@ class EchoOptions:
     delay: float = 0.0
     model: str = "echo-1"
     weights: str = ""
+    journal: str = ""
 
 
 class Killed(BaseException):
@@ -61,6 +65,9 @@ class ScriptedEcho(ScriptedBackend):
     def _answer(self, request: Request) -> str:
         prompt = request.prompt
         CALLS.append(prompt)
+        if self.options.journal:
+            with Path(self.options.journal).open("a", encoding="utf-8") as journal:
+                journal.write(prompt + "\n")
         if any(word in prompt for word in KILL_ON):
             raise Killed(prompt)
         if self.options.fail_on and self.options.fail_on in prompt:
@@ -120,19 +127,45 @@ class FixedOptions:
     metric: str = "quality"
     value: float = 1.0
     skip_on: str = ""
+    raise_on: str = ""
 
 
 class FixedScore:
-    """A judge giving one fixed score, or none when the input holds ``skip_on``."""
+    """A judge giving one fixed score, or none when the input holds ``skip_on``; it
+    raises when the input holds ``raise_on``."""
 
     def __init__(self, options: FixedOptions) -> None:
         self.options = options
 
     @hookimpl
     def aieng_judge(self, sample: Sample) -> list[Score] | None:
+        if self.options.raise_on and self.options.raise_on in sample.input:
+            raise RuntimeError(f"judge broke on {sample.input!r}")
         if self.options.skip_on and self.options.skip_on in sample.input:
             return None
         return [Score(name=self.options.metric, value=self.options.value)]
+
+
+def _last_number(text: str) -> float:
+    word = text.split()[-1] if text.split() else ""
+    try:
+        return float(word)
+    except ValueError:
+        raise JudgeParseError(f"no number at the end of {text[-40:]!r}") from None
+
+
+class AskingNumber(AskingJudge):
+    """An AI judge double: asks the pipeline's backend ``rate: OUTPUT`` and reads the
+    last word of the answer as the ``rated`` score. Over the echo backend an output
+    ending in a number is a readable verdict; any other is unreadable (after the retry:
+    no score, a judge failure)."""
+
+    @hookimpl
+    async def aieng_judge(self, sample: Sample) -> list[Score] | None:
+        value = await self.ask([Message("user", f"rate: {sample.output}")], _last_number,
+                               metric="rated", model=None, temperature=0.0, max_tokens=8,
+                               schema=None, retries=1, example="a number")
+        return None if value is None else [Score(name="rated", value=value)]
 
 
 @attrs.frozen
@@ -163,6 +196,7 @@ def aieng_register_components(registry: ComponentRegistry) -> None:
     registry.add("exact-match", ExactMatch)
     registry.add("word-count", WordCount)
     registry.add("fixed-score", FixedScore, options=FixedOptions)
+    registry.add("asking-number", AskingNumber)
 
 
 def make_kernel() -> Kernel:
@@ -179,11 +213,12 @@ def make_kernel() -> Kernel:
 
 
 def pipeline_file(folder: Path, *, mode: str = "echo", fail_on: str = "", delay: float = 0.0,
-                  weights: str = "", name: str = "p", judges: bool = True) -> Path:
+                  weights: str = "", name: str = "p", judges: bool = True,
+                  journal: str = "") -> Path:
     """Write a pipeline file: the echo backend and (optionally) both judges."""
     text = (f'[pipeline]\nname = "{name}"\n\n[components.llm]\nuse = "scripted-echo"\n'
             f'mode = "{mode}"\nfail_on = "{fail_on}"\ndelay = {delay}\n'
-            f'weights = "{weights}"\n')
+            f'weights = "{weights}"\njournal = "{journal}"\n')
     if judges:
         text += '\n[components.em]\nuse = "exact-match"\n\n[components.wc]\nuse = "word-count"\n'
     path = folder / f"{name}.toml"

@@ -38,6 +38,44 @@ def two_word_items(n: int = 40) -> list[dict[str, object]]:
     return rows
 
 
+def test_a_resume_over_changed_files_is_refused_or_warned(tmp_path: Path) -> None:
+    """Changed weights refuse a resume (exit 1, naming the file); a changed file the run
+    writes itself (a cache) resumes with a warning line."""
+    ds = dataset(tmp_path, two_word_items(4))
+    weights, journal = tmp_path / "w.bin", tmp_path / "journal.txt"
+    weights.write_bytes(b"v1")
+    journal.write_text("", encoding="utf-8")
+    pipeline = str(kit.pipeline_file(tmp_path, weights=str(weights), journal=str(journal)))
+    out = str(tmp_path / "run")
+    assert kit.invoke(pipeline, str(ds), "--out", out, "-q", "--limit", "2").exit_code == 0
+    journal.write_text("edited\n", encoding="utf-8")
+    resumed = kit.invoke(pipeline, str(ds), "--out", out, "-q", "--limit", "3")
+    assert resumed.exit_code == 0, resumed.output
+    assert re.search(r"warning: resuming .*journal\.txt .*changed", resumed.output)
+    assert "ran 1 items, 2 already done" in resumed.output
+    weights.write_bytes(b"v2")
+    refused = kit.invoke(pipeline, str(ds), "--out", out, "-q")
+    assert refused.exit_code == 1 and re.search(r"w\.bin .*changed.*--force", refused.output)
+    forced = kit.invoke(pipeline, str(ds), "--out", out, "-q", "--force")
+    assert forced.exit_code == 0 and "ran 4 items, 0 already done" in forced.output
+
+
+def test_judge_failures_are_counted_in_the_summary(tmp_path: Path) -> None:
+    """An AI judge that could not read its verdict on some items: the CLI summary and
+    --json say how often, per judge."""
+    ds = dataset(tmp_path, [{"id": "a", "input": "x 1"}, {"id": "b", "input": "x y"},
+                            {"id": "c", "input": "z"}])
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text('[pipeline]\nname = "p"\n\n[components.llm]\nuse = "scripted-echo"'
+                        '\n\n[components.rate]\nuse = "asking-number"\n', encoding="utf-8")
+    out = str(tmp_path / "run")
+    result = kit.invoke(str(pipeline), str(ds), "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert "judge rate gave no score 2 time(s) on 2 item(s)" in result.output
+    rebuilt = kit.invoke("report", out)
+    assert "judge rate gave no score 2 time(s)" in rebuilt.output
+
+
 def test_run_writes_results_lock_and_reports(tmp_path: Path) -> None:
     """A run prints the summary and writes results, lockfile and both reports, whose
     numbers are the run's: per-metric mean, CI and n, slices, agreement, failures."""

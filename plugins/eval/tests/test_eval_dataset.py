@@ -35,6 +35,18 @@ def test_fields_are_read() -> None:
     assert isinstance(request, Request) and request.seed == 3 and len(request.messages) == 2
 
 
+def test_metadata_lists_and_objects_are_for_the_judges() -> None:
+    """A metadata list or object (an IFEval item's instructions) is kept as given for the
+    judges' Sample.metadata; it is no slice dimension (only scalars are)."""
+    data = parse('{"input": "q", "metadata": {"lang": "en", "instructions": '
+                 '[{"kind": "words", "at_most": 3}], "tags": ["a", 1]}}')
+    item = data.items[0]  # type: ignore[attr-defined]
+    assert item.metadata == {"lang": "en"}
+    assert item.judge_data == {"instructions": [{"kind": "words", "at_most": 3}],
+                               "tags": ["a", 1]}
+    assert item.sample_metadata == {"lang": "en", **item.judge_data}
+
+
 def test_text_input_without_a_seed_runs_as_text() -> None:
     """A plain string input with no seed runs as the string; with a seed, as a Request."""
     item = parse('{"input": "hi"}').items[0]  # type: ignore[attr-defined]
@@ -55,7 +67,8 @@ def test_text_input_without_a_seed_runs_as_text() -> None:
     ('{"input": "a", "reference": []}', "'reference' is an empty list"),
     ('{"input": "a", "context": [1]}', "'context' must be a string or a list of strings"),
     ('{"input": "a", "metadata": []}', "'metadata' must be an object"),
-    ('{"input": "a", "metadata": {"k": [1]}}', "metadata.k must be a string"),
+    ('{"input": "a", "metadata": {"k": [{"x": NaN}]}}', "metadata.k holds a number that is "
+     + "not finite"),
     ('{"input": "a", "label": "good"}', "'label' must be a finite number"),
     ('{"input": "a", "id": 1.5}', "'id' must be a string or an integer"),
     ('{"input": "a", "answer": "b"}', "unknown key(s) 'answer'; valid keys"),

@@ -231,6 +231,49 @@ def test_another_pipeline_or_dataset_is_refused(tmp_path: Path) -> None:
         run(kit.pipeline_file(tmp_path), write_dataset(tmp_path), out, seed=1)
 
 
+def test_a_changed_model_file_is_refused_on_resume(tmp_path: Path) -> None:
+    """Weights (or indexed documents) edited between sessions would mix results of two
+    models in one run: the resume is refused naming the file, and --force starts over."""
+    ds = write_dataset(tmp_path)
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"v1")
+    pipeline = kit.pipeline_file(tmp_path, weights=str(weights))
+    out = tmp_path / "run"
+    run(pipeline, ds, out, limit=3, reports=False)
+    same = run(pipeline, ds, out, limit=4, reports=False)  # unchanged: resumes
+    assert same.ran == 1 and same.skipped == 3 and same.warnings == ()
+    weights.write_bytes(b"v2")
+    with pytest.raises(EvalError, match=r"weights\.bin.*option 'weights'.*changed.*--force"):
+        run(pipeline, ds, out, reports=False)
+    assert len(read_results(out / "results.jsonl")) == 4  # nothing ran, nothing lost
+    forced = run(pipeline, ds, out, force=True, reports=False)
+    assert forced.ran == 6 and forced.skipped == 0
+    assert len(list(out.glob("results.jsonl.bak-*"))) == 1
+    assert [s["items"] for s in forced.lock["sessions"]] == [6]
+
+
+def test_a_file_the_run_writes_itself_only_warns_on_resume(tmp_path: Path) -> None:
+    """A file the components write while running (a cache, a monitoring store) changes
+    with every session: resuming is no mistake then, and a change made to it between
+    sessions is a warning, not a refusal."""
+    ds = write_dataset(tmp_path)
+    journal = tmp_path / "journal.txt"
+    journal.write_text("", encoding="utf-8")
+    pipeline = kit.pipeline_file(tmp_path, journal=str(journal))
+    out = tmp_path / "run"
+    first = run(pipeline, ds, out, limit=2, reports=False)
+    (entry,) = first.lock["files"]
+    assert entry["written"] is True and entry["after"] != entry["sha256"]
+    second = run(pipeline, ds, out, limit=4, reports=False)  # written by the run: resumes
+    assert second.ran == 2 and second.warnings == ()
+    with journal.open("a", encoding="utf-8") as handle:
+        handle.write("another process\n")
+    third = run(pipeline, ds, out, reports=False)
+    assert third.ran == 2 and third.skipped == 4
+    (warning,) = third.warnings
+    assert "journal.txt" in warning and "changed" in warning
+
+
 @pytest.mark.parametrize("lock", ["", '{"format'])
 def test_results_without_a_readable_lockfile_are_not_reused_silently(
         tmp_path: Path, lock: str) -> None:
@@ -395,6 +438,103 @@ def test_a_shared_metric_name_stays_with_its_judge_on_every_item(tmp_path: Path)
     assert summary["metrics"]["quality"]["n"] == 3
     assert summary["metrics"]["quality"]["judge"] == "first"
     assert summary["metrics"]["quality@second"]["n"] == 6
+
+
+def test_ai_judges_of_the_judge_pipeline_generate_through_it(tmp_path: Path) -> None:
+    """An AI judge of --judge-pipeline asks its model through that pipeline, which must be
+    opened first (its judges are called without a run of it): no JudgeUnavailable."""
+    ds = write_dataset(tmp_path, 2, extra=" 7")
+    judge = tmp_path / "j.toml"
+    judge.write_text('[pipeline]\nname = "j"\n\n[components.llm]\nuse = "scripted-echo"\n'
+                     '\n[components.rate]\nuse = "asking-number"\n', encoding="utf-8")
+    result = run(kit.pipeline_file(tmp_path), ds, tmp_path / "run", judge_pipeline=judge)
+    assert [r.error for r in result.failed] == []
+    assert [r.scores["rated"] for r in result.results] == [7.0, 7.0]
+
+
+def test_an_items_instructions_reach_the_instructions_judge(tmp_path: Path) -> None:
+    """IFEval style: each dataset item brings its own checks in metadata.instructions; the
+    instructions judge of --judge-pipeline reads them from Sample.metadata and scores the
+    scripted backend's output (the echo of the input) against them."""
+    rows = [{"id": "short", "input": "one two",
+             "metadata": {"lang": "en", "instructions": [{"kind": "words", "at_most": 3}]}},
+            {"id": "long", "input": "one two three four",
+             "metadata": {"lang": "en", "instructions": [
+                 {"kind": "words", "at_most": 3}, {"kind": "lowercase"}]}},
+            {"id": "none", "input": "plain", "metadata": {"lang": "de"}}]
+    ds = tmp_path / "ds.jsonl"
+    ds.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    judge = tmp_path / "j.toml"
+    judge.write_text('[pipeline]\nname = "j"\n\n[components.llm]\nuse = "scripted-echo"\n'
+                     '\n[components.ifeval]\nuse = "instructions"\n', encoding="utf-8")
+    kernel = kit.make_kernel()
+    import aieng_judge
+
+    kernel.registry.register(aieng_judge, name="judge", distribution="aieng-judge",
+                             version="0.1.0")
+    result = anyio.run(lambda: run_eval(
+        kit.pipeline_file(tmp_path, judges=False), ds, out=tmp_path / "run", kernel=kernel,
+        judge_pipeline=judge, hash_cache=tmp_path / "h.json"))
+    by_id = {r.id: r for r in result.results}
+    assert [r.error for r in result.failed] == []
+    assert by_id["short"].scores == {"instruction.words": 1.0}
+    assert by_id["long"].scores == {"instruction.words": 0.0, "instruction.lowercase": 1.0,
+                                    "instruction.all": 0.0}
+    assert by_id["none"].scores == {}
+    assert by_id["long"].metadata == {"lang": "en"}  # the checks are no slice
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
+    assert set(summary["slices"]) == {"lang"}
+
+
+def test_judge_failures_are_recorded_per_item(tmp_path: Path) -> None:
+    """An AI judge whose verdict cannot be read (after its retry), or a judge that raises
+    under a fallback policy, gives no score: the item stays ok, and the record says which
+    judge failed on it, in the pipeline's judge stage and in --judge-pipeline's."""
+    rows = [{"id": "a", "input": "one 1"}, {"id": "b", "input": "two x"},
+            {"id": "c", "input": "boom three 3"}]
+    ds = tmp_path / "ds.jsonl"
+    ds.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(
+        '[pipeline]\nname = "p"\n\n[stage.judge]\non_error = "fallback"\n\n'
+        '[components.llm]\nuse = "scripted-echo"\n\n[components.rate]\n'
+        'use = "asking-number"\n\n[components.fixed]\nuse = "fixed-score"\n'
+        'raise_on = "boom"\n', encoding="utf-8")
+    judge = tmp_path / "j.toml"
+    judge.write_text(
+        '[pipeline]\nname = "j"\non_error = "fallback"\n\n[components.llm]\n'
+        'use = "scripted-echo"\n\n[components.rate2]\nuse = "asking-number"\n\n'
+        '[components.fixed2]\nuse = "fixed-score"\nmetric = "q2"\nraise_on = "boom"\n',
+        encoding="utf-8")
+    result = run(pipeline, ds, tmp_path / "run", judge_pipeline=judge)
+    by_id = {r.id: r for r in result.results}
+    assert all(r.status == "ok" for r in result.results)
+    assert by_id["a"].judge_failures == [] and by_id["a"].scores["rated"] == 1.0
+    assert by_id["a"].scores["rated@rate2"] == 1.0
+    assert {(f["judge"], f["metric"]) for f in by_id["b"].judge_failures} == {
+        ("rate", "rated"), ("rate2", "rated")}
+    assert "no number" in by_id["b"].judge_failures[0]["error"]
+    assert "rated" not in by_id["b"].scores
+    assert {f["judge"] for f in by_id["c"].judge_failures} == {"fixed", "fixed2"}
+    assert all("judge broke" in f["error"] for f in by_id["c"].judge_failures)
+    assert by_id["c"].scores["rated"] == 3.0
+    again = read_results(tmp_path / "run" / "results.jsonl")
+    assert again["b"].judge_failures == by_id["b"].judge_failures  # written and read back
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["judge_failures"]["rate"] == {
+        "failures": 1, "items": 1, "item": "b",
+        "error": by_id["b"].judge_failures[0]["error"]}
+    assert summary["judge_failures"]["fixed"]["items"] == 1
+    report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+    assert "## Judge failures" in report and "| rate | 1 | 1 | `b`: no number" in report
+
+
+def test_records_of_older_versions_read_without_judge_failures(tmp_path: Path) -> None:
+    """A results.jsonl written before judge failures were recorded reads back (none)."""
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"id": "q", "status": "ok", "scores": {"m": 1}}) + "\n",
+                    encoding="utf-8")
+    assert read_results(path)["q"].judge_failures == []
 
 
 def test_bad_arguments(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from aieng_hookspecs import ComponentRegistry, EventRegistry, hookimpl
 
 from . import agreement, length, ranking
-from ._asking import AskingJudge, Generate, JudgeFailed, JudgeUnavailable
+from ._asking import AskingJudge, Generate, JudgeFailed, JudgeUnavailable, collect_failures
 from ._ensemble import EnsembleJudge, aggregate
 from ._factual import FactualJudge, split_claims
 from ._instructions import (
@@ -84,6 +84,7 @@ __all__ = [
     "bootstrap",
     "bradley_terry",
     "cohen_kappa",
+    "collect_failures",
     "compare",
     "elo",
     "games_from_verdicts",

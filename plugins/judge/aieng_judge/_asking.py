@@ -4,8 +4,10 @@ never a made-up score)."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, ClassVar, TypeVar
 
 import attrs
@@ -17,7 +19,8 @@ from attrs import validators as v
 
 from ._parse import JudgeParseError
 
-__all__ = ["AskingJudge", "Generate", "JudgeFailed", "JudgeUnavailable", "reference_text"]
+__all__ = ["AskingJudge", "Generate", "JudgeFailed", "JudgeUnavailable", "collect_failures",
+           "reference_text"]
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +50,29 @@ class JudgeFailed(Event):
     error: str = field(default="", validator=v.instance_of(str))
     answer: str = field(default="", validator=v.instance_of(str))
     attempts: int = field(default=1, validator=v.instance_of(int))
+
+
+#: The lists :func:`collect_failures` is filling in the current context.
+_SINKS: ContextVar[tuple[list[JudgeFailed], ...]] = ContextVar("aieng_judge_failures",
+                                                              default=())
+
+
+@contextlib.contextmanager
+def collect_failures() -> Iterator[list[JudgeFailed]]:
+    """Collect the :class:`JudgeFailed` of every judge that gives up inside the block, in
+    this task and the tasks it starts (a contextvar: concurrent blocks each get their own,
+    so a runner attributes each failure to the item being judged; ``aieng eval`` does)::
+
+        with collect_failures() as failed:
+            result = await pipeline.run(question)
+        print([(f.judge, f.metric, f.error) for f in failed])
+    """
+    found: list[JudgeFailed] = []
+    token = _SINKS.set((*_SINKS.get(), found))
+    try:
+        yield found
+    finally:
+        _SINKS.reset(token)
 
 
 class JudgeUnavailable(RuntimeError):
@@ -151,9 +177,12 @@ class AskingJudge:
         self.failures += 1
         log.warning("judge.failed", judge=self.name, metric=metric, error=error,
                     answer=text[:_EXCERPT], attempts=retries + 1)
+        failed = JudgeFailed(judge=self.name, metric=metric, error=error,
+                             answer=text[:_EXCERPT], attempts=retries + 1)
+        for sink in _SINKS.get():
+            sink.append(failed)
         if self._context is not None:
-            self._context.emit(JudgeFailed(judge=self.name, metric=metric, error=error,
-                                           answer=text[:_EXCERPT], attempts=retries + 1))
+            self._context.emit(failed)
         return None
 
 

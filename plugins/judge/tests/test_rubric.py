@@ -108,6 +108,33 @@ async def test_unreadable_twice_gives_no_score_and_reports(
     assert "no score found" in failed[0]["error"]
 
 
+async def test_failures_are_collected_per_block_even_concurrently() -> None:
+    """collect_failures gathers the failures of its own block (a runner's item) only:
+    two concurrent blocks, one judge failing in one of them, each see their own."""
+    import anyio
+
+    def reply(request: Request) -> str:
+        text = request.messages[1].content if len(request.messages) > 1 else ""
+        return "no idea" if "bad answer" in text else '{"score": "4", "rationale": "ok"}'
+
+    judge = RubricJudge(RubricOptions(criteria=("accuracy",), retries=0),
+                        generate=ScriptedBackend(reply).aieng_generate)
+    seen: dict[str, list[JudgeFailed]] = {}
+
+    async def item(output: str) -> None:
+        with aieng_judge.collect_failures() as failed:
+            await anyio.lowlevel.checkpoint()
+            await judge.aieng_judge(Sample(input="q", output=output))
+            seen[output] = failed
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(item, "a bad answer")
+        tg.start_soon(item, "a good one")
+    assert [(f.judge, f.metric) for f in seen["a bad answer"]] == [
+        ("RubricJudge", "rubric.accuracy")]
+    assert seen["a good one"] == []
+
+
 async def test_retries_zero_asks_once() -> None:
     """``retries = 0``: one request, then no score."""
     backend = ScriptedBackend(["nope"])
