@@ -7,11 +7,14 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
+import structlog
 from aieng_hookspecs.types import Document
 
 __all__ = ["BUILTIN_READERS", "iter_documents", "iter_files", "read_documents"]
 
 Reader = Callable[[Path], Iterable[Document]]
+
+log = structlog.get_logger(__name__)
 
 
 def _decode(path: Path) -> str:
@@ -60,12 +63,16 @@ def iter_documents(*paths: str | Path,
     """Documents from files and folders, lazily per file.
 
     A folder is walked in sorted order and files with no reader are skipped; a file given
-    by name must have a reader.
+    by name must have a reader. The walk stays in the folder: it does not enter linked
+    folders, and skips (with a warning) a link to a file outside the folder, anything but
+    a regular file (a FIFO, a device) and a file whose name is not valid UTF-8 (its
+    documents' ids could not be stored).
 
     :param readers: suffix -> reader (the kernel's registry's readers; built-ins by default).
     :raises FileNotFoundError: for a path that does not exist.
     :raises ValueError: for a file with no reader for its suffix (listing the readable
-        ones), or bad content (from the reader, naming file and line).
+        ones), a name that is not valid UTF-8, or bad content (from the reader, naming
+        file and line).
     """
     for _, documents in iter_files(*paths, readers=readers):
         yield from documents
@@ -78,11 +85,35 @@ def iter_files(*paths: str | Path,
     table = BUILTIN_READERS if readers is None else readers
     for path in map(Path, paths):
         if path.is_dir():
+            root = path.resolve()
             for file in sorted(path.rglob("*")):
-                if file.is_file() and file.suffix.lower() in table:
+                if file.suffix.lower() in table and _readable(file, root):
                     yield file, list(table[file.suffix.lower()](file))
         else:
             yield path, read_documents(path, readers=table)
+
+
+def _readable(file: Path, root: Path) -> bool:
+    """Whether a folder walk reads ``file``: a regular file inside ``root`` (a link's
+    target included), named in UTF-8."""
+    if not _utf8(file):
+        log.warning("ingest.skipped", path=repr(str(file)), reason="name is not valid UTF-8")
+        return False
+    if not file.is_file():
+        return False  # a folder, a FIFO (its read would wait for ever), a device, a loop
+    if not file.resolve().is_relative_to(root):
+        log.warning("ingest.skipped", path=str(file), target=str(file.resolve()),
+                    reason="a link to a file outside the folder")
+        return False
+    return True
+
+
+def _utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_documents(path: Path, *,
@@ -93,6 +124,9 @@ def read_documents(path: Path, *,
         raise FileNotFoundError(f"{path} does not exist")
     if path.is_dir():
         return list(iter_documents(path, readers=table))
+    if not _utf8(path):
+        raise ValueError(f"{str(path)!r}: the file's name is not valid UTF-8 (its documents' "
+                         "ids could not be stored): rename it")
     reader = table.get(path.suffix.lower())
     if reader is None:
         raise ValueError(f"{path}: no reader for {path.suffix or 'files without a suffix'!r}; "

@@ -101,3 +101,46 @@ def test_a_null_title_or_text_is_empty_not_none(tmp_path: Path) -> None:
                       encoding="utf-8")
     with pytest.raises(ValueError, match=r"corpus\.jsonl:2:"):
         read_beir_corpus(corpus)
+
+
+def test_a_folder_walk_stays_in_the_folder(tmp_path: Path) -> None:
+    """A link in the documents folder to a file outside it (``/etc/passwd``, a key) is
+    not read; a link to a file inside it, a link loop and a FIFO (whose read would wait
+    for ever) do not stop the walk."""
+    import os
+
+    from aieng_core.ingest import iter_files
+
+    outside = tmp_path / "secret.txt"
+    outside.write_text("the key", encoding="utf-8")
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.txt").write_text("hello", encoding="utf-8")
+    (docs / "secret.txt").symlink_to(outside)
+    (docs / "passwd.txt").symlink_to("/etc/passwd")
+    (docs / "inner.txt").symlink_to(docs / "a.txt")
+    (docs / "sub" / "loop").symlink_to(docs)
+    os.mkfifo(docs / "pipe.txt")
+    read = {path.name: [d.text for d in found] for path, found in iter_files(docs)}
+    assert read == {"a.txt": ["hello"], "inner.txt": ["hello"]}
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_in_a_folder(tmp_path: Path) -> None:
+    """A file whose name is not UTF-8 (a Latin-1 archive) would give a document id no
+    index accepts: a folder walk skips it and reads the rest; named, it is refused."""
+    import os
+
+    import pytest
+
+    from aieng_core.ingest import iter_files, read_documents
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.txt").write_text("fine", encoding="utf-8")
+    bad = os.path.join(os.fsencode(docs), b"caf\xe9.txt")
+    with open(bad, "w", encoding="utf-8") as file:
+        file.write("latin-1 name")
+    read = {str(path): [d.text for d in found] for path, found in iter_files(docs)}
+    assert read == {str(docs / "good.txt"): ["fine"]}
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        read_documents(Path(os.fsdecode(bad)))

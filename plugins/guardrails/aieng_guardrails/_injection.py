@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import codecs
 import re
 import unicodedata
@@ -277,21 +278,31 @@ def _looks_rot13(text: str) -> bool:
     return rotated >= 2 and rotated > 2 * plain
 
 
-def _discussion_discount(text: str, start: int, end: int) -> float:
-    """0.3 when the span sits inside quotes in a text that discusses attacks, else 1."""
-    if not _DISCUSSION.search(text):
-        return 1.0
-    for quoted in _QUOTED.finditer(text):
-        if quoted.start() <= start and end <= quoted.end():
-            return 0.3
-    return 1.0
+class _Discount:
+    """0.3 for a span inside quotes in a text that discusses attacks, else 1. The text is
+    searched once, on the first match (not once per match: quadratic on many matches)."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._quotes: tuple[list[int], list[int]] | None = None
+
+    def __call__(self, start: int, end: int) -> float:
+        if self._quotes is None:
+            found = (list(_QUOTED.finditer(self._text)) if _DISCUSSION.search(self._text)
+                     else [])
+            self._quotes = ([q.start() for q in found], [q.end() for q in found])
+        starts, ends = self._quotes
+        # Quotes do not overlap: only the last one opening at or before ``start`` can hold it.
+        at = bisect.bisect_right(starts, start) - 1
+        return 0.3 if at >= 0 and end <= ends[at] else 1.0
 
 
 def _match_rules(text: str, layer: str, found: dict[tuple[str, str], InjectionMatch],
                  spans: bool) -> None:
+    discount = _Discount(text)
     for name, weight, pattern in RULES:
         for match in pattern.finditer(text):
-            w = weight * _discussion_discount(text, match.start(), match.end())
+            w = weight * discount(match.start(), match.end())
             key = (name, layer)
             if key not in found or found[key].weight < w:
                 found[key] = InjectionMatch(name, w, match.start() if spans else 0,

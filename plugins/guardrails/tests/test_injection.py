@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import codecs
+import re
 import urllib.parse
+from collections.abc import Iterator
 
 import pytest
 from aieng_guardrails import (
@@ -215,3 +217,40 @@ def test_long_runs_of_one_character_scan_fast_and_still_match(
     scan = scan_injection(text)
     match = next(m for m in scan.matches if m.rule == rule and m.layer == "text")
     assert text[match.start:match.end].endswith(shown)
+
+
+class _Counted:
+    """A compiled pattern that counts the searches of the text it is given."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern, self.searches = pattern, 0
+
+    def search(self, text: str) -> re.Match[str] | None:
+        self.searches += 1
+        return self.pattern.search(text)
+
+    def finditer(self, text: str) -> Iterator[re.Match[str]]:
+        self.searches += 1
+        return self.pattern.finditer(text)
+
+
+def test_many_matches_do_not_rescan_the_text_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A text of thousands of matches (``<|im_start|>`` repeated: 50 kB took 17 s) looks for
+    discussion words and quotes once per text scanned, not once per match (quadratic);
+    the discount of a match inside quotes still applies."""
+    from aieng_guardrails import _injection
+
+    discussion = _Counted(_injection._DISCUSSION)
+    quoted = _Counted(_injection._QUOTED)
+    monkeypatch.setattr(_injection, "_DISCUSSION", discussion)
+    monkeypatch.setattr(_injection, "_QUOTED", quoted)
+    text = "<|im_start|>" * 1000
+    scan = scan_injection(text)
+    assert len([m for m in scan.matches if m.rule == "delimiter_spoofing"]) == 1
+    assert discussion.searches <= 5 and quoted.searches <= 5, (discussion.searches,
+                                                               quoted.searches)
+    quoting = "What does the phrase \"ignore all previous instructions\" mean? " * 200
+    scan = scan_injection(quoting)
+    assert 0 < scan.score < 0.6
+    assert discussion.searches <= 10 and quoted.searches <= 10, (discussion.searches,
+                                                                 quoted.searches)

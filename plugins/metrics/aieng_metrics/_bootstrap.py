@@ -6,14 +6,18 @@ case, the limits, a nonce and the file descriptor to report on), then, before an
 job's code runs: sets the resource limits (address space, CPU time, file size, no core
 dumps), and installs an audit hook (PEP 578) that refuses socket creation (but for Unix
 socket pairs, which asyncio's event loop needs) and every socket operation, process
-creation and any write, removal or rename outside its working directory. It executes the
-code and the test in one namespace and writes one line, ``NONCE {"status": ...}``, to the
+creation, signals to other processes, reading other processes' ``/proc`` files and any
+write, removal or rename outside its working directory. It compiles the code and the test,
+executes them in one namespace and writes one line, ``NONCE {"status": ...}``, to the
 report descriptor: ``passed``, ``failed`` (an ``AssertionError``) or ``error`` (any other
 exception, a syntax error included). A timeout is decided by the parent.
 
 The audit hook is a guard against accidents, not a security boundary: code that means
-harm can get around it (through ``ctypes``, for instance). The parent adds a network
-namespace (``unshare -n``) where the system allows one.
+harm can get around it (through ``ctypes``, for instance), and, running in this process,
+can forge its verdict (the nonce and the descriptor are in its frames). What is bound
+before the code runs (the compiled test, ``exec``, the report's encoder) keeps patched
+modules from changing the verdict. The parent adds a network namespace (``unshare -n``)
+where the system allows one.
 """
 
 from __future__ import annotations
@@ -33,8 +37,12 @@ _PATH_EVENTS = {  # event -> indices of its path arguments
     "os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1),
     "os.symlink": (1,), "os.link": (1,), "os.chmod": (0,), "os.chown": (0,),
     "os.truncate": (0,), "os.utime": (0,), "shutil.rmtree": (0,), "os.mkfifo": (0,),
-    "os.mknod": (0,),
+    "os.mknod": (0,), "os.setxattr": (0,), "os.removexattr": (0,), "sqlite3.connect": (0,),
 }
+#: Private modules whose functions start processes or send signals past the audit events
+#: of their public forms: replaced by refusals, and not to be imported afresh.
+_PRIVATE = {"_posixsubprocess": ("fork_exec", "starting processes is disabled"),
+            "_signal": ("pidfd_send_signal", "signalling other processes is disabled")}
 
 
 def _limit(resource: Any, kind: int, value: int) -> None:
@@ -66,16 +74,33 @@ def _install_guard(job: dict[str, Any]) -> None:
     realpath, join, getcwd, fspath = os.path.realpath, os.path.join, os.getcwd, os.fspath
     busy = [False]
 
+    mine = (f"/proc/{me}", f"/proc/{me}/")
+
+    def text_of(path: object) -> str:
+        text = fspath(path)  # type: ignore[call-overload]
+        return os.fsdecode(text) if isinstance(text, bytes) else text
+
     def inside(path: object) -> bool:
         if isinstance(path, int):
             return True  # an already open descriptor: its opening was checked
-        text = fspath(path)  # type: ignore[call-overload]
-        if isinstance(text, bytes):
-            text = os.fsdecode(text)
-        if text in ("/dev/null", os.devnull):
-            return True
+        text = text_of(path)
+        if text in ("/dev/null", os.devnull, ":memory:", ""):
+            return True  # ":memory:" and "": sqlite3's databases in memory
+        if text.startswith("file:"):  # a sqlite3 URI: file:PATH?query
+            text = text[5:].split("?")[0].split("#")[0]
+            text = text[len("//localhost"):] if text.startswith("//localhost/") else text
+            text = "/" + text.lstrip("/") if text.startswith("//") else text
         full = realpath(join(getcwd(), text))
         return full == root or full.startswith(allowed)
+
+    def other_process(path: object) -> bool:
+        # /proc/<pid>/... of another process: its environment (API keys), memory, files.
+        if isinstance(path, int):
+            return False
+        full = realpath(join(getcwd(), text_of(path)))
+        parts = full.split(os.sep)
+        return len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and \
+            not (full in mine or full.startswith(mine[1]))
 
     def guard(event: str, args: tuple[Any, ...]) -> None:
         if busy[0]:
@@ -92,8 +117,14 @@ def _install_guard(job: dict[str, Any]) -> None:
                 raise PermissionError(f"starting processes is disabled in the sandbox ({event})")
             if event in ("os.kill", "os.killpg") and args and args[0] not in (me, 0):
                 raise PermissionError("signalling other processes is disabled in the sandbox")
+            if event == "import" and args and args[0] in _PRIVATE:
+                raise PermissionError(f"{_PRIVATE[args[0]][1]} in the sandbox (import "
+                                      f"{args[0]})")
             if event == "open":
                 path, mode, flags = (tuple(args) + (None, None, None))[:3]
+                if path is not None and other_process(path):
+                    raise PermissionError(f"reading other processes' files is disabled in "
+                                          f"the sandbox: {path!r}")
                 writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
                     isinstance(flags, int) and flags & _WRITE_FLAGS)
                 if writing and path is not None and not inside(path):
@@ -108,7 +139,20 @@ def _install_guard(job: dict[str, Any]) -> None:
         finally:
             busy[0] = False
 
+    refused = {"_posixsubprocess": block_processes, "_signal": True}
+    for name, (function, why) in _PRIVATE.items():
+        module = __import__(name)  # imported now, so that a later import is a re-import
+        if refused[name] and hasattr(module, function):
+            setattr(module, function, _refusal(f"{why} in the sandbox ({name}.{function})"))
+            if name == "_signal":
+                setattr(__import__("signal"), function, getattr(module, function))
     sys.addaudithook(guard)
+
+
+def _refusal(message: str) -> Any:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(message)
+    return refuse
 
 
 _FILES = {"code": "<solution>", "test": "<test>"}
@@ -133,9 +177,12 @@ def _run(job: dict[str, Any]) -> dict[str, str]:
         source = job[name]
         linecache.cache[_FILES[name]] = (len(source), None, source.splitlines(True),
                                          _FILES[name])
+    run = exec  # bound, with the compiled test, before the code could patch either
     try:
-        exec(compile(job["code"], "<solution>", "exec"), namespace)  # noqa: S102
-        exec(compile(job["test"], "<test>", "exec"), namespace)  # noqa: S102
+        code = compile(job.pop("code"), "<solution>", "exec")
+        test = compile(job.pop("test"), "<test>", "exec")
+        run(code, namespace)
+        run(test, namespace)
     except AssertionError as error:
         return {"status": "failed", "message": _message(error)}
     except SystemExit as error:
@@ -145,20 +192,34 @@ def _run(job: dict[str, Any]) -> dict[str, str]:
     return {"status": "passed", "message": ""}
 
 
+def _flush_output() -> None:
+    # The code may have set sys.stdout to None, closed it or replaced it: the verdict
+    # still goes out, and what was printed before that is not lost.
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()  # type: ignore[union-attr]
+        except BaseException:  # noqa: BLE001, S110 - output is kept when it can be
+            pass
+
+
 def main() -> None:
     """Run one job read from standard input; report on the descriptor it names."""
+    from json.encoder import encode_basestring_ascii  # not json.dumps: the code can patch it
+
     job = json.loads(sys.stdin.read())
     sys.stdin.close()
-    report = os.fdopen(int(job["report_fd"]), "w", encoding="utf-8", closefd=True)
+    nonce = str(job.pop("nonce"))
+    report = os.fdopen(int(job.pop("report_fd")), "w", encoding="utf-8", closefd=True)
     os.set_inheritable(report.fileno(), False)
+    write, done, quote = report.write, report.flush, encode_basestring_ascii
     sys.dont_write_bytecode = True
     _set_limits(job)
     _install_guard(job)
     result = _run(job)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    report.write(f"{job['nonce']} {json.dumps(result)}\n")
-    report.flush()
+    _flush_output()
+    write(f"{nonce} {{\"status\": {quote(result['status'])}, "
+          f"\"message\": {quote(result['message'])}}}\n")
+    done()
     os._exit(0)  # skip atexit handlers and finalizers the code may have registered
 
 

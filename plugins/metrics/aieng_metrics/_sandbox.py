@@ -14,12 +14,15 @@ temporary working directory that is removed afterwards. What is enforced:
   and in any case an audit hook refusing sockets (but Unix socket pairs, which asyncio's
   loop needs) and every socket operation;
 - processes: the audit hook refuses ``subprocess``, ``os.system``, ``fork``, ``exec``
-  and ``spawn``, and signals to other processes;
+  and ``spawn``, and signals to other processes; one that leaves the process group is
+  not killed (its pipes are read for a second after the code's process exits);
 - files: the audit hook refuses writes, removals and renames outside the working
-  directory; ``HOME`` and ``TMPDIR`` point into it.
+  directory; ``HOME`` and ``TMPDIR`` point into it. Reads are not restricted but for
+  other processes' ``/proc/<pid>`` files (the parent's environment).
 
 The audit hook guards against accidents of generated code, not against an adversary
-(``ctypes`` can get around it); run hostile code in a container or VM as well.
+(``ctypes`` can get around it), and code written to cheat can forge its own verdict; run
+hostile code in a container or VM as well.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ log = structlog.get_logger(__name__)
 Status = Literal["passed", "failed", "error", "timeout"]
 _BOOTSTRAP = str(Path(__file__).with_name("_bootstrap.py"))
 _UNSHARE_CHECKED: dict[str, list[str] | None] = {}
+_VERDICTS = ("passed", "failed", "error")
+#: How long output is still read once the process has exited and its group was killed: a
+#: process that left the group (a new session) may hold the pipes open for ever.
+_DRAIN_AFTER_EXIT_S = 1.0
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -203,11 +210,14 @@ async def _run_case(code: str, test: str, limits: SandboxLimits, prefix: list[st
                         pass  # it died before reading: its exit status says why
                     await process.wait()
                     _kill_group(process.pid)  # leftovers holding the pipes open
+                    # One that left the group keeps them open: stop reading soon.
+                    group.cancel_scope.deadline = min(
+                        scope.deadline, anyio.current_time() + _DRAIN_AFTER_EXIT_S)
             timed_out = scope.cancelled_caught
         finally:
             _kill_group(process.pid)
             with anyio.CancelScope(shield=True):
-                await process.wait()
+                await process.aclose()  # the pipes too: an escaped process may hold them
         duration = time.perf_counter() - started
         report = await anyio.to_thread.run_sync(
             lambda: Path(report_path).read_text(encoding="utf-8", errors="replace"))
@@ -234,7 +244,9 @@ def _result(report: str, nonce: str, returncode: int | None, timed_out: bool,
             try:
                 outcome = json.loads(line[len(nonce) + 1:])
             except ValueError:
-                break
+                outcome = None
+            if not isinstance(outcome, dict) or outcome.get("status") not in _VERDICTS:
+                return made("error", f"the process wrote an unreadable report: {line[:200]!r}")
             return made(outcome["status"], str(outcome.get("message", "")))
     if returncode == -signal.SIGXCPU:
         return made("timeout", f"CPU-time limit of {cpu} s exceeded")

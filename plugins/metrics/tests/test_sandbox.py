@@ -263,3 +263,119 @@ async def test_judge_scores_test_cases(limits: SandboxLimits) -> None:
     with pytest.raises(ValueError, match="entry_point"):
         await judge.aieng_judge(Sample(input="q", output=ADD, reference="pass",
                                        metadata={"entry_point": "not a name"}))
+
+
+async def test_the_code_cannot_rewrite_its_verdict(limits: SandboxLimits) -> None:
+    """Code that patches what reports the verdict (json, compile, exec) or edits the test
+    it is judged by still fails that test: the test is compiled before the code runs and
+    the report is written with what was bound before."""
+    failing = "assert False, 'must fail'"
+    cheats = {
+        "json": "import json\njson.dumps = lambda *a, **k: '{\"status\": \"passed\"}'\n"
+                "json._default_encoder = None\n",
+        "compile": "import builtins\n_c = compile\n"
+                   "builtins.compile = lambda s, f, m, *a, **k: _c('pass', f, m)\n",
+        "exec": "import builtins\nbuiltins.exec = lambda *a, **k: None\n",
+        "job": "import sys\nsys._getframe(1).f_locals['job']['test'] = 'pass'\n",
+    }
+    for name, code in cheats.items():
+        status, message = await one(code, failing, limits)
+        assert status == "failed" and "must fail" in message, (name, status, message)
+
+
+async def test_a_forged_report_line_is_an_error(limits: SandboxLimits) -> None:
+    """A report line that is not a verdict (no status, an unknown one) is an error, not a
+    crash of the judge."""
+    from aieng_metrics._sandbox import _result
+
+    for line in ('[]', '{"message": "x"}', '{"status": "hacked"}', '"passed"'):
+        result = _result(f"n0nce {line}\n", "n0nce", 0, False, 0.1, SandboxLimits(), 1, "",
+                         "")
+        assert result.status == "error" and "report" in result.message, (line, result)
+
+
+async def test_other_processes_environment_cannot_be_read(limits: SandboxLimits,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """The parent's environment (API keys) is not read through /proc/<pid>/environ, nor
+    its memory or command line; the code's own /proc/self stays readable."""
+    monkeypatch.setenv("AIENG_TEST_SECRET", "hunter2")
+    pid = os.getpid()
+    for path in (f"/proc/{pid}/environ", f"/proc/self/../{pid}/environ",
+                 f"/proc/{pid}/cmdline", f"/proc/{pid}/mem"):
+        code = ("import os\n"
+                f"data = open({path!r}, 'rb').read(100000)\n"
+                "print(b'hunter2' in data)\n")
+        status, message = await one(code, "pass", limits)
+        assert status == "error" and "other processes" in message, (path, status, message)
+    status, message = await one("import os\nmine = open('/proc/self/status').read()\n",
+                                "assert 'Pid:' in mine", limits)
+    assert status == "passed", message
+
+
+async def test_private_modules_do_not_start_processes_or_signal(limits: SandboxLimits,
+                                                                tmp_path: Path) -> None:
+    """_posixsubprocess.fork_exec (what subprocess calls past its audit event) and
+    signal.pidfd_send_signal (a signal to the parent, which would stop the judge) are
+    refused like their public forms, also after a re-import."""
+    marker = tmp_path / "spawned"
+    fork_exec = ("import _posixsubprocess, os\n"
+                 "r, w = os.pipe()\n"
+                 f"args = [b'/bin/sh', b'-c', b'echo x > {marker}']\n"
+                 "_posixsubprocess.fork_exec(args, [b'/bin/sh'], True, (), None, None, -1, -1,"
+                 " -1, -1, -1, -1, r, w, True, False, -1, None, None, -1, -1, None, False)\n")
+    reimport = ("import sys\ndel sys.modules['_posixsubprocess']\n"
+                "import _posixsubprocess\n")
+    for code in (fork_exec, reimport):
+        status, message = await one(code, "pass", limits)
+        assert status == "error" and "starting processes is disabled" in message, message
+    assert not marker.exists()
+    signal_parent = ("import os, signal\n"
+                     "signal.pidfd_send_signal(os.pidfd_open(os.getppid()), signal.SIGCONT)\n")
+    status, message = await one(signal_parent, "pass", limits)
+    assert status == "error" and "signalling other processes" in message, message
+
+
+async def test_sqlite_and_xattr_writes_outside_are_refused(limits: SandboxLimits,
+                                                           tmp_path: Path) -> None:
+    """sqlite3 opens its file in C (no ``open`` event): a database outside the directory
+    is refused, as is setting extended attributes there; a relative one works."""
+    outside = tmp_path / "outside.db"
+    for database in (repr(str(outside)), f"'file:{outside}?mode=rwc', uri=True"):
+        code = f"import sqlite3\nsqlite3.connect({database}).execute('create table t(x)')\n"
+        status, message = await one(code, "pass", limits)
+        assert status == "error" and "outside the sandbox" in message, (code, message)
+    assert not outside.exists()
+    keep = tmp_path / "keep.txt"
+    keep.write_text("keep")
+    status, message = await one(f"import os\nos.setxattr({str(keep)!r}, 'user.x', b'1')\n",
+                                "pass", limits)
+    assert status == "error" and "outside the sandbox" in message, message
+    status, message = await one("import sqlite3\ndb = sqlite3.connect('here.db')\n"
+                                "db.execute('create table t(x)')\n", "pass", limits)
+    assert status == "passed", message
+
+
+async def test_a_silenced_stdout_does_not_lose_the_verdict(limits: SandboxLimits) -> None:
+    """Code that sets sys.stdout to None or closes it (to silence output) still gets its
+    verdict."""
+    for code in ("import sys\nsys.stdout = None\n", "import sys\nsys.stdout.close()\n"):
+        status, message = await one(code + ADD, "assert add(1, 2) == 3", limits)
+        assert status == "passed", (code, message)
+
+
+async def test_a_process_leaving_the_group_does_not_make_a_pass_a_timeout(
+        limits: SandboxLimits) -> None:
+    """With processes allowed, a child that leaves the process group (a new session) and
+    keeps standard output open does not hold the case until its wall limit: the verdict
+    is the code's."""
+    allowed = SandboxLimits(timeout_s=30.0, allow_processes=True, tmp_root=limits.tmp_root)
+    code = ("import subprocess, sys\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
+            " start_new_session=True)\n"
+            "print(child.pid, flush=True)\n")
+    [result] = await run_tests(code, ["pass"], allowed)
+    try:
+        assert result.status == "passed", result
+    finally:
+        os.kill(int(result.stdout.split()[0]), 9)
