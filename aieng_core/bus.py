@@ -28,7 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from aieng_hookspecs.types import BusDropped, Event
 
-__all__ = ["EventBus", "SubscriberStats", "Subscription"]
+__all__ = ["EventBus", "SubscriberStats", "Subscription", "Unsubscribe"]
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +48,7 @@ class SubscriberStats:
 
 class _Subscriber:
     __slots__ = ("name", "pattern", "pipeline", "send", "receive", "delivered", "dropped",
-                 "reported", "failed", "_matches")
+                 "reported", "failed", "_matches", "ended")
 
     def __init__(self, name: str, pattern: str, pipeline: str | None, buffer: int) -> None:
         self.name = name
@@ -62,6 +62,7 @@ class _Subscriber:
         self.reported = 0
         self.failed = 0
         self._matches: dict[str, bool] = {}
+        self.ended: anyio.Event | None = None  # a callback subscriber's task has ended
 
     def wants(self, event: Event) -> bool:
         if self.pipeline is not None and event.pipeline != self.pipeline:
@@ -136,6 +137,26 @@ class Subscription:
                 break
         self._sub.delivered += len(taken)
         return taken
+
+
+class Unsubscribe:
+    """What :meth:`EventBus.add_callback` returns: call it to unsubscribe; then await
+    :meth:`drained` for the callback to have taken every event queued before."""
+
+    __slots__ = ("_bus", "_sub")
+
+    def __init__(self, bus: EventBus, sub: _Subscriber) -> None:
+        self._bus = bus
+        self._sub = sub
+
+    def __call__(self) -> None:
+        self._bus._remove(self._sub)
+
+    async def drained(self) -> None:
+        """Wait until the callback's task has ended (after an unsubscribe: once it took
+        what was queued); at once when the bus is closed (the kernel drains it)."""
+        if self._sub.ended is not None and self._bus._task_group is not None:
+            await self._sub.ended.wait()
 
 
 class EventBus:
@@ -223,25 +244,34 @@ class EventBus:
         name: str,
         pattern: str = "*",
         pipeline: str | None = None,
-    ) -> Callable[[], None]:
+    ) -> Unsubscribe:
         """Deliver matching events to ``callback`` (sync or async) from its own task.
 
         :param name: the subscriber's name, used in logs and stats (the plugin's name).
         :param pattern: shell-style pattern on event names (``"backend.*"``).
         :param pipeline: only events of this pipeline, when given.
-        :returns: a function that unsubscribes (the task drains what is queued, then ends).
+        :returns: a function that unsubscribes (the task drains what is queued, then ends;
+            ``await unsubscribe.drained()`` waits for that).
         """
         if self._task_group is None:
             raise RuntimeError("the bus is not running: it starts and closes with the kernel "
                                "('async with Kernel()')")
         sub = _Subscriber(name, pattern, pipeline, self._buffer)
+        sub.ended = anyio.Event()
         group = self._task_group
         self._context.copy().run(
             lambda: group.start_soon(self._pump, sub, callback, name=f"aieng-subscriber:{name}"))
         self._subscribers.append(sub)
-        return lambda: self._remove(sub)
+        return Unsubscribe(self, sub)
 
     async def _pump(self, sub: _Subscriber, callback: Callback) -> None:
+        try:
+            await self._deliver(sub, callback)
+        finally:
+            if sub.ended is not None:
+                sub.ended.set()
+
+    async def _deliver(self, sub: _Subscriber, callback: Callback) -> None:
         is_async = inspect.iscoroutinefunction(callback)
         async with sub.receive:
             while True:

@@ -138,7 +138,8 @@ class Kernel:
         if self._task_group is None:
             raise RuntimeError("the kernel is not running: use 'async with kernel'")
         try:
-            for pipeline in list(self._pipelines):
+            # The default embedder last: the others may embed with it until they are closed.
+            for pipeline in sorted(self._pipelines, key=lambda p: p is self._embedder):
                 await pipeline.aclose()
         finally:
             self._embedder = None  # closed above: a later entry builds it afresh

@@ -420,3 +420,26 @@ async def test_publish_from_worker_threads_reaches_subscribers(aieng_kernel: Ker
     await anyio.to_thread.run_sync(thread.join)
     await settle(lambda: len(seen) == 4)
     assert seen == ["s0", "s1", "s2", "s3"]
+
+
+async def test_a_component_gets_its_pipelines_events_before_it_closes(
+        aieng_kernel: Kernel) -> None:
+    """A component subscribed with aieng_on_event receives every event of its pipeline's
+    runs before its aieng_pipeline_close, never after: what it does with an event (write it,
+    embed its text through the pipeline) must not meet a closed component."""
+    trail: list[str] = []
+
+    class Watcher:
+        @hookimpl
+        async def aieng_on_event(self, event: Event) -> None:
+            await anyio.sleep(0.01)  # a subscriber slower than the run
+            trail.append(event.name)
+
+        @hookimpl
+        def aieng_pipeline_close(self) -> None:
+            trail.append("closed")
+
+    pipeline = aieng_kernel.compose({"llm": ScriptedBackend(), "watcher": Watcher()})
+    result = await pipeline.run("hi")
+    await pipeline.aclose()
+    assert trail == [e.name for e in result.events] + ["closed"]

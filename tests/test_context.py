@@ -267,3 +267,53 @@ async def test_hash_embedder_double_gives_a_real_signal(aieng_kernel: Kernel) ->
                                      "llm": ScriptedBackend(["x"])})
     await pipeline.run("abc")
     assert embedder.calls == 1
+
+
+async def test_the_default_embedder_closes_after_the_pipelines_that_embed_with_it() -> None:
+    """Leaving the kernel closes the default embedder after every other pipeline, whatever
+    order they were built in: a pipeline still finishing (its subscribed components taking
+    the last events, a drift monitor embedding request texts) embeds with the embedder
+    still open, and no second embedder is built on the way out (and never closed)."""
+    import types
+
+    from aieng_core.testing import registered
+
+    trail: list[str] = []
+
+    class Tracked(Embedder):
+        @hookimpl
+        def aieng_pipeline_close(self) -> None:
+            trail.append("embedder closed")
+
+    class EmbedsEvents:
+        """Like the drift monitor: embeds each request's text from the bus."""
+
+        context: PipelineContext | None = None
+
+        @hookimpl
+        def aieng_pipeline_open(self, context: PipelineContext) -> None:
+            self.context = context
+
+        @hookimpl
+        async def aieng_on_event(self, event: Event) -> None:
+            if event.name == "run.started" and self.context is not None:
+                await anyio.sleep(0.01)  # slower than the run
+                await self.context.embed(["request text"])
+                trail.append("embedded")
+
+    plugin = types.ModuleType("tracked_embedding_plugin")
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        registry.add("minilm", Tracked)
+
+    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    kernel = Kernel(env={}, entry_points=[], loop_block_threshold=None)
+    with registered(kernel, plugin, "tracked-minilm"):
+        async with kernel:
+            first = kernel.compose({"uses": Uses(), "llm": ScriptedBackend(["x"])})
+            await first.run("abc")  # builds the default embedder
+            later = kernel.compose({"watch": EmbedsEvents(), "llm": ScriptedBackend(["x"])},
+                                   name="later")
+            await later.run("q")
+    assert trail == ["embedded", "embedder closed"]

@@ -445,9 +445,9 @@ async def test_a_cancelled_index_is_repaired_by_indexing_again(started: Kernel,
 @pytest.mark.anyio
 async def test_closing_during_an_index_never_reports_a_lost_write(started: Kernel,
                                                                   tmp_path: Path) -> None:
-    """A pipeline closed while its vector index is still embedding a batch: the index call
-    fails (naming the closed index) instead of reporting documents written that no reopened
-    index holds."""
+    """A pipeline closed while its vector index is still embedding a batch: the close waits
+    for the index call, whose write is then kept (the closing index saves it), instead of
+    reporting documents written that no reopened index holds."""
     pipeline = load(started, Doubles(embed_delay=0.3), tmp_path, HYBRID)
     await pipeline.open()
     outcome: list[object] = []
@@ -462,11 +462,10 @@ async def test_closing_during_an_index_never_reports_a_lost_write(started: Kerne
         group.start_soon(index)
         await anyio.sleep(0.1)
         await pipeline.aclose()
-    assert len(outcome) == 1 and isinstance(outcome[0], HookError), outcome
-    assert outcome[0].plugin == "dense" and "closed" in str(outcome[0])
+        assert outcome == [1]  # the index call ended before the close
     reopened = load(started, Doubles(), tmp_path, HYBRID)
     async with reopened:
-        assert "late" not in (await stored(reopened)).get("dense", set())
+        assert "late" in (await stored(reopened))["dense"]
 
 
 # -- properties of the composed pipeline ----------------------------------------------------

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from aieng_core import ConfigError, HookError, Kernel, RunResult
-from aieng_core.testing import EventCapture
+from aieng_core.testing import EventCapture, settle
 from aieng_core.testing.doubles import PromptCache, ScriptedBackend
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
@@ -25,6 +25,7 @@ from aieng_hookspecs.types import (
     Query,
     Request,
     Route,
+    RunFinished,
     Sample,
     Score,
     TokenEvent,
@@ -861,3 +862,110 @@ async def test_rerank_k_holds_when_no_reranker_answers(aieng_kernel: Kernel) -> 
     result = await pipeline.run("events fusion pipelines ranked lists TOML")
     assert len(result.retrieved) > 1
     assert [hit.document.id for hit in result.hits] == [result.retrieved[0].document.id]
+
+
+async def test_a_run_cancelled_as_it_finishes_ends_as_the_bus_says(aieng_kernel: Kernel) -> None:
+    """A cancellation that arrives once the last stage is done does not take the finished
+    run from its caller: the bus said ``run.finished`` with ``ok``, so the caller gets the
+    result (the cancellation reaches it at its next await), not a Cancelled with no answer
+    while telemetry counts a success."""
+    capture = EventCapture(aieng_kernel)
+    result: RunResult | None = None
+    with anyio.CancelScope() as scope:
+        class CancelsTheCaller:
+            @hookimpl
+            def aieng_judge(self, sample: Sample) -> list[Score]:
+                scope.cancel()  # a sync impl: the run itself awaits nothing more
+                return [Score(name="len", value=len(sample.output))]
+
+        pipeline = aieng_kernel.compose({"llm": ScriptedBackend(["done"]),
+                                         "judge": CancelsTheCaller()})
+        result = await pipeline.run("q")
+        await anyio.sleep_forever()  # where the caller's cancellation belongs
+    capture.close()
+    assert scope.cancelled_caught
+    assert result is not None and result.status == "ok" and result.answer == "done"
+    assert [e.status for e in capture.of(RunFinished)] == ["ok"]
+
+
+async def test_closing_waits_for_the_runs_in_flight(aieng_kernel: Kernel) -> None:
+    """``aclose`` while a run is in flight lets the run end before any component closes:
+    a run's later stages never call a closed component (a freed model, a closed database),
+    and a run started once closing began is refused."""
+    trail: list[str] = []
+    release = anyio.Event()
+
+    class Slow:
+        @hookimpl
+        async def aieng_generate(self, request: Request) -> Completion:
+            trail.append("generate")
+            await release.wait()
+            return Completion(text="late")
+
+        @hookimpl
+        def aieng_judge(self, sample: Sample) -> list[Score]:
+            trail.append(f"judge {sample.output}")
+            return []
+
+        @hookimpl
+        async def aieng_pipeline_close(self) -> None:
+            await anyio.lowlevel.checkpoint()
+            trail.append("close")
+
+    pipeline = aieng_kernel.compose({"slow": Slow()}, timeout=None)
+    answers: list[str] = []
+
+    async def run() -> None:
+        answers.append((await pipeline.run("q")).answer)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await settle(lambda: trail == ["generate"])
+        tg.start_soon(pipeline.aclose)
+        await anyio.wait_all_tasks_blocked()  # aclose has closed, or waits for the run
+        with pytest.raises(RuntimeError, match="is closed"):
+            await pipeline.run("another")
+        release.set()
+    assert answers == ["late"]
+    assert trail == ["generate", "judge late", "close"]
+
+
+@pytest.mark.anyio
+async def test_closing_from_inside_a_run_or_past_a_hung_one_ends(aieng_kernel: Kernel) -> None:
+    """The wait for runs in flight has two ends besides the runs ending: a run that closes
+    its own pipeline (a component, an ``on_delta``) does not wait for itself, and a caller
+    that cancels ``aclose`` (a second Ctrl-C over a hung run) stops the wait; in both the
+    components are closed."""
+    closed: list[str] = []
+    hang = anyio.Event()
+
+    class Closer:
+        pipeline: Any = None
+
+        @hookimpl
+        async def aieng_generate(self, request: Request) -> Completion:
+            if request.messages[-1].content == "hang":
+                await hang.wait()
+            else:
+                await self.pipeline.aclose()  # from inside its own run
+            return Completion(text="done")
+
+        @hookimpl
+        async def aieng_pipeline_close(self) -> None:
+            closed.append("close")
+
+    closer = Closer()
+    closer.pipeline = aieng_kernel.compose({"c": closer}, timeout=None)
+    with anyio.fail_after(5):
+        assert (await closer.pipeline.run("q")).answer == "done"
+    assert closed == ["close"]
+
+    hung = Closer()
+    hung.pipeline = aieng_kernel.compose({"c": hung}, timeout=None)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hung.pipeline.run, "hang")
+        await anyio.wait_all_tasks_blocked()
+        with anyio.move_on_after(0.2) as waited:  # the caller gives up on the hung run
+            await hung.pipeline.aclose()
+        assert waited.cancelled_caught and closed == ["close", "close"]
+        hang.set()

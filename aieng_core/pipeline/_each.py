@@ -3,7 +3,9 @@ component concurrently (knowing which calls succeeded), closing a build that fai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -19,11 +21,46 @@ from ..dispatch import Dispatcher, StagePolicy, first_hook_error
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-__all__ = ["CLOSE_POLICY", "call_each", "failed_build_closer", "role_plugin_manager"]
+__all__ = ["CLOSE_POLICY", "InUse", "call_each", "failed_build_closer", "role_plugin_manager"]
 
 log = structlog.get_logger("aieng_core.pipeline._pipeline")
 
 CLOSE_POLICY = StagePolicy(timeout=None, on_error="fallback")
+
+
+#: The :class:`InUse` counters the current task holds (a run inside a run: both).
+_HOLDING: ContextVar[tuple[InUse, ...]] = ContextVar("aieng_in_use", default=())
+
+
+class InUse:
+    """Counts a pipeline's runs and index calls in flight (``with in_use.held():``), so
+    that closing waits for them: a stage in flight must never call a closed component."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle: anyio.Event | None = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Count the block as in flight."""
+        self.count += 1
+        token = _HOLDING.set((*_HOLDING.get(), self))
+        try:
+            yield
+        finally:
+            _HOLDING.reset(token)
+            self.count -= 1
+            if not self.count and self._idle is not None:
+                self._idle.set()
+
+    async def ended(self) -> None:
+        """Wait until none is in flight; at once when called from inside one of them (a
+        run closing its own pipeline would wait for itself for ever)."""
+        if self in _HOLDING.get():
+            return
+        while self.count:
+            self._idle = anyio.Event()
+            await self._idle.wait()
 
 
 def role_plugin_manager() -> pluggy.PluginManager:

@@ -29,13 +29,15 @@ from .._errors import ConfigError, HookError, UnknownComponentError
 from .._scope import CURRENT_RUN, RunScope
 from ..dispatch import Dispatcher, StagePolicy
 from ._context import ComponentContext
-from ._each import CLOSE_POLICY, call_each, failed_build_closer, role_plugin_manager
+from ._each import CLOSE_POLICY, InUse, call_each, failed_build_closer, role_plugin_manager
 from ._indexing import CHUNKS, COUNT, Batch, as_chunks, delete_runs
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
 from ._result import RunResult, StageRecord
 from ._stages import SKIPPED_ON_HIT, STAGE_FUNCTIONS, DeltaCallback, RunState, stream_hit
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from ..kernel import Kernel
 
 __all__ = ["Pipeline"]
@@ -117,6 +119,7 @@ class Pipeline:
         self._components_open: set[str] = set()  # those whose aieng_pipeline_open succeeded
         self._open_lock = anyio.Lock()
         self._closed = False
+        self._in_use = InUse()  # runs and index calls in flight: aclose waits for them
 
     # -- building ------------------------------------------------------------------------
 
@@ -240,11 +243,17 @@ class Pipeline:
         token = CURRENT_RUN.set(scope)
         log_tokens = structlog.contextvars.bind_contextvars(run_id=run_id, pipeline=self.name)
         try:
-            query = input if isinstance(input, Query) else None
-            return await self._run(scope, request, query, reference, context, on_delta)
+            with self._using():
+                query = input if isinstance(input, Query) else None
+                return await self._run(scope, request, query, reference, context, on_delta)
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
             CURRENT_RUN.reset(token)
+
+    def _using(self) -> AbstractContextManager[None]:
+        if self._closed:
+            raise RuntimeError(f"pipeline {self.name!r} is closed")
+        return self._in_use.held()
 
     async def _run(self, scope: RunScope, request: Request, query: Query | None,
                    reference: str | Sequence[str] | None, context: Sequence[str] | None,
@@ -311,8 +320,10 @@ class Pipeline:
         finally:
             scope.emit(unchecked(RunFinished, run_id=scope.run_id, pipeline=self.name,
                                  status=status, duration_s=time.perf_counter() - started))
-        # Yield once per run so subscribers are never starved by a hot loop of fast runs.
-        await anyio.lowlevel.checkpoint()
+        # Yield once per run so subscribers are never starved by a hot loop of fast runs;
+        # shielded: a run the bus was told finished is the caller's (its cancellation
+        # reaches it at its next await), not lost to a Cancelled with no answer.
+        await anyio.lowlevel.cancel_shielded_checkpoint()
         return RunResult(
             run_id=scope.run_id, pipeline=self.name, status=status, input=request,
             request=state.request, query=state.query,
@@ -337,13 +348,14 @@ class Pipeline:
             await self.open()
         chunking = bool(self.dispatcher.impls("aieng_chunk_document"))
         written, batch = 0, Batch()
-        for document in documents:
-            batch.add(document, *await self._chunk(document))
-            if batch.size >= batch_size:
+        with self._using():
+            for document in documents:
+                batch.add(document, *await self._chunk(document))
+                if batch.size >= batch_size:
+                    written += await self._index_batch(batch, chunking)
+                    batch = Batch()
+            if len(batch):
                 written += await self._index_batch(batch, chunking)
-                batch = Batch()
-        if len(batch):
-            written += await self._index_batch(batch, chunking)
         return written
 
     async def delete(self, ids: Iterable[str]) -> int:
@@ -361,8 +373,9 @@ class Pipeline:
         if not self._ready:
             await self.open()
         # The ids, then their chunks: ids with none cost a probe of N ids, not of 16 N more.
-        return (await self._delete(ids) if ids else 0) + await delete_runs(
-            self._delete, dict.fromkeys(ids, 0))
+        with self._using():
+            return (await self._delete(ids) if ids else 0) + await delete_runs(
+                self._delete, dict.fromkeys(ids, 0))
 
     async def _delete(self, ids: Sequence[str]) -> int:
         counts = await self.dispatcher.gather("aieng_delete", {"ids": tuple(ids)}, stage="index",
@@ -383,10 +396,11 @@ class Pipeline:
             await self.open()
         record = Feedback(run_id=run_id, kind=kind, value=value, text=text, metadata=metadata)
         recorded: set[str] = set()
-        failures = await call_each(
-            self.dispatcher, "aieng_feedback_record", lambda _: {"feedback": record},
-            [i.plugin_name for i in self.dispatcher.impls("aieng_feedback_record")],
-            stage="feedback", policy=self._index_policy, done=recorded)
+        with self._using():
+            failures = await call_each(
+                self.dispatcher, "aieng_feedback_record", lambda _: {"feedback": record},
+                [i.plugin_name for i in self.dispatcher.impls("aieng_feedback_record")],
+                stage="feedback", policy=self._index_policy, done=recorded)
         if failures and not recorded:  # recorded nowhere: no "0 sinks", no silent loss
             raise failures[0]
         return len(recorded)
@@ -436,26 +450,39 @@ class Pipeline:
             self._ready = True
 
     async def aclose(self) -> None:
-        """Unsubscribe and close every component (``aieng_pipeline_close``), once, after an
-        opening in flight ends; a component that fails to close is logged by name and the
-        others still close. Shielded from cancellation: it runs to its end."""
+        """Unsubscribe and close every component (``aieng_pipeline_close``), once, after the
+        runs and index calls in flight and an opening in flight end (new ones are refused);
+        a component that fails to close is logged by name and the others still close.
+        Cancelling it stops the wait for what is in flight (a hung run: a second Ctrl-C);
+        the closing itself is shielded from cancellation: it runs to its end."""
         if self._closed:
             return
         self._closed = True
         self._ready = False
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
-        # Shielded: closing writes what components hold (a vector index's snapshot, a
-        # database); a caller being cancelled must not cut that short, or the data is lost.
         try:
-            with anyio.CancelScope(shield=True):
-                async with self._open_lock:  # what a component opens after its close leaks
-                    await self.dispatcher.gather("aieng_pipeline_close", {}, stage="close",
-                                                 policy=CLOSE_POLICY)
+            try:
+                await self._in_use.ended()  # no stage in flight meets a closed component
+            finally:
+                await self._close_components()
         finally:
             # A closed pipeline never runs again: the kernel need not keep it (a server
             # building a pipeline per request would otherwise grow without bound).
             self.kernel._forget(self)
+
+    async def _close_components(self) -> None:
+        # Shielded: closing writes what components hold (a vector index's snapshot, a
+        # database); a caller being cancelled must not cut that short, or the data is lost.
+        with anyio.CancelScope(shield=True):
+            for unsubscribe in self._unsubscribe:
+                unsubscribe()
+            # Subscribed components take the events published so far before they close
+            # (one stuck in its callback: for as long as the kernel's exit would wait).
+            with anyio.move_on_after(self.kernel.drain_timeout):
+                for unsubscribe in self._unsubscribe:
+                    await unsubscribe.drained()
+            async with self._open_lock:  # what a component opens after its close leaks
+                await self.dispatcher.gather("aieng_pipeline_close", {}, stage="close",
+                                             policy=CLOSE_POLICY)
 
     async def __aenter__(self) -> Pipeline:
         await self.open()
