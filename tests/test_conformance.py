@@ -549,6 +549,39 @@ async def test_cache_suite_catches_lost_tool_calls(aieng_kernel: Kernel) -> None
         suite.check_hit(await suite.lookup(pipeline, request), stored)
 
 
+class HistoryBlind(MemoryCache):
+    """Broken cache: keyed on the system messages, the last user message and every
+    parameter, so "Yes." after another conversation gets the stored answer."""
+
+    @staticmethod
+    def key(request: Request) -> Any:
+        system = tuple(m for m in request.messages if m.role == "system")
+        return (system, request.prompt, request.model, request.temperature, request.top_p,
+                request.top_k, request.max_tokens, request.stop, request.seed,
+                repr(request.response_schema), request.tools)
+
+
+class NucleusBlind(MemoryCache):
+    """Broken cache: keyed on everything but ``top_p`` and ``top_k``."""
+
+    @staticmethod
+    def key(request: Request) -> Any:
+        return (request.messages, request.model, request.temperature, request.max_tokens,
+                request.stop, request.seed, repr(request.response_schema), request.tools)
+
+
+@pytest.mark.parametrize("broken", [HistoryBlind, NucleusBlind])
+async def test_cache_suite_catches_a_cache_blind_to_history_or_nucleus(
+        aieng_kernel: Kernel, broken: type[MemoryCache]) -> None:
+    """The cache suite fails a cache that ignores the earlier turns of the conversation,
+    or the ``top_p`` / ``top_k`` of a seeded sample: its docstring says a request differing
+    in its messages or sampling parameters never gets another's answer."""
+    suite = CacheSuite()
+    pipeline = suite.compose(aieng_kernel, broken())
+    with pytest.raises(AssertionError, match="not its own answer"):
+        await suite.test_another_requests_answer_never_hits(pipeline)
+
+
 class OneScorePerReference:
     """Broken judge: one ``exact_match`` score per reference, so the name repeats."""
 
@@ -827,6 +860,51 @@ def test_every_suite_catches_a_component_of_another_role() -> None:
     """``test_hookimpls_validate`` fails a component missing its role's hooks."""
     with pytest.raises(AssertionError, match="does not implement aieng_retrieve"):
         RetrieverSuite().test_hookimpls_validate(ScoreReranker())
+
+
+class HalfMarkedGuard(RegexRedactGuard):
+    """Broken guard: overrides its output hook without ``@hookimpl``; pluggy ignores the
+    override, so the guard has no output hook at all."""
+
+    def aieng_guard_output(self, completion: Completion) -> GuardVerdict:
+        return GuardVerdict(action="block", text="")
+
+
+class UnmarkedGuard:
+    """Broken guard: its output hook has no ``@hookimpl``, so it is never called."""
+
+    @hookimpl
+    def aieng_guard_input(self, request: Request) -> None:
+        return None
+
+    def aieng_guard_output(self, completion: Completion) -> GuardVerdict:
+        return GuardVerdict(action="block", text="")
+
+
+@pytest.mark.parametrize("broken", [HalfMarkedGuard, UnmarkedGuard])
+def test_every_suite_catches_a_hook_without_hookimpl(broken: type) -> None:
+    """``test_hookimpls_validate`` fails a component with a role hook pluggy ignores for
+    want of ``@hookimpl``: the suite would skip (or pass) the tests of that hook."""
+    with pytest.raises(AssertionError, match="aieng_guard_output .*without @hookimpl"):
+        GuardrailSuite().test_hookimpls_validate(broken())
+
+
+class ClosesBadly(ScoreReranker):
+    """Broken reranker: its ``aieng_pipeline_close`` raises (a pipeline logs it and goes
+    on, so no run ever shows it)."""
+
+    @hookimpl
+    async def aieng_pipeline_close(self) -> None:
+        raise RuntimeError("the index file is gone")
+
+
+async def test_every_suite_catches_a_failing_close(aieng_kernel: Kernel,
+                                                   captured_events: EventCapture) -> None:
+    """``test_opens_and_closes`` fails a component whose close raises."""
+    component = ClosesBadly()
+    pipeline = RerankerSuite().compose(aieng_kernel, component)
+    with pytest.raises(AssertionError, match="aieng_pipeline_close.*the index file is gone"):
+        await RerankerSuite().test_opens_and_closes(pipeline, captured_events)
 
 
 class SleepsOnTheLoop:

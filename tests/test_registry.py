@@ -281,3 +281,94 @@ def test_unregister_forgets_the_events_a_plugin_declared_wherever_they_are_defin
     assert kernel.registry.event_types == before
     again = kernel.registry.register(declaring("drift.fired", "other.events"), name="other")
     assert again.status == "loaded", again.error
+
+
+def test_hook_without_hookimpl_is_broken_not_silently_ignored() -> None:
+    """pluggy ignores a function without ``@hookimpl``: a plugin module whose
+    ``aieng_register_components`` lacks it, or a component class whose role hook lacks it,
+    would load and do nothing. Either is broken, naming the unmarked hook."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+    module = types.ModuleType("forgetful")
+
+    def aieng_register_components(registry: ComponentRegistry) -> None:  # no @hookimpl
+        registry.add("forgetful", Component)
+
+    module.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    info = kernel.registry.register(module, name="forgetful")
+    assert info.status == "broken", "the plugin loaded and registered nothing"
+    assert "aieng_register_components" in info.error and "@hookimpl" in info.error
+
+    class HalfMarked:
+        """A guardrail whose output hook lacks @hookimpl."""
+
+        @hookimpl
+        def aieng_guard_input(self, request: Any) -> None:
+            return None
+
+        def aieng_guard_output(self, completion: Any) -> None:  # no @hookimpl
+            return None
+
+    components = types.ModuleType("half")
+
+    @hookimpl
+    def register(registry: ComponentRegistry) -> None:
+        registry.add("half-marked", HalfMarked)
+
+    components.aieng_register_components = register  # type: ignore[attr-defined]
+    half = kernel.registry.register(components, name="half")
+    assert half.status == "broken", "the component's unmarked hook would never be called"
+    assert "HalfMarked.aieng_guard_output" in half.error and "@hookimpl" in half.error
+    assert "half-marked" not in kernel.registry.components
+
+
+def test_names_with_a_trailing_newline_and_options_instances_are_rejected() -> None:
+    """A component or event name ending in a newline is no valid name (``$`` of a regular
+    expression matches before it), and ``options=`` takes the attrs class, not an instance
+    of it (which would load, then fail every pipeline with a bare TypeError)."""
+    @attrs.frozen
+    class Options:
+        size: int = 3
+
+    @attrs.frozen(kw_only=True)
+    class Newline(Event):
+        name: ClassVar[str] = "custom.fired\n"
+
+    kernel = Kernel(env={}, entry_points=[]).load()
+    for args, kwargs, message in [(("sized\n", Component), {}, "component name"),
+                                  (("sized", Component), {"options": Options()},
+                                   "must be an attrs class")]:
+        module = types.ModuleType("m")
+
+        @hookimpl
+        def aieng_register_components(registry: ComponentRegistry,
+                                      _a: Any = args, _k: Any = kwargs) -> None:
+            registry.add(*_a, **_k)
+
+        module.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+        info = kernel.registry.register(module, name="m")
+        assert info.status == "broken" and message in info.error, (args, kwargs)
+        kernel.registry.unregister("m")
+
+    events = types.ModuleType("events")
+
+    @hookimpl
+    def aieng_register_events(registry: EventRegistry) -> None:
+        registry.add(Newline)
+
+    events.aieng_register_events = aieng_register_events  # type: ignore[attr-defined]
+    info = kernel.registry.register(events, name="events")
+    assert info.status == "broken" and "event name" in info.error
+
+
+def test_one_module_under_two_plugin_names_is_broken_naming_the_first() -> None:
+    """Two entry points naming one module (a renamed entry point and a stale one): the
+    second is broken with a short error naming the plugin that holds the module, not
+    pluggy's dump of every loaded plugin."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+    module = make_plugin("twice", ["twice"], events=False, subscriber=False)
+    assert kernel.registry.register(module, name="twice").status == "loaded"
+    alias = kernel.registry.register(module, name="twice-alias")
+    assert alias.status == "broken"
+    assert "already loaded as plugin 'twice'" in alias.error, alias.error
+    assert "builtin" not in alias.error and len(alias.error) < 300, alias.error
+    assert kernel.registry.component("twice").plugin == "twice"

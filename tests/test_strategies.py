@@ -270,3 +270,22 @@ def test_request_parameters_reach_their_boundaries() -> None:
     ]
     for strategy, wanted in cases:
         find(strategy, wanted, settings=_EXISTS)
+
+
+def _default(field: attrs.Attribute[Any]) -> Any:
+    default: Any = field.default
+    factory = getattr(default, "factory", None)  # an attrs.Factory default
+    return factory() if callable(factory) else default
+
+
+@pytest.mark.parametrize(
+    ("cls", "field"),
+    [(cls, field.name) for cls in CASES for field in attrs.fields(cls)
+     if field.default is not attrs.NOTHING],
+    ids=lambda value: value if isinstance(value, str) else value.__name__,
+)
+def test_every_optional_field_is_generated(cls: type[Any], field: str) -> None:
+    """Every field with a default also takes another value: a strategy that always leaves
+    a field at its default (a delta's ``usage``) never shows a component that value."""
+    default = _default(attrs.fields_dict(cls)[field])
+    find(CASES[cls](), lambda value: getattr(value, field) != default, settings=_EXISTS)

@@ -1,7 +1,7 @@
 """Plugin discovery and the component registry."""
 
 from ._discovery import ENTRY_POINT_GROUP
-from ._info import ComponentInfo, PluginInfo, hooks_of
+from ._info import ComponentInfo, PluginInfo, hooks_of, spec_names, unmarked_hooks
 from ._registry import BUILTIN, ReaderInfo, Registry, run_registration
 
 __all__ = [
@@ -13,4 +13,6 @@ __all__ = [
     "Registry",
     "hooks_of",
     "run_registration",
+    "spec_names",
+    "unmarked_hooks",
 ]

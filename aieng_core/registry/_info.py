@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import Any, Literal
 
 import attrs
 
 from aieng_hookspecs import PROJECT
 
-__all__ = ["ComponentInfo", "PluginInfo", "hooks_of"]
+__all__ = ["ComponentInfo", "PluginInfo", "hooks_of", "spec_names", "unmarked_hooks"]
 
 PluginStatus = Literal["loaded", "broken", "disabled"]
 _IMPL_ATTR = f"{PROJECT}_impl"
@@ -102,3 +103,25 @@ def hooks_of(obj: object) -> tuple[str, ...]:
         if isinstance(opts, dict):
             names.append(opts.get("specname") or attr)
     return tuple(sorted(names))
+
+
+def spec_names(modules: Iterable[ModuleType]) -> frozenset[str]:
+    """The names of the hook specs declared in ``modules``."""
+    return frozenset(name for module in modules for name in dir(module)
+                     if isinstance(getattr(getattr(module, name), f"{PROJECT}_spec", None),
+                                   dict))
+
+
+def unmarked_hooks(obj: object, specs: Iterable[str]) -> tuple[str, ...]:
+    """Callables on ``obj`` named like one of ``specs`` but without ``@hookimpl``: pluggy
+    ignores them, so the hook they were written for is never called."""
+    marked = set(hooks_of(obj))
+    found = []
+    for name in sorted(set(specs) - marked):
+        try:
+            member = getattr(obj, name, None)
+        except Exception:  # a property that raises is no hook
+            member = None
+        if callable(member):
+            found.append(name)
+    return tuple(found)

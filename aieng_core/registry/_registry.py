@@ -14,20 +14,23 @@ import pluggy
 import structlog
 
 from aieng_hookspecs import PROJECT, DocumentReader
-from aieng_hookspecs.specs import REGISTRATION_MODULES
+from aieng_hookspecs.specs import REGISTRATION_MODULES, ROLE_MODULES
 from aieng_hookspecs.types import Event
 
 from .._errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
 from ._discovery import Candidate, discover, matches, selection
-from ._info import ComponentInfo, PluginInfo, hooks_of
+from ._info import ComponentInfo, PluginInfo, hooks_of, spec_names, unmarked_hooks
 
 __all__ = ["Registry", "run_registration"]
 
 log = structlog.get_logger(__name__)
 
-_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
-_EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+_NAME = re.compile(r"[a-z][a-z0-9_.-]*")
+_EVENT_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
 BUILTIN = "builtin"
+_ROLE_SPECS = spec_names(ROLE_MODULES)
+_REGISTRATION_SPECS = spec_names(REGISTRATION_MODULES)
+_UNMARKED_HINT = "without @hookimpl (from aieng_hookspecs), so it would never be called"
 
 
 class _ComponentAdder:
@@ -47,14 +50,18 @@ class _ComponentAdder:
         options: type[Any] | None = None,
         description: str = "",
     ) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(
                 f"component name {name!r} must be lower-case letters, digits, '_', '.' or '-'"
             )
         if not callable(factory):
             raise TypeError(f"factory of component {name!r} is not callable: {factory!r}")
-        if options is not None and not attrs.has(options):
-            raise TypeError(f"options of component {name!r} must be an attrs class")
+        if options is not None and not (isinstance(options, type) and attrs.has(options)):
+            raise TypeError(f"options of component {name!r} must be an attrs class, "
+                            f"got {options!r}")
+        if isinstance(factory, type) and (unmarked := unmarked_hooks(factory, _ROLE_SPECS)):
+            raise TypeError(f"component {name!r}: " + ", ".join(
+                f"{factory.__qualname__}.{hook}" for hook in unmarked) + f" {_UNMARKED_HINT}")
         owner = self._registry._components.get(name) or self.added.get(name)
         if owner is not None:
             raise DuplicateComponentError(
@@ -114,7 +121,7 @@ class _EventAdder:
         if not (isinstance(event_type, type) and issubclass(event_type, Event)):
             raise TypeError(f"{event_type!r} is not a subclass of aieng_hookspecs.types.Event")
         name = event_type.name
-        if not _EVENT_NAME.match(name):
+        if not isinstance(name, str) or not _EVENT_NAME.fullmatch(name):
             raise ValueError(f"event name {name!r} must be dotted lower-case (like 'drift.fired')")
         other = self._registry._event_types.get(name) or self.added.get(name)
         if other is not None and other is not event_type:
@@ -223,6 +230,12 @@ class Registry:
             raise PluginLoadError(f"a plugin named {name!r} is already registered")
         dist_label = f"{distribution} {version}".strip()
         try:
+            if (holder := self._pm.get_name(plugin)) is not None:
+                raise PluginLoadError(f"{getattr(plugin, '__name__', plugin)!r} is already "
+                                      f"loaded as plugin {holder!r}: two entry points name it")
+            if unmarked := unmarked_hooks(plugin, _REGISTRATION_SPECS):
+                raise PluginLoadError(f"{', '.join(unmarked)} of plugin {name!r} is defined "
+                                      f"{_UNMARKED_HINT}")
             self._pm.register(plugin, name=name)
         except (Exception, SystemExit) as exc:  # pluggy validation: bad signature, arguments
             return self._broken(name, distribution, version, exc)

@@ -511,7 +511,7 @@ def completions() -> SearchStrategy[Completion]:
 
 
 def deltas() -> SearchStrategy[Delta]:
-    """Streamed pieces, final ones (with a finish reason) included.
+    """Streamed pieces, final ones (with a finish reason, and maybe the usage) included.
 
     :returns: a strategy of :class:`Delta`.
     """
@@ -521,6 +521,7 @@ def deltas() -> SearchStrategy[Delta]:
         index=st.integers(min_value=0, max_value=100_000),
         finish_reason=st.none() | st.sampled_from(_choices(Delta, "finish_reason")),
         logprob=st.none() | _logprobs(),
+        usage=st.none() | usages(),
         tool_calls=st.lists(tool_calls(), max_size=2),
     )
 

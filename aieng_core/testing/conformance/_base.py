@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, settings
 
 from aieng_hookspecs import PROJECT
 from aieng_hookspecs.specs import ROLE_MODULES
-from aieng_hookspecs.types import LoopBlocked
+from aieng_hookspecs.types import ErrorEvent, LoopBlocked
 
 from ...dispatch import Dispatcher
 from ...kernel import Kernel
 from ...pipeline import Pipeline
+from ...registry import spec_names, unmarked_hooks
 from .._kit import EventCapture
 
 __all__ = [
@@ -66,8 +67,9 @@ class RoleSuite:
 
     A subclass per role names the role's hooks; a plugin author subclasses that one and
     gives a ``component`` fixture. Every suite checks that the component's hook impls
-    validate against the specs, that it implements its role, and that it never blocks the
-    event loop; the role's suite checks the role's contract through a pipeline of the kit's
+    validate against the specs (each marked ``@hookimpl``), that it implements its role,
+    that it opens and closes without an error, and that it never blocks the event loop;
+    the role's suite checks the role's contract through a pipeline of the kit's
     isolated kernel (``aieng_kernel``), calling the hooks through the pipeline's dispatcher
     so that the component's raw answers are checked, not the kernel's normalized ones.
     """
@@ -133,11 +135,16 @@ class RoleSuite:
 
     def test_hookimpls_validate(self, component: object) -> None:
         """The component's impls match the specs (pluggy's validation and ``check_pending``):
-        no misspelled hook, no unknown argument, no wrapper, and the role's hooks present."""
+        no misspelled hook, no unknown argument, no wrapper, no hook method without
+        ``@hookimpl`` (pluggy would ignore it), and the role's hooks present."""
         pm = pluggy.PluginManager(PROJECT)
         for module in ROLE_MODULES:
             pm.add_hookspecs(module)
         name = type(component).__name__
+        unmarked = unmarked_hooks(component, spec_names(ROLE_MODULES))
+        assert not unmarked, (
+            f"{name} defines {', '.join(unmarked)} without @hookimpl: pluggy ignores it, "
+            "so it is never called")
         try:
             pm.register(component, name=SUBJECT)
             pm.check_pending()
@@ -153,6 +160,17 @@ class RoleSuite:
         assert not missing, f"{name} does not implement {', '.join(missing)}"
         assert hooks.intersection(self.role_hooks), (
             f"{name} implements none of the {self.role} hooks {', '.join(self.role_hooks)}")
+
+    async def test_opens_and_closes(self, conformance_pipeline: Pipeline,
+                                    captured_events: EventCapture) -> None:
+        """The component opens (``aieng_pipeline_open``) and closes
+        (``aieng_pipeline_close``) without an error: a pipeline logs a failed close and
+        goes on, so no run would show it."""
+        await conformance_pipeline.open()
+        await conformance_pipeline.aclose()
+        failures = [f"{e.hook}: {e.message}" for e in captured_events.of(ErrorEvent)
+                    if e.plugin == SUBJECT]
+        assert not failures, f"the component failed to open or close: {failures}"
 
 
 async def collect_stream(dispatcher: Dispatcher, stream: object, *,

@@ -96,10 +96,11 @@ class CacheSuite(RoleSuite):
     async def test_another_requests_answer_never_hits(
         self, conformance_pipeline: Pipeline
     ) -> None:
-        """Requests that share the user message but differ in model, system message, a
-        sampling parameter (``max_tokens``, ``temperature``, ``seed``, ``stop``), the
-        response schema or the tools each hit their own stored answer, never another
-        request's (a free-text answer is no answer to a request for JSON)."""
+        """Requests that share the user message but differ in model, system message,
+        earlier turns, a sampling parameter (``max_tokens``, ``temperature``, ``seed``,
+        ``stop``, ``top_p``, ``top_k``), the response schema or the tools each hit their
+        own stored answer, never another request's (a free-text answer is no answer to a
+        request for JSON)."""
         base = _novel("shared")
         variants = [
             base,
@@ -110,6 +111,10 @@ class CacheSuite(RoleSuite):
             attrs.evolve(base, max_tokens=base.max_tokens + 1),
             attrs.evolve(base, seed=7),
             attrs.evolve(base, temperature=0.5, seed=7),  # seeded: a sample to replay
+            attrs.evolve(base, temperature=0.5, seed=7, top_p=0.5),
+            attrs.evolve(base, temperature=0.5, seed=7, top_k=5),
+            attrs.evolve(base, messages=(Message("user", "Is it raining?"),
+                                         Message("assistant", "No."), *base.messages)),
             attrs.evolve(base, stop=("\n\n",)),
             attrs.evolve(base, response_schema={"type": "object"}),
             attrs.evolve(base, tools=(ToolSpec("lookup", "Look a word up."),)),
