@@ -407,8 +407,13 @@ class BM25Index:
         """Delete documents by id; ids that are not indexed are ignored.
 
         :returns: the number of documents deleted.
+        :raises TypeError: for a lone string (one id is ``[id]``, not its characters).
         :raises IndexLockedError: when another writer keeps the index locked.
         """
+        if isinstance(ids, (str, bytes)):
+            # Iterating it would delete one document per character ("42": "4" and "2").
+            raise TypeError("ids must be a sequence of document ids, got a string "
+                            "(give [id] for one)")
         wanted = list(dict.fromkeys(ids))
         keys = sorted({id_key(doc_id) for doc_id in wanted})
         if not keys:

@@ -121,6 +121,22 @@ def test_two_indexes_share_a_folder(index: BM25Index, folder: Path) -> None:
         assert sorted(ids(each.search("flutter panel", 5))) == ["d", "e"]
 
 
+def test_delete_refuses_a_lone_string(folder: Path) -> None:
+    """``delete("ab")`` is a mistake for ``delete(["ab"])``: it fails, as the pipeline's
+    ``delete`` does, rather than deleting the documents ``a`` and ``b`` (one per
+    character), and nothing is deleted; the component's ``delete`` refuses it too."""
+    retriever = BM25Retriever(BM25Options(path=str(folder)))
+    index = retriever.index
+    index.add([*DOCS, Document("ab", "Another document.")])
+    for ids in ("ab", b"ab"):
+        with pytest.raises(TypeError, match=r"\[id\]"):
+            index.delete(ids)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"\[id\]"):
+            retriever.delete(ids)  # type: ignore[arg-type]
+    assert len(index) == 4 and index.get("a") is not None and index.get("b") is not None
+    assert index.delete(["ab"]) == 1 and index.get("ab") is None and len(index) == 3
+
+
 def test_delete_sees_another_writers_latest_commit(index: BM25Index, folder: Path) -> None:
     """A delete removes a document another index on the folder committed a moment ago,
     before this one's searcher reloaded on its own, and counts it."""

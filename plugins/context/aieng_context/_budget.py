@@ -21,6 +21,16 @@ _CHARS_PER_TOKEN_CAP = 32
 _MIN_CLIP = 4096
 _WORD_END = re.compile(r"\S(?=\s)")
 _ZWJ = "\u200d"
+# Regional indicators: two make a flag (🇫🇷); Unicode's grapheme rules pair them from the
+# start of a run (UAX #29, GB12-13).
+_RI_FIRST, _RI_LAST = "\U0001f1e6", "\U0001f1ff"
+# Tag characters: they spell a subdivision flag after 🏴 (🏴󠁧󠁢󠁥󠁮󠁧󠁿), and extend it.
+_TAG_FIRST, _TAG_LAST = "\U000e0020", "\U000e007f"
+# Hangul conjoining jamo, leading (L), vowels (V) and trailing (T): a syllable written
+# with them is one character (UAX #29, GB6-8), like a precomposed syllable (LV, LVT).
+_JAMO_L = (("\u1100", "\u115f"), ("\ua960", "\ua97c"))
+_JAMO_V = (("\u1160", "\u11a7"), ("\ud7b0", "\ud7c6"))
+_JAMO_T = (("\u11a8", "\u11ff"), ("\ud7cb", "\ud7fb"))
 
 
 @attrs.frozen
@@ -88,23 +98,67 @@ def _cut(text: str, limit: int, fits: Callable[[str], bool],
     end = _largest(ends, text, fits)
     if end is not None and enough(text[:end]):
         return text[:end]
-    chars = [i for i in range(1, limit + 1) if _whole(text, i)] or range(1, limit + 1)
+    chars = _character_ends(text, limit) or range(1, limit + 1)
     end = _largest(chars, text, fits)
     if end is not None and enough(text[:end]):
         return text[:end]
     return None
 
 
+def _character_ends(text: str, limit: int) -> list[int]:
+    """The positions ``1..limit`` (``limit < len(text)``) where a cut keeps each character
+    whole (see :func:`_whole`), and not between the two regional indicators of a flag."""
+    ends: list[int] = []
+    indicators = 0  # regional indicators in a row just before the position
+    for cut in range(1, limit + 1):
+        before = text[cut - 1]
+        indicators = indicators + 1 if _RI_FIRST <= before <= _RI_LAST else 0
+        if indicators % 2 and _RI_FIRST <= text[cut] <= _RI_LAST:
+            continue  # inside a flag
+        if _whole(text, cut):
+            ends.append(cut)
+    return ends
+
+
+def _in(char: str, ranges: tuple[tuple[str, str], ...]) -> bool:
+    return any(low <= char <= high for low, high in ranges)
+
+
+def _hangul(char: str) -> str:
+    """The Hangul syllable part ``char`` is: ``L``, ``V``, ``T``, ``LV``, ``LVT``, or
+    ``""`` for any other character."""
+    if "\uac00" <= char <= "\ud7a3":
+        return "LVT" if (ord(char) - 0xAC00) % 28 else "LV"
+    if char < "\u1100" or "\u11ff" < char < "\ua960" or char > "\ud7fb":
+        return ""
+    return ("L" if _in(char, _JAMO_L) else "V" if _in(char, _JAMO_V)
+            else "T" if _in(char, _JAMO_T) else "")
+
+
+def _joined_jamo(before: str, after: str) -> bool:
+    """Whether ``before`` and ``after`` belong to one Hangul syllable (UAX #29, GB6-8)."""
+    first = _hangul(before)
+    if not first:
+        return False
+    second = _hangul(after)
+    return (first == "L" and second in ("L", "V", "LV", "LVT")
+            or first in ("LV", "V") and second in ("V", "T")
+            or first in ("LVT", "T") and second == "T")
+
+
 def _whole(text: str, cut: int) -> bool:
     """Whether cutting ``text`` at ``cut`` (``0 < cut < len(text)``) keeps each character
     whole: not between the halves of a UTF-16 surrogate pair, not in front of a mark of
     any kind (an accent, an Indic vowel sign, a variation selector), an emoji skin tone
-    modifier or a zero-width joiner, nor right after a joiner."""
+    modifier, a tag character or a zero-width joiner, nor right after a joiner, nor
+    inside a Hangul syllable written in conjoining jamo. (Flags need the run of regional
+    indicators before the cut: :func:`_character_ends`.)"""
     before, after = text[cut - 1], text[cut]
     if "\ud800" <= before <= "\udbff" and "\udc00" <= after <= "\udfff":
         return False
     return not (unicodedata.category(after)[0] == "M" or after == _ZWJ or before == _ZWJ
-                or "\U0001f3fb" <= after <= "\U0001f3ff")
+                or "\U0001f3fb" <= after <= "\U0001f3ff"
+                or _TAG_FIRST <= after <= _TAG_LAST or _joined_jamo(before, after))
 
 
 def _largest(positions: Sequence[int], text: str, fits: Callable[[str], bool]) -> int | None:

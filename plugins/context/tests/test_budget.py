@@ -75,11 +75,15 @@ def test_a_giant_word_is_cut_between_characters() -> None:
     "\u2764\ufe0f",  # ❤️: a variation selector
     "\U0001f469\u200d\U0001f4bb",  # 👩‍💻: joined by a zero-width joiner
     "\U0001f44d\U0001f3fd",  # 👍🏽: a skin tone modifier
+    "\U0001f1eb\U0001f1f7",  # 🇫🇷: a flag, a pair of regional indicators
+    "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",  # 🏴󠁧󠁢󠁥󠁮󠁧󠁿: tags
+    "\u1100\u1161\u11a8",  # 각 in conjoining jamo: leading, vowel and trailing
 ])
 def test_a_cut_between_characters_keeps_each_character_whole(unit: str) -> None:
     """Cut between characters, a passage never ends inside a character as users see it:
     never between a surrogate pair's halves, in front of a mark, a joiner or an emoji
-    modifier, or after a joiner, whatever the room."""
+    modifier, or after a joiner, nor inside a flag or a Hangul syllable, whatever the
+    room."""
     blob = "x" + unit * 300
     for room in range(20, 60):
         (passage,) = build(make_hits(blob), max_context_tokens=room,

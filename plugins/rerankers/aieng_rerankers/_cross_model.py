@@ -103,10 +103,13 @@ class CrossEncoderModel:
                 batch = self.tokenizer([question] * len(rows), [texts[i] for i in rows],
                                        padding=True, truncation="longest_first",
                                        max_length=self.max_length, return_tensors="pt")
-                logits = self.model(**batch.to(self.device)).logits.float()
+                # In double precision, on the CPU (MPS has no float64): a float32 sigmoid
+                # is 1.0 for every logit above ~17 and coarse well below, which would tie
+                # a confident model's best passages and lose their order.
+                logits = self.model(**batch.to(self.device)).logits.cpu().double()
                 relevance = logits[:, 0] if self.labels == 1 else logits[:, 1] - logits[:, 0]
                 if self.sigmoid:
                     relevance = torch.sigmoid(relevance)
-                for row, value in zip(rows, relevance.cpu().tolist(), strict=True):
+                for row, value in zip(rows, relevance.tolist(), strict=True):
                     scores[row] = float(value)
         return scores

@@ -74,6 +74,30 @@ def test_two_label_model_with_sigmoid(cross_encoder_builder: Callable[..., Path]
     assert probabilities == pytest.approx([1 / (1 + math.exp(-x)) for x in logits], abs=1e-5)
 
 
+def test_sigmoid_keeps_the_order_of_confident_logits(tiny_cross_encoder: Path,
+                                                     tmp_path: Path) -> None:
+    """``sigmoid`` keeps the logits' order where they are all large (a confident model):
+    the probabilities are computed in double precision, where float32 rounds every one
+    of them to 1.0 and the hits would fall back to their incoming order."""
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(tiny_cross_encoder))
+    with torch.no_grad():
+        model.classifier.bias += 20.0  # logits near 20: float32 sigmoid gives 1.0
+    model.save_pretrained(tmp_path)
+    transformers.AutoTokenizer.from_pretrained(str(tiny_cross_encoder)).save_pretrained(
+        tmp_path)
+    raw = CrossEncoderReranker(CrossEncoderOptions(path=str(tmp_path)))
+    squashed = CrossEncoderReranker(CrossEncoderOptions(path=str(tmp_path),
+                                                        activation="sigmoid"))
+    hits = hits_of(*PASSAGES)
+    by_logit = raw.aieng_rerank(Query(QUERY), hits, 10)
+    by_probability = squashed.aieng_rerank(Query(QUERY), hits, 10)
+    assert len({h.score for h in by_logit}) == len(PASSAGES)
+    assert [h.document.id for h in by_probability] == [h.document.id for h in by_logit]
+    assert all(0.0 < h.score < 1.0 for h in by_probability)
+    assert len({h.score for h in by_probability}) == len(PASSAGES)
+
+
 def test_a_missing_folder_says_how_to_get_a_model(tmp_path: Path) -> None:
     """A ``path`` without a model says that nothing is downloaded and how to get one."""
     reranker = CrossEncoderReranker(CrossEncoderOptions(path=str(tmp_path / "nowhere")))
