@@ -969,3 +969,17 @@ async def test_closing_from_inside_a_run_or_past_a_hung_one_ends(aieng_kernel: K
             await hung.pipeline.aclose()
         assert waited.cancelled_caught and closed == ["close", "close"]
         hang.set()
+
+
+@pytest.mark.anyio
+async def test_a_component_hook_without_hookimpl_is_a_config_error(aieng_kernel: Kernel) -> None:
+    """A component given as an instance (or built by a factory function) whose role method
+    lacks ``@hookimpl`` would never be called: pluggy ignores it, and the pipeline ran "ok"
+    with an empty answer. Composing it is a ConfigError naming the method."""
+
+    class Unmarked:
+        async def aieng_generate(self, request: Request) -> Completion:
+            return Completion(text="never called")
+
+    with pytest.raises(ConfigError, match="aieng_generate without @hookimpl"):
+        aieng_kernel.compose({"llm": Unmarked()})

@@ -17,15 +17,20 @@ from aieng_hookspecs.specs import ROLE_MODULES
 
 from .._errors import HookError
 from ..dispatch import Dispatcher, StagePolicy, first_hook_error
+from ..registry import spec_names
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-__all__ = ["CLOSE_POLICY", "InUse", "call_each", "failed_build_closer", "role_plugin_manager"]
+__all__ = ["CLOSE_POLICY", "ROLE_SPECS", "InUse", "call_each", "failed_build_closer",
+           "role_plugin_manager"]
 
 log = structlog.get_logger("aieng_core.pipeline._pipeline")
 
 CLOSE_POLICY = StagePolicy(timeout=None, on_error="fallback")
+
+#: The role hooks' names: a component's method named like one must be ``@hookimpl``.
+ROLE_SPECS = spec_names(ROLE_MODULES)
 
 
 #: The :class:`InUse` counters the current task holds (a run inside a run: both).

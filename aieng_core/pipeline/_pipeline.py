@@ -15,7 +15,6 @@ import structlog
 from aieng_hookspecs.types import (
     Document,
     Feedback,
-    Message,
     Query,
     Request,
     RunFinished,
@@ -28,11 +27,19 @@ from aieng_hookspecs.types import (
 from .._errors import ConfigError, HookError, UnknownComponentError
 from .._scope import CURRENT_RUN, RunScope
 from ..dispatch import Dispatcher, StagePolicy
+from ..registry import unmarked_hooks
 from ._context import ComponentContext
-from ._each import CLOSE_POLICY, InUse, call_each, failed_build_closer, role_plugin_manager
+from ._each import (
+    CLOSE_POLICY,
+    ROLE_SPECS,
+    InUse,
+    call_each,
+    failed_build_closer,
+    role_plugin_manager,
+)
 from ._indexing import CHUNKS, COUNT, Batch, as_chunks, delete_runs
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
-from ._result import RunResult, StageRecord
+from ._result import RunInput, RunResult, StageRecord, as_request
 from ._stages import SKIPPED_ON_HIT, STAGE_FUNCTIONS, DeltaCallback, RunState, stream_hit
 
 if TYPE_CHECKING:
@@ -44,22 +51,8 @@ __all__ = ["Pipeline"]
 
 log = structlog.get_logger(__name__)
 
-RunInput = str | Request | Query | Sequence[Message]
-
-
-def _as_request(value: RunInput) -> Request:
-    if isinstance(value, Request):
-        return value
-    if isinstance(value, Query):
-        return unchecked(Request, messages=(unchecked(Message, role="user",
-                                                      content=value.text),))
-    if isinstance(value, str):
-        # A str is a valid user message by construction: skip re-validating (hot path).
-        return unchecked(Request, messages=(unchecked(Message, role="user", content=value),))
-    if isinstance(value, Sequence) and all(isinstance(m, Message) for m in value):
-        return Request(messages=tuple(value))
-    raise TypeError(f"cannot run a pipeline on {type(value).__name__}; "
-                    "give a str, Query, Request or a list of Message")
+def _of_plugin(plugin: str, distribution: str) -> str:
+    return f"plugin {plugin} ({distribution})" if distribution else f"plugin {plugin}"
 
 
 def _held(delta: object) -> None:
@@ -136,13 +129,17 @@ class Pipeline:
                 instance = info.build(comp.options)
             except Exception as exc:  # a component that cannot start is a config problem
                 raise ConfigError(
-                    f"component {comp.use!r} (plugin {info.plugin}, {info.distribution}) "
+                    f"component {comp.use!r} of {_of_plugin(info.plugin, info.distribution)} "
                     f"failed to start: {type(exc).__name__}: {exc}",
                     source=source, key=f"components.{name}") from exc
             built.append((name, instance))
             self._built_here.append((name, instance))
         # pluggy calls the last registered first: register in reverse file order.
         for name, instance in reversed(built):
+            if unmarked := unmarked_hooks(instance, ROLE_SPECS):
+                raise ConfigError(f"component {name!r} defines {', '.join(unmarked)} without "
+                                  "@hookimpl: it would never be called", source=source,
+                                  key=f"components.{name}")
             try:
                 self._pm.register(instance, name=name)
             except pluggy.PluginValidationError as exc:
@@ -191,7 +188,7 @@ class Pipeline:
             info = self.kernel.registry.component(comp.use)
         except UnknownComponentError:  # its plugin was unregistered since the build
             return f"component {comp.use!r}"
-        return f"component {comp.use!r} of plugin {info.plugin} ({info.distribution})"
+        return f"component {comp.use!r} of {_of_plugin(info.plugin, info.distribution)}"
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
@@ -219,6 +216,7 @@ class Pipeline:
         context: Sequence[str] | None = None,
         on_delta: DeltaCallback | None = None,
         run_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Run the stages on one input.
 
@@ -228,6 +226,7 @@ class Pipeline:
             stage (an evaluation dataset's); by default the run's retrieved hits.
         :param on_delta: stream the generation: called with each :class:`Delta`.
         :param run_id: the run's id (a fresh one by default).
+        :param metadata: the ``judge`` stage's ``Sample.metadata`` (an eval item's checks).
         :returns: every artifact and the event trace.
         :raises HookError: when a stage under ``on_error = "fail"`` fails.
         """
@@ -236,7 +235,7 @@ class Pipeline:
                             "(give [passage] for one)")
         if not self._ready:
             await self.open()
-        request = _as_request(input)
+        request = as_request(input)
         if run_id is None:
             run_id = f"{self._run_prefix}-{next(self._run_counter):x}"
         scope = RunScope(run_id, self.name, self.kernel.publish)
@@ -245,7 +244,8 @@ class Pipeline:
         try:
             with self._using():
                 query = input if isinstance(input, Query) else None
-                return await self._run(scope, request, query, reference, context, on_delta)
+                return await self._run(scope, request, query, reference, context, on_delta,
+                                       metadata)
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
             CURRENT_RUN.reset(token)
@@ -257,7 +257,8 @@ class Pipeline:
 
     async def _run(self, scope: RunScope, request: Request, query: Query | None,
                    reference: str | Sequence[str] | None, context: Sequence[str] | None,
-                   on_delta: DeltaCallback | None) -> RunResult:
+                   on_delta: DeltaCallback | None,
+                   metadata: Mapping[str, Any] | None = None) -> RunResult:
         started = time.perf_counter()
         scope.emit(unchecked(RunStarted, run_id=scope.run_id, pipeline=self.name,
                              input=request.prompt))
@@ -268,6 +269,7 @@ class Pipeline:
             reference=reference if reference is None or isinstance(reference, str)
             else tuple(reference),
             context=None if context is None else tuple(context),
+            metadata=dict(metadata) if metadata else {},
             # Output guards hold a stream back (stream = "guarded"): the backend still
             # streams (time to first token, token events), the caller gets the guarded answer.
             on_delta=_held if on_delta is not None and self._held else on_delta,

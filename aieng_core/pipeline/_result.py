@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -11,14 +12,34 @@ from aieng_hookspecs.types import (
     Event,
     GuardVerdict,
     Hit,
+    Message,
     ModelCall,
     Query,
     Request,
     Route,
     Score,
+    unchecked,
 )
 
-__all__ = ["RunResult", "StageRecord", "to_jsonable"]
+__all__ = ["RunInput", "RunResult", "StageRecord", "as_request", "to_jsonable"]
+
+RunInput = str | Request | Query | Sequence[Message]
+
+
+def as_request(value: RunInput) -> Request:
+    """What a pipeline runs on, as a :class:`Request`."""
+    if isinstance(value, Request):
+        return value
+    if isinstance(value, Query):
+        return unchecked(Request, messages=(unchecked(Message, role="user",
+                                                      content=value.text),))
+    if isinstance(value, str):
+        # A str is a valid user message by construction: skip re-validating (hot path).
+        return unchecked(Request, messages=(unchecked(Message, role="user", content=value),))
+    if isinstance(value, Sequence) and all(isinstance(m, Message) for m in value):
+        return Request(messages=tuple(value))
+    raise TypeError(f"cannot run a pipeline on {type(value).__name__}; "
+                    "give a str, Query, Request or a list of Message")
 
 
 @attrs.frozen

@@ -47,6 +47,8 @@ class RunState:
     reference: str | tuple[str, ...] | None = None
     #: the judge stage's context when the caller gave one (else the hits' texts)
     context: tuple[str, ...] | None = None
+    #: the judge stage's Sample.metadata (the caller's)
+    metadata: dict[str, Any] = attrs.field(factory=dict)
     on_delta: DeltaCallback | None = None
     k_retrieve: int = 10
     k_rerank: int = 10
@@ -343,7 +345,8 @@ async def judge(state: RunState, policy: StagePolicy) -> str:
                     output=state.completion.text if state.completion else "",
                     reference=state.reference,
                     context=state.context if state.context is not None
-                    else tuple(h.document.text for h in state.hits))
+                    else tuple(h.document.text for h in state.hits),
+                    metadata=state.metadata)
     for value, plugin in await state.dispatcher.gather("aieng_judge", {"sample": sample},
                                                        stage="judge", policy=policy,
                                                        check=_SCORES):

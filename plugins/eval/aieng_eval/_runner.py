@@ -317,7 +317,8 @@ class _Session:
             with collect_failures() as gave_up:
                 result = await self.pipeline.run(item.request(self.seed),
                                                  reference=item.reference,
-                                                 context=item.context or None)
+                                                 context=item.context or None,
+                                                 metadata=item.sample_metadata)
                 failures += _judge_errors(result)
                 scores: dict[str, float] = {}
                 judges: dict[str, str] = {}

@@ -486,6 +486,31 @@ def test_an_items_instructions_reach_the_instructions_judge(tmp_path: Path) -> N
     assert set(summary["slices"]) == {"lang"}
 
 
+def test_an_items_instructions_reach_the_pipelines_own_judge_stage(tmp_path: Path) -> None:
+    """The same checks reach an instructions judge in the evaluated pipeline itself: its
+    judge stage gets the item's metadata as Sample.metadata."""
+    rows = [{"id": "short", "input": "one two",
+             "metadata": {"instructions": [{"kind": "words", "at_most": 3}]}},
+            {"id": "long", "input": "One two three four",
+             "metadata": {"instructions": [{"kind": "lowercase"}]}}]
+    ds = tmp_path / "ds.jsonl"
+    ds.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text('[pipeline]\nname = "p"\n\n[components.llm]\nuse = "scripted-echo"\n'
+                        '\n[components.ifeval]\nuse = "instructions"\n', encoding="utf-8")
+    kernel = kit.make_kernel()
+    import aieng_judge
+
+    kernel.registry.register(aieng_judge, name="judge", distribution="aieng-judge",
+                             version="0.1.0")
+    result = anyio.run(lambda: run_eval(pipeline, ds, out=tmp_path / "run", kernel=kernel,
+                                        hash_cache=tmp_path / "h.json"))
+    by_id = {r.id: r for r in result.results}
+    assert [r.error for r in result.failed] == []
+    assert by_id["short"].scores == {"instruction.words": 1.0}
+    assert by_id["long"].scores == {"instruction.lowercase": 0.0}
+
+
 def test_judge_failures_are_recorded_per_item(tmp_path: Path) -> None:
     """An AI judge whose verdict cannot be read (after its retry), or a judge that raises
     under a fallback policy, gives no score: the item stays ok, and the record says which
