@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ def reciprocal_rank_fusion(runs: Sequence[Sequence[Hit]], *, k: int = 60) -> lis
 
     The result does not depend on the order of ``runs``: contributions are summed exactly
     (``math.fsum``), ties are broken by document id, and when runs carry different versions
-    of one document the one ranked best (then by source, then text) is kept.
+    of one document the one ranked best (then by source, text, title, metadata) is kept.
 
     :param runs: ranked lists of hits, best first; a document repeated inside one run counts
         once, at its best position.
@@ -25,7 +26,7 @@ def reciprocal_rank_fusion(runs: Sequence[Sequence[Hit]], *, k: int = 60) -> lis
     if k < 1:
         raise ValueError("k must be at least 1")
     parts: dict[str, list[float]] = {}
-    chosen: dict[str, tuple[int, str, str, Document]] = {}
+    chosen: dict[str, tuple[tuple[int, str, str, str], Document]] = {}
     for run in runs:
         seen: set[str] = set()
         for position, hit in enumerate(run, start=1):
@@ -35,12 +36,25 @@ def reciprocal_rank_fusion(runs: Sequence[Sequence[Hit]], *, k: int = 60) -> lis
             seen.add(doc.id)
             # The position in the run, not hit.rank, so a mis-numbered run cannot skew it.
             parts.setdefault(doc.id, []).append(1.0 / (k + position))
-            key = (position, hit.source, doc.text, doc)
-            if doc.id not in chosen or key[:3] < chosen[doc.id][:3]:
-                chosen[doc.id] = key
+            key = (position, hit.source, doc.text, doc.title)
+            if doc.id not in chosen or _before(key, doc, *chosen[doc.id]):
+                chosen[doc.id] = (key, doc)
     scores = {doc_id: math.fsum(values) for doc_id, values in parts.items()}
     ordered = sorted(scores, key=lambda doc_id: (-scores[doc_id], doc_id))
     return [
-        Hit(document=chosen[doc_id][3], score=scores[doc_id], rank=rank, source="rrf")
+        Hit(document=chosen[doc_id][1], score=scores[doc_id], rank=rank, source="rrf")
         for rank, doc_id in enumerate(ordered, start=1)
     ]
+
+
+def _before(key: tuple[int, str, str, str], doc: Document,
+            old_key: tuple[int, str, str, str], old_doc: Document) -> bool:
+    """Whether a version of a document is kept over another: the lower key, then (versions
+    alike but for their metadata) the lower metadata."""
+    if key != old_key:
+        return key < old_key
+    return _metadata(doc) < _metadata(old_doc)
+
+
+def _metadata(doc: Document) -> str:
+    return json.dumps(doc.metadata, sort_keys=True, ensure_ascii=False, default=repr)

@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 
 from aieng_core import reciprocal_rank_fusion
 from aieng_core.testing.strategies import runs
-from aieng_hookspecs.types import Hit
+from aieng_hookspecs.types import Document, Hit
 
 
-def _key(hits: list[Hit]) -> list[tuple[str, float, int]]:
-    return [(h.document.id, h.score, h.rank) for h in hits]
+def _key(hits: list[Hit]) -> list[tuple[Document, float, int]]:
+    return [(h.document, h.score, h.rank) for h in hits]
 
 
 @given(runs(), st.randoms(use_true_random=False), st.integers(1, 200))
@@ -53,3 +53,16 @@ def test_rrf_scores_by_position() -> None:
     assert fused[0].score == pytest.approx(2 / 61)
     with pytest.raises(ValueError):
         reciprocal_rank_fusion([], k=0)
+
+
+@pytest.mark.parametrize("differ", ["title", "metadata"])
+def test_the_version_kept_does_not_depend_on_the_order_of_runs(differ: str) -> None:
+    """Two runs carry versions of one document differing only in title (or metadata) at
+    the same position: the same version is kept whichever run comes first (the title and
+    metadata were left out of the comparison, so the first run's won)."""
+    a = Document(id="d", text="t", **({"title": "A"} if differ == "title" else
+                                      {"metadata": {"v": 1}}))
+    b = Document(id="d", text="t", **({"title": "B"} if differ == "title" else
+                                      {"metadata": {"v": 2}}))
+    one, two = [Hit(document=a, score=1.0, rank=1)], [Hit(document=b, score=1.0, rank=1)]
+    assert _key(reciprocal_rank_fusion([one, two])) == _key(reciprocal_rank_fusion([two, one]))

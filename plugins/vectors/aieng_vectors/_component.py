@@ -187,7 +187,11 @@ class VectorIndex:
         """Delete documents by id; unknown ids are ignored.
 
         :returns: the number of documents deleted.
+        :raises TypeError: for a lone string (one id is ``[id]``, not its characters).
         """
+        if isinstance(ids, (str, bytes)):
+            raise TypeError("ids must be a sequence of document ids, got a string "
+                            f"(give [{ids!r}] for one)")
         await self._ensure_loaded()
         deleted: int = await anyio.to_thread.run_sync(self._store.delete, list(ids))
         return deleted

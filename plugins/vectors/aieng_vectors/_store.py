@@ -162,7 +162,11 @@ class VectorStore:
         """Delete documents by id; unknown ids are ignored.
 
         :returns: the number of documents deleted.
+        :raises TypeError: for a lone string (one id is ``[id]``, not its characters).
         """
+        if isinstance(ids, (str, bytes)):
+            raise TypeError("ids must be a sequence of document ids, got a string "
+                            f"(give [{ids!r}] for one)")
         with self.lock:
             self._check_open()
             present = list(dict.fromkeys(i for i in ids if i in self._rows))

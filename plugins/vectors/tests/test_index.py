@@ -287,6 +287,17 @@ async def test_close_during_a_load_releases_the_folder(hashing_embedder: Any,
 
 
 @pytest.mark.anyio
+async def test_delete_refuses_a_lone_string(hashing_embedder: Any) -> None:
+    """``delete("42")`` is no list of ids: it deleted the documents "4" and "2"."""
+    index = index_with(hashing_embedder)
+    await index.aieng_index([Document(id=i, text=f"text {i}") for i in ("4", "2", "42")])
+    with pytest.raises(TypeError, match=r"\['42'\]"):
+        await index.delete("42")
+    assert len(index) == 3
+    assert await index.delete(["42"]) == 1 and len(index) == 2
+
+
+@pytest.mark.anyio
 async def test_refuses_another_model_or_dimension(hashing_embedder: Any,
                                                   tmp_path: Path) -> None:
     """A folder built with one embedding model is not searched with another's vectors, and
