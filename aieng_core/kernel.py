@@ -26,6 +26,8 @@ from .watchdog import watch_loop
 
 __all__ = ["Kernel"]
 
+log = structlog.get_logger(__name__)
+
 
 class Kernel:
     """Everything hangs off a kernel: no module-level state, nothing done at import time.
@@ -209,11 +211,7 @@ class Kernel:
         self.load()
         if not isinstance(config, PipelineConfig):
             config = PipelineConfig.from_dict(config, self.registry)
-        pipeline = Pipeline(self, config, trace_hooks=trace_hooks)
-        if self._task_group is not None:
-            pipeline._open()
-        self._pipelines.append(pipeline)
-        return pipeline
+        return self._keep(Pipeline(self, config, trace_hooks=trace_hooks))
 
     def load_pipeline(self, path: str | Path, *, trace_hooks: bool = False) -> Pipeline:
         """Load a TOML pipeline file and build it.
@@ -249,7 +247,21 @@ class Kernel:
         data = {"pipeline": head, "stage": {k: dict(v) for k, v in (stage or {}).items()},
                 "components": {n: {"use": INSTANCE} for n in instances}}
         config = PipelineConfig.from_dict(data, self.registry, source=f"<compose {name}>")
-        pipeline = Pipeline(self, config, trace_hooks=trace_hooks, instances=instances)
+        return self._keep(Pipeline(self, config, trace_hooks=trace_hooks, instances=instances))
+
+    def _keep(self, pipeline: Pipeline) -> Pipeline:
+        """Keep a pipeline just built (subscribed now if the kernel runs), warning when it
+        shares its name with another open one and either has event subscribers: events
+        name their pipeline, so each one's subscribers would get both pipelines' events
+        (a monitor counting twice)."""
+        def subscribes(p: Pipeline) -> bool:
+            return bool(p.plugin_manager.hook.aieng_on_event.get_hookimpls())
+
+        shared = [p for p in self._pipelines if p.name == pipeline.name]
+        if shared and any(map(subscribes, (*shared, pipeline))):
+            log.warning("pipeline.name_shared", pipeline=pipeline.name, open=len(shared) + 1,
+                        hint="event subscribers get the events of every open pipeline of "
+                             "their pipeline's name: give each pipeline its own name")
         if self._task_group is not None:
             pipeline._open()
         self._pipelines.append(pipeline)

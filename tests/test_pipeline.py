@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 import pytest
+import structlog.testing
 
 from aieng_core import ConfigError, HookError, Kernel, RunResult
 from aieng_core.testing import EventCapture, settle
@@ -983,3 +985,26 @@ async def test_a_component_hook_without_hookimpl_is_a_config_error(aieng_kernel:
 
     with pytest.raises(ConfigError, match="aieng_generate without @hookimpl"):
         aieng_kernel.compose({"llm": Unmarked()})
+
+
+@pytest.mark.anyio
+async def test_pipelines_sharing_a_name_with_subscribers_are_warned_of(
+        aieng_kernel: Kernel) -> None:
+    """Events name their pipeline, so a subscriber of one pipeline gets the events of every
+    open pipeline of that name (a monitor in each of two "composed" pipelines counts both):
+    building the second says so; pipelines without subscribers, or named apart, do not."""
+
+    class Listener:
+        @hookimpl
+        def aieng_on_event(self, event: object) -> None:
+            pass
+
+    with structlog.testing.capture_logs() as logs:
+        aieng_kernel.compose({"llm": ScriptedBackend()})
+        aieng_kernel.compose({"llm": ScriptedBackend()})  # no subscriber: nothing to say
+        aieng_kernel.compose({"llm": ScriptedBackend(), "l": Listener()}, name="mine")
+        aieng_kernel.compose({"llm": ScriptedBackend()}, name="other")
+        assert [e for e in logs if e["event"] == "pipeline.name_shared"] == []
+        aieng_kernel.compose({"llm": ScriptedBackend()}, name="mine")
+    shared = [e for e in logs if e["event"] == "pipeline.name_shared"]
+    assert len(shared) == 1 and shared[0]["pipeline"] == "mine"
