@@ -25,6 +25,8 @@ class HookError(AiengError):
     :param stage: the pipeline stage that called it (empty outside a stage).
     :param cause: the original exception (also chained as ``__cause__``).
     :param hint: what the user can do about it.
+    :param final: whether the stage's ``skip`` policy may not pass over it: set on a stream
+        that failed after the caller saw some of its text (which cannot be taken back).
     """
 
     def __init__(
@@ -37,8 +39,10 @@ class HookError(AiengError):
         cause: BaseException | None = None,
         hint: str = "",
         message: str = "",
+        final: bool = False,
     ) -> None:
         self.hook = hook
+        self.final = final
         self.plugin = plugin
         self.distribution = distribution
         self.stage = stage

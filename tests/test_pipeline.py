@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -756,6 +756,46 @@ async def test_failed_stream_falls_back_to_a_backend_that_only_generates(
     assert result.answer == "from generate"
     assert pieces == ["from generate"]
     assert len(broken.requests) == 1  # its stream only; its aieng_generate is not retried
+
+
+async def test_a_stream_broken_after_the_caller_saw_text_is_no_skip(
+    aieng_kernel: Kernel,
+) -> None:
+    """Under ``on_error = "skip"`` a stream that breaks after the caller saw some of its
+    text is an error: skipping the stage ended the run "ok" with an empty answer after the
+    caller had printed half of one. Before any text, and when output guards held the stream
+    back (the caller saw nothing), the stage is skipped as the policy says."""
+
+    class Breaks:
+        def __init__(self, after: int) -> None:
+            self.after = after
+
+        @hookimpl
+        async def aieng_stream(self, request: Request) -> AsyncIterator[Delta]:
+            for index in range(self.after):
+                yield Delta(f"piece{index} ", index)
+            raise RuntimeError("connection reset")
+
+    class Allow:
+        @hookimpl
+        def aieng_guard_output(self, completion: Completion) -> GuardVerdict:
+            return GuardVerdict(action="allow")
+
+    pieces: list[str] = []
+    live = aieng_kernel.compose({"llm": Breaks(2)}, stages=["generate"], on_error="skip")
+    with pytest.raises(HookError, match="connection reset") as caught:
+        await live.run("q", on_delta=lambda d: pieces.append(d.text))
+    assert caught.value.final and pieces == ["piece0 ", "piece1 "]
+    early = aieng_kernel.compose({"llm": Breaks(0)}, stages=["generate"], on_error="skip",
+                                 name="early")
+    result = await early.run("q", on_delta=lambda d: pieces.append(d.text))
+    assert result.status == "ok" and result.stages[0].status == "skipped"
+    guarded = aieng_kernel.compose({"llm": Breaks(2), "guard": Allow()},
+                                   stages=["generate", "guard_output"], on_error="skip",
+                                   name="guarded")
+    pieces.clear()
+    result = await guarded.run("q", on_delta=lambda d: pieces.append(d.text))
+    assert [s.status for s in result.stages][:1] == ["skipped"] and pieces == []
 
 
 def _leaky_plugin(closed: list[str]) -> object:

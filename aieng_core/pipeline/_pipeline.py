@@ -41,6 +41,7 @@ from ._indexing import CHUNKS, COUNT, Batch, as_chunks, delete_runs
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
 from ._result import RunInput, RunResult, StageRecord, as_request
 from ._stages import SKIPPED_ON_HIT, STAGE_FUNCTIONS, DeltaCallback, RunState, stream_hit
+from ._streaming import held
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -53,10 +54,6 @@ log = structlog.get_logger(__name__)
 
 def _of_plugin(plugin: str, distribution: str) -> str:
     return f"plugin {plugin} ({distribution})" if distribution else f"plugin {plugin}"
-
-
-def _held(delta: object) -> None:
-    """A streaming caller's stand-in while output guards hold the stream back."""
 
 
 class Pipeline:
@@ -272,7 +269,7 @@ class Pipeline:
             metadata=dict(metadata) if metadata else {},
             # Output guards hold a stream back (stream = "guarded"): the backend still
             # streams (time to first token, token events), the caller gets the guarded answer.
-            on_delta=_held if on_delta is not None and self._held else on_delta,
+            on_delta=held if on_delta is not None and self._held else on_delta,
             k_retrieve=self.config.k("retrieve", 10), k_rerank=self.config.k("rerank", 10),
         )
         records: list[StageRecord] = []
@@ -294,7 +291,7 @@ class Pipeline:
                 try:
                     stage_status = await STAGE_FUNCTIONS[stage](state, policy)
                 except HookError as exc:
-                    if policy.on_error != "skip":
+                    if policy.on_error != "skip" or exc.final:
                         records.append(StageRecord(stage, "error",
                                                    time.perf_counter() - t0, str(exc)))
                         scope.emit(unchecked(StageFinished, run_id=scope.run_id, pipeline=self.name,
@@ -308,7 +305,7 @@ class Pipeline:
                 scope.emit(unchecked(StageFinished, run_id=scope.run_id, pipeline=self.name,
                                      stage=stage, status=stage_status, duration_s=duration))
                 if stage == hit_after and (state.cache_hit is not None or
-                                           state.on_delta is _held):
+                                           state.on_delta is held):
                     state.on_delta = on_delta
                     await stream_hit(state)
                 if state.blocked:

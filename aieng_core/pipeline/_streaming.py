@@ -27,7 +27,7 @@ from ..dispatch import StagePolicy
 if TYPE_CHECKING:
     from ._stages import RunState
 
-__all__ = ["DeltaCallback", "deliver", "stream", "stream_hit", "whole"]
+__all__ = ["DeltaCallback", "deliver", "held", "stream", "stream_hit", "whole"]
 
 DeltaCallback = Callable[[Delta], "Awaitable[None] | None"]
 #: How long a stream's cleanup may run once the run is over (cancelled or not).
@@ -52,7 +52,8 @@ async def stream(state: RunState, policy: StagePolicy, only: Sequence[str] | Non
     """Stream from the first backend that streams. Under ``fallback`` a stream that fails
     before delivering anything is dropped for the next backend in line (the caller has seen
     nothing yet) and recorded in ``failed``; after the first delta a failure is final: text
-    cannot be taken back. ``None``: no backend streamed (the caller asks the others)."""
+    cannot be taken back (and with the caller's own ``on_delta``, not :func:`held`, it
+    is :attr:`HookError.final`: no ``skip`` either). ``None``: no backend streamed (the caller asks the others)."""
     for plugin in [impl.plugin_name for impl in state.dispatcher.impls("aieng_stream", only)]:
         progress = _Progress()
         try:
@@ -64,12 +65,18 @@ async def stream(state: RunState, policy: StagePolicy, only: Sequence[str] | Non
             completion, ttft = await _consume(state, found[0], plugin, started, policy,
                                               progress)
         except HookError as exc:
+            if progress.delivered and state.on_delta is not held:
+                exc.final = True  # the caller saw text: no skip past it, no fallback either
             if policy.on_error != "fallback" or progress.delivered:
                 raise
             failed[plugin] = exc
             continue
         return completion, ttft, plugin
     return None
+
+
+def held(delta: object) -> None:
+    """A streaming caller's stand-in while output guards hold the stream back."""
 
 
 class _Progress:
