@@ -289,3 +289,42 @@ def test_a_plugin_command_cannot_shadow_another(monkeypatch: pytest.MonkeyPatch)
     finally:
         cli.commands["run"] = builtin_run
         cli.commands.pop("clash-own", None)
+
+
+
+#: Runs a command with Ctrl-C as at a terminal: a shell's background job (as CI may run the
+#: tests in) hands its children SIGINT ignored.
+SIGINT_AS_AT_A_TERMINAL = [sys.executable, "-c", ("import os, signal, sys; "
+                                                  "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                                                  "os.execv(sys.argv[1], sys.argv[1:])")]
+
+
+def test_ctrl_c_exits_130(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) stops a running command with status 130, as shells report an
+    interrupted program (click's 1 reads as an ordinary failure to a script), after
+    "Aborted!" and no traceback."""
+    import signal
+    import socket
+
+    exe = Path(sys.executable).with_name("aieng")
+    # A model server that accepts the call and never answers: the run waits on it.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(60)
+        path = tmp_path / "p.toml"
+        path.write_text('[pipeline]\nname = "waits"\n[components.llm]\nuse = "openai"\n'
+                        f'base_url = "http://127.0.0.1:{listener.getsockname()[1]}/v1"\n'
+                        'model = "m"\nmax_retries = 0\n')
+        proc = subprocess.Popen([*SIGINT_AS_AT_A_TERMINAL, str(exe), "run", str(path), "hi"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            connection, _ = listener.accept()  # the run is under way
+            with connection:
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130, err
+    assert b"Aborted!" in err and b"Traceback" not in err and out == b""

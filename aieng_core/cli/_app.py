@@ -17,8 +17,11 @@ from ..registry import run_registration
 __all__ = ["cli", "main"]
 
 log = structlog.get_logger(__name__)
-#: What click itself handles: usage errors, --help / --version exits, Ctrl-C, end of input.
+#: What click itself handles: usage errors, --help / --version exits, end of input.
 _CLICK_FLOW = (click.ClickException, click.exceptions.Exit, click.Abort, EOFError)
+#: The exit status of a command stopped by Ctrl-C: 128 + SIGINT, as shells report it
+#: (click's own is 1, which a script cannot tell from a failure).
+INTERRUPTED = 130
 
 
 class _Root(click.Group):
@@ -62,9 +65,18 @@ class _Root(click.Group):
             command = super().get_command(ctx, cmd_name)
         return command
 
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:  # parsing loads plugins too (--help lists their commands)
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            raise _interrupted() from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _interrupted() from None
         except AiengError as exc:
             click.echo(f"aieng: error: {exc}", err=True)
             ctx.exit(2 if exc.__class__.__name__ == "ConfigError" else 1)
@@ -77,6 +89,13 @@ class _Root(click.Group):
             click.echo(f"aieng: error: {type(exc).__name__}: {exc}\n"
                        "  (--log-level DEBUG shows the traceback)", err=True)
             ctx.exit(1)
+
+
+def _interrupted() -> click.exceptions.Exit:
+    """Ctrl-C: click's message, and the shells' exit status for it."""
+    click.echo(err=True)  # ends the line the terminal's ^C echo is on
+    click.echo("Aborted!", err=True)
+    return click.exceptions.Exit(INTERRUPTED)
 
 
 def _kernel(ctx: click.Context) -> Kernel:

@@ -113,6 +113,9 @@ class Gateway:
         self._pipeline: Pipeline | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        #: The requests being answered (their cancel scopes), for :meth:`stop_runs`.
+        self._inflight: set[anyio.CancelScope] = set()
+        self._stopping = False
         self.requests: Counter[tuple[str, int]] = Counter()
         routes = [
             Route("/v1/chat/completions", self._endpoint(self._chat), methods=["POST"]),
@@ -161,6 +164,24 @@ class Gateway:
                 self._pipeline = None
                 self._tg = None
 
+    def stop_runs(self) -> int:
+        """End every request still being answered, and answer any later one, with 503
+        ``server_shutting_down`` (a stream that has sent its headers: an error event, then
+        ``[DONE]``): for a server's shutdown deadline, so that what outlasts the grace
+        period ends as an error clients know (and retry elsewhere), not a dropped
+        connection. Call it on the server's event loop.
+
+        :return: how many requests were ended.
+        """
+        self._stopping = True
+        scopes = list(self._inflight)
+        for scope in scopes:
+            scope.cancel()
+        if scopes:
+            log.warning("gateway.runs_stopped", requests=len(scopes),
+                        hint="the server's shutdown deadline ended them (503)")
+        return len(scopes)
+
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with self.running():
@@ -173,19 +194,30 @@ class Gateway:
         async def endpoint(http: HTTPRequest) -> Response:
             started = time.perf_counter()
             call = _Call()
-            try:
-                if auth and self.settings.auth:
-                    call.key = await self._authenticate(http)
-                response = await handler(http, call)
-            except ApiError as exc:
-                response = JSONResponse(exc.body(), exc.status,
-                                        headers={**exc.headers, **_run_header(call)})
-            except Exception as exc:  # a bug of ours: say so, log it, keep serving
-                log.exception("gateway.internal_error", path=http.url.path,
-                              error_type=type(exc).__name__, run_id=call.run_id)
-                response = JSONResponse(ApiError(500, "internal gateway error (logged)",
-                                                 kind="server_error").body(), 500,
-                                        headers=_run_header(call))
+            response: Response | None = None
+            with anyio.CancelScope() as scope:
+                self._inflight.add(scope)
+                try:
+                    if self._stopping:
+                        raise _shutting_down()
+                    if auth and self.settings.auth:
+                        call.key = await self._authenticate(http)
+                    response = await handler(http, call)
+                except ApiError as exc:
+                    response = JSONResponse(exc.body(), exc.status,
+                                            headers={**exc.headers, **_run_header(call)})
+                except Exception as exc:  # a bug of ours: say so, log it, keep serving
+                    log.exception("gateway.internal_error", path=http.url.path,
+                                  error_type=type(exc).__name__, run_id=call.run_id)
+                    response = JSONResponse(ApiError(500, "internal gateway error (logged)",
+                                                     kind="server_error").body(), 500,
+                                            headers=_run_header(call))
+                finally:
+                    self._inflight.discard(scope)
+            if response is None:  # stop_runs ended it
+                error = _shutting_down()
+                response = JSONResponse(error.body(), error.status,
+                                        headers={**error.headers, **_run_header(call)})
             if isinstance(response, _Stream):
                 response.finish = lambda status: self._log(http, call, status, started)
             else:
@@ -299,9 +331,17 @@ class Gateway:
         if type(status) is int and status in CLIENT_FAULTS:
             # An upstream HTTP server (the openai backend's OpenAIError) refused the request
             # as malformed, too large or for a model it lacks: the client's to fix, and not
-            # to retry as a 502 would invite. 401/403 (the gateway's own upstream key) and
-            # an exhausted 429 stay 502: not the client's doing.
+            # to retry as a 502 would invite. 401/403 (the gateway's own upstream key) stay
+            # 502: not the client's doing.
             return ApiError(status, str(exc), code="upstream_invalid_request")
+        if status == 429:
+            # The upstream rate-limits us, its retries ran out: a 429 (with its wait) lets
+            # clients back off as their SDKs do on 429, where a 502 hid it.
+            wait = getattr(exc.cause, "retry_after", None)
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))} \
+                if isinstance(wait, (int, float)) and math.isfinite(wait) else {}
+            return ApiError(429, str(exc), kind="rate_limit_error",
+                            code="upstream_rate_limited", headers=headers)
         timeout = isinstance(exc.cause, TimeoutError) or "timed out" in str(exc) \
             or "no delta for" in str(exc)
         return ApiError(504 if timeout else 502, str(exc), kind="upstream_error",
@@ -544,6 +584,12 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _shutting_down() -> ApiError:
+    return ApiError(503, "the server is shutting down: retry the request (another instance "
+                         "answers it)", kind="server_error", code="server_shutting_down",
+                    headers={"Retry-After": "1", "Connection": "close"})
+
+
 def _no_logprobs() -> ApiError:
     return ApiError(422, "logprobs: the backend that answered does not report "
                          "log-probabilities (ask without logprobs, or use a backend that "
@@ -574,7 +620,7 @@ class _Stream(Response):
         run_id = call.run_id or ""
         created = int(time.time())
         chunks = 0
-        started = gone = False
+        started = gone = ended = False
         completion: Completion | None = None
         raw: Completion | None = None
         error: ApiError | None = None
@@ -622,7 +668,7 @@ class _Stream(Response):
                     return
 
         async def generate() -> None:
-            nonlocal completion, raw, error
+            nonlocal completion, raw, error, ended
             try:
                 result = await self.gateway.pipeline.run(chat.request, run_id=run_id,
                                                          on_delta=on_delta)
@@ -639,11 +685,19 @@ class _Stream(Response):
                 log.exception("gateway.internal_error", path="/v1/chat/completions",
                               error_type=type(exc).__name__)
                 error = ApiError(500, "internal gateway error (logged)", kind="server_error")
+            ended = True
             group.cancel_scope.cancel()  # stop watching for a disconnect
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(watch)
-            group.start_soon(generate)
+        scopes = self.gateway._inflight
+        try:
+            async with anyio.create_task_group() as group:
+                scopes.add(group.cancel_scope)
+                group.start_soon(watch)
+                group.start_soon(generate)
+        finally:
+            scopes.discard(group.cancel_scope)
+        if not ended and error is None and not gone:  # stop_runs ended it
+            error = _shutting_down()
         usage = completion.usage if completion is not None else None
         self.gateway._reconcile(call, self.reserved, usage)
         if usage is not None:

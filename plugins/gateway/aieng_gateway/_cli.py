@@ -7,8 +7,10 @@ Registered through ``aieng_register_commands``; starlette and uvicorn load only 
 from __future__ import annotations
 
 import datetime
+import logging
+import math
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ __all__ = ["add_commands", "build_pipeline", "keys", "serve"]
 log = structlog.get_logger(__name__)
 
 _KEYS_HELP = "The API-key database (default: $AIENG_KEYS or the user data dir)."
+#: Seconds uvicorn leaves the gateway, past the grace period, to answer what it stopped.
+_STOP_MARGIN = 3.0
 
 
 @contextmanager
@@ -79,10 +83,15 @@ def build_pipeline(kernel: Any, path: Path, *, monitor: bool, feedback_db: Path 
               type=click.Path(path_type=Path),
               help="Where the added 'feedback-sqlite' sink stores feedback "
                    "(when the pipeline has no sink of its own).")
+@click.option("--graceful-timeout", default=5.0, show_default=True,
+              type=click.FloatRange(min=0),
+              help="Seconds a stop (SIGTERM, Ctrl-C) leaves requests in flight to finish; "
+                   "those still running then end with 503.")
 @click.pass_context
 def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: bool,
           keys_path: Path | None, max_body: int, regenerate_window: float,
-          public_metrics: bool, monitor: bool, feedback_db: Path) -> None:
+          public_metrics: bool, monitor: bool, feedback_db: Path,
+          graceful_timeout: float) -> None:
     """Serve PIPELINE (a TOML file) over the OpenAI HTTP API: /v1/chat/completions,
     /v1/embeddings, /v1/models, /v1/feedback, /metrics, /healthz."""
     import uvicorn
@@ -116,22 +125,77 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
     PipelineConfig.load(pipeline, kernel.registry)  # a bad file fails before binding the port
     gateway = Gateway(build, keys=store, settings=settings, kernel=lambda: kernel)
 
+    # The pipeline's failure to start (a component that cannot build or open), kept to be
+    # reported as the CLI's one line instead of uvicorn's traceback.
+    failures: list[BaseException] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await gateway.app(scope, receive, send)
+            return
+
+        async def quiet(message: Any) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                message = {**message, "message": ""}  # uvicorn would log the traceback
+            await send(message)
+
+        try:
+            await gateway.app(scope, receive, quiet)
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    where = f"[{host}]" if ":" in host else host
+
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets)
+            try:
+                await super().startup(sockets)
+            except SystemExit:
+                if not failures:  # uvicorn logged why it could not bind; say where
+                    click.echo(f"aieng serve: cannot listen on {where}:{port}", err=True)
+                raise
             if self.started:  # bound: the real port (--port 0 lets the OS pick one)
                 bound = self.servers[0].sockets[0].getsockname()[1]
-                where = f"[{host}]" if ":" in host else host
                 click.echo(f"aieng serve: {pipeline} on http://{where}:{bound}/v1 "
                            f"(auth {'off' if no_auth else 'on'})", err=True)
 
-    server = Server(uvicorn.Config(gateway.app, host=host, port=port, log_level="warning",
+        async def shutdown(self, sockets: Any = None) -> None:
+            # What outlasts the grace period ends as a 503 (a stream: an error event) just
+            # before uvicorn would cancel it: a bare 500, a cut stream and a traceback.
+            import asyncio
+
+            deadline = asyncio.get_running_loop().call_later(graceful_timeout,
+                                                             gateway.stop_runs)
+            try:
+                await super().shutdown(sockets)
+            finally:
+                deadline.cancel()
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                    access_log=False, lifespan="on",
-                                   timeout_graceful_shutdown=5))
-    with suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C is a clean stop
+                                   timeout_graceful_shutdown=math.ceil(
+                                       graceful_timeout + _STOP_MARGIN)))
+    logging.getLogger("uvicorn.error").addFilter(
+        lambda record: not (failures and record.getMessage().startswith(
+            "Application startup failed")))
+    # Ctrl-C stops the server gracefully, then exits 130 as every aieng command does;
+    # SIGTERM stops it gracefully too, then ends the process by that signal (143).
+    try:
         server.run()
-    if not server.started:  # the port is taken, the pipeline failed to open...
+    except SystemExit:
+        if failures and not server.started:
+            raise _cause(failures[0]) from None  # one line, the exit status of `aieng run`
+        raise
+    if not server.started:
         ctx.exit(3)  # uvicorn's STARTUP_FAILURE
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The one error inside nested exception groups (task groups wrap what they raise)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 @click.group()

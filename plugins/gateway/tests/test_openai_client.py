@@ -142,3 +142,34 @@ async def test_a_gateway_over_a_gateway_passes_client_faults_through(
             wrong_key = await client.post("/v1/chat/completions", json=chat("test"))
             assert wrong_key.status_code == 502, wrong_key.text
             assert wrong_key.json()["error"]["code"] == "upstream_error"
+
+
+async def test_an_upstream_rate_limit_is_a_429_with_its_wait(
+        served: tuple[Gateway, LoopbackServer]) -> None:
+    """A gateway whose upstream rate-limits it (here another gateway's key at 1 request per
+    minute) answers 429 with the upstream's Retry-After once the backend's retries are
+    spent, streamed or not, so clients back off as their SDKs do on 429 (a 502 hid it)."""
+    gateway, upstream = served
+    assert gateway.keys is not None
+    key, _ = gateway.keys.create("once-a-minute", rpm=1)
+    gateway.keys.refresh(force=True)
+
+    def pipeline(kernel: Any) -> Any:
+        return kernel.compose({"remote": _backend(upstream, key)}, name="front")
+
+    front = Gateway(pipeline, settings=GatewaySettings(auth=False),
+                    kernel=lambda: isolated_kernel(loop_block_threshold=None))
+    async with front.running():
+        transport = httpx.ASGITransport(app=front.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            chat = {"model": "test", "messages": [{"role": "user", "content": "hi"}]}
+            first = await client.post("/v1/chat/completions", json=chat)
+            assert first.status_code == 200, first.text
+            for stream in (False, True):
+                limited = await client.post("/v1/chat/completions",
+                                            json={**chat, "stream": stream})
+                assert limited.status_code == 429, limited.text
+                assert 1 <= int(limited.headers["retry-after"]) <= 60
+                error = limited.json()["error"]
+                assert error["type"] == "rate_limit_error"
+                assert error["code"] == "upstream_rate_limited"

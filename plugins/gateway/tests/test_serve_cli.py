@@ -9,19 +9,26 @@ from __future__ import annotations
 import os
 import queue
 import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from _support import LoopbackServer
-from aieng_gateway import Gateway, KeyStore
+from _support import FlakyBackend, LoopbackServer, make_gateway
+from aieng_gateway import Gateway, GatewaySettings, KeyStore
 
 AIENG = Path(sys.executable).parent / "aieng"
+#: Runs a command with Ctrl-C as at a terminal: a shell's background job (as CI may run the
+#: tests in) hands its children SIGINT ignored.
+SIGINT_AS_AT_A_TERMINAL = [sys.executable, "-c", ("import os, signal, sys; "
+                                                  "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                                                  "os.execv(sys.argv[1], sys.argv[1:])")]
 
 
 def _free_port() -> int:
@@ -122,3 +129,128 @@ def test_serve_port_0_prints_the_bound_port_and_warns_without_live_keys(
         process.wait(timeout=20)
     text = b"".join(seen).decode()
     assert "no live API key" in text and "aieng keys create" in text, text
+
+
+def _relay(tmp_path: Path, upstream: LoopbackServer, **options: str) -> Path:
+    pipeline = tmp_path / "relay.toml"
+    pipeline.write_text(
+        '[pipeline]\nname = "relay"\ntimeout = 60.0\n\n[components.llm]\nuse = "openai"\n'
+        f'base_url = "{upstream.url}/v1"\nmodel = "test"\nmax_retries = 0\n'
+        + "".join(f'{name} = "{value}"\n' for name, value in options.items()))
+    return pipeline
+
+
+def _serve(pipeline: Path, tmp_path: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*SIGINT_AS_AT_A_TERMINAL, str(AIENG), "serve", str(pipeline), "--no-auth",
+         "--no-monitor", "--feedback-db", str(tmp_path / "fb.sqlite3"), *args],
+        env=dict(os.environ, OMP_NUM_THREADS="1", AIENG_LOG_LEVEL="WARNING", **env),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], base: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "aieng serve did not start"
+        time.sleep(0.1)
+
+
+def test_a_pipeline_that_fails_to_start_is_one_line(served: tuple[Gateway, LoopbackServer],
+                                                    tmp_path: Path) -> None:
+    """A component that cannot start (here: its API key variable unset) fails `serve` with
+    `aieng run`'s one line and exit status 2, not uvicorn's 60-line traceback; a port
+    already taken says which address could not be bound."""
+    pipeline = _relay(tmp_path, served[1], api_key_env="AIENG_TEST_UNSET_KEY")
+    env = dict(os.environ, OMP_NUM_THREADS="1", AIENG_LOG_LEVEL="WARNING")
+    env.pop("AIENG_TEST_UNSET_KEY", None)
+    failed = subprocess.run([str(AIENG), "serve", str(pipeline), "--no-auth", "--port", "0",
+                             "--no-monitor"], env=env, capture_output=True, timeout=60,
+                            check=False)
+    err = failed.stderr.decode()
+    assert failed.returncode == 2, err
+    assert "aieng: error:" in err and "AIENG_TEST_UNSET_KEY" in err, err
+    assert "Traceback" not in err and "Application startup failed" not in err, err
+    taken = subprocess.run([str(AIENG), "serve", str(_relay(tmp_path, served[1])),
+                            "--no-auth", "--no-monitor", "--port", str(served[1].port)],
+                           env=env, capture_output=True, timeout=60, check=False)
+    err = taken.stderr.decode()
+    assert taken.returncode == 3, err
+    assert f"cannot listen on 127.0.0.1:{served[1].port}" in err and "Traceback" not in err
+
+
+def test_sigterm_ends_what_outlasts_the_grace_period_cleanly(tmp_path: Path) -> None:
+    """SIGTERM with requests in flight: what is still running after --graceful-timeout
+    ends as 503 ``server_shutting_down`` (a started stream: an error event, then [DONE]),
+    not a bare 500 and a cut stream; no traceback; the process ends by SIGTERM (143)."""
+    backend = FlakyBackend()
+    (tmp_path / "up").mkdir()
+    upstream_gateway = make_gateway(tmp_path / "up", backend=backend, timeout=60,
+                                    settings=GatewaySettings(auth=False))
+    with LoopbackServer(upstream_gateway.app) as upstream:
+        port = _free_port()
+        process = _serve(_relay(tmp_path, upstream), tmp_path, "--port", str(port),
+                         "--graceful-timeout", "1")
+        base = f"http://127.0.0.1:{port}"
+        answers: dict[str, Any] = {}
+        streaming = threading.Event()
+
+        def ask_json() -> None:
+            answers["json"] = httpx.post(f"{base}/v1/chat/completions", timeout=60, json={
+                "messages": [{"role": "user", "content": "SLOW"}]})
+
+        def ask_stream() -> None:
+            with httpx.stream("POST", f"{base}/v1/chat/completions", timeout=60, json={
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "STREAMLONG"}]}) as response:
+                chunks = response.iter_bytes()
+                first = next(chunks)
+                streaming.set()
+                answers["stream"] = (response.status_code, first + b"".join(chunks))
+
+        try:
+            _wait_healthy(process, base)
+            clients = [threading.Thread(target=ask_json), threading.Thread(target=ask_stream)]
+            for thread in clients:
+                thread.start()
+            assert backend.slow.wait(60) and streaming.wait(60)
+            process.send_signal(signal.SIGTERM)
+            for thread in clients:
+                thread.join(60)
+            _, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == -signal.SIGTERM, err.decode()
+    assert b"Traceback" not in err, err.decode()
+    response = answers["json"]
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "server_shutting_down"
+    assert response.headers["retry-after"] == "1"
+    status, body = answers["stream"]
+    assert status == 200
+    assert b'"code": "server_shutting_down"' in body and body.endswith(b"data: [DONE]\n\n")
+
+
+def test_ctrl_c_stops_serve_with_status_130(served: tuple[Gateway, LoopbackServer],
+                                            tmp_path: Path) -> None:
+    """Ctrl-C stops `aieng serve` cleanly with status 130, as every aieng command (it
+    exited 0, as if the server had ended by itself)."""
+    port = _free_port()
+    process = _serve(_relay(tmp_path, served[1]), tmp_path, "--port", str(port))
+    try:
+        _wait_healthy(process, f"http://127.0.0.1:{port}")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err.decode()
+    assert b"Traceback" not in err, err.decode()

@@ -89,6 +89,7 @@ class OpenAIBackend:
         self._served = frozenset({options.model, self.embedding_model, *options.models})
         self._base = options.base_url.rstrip("/")
         self._client: httpx.AsyncClient | None = None
+        self._pool_timeout = options.pool_timeout or options.connect_timeout
         self._rng = random.Random()
 
     def __repr__(self) -> str:
@@ -109,7 +110,7 @@ class OpenAIBackend:
         timeout = httpx.Timeout(connect=self.options.connect_timeout,
                                 read=self.options.read_timeout,
                                 write=self.options.read_timeout,
-                                pool=self.options.connect_timeout)
+                                pool=self._pool_timeout)
         connections = self.options.max_connections
         limits = httpx.Limits(max_connections=connections,
                               max_keepalive_connections=min(20, connections))
@@ -163,11 +164,12 @@ class OpenAIBackend:
                 # Not the server: every connection of the pool was busy with other calls.
                 limit = self.options.max_connections
                 failure = self._error(
-                    f"{method} {path} timed out waiting {self.options.connect_timeout:g} s "
+                    f"{method} {path} timed out waiting {self._pool_timeout:g} s "
                     f"for a free connection (all max_connections={limit} were busy)",
                     kind="timeout", url=url, attempts=attempt,
                     hint="more calls run at once than max_connections allows: raise "
-                         "max_connections, or send fewer concurrent requests")
+                         "max_connections or pool_timeout, or send fewer concurrent "
+                         "requests")
             except httpx.TimeoutException as error:
                 failure = self._error(
                     f"{method} {path} timed out ({type(error).__name__})", kind="timeout",
@@ -201,7 +203,7 @@ class OpenAIBackend:
                     attempts=attempt)
                 if not retryable_status(status):
                     raise failure
-                wait = retry_after(response.headers)
+                wait = failure.retry_after = retry_after(response.headers)
             if attempt > self.options.max_retries:
                 raise failure
             if wait is not None and wait > self.options.backoff_max:

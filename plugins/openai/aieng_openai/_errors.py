@@ -62,10 +62,14 @@ class OpenAIError(Exception):
     :param hint: what to do about it.
     :param url: the URL called (never with credentials).
     :param attempts: how many attempts were made.
+    :param retry_after: the seconds the server asked to wait before calling again (its
+        ``Retry-After`` or ``retry-after-ms``), when it asked: a proxy in front (``aieng
+        serve``) hands it on to its clients with a 429.
     """
 
     def __init__(self, message: str, *, kind: ErrorKind, status: int | None = None,
-                 body: str = "", hint: str = "", url: str = "", attempts: int = 1) -> None:
+                 body: str = "", hint: str = "", url: str = "", attempts: int = 1,
+                 retry_after: float | None = None) -> None:
         self.message = message
         self.kind: ErrorKind = kind
         self.status = status
@@ -73,6 +77,7 @@ class OpenAIError(Exception):
         self.hint = hint
         self.url = url
         self.attempts = attempts
+        self.retry_after = retry_after
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -90,10 +95,10 @@ class OpenAIError(Exception):
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only fields: pickle (process pools, pytest-xdist) rebuilds through this.
         return (_rebuild, (self.message, self.kind, self.status, self.body, self.hint,
-                           self.url, self.attempts))
+                           self.url, self.attempts, self.retry_after))
 
 
 def _rebuild(message: str, kind: ErrorKind, status: int | None, body: str, hint: str,
-             url: str, attempts: int) -> OpenAIError:
+             url: str, attempts: int, retry_after: float | None = None) -> OpenAIError:
     return OpenAIError(message, kind=kind, status=status, body=body, hint=hint, url=url,
-                       attempts=attempts)
+                       attempts=attempts, retry_after=retry_after)

@@ -83,6 +83,12 @@ def _seconds(instance: object, attribute: attrs.Attribute[float], value: float) 
         raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
 
 
+def _opt_seconds(instance: object, attribute: attrs.Attribute[float | None],
+                 value: float | None) -> None:
+    if value is not None:
+        _seconds(instance, attribute, value)  # type: ignore[arg-type]
+
+
 def _non_negative_seconds(instance: object, attribute: attrs.Attribute[float],
                           value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -143,7 +149,10 @@ class OpenAIOptions:
         two chunks, so a long generation is fine as long as tokens keep coming).
     :param max_connections: the most connections open to the server at once, so the most
         concurrent calls; a call past it waits for a free connection up to
-        ``connect_timeout``, then fails (retried as a timeout).
+        ``pool_timeout``, then fails (retried as a timeout).
+    :param pool_timeout: seconds a call waits for a free connection when all
+        ``max_connections`` are busy (default: ``connect_timeout``). Raise it to queue a
+        burst of calls behind long generations while a dead server still fails fast.
     :param max_retries: retries after the first attempt, on 408, 409, 429, 5xx, timeouts and
         connection errors; other 4xx answers are never retried.
     :param backoff_base: the first retry's nominal wait, doubled on each retry, with jitter.
@@ -171,6 +180,7 @@ class OpenAIOptions:
     connect_timeout: float = attrs.field(default=5.0, validator=_seconds)
     read_timeout: float = attrs.field(default=120.0, validator=_seconds)
     max_connections: int = attrs.field(default=100, validator=_connections)
+    pool_timeout: float | None = attrs.field(default=None, validator=_opt_seconds)
     max_retries: int = attrs.field(default=3, validator=_retries)
     backoff_base: float = attrs.field(default=0.5, validator=_non_negative_seconds)
     backoff_max: float = attrs.field(default=30.0, validator=_non_negative_seconds)

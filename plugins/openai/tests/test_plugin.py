@@ -54,6 +54,8 @@ async def test_runs_in_a_pipeline_and_closes_its_client(
     ({"max_retries": -1}, "max_retries"),
     ({"max_connections": 0}, "max_connections"),
     ({"max_connections": True}, "max_connections"),
+    ({"pool_timeout": 0}, "pool_timeout"),
+    ({"pool_timeout": "1s"}, "pool_timeout"),
     ({"headers": {"Authorization": "Bearer x"}}, "Authorization"),
     ({"max_tokens_field": "tokens"}, "max_tokens_field"),
     ({"api_key": "sk-cl\u00e9"}, "api_key must be printable ASCII"),

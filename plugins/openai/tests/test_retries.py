@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import pickle
 import random
 import socket
 import time
@@ -140,6 +141,9 @@ async def test_retry_after_beyond_backoff_max_is_not_awaited(
     await backend.aclose()
     assert caught.value.status == 429 and "3600.0 s" in caught.value.hint
     assert len(double.calls_to("chat/completions")) == 1
+    # The wait asked for stays on the error: a gateway in front hands it on (Retry-After).
+    assert caught.value.retry_after == 3600.0
+    assert pickle.loads(pickle.dumps(caught.value)).retry_after == 3600.0
 
 
 @pytest.mark.parametrize(("status", "hint"), [
@@ -192,12 +196,12 @@ async def test_slow_then_fast_succeeds(double: OpenAIServerDouble, make_backend:
 
 async def test_waiting_for_a_free_connection_names_max_connections(
         double: OpenAIServerDouble, make_backend: Any) -> None:
-    """More concurrent calls than ``max_connections``: the one that waits past the pool
-    timeout says it waited for a free connection and names the option, not a slow
-    server."""
+    """More concurrent calls than ``max_connections``: the one that waits past
+    ``pool_timeout`` (not ``connect_timeout``: a queue behind long generations is no dead
+    server) says it waited for a free connection and names the options."""
     double.script("chat/completions", Scripted(delay=5.0))
-    backend: OpenAIBackend = make_backend(max_connections=1, connect_timeout=0.3,
-                                          max_retries=0)
+    backend: OpenAIBackend = make_backend(max_connections=1, connect_timeout=30.0,
+                                          pool_timeout=0.3, max_retries=0)
     async with anyio.create_task_group() as group:
         group.start_soon(backend.aieng_generate, ask("holds the only connection"))
         with anyio.fail_after(10):
@@ -210,6 +214,7 @@ async def test_waiting_for_a_free_connection_names_max_connections(
     assert caught.value.kind == "timeout"
     assert "free connection" in caught.value.message
     assert "max_connections" in caught.value.hint and "1" in caught.value.message
+    assert "pool_timeout" in caught.value.hint and "0.3 s" in caught.value.message
     assert len(double.calls_to("chat/completions")) == 1  # the second was never sent
 
 
