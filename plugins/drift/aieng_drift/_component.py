@@ -128,7 +128,9 @@ class DriftComponent:
         return self.monitor.metrics()
 
     def prometheus_text(self, **labels: Any) -> str:
-        """The metrics as Prometheus text, with a ``pipeline`` label when opened."""
-        extra = {"pipeline": self._context.pipeline} if self._context is not None else {}
+        """The metrics as Prometheus text, with ``pipeline`` and ``component`` labels when
+        opened (two drift components of one pipeline render series of their own)."""
+        extra = ({"pipeline": self._context.pipeline, "component": self.name}
+                 if self._context is not None else {})
         extra.update({k: str(v) for k, v in labels.items()})
         return self.monitor.prometheus_text(extra)

@@ -34,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from aieng_core import HookError, Kernel, Pipeline, RunResult
 
+from ._exposition import merge_exposition
 from ._keys import ApiKey, KeyStore, KeyStoreError
 from ._protocol import (
     ApiError,
@@ -142,10 +143,10 @@ class Gateway:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
         """Start the kernel, build and open the pipeline, load the keys; stop them after."""
-        if not self.settings.auth:
-            log.warning("gateway.auth_disabled",
-                        hint="anyone who can reach this port can use the pipeline")
         async with self._kernel() as kernel, anyio.create_task_group() as tg:
+            if not self.settings.auth:  # logged once the kernel has set up logging
+                log.warning("gateway.auth_disabled",
+                            hint="anyone who can reach this port can use the pipeline")
             self._tg = tg
             self._pipeline = self._build(kernel)
             await self._pipeline.open()
@@ -334,12 +335,16 @@ class Gateway:
             # to retry as a 502 would invite. 401/403 (the gateway's own upstream key) stay
             # 502: not the client's doing.
             return ApiError(status, str(exc), code="upstream_invalid_request")
-        if status == 429:
-            # The upstream rate-limits us, its retries ran out: a 429 (with its wait) lets
-            # clients back off as their SDKs do on 429, where a 502 hid it.
+        if status in (429, 503):
+            # The upstream rate-limits us or is overloaded, its retries ran out: the same
+            # status (with its wait) lets clients back off as their SDKs do on 429 / 503,
+            # where a 502 hid it.
             wait = getattr(exc.cause, "retry_after", None)
             headers = {"Retry-After": str(max(1, math.ceil(wait)))} \
                 if isinstance(wait, (int, float)) and math.isfinite(wait) else {}
+            if status == 503:
+                return ApiError(503, str(exc), kind="upstream_error",
+                                code="upstream_unavailable", headers=headers)
             return ApiError(429, str(exc), kind="rate_limit_error",
                             code="upstream_rate_limited", headers=headers)
         timeout = isinstance(exc.cause, TimeoutError) or "timed out" in str(exc) \
@@ -543,7 +548,7 @@ class Gateway:
         for (path, status), n in sorted(self.requests.items()):
             lines.append(f'aieng_gateway_requests_total{{path="{_label(path)}",'
                          f'status="{status}"}} {n}')
-        return PlainTextResponse("".join(parts) + "\n".join(lines) + "\n",
+        return PlainTextResponse(merge_exposition([*parts, "\n".join(lines)]),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def _health(self, http: HTTPRequest, call: _Call) -> Response:

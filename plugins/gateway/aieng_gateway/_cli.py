@@ -83,7 +83,7 @@ def build_pipeline(kernel: Any, path: Path, *, monitor: bool, feedback_db: Path 
               type=click.Path(path_type=Path),
               help="Where the added 'feedback-sqlite' sink stores feedback "
                    "(when the pipeline has no sink of its own).")
-@click.option("--graceful-timeout", default=5.0, show_default=True,
+@click.option("--graceful-timeout", default=25.0, show_default=True,
               type=click.FloatRange(min=0),
               help="Seconds a stop (SIGTERM, Ctrl-C) leaves requests in flight to finish; "
                    "those still running then end with 503.")

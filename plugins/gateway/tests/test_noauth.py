@@ -149,3 +149,54 @@ async def test_streamed_logprobs_of_a_backend_that_does_not_stream() -> None:
     assert with_text["choices"][0]["logprobs"] == whole["choices"][0]["logprobs"]
     assert [t["logprob"] for t in whole["choices"][0]["logprobs"]["content"]] == \
         [logprob_of(i) for i in range(3)]
+
+
+class _Renders:
+    """A component rendering its own metrics, as the monitor and each drift detector do."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def prometheus_text(self) -> str:
+        return self.text
+
+    @hookimpl
+    def aieng_on_event(self, event: object) -> None:
+        pass
+
+
+async def test_metrics_of_two_components_of_one_kind_are_one_valid_exposition(
+        tmp_path: Path) -> None:
+    """Two components of one kind (two drift detectors) render the same metric family:
+    /metrics used to repeat its ``# TYPE`` (Prometheus refuses the whole scrape); now each
+    family is written once with all its samples, and a series rendered twice once."""
+    from aieng_core.testing import ScriptedBackend
+    from prometheus_client.parser import text_string_to_metric_families
+
+    one = ('# HELP aieng_drift_psi PSI\n# TYPE aieng_drift_psi gauge\n'
+           'aieng_drift_psi{detector="length"} 0.1\n'
+           '# HELP aieng_lat_seconds Latency\n# TYPE aieng_lat_seconds histogram\n'
+           'aieng_lat_seconds_bucket{le="1.0"} 1\naieng_lat_seconds_bucket{le="+Inf"} 1\n'
+           'aieng_lat_seconds_sum 0.5\naieng_lat_seconds_count 1\n')
+    two = ('# HELP aieng_drift_psi PSI\n# TYPE aieng_drift_psi gauge\n'
+           'aieng_drift_psi{detector="embedding"} 0.2\n'
+           'aieng_drift_psi{detector="length"} 0.1\n')  # the same series again
+
+    def build(kernel: Any) -> Any:
+        return kernel.compose({"llm": ScriptedBackend(), "a": _Renders(one),
+                               "b": _Renders(two)}, name="two")
+
+    gateway = Gateway(build, settings=GatewaySettings(auth=False),
+                      kernel=lambda: isolated_kernel(loop_block_threshold=None))
+    with structlog.testing.capture_logs() as logs:
+        async with gateway.running():
+            transport = httpx.ASGITransport(app=gateway.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                text = (await client.get("/metrics")).text
+    assert text.count("# TYPE aieng_drift_psi gauge") == 1
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert sorted(s.labels["detector"] for s in families["aieng_drift_psi"].samples) == [
+        "embedding", "length"]
+    assert len(families["aieng_lat_seconds"].samples) == 4
+    assert "aieng_gateway_requests" in families
+    assert any(e["event"] == "gateway.metrics_repeated" for e in logs)

@@ -173,3 +173,48 @@ async def test_an_upstream_rate_limit_is_a_429_with_its_wait(
                 error = limited.json()["error"]
                 assert error["type"] == "rate_limit_error"
                 assert error["code"] == "upstream_rate_limited"
+
+
+async def test_an_overloaded_upstream_is_a_503_with_its_wait() -> None:
+    """An upstream answering 503 with Retry-After (an overloaded server) is a 503 with that
+    wait once the backend's retries are spent, streamed or not: a 502 hid the wait."""
+    import http.server
+    import threading
+
+    class Overloaded(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = b'{"error": {"message": "overloaded"}}'
+            self.send_response(503)
+            self.send_header("Retry-After", "7")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Overloaded)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        def pipeline(kernel: Any) -> Any:
+            return kernel.compose({"remote": OpenAIBackend(OpenAIOptions(
+                base_url=f"http://127.0.0.1:{upstream.server_address[1]}/v1", model="test",
+                api_key="k", max_retries=0))}, name="front")
+
+        front = Gateway(pipeline, settings=GatewaySettings(auth=False),
+                        kernel=lambda: isolated_kernel(loop_block_threshold=None))
+        async with front.running():
+            transport = httpx.ASGITransport(app=front.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                chat = {"model": "test", "messages": [{"role": "user", "content": "hi"}]}
+                for stream in (False, True):
+                    answer = await client.post("/v1/chat/completions",
+                                               json={**chat, "stream": stream})
+                    assert answer.status_code == 503, answer.text
+                    assert answer.headers["retry-after"] == "7"
+                    assert answer.json()["error"]["code"] == "upstream_unavailable"
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
