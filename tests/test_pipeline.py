@@ -30,6 +30,7 @@ from aieng_hookspecs.types import (
     RunFinished,
     Sample,
     Score,
+    StageFinished,
     TokenEvent,
     ToolCall,
 )
@@ -1048,3 +1049,33 @@ async def test_pipelines_sharing_a_name_with_subscribers_are_warned_of(
         aieng_kernel.compose({"llm": ScriptedBackend()}, name="mine")
     shared = [e for e in logs if e["event"] == "pipeline.name_shared"]
     assert len(shared) == 1 and shared[0]["pipeline"] == "mine"
+
+
+@pytest.mark.anyio
+async def test_a_stage_cut_short_still_finishes_in_the_events(aieng_kernel: Kernel) -> None:
+    """A stage cut off by cancellation, or by the caller's own on_delta raising, ends with
+    a stage.finished event (``cancelled`` / ``error``): a tracer opening a span per stage
+    left it open for ever."""
+    capture = EventCapture(aieng_kernel)
+
+    class Hangs:
+        @hookimpl
+        async def aieng_generate(self, request: Request) -> Completion:
+            await anyio.sleep_forever()
+            raise AssertionError
+
+    hangs = aieng_kernel.compose({"llm": Hangs()}, stages=["generate"], timeout=None)
+    with anyio.move_on_after(0.1):
+        await hangs.run("q")
+    streams = aieng_kernel.compose({"llm": ScriptedBackend(["a ", "b"])}, stages=["generate"],
+                                   name="streams")
+
+    def refuse(delta: Delta) -> None:
+        raise BrokenPipeError("the caller's output is closed")
+
+    with pytest.raises(BrokenPipeError):
+        await streams.run("q", on_delta=refuse)
+    capture.close()
+    finished = [(e.pipeline, e.stage, e.status) for e in capture.of(StageFinished)]
+    assert finished == [("composed", "generate", "cancelled"),
+                        ("streams", "generate", "error")]

@@ -143,6 +143,23 @@ class PipelineConfig:
         override = self.stage.get(stage)
         return override.k if override is not None and override.k is not None else default
 
+    def effective_stages(self, present: set[str]) -> tuple[str, ...]:
+        """The stages a pipeline runs, given those its components implement (``present``):
+        the listed ones, else every present one in lifecycle order.
+
+        :raises ConfigError: for a listed stage no component implements.
+        """
+        if self.stages is None:
+            return tuple(s for s in STAGES if s in present)
+        for stage in self.stages:
+            if stage not in present:
+                raise ConfigError(
+                    f"stage {stage!r} is listed but no component implements "
+                    f"{' or '.join(STAGE_HOOKS[stage])}",
+                    source=self.source, key="pipeline.stages",
+                    choices=[s for s in STAGES if s in present])
+        return self.stages
+
     # -- dict form -----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

@@ -52,6 +52,10 @@ __all__ = ["Pipeline"]
 
 log = structlog.get_logger(__name__)
 
+def _ended(exc: BaseException) -> str:
+    return "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else "error"
+
+
 def _of_plugin(plugin: str, distribution: str) -> str:
     return f"plugin {plugin} ({distribution})" if distribution else f"plugin {plugin}"
 
@@ -164,18 +168,9 @@ class Pipeline:
         return bool(set(self._hooks_of(name)).intersection(hooks))
 
     def _effective_stages(self) -> tuple[str, ...]:
-        present = {s for s in STAGES
-                   if any(self._implements(n, *STAGE_HOOKS[s]) for n in self.components)}
-        if self.config.stages is None:
-            return tuple(s for s in STAGES if s in present)
-        for stage in self.config.stages:
-            if stage not in present:
-                raise ConfigError(
-                    f"stage {stage!r} is listed but no component implements "
-                    f"{' or '.join(STAGE_HOOKS[stage])}",
-                    source=self.config.source, key="pipeline.stages",
-                    choices=[s for s in STAGES if s in present])
-        return self.config.stages
+        return self.config.effective_stages(
+            {s for s in STAGES
+             if any(self._implements(n, *STAGE_HOOKS[s]) for n in self.components)})
 
     def _label(self, plugin_name: str) -> str:
         comp = self.config.components.get(plugin_name)
@@ -300,6 +295,11 @@ class Pipeline:
                         status = "error"
                         raise
                     stage_status, error = "skipped", str(exc)
+                except BaseException as exc:  # cancelled, or the caller's on_delta raised
+                    scope.emit(unchecked(StageFinished, run_id=scope.run_id, pipeline=self.name,
+                                         stage=stage, status=_ended(exc),
+                                         duration_s=time.perf_counter() - t0))
+                    raise
                 duration = time.perf_counter() - t0
                 records.append(StageRecord(stage, stage_status, duration, error))
                 scope.emit(unchecked(StageFinished, run_id=scope.run_id, pipeline=self.name,
@@ -312,9 +312,7 @@ class Pipeline:
                     status = "blocked"
                     break
         except BaseException as exc:
-            if status != "error":
-                status = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) \
-                    else "error"
+            status = "error" if status == "error" else _ended(exc)
             raise
         finally:
             scope.emit(unchecked(RunFinished, run_id=scope.run_id, pipeline=self.name,

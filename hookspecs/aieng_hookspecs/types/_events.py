@@ -84,7 +84,8 @@ class StageStarted(Event):
 
 @attrs.frozen(kw_only=True)
 class StageFinished(Event):
-    """A stage ended with ``status`` (``ok``, ``skipped``, ``error``, ``blocked``, ``hit``)."""
+    """A stage ended with ``status`` (``ok``, ``skipped``, ``error``, ``blocked``, ``hit``;
+    ``cancelled`` when the run was cancelled during it)."""
 
     name: ClassVar[str] = "stage.finished"
     stage: str = field(validator=_str)
