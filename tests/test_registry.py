@@ -336,7 +336,9 @@ def test_names_with_a_trailing_newline_and_options_instances_are_rejected() -> N
     kernel = Kernel(env={}, entry_points=[]).load()
     for args, kwargs, message in [(("sized\n", Component), {}, "component name"),
                                   (("sized", Component), {"options": Options()},
-                                   "must be an attrs class")]:
+                                   "must be an attrs class"),
+                                  (("sized", Component), {"description": 5},
+                                   "description of component 'sized' must be a string")]:
         module = types.ModuleType("m")
 
         @hookimpl
@@ -372,3 +374,13 @@ def test_one_module_under_two_plugin_names_is_broken_naming_the_first() -> None:
     assert "already loaded as plugin 'twice'" in alias.error, alias.error
     assert "builtin" not in alias.error and len(alias.error) < 300, alias.error
     assert kernel.registry.component("twice").plugin == "twice"
+
+
+def test_a_plugin_implementing_no_hook_is_broken() -> None:
+    """An entry point naming something that implements no aieng hook (a constant, a class,
+    the wrong module) loaded as "loaded" and did nothing; it is broken, saying so."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+    info = kernel.registry.register(types.ModuleType("not_the_plugin"), name="empty")
+    assert info.status == "broken"
+    assert "'not_the_plugin' implements no aieng hook" in info.error
+    assert "entry point" in info.error

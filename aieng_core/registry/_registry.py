@@ -59,6 +59,9 @@ class _ComponentAdder:
         if options is not None and not (isinstance(options, type) and attrs.has(options)):
             raise TypeError(f"options of component {name!r} must be an attrs class, "
                             f"got {options!r}")
+        if not isinstance(description, str):
+            raise TypeError(f"description of component {name!r} must be a string, "
+                            f"got {description!r}")
         if isinstance(factory, type) and (unmarked := unmarked_hooks(factory, _ROLE_SPECS)):
             raise TypeError(f"component {name!r}: " + ", ".join(
                 f"{factory.__qualname__}.{hook}" for hook in unmarked) + f" {_UNMARKED_HINT}")
@@ -258,6 +261,11 @@ class Registry:
         hooks = set(hooks_of(plugin))
         for component in components.added.values():
             hooks.update(component.hooks)
+        if not hooks:  # an entry point naming a constant, a class, the wrong module
+            self._pm.unregister(plugin)
+            return self._broken(name, distribution, version, PluginLoadError(
+                f"{getattr(plugin, '__name__', type(plugin).__name__)!r} implements no aieng "
+                "hook: does the entry point name the plugin's module?"))
         loaded = PluginInfo(name, distribution, version, "loaded", "",
                             tuple(sorted(components.added)), tuple(sorted(hooks)))
         self._record(loaded)
