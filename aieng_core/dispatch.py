@@ -325,8 +325,6 @@ class Dispatcher:
         try:
             if kind == _SYNC:
                 value = function(*args)
-                if inspect.isawaitable(value):
-                    value = await self._bounded(value, policy.timeout, token)
             elif kind == _ASYNC:
                 value = await self._bounded(function(*args), policy.timeout, token)
             else:
@@ -337,6 +335,8 @@ class Dispatcher:
                     ),
                     policy.timeout,
                 )
+            if kind != _ASYNC and inspect.isawaitable(value):  # a plain impl's coroutine
+                value = await self._bounded(value, policy.timeout, token)
         except DeadlinePassed:
             outcome, error = "timeout", TimeoutError(f"timed out after {policy.timeout} s")
         except Exception as exc:  # the plugin's fault: wrap it, never let it escape raw

@@ -352,6 +352,26 @@ async def test_blocking_impl_runs_in_a_worker_thread(aieng_kernel: Kernel) -> No
     assert seen and seen[0] != threading.get_ident()
 
 
+async def test_a_blocking_impl_returning_an_awaitable_is_awaited(aieng_kernel: Kernel) -> None:
+    """A @blocking impl that does its heavy part in the thread and returns a coroutine for
+    the rest is awaited, as a plain impl's is (it failed as "returned coroutine")."""
+
+    class Heavy:
+        @hookimpl
+        @blocking
+        def aieng_retrieve(self) -> Any:
+            time.sleep(0.01)
+
+            async def rest() -> list[Hit]:
+                return [_hit("awaited")]
+
+            return rest()
+
+    pipeline = aieng_kernel.compose({"heavy": Heavy()}, stages=["retrieve"])
+    result = await pipeline.run("q")
+    assert result.retrieved[0].document.id == "awaited"
+
+
 async def test_watchdog_names_an_impl_that_blocks_the_loop(
         aieng_kernel: Kernel, captured_events: EventCapture) -> None:
     """An async impl that calls time.sleep is reported in a loop.blocked event by name."""
