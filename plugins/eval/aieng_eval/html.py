@@ -108,6 +108,14 @@ def run_page(summary: Mapping[str, Any], results: Sequence[ItemResult],
                         + scatter(points, title=f"{name}: label against judge score",
                                   x_label="human label", y_label="judge score") + "</div>")
         body.append("</div>")
+    if summary.get("judge_failures"):
+        body.append("<h2>Judge failures</h2><p class=\"muted\">Scores a judge could not give "
+                    "(an unreadable verdict, an error): the item is ok, the metric's n is "
+                    "lower.</p>")
+        body.append(_table(["judge", "failures", "items", "first (item: error)"],
+                           [[judge, f["failures"], f["items"],
+                             f"{f['item']}: {str(f['error'])[:300]}"]
+                            for judge, f in summary["judge_failures"].items()], {1, 2}))
     body.append("<h2>Failures</h2>")
     if summary["failures"]:
         body.append(_table(["id", "line", "error"],

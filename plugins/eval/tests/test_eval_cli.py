@@ -74,6 +74,8 @@ def test_judge_failures_are_counted_in_the_summary(tmp_path: Path) -> None:
     assert "judge rate gave no score 2 time(s) on 2 item(s)" in result.output
     rebuilt = kit.invoke("report", out)
     assert "judge rate gave no score 2 time(s)" in rebuilt.output
+    for report in ("report.md", "report.html"):  # both reports have the section
+        assert "Judge failures" in (tmp_path / "run" / report).read_text(encoding="utf-8")
 
 
 def test_run_writes_results_lock_and_reports(tmp_path: Path) -> None:
