@@ -143,6 +143,7 @@ class CausalLM:
             else tokenizer.eos_token_id
         #: The id left-padding a batch's shorter prompts (masked out of attention).
         self.pad_id: int = int(pad) if pad is not None else 0
+        self._slides = _sliding_cache(model)
 
     @classmethod
     def load(cls, folder: Path, *, template: TemplateName = "auto",
@@ -379,6 +380,19 @@ class CausalLM:
                              **self.keep(keep))
             return out.logits[0, -keep:].float(), out.past_key_values
 
+    def croppable_cache(self) -> Any:
+        """An empty KV cache that speculation may crop to any length; ``None`` where the
+        cache the model makes itself on its first pass can be. A transformers model with
+        sliding-window layers (Mistral 7B v0.1, Gemma 2 / 3, Qwen2 with
+        ``use_sliding_window``) makes one that keeps only the window on those layers and
+        refuses to crop once past it; it gets a full ``DynamicCache`` instead (its masks
+        still limit attention to the window, so the logits are the same)."""
+        if not self._slides:
+            return None
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
     def keep(self, count: int) -> dict[str, int]:
         """The argument asking the model for the last ``count`` positions' logits only,
         when its forward takes one (``{}`` otherwise: any other argument may be refused)."""
@@ -422,6 +436,22 @@ class CausalLM:
         return math.exp(total / count)
 
 
+def _sliding_cache(model: Any) -> bool:
+    # Whether transformers gives ``model`` a cache with sliding-window layers (its own
+    # rule: DynamicCache built from the config); a model that is no torch module (an ONNX
+    # Runtime session behind the same call) or a transformers without that rule: no.
+    config: Any = getattr(model, "config", None)
+    if not isinstance(model, torch.nn.Module) or config is None:
+        return False
+    try:
+        from transformers import DynamicCache
+
+        layers = DynamicCache(config=config).layers
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(getattr(layer, "is_sliding", False) for layer in layers)
+
+
 class Generation:
     """One request's decoding: the KV cache, the sampler, the text released so far.
 
@@ -459,6 +489,7 @@ class Generation:
         if (speculation is not None and request.temperature <= 0 and guide is None
                 and lm.repetition_penalty == 1.0):
             self.proposer = speculation.proposer()
+            self._cache = lm.croppable_cache()
         self._max_proposal = speculation.max_proposal if speculation is not None else 0
         #: Forward passes run and proposed tokens accepted (speculation's yield).
         self.passes = 0

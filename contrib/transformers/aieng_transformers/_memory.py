@@ -44,7 +44,9 @@ class ModelFootprint:
     :param kv_heads: key/value heads per layer (grouped-query attention: fewer than the
         query heads).
     :param head_dim: the size of one head.
-    :param context: the model's context length; ``None`` for an encoder (no KV cache).
+    :param context: the model's context length; ``None`` for an encoder, or a decoder
+        whose config names none (ALiBi models such as BLOOM).
+    :param decoder: whether the model keeps a KV cache (default: when it has a context).
     """
 
     parameters: int
@@ -53,14 +55,16 @@ class ModelFootprint:
     kv_heads: int
     head_dim: int
     context: int | None
+    decoder: bool = attrs.field(
+        default=attrs.Factory(lambda self: self.context is not None, takes_self=True))
 
     def kv_cache_bytes(self, *, bytes_per_param: float, context: int | None = None,
                        sequences: int = 1) -> int:
         """2 x layers x kv_heads x head_dim x context x bytes, per sequence held at once
-        (0 for an encoder)."""
-        if self.context is None:
-            return 0
+        (0 for an encoder, and for a decoder of no known context without ``context``)."""
         tokens = context if context is not None else self.context
+        if not self.decoder or tokens is None:
+            return 0
         return int(2 * self.layers * self.kv_heads * self.head_dim * tokens * bytes_per_param
                    * sequences)
 
@@ -79,7 +83,7 @@ class ModelFootprint:
             context=context, sequences=sequences)
         return {"parameters": self.parameters, "disk_bytes": self.disk_bytes,
                 "layers": self.layers, "kv_heads": self.kv_heads, "head_dim": self.head_dim,
-                "context": None if self.context is None else (context or self.context),
+                "context": (context or self.context) if self.decoder else None,
                 "sequences": sequences, "weights_bytes": weights, "kv_cache_bytes": kv,
                 "total_bytes": weights + kv}
 
@@ -150,18 +154,34 @@ def footprint(path: Path) -> ModelFootprint:
     parameters = sum(sum(_safetensors_sizes(f).values()) for f in _weight_files(path))
     if not parameters:  # a pytorch_model.bin only: its size at 4 bytes per weight
         parameters = sum(f.stat().st_size for f in path.glob("*.bin")) // 4
-    heads = int(config.get("num_attention_heads") or config.get("n_head") or 1)
-    hidden = int(config.get("hidden_size") or config.get("n_embd") or 0)
+    # Hugging Face's names, GPT-2's / BLOOM's, MPT's.
+    heads = int(config.get("num_attention_heads") or config.get("n_head")
+                or config.get("n_heads") or 1)
+    hidden = int(config.get("hidden_size") or config.get("n_embd") or config.get("d_model")
+                 or 0)
     architectures = config.get("architectures") or []
     decoder = any(str(a).endswith("ForCausalLM") or str(a).endswith("LMHeadModel")
                   for a in architectures)
-    context = config.get("max_position_embeddings") or config.get("n_positions")
+    context = (config.get("max_position_embeddings") or config.get("n_positions")
+               or config.get("max_seq_len"))
     return ModelFootprint(
         parameters=parameters, disk_bytes=disk,
-        layers=int(config.get("num_hidden_layers") or config.get("n_layer") or 0),
-        kv_heads=int(config.get("num_key_value_heads") or heads),
+        layers=int(config.get("num_hidden_layers") or config.get("n_layer")
+                   or config.get("n_layers") or 0),
+        kv_heads=_kv_heads(config, heads),
         head_dim=int(config.get("head_dim") or (hidden // heads if heads else 0)),
-        context=int(context) if decoder and context else None)
+        context=int(context) if decoder and context else None, decoder=decoder)
+
+
+def _kv_heads(config: dict[str, Any], heads: int) -> int:
+    # The key/value heads a layer caches: GQA's num_key_value_heads; one for multi-query
+    # attention (Falcon-7B, StarCoder's GPTBigCode: multi_query), except in Falcon's new
+    # decoder architecture, whose cache transformers keeps at every query head; else all.
+    if config.get("num_key_value_heads"):
+        return int(config["num_key_value_heads"])
+    if config.get("multi_query") and not config.get("new_decoder_architecture"):
+        return 1
+    return heads
 
 
 def _weight_files(folder: Path) -> list[Path]:

@@ -109,7 +109,7 @@ class DraftProposer:
 
     def __init__(self, draft: CausalLM) -> None:
         self._draft = draft
-        self._cache: Any = None
+        self._cache: Any = draft.croppable_cache()
         self._seen: list[int] = []  # the tokens in the draft's cache
 
     def propose(self, tokens: Sequence[int], k: int) -> list[int]:
@@ -124,7 +124,7 @@ class DraftProposer:
             keep -= 1
         if self._cache is not None and keep < len(self._seen):
             if keep == 0:
-                self._cache = None
+                self._cache = self._draft.croppable_cache()
             else:
                 self._cache.crop(keep)
         self._seen = list(tokens[:keep])

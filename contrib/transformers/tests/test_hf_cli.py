@@ -182,6 +182,70 @@ def test_models_estimates_from_config(cli: click.Group, chain_dir: Path,
     assert "KV cache" in table.stdout and "fp16" in table.stdout
 
 
+def decoders() -> dict[str, Any]:
+    """Configs of tiny decoders whose KV heads and head size are spelled differently:
+    GQA, a head size that is not hidden / heads (Gemma), tied and untied embeddings,
+    GPT-2's names, multi-query attention (Falcon-7B's, StarCoder's), Falcon's
+    ``num_kv_heads`` (whose cache transformers keeps at every query head), MPT's names,
+    and BLOOM's ALiBi (no context in its config: the KV cache at ``--context``)."""
+    from transformers import (
+        BloomConfig,
+        FalconConfig,
+        GemmaConfig,
+        GPT2Config,
+        GPTBigCodeConfig,
+        MptConfig,
+        Qwen2Config,
+    )
+
+    sizes: dict[str, Any] = {"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
+                             "num_attention_heads": 4, "max_position_embeddings": 100}
+    return {"gemma": GemmaConfig(intermediate_size=64, num_key_value_heads=1, head_dim=24,
+                                 **sizes),
+            "qwen2-tied": Qwen2Config(intermediate_size=64, num_key_value_heads=2,
+                                      tie_word_embeddings=True, **sizes),
+            "qwen2": Qwen2Config(intermediate_size=64, num_key_value_heads=2,
+                                 tie_word_embeddings=False, **sizes),
+            "gpt2": GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=100),
+            "starcoder": GPTBigCodeConfig(vocab_size=64, n_embd=32, n_layer=2, n_head=4,
+                                          n_positions=100, multi_query=True),
+            "falcon-mq": FalconConfig(multi_query=True, new_decoder_architecture=False,
+                                      **sizes),
+            "falcon-mha": FalconConfig(multi_query=False, new_decoder_architecture=False,
+                                       **sizes),
+            "falcon-gqa": FalconConfig(new_decoder_architecture=True, num_kv_heads=2,
+                                       **sizes),
+            "bloom": BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=4),
+            "mpt": MptConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4,
+                             max_seq_len=100)}
+
+
+@pytest.mark.parametrize("name", list(decoders()))
+def test_models_estimate_equals_the_models_own(cli: click.Group, tmp_path: Path,
+                                               name: str) -> None:
+    """For decoders of several architectures, ``models`` counts the weights the model
+    has (tied ones once) and the KV cache its own forward pass keeps per token, by hand:
+    keys and values of every layer, per token, times the context, times 4 bytes."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(decoders()[name]).eval()
+    model.save_pretrained(str(tmp_path))
+    with torch.no_grad():
+        cache = model(input_ids=torch.tensor([[5] * 10]), use_cache=True).past_key_values
+    cache = getattr(cache, "self_attention_cache", cache)  # GPTBigCode's
+    per_token = sum(layer.keys.numel() + layer.values.numel() for layer in cache.layers) // 10
+    result = CliRunner().invoke(cli, ["models", "--json", "--model-path", str(tmp_path),
+                                      "--context", "100"])
+    assert result.exit_code == 0, result.output
+    row = next(r for r in json.loads(result.stdout) if r["path"] == str(tmp_path))
+    assert row["parameters"] == sum(p.numel() for p in model.parameters())
+    assert row["weights_bytes"] == row["parameters"] * 4
+    assert row["kv_cache_bytes"] == per_token * 100 * 4
+    assert row["context"] == 100
+
+
 def test_models_keeps_a_float_kv_cache_under_quantized_weights(
         cli: click.Group, chain_dir: Path, tmp_path: Path) -> None:
     """``--dtype int8`` (or ``q8`` / ``q4``) sizes the weights at their bytes and the KV

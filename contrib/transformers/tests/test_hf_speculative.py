@@ -24,7 +24,14 @@ from aieng_transformers._speculative import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -93,6 +100,40 @@ def test_speculation_is_greedy(tiny: CausalLM, prompt: str, max_tokens: int, ngr
     assert fast.passes + fast.accepted == plain.passes
     assert [t.logprob for t in fast.logprobs] == pytest.approx(
         [t.logprob for t in plain.logprobs], abs=1e-9)
+
+
+def sliding(architecture: str) -> CausalLM:
+    """A random 2-layer model with a sliding window of 6 tokens, float64: Mistral's (every
+    layer) or Gemma 2's (every other layer), as Mistral 7B v0.1 and Gemma 2 / 3 have."""
+    tokenizer = byte_tokenizer()
+    sizes: dict[str, Any] = {
+        "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 256, "sliding_window": 6, "bos_token_id": 1,
+        "eos_token_id": 2, "pad_token_id": 0}
+    torch.manual_seed(4)
+    model: Any = (MistralForCausalLM(MistralConfig(**sizes)) if architecture == "mistral"
+                  else Gemma2ForCausalLM(Gemma2Config(head_dim=8, **sizes)))
+    return CausalLM(model.double().eval(), tokenizer)
+
+
+@pytest.mark.parametrize("architecture", ["mistral", "gemma2"])
+def test_speculation_past_a_sliding_window(architecture: str) -> None:
+    """A model with sliding-window layers keeps only the window in its own cache and
+    refuses to crop that back; speculating past the window (a prompt longer than it, a
+    rejected guess) still gives plain greedy decoding's ids and log-probabilities, with
+    prompt lookup and with a draft cut from the model."""
+    lm = sliding(architecture)
+    request = ask("ab cab xab cab. " * 3, max_tokens=30, metadata={"logprobs": True})
+    plain_ids, plain_texts, plain = run(lm, request, None)
+    for speculation in (Speculation("prompt-lookup", max_proposal=4),
+                        Speculation("draft", max_proposal=3, draft=draft_of(lm, 1))):
+        ids, texts, fast = run(lm, request, speculation)
+        assert ids == plain_ids
+        assert ("".join(texts), fast.usage, fast.finish) == (
+            "".join(plain_texts), plain.usage, plain.finish)
+        assert [t.logprob for t in fast.logprobs] == pytest.approx(
+            [t.logprob for t in plain.logprobs], abs=1e-9)
 
 
 def test_prompt_lookup_accepts_on_repetitive_text(tiny: CausalLM) -> None:
