@@ -8,25 +8,23 @@ its usual one-line usage error.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
-def positive(text: str) -> int:
-    """An integer of at least 1, for ``type=`` in ``add_argument``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"an integer expected, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"at least 1 expected, got {value}")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"an integer expected, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"at least {minimum} expected, got {value}")
+        return value
+
+    return parse
 
 
-def nonnegative(text: str) -> int:
-    """An integer of at least 0 (a warm-up that may be skipped)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"an integer expected, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"at least 0 expected, got {value}")
-    return value
+#: An integer of at least 1, for ``type=`` in ``add_argument``.
+positive = _at_least(1)
+#: An integer of at least 0 (a warm-up that may be skipped).
+nonnegative = _at_least(0)

@@ -104,10 +104,8 @@ async def test_inf_ttl_never_expires_and_vacuum_purges(tmp_path: Path) -> None:
     await cache.aclose()
 
 
-async def test_many_concurrent_lookups_and_stores(tmp_path: Path) -> None:
-    """200 tasks storing and looking up at once on one file all see their own answers,
-    through no more connections than the level's threads."""
-    cache = sqlite_only(tmp_path / "c.db", Clock())
+async def store_and_find_at_once(cache: ExactCache, n: int) -> dict[int, str | None]:
+    """``n`` tasks at once each store an answer and look it up: what each found."""
     results: dict[int, str | None] = {}
 
     async def worker(i: int) -> None:
@@ -116,9 +114,16 @@ async def test_many_concurrent_lookups_and_stores(tmp_path: Path) -> None:
         results[i] = None if found is None else found.text
 
     async with anyio.create_task_group() as group:
-        for i in range(200):
+        for i in range(n):
             group.start_soon(worker, i)
-    assert results == {i: f"a{i}" for i in range(200)}
+    return results
+
+
+async def test_many_concurrent_lookups_and_stores(tmp_path: Path) -> None:
+    """200 tasks storing and looking up at once on one file all see their own answers,
+    through no more connections than the level's threads."""
+    cache = sqlite_only(tmp_path / "c.db", Clock())
+    assert await store_and_find_at_once(cache, 200) == {i: f"a{i}" for i in range(200)}
     level = cache.levels[0]
     assert isinstance(level, SQLiteLevel) and 1 <= level.store.idle_connections <= 4
     await cache.aclose()
@@ -133,17 +138,7 @@ async def test_an_in_memory_database_serves_concurrent_calls(
     database of its own (``no such table: entries``, lost entries). No file is created."""
     monkeypatch.chdir(tmp_path)
     cache = ExactCache(CacheOptions(memory=False, sqlite=":memory:"), clock=Clock())
-    results: dict[int, str | None] = {}
-
-    async def worker(i: int) -> None:
-        await cache.aieng_cache_store(ask(f"q{i}"), Completion(text=f"a{i}"))
-        found = await cache.aieng_cache_lookup(ask(f"q{i}"))
-        results[i] = None if found is None else found.text
-
-    async with anyio.create_task_group() as group:
-        for i in range(50):
-            group.start_soon(worker, i)
-    assert results == {i: f"a{i}" for i in range(50)}
+    assert await store_and_find_at_once(cache, 50) == {i: f"a{i}" for i in range(50)}
     level = cache.levels[0]
     assert isinstance(level, SQLiteLevel) and level.store.count() == 50
     assert await cache.vacuum() == 0
