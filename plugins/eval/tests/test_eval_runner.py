@@ -8,6 +8,7 @@ import tempfile
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 import _evalkit as kit
 import anyio
@@ -452,6 +453,28 @@ def test_ai_judges_of_the_judge_pipeline_generate_through_it(tmp_path: Path) -> 
     assert [r.scores["rated"] for r in result.results] == [7.0, 7.0]
 
 
+def _echo_and_instructions(tmp_path: Path, name: str) -> Path:
+    """A pipeline file: the scripted echo backend and the instructions judge."""
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'[pipeline]\nname = "{name}"\n\n[components.llm]\nuse = "scripted-echo"'
+                    '\n\n[components.ifeval]\nuse = "instructions"\n', encoding="utf-8")
+    return path
+
+
+def _run_with_instructions(tmp_path: Path, rows: list[dict[str, Any]], pipeline: Path,
+                           **options: Any) -> Any:
+    """``rows`` as a dataset, run through ``pipeline`` by a kernel with aieng-judge."""
+    ds = tmp_path / "ds.jsonl"
+    ds.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    kernel = kit.make_kernel()
+    import aieng_judge
+
+    kernel.registry.register(aieng_judge, name="judge", distribution="aieng-judge",
+                             version="0.1.0")
+    return anyio.run(lambda: run_eval(pipeline, ds, out=tmp_path / "run", kernel=kernel,
+                                      hash_cache=tmp_path / "h.json", **options))
+
+
 def test_an_items_instructions_reach_the_instructions_judge(tmp_path: Path) -> None:
     """IFEval style: each dataset item brings its own checks in metadata.instructions; the
     instructions judge of --judge-pipeline reads them from Sample.metadata and scores the
@@ -462,19 +485,8 @@ def test_an_items_instructions_reach_the_instructions_judge(tmp_path: Path) -> N
              "metadata": {"lang": "en", "instructions": [
                  {"kind": "words", "at_most": 3}, {"kind": "lowercase"}]}},
             {"id": "none", "input": "plain", "metadata": {"lang": "de"}}]
-    ds = tmp_path / "ds.jsonl"
-    ds.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    judge = tmp_path / "j.toml"
-    judge.write_text('[pipeline]\nname = "j"\n\n[components.llm]\nuse = "scripted-echo"\n'
-                     '\n[components.ifeval]\nuse = "instructions"\n', encoding="utf-8")
-    kernel = kit.make_kernel()
-    import aieng_judge
-
-    kernel.registry.register(aieng_judge, name="judge", distribution="aieng-judge",
-                             version="0.1.0")
-    result = anyio.run(lambda: run_eval(
-        kit.pipeline_file(tmp_path, judges=False), ds, out=tmp_path / "run", kernel=kernel,
-        judge_pipeline=judge, hash_cache=tmp_path / "h.json"))
+    result = _run_with_instructions(tmp_path, rows, kit.pipeline_file(tmp_path, judges=False),
+                                    judge_pipeline=_echo_and_instructions(tmp_path, "j"))
     by_id = {r.id: r for r in result.results}
     assert [r.error for r in result.failed] == []
     assert by_id["short"].scores == {"instruction.words": 1.0}
@@ -493,18 +505,7 @@ def test_an_items_instructions_reach_the_pipelines_own_judge_stage(tmp_path: Pat
              "metadata": {"instructions": [{"kind": "words", "at_most": 3}]}},
             {"id": "long", "input": "One two three four",
              "metadata": {"instructions": [{"kind": "lowercase"}]}}]
-    ds = tmp_path / "ds.jsonl"
-    ds.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    pipeline = tmp_path / "p.toml"
-    pipeline.write_text('[pipeline]\nname = "p"\n\n[components.llm]\nuse = "scripted-echo"\n'
-                        '\n[components.ifeval]\nuse = "instructions"\n', encoding="utf-8")
-    kernel = kit.make_kernel()
-    import aieng_judge
-
-    kernel.registry.register(aieng_judge, name="judge", distribution="aieng-judge",
-                             version="0.1.0")
-    result = anyio.run(lambda: run_eval(pipeline, ds, out=tmp_path / "run", kernel=kernel,
-                                        hash_cache=tmp_path / "h.json"))
+    result = _run_with_instructions(tmp_path, rows, _echo_and_instructions(tmp_path, "p"))
     by_id = {r.id: r for r in result.results}
     assert [r.error for r in result.failed] == []
     assert by_id["short"].scores == {"instruction.words": 1.0}

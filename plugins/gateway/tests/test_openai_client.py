@@ -24,6 +24,13 @@ def _backend(server: LoopbackServer, key: str, **options: Any) -> OpenAIBackend:
                                        read_timeout=20.0, **options))
 
 
+def _front(backend: OpenAIBackend) -> Gateway:
+    """A gateway without auth whose one backend is ``backend`` (an upstream's client)."""
+    return Gateway(lambda kernel: kernel.compose({"remote": backend}, name="front"),
+                   settings=GatewaySettings(auth=False),
+                   kernel=lambda: isolated_kernel(loop_block_threshold=None))
+
+
 async def test_openai_client_generates_streams_and_embeds(
         served: tuple[Gateway, LoopbackServer], api_key: str) -> None:
     """Completion, SSE stream (with usage) and embeddings all round-trip through the
@@ -154,11 +161,7 @@ async def test_an_upstream_rate_limit_is_a_429_with_its_wait(
     key, _ = gateway.keys.create("once-a-minute", rpm=1)
     gateway.keys.refresh(force=True)
 
-    def pipeline(kernel: Any) -> Any:
-        return kernel.compose({"remote": _backend(upstream, key)}, name="front")
-
-    front = Gateway(pipeline, settings=GatewaySettings(auth=False),
-                    kernel=lambda: isolated_kernel(loop_block_threshold=None))
+    front = _front(_backend(upstream, key))
     async with front.running():
         transport = httpx.ASGITransport(app=front.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
@@ -198,13 +201,9 @@ async def test_an_overloaded_upstream_is_a_503_with_its_wait() -> None:
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Overloaded)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     try:
-        def pipeline(kernel: Any) -> Any:
-            return kernel.compose({"remote": OpenAIBackend(OpenAIOptions(
-                base_url=f"http://127.0.0.1:{upstream.server_address[1]}/v1", model="test",
-                api_key="k", max_retries=0))}, name="front")
-
-        front = Gateway(pipeline, settings=GatewaySettings(auth=False),
-                        kernel=lambda: isolated_kernel(loop_block_threshold=None))
+        front = _front(OpenAIBackend(OpenAIOptions(
+            base_url=f"http://127.0.0.1:{upstream.server_address[1]}/v1", model="test",
+            api_key="k", max_retries=0)))
         async with front.running():
             transport = httpx.ASGITransport(app=front.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
