@@ -113,7 +113,10 @@ class DraftProposer:
         self._seen: list[int] = []  # the tokens in the draft's cache
 
     def propose(self, tokens: Sequence[int], k: int) -> list[int]:
-        """See :class:`Proposer`."""
+        """See :class:`Proposer`. Nothing past the draft's own context (a draft with a
+        shorter one than the model's: the model then decodes on its own)."""
+        if self._draft.context_length is not None:
+            k = min(k, self._draft.context_length - len(tokens))
         if k < 1:
             return []
         keep = 0

@@ -136,6 +136,28 @@ def test_speculation_past_a_sliding_window(architecture: str) -> None:
             [t.logprob for t in plain.logprobs], abs=1e-9)
 
 
+def test_a_draft_with_a_shorter_context_stops_proposing_at_its_end() -> None:
+    """A separate draft model whose context is shorter than the model's (absolute
+    positions: GPT-2, OPT) failed with an index error once a request outgrew it; it
+    proposes nothing past its context, and the output stays plain greedy decoding's."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = byte_tokenizer()
+
+    def gpt2(positions: int, layers: int) -> CausalLM:
+        config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=layers, n_head=4,
+                            n_positions=positions, bos_token_id=1, eos_token_id=2)
+        torch.manual_seed(5)
+        return CausalLM(GPT2LMHeadModel(config).double().eval(), tokenizer)
+
+    lm, draft = gpt2(256, 2), gpt2(40, 1)
+    request = ask("ab cab xab cab. ab", max_tokens=40, metadata={"logprobs": True})
+    plain_ids, plain_texts, plain = run(lm, request, None)
+    assert plain.prompt_tokens + len(plain_ids) > 40  # the request outgrows the draft
+    ids, texts, fast = run(lm, request, Speculation("draft", max_proposal=4, draft=draft))
+    assert (ids, "".join(texts), fast.usage) == (plain_ids, "".join(plain_texts), plain.usage)
+
+
 def test_prompt_lookup_accepts_on_repetitive_text(tiny: CausalLM) -> None:
     """A random model loops; once it does, prompt lookup proposes the loop and whole
     proposals are accepted: fewer forward passes for the same ids."""
