@@ -99,8 +99,11 @@ def _readable(file: Path, root: Path) -> bool:
     if not _utf8(file):
         log.warning("ingest.skipped", path=repr(str(file)), reason="name is not valid UTF-8")
         return False
-    if not file.is_file():
-        return False  # a folder, a FIFO (its read would wait for ever), a device, a loop
+    if not file.is_file():  # a FIFO's read would wait for ever
+        if not file.is_dir():
+            log.warning("ingest.skipped", path=str(file),
+                        reason="not a regular file (a FIFO, a device, a broken link)")
+        return False
     if not file.resolve().is_relative_to(root):
         log.warning("ingest.skipped", path=str(file), target=str(file.resolve()),
                     reason="a link to a file outside the folder")

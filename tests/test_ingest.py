@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import structlog.testing
+
 from aieng_core.ingest import read_markdown
 
 
@@ -121,8 +123,12 @@ def test_a_folder_walk_stays_in_the_folder(tmp_path: Path) -> None:
     (docs / "inner.txt").symlink_to(docs / "a.txt")
     (docs / "sub" / "loop").symlink_to(docs)
     os.mkfifo(docs / "pipe.txt")
-    read = {path.name: [d.text for d in found] for path, found in iter_files(docs)}
+    with structlog.testing.capture_logs() as logs:
+        read = {path.name: [d.text for d in found] for path, found in iter_files(docs)}
     assert read == {"a.txt": ["hello"], "inner.txt": ["hello"]}
+    skipped = {Path(e["path"]).name: e["reason"] for e in logs if e["event"] == "ingest.skipped"}
+    assert set(skipped) == {"secret.txt", "passwd.txt", "pipe.txt"}  # each said, not silent
+    assert "FIFO" in skipped["pipe.txt"]
 
 
 def test_a_file_name_that_is_not_utf8_is_skipped_in_a_folder(tmp_path: Path) -> None:

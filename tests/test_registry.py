@@ -384,3 +384,21 @@ def test_a_plugin_implementing_no_hook_is_broken() -> None:
     assert info.status == "broken"
     assert "'not_the_plugin' implements no aieng hook" in info.error
     assert "entry point" in info.error
+
+
+def test_a_role_hook_on_the_plugin_module_says_where_it_belongs() -> None:
+    """A plugin module with a module-level role hook (``@hookimpl def aieng_rerank``) is
+    broken, saying role hooks go on a component class (pluggy's "unknown hook" read like a
+    misspelling)."""
+    kernel = Kernel(env={}, entry_points=[]).load()
+    module = types.ModuleType("reranks")
+
+    @hookimpl
+    def aieng_rerank(query: Any, hits: Any, k: int) -> Any:
+        return hits
+
+    module.aieng_rerank = aieng_rerank  # type: ignore[attr-defined]
+    info = kernel.registry.register(module, name="reranks")
+    assert info.status == "broken"
+    assert "aieng_rerank of plugin 'reranks' is a role hook on the plugin itself" in info.error
+    assert "component class" in info.error

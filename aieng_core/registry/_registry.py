@@ -239,6 +239,10 @@ class Registry:
             if unmarked := unmarked_hooks(plugin, _REGISTRATION_SPECS):
                 raise PluginLoadError(f"{', '.join(unmarked)} of plugin {name!r} is defined "
                                       f"{_UNMARKED_HINT}")
+            if role := sorted(set(hooks_of(plugin)) & _ROLE_SPECS):
+                raise PluginLoadError(
+                    f"{', '.join(role)} of plugin {name!r} is a role hook on the plugin itself: "
+                    "role hooks go on a component class, added with aieng_register_components")
             self._pm.register(plugin, name=name)
         except (Exception, SystemExit) as exc:  # pluggy validation: bad signature, arguments
             return self._broken(name, distribution, version, exc)
