@@ -277,9 +277,11 @@ class InstructionsJudge:
         self.options = options if options is not None else InstructionsOptions()
 
     def checks_for(self, sample: Sample) -> list[InstructionCheck]:
-        """The options' checks and the sample's own.
+        """The options' checks and the sample's own; a sample's check named as an option's
+        (``words`` and ``words``) replaces it for that sample: the item is the specific one.
 
-        :raises ValueError: a sample's check table is malformed (naming the sample).
+        :raises ValueError: a sample's check table is malformed, or two of its own checks
+            share a name (naming the sample).
         """
         checks = list(self.options.checks)
         key = self.options.metadata_key
@@ -288,8 +290,10 @@ class InstructionsJudge:
             where = f"sample {sample.id or '(no id)'} metadata[{key!r}]"
             if not isinstance(own, list | tuple):
                 raise ValueError(f"{where}: expected a list of check tables, got {own!r}")
-            checks += [as_check(item, f"{where}[{i}]") for i, item in enumerate(own)]
-            _unique(checks, where)
+            mine = [as_check(item, f"{where}[{i}]") for i, item in enumerate(own)]
+            _unique(mine, where)
+            labels = {check.label for check in mine}
+            checks = [check for check in checks if check.label not in labels] + mine
         return checks
 
     @hookimpl

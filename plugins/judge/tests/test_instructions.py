@@ -185,6 +185,12 @@ def test_per_sample_checks_from_metadata() -> None:
         {"kind": "lowercase"}, {"kind": "lowercase"}]})
     with pytest.raises(ValueError, match="two checks are named"):
         judge.aieng_judge(twice)
+    # A sample's check named as an option's replaces it for that sample (it failed the item).
+    limited = InstructionsJudge(InstructionsOptions(checks=(check("words", at_most=1),)))
+    longer = Sample(input="q", output="three words here", id="s4",
+                    metadata={"instructions": [{"kind": "words", "at_most": 5}]})
+    assert [(s.name, s.value) for s in limited.aieng_judge(longer) or []] == [
+        ("instruction.words", 1.0)]
 
 
 def test_options_from_dicts() -> None:
