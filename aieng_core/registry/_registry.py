@@ -30,6 +30,8 @@ _EVENT_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
 BUILTIN = "builtin"
 _ROLE_SPECS = spec_names(ROLE_MODULES)
 _REGISTRATION_SPECS = spec_names(REGISTRATION_MODULES)
+#: Role hooks a plugin module cannot implement (``aieng_on_event`` it can: both kinds).
+_COMPONENT_ONLY_SPECS = _ROLE_SPECS - _REGISTRATION_SPECS
 _UNMARKED_HINT = "without @hookimpl (from aieng_hookspecs), so it would never be called"
 
 
@@ -239,7 +241,7 @@ class Registry:
             if unmarked := unmarked_hooks(plugin, _REGISTRATION_SPECS):
                 raise PluginLoadError(f"{', '.join(unmarked)} of plugin {name!r} is defined "
                                       f"{_UNMARKED_HINT}")
-            if role := sorted(set(hooks_of(plugin)) & _ROLE_SPECS):
+            if role := sorted(set(hooks_of(plugin)) & _COMPONENT_ONLY_SPECS):
                 raise PluginLoadError(
                     f"{', '.join(role)} of plugin {name!r} is a role hook on the plugin itself: "
                     "role hooks go on a component class, added with aieng_register_components")
