@@ -142,19 +142,24 @@ def test_module_level_role_hook_is_a_start_up_error() -> None:
     assert kernel.registry.plugin_manager.get_plugin("misplaced") is None
 
 
+def _adding(*args: Any, **kwargs: Any) -> types.ModuleType:
+    """A plugin module whose registration calls ``registry.add(*args, **kwargs)``."""
+    module = types.ModuleType("m")
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        registry.add(*args, **kwargs)
+
+    module.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    return module
+
+
 def test_bad_component_names_and_options_are_rejected() -> None:
     """registry.add rejects non-lowercase names, non-callables and non-attrs options."""
     kernel = Kernel(env={}, entry_points=[]).load()
     for args, kwargs in [(("Bad Name", Component), {}), (("ok", 3), {}),
                          (("ok2", Component), {"options": dict})]:
-        module = types.ModuleType("m")
-
-        @hookimpl
-        def aieng_register_components(registry: ComponentRegistry,
-                                      _a: Any = args, _k: Any = kwargs) -> None:
-            registry.add(*_a, **_k)
-
-        module.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+        module = _adding(*args, **kwargs)
         assert kernel.registry.register(module, name="m").status == "broken"
         kernel.registry.unregister("m")
 
@@ -334,19 +339,13 @@ def test_names_with_a_trailing_newline_and_options_instances_are_rejected() -> N
         name: ClassVar[str] = "custom.fired\n"
 
     kernel = Kernel(env={}, entry_points=[]).load()
-    for args, kwargs, message in [(("sized\n", Component), {}, "component name"),
-                                  (("sized", Component), {"options": Options()},
-                                   "must be an attrs class"),
-                                  (("sized", Component), {"description": 5},
-                                   "description of component 'sized' must be a string")]:
-        module = types.ModuleType("m")
-
-        @hookimpl
-        def aieng_register_components(registry: ComponentRegistry,
-                                      _a: Any = args, _k: Any = kwargs) -> None:
-            registry.add(*_a, **_k)
-
-        module.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    cases: list[tuple[tuple[Any, ...], dict[str, Any], str]] = [
+        (("sized\n", Component), {}, "component name"),
+        (("sized", Component), {"options": Options()}, "must be an attrs class"),
+        (("sized", Component), {"description": 5},
+         "description of component 'sized' must be a string")]
+    for args, kwargs, message in cases:
+        module = _adding(*args, **kwargs)
         info = kernel.registry.register(module, name="m")
         assert info.status == "broken" and message in info.error, (args, kwargs)
         kernel.registry.unregister("m")
