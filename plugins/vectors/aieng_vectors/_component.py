@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-from aieng_hookspecs import PipelineContext, hookimpl
+from aieng_hookspecs import PipelineContext, hookimpl, listed
 from aieng_hookspecs.types import Document, Hit, Query, unchecked
 
 from ._options import VectorsOptions
@@ -189,11 +189,9 @@ class VectorIndex:
         :returns: the number of documents deleted.
         :raises TypeError: for a lone string (one id is ``[id]``, not its characters).
         """
-        if isinstance(ids, (str, bytes)):
-            raise TypeError("ids must be a sequence of document ids, got a string "
-                            f"(give [{ids!r}] for one)")
+        wanted = listed(ids)  # before loading: a lone string is no list of ids
         await self._ensure_loaded()
-        deleted: int = await anyio.to_thread.run_sync(self._store.delete, list(ids))
+        deleted: int = await anyio.to_thread.run_sync(self._store.delete, wanted)
         return deleted
 
     async def get(self, doc_id: str) -> Document | None:

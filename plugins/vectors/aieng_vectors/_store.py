@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import structlog
+from aieng_hookspecs import listed
 from aieng_hookspecs.types import Document, filters_match
 
 from ._disk import Folder, Manifest, decode_documents, decode_vectors
@@ -164,12 +165,10 @@ class VectorStore:
         :returns: the number of documents deleted.
         :raises TypeError: for a lone string (one id is ``[id]``, not its characters).
         """
-        if isinstance(ids, (str, bytes)):
-            raise TypeError("ids must be a sequence of document ids, got a string "
-                            f"(give [{ids!r}] for one)")
+        wanted = listed(ids)
         with self.lock:
             self._check_open()
-            present = list(dict.fromkeys(i for i in ids if i in self._rows))
+            present = list(dict.fromkeys(i for i in wanted if i in self._rows))
             if not present:
                 return 0
             if self._folder is not None:
