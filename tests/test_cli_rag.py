@@ -60,6 +60,27 @@ def test_ask_json_maps_citations_to_documents(tmp_path: Path) -> None:
     assert set(data["stages_ms"]) == {"retrieve", "context", "generate"}
 
 
+def test_ask_json_times_the_first_token_unless_told_not_to_stream(tmp_path: Path) -> None:
+    """ask --json streams the answer unseen, so its timings carry TTFT and TPOT (they were
+    always null); --no-stream asks for the whole answer at once, so there is no TTFT. The
+    answer is the same either way, and no token leaks outside the JSON document."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "b.md").write_text("# Pluggy\n\nPluggy is the plugin system of pytest.\n")
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(PIPELINE.replace('use = "memory"\n',
+                                         f'use = "memory"\ndocuments = "{docs}"\n'))
+    code, out, err = invoke("ask", str(pipeline), "what is pluggy", "--json")
+    assert code == 0, err
+    streamed = json.loads(out)
+    assert streamed["ttft_ms"] is not None and streamed["ttft_ms"] >= 0
+    assert streamed["tpot_ms"] is not None and streamed["tpot_ms"] >= 0
+    code, out, err = invoke("ask", str(pipeline), "what is pluggy", "--json", "--no-stream")
+    assert code == 0, err
+    whole = json.loads(out)
+    assert whole["ttft_ms"] is None and whole["answer"] == streamed["answer"]
+
+
 def test_index_reads_files_and_reports_counts(tmp_path: Path) -> None:
     """index reads files and folders and reports what the indexes wrote."""
     (tmp_path / "d").mkdir()

@@ -110,7 +110,8 @@ def _timings(result: Any) -> dict[str, Any]:
 @click.argument("pipeline", type=click.Path(path_type=Path))
 @click.argument("question")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print answer, citations, hits (ids, scores) and timings as JSON.")
+              help="Print answer, citations, hits (ids, scores) and timings (TTFT and TPOT "
+                   "too: the answer is streamed unseen unless --no-stream) as JSON.")
 @click.option("--stream/--no-stream", default=None,
               help="Stream the answer (default: when stdout is a terminal).")
 @click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True,
@@ -125,6 +126,8 @@ def ask(ctx: click.Context, pipeline: Path, question: str, as_json: bool,
 
     if stream and as_json:
         raise click.UsageError("--stream and --json cannot be combined")
+    # --json streams without printing, so that its timings hold TTFT and TPOT as well.
+    unseen = as_json and stream is None
     if stream is None:
         stream = sys.stdout.isatty() and not as_json
     try:  # click's FloatRange lets NaN through; the request refuses it (and inf)
@@ -136,13 +139,15 @@ def ask(ctx: click.Context, pipeline: Path, question: str, as_json: bool,
     shown: list[str] = []
 
     def on_delta(delta: Any) -> None:
+        if unseen:
+            return
         shown.append(delta.text)
         _present.stream_piece(delta.text)
 
     async def go() -> Any:
         async with kernel:
             built = kernel.load_pipeline(pipeline)
-            return await built.run(request, on_delta=on_delta if stream else None)
+            return await built.run(request, on_delta=on_delta if stream or unseen else None)
 
     result = anyio.run(go)
     data = {
