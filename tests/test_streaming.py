@@ -16,6 +16,7 @@ from aieng_hookspecs.types import (
     Delta,
     FirstToken,
     GuardVerdict,
+    Message,
     ModelCall,
     Request,
     TokenEvent,
@@ -274,3 +275,16 @@ async def test_a_cancelled_run_lets_the_stream_clean_up(aieng_kernel: Kernel) ->
                 await anyio.sleep(1)  # cancelled here
         await pipeline.run("go", on_delta=stop)
     assert scope.cancelled_caught and cleaned == ["done"]
+
+
+@pytest.mark.parametrize("model", ["m-9", None])
+async def test_the_first_token_names_the_model_the_call_names(aieng_kernel: Kernel,
+                                                              model: str | None) -> None:
+    """backend.first_token carries the request's model, as backend.call's parameters do,
+    so a stream cut short before its backend.call can still be priced by model."""
+    pipeline = aieng_kernel.compose({"llm": ScriptedBackend(["one two"])})
+    request = Request(messages=[Message("user", "count")], model=model)
+    result = await pipeline.run(request, on_delta=lambda delta: None)
+    [first] = [e for e in result.events if isinstance(e, FirstToken)]
+    [call] = [e for e in result.events if isinstance(e, ModelCall)]
+    assert first.model == (call.parameters["model"] or "") == (model or "")

@@ -151,7 +151,8 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
             if ttft is None and delta.text:
                 ttft = time.perf_counter() - started
                 scope.emit(FirstToken(run_id=scope.run_id, pipeline=scope.pipeline,
-                                      component=plugin, ttft_s=ttft))
+                                      component=plugin, ttft_s=ttft,
+                                      model=state.request.model or ""))
             if delta.text:
                 scope.emit(unchecked(TokenEvent, run_id=scope.run_id, pipeline=scope.pipeline,
                                       component=plugin, text=delta.text, index=count))

@@ -124,11 +124,17 @@ class ModelCall(Event):
 
 @attrs.frozen(kw_only=True)
 class FirstToken(Event):
-    """The first streamed token of a model call arrived ``ttft_s`` after the call began."""
+    """The first streamed token of a model call arrived ``ttft_s`` after the call began.
+
+    ``model`` is the request's model name (``""`` when it named none), the name a
+    ``backend.call`` reports in its parameters: a stream cut short before its
+    ``backend.call`` can still be priced by it.
+    """
 
     name: ClassVar[str] = "backend.first_token"
     component: str = field(validator=_str)
     ttft_s: float = field(validator=_seconds)
+    model: str = field(default="", validator=_str)
 
 
 @attrs.frozen(kw_only=True)

@@ -48,6 +48,7 @@ class _RunTally:
     ttft: float | None = None
     pieces: Counter[str] = attrs.field(factory=Counter)  # streamed pieces per component
     first_token: dict[str, float] = attrs.field(factory=dict)  # ttft per component
+    models: dict[str, str] = attrs.field(factory=dict)  # the requested model per component
     calls: int = 0
     cache_hit: bool = False
     errors: int = 0
@@ -95,6 +96,8 @@ class Monitor:
         elif isinstance(event, FirstToken):
             tally = self._tally(event)
             tally.first_token[event.component] = event.ttft_s
+            if event.model:
+                tally.models[event.component] = event.model
             if tally.ttft is None:
                 tally.ttft = event.ttft_s
         elif isinstance(event, ModelCall):
@@ -139,6 +142,7 @@ class Monitor:
         ttft = event.ttft_s if event.ttft_s is not None \
             else tally.first_token.pop(event.component, None)
         tally.first_token.pop(event.component, None)
+        tally.models.pop(event.component, None)
         output = usage.completion_tokens or pieces
         self._calls[(*key, ("streamed", "true" if event.streamed else "false"))] += 1
         self._count_tokens(key, tally, usage.prompt_tokens, output)
@@ -173,13 +177,15 @@ class Monitor:
         self._series(self._run_latency, pipeline, latency=True).observe(event.duration_s)
         # A stream cut short never produced a backend.call: count what it did produce.
         for component, pieces in tally.pieces.items():
-            key = (("pipeline", event.pipeline), ("model", component))
+            # Named as its backend.call would have named it, so its price applies.
+            model = tally.models.get(component) or component
+            key = (("pipeline", event.pipeline), ("model", model))
             self._calls[(*key, ("streamed", "true"))] += 1
             self._count_tokens(key, tally, 0, pieces)
             first = tally.first_token.get(component)
             if first is not None:
                 self._series(self._ttft, key, latency=True).observe(first)
-            tally.model = tally.model or component
+            tally.model = tally.model or model
             tally.calls += 1
         if self.options.log_runs:
             log.info("run.summary", run_id=event.run_id, pipeline=event.pipeline,

@@ -231,3 +231,22 @@ async def test_component_from_config_table(aieng_kernel: Kernel) -> None:
     assert monitor.options.prices == {"gpt-x": Price(0.5, 1.5)}
     assert monitor.options.window == 100
     assert math.isnan(aieng_monitoring.percentile([], 0.5))
+
+
+def test_a_cut_stream_is_priced_by_the_model_it_asked_for() -> None:
+    """A stream cut short before its backend.call is counted under the model its request
+    named (carried by backend.first_token), as the call would have been, so its price
+    applies; it used to be counted under the component's name, unpriced."""
+    prices = {"m1": Price(input_per_1k=1.0, output_per_1k=2.0)}
+    monitor = Monitor(MonitorOptions(log_runs=False, prices=prices))
+    monitor.aieng_on_event(FirstToken(run_id="r", pipeline="p", component="llm", ttft_s=0.3,
+                                      model="m1"))
+    for i in range(3):
+        monitor.aieng_on_event(TokenEvent(run_id="r", pipeline="p", component="llm",
+                                          text="a", index=i))
+    monitor.aieng_on_event(RunFinished(run_id="r", pipeline="p", status="cancelled",
+                                       duration_s=0.4))
+    snap = monitor.snapshot()
+    assert snap["tokens"]["pipeline=p,model=m1,direction=output"] == 3
+    assert snap["model_calls"] == {"pipeline=p,model=m1,streamed=true": 1}
+    assert snap["cost_usd"]["pipeline=p,model=m1"] == pytest.approx(3 * 2.0 / 1000)
