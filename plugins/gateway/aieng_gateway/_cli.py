@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,6 +162,13 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
                 click.echo(f"aieng serve: {pipeline} on http://{where}:{bound}/v1 "
                            f"(auth {'off' if no_auth else 'on'})", err=True)
 
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            forced = self.should_exit and not self.force_exit and sig == signal.SIGINT
+            super().handle_exit(sig, frame)
+            if forced:  # uvicorn stops waiting; what runs is cancelled, the pipeline closes
+                os.write(2, b"aieng serve: second Ctrl-C: requests still running are cut "
+                            b"short; the pipeline closes\n")
+
         async def shutdown(self, sockets: Any = None) -> None:
             # What outlasts the grace period ends as a 503 (a stream: an error event) just
             # before uvicorn would cancel it: a bare 500, a cut stream and a traceback.
@@ -179,6 +188,10 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
     logging.getLogger("uvicorn.error").addFilter(
         lambda record: not (failures and record.getMessage().startswith(
             "Application startup failed")))
+    # Once a second Ctrl-C forces the exit, the requests and the lifespan it cancels would
+    # each log a traceback of that cancellation: the line handle_exit wrote says it all.
+    logging.getLogger("uvicorn.error").addFilter(
+        lambda record: not (server.force_exit and record.levelno >= logging.ERROR))
     # Ctrl-C stops the server gracefully, then exits 130 as every aieng command does;
     # SIGTERM stops it gracefully too, then ends the process by that signal (143).
     try:

@@ -11,6 +11,7 @@ import queue
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -254,3 +255,43 @@ def test_ctrl_c_stops_serve_with_status_130(served: tuple[Gateway, LoopbackServe
             process.wait()
     assert process.returncode == 130, err.decode()
     assert b"Traceback" not in err, err.decode()
+
+
+def test_a_second_ctrl_c_stops_at_once_and_still_closes_the_pipeline(tmp_path: Path) -> None:
+    """A second Ctrl-C while a request still runs stops `aieng serve` at once with one line
+    saying so, not two tracebacks of the cancellation it forces (the request's and the
+    lifespan's); the pipeline still closes (the feedback database's WAL is checkpointed
+    away, the row it took kept) and the status is 130."""
+    backend = FlakyBackend()
+    (tmp_path / "up").mkdir()
+    upstream_gateway = make_gateway(tmp_path / "up", backend=backend, timeout=60,
+                                    settings=GatewaySettings(auth=False))
+    with LoopbackServer(upstream_gateway.app) as upstream:
+        port = _free_port()
+        process = _serve(_relay(tmp_path, upstream), tmp_path, "--port", str(port))
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(process, base)
+            recorded = httpx.post(f"{base}/v1/feedback",
+                                  json={"run_id": "r1", "kind": "rating", "value": 5})
+            assert recorded.status_code == 200, recorded.text
+            assert (tmp_path / "fb.sqlite3-wal").exists()  # open, in WAL mode
+            threading.Thread(target=lambda: httpx.post(
+                f"{base}/v1/chat/completions", timeout=60,
+                json={"messages": [{"role": "user", "content": "SLOW"}]}), daemon=True).start()
+            assert backend.slow.wait(60)
+            process.send_signal(signal.SIGINT)
+            time.sleep(1.0)  # the first Ctrl-C's shutdown waits for the slow request
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    text = err.decode()
+    assert process.returncode == 130, text
+    assert "second Ctrl-C: requests still running are cut short" in text, text
+    assert "Traceback" not in text and "Exception in ASGI application" not in text, text
+    assert not (tmp_path / "fb.sqlite3-wal").exists()
+    with sqlite3.connect(tmp_path / "fb.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM feedback").fetchone() == (1,)
