@@ -26,7 +26,7 @@ from ._chrf import sentence_chrf
 from ._logprobs import bits_per_byte, logprobs_from, mean_nll, perplexity
 from ._retrieval import average_precision, mrr, ndcg, recall
 from ._rouge import _check_types, rouge
-from ._text import Normalization, exact_match, token_f1
+from ._text import Normalization, exact_match, normalize_answer, token_f1
 
 __all__ = [
     "BleuJudge",
@@ -71,8 +71,15 @@ class NormalizationOptions:
         return Normalization(**attrs.asdict(self))
 
 
+def _gold_answers(refs: list[str], normalization: Normalization) -> list[str]:
+    # SQuAD v2's get_raw_scores: a reference that normalizes to nothing ("The", "...") is
+    # dropped, unless all do; else an empty output would match it among real answers.
+    return [ref for ref in refs if normalize_answer(ref, normalization)] or refs[:1]
+
+
 class ExactMatchJudge:
-    """``exact_match``: 1.0 when the normalized output equals a normalized reference."""
+    """``exact_match``: 1.0 when the normalized output equals a normalized reference (those
+    normalizing to nothing left out unless all do, as SQuAD v2's evaluation)."""
 
     def __init__(self, options: NormalizationOptions | None = None) -> None:
         self.normalization = (options or NormalizationOptions()).normalization()
@@ -83,12 +90,14 @@ class ExactMatchJudge:
         refs = references_of(sample)
         if refs is None:
             return None
+        refs = _gold_answers(refs, self.normalization)
         value = max(exact_match(sample.output, ref, self.normalization) for ref in refs)
         return [Score(name="exact_match", value=value)]
 
 
 class TokenF1Judge:
-    """``token_f1``: SQuAD's token-level F1 against the best reference, in [0, 1]."""
+    """``token_f1``: SQuAD's token-level F1 against the best reference, in [0, 1] (those
+    normalizing to nothing left out unless all do, as SQuAD v2's evaluation)."""
 
     def __init__(self, options: NormalizationOptions | None = None) -> None:
         self.normalization = (options or NormalizationOptions()).normalization()
@@ -99,6 +108,7 @@ class TokenF1Judge:
         refs = references_of(sample)
         if refs is None:
             return None
+        refs = _gold_answers(refs, self.normalization)
         value = max(token_f1(sample.output, ref, self.normalization) for ref in refs)
         return [Score(name="token_f1", value=value)]
 

