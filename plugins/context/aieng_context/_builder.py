@@ -105,17 +105,22 @@ class ContextBuilder:
         limit = options.max_prompt_tokens
         if limit is not None:
             # The oldest turns go first when the prompt without passages is over the limit.
-            while total(render(())[0]) > limit:
+            # The prompt's count is the sum of its messages' counts: a turn dropped takes
+            # its own count off (recounting the whole history per turn is quadratic).
+            size = total(render(())[0])
+            history.reverse()  # oldest last: popped in O(1)
+            while size > limit:
                 if not history:
                     raise ValueError(
-                        f"the prompt without any passage is {total(render(())[0])} tokens, "
+                        f"the prompt without any passage is {size} tokens, "
                         f"over max_prompt_tokens = {limit}: shorten the system message, "
                         "task, examples or question, or raise max_prompt_tokens")
-                del history[0]
+                size -= count(history.pop().content)
                 dropped_turns += 1
-                while history and history[0].role == "tool":  # its call was dropped
-                    del history[0]
+                while history and history[-1].role == "tool":  # its call was dropped
+                    size -= count(history.pop().content)
                     dropped_turns += 1
+            history.reverse()
             frame = self._messages(" ", history, after, question, request)
             room = min(room, limit - total(frame))
         # The selection adds up the counts of the parts; a tokenizer may count the joined

@@ -62,9 +62,23 @@ def _choice(choices: Iterable[str]) -> Any:
 
 
 def _examples(value: Iterable[Example | Mapping[str, Any]]) -> tuple[Example, ...]:
-    if isinstance(value, (str, bytes)):
-        raise TypeError("examples must be a list of {input, output} tables, got a string")
-    return tuple(item if isinstance(item, Example) else Example(**item) for item in value)
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        got = ("a string" if isinstance(value, (str, bytes)) else
+               "one table (put it in a list)" if isinstance(value, Mapping) else repr(value))
+        raise TypeError(f"examples must be a list of {{input, output}} tables, got {got}")
+    examples: list[Example] = []
+    for index, item in enumerate(value):
+        if isinstance(item, Example):
+            examples.append(item)
+            continue
+        if not isinstance(item, Mapping):
+            raise TypeError(f"examples[{index}] must be an {{input, output}} table, "
+                            f"got {item!r}")
+        try:
+            examples.append(Example(**item))
+        except TypeError as exc:  # a key missing or unknown, or a value not a string
+            raise TypeError(f"examples[{index}]: {exc.args[0] if exc.args else exc}") from None
+    return tuple(examples)
 
 
 @attrs.frozen

@@ -20,6 +20,16 @@ _CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
 # (punctuation, symbols). Whitespace counts for nothing, so text joined by whitespace counts
 # as the sum of its parts, and a prefix never counts more than the whole.
 _APPROXIMATE = re.compile(rf"[{_CJK}]|[^\W{_CJK}]{{1,8}}|[^\w\s]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    """``text`` as a tokenizer can take it: a surrogate pair (text decoded with
+    ``surrogatepass``) joined into its character, a lone surrogate (``surrogateescape``)
+    replaced by U+FFFD. Tokenizers refuse strings holding surrogates."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def approximate_tokens(text: str) -> int:
@@ -70,7 +80,7 @@ def _fast(file: Path) -> TokenCounter:
     tokenizer.no_padding()
 
     def count(text: str) -> int:
-        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+        return len(tokenizer.encode(_encodable(text), add_special_tokens=False).ids)
 
     return count
 
@@ -91,6 +101,7 @@ def _transformers(folder: Path) -> TokenCounter:
                                 f"{exc}") from None
 
     def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        return len(tokenizer(_encodable(text), add_special_tokens=False,
+                             verbose=False)["input_ids"])
 
     return count

@@ -170,3 +170,38 @@ def test_a_custom_counter_that_does_not_add_up() -> None:
     built = builder.build(Query("q"), make_hits(*(["some text here"] * 12)), ask())
     assert lumpy(context_block(built.prompt)) <= 120
     assert built.metadata["context_build"]["tokenizer"] == "custom"
+
+
+def test_a_long_history_is_counted_about_once() -> None:
+    """Dropping the oldest of many turns to fit ``max_prompt_tokens`` counts each turn
+    about once, not the whole history again after every turn dropped (400 turns of 2 KB
+    counted 200 times over made one build take seconds)."""
+    history = [Message("user" if i % 2 == 0 else "assistant", f"turn {i} " + "blah " * 400)
+               for i in range(400)]
+    request = Request([*history, Message("user", "And now?")])
+    counted: list[int] = []
+
+    def count(text: str) -> int:
+        counted.append(len(text))
+        return approximate_tokens(text)
+
+    built = ContextBuilder(ContextOptions(max_prompt_tokens=3000), count_tokens=count).build(
+        Query("q"), make_hits("alpha " * 100), request)
+    assert built.metadata["context_build"]["dropped_turns"] > 390
+    assert sum(approximate_tokens(m.content) for m in built.messages) <= 3000
+    assert sum(counted) < 4 * sum(len(m.content) for m in request.messages)
+
+
+def test_a_budget_exactly_the_passages_size() -> None:
+    """A budget of exactly the fenced passages' tokens keeps them whole; one token less
+    drops (or cuts) the last of them."""
+    hits = make_hits("alpha beta gamma", "delta epsilon")
+    whole = build(hits, max_context_tokens=1000)
+    size = whole.metadata["context_build"]["context_tokens"]
+    assert size == approximate_tokens(context_block(whole.prompt))
+    exact = build(hits, max_context_tokens=size, min_passage_tokens=1)
+    assert exact.metadata["context"] == whole.metadata["context"]
+    assert exact.metadata["context_build"]["context_tokens"] == size
+    under = build(hits, max_context_tokens=size - 1, min_passage_tokens=1)
+    assert [p["id"] for p in under.metadata["context"] if not p["cut"]] == ["d1"]
+    assert under.metadata["context_build"]["context_tokens"] <= size - 1

@@ -127,3 +127,42 @@ def test_every_message_kind_survives(order: str) -> None:
     built = ContextBuilder(ContextOptions(order=order)).build(  # type: ignore[arg-type]
         Query("b"), [], request)
     assert built.messages[1:4] == request.messages[:3]
+
+
+# Text where a cut may land anywhere: words, marks, joiners, emoji modifiers, flags, tags.
+_UNITS = ["word", " ", "\n", "e\u0301", "\u0928\u0947", "\u2764\ufe0f",
+          "\U0001f469\u200d\U0001f4bb", "\U0001f44d\U0001f3fd", "\U0001f1eb\U0001f1f7",
+          "\U0001f3f4\U000e0067\U000e0062\U000e007f", "x" * 30, "日本"]
+# Mostly without whitespace: cuts between characters are what can split one.
+UNIT_TEXTS = st.lists(st.sampled_from(_UNITS), min_size=1, max_size=200) | st.lists(
+    st.sampled_from([u for u in _UNITS if not u.isspace()]), min_size=1, max_size=200)
+
+
+@PROPERTY
+@given(units=UNIT_TEXTS, budget=st.integers(16, 80), minimum=st.integers(1, 10))
+def test_a_cut_lands_on_a_documented_boundary(units: list[str], budget: int,
+                                              minimum: int) -> None:
+    """A passage shown cut ends at the end of a word (whitespace follows it in the hit),
+    or, when no word end fits, between two characters as users see them: never inside
+    one (a letter and its mark, a joined emoji, an emoji and its skin tone, a flag)."""
+    text = "".join(units)
+    # Where a character as users see it ends: after each letter of a plain unit, only
+    # after the whole of a combined one.
+    ends: set[int] = set()
+    start = 0
+    for unit in units:
+        plain = unit.isascii() or unit == "日本"
+        ends.update(range(start + 1, start + len(unit) + 1) if plain else [start + len(unit)])
+        start += len(unit)
+    options = ContextOptions(max_context_tokens=budget, min_passage_tokens=minimum)
+    built = ContextBuilder(options).build(Query("q"), [Hit(Document("d", text), 1.0, rank=1)],
+                                          ask())
+    for passage in built.metadata["context"]:
+        shown = passage["text"]
+        assert text.startswith(shown)
+        if not passage["cut"]:
+            assert shown == text
+            continue
+        assert 0 < len(shown) < len(text)
+        word_end = text[len(shown)].isspace() and not shown[-1].isspace()
+        assert word_end or len(shown) in ends, (shown[-6:], text[len(shown):][:6])

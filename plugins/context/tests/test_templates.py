@@ -127,9 +127,14 @@ def test_metadata_maps_citations_to_documents() -> None:
     {"template": "poem"}, {"order": "random"}, {"max_context_tokens": 0},
     {"min_passage_tokens": True}, {"max_prompt_tokens": 0}, {"tokenizer_path": " "},
     {"examples": "just a string"}, {"system": 3},
+    {"examples": {"input": "a", "output": "b"}}, {"examples": None}, {"examples": ["a"]},
+    {"examples": [{"input": "a"}]}, {"examples": [{"input": "a", "output": "b", "x": 1}]},
+    {"examples": [{"input": 1, "output": "b"}]},
 ])
 def test_invalid_options(bad: dict[str, object]) -> None:
-    """Invalid option values fail when the options are built, naming the option."""
+    """Invalid option values fail when the options are built, naming the option (and
+    for examples, which one: a single table, a text or a table with a key missing or
+    unknown is never an AttributeError or a message about ``**``)."""
     with pytest.raises((TypeError, ValueError), match=next(iter(bad)) if "examples" not in
                        bad else "examples"):
         ContextOptions(**bad)  # type: ignore[arg-type]

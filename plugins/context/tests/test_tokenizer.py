@@ -96,3 +96,17 @@ async def test_pipeline_counts_in_a_worker_thread(aieng_kernel: Kernel,
             pass
     assert "tokenizer_path" in str(caught.value) or "tokenizer_path" in repr(
         caught.value.__cause__)
+
+
+def test_counts_text_holding_surrogates(tokenizer_dir: Path) -> None:
+    """Text decoded with ``surrogatepass`` or ``surrogateescape`` (a surrogate pair, a lone
+    surrogate) is counted, as the character it stands for or as one unknown character,
+    instead of failing the build with the tokenizer's "TextInputSequence must be str"."""
+    count = load_tokenizer(str(tokenizer_dir))
+    assert count("alpha \ud83d\ude00 beta") == count("alpha \U0001f600 beta") == 3
+    assert count("alpha \udcff beta") == count("alpha \ufffd beta") == 3
+    builder = ContextBuilder(ContextOptions(tokenizer_path=str(tokenizer_dir),
+                                            max_context_tokens=40, min_passage_tokens=1))
+    built = builder.build(Query("q"), make_hits("alpha \udcff " * 30), ask())
+    assert built.metadata["context"][0]["cut"]
+    assert count(context_block(built.prompt)) <= 40

@@ -248,6 +248,18 @@ class BackendProfile:
     latency_s: float | None = attrs.field(default=None, validator=_optional(_non_negative))
 
 
+def _profiles(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{attribute.name} must be a table of name = profile, got {value!r}")
+    for name, profile in value.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{attribute.name}: backend names must be non-empty strings, "
+                             f"got {name!r}")
+        if not isinstance(profile, BackendProfile):
+            raise TypeError(f"{attribute.name}.{name} must be a BackendProfile, got "
+                            f"{profile!r}")
+
+
 @attrs.frozen(kw_only=True)
 class CostOptions:
     """Options of the ``cost-router``.
@@ -264,7 +276,8 @@ class CostOptions:
     :param breaker: the per-backend circuit breaker.
     """
 
-    backends: dict[str, BackendProfile] = attrs.field(factory=dict, hash=False)
+    backends: dict[str, BackendProfile] = attrs.field(factory=dict, hash=False,
+                                                      validator=_profiles)
     latency_budget_s: float | None = attrs.field(default=None,
                                                  validator=_optional(_positive))
     min_quality: int = attrs.field(default=0, validator=_int_at_least(0))

@@ -319,6 +319,20 @@ def test_expected_cost_uses_prompt_and_completion_tokens() -> None:
     assert router.estimate(request, "unknown").cost == float("inf")
 
 
+@pytest.mark.parametrize(("backends", "message"), [
+    ({"small": {"price_in": 0.1}}, "small"),  # a plain table, not a BackendProfile
+    ({"": BackendProfile()}, "backends"),
+    ({3: BackendProfile()}, "backends"),
+    ([("small", BackendProfile())], "backends"),
+])
+def test_cost_backends_are_checked_when_built(backends: object, message: str) -> None:
+    """A profile that is no :class:`BackendProfile`, or a backend name that is no
+    non-empty string, fails when the options are built, not with an AttributeError on
+    every route."""
+    with pytest.raises((TypeError, ValueError), match=message):
+        CostOptions(backends=backends)  # type: ignore[arg-type]
+
+
 # -- properties --------------------------------------------------------------------------
 
 _NAMES = st.lists(st.sampled_from(["a", "b", "c", "d", "cheap", "mid", "dear", "large",
