@@ -199,6 +199,40 @@ def test_validator_errors_name_the_option_when_it_is_known() -> None:
     assert "low must not exceed size" in str(spanning.value)
 
 
+@attrs.frozen
+class _Example:
+    input: str
+    output: str
+
+
+@attrs.frozen
+class _Listed:
+    stop: tuple[str, ...] = ()
+    examples: tuple[_Example, ...] = ()
+    maybe: tuple[str, ...] | None = None
+
+
+@pytest.mark.parametrize(("options", "key", "got"), [
+    ({"stop": "END"}, "components.a.stop", "got str 'END'"),
+    ({"stop": {"a": "b"}}, "components.a.stop", "got a table"),
+    ({"examples": {"input": "a", "output": "b"}}, "components.a.examples", "got a table"),
+    ({"maybe": {"a": "b"}}, "components.a.maybe", "got a table"),
+])
+def test_a_list_option_refuses_a_string_or_a_table(options: dict[str, object], key: str,
+                                                   got: str) -> None:
+    """A list option given a string or one table is refused, naming the option: cattrs
+    would read "END" as ("E", "N", "D") and a table as the list of its keys (then fail on
+    a key with an unrelated AttributeError). Lists of tables are still lists."""
+    from aieng_core.pipeline._options import structure_options
+
+    with pytest.raises(ConfigError) as caught:
+        structure_options(_Listed, options, source="f.toml", key="components.a")
+    assert caught.value.key == key and f"expected a list, {got}" in str(caught.value)
+    good = structure_options(_Listed, {"examples": [{"input": "a", "output": "b"}],
+                                       "maybe": ["x"]}, source="f.toml", key="components.a")
+    assert good.examples == (_Example("a", "b"),) and good.maybe == ("x",)
+
+
 # -- round trip --------------------------------------------------------------------------
 
 _names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)

@@ -116,18 +116,23 @@ _SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence)
 def _reject_strings_as_sequences(
     kind: Any, value: Any, *, source: str, key: str
 ) -> None:
-    # cattrs would turn "abc" into ("a", "b", "c") for a tuple[str, ...] option.
+    # cattrs would turn "abc" into ("a", "b", "c") for a tuple[str, ...] option, and a
+    # table into the list of its keys.
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
-        if not isinstance(value, str) or str in typing.get_args(kind):
+        arms = typing.get_args(kind)
+        if isinstance(value, Mapping) and any(_takes_tables(arm) for arm in arms):
             return
-        for arm in typing.get_args(kind):
+        if isinstance(value, str) and str in arms or not isinstance(value, (str, Mapping)):
+            return
+        for arm in arms:
             if typing.get_origin(arm) in _SEQUENCES:
-                raise ConfigError(f"expected a list, got str {value!r}", source=source, key=key)
+                raise ConfigError(f"expected a list, got {_shown(value)}", source=source,
+                                  key=key)
         return
     if origin in _SEQUENCES:
-        if isinstance(value, (str, bytes)):
-            raise ConfigError(f"expected a list, got str {value!r}", source=source, key=key)
+        if isinstance(value, (str, bytes, Mapping)):
+            raise ConfigError(f"expected a list, got {_shown(value)}", source=source, key=key)
         args = [a for a in typing.get_args(kind) if a is not Ellipsis]
         if args and isinstance(value, (list, tuple)):
             for index, item in enumerate(value):
@@ -139,6 +144,18 @@ def _reject_strings_as_sequences(
             if field.name in value:
                 _reject_strings_as_sequences(field.type, value[field.name], source=source,
                                              key=f"{key}.{field.name}")
+
+
+def _takes_tables(kind: Any) -> bool:
+    origin = typing.get_origin(kind) or kind
+    return (isinstance(origin, type) and issubclass(origin, Mapping)) or (
+        isinstance(kind, type) and attrs.has(kind)) or kind is Any
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a table (a list of tables is written [{...}] or [[name]] sections)"
+    return f"{type(value).__name__} {value!r}"
 
 
 def _describe(exc: BaseException, kind: Any) -> str:
