@@ -27,10 +27,15 @@ def breakpoints(vectors: Any, percentile: float) -> list[int]:
     all adjacent similarities (linear interpolation). Runs in a worker thread."""
     import numpy as np
 
-    matrix = np.asarray(vectors, dtype=np.float64)
-    if matrix.ndim != 2 or not np.isfinite(matrix).all():
+    expected = "expected one finite vector per sentence, all of one length"
+    try:
+        matrix = np.asarray(vectors, dtype=np.float64)
+    except (TypeError, ValueError) as exc:  # lengths that differ, values not numbers
+        raise ValueError(f"the embedder returned vectors numpy cannot stack ({exc}); "
+                         f"{expected}") from None
+    if matrix.ndim != 2 or matrix.shape[1] == 0 or not np.isfinite(matrix).all():
         raise ValueError(f"the embedder returned vectors of shape {matrix.shape} or with NaN "
-                         "or infinite values; expected one finite vector per sentence")
+                         f"or infinite values; {expected}")
     peak = np.abs(matrix).max(axis=1, keepdims=True)
     peak[peak == 0] = 1.0
     matrix = matrix / peak  # so squaring cannot overflow
@@ -82,6 +87,7 @@ class SemanticChunker:
                     "the semantic chunker has no embedder: it embeds through its pipeline, "
                     "which opens it first (Pipeline.open, run or index), or through the "
                     "embedder= given to SemanticChunker")
+            found = list(found)  # a generator or a numpy matrix: one vector per row
             if len(found) != len(batch):
                 raise ValueError(f"the embedder returned {len(found)} vectors for "
                                  f"{len(batch)} sentences")

@@ -11,22 +11,28 @@ __all__ = ["sentence_units"]
 # A sentence ends at terminal punctuation (with any closing quotes or brackets) followed
 # by whitespace; CJK full stops need no whitespace; a blank line ends a paragraph. The cut
 # goes after the whitespace, which stays with the sentence before it. A run of stops is
-# tried from its first character only (possessively), so a long one stays linear.
+# tried from its first character only (possessively), so a long one stays linear. A line
+# ends at \n, \r\n or a lone \r (old Mac files), so a blank line is two line ends with
+# only blanks between them.
+_BLANK = r"(?:\r\n?+|\n)[^\S\r\n]*+(?:\r\n?+|\n)"
+# . ! ? … ‼ ⁇ ⁈ ⁉, the danda and double danda (Devanagari and other Indic scripts), the
+# Arabic question mark and full stop.
+_STOPS = r".!?\u2026\u203c\u2047-\u2049\u0964\u0965\u061f\u06d4"
 _BOUNDARY = re.compile(
-    r"(?P<stop>(?<![.!?\u2026\u203c\u2047-\u2049])[.!?\u2026\u203c\u2047-\u2049]++"
+    rf"(?P<stop>(?<![{_STOPS}])[{_STOPS}]++"
     r"[\"'\u201d\u2019\u00bb)\]]*+\s+)"
     r"|(?P<cjk>[\u3002\uff01\uff1f]+[\"'\u201d\u2019\u00bb\u300d\u300f)\]\uff09]*\s*)"
-    r"|(?P<para>\n[^\S\n]*\n\s*)"
+    rf"|(?P<para>{_BLANK}\s*)"
 )
-_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
+_BLANK_LINE = re.compile(_BLANK)
 
 
 def sentence_cuts(text: str, start: int = 0, end: int | None = None) -> list[int]:
     """Offsets in ``text[start:end]`` where a new sentence begins.
 
-    After ``.``, ``!`` or ``?`` a sentence only ends when the next word does not start in
-    lower case, so ``e.g. this`` and ``3.5 m`` stay whole (a heuristic: no abbreviation
-    list, no language model).
+    After ``.``, ``!``, ``?`` (or another stop but the CJK ones) a sentence only ends when
+    the next word does not start in lower case, so ``e.g. this`` and ``3.5 m`` stay whole
+    (a heuristic: no abbreviation list, no language model).
     """
     stop = len(text) if end is None else end
     cuts: list[int] = []

@@ -49,9 +49,9 @@ def split_long(text: str, span: Span, size: int) -> list[Span]:
     while end - start > size:
         limit = start + size
         cut = limit
-        while cut > start + 1 and not text[cut - 1].isspace():
+        while cut > start + 1 and not _after_space(text, cut):
             cut -= 1
-        if not text[cut - 1].isspace():  # no whitespace in reach: cut the word
+        if not _after_space(text, cut):  # no whitespace in reach: cut the word
             cut = limit
             while cut > start + 1 and _joined(text, cut):
                 cut -= 1
@@ -64,14 +64,21 @@ def split_long(text: str, span: Span, size: int) -> list[Span]:
 _ZWJ = "\u200d"
 
 
+def _after_space(text: str, cut: int) -> bool:
+    """Whether ``cut`` follows whitespace, other than the ``\r`` of a ``\r\n``."""
+    return text[cut - 1].isspace() and text[cut - 1:cut + 1] != "\r\n"
+
+
 def _joined(text: str, cut: int) -> bool:
     """Whether cutting ``text`` at ``cut`` would split what is seen as one character: in
     front of a mark of any kind (an accent, an Indic vowel sign, a variation selector, an
     enclosing keycap: Unicode categories Mn, Mc, Me, whatever their combining class), an
     emoji skin tone modifier or a zero-width joiner, or right after a joiner, or between
-    the halves of a UTF-16 surrogate pair (text decoded with ``surrogatepass``)."""
+    the halves of a UTF-16 surrogate pair (text decoded with ``surrogatepass``) or of a
+    ``\r\n`` line ending."""
     before, after = text[cut - 1], text[cut]
     return (unicodedata.category(after)[0] == "M" or after == _ZWJ or before == _ZWJ
+            or (before == "\r" and after == "\n")
             or "\U0001f3fb" <= after <= "\U0001f3ff"
             or ("\ud800" <= before <= "\udbff" and "\udc00" <= after <= "\udfff"))
 

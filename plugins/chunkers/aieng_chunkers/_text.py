@@ -84,6 +84,8 @@ def markdown_sections(text: str) -> list[Section]:
             blank = True
             continue
         opening = _FENCE.match(content)
+        if opening and opening[1][0] == "`" and "`" in content[opening.end():]:
+            opening = None  # inline code: a backtick fence's info string holds no backtick
         if (blank or opening) and start != starts[-1]:
             starts.append(start)
             code.append(bool(opening))
@@ -149,5 +151,5 @@ class MarkdownChunker:
     @blocking
     def aieng_chunk_document(self, document: Document) -> list[Chunk]:
         found = self.spans(document.text)
-        metadata: list[dict[str, Any]] = [{"headings": titles} for _, titles in found]
+        metadata: list[dict[str, Any]] = [{"headings": list(titles)} for _, titles in found]
         return chunks_of(document, [span for span, _ in found], metadata)

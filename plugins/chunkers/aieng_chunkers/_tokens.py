@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Sequence
 
@@ -37,7 +38,10 @@ def _cells(spans: Sequence[tuple[int, int]], length: int) -> tuple[list[int], li
     starts: list[int] = []
     counts: list[int] = []
     previous = 0
-    for start, end in spans:
+    for first, last in spans:
+        # Plain ints from numpy's or torch's integers (``return_tensors="np"``); a float
+        # offset is refused.
+        start, end = operator.index(first), operator.index(last)
         if start == end and 0 <= start <= length:
             continue
         if not (previous <= start < end <= length):

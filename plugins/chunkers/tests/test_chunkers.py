@@ -75,6 +75,23 @@ def test_a_hugging_face_tokenizers_offsets() -> None:
         "hello ", "😀 world"]
 
 
+def test_offsets_as_a_numpy_array() -> None:
+    """Offsets given as a numpy array (a Hugging Face tokenizer's ``offset_mapping`` with
+    ``return_tensors="np"``) count as the same plain offsets; fractional ones are refused."""
+    import numpy as np
+
+    def tokenizer(text: str) -> Any:
+        return np.array([[0, 0], [0, 1], [2, 3], [4, 5], [6, 7], [0, 0]], dtype=np.int64)
+
+    chunker = TokenChunker(TokensOptions(size=2, overlap=1), tokenizer=tokenizer)
+    chunks = chunker.aieng_chunk_document(Document("d", "a b c d"))
+    assert texts(chunks) == ["a b ", "b c ", "c d"]
+    assert all(type(c.start) is int and type(c.end) is int for c in chunks)
+    fractional = TokenChunker(tokenizer=lambda text: [(0.0, 1.5)])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        fractional.aieng_chunk_document(Document("d", "a b"))
+
+
 def test_blank_text_has_no_chunks_whatever_the_tokenizer() -> None:
     """A blank document gives ``[]`` even with a tokenizer that makes tokens of whitespace
     (byte-level BPE does)."""
@@ -106,6 +123,19 @@ def test_sentences_packed_with_overlap() -> None:
     assert texts(chunks) == ["It costs 3.5 euros. Cheap, e.g. for lunch! ",
                              "Cheap, e.g. for lunch! Next one? Yes. 東京は大きい。",
                              "東京は大きい。とても。"]
+
+
+def test_devanagari_and_arabic_sentence_ends() -> None:
+    """The danda (``।`` ``॥``) of Hindi and other Indic scripts and the Arabic question mark
+    and full stop (``؟`` ``۔``) end sentences when whitespace follows, as ``.`` does."""
+    hindi = "यह पहला वाक्य है। यह दूसरा वाक्य है। और तीसरा॥ अंत।"
+    chunks = SentenceChunker(SentencesOptions(size=40)).aieng_chunk_document(
+        Document("d", hindi))
+    assert texts(chunks) == ["यह पहला वाक्य है। यह दूसरा वाक्य है। ", "और तीसरा॥ अंत।"]
+    arabic = "هل أنت بخير؟ نعم أنا بخير۔ شكرا لك."
+    chunks = SentenceChunker(SentencesOptions(size=20)).aieng_chunk_document(
+        Document("d", arabic))
+    assert texts(chunks) == ["هل أنت بخير؟ ", "نعم أنا بخير۔ ", "شكرا لك."]
 
 
 def test_a_sentence_longer_than_size_is_cut_at_whitespace() -> None:
@@ -143,6 +173,24 @@ def test_a_long_word_is_not_cut_inside_a_character(word: str, size: int) -> None
         assert not "\U0001f3fb" <= first <= "\U0001f3ff", (chunk.start, texts(cut))
         assert not "\udc00" <= first <= "\udfff", (chunk.start, texts(cut))
 
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_a_blank_line_ends_a_sentence_whatever_the_line_ending(end: str) -> None:
+    """A blank line ends a sentence with ``\n``, ``\r\n`` or lone ``\r`` (old Mac)
+    line endings alike; a single line ending does not."""
+    text = f"first para{end}{end}second para{end}still second"
+    chunks = SentenceChunker(SentencesOptions(size=30)).aieng_chunk_document(
+        Document("d", text))
+    assert texts(chunks) == [f"first para{end}{end}", f"second para{end}still second"]
+
+
+def test_a_long_sentence_is_not_cut_inside_a_crlf() -> None:
+    """A sentence cut at whitespace keeps a ``\r\n`` line ending whole: the cut goes
+    after it or before it, never between its ``\r`` and ``\n``."""
+    chunks = SentenceChunker(SentencesOptions(size=5)).aieng_chunk_document(
+        Document("d", "abcd\r\nefgh ijkl"))
+    assert texts(chunks) == ["abcd", "\r\n", "efgh ", "ijkl"]
 
 
 def test_a_long_run_of_stops_is_one_boundary() -> None:
@@ -199,12 +247,34 @@ def test_markdown_packs_paragraphs_and_keeps_code_blocks_whole() -> None:
     assert texts(chunks) == ["# T\n\npara one.\n\n", "para two.\n\n", "```\na\n\nb\n```\n"]
 
 
+def test_each_chunk_has_its_own_heading_trail() -> None:
+    """Chunks of one section carry equal heading trails, not one shared list: changing one
+    chunk's metadata leaves its neighbours' alone."""
+    chunks = MarkdownChunker(MarkdownOptions(size=12)).aieng_chunk_document(
+        Document("d", "# T\n\naaaa bbbb cccc dddd"))
+    assert len(chunks) > 1 and all(c.metadata["headings"] == ["T"] for c in chunks)
+    chunks[0].metadata["headings"].append("changed")
+    assert [c.metadata["headings"] for c in chunks[1:]] == [["T"]] * (len(chunks) - 1)
+
+
 def test_leading_blank_lines_join_the_first_heading() -> None:
     """Blank lines before the first heading make no chunk of their own."""
     chunks = MarkdownChunker().aieng_chunk_document(Document("d", "\n\n# Title\nbody"))
     assert texts(chunks) == ["\n\n# Title\nbody"]
     assert chunks[0].metadata["headings"] == ["Title"]
 
+
+
+def test_inline_code_at_a_line_start_opens_no_fence() -> None:
+    """A line starting with inline code (```` ```x``` ````: a backtick fence's info string
+    holds no backtick, CommonMark) is text, so the headings after it still start
+    sections; a real fence still hides a ``#`` line."""
+    text = ("Intro.\n\n```pip install x``` installs it.\n\n# Usage\n\nUse it.\n\n"
+            "```sh\n# comment\n```\n")
+    chunks = MarkdownChunker(MarkdownOptions(size=200)).aieng_chunk_document(
+        Document("d", text))
+    assert [c.metadata["headings"] for c in chunks] == [[], ["Usage"]]
+    assert chunks[1].text.startswith("# Usage") and chunks[1].text.endswith("```\n")
 
 
 @pytest.mark.parametrize("line, title", [
@@ -255,6 +325,40 @@ async def test_semantic_without_an_embedder_says_so() -> None:
     """Outside a pipeline and without ``embedder=``, the chunker explains what it needs."""
     with pytest.raises(RuntimeError, match="no embedder"):
         await SemanticChunker().aieng_chunk_document(Document("d", TOPICS))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("vectors", [
+    lambda n: [[1.0, 0.0] if i % 2 else [1.0] for i in range(n)],  # lengths differ
+    lambda n: [[] for _ in range(n)],  # vectors of no dimension
+    lambda n: [["a", "b"] for _ in range(n)],  # not numbers
+    lambda n: [[1.0, float("nan")] for _ in range(n)],
+])
+async def test_semantic_names_bad_vectors(vectors: Callable[[int], Any]) -> None:
+    """Vectors of differing lengths, of no dimension, not numbers or not finite fail with
+    the chunker's own message saying what was expected, not a numpy internal error."""
+    chunker = SemanticChunker(embedder=lambda texts, model: vectors(len(texts)))
+    with pytest.raises(ValueError, match="one finite vector per sentence"):
+        await chunker.aieng_chunk_document(Document("d", TOPICS))
+
+
+@pytest.mark.anyio
+async def test_semantic_takes_any_iterable_of_vectors(hashing_embedder: Any) -> None:
+    """An embedder returning a generator or a numpy matrix is read like a list."""
+    import numpy as np
+
+    def lazily(texts: Any, model: Any) -> Any:
+        return (hashing_embedder.vector(text) for text in texts)
+
+    def matrix(texts: Any, model: Any) -> Any:
+        return np.array([hashing_embedder.vector(text) for text in texts], dtype=np.float32)
+
+    expected = texts(await SemanticChunker(embedder=hashing_embedder.aieng_embed)
+                     .aieng_chunk_document(Document("d", TOPICS)))
+    for embedder in (lazily, matrix):
+        chunks = await SemanticChunker(embedder=embedder).aieng_chunk_document(
+            Document("d", TOPICS))
+        assert texts(chunks) == expected and len(expected) == 2
 
 
 def test_empty_documents_have_no_chunks() -> None:

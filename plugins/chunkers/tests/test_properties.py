@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 # every kind, sentence ends, headings, fences, combining marks) so that structure is
 # frequent rather than a rare accident.
 _STRUCTURE = list("ab c.!?#\n\n\t`~- 。！\u3000\u00a0\u2028\r\x0b\x1c") + [
-    "\u0301", "é", "# ", "## ", "\n\n", "```", ". A", "e.g. x", "\u2026 "]
+    "\u0301", "é", "# ", "## ", "\n\n", "```", ". A", "e.g. x", "\u2026 ", "\r\n", "\u0964 "]
 TEXTS = st.one_of(
     st.text(max_size=300),
     st.lists(st.sampled_from(_STRUCTURE), max_size=120).map("".join),
@@ -54,6 +54,15 @@ def check_tiling(text: str, chunks: list[Chunk], doc_id: str = "doc") -> None:
     assert "".join(rebuilt) == text
 
 
+def check_line_ends_whole(text: str, chunks: list[Chunk], size: int) -> None:
+    """No chunk starts or ends between the ``\r`` and ``\n`` of a line ending, unless the
+    size (1) leaves no room for both."""
+    if size >= 2:
+        for chunk in chunks:
+            assert text[chunk.start - 1:chunk.start + 1] != "\r\n", (chunk.start, text)
+            assert text[chunk.end - 1:chunk.end + 1] != "\r\n", (chunk.end, text)
+
+
 @PROPERTY
 @given(text=TEXTS, size=st.integers(1, 12), data=st.data())
 def test_tokens(text: str, size: int, data: st.DataObject) -> None:
@@ -76,6 +85,7 @@ def test_sentences(text: str, size: int, overlap: int) -> None:
     chunks = SentenceChunker(SentencesOptions(size=size, overlap=overlap)) \
         .aieng_chunk_document(Document("doc", text))
     check_tiling(text, chunks)
+    check_line_ends_whole(text, chunks, size)
     assert all(len(chunk.text) <= size for chunk in chunks)
 
 
@@ -87,6 +97,7 @@ def test_markdown(text: str, size: int) -> None:
     chunks = MarkdownChunker(MarkdownOptions(size=size)).aieng_chunk_document(
         Document("doc", text))
     check_tiling(text, chunks)
+    check_line_ends_whole(text, chunks, size)
     assert all(len(chunk.text) <= size for chunk in chunks)
     for section in markdown_sections(text):
         boundary = section.span[0]
@@ -103,4 +114,5 @@ def test_semantic(hashing_embedder: Any, text: str, size: int, percentile: float
                               embedder=hashing_embedder.aieng_embed)
     chunks = anyio.run(chunker.aieng_chunk_document, Document("doc", text))
     check_tiling(text, chunks)
+    check_line_ends_whole(text, chunks, size)
     assert all(len(chunk.text) <= size for chunk in chunks)

@@ -73,6 +73,10 @@ def read_tables(source: Source, *, name: str | None = None, format: Format | Non
     label = str(path) if path is not None else ""
     if name is None:
         if path is None:
+            if isinstance(source, str) and "\n" not in source and "\r" not in source \
+                    and Path(source).suffix.lower() in SUFFIXES:  # a path with a typo?
+                raise ValueError(f"no file {source!r} exists (a str naming no file is the "
+                                 "table's text, and then needs name=)")
             raise ValueError("name is required when the table is given as text or bytes")
         name = path.stem
     if not isinstance(name, str):

@@ -7,7 +7,9 @@ import re
 __all__ = ["markdown_tables"]
 
 # The delimiter row under the header: cells of dashes, optionally with alignment colons.
-_DELIMITER_ROW = re.compile(r"\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?\s*")
+# Possessive throughout: two blank runs side by side (around an absent ``|``) were retried
+# against each other, quadratic in a long blank line.
+_DELIMITER_ROW = re.compile(r"\s*+\|?\s*+:?-++:?\s*+(?:\|\s*+:?-++:?\s*+)*+\|?\s*+")
 _PIPE = re.compile(r"(?<!\\)\|")
 # A fence (CommonMark): 3 or more '`' or '~' after at most 3 spaces (a tab makes indented
 # code); a backtick fence's info string holds no backtick, else the line is inline code.

@@ -117,6 +117,14 @@ def test_name_is_needed_for_text() -> None:
         table_documents("a\n1\n", name=" ")
 
 
+def test_a_missing_file_named_by_a_string_is_named(tmp_path: Path) -> None:
+    """A ``str`` naming a table file that does not exist (a typo) fails saying no such
+    file exists, not only that text needs a name."""
+    missing = str(tmp_path / "peopel.csv")
+    with pytest.raises(ValueError, match=r"no file .*peopel\.csv.* exists"):
+        table_documents(missing)
+
+
 def test_long_single_line_text_is_a_table() -> None:
     """A ``str`` without line breaks that is too long to be a file name (a wide header
     alone) is read as the table's text, not an ``OSError`` from the file system."""

@@ -72,3 +72,15 @@ def test_column_types() -> None:
     assert column_type(["2024-01-01", "2024-01-01T00:00"]) == "datetime"
     assert column_type(["1", "true"]) == "text"
     assert column_type(["", "  "]) == "empty"
+
+
+@pytest.mark.parametrize("line", [
+    " " * 200_000 + "x",
+    "|-" + " " * 200_000 + "x",
+    "-" + " " * 100_000 + "|" + " " * 100_000 + "x",
+])
+def test_a_long_blank_run_under_a_pipe_line(line: str) -> None:
+    """A line of 200,000 blanks under a line holding a ``|`` (a ReDoS input: the
+    delimiter-row pattern retried the run from each of its blanks, quadratic time:
+    minutes for these lines) is no delimiter row, and the text has no table."""
+    assert markdown_tables("| a |\n" + line + "\n| b |\n") == []
