@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 __all__ = ["normalized", "passage", "rewrites"]
 
 _THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
-# "1. ", "2) ", "- ", "* ", "• ", "Query 2: ", "Rewrite: "; a label's punctuation is followed
-# by whitespace, so "Question-answering" and "Version 2.0" are words, not markers.
+# A closing tag left alone: the chat template opened the block, so what precedes is reasoning.
+_CLOSE = re.compile(r"</think>", re.IGNORECASE)
+_FENCE = re.compile(r"^\s*(?:```|~~~)")  # a code fence, with or without its language
+_BOLD = re.compile(r"\*\*(.+?)\*\*")  # markdown bold: "**2.** ", "1. **rewrite**"
+# "1. ", "2) ", "(3) ", "- ", "* ", "• ", "Query 2: ", "Rewrite: "; a marker's punctuation is
+# followed by whitespace or the line's end, so "Question-answering", "Version 2.0" and
+# "3.5 minutes" are words, not markers.
 _MARKER = re.compile(
-    r"^\s*(?:\d+\s*[.):]\s+|[-*•]\s+"
+    r"^\s*(?:\(?\d+\s*[.):](?:\s+|$)|[-*•]\s+"
     r"|(?:query|rewrite|version|question)\s*\d*\s*[:.)-](?:\s+|$))",
     re.IGNORECASE)
 _QUOTES = "\"'`“”‘’«»"
@@ -20,8 +26,14 @@ _LABEL = re.compile(r"^\s*(?:passage|document|answer)\s*:\s*", re.IGNORECASE)
 
 
 def normalized(text: str) -> str:
-    """``text`` case-folded with its whitespace collapsed: equal queries compare equal."""
-    return _SPACE.sub(" ", text).strip().casefold()
+    """``text`` in Unicode compatibility form (NFKC), case-folded, its whitespace collapsed:
+    equal queries compare equal, however they were typed."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+
+
+def _without_reasoning(answer: str) -> str:
+    """``answer`` without its ``<think>`` blocks, nor what precedes a lone ``</think>``."""
+    return _CLOSE.split(_THINK.sub("\n", answer))[-1]
 
 
 def _clean_line(line: str) -> str:
@@ -34,8 +46,9 @@ def _clean_line(line: str) -> str:
 def rewrites(answer: str, original: str, *, limit: int, max_chars: int) -> list[str]:
     """The query rewrites in a model's answer, one per line.
 
-    List markers (``1.``, ``-``, ``Query 2:``) and surrounding quotes are removed; blank
-    lines, lines without a letter or digit (code fences, rules), preambles (a line ending
+    List markers (``1.``, ``-``, ``Query 2:``), markdown bold and surrounding quotes are
+    removed; reasoning (a ``<think>`` block, or what precedes a lone ``</think>``), blank
+    lines, code fences, lines without a letter or digit (rules), preambles (a line ending
     in ``:``), repeats and the original query itself are dropped; each rewrite is cut to
     ``max_chars`` characters.
 
@@ -47,10 +60,13 @@ def rewrites(answer: str, original: str, *, limit: int, max_chars: int) -> list[
     """
     seen = {normalized(original)}
     found: list[str] = []
-    for raw in _THINK.sub("\n", answer).splitlines():
-        if raw.rstrip().endswith(":"):
+    for raw in _without_reasoning(answer).splitlines():
+        if _FENCE.match(raw):
             continue
-        line = _clean_line(raw)[:max_chars].strip()
+        line = _BOLD.sub(r"\1", raw)
+        if line.rstrip().endswith(":"):
+            continue
+        line = _clean_line(line)[:max_chars].strip()
         key = normalized(line)
         if not _WORD.search(line) or key in seen:  # blank, or a fence, rule or marker
             continue
@@ -62,6 +78,9 @@ def rewrites(answer: str, original: str, *, limit: int, max_chars: int) -> list[
 
 
 def passage(answer: str) -> str:
-    """The hypothetical document in a model's answer: without a ``<think>`` block or a
-    leading ``Passage:`` label, whitespace trimmed (empty when there is none)."""
-    return _LABEL.sub("", _THINK.sub(" ", answer), count=1).strip()
+    """The hypothetical document in a model's answer: without reasoning (a ``<think>``
+    block, or what precedes a lone ``</think>``), code fences or a leading ``Passage:``
+    label, whitespace trimmed (empty when there is none)."""
+    lines = _without_reasoning(answer).splitlines()
+    text = "\n".join(line for line in lines if not _FENCE.match(line))
+    return _LABEL.sub("", text, count=1).strip()

@@ -64,6 +64,52 @@ def test_rewrites_skip_lines_without_words() -> None:
         "BM25 term weighting"]
 
 
+def test_rewrites_skip_fences_with_a_language_tag() -> None:
+    """A code fence naming its language (```` ```text ````) is a fence, not a query."""
+    answer = "```text\nboil noodles\npasta cooking time\n```\n~~~markdown\nspaghetti\n~~~"
+    assert rewrites(answer, "pasta", limit=5, max_chars=100) == [
+        "boil noodles", "pasta cooking time", "spaghetti"]
+
+
+def test_rewrites_strip_markdown_bold_markers_and_preambles() -> None:
+    """Small models embolden list markers, labels, whole rewrites and preambles; the bold
+    goes with them."""
+    answer = ("**Here are the rewrites:**\n"
+              "1. **boil noodles**\n"
+              "**2.** pasta cooking time\n"
+              "**Query 3:** spaghetti boiling\n"
+              "- **al dente** timing\n")
+    assert rewrites(answer, "pasta", limit=5, max_chars=100) == [
+        "boil noodles", "pasta cooking time", "spaghetti boiling", "al dente timing"]
+
+
+@pytest.mark.parametrize("answer", [
+    "The user wants rewrites. Let me vary it.\n</think>\n\nboil noodles\npasta timing",
+    "<think>first</think>\nstill thinking\n</THINK>\nboil noodles\npasta timing",
+])
+def test_reasoning_before_a_lone_closing_think_tag_is_dropped(answer: str) -> None:
+    """Reasoning models whose chat template opens the ``<think>`` block answer with only
+    its closing tag: what comes before it is reasoning, neither rewrite nor passage."""
+    assert rewrites(answer, "pasta", limit=5, max_chars=100) == ["boil noodles",
+                                                                  "pasta timing"]
+    assert passage(answer) == "boil noodles\npasta timing"
+
+
+def test_rewrites_skip_lone_and_parenthesized_numbers() -> None:
+    """A number alone on its line (the rewrite on the next) is no rewrite; ``(2)`` is a
+    marker; a decimal number starts a rewrite."""
+    answer = "1.\nboil noodles\n(2) pasta cooking time\n3)\n3.5 minutes al dente\n(4)"
+    assert rewrites(answer, "pasta", limit=5, max_chars=100) == [
+        "boil noodles", "pasta cooking time", "3.5 minutes al dente"]
+
+
+def test_the_query_is_recognized_in_another_unicode_form() -> None:
+    """The query typed decomposed (``e`` + combining accent) and repeated composed by the
+    model is still the query, as are its full-width forms."""
+    assert rewrites("caf\u00e9 hours\nＣＡＦＥ\u0301 HOURS\ncoffee shop times",
+                    "cafe\u0301 hours", limit=5, max_chars=100) == ["coffee shop times"]
+
+
 def test_rewrites_are_limited_and_cut() -> None:
     """At most ``limit`` rewrites, each at most ``max_chars`` characters; think blocks are
     ignored."""
@@ -87,6 +133,7 @@ def test_passage_drops_labels_and_think_blocks() -> None:
     assert passage("<think>hmm</think>\nPassage: Pasta cooks in 10 minutes.  ") == \
         "Pasta cooks in 10 minutes."
     assert passage("   ") == ""
+    assert passage("```text\nPasta cooks in 10 minutes.\n```") == "Pasta cooks in 10 minutes."
 
 
 # -- multi-query -------------------------------------------------------------------------

@@ -76,6 +76,21 @@ async def test_a_failing_expander_is_skipped_under_fallback(aieng_kernel: Kernel
     assert result.retrieved[0].document.id == "paris"
 
 
+async def test_a_failing_expander_skips_the_whole_stage_under_skip(
+    aieng_kernel: Kernel
+) -> None:
+    """``on_error = "skip"`` skips the retrieve stage, as the README warns: nothing is
+    retrieved, not even for the user's query."""
+    backend = ScriptedBackend(fail_with=ConnectionError("backend down"))
+    pipeline = aieng_kernel.compose(
+        {"docs": MemoryRetriever(MemoryOptions()), "rewrite": MultiQueryExpander(),
+         "llm": backend},
+        stages=["retrieve"], stage={"retrieve": {"on_error": "skip"}})
+    await pipeline.index(CORPUS)
+    result = await pipeline.run("paris capital")
+    assert result.retrieved == () and result.expansions == ()
+
+
 @pytest.mark.parametrize(("component", "key"), [
     ({"use": "multi-query", "n": 0}, "n must be from 1 to 10"),
     ({"use": "multi-query", "rewrites": 3}, "rewrites"),

@@ -75,7 +75,9 @@ def convex_fusion(runs: Sequence[Sequence[Hit]], *, alpha: float = 0.5,
     maps to 1); a document missing from a run gets 0 there. Dense runs (source in
     ``dense_sources``) share weight ``alpha``, the others ``1 - alpha``, so fused scores lie
     in ``[0, 1]``. The result does not depend on the order of ``runs``: parts are summed
-    exactly (``math.fsum``) and ties are broken by document id.
+    exactly (``math.fsum``); equal scores are ordered by the number of runs holding the
+    document (more first: a run's worst hit scores 0 there, as a missing document does),
+    then by document id.
 
     :returns: every document of the runs once, best first, ranks 1..n, ``source="convex"``.
     """

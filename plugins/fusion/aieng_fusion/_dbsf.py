@@ -33,7 +33,8 @@ def dbsf_fusion(runs: Sequence[Sequence[Hit]]) -> list[Hit]:
     deviation; values beyond are clamped; a run of equal scores maps to 0.5). A document's
     fused score is the sum of its normalized scores over the runs, 0 where it is missing.
     Unlike min-max, one outlying score does not squash the rest of its run. The result
-    does not depend on the order of ``runs`` (exact sums, ties broken by document id).
+    does not depend on the order of ``runs`` (exact sums; ties broken by the number of
+    runs holding the document, more first, then by document id).
 
     :returns: every document of the runs once, best first, ranks 1..n, ``source="dbsf"``.
     """

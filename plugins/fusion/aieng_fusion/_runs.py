@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 
@@ -29,10 +28,28 @@ class Run:
     entries: tuple[Entry, ...]
 
 
-def _version_key(position: int, hit: Hit) -> tuple[int, str, str, str, str]:
-    doc = hit.document
-    metadata = json.dumps(doc.metadata, sort_keys=True, ensure_ascii=False, default=repr)
-    return (position, hit.source, doc.text, doc.title, metadata)
+def _canonical(value: object) -> str:
+    """A text that is the same for equal metadata values, whatever their key order: the
+    order among versions of a document. Unlike ``json.dumps(sort_keys=True)`` it never
+    fails (nested keys of mixed or non-JSON types, sets)."""
+    if isinstance(value, Mapping):
+        items = sorted((_canonical(key), _canonical(item)) for key, item in value.items())
+        return "{" + ",".join(f"{key}:{item}" for key, item in items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_canonical(item) for item in value) + "]"
+    if isinstance(value, (set, frozenset)):
+        return "{" + ",".join(sorted(_canonical(item) for item in value)) + "}"
+    return repr(value)
+
+
+def _before(key: tuple[int, str, str, str], doc: Document,
+            old_key: tuple[int, str, str, str], old_doc: Document) -> bool:
+    """Whether a version of a document is kept over another: the lower position, source,
+    text and title, then (versions alike but for their metadata) the lower metadata,
+    compared only then."""
+    if key != old_key:
+        return key < old_key
+    return _canonical(doc.metadata) < _canonical(old_doc.metadata)
 
 
 def read_runs(runs: Sequence[Sequence[Hit]]) -> tuple[list[Run], dict[str, Document]]:
@@ -43,7 +60,7 @@ def read_runs(runs: Sequence[Sequence[Hit]]) -> tuple[list[Run], dict[str, Docum
     of the runs.
     """
     read: list[Run] = []
-    chosen: dict[str, tuple[tuple[int, str, str, str, str], Document]] = {}
+    chosen: dict[str, tuple[tuple[int, str, str, str], Document]] = {}
     for run in runs:
         seen: set[str] = set()
         entries: list[Entry] = []
@@ -53,8 +70,8 @@ def read_runs(runs: Sequence[Sequence[Hit]]) -> tuple[list[Run], dict[str, Docum
                 continue
             seen.add(doc.id)
             entries.append(Entry(doc.id, float(hit.score), position))
-            key = _version_key(position, hit)
-            if doc.id not in chosen or key < chosen[doc.id][0]:
+            key = (position, hit.source, doc.text, doc.title)
+            if doc.id not in chosen or _before(key, doc, *chosen[doc.id]):
                 chosen[doc.id] = (key, doc)
         source = run[0].source if run else ""
         read.append(Run(source, tuple(entries)))
@@ -73,9 +90,10 @@ def scaled(scores: Sequence[float]) -> list[float]:
 
 def ranked(parts: Mapping[str, Sequence[float]], documents: Mapping[str, Document],
            source: str) -> list[Hit]:
-    """Hits ordered by the exact sum of each document's parts (``math.fsum``), ties broken
-    by document id, ranked 1..n."""
+    """Hits ordered by the exact sum of each document's parts (``math.fsum``, one part per
+    run holding the document), ranked 1..n. At equal sums the document found by more runs
+    comes first (a run's worst hit may score what its absence scores), then by id."""
     totals = {doc_id: math.fsum(values) for doc_id, values in parts.items()}
-    order = sorted(totals, key=lambda doc_id: (-totals[doc_id], doc_id))
+    order = sorted(totals, key=lambda doc_id: (-totals[doc_id], -len(parts[doc_id]), doc_id))
     return [Hit(document=documents[doc_id], score=totals[doc_id], rank=rank, source=source)
             for rank, doc_id in enumerate(order, start=1)]

@@ -82,7 +82,7 @@ def test_convex_one_kind_of_run_shares_the_weight() -> None:
     fused = convex_fusion([run("bm25", ("a", 3.0), ("b", 1.0)), run("memory", ("b", 2.0))],
                           alpha=0.9)
     assert scores(fused) == {"b": 0.5 * 0.0 + 0.5 * 1.0, "a": 0.5}
-    assert [h.document.id for h in fused] == ["a", "b"]  # equal scores: by id
+    assert [h.document.id for h in fused] == ["b", "a"]  # equal scores: b is in both runs
 
 
 def test_dbsf_worked_example() -> None:
@@ -123,6 +123,30 @@ def test_one_version_of_a_document_whatever_the_order(name: str) -> None:
     assert fuse([old, new]) == fuse([new, old])
     kept = {h.document.id: h.document.text for h in fuse([new, old])}
     assert kept["a"] == "old text"
+
+
+@pytest.mark.parametrize("name", sorted(FUSERS))
+def test_metadata_of_any_shape_fuses(name: str) -> None:
+    """Nested metadata keys of mixed or non-JSON types (only top-level keys must be
+    strings) neither fail the fusion nor make the kept version depend on the run order."""
+    mixed = Hit(Document("a", "same", metadata={"pages": {1: "intro", "n": 2}}), score=1.0,
+                rank=1, source="memory")
+    tupled = Hit(Document("a", "same", metadata={"spans": {(0, 4): "x"}, "tags": {"b"}}),
+                 score=2.0, rank=1, source="memory")
+    fuse = FUSERS[name]
+    assert [h.document for h in fuse([[mixed]])] == [mixed.document]
+    assert fuse([[mixed], [tupled]]) == fuse([[tupled], [mixed]])
+    assert [h.document.id for h in fuse([[mixed], [tupled]])] == ["a"]
+
+
+def test_at_equal_scores_the_document_more_runs_found_comes_first() -> None:
+    """A run's worst hit normalizes to 0 under convex, as a document missing from it does:
+    at equal fused scores the document held by more runs ranks first, whatever its id."""
+    dense = run("vectors", ("a", 0.9), ("z", 0.1))
+    lexical = run("bm25", ("b", 5.0), ("w", 1.0), ("z", 1.0))
+    fused = convex_fusion([dense, lexical])
+    assert scores(fused) == {"a": 0.5, "b": 0.5, "w": 0.0, "z": 0.0}
+    assert [h.document.id for h in fused] == ["a", "b", "z", "w"]
 
 
 def test_empty_runs() -> None:
@@ -172,6 +196,12 @@ def test_fused_lists_are_well_formed(runs: list[list[Hit]], name: str) -> None:
     assert all(a.score >= b.score for a, b in itertools.pairwise(fused))
     high = 1.0 if name.startswith("convex") else float(len(runs))
     assert all(0.0 <= h.score <= high + 1e-12 for h in fused)
+    held = {h.document.id: sum(any(x.document.id == h.document.id for x in r) for r in runs)
+            for h in fused}
+    for a, b in itertools.pairwise(fused):  # equal scores: more runs first, then by id
+        if a.score == b.score:
+            assert (-held[a.document.id], a.document.id) < (-held[b.document.id],
+                                                             b.document.id)
 
 
 @settings(max_examples=50, deadline=None)
@@ -187,6 +217,48 @@ def test_a_runs_scale_does_not_matter(runs: list[list[Hit]], which: int, power: 
     scaled[which] = [Hit(h.document, score=h.score * factor, rank=h.rank, source=h.source)
                      for h in runs[which]]
     assert FUSERS[name](scaled) == FUSERS[name](runs)
+
+
+_VERSIONS = st.builds(
+    Document, id=st.sampled_from("abcd"), text=st.sampled_from(["x", "y"]),
+    title=st.sampled_from(["", "t"]),
+    metadata=st.sampled_from([{}, {"v": 1}, {"v": {2: "n", "k": [1]}}, {"v": {(0, 1): 2}}]))
+
+
+@st.composite
+def messy_runs(draw: st.DrawFn) -> list[list[Hit]]:
+    """Runs as retrievers and expansions really send them: one id in several versions, an
+    id repeated inside a run, sources shared by several runs (a query and its expansions),
+    negative scores and ties."""
+    result = []
+    for _ in range(draw(st.integers(0, 4))):
+        docs = draw(st.lists(_VERSIONS, max_size=6))
+        values = sorted(draw(st.lists(st.sampled_from([-2.5, -1.0, 0.0, 0.5, 3.0]),
+                                      min_size=len(docs), max_size=len(docs))), reverse=True)
+        source = draw(st.sampled_from(["vectors", "bm25"]))
+        result.append([Hit(doc, score=value, rank=rank, source=source)
+                       for rank, (doc, value) in enumerate(zip(docs, values), start=1)])
+    return result
+
+
+@settings(max_examples=80, deadline=None)
+@given(runs=messy_runs(), order=st.permutations(range(4)),
+       name=st.sampled_from(sorted(FUSERS)))
+def test_messy_runs_fuse_well_whatever_their_order(runs: list[list[Hit]], order: list[int],
+                                                   name: str) -> None:
+    """Versions, repeats and shared sources: the fused list is identical for every order of
+    the runs, holds each id once in one of its given versions, ranks 1..n, and its scores
+    lie in the fuser's range."""
+    fuse = FUSERS[name]
+    fused = fuse(runs)
+    assert fuse([runs[i] for i in order if i < len(runs)]) == fused
+    assert sorted(h.document.id for h in fused) == sorted({h.document.id for r in runs
+                                                           for h in r})
+    given_docs = [h.document for r in runs for h in r]
+    assert all(h.document in given_docs for h in fused)
+    assert [h.rank for h in fused] == list(range(1, len(fused) + 1))
+    high = 1.0 if name.startswith("convex") else float(len(runs))
+    assert all(0.0 <= h.score <= high + 1e-12 for h in fused)
 
 
 # -- in a pipeline -----------------------------------------------------------------------
