@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 
-from aieng_hookspecs.types import Document, Hit
+from aieng_hookspecs.types import Document, Hit, canonical_text
 
 __all__ = ["reciprocal_rank_fusion"]
 
@@ -53,8 +52,4 @@ def _before(key: tuple[int, str, str, str], doc: Document,
     alike but for their metadata) the lower metadata."""
     if key != old_key:
         return key < old_key
-    return _metadata(doc) < _metadata(old_doc)
-
-
-def _metadata(doc: Document) -> str:
-    return json.dumps(doc.metadata, sort_keys=True, ensure_ascii=False, default=repr)
+    return canonical_text(doc.metadata) < canonical_text(old_doc.metadata)

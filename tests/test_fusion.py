@@ -66,3 +66,24 @@ def test_the_version_kept_does_not_depend_on_the_order_of_runs(differ: str) -> N
                                       {"metadata": {"v": 2}}))
     one, two = [Hit(document=a, score=1.0, rank=1)], [Hit(document=b, score=1.0, rank=1)]
     assert _key(reciprocal_rank_fusion([one, two])) == _key(reciprocal_rank_fusion([two, one]))
+
+
+def test_versions_with_metadata_of_any_shape_are_ordered() -> None:
+    """Versions alike but for metadata whose nested keys mix types (or are tuples) are
+    still ordered, whichever run comes first: json.dumps(sort_keys=True) raised TypeError
+    comparing their keys."""
+    a = Document(id="d", text="t", metadata={"m": {1: "x", "b": 2}})
+    b = Document(id="d", text="t", metadata={"m": {(0, 1): "y"}})
+    one, two = [Hit(document=a, score=1.0, rank=1)], [Hit(document=b, score=1.0, rank=1)]
+    assert _key(reciprocal_rank_fusion([one, two])) == _key(reciprocal_rank_fusion([two, one]))
+
+
+def test_canonical_text_ignores_key_order_and_never_fails() -> None:
+    """Equal values give one text whatever their mappings' key order; unequal ones differ;
+    keys of mixed types, tuples and sets are written out."""
+    from aieng_hookspecs.types import canonical_text
+
+    assert canonical_text({"a": 1, "b": [1, {"y": 2, "x": 1}]}) == canonical_text(
+        {"b": [1, {"x": 1, "y": 2}], "a": 1})
+    assert canonical_text({"a": 1}) != canonical_text({"a": "1"})
+    assert canonical_text({1: {2, 1}, "k": (0,)}) == canonical_text({"k": (0,), 1: {1, 2}})

@@ -31,6 +31,7 @@ from ._jobs import (
 )
 from ._text import Chunk, Document, Hit, Query, filters_match, json_equal
 from ._tools import ToolCall, ToolResult, ToolSpec
+from ._canonical import canonical_text
 from ._unchecked import unchecked
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "TrainJob",
     "TrainResult",
     "Usage",
+    "canonical_text",
     "filters_match",
     "json_equal",
     "unchecked",

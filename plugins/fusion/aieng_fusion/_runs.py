@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import attrs
-from aieng_hookspecs.types import Document, Hit
+from aieng_hookspecs.types import Document, Hit, canonical_text
 
 __all__ = ["Entry", "Run", "ranked", "read_runs", "scaled"]
 
@@ -28,20 +28,6 @@ class Run:
     entries: tuple[Entry, ...]
 
 
-def _canonical(value: object) -> str:
-    """A text that is the same for equal metadata values, whatever their key order: the
-    order among versions of a document. Unlike ``json.dumps(sort_keys=True)`` it never
-    fails (nested keys of mixed or non-JSON types, sets)."""
-    if isinstance(value, Mapping):
-        items = sorted((_canonical(key), _canonical(item)) for key, item in value.items())
-        return "{" + ",".join(f"{key}:{item}" for key, item in items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_canonical(item) for item in value) + "]"
-    if isinstance(value, (set, frozenset)):
-        return "{" + ",".join(sorted(_canonical(item) for item in value)) + "}"
-    return repr(value)
-
-
 def _before(key: tuple[int, str, str, str], doc: Document,
             old_key: tuple[int, str, str, str], old_doc: Document) -> bool:
     """Whether a version of a document is kept over another: the lower position, source,
@@ -49,7 +35,7 @@ def _before(key: tuple[int, str, str, str], doc: Document,
     compared only then."""
     if key != old_key:
         return key < old_key
-    return _canonical(doc.metadata) < _canonical(old_doc.metadata)
+    return canonical_text(doc.metadata) < canonical_text(old_doc.metadata)
 
 
 def read_runs(runs: Sequence[Sequence[Hit]]) -> tuple[list[Run], dict[str, Document]]:
