@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aieng_cache import Stored
+from aieng_cache import Stored, payload_namespace
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -161,7 +161,9 @@ class RedisLevel:
         if math.isinf(expires_at):
             await self._call("set", self.prefix + key, payload)
             return
-        milliseconds = min(math.ceil((expires_at - now) * 1000.0), _MAX_PX)
+        # min() before ceil(): the milliseconds of a TTL near the largest float overflow
+        # to inf, which ceil() cannot take.
+        milliseconds = math.ceil(min((expires_at - now) * 1000.0, float(_MAX_PX)))
         if milliseconds <= 0:
             # Already expired: a miss from now on, as in the SQLite level. Redis refuses a
             # PX <= 0, and skipping the SET would leave an older, live value answering.
@@ -187,6 +189,29 @@ class RedisLevel:
             if batch:
                 await self._call("unlink", *batch)
                 batch = []
+            if cursor == 0:
+                break
+
+    async def clear_namespace(self, namespace: str) -> None:
+        """Remove the keys under the prefix whose entry was stored by a cache of
+        ``namespace``, and those of no known namespace (entries written by a version that
+        did not record it, or values that are no readable entry): ``SCAN`` + ``MGET`` +
+        ``UNLINK``, reading every value under the prefix once."""
+        if not self.prefix:
+            raise ValueError("refusing to clear a Redis level without a key prefix: it "
+                             "would delete keys of the whole database")
+        cursor = 0
+        pattern = _glob_escape(self.prefix) + "*"
+        while True:
+            cursor, keys = await self._call("scan", cursor, match=pattern, count=_SCAN_COUNT)
+            if keys:
+                # MGET answers None for a key gone meanwhile or holding no string: a
+                # lookup drops either as unreadable, so clearing it loses nothing.
+                values = await self._call("mget", keys)
+                doomed = [key for key, value in zip(keys, values, strict=True)
+                          if value is None or payload_namespace(value) in (None, namespace)]
+                if doomed:
+                    await self._call("unlink", *doomed)
             if cursor == 0:
                 break
 

@@ -325,6 +325,20 @@ async def test_a_ttl_beyond_what_redis_takes_is_stored(
     await cache.aclose()
 
 
+@pytest.mark.parametrize("seconds", [1e306, 1.7e308])
+async def test_a_ttl_near_the_largest_float_is_stored(
+    redis_url: str, prefix: str, client: Redis, seconds: float
+) -> None:
+    """A TTL whose milliseconds overflow a float (the options accept any finite seconds)
+    is stored with the longest expiry Redis takes, not an OverflowError on every store."""
+    cache = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix,
+                                          ttl={"default": seconds}))
+    await cache.aieng_cache_store(ask("hi"), Completion(text="a"))
+    assert await client.pttl(prefix + cache.key(ask("hi"))) > 10**14
+    assert await cache.aieng_cache_lookup(ask("hi")) is not None
+    await cache.aclose()
+
+
 async def test_an_expired_put_replaces_the_live_entry(redis_url: str, prefix: str,
                                                       client: Redis, tmp_path: Path) -> None:
     """A put whose expiry has passed leaves no entry under the key, as in the SQLite level
@@ -378,9 +392,112 @@ async def test_a_closed_level_is_a_clear_error_not_a_new_connection(
         lambda: level.put("k", "w", kind="chat", now=0.0, expires_at=math.inf),
         lambda: level.delete("k"),
         level.clear,
+        lambda: level.clear_namespace(""),
     ]
     for call in calls:
         with pytest.raises(RuntimeError, match=r"Redis level at 127\.0\.0\.1:\d+/0 is closed"):
             await call()
     await level.aclose()
     assert await client.get(prefix + "k") == b"v"  # nothing was written or deleted
+
+
+async def test_clear_empties_only_its_own_namespace(redis_url: str, prefix: str,
+                                                   client: Redis) -> None:
+    """Two caches of other namespaces under one prefix: ``clear`` of one leaves the other's
+    entries answering (the empty namespace included), across several SCAN batches."""
+    first = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix))
+    second = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix, namespace="b",
+                                           memory=True))
+    for i in range(700):
+        await first.aieng_cache_store(ask(f"q{i}"), Completion(text="first"))
+        await second.aieng_cache_store(ask(f"q{i}"), Completion(text="second"))
+    await first.clear()
+    assert len(await client.keys(prefix + "*")) == 700
+    assert await first.aieng_cache_lookup(ask("q5")) is None
+    assert second.memory is not None
+    second.memory.clear()  # answer from Redis, not from the memory level
+    found = await second.aieng_cache_lookup(ask("q5"))
+    assert found is not None and found.text == "second"
+    await second.clear()
+    assert await client.keys(prefix + "*") == []
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_keys_written_without_a_namespace_are_served_and_cleared(
+    redis_url: str, prefix: str, client: Redis
+) -> None:
+    """Keys of the earlier layout (a value without its namespace) still answer; their
+    namespace unknown, any namespace's ``clear`` removes them, along with values that are
+    no entry (another program's hash); other namespaces' entries stay."""
+    cache = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix, namespace="a"))
+    other = redis_cache(RedisCacheOptions(url=redis_url, prefix=prefix, namespace="b"))
+    await client.set(prefix + cache.key(ask("old")),
+                     encode_completion(Completion(text="old answer")))
+    await client.hset(prefix + "a-hash", "field", "value")
+    found = await cache.aieng_cache_lookup(ask("old"))
+    assert found is not None and found.text == "old answer"
+    await other.aieng_cache_store(ask("kept"), Completion(text="b's"))
+    await cache.clear()
+    assert await client.keys(prefix + "*") == [(prefix + other.key(ask("kept"))).encode()]
+    await cache.aclose()
+    await other.aclose()
+
+
+async def test_a_pipeline_skipping_cache_errors_answers_while_redis_is_away(
+    aieng_kernel: Kernel, register_plugin: Register, tmp_path: Path
+) -> None:
+    """With ``on_error = "skip"`` on the cache stages (the cache as an optimization), a
+    Redis that goes away costs misses, not runs, and caching resumes when it is back."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("needs redis-server on PATH: apt-get install redis-server")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def launch() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+
+    async def start() -> subprocess.Popen[bytes]:
+        process = launch()
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    return process
+                except OSError:
+                    await anyio.sleep(0.02)  # waiting for the server, not a timing assertion
+
+    def stop(process: subprocess.Popen[bytes]) -> None:
+        process.terminate()
+        process.wait(timeout=10)
+
+    scripted = ScriptedPlugin()
+    config = {
+        "pipeline": {"name": "faq", "stages": ["cache_lookup", "generate", "cache_store"]},
+        "stage": {"cache_lookup": {"on_error": "skip"}, "cache_store": {"on_error": "skip"}},
+        "components": {"cache": {"use": "redis-cache", "url": url, "socket_timeout": 1.0},
+                       "llm": {"use": "scripted"}},
+    }
+    with register_plugin(aieng_redis, "redis"), register_plugin(scripted, "scripted"):
+        pipeline = aieng_kernel.pipeline(config)
+    process = await start()
+    try:
+        async with pipeline:
+            await pipeline.run("What is RRF?")
+            assert (await pipeline.run("What is RRF?")).cache_hit == "cache"
+            stop(process)
+            away = await pipeline.run("What is RRF?")
+            assert away.cache_hit is None and away.completion is not None
+            process = await start()  # empty: the server kept nothing
+            await pipeline.run("What is RRF?")
+            assert (await pipeline.run("What is RRF?")).cache_hit == "cache"
+    finally:
+        if process.poll() is None:
+            stop(process)
+    assert len(scripted.backend.requests) == 3

@@ -18,7 +18,7 @@ from __future__ import annotations
 from aieng_hookspecs import ComponentRegistry, EventRegistry, hookimpl
 
 from ._calibrate import Calibration, Pair, Rates, calibrate, load_pairs, measure, score_pairs
-from ._codec import CodecError, decode_completion, encode_completion
+from ._codec import CodecError, decode_completion, encode_completion, payload_namespace
 from ._events import CacheLevelHit, CacheMiss, CacheStored
 from ._exact import CacheStats, ExactCache
 from ._index import SemanticIndex
@@ -64,6 +64,7 @@ __all__ = [
     "measure",
     "normalize_text",
     "partition_key",
+    "payload_namespace",
     "request_key",
     "score_pairs",
     "ttl_table",

@@ -7,7 +7,7 @@ from typing import Any
 
 from aieng_hookspecs.types import Completion, TokenLogprob, ToolCall, Usage
 
-__all__ = ["CodecError", "decode_completion", "encode_completion"]
+__all__ = ["CodecError", "decode_completion", "encode_completion", "payload_namespace"]
 
 _FORMAT = 1
 
@@ -16,9 +16,14 @@ class CodecError(ValueError):
     """A stored value is not a completion this version can read."""
 
 
-def encode_completion(completion: Completion) -> str:
+def encode_completion(completion: Completion, *, namespace: str | None = None) -> str:
     """The completion as compact ASCII JSON (the ``cached`` flag is not stored: a value read
-    back from a cache is always ``cached=True``)."""
+    back from a cache is always ``cached=True``).
+
+    :param namespace: the namespace of the cache storing it, written beside the completion
+        (``"ns"``) so that a store shared by namespaces can clear one of them (see
+        :func:`payload_namespace`); ``None`` writes none. Readers ignore it.
+    """
     value: dict[str, Any] = {
         "f": _FORMAT,
         "text": completion.text,
@@ -29,6 +34,8 @@ def encode_completion(completion: Completion) -> str:
         else [[t.token, t.logprob] for t in completion.logprobs],
         "tool_calls": [[c.id, c.name, c.arguments] for c in completion.tool_calls],
     }
+    if namespace is not None:
+        value["ns"] = namespace
     # ensure_ascii: lone surrogates survive; repr-exact floats: logprobs round-trip exactly.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
@@ -58,3 +65,15 @@ def decode_completion(payload: str | bytes) -> Completion:
         raise
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CodecError(f"unreadable cached completion: {exc}") from None
+
+
+def payload_namespace(payload: str | bytes) -> str | None:
+    """The namespace an encoded completion was stored with, or ``None`` when it has none
+    (stored by a version before namespaces were written, or not a readable entry): such an
+    entry's namespace is unknown."""
+    try:
+        value = json.loads(payload)
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    namespace = value.get("ns") if isinstance(value, dict) else None
+    return namespace if isinstance(namespace, str) else None

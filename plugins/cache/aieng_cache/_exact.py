@@ -165,7 +165,7 @@ class ExactCache:
         kind = content_type(request)
         ttl = ttl_for(self.options.ttl, kind)
         expires_at = now + ttl if math.isfinite(ttl) else math.inf
-        payload = encode_completion(completion)
+        payload = encode_completion(completion, namespace=self.options.namespace)
         if self.memory is not None:
             self.memory.put(key, attrs.evolve(completion, cached=True), len(payload),
                             expires_at)
@@ -200,11 +200,21 @@ class ExactCache:
             await level.delete(key)
 
     async def clear(self) -> None:
-        """Remove every entry of every level."""
+        """Remove this cache's entries (of its ``namespace``) from every level.
+
+        Entries of other namespaces sharing a SQLite file or a Redis prefix stay; entries
+        whose namespace is unknown (stored by a version that did not record it) go, as
+        they may be this namespace's. A level without ``clear_namespace`` (see
+        :class:`~aieng_cache.Level`) is emptied whole.
+        """
         if self.memory is not None:
             self.memory.clear()
         for level in self.levels:
-            await level.clear()
+            clear_namespace = getattr(level, "clear_namespace", None)
+            if clear_namespace is not None:
+                await clear_namespace(self.options.namespace)
+            else:
+                await level.clear()
 
     async def vacuum(self) -> int:
         """Drop expired entries from memory and compact the SQLite levels.

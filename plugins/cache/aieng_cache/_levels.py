@@ -49,7 +49,12 @@ class Level(Protocol):
 
     async def clear(self) -> None:
         """Remove every entry of this level: of every namespace (the SQLite level empties
-        its file, the Redis level every key under its prefix)."""
+        its file, the Redis level every key under its prefix).
+
+        A level may also offer ``async clear_namespace(namespace)``: remove the entries
+        whose payload carries that namespace (:func:`~aieng_cache.payload_namespace`) and
+        those whose namespace is unknown. :meth:`ExactCache.clear` uses it when present,
+        else this method."""
 
     async def aclose(self) -> None:
         """Release connections and files."""
@@ -90,6 +95,10 @@ class SQLiteLevel:
     async def clear(self) -> None:
         """Remove every entry."""
         await self._run(self.store.clear)
+
+    async def clear_namespace(self, namespace: str) -> None:
+        """Remove the entries of ``namespace`` and those of no known namespace."""
+        await self._run(self.store.clear, namespace)
 
     async def vacuum(self, now: float) -> int:
         """Purge expired entries and compact the file; returns how many were purged."""

@@ -37,6 +37,10 @@ Embedder = Callable[[Sequence[str], "str | None"], Any]
 # Vectors of prompts looked up but not yet stored: a miss's store reuses its lookup's
 # embedding instead of embedding the prompt again.
 _PENDING = 256
+# Cosines are float32 dot products of unit vectors: a prompt's cosine with an identical
+# embedding comes out up to ~1e-6 under 1.0 (or over it). A cosine this close under the
+# threshold counts as at it, so that threshold = 1.0 answers identical embeddings.
+_COSINE_SLACK = 1e-5
 
 
 class SemanticCache:
@@ -185,9 +189,10 @@ class SemanticCache:
         vector = await self._vector(request.prompt)
         if vector is not None:
             match = self.index.search(vector, partition_key(request, self.scope), now)
-            if match is not None and match.similarity >= self.options.threshold:
+            if match is not None and \
+                    match.similarity >= self.options.threshold - _COSINE_SLACK:
                 self.index.touch(match.key)
-                return self._hit(match.value, match.similarity)
+                return self._hit(match.value, min(match.similarity, 1.0))
         self.last_similarity = None
         self._emit(CacheMiss(component=self._name))
         return None
@@ -216,7 +221,7 @@ class SemanticCache:
         self.index.put(key, partition, vector, attrs.evolve(completion, cached=True),
                        expires_at)
         if self.store is not None:
-            payload = encode_completion(completion)
+            payload = encode_completion(completion, namespace=self.options.namespace)
             blob = None if vector is None else vector.astype("<f4").tobytes()
             scope = scope_key(self.scope)
             await anyio.to_thread.run_sync(

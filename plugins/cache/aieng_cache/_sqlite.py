@@ -198,10 +198,21 @@ class SQLiteStore:
         with self._connection() as conn:
             return conn.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount > 0
 
-    def clear(self) -> None:
-        """Remove every entry."""
+    def clear(self, namespace: str | None = None) -> None:
+        """Remove every entry; with ``namespace``, only the entries whose value was encoded
+        with that namespace (:func:`~aieng_cache.encode_completion`) and those whose
+        namespace is unknown (values written without one, by an earlier version, or
+        unreadable): they may be this namespace's, and must not keep answering after it
+        is cleared."""
         with self._connection() as conn:
-            conn.execute("DELETE FROM entries")
+            if namespace is None:
+                conn.execute("DELETE FROM entries")
+                return
+            # json_valid first: json_extract fails the whole statement on a corrupt value.
+            conn.execute(
+                "DELETE FROM entries WHERE CASE WHEN json_valid(value) THEN "
+                "coalesce(json_type(value, '$.ns') != 'text' "
+                "OR json_extract(value, '$.ns') = ?, 1) ELSE 1 END", (namespace,))
 
     def count(self) -> int:
         """Entries stored, expired ones included until purged."""

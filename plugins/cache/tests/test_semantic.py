@@ -295,3 +295,18 @@ async def test_another_embedding_model_of_the_same_size_never_compares(
     found = await again.aieng_cache_lookup(ask("reset it"))
     assert found is not None and found.text == "Use the reset link."
     await again.aclose()
+
+
+async def test_threshold_one_hits_identical_embeddings() -> None:
+    """``threshold = 1.0`` (the validator's upper bound) answers a prompt whose embedding
+    is the stored one's, whatever float32 rounding does to its cosine, and never reports
+    a similarity above 1."""
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        vector = rng.normal(size=384).tolist()
+        cache = SemanticCache(SemanticOptions(threshold=1.0),
+                              embedder=lambda texts, model, v=vector: [v for _ in texts])
+        await cache.aieng_cache_store(ask("What is RRF?"), Completion(text="a"))
+        found = await cache.aieng_cache_lookup(ask("what is rrf, again?"))
+        assert found is not None and found.text == "a"
+        assert cache.last_similarity is not None and cache.last_similarity <= 1.0
