@@ -135,12 +135,15 @@ def eval_group() -> None:
                    "(its results are kept as results.jsonl.bak-TIME).")
 @click.option("--samples", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Bootstrap resamples for the intervals.")
+@click.option("--retry-judge-failures", is_flag=True,
+              help="On a resume, also run again the judges that failed on finished items, "
+                   "on their stored answers (the other scores are kept).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, concurrency: int,
         limit: int | None, seed: int | None, judge_pipeline: Path | None, force: bool,
-        samples: int, quiet: bool, as_json: bool) -> None:
+        samples: int, retry_judge_failures: bool, quiet: bool, as_json: bool) -> None:
     """Run PIPELINE over DATASET (JSON Lines: input, optional id, reference, context,
     metadata, slice, label) and write results, lockfile and reports to the run directory."""
     import anyio
@@ -155,7 +158,8 @@ def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, con
             return anyio.run(lambda: run_eval(
                 pipeline, dataset, out=run_dir, concurrency=concurrency, limit=limit,
                 seed=seed, force=force, judge_pipeline=judge_pipeline, kernel=kernel,
-                progress=progress, bootstrap_samples=samples))
+                progress=progress, bootstrap_samples=samples,
+                retry_judge_failures=retry_judge_failures))
 
     result = _guard(go)
     for line in result.warnings:
@@ -163,10 +167,11 @@ def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, con
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     if as_json:
         click.echo(json.dumps({"run_dir": str(run_dir), "ran": result.ran,
-                               "skipped": result.skipped, "warnings": list(result.warnings),
-                               **summary}, indent=2))
+                               "skipped": result.skipped, "rejudged": result.rejudged,
+                               "warnings": list(result.warnings), **summary}, indent=2))
     else:
-        click.echo(f"ran {result.ran} items, {result.skipped} already done")
+        rejudged = (f" ({result.rejudged} judged again)" if retry_judge_failures else "")
+        click.echo(f"ran {result.ran} items, {result.skipped} already done{rejudged}")
         for line in _summary_lines(summary):
             click.echo(line)
         click.echo(f"results: {run_dir}/results.jsonl · report: {run_dir}/report.md, "

@@ -21,6 +21,10 @@ DATASET_KEYS: tuple[str, ...] = ("id", "input", "reference", "context", "metadat
                                  "label")
 
 
+#: The UTF-8 byte-order mark (Windows editors write one): it starts a file, not its first item.
+_BOM = b"\xef\xbb\xbf"
+
+
 class DatasetError(ValueError):
     """A dataset line is malformed; the message names the file, the line and the problem."""
 
@@ -82,11 +86,20 @@ class DatasetItem:
 
 @attrs.frozen
 class Dataset:
-    """A loaded dataset: its items in file order and the file's SHA-256."""
+    """A loaded dataset: its items in file order and the file's SHA-256.
+
+    :param sha256: the SHA-256 of the file's text with CRLF line endings read as LF and
+        without a UTF-8 byte-order mark (both of which the parser ignores), so a checkout
+        converting line endings (git's ``autocrlf``) changes no hash: what a resume
+        compares.
+    :param file_sha256: the SHA-256 of the bytes as they are (what lockfiles of earlier
+        versions hold as ``sha256``; the same for a file with LF endings and no mark).
+    """
 
     path: str
     sha256: str
     items: tuple[DatasetItem, ...]
+    file_sha256: str = ""
 
     def __len__(self) -> int:
         return len(self.items)
@@ -115,7 +128,7 @@ def parse_dataset(raw: bytes, *, source: str = "<dataset>") -> Dataset:
     items: list[DatasetItem] = []
     seen: dict[str, int] = {}
     # A UTF-8 byte-order mark (Windows editors write one) starts the file, not its first item.
-    for number, line in enumerate(raw.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
+    for number, line in enumerate(raw.removeprefix(_BOM).split(b"\n"), start=1):
         if not line.strip():
             continue
         item, generated = _parse_line(line, number, source)
@@ -132,7 +145,15 @@ def parse_dataset(raw: bytes, *, source: str = "<dataset>") -> Dataset:
         items.append(item)
     if not items:
         raise DatasetError(f"{source}: the dataset has no items")
-    return Dataset(path=source, sha256=hashlib.sha256(raw).hexdigest(), items=tuple(items))
+    return Dataset(path=source, sha256=content_sha256(raw), items=tuple(items),
+                   file_sha256=hashlib.sha256(raw).hexdigest())
+
+
+def content_sha256(raw: bytes) -> str:
+    """The SHA-256 of a dataset's bytes with CRLF line endings as LF and without a UTF-8
+    byte-order mark: the same for a file whatever line endings a checkout gave it (a lone
+    CR is kept: the parser does not split lines on it)."""
+    return hashlib.sha256(raw.removeprefix(_BOM).replace(b"\r\n", b"\n")).hexdigest()
 
 
 def _parse_line(line: bytes, number: int, source: str) -> tuple[DatasetItem, bool]:

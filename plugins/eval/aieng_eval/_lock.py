@@ -27,6 +27,7 @@ __all__ = [
     "environment",
     "jsonable",
     "lock_drift",
+    "same_input",
     "sha256_file",
 ]
 
@@ -196,6 +197,17 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def same_input(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether two lockfiles' ``key`` (``pipeline``, ``judge_pipeline``, ``dataset``) has
+    the same hash. A dataset's ``sha256`` ignores its line endings; lockfiles of earlier
+    versions hashed its bytes as they were, which the new lockfile keeps as
+    ``file_sha256``."""
+    before = (old.get(key) or {}).get("sha256")
+    after = new.get(key) or {}
+    return before == after.get("sha256") or (
+        key == "dataset" and before is not None and before == after.get("file_sha256"))
+
+
 def lock_drift(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Human-readable differences between a locked environment and the current one:
     versions, the pipeline's and the dataset's hashes, and hashed files."""
@@ -221,7 +233,7 @@ def lock_drift(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     for key in ("pipeline", "judge_pipeline", "dataset"):
         a_hash = (old.get(key) or {}).get("sha256")
         b_hash = (new.get(key) or {}).get("sha256")
-        if a_hash != b_hash:
+        if not same_input(key, old, new):
             drift.append(f"{key} file hash {str(a_hash)[:12]} -> {str(b_hash)[:12]}")
     files_before = {f["path"]: f["sha256"] for f in old.get("files", [])}
     files_after = {f["path"]: f["sha256"] for f in new.get("files", [])}

@@ -41,6 +41,10 @@ class ItemResult:
         have (an AI judge's answer unreadable after the retry, a judge that raised under
         a ``fallback`` / ``skip`` policy): ``{"judge", "metric", "error"}`` (``metric``
         empty when the whole judge failed). The item stays ``ok``; the metric's n is lower.
+    :param judge_context: on an item with judge failures and no ``context`` of its own, the
+        passages the judges saw (the pipeline's retrieved hits), so that
+        ``--retry-judge-failures`` judges the stored answer on them again; ``None``
+        elsewhere (not written), and in records of older versions.
     """
 
     id: str
@@ -55,6 +59,7 @@ class ItemResult:
     label: float | dict[str, float] | None = None
     line: int = 0
     judge_failures: list[dict[str, str]] = attrs.field(factory=list)
+    judge_context: tuple[str, ...] | None = None
 
     @property
     def done(self) -> bool:
@@ -65,6 +70,10 @@ class ItemResult:
         """The record as written to ``results.jsonl``."""
         data = attrs.asdict(self)
         data["models"] = list(self.models)
+        if self.judge_context is None:
+            del data["judge_context"]
+        else:
+            data["judge_context"] = list(self.judge_context)
         return data
 
     @classmethod
@@ -83,6 +92,9 @@ class ItemResult:
         known["judge_failures"] = [
             {key: str(f.get(key) or "") for key in ("judge", "metric", "error")}
             for f in (failures if isinstance(failures, list) else []) if isinstance(f, dict)]
+        context = known.get("judge_context")
+        known["judge_context"] = (tuple(str(c) for c in context)
+                                  if isinstance(context, list) else None)
         return cls(**known)
 
 

@@ -17,7 +17,14 @@ import structlog
 from aieng_hookspecs.types import Sample, Score
 
 from ._dataset import Dataset, DatasetItem, load_dataset
-from ._lock import LOCK_FORMAT, FileHasher, component_paths, environment, jsonable
+from ._lock import (
+    LOCK_FORMAT,
+    FileHasher,
+    component_paths,
+    environment,
+    jsonable,
+    same_input,
+)
 from ._results import ItemResult, ResultsFile, read_results
 
 if TYPE_CHECKING:
@@ -55,6 +62,8 @@ class EvalRun:
     :param dataset: the dataset (cut to ``limit``).
     :param warnings: what the user should know about the resume (say, a file a component
         writes itself, such as a cache, that changed between sessions).
+    :param rejudged: items of earlier sessions whose failed judges ran again on the stored
+        answer (``retry_judge_failures``); counted in ``skipped`` too.
     """
 
     run_dir: Path
@@ -64,6 +73,7 @@ class EvalRun:
     lock: dict[str, Any]
     dataset: Dataset
     warnings: tuple[str, ...] = ()
+    rejudged: int = 0
 
     @property
     def failed(self) -> tuple[ItemResult, ...]:
@@ -142,10 +152,8 @@ def _check_resume(run_dir: Path, old: Mapping[str, Any], new: Mapping[str, Any],
                   force: bool) -> bool:
     """Whether the earlier results may be kept; raises unless ``force`` when the inputs
     changed (``force`` starts over, keeping the old results as a backup)."""
-    changed = [
-        key for key in ("pipeline", "judge_pipeline", "dataset")
-        if (old.get(key) or {}).get("sha256") != (new.get(key) or {}).get("sha256")
-    ]
+    changed = [key for key in ("pipeline", "judge_pipeline", "dataset")
+               if not same_input(key, old, new)]
     if old.get("seed") != new.get("seed"):
         changed.append("seed")
     if not changed:
@@ -241,7 +249,8 @@ def _count_killed_session(sessions: list[dict[str, Any]],
         return sessions
     raw = results_path.read_bytes()
     lines = sum(1 for line in raw[:raw.rfind(b"\n") + 1].split(b"\n") if line.strip())
-    others = sum(int(s.get("items") or 0) for s in sessions[:-1])
+    others = sum(int(s.get("items") or 0) + int(s.get("rejudged") or 0)
+                 for s in sessions[:-1])
     return [*sessions[:-1], {**sessions[-1], "items": max(lines - others, 0)}]
 
 
@@ -332,51 +341,128 @@ class _Session:
             log.warning("eval.item.failed", id=item.id, error=f"{type(exc).__name__}: {exc}")
             return attrs.evolve(base, status="error", error=f"{type(exc).__name__}: {exc}",
                                 duration_s=time.perf_counter() - started)
+        # What a retry of the failed judges needs to judge the answer on the same passages.
+        seen = (tuple(h.document.text for h in result.hits)
+                if failures and not item.context else None)
         return attrs.evolve(base, status=result.status, output=result.answer, scores=scores,
                             judges=judges, duration_s=time.perf_counter() - started,
-                            models=_models(result), judge_failures=failures)
+                            models=_models(result), judge_failures=failures,
+                            judge_context=seen)
+
+    async def rejudge(self, item: DatasetItem, record: ItemResult) -> ItemResult:
+        """Run again, on the stored answer, the judges that failed on the item
+        (``retry_judge_failures``): their scores on it are replaced, their failures by
+        those of this try; the other judges' scores and the answer stay as stored."""
+        started = time.perf_counter()
+        failed = {f["judge"] for f in record.judge_failures}
+        context = item.context or record.judge_context or ()
+        request = item.request(self.seed)
+        samples = [  # as the run made them: the judge stage's, then the judge pipeline's
+            Sample(input=request if isinstance(request, str) else request.prompt,
+                   output=record.output, reference=item.reference, context=context,
+                   metadata=item.sample_metadata),
+            Sample(input=item.prompt, output=record.output, reference=item.reference,
+                   context=context, id=item.id, metadata=item.sample_metadata)]
+        plan = [(built, sample, _retried(built, failed))
+                for built, sample in zip((self.pipeline, self.judge), samples, strict=True)
+                if built is not None]
+        retried = set().union(*(names for _, _, names in plan))
+        failures: list[dict[str, str]] = []
+        found: list[Score] = []
+        from aieng_judge import collect_failures
+
+        try:
+            with collect_failures() as gave_up:
+                for built, sample, names in plan:
+                    if names:
+                        await built.open()  # AI judges generate through their pipeline
+                        found += await _judge_each(built, list(names), sample, failures)
+            failures[:0] = [{"judge": f.judge, "metric": f.metric, "error": f.error}
+                            for f in gave_up]
+        except Exception as exc:  # noqa: BLE001  (the answer stays; the judges failed)
+            log.warning("eval.item.rejudge_failed", id=item.id,
+                        error=f"{type(exc).__name__}: {exc}")
+            found, failures = [], [{"judge": name, "metric": "",
+                                    "error": f"{type(exc).__name__}: {exc}"}
+                                   for name in sorted(failed & retried)]
+        scores = {k: v for k, v in record.scores.items() if record.judges.get(k) not in retried}
+        judges = {k: v for k, v in record.judges.items() if k in scores}
+        _metric_names(found, scores, judges, self.owners)
+        kept = [f for f in record.judge_failures if f["judge"] not in retried]
+        return attrs.evolve(record, scores=scores, judges=judges,
+                            judge_failures=kept + failures,
+                            judge_context=(context if (kept or failures) and not item.context
+                                           else None),
+                            duration_s=record.duration_s + time.perf_counter() - started)
 
     async def _judge(self, item: DatasetItem, result: RunResult,
                      failures: list[dict[str, str]]) -> list[Score]:
         """The judge pipeline's scores of the item; a judge failing under a ``fallback``
         policy is added to ``failures`` (other policies fail the item, as in a run)."""
-        from aieng_core import HookError
-
         assert self.judge is not None
         sample = Sample(input=item.prompt, output=result.answer, reference=item.reference,
                         context=item.context or tuple(h.document.text for h in result.hits),
                         id=item.id, metadata=item.sample_metadata)
         policy = self.judge.config.policy("judge")
         dispatcher = self.judge.dispatcher
-        if policy.on_error != "fallback":
-            gathered = await dispatcher.gather("aieng_judge", {"sample": sample},
-                                               stage="judge", policy=policy)
-        else:  # each judge on its own: which one failed is known, not just dropped
+        if policy.on_error == "fallback":  # each judge on its own: which one failed is known
             names = [impl.plugin_name for impl in dispatcher.impls("aieng_judge")]
-            found: dict[str, Any] = {}
+            return await _judge_each(self.judge, names, sample, failures)
+        gathered = await dispatcher.gather("aieng_judge", {"sample": sample}, stage="judge",
+                                           policy=policy)
+        return _scores_of(gathered, self.judge)
 
-            async def one(name: str) -> None:
-                try:
-                    value = await dispatcher.first("aieng_judge", {"sample": sample},
-                                                   stage="judge", policy=policy, only=[name])
-                except HookError as exc:
-                    failures.append({"judge": name, "metric": "", "error": str(exc)})
-                    return
-                if value is not None:
-                    found[name] = value[0]
 
-            async with anyio.create_task_group() as tg:
-                for name in names:
-                    tg.start_soon(one, name)
-            gathered = [(found[name], name) for name in names if name in found]
-        scores: list[Score] = []
-        for value, plugin in gathered:
-            for score in [value] if isinstance(value, Score) else list(value):
-                if not isinstance(score, Score):
-                    raise TypeError(f"judge {plugin!r} of the judge pipeline returned "
-                                    f"{type(score).__name__}, expected Score")
-                scores.append(score if score.judge else attrs.evolve(score, judge=plugin))
-        return scores
+def _retried(pipeline: Pipeline, failed: set[str]) -> set[str]:
+    """The judges of ``pipeline`` a retry runs again: those named in ``failed`` (by
+    component, or by the ``name`` an AI judge reports), all of them when its judge stage
+    skips on an error (a failing judge then cost every judge of the stage its scores)."""
+    impls = pipeline.dispatcher.impls("aieng_judge")
+    names = {impl.plugin_name: {impl.plugin_name, getattr(impl.plugin, "name", None)}
+             for impl in impls}
+    hit = {plugin for plugin, known in names.items() if known & failed}
+    if hit and pipeline.config.policy("judge").on_error == "skip":
+        hit = set(names)
+    return {n for plugin in hit for n in names[plugin] if isinstance(n, str)}
+
+
+async def _judge_each(pipeline: Pipeline, names: list[str], sample: Sample,
+                      failures: list[dict[str, str]]) -> list[Score]:
+    """The scores of the named judges of ``pipeline``, each called on its own (under the
+    pipeline's judge policy); a judge that fails is added to ``failures``."""
+    from aieng_core import HookError
+
+    policy = pipeline.config.policy("judge")
+    dispatcher = pipeline.dispatcher
+    plugins = [impl.plugin_name for impl in dispatcher.impls("aieng_judge", names)]
+    found: dict[str, Any] = {}
+
+    async def one(name: str) -> None:
+        try:
+            value = await dispatcher.first("aieng_judge", {"sample": sample}, stage="judge",
+                                           policy=policy, only=[name])
+        except HookError as exc:
+            failures.append({"judge": name, "metric": "", "error": str(exc)})
+            return
+        if value is not None:
+            found[name] = value[0]
+
+    async with anyio.create_task_group() as tg:
+        for name in plugins:
+            tg.start_soon(one, name)
+    return _scores_of([(found[name], name) for name in plugins if name in found], pipeline)
+
+
+def _scores_of(gathered: list[tuple[Any, str]], pipeline: Pipeline) -> list[Score]:
+    """The judges' values as scores, each attributed to its judge."""
+    scores: list[Score] = []
+    for value, plugin in gathered:
+        for score in [value] if isinstance(value, Score) else list(value):
+            if not isinstance(score, Score):
+                raise TypeError(f"judge {plugin!r} of pipeline {pipeline.name!r} returned "
+                                f"{type(score).__name__}, expected Score")
+            scores.append(score if score.judge else attrs.evolve(score, judge=plugin))
+    return scores
 
 
 async def run_eval(
@@ -394,6 +480,7 @@ async def run_eval(
     hash_cache: Path | None = None,
     reports: bool = True,
     bootstrap_samples: int = 1000,
+    retry_judge_failures: bool = False,
 ) -> EvalRun:
     """Run ``pipeline`` over ``dataset``, appending each item's result to
     ``out/results.jsonl`` as it finishes, and write the lockfile and the reports.
@@ -415,6 +502,11 @@ async def run_eval(
     :param hash_cache: the file-hash cache file (default: under ``~/.cache/aieng``).
     :param reports: write ``report.md``, ``report.html`` and ``summary.json``.
     :param bootstrap_samples: resamples for the reports' confidence intervals.
+    :param retry_judge_failures: on a resume, also run again the judges that failed on
+        items of earlier sessions (``judge_failures``), on the stored answers: their
+        scores are replaced, the answers and the other judges' scores kept. An item of an
+        older version whose judges saw retrieved passages (not stored then) runs again
+        whole.
     :raises EvalError: when ``out`` holds another run (without ``force``), or a pipeline
         file cannot be read.
     :raises DatasetError: naming the line of a malformed dataset.
@@ -437,7 +529,7 @@ async def run_eval(
         "pipeline": pipeline_info,
         "judge_pipeline": judge_info,
         "dataset": {"path": str(Path(dataset).resolve()), "sha256": data.sha256,
-                    "items": len(data.items)},
+                    "file_sha256": data.file_sha256, "items": len(data.items)},
         "seed": seed,
         "bootstrap_seed": 0 if seed is None else seed,
         "concurrency": concurrency,
@@ -449,7 +541,8 @@ async def run_eval(
                                  concurrency=concurrency, seed=seed,
                                  judge_pipeline=judge_pipeline, kernel=kernel,
                                  progress=progress, hash_cache=hash_cache, reports=reports,
-                                 bootstrap_samples=bootstrap_samples)
+                                 bootstrap_samples=bootstrap_samples,
+                                 retry_judge_failures=retry_judge_failures)
     finally:
         held.close()
 
@@ -459,7 +552,7 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
                       seed: int | None, judge_pipeline: PipelineSource | None,
                       kernel: Kernel | None, progress: ProgressCallback | None,
                       hash_cache: Path | None, reports: bool,
-                      bootstrap_samples: int) -> EvalRun:
+                      bootstrap_samples: int, retry_judge_failures: bool) -> EvalRun:
     """:func:`run_eval`'s work once the run directory is locked."""
     results_path = run_dir / "results.jsonl"
     sessions, old_files = await anyio.to_thread.run_sync(_prepare_run_dir, run_dir, lock,
@@ -470,7 +563,8 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
 
         kernel = Kernel()
     started_at = _utc_now()
-    state = _Resume(sessions=sessions, old_files=old_files, force=force)
+    state = _Resume(sessions=sessions, old_files=old_files, force=force,
+                    retry_judges=retry_judge_failures)
     if owned or kernel.thread_limiter is None:
         async with kernel:
             finished = await _run_items(kernel, pipeline, judge_pipeline, seed, data,
@@ -482,9 +576,10 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
                                     state, started_at, hash_cache)
     merged = {**state.earlier, **finished}
     ordered = tuple(merged[item.id] for item in data.items if item.id in merged)
-    run = EvalRun(run_dir=run_dir, results=ordered, ran=len(finished),
+    rejudged = sum(1 for key in finished if key in state.rejudge)
+    run = EvalRun(run_dir=run_dir, results=ordered, ran=len(finished) - rejudged,
                   skipped=len(data.items) - len(state.todo), lock=lock, dataset=data,
-                  warnings=tuple(state.warnings))
+                  warnings=tuple(state.warnings), rejudged=rejudged)
     if reports:
         from .report import write_reports
 
@@ -501,9 +596,13 @@ class _Resume:
     sessions: list[dict[str, Any]]
     old_files: list[dict[str, Any]]
     force: bool
+    #: run again the judges that failed on earlier records (``retry_judge_failures``)
+    retry_judges: bool = False
     #: every record of the earlier sessions (failed ones included)
     earlier: dict[str, ItemResult] = attrs.field(factory=dict)
     todo: list[DatasetItem] = attrs.field(factory=list)
+    #: the items whose failed judges run again on the stored answer, with their record
+    rejudge: dict[str, tuple[DatasetItem, ItemResult]] = attrs.field(factory=dict)
     warnings: list[str] = attrs.field(factory=list)
 
 
@@ -561,6 +660,9 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
     state.earlier = earlier
     state.todo = todo = [item for item in data.items
                          if item.id not in earlier or not earlier[item.id].done]
+    if state.retry_judges:
+        _plan_rejudge(state, data, pipeline)
+    jobs = [(item, None) for item in todo] + list(state.rejudge.values())
     owners = _owners(earlier.values())
     lock.update(environment(kernel.registry.plugins))
     lock["pipeline"]["name"] = pipeline.name
@@ -570,6 +672,8 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
         lock["judge_pipeline"]["name"] = judge.name
         lock["judge_pipeline"]["config"] = jsonable(judge.to_dict())
     session: dict[str, Any] = {"started_at": started_at, "finished_at": None, "items": 0}
+    if state.retry_judges:
+        session["rejudged"] = 0
     lock["sessions"] = [*sessions, session]
     lock["started_at"] = sessions[0]["started_at"] if sessions else started_at
     lock["finished_at"] = None
@@ -579,13 +683,14 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
     await anyio.to_thread.run_sync(writer.open)
     runner = _Session(pipeline, judge, seed, owners)
     send, receive = anyio.create_memory_object_stream[ItemResult](max(concurrency * 4, 16))
-    items = iter(todo)
-    total = len(todo)
+    items = iter(jobs)
+    total = len(jobs)
 
     async def worker(out: anyio.abc.ObjectSendStream[ItemResult]) -> None:
         async with out:
-            for item in items:  # one iterator shared by every worker
-                await out.send(await runner.item(item))
+            for item, record in items:  # one iterator shared by every worker
+                await out.send(await (runner.item(item) if record is None
+                                      else runner.rejudge(item, record)))
 
     async def write_all() -> None:
         if progress is not None:
@@ -613,7 +718,10 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(writer.close)
-            session["items"] = len(finished)
+            rejudged = sum(1 for key in finished if key in state.rejudge)
+            session["items"] = len(finished) - rejudged
+            if state.retry_judges:
+                session["rejudged"] = rejudged
             session["finished_at"] = _utc_now()
             everything = await anyio.to_thread.run_sync(read_results, results_path)
             _add_models(lock, everything.values())
@@ -628,6 +736,21 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
     lock["finished_at"] = session["finished_at"]
     await anyio.to_thread.run_sync(_write_lock, run_dir, lock)
     return finished
+
+
+def _plan_rejudge(state: _Resume, data: Dataset, pipeline: Pipeline) -> None:
+    """The earlier records whose judges failed, for ``retry_judge_failures``: their judges
+    run again on the stored answer; an item of an older version whose judges saw the
+    pipeline's retrieved passages (which records did not keep then) runs again whole."""
+    for item in data.items:
+        record = state.earlier.get(item.id)
+        if record is None or record.status != "ok" or not record.judge_failures:
+            continue
+        if (record.judge_context is None and not item.context
+                and "retrieve" in pipeline.stages):
+            state.todo.append(item)
+        else:
+            state.rejudge[item.id] = (item, record)
 
 
 def _components(kernel: Kernel, pipelines: list[Pipeline | None]) -> list[dict[str, str]]:

@@ -38,7 +38,7 @@ def metric_values(results: Iterable[ItemResult]) -> dict[str, list[float]]:
 def agreement(results: Sequence[ItemResult]) -> dict[str, dict[str, Any]]:
     """Per metric, the judge's agreement with the items' human labels: ``n``, Cohen's
     ``kappa`` (when the labels are whole numbers: the scores are rounded to the nearest
-    one) and Spearman's ``spearman`` (``None`` where undefined: under 2 pairs or a
+    one, halves up) and Spearman's ``spearman`` (``None`` where undefined: under 2 pairs or a
     constant side).
 
     A ``label`` object applies to the metrics it names; a single-number label applies to
@@ -65,8 +65,10 @@ def agreement(results: Sequence[ItemResult]) -> dict[str, dict[str, Any]]:
             continue  # a single-number label is on another scale than this metric
         entry: dict[str, Any] = {"n": len(labels), "kappa": None, "spearman": None}
         if all(float(x).is_integer() for x in labels):
+            # Half up, the same way on every level: round() (to even) sent 2.5 to 2 but
+            # 3.5 to 4, so a judge half a point off everywhere seemed to disagree at random.
             entry["kappa"] = _defined(cohen_kappa, [int(x) for x in labels],
-                                      [round(s) for s in scores])
+                                      [math.floor(s + 0.5) for s in scores])
         entry["spearman"] = _defined(spearman, labels, scores)
         out[name] = entry
     return out
@@ -135,6 +137,16 @@ def judge_failures(results: Iterable[ItemResult]) -> dict[str, dict[str, Any]]:
     return dict(sorted(out.items()))
 
 
+def _line(text: object) -> str:
+    """Text on one line (a line break would end a table row or a list item)."""
+    return " ".join(str(text).splitlines())
+
+
+def _cell(text: object) -> str:
+    """Text as one Markdown table cell: on one line, its ``|`` escaped."""
+    return _line(text).replace("|", "\\|")
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -158,7 +170,7 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
         "|---|---|---:|---|---:|",
     ]
     for name, m in summary["metrics"].items():
-        lines.append(f"| {name} | {m['judge']} | {_fmt(m['mean'])} | "
+        lines.append(f"| {_cell(name)} | {_cell(m['judge'])} | {_fmt(m['mean'])} | "
                      f"[{_fmt(m['low'])}, {_fmt(m['high'])}] | {m['n']} |")
     if not summary["metrics"]:
         lines.append("| (no scores: does the pipeline have a judge stage?) | | | | |")
@@ -168,13 +180,12 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
                    "is ok, the metric's n is lower."), "",
                   "| judge | failures | items | first (item: error) |", "|---|---:|---:|---|"]
         for judge, f in summary["judge_failures"].items():
-            error = str(f["error"]).replace("\n", " ").replace("|", "\\|")[:200]
-            lines.append(f"| {judge} | {f['failures']} | {f['items']} | "
-                         f"`{f['item']}`: {error} |")
+            lines.append(f"| {_cell(judge)} | {f['failures']} | {f['items']} | "
+                         f"`{_cell(f['item'])}`: {_cell(f['error'])[:200]} |")
     for field, groups in summary["slices"].items():
         names = sorted({n for g in groups.values() for n in g["metrics"]})
         lines += ["", f"## Slices by `{field}`", "",
-                  "| " + " | ".join([field, "items", "errors", *names]) + " |",
+                  "| " + " | ".join(map(_cell, [field, "items", "errors", *names])) + " |",
                   "|---|---:|---:|" + "---:|" * len(names)]
         for value, group in groups.items():
             cells = []
@@ -183,20 +194,20 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
                 cells.append("–" if m is None else
                              f"{_fmt(m['mean'])} [{_fmt(m['low'])}, {_fmt(m['high'])}] "
                              f"(n={m['n']})")
-            lines.append("| " + " | ".join([value, str(group["items"]),
+            lines.append("| " + " | ".join([_cell(value), str(group["items"]),
                                             str(group["errors"]), *cells]) + " |")
     if summary["agreement"]:
         lines += ["", "## Judge agreement with human labels", "",
                   "| metric | n | Cohen's κ | Spearman ρ |", "|---|---:|---:|---:|"]
         for name, a in summary["agreement"].items():
-            lines.append(f"| {name} | {a['n']} | {_fmt(a['kappa'])} | "
+            lines.append(f"| {_cell(name)} | {a['n']} | {_fmt(a['kappa'])} | "
                          f"{_fmt(a['spearman'])} |")
     lines += ["", "## Failures", ""]
     if not summary["failures"]:
         lines.append("None.")
     for failure in summary["failures"]:
-        error = str(failure["error"]).replace("\n", " ")
-        lines.append(f"- `{failure['id']}` (line {failure['line']}): {error[:300]}")
+        lines.append(f"- `{_line(failure['id'])}` (line {failure['line']}): "
+                     f"{_line(failure['error'])[:300]}")
     models = ", ".join(f"{m['component']}/{m['model']}" for m in lock.get("models", []))
     lines += ["", "## Environment", "",
               (f"aieng {lock.get('aieng', '?')}, Python "

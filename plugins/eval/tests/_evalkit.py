@@ -12,7 +12,17 @@ from pathlib import Path
 import attrs
 import click
 from aieng_hookspecs import ComponentRegistry, hookimpl
-from aieng_hookspecs.types import Completion, GuardVerdict, Message, Request, Sample, Score
+from aieng_hookspecs.types import (
+    Completion,
+    Document,
+    GuardVerdict,
+    Hit,
+    Message,
+    Query,
+    Request,
+    Sample,
+    Score,
+)
 from aieng_judge import AskingJudge, JudgeParseError
 from click.testing import CliRunner, Result
 
@@ -25,6 +35,10 @@ CALLS: list[str] = []
 KILL_ON: list[str] = []
 #: generate calls in flight now and at most (tests reset it).
 IN_FLIGHT = {"now": 0, "peak": 0}
+#: the flaky judges fail on inputs containing one of these words (tests set and reset it).
+FAILING: set[str] = set()
+#: each flaky judge call: (metric, the sample's input, its context) (tests reset it).
+JUDGED: list[tuple[str, str, tuple[str, ...]]] = []
 
 
 @attrs.frozen
@@ -169,6 +183,69 @@ class AskingNumber(AskingJudge):
 
 
 @attrs.frozen
+class FlakyOptions:
+    """Options of the flaky judge doubles: the metric and the value they give."""
+
+    metric: str = "flaky"
+    value: float = 1.0
+
+
+class FlakyScore:
+    """A judge double that fails as the test scripts it: it raises on an input holding a
+    word of ``FAILING`` (a judge that broke), else gives its fixed score; every call is
+    recorded in ``JUDGED``."""
+
+    def __init__(self, options: FlakyOptions) -> None:
+        self.options = options
+
+    @hookimpl
+    def aieng_judge(self, sample: Sample) -> list[Score]:
+        JUDGED.append((self.options.metric, sample.input, sample.context))
+        if any(word in sample.input for word in FAILING):
+            raise RuntimeError(f"flaky judge broke on {sample.input!r}")
+        return [Score(name=self.options.metric, value=self.options.value)]
+
+
+class FlakyAsking(AskingJudge):
+    """An AI judge double whose verdict cannot be read (after its retry: no score, a judge
+    failure of its metric) on an input holding a word of ``FAILING``; else it reads the
+    last word of the backend's answer (``rate: OUTPUT``) as ``metric``, or gives
+    ``value`` when that is no number."""
+
+    def __init__(self, options: FlakyOptions) -> None:
+        super().__init__()
+        self.options = options
+
+    @hookimpl
+    async def aieng_judge(self, sample: Sample) -> list[Score] | None:
+        JUDGED.append((self.options.metric, sample.input, sample.context))
+        broken = any(word in sample.input for word in FAILING)
+
+        def parse(text: str) -> float:
+            if broken:
+                raise JudgeParseError(f"unreadable verdict {text[-40:]!r}")
+            try:
+                return _last_number(text)
+            except JudgeParseError:
+                return self.options.value
+
+        value = await self.ask([Message("user", f"rate: {sample.output}")], parse,
+                               metric=self.options.metric, model=None, temperature=0.0,
+                               max_tokens=8, schema=None, retries=1, example="a number")
+        return None if value is None else [Score(name=self.options.metric, value=value)]
+
+
+class ScriptedRetriever:
+    """A retriever double: one passage naming the query's first word."""
+
+    @hookimpl
+    def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
+        first = query.text.split()[0] if query.text.split() else "nothing"
+        return [Hit(document=Document(id=f"d-{first}", text=f"passage about {first}"),
+                    score=1.0)]
+
+
+@attrs.frozen
 class BlockOptions:
     """Options of the ``block-word`` guard: the word that blocks a request."""
 
@@ -197,6 +274,9 @@ def aieng_register_components(registry: ComponentRegistry) -> None:
     registry.add("word-count", WordCount)
     registry.add("fixed-score", FixedScore, options=FixedOptions)
     registry.add("asking-number", AskingNumber)
+    registry.add("flaky-score", FlakyScore, options=FlakyOptions)
+    registry.add("flaky-asking", FlakyAsking, options=FlakyOptions)
+    registry.add("scripted-retriever", ScriptedRetriever)
 
 
 def make_kernel() -> Kernel:

@@ -172,3 +172,17 @@ def test_any_bytes_give_a_dataset_or_a_dataset_error(raw: bytes) -> None:
         assert str(exc).startswith("fuzz.jsonl")
     else:
         assert len(data) >= 1 and len({i.id for i in data.items}) == len(data)
+
+
+def test_the_hash_ignores_line_endings_and_a_byte_order_mark() -> None:
+    """git's autocrlf (CRLF <-> LF) or an editor's byte-order mark changes no item, and
+    so no dataset hash; a changed item does. ``file_sha256`` is of the bytes as they are,
+    the same as ``sha256`` for a file with LF endings and no mark."""
+    lf = b'{"id": "a", "input": "x"}\n{"id": "b", "input": "y"}\n'
+    plain = parse_dataset(lf)
+    for variant in (lf.replace(b"\n", b"\r\n"), b"\xef\xbb\xbf" + lf.replace(b"\n", b"\r\n")):
+        other = parse_dataset(variant)
+        assert other.items == plain.items and other.sha256 == plain.sha256
+        assert other.file_sha256 != plain.file_sha256
+    assert plain.sha256 == plain.file_sha256
+    assert parse_dataset(lf.replace(b'"y"', b'"z"')).sha256 != plain.sha256

@@ -57,3 +57,34 @@ def test_plots_are_inline_svg_with_escaped_text() -> None:
     assert "x&amp;y" in bars and "stroke-dasharray" in bars
     assert "no values" in histogram([], title="e") and "nothing" in interval_bars([], title="e")
     assert scatter([(0, 1), (1, 0)], title="s", x_label="l", y_label="j").count("<circle") == 2
+
+
+def test_kappa_rounds_half_scores_the_same_way_on_every_level() -> None:
+    """Scores halfway between two labels go to the same side on every level of the scale
+    (half up), so a judge one half-point below the human everywhere agrees perfectly;
+    bankers' rounding sent 2.5 to 2 but 3.5 to 4, scattering a constant shift."""
+    labels = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
+    results = [item(i, {"rubric": label - 0.5}, label={"rubric": label})
+               for i, label in enumerate(labels)]
+    assert agreement(results)["rubric"]["kappa"] == pytest.approx(1.0)
+    halves = [item(i, {"em": 0.5}, label=1) for i in range(3)]
+    halves += [item(3, {"em": 0.0}, label=0), item(4, {"em": 1.0}, label=1)]
+    assert agreement(halves)["em"]["kappa"] == pytest.approx(1.0)  # 0.5 counts as 1
+
+
+def test_markdown_cells_hold_pipes_and_newlines_of_the_data() -> None:
+    """A slice value (or an error) holding ``|`` or a line break stays in its cell: every
+    row of a table has the header's number of cells, and failures stay one line each."""
+    from aieng_eval.report import markdown_report
+
+    results = [ItemResult(id="a", status="ok", scores={"em": 1.0},
+                          metadata={"slice": "a|b", "note": "two\nlines"}),
+               ItemResult(id="x\ny", status="error", error="Boom:\nbad | worse", line=2)]
+    report = markdown_report(summarize(results, samples=20), {})
+    for table in report.split("\n\n"):
+        rows = [r for r in table.splitlines() if r.startswith("|")]
+        widths = {len(r.replace("\\|", "").split("|")) for r in rows}
+        assert len(widths) <= 1, table
+    assert "| a\\|b | 1 | 0 |" in report and "| two lines | 1 | 0 |" in report
+    failures = report.split("## Failures")[1].split("##")[0].strip().splitlines()
+    assert failures == ["- `x y` (line 2): Boom: bad | worse"]

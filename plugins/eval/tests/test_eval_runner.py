@@ -232,6 +232,43 @@ def test_another_pipeline_or_dataset_is_refused(tmp_path: Path) -> None:
         run(kit.pipeline_file(tmp_path), write_dataset(tmp_path), out, seed=1)
 
 
+def test_a_resume_after_line_endings_changed_goes_on(tmp_path: Path) -> None:
+    """A dataset checked out again with CRLF line endings (git's autocrlf) holds the same
+    items: the resume goes on; an edited item is still refused."""
+    ds = write_dataset(tmp_path)
+    lf = ds.read_bytes()
+    ds.write_bytes(lf.replace(b"\n", b"\r\n"))
+    pipeline = kit.pipeline_file(tmp_path)
+    out = tmp_path / "run"
+    run(pipeline, ds, out, limit=3, reports=False)
+    ds.write_bytes(lf)
+    resumed = run(pipeline, ds, out, reports=False)
+    assert resumed.ran == 3 and resumed.skipped == 3
+    ds.write_bytes(lf.replace(b"w0", b"v0"))
+    with pytest.raises(EvalError, match="different dataset"):
+        run(pipeline, ds, out, reports=False)
+
+
+def test_a_run_directory_of_an_earlier_version_resumes(tmp_path: Path) -> None:
+    """Lockfiles of earlier versions hold the hash of the dataset's bytes as they were: a
+    run directory made from a CRLF file resumes over that same file, and its lockfile then
+    holds the hash that ignores line endings."""
+    ds = write_dataset(tmp_path)
+    ds.write_bytes(ds.read_bytes().replace(b"\n", b"\r\n"))
+    pipeline = kit.pipeline_file(tmp_path)
+    out = tmp_path / "run"
+    run(pipeline, ds, out, limit=3, reports=False)
+    lock = json.loads((out / "lock.json").read_text(encoding="utf-8"))
+    raw = hashlib.sha256(ds.read_bytes()).hexdigest()
+    assert lock["dataset"]["file_sha256"] == raw != lock["dataset"]["sha256"]
+    lock["dataset"] = {"path": lock["dataset"]["path"], "sha256": raw, "items": 6}
+    (out / "lock.json").write_text(json.dumps(lock), encoding="utf-8")
+    resumed = run(pipeline, ds, out, reports=False)
+    assert resumed.ran == 3 and resumed.lock["dataset"]["sha256"] != raw
+    ds.write_bytes(ds.read_bytes().replace(b"\r\n", b"\n"))
+    assert run(pipeline, ds, out, reports=False).ran == 0
+
+
 def test_a_changed_model_file_is_refused_on_resume(tmp_path: Path) -> None:
     """Weights (or indexed documents) edited between sessions would mix results of two
     models in one run: the resume is refused naming the file, and --force starts over."""
