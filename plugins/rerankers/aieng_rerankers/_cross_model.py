@@ -39,6 +39,18 @@ def model_folder(path: str) -> Path:
     return folder
 
 
+#: Texts are cut after this many times ``max_length`` tokens before they are paired.
+_CUT = 4
+#: Tokens that tell a cut query from a cut passage (more than re-tokenizing the last,
+#: possibly split, word of a cut text can change).
+_MARGIN = 16
+
+
+def _cut_at(text: str, offsets: Sequence[tuple[int, int]], tokens: int) -> str:
+    """``text`` up to the end of its token number ``tokens`` (all of it when shorter)."""
+    return text if len(offsets) <= tokens else text[:offsets[tokens - 1][1]]
+
+
 class CrossEncoderModel:
     """Scores (query, passage) pairs with a sequence-classification model.
 
@@ -82,6 +94,33 @@ class CrossEncoderModel:
         self.sigmoid = sigmoid
         self._lock = threading.Lock()
 
+    def _cut(self, query: str, texts: list[str]) -> list[tuple[str, str]]:
+        """The (query, passage) pairs to tokenize, each text cut after a few times
+        ``max_length`` tokens.
+
+        The fast tokenizers' ``longest_first`` truncation of a pair builds the cross
+        product of both texts' overflow: quadratic, a minute for a 3,000-token query with
+        a 10,000-token passage. No pair keeps more than ``max_length`` tokens, so cutting
+        each text far beyond that changes nothing, provided the longer text of a pair
+        stays the longer (it gives up the odd token of an even split): a passage longer
+        than the query meets a query cut shorter than itself, and the other way round.
+        """
+        cap = _CUT * self.max_length
+        every = [query, *texts]
+        if not getattr(self.tokenizer, "is_fast", False) or \
+                not any(len(text) > cap for text in every):
+            return [(query, text) for text in texts]  # no offsets, or nothing to cut
+        offsets = self.tokenizer(every, add_special_tokens=False, truncation=False,
+                                 return_offsets_mapping=True, return_attention_mask=False,
+                                 return_token_type_ids=False, verbose=False)["offset_mapping"]
+        counts = [len(found) for found in offsets]
+        short_query = _cut_at(query, offsets[0], cap - _MARGIN)
+        long_query = _cut_at(query, offsets[0], cap + _MARGIN)
+        # Even lengths: the passage, given second, gives up the odd token; keep it longer.
+        return [(short_query if count >= counts[0] else long_query,
+                 _cut_at(text, found, cap))
+                for text, found, count in zip(texts, offsets[1:], counts[1:], strict=True)]
+
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         """The relevance of each passage to the query (blocking).
 
@@ -92,15 +131,15 @@ class CrossEncoderModel:
 
         if not passages:
             return []
-        question = clean(query)
         texts = [clean(p) for p in passages]
+        pairs = self._cut(clean(query), texts)
         # Longest first, so each batch pads to lengths close to its own.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         scores = [0.0] * len(texts)
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 rows = order[start:start + self.batch_size]
-                batch = self.tokenizer([question] * len(rows), [texts[i] for i in rows],
+                batch = self.tokenizer([pairs[i][0] for i in rows], [pairs[i][1] for i in rows],
                                        padding=True, truncation="longest_first",
                                        max_length=self.max_length, return_tensors="pt")
                 # In double precision, on the CPU (MPS has no float64): a float32 sigmoid

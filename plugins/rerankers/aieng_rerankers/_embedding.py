@@ -19,9 +19,10 @@ class EmbeddingReranker:
     (title and text), re-sorts (ties keep the incoming order) and keeps the best ``k``.
 
     It turns a lexical run (BM25) into a dense-scored one without a vector index, at the
-    cost of embedding every hit on every query. Embeddings come from the pipeline
-    (``context.embed``: its embedding backend, else the kernel's default ``minilm``), one
-    call per rerank. The hits keep their ``source``.
+    cost of embedding the hits. Embeddings come from the pipeline (``context.embed``: its
+    embedding backend, else the kernel's default ``minilm``), at most one call per rerank
+    for the texts not in the reranker's cache of unit vectors (option ``cache_size``). The
+    hits keep their ``source``.
 
     :param options: the typed options (defaults when ``None``).
     :param embedder: embed with this function instead of the pipeline:
@@ -31,7 +32,8 @@ class EmbeddingReranker:
     def __init__(self, options: EmbeddingOptions | None = None, *,
                  embedder: Embedder | None = None) -> None:
         self.options = options if options is not None else EmbeddingOptions()
-        self._embeddings = Embeddings(self.options.model, embedder)
+        self._embeddings = Embeddings(self.options.model, embedder,
+                                      cache_size=self.options.cache_size)
 
     @hookimpl
     def aieng_pipeline_open(self, context: PipelineContext) -> None:

@@ -69,8 +69,9 @@ class MMRReranker:
     to the query against its cosine similarity to the hits already picked.
 
     Embeddings come from the pipeline (``context.embed``: its embedding backend, else the
-    kernel's default ``minilm``), one call per rerank for the query and every hit (title
-    and text). A hit's new score is its MMR value when it was picked, so scores never
+    kernel's default ``minilm``), at most one call per rerank for the query and the hits
+    (title and text) not in the reranker's cache of unit vectors (option ``cache_size``,
+    keyed by the exact text). A hit's new score is its MMR value when it was picked, so scores never
     increase; relevance is the query-hit cosine, or the incoming score normalized to 0..1
     (option ``relevance``). It keeps at most ``k`` hits (the stage's ``k``, lowered by the
     option ``k``); the hits keep their ``source``.
@@ -83,7 +84,8 @@ class MMRReranker:
     def __init__(self, options: MMROptions | None = None, *,
                  embedder: Embedder | None = None) -> None:
         self.options = options if options is not None else MMROptions()
-        self._embeddings = Embeddings(self.options.model, embedder)
+        self._embeddings = Embeddings(self.options.model, embedder,
+                                      cache_size=self.options.cache_size)
 
     @hookimpl
     def aieng_pipeline_open(self, context: PipelineContext) -> None:

@@ -11,6 +11,8 @@ from typing import Literal
 import attrs
 from attrs import validators as v
 
+from ._embed import DEFAULT_CACHE_SIZE
+
 __all__ = [
     "CrossEncoderOptions",
     "EmbeddingOptions",
@@ -91,6 +93,8 @@ class MMROptions:
         query is then not embedded).
     :param model: the embedding model asked for (``aieng_embed``'s ``model``); ``None``:
         the embedding backend's default.
+    :param cache_size: the most unit vectors kept between reranks (least recently used
+        dropped first), so a passage that comes back is not embedded again; ``0``: no cache.
     """
 
     lambda_: float = attrs.field(default=0.5, validator=_number_in(0.0, 1.0))
@@ -98,6 +102,7 @@ class MMROptions:
     relevance: Literal["cosine", "score"] = attrs.field(
         default="cosine", validator=v.in_(("cosine", "score")))
     model: str | None = attrs.field(default=None, validator=_opt_str)
+    cache_size: int = attrs.field(default=DEFAULT_CACHE_SIZE, validator=_int_at_least(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -108,10 +113,13 @@ class EmbeddingOptions:
         ``None``: the stage's ``k``.
     :param model: the embedding model asked for (``aieng_embed``'s ``model``); ``None``:
         the embedding backend's default.
+    :param cache_size: the most unit vectors kept between reranks (least recently used
+        dropped first), so a passage that comes back is not embedded again; ``0``: no cache.
     """
 
     k: int | None = attrs.field(default=None, validator=_opt_int_at_least(1))
     model: str | None = attrs.field(default=None, validator=_opt_str)
+    cache_size: int = attrs.field(default=DEFAULT_CACHE_SIZE, validator=_int_at_least(0))
 
 
 @attrs.frozen(kw_only=True)

@@ -30,6 +30,12 @@ _LABELLED = re.compile(r"\b(?:passage|doc(?:ument)?|id)\s*+(?:[:#]\s*+)?(\d+)|#\
 # A list's own numbering ("1. ", "2) ") when the rest of the line holds the id.
 _ENUMERATOR = re.compile(r"^[ \t]*+\d++[ \t]*+[.)][ \t]++(?=[^\n]*\d)", re.MULTILINE)
 _NUMBER = re.compile(r"\d+")
+# One id in a chain: "[3]", "Passage 3", "doc: 3", "#3" or a bare "3".
+_ID = (r"(?:\[\s*+\d++\s*+\]|\b(?:passage|doc(?:ument)?|id)\s*+(?:[:#]\s*+)?\d++"
+       r"|#\s*+\d++|\d++)")
+# A ranking written out: ids joined by ">" ("[2] > [1] > [3]", "doc 2 > doc 1"). Not from
+# inside a run of digits: a long run would be rescanned from each of its digits.
+_CHAIN = re.compile(rf"(?<!\d){_ID}(?:\s*+>\s*+{_ID})++", re.IGNORECASE)
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -60,8 +66,12 @@ def render_messages(query: str, passages: Sequence[str], *,
 def _valid(numbers: Sequence[str], count: int) -> list[int]:
     """The 0-based ids among ``numbers`` (1-based strings) that exist, each once."""
     seen: list[int] = []
+    most = len(str(count))
     for number in numbers:
-        index = int(number) - 1
+        digits = number.lstrip("0") or "0"
+        if len(digits) > most:
+            continue  # out of range; and int() refuses more than 4,300 digits
+        index = int(digits) - 1
         if 0 <= index < count and index not in seen:
             seen.append(index)
     return seen
@@ -70,17 +80,22 @@ def _valid(numbers: Sequence[str], count: int) -> list[int]:
 def parse_ranking(text: str, count: int) -> list[int] | None:
     """The passage ids (0-based) of a model's ranking, in its order, each once.
 
-    Accepted forms, tried in this order until one yields an id: bracketed ids
-    (``[2] > [1] > [3]``); labelled ids (``Passage 2``, ``Doc 2``, ``#2``); bare numbers
-    (``2 > 1 > 3``, ``2, 1, 3``, a numbered list ``1. 2`` whose own numbering is
-    skipped). A ``<think>`` block is ignored. Ids outside ``1..count`` and repeats are
+    Accepted forms, tried in this order until one yields an id: the longest chain of ids
+    joined by ``>`` (the last of the longest; ``[2] > [1] > [3]``, ``2 > 1 > 3``,
+    ``doc 2 > doc 1``), so that ids or counts in a chatty answer's words do not come
+    first; bracketed ids anywhere (``[2], [1], [3]``); labelled ids (``Passage 2``,
+    ``Doc 2``, ``#2``); bare numbers (``2, 1, 3``, a numbered list ``1. 2`` whose own
+    numbering is skipped). A ``<think>`` block is ignored. Ids outside ``1..count`` and repeats are
     dropped.
 
     :returns: the ids found (possibly fewer than ``count``), or ``None`` when the text
         names no id at all.
     """
     body = _THINK.sub(" ", text)
-    found = _valid(_BRACKETED.findall(body), count)
+    chains = [_valid(_NUMBER.findall(chain), count) for chain in _CHAIN.findall(body)]
+    found = max(reversed(chains), key=len, default=[])
+    if not found:
+        found = _valid(_BRACKETED.findall(body), count)
     if not found:
         labelled = [a or b for a, b in _LABELLED.findall(body)]
         found = _valid(labelled, count)

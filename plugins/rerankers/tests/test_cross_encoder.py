@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aieng_hookspecs.types import Query
@@ -26,14 +27,15 @@ PASSAGES = (
 )
 
 
-def direct_scores(folder: Path, query: str, passages: tuple[str, ...]) -> list[float]:
+def direct_scores(folder: Path, query: str, passages: tuple[str, ...], *,
+                  max_length: int = 128) -> list[float]:
     """The model's relevance logit for each pair, one pair per forward pass (no padding)."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
     model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
     out = []
     with torch.inference_mode():
         for passage in passages:
-            batch = tokenizer(query, passage, truncation=True, max_length=128,
+            batch = tokenizer(query, passage, truncation=True, max_length=max_length,
                               return_tensors="pt")
             logits = model(**batch).logits[0]
             out.append(float(logits[0]) if len(logits) == 1 else float(logits[1] - logits[0]))
@@ -47,6 +49,52 @@ def test_scores_are_the_models_logits(tiny_cross_encoder: Path) -> None:
                                                         batch_size=2))
     expected = direct_scores(tiny_cross_encoder, QUERY, PASSAGES)
     assert reranker.scores(QUERY, list(PASSAGES)) == pytest.approx(expected, abs=1e-4)
+
+
+class PairSpy:
+    """A tokenizer that records the longest text of the (query, passage) pairs it is given
+    (in tokens) and the token ids of each pair it returns, padding left out."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.longest = 0
+        self.pairs: list[list[int]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.tokenizer(*args, **kwargs)
+        if len(args) == 2:
+            for text in (*args[0], *args[1]):
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                self.longest = max(self.longest, len(ids))
+            for ids, mask in zip(out["input_ids"].tolist(), out["attention_mask"].tolist(),
+                                 strict=True):
+                self.pairs.append([i for i, m in zip(ids, mask, strict=True) if m])
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tokenizer, name)
+
+
+def test_a_long_query_with_long_passages_is_cut_first(tiny_cross_encoder: Path) -> None:
+    """A long query paired with long passages reaches the model as transformers' own
+    truncation of the whole texts, token for token, but each text is cut to a few times
+    ``max_length`` tokens before the pair is tokenized: the fast tokenizer's pair
+    truncation is quadratic in the two lengths (a 3,000-token query with a 10,000-token
+    passage took a minute for one pair). Of two long texts, the longer still gives up the
+    odd token of the split (the passage when they are as long), as it does uncut."""
+    reranker = CrossEncoderReranker(CrossEncoderOptions(path=str(tiny_cross_encoder),
+                                                        max_length=16, batch_size=8))
+    model = reranker.load()
+    spy = PairSpy(model.tokenizer)
+    model.tokenizer = spy
+    query = "how do i cook pasta " * 40  # 200 tokens
+    passages = ["boil water and salt it " * 30, "paris " * 100, "tomato sauce",
+                "the " * 400, "pasta " * 200, "salt " * 199, "seine " * 201]
+    reranker.scores(query, passages)
+    uncut = spy.tokenizer([query] * len(passages), passages, truncation=True,
+                          max_length=16)["input_ids"]
+    assert sorted(spy.pairs) == sorted(uncut)
+    assert 0 < spy.longest <= 4 * 16 + 32
 
 
 def test_rerank_sorts_by_score_and_cuts_to_k(tiny_cross_encoder: Path) -> None:

@@ -46,6 +46,22 @@ def test_parse_ranking_accepts_common_answers(text: str, expected: list[int]) ->
     assert parse_ranking(text, 3) == expected
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Here is the ranking of the 3 passages: 2 > 1 > 3", [1, 0, 2]),
+    ("Passage [3] mentions pasta, but [1] is more direct.\nRanking: [1] > [3] > [2]",
+     [0, 2, 1]),
+    ("Answer: 3 > 1 > 2 (I weighed all 3 passages)", [2, 0, 1]),
+    ("Doc 3 is off topic. Final: doc 2 > doc 1 > doc 3", [1, 0, 2]),
+    ("[2] > [1] is wrong; the ranking is [3] > [1]", [2, 0]),  # the last of the longest
+    ("[7] > [8] > [9], so [2]", [1]),  # a chain naming no passage in range does not count
+])
+def test_parse_ranking_prefers_a_chain_of_ids(text: str, expected: list[int]) -> None:
+    """A chatty answer whose words name ids (or counts) before its ``a > b > c`` ranking
+    is read by that ranking: the longest chain of ids joined by ``>`` wins (the last of
+    the longest), before any id elsewhere in the text."""
+    assert parse_ranking(text, 3) == expected
+
+
 @pytest.mark.parametrize("text", ["", "I cannot rank these.", "[7] > [8]", "<think>[1]</think>"])
 def test_parse_ranking_without_ids_is_none(text: str) -> None:
     """An answer naming no passage in range is unparsable."""
@@ -61,6 +77,20 @@ def test_parse_ranking_of_a_long_blank_run(text: str, expected: list[int]) -> No
     """An answer with 50,000 blanks after a label or an enumerator (a degenerate model's
     whitespace loop; a ReDoS input: the label and list patterns were quadratic in it,
     minutes for this text) parses as any other."""
+    assert parse_ranking(text, 3) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("7" * 5_000 + " 2, 1", [1, 0]),
+    ("[2] > " + "9" * 5_000 + " > [1]", [1, 0]),
+    ("4" * 5_000, None),
+    ("0" * 5_000 + "3", [2]),
+    ("[002] > [01]", [1, 0]),
+])
+def test_parse_ranking_of_a_long_digit_run(text: str, expected: list[int] | None) -> None:
+    """A run of thousands of digits (a degenerate model's loop) is no id and no error:
+    Python refuses to convert numbers of more than 4,300 digits, which failed the whole
+    rerank with a ValueError. Leading zeros still read as the id they pad."""
     assert parse_ranking(text, 3) == expected
 
 

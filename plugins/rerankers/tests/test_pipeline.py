@@ -65,11 +65,34 @@ async def test_chained_by_name_embedding_through_the_pipeline(
     assert [c.plugin for c in hook_recorder.calls("aieng_embed")] == ["embedder", "embedder"]
 
 
+@pytest.mark.parametrize(("cache_size", "calls"), [(None, 1), (0, 2)])
+async def test_mmr_caches_vectors_across_runs(
+    aieng_kernel: Kernel, register_plugin: Register, hook_recorder: HookRecorder,
+    cache_size: int | None, calls: int
+) -> None:
+    """Built from a pipeline file, ``mmr`` embeds a repeated query's hits once (its default
+    cache), or on every run with ``cache_size = 0``; the results are the same."""
+    mmr: dict[str, Any] = {"use": "mmr", "lambda_": 0.5}
+    if cache_size is not None:
+        mmr["cache_size"] = cache_size
+    with register_plugin(aieng_rerankers, "rerankers"), \
+            register_plugin(HashEmbedPlugin(), "hash-embed"):
+        pipeline = aieng_kernel.pipeline(reranking(diverse=mmr))
+    async with pipeline:
+        await pipeline.index(CORPUS)
+        first = await pipeline.run("how long to cook pasta in boiling water")
+        second = await pipeline.run("how long to cook pasta in boiling water")
+    assert [(h.document.id, h.score) for h in first.hits] == \
+        [(h.document.id, h.score) for h in second.hits]
+    assert len(hook_recorder.calls("aieng_embed")) == calls
+
+
 @pytest.mark.parametrize(("component", "key"), [
     ({"use": "mmr", "lambda_": 1.5}, "lambda_"),
     ({"use": "mmr", "relevance": "bm25"}, "relevance"),
     ({"use": "mmr", "lamda": 0.5}, "lamda"),
     ({"use": "embedding", "k": 0}, "k"),
+    ({"use": "mmr", "cache_size": -1}, "cache_size"),
     ({"use": "cross-encoder"}, "path"),
     ({"use": "cross-encoder", "path": "m", "device": "gpu"}, "device"),
     ({"use": "llm-listwise", "window": 4, "overlap": 4}, "overlap"),
