@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +45,7 @@ from ._toolcalls import (
     tool_plan,
 )
 
-__all__ = ["CausalLM", "Generation", "Step", "wants_logprobs"]
+__all__ = ["CausalLM", "Generation", "Step", "held_tokens", "wants_logprobs"]
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,8 @@ Finish = Literal["stop", "length"]
 # renders as it would after the prompt.
 _CONTEXT_TOKENS = 4
 _DEFAULT_WINDOW = 1024
+# SentencePiece's byte-fallback tokens, as Llama 2, Mistral and Gemma name them.
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 @attrs.frozen
@@ -68,6 +71,20 @@ class Step:
     text: str
     logprob: float | None = None
     finish: Finish | None = None
+
+
+def held_tokens(tokenizer: Any, vocabulary: dict[str, int] | None = None) -> frozenset[int]:
+    """The ids after which a stream releases no text yet (``IncrementalDecoder``'s
+    ``hold``): SentencePiece's byte-fallback tokens (``<0xE2>``), whose run a later byte
+    token can still turn into U+FFFD, and the special tokens, which decoding skips so that
+    a run goes on across them.
+
+    :param vocabulary: the tokenizer's ``get_vocab()``, when the caller has it.
+    """
+    vocabulary = tokenizer.get_vocab() if vocabulary is None else vocabulary
+    held = {index for token, index in vocabulary.items() if _BYTE_TOKEN.fullmatch(token)}
+    held.update(int(i) for i in getattr(tokenizer, "all_special_ids", ()))
+    return frozenset(held)
 
 
 def wants_logprobs(request: Request) -> bool:
@@ -115,6 +132,8 @@ class CausalLM:
         # Mistral's marker tokens the tokenizer has, each as one token: text → id (looked
         # up once: a vocabulary of 131k entries is a dict built per lookup)
         vocabulary = tokenizer.get_vocab()
+        #: Ids after which a stream releases no text yet (:func:`held_tokens`).
+        self.held = held_tokens(tokenizer, vocabulary)
         self._markers: dict[str, int] = {
             marker: int(tokenizer.convert_tokens_to_ids(marker))
             for marker in MARKS if marker in vocabulary}
@@ -473,7 +492,8 @@ class Generation:
         self._cache: Any = None
         self._generator = make_generator(request.seed, lm.device) \
             if request.temperature > 0 else None
-        self._decoder = IncrementalDecoder(lm.decode, prompt[-_CONTEXT_TOKENS:])
+        self._decoder = IncrementalDecoder(lm.decode, prompt[-_CONTEXT_TOKENS:],
+                                           hold=lm.held)
         self._stops = StopBuffer((*request.stop, *lm.stop_strings))
         self._want_logprobs = logprobs
         self._cancelled = threading.Event()

@@ -1,4 +1,4 @@
-"""GGUF to safetensors, once: the converted model is cached by the GGUF's fingerprint.
+"""GGUF to safetensors, once: the converted model is cached by the GGUF's content.
 
 transformers' GGUF loader dequantizes every tensor and rebuilds the tokenizer from the
 GGUF metadata, which takes seconds (about 17 s for SmolLM2-135M on one core); the cached
@@ -20,7 +20,9 @@ from typing import Any
 import structlog
 from aieng_hookspecs import remove_abandoned, scratch_path
 
-__all__ = ["FORMAT_VERSION", "cached_folder", "convert_gguf", "fingerprint"]
+from ._digest import file_digest
+
+__all__ = ["FORMAT_VERSION", "cached_folder", "convert_gguf", "digest_memo", "fingerprint"]
 
 log = structlog.get_logger(__name__)
 
@@ -28,27 +30,29 @@ log = structlog.get_logger(__name__)
 FORMAT_VERSION = 1
 #: Written last into a converted folder: what it was made from.
 MARKER = "aieng-conversion.json"
-_SAMPLE = 4 << 20  # bytes hashed at each end of the file
 
 
-def fingerprint(gguf: Path) -> str:
-    """A short content key of a GGUF file: its size and a SHA-256 of its first and last
-    4 MiB (the header, with every tensor's name, shape and offset, and the tail of the
-    data). Cheap on multi-GB files, and independent of the file's path and mtime, so a
-    reinstalled package reuses its cache."""
-    size = gguf.stat().st_size
-    digest = hashlib.sha256(f"aieng-gguf-v{FORMAT_VERSION}:{size}:".encode())
-    with gguf.open("rb") as handle:
-        digest.update(handle.read(_SAMPLE))
-        if size > 2 * _SAMPLE:
-            handle.seek(size - _SAMPLE)
-        digest.update(handle.read(_SAMPLE))
-    return digest.hexdigest()[:16]
+def fingerprint(gguf: Path, memo: Path | None = None) -> str:
+    """A short content key of a GGUF file, from a SHA-256 of all its bytes: a tensor
+    re-quantized in the middle of a file of the same size changes it. Independent of the
+    file's path and mtime, so a copy or a reinstalled package reuses its cache.
+
+    :param memo: a folder keeping the file's digest per file version (path, inode, size,
+        mtime, ctime), so that only the first load of a multi-GB file reads it whole.
+    """
+    digest = file_digest(gguf, memo)
+    return hashlib.sha256(f"aieng-gguf-v{FORMAT_VERSION}:{digest}".encode()).hexdigest()[:16]
+
+
+def digest_memo(cache_root: Path) -> Path:
+    """Where the GGUF digests are kept under ``cache_root``."""
+    return cache_root / "transformers" / "digests"
 
 
 def cached_folder(gguf: Path, cache_root: Path) -> Path:
     """Where the conversion of ``gguf`` lives (or will) under ``cache_root``."""
-    return cache_root / "transformers" / f"{gguf.stem}-{fingerprint(gguf)}"
+    key = fingerprint(gguf, digest_memo(cache_root))
+    return cache_root / "transformers" / f"{gguf.stem}-{key}"
 
 
 def convert_gguf(gguf: Path, cache_root: Path) -> Path:

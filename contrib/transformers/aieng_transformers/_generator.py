@@ -78,7 +78,9 @@ class SmolLM2Backend:
         ``max_batch`` sequences at ``context`` tokens (the model's own by default), plus a
         separate draft model's (``draft_bytes``); ``dtype`` overrides the precision
         (by default the ``dtype`` option's; with ``auto``, ``fp32`` on the CPU and the
-        folder's ``torch_dtype`` elsewhere).
+        folder's ``torch_dtype`` elsewhere). Sliding-window layers count their window
+        only, as transformers' cache keeps them, except under speculation (whose cache
+        keeps every token) or in a subclass that runs the model elsewhere.
 
         :raises ModelNotFound: when the model is missing.
         :raises ValueError: when its path is no model folder or GGUF.
@@ -89,13 +91,21 @@ class SmolLM2Backend:
         estimate = memory_estimate(self.model, self.source(), precision=weights,
                                    kv_precision=cache, context=context,
                                    sequences=self.options.max_batch,
-                                   keep_fp32=() if dtype else self._kept_fp32())
+                                   keep_fp32=() if dtype else self._kept_fp32(),
+                                   windowed=self._windowed_cache())
         if self.options.speculative == "draft" and self.options.draft_path is not None:
             draft = memory_estimate("draft", Path(self.options.draft_path).expanduser(),
-                                    precision=cache, context=context)
+                                    precision=cache, context=context, windowed=False)
             estimate["draft_bytes"] = draft["total_bytes"]
             estimate["total_bytes"] += draft["total_bytes"]
         return estimate
+
+    def _windowed_cache(self) -> bool:
+        # Whether the KV cache keeps only the window on sliding-window layers: transformers'
+        # own cache does, but speculation gives greedy requests a full one
+        # (``CausalLM.croppable_cache``), and a subclass running the model elsewhere
+        # (aieng-onnx's ONNX Runtime session) keeps every token unless it says otherwise.
+        return self.options.speculative == "off" and type(self)._open is SmolLM2Backend._open
 
     def _kept_fp32(self) -> tuple[str, ...]:
         # Weight-name fragments kept float32 whatever the precision (aieng-onnx's keep_fp32).

@@ -1,7 +1,9 @@
 """A model's memory footprint from its config alone: no weights are loaded.
 
 weights = parameters x bytes-per-parameter; KV cache (decoders only) =
-2 (keys and values) x layers x kv_heads x head_dim x context x bytes. Parameters are
+2 (keys and values) x layers x kv_heads x head_dim x context x bytes, where a layer with a
+sliding window (Mistral 7B v0.1, Gemma 2 / 3, Qwen2 with ``use_sliding_window``) counts
+at most ``sliding_window - 1`` tokens, as transformers' cache keeps them. Parameters are
 counted from the safetensors headers (a few KiB read per file) or from a GGUF's header
 (its tensor table; no weight is read).
 """
@@ -17,7 +19,7 @@ from typing import Any
 import attrs
 
 __all__ = ["BYTES", "QUANTIZED_KV", "ModelFootprint", "cache_precision", "footprint",
-           "memory_estimate", "parameters_named"]
+           "memory_estimate", "parameters_named", "sliding_layers"]
 
 #: Bytes per weight, and per cached key or value, of the precisions an estimate knows
 #: (``q8`` / ``q4``: block-wise weights with a float32 scale per 32 of them).
@@ -47,6 +49,9 @@ class ModelFootprint:
     :param context: the model's context length; ``None`` for an encoder, or a decoder
         whose config names none (ALiBi models such as BLOOM).
     :param decoder: whether the model keeps a KV cache (default: when it has a context).
+    :param sliding_layers: how many of the layers attend within a sliding window only.
+    :param sliding_window: that window (``None``: no layer has one); transformers' cache
+        keeps the last ``sliding_window - 1`` tokens of such a layer.
     """
 
     parameters: int
@@ -57,40 +62,53 @@ class ModelFootprint:
     context: int | None
     decoder: bool = attrs.field(
         default=attrs.Factory(lambda self: self.context is not None, takes_self=True))
+    sliding_layers: int = 0
+    sliding_window: int | None = None
 
     def kv_cache_bytes(self, *, bytes_per_param: float, context: int | None = None,
-                       sequences: int = 1) -> int:
+                       sequences: int = 1, windowed: bool = True) -> int:
         """2 x layers x kv_heads x head_dim x context x bytes, per sequence held at once
-        (0 for an encoder, and for a decoder of no known context without ``context``)."""
+        (0 for an encoder, and for a decoder of no known context without ``context``);
+        a sliding-window layer at most ``sliding_window - 1`` tokens, unless ``windowed``
+        is false (a runtime or a cache that keeps every token)."""
         tokens = context if context is not None else self.context
         if not self.decoder or tokens is None:
             return 0
-        return int(2 * self.layers * self.kv_heads * self.head_dim * tokens * bytes_per_param
-                   * sequences)
+        cached = self.layers * tokens
+        if windowed and self.sliding_window is not None and self.sliding_layers:
+            kept = min(tokens, max(self.sliding_window - 1, 0))
+            cached -= self.sliding_layers * (tokens - kept)
+        return int(2 * cached * self.kv_heads * self.head_dim * bytes_per_param * sequences)
 
     def estimate(self, *, bytes_per_param: float, context: int | None = None,
-                 kv_bytes: float | None = None, sequences: int = 1) -> dict[str, Any]:
+                 kv_bytes: float | None = None, sequences: int = 1,
+                 windowed: bool = True) -> dict[str, Any]:
         """The figures ``aieng models`` prints (bytes; the context the KV cache assumes).
 
         :param bytes_per_param: bytes per weight.
         :param kv_bytes: bytes per cached key or value (default: ``bytes_per_param``).
         :param sequences: sequences whose KV caches are held at once (a backend's
             ``max_batch``).
+        :param windowed: whether sliding-window layers keep only their window (see
+            :meth:`kv_cache_bytes`).
         """
         weights = int(self.parameters * bytes_per_param)
         kv = self.kv_cache_bytes(
             bytes_per_param=bytes_per_param if kv_bytes is None else kv_bytes,
-            context=context, sequences=sequences)
+            context=context, sequences=sequences, windowed=windowed)
+        capped = windowed and self.decoder and self.sliding_window is not None
         return {"parameters": self.parameters, "disk_bytes": self.disk_bytes,
                 "layers": self.layers, "kv_heads": self.kv_heads, "head_dim": self.head_dim,
                 "context": (context or self.context) if self.decoder else None,
+                "sliding_layers": self.sliding_layers if capped else 0,
+                "sliding_window": self.sliding_window if capped else None,
                 "sequences": sequences, "weights_bytes": weights, "kv_cache_bytes": kv,
                 "total_bytes": weights + kv}
 
 
 def memory_estimate(model: str, source: Path, *, precision: str, kv_precision: str | None = None,
                     context: int | None = None, sequences: int = 1,
-                    keep_fp32: tuple[str, ...] = ()) -> dict[str, Any]:
+                    keep_fp32: tuple[str, ...] = (), windowed: bool = True) -> dict[str, Any]:
     """What a backend's ``memory_estimate`` returns: its model id, the model's path, the
     precision of its weights and the figures of :meth:`ModelFootprint.estimate` for
     ``source`` (a folder or GGUF; only headers are read).
@@ -99,6 +117,8 @@ def memory_estimate(model: str, source: Path, *, precision: str, kv_precision: s
     :param keep_fp32: fragments of weight names (Hugging Face's: ``down_proj``) kept in
         float32 whatever ``precision`` says (aieng-onnx's ``keep_fp32``); their weights
         count 4 bytes each (``kept_fp32_parameters``).
+    :param windowed: whether the runtime keeps only the window on sliding-window layers
+        (transformers' own cache does; see :meth:`ModelFootprint.kv_cache_bytes`).
     :raises ValueError: for an unknown precision or a path that is no model.
     """
     if precision not in BYTES:
@@ -108,7 +128,7 @@ def memory_estimate(model: str, source: Path, *, precision: str, kv_precision: s
         raise ValueError(f"unknown precision {cache!r}; known: {sorted(BYTES)}")
     figures = footprint(source).estimate(
         bytes_per_param=BYTES[precision], kv_bytes=BYTES[cache],
-        context=context, sequences=sequences)
+        context=context, sequences=sequences, windowed=windowed)
     result = {"model": model, "path": str(source), "precision": precision, **figures}
     if keep_fp32:
         kept = parameters_named(source, keep_fp32)
@@ -164,13 +184,49 @@ def footprint(path: Path) -> ModelFootprint:
                   for a in architectures)
     context = (config.get("max_position_embeddings") or config.get("n_positions")
                or config.get("max_seq_len"))
+    sliding, window = sliding_layers(config)
     return ModelFootprint(
         parameters=parameters, disk_bytes=disk,
         layers=int(config.get("num_hidden_layers") or config.get("n_layer")
                    or config.get("n_layers") or 0),
         kv_heads=_kv_heads(config, heads),
         head_dim=int(config.get("head_dim") or (hidden // heads if heads else 0)),
-        context=int(context) if decoder and context else None, decoder=decoder)
+        context=int(context) if decoder and context else None, decoder=decoder,
+        sliding_layers=sliding, sliding_window=window)
+
+
+#: Transformers' default ``sliding_window_pattern`` where a config names no
+#: ``layer_types``: every ``pattern``-th layer attends globally, the others in the window.
+_PATTERNS = {"gemma2": 2, "gemma3": 6, "gemma3_text": 6, "cohere2": 4}
+
+
+def sliding_layers(config: dict[str, Any]) -> tuple[int, int | None]:
+    """How many layers of a ``config.json`` keep a sliding-window KV cache, and the window,
+    by transformers' rule (``DynamicCache(config=...)``): the window is ``sliding_window``
+    (else ``attention_chunk_size``), off under Qwen's ``use_sliding_window = false``; the
+    layers are the ``sliding_attention`` / ``chunked_attention`` ones of ``layer_types``,
+    else those past Qwen's ``max_window_layers``, else all but every
+    ``sliding_window_pattern``-th one (Gemma 2 / 3, Cohere 2), else every layer (Mistral
+    7B v0.1, Phi-3). ``(0, None)`` when there is no window."""
+    layers = int(config.get("num_hidden_layers") or 0)
+    window = config.get("sliding_window") or config.get("attention_chunk_size")
+    qwen = "use_sliding_window" in config or "max_window_layers" in config
+    if not isinstance(window, int) or window <= 0 or (
+            qwen and not config.get("use_sliding_window")):
+        return 0, None
+    types = config.get("layer_types")
+    if isinstance(types, list):
+        sliding = sum(kind in ("sliding_attention", "chunked_attention")
+                      for kind in types[:layers])
+    elif qwen:
+        sliding = max(0, layers - int(config.get("max_window_layers") or 0))
+    elif "sliding_window_pattern" in config or config.get("model_type") in _PATTERNS:
+        pattern = int(config.get("sliding_window_pattern")
+                      or _PATTERNS[str(config.get("model_type"))])
+        sliding = sum(1 for i in range(layers) if (i + 1) % pattern)
+    else:
+        sliding = layers
+    return sliding, window if sliding else None
 
 
 def _kv_heads(config: dict[str, Any], heads: int) -> int:
@@ -215,11 +271,17 @@ def _from_gguf(path: Path) -> ModelFootprint:
     hidden = int(meta.get(f"{arch}.embedding_length") or 0)
     head_dim = meta.get(f"{arch}.attention.key_length") or hidden // heads
     context = meta.get(f"{arch}.context_length")
+    layers = int(meta.get(f"{arch}.block_count") or 0)
+    # transformers reads the window of Gemma 2 / 3 GGUFs only, and lays out their layers
+    # by its defaults (a Mistral GGUF is a "llama" one, without a window).
+    window = meta.get(f"{arch}.attention.sliding_window") if arch in _PATTERNS else None
+    sliding, window = sliding_layers({"model_type": arch, "num_hidden_layers": layers,
+                                      "sliding_window": window})
     return ModelFootprint(
-        parameters=parameters, disk_bytes=path.stat().st_size,
-        layers=int(meta.get(f"{arch}.block_count") or 0),
+        parameters=parameters, disk_bytes=path.stat().st_size, layers=layers,
         kv_heads=int(meta.get(f"{arch}.attention.head_count_kv") or heads),
-        head_dim=int(head_dim), context=int(context) if context else None)
+        head_dim=int(head_dim), context=int(context) if context else None,
+        sliding_layers=sliding, sliding_window=window)
 
 
 # GGUF value types (the spec's gguf_type): struct formats of the fixed-size ones.

@@ -42,6 +42,7 @@ from aieng_hookspecs.types import QuantizeResult
 from attrs import validators as v
 
 from ._convert import discard_unmarked, scratch_folder
+from ._digest import file_digest
 from ._heldout import HELDOUT_SENTENCES, HELDOUT_TEXT
 from ._paths import cache_root
 
@@ -61,7 +62,6 @@ FORMAT_VERSION = 1
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _NOT_WEIGHTS = frozenset({"training_args.bin"})
-_SAMPLE = 4 << 20  # bytes hashed at each end of each weight file
 _STATE_FILE = "model-{scheme}.pt"
 
 Kind = Literal["causal", "encoder"]
@@ -130,7 +130,8 @@ class TorchInt8Quantizer:
         :returns: ``None`` when the folder holds a model kind this quantizer does not
             handle (an encoder-decoder).
         """
-        key = model_key(folder, keep_fp32=self.options.keep_fp32)
+        key = model_key(folder, keep_fp32=self.options.keep_fp32,
+                        memo=self.output_root() / "digests")
         target = self.output_root() / f"{folder.name}-{key}-{scheme}"
         marker = target / QUANTIZE_MARKER
         if marker.is_file():
@@ -190,22 +191,21 @@ def load_quantized(folder: str | os.PathLike[str]) -> Any:
     return quantized
 
 
-def model_key(folder: Path, *, keep_fp32: tuple[str, ...] = ()) -> str:
+def model_key(folder: Path, *, keep_fp32: tuple[str, ...] = (),
+              memo: Path | None = None) -> str:
     """A short content key of a HF folder: its ``config.json`` and, per weight file, the
-    name, size and a SHA-256 of its first and last 4 MiB (cheap on large files,
-    independent of the folder's path and mtime), plus the layers kept in fp32."""
+    name and a SHA-256 of all its bytes (a layer changed in place, at the same size, is a
+    new key), plus the layers kept in fp32; independent of the folder's path and mtime.
+
+    :param memo: a folder keeping each weight file's digest per file version, so that only
+        the first call reads a multi-GB file whole.
+    """
     digest = hashlib.sha256(f"aieng-quantize-v{FORMAT_VERSION}:".encode())
     if keep_fp32:
         digest.update(json.dumps(sorted(set(keep_fp32))).encode())
     digest.update((folder / "config.json").read_bytes())
     for path in _weight_files(folder):
-        size = path.stat().st_size
-        digest.update(f"\0{path.name}:{size}:".encode())
-        with path.open("rb") as handle:
-            digest.update(handle.read(_SAMPLE))
-            if size > 2 * _SAMPLE:
-                handle.seek(size - _SAMPLE)
-                digest.update(handle.read(_SAMPLE))
+        digest.update(f"\0{path.name}:{file_digest(path, memo)}".encode())
     return digest.hexdigest()[:16]
 
 

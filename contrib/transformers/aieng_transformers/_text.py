@@ -5,7 +5,7 @@ Both are pure Python over a ``decode`` callable, so they are tested without a mo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 __all__ = ["IncrementalDecoder", "StopBuffer", "clean"]
 
@@ -32,13 +32,21 @@ class IncrementalDecoder:
     window starts in ``context`` (the prompt's last tokens), so tokenizers that render a
     word's leading space depending on what precedes it (SentencePiece) get it right.
 
+    SentencePiece's byte fallback (``<0xE2><0x82><0xAC>``) decodes a whole run of byte
+    tokens at once, and a run that is not valid UTF-8 becomes one U+FFFD per byte: a
+    later byte token can turn a run's ``é`` into two U+FFFD. So nothing is released
+    right after a token of ``hold`` (the byte tokens, and the special tokens a run goes
+    on across since decoding skips them): a run comes out with the token that ends it.
+
     :param decode: ids to text (special tokens skipped, no clean-up of spaces).
     :param context: ids preceding the generated ones, not part of the output.
+    :param hold: ids after which no text is released yet.
     """
 
     def __init__(self, decode: Callable[[Sequence[int]], str],
-                 context: Sequence[int] = ()) -> None:
+                 context: Sequence[int] = (), *, hold: Collection[int] = ()) -> None:
         self._decode = decode
+        self._hold = hold
         self._ids: list[int] = list(context)
         self._prefix = 0  # start of the decoding window
         self._read = len(self._ids)  # end of what has been released
@@ -46,6 +54,8 @@ class IncrementalDecoder:
     def push(self, token: int) -> str:
         """Add one generated token; return the text it completes (often empty)."""
         self._ids.append(token)
+        if token in self._hold:
+            return ""
         before = self._decode(self._ids[self._prefix:self._read])
         after = self._decode(self._ids[self._prefix:])
         if len(after) > len(before) and not after.endswith(_REPLACEMENT):

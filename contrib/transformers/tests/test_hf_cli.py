@@ -187,14 +187,23 @@ def decoders() -> dict[str, Any]:
     GQA, a head size that is not hidden / heads (Gemma), tied and untied embeddings,
     GPT-2's names, multi-query attention (Falcon-7B's, StarCoder's), Falcon's
     ``num_kv_heads`` (whose cache transformers keeps at every query head), MPT's names,
-    and BLOOM's ALiBi (no context in its config: the KV cache at ``--context``)."""
+    and BLOOM's ALiBi (no context in its config: the KV cache at ``--context``); and
+    sliding windows (a window of 8 within the context of 100): on every layer (Mistral
+    7B v0.1, Phi-3), on every other (Gemma 2), all but every sixth (Gemma 3) or fourth
+    (Cohere 2), past ``max_window_layers`` (Qwen2 with ``use_sliding_window``), off (Qwen2
+    naming a window it does not use), or wider than the context."""
     from transformers import (
         BloomConfig,
+        Cohere2Config,
         FalconConfig,
+        Gemma2Config,
+        Gemma3TextConfig,
         GemmaConfig,
         GPT2Config,
         GPTBigCodeConfig,
+        MistralConfig,
         MptConfig,
+        Phi3Config,
         Qwen2Config,
     )
 
@@ -217,32 +226,65 @@ def decoders() -> dict[str, Any]:
                                        **sizes),
             "bloom": BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=4),
             "mpt": MptConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4,
-                             max_seq_len=100)}
+                             max_seq_len=100),
+            "mistral-v0.1": MistralConfig(intermediate_size=64, num_key_value_heads=2,
+                                          sliding_window=8, **sizes),
+            "mistral-wide": MistralConfig(intermediate_size=64, num_key_value_heads=2,
+                                          sliding_window=200, **sizes),
+            "phi3": Phi3Config(intermediate_size=64, num_key_value_heads=2, sliding_window=8,
+                               pad_token_id=0, **sizes),
+            **{name: config for layers in (4, 5) for name, config in {
+                f"gemma2-{layers}": Gemma2Config(intermediate_size=64, num_key_value_heads=1,
+                                                 head_dim=8, sliding_window=8,
+                                                 **{**sizes, "num_hidden_layers": layers}),
+                f"cohere2-{layers}": Cohere2Config(intermediate_size=64, num_key_value_heads=2,
+                                                   sliding_window=8,
+                                                   **{**sizes, "num_hidden_layers": layers}),
+                f"qwen2-window-{layers}": Qwen2Config(
+                    intermediate_size=64, num_key_value_heads=2, use_sliding_window=True,
+                    sliding_window=8, max_window_layers=2,
+                    **{**sizes, "num_hidden_layers": layers})}.items()},
+            "gemma3": Gemma3TextConfig(intermediate_size=64, num_key_value_heads=1, head_dim=8,
+                                       sliding_window=8, **{**sizes, "num_hidden_layers": 7}),
+            "qwen2-window-off": Qwen2Config(intermediate_size=64, num_key_value_heads=2,
+                                            use_sliding_window=False, sliding_window=8,
+                                            **sizes)}
 
 
-@pytest.mark.parametrize("name", list(decoders()))
+#: Configs also tested as older ``config.json`` files without ``layer_types`` (as the
+#: Hub's Gemma 2 / 3, Cohere 2 and Qwen2 ones are), laid out by transformers' defaults.
+WITHOUT_LAYER_TYPES = ("gemma2-5", "cohere2-5", "qwen2-window-5", "gemma3")
+
+
+@pytest.mark.parametrize("name", [*decoders(), *(f"{n}-old" for n in WITHOUT_LAYER_TYPES)])
 def test_models_estimate_equals_the_models_own(cli: click.Group, tmp_path: Path,
                                                name: str) -> None:
     """For decoders of several architectures, ``models`` counts the weights the model
-    has (tied ones once) and the KV cache its own forward pass keeps per token, by hand:
-    keys and values of every layer, per token, times the context, times 4 bytes."""
+    has (tied ones once) and the KV cache its own forward pass keeps over the context
+    (keys and values of every layer, a sliding-window layer's last ``window - 1``
+    tokens only), times 4 bytes."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(decoders()[name]).eval()
+    model = AutoModelForCausalLM.from_config(decoders()[name.removesuffix("-old")]).eval()
     model.save_pretrained(str(tmp_path))
+    if name.endswith("-old"):
+        config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+        assert config.pop("layer_types")
+        (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        model = AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
     with torch.no_grad():
-        cache = model(input_ids=torch.tensor([[5] * 10]), use_cache=True).past_key_values
+        cache = model(input_ids=torch.tensor([[5] * 100]), use_cache=True).past_key_values
     cache = getattr(cache, "self_attention_cache", cache)  # GPTBigCode's
-    per_token = sum(layer.keys.numel() + layer.values.numel() for layer in cache.layers) // 10
+    cached = sum(layer.keys.numel() + layer.values.numel() for layer in cache.layers)
     result = CliRunner().invoke(cli, ["models", "--json", "--model-path", str(tmp_path),
                                       "--context", "100"])
     assert result.exit_code == 0, result.output
     row = next(r for r in json.loads(result.stdout) if r["path"] == str(tmp_path))
     assert row["parameters"] == sum(p.numel() for p in model.parameters())
     assert row["weights_bytes"] == row["parameters"] * 4
-    assert row["kv_cache_bytes"] == per_token * 100 * 4
+    assert row["kv_cache_bytes"] == cached * 4
     assert row["context"] == 100
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,13 @@ from aieng_transformers import (
     _paths,
     cache_root,
 )
-from aieng_transformers._convert import MARKER, cached_folder, convert_gguf, fingerprint
+from aieng_transformers._convert import (
+    MARKER,
+    cached_folder,
+    convert_gguf,
+    digest_memo,
+    fingerprint,
+)
 
 
 @pytest.fixture
@@ -52,6 +60,72 @@ def test_fingerprint_follows_content_not_location(gguf: Path, tmp_path: Path) ->
     data[-1] ^= 0xFF
     copy.write_bytes(bytes(data))
     assert fingerprint(copy) != fingerprint(gguf)
+
+
+def test_a_change_in_the_middle_is_a_new_conversion(gguf: Path, tmp_path: Path,
+                                                    writes: list[Path]) -> None:
+    """A GGUF rewritten in the middle (a re-quantized tensor: same size, same header,
+    same tail) is converted again, not served the stale conversion."""
+    root = tmp_path / "cache"
+    first = convert_gguf(gguf, root)
+    data = bytearray(gguf.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    gguf.write_bytes(bytes(data))
+    second = convert_gguf(gguf, root)
+    assert second != first and len(writes) == 2
+
+
+def _settle(path: Path) -> None:
+    # Back-date the file, as one written more than a few seconds ago.
+    os.utime(path, (path.stat().st_atime - 60, path.stat().st_mtime - 60))
+
+
+def test_the_digest_is_kept_per_file_version(gguf: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole file is read once per version: a later key comes from the memo; a
+    rewrite (new ctime) or a copy (new inode) is read again; a file written just now is
+    not memoized (it may still change within the same timestamp tick)."""
+    from aieng_transformers import _digest
+
+    memo = digest_memo(tmp_path / "cache")
+    fresh = fingerprint(gguf, memo)
+    assert not memo.exists()  # just written: not kept
+    _settle(gguf)
+    reads: list[bytes] = []
+
+    class Counting:  # counts the hashes of whole files (begun with no data)
+        @staticmethod
+        def sha256(data: bytes = b"") -> object:
+            if not data:
+                reads.append(data)
+            return hashlib.sha256(data)
+
+    monkeypatch.setattr(_digest, "hashlib", Counting)
+    assert fingerprint(gguf, memo) == fresh and len(reads) == 1
+    assert len(list(memo.iterdir())) == 1
+    assert fingerprint(gguf, memo) == fresh and len(reads) == 1  # from the memo
+    data = bytearray(gguf.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    gguf.write_bytes(bytes(data))
+    _settle(gguf)
+    changed = fingerprint(gguf, memo)
+    assert changed != fresh and len(reads) == 2
+    assert fingerprint(gguf, memo) == changed and len(reads) == 2  # kept anew
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(gguf.read_bytes())
+    assert fingerprint(copy, memo) == changed
+
+
+def test_a_bad_memo_entry_is_not_trusted(gguf: Path, tmp_path: Path) -> None:
+    """An entry that is no digest (cut short, edited) is ignored and rewritten."""
+    memo = digest_memo(tmp_path / "cache")
+    _settle(gguf)
+    expected = fingerprint(gguf)
+    assert fingerprint(gguf, memo) == expected
+    (entry,) = memo.iterdir()
+    entry.write_text("0123")
+    assert fingerprint(gguf, memo) == expected
+    assert len(entry.read_text()) == 64
 
 
 def test_converts_once(gguf: Path, tmp_path: Path, writes: list[Path]) -> None:

@@ -260,3 +260,25 @@ def test_smollm2_bnb8(tmp_path: Path, shipped_smollm2: SmolLM2Backend,
     assert result.size_after < 0.5 * result.size_before
     quality = result.quality
     assert abs(quality["perplexity_delta"]) < 0.05 * quality["perplexity_before"]
+
+
+def test_a_weight_changed_in_the_middle_is_a_new_key(tmp_path: Path) -> None:
+    """A weight file rewritten in the middle (layers fine-tuned in place: the same size,
+    header and ends) gets another key, so its stale quantization is not reused; the
+    same bytes elsewhere keep the key."""
+    from aieng_transformers._quantize import model_key
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    weights = bytearray(bytes(range(256)) * 40_000)  # ~10 MB: both 4 MiB ends differ
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+    first = model_key(folder)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "config.json").write_text("{}")
+    (copy / "model.safetensors").write_bytes(bytes(weights))
+    assert model_key(copy) == first
+    weights[len(weights) // 2] ^= 0xFF
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+    assert model_key(folder) != first

@@ -78,14 +78,29 @@ def test_earliest_stop_wins() -> None:
        cuts=st.lists(st.integers(0, 30), max_size=6))
 def test_stop_buffer_matches_a_plain_cut(text: str, stops: list[str], cuts: list[int]) -> None:
     """However the text is split into pieces, the released text is the text up to the first
-    stop string (all of it when none occurs)."""
+    stop string (all of it when none occurs). Generation stops at the first piece that
+    completes a stop string, so that piece's end bounds the search: with stops ``a`` and
+    ``baa``, pieces ``ba`` + ``a`` stop at ``b`` (``baa`` is never completed), one piece
+    ``baa`` at the empty text."""
     buffer = StopBuffer(stops)
     bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
     released = "".join(buffer.feed(text[a:b]) for a, b in itertools.pairwise(bounds))
     released += buffer.flush()
-    found = [text.find(s) for s in stops if s in text]
-    assert released == (text[:min(found)] if found else text)
-    assert buffer.stopped == bool(found)
+    expected, found = text, False
+    for end in bounds:
+        starts = [text[:end].find(s) for s in stops if s in text[:end]]
+        if starts:
+            expected, found = text[:min(starts)], True
+            break
+    assert released == expected
+    assert buffer.stopped == found
+
+
+def test_a_stop_completed_first_wins_over_a_longer_one_begun_earlier() -> None:
+    """The counterexample of the plain cut: ``a`` completes in ``ba`` before ``baa`` can,
+    so generation stops there (as it would token by token)."""
+    buffer = StopBuffer(["a", "baa"])
+    assert buffer.feed("ba") == "b" and buffer.stopped
 
 
 def test_clean_replaces_lone_surrogates() -> None:
