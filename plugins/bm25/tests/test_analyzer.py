@@ -195,6 +195,22 @@ def test_v1_terms_are_unchanged() -> None:
     assert index.terms(LONG.text) == []
 
 
+def test_scripts_without_spaces_other_than_cjk_are_not_cut_into_words() -> None:
+    """The documented limitation (README, "Analyzers"): Thai, Lao, Khmer and Burmese are
+    cut by both analyzers only at characters that are not letters or digits (a tone mark,
+    a virama, some vowel signs), and a fragment over 40 bytes is dropped. Should a later
+    analyzer segment them, this test says the README must change too."""
+    for name in ANALYZERS:
+        index = BM25Index(BM25Options(path=MEMORY, analyzer=name))
+        assert index.terms("ພາສາລາວ") == ["ພາສາລາວ"]  # Lao: a whole run is one term
+        assert index.terms("ภาษาไทยเป็นภาษาที่สวยงาม") == ["ภาษาไทยเป", "นภาษาที", "สวยงาม"]
+        assert index.terms("ភាសាខ្មែរ") == ["ភាសាខ", "មែរ"]  # Khmer, cut at the coeng
+        # 15 Thai characters before the first tone mark: 45 bytes, dropped.
+        assert index.terms("กรุงเทพมหานครเป็นเมือง") == ["นเมือง"]
+        index.add([Document("th", "ภาษาไทยเป็นภาษาที่สวยงาม")])
+        assert index.search("ภาษาไทย", 5) == []  # a word inside a fragment is not found
+
+
 # -- searching CJK text ------------------------------------------------------------------
 
 

@@ -255,6 +255,44 @@ def test_bad_documents_fail_the_batch(index: BM25Index, bad: Document, message: 
     assert len(index) == 3 and index.get("fine") is None
 
 
+class _FailingWriter:
+    """A tantivy writer whose second ``add_document`` raises, as a write interrupted in
+    the middle of a batch (KeyboardInterrupt, a disk error) does."""
+
+    def __init__(self, writer: tantivy.IndexWriter) -> None:
+        self.writer, self.added = writer, 0
+
+    def add_document(self, row: tantivy.Document) -> None:
+        self.added += 1
+        if self.added == 2:
+            raise KeyboardInterrupt
+        self.writer.add_document(row)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.writer, name)
+
+
+@pytest.mark.parametrize("scorer", ["tantivy", "impacts"])
+def test_a_write_interrupted_mid_batch_writes_nothing(folder: Path, scorer: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch is one commit: interrupted after some of its documents, it is rolled back
+    whole (README, "Writes"), the index answers as before, in this process and after a
+    reopen, and the next write works (the writer's lock was released)."""
+    index = BM25Index(BM25Options(path=str(folder), scorer=scorer))
+    index.add(DOCS)
+    real = BM25Index._writer
+    monkeypatch.setattr(BM25Index, "_writer",
+                        lambda self, tantivy_index: _FailingWriter(real(self, tantivy_index)))
+    batch = [attrs.evolve(DOCS[0], text="replaced text"), Document("new", "new text")]
+    with pytest.raises(KeyboardInterrupt):
+        index.add(batch)
+    monkeypatch.undo()
+    for reader in (index, BM25Index(BM25Options(path=str(folder), scorer=scorer))):
+        assert len(reader) == 3 and reader.get("new") is None
+        assert reader.get("a") == DOCS[0] and ids(reader.search("text", 5)) == []
+    assert index.add(batch) == 2 and ids(index.search("new text", 5))[0] == "new"
+
+
 # -- documents round-trip; metadata filters ----------------------------------------------
 
 

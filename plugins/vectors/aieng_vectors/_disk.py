@@ -78,6 +78,20 @@ def _dumps(value: Any, what: str) -> str:
         raise ValueError(f"{what} cannot be stored: its metadata is not JSON ({exc})") from None
 
 
+# Metadata values that JSON stores and reads back as they are.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _as_stored(doc: Document) -> Document:
+    """``doc`` as a folder reads it back: its metadata through JSON (a tuple becomes a
+    list, an object's keys strings), so that hits and filters see the same values
+    before and after the folder is reopened. Flat metadata of plain values is kept."""
+    if all(type(value) in _PLAIN for value in doc.metadata.values()):
+        return doc
+    stored = json.loads(_dumps(doc.metadata, f"document {doc.id!r}"))
+    return attrs.evolve(doc, metadata=stored)
+
+
 def _read_document(row: dict[str, Any]) -> Document:
     return Document(id=row["id"], text=row["text"], title=row.get("title", ""),
                     metadata=row.get("metadata") or {})
@@ -214,6 +228,15 @@ class Folder:
                 handle.truncate(good)
         self.journal_bytes = good
 
+    def drop_journal(self) -> None:
+        """Empty a journal that no manifest goes with (the index was cleared by hand): its
+        lines would otherwise be read back beside the next writes of a new index."""
+        path = self.root / JOURNAL
+        if path.exists() and path.stat().st_size:
+            with open(path, "r+b") as handle:
+                handle.truncate(0)
+        self.journal_bytes = 0
+
     # -- writing -------------------------------------------------------------------------
 
     def write_manifest(self, manifest: Manifest) -> None:
@@ -230,13 +253,17 @@ class Folder:
         _fsync_dir(self.root)
 
     def append_upsert(self, generation: int, documents: Sequence[Document],
-                      vectors: Any) -> None:
-        """Journal an upsert of ``documents`` with their (unit, float32) ``vectors``."""
+                      vectors: Any) -> list[Document]:
+        """Journal an upsert of ``documents`` with their (unit, float32) ``vectors``.
+
+        :returns: the documents as the folder will read them back (metadata through JSON).
+        """
         blob = base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
         rows = [_document_row(doc) for doc in documents]
         self._append(_dumps({"gen": generation, "op": "upsert", "documents": rows,
                              "dim": int(vectors.shape[1]), "vectors": blob.decode("ascii")},
                             f"document {documents[0].id!r} (or another of its batch)"))
+        return [_as_stored(doc) for doc in documents]
 
     def append_delete(self, generation: int, ids: Sequence[str]) -> None:
         """Journal a delete of ``ids``."""

@@ -154,7 +154,7 @@ class VectorStore:
             if self._folder is not None:
                 if self._generation == 0 and not (self._folder.root / "index.json").exists():
                     self._folder.write_manifest(self._manifest())
-                self._folder.append_upsert(self._generation, documents, vectors)
+                documents = self._folder.append_upsert(self._generation, documents, vectors)
             self._apply_upsert(documents, vectors)
             self._after_write(catch_up=max(_CATCH_UP, 4 * len(documents)))
             return len(documents)
@@ -449,7 +449,7 @@ class VectorStore:
     def _load(self, folder: Folder) -> None:
         manifest = folder.manifest()
         if manifest is None:
-            list(folder.journal(0))  # nothing recorded without a manifest: drop a stray one
+            folder.drop_journal()  # nothing recorded without a manifest: a stray one
             return
         if manifest.model != self._model:
             raise ValueError(

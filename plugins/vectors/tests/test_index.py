@@ -590,3 +590,55 @@ async def test_a_failed_compaction_is_not_retried_by_every_write(
     assert await reopened.get("d0") == docs[0]  # loads the folder
     assert len(reopened) == len(docs)
     await reopened.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_folder_index_reads_metadata_as_it_will_after_reopening(
+        hashing_embedder: Any, tmp_path: Path) -> None:
+    """A folder index stores metadata as JSON: its hits, ``get`` and filters see that JSON
+    (an object's int key as a string, a tuple as a list) at once, not only once the folder
+    is reopened, so a filter matches the same documents before and after a restart."""
+    doc = Document("n", "nested metadata", metadata={"n": {1: "x"}, "t": (1, 2)})
+    stored = Document("n", "nested metadata", metadata={"n": {"1": "x"}, "t": [1, 2]})
+    path = str(tmp_path / "idx")
+    live = index_with(hashing_embedder, path=path)
+    await live.aieng_index([doc])
+    query = Query("nested", filters={"n": {"1": "x"}})
+
+    async def check(index: VectorIndex) -> None:
+        got = await index.get("n")
+        assert got == stored and got is not None and isinstance(got.metadata["t"], list)
+        assert ids(await index.aieng_retrieve(query, 5)) == ["n"]
+        assert (await index.aieng_retrieve(Query("nested"), 1))[0].document == stored
+
+    await check(live)
+    await live.aclose()
+    reopened = index_with(hashing_embedder, path=path)
+    await check(reopened)
+    await reopened.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_journal_without_a_manifest_is_dropped(hashing_embedder: Any,
+                                                       tmp_path: Path) -> None:
+    """A journal left in a folder whose ``index.json`` is gone (the index was cleared by
+    hand) records nothing: opening the folder drops it, so its lines do not come back
+    beside the new index's writes after a crash."""
+    old = tmp_path / "old"
+    first = index_with(hashing_embedder, path=str(old))
+    await first.aieng_index([Document("stale", "an old document")])
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    shutil.copy(old / "journal.jsonl", folder / "journal.jsonl")  # no index.json
+    await first.aclose()
+
+    live = index_with(hashing_embedder, path=str(folder))
+    await live.aieng_index([Document("fresh", "a new document")])
+    assert len(live) == 1
+    crashed = tmp_path / "crashed"
+    shutil.copytree(folder, crashed)  # as a crash leaves it: the journal only
+    await live.aclose()
+    recovered = index_with(hashing_embedder, path=str(crashed))
+    assert await recovered.get("fresh") is not None
+    assert await recovered.get("stale") is None and len(recovered) == 1
+    await recovered.aclose()
