@@ -14,7 +14,8 @@ import structlog
 
 from ._options import PROVIDERS
 
-__all__ = ["PASS_COST", "OnnxEncoder", "batch_bounds", "nvidia_driver", "open_session"]
+__all__ = ["PASS_COST", "OnnxEncoder", "batch_bounds", "nvidia_driver", "open_session",
+           "tensorrt_version"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,6 +88,24 @@ def nvidia_driver() -> bool:
     return False
 
 
+#: The distributions that install TensorRT's libraries, the pip ways.
+_TENSORRT_DISTRIBUTIONS = ("tensorrt-cu13-libs", "tensorrt-cu12-libs", "tensorrt-libs",
+                           "tensorrt")
+
+
+def tensorrt_version() -> str:
+    """The version of the TensorRT libraries installed by pip (``tensorrt-cu12-libs``
+    and the like), or ``system`` when none is (libraries from the system's packages)."""
+    import importlib.metadata
+
+    for name in _TENSORRT_DISTRIBUTIONS:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "system"
+
+
 def open_session(model: Path, *, providers: Sequence[str], threads: int,
                  cache: Path | None = None) -> Any:
     """An ``InferenceSession`` on ``model`` trying ``providers`` (option names) in order;
@@ -96,8 +115,9 @@ def open_session(model: Path, *, providers: Sequence[str], threads: int,
     at all, so ONNX Runtime prints no error about libraries it could never load.
 
     :param cache: where TensorRT keeps its engines (rebuilding one takes minutes), in
-        ``cache/tensorrt/<the model's folder name>``: an export's folder name carries its
-        key.
+        ``cache/tensorrt/<the model's folder name>/ort<version>-trt<version>``: an
+        export's folder name carries its key, and ONNX Runtime would load an engine of
+        another ONNX Runtime or TensorRT (:func:`tensorrt_version`) as its own.
     """
     import onnxruntime as ort  # type: ignore[import-untyped]
 
@@ -120,7 +140,11 @@ def open_session(model: Path, *, providers: Sequence[str], threads: int,
             # the graph's value names, never by its weights, so two models of one
             # architecture (or a model changed since: a new export folder) would share an
             # engine, and one would run with the other's weights.
-            engines = cache / "tensorrt" / model.parent.name
+            # And one per ONNX Runtime and TensorRT: ONNX Runtime neither names nor checks
+            # an engine by the versions that built it (one of another TensorRT fails to
+            # deserialize, failing the session).
+            engines = cache / "tensorrt" / model.parent.name / \
+                f"ort{ort.__version__}-trt{tensorrt_version()}"
             chosen.append((full, {"trt_engine_cache_enable": True,
                                   "trt_engine_cache_path": str(engines)}))
         else:

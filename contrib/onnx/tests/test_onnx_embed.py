@@ -341,6 +341,37 @@ def test_tensorrt_engines_kept_per_export(tmp_path: Path,
     assert folders[0] != folders[1]
 
 
+def test_tensorrt_engines_kept_per_runtime_version(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime names a TensorRT engine by the graph and the GPU's compute capability
+    only, and loads a cached one whatever ONNX Runtime or TensorRT built it (an engine of
+    another TensorRT fails to deserialize, and the session with it): each ONNX Runtime
+    and TensorRT version gets its own engine folder."""
+    import onnxruntime as ort
+    from aieng_onnx import _runtime
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no TensorRT provider")
+    asked: list[object] = []
+    monkeypatch.setattr(ort, "InferenceSession",
+                        lambda path, **kwargs: asked.append(kwargs["providers"]))
+    monkeypatch.setattr(_runtime, "nvidia_driver", lambda: True)
+    model = tmp_path / "onnx" / "bert-1111" / "model.onnx"
+
+    def engines() -> Path:
+        _runtime.open_session(model, providers=("tensorrt",), threads=1, cache=tmp_path)
+        [(_, options)] = asked.pop()  # type: ignore[misc]
+        return Path(options["trt_engine_cache_path"])
+
+    first = engines()
+    assert first.is_relative_to(tmp_path / "tensorrt" / "bert-1111")
+    assert engines() == first
+    monkeypatch.setattr(_runtime, "tensorrt_version", lambda: "10.99.0", raising=False)
+    other_trt = engines()
+    monkeypatch.setattr(ort, "__version__", "9.9.9")
+    assert len({first, other_trt, engines()}) == 3
+
+
 def test_long_text_truncated_at_a_roberta_limit(tmp_path: Path) -> None:
     """A text past the model's limit is truncated, as documented, also for a RoBERTa-style
     encoder whose ``max_position_embeddings`` counts the padding offset (66 positions: 65

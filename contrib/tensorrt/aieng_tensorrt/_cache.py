@@ -18,8 +18,8 @@ __all__ = ["CACHE_FORMAT", "EngineCache", "engine_cache_key", "onnx_digest",
 
 log = structlog.get_logger(__name__)
 
-#: Bumped when the key's parts or the cache layout change.
-CACHE_FORMAT = 1
+#: Bumped when the key's parts or the cache layout change (2: the GPU's name).
+CACHE_FORMAT = 2
 # A scratch engine: ``.engine-<pid>-<random>.tmp`` (aieng_hookspecs.scratch_path).
 _SCRATCH_PREFIX, _SCRATCH_SUFFIX = "engine", ".tmp"
 
@@ -35,14 +35,15 @@ def onnx_digest(path: Path) -> str:
 
 def engine_cache_key(*, onnx_sha256: str, trt_version: str,
                      compute_capability: tuple[int, int], precision: str,
-                     profile: ShapeProfile) -> str:
+                     profile: ShapeProfile, device_name: str | None = None) -> str:
     """The cache key of an engine: a TensorRT engine is only valid for the ONNX graph it
-    was built from, the TensorRT version that built it, the GPU architecture (compute
-    capability) it was tuned on, its precision and its shape profile; a change in any
-    gives another key.
+    was built from, the TensorRT version that built it, the GPU it was tuned on (its
+    compute capability and model, ``device_name``: TensorRT's default engines are for the
+    GPU model that built them, not every GPU of its compute capability), its precision
+    and its shape profile; a change in any gives another key.
     """
     parts = {"format": CACHE_FORMAT, "onnx": onnx_sha256, "tensorrt": trt_version,
-             "sm": list(compute_capability), "precision": precision,
+             "sm": list(compute_capability), "gpu": device_name, "precision": precision,
              "profile": list(profile.as_key())}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

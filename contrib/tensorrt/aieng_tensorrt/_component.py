@@ -18,9 +18,9 @@ from ._cache import EngineCache, engine_cache_key, onnx_digest
 from ._engine import EngineBuildError, EngineRunner, build_engine
 from ._options import TensorRTOptions
 from ._profile import ShapeProfile, batches
-from ._runtime import compute_capability, require_cuda, require_tensorrt
+from ._runtime import compute_capability, device_name, require_cuda, require_tensorrt
 
-__all__ = ["MiniLMTensorRT", "tokenizer_file"]
+__all__ = ["MiniLMTensorRT", "open_tokenizer", "tokenizer_file"]
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +30,19 @@ def tokenizer_file(options: TensorRTOptions) -> Path:
     if options.tokenizer_path:
         return Path(options.tokenizer_path).expanduser()
     return Path(options.onnx_path).expanduser().parent / "tokenizer.json"
+
+
+def open_tokenizer(options: TensorRTOptions) -> Any:
+    """The ``tokenizers.Tokenizer`` of :func:`tokenizer_file`, truncating at the profile's
+    longest sequence and padding nothing (batches are padded and masked here); blocking."""
+    # tokenizers ships no type information: imported by name, used as Any.
+    tokenizers: Any = importlib.import_module("tokenizers")
+    tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file(options)))
+    # A tokenizer.json may pad (all-MiniLM-L6-v2's pads every text to 128 tokens): its
+    # padding would count as tokens in the mean.
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=options.profile.max_seq)
+    return tokenizer
 
 
 def _clean(text: str) -> str:
@@ -92,12 +105,15 @@ class MiniLMTensorRT:
         self._loaded: _Loaded | None = None
         self._loading = threading.Lock()
 
-    def cache_key(self, trt_version: str, capability: tuple[int, int]) -> str:
-        """The engine-cache key of this embedder's engine on a TensorRT and a GPU."""
+    def cache_key(self, trt_version: str, capability: tuple[int, int],
+                  gpu: str | None = None) -> str:
+        """The engine-cache key of this embedder's engine on a TensorRT and a GPU (its
+        compute capability and model name)."""
         return engine_cache_key(onnx_sha256=onnx_digest(Path(self.options.onnx_path)
                                                         .expanduser()),
                                 trt_version=trt_version, compute_capability=capability,
-                                precision=self.options.precision, profile=self.profile)
+                                device_name=gpu, precision=self.options.precision,
+                                profile=self.profile)
 
     def engine_cache(self) -> EngineCache:
         """The cache of built engines: ``cache_dir``, else ``tensorrt/`` in aieng's cache
@@ -125,13 +141,11 @@ class MiniLMTensorRT:
                                         f"tokenizer_path to the encoder's tokenizer.json")
             trt = require_tensorrt()
             torch = require_cuda(self.options.device)
-            # tokenizers ships no type information: imported by name, used as Any.
-            tokenizers: Any = importlib.import_module("tokenizers")
-            tokenizer = tokenizers.Tokenizer.from_file(str(tok_path))
-            tokenizer.enable_truncation(max_length=self.profile.max_seq)
+            tokenizer = open_tokenizer(self.options)
             logger = trt.Logger(trt.Logger.WARNING)
             key = self.cache_key(str(trt.__version__),
-                                 compute_capability(torch, self.options.device))
+                                 compute_capability(torch, self.options.device),
+                                 device_name(torch, self.options.device))
             cache = self.engine_cache()
             engine = cache.load(key)
             runner: EngineRunner | None = None

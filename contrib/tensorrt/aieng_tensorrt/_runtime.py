@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["INSTALL_HINT", "TensorRTUnavailable", "compute_capability", "require_cuda",
-           "require_tensorrt"]
+__all__ = ["INSTALL_HINT", "TensorRTUnavailable", "compute_capability", "device_name",
+           "require_cuda", "require_tensorrt"]
 
 INSTALL_HINT = ("install it on a machine with an NVIDIA GPU and driver: "
                 "`pip install 'aieng-tensorrt[trt]'` (or `pip install tensorrt`, whose "
@@ -57,3 +57,8 @@ def compute_capability(torch: Any, device: int) -> tuple[int, int]:
     """The ``(major, minor)`` compute capability of a CUDA device."""
     major, minor = torch.cuda.get_device_capability(device)
     return int(major), int(minor)
+
+
+def device_name(torch: Any, device: int) -> str:
+    """The model name of a CUDA device (``NVIDIA H200``)."""
+    return str(torch.cuda.get_device_name(device))

@@ -17,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 BASE = {"onnx_sha256": "a" * 64, "trt_version": "10.13.0.35",
-        "compute_capability": (9, 0), "precision": "fp16", "profile": ShapeProfile()}
+        "compute_capability": (9, 0), "device_name": "NVIDIA H200",
+        "precision": "fp16", "profile": ShapeProfile()}
 
 
 def test_key_is_stable() -> None:
@@ -32,6 +33,7 @@ def test_key_is_stable() -> None:
     ("trt_version", "10.13.0.36"),
     ("compute_capability", (8, 9)),
     ("compute_capability", (9, 1)),
+    ("device_name", "NVIDIA H100 80GB HBM3"),
     ("precision", "fp32"),
     ("profile", ShapeProfile(min_batch=2)),
     ("profile", ShapeProfile(opt_batch=8)),
@@ -42,7 +44,9 @@ def test_key_is_stable() -> None:
 ])
 def test_key_changes_with_each_input(name: str, value: object) -> None:
     """An engine built for other ONNX bytes, TensorRT, GPU, precision or profile is
-    another cache entry."""
+    another cache entry; so is one built on another GPU model of the same compute
+    capability (TensorRT's default engines are for the model they were built on: its
+    ``HardwareCompatibilityLevel.NONE``; same capability is a level of its own)."""
     assert engine_cache_key(**{**BASE, name: value}) != engine_cache_key(**BASE)  # type: ignore[arg-type]
 
 

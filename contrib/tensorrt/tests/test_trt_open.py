@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from aieng_tensorrt import MiniLMTensorRT, ShapeProfile, TensorRTOptions, TensorRTUnavailable
-from aieng_tensorrt._component import _Loaded
+from aieng_tensorrt._component import _Loaded, open_tokenizer
 from aieng_tensorrt._engine import EngineBuildError, build_engine
 
 import aieng_tensorrt
@@ -273,6 +273,7 @@ def _stand_ins(monkeypatch: pytest.MonkeyPatch) -> tuple[_FakeCudaTorch, list[by
     monkeypatch.setattr(_component, "require_tensorrt", lambda: trt)
     monkeypatch.setattr(_component, "require_cuda", lambda device: fake_torch)
     monkeypatch.setattr(_component, "compute_capability", lambda torch, device: (9, 0))
+    monkeypatch.setattr(_component, "device_name", lambda torch, device: "NVIDIA H200")
     monkeypatch.setattr(_component, "build_engine", build)
     monkeypatch.setattr(_component, "EngineRunner", Runner)
     return fake_torch, built, devices
@@ -288,7 +289,8 @@ def test_engines_are_cached_under_aieng_cache_dir(model_dir: Path, tmp_path: Pat
     options = TensorRTOptions(onnx_path=str(model_dir / "model.onnx"))
     embedder = MiniLMTensorRT(options)
     embedder.load()
-    key = embedder.cache_key("10.3.0", (9, 0))
+    key = embedder.cache_key("10.3.0", (9, 0), "NVIDIA H200")
+    assert key != embedder.cache_key("10.3.0", (9, 0), "NVIDIA H100 80GB HBM3")
     assert (tmp_path / "aieng" / "tensorrt" / f"{key}.engine").read_bytes() == b"ENGINE"
     MiniLMTensorRT(options).load()
     assert built == [b"ENGINE"]
@@ -303,7 +305,8 @@ def test_unreadable_cached_engine_is_rebuilt(model_dir: Path, tmp_path: Path,
     options = TensorRTOptions(onnx_path=str(model_dir / "model.onnx"),
                               cache_dir=str(tmp_path / "engines"), device=1)
     embedder = MiniLMTensorRT(options)
-    cached = tmp_path / "engines" / f"{embedder.cache_key('10.3.0', (9, 0))}.engine"
+    key = embedder.cache_key("10.3.0", (9, 0), "NVIDIA H200")
+    cached = tmp_path / "engines" / f"{key}.engine"
     cached.parent.mkdir()
     cached.write_bytes(b"")
     embedder.load()
@@ -446,3 +449,25 @@ def test_an_engine_the_cache_cannot_keep_still_runs(model_dir: Path, tmp_path: P
     assert built == [b"ENGINE"] and len(devices) == 1  # built, and the runner made
     assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == \
         ["tensorrt.engine.not_cached"]
+
+
+def test_a_tokenizer_that_pads_does_not_pool_its_padding(model_dir: Path) -> None:
+    """A ``tokenizer.json`` that pads (all-MiniLM-L6-v2's pads every text to 128 tokens)
+    gives each text the vector of its own tokens: padding is masked out of the mean, and
+    a short text's vector does not depend on what shares its batch."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    plain = [tokenizer.encode(text).ids for text in ("dog", "the cat sat on a mat")]
+    tokenizer.enable_padding(pad_id=1, pad_token="[PAD]", length=12)
+    padding = model_dir / "padding.json"
+    tokenizer.save(str(padding))
+    options = TensorRTOptions(onnx_path=str(model_dir / "model.onnx"),
+                              tokenizer_path=str(padding), seq=[1, 8, 16])
+    runner = _TableRunner()
+    loaded = _Loaded(runner, open_tokenizer(options), torch,  # type: ignore[arg-type]
+                     options.profile)
+    vectors = loaded.encode(["dog", "the cat sat on a mat"])
+    for ids, vector in zip(plain, vectors):
+        alone = runner.table[torch.tensor(ids)].mean(dim=0)
+        np.testing.assert_allclose(vector, (alone / alone.norm()).numpy(), atol=1e-6)
