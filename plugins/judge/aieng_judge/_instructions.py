@@ -208,8 +208,17 @@ def count_sentences(text: str) -> int:
 
 
 def _contains(text: str, keyword: str, case_sensitive: bool) -> bool:
+    """Whether ``keyword`` occurs as whole words; the white space between its words matches
+    any run of white space (a phrase wrapped over two lines is still there)."""
     flags = 0 if case_sensitive else re.IGNORECASE
-    return re.search(rf"(?<!\w){re.escape(keyword)}(?!\w)", text, flags) is not None
+    pattern = r"\s+".join(re.escape(word) for word in keyword.split()) or re.escape(keyword)
+    return re.search(rf"(?<!\w){pattern}(?!\w)", text, flags) is not None
+
+
+def _not_json(constant: str) -> Any:
+    """``parse_constant`` of :func:`json.loads`: ``NaN`` and ``Infinity`` are Python's,
+    not JSON's (RFC 8259; ``JSON.parse`` refuses them)."""
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def run_check(check: InstructionCheck, text: str) -> CheckResult:
@@ -217,7 +226,7 @@ def run_check(check: InstructionCheck, text: str) -> CheckResult:
     kind = check.kind
     if kind in ("json", "json_schema"):
         try:
-            document = json.loads(_unfenced(text))
+            document = json.loads(_unfenced(text), parse_constant=_not_json)
         except ValueError as exc:
             return CheckResult(False, f"not valid JSON: {exc}")
         if check.schema is None:

@@ -20,18 +20,22 @@ __all__ = [
     "parse_winner",
 ]
 
-# ``Score: 4``, ``**Rating**: [[5]]``, ``Score (1-5) = 4/5``, ``score is 4``, ``score of 4``;
-# the ``label`` group is set for the labelled forms (a colon, ``=`` or ``is``).
+# ``Score: 4``, ``**Rating**: [[5]]``, ``Score (1-5) = 4/5``, ``score is 4``, ``score of 4``,
+# ``Score: 4 out of 5``, a JSON answer cut short (``{"score": "4", "rationale": "The``);
+# the ``label`` group is set for the labelled forms (a colon, ``=``
+# or ``is``), ``scale`` holds a parenthesis after the name (``(1-5)``, ``(out of 10)``).
 _SCORE_TEXT = re.compile(
-    r"\b(?:score|rating|grade)\b\**(?:\s*\([^()\n]{0,20}\))?\s*"
-    r"(?:(?P<label>is\s*:?|=|:)|of\b)?\s*\**\s*(?:\[\[\s*)?(-?\d+(?:\.\d+)?)"
-    r"(?:\s*/\s*(\d+))?",
+    r"\b(?:score|rating|grade)\b[\"']?\**(?:\s*\((?P<scale>[^()\n]{0,20})\))?\s*"
+    r"(?:(?P<label>is\s*:?|=|:)|of\b)?\s*\**\s*(?:\[\[\s*|[\"'])?(?P<score>-?\d+(?:\.\d+)?)"
+    r"(?:\s*(?:/|out\s+of)\s*(?P<den>\d+))?",
     re.IGNORECASE,
 )
+_INTEGER = re.compile(r"\d+")
 # MT-Bench's verdict: ``[[4]]``.
 _SCORE_BRACKETS = re.compile(r"\[\[\s*(-?\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?\s*\]\]")
 # Not inside a longer number (``1.4/5``, ``4/5.5``), but a sentence's full stop may follow.
-_FRACTION = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*/\s*(\d+)(?!\d|\.\d)")
+_FRACTION = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*(?:/|\bout\s+of)\s*(\d+)(?!\d|\.\d)",
+                       re.IGNORECASE)
 # What follows a score that is described, not given: the rubric quoted back
 # (``a score of 1 means ...``, ``5/5 would need ...``, ``score 1 = wrong``).
 _DESCRIBED = re.compile(
@@ -40,20 +44,25 @@ _DESCRIBED = re.compile(
     re.IGNORECASE,
 )
 # An answer that is only a number: ``4``, ``**4**``, ``4.``.
-_BARE = re.compile(r"^[\s*\[(\"']*(-?\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?[\s*\])\"'.]*$")
+_BARE = re.compile(r"^[\s*\[(\"']*(-?\d+(?:\.\d+)?)(?:\s*(?:/|out\s+of)\s*(\d+))?"
+                   r"[\s*\])\"'.]*$", re.IGNORECASE)
 _BRACKETS = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 _WINNER_TEXT = re.compile(
-    r"\b(?:winner|verdict|better(?:\s+(?:answer|output|response))?|choice|preferred)\b"
-    r"\s*(?:is|:|=)?\s*\**\s*(?:answer|output|response|assistant)?\s*\(?\**\s*"
-    r"\b(A|B|tie|neither|equal)\b",
+    r"\b(?:winner|verdict|better(?:\s+(?:answer|output|response))?|choice|preferred)\b[\"']?"
+    r"\s*(?:is\s*:?|:|=)?\s*[*\"']*\s*(?:answer|output|response|assistant)?\s*\(?\**\s*"
+    # "a tie" is a tie; "a" before another word is an article (see _verdict_letter).
+    r"(?:an?\s+(?=(?:tie|draw)\b))?\b(A|B|tie|draw|neither|equal)\b",
     re.IGNORECASE,
 )
 _NAMED = re.compile(r"\b(?:answer|output|response|assistant)\s+\(?(A|B)\b\)?(?:\s+is)?\s+"
                     r"(?:better|best|preferred|wins)", re.IGNORECASE)
 _YES_NO = re.compile(r"^\W*(yes|no|true|false|supported|unsupported|not supported)\b",
                      re.IGNORECASE)
-_SUPPORT_TEXT = re.compile(r"\bsupported\b\**\s*(?::|=|is)\s*\W*(yes|no|true|false)\b",
-                           re.IGNORECASE)
+# ``Supported: no``, ``Supported? No``, ``Supported - no``, ``Supported (yes/no): no``.
+_SUPPORT_TEXT = re.compile(r"\bsupported\b[\"']?\**\s*(?:\([^()\n]{0,20}\)\s*)?(?::|=|is|\?|-|–|—)"
+                           r"\s*\W*(yes|no|true|false)\b", re.IGNORECASE)
+# A lower-case "a" followed by a word is the article, not answer A.
+_ARTICLE = re.compile(r"\s+[^\W\d_]")
 _EXCERPT = 120
 _V = TypeVar("_V")
 
@@ -147,7 +156,8 @@ def _number(value: object, high: int) -> float | None:
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
-        match = re.match(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*(\d+))?\s*$", value)
+        match = re.match(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:(?:/|out\s+of)\s*(\d+))?\s*$", value,
+                         re.IGNORECASE)
         if match:
             return _out_of(match.group(1), match.group(2), high)
     return None
@@ -167,6 +177,13 @@ def _given(text: str, match: re.Match[str]) -> bool:
     return _DESCRIBED.match(text, match.end()) is None
 
 
+def _scale_top(match: re.Match[str]) -> str | None:
+    """The top of the scale a ``Score (0-10): 4`` names in its parenthesis (its largest
+    number), read as the score's denominator; ``None`` when it names no number."""
+    numbers = _INTEGER.findall(match.group("scale") or "")
+    return max(numbers, key=lambda n: (len(n.lstrip("0")), n.lstrip("0"))) if numbers else None
+
+
 def _prose_verdict(text: str, high: int) -> tuple[str, str | None] | None:
     """The score (and its denominator) a prose answer gives, as written: judges reason or
     quote the rubric first and give their verdict last, so in each form the last one
@@ -179,7 +196,7 @@ def _prose_verdict(text: str, high: int) -> tuple[str, str | None] | None:
     for labelled in (True, False):
         found = [m for m in named if (m.group("label") is not None) is labelled]
         if found:
-            return found[-1].group(2), found[-1].group(3)
+            return found[-1].group("score"), found[-1].group("den") or _scale_top(found[-1])
     fractions = [m for m in _FRACTION.finditer(text) if _is(m.group(2), high)
                  and _given(text, m)]
     if fractions:
@@ -228,7 +245,14 @@ def parse_score(text: str, low: int, high: int) -> tuple[int, str]:
         f"got {_excerpt(text)!r}")
 
 
-_WINNERS = {"a": "a", "b": "b", "c": "tie", "tie": "tie", "neither": "tie", "equal": "tie"}
+_WINNERS = {"a": "a", "b": "b", "c": "tie", "tie": "tie", "draw": "tie", "neither": "tie",
+            "equal": "tie"}
+
+
+def _verdict_letter(text: str, match: re.Match[str]) -> bool:
+    """Whether a winner match names an answer: not the article in "the verdict is a
+    close call"."""
+    return not (match.group(1) == "a" and _ARTICLE.match(text, match.end(1)))
 
 
 def parse_winner(text: str) -> tuple[str, str]:
@@ -263,7 +287,8 @@ def parse_winner(text: str) -> tuple[str, str]:
     if brackets:
         return brackets.pop(), text.strip()
     for pattern in (_WINNER_TEXT, _NAMED):  # the verdict comes last, after the reasoning
-        matches = list(pattern.finditer(text))
+        matches = [m for m in pattern.finditer(text)
+                   if pattern is _NAMED or _verdict_letter(text, m)]
         if matches:
             return _WINNERS[matches[-1].group(1).lower()], text.strip()
     bare = text.strip().strip(".*\"'[]() ").lower()

@@ -13,17 +13,24 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = ["escape_help", "escape_label", "format_float", "histogram_samples", "labels_text",
-           "metric_family"]
+           "metric_family", "utf8_value"]
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def utf8_value(value: str) -> str:
+    """``value`` with each lone surrogate, which no UTF-8 text can hold, as U+FFFD: the
+    label value the exposition will show (the monitor keys its series by it, so that two
+    names shown alike are one series, not a duplicate Prometheus refuses)."""
+    return _SURROGATE.sub("\ufffd", value)
+
+
 def escape_label(value: str) -> str:
     """A label value escaped for the text format (a lone surrogate, which no UTF-8 text
     can hold, becomes U+FFFD: else the whole exposition could not be encoded)."""
-    value = _SURROGATE.sub("\ufffd", value)
+    value = utf8_value(value)
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 import threading
@@ -38,6 +39,8 @@ CREATE INDEX IF NOT EXISTS feedback_kind_ts ON feedback (kind, ts);
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: SQLite's largest LIMIT (a 64-bit integer); a larger one means "no limit" as well.
+_MAX_LIMIT = 2**63 - 1
 
 
 def _utf8(text: str) -> str:
@@ -96,7 +99,8 @@ class FeedbackStore:
             cursor = self._connection().execute(
                 "INSERT INTO feedback (ts, run_id, kind, value, text, metadata) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (ts, _utf8(feedback.run_id), _utf8(feedback.kind), feedback.value,
+                # float: the column is REAL; an int past 64 bits is no SQLite INTEGER.
+                (ts, _utf8(feedback.run_id), _utf8(feedback.kind), float(feedback.value),
                  _utf8(feedback.text),
                  # ensure_ascii: a lone surrogate stays a \udXXX escape (lossless).
                  json.dumps(feedback.metadata, ensure_ascii=True, sort_keys=True)))
@@ -120,7 +124,7 @@ class FeedbackStore:
         with self._lock:
             rows = self._connection().execute(
                 f"SELECT id, ts, run_id, kind, value, text, metadata FROM feedback{where} "
-                "ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+                "ORDER BY id LIMIT ?", (*params, min(limit, _MAX_LIMIT))).fetchall()
         return [FeedbackRow(id=r[0], ts=r[1], run_id=r[2], kind=r[3], value=r[4], text=r[5],
                             metadata=json.loads(r[6])) for r in rows]
 
@@ -130,10 +134,18 @@ class FeedbackStore:
 
         :param since: only signals recorded at or after this time (seconds since the epoch).
         :param limit: at most this many rows (1 or more).
-        :raises ValueError: on a limit below 1.
+        :raises ValueError: on a limit below 1, or a ``since`` that is not a number.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+        if since is not None:
+            if isinstance(since, bool) or not isinstance(since, int | float) \
+                    or (isinstance(since, float) and math.isnan(since)):
+                raise ValueError(f"since must be seconds since the epoch, got {since!r}")
+            try:
+                since = float(since)  # an int past 64 bits is no SQLite INTEGER
+            except OverflowError:  # past a float too: no bound
+                since = math.inf if since > 0 else -math.inf
         return await anyio.to_thread.run_sync(self._select, run_id, kind, since, limit)
 
     def _summarise(self) -> dict[str, dict[str, float]]:

@@ -22,7 +22,7 @@ from aieng_hookspecs.types import (
     TokenEvent,
 )
 
-from ._exposition import histogram_samples, metric_family
+from ._exposition import histogram_samples, metric_family, utf8_value
 from ._options import MonitorOptions
 from ._stats import Series
 
@@ -97,7 +97,7 @@ class Monitor:
             tally = self._tally(event)
             tally.first_token[event.component] = event.ttft_s
             if event.model:
-                tally.models[event.component] = event.model
+                tally.models[event.component] = utf8_value(event.model)
             if tally.ttft is None:
                 tally.ttft = event.ttft_s
         elif isinstance(event, ModelCall):
@@ -135,7 +135,9 @@ class Monitor:
 
     def _model_call(self, event: ModelCall) -> None:
         tally = self._tally(event)
-        model = str(event.parameters.get("model") or event.component)
+        # A client names the model: one with a lone surrogate is shown (and so counted
+        # and priced) as the exposition can hold it, with U+FFFD.
+        model = utf8_value(str(event.parameters.get("model") or event.component))
         key = (("pipeline", event.pipeline), ("model", model))
         usage = event.usage
         pieces = tally.pieces.pop(event.component, 0)

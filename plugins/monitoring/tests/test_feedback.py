@@ -79,3 +79,25 @@ def test_options_refuse_blank_path() -> None:
     """A blank path is refused with the option named."""
     with pytest.raises(ValueError, match="path"):
         FeedbackOptions(path=" ")
+
+
+async def test_large_values_and_bounds_are_stored_and_queried(tmp_path: Path) -> None:
+    """A finite value past SQLite's 64-bit integers (a Python int) is stored as the REAL
+    the column holds, not an OverflowError; a huge limit or ``since`` reads as "no
+    bound"; a NaN ``since`` is refused (it silently matched nothing)."""
+    store = FeedbackStore(FeedbackOptions(path=str(tmp_path / "f.sqlite3")))
+    await store.aieng_feedback_record(Feedback("r", "rating", 2**63))
+    await store.aieng_feedback_record(Feedback("r", "rating", -(10**30)))
+    await store.aieng_feedback_record(Feedback("r", "note", text="é" * 100_000,
+                                               metadata={"big": 2**80}))
+    rows = await store.query(limit=2**63)
+    assert [r.value for r in rows] == [float(2**63), -1e30, 0.0]
+    assert rows[2].text == "é" * 100_000 and rows[2].metadata == {"big": 2**80}
+    assert await store.query(since=2**64) == [] == await store.query(since=10**400)
+    assert len(await store.query(since=-(2**64))) == 3
+    with pytest.raises(ValueError, match="since"):
+        await store.query(since=float("nan"))
+    await store.aieng_pipeline_close()
+    reopened = FeedbackStore(FeedbackOptions(path=str(tmp_path / "f.sqlite3")))
+    assert (await reopened.summary())["rating"]["count"] == 2
+    await reopened.aieng_pipeline_close()
