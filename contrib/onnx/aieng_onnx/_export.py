@@ -24,6 +24,7 @@ from pathlib import Path
 import structlog
 from aieng_hookspecs import remove_abandoned as shared_remove_abandoned
 from aieng_hookspecs import scratch_path
+from aieng_transformers._digest import file_digest
 
 from ._quantize import (
     NBITS_BLOCK,
@@ -78,62 +79,6 @@ def _version(distribution: str) -> str:
         return "absent"
 
 
-def _file_digest(path: Path, memo: Path | None = None) -> str:
-    """The SHA-256 of ``path``'s bytes. With ``memo`` (a folder), a file of at least
-    :data:`_MEMO_MIN` bytes is hashed once per version: the digest is kept under a name
-    made of the file's path, device, inode, size, mtime and ctime (any rewrite changes
-    the ctime), so loading a multi-GB model again does not read it all again (~1 s/GB).
-    A file changed while it was hashed, or within the last :data:`_MEMO_SETTLE_S`
-    seconds (it may still be written in the same timestamp tick), is not memoized."""
-    entry = None
-    if memo is not None:
-        before = path.stat()
-        if before.st_size >= _MEMO_MIN:
-            entry = memo / hashlib.sha256(_stat_line(path, before).encode()).hexdigest()
-            try:
-                kept = entry.read_text(encoding="ascii")
-            except (OSError, UnicodeDecodeError):
-                kept = ""
-            if len(kept) == 64 and all(c in "0123456789abcdef" for c in kept):
-                return kept
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    hexdigest = digest.hexdigest()
-    if entry is not None:
-        after = path.stat()
-        settled = time.time_ns() - after.st_mtime_ns > _MEMO_SETTLE_S * 1_000_000_000
-        if settled and _stat_line(path, after) == _stat_line(path, before):
-            _keep_digest(entry, hexdigest)
-    return hexdigest
-
-
-#: Files smaller than this are hashed every time (cheaper than the memo's file).
-_MEMO_MIN = 1 << 20
-_MEMO_SETTLE_S = 2
-
-
-def _stat_line(path: Path, stat: os.stat_result) -> str:
-    return (f"{path.resolve()}\0{stat.st_dev}\0{stat.st_ino}\0{stat.st_size}"
-            f"\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}")
-
-
-def _keep_digest(entry: Path, hexdigest: str) -> None:
-    """Writes the memo entry whole (scratch name, then rename); a memo that cannot be
-    written costs the next load a full hash, nothing else."""
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        scratch = scratch_name(entry.parent, "digest")
-        try:
-            scratch.write_text(hexdigest, encoding="ascii")
-            os.replace(scratch, entry)
-        finally:
-            scratch.unlink(missing_ok=True)
-    except OSError as exc:
-        log.debug("onnx.digest_not_kept", path=str(entry), error=str(exc))
-
-
 #: The export of an encoder (last hidden states) and of a causal LM with its KV cache.
 ENCODER_TASK = "feature-extraction"
 CAUSAL_TASK = "text-generation-with-past"
@@ -145,8 +90,8 @@ def export_key(folder: Path, opset: int, task: str = ENCODER_TASK, *,
     folder's top-level files (config, weights, tokenizer), the exporter's versions, the
     opset and the task (the encoder's key is unchanged by the task's addition). With
     ``memo``, large files' digests are kept there per file version (see
-    :func:`_file_digest`)."""
-    files = {p.name: _file_digest(p, memo) for p in sorted(folder.iterdir()) if p.is_file()}
+    :func:`aieng_transformers._digest.file_digest`)."""
+    files = {p.name: file_digest(p, memo) for p in sorted(folder.iterdir()) if p.is_file()}
     parts: dict[str, object] = {
         "files": files, "opset": opset, "optimum-onnx": _version("optimum-onnx"),
              "optimum": _version("optimum"), "torch": _version("torch"),
