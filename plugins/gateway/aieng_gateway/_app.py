@@ -43,6 +43,7 @@ from ._protocol import (
     chat_response,
     logprob_content,
     parse_chat,
+    parse_dimensions,
     parse_embeddings,
     parse_feedback,
     prompt_chars,
@@ -456,7 +457,9 @@ class Gateway:
         return result
 
     async def _embeddings(self, http: HTTPRequest, call: _Call) -> Response:
-        texts, asked, encoding = parse_embeddings(await self._json(http))
+        body = await self._json(http)
+        texts, asked, encoding = parse_embeddings(body)
+        dimensions = parse_dimensions(body)
         call.prompt_chars = sum(len(t) for t in texts)
         tokens = max(1, math.ceil(call.prompt_chars / 4))
         self._admit(call, tokens, param="input")
@@ -481,6 +484,12 @@ class Gateway:
         if len(vectors) != len(texts):
             raise ApiError(502, f"the embedder {found[1]!r} returned {len(vectors)} vectors "
                                 f"for {len(texts)} texts", kind="upstream_error")
+        size = len(vectors[0])  # vectors may be an array: no truth test on it
+        if dimensions is not None and size != dimensions:
+            # Cutting a vector short is right for some models only: never silently.
+            raise ApiError(422, f"dimensions: the embedder {found[1]!r} gives {size}-dimension "
+                                f"vectors, not {dimensions} (send {size}, or none)",
+                           param="dimensions", code="unsupported_value")
         try:
             data = [{"object": "embedding", "index": i, "embedding": _vector(v, encoding)}
                     for i, v in enumerate(vectors)]

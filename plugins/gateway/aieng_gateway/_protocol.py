@@ -11,7 +11,8 @@ from typing import Any
 from aieng_hookspecs.types import Completion, Message, Request, ToolCall, ToolSpec, Usage
 
 __all__ = ["ApiError", "ChatCall", "chat_chunk", "chat_response", "logprob_content",
-           "parse_chat", "parse_embeddings", "parse_feedback", "prompt_chars"]
+           "parse_chat", "parse_dimensions", "parse_embeddings", "parse_feedback",
+           "prompt_chars"]
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 #: ``seed``'s range: a signed 64-bit integer, as OpenAI and the backends' samplers take it.
@@ -393,6 +394,14 @@ def parse_embeddings(body: Any) -> tuple[list[str], str | None, str]:
     if encoding not in ("float", "base64"):
         raise _bad("encoding_format", "must be \"float\" or \"base64\"")
     return value, model, encoding
+
+
+def parse_dimensions(body: Any) -> int | None:
+    """An embeddings body's ``dimensions`` (a positive integer), or ``None`` when unset.
+
+    :raises ApiError: 422 for anything else.
+    """
+    return _integer(_object(body), "dimensions", 1)
 
 
 def parse_feedback(body: Any) -> tuple[str, str, float, str, dict[str, Any]]:

@@ -212,6 +212,23 @@ def test_embeddings_as_base64(client: httpx.Client) -> None:
         assert refused.json()["error"]["param"] == "encoding_format"
 
 
+
+def test_embeddings_dimensions_are_honoured_or_refused(client: httpx.Client) -> None:
+    """``dimensions`` is never silently ignored: the embedder's own size (16 here) is
+    answered, another size is a 422 naming it (not 16 numbers for a 4-dimension index),
+    and a value that is not a positive integer is a 422 too."""
+    same = client.post("/v1/embeddings", json={"input": ["a", "b"], "dimensions": 16})
+    assert same.status_code == 200, same.text
+    assert [len(d["embedding"]) for d in same.json()["data"]] == [16, 16]
+    other = client.post("/v1/embeddings", json={"input": "a", "dimensions": 4})
+    assert other.status_code == 422, other.text
+    assert other.json()["error"]["param"] == "dimensions"
+    assert "16" in other.json()["error"]["message"]
+    for wrong in (0, -3, 2.5, "16", True):
+        refused = client.post("/v1/embeddings", json={"input": "a", "dimensions": wrong})
+        assert refused.status_code == 422, (wrong, refused.text)
+        assert refused.json()["error"]["param"] == "dimensions"
+
 def test_embeddings_for_the_pipelines_own_model(client: httpx.Client) -> None:
     """The pipeline's name, the first model /v1/models lists, embeds with its default
     embedder, as no model does (and as it generates in a chat)."""

@@ -14,7 +14,7 @@ import structlog
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Request, TokenLogprob, Usage
 
-from ._errors import OpenAIError, hint_for, scrub
+from ._errors import EXCERPT_CHARS, OpenAIError, hint_for, scrub
 from ._options import OpenAIOptions, _header_safe
 from ._payload import (
     FinishReason,
@@ -29,7 +29,7 @@ from ._payload import (
     vectors_from,
 )
 from ._retry import backoff, retry_after, retryable_status
-from ._sse import SSETooLarge, sse_data, sse_lines
+from ._sse import SSETooLarge, sse_data, sse_lines, utf8_text
 
 if TYPE_CHECKING:
     import httpx
@@ -223,13 +223,22 @@ class OpenAIBackend:
 
     def _decoded(self, response: httpx.Response, path: str) -> Any:
         try:
-            return response.json()
+            data = response.json()
         except ValueError:
             raise self._error(f"{path} answered with a body that is not JSON",
                               kind="protocol", status=response.status_code,
                               body=response.text, url=str(response.url),
                               hint="check base_url: it must be the OpenAI-compatible API "
                                    "root") from None
+        problem = data.get("error") if isinstance(data, Mapping) else None
+        if problem and "choices" not in data and "data" not in data:
+            # A proxy's error answered with 200: the server's message, not "unexpected".
+            said = problem.get("message") if isinstance(problem, Mapping) else problem
+            raise self._error(f"{path} answered HTTP {response.status_code} with an error"
+                              + (f": {str(said)[:200]}" if said else ""), kind="http",
+                              status=response.status_code, body=response.text,
+                              url=str(response.url), hint="read the body excerpt")
+        return data
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -308,8 +317,19 @@ class OpenAIBackend:
         # several tokens, or tokens without text): the next delta carries it, the last one
         # what is left, so the deltas' sum is the completion's. None: no token pending.
         spent: float | None = None
+        head: list[str] = []  # the answer's start: shown when it holds no event at all
+        events = 0
+
+        async def text_of(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+            async for piece in chunks:
+                if sum(map(len, head)) < EXCERPT_CHARS:
+                    head.append(piece)
+                yield piece
+
         try:
-            async for data in sse_data(sse_lines(response.aiter_text())):
+            # An event stream is UTF-8 whatever charset its Content-Type names (WHATWG).
+            async for data in sse_data(sse_lines(text_of(utf8_text(response.aiter_bytes())))):
+                events += 1
                 if data.strip() == "[DONE]":
                     break
                 chunk = self._chunk(data, url)
@@ -330,14 +350,19 @@ class OpenAIBackend:
                         calls.add(delta["tool_calls"])
                     if choice.get("finish_reason"):
                         finish = finish_reason(choice["finish_reason"])
-        except httpx.TimeoutException:
-            raise self._error("the stream stalled: no chunk within read_timeout",
-                              kind="timeout", url=url,
-                              hint="raise read_timeout, or check the server") from None
-        except httpx.TransportError as error:
-            raise self._error(f"the stream broke: {type(error).__name__}: {error}",
-                              kind="connection", url=url,
-                              hint="the server closed the connection mid-stream") from None
+        except httpx.TransportError as error:  # a timeout too
+            if finish is None:
+                if isinstance(error, httpx.TimeoutException):
+                    raise self._error("the stream stalled: no chunk within read_timeout",
+                                      kind="timeout", url=url,
+                                      hint="raise read_timeout, or check the server") from None
+                raise self._error(f"the stream broke: {type(error).__name__}: {error}",
+                                  kind="connection", url=url,
+                                  hint="the server closed the connection mid-stream") from None
+            # The finish reason is out, so the answer is whole: only what may follow it
+            # (the usage chunk, [DONE]) is lost.
+            log.warning("openai.stream_cut_after_finish", path="chat/completions",
+                        error_type=type(error).__name__, usage=usage is not None)
         except SSETooLarge as error:
             raise self._error(str(error), kind="protocol", url=url,
                               hint="the server is not sending server-sent events") from None
@@ -347,6 +372,13 @@ class OpenAIBackend:
                               hint="the server is not OpenAI-compatible here") from None
         finally:
             await response.aclose()
+        if finish is None and not events and head:  # a proxy's page where events were due
+            content_type = response.headers.get("content-type", "none")
+            raise self._error(f"the answer to a stream holds no server-sent events "
+                              f"(Content-Type: {content_type})", kind="protocol", url=url,
+                              body="".join(head),
+                              hint="check base_url: it must be the OpenAI-compatible API "
+                                   "root, not a proxy's or a web server's page")
         if finish is None:
             raise self._error("the stream ended before a finish_reason", kind="protocol",
                               url=url, hint="the server cut the stream short: check its logs")

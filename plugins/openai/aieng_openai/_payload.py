@@ -195,19 +195,43 @@ class StreamedCalls:
 
     def __init__(self) -> None:
         self._parts: dict[int, dict[str, str]] = {}
+        self._ids: dict[str, int] = {}  # the index of each id, for fragments without one
+        self._last: int | None = None  # the call the last fragment without an index went to
+
+    def _index(self, item: Mapping[str, Any], position: int) -> int:
+        """The index of a fragment. Without one (Ollama, Gemini; ``null`` from some
+        proxies) its id says which call it belongs to, a new id opening the next call, and a
+        fragment with no id either continues the call the last such fragment went to."""
+        index = item.get("index")
+        if index is not None:
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise ProtocolError(f"delta.tool_calls[{position}] has no integer index")
+            return index
+        call_id = item.get("id")
+        if isinstance(call_id, str) and call_id:
+            if call_id not in self._ids:
+                self._ids[call_id] = max(self._parts, default=-1) + 1
+            index = self._ids[call_id]
+        else:
+            index = position if self._last is None else self._last
+        self._last = index
+        return index
 
     def add(self, raw: object) -> None:
         """Take one chunk's ``delta.tool_calls``.
 
-        :raises ProtocolError: when it is not a list of objects with integer indexes.
+        :raises ProtocolError: when it is not a list of objects, or an index is not an
+            integer.
         """
         if not isinstance(raw, list):
             raise ProtocolError("delta.tool_calls is not a list")
         for position, item in enumerate(raw):
-            index = item.get("index", position) if isinstance(item, Mapping) else None
-            if not isinstance(index, int) or isinstance(index, bool):
-                raise ProtocolError(f"delta.tool_calls[{position}] has no integer index")
+            if not isinstance(item, Mapping):
+                raise ProtocolError(f"delta.tool_calls[{position}] is not an object")
+            index = self._index(item, position)
             part = self._parts.setdefault(index, {"id": "", "name": "", "arguments": ""})
+            if isinstance(item.get("id"), str) and item["id"]:
+                self._ids.setdefault(item["id"], index)
             if isinstance(item.get("id"), str) and not part["id"]:
                 part["id"] = item["id"]
             function = item.get("function")

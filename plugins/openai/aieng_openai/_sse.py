@@ -11,10 +11,11 @@ breaks ``str.splitlines`` knows (U+2028, U+0085...), which JSON strings may hold
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 
-__all__ = ["MAX_EVENT_CHARS", "sse_data", "sse_lines"]
+__all__ = ["MAX_EVENT_CHARS", "sse_data", "sse_lines", "utf8_text"]
 
 #: The largest event accepted: a server that never ends an event must not eat the memory.
 MAX_EVENT_CHARS = 8 * 1024 * 1024
@@ -26,6 +27,20 @@ class SSETooLarge(ValueError):
 
 #: An event stream's line endings (WHATWG: CRLF, LF or CR), and nothing else.
 _BREAK = re.compile(r"\r\n|\r|\n")
+
+
+async def utf8_text(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
+    """The text of a stream of bytes decoded as UTF-8, as an event stream always is
+    (WHATWG), whatever ``charset`` its Content-Type names; a character cut between two
+    chunks comes whole, bytes that are not UTF-8 become U+FFFD."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    async for chunk in chunks:
+        text = decoder.decode(chunk)
+        if text:
+            yield text
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail
 
 
 async def sse_lines(chunks: AsyncIterable[str]) -> AsyncIterator[str]:
