@@ -263,6 +263,27 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
+#: Fields the gateway cannot honour: ignoring them would answer another question than the
+#: one asked (a function never called, a bias never applied). Their neutral values pass.
+_UNSUPPORTED = {
+    "functions": "the legacy functions API is not supported: send them as tools "
+                 '([{"type": "function", "function": {...}}])',
+    "function_call": "the legacy functions API is not supported: use tool_choice",
+    "logit_bias": "not supported by the gateway's backends",
+    "presence_penalty": "not supported by the gateway's backends (only 0)",
+    "frequency_penalty": "not supported by the gateway's backends (only 0)",
+}
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    for name, why in _UNSUPPORTED.items():
+        value = body.get(name)
+        if value is None or value == {} or (name.endswith("_penalty") and value == 0
+                                           and not isinstance(value, bool)):
+            continue  # absent, null or neutral: what SDKs send by default
+        raise _bad(name, why)
+
+
 def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
     """Check a chat body and build the request.
 
@@ -289,6 +310,7 @@ def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
     n = _integer(body, "n", 1)
     if n not in (None, 1):
         raise _bad("n", "only n = 1 is supported")
+    _refuse_unsupported(body)
     stream = body.get("stream", False)
     if stream is None:
         stream = False

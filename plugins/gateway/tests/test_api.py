@@ -134,6 +134,29 @@ def test_bad_tool_fields_are_422(client: httpx.Client, extra: dict[str, Any],
     assert response.json()["error"]["param"] == param
 
 
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"functions": [WEATHER["function"]]}, "functions"),
+    ({"function_call": "auto"}, "function_call"),
+    ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"frequency_penalty": -1}, "frequency_penalty"),
+    ({"frequency_penalty": True}, "frequency_penalty"),
+])
+def test_fields_the_gateway_cannot_honour_are_422(client: httpx.Client, extra: dict[str, Any],
+                                                  param: str) -> None:
+    """The legacy functions API, a logit bias and penalties were dropped silently: the
+    client got an answer to another question (no function ever called, no bias applied).
+    They are refused, naming the field; their neutral values (what SDKs send by default)
+    still pass."""
+    response = client.post("/v1/chat/completions", json=_chat("x", **extra))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == param
+    neutral = {"presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": {},
+               "functions": None, "function_call": None}
+    assert client.post("/v1/chat/completions",
+                       json=_chat("x", **neutral)).status_code == 200
+
+
 def test_streaming_sse_format(client: httpx.Client) -> None:
     """A stream is chat.completion.chunk events, a finish chunk, the usage chunk it asked
     for, [DONE]."""
