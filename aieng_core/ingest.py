@@ -81,16 +81,44 @@ def iter_documents(*paths: str | Path,
 def iter_files(*paths: str | Path,
                readers: Mapping[str, Reader] | None = None
                ) -> Iterator[tuple[Path, list[Document]]]:
-    """Each file read, with its documents, lazily per file (see :func:`iter_documents`)."""
+    """Each file read, with its documents, lazily per file (see :func:`iter_documents`).
+
+    A file reached twice by one path (named, and in a named folder) is read once.
+
+    :raises ValueError: also for a document id read from two files (indexed, the second
+        document would replace the first without a word).
+    """
     table = BUILTIN_READERS if readers is None else readers
+    done: set[Path] = set()
+    owners: dict[str, Path] = {}  # document id -> the file it was read from
+
+    def checked(file: Path, documents: list[Document]) -> tuple[Path, list[Document]]:
+        for document in documents:
+            other = owners.setdefault(document.id, file)
+            if other != file:
+                raise ValueError(f"{file}: document id {document.id!r} was also read from "
+                                 f"{other} (a BEIR collection's folder holds queries.jsonl "
+                                 "too: name its corpus.jsonl)")
+        return file, documents
+
     for path in map(Path, paths):
         if path.is_dir():
             root = path.resolve()
             for file in sorted(path.rglob("*")):
-                if file.suffix.lower() in table and _readable(file, root):
-                    yield file, list(table[file.suffix.lower()](file))
-        else:
-            yield path, read_documents(path, readers=table)
+                if (file.suffix.lower() in table and _readable(file, root)
+                        and _first(file, done)):
+                    yield checked(file, list(table[file.suffix.lower()](file)))
+        elif not path.exists() or _first(path, done):
+            yield checked(path, read_documents(path, readers=table))
+
+
+def _first(file: Path, done: set[Path]) -> bool:
+    """Whether ``file`` is met for the first time (``done`` remembers it). Its path, not
+    its target: a link is read as a file of its own, its documents named by its path."""
+    if file in done:
+        return False
+    done.add(file)
+    return True
 
 
 def _readable(file: Path, root: Path) -> bool:
@@ -139,16 +167,21 @@ def read_documents(path: Path, *,
 
 def _jsonl(path: Path, text: str) -> list[Document]:
     docs = []
+    lines: dict[str, int] = {}  # id -> the line that gave it
     for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            docs.append(Document(id=_scalar(row["_id"], "_id", null=False),
-                                 text=_scalar(row.get("text"), "text"),
-                                 title=_scalar(row.get("title"), "title")))
+            doc = Document(id=_scalar(row["_id"], "_id", null=False),
+                           text=_scalar(row.get("text"), "text"),
+                           title=_scalar(row.get("title"), "title"))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}:{number}: not a BEIR corpus row ({exc})") from None
+        first = lines.setdefault(doc.id, number)
+        if first != number:  # indexed, the second would replace the first without a word
+            raise ValueError(f"{path}:{number}: duplicate _id {doc.id!r} (line {first})")
+        docs.append(doc)
     return docs
 
 

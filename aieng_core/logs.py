@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TextIO
 
@@ -19,7 +20,8 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
     :raises ValueError: for an unknown level name.
     :param stream: where to write (stderr by default).
     :param json: force JSON (``True``) or console (``False``) output; by default JSON unless
-        the stream is a terminal.
+        the stream is a terminal. Console lines are coloured unless ``$NO_COLOR`` is set
+        to a non-empty value.
     :param default: the set-up the kernel gives a program that configured nothing: the
         level is filtered by a processor rather than by the bound logger, so that
         ``structlog.testing.capture_logs`` (which replaces the processors) still sees
@@ -33,7 +35,9 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
     if json is None:
         json = not stream.isatty()
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer() if json
+        # NO_COLOR (https://no-color.org): any value but "" turns colours off.
+        else structlog.dev.ConsoleRenderer(colors=not os.environ.get("NO_COLOR"))
     )
     def below(logger: object, method: str, event: structlog.typing.EventDict
               ) -> structlog.typing.EventDict:

@@ -214,3 +214,22 @@ def test_ask_prints_the_answer_as_it_is(tmp_path: Path) -> None:
     code, out, err = invoke("ask", str(pipeline), "key smile intact")
     assert code == 0, err
     assert out.splitlines()[0] == f"{sentence} [1]"
+
+
+def test_bench_retrieval_with_no_judged_query_is_an_error(tmp_path: Path) -> None:
+    """qrels whose query ids match no query (another split's, "q1" against "1") scored
+    every metric 0 over 0 queries with exit code 0: it is an error naming the files."""
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(PIPELINE)
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text('{"_id": "d1", "text": "alpha beta"}\n')
+    (data / "queries.jsonl").write_text('{"_id": "1", "text": "alpha"}\n')
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    code, out, err = invoke("bench", "retrieval", str(pipeline), str(data), "--json")
+    assert code == 1 and out == ""
+    assert "no query in" in err and "queries.jsonl" in err and "test.tsv" in err
+    (data / "qrels" / "test.tsv").write_text("1\td1\t1\n")
+    code, out, err = invoke("bench", "retrieval", str(pipeline), str(data), "--json")
+    assert code == 0, err
+    assert json.loads(out)["queries"] == 1 and json.loads(out)["ndcg@10"] == 1.0

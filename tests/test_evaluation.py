@@ -114,3 +114,103 @@ def test_null_fields_read_as_empty_and_bad_ids_name_the_line(tmp_path: Path) -> 
                                             encoding="utf-8")
     with pytest.raises(ValueError, match=r"queries.jsonl:1: _id must be a string"):
         load_beir(tmp_path)
+
+
+_DOC_IDS = st.sampled_from([f"d{i}" for i in range(12)])
+
+
+@given(qrels=st.dictionaries(_DOC_IDS, st.integers(-1, 4), min_size=1),
+       ranked=st.lists(_DOC_IDS, min_size=1, unique=True), k=st.integers(1, 15))
+def test_metrics_agree_with_pytrec_eval(qrels: dict[str, int], ranked: list[str],
+                                        k: int) -> None:
+    """nDCG@k, Recall@k and MRR@k equal trec_eval's ``ndcg_cut``, ``recall`` and
+    ``recip_rank`` (of the top k) for graded judgements, zero and negative grades included."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+
+    def evaluate(measures: set[str], ids: list[str]) -> dict[str, float]:
+        # Strictly decreasing scores: trec_eval ranks by score, so the order is ours.
+        run = {"q": {doc: float(len(ids) - i) for i, doc in enumerate(ids)}}
+        return pytrec_eval.RelevanceEvaluator({"q": qrels}, measures).evaluate(run)["q"]
+
+    theirs = evaluate({f"ndcg_cut.{k}", f"recall.{k}"}, ranked)
+    assert ndcg_at_k(ranked, qrels, k) == pytest.approx(theirs[f"ndcg_cut_{k}"], abs=1e-12)
+    assert recall_at_k(ranked, qrels, k) == pytest.approx(theirs[f"recall_{k}"], abs=1e-12)
+    top = evaluate({"recip_rank"}, ranked[:k])
+    assert mrr_at_k(ranked, qrels, k) == pytest.approx(top["recip_rank"], abs=1e-12)
+
+
+@given(st.dictionaries(st.sampled_from(["q1", "q2", "q3"]),
+                       st.dictionaries(_DOC_IDS, st.integers(1, 3), min_size=1), min_size=1),
+       st.data())
+def test_score_runs_is_the_mean_pytrec_eval_reports(qrels: dict[str, dict[str, int]],
+                                                    data: st.DataObject) -> None:
+    """score_runs is the mean of trec_eval's per-query figures over the judged queries."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    runs = {q: data.draw(st.lists(_DOC_IDS, min_size=1, unique=True)) for q in qrels}
+    scored = {q: {d: float(len(ids) - i) for i, d in enumerate(ids)} for q, ids in runs.items()}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}
+                                               ).evaluate(scored)
+    scores = score_runs(runs, qrels)
+    assert scores.queries == len(qrels)
+    mean = math.fsum(r["ndcg_cut_10"] for r in per_query.values()) / len(qrels)
+    assert scores.ndcg_at_10 == pytest.approx(mean, abs=1e-12)
+    mean = math.fsum(r["recall_100"] for r in per_query.values()) / len(qrels)
+    assert scores.recall_at_100 == pytest.approx(mean, abs=1e-12)
+
+
+def _collection(root: Path, corpus: str, queries: str, qrels: str) -> Path:
+    (root / "qrels").mkdir(exist_ok=True)
+    (root / "corpus.jsonl").write_text(corpus, encoding="utf-8")
+    (root / "queries.jsonl").write_text(queries, encoding="utf-8")
+    (root / "qrels" / "test.tsv").write_text(qrels, encoding="utf-8")
+    return root
+
+
+def test_a_duplicate_id_names_both_lines(tmp_path: Path) -> None:
+    """A document or query id given twice fails naming the file and both lines: indexed,
+    the second document replaced the first (whose judgements then matched the wrong text),
+    and the second query's ranking replaced the first's, so the scores were silently wrong."""
+    doc = '{"_id": "d1", "text": "alpha"}\n'
+    query = '{"_id": "q1", "text": "alpha"}\n'
+    _collection(tmp_path, doc + '{"_id": "d2", "text": "b"}\n' + doc, query, "q1\td1\t1\n")
+    with pytest.raises(ValueError, match=r"corpus\.jsonl:3: duplicate _id 'd1' \(line 1\)"):
+        load_beir(tmp_path)
+    _collection(tmp_path, doc, query + "\n" + query, "q1\td1\t1\n")
+    with pytest.raises(ValueError, match=r"queries\.jsonl:3: duplicate _id 'q1' \(line 1\)"):
+        load_beir(tmp_path)
+
+
+def test_conflicting_judgements_name_both_lines(tmp_path: Path) -> None:
+    """The same query-document pair judged twice with different grades is an error (the
+    last one won, silently); the same grade twice is harmless and loads."""
+    _collection(tmp_path, '{"_id": "d1", "text": "alpha"}\n', '{"_id": "q1", "text": "a"}\n',
+                "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t1\n")
+    assert load_beir(tmp_path).qrels == {"q1": {"d1": 1}}
+    (tmp_path / "qrels" / "test.tsv").write_text("q1\td1\t2\nq1\td1\t0\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"test\.tsv:2: query 'q1', document 'd1' judged 0 "
+                                         r"here and 2 on line 1"):
+        load_beir(tmp_path)
+    (tmp_path / "qrels" / "test.tsv").write_text("q1\td1\t2\nq1\td2\thigh\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"test\.tsv:2: expected"):  # only line 1 is a header
+        load_beir(tmp_path)
+
+
+def test_judgements_naming_unknown_ids_are_logged(tmp_path: Path) -> None:
+    """qrels naming queries or documents the collection lacks load (BEIR collections ship
+    such rows) but are logged as a warning with counts and examples, not silently scored."""
+    import structlog.testing
+
+    _collection(tmp_path, '{"_id": "d1", "text": "alpha"}\n', '{"_id": "q1", "text": "a"}\n',
+                "q1\td1\t1\nq1\tgone\t1\nq9\td1\t1\n")
+    with structlog.testing.capture_logs() as logs:
+        collection = load_beir(tmp_path)
+    assert collection.qrels == {"q1": {"d1": 1, "gone": 1}, "q9": {"d1": 1}}
+    [event] = [e for e in logs if e["event"] == "beir.unknown_ids"]
+    assert event["log_level"] == "warning"
+    assert event["queries"] == 1 and event["query_examples"] == ["q9"]
+    assert event["documents"] == 1 and event["document_examples"] == ["gone"]
+    _collection(tmp_path, '{"_id": "d1", "text": "alpha"}\n', '{"_id": "q1", "text": "a"}\n',
+                "q1\td1\t1\n")
+    with structlog.testing.capture_logs() as logs:
+        load_beir(tmp_path)
+    assert not [e for e in logs if e["event"] == "beir.unknown_ids"]

@@ -150,3 +150,40 @@ def test_a_file_name_that_is_not_utf8_is_skipped_in_a_folder(tmp_path: Path) -> 
     assert read == {str(docs / "good.txt"): ["fine"]}
     with pytest.raises(ValueError, match="not valid UTF-8"):
         read_documents(Path(os.fsdecode(bad)))
+
+
+def test_a_corpus_id_given_twice_names_both_lines(tmp_path: Path) -> None:
+    """Two corpus rows with one ``_id`` would be indexed as one document (the second
+    replacing the first, silently): the reader refuses them, naming both lines."""
+    import pytest
+
+    from aieng_core.ingest import read_beir_corpus
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": "1", "text": "a"}\n{"_id": "2", "text": "b"}\n'
+                      '{"_id": 1, "text": "c"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"corpus\.jsonl:3: .*duplicate _id '1' \(line 1\)"):
+        read_beir_corpus(corpus)
+
+
+def test_an_id_read_from_two_files_names_both(tmp_path: Path) -> None:
+    """A BEIR collection's folder holds queries.jsonl beside corpus.jsonl, with ids ("1",
+    "2", ...) that are the corpus's too: indexed, query 1's text replaced document 1's
+    without a word. An id read from two files is refused, naming both; a file named twice
+    (in its folder and by name) is read once."""
+    import pytest
+
+    from aieng_core.ingest import iter_documents, iter_files
+
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_text('{"_id": "1", "text": "doc"}\n{"_id": "2", "text": "d"}\n',
+                                       encoding="utf-8")
+    (beir / "queries.jsonl").write_text('{"_id": "2", "text": "query"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"queries\.jsonl: document id '2' was also read from "
+                                         r".*corpus\.jsonl"):
+        list(iter_documents(beir))
+    (beir / "queries.jsonl").unlink()
+    (beir / "a.md").write_text("# A\ntext\n", encoding="utf-8")
+    files = [path.name for path, _ in iter_files(beir, beir / "a.md", f"{beir}/./corpus.jsonl")]
+    assert files == ["a.md", "corpus.jsonl"]

@@ -157,3 +157,19 @@ def test_the_default_set_up_leaves_every_level_to_capture_logs() -> None:
         assert [entry["event"] for entry in logs] == ["info.line"]
     finally:
         structlog.reset_defaults()
+
+
+@pytest.mark.parametrize(("no_color", "coloured"), [("1", False), ("", True)])
+def test_no_color_turns_the_console_colours_off(monkeypatch: pytest.MonkeyPatch,
+                                                no_color: str, coloured: bool) -> None:
+    """NO_COLOR set to anything but "" (https://no-color.org) gives a terminal plain log
+    lines, as rich's output already is; unset or empty, the console lines are coloured."""
+    monkeypatch.setenv("NO_COLOR", no_color)
+    stream = _Tty()
+    configure_logging(stream=stream, level="WARNING")
+    try:
+        structlog.get_logger("t").warning("loud.warning", x=1)
+    finally:
+        structlog.reset_defaults()
+    assert "loud.warning" in stream.getvalue()
+    assert ("\x1b[" in stream.getvalue()) is coloured

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from typing import Any
 
 import click
@@ -138,6 +139,31 @@ def main() -> None:
     except ValueError:  # the --log-level option reports the bad $AIENG_LOG_LEVEL
         configure_logging(level="WARNING")
     cli(prog_name="aieng")
+
+
+def utf8_text(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A click callback refusing an argument that is not valid UTF-8: Python hands such
+    bytes on as lone surrogates, which ``--json`` would write out as invalid UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise click.BadParameter(f"not valid UTF-8 (character {exc.start}): is the "
+                                 "terminal's encoding UTF-8?") from None
+    return value
+
+
+def read_stdin() -> str:
+    r"""Standard input as UTF-8 text: a byte order mark dropped, line ends made ``\n``.
+
+    :raises click.BadParameter: for input that is not UTF-8.
+    """
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"standard input is not valid UTF-8 (byte {exc.start})",
+                                 param_hint="TEXT") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def kernel_of(ctx: click.Context) -> Kernel:

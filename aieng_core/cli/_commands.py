@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import _present
-from ._app import cli, kernel_of
+from ._app import cli, kernel_of, read_stdin, utf8_text
 
 __all__ = ["hooks", "plugins", "run"]
 
@@ -42,12 +42,13 @@ def hooks(as_json: bool) -> None:
 
 @cli.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
-@click.argument("text")
+@click.argument("text", callback=utf8_text)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole RunResult as JSON.")
 @click.option("--explain", is_flag=True,
               help="Show each model call's rendered prompt and raw output, and stage timings.")
 @click.option("--stream/--no-stream", default=None,
-              help="Stream tokens as they arrive (default: on when stdout is a terminal).")
+              help="Stream tokens as they arrive (default: on when stdout is a terminal "
+                   "and --json is not given).")
 @click.option("--trace-hooks", is_flag=True, help="Record a hook.called event per impl call.")
 @click.pass_context
 def run(ctx: click.Context, pipeline: Path, text: str, as_json: bool, explain: bool,
@@ -56,7 +57,7 @@ def run(ctx: click.Context, pipeline: Path, text: str, as_json: bool, explain: b
     import anyio
 
     if text == "-":
-        text = sys.stdin.read()
+        text = read_stdin()
     kernel = kernel_of(ctx)
     if stream and as_json:
         raise click.UsageError("--stream and --json cannot be combined: tokens would be "

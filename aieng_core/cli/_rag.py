@@ -16,7 +16,7 @@ import click
 from aieng_hookspecs.types import Message, Request
 
 from . import _present
-from ._app import cli, kernel_of
+from ._app import cli, kernel_of, utf8_text
 
 __all__ = ["ask", "bench", "index"]
 
@@ -33,13 +33,16 @@ _RETRIEVAL_HOOKS = frozenset({
 @cli.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1),
+              help="Documents (or chunks) written to the indexes per call.")
 @click.pass_context
 def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_size: int) -> None:
-    """Index files, folders (.md, .txt) and BEIR corpus.jsonl files into PIPELINE's indexes.
+    """Index files, folders (.md, .txt, plugins' formats) and BEIR corpus.jsonl files into
+    PIPELINE's indexes.
 
     Indexing a file again replaces what it held: the sections a markdown file no longer
-    has are deleted from the indexes. A file deleted from a folder stays indexed.
+    has are deleted from the indexes. A file deleted from a folder stays indexed. A
+    document id read from two files is an error (name a BEIR folder's corpus.jsonl).
     """
     import anyio
 
@@ -108,7 +111,7 @@ def _timings(result: Any) -> dict[str, Any]:
 
 @cli.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
-@click.argument("question")
+@click.argument("question", callback=utf8_text)
 @click.option("--json", "as_json", is_flag=True,
               help="Print answer, citations, hits (ids, scores) and timings (TTFT and TPOT "
                    "too: the answer is streamed unseen unless --no-stream) as JSON.")
@@ -199,6 +202,13 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
     except (OSError, ValueError) as exc:  # a missing file, a malformed row: named in exc
         raise click.ClickException(str(exc)) from None
     queries = collection.queries[:limit] if limit else collection.queries
+    judged = {q.id: collection.qrels[q.id] for q in queries if q.id in collection.qrels}
+    if not any(grade > 0 for grades in judged.values() for grade in grades.values()):
+        # Every metric would be 0 over 0 queries: another split's qrels, other query ids.
+        first = f" (the first {limit})" if limit else ""
+        raise click.ClickException(
+            f"no query in {data_dir / 'queries.jsonl'}{first} has a relevant document "
+            f"in {data_dir / 'qrels' / 'test.tsv'}: nothing to score")
     config = PipelineConfig.load(pipeline, kernel.registry)
 
     async def go(workdir: str) -> tuple[dict[str, list[str]], float, float]:
@@ -249,7 +259,6 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
 
     with tempfile.TemporaryDirectory(prefix="aieng-bench-") as workdir:
         runs, querying, indexing = anyio.run(go, workdir)
-    judged = {q.id: collection.qrels[q.id] for q in queries if q.id in collection.qrels}
     scores = score_runs(runs, judged)
     data = {**scores.to_json(), "queries_per_s": len(queries) / querying if querying else 0.0,
             "documents": len(collection.documents),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import attrs
+import structlog
 
 from aieng_hookspecs.types import Document, Query
 
@@ -16,7 +17,11 @@ from ..ingest import _scalar
 
 __all__ = ["BeirCollection", "load_beir"]
 
-_Row = TypeVar("_Row")
+_Row = TypeVar("_Row", Document, Query)
+
+log = structlog.get_logger(__name__)
+#: How many unknown ids the ``beir.unknown_ids`` warning names.
+_EXAMPLES = 5
 
 
 @attrs.frozen
@@ -30,6 +35,7 @@ class BeirCollection:
 
 def _rows(path: Path, build: Callable[[dict[str, object]], _Row]) -> list[_Row]:
     rows = []
+    lines: dict[str, int] = {}  # id -> the line that gave it
     # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row.
     with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
@@ -42,9 +48,15 @@ def _rows(path: Path, build: Callable[[dict[str, object]], _Row]) -> list[_Row]:
             if not isinstance(row, dict) or "_id" not in row:
                 raise ValueError(f"{path}:{number}: a row needs an '_id'")
             try:
-                rows.append(build(row))
+                built = build(row)
             except (TypeError, ValueError) as exc:  # a null id, an empty one, a table
                 raise ValueError(f"{path}:{number}: {exc}") from None
+            # A second row with an id would replace the first in an index (or its query's
+            # ranking): the scores would be wrong without a word.
+            first = lines.setdefault(built.id, number)
+            if first != number:
+                raise ValueError(f"{path}:{number}: duplicate _id {built.id!r} (line {first})")
+            rows.append(built)
     return rows
 
 
@@ -73,6 +85,7 @@ def load_beir(directory: str | Path, *, split: str = "test") -> BeirCollection:
     documents = tuple(_rows(paths[0], _document))
     queries = tuple(_rows(paths[1], _query))
     qrels: dict[str, dict[str, int]] = {}
+    judged: dict[tuple[str, str], int] = {}  # (query id, document id) -> its line
     with paths[2].open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
         first = True
@@ -86,5 +99,25 @@ def load_beir(directory: str | Path, *, split: str = "test") -> BeirCollection:
             if len(row) < 3 or not row[2].strip().lstrip("-").isdigit():
                 raise ValueError(f"{paths[2]}:{number}: expected query-id, corpus-id and an "
                                  f"integer score, got {row!r}"[:300])
-            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+            grades = qrels.setdefault(row[0], {})
+            grade, line = int(row[2]), judged.setdefault((row[0], row[1]), number)
+            if line != number and grades[row[1]] != grade:  # the same row twice is harmless
+                raise ValueError(f"{paths[2]}:{number}: query {row[0]!r}, document {row[1]!r} "
+                                 f"judged {grade} here and {grades[row[1]]} on line {line}")
+            grades[row[1]] = grade
+    _warn_unknown(paths[2], qrels, {q.id for q in queries}, {d.id for d in documents})
     return BeirCollection(documents, queries, qrels)
+
+
+def _warn_unknown(path: Path, qrels: dict[str, dict[str, int]], queries: set[str],
+                  documents: set[str]) -> None:
+    """Log judgements of queries or documents the collection lacks (a query's unknown
+    relevant document can never be retrieved, so it lowers the query's recall)."""
+    lost_queries = [q for q in qrels if q not in queries]
+    lost_documents = list(dict.fromkeys(d for grades in qrels.values() for d in grades
+                                        if d not in documents))
+    if lost_queries or lost_documents:
+        log.warning("beir.unknown_ids", path=str(path),
+                    queries=len(lost_queries), query_examples=lost_queries[:_EXAMPLES],
+                    documents=len(lost_documents),
+                    document_examples=lost_documents[:_EXAMPLES])
