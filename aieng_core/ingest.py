@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -17,12 +18,16 @@ Reader = Callable[[Path], Iterable[Document]]
 log = structlog.get_logger(__name__)
 
 
+class NotText(ValueError):
+    """A file's bytes are not UTF-8 text (a binary file under a text suffix)."""
+
+
 def _decode(path: Path) -> str:
     r"""The file's text: UTF-8, a leading byte order mark dropped, line ends made ``\n``."""
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+        raise NotText(f"{path} is not UTF-8 text (byte {exc.start})") from None
 
 
 def _lines(text: str) -> list[str]:
@@ -63,10 +68,13 @@ def iter_documents(*paths: str | Path,
     """Documents from files and folders, lazily per file.
 
     A folder is walked in sorted order and files with no reader are skipped; a file given
-    by name must have a reader. The walk stays in the folder: it does not enter linked
-    folders, and skips (with a warning) a link to a file outside the folder, anything but
-    a regular file (a FIFO, a device) and a file whose name is not valid UTF-8 (its
-    documents' ids could not be stored).
+    by name must have a reader. The walk leaves out hidden files and folders (names
+    starting with ``.``: ``.git``, ``.venv``) and stays in the folder: it does not enter
+    linked folders, and skips (with a warning) a link to a file outside the folder,
+    anything but a regular file (a FIFO, a device), a file whose name is not valid UTF-8
+    (its documents' ids could not be stored) and a file whose content is not UTF-8 text
+    (a binary file under a text suffix). A file named by its path is read whatever its
+    name, and its content must be text.
 
     :param readers: suffix -> reader (the kernel's registry's readers; built-ins by default).
     :raises FileNotFoundError: for a path that does not exist.
@@ -104,12 +112,28 @@ def iter_files(*paths: str | Path,
     for path in map(Path, paths):
         if path.is_dir():
             root = path.resolve()
-            for file in sorted(path.rglob("*")):
+            for file in _walk(path):
                 if (file.suffix.lower() in table and _readable(file, root)
                         and _first(file, done)):
-                    yield checked(file, list(table[file.suffix.lower()](file)))
+                    try:
+                        documents = list(table[file.suffix.lower()](file))
+                    except NotText as exc:
+                        log.warning("ingest.skipped", path=str(file), reason=str(exc))
+                        continue
+                    yield checked(file, documents)
         elif not path.exists() or _first(path, done):
             yield checked(path, read_documents(path, readers=table))
+
+
+def _walk(folder: Path) -> list[Path]:
+    """The entries under ``folder``, sorted, hidden ones (and what hidden folders hold)
+    left out unread; linked folders are listed, not entered."""
+    found: list[Path] = []
+    for top, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        base = Path(top)
+        found += [base / name for name in (*folders, *files) if not name.startswith(".")]
+    return sorted(found)
 
 
 def _first(file: Path, done: set[Path]) -> bool:

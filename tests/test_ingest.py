@@ -152,6 +152,32 @@ def test_a_file_name_that_is_not_utf8_is_skipped_in_a_folder(tmp_path: Path) -> 
         read_documents(Path(os.fsdecode(bad)))
 
 
+def test_a_folder_walk_leaves_hidden_entries_and_binary_files_out(tmp_path: Path) -> None:
+    """`aieng index p.toml .` in a project read .git's and .venv's files too (every
+    package's LICENSE.txt), and one binary file under a text suffix stopped the whole
+    walk: hidden folders are not entered, hidden files not read, a file that is not UTF-8
+    text is skipped with a warning. Named by its path, each is still read (or refused)."""
+    import pytest
+
+    from aieng_core.ingest import iter_files, read_documents
+
+    docs = tmp_path / "project"
+    (docs / ".venv" / "lib").mkdir(parents=True)
+    (docs / ".venv" / "lib" / "LICENSE.txt").write_text("MIT", encoding="utf-8")
+    (docs / ".notes.md").write_text("# Private\n\nhidden", encoding="utf-8")
+    (docs / "guide.md").write_text("# Guide\n\nread me", encoding="utf-8")
+    (docs / "blob.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with structlog.testing.capture_logs() as logs:
+        read = {path.name: [d.text for d in found] for path, found in iter_files(docs)}
+    assert read == {"guide.md": ["read me"]}
+    skipped = [e for e in logs if e["event"] == "ingest.skipped"]
+    assert [Path(e["path"]).name for e in skipped] == ["blob.txt"]
+    assert "not UTF-8 text" in skipped[0]["reason"]
+    assert [d.text for d in read_documents(docs / ".notes.md")] == ["hidden"]
+    with pytest.raises(ValueError, match="not UTF-8 text"):
+        read_documents(docs / "blob.txt")
+
+
 def test_a_corpus_id_given_twice_names_both_lines(tmp_path: Path) -> None:
     """Two corpus rows with one ``_id`` would be indexed as one document (the second
     replacing the first, silently): the reader refuses them, naming both lines."""
