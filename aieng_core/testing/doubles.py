@@ -125,7 +125,9 @@ class HashEmbedder:
         """The embedding of one text."""
         vector = [0.0] * self.dimensions
         for word in text.lower().split():
-            digest = hashlib.blake2b(word.encode("utf-8"), digest_size=4).digest()
+            # surrogatepass: a lone surrogate (JSON's "\ud800") is a word too, not an error
+            digest = hashlib.blake2b(word.encode("utf-8", "surrogatepass"),
+                                     digest_size=4).digest()
             vector[int.from_bytes(digest, "big") % self.dimensions] += 1.0
         norm = math.sqrt(sum(x * x for x in vector))
         return [x / norm for x in vector] if norm else vector

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar
 
 import anyio
@@ -17,7 +17,15 @@ from aieng_hookspecs.types import Completion, Delta, Message, Request, Usage
 from ...kernel import Kernel
 from ...pipeline import Pipeline
 from .._kit import EventCapture
-from ._base import PROPERTY, STAGE, RoleSuite, collect_stream, implemented_hooks
+from ._base import (
+    PROPERTY,
+    STAGE,
+    RoleSuite,
+    check_valid,
+    collect_stream,
+    implemented_hooks,
+    left_unchanged,
+)
 
 __all__ = ["BackendSuite"]
 
@@ -39,6 +47,9 @@ class BackendSuite(RoleSuite):
     - ``deterministic = True``: greedy decoding (temperature 0, a seed) gives one text, so
       two generations agree and a stream concatenates to the generated text (with the
       generated usage, when its last delta reports one).
+
+    The request (and the list of texts to embed) is left as it was given; the i-th vector
+    is the i-th text's whatever the batch; a stream closed after its first delta closes.
 
     Fixtures it may override: ``generate_request`` (the request generations use) and
     ``embed_texts`` (the texts embedding uses). Tests of a hook the component does not
@@ -70,22 +81,36 @@ class BackendSuite(RoleSuite):
     # -- calling the hooks through the kernel -------------------------------------------
 
     async def generate(self, pipeline: Pipeline, request: Request) -> Any:
-        """``aieng_generate`` through the pipeline's dispatcher; ``None`` when not answered."""
-        found = await pipeline.dispatcher.first("aieng_generate", {"request": request},
-                                                stage=STAGE)
+        """``aieng_generate`` through the pipeline's dispatcher; ``None`` when not answered
+        (failing when the impl changes the request in place)."""
+        found = await left_unchanged(
+            pipeline.dispatcher.first("aieng_generate", {"request": request}, stage=STAGE),
+            "aieng_generate", request=request)
         return None if found is None else found[0]
 
     async def stream(self, pipeline: Pipeline, request: Request) -> list[Any] | None:
-        """``aieng_stream`` through the dispatcher, consumed; ``None`` when not streamed."""
-        found = await pipeline.dispatcher.first("aieng_stream", {"request": request},
-                                                stage=STAGE)
-        return None if found is None else await collect_stream(pipeline.dispatcher, found[0])
+        """``aieng_stream`` through the dispatcher, consumed; ``None`` when not streamed
+        (failing when the impl changes the request in place, streaming included)."""
+
+        async def consumed() -> list[Any] | None:
+            found = await pipeline.dispatcher.first("aieng_stream", {"request": request},
+                                                    stage=STAGE)
+            return None if found is None else await collect_stream(pipeline.dispatcher,
+                                                                   found[0])
+
+        result: list[Any] | None = await left_unchanged(consumed(), "aieng_stream",
+                                                        request=request)
+        return result
 
     async def embed(self, pipeline: Pipeline, texts: Sequence[str],
                     model: str | None = None) -> Any:
-        """``aieng_embed`` through the dispatcher; ``None`` when not answered."""
-        found = await pipeline.dispatcher.first(
-            "aieng_embed", {"texts": list(texts), "model": model}, stage=STAGE)
+        """``aieng_embed`` through the dispatcher; ``None`` when not answered (failing when
+        the impl changes the list of texts in place)."""
+        given = list(texts)
+        found = await left_unchanged(
+            pipeline.dispatcher.first("aieng_embed", {"texts": given, "model": model},
+                                      stage=STAGE),
+            "aieng_embed", texts=given)
         return None if found is None else found[0]
 
     # -- checks --------------------------------------------------------------------------
@@ -95,6 +120,7 @@ class BackendSuite(RoleSuite):
         assert completion is not None, "aieng_generate returned None for a request it serves"
         assert isinstance(completion, Completion), (
             f"aieng_generate returned {type(completion).__name__}, expected Completion")
+        check_valid(completion, "the completion")
         usage = completion.usage
         assert isinstance(usage, Usage), "Completion.usage is not a Usage"
         assert usage.prompt_tokens >= 0 and usage.completion_tokens >= 0
@@ -108,6 +134,7 @@ class BackendSuite(RoleSuite):
         for position, delta in enumerate(deltas):
             assert isinstance(delta, Delta), (
                 f"stream item {position} is {type(delta).__name__}, expected Delta")
+            check_valid(delta, f"delta {position}")
             assert delta.index == position, f"delta {position} has index {delta.index}"
         typed = [d for d in deltas if isinstance(d, Delta)]
         assert typed[-1].finish_reason is not None, "the last delta has no finish_reason"
@@ -254,6 +281,35 @@ class BackendSuite(RoleSuite):
         assert usage is None or usage == generated.usage, (
             f"the stream reports {usage}, the generation {generated.usage}")
 
+    async def test_stream_closes_early(
+        self, component: object, conformance_pipeline: Pipeline, generate_request: Request
+    ) -> None:
+        """A stream closed after its first delta (a client gone, a guard blocking) closes
+        without an error: an async generator that catches ``GeneratorExit`` and yields again
+        makes ``aclose`` raise, and the kernel's cleanup with it."""
+        self.skip_unless_implements(component, "aieng_stream")
+        found = await conformance_pipeline.dispatcher.first(
+            "aieng_stream", {"request": generate_request}, stage=STAGE)
+        assert found is not None, "aieng_stream returned None for a request it serves"
+        stream = found[0]
+        assert isinstance(stream, AsyncIterator), (
+            f"aieng_stream returned {type(stream).__name__}, expected an async iterator")
+        closer = getattr(stream, "aclose", None)
+        try:
+            with anyio.fail_after(60):
+                first = await anext(stream, None)
+        finally:
+            if closer is not None:
+                try:
+                    with anyio.fail_after(60):
+                        await closer()
+                except RuntimeError as exc:
+                    raise AssertionError(
+                        f"closing the stream after its first delta failed: {exc}; do not "
+                        "catch GeneratorExit (use try/finally for cleanup)") from None
+        assert first is None or isinstance(first, Delta), (
+            f"stream item 0 is {type(first).__name__}, expected Delta")
+
     # -- models --------------------------------------------------------------------------
 
     async def test_unknown_model_is_not_mine(
@@ -292,6 +348,30 @@ class BackendSuite(RoleSuite):
         assert len(next(iter(single))) == len(next(iter(vectors))), \
             "the dimension depends on the batch"
 
+    async def test_embed_vectors_follow_their_texts(
+        self, component: object, conformance_pipeline: Pipeline, embed_texts: list[str]
+    ) -> None:
+        """The i-th vector is the i-th text's, whatever the batch: each text embedded alone,
+        or in the batch reversed, gets the vector it got in the batch (a backend that sorts
+        texts by length to batch them must put the vectors back in order)."""
+        self.skip_unless_implements(component, "aieng_embed")
+        batch = await self.embed(conformance_pipeline, embed_texts)
+        self.check_vectors(batch, embed_texts)
+        rows = [list(map(float, row)) for row in batch]
+        reversed_texts = embed_texts[::-1]
+        backwards = await self.embed(conformance_pipeline, reversed_texts)
+        self.check_vectors(backwards, reversed_texts)
+        again = [list(map(float, row)) for row in backwards][::-1]
+        for index, text in enumerate(embed_texts):
+            alone = await self.embed(conformance_pipeline, [text])
+            self.check_vectors(alone, [text])
+            for other, how in ((list(map(float, next(iter(alone)))), "alone"),
+                               (again[index], "in the reversed batch")):
+                assert _alike(rows[index], other), (
+                    f"text {index} ({text!r:.40}) embedded {how} gets another vector than in "
+                    f"the batch (cosine {_cosine(rows[index], other):.3f}): the vectors do not "
+                    "follow the order of the texts")
+
     async def test_embed_empty_input(
         self, component: object, conformance_pipeline: Pipeline
     ) -> None:
@@ -315,3 +395,17 @@ class BackendSuite(RoleSuite):
                 await self.stream(conformance_pipeline, generate_request)
             if "aieng_embed" in hooks:
                 await self.embed(conformance_pipeline, embed_texts)
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    """The cosine of two vectors (1.0 for two zero vectors, 0.0 for one)."""
+    norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    if norms == 0.0:
+        return 1.0 if not any(a) and not any(b) else 0.0
+    return sum(x * y for x, y in zip(a, b)) / norms
+
+
+def _alike(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two embeddings of one text agree, up to the noise of batching (padding,
+    another kernel): a cosine of at least 0.99."""
+    return len(a) == len(b) and _cosine(a, b) >= 0.99

@@ -28,6 +28,7 @@ __all__ = [
     "STAGE",
     "SUBJECT",
     "RoleSuite",
+    "check_valid",
     "collect_stream",
     "implemented_hooks",
     "left_unchanged",
@@ -71,7 +72,8 @@ class RoleSuite:
     that it opens and closes without an error, and that it never blocks the event loop;
     the role's suite checks the role's contract through a pipeline of the kit's
     isolated kernel (``aieng_kernel``), calling the hooks through the pipeline's dispatcher
-    so that the component's raw answers are checked, not the kernel's normalized ones.
+    so that the component's raw answers are checked, not the kernel's normalized ones,
+    each boundary value among them against its own validators (:func:`check_valid`).
     """
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.anyio]
@@ -233,6 +235,36 @@ async def left_unchanged(awaitable: Awaitable[Any], hook: str, /, **arguments: o
             f"{hook} changed its argument in place: {_changed(before[name], value, name)}; "
             "build new values (attrs.evolve, dict(...)) instead of writing into those given")
     return result
+
+
+def check_valid(value: object, what: str) -> None:
+    """Fail unless ``value``, and every boundary value inside it, passes its own validators.
+
+    The constructors of the boundary types validate, but ``aieng_hookspecs.types.unchecked``
+    (and ``object.__setattr__``) build values without it: a hit with a NaN score or a
+    ``numpy.float32`` one, a rank of 0. Such a value passes ``isinstance`` and then breaks
+    whatever compares, sorts or serializes it further down the run.
+
+    :param value: what a hook returned (a boundary value, or a list or tuple of them).
+    :param what: how the failure message names it (``"hit 3"``).
+    """
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_valid(item, f"{what}[{index}]")
+        return
+    cls: Any = type(value)
+    if not attrs.has(cls):
+        return
+    try:
+        attrs.validate(value)  # type: ignore[arg-type]  # attrs.has(cls) holds
+    except (TypeError, ValueError) as exc:
+        raise AssertionError(
+            f"{what} is no valid {type(value).__name__}: {exc}; build boundary values with "
+            "their constructor (not unchecked()) from plain Python numbers") from None
+    for field in attrs.fields(cls):
+        inner = getattr(value, field.name)
+        if isinstance(inner, (list, tuple)) or attrs.has(type(inner)):
+            check_valid(inner, f"{what}.{field.name}")
 
 
 def optional_fixture(request: pytest.FixtureRequest, name: str) -> Any:

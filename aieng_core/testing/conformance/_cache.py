@@ -18,7 +18,7 @@ from ...pipeline import Pipeline
 from .. import strategies as aist
 from .._kit import EventCapture
 from ..doubles import ScriptedBackend
-from ._base import PROPERTY, STAGE, SUBJECT, RoleSuite
+from ._base import PROPERTY, STAGE, SUBJECT, RoleSuite, check_valid, left_unchanged
 
 __all__ = ["CacheSuite"]
 
@@ -41,7 +41,8 @@ class CacheSuite(RoleSuite):
     A stored request looks up to a completion of the same text, finish reason and tool calls
     with ``cached=True``; a request never stored misses (``None``); a request differing from
     a stored one in its model, messages or sampling parameters never gets that one's
-    answer; in a pipeline, a hit answers what the miss before it answered.
+    answer; in a pipeline, a hit answers what the miss before it answered. The request and
+    completion given are left as they were.
     """
 
     role = "cache"
@@ -49,16 +50,21 @@ class CacheSuite(RoleSuite):
     role_hooks = ("aieng_cache_lookup", "aieng_cache_store")
 
     async def lookup(self, pipeline: Pipeline, request: Request) -> Any:
-        """``aieng_cache_lookup`` through the dispatcher; ``None`` on a miss."""
-        found = await pipeline.dispatcher.first("aieng_cache_lookup", {"request": request},
-                                                stage=STAGE)
+        """``aieng_cache_lookup`` through the dispatcher; ``None`` on a miss (failing when
+        the impl changes the request in place)."""
+        found = await left_unchanged(
+            pipeline.dispatcher.first("aieng_cache_lookup", {"request": request}, stage=STAGE),
+            "aieng_cache_lookup", request=request)
         return None if found is None else found[0]
 
     async def store(self, pipeline: Pipeline, request: Request, completion: Completion) -> None:
-        """``aieng_cache_store`` through the dispatcher."""
-        await pipeline.dispatcher.gather("aieng_cache_store",
-                                         {"request": request, "completion": completion},
-                                         stage=STAGE)
+        """``aieng_cache_store`` through the dispatcher (failing when the impl changes the
+        request or the completion in place)."""
+        await left_unchanged(
+            pipeline.dispatcher.gather("aieng_cache_store",
+                                       {"request": request, "completion": completion},
+                                       stage=STAGE),
+            "aieng_cache_store", request=request, completion=completion)
 
     def check_hit(self, found: object, stored: Completion) -> Completion:
         """A completion equal in text, finish reason and tool calls to the stored one,
@@ -66,6 +72,7 @@ class CacheSuite(RoleSuite):
         assert found is not None, "a stored request missed"
         assert isinstance(found, Completion), (
             f"aieng_cache_lookup returned {type(found).__name__}, expected Completion")
+        check_valid(found, "the cached completion")
         assert found.cached is True, "a cache hit must carry cached=True"
         assert found.text == stored.text, "the hit's text differs from the stored completion's"
         assert found.finish_reason == stored.finish_reason, (

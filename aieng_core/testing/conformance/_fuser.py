@@ -15,7 +15,7 @@ from aieng_hookspecs.types import Document, Hit, Query
 from ...pipeline import Pipeline
 from .. import strategies as aist
 from .._kit import EventCapture
-from ._base import PROPERTY, STAGE, RoleSuite, left_unchanged, unique
+from ._base import PROPERTY, STAGE, RoleSuite, check_valid, left_unchanged, unique
 
 __all__ = ["FuserSuite"]
 
@@ -60,6 +60,7 @@ class FuserSuite(RoleSuite):
             f"aieng_fuse returned {type(fused).__name__}, expected a list of Hit")
         for position, hit in enumerate(fused, start=1):
             assert isinstance(hit, Hit), f"item {position} is {type(hit).__name__}, not Hit"
+            check_valid(hit, f"hit {position}")
             assert hit.rank == position, f"hit {position} has rank {hit.rank}"
         typed: list[Hit] = list(fused)
         ids = [h.document.id for h in typed]

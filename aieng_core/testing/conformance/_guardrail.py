@@ -14,7 +14,7 @@ from ...kernel import Kernel
 from ...pipeline import Pipeline
 from .._kit import EventCapture
 from ..doubles import ScriptedBackend
-from ._base import PROPERTY, STAGE, RoleSuite, implemented_hooks, left_unchanged
+from ._base import PROPERTY, STAGE, RoleSuite, check_valid, implemented_hooks, left_unchanged
 
 __all__ = ["GuardrailSuite"]
 
@@ -100,6 +100,7 @@ class GuardrailSuite(RoleSuite):
             return text
         assert isinstance(verdict, GuardVerdict), (
             f"the guard returned {type(verdict).__name__}, expected GuardVerdict")
+        check_valid(verdict, "the verdict")
         assert verdict.action in _ACTIONS, f"unknown action {verdict.action!r}"
         assert isinstance(verdict.text, str)
         for finding in verdict.findings:  # offsets point into the guarded text, not past it

@@ -15,7 +15,7 @@ from ...pipeline import Pipeline
 from .. import strategies as aist
 from .._kit import EventCapture
 from ..doubles import ScriptedBackend
-from ._base import PROPERTY, STAGE, RoleSuite, left_unchanged, unique
+from ._base import PROPERTY, STAGE, RoleSuite, check_valid, left_unchanged, unique
 
 __all__ = ["JudgeSuite"]
 
@@ -74,6 +74,7 @@ class JudgeSuite(RoleSuite):
         assert scores, "aieng_judge returned an empty list; return None when not applicable"
         for score in scores:
             assert isinstance(score, Score), f"{score!r} is not a Score"
+            check_valid(score, f"score {score.name!r}")
             assert score.name.strip(), "a score has no name"
             assert math.isfinite(score.value), f"score {score.name!r} is {score.value}"
         names = [score.name for score in scores]

@@ -12,7 +12,7 @@ from aieng_hookspecs.types import QuantizeResult
 
 from ...pipeline import Pipeline
 from .._kit import EventCapture
-from ._base import STAGE, RoleSuite, optional_fixture
+from ._base import STAGE, RoleSuite, check_valid, optional_fixture
 
 __all__ = ["QuantizerSuite"]
 
@@ -80,6 +80,7 @@ class QuantizerSuite(RoleSuite):
         assert result is not None, f"aieng_quantize returned None for scheme {scheme!r}"
         assert isinstance(result, QuantizeResult), (
             f"aieng_quantize returned {type(result).__name__}, expected QuantizeResult")
+        check_valid(result, "the quantize result")
         assert result.scheme == scheme, f"asked for {scheme!r}, got {result.scheme!r}"
         assert result.size_before > 0 and result.size_after > 0, (
             f"weights of {result.size_before} bytes before and {result.size_after} after: "

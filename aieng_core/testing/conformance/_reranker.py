@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from ...kernel import Kernel
 from ...pipeline import Pipeline
 from .. import strategies as aist
 from .._kit import EventCapture
-from ._base import PROPERTY, STAGE, RoleSuite, left_unchanged, unique
+from ._base import PROPERTY, STAGE, RoleSuite, check_valid, left_unchanged, unique
 from ._retriever import DEFAULT_CORPUS
 
 __all__ = ["RerankerSuite"]
@@ -62,6 +63,7 @@ class RerankerSuite(RoleSuite):
         assert len(reranked) <= k, f"{len(reranked)} hits for k={k}"
         for position, hit in enumerate(reranked, start=1):
             assert isinstance(hit, Hit), f"item {position} is {type(hit).__name__}, not Hit"
+            check_valid(hit, f"hit {position}")
             assert hit.rank == position, f"hit {position} has rank {hit.rank}"
         typed: list[Hit] = list(reranked)
         ids = [h.document.id for h in typed]
@@ -102,7 +104,7 @@ class RerankerSuite(RoleSuite):
         pipeline = self.compose(aieng_kernel, component, stages=["retrieve", "rerank"],
                                 stage={"retrieve": {"k": 6}, "rerank": {"k": 2}},
                                 others={"retriever": retriever})
-        await pipeline.index(DEFAULT_CORPUS)
+        await pipeline.index(copy.deepcopy(DEFAULT_CORPUS))
         result = await pipeline.run("weights model quantization inference ranked lists")
         assert result.status == "ok"
         self.check_reranked(list(result.hits), result.retrieved, 2)
@@ -112,7 +114,7 @@ class RerankerSuite(RoleSuite):
     ) -> None:
         """Reranking never stalls the event loop."""
         hits = [Hit(d, score=1.0 / (i + 1), rank=i + 1, source="memory")
-                for i, d in enumerate(DEFAULT_CORPUS)]
+                for i, d in enumerate(copy.deepcopy(DEFAULT_CORPUS))]
         queries = ["rank fusion", "weights", "Unicode cities", ""]
         extra = [Hit(Document(f"x{i}", f"filler passage {i}"), score=0.0, rank=len(hits) + i + 1)
                  for i in range(40)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,7 +17,16 @@ from aieng_hookspecs.types import Document, Hit, Query
 from ...kernel import Kernel
 from ...pipeline import Pipeline
 from .._kit import EventCapture
-from ._base import PROPERTY, STAGE, SUBJECT, RoleSuite, implemented_hooks, unique
+from ._base import (
+    PROPERTY,
+    STAGE,
+    SUBJECT,
+    RoleSuite,
+    check_valid,
+    implemented_hooks,
+    left_unchanged,
+    unique,
+)
 
 __all__ = ["DEFAULT_CORPUS", "TRICKY_QUERIES", "RetrieverSuite"]
 
@@ -62,6 +72,8 @@ class RetrieverSuite(RoleSuite):
 
     Before querying, the suite indexes ``corpus`` through ``Pipeline.index``
     (``aieng_index``); a retriever without ``aieng_index`` must already hold ``corpus``.
+    The documents indexed and the queries asked are left as they were given (a retriever
+    annotating a document stores a copy).
 
     Fixtures it may override: ``corpus`` (documents with unique ids; default
     :data:`DEFAULT_CORPUS`) and ``retrieve_k`` (the ``k`` of most queries; default 3).
@@ -75,8 +87,9 @@ class RetrieverSuite(RoleSuite):
 
     @pytest.fixture
     def corpus(self) -> list[Document]:
-        """The documents indexed before querying."""
-        return list(DEFAULT_CORPUS)
+        """The documents indexed before querying (copies: a retriever that writes into a
+        document's metadata fails a test, and must not change the next test's corpus)."""
+        return copy.deepcopy(list(DEFAULT_CORPUS))
 
     @pytest.fixture
     def retrieve_k(self) -> int:
@@ -91,25 +104,30 @@ class RetrieverSuite(RoleSuite):
         pipeline = self.compose(aieng_kernel, component, stages=["retrieve"],
                                 stage={"retrieve": {"k": retrieve_k}})
         if "aieng_index" in implemented_hooks(component):
-            await pipeline.index(corpus)
+            await left_unchanged(pipeline.index(corpus), "aieng_index", documents=corpus)
         return pipeline
 
     # -- calling the hooks through the kernel -------------------------------------------
 
     async def retrieve(self, pipeline: Pipeline, query: Query, k: int) -> Any:
-        """``aieng_retrieve`` of the component through the dispatcher (``None``: no part)."""
-        gathered = await pipeline.dispatcher.gather("aieng_retrieve",
-                                                    {"query": query, "k": k}, stage=STAGE)
+        """``aieng_retrieve`` of the component through the dispatcher (``None``: no part);
+        fails when the impl changes the query in place."""
+        gathered = await left_unchanged(
+            pipeline.dispatcher.gather("aieng_retrieve", {"query": query, "k": k},
+                                       stage=STAGE),
+            "aieng_retrieve", query=query)
         for value, plugin in gathered:
             if plugin == SUBJECT:
                 return value
         return None
 
     async def index(self, pipeline: Pipeline, documents: Sequence[Document]) -> Any:
-        """``aieng_index`` of the component through the dispatcher."""
-        gathered = await pipeline.dispatcher.gather("aieng_index",
-                                                    {"documents": tuple(documents)},
-                                                    stage=STAGE)
+        """``aieng_index`` of the component through the dispatcher (failing when the impl
+        changes the documents in place)."""
+        given = tuple(documents)
+        gathered = await left_unchanged(
+            pipeline.dispatcher.gather("aieng_index", {"documents": given}, stage=STAGE),
+            "aieng_index", documents=given)
         for value, plugin in gathered:
             if plugin == SUBJECT:
                 return value
@@ -127,6 +145,7 @@ class RetrieverSuite(RoleSuite):
         assert len(hits) <= k, f"{len(hits)} hits for k={k}"
         for position, hit in enumerate(hits, start=1):
             assert isinstance(hit, Hit), f"hit {position} is {type(hit).__name__}, not Hit"
+            check_valid(hit, f"hit {position}")
             assert hit.rank == position, f"hit {position} has rank {hit.rank}"
         typed: list[Hit] = list(hits)
         for before, after in itertools.pairwise(typed):

@@ -15,7 +15,7 @@ from ...pipeline import Pipeline
 from .. import strategies as aist
 from .._kit import EventCapture
 from ..doubles import ScriptedBackend
-from ._base import PROPERTY, STAGE, RoleSuite, left_unchanged, unique
+from ._base import PROPERTY, STAGE, RoleSuite, check_valid, left_unchanged, unique
 
 __all__ = ["RouterSuite"]
 
@@ -60,6 +60,7 @@ class RouterSuite(RoleSuite):
             return None
         assert isinstance(route, Route), (
             f"aieng_route returned {type(route).__name__}, expected Route")
+        check_valid(route, "the route")
         assert route.target in candidates, (
             f"target {route.target!r} is not a candidate ({list(candidates)})")
         stray = [f for f in route.fallbacks if f not in candidates]

@@ -15,7 +15,15 @@ from aieng_hookspecs.types import ToolCall, ToolResult, ToolSpec
 from ...pipeline import Pipeline
 from .. import strategies as aist
 from .._kit import EventCapture
-from ._base import PROPERTY, STAGE, RoleSuite, left_unchanged, optional_fixture, unique
+from ._base import (
+    PROPERTY,
+    STAGE,
+    RoleSuite,
+    check_valid,
+    left_unchanged,
+    optional_fixture,
+    unique,
+)
 
 __all__ = ["ToolSuite"]
 
@@ -90,6 +98,7 @@ class ToolSuite(RoleSuite):
             f"aieng_tools returned {type(specs).__name__}, expected a list of ToolSpec")
         for spec in specs:
             assert isinstance(spec, ToolSpec), f"{spec!r} is not a ToolSpec"
+            check_valid(spec, f"tool spec {spec.name!r}")
             self.check_schema(spec)
         names = [s.name for s in specs]
         assert unique(names), f"tool names repeat: {names}"
@@ -117,6 +126,7 @@ class ToolSuite(RoleSuite):
         assert result is not None, f"aieng_call_tool returned None for its own tool {call.name!r}"
         assert isinstance(result, ToolResult), (
             f"aieng_call_tool returned {type(result).__name__}, expected ToolResult")
+        check_valid(result, "the tool result")
         assert result.call_id == call.id, (
             f"the result answers call {result.call_id!r}, not {call.id!r}")
         return result
