@@ -370,6 +370,17 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _number(value: float) -> str:
+    """A sample value as the text format spells it (``NaN``, ``+Inf``, ``-Inf``; numpy
+    scalars as plain numbers)."""
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "+Inf" if number > 0 else "-Inf"
+    return repr(number)
+
+
 def prometheus_text(metrics: Mapping[str, Mapping[str, float]],
                     labels: Mapping[str, str] | None = None) -> str:
     """Render ``{metric: {detector: value}}`` as Prometheus text (``# HELP``, ``# TYPE``,
@@ -391,5 +402,5 @@ def prometheus_text(metrics: Mapping[str, Mapping[str, float]],
         lines.append(f"# HELP {metric} {_HELP.get(metric, metric)}")
         lines.append(f"# TYPE {metric} {kind}")
         for detector, value in sorted(samples.items()):
-            lines.append(f'{metric}{{detector="{_escape(detector)}"{extra}}} {value!r}')
+            lines.append(f'{metric}{{detector="{_escape(detector)}"{extra}}} {_number(value)}')
     return "\n".join(lines) + ("\n" if lines else "")

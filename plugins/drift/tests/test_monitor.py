@@ -234,3 +234,16 @@ def test_a_bad_reference_is_refused_when_set(reference: dict[str, object]) -> No
     for vector in ([1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.9, 0.0]):
         monitor.observe_embedding(vector)
     assert monitor.checks == {"score:faithfulness": 1, "embedding": 1}
+
+
+def test_prometheus_text_writes_sample_values_as_the_format_spells_them() -> None:
+    """Values are written as the exposition format reads them: ``NaN``, ``+Inf`` and
+    ``-Inf``, and numpy scalars as plain numbers (``repr`` wrote ``nan``, ``inf`` and
+    ``np.float64(0.5)``, which a Prometheus scraper refuses)."""
+    from aieng_drift import prometheus_text
+
+    text = prometheus_text({"x": {"a": float("nan"), "b": float("inf"), "c": np.float64(0.5),
+                                  "d": -float("inf"), "e": 3, "f": np.int64(2)}})
+    samples = [line for line in text.splitlines() if not line.startswith("#")]
+    assert samples == ['x{detector="a"} NaN', 'x{detector="b"} +Inf', 'x{detector="c"} 0.5',
+                       'x{detector="d"} -Inf', 'x{detector="e"} 3.0', 'x{detector="f"} 2.0']

@@ -111,8 +111,13 @@ RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
           r"credentials|secrets?|tokens?|private data|personal data|user data|session|"
           r"cookies?|system prompt)\b.{0,60}(?:https?://|www\.|\b\S+@\S+\.\w+|\bto (?:this|"
           r"the following) (?:url|address|endpoint|server))")),
+        # A markdown image whose query carries a template (``?q={history}``). Neither the
+        # alt text nor the URL runs past the next ``![`` and the URL's first ``?``/``&``
+        # is taken at once: unclosed images (``![a](http://x?a=`` repeated) were retried
+        # from each image with every split, cubic time.
         ("data_exfiltration", 0.75,
-         (r"!\[[^\]]*\]\(https?://[^)\s]*(?:\?|&)[^)\s]*=\s*(?:\{|\[|<|\$)")),
+         (r"!\[(?:[^\]!]|!(?!\[))*\]\(https?://(?:[^)\s!?&]|!(?!\[))*[?&]"
+          r"(?:[^)\s!]|!(?!\[))*?=\s*[{\[<$]")),
         ("secret_request", 0.7,
          (r"\b(?:print|list|show|reveal|dump|output|give me|tell me|display|read out|expose|"
           r"what (?:is|are))\b.{0,30}\b(?:all|every|each|the|your|any|stored|saved|other "

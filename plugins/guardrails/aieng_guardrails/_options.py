@@ -95,6 +95,13 @@ class RetrievalGuardOptions:
     max_depth: int = field(default=2, validator=[v.instance_of(int), v.ge(0), v.le(4)])
 
 
+def _not_blank(instance: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    # A string of whitespace only would match every space of every answer.
+    if any(not text.strip() for text in value):
+        raise ValueError(f"{attribute.name}: a blank entry (whitespace only) would match "
+                         "every space of every answer")
+
+
 def _terms(instance: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
     if any(term.strip().lower() == "redacted" for term in value):
         raise ValueError(f"{attribute.name}: 'redacted' is the redaction marker itself")
@@ -122,12 +129,13 @@ class OutputGuardOptions:
         default="redact", validator=v.in_(("block", "redact", "fix")))
     system_prompt_leak: bool = field(default=True, validator=v.instance_of(bool))
     leak_ngram: int = field(default=8, validator=[v.instance_of(int), v.ge(3)])
-    canaries: tuple[str, ...] = field(default=(), converter=listed, validator=_tuple_of_str)
+    canaries: tuple[str, ...] = field(default=(), converter=listed,
+                                      validator=[_tuple_of_str, _not_blank])
     pii: bool = field(default=True, validator=v.instance_of(bool))
     pii_kinds: tuple[str, ...] = field(default=KINDS, converter=listed,
                                        validator=[_tuple_of_str, _kinds])
     json_schema: bool = field(default=True, validator=v.instance_of(bool))
     blocked_terms: tuple[str, ...] = field(default=(), converter=listed,
-                                           validator=[_tuple_of_str, _terms])
+                                           validator=[_tuple_of_str, _not_blank, _terms])
     block_message: str = field(default="I can't share that answer.",
                                validator=v.instance_of(str))

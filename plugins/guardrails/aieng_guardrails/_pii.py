@@ -13,7 +13,9 @@ values are those of the original text.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+import itertools
 import math
 import re
 from collections import Counter
@@ -87,11 +89,6 @@ def luhn_valid(digits: str) -> bool:
 
 _CARD_PREFIX = re.compile(r"4|5[1-5]|2(?:2[2-9][1-9]|2[3-9]|[3-6]|7[01]|720)|3[47]|3[0689]"
                           r"|6(?:011|5|4[4-9]|2)|35")
-
-
-def _card_valid(digits: str) -> bool:
-    return (13 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) is not None
-            and luhn_valid(digits))
 
 
 def iban_valid(candidate: str) -> bool:
@@ -169,8 +166,10 @@ _PHONE_US = re.compile(
     r"(?<![\w+(-])(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[-. ])[0-9]{3}[-. ][0-9]{4}(?![0-9]|-[0-9])",
     _A)
 
-_PEM = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----.*?-----END (?:[A-Z0-9]+ )*"
-                  r"PRIVATE KEY-----", re.ASCII | re.DOTALL)
+# A PEM key: a header, then the first footer after it (searched once per header found, so
+# headers without a footer cost no rescans of the text after them).
+_PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----", _A)
+_PEM_END = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----", _A)
 _JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
                   r"(?![A-Za-z0-9_.-])", _A)
 _KEY_PATTERNS = (
@@ -186,10 +185,11 @@ _KEY_PATTERNS = (
 )
 _API_KEY = re.compile(r"(?<![A-Za-z0-9_-])(?:" + "|".join(_KEY_PATTERNS) + r")(?![A-Za-z0-9_-])",
                       _A)
-# ``password = hunter22``: the value after a secret-sounding name.
+# ``password = hunter22``: the value after a secret-sounding name. It stops at a span
+# another detector took (masked): running into it, it would be dropped whole.
 _ASSIGNED = re.compile(
     r"(?i:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|password|passwd"
-    r"|client[_-]?secret)[\"']?\s*[:=]\s*[\"']?([^\s\"'<>]{6,})", _A)
+    r"|client[_-]?secret)[\"']?\s*[:=]\s*[\"']?([^\s\"'<>\x00]{6,})", _A)
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_=-]{24,}(?![A-Za-z0-9+/_=-])", _A)
 
 
@@ -207,18 +207,23 @@ def _cards(text: str) -> Iterator[Detection]:
         digits_in = [e - s for s, e in groups]
         if sum(digits_in) < 13:
             continue
+        # The run's digits without separators, and where each group starts in them.
+        digits = "".join(text[s:e] for s, e in groups)
+        offsets = list(itertools.accumulate(digits_in, initial=0))
         at = 0
         while at < len(groups):  # the longest valid card starting at each group, left first
             found = None
             count = 0
+            # No issuer prefix here, no card (checked once, not per candidate length).
+            if _CARD_PREFIX.match(digits, offsets[at]) is None:
+                at += 1
+                continue
             for last in range(at, len(groups)):
                 count += digits_in[last]
                 if count > 19:
                     break
-                if count >= 13:
-                    start, end = groups[at][0], groups[last][1]
-                    if _card_valid(re.sub(r"[ -]", "", text[start:end])):
-                        found = (last, start, end)
+                if count >= 13 and luhn_valid(digits[offsets[at]:offsets[last + 1]]):
+                    found = (last, groups[at][0], groups[last][1])
             if found is None:
                 at += 1
                 continue
@@ -293,8 +298,14 @@ def _phones(text: str) -> Iterator[Detection]:
 
 
 def _private_keys(text: str) -> Iterator[Detection]:
-    for match in _PEM.finditer(text):
-        yield Detection("private_key", match.start(), match.end(), match.group())
+    at = 0
+    while (begin := _PEM_BEGIN.search(text, at)) is not None:
+        end = _PEM_END.search(text, begin.end())
+        if end is None:
+            return  # no footer after this header: none after any later one either
+        yield Detection("private_key", begin.start(), end.end(),
+                        text[begin.start():end.end()])
+        at = end.end()
 
 
 def _jwts(text: str) -> Iterator[Detection]:
@@ -414,23 +425,35 @@ OVERLAP = 4_096
 
 def _find_all(text: str, wanted: set[str], min_entropy: float) -> list[Detection]:
     taken: list[Detection] = []
+    # The taken spans, disjoint and sorted: their starts and their ends (so sorted too).
+    starts: list[int] = []
+    ends: list[int] = []
     masked = text
     for kind in KINDS:
         if kind not in wanted:
             continue
         found = (_secrets(masked, min_entropy) if kind == "secret"
                  else _DETECTORS[kind](masked))
-        added = []
+        added: list[tuple[int, int]] = []
         for detection in found:
-            if detection.end > detection.start and not any(
-                    detection.start < other.end and other.start < detection.end
-                    for other in taken):
-                value = text[detection.start:detection.end]
-                taken.append(attrs.evolve(detection, value=value))
-                added.append(detection)
-        # Later (less specific) detectors see what is taken as separators, so a span
-        # that overlaps a taken one cannot hide a detection that fits beside it.
-        for detection in added:
-            masked = (masked[:detection.start] + _MASK * (detection.end - detection.start)
-                      + masked[detection.end:])
+            start, end = detection.start, detection.end
+            # Of the spans starting before ``end``, the last one ends last: it alone can
+            # overlap (no scan of every span taken: quadratic on many detections).
+            at = bisect.bisect_left(starts, end)
+            if end <= start or (at and ends[at - 1] > start):
+                continue
+            starts.insert(at, start)
+            ends.insert(at, end)
+            taken.append(attrs.evolve(detection, value=text[start:end]))
+            added.append((start, end))
+        if added:
+            # Later (less specific) detectors see what is taken as separators, so a span
+            # that overlaps a taken one cannot hide a detection that fits beside it.
+            pieces: list[str] = []
+            at = 0
+            for start, end in sorted(added):
+                pieces += (masked[at:start], _MASK * (end - start))
+                at = end
+            pieces.append(masked[at:])
+            masked = "".join(pieces)
     return sorted(taken, key=lambda d: d.start)

@@ -194,3 +194,12 @@ def test_a_lone_string_is_no_list(field: str) -> None:
     with pytest.raises(TypeError, match="got the string 'XYZ-123'"):
         OutputGuardOptions(**{field: "XYZ-123"})  # type: ignore[arg-type]
     assert OutputGuardOptions(canaries=["XYZ-123"]).canaries == ("XYZ-123",)
+
+
+@pytest.mark.parametrize("field", ["canaries", "blocked_terms"])
+@pytest.mark.parametrize("blank", [" ", "\t", "  \n "])
+def test_a_blank_canary_or_term_is_refused(field: str, blank: str) -> None:
+    """A canary or blocked term of whitespace only matched every space of every answer
+    (``"hello there"`` became ``"hello[REDACTED]there"``): it is a configuration error."""
+    with pytest.raises(ValueError, match=f"{field}: .*blank"):
+        OutputGuardOptions(**{field: ["ok", blank]})  # type: ignore[arg-type]

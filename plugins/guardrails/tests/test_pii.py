@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import string
 
 import pytest
@@ -332,3 +333,89 @@ def test_the_ascii_fast_path_finds_what_the_full_pattern_finds(text: str) -> Non
 
     assert [m.span() for m in _pii._EMAIL_ASCII.finditer(text)] == \
         [m.span() for m in _pii._EMAIL.finditer(text)]
+
+
+def test_many_detections_in_one_window_cost_linear_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each detection was checked against every span taken before it, and the masked copy
+    of the text rebuilt once per detection: quadratic in the detections of one scan
+    (40,000 addresses: minutes). Spans are now kept sorted and masked once per kind."""
+    from aieng_guardrails import _pii
+
+    monkeypatch.setattr(_pii, "SEGMENT", 10**7)  # the whole text in one scan
+    text = "host 10.0.0.1, " * 40_000
+    found = find_pii(text, ["ipv4", "ssn"])
+    assert len(found) == 40_000
+    assert all(d.kind == "ipv4" and d.value == "10.0.0.1" for d in found)
+
+
+def test_unterminated_private_key_headers_cost_linear_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-----BEGIN ... PRIVATE KEY-----`` repeated with no END line: each header looked
+    for its END through the rest of the text (quadratic: minutes for this text); a key
+    after them is still found whole."""
+    from aieng_guardrails import _pii
+
+    monkeypatch.setattr(_pii, "SEGMENT", 10**7)
+    header = "-----BEGIN RSA PRIVATE KEY-----"
+    key = f"{header}\nMIIEow\n-----END RSA PRIVATE KEY-----"
+    assert find_pii(header * 20_000, ["private_key"]) == []
+    found = find_pii(header * 20_000 + key, ["private_key"])
+    assert [(d.start, d.value) for d in found] == [(0, header * 20_000 + key)]
+
+
+def _cards_by_definition(text: str) -> list[tuple[int, int]]:
+    """Card spans as the README defines them, slowly: in each run of digit groups, from
+    the left, the longest run of whole groups with 13-19 digits, an issuer prefix and a
+    valid Luhn checksum."""
+    from aieng_guardrails import _pii
+
+    spans = []
+    for run in re.finditer(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])", text):
+        groups = [(m.start() + run.start(), m.end() + run.start())
+                  for m in re.finditer(r"[0-9]+", run.group())]
+        at = 0
+        while at < len(groups):
+            best = None
+            for last in range(at, len(groups)):
+                digits = re.sub(r"[ -]", "", text[groups[at][0]:groups[last][1]])
+                if (13 <= len(digits) <= 19 and _pii._CARD_PREFIX.match(digits)
+                        and luhn_valid(digits)):
+                    best = last
+            if best is None:
+                at += 1
+                continue
+            spans.append((groups[at][0], groups[best][1]))
+            at = best + 1
+    return spans
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["4111111111111111", "4111 1111 1111 1111",
+                                           "5500-0000-0000-0004", "378282246310005"]),
+                          st.text(alphabet="0123456789", min_size=1, max_size=6)),
+                max_size=12),
+       st.lists(st.sampled_from([" ", "-", "  ", ", "]), min_size=12, max_size=12))
+def test_card_detection_matches_its_definition(parts: list[str], seps: list[str]) -> None:
+    """The card detector (digits joined once per run, the issuer prefix checked once per
+    start) finds exactly the spans of the definition."""
+    from aieng_guardrails import _pii
+
+    text = "".join(part + sep for part, sep in zip(parts, seps, strict=False))
+    assert [(d.start, d.end) for d in _pii._cards(text)] == _cards_by_definition(text)
+
+
+@pytest.mark.parametrize("text, redacted", [
+    ("password=aaaaaa10.0.0.1", "password=<SECRET_1><IP_ADDRESS_1>"),
+    ("secret: hunter2a@b.io", "secret: <EMAIL_1>"),
+    ("api_key=abcdef4111111111111111 ok", "api_key=<SECRET_1><CREDIT_CARD_1> ok"),
+])
+def test_an_assigned_secret_beside_another_value_is_redacted_too(
+        text: str, redacted: str) -> None:
+    """The value of ``password=`` ran into the span another detector had taken, so it was
+    dropped whole and its other characters stayed in clear (and ``redact`` was not
+    idempotent: a second pass found them). The part beside the taken span is a secret."""
+    result = redact(text)
+    assert result.text == redacted
+    assert redact(result.text).text == result.text
+    assert restore(result.text, result.mapping) == text
