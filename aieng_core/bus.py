@@ -16,6 +16,7 @@ import fnmatch
 import inspect
 import sys
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -165,6 +166,10 @@ class EventBus:
     :param buffer: events each subscriber may have queued before new ones are dropped.
     """
 
+    #: How many removed subscribers :meth:`stats` keeps (the latest): a server subscribing
+    #: per request must not keep every one it ever had.
+    REMOVED_KEPT = 256
+
     def __init__(self, *, buffer: int = 4096) -> None:
         if buffer < 1:
             raise ValueError("buffer must be at least 1")
@@ -172,7 +177,7 @@ class EventBus:
         self._subscribers: list[_Subscriber] = []
         self._task_group: TaskGroup | None = None
         self._reporter_scope: anyio.CancelScope | None = None
-        self._closed: list[_Subscriber] = []
+        self._closed: deque[_Subscriber] = deque(maxlen=self.REMOVED_KEPT)
         self._context = contextvars.Context()  # the kernel's, taken when the bus starts
         self._loop_thread: int | None = None  # the thread of the loop the bus started in
         self._soon: Callable[..., object] | None = None  # calls soon on that loop, threadsafe
@@ -314,6 +319,8 @@ class EventBus:
     def _remove(self, sub: _Subscriber) -> None:
         if sub in self._subscribers:
             self._subscribers.remove(sub)
+            # Its drops are reported now: the reporter only looks at current subscribers.
+            self._report_drops(sub)
             self._closed.append(sub)
             sub.send.close()
 
@@ -339,7 +346,8 @@ class EventBus:
             subscription._end()
 
     def stats(self) -> list[SubscriberStats]:
-        """Counters of every subscriber, current and removed."""
+        """Counters of every current subscriber and of the latest removed ones
+        (:attr:`REMOVED_KEPT`)."""
         return [s.stats() for s in (*self._subscribers, *self._closed)]
 
     def close(self) -> None:

@@ -36,6 +36,7 @@ from aieng_hookspecs.types import ErrorEvent, Event, HookCalled
 from ._errors import HookError
 from ._scope import CURRENT_RUN
 from ._steps import DeadlinePassed, Resumed, Steps
+from ._threads import run_in_worker
 
 __all__ = ["Check", "Dispatcher", "HookMonitor", "ImplCall", "StagePolicy", "expect"]
 
@@ -329,12 +330,7 @@ class Dispatcher:
                 value = await self._bounded(function(*args), policy.timeout, token)
             else:
                 value = await self._bounded(
-                    anyio.to_thread.run_sync(
-                        partial(function, *args), limiter=self._limiter(),
-                        abandon_on_cancel=True
-                    ),
-                    policy.timeout,
-                )
+                    run_in_worker(partial(function, *args), self._limiter()), policy.timeout)
             if kind != _ASYNC and inspect.isawaitable(value):  # a plain impl's coroutine
                 value = await self._bounded(value, policy.timeout, token)
         except DeadlinePassed:

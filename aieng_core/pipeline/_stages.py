@@ -30,7 +30,7 @@ from .._errors import HookError
 from .._scope import RunScope
 from ..dispatch import Check, Dispatcher, StagePolicy, expect, first_hook_error
 from ..fusion import reciprocal_rank_fusion
-from ._streaming import DeltaCallback, deliver, stream, stream_hit, whole
+from ._streaming import DeltaCallback, stream, stream_hit
 
 __all__ = ["STAGE_FUNCTIONS", "DeltaCallback", "RunState", "stream_hit"]
 
@@ -254,30 +254,19 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
         only = (state.route.target, *state.route.fallbacks)
         policy = attrs.evolve(policy, on_error="fallback")
     started = time.perf_counter()
-    ttft: float | None = None
-    streamed = False
-    failed: dict[str, HookError] = {}  # streams that failed before their first delta
+    found: tuple[Completion, float | None, str, bool] | None
     if state.on_delta is not None:
-        found = await stream(state, policy, only, started, failed)
-        if found is not None:
-            streamed = True
-            completion, ttft, plugin = found
-    if not streamed:
-        if failed:  # the backends that do not stream answer next; the failed ones are done
-            only = [impl.plugin_name for impl in state.dispatcher.impls("aieng_generate", only)
-                    if impl.plugin_name not in failed]
+        found = await stream(state, policy, only, started, _COMPLETION)
+    else:
         answered = await state.dispatcher.first("aieng_generate", {"request": state.request},
                                                 stage=stage, policy=policy, only=only,
                                                 check=_COMPLETION)
-        if answered is None:
-            if failed:
-                raise next(iter(failed.values()))
-            raise HookError(hook="aieng_generate", plugin="(none)", stage=stage,
-                            message="no backend answered (every impl returned None)",
-                            hint="check the request's model name against the backends' models")
-        completion, plugin = answered
-        if state.on_delta is not None:  # a non-streaming backend still feeds the callback
-            await deliver(state.on_delta, whole(completion))
+        found = None if answered is None else (answered[0], None, answered[1], False)
+    if found is None:
+        raise HookError(hook="aieng_generate", plugin="(none)", stage=stage,
+                        message="no backend answered (every impl returned None)",
+                        hint="check the request's model name against the backends' models")
+    completion, ttft, plugin, streamed = found
     state.raw_completion = state.completion = completion
     scope = state.scope
     scope.emit(unchecked(ModelCall, run_id=scope.run_id, pipeline=scope.pipeline, component=plugin,

@@ -22,7 +22,7 @@ from aieng_hookspecs.types import (
 )
 
 from .._errors import HookError
-from ..dispatch import StagePolicy
+from ..dispatch import Check, Dispatcher, StagePolicy
 
 if TYPE_CHECKING:
     from ._stages import RunState
@@ -47,32 +47,69 @@ async def stream_hit(state: RunState) -> None:
 
 
 async def stream(state: RunState, policy: StagePolicy, only: Sequence[str] | None,
-                  started: float, failed: dict[str, HookError]
-                  ) -> tuple[Completion, float | None, str] | None:
-    """Stream from the first backend that streams. Under ``fallback`` a stream that fails
-    before delivering anything is dropped for the next backend in line (the caller has seen
-    nothing yet) and recorded in ``failed``; after the first delta a failure is final: text
-    cannot be taken back (and with the caller's own ``on_delta``, not :func:`held`, it
-    is :attr:`HookError.final`: no ``skip`` either). ``None``: no backend streamed (the caller asks the others)."""
-    for plugin in [impl.plugin_name for impl in state.dispatcher.impls("aieng_stream", only)]:
+                 started: float, check: Check
+                 ) -> tuple[Completion, float | None, str, bool] | None:
+    """Answer a streaming caller: the backends in order (the route's, else the hooks'), one
+    at a time, each through ``aieng_stream`` when it streams, else (or when its stream is
+    ``None``) through ``aieng_generate``, whose whole answer is one delta. So the backend
+    that answers is the one a caller that does not stream would get.
+
+    Under ``fallback`` a backend that fails before delivering anything gives way to the
+    next one in line (the caller has seen nothing yet); after the first delta a failure is
+    final: text cannot be taken back (and with the caller's own ``on_delta``, not
+    :func:`held`, it is :attr:`HookError.final`: no ``skip`` either).
+
+    :returns: ``(completion, time to first token, backend, streamed)``; ``None`` when every
+        backend passed.
+    :raises HookError: as :meth:`Dispatcher.first` (under ``fallback``: the last failure,
+        when no backend answered after one failed).
+    """
+    dispatcher = state.dispatcher
+    streams = {impl.plugin_name for impl in dispatcher.impls("aieng_stream", only)}
+    answers = {impl.plugin_name for impl in dispatcher.impls("aieng_generate", only)}
+    failure: HookError | None = None
+    for plugin in only if only is not None else _backends(dispatcher):
         progress = _Progress()
         try:
-            found = await state.dispatcher.first("aieng_stream", {"request": state.request},
-                                                 stage="generate", policy=policy,
-                                                 only=(plugin,))
-            if found is None:
-                continue
-            completion, ttft = await _consume(state, found[0], plugin, started, policy,
-                                              progress)
+            if plugin in streams:
+                found = await dispatcher.first("aieng_stream", {"request": state.request},
+                                               stage="generate", policy=policy,
+                                               only=(plugin,))
+                if found is not None:
+                    completion, ttft = await _consume(state, found[0], plugin, started,
+                                                      policy, progress)
+                    return completion, ttft, plugin, True
+            if plugin in answers:
+                answered = await dispatcher.first("aieng_generate", {"request": state.request},
+                                                  stage="generate", policy=policy,
+                                                  only=(plugin,), check=check)
+                if answered is not None:
+                    await deliver(state.on_delta, whole(answered[0]))  # type: ignore[arg-type]
+                    return answered[0], None, plugin, False
         except HookError as exc:
             if progress.delivered and state.on_delta is not held:
                 exc.final = True  # the caller saw text: no skip past it, no fallback either
             if policy.on_error != "fallback" or progress.delivered:
                 raise
-            failed[plugin] = exc
-            continue
-        return completion, ttft, plugin
+            failure = exc
+    if failure is not None:
+        raise failure
     return None
+
+
+def _backends(dispatcher: Dispatcher) -> list[str]:
+    """The backends in call order: those of ``aieng_generate`` in its order, each backend
+    that only streams placed after the one it follows in ``aieng_stream``'s order."""
+    order = [impl.plugin_name for impl in dispatcher.impls("aieng_generate")]
+    at = 0
+    for impl in dispatcher.impls("aieng_stream"):
+        name = impl.plugin_name
+        if name in order:
+            at = order.index(name) + 1
+        else:
+            order.insert(at, name)
+            at += 1
+    return order
 
 
 def held(delta: object) -> None:

@@ -1,0 +1,69 @@
+"""Worker threads for ``@blocking`` impls, bounded even when abandoned.
+
+``anyio.to_thread.run_sync(..., abandon_on_cancel=True)`` gives its limiter's token back as
+soon as the caller stops waiting, while the thread runs on: impls that time out again and
+again would pile up threads past any bound. Here the token is held until the thread itself
+ends, so ``worker_threads`` bounds the threads that run, abandoned ones included.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from .bus import _call_soon_threadsafe
+
+__all__ = ["run_in_worker"]
+
+
+async def run_in_worker(call: Callable[[], Any],
+                        limiter: anyio.CapacityLimiter | None = None) -> Any:
+    """Run ``call`` in a worker thread, holding a token of ``limiter`` (anyio's default
+    limiter when ``None``) until the thread ends; cancelling the caller abandons the
+    thread, whose token is given back from the thread's end through the event loop."""
+    if limiter is None:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+    borrower = object()
+    await limiter.acquire_on_behalf_of(borrower)
+    soon = _call_soon_threadsafe()
+    lock = threading.Lock()
+    # pending -> running -> ended, or pending -> given up (the call never starts), or
+    # running -> abandoned (the caller left; the thread gives the token back at its end).
+    state = "pending"
+
+    def release() -> None:
+        limiter.release_on_behalf_of(borrower)
+
+    def work() -> Any:
+        nonlocal state
+        with lock:
+            if state == "given up":  # the caller left before the thread took the call
+                return None
+            state = "running"
+        try:
+            return call()
+        finally:
+            with lock:
+                late, state = state == "abandoned", "ended"
+            if late:
+                try:
+                    soon(release)  # type: ignore[misc]
+                except RuntimeError:  # the loop has closed: nobody waits for the token
+                    pass
+
+    try:
+        # The token above bounds the threads; this limiter only satisfies run_sync's.
+        return await anyio.to_thread.run_sync(work, limiter=anyio.CapacityLimiter(1),
+                                              abandon_on_cancel=True)
+    finally:
+        with lock:
+            if state == "pending":
+                state = "given up"
+            elif state == "running" and soon is not None:
+                state = "abandoned"
+            now = state != "abandoned"
+        if now:
+            release()
