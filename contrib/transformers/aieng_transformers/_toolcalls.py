@@ -37,6 +37,7 @@ What a request asks (``Request.tools`` plus two ``metadata`` keys, as OpenAI nam
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import uuid
@@ -157,7 +158,8 @@ def tool_plan(tools: Sequence[ToolSpec], metadata: Mapping[str, Any], *,
             raise ValueError("metadata['tool_choice'] is set but the request lists no tools")
         return None
     names = [t.name for t in tools]
-    twice = {n for n in names if names.count(n) > 1}
+    # One count of all names: counting each name over the list was quadratic.
+    twice = {n for n, count in collections.Counter(names).items() if count > 1}
     if twice:
         raise ValueError(f"two tools share the name {min(twice)!r}")
     choice = _choice(raw)

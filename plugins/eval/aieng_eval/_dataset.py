@@ -127,6 +127,9 @@ def parse_dataset(raw: bytes, *, source: str = "<dataset>") -> Dataset:
     """
     items: list[DatasetItem] = []
     seen: dict[str, int] = {}
+    # The next number to try per made-up id: those before it are taken, and stay taken (a
+    # search from -2 for each repeat was quadratic in a prompt repeated many times).
+    numbers: dict[str, int] = {}
     # A UTF-8 byte-order mark (Windows editors write one) starts the file, not its first item.
     for number, line in enumerate(raw.removeprefix(_BOM).split(b"\n"), start=1):
         if not line.strip():
@@ -134,9 +137,10 @@ def parse_dataset(raw: bytes, *, source: str = "<dataset>") -> Dataset:
         item, generated = _parse_line(line, number, source)
         if item.id in seen:
             if generated:  # the same content twice: number the repeats
-                count = 2
+                count = numbers.get(item.id, 2)
                 while f"{item.id}-{count}" in seen:
                     count += 1
+                numbers[item.id] = count + 1
                 item = attrs.evolve(item, id=f"{item.id}-{count}")
             else:
                 raise DatasetError(f"{source} line {number}: duplicate id {item.id!r} "

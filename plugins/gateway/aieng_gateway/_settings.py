@@ -9,7 +9,8 @@ import attrs
 
 __all__ = ["GatewaySettings", "parse_size"]
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
+# Possessive blanks: the two runs around an absent unit were retried against each other.
+_SIZE = re.compile(r"^\s*+(\d+(?:\.\d+)?)\s*+([kmg]?i?b?)?\s*+$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
           "gb": 1000**3, "kib": 1024, "ki": 1024, "mib": 1024**2, "mi": 1024**2,
           "gib": 1024**3, "gi": 1024**3}

@@ -72,3 +72,12 @@ def test_parse_size() -> None:
     for bad in ("lots", "0", "-1MB", "1XB"):
         with pytest.raises(ValueError):
             parse_size(bad)
+
+
+def test_parse_size_of_a_long_blank_run() -> None:
+    """A size followed by 20,000 blanks and a stray letter is refused at once (two blank
+    runs side by side were retried against each other: quadratic, seconds); blanks around
+    a size are still allowed."""
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size("1" + " \r\n" * 20_000 + "x")
+    assert parse_size(" 2 " + " " * 20_000 + "KiB \n") == 2048

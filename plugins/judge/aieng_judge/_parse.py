@@ -24,10 +24,13 @@ __all__ = [
 # ``Score: 4 out of 5``, a JSON answer cut short (``{"score": "4", "rationale": "The``);
 # the ``label`` group is set for the labelled forms (a colon, ``=``
 # or ``is``), ``scale`` holds a parenthesis after the name (``(1-5)``, ``(out of 10)``).
+# Blank and star runs are possessive here and below: what follows each is never a blank
+# (a star), and runs side by side retried against each other were cubic ("score" and 500
+# spaces: seconds).
 _SCORE_TEXT = re.compile(
-    r"\b(?:score|rating|grade)\b[\"']?\**(?:\s*\((?P<scale>[^()\n]{0,20})\))?\s*"
-    r"(?:(?P<label>is\s*:?|=|:)|of\b)?\s*\**\s*(?:\[\[\s*|[\"'])?(?P<score>-?\d+(?:\.\d+)?)"
-    r"(?:\s*(?:/|out\s+of)\s*(?P<den>\d+))?",
+    r"\b(?:score|rating|grade)\b[\"']?\**+(?:\s*+\((?P<scale>[^()\n]{0,20})\))?\s*+"
+    r"(?:(?P<label>is\s*+:?|=|:)|of\b)?\s*+\**+\s*+(?:\[\[\s*+|[\"'])?"
+    r"(?P<score>-?\d+(?:\.\d+)?)(?:\s*+(?:/|out\s++of)\s*+(?P<den>\d+))?",
     re.IGNORECASE,
 )
 _INTEGER = re.compile(r"\d+")
@@ -48,10 +51,11 @@ _BARE = re.compile(r"^[\s*\[(\"']*(-?\d+(?:\.\d+)?)(?:\s*(?:/|out\s+of)\s*(\d+))
                    r"[\s*\])\"'.]*$", re.IGNORECASE)
 _BRACKETS = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 _WINNER_TEXT = re.compile(
-    r"\b(?:winner|verdict|better(?:\s+(?:answer|output|response))?|choice|preferred)\b[\"']?"
-    r"\s*(?:is\s*:?|:|=)?\s*[*\"']*\s*(?:answer|output|response|assistant)?\s*\(?\**\s*"
+    r"\b(?:winner|verdict|better(?:\s++(?:answer|output|response))?|choice|preferred)\b"
+    r"[\"']?\s*+(?:is\s*+:?|:|=)?\s*+[*\"']*+\s*+(?:answer|output|response|assistant)?\s*+"
+    r"\(?\**+\s*+"
     # "a tie" is a tie; "a" before another word is an article (see _verdict_letter).
-    r"(?:an?\s+(?=(?:tie|draw)\b))?\b(A|B|tie|draw|neither|equal)\b",
+    r"(?:an?\s++(?=(?:tie|draw)\b))?\b(A|B|tie|draw|neither|equal)\b",
     re.IGNORECASE,
 )
 _NAMED = re.compile(r"\b(?:answer|output|response|assistant)\s+\(?(A|B)\b\)?(?:\s+is)?\s+"
@@ -59,8 +63,8 @@ _NAMED = re.compile(r"\b(?:answer|output|response|assistant)\s+\(?(A|B)\b\)?(?:\
 _YES_NO = re.compile(r"^\W*(yes|no|true|false|supported|unsupported|not supported)\b",
                      re.IGNORECASE)
 # ``Supported: no``, ``Supported? No``, ``Supported - no``, ``Supported (yes/no): no``.
-_SUPPORT_TEXT = re.compile(r"\bsupported\b[\"']?\**\s*(?:\([^()\n]{0,20}\)\s*)?(?::|=|is|\?|-|–|—)"
-                           r"\s*\W*(yes|no|true|false)\b", re.IGNORECASE)
+_SUPPORT_TEXT = re.compile(r"\bsupported\b[\"']?\**\s*+(?:\([^()\n]{0,20}\)\s*+)?"
+                           r"(?::|=|is|\?|-|–|—)\s*+\W*+(yes|no|true|false)\b", re.IGNORECASE)
 # A lower-case "a" followed by a word is the article, not answer A.
 _ARTICLE = re.compile(r"\s+[^\W\d_]")
 _EXCERPT = 120
@@ -83,7 +87,7 @@ def find_json_objects(text: str) -> list[dict[str, Any]]:
     stripped = text.strip()
     try:
         whole = json.loads(stripped)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: thousands of "[" (no JSON)
         whole = None
     if isinstance(whole, dict):
         return [whole]
@@ -91,17 +95,41 @@ def find_json_objects(text: str) -> list[dict[str, Any]]:
     decoder = json.JSONDecoder()
     position = 0
     while (start := stripped.find("{", position)) >= 0:
-        try:
-            value, end = decoder.raw_decode(stripped, start)
-        except ValueError:
-            position = start + 1
-            continue
-        if isinstance(value, dict):
-            found.append(value)
-            position = end
+        decoded = _decode_at(decoder, stripped, start)
+        if decoded is not None and isinstance(decoded[0], dict):
+            found.append(decoded[0])
+            position = decoded[1]
         else:
             position = start + 1
     return found
+
+
+_WINDOW = 256
+# The most a failing scan reads past the position its error names (``-Infinity``, a
+# ``\uXXXX\uXXXX`` pair): an error before the window's end less this is not the cut's.
+_LOOKAHEAD = 16
+
+
+def _decode_at(decoder: json.JSONDecoder, text: str, start: int) -> tuple[Any, int] | None:
+    """``decoder.raw_decode(text, start)``, or ``None`` where it fails; read from a window
+    of the text that grows until the answer does not depend on where it ends. A failure's
+    error counts the lines before it: on the whole text that was O(start) for each of many
+    ``{`` (quadratic: 100 kB of them took seconds)."""
+    size = _WINDOW
+    while True:
+        window = text[start:start + size]
+        whole = start + size >= len(text)
+        try:
+            # NUL, a control character JSON refuses, ends an object or string cut short.
+            value, end = decoder.raw_decode(window if whole else window + "\x00")
+        except json.JSONDecodeError as exc:
+            if whole or exc.pos < size - _LOOKAHEAD:
+                return None
+            size *= 4
+            continue
+        except (ValueError, RecursionError):  # a number past int()'s limit; deep nesting
+            return None
+        return value, start + end
 
 
 def _last_verdict(text: str, read: Callable[[dict[str, Any]], _V | None]) -> _V | None:

@@ -184,13 +184,22 @@ def _table(header: Sequence[str], body: Iterable[Sequence[str]], name: str,
 
 def _names(header: Sequence[str], width: int) -> tuple[str, ...]:
     names: list[str] = []
+    taken: set[str] = set()
+    # The next suffix to try per base: the ones before it are taken, and stay taken. (A
+    # list searched from ``_2`` for each name was cubic in a header of equal names.)
+    copies: dict[str, int] = {}
     for index in range(width):
         base = " ".join(header[index].split()) if index < len(header) else ""
         base = base or f"column_{index + 1}"
-        name, copy = base, 2
-        while name in names:
-            name, copy = f"{base}_{copy}", copy + 1
+        name, copy = base, copies.get(base, 2)
+        if name in taken:
+            name = f"{base}_{copy}"
+            while name in taken:
+                copy += 1
+                name = f"{base}_{copy}"
+            copies[base] = copy + 1
         names.append(name)
+        taken.add(name)
     return tuple(names)
 
 

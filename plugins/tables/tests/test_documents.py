@@ -93,6 +93,40 @@ def test_headers_made_unique_and_named() -> None:
     assert table.columns == ("a", "a_2", "column_3", "b x", "column_5")
 
 
+def _names_by_search(header: list[str], width: int) -> tuple[str, ...]:
+    """The naming rule spelled out: each name takes the first free ``base``, ``base_2``..."""
+    names: list[str] = []
+    for index in range(width):
+        base = (" ".join(header[index].split()) if index < len(header) else "") \
+            or f"column_{index + 1}"
+        name, copy = base, 2
+        while name in names:
+            name, copy = f"{base}_{copy}", copy + 1
+        names.append(name)
+    return tuple(names)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["a", "a_2", "a_3", "a_2_2", "", " ", "column_2", "b"]),
+                max_size=12), st.integers(0, 4))
+def test_unique_names_follow_the_rule(header: list[str], extra: int) -> None:
+    """Names are made unique as the rule says, whatever the collisions (a header that is
+    already some name's suffixed form, blank headers, cells beyond the header)."""
+    from aieng_tables._documents import _names
+
+    assert _names(header, len(header) + extra) == _names_by_search(header, len(header) + extra)
+
+
+def test_many_duplicate_headers_are_named_in_linear_time() -> None:
+    """Thousands of equal headers are numbered without retrying every earlier suffix (that
+    was cubic: an 8 kB header took over 20 s)."""
+    (table,) = read_tables(",".join(["a"] * 5000) + "\n" + ",".join(["1"] * 5000) + "\n",
+                           name="t")
+    assert table.columns[:3] == ("a", "a_2", "a_3")
+    assert table.columns[-1] == "a_5000"
+    assert len(set(table.columns)) == 5000
+
+
 def test_sniffed_delimiter_and_explicit_format() -> None:
     """Semicolon CSV is sniffed; an explicit format and delimiter win."""
     assert table_documents("a;b\n1;2\n", name="t")[1].text == "a: 1\nb: 2"
