@@ -16,18 +16,36 @@ import anyio
 
 from .bus import _call_soon_threadsafe
 
-__all__ = ["run_in_worker"]
+__all__ = ["NO_THREAD_HINT", "Slot", "run_in_worker"]
+
+#: The hint of a ``@blocking`` call whose deadline passed before any thread was free.
+NO_THREAD_HINT = ("every worker thread is held by @blocking impls still running (timed-out "
+                  "ones run on to their end): raise the kernel's worker_threads, or find the "
+                  "impl that hangs (its hook.failed timeouts)")
+
+
+class Slot:
+    """Whether a call is still waiting for a worker thread (a deadline that passes then
+    did not find the impl slow: every thread was taken)."""
+
+    waiting = True
 
 
 async def run_in_worker(call: Callable[[], Any],
-                        limiter: anyio.CapacityLimiter | None = None) -> Any:
+                        limiter: anyio.CapacityLimiter | None = None,
+                        slot: Slot | None = None) -> Any:
     """Run ``call`` in a worker thread, holding a token of ``limiter`` (anyio's default
     limiter when ``None``) until the thread ends; cancelling the caller abandons the
-    thread, whose token is given back from the thread's end through the event loop."""
+    thread, whose token is given back from the thread's end through the event loop.
+
+    :param slot: told when the call got its thread (``slot.waiting`` turns false).
+    """
     if limiter is None:
         limiter = anyio.to_thread.current_default_thread_limiter()
     borrower = object()
     await limiter.acquire_on_behalf_of(borrower)
+    if slot is not None:
+        slot.waiting = False
     soon = _call_soon_threadsafe()
     lock = threading.Lock()
     # pending -> running -> ended, or pending -> given up (the call never starts), or

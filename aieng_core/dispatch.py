@@ -36,7 +36,7 @@ from aieng_hookspecs.types import ErrorEvent, Event, HookCalled
 from ._errors import HookError
 from ._scope import CURRENT_RUN
 from ._steps import DeadlinePassed, Resumed, Steps
-from ._threads import run_in_worker
+from ._threads import NO_THREAD_HINT, Slot, run_in_worker
 
 __all__ = ["Check", "Dispatcher", "HookMonitor", "ImplCall", "StagePolicy", "expect"]
 
@@ -320,8 +320,7 @@ class Dispatcher:
         on_loop = kind != _BLOCKING  # a worker thread cannot hold the loop: never blame it
         if on_loop:
             self.active[token] = (label, start)
-        outcome: str = "ok"
-        value: Any = None
+        outcome, value, hint, slot = "ok", None, "", None
         error: Exception | None = None
         try:
             if kind == _SYNC:
@@ -329,12 +328,17 @@ class Dispatcher:
             elif kind == _ASYNC:
                 value = await self._bounded(function(*args), policy.timeout, token)
             else:
+                slot = Slot()
                 value = await self._bounded(
-                    run_in_worker(partial(function, *args), self._limiter()), policy.timeout)
+                    run_in_worker(partial(function, *args), self._limiter(), slot),
+                    policy.timeout)
             if kind != _ASYNC and inspect.isawaitable(value):  # a plain impl's coroutine
                 value = await self._bounded(value, policy.timeout, token)
         except DeadlinePassed:
             outcome, error = "timeout", TimeoutError(f"timed out after {policy.timeout} s")
+            if slot is not None and slot.waiting:  # it never ran: no thread was free
+                error = TimeoutError(f"no worker thread free within {policy.timeout} s")
+                hint = NO_THREAD_HINT
         except Exception as exc:  # the plugin's fault: wrap it, never let it escape raw
             # An impl's own TimeoutError lands here too: the kernel's deadline did not fire.
             outcome, error = "error", exc
@@ -343,7 +347,6 @@ class Dispatcher:
             # An async impl that suspended was tracked step by step (Steps) instead.
             if on_loop and self.active.pop(token, None) is not None:
                 self.recent.append((label, start, end))
-        hint = ""
         if outcome == "ok":
             if value is None:
                 outcome = "none"

@@ -46,8 +46,10 @@ async def test_an_abandoned_thread_still_counts_against_worker_threads() -> None
             await settle(lambda: stuck.started == 1)
             tg.cancel_scope.cancel()  # abandons the thread, which runs on
         for _ in range(3):
-            with pytest.raises(HookError, match="timed out"):
+            # It never ran: the error says no thread was free, not that the impl was slow.
+            with pytest.raises(HookError, match="no worker thread free within 0.05 s") as err:
                 await pipeline.run("hi")
+            assert "worker_threads" in err.value.hint and isinstance(err.value.cause, TimeoutError)
         assert stuck.started == 1
         limiter = kernel.thread_limiter
         assert limiter is not None and limiter.borrowed_tokens == 1
@@ -87,3 +89,16 @@ async def test_calls_cancelled_at_any_point_give_every_slot_back() -> None:
         await settle(lambda: limiter.borrowed_tokens == 0)
         assert stuck.started == 2  # the ten that never got a thread never ran
         assert (await pipeline.run("hi")).answer == "late"
+
+
+async def test_a_blocking_impl_that_ran_too_long_is_the_one_that_timed_out() -> None:
+    """An impl that got its thread and overran is "timed out after N s" with the
+    stage-timeout hint; the "no worker thread free" message is kept for calls that
+    never ran."""
+    async with isolated_kernel(worker_threads=2) as kernel:
+        stuck = Stuck()
+        pipeline = kernel.compose({"stuck": stuck}, timeout=0.05)
+        with pytest.raises(HookError, match="timed out after 0.05 s") as err:
+            await pipeline.run("hi")
+        assert "raise the stage's timeout" in err.value.hint
+        stuck.release.set()
