@@ -45,6 +45,9 @@ class ItemResult:
         passages the judges saw (the pipeline's retrieved hits), so that
         ``--retry-judge-failures`` judges the stored answer on them again; ``None``
         elsewhere (not written), and in records of older versions.
+    :param judge_input: beside ``judge_context``: the input the pipeline's judge stage
+        saw (the question after the input guards: redacted, where a guard redacts), so
+        that a retried judge sees what the others saw, never the raw text.
     """
 
     id: str
@@ -60,6 +63,7 @@ class ItemResult:
     line: int = 0
     judge_failures: list[dict[str, str]] = attrs.field(factory=list)
     judge_context: tuple[str, ...] | None = None
+    judge_input: str | None = None
 
     @property
     def done(self) -> bool:
@@ -74,6 +78,8 @@ class ItemResult:
             del data["judge_context"]
         else:
             data["judge_context"] = list(self.judge_context)
+        if self.judge_input is None:
+            del data["judge_input"]
         return data
 
     @classmethod
@@ -95,6 +101,8 @@ class ItemResult:
         context = known.get("judge_context")
         known["judge_context"] = (tuple(str(c) for c in context)
                                   if isinstance(context, list) else None)
+        judged = known.get("judge_input")
+        known["judge_input"] = judged if isinstance(judged, str) else None
         return cls(**known)
 
 

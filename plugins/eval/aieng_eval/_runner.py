@@ -347,7 +347,8 @@ class _Session:
         return attrs.evolve(base, status=result.status, output=result.answer, scores=scores,
                             judges=judges, duration_s=time.perf_counter() - started,
                             models=_models(result), judge_failures=failures,
-                            judge_context=seen)
+                            judge_context=seen,
+                            judge_input=result.query.text if failures else None)
 
     async def rejudge(self, item: DatasetItem, record: ItemResult) -> ItemResult:
         """Run again, on the stored answer, the judges that failed on the item
@@ -357,8 +358,10 @@ class _Session:
         failed = {f["judge"] for f in record.judge_failures}
         context = item.context or record.judge_context or ()
         request = item.request(self.seed)
+        raw = request if isinstance(request, str) else request.prompt
         samples = [  # as the run made them: the judge stage's, then the judge pipeline's
-            Sample(input=request if isinstance(request, str) else request.prompt,
+            # (the judge stage saw the question after the input guards: redacted, maybe)
+            Sample(input=raw if record.judge_input is None else record.judge_input,
                    output=record.output, reference=item.reference, context=context,
                    metadata=item.sample_metadata),
             Sample(input=item.prompt, output=record.output, reference=item.reference,
@@ -393,6 +396,7 @@ class _Session:
                             judge_failures=kept + failures,
                             judge_context=(context if (kept or failures) and not item.context
                                            else None),
+                            judge_input=record.judge_input if kept or failures else None,
                             duration_s=record.duration_s + time.perf_counter() - started)
 
     async def _judge(self, item: DatasetItem, result: RunResult,

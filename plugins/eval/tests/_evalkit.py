@@ -247,21 +247,26 @@ class ScriptedRetriever:
 
 @attrs.frozen
 class BlockOptions:
-    """Options of the ``block-word`` guard: the word that blocks a request."""
+    """Options of the ``block-word`` guard: the word that blocks a request (with
+    ``redact``: the word replaced by ``[X]``, the request let through)."""
 
     word: str = "forbidden"
+    redact: bool = False
 
 
 class BlockWord:
-    """An input guard blocking prompts that contain its word."""
+    """An input guard blocking (or redacting) prompts that contain its word."""
 
     def __init__(self, options: BlockOptions) -> None:
         self.word = options.word
+        self.redact = options.redact
 
     @hookimpl
     def aieng_guard_input(self, request: Request) -> GuardVerdict | None:
         if self.word not in request.prompt:
             return None
+        if self.redact:
+            return GuardVerdict(action="redact", text=request.prompt.replace(self.word, "[X]"))
         return GuardVerdict(action="block", text=request.prompt)
 
 

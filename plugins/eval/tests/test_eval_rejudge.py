@@ -126,6 +126,25 @@ def test_judges_see_the_passages_they_saw_first(tmp_path: Path) -> None:
     assert again.judge_failures == [] and again.scores["context_words"] == 3.0
 
 
+def test_a_retried_judge_sees_the_question_the_input_guards_let_through(
+        tmp_path: Path) -> None:
+    """The judge stage saw the question after the input guards (redacted); a retried
+    judge sees the same, never the raw text the guard took out (which may be someone's
+    personal data, sent to an AI judge)."""
+    ds, out = dataset(tmp_path, ROWS[:1]), tmp_path / "run"
+    p = pipeline(tmp_path)
+    p.write_text(p.read_text(encoding="utf-8") + '\n[components.guard]\nuse = "block-word"\n'
+                 'word = "alpha"\nredact = true\n', encoding="utf-8")
+    kit.FAILING.add("flaky")
+    first = run(p, ds, out).results[0]
+    assert first.judge_input == "[X] flaky"
+    kit.FAILING.clear()
+    kit.JUDGED.clear()
+    again = run(p, ds, out, retry_judge_failures=True).results[0]
+    assert {i for _, i, _ in kit.JUDGED} == {"[X] flaky"}
+    assert again.judge_failures == [] and again.judge_input is None
+
+
 def test_a_record_of_an_older_version_without_its_passages_runs_again(
         tmp_path: Path) -> None:
     """A record written before the passages were kept cannot be judged on them again:
