@@ -19,6 +19,17 @@ from ._options import DEFAULT_GENERATE_MODEL, DTYPES, SmolLM2Options
 from ._paths import ModelNotFound, cache_root, packaged_smollm2
 from ._toolcalls import ToolPlan, ToolText, split_calls
 
+
+def windows_kept() -> bool:
+    """Whether the installed transformers builds caches that keep only the window on
+    sliding-window layers (``DynamicCache(config=...)``, recent releases); older ones keep
+    every token on every layer, so the estimate counts them all."""
+    import inspect
+
+    from transformers import DynamicCache
+
+    return "config" in inspect.signature(DynamicCache.__init__).parameters
+
 if TYPE_CHECKING:
     from ._batched import Decoded
     from ._batching import Batcher, Ticket
@@ -105,7 +116,8 @@ class SmolLM2Backend:
         # own cache does, but speculation gives greedy requests a full one
         # (``CausalLM.croppable_cache``), and a subclass running the model elsewhere
         # (aieng-onnx's ONNX Runtime session) keeps every token unless it says otherwise.
-        return self.options.speculative == "off" and type(self)._open is SmolLM2Backend._open
+        return (self.options.speculative == "off" and type(self)._open is SmolLM2Backend._open
+                and windows_kept())
 
     def _kept_fp32(self) -> tuple[str, ...]:
         # Weight-name fragments kept float32 whatever the precision (aieng-onnx's keep_fp32).

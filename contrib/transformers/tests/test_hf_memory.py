@@ -96,3 +96,15 @@ def test_backend_counts_the_window_only_where_its_cache_keeps_it(mistral_dir: Pa
         row = backend.memory_estimate(context=100)
         assert row["kv_cache_bytes"] == per_token * 100
         assert (row["sliding_layers"], row["sliding_window"]) == (0, None)
+
+
+def test_a_transformers_that_keeps_every_token_is_counted_in_full(
+        mistral_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Releases of transformers before DynamicCache(config=...) (the range allows 4.45)
+    keep every token on sliding-window layers too: the estimate counts them all there."""
+    import aieng_transformers._generator as generator
+
+    per_token = 2 * 2 * 2 * 8 * 4
+    monkeypatch.setattr(generator, "windows_kept", lambda: False)
+    row = SmolLM2Backend(SmolLM2Options(path=str(mistral_dir))).memory_estimate(context=100)
+    assert row["kv_cache_bytes"] == per_token * 100
