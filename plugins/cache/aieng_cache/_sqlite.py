@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 
 from aieng_hookspecs import enable_wal
 
+from ._codec import payload_namespace
+
 __all__ = ["Row", "SQLiteStore"]
 
 _SCHEMA = """
@@ -208,11 +210,11 @@ class SQLiteStore:
             if namespace is None:
                 conn.execute("DELETE FROM entries")
                 return
-            # json_valid first: json_extract fails the whole statement on a corrupt value.
-            conn.execute(
-                "DELETE FROM entries WHERE CASE WHEN json_valid(value) THEN "
-                "coalesce(json_type(value, '$.ns') != 'text' "
-                "OR json_extract(value, '$.ns') = ?, 1) ELSE 1 END", (namespace,))
+            # The codec's own reading (as the Redis level's), not SQLite's JSON functions,
+            # which builds of SQLite before 3.38 may lack: an unknown namespace is this one.
+            conn.create_function("aieng_namespace", 1, payload_namespace, deterministic=True)
+            conn.execute("DELETE FROM entries WHERE coalesce(aieng_namespace(value), ?) = ?",
+                         (namespace, namespace))
 
     def count(self) -> int:
         """Entries stored, expired ones included until purged."""

@@ -158,3 +158,31 @@ async def test_semantic_rows_in_a_shared_file_keep_their_namespace(tmp_path: Pat
     assert semantic.store is not None and semantic.store.count() == 1
     await exact.aclose()
     await semantic.aclose()
+
+
+def test_a_namespace_is_cleared_without_sqlite_json_functions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Builds of SQLite before 3.38 may lack the JSON functions: clearing a namespace does
+    not use them (every json_* call is refused here), and clears what it should."""
+    import aieng_cache._sqlite as module
+
+    real = sqlite3.connect
+
+    def connect(*args: object, **kwargs: object) -> sqlite3.Connection:
+        conn = real(*args, **kwargs)  # type: ignore[arg-type]
+
+        def no_json(action: int, _: str | None, name: str | None, *rest: object) -> int:
+            refused = action == sqlite3.SQLITE_FUNCTION and (name or "").startswith("json")
+            return sqlite3.SQLITE_DENY if refused else sqlite3.SQLITE_OK
+
+        conn.set_authorizer(no_json)
+        return conn
+
+    monkeypatch.setattr(module.sqlite3, "connect", connect)
+    store = SQLiteStore(tmp_path / "c.db")
+    for namespace, key in (("a", "k1"), ("b", "k2"), (None, "k3")):
+        store.put(key, encode_completion(Completion(text=key), namespace=namespace),
+                  kind="chat", now=0.0)
+    store.clear("a")
+    assert store.count() == 1 and store.get("k2", 0.0) is not None
+    store.close()
