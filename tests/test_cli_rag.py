@@ -81,6 +81,25 @@ def test_ask_json_times_the_first_token_unless_told_not_to_stream(tmp_path: Path
     assert whole["ttft_ms"] is None and whole["answer"] == streamed["answer"]
 
 
+def test_ask_an_empty_index_says_so(tmp_path: Path) -> None:
+    """A pipeline asked before anything was indexed answered from nothing without a word;
+    now a warning on stderr says no passage was retrieved and how to fill the indexes
+    (stdout stays the JSON document). A pipeline with documents gets no warning."""
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(PIPELINE)
+    code, out, err = invoke("ask", str(pipeline), "what is pluggy", "--json")
+    assert code == 0, err
+    assert json.loads(out)["hits"] == []
+    assert "no passage retrieved" in err and f"aieng index {pipeline}" in err
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "b.md").write_text("# Pluggy\n\nPluggy is the plugin system of pytest.\n")
+    pipeline.write_text(PIPELINE.replace('use = "memory"\n',
+                                         f'use = "memory"\ndocuments = "{docs}"\n'))
+    code, out, err = invoke("ask", str(pipeline), "what is pluggy", "--json")
+    assert code == 0 and "no passage retrieved" not in err
+
+
 def test_index_reads_files_and_reports_counts(tmp_path: Path) -> None:
     """index reads files and folders and reports what the indexes wrote."""
     (tmp_path / "d").mkdir()

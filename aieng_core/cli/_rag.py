@@ -153,6 +153,10 @@ def ask(ctx: click.Context, pipeline: Path, question: str, as_json: bool,
             return await built.run(request, on_delta=on_delta if stream or unseen else None)
 
     result = anyio.run(go)
+    if result.status == "ok" and result.runs and not any(result.runs.values()):
+        # The usual cause: a pipeline asked before anything was indexed into it.
+        _present.message(f"warning: no passage retrieved: are the indexes empty? "
+                         f"`aieng index {pipeline} PATH...` fills them")
     data = {
         "run_id": result.run_id,
         "status": result.status,
