@@ -20,6 +20,21 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+PLUGGY = "# Pluggy\n\nPluggy is the plugin system of pytest.\n"
+
+
+def _with_docs(tmp_path: Path, files: dict[str, str], pipeline: Path) -> Path:
+    """A folder ``docs`` holding ``files`` (name: text), and ``pipeline`` written as
+    PIPELINE with its ``memory`` index loading that folder; the folder."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in files.items():
+        (docs / name).write_text(text)
+    pipeline.write_text(PIPELINE.replace('use = "memory"\n',
+                                         f'use = "memory"\ndocuments = "{docs}"\n'))
+    return docs
+
+
 def test_bench_retrieval_scores_cranfield(tmp_path: Path) -> None:
     """bench retrieval indexes the collection, runs every query and reports the metrics."""
     pipeline = tmp_path / "p.toml"
@@ -44,13 +59,9 @@ def test_bench_retrieval_names_a_missing_collection(tmp_path: Path) -> None:
 
 def test_ask_json_maps_citations_to_documents(tmp_path: Path) -> None:
     """ask --json returns the answer, its citations resolved to document ids, and hits."""
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.md").write_text("# Tantivy\n\nTantivy is a search engine library in Rust.\n")
-    (docs / "b.md").write_text("# Pluggy\n\nPluggy is the plugin system of pytest.\n")
     pipeline = tmp_path / "p.toml"
-    pipeline.write_text(PIPELINE.replace('use = "memory"\n',
-                                         f'use = "memory"\ndocuments = "{docs}"\n'))
+    tantivy = "# Tantivy\n\nTantivy is a search engine library in Rust.\n"
+    docs = _with_docs(tmp_path, {"a.md": tantivy, "b.md": PLUGGY}, pipeline)
     code, out, err = invoke("ask", str(pipeline), "what is pluggy", "--json")
     assert code == 0, err
     data = json.loads(out)
@@ -64,12 +75,8 @@ def test_ask_json_times_the_first_token_unless_told_not_to_stream(tmp_path: Path
     """ask --json streams the answer unseen, so its timings carry TTFT and TPOT (they were
     always null); --no-stream asks for the whole answer at once, so there is no TTFT. The
     answer is the same either way, and no token leaks outside the JSON document."""
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "b.md").write_text("# Pluggy\n\nPluggy is the plugin system of pytest.\n")
     pipeline = tmp_path / "p.toml"
-    pipeline.write_text(PIPELINE.replace('use = "memory"\n',
-                                         f'use = "memory"\ndocuments = "{docs}"\n'))
+    _with_docs(tmp_path, {"b.md": PLUGGY}, pipeline)
     code, out, err = invoke("ask", str(pipeline), "what is pluggy", "--json")
     assert code == 0, err
     streamed = json.loads(out)
@@ -91,11 +98,7 @@ def test_ask_an_empty_index_says_so(tmp_path: Path) -> None:
     assert code == 0, err
     assert json.loads(out)["hits"] == []
     assert "no passage retrieved" in err and f"aieng index {pipeline}" in err
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "b.md").write_text("# Pluggy\n\nPluggy is the plugin system of pytest.\n")
-    pipeline.write_text(PIPELINE.replace('use = "memory"\n',
-                                         f'use = "memory"\ndocuments = "{docs}"\n'))
+    _with_docs(tmp_path, {"b.md": PLUGGY}, pipeline)
     code, out, err = invoke("ask", str(pipeline), "what is pluggy", "--json")
     assert code == 0 and "no passage retrieved" not in err
 
@@ -131,12 +134,9 @@ def test_index_into_a_pipeline_without_an_index_is_a_usage_error(tmp_path: Path)
 
 def test_ask_max_tokens_limits_the_answer(tmp_path: Path) -> None:
     """--max-tokens reaches the backend: the extractive answer is cut to that many words."""
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.md").write_text("# Pluggy\n\nPluggy is the plugin system of pytest and tox.\n")
     pipeline = tmp_path / "p.toml"
-    pipeline.write_text(PIPELINE.replace('use = "memory"\n',
-                                         f'use = "memory"\ndocuments = "{docs}"\n'))
+    _with_docs(tmp_path, {"a.md": "# Pluggy\n\nPluggy is the plugin system of pytest and tox.\n"},
+               pipeline)
     code, out, err = invoke("ask", str(pipeline), "what is pluggy", "--json", "--max-tokens", "3")
     assert code == 0, err
     assert json.loads(out)["answer"] == "Pluggy is the"
@@ -152,12 +152,9 @@ def test_bench_retrieval_leaves_out_an_index_s_own_documents(tmp_path: Path) -> 
         '{"_id": "d2", "title": "", "text": "shock waves in supersonic nozzles"}\n')
     (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "boundary layer plate"}\n')
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "own.md").write_text("# Plate\n\nboundary layer plate boundary layer plate\n")
     pipeline = tmp_path / "p.toml"
-    pipeline.write_text(PIPELINE.replace('use = "memory"\n',
-                                         f'use = "memory"\ndocuments = "{docs}"\n'))
+    _with_docs(tmp_path, {"own.md": "# Plate\n\nboundary layer plate boundary layer plate\n"},
+               pipeline)
     code, out, err = invoke("bench", "retrieval", str(pipeline), str(beir), "--json")
     assert code == 0, err
     data = json.loads(out)
@@ -224,12 +221,8 @@ def test_ask_prints_the_answer_as_it_is(tmp_path: Path) -> None:
     added at 80 columns."""
     sentence = ("Set the key to a:b:c with :smile: intact, and keep this sentence long enough "
                 "to pass the eighty columns a console wraps at.")
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.md").write_text(f"# Keys\n\n{sentence}\n")
     pipeline = tmp_path / "p.toml"
-    pipeline.write_text(PIPELINE.replace('use = "memory"\n',
-                                         f'use = "memory"\ndocuments = "{docs}"\n'))
+    _with_docs(tmp_path, {"a.md": f"# Keys\n\n{sentence}\n"}, pipeline)
     code, out, err = invoke("ask", str(pipeline), "key smile intact")
     assert code == 0, err
     assert out.splitlines()[0] == f"{sentence} [1]"

@@ -185,14 +185,19 @@ def test_a_pipeline_that_fails_to_start_is_one_line(served: tuple[Gateway, Loopb
     assert f"cannot listen on 127.0.0.1:{served[1].port}" in err and "Traceback" not in err
 
 
+def _flaky_upstream(tmp_path: Path) -> tuple[FlakyBackend, Gateway]:
+    """An upstream gateway (no auth) over the flaky backend double, which answers "SLOW"
+    only after a long wait: requests stay in flight while the test stops `serve`."""
+    backend = FlakyBackend()
+    (tmp_path / "up").mkdir()
+    return backend, make_gateway(tmp_path / "up", backend=backend, timeout=60,
+                                 settings=GatewaySettings(auth=False))
+
 def test_sigterm_ends_what_outlasts_the_grace_period_cleanly(tmp_path: Path) -> None:
     """SIGTERM with requests in flight: what is still running after --graceful-timeout
     ends as 503 ``server_shutting_down`` (a started stream: an error event, then [DONE]),
     not a bare 500 and a cut stream; no traceback; the process ends by SIGTERM (143)."""
-    backend = FlakyBackend()
-    (tmp_path / "up").mkdir()
-    upstream_gateway = make_gateway(tmp_path / "up", backend=backend, timeout=60,
-                                    settings=GatewaySettings(auth=False))
+    backend, upstream_gateway = _flaky_upstream(tmp_path)
     with LoopbackServer(upstream_gateway.app) as upstream:
         port = _free_port()
         process = _serve(_relay(tmp_path, upstream), tmp_path, "--port", str(port),
@@ -262,10 +267,7 @@ def test_a_second_ctrl_c_stops_at_once_and_still_closes_the_pipeline(tmp_path: P
     saying so, not two tracebacks of the cancellation it forces (the request's and the
     lifespan's); the pipeline still closes (the feedback database's WAL is checkpointed
     away, the row it took kept) and the status is 130."""
-    backend = FlakyBackend()
-    (tmp_path / "up").mkdir()
-    upstream_gateway = make_gateway(tmp_path / "up", backend=backend, timeout=60,
-                                    settings=GatewaySettings(auth=False))
+    backend, upstream_gateway = _flaky_upstream(tmp_path)
     with LoopbackServer(upstream_gateway.app) as upstream:
         port = _free_port()
         process = _serve(_relay(tmp_path, upstream), tmp_path, "--port", str(port))
