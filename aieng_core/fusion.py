@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from aieng_hookspecs.types import Document, Hit, canonical_text
+from aieng_hookspecs.types import Document, Hit, kept_version
 
 __all__ = ["reciprocal_rank_fusion"]
 
@@ -36,7 +36,7 @@ def reciprocal_rank_fusion(runs: Sequence[Sequence[Hit]], *, k: int = 60) -> lis
             # The position in the run, not hit.rank, so a mis-numbered run cannot skew it.
             parts.setdefault(doc.id, []).append(1.0 / (k + position))
             key = (position, hit.source, doc.text, doc.title)
-            if doc.id not in chosen or _before(key, doc, *chosen[doc.id]):
+            if doc.id not in chosen or kept_version(key, doc, *chosen[doc.id]):
                 chosen[doc.id] = (key, doc)
     scores = {doc_id: math.fsum(values) for doc_id, values in parts.items()}
     ordered = sorted(scores, key=lambda doc_id: (-scores[doc_id], doc_id))
@@ -44,12 +44,3 @@ def reciprocal_rank_fusion(runs: Sequence[Sequence[Hit]], *, k: int = 60) -> lis
         Hit(document=chosen[doc_id][1], score=scores[doc_id], rank=rank, source="rrf")
         for rank, doc_id in enumerate(ordered, start=1)
     ]
-
-
-def _before(key: tuple[int, str, str, str], doc: Document,
-            old_key: tuple[int, str, str, str], old_doc: Document) -> bool:
-    """Whether a version of a document is kept over another: the lower key, then (versions
-    alike but for their metadata) the lower metadata."""
-    if key != old_key:
-        return key < old_key
-    return canonical_text(doc.metadata) < canonical_text(old_doc.metadata)

@@ -4,27 +4,14 @@ when it can and answering whole when it cannot."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 
 from aieng_core import HookError, Kernel
-from aieng_core.testing.doubles import ScriptedBackend
+from aieng_core.testing.doubles import FixedRouter, ScriptedBackend
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, Delta, ErrorEvent, Message, Request, Route
+from aieng_hookspecs.types import Completion, Delta, ErrorEvent, Message, Request
 
 pytestmark = pytest.mark.anyio
-
-
-class ChainRouter:
-    """Routes every request to ``target`` with ``fallbacks``."""
-
-    def __init__(self, target: str, *fallbacks: str) -> None:
-        self.route = Route(target=target, fallbacks=fallbacks)
-
-    @hookimpl
-    def aieng_route(self, request: Request, candidates: Sequence[str]) -> Route:
-        return self.route
 
 
 class WholeOnly:
@@ -49,7 +36,7 @@ async def test_a_route_target_that_does_not_stream_still_answers_first(
     """The router chose ``whole``; a streaming caller gets its answer (one delta), not the
     streaming fallback's."""
     whole, spare = WholeOnly("from whole"), ScriptedBackend(["from spare"])
-    pipeline = aieng_kernel.compose({"router": ChainRouter("whole", "spare"),
+    pipeline = aieng_kernel.compose({"router": FixedRouter("whole", "spare"),
                                      "whole": whole, "spare": spare})
     deltas: list[Delta] = []
     result = await pipeline.run("hi", on_delta=deltas.append if stream else None)
@@ -76,7 +63,7 @@ async def test_a_route_falls_back_from_a_failing_whole_backend_to_a_streaming_on
     """The target answers whole and fails: the streaming fallback answers, whatever the
     stage's policy, and the failure is published once."""
     whole, spare = WholeOnly("whole", fail=True), ScriptedBackend(["from spare"])
-    pipeline = aieng_kernel.compose({"router": ChainRouter("whole", "spare"),
+    pipeline = aieng_kernel.compose({"router": FixedRouter("whole", "spare"),
                                      "whole": whole, "spare": spare})
     deltas: list[Delta] = []
     result = await pipeline.run("hi", on_delta=deltas.append if stream else None)
@@ -90,7 +77,7 @@ async def test_a_streamed_chain_that_fails_whole_raises_the_last_failure(
     """Every backend of the route fails: the run fails with the last one's error."""
     first = ScriptedBackend(["x"], fail_with=RuntimeError("stream down"))
     last = WholeOnly("whole", fail=True)
-    pipeline = aieng_kernel.compose({"router": ChainRouter("first", "last"),
+    pipeline = aieng_kernel.compose({"router": FixedRouter("first", "last"),
                                      "first": first, "last": last})
     with pytest.raises(HookError, match="whole down"):
         await pipeline.run("hi", on_delta=lambda d: None)

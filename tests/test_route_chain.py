@@ -3,28 +3,15 @@ fails before its first delta falls back; judges' scores reach the bus."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 
 from aieng_core import HookError, Kernel
 from aieng_core.testing import EventCapture
-from aieng_core.testing.doubles import ScriptedBackend
+from aieng_core.testing.doubles import FixedRouter, ScriptedBackend
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Delta, ErrorEvent, JudgeScored, Request, Route, Sample, Score
+from aieng_hookspecs.types import Delta, ErrorEvent, JudgeScored, Request, Sample, Score
 
 pytestmark = pytest.mark.anyio
-
-
-class ChainRouter:
-    """Routes every request to ``target`` with ``fallbacks``."""
-
-    def __init__(self, target: str, *fallbacks: str) -> None:
-        self.route = Route(target=target, fallbacks=fallbacks)
-
-    @hookimpl
-    def aieng_route(self, request: Request, candidates: Sequence[str]) -> Route:
-        return self.route
 
 
 def _backends(*failing: str) -> dict[str, ScriptedBackend]:
@@ -40,7 +27,7 @@ async def test_route_fallbacks_are_tried_in_order_under_any_policy(
         aieng_kernel: Kernel, on_error: str, stream: bool) -> None:
     """The target fails; the first fallback fails; the second answers — whatever the policy."""
     backends = _backends("c", "a")
-    pipeline = aieng_kernel.compose({"router": ChainRouter("c", "a", "b"), **backends},
+    pipeline = aieng_kernel.compose({"router": FixedRouter("c", "a", "b"), **backends},
                                     stage={"generate": {"on_error": on_error}})
     deltas: list[Delta] = []
     result = await pipeline.run("hello", on_delta=deltas.append if stream else None)
@@ -56,7 +43,7 @@ async def test_backends_left_out_of_the_route_are_never_tried(aieng_kernel: Kern
     """A backend the router left out (say its circuit is open) is not tried even under
     ``fallback``: when the whole chain fails, the run fails."""
     backends = _backends("a", "b")
-    pipeline = aieng_kernel.compose({"router": ChainRouter("a", "b"), **backends},
+    pipeline = aieng_kernel.compose({"router": FixedRouter("a", "b"), **backends},
                                     stage={"generate": {"on_error": "fallback"}})
     with pytest.raises(HookError, match="b down"):
         await pipeline.run("hello")

@@ -6,10 +6,11 @@ aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder``
 """
 
 from ._kit import EventCapture, HookRecorder, isolated_kernel, registered, settle
-from .doubles import HashEmbedder, PromptCache, ScriptedBackend
+from .doubles import FixedRouter, HashEmbedder, PromptCache, ScriptedBackend
 
 __all__ = [
     "EventCapture",
+    "FixedRouter",
     "HashEmbedder",
     "PromptCache",
     "HookRecorder",

@@ -14,9 +14,9 @@ import math
 import anyio
 
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, Delta, Request, Usage
+from aieng_hookspecs.types import Completion, Delta, Request, Route, Usage
 
-__all__ = ["HashEmbedder", "PromptCache", "ScriptedBackend"]
+__all__ = ["FixedRouter", "HashEmbedder", "PromptCache", "ScriptedBackend"]
 
 
 class ScriptedBackend:
@@ -155,3 +155,15 @@ class PromptCache:
     @hookimpl
     def aieng_cache_store(self, request: Request, completion: Completion) -> None:
         self.store[request.prompt] = completion
+
+
+class FixedRouter:
+    """A router double: routes every request to ``target``, then ``fallbacks`` in order,
+    whatever the candidates."""
+
+    def __init__(self, target: str, *fallbacks: str) -> None:
+        self.route = Route(target=target, fallbacks=fallbacks)
+
+    @hookimpl
+    def aieng_route(self, request: Request, candidates: Sequence[str]) -> Route:
+        return self.route

@@ -31,7 +31,7 @@ from ._jobs import (
 )
 from ._text import Chunk, Document, Hit, Query, filters_match, json_equal
 from ._tools import ToolCall, ToolResult, ToolSpec
-from ._canonical import canonical_text
+from ._canonical import canonical_text, kept_version
 from ._unchecked import unchecked
 
 __all__ = [
@@ -79,5 +79,6 @@ __all__ = [
     "canonical_text",
     "filters_match",
     "json_equal",
+    "kept_version",
     "unchecked",
 ]

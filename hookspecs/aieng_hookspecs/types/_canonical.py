@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["canonical_text"]
+from ._text import Document
+
+__all__ = ["canonical_text", "kept_version"]
 
 
 def canonical_text(value: object) -> str:
@@ -23,3 +26,14 @@ def canonical_text(value: object) -> str:
     if isinstance(value, (set, frozenset)):
         return "{" + ",".join(sorted(canonical_text(item) for item in value)) + "}"
     return repr(value)
+
+
+def kept_version(key: tuple[Any, ...], doc: Document, old_key: tuple[Any, ...],
+                 old_doc: Document) -> bool:
+    """Whether a fuser keeps ``doc`` over ``old_doc``, two versions of one document found
+    by its runs: the lower ``key`` (position in its run, source, text, title), then, for
+    versions alike but for their metadata, the lower :func:`canonical_text` of it
+    (compared only then). So the version kept does not depend on the order of the runs."""
+    if key != old_key:
+        return bool(key < old_key)
+    return canonical_text(doc.metadata) < canonical_text(old_doc.metadata)

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import attrs
-from aieng_hookspecs.types import Document, Hit, canonical_text
+from aieng_hookspecs.types import Document, Hit, kept_version
 
 __all__ = ["Entry", "Run", "ranked", "read_runs", "scaled"]
 
@@ -28,16 +28,6 @@ class Run:
     entries: tuple[Entry, ...]
 
 
-def _before(key: tuple[int, str, str, str], doc: Document,
-            old_key: tuple[int, str, str, str], old_doc: Document) -> bool:
-    """Whether a version of a document is kept over another: the lower position, source,
-    text and title, then (versions alike but for their metadata) the lower metadata,
-    compared only then."""
-    if key != old_key:
-        return key < old_key
-    return canonical_text(doc.metadata) < canonical_text(old_doc.metadata)
-
-
 def read_runs(runs: Sequence[Sequence[Hit]]) -> tuple[list[Run], dict[str, Document]]:
     """The runs without repeated documents, and one version of each document.
 
@@ -57,7 +47,7 @@ def read_runs(runs: Sequence[Sequence[Hit]]) -> tuple[list[Run], dict[str, Docum
             seen.add(doc.id)
             entries.append(Entry(doc.id, float(hit.score), position))
             key = (position, hit.source, doc.text, doc.title)
-            if doc.id not in chosen or _before(key, doc, *chosen[doc.id]):
+            if doc.id not in chosen or kept_version(key, doc, *chosen[doc.id]):
                 chosen[doc.id] = (key, doc)
         source = run[0].source if run else ""
         read.append(Run(source, tuple(entries)))
