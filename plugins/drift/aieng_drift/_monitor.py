@@ -210,7 +210,8 @@ class DriftMonitor:
     def set_reference(self, *, texts: Iterable[str] | None = None,
                       embeddings: Iterable[Sequence[float]] | None = None,
                       scores: Mapping[str, Iterable[float]] | None = None) -> None:
-        """Freeze reference windows explicitly (the current windows start empty).
+        """Freeze reference windows explicitly (the current windows start empty); those of
+        detectors that do not run are checked but not set.
 
         :raises ValueError: when a window would get fewer than 2 items, a score or an
             embedding component is NaN or infinite, or the embeddings are empty or of
@@ -240,7 +241,8 @@ class DriftMonitor:
                 raise ValueError(f"a reference window needs at least 2 items ({detector}: "
                                  f"{len(items)})")
         for detector, items in references.items():
-            self.window(detector).set_reference(items)
+            if self._enabled(detector.partition(":")[0]):  # a window is a series in /metrics
+                self.window(detector).set_reference(items)
 
     # -- checking ------------------------------------------------------------------------
 
@@ -364,9 +366,13 @@ _HELP = {
 
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _escape(value: str) -> str:
+    # A lone surrogate (a JSON "\ud800" escape in a name) as U+FFFD: no UTF-8 text holds
+    # one, and the whole exposition (the gateway's /metrics) could not be encoded.
+    value = _SURROGATE.sub("\ufffd", value)
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 

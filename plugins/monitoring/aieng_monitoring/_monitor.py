@@ -26,13 +26,17 @@ from ._exposition import histogram_samples, metric_family, utf8_value
 from ._options import MonitorOptions
 from ._stats import Series
 
-__all__ = ["Monitor"]
+__all__ = ["MAX_LABEL_CHARS", "OTHER", "Monitor"]
 
 log = structlog.get_logger(__name__)
 
 QUANTILES = (0.5, 0.9, 0.99)
 #: Runs whose ``run.finished`` never came (a lost event) are forgotten beyond this many.
 MAX_OPEN_RUNS = 10_000
+#: The label value of every value past a label's ``max_label_values`` distinct ones.
+OTHER = "other"
+#: A longer label value (a client's model name) is cut to this many characters, ending "…".
+MAX_LABEL_CHARS = 200
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -85,6 +89,7 @@ class Monitor:
         self._errors: Counter[Labels] = Counter()        # pipeline, stage, plugin, policy
         self._cache_hits: Counter[Labels] = Counter()    # pipeline
         self._open: dict[str, _RunTally] = {}
+        self._label_values: defaultdict[str, set[str]] = defaultdict(set)  # label -> seen
 
     # -- the subscriber --------------------------------------------------------------------
 
@@ -97,14 +102,14 @@ class Monitor:
             tally = self._tally(event)
             tally.first_token[event.component] = event.ttft_s
             if event.model:
-                tally.models[event.component] = utf8_value(event.model)
+                tally.models[event.component] = event.model
             if tally.ttft is None:
                 tally.ttft = event.ttft_s
         elif isinstance(event, ModelCall):
             self._model_call(event)
         elif isinstance(event, StageFinished):
-            key = (("pipeline", event.pipeline), ("stage", event.stage))
-            self._stages[(*key, ("status", event.status))] += 1
+            key = (self._label("pipeline", event.pipeline), self._label("stage", event.stage))
+            self._stages[(*key, self._label("status", event.status))] += 1
             self._series(self._stage_latency, key, latency=True).observe(event.duration_s)
         elif isinstance(event, RunStarted):
             self._tally(event)
@@ -114,8 +119,9 @@ class Monitor:
             # Counted when the run finishes, as aieng_runs_total is: the hit rate is a share.
             self._tally(event).cache_hit = True
         elif isinstance(event, ErrorEvent):
-            self._errors[(("pipeline", event.pipeline), ("stage", event.stage),
-                          ("plugin", event.plugin), ("policy", event.policy))] += 1
+            self._errors[(self._label("pipeline", event.pipeline),
+                          self._label("stage", event.stage), self._label("plugin", event.plugin),
+                          self._label("policy", event.policy))] += 1
             self._tally(event).errors += 1
 
     def _tally(self, event: Event) -> _RunTally:
@@ -125,6 +131,30 @@ class Monitor:
                 self._open.pop(next(iter(self._open)))
             tally = self._open[event.run_id] = _RunTally()
         return tally
+
+    def _label(self, name: str, value: str) -> tuple[str, str]:
+        """``(name, value)`` as a bounded label: lone surrogates as U+FFFD (as the exposition
+        shows them: names shown alike are one series), cut to :data:`MAX_LABEL_CHARS`, and
+        :data:`OTHER` past the label's first ``max_label_values`` distinct values (a model of
+        the price table always keeps its own)."""
+        seen = self._label_values[name]
+        if value in seen:  # the hot path: seen values are already shown as they are
+            return name, value
+        value = utf8_value(value)
+        if len(value) > MAX_LABEL_CHARS:
+            value = value[:MAX_LABEL_CHARS - 1] + "\u2026"
+        if value in seen or (name == "model" and value in self.options.prices):
+            return name, value
+        limit = self.options.max_label_values
+        if len(seen) < limit:
+            seen.add(value)
+            return name, value
+        if OTHER not in seen:  # the first value folded: say so once per label
+            seen.add(OTHER)
+            log.warning("monitor.label_values_folded", label=name, limit=limit,
+                        hint=f"label {name!r} had {limit} distinct values already: later "
+                             f"ones are counted as {OTHER!r} (raise max_label_values)")
+        return name, OTHER
 
     def _series(self, table: dict[Labels, Series], key: Labels, *, latency: bool) -> Series:
         series = table.get(key)
@@ -138,7 +168,7 @@ class Monitor:
         # A client names the model: one with a lone surrogate is shown (and so counted
         # and priced) as the exposition can hold it, with U+FFFD.
         model = utf8_value(str(event.parameters.get("model") or event.component))
-        key = (("pipeline", event.pipeline), ("model", model))
+        key = (self._label("pipeline", event.pipeline), self._label("model", model))
         usage = event.usage
         pieces = tally.pieces.pop(event.component, 0)
         ttft = event.ttft_s if event.ttft_s is not None \
@@ -147,7 +177,7 @@ class Monitor:
         tally.models.pop(event.component, None)
         output = usage.completion_tokens or pieces
         self._calls[(*key, ("streamed", "true" if event.streamed else "false"))] += 1
-        self._count_tokens(key, tally, usage.prompt_tokens, output)
+        self._count_tokens(key, model, tally, usage.prompt_tokens, output)
         self._series(self._call_latency, key, latency=True).observe(event.duration_s)
         if event.streamed and ttft is not None:
             self._series(self._ttft, key, latency=True).observe(ttft)
@@ -157,10 +187,11 @@ class Monitor:
         tally.model = model
         tally.calls += 1
 
-    def _count_tokens(self, key: Labels, tally: _RunTally, prompt: int, output: int) -> None:
+    def _count_tokens(self, key: Labels, model: str, tally: _RunTally, prompt: int,
+                      output: int) -> None:
         self._tokens[(*key, ("direction", "input"))] += prompt
         self._tokens[(*key, ("direction", "output"))] += output
-        price = self.options.prices.get(dict(key)["model"])
+        price = self.options.prices.get(model)  # the whole name, not the label it shows as
         if price is None:
             self._unpriced[key] += 1
         else:
@@ -172,18 +203,18 @@ class Monitor:
 
     def _run_finished(self, event: RunFinished) -> None:
         tally = self._open.pop(event.run_id, None) or _RunTally()
-        pipeline = (("pipeline", event.pipeline),)
-        self._runs[(*pipeline, ("status", event.status))] += 1
+        pipeline = (self._label("pipeline", event.pipeline),)
+        self._runs[(*pipeline, self._label("status", event.status))] += 1
         if tally.cache_hit:
             self._cache_hits[pipeline] += 1
         self._series(self._run_latency, pipeline, latency=True).observe(event.duration_s)
         # A stream cut short never produced a backend.call: count what it did produce.
         for component, pieces in tally.pieces.items():
             # Named as its backend.call would have named it, so its price applies.
-            model = tally.models.get(component) or component
-            key = (("pipeline", event.pipeline), ("model", model))
+            model = utf8_value(tally.models.get(component) or component)
+            key = (*pipeline, self._label("model", model))
             self._calls[(*key, ("streamed", "true"))] += 1
-            self._count_tokens(key, tally, 0, pieces)
+            self._count_tokens(key, model, tally, 0, pieces)
             first = tally.first_token.get(component)
             if first is not None:
                 self._series(self._ttft, key, latency=True).observe(first)

@@ -74,6 +74,11 @@ def _buckets(instance: object, attribute: attrs.Attribute[tuple[float, ...]],
         raise ValueError(f"{attribute.name} must be strictly increasing, got {list(value)}")
 
 
+def _max_label_values(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
+
+
 def _window(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 10 <= value <= 1_000_000:
         raise ValueError(f"{attribute.name} must be an integer from 10 to 1000000, got {value!r}")
@@ -91,6 +96,11 @@ class MonitorOptions:
     :param window: the percentiles (p50/p90/p99) are exact over the last ``window`` samples
         of each series (a bounded sliding window, so memory stays constant).
     :param log_runs: log one ``run.summary`` line per finished run through structlog.
+    :param max_label_values: at most this many distinct values per label (``model``,
+        ``pipeline``, ``stage``, ...) get series of their own; later ones are counted under
+        ``other`` (a warning is logged once per label), so a client choosing model names
+        cannot grow memory and the scrape without bound. Models of ``prices`` always keep
+        their own series.
     """
 
     prices: dict[str, Price] = attrs.field(factory=dict, converter=_prices, hash=False)
@@ -100,6 +110,7 @@ class MonitorOptions:
                                                   converter=listed, validator=_buckets)
     window: int = attrs.field(default=2048, validator=_window)
     log_runs: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    max_label_values: int = attrs.field(default=100, validator=_max_label_values)
 
 
 def _path(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
