@@ -61,9 +61,15 @@ class VectorIndex:
         self._closed = False
 
     def __len__(self) -> int:
+        """The number of documents; a folder index not loaded yet is loaded first (in the
+        calling thread: it cannot await), so a fresh component counts what its folder
+        holds."""
+        self._load_now()
         return len(self._store)
 
     def __contains__(self, doc_id: object) -> bool:
+        """Whether a document has this id (a folder index is loaded first, as for len)."""
+        self._load_now()
         return doc_id in self._store
 
     @property
@@ -96,9 +102,29 @@ class VectorIndex:
                 if self._loaded:
                     await anyio.to_thread.run_sync(self._store.close)
 
+    def _closed_error(self) -> RuntimeError:
+        path = self.options.path
+        where = f"the vectors index at {path}" if path else "this in-memory vectors index"
+        again = " on the same path" if path else ""
+        return RuntimeError(
+            f"{where} is closed (aclose, or its pipeline closed): a closed index is not "
+            f"opened again; build a new VectorIndex (or pipeline){again}")
+
+    def _load_now(self) -> None:
+        """Load a folder index in the calling thread, for ``len`` and ``in``, which cannot
+        await. Once closed, only what it held when it closed is known."""
+        if self._loaded or not self.options.path:
+            return  # in memory: nothing to load
+        if self._closed:
+            raise self._closed_error()
+        # A load running in a worker thread meanwhile holds the store's lock: this one
+        # waits for it, then finds the folder open (the store opens it once).
+        self._store.open(Path(self.options.path).expanduser())
+        self._loaded = True
+
     async def _ensure_loaded(self) -> None:
         if self._closed:
-            raise RuntimeError("this vectors index is closed")
+            raise self._closed_error()
         if self._loaded:
             return
         async with self._load_lock:

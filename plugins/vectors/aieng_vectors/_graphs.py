@@ -152,7 +152,7 @@ class HnswlibGraph:
 
     def search(self, vector: Any, count: int) -> Any:
         """The keys of the ``count`` nearest live entries to ``vector``, best first (fewer
-        when the graph cannot reach ``count`` live entries)."""
+        or none when the graph cannot reach ``count`` live entries: the store then scans)."""
         try:  # positional: pybind11 parses keywords slower (~3 µs a query)
             return self.index.knn_query(vector, count, 1)[0][0]
         except RuntimeError:  # hnswlib found fewer than count: widen the search

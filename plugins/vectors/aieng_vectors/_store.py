@@ -179,7 +179,8 @@ class VectorStore:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this vectors index is closed: the write was not made "
+            where = f" at {self.options.path}" if self.options.path else ""
+            raise RuntimeError(f"the vectors index{where} is closed: the write was not made "
                                "(its pipeline closed while it was in flight)")
 
     def _check_dim(self, dim: int) -> None:
@@ -361,11 +362,11 @@ class VectorStore:
         graph.expansion_search = max(self.options.expansion_search, want)
         rows = self._key_row[graph.search(query, want)]
         listed: list[int] = rows.tolist()
-        if -1 in listed:  # a key without a row (never expected: the graph holds live keys)
-            rows = rows[rows >= 0]
-            listed = rows.tolist()
-        if not listed:
-            return []
+        if len(listed) < want or -1 in listed:
+            # The graph reached fewer live entries than asked for (many of its entries
+            # deleted or replaced can cut it into parts), or gave a key without a row
+            # (never expected): the exact scan answers in full.
+            return self._rank(query, None, want)
         # The same float32 product as _rank's ``matrix[rows] @ query``; ``take`` gathers
         # the rows faster than fancy indexing.
         scores: list[float] = (self._matrix.take(rows, axis=0) @ query).tolist()
@@ -387,6 +388,10 @@ class VectorStore:
             self._hnsw.expansion_search = max(self.options.expansion_search, want)
             rows = self._key_row[self._hnsw.search(query, want)]
             rows = rows[rows >= 0]
+            if rows.size < want:
+                # The graph cannot reach as many live entries as asked for (see
+                # _search_graph): the exact scan of the permitted rows answers in full.
+                return allowed
             if permitted is not None:
                 rows = np.asarray([row for row in rows.tolist() if row in permitted],
                                   dtype=np.int64)
@@ -436,6 +441,8 @@ class VectorStore:
         :raises RuntimeError: when another component has the folder open.
         """
         with self.lock:
+            if self._folder is not None:
+                return  # open already (a load from another thread got here first)
             folder = Folder(root)
             folder.lock()
             self._closed = False
