@@ -5,9 +5,10 @@ each message's content with its whitespace normalized (runs of whitespace become
 ends stripped, Unicode NFC), and every sampling parameter that changes the output — model,
 temperature, top_p, top_k, max_tokens, stop, seed, response_schema, tools — plus the cache's
 namespace, a prompt-template version and the pipeline's name. ``Request.metadata`` is left
-out (user ids and trace tags would split the cache), except its ``template_version`` field
-and whether it asks for log-probabilities (``logprobs``: an answer stored without them is
-no answer to a request for them).
+out (user ids and trace tags would split the cache), except its ``template_version`` field,
+whether it asks for log-probabilities (``logprobs``: an answer stored without them is
+no answer to a request for them) and the output constraints the backends read from it
+(``regex``, ``tool_choice``, ``parallel_tool_calls``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ CONTENT_TYPE_FIELD = "cache_type"
 TEMPLATE_FIELD = "template_version"
 #: ``Request.metadata`` field asking the backend for per-token log-probabilities.
 LOGPROBS_FIELD = "logprobs"
+#: ``Request.metadata`` fields the backends send as constraints on the output (a regular
+#: expression the text must match, OpenAI's ``tool_choice`` and ``parallel_tool_calls``).
+OUTPUT_FIELDS = ("regex", "tool_choice", "parallel_tool_calls")
 
 
 @attrs.frozen
@@ -97,6 +101,11 @@ def _parameters(request: Request, scope: KeyScope) -> dict[str, Any]:
     # requests that asked, maybe without log-probabilities, are simply never found again.
     if request.metadata.get(LOGPROBS_FIELD):
         value["logprobs"] = True
+    # Likewise only when given: they change what the backend answers (text or a tool call,
+    # one call or several, text matching a pattern), so each is part of the request.
+    for name in OUTPUT_FIELDS:
+        if request.metadata.get(name) is not None:
+            value[name] = request.metadata[name]
     return value
 
 

@@ -73,6 +73,29 @@ def test_asking_for_logprobs_is_in_the_key() -> None:
     assert request_key(attrs.evolve(request, metadata={"logprobs": 1})) == request_key(asking)
 
 
+@pytest.mark.parametrize("metadata", [
+    {"regex": r"\d+"}, {"tool_choice": "required"}, {"tool_choice": "none"},
+    {"tool_choice": {"type": "function", "function": {"name": "search"}}},
+    {"parallel_tool_calls": False},
+])
+def test_output_constraints_in_metadata_are_in_the_key(metadata: dict[str, object]) -> None:
+    """The metadata the backends send as output constraints (``regex``, ``tool_choice``,
+    ``parallel_tool_calls``) changes the answer: an answer stored without the constraint
+    (or with another) must never answer a request with it, exactly or by similarity. A
+    request without them keeps the key it always had; their dict order does not count."""
+    request = chat("Give me a number", tools=(ToolSpec(name="search"),))
+    constrained = attrs.evolve(request, metadata=metadata)
+    assert request_key(constrained) != request_key(request)
+    assert partition_key(constrained) != partition_key(request)
+    assert request_key(attrs.evolve(request, metadata={**metadata, "user": "u1"})) == \
+        request_key(constrained)
+    assert request_key(attrs.evolve(request, metadata={"user": "u1"})) == request_key(request)
+    choice = {"type": "function", "function": {"name": "search"}}
+    reordered = {"function": {"name": "search"}, "type": "function"}
+    assert request_key(attrs.evolve(request, metadata={"tool_choice": choice})) == \
+        request_key(attrs.evolve(request, metadata={"tool_choice": reordered}))
+
+
 def test_integer_and_float_temperatures_agree() -> None:
     """``temperature=0`` and ``temperature=0.0`` are the same request."""
     assert request_key(chat("hi", temperature=0)) == request_key(chat("hi", temperature=0.0))

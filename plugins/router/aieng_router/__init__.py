@@ -21,7 +21,7 @@ from aieng_hookspecs import ComponentRegistry, EventRegistry, hookimpl
 from ._breaker import CircuitBreaker, CircuitState, Clock, Transition
 from ._cost import CostRouter, Estimate
 from ._events import CircuitChanged
-from ._health import BackendStats, Health
+from ._health import BackendStats, CircuitOpenError, Health
 from ._intent import Embedder, IntentClassifier, IntentRouter, knn_vote, read_examples
 from ._options import (
     BackendProfile,
@@ -39,6 +39,7 @@ __all__ = [
     "BreakerOptions",
     "CircuitBreaker",
     "CircuitChanged",
+    "CircuitOpenError",
     "CircuitState",
     "Clock",
     "CostOptions",

@@ -131,6 +131,7 @@ class CostRouter:
         """The cheapest healthy backend within budget; the rest, ordered, as fallbacks."""
         if not candidates:
             return None
+        self.health.fail_fast(candidates)
         ranked = self.rank(request, candidates)
         best = ranked[0]
         if best.healthy and best.fits:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -17,7 +17,7 @@ from ._breaker import CircuitBreaker, Clock, Transition
 from ._events import CircuitChanged
 from ._options import BreakerOptions
 
-__all__ = ["BackendStats", "Health"]
+__all__ = ["BackendStats", "CircuitOpenError", "Health"]
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +36,25 @@ class BackendStats:
     completion_tokens: float | None = None
     calls: int = 0
     failures: int = 0
+
+
+class CircuitOpenError(RuntimeError):
+    """Every candidate backend's circuit is open, and the breaker fails fast
+    (``breaker = { fail_fast = true }``).
+
+    :param router: the router's name.
+    :param waits: each open backend, with the seconds until it allows a trial call.
+    """
+
+    def __init__(self, router: str, waits: Mapping[str, float]) -> None:
+        self.router = router
+        self.waits = dict(waits)
+        #: the first backend to allow a trial, and the seconds until it does
+        self.first, self.retry_after_s = min(self.waits.items(), key=lambda item: item[1])
+        super().__init__(
+            f"{router}: every candidate backend's circuit is open "
+            f"({', '.join(self.waits)}); failing fast (breaker.fail_fast): the first, "
+            f"{self.first!r}, allows a trial call in {round(self.retry_after_s, 1):g} s")
 
 
 def _ewma(old: float | None, new: float, alpha: float) -> float:
@@ -164,14 +183,32 @@ class Health:
                 admitted.append(name)
         return admitted
 
+    def fail_fast(self, candidates: Sequence[str]) -> None:
+        """With ``breaker.fail_fast``, raise :class:`CircuitOpenError` when no candidate's
+        circuit lets a call through now (nothing is taken: no trial is handed out)."""
+        if not self.breaker_options.fail_fast or not candidates:
+            return
+        waits: dict[str, float] = {}
+        for name in dict.fromkeys(candidates):
+            breaker = self.breakers.get(name)
+            wait = 0.0 if breaker is None else breaker.wait_s()
+            if wait <= 0.0:
+                return
+            waits[name] = wait
+        log.warning("router.fail_fast", router=self.router, open=sorted(waits))
+        raise CircuitOpenError(self.router, waits)
+
     def route(self, order: Iterable[str], candidates: Sequence[str], reason: str,
               score: float | None = None) -> Route | None:
-        """A route over the admitted backends of ``order``, or ``None`` when none is."""
+        """A route over the admitted backends of ``order``, or ``None`` when none is
+        (:class:`CircuitOpenError` instead, with ``breaker.fail_fast``, when no candidate
+        at all is admitted)."""
         order = list(order)
         admitted = self.admit(order, candidates)
         skipped = [n for n in order if n in candidates and n not in admitted]
         if not admitted:
             if skipped:
+                self.fail_fast(candidates)
                 log.warning("router.all_open", router=self.router, skipped=skipped)
             return None
         if skipped:

@@ -214,6 +214,7 @@ class IntentRouter:
         """The backend of the request's intent, the next intents' backends as fallbacks."""
         if not candidates:
             return None
+        self.health.fail_fast(candidates)
         options = self.options
         ranked = await self.rank(request.prompt)
         routes: Mapping[str, str] = options.routes

@@ -82,6 +82,9 @@ class BreakerOptions:
     :param failure_rate: share of failures over the window that opens it; ``None``: off.
     :param window: the calls the failure rate is judged over.
     :param cooldown_s: seconds an open circuit waits before a trial.
+    :param fail_fast: when every candidate's circuit is open, the route fails at once with
+        a :class:`~aieng_router.CircuitOpenError` (naming the open backends and when the
+        first allows a trial) instead of leaving the kernel to try them all anyway.
     """
 
     failures: int = attrs.field(default=5, validator=_int_at_least(0))
@@ -89,6 +92,7 @@ class BreakerOptions:
         default=None, validator=_optional(_number_in(0.0, 1.0, open_low=True)))
     window: int = attrs.field(default=20, validator=_int_at_least(1))
     cooldown_s: float = attrs.field(default=30.0, validator=_positive)
+    fail_fast: bool = attrs.field(default=False, validator=v.instance_of(bool))
 
 
 def _valid_regex(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:

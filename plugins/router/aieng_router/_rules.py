@@ -88,6 +88,7 @@ class RuleRouter:
         """The first matching rule's target, its fallbacks after it."""
         if not candidates:
             return None
+        self.health.fail_fast(candidates)
         per_token = self.options.chars_per_token
         for number, (rule, pattern) in enumerate(zip(self.options.rules, self._patterns),
                                                  start=1):

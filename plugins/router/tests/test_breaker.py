@@ -128,6 +128,70 @@ def test_lapsed_trials_run_still_decides(clock: FakeClock) -> None:
     assert closed is not None and closed.after == "closed"
 
 
+def test_late_failure_after_recovery_does_not_count(clock: FakeClock) -> None:
+    """Run ``slow`` was admitted while the circuit was closed; the circuit opened, and its
+    trial closed it again. ``slow``'s late failure (and a lapsed trial's) then changes
+    nothing: the recovered circuit starts from zero, and a fresh failure counts as usual."""
+    breaker = CircuitBreaker(BreakerOptions(failures=2, cooldown_s=5), clock)
+    assert breaker.acquire("slow") == (True, None)
+    breaker.failure("b")
+    breaker.failure("c")
+    assert breaker.state == "open"
+    clock.advance(5)
+    assert breaker.acquire("t1")[0]
+    clock.advance(5)
+    assert breaker.acquire("t2")[0]
+    closed = breaker.success("t2")
+    assert closed is not None and closed.after == "closed"
+    for late in ("slow", "t1"):
+        assert breaker.failure(late) is None
+    assert breaker.state == "closed" and breaker.consecutive == 0
+    assert breaker.acquire("fresh") == (True, None)
+    assert breaker.failure("fresh") is None and breaker.consecutive == 1
+    assert breaker.success("slow") is None and breaker.consecutive == 1  # nor a late success
+    reopened = breaker.failure("")  # an unknown run's failure counts
+    assert reopened is not None and reopened.after == "open"
+
+
+def test_late_failure_does_not_enter_the_failure_rate(clock: FakeClock) -> None:
+    """With a failure-rate rule, late failures of runs admitted before the circuit closed
+    stay out of the recovered circuit's window."""
+    breaker = CircuitBreaker(BreakerOptions(failures=0, failure_rate=0.5, window=2,
+                                            cooldown_s=5), clock)
+    for run in ("a", "b"):
+        breaker.acquire(run)
+    breaker.failure("x")
+    breaker.failure("y")
+    assert breaker.state == "open"
+    clock.advance(5)
+    breaker.acquire("t")
+    breaker.success("t")
+    assert breaker.failure("a") is None and breaker.failure("b") is None
+    assert breaker.state == "closed" and list(breaker.recent) == []
+
+
+def test_clock_going_back_never_sticks_the_circuit_open(clock: FakeClock) -> None:
+    """An injected clock that jumps back by an hour: the open circuit's cool-down counts
+    from the time seen after the jump (no negative wait, no waiting an hour); the same
+    holds for a half-open trial's lapse."""
+    breaker = CircuitBreaker(BreakerOptions(failures=1, cooldown_s=10), clock)
+    breaker.failure()
+    clock.now -= 3600
+    assert not breaker.available()
+    clock.advance(9)
+    assert not breaker.acquire()[0]
+    clock.advance(1)
+    assert breaker.acquire()[0] and breaker.state == "half_open"
+    clock.now -= 3600
+    assert not breaker.acquire()[0]
+    clock.advance(10)
+    assert breaker.acquire()[0]  # the unreported trial lapsed
+    clock.now -= 50
+    assert breaker.wait_s() == 10.0  # never negative, never more than the cool-down
+    clock.advance(2.5)
+    assert breaker.wait_s() == pytest.approx(7.5)
+
+
 @pytest.mark.parametrize("bad", [{"failures": -1}, {"cooldown_s": 0}, {"window": 0},
                                  {"failure_rate": 1.5}, {"failures": True}])
 def test_bad_options_are_refused(bad: dict[str, object]) -> None:
@@ -160,10 +224,12 @@ class Model:
         if self.state == "closed":
             return True
         if self.state == "open":
+            self.opened = min(self.opened, now)  # a clock that went back: wait from now
             if now - self.opened < self.cooldown:
                 return False
             self.state = "half_open"
-        elif self.trial is not None and now - self.trial < self.cooldown:
+        elif self.trial is not None and now - min(self.trial, now) < self.cooldown:
+            self.trial = min(self.trial, now)
             return False
         self.trial = now
         return True
@@ -217,6 +283,11 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([0.5, 1.0, 2.5, 10.0]))
     def wait(self, seconds: float) -> None:
         self.clock.advance(seconds)
+
+    @rule(seconds=st.sampled_from([0.5, 3.0, 100.0]))
+    def rewind(self, seconds: float) -> None:
+        """The injected clock jumps back."""
+        self.clock.now -= seconds
 
     @invariant()
     def same_state(self) -> None:

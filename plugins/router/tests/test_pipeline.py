@@ -5,6 +5,7 @@ the intent router over the pipeline's embedder (the hashing double, and the real
 from __future__ import annotations
 
 import importlib.metadata
+from functools import partial
 from typing import Any
 
 import aieng_router
@@ -155,6 +156,83 @@ async def test_late_result_is_not_the_trials(aieng_kernel: Kernel,
     assert results["slow"].answer == "from gated" and results["trial"].answer == "y"
     assert [c.after for c in captured_events.of(CircuitChanged)] == [
         "open", "half_open", "open"]
+
+
+async def test_one_trial_under_concurrency_and_a_cancelled_trial_lapses(
+        aieng_kernel: Kernel, captured_events: EventCapture) -> None:
+    """Eight concurrent runs once ``x``'s cool-down has passed: exactly one gets ``x`` (the
+    trial), the others go to ``y`` alone. The trial run is cancelled mid-call: that is no
+    failure of ``x`` (the circuit stays half-open, not open), and after the cool-down the
+    trial is handed out again; its success closes the circuit."""
+    clock = FakeClock()
+    never = anyio.Event()
+    x = GatedBackend([(None, False), (never, True), (None, True)])
+    router = RuleRouter(RuleOptions(default="x", fallbacks=("y",),
+                                    breaker=BreakerOptions(failures=1, cooldown_s=30)),
+                        clock=clock)
+    pipeline = aieng_kernel.compose({"router": router, "x": x, "y": ScriptedBackend(["y"])},
+                                    stage={"generate": {"on_error": "fallback",
+                                                        "timeout": float("inf")}})
+    breaker = router.health.breaker("x")
+    assert (await pipeline.run("hello")).answer == "y"
+    await settle(lambda: breaker.state == "open")
+    clock.advance(30)
+    results: list[RunResult] = []
+    scopes: list[anyio.CancelScope] = []
+
+    async def run() -> None:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            results.append(await pipeline.run("hello"))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(8):
+            group.start_soon(run)
+        await settle(lambda: len(results) == 7 and x.calls == 2)
+        for scope in scopes:
+            scope.cancel()
+    assert len(results) == 7 and x.calls == 2
+    assert all(r.route is not None and (r.route.target, r.route.fallbacks) == ("y", ())
+               for r in results)
+    assert all(r.answer == "y" for r in results)
+    assert breaker.state == "half_open" and router.health.of("x").failures == 1
+    assert [e.plugin for e in captured_events.of(ErrorEvent)] == ["x"]
+    held = await pipeline.run("hello")  # the cancelled trial has not lapsed yet
+    assert held.route is not None and held.route.target == "y"
+    clock.advance(30)
+    trial = await pipeline.run("hello")
+    assert trial.route is not None and trial.route.target == "x"
+    assert trial.answer == "from gated"
+    await settle(lambda: breaker.state == "closed")
+    assert [c.after for c in captured_events.of(CircuitChanged)] == [
+        "open", "half_open", "closed"]
+
+
+async def test_fail_fast_fails_the_run_without_calling_a_backend(
+        aieng_kernel: Kernel) -> None:
+    """With ``breaker.fail_fast``, once both backends' circuits are open the run fails in
+    the route stage with a HookError naming the router and the open backends, and no
+    backend is called; without it the kernel asks them anyway."""
+    clock = FakeClock()
+    for fail_fast in (True, False):
+        x, y = (ScriptedBackend(fail_with=RuntimeError("down")) for _ in range(2))
+        router = RuleRouter(RuleOptions(default="x", fallbacks=("y",), breaker=BreakerOptions(
+            failures=1, cooldown_s=30, fail_fast=fail_fast)), clock=clock)
+        pipeline = aieng_kernel.compose({"router": router, "x": x, "y": y},
+                                        stage={"generate": {"on_error": "fallback"}})
+        with pytest.raises(HookError):
+            await pipeline.run("hello")
+        await settle(partial(lambda r: all(b.state == "open"
+                                           for b in r.health.breakers.values()), router))
+        if fail_fast:
+            with pytest.raises(HookError, match=r"(?s)'router'.*CircuitOpenError.*\(x, y\)"
+                                                r".*'x', allows a trial call in 30 s"):
+                await pipeline.run("hello")
+            assert (len(x.requests), len(y.requests)) == (1, 1)
+        else:
+            with pytest.raises(HookError, match="down"):
+                await pipeline.run("hello")
+            assert (len(x.requests), len(y.requests)) == (2, 2)
 
 
 class ScriptedPlugin:

@@ -3,16 +3,26 @@ keeps: target and fallbacks among the candidates, never repeated."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from aieng_hookspecs.types import ErrorEvent, Message, ModelCall, Request, ToolSpec, Usage
+from aieng_hookspecs.types import (
+    ErrorEvent,
+    Message,
+    ModelCall,
+    Request,
+    Route,
+    ToolSpec,
+    Usage,
+)
 from aieng_router import (
     BackendProfile,
     BreakerOptions,
     CircuitChanged,
+    CircuitOpenError,
     CostOptions,
     CostRouter,
     IntentOptions,
@@ -306,6 +316,52 @@ def test_every_circuit_open_is_no_opinion() -> None:
     for name in ("cheap", "mid"):
         router.aieng_on_event(error(name))
     assert router.aieng_route(ask("hello"), ["cheap", "mid"]) is None
+
+
+async def route(router: CostRouter | RuleRouter | IntentRouter, text: str,
+                candidates: list[str]) -> Route | None:
+    """Ask any of the three routers (the intent router's route is async)."""
+    found = router.aieng_route(ask(text), candidates)
+    return await found if inspect.isawaitable(found) else found  # type: ignore[no-any-return]
+
+
+@pytest.mark.anyio
+async def test_fail_fast_when_every_circuit_is_open() -> None:
+    """With ``breaker.fail_fast`` each router raises CircuitOpenError once every candidate's
+    circuit is open, naming them and the first to allow a trial; none is handed a trial.
+    Once a cool-down passes, the trial is routed as usual; by default, no opinion."""
+    clock = FakeClock()
+    breaker = BreakerOptions(failures=1, cooldown_s=10, fail_fast=True)
+    routers = [cost_router(clock, breaker=breaker),
+               RuleRouter(RuleOptions(rules=(Rule(target="mid", pattern="hello"),),
+                                      breaker=breaker), clock=clock),
+               IntentRouter(IntentOptions(routes={"billing": "cheap", "tech": "mid"},
+                                          examples=EXAMPLES, k=3, breaker=breaker),
+                            embedder=HashEmbedder(1024).aieng_embed, clock=clock)]
+    for router in routers:
+        router.aieng_on_event(error("mid"))
+        clock.advance(4)
+        router.aieng_on_event(error("cheap"))
+        for text in ("hello", "no rule matches this"):
+            with pytest.raises(CircuitOpenError) as raised:
+                await route(router, text, ["cheap", "mid"])
+            assert raised.value.waits == pytest.approx({"cheap": 10.0, "mid": 6.0})
+            assert (raised.value.first, raised.value.retry_after_s) == ("mid", 6.0)
+            assert "'mid', allows a trial call in 6 s" in str(raised.value)
+            assert "(cheap, mid)" in str(raised.value)
+        assert [b.state for b in router.health.breakers.values()] == ["open", "open"]
+        clock.advance(6)
+        trial = await route(router, "hello, the app crashes", ["cheap", "mid"])
+        assert trial is not None and trial.target == "mid"
+        clock.advance(10)
+    for router in routers:  # a closed candidate outside the route: no error, as before
+        router.health.breakers.clear()
+        router.aieng_on_event(error("mid"))
+        await route(router, "hello", ["mid", "dear"])
+    plain = cost_router(clock, breaker=BreakerOptions(failures=1))
+    for name in ("cheap", "mid"):
+        plain.aieng_on_event(error(name))
+    assert plain.aieng_route(ask("hello"), ["cheap", "mid"]) is None
 
 
 def test_expected_cost_uses_prompt_and_completion_tokens() -> None:
