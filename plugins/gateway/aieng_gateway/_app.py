@@ -56,6 +56,8 @@ __all__ = ["Gateway"]
 log = structlog.get_logger(__name__)
 
 RUN_HEADER = "x-aieng-run-id"
+#: What an idle stream sends every ``keepalive_s``: an SSE comment, which clients skip.
+KEEPALIVE = b": keep-alive\n\n"
 #: Conversations remembered for ``regenerate`` detection (the oldest are forgotten).
 MAX_REMEMBERED = 10_000
 #: Statuses of an upstream HTTP server that are the client's fault, answered as they are.
@@ -229,7 +231,10 @@ class Gateway:
         return endpoint
 
     def _log(self, http: HTTPRequest, call: _Call, status: int, started: float) -> None:
-        self.requests[(http.url.path, status)] += 1
+        # By the route's template, not the raw path: /v1/models/<any name> is one series
+        # (a client or a scanner trying names would grow the scrape without bound).
+        route = getattr(http.scope.get("route"), "path", None)
+        self.requests[(route if isinstance(route, str) else http.url.path, status)] += 1
         log.info("http.request", method=http.method, path=http.url.path, status=status,
                  latency_ms=round((time.perf_counter() - started) * 1000, 3),
                  key_id=call.key.id if call.key is not None else None, run_id=call.run_id,
@@ -348,8 +353,10 @@ class Gateway:
                                 code="upstream_unavailable", headers=headers)
             return ApiError(429, str(exc), kind="rate_limit_error",
                             code="upstream_rate_limited", headers=headers)
+        # An HTTP backend's timeout (the openai backend's OpenAIError of kind "timeout": a
+        # stream that stalled says so in other words) is the upstream's timeout too.
         timeout = isinstance(exc.cause, TimeoutError) or "timed out" in str(exc) \
-            or "no delta for" in str(exc)
+            or "no delta for" in str(exc) or getattr(exc.cause, "kind", None) == "timeout"
         return ApiError(504 if timeout else 502, str(exc), kind="upstream_error",
                         code="upstream_timeout" if timeout else "upstream_error")
 
@@ -616,8 +623,9 @@ class _Stream(Response):
     ``data: [DONE]``. The headers wait for the run's first delta (or its end), so an error
     before it (no backend for the model, a backend failing at once) is answered as a JSON
     request's is, with its status; after it, the error is a ``data: {"error": ...}`` event.
-    A client that goes away, before the first delta too, cancels the run and is recorded
-    as ``early_stop`` feedback."""
+    A stream silent for ``keepalive_s`` sends a ``: keep-alive`` comment (the first one
+    sends the headers: an error after it is an event too). A client that goes away, before
+    the first delta too, cancels the run and is recorded as ``early_stop`` feedback."""
 
     def __init__(self, gateway: Gateway, chat: ChatCall, call: _Call, reserved: int) -> None:
         # Not Response.__init__: an empty body would get "content-length: 0".
@@ -638,20 +646,33 @@ class _Stream(Response):
         completion: Completion | None = None
         raw: Completion | None = None
         error: ApiError | None = None
+        sending = anyio.Lock()  # the keep-alives and the events take turns
+        sent = time.monotonic()  # when the last bytes went out
 
         async def body(data: bytes) -> None:
-            nonlocal gone, started
-            if gone:
-                return
-            try:
-                if not started:  # the headers go out with the first event
-                    started = True
-                    await send({"type": "http.response.start", "status": 200,
-                                "headers": self.raw_headers})
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-            except OSError:  # the client is gone: stop generating for it
-                gone = True
-                group.cancel_scope.cancel()
+            nonlocal gone, started, sent
+            async with sending:
+                if gone:
+                    return
+                try:
+                    if not started:  # the headers go out with the first event (or ping)
+                        started = True
+                        await send({"type": "http.response.start", "status": 200,
+                                    "headers": self.raw_headers})
+                    await send({"type": "http.response.body", "body": data,
+                                "more_body": True})
+                    sent = time.monotonic()
+                except OSError:  # the client is gone: stop generating for it
+                    gone = True
+                    group.cancel_scope.cancel()
+
+        async def keep_alive(every: float) -> None:
+            # A stream idle past a proxy's timeout is cut: a comment keeps it open. The
+            # first one sends the headers too, so an error after it is an event.
+            while True:
+                await anyio.sleep(max(0.0, sent + every - time.monotonic()))
+                if time.monotonic() - sent >= every:
+                    await body(KEEPALIVE)
 
         async def on_delta(delta: Delta) -> None:
             nonlocal chunks, error
@@ -708,6 +729,8 @@ class _Stream(Response):
                 scopes.add(group.cancel_scope)
                 group.start_soon(watch)
                 group.start_soon(generate)
+                if self.gateway.settings.keepalive_s > 0:
+                    group.start_soon(keep_alive, self.gateway.settings.keepalive_s)
         finally:
             scopes.discard(group.cancel_scope)
         if not ended and error is None and not gone:  # stop_runs ended it

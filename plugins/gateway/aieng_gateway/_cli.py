@@ -89,11 +89,14 @@ def build_pipeline(kernel: Any, path: Path, *, monitor: bool, feedback_db: Path 
               type=click.FloatRange(min=0),
               help="Seconds a stop (SIGTERM, Ctrl-C) leaves requests in flight to finish; "
                    "those still running then end with 503.")
+@click.option("--keepalive", default=15.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds of silence after which a stream sends an SSE keep-alive "
+                   "comment, so proxies' idle timeouts do not cut it (0: off).")
 @click.pass_context
 def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: bool,
           keys_path: Path | None, max_body: int, regenerate_window: float,
           public_metrics: bool, monitor: bool, feedback_db: Path,
-          graceful_timeout: float) -> None:
+          graceful_timeout: float, keepalive: float) -> None:
     """Serve PIPELINE (a TOML file) over the OpenAI HTTP API: /v1/chat/completions,
     /v1/embeddings, /v1/models, /v1/feedback, /metrics, /healthz."""
     import uvicorn
@@ -115,9 +118,10 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
                                    "'aieng keys create NAME', or pass --no-auth")
         with _clear_errors():
             store.records()  # an unreadable file fails here, not as a startup traceback
-    settings = GatewaySettings(auth=not no_auth, max_body=max_body,
-                               regenerate_window=regenerate_window,
-                               public_metrics=public_metrics)
+    with _clear_errors():  # --keepalive nan / inf: one line, not a traceback
+        settings = GatewaySettings(auth=not no_auth, max_body=max_body,
+                                   regenerate_window=regenerate_window,
+                                   public_metrics=public_metrics, keepalive_s=keepalive)
 
     def build(running: Any) -> Any:
         return build_pipeline(running, pipeline, monitor=monitor, feedback_db=feedback_db)

@@ -102,6 +102,7 @@ def _messages(value: Any) -> tuple[Message, ...]:
     if not isinstance(value, list) or not value:
         raise _bad("messages", "must be a non-empty list of {role, content}")
     out = []
+    answerable: frozenset[str] | None = None  # the calls a tool message may answer here
     for i, item in enumerate(value):
         where = f"messages[{i}]"
         if not isinstance(item, dict):
@@ -118,6 +119,10 @@ def _messages(value: Any) -> tuple[Message, ...]:
             raise _bad(f"{where}.tool_call_id", "must be a string")
         calls = _calls(item.get("tool_calls"), f"{where}.tool_calls") \
             if role == "assistant" else ()
+        if role == "tool":
+            _answers(call, answerable, where)
+        else:  # an assistant's calls may be answered until another role speaks
+            answerable = frozenset(c.id for c in calls) if calls else None
         content = _content(item.get("content"), f"{where}.content")
         if role == "user" and not content:  # OpenAI answers 400 for a user turn without text
             missing = item.get("content") is None
@@ -132,6 +137,24 @@ def _messages(value: Any) -> tuple[Message, ...]:
         except (TypeError, ValueError) as exc:  # a contract check of Message
             raise _bad(where, str(exc)) from None
     return tuple(out)
+
+
+def _answers(call: str | None, answerable: frozenset[str] | None, where: str) -> None:
+    """Check that a ``tool`` message answers a call of the assistant message before it
+    (only tool messages between), as OpenAI does (400, naming the field)."""
+    if call is None:
+        raise ApiError(400, f"{where}.tool_call_id: required (a tool message answers the "
+                            "call with this id)", param=f"{where}.tool_call_id",
+                       code="missing_required_parameter")
+    if answerable is None:
+        raise ApiError(400, f"{where}.role: a tool message must answer a preceding assistant "
+                            "message with tool_calls (only tool messages between)",
+                       param=f"{where}.role", code="invalid_value")
+    if call not in answerable:
+        raise ApiError(400, f"{where}.tool_call_id: {json.dumps(call)[:80]} is not the id of a "
+                            "call of the assistant message before it (ids: "
+                            f"{', '.join(sorted(answerable))[:200]})",
+                       param=f"{where}.tool_call_id", code="invalid_value")
 
 
 def _calls(value: Any, where: str) -> tuple[ToolCall, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -36,6 +37,13 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
         raise ValueError(f"{attribute.name} must be a positive number, got {value!r}")
 
 
+def _interval(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{attribute.name} must be a number of seconds, 0 or more "
+                         f"(0: off), got {value!r}")
+
+
 @attrs.frozen
 class GatewaySettings:
     """How the gateway serves.
@@ -46,6 +54,10 @@ class GatewaySettings:
         conversation again counts as ``regenerate`` feedback on the earlier run.
     :param public_metrics: serve ``/metrics`` without a key (for a scraper on a private
         network).
+    :param keepalive_s: a stream that has sent nothing for this many seconds (a slow first
+        token, an answer held back for the output guards) sends an SSE comment
+        (``: keep-alive``), so proxies and load balancers with an idle timeout (nginx's
+        ``proxy_read_timeout``, AWS ALB: 60 s) do not cut it; 0 turns it off.
     """
 
     auth: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
@@ -53,3 +65,4 @@ class GatewaySettings:
     regenerate_window: float = attrs.field(default=120.0, validator=_positive)
     public_metrics: bool = attrs.field(default=False,
                                        validator=attrs.validators.instance_of(bool))
+    keepalive_s: float = attrs.field(default=15.0, validator=_interval)

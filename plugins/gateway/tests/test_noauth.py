@@ -200,3 +200,22 @@ async def test_metrics_of_two_components_of_one_kind_are_one_valid_exposition(
     assert len(families["aieng_lat_seconds"].samples) == 4
     assert "aieng_gateway_requests" in families
     assert any(e["event"] == "gateway.metrics_repeated" for e in logs)
+
+
+async def test_request_counts_are_labelled_by_route_not_by_path(tmp_path: Path) -> None:
+    """``aieng_gateway_requests_total`` is labelled by the route's template: the raw path of
+    ``/v1/models/<anything>`` made one series per name a client (or a scanner) tried."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gateway = make_gateway(tmp_path, settings=GatewaySettings(auth=False))
+    async with gateway.running():
+        transport = httpx.ASGITransport(app=gateway.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            for i in range(30):
+                assert (await client.get(f"/v1/models/junk{i}")).status_code == 404
+            text = (await client.get("/metrics")).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = [s for s in families["aieng_gateway_requests"].samples
+               if s.labels["path"].startswith("/v1/models/")]
+    assert [(s.labels["path"], s.labels["status"], s.value) for s in samples] == [
+        ("/v1/models/{model:path}", "404", 30.0)]

@@ -217,3 +217,44 @@ async def test_an_overloaded_upstream_is_a_503_with_its_wait() -> None:
     finally:
         upstream.shutdown()
         upstream.server_close()
+
+
+async def test_an_upstream_stream_that_stalls_is_a_504() -> None:
+    """An upstream that sends its stream's headers and then nothing (a stalled vLLM) ends
+    the openai backend's stream with a timeout: a 504 ``upstream_timeout``, as an upstream
+    that never answers, not a 502 that reads as a broken upstream."""
+    import http.server
+    import threading
+    import time
+
+    class Stalls(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(1.5)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalls)
+    upstream.daemon_threads = True
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        front = _front(OpenAIBackend(OpenAIOptions(
+            base_url=f"http://127.0.0.1:{upstream.server_address[1]}/v1", model="test",
+            read_timeout=0.3, max_retries=0)))
+        async with front.running():
+            transport = httpx.ASGITransport(app=front.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                chat = {"model": "test", "stream": True,
+                        "messages": [{"role": "user", "content": "hi"}]}
+                answer = await client.post("/v1/chat/completions", json=chat)
+                assert answer.status_code == 504, answer.text
+                assert answer.json()["error"]["code"] == "upstream_timeout"
+                assert "stalled" in answer.json()["error"]["message"]
+    finally:
+        upstream.shutdown()
+        upstream.server_close()

@@ -7,6 +7,7 @@ import os
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -40,6 +41,10 @@ log = structlog.get_logger(__name__)
 
 #: The most texts sent in one ``/embeddings`` call; larger batches are split in order.
 EMBED_BATCH = 256
+#: The most of an error answer's body read (for its excerpt): the rest is never read.
+ERROR_BODY_BYTES = 64 * 1024
+#: Headers of a body as it came on the wire, wrong for the same body read and decoded.
+_BODY_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
 
 def _resolve_key(options: OpenAIOptions) -> str | None:
@@ -158,8 +163,12 @@ class OpenAIBackend:
             started = time.perf_counter()
             wait: float | None = None
             try:
+                # Always streamed from the wire: a success is read here (unless the caller
+                # streams it) with the max_response_bytes cap, an error only for its excerpt.
                 response = await client.send(
-                    client.build_request(method, url, json=body), stream=stream)
+                    client.build_request(method, url, json=body), stream=True)
+                if response.status_code < 300 and not stream:
+                    response = await self._read(response, path)
             except httpx.PoolTimeout:
                 # Not the server: every connection of the pool was busy with other calls.
                 limit = self.options.max_connections
@@ -187,7 +196,7 @@ class OpenAIBackend:
                               seconds=round(time.perf_counter() - started, 4))
                     return response
                 try:
-                    text = (await response.aread()).decode("utf-8", "replace")
+                    text = (await _head(response)).decode("utf-8", "replace")
                 except httpx.TransportError as error:  # the status stands, the body broke off
                     text = f"(the body broke off: {type(error).__name__})"
                 finally:
@@ -217,6 +226,43 @@ class OpenAIBackend:
             log.warning("openai.retry", path=path, status=failure.status, kind=failure.kind,
                         attempt=attempt, wait_s=round(wait, 3))
             await anyio.sleep(wait)
+
+    async def _read(self, response: httpx.Response, path: str) -> httpx.Response:
+        """The response read whole (decompressed), and closed.
+
+        :raises OpenAIError: of kind ``protocol`` when the body (its declared length, or
+            what arrives) passes ``max_response_bytes``; nothing past the cap is read.
+        """
+        import httpx
+
+        limit = self.options.max_response_bytes
+        declared = response.headers.get("content-length", "")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            # A declared length is of the encoded body: a compressed one may still grow.
+            over = declared.isdigit() and int(declared) > limit
+            if not over:
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        over = True
+                        break
+                    chunks.append(chunk)
+        finally:
+            await response.aclose()
+        if over:
+            raise self._error(
+                f"{path} answered with a body over max_response_bytes ({limit} bytes)",
+                kind="protocol", status=response.status_code, url=str(response.url),
+                body=b"".join(chunks)[:EXCERPT_CHARS].decode("utf-8", "replace"),
+                hint="raise max_response_bytes if answers this large are expected; "
+                     "else the server (or a proxy before it) is broken")
+        # Decoded already: the new response must not decode it again.
+        headers = [(name, value) for name, value in response.headers.raw
+                   if name.lower() not in _BODY_HEADERS]
+        return httpx.Response(response.status_code, headers=headers,
+                              content=b"".join(chunks), request=response.request)
 
     async def _json(self, path: str, body: Mapping[str, Any] | None) -> Any:
         return self._decoded(await self._send(path, body), path)
@@ -264,7 +310,32 @@ class OpenAIBackend:
             return None
         response = await self._send("chat/completions",
                                     chat_body(request, self.options, stream=False))
+        if _is_event_stream(response):
+            # A server (a proxy, some llama.cpp builds) that streams whatever was asked:
+            # its events, read whole already, make the one completion.
+            return await self._gathered(response, request)
         return self._completion(response, request)
+
+    async def _gathered(self, response: httpx.Response, request: Request) -> Completion:
+        """The completion of an event stream read whole (``response.content``)."""
+
+        async def body() -> AsyncIterator[bytes]:
+            yield response.content
+
+        texts: list[str] = []
+        tokens: list[TokenLogprob] = []
+        served: list[str] = []
+        last: Delta | None = None
+        async with aclosing(self._deltas(response, body(), tokens=tokens,
+                                         served=served)) as deltas:
+            async for last in deltas:
+                texts.append(last.text)
+        assert last is not None  # _deltas ends with the finish delta, or raises
+        return Completion(text="".join(texts), finish_reason=last.finish_reason or "stop",
+                          usage=last.usage or Usage(),
+                          model=served[-1] if served else request.model or self.model,
+                          logprobs=tuple(tokens) if tokens else None,
+                          tool_calls=last.tool_calls)
 
     def _completion(self, response: httpx.Response, request: Request) -> Completion:
         """The completion of a read chat-completions answer."""
@@ -293,14 +364,12 @@ class OpenAIBackend:
         if response.headers.get("content-type", "").startswith("application/json"):
             # A server that ignores "stream": one whole answer, handed over as one delta.
             try:
-                await response.aread()
+                response = await self._read(response, "chat/completions")
             except httpx.TransportError as error:  # a timeout too
                 raise self._error(f"the answer broke off: {type(error).__name__}: {error}",
                                   kind="timeout" if isinstance(error, httpx.TimeoutException)
                                   else "connection", url=url,
                                   hint="the server closed the connection mid-answer") from None
-            finally:
-                await response.aclose()
             answer = self._completion(response, request)
             total = _total(answer.logprobs)
             if answer.text:
@@ -309,6 +378,22 @@ class OpenAIBackend:
                         logprob=None if answer.text else total, usage=answer.usage,
                         tool_calls=answer.tool_calls)
             return
+        # Closed with this generator (a consumer that stops early): the connection too.
+        async with aclosing(self._deltas(response, response.aiter_bytes())) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    async def _deltas(self, response: httpx.Response, raw: AsyncIterator[bytes], *,
+                      tokens: list[TokenLogprob] | None = None,
+                      served: list[str] | None = None) -> AsyncGenerator[Delta, None]:
+        """The deltas of the event stream ``raw`` (the body of ``response``, which is closed
+        at the end), the last one with the finish reason, usage and tool calls. ``tokens``
+        and ``served``, when given, gather the tokens' log-probabilities and the model names
+        the chunks carry."""
+        import httpx
+
+        url = f"{self._base}/chat/completions"
+        limit = self.options.max_response_bytes
         index = 0
         finish: FinishReason | None = None
         usage: Usage | None = None
@@ -328,20 +413,26 @@ class OpenAIBackend:
 
         try:
             # An event stream is UTF-8 whatever charset its Content-Type names (WHATWG).
-            async for data in sse_data(sse_lines(text_of(utf8_text(response.aiter_bytes())))):
+            lines = sse_lines(text_of(utf8_text(raw)), limit=limit)
+            async for data in sse_data(lines, limit=limit):
                 events += 1
                 if data.strip() == "[DONE]":
                     break
                 chunk = self._chunk(data, url)
                 usage = usage_from(chunk.get("usage")) or usage
+                if served is not None and isinstance(chunk.get("model"), str) \
+                        and chunk["model"]:
+                    served.append(chunk["model"])
                 for choice in chunk.get("choices") or ():
                     if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
                         continue
                     delta = choice.get("delta")
                     text = delta.get("content") if isinstance(delta, Mapping) else None
-                    tokens = self._logprobs(choice.get("logprobs"), data, url)
-                    if tokens:
-                        spent = min(0.0, (spent or 0.0) + sum(t.logprob for t in tokens))
+                    scored = self._logprobs(choice.get("logprobs"), data, url)
+                    if scored:
+                        spent = min(0.0, (spent or 0.0) + sum(t.logprob for t in scored))
+                        if tokens is not None:
+                            tokens.extend(scored)
                     if isinstance(text, str) and text:
                         yield Delta(text, index=index, logprob=spent)
                         index += 1
@@ -364,8 +455,9 @@ class OpenAIBackend:
             log.warning("openai.stream_cut_after_finish", path="chat/completions",
                         error_type=type(error).__name__, usage=usage is not None)
         except SSETooLarge as error:
-            raise self._error(str(error), kind="protocol", url=url,
-                              hint="the server is not sending server-sent events") from None
+            raise self._error(f"{error} (max_response_bytes)", kind="protocol", url=url,
+                              hint="the server is not sending server-sent events; else "
+                                   "raise max_response_bytes") from None
         except ProtocolError as error:
             raise self._error(f"the stream's tool calls are malformed: {error}",
                               kind="protocol", url=url,
@@ -456,6 +548,23 @@ class OpenAIBackend:
                               url=f"{self._base}/models", body=json.dumps(data)[:500])
         return [item["id"] for item in items
                 if isinstance(item, Mapping) and isinstance(item.get("id"), str) and item["id"]]
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    """Whether a response's Content-Type is ``text/event-stream``."""
+    kind: str = response.headers.get("content-type", "").split(";", 1)[0]
+    return kind.strip().lower() == "text/event-stream"
+
+
+async def _head(response: httpx.Response) -> bytes:
+    """At most :data:`ERROR_BODY_BYTES` of a response's body (an error's: only its excerpt
+    is shown, however much the server sends)."""
+    data = b""
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) >= ERROR_BODY_BYTES:
+            break
+    return data[:ERROR_BODY_BYTES]
 
 
 def _total(tokens: tuple[TokenLogprob, ...] | None) -> float | None:

@@ -112,6 +112,14 @@ def _connections(instance: object, attribute: attrs.Attribute[int], value: int) 
         raise ValueError(f"{attribute.name} must be at least 1, got {value!r}")
 
 
+def _byte_count(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an integer number of bytes, "
+                        f"got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1 byte, got {value!r}")
+
+
 def _headers(instance: object, attribute: attrs.Attribute[dict[str, str]],
              value: dict[str, str]) -> None:
     for name, text in value.items():
@@ -158,6 +166,11 @@ class OpenAIOptions:
     :param backoff_base: the first retry's nominal wait, doubled on each retry, with jitter.
     :param backoff_max: the longest wait between two attempts, backoff or ``Retry-After``.
         A server asking for a longer wait gets no retry: the error says when to come back.
+    :param max_response_bytes: the largest answer read: a JSON body (after decompression),
+        or one event (one line) of a stream, in characters. A server that sends more (a
+        broken or hostile one) gets an :class:`OpenAIError` of kind ``protocol`` naming this
+        option, not the process's memory. An error answer's body is read only for its
+        excerpt.
     :param stream_usage: ask for usage in the last chunk of a stream
         (``stream_options.include_usage``); turn off for servers that reject the field.
     :param send_top_k: send ``request.top_k`` as ``top_k`` (vLLM, TGI and llama.cpp take it;
@@ -184,6 +197,7 @@ class OpenAIOptions:
     max_retries: int = attrs.field(default=3, validator=_retries)
     backoff_base: float = attrs.field(default=0.5, validator=_non_negative_seconds)
     backoff_max: float = attrs.field(default=30.0, validator=_non_negative_seconds)
+    max_response_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_byte_count)
     stream_usage: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     send_top_k: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     max_tokens_field: MaxTokensField = attrs.field(

@@ -22,7 +22,7 @@ MAX_EVENT_CHARS = 8 * 1024 * 1024
 
 
 class SSETooLarge(ValueError):
-    """An event grew past :data:`MAX_EVENT_CHARS` without a blank line."""
+    """A line or an event grew past its limit (:data:`MAX_EVENT_CHARS` by default)."""
 
 
 #: An event stream's line endings (WHATWG: CRLF, LF or CR), and nothing else.
@@ -43,12 +43,13 @@ async def utf8_text(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
         yield tail
 
 
-async def sse_lines(chunks: AsyncIterable[str]) -> AsyncIterator[str]:
+async def sse_lines(chunks: AsyncIterable[str], *,
+                    limit: int = MAX_EVENT_CHARS) -> AsyncIterator[str]:
     """The lines of a stream of text chunks, without their line breaks: split at CRLF, LF
     or CR only (httpx's ``aiter_lines`` also splits at U+2028, U+2029, U+0085 and more,
     which would cut an event's JSON in two), a CRLF split between two chunks included.
 
-    :raises SSETooLarge: when a line grows past :data:`MAX_EVENT_CHARS`.
+    :raises SSETooLarge: when a line grows past ``limit`` characters.
     """
     buffer = ""
     async for chunk in chunks:
@@ -61,14 +62,18 @@ async def sse_lines(chunks: AsyncIterable[str]) -> AsyncIterator[str]:
             yield buffer[start:found.start()]
             start = found.end()
         buffer = buffer[start:]
-        if len(buffer) > MAX_EVENT_CHARS:
-            raise SSETooLarge(f"a line passed {MAX_EVENT_CHARS} characters without ending")
+        if len(buffer) > limit:
+            raise SSETooLarge(f"a line passed {limit} characters without ending")
     if buffer:
         yield buffer.removesuffix("\r")
 
 
-async def sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
-    """The ``data`` of each event in ``lines`` (lines without their line breaks)."""
+async def sse_data(lines: AsyncIterable[str], *,
+                   limit: int = MAX_EVENT_CHARS) -> AsyncIterator[str]:
+    """The ``data`` of each event in ``lines`` (lines without their line breaks).
+
+    :raises SSETooLarge: when an event's data grows past ``limit`` characters.
+    """
     data: list[str] = []
     size = 0
     first = True
@@ -91,8 +96,8 @@ async def sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
         if name != "data":
             continue
         size += len(value) + 1
-        if size > MAX_EVENT_CHARS:
-            raise SSETooLarge(f"an event passed {MAX_EVENT_CHARS} characters without ending")
+        if size > limit:
+            raise SSETooLarge(f"an event passed {limit} characters without ending")
         data.append(value)
     if data:
         yield "\n".join(data)
