@@ -20,6 +20,7 @@ from .._kit import EventCapture
 from ._base import (
     PROPERTY,
     STAGE,
+    SUBJECT,
     RoleSuite,
     check_valid,
     collect_stream,
@@ -87,6 +88,15 @@ class BackendSuite(RoleSuite):
             pipeline.dispatcher.first("aieng_generate", {"request": request}, stage=STAGE),
             "aieng_generate", request=request)
         return None if found is None else found[0]
+
+    async def exercise(self, pipeline: Pipeline, request: pytest.FixtureRequest) -> None:
+        """Generate once and embed once, as far as the component does either."""
+        await pipeline.open()
+        hooks = implemented_hooks(pipeline.components[SUBJECT])
+        if "aieng_generate" in hooks:
+            await self.generate(pipeline, request.getfixturevalue("generate_request"))
+        if "aieng_embed" in hooks:
+            await self.embed(pipeline, request.getfixturevalue("embed_texts"))
 
     async def stream(self, pipeline: Pipeline, request: Request) -> list[Any] | None:
         """``aieng_stream`` through the dispatcher, consumed; ``None`` when not streamed

@@ -22,6 +22,7 @@ from ...kernel import Kernel
 from ...pipeline import Pipeline
 from ...registry import spec_names, unmarked_hooks
 from .._kit import EventCapture
+from ._resources import Resources, released, snapshot
 
 __all__ = [
     "PROPERTY",
@@ -69,7 +70,9 @@ class RoleSuite:
     A subclass per role names the role's hooks; a plugin author subclasses that one and
     gives a ``component`` fixture. Every suite checks that the component's hook impls
     validate against the specs (each marked ``@hookimpl``), that it implements its role,
-    that it opens and closes without an error, and that it never blocks the event loop;
+    that it opens and closes without an error, that once closed it holds no file
+    descriptor, thread or task it opened (:meth:`exercise` uses it first; ``release_grace``
+    bounds the wait for them to end), and that it never blocks the event loop;
     the role's suite checks the role's contract through a pipeline of the kit's
     isolated kernel (``aieng_kernel``), calling the hooks through the pipeline's dispatcher
     so that the component's raw answers are checked, not the kernel's normalized ones,
@@ -84,6 +87,9 @@ class RoleSuite:
     required_hooks: ClassVar[tuple[str, ...]] = ()
     #: The role's hooks; the component must implement at least one of them.
     role_hooks: ClassVar[tuple[str, ...]] = ()
+    #: Seconds a component's threads, sockets and tasks get to end after its pipeline
+    #: closed (the release check returns as soon as they have).
+    release_grace: ClassVar[float] = 2.0
 
     # -- fixtures ------------------------------------------------------------------------
 
@@ -95,6 +101,13 @@ class RoleSuite:
         that implements ``aieng_on_event`` with a task of the kernel's task group.
         """
         return self.compose(aieng_kernel, component)
+
+    @pytest.fixture
+    async def resources_before(self, aieng_kernel: Kernel) -> Resources:
+        """What the process holds once the kernel runs, before the component is built (a
+        test lists it before ``component``, so pytest sets it up first)."""
+        await anyio.lowlevel.checkpoint()  # the kernel's own tasks have started
+        return snapshot()
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -173,6 +186,34 @@ class RoleSuite:
         failures = [f"{e.hook}: {e.message}" for e in captured_events.of(ErrorEvent)
                     if e.plugin == SUBJECT]
         assert not failures, f"the component failed to open or close: {failures}"
+
+    async def test_releases_what_it_opened(self, resources_before: Resources,
+                                           component: object, conformance_pipeline: Pipeline,
+                                           request: pytest.FixtureRequest) -> None:
+        """Once its pipeline closed, the component holds nothing it opened: no file
+        descriptor (a file, a socket, a lock file), no thread still running, no task left
+        on the loop. A pipeline built per request or per test must not leak each time.
+        Where descriptors (no ``/proc/self/fd``) or tasks (not asyncio) cannot be seen,
+        the rest is checked and the test then skips, saying what it did not check."""
+        try:
+            await self.exercise(conformance_pipeline, request)
+        finally:
+            await conformance_pipeline.aclose()
+        left = await released(resources_before, grace=self.release_grace)
+        assert not left, (
+            f"{type(component).__name__} still holds after its pipeline closed: "
+            f"{'; '.join(left)}: release it in aieng_pipeline_close (close files and "
+            "clients, join threads, cancel tasks)")
+        if resources_before.unobserved:
+            unchecked = ", ".join(resources_before.unobserved)
+            pytest.skip(f"nothing leaked, but not checked: {unchecked}")
+
+    async def exercise(self, pipeline: Pipeline, request: pytest.FixtureRequest) -> None:
+        """What :meth:`test_releases_what_it_opened` does with the pipeline before closing
+        it (by default: open it); a suite overrides it to use the component as a run does
+        (taking its own fixtures from ``request``), so that what opens lazily is opened too.
+        """
+        await pipeline.open()
 
 
 async def collect_stream(dispatcher: Dispatcher, stream: object, *,

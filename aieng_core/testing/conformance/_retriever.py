@@ -133,6 +133,13 @@ class RetrieverSuite(RoleSuite):
                 return value
         return None
 
+    async def exercise(self, pipeline: Pipeline, request: pytest.FixtureRequest) -> None:
+        """Index the ``corpus`` (when the component indexes) and ask one query."""
+        await pipeline.open()
+        if "aieng_index" in implemented_hooks(pipeline.components[SUBJECT]):
+            await pipeline.index(request.getfixturevalue("corpus"))
+        await self.retrieve(pipeline, Query("fusion"), 3)
+
     # -- checks --------------------------------------------------------------------------
 
     def check_hits(self, hits: object, k: int, known: Mapping[str, Document]) -> list[Hit]:
