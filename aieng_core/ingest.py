@@ -76,6 +76,12 @@ def iter_documents(*paths: str | Path,
     (a binary file under a text suffix). A file named by its path is read whatever its
     name, and its content must be text.
 
+    Documents are named by their file's path (a markdown file's sections ``<path>#0``,
+    ``<path>#1``, ...), the same however it was typed: relative to the working directory
+    when the file is inside it, absolute otherwise, with links and ``..`` in the folders
+    resolved (a linked file keeps its own name). Indexing the same files again, typed
+    another way, replaces their documents.
+
     :param readers: suffix -> reader (the kernel's registry's readers; built-ins by default).
     :raises FileNotFoundError: for a path that does not exist.
     :raises ValueError: for a file with no reader for its suffix (listing the readable
@@ -112,7 +118,7 @@ def iter_files(*paths: str | Path,
     for path in map(Path, paths):
         if path.is_dir():
             root = path.resolve()
-            for file in _walk(path):
+            for file in _walk(_named(path, folder=True)):
                 if (file.suffix.lower() in table and _readable(file, root)
                         and _first(file, done)):
                     try:
@@ -121,8 +127,23 @@ def iter_files(*paths: str | Path,
                         log.warning("ingest.skipped", path=str(file), reason=str(exc))
                         continue
                     yield checked(file, documents)
-        elif not path.exists() or _first(path, done):
-            yield checked(path, read_documents(path, readers=table))
+        elif not path.exists():
+            read_documents(path, readers=table)  # raises FileNotFoundError, naming it
+        elif _first(file := _named(path, folder=False), done):
+            yield checked(file, read_documents(file, readers=table))
+
+
+def _named(path: Path, *, folder: bool) -> Path:
+    """The path that names the documents read from ``path``, the same however it was
+    typed: a folder resolved (links and ``..``), a file's folder resolved and its name
+    kept (a link is a file of its own), made relative to the working directory when
+    inside it and left absolute otherwise."""
+    real = path.resolve() if folder else path.parent.resolve() / path.name
+    try:
+        here = Path.cwd().resolve()
+    except OSError:  # the working directory was deleted
+        return real
+    return real.relative_to(here) if real.is_relative_to(here) else real
 
 
 def _walk(folder: Path) -> list[Path]:
@@ -186,7 +207,7 @@ def read_documents(path: Path, *,
     if reader is None:
         raise ValueError(f"{path}: no reader for {path.suffix or 'files without a suffix'!r}; "
                          f"readable: {', '.join(sorted(table))}")
-    return list(reader(path))
+    return list(reader(_named(path, folder=False)))
 
 
 def _jsonl(path: Path, text: str) -> list[Document]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -12,13 +13,21 @@ import structlog
 __all__ = ["configure_logging"]
 
 
+class _Nowhere(io.StringIO):
+    """A text stream that drops what is written to it."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
                       json: bool | None = None, default: bool = False) -> None:
     """Configure structlog for the ``aieng`` CLI (libraries never call this themselves).
 
     :param level: the lowest level written (a standard level name, any case).
     :raises ValueError: for an unknown level name.
-    :param stream: where to write (stderr by default).
+    :param stream: where to write (stderr by default; nowhere when ``sys.stderr`` is
+        ``None``, a program started with it closed).
     :param json: force JSON (``True``) or console (``False``) output; by default JSON unless
         the stream is a terminal. Console lines are coloured unless ``$NO_COLOR`` is set
         to a non-empty value.
@@ -31,7 +40,8 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
     if number is None:
         raise ValueError(f"unknown log level {level!r}: expected one of "
                          "DEBUG, INFO, WARNING, ERROR, CRITICAL")
-    stream = stream or sys.stderr
+    if stream is None:  # no standard error (started with it closed, pythonw): nowhere
+        stream = sys.stderr if sys.stderr is not None else _Nowhere()
     if json is None:
         json = not stream.isatty()
     renderer: structlog.typing.Processor = (

@@ -173,3 +173,31 @@ def test_no_color_turns_the_console_colours_off(monkeypatch: pytest.MonkeyPatch,
         structlog.reset_defaults()
     assert "loud.warning" in stream.getvalue()
     assert ("\x1b[" in stream.getvalue()) is coloured
+
+
+def test_no_standard_error_means_no_log_lines(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A program started with standard error closed (`2>&-`, a service, pythonw) has
+    ``sys.stderr = None``: ``Kernel()`` and every `aieng` command died on ``None.isatty()``
+    (the CLI with status 1 and not a word, having nowhere to write one). Log lines go
+    nowhere now, and standard output stays the command's."""
+    import json as json_module
+    import sys
+
+    from aieng_core.cli import main
+
+    monkeypatch.setattr(sys, "stderr", None)
+    monkeypatch.setattr(sys, "argv", ["aieng", "hooks", "--json"])
+    monkeypatch.delenv("AIENG_LOG_LEVEL", raising=False)
+    structlog.reset_defaults()
+    try:
+        Kernel(env={}, entry_points=[])
+        structlog.get_logger("t").warning("nowhere.warning")
+        with pytest.raises(SystemExit) as exited:
+            main()
+        structlog.get_logger("t").warning("nowhere.warning")
+    finally:
+        structlog.reset_defaults()
+    assert exited.value.code == 0
+    hooks = json_module.loads(capsys.readouterr().out)
+    assert any(row["hook"] == "aieng_generate" for row in hooks)

@@ -40,8 +40,10 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
     """Index files, folders (.md, .txt, plugins' formats) and BEIR corpus.jsonl files into
     PIPELINE's indexes.
 
-    Indexing a file again replaces what it held: the sections a markdown file no longer
-    has are deleted from the indexes. A file deleted from a folder stays indexed. A
+    Documents are named by their file's path relative to the working directory (absolute
+    outside it), however it was typed (docs, ./docs/, /abs/docs, a link to it). Indexing
+    a file again replaces what it held: the sections a markdown file no longer has are
+    deleted from the indexes. A file deleted from a folder stays indexed. A
     document id read from two files is an error (name a BEIR folder's corpus.jsonl).
     """
     import anyio
@@ -53,19 +55,22 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
         if not path.exists():
             raise click.BadParameter(f"{path} does not exist", param_hint="PATHS")
     kernel = kernel_of(ctx)
+    # Built (opened when the kernel starts) and read before the event loop runs: in it,
+    # asyncio's runner turns Ctrl-C into a cancellation seen at the next await, after a
+    # huge file is read to its end; here Ctrl-C stops the reading at once.
+    built = kernel.load_pipeline(pipeline)
+    if not built.dispatcher.impls("aieng_index"):
+        raise click.UsageError(f"{pipeline}: no component indexes documents "
+                               "(none implements aieng_index): nothing to index into")
+    readers = {s: r.reader for s, r in kernel.registry.readers.items()}
+    try:
+        files = list(iter_files(*paths, readers=readers))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    documents = [document for _, found in files for document in found]
 
     async def go() -> tuple[int, int, int]:
         async with kernel:
-            built = kernel.load_pipeline(pipeline)
-            if not built.dispatcher.impls("aieng_index"):
-                raise click.UsageError(f"{pipeline}: no component indexes documents "
-                                       "(none implements aieng_index): nothing to index into")
-            readers = {s: r.reader for s, r in kernel.registry.readers.items()}
-            try:
-                files = list(iter_files(*paths, readers=readers))
-            except ValueError as exc:
-                raise click.UsageError(str(exc)) from None
-            documents = [document for _, found in files for document in found]
             written = 0
             with _present.progress("indexing", total=len(documents)) as advance:
                 for start in range(0, len(documents), batch_size):
