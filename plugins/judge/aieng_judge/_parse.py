@@ -300,6 +300,9 @@ def parse_winner(text: str) -> tuple[str, str]:
                 for prefix in ("answer ", "output ", "response ", "assistant "):
                     value = value.removeprefix(prefix)
                 value = value.strip("[]() ")
+                article, _, rest = value.partition(" ")
+                if article in ("a", "an") and rest.strip() in ("tie", "draw"):
+                    value = rest.strip()  # "a tie", as the prose form reads it
                 if value in _WINNERS:
                     return _WINNERS[value], _rationale(lowered)
                 raise JudgeParseError(f'the JSON\'s {key} must be "A", "B" or "tie", '

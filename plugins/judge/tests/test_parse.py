@@ -129,6 +129,9 @@ def test_out_of_range_never_passes(score: int) -> None:
     ("Winner: A at first sight.\nOn reflection A misses the date.\nFinal verdict: B", "b"),
     ("Answer A is better on style, but answer B is better on accuracy, which counts.", "b"),
     ("Verdict: tie\nAnswer A is better formatted, which does not count here.", "tie"),
+    # the JSON value reads as the prose does: "a tie" is a tie, "an a" is no answer
+    ('{"winner": "a tie", "rationale": "both right"}', "tie"),
+    ('{"winner": "A draw"}', "tie"),
 ])
 def test_winner_formats(text: str, winner: str) -> None:
     """JSON, MT-Bench brackets, prose and bare verdicts are read."""
@@ -138,6 +141,7 @@ def test_winner_formats(text: str, winner: str) -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("[[A]] no wait [[B]]", "contradictory"),
     ('{"winner": "C+"}', "must be"),
+    ('{"winner": "a b"}', "must be"),
     ("Both are fine I guess", "no verdict"),
 ])
 def test_winner_errors(text: str, message: str) -> None:

@@ -77,7 +77,12 @@ def average_precision(ranked: Sequence[str], qrels: Qrels, k: int | None = None)
 def mean_average_precision(runs: Mapping[str, Sequence[str]],
                            qrels: Mapping[str, Qrels], k: int | None = None) -> float:
     """MAP: :func:`average_precision` averaged over the queries with a relevant document
-    (a judged query missing from ``runs`` scores 0)."""
+    (such a query missing from ``runs`` scores 0, as with trec_eval's ``-c``).
+
+    A query whose judgements are all 0 or negative is left out, as the kernel's
+    ``score_runs`` does; trec_eval (pytrec_eval, BEIR) counts it as 0 in its mean, which
+    is therefore this value x R / Q (R queries with a relevant document, Q judged ones).
+    """
     judged: Iterable[str] = [q for q, rels in qrels.items() if any(g > 0 for g in rels.values())]
     scores = [average_precision(runs.get(q, ()), qrels[q], k) for q in judged]
     return math.fsum(scores) / len(scores) if scores else 0.0

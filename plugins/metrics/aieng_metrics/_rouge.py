@@ -8,7 +8,8 @@ the last bit (the property tests compare them). What makes this faster: one
 per token; n-grams counted with ``zip``; the LCS length of ROUGE-L by the bit-parallel
 algorithm (Allison & Dix 1986, Hyyrö 2004) on Python integers instead of a quadratic
 table. ROUGE-Lsum needs the LCS itself (which one rouge-score's backtracking picks
-decides the union), so it keeps rouge-score's table and tie-breaking.
+decides the union): the same walk with the same tie-breaking, on bit-parallel rows
+recomputed from checkpoints, so memory stays linear (rouge-score's table is quadratic).
 """
 
 from __future__ import annotations
@@ -123,31 +124,84 @@ def _lcs_score(target: list[str], prediction: list[str]) -> RougeScore:
     return RougeScore(precision, recall, _f(precision, recall))
 
 
-def _lcs_indices(ref: list[str], can: list[str]) -> list[int]:
-    # rouge-score's _lcs_table + _backtrack_norec: the same LCS, the same tie-breaking.
-    rows, cols = len(ref), len(can)
-    table = [[0] * (cols + 1) for _ in range(rows + 1)]
-    for i in range(1, rows + 1):
-        above, row, token = table[i - 1], table[i], ref[i - 1]
-        for j in range(1, cols + 1):
-            if token == can[j - 1]:
-                row[j] = above[j - 1] + 1
-            else:
-                # a conditional, not min() / max(): no call in the hot loop
-                row[j] = above[j] if above[j] > row[j - 1] else row[j - 1]  # noqa: FURB136
-    indices: list[int] = []
-    i, j = rows, cols
-    while i > 0 and j > 0:
-        if ref[i - 1] == can[j - 1]:
-            indices.append(i - 1)
-            i -= 1
-            j -= 1
-        elif table[i][j - 1] > table[i - 1][j]:
-            j -= 1
-        else:
-            i -= 1
-    indices.reverse()
-    return indices
+#: Rows of the LCS table held at once when reading out an LCS: a block of up to ``_BLOCK``
+#: rows is walked from its rows, a longer span is cut into ``_FANOUT`` spans whose first rows
+#: are kept (checkpoints), walked last to first, each recomputed from its checkpoint.
+_BLOCK = 64
+_FANOUT = 64
+
+
+def _row_masks(can: Sequence[str]) -> tuple[dict[str, int], int]:
+    masks: dict[str, int] = {}
+    for j, token in enumerate(can):
+        masks[token] = masks.get(token, 0) | (1 << j)
+    return masks, (1 << len(can)) - 1
+
+
+def _lcs_indices(ref: Sequence[str], can: Sequence[str], *, block: int = _BLOCK,
+                 fanout: int = _FANOUT,
+                 row_masks: tuple[dict[str, int], int] | None = None) -> list[int]:
+    """The indices into ``ref`` of the LCS rouge-score's ``lcs_ind`` returns.
+
+    rouge-score fills the whole (len(ref)+1) x (len(can)+1) table and backtracks from its
+    corner (a match: diagonal; else left when the cell on the left is larger than the one
+    above, else up). Here row ``i`` of that table is a bit vector over ``can`` (the
+    bit-parallel LCS: a 0 bit at ``j`` means ``t[i][j+1] = t[i][j] + 1``), so a cell is a
+    population count, and the same walk reads the same cells. Rows are not all kept: the
+    walk goes through spans of rows last to first, each span's rows recomputed from a
+    checkpoint row, which holds O(len(can) * log(len(ref)) / 64) machine words at once,
+    linear memory, for O(log(len(ref))) forward passes of len(ref) big-integer steps.
+    """
+    if not ref or not can:
+        return []
+    masks, full = row_masks if row_masks is not None else _row_masks(can)
+
+    def step(v: int, token: str) -> int:
+        match = masks.get(token)
+        if match:
+            u = v & match
+            return ((v + u) | (v - u)) & full
+        return v
+
+    def cell(v: int, j: int) -> int:
+        return j - (v & ((1 << j) - 1)).bit_count()
+
+    out: list[int] = []
+
+    def walk(top: int, bottom: int, v_top: int, j: int) -> int:
+        # the path enters row ``bottom`` at column ``j``; returns where it leaves ``top``
+        if bottom - top <= block:
+            rows = [v_top]
+            for i in range(top, bottom):
+                rows.append(step(rows[-1], ref[i]))
+            i = bottom
+            while i > top and j > 0:
+                if ref[i - 1] == can[j - 1]:
+                    out.append(i - 1)
+                    i -= 1
+                    j -= 1
+                elif cell(rows[i - top], j - 1) > cell(rows[i - 1 - top], j):
+                    j -= 1
+                else:
+                    i -= 1
+            return j
+        span = -(-(bottom - top) // fanout)
+        starts = list(range(top, bottom, span))
+        checkpoints = []
+        v = v_top
+        for i in range(top, bottom):
+            if (i - top) % span == 0:
+                checkpoints.append(v)
+            v = step(v, ref[i])
+        for start, v_start in zip(reversed(starts), reversed(checkpoints), strict=True):
+            j = walk(start, min(start + span, bottom), v_start, j)
+            if j == 0:
+                break
+        return j
+
+    walk(0, len(ref), full, len(can))
+    out.reverse()
+    return out
 
 
 def _summary_lcs(ref_sents: list[list[str]], can_sents: list[list[str]]) -> RougeScore:
@@ -164,10 +218,11 @@ def _summary_lcs(ref_sents: list[list[str]], can_sents: list[list[str]]) -> Roug
     for sent in can_sents:
         can_counts.update(sent)
     hits = 0
+    can_masks = [_row_masks(can) for can in can_sents]
     for ref in ref_sents:
         union: set[int] = set()
-        for can in can_sents:
-            union.update(_lcs_indices(ref, can))
+        for can, masks in zip(can_sents, can_masks, strict=True):
+            union.update(_lcs_indices(ref, can, row_masks=masks))
         for token in (ref[i] for i in sorted(union)):
             if can_counts[token] > 0 and ref_counts[token] > 0:
                 hits += 1

@@ -25,6 +25,7 @@ from aieng_metrics import (
     corpus_bleu,
     corpus_chrf,
     exact_match,
+    mean_average_precision,
     mean_pass_at_k,
     mrr,
     ndcg,
@@ -98,6 +99,28 @@ def test_retrieval_metrics_equal_trec_eval(case: tuple[list[str], dict[str, int]
     assert same(mrr(ranked, qrels, None), theirs["recip_rank"])
     assert same(recall(ranked, qrels, k), theirs[f"recall_{k}"])
     assert same(average_precision(ranked, qrels), theirs["map"])
+
+
+@pytest.mark.skipif(pytrec_eval is None, reason="needs pytrec_eval (pytrec-eval-terrier)")
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_judged_runs(), min_size=1, max_size=5))
+def test_map_over_queries_against_trec_eval(cases: list[tuple[list[str], dict[str, int],
+                                                              int]]) -> None:
+    """trec_eval scores a query whose judgements are all 0 or negative (it is in the
+    qrels, ``num_rel`` 0) and its mean counts it as 0; ``mean_average_precision`` leaves it
+    out, as the kernel's ``score_runs`` does: trec_eval's mean is ours x R / Q (R queries
+    with a relevant document of Q judged ones), and the same when all have one."""
+    assert pytrec_eval is not None
+    qrels = {f"q{i}": case[1] for i, case in enumerate(cases)}
+    runs = {f"q{i}": case[0] for i, case in enumerate(cases)}
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"map", "num_rel"})
+    theirs = evaluator.evaluate({q: {doc: float(len(ranked) - i)
+                                     for i, doc in enumerate(ranked)}
+                                 for q, ranked in runs.items()})
+    assert set(theirs) == set(qrels)  # every judged query, relevant document or not
+    with_relevant = sum(1 for q in qrels if theirs[q]["num_rel"] > 0)
+    trec_mean = math.fsum(m["map"] for m in theirs.values()) / len(theirs)
+    assert same(mean_average_precision(runs, qrels) * with_relevant / len(qrels), trec_mean)
 
 
 def test_retrieval_edges() -> None:

@@ -4,9 +4,12 @@ references) on random text; the bit-parallel LCS equals the quadratic table."""
 from __future__ import annotations
 
 import math
+import random
+import tracemalloc
 
 import pytest
 from aieng_metrics import lcs_length, rouge, rouge_tokenize
+from aieng_metrics._rouge import _lcs_indices
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from metrics_strategies import reference_lists, texts
@@ -96,3 +99,36 @@ def test_bad_input_is_named() -> None:
         rouge("a", "a", "rouge1")
     with pytest.raises(ValueError, match="at least one reference"):
         rouge("a", [])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from("abcd"), max_size=90),
+       st.lists(st.sampled_from("abcde"), max_size=90),
+       st.integers(1, 6), st.integers(2, 5))
+def test_union_lcs_indices_equal_rouge_scores(ref: list[str], can: list[str], block: int,
+                                              fanout: int) -> None:
+    """ROUGE-Lsum's LCS read-out from checkpointed rows is rouge-score's ``lcs_ind`` (its
+    quadratic table and tie-breaking), whatever the span sizes, the defaults included."""
+    expected = rouge_scorer.lcs_ind(ref, can)
+    assert _lcs_indices(ref, can, block=block, fanout=fanout) == expected
+    assert _lcs_indices(ref, can) == expected
+
+
+def test_rouge_lsum_of_long_unbroken_texts_holds_linear_memory() -> None:
+    """Two 4,000-token texts without a sentence break: rouge-score's table would hold 16
+    million cells (over 100 MB); the read-out holds a few rows of 4,000 bits. The score is
+    the one the table gives (its LCS length equals the bit-parallel one here, every token
+    of the union LCS counted once)."""
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(40)]
+    reference = " ".join(rng.choice(words) for _ in range(4_000))
+    prediction = " ".join(rng.choice(words) for _ in range(4_000))
+    tracemalloc.start()
+    try:
+        score = rouge(prediction, reference, ["rougeL", "rougeLsum"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4_000_000
+    # one sentence each: the union is the one LCS, so ROUGE-Lsum is ROUGE-L
+    assert score["rougeLsum"] == score["rougeL"]
