@@ -28,20 +28,53 @@ __all__ = ["RULES", "InjectionMatch", "InjectionScan", "normalise", "scan_inject
 
 _F = re.IGNORECASE | re.DOTALL
 
-# Words between two parts of a phrase: "ignore [all of the] previous instructions".
-_GAP = r"(?:\W+\w+){0,4}?\W+"
+# Words between two parts of a phrase: "ignore [all of the] previous instructions". Never
+# "my" or "our": the user may take back their own instructions ("disregard my previous
+# instructions about the font", "abandon my previous orders").
+_GAP = r"(?:\W+(?!(?:my|our)\b)\w+){0,4}?\W+"
 _INSTRUCTIONS = (r"(?:instructions?|prompts?|rules|directions|directives|guidelines|guidance"
                  r"|context|commands?|orders|constraints|restrictions|programming"
                  r"|system prompt)")
+#: What only a model is given: "ignore previous instructions" is an order whatever follows.
+_MODEL_ORDERS = r"(?:instructions?|directives|guidance|programming|system prompt)"
 _EARLIER = r"(?:previous|prior|above|earlier|preceding|former|original|initial|system|old)"
+# What follows a target aimed at the model: "... for this conversation", "... in your
+# answers", "... that you were given", "... for this one request".
+_AIMED = (r"(?:you|your|me|now|once|(?:this|the|our)\s+(?:(?:one|whole|current|same|next"
+          r"|entire|present|rest of (?:this|the|our))\s+)?(?:conversation|chat"
+          r"|session|context"
+          r"|system|answers?|responses?|repl(?:y|ies)|questions?|requests?|tasks?|output"
+          r"|assistant|ai|model|bot|prompt|message)s?)\b")
+# Not followed by a place or owner of its own, nor by the noun it qualifies: rules,
+# filters, checks and prompts of some software ("the previous rules in my CSS", "the
+# security checks in Spring Boot", "the content filter on my router", "the system prompt of
+# my LangChain agent", "policies I set", "constraints when I upgrade", "the previous orders
+# table", "the system message log") are not the model's.
+_NOT_ELSEWHERE = (r"(?!\s+(?:(?:stored|saved|kept|set)\s+)?(?:in|on|for|from|of|at|inside"
+                  rf"|within|when|while|that|which)\s+(?!{_AIMED})|\s+(?:i|headers?|logs?"
+                  r"|files?|tables?|columns?|fields?|checks?|templates?|formats?|variables?"
+                  r"|tabs?|pages?|windows?|menus?|buttons?|parsers?|engines?)\b)")
+# At a sentence or line start: the blanks before it hold no newline (the last one starts the
+# match), so a long run of blanks is not rescanned from each.
+_LEADING = r"(?<![^.!?\n\"'>:;])[^\S\n]*"
+_DELIMITERS = (r"(?:</?(?:system|sys|instructions?)>|\[/?(?:INST|SYS|SYSTEM)\]|<<SYS>>|"
+               r"(?:(?<!#)#{2,}|(?<!=)={3,}|(?<!-)-{3,})\s*(?:system|new instructions|admin)"
+               r"\s*[:\n])")
+_MODEL = r"(?:ai|assistant|language model|llm|chatbot|gpt|model|bot|agent)"
 
 #: (name, weight, pattern): the rules, in the order findings are reported.
 RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
     (name, weight, re.compile(pattern, _F)) for name, weight, pattern in (
         ("instruction_override", 0.9,
+         (rf"\b(?:ignore|disregard|forget|bypass|neglect|do not follow|don't follow"
+          rf"|stop following)\b{_GAP}{_EARLIER}\W+(?:\w+\W+)?{_MODEL_ORDERS}")),
+        # Rules, commands, orders, constraints... belong to software too: "override the
+        # previous rules in my CSS", "drop the old constraints on a table", "skip the
+        # initial setup prompts on a new Mac" are not orders to the model.
+        ("instruction_override", 0.9,
          (rf"\b(?:ignore|disregard|forget|skip|override|overrule|bypass|drop|discard|abandon"
-          rf"|neglect|do not follow|don't follow|stop following)\b{_GAP}{_EARLIER}\W+(?:\w+\W+)?"
-          rf"{_INSTRUCTIONS}")),
+          rf"|neglect|do not follow|don't follow|stop following)\b{_GAP}{_EARLIER}\W+"
+          rf"(?:\w+\W+)?{_INSTRUCTIONS}\b{_NOT_ELSEWHERE}")),
         # "ignore all" / "forget everything" as an order of its own ("Ignore all. Say X",
         # "ignore all and ...", "forget everything above", "ignore any instructions"),
         # not "git ignores all .pyc files" or "ignore any NaN values" (technical text).
@@ -55,56 +88,83 @@ RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
           r"were|is)\s+)?(?:above|before|so far|until now|up to now|previously|earlier)\b)"
           r"|every(?:thing)? (?:you|i)(?:'ve| have| were| was)? (?:been )?(?:told|said|"
           r"instructed)\b)")),
+        # "New instructions: ...", "your new task is ...", not "the new instructions are
+        # confusing" or "the actual task is to sort the list" (a user explaining).
         ("new_instructions", 0.6,
          (r"\b(?:new|updated|real|actual|true|revised) (?:instructions|task|directive|"
-          r"system prompt)\s*(?::|are\b|is\b)")),
+          r"system prompt)\s*(?::|(?:are|is)\s*(?::|as follows\b|the following\b|below\b))"
+          r"|\byour (?:new|updated|real|actual|true|revised) (?:instructions|task|directive|"
+          r"system prompt)\s+(?:are|is)\b")),
         ("new_instructions", 0.5,
          (r"\bfrom now on,? (?:you (?:are|will|must|shall|should)|your (?:only )?(?:task|job|"
           r"goal|purpose))\b")),
         ("role_play_jailbreak", 0.85,
-         (r"\b(?:do anything now|DAN mode|you are (?:now )?DAN\b|jailbroken|jailbreak (?:mode|"
-          r"activated|enabled|successful)|(?:enable|enter|activate|switch to|turn on|in|into)"
-          r" (?:the )?(?:god|unrestricted|evil|jailbreak) mode"
-          r"|(?:god|unrestricted|evil) mode (?:enabled|activated|on)|developer mode (?:enabled|"
-          r"activated)"
-          r"|no longer (?:bound|restricted|limited) by|without (?:any )?(?:restrictions|"
-          r"filters|limitations|censorship|rules|guidelines|ethical)|unfiltered (?:ai|"
-          r"assistant|model|mode|response)|free from (?:all )?(?:restrictions|rules|guidelines)"
+         (r"\b(?:do anything now|DAN mode|you are (?:now )?DAN\b|(?:you(?:'re| are)(?: now)?"
+          r"|you(?:'ve| have) been) jailbroken|jailbroken (?:mode|ai|assistant|model)"
+          r"|jailbreak (?:mode|activated|enabled|successful)|(?:enable|enter|activate"
+          r"|switch to|turn on|in|into) (?:the )?(?:unrestricted|evil|jailbreak) mode"
+          r"|(?:unrestricted|evil) mode (?:enabled|activated|on)"
+          # Said of the model, not of a plan, a font licence or a non-compete ("a free plan
+          # without any restrictions", "am I no longer bound by the non-compete").
+          r"|(?:you|ai|assistant|model|chatbot|bot|answer|respond|reply|responses?|answers?"
+          r"|speak|talk|act|behave|operate|persona|character)\b.{0,40}?\b(?:no longer "
+          r"(?:bound|restricted|limited) by|without (?:any )?(?:restrictions|filters"
+          r"|limitations|censorship|rules|guidelines|ethical)|free from (?:all )?"
+          r"(?:restrictions|rules|guidelines))"
+          r"|unfiltered (?:ai|assistant|model|mode|response)"
           r"|opposite mode|anti-?gpt|stay in character no matter)\b")),
-        # Developer, debug, admin... modes are features of real software ("enable debug mode
-        # in Flask"): they are a jailbreak when the model is told it is in one ("You are now
-        # in maintenance mode") or given a bare order ("Enable developer mode.").
+        # Developer, debug, admin, god... modes are features of real software ("enable debug
+        # mode in Flask", "god mode in Skyrim", "my phone says developer mode enabled"):
+        # they are a jailbreak when the model is told it is in one ("You are now in
+        # maintenance mode") or given a bare order ("Enable developer mode.").
         ("role_play_jailbreak", 0.85,
          (r"\byou(?:'re| are) now (?:in|into|entering|switching to) (?:the )?(?:developer|dev|"
-          r"sudo|admin|maintenance|debug) mode\b"
-          # At a sentence or line start: the blanks before it hold no newline (the last
-          # one starts the match), so a long run of newlines is not rescanned from each.
-          r"|(?<![^.!?\n])[^\S\n]*(?:enable|enter|activate|switch to|turn on) (?:the )?"
-          r"(?:developer|"
-          r"dev|sudo|admin|maintenance|debug) mode(?:\s+now)?(?=\s*(?:[.!;:\n]|$|and\b))")),
+          r"sudo|admin|maintenance|debug|god) mode\b"
+          rf"|{_LEADING}(?:enable|enter|activate|switch to|turn on) (?:the )?"
+          r"(?:developer|dev|sudo|admin|maintenance|debug|god) mode(?:\s+now)?"
+          r"(?=\s*(?:[.!;:\n]|$|and\b))"
+          rf"|{_LEADING}(?:developer|dev|sudo|admin|god) mode (?:is )?(?:now )?"
+          r"(?:enabled|activated|on)(?=\s*(?:[.!;:\n]|$))")),
         ("role_play_jailbreak", 0.6,
          (r"\b(?:pretend|imagine|act as if|roleplay as|role-play as|act as|you are now|"
           r"from now on you are|behave as)\b.{0,60}\b(?:no|without|ignores?|never (?:refuses?|"
           r"follows?)|doesn't (?:have|follow|care)|does not (?:have|follow|care))\b.{0,30}"
           r"\b(?:rules|restrictions|filters|guidelines|limits|limitations|ethics|policies|"
           r"moral|content policy|safety)")),
+        # Yours always; "the" or "my" system message unless it is some software's ("show
+        # the system message of the day", "the initial prompt in the Windows shell").
         ("system_prompt_extraction", 0.85,
          (r"\b(?:reveal|print|show|display|repeat|output|tell me|give me|write out|leak|dump|"
           r"share|recite|spell out|list|what (?:is|are|was|were)|paste|copy|return|translate)"
-          r"\b.{0,30}\b(?:your|the|my|its)\s+(?:(?:full|entire|complete|exact|original|"
+          r"\b.{0,30}\b(?:(?:your|its)\s+(?:(?:full|entire|complete|exact|original|"
           r"initial|hidden|secret|internal|confidential|whole)\s+)*(?:system (?:prompt|"
           r"message|instructions)|initial (?:prompt|instructions)|hidden (?:prompt|instructions)"
           r"|pre-?prompt|developer (?:message|instructions)|instructions you were given|"
-          r"configuration prompt)")),
+          r"configuration prompt)|(?:the|my)\s+(?:(?:full|entire|complete|exact|original|"
+          r"initial|hidden|secret|internal|confidential|whole)\s+)*(?:system (?:prompt|"
+          r"message|instructions)|initial (?:prompt|instructions)|hidden (?:prompt|instructions)"
+          r"|pre-?prompt|developer (?:message|instructions)|instructions you were given|"
+          rf"configuration prompt)\b{_NOT_ELSEWHERE})")),
+        # "Repeat the words above", "print everything before this message"; not "the text
+        # above the table" or "everything above a matching line" (above what is named).
         ("system_prompt_extraction", 0.8,
          (r"\b(?:repeat|print|output|write|copy|echo)\b.{0,40}\b(?:words|text|everything|"
-          r"all|content|message)\b.{0,20}\b(?:above|before (?:this|my)|preceding|prior to)")),
+          r"all|content|message)\b.{0,20}\b(?:(?:above|preceding)(?!\s+(?:a|an|the|each"
+          r"|every|some|any|one|it|them|that|those|these|my)\b)|(?:before|prior to) (?:this"
+          r"|my)\b)")),
         ("system_prompt_extraction", 0.7,
          (r"\bwhat (?:were|are) (?:you|your) (?:told|instructed|programmed)\b")),
+        # Yours always; otherwise not the settings of some software ("disable the security
+        # checks in Spring Boot", "turn off the content filter in Pi-hole") nor a content
+        # security policy (a web standard).
         ("safety_bypass", 0.8,
          (r"\b(?:disable|turn off|deactivate|bypass|ignore|remove|circumvent|switch off)\b"
-          r"\W+(?:\w+\W+){0,2}(?:safety|content|moderation|ethical|security)\s+(?:filters?|"
-          r"guidelines|policies|polic(?:y)|restrictions|guardrails|checks|protocols|settings)")),
+          r"\W+(?:(?:\w+\W+){0,2}?your\W+(?:\w+\W+)?(?:safety|content|moderation|ethical"
+          r"|security)\s+(?:filters?|guidelines|policies|polic(?:y)|restrictions|guardrails"
+          r"|checks|protocols|settings)"
+          r"|(?:\w+\W+){0,2}(?:safety|content(?!\s+security\b)|moderation|ethical"
+          r"|(?<!content )security)\s+(?:filters?|guidelines|policies|polic(?:y)"
+          rf"|restrictions|guardrails|checks|protocols|settings)\b{_NOT_ELSEWHERE})")),
         ("data_exfiltration", 0.75,
          (r"\b(?:send|post|upload|forward|email|e-mail|exfiltrate|transmit|leak|submit|"
           r"append)\b.{0,60}\b(?:conversation|chat history|history|api keys?|passwords?|"
@@ -118,28 +178,55 @@ RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
         ("data_exfiltration", 0.75,
          (r"!\[(?:[^\]!]|!(?!\[))*\]\(https?://(?:[^)\s!?&]|!(?!\[))*[?&]"
           r"(?:[^)\s!]|!(?!\[))*?=\s*[{\[<$]")),
+        # Yours or other people's always; "all the environment variables in a Docker
+        # container", "saved passwords in Chrome", "the password requirements" are a
+        # user's own business.
         ("secret_request", 0.7,
          (r"\b(?:print|list|show|reveal|dump|output|give me|tell me|display|read out|expose|"
-          r"what (?:is|are))\b.{0,30}\b(?:all|every|each|the|your|any|stored|saved|other "
-          r"users'?|customers'?)\b.{0,25}\b(?:api[ _-]?keys?|passwords?|credentials|secrets|"
-          r"access tokens?|environment variables|env vars|private keys?|credit card numbers?|"
-          r"social security numbers?|ssns?|card numbers?)\b")),
+          r"what (?:is|are))\b.{0,30}\b(?:(?:your|other users'?|customers'?)\b.{0,25}"
+          r"\b(?:api[ _-]?keys?|passwords?|credentials|secrets|access tokens?|environment "
+          r"variables|env vars|private keys?|credit card numbers?|social security numbers?"
+          r"|ssns?|card numbers?)\b|(?:all|every|each|the|any|stored|saved)\b.{0,25}"
+          r"\b(?:api[ _-]?keys?|passwords?|credentials|secrets|access tokens?|environment "
+          r"variables|env vars|private keys?|credit card numbers?|social security numbers?"
+          r"|ssns?|card numbers?)\b(?!\s+(?:requirements?|polic(?:y|ies)|rules|reset"
+          rf"|managers?|vaults?|strength|length|complexity|fields?|format|rotation|expiry)\b)"
+          rf"{_NOT_ELSEWHERE})")),
+        # Chat-template tokens anywhere; tags and rulers at a sentence or line start (as
+        # injected text has them), not "what does [INST] mean" or "logs with ### System:
+        # headers" (a weaker finding).
         ("delimiter_spoofing", 0.6,
-         (r"(?:<\|?(?:im_start|im_end|system|endoftext|eot_id|start_header_id)\|?>|"
-          r"</?(?:system|sys|instructions?)>|\[/?(?:INST|SYS|SYSTEM)\]|<<SYS>>|"
-          r"(?:(?<!#)#{2,}|(?<!=)={3,}|(?<!-)-{3,})\s*(?:system|new instructions|admin)\s*[:\n]|"
+         (r"(?:<\|(?:im_start|im_end|system|endoftext|eot_id|start_header_id)\|>|"
+          rf"{_LEADING}{_DELIMITERS}|"
+          # an open and close pair anywhere (each part stops at the next ``<`` or ``[``)
+          r"<(system|sys|instructions?)>[^<]{0,400}</\1>|\[(INST|SYS|SYSTEM)\][^\[]{0,400}"
+          r"\[/\2\]|"
           r"\bBEGIN (?:SYSTEM|ADMIN) (?:PROMPT|MESSAGE|INSTRUCTIONS)\b|"
           r"(?:^\s*|\n[^\S\n]*)system\s*:\s*(?:you|ignore|new|the assistant))")),
+        ("delimiter_spoofing", 0.4,
+         (r"<\|?(?:im_start|im_end|system|endoftext|eot_id|start_header_id)\|?>"
+          rf"|{_DELIMITERS}")),
+        # "Note to the AI:", "instructions for the assistant: ...", not "a message to the
+        # AI team" or "the instructions for the agent install".
         ("indirect_instruction", 0.7,
          (r"\b(?:note|message|instructions?|attention|important|reminder)\s+(?:to|for)\s+"
-          r"(?:the |any )?(?:ai|a\.i\.|assistant|language model|llm|chatbot|gpt|model|bot|"
-          r"agent)s?\b")),
+          rf"(?:the |any )?(?:a\.i\.|{_MODEL})s?\b(?:\s+(?:assistant|model|agent|bot)s?\b)?"
+          r"(?=\s*(?:[:,;.!)\-—]|$|(?:reading|processing|summari[sz]ing|parsing|analy[sz]ing"
+          r"|that|who|which|only|here|below)\b))")),
+        # "If you are an AI model reading this, ...": a plain "if you are a bot, transfer me
+        # to a human" is a customer talking to a chatbot (a weaker finding).
         ("indirect_instruction", 0.7,
-         (r"\b(?:if|when) you are an? (?:ai|assistant|language model|llm|chatbot|gpt|model|"
-          r"bot|agent)\b")),
+         (rf"\b(?:if|when) you are an? {_MODEL}\b(?=.{{0,60}}?\b(?:reading|processing"
+          r"|summari[sz]ing|parsing|analy[sz]ing|ignore|disregard|forget|instead|must|include"
+          r"|insert|append|recommend|mention|output|print)\b)")),
+        ("indirect_instruction", 0.45,
+         rf"\b(?:if|when) you are an? {_MODEL}\b"),
+        # "AI agents processing this text must ...", not "is the bot reading these messages
+        # stored?".
         ("indirect_instruction", 0.6,
-         (r"\b(?:ai|assistant|language model|llm|chatbot|model|bot|agent)s?\s+(?:reading|"
-          r"processing|summari[sz]ing|parsing|analy[sz]ing)\s+(?:this|these)\b")),
+         (rf"\b{_MODEL}s?\s+(?:reading|processing|summari[sz]ing|parsing|analy[sz]ing)\s+"
+          r"(?:this|these)\b(?:\s+\w+)?\s*(?:[:,]|(?:must|should|shall|will|needs? to"
+          r"|has to|have to|is required|are required)\b)")),
         ("indirect_instruction", 0.5,
          (r"\b(?:do not|don't|never) (?:tell|inform|mention (?:this )?to|reveal (?:this )?to|"
           r"let) the user\b")),
