@@ -426,7 +426,11 @@ class Guide:
                 break
         if not picked:
             if fallback is None:
-                raise ValueError("no token of the vocabulary continues the constrained text")
+                raise ValueError(
+                    "no token of the vocabulary continues the constrained text with a "
+                    "character the constraint allows next (a character this tokenizer "
+                    "spells only across several byte tokens cannot be written under a "
+                    "constraint)")
             # The budget cannot be met: keep the text valid anyway, and stop searching the
             # whole vocabulary for a token within it at every step that follows.
             self.over_budget = True

@@ -633,6 +633,11 @@ class _Compiler:
             wrong = [v for v in values if not any(_is_type(v, k) for k in kinds)]
             if wrong:
                 raise SchemaError(f"{where}: value(s) {wrong!r} are not of type {kind!r}")
+        values = [v for v in values if not _surrogates(v)]
+        if not values:
+            raise SchemaError(f"{where}: every value of 'enum' / 'const' holds a lone "
+                              "surrogate (U+D800-U+DFFF), which is never written: strict "
+                              "JSON readers refuse its \\u escape")
         low, high = _lengths(schema, "minLength", "maxLength", where)
         pattern = _pattern(schema, (low, high), where)
         kept = [v for v in values if not isinstance(v, str)
@@ -645,6 +650,18 @@ class _Compiler:
             return Node("string", enum=tuple(dict.fromkeys(json.dumps(v)[1:-1] for v in kept)))
         return Node("literal", literals=tuple(dict.fromkeys(
             json.dumps(v, separators=(",", ":")) for v in kept)))
+
+
+def _surrogates(value: Any) -> bool:
+    # Whether a JSON value holds a surrogate code point in a string or key: JSON spells it
+    # only as a lone \u escape, which the automaton never writes (see _escaped).
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, list):
+        return any(_surrogates(v) for v in value)
+    if isinstance(value, dict):
+        return any(_surrogates(k) or _surrogates(v) for k, v in value.items())
+    return False
 
 
 def _is_type(value: Any, kind: str) -> bool:

@@ -36,7 +36,8 @@ covers what Pydantic's ``model_json_schema()`` writes for models of plain fields
   ``exclusiveMaximum`` (or draft 4's boolean flags), a ``multipleOf`` that is an integer
   or a fraction of a power of two (``0.5``: its multiples are doubles exactly); a bounded
   number is written in plain decimal, no exponent.
-- ``enum`` and ``const``: any JSON values (with a ``type``, each must be of it).
+- ``enum`` and ``const``: any JSON values (with a ``type``, each must be of it; one
+  holding a lone surrogate is left out: it has no spelling the automaton writes).
 - ``anyOf`` / ``oneOf`` and type lists: alternatives a document's first character tells
   apart (an object, an array, a string, a number, ``true``/``false``, ``null``, a set of
   ``enum``/``const`` values), e.g. ``Optional[...]``'s ``anyOf: [X, {"type": "null"}]``.

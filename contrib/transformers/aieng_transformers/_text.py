@@ -38,6 +38,10 @@ class IncrementalDecoder:
     right after a token of ``hold`` (the byte tokens, and the special tokens a run goes
     on across since decoding skips them): a run comes out with the token that ends it.
 
+    Bytes that never make a character (stray continuation bytes, cut-off leads) come out
+    as the tokenizer's U+FFFD as soon as a later token shows they are settled, so a long
+    run of them costs a few decodings per token, not a growing window.
+
     :param decode: ids to text (special tokens skipped, no clean-up of spaces).
     :param context: ids preceding the generated ones, not part of the output.
     :param hold: ids after which no text is released yet.
@@ -61,6 +65,17 @@ class IncrementalDecoder:
         if len(after) > len(before) and not after.endswith(_REPLACEMENT):
             self._prefix, self._read = self._read, len(self._ids)
             return after[len(before):]
+        end = len(self._ids) - 1
+        if end > self._read:
+            # The text ends in U+FFFD: a character still incomplete, or bytes no later
+            # one can make valid (a stray continuation byte, a lead cut off). Decoding is
+            # online, so the text before this token is settled once more text follows it
+            # unchanged: release it, which keeps the window short (a run of bad bytes
+            # would otherwise be decoded again whole at every token).
+            settled = self._decode(self._ids[self._prefix:end])
+            if len(before) < len(settled) < len(after) and after.startswith(settled):
+                self._prefix, self._read = self._read, end
+                return settled[len(before):]
         return ""
 
     def flush(self) -> str:

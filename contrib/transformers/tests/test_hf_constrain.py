@@ -160,6 +160,21 @@ async def test_unsupported_constraints_fail_before_generating(
         await generate(chain_backend, ask(**request_params))
 
 
+@pytest.mark.parametrize("request_params", [
+    {"response_schema": {"type": "string", "pattern": "^é+$"}},
+    {"metadata": {"regex": "é"}},
+    {"metadata": {"regex": "(?=.)[é✓]{2}"}},  # outside the subset: partial matching
+])
+async def test_a_character_only_byte_tokens_spell_fails_saying_so(
+        chain_backend: SmolLM2Backend, request_params: dict[str, Any]) -> None:
+    """The tiny model's vocabulary spells ``é`` only in byte tokens, each of which holds
+    part of the character and is never chosen under a constraint: a constraint that needs
+    it fails with an error that says why, not only that no token continues. (An ``enum``
+    value with ``é`` is written with its ``\\u00e9`` escape instead.)"""
+    with pytest.raises(ValueError, match="no token of the vocabulary continues.*byte tokens"):
+        await generate(chain_backend, ask(max_tokens=20, **request_params))
+
+
 @settings(max_examples=60, deadline=None)
 @given(schema=SCHEMAS, seed=st.integers(0, 2**32 - 1),
        vocabulary=st.lists(st.text(st.characters(min_codepoint=32, max_codepoint=126),

@@ -166,3 +166,75 @@ def test_a_generation_holds_a_byte_run_until_it_ends() -> None:
     ids = _ids(BYTE_FALLBACK, "▁a", 0xC3, 0x80, 0x80, "▁b")
     texts = [generation.take(token, logits, 10, "")[0] for token in ids]
     assert texts == [" a", "", "", "", "\ufffd" * 3 + " b"]
+
+
+def _cost(tokenizer: PreTrainedTokenizerFast, ids: Sequence[int]) -> tuple[str, int]:
+    # The streamed text and how many ids the decoder handed to ``decode`` in all.
+    decode, spent = _decoder(tokenizer), [0]
+
+    def counting(window: Sequence[int]) -> str:
+        spent[0] += len(window)
+        return decode(window)
+
+    decoder = IncrementalDecoder(counting, hold=_held(tokenizer))
+    text = "".join(decoder.push(token) for token in ids) + decoder.flush()
+    return text, spent[0]
+
+
+def _level(*pieces: bytes) -> list[int]:
+    # GPT-2 byte-level ids of byte strings, each one token of the vocabulary.
+    alphabet = bytes_to_unicode()
+    return [int(BYTE_LEVEL.convert_tokens_to_ids(  # type: ignore[arg-type]
+        "".join(alphabet[b] for b in piece))) for piece in pieces]
+
+
+@pytest.mark.parametrize("cycle", [
+    (b"\x80",),  # stray continuation bytes
+    (b"\xff",),  # a byte UTF-8 never uses
+    (b"\xe2",),  # lead bytes, each cut off by the next
+    (b"\xe2\x82",),  # two thirds of a euro sign, again and again
+    (b"\xf0", b"\x9f", b"\x99"),  # three quarters of an emoji, one byte a token
+])
+def test_an_invalid_byte_run_costs_linear_decoding(cycle: tuple[bytes, ...]) -> None:
+    """A model emitting bytes that never make a character (stray continuation bytes,
+    leads cut off) does not make each token re-decode everything since the last valid
+    character: the ids handed to ``decode`` grow linearly with the run (a few per
+    token), and the stream still joins to the tokenizer's decoding."""
+    for repeats in (20, 200):
+        ids = _level(*cycle * repeats)
+        text, spent = _cost(BYTE_LEVEL, ids)
+        assert text == _decoder(BYTE_LEVEL)(ids)
+        assert spent <= 20 * len(ids)
+
+
+def test_a_long_byte_fallback_run_is_decoded_once() -> None:
+    """SentencePiece byte tokens are held until their run ends: a run of 400 bytes that
+    never makes a character, closed by a word, costs a few decodings of it, not one per
+    byte."""
+    ids = _ids(BYTE_FALLBACK, *[0x80, 0xE2] * 200, "▁a", "▁b")
+    text, spent = _cost(BYTE_FALLBACK, ids)
+    assert text == _decoder(BYTE_FALLBACK)(ids)
+    assert spent <= 4 * len(ids)
+
+
+_INVALID_LEVEL = st.sampled_from(_level(b"\x80", b"\xbf", b"\xc3", b"\xe2", b"\xf0", b"\x9f",
+                                        b"\xff", b"\xe2\x82", b"a", b" a", "é".encode()))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(ids=st.lists(_INVALID_LEVEL, min_size=20, max_size=80),
+       context=st.lists(st.sampled_from(_ids(BYTE_LEVEL, "a", "Ġa", "Ã©")), max_size=3))
+def test_long_invalid_byte_level_runs_join_to_the_decoded_text(ids: list[int],
+                                                               context: list[int]) -> None:
+    """Long runs of mostly invalid bytes (strays, cut leads, a few characters and ASCII
+    between): the pieces join to the decoded text, and decoding stays linear."""
+    _check(BYTE_LEVEL, ids, context)
+    assert _cost(BYTE_LEVEL, ids)[1] <= 20 * len(ids)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(ids=st.lists(_FALLBACK_IDS, min_size=20, max_size=80), context=_CONTEXTS)
+def test_long_byte_fallback_runs_join_to_the_decoded_text(ids: list[int],
+                                                          context: list[int]) -> None:
+    """The same with SentencePiece byte fallback: long mixes of byte runs and pieces."""
+    _check(BYTE_FALLBACK, ids, context)
