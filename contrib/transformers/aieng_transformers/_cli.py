@@ -49,8 +49,20 @@ def _tools(raw: Any) -> tuple[Any, ...]:
     return tuple(specs)
 
 
+def _utf8(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # Bytes that are not UTF-8 reach Python as lone surrogates: refuse them, as `aieng run`
+    # and `aieng ask` do, instead of handing the model text no tokenizer reads back.
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise click.BadParameter(f"not valid UTF-8 (character {exc.start}): is the "
+                                     "terminal's encoding UTF-8?") from None
+    return value
+
+
 @click.command()
-@click.argument("prompt")
+@click.argument("prompt", callback=_utf8)
 @click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(min=1),
               help="Most tokens to generate.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
@@ -65,7 +77,8 @@ def _tools(raw: Any) -> tuple[Any, ...]:
 @click.option("--stop", "stops", multiple=True,
               help="End the text before this string (repeatable; \\n, \\t and \\\\ "
                    "are a newline, a tab and a backslash); finish reason 'stop'.")
-@click.option("--system", default=None, help="A system message before the prompt.")
+@click.option("--system", default=None, callback=_utf8,
+              help="A system message before the prompt.")
 @click.option("--model-path", default=None, type=click.Path(exists=True, path_type=Path),
               help="A local Hugging Face model folder or .gguf file (default: SmolLM2).")
 @click.option("--schema", "schema_file", default=None,

@@ -420,3 +420,12 @@ def test_models_of_a_pipeline_without_an_embedder(cli: click.Group, chain_dir: P
                     'max_batch = "many"\n', encoding="utf-8")
     bad = CliRunner().invoke(cli, ["models", str(file)])
     assert bad.exit_code == 1 and "max_batch" in bad.output and "Traceback" not in bad.output
+
+
+def test_generate_refuses_text_that_is_not_utf8(cli: click.Group, chain_dir: Path) -> None:
+    """A prompt (or system message) of bytes that are not UTF-8 is a usage error, as for
+    ``aieng run`` and ``aieng ask``: Python hands such bytes on as lone surrogates."""
+    for args in (["\udcff\udcfe"], ["hi", "--system", "\udcff"]):
+        result = CliRunner().invoke(cli, ["generate", *args, "--model-path", str(chain_dir)])
+        assert result.exit_code == 2, result.output
+        assert "not valid UTF-8" in result.output
