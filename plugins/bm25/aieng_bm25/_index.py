@@ -6,6 +6,7 @@ tantivy is imported when an index opens, never when this module is imported, so 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -273,7 +274,8 @@ class BM25Index:
             index = tantivy.Index(schema)
         else:
             self._check_folder(folder)
-            name, schema, index = self._reuse(folder)
+            with self._creating(folder):
+                name, schema, index = self._reuse(folder)
         analyzer = _analyzer()
         index.register_tokenizer(name, analyzer)
         self._clauses, self._pair_clauses = {}, {}  # of another analyzer, if any
@@ -299,6 +301,43 @@ class BM25Index:
             f"{folder} holds a tantivy index with another schema: it was not made by this "
             f"version of aieng-bm25 (analyzers {', '.join(ANALYZERS)}); index into a new "
             "folder, or delete this one to rebuild it") from None
+
+    @contextlib.contextmanager
+    def _creating(self, folder: Path) -> Iterator[None]:
+        """Hold the folder's advisory lock (``flock`` on the folder itself) while an index
+        is opened in a folder that has none yet (no meta.json; POSIX only).
+
+        tantivy makes a new index without a lock: two processes making one in a folder at
+        the same moment each wrote their own schema into meta.json, and each commit then
+        wrote its own, so with two analyzers the folder held segments of two schemas (a
+        corrupt index: tantivy panicked reading their documents). The second one now
+        waits, then opens the first one's index, with its analyzer, as it would have a
+        moment later.
+        """
+        if (folder / "meta.json").exists():
+            yield
+            return
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory lock
+            yield
+            return
+        handle = os.open(folder, os.O_RDONLY)
+        try:
+            deadline = time.monotonic() + _LOCK_WAIT_S
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise IndexLockedError(
+                            f"{self.options.path}: another process has been creating the "
+                            f"index for {_LOCK_WAIT_S:g} s; retry when it is done") from None
+                    time.sleep(0.01)
+            yield
+        finally:
+            os.close(handle)  # releases the lock
 
     @staticmethod
     def _check_folder(folder: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ._spans import Span, split_long, tile
+from ._spans import Span, _joined, split_long, tile
 
 __all__ = ["sentence_units"]
 
@@ -42,6 +42,8 @@ def sentence_cuts(text: str, start: int = 0, end: int | None = None) -> list[int
             continue
         if match.lastgroup == "stop" and text[cut].islower() \
                 and not _BLANK_LINE.search(match.group()):
+            continue
+        if _joined(text, cut):  # a mark (or a joiner...) holds on to the space before it
             continue
         cuts.append(cut)
     return cuts

@@ -49,9 +49,9 @@ def split_long(text: str, span: Span, size: int) -> list[Span]:
     while end - start > size:
         limit = start + size
         cut = limit
-        while cut > start + 1 and not _after_space(text, cut):
+        while cut > start + 1 and not _space_cut(text, cut):
             cut -= 1
-        if not _after_space(text, cut):  # no whitespace in reach: cut the word
+        if not _space_cut(text, cut):  # no whitespace in reach: cut the word
             cut = limit
             while cut > start + 1 and _joined(text, cut):
                 cut -= 1
@@ -69,14 +69,23 @@ def _after_space(text: str, cut: int) -> bool:
     return text[cut - 1].isspace() and text[cut - 1:cut + 1] != "\r\n"
 
 
+def _space_cut(text: str, cut: int) -> bool:
+    """Whether ``cut`` follows whitespace and splits no character: a space followed by a
+    combining mark or a skin tone modifier is one character as users see it."""
+    return _after_space(text, cut) and not _joined(text, cut)
+
+
 def _joined(text: str, cut: int) -> bool:
     """Whether cutting ``text`` at ``cut`` would split what is seen as one character: in
     front of a mark of any kind (an accent, an Indic vowel sign, a variation selector, an
     enclosing keycap: Unicode categories Mn, Mc, Me, whatever their combining class), an
     emoji skin tone modifier or a zero-width joiner, or right after a joiner, or between
     the halves of a UTF-16 surrogate pair (text decoded with ``surrogatepass``) or of a
-    ``\r\n`` line ending."""
+    ``\r\n`` line ending. Right after a line break or another control character (what
+    Unicode's grapheme rules always break after, GB4), only the ``\r\n`` is whole."""
     before, after = text[cut - 1], text[cut]
+    if unicodedata.category(before) in ("Cc", "Zl", "Zp"):
+        return before == "\r" and after == "\n"
     return (unicodedata.category(after)[0] == "M" or after == _ZWJ or before == _ZWJ
             or (before == "\r" and after == "\n")
             or "\U0001f3fb" <= after <= "\U0001f3ff"

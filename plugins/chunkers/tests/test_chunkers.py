@@ -174,6 +174,24 @@ def test_a_long_word_is_not_cut_inside_a_character(word: str, size: int) -> None
         assert not "\udc00" <= first <= "\udfff", (chunk.start, texts(cut))
 
 
+@pytest.mark.parametrize(("text", "size", "expected"), [
+    ("aaaa \u0301bbbb", 5, ["aaaa", " \u0301bbb", "b"]),  # a space and its accent
+    ("ab \U0001f3fdcd", 3, ["ab", " \U0001f3fdc", "d"]),  # a space and a skin tone
+    ("Alpha one. \u0301Two words here.", 16,  # no sentence starts with a mark
+     ["Alpha one. \u0301Two ", "words here."]),
+    ("\r\n\u200d0", 3, ["\r\n", "\u200d0"]),  # after a line break, a joiner may begin
+])
+def test_a_mark_after_whitespace_stays_with_it(text: str, size: int,
+                                               expected: list[str]) -> None:
+    """A mark or skin tone after a space makes one character with it (Unicode's grapheme
+    rules): no cut at that whitespace, neither for the size nor between sentences (a cut
+    went there: chunks began with a bare accent). After a line break Unicode always
+    breaks, so a cut there is kept."""
+    for chunker in (SentenceChunker(SentencesOptions(size=size)),
+                    MarkdownChunker(MarkdownOptions(size=size))):
+        assert texts(chunker.aieng_chunk_document(Document("d", text))) == expected
+
+
 
 @pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
 def test_a_blank_line_ends_a_sentence_whatever_the_line_ending(end: str) -> None:

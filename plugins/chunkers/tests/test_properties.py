@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import unicodedata
 from typing import Any
 
 import anyio
@@ -16,6 +17,7 @@ from aieng_chunkers import (
     TokenChunker,
     TokensOptions,
 )
+from aieng_chunkers._spans import _joined
 from aieng_chunkers._text import markdown_sections
 from aieng_hookspecs.types import Chunk, Document
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +27,10 @@ from hypothesis import strategies as st
 # every kind, sentence ends, headings, fences, combining marks) so that structure is
 # frequent rather than a rare accident.
 _STRUCTURE = list("ab c.!?#\n\n\t`~- 。！\u3000\u00a0\u2028\r\x0b\x1c") + [
-    "\u0301", "é", "# ", "## ", "\n\n", "```", ". A", "e.g. x", "\u2026 ", "\r\n", "\u0964 "]
+    "\u0301", "é", "# ", "## ", "\n\n", "```", ". A", "e.g. x", "\u2026 ", "\r\n", "\u0964 ",
+    # NUL, emoji ZWJ sequences, skin tones, stacked marks, a mark after a space or a stop.
+    "\x00", "\U0001f469\u200d\U0001f4bb", "\U0001f44d\U0001f3fd", "\u200d", "\U0001f3fd",
+    "e\u0301\u0308", "\ufe0f", " \u0301", ". \u0301", "\r"]
 TEXTS = st.one_of(
     st.text(max_size=300),
     st.lists(st.sampled_from(_STRUCTURE), max_size=120).map("".join),
@@ -63,6 +68,25 @@ def check_line_ends_whole(text: str, chunks: list[Chunk], size: int) -> None:
             assert text[chunk.end - 1:chunk.end + 1] != "\r\n", (chunk.end, text)
 
 
+def _inside_a_character(text: str, cut: int) -> bool:
+    """Whether a cut at ``cut`` splits a character as users see it (as ``_spans._joined``
+    says), other than right after a line break or another control (a break there is one
+    in Unicode's own grapheme rules too)."""
+    return _joined(text, cut) and unicodedata.category(text[cut - 1]) not in ("Cc", "Zl", "Zp")
+
+
+def check_characters_whole(text: str, chunks: list[Chunk], size: int) -> None:
+    """When every character as users see it (a base with its marks, an emoji with its
+    joiners and modifiers) fits in ``size``, no chunk starts or ends inside one."""
+    breaks = [0, *(cut for cut in range(1, len(text)) if not _joined(text, cut)), len(text)]
+    if max((b - a for a, b in itertools.pairwise(breaks)), default=0) > size:
+        return
+    for chunk in chunks:
+        for cut in (chunk.start, chunk.end):
+            if 0 < cut < len(text):
+                assert not _inside_a_character(text, cut), (cut, text, size)
+
+
 @PROPERTY
 @given(text=TEXTS, size=st.integers(1, 12), data=st.data())
 def test_tokens(text: str, size: int, data: st.DataObject) -> None:
@@ -86,6 +110,7 @@ def test_sentences(text: str, size: int, overlap: int) -> None:
         .aieng_chunk_document(Document("doc", text))
     check_tiling(text, chunks)
     check_line_ends_whole(text, chunks, size)
+    check_characters_whole(text, chunks, size)
     assert all(len(chunk.text) <= size for chunk in chunks)
 
 
@@ -98,6 +123,7 @@ def test_markdown(text: str, size: int) -> None:
         Document("doc", text))
     check_tiling(text, chunks)
     check_line_ends_whole(text, chunks, size)
+    check_characters_whole(text, chunks, size)
     assert all(len(chunk.text) <= size for chunk in chunks)
     for section in markdown_sections(text):
         boundary = section.span[0]
@@ -115,4 +141,5 @@ def test_semantic(hashing_embedder: Any, text: str, size: int, percentile: float
     chunks = anyio.run(chunker.aieng_chunk_document, Document("doc", text))
     check_tiling(text, chunks)
     check_line_ends_whole(text, chunks, size)
+    check_characters_whole(text, chunks, size)
     assert all(len(chunk.text) <= size for chunk in chunks)

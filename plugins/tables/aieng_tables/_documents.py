@@ -33,9 +33,10 @@ class Table:
 
     :param name: the table's name (shown in titles and the schema).
     :param columns: the column names: the header's cells, trimmed, made unique (``a``,
-        ``a_2``), ``column_N`` for a blank one or for cells beyond the header.
+        ``a_2``), ``column_N`` for a blank one.
     :param rows: the data rows, each with one cell per column (short rows padded with
-        ``""``); rows whose cells are all blank are left out.
+        ``""``), then any cells a row has beyond the header (only that row has them: its
+        document names them ``column_N``); rows whose cells are all blank are left out.
     :param ragged_rows: how many rows had more or fewer cells than the header.
     :param source: the file it was read from, or ``""``.
     """
@@ -175,11 +176,14 @@ def _is_file(text: str) -> bool:
 def _table(header: Sequence[str], body: Iterable[Sequence[str]], name: str,
            source: str) -> Table:
     rows = [row for row in body if any(cell.strip() for cell in row)]
-    width = max([len(header), *(len(row) for row in rows)])
+    width = len(header)
+    # Short rows are padded to the header; a long row keeps its extra cells to itself (as
+    # csv.DictReader's restkey does): padding every row to the widest one made one stray
+    # row of 4,000 cells cost every other row 4,000 cells, and every document 4,000 names.
     return Table(
         name=name, columns=_names(header, width), source=source,
         rows=tuple(tuple(row) + ("",) * (width - len(row)) for row in rows),
-        ragged_rows=sum(1 for row in rows if len(row) != len(header)))
+        ragged_rows=sum(1 for row in rows if len(row) != width))
 
 
 def _names(header: Sequence[str], width: int) -> tuple[str, ...]:
@@ -213,8 +217,10 @@ def _documents(table: Table, prefix: str) -> list[Document]:
         text=_schema_text(table, types),
         metadata={**common, "kind": "table-schema", "types": types, "rows": len(table.rows),
                   "ragged_rows": table.ragged_rows})]
+    # The names of cells beyond the header (``column_N``, unique against the header's).
+    names = _names(table.columns, max([len(table.columns), *map(len, table.rows)]))
     for number, row in enumerate(table.rows, start=1):
-        lines = [f"{column}: {_value(cell)}" for column, cell in zip(table.columns, row)
+        lines = [f"{column}: {_value(cell)}" for column, cell in zip(names, row)
                  if cell.strip()]
         documents.append(Document(
             id=f"{prefix}#row-{number}", title=f"{table.name}, row {number}",
@@ -232,7 +238,10 @@ def _schema_text(table: Table, types: dict[str, str]) -> str:
     lines = [f"Table {table.name}: {rows} row{'s' * (rows != 1)}, {width} "
              + f"column{'s' * (width != 1)}."]
     if table.ragged_rows:
-        lines.append(f"{table.ragged_rows} row(s) had more or fewer cells than the header.")
+        beyond = any(len(row) > width for row in table.rows)
+        lines.append(f"{table.ragged_rows} row(s) had more or fewer cells than the header"
+                     + ("; cells beyond it are kept in their rows as column_N." if beyond
+                        else "."))
     lines.append("Columns:")
     for index, column in enumerate(table.columns):
         cells = [row[index].strip() for row in table.rows]

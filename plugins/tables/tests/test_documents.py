@@ -22,18 +22,18 @@ def test_rows_and_schema() -> None:
     schema, *rows = table_documents(PEOPLE, name="people")
     assert schema == Document(
         id="people#schema", title="people (table schema)",
-        text=("Table people: 3 rows, 5 columns.\n"
-              "1 row(s) had more or fewer cells than the header.\n"
+        text=("Table people: 3 rows, 4 columns.\n"
+              "1 row(s) had more or fewer cells than the header; cells beyond it are kept "
+              "in their rows as column_N.\n"
               "Columns:\n"
               '- name: text; e.g. "Smith, J", "Doe", "Roe"\n'
               "- age: integer, 1 blank; e.g. 42, 7\n"
               "- joined: date; e.g. 2024-01-05, 2023-12-31, 2024-02-01\n"
-              '- notes: text, 1 blank; e.g. "said "hi" then left", "late"\n'
-              '- column_5: text, 2 blank; e.g. "extra"'),
-        metadata={"table": "people", "columns": ["name", "age", "joined", "notes", "column_5"],
+              '- notes: text, 1 blank; e.g. "said "hi" then left", "late"'),
+        metadata={"table": "people", "columns": ["name", "age", "joined", "notes"],
                   "kind": "table-schema", "rows": 3, "ragged_rows": 1,
                   "types": {"name": "text", "age": "integer", "joined": "date",
-                            "notes": "text", "column_5": "text"}})
+                            "notes": "text"}})
     assert [d.id for d in rows] == ["people#row-1", "people#row-2", "people#row-3"]
     assert rows[0].title == "people, row 1"
     assert rows[0].text == ('name: Smith, J\nage: 42\njoined: 2024-01-05\nnotes: said "hi"\n'
@@ -41,7 +41,7 @@ def test_rows_and_schema() -> None:
     assert rows[1].text == "name: Doe\njoined: 2023-12-31"
     assert rows[2].text.endswith("notes: late\ncolumn_5: extra")
     assert rows[1].metadata == {"table": "people", "kind": "table-row", "row": 2,
-                                "columns": ["name", "age", "joined", "notes", "column_5"]}
+                                "columns": ["name", "age", "joined", "notes"]}
 
 
 def test_from_a_file(tmp_path: Path) -> None:
@@ -88,9 +88,9 @@ def test_markdown_tables() -> None:
 
 def test_headers_made_unique_and_named() -> None:
     """Duplicate headers get suffixes, blank ones a position name; whitespace in a header
-    is collapsed."""
+    is collapsed. A cell beyond the header is no column (see test_ragged.py)."""
     (table,) = read_tables('a,a, ,"b\n  x"\n,1,2,3,4\n', name="t")
-    assert table.columns == ("a", "a_2", "column_3", "b x", "column_5")
+    assert table.columns == ("a", "a_2", "column_3", "b x")
 
 
 def _names_by_search(header: list[str], width: int) -> tuple[str, ...]:
@@ -209,10 +209,11 @@ def test_any_written_table_reads_back(header: list[str], rows: list[list[str]]) 
     schema = documents[0]
     columns = schema.metadata["columns"]
     assert schema.metadata["rows"] == len(kept)
-    assert columns[: len(header)] == [" ".join(h.split()) for h in header]
+    assert columns == [" ".join(h.split()) for h in header]
     for number, (document, row) in enumerate(zip(documents[1:], kept), start=1):
         assert document.id == f"t#row-{number}" and document.metadata["columns"] == columns
         lines = [line for line in document.text.split("\n") if not line.startswith("  ")]
-        filled = [column for column, cell in zip(columns, row) if cell.strip()]
+        names = columns + [f"column_{n}" for n in range(len(columns) + 1, len(row) + 1)]
+        filled = [column for column, cell in zip(names, row) if cell.strip()]
         assert len(lines) == len(filled)
         assert all(line.startswith(f"{column}: ") for line, column in zip(lines, filled))
