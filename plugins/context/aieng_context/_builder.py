@@ -12,7 +12,7 @@ from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Hit, Message, Query, Request
 
 from ._budget import Passage, select
-from ._fence import fence
+from ._fence import fence, one_line
 from ._options import ContextOptions
 from ._templates import TEMPLATES, render_user
 from ._tokens import TokenCounter, approximate_tokens, load_tokenizer
@@ -88,7 +88,10 @@ class ContextBuilder:
         best: dict[str, Hit] = {}
         for hit in hits:
             best.setdefault(hit.document.id, hit)
-        hits = list(best.values())
+        # A hit with nothing to show (an empty chunk) would be an empty passage taking a
+        # citation number and room: it is left out, and reported.
+        empty = [doc_id for doc_id, hit in best.items() if _blank(hit)]
+        hits = [hit for hit in best.values() if not _blank(hit)]
         history, after, question = _split(query, request)
         dropped_turns = 0
 
@@ -155,6 +158,7 @@ class ContextBuilder:
             "cut": [p.hit.document.id for p in chosen if p.cut],
             # The passages kept are always the best ones: a prefix of the hits.
             "dropped": [hit.document.id for hit in hits[len(chosen):]],
+            "empty": empty,
             "dropped_turns": dropped_turns,
         }
         metadata = {**request.metadata, "context": passages, "question": question,
@@ -180,6 +184,11 @@ class ContextBuilder:
         system = template.system if options.system is None else options.system
         head = (Message("system", system),) if system else ()
         return (*head, *history, Message("user", user), *after)
+
+
+def _blank(hit: Hit) -> bool:
+    """Whether a hit has nothing to show: a blank text and a blank title."""
+    return not hit.document.text.strip() and not one_line(hit.document.title)
 
 
 def _split(query: Query, request: Request) -> tuple[list[Message], list[Message], str]:

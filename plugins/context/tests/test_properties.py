@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from aieng_context import ContextBuilder, ContextOptions, approximate_tokens, neutralize, one_line
-from aieng_hookspecs.types import Document, Hit, Message, Query, Request
+from aieng_hookspecs.types import Document, Hit, Message, Query, Request, ToolCall
 from context_helpers import ask, context_block, parse_fences
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -44,7 +44,7 @@ def test_context_properties(hits: list[Hit], budget: int, minimum: int, counter:
     that counter; its fences parse back one per passage (no passage text can break one);
     citation numbers are 1..n in order of appearance; each passage's text is a prefix of
     its hit's text (whole unless marked cut), shown neutralized; and the passages kept are
-    the best-ranked ones, each document once."""
+    the best-ranked ones, each document once, none blank."""
     options = ContextOptions(max_context_tokens=budget, min_passage_tokens=minimum,
                              order=order)  # type: ignore[arg-type]
     built = ContextBuilder(options, count_tokens=counter).build(Query("q"), hits,
@@ -65,6 +65,10 @@ def test_context_properties(hits: list[Hit], budget: int, minimum: int, counter:
     by_rank = in_rank_order(passages) if order == "lost-in-the-middle" else passages
     once = list({hit.document.id: hit for hit in reversed(hits)}.values())  # each id's first
     once.sort(key=lambda hit: next(i for i, h in enumerate(hits) if h is hit))
+    # A hit with nothing to show (blank text and title) is left out, and reported.
+    blank = [h for h in once if not h.document.text.strip() and not one_line(h.document.title)]
+    assert built.metadata["context_build"]["empty"] == [h.document.id for h in blank]
+    once = [h for h in once if h not in blank]
     for index, (hit, passage) in enumerate(zip(once, by_rank)):
         assert passage["id"] == hit.document.id and passage["rank"] == hit.rank
         assert hit.document.text.startswith(passage["text"])
@@ -166,3 +170,39 @@ def test_a_cut_lands_on_a_documented_boundary(units: list[str], budget: int,
         assert 0 < len(shown) < len(text)
         word_end = text[len(shown)].isspace() and not shown[-1].isspace()
         assert word_end or len(shown) in ends, (shown[-6:], text[len(shown):][:6])
+
+
+@st.composite
+def tool_conversations(draw: st.DrawFn) -> Request:
+    """Well-formed agent conversations: user turns, plain answers and assistant turns
+    calling one to three tools followed by one result per call, then a last question."""
+    messages: list[Message] = []
+    words = st.integers(0, 40).map(lambda n: "word " * n)
+    for turn in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["user", "answer", "tools"]))
+        if kind == "tools":
+            ids = [f"c{turn}-{i}" for i in range(draw(st.integers(1, 3)))]
+            messages.append(Message("assistant", draw(words),
+                                    tool_calls=[ToolCall(id=i, name="f") for i in ids]))
+            messages += [Message("tool", draw(words), tool_call_id=i) for i in ids]
+        else:
+            messages.append(Message("user" if kind == "user" else "assistant", draw(words)))
+    return Request([*messages, Message("user", "And now?")])
+
+
+@PROPERTY
+@given(request_=tool_conversations(), limit=st.integers(150, 700))
+def test_trimmed_history_keeps_tool_calls_with_their_results(request_: Request,
+                                                             limit: int) -> None:
+    """Dropping the oldest turns to fit ``max_prompt_tokens`` never keeps a tool result
+    without the assistant turn that called it, nor a call without all of its results."""
+    builder = ContextBuilder(ContextOptions(max_prompt_tokens=limit))
+    try:
+        built = builder.build(Query("q"), [], request_)
+    except ValueError:
+        return
+    kept = built.messages[1:-1]  # between the system message and the rendered question
+    called = {call.id for m in kept for call in m.tool_calls}
+    answered = {m.tool_call_id for m in kept if m.role == "tool"}
+    assert called == answered
+    assert list(kept) == list(request_.messages[len(request_.messages) - 1 - len(kept):-1])

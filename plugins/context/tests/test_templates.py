@@ -138,3 +138,21 @@ def test_invalid_options(bad: dict[str, object]) -> None:
     with pytest.raises((TypeError, ValueError), match=next(iter(bad)) if "examples" not in
                        bad else "examples"):
         ContextOptions(**bad)  # type: ignore[arg-type]
+
+
+def test_blank_hits_are_not_shown() -> None:
+    """A hit with nothing to show (blank text and title: an empty chunk, a page break) is
+    left out rather than shown as an empty passage taking a citation number; it is listed
+    as ``empty`` in the report. A blank text under a title still shows the title."""
+    hits = make_hits("", "real passage", " \n\t\u2028", "", "last one",
+                     titles=["", "", "  ", "A title only"])
+    built = ContextBuilder().build(Query("q"), hits, ask())
+    shown = built.metadata["context"]
+    assert [(p["n"], p["id"]) for p in shown] == [(1, "d2"), (2, "d4"), (3, "d5")]
+    assert built.prompt.count("<<<UNTRUSTED") == 3
+    assert "<<<UNTRUSTED [2]\nTitle: A title only\n\n>>>" in built.prompt
+    report = built.metadata["context_build"]
+    assert report["empty"] == ["d1", "d3"] and report["dropped"] == []
+    only_blank = ContextBuilder().build(Query("q"), make_hits("", " "), ask())
+    assert only_blank.metadata["context"] == []
+    assert "## Context\n(no passages were retrieved)\n" in only_blank.prompt

@@ -46,6 +46,19 @@ _CUT = 4
 _MARGIN = 16
 
 
+def _stop_if_cancelled() -> None:
+    """Raise the cancellation of the task waiting for this worker thread, if it was
+    cancelled: a timed-out rerank's thread is abandoned, not stopped, and would otherwise
+    score every batch, holding the model (and a worker thread) from the next rerank. A
+    no-op outside anyio's worker threads (a direct call)."""
+    from anyio.from_thread import check_cancelled
+
+    try:
+        check_cancelled()
+    except RuntimeError:  # not in a thread anyio started: nobody to be cancelled by
+        return
+
+
 def _cut_at(text: str, offsets: Sequence[tuple[int, int]], tokens: int) -> str:
     """``text`` up to the end of its token number ``tokens`` (all of it when shorter)."""
     return text if len(offsets) <= tokens else text[:offsets[tokens - 1][1]]
@@ -126,6 +139,8 @@ class CrossEncoderModel:
 
         :returns: one score per passage, in order: the relevance logit (for a two-label
             model, relevant minus not relevant), or its sigmoid.
+        :raises anyio.get_cancelled_exc_class(): in an anyio worker thread whose waiting
+            task was cancelled, before the next batch.
         """
         import torch
 
@@ -138,6 +153,8 @@ class CrossEncoderModel:
         scores = [0.0] * len(texts)
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
+                if start:
+                    _stop_if_cancelled()  # between batches: a batch in flight finishes
                 rows = order[start:start + self.batch_size]
                 batch = self.tokenizer([pairs[i][0] for i in rows], [pairs[i][1] for i in rows],
                                        padding=True, truncation="longest_first",

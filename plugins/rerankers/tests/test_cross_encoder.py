@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from aieng_hookspecs.types import Query
 from aieng_rerankers import CrossEncoderOptions, CrossEncoderReranker
@@ -201,3 +204,58 @@ def test_a_roberta_style_model_truncates_within_its_positions(tiny_cross_encoder
     assert reranker.load().max_length == 64
     scores = reranker.scores(QUERY, ["cook the pasta " * 300, "tomato sauce"])
     assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+
+
+class GatedModel:
+    """A model that counts its forward passes and holds the first one until released."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.calls = 0
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, **batch: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            self.started.set()
+            assert self.release.wait(30), "never released"
+        return self.model(**batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_rerank_stops_after_its_batch(tiny_cross_encoder: Path) -> None:
+    """A rerank cancelled while its worker thread scores (a stage timeout abandons the
+    thread) stops after the batch in flight instead of scoring every batch, holding the
+    model for the next rerank; a later rerank then scores as usual."""
+    reranker = CrossEncoderReranker(CrossEncoderOptions(path=str(tiny_cross_encoder),
+                                                        batch_size=1))
+    model = reranker.load()
+    gated = GatedModel(model.model)
+    model.model = gated
+    finished = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def work() -> None:
+        try:
+            reranker.aieng_rerank(Query(QUERY), hits_of(*PASSAGES), 10)
+            outcome.append(None)
+        except BaseException as exc:  # the cancellation is what is expected
+            outcome.append(exc)
+            raise
+        finally:
+            finished.set()
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+            group.start_soon(partial(anyio.to_thread.run_sync, work, abandon_on_cancel=True))
+            await anyio.to_thread.run_sync(gated.started.wait, 30)
+            scope.cancel()
+    gated.release.set()
+    assert await anyio.to_thread.run_sync(finished.wait, 30)
+    assert gated.calls == 1 and outcome and outcome[0] is not None  # 1 batch of 5
+    model.model = gated.model
+    assert len(reranker.aieng_rerank(Query(QUERY), hits_of(*PASSAGES), 10)) == len(PASSAGES)
