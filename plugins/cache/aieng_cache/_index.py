@@ -59,9 +59,14 @@ class SemanticIndex(Generic[V]):
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.clear()
+
+    def clear(self) -> None:
+        """Remove every entry and forget the dimension (the next vector sets it)."""
         import numpy as np
 
-        self.capacity = capacity
+        capacity = self.capacity
         self.dimension: int | None = None
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._partition = np.full(capacity, _FREE, dtype=np.int64)

@@ -232,6 +232,23 @@ class SemanticCache:
 
     # -- beyond the hooks ----------------------------------------------------------------
 
+    async def clear(self) -> None:
+        """Remove this cache's entries (of its ``namespace``): every entry of the index,
+        and its rows of the SQLite file (``path``).
+
+        Rows of other namespaces sharing the file stay (an exact ``cache``'s too); rows
+        whose namespace is unknown (stored by a version that did not record it) go, as
+        they may be this namespace's. Other processes' indexes on the same file keep their
+        entries until they reopen it.
+        """
+        async with self._load_lock:  # not while a load fills the index
+            self.index.clear()
+            self._pending.clear()
+            store = self.store
+            if store is not None:
+                namespace = self.options.namespace
+                await anyio.to_thread.run_sync(lambda: store.clear(namespace))
+
     async def vacuum(self) -> int:
         """Drop expired entries from the index and compact the file; returns how many
         entries the index dropped."""

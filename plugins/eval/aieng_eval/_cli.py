@@ -259,14 +259,13 @@ def compare(runs: tuple[Path, ...], out: Path | None, samples: int, seed: int,
 def report(run_dir: Path, samples: int) -> None:
     """Rebuild RUN_DIR's summary.json, report.md and report.html from its results."""
     from ._results import read_results
-    from ._runner import EvalError, _read_lock
+    from ._runner import EvalError, _read_lock, locked_records
     from .report import write_reports
 
     lock = _guard(lambda: _read_lock(run_dir))
     if lock is None:
         raise _fail(EvalError(f"{run_dir}: no lock.json (not an eval run directory?)"))
-    results = list(read_results(run_dir / "results.jsonl").values())
-    results.sort(key=lambda r: r.line)
+    results = locked_records(read_results(run_dir / "results.jsonl"), lock)
     summary = write_reports(run_dir, results, lock, samples=samples)
     for line in _summary_lines(summary):
         click.echo(line)

@@ -156,5 +156,9 @@ def write_comparison(comparison: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.json").write_text(json.dumps(comparison, indent=2) + "\n",
                                          encoding="utf-8")
-    (out / "compare.md").write_text(compare_markdown(comparison), encoding="utf-8")
-    (out / "report.html").write_text(compare_page(comparison), encoding="utf-8")
+    # A run folder's name may hold a byte that is no UTF-8 (read as a lone surrogate):
+    # shown as its escape, the pages stay UTF-8.
+    (out / "compare.md").write_text(compare_markdown(comparison), encoding="utf-8",
+                                    errors="backslashreplace")
+    (out / "report.html").write_text(compare_page(comparison), encoding="utf-8",
+                                     errors="backslashreplace")

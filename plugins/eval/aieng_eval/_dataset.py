@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import sys
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,7 @@ def parse_dataset(raw: bytes, *, source: str = "<dataset>") -> Dataset:
     """
     items: list[DatasetItem] = []
     seen: dict[str, int] = {}
+    canonical_ids: dict[str, tuple[str, int]] = {}  # NFC form -> the id as given, its line
     # The next number to try per made-up id: those before it are taken, and stay taken (a
     # search from -2 for each repeat was quadratic in a prompt repeated many times).
     numbers: dict[str, int] = {}
@@ -145,6 +147,16 @@ def parse_dataset(raw: bytes, *, source: str = "<dataset>") -> Dataset:
             else:
                 raise DatasetError(f"{source} line {number}: duplicate id {item.id!r} "
                                    f"(first used on line {seen[item.id]})")
+        # "café" composed (NFC) and decomposed (NFD) are two ids that every report shows
+        # alike: the second is a duplicate too (kept as given otherwise, so results match
+        # the file's ids byte for byte).
+        canonical = unicodedata.normalize("NFC", item.id)
+        first = canonical_ids.setdefault(canonical, (item.id, number))
+        if first[0] != item.id:
+            raise DatasetError(
+                f"{source} line {number}: duplicate id {item.id!a} (line {first[1]}'s "
+                f"id {first[0]!a} in another Unicode normalization: they look the "
+                "same; normalize the ids, e.g. to NFC)")
         seen[item.id] = number
         items.append(item)
     if not items:

@@ -152,6 +152,10 @@ async def replay(run_dir: str | Path, *, out: str | Path | None = None,
     for line in drift:
         log.warning("eval.replay.drift", detail=line)
     before = await anyio.to_thread.run_sync(read_results, run_dir / "results.jsonl")
+    # Only the replayed items: records of items past the locked limit (left by an earlier
+    # session without it) are no part of the run.
+    replayed = {item.id for item in new.dataset.items}
+    before = {key: record for key, record in before.items() if key in replayed}
     compared, outputs, scores, missing = diff_results(before, {r.id: r for r in new.results})
     return ReplayReport(run_dir=run_dir, new_dir=Path(out), drift=tuple(dict.fromkeys(drift)),
                         compared=compared, output_diffs=tuple(outputs),

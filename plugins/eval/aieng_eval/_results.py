@@ -131,6 +131,18 @@ def read_results(path: Path) -> dict[str, ItemResult]:
     return found
 
 
+def utf8_json(value: Any, *, indent: int | None = None) -> str:
+    """``value`` as JSON text that UTF-8 encodes: other scripts as they are, unless a
+    string holds a lone surrogate (half an emoji in an error, an undecodable byte of a file
+    name), when every character beyond ASCII is a JSON escape (which reads back the same)."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, indent=indent)
+    return text
+
+
 def _line(record: ItemResult) -> bytes:
     """The record as one UTF-8 line; a lone surrogate in it (a model's output cut in the
     middle of a UTF-16 pair) is written as its JSON escape, which reads back the same."""

@@ -25,7 +25,7 @@ from ._lock import (
     jsonable,
     same_input,
 )
-from ._results import ItemResult, ResultsFile, read_results
+from ._results import ItemResult, ResultsFile, read_results, utf8_json
 
 if TYPE_CHECKING:
     from aieng_core import Kernel, Pipeline, RunResult
@@ -109,6 +109,20 @@ def _read_lock(run_dir: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise EvalError(f"{path}: not a valid lockfile (not a JSON object)")
     return data
+
+
+def locked_records(records: Mapping[str, ItemResult], lock: Mapping[str, Any]
+                   ) -> list[ItemResult]:
+    """The records of the run's items, in dataset order: with the lockfile's ``limit``,
+    those of its first ``limit`` items only (a resume with a smaller ``--limit`` leaves
+    the earlier records of the items past it in ``results.jsonl``; the run's reports do
+    not count them). Every item a finished session ran has a record, so the first
+    ``limit`` records by line are those items'."""
+    ordered = sorted(records.values(), key=lambda r: r.line)
+    limit = lock.get("limit")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+        return ordered[:limit]
+    return ordered
 
 
 #: The file a running evaluation holds locked (``flock``) in its run directory, so that a
@@ -826,5 +840,5 @@ def _add_models(lock: dict[str, Any], records: Any) -> None:
 def _write_lock(run_dir: Path, lock: Mapping[str, Any]) -> None:
     path = run_dir / "lock.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(lock, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(utf8_json(lock, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)

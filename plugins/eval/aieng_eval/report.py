@@ -7,14 +7,13 @@ the judges' agreement with them (Cohen's kappa and Spearman's rho).
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._results import ItemResult
+from ._results import ItemResult, utf8_json
 from .stats import mean_ci
 
 __all__ = ["agreement", "markdown_report", "summarize", "write_reports"]
@@ -226,8 +225,12 @@ def write_reports(run_dir: Path, results: Sequence[ItemResult], lock: Mapping[st
     from .html import run_page
 
     summary = summarize(results, samples=samples, seed=int(lock.get("bootstrap_seed") or 0))
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False)
-                                          + "\n", encoding="utf-8")
-    (run_dir / "report.md").write_text(markdown_report(summary, lock), encoding="utf-8")
-    (run_dir / "report.html").write_text(run_page(summary, results, lock), encoding="utf-8")
+    (run_dir / "summary.json").write_text(utf8_json(summary, indent=2) + "\n",
+                                          encoding="utf-8")
+    # A lone surrogate (half an emoji an error quotes, a file name's undecodable byte) is
+    # shown as its escape: the pages stay UTF-8.
+    (run_dir / "report.md").write_text(markdown_report(summary, lock), encoding="utf-8",
+                                       errors="backslashreplace")
+    (run_dir / "report.html").write_text(run_page(summary, results, lock), encoding="utf-8",
+                                         errors="backslashreplace")
     return summary

@@ -154,7 +154,8 @@ class FixedScore:
     @hookimpl
     def aieng_judge(self, sample: Sample) -> list[Score] | None:
         if self.options.raise_on and self.options.raise_on in sample.input:
-            raise RuntimeError(f"judge broke on {sample.input!r}")
+            # The output quoted as is (judges do): a lone surrogate of it reaches the error.
+            raise RuntimeError(f"judge broke on {sample.input!r}: output {sample.output}")
         if self.options.skip_on and self.options.skip_on in sample.input:
             return None
         return [Score(name=self.options.metric, value=self.options.value)]

@@ -240,6 +240,29 @@ def test_replay_reports_differences(tmp_path: Path) -> None:
     assert len(list(run_dir.glob("replay-*"))) == 1  # the default --out
 
 
+def test_a_run_narrowed_by_limit_reports_and_replays_its_own_items(tmp_path: Path) -> None:
+    """A resume with a smaller --limit keeps the earlier records of the items past it in
+    results.jsonl: ``report`` rebuilds the same summary as the run wrote (its first
+    ``limit`` items), and ``replay`` (which replays the limit) matches, not counting the
+    items past it as missing."""
+    ds = dataset(tmp_path, two_word_items(5))
+    pipeline = str(kit.pipeline_file(tmp_path))
+    run_dir = tmp_path / "run"
+    assert kit.invoke(pipeline, str(ds), "--out", str(run_dir), "-q").exit_code == 0
+    narrowed = kit.invoke(pipeline, str(ds), "--out", str(run_dir), "-q", "--limit", "2")
+    assert narrowed.exit_code == 0 and "2 items: 2 ok" in narrowed.output
+    written = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    rebuilt = kit.invoke("report", str(run_dir))
+    assert rebuilt.exit_code == 0 and "2 items: 2 ok" in rebuilt.output, rebuilt.output
+    assert json.loads((run_dir / "summary.json").read_text(encoding="utf-8")) == written
+    assert len(read_results(run_dir / "results.jsonl")) == 5  # the records stay
+    replayed = kit.invoke("replay", str(run_dir), "--out", str(tmp_path / "r"), "-q",
+                          "--json")
+    assert replayed.exit_code == 0, replayed.output
+    report = json.loads(replayed.stdout[replayed.stdout.index("{"):])
+    assert report["matches"] and report["compared"] == 2 and report["missing"] == []
+
+
 def test_replay_without_a_lockfile(tmp_path: Path) -> None:
     """Replaying a folder that is no run directory fails with a clear message."""
     result = kit.invoke("replay", str(tmp_path))

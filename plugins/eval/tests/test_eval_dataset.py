@@ -177,6 +177,23 @@ def test_a_repeated_id_of_the_file_is_an_error_whatever_it_looks_like() -> None:
         parse('{"input": "a"}', f'{{"id": "{made_up}", "input": "b"}}')
 
 
+def test_an_id_repeated_in_another_unicode_normalization_is_a_duplicate() -> None:
+    """"café" composed (NFC) and decomposed (NFD) look the same in every report: the second
+    is refused as a duplicate naming both lines and both spellings, escaped so they can be
+    told apart; ids differing otherwise, and each spelling alone, are read as given."""
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    with pytest.raises(DatasetError, match=r"line 3: duplicate id 'cafe\\u0301' .*line 1.*"
+                                           r"'caf\\xe9'.*normaliz"):
+        parse(json.dumps({"id": nfc, "input": "a"}), '{"input": "x"}',
+              json.dumps({"id": nfd, "input": "b"}))
+    for one in (nfc, nfd):
+        (item,) = parse(json.dumps({"id": one, "input": "a"})).items  # type: ignore[attr-defined]
+        assert item.id == one
+    ids = [i.id for i in parse(json.dumps({"id": nfc, "input": "a"}),  # type: ignore[attr-defined]
+                               json.dumps({"id": "cafe", "input": "b"})).items]
+    assert ids == [nfc, "cafe"]
+
+
 @given(st.dictionaries(st.sampled_from(["reference", "slice"]), st.text(min_size=1)),
        st.text(min_size=1).filter(str.strip), st.booleans())
 def test_hash_ids_ignore_key_order_and_whitespace(extra: dict[str, str], text: str,
