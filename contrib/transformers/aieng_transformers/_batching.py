@@ -8,8 +8,8 @@ caller in its own event loop (``anyio.from_thread.run_sync`` with the loop's tok
 its own result or its own error.
 
 - **Errors**: when the batch function raises, each item of the batch is run again alone,
-  so a bad item fails its own caller only; the function may also return an exception in
-  an item's place.
+  so a bad item fails its own caller only (items whose caller stopped waiting meanwhile
+  are not rerun); the function may also return an exception in an item's place.
 - **Cancellation**: a caller that stops waiting (cancelled, timed out) marks its ticket;
   a ticket not yet run is dropped from its batch, one being run may watch
   :attr:`Ticket.cancelled` (a batched decode drops the row) and its result is discarded.
@@ -200,7 +200,8 @@ class Batcher(Generic[T, R]):
                     "batch.isolating", batcher=self.name, items=len(tickets), error=repr(error)
                 )
                 for ticket in tickets:  # one bad item fails its own caller only
-                    self._run([ticket])
+                    if not ticket.cancelled.is_set():  # nobody reads a gone caller's rerun
+                        self._run([ticket])
                 return
         for ticket, result in zip(tickets, results, strict=True):
             if isinstance(result, BaseException):

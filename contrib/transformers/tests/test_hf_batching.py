@@ -139,6 +139,48 @@ async def test_a_cancelled_caller_does_not_break_the_batch() -> None:
     assert results == {0: 0, 1: 2, 2: 4}
 
 
+async def test_a_failed_batch_reruns_only_the_callers_still_waiting() -> None:
+    """A batch that fails is rerun item by item for the callers still waiting only: five
+    of six cancelled while the batch ran cost no rerun each (nobody would read them)."""
+    calls: list[list[int]] = []
+    started, release = threading.Event(), threading.Event()
+
+    def work(tickets: Sequence[Ticket[int, int]]) -> list[int | BaseException]:
+        calls.append([t.item for t in tickets])
+        if len(tickets) > 1:
+            started.set()
+            release.wait(10.0)
+            raise ValueError("the batch failed")
+        return [2 * t.item for t in tickets]
+
+    batcher: Batcher[int, int] = Batcher(work, max_batch=6, max_wait_ms=500, name="test")
+    scopes: dict[int, anyio.CancelScope] = {}
+    results: dict[int, int] = {}
+    gone: list[int] = []
+
+    async def call(item: int) -> None:
+        with anyio.CancelScope() as scope:
+            scopes[item] = scope
+            try:
+                results[item] = await batcher.submit(item)
+            except anyio.get_cancelled_exc_class():
+                gone.append(item)
+                raise
+
+    async with anyio.create_task_group() as tg:
+        for item in range(1, 7):
+            tg.start_soon(call, item)
+        assert await anyio.to_thread.run_sync(started.wait, 10.0)
+        for item in range(2, 7):
+            scopes[item].cancel()
+        while len(gone) < 5:
+            await anyio.sleep(0.001)
+        release.set()
+    await anyio.to_thread.run_sync(batcher.stop)
+    assert results == {1: 2} and sorted(gone) == [2, 3, 4, 5, 6]
+    assert calls == [[1, 2, 3, 4, 5, 6], [1]]
+
+
 async def test_stop_fails_what_is_queued() -> None:
     """Items still queued when the batcher stops fail with RuntimeError, not hang."""
     work = Doubler(delay=0.1)

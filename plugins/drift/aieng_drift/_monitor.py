@@ -30,6 +30,15 @@ def _vocabulary(tokens: list[str]) -> Counter[str]:
     return Counter(tokens) if tokens else Counter({NO_WORDS: 1})
 
 
+def _tally(counts: Iterable[Counter[str]]) -> Counter[str]:
+    # One table updated in place: linear in the window's tokens (``sum(counts,
+    # Counter())`` copies the growing total at every text, quadratic in the window).
+    total: Counter[str] = Counter()
+    for table in counts:
+        total.update(table)
+    return total
+
+
 def tokenize(text: str) -> list[str]:
     """The lower-cased word tokens of a text (``\\w+``): the vocabulary and length unit."""
     return _TOKEN.findall(text.lower())
@@ -275,7 +284,7 @@ class DriftMonitor:
         o = self.options
         sizes = {"reference_size": len(reference), "window_size": len(current)}
         if detector == "vocabulary":
-            value = categorical_psi(sum(reference, Counter()), sum(current, Counter()),
+            value = categorical_psi(_tally(reference), _tally(current),
                                     top=o.vocabulary_size, epsilon=o.epsilon)
             fired = value >= o.psi_threshold
             reason = f"PSI {value:.3g} >= {o.psi_threshold:g}" if fired else ""

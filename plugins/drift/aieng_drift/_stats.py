@@ -27,7 +27,9 @@ __all__ = [
     "quantile_edges",
 ]
 
-#: Above this many cells (n × m) the p-value is the asymptotic one.
+#: Above this many cells (n × m) the p-value is the asymptotic one. The exact one walks
+#: ``min(n, m) + 1`` rows over at most this many cells, so it costs little at any shape
+#: (scipy's ``auto`` is exact while both sizes are at most 10,000, whatever n × m).
 EXACT_CELLS = 1_000_000
 
 
@@ -75,12 +77,27 @@ def kolmogorov_sf(x: float) -> float:
     return min(1.0, max(0.0, 2.0 * total))
 
 
+def _next_row(previous: Vector, plo: int, lo: int, hi: int) -> Vector:
+    """Row ``i`` of the lattice-path log-counts from row ``i - 1`` (``previous``, cells
+    ``plo`` … of that row): a cell's paths come from the cell below or the one to its left,
+    so the row is the running log-sum of the previous row from ``lo`` on, flat past the
+    previous row's end (no path enters there from below)."""
+    import numpy as np
+
+    running = np.logaddexp.accumulate(previous[lo - plo:])
+    row: Vector = np.empty(hi - lo + 1)
+    row[:running.size] = running
+    row[running.size:] = running[-1]
+    return row
+
+
 def _exact_p(d: float, n: int, m: int) -> float:
     """P(D >= d) for samples of sizes n and m, by the probability that a random lattice
     path from (0, 0) to (n, m) stays strictly inside the band ``|i/n - j/m| < d``.
 
-    The walk goes anti-diagonal by anti-diagonal (``i + j = s``) as probabilities (no
-    count overflows), over the band's cells only.
+    The walk goes row by row along the smaller sample (``min(n, m) + 1`` numpy steps over
+    the band's cells, whatever the other size), counting paths as logarithms (no count
+    overflows) and dividing by all ``C(n + m, n)`` paths at the end.
     """
     import numpy as np
 
@@ -88,30 +105,19 @@ def _exact_p(d: float, n: int, m: int) -> float:
     limit = round(d * n * m)
     if limit <= 0:
         return 1.0
-    total = n + m
-    weights = np.arange(n + 1, dtype=np.float64)
-    previous = np.ones(1)
-    plo = phi = 0
-    for s in range(1, total + 1):
-        # inside: |i*m - (s-i)*n| < limit  <=>  s*n - limit < i*(n+m) < s*n + limit
-        clo = max(max(0, s - m), (s * n - limit) // total + 1)
-        chi = min(min(n, s), -((-(s * n + limit)) // total) - 1)
-        if clo > chi:
+    if n > m:  # the band is symmetric: walk the rows of the smaller sample
+        n, m = m, n
+    # row i, inside: i*m - limit < j*n < i*m + limit; row 0 holds one path per cell
+    previous = np.zeros(min(m, -(-limit // n) - 1) + 1)
+    plo, phi = 0, previous.size - 1
+    for i in range(1, n + 1):
+        lo = max(0, (i * m - limit) // n + 1)
+        hi = min(m, -((-(i * m + limit)) // n) - 1)
+        if lo > phi:  # the band breaks: no path stays inside
             return 1.0
-        current = np.zeros(chi - clo + 1)
-        # from (i-1, j): the step drew one of the n-(i-1) values left of the first sample
-        a0, a1 = max(clo, plo + 1), min(chi, phi + 1)
-        if a0 <= a1:
-            current[a0 - clo:a1 - clo + 1] += (previous[a0 - 1 - plo:a1 - plo]
-                                               * (n + 1 - weights[a0:a1 + 1]))
-        # from (i, j-1): one of the m-(j-1) values left of the second sample
-        b0, b1 = max(clo, plo), min(chi, phi, s - 1)
-        if b0 <= b1:
-            current[b0 - clo:b1 - clo + 1] += (previous[b0 - plo:b1 - plo + 1]
-                                               * (weights[b0:b1 + 1] + (m - s + 1)))
-        current /= total - s + 1
-        previous, plo, phi = current, clo, chi
-    inside = float(previous[n - plo]) if plo <= n <= phi else 0.0
+        previous, plo, phi = _next_row(previous, plo, lo, hi), lo, hi
+    log_paths = math.lgamma(n + m + 1) - math.lgamma(n + 1) - math.lgamma(m + 1)
+    inside = math.exp(float(previous[m - plo]) - log_paths)
     return float(min(1.0, max(0.0, 1.0 - inside)))
 
 
@@ -119,9 +125,10 @@ def ks_2samp(first: Sequence[float] | Vector, second: Sequence[float] | Vector) 
     """The two-sided two-sample Kolmogorov–Smirnov test.
 
     The statistic is exact with ties (both CDFs right-continuous, as scipy computes it).
-    The p-value is exact (lattice-path probability, assuming no ties) when ``n × m`` is at
-    most 1,000,000, else asymptotic (the Kolmogorov distribution at
-    ``(√en + 0.12 + 0.11/√en) · D`` with ``en = n·m/(n+m)``, Stephens' correction).
+    The p-value is exact (lattice-path probability, assuming no ties; ``min(n, m) + 1``
+    numpy steps) when ``n × m`` is at most 1,000,000, else asymptotic (the Kolmogorov
+    distribution at ``(√en + 0.12 + 0.11/√en) · D`` with ``en = n·m/(n+m)``, Stephens'
+    correction).
 
     :raises ValueError: when a sample is empty or holds NaN or infinity.
     """

@@ -3,9 +3,21 @@ streams (fixed seeds), metrics and their Prometheus text."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
-from aieng_drift import DriftMonitor, DriftOptions, DriftResult, Window, tokenize
+from aieng_drift import (
+    DriftMonitor,
+    DriftOptions,
+    DriftResult,
+    Window,
+    categorical_psi,
+    tokenize,
+)
+from aieng_drift._monitor import _tally, _vocabulary
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 WORDS = ["refund", "order", "invoice", "card", "payment", "charge", "bill", "account", "plan", "price", "receipt", "upgrade", "renewal", "discount"]
 OTHER = ["crash", "server", "error", "install", "driver", "update", "sync", "upload", "timeout", "certificate", "browser", "bluetooth", "webhook", "export"]
@@ -247,3 +259,23 @@ def test_prometheus_text_writes_sample_values_as_the_format_spells_them() -> Non
     samples = [line for line in text.splitlines() if not line.startswith("#")]
     assert samples == ['x{detector="a"} NaN', 'x{detector="b"} +Inf', 'x{detector="c"} 0.5',
                        'x{detector="d"} -Inf', 'x{detector="e"} 3.0', 'x{detector="f"} 2.0']
+
+
+_requests = st.lists(st.text(alphabet="ab cé\u00e9Ω1_!", max_size=12), min_size=1, max_size=30)
+
+
+@settings(max_examples=80, deadline=None)
+@given(reference=_requests, current=_requests, top=st.integers(1, 6))
+def test_vocabulary_check_equals_the_summed_tables(reference: list[str], current: list[str],
+                                                   top: int) -> None:
+    """The vocabulary check tallies its windows in one table (linear in the texts) and
+    scores exactly what the former ``sum(tables, Counter())`` did, on any windows
+    (requests without words, unicode, repeats)."""
+    ref = [_vocabulary(tokenize(text)) for text in reference]
+    cur = [_vocabulary(tokenize(text)) for text in current]
+    assert _tally(ref) == sum(ref, Counter()) and _tally(cur) == sum(cur, Counter())
+    monitor = DriftMonitor(options(vocabulary_size=top))
+    result = monitor.compute("vocabulary", ref, cur)
+    expected = categorical_psi(sum(ref, Counter()), sum(cur, Counter()), top=top,
+                               epsilon=monitor.options.epsilon)
+    assert result.statistic == expected and result.psi == expected
