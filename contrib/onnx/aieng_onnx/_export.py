@@ -36,9 +36,9 @@ from ._quantize import (
 )
 
 __all__ = ["BERT_FUSION_LEVEL", "CAUSAL_TASK", "ENCODER_TASK", "EXPORT_FILE", "KEEP_INPUT",
-           "export_key", "exported", "finite_attention_masks", "int8_scheme", "int8_variant",
-           "keep_logits_input", "optimized_variant", "quantized_variant", "scratch_name",
-           "weights_size"]
+           "claim_scratch", "export_key", "exported", "finite_attention_masks",
+           "int8_scheme", "int8_variant", "keep_logits_input", "optimized_variant",
+           "quantized_variant", "scratch_name", "weights_size"]
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +70,33 @@ def remove_abandoned(folder: Path, prefix: str, suffix: str = "") -> int:
     for scratch in removed:
         log.info("onnx.abandoned_scratch_removed", path=str(scratch))
     return len(removed)
+
+
+def claim_scratch(folder: Path, prefix: str, suffix: str = "", *,
+                  directory: bool = False) -> Path:
+    """:func:`scratch_name` in ``folder`` (made first when missing), created now, empty:
+    a cache that cannot be written fails here, before minutes of export or quantization,
+    with an error naming the folder and what to set, instead of deep inside the exporter
+    with the hidden scratch name.
+
+    :raises OSError: of the same kind as the file system's (``PermissionError``…).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        scratch = scratch_name(folder, prefix, suffix)
+        if directory:
+            scratch.mkdir()
+        else:
+            scratch.touch(exist_ok=False)
+    except OSError as exc:
+        hint = (f"aieng-onnx keeps exports and their variants under {folder}, which cannot "
+                f"be written: make it writable, or set the component's cache_dir (or "
+                f"$AIENG_CACHE_DIR) to a writable folder")
+        if exc.errno is None:
+            raise OSError(f"{exc}; {hint}") from exc
+        raise type(exc)(exc.errno, f"{exc.strerror} ({hint})",
+                        exc.filename) from exc
+    return scratch
 
 
 def _version(distribution: str) -> str:
@@ -285,8 +312,7 @@ def exported(folder: Path, cache: Path, *, opset: int,
 
 def _export_into(folder: Path, target: Path, opset: int, task: str) -> bool:
     started = time.perf_counter()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = scratch_name(target.parent, "export")
+    scratch = claim_scratch(target.parent, "export", directory=True)
     try:
         _export(folder, scratch, opset, task)
         if task == CAUSAL_TASK and not keep_logits_input(scratch / EXPORT_FILE):
@@ -353,7 +379,7 @@ def optimized_variant(folder: Path, *, level: int = BERT_FUSION_LEVEL) -> Path:
 def _optimize_into(folder: Path, target: Path, level: int) -> None:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     started = time.perf_counter()
-    scratch = scratch_name(folder, "bert", ".onnx")
+    scratch = claim_scratch(folder, "bert", ".onnx")
     try:
         optimize_bert(folder / EXPORT_FILE, scratch, level=level,
                       heads=int(config.get("num_attention_heads", 0)),
@@ -426,7 +452,7 @@ def _quantize_into(folder: Path, source: Path, target: Path, precision: str,
                    keep: Sequence[str], weights: Int8Weights | None) -> None:
     kept = matmuls_named(source, keep) if keep else []
     started = time.perf_counter()
-    scratch = scratch_name(source.parent, precision, ".onnx")
+    scratch = claim_scratch(source.parent, precision, ".onnx")
     try:
         quantize(source, scratch, precision, keep=kept, weights=weights)
         os.replace(scratch, target)

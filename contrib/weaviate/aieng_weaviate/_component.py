@@ -13,7 +13,7 @@ import structlog
 from aieng_hookspecs import PipelineContext, hookimpl
 from aieng_hookspecs.types import Document, Hit, Query
 
-from ._options import WeaviateOptions
+from ._options import URL_ENV, WeaviateOptions
 from ._requests import (
     collection_config,
     connection_params,
@@ -23,13 +23,20 @@ from ._requests import (
     search_request,
 )
 
-__all__ = ["Embedder", "WeaviateStore"]
+__all__ = ["Embedder", "WeaviateStore", "WeaviateUnavailable"]
 
 log = structlog.get_logger(__name__)
 
 #: An embedding function given to :class:`WeaviateStore` directly (tests, notebooks):
 #: ``(texts, model) -> vectors``, plain or ``async``; an ``aieng_embed`` impl fits.
 Embedder = Callable[[Sequence[str], "str | None"], Any]
+
+
+class WeaviateUnavailable(ConnectionError):
+    """The Weaviate server could not be reached when the store opened (refused, timed out,
+    no such host, its gRPC port closed, or a server there that is not Weaviate); the
+    message names the URL and the gRPC port tried, and the client's own error is the
+    cause."""
 
 
 def _embedding_text(doc: Document) -> str:
@@ -87,9 +94,29 @@ class WeaviateStore:
     def _open(self) -> Any:
         if self._client is None:
             import weaviate
+            from weaviate.exceptions import (
+                UnexpectedStatusCodeError,
+                WeaviateConnectionError,
+                WeaviateGRPCUnavailableError,
+                WeaviateStartUpError,
+                WeaviateTimeoutError,
+            )
 
-            self._client = weaviate.connect_to_custom(
-                **connection_params(self.options, os.environ))
+            params = connection_params(self.options, os.environ)
+            try:
+                self._client = weaviate.connect_to_custom(**params)
+            except (WeaviateConnectionError, WeaviateGRPCUnavailableError,
+                    WeaviateStartUpError, WeaviateTimeoutError, UnexpectedStatusCodeError,
+                    OSError) as exc:
+                # The client's messages name neither the URL for some of these (a server
+                # that is not Weaviate: "Meta endpoint! Unexpected status code: 404") nor
+                # which option or variable it came from.
+                url = self.options.url or os.environ.get(URL_ENV, "")
+                detail = " ".join(str(exc).split())
+                raise WeaviateUnavailable(
+                    f"cannot connect to Weaviate at {url} (gRPC port {params['grpc_port']}; "
+                    f"from the weaviate component's url option or {URL_ENV}): "
+                    f"{type(exc).__name__}: {detail}") from exc
         collections = self._client.collections
         if not collections.exists(self.options.collection):
             collections.create(**collection_config(self.options))

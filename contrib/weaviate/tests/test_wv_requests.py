@@ -81,6 +81,21 @@ def test_object_uuid_of_a_valid_id_is_uuid5(doc_id: str) -> None:
     assert object_uuid(doc_id) == str(uuid.uuid5(namespace, doc_id))
 
 
+#: Any code point, lone surrogates included (``st.text()`` leaves them out).
+ANY_CHARACTER = st.characters(min_codepoint=0, max_codepoint=0x10FFFF)
+
+
+@given(st.sets(st.text(ANY_CHARACTER, max_size=6), min_size=2, max_size=30))
+def test_distinct_ids_get_distinct_version_5_uuids(ids: set[str]) -> None:
+    """Any distinct ids (lone surrogates, NUL, the empty id included) get distinct UUIDs,
+    the same on every call: the name hashed is the id's ``surrogatepass`` bytes, which no
+    other string shares."""
+    uuids = {doc_id: object_uuid(doc_id) for doc_id in ids}
+    assert len(set(uuids.values())) == len(ids)
+    assert all(object_uuid(doc_id) == made for doc_id, made in uuids.items())
+    assert all(uuid.UUID(made).version == 5 for made in uuids.values())
+
+
 def _carried(values: list[str]) -> None:
     # What a batch insert or a filter sends: protobuf strings, which must be UTF-8.
     base_pb2.TextArrayProperties(prop_name="meta", values=values).SerializeToString()

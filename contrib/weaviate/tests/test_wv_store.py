@@ -3,14 +3,17 @@ return types (no server), its options and its registration."""
 
 from __future__ import annotations
 
+import http.server
+import socket
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
 import pytest
 from aieng_hookspecs.types import Document, Query
-from aieng_weaviate import WeaviateOptions, WeaviateStore
+from aieng_weaviate import WeaviateOptions, WeaviateStore, WeaviateUnavailable
 from aieng_weaviate._requests import STORED, object_uuid
 from weaviate.classes.data import DataObject
 from weaviate.collections.classes.batch import BatchObjectReturn, DeleteManyReturn, ErrorObject
@@ -175,6 +178,80 @@ async def test_open_without_a_server_says_what_to_set(monkeypatch: pytest.Monkey
     store = WeaviateStore(WeaviateOptions(), embedder=HashEmbedder(4).aieng_embed)
     with pytest.raises(LookupError, match="AIENG_WEAVIATE_URL"):
         await store.aieng_index(DOCS)
+
+
+class _NotWeaviate(http.server.BaseHTTPRequestHandler):
+    """An HTTP server that is not Weaviate (404 for every path), or with ``meta`` set one
+    whose REST half answers (``/v1/meta``) while its gRPC port is closed."""
+
+    meta = b""
+
+    def do_GET(self) -> None:
+        body = self.meta if self.path.startswith("/v1/meta") else b""
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[Callable[[bytes], str]]:
+    """Starts local HTTP servers (:class:`_NotWeaviate` answering ``meta`` at
+    ``/v1/meta``, 404 elsewhere) and returns their URLs; stops them after the test."""
+    servers: list[tuple[http.server.ThreadingHTTPServer, threading.Thread]] = []
+
+    def start(meta: bytes) -> str:
+        handler = type("Handler", (_NotWeaviate,), {"meta": meta})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _refused_url() -> str:
+    with socket.socket() as sock:  # a port just free: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["refused", "not weaviate", "grpc closed", "environment"])
+async def test_an_unreachable_server_is_named(where: str,
+                                              http_server: Callable[[bytes], str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening against a port where nothing listens, or an HTTP server that is not Weaviate
+    (the client's own error then names no URL: "Meta endpoint! Unexpected status code:
+    404"), or a server whose gRPC port is closed, fails with one ``WeaviateUnavailable`` (a ``ConnectionError``) naming the URL,
+    whether it came from the option or ``AIENG_WEAVIATE_URL``, and the gRPC port."""
+    url = {"not weaviate": lambda: http_server(b""),
+           "grpc closed": lambda: http_server(b'{"version": "1.33.0", "modules": {}}'),
+           }.get(where, _refused_url)()
+    monkeypatch.setenv("AIENG_WEAVIATE_URL", url)
+    grpc = int(_refused_url().rsplit(":", 1)[1])
+    options = WeaviateOptions(url="" if where == "environment" else url, grpc_port=grpc,
+                              timeout_s=5)
+    store = WeaviateStore(options, embedder=HashEmbedder(4).aieng_embed)
+    with pytest.raises(WeaviateUnavailable) as caught:
+        await store.aieng_index(DOCS)
+    message = str(caught.value)
+    assert isinstance(caught.value, ConnectionError)
+    assert f"at {url} (gRPC port {grpc};" in message and "AIENG_WEAVIATE_URL" in message
+    if where == "grpc closed":
+        assert "WeaviateGRPCUnavailableError" in message
+    assert "\n" not in message  # one line: the client's own text has several
+    assert caught.value.__cause__ is not None
+    await store.aclose()
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
