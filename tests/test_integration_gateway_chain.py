@@ -10,16 +10,12 @@ too long, and tool calls round-trip both ways, streamed and not.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
 import pytest
-import uvicorn
 from aieng_gateway import Gateway, GatewaySettings, KeyStore
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Request, ToolCall
@@ -28,6 +24,7 @@ from aieng_openai import OpenAIBackend, OpenAIOptions
 from aieng_core import Kernel
 from aieng_core.pipeline import Pipeline
 from aieng_core.testing import ScriptedBackend, isolated_kernel
+from aieng_core.testing.loopback import LoopbackServer
 
 pytestmark = pytest.mark.anyio
 
@@ -77,38 +74,6 @@ class ToolUser(ScriptedBackend):
             self.requests.append(request)
             yield Delta(text="", index=0, finish_reason="tool_calls", tool_calls=calls)
         return call()
-
-
-class LoopbackServer:
-    """Runs an ASGI app (lifespan on) under uvicorn in a thread on 127.0.0.1, port 0."""
-
-    def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-            access_log=False, timeout_graceful_shutdown=2))
-        self.thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                self.server.should_exit = True
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.01)
-        self.port = int(self.server.servers[0].sockets[0].getsockname()[1])
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
 
 
 class Throttled:

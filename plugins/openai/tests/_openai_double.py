@@ -21,11 +21,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import attrs
-import uvicorn
 from aieng_hookspecs.types import (
     Completion,
     Delta,
@@ -39,6 +37,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from aieng_core.testing.loopback import LoopbackServer as _Loopback
 
 __all__ = ["API_KEY", "CHAT_MODEL", "EMBED_MODEL", "OTHER_MODEL", "Call", "LoopbackServer",
            "OpenAIServerDouble", "Scored", "Scripted", "echo", "logprob_of"]
@@ -334,43 +334,11 @@ def _request(body: dict[str, Any]) -> Request:
     )
 
 
-class LoopbackServer:
-    """Runs an ASGI app under uvicorn in a background thread on 127.0.0.1 (port 0: the OS
-    picks a free one) and stops it on exit.
+class LoopbackServer(_Loopback):
+    """The kit's loopback server without a lifespan (the doubles have none), 10 s to start.
 
     :param app: the ASGI app.
-    :param start_timeout: seconds to wait for the server to listen.
     """
 
     def __init__(self, app: Any, *, start_timeout: float = 10.0) -> None:
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                     lifespan="off", access_log=False,
-                                     timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(self.config)
-        self.start_timeout = start_timeout
-        self.thread = threading.Thread(target=self.server.run, name="loopback-openai",
-                                       daemon=True)
-        self.port = 0
-
-    @property
-    def base_url(self) -> str:
-        """The API root clients use (``http://127.0.0.1:PORT/v1``)."""
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        deadline = time.monotonic() + self.start_timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                self.server.should_exit = True
-                raise RuntimeError("the loopback server did not start")
-            time.sleep(0.01)
-        sockets = [s for server in self.server.servers for s in server.sockets]
-        self.port = int(sockets[0].getsockname()[1])
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive(), "the loopback server did not stop"
+        super().__init__(app, lifespan="off", start_timeout=start_timeout, stop_timeout=10.0)

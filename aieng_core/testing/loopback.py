@@ -1,0 +1,72 @@
+"""A real HTTP server on loopback for tests: an ASGI app under uvicorn in a thread.
+
+Tests of HTTP backends and servers use it to talk to a real socket (``127.0.0.1``, a port
+the OS picks) rather than an in-process transport, so timeouts, streaming and connection
+handling are the real ones. uvicorn is imported when a server is built.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+from typing import Any, Literal, Self
+
+__all__ = ["LoopbackServer"]
+
+
+class LoopbackServer:
+    """Runs an ASGI app under uvicorn in a background thread on 127.0.0.1 (port 0: the OS
+    picks a free one) and stops it on exit::
+
+        with LoopbackServer(app) as server:
+            httpx.get(f"{server.url}/healthz")
+
+    :param app: the ASGI app.
+    :param lifespan: uvicorn's lifespan mode (``"on"``: the app's startup and shutdown run,
+        and a failing startup fails the server; ``"off"`` for apps without a lifespan).
+    :param start_timeout: seconds to wait for the server to listen.
+    :param stop_timeout: seconds to wait for it to stop on exit.
+    :raises RuntimeError: when it does not start, or does not stop, in time.
+    """
+
+    def __init__(self, app: Any, *, lifespan: Literal["on", "off", "auto"] = "on",
+                 start_timeout: float = 30.0, stop_timeout: float = 15.0) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan,
+            access_log=False, timeout_graceful_shutdown=2))
+        self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
+        self.thread = threading.Thread(target=self.server.run, name="loopback-server",
+                                       daemon=True)
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The root of an OpenAI-compatible API served there (``http://127.0.0.1:PORT/v1``)."""
+        return f"{self.url}/v1"
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        deadline = time.monotonic() + self.start_timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.server.should_exit = True
+                raise RuntimeError("the loopback server did not start")
+            time.sleep(0.01)
+        sockets = [s for server in self.server.servers for s in server.sockets]
+        self.port = int(sockets[0].getsockname()[1])
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=self.stop_timeout)
+        if self.thread.is_alive():
+            raise RuntimeError(f"the loopback server did not stop within {self.stop_timeout} s")
