@@ -56,6 +56,9 @@ __all__ = ["Gateway"]
 log = structlog.get_logger(__name__)
 
 RUN_HEADER = "x-aieng-run-id"
+#: A URL in an error message (an HTTP backend names the one it called): shown to clients as
+#: ``<upstream>`` unless ``expose_upstream_urls``.
+_URL = re.compile(r"\b(?:https?|wss?)://[^\s'\"<>]+", re.IGNORECASE)
 #: What an idle stream sends every ``keepalive_s``: an SSE comment, which clients skip.
 KEEPALIVE = b": keep-alive\n\n"
 #: Conversations remembered for ``regenerate`` detection (the oldest are forgotten).
@@ -325,7 +328,21 @@ class Gateway:
                            code="invalid_json") from None
         return value
 
-    def _upstream(self, exc: HookError, model: str | None = None) -> ApiError:
+    def _upstream(self, exc: HookError, model: str | None = None, *,
+                  run_id: str | None = None) -> ApiError:
+        """The client's answer to a failure of the pipeline's components: a status by its
+        cause, the message with the URLs it names shown as ``<upstream>`` unless
+        ``expose_upstream_urls`` (the whole message is logged)."""
+        error = self._upstream_status(exc, model)
+        log.warning("gateway.upstream_error", status=error.status, code=error.code,
+                    run_id=run_id, error=str(exc))
+        if not self.settings.expose_upstream_urls and _URL.search(error.message):
+            error = ApiError(error.status, _URL.sub("<upstream>", error.message),
+                             param=error.param, code=error.code, kind=error.kind,
+                             headers=error.headers)
+        return error
+
+    def _upstream_status(self, exc: HookError, model: str | None) -> ApiError:
         if exc.plugin == "(none)":
             return ApiError(404, f"no backend of this pipeline serves model {model!r}: "
                                  "GET /v1/models lists the models it serves",
@@ -414,7 +431,7 @@ class Gateway:
             result = await self._run_watched(http, request, run_id)
         except HookError as exc:
             self._reconcile(call, reserved, None)
-            raise self._upstream(exc, chat.model) from None
+            raise self._upstream(exc, chat.model, run_id=run_id) from None
         if result is None:  # the client went away: its run was cancelled
             self._reconcile(call, reserved, None)
             return Response(status_code=499)  # logged as nginx's "client closed request"
@@ -715,7 +732,7 @@ class _Stream(Response):
                                             usage=completion.usage if completion is not None
                                             else Usage())
             except HookError as exc:
-                error = self.gateway._upstream(exc, chat.model)
+                error = self.gateway._upstream(exc, chat.model, run_id=run_id)
             except Exception as exc:  # a bug of ours: say so, log it, keep serving
                 log.exception("gateway.internal_error", path="/v1/chat/completions",
                               error_type=type(exc).__name__)

@@ -92,11 +92,14 @@ def build_pipeline(kernel: Any, path: Path, *, monitor: bool, feedback_db: Path 
 @click.option("--keepalive", default=15.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds of silence after which a stream sends an SSE keep-alive "
                    "comment, so proxies' idle timeouts do not cut it (0: off).")
+@click.option("--expose-upstream-urls", is_flag=True,
+              help="Show clients the URLs an upstream error names (by default they read "
+                   "<upstream>; the whole message is logged).")
 @click.pass_context
 def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: bool,
           keys_path: Path | None, max_body: int, regenerate_window: float,
           public_metrics: bool, monitor: bool, feedback_db: Path,
-          graceful_timeout: float, keepalive: float) -> None:
+          graceful_timeout: float, keepalive: float, expose_upstream_urls: bool) -> None:
     """Serve PIPELINE (a TOML file) over the OpenAI HTTP API: /v1/chat/completions,
     /v1/embeddings, /v1/models, /v1/feedback, /metrics, /healthz."""
     import uvicorn
@@ -121,7 +124,8 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
     with _clear_errors():  # --keepalive nan / inf: one line, not a traceback
         settings = GatewaySettings(auth=not no_auth, max_body=max_body,
                                    regenerate_window=regenerate_window,
-                                   public_metrics=public_metrics, keepalive_s=keepalive)
+                                   public_metrics=public_metrics, keepalive_s=keepalive,
+                                   expose_upstream_urls=expose_upstream_urls)
 
     def build(running: Any) -> Any:
         return build_pipeline(running, pipeline, monitor=monitor, feedback_db=feedback_db)

@@ -58,6 +58,10 @@ class GatewaySettings:
         token, an answer held back for the output guards) sends an SSE comment
         (``: keep-alive``), so proxies and load balancers with an idle timeout (nginx's
         ``proxy_read_timeout``, AWS ALB: 60 s) do not cut it; 0 turns it off.
+    :param expose_upstream_urls: show clients the URLs an upstream error names (an HTTP
+        backend's ``url: http://10.0.0.7:8000/v1/...``); off by default, they are shown as
+        ``<upstream>`` (the internal hosts and ports are the operator's business) and the
+        whole message is logged (``gateway.upstream_error``, with the run id).
     """
 
     auth: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
@@ -66,3 +70,5 @@ class GatewaySettings:
     public_metrics: bool = attrs.field(default=False,
                                        validator=attrs.validators.instance_of(bool))
     keepalive_s: float = attrs.field(default=15.0, validator=_interval)
+    expose_upstream_urls: bool = attrs.field(default=False,
+                                             validator=attrs.validators.instance_of(bool))

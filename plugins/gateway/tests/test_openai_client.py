@@ -3,6 +3,7 @@ a pipeline whose backend is the openai component pointed at ``aieng serve``."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import httpx
@@ -258,3 +259,38 @@ async def test_an_upstream_stream_that_stalls_is_a_504() -> None:
     finally:
         upstream.shutdown()
         upstream.server_close()
+
+
+@pytest.mark.parametrize("expose", [False, True])
+async def test_upstream_urls_are_hidden_from_clients_unless_exposed(expose: bool) -> None:
+    """An upstream failure names the URL the backend called (an internal host and port):
+    clients see ``<upstream>`` in its place unless ``expose_upstream_urls``; the whole
+    message is logged with the run id either way."""
+    import structlog
+
+    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    front = Gateway(lambda kernel: kernel.compose({"remote": OpenAIBackend(OpenAIOptions(
+        base_url=dead, model="test", max_retries=0))}, name="front"),
+        settings=GatewaySettings(auth=False, expose_upstream_urls=expose),
+        kernel=lambda: isolated_kernel(loop_block_threshold=None))
+    chat = {"model": "test", "messages": [{"role": "user", "content": "hi"}]}
+    with structlog.testing.capture_logs() as logs:
+        async with front.running():
+            transport = httpx.ASGITransport(app=front.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                answers = [await client.post("/v1/chat/completions", json=chat),
+                           await client.post("/v1/chat/completions",
+                                             json={**chat, "stream": True})]
+    for answer in answers:
+        assert answer.status_code == 502, answer.text
+        message = answer.json()["error"]["message"]
+        assert (dead in message) is expose and ("<upstream>" in message) is not expose
+    logged = [e for e in logs if e["event"] == "gateway.upstream_error"]
+    assert len(logged) == 2 and all(dead in e["error"] for e in logged)
+    assert {e["run_id"] for e in logged} == {a.headers["x-aieng-run-id"] for a in answers}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
