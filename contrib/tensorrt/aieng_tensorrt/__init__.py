@@ -2,9 +2,9 @@
 
 The engine is built from an ONNX export of the encoder (all-MiniLM-L6-v2 from aieng-onnx,
 or any BERT-style encoder) with an optimization profile of batch size and sequence length,
-and cached by the ONNX bytes, TensorRT version, GPU compute capability, precision and
-profile. TensorRT, torch and tokenizers are imported when the component opens, not when
-the plugin loads.
+and cached by the ONNX bytes (and its external data files'), TensorRT version, GPU
+compute capability and model, precision and profile. TensorRT, torch, tokenizers and onnx
+are imported when the component opens, not when the plugin loads.
 """
 
 from __future__ import annotations

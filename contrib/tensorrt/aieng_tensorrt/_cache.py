@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aieng_hookspecs import remove_abandoned as shared_remove_abandoned
@@ -13,8 +16,8 @@ from aieng_hookspecs import scratch_path
 
 from ._profile import ShapeProfile
 
-__all__ = ["CACHE_FORMAT", "EngineCache", "engine_cache_key", "onnx_digest",
-           "remove_abandoned"]
+__all__ = ["CACHE_FORMAT", "EngineCache", "engine_cache_key", "external_data_digests",
+           "onnx_digest", "remove_abandoned"]
 
 log = structlog.get_logger(__name__)
 
@@ -33,18 +36,67 @@ def onnx_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _tensors(message: Any) -> Iterator[Any]:
+    """Every ``TensorProto`` in an ONNX message: initializers, sparse initializers,
+    ``Constant`` and other attribute tensors, in subgraphs and functions too."""
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        # One message, or a repeated field's container of them.
+        for item in (value,) if hasattr(value, "ListFields") else value:
+            if field.message_type.name == "TensorProto":
+                yield item
+            else:
+                yield from _tensors(item)
+
+
+def external_data_digests(path: Path) -> dict[str, str]:
+    """``{location: SHA-256 of the file's bytes}`` of every external data file the ONNX
+    model at ``path`` references (weights stored outside the ``.onnx`` file, exports over
+    2 GB: ``model.onnx_data``), each resolved next to the model as TensorRT's parser and
+    ONNX resolve it; ``{}`` for a model without external data, or for a file that is no
+    ONNX model (TensorRT's parser reports that when it builds).
+
+    :raises FileNotFoundError: when a referenced file is missing.
+    """
+    # Imported here, like TensorRT and torch: not when the plugin loads.
+    onnx: Any = importlib.import_module("onnx")
+    decode_error: Any = importlib.import_module("google.protobuf.message").DecodeError
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except decode_error:
+        return {}
+    locations = sorted({entry.value for tensor in _tensors(model)
+                        if tensor.data_location == onnx.TensorProto.EXTERNAL
+                        for entry in tensor.external_data if entry.key == "location"})
+    digests = {}
+    for location in locations:
+        data = path.parent / location
+        if not data.is_file():
+            raise FileNotFoundError(
+                f"the ONNX model {str(path)!r} keeps weights in {location!r}, and "
+                f"{str(data)!r} is no file: keep the export's data files next to it")
+        digests[location] = onnx_digest(data)
+    return digests
+
+
 def engine_cache_key(*, onnx_sha256: str, trt_version: str,
                      compute_capability: tuple[int, int], precision: str,
-                     profile: ShapeProfile, device_name: str | None = None) -> str:
+                     profile: ShapeProfile, device_name: str | None = None,
+                     external_data: Mapping[str, str] | None = None) -> str:
     """The cache key of an engine: a TensorRT engine is only valid for the ONNX graph it
-    was built from, the TensorRT version that built it, the GPU it was tuned on (its
-    compute capability and model, ``device_name``: TensorRT's default engines are for the
-    GPU model that built them, not every GPU of its compute capability), its precision
+    was built from (its bytes and those of its external data files, ``external_data``:
+    ``{location: SHA-256}``), the TensorRT version that built it, the GPU it was tuned on
+    (its compute capability and model, ``device_name``: TensorRT's default engines are for
+    the GPU model that built them, not every GPU of its compute capability), its precision
     and its shape profile; a change in any gives another key.
     """
-    parts = {"format": CACHE_FORMAT, "onnx": onnx_sha256, "tensorrt": trt_version,
-             "sm": list(compute_capability), "gpu": device_name, "precision": precision,
-             "profile": list(profile.as_key())}
+    parts: dict[str, object] = {
+        "format": CACHE_FORMAT, "onnx": onnx_sha256, "tensorrt": trt_version,
+        "sm": list(compute_capability), "gpu": device_name, "precision": precision,
+        "profile": list(profile.as_key())}
+    if external_data:  # absent without external data: those models keep their keys
+        parts["external"] = dict(external_data)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

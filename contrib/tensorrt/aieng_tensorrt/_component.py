@@ -14,7 +14,7 @@ import anyio.to_thread
 import structlog
 from aieng_hookspecs import hookimpl, user_cache_dir
 
-from ._cache import EngineCache, engine_cache_key, onnx_digest
+from ._cache import EngineCache, engine_cache_key, external_data_digests, onnx_digest
 from ._engine import EngineBuildError, EngineRunner, build_engine
 from ._options import TensorRTOptions
 from ._profile import ShapeProfile, batches
@@ -92,9 +92,9 @@ class MiniLMTensorRT:
 
     On open it checks that TensorRT imports and a CUDA device exists, then loads the engine
     from ``cache_dir`` or builds it from ``onnx_path`` (minutes) and caches it under a key
-    of the ONNX bytes, the TensorRT version, the GPU's compute capability, the precision
-    and the shape profile. Vectors are mean-pooled over each text's tokens and
-    L2-normalized, like the ``minilm`` embedder's.
+    of the ONNX bytes (and its external data files'), the TensorRT version, the GPU's
+    compute capability and model, the precision and the shape profile. Vectors are
+    mean-pooled over each text's tokens and L2-normalized, like the ``minilm`` embedder's.
 
     :param options: the typed options.
     """
@@ -108,9 +108,14 @@ class MiniLMTensorRT:
     def cache_key(self, trt_version: str, capability: tuple[int, int],
                   gpu: str | None = None) -> str:
         """The engine-cache key of this embedder's engine on a TensorRT and a GPU (its
-        compute capability and model name)."""
-        return engine_cache_key(onnx_sha256=onnx_digest(Path(self.options.onnx_path)
-                                                        .expanduser()),
+        compute capability and model name), from the ONNX file's bytes and those of the
+        external data files it references.
+
+        :raises FileNotFoundError: when an external data file of the model is missing.
+        """
+        onnx = Path(self.options.onnx_path).expanduser()
+        return engine_cache_key(onnx_sha256=onnx_digest(onnx),
+                                external_data=external_data_digests(onnx),
                                 trt_version=trt_version, compute_capability=capability,
                                 device_name=gpu, precision=self.options.precision,
                                 profile=self.profile)
@@ -165,7 +170,7 @@ class MiniLMTensorRT:
                     engine = build_engine(trt, onnx.read_bytes(), self.profile,
                                           precision=self.options.precision,
                                           workspace_bytes=self.options.workspace_mb << 20,
-                                          logger=logger)
+                                          logger=logger, path=onnx)
                     seconds = round(time.perf_counter() - started, 3)
                     try:
                         where: Path | None = cache.store(key, engine)

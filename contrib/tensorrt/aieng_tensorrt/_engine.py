@@ -9,6 +9,7 @@ context → ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from os import PathLike
 from typing import Any
 
 from ._profile import ShapeProfile
@@ -24,9 +25,12 @@ class EngineBuildError(RuntimeError):
 
 
 def build_engine(trt: Any, onnx: bytes, profile: ShapeProfile, *, precision: str,
-                 workspace_bytes: int, logger: Any) -> bytes:
+                 workspace_bytes: int, logger: Any, path: str | PathLike[str] | None = None
+                 ) -> bytes:
     """A serialized engine of the ONNX graph ``onnx``, for ``profile`` and ``precision``.
 
+    ``path`` is the file ``onnx`` was read from: TensorRT's parser finds the weights of a
+    model with external data (``model.onnx_data``) next to it, and cannot without it.
     Every network input is a ``(batch, seq)`` tensor and gets the profile's shapes.
 
     :raises EngineBuildError: with the parser's errors, or when the build fails.
@@ -37,7 +41,9 @@ def build_engine(trt: Any, onnx: bytes, profile: ShapeProfile, *, precision: str
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx):
+    # OnnxParser.parse(model, path=None), TensorRT 8 to 10: path resolves external data.
+    parsed = parser.parse(onnx) if path is None else parser.parse(onnx, path=str(path))
+    if not parsed:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"TensorRT could not parse the ONNX model: {errors}")
     config = builder.create_builder_config()

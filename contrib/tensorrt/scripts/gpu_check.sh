@@ -196,6 +196,20 @@ try:
         ref = torch.relu(x @ torch.from_numpy(__import__("onnx").numpy_helper.to_array(
             __import__("onnx").load(model).graph.initializer[0]).copy()).cuda())
         line("trt run max|err|", f"{(out - ref).abs().max().item():.4f} vs torch fp32")
+        try:  # the same graph with its weights in an external data file, parsed by path
+            import onnx
+            ext = os.path.join(work, "external", "tiny.onnx")
+            os.makedirs(os.path.dirname(ext))
+            onnx.save_model(onnx.load(model), ext, save_as_external_data=True,
+                            location="tiny.onnx_data", size_threshold=0)
+            ext_engine = build_engine(trt, open(ext, "rb").read(), profile, precision="fp16",
+                                      workspace_bytes=256 << 20, logger=logger, path=ext)
+            ext_runner = EngineRunner(trt, torch, ext_engine, device=0, logger=logger)
+            ext_runner.hidden = ext_runner.outputs[0]
+            diff = (ext_runner.run({"x": x}) - out).abs().max().item()
+            line("trt external data", f"max|diff| {diff:.4f} vs the inline weights' engine")
+        except Exception as error:
+            line("trt external data", f"failed ({type(error).__name__}: {error})")
 except ImportError as error:
     line("tensorrt", f"not available ({error})")
 PY

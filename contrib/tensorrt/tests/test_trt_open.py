@@ -169,7 +169,8 @@ class _RecordingTrt:
             def __init__(self, network: Any, logger: Any) -> None:
                 pass
 
-            def parse(self, data: bytes) -> bool:
+            def parse(self, data: bytes, **kwargs: Any) -> bool:
+                rec.calls.append(("parse", data, *kwargs.items()))
                 return rec.parses
 
             def get_error(self, i: int) -> str:
@@ -195,6 +196,21 @@ def test_build_engine_sets_profile_precision_and_workspace() -> None:
     with pytest.raises(EngineBuildError, match="bad node"):
         build_engine(_RecordingTrt(parses=False), b"x", profile, precision="fp32",
                      workspace_bytes=1, logger=None)
+
+
+def test_build_engine_parses_with_the_model_path(tmp_path: Path) -> None:
+    """Given the ONNX file's path, the parser gets it (``OnnxParser.parse(model,
+    path=...)``): TensorRT finds a model's external data files (``model.onnx_data``) next
+    to it; without a path the call is the plain ``parse(model)``."""
+    trt = _RecordingTrt()
+    build_engine(trt, b"onnx", ShapeProfile(), precision="fp32", workspace_bytes=1,
+                 logger=None, path=tmp_path / "model.onnx")
+    assert [c for c in trt.calls if c[0] == "parse"] == [
+        ("parse", b"onnx", ("path", str(tmp_path / "model.onnx")))]
+    plain = _RecordingTrt()
+    build_engine(plain, b"onnx", ShapeProfile(), precision="fp32", workspace_bytes=1,
+                 logger=None)
+    assert [c for c in plain.calls if c[0] == "parse"] == [("parse", b"onnx")]
 
 
 class _TableRunner:
@@ -294,6 +310,26 @@ def test_engines_are_cached_under_aieng_cache_dir(model_dir: Path, tmp_path: Pat
     assert (tmp_path / "aieng" / "tensorrt" / f"{key}.engine").read_bytes() == b"ENGINE"
     MiniLMTensorRT(options).load()
     assert built == [b"ENGINE"]
+
+
+def test_engine_is_built_with_the_model_path(model_dir: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load`` builds from the ONNX file's bytes and its path (``~`` expanded), so
+    TensorRT's parser resolves external data files next to the model."""
+    from aieng_tensorrt import _component
+
+    _stand_ins(monkeypatch)
+    seen: list[tuple[bytes, Any]] = []
+
+    def build(trt: Any, onnx: bytes, profile: ShapeProfile, **kwargs: Any) -> bytes:
+        seen.append((onnx, kwargs.get("path")))
+        return b"ENGINE"
+
+    monkeypatch.setattr(_component, "build_engine", build)
+    monkeypatch.setenv("HOME", str(model_dir))
+    MiniLMTensorRT(TensorRTOptions(onnx_path="~/model.onnx", tokenizer_path=str(
+        model_dir / "tokenizer.json"), cache_dir=str(tmp_path / "engines"))).load()
+    assert seen == [(b"not really onnx", model_dir / "model.onnx")]
 
 
 def test_unreadable_cached_engine_is_rebuilt(model_dir: Path, tmp_path: Path,

@@ -157,6 +157,22 @@ async def test_multi_query_returns_rewrites_with_the_querys_id_and_filters() -> 
 
 
 @pytest.mark.anyio
+async def test_a_chatty_answer_gives_all_n_slots_to_the_listed_rewrites() -> None:
+    """A preamble and a closing remark around a numbered list take none of the ``n``
+    slots; HyDE's bold ``**Passage:**`` label is not searched either."""
+    chatty = ("Sure! Here are two alternative queries.\n\n"
+              "1. **boil noodles**\n2. pasta cooking time\n\n"
+              "Let me know if you need more!")
+    backend = ScriptedBackend([chatty, "**Passage:** Pasta boils for ten minutes."])
+    rewrite = MultiQueryExpander(MultiQueryOptions(n=2), generate=backend.aieng_generate)
+    out = await rewrite.aieng_query_expand(Query("pasta"))
+    assert [q.text for q in out or []] == ["boil noodles", "pasta cooking time"]
+    out = await HyDEExpander(generate=backend.aieng_generate).aieng_query_expand(
+        Query("pasta"))
+    assert [q.text for q in out or []] == ["Pasta boils for ten minutes."]
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("text", ["", "   \n"])
 async def test_a_blank_query_is_not_expanded(text: str) -> None:
     """A blank query expands to nothing without asking the backend."""
