@@ -18,6 +18,7 @@ from ._component import DriftComponent
 from ._events import DriftDetected
 from ._monitor import DriftMonitor, DriftResult, Window, prometheus_text, tokenize
 from ._options import DETECTORS, DriftOptions
+from ._reference import ReferenceFileError, ReferenceStore, SavedReference
 from ._stats import (
     KSResult,
     categorical_psi,
@@ -37,6 +38,9 @@ __all__ = [
     "DriftOptions",
     "DriftResult",
     "KSResult",
+    "ReferenceFileError",
+    "ReferenceStore",
+    "SavedReference",
     "Window",
     "aieng_register_components",
     "aieng_register_events",

@@ -33,12 +33,16 @@ class DriftComponent:
     the kernel's ``judge.scored`` events (any event with a ``scores`` attribute, a
     sequence of :class:`Score`, is read); :meth:`observe_scores` takes them by hand.
 
+    With ``reference_path``, the saved reference windows are read when the pipeline first
+    opens (in a worker thread), and a window that freezes is saved (in a worker thread).
+
     :param options: the typed options.
     """
 
     def __init__(self, options: DriftOptions | None = None) -> None:
         self.options = options if options is not None else DriftOptions()
-        self.monitor = DriftMonitor(self.options)
+        self.monitor = DriftMonitor(self.options, defer_io=True)
+        self._loaded = False
         self.name = "drift"
         self._context: PipelineContext | None = None
         self._pending: list[str] = []
@@ -47,10 +51,19 @@ class DriftComponent:
         self.detected: deque[DriftDetected] = deque(maxlen=KEEP_DETECTED)
 
     @hookimpl
-    def aieng_pipeline_open(self, context: PipelineContext) -> None:
-        """Keep the context, to embed and publish through it."""
+    async def aieng_pipeline_open(self, context: PipelineContext) -> None:
+        """Keep the context, to embed and publish through it; read the saved reference
+        (``reference_path``) at the first opening.
+
+        :raises ReferenceFileError: for a reference file that cannot be used.
+        """
         self._context = context
         self.name = context.component
+        store = self.monitor.store
+        if store is not None and not self._loaded:
+            # read (disk, JSON) in a thread; adopted on the event loop, which owns windows
+            self.monitor.adopt(await anyio.to_thread.run_sync(store.read))
+            self._loaded = True
 
     @hookimpl
     async def aieng_on_event(self, event: Event) -> None:
@@ -95,7 +108,19 @@ class DriftComponent:
                 log.warning("drift.embedding_refused", component=self.name, error=str(error))
         await self._check_due()
 
+    async def _save_reference(self) -> None:
+        write = self.monitor.claim_save() if self.monitor.unsaved else None
+        if write is None:
+            return
+        try:
+            await anyio.to_thread.run_sync(write)
+        except OSError as error:  # monitoring goes on; the next item retries the save
+            self.monitor.unsaved = True
+            log.warning("drift.reference_save_failed", component=self.name,
+                        path=str(self.options.reference_path), error=str(error))
+
     async def _check_due(self) -> None:
+        await self._save_reference()
         # Claimed and recorded on the event loop, computed in a worker thread: callers
         # adding items meanwhile neither touch the copies the thread reads nor find the
         # same check due again.

@@ -4,6 +4,7 @@ one detector per signal, with its metrics."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter, deque
@@ -11,13 +12,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import attrs
+import structlog
 
 from ._options import DriftOptions
+from ._reference import FORMAT, VERSION, ReferenceFileError, ReferenceStore, SavedReference
 from ._stats import categorical_psi, centroid_permutation_test, ks_2samp, psi
 
 __all__ = ["DriftMonitor", "DriftResult", "Window", "tokenize"]
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
@@ -105,6 +109,13 @@ class Window(Generic[T]):
         self.current.clear()
         self.since_check = 0
 
+    def reset(self) -> None:
+        """Forget the reference and the current window: the next items fill a new
+        reference."""
+        self.reference, self.frozen = [], False
+        self.current.clear()
+        self.since_check = 0
+
     def due(self) -> bool:
         """Whether a check is due."""
         return (self.frozen and len(self.current) == self.current.maxlen
@@ -130,12 +141,25 @@ class DriftMonitor:
     Each detector has its own :class:`Window`. ``observe_*`` adds an item and returns the
     checks it triggered (fired or not); ``on_drift`` is called with each fired one.
 
+    With ``options.reference_path``, the frozen reference windows are saved to that file
+    whenever one freezes or :meth:`set_reference` sets one, and read back by
+    :meth:`load_reference` (see :mod:`aieng_drift._reference` for the format). A save of
+    a window frozen by ``observe_*`` that fails is logged (``drift.reference_save_failed``)
+    and retried at the next item, so a full disk does not stop the checks.
+
     :param options: the typed options.
     :param on_drift: called with every fired :class:`DriftResult`.
+    :param defer_io: with ``options.reference_path``, leave the file's reading and the
+        saves of windows that freeze to the caller (the ``drift`` component does both in a
+        worker thread: :meth:`ReferenceStore.read` then :meth:`adopt`, and
+        :meth:`claim_save` when :attr:`unsaved`); ``False``: read it now
+        (:meth:`load_reference`) and save a window as it freezes.
+    :raises ReferenceFileError: when reading, for a file that cannot be used.
     """
 
     def __init__(self, options: DriftOptions | None = None, *,
-                 on_drift: Callable[[DriftResult], None] | None = None) -> None:
+                 on_drift: Callable[[DriftResult], None] | None = None,
+                 defer_io: bool = False) -> None:
         self.options = options if options is not None else DriftOptions()
         self.on_drift = on_drift
         self.windows: dict[str, Window[Any]] = {}
@@ -143,6 +167,21 @@ class DriftMonitor:
         self.last: dict[str, DriftResult] = {}
         self.checks: Counter[str] = Counter()
         self.detections: Counter[str] = Counter()
+        path = self.options.reference_path
+        #: the reference file (``None`` without ``reference_path``)
+        self.store = ReferenceStore(path) if path is not None else None
+        #: a reference changed since the last save (with a store)
+        self.unsaved = False
+        #: the detectors whose reference came from the file
+        self.loaded: set[str] = set()
+        self._generation = 0  # reference changes so far: orders the file's writes
+        # The file's windows of detectors that do not run: kept in the file, so turning a
+        # detector off for a while does not lose its reference.
+        self._dormant: dict[str, list[Any]] = {}
+        self._dormant_model: str | None = None  # the embedding_model of a dormant window
+        self.defer_io = defer_io
+        if self.store is not None and not defer_io:
+            self.load_reference()
 
     def window(self, detector: str) -> Window[Any]:
         """The detector's window (created empty)."""
@@ -188,8 +227,11 @@ class DriftMonitor:
         window = self.window("embedding")
         earlier = window.reference[0] if window.reference else None
         if earlier is not None and len(earlier) != len(row):
+            where = (f"; the reference was loaded from {str(self.store.path)!r}: "
+                     "reset_reference('embedding') or delete the file to take a new one"
+                     if self.store is not None and "embedding" in self.loaded else "")
             raise ValueError(f"an embedding of {len(row)} dimensions, after ones of "
-                             f"{len(earlier)} (another embedder?): not added")
+                             f"{len(earlier)} (another embedder?): not added{where}")
         return self._add("embedding", row, check)
 
     def observe_score(self, name: str, value: float, *, check: bool = True
@@ -207,7 +249,16 @@ class DriftMonitor:
 
     def _add(self, detector: str, item: Any, check: bool) -> list[DriftResult]:
         window = self.window(detector)
+        frozen = window.frozen
         window.add(item)
+        if window.frozen and not frozen:
+            self._reference_changed()
+        if self.unsaved and not self.defer_io:
+            try:
+                self.save_reference()
+            except OSError as error:  # the checks go on; the next item retries the save
+                log.warning("drift.reference_save_failed", path=str(self.options.reference_path),
+                            error=str(error))
         if not check or not window.due():
             return []
         return [self.check_one(detector)]
@@ -220,12 +271,15 @@ class DriftMonitor:
                       embeddings: Iterable[Sequence[float]] | None = None,
                       scores: Mapping[str, Iterable[float]] | None = None) -> None:
         """Freeze reference windows explicitly (the current windows start empty); those of
-        detectors that do not run are checked but not set.
+        detectors that do not run are checked but not set. With ``reference_path``, the
+        file is written now.
 
         :raises ValueError: when a window would get fewer than 2 items, a score or an
             embedding component is NaN or infinite, or the embeddings are empty or of
             several lengths (nothing is changed: kept, such a reference would make every
             later check of its detector fail).
+        :raises OSError: when the file cannot be written (the windows are set; the old
+            file is kept; :meth:`save_reference` retries).
         """
         references: dict[str, list[Any]] = {}
         if texts is not None:
@@ -252,6 +306,136 @@ class DriftMonitor:
         for detector, items in references.items():
             if self._enabled(detector.partition(":")[0]):  # a window is a series in /metrics
                 self.window(detector).set_reference(items)
+                self.loaded.discard(detector)
+        self._reference_changed()
+        if self.store is not None:
+            self.save_reference()
+
+    # -- the reference file --------------------------------------------------------------
+
+    def _reference_changed(self) -> None:
+        self._generation += 1
+        self.unsaved = self.store is not None
+
+    def _document(self) -> dict[str, Any]:
+        o = self.options
+        windows = dict(self._dormant)
+        model = self._dormant_model if "embedding" in windows else o.embedding_model
+        for name, window in sorted(self.windows.items()):
+            if window.frozen:
+                windows[name] = list(window.reference)
+        return {"format": FORMAT, "version": VERSION,
+                "options": {"detectors": list(o.detectors), "reference_size": o.reference_size,
+                            "embedding_model": model},
+                "windows": windows}
+
+    def claim_save(self) -> Callable[[], bool] | None:
+        """Start a save of the frozen reference windows: take a copy of them now and
+        return the write, to run elsewhere (a worker thread); ``None`` without
+        ``reference_path``. The write returns ``False`` when a newer save or a reset got
+        there first; should it fail, set :attr:`unsaved` again to retry later."""
+        if self.store is None:
+            return None
+        self.unsaved = False
+        return functools.partial(self.store.write, self._generation, self._document())
+
+    def save_reference(self) -> bool:
+        """Write the frozen reference windows to ``reference_path`` now (atomically: temp
+        file, fsync, rename); ``False`` without ``reference_path``.
+
+        :raises OSError: when the file cannot be written (the old file is kept).
+        """
+        write = self.claim_save()
+        if write is None:
+            return False
+        try:
+            write()
+        except BaseException:
+            self.unsaved = True
+            raise
+        return True
+
+    def load_reference(self) -> bool:
+        """Read ``reference_path`` and freeze the windows saved there (:meth:`adopt`);
+        ``False`` when there is no path or no file yet.
+
+        :raises ReferenceFileError: when the file cannot be read, is corrupt, of another
+            format or a newer version, or holds an embedding window of another
+            ``embedding_model`` (nothing is changed).
+        """
+        if self.store is None:
+            return False
+        return self.adopt(self.store.read())
+
+    def adopt(self, saved: SavedReference | None) -> bool:
+        """Freeze the windows of a file read by :meth:`ReferenceStore.read` (those of the
+        detectors that run; the others are kept for the file) and empty their current
+        windows; ``False`` for ``None`` (no file). The other detectors' windows are left
+        as they are (a detector added since the file was written takes its reference
+        from the coming items).
+
+        :raises ReferenceFileError: for an embedding window of another
+            ``embedding_model`` (nothing is changed).
+        """
+        if saved is None:
+            log.info("drift.reference_missing", path=str(self.store.path)
+                     if self.store is not None else None)
+            return False
+        o, written = self.options, saved.options
+        if ("embedding" in saved.windows and self._enabled("embedding")
+                and written.get("embedding_model") != o.embedding_model):
+            raise ReferenceFileError(saved.path, (
+                f"its embedding window comes from embedding_model "
+                f"{written.get('embedding_model')!r}, this monitor embeds with "
+                f"{o.embedding_model!r}: remove the file's \"embedding\" window (or the "
+                "file) to take a new reference"))
+        for detector, items in saved.windows.items():
+            if self._enabled(detector.partition(":")[0]):
+                self.window(detector).set_reference(items)
+                self.loaded.add(detector)
+                self._dormant.pop(detector, None)
+            else:
+                self._dormant[detector] = items
+                if detector == "embedding":
+                    self._dormant_model = written.get("embedding_model")
+        if written.get("reference_size", o.reference_size) != o.reference_size:
+            log.warning("drift.reference_size_changed", path=str(saved.path),
+                        saved=written.get("reference_size"), configured=o.reference_size,
+                        hint="the saved windows are used; reset_reference() takes new ones")
+        log.info("drift.reference_loaded", path=str(saved.path),
+                 detectors=sorted(self.loaded), kept=sorted(self._dormant))
+        return True
+
+    def reset_reference(self, *detectors: str) -> None:
+        """Take a new reference deliberately: forget the reference (and current window)
+        of the given detectors (``"length"``, ``"score:faithfulness"``; none: all), so
+        the next N items freeze new ones, and drop their last check. With
+        ``reference_path``, resetting all deletes the file; resetting some rewrites it
+        without them.
+
+        :raises ValueError: for a name that is no detector's window.
+        :raises OSError: when the file cannot be rewritten or deleted.
+        """
+        for name in detectors:
+            if name not in ("length", "vocabulary", "embedding") and not name.startswith(
+                    "score:"):
+                raise ValueError(f"no detector window {name!r} (length, vocabulary, "
+                                 "embedding or score:NAME)")
+        names = set(detectors) or set(self.windows) | set(self._dormant)
+        for name in names:
+            if name in self.windows:
+                self.windows[name].reset()
+            self._dormant.pop(name, None)
+            self.last.pop(name, None)
+        self.loaded -= names
+        self._reference_changed()
+        if self.store is None:
+            return
+        if detectors:
+            self.save_reference()
+        else:
+            self.store.delete(self._generation)
+            self.unsaved = False
 
     # -- checking ------------------------------------------------------------------------
 

@@ -47,6 +47,11 @@ def _detectors(instance: object, attribute: attrs.Attribute[Any], value: Any) ->
         raise ValueError("detectors must not repeat")
 
 
+def _file_path(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{attribute.name} must be a file path, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class DriftOptions:
     """Options of the ``drift`` component and of :class:`DriftMonitor`.
@@ -73,6 +78,11 @@ class DriftOptions:
     :param embedding_model: the model asked for (``None``: the embedder's default).
     :param embed_batch: requests embedded per ``context.embed`` call.
     :param seed: the permutation test's random seed.
+    :param reference_path: a JSON file keeping the frozen reference windows across
+        restarts: written (atomically) whenever a window freezes or
+        :meth:`DriftMonitor.set_reference` sets one, read when the component opens
+        (``None``: references live in memory only; the first N items after a restart
+        become the new reference). One file per component.
     """
 
     detectors: tuple[str, ...] = attrs.field(default=("length", "vocabulary", "score"),
@@ -94,3 +104,4 @@ class DriftOptions:
         default=None, validator=v.optional(v.and_(v.instance_of(str), v.min_len(1))))
     embed_batch: int = attrs.field(default=16, validator=_int_at_least(1))
     seed: int = attrs.field(default=0, validator=_int_at_least(0))
+    reference_path: str | None = attrs.field(default=None, validator=v.optional(_file_path))
