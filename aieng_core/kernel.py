@@ -232,15 +232,18 @@ class Kernel:
         stage: Mapping[str, Mapping[str, Any]] | None = None,
         trace_hooks: bool = False,
         stream: str = "guarded",
+        single_flight: bool = False,
     ) -> Pipeline:
         """Build a pipeline from component *instances* (tests, notebooks, embedding apps).
 
         The same validation as a file applies to the stages and policies; the components
-        skip the registry, since they are already built.
+        skip the registry, since they are already built. The keyword arguments are the
+        ``[pipeline]`` table's keys, ``stage`` its ``[stage.NAME]`` tables.
         """
         self.load()
         instances = dict(components)
-        head: dict[str, Any] = {"name": name, "on_error": on_error, "stream": stream}
+        head: dict[str, Any] = {"name": name, "on_error": on_error, "stream": stream,
+                                "single_flight": single_flight}
         if stages is not None:
             head["stages"] = list(stages)
         head["timeout"] = math.inf if timeout is None else timeout

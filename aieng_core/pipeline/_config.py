@@ -8,6 +8,7 @@ A pipeline file::
     timeout = 30.0                                  # optional: seconds per impl call (inf: none)
     on_error = "fail"                               # optional: fail | skip | fallback
     stream = "guarded"                              # optional: guarded | live
+    single_flight = false                           # optional: one generation per request
 
     [stage.retrieve]                                # optional, per stage
     k = 10
@@ -78,7 +79,7 @@ _K_STAGES = ("retrieve", "rerank")
 INSTANCE = "<instance>"
 _COMPONENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _TOP_KEYS = ("pipeline", "stage", "components")
-_PIPELINE_KEYS = ("name", "stages", "timeout", "on_error", "stream")
+_PIPELINE_KEYS = ("name", "stages", "timeout", "on_error", "stream", "single_flight")
 #: ``guarded``: a streaming caller gets the answer once the output guards passed it (one
 #: delta); ``live``: the backend's deltas as they come, the output guards after them.
 STREAM_MODES = ("guarded", "live")
@@ -118,6 +119,10 @@ class PipelineConfig:
         have passed it, as one delta; ``live`` the backend's deltas as they come, with the
         guards run after the text is out (they cannot take it back). Without output guards
         both stream live.
+    :param single_flight: with a cache (``cache_lookup`` and ``cache_store`` stages), a run
+        whose request is identical to one being generated waits for that one's answer to be
+        stored and looks the cache up again, instead of generating it too (see
+        :mod:`aieng_core.pipeline._flight`).
     :param source: where it was loaded from (not part of equality).
     """
 
@@ -128,6 +133,7 @@ class PipelineConfig:
     on_error: str = "fail"
     stage: dict[str, StageConfig] = attrs.field(factory=dict)
     stream: str = "guarded"
+    single_flight: bool = False
     source: str = attrs.field(default="<dict>", eq=False)
 
     def policy(self, stage: str) -> StagePolicy:
@@ -171,6 +177,8 @@ class PipelineConfig:
         head["on_error"] = self.on_error
         if self.stream != "guarded":
             head["stream"] = self.stream
+        if self.single_flight:
+            head["single_flight"] = True
         data: dict[str, Any] = {"pipeline": head}
         if self.stage:
             data["stage"] = {
@@ -272,11 +280,15 @@ class _Loader:
         stream = head.get("stream", "guarded")
         if stream not in STREAM_MODES:
             raise self.fail(f"got {stream!r}", "pipeline.stream", choices=STREAM_MODES)
+        single_flight = head.get("single_flight", False)
+        if not isinstance(single_flight, bool):
+            raise self.fail(f"got {single_flight!r}", "pipeline.single_flight",
+                            expected="true or false")
         stage = self.stage_tables(data.get("stage", {}))
         components = self.components(data.get("components"))
         config = PipelineConfig(name=name, components=components, stages=stages,
                                 timeout=timeout, on_error=on_error, stage=stage,
-                                stream=str(stream),
+                                stream=str(stream), single_flight=single_flight,
                                 source=self.source)
         self.check_participation(config)
         return config

@@ -39,6 +39,7 @@ from ._each import (
 )
 from ._indexing import CHUNKS, COUNT, Batch, as_chunks, delete_runs
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
+from ._flight import Flights, land
 from ._result import RunInput, RunResult, StageRecord, as_request
 from ._stages import SKIPPED_ON_HIT, STAGE_FUNCTIONS, DeltaCallback, RunState, stream_hit
 from ._streaming import held
@@ -98,6 +99,7 @@ class Pipeline:
             raise
         self._policies = {stage: config.policy(stage) for stage in self.stages}
         self._held = config.stream == "guarded" and "guard_output" in self.stages
+        self._flights = Flights.of(config, self.stages)
         # Indexing is no stage of a run: it follows the pipeline's own timeout and policy.
         self._index_policy = config.policy("index")
         self.default_policy = self._index_policy
@@ -266,7 +268,7 @@ class Pipeline:
             # streams (time to first token, token events), the caller gets the guarded answer.
             on_delta=held if on_delta is not None and self._held else on_delta,
             k_retrieve=self.config.k("retrieve", 10), k_rerank=self.config.k("rerank", 10),
-        )
+            flights=self._flights)
         records: list[StageRecord] = []
         announce = self.kernel.bus.listening(StageStarted.name)
         # A cache hit (or a held stream) reaches a streaming caller after the output guards.
@@ -315,6 +317,7 @@ class Pipeline:
             status = "error" if status == "error" else _ended(exc)
             raise
         finally:
+            land(state)  # a leader that failed, was blocked or cancelled: its followers go on
             scope.emit(unchecked(RunFinished, run_id=scope.run_id, pipeline=self.name,
                                  status=status, duration_s=time.perf_counter() - started))
         # Yield once per run so subscribers are never starved by a hot loop of fast runs;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -30,7 +30,11 @@ from .._errors import HookError
 from .._scope import RunScope
 from ..dispatch import Check, Dispatcher, StagePolicy, expect, first_hook_error
 from ..fusion import reciprocal_rank_fusion
+from ._flight import land
 from ._streaming import DeltaCallback, stream, stream_hit
+
+if TYPE_CHECKING:
+    from ._flight import Flight, Flights
 
 __all__ = ["STAGE_FUNCTIONS", "DeltaCallback", "RunState", "stream_hit"]
 
@@ -66,6 +70,9 @@ class RunState:
     completion: Completion | None = None
     scores: list[Score] = attrs.field(factory=list)
     blocked: bool = False
+    #: the pipeline's flights (``single_flight``), and the one this run leads
+    flights: Flights | None = None
+    flight: Flight | None = None
 
 
 # What each hook must return: the dispatcher checks every value, so a wrong one is that
@@ -122,6 +129,14 @@ async def guard_input(state: RunState, policy: StagePolicy) -> str:
 
 
 async def cache_lookup(state: RunState, policy: StagePolicy) -> str:
+    status = await _lookup(state, policy)
+    if status == "ok" and state.flights is not None:
+        # Single flight: lead this request's generation, or wait for its leader's answer.
+        return await state.flights.board(state, policy, _lookup)
+    return status
+
+
+async def _lookup(state: RunState, policy: StagePolicy) -> str:
     state.cache_request = state.request
     found = await state.dispatcher.first("aieng_cache_lookup", {"request": state.request},
                                          stage="cache_lookup", policy=policy, check=_COMPLETION)
@@ -313,6 +328,13 @@ _NOT_CACHED = frozenset({"error", "content_filter"})
 
 
 async def cache_store(state: RunState, policy: StagePolicy) -> str:
+    try:
+        return await _store(state, policy)
+    finally:
+        land(state)  # stored or not, the followers waiting on this run look again
+
+
+async def _store(state: RunState, policy: StagePolicy) -> str:
     if state.completion is None or state.cache_hit is not None:
         return "ok"
     request = state.cache_request if state.cache_request is not None else state.request
