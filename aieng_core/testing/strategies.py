@@ -670,6 +670,7 @@ def _agent_states(draw: st.DrawFn) -> AgentState:
         step=draw(st.integers(min_value=0, max_value=max_steps)),
         max_steps=max_steps,
         cost=draw(_finite(min_value=0.0, max_value=1e6)),
+        tools=draw(st.lists(tool_specs(), max_size=2, unique_by=lambda spec: spec.name)),
     )
 
 

@@ -10,7 +10,7 @@ from attrs import validators as v
 
 from ._chat import Message
 from ._checks import finite, finite_values, frozen_tuple, integer, json_mapping, non_empty
-from ._tools import ToolCall
+from ._tools import ToolCall, ToolSpec
 
 __all__ = [
     "AgentAction",
@@ -96,7 +96,8 @@ class MemoryItem:
 
 @attrs.frozen
 class AgentState:
-    """What an agent policy sees at one step: the conversation so far and its budgets."""
+    """What an agent policy sees at one step: the conversation so far, its budgets and the
+    tools the agent may call (those the pipeline's tool components list)."""
 
     messages: tuple[Message, ...] = field(
         converter=frozen_tuple, validator=v.deep_iterable(v.instance_of(Message))
@@ -104,6 +105,9 @@ class AgentState:
     step: int = field(default=0, validator=_count)
     max_steps: int = field(default=10, validator=integer(1))
     cost: float = field(default=0.0, validator=v.and_(finite(), v.ge(0.0)))
+    tools: tuple[ToolSpec, ...] = field(
+        default=(), converter=frozen_tuple, validator=v.deep_iterable(v.instance_of(ToolSpec))
+    )
 
 
 @attrs.frozen
