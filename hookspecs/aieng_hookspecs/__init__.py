@@ -8,7 +8,7 @@ Plugins import from here and never from the kernel::
 
 from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
 from ._options import listed
-from ._paths import remove_abandoned, scratch_path, user_cache_dir
+from ._paths import fsync_folder, remove_abandoned, scratch_path, user_cache_dir
 from ._protocols import (
     ComponentRegistry,
     DocumentReader,
@@ -29,6 +29,7 @@ __all__ = [
     "__version__",
     "blocking",
     "enable_wal",
+    "fsync_folder",
     "hookimpl",
     "hookspec",
     "listed",

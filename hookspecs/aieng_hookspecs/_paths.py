@@ -13,7 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["ABANDONED_S", "remove_abandoned", "scratch_path", "user_cache_dir"]
+__all__ = ["ABANDONED_S", "fsync_folder", "remove_abandoned", "scratch_path", "user_cache_dir"]
 
 
 def user_cache_dir(explicit: str | None = None) -> Path:
@@ -63,6 +63,18 @@ def scratch_path(folder: Path, prefix: str, suffix: str = "") -> Path:
     """
     _check_parts(prefix, suffix)
     return folder / f".{prefix}-{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or delete in ``folder`` durable: fsync the folder itself (POSIX; a
+    no-op elsewhere, where folders cannot be opened)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove_abandoned(folder: Path, prefix: str, suffix: str = "", *,

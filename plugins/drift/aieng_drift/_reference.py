@@ -21,7 +21,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from aieng_hookspecs import fsync_folder, scratch_path
 
 __all__ = ["FORMAT", "VERSION", "ReferenceFileError", "ReferenceStore", "SavedReference"]
 
@@ -65,17 +65,6 @@ class SavedReference:
     path: Path
     options: Mapping[str, Any]
     windows: dict[str, list[Any]]
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename is durable once the folder's entry is (POSIX; Windows has no folder fd).
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _number(value: Any) -> bool:
@@ -187,8 +176,9 @@ class ReferenceStore:
                 return False
             folder = self.path.parent
             folder.mkdir(parents=True, exist_ok=True)
-            fd, scratch = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                           dir=folder)
+            # Under the user's umask (tempfile's files are 0600: the replaced file would be).
+            scratch = scratch_path(folder, self.path.name, ".tmp")
+            fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
                     handle.write(text)
@@ -200,7 +190,7 @@ class ReferenceStore:
                     os.unlink(scratch)
                 raise
             self._done = generation
-            _fsync_dir(folder)
+            fsync_folder(folder)
         return True
 
     def delete(self, generation: int) -> None:
@@ -209,4 +199,4 @@ class ReferenceStore:
             self._done = max(self._done, generation)
             self.path.unlink(missing_ok=True)
             if self.path.parent.is_dir():
-                _fsync_dir(self.path.parent)
+                fsync_folder(self.path.parent)

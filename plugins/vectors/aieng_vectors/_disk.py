@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import attrs
 import numpy as np
+from aieng_hookspecs import fsync_folder
 from aieng_hookspecs.types import Document
 
 __all__ = ["FORMAT", "Folder", "Manifest", "Snapshot"]
@@ -95,16 +96,6 @@ def _as_stored(doc: Document) -> Document:
 def _read_document(row: dict[str, Any]) -> Document:
     return Document(id=row["id"], text=row["text"], title=row.get("title", ""),
                     metadata=row.get("metadata") or {})
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Folder:
@@ -250,7 +241,7 @@ class Folder:
             os.fsync(handle.fileno())
         os.replace(tmp, self.root / MANIFEST)
         self.switched = manifest.generation  # even should the fsync below fail
-        _fsync_dir(self.root)
+        fsync_folder(self.root)
 
     def append_upsert(self, generation: int, documents: Sequence[Document],
                       vectors: Any) -> list[Document]:
@@ -321,7 +312,7 @@ class Folder:
             hnsw.save(str(tmp / "hnsw.usearch"))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        _fsync_dir(self.root)
+        fsync_folder(self.root)
         try:
             self.write_manifest(manifest)
         finally:
