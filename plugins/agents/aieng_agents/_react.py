@@ -1,0 +1,232 @@
+"""``react``: an agent policy for models without native tool calling (ReAct prompting).
+
+Each step renders the agent's tools (``state.tools``) and its conversation into a ReAct
+prompt, generates through the pipeline's backends (``context.generate``) and parses the
+reply: ``Action:`` / ``Action Input:`` become a tool call, ``Final Answer:`` an answer.
+A reply in neither form is sent back once (``retries``) with a note saying what was wrong;
+if it is still malformed, its raw text becomes the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+import attrs
+import structlog
+from aieng_hookspecs import PipelineContext, hookimpl
+from aieng_hookspecs.types import AgentAction, AgentState, Message, Request, ToolCall, ToolSpec
+
+__all__ = ["ReActFormatError", "ReActOptions", "ReActPolicy", "parse_react", "render_messages"]
+
+log = structlog.get_logger(__name__)
+
+_INSTRUCTIONS = """\
+Answer the user's request. You can use these tools:
+
+{tools}
+
+Use this format:
+
+Thought: what you think about, and what to do next
+Action: the tool to use, one of [{names}]
+Action Input: the tool's arguments, as one JSON object
+Observation: the tool's result (given to you; never write it yourself)
+... (Thought / Action / Action Input / Observation can repeat)
+Thought: I now know the final answer
+Final Answer: the answer to the user's request
+
+Write either an Action with its Action Input, or a Final Answer; then stop."""
+
+_NO_TOOLS = """\
+Answer the user's request. Use this format:
+
+Thought: what you think about
+Final Answer: the answer to the user's request"""
+
+_LABEL = r"(?im)^[ \t*]*{}[ \t*]*:[ \t*]*"
+_ACTION = re.compile(_LABEL.format(r"action"))
+_INPUT = re.compile(_LABEL.format(r"action[ \t_]*input"))
+_FINAL = re.compile(_LABEL.format(r"final[ \t_]*answer"))
+_THOUGHT = re.compile(_LABEL.format(r"thought"))
+_OBSERVATION = re.compile(_LABEL.format(r"observation"))
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```\s*$")
+
+
+class ReActFormatError(ValueError):
+    """A reply in neither ReAct form; the message is the note the model is sent back."""
+
+
+@attrs.frozen
+class ReActOptions:
+    """Options of the ``react`` policy.
+
+    :param model: the model to ask (empty: the backend's default).
+    :param temperature: the sampling temperature (0: greedy).
+    :param max_tokens: the most tokens of one reply.
+    :param retries: how many times a malformed reply is sent back with a correction note
+        before its raw text is taken as the answer (0 to 3).
+    :param instructions: extra instructions put after the ReAct format in the system prompt.
+    """
+
+    model: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    temperature: float = attrs.field(
+        default=0.0, validator=[attrs.validators.instance_of((int, float)),
+                                attrs.validators.ge(0.0), attrs.validators.le(2.0)])
+    max_tokens: int = attrs.field(default=512, validator=[attrs.validators.instance_of(int),
+                                                          attrs.validators.ge(1)])
+    retries: int = attrs.field(default=1, validator=[attrs.validators.instance_of(int),
+                                                     attrs.validators.ge(0),
+                                                     attrs.validators.le(3)])
+    instructions: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+
+
+def _tool_line(spec: ToolSpec) -> str:
+    schema = json.dumps(spec.parameters.get("properties", {}), ensure_ascii=False,
+                        sort_keys=True)
+    required = spec.parameters.get("required", [])
+    line = f"- {spec.name}: {spec.description or '(no description)'}\n  arguments: {schema}"
+    return line + (f"; required: {', '.join(map(str, required))}" if required else "")
+
+
+def render_system(tools: tuple[ToolSpec, ...], extra: str = "") -> str:
+    """The system prompt: the ReAct format, the tools and their arguments."""
+    if tools:
+        text = _INSTRUCTIONS.format(tools="\n".join(_tool_line(t) for t in tools),
+                                    names=", ".join(t.name for t in tools))
+    else:
+        text = _NO_TOOLS
+    return f"{text}\n\n{extra}" if extra else text
+
+
+def render_messages(state: AgentState, extra: str = "") -> list[Message]:
+    """The conversation as a text model reads it: the system prompt first (the agent's own
+    system messages after the format), the assistant's tool calls written as ReAct
+    actions and the tool results given back as ``Observation:`` user messages."""
+    system = render_system(state.tools, extra)
+    own = [m.content for m in state.messages if m.role == "system" and m.content.strip()]
+    messages = [Message(role="system", content="\n\n".join([system, *own]))]
+    observations: list[str] = []
+    for message in state.messages:
+        if message.role == "tool":
+            observations.append(f"Observation: {message.content}")
+            continue
+        if observations:  # the results of one step's calls, given back together
+            messages.append(Message(role="user", content="\n".join(observations)))
+            observations = []
+        if message.role == "system":
+            continue
+        if message.role == "assistant" and message.tool_calls:
+            thought = message.content.strip()
+            parts = [f"Thought: {thought}"] if thought else []
+            for call in message.tool_calls:
+                parts.append(f"Action: {call.name}\nAction Input: "
+                             f"{json.dumps(call.arguments, ensure_ascii=False)}")
+            messages.append(Message(role="assistant", content="\n".join(parts)))
+        else:
+            messages.append(Message(role=message.role, content=message.content))
+    if observations:
+        messages.append(Message(role="user", content="\n".join(observations)))
+    return messages
+
+
+def _arguments(text: str, spec: ToolSpec | None) -> dict[str, Any]:
+    raw = _FENCE.sub("", text.strip()).strip()
+    if raw in ("", "{}", "None", "none", "null"):
+        return {}
+    value: Any = raw  # a bare value: "2 + 3" for a calculator
+    try:
+        found, end = json.JSONDecoder().raw_decode(raw)
+    except json.JSONDecodeError:
+        pass
+    else:
+        if isinstance(found, dict):
+            return found  # chatter after the object is ignored
+        if not raw[end:].strip():
+            value = found  # a whole JSON value: "2 + 3" quoted, 42
+    properties = list((spec.parameters.get("properties") or {}) if spec else {})
+    if len(properties) == 1:  # one argument: a bare value is that argument
+        return {properties[0]: value}
+    raise ReActFormatError("the Action Input must be one JSON object of the tool's arguments, "
+                           f"such as {{\"{properties[0] if properties else 'name'}\": ...}}")
+
+
+def parse_react(text: str, tools: tuple[ToolSpec, ...], *, step: int = 0) -> AgentAction:
+    """The action a ReAct reply asks for: the first of a ``Final Answer`` and an ``Action``
+    (with its ``Action Input``) in the text; anything after an ``Observation:`` the model
+    wrote itself is ignored.
+
+    :raises ReActFormatError: when the reply has neither, or names an unknown tool.
+    """
+    seen = _OBSERVATION.search(text)
+    if seen is not None:
+        text = text[: seen.start()]
+    final = _FINAL.search(text)
+    action = _ACTION.search(text)
+    if final is not None and (action is None or final.start() < action.start()):
+        return AgentAction(kind="answer", text=text[final.end():].strip())
+    if action is None:
+        raise ReActFormatError("the reply has neither an 'Action:' with an 'Action Input:' "
+                               "nor a 'Final Answer:'")
+    thought = text[: action.start()]
+    mark = _THOUGHT.search(thought)
+    thought = (thought[mark.end():] if mark is not None else thought).strip()
+    rest = text[action.end():]
+    given = _INPUT.search(rest)
+    name = (rest[: given.start()] if given is not None else rest).strip()
+    name = name.splitlines()[0].strip().strip("`'\"*[]") if name else ""
+    by_name = {spec.name: spec for spec in tools}
+    if name not in by_name:
+        known = ", ".join(by_name) or "none: write a Final Answer"
+        raise ReActFormatError(f"there is no tool {name!r}; the tools are: {known}")
+    arguments = _arguments(rest[given.end():] if given is not None else "", by_name[name])
+    call = ToolCall(id=f"react-{step}-{uuid.uuid4().hex[:12]}", name=name, arguments=arguments)
+    return AgentAction(kind="tool_calls", text=thought, tool_calls=(call,))
+
+
+class ReActPolicy:
+    """Decides an agent's steps by ReAct prompting a model without native tool calling.
+
+    The tools are those of the agent's state (``state.tools``: the runner fills it with the
+    specs the pipeline's tool components list). The policy generates through its pipeline,
+    so it must be opened by one (``aieng_pipeline_open``).
+
+    :param options: the typed options (defaults when omitted).
+    """
+
+    def __init__(self, options: ReActOptions | None = None) -> None:
+        self.options = options if options is not None else ReActOptions()
+        self._context: PipelineContext | None = None
+
+    @hookimpl
+    def aieng_pipeline_open(self, context: PipelineContext) -> None:
+        """Keep the pipeline's context, to generate through it."""
+        self._context = context
+
+    @hookimpl
+    async def aieng_agent_step(self, state: AgentState) -> AgentAction:
+        """Generate a ReAct reply and parse it into tool calls or an answer."""
+        if self._context is None:
+            raise RuntimeError("the react policy generates through its pipeline, which opens "
+                               "it first (Pipeline.open or a run)")
+        messages = render_messages(state, self.options.instructions)
+        text = ""
+        for attempt in range(self.options.retries + 1):
+            completion = await self._context.generate(Request(
+                messages=messages, model=self.options.model or None,
+                temperature=self.options.temperature, max_tokens=self.options.max_tokens,
+                stop=("\nObservation:",)))
+            text = completion.text
+            try:
+                return parse_react(text, state.tools, step=state.step)
+            except ReActFormatError as exc:
+                log.info("react.malformed", attempt=attempt, error=str(exc))
+                messages = [*messages, Message(role="assistant", content=text),
+                            Message(role="user", content=(
+                                f"Your reply did not follow the format: {exc}. Reply again "
+                                "with 'Action:' and 'Action Input:' lines, or with "
+                                "'Final Answer:'."))]
+        # Still malformed: the model may simply have answered without the format.
+        return AgentAction(kind="answer", text=text.strip())

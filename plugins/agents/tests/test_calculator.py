@@ -1,0 +1,167 @@
+"""The ``calculator`` tool: the tool conformance suite, exactness, safety and bounds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from aieng_agents import CalculationError, CalculatorOptions, CalculatorTool, calculate
+from aieng_hookspecs.types import ToolCall
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aieng_core.testing.conformance import ToolSuite
+
+
+class TestCalculatorConformance(ToolSuite):
+    """calculator passes every check the kit makes of a tool component."""
+
+    @pytest.fixture
+    def component(self) -> CalculatorTool:
+        """The tool under test, with its default options."""
+        return CalculatorTool(CalculatorOptions())
+
+    @pytest.fixture
+    def tool_examples(self) -> Mapping[str, Mapping[str, Any]]:
+        """Valid arguments of the tool."""
+        return {"calculate": {"expression": "(2 + 3) * 4 / 7"}}
+
+
+@pytest.mark.parametrize(("expression", "value"), [
+    ("0.1 + 0.2", "0.3"),
+    ("1 - 0.9", "0.1"),
+    ("(2 + 3) * 4", "20"),
+    ("7 / 2", "3.5"),
+    ("-7 // 2", "-4"),
+    ("7 % 3", "1"),
+    ("2 ** 3 ** 2", "512"),
+    ("2 ^ 10", "1024"),
+    ("3 × 4 ÷ 2 − 1", "5"),
+    ("-(-3)", "3"),
+    ("2 ** -3", "0.125"),
+    ("1 / 3", "0.333333333333333"),
+    ("2 ** 100", "1267650600228229401496703205376"),
+    ("sqrt(16)", "4"),
+    ("sqrt(1/4)", "0.5"),
+    ("sqrt(2)", "1.4142135623731"),
+    ("round(2.5)", "3"),
+    ("round(-2.5)", "-3"),
+    ("round(3.14159, 2)", "3.14"),
+    ("factorial(20)", "2432902008176640000"),
+    ("gcd(12, 18)", "6"),
+    ("max(1, 2.5, -3)", "2.5"),
+    ("log10(1000)", "3"),
+    ("(-pi) ** 2", "9.86960440108936"),
+    ("1e3 + 1_000", "2000"),
+])
+def test_values_are_exact_where_they_can_be(expression: str, value: str) -> None:
+    """Decimal literals are exact fractions (0.1 + 0.2 is 0.3); functions without an exact
+    value give a float shown with 15 significant digits; ``^`` means a power."""
+    assert calculate(expression) == value
+
+
+def test_a_long_sum_is_not_too_deep() -> None:
+    """A chain of 500 additions is flat, not 500 levels deep."""
+    assert calculate("+".join(["1"] * 500)) == "500"
+
+
+@pytest.mark.parametrize(("expression", "reason"), [
+    ("9**9**9", "digits"),
+    ("10**100000", "digits"),
+    ("(10**999) * (10**999)", "digits"),
+    ("factorial(100000)", "too large"),
+    ("factorial(-1)", "negative"),
+    ("1 / 0", "division by zero"),
+    ("5 % 0", "division by zero"),
+    ("0 ** -1", "division by zero"),
+    ("(-8) ** (1/3)", "not real"),
+    ("sqrt(-1)", "negative"),
+    ("log(0)", "positive"),
+    ("1e400", "finite"),
+    ("exp(1000)", "too large"),
+    ("(1+" * 150 + "1" + ")" * 150, "nests"),
+    ("-" * 900 + "1", "nests"),
+    ("(" * 300 + "1" + ")" * 300, "not a valid expression"),
+    ("1" * 1001, "longer than"),
+    ("", "empty"),
+    ("   ", "empty"),
+    ("\x00", "not a valid expression"),
+    ("2 +", "not a valid expression"),
+    ("__import__('os').system('true')", "can be called"),
+    ("__import__('os')", "unknown function"),
+    ("open('/etc/passwd')", "unknown function"),
+    ("x + 1", "unknown name"),
+    ("'a' * 3", "not a number"),
+    ("True + 1", "not a number"),
+    ("1j", "not a number"),
+    ("[1, 2]", "not allowed"),
+    ("1 < 2", "not allowed"),
+    ("1 if 1 else 2", "not allowed"),
+    ("~1", "not allowed"),
+    ("3 & 1", "not allowed"),
+    ("round(x=1)", "keyword"),
+    ("sqrt(1, 2)", "argument"),
+    ("abs.real", "not allowed"),
+    ("factorial(2.5)", "whole number"),
+])
+def test_refusals_are_errors_that_say_why(expression: str, reason: str) -> None:
+    """Unsafe, invalid or too large expressions raise CalculationError naming the reason
+    (and never run code, hang or exhaust memory)."""
+    with pytest.raises(CalculationError, match=reason):
+        calculate(expression, CalculatorOptions(max_depth=100))
+
+
+def test_limits_follow_the_options() -> None:
+    """``max_digits`` and ``max_factorial`` set where work is refused."""
+    small = CalculatorOptions(max_digits=10, max_factorial=5)
+    assert calculate("10 ** 9", small) == "1000000000"
+    with pytest.raises(CalculationError, match="10 digits"):
+        calculate("10 ** 11", small)
+    with pytest.raises(CalculationError, match="at most factorial"):
+        calculate("factorial(6)", small)
+
+
+@pytest.mark.parametrize("options", [
+    {"max_length": 0}, {"max_depth": -1}, {"max_digits": 5000}, {"digits": True},
+    {"max_factorial": 1.5},
+])
+def test_options_are_validated(options: dict[str, Any]) -> None:
+    """Limits must be positive integers within their bounds."""
+    with pytest.raises((ValueError, TypeError)):
+        CalculatorOptions(**options)
+
+
+def test_the_tool_answers_errors_with_error_results() -> None:
+    """Through the hook, a failure is a ToolResult with ``is_error``, never an exception;
+    another tool's call gets None."""
+    tool = CalculatorTool()
+    ok = tool.aieng_call_tool(ToolCall(id="a", name="calculate",
+                                       arguments={"expression": "0.1+0.2"}))
+    bad = tool.aieng_call_tool(ToolCall(id="b", name="calculate",
+                                        arguments={"expression": "9**9**9"}))
+    wrong = tool.aieng_call_tool(ToolCall(id="c", name="calculate", arguments={"expr": 1}))
+    assert ok is not None and (ok.content, ok.is_error) == ("0.3", False)
+    assert bad is not None and bad.is_error and bad.content.startswith("error:")
+    assert wrong is not None and wrong.is_error and "string" in wrong.content
+    assert tool.aieng_call_tool(ToolCall(id="d", name="now")) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=st.integers(-10**6, 10**6), b=st.integers(-10**6, 10**6),
+       c=st.integers(1, 10**6))
+def test_integer_arithmetic_agrees_with_python(a: int, b: int, c: int) -> None:
+    """On integers the calculator agrees with Python's exact integer arithmetic."""
+    assert calculate(f"{a} + {b} * {c}") == str(a + b * c)
+    assert calculate(f"({a}) // {c}") == str(a // c)
+    assert calculate(f"({a}) % {c}") == str(a % c)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=60))
+def test_any_text_gives_a_value_or_a_calculation_error(text: str) -> None:
+    """Whatever the text, the calculator returns a value or raises CalculationError."""
+    try:
+        assert isinstance(calculate(text), str)
+    except CalculationError:
+        pass

@@ -1,0 +1,224 @@
+"""The ``long-memory`` component: storing, ranking, namespaces, eviction, persistence."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from aieng_agents import MemoryOptions, SQLiteMemory
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import MemoryItem, Query
+
+from aieng_core import Kernel
+from aieng_core.testing import HashEmbedder
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def long(text: str, **metadata: Any) -> MemoryItem:
+    """A long-term memory item."""
+    return MemoryItem(text=text, kind="long", metadata=metadata)
+
+
+async def recall(memory: SQLiteMemory, text: str, k: int = 5, **filters: Any) -> list[str]:
+    """The texts recalled for ``text``, best first."""
+    items = await memory.aieng_memory_recall(Query(text=text, filters=filters), k)
+    assert all(item.kind == "long" for item in items)
+    scores = [item.score for item in items]
+    assert scores == sorted(scores, reverse=True)
+    return [item.text for item in items]
+
+
+class SynonymEmbedder(HashEmbedder):
+    """An embedder double that knows ``automobile`` means ``car``: only an embedding can
+    relate the two, word overlap cannot."""
+
+    @hookimpl
+    def aieng_embed(self, texts: Sequence[str], model: str | None) -> list[list[float]]:
+        self.calls += 1
+        return [self.vector(text.lower().replace("automobile", "car")) for text in texts]
+
+
+async def test_keeps_long_items_and_recalls_by_word_overlap() -> None:
+    """Only ``long`` items are kept; a recall ranks them by shared words (rarer words weigh
+    more), returns at most ``k`` and nothing that shares no word."""
+    memory = SQLiteMemory()
+    await memory.aieng_memory_store([
+        long("The user's cat is called Miso"), long("The user lives in Lyon"),
+        long("The user likes green tea"), MemoryItem(text="cat cat cat", kind="short"),
+        long("   ")])
+    assert (await recall(memory, "What is the name of the CAT?"))[0] == (
+        "The user's cat is called Miso")
+    assert await recall(memory, "where does the user live? Lyon", k=1) == [
+        "The user lives in Lyon"]
+    assert await recall(memory, "quantum chromodynamics") == []
+    assert await recall(memory, "") == []
+    assert await recall(memory, "user", k=0) == []
+    assert len(await recall(memory, "user")) == 3
+
+
+async def test_unicode_words_match_case_insensitively() -> None:
+    """Words are Unicode words compared case-folded (``STRASSE`` finds ``straße``)."""
+    memory = SQLiteMemory()
+    await memory.aieng_memory_store([long("Wohnt in der Hauptstraße"), long("東京に住んでいる")])
+    assert await recall(memory, "HAUPTSTRASSE") == ["Wohnt in der Hauptstraße"]
+    assert await recall(memory, "東京に住んでいる") == ["東京に住んでいる"]
+
+
+async def test_exact_duplicates_are_kept_once_and_refreshed() -> None:
+    """Storing a text again keeps one item, now as recent as the last store."""
+    clock = Clock()
+    memory = SQLiteMemory(MemoryOptions(max_items=2), clock=clock)
+    await memory.aieng_memory_store([long("alpha note"), long("alpha note")])
+    clock.now += 10
+    await memory.aieng_memory_store([long("beta note")])
+    clock.now += 10
+    await memory.aieng_memory_store([long("alpha note")])  # refreshed: beta is now oldest
+    clock.now += 10
+    await memory.aieng_memory_store([long("gamma note")])
+    assert sorted(await recall(memory, "note")) == ["alpha note", "gamma note"]
+
+
+async def test_the_oldest_items_are_evicted_past_max_items() -> None:
+    """A namespace keeps ``max_items`` items; the oldest go first."""
+    clock = Clock()
+    memory = SQLiteMemory(MemoryOptions(max_items=3), clock=clock)
+    for n in range(6):
+        clock.now += 1
+        await memory.aieng_memory_store([long(f"fact number {n}")])
+    assert sorted(await recall(memory, "fact")) == [f"fact number {n}" for n in (3, 4, 5)]
+
+
+async def test_recency_weight_prefers_recent_items() -> None:
+    """Without recency the more relevant old item wins; with a strong recency weight the
+    recent, less relevant one does."""
+    clock = Clock()
+    items = [long("paris trip hotel booked"), long("hotel")]
+    for weight, first in [(0.0, "paris trip hotel booked"), (0.9, "hotel")]:
+        memory = SQLiteMemory(MemoryOptions(recency_weight=weight, half_life_s=3600),
+                              clock=clock)
+        await memory.aieng_memory_store(items[:1])
+        clock.now += 86400  # a day later: the first item's recency is 2**-24
+        await memory.aieng_memory_store(items[1:])
+        assert (await recall(memory, "paris hotel"))[0] == first
+
+
+async def test_namespaces_keep_users_apart() -> None:
+    """An item's ``namespace`` metadata (else the option) places it; a recall reads its
+    query's ``namespace`` filter (else the option); other filters match metadata."""
+    memory = SQLiteMemory(MemoryOptions(namespace="agent-1", max_items=1))
+    await memory.aieng_memory_store([
+        long("ann prefers email", namespace="ann"), long("bob prefers phone", namespace="bob"),
+        long("default prefers fax")])
+    await memory.aieng_memory_store([long("ann prefers letters", namespace="ann", topic="x")])
+    assert await recall(memory, "prefers", namespace="ann") == ["ann prefers letters"]
+    assert await recall(memory, "prefers", namespace="bob") == ["bob prefers phone"]
+    assert await recall(memory, "prefers") == ["default prefers fax"]
+    assert await recall(memory, "prefers", namespace="ann", topic="x") == [
+        "ann prefers letters"]
+    assert await recall(memory, "prefers", namespace="ann", topic="y") == []
+    assert await recall(memory, "prefers", namespace=3) == []
+    items = await memory.aieng_memory_recall(Query(text="letters",
+                                                   filters={"namespace": "ann"}), 1)
+    assert items[0].metadata == {"namespace": "ann", "topic": "x"}
+
+
+async def test_a_file_persists_across_reopening(tmp_path: Path) -> None:
+    """Items kept in a file are recalled by a new instance; the file is in WAL mode."""
+    path = str(tmp_path / "memory.sqlite")
+    first = SQLiteMemory(MemoryOptions(path=path))
+    await first.aieng_memory_store([long("the deploy key rotates on mondays")])
+    first.close()
+    second = SQLiteMemory(MemoryOptions(path=path))
+    assert await recall(second, "when does the key rotate? mondays") == [
+        "the deploy key rotates on mondays"]
+    second.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_concurrent_writers_on_one_file_lose_nothing(tmp_path: Path) -> None:
+    """Two memories on the same file, storing concurrently, keep every item."""
+    path = str(tmp_path / "shared.sqlite")
+    memories = [SQLiteMemory(MemoryOptions(path=path)) for _ in range(2)]
+
+    async def write(memory: SQLiteMemory, writer: int) -> None:
+        for n in range(15):
+            await memory.aieng_memory_store([long(f"note {writer}-{n} shared")])
+
+    async with anyio.create_task_group() as group:
+        for writer in range(4):
+            group.start_soon(write, memories[writer % 2], writer)
+    assert len(await recall(memories[0], "shared", k=100)) == 60
+    for memory in memories:
+        memory.close()
+
+
+async def test_ranks_by_embeddings_when_the_pipeline_embeds(aieng_kernel: Kernel) -> None:
+    """In a pipeline with an embedder, recall ranks by cosine: a synonym is found that word
+    overlap misses; items kept before are embedded once, at the first recall."""
+    plain = SQLiteMemory()
+    await plain.aieng_memory_store([long("my car is red"), long("my bike is blue")])
+    assert await recall(plain, "automobile") == []  # no shared word
+
+    memory = SQLiteMemory()
+    await memory.aieng_memory_store([long("my bike is blue")])  # not opened: no vector yet
+    embedder = SynonymEmbedder()
+    async with aieng_kernel.compose({"memory": memory, "embed": embedder}):
+        await memory.aieng_memory_store([long("my car is red")])
+        assert (await recall(memory, "automobile"))[0] == "my car is red"
+        calls = embedder.calls
+        assert (await recall(memory, "automobile"))[0] == "my car is red"
+        assert embedder.calls == calls + 1  # only the query: the items keep their vectors
+
+
+async def test_word_overlap_without_an_embedder_or_when_disabled(aieng_kernel: Kernel) -> None:
+    """A pipeline that cannot embed (no embedder, no default one installed) and the
+    ``embeddings = false`` option both recall by word overlap, without an error."""
+    memory = SQLiteMemory()
+    async with aieng_kernel.compose({"memory": memory}, name="no-embedder"):
+        await memory.aieng_memory_store([long("my car is red")])
+        assert await recall(memory, "red car") == ["my car is red"]
+    embedder = SynonymEmbedder()
+    off = SQLiteMemory(MemoryOptions(embeddings=False))
+    async with aieng_kernel.compose({"memory": off, "embed": embedder}, name="off"):
+        await off.aieng_memory_store([long("my car is red")])
+        assert await recall(off, "automobile") == []
+    assert embedder.calls == 0
+
+
+@pytest.mark.parametrize("options", [
+    {"max_items": 0}, {"max_items": True}, {"recency_weight": 1.5}, {"half_life_s": 0},
+    {"half_life_s": float("inf")}, {"path": None}, {"embeddings": "yes"},
+])
+def test_options_are_validated(options: dict[str, Any]) -> None:
+    """Options out of range or of the wrong type are refused."""
+    with pytest.raises((ValueError, TypeError)):
+        MemoryOptions(**options)
+
+
+async def test_reopened_with_an_embedder_it_embeds_again(aieng_kernel: Kernel) -> None:
+    """A memory that found no embedder in one pipeline embeds in the next one that has."""
+    memory = SQLiteMemory()
+    async with aieng_kernel.compose({"memory": memory}, name="first"):
+        await memory.aieng_memory_store([long("my car is red")])
+        assert await recall(memory, "automobile") == []
+    embedder = SynonymEmbedder()
+    async with aieng_kernel.compose({"memory": memory, "embed": embedder}, name="second"):
+        assert await recall(memory, "automobile") == []  # closed: in-memory items are gone
+        await memory.aieng_memory_store([long("my car is red")])
+        assert await recall(memory, "automobile") == ["my car is red"]

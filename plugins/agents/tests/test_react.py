@@ -1,0 +1,228 @@
+"""The ``react`` policy: the prompt it renders, the replies it parses, its retry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aieng_agents import (
+    CalculatorTool,
+    ReActFormatError,
+    ReActOptions,
+    ReActPolicy,
+    parse_react,
+)
+from aieng_hookspecs.types import AgentState, Message, ToolCall, ToolSpec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aieng_core import Kernel
+from aieng_core.testing import ScriptedBackend
+
+CALC = CalculatorTool().aieng_tools()[0]
+SEARCH = ToolSpec(name="search", description="Search the web.", parameters={
+    "type": "object", "properties": {"query": {"type": "string"}, "k": {"type": "integer"}},
+    "required": ["query"]})
+TOOLS = (CALC, SEARCH)
+
+
+def state(*messages: Message, tools: tuple[ToolSpec, ...] = TOOLS, step: int = 0
+          ) -> AgentState:
+    """An agent state with the given conversation (a user question by default)."""
+    return AgentState(messages=messages or (Message(role="user", content="What is 2+2?"),),
+                      tools=tools, step=step)
+
+
+async def step(kernel: Kernel, replies: list[str], agent: AgentState,
+               options: ReActOptions | None = None) -> tuple[object, ScriptedBackend]:
+    """One policy step in a pipeline whose backend replies from a script."""
+    backend = ScriptedBackend(replies)
+    policy = ReActPolicy(options)
+    async with kernel.compose({"react": policy, "llm": backend}):
+        action = await policy.aieng_agent_step(agent)
+    return action, backend
+
+
+@pytest.mark.anyio
+async def test_an_action_becomes_a_tool_call(aieng_kernel: Kernel) -> None:
+    """``Action`` / ``Action Input`` become one tool call with a fresh id and the thought
+    as the action's text; a made-up ``Observation`` after it is ignored."""
+    reply = ('Thought: I should compute it.\nAction: calculate\n'
+             'Action Input: {"expression": "2+2"}\nObservation: 5\nFinal Answer: 5')
+    action, backend = await step(aieng_kernel, [reply], state())
+    assert action.kind == "tool_calls" and action.text == "I should compute it."
+    [call] = action.tool_calls
+    assert (call.name, call.arguments) == ("calculate", {"expression": "2+2"})
+    assert call.id.startswith("react-0-")
+    [request] = backend.requests
+    assert request.stop == ("\nObservation:",) and request.tools == ()
+
+
+@pytest.mark.anyio
+async def test_a_final_answer_is_the_answer(aieng_kernel: Kernel) -> None:
+    """``Final Answer:`` ends the loop with the text after it (all its lines)."""
+    action, _ = await step(aieng_kernel,
+                           ["Thought: easy.\nFinal Answer: 4\nbecause 2+2=4"], state())
+    assert (action.kind, action.text) == ("answer", "4\nbecause 2+2=4")
+
+
+@pytest.mark.anyio
+async def test_the_prompt_lists_the_tools_and_replays_the_transcript(
+        aieng_kernel: Kernel) -> None:
+    """The system prompt holds the format, each tool's description and arguments and the
+    agent's own system prompt; past tool calls read as actions and results as
+    observations (a text model knows no ``tool`` role)."""
+    call = ToolCall(id="c1", name="calculate", arguments={"expression": "2+2"})
+    agent = state(
+        Message(role="system", content="Be terse."),
+        Message(role="user", content="What is 2+2, plus 1?"),
+        Message(role="assistant", content="Compute first.", tool_calls=(call,)),
+        Message(role="tool", content="4", tool_call_id="c1"), step=1)
+    _, backend = await step(aieng_kernel, ["Final Answer: 5"], agent)
+    messages = backend.requests[0].messages
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    system = messages[0].content
+    assert "Action Input:" in system and "Final Answer:" in system
+    assert "- search: Search the web." in system and '"query": {"type": "string"}' in system
+    assert "[calculate, search]" in system and system.endswith("Be terse.")
+    assert messages[2].content == ('Thought: Compute first.\nAction: calculate\n'
+                                   'Action Input: {"expression": "2+2"}')
+    assert messages[3].content == "Observation: 4"
+
+
+@pytest.mark.anyio
+async def test_a_malformed_reply_is_retried_once_with_a_note(aieng_kernel: Kernel) -> None:
+    """A reply in neither form is sent back with a note saying what was wrong; a valid
+    second reply decides."""
+    action, backend = await step(aieng_kernel, [
+        "I think I'll use the calculator", 'Action: calculate\nAction Input: {"expression": "1"}'],
+        state())
+    assert action.kind == "tool_calls"
+    assert len(backend.requests) == 2
+    retry = backend.requests[1].messages
+    assert retry[-2] == Message(role="assistant", content="I think I'll use the calculator")
+    assert retry[-1].role == "user" and "did not follow the format" in retry[-1].content
+
+
+@pytest.mark.anyio
+async def test_still_malformed_the_raw_text_is_the_answer(aieng_kernel: Kernel) -> None:
+    """After ``retries`` malformed replies, the last one's raw text is the answer (the
+    model may have answered without the format)."""
+    action, backend = await step(aieng_kernel, ["  It is four.  "], state(),
+                                 ReActOptions(retries=2))
+    assert (action.kind, action.text) == ("answer", "It is four.")
+    assert len(backend.requests) == 3
+    action, backend = await step(aieng_kernel, ["Four."], state(), ReActOptions(retries=0))
+    assert (action.kind, action.text, len(backend.requests)) == ("answer", "Four.", 1)
+
+
+@pytest.mark.anyio
+async def test_an_unknown_tool_is_retried_naming_the_tools(aieng_kernel: Kernel) -> None:
+    """An action naming a tool the agent lacks is corrected, the note listing the tools."""
+    action, backend = await step(aieng_kernel, [
+        "Action: python\nAction Input: {}", "Final Answer: 4"], state())
+    assert action.kind == "answer"
+    note = backend.requests[1].messages[-1].content
+    assert "no tool 'python'" in note and "calculate, search" in note
+
+
+@pytest.mark.parametrize(("text", "arguments"), [
+    ('Action: calculate\nAction Input: ```json\n{"expression": "3*3"}\n```',
+     {"expression": "3*3"}),
+    ('action: `calculate`\naction input: {"expression": "1"} and some chatter',
+     {"expression": "1"}),
+    ("Action: calculate\nAction Input: 2 + 2", {"expression": "2 + 2"}),
+    ('Action: calculate\nAction Input: "2 + 2"', {"expression": "2 + 2"}),
+    ('**Action:** calculate\n**Action Input:** {"expression": "é"}', {"expression": "é"}),
+    ("Action: search\nAction Input: {}", {}),
+])
+def test_tolerated_spellings(text: str, arguments: dict[str, object]) -> None:
+    """Code fences, lower case, markdown bold, trailing chatter, and a bare value for a
+    one-argument tool all parse."""
+    action = parse_react(text, TOOLS)
+    assert action.kind == "tool_calls" and action.tool_calls[0].arguments == arguments
+
+
+@pytest.mark.parametrize("text", [
+    "", "just text", "Action: search\nAction Input: two words",
+    "Action: \nAction Input: {}", "Action: calculate", "Final answer is 4",
+])
+def test_malformed_replies_raise_a_format_error(text: str) -> None:
+    """No action and no final answer, an unnamed tool, or a bare value for a tool with
+    several arguments are format errors (``Action:`` alone is a call without arguments
+    only for a named, known tool)."""
+    if text == "Action: calculate":
+        assert parse_react(text, TOOLS).tool_calls[0].arguments == {}
+        return
+    with pytest.raises(ReActFormatError):
+        parse_react(text, TOOLS)
+
+
+def test_the_first_of_action_and_final_answer_wins() -> None:
+    """A Final Answer before an Action is the answer, and the reverse a tool call."""
+    assert parse_react("Final Answer: 1\nAction: calculate", TOOLS).kind == "answer"
+    assert parse_react("Action: calculate\nFinal Answer: 1", TOOLS).kind == "tool_calls"
+
+
+def test_without_tools_only_an_answer_is_valid() -> None:
+    """An agent without tools gets a prompt without actions; an action is an error."""
+    assert parse_react("Final Answer: hi", ()).text == "hi"
+    with pytest.raises(ReActFormatError, match="none: write a Final Answer"):
+        parse_react("Action: calculate", ())
+
+
+def test_call_ids_are_unique() -> None:
+    """Each parsed call has its own id, even for the same reply at the same step."""
+    ids = {parse_react("Action: search\nAction Input: {}", TOOLS, step=3).tool_calls[0].id
+           for _ in range(50)}
+    assert len(ids) == 50
+
+
+@pytest.mark.anyio
+async def test_an_unopened_policy_says_so() -> None:
+    """Outside a pipeline the policy cannot generate, and says how to fix it."""
+    with pytest.raises(RuntimeError, match="opens it first"):
+        await ReActPolicy().aieng_agent_step(state())
+
+
+@pytest.mark.anyio
+async def test_a_loop_with_the_calculator(aieng_kernel: Kernel) -> None:
+    """Policy, tool and observation close the loop: the second step sees the result."""
+    backend = ScriptedBackend([
+        'Thought: compute.\nAction: calculate\nAction Input: {"expression": "0.1+0.2"}',
+        "Thought: done.\nFinal Answer: 0.3"])
+    policy, tool = ReActPolicy(), CalculatorTool()
+    messages = [Message(role="user", content="What is 0.1 + 0.2?")]
+    async with aieng_kernel.compose({"react": policy, "llm": backend, "calc": tool}):
+        first = await policy.aieng_agent_step(state(*messages))
+        [call] = first.tool_calls
+        result = tool.aieng_call_tool(call)
+        assert result is not None
+        messages += [Message(role="assistant", content=first.text, tool_calls=first.tool_calls),
+                     Message(role="tool", content=result.content, tool_call_id=call.id)]
+        second = await policy.aieng_agent_step(state(*messages, step=1))
+    assert (second.kind, second.text) == ("answer", "0.3")
+    assert backend.requests[1].messages[-1].content == "Observation: 0.3"
+
+
+@pytest.mark.parametrize("options", [{"retries": 4}, {"retries": -1}, {"max_tokens": 0},
+                                     {"temperature": -0.1}, {"model": None}])
+def test_options_are_validated(options: dict[str, object]) -> None:
+    """Options out of range or of the wrong type are refused."""
+    with pytest.raises((ValueError, TypeError)):
+        ReActOptions(**options)  # type: ignore[arg-type]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(max_size=200) | st.builds(
+    lambda name, value: f"Action: {name}\nAction Input: {json.dumps(value)}",
+    st.sampled_from(["calculate", "search", "nope"]),
+    st.dictionaries(st.text(max_size=5), st.integers()) | st.text(max_size=10)))
+def test_any_reply_parses_or_raises_a_format_error(text: str) -> None:
+    """Whatever the model writes, the parser gives a valid action or a format error."""
+    try:
+        action = parse_react(text, TOOLS)
+    except ReActFormatError:
+        return
+    assert action.kind in ("answer", "tool_calls")
+    assert all(call.name in ("calculate", "search") for call in action.tool_calls)
