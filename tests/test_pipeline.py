@@ -827,3 +827,19 @@ async def test_a_stage_cut_short_still_finishes_in_the_events(aieng_kernel: Kern
     finished = [(e.pipeline, e.stage, e.status) for e in capture.of(StageFinished)]
     assert finished == [("composed", "generate", "cancelled"),
                         ("streams", "generate", "error")]
+
+
+def test_prompt_keeps_the_callers_system_messages_after_its_own() -> None:
+    """A client's system message (or an agent's recalled memory) is kept, after the
+    builder's own text, in one system message; building twice does not repeat it."""
+    from aieng_core.builtins import PromptBuilder, PromptOptions
+
+    builder = PromptBuilder(PromptOptions(system="Answer from the passages."))
+    request = Request(messages=[Message("system", "Answer in French."),
+                                Message("user", "q"), Message("system", "Relevant memory: x")])
+    built = builder.aieng_context_build(Query(text="q"), [], request)
+    assert [m.role for m in built.messages] == ["system", "user"]
+    assert built.messages[0].content == ("Answer from the passages.\n\nAnswer in French.\n\n"
+                                         "Relevant memory: x")
+    again = builder.aieng_context_build(Query(text="q"), [], built)
+    assert again.messages[0].content == built.messages[0].content

@@ -77,14 +77,26 @@ class PromptBuilder:
             f"[{p['n']}] {_neutral(p['title'])}\n<<<untrusted\n{_neutral(p['text'])}\n"
             "untrusted>>>" for p in passages)
         user = f"Context:\n{blocks or '(no passages)'}\n\nQuestion: {query.text}"
-        # Keep the conversation; replace our system message and the last user turn.
+        # Keep the conversation; replace the last user turn. The caller's own system
+        # messages (a client's instructions, an agent's recalled memory or note) follow ours
+        # in the one system message (chat templates take one, first).
+        own = self.options.system
+        theirs = [_without(m.content, own) for m in request.messages if m.role == "system"]
+        system = "\n\n".join([own, *(text for text in theirs if text.strip())])
         turns = [m for m in request.messages if m.role != "system"]
         last_user = max((i for i, m in enumerate(turns) if m.role == "user"), default=None)
         if last_user is None:
             turns.append(Message("user", user))
         else:
             turns[last_user] = Message("user", user)
-        messages = (Message("system", self.options.system), *turns)
+        messages = (Message("system", system), *turns)
         return attrs.evolve(request, messages=messages,
                             metadata={**request.metadata, "context": passages,
                                       "question": query.text})
+
+
+def _without(text: str, own: str) -> str:
+    """A system message's text without our own at its head (a request built before)."""
+    if text == own:
+        return ""
+    return text[len(own) + 2:] if text.startswith(f"{own}\n\n") else text

@@ -25,7 +25,9 @@ from typing import Any, TypeAlias
 
 from aieng_hookspecs.types import (
     AgentAction,
+    AgentFinished,
     AgentState,
+    AgentStepped,
     BusDropped,
     CacheHit,
     Chunk,
@@ -122,6 +124,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ErrorEvent,
     LoopBlocked,
     BusDropped,
+    AgentStepped,
+    AgentFinished,
 )
 
 # JSON numbers beyond 2**53 lose precision in most other languages (and SQLite stops at
@@ -806,6 +810,30 @@ def _event_strategies() -> dict[type[Event], Callable[[], SearchStrategy[Event]]
             BusDropped,
             subscriber=names,
             dropped=st.integers(min_value=1, max_value=1_000_000),
+            **_event_fields(),
+        ),
+        AgentStepped: lambda: st.builds(
+            AgentStepped,
+            step=st.integers(min_value=1, max_value=1_000),
+            source=names,
+            kind=st.sampled_from(["tool_calls", "answer", "stop"]),
+            tools=st.lists(_tool_names(), max_size=3),
+            errors=st.integers(min_value=0, max_value=3),
+            usage=usages(),
+            cost=st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False),
+            duration_s=_seconds(),
+            note=_text(),
+            **_event_fields(),
+        ),
+        AgentFinished: lambda: st.builds(
+            AgentFinished,
+            status=st.sampled_from(["answered", "stopped", "max_steps", "budget", "timeout",
+                                    "loop", "stalled", "blocked", "error", "cancelled"]),
+            reason=_text(),
+            steps=st.integers(min_value=0, max_value=1_000),
+            usage=usages(),
+            cost=st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False),
+            duration_s=_seconds(),
             **_event_fields(),
         ),
     }

@@ -3,6 +3,8 @@
 from ._chat import Completion, Delta, Message, Request, TokenLogprob, Usage
 from ._eval import Finding, GuardVerdict, Route, Sample, Score
 from ._events import (
+    AgentFinished,
+    AgentStepped,
     BusDropped,
     CacheHit,
     ErrorEvent,
@@ -36,7 +38,9 @@ from ._unchecked import unchecked
 
 __all__ = [
     "AgentAction",
+    "AgentFinished",
     "AgentState",
+    "AgentStepped",
     "BusDropped",
     "CacheHit",
     "Chunk",

@@ -20,6 +20,8 @@ from ._checks import finite, frozen_tuple, integer, json_mapping, seconds
 from ._eval import Finding, Score
 
 __all__ = [
+    "AgentFinished",
+    "AgentStepped",
     "BusDropped",
     "CacheHit",
     "ErrorEvent",
@@ -209,3 +211,44 @@ class BusDropped(Event):
     name: ClassVar[str] = "bus.dropped"
     subscriber: str = field(validator=_str)
     dropped: int = field(validator=integer(1))
+
+
+_cost = v.and_(finite(), v.ge(0.0))
+
+
+@attrs.frozen(kw_only=True)
+class AgentStepped(Event):
+    """An agent finished one step (``step`` counts from 1): what decided it (``source``:
+    ``model`` or the policy component's name), the action's ``kind`` (``tool_calls``,
+    ``answer`` or ``stop``), the tools it called and how many of their results were errors,
+    the step's token usage and cost, and ``note`` when the runner told the model something
+    (it repeats itself)."""
+
+    name: ClassVar[str] = "agent.step"
+    step: int = field(validator=integer(1))
+    source: str = field(validator=_str)
+    kind: str = field(validator=v.in_(("tool_calls", "answer", "stop")))
+    tools: tuple[str, ...] = field(
+        default=(), converter=frozen_tuple, validator=v.deep_iterable(_str)
+    )
+    errors: int = field(default=0, validator=integer(0))
+    usage: Usage = field(factory=Usage, validator=v.instance_of(Usage))
+    cost: float = field(default=0.0, validator=_cost)
+    duration_s: float = field(validator=_seconds)
+    note: str = field(default="", validator=_str)
+
+
+@attrs.frozen(kw_only=True)
+class AgentFinished(Event):
+    """An agent run ended with ``status`` (``answered``, ``stopped``, ``max_steps``,
+    ``budget``, ``timeout``, ``loop``, ``stalled``, ``blocked``; ``error`` or ``cancelled``
+    when it raised), after ``steps`` steps, with its total usage and cost; ``reason`` says
+    why in words."""
+
+    name: ClassVar[str] = "agent.finished"
+    status: str = field(validator=_str)
+    reason: str = field(default="", validator=_str)
+    steps: int = field(default=0, validator=integer(0))
+    usage: Usage = field(factory=Usage, validator=v.instance_of(Usage))
+    cost: float = field(default=0.0, validator=_cost)
+    duration_s: float = field(validator=_seconds)

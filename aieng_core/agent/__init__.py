@@ -1,0 +1,24 @@
+"""Agents: a runner that loops decide → tool calls → observations over a pipeline's hooks.
+
+``Agent(pipeline, options)`` runs the pipeline's components as an agent: memory
+(``aieng_memory_recall`` / ``aieng_memory_store``), a policy (``aieng_agent_step``) or else
+the pipeline's own model (a pipeline run per model call, with every ``aieng_tools`` spec),
+and tools (``aieng_call_tool``), under step, token, cost and time budgets with online loop
+and stall detection. See docs/agents.md.
+"""
+
+from ._options import AgentOptions
+from ._result import STATUSES, AgentResult, AgentStep
+from ._runner import Agent, StepCallback, TaskInput
+from ._watch import signature
+
+__all__ = [
+    "STATUSES",
+    "Agent",
+    "AgentOptions",
+    "AgentResult",
+    "AgentStep",
+    "StepCallback",
+    "TaskInput",
+    "signature",
+]

@@ -1,0 +1,79 @@
+"""An agent's typed options: its budgets, its detectors and how it talks to the model."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+from attrs import validators as v
+
+__all__ = ["AgentOptions"]
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
+
+
+def _optional_positive(instance: object, attribute: attrs.Attribute[float | None],
+                       value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not value > 0:
+        raise ValueError(f"{attribute.name} must be a positive finite number or None, "
+                         f"got {value!r}")
+
+
+def _price(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class AgentOptions:
+    """How an :class:`~aieng_core.agent.Agent` runs.
+
+    :param max_steps: the most steps (one decision and its tool calls each).
+    :param max_tokens: token budget: the run stops (status ``budget``) once the model calls
+        of its steps used this many tokens, prompt and completion together (``None``: none).
+    :param max_cost: cost budget in the unit of the prices (``None``: none).
+    :param input_price_per_1k: price of 1,000 prompt tokens (0: not priced).
+    :param output_price_per_1k: price of 1,000 completion tokens (0: not priced).
+    :param timeout: wall-clock seconds for the whole run (status ``timeout``; ``None``: none).
+    :param loop_repeats: how many times the same tool call (name and arguments) may occur
+        within ``loop_window`` steps before it counts as a loop.
+    :param loop_window: the number of most recent steps loop detection looks at.
+    :param stall_steps: how many steps in a row whose tool results are all errors, or bring
+        no observation text not seen before, stop the run (status ``stalled``).
+    :param tool_concurrency: the most tool calls of one step running at once.
+    :param recall_k: the most memory items recalled before each step.
+    :param memory_chars: the most characters of recalled memory put before the conversation.
+    :param system: a system prompt put first in the conversation (``None``: none added).
+    """
+
+    max_steps: int = attrs.field(default=10, validator=_positive_int)
+    max_tokens: int | None = attrs.field(default=None, validator=v.optional(_positive_int))
+    max_cost: float | None = attrs.field(default=None, validator=_optional_positive)
+    input_price_per_1k: float = attrs.field(default=0.0, validator=_price)
+    output_price_per_1k: float = attrs.field(default=0.0, validator=_price)
+    timeout: float | None = attrs.field(default=None, validator=_optional_positive)
+    loop_repeats: int = attrs.field(default=3, validator=_positive_int)
+    loop_window: int = attrs.field(default=6, validator=_positive_int)
+    stall_steps: int = attrs.field(default=3, validator=_positive_int)
+    tool_concurrency: int = attrs.field(default=4, validator=_positive_int)
+    recall_k: int = attrs.field(default=5, validator=_positive_int)
+    memory_chars: int = attrs.field(default=2000, validator=_positive_int)
+    system: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
+
+    @loop_repeats.validator
+    def _at_least_two(self, attribute: attrs.Attribute[int], value: int) -> None:
+        if value < 2:
+            raise ValueError(f"loop_repeats must be >= 2 (a call made once is no loop), "
+                             f"got {value!r}")
+
+    def cost_of(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """The price of one model call's tokens."""
+        return (prompt_tokens * self.input_price_per_1k
+                + completion_tokens * self.output_price_per_1k) / 1000.0

@@ -1,0 +1,112 @@
+"""What an agent run returns: its status, its answer, every step and the transcript."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from aieng_hookspecs.types import (
+    AgentAction,
+    Event,
+    MemoryItem,
+    Message,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
+
+from ..pipeline import event_to_json, to_jsonable
+
+__all__ = ["STATUSES", "AgentResult", "AgentStep"]
+
+#: Every status an agent run ends with (``AgentResult.status``).
+STATUSES: tuple[str, ...] = (
+    "answered", "stopped", "max_steps", "budget", "timeout", "loop", "stalled", "blocked",
+)
+
+
+@attrs.frozen
+class AgentStep:
+    """One step of an agent run.
+
+    :param index: the step's number, from 1.
+    :param source: what decided the action: ``model``, or the policy component's name.
+    :param action: the decision (tool calls, an answer, or stop).
+    :param results: the tool calls' results, in the order of ``action.tool_calls`` (empty
+        when no tool ran: an answer, a stop, or a step cut short by a budget or a loop).
+    :param usage: the tokens the step's model calls used.
+    :param cost: their price (``AgentOptions`` prices).
+    :param duration_s: the step's wall-clock seconds.
+    :param recalled: the memory items put before the conversation for this step.
+    :param run_id: the pipeline run that asked the model (empty when a policy decided).
+    :param note: what the runner told the model after the step (a repetition), if anything.
+    """
+
+    index: int
+    source: str
+    action: AgentAction
+    results: tuple[ToolResult, ...] = ()
+    usage: Usage = attrs.field(factory=Usage)
+    cost: float = 0.0
+    duration_s: float = 0.0
+    recalled: tuple[MemoryItem, ...] = ()
+    run_id: str = ""
+    note: str = ""
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The tool calls the step asked for."""
+        return self.action.tool_calls
+
+
+@attrs.frozen
+class AgentResult:
+    """The outcome of :meth:`Agent.run`.
+
+    :param run_id: the agent run's id (its events carry it).
+    :param pipeline: the pipeline's name.
+    :param status: one of :data:`STATUSES`: ``answered`` (an answer), ``stopped`` (a
+        ``stop`` action), ``max_steps``, ``budget`` (tokens or cost), ``timeout``, ``loop``
+        (the same tool call kept coming after a note), ``stalled`` (steps with only failed or
+        no new observations), ``blocked`` (a guardrail blocked a model call).
+    :param answer: the final answer (for ``stopped``: the policy's text, if any).
+    :param reason: why the run ended, in words.
+    :param steps: every step, in order.
+    :param messages: the transcript: the conversation with every assistant turn, its tool
+        calls, one ``tool`` message per result and the runner's notes.
+    :param usage: the tokens of all steps.
+    :param cost: the price of all steps.
+    :param duration_s: the run's wall-clock seconds.
+    :param events: the events of the agent run (its steps, the end, errors of its hook
+        calls and model calls made by policies); each model call's pipeline run has its
+        own ``run_id`` (``AgentStep.run_id``).
+    """
+
+    run_id: str
+    pipeline: str
+    status: str
+    answer: str
+    reason: str
+    steps: tuple[AgentStep, ...]
+    messages: tuple[Message, ...]
+    usage: Usage = attrs.field(factory=Usage)
+    cost: float = 0.0
+    duration_s: float = 0.0
+    events: tuple[Event, ...] = ()
+
+    @property
+    def answered(self) -> bool:
+        """Whether the run ended with an answer."""
+        return self.status == "answered"
+
+    @property
+    def tokens(self) -> int:
+        """Total tokens used (prompt plus completion)."""
+        return self.usage.total_tokens
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict of everything (``aieng agent --json``)."""
+        data: dict[str, Any] = to_jsonable(self)
+        data["tokens"] = self.tokens
+        data["events"] = [event_to_json(e) for e in self.events]
+        return data

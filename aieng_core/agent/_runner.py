@@ -1,0 +1,437 @@
+"""The agent runner: recall → decide (a policy, else the pipeline's model) → tools → store.
+
+Every model call is a run of the agent's pipeline, so its guardrails, router, cache and
+monitoring apply to each of them (docs/decisions.md, "The agent runner runs the pipeline").
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+import structlog
+from aieng_hookspecs.types import (
+    AgentAction,
+    AgentFinished,
+    AgentState,
+    AgentStepped,
+    MemoryItem,
+    Message,
+    ModelCall,
+    Query,
+    Request,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    Usage,
+)
+
+from .._errors import HookError
+from .._scope import CURRENT_RUN, RunScope
+from ..dispatch import expect
+from ._options import AgentOptions
+from ._result import AgentResult, AgentStep
+from ._watch import LoopWatch, StallWatch
+
+if TYPE_CHECKING:
+    from ..dispatch import StagePolicy
+    from ..pipeline import Pipeline
+
+__all__ = ["Agent", "StepCallback", "TaskInput"]
+
+log = structlog.get_logger(__name__)
+
+TaskInput = str | Request | Sequence[Message]
+#: Called with each finished step; may be ``async``.
+StepCallback = Callable[[AgentStep], "Awaitable[None] | None"]
+
+_ACTION = expect(AgentAction)
+_RESULT = expect(ToolResult)
+_SPECS = expect((list, tuple), items=ToolSpec)
+_ITEMS = expect((list, tuple), items=MemoryItem)
+_MEMORY_HEADER = "Relevant memory:"
+
+
+@attrs.define
+class _Run:
+    """The mutable state of one agent run."""
+
+    scope: RunScope
+    template: Request
+    task: str
+    messages: list[Message]
+    loop: LoopWatch
+    stall: StallWatch
+    tools: tuple[ToolSpec, ...] = ()
+    steps: list[AgentStep] = attrs.field(factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    status: str = ""
+    answer: str = ""
+    reason: str = ""
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens)
+
+    def finish(self, status: str, reason: str, answer: str = "") -> None:
+        self.status, self.reason, self.answer = status, reason, answer
+
+
+class Agent:
+    """Runs a pipeline as an agent: each step recalls memory, lets a policy
+    (``aieng_agent_step``) or else the pipeline's model decide, runs the tool calls
+    (``aieng_call_tool``) and stores what the step produced (``aieng_memory_store``).
+
+    :param pipeline: the pipeline whose components are the agent's backend, tools, memory
+        and policy; every model call is a run of it.
+    :param options: budgets, detectors and prompts (:class:`AgentOptions`).
+    """
+
+    def __init__(self, pipeline: Pipeline, options: AgentOptions | None = None) -> None:
+        self.pipeline = pipeline
+        self.options = options if options is not None else AgentOptions()
+
+    @property
+    def _policy(self) -> StagePolicy:
+        # The pipeline's own timeout and error policy ([pipeline] timeout / on_error).
+        return self.pipeline.default_policy
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def run(self, task: TaskInput, *, on_step: StepCallback | None = None) -> AgentResult:
+        """Run the agent on a task until it answers, stops, or a limit ends it.
+
+        :param task: the user's text, a :class:`Request` (its messages start the
+            conversation; its model and sampling parameters are used for every model call)
+            or a list of messages.
+        :param on_step: called with each finished :class:`AgentStep` (may be async).
+        :returns: the status, the answer, every step, the totals and the transcript.
+        :raises HookError: when a model call, policy or memory fails under the pipeline's
+            error policy (a failing *tool* is an error result, not an exception).
+        :raises LookupError: when neither a policy nor the pipeline's model decides a step.
+        """
+        template = _as_request(task)
+        messages = list(template.messages)
+        if self.options.system is not None:
+            messages.insert(0, Message("system", self.options.system))
+        run_id = f"agent-{uuid.uuid4().hex[:12]}"
+        run = _Run(scope=RunScope(run_id, self.pipeline.name, self.pipeline.kernel.publish),
+                   template=template, task=template.prompt or messages[-1].content,
+                   messages=messages,
+                   loop=LoopWatch(self.options.loop_repeats, self.options.loop_window),
+                   stall=StallWatch(self.options.stall_steps))
+        token = CURRENT_RUN.set(run.scope)
+        log_tokens = structlog.contextvars.bind_contextvars(agent_run_id=run_id)
+        started = time.perf_counter()
+        try:
+            with anyio.move_on_after(self.options.timeout) as deadline:
+                await self._loop(run, on_step)
+            if deadline.cancelled_caught and not run.status:
+                run.finish("timeout", f"the run took longer than {self.options.timeout} s")
+        except BaseException as exc:
+            ended = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else "error"
+            self._finished(run, ended, f"{type(exc).__name__}: {exc}", started)
+            raise
+        finally:
+            structlog.contextvars.reset_contextvars(**log_tokens)
+            CURRENT_RUN.reset(token)
+        self._finished(run, run.status, run.reason, started)
+        log.info("agent.finished", agent_run_id=run_id, status=run.status, reason=run.reason,
+                 steps=len(run.steps), tokens=run.usage.total_tokens)
+        return AgentResult(
+            run_id=run_id, pipeline=self.pipeline.name, status=run.status, answer=run.answer,
+            reason=run.reason, steps=tuple(run.steps), messages=tuple(run.messages),
+            usage=run.usage, cost=run.cost, duration_s=time.perf_counter() - started,
+            events=tuple(run.scope.trace))
+
+    def _finished(self, run: _Run, status: str, reason: str, started: float) -> None:
+        run.scope.emit(AgentFinished(
+            run_id=run.scope.run_id, pipeline=self.pipeline.name, status=status, reason=reason,
+            steps=len(run.steps), usage=run.usage, cost=run.cost,
+            duration_s=time.perf_counter() - started))
+
+    async def _loop(self, run: _Run, on_step: StepCallback | None) -> None:
+        await self.pipeline.open()
+        run.tools = await self._tools()
+        for index in range(1, self.options.max_steps + 1):
+            step = await self._step(run, index)
+            run.steps.append(step)
+            run.scope.emit(AgentStepped(
+                run_id=run.scope.run_id, pipeline=self.pipeline.name, step=index,
+                source=step.source, kind=step.action.kind,
+                tools=[c.name for c in step.action.tool_calls],
+                errors=sum(r.is_error for r in step.results), usage=step.usage,
+                cost=step.cost, duration_s=step.duration_s, note=step.note))
+            if on_step is not None:
+                done = on_step(step)
+                if inspect.isawaitable(done):
+                    await done
+            if run.status:
+                return
+        run.finish("max_steps", f"no answer within {self.options.max_steps} steps")
+
+    async def _tools(self) -> tuple[ToolSpec, ...]:
+        """Every tool the pipeline's components list; a name listed twice is an error."""
+        gathered = await self.pipeline.dispatcher.gather(
+            "aieng_tools", {}, stage="agent", policy=self._policy, check=_SPECS)
+        owners: dict[str, str] = {}
+        specs: list[ToolSpec] = []
+        for listed, component in gathered:
+            for spec in listed:
+                if spec.name in owners:
+                    raise HookError(
+                        hook="aieng_tools", plugin=component, stage="agent",
+                        message=f"tool {spec.name!r} is listed by both {owners[spec.name]!r} "
+                                f"and {component!r}",
+                        hint="rename one of the tools, or remove one of the components")
+                owners[spec.name] = component
+                specs.append(spec)
+        return tuple(specs)
+
+    # -- one step ------------------------------------------------------------------------
+
+    async def _step(self, run: _Run, index: int) -> AgentStep:
+        started = time.perf_counter()
+        recalled = await self._recall(run)
+        seen = _with_memory(run.messages, recalled, self.options.memory_chars)
+        mark = len(run.scope.trace)
+        state = AgentState(messages=seen, step=index - 1, max_steps=self.options.max_steps,
+                           cost=run.cost, tools=run.tools)
+        found = await self.pipeline.dispatcher.first(
+            "aieng_agent_step", {"state": state}, stage="agent", policy=self._policy,
+            check=_ACTION)
+        run_id = ""
+        if found is not None:
+            action, source = found
+            # A policy's own model calls (context.generate) joined this run's trace.
+            calls = [e for e in run.scope.trace[mark:] if isinstance(e, ModelCall)]
+        else:
+            source = "model"
+            action, calls, run_id = await self._ask_model(run, seen)
+        action = _unique_ids(action)
+        usage = Usage(sum(c.usage.prompt_tokens for c in calls),
+                      sum(c.usage.completion_tokens for c in calls))
+        cost = self.options.cost_of(usage.prompt_tokens, usage.completion_tokens)
+        run.prompt_tokens += usage.prompt_tokens
+        run.completion_tokens += usage.completion_tokens
+        run.cost += cost
+        results, note = await self._act(run, action, source)
+        step = AgentStep(index=index, source=source, action=action, results=results,
+                         usage=usage, cost=cost, duration_s=time.perf_counter() - started,
+                         recalled=recalled, run_id=run_id, note=note)
+        await self._store(run, step)
+        return step
+
+    async def _ask_model(self, run: _Run,
+                         messages: tuple[Message, ...]) -> tuple[AgentAction, list[ModelCall], str]:
+        """No policy decided: run the pipeline on the conversation with the tools."""
+        pipeline = self.pipeline
+        if not pipeline.backends:
+            raise LookupError(f"no agent policy decided the step and pipeline "
+                              f"{pipeline.name!r} has no backend: add a backend component "
+                              "(aieng_generate) or an agent policy (aieng_agent_step)")
+        request = attrs.evolve(run.template, messages=messages, tools=run.tools)
+        result = await pipeline.run(request)
+        calls = list(result.model_calls)
+        if result.status == "blocked":
+            stage = next((s.name for s in result.stages if s.status == "blocked"), "a guard")
+            run.finish("blocked", f"a guardrail blocked the model call ({stage})")
+            return AgentAction("stop"), calls, result.run_id
+        completion = result.completion
+        if completion is None:
+            raise LookupError(f"pipeline {pipeline.name!r} produced no completion: does it "
+                              "list the generate stage?")
+        if completion.tool_calls:
+            action = AgentAction("tool_calls", text=completion.text,
+                                 tool_calls=completion.tool_calls)
+        else:
+            action = AgentAction("answer", text=completion.text)
+        return action, calls, result.run_id
+
+    async def _act(self, run: _Run, action: AgentAction,
+                   source: str) -> tuple[tuple[ToolResult, ...], str]:
+        """Carry an action out: end the run, or run its tool calls (unless a budget or a
+        loop stops it first); returns the tool results and the note told to the model."""
+        if run.status:  # blocked
+            return (), ""
+        if action.kind == "answer":
+            run.messages.append(Message("assistant", action.text))
+            run.finish("answered", f"answered by {source}", action.text)
+            return (), ""
+        if action.kind == "stop":
+            run.finish("stopped", f"{source} stopped the run"
+                       + (f": {action.text}" if action.text else ""), action.text)
+            return (), ""
+        if over := self._over_budget(run):
+            run.finish("budget", over)
+            return (), ""
+        repeated = run.loop.check(action.tool_calls)
+        if repeated is not None and run.loop.warned:
+            run.finish("loop", f"the model kept repeating {repeated} after being told")
+            return (), ""
+        results = await self._call_tools(run, action.tool_calls)
+        run.messages.append(Message("assistant", action.text, tool_calls=action.tool_calls))
+        run.messages.extend(Message("tool", r.content, tool_call_id=r.call_id) for r in results)
+        note = ""
+        if repeated is not None:
+            run.loop.warned = True
+            note = (f"You are repeating yourself: {repeated} was called "
+                    f"{run.loop.repeats} times within the last {self.options.loop_window} "
+                    "steps and its result will not change. Use the results you have, try "
+                    "something different, or give your final answer.")
+            run.messages.append(Message("system", note))
+            log.info("agent.loop_noted", call=repeated)
+        if run.stall.check(results):
+            run.finish("stalled", f"{run.stall.run} steps in a row brought only errors or "
+                       "nothing new")
+        return results, note
+
+    def _over_budget(self, run: _Run) -> str:
+        options = self.options
+        if options.max_tokens is not None and run.usage.total_tokens >= options.max_tokens:
+            return (f"token budget spent: {run.usage.total_tokens} of "
+                    f"{options.max_tokens} tokens")
+        if options.max_cost is not None and run.cost >= options.max_cost:
+            return f"cost budget spent: {run.cost:.6g} of {options.max_cost:.6g}"
+        return ""
+
+    # -- tools ---------------------------------------------------------------------------
+
+    async def _call_tools(self, run: _Run,
+                          calls: Sequence[ToolCall]) -> tuple[ToolResult, ...]:
+        """Run a step's calls (at most ``tool_concurrency`` at once); results in call order."""
+        if len(calls) <= 1:
+            return tuple([await self._call_tool(run, call) for call in calls])
+        results: list[ToolResult | None] = [None] * len(calls)
+        limiter = anyio.CapacityLimiter(self.options.tool_concurrency)
+
+        async def one(position: int, call: ToolCall) -> None:
+            async with limiter:
+                results[position] = await self._call_tool(run, call)
+
+        async with anyio.create_task_group() as tg:
+            for position, call in enumerate(calls):
+                tg.start_soon(one, position, call)
+        return tuple(r for r in results if r is not None)
+
+    async def _call_tool(self, run: _Run, call: ToolCall) -> ToolResult:
+        try:
+            found = await self.pipeline.dispatcher.first(
+                "aieng_call_tool", {"call": call}, stage="tool", policy=self._policy,
+                check=_RESULT)
+        except HookError as exc:  # logged and published (an error event) by the dispatcher
+            cause = exc.cause if exc.cause is not None else exc
+            log.info("agent.tool_failed", tool=call.name, plugin=exc.plugin,
+                        error=f"{type(cause).__name__}: {cause}")
+            return ToolResult(call.id, f"error: tool {call.name!r} failed: "
+                              f"{type(cause).__name__}: {cause}", is_error=True)
+        if found is None:
+            names = sorted(spec.name for spec in run.tools)
+            if call.name in names:  # listed, yet no component took the call
+                return ToolResult(call.id, f"error: no component ran tool {call.name!r}",
+                                  is_error=True)
+            return ToolResult(call.id, f"error: unknown tool {call.name!r}; known tools: "
+                              f"{', '.join(names) or 'none'}", is_error=True)
+        result: ToolResult = found[0]
+        if result.call_id != call.id:  # the tool message must answer this call
+            result = attrs.evolve(result, call_id=call.id)
+        return result
+
+    # -- memory --------------------------------------------------------------------------
+
+    async def _recall(self, run: _Run) -> tuple[MemoryItem, ...]:
+        dispatcher = self.pipeline.dispatcher
+        if not dispatcher.impls("aieng_memory_recall"):
+            return ()
+        k = self.options.recall_k
+        text = next((m.content for m in reversed(run.messages) if m.role == "user"), run.task)
+        found = await dispatcher.gather("aieng_memory_recall", {"query": Query(text=text),
+                                                                "k": k},
+                                        stage="memory", policy=self._policy, check=_ITEMS)
+        items = sorted((item for listed, _ in found for item in listed),
+                       key=lambda item: -item.score)  # stable: ties keep the memories' order
+        unique: dict[str, MemoryItem] = {}
+        for item in items:  # the same text from two memories once, at its best score
+            unique.setdefault(item.text, item)
+        return tuple(unique.values())[:k]
+
+    async def _store(self, run: _Run, step: AgentStep) -> None:
+        """Observations as ``short`` items; the final answer, with its task, as ``long``."""
+        dispatcher = self.pipeline.dispatcher
+        if not dispatcher.impls("aieng_memory_store"):
+            return
+        meta: dict[str, Any] = {"agent_run_id": run.scope.run_id, "step": step.index}
+        items = [MemoryItem(result.content, kind="short",
+                            metadata={**meta, "tool": call.name,
+                                      "arguments": dict(call.arguments)})
+                 for call, result in zip(step.action.tool_calls, step.results)
+                 if not result.is_error]
+        if run.status == "answered":
+            items.append(MemoryItem(f"{run.task}\n{run.answer}", kind="long",
+                                    metadata={**meta, "task": run.task,
+                                              "answer": run.answer}))
+        if items:
+            await dispatcher.gather("aieng_memory_store", {"items": tuple(items)},
+                                    stage="memory", policy=self._policy)
+
+
+def _as_request(task: TaskInput) -> Request:
+    if isinstance(task, Request):
+        return task
+    if isinstance(task, str):
+        return Request(messages=(Message("user", task),))
+    if isinstance(task, Sequence) and all(isinstance(m, Message) for m in task):
+        return Request(messages=tuple(task))
+    raise TypeError(f"cannot run an agent on {type(task).__name__}; give a str, a Request "
+                    "or a list of Message")
+
+
+def _with_memory(messages: Sequence[Message], items: Sequence[MemoryItem],
+                 limit: int) -> tuple[Message, ...]:
+    """The conversation with the recalled items in one system message after its leading
+    system messages, cut to ``limit`` characters (not kept in the transcript)."""
+    if not items:
+        return tuple(messages)
+    lines = [_MEMORY_HEADER]
+    used = len(_MEMORY_HEADER)
+    for item in items:
+        line = "- " + " ".join(item.text.split())
+        if used + 1 + len(line) > limit:
+            room = limit - used - 2
+            if room > 3:
+                lines.append(line[:room - 1] + "…")
+            break
+        lines.append(line)
+        used += 1 + len(line)
+    if len(lines) == 1:
+        return tuple(messages)
+    at = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
+    memory = Message("system", "\n".join(lines))
+    return (*messages[:at], memory, *messages[at:])
+
+
+def _unique_ids(action: AgentAction) -> AgentAction:
+    """Tool call ids made unique within the step (``id``, ``id-2``, ...): each tool message
+    must answer exactly one call."""
+    seen: set[str] = set()
+    calls: list[ToolCall] = []
+    changed = False
+    for call in action.tool_calls:
+        new, n = call.id, 1
+        while new in seen:
+            n += 1
+            new = f"{call.id}-{n}"
+        seen.add(new)
+        if new != call.id:
+            changed = True
+            call = attrs.evolve(call, id=new)
+        calls.append(call)
+    return attrs.evolve(action, tool_calls=tuple(calls)) if changed else action
+

@@ -1,0 +1,87 @@
+"""``aieng agent``: run a pipeline as an agent on one task, a line per step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ._app import cli, kernel_of, read_stdin, utf8_text
+
+__all__ = ["agent", "short"]
+
+_SHORT = 80
+
+
+def short(text: str, limit: int = _SHORT) -> str:
+    """``text`` on one line (whitespace runs made one space), cut to ``limit`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _step_line(step: object) -> str:
+    from ..agent import AgentStep
+
+    assert isinstance(step, AgentStep)
+    head = f"step {step.index} [{step.source}]"
+    action = step.action
+    if action.kind != "tool_calls":
+        return f"{head} {action.kind}"
+    if not action.tool_calls:
+        return f"{head} no tool call: {short(action.text)}"
+    parts = []
+    for call, result in zip(action.tool_calls, step.results):
+        arguments = json.dumps(call.arguments, ensure_ascii=False, sort_keys=True)
+        mark = "error: " if result.is_error and not result.content.startswith("error") else ""
+        parts.append(f"{call.name}({short(arguments, 40)}) -> {mark}{short(result.content)}")
+    if len(step.results) < len(action.tool_calls):
+        parts.append("(not run)")
+    lines = [f"{head} {parts[0]}", *(f"{' ' * len(head)} {p}" for p in parts[1:])]
+    if step.note:
+        lines.append(f"{' ' * len(head)} note: {short(step.note)}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.argument("task", callback=utf8_text)
+@click.option("--max-steps", type=click.IntRange(min=1), default=10, show_default=True,
+              help="The most steps (decisions and their tool calls).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Wall-clock seconds for the whole run (default: no limit).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole AgentResult as JSON.")
+@click.pass_context
+def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
+          timeout: float | None, as_json: bool) -> None:
+    """Run PIPELINE (a TOML file) as an agent on TASK ('-' reads standard input).
+
+    Prints a line per step (its tool calls and their results, shortened) and the answer.
+    Exits 0 when the agent answered, 1 otherwise (the status and why on stderr).
+    """
+    import anyio
+
+    from ..agent import Agent, AgentOptions, AgentResult
+
+    if task == "-":
+        task = read_stdin()
+    if not task.strip():
+        raise click.BadParameter("the task is empty", param_hint="TASK")
+    kernel = kernel_of(ctx)
+    options = AgentOptions(max_steps=max_steps, timeout=timeout)
+
+    async def go() -> AgentResult:
+        async with kernel:
+            built = kernel.load_pipeline(pipeline)
+            return await Agent(built, options).run(
+                task, on_step=None if as_json else lambda s: click.echo(_step_line(s)))
+
+    result = anyio.run(go)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    elif result.answer:
+        click.echo(result.answer)
+    if result.status != "answered":
+        click.echo(f"aieng: the agent did not answer: {result.status} ({result.reason})",
+                   err=True)
+        ctx.exit(1)

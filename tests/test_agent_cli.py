@@ -1,0 +1,143 @@
+"""``aieng agent``: a line per step and the answer; exit 0 answered, 1 otherwise, 2 usage."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+import pytest
+from aieng_hookspecs import ComponentRegistry, hookimpl
+from aieng_hookspecs.types import Completion, Request, ToolCall, ToolResult, ToolSpec, Usage
+from click.testing import CliRunner, Result
+
+from aieng_core import Kernel
+from aieng_core.cli import _agent, cli
+from aieng_core.cli._agent import short
+
+
+class Adder:
+    """The ``add`` tool."""
+
+    @hookimpl
+    def aieng_tools(self) -> list[ToolSpec]:
+        return [ToolSpec(name="add")]
+
+    @hookimpl
+    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
+        if call.name != "add":
+            return None
+        return ToolResult(call.id, str(call.arguments["a"] + call.arguments["b"]))
+
+
+class Solver:
+    """Calls add(40, 2) and an unknown tool until it sees a result, then answers it."""
+
+    @hookimpl
+    def aieng_generate(self, request: Request) -> Completion:
+        results = [m.content for m in request.messages if m.role == "tool"]
+        if results:
+            return Completion(text=f"The answer is {results[0]}.", usage=Usage(4, 4))
+        calls = (ToolCall(id="1", name="add", arguments={"a": 40, "b": 2}),
+                 ToolCall(id="2", name="nope"))
+        return Completion(text="", finish_reason="tool_calls", tool_calls=calls,
+                          usage=Usage(4, 1))
+
+
+class Looper:
+    """Calls add with new arguments forever."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    @hookimpl
+    def aieng_generate(self, request: Request) -> Completion:
+        self.n += 1
+        call = ToolCall(id="1", name="add", arguments={"a": self.n, "b": 0})
+        return Completion(text="", finish_reason="tool_calls", tool_calls=(call,))
+
+
+PIPELINE = """
+[pipeline]
+name = "agent-cli"
+
+[components.llm]
+use = "{llm}"
+
+[components.tools]
+use = "adder"
+"""
+
+
+def _kernel() -> Kernel:
+    plugin = types.ModuleType("agent_cli_plugin")
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        registry.add("adder", Adder)
+        registry.add("solver", Solver)
+        registry.add("looper", Looper)
+
+    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    kernel = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
+    kernel.registry.register(plugin, name="agent_cli_plugin")
+    return kernel
+
+
+def invoke(tmp_path: Path, llm: str, *args: str) -> Result:
+    path = tmp_path / "agent.toml"
+    path.write_text(PIPELINE.format(llm=llm), encoding="utf-8")
+    assert _agent.agent.name == "agent"
+    return CliRunner().invoke(cli, ["agent", str(path), *args], obj={"kernel": _kernel()})
+
+
+def test_prints_a_line_per_step_and_the_answer(tmp_path: Path) -> None:
+    """Each step's tool calls appear with their results (an unknown tool as an error), then
+    the answer; exit 0."""
+    result = invoke(tmp_path, "solver", "What is 40 + 2?")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == 'step 1 [model] add({"a": 40, "b": 2}) -> 42'
+    assert lines[1].strip().startswith("nope({}) -> error: unknown tool 'nope'")
+    assert lines[2] == "step 2 [model] answer"
+    assert lines[-1] == "The answer is 42."
+
+
+def test_json_prints_the_whole_result(tmp_path: Path) -> None:
+    """--json prints the AgentResult: status, answer, steps, totals and events."""
+    result = invoke(tmp_path, "solver", "What is 40 + 2?", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["status"] == "answered" and data["answer"] == "The answer is 42."
+    assert len(data["steps"]) == 2 and data["tokens"] == 13
+    assert data["steps"][0]["results"][0] == {"call_id": "1", "content": "42",
+                                              "is_error": False}
+    assert [e["name"] for e in data["events"]][-1] == "agent.finished"
+
+
+def test_no_answer_exits_1_saying_why(tmp_path: Path) -> None:
+    """A run that ends without an answer exits 1 with its status and reason on stderr."""
+    result = invoke(tmp_path, "looper", "count", "--max-steps", "2")
+    assert result.exit_code == 1
+    assert len(result.stdout.splitlines()) == 2
+    assert "max_steps" in result.stderr and "2 steps" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--max-steps", "0"], [""], ["   "], []],
+                         ids=["zero-steps", "empty-task", "blank-task", "no-task"])
+def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
+    """A bad option or a missing or empty task is a usage error."""
+    result = invoke(tmp_path, "solver", *args)
+    assert result.exit_code == 2, result.output
+
+
+def test_an_unknown_component_exits_2(tmp_path: Path) -> None:
+    """An invalid pipeline file exits 2 naming the key."""
+    result = invoke(tmp_path, "no-such-llm", "x")
+    assert result.exit_code == 2 and "components.llm" in result.stderr
+
+
+def test_short_keeps_one_line() -> None:
+    """Results are shown on one line, cut with an ellipsis."""
+    assert short("a\n b\t c") == "a b c"
+    assert short("x" * 100, 10) == "x" * 9 + "…"
