@@ -57,6 +57,15 @@ class Looper:
         return Completion(text="", finish_reason="tool_calls", tool_calls=(call,))
 
 
+class SystemEcho:
+    """Answers with the system messages it was given."""
+
+    @hookimpl
+    def aieng_generate(self, request: Request) -> Completion:
+        return Completion(text="|".join(m.content for m in request.messages
+                                        if m.role == "system") or "(none)")
+
+
 PIPELINE = """
 [pipeline]
 name = "agent-cli"
@@ -77,6 +86,7 @@ def _kernel() -> Kernel:
         registry.add("adder", Adder)
         registry.add("solver", Solver)
         registry.add("looper", Looper)
+        registry.add("system-echo", SystemEcho)
 
     plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
     kernel = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
@@ -141,3 +151,12 @@ def test_short_keeps_one_line() -> None:
     """Results are shown on one line, cut with an ellipsis."""
     assert short("a\n b\t c") == "a b c"
     assert short("x" * 100, 10) == "x" * 9 + "…"
+
+
+def test_system_and_max_tokens_reach_the_run(tmp_path: Path) -> None:
+    """--system puts a system prompt first; --max-tokens stops a run past its budget."""
+    result = invoke(tmp_path, "system-echo", "hi", "--system", "Use the tools.")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "Use the tools."
+    result = invoke(tmp_path, "solver", "What is 40 + 2?", "--max-tokens", "3")
+    assert result.exit_code == 1 and "budget" in result.stderr

@@ -50,10 +50,16 @@ def _step_line(step: object) -> str:
               help="The most steps (decisions and their tool calls).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Wall-clock seconds for the whole run (default: no limit).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
+              help="Token budget of the model calls (default: none).")
+@click.option("--system", default=None, callback=utf8_text,
+              help="A system prompt put first in the conversation (e.g. when to use which "
+                   "tool).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole AgentResult as JSON.")
 @click.pass_context
 def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
-          timeout: float | None, as_json: bool) -> None:
+          timeout: float | None, max_tokens: int | None, system: str | None,
+          as_json: bool) -> None:
     """Run PIPELINE (a TOML file) as an agent on TASK ('-' reads standard input).
 
     Prints a line per step (its tool calls and their results, shortened) and the answer.
@@ -68,7 +74,8 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
     if not task.strip():
         raise click.BadParameter("the task is empty", param_hint="TASK")
     kernel = kernel_of(ctx)
-    options = AgentOptions(max_steps=max_steps, timeout=timeout)
+    options = AgentOptions(max_steps=max_steps, timeout=timeout, max_tokens=max_tokens,
+                           system=system)
 
     async def go() -> AgentResult:
         async with kernel:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import structlog
@@ -18,6 +18,8 @@ from ..registry import run_registration
 __all__ = ["cli", "main"]
 
 log = structlog.get_logger(__name__)
+#: An argument's text, or an option's that may be absent.
+_Text = TypeVar("_Text", str, str | None)
 #: What click itself handles: usage errors, --help / --version exits, end of input.
 _CLICK_FLOW = (click.ClickException, click.exceptions.Exit, click.Abort, EOFError)
 #: The exit status of a command stopped by Ctrl-C: 128 + SIGINT, as shells report it
@@ -141,9 +143,12 @@ def main() -> None:
     cli(prog_name="aieng")
 
 
-def utf8_text(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def utf8_text(ctx: click.Context, param: click.Parameter, value: _Text) -> _Text:
     """A click callback refusing an argument that is not valid UTF-8: Python hands such
-    bytes on as lone surrogates, which ``--json`` would write out as invalid UTF-8."""
+    bytes on as lone surrogates, which ``--json`` would write out as invalid UTF-8. An
+    option not given (``None``) passes."""
+    if value is None:
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -18,6 +18,7 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -164,8 +165,13 @@ class SQLiteMemory:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(self.options.path or ":memory:", timeout=10.0,
-                                   isolation_level=None, check_same_thread=False)
+            target = ":memory:"
+            if self.options.path:  # its folder is made, as the other stores' are
+                file = Path(self.options.path).expanduser()
+                file.parent.mkdir(parents=True, exist_ok=True)
+                target = str(file)
+            conn = sqlite3.connect(target, timeout=10.0, isolation_level=None,
+                                   check_same_thread=False)
             try:
                 if self.options.path:
                     enable_wal(conn, timeout=10.0)

@@ -222,3 +222,15 @@ async def test_reopened_with_an_embedder_it_embeds_again(aieng_kernel: Kernel) -
         assert await recall(memory, "automobile") == []  # closed: in-memory items are gone
         await memory.aieng_memory_store([long("my car is red")])
         assert await recall(memory, "automobile") == ["my car is red"]
+
+
+async def test_a_file_in_a_missing_folder_is_created(tmp_path: Path) -> None:
+    """``path`` in a folder that does not exist yet (``.aieng/agent/memory.sqlite3`` on a
+    first run) makes the folder, as the other stores do, and the memory persists there."""
+    file = tmp_path / "not" / "yet" / "memory.sqlite3"
+    memory = SQLiteMemory(MemoryOptions(path=str(file)))
+    await memory.aieng_memory_store([long("The user's cat is called Miso")])
+    memory.close()
+    again = SQLiteMemory(MemoryOptions(path=str(file)))
+    assert await recall(again, "cat") == ["The user's cat is called Miso"]
+    again.close()
