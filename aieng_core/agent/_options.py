@@ -48,6 +48,8 @@ class AgentOptions:
     :param stall_steps: how many steps in a row whose tool results are all errors, or bring
         no observation text not seen before, stop the run (status ``stalled``).
     :param tool_concurrency: the most tool calls of one step running at once.
+    :param tool_result_chars: the most characters of one tool result given back to the
+        model; a longer result is cut there, with a note of how many characters were cut.
     :param recall_k: the most memory items recalled before each step.
     :param memory_chars: the most characters of recalled memory put before the conversation.
     :param system: a system prompt put first in the conversation (``None``: none added).
@@ -63,6 +65,7 @@ class AgentOptions:
     loop_window: int = attrs.field(default=6, validator=_positive_int)
     stall_steps: int = attrs.field(default=3, validator=_positive_int)
     tool_concurrency: int = attrs.field(default=4, validator=_positive_int)
+    tool_result_chars: int = attrs.field(default=20_000, validator=_positive_int)
     recall_k: int = attrs.field(default=5, validator=_positive_int)
     memory_chars: int = attrs.field(default=2000, validator=_positive_int)
     system: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
@@ -105,8 +106,28 @@ class AgentResult:
         return self.usage.total_tokens
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-able dict of everything (``aieng agent --json``)."""
+        """A dict of everything, as values strict JSON holds (``aieng agent --json``): a
+        number that is not finite (a model may write ``NaN`` in its tool arguments) is the
+        string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, and a lone surrogate in a text
+        is U+FFFD."""
         data: dict[str, Any] = to_jsonable(self)
         data["tokens"] = self.tokens
         data["events"] = [event_to_json(e) for e in self.events]
-        return data
+        strict: dict[str, Any] = _strict(data)
+        return strict
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        return value
+    if isinstance(value, dict):
+        return {_strict(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return value

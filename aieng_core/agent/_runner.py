@@ -322,6 +322,16 @@ class Agent:
         return tuple(r for r in results if r is not None)
 
     async def _call_tool(self, run: _Run, call: ToolCall) -> ToolResult:
+        """A call's result as the model gets it: valid UTF-8, cut to ``tool_result_chars``."""
+        result = await self._run_tool(run, call)
+        content = _valid_text(result.content)
+        limit = self.options.tool_result_chars
+        if len(content) > limit:
+            content = (f"{content[:limit]}\n… [{len(content) - limit} more characters cut: "
+                       "the result was too long]")
+        return result if content == result.content else attrs.evolve(result, content=content)
+
+    async def _run_tool(self, run: _Run, call: ToolCall) -> ToolResult:
         try:
             found = await self.pipeline.dispatcher.first(
                 "aieng_call_tool", {"call": call}, stage="tool", policy=self._policy,
@@ -415,6 +425,16 @@ def _with_memory(messages: Sequence[Message], items: Sequence[MemoryItem],
     at = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
     memory = Message("system", "\n".join(lines))
     return (*messages[:at], memory, *messages[at:])
+
+
+def _valid_text(text: str) -> str:
+    """``text`` with its lone surrogates (undecodable bytes of a file or a process read
+    with ``surrogateescape``) made U+FFFD, so that it encodes as UTF-8; pairs are joined."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
 
 
 def _unique_ids(action: AgentAction) -> AgentAction:

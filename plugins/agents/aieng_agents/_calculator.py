@@ -165,8 +165,8 @@ _FUNCTIONS: dict[str, tuple[Callable[..., Number], int, int]] = {
     "degrees": (_float_function(math.degrees), 1, 1),
     "radians": (_float_function(math.radians), 1, 1),
     "hypot": (_float_function(math.hypot), 1, 10),
-    "min": (min, 1, 100),
-    "max": (max, 1, 100),
+    "min": (lambda *args: min(args), 1, 100),
+    "max": (lambda *args: max(args), 1, 100),
     "gcd": (_integers(math.gcd, "gcd"), 1, 100),
     "lcm": (_integers(math.lcm, "lcm"), 1, 100),
 }
@@ -176,9 +176,36 @@ _CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "tau": math.tau}
 class _Evaluator:
     """Walks a parsed expression, checking the size of every number it makes."""
 
-    def __init__(self, options: CalculatorOptions) -> None:
+    def __init__(self, options: CalculatorOptions, text: str = "") -> None:
         self.options = options
         self.max_bits = int(options.max_digits * _BITS_PER_DIGIT) + 1
+        # The source's lines as UTF-8 (ast positions count bytes): a literal is read from
+        # its text, since Python's float of it may have lost digits, overflowed or underflowed.
+        self.lines = text.encode("utf-8").split(b"\n")
+
+    def literal(self, node: ast.Constant, value: float) -> Number:
+        """A float literal's exact value, from the text written (``0.1`` is one tenth);
+        ``value`` is the float Python read it as."""
+        text = ""
+        if node.lineno == node.end_lineno and node.end_col_offset is not None \
+                and 0 < node.lineno <= len(self.lines):
+            line = self.lines[node.lineno - 1]
+            text = line[node.col_offset:node.end_col_offset].decode("utf-8", "replace")
+        try:
+            number = Decimal(text.replace("_", ""))
+        except ArithmeticError:  # decimal.InvalidOperation: no text (a tree built by hand)
+            number = Decimal("NaN")
+        if not number.is_finite() or float(number) != value:  # not this literal's text
+            return Fraction(repr(value)) if math.isfinite(value) else value
+        _, digits, exponent = number.as_tuple()
+        assert isinstance(exponent, int)  # finite: a Python literal is no NaN or Infinity
+        if not any(digits):
+            return Fraction(0)
+        # Refuse before building the fraction: 1e999999999 would be a billion digits.
+        if len(digits) + max(exponent, -exponent) > 2 * self.options.max_digits + 2:
+            raise CalculationError(
+                f"a number would have more than {self.options.max_digits} digits")
+        return Fraction(number)
 
     def check(self, value: Number) -> Number:
         if isinstance(value, float):
@@ -200,11 +227,9 @@ class _Evaluator:
             value = node.value
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise CalculationError(f"{value!r} is not a number")
-            # The literal as written: 0.1 is one tenth, not the float nearest to it
-            # (repr gives the shortest text that reads back as the same float).
+            # The literal as written: 0.1 is one tenth, not the float nearest to it.
             return self.check(Fraction(value) if isinstance(value, int)
-                              else Fraction(repr(value)) if math.isfinite(value)
-                              else value)
+                              else self.literal(node, value))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
             operand = self.eval(node.operand, depth + 1)
             return -operand if isinstance(node.op, ast.USub) else operand
@@ -343,6 +368,7 @@ def calculate(expression: object, options: CalculatorOptions | None = None) -> s
     if len(expression) > options.max_length:
         raise CalculationError(f"the expression is longer than {options.max_length} characters")
     text = _SPELLING.sub(lambda m: _SPELLINGS[m.group()], expression).strip()
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # ast's lines: literals' text
     if not text:
         raise CalculationError("the expression is empty")
     try:
@@ -351,7 +377,7 @@ def calculate(expression: object, options: CalculatorOptions | None = None) -> s
         raise CalculationError(f"not a valid expression: {getattr(exc, 'msg', exc)}") from None
     except (RecursionError, MemoryError):
         raise CalculationError("the expression nests too deeply") from None
-    evaluator = _Evaluator(options)
+    evaluator = _Evaluator(options, text)
     try:
         value = evaluator.eval(tree)
     except CalculationError:

@@ -122,6 +122,15 @@ class _Row:
     vector: bytes | None
 
 
+def _utf8(text: str) -> str:
+    """``text`` as SQLite can keep it: lone surrogates (undecodable bytes) made U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
 class SQLiteMemory:
     """Long-term memory in SQLite, recalled by embedding cosine or word overlap.
 
@@ -207,10 +216,11 @@ class SQLiteMemory:
         kept = [item for item in items if item.kind == "long" and item.text.strip()]
         if not kept:
             return
-        vectors = await self._embed([item.text for item in kept])
+        texts = [_utf8(item.text) for item in kept]
+        vectors = await self._embed(texts)
         now = self.clock()
-        rows = [(self._namespace(item.metadata), item.text,
-                 json.dumps(item.metadata, ensure_ascii=False, sort_keys=True),
+        rows = [(_utf8(self._namespace(item.metadata)), texts[n],
+                 _utf8(json.dumps(item.metadata, ensure_ascii=False, sort_keys=True)),
                  now, None if vectors is None else vectors[n])
                 for n, item in enumerate(kept)]
         await anyio.to_thread.run_sync(self._insert, rows)
@@ -249,7 +259,7 @@ class SQLiteMemory:
         namespace = filters.pop("namespace", self.options.namespace)
         if not isinstance(namespace, str):
             return []
-        rows = await anyio.to_thread.run_sync(self._rows, namespace)
+        rows = await anyio.to_thread.run_sync(self._rows, _utf8(namespace))
         others = attrs.evolve(query, filters=filters)  # its rule: JSON equality per key
         rows = [row for row in rows if others.matches(row.metadata)]
         if not rows:

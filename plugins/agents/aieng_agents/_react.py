@@ -9,6 +9,7 @@ if it is still malformed, its raw text becomes the answer.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import uuid
@@ -132,15 +133,34 @@ def render_messages(state: AgentState, extra: str = "") -> list[Message]:
     return messages
 
 
+def _python_dict(raw: str) -> dict[str, Any] | None:
+    """A Python dict literal as small models write arguments (``{'a': '1'}``), when it is
+    a JSON object in Python's spelling (string keys, JSON values); else ``None``."""
+    try:
+        found = ast.literal_eval(raw)  # literals only: never runs code
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    try:
+        same = json.loads(json.dumps(found, allow_nan=False)) == found
+    except (TypeError, ValueError):
+        return None
+    return found if same else None
+
+
 def _arguments(text: str, spec: ToolSpec | None) -> dict[str, Any]:
     raw = _FENCE.sub("", text.strip()).strip()
+    if len(raw) > 1 and raw[0] == raw[-1] == "`":  # inline code: `{"a": 1}`
+        raw = raw.strip("`").strip()
     if raw in ("", "{}", "None", "none", "null"):
         return {}
     value: Any = raw  # a bare value: "2 + 3" for a calculator
     try:
         found, end = json.JSONDecoder().raw_decode(raw)
     except json.JSONDecodeError:
-        pass
+        if raw.startswith("{") and (found := _python_dict(raw)) is not None:
+            return found
     else:
         if isinstance(found, dict):
             return found  # chatter after the object is ignored

@@ -234,3 +234,13 @@ async def test_a_file_in_a_missing_folder_is_created(tmp_path: Path) -> None:
     again = SQLiteMemory(MemoryOptions(path=str(file)))
     assert await recall(again, "cat") == ["The user's cat is called Miso"]
     again.close()
+
+
+async def test_a_text_that_is_not_utf8_is_kept_with_replacement_characters() -> None:
+    """SQLite keeps UTF-8: lone surrogates (bytes read with surrogateescape) in a text, its
+    namespace or its metadata become U+FFFD instead of failing the store."""
+    memory = SQLiteMemory(MemoryOptions(embeddings=False))
+    await memory.aieng_memory_store([long("caf\udce9 menu", note="\udc80")])
+    assert await recall(memory, "menu", namespace="x\udc80") == []
+    [item] = await memory.aieng_memory_recall(Query(text="menu"), 3)
+    assert item.text == "caf\ufffd menu" and item.metadata == {"note": "\ufffd"}

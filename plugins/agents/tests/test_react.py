@@ -226,3 +226,24 @@ def test_any_reply_parses_or_raises_a_format_error(text: str) -> None:
         return
     assert action.kind in ("answer", "tool_calls")
     assert all(call.name in ("calculate", "search") for call in action.tool_calls)
+
+
+@pytest.mark.parametrize(("text", "arguments"), [
+    ("Action: calculate\nAction Input: {'expression': '17 * 23'}", {"expression": "17 * 23"}),
+    ('Action: calculate\nAction Input: `{"expression": "17*23"}`', {"expression": "17*23"}),
+    ("Action: calculate\nAction Input: `17*23`", {"expression": "17*23"}),
+])
+def test_a_python_dict_or_inline_code_is_the_arguments(text: str,
+                                                       arguments: dict[str, object]) -> None:
+    """Small models write a Python dict (single quotes) or wrap the input in backticks: the
+    arguments are the dict's, not its text given as a bare value."""
+    action = parse_react(text, TOOLS)
+    assert action.tool_calls[0].arguments == arguments
+
+
+@pytest.mark.parametrize("text", ["{1: 2}", "{'a': 1, **x}", "{'a': (1, 2)}", "{" * 5000])
+def test_a_dict_that_is_not_json_like_is_no_crash(text: str) -> None:
+    """A Python literal with non-string keys, code, tuples or deep nesting is not taken as
+    arguments: a bare value for a one-argument tool, as before, and never a crash."""
+    action = parse_react(f"Action: calculate\nAction Input: {text}", TOOLS)
+    assert action.tool_calls[0].arguments == {"expression": text}
