@@ -36,8 +36,9 @@ def encode_completion(completion: Completion, *, namespace: str | None = None) -
     }
     if namespace is not None:
         value["ns"] = namespace
-    # ensure_ascii: lone surrogates survive; repr-exact floats: logprobs round-trip exactly.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    # ensure_ascii: lone surrogates survive; repr-exact floats: logprobs round-trip exactly;
+    # NaN / Infinity in tool-call arguments (as a model wrote them) round-trip too.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
 
 
 def decode_completion(payload: str | bytes) -> Completion:

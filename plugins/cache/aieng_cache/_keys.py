@@ -110,9 +110,11 @@ def _parameters(request: Request, scope: KeyScope) -> dict[str, Any]:
 
 
 def _digest(value: Any) -> str:
-    # ensure_ascii: lone surrogates (valid in a Python str) encode without error.
+    # ensure_ascii: lone surrogates (valid in a Python str) encode without error; NaN and
+    # the infinities (a model's tool-call arguments, read by a lenient JSON parser) are
+    # spelled as Python does, one spelling each: a key, never an error.
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
+                      allow_nan=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 

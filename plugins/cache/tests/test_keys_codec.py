@@ -172,3 +172,25 @@ def test_unreadable_payloads_are_codec_errors(payload: str) -> None:
     """A payload that is not a stored completion raises CodecError, saying so."""
     with pytest.raises(CodecError):
         decode_completion(payload)
+
+
+def test_non_finite_tool_call_arguments_are_keyed_and_round_trip() -> None:
+    """A model's tool-call arguments may hold NaN or an infinity (a lenient JSON parser
+    reads them): the request still has a key (NaN-equal requests share it, others differ),
+    and a completion carrying them is stored and read back."""
+    import math
+
+    from aieng_hookspecs.types import ToolCall
+
+    def asked(value: float) -> Request:
+        call = ToolCall("k", "echo", {"x": value})
+        return Request(messages=(Message("user", "hi"),
+                                 Message("assistant", "", tool_calls=(call,))))
+
+    nan, inf = float("nan"), float("inf")
+    assert request_key(asked(nan)) == request_key(asked(nan))
+    assert len({request_key(asked(v)) for v in (nan, inf, -inf, 1.0)}) == 4
+    completion = Completion(text="", finish_reason="tool_calls",
+                            tool_calls=(ToolCall("k", "echo", {"x": nan, "y": inf}),))
+    [call] = decode_completion(encode_completion(completion)).tool_calls
+    assert math.isnan(call.arguments["x"]) and call.arguments["y"] == inf
