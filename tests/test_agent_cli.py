@@ -160,3 +160,13 @@ def test_system_and_max_tokens_reach_the_run(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[-1] == "Use the tools."
     result = invoke(tmp_path, "solver", "What is 40 + 2?", "--max-tokens", "3")
     assert result.exit_code == 1 and "budget" in result.stderr
+
+
+def test_standard_input_that_is_not_utf8_names_task(tmp_path: Path) -> None:
+    """``-`` reads the task from standard input; bytes that are not UTF-8 are a usage error
+    naming TASK (not another command's argument)."""
+    path = tmp_path / "agent.toml"
+    path.write_text(PIPELINE.format(llm="solver"), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["agent", str(path), "-"], input=b"\xff\xfe",
+                                obj={"kernel": _kernel()})
+    assert result.exit_code == 2 and "TASK" in result.stderr and "UTF-8" in result.stderr

@@ -70,7 +70,7 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
     from ..agent import Agent, AgentOptions, AgentResult
 
     if task == "-":
-        task = read_stdin()
+        task = read_stdin("TASK")
     if not task.strip():
         raise click.BadParameter("the task is empty", param_hint="TASK")
     kernel = kernel_of(ctx)

@@ -157,9 +157,10 @@ def utf8_text(ctx: click.Context, param: click.Parameter, value: _Text) -> _Text
     return value
 
 
-def read_stdin() -> str:
+def read_stdin(param_hint: str = "TEXT") -> str:
     r"""Standard input as UTF-8 text: a byte order mark dropped, line ends made ``\n``.
 
+    :param param_hint: the argument ``-`` was given for, named by the error.
     :raises click.BadParameter: for input that is not UTF-8.
     """
     data = sys.stdin.buffer.read()
@@ -167,7 +168,7 @@ def read_stdin() -> str:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise click.BadParameter(f"standard input is not valid UTF-8 (byte {exc.start})",
-                                 param_hint="TEXT") from None
+                                 param_hint=param_hint) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

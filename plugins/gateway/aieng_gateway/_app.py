@@ -57,8 +57,9 @@ log = structlog.get_logger(__name__)
 
 RUN_HEADER = "x-aieng-run-id"
 #: A URL in an error message (an HTTP backend names the one it called): shown to clients as
-#: ``<upstream>`` unless ``expose_upstream_urls``.
+#: ``<upstream>`` unless ``expose_upstream_urls`` (punctuation ending it is the sentence's).
 _URL = re.compile(r"\b(?:https?|wss?)://[^\s'\"<>]+", re.IGNORECASE)
+_URL_END = ".,;:!?)]}"
 #: What an idle stream sends every ``keepalive_s``: an SSE comment, which clients skip.
 KEEPALIVE = b": keep-alive\n\n"
 #: Conversations remembered for ``regenerate`` detection (the oldest are forgotten).
@@ -337,7 +338,7 @@ class Gateway:
         log.warning("gateway.upstream_error", status=error.status, code=error.code,
                     run_id=run_id, error=str(exc))
         if not self.settings.expose_upstream_urls and _URL.search(error.message):
-            error = ApiError(error.status, _URL.sub("<upstream>", error.message),
+            error = ApiError(error.status, _URL.sub(_hidden, error.message),
                              param=error.param, code=error.code, kind=error.kind,
                              headers=error.headers)
         return error
@@ -620,6 +621,13 @@ def _vector(values: Any, encoding: str) -> list[float] | str:
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _hidden(url: re.Match[str]) -> str:
+    """``<upstream>`` for a URL, keeping the punctuation that ends the sentence after it."""
+    text = url.group()
+    kept = text.rstrip(_URL_END)
+    return "<upstream>" + text[len(kept):]
 
 
 def _shutting_down() -> ApiError:

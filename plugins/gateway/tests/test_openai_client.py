@@ -294,3 +294,40 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+async def test_a_url_ending_a_sentence_keeps_its_punctuation() -> None:
+    """The punctuation after a hidden URL is the message's: ``<upstream>;`` not ``<upstream>``
+    swallowing it."""
+    from aieng_gateway._app import _URL, _hidden
+
+    text = "failed; url: http://10.0.0.7:8000/v1/chat/completions; hint: see (http://x.io/a)."
+    assert _URL.sub(_hidden, text) == "failed; url: <upstream>; hint: see (<upstream>)."
+
+
+async def test_every_circuit_open_failing_fast_is_a_503_with_retry_after() -> None:
+    """A router failing fast (every circuit open, ``breaker.fail_fast``) makes the gateway
+    answer 503 with the wait until a trial call as ``Retry-After``, not a bare 502."""
+    from aieng_router import BreakerOptions, RuleOptions, RuleRouter
+
+    from aieng_core.testing import ScriptedBackend
+
+    router = RuleRouter(RuleOptions(default="down", breaker=BreakerOptions(
+        failures=1, cooldown_s=600.0, fail_fast=True)))
+    down = ScriptedBackend(fail_with=ConnectionError("upstream down"))
+    front = Gateway(lambda kernel: kernel.compose({"router": router, "down": down},
+                                                  name="fast"),
+                    settings=GatewaySettings(auth=False),
+                    kernel=lambda: isolated_kernel(loop_block_threshold=None))
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    async with front.running():
+        transport = httpx.ASGITransport(app=front.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            first = await client.post("/v1/chat/completions", json=chat)
+            assert first.status_code == 502, first.text  # the failure that opens it
+            answers = [await client.post("/v1/chat/completions", json=chat),
+                       await client.post("/v1/chat/completions", json={**chat, "stream": True})]
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "upstream_unavailable"
+        assert 590 <= int(answer.headers["retry-after"]) <= 600

@@ -42,15 +42,23 @@ class CircuitOpenError(RuntimeError):
     """Every candidate backend's circuit is open, and the breaker fails fast
     (``breaker = { fail_fast = true }``).
 
+    An HTTP server answering for the run (the gateway) reads ``status`` (503: Service
+    Unavailable) and ``retry_after`` (its ``Retry-After``), as it reads an HTTP backend's.
+
     :param router: the router's name.
     :param waits: each open backend, with the seconds until it allows a trial call.
     """
+
+    #: the HTTP status of "no backend can serve now, retry later"
+    status = 503
 
     def __init__(self, router: str, waits: Mapping[str, float]) -> None:
         self.router = router
         self.waits = dict(waits)
         #: the first backend to allow a trial, and the seconds until it does
         self.first, self.retry_after_s = min(self.waits.items(), key=lambda item: item[1])
+        #: the same seconds, under the name HTTP errors carry them
+        self.retry_after = self.retry_after_s
         super().__init__(
             f"{router}: every candidate backend's circuit is open "
             f"({', '.join(self.waits)}); failing fast (breaker.fail_fast): the first, "
