@@ -328,3 +328,30 @@ def test_ctrl_c_exits_130(tmp_path: Path) -> None:
                 proc.wait()
     assert proc.returncode == 130, err
     assert b"Aborted!" in err and b"Traceback" not in err and out == b""
+
+
+def test_the_group_forgets_plugin_commands_for_the_next_kernel() -> None:
+    """One process runs one command; tests run many on kernels with other plugins: after
+    ``forget_plugins`` (the kit calls it after every test) the next kernel's plugins add
+    their commands, and the commands the last ones added are gone."""
+    from aieng_hookspecs import hookimpl
+
+    from aieng_core import Kernel
+    from aieng_core.cli._app import _Root
+
+    assert isinstance(cli, _Root)
+
+    class Adds:
+        @hookimpl
+        def aieng_register_commands(self, cli: click.Group) -> None:
+            cli.add_command(click.Command("only-here", callback=lambda: click.echo("here")))
+
+    bare = Kernel(env={}, entry_points=[]).load()
+    assert CliRunner().invoke(cli, ["only-here"], obj={"kernel": bare}).exit_code == 2
+    cli.forget_plugins()
+    adding = Kernel(env={}, entry_points=[]).load()
+    adding.registry.plugin_manager.register(Adds(), name="adds")
+    result = CliRunner().invoke(cli, ["only-here"], obj={"kernel": adding})
+    assert result.exit_code == 0 and result.stdout == "here\n"
+    cli.forget_plugins()
+    assert "only-here" not in cli.commands and "run" in cli.commands

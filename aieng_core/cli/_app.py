@@ -31,11 +31,24 @@ class _Root(click.Group):
     """Loads plugins once, lets them add commands, and turns our errors into clean exits."""
 
     _plugins_added = False
+    #: the commands plugins added (for :meth:`forget_plugins`), by name
+    _plugin_commands: dict[str, click.Command] | None = None
+
+    def forget_plugins(self) -> None:
+        """Remove the commands plugins added; the next use adds those of its kernel's
+        plugins. One process runs one ``aieng`` command; tests run many, each on a kernel
+        of its own (the kit's pytest plugin calls this after every test)."""
+        for name, command in (self._plugin_commands or {}).items():
+            if self.commands.get(name) is command:
+                del self.commands[name]
+        self._plugin_commands = None
+        self._plugins_added = False
 
     def _add_plugin_commands(self, ctx: click.Context) -> None:
         if self._plugins_added:
             return
         self._plugins_added = True
+        builtin = dict(self.commands)
         kernel = _kernel(ctx)
         pm = kernel.registry.plugin_manager
         owners = dict.fromkeys(self.commands, "aieng")  # command name -> who added it
@@ -56,6 +69,8 @@ class _Root(click.Group):
                                f"{name!r} that {owners[name]!r} already has; ignored",
                                err=True)
                 owners.setdefault(name, impl.plugin_name)
+        self._plugin_commands = {name: command for name, command in self.commands.items()
+                                 if builtin.get(name) is not command}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._add_plugin_commands(ctx)

@@ -10,11 +10,13 @@ Fixtures (async ones need the test to run under anyio: ``@pytest.mark.anyio``):
 
 Every test also gets structlog's configuration put back as it was before the test: the
 ``aieng`` CLI configures logging process-wide, and one test invoking it must not change
-which log lines the next test sees.
+which log lines the next test sees. Likewise the ``aieng`` command group forgets the
+commands plugins added during a test: the next test's kernel (other plugins) adds its own.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -33,6 +35,17 @@ def _aieng_keep_logging_config() -> Iterator[None]:
     saved = structlog.get_config()
     yield
     structlog.configure(**saved)
+
+
+@pytest.fixture(autouse=True)
+def _aieng_forget_cli_plugins() -> Iterator[None]:
+    """After each test, the ``aieng`` group forgets its plugins' commands (a test that ran
+    it on a kernel with few plugins must not leave the next one without, say, ``keys``)."""
+    yield
+    app = sys.modules.get("aieng_core.cli._app")  # never imported here: only if a test did
+    root = getattr(app, "cli", None)
+    if root is not None and hasattr(root, "forget_plugins"):
+        root.forget_plugins()
 
 
 @pytest.fixture
