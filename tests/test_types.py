@@ -304,3 +304,15 @@ def test_query_filters_use_json_equality(metadata: dict[str, Any], filters: dict
     assert [h.document.id for h in retriever.aieng_retrieve(query, 5)] == (
         ["a"] if expected else [])
     assert retriever.aieng_retrieve(Query("alpha"), 0) == []  # k = 0 asks for nothing
+
+
+def test_valid_utf8_replaces_lone_surrogates_and_joins_pairs() -> None:
+    """Text that encodes is returned as it is; a lone surrogate is U+FFFD; a high and a low
+    surrogate side by side are the character they spell."""
+    from aieng_hookspecs import valid_utf8
+
+    text = "plain é 😀"
+    assert valid_utf8(text) is text
+    assert valid_utf8("a\udcffb\ud800") == "a\ufffdb\ufffd"
+    assert valid_utf8("\ud83d\ude00!") == "😀!"
+    valid_utf8("\udc80" * 3 + "x").encode("utf-8")

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import attrs
+from aieng_hookspecs import valid_utf8
 from aieng_hookspecs.types import (
     AgentAction,
     Event,
@@ -121,11 +122,7 @@ def _strict(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-        return value
+        return valid_utf8(value)
     if isinstance(value, dict):
         return {_strict(k): _strict(v) for k, v in value.items()}
     if isinstance(value, list):

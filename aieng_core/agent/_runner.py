@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 import structlog
+from aieng_hookspecs import valid_utf8
 from aieng_hookspecs.types import (
     AgentAction,
     AgentFinished,
@@ -324,7 +325,7 @@ class Agent:
     async def _call_tool(self, run: _Run, call: ToolCall) -> ToolResult:
         """A call's result as the model gets it: valid UTF-8, cut to ``tool_result_chars``."""
         result = await self._run_tool(run, call)
-        content = _valid_text(result.content)
+        content = valid_utf8(result.content)
         limit = self.options.tool_result_chars
         if len(content) > limit:
             content = (f"{content[:limit]}\n… [{len(content) - limit} more characters cut: "
@@ -425,16 +426,6 @@ def _with_memory(messages: Sequence[Message], items: Sequence[MemoryItem],
     at = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
     memory = Message("system", "\n".join(lines))
     return (*messages[:at], memory, *messages[at:])
-
-
-def _valid_text(text: str) -> str:
-    """``text`` with its lone surrogates (undecodable bytes of a file or a process read
-    with ``surrogateescape``) made U+FFFD, so that it encodes as UTF-8; pairs are joined."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    return text
 
 
 def _unique_ids(action: AgentAction) -> AgentAction:

@@ -17,6 +17,7 @@ from ._protocols import (
     ReaderRegistry,
 )
 from ._sqlite import enable_wal
+from ._text import valid_utf8
 
 __all__ = [
     "PROJECT",
@@ -37,6 +38,7 @@ __all__ = [
     "role_spec",
     "scratch_path",
     "user_cache_dir",
+    "valid_utf8",
 ]
 
 __version__ = "0.1.0"

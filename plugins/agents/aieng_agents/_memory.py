@@ -24,7 +24,7 @@ from typing import Any
 import anyio.to_thread
 import attrs
 import structlog
-from aieng_hookspecs import PipelineContext, enable_wal, hookimpl
+from aieng_hookspecs import PipelineContext, enable_wal, hookimpl, valid_utf8
 from aieng_hookspecs.types import MemoryItem, Query
 
 __all__ = ["MemoryOptions", "SQLiteMemory"]
@@ -122,15 +122,6 @@ class _Row:
     vector: bytes | None
 
 
-def _utf8(text: str) -> str:
-    """``text`` as SQLite can keep it: lone surrogates (undecodable bytes) made U+FFFD."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    return text
-
-
 class SQLiteMemory:
     """Long-term memory in SQLite, recalled by embedding cosine or word overlap.
 
@@ -216,11 +207,11 @@ class SQLiteMemory:
         kept = [item for item in items if item.kind == "long" and item.text.strip()]
         if not kept:
             return
-        texts = [_utf8(item.text) for item in kept]
+        texts = [valid_utf8(item.text) for item in kept]
         vectors = await self._embed(texts)
         now = self.clock()
-        rows = [(_utf8(self._namespace(item.metadata)), texts[n],
-                 _utf8(json.dumps(item.metadata, ensure_ascii=False, sort_keys=True)),
+        rows = [(valid_utf8(self._namespace(item.metadata)), texts[n],
+                 valid_utf8(json.dumps(item.metadata, ensure_ascii=False, sort_keys=True)),
                  now, None if vectors is None else vectors[n])
                 for n, item in enumerate(kept)]
         await anyio.to_thread.run_sync(self._insert, rows)
@@ -259,7 +250,7 @@ class SQLiteMemory:
         namespace = filters.pop("namespace", self.options.namespace)
         if not isinstance(namespace, str):
             return []
-        rows = await anyio.to_thread.run_sync(self._rows, _utf8(namespace))
+        rows = await anyio.to_thread.run_sync(self._rows, valid_utf8(namespace))
         others = attrs.evolve(query, filters=filters)  # its rule: JSON equality per key
         rows = [row for row in rows if others.matches(row.metadata)]
         if not rows:
