@@ -142,15 +142,7 @@ async def test_len_while_a_load_runs_in_a_thread(hashing_embedder: Any, tmp_path
     opening the folder a second time (which failed: the folder looked held by another)."""
     path = tmp_path / "idx"
     await _seed(hashing_embedder, path)
-    entered, release = threading.Event(), threading.Event()
-    real_load = VectorStore._load
-
-    def slow_load(store: VectorStore, folder: Any) -> None:
-        entered.set()
-        release.wait(10)
-        real_load(store, folder)
-
-    monkeypatch.setattr(VectorStore, "_load", slow_load)
+    entered, release = _hold_loads(monkeypatch)
     index = index_with(hashing_embedder, path=str(path))
     found: list[Document | None] = []
 
@@ -166,15 +158,10 @@ async def test_len_while_a_load_runs_in_a_thread(hashing_embedder: Any, tmp_path
     await index.aclose()
 
 
-@pytest.mark.anyio
-async def test_a_load_cancelled_midway_leaves_the_folder_usable(
-        hashing_embedder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A first call cancelled (a timeout) while the folder loads: its thread runs on and
-    opens the folder. The component must then know it is loaded, so that its next call
-    works and its close releases the folder (else the folder stayed locked until the
-    process exited, and the next call failed as if another component held it)."""
-    path = tmp_path / "idx"
-    await _seed(hashing_embedder, path)
+
+def _hold_loads(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make folder loads wait: the first event is set when one starts, and it goes on once
+    the second is set."""
     entered, release = threading.Event(), threading.Event()
     real_load = VectorStore._load
 
@@ -184,6 +171,19 @@ async def test_a_load_cancelled_midway_leaves_the_folder_usable(
         real_load(store, folder)
 
     monkeypatch.setattr(VectorStore, "_load", slow_load)
+    return entered, release
+
+@pytest.mark.anyio
+async def test_a_load_cancelled_midway_leaves_the_folder_usable(
+        hashing_embedder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first call cancelled (a timeout) while the folder loads: its thread runs on and
+    opens the folder. The component must then know it is loaded, so that its next call
+    works and its close releases the folder (else the folder stayed locked until the
+    process exited, and the next call failed as if another component held it)."""
+    path = tmp_path / "idx"
+    await _seed(hashing_embedder, path)
+    real_load = VectorStore._load
+    entered, release = _hold_loads(monkeypatch)
     index = index_with(hashing_embedder, path=str(path))
     async with anyio.create_task_group() as group:
         group.start_soon(index.get, "rrf")
