@@ -7,6 +7,8 @@ import math
 import attrs
 from attrs import validators as v
 
+from ._reflect import PLAN_PROMPT, REVIEW_PROMPT
+
 __all__ = ["AgentOptions"]
 
 
@@ -53,6 +55,20 @@ class AgentOptions:
     :param recall_k: the most memory items recalled before each step.
     :param memory_chars: the most characters of recalled memory put before the conversation.
     :param system: a system prompt put first in the conversation (``None``: none added).
+    :param plan: before the first step, ask the model for a short numbered plan (one model
+        call without tools) and keep it in the conversation, as a system message after the
+        leading ones, for every later step.
+    :param plan_prompt: the planning call's instruction (the tool list is added to it).
+    :param plan_chars: the most characters of the plan kept.
+    :param reflect: before accepting an answer, ask the model to review it against the task
+        and the tool results (one model call without tools); a review that is not ``OK``
+        goes back to the model, which revises its answer in the next steps.
+    :param max_reflections: the most reviews in one run; later answers are accepted as
+        they are. No review runs at the last step (there is no step left to revise in).
+    :param review_prompt: the review call's instruction.
+    :param validate_arguments: check each tool call's arguments against the tool's JSON
+        schema (``ToolSpec.parameters``) before it runs; invalid arguments get an error
+        result saying what is wrong, and the tool is not called.
     """
 
     max_steps: int = attrs.field(default=10, validator=_positive_int)
@@ -69,6 +85,13 @@ class AgentOptions:
     recall_k: int = attrs.field(default=5, validator=_positive_int)
     memory_chars: int = attrs.field(default=2000, validator=_positive_int)
     system: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
+    plan: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    plan_prompt: str = attrs.field(default=PLAN_PROMPT, validator=v.instance_of(str))
+    plan_chars: int = attrs.field(default=2000, validator=_positive_int)
+    reflect: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    max_reflections: int = attrs.field(default=1, validator=_positive_int)
+    review_prompt: str = attrs.field(default=REVIEW_PROMPT, validator=v.instance_of(str))
+    validate_arguments: bool = attrs.field(default=True, validator=v.instance_of(bool))
 
     @loop_repeats.validator
     def _at_least_two(self, attribute: attrs.Attribute[int], value: int) -> None:

@@ -41,7 +41,13 @@ class AgentStep:
     :param duration_s: the step's wall-clock seconds.
     :param recalled: the memory items put before the conversation for this step.
     :param run_id: the pipeline run that asked the model (empty when a policy decided).
-    :param note: what the runner told the model after the step (a repetition), if anything.
+    :param note: what the runner told the model after the step (a repetition, or what a
+        review found wrong with the step's answer), if anything.
+    :param plan: the plan made before this step (the first step of a run with
+        ``AgentOptions.plan``; its model call is in this step's usage).
+    :param review: the review of this step's answer (``AgentOptions.reflect``): ``OK`` or
+        what it found wrong; in the latter case the answer was not accepted and the run went
+        on. Its model call is in this step's usage.
     """
 
     index: int
@@ -54,6 +60,8 @@ class AgentStep:
     recalled: tuple[MemoryItem, ...] = ()
     run_id: str = ""
     note: str = ""
+    plan: str = ""
+    review: str = ""
 
     @property
     def tool_calls(self) -> tuple[ToolCall, ...]:
@@ -100,6 +108,11 @@ class AgentResult:
     def answered(self) -> bool:
         """Whether the run ended with an answer."""
         return self.status == "answered"
+
+    @property
+    def plan(self) -> str:
+        """The plan made before the first step (``AgentOptions.plan``), or ``""``."""
+        return self.steps[0].plan if self.steps else ""
 
     @property
     def tokens(self) -> int:

@@ -21,6 +21,7 @@ from aieng_hookspecs.types import (
     AgentFinished,
     AgentState,
     AgentStepped,
+    Completion,
     MemoryItem,
     Message,
     ModelCall,
@@ -35,6 +36,9 @@ from aieng_hookspecs.types import (
 from .._errors import HookError
 from .._scope import CURRENT_RUN, RunScope
 from ..dispatch import expect
+from . import _reflect
+from ._arguments import argument_errors, describe_errors
+from ._messages import TaskInput, as_request, unique_ids, with_memory, with_system
 from ._options import AgentOptions
 from ._result import AgentResult, AgentStep
 from ._watch import LoopWatch, StallWatch
@@ -47,7 +51,6 @@ __all__ = ["Agent", "StepCallback", "TaskInput"]
 
 log = structlog.get_logger(__name__)
 
-TaskInput = str | Request | Sequence[Message]
 #: Called with each finished step; may be ``async``.
 StepCallback = Callable[[AgentStep], "Awaitable[None] | None"]
 
@@ -55,7 +58,9 @@ _ACTION = expect(AgentAction)
 _RESULT = expect(ToolResult)
 _SPECS = expect((list, tuple), items=ToolSpec)
 _ITEMS = expect((list, tuple), items=MemoryItem)
-_MEMORY_HEADER = "Relevant memory:"
+#: Request metadata that asks for tool calls or a constrained output: left out of the
+#: planning and review calls, which offer no tools and want free text.
+_FORMAT_KEYS = frozenset({"tool_choice", "parallel_tool_calls", "regex"})
 
 
 @attrs.define
@@ -76,6 +81,7 @@ class _Run:
     status: str = ""
     answer: str = ""
     reason: str = ""
+    reviews: int = 0
 
     @property
     def usage(self) -> Usage:
@@ -118,7 +124,7 @@ class Agent:
             error policy (a failing *tool* is an error result, not an exception).
         :raises LookupError: when neither a policy nor the pipeline's model decides a step.
         """
-        template = _as_request(task)
+        template = as_request(task)
         messages = list(template.messages)
         if self.options.system is not None:
             messages.insert(0, Message("system", self.options.system))
@@ -160,6 +166,12 @@ class Agent:
 
     async def _loop(self, run: _Run, on_step: StepCallback | None) -> None:
         await self.pipeline.open()
+        options = self.options
+        if (options.plan or options.reflect) and not self.pipeline.backends:
+            wanted = "plan" if options.plan else "reflect"
+            raise LookupError(f"AgentOptions.{wanted} needs a model, and pipeline "
+                              f"{self.pipeline.name!r} has no backend: add a backend "
+                              "component (aieng_generate)")
         run.tools = await self._tools()
         for index in range(1, self.options.max_steps + 1):
             step = await self._step(run, index)
@@ -200,68 +212,131 @@ class Agent:
 
     async def _step(self, run: _Run, index: int) -> AgentStep:
         started = time.perf_counter()
-        recalled = await self._recall(run)
-        seen = _with_memory(run.messages, recalled, self.options.memory_chars)
-        mark = len(run.scope.trace)
-        state = AgentState(messages=seen, step=index - 1, max_steps=self.options.max_steps,
-                           cost=run.cost, tools=run.tools)
-        found = await self.pipeline.dispatcher.first(
-            "aieng_agent_step", {"state": state}, stage="agent", policy=self._policy,
-            check=_ACTION)
-        run_id = ""
-        if found is not None:
-            action, source = found
-            # A policy's own model calls (context.generate) joined this run's trace.
-            calls = [e for e in run.scope.trace[mark:] if isinstance(e, ModelCall)]
-        else:
-            source = "model"
-            action, calls, run_id = await self._ask_model(run, seen)
-        action = _unique_ids(action)
+        calls: list[ModelCall] = []  # every model call of the step, for its usage
+        plan = review = run_id = ""
+        source, action = "model", AgentAction("stop")
+        recalled: tuple[MemoryItem, ...] = ()
+        if index == 1 and self.options.plan:
+            plan = await self._plan(run, calls)
+        if not run.status:  # a guardrail may have blocked the planning call
+            recalled = await self._recall(run)
+            seen = with_memory(run.messages, recalled, self.options.memory_chars)
+            mark = len(run.scope.trace)
+            state = AgentState(messages=seen, step=index - 1, max_steps=self.options.max_steps,
+                               cost=run.cost, tools=run.tools)
+            found = await self.pipeline.dispatcher.first(
+                "aieng_agent_step", {"state": state}, stage="agent", policy=self._policy,
+                check=_ACTION)
+            if found is not None:
+                action, source = found
+                # A policy's own model calls (context.generate) joined this run's trace.
+                calls += [e for e in run.scope.trace[mark:] if isinstance(e, ModelCall)]
+            else:
+                action, run_id = await self._ask_model(run, seen, calls)
+            action = unique_ids(action)
+            if action.kind == "answer" and self._may_review(run, index, calls):
+                review = await self._review(run, action.text, calls)
         usage = Usage(sum(c.usage.prompt_tokens for c in calls),
                       sum(c.usage.completion_tokens for c in calls))
         cost = self.options.cost_of(usage.prompt_tokens, usage.completion_tokens)
         run.prompt_tokens += usage.prompt_tokens
         run.completion_tokens += usage.completion_tokens
         run.cost += cost
-        results, note = await self._act(run, action, source)
+        results, note = await self._act(run, action, source, review)
         step = AgentStep(index=index, source=source, action=action, results=results,
                          usage=usage, cost=cost, duration_s=time.perf_counter() - started,
-                         recalled=recalled, run_id=run_id, note=note)
+                         recalled=recalled, run_id=run_id, note=note, plan=plan,
+                         review=review)
         await self._store(run, step)
         return step
 
-    async def _ask_model(self, run: _Run,
-                         messages: tuple[Message, ...]) -> tuple[AgentAction, list[ModelCall], str]:
-        """No policy decided: run the pipeline on the conversation with the tools."""
-        pipeline = self.pipeline
-        if not pipeline.backends:
-            raise LookupError(f"no agent policy decided the step and pipeline "
-                              f"{pipeline.name!r} has no backend: add a backend component "
-                              "(aieng_generate) or an agent policy (aieng_agent_step)")
-        request = attrs.evolve(run.template, messages=messages, tools=run.tools)
-        result = await pipeline.run(request)
-        calls = list(result.model_calls)
+    async def _ask(self, run: _Run, messages: Sequence[Message], calls: list[ModelCall],
+                   what: str, *, tools: bool = True) -> tuple[Completion | None, str]:
+        """One model call: a run of the pipeline on ``messages`` (with the tools, or as free
+        text); ``None`` when a guardrail blocked it (the run ends ``blocked``)."""
+        request = attrs.evolve(run.template, messages=tuple(messages), tools=run.tools)
+        if not tools:
+            request = attrs.evolve(request, tools=(), response_schema=None, metadata={
+                k: v for k, v in run.template.metadata.items() if k not in _FORMAT_KEYS})
+        result = await self.pipeline.run(request)
+        calls.extend(result.model_calls)
         if result.status == "blocked":
             stage = next((s.name for s in result.stages if s.status == "blocked"), "a guard")
-            run.finish("blocked", f"a guardrail blocked the model call ({stage})")
-            return AgentAction("stop"), calls, result.run_id
-        completion = result.completion
-        if completion is None:
-            raise LookupError(f"pipeline {pipeline.name!r} produced no completion: does it "
-                              "list the generate stage?")
-        if completion.tool_calls:
-            action = AgentAction("tool_calls", text=completion.text,
-                                 tool_calls=completion.tool_calls)
-        else:
-            action = AgentAction("answer", text=completion.text)
-        return action, calls, result.run_id
+            run.finish("blocked", f"a guardrail blocked the {what} ({stage})")
+            return None, result.run_id
+        if result.completion is None:
+            raise LookupError(f"pipeline {self.pipeline.name!r} produced no completion: does "
+                              "it list the generate stage?")
+        return result.completion, result.run_id
 
-    async def _act(self, run: _Run, action: AgentAction,
-                   source: str) -> tuple[tuple[ToolResult, ...], str]:
+    async def _ask_model(self, run: _Run, messages: tuple[Message, ...],
+                         calls: list[ModelCall]) -> tuple[AgentAction, str]:
+        """No policy decided: run the pipeline on the conversation with the tools."""
+        if not self.pipeline.backends:
+            raise LookupError(f"no agent policy decided the step and pipeline "
+                              f"{self.pipeline.name!r} has no backend: add a backend "
+                              "component (aieng_generate) or an agent policy "
+                              "(aieng_agent_step)")
+        completion, run_id = await self._ask(run, messages, calls, "model call")
+        if completion is None:
+            return AgentAction("stop"), run_id
+        if completion.tool_calls:
+            return AgentAction("tool_calls", text=completion.text,
+                               tool_calls=completion.tool_calls), run_id
+        return AgentAction("answer", text=completion.text), run_id
+
+    async def _plan(self, run: _Run, calls: list[ModelCall]) -> str:
+        """Ask for a plan before the first step and keep it in the conversation."""
+        options = self.options
+        asked = _reflect.plan_messages(run.messages, run.tools, options.plan_prompt)
+        completion, _ = await self._ask(run, asked, calls, "planning call", tools=False)
+        if completion is None:
+            return ""
+        plan = _reflect.plan_text(completion.text, options.plan_chars)
+        if plan:
+            run.messages = list(with_system(run.messages, f"{_reflect.PLAN_HEADER}\n{plan}"))
+            log.info("agent.planned", agent_run_id=run.scope.run_id, plan=plan)
+        return plan
+
+    def _may_review(self, run: _Run, index: int, calls: Sequence[ModelCall]) -> bool:
+        """Whether an answer gets reviewed: reflection is on, reviews are left, a step is
+        left to revise in, and the budgets are not spent (counting this step's calls)."""
+        options = self.options
+        if not options.reflect or run.reviews >= options.max_reflections \
+                or index >= options.max_steps:
+            return False
+        prompt = run.prompt_tokens + sum(c.usage.prompt_tokens for c in calls)
+        completion = run.completion_tokens + sum(c.usage.completion_tokens for c in calls)
+        if options.max_tokens is not None and prompt + completion >= options.max_tokens:
+            return False
+        cost = run.cost + options.cost_of(prompt - run.prompt_tokens,
+                                          completion - run.completion_tokens)
+        return options.max_cost is None or cost < options.max_cost
+
+    async def _review(self, run: _Run, answer: str, calls: list[ModelCall]) -> str:
+        """Ask the model to check an answer; its reply (``""`` when a guard blocked it)."""
+        run.reviews += 1
+        observed = [(c, r) for s in run.steps for c, r in zip(s.action.tool_calls, s.results)]
+        asked = _reflect.review_messages(run.task, observed, answer,
+                                         self.options.review_prompt,
+                                         self.options.tool_result_chars)
+        completion, _ = await self._ask(run, asked, calls, "review call", tools=False)
+        review = "" if completion is None else completion.text.strip()
+        log.info("agent.reviewed", agent_run_id=run.scope.run_id,
+                 approved=_reflect.approved(review), review=review)
+        return review
+
+    async def _act(self, run: _Run, action: AgentAction, source: str,
+                   review: str = "") -> tuple[tuple[ToolResult, ...], str]:
         """Carry an action out: end the run, or run its tool calls (unless a budget or a
         loop stops it first); returns the tool results and the note told to the model."""
         if run.status:  # blocked
             return (), ""
+        if action.kind == "answer" and not _reflect.approved(review):
+            note = _reflect.revise_note(review)
+            run.messages.append(Message("assistant", action.text))
+            run.messages.append(Message("user", note))
+            return (), note
         if action.kind == "answer":
             run.messages.append(Message("assistant", action.text))
             run.finish("answered", f"answered by {source}", action.text)
@@ -333,6 +408,13 @@ class Agent:
         return result if content == result.content else attrs.evolve(result, content=content)
 
     async def _run_tool(self, run: _Run, call: ToolCall) -> ToolResult:
+        spec = next((t for t in run.tools if t.name == call.name), None)
+        if spec is not None and self.options.validate_arguments:
+            errors = argument_errors(call.arguments, spec.parameters)
+            if errors:
+                log.info("agent.tool_arguments_invalid", tool=call.name, errors=errors)
+                return ToolResult(call.id, describe_errors(call.name, errors,
+                                                           spec.parameters), is_error=True)
         try:
             found = await self.pipeline.dispatcher.first(
                 "aieng_call_tool", {"call": call}, stage="tool", policy=self._policy,
@@ -391,58 +473,3 @@ class Agent:
         if items:
             await dispatcher.gather("aieng_memory_store", {"items": tuple(items)},
                                     stage="memory", policy=self._policy)
-
-
-def _as_request(task: TaskInput) -> Request:
-    if isinstance(task, Request):
-        return task
-    if isinstance(task, str):
-        return Request(messages=(Message("user", task),))
-    if isinstance(task, Sequence) and all(isinstance(m, Message) for m in task):
-        return Request(messages=tuple(task))
-    raise TypeError(f"cannot run an agent on {type(task).__name__}; give a str, a Request "
-                    "or a list of Message")
-
-
-def _with_memory(messages: Sequence[Message], items: Sequence[MemoryItem],
-                 limit: int) -> tuple[Message, ...]:
-    """The conversation with the recalled items in one system message after its leading
-    system messages, cut to ``limit`` characters (not kept in the transcript)."""
-    if not items:
-        return tuple(messages)
-    lines = [_MEMORY_HEADER]
-    used = len(_MEMORY_HEADER)
-    for item in items:
-        line = "- " + " ".join(item.text.split())
-        if used + 1 + len(line) > limit:
-            room = limit - used - 2
-            if room > 3:
-                lines.append(line[:room - 1] + "…")
-            break
-        lines.append(line)
-        used += 1 + len(line)
-    if len(lines) == 1:
-        return tuple(messages)
-    at = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
-    memory = Message("system", "\n".join(lines))
-    return (*messages[:at], memory, *messages[at:])
-
-
-def _unique_ids(action: AgentAction) -> AgentAction:
-    """Tool call ids made unique within the step (``id``, ``id-2``, ...): each tool message
-    must answer exactly one call."""
-    seen: set[str] = set()
-    calls: list[ToolCall] = []
-    changed = False
-    for call in action.tool_calls:
-        new, n = call.id, 1
-        while new in seen:
-            n += 1
-            new = f"{call.id}-{n}"
-        seen.add(new)
-        if new != call.id:
-            changed = True
-            call = attrs.evolve(call, id=new)
-        calls.append(call)
-    return attrs.evolve(action, tool_calls=tuple(calls)) if changed else action
-

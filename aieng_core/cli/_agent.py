@@ -25,9 +25,15 @@ def _step_line(step: object) -> str:
 
     assert isinstance(step, AgentStep)
     head = f"step {step.index} [{step.source}]"
+    pad = " " * len(head)
+    plan_lines = ["plan:", *(f"  {line.strip()}" for line in step.plan.splitlines()
+                             if line.strip())] if step.plan else []
     action = step.action
     if action.kind != "tool_calls":
-        return f"{head} {action.kind}"
+        lines = [*plan_lines, f"{head} {action.kind}"]
+        if step.review:
+            lines.append(f"{pad} review: {short(step.review)}")
+        return "\n".join(lines)
     if not action.tool_calls:
         return f"{head} no tool call: {short(action.text)}"
     parts = []
@@ -37,9 +43,9 @@ def _step_line(step: object) -> str:
         parts.append(f"{call.name}({short(arguments, 40)}) -> {mark}{short(result.content)}")
     if len(step.results) < len(action.tool_calls):
         parts.append("(not run)")
-    lines = [f"{head} {parts[0]}", *(f"{' ' * len(head)} {p}" for p in parts[1:])]
+    lines = [*plan_lines, f"{head} {parts[0]}", *(f"{pad} {p}" for p in parts[1:])]
     if step.note:
-        lines.append(f"{' ' * len(head)} note: {short(step.note)}")
+        lines.append(f"{pad} note: {short(step.note)}")
     return "\n".join(lines)
 
 
@@ -55,11 +61,15 @@ def _step_line(step: object) -> str:
 @click.option("--system", default=None, callback=utf8_text,
               help="A system prompt put first in the conversation (e.g. when to use which "
                    "tool).")
+@click.option("--plan", is_flag=True,
+              help="Ask the model for a short plan before the first step.")
+@click.option("--reflect", is_flag=True,
+              help="Ask the model to review an answer before accepting it (once).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole AgentResult as JSON.")
 @click.pass_context
 def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
-          timeout: float | None, max_tokens: int | None, system: str | None,
-          as_json: bool) -> None:
+          timeout: float | None, max_tokens: int | None, system: str | None, plan: bool,
+          reflect: bool, as_json: bool) -> None:
     """Run PIPELINE (a TOML file) as an agent on TASK ('-' reads standard input).
 
     Prints a line per step (its tool calls and their results, shortened) and the answer.
@@ -75,7 +85,7 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
         raise click.BadParameter("the task is empty", param_hint="TASK")
     kernel = kernel_of(ctx)
     options = AgentOptions(max_steps=max_steps, timeout=timeout, max_tokens=max_tokens,
-                           system=system)
+                           system=system, plan=plan, reflect=reflect)
 
     async def go() -> AgentResult:
         async with kernel:

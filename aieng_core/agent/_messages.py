@@ -1,0 +1,76 @@
+"""The conversation an agent's model sees: the task as messages, recalled memory and the
+plan in system messages after the leading ones, and tool call ids made unique."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+from aieng_hookspecs.types import AgentAction, MemoryItem, Message, Request, ToolCall
+
+__all__ = ["MEMORY_HEADER", "TaskInput", "as_request", "unique_ids", "with_memory",
+           "with_system"]
+
+TaskInput = str | Request | Sequence[Message]
+MEMORY_HEADER = "Relevant memory:"
+
+
+def as_request(task: TaskInput) -> Request:
+    """The task as a request: a text is one user message, messages are the conversation."""
+    if isinstance(task, Request):
+        return task
+    if isinstance(task, str):
+        return Request(messages=(Message("user", task),))
+    if isinstance(task, Sequence) and all(isinstance(m, Message) for m in task):
+        return Request(messages=tuple(task))
+    raise TypeError(f"cannot run an agent on {type(task).__name__}; give a str, a Request "
+                    "or a list of Message")
+
+
+def with_memory(messages: Sequence[Message], items: Sequence[MemoryItem],
+                limit: int) -> tuple[Message, ...]:
+    """The conversation with the recalled items in one system message after its leading
+    system messages, cut to ``limit`` characters (not kept in the transcript)."""
+    if not items:
+        return tuple(messages)
+    lines = [MEMORY_HEADER]
+    used = len(MEMORY_HEADER)
+    for item in items:
+        line = "- " + " ".join(item.text.split())
+        if used + 1 + len(line) > limit:
+            room = limit - used - 2
+            if room > 3:
+                lines.append(line[:room - 1] + "…")
+            break
+        lines.append(line)
+        used += 1 + len(line)
+    if len(lines) == 1:
+        return tuple(messages)
+    return with_system(messages, "\n".join(lines))
+
+
+def with_system(messages: Sequence[Message], text: str) -> tuple[Message, ...]:
+    """The conversation with a system message holding ``text`` after its leading system
+    messages (chat templates that take system messages only at the start take it there)."""
+    at = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
+    return (*messages[:at], Message("system", text), *messages[at:])
+
+
+def unique_ids(action: AgentAction) -> AgentAction:
+    """Tool call ids made unique within the step (``id``, ``id-2``, ...): each tool message
+    must answer exactly one call."""
+    seen: set[str] = set()
+    calls: list[ToolCall] = []
+    changed = False
+    for call in action.tool_calls:
+        new, n = call.id, 1
+        while new in seen:
+            n += 1
+            new = f"{call.id}-{n}"
+        seen.add(new)
+        if new != call.id:
+            changed = True
+            call = attrs.evolve(call, id=new)
+        calls.append(call)
+    return attrs.evolve(action, tool_calls=tuple(calls)) if changed else action
+
