@@ -3,7 +3,7 @@ results, budgets, loop and stall detection, policies, memory, cancellation and e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -15,12 +15,10 @@ from aieng_hookspecs.types import (
     AgentFinished,
     AgentState,
     AgentStepped,
-    Completion,
     ErrorEvent,
     MemoryItem,
     Message,
     Query,
-    Request,
     ToolCall,
     ToolResult,
     ToolSpec,
@@ -34,7 +32,6 @@ from aieng_core.testing import EventCapture, ScriptedBackend
 
 pytestmark = pytest.mark.anyio
 
-Reply = str | Sequence[ToolCall] | Callable[[Request], "str | Sequence[ToolCall]"]
 
 
 def call(name: str, cid: str = "c1", **arguments: Any) -> ToolCall:
@@ -42,25 +39,6 @@ def call(name: str, cid: str = "c1", **arguments: Any) -> ToolCall:
     return ToolCall(id=cid, name=name, arguments=arguments)
 
 
-class ToolModel:
-    """A backend double: each reply is an answer (str) or tool calls, used in turn (the last
-    repeats); every call costs 10 prompt and 5 completion tokens."""
-
-    def __init__(self, replies: Sequence[Reply]) -> None:
-        self.replies = list(replies)
-        self.requests: list[Request] = []
-
-    @hookimpl
-    async def aieng_generate(self, request: Request) -> Completion:
-        self.requests.append(request)
-        reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
-        if callable(reply):
-            reply = reply(request)
-        usage = Usage(10, 5)
-        if isinstance(reply, str):
-            return Completion(text=reply, usage=usage)
-        return Completion(text="", finish_reason="tool_calls", tool_calls=tuple(reply),
-                          usage=usage)
 
 
 class Tools:
@@ -122,7 +100,7 @@ async def test_two_step_tool_use_feeds_results_back() -> None:
     """A tool call's result reaches the model as a ``tool`` message answering the call,
     after the assistant message carrying the call; the tools offered are the components'."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = ToolModel([[call("add", "c1", a=2, b=3)], "The sum is 5."])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[[call("add", "c1", a=2, b=3)], "The sum is 5."])
         tools = Tools()
         result = await Agent(compose(kernel, llm=model, tools=tools)).run("What is 2+3?")
     assert result.status == "answered" and result.answer == "The sum is 5."
@@ -140,7 +118,7 @@ async def test_unknown_tool_is_an_error_result_and_the_model_recovers() -> None:
     """A call no component answers gets an error result naming it and the known tools; the
     model sees it and goes on."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = ToolModel([[call("mul", a=2, b=3)], [call("add", "c2", a=2, b=3)], "5"])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[[call("mul", a=2, b=3)], [call("add", "c2", a=2, b=3)], "5"])
         result = await Agent(compose(kernel, llm=model, tools=Tools())).run("2*3?")
     [error] = result.steps[0].results
     assert error.is_error and "unknown tool 'mul'" in error.content
@@ -154,7 +132,7 @@ async def test_a_raising_tool_becomes_an_error_result() -> None:
     failure is published as an error event of the agent run."""
     async with Kernel(env={}, entry_points=[]) as kernel:
         capture = EventCapture(kernel)
-        model = ToolModel([[call("boom")], "sorry"])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[[call("boom")], "sorry"])
         result = await Agent(compose(kernel, llm=model, tools=Tools())).run("go")
     [error] = result.steps[0].results
     assert error.is_error and "RuntimeError: kaboom" in error.content
@@ -169,7 +147,7 @@ async def test_concurrent_calls_keep_their_order_under_the_bound() -> None:
     slow = [call("slow", f"s{i}", s=0.05 - i * 0.01, tag=str(i)) for i in range(5)]
     async with Kernel(env={}, entry_points=[]) as kernel:
         tools = Tools()
-        model = ToolModel([slow, "done"])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[slow, "done"])
         agent = Agent(compose(kernel, llm=model, tools=tools), AgentOptions(tool_concurrency=2))
         result = await agent.run("sleep")
     assert [r.call_id for r in result.steps[0].results] == [f"s{i}" for i in range(5)]
@@ -183,7 +161,7 @@ async def test_duplicate_call_ids_in_a_step_are_made_unique() -> None:
     """Two calls of one step with the same id get distinct ids, so each tool message
     answers exactly one call."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = ToolModel([[call("echo", "x", text="a"), call("echo", "x", text="b")], "ok"])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[[call("echo", "x", text="a"), call("echo", "x", text="b")], "ok"])
         result = await Agent(compose(kernel, llm=model, tools=Tools())).run("echo")
     ids = [c.id for c in result.steps[0].tool_calls]
     assert ids == ["x", "x-2"]
@@ -194,7 +172,7 @@ async def test_max_steps_stops_the_run() -> None:
     """A model that never answers is stopped after ``max_steps`` steps."""
     async with Kernel(env={}, entry_points=[]) as kernel:
         n = iter(range(100))
-        model = ToolModel([lambda r: [call("echo", "c", text=f"new {next(n)}")]])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[lambda r: [call("echo", "c", text=f"new {next(n)}")]])
         agent = Agent(compose(kernel, llm=model, tools=Tools()), AgentOptions(max_steps=3))
         result = await agent.run("loop forever")
     assert result.status == "max_steps" and len(result.steps) == 3 and result.answer == ""
@@ -207,7 +185,7 @@ async def test_token_budget_stops_before_running_tools() -> None:
     async with Kernel(env={}, entry_points=[]) as kernel:
         n = iter(range(100))
         tools = Tools()
-        model = ToolModel([lambda r: [call("echo", "c", text=f"v{next(n)}")]])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[lambda r: [call("echo", "c", text=f"v{next(n)}")]])
         agent = Agent(compose(kernel, llm=model, tools=tools),
                       AgentOptions(max_tokens=30, max_steps=10))
         result = await agent.run("spend")
@@ -221,7 +199,7 @@ async def test_cost_budget_uses_the_prices() -> None:
     ends ``budget`` when it reaches ``max_cost``."""
     async with Kernel(env={}, entry_points=[]) as kernel:
         n = iter(range(100))
-        model = ToolModel([lambda r: [call("echo", "c", text=f"v{next(n)}")]])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[lambda r: [call("echo", "c", text=f"v{next(n)}")]])
         options = AgentOptions(input_price_per_1k=1.0, output_price_per_1k=2.0, max_cost=0.05)
         result = await Agent(compose(kernel, llm=model, tools=Tools()), options).run("spend")
     assert result.steps[0].cost == pytest.approx(0.02)  # 10/1000 * 1 + 5/1000 * 2
@@ -234,7 +212,7 @@ async def test_loop_is_noted_then_stopped() -> None:
     a system note to the model; repeated again, the run stops ``loop``."""
     same = [[call("add", "c", a=1, b=2)], [call("add", "c", b=2, a=1)]]
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = ToolModel([same[0], same[1], same[0], same[1]])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[same[0], same[1], same[0], same[1]])
         agent = Agent(compose(kernel, llm=model, tools=Tools()),
                       AgentOptions(loop_repeats=3, stall_steps=10))
         result = await agent.run("add")
@@ -249,7 +227,7 @@ async def test_a_note_heeded_is_no_loop() -> None:
     """After the note, a different call continues the run and an answer ends it."""
     async with Kernel(env={}, entry_points=[]) as kernel:
         same = [call("add", "c", a=1, b=2)]
-        model = ToolModel([same, same, same, [call("echo", "e", text="hi")], "3"])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[same, same, same, [call("echo", "e", text="hi")], "3"])
         result = await Agent(compose(kernel, llm=model, tools=Tools())).run("add")
     assert result.status == "answered" and result.answer == "3"
 
@@ -258,7 +236,7 @@ async def test_stall_on_errors_in_a_row() -> None:
     """``stall_steps`` steps in a row whose results are all errors stop the run ``stalled``."""
     async with Kernel(env={}, entry_points=[]) as kernel:
         n = iter(range(100))
-        model = ToolModel([lambda r: [call("nope", "c", i=next(n))]])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[lambda r: [call("nope", "c", i=next(n))]])
         agent = Agent(compose(kernel, llm=model, tools=Tools()), AgentOptions(stall_steps=2))
         result = await agent.run("fail")
     assert result.status == "stalled" and len(result.steps) == 2
@@ -270,7 +248,7 @@ async def test_stall_on_nothing_new() -> None:
     texts = iter(["a", "a", "b", "a", "b", "a"])
     async with Kernel(env={}, entry_points=[]) as kernel:
         n = iter(range(100))
-        model = ToolModel([lambda r: [call("echo", "c", text=next(texts), i=next(n))]])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[lambda r: [call("echo", "c", text=next(texts), i=next(n))]])
         agent = Agent(compose(kernel, llm=model, tools=Tools()), AgentOptions(stall_steps=3))
         result = await agent.run("echo")
     # a (new) a (1) b (new) a (1) b (2) a (3: stalled)
@@ -310,7 +288,7 @@ async def test_a_policy_decides_before_the_model() -> None:
 async def test_a_policy_returning_none_falls_through_to_the_model() -> None:
     """A policy with no opinion lets the model decide; a stop action ends ``stopped``."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        llm = ToolModel([[call("echo", text="x")]])
+        llm = ScriptedBackend(usage=Usage(10, 5), replies=[[call("echo", text="x")]])
         policy = Policy([None, AgentAction("stop", text="enough")])
         result = await Agent(compose(kernel, plan=policy, llm=llm, tools=Tools())).run("go")
     assert [s.source for s in result.steps] == ["model", "plan"]
@@ -343,7 +321,7 @@ async def test_memory_is_recalled_before_each_step_and_stored_after() -> None:
              MemoryItem("x" * 500, score=0.5)]
     async with Kernel(env={}, entry_points=[]) as kernel:
         memory = Memory(items)
-        model = ToolModel([[call("echo", text="obs")], "tea"])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[[call("echo", text="obs")], "tea"])
         options = AgentOptions(recall_k=3, memory_chars=120, system="Be brief.")
         result = await Agent(compose(kernel, llm=model, mem=memory, tools=Tools()),
                              options).run("What do I like?")
@@ -366,7 +344,7 @@ async def test_cancellation_leaves_nothing_running() -> None:
     async with Kernel(env={}, entry_points=[]) as kernel:
         capture = EventCapture(kernel)
         tools = Tools()
-        model = ToolModel([[call("slow", f"s{i}", s=30) for i in range(3)]])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[[call("slow", f"s{i}", s=30) for i in range(3)]])
         agent = Agent(compose(kernel, llm=model, tools=tools))
         with anyio.move_on_after(0.2):
             await agent.run("sleep")
@@ -379,7 +357,7 @@ async def test_timeout_ends_the_run_with_its_steps() -> None:
     """The wall-clock timeout ends the run ``timeout``, keeping the steps that finished."""
     async with Kernel(env={}, entry_points=[]) as kernel:
         tools = Tools()
-        model = ToolModel([[call("echo", text="x")], [call("slow", s=30)]])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[[call("echo", text="x")], [call("slow", s=30)]])
         agent = Agent(compose(kernel, llm=model, tools=tools), AgentOptions(timeout=0.3))
         result = await agent.run("sleep")
     assert result.status == "timeout" and len(result.steps) == 1 and tools.running == 0
@@ -392,7 +370,7 @@ async def test_events_per_step_and_at_the_end() -> None:
     seen: list[AgentStep] = []
     async with Kernel(env={}, entry_points=[]) as kernel:
         capture = EventCapture(kernel)
-        model = ToolModel([[call("boom"), call("echo", "c2", text="x")], "ok"])
+        model = ScriptedBackend(usage=Usage(10, 5), replies=[[call("boom"), call("echo", "c2", text="x")], "ok"])
         result = await Agent(compose(kernel, llm=model, tools=Tools())).run(
             "go", on_step=seen.append)
     steps = capture.of(AgentStepped)

@@ -79,8 +79,8 @@ def test_what_the_checker_cannot_read_is_not_the_models_fault() -> None:
         "n": {"type": "number", "maximum": 10}}}
     assert argument_errors({"s": "x", "r": 1, "d": 2, "f": "not an email", "n": 3}, schema) \
         == []
-    assert argument_errors({"n": math.inf}, schema) == ["$.n: must be a finite number, "
-                                                       "got Infinity"]
+    assert argument_errors({"n": math.inf}, schema) == [
+        "$.n: must be a finite number, got Infinity"]
 
 
 # -- the oracle ----------------------------------------------------------------------------

@@ -4,33 +4,18 @@ huge, and ``--json`` values JSON cannot hold (NaN in a model's tool arguments)."
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 import pytest
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, Request, ToolCall, ToolResult, ToolSpec, Usage
+from aieng_hookspecs.types import ToolCall, ToolResult, ToolSpec, Usage
 
 from aieng_core import Kernel
 from aieng_core.agent import Agent, AgentOptions
+from aieng_core.testing import ScriptedBackend
 
 pytestmark = pytest.mark.anyio
 
 
-class Script:
-    """A backend double: each reply an answer (str) or tool calls, in turn (last repeats)."""
-
-    def __init__(self, replies: Sequence[str | Sequence[ToolCall]]) -> None:
-        self.replies = list(replies)
-        self.requests: list[Request] = []
-
-    @hookimpl
-    def aieng_generate(self, request: Request) -> Completion:
-        self.requests.append(request)
-        reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
-        if isinstance(reply, str):
-            return Completion(text=reply, usage=Usage(3, 2))
-        return Completion(text="", finish_reason="tool_calls", tool_calls=tuple(reply),
-                          usage=Usage(3, 2))
 
 
 class Odd:
@@ -55,7 +40,7 @@ async def test_a_result_that_is_not_utf8_reaches_the_model_as_valid_text() -> No
     """Lone surrogates (undecodable bytes) become U+FFFD: the model, the transcript and
     ``--json`` get valid UTF-8; a real character stays as it is."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = Script([[ToolCall(id="k", name="bytes")], "ok"])
+        model = ScriptedBackend(usage=Usage(3, 2), replies=[[ToolCall(id="k", name="bytes")], "ok"])
         result = await Agent(kernel.compose({"llm": model, "t": Odd()})).run("x")
     [observation] = result.steps[0].results
     assert observation.content == "caf\ufffd \U0001f600" and not observation.is_error
@@ -68,7 +53,7 @@ async def test_a_huge_result_is_cut_for_the_model_saying_so() -> None:
     """A result longer than ``tool_result_chars`` is cut, with a note of how much was cut;
     one at the limit is kept whole."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = Script([[ToolCall(id="a", name="big", arguments={"n": 1_000_000}),
+        model = ScriptedBackend(usage=Usage(3, 2), replies=[[ToolCall(id="a", name="big", arguments={"n": 1_000_000}),
                          ToolCall(id="b", name="big", arguments={"n": 100})], "ok"])
         agent = Agent(kernel.compose({"llm": model, "t": Odd()}),
                       AgentOptions(tool_result_chars=100))
@@ -85,7 +70,7 @@ async def test_the_default_cap_keeps_ordinary_results_whole() -> None:
     """The default cap (20,000 characters) leaves a result of that length alone."""
     assert AgentOptions().tool_result_chars == 20_000
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = Script([[ToolCall(id="a", name="big", arguments={"n": 20_000})], "ok"])
+        model = ScriptedBackend(usage=Usage(3, 2), replies=[[ToolCall(id="a", name="big", arguments={"n": 20_000})], "ok"])
         result = await Agent(kernel.compose({"llm": model, "t": Odd()})).run("x")
     assert result.steps[0].results[0].content == "x" * 20_000
     with pytest.raises(ValueError, match="tool_result_chars"):
@@ -112,7 +97,7 @@ async def test_to_json_is_strict_json_even_with_nan_arguments() -> None:
     async with Kernel(env={}, entry_points=[]) as kernel:
         calls = [ToolCall(id="k", name="echo",
                           arguments={"text": float("nan"), "n": [float("-inf"), 1.5]})]
-        model = Script([calls, "ok"])
+        model = ScriptedBackend(usage=Usage(3, 2), replies=[calls, "ok"])
         result = await Agent(kernel.compose({"llm": model, "t": Echo()})).run("x")
     data = result.to_json()
     text = json.dumps(data, allow_nan=False)  # raises on NaN / Infinity

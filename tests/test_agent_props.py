@@ -12,7 +12,6 @@ import anyio
 import pytest
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
-    Completion,
     GuardVerdict,
     Message,
     Request,
@@ -26,28 +25,13 @@ from hypothesis import strategies as st
 
 from aieng_core import Kernel
 from aieng_core.agent import STATUSES, Agent, AgentOptions
-from aieng_core.testing import PromptCache
+from aieng_core.testing import PromptCache, ScriptedBackend
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Script:
-    """A backend double answering from a script of answers (str) and tool-call lists."""
-
-    def __init__(self, replies: Sequence[str | Sequence[ToolCall]]) -> None:
-        self.replies = list(replies)
-        self.requests: list[Request] = []
-
-    @hookimpl
-    def aieng_generate(self, request: Request) -> Completion:
-        self.requests.append(request)
-        reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
-        if isinstance(reply, str):
-            return Completion(text=reply, usage=Usage(3, 2))
-        return Completion(text="", finish_reason="tool_calls", tool_calls=tuple(reply),
-                          usage=Usage(3, 2))
 
 
 class Echo:
@@ -103,7 +87,7 @@ def test_any_script_gives_a_well_formed_transcript(
 
     async def main() -> None:
         async with Kernel(env={}, entry_points=[]) as kernel:
-            pipeline = kernel.compose({"llm": Script(script), "tools": Echo()})
+            pipeline = kernel.compose({"llm": ScriptedBackend(usage=Usage(3, 2), replies=script), "tools": Echo()})
             result = await Agent(pipeline, AgentOptions(max_steps=max_steps)).run("task")
         assert result.status in STATUSES
         assert 1 <= len(result.steps) <= max_steps
@@ -118,7 +102,7 @@ def test_any_script_gives_a_well_formed_transcript(
 async def test_a_tool_answering_another_id_is_given_the_calls_id() -> None:
     """A result whose ``call_id`` is not its call's is re-addressed to the call."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = Script([[ToolCall(id="k", name="wrong_id")], "ok"])
+        model = ScriptedBackend(usage=Usage(3, 2), replies=[[ToolCall(id="k", name="wrong_id")], "ok"])
         result = await Agent(kernel.compose({"llm": model, "t": Echo()})).run("x")
     assert result.steps[0].results == (ToolResult("k", "mine"),)
 
@@ -126,7 +110,7 @@ async def test_a_tool_answering_another_id_is_given_the_calls_id() -> None:
 async def test_a_tool_returning_the_wrong_type_is_an_error_result() -> None:
     """A tool whose value is not a ToolResult fails like a raise: an error result."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = Script([[ToolCall(id="k", name="wrong_type")], "ok"])
+        model = ScriptedBackend(usage=Usage(3, 2), replies=[[ToolCall(id="k", name="wrong_type")], "ok"])
         result = await Agent(kernel.compose({"llm": model, "t": Echo()})).run("x")
     [error] = result.steps[0].results
     assert error.is_error and "expected ToolResult" in error.content
@@ -148,7 +132,7 @@ class Slow:
 async def test_a_tool_timing_out_is_an_error_result() -> None:
     """A tool call past the pipeline's timeout is an error result saying so."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = Script([[ToolCall(id="k", name="wait")], "ok"])
+        model = ScriptedBackend(usage=Usage(3, 2), replies=[[ToolCall(id="k", name="wait")], "ok"])
         pipeline = kernel.compose({"llm": model, "t": Slow()}, timeout=0.1)
         result = await Agent(pipeline).run("x")
     [error] = result.steps[0].results
@@ -169,7 +153,7 @@ async def test_a_guard_blocking_a_model_call_ends_the_run_blocked() -> None:
     """Every model call goes through the pipeline's guards: a block ends the run
     ``blocked``, naming the stage."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = Script([[ToolCall(id="k", name="echo", arguments={"text": "x"})], "ok"])
+        model = ScriptedBackend(usage=Usage(3, 2), replies=[[ToolCall(id="k", name="echo", arguments={"text": "x"})], "ok"])
         pipeline = kernel.compose({"guard": Blocker(), "llm": model, "t": Echo()})
         result = await Agent(pipeline).run("x")
     assert result.status == "blocked" and "guard_input" in result.reason
@@ -179,7 +163,7 @@ async def test_a_guard_blocking_a_model_call_ends_the_run_blocked() -> None:
 async def test_a_cached_model_call_costs_no_tokens() -> None:
     """A model call answered by the pipeline's cache counts no tokens (no model ran)."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = Script(["hello"])
+        model = ScriptedBackend(usage=Usage(3, 2), replies=["hello"])
         pipeline = kernel.compose({"cache": PromptCache(), "llm": model})
         first = await Agent(pipeline).run("hi")
         second = await Agent(pipeline).run("hi")
@@ -219,7 +203,7 @@ async def test_a_listed_tool_that_nobody_runs_says_so() -> None:
     """A call of a listed tool that no component answers is an error result saying no
     component ran it (not "unknown tool", which would contradict the tool list)."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = Script([[ToolCall(id="k", name="shy")], "ok"])
+        model = ScriptedBackend(usage=Usage(3, 2), replies=[[ToolCall(id="k", name="shy")], "ok"])
         result = await Agent(kernel.compose({"llm": model, "t": Shy()})).run("x")
     [error] = result.steps[0].results
     assert error.is_error and error.content == "error: no component ran tool 'shy'"
@@ -232,7 +216,7 @@ async def test_the_requests_parameters_are_used_and_its_tools_replaced() -> None
                       model=None, temperature=0.5, max_tokens=7, metadata={"tag": "t"},
                       tools=(ToolSpec(name="ghost"),))
     async with Kernel(env={}, entry_points=[]) as kernel:
-        model = Script([[ToolCall(id="k", name="echo", arguments={"text": "é"})], "ok"])
+        model = ScriptedBackend(usage=Usage(3, 2), replies=[[ToolCall(id="k", name="echo", arguments={"text": "é"})], "ok"])
         result = await Agent(kernel.compose({"llm": model, "t": Echo()})).run(request)
     assert result.answered and result.messages[:2] == request.messages
     for seen in model.requests:

@@ -14,29 +14,38 @@ import math
 import anyio
 
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, Delta, Request, Route, Usage
+from aieng_hookspecs.types import Completion, Delta, Request, Route, ToolCall, Usage
 
-__all__ = ["FixedRouter", "HashEmbedder", "PromptCache", "ScriptedBackend"]
+__all__ = ["FixedRouter", "HashEmbedder", "PromptCache", "Reply", "ScriptedBackend"]
+
+#: One scripted reply: an answer, the tool calls to ask for, or a function of the request
+#: giving either.
+Reply = str | Sequence[ToolCall] | Callable[[Request], "str | Sequence[ToolCall]"]
 
 
 class ScriptedBackend:
     """A backend double: answers from a script, records every request it saw.
 
-    :param replies: the answers, used in turn (the last one repeats), or a function of the
-        request; an answer longer than the request's ``max_tokens`` words is cut there
-        (``finish_reason="length"``).
+    :param replies: the replies, used in turn (the last one repeats), or a function of the
+        request. A reply is an answer (``str``), tool calls to ask for (a sequence of
+        :class:`ToolCall`: ``finish_reason="tool_calls"``), or a function of the request
+        giving either. An answer longer than the request's ``max_tokens`` words is cut
+        there (``finish_reason="length"``).
     :param model: the model name it answers for (``None``: any).
     :param delay: seconds to await before answering (to test timeouts and concurrency).
     :param fail_with: an exception to raise instead of answering.
+    :param usage: the usage of every reply (``None``: words stand in for tokens).
     """
 
     def __init__(
         self,
-        replies: Sequence[str] | Callable[[Request], str] = ("scripted answer",),
+        replies: Sequence[Reply] | Callable[[Request], str | Sequence[ToolCall]] = (
+            "scripted answer",),
         *,
         model: str | None = None,
         delay: float = 0.0,
         fail_with: BaseException | None = None,
+        usage: Usage | None = None,
     ) -> None:
         if not callable(replies) and not replies:
             raise ValueError("give at least one reply")
@@ -44,13 +53,18 @@ class ScriptedBackend:
         self.model = model
         self.delay = delay
         self.fail_with = fail_with
+        self.usage = usage
         self.requests: list[Request] = []
 
-    def _reply(self, request: Request) -> str:
+    def _reply(self, request: Request) -> str | tuple[ToolCall, ...]:
+        reply: Reply
         if callable(self.replies):
-            return self.replies(request)
-        index = min(len(self.requests) - 1, len(self.replies) - 1)
-        return self.replies[index]
+            reply = self.replies
+        else:
+            reply = self.replies[min(len(self.requests) - 1, len(self.replies) - 1)]
+        if callable(reply):
+            reply = reply(request)
+        return reply if isinstance(reply, str) else tuple(reply)
 
     @staticmethod
     def _limit(text: str, request: Request) -> tuple[str, bool]:
@@ -73,13 +87,19 @@ class ScriptedBackend:
             await anyio.sleep(self.delay)
         if self.fail_with is not None:
             raise self.fail_with
-        text, cut = self._limit(self._reply(request), request)
+        reply = self._reply(request)
+        if not isinstance(reply, str):
+            return Completion(text="", finish_reason="tool_calls", tool_calls=reply,
+                              model=self.model or "scripted", usage=self._usage(request, ""))
+        text, cut = self._limit(reply, request)
         return Completion(text=text, finish_reason="length" if cut else "stop",
                           model=self.model or "scripted", usage=self._usage(request, text))
 
-    @staticmethod
-    def _usage(request: Request, text: str) -> Usage:
-        """Words stand in for tokens: prompt words and answer words."""
+    def _usage(self, request: Request, text: str) -> Usage:
+        """The fixed usage, or words standing in for tokens: prompt words and answer
+        words."""
+        if self.usage is not None:
+            return self.usage
         return Usage(prompt_tokens=sum(len(m.content.split()) for m in request.messages),
                      completion_tokens=len(text.split()))
 
@@ -93,7 +113,12 @@ class ScriptedBackend:
         self.requests.append(request)
         if self.fail_with is not None:
             raise self.fail_with
-        text, cut = self._limit(self._reply(request), request)
+        reply = self._reply(request)
+        if not isinstance(reply, str):
+            yield Delta(text="", finish_reason="tool_calls", tool_calls=reply,
+                        usage=self._usage(request, ""))
+            return
+        text, cut = self._limit(reply, request)
         words = text.split(" ")
         for index, word in enumerate(words):
             if self.delay:
