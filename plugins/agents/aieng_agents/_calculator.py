@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -34,6 +35,12 @@ _BITS_PER_DIGIT = math.log2(10)
 # Written forms models and people use that Python spells otherwise.
 _SPELLINGS = {"^": "**", "×": "*", "÷": "/", "−": "-", "·": "*"}
 _SPELLING = re.compile("|".join(re.escape(s) for s in _SPELLINGS))
+# Non-ASCII signs read as ASCII ones (before _SPELLINGS): dashes and minus signs, the
+# operators of the Mathematical Operators block. Fullwidth forms (１２＋３) and decimal
+# digits of any script (٣) are read as their ASCII forms too, other spaces as a space.
+_SIGNS = {"\u2013": "-", "\u2012": "-", "\ufe63": "-", "\u2217": "*", "\u22c5": "*",
+          "\u2215": "/"}
+_FULLWIDTH = range(0xFF01, 0xFF5F)  # U+FF01..U+FF5E are U+0021..U+007E, fullwidth
 
 
 class CalculationError(ValueError):
@@ -96,12 +103,13 @@ def _sqrt(value: Number) -> Number:
 
 
 def _round(value: Number, places: Number = Fraction(0)) -> Number:
-    """Half away from zero, as taught at school (Python's round() rounds half to even)."""
+    """Half away from zero, as taught at school (Python's round() rounds half to even),
+    inexact values included: a float is rounded as the exact binary value it holds."""
     count = _whole(places, "round's second argument")
     if abs(count) > 1000:
         raise CalculationError("round to at most 1000 places")
     if isinstance(value, float):
-        return round(value, count)
+        return float(_round(Fraction(value), places))
     scale = Fraction(10) ** count
     scaled = abs(value) * scale
     result = Fraction(math.floor(scaled + Fraction(1, 2))) / scale
@@ -256,6 +264,10 @@ class _Evaluator:
                                    f"{', '.join(_CONSTANTS)}")
         if isinstance(node, ast.Call):
             return self.check(self.call(node, depth))
+        if isinstance(node, ast.Tuple):  # 1,000 or 1,5: a comma between numbers
+            raise CalculationError(
+                "a comma only separates a function's arguments: write 1000 or 1_000, not "
+                "1,000, and 1.5, not 1,5")
         raise CalculationError(f"{type(node).__name__} is not allowed in an expression "
                                "(numbers, + - * / // % **, parentheses and functions only)")
 
@@ -309,11 +321,11 @@ class _Evaluator:
                                "(+ - * / // % ** only)")
 
     def power(self, base: Number, exponent: Number) -> Number:
+        if base == 0 and exponent < 0:  # 0 ** -1 and 0 ** -0.5 alike
+            raise CalculationError("division by zero (0 to a negative power)")
         if isinstance(base, Fraction) and isinstance(exponent, Fraction) \
                 and exponent.denominator == 1:
             n = exponent.numerator
-            if base == 0 and n < 0:
-                raise CalculationError("division by zero (0 to a negative power)")
             if base in (0, 1) or n == 0:
                 return Fraction(1) if n == 0 else base
             if base == -1:
@@ -350,8 +362,34 @@ def _render(value: Number, digits: int, max_digits: int) -> str:
             return format(Decimal(value.numerator) / Decimal(value.denominator), "f")
         context.prec = digits
         quotient = Decimal(value.numerator) / Decimal(value.denominator)
-        return format(quotient.normalize(), "g") if abs(quotient) < Decimal(10) ** digits \
-            else str(quotient)
+    # Printed as a float's digits are: plain while the integer part fits ``digits`` digits,
+    # else (and for tiny values) with an exponent; never trailing zeros, never "E".
+    if -7 < quotient.adjusted() < digits:
+        text = format(quotient, "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    mantissa, exponent = format(quotient.normalize(), "e").split("e")
+    return f"{mantissa}e{int(exponent):+03d}"
+
+
+def _ascii(text: str) -> str:
+    """``text`` with the non-ASCII signs, fullwidth forms, digits and spaces people and
+    models write read as their ASCII forms (``１２ – ٣`` is ``12 - 3``)."""
+    if text.isascii():
+        return text
+
+    def form(char: str) -> str:
+        if char.isascii():
+            return char
+        if char in _SIGNS:
+            return _SIGNS[char]
+        if ord(char) in _FULLWIDTH:
+            return chr(ord(char) - 0xFEE0)
+        if char.isspace():
+            return " "
+        digit = unicodedata.decimal(char, None)
+        return char if digit is None else str(digit)
+
+    return "".join(map(form, text))
 
 
 def calculate(expression: object, options: CalculatorOptions | None = None) -> str:
@@ -367,14 +405,17 @@ def calculate(expression: object, options: CalculatorOptions | None = None) -> s
         raise CalculationError("'expression' must be a string")
     if len(expression) > options.max_length:
         raise CalculationError(f"the expression is longer than {options.max_length} characters")
-    text = _SPELLING.sub(lambda m: _SPELLINGS[m.group()], expression).strip()
+    text = _SPELLING.sub(lambda m: _SPELLINGS[m.group()], _ascii(expression)).strip()
     text = text.replace("\r\n", "\n").replace("\r", "\n")  # ast's lines: literals' text
     if not text:
         raise CalculationError("the expression is empty")
     try:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError) as exc:
-        raise CalculationError(f"not a valid expression: {getattr(exc, 'msg', exc)}") from None
+        hint = (" ('%' is the remainder of a division, 7 % 3 is 1; write a percentage as "
+                "a fraction: 15/100 * 200 for 15% of 200)") if "%" in text else ""
+        raise CalculationError(
+            f"not a valid expression: {getattr(exc, 'msg', exc)}{hint}") from None
     except (RecursionError, MemoryError):
         raise CalculationError("the expression nests too deeply") from None
     evaluator = _Evaluator(options, text)

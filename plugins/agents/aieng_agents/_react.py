@@ -53,6 +53,8 @@ _INPUT = re.compile(_LABEL.format(r"action[ \t_]*input"))
 _FINAL = re.compile(_LABEL.format(r"final[ \t_]*answer"))
 _THOUGHT = re.compile(_LABEL.format(r"thought"))
 _OBSERVATION = re.compile(_LABEL.format(r"observation"))
+# A label that ends the Action Input: the model went on to another part of the format.
+_NEXT = re.compile(_LABEL.format(r"(?:thought|action|final[ \t_]*answer)"))
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```\s*$")
 
 
@@ -135,11 +137,20 @@ def render_messages(state: AgentState, extra: str = "") -> list[Message]:
 
 def _python_dict(raw: str) -> dict[str, Any] | None:
     """A Python dict literal as small models write arguments (``{'a': '1'}``), when it is
-    a JSON object in Python's spelling (string keys, JSON values); else ``None``."""
-    try:
-        found = ast.literal_eval(raw)  # literals only: never runs code
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return None
+    a JSON object in Python's spelling (string keys, JSON values), chatter after it
+    ignored; else ``None``."""
+    ends = [n + 1 for n, char in enumerate(raw) if char == "}"][:20]
+    for end in ends:  # the shortest text up to a "}" that is a literal: the dict
+        try:
+            found = ast.literal_eval(raw[:end])  # literals only: never runs code
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+        return _json_like(found)
+    return None
+
+
+def _json_like(found: object) -> dict[str, Any] | None:
+    """``found`` when it is a dict of JSON values with string keys; else ``None``."""
     if not isinstance(found, dict):
         return None
     try:
@@ -150,12 +161,17 @@ def _python_dict(raw: str) -> dict[str, Any] | None:
 
 
 def _arguments(text: str, spec: ToolSpec | None) -> dict[str, Any]:
-    raw = _FENCE.sub("", text.strip()).strip()
+    stripped = text.strip()
+    raw = _FENCE.sub("", stripped).strip()
+    fenced = raw != stripped
     if len(raw) > 1 and raw[0] == raw[-1] == "`":  # inline code: `{"a": 1}`
         raw = raw.strip("`").strip()
     if raw in ("", "{}", "None", "none", "null"):
         return {}
-    value: Any = raw  # a bare value: "2 + 3" for a calculator
+    # A bare value ("2 + 3" for a calculator) is its first line, unless fenced: what
+    # follows it is the model's chatter.
+    bare = raw if fenced else raw.split("\n", 1)[0].strip()
+    value: Any = bare
     try:
         found, end = json.JSONDecoder().raw_decode(raw)
     except json.JSONDecodeError:
@@ -168,7 +184,12 @@ def _arguments(text: str, spec: ToolSpec | None) -> dict[str, Any]:
             value = found  # a whole JSON value: "2 + 3" quoted, 42
     properties = list((spec.parameters.get("properties") or {}) if spec else {})
     if len(properties) == 1:  # one argument: a bare value is that argument
+        schema = spec.parameters["properties"][properties[0]] if spec else {}
+        if isinstance(schema, dict) and schema.get("type") == "string":
+            value = value if isinstance(value, str) else bare  # 42 for a string: "42"
         return {properties[0]: value}
+    if spec is not None and not properties:  # no arguments: "Action Input: N/A"
+        return {}
     raise ReActFormatError("the Action Input must be one JSON object of the tool's arguments, "
                            f"such as {{\"{properties[0] if properties else 'name'}\": ...}}")
 
@@ -198,10 +219,15 @@ def parse_react(text: str, tools: tuple[ToolSpec, ...], *, step: int = 0) -> Age
     name = (rest[: given.start()] if given is not None else rest).strip()
     name = name.splitlines()[0].strip().strip("`'\"*[]") if name else ""
     by_name = {spec.name: spec for spec in tools}
+    folded = [known for known in by_name if known.casefold() == name.casefold()]
+    if name not in by_name and len(folded) == 1:
+        name = folded[0]  # "Calculate" for calculate
     if name not in by_name:
         known = ", ".join(by_name) or "none: write a Final Answer"
         raise ReActFormatError(f"there is no tool {name!r}; the tools are: {known}")
-    arguments = _arguments(rest[given.end():] if given is not None else "", by_name[name])
+    given_text = rest[given.end():] if given is not None else ""
+    after = _NEXT.search(given_text, 1)  # a later Thought, Action or Final Answer line
+    arguments = _arguments(given_text[: after.start()] if after else given_text, by_name[name])
     call = ToolCall(id=f"react-{step}-{uuid.uuid4().hex[:12]}", name=name, arguments=arguments)
     return AgentAction(kind="tool_calls", text=thought, tool_calls=(call,))
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -75,6 +77,8 @@ def test_a_long_sum_is_not_too_deep() -> None:
     ("1 / 0", "division by zero"),
     ("5 % 0", "division by zero"),
     ("0 ** -1", "division by zero"),
+    ("0 ** -0.5", "division by zero"),
+    ("0 ** -(2 ** -1)", "division by zero"),
     ("(-8) ** (1/3)", "not real"),
     ("sqrt(-1)", "negative"),
     ("log(0)", "positive"),
@@ -199,3 +203,112 @@ def test_literals_on_later_lines_are_read_from_their_own_text(newline: str) -> N
     """Any newline convention: each literal's text is found where the parser saw it."""
     expression = f"max(1,{newline}0.5,{newline}0.25) + min(0.125,{newline}7)"
     assert calculate(expression) == "1.125"
+
+
+def _exact(text: str) -> Fraction:
+    """A reference value: the expression evaluated by Python on exact fractions (each
+    literal read as a Fraction of its text), so Python's own precedence applies."""
+    return eval(re.sub(r"(\d+(?:\.\d+)?)", r"Fraction('\1')", text),
+                {"Fraction": Fraction})
+
+
+_LEAVES = st.one_of(st.integers(0, 99).map(str),
+                    st.decimals(0, 99, places=2, allow_nan=False).map(str))
+
+
+def _expression(leaves: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Small expressions of + - * / // % (and ** to a small whole power), unary minus
+    and parentheses, written with Python's precedence left to the parser."""
+    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        return st.one_of(
+            st.tuples(inner, st.sampled_from(["+", "-", "*", "/", "//", "%"]), inner)
+            .map(" ".join),
+            st.tuples(inner, st.integers(-3, 3)).map(lambda p: f"{p[0]} ** {p[1]}"),
+            inner.map(lambda e: f"-{e}"),
+            inner.map(lambda e: f"({e})"))
+    return st.recursive(leaves, extend, max_leaves=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_expression(_LEAVES))
+def test_random_expressions_agree_with_exact_fractions(expression: str) -> None:
+    """Any small expression has the value Python computes on exact fractions (its own
+    precedence and associativity): exactly when the decimal form ends, else to the 15
+    significant digits shown; a division by zero is an error either way."""
+    try:
+        expected = _exact(expression)
+    except ZeroDivisionError:
+        with pytest.raises(CalculationError, match="division by zero"):
+            calculate(expression, CalculatorOptions(max_digits=4000))
+        return
+    shown = Fraction(calculate(expression, CalculatorOptions(max_digits=4000)))
+    if shown == expected:
+        return
+    assert expected != 0 and abs(shown - expected) <= abs(expected) * Fraction(1, 10**14), (
+        expression, shown, expected)
+
+
+@pytest.mark.parametrize(("expression", "value"), [
+    ("2**3**2", "512"), ("-2**2", "-4"), ("(-2)**2", "4"), ("10 // -3", "-4"),
+    ("-7 % 3", "2"), ("7 % -3", "-2"), ("2 - 3 - 4", "-5"), ("64 / 4 / 2", "8"),
+    ("2 ** -1 ** 2", "0.5"), ("-3 // 2 * 2", "-4"),
+])
+def test_precedence_and_associativity_are_pythons(expression: str, value: str) -> None:
+    """``**`` binds tighter than unary minus and groups to the right; ``//`` and ``%``
+    floor toward minus infinity, as in Python."""
+    assert calculate(expression) == value
+
+
+@pytest.mark.parametrize(("expression", "value"), [
+    ("10**14 + 1/3", "100000000000000"),
+    ("10**15 + 1/3", "1e+15"),
+    ("10**20 / 3", "3.33333333333333e+19"),
+    ("-10**20 / 3", "-3.33333333333333e+19"),
+    ("1 / 3000000", "3.33333333333333e-07"),
+    ("1 / 30000", "0.0000333333333333333"),
+    ("2/3 * 10**15", "666666666666667"),
+])
+def test_a_rounded_fraction_is_printed_as_a_float_is(expression: str, value: str) -> None:
+    """A fraction without a short decimal form is shown with ``digits`` significant digits
+    the way an inexact result is: no exponent while the integer part fits (10**14 + 1/3
+    is not ``1e+14``), else a lower-case ``e`` and no trailing zeros (never
+    ``1.00000000000000E+15``)."""
+    assert calculate(expression) == value
+    if "e" in value:  # as the float of the same value is printed
+        assert value == format(float(_exact(expression)), ".15g")
+
+
+@pytest.mark.parametrize(("expression", "value"), [
+    ("round(cos(0) * 2.5)", "3"), ("round(-cos(0) * 2.5)", "-3"),
+    ("round(cos(0) * 0.5)", "1"), ("round(cos(0) * 0.125, 2)", "0.13"),
+])
+def test_an_inexact_value_rounds_half_away_from_zero_too(expression: str, value: str) -> None:
+    """``round`` rounds half away from zero for an inexact (float) value as for an exact
+    one, not half to even as Python's round() does (cos(0) * 2.5 is the float 2.5)."""
+    assert calculate(expression) == value
+
+
+@pytest.mark.parametrize(("expression", "value"), [
+    ("１２＋３", "15"), ("（２＋３）×４", "20"), ("٣ + ٤", "7"), ("२ * ५", "10"),
+    ("5 \u2013 3", "2"), ("5 \u2212 3", "2"), ("2 \u22c5 3", "6"), ("2 \u2217 3", "6"),
+    ("6 \u2215 2", "3"), ("2\u00a0+\u00a03", "5"), ("2\u2009+\u20093", "5"), ("２＾３", "8"),
+])
+def test_unicode_digits_signs_and_spaces_are_read(expression: str, value: str) -> None:
+    """Fullwidth forms, decimal digits of any script, minus signs and dashes, the
+    multiplication and division operators of Unicode and non-ASCII spaces (a no-break
+    space pasted from a document) are read as their ASCII forms."""
+    assert calculate(expression) == value
+
+
+@pytest.mark.parametrize(("expression", "reason"), [
+    ("1,000", "write 1000 or 1_000"), ("1,000 + 1", "not 1,000"), ("1,5 * 2", "1.5, not 1,5"),
+    ("50%", "percentage"), ("200 * 15%", "15/100 \\* 200"), ("2²", "invalid character"),
+    ("nan", "unknown name"), ("inf + 1", "unknown name"), ("1\u202f000", "invalid syntax"),
+])
+def test_thousands_separators_and_percentages_are_refused_saying_why(
+        expression: str, reason: str) -> None:
+    """A comma is never a thousands separator nor a decimal comma (``max(1,000)`` would be
+    ambiguous) and ``%`` is the remainder, never a percentage (``50%+10`` would be): both
+    are refused with a message saying what to write; ``nan`` and ``inf`` are no numbers."""
+    with pytest.raises(CalculationError, match=reason):
+        calculate(expression)

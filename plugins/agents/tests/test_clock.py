@@ -90,3 +90,17 @@ def test_the_system_clock_is_the_default() -> None:
     content, is_error = call(ClockTool(), timezone="UTC")
     stamp = datetime.fromisoformat(content.split(" ")[0])
     assert not is_error and before <= stamp <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize(("utc", "local"), [
+    (datetime(2024, 3, 31, 0, 59, 59, tzinfo=UTC), "2024-03-31T01:59:59+01:00"),
+    (datetime(2024, 3, 31, 1, 0, 0, tzinfo=UTC), "2024-03-31T03:00:00+02:00"),
+    (datetime(2024, 10, 27, 0, 30, 0, tzinfo=UTC), "2024-10-27T02:30:00+02:00"),
+    (datetime(2024, 10, 27, 1, 30, 0, tzinfo=UTC), "2024-10-27T02:30:00+01:00"),
+])
+def test_summer_time_transitions_keep_the_right_offset(utc: datetime, local: str) -> None:
+    """Across the spring gap and the autumn overlap (02:30 happens twice in Paris) the
+    local time carries the offset in force at that instant, so it names one instant."""
+    content, is_error = call(ClockTool(clock=lambda: utc), timezone="Europe/Paris")
+    assert not is_error and content.startswith(local)
+    assert datetime.fromisoformat(content.split(" ")[0]) == utc

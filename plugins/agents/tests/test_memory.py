@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ import pytest
 from aieng_agents import MemoryOptions, SQLiteMemory
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import MemoryItem, Query
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aieng_core import Kernel
 from aieng_core.testing import HashEmbedder
@@ -244,3 +248,112 @@ async def test_a_text_that_is_not_utf8_is_kept_with_replacement_characters() -> 
     assert await recall(memory, "menu", namespace="x\udc80") == []
     [item] = await memory.aieng_memory_recall(Query(text="menu"), 3)
     assert item.text == "caf\ufffd menu" and item.metadata == {"note": "\ufffd"}
+
+
+_NAMESPACES = st.sampled_from(["ann", "bob", "Ann", "", "ünï", "default"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(stored=st.lists(st.tuples(_NAMESPACES, st.sampled_from(["tea", "coffee", "tea cup"])),
+                       max_size=12),
+       asked=_NAMESPACES)
+async def test_recall_never_crosses_namespaces(stored: list[tuple[str, str]],
+                                               asked: str) -> None:
+    """Whatever was stored where, a recall returns only items of the namespace it asks
+    for (exact, case-sensitive), each at most once, at most ``k``."""
+    memory = SQLiteMemory(MemoryOptions(embeddings=False, max_items=5))
+    for number, (namespace, words) in enumerate(stored):
+        await memory.aieng_memory_store([long(f"{words} {number}", namespace=namespace)])
+    items = await memory.aieng_memory_recall(
+        Query(text="tea coffee cup", filters={"namespace": asked}), 1000)
+    assert all(item.metadata["namespace"] == asked for item in items)
+    assert len({item.text for item in items}) == len(items) <= 5
+    memory.close()
+
+
+async def test_eviction_keeps_the_newest_across_stores_and_reopening(tmp_path: Path) -> None:
+    """Past ``max_items`` the oldest go, in store order (one batch at one instant keeps
+    its last items), and a reopened file keeps evicting from what it holds."""
+    path = str(tmp_path / "m.sqlite")
+    clock = Clock()
+    memory = SQLiteMemory(MemoryOptions(path=path, max_items=3, embeddings=False), clock=clock)
+    await memory.aieng_memory_store([long(f"item {n}") for n in range(5)])  # one instant
+    assert sorted(await recall(memory, "item")) == ["item 2", "item 3", "item 4"]
+    memory.close()
+    clock.now += 1
+    again = SQLiteMemory(MemoryOptions(path=path, max_items=3, embeddings=False), clock=clock)
+    await again.aieng_memory_store([long("item 5")])
+    assert sorted(await recall(again, "item", k=10)) == ["item 3", "item 4", "item 5"]
+    again.close()
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t", "?!", "…"])
+async def test_a_query_without_words_recalls_nothing(text: str) -> None:
+    """A blank query, or one of punctuation only, recalls nothing (by word overlap)."""
+    memory = SQLiteMemory(MemoryOptions(embeddings=False))
+    await memory.aieng_memory_store([long("?! … punctuation")])
+    assert await recall(memory, text) == []
+
+
+async def test_huge_items_and_a_k_past_the_store() -> None:
+    """A megabyte item is kept and recalled whole; ``k`` larger than the store returns
+    every relevant item."""
+    memory = SQLiteMemory(MemoryOptions(embeddings=False))
+    huge = "needle " + "hay " * 250_000
+    await memory.aieng_memory_store([long(huge), long("needle small")])
+    found = await recall(memory, "needle", k=10**9)
+    assert sorted(found, key=len) == ["needle small", huge]
+
+
+async def test_an_embedder_of_another_size_re_embeds(aieng_kernel: Kernel,
+                                                     tmp_path: Path) -> None:
+    """A file embedded by a 64-dimension model and recalled through a 16-dimension one
+    re-embeds its items (no error, no zero scores), and keeps the new vectors."""
+    path = str(tmp_path / "m.sqlite")
+    first = SQLiteMemory(MemoryOptions(path=path))
+    async with aieng_kernel.compose({"memory": first, "embed": HashEmbedder(64)}, name="a"):
+        await first.aieng_memory_store([long("my car is red"), long("tea time")])
+    second, small = SQLiteMemory(MemoryOptions(path=path)), HashEmbedder(16)
+    async with aieng_kernel.compose({"memory": second, "embed": small}, name="b"):
+        items = await second.aieng_memory_recall(Query(text="car"), 5)
+        assert items[0].text == "my car is red" and items[0].score > 0
+        calls = small.calls
+        await second.aieng_memory_recall(Query(text="car"), 5)
+        assert small.calls == calls + 1  # only the query this time
+
+
+_WRITER = """
+import sys, anyio
+sys.path.insert(0, {here!r})
+from aieng_agents import MemoryOptions, SQLiteMemory
+from aieng_hookspecs.types import MemoryItem
+
+async def main() -> None:
+    memory = SQLiteMemory(MemoryOptions(path={path!r}, embeddings=False))
+    for n in range(25):
+        await memory.aieng_memory_store([MemoryItem(text=f"note {{sys.argv[1]}}-{{n}} shared",
+                                                    kind="long")])
+    memory.close()
+
+anyio.run(main)
+"""
+
+
+async def test_two_processes_writing_one_file_lose_nothing(tmp_path: Path) -> None:
+    """Two processes storing into one file at once (WAL, waiting on each other's
+    transactions) both finish, and every item is there."""
+    path = str(tmp_path / "shared.sqlite")
+    script = _WRITER.format(here=str(Path(__file__).resolve().parents[1]), path=path)
+    done: list[subprocess.CompletedProcess[bytes]] = []
+
+    async def write(writer: int) -> None:
+        done.append(await anyio.run_process([sys.executable, "-c", script, str(writer)],
+                                            check=False))
+
+    async with anyio.create_task_group() as group:
+        for writer in range(2):
+            group.start_soon(write, writer)
+    assert [process.returncode for process in done] == [0, 0], [p.stderr for p in done]
+    memory = SQLiteMemory(MemoryOptions(path=path, embeddings=False))
+    assert len(await recall(memory, "shared", k=100)) == 50
+    memory.close()

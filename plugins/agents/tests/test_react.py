@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from aieng_agents import (
@@ -12,12 +13,14 @@ from aieng_agents import (
     ReActPolicy,
     parse_react,
 )
+from aieng_agents._react import render_messages
 from aieng_hookspecs.types import AgentState, Message, ToolCall, ToolSpec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aieng_core import Kernel
 from aieng_core.testing import ScriptedBackend
+from aieng_core.testing import strategies as aist
 
 CALC = CalculatorTool().aieng_tools()[0]
 SEARCH = ToolSpec(name="search", description="Search the web.", parameters={
@@ -247,3 +250,89 @@ def test_a_dict_that_is_not_json_like_is_no_crash(text: str) -> None:
     arguments: a bare value for a one-argument tool, as before, and never a crash."""
     action = parse_react(f"Action: calculate\nAction Input: {text}", TOOLS)
     assert action.tool_calls[0].arguments == {"expression": text}
+
+
+_LABELS = re.compile(r"(?im)^[ \t*]*(thought|action|final|observation)")
+
+
+@settings(max_examples=150, deadline=None)
+@given(call=aist.tool_calls(), thought=st.text(max_size=40).filter(
+    lambda t: not _LABELS.search(t)))
+def test_a_rendered_action_parses_back_to_the_same_call(call: ToolCall, thought: str) -> None:
+    """Any tool call the policy writes into the transcript (``Action:`` / ``Action
+    Input:``, after its thought) parses back to the same tool and the same arguments."""
+    spec = ToolSpec(name=call.name, parameters={
+        "type": "object", "properties": {name: {} for name in call.arguments}})
+    agent = state(Message(role="user", content="go"),
+                  Message(role="assistant", content=thought, tool_calls=(call,)),
+                  tools=(spec,))
+    rendered = render_messages(agent)[2].content
+    action = parse_react(rendered, (spec,))
+    [parsed] = action.tool_calls
+    assert (parsed.name, parsed.arguments) == (call.name, call.arguments)
+    assert action.text == thought.strip()
+
+
+@pytest.mark.parametrize("after", [
+    "\nFinal Answer: 4", "\nThought: now I wait", "\n\nI will wait for the observation.",
+    "\nAction: search\nAction Input: {\"query\": \"x\"}",
+])
+def test_a_bare_value_ends_where_the_model_goes_on(after: str) -> None:
+    """A bare Action Input is its first line: a Final Answer, a Thought or another Action
+    after it (a model that writes both), or chatter, is not part of the argument."""
+    action = parse_react(f"Action: calculate\nAction Input: 2 + 2{after}", TOOLS)
+    assert action.kind == "tool_calls"
+    assert action.tool_calls[0].arguments == {"expression": "2 + 2"}
+
+
+def test_a_python_dict_with_chatter_after_it_is_the_arguments() -> None:
+    """Trailing text after a single-quoted dict is ignored, as after a JSON object."""
+    text = "Action: search\nAction Input: {'query': 'a } b', 'k': 3} and then I'll read"
+    assert parse_react(text, TOOLS).tool_calls[0].arguments == {"query": "a } b", "k": 3}
+
+
+@pytest.mark.parametrize("given_input", ["", "{}", "N/A", "nothing", "none", "42"])
+def test_a_tool_without_parameters_takes_any_input_as_none(given_input: str) -> None:
+    """A tool whose schema has no properties is called without arguments whatever the
+    model wrote as its input (there is nothing else it can mean), not sent back with a
+    note asking for a made-up argument."""
+    ping = ToolSpec(name="ping", parameters={"type": "object"})
+    action = parse_react(f"Action: ping\nAction Input: {given_input}", (ping, *TOOLS))
+    assert (action.tool_calls[0].name, action.tool_calls[0].arguments) == ("ping", {})
+
+
+@pytest.mark.parametrize(("given_input", "expression"), [
+    ("42", "42"), ("3.50", "3.50"), ("true", "true"), ('"7 * 6"', "7 * 6")])
+def test_a_bare_json_value_for_a_string_argument_is_its_text(given_input: str,
+                                                             expression: str) -> None:
+    """A bare number for a tool whose one argument is a string is that text (the
+    calculator refuses a number where its schema says string)."""
+    action = parse_react(f"Action: calculate\nAction Input: {given_input}", TOOLS)
+    assert action.tool_calls[0].arguments == {"expression": expression}
+
+
+def test_a_tool_name_in_another_case_is_that_tool() -> None:
+    """``Action: Calculate`` calls ``calculate`` when no other tool has that name folded."""
+    assert parse_react("Action: Calculate\nAction Input: 1", TOOLS).tool_calls[0].name == (
+        "calculate")
+    twins = (ToolSpec(name="Search"), ToolSpec(name="search"))
+    with pytest.raises(ReActFormatError, match="no tool 'SEARCH'"):
+        parse_react("Action: SEARCH", twins)
+
+
+def test_native_tool_messages_are_replayed_as_actions_and_observations() -> None:
+    """A conversation that already holds a native model's turn with two tool calls and
+    their two results reads as one assistant turn with two actions, then one user turn
+    with both observations in order; a conversation ending on results ends with them."""
+    calls = (ToolCall(id="a", name="calculate", arguments={"expression": "1+1"}),
+             ToolCall(id="b", name="search", arguments={"query": "ünï", "k": 2}))
+    agent = state(Message(role="user", content="q"),
+                  Message(role="assistant", content="", tool_calls=calls),
+                  Message(role="tool", content="2", tool_call_id="a"),
+                  Message(role="tool", content="found", tool_call_id="b"))
+    messages = render_messages(agent)
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[2].content == (
+        'Action: calculate\nAction Input: {"expression": "1+1"}\n'
+        'Action: search\nAction Input: {"query": "ünï", "k": 2}')
+    assert messages[3].content == "Observation: 2\nObservation: found"
