@@ -209,7 +209,8 @@ async def test_cost_budget_uses_the_prices() -> None:
 
 async def test_loop_is_noted_then_stopped() -> None:
     """The same call (arguments in any key order) repeated ``loop_repeats`` times first gets
-    a system note to the model; repeated again, the run stops ``loop``."""
+    a note to the model (a user turn: templates refuse system text mid-conversation);
+    repeated again, the run stops ``loop``."""
     same = [[call("add", "c", a=1, b=2)], [call("add", "c", b=2, a=1)]]
     async with Kernel(env={}, entry_points=[]) as kernel:
         model = ScriptedBackend(usage=Usage(10, 5), replies=[same[0], same[1], same[0], same[1]])
@@ -219,7 +220,7 @@ async def test_loop_is_noted_then_stopped() -> None:
     assert [bool(s.note) for s in result.steps] == [False, False, True, False]
     assert result.status == "loop" and len(result.steps) == 4
     note = model.requests[3].messages[-1]
-    assert note.role == "system" and "repeating" in note.content and "add(" in note.content
+    assert note.role == "user" and "repeating" in note.content and "add(" in note.content
     assert result.steps[-1].results == ()  # the looping call was not run again
 
 
@@ -315,8 +316,8 @@ class Memory:
 
 
 async def test_memory_is_recalled_before_each_step_and_stored_after() -> None:
-    """Recalled items reach the model in a system message after the leading system prompt,
-    best first and bounded; observations are stored short, the answer long with its task."""
+    """Recalled items reach the model in its system message, after the system prompt, best
+    first and bounded; observations are stored short, the answer long with its task."""
     items = [MemoryItem("low", score=0.1), MemoryItem("user likes tea", score=0.9),
              MemoryItem("x" * 500, score=0.5)]
     async with Kernel(env={}, entry_points=[]) as kernel:
@@ -326,12 +327,15 @@ async def test_memory_is_recalled_before_each_step_and_stored_after() -> None:
         result = await Agent(compose(kernel, llm=model, mem=memory, tools=Tools()),
                              options).run("What do I like?")
     assert [(q.text, k) for q, k in memory.queries] == [("What do I like?", 3)] * 2
-    system, recalled = model.requests[0].messages[:2]
-    assert system == Message("system", "Be brief.")
-    assert recalled.role == "system" and len(recalled.content) <= 120
-    lines = recalled.content.splitlines()
+    system, user = model.requests[0].messages[:2]
+    assert system.role == "system" and user == Message("user", "What do I like?")
+    assert system.content.startswith("Be brief.\n\nRelevant memory:\n")
+    recalled = system.content.removeprefix("Be brief.\n\n")
+    assert len(recalled) <= 120
+    lines = recalled.splitlines()
     assert lines[1] == "- user likes tea" and lines[2].endswith("…") and len(lines) == 3
-    assert recalled not in result.messages  # recalled memory is not part of the transcript
+    # Recalled memory is not part of the transcript.
+    assert result.messages[0] == Message("system", "Be brief.")
     assert result.steps[0].recalled[0].text == "user likes tea"
     short, long = memory.stored
     assert (short.kind, short.text, short.metadata["tool"]) == ("short", "obs", "echo")

@@ -108,13 +108,15 @@ def compose(kernel: Kernel, **components: object) -> Any:
 
 async def test_plan_comes_first_and_stays_in_the_conversation() -> None:
     """The planning call offers no tools and carries the planning prompt, the caller's
-    system prompt and the tool list; the plan then sits after the leading system message of
-    every later call, is the first step's ``plan``, and its tokens are that step's."""
+    system prompt and the tool list; the plan then joins the system message of every later
+    call (one system message: strict templates refuse a second), is the first step's
+    ``plan``, and its tokens are that step's."""
     llm = Planner()
     async with Kernel(env={}, entry_points=[]) as kernel:
         pipeline = compose(kernel, llm=llm, tools=Adder())
         request = Request(messages=(Message("system", "Be brief."), Message("user", "40+2?")),
-                          metadata={"tool_choice": "required", "user": "u1"})
+                          metadata={"tool_choice": "required", "user": "u1",
+                                    "response_format": {"type": "json_object"}})
         result = await Agent(pipeline, AgentOptions(plan=True)).run(request)
     assert result.status == "answered" and result.answer == "42"
     assert result.plan == "1. add 40 and 2\n2. answer" == result.steps[0].plan
@@ -126,11 +128,11 @@ async def test_plan_comes_first_and_stays_in_the_conversation() -> None:
     assert system.startswith("Be brief.\n\n" + PLAN_PROMPT)
     assert "- add: Add two integers." in system
     for decision in llm.of("decide"):
-        assert [m.role for m in decision.messages[:3]] == ["system", "system", "user"]
-        assert decision.messages[1].content == f"{PLAN_HEADER}\n{result.plan}"
+        assert [m.role for m in decision.messages[:2]] == ["system", "user"]
+        assert decision.messages[0].content == f"Be brief.\n\n{PLAN_HEADER}\n{result.plan}"
         assert decision.metadata["tool_choice"] == "required" and decision.tools
     assert result.steps[0].usage == Usage(20, 10) and result.usage == Usage(30, 15)
-    assert result.messages[1].content.startswith(PLAN_HEADER)
+    assert result.messages[0].content.startswith(f"Be brief.\n\n{PLAN_HEADER}")
 
 
 async def test_a_rejected_answer_is_revised_and_the_review_goes_back() -> None:
@@ -251,3 +253,21 @@ def test_the_cli_prints_the_plan_and_the_review(tmp_path: Path) -> None:
     assert lines[4] == "step 2 [model] answer"
     assert lines[5].strip() == "review: Wrong sum."
     assert lines[-1] == "42"
+
+
+@pytest.mark.parametrize(("roles", "expected"), [
+    ([], [("system", "NEW")]),
+    ([("user", "u")], [("system", "NEW"), ("user", "u")]),
+    ([("system", "a"), ("user", "u")], [("system", "a\n\nNEW"), ("user", "u")]),
+    ([("system", "a"), ("system", "b"), ("user", "u"), ("system", "late")],
+     [("system", "a"), ("system", "b\n\nNEW"), ("user", "u"), ("system", "late")]),
+    ([("system", " "), ("user", "u")], [("system", "NEW"), ("user", "u")]),
+])
+def test_system_text_joins_the_leading_system_message(
+        roles: list[tuple[str, str]], expected: list[tuple[str, str]]) -> None:
+    """Memory and the plan are added to the last leading system message (or a system
+    message put first), never as a second system message mid-conversation."""
+    from aieng_core.agent._messages import with_system
+
+    messages = [Message(role, text) for role, text in roles]  # type: ignore[arg-type]
+    assert [(m.role, m.content) for m in with_system(messages, "NEW")] == expected

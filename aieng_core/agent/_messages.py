@@ -1,5 +1,5 @@
 """The conversation an agent's model sees: the task as messages, recalled memory and the
-plan in system messages after the leading ones, and tool call ids made unique."""
+plan added to its leading system message, and tool call ids made unique."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def as_request(task: TaskInput) -> Request:
 
 def with_memory(messages: Sequence[Message], items: Sequence[MemoryItem],
                 limit: int) -> tuple[Message, ...]:
-    """The conversation with the recalled items in one system message after its leading
-    system messages, cut to ``limit`` characters (not kept in the transcript)."""
+    """The conversation with the recalled items added to its system text (:func:`with_system`),
+    cut to ``limit`` characters (not kept in the transcript)."""
     if not items:
         return tuple(messages)
     lines = [MEMORY_HEADER]
@@ -50,10 +50,16 @@ def with_memory(messages: Sequence[Message], items: Sequence[MemoryItem],
 
 
 def with_system(messages: Sequence[Message], text: str) -> tuple[Message, ...]:
-    """The conversation with a system message holding ``text`` after its leading system
-    messages (chat templates that take system messages only at the start take it there)."""
+    """The conversation with ``text`` added to its system text: appended, after a blank
+    line, to the last of its leading system messages, or as a system message put first
+    when it has none. Chat templates that take one system message, first, and then strict
+    user / assistant turns (Llama 2, Mistral) refuse a second system message."""
     at = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
-    return (*messages[:at], Message("system", text), *messages[at:])
+    if at == 0:
+        return (Message("system", text), *messages)
+    last = messages[at - 1]
+    joined = f"{last.content}\n\n{text}" if last.content.strip() else text
+    return (*messages[:at - 1], attrs.evolve(last, content=joined), *messages[at:])
 
 
 def unique_ids(action: AgentAction) -> AgentAction:

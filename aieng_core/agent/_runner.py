@@ -60,7 +60,7 @@ _SPECS = expect((list, tuple), items=ToolSpec)
 _ITEMS = expect((list, tuple), items=MemoryItem)
 #: Request metadata that asks for tool calls or a constrained output: left out of the
 #: planning and review calls, which offer no tools and want free text.
-_FORMAT_KEYS = frozenset({"tool_choice", "parallel_tool_calls", "regex"})
+_FORMAT_KEYS = frozenset({"tool_choice", "parallel_tool_calls", "regex", "response_format"})
 
 
 @attrs.define
@@ -362,7 +362,7 @@ class Agent:
                     f"{run.loop.repeats} times within the last {self.options.loop_window} "
                     "steps and its result will not change. Use the results you have, try "
                     "something different, or give your final answer.")
-            run.messages.append(Message("system", note))
+            run.messages.append(Message("user", note))
             log.info("agent.loop_noted", call=repeated)
         if run.stall.check(results):
             run.finish("stalled", f"{run.stall.run} steps in a row brought only errors or "

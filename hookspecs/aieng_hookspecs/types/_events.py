@@ -222,7 +222,7 @@ class AgentStepped(Event):
     ``model`` or the policy component's name), the action's ``kind`` (``tool_calls``,
     ``answer`` or ``stop``), the tools it called and how many of their results were errors,
     the step's token usage and cost, and ``note`` when the runner told the model something
-    (it repeats itself)."""
+    (it repeats itself, or a review found the step's answer wrong: the run goes on)."""
 
     name: ClassVar[str] = "agent.step"
     step: int = field(validator=integer(1))
