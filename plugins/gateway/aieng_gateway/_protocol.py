@@ -174,12 +174,14 @@ def _calls(value: Any, where: str) -> tuple[ToolCall, ...]:
         except ValueError:
             raise _bad(f"{where}[{i}].function.arguments", "must be a JSON object (as a "
                                                            "string)") from None
+        except RecursionError:  # the body parsed, but the string inside it is too deep
+            raise _bad(f"{where}[{i}].function.arguments", "is nested too deeply") from None
         if not isinstance(decoded, dict):
             raise _bad(f"{where}[{i}].function.arguments", "must be a JSON object")
         try:
             calls.append(ToolCall(id=str(item.get("id") or f"call_{i}"), name=function["name"],
                                   arguments=decoded))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise _bad(f"{where}[{i}]", str(exc)) from None
     return tuple(calls)
 
@@ -386,6 +388,8 @@ def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
         extra["parallel_tool_calls"] = parallel
     if logprobs:
         extra["logprobs"] = True  # the contract's convention (the local backends read it)
+    if fields["response_schema"] is not None:  # the client's own object, for a backend
+        extra["response_format"] = body["response_format"]  # that speaks OpenAI's API
     if extra:
         fields["metadata"] = extra
     try:

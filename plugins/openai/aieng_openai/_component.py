@@ -276,6 +276,11 @@ class OpenAIBackend:
                               body=response.text, url=str(response.url),
                               hint="check base_url: it must be the OpenAI-compatible API "
                                    "root") from None
+        except RecursionError:  # a broken or hostile server: an error, never a crash
+            raise self._error(f"{path} answered with JSON nested too deeply to read",
+                              kind="protocol", status=response.status_code,
+                              body=response.text, url=str(response.url),
+                              hint="the server is not OpenAI-compatible here") from None
         problem = data.get("error") if isinstance(data, Mapping) else None
         if problem and "choices" not in data and "data" not in data:
             # A proxy's error answered with 200: the server's message, not "unexpected".
@@ -495,8 +500,10 @@ class OpenAIBackend:
     def _chunk(self, data: str, url: str) -> Mapping[str, Any]:
         try:
             chunk = json.loads(data)
-        except json.JSONDecodeError as error:
-            raise self._error(f"a stream event is not JSON ({error.msg})", kind="protocol",
+        except (json.JSONDecodeError, RecursionError) as error:
+            reason = error.msg if isinstance(error, json.JSONDecodeError) else \
+                "nested too deeply to read"
+            raise self._error(f"a stream event is not JSON ({reason})", kind="protocol",
                               body=data, url=url,
                               hint="the server's stream is malformed") from None
         if not isinstance(chunk, Mapping):

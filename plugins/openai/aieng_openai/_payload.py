@@ -65,7 +65,8 @@ def chat_body(request: Request, options: OpenAIOptions, *, stream: bool) -> dict
 
     :raises ValueError: for a ``metadata["regex"]`` that is not a string, or that this
         server cannot be asked to enforce (no ``regex_field``); a ``metadata["logprobs"]``
-        that is not a boolean.
+        that is not a boolean; a ``metadata["response_format"]`` that is not an object
+        with a ``type``.
     """
     body: dict[str, Any] = {
         "model": request.model or options.model,
@@ -80,7 +81,13 @@ def chat_body(request: Request, options: OpenAIOptions, *, stream: bool) -> dict
         body["seed"] = request.seed
     if request.top_k is not None and options.send_top_k:
         body["top_k"] = request.top_k
-    if request.response_schema is not None:
+    fmt = request.metadata.get("response_format")
+    if fmt is not None:  # OpenAI's own object (a gateway's client's), sent as it came
+        if not isinstance(fmt, Mapping) or not isinstance(fmt.get("type"), str):
+            raise ValueError("metadata['response_format'] must be OpenAI's response_format "
+                             f"object (with a type), got {fmt!r:.60}")
+        body["response_format"] = dict(fmt)
+    elif request.response_schema is not None:
         body["response_format"] = {"type": "json_schema", "json_schema": {
             "name": "response", "schema": request.response_schema, "strict": True}}
     pattern = request.metadata.get("regex")
@@ -150,6 +157,9 @@ def tool_calls_from(raw: object) -> tuple[ToolCall, ...]:
         except json.JSONDecodeError as error:
             raise ProtocolError(f"tool call {position} ({function['name']}) has arguments "
                                 f"that are not JSON: {error}") from None
+        except RecursionError:  # a hostile or broken server: never a crash of ours
+            raise ProtocolError(f"tool call {position} ({function['name']}) has arguments "
+                                "nested too deeply to read") from None
         if not isinstance(decoded, Mapping):
             raise ProtocolError(f"tool call {position} ({function['name']}) has arguments "
                                 "that are not a JSON object")
@@ -157,7 +167,7 @@ def tool_calls_from(raw: object) -> tuple[ToolCall, ...]:
         try:
             calls.append(ToolCall(id=str(call_id), name=function["name"],
                                   arguments=dict(decoded)))
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, RecursionError) as error:
             raise ProtocolError(f"tool call {position} is invalid: {error}") from None
     return tuple(calls)
 
