@@ -14,8 +14,8 @@ import structlog
 
 from ._options import PROVIDERS
 
-__all__ = ["PASS_COST", "OnnxEncoder", "batch_bounds", "nvidia_driver", "open_session",
-           "tensorrt_version"]
+__all__ = ["ENCODE_CHUNK", "PASS_COST", "OnnxEncoder", "batch_bounds", "nvidia_driver",
+           "open_session", "tensorrt_version"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,6 +29,12 @@ log = structlog.get_logger(__name__)
 #: that batches stay close to ``batch_size`` (tiny batches run the GEMMs less well), low
 #: enough that a batch is cut where its longest text would pad many short ones.
 PASS_COST = 64
+#: The most texts of one call tokenized and padded at once: a longer call is encoded in
+#: slices of this many, each sorted and cut into batches on its own, so its memory (the
+#: tokenizer's encodings, ~170 bytes a token, and the padded inputs) stays that of one
+#: slice however many texts it holds. Slices this long lose almost nothing to sorting
+#: (fp32 vectors do not depend on the cuts).
+ENCODE_CHUNK = 4096
 
 
 def batch_bounds(lengths: Sequence[int], batch_size: int,
@@ -170,12 +176,17 @@ class OnnxEncoder:
     :param workers: forward passes of one call run at once, each from a thread of a pool
         of this many (made on the first call that has more than one batch); the passes
         with the most padded tokens go first.
+    :param chunk: the most texts tokenized and padded at once (:data:`ENCODE_CHUNK`): a
+        longer call is encoded slice by slice, in bounded memory.
     """
 
     def __init__(self, session: Any, tokenizer: Any, *, dimension: int, batch_size: int,
-                 max_length: int, fixed_batches: bool = False, workers: int = 1) -> None:
+                 max_length: int, fixed_batches: bool = False, workers: int = 1,
+                 chunk: int = ENCODE_CHUNK) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, not {chunk}")
         self.session = session
         self.tokenizer = tokenizer
         tokenizer.no_padding()
@@ -184,6 +195,7 @@ class OnnxEncoder:
         self.max_length = max_length
         self.fixed_batches = fixed_batches
         self.workers = workers
+        self.chunk = chunk
         self.dimension = dimension
         self.inputs = {i.name for i in session.get_inputs()}
         self.output = session.get_outputs()[0].name
@@ -237,12 +249,18 @@ class OnnxEncoder:
         return pooled / norms  # type: ignore[no-any-return]
 
     def encode(self, texts: Sequence[str]) -> Vectors:
-        """One L2-normalized mean-pooled vector per text, in input order."""
+        """One L2-normalized mean-pooled vector per text, in input order; at most
+        ``chunk`` texts are tokenized and padded at once."""
         import numpy as np
 
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        if not texts:
-            return out
+        for start in range(0, len(texts), self.chunk):
+            stop = min(start + self.chunk, len(texts))
+            self._encode_into(out[start:stop], texts[start:stop])
+        return out
+
+    def _encode_into(self, out: Vectors, texts: Sequence[str]) -> None:
+        # The vectors of ``texts`` (one slice of a call) written into ``out``, a view.
         batches = self.batches(texts)
         with self.lock:
             if self.workers == 1 or len(batches) == 1:
@@ -260,7 +278,6 @@ class OnnxEncoder:
                         batches, self._pool.map(self._pooled, [f for _, f in batches]),
                         strict=True):
                     out[rows] = vectors
-        return out
 
     def close(self) -> None:
         """End the worker threads (a later call makes new ones)."""

@@ -30,11 +30,16 @@ def tiny_roberta(folder: Path) -> Path:
     """The tiny BERT's tokenizer with a random 2-layer RoBERTa encoder: its position ids
     start after the padding id (0, the tokenizer's ``[PAD]``), so 66 positions hold 65
     tokens."""
+    import json
+
     from transformers import RobertaConfig, RobertaModel
 
     tiny_bert(folder)
     (folder / "model.safetensors").unlink()
-    config = RobertaConfig(vocab_size=len((folder / "vocab.txt").read_text().split()),
+    # The BERT's vocabulary size, not vocab.txt's lines: the word list holds "a" twice, so
+    # the saved file has a line fewer than the ids the tokenizer gives ("##z" is 68).
+    vocab = json.loads((folder / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+    config = RobertaConfig(vocab_size=vocab,
                            hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                            intermediate_size=128, max_position_embeddings=66, pad_token_id=0)
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from _onnx_texts import SENTENCES
 from aieng_onnx import MiniLMOnnxEmbedder, MiniLMOnnxOptions
-from aieng_onnx._runtime import PASS_COST, batch_bounds
+from aieng_onnx._runtime import ENCODE_CHUNK, PASS_COST, batch_bounds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -340,3 +340,44 @@ async def test_shipped_int8_batched_keeps_parity(shipped_int8: MiniLMOnnxEmbedde
         assert np.sum(vectors * fp32, axis=1).mean() >= 0.99
     # Each row is its own sentence's: nearer its fp32 vector than any other sentence's.
     assert (np.argmax(got @ fp32.T, axis=1) == np.arange(len(calls))).all()
+
+
+class CountingTokenizer:
+    """A tokenizer that records how many texts each ``encode_batch`` call got."""
+
+    def __init__(self, tokenizer: object) -> None:
+        self.tokenizer = tokenizer
+        self.calls: list[int] = []
+
+    def encode_batch(self, texts: list[str]) -> object:
+        self.calls.append(len(texts))
+        return self.tokenizer.encode_batch(texts)  # type: ignore[attr-defined]
+
+
+def test_a_long_call_is_encoded_in_bounded_slices(bert_dir: Path, tmp_path: Path) -> None:
+    """A call of more than ``ENCODE_CHUNK`` texts is tokenized and padded a slice at a
+    time (its memory is a slice's, not the call's: the tokenizer's encodings alone take
+    ~170 bytes a token), and gives every text its vector, in order, as one call does."""
+    encoder = MiniLMOnnxEmbedder(MiniLMOnnxOptions(
+        path=str(bert_dir), cache_dir=str(tmp_path), providers=("cpu",))).load()
+    short = ["a cat", "the dog sat", "kitten", "", "stock market fell", "é ✓"]
+    texts = [short[i % len(short)] for i in range(2 * ENCODE_CHUNK + 3)]
+    counting = CountingTokenizer(encoder.tokenizer)
+    encoder.tokenizer = counting
+    vectors = encoder.encode(texts)
+    assert counting.calls == [ENCODE_CHUNK, ENCODE_CHUNK, 3]
+    unique = encoder.encode(short)
+    np.testing.assert_allclose(vectors, unique[[i % len(short) for i in range(len(texts))]],
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_slices_do_not_change_vectors(bert_dir: Path, tmp_path: Path, workers: int) -> None:
+    """fp32 vectors do not depend on where a call is sliced (slices of 5 against one)."""
+    encoder = MiniLMOnnxEmbedder(MiniLMOnnxOptions(
+        path=str(bert_dir), cache_dir=str(tmp_path), providers=("cpu",), batch_size=3,
+        workers=workers)).load()
+    whole = encoder.encode(SENTENCES)
+    encoder.chunk = 5
+    np.testing.assert_allclose(encoder.encode(SENTENCES), whole, atol=1e-6)
+    encoder.close()

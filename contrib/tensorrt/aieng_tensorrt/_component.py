@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -17,10 +18,10 @@ from aieng_hookspecs import hookimpl, user_cache_dir
 from ._cache import EngineCache, engine_cache_key, external_data_digests, onnx_digest
 from ._engine import EngineBuildError, EngineRunner, build_engine
 from ._options import TensorRTOptions
-from ._profile import ShapeProfile, batches
+from ._profile import ShapeProfile, batches, token_limit
 from ._runtime import compute_capability, device_name, require_cuda, require_tensorrt
 
-__all__ = ["MiniLMTensorRT", "open_tokenizer", "tokenizer_file"]
+__all__ = ["MiniLMTensorRT", "check_positions", "open_tokenizer", "tokenizer_file"]
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +44,29 @@ def open_tokenizer(options: TensorRTOptions) -> Any:
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=options.profile.max_seq)
     return tokenizer
+
+
+def check_positions(options: TensorRTOptions) -> None:
+    """Refuse a profile whose longest sequence (``seq``'s max) exceeds the tokens the
+    model holds, read from the ``config.json`` beside the ONNX file (aieng-onnx's exports
+    have one; without it nothing is checked): TensorRT would spend minutes building an
+    engine whose position embeddings cannot cover those lengths, and fail there or when a
+    long text runs.
+
+    :raises ValueError: naming ``seq``, the limit and the config it came from.
+    """
+    config_file = Path(options.onnx_path).expanduser().parent / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no config (or not one of a model): nothing to check
+        return
+    limit = token_limit(config) if isinstance(config, dict) else None
+    longest = options.profile.max_seq
+    if limit is not None and longest > limit:
+        raise ValueError(f"seq = {list(options.seq)} asks for texts of up to {longest} "
+                         f"tokens, but the model holds {limit} (max_position_embeddings in "
+                         f"{str(config_file)!r}): lower seq's max to at most {limit} (longer "
+                         f"texts are truncated)")
 
 
 def _clean(text: str) -> str:
@@ -144,6 +168,7 @@ class MiniLMTensorRT:
             if not tok_path.is_file():
                 raise FileNotFoundError(f"no tokenizer at {str(tok_path)!r}: set "
                                         f"tokenizer_path to the encoder's tokenizer.json")
+            check_positions(self.options)
             trt = require_tensorrt()
             torch = require_cuda(self.options.device)
             tokenizer = open_tokenizer(self.options)

@@ -81,3 +81,44 @@ async def test_plugin_registers_minilm_trt(aieng_kernel: Kernel, register_plugin
             aieng_kernel.pipeline({"pipeline": {"name": "trt"}, "components": {
                 "embed": {"use": "minilm-trt", "onnx_path": "m.onnx",
                           "batch": [4, 2, 8]}}})
+
+
+def _model(folder: Path, config: dict[str, Any] | None) -> Path:
+    """A folder with a dummy ONNX file, a tokenizer file and ``config`` as config.json."""
+    import json
+
+    (folder / "model.onnx").write_bytes(b"not really onnx")
+    (folder / "tokenizer.json").write_text("{}", encoding="utf-8")
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder / "model.onnx"
+
+
+@pytest.mark.parametrize(("config", "seq", "limit"), [
+    ({"model_type": "bert", "max_position_embeddings": 512}, [1, 128, 1024], 512),
+    ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1},
+     [1, 128, 513], 512)])
+def test_a_profile_longer_than_the_model_is_refused(tmp_path: Path, config: dict[str, Any],
+                                                    seq: list[int], limit: int) -> None:
+    """A ``seq`` whose max exceeds the tokens the model holds (its config.json beside the
+    ONNX file) fails on open with the limit, before TensorRT is looked for (an engine
+    would take minutes to build, then fail: positions beyond the model's table)."""
+    from aieng_tensorrt import MiniLMTensorRT
+
+    onnx = _model(tmp_path, config)
+    embedder = MiniLMTensorRT(TensorRTOptions(onnx_path=str(onnx), seq=seq))
+    with pytest.raises(ValueError, match=rf"up to {seq[2]} tokens.*holds {limit}\b"):
+        embedder.load()
+
+
+@pytest.mark.parametrize("config", [
+    {"model_type": "bert", "max_position_embeddings": 512},
+    {"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1},
+    {"model_type": "bert"}, None])
+def test_a_profile_within_the_model_passes_the_check(tmp_path: Path,
+                                                     config: dict[str, Any] | None) -> None:
+    """At the limit, or without a limit (no config, none in it), the check passes."""
+    from aieng_tensorrt._component import check_positions
+
+    onnx = _model(tmp_path, config)
+    check_positions(TensorRTOptions(onnx_path=str(onnx), seq=[1, 128, 512]))
