@@ -229,8 +229,13 @@ class CausalLM:
             return apply(turns)
         except TemplateError as error:
             refusal = error
-            folded = fold_turns(turns)
-            if folded != turns:
+            tried = [turns]
+            # Later system notes where they stand, then (a template refusing a user turn
+            # after a tool's result: Mistral's v3) every system text up front.
+            for folded in (fold_turns(turns), fold_turns(turns, notes_in_place=False)):
+                if folded in tried:
+                    continue
+                tried.append(folded)
                 try:
                     text = apply(folded)
                 except TemplateError as again:
@@ -243,7 +248,7 @@ class CausalLM:
         name = getattr(self.model.config, "name_or_path", "") or "the model"
         raise ValueError(
             f"the chat template of {name} refuses this conversation ({refusal}), also with "
-            "its system messages folded into the first user turn and consecutive turns of "
+            "its system messages folded into user turns and consecutive turns of "
             "one role merged") from refusal
 
     @property
@@ -428,15 +433,23 @@ class CausalLM:
         scored in windows overlapping by half, each token scored once with at least half a
         window of context.
 
-        :raises ValueError: when the text has fewer than two tokens.
+        :raises ValueError: when the text has fewer than two tokens, or ``window`` is
+            under 2 or past the model's context.
         """
         with self._encoding:
             ids: list[int] = self.tokenizer(clean(text))["input_ids"]
         if len(ids) < 2:
             raise ValueError("perplexity needs a text of at least two tokens")
-        size = window or min(self.context_length or _DEFAULT_WINDOW, _DEFAULT_WINDOW)
-        if size < 2:
+        context = self.context_length
+        if window is None:
+            size = min(context or _DEFAULT_WINDOW, _DEFAULT_WINDOW)
+        elif window < 2:
             raise ValueError("window must be at least 2 tokens")
+        elif context is not None and window > context:
+            raise ValueError(f"a window of {window} tokens does not fit the model: its "
+                             f"context is {context} tokens")
+        else:
+            size = window
         stride = max(1, size // 2)
         total, count, scored_to = 0.0, 0, 0
         for begin in range(0, len(ids), stride):

@@ -61,7 +61,10 @@ def convert_gguf(gguf: Path, cache_root: Path) -> Path:
     :param gguf: the GGUF file.
     :param cache_root: the cache directory (created when missing).
     :returns: a Hugging Face model folder (config, ``model.safetensors``, tokenizer).
+    :raises OSError: when ``gguf`` changed while it was converted (nothing is cached: the
+        folder would hold the conversion of other bytes than its key's).
     """
+    version = _version(gguf)
     target = cached_folder(gguf, cache_root)
     if (target / MARKER).is_file():
         return target
@@ -73,6 +76,9 @@ def convert_gguf(gguf: Path, cache_root: Path) -> Path:
     log.info("gguf.convert.started", gguf=str(gguf), target=str(target))
     try:
         _write(gguf, scratch)
+        if _version(gguf) != version:
+            raise OSError(f"{gguf} changed while it was converted (still being written?): "
+                          "nothing was cached; load it again once it is complete")
         try:
             scratch.rename(target)
         except OSError:
@@ -83,6 +89,12 @@ def convert_gguf(gguf: Path, cache_root: Path) -> Path:
     log.info("gguf.convert.finished", gguf=str(gguf), target=str(target),
              seconds=round(time.perf_counter() - started, 3))
     return target
+
+
+def _version(path: Path) -> tuple[int, ...]:
+    # What changes when a file is rewritten or replaced (a rewrite changes the ctime).
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 def scratch_folder(target: Path) -> Path:

@@ -280,6 +280,8 @@ class SmolLM2Backend:
         :param text: at least two tokens of text.
         :param window: tokens per forward pass (default: the model's context, at most 1024);
             longer texts are scored in half-overlapping windows.
+        :raises ValueError: for a text of fewer than two tokens, or a ``window`` under 2
+            or past the model's context.
         """
         return self.load().perplexity(text, window=window)
 

@@ -102,22 +102,37 @@ def render_alpaca(messages: Sequence[Message], *, bos: str = "", eos: str = "") 
     return "\n\n".join(sections)
 
 
-def fold_turns(turns: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def fold_turns(turns: Sequence[dict[str, Any]], *,
+               notes_in_place: bool = True) -> list[dict[str, Any]]:
     """The conversation as templates that refuse a system role or turns of one role in a
     row take it (Mistral's first templates, Gemma's, Llama-2's with a system message
-    past the first): the system messages' text in front of the first user turn (a user
-    turn of its own when a plain user turn does not come first), then consecutive plain
-    user or assistant turns joined by a blank line. Turns with more than a role and a
-    text (tool calls, tool results) stay as they are.
+    past the first): the leading system messages' text in front of the first user turn
+    (a user turn of its own when a plain user turn does not come first), a later system
+    message (an agent's note after a tool's result) a user turn where it stands, then
+    consecutive plain user or assistant turns joined by a blank line. Turns with more
+    than a role and a text (tool calls, tool results) stay as they are.
 
     :param turns: the ``{"role": ..., "content": ...}`` dicts of a chat template.
+    :param notes_in_place: ``False`` folds every system message into the first user turn
+        (for templates that also refuse a user turn right after a tool's result, as
+        Mistral's v3 ones do).
     """
     def plain(turn: dict[str, Any]) -> bool:
         return set(turn) == {"role", "content"} and isinstance(turn["content"], str)
 
-    system = "\n\n".join(t["content"] for t in turns if t["role"] == "system" and plain(t)
-                         and t["content"])
-    rest = [dict(t) for t in turns if not (t["role"] == "system" and plain(t))]
+    def note(turn: dict[str, Any]) -> bool:
+        return turn["role"] == "system" and plain(turn)
+
+    lead = 0
+    while lead < len(turns) and note(turns[lead]):
+        lead += 1
+    if not notes_in_place:
+        turns = [*turns[:lead], *(t for t in turns[lead:] if note(t)),
+                 *(t for t in turns[lead:] if not note(t))]
+        lead = sum(map(note, turns))
+    system = "\n\n".join(t["content"] for t in turns[:lead] if t["content"])
+    rest = [{"role": "user", "content": t["content"]} if note(t) else dict(t)
+            for t in turns[lead:] if not (note(t) and not t["content"])]
     if system:
         if rest and rest[0]["role"] == "user" and plain(rest[0]):
             first = rest[0]["content"]

@@ -198,6 +198,35 @@ def test_a_copy_finished_after_the_check_is_kept(gguf: Path, tmp_path: Path,
     assert sorted(p.name for p in target.iterdir()) == sorted([MARKER, "theirs"])
 
 
+def test_a_source_changed_while_converting_is_not_cached(
+        gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GGUF rewritten (a download finishing, a re-quantization) while it is converted
+    leaves no folder under the key of the content that was hashed: the conversion of
+    other bytes would be loaded for that content later. The call fails saying so, and
+    the next one converts the new file under its own key."""
+    root = tmp_path / "cache"
+    old = cached_folder(gguf, root)
+
+    def rewriting(source: Path, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        (folder / MARKER).write_text("{}")
+        source.write_bytes(b"GGUF" + bytes(range(255, -1, -1)) * 40_000)
+
+    monkeypatch.setattr(_convert, "_write", rewriting)
+    with pytest.raises(OSError, match="changed while it was converted"):
+        convert_gguf(gguf, root)
+    assert not old.exists()
+    assert list(old.parent.glob(f".{old.name}*")) == []
+
+    def plain(source: Path, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        (folder / MARKER).write_text("{}")
+
+    monkeypatch.setattr(_convert, "_write", plain)
+    new = convert_gguf(gguf, root)
+    assert new != old and (new / MARKER).is_file()
+
+
 def test_an_unmarked_folder_is_converted_again(gguf: Path, tmp_path: Path,
                                                writes: list[Path]) -> None:
     """A folder without its marker (copied in half, edited by hand) is replaced by a

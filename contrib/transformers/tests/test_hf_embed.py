@@ -379,3 +379,36 @@ def test_minilm_bf16_keeps_the_vectors(shipped_minilm: MiniLMEmbedder) -> None:
     estimate = half.memory_estimate()
     assert estimate["precision"] == "bf16"
     assert estimate["weights_bytes"] * 2 == full["weights_bytes"]
+
+
+def test_ten_thousand_texts_go_in_bounded_passes(bert_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """10,000 texts in one call (empty strings, unicode, texts past the 64 positions
+    among them) are encoded in passes of at most ``batch_size`` texts and
+    ``batch_size * max_length`` tokens, so memory is bounded whatever the call's size;
+    every vector is a unit vector, in input order, equal to the text's vector alone, and
+    an over-long text's is its truncation's."""
+    embedder = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), batch_size=64))
+    encoder = embedder.load()
+    passes: list[tuple[int, int]] = []
+    packed = encoder._packed
+
+    def counted(ids: list[list[int]]) -> object:
+        passes.append((len(ids), sum(len(row) for row in ids)))
+        return packed(ids)
+
+    monkeypatch.setattr(encoder, "_packed", counted)
+    pool = ["", "cat", "the dog sat on the mat", "kitten ✓ é 猫", "stock " * 80, " "]
+    texts = [pool[i % len(pool)] + ("" if i % 7 else f" {i}") for i in range(10_000)]
+    vectors = embedder.encode(texts)
+    assert vectors.shape == (10_000, 32) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert len(passes) == -(-10_000 // 64)
+    assert max(count for count, _ in passes) <= 64
+    assert max(tokens for _, tokens in passes) <= 64 * encoder.max_length
+    monkeypatch.setattr(encoder, "_packed", packed)
+    for index in (0, 1, 3, 4, 5, 7, 9_999):
+        alone = embedder.encode([texts[index]])[0]
+        assert np.allclose(vectors[index], alone, atol=1e-5), index
+    cut = embedder.encode(["stock " * (encoder.max_length - 2)])[0]
+    assert np.allclose(vectors[4], cut, atol=1e-5)

@@ -330,8 +330,9 @@ def strict_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 async def test_refusing_templates_get_the_conversation_folded(
         strict_dirs: dict[str, Path]) -> None:
     """A template that refuses a system role or turns of one role in a row (Mistral's,
-    Gemma's) gets the system text in front of the first user turn and consecutive turns
-    of one role joined by a blank line, as those models' users write them; generation,
+    Gemma's) gets the leading system text in front of the first user turn, a later
+    system message as a user turn where it stands, and consecutive turns of one role
+    joined by a blank line, as those models' users write them; generation,
     streaming, batching and tools (listed in a system message) then work."""
     from _tools import ADD
     from aieng_transformers._toolcalls import tool_plan
@@ -341,8 +342,8 @@ async def test_refusing_templates_get_the_conversation_folded(
             Message("system", "Stay polite."), Message("user", "Another?"))
     mistral = SmolLM2Backend(SmolLM2Options(path=str(strict_dirs["mistral"])))
     assert mistral.load().render(chat) == (
-        "<|im_start|>[INST] Be brief.\n\nStay polite.\n\nHi?\n\nName a colour. [/INST]"
-        "Red.<|im_end|>[INST] Another? [/INST]")
+        "<|im_start|>[INST] Be brief.\n\nHi?\n\nName a colour. [/INST]"
+        "Red.<|im_end|>[INST] Stay polite.\n\nAnother? [/INST]")
     gemma = SmolLM2Backend(SmolLM2Options(path=str(strict_dirs["gemma"])))
     assert gemma.load().render(chat[:3]) == (
         "<|im_start|><start_of_turn>user\nBe brief.\n\nHi?\n\nName a colour.<end_of_turn>\n"
@@ -396,6 +397,40 @@ def test_perplexity(random_backend: SmolLM2Backend) -> None:
     assert math.isfinite(windowed) and windowed > 1.0
     with pytest.raises(ValueError, match="two tokens"):
         backend.perplexity("a")
+
+
+def test_perplexity_windows_stay_within_the_context(tmp_path: Path) -> None:
+    """On a model of absolute positions (a tiny GPT-2, 64 of them) a text 6x its context
+    is scored in windows of the context (each token once: a window of exactly the text's
+    length gives the one-pass value); a ``window`` past the context or under 2 (``0``
+    included: it is no default) is a ``ValueError`` naming it, never an index error;
+    empty text and one token are refused."""
+    from _tiny import byte_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = byte_tokenizer()
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32,
+                               n_layer=2, n_head=4, bos_token_id=1, eos_token_id=EOS_ID)
+                    ).save_pretrained(str(tmp_path))
+    tokenizer.save_pretrained(str(tmp_path))
+    backend = SmolLM2Backend(SmolLM2Options(path=str(tmp_path)))
+    assert backend.load().context_length == 64
+    long = "hello world, " * 30  # 390 tokens
+    assert math.isfinite(backend.perplexity(long)) and backend.perplexity(long) > 1.0
+    assert backend.perplexity(long, window=64) == backend.perplexity(long)
+    short = "hello world"
+    assert backend.perplexity(short, window=len(short)) == pytest.approx(
+        backend.perplexity(short), rel=1e-6)
+    for window in (65, 4096):
+        with pytest.raises(ValueError, match=f"window of {window} tokens.*context is 64"):
+            backend.perplexity(long, window=window)
+    for window in (0, 1, -3):
+        with pytest.raises(ValueError, match="window must be at least 2 tokens"):
+            backend.perplexity(long, window=window)
+    for text in ("", "a"):
+        with pytest.raises(ValueError, match="two tokens"):
+            backend.perplexity(text)
 
 
 async def test_another_models_request_is_not_mine(chain_backend: SmolLM2Backend) -> None:

@@ -72,3 +72,28 @@ def test_fold_turns() -> None:
         {"role": "user", "content": "S."}, {"role": "assistant", "content": "Hi."}]
     assert fold_turns([{"role": "system", "content": ""},
                        {"role": "user", "content": "A."}]) == [{"role": "user", "content": "A."}]
+
+
+def test_a_later_system_note_stays_where_it_was_said() -> None:
+    """A system message after the conversation has begun (the agent runner's "you are
+    repeating yourself" note after a tool's result) becomes a user turn where it stands,
+    joined to the user turns beside it: moved to the top, the note would precede the
+    calls it speaks of. Leading system messages still open the first user turn."""
+    turns = [{"role": "system", "content": "S."}, {"role": "system", "content": "Memory."},
+             {"role": "user", "content": "Task."},
+             {"role": "assistant", "content": "<tool_call>…</tool_call>"},
+             {"role": "user", "content": "<tool_response>\n42\n</tool_response>"},
+             {"role": "system", "content": "You are repeating yourself."},
+             {"role": "assistant", "content": "A."}, {"role": "system", "content": "Late."}]
+    assert fold_turns(turns) == [
+        {"role": "user", "content": "S.\n\nMemory.\n\nTask."},
+        {"role": "assistant", "content": "<tool_call>…</tool_call>"},
+        {"role": "user", "content": "<tool_response>\n42\n</tool_response>\n\n"
+                                    "You are repeating yourself."},
+        {"role": "assistant", "content": "A."}, {"role": "user", "content": "Late."}]
+    assert fold_turns(turns, notes_in_place=False) == [
+        {"role": "user", "content": "S.\n\nMemory.\n\nYou are repeating yourself.\n\nLate."
+                                    "\n\nTask."},
+        {"role": "assistant", "content": "<tool_call>…</tool_call>"},
+        {"role": "user", "content": "<tool_response>\n42\n</tool_response>"},
+        {"role": "assistant", "content": "A."}]
