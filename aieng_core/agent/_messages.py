@@ -3,13 +3,14 @@ plan added to its leading system message, and tool call ids made unique."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import attrs
 from aieng_hookspecs.types import AgentAction, MemoryItem, Message, Request, ToolCall
 
-__all__ = ["MEMORY_HEADER", "TaskInput", "as_request", "unique_ids", "with_memory",
-           "with_system"]
+__all__ = ["MEMORY_HEADER", "TaskInput", "as_request", "fit", "size", "unique_ids",
+           "with_memory", "with_system"]
 
 TaskInput = str | Request | Sequence[Message]
 MEMORY_HEADER = "Relevant memory:"
@@ -80,3 +81,45 @@ def unique_ids(action: AgentAction) -> AgentAction:
         calls.append(call)
     return attrs.evolve(action, tool_calls=tuple(calls)) if changed else action
 
+
+
+def size(message: Message) -> int:
+    """A message's characters as the context budget counts them: its text and its tool
+    calls' names and JSON arguments."""
+    calls = sum(len(c.name) + len(json.dumps(c.arguments, ensure_ascii=False, default=str))
+                for c in message.tool_calls)
+    return len(message.content) + calls
+
+
+def fit(messages: Sequence[Message], limit: int | None) -> tuple[Message, ...]:
+    """The conversation cut to about ``limit`` characters (:func:`size`) for the model,
+    without dropping a message (every call keeps its tool message, roles stay in order):
+    the texts of older turns are replaced by a short mark saying what was left out, oldest
+    first, tool results before the assistant's and the runner's texts. The leading system
+    messages, the first user turn and the latest step (from the last assistant turn on)
+    are never cut; when they alone pass ``limit`` the conversation goes as it is."""
+    total = sum(map(size, messages))
+    if limit is None or total <= limit:
+        return tuple(messages)
+    head = next((i for i, m in enumerate(messages) if m.role == "user"), len(messages)) + 1
+    tail = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=head)
+    names = {c.id: c.name for m in messages for c in m.tool_calls}
+    out = list(messages)
+    middle = range(head, max(head, tail))
+    for roles in (("tool",), ("assistant", "user")):
+        for i in middle:
+            if total <= limit:
+                return tuple(out)
+            message = out[i]
+            if message.role not in roles:
+                continue
+            if message.role == "tool":
+                what = f"the result of {names.get(message.tool_call_id or '', 'a tool')}"
+            else:
+                what = f"an earlier {message.role} turn"
+            mark = f"[left out to fit the context: {what}, {len(message.content)} characters]"
+            if len(mark) >= len(message.content):
+                continue
+            total -= len(message.content) - len(mark)
+            out[i] = attrs.evolve(message, content=mark)
+    return tuple(out)

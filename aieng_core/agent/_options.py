@@ -55,6 +55,10 @@ class AgentOptions:
     :param recall_k: the most memory items recalled before each step.
     :param memory_chars: the most characters of recalled memory put before the conversation.
     :param system: a system prompt put first in the conversation (``None``: none added).
+    :param context_chars: the most characters of conversation sent to the model at each
+        step (``None``: all of it). Past it, the texts of older turns are replaced by a mark
+        saying what was left out, oldest tool results first; the system text, the task and
+        the latest step are always sent whole. The transcript keeps everything.
     :param plan: before the first step, ask the model for a short numbered plan (one model
         call without tools) and keep it in the conversation, as a system message after the
         leading ones, for every later step.
@@ -85,6 +89,8 @@ class AgentOptions:
     recall_k: int = attrs.field(default=5, validator=_positive_int)
     memory_chars: int = attrs.field(default=2000, validator=_positive_int)
     system: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
+    context_chars: int | None = attrs.field(default=None,
+                                            validator=v.optional(_positive_int))
     plan: bool = attrs.field(default=False, validator=v.instance_of(bool))
     plan_prompt: str = attrs.field(default=PLAN_PROMPT, validator=v.instance_of(str))
     plan_chars: int = attrs.field(default=2000, validator=_positive_int)

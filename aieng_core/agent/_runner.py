@@ -38,7 +38,7 @@ from .._scope import CURRENT_RUN, RunScope
 from ..dispatch import expect
 from . import _reflect
 from ._arguments import argument_errors, describe_errors
-from ._messages import TaskInput, as_request, unique_ids, with_memory, with_system
+from ._messages import TaskInput, as_request, fit, unique_ids, with_memory, with_system
 from ._options import AgentOptions
 from ._result import AgentResult, AgentStep
 from ._watch import LoopWatch, StallWatch
@@ -220,7 +220,8 @@ class Agent:
             plan = await self._plan(run, calls)
         if not run.status:  # a guardrail may have blocked the planning call
             recalled = await self._recall(run)
-            seen = with_memory(run.messages, recalled, self.options.memory_chars)
+            seen = fit(with_memory(run.messages, recalled, self.options.memory_chars),
+                       self.options.context_chars)
             mark = len(run.scope.trace)
             state = AgentState(messages=seen, step=index - 1, max_steps=self.options.max_steps,
                                cost=run.cost, tools=run.tools)

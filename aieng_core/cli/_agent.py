@@ -61,6 +61,9 @@ def _step_line(step: object) -> str:
 @click.option("--system", default=None, callback=utf8_text,
               help="A system prompt put first in the conversation (e.g. when to use which "
                    "tool).")
+@click.option("--context-chars", type=click.IntRange(min=1), default=None,
+              help="The most characters of conversation sent to the model per step; older "
+                   "tool results are left out first (default: all).")
 @click.option("--plan", is_flag=True,
               help="Ask the model for a short plan before the first step.")
 @click.option("--reflect", is_flag=True,
@@ -68,8 +71,8 @@ def _step_line(step: object) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole AgentResult as JSON.")
 @click.pass_context
 def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
-          timeout: float | None, max_tokens: int | None, system: str | None, plan: bool,
-          reflect: bool, as_json: bool) -> None:
+          timeout: float | None, max_tokens: int | None, system: str | None,
+          context_chars: int | None, plan: bool, reflect: bool, as_json: bool) -> None:
     """Run PIPELINE (a TOML file) as an agent on TASK ('-' reads standard input).
 
     Prints a line per step (its tool calls and their results, shortened) and the answer.
@@ -85,7 +88,8 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
         raise click.BadParameter("the task is empty", param_hint="TASK")
     kernel = kernel_of(ctx)
     options = AgentOptions(max_steps=max_steps, timeout=timeout, max_tokens=max_tokens,
-                           system=system, plan=plan, reflect=reflect)
+                           system=system, context_chars=context_chars, plan=plan,
+                           reflect=reflect)
 
     async def go() -> AgentResult:
         async with kernel:
