@@ -9,7 +9,7 @@ and stall detection. See docs/agents.md.
 
 from ._options import AgentOptions
 from ._result import STATUSES, AgentResult, AgentStep
-from ._runner import Agent, StepCallback, TaskInput
+from ._runner import Agent, Approval, StepCallback, TaskInput
 from ._watch import signature
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "AgentOptions",
     "AgentResult",
     "AgentStep",
+    "Approval",
     "StepCallback",
     "TaskInput",
     "signature",

@@ -47,12 +47,15 @@ if TYPE_CHECKING:
     from ..dispatch import StagePolicy
     from ..pipeline import Pipeline
 
-__all__ = ["Agent", "StepCallback", "TaskInput"]
+__all__ = ["Agent", "Approval", "StepCallback", "TaskInput"]
 
 log = structlog.get_logger(__name__)
 
 #: Called with each finished step; may be ``async``.
 StepCallback = Callable[[AgentStep], "Awaitable[None] | None"]
+#: Asked before each tool call runs (may be ``async``): ``True`` runs it; ``False``, or a
+#: reason (``str``), declines it.
+Approval = Callable[[ToolCall], "Awaitable[bool | str] | bool | str"]
 
 _ACTION = expect(AgentAction)
 _RESULT = expect(ToolResult)
@@ -74,6 +77,7 @@ class _Run:
     loop: LoopWatch
     stall: StallWatch
     tools: tuple[ToolSpec, ...] = ()
+    approve: Approval | None = None
     steps: list[AgentStep] = attrs.field(factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -112,13 +116,17 @@ class Agent:
 
     # -- the run -------------------------------------------------------------------------
 
-    async def run(self, task: TaskInput, *, on_step: StepCallback | None = None) -> AgentResult:
+    async def run(self, task: TaskInput, *, on_step: StepCallback | None = None,
+                  approve: Approval | None = None) -> AgentResult:
         """Run the agent on a task until it answers, stops, or a limit ends it.
 
         :param task: the user's text, a :class:`Request` (its messages start the
             conversation; its model and sampling parameters are used for every model call)
             or a list of messages.
         :param on_step: called with each finished :class:`AgentStep` (may be async).
+        :param approve: asked before each tool call with valid arguments runs (may be
+            async): ``True`` runs it; ``False`` or a reason declines it, and the model gets
+            an error result saying so.
         :returns: the status, the answer, every step, the totals and the transcript.
         :raises HookError: when a model call, policy or memory fails under the pipeline's
             error policy (a failing *tool* is an error result, not an exception).
@@ -133,7 +141,7 @@ class Agent:
                    template=template, task=template.prompt or messages[-1].content,
                    messages=messages,
                    loop=LoopWatch(self.options.loop_repeats, self.options.loop_window),
-                   stall=StallWatch(self.options.stall_steps))
+                   stall=StallWatch(self.options.stall_steps), approve=approve)
         token = CURRENT_RUN.set(run.scope)
         log_tokens = structlog.contextvars.bind_contextvars(agent_run_id=run_id)
         started = time.perf_counter()
@@ -416,6 +424,16 @@ class Agent:
                 log.info("agent.tool_arguments_invalid", tool=call.name, errors=errors)
                 return ToolResult(call.id, describe_errors(call.name, errors,
                                                            spec.parameters), is_error=True)
+        if spec is not None and run.approve is not None:
+            verdict = run.approve(call)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            if verdict is not True:
+                why = f": {verdict.strip()}" if isinstance(verdict, str) and verdict.strip() \
+                    else ""
+                log.info("agent.tool_declined", tool=call.name, reason=why[2:])
+                return ToolResult(call.id, f"error: the user declined this call of "
+                                  f"{call.name!r}{why}", is_error=True)
         try:
             found = await self.pipeline.dispatcher.first(
                 "aieng_call_tool", {"call": call}, stage="tool", policy=self._policy,

@@ -68,21 +68,29 @@ def _step_line(step: object) -> str:
               help="Ask the model for a short plan before the first step.")
 @click.option("--reflect", is_flag=True,
               help="Ask the model to review an answer before accepting it (once).")
+@click.option("--confirm", is_flag=True,
+              help="Ask on the terminal before each tool call runs (declined calls are "
+                   "error results the model sees).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole AgentResult as JSON.")
 @click.pass_context
 def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
           timeout: float | None, max_tokens: int | None, system: str | None,
-          context_chars: int | None, plan: bool, reflect: bool, as_json: bool) -> None:
+          context_chars: int | None, plan: bool, reflect: bool, confirm: bool,
+          as_json: bool) -> None:
     """Run PIPELINE (a TOML file) as an agent on TASK ('-' reads standard input).
 
     Prints a line per step (its tool calls and their results, shortened) and the answer.
     Exits 0 when the agent answered, 1 otherwise (the status and why on stderr).
     """
     import anyio
+    from aieng_hookspecs.types import ToolCall
 
     from ..agent import Agent, AgentOptions, AgentResult
 
     if task == "-":
+        if confirm:
+            raise click.UsageError("--confirm reads its answers from standard input: give "
+                                   "TASK as an argument, not '-'")
         task = read_stdin("TASK")
     if not task.strip():
         raise click.BadParameter("the task is empty", param_hint="TASK")
@@ -91,11 +99,19 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
                            system=system, context_chars=context_chars, plan=plan,
                            reflect=reflect)
 
+    async def ask(call: ToolCall) -> bool:
+        arguments = json.dumps(call.arguments, ensure_ascii=False, sort_keys=True)
+        question = f"run {call.name}({short(arguments, 60)})?"
+        answer: bool = await anyio.to_thread.run_sync(
+            lambda: click.confirm(question, default=False, err=True))
+        return answer
+
     async def go() -> AgentResult:
         async with kernel:
             built = kernel.load_pipeline(pipeline)
             return await Agent(built, options).run(
-                task, on_step=None if as_json else lambda s: click.echo(_step_line(s)))
+                task, on_step=None if as_json else lambda s: click.echo(_step_line(s)),
+                approve=ask if confirm else None)
 
     result = anyio.run(go)
     if as_json:
