@@ -125,7 +125,7 @@ def eval_group() -> None:
               help="Items in flight at once.")
 @click.option("--limit", default=None, type=click.IntRange(min=0),
               help="Run only the first N items.")
-@click.option("--seed", default=None, type=int,
+@click.option("--seed", default=None, type=click.IntRange(min=0),
               help="Sampling seed on every request; also seeds the bootstrap intervals.")
 @click.option("--judge-pipeline", default=None,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -235,7 +235,8 @@ def replay(ctx: click.Context, run_dir: Path, out: Path | None, quiet: bool,
               help="Write comparison.json, compare.md and report.html here.")
 @click.option("--samples", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Bootstrap resamples.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Bootstrap seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def compare(runs: tuple[Path, ...], out: Path | None, samples: int, seed: int,
             as_json: bool) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._results import ItemResult, read_results
-from ._runner import EvalError
+from ._runner import EvalError, _read_lock, locked_records
 from .stats import paired_bootstrap
 
 __all__ = ["LOWER_IS_BETTER", "compare_markdown", "compare_runs", "games_of",
@@ -16,18 +16,28 @@ __all__ = ["LOWER_IS_BETTER", "compare_markdown", "compare_runs", "games_of",
 
 
 def _load(run_dir: Path) -> dict[str, ItemResult]:
+    """The run's finished items: those of its lockfile's ``limit`` when it has one, as
+    its reports count them (a resume with a smaller ``--limit`` leaves records of the
+    items past it in ``results.jsonl``)."""
     path = run_dir / "results.jsonl"
     if not path.exists():
         raise EvalError(f"{run_dir}: no results.jsonl (not an eval run directory?)")
-    return {k: v for k, v in read_results(path).items() if v.status == "ok"}
+    records = read_results(path)
+    try:
+        lock = _read_lock(run_dir)
+    except EvalError:  # an unreadable lockfile: every record, as before lockfiles
+        lock = None
+    kept = locked_records(records, lock) if lock is not None else records.values()
+    return {r.id: r for r in kept if r.status == "ok"}
 
 
 def _names(run_dirs: Sequence[Path]) -> list[str]:
+    # Compared by resolved path: "run" and "/abs/run" (or a link to it) are one run.
+    if len({d.resolve() for d in run_dirs}) < len(run_dirs):
+        raise EvalError("the same run directory is given twice")
     names = [d.resolve().name or str(d) for d in run_dirs]
     if len(set(names)) < len(names):  # two runs of the same folder name: use paths
         names = [str(d) for d in run_dirs]
-    if len(set(names)) < len(names):
-        raise EvalError("the same run directory is given twice")
     return names
 
 
@@ -67,7 +77,8 @@ def _interval_json(intervals: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def compare_runs(run_dirs: Sequence[str | Path], *, samples: int = 1000,
                  seed: int = 0) -> dict[str, Any]:
-    """Compare evaluation runs on the items each pair has in common (status ``ok``).
+    """Compare evaluation runs on the items each pair has in common (status ``ok``; a
+    run's items are those its lockfile's ``limit`` keeps, as its reports count them).
 
     For every run after the first, per metric, the paired bootstrap of its difference
     from the first run (mean diff, 95% CI, p-value). With two or more runs, a ranking:

@@ -23,6 +23,7 @@ from ._lock import (
     component_paths,
     environment,
     jsonable,
+    lock_drift,
     same_input,
 )
 from ._results import ItemResult, ResultsFile, read_results, utf8_json
@@ -181,17 +182,17 @@ def _check_resume(run_dir: Path, old: Mapping[str, Any], new: Mapping[str, Any],
 
 
 def _prepare_run_dir(run_dir: Path, lock: Mapping[str, Any], force: bool
-                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Make the run folder and decide on resuming (blocking: run in a worker thread).
 
-    :returns: the earlier sessions and the earlier lockfile's ``files`` when the run
-        resumes, else ``([], [])`` (with ``force`` and changed inputs the old results are
-        renamed to a backup first).
+    :returns: the earlier sessions, the earlier lockfile's ``files`` and its versions
+        (``aieng``, ``plugins``, ``python``) when the run resumes, else ``([], [], {})``
+        (with ``force`` and changed inputs the old results are renamed to a backup first).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     results_path = run_dir / "results.jsonl"
     if not results_path.exists() or results_path.stat().st_size == 0:
-        return [], []
+        return [], [], {}
     # Without a readable lockfile the results cannot be checked against the pipeline,
     # dataset and seed: they are never reused unchecked (--force sets them aside).
     try:
@@ -208,9 +209,25 @@ def _prepare_run_dir(run_dir: Path, lock: Mapping[str, Any], force: bool
     elif _check_resume(run_dir, previous, lock, force):
         files = previous.get("files")
         return (_count_killed_session(list(previous.get("sessions", [])), results_path),
-                [f for f in files if isinstance(f, dict)] if isinstance(files, list) else [])
+                [f for f in files if isinstance(f, dict)] if isinstance(files, list) else [],
+                {key: previous[key] for key in _VERSIONS if key in previous})
     _set_aside(results_path)
-    return [], []
+    return [], [], {}
+
+
+#: The lockfile's version fields a resume compares (:func:`_version_changes`).
+_VERSIONS = ("aieng", "plugins", "python")
+
+
+def _version_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between the earlier sessions' versions (aieng, each plugin, Python)
+    and this session's: an upgrade between sessions mixes both versions' results."""
+    if not old:  # a fresh run, or a lockfile without versions
+        return []
+    try:  # only the version fields: the inputs' hashes are checked on their own
+        return lock_drift(old, {key: new.get(key) for key in _VERSIONS})
+    except (AttributeError, KeyError, TypeError):  # a hand-edited lockfile: nothing to say
+        return []
 
 
 def _set_aside(results_path: Path) -> None:
@@ -511,7 +528,8 @@ async def run_eval(
     :param out: the run directory (created when missing).
     :param concurrency: items in flight at once.
     :param limit: run only the first ``limit`` items.
-    :param seed: the sampling seed put on every request (and the reports' bootstrap seed).
+    :param seed: the sampling seed put on every request (and the reports' bootstrap seed),
+        ``>= 0``.
     :param force: start over when ``out`` holds a run of another pipeline, dataset or seed.
     :param judge_pipeline: a second pipeline whose judges also score each output.
     :param kernel: the kernel to load the pipelines on (a fresh one by default; started
@@ -534,6 +552,8 @@ async def run_eval(
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must not be negative, got {limit}")
+    if seed is not None and seed < 0:  # it seeds the reports' bootstraps: refused up front,
+        raise ValueError(f"seed must not be negative, got {seed}")  # not once all items ran
     run_dir = Path(out)
     data = await anyio.to_thread.run_sync(load_dataset, dataset)
     if limit is not None:
@@ -573,8 +593,8 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
                       bootstrap_samples: int, retry_judge_failures: bool) -> EvalRun:
     """:func:`run_eval`'s work once the run directory is locked."""
     results_path = run_dir / "results.jsonl"
-    sessions, old_files = await anyio.to_thread.run_sync(_prepare_run_dir, run_dir, lock,
-                                                         force)
+    sessions, old_files, old_versions = await anyio.to_thread.run_sync(
+        _prepare_run_dir, run_dir, lock, force)
     owned = kernel is None
     if kernel is None:
         from aieng_core import Kernel
@@ -582,7 +602,7 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
         kernel = Kernel()
     started_at = _utc_now()
     state = _Resume(sessions=sessions, old_files=old_files, force=force,
-                    retry_judges=retry_judge_failures)
+                    retry_judges=retry_judge_failures, old_versions=old_versions)
     if owned or kernel.thread_limiter is None:
         async with kernel:
             finished = await _run_items(kernel, pipeline, judge_pipeline, seed, data,
@@ -616,6 +636,8 @@ class _Resume:
     force: bool
     #: run again the judges that failed on earlier records (``retry_judge_failures``)
     retry_judges: bool = False
+    #: the earlier lockfile's ``aieng``, ``plugins`` and ``python`` (empty: a fresh run)
+    old_versions: dict[str, Any] = attrs.field(factory=dict)
     #: every record of the earlier sessions (failed ones included)
     earlier: dict[str, ItemResult] = attrs.field(factory=dict)
     todo: list[DatasetItem] = attrs.field(factory=list)
@@ -683,6 +705,11 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
     jobs = [(item, None) for item in todo] + list(state.rejudge.values())
     owners = _owners(earlier.values())
     lock.update(environment(kernel.registry.plugins))
+    if state.sessions:  # resuming (not set aside by --force): an upgrade in between warns
+        for line in _version_changes(state.old_versions, lock):
+            log.warning("eval.resume.version_changed", run_dir=str(run_dir), change=line)
+            state.warnings.append(f"resuming {run_dir}: {line} since the earlier sessions; "
+                                  "its results may mix both versions (--force starts over)")
     lock["pipeline"]["name"] = pipeline.name
     lock["pipeline"]["config"] = jsonable(pipeline.to_dict())
     lock["components"] = _components(kernel, [pipeline, judge])

@@ -77,14 +77,21 @@ def _boot_means(data: np.ndarray, samples: int, seed: int) -> np.ndarray:
     return out
 
 
+def _check_seed(seed: int) -> None:
+    """Refuse a negative seed with its name (numpy's message names nothing)."""
+    if seed < 0:
+        raise ValueError(f"the bootstrap seed must not be negative, got {seed}")
+
+
 def mean_ci(values: Sequence[float], *, samples: int = 1000, confidence: float = 0.95,
             seed: int = 0) -> MeanCI:
     """The mean of ``values`` and its percentile bootstrap interval.
 
-    :raises ValueError: for no values, or a confidence outside (0, 1).
+    :raises ValueError: for no values, a confidence outside (0, 1) or a negative seed.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_seed(seed)
     import numpy as np  # imported here: `aieng --help` loads this plugin
 
     data = np.asarray(values, dtype=float)
@@ -104,13 +111,14 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, samples: int = 1
     """The paired bootstrap test of ``mean(b - a)``: ``a[i]`` and ``b[i]`` are two systems'
     scores on the same item ``i``.
 
-    :raises ValueError: when the lengths differ, there are no pairs, or the confidence is
-        outside (0, 1).
+    :raises ValueError: when the lengths differ, there are no pairs, the confidence is
+        outside (0, 1) or the seed negative.
     """
     if len(a) != len(b):
         raise ValueError(f"paired scores need equal lengths, got {len(a)} and {len(b)}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_seed(seed)
     import numpy as np
 
     xa = np.asarray(a, dtype=float)

@@ -323,6 +323,48 @@ def test_compare_no_difference_and_three_runs(tmp_path: Path) -> None:
     assert "## last − first" in text and "| exact_match | 40 |" in text
 
 
+def test_compare_counts_the_items_of_each_runs_limit(tmp_path: Path) -> None:
+    """A run narrowed by a resume with a smaller --limit is compared on the items its
+    report counts, not on the older records past the limit its results.jsonl keeps."""
+    ds = dataset(tmp_path, two_word_items(6))
+    wide = _run(tmp_path, "wide", "echo", ds)
+    narrowed = kit.invoke(str(tmp_path / "wide.toml"), str(ds), "--out", str(wide), "-q",
+                          "--limit", "2")
+    assert narrowed.exit_code == 0 and "2 items: 2 ok" in narrowed.output
+    other = _run(tmp_path, "other", "first", ds)
+    result = kit.invoke("compare", str(wide), str(other), "--json", "--samples", "50")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [r["items"] for r in data["runs"]] == [2, 6]
+    pair = data["pairs"][0]
+    assert (pair["common_items"], pair["only_a"], pair["only_b"]) == (2, 0, 4)
+    assert data["ranking"]["games"] == 2 * 3  # 2 items x 3 metrics, one pair
+
+
+def test_compare_refuses_one_run_under_two_spellings(tmp_path: Path) -> None:
+    """A run directory named relatively and absolutely is the same run: refused, not
+    compared with itself."""
+    run = _run(tmp_path, "run", "echo", dataset(tmp_path, two_word_items(3)))
+    result = kit.invoke("compare", str(run), str(run.resolve() / ".." / "run"))
+    assert result.exit_code == 1 and "given twice" in result.output
+
+
+def test_a_negative_seed_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """--seed seeds the reports' bootstraps, which need a non-negative seed: a negative
+    one is a usage error up front (it once failed after every item had run, with numpy's
+    "expected non-negative integer"), for compare too."""
+    ds = dataset(tmp_path, two_word_items(2))
+    out = tmp_path / "run"
+    result = kit.invoke(str(kit.pipeline_file(tmp_path)), str(ds), "--out", str(out), "-q",
+                        "--seed", "-1")
+    assert result.exit_code == 2 and "--seed" in result.output, result.output
+    assert kit.CALLS == [] and not out.exists()
+    run = _run(tmp_path, "a", "echo", ds)
+    other = _run(tmp_path, "b", "first", ds)
+    refused = kit.invoke("compare", str(run), str(other), "--seed", "-3")
+    assert refused.exit_code == 2 and "--seed" in refused.output
+
+
 def test_compare_needs_two_runs(tmp_path: Path) -> None:
     """One run, or a folder without results, is refused with the reason."""
     assert "at least two" in kit.invoke("compare", str(tmp_path)).output

@@ -312,6 +312,35 @@ def test_a_file_the_run_writes_itself_only_warns_on_resume(tmp_path: Path) -> No
     assert "journal.txt" in warning and "changed" in warning
 
 
+def test_a_resume_after_a_plugin_upgrade_warns(tmp_path: Path) -> None:
+    """The lockfile keeps the latest session's versions only: a plugin upgraded between
+    sessions (its metric may have changed) is a warning naming both versions, not a
+    silent mix of both versions' results."""
+    import sys
+
+    import aieng_eval
+
+    from aieng_core import Kernel
+
+    ds = write_dataset(tmp_path)
+    pipeline = kit.pipeline_file(tmp_path)
+    out = tmp_path / "run"
+    first = run(pipeline, ds, out, limit=2, reports=False)
+    assert first.warnings == ()
+    upgraded = Kernel(entry_points=[], default_embedder=None, loop_block_threshold=None)
+    upgraded.load()
+    for module, name, dist, version in (
+            (sys.modules["_evalkit"], "evalkit", "evalkit-test", "0.2.0"),
+            (aieng_eval, "eval", "aieng-eval", "0.1.0")):
+        upgraded.registry.register(module, name=name, distribution=dist, version=version)
+    second = anyio.run(lambda: run_eval(pipeline, ds, out=out, kernel=upgraded,
+                                        reports=False, hash_cache=tmp_path / "h.json"))
+    assert second.ran == 4 and second.skipped == 2
+    (warning,) = second.warnings  # the one plugin that changed
+    assert "'evalkit'" in warning and "0.1.0" in warning and "0.2.0" in warning
+    assert "--force" in warning
+
+
 @pytest.mark.parametrize("lock", ["", '{"format'])
 def test_results_without_a_readable_lockfile_are_not_reused_silently(
         tmp_path: Path, lock: str) -> None:
@@ -601,12 +630,16 @@ def test_records_of_older_versions_read_without_judge_failures(tmp_path: Path) -
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
-    """Concurrency below 1 and a missing pipeline file are refused with the reason."""
+    """Concurrency below 1, a missing pipeline file and a negative seed are refused with
+    the reason."""
     ds = write_dataset(tmp_path)
     with pytest.raises(ValueError, match="concurrency"):
         run(kit.pipeline_file(tmp_path), ds, tmp_path / "r", concurrency=0)
     with pytest.raises(EvalError, match="cannot read the pipeline file"):
         run(tmp_path / "missing.toml", ds, tmp_path / "r")
+    with pytest.raises(ValueError, match="seed must not be negative"):  # before any item
+        run(kit.pipeline_file(tmp_path), ds, tmp_path / "s", seed=-1)
+    assert kit.CALLS == [] and not (tmp_path / "s").exists()
 
 
 def _outcome(results: object) -> dict[str, tuple[str, str, dict[str, float]]]:

@@ -48,6 +48,10 @@ def test_seeded_and_validated() -> None:
         mean_ci([1.0], confidence=1.0)
     with pytest.raises(ValueError, match="no values"):
         mean_ci([])
+    for seeded in (lambda: mean_ci([1.0, 2.0], seed=-1), lambda: mean_ci([1.0], seed=-1),
+                   lambda: paired_bootstrap(a, b, seed=-2)):
+        with pytest.raises(ValueError, match="bootstrap seed must not be negative"):
+            seeded()
 
 
 @settings(max_examples=50, deadline=None)

@@ -82,7 +82,8 @@ def length_controlled_win_rate(
     for _ in range(iterations):
         g0 = -_RIDGE * theta
         g1 = -_RIDGE * beta
-        h00 = h01 = h11 = _RIDGE
+        h00 = h11 = _RIDGE  # the ridge adds _RIDGE * I to the Hessian: nothing to h01
+        h01 = 0.0
         for x, y in zip(xs, outcomes, strict=True):
             p = _sigmoid(theta + beta * x)
             w = p * (1.0 - p)

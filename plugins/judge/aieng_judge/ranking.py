@@ -91,7 +91,9 @@ def elo(
     for a, b, s in _checked(games):
         ra = ratings.setdefault(a, initial)
         rb = ratings.setdefault(b, initial)
-        ea = 1.0 / (1.0 + 10.0 ** ((rb - ra) / scale))
+        # Capped: past 10 ** 300 the expectation is 0 to a float, and 10.0 ** 309 overflows
+        # (a small scale or a large k spreads ratings that far).
+        ea = 1.0 / (1.0 + 10.0 ** min((rb - ra) / scale, 300.0))
         eb = 1.0 - ea
         ratings[a] = ra + k * (s - ea)
         ratings[b] = rb + k * ((1.0 - s) - eb)

@@ -58,6 +58,53 @@ def test_ties_and_separation_stay_finite() -> None:
     assert length_controlled_win_rate([0.5, 0.5], [10, 20], [10, 20]).raw == 0.5
 
 
+def _penalized_gradient(outcomes: list[float], model: list[int], baseline: list[int],
+                        theta: float, beta: float) -> tuple[float, float]:
+    """The gradient of the fit's objective (log-likelihood less the 1e-3 ridge) at
+    ``(theta, beta)``, the features built as the function builds them."""
+    diffs = [float(m - b) for m, b in zip(model, baseline)]
+    mean = sum(diffs) / len(diffs)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / len(diffs)) or 1.0
+    g0, g1 = -1e-3 * theta, -1e-3 * beta
+    for d, y in zip(diffs, outcomes):
+        x = math.tanh(d / sd)
+        p = 1 / (1 + math.exp(-(theta + beta * x)))
+        g0 += y - p
+        g1 += (y - p) * x
+    return g0, g1
+
+
+def test_a_batch_where_length_and_model_coincide_is_fitted() -> None:
+    """Every answer of the model longer by the same margin (length and model cannot be
+    told apart): the ridge splits the effect, the win rate is not reset to 0.5 (the
+    Newton step once added the ridge to the Hessian's cross term, found it singular
+    and stopped before the first step)."""
+    outcomes = [1.0] * 50 + [0.0]
+    result = length_controlled_win_rate(outcomes, [100] * 51, [1] * 51)
+    assert result.controlled > 0.8
+    assert result.length_coefficient > 1.0
+    theta = math.log(result.controlled / (1 - result.controlled))
+    g0, g1 = _penalized_gradient(outcomes, [100] * 51, [1] * 51, theta,
+                                 result.length_coefficient)
+    assert abs(g0) < 1e-6 and abs(g1) < 1e-6
+
+
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.5, 1.0]), st.integers(1, 300),
+                          st.integers(1, 300)), min_size=1, max_size=30))
+@settings(max_examples=60, deadline=None)
+def test_the_fit_is_the_penalized_maximum(rows: list[tuple[float, int, int]]) -> None:
+    """Whatever the batch (ties, separation, equal lengths), the returned fit is where
+    the penalized log-likelihood's gradient vanishes (a concave objective: its maximum)."""
+    outcomes = [y for y, _, _ in rows]
+    model = [m for _, m, _ in rows]
+    baseline = [b for _, _, b in rows]
+    result = length_controlled_win_rate(outcomes, model, baseline)
+    assert 0.0 < result.controlled < 1.0
+    theta = math.log(result.controlled / (1 - result.controlled))
+    g0, g1 = _penalized_gradient(outcomes, model, baseline, theta, result.length_coefficient)
+    assert abs(g0) < 1e-6 * len(rows) and abs(g1) < 1e-6 * len(rows)
+
+
 def test_win_rate_errors() -> None:
     """Empty, mismatched and out-of-range inputs are refused."""
     with pytest.raises(ValueError, match="non-empty"):

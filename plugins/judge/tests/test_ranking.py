@@ -55,6 +55,13 @@ def test_elo_expected_score_uses_scale() -> None:
     assert r["f"] > r["u"]
 
 
+def test_elo_ratings_far_apart_stay_finite() -> None:
+    """A small scale (or a large k) puts ratings thousands of scales apart: the upset's
+    expectation is 0, not an OverflowError from 10 ** 1000."""
+    ratings = elo([("a", "b", 1.0), ("b", "a", 1.0)], k=1000.0, scale=1.0)
+    assert ratings == {"a": 500.0, "b": 1500.0}  # b, 1000 below, gained the whole k
+
+
 @given(games(min_size=1, max_size=1), st.floats(1, 100), st.floats(500, 2000))
 def test_one_elo_game_conserves_the_sum(gs: list[Game], k: float, initial: float) -> None:
     """One Elo game moves the two ratings by opposite amounts."""
