@@ -8,7 +8,7 @@ namespace, a prompt-template version and the pipeline's name. ``Request.metadata
 out (user ids and trace tags would split the cache), except its ``template_version`` field,
 whether it asks for log-probabilities (``logprobs``: an answer stored without them is
 no answer to a request for them) and the output constraints the backends read from it
-(``regex``, ``tool_choice``, ``parallel_tool_calls``).
+(``regex``, ``tool_choice``, ``parallel_tool_calls``, ``response_format``).
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ TEMPLATE_FIELD = "template_version"
 #: ``Request.metadata`` field asking the backend for per-token log-probabilities.
 LOGPROBS_FIELD = "logprobs"
 #: ``Request.metadata`` fields the backends send as constraints on the output (a regular
-#: expression the text must match, OpenAI's ``tool_choice`` and ``parallel_tool_calls``).
-OUTPUT_FIELDS = ("regex", "tool_choice", "parallel_tool_calls")
+#: expression the text must match, OpenAI's ``tool_choice`` and ``parallel_tool_calls``,
+#: and the client's own ``response_format`` object, which the gateway keeps and an
+#: ``openai`` backend sends unchanged: JSON mode, a strict or a lax schema).
+OUTPUT_FIELDS = ("regex", "tool_choice", "parallel_tool_calls", "response_format")
 
 
 @attrs.frozen

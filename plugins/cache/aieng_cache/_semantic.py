@@ -117,12 +117,17 @@ class SemanticCache:
         # another size, make them unreadable).
         rows = self.store.live(self.clock(), limit=self.options.max_entries,
                                scope=scope_key(self.scope))
+        # The newest vector's size is the index's: after the embedding model changed
+        # size, the rows of the model in use now are the newest, and must stay
+        # searchable; the older model's keep answering their exact requests only.
+        size = next((len(row.vector) for row in rows
+                     if row.tag is not None and row.vector is not None), None)
         for row in reversed(rows):  # oldest first: the newest end up most recent
             if row.tag is None:
                 continue
             try:
                 completion = decode_completion(row.value)
-                vector = None if row.vector is None \
+                vector = None if row.vector is None or len(row.vector) != size \
                     else np.frombuffer(row.vector, dtype="<f4").astype(np.float32)
                 self.index.put(row.key, row.tag, vector, completion, row.expires_at)
             except (CodecError, ValueError) as exc:

@@ -68,6 +68,15 @@ def _add_scope(conn: sqlite3.Connection) -> None:
             raise
 
 
+def _named(exc: sqlite3.Error, message: str) -> sqlite3.Error:
+    """``exc`` with another message (naming the file): the same type and SQLite codes."""
+    error = type(exc)(message)
+    for name in ("sqlite_errorcode", "sqlite_errorname"):
+        if hasattr(exc, name):
+            setattr(error, name, getattr(exc, name))
+    return error
+
+
 class SQLiteStore:
     """Entries in one SQLite file (created with its folder when missing).
 
@@ -119,17 +128,25 @@ class SQLiteStore:
             # SQLite's own message names no file ("unable to open database file"); keep
             # its type (callers may catch sqlite3.OperationalError) with the path added.
             hint = " (it is a folder)" if self.path.is_dir() else ""
-            error = type(exc)(f"cannot open the cache database {self.path}{hint}: {exc}")
-            for name in ("sqlite_errorcode", "sqlite_errorname"):
-                if hasattr(exc, name):
-                    setattr(error, name, getattr(exc, name))
-            raise error from exc
+            raise _named(exc, f"cannot open the cache database {self.path}{hint}: {exc}"
+                         ) from exc
         return conn
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         with self._turn, self._borrowed() as conn:
-            yield conn
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                # A file that opened but fails a statement (damaged pages, another
+                # writer's lock held past the busy timeout): SQLite's message names no
+                # file and says nothing of what to do.
+                if getattr(exc, "sqlite_errorname", "") == "SQLITE_CORRUPT":
+                    message = (f"the cache database {self.path} is damaged ({exc}): delete "
+                               "it, with its -wal and -shm files, and the cache starts empty")
+                else:
+                    message = f"cache database {self.path}: {exc}"
+                raise _named(exc, message) from exc
 
     @contextmanager
     def _borrowed(self) -> Iterator[sqlite3.Connection]:

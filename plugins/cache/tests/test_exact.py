@@ -8,10 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import aieng_cache
+import attrs
 import pytest
 from aieng_cache import CacheMiss, CacheOptions, CacheStored, ExactCache, SQLiteLevel
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import CacheHit, Completion, Message, Request, TokenLogprob
+from aieng_hookspecs.types import (
+    CacheHit,
+    Completion,
+    Delta,
+    Message,
+    Request,
+    TokenLogprob,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 
 from aieng_core import ConfigError, Kernel
 from aieng_core.registry import PluginInfo
@@ -305,3 +316,46 @@ use = "scripted"
     async with pipeline:
         await pipeline.run("hi")
         assert (await pipeline.run("hi")).cache_hit == "cache"
+
+
+class ToolCallingPlugin:
+    """Offers a ``scripted`` backend that asks for two tool calls (ids, nested arguments)."""
+
+    CALLS = (ToolCall("call_1", "search", {"q": "RRF", "filters": {"year": [2009, None]}}),
+             ToolCall("call_2", "calc", {"expr": "1/(60+1)", "exact": True}))
+
+    def __init__(self) -> None:
+        self.backend = ScriptedBackend([self.CALLS], usage=Usage(11, 7))
+
+    @hookimpl
+    def aieng_register_components(self, registry: Any) -> None:
+        registry.add("scripted", lambda: self.backend)
+
+
+@pytest.mark.parametrize("memory", [False, True])
+async def test_a_streamed_hit_replays_tool_calls_and_usage(
+    aieng_kernel: Kernel, register_plugin: Register, tmp_path: Path, memory: bool,
+) -> None:
+    """A streaming caller answered from the cache (the memory level, or the file read
+    back) gets the stored tool calls — ids, names, arguments — and usage exactly, as one
+    delta, and the backend is asked once."""
+    plugin = ToolCallingPlugin()
+    tools = (ToolSpec(name="search"), ToolSpec(name="calc"))
+    request = Request(messages=(Message("user", "Look up RRF"),), tools=tools)
+    with register_plugin(aieng_cache, "cache"), register_plugin(plugin, "scripted"):
+        pipeline = aieng_kernel.pipeline(cached_pipeline(tmp_path, memory=memory))
+        reopened = aieng_kernel.pipeline(cached_pipeline(tmp_path, memory=memory))
+    runs: list[list[Delta]] = [[], []]
+    async with pipeline:
+        first = await pipeline.run(request, on_delta=runs[0].append)
+        if memory:  # the same process: its memory level answers
+            second = await pipeline.run(request, on_delta=runs[1].append)
+    if not memory:  # a new process would: the file answers
+        async with reopened:
+            second = await reopened.run(request, on_delta=runs[1].append)
+    assert len(plugin.backend.requests) == 1
+    assert second.cache_hit == "cache" and second.completion is not None
+    assert second.completion == attrs.evolve(first.completion, cached=True)
+    [delta] = runs[1]
+    assert delta.tool_calls == ToolCallingPlugin.CALLS
+    assert delta.usage == Usage(11, 7) and delta.finish_reason == "tool_calls"

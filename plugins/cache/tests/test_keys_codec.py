@@ -76,13 +76,14 @@ def test_asking_for_logprobs_is_in_the_key() -> None:
 @pytest.mark.parametrize("metadata", [
     {"regex": r"\d+"}, {"tool_choice": "required"}, {"tool_choice": "none"},
     {"tool_choice": {"type": "function", "function": {"name": "search"}}},
-    {"parallel_tool_calls": False},
+    {"parallel_tool_calls": False}, {"response_format": {"type": "json_object"}},
 ])
 def test_output_constraints_in_metadata_are_in_the_key(metadata: dict[str, object]) -> None:
     """The metadata the backends send as output constraints (``regex``, ``tool_choice``,
-    ``parallel_tool_calls``) changes the answer: an answer stored without the constraint
-    (or with another) must never answer a request with it, exactly or by similarity. A
-    request without them keeps the key it always had; their dict order does not count."""
+    ``parallel_tool_calls``, OpenAI's ``response_format``) changes the answer: an answer
+    stored without the constraint (or with another) must never answer a request with it,
+    exactly or by similarity. A request without them keeps the key it always had; their
+    dict order does not count."""
     request = chat("Give me a number", tools=(ToolSpec(name="search"),))
     constrained = attrs.evolve(request, metadata=metadata)
     assert request_key(constrained) != request_key(request)
@@ -194,3 +195,19 @@ def test_non_finite_tool_call_arguments_are_keyed_and_round_trip() -> None:
                             tool_calls=(ToolCall("k", "echo", {"x": nan, "y": inf}),))
     [call] = decode_completion(encode_completion(completion)).tool_calls
     assert math.isnan(call.arguments["x"]) and call.arguments["y"] == inf
+
+
+def test_the_clients_response_format_object_is_in_the_key() -> None:
+    """The gateway keeps a client's ``response_format`` in ``metadata`` and an ``openai``
+    backend sends it unchanged: JSON mode and a non-strict schema are other requests than
+    a strict schema of the same ``response_schema``, and never share an answer."""
+    schema = {"type": "object", "additionalProperties": True}
+    strict = {"type": "json_schema",
+              "json_schema": {"name": "r", "schema": schema, "strict": True}}
+    formats = [{"type": "json_object"}, strict,
+               {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}]
+    request = chat("Give me an object", response_schema=schema)
+    keys = {request_key(attrs.evolve(request, metadata={"response_format": f}))
+            for f in formats}
+    assert len(keys) == len(formats)
+    assert request_key(request) not in keys

@@ -310,3 +310,29 @@ async def test_threshold_one_hits_identical_embeddings() -> None:
         found = await cache.aieng_cache_lookup(ask("what is rrf, again?"))
         assert found is not None and found.text == "a"
         assert cache.last_similarity is not None and cache.last_similarity <= 1.0
+
+
+async def test_after_a_model_switch_the_new_models_entries_survive_the_next_restart(
+        tmp_path: Path) -> None:
+    """With ``model = ''`` the default embedder changed size (64 -> 32): the new model's
+    entries, stored beside the old model's rows in one scope, still hit by similarity
+    after the next restart (the newest rows set the index's size, not the oldest: those
+    of the old model are kept for their exact requests only)."""
+    path = str(tmp_path / "s.db")
+    clock = Clock()
+    old = SemanticCache(SemanticOptions(path=path), embedder=HashEmbedder(64).aieng_embed,
+                        clock=clock)
+    await old.aieng_cache_store(ask(PROMPT), Completion(text="old answer"))
+    await old.aclose()
+    clock.now += 1
+    options = SemanticOptions(threshold=0.9, path=path)
+    new = SemanticCache(options, embedder=HashEmbedder(32).aieng_embed, clock=clock)
+    await new.aieng_cache_store(ask("how do i cancel my order"), Completion(text="new"))
+    await new.aclose()
+    clock.now += 1
+    again = SemanticCache(options, embedder=HashEmbedder(32).aieng_embed, clock=clock)
+    found = await again.aieng_cache_lookup(ask("how do i cancel my order please"))
+    assert found is not None and found.text == "new"
+    exact = await again.aieng_cache_lookup(ask(PROMPT))
+    assert exact is not None and exact.text == "old answer"
+    await again.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import unicodedata
 from collections.abc import Sequence
 
 from aieng_hookspecs import PipelineContext, hookimpl
@@ -23,16 +24,24 @@ def estimate_tokens(request: Request, chars_per_token: float = 4.0) -> int:
     return math.ceil(sum(len(m.content) for m in request.messages) / chars_per_token)
 
 
+def _compile(rule: Rule) -> re.Pattern[str]:
+    """``rule.pattern`` compiled, in Unicode's composed form (NFC) as the text it reads."""
+    return re.compile(unicodedata.normalize("NFC", rule.pattern or ""),
+                      re.IGNORECASE if rule.ignore_case else 0)
+
+
 def matches(rule: Rule, request: Request, *, chars_per_token: float = 4.0,
             pattern: re.Pattern[str] | None = None) -> bool:
-    """Whether every condition of ``rule`` holds for ``request``.
+    """Whether every condition of ``rule`` holds for ``request``. The last user message is
+    read in Unicode's composed form (NFC): "café" typed with a combining accent (NFD, as
+    macOS hands text over) matches a rule's "café" and counts 4 characters.
 
     :param pattern: ``rule.pattern`` compiled (compiled here when not given).
     """
-    text = request.prompt
+    text = unicodedata.normalize("NFC", request.prompt)
     if rule.pattern is not None:
         if pattern is None:
-            pattern = re.compile(rule.pattern, re.IGNORECASE if rule.ignore_case else 0)
+            pattern = _compile(rule)
         if pattern.search(text) is None:
             return False
     if rule.min_chars is not None and len(text) < rule.min_chars:
@@ -67,10 +76,8 @@ class RuleRouter:
     def __init__(self, options: RuleOptions, *, clock: Clock = time.monotonic) -> None:
         self.options = options
         self.health = Health("rule-router", options.breaker, clock=clock)
-        self._patterns = [
-            None if rule.pattern is None else
-            re.compile(rule.pattern, re.IGNORECASE if rule.ignore_case else 0)
-            for rule in options.rules]
+        self._patterns = [None if rule.pattern is None else _compile(rule)
+                          for rule in options.rules]
 
     @hookimpl
     def aieng_pipeline_open(self, context: PipelineContext) -> None:

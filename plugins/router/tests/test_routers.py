@@ -194,6 +194,24 @@ def test_rule_with_unavailable_targets_passes_to_the_next() -> None:
     assert found is not None and found.target == "large" and found.reason == "rule:long"
 
 
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_a_pattern_matches_either_unicode_form(form: str) -> None:
+    """A rule's accented word matches the prompt whether the client composed its accents
+    (NFC, as most keyboards do) or decomposed them (NFD: macOS file names and
+    clipboards), with either form in the rule, and case-insensitively."""
+    import unicodedata
+
+    prompt = unicodedata.normalize(form, "Où est mon REMBOURSEMENT, Café Zürich ?")
+    for rule_form in ("NFC", "NFD"):
+        pattern = unicodedata.normalize(rule_form, r"\bremboursement\b.*café zürich")
+        router = RuleRouter(RuleOptions(rules=(Rule(target="fr", pattern=pattern),),
+                                        default="general"))
+        found = router.aieng_route(ask(prompt), ["fr", "general"])
+        assert found is not None and found.target == "fr", (form, rule_form)
+    sized = RuleRouter(RuleOptions(rules=(Rule(target="short", max_chars=4),)))
+    assert sized.aieng_route(ask(unicodedata.normalize(form, "café")), ["short"]) is not None
+
+
 def test_bad_pattern_is_refused() -> None:
     """A rule with an invalid regular expression fails when the options are built."""
     with pytest.raises(ValueError, match="not a valid regular expression"):
