@@ -70,6 +70,14 @@ ROLES: dict[str, Role] = {
                       "a quantizer writing a raw float32 weights file as int8 with one "
                       "scale (scheme `int8`).",
                       'output_dir = ""'),
+    "memory": Role("MemorySuite", "Memory",
+                   "an agent memory in a dictionary, recalling the items that share the most "
+                   "words with the query.",
+                   "max_items = 1000"),
+    "policy": Role("AgentPolicySuite", "Policy",
+                   "an agent policy that first calls a search tool with the user's question, "
+                   "then answers with its result.",
+                   'tool = "search"\nargument = "query"'),
 }
 
 

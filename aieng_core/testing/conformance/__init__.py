@@ -14,7 +14,9 @@ pipeline of the kit's isolated kernel::
 
 Suites declare further fixtures with defaults that a subclass may override (for example
 ``RetrieverSuite.corpus``, ``ToolSuite.tool_examples``, ``QuantizerSuite.model_path``);
-each suite's docstring lists its own. The suites are named ``*Suite``, so pytest collects
+each suite's docstring lists its own (``MemorySuite`` and
+``AgentPolicySuite`` also take ``companions``: the other components of their pipelines,
+such as an embedder or a backend). The suites are named ``*Suite``, so pytest collects
 them only through a ``Test*`` subclass. Each suite's ``check_*`` methods hold its checks,
 for use in a plugin's own tests too.
 """
@@ -24,6 +26,8 @@ from ._cache import CacheSuite
 from ._fuser import FuserSuite
 from ._guardrail import GuardrailSuite
 from ._judge import JudgeSuite
+from ._memory import DEFAULT_FACTS, MemorySuite
+from ._policy import DEFAULT_TOOLS, AgentPolicySuite, default_agent_states
 from ._quantizer import QuantizerSuite
 from ._reranker import RerankerSuite
 from ._retriever import DEFAULT_CORPUS, TRICKY_QUERIES, RetrieverSuite
@@ -32,15 +36,20 @@ from ._tool import ToolSuite
 
 __all__ = [
     "DEFAULT_CORPUS",
+    "DEFAULT_FACTS",
+    "DEFAULT_TOOLS",
     "TRICKY_QUERIES",
+    "AgentPolicySuite",
     "BackendSuite",
     "CacheSuite",
     "FuserSuite",
     "GuardrailSuite",
     "JudgeSuite",
+    "MemorySuite",
     "QuantizerSuite",
     "RerankerSuite",
     "RetrieverSuite",
     "RouterSuite",
     "ToolSuite",
+    "default_agent_states",
 ]

@@ -161,6 +161,24 @@ def _json_like(found: object) -> dict[str, Any] | None:
 
 
 def _arguments(text: str, spec: ToolSpec | None) -> dict[str, Any]:
+    """The arguments an Action Input gives, as JSON carries them (:func:`_carried`)."""
+    return _carried(_read_arguments(text, spec))
+
+
+def _carried(arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` when JSON can carry them to a tool or an API; Python's JSON reader
+    takes ``NaN``, ``Infinity``, ``1e999`` and ``"\\ud800"``, which no strict reader does."""
+    try:
+        json.dumps(arguments, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except ValueError:  # UnicodeEncodeError included
+        raise ReActFormatError(
+            "the Action Input holds a value JSON cannot carry (NaN, Infinity, a number too "
+            "large, or half of a UTF-16 pair): write finite numbers and whole characters"
+        ) from None
+    return arguments
+
+
+def _read_arguments(text: str, spec: ToolSpec | None) -> dict[str, Any]:
     stripped = text.strip()
     raw = _FENCE.sub("", stripped).strip()
     fenced = raw != stripped

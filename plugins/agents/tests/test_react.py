@@ -339,3 +339,21 @@ def test_native_tool_messages_are_replayed_as_actions_and_observations() -> None
         'Action: calculate\nAction Input: {"expression": "1+1"}\n'
         'Action: search\nAction Input: {"query": "ünï", "k": 2}')
     assert messages[3].content == "Observation: 2\nObservation: found"
+
+
+NUMBERS = ToolSpec(name="add", parameters={
+    "type": "object", "properties": {"numbers": {"type": "array"}, "x": {"type": "number"}}})
+ONE_NUMBER = ToolSpec(name="sqrt", parameters={
+    "type": "object", "properties": {"x": {"type": "number"}}})
+
+
+@pytest.mark.parametrize(("tool", "given_input"), [
+    (NUMBERS, '{"x": NaN}'), (NUMBERS, '{"x": Infinity}'), (NUMBERS, '{"x": 1e999}'),
+    (NUMBERS, '{"numbers": [1, -Infinity]}'), (NUMBERS, '{"x": "\\ud800"}'),
+    (ONE_NUMBER, "NaN"), (ONE_NUMBER, "1e999"),
+])
+def test_values_json_cannot_carry_are_a_format_error(tool: ToolSpec, given_input: str) -> None:
+    """Python's JSON reader takes NaN, Infinity, 1e999 and lone surrogates; no tool or API
+    could be sent them, so the model is asked to write the input again."""
+    with pytest.raises(ReActFormatError, match="JSON cannot carry"):
+        parse_react(f"Action: {tool.name}\nAction Input: {given_input}", (tool,))
