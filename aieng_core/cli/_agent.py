@@ -9,7 +9,7 @@ import click
 
 from ._app import cli, kernel_of, read_stdin, utf8_text
 
-__all__ = ["agent", "short"]
+__all__ = ["agent", "short", "step_line"]
 
 _SHORT = 80
 
@@ -20,7 +20,8 @@ def short(text: str, limit: int = _SHORT) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _step_line(step: object) -> str:
+def step_line(step: object) -> str:
+    """One step of an agent run as ``aieng agent`` prints it (tool calls shortened)."""
     from ..agent import AgentStep
 
     assert isinstance(step, AgentStep)
@@ -110,7 +111,7 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
         async with kernel:
             built = kernel.load_pipeline(pipeline)
             return await Agent(built, options).run(
-                task, on_step=None if as_json else lambda s: click.echo(_step_line(s)),
+                task, on_step=None if as_json else lambda s: click.echo(step_line(s)),
                 approve=ask if confirm else None)
 
     result = anyio.run(go)

@@ -147,7 +147,7 @@ def cli(ctx: click.Context, log_level: str) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from . import _agent, _commands, _rag, _scaffold  # noqa: F401  (register the built-in commands)
+    from . import _agent, _chat, _commands, _rag, _scaffold  # noqa: F401  (the built-in commands)
 
     # Configure logging before anything can log (--help given before --log-level lists the
     # plugins' commands first); the --log-level option re-applies it as it is parsed.

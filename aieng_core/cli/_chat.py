@@ -1,0 +1,203 @@
+"""``aieng chat``: a conversation with a pipeline in the terminal, one line a turn."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ._app import cli, kernel_of, utf8_text
+
+if TYPE_CHECKING:
+    from aieng_hookspecs.types import Message
+
+    from ..pipeline import Pipeline
+
+__all__ = ["chat", "message_from_json", "message_to_json"]
+
+_HELP = "commands: /reset (forget the conversation), /exit (or Ctrl-D)"
+
+
+def message_to_json(message: Message) -> dict[str, Any]:
+    """A message as one line of a history file."""
+    data: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name is not None:
+        data["name"] = message.name
+    if message.tool_call_id is not None:
+        data["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        data["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments}
+                              for c in message.tool_calls]
+    return data
+
+
+def message_from_json(data: Any) -> Message:
+    """A history file's line as a message.
+
+    :raises ValueError: when it is not one (the message says what is wrong).
+    """
+    from aieng_hookspecs.types import Message, ToolCall
+
+    if not isinstance(data, dict):  # one error type for any bad line
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")  # noqa: TRY004
+    unknown = set(data) - {"role", "content", "name", "tool_call_id", "tool_calls"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    try:
+        calls = tuple(ToolCall(id=c["id"], name=c["name"], arguments=c.get("arguments", {}))
+                      for c in data.get("tool_calls") or ())
+        return Message(data["role"], data["content"], name=data.get("name"),
+                       tool_call_id=data.get("tool_call_id"), tool_calls=calls)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a message: {type(exc).__name__}: {exc}") from None
+
+
+def _read_history(path: Path) -> list[Message]:
+    messages: list[Message] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return messages
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {str(path)!r}: {exc}",
+                                 param_hint="--history") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            messages.append(message_from_json(json.loads(line)))
+        except ValueError as exc:  # json's errors included
+            raise click.BadParameter(f"{str(path)!r} line {number}: {exc}",
+                                     param_hint="--history") from None
+    return messages
+
+
+def _rewrite_history(path: Path, messages: list[Message]) -> None:
+    path.write_text("".join(json.dumps(message_to_json(m), ensure_ascii=False) + "\n"
+                            for m in messages), encoding="utf-8")
+
+
+def _append_history(path: Path, messages: list[Message]) -> None:
+    with path.open("a", encoding="utf-8") as out:
+        for message in messages:
+            out.write(json.dumps(message_to_json(message), ensure_ascii=False) + "\n")
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.option("--system", default=None, callback=utf8_text,
+              help="A system prompt put first in a new conversation.")
+@click.option("--history", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A JSON Lines file of the conversation: read when it exists (the chat "
+                   "goes on from it), and each turn appended to it.")
+@click.option("--context-chars", type=click.IntRange(min=1), default=None,
+              help="The most characters of conversation sent per turn; older turns' texts "
+                   "are left out first (default: all).")
+@click.option("--agent", "as_agent", is_flag=True,
+              help="Answer each turn as an agent: the pipeline's tools, memory and "
+                   "budgets (see aieng agent).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=10, show_default=True,
+              help="With --agent: the most steps of one turn.")
+@click.pass_context
+def chat(ctx: click.Context, pipeline: Path, system: str | None, history: Path | None,
+         context_chars: int | None, as_agent: bool, max_steps: int) -> None:
+    """Chat with PIPELINE (a TOML file): each line of standard input is a turn.
+
+    The answer streams to standard output; the whole conversation goes to the model at
+    each turn. /reset forgets it (and empties --history but for its system prompt), /exit
+    (or Ctrl-D) ends the chat.
+    """
+    import anyio
+    from aieng_hookspecs.types import Message
+
+    messages = _read_history(history) if history is not None else []
+    if system is not None and not messages:
+        messages.append(Message("system", system))
+        if history is not None:
+            _append_history(history, messages)
+    kernel = kernel_of(ctx)
+    interactive = sys.stdin.isatty()
+
+    async def turns(built: Pipeline) -> None:
+        if interactive:
+            click.echo(f"chatting with {built.name}; {_HELP}", err=True)
+        while True:
+            if interactive:
+                click.echo("> ", nl=False, err=True)
+            line = await anyio.to_thread.run_sync(sys.stdin.readline)
+            if not line:  # end of input
+                return
+            text = line.rstrip("\r\n")
+            if text.strip() in ("/exit", "/quit"):
+                return
+            if text.strip() == "/reset":  # the leading system prompt stays
+                del messages[next((i for i, m in enumerate(messages) if m.role != "system"),
+                                  len(messages)):]
+                if history is not None:
+                    await anyio.to_thread.run_sync(_rewrite_history, history, messages)
+                click.echo("(the conversation is forgotten)", err=True)
+                continue
+            if not text.strip():
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                click.echo("aieng: that line is not valid UTF-8; it was not sent", err=True)
+                continue
+            new = await _turn(built, [*messages, Message("user", text)], context_chars,
+                              as_agent, max_steps)
+            if new is None:
+                continue
+            messages.extend(new)
+            if history is not None:
+                await anyio.to_thread.run_sync(_append_history, history, new)
+
+    async def go() -> None:
+        async with kernel:
+            await turns(kernel.load_pipeline(pipeline))
+
+    anyio.run(go)
+
+
+async def _turn(built: Pipeline, conversation: list[Message], context_chars: int | None,
+                as_agent: bool, max_steps: int) -> list[Message] | None:
+    """Answer the last user turn; the messages the turn added (``None``: none kept)."""
+    from ..agent import Agent, AgentOptions
+    from ..agent._messages import fit
+    from ._agent import step_line
+
+    if as_agent:
+        options = AgentOptions(max_steps=max_steps, context_chars=context_chars)
+        result = await Agent(built, options).run(
+            conversation, on_step=lambda s: click.echo(step_line(s), err=True))
+        if result.answer:
+            click.echo(result.answer)
+        if result.status != "answered":
+            click.echo(f"aieng: no answer: {result.status} ({result.reason})", err=True)
+            return None if result.status == "blocked" else list(
+                result.messages[len(conversation) - 1:])
+        return list(result.messages[len(conversation) - 1:])
+    streamed: list[str] = []
+
+    def on_delta(delta: object) -> None:
+        piece = getattr(delta, "text", "")
+        streamed.append(piece)
+        click.echo(piece, nl=False)
+
+    run = await built.run(list(fit(conversation, context_chars)), on_delta=on_delta)
+    if run.status == "blocked":
+        if streamed:
+            click.echo()
+        click.echo("aieng: a guardrail blocked this turn; it was not kept", err=True)
+        return None
+    answer = run.answer
+    if streamed:
+        click.echo()
+    else:
+        click.echo(answer)
+    from aieng_hookspecs.types import Message
+
+    return [conversation[-1], Message("assistant", answer)]
