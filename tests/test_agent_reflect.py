@@ -88,10 +88,11 @@ class Adder:
 
 
 class Notebook:
-    """A memory double: keeps what it is given."""
+    """A memory double: keeps what it is given, recalls what it was built with."""
 
-    def __init__(self) -> None:
+    def __init__(self, *known: str) -> None:
         self.items: list[MemoryItem] = []
+        self.known = [MemoryItem(text, score=1.0) for text in known]
 
     @hookimpl
     def aieng_memory_store(self, items: Sequence[MemoryItem]) -> None:
@@ -99,7 +100,7 @@ class Notebook:
 
     @hookimpl
     def aieng_memory_recall(self, query: Query, k: int) -> list[MemoryItem]:
-        return []
+        return self.known[:k]
 
 
 def compose(kernel: Kernel, **components: object) -> Any:
@@ -271,3 +272,17 @@ def test_system_text_joins_the_leading_system_message(
 
     messages = [Message(role, text) for role, text in roles]  # type: ignore[arg-type]
     assert [(m.role, m.content) for m in with_system(messages, "NEW")] == expected
+
+
+async def test_the_plan_is_made_with_the_recalled_memory() -> None:
+    """Memory is recalled before the plan, and the planning call sees it (a plan should
+    use what the agent already knows); the first decision gets the same items."""
+    llm = Planner()
+    async with Kernel(env={}, entry_points=[]) as kernel:
+        pipeline = compose(kernel, llm=llm, tools=Adder(),
+                           memory=Notebook("40 + 2 was 42 last time"))
+        result = await Agent(pipeline, AgentOptions(plan=True)).run("What is 40 + 2?")
+    (planning,) = llm.of("plan")
+    assert "Relevant memory:\n- 40 + 2 was 42 last time" in planning.messages[0].content
+    assert PLAN_PROMPT in planning.messages[0].content
+    assert [i.text for i in result.steps[0].recalled] == ["40 + 2 was 42 last time"]

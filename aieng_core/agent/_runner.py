@@ -223,11 +223,10 @@ class Agent:
         calls: list[ModelCall] = []  # every model call of the step, for its usage
         plan = review = run_id = ""
         source, action = "model", AgentAction("stop")
-        recalled: tuple[MemoryItem, ...] = ()
+        recalled = await self._recall(run)
         if index == 1 and self.options.plan:
-            plan = await self._plan(run, calls)
+            plan = await self._plan(run, calls, recalled)
         if not run.status:  # a guardrail may have blocked the planning call
-            recalled = await self._recall(run)
             seen = fit(with_memory(run.messages, recalled, self.options.memory_chars),
                        self.options.context_chars)
             mark = len(run.scope.trace)
@@ -294,10 +293,12 @@ class Agent:
                                tool_calls=completion.tool_calls), run_id
         return AgentAction("answer", text=completion.text), run_id
 
-    async def _plan(self, run: _Run, calls: list[ModelCall]) -> str:
+    async def _plan(self, run: _Run, calls: list[ModelCall],
+                    recalled: Sequence[MemoryItem]) -> str:
         """Ask for a plan before the first step and keep it in the conversation."""
         options = self.options
-        asked = _reflect.plan_messages(run.messages, run.tools, options.plan_prompt)
+        memory = with_memory(run.messages, recalled, options.memory_chars)
+        asked = _reflect.plan_messages(memory, run.tools, options.plan_prompt)
         completion, _ = await self._ask(run, asked, calls, "planning call", tools=False)
         if completion is None:
             return ""
