@@ -14,7 +14,9 @@ __all__ = ["TokenCounter", "approximate_tokens", "load_tokenizer"]
 TokenCounter = Callable[[str], int]
 
 # Scripts written without spaces: one token per character is near what BPE tokenizers give.
-_CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+# The supplementary and tertiary ideographic planes hold Han characters only (extensions
+# B and later, the compatibility supplement): rare ones, which tokenizers cut into bytes.
+_CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0003fffd"
 # One token per CJK character, per run of up to 8 other word characters (long words and
 # numbers split, as subword tokenizers split them), and per other visible character
 # (punctuation, symbols). Whitespace counts for nothing, so text joined by whitespace counts

@@ -25,6 +25,18 @@ def test_approximation_counts_words_and_symbols() -> None:
     assert approximate_tokens("a b") == approximate_tokens("a") + approximate_tokens("b")
 
 
+@pytest.mark.parametrize("text", [
+    "\U00020000\U00020001\U0002a6d6\U0002b740\U0002b820\U0002ceb0\U00030000\U00031350",
+    "\U0002f800\U0002f801\U0002f802\U0002f803\U0002f804\U0002f805\U0002f806\U0002f807",
+])
+def test_approximation_counts_cjk_beyond_the_bmp_one_a_character(text: str) -> None:
+    """Han characters of the supplementary planes (extensions B to I, and the
+    compatibility supplement: rare characters of names, Cantonese, classical texts) count
+    one token each, as the BMP's do; they were counted as a word, one per 8."""
+    assert approximate_tokens(text) == len(text) == 8
+    assert approximate_tokens("\U00020b9f\u5b57") == 2
+
+
 def test_lowest_ranked_dropped_first() -> None:
     """When not every passage fits, the best ones are kept whole and the rest dropped,
     and the context's tokens stay under the budget."""

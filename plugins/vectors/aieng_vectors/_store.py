@@ -37,9 +37,11 @@ _OVERSAMPLE = 4
 _CATCH_UP = 2048
 
 
-def unit_rows(raw: Any, count: int) -> Any:
+def unit_rows(raw: Any, count: int, ids: Sequence[str] = ()) -> Any:
     """Embedder output as a float32 array of ``count`` unit rows (zero rows stay zero).
 
+    :param ids: the ids of the documents embedded, to name the first one whose vector is
+        not finite.
     :raises ValueError: when the shape is not ``(count, dim)`` or a value is not finite.
     """
     try:
@@ -49,8 +51,12 @@ def unit_rows(raw: Any, count: int) -> Any:
     if array.ndim != 2 or array.shape[0] != count or array.shape[1] < 1:
         raise ValueError(f"the embedder returned vectors of shape {array.shape} for {count} "
                          "texts; expected one non-empty vector per text")
-    if not np.isfinite(array).all():
-        raise ValueError("the embedder returned a vector with NaN or infinite values")
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        which = (f" for document {ids[row]!r} (text {row + 1} of {count}); nothing was "
+                 "written" if row < len(ids) else "")
+        raise ValueError(f"the embedder returned a vector with NaN or infinite values{which}")
     # Scale each row by its largest entry first, so squaring never overflows.
     peak = np.abs(array).max(axis=1, keepdims=True)
     peak[peak == 0] = 1.0
@@ -143,7 +149,7 @@ class VectorStore:
         :returns: the number of documents written.
         :raises ValueError: when the vectors' dimension differs from the index's.
         """
-        vectors = unit_rows(raw, len(documents))
+        vectors = unit_rows(raw, len(documents), [doc.id for doc in documents])
         latest = {doc.id: index for index, doc in enumerate(documents)}
         if len(latest) != len(documents):  # one id twice in a batch: the last one wins
             keep = sorted(latest.values())
@@ -336,8 +342,11 @@ class VectorStore:
             if query.shape[0] != self.dim:
                 raise ValueError(f"the embedder returned a query vector of dimension "
                                  f"{query.shape[0]}; this index holds dimension {self.dim}")
-            if not filters and self._hnsw is not None and not self._waiting and (
-                    self._count >= self.options.exact_below):
+            # A zero query (an embedder's answer to a text it has no words for) scores
+            # every document 0: the graph's candidates would be arbitrary ones, where the
+            # exact scan gives the tie order, by id.
+            graph = self.uses_hnsw and bool(query.any())
+            if not filters and graph:
                 return self._search_graph(query, k)
             allowed: Any = None
             if filters:
@@ -347,7 +356,7 @@ class VectorStore:
                 if allowed.size == 0:
                     return []
             small = self._count if allowed is None else int(allowed.size)
-            if not self.uses_hnsw or small < self.options.exact_below:
+            if not graph or small < self.options.exact_below:
                 rows = None if allowed is None else allowed  # None: all rows, no copy
             else:
                 rows = self._hnsw_candidates(query, k, allowed)

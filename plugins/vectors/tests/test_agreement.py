@@ -69,3 +69,27 @@ def test_hnsw_answers_as_many_hits_as_the_exact_scan(
         assert score <= best + 1e-6
     if k >= len(exact):
         assert {doc.id for doc, _ in got} == {doc.id for doc, _ in want}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_zero_query_gets_the_exact_scans_answer(engine: str, grouped: bool) -> None:
+    """A zero query vector (what a bag-of-words embedder gives a text without a known
+    word) scores every document 0, so the answer is the tie order, by id, on both paths:
+    the graph, searched with it, gave arbitrary documents."""
+    rng = np.random.default_rng(7)
+    docs = [_doc(i, 0) for i in range(200)]
+    vectors = rng.standard_normal((200, 6))
+    graph = VectorStore(VectorsOptions(exact_below=0, engine=engine, threads=1))
+    exact = VectorStore(VectorsOptions(exact_below=10**9))
+    for store in (graph, exact):
+        store.upsert(docs, vectors)
+        store.flush()
+    assert graph.uses_hnsw and not exact.uses_hnsw
+    filters = {"group": 1} if grouped else {}
+    zero = np.zeros((1, 6), dtype=np.float32)
+    got = [(doc.id, score) for doc, score in graph.search(zero, 5, filters)]
+    want = [(doc.id, score) for doc, score in exact.search(zero, 5, filters)]
+    assert got == want
+    assert [score for _, score in got] == [0.0] * 5
+    assert [doc_id for doc_id, _ in got] == sorted(doc_id for doc_id, _ in got)

@@ -329,6 +329,18 @@ async def test_bad_embedder_output_is_refused(table_embedder: Any) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_nan_vector_names_its_document(table_embedder: Any) -> None:
+    """In a batch, the document whose vector holds NaN or an infinity is named (an
+    embedder that gives NaN for one odd text among thousands), and nothing is written."""
+    table = {"ok": [1.0, 2.0], "bad": [float("inf"), 1.0], "also": [3.0, 1.0]}
+    index = index_with(table_embedder(table))
+    with pytest.raises(ValueError, match=r"NaN or infinite values for document 'bad' "
+                                         r"\(text 2 of 3\); nothing was written"):
+        await index.aieng_index([Document(t, t) for t in ("ok", "bad", "also")])
+    assert len(index) == 0
+
+
+@pytest.mark.anyio
 async def test_ties_are_broken_by_id(table_embedder: Any) -> None:
     """Documents at the same distance come back in id order, whatever the insertion
     order, so equal inputs give equal outputs."""
