@@ -9,7 +9,7 @@ from typing import TypeVar
 import anyio
 import structlog
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, Finding, GuardVerdict, Request
+from aieng_hookspecs.types import Completion, Finding, GuardVerdict, Message, Request
 
 from ._injection import InjectionMatch, InjectionScan, scan_injection
 from ._options import InjectionOptions, PIIOptions
@@ -94,6 +94,45 @@ def _run_key(prefix: str) -> str | None:
     if not run_id:
         return None
     return f"{prefix}:{bound.get('pipeline', '')}:{run_id}"
+
+
+def _tool_source(messages: Sequence[Message], index: int, *, earlier: bool) -> str:
+    """How a finding names the tool message at ``index``: its tool (from the assistant
+    turn that called it, or the message's ``name``) and its call id."""
+    message = messages[index]
+    call_id = message.tool_call_id
+    name = message.name
+    for turn in reversed(messages[:index]):
+        if call_id is not None and name is None and turn.role == "assistant":
+            name = next((c.name for c in turn.tool_calls if c.id == call_id), None)
+            if name is not None:
+                break
+    what = f"the tool result of {name!r}" if name is not None else "a tool result"
+    if call_id is not None:
+        what += f" (call {call_id!r})"
+    return f"an earlier tool message, {what}" if earlier else what
+
+
+def _other_texts(request: Request, *, all_messages: bool,
+                 tool_results: bool) -> list[tuple[str, str]]:
+    """``(source, text)`` of the messages an injection scan covers besides the prompt (the
+    last user message): the tool results after it (``tool_results``), and every earlier
+    user and tool message (``all_messages``)."""
+    messages = request.messages
+    last_user = next((i for i in range(len(messages) - 1, -1, -1)
+                      if messages[i].role == "user"), -1)
+    out: list[tuple[str, str]] = []
+    for i, message in enumerate(messages):
+        if i == last_user or not message.content:
+            continue
+        if message.role == "tool" and i > last_user:
+            if tool_results or all_messages:
+                out.append((_tool_source(messages, i, earlier=False), message.content))
+        elif all_messages and message.role == "tool":
+            out.append((_tool_source(messages, i, earlier=True), message.content))
+        elif all_messages and message.role == "user":
+            out.append(("history", message.content))
+    return out
 
 
 def _digest(text: str) -> str:
@@ -185,9 +224,10 @@ class PIIGuard:
 
 
 class InjectionGuard:
-    """Scores the last user message (or every user and tool message) for prompt
-    injection, after normalising and decoding it, and blocks or redacts above the
-    configured thresholds."""
+    """Scores the last user message and the tool results after it (or every user and tool
+    message) for prompt injection, after normalising and decoding them, and blocks or
+    redacts above the configured thresholds. A finding from another message than the last
+    user one names it (``... in text of the tool result of 'fetch' (call 'c1')``)."""
 
     def __init__(self, options: InjectionOptions | None = None) -> None:
         self.options = options or InjectionOptions()
@@ -199,32 +239,43 @@ class InjectionGuard:
     @hookimpl
     async def aieng_guard_input(self, request: Request) -> GuardVerdict | None:
         """:meth:`check_input`, off the event loop for long texts."""
-        size = sum(len(m.content) for m in request.messages) if self.options.all_messages \
-            else len(request.prompt)
+        opts = self.options
+        size = len(request.prompt) + sum(len(text) for _, text in _other_texts(
+            request, all_messages=opts.all_messages, tool_results=opts.tool_results))
         return await _off_loop(size, lambda: self.check_input(request))
 
     def check_input(self, request: Request) -> GuardVerdict | None:
-        """Block (or redact) a request whose injection score reaches the thresholds."""
+        """Block (or redact) a request whose injection score reaches the thresholds.
+
+        The message scoring highest decides. Only the last user message can be redacted (a
+        verdict's text replaces it): an injection in a tool result or an earlier message
+        that reaches ``redact_threshold`` blocks the request instead.
+        """
         opts = self.options
         text = request.prompt
         scan = self.scan(text)
-        if opts.all_messages:
-            others = [m.content for m in request.messages[:-1]
-                      if m.role in ("user", "tool") and m.content != text]
-            for other in others:
-                extra = self.scan(other)
-                if extra.score > scan.score:
-                    scan = InjectionScan(extra.score, tuple(
-                        InjectionMatch(m.rule, m.weight, 0, 0, f"history:{m.layer}")
-                        for m in extra.matches), extra.hidden_characters)
+        source = ""  # where the deciding scan's text came from ("": the prompt)
+        for where, other in _other_texts(request, all_messages=opts.all_messages,
+                                         tool_results=opts.tool_results):
+            extra = self.scan(other)
+            if extra.score > scan.score:
+                # No span: the findings' spans are in the prompt, which this is not.
+                scan = InjectionScan(extra.score, tuple(
+                    InjectionMatch(m.rule, m.weight, 0, 0,
+                                   f"history:{m.layer}" if where == "history"
+                                   else f"{m.layer} of {where}")
+                    for m in extra.matches), extra.hidden_characters)
+                source = where
         if not scan.matches:
             return None
         findings = injection_findings(scan)
-        if scan.score >= opts.block_threshold:
+        redact = opts.redact_threshold is not None and scan.score >= opts.redact_threshold
+        if scan.score >= opts.block_threshold or (redact and source):
             log.info("guardrails.injection.blocked", score=scan.score,
-                     rules=sorted({m.rule for m in scan.matches}))
+                     rules=sorted({m.rule for m in scan.matches}),
+                     source=source or "the last user message")
             return GuardVerdict(action="block", text=text, findings=findings)
-        if opts.redact_threshold is not None and scan.score >= opts.redact_threshold:
+        if redact:
             cleaned = remove_injections(text, scan)
             if cleaned != text:
                 return GuardVerdict(action="redact", text=cleaned, findings=findings)

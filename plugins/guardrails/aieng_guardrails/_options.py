@@ -65,12 +65,16 @@ class InjectionOptions:
         matched sentences instead (``None``: never redact, only block).
     :param max_depth: layers of encoding to peel (base64 of hex of ...).
     :param all_messages: scan every user and tool message, not just the last user one.
+    :param tool_results: scan the tool results that follow the last user message (an
+        agent's observations in this model call: a fetched web page may carry an indirect
+        injection); a block names the tool result it came from.
     """
 
     block_threshold: float = field(default=0.6, validator=_unit)
     redact_threshold: float | None = field(default=None, validator=_unit)
     max_depth: int = field(default=2, validator=[v.instance_of(int), v.ge(0), v.le(4)])
     all_messages: bool = field(default=False, validator=v.instance_of(bool))
+    tool_results: bool = field(default=True, validator=v.instance_of(bool))
 
     def __attrs_post_init__(self) -> None:
         if self.redact_threshold is not None and self.redact_threshold >= self.block_threshold:

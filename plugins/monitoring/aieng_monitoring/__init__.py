@@ -7,7 +7,8 @@ Components:
   p50/p90/p99 over a sliding window), tokens in/out, cost from a price table, error and
   cache-hit rates, per stage and per model; :meth:`Monitor.prometheus_text` is the
   Prometheus text exposition (the gateway serves it at ``/metrics``); one ``run.summary``
-  log line per run.
+  log line per run; agent runs (``agent.step`` / ``agent.finished``): runs by status,
+  steps per run, tool calls and tool errors by tool, tokens and cost.
 - ``feedback-sqlite``: ``aieng_feedback_record`` into a SQLite (WAL) file, written from a
   worker thread; :meth:`FeedbackStore.query` and :meth:`FeedbackStore.summary` read it back.
 

@@ -11,6 +11,8 @@ import attrs
 import structlog
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
+    AgentFinished,
+    AgentStepped,
     CacheHit,
     ErrorEvent,
     Event,
@@ -26,7 +28,7 @@ from ._exposition import histogram_samples, metric_family, utf8_value
 from ._options import MonitorOptions
 from ._stats import Series
 
-__all__ = ["MAX_LABEL_CHARS", "OTHER", "Monitor"]
+__all__ = ["MAX_LABEL_CHARS", "OTHER", "UNATTRIBUTED", "Monitor"]
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +39,9 @@ MAX_OPEN_RUNS = 10_000
 OTHER = "other"
 #: A longer label value (a client's model name) is cut to this many characters, ending "…".
 MAX_LABEL_CHARS = 200
+#: The ``tool`` label of tool errors of a step that called several different tools and got
+#: errors from some of them: ``agent.step`` counts a step's errors, not which calls failed.
+UNATTRIBUTED = "unattributed"
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -56,6 +61,15 @@ class _RunTally:
     calls: int = 0
     cache_hit: bool = False
     errors: int = 0
+
+
+@attrs.define
+class _AgentTally:
+    """The tokens and cost one agent run's ``agent.step`` events counted so far."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
 
 
 class Monitor:
@@ -89,6 +103,14 @@ class Monitor:
         self._errors: Counter[Labels] = Counter()        # pipeline, stage, plugin, policy
         self._cache_hits: Counter[Labels] = Counter()    # pipeline
         self._open: dict[str, _RunTally] = {}
+        self._agent_runs: Counter[Labels] = Counter()    # pipeline, status
+        self._agent_steps: dict[Labels, Series] = {}     # pipeline (steps per run)
+        self._agent_duration: dict[Labels, Series] = {}  # pipeline
+        self._tool_calls: Counter[Labels] = Counter()    # pipeline, tool
+        self._tool_errors: Counter[Labels] = Counter()   # pipeline, tool
+        self._agent_tokens: Counter[Labels] = Counter()  # pipeline, direction
+        self._agent_cost: defaultdict[Labels, float] = defaultdict(float)  # pipeline
+        self._open_agents: dict[str, _AgentTally] = {}
         self._label_values: defaultdict[str, set[str]] = defaultdict(set)  # label -> seen
 
     # -- the subscriber --------------------------------------------------------------------
@@ -123,6 +145,10 @@ class Monitor:
                           self._label("stage", event.stage), self._label("plugin", event.plugin),
                           self._label("policy", event.policy))] += 1
             self._tally(event).errors += 1
+        elif isinstance(event, AgentStepped):
+            self._agent_step(event)
+        elif isinstance(event, AgentFinished):
+            self._agent_finished(event)
 
     def _tally(self, event: Event) -> _RunTally:
         tally = self._open.get(event.run_id)
@@ -156,12 +182,69 @@ class Monitor:
                              f"ones are counted as {OTHER!r} (raise max_label_values)")
         return name, OTHER
 
-    def _series(self, table: dict[Labels, Series], key: Labels, *, latency: bool) -> Series:
+    def _series(self, table: dict[Labels, Series], key: Labels, *, latency: bool,
+                bounds: tuple[float, ...] | None = None) -> Series:
         series = table.get(key)
         if series is None:
-            bounds = self.options.latency_buckets if latency else self.options.tpot_buckets
+            if bounds is None:
+                bounds = self.options.latency_buckets if latency else self.options.tpot_buckets
             series = table[key] = Series(bounds, self.options.window)
         return series
+
+    # -- agents ----------------------------------------------------------------------------
+
+    def _agent_step(self, event: AgentStepped) -> None:
+        """Count one agent step: its tool calls and errors by tool, its tokens and cost."""
+        pipeline = (self._label("pipeline", event.pipeline),)
+        tools = [self._label("tool", name) for name in event.tools]
+        for tool in tools:
+            self._tool_calls[(*pipeline, tool)] += 1
+        # agent.step says how many results were errors, not which: attributed by tool when
+        # that is certain (every call failed, or all called one tool), else "unattributed".
+        errors = min(event.errors, len(tools))
+        if errors == len(tools):
+            for tool in tools:
+                self._tool_errors[(*pipeline, tool)] += 1
+        elif errors and len(set(tools)) == 1:
+            self._tool_errors[(*pipeline, tools[0])] += errors
+        elif errors:
+            self._tool_errors[(*pipeline, ("tool", UNATTRIBUTED))] += errors
+        tally = self._agent_tally(event.run_id)
+        self._agent_usage(pipeline, event.usage.prompt_tokens, event.usage.completion_tokens,
+                          event.cost)
+        tally.prompt_tokens += event.usage.prompt_tokens
+        tally.completion_tokens += event.usage.completion_tokens
+        tally.cost += event.cost
+
+    def _agent_finished(self, event: AgentFinished) -> None:
+        """Count one agent run, and the tokens and cost its steps did not report (a step
+        cut short by a timeout or a cancellation used tokens but published no step)."""
+        pipeline = (self._label("pipeline", event.pipeline),)
+        self._agent_runs[(*pipeline, self._label("status", event.status))] += 1
+        self._series(self._agent_steps, pipeline, latency=False,
+                     bounds=self.options.step_buckets).observe(event.steps)
+        self._series(self._agent_duration, pipeline, latency=True).observe(event.duration_s)
+        tally = self._open_agents.pop(event.run_id, None) or _AgentTally()
+        self._agent_usage(pipeline, max(0, event.usage.prompt_tokens - tally.prompt_tokens),
+                          max(0, event.usage.completion_tokens - tally.completion_tokens),
+                          max(0.0, event.cost - tally.cost))
+        # The agent run's own id keys the tallies of its error events and of the model calls
+        # its policies make: no run.finished comes for it, so drop them here.
+        self._open.pop(event.run_id, None)
+
+    def _agent_tally(self, run_id: str) -> _AgentTally:
+        tally = self._open_agents.get(run_id)
+        if tally is None:
+            if len(self._open_agents) >= MAX_OPEN_RUNS:  # forget the oldest: bounded memory
+                self._open_agents.pop(next(iter(self._open_agents)))
+            tally = self._open_agents[run_id] = _AgentTally()
+        return tally
+
+    def _agent_usage(self, pipeline: Labels, prompt: int, completion: int,
+                     cost: float) -> None:
+        self._agent_tokens[(*pipeline, ("direction", "input"))] += prompt
+        self._agent_tokens[(*pipeline, ("direction", "output"))] += completion
+        self._agent_cost[pipeline] += cost
 
     def _model_call(self, event: ModelCall) -> None:
         tally = self._tally(event)
@@ -253,6 +336,13 @@ class Monitor:
             "errors": {_key(k): n for k, n in self._errors.items()},
             "error_rate": error_rate,
             "cache_hit_rate": cache_hit_rate,
+            "agent_runs": {_key(k): n for k, n in self._agent_runs.items()},
+            "agent_steps": quantiles(self._agent_steps),
+            "agent_duration": quantiles(self._agent_duration),
+            "agent_tool_calls": {_key(k): n for k, n in self._tool_calls.items()},
+            "agent_tool_errors": {_key(k): n for k, n in self._tool_errors.items()},
+            "agent_tokens": {_key(k): n for k, n in self._agent_tokens.items()},
+            "agent_cost": {_key(k): c for k, c in self._agent_cost.items()},
         }
 
     def _ratios(self) -> tuple[dict[str, float], dict[str, float]]:
@@ -307,6 +397,18 @@ class Monitor:
         counter("aieng_hook_errors", "Hook impl failures by stage, plugin and policy.",
                 self._errors)
         counter("aieng_cache_hits", "Runs answered by a cache.", self._cache_hits)
+        counter("aieng_agent_runs", "Finished agent runs by status.", self._agent_runs)
+        histogram("aieng_agent_steps", "Steps per finished agent run.", self._agent_steps)
+        histogram("aieng_agent_run_duration_seconds", "Agent run latency.",
+                  self._agent_duration)
+        counter("aieng_agent_tool_calls", "Tool calls of agent steps by tool.",
+                self._tool_calls)
+        counter("aieng_agent_tool_errors", "Tool calls whose result was an error, by tool.",
+                self._tool_errors)
+        counter("aieng_agent_tokens", "Tokens of agent runs' model calls by direction "
+                "(input, output).", self._agent_tokens)
+        counter("aieng_agent_cost", "Cost of agent runs, in the unit of the agents' prices "
+                "(AgentOptions).", self._agent_cost)
         # Not self.snapshot(): it would sort every latency window again for nothing.
         error_rate, cache_hit_rate = self._ratios()
         lines.extend(metric_family("aieng_error_ratio", "gauge",

@@ -8,8 +8,8 @@ from typing import Any
 import attrs
 from aieng_hookspecs import listed
 
-__all__ = ["DEFAULT_LATENCY_BUCKETS", "DEFAULT_TOKEN_BUCKETS", "FeedbackOptions",
-           "MonitorOptions", "Price"]
+__all__ = ["DEFAULT_LATENCY_BUCKETS", "DEFAULT_STEP_BUCKETS", "DEFAULT_TOKEN_BUCKETS",
+           "FeedbackOptions", "MonitorOptions", "Price"]
 
 #: Seconds: end-to-end, stage and TTFT histograms (Prometheus' defaults, stretched to 2 min
 #: because CPU models answer in seconds).
@@ -17,6 +17,9 @@ DEFAULT_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
                            30.0, 60.0, 120.0)
 #: Seconds per output token (TPOT): 1 ms (a GPU server) to 1 s (a big model on CPU).
 DEFAULT_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+#: Steps per agent run: the default ``max_steps`` is 10; long-running agents take dozens.
+DEFAULT_STEP_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0,
+                        100.0)
 
 
 def _price(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -69,7 +72,8 @@ def _buckets(instance: object, attribute: attrs.Attribute[tuple[float, ...]],
     for bound in value:
         if isinstance(bound, bool) or not isinstance(bound, (int, float)) \
                 or not math.isfinite(bound) or bound <= 0:
-            raise ValueError(f"{attribute.name} must hold finite positive seconds, got {bound!r}")
+            unit = "step counts" if attribute.name == "step_buckets" else "seconds"
+            raise ValueError(f"{attribute.name} must hold finite positive {unit}, got {bound!r}")
     if list(value) != sorted(set(value)):
         raise ValueError(f"{attribute.name} must be strictly increasing, got {list(value)}")
 
@@ -93,6 +97,7 @@ class MonitorOptions:
         A model missing from the table costs 0 and is counted in ``aieng_unpriced_calls_total``.
     :param latency_buckets: upper bounds (seconds) of the latency and TTFT histograms.
     :param tpot_buckets: upper bounds (seconds per token) of the TPOT histogram.
+    :param step_buckets: upper bounds of the histogram of steps per agent run.
     :param window: the percentiles (p50/p90/p99) are exact over the last ``window`` samples
         of each series (a bounded sliding window, so memory stays constant).
     :param log_runs: log one ``run.summary`` line per finished run through structlog.
@@ -107,6 +112,8 @@ class MonitorOptions:
     latency_buckets: tuple[float, ...] = attrs.field(default=DEFAULT_LATENCY_BUCKETS,
                                                      converter=listed, validator=_buckets)
     tpot_buckets: tuple[float, ...] = attrs.field(default=DEFAULT_TOKEN_BUCKETS,
+                                                  converter=listed, validator=_buckets)
+    step_buckets: tuple[float, ...] = attrs.field(default=DEFAULT_STEP_BUCKETS,
                                                   converter=listed, validator=_buckets)
     window: int = attrs.field(default=2048, validator=_window)
     log_runs: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
