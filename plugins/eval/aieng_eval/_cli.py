@@ -78,7 +78,8 @@ class _BadInput(click.ClickException):
 
 def _fail(exc: BaseException) -> click.ClickException:
     """Our errors, the kernel's and bad datasets as clean exits (2 for bad input)."""
-    if type(exc).__name__ in ("ConfigError", "DatasetError", "PipelineFileError"):
+    if type(exc).__name__ in ("ConfigError", "DatasetError", "PipelineFileError",
+                              "AgentPipelineError"):
         return _BadInput(str(exc))
     return click.ClickException(str(exc))
 
@@ -107,6 +108,26 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"  judge {judge} gave no score {f['failures']} time(s) on {f['items']} "
                      "item(s) (see report.md)")
     return lines
+
+
+def _agent_options(on: bool, *, max_steps: int | None, max_tokens: int | None, plan: bool,
+                   reflect: bool) -> Any:
+    """The ``AgentOptions`` of ``--agent`` and its options (``None`` without ``--agent``;
+    an agent option without it is a usage error)."""
+    given = [name for name, value in (("--max-steps", max_steps), ("--max-tokens", max_tokens),
+                                      ("--plan", plan), ("--reflect", reflect)) if value]
+    if not on:
+        if given:
+            raise click.UsageError(f"{', '.join(given)} need(s) --agent")
+        return None
+    from aieng_core.agent import AgentOptions
+
+    chosen: dict[str, Any] = {"plan": plan, "reflect": reflect}
+    if max_steps is not None:
+        chosen["max_steps"] = max_steps
+    if max_tokens is not None:
+        chosen["max_tokens"] = max_tokens
+    return AgentOptions(**chosen)
 
 
 @click.group(cls=_DefaultRun, invoke_without_command=False)
@@ -138,17 +159,33 @@ def eval_group() -> None:
 @click.option("--retry-judge-failures", is_flag=True,
               help="On a resume, also run again the judges that failed on finished items, "
                    "on their stored answers (the other scores are kept).")
+@click.option("--agent", "as_agent", is_flag=True,
+              help="Run each item's input as an agent task (aieng agent) and judge its "
+                   "final answer once; the pipeline must not run the judge stage.")
+@click.option("--max-steps", default=None, type=click.IntRange(min=1),
+              help="With --agent: the most steps per item (default 10).")
+@click.option("--max-tokens", default=None, type=click.IntRange(min=1),
+              help="With --agent: the token budget per item.")
+@click.option("--plan", is_flag=True, help="With --agent: ask for a plan before the first "
+                                           "step.")
+@click.option("--reflect", is_flag=True, help="With --agent: review each answer before "
+                                              "accepting it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, concurrency: int,
         limit: int | None, seed: int | None, judge_pipeline: Path | None, force: bool,
-        samples: int, retry_judge_failures: bool, quiet: bool, as_json: bool) -> None:
+        samples: int, retry_judge_failures: bool, as_agent: bool, max_steps: int | None,
+        max_tokens: int | None, plan: bool, reflect: bool, quiet: bool,
+        as_json: bool) -> None:
     """Run PIPELINE over DATASET (JSON Lines: input, optional id, reference, context,
     metadata, slice, label) and write results, lockfile and reports to the run directory."""
     import anyio
 
     from ._runner import run_eval
+
+    agent = _agent_options(as_agent, max_steps=max_steps, max_tokens=max_tokens, plan=plan,
+                           reflect=reflect)
 
     run_dir = out if out is not None else Path("eval-runs") / f"{pipeline.stem}__{dataset.stem}"
     kernel = _kernel(ctx)
@@ -159,7 +196,7 @@ def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, con
                 pipeline, dataset, out=run_dir, concurrency=concurrency, limit=limit,
                 seed=seed, force=force, judge_pipeline=judge_pipeline, kernel=kernel,
                 progress=progress, bootstrap_samples=samples,
-                retry_judge_failures=retry_judge_failures))
+                retry_judge_failures=retry_judge_failures, agent=agent))
 
     result = _guard(go)
     for line in result.warnings:

@@ -41,16 +41,19 @@ def _names(run_dirs: Sequence[Path]) -> list[str]:
     return names
 
 
-#: Metrics where a lower value is the better one (``name`` or ``name@judge``).
-LOWER_IS_BETTER = frozenset({"perplexity", "mean_nll", "bits_per_byte"})
+#: Metrics where a lower value is the better one (``name`` or ``name@judge``): the
+#: language-model metrics and the effort an agent spent on a task (agent mode).
+LOWER_IS_BETTER = frozenset({"perplexity", "mean_nll", "bits_per_byte", "agent_steps",
+                             "agent_tokens", "agent_tool_calls", "agent_tool_errors"})
 
 
 def games_of(runs: dict[str, dict[str, ItemResult]],
              metric: str | None = None) -> list[tuple[str, str, float]]:
     """One game per item, metric and pair of systems that both scored it: the better
     score wins (1 / 0), equal scores tie (0.5). Better is higher, except for the metrics of
-    :data:`LOWER_IS_BETTER` (perplexity, mean NLL, bits per byte). Items are taken in sorted
-    id order, so the games (and Elo, which depends on their order) are reproducible."""
+    :data:`LOWER_IS_BETTER` (perplexity, mean NLL, bits per byte, the agent's steps,
+    tokens, tool calls and tool errors). Items are taken in sorted id order, so the games
+    (and Elo, which depends on their order) are reproducible."""
     names = list(runs)
     ids = sorted(set().union(*[set(r) for r in runs.values()]))
     games: list[tuple[str, str, float]] = []

@@ -12,6 +12,7 @@ import anyio
 import attrs
 import structlog
 
+from ._agent import options_from_lock
 from ._lock import lock_drift
 from ._results import ItemResult, read_results
 from ._runner import EvalError, PipelineSource, ProgressCallback, run_eval
@@ -122,7 +123,8 @@ async def replay(run_dir: str | Path, *, out: str | Path | None = None,
                  kernel: Kernel | None = None, progress: ProgressCallback | None = None,
                  hash_cache: Path | None = None) -> ReplayReport:
     """Run again what ``run_dir``'s lockfile records (pipeline, dataset, seed, limit,
-    concurrency) into a new run directory, and compare outputs and scores.
+    concurrency, the agent's options in agent mode) into a new run directory, and compare
+    outputs and scores.
 
     Versions, hashes and files that differ now are logged as warnings and listed in the
     report's ``drift``.
@@ -138,6 +140,8 @@ async def replay(run_dir: str | Path, *, out: str | Path | None = None,
     assert pipeline is not None
     judge = await anyio.to_thread.run_sync(_pipeline_source, lock.get("judge_pipeline"),
                                            "judge pipeline", warnings)
+    agent, unknown = options_from_lock(lock.get("agent"))
+    warnings += unknown
     dataset = Path(str((lock.get("dataset") or {}).get("path")))
     if not dataset.exists():
         raise EvalError(f"the locked dataset {dataset} is gone: cannot replay")
@@ -147,7 +151,7 @@ async def replay(run_dir: str | Path, *, out: str | Path | None = None,
     new = await run_eval(pipeline, dataset, out=out, concurrency=int(lock.get("concurrency")
                                                                       or 8),
                          limit=lock.get("limit"), seed=lock.get("seed"), judge_pipeline=judge,
-                         kernel=kernel, progress=progress, hash_cache=hash_cache)
+                         kernel=kernel, progress=progress, hash_cache=hash_cache, agent=agent)
     drift = warnings + lock_drift(lock, new.lock)
     for line in drift:
         log.warning("eval.replay.drift", detail=line)

@@ -48,6 +48,10 @@ class ItemResult:
     :param judge_input: beside ``judge_context``: the input the pipeline's judge stage
         saw (the question after the input guards: redacted, where a guard redacts), so
         that a retried judge sees what the others saw, never the raw text.
+    :param agent: in agent mode (``run_eval(agent=...)``), how the agent's run went:
+        ``status``, ``reason``, ``steps``, ``tokens``, ``cost`` and ``tools`` (the tools
+        called, in order); ``None`` otherwise (not written), and in records of older
+        versions.
     """
 
     id: str
@@ -64,6 +68,7 @@ class ItemResult:
     judge_failures: list[dict[str, str]] = attrs.field(factory=list)
     judge_context: tuple[str, ...] | None = None
     judge_input: str | None = None
+    agent: dict[str, Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -80,6 +85,8 @@ class ItemResult:
             data["judge_context"] = list(self.judge_context)
         if self.judge_input is None:
             del data["judge_input"]
+        if self.agent is None:
+            del data["agent"]
         return data
 
     @classmethod
@@ -103,6 +110,8 @@ class ItemResult:
                                   if isinstance(context, list) else None)
         judged = known.get("judge_input")
         known["judge_input"] = judged if isinstance(judged, str) else None
+        agent = known.get("agent")  # absent in records of older versions and plain runs
+        known["agent"] = dict(agent) if isinstance(agent, dict) else None
         return cls(**known)
 
 

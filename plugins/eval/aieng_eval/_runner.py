@@ -16,6 +16,7 @@ import attrs
 import structlog
 from aieng_hookspecs.types import Sample, Score
 
+from ._agent import agent_changes, agent_lock, agent_problem
 from ._dataset import Dataset, DatasetItem, load_dataset
 from ._lock import (
     LOCK_FORMAT,
@@ -30,6 +31,7 @@ from ._results import ItemResult, ResultsFile, read_results, utf8_json
 
 if TYPE_CHECKING:
     from aieng_core import Kernel, Pipeline, RunResult
+    from aieng_core.agent import AgentOptions
 
 __all__ = ["EvalError", "EvalRun", "ProgressCallback", "run_eval"]
 
@@ -48,6 +50,11 @@ class EvalError(Exception):
 class PipelineFileError(EvalError):
     """The pipeline file cannot be read (missing, a folder, no permission): bad input, as a
     malformed pipeline file is (``aieng eval`` exits 2)."""
+
+
+class AgentPipelineError(EvalError):
+    """The pipeline cannot run as an agent over a dataset (it runs the ``judge`` stage, or
+    nothing decides the steps): bad input (``aieng eval`` exits 2)."""
 
 
 @attrs.frozen
@@ -171,6 +178,8 @@ def _check_resume(run_dir: Path, old: Mapping[str, Any], new: Mapping[str, Any],
                if not same_input(key, old, new)]
     if old.get("seed") != new.get("seed"):
         changed.append("seed")
+    if agent := agent_changes(old.get("agent"), new.get("agent")):
+        changed.append(agent)
     if not changed:
         return True
     if not force:
@@ -335,13 +344,14 @@ _BLANK = ItemResult(id="", status="")
 
 
 class _Session:
-    """What running one item needs: the pipelines and the seed."""
+    """What running one item needs: the pipelines, the seed and the agent's options."""
 
     def __init__(self, pipeline: Pipeline, judge: Pipeline | None, seed: int | None,
-                 owners: dict[str, str]) -> None:
+                 owners: dict[str, str], agent: AgentOptions | None = None) -> None:
         self.pipeline = pipeline
         self.judge = judge
         self.seed = seed
+        self.agent = agent
         #: metric name -> the judge its plain name belongs to (see :func:`_metric_names`)
         self.owners = owners
 
@@ -350,6 +360,8 @@ class _Session:
         started = time.perf_counter()
         base = attrs.evolve(_BLANK, id=item.id, metadata=item.metadata, label=item.label,
                             line=item.line)
+        if self.agent is not None:
+            return await self.agent_item(item, base, started)
         from aieng_judge import collect_failures
 
         failures: list[dict[str, str]] = []
@@ -364,8 +376,9 @@ class _Session:
                 judges: dict[str, str] = {}
                 _metric_names(list(result.scores), scores, judges, self.owners)
                 if self.judge is not None and result.status == "ok":
-                    _metric_names(await self._judge(item, result, failures), scores, judges,
-                                  self.owners)
+                    hits = tuple(h.document.text for h in result.hits)
+                    _metric_names(await self._judge(item, result.answer, hits, failures),
+                                  scores, judges, self.owners)
             failures[:0] = [{"judge": f.judge, "metric": f.metric, "error": f.error}
                             for f in gave_up]
         except Exception as exc:  # noqa: BLE001  (any failure is recorded and retried)
@@ -430,14 +443,61 @@ class _Session:
                             judge_input=record.judge_input if kept or failures else None,
                             duration_s=record.duration_s + time.perf_counter() - started)
 
-    async def _judge(self, item: DatasetItem, result: RunResult,
+    async def agent_item(self, item: DatasetItem, base: ItemResult,
+                         started: float) -> ItemResult:
+        """Run one item as an agent task (``run_eval(agent=...)``): the answer is judged
+        once, by the pipeline's judges and the judge pipeline's. A run that raises is an
+        ``error`` (retried on resume); a blocked one is ``blocked``; any other ending is
+        ``ok``, its metrics saying how it went."""
+        from aieng_judge import collect_failures
+
+        from ._agent import agent_summary, policy_models, run_agent
+
+        assert self.agent is not None
+        failures: list[dict[str, str]] = []
+        request = item.request(self.seed)
+        try:
+            with collect_failures() as gave_up:
+                outcome, runs = await run_agent(self.pipeline, self.agent, request)
+                status = "blocked" if outcome.status == "blocked" else "ok"
+                metrics, summary = agent_summary(outcome)
+                scores: dict[str, float] = {}
+                judges: dict[str, str] = {}
+                _metric_names(metrics, scores, judges, self.owners)
+                if status == "ok":
+                    raw = request if isinstance(request, str) else request.prompt
+                    sample = Sample(input=raw, output=outcome.answer,
+                                    reference=item.reference, context=item.context,
+                                    metadata=item.sample_metadata)
+                    _metric_names(await _stage_judges(self.pipeline, sample, failures),
+                                  scores, judges, self.owners)
+                    if self.judge is not None:
+                        _metric_names(await self._judge(item, outcome.answer, (), failures),
+                                      scores, judges, self.owners)
+            failures[:0] = [{"judge": f.judge, "metric": f.metric, "error": f.error}
+                            for f in gave_up]
+        except Exception as exc:  # noqa: BLE001  (any failure is recorded and retried)
+            log.warning("eval.item.failed", id=item.id, error=f"{type(exc).__name__}: {exc}")
+            return attrs.evolve(base, status="error", error=f"{type(exc).__name__}: {exc}",
+                                duration_s=time.perf_counter() - started)
+        models = [label for run in runs for label in _models(run)] + policy_models(outcome)
+        # The judges saw the item's context only (no retrieved passages): a retry of the
+        # failed ones judges the stored answer again on that, never runs the item whole.
+        return attrs.evolve(base, status=status, output=outcome.answer, scores=scores,
+                            judges=judges, duration_s=time.perf_counter() - started,
+                            models=tuple(dict.fromkeys(models)), judge_failures=failures,
+                            judge_context=() if failures and not item.context else None,
+                            agent=summary)
+
+    async def _judge(self, item: DatasetItem, answer: str, hits: tuple[str, ...],
                      failures: list[dict[str, str]]) -> list[Score]:
-        """The judge pipeline's scores of the item; a judge failing under a ``fallback``
+        """The judge pipeline's scores of the item's ``answer`` (on the item's context, else
+        the passages the run retrieved, ``hits``); a judge failing under a ``fallback``
         policy is added to ``failures`` (other policies fail the item, as in a run)."""
         assert self.judge is not None
-        sample = Sample(input=item.prompt, output=result.answer, reference=item.reference,
-                        context=item.context or tuple(h.document.text for h in result.hits),
-                        id=item.id, metadata=item.sample_metadata)
+        sample = Sample(input=item.prompt, output=answer, reference=item.reference,
+                        context=item.context or hits, id=item.id,
+                        metadata=item.sample_metadata)
         policy = self.judge.config.policy("judge")
         dispatcher = self.judge.dispatcher
         if policy.on_error == "fallback":  # each judge on its own: which one failed is known
@@ -446,6 +506,31 @@ class _Session:
         gathered = await dispatcher.gather("aieng_judge", {"sample": sample}, stage="judge",
                                            policy=policy)
         return _scores_of(gathered, self.judge)
+
+
+async def _stage_judges(pipeline: Pipeline, sample: Sample,
+                        failures: list[dict[str, str]]) -> list[Score]:
+    """The scores of ``pipeline``'s judge components on ``sample``, called directly as its
+    ``judge`` stage calls them, under the stage's policy: ``fallback`` leaves a failing
+    judge out (in ``failures``), ``skip`` leaves every judge's scores out (the failure in
+    ``failures``), ``fail`` raises."""
+    from aieng_core import HookError
+
+    policy = pipeline.config.policy("judge")
+    names = [impl.plugin_name for impl in pipeline.dispatcher.impls("aieng_judge")]
+    if not names:
+        return []
+    if policy.on_error == "fallback":
+        return await _judge_each(pipeline, names, sample, failures)
+    try:
+        gathered = await pipeline.dispatcher.gather("aieng_judge", {"sample": sample},
+                                                    stage="judge", policy=policy)
+    except HookError as exc:
+        if policy.on_error != "skip" or exc.final:
+            raise
+        failures.append({"judge": exc.plugin, "metric": "", "error": str(exc)})
+        return []
+    return _scores_of(gathered, pipeline)
 
 
 def _retried(pipeline: Pipeline, failed: set[str]) -> set[str]:
@@ -516,6 +601,7 @@ async def run_eval(
     reports: bool = True,
     bootstrap_samples: int = 1000,
     retry_judge_failures: bool = False,
+    agent: AgentOptions | None = None,
 ) -> EvalRun:
     """Run ``pipeline`` over ``dataset``, appending each item's result to
     ``out/results.jsonl`` as it finishes, and write the lockfile and the reports.
@@ -543,8 +629,15 @@ async def run_eval(
         scores are replaced, the answers and the other judges' scores kept. An item of an
         older version whose judges saw retrieved passages (not stored then) runs again
         whole.
-    :raises EvalError: when ``out`` holds another run (without ``force``), or a pipeline
-        file cannot be read.
+    :param agent: run each item as an agent task: ``Agent(pipeline, agent).run(input)``
+        instead of ``pipeline.run(input)``; the item's output is the agent's answer, judged
+        once by the pipeline's judge components (the pipeline must not list the ``judge``
+        stage, which would judge every step) and the judge pipeline's; the agent metrics
+        (``agent_answered``, ``agent_steps``, ``agent_tokens``, ``agent_tool_calls``,
+        ``agent_tool_errors``) are scores of every item. The lockfile records the options:
+        a resume with others is refused unless ``force``.
+    :raises EvalError: when ``out`` holds another run (without ``force``), a pipeline
+        file cannot be read, or (``agent``) the pipeline cannot run as an agent.
     :raises DatasetError: naming the line of a malformed dataset.
     :raises ConfigError: for an invalid pipeline file.
     """
@@ -572,6 +665,7 @@ async def run_eval(
         "bootstrap_seed": 0 if seed is None else seed,
         "concurrency": concurrency,
         "limit": limit,
+        "agent": agent_lock(agent),
     }
     held = await anyio.to_thread.run_sync(_lock_run_dir, run_dir)
     try:
@@ -580,7 +674,7 @@ async def run_eval(
                                  judge_pipeline=judge_pipeline, kernel=kernel,
                                  progress=progress, hash_cache=hash_cache, reports=reports,
                                  bootstrap_samples=bootstrap_samples,
-                                 retry_judge_failures=retry_judge_failures)
+                                 retry_judge_failures=retry_judge_failures, agent=agent)
     finally:
         held.close()
 
@@ -590,7 +684,8 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
                       seed: int | None, judge_pipeline: PipelineSource | None,
                       kernel: Kernel | None, progress: ProgressCallback | None,
                       hash_cache: Path | None, reports: bool,
-                      bootstrap_samples: int, retry_judge_failures: bool) -> EvalRun:
+                      bootstrap_samples: int, retry_judge_failures: bool,
+                      agent: AgentOptions | None = None) -> EvalRun:
     """:func:`run_eval`'s work once the run directory is locked."""
     results_path = run_dir / "results.jsonl"
     sessions, old_files, old_versions = await anyio.to_thread.run_sync(
@@ -602,7 +697,7 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
         kernel = Kernel()
     started_at = _utc_now()
     state = _Resume(sessions=sessions, old_files=old_files, force=force,
-                    retry_judges=retry_judge_failures, old_versions=old_versions)
+                    retry_judges=retry_judge_failures, old_versions=old_versions, agent=agent)
     if owned or kernel.thread_limiter is None:
         async with kernel:
             finished = await _run_items(kernel, pipeline, judge_pipeline, seed, data,
@@ -638,6 +733,8 @@ class _Resume:
     retry_judges: bool = False
     #: the earlier lockfile's ``aieng``, ``plugins`` and ``python`` (empty: a fresh run)
     old_versions: dict[str, Any] = attrs.field(factory=dict)
+    #: agent mode: the agent's options (``None``: each item is one pipeline run)
+    agent: AgentOptions | None = None
     #: every record of the earlier sessions (failed ones included)
     earlier: dict[str, ItemResult] = attrs.field(factory=dict)
     todo: list[DatasetItem] = attrs.field(factory=list)
@@ -682,6 +779,8 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
         raise
     hasher = FileHasher(hash_cache)
     try:
+        if state.agent is not None and (problem := agent_problem(pipeline)):
+            raise AgentPipelineError(problem)
         await anyio.to_thread.run_sync(_add_files, lock, [pipeline, judge], pipeline_source,
                                        judge_source, hasher, state.old_files)
         await anyio.to_thread.run_sync(_check_files, run_dir, state, lock["files"])
@@ -726,7 +825,7 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
     finished: dict[str, ItemResult] = {}
     writer = ResultsFile(results_path)
     await anyio.to_thread.run_sync(writer.open)
-    runner = _Session(pipeline, judge, seed, owners)
+    runner = _Session(pipeline, judge, seed, owners, state.agent)
     send, receive = anyio.create_memory_object_stream[ItemResult](max(concurrency * 4, 16))
     items = iter(jobs)
     total = len(jobs)

@@ -161,8 +161,9 @@ def compare_page(comparison: Mapping[str, Any]) -> str:
     ranking = comparison.get("ranking")
     if ranking:
         body.append(f"<h2>Ranking ({ranking['games']} games: per item and metric, the better "
-                    "score wins (lower for perplexity, mean NLL, bits per byte; higher for "
-                    "the rest), equal is a tie)</h2>")
+                    "score wins (lower for perplexity, mean NLL, bits per byte and an "
+                    "agent's steps, tokens, tool calls and tool errors; higher for the "
+                    "rest), equal is a tie)</h2>")
         for method, label in (("elo", "Elo"), ("bradley_terry", "Bradley–Terry")):
             rows = sorted(ranking[method].items(), key=lambda kv: -kv[1]["estimate"])
             body.append(f"<h3>{label}</h3>")

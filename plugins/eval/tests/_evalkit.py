@@ -22,6 +22,10 @@ from aieng_hookspecs.types import (
     Request,
     Sample,
     Score,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    Usage,
 )
 from aieng_judge import AskingJudge, JudgeParseError
 from click.testing import CliRunner, Result
@@ -39,6 +43,10 @@ IN_FLIGHT = {"now": 0, "peak": 0}
 FAILING: set[str] = set()
 #: each flaky judge call: (metric, the sample's input, its context) (tests reset it).
 JUDGED: list[tuple[str, str, tuple[str, ...]]] = []
+#: the agent backend double raises on tasks containing one of these words (tests reset it).
+AGENT_FAIL: set[str] = set()
+#: every call of the ``add`` tool double: (a, b) (tests reset it).
+TOOL_CALLS: list[tuple[object, object]] = []
 
 
 @attrs.frozen
@@ -159,6 +167,68 @@ class FixedScore:
         if self.options.skip_on and self.options.skip_on in sample.input:
             return None
         return [Score(name=self.options.metric, value=self.options.value)]
+
+
+def agent_reply(request: Request) -> str | list[ToolCall]:
+    """The agent backend double's script, from the task (the last user turn):
+
+    ``add A B`` calls ``add(a=A, b=B)``, then answers the tool's result; ``bad`` calls
+    ``add`` with a string (an invalid call: an error result), then answers ``gave up``;
+    ``spin`` asks for ``add(1, 1)`` at every step (never answers); anything else is
+    answered at once, as it is. A task holding a word of ``AGENT_FAIL`` raises."""
+    task = request.prompt
+    if any(word in task for word in AGENT_FAIL):
+        raise RuntimeError(f"agent backend failed on {task!r}")
+    results = [m.content for m in request.messages if m.role == "tool"]
+    words = task.split()
+    if words[:1] == ["add"] and len(words) == 3:
+        if results:
+            return results[-1]
+        return [ToolCall(id="c1", name="add", arguments={"a": int(words[1]),
+                                                          "b": int(words[2])})]
+    if words[:1] == ["bad"]:
+        return "gave up" if results else [ToolCall(id="c1", name="add",
+                                                   arguments={"a": "x", "b": 1})]
+    if words[:1] == ["spin"]:
+        return [ToolCall(id=f"c{len(results)}", name="add", arguments={"a": 1, "b": 1})]
+    return task
+
+
+@attrs.frozen
+class AgentBackendOptions:
+    """Options of the ``scripted-agent`` backend double: the model id it reports, and the
+    fixed token usage of every reply (prompt, completion)."""
+
+    model: str = "agent-1"
+    prompt_tokens: int = 10
+    completion_tokens: int = 5
+
+
+class ScriptedAgentBackend(ScriptedBackend):
+    """A backend double deciding agent steps by :func:`agent_reply`, with a fixed usage."""
+
+    def __init__(self, options: AgentBackendOptions) -> None:
+        super().__init__(agent_reply, model=options.model,
+                         usage=Usage(options.prompt_tokens, options.completion_tokens))
+
+
+class AddTool:
+    """A tool double: ``add(a, b)`` of two integers, each call recorded in
+    ``TOOL_CALLS``."""
+
+    @hookimpl
+    def aieng_tools(self) -> list[ToolSpec]:
+        return [ToolSpec(name="add", description="Add two integers.",
+                         parameters={"type": "object", "required": ["a", "b"],
+                                     "properties": {"a": {"type": "integer"},
+                                                    "b": {"type": "integer"}}})]
+
+    @hookimpl
+    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
+        if call.name != "add":
+            return None
+        TOOL_CALLS.append((call.arguments["a"], call.arguments["b"]))
+        return ToolResult(call.id, str(call.arguments["a"] + call.arguments["b"]))
 
 
 def _last_number(text: str) -> float:
@@ -283,6 +353,8 @@ def aieng_register_components(registry: ComponentRegistry) -> None:
     registry.add("flaky-score", FlakyScore, options=FlakyOptions)
     registry.add("flaky-asking", FlakyAsking, options=FlakyOptions)
     registry.add("scripted-retriever", ScriptedRetriever)
+    registry.add("scripted-agent", ScriptedAgentBackend, options=AgentBackendOptions)
+    registry.add("add-tool", AddTool)
 
 
 def make_kernel() -> Kernel:
@@ -307,6 +379,21 @@ def pipeline_file(folder: Path, *, mode: str = "echo", fail_on: str = "", delay:
             f'weights = "{weights}"\njournal = "{journal}"\n')
     if judges:
         text += '\n[components.em]\nuse = "exact-match"\n\n[components.wc]\nuse = "word-count"\n'
+    path = folder / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def agent_pipeline_file(folder: Path, *, name: str = "agent",
+                        stages: str = '["generate"]', guard: bool = False,
+                        extra: str = "") -> Path:
+    """Write an agent pipeline file: the agent backend double, the ``add`` tool and the
+    ``exact-match`` judge, with ``stages`` (``""``: the key left out, so the judge stage
+    runs), optionally the ``block-word`` guard first, and ``extra`` TOML appended."""
+    head = f'[pipeline]\nname = "{name}"\n' + (f"stages = {stages}\n" if stages else "")
+    text = head + ('\n[components.guard]\nuse = "block-word"\n' if guard else "") + (
+        '\n[components.llm]\nuse = "scripted-agent"\n\n[components.tools]\nuse = "add-tool"\n'
+        '\n[components.em]\nuse = "exact-match"\n') + extra
     path = folder / f"{name}.toml"
     path.write_text(text, encoding="utf-8")
     return path
