@@ -116,7 +116,10 @@ async def guard_input(state: RunState, policy: StagePolicy) -> str:
                                           stage=stage, findings=verdict.findings))
             return None
         if verdict.action == "redact":
-            return {"request": _with_prompt(kwargs["request"], verdict.text)}
+            request: Request = kwargs["request"]
+            if verdict.messages is not None:  # more than the last user message changed
+                return {"request": attrs.evolve(request, messages=verdict.messages)}
+            return {"request": _with_prompt(request, verdict.text)}
         return kwargs
 
     result = await state.dispatcher.chain("aieng_guard_input", {"request": state.request}, fold,
@@ -311,7 +314,9 @@ async def guard_output(state: RunState, policy: StagePolicy) -> str:
                                             finish_reason="content_filter")
             return None
         if verdict.action == "redact":
-            return {**kwargs, "completion": attrs.evolve(completion, text=verdict.text)}
+            calls = completion.tool_calls if verdict.tool_calls is None else verdict.tool_calls
+            return {**kwargs, "completion": attrs.evolve(completion, text=verdict.text,
+                                                         tool_calls=calls)}
         return kwargs
 
     result = await state.dispatcher.chain(

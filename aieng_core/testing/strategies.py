@@ -575,7 +575,8 @@ def findings() -> SearchStrategy[Finding]:
 
 
 def guard_verdicts() -> SearchStrategy[GuardVerdict]:
-    """Verdicts of every action, with findings.
+    """Verdicts of every action, with findings, and sometimes a whole conversation or
+    tool calls.
 
     :returns: a strategy of :class:`GuardVerdict`.
     """
@@ -585,6 +586,8 @@ def guard_verdicts() -> SearchStrategy[GuardVerdict]:
         text=_text(),
         findings=st.lists(findings(), max_size=3),
         guard=_text(_SHORT),
+        messages=st.none() | st.lists(messages(), min_size=1, max_size=3),
+        tool_calls=st.none() | st.lists(tool_calls(), max_size=2),
     )
 
 

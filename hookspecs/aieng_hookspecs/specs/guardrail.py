@@ -14,7 +14,9 @@ def aieng_guard_input(request: Request) -> GuardVerdict | None:
 
     :called: by the ``guard_input`` stage, first in a run.
     :mode: chain: guards run in order; after a ``redact`` the next guard receives the request
-        whose last user message is the verdict's text; a ``block`` stops the run.
+        whose last user message is the verdict's text (or whose messages are the verdict's
+        ``messages``, when it redacted more of the conversation: tool results, earlier
+        turns); a ``block`` stops the run.
     :none: "allow unchanged".
     :async: may be ``async def``.
     :param request: the request as the user sent it (or as the previous guard left it).
@@ -30,7 +32,8 @@ def aieng_guard_output(request: Request, completion: Completion) -> GuardVerdict
 
     :called: by the ``guard_output`` stage, after generation.
     :mode: chain: guards run in order; after a ``redact`` the next guard receives the
-        completion with the verdict's text; a ``block`` replaces the answer and stops the run.
+        completion with the verdict's text (and the verdict's ``tool_calls``, when it
+        changed the calls' arguments); a ``block`` replaces the answer and stops the run.
     :none: "allow unchanged".
     :async: may be ``async def``.
     :param request: the request that was sent to the model.

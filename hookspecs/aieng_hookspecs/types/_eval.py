@@ -8,7 +8,9 @@ import attrs
 from attrs import field
 from attrs import validators as v
 
+from ._chat import Message
 from ._checks import finite, frozen_tuple, integer, json_mapping, non_empty
+from ._tools import ToolCall
 
 __all__ = ["Finding", "GuardVerdict", "Route", "Sample", "Score"]
 
@@ -86,6 +88,10 @@ class Finding:
             raise ValueError(f"end ({value}) must not precede start ({self.start})")
 
 
+def _optional_tuple(value: object) -> tuple[Any, ...] | None:
+    return None if value is None else frozen_tuple(value)  # type: ignore[arg-type]
+
+
 @attrs.frozen
 class GuardVerdict:
     """A guardrail's decision.
@@ -94,6 +100,15 @@ class GuardVerdict:
     :param text: the text after the guard: what the next stage sees.
     :param findings: what was found.
     :param guard: the component that decided.
+    :param messages: an input guard's ``redact`` of more than the last user message: the
+        whole conversation after the guard, which replaces the request's messages (``text``
+        is then its last user message). ``None``: only the last user message changes.
+    :param tool_calls: an output guard's ``redact`` of the completion's tool calls: the
+        calls after the guard (their arguments changed), which replace the completion's.
+        ``None``: the tool calls stay as they are.
+
+    .. versionchanged:: 0.1.0 ``messages`` and ``tool_calls`` (a guard redacting tool
+       results, or restoring values in the arguments of the calls a model made).
     """
 
     action: GuardAction = field(validator=v.in_(GUARD_ACTIONS))
@@ -102,6 +117,12 @@ class GuardVerdict:
         default=(), converter=frozen_tuple, validator=v.deep_iterable(v.instance_of(Finding))
     )
     guard: str = field(default="", validator=_str)
+    messages: tuple[Message, ...] | None = field(
+        default=None, converter=_optional_tuple,
+        validator=v.optional(v.and_(v.deep_iterable(v.instance_of(Message)), non_empty())))
+    tool_calls: tuple[ToolCall, ...] | None = field(
+        default=None, converter=_optional_tuple,
+        validator=v.optional(v.deep_iterable(v.instance_of(ToolCall), v.instance_of(tuple))))
 
 
 @attrs.frozen

@@ -7,14 +7,23 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import anyio
+import attrs
 import structlog
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, Finding, GuardVerdict, Message, Request
+from aieng_hookspecs.types import (
+    Completion,
+    Finding,
+    GuardVerdict,
+    Message,
+    Request,
+    ToolCall,
+)
 
+from ._conversation import Slot, map_strings, rebuild, texts_of
 from ._injection import InjectionMatch, InjectionScan, scan_injection
 from ._options import InjectionOptions, PIIOptions
 from ._pii import Detection, find_pii
-from ._redact import PLACEHOLDER, Vault, redact, restore
+from ._redact import PLACEHOLDER, Vault, redact, redact_texts, restore
 
 __all__ = ["InjectionGuard", "PIIGuard", "injection_findings", "pii_findings",
            "remove_injections"]
@@ -171,7 +180,12 @@ class PIIGuard:
                                lambda: self.check_output(request, completion))
 
     def check_input(self, request: Request) -> GuardVerdict | None:
-        """Redact or block the last user message's personal data and secrets."""
+        """Redact or block the personal data and secrets of the conversation
+        (``all_messages``: every message but the system ones, and the string values of
+        earlier tool calls' arguments, one placeholder per value across them), or of the
+        last user message only."""
+        if self.options.all_messages and len(request.messages) > 1:
+            return self._check_conversation(request)
         text = request.prompt
         opts = self.options
         detections = find_pii(text, opts.kinds, min_entropy=opts.min_entropy)
@@ -186,6 +200,35 @@ class PIIGuard:
                   kinds=sorted({d.kind for d in detections}))
         return GuardVerdict(action="redact", text=redaction.text,
                             findings=pii_findings(detections, redaction.mapping))
+
+    def _check_conversation(self, request: Request) -> GuardVerdict | None:
+        opts = self.options
+        messages = request.messages
+        places = texts_of(messages)
+        found = [find_pii(text, opts.kinds, min_entropy=opts.min_entropy)
+                 for _, text in places]
+        if not any(found):
+            return None
+        last_user = next((i for i in range(len(messages) - 1, -1, -1)
+                          if messages[i].role == "user"), -1)
+        prompt: Slot = (last_user, None)
+        in_prompt = next((f for (slot, _), f in zip(places, found) if slot == prompt), [])
+        elsewhere = [(slot, f) for (slot, _), f in zip(places, found) if f and slot != prompt]
+        if opts.action == "block":
+            return GuardVerdict(action="block", text=request.prompt,
+                                findings=[*pii_findings(in_prompt),
+                                          *_elsewhere(messages, elsewhere, {})])
+        texts, mapping = redact_texts([text for _, text in places], found)
+        changed = {slot: new for (slot, old), new in zip(places, texts) if new != old}
+        redacted = rebuild(messages, changed)
+        text = redacted[last_user].content if last_user >= 0 else request.prompt
+        if opts.restore:
+            self.vault.put(self._keys(text), mapping)
+        log.debug("guardrails.pii.redacted", count=sum(map(len, found)),
+                  kinds=sorted({d.kind for f in found for d in f}))
+        return GuardVerdict(action="redact", text=text, messages=redacted,
+                            findings=[*pii_findings(in_prompt, mapping),
+                                      *_elsewhere(messages, elsewhere, mapping)])
 
     def check_output(self, request: Request, completion: Completion) -> GuardVerdict | None:
         """Redact personal data the model wrote (``scan_output``), then put the input's
@@ -207,6 +250,7 @@ class PIIGuard:
                 redaction = redact(text, detections=detections, reserved=mapping)
                 text = redaction.text
                 findings = pii_findings(detections, redaction.mapping)
+        calls = completion.tool_calls
         if mapping:
             restored = restore(text, mapping)
             if restored != text:
@@ -217,10 +261,56 @@ class PIIGuard:
                                 for m in PLACEHOLDER.finditer(completion.text)
                                 if m.group() in mapping)
                 text = restored
+            # The calls' arguments too: a tool must get the value, not its placeholder.
+            calls = tuple(call if (arguments := map_strings(
+                call.arguments, lambda value: restore(value, mapping))) == call.arguments
+                else attrs.evolve(call, arguments=arguments) for call in calls)
+            for before, call in zip(completion.tool_calls, calls):
+                if call is not before:
+                    findings.extend(Finding(kind="restored", detail=f"{placeholder} restored "
+                                            f"in the arguments of {call.name!r} (call "
+                                            f"{call.id!r})")
+                                    for placeholder in _placeholders(before, mapping))
             self.vault.pop(keys)
-        if text == completion.text:
+        if text == completion.text and calls == completion.tool_calls:
             return None
-        return GuardVerdict(action="redact", text=text, findings=findings)
+        return GuardVerdict(action="redact", text=text, findings=findings,
+                            tool_calls=None if calls == completion.tool_calls else calls)
+
+
+def _placeholders(call: ToolCall, mapping: dict[str, str]) -> list[str]:
+    """The placeholders of ``mapping`` in the string values of a call's arguments."""
+    found: set[str] = set()
+
+    def collect(value: str) -> str:
+        found.update(m.group() for m in PLACEHOLDER.finditer(value) if m.group() in mapping)
+        return value
+
+    map_strings(call.arguments, collect)
+    return sorted(found)
+
+
+def _elsewhere(messages: Sequence[Message], found: list[tuple[Slot, list[Detection]]],
+               mapping: dict[str, str]) -> list[Finding]:
+    """Findings for detections outside the last user message: no span (spans point into
+    the guarded text, which these are not), the message named in the detail."""
+    by_value = {value: p for p, value in mapping.items()}
+    out = []
+    for (index, leaf), detections in found:
+        message = messages[index]
+        if message.role == "tool":
+            where = _tool_source(messages, index, earlier=False)
+        elif leaf is not None:
+            name = message.tool_calls[leaf[0]].name
+            where = f"the arguments of an earlier call to {name!r}"
+        else:
+            where = f"an earlier {message.role} turn"
+        for d in detections:
+            placeholder = by_value.get(d.value)
+            detail = f"{d.kind} in {where}" + (f" replaced by {placeholder}" if placeholder
+                                               else "")
+            out.append(Finding(kind=d.kind, detail=detail))
+    return out
 
 
 class InjectionGuard:

@@ -43,6 +43,10 @@ class PIIOptions:
     :param min_entropy: bits per character a long mixed token needs to count as a secret.
     :param vault_size: the most runs whose mappings are kept at once.
     :param vault_ttl: seconds a run's mapping is kept.
+    :param all_messages: redact the whole conversation (every message but the system ones,
+        and the string values of earlier tool calls' arguments: an agent's tool results, a
+        chat's earlier turns), with one placeholder per value across it; ``False``: the last
+        user message only.
     """
 
     kinds: tuple[str, ...] = field(default=KINDS, converter=listed,
@@ -54,6 +58,7 @@ class PIIOptions:
     min_entropy: float = field(default=4.0, validator=[v.instance_of((int, float)), v.gt(0)])
     vault_size: int = field(default=1024, validator=[v.instance_of(int), v.ge(1)])
     vault_ttl: float = field(default=600.0, validator=[v.instance_of((int, float)), v.gt(0)])
+    all_messages: bool = field(default=True, validator=v.instance_of(bool))
 
 
 @attrs.frozen

@@ -12,11 +12,11 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ._pii import KINDS, PLACEHOLDER_LABELS, Detection, find_pii
 
-__all__ = ["PLACEHOLDER", "Redaction", "Vault", "redact", "restore"]
+__all__ = ["PLACEHOLDER", "Redaction", "Vault", "redact", "redact_texts", "restore"]
 
 #: What a placeholder looks like: ``<EMAIL_1>``.
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*)_([0-9]+)>")
@@ -54,29 +54,45 @@ def redact(text: str, kinds: Iterable[str] = KINDS, *, min_entropy: float = 4.0,
     found = find_pii(text, kinds, min_entropy=min_entropy) if detections is None else detections
     if not found:
         return Redaction(text, {}, [])
-    present = set(PLACEHOLDER.findall(text))
+    texts, mapping = redact_texts([text], [found], reserved=reserved)
+    return Redaction(texts[0], mapping, found)
+
+
+def redact_texts(texts: Sequence[str], detections: Sequence[Sequence[Detection]], *,
+                 reserved: Iterable[str] = ()) -> tuple[list[str], dict[str, str]]:
+    """Replace each text's detections with placeholders shared across the texts (the same
+    value gets the same placeholder in every text: a conversation's messages).
+
+    :param detections: each text's detections (``find_pii``'s result), in order.
+    :param reserved: placeholders not to use.
+    :returns: the texts after redaction and the mapping placeholder -> value.
+    """
+    present = {group for text in texts for group in PLACEHOLDER.findall(text)}
     present.update(m.groups() for p in reserved if (m := PLACEHOLDER.fullmatch(p)))
     counters: dict[str, int] = {}
     by_value: dict[tuple[str, str], str] = {}
     mapping: dict[str, str] = {}
-    pieces: list[str] = []
-    at = 0
-    for detection in found:
-        label = PLACEHOLDER_LABELS[detection.kind]
-        key = (label, detection.value)
-        placeholder = by_value.get(key)
-        if placeholder is None:
-            number = counters.get(label, 0) + 1
-            while (label, str(number)) in present:
-                number += 1
-            counters[label] = number
-            placeholder = by_value[key] = f"<{label}_{number}>"
-            mapping[placeholder] = detection.value
-        pieces.append(text[at:detection.start])
-        pieces.append(placeholder)
-        at = detection.end
-    pieces.append(text[at:])
-    return Redaction("".join(pieces), mapping, found)
+    out: list[str] = []
+    for text, found in zip(texts, detections, strict=True):
+        pieces: list[str] = []
+        at = 0
+        for detection in found:
+            label = PLACEHOLDER_LABELS[detection.kind]
+            key = (label, detection.value)
+            placeholder = by_value.get(key)
+            if placeholder is None:
+                number = counters.get(label, 0) + 1
+                while (label, str(number)) in present:
+                    number += 1
+                counters[label] = number
+                placeholder = by_value[key] = f"<{label}_{number}>"
+                mapping[placeholder] = detection.value
+            pieces.append(text[at:detection.start])
+            pieces.append(placeholder)
+            at = detection.end
+        pieces.append(text[at:])
+        out.append("".join(pieces))
+    return out, mapping
 
 
 def restore(text: str, mapping: Mapping[str, str]) -> str:

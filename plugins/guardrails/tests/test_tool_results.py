@@ -162,10 +162,9 @@ async def test_an_agent_with_a_plain_page_answers() -> None:
 
 
 async def test_pii_redaction_keeps_the_agent_conversation_whole() -> None:
-    """The PII guard redacts the task (the last user message) in every step's request and
-    leaves the rest of the conversation as it was: roles, the assistant's tool calls and
-    the tool message's ``tool_call_id`` (tool results themselves are not redacted: a
-    verdict can only change the last user message, see the README)."""
+    """The PII guard redacts the task and the tool results in every step's request and
+    keeps the conversation's structure: roles, the assistant's tool calls and the tool
+    message's ``tool_call_id``."""
     async with isolated_kernel(loop_block_threshold=None) as kernel:
         backend = ScriptedBackend(_fetch_then_answer(), usage=Usage(5, 5))
         pipe = kernel.compose({"pii": PIIGuard(PIIOptions()), "llm": backend,
@@ -178,4 +177,5 @@ async def test_pii_redaction_keeps_the_agent_conversation_whole() -> None:
     assert second[0].content.endswith("mail <EMAIL_1>")
     assert [c.id for c in second[1].tool_calls] == ["c1"]
     assert second[2].tool_call_id == "c1"
+    assert second[2].content == "Contact: <EMAIL_2>"  # the page's address, redacted too
     assert result.messages[0].content.endswith("bob@example.org")  # the transcript is whole
