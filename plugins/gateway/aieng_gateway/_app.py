@@ -19,7 +19,7 @@ import uuid
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -32,8 +32,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from aieng_core import HookError, Kernel, Pipeline, RunResult
+from aieng_core import HookError, Kernel, Pipeline
 
+from ._agent import agent_completion, agent_field, check_agent_chat, step_comment
 from ._exposition import merge_exposition
 from ._keys import ApiKey, KeyStore, KeyStoreError
 from ._protocol import (
@@ -51,7 +52,12 @@ from ._protocol import (
 from ._ratelimit import Limits
 from ._settings import GatewaySettings
 
+if TYPE_CHECKING:
+    from aieng_core.agent import AgentResult, AgentStep
+
 __all__ = ["Gateway"]
+
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -418,6 +424,8 @@ class Gateway:
 
     async def _chat(self, http: HTTPRequest, call: _Call) -> Response:
         chat = parse_chat(await self._json(http), pipeline=self.pipeline.name)
+        if self.settings.agent is not None:
+            check_agent_chat(chat)
         request = chat.request
         call.messages = len(request.messages)
         call.prompt_chars = prompt_chars(request)
@@ -428,8 +436,11 @@ class Gateway:
         self._regenerated(call, chat, run_id)
         if chat.stream:
             return _Stream(self, chat, call, reserved)
+        if self.settings.agent is not None:
+            return await self._agent_chat(http, chat, call, reserved)
         try:
-            result = await self._run_watched(http, request, run_id)
+            result = await self._run_watched(
+                http, lambda: self.pipeline.run(request, run_id=run_id))
         except HookError as exc:
             self._reconcile(call, reserved, None)
             raise self._upstream(exc, chat.model, run_id=run_id) from None
@@ -454,11 +465,56 @@ class Gateway:
         return JSONResponse(chat_response(run_id, chat.model, completion, finish, logprobs),
                             headers={RUN_HEADER: run_id})
 
-    async def _run_watched(self, http: HTTPRequest, request: Request,
-                           run_id: str) -> RunResult | None:
-        """Run the pipeline while watching the connection: a client that goes away (its
-        own timeout, before a retry) cancels the run, and gets ``None``."""
-        result: RunResult | None = None
+    async def _agent_chat(self, http: HTTPRequest, chat: ChatCall, call: _Call,
+                          reserved: int) -> Response:
+        """Agent mode, a JSON answer: the agent's final answer, its total usage, its status
+        as ``finish_reason`` and the ``aieng_agent`` field."""
+        run_id = call.run_id or ""
+        try:
+            result = await self._run_watched(http, lambda: self._run_agent(chat.request,
+                                                                           run_id))
+        except (HookError, LookupError) as exc:
+            self._reconcile(call, reserved, None)
+            raise self._agent_failure(exc, chat.model, run_id) from None
+        if result is None:  # the client went away: the run was cancelled, its tools too
+            self._reconcile(call, reserved, None)
+            return Response(status_code=499)
+        completion = agent_completion(result)
+        usage = completion.usage
+        call.prompt_tokens, call.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+        self._reconcile(call, reserved, usage)
+        self._delivered(call)
+        return JSONResponse(chat_response(run_id, chat.model, completion,
+                                          extra={"aieng_agent": agent_field(result)}),
+                            headers={RUN_HEADER: run_id})
+
+    async def _run_agent(self, request: Request, run_id: str,
+                         on_step: Callable[[AgentStep], Awaitable[None]] | None = None
+                         ) -> AgentResult:
+        """One agent run over the pipeline (agent mode), logged with both run ids."""
+        from aieng_core.agent import Agent
+
+        result = await Agent(self.pipeline, self.settings.agent).run(request, on_step=on_step)
+        log.info("gateway.agent_finished", run_id=run_id, agent_run_id=result.run_id,
+                 status=result.status, steps=len(result.steps))
+        return result
+
+    def _agent_failure(self, exc: HookError | LookupError, model: str,
+                       run_id: str) -> ApiError:
+        """A failed agent run: a component's failure as any pipeline failure; a pipeline
+        that cannot act as an agent (no backend and no policy) is the server's error."""
+        if isinstance(exc, HookError):
+            return self._upstream(exc, model, run_id=run_id)
+        log.error("gateway.agent_error", run_id=run_id, error=str(exc)[:300])
+        return ApiError(502, f"the agent cannot run: {exc}", kind="server_error",
+                        code="agent_error")
+
+    async def _run_watched(self, http: HTTPRequest,
+                           work: Callable[[], Awaitable[T]]) -> T | None:
+        """Run ``work`` (the pipeline, or an agent) while watching the connection: a client
+        that goes away (its own timeout, before a retry) cancels the run, and gets
+        ``None``."""
+        result: T | None = None
         failure: Exception | None = None
 
         async def watch() -> None:
@@ -469,7 +525,7 @@ class Gateway:
         async def run() -> None:
             nonlocal result, failure
             try:
-                result = await self.pipeline.run(request, run_id=run_id)
+                result = await work()
             except Exception as exc:  # noqa: BLE001 - re-raised below, outside the group
                 failure = exc
             group.cancel_scope.cancel()  # stop watching
@@ -650,7 +706,9 @@ class _Stream(Response):
     request's is, with its status; after it, the error is a ``data: {"error": ...}`` event.
     A stream silent for ``keepalive_s`` sends a ``: keep-alive`` comment (the first one
     sends the headers: an error after it is an event too). A client that goes away, before
-    the first delta too, cancels the run and is recorded as ``early_stop`` feedback."""
+    the first delta too, cancels the run and is recorded as ``early_stop`` feedback.
+    In agent mode the run is an agent's: each finished step is an SSE comment, and the
+    answer comes whole at the end."""
 
     def __init__(self, gateway: Gateway, chat: ChatCall, call: _Call, reserved: int) -> None:
         # Not Response.__init__: an empty body would get "content-length: 0".
@@ -671,6 +729,7 @@ class _Stream(Response):
         completion: Completion | None = None
         raw: Completion | None = None
         error: ApiError | None = None
+        agent: dict[str, Any] | None = None  # agent mode: the aieng_agent field
         sending = anyio.Lock()  # the keep-alives and the events take turns
         sent = time.monotonic()  # when the last bytes went out
 
@@ -727,24 +786,40 @@ class _Stream(Response):
                     group.cancel_scope.cancel()
                     return
 
+        async def on_step(step: AgentStep) -> None:
+            # Agent mode: each finished step as an SSE comment (clients skip it; a proxy
+            # sees bytes while the tools run). Behind output guards: tool names only.
+            await body(step_comment(step, detail="guard_output" not in
+                                    self.gateway.pipeline.stages))
+
         async def generate() -> None:
-            nonlocal completion, raw, error, ended
+            nonlocal completion, raw, error, ended, agent
             try:
-                result = await self.gateway.pipeline.run(chat.request, run_id=run_id,
-                                                         on_delta=on_delta)
-                completion, raw = result.completion, result.raw_completion
-                if result.status == "blocked":
-                    # The deltas are out already; the tokens spent are still counted (the
-                    # usage chunk, the key's bucket), as in a JSON answer.
-                    completion = Completion(text="", finish_reason="content_filter",
-                                            usage=completion.usage if completion is not None
-                                            else Usage())
+                if self.gateway.settings.agent is not None:
+                    # The answer comes whole at the end (one chunk), after the steps.
+                    done = await self.gateway._run_agent(chat.request, run_id, on_step)
+                    completion, agent = agent_completion(done), agent_field(done)
+                else:
+                    result = await self.gateway.pipeline.run(chat.request, run_id=run_id,
+                                                             on_delta=on_delta)
+                    completion, raw = result.completion, result.raw_completion
+                    if result.status == "blocked":
+                        # The deltas are out already; the tokens spent are still counted
+                        # (the usage chunk, the key's bucket), as in a JSON answer.
+                        completion = Completion(text="", finish_reason="content_filter",
+                                                usage=completion.usage
+                                                if completion is not None else Usage())
             except HookError as exc:
                 error = self.gateway._upstream(exc, chat.model, run_id=run_id)
-            except Exception as exc:  # a bug of ours: say so, log it, keep serving
-                log.exception("gateway.internal_error", path="/v1/chat/completions",
-                              error_type=type(exc).__name__)
-                error = ApiError(500, "internal gateway error (logged)", kind="server_error")
+            except Exception as exc:
+                if isinstance(exc, LookupError) and self.gateway.settings.agent is not None:
+                    # A pipeline that cannot act as an agent (no backend, no policy).
+                    error = self.gateway._agent_failure(exc, chat.model, run_id)
+                else:  # a bug of ours: say so, log it, keep serving
+                    log.exception("gateway.internal_error", path="/v1/chat/completions",
+                                  error_type=type(exc).__name__)
+                    error = ApiError(500, "internal gateway error (logged)",
+                                     kind="server_error")
             ended = True
             group.cancel_scope.cancel()  # stop watching for a disconnect
 
@@ -798,7 +873,8 @@ class _Stream(Response):
             if completion.tool_calls:
                 await body(chat_chunk(run_id, chat.model, created, calls=completion.tool_calls))
             await body(chat_chunk(run_id, chat.model, created,
-                                  finish=completion.finish_reason))
+                                  finish=completion.finish_reason,
+                                  extra=None if agent is None else {"aieng_agent": agent}))
             if chat.include_usage:
                 await body(chat_chunk(run_id, chat.model, created, usage=completion.usage))
         await body(b"data: [DONE]\n\n")

@@ -95,11 +95,19 @@ def build_pipeline(kernel: Any, path: Path, *, monitor: bool, feedback_db: Path 
 @click.option("--expose-upstream-urls", is_flag=True,
               help="Show clients the URLs an upstream error names (by default they read "
                    "<upstream>; the whole message is logged).")
+@click.option("--agent", is_flag=True,
+              help="Answer each chat completion with an agent run over the pipeline: its "
+                   "tools run on the server, the final answer is the reply.")
+@click.option("--max-steps", default=None, type=click.IntRange(min=1),
+              help="With --agent: the most steps of one run (default 10).")
+@click.option("--agent-timeout", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="With --agent: seconds for one whole run (default: no limit).")
 @click.pass_context
 def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: bool,
           keys_path: Path | None, max_body: int, regenerate_window: float,
           public_metrics: bool, monitor: bool, feedback_db: Path,
-          graceful_timeout: float, keepalive: float, expose_upstream_urls: bool) -> None:
+          graceful_timeout: float, keepalive: float, expose_upstream_urls: bool,
+          agent: bool, max_steps: int | None, agent_timeout: float | None) -> None:
     """Serve PIPELINE (a TOML file) over the OpenAI HTTP API: /v1/chat/completions,
     /v1/embeddings, /v1/models, /v1/feedback, /metrics, /healthz."""
     import uvicorn
@@ -108,6 +116,10 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
 
     from ._app import Gateway
 
+    if not agent:
+        for name, value in (("--max-steps", max_steps), ("--agent-timeout", agent_timeout)):
+            if value is not None:
+                raise click.UsageError(f"{name} needs --agent")
     # The root command's kernel (plugins already loaded) when there is one.
     root = ctx.find_root().obj
     kernel = root.get("kernel") if isinstance(root, dict) else None
@@ -122,10 +134,16 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
         with _clear_errors():
             store.records()  # an unreadable file fails here, not as a startup traceback
     with _clear_errors():  # --keepalive nan / inf: one line, not a traceback
+        options = None
+        if agent:
+            from aieng_core.agent import AgentOptions
+
+            options = AgentOptions(timeout=agent_timeout) if max_steps is None else \
+                AgentOptions(max_steps=max_steps, timeout=agent_timeout)
         settings = GatewaySettings(auth=not no_auth, max_body=max_body,
                                    regenerate_window=regenerate_window,
                                    public_metrics=public_metrics, keepalive_s=keepalive,
-                                   expose_upstream_urls=expose_upstream_urls)
+                                   expose_upstream_urls=expose_upstream_urls, agent=options)
 
     def build(running: Any) -> Any:
         return build_pipeline(running, pipeline, monitor=monitor, feedback_db=feedback_db)
@@ -168,7 +186,8 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
             if self.started:  # bound: the real port (--port 0 lets the OS pick one)
                 bound = self.servers[0].sockets[0].getsockname()[1]
                 click.echo(f"aieng serve: {pipeline} on http://{where}:{bound}/v1 "
-                           f"(auth {'off' if no_auth else 'on'})", err=True)
+                           f"(auth {'off' if no_auth else 'on'}"
+                           f"{', agent' if agent else ''})", err=True)
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             forced = self.should_exit and not self.force_exit and sig == signal.SIGINT

@@ -504,10 +504,11 @@ def logprob_content(tokens: Iterable[tuple[str, float]]) -> dict[str, Any]:
 
 
 def chat_response(run_id: str, model: str, completion: Completion | None,
-                  finish: str | None = None, logprobs: dict[str, Any] | None = None
-                  ) -> dict[str, Any]:
+                  finish: str | None = None, logprobs: dict[str, Any] | None = None,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """A ``chat.completion`` object (``completion`` None: a blocked run, empty answer;
-    ``logprobs``: the choice's, from :func:`logprob_content`)."""
+    ``logprobs``: the choice's, from :func:`logprob_content`; ``extra``: top-level fields
+    added, which OpenAI clients ignore)."""
     text = completion.text if completion is not None else ""
     usage = completion.usage if completion is not None else Usage()
     message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -522,16 +523,18 @@ def chat_response(run_id: str, model: str, completion: Completion | None,
                                                  if completion is not None else "stop"),
                      "logprobs": logprobs}],
         "usage": _usage(usage),
+        **(extra or {}),
     }
 
 
 def chat_chunk(run_id: str, model: str, created: int, *, text: str | None = None,
                role: bool = False, finish: str | None = None,
                usage: Usage | None = None, calls: tuple[ToolCall, ...] = (),
-               logprobs: dict[str, Any] | None = None) -> bytes:
+               logprobs: dict[str, Any] | None = None,
+               extra: dict[str, Any] | None = None) -> bytes:
     """One ``data: {chat.completion.chunk}`` event (``usage`` set: the usage-only chunk;
     ``calls``: whole tool calls, one entry per ``index``; ``logprobs``: the text's, from
-    :func:`logprob_content`)."""
+    :func:`logprob_content`; ``extra``: top-level fields added)."""
     chunk: dict[str, Any] = {"id": run_id, "object": "chat.completion.chunk",
                              "created": created, "model": model}
     if usage is not None:
@@ -548,4 +551,18 @@ def chat_chunk(run_id: str, model: str, created: int, *, text: str | None = None
                                    for i, call in enumerate(wire_calls(calls))]
         chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish,
                              "logprobs": logprobs}]
-    return b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8") + b"\n\n"
+    chunk.update(extra or {})
+    return b"data: " + sse_json(chunk) + b"\n\n"
+
+
+#: Characters JSON leaves raw that ``str.splitlines`` (and httpx's ``iter_lines``, which
+#: many SSE readers use) take for line breaks: escaped, so a data line stays one line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028",
+                              "\u2029": "\\u2029"})
+
+
+def sse_json(value: Any) -> bytes:
+    """``value`` as JSON for one SSE data line: UTF-8, with no character any line reader
+    splits at (JSON escapes CR, LF and the other controls; U+0085, U+2028 and U+2029 are
+    escaped here)."""
+    return json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS).encode("utf-8")

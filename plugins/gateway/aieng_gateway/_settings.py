@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from aieng_core.agent import AgentOptions
 
 __all__ = ["GatewaySettings", "parse_size"]
 
@@ -44,6 +47,13 @@ def _interval(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
                          f"(0: off), got {value!r}")
 
 
+def _agent(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    from aieng_core.agent import AgentOptions  # loaded when a gateway is configured
+
+    if value is not None and not isinstance(value, AgentOptions):
+        raise ValueError(f"{attribute.name} must be an AgentOptions or None, got {value!r}")
+
+
 @attrs.frozen
 class GatewaySettings:
     """How the gateway serves.
@@ -62,6 +72,9 @@ class GatewaySettings:
         backend's ``url: http://10.0.0.7:8000/v1/...``); off by default, they are shown as
         ``<upstream>`` (the internal hosts and ports are the operator's business) and the
         whole message is logged (``gateway.upstream_error``, with the run id).
+    :param agent: agent mode: each chat completion runs ``Agent(pipeline, agent).run``
+        (the pipeline's tools run on the server; ``aieng serve --agent``); ``None``: one
+        pipeline run per request.
     """
 
     auth: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
@@ -72,3 +85,4 @@ class GatewaySettings:
     keepalive_s: float = attrs.field(default=15.0, validator=_interval)
     expose_upstream_urls: bool = attrs.field(default=False,
                                              validator=attrs.validators.instance_of(bool))
+    agent: AgentOptions | None = attrs.field(default=None, validator=_agent)

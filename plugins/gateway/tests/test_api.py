@@ -646,3 +646,16 @@ def test_logs_carry_no_prompt_text_no_pii_and_no_key(client: httpx.Client,
     assert lines[0]["prompt_chars"] == len(f"my email is {email}")
     assert lines[0]["status"] == 200 and lines[0]["completion_tokens"] > 0
     assert {"method", "path", "latency_ms", "prompt_tokens"} <= set(lines[0])
+
+
+def test_stream_lines_survive_unicode_line_separators(client: httpx.Client) -> None:
+    """An answer holding U+2028, U+2029 or U+0085 (which ``str.splitlines`` and httpx's
+    ``iter_lines`` treat as line breaks) streams as data lines that such readers still
+    read whole: those characters go escaped in the JSON (``\\u2028``), the text intact."""
+    text = "a\u2028b\u2029c\x85d"
+    with client.stream("POST", "/v1/chat/completions",
+                       json=_chat(text, stream=True)) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: {")]
+    chunks = [json.loads(line[6:]) for line in lines]  # each line is one whole event
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) \
+        == f"You said: {text}"
