@@ -134,3 +134,15 @@ def test_the_cli_asks_before_each_call(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["agent", str(path), "-", "--confirm"], input="clean",
                                 obj={"kernel": kernel()})
     assert result.exit_code == 2 and "--confirm" in result.stderr
+
+
+@pytest.mark.anyio
+async def test_a_given_run_id_names_the_run_and_its_events() -> None:
+    """``run_id=`` replaces the generated ``agent-…`` id, in the result and its events."""
+    files = Files()
+    model = ScriptedBackend(["done"], usage=Usage(1, 1))
+    async with Kernel(env={}, entry_points=[]) as kernel:
+        pipeline = kernel.compose({"llm": model, "tools": files}, name="ids", timeout=5.0)
+        result = await Agent(pipeline).run("hi", run_id="chatcmpl-7")
+    assert result.run_id == "chatcmpl-7"
+    assert {e.run_id for e in result.events} == {"chatcmpl-7"}

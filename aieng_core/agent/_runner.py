@@ -117,7 +117,7 @@ class Agent:
     # -- the run -------------------------------------------------------------------------
 
     async def run(self, task: TaskInput, *, on_step: StepCallback | None = None,
-                  approve: Approval | None = None) -> AgentResult:
+                  approve: Approval | None = None, run_id: str | None = None) -> AgentResult:
         """Run the agent on a task until it answers, stops, or a limit ends it.
 
         :param task: the user's text, a :class:`Request` (its messages start the
@@ -127,6 +127,8 @@ class Agent:
         :param approve: asked before each tool call with valid arguments runs (may be
             async): ``True`` runs it; ``False`` or a reason declines it, and the model gets
             an error result saying so.
+        :param run_id: the agent run's id (default ``agent-<12 hex>``): a server gives its
+            response's id, so that feedback on it reaches the run's events.
         :returns: the status, the answer, every step, the totals and the transcript.
         :raises HookError: when a model call, policy or memory fails under the pipeline's
             error policy (a failing *tool* is an error result, not an exception).
@@ -136,7 +138,8 @@ class Agent:
         messages = list(template.messages)
         if self.options.system is not None:
             messages.insert(0, Message("system", self.options.system))
-        run_id = f"agent-{uuid.uuid4().hex[:12]}"
+        if run_id is None:
+            run_id = f"agent-{uuid.uuid4().hex[:12]}"
         run = _Run(scope=RunScope(run_id, self.pipeline.name, self.pipeline.kernel.publish),
                    template=template, task=template.prompt or messages[-1].content,
                    messages=messages,

@@ -494,7 +494,8 @@ class Gateway:
         """One agent run over the pipeline (agent mode), logged with both run ids."""
         from aieng_core.agent import Agent
 
-        result = await Agent(self.pipeline, self.settings.agent).run(request, on_step=on_step)
+        result = await Agent(self.pipeline, self.settings.agent).run(request, on_step=on_step,
+                                                                     run_id=run_id)
         log.info("gateway.agent_finished", run_id=run_id, agent_run_id=result.run_id,
                  status=result.status, steps=len(result.steps))
         return result

@@ -167,7 +167,8 @@ def test_json_answer_is_the_agents_final_answer(client: httpx.Client) -> None:
     agent = body["aieng_agent"]
     assert {k: agent[k] for k in ("status", "steps", "tools")} == {
         "status": "answered", "steps": 2, "tools": ["add"]}
-    assert agent["reason"] and agent["run_id"].startswith("agent-")
+    # One id for the response and the agent run: feedback on it reaches the run's events.
+    assert agent["reason"] and agent["run_id"] == body["id"]
     assert body["id"] == response.headers["x-aieng-run-id"]
 
 
