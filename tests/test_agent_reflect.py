@@ -26,7 +26,13 @@ from click.testing import CliRunner
 
 from aieng_core import Kernel
 from aieng_core.agent import Agent, AgentOptions
-from aieng_core.agent._reflect import PLAN_HEADER, PLAN_PROMPT, REVIEW_PROMPT, approved
+from aieng_core.agent._reflect import (
+    FORMAT_NOTE,
+    PLAN_HEADER,
+    PLAN_PROMPT,
+    REVIEW_PROMPT,
+    approved,
+)
 from aieng_core.cli import _agent, cli
 
 pytestmark = pytest.mark.anyio
@@ -49,6 +55,8 @@ class Planner:
         system = request.messages[0].content if request.messages[0].role == "system" else ""
         if PLAN_PROMPT in system:
             return "plan"
+        if request.messages[-1].content == FORMAT_NOTE:
+            return "format"
         return "review" if system == REVIEW_PROMPT else "decide"
 
     @hookimpl
@@ -60,6 +68,8 @@ class Planner:
             return Completion(text=f"  {self.plan}\n", usage=usage)
         if kind == "review":
             return Completion(text=self.reviews.pop(0), usage=usage)
+        if kind == "format":  # the answer again, in the required format
+            return Completion(text=request.messages[-2].content, usage=usage)
         if not any(m.role == "tool" for m in request.messages):
             call = ToolCall(id="c1", name="add", arguments={"a": 40, "b": 2})
             return Completion(text="", finish_reason="tool_calls", tool_calls=(call,),
@@ -132,7 +142,9 @@ async def test_plan_comes_first_and_stays_in_the_conversation() -> None:
         assert [m.role for m in decision.messages[:2]] == ["system", "user"]
         assert decision.messages[0].content == f"Be brief.\n\n{PLAN_HEADER}\n{result.plan}"
         assert decision.metadata["tool_choice"] == "required" and decision.tools
-    assert result.steps[0].usage == Usage(20, 10) and result.usage == Usage(30, 15)
+    # The plan's call is the first step's; the answer's step adds the formatting call that
+    # response_format asks for.
+    assert result.steps[0].usage == Usage(20, 10) and result.usage == Usage(40, 20)
     assert result.messages[0].content.startswith(f"Be brief.\n\n{PLAN_HEADER}")
 
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from aieng_hookspecs.types import Message, ToolCall, ToolResult, ToolSpec
 
-__all__ = ["PLAN_HEADER", "PLAN_PROMPT", "REVIEW_PROMPT", "approved", "plan_messages",
-           "plan_text", "review_messages", "revise_note"]
+__all__ = ["FORMAT_NOTE", "PLAN_HEADER", "PLAN_PROMPT", "REVIEW_PROMPT", "approved",
+           "plan_messages", "plan_text", "review_messages", "revise_note"]
 
 #: The default instruction of the planning call (``AgentOptions.plan_prompt``).
 PLAN_PROMPT = (
@@ -29,6 +29,9 @@ REVIEW_PROMPT = (
     "returned and the proposed answer. If the answer is correct, complete and consistent "
     "with the tool results, reply with exactly: OK. Otherwise reply in one or two "
     "sentences with what is wrong or missing.")
+
+#: What the model is asked when its answer must be given again in the request's format.
+FORMAT_NOTE = ("Give your final answer again, in the required format, with nothing else.")
 
 #: The first line of the system message that holds the plan in the conversation.
 PLAN_HEADER = "Your plan for this task (follow it; change course if a result shows it is wrong):"

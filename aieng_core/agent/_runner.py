@@ -10,7 +10,7 @@ import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import attrs
@@ -25,7 +25,6 @@ from aieng_hookspecs.types import (
     MemoryItem,
     Message,
     ModelCall,
-    Query,
     Request,
     ToolCall,
     ToolResult,
@@ -38,6 +37,7 @@ from .._scope import CURRENT_RUN, RunScope
 from ..dispatch import expect
 from . import _reflect
 from ._arguments import argument_errors, describe_errors
+from ._memory import recall, store
 from ._messages import TaskInput, as_request, fit, unique_ids, with_memory, with_system
 from ._options import AgentOptions
 from ._result import AgentResult, AgentStep
@@ -60,10 +60,12 @@ Approval = Callable[[ToolCall], "Awaitable[bool | str] | bool | str"]
 _ACTION = expect(AgentAction)
 _RESULT = expect(ToolResult)
 _SPECS = expect((list, tuple), items=ToolSpec)
-_ITEMS = expect((list, tuple), items=MemoryItem)
-#: Request metadata that asks for tool calls or a constrained output: left out of the
-#: planning and review calls, which offer no tools and want free text.
-_FORMAT_KEYS = frozenset({"tool_choice", "parallel_tool_calls", "regex", "response_format"})
+#: Request metadata that asks for tool calls, and that constrains the output.
+_TOOL_KEYS = frozenset({"tool_choice", "parallel_tool_calls"})
+_OUTPUT_KEYS = frozenset({"regex", "response_format"})
+#: What a model call is for: a decision (the tools offered), free text (a plan, a review:
+#: no tools, no output constraint), the final answer in the request's required format.
+_Mode = Literal["decide", "free", "format"]
 
 
 @attrs.define
@@ -226,7 +228,8 @@ class Agent:
         calls: list[ModelCall] = []  # every model call of the step, for its usage
         plan = review = run_id = ""
         source, action = "model", AgentAction("stop")
-        recalled = await self._recall(run)
+        recalled = await recall(self.pipeline.dispatcher, self._policy, run.messages,
+                                run.task, self.options.recall_k)
         if index == 1 and self.options.plan:
             plan = await self._plan(run, calls, recalled)
         if not run.status:  # a guardrail may have blocked the planning call
@@ -247,6 +250,9 @@ class Agent:
             action = unique_ids(action)
             if action.kind == "answer" and self._may_review(run, index, calls):
                 review = await self._review(run, action.text, calls)
+            if action.kind == "answer" and _reflect.approved(review) \
+                    and _formatted(run.template) and run.tools:
+                action = await self._format(run, seen, action, calls)
         usage = Usage(sum(c.usage.prompt_tokens for c in calls),
                       sum(c.usage.completion_tokens for c in calls))
         cost = self.options.cost_of(usage.prompt_tokens, usage.completion_tokens)
@@ -258,17 +264,25 @@ class Agent:
                          usage=usage, cost=cost, duration_s=time.perf_counter() - started,
                          recalled=recalled, run_id=run_id, note=note, plan=plan,
                          review=review)
-        await self._store(run, step)
+        await store(self.pipeline.dispatcher, self._policy, step, run.scope.run_id, run.task,
+                    run.answer if run.status == "answered" else None)
         return step
 
     async def _ask(self, run: _Run, messages: Sequence[Message], calls: list[ModelCall],
-                   what: str, *, tools: bool = True) -> tuple[Completion | None, str]:
-        """One model call: a run of the pipeline on ``messages`` (with the tools, or as free
-        text); ``None`` when a guardrail blocked it (the run ends ``blocked``)."""
-        request = attrs.evolve(run.template, messages=tuple(messages), tools=run.tools)
-        if not tools:
-            request = attrs.evolve(request, tools=(), response_schema=None, metadata={
-                k: v for k, v in run.template.metadata.items() if k not in _FORMAT_KEYS})
+                   what: str, *, mode: _Mode = "decide") -> tuple[Completion | None, str]:
+        """One model call: a run of the pipeline on ``messages``; ``None`` when a guardrail
+        blocked it (the run ends ``blocked``). A decision offers the tools, without the
+        request's output format when there are tools (a model held to a JSON schema could
+        not call one); free text has neither; the final answer has the format only."""
+        template = run.template
+        dropped = {"decide": _OUTPUT_KEYS if run.tools else frozenset(),
+                   "free": _TOOL_KEYS | _OUTPUT_KEYS, "format": _TOOL_KEYS}[mode]
+        schema = None if mode == "free" or (mode == "decide" and run.tools) \
+            else template.response_schema
+        request = attrs.evolve(template, messages=tuple(messages), response_schema=schema,
+                               tools=run.tools if mode == "decide" else (), metadata={
+                                   k: v for k, v in template.metadata.items()
+                                   if k not in dropped})
         result = await self.pipeline.run(request)
         calls.extend(result.model_calls)
         if result.status == "blocked":
@@ -302,7 +316,7 @@ class Agent:
         options = self.options
         memory = with_memory(run.messages, recalled, options.memory_chars)
         asked = _reflect.plan_messages(memory, run.tools, options.plan_prompt)
-        completion, _ = await self._ask(run, asked, calls, "planning call", tools=False)
+        completion, _ = await self._ask(run, asked, calls, "planning call", mode="free")
         if completion is None:
             return ""
         plan = _reflect.plan_text(completion.text, options.plan_chars)
@@ -310,6 +324,15 @@ class Agent:
             run.messages = list(with_system(run.messages, f"{_reflect.PLAN_HEADER}\n{plan}"))
             log.info("agent.planned", agent_run_id=run.scope.run_id, plan=plan)
         return plan
+
+    async def _format(self, run: _Run, seen: Sequence[Message], action: AgentAction,
+                      calls: list[ModelCall]) -> AgentAction:
+        """The answer again, in the request's required format (its ``response_schema``,
+        ``regex`` or ``response_format``), which the decisions went without."""
+        asked = [*seen, Message("assistant", action.text), Message("user", _reflect.FORMAT_NOTE)]
+        completion, _ = await self._ask(run, asked, calls, "formatting call", mode="format")
+        return AgentAction("stop") if completion is None else attrs.evolve(
+            action, text=completion.text)
 
     def _may_review(self, run: _Run, index: int, calls: Sequence[ModelCall]) -> bool:
         """Whether an answer gets reviewed: reflection is on, reviews are left, a step is
@@ -333,7 +356,7 @@ class Agent:
         asked = _reflect.review_messages(run.task, observed, answer,
                                          self.options.review_prompt,
                                          self.options.tool_result_chars)
-        completion, _ = await self._ask(run, asked, calls, "review call", tools=False)
+        completion, _ = await self._ask(run, asked, calls, "review call", mode="free")
         review = "" if completion is None else completion.text.strip()
         log.info("agent.reviewed", agent_run_id=run.scope.run_id,
                  approved=_reflect.approved(review), review=review)
@@ -460,39 +483,8 @@ class Agent:
             result = attrs.evolve(result, call_id=call.id)
         return result
 
-    # -- memory --------------------------------------------------------------------------
 
-    async def _recall(self, run: _Run) -> tuple[MemoryItem, ...]:
-        dispatcher = self.pipeline.dispatcher
-        if not dispatcher.impls("aieng_memory_recall"):
-            return ()
-        k = self.options.recall_k
-        text = next((m.content for m in reversed(run.messages) if m.role == "user"), run.task)
-        found = await dispatcher.gather("aieng_memory_recall", {"query": Query(text=text),
-                                                                "k": k},
-                                        stage="memory", policy=self._policy, check=_ITEMS)
-        items = sorted((item for listed, _ in found for item in listed),
-                       key=lambda item: -item.score)  # stable: ties keep the memories' order
-        unique: dict[str, MemoryItem] = {}
-        for item in items:  # the same text from two memories once, at its best score
-            unique.setdefault(item.text, item)
-        return tuple(unique.values())[:k]
-
-    async def _store(self, run: _Run, step: AgentStep) -> None:
-        """Observations as ``short`` items; the final answer, with its task, as ``long``."""
-        dispatcher = self.pipeline.dispatcher
-        if not dispatcher.impls("aieng_memory_store"):
-            return
-        meta: dict[str, Any] = {"agent_run_id": run.scope.run_id, "step": step.index}
-        items = [MemoryItem(result.content, kind="short",
-                            metadata={**meta, "tool": call.name,
-                                      "arguments": dict(call.arguments)})
-                 for call, result in zip(step.action.tool_calls, step.results)
-                 if not result.is_error]
-        if run.status == "answered":
-            items.append(MemoryItem(f"{run.task}\n{run.answer}", kind="long",
-                                    metadata={**meta, "task": run.task,
-                                              "answer": run.answer}))
-        if items:
-            await dispatcher.gather("aieng_memory_store", {"items": tuple(items)},
-                                    stage="memory", policy=self._policy)
+def _formatted(request: Request) -> bool:
+    """Whether a request asks for a constrained output."""
+    return request.response_schema is not None or any(k in request.metadata
+                                                       for k in _OUTPUT_KEYS)
