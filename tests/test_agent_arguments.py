@@ -11,13 +11,14 @@ from typing import Any
 import jsonschema
 import pytest
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, Request, ToolCall, ToolResult, ToolSpec, Usage
+from aieng_hookspecs.types import Completion, Request, ToolCall, Usage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aieng_core import Kernel
 from aieng_core.agent import Agent, AgentOptions
 from aieng_core.agent._arguments import argument_errors
+from aieng_core.testing.reference import AddTool
 
 ADD = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
        "required": ["a", "b"], "additionalProperties": False}
@@ -155,22 +156,6 @@ def test_leaf_verdicts_match_jsonschema(schema: dict[str, Any], value: Any) -> N
 # -- in the runner -------------------------------------------------------------------------
 
 
-class Adder:
-    """The ``add`` tool with a strict schema; records the calls it ran."""
-
-    def __init__(self) -> None:
-        self.calls: list[ToolCall] = []
-
-    @hookimpl
-    def aieng_tools(self) -> list[ToolSpec]:
-        return [ToolSpec(name="add", description="Add two integers.", parameters=ADD)]
-
-    @hookimpl
-    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
-        if call.name != "add":
-            return None
-        self.calls.append(call)
-        return ToolResult(call.id, str(call.arguments["a"] + call.arguments["b"]))
 
 
 class Sloppy:
@@ -196,7 +181,7 @@ class Sloppy:
 async def test_invalid_arguments_are_an_error_result_and_the_tool_is_not_called() -> None:
     """The model gets an error result naming the problem and the schema; the tool only
     runs with valid arguments; the run goes on to an answer."""
-    adder, llm = Adder(), Sloppy()
+    adder, llm = AddTool(), Sloppy()
     async with Kernel(env={}, entry_points=[]) as kernel:
         pipeline = kernel.compose({"llm": llm, "tools": adder}, name="args", timeout=5.0)
         result = await Agent(pipeline).run("What is 40 + 2?")
@@ -212,9 +197,9 @@ async def test_invalid_arguments_are_an_error_result_and_the_tool_is_not_called(
 @pytest.mark.anyio
 async def test_validation_can_be_turned_off() -> None:
     """``validate_arguments=False`` hands every call to the tool as it came."""
-    adder, llm = Adder(), Sloppy()
+    adder, llm = AddTool(), Sloppy()
     async with Kernel(env={}, entry_points=[]) as kernel:
         pipeline = kernel.compose({"llm": llm, "tools": adder}, name="args", timeout=5.0)
         result = await Agent(pipeline, AgentOptions(validate_arguments=False)).run("40 + 2?")
     assert adder.calls[0].arguments == {"a": "40", "b": 2}
-    assert "TypeError" in result.steps[0].results[0].content
+    assert result.steps[0].results[0].content.startswith("add needs two integers")

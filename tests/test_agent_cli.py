@@ -8,26 +8,13 @@ from pathlib import Path
 
 import pytest
 from aieng_hookspecs import ComponentRegistry, hookimpl
-from aieng_hookspecs.types import Completion, Request, ToolCall, ToolResult, ToolSpec, Usage
+from aieng_hookspecs.types import Completion, Request, ToolCall, Usage
 from click.testing import CliRunner, Result
 
 from aieng_core import Kernel
 from aieng_core.cli import _agent, cli
 from aieng_core.cli._agent import short
-
-
-class Adder:
-    """The ``add`` tool."""
-
-    @hookimpl
-    def aieng_tools(self) -> list[ToolSpec]:
-        return [ToolSpec(name="add")]
-
-    @hookimpl
-    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
-        if call.name != "add":
-            return None
-        return ToolResult(call.id, str(call.arguments["a"] + call.arguments["b"]))
+from aieng_core.testing.reference import AddTool
 
 
 class Solver:
@@ -83,7 +70,7 @@ def _kernel() -> Kernel:
 
     @hookimpl
     def aieng_register_components(registry: ComponentRegistry) -> None:
-        registry.add("adder", Adder)
+        registry.add("adder", AddTool)
         registry.add("solver", Solver)
         registry.add("looper", Looper)
         registry.add("system-echo", SystemEcho)

@@ -13,8 +13,6 @@ from aieng_hookspecs.types import (
     Message,
     Request,
     ToolCall,
-    ToolResult,
-    ToolSpec,
     Usage,
 )
 
@@ -22,6 +20,7 @@ from aieng_core import Kernel
 from aieng_core.agent import Agent, AgentOptions
 from aieng_core.agent._reflect import FORMAT_NOTE, REVIEW_PROMPT
 from aieng_core.testing import ScriptedBackend
+from aieng_core.testing.reference import AddTool
 
 pytestmark = pytest.mark.anyio
 
@@ -30,16 +29,6 @@ ASK = Request(messages=(Message("user", "40 + 2 as JSON"),), response_schema=SCH
               metadata={"tool_choice": "auto", "regex": ".*", "user": "u"})
 
 
-class Adder:
-    """The ``add`` tool."""
-
-    @hookimpl
-    def aieng_tools(self) -> list[ToolSpec]:
-        return [ToolSpec(name="add")]
-
-    @hookimpl
-    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
-        return ToolResult(call.id, str(call.arguments["a"] + call.arguments["b"]))
 
 
 def model(request: Request) -> Any:
@@ -67,7 +56,7 @@ async def test_decisions_go_free_and_the_answer_is_formatted() -> None:
     """The two decisions offer the tool without the schema or the regex (tool_choice
     kept); the format call has them, and no tools; the answer is its text; its tokens are
     the last step's."""
-    result, llm = await run({"tools": Adder()})
+    result, llm = await run({"tools": AddTool()})
     assert result.answered and result.answer == '{"sum": 42}'
     decisions, (formatting,) = llm.requests[:2], llm.requests[2:]
     for request in decisions:
@@ -90,7 +79,7 @@ async def test_without_tools_the_decision_keeps_the_format() -> None:
 
 async def test_a_plain_request_makes_no_format_call() -> None:
     """Nothing to format: the prose answer stands."""
-    result, llm = await run({"tools": Adder()},
+    result, llm = await run({"tools": AddTool()},
                             ask=Request(messages=(Message("user", "40 + 2?"),)))
     assert result.answer == "The sum is 42." and len(llm.requests) == 2
 
@@ -98,7 +87,7 @@ async def test_a_plain_request_makes_no_format_call() -> None:
 async def test_the_review_comes_before_the_format() -> None:
     """With reflection the reviewed answer is the prose one; the format call follows an
     approval."""
-    result, llm = await run({"tools": Adder()}, AgentOptions(reflect=True))
+    result, llm = await run({"tools": AddTool()}, AgentOptions(reflect=True))
     assert result.answer == '{"sum": 42}'
     review = next(r for r in llm.requests if r.messages[0].content == REVIEW_PROMPT)
     assert review.messages[1].content.endswith("Proposed answer:\nThe sum is 42.")
@@ -117,5 +106,5 @@ class NoFormatting:
 
 async def test_a_blocked_formatting_call_ends_the_run_blocked() -> None:
     """A guard that blocks the formatting call ends the run ``blocked``."""
-    result, _ = await run({"guard": NoFormatting(), "tools": Adder()})
+    result, _ = await run({"guard": NoFormatting(), "tools": AddTool()})
     assert result.status == "blocked" and "formatting call" in result.reason

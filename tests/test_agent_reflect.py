@@ -18,8 +18,6 @@ from aieng_hookspecs.types import (
     Query,
     Request,
     ToolCall,
-    ToolResult,
-    ToolSpec,
     Usage,
 )
 from click.testing import CliRunner
@@ -34,6 +32,7 @@ from aieng_core.agent._reflect import (
     approved,
 )
 from aieng_core.cli import _agent, cli
+from aieng_core.testing.reference import AddTool
 
 pytestmark = pytest.mark.anyio
 
@@ -80,21 +79,6 @@ class Planner:
         return [r for k, r in self.requests if k == kind]
 
 
-class Adder:
-    """The ``add`` tool."""
-
-    @hookimpl
-    def aieng_tools(self) -> list[ToolSpec]:
-        return [ToolSpec(name="add", description="Add two integers.", parameters={
-            "type": "object", "properties": {"a": {"type": "integer"},
-                                             "b": {"type": "integer"}},
-            "required": ["a", "b"]})]
-
-    @hookimpl
-    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
-        if call.name != "add":
-            return None
-        return ToolResult(call.id, str(call.arguments["a"] + call.arguments["b"]))
 
 
 class Notebook:
@@ -124,7 +108,7 @@ async def test_plan_comes_first_and_stays_in_the_conversation() -> None:
     ``plan``, and its tokens are that step's."""
     llm = Planner()
     async with Kernel(env={}, entry_points=[]) as kernel:
-        pipeline = compose(kernel, llm=llm, tools=Adder())
+        pipeline = compose(kernel, llm=llm, tools=AddTool())
         request = Request(messages=(Message("system", "Be brief."), Message("user", "40+2?")),
                           metadata={"tool_choice": "required", "user": "u1",
                                     "response_format": {"type": "json_object"}})
@@ -155,7 +139,7 @@ async def test_a_rejected_answer_is_revised_and_the_review_goes_back() -> None:
     llm = Planner(reviews=["The sum is wrong: 40 + 2 is 42."], answers=["41", "42"])
     notes = Notebook()
     async with Kernel(env={}, entry_points=[]) as kernel:
-        pipeline = compose(kernel, llm=llm, tools=Adder(), memory=notes)
+        pipeline = compose(kernel, llm=llm, tools=AddTool(), memory=notes)
         result = await Agent(pipeline, AgentOptions(reflect=True)).run("What is 40 + 2?")
     assert result.status == "answered" and result.answer == "42"
     assert [s.action.kind for s in result.steps] == ["tool_calls", "answer", "answer"]
@@ -179,7 +163,7 @@ async def test_an_approved_answer_ends_the_run() -> None:
     """An ``OK`` review accepts the answer at once; the review is kept on the step."""
     llm = Planner(reviews=["**OK.**"])
     async with Kernel(env={}, entry_points=[]) as kernel:
-        pipeline = compose(kernel, llm=llm, tools=Adder())
+        pipeline = compose(kernel, llm=llm, tools=AddTool())
         result = await Agent(pipeline, AgentOptions(reflect=True)).run("What is 40 + 2?")
     assert result.status == "answered" and len(result.steps) == 2
     assert result.steps[1].review == "**OK.**" and result.steps[1].note == ""
@@ -195,7 +179,7 @@ async def test_no_review_without_room_to_revise(options: AgentOptions) -> None:
     budget: the answer is accepted as it is."""
     llm = Planner(reviews=["wrong"])
     async with Kernel(env={}, entry_points=[]) as kernel:
-        pipeline = compose(kernel, llm=llm, tools=Adder())
+        pipeline = compose(kernel, llm=llm, tools=AddTool())
         result = await Agent(pipeline, options).run("What is 40 + 2?")
     assert result.status == "answered" and llm.of("review") == []
 
@@ -203,7 +187,7 @@ async def test_no_review_without_room_to_revise(options: AgentOptions) -> None:
 async def test_planning_and_reflection_need_a_model() -> None:
     """An agent of policies alone cannot plan or reflect: a clear error before any step."""
     async with Kernel(env={}, entry_points=[]) as kernel:
-        pipeline = compose(kernel, tools=Adder())
+        pipeline = compose(kernel, tools=AddTool())
         for options in (AgentOptions(plan=True), AgentOptions(reflect=True)):
             with pytest.raises(LookupError, match="no backend"):
                 await Agent(pipeline, options).run("x")
@@ -224,7 +208,7 @@ async def test_a_blocked_planning_call_ends_the_run_blocked() -> None:
     step: no decision call follows."""
     llm = Planner()
     async with Kernel(env={}, entry_points=[]) as kernel:
-        pipeline = compose(kernel, guard=BlockPlans(), llm=llm, tools=Adder())
+        pipeline = compose(kernel, guard=BlockPlans(), llm=llm, tools=AddTool())
         result = await Agent(pipeline, AgentOptions(plan=True)).run("What is 40 + 2?")
     assert result.status == "blocked" and "planning call" in result.reason
     assert len(result.steps) == 1 and llm.of("decide") == [] and result.plan == ""
@@ -248,7 +232,7 @@ def test_the_cli_prints_the_plan_and_the_review(tmp_path: Path) -> None:
     @hookimpl
     def aieng_register_components(registry: ComponentRegistry) -> None:
         registry.add("planner", lambda: Planner(reviews=["Wrong sum."], answers=["41", "42"]))
-        registry.add("adder", Adder)
+        registry.add("adder", AddTool)
 
     plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
     kernel = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
@@ -291,7 +275,7 @@ async def test_the_plan_is_made_with_the_recalled_memory() -> None:
     use what the agent already knows); the first decision gets the same items."""
     llm = Planner()
     async with Kernel(env={}, entry_points=[]) as kernel:
-        pipeline = compose(kernel, llm=llm, tools=Adder(),
+        pipeline = compose(kernel, llm=llm, tools=AddTool(),
                            memory=Notebook("40 + 2 was 42 last time"))
         result = await Agent(pipeline, AgentOptions(plan=True)).run("What is 40 + 2?")
     (planning,) = llm.of("plan")

@@ -15,8 +15,6 @@ from aieng_hookspecs.types import (
     Message,
     Request,
     ToolCall,
-    ToolResult,
-    ToolSpec,
 )
 from click.testing import CliRunner, Result
 
@@ -24,6 +22,7 @@ from aieng_core import Kernel
 from aieng_core.cli import _chat, cli
 from aieng_core.cli._chat import message_from_json, message_to_json
 from aieng_core.testing import ScriptedBackend
+from aieng_core.testing.reference import AddTool
 
 
 def count_turns(request: Request) -> str:
@@ -43,16 +42,6 @@ class NoSecrets:
         return GuardVerdict("allow", request.prompt)
 
 
-class Adder:
-    """The ``add`` tool."""
-
-    @hookimpl
-    def aieng_tools(self) -> list[ToolSpec]:
-        return [ToolSpec(name="add")]
-
-    @hookimpl
-    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
-        return ToolResult(call.id, str(call.arguments["a"] + call.arguments["b"]))
 
 
 def adder_model(request: Request) -> Any:
@@ -69,7 +58,7 @@ def _kernel() -> Kernel:
     def aieng_register_components(registry: ComponentRegistry) -> None:
         registry.add("counter", lambda: ScriptedBackend(count_turns))
         registry.add("no-secrets", NoSecrets)
-        registry.add("adder", Adder)
+        registry.add("adder", AddTool)
         registry.add("adder-model", lambda: ScriptedBackend(adder_model))
 
     plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]

@@ -36,6 +36,7 @@ from aieng_core.testing.conformance import (
 )
 from aieng_core.testing.doubles import ScriptedBackend
 from aieng_core.testing.reference import (
+    AddTool,
     CopyQuantizer,
     EchoTool,
     ExactMatchJudge,
@@ -158,6 +159,18 @@ class TestEchoTool(ToolSuite):
     @pytest.fixture
     def tool_examples(self) -> dict[str, dict[str, object]]:
         return {"echo": {"text": "hello"}}
+
+
+class TestAddTool(ToolSuite):
+    """The reference ``add`` tool passes the tool suite."""
+
+    @pytest.fixture
+    def component(self) -> AddTool:
+        return AddTool()
+
+    @pytest.fixture
+    def tool_examples(self) -> dict[str, dict[str, object]]:
+        return {"add": {"a": 40, "b": 2}}
 
 
 class TestRegexRedactGuard(GuardrailSuite):

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import anyio
 import attrs
-
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
     Completion,
@@ -43,6 +42,7 @@ from aieng_hookspecs.types import (
 )
 
 __all__ = [
+    "AddTool",
     "CopyQuantizer",
     "EchoTool",
     "ExactMatchJudge",
@@ -134,6 +134,40 @@ class EchoTool:
             return ToolResult(call_id=call.id, is_error=True,
                               content="echo needs a string argument 'text'")
         return ToolResult(call_id=call.id, content=text)
+
+
+class AddTool:
+    """Reference tool component (a test component): one tool, ``add``, adding the integers
+    ``a`` and ``b`` (its schema requires both, and nothing else). It records the calls it
+    ran (``calls``); arguments that are not two integers get an error result, never an
+    exception."""
+
+    spec = ToolSpec(
+        name="add",
+        description="Add two integers.",
+        parameters={"type": "object",
+                    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                    "required": ["a", "b"], "additionalProperties": False},
+    )
+
+    def __init__(self) -> None:
+        self.calls: list[ToolCall] = []
+
+    @hookimpl
+    def aieng_tools(self) -> list[ToolSpec]:
+        return [self.spec]
+
+    @hookimpl
+    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
+        if call.name != self.spec.name:
+            return None
+        self.calls.append(call)
+        a, b = call.arguments.get("a"), call.arguments.get("b")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (a, b)):
+            return ToolResult(call_id=call.id, is_error=True,
+                              content=f"add needs two integers 'a' and 'b', got {a!r} and "
+                                      f"{b!r}")
+        return ToolResult(call_id=call.id, content=str(a + b))  # type: ignore[operator]
 
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")

@@ -20,14 +20,13 @@ from aieng_hookspecs.types import (
     Message,
     Request,
     ToolCall,
-    ToolResult,
-    ToolSpec,
     Usage,
 )
 from aieng_openai import OpenAIBackend, OpenAIOptions
 
 from aieng_core.agent import Agent, AgentOptions
 from aieng_core.testing import isolated_kernel
+from aieng_core.testing.reference import AddTool
 
 pytestmark = pytest.mark.anyio
 
@@ -73,21 +72,6 @@ class ToolModel:
                     tool_calls=answer.tool_calls)
 
 
-class Adder:
-    """The agent's tool component: ``add`` of two integers."""
-
-    @hookimpl
-    def aieng_tools(self) -> list[ToolSpec]:
-        return [ToolSpec(name="add", description="Add two integers.", parameters={
-            "type": "object", "properties": {"a": {"type": "integer"},
-                                             "b": {"type": "integer"}},
-            "required": ["a", "b"]})]
-
-    @hookimpl
-    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
-        if call.name != "add":
-            return None
-        return ToolResult(call.id, str(call.arguments["a"] + call.arguments["b"]))
 
 
 _TOOLS = [{"type": "function", "function": {
@@ -153,7 +137,7 @@ async def test_the_openai_backend_reads_the_calls_back(
     async with isolated_kernel(loop_block_threshold=None) as kernel:
         pipe = kernel.compose({"remote": _client(upstream[1])}, name="client")
         request = Request(messages=(Message("user", "40 + 2?"),),
-                          tools=(Adder().aieng_tools()[0],))
+                          tools=(AddTool().aieng_tools()[0],))
         result = await pipe.run(request, on_delta=(lambda d: None) if stream else None)
         await pipe.aclose()
     assert result.completion is not None
@@ -206,7 +190,7 @@ async def test_an_agent_behind_openai_and_the_gateway_calls_its_tool(
     message answering it reach the model unchanged across both hops."""
     model, server = upstream
     async with isolated_kernel(loop_block_threshold=None) as kernel:
-        pipe = kernel.compose({"llm": _client(server), "tools": Adder()}, name="agent")
+        pipe = kernel.compose({"llm": _client(server), "tools": AddTool()}, name="agent")
         agent = Agent(pipe, AgentOptions(max_steps=4))
         result = await agent.run(Request(messages=(Message("user", "What is 40 + 2?"),),
                                          metadata={"parallel_tool_calls": False}))
