@@ -60,8 +60,8 @@ class AgentOptions:
         saying what was left out, oldest tool results first; the system text, the task and
         the latest step are always sent whole. The transcript keeps everything.
     :param plan: before the first step, ask the model for a short numbered plan (one model
-        call without tools) and keep it in the conversation, as a system message after the
-        leading ones, for every later step.
+        call without tools) and keep it in the conversation, added to its leading system
+        message, for every later step.
     :param plan_prompt: the planning call's instruction (the tool list is added to it).
     :param plan_chars: the most characters of the plan kept.
     :param reflect: before accepting an answer, ask the model to review it against the task
