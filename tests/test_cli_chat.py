@@ -106,8 +106,9 @@ def test_history_is_kept_and_the_chat_goes_on_from_it(tmp_path: Path) -> None:
     assert [(m["role"], m["content"][:3]) for m in lines] == [
         ("system", "S"), ("user", "one"), ("assistant", "1 t"), ("user", "two"),
         ("assistant", "2 t")]
-    result = chat(tmp_path, "three\n", "--history", str(history))
+    result = chat(tmp_path, "three\n", "--history", str(history), "--system", "other")
     assert result.stdout.splitlines() == ["3 turns, last 'three', system ['S']"]
+    assert "--system is left out" in result.stderr
     chat(tmp_path, "/reset\n", "--history", str(history))
     assert [json.loads(line)["role"] for line in
             history.read_text(encoding="utf-8").splitlines()] == ["system"]

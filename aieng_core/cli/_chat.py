@@ -114,7 +114,10 @@ def chat(ctx: click.Context, pipeline: Path, system: str | None, history: Path |
     from aieng_hookspecs.types import Message
 
     messages = _read_history(history) if history is not None else []
-    if system is not None and not messages:
+    if system is not None and messages:
+        click.echo(f"aieng: --system is left out: the conversation in {str(history)!r} goes "
+                   "on with its own (start a new file, or /reset, for a new one)", err=True)
+    elif system is not None:
         messages.append(Message("system", system))
         if history is not None:
             _append_history(history, messages)
