@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -39,6 +40,15 @@ _PASSAGE_LABEL = re.compile(
     r"^\s*(?:#{1,6}[ \t]*)?[*_]{0,2}[ \t]*(?:hypothetical[ \t]+)?(?:passage|document|answer)"
     r"[ \t]*[*_]{0,2}[ \t]*(?::[ \t]*[*_]{0,2}|(?=\n))\s*",
     re.IGNORECASE)
+
+
+# A first line announcing the passage: "Sure! Here's a short passage:", "Here is the
+# answer:". Only with "here" and a label word before its final colon: "It takes three
+# steps:" is the passage's own.
+_ANNOUNCEMENT = re.compile(
+    r"\A[^\S\n]*[^\n:：]*\bhere\b[^\n:：]*\b(?:passage|document|answer)\b[^\n:：]*[:：]"
+    r"[^\S\n]*\n", re.IGNORECASE)
+_ANNOUNCEMENT_CHARS = 200
 
 
 def normalized(text: str) -> str:
@@ -134,8 +144,11 @@ def rewrites(answer: str, original: str, *, limit: int, max_chars: int) -> list[
     """
     if limit < 1 or max_chars < 1:
         return []
-    lines = [_BOLD.sub(r"\1", raw) for raw in _without_reasoning(answer).splitlines()
-             if not _FENCE.match(raw)]
+    kept = [raw for raw in _without_reasoning(answer).splitlines() if not _FENCE.match(raw)]
+    listed = _json_strings(kept)
+    if listed is not None:  # a JSON array of the queries: one per string
+        kept = [" ".join(text.split()) for text in listed]
+    lines = [_BOLD.sub(r"\1", raw) for raw in kept]
     items = list(_items(lines))
     indents = [indent for _, indent in items if indent is not None]
     seen = {normalized(original)}
@@ -156,11 +169,34 @@ def rewrites(answer: str, original: str, *, limit: int, max_chars: int) -> list[
     return found
 
 
+def _json_strings(lines: list[str]) -> list[str] | None:
+    """The strings of a JSON array (or of the one array in a JSON object, such as
+    ``{"queries": [...]}``) making up ``lines`` from the first one starting with ``[`` or
+    ``{`` to the last one ending with ``]`` or ``}``; ``None`` when there is none."""
+    starts = [i for i, line in enumerate(lines) if line.lstrip().startswith(("[", "{"))]
+    ends = [i for i, line in enumerate(lines) if line.rstrip().endswith(("]", "}"))]
+    if not starts or not ends or ends[-1] < starts[0]:
+        return None
+    try:
+        value = json.loads("\n".join(lines[starts[0]:ends[-1] + 1]))
+    except ValueError:
+        return None
+    if isinstance(value, dict):
+        arrays = [item for item in value.values() if isinstance(item, list)]
+        value = arrays[0] if len(arrays) == 1 else None
+    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        return value
+    return None
+
+
 def passage(answer: str) -> str:
     """The hypothetical document in a model's answer: without reasoning (a ``<think>``
-    block, or what precedes a lone ``</think>``), code fences or a leading label
-    (``Passage:``, ``**Answer:**``, ``Hypothetical document:``, bold or not), whitespace
-    trimmed (empty when there is none)."""
+    block, or what precedes a lone ``</think>``), code fences, a first line announcing
+    it (``Sure! Here's a passage:``) or a leading label (``Passage:``, ``**Answer:**``,
+    ``Hypothetical document:``, bold or not), whitespace trimmed (empty when there is
+    none)."""
     lines = _without_reasoning(answer).splitlines()
-    text = "\n".join(line for line in lines if not _FENCE.match(line))
+    text = "\n".join(line for line in lines if not _FENCE.match(line)).lstrip()
+    if len(text.partition("\n")[0]) <= _ANNOUNCEMENT_CHARS:  # a short line: cheap to match
+        text = _ANNOUNCEMENT.sub("", text, count=1)
     return _PASSAGE_LABEL.sub("", text, count=1).strip()

@@ -204,3 +204,46 @@ def test_no_room_means_no_rewrites(limit: int, max_chars: int) -> None:
     rewrites cut from their end)."""
     assert rewrites("boil noodles\npasta cooking time", "q", limit=limit,
                     max_chars=max_chars) == []
+
+
+# -- JSON answers and chatty passages -------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", [
+    '["boil noodles duration", "pasta cooking time", "spaghetti boiling minutes"]',
+    ('```json\n[\n  "boil noodles duration",\n  "pasta cooking time",\n'
+     '  "spaghetti boiling minutes"\n]\n```'),
+    ('Here are the queries in JSON:\n```json\n{"queries": ["boil noodles duration", '
+     '"pasta cooking time", "spaghetti boiling minutes"]}\n```\nHope this helps!'),
+    ('<think>JSON it is.</think>["boil noodles duration", "pasta cooking time", '
+     '"how long to cook pasta", "spaghetti boiling minutes"]'),
+])
+def test_a_json_list_of_queries_is_read_as_the_list(answer: str) -> None:
+    """Models asked for a list often answer a JSON array (or an object holding one): its
+    strings are the rewrites, not its brackets, quotes and commas."""
+    assert _rewrites(answer) == ["boil noodles duration", "pasta cooking time",
+                                 "spaghetti boiling minutes"]
+
+
+@pytest.mark.parametrize("answer", [
+    '["pasta", 3]',  # not all strings: lines as usual
+    '[pasta cooking time]',  # not JSON
+])
+def test_text_in_brackets_that_is_no_json_list_of_strings_is_read_by_lines(answer: str) -> None:
+    assert _rewrites(answer) == [answer]
+
+
+@pytest.mark.parametrize("answer", [
+    "Sure! Here's a short passage that answers the question:\n\nPasta cooks in ten minutes.",
+    "Certainly. Here is a hypothetical document:\nPasta cooks in ten minutes.",
+    "Here's the passage:\n\n**Passage:** Pasta cooks in ten minutes.",
+])
+def test_passage_drops_a_chatty_line_announcing_it(answer: str) -> None:
+    """A first line announcing the passage (``Here's a passage:``) is chat, not the
+    document a retriever should match."""
+    assert passage(answer) == "Pasta cooks in ten minutes."
+
+
+def test_passage_keeps_a_first_line_ending_in_a_colon_that_is_prose() -> None:
+    answer = "Cooking pasta takes three steps:\n1. Boil water.\n2. Add pasta."
+    assert passage(answer) == answer

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -66,7 +68,8 @@ def read_tables(source: Source, *, name: str | None = None, format: Format | Non
         else markdown when the text holds a pipe table, else CSV.
     :param delimiter: the CSV delimiter; by default sniffed from the header (the first
         non-blank record) among ``,`` ``;`` tab and ``|``.
-    :param encoding: the encoding of a file or bytes (a leading BOM is dropped).
+    :param encoding: the encoding of a file or bytes (a leading BOM is dropped; with
+        UTF-8, a UTF-16 or UTF-32 BOM reads the file in that encoding).
     :raises TableError: (a ``ValueError``) for text that is not in ``encoding``, or a
         quoted field that is never closed, saying where (the file, and the line).
     """
@@ -157,13 +160,32 @@ def _load(source: Source, encoding: str) -> tuple[str, Path | None]:
     else:
         raise TypeError(f"a table source is a path, bytes or text, not {type(source).__name__}")
     try:
-        text = data.decode(encoding)
+        text = data.decode(_by_mark(data, encoding))
     except UnicodeDecodeError as exc:
-        raise TableError(f"{label} is not {encoding} text (byte {exc.start} cannot be decoded): "
+        # The line as an editor counts it: the line breaks before the byte, quoted or not.
+        before = data[:exc.start].decode(encoding, errors="replace")
+        line = len(_LINE_BREAK.findall(before)) + 1
+        raise TableError(f"{label} {'are' if path is None else 'is'} not {encoding} text "
+                         f"(line {line}, byte {exc.start} cannot be decoded): "
                          "pass encoding= the file's encoding (for example 'cp1252'), or, "
                          "for `aieng index` (which reads UTF-8), convert the file first "
                          "(iconv -f cp1252 -t utf-8)") from None
     return text.removeprefix("\ufeff"), path
+
+
+_LINE_BREAK = re.compile(r"\r\n?|\n")
+# Byte order marks saying the encoding (UTF-32's before UTF-16's: FF FE starts both).
+_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _by_mark(data: bytes, encoding: str) -> str:
+    """``encoding``, or UTF-16 / UTF-32 when it is UTF-8 (the default) and ``data`` starts
+    with their byte order mark (as Excel's "Unicode text" and Windows tools write): such a
+    file is no UTF-8, and the mark says what it is."""
+    if codecs.lookup(encoding).name != "utf-8":
+        return encoding
+    return next((name for mark, name in _MARKS if data.startswith(mark)), encoding)
 
 
 def _is_file(text: str) -> bool:

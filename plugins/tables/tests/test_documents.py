@@ -57,16 +57,33 @@ def test_from_a_file(tmp_path: Path) -> None:
 
 
 def test_non_utf8_is_a_clear_error(tmp_path: Path) -> None:
-    """A file that is not UTF-8 fails naming the file and the byte, and saying how to
+    """A file that is not UTF-8 fails naming the file, the line and the byte, and how to
     read it; with its encoding it reads."""
     file = tmp_path / "legacy.csv"
     file.write_bytes("city\nZürich\n".encode("cp1252"))
-    with pytest.raises(TableError, match=r"legacy.csv is not utf-8 text \(byte 6.*"
+    with pytest.raises(TableError, match=r"legacy.csv is not utf-8 text \(line 2, byte 6.*"
                                          r"encoding=.*aieng index.*iconv"):
         table_documents(file)
     assert table_documents(file, encoding="cp1252")[1].text == "city: Zürich"
-    with pytest.raises(ValueError, match="not utf-8"):
-        table_documents(b"a\n\xff\n", name="b")
+    with pytest.raises(ValueError, match=r"the bytes are not utf-8 text \(line 3, byte 4 cannot"):
+        table_documents(b"a\r\n\n\xff\n", name="b")
+    # A quoted field's line break counts: the line is the file's, as an editor shows it.
+    with pytest.raises(TableError, match=r"line 4, byte 12 cannot"):
+        table_documents(b'a,b\n"x\ny",1\n\xe9,2\n', name="q")
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_a_utf16_or_utf32_file_is_read_by_its_bom(tmp_path: Path, codec: str) -> None:
+    """Excel's "Unicode text" and Windows tools write UTF-16 with a byte order mark: the
+    mark says the encoding, so such a file reads without encoding=."""
+    file = tmp_path / "export.tsv"
+    bom = {"utf-16-le": "\ufeff", "utf-16-be": "\ufeff"}.get(codec, "")
+    file.write_bytes((bom + "city\tpeople\r\nZürich\t421878\r\n").encode(codec))
+    schema, row = table_documents(file)
+    assert row.text == "city: Zürich\npeople: 421878"
+    assert schema.metadata["types"] == {"city": "text", "people": "integer"}
+    # An encoding given is used as it is (Python's "utf-16" reads the mark itself).
+    assert table_documents(file, encoding=codec)[1] == row
 
 
 def test_unclosed_quote_is_a_clear_error() -> None:
