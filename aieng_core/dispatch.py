@@ -187,41 +187,50 @@ class Dispatcher:
         stage: str = "",
         policy: StagePolicy = DEFAULT_POLICY,
         check: Check | None = None,
+        all_failed_raises: bool = False,
     ) -> list[tuple[Any, str]]:
         """Run every impl concurrently; return ``(value, plugin)`` pairs in impl order.
 
         ``None`` results are left out. Under ``fallback`` failed impls (and those whose
         value fails ``check``) are left out too; otherwise the first failure cancels the
         others and raises :class:`HookError`.
+
+        :param all_failed_raises: under ``fallback``, raise the last failure when every impl
+            failed (a write that no index took), instead of returning nothing.
         """
         impls = self.impls(hook)
-        if len(impls) == 1:  # the common case needs no task group
-            value = await self._gather_one(impls[0], hook, kwargs, stage, policy, check)
-            return [] if value is None else [(value, impls[0].plugin_name)]
+        failed: list[HookError] = []
         results: list[Any] = [None] * len(impls)
 
         async def run(index: int, impl: HookImpl) -> None:
-            results[index] = await self._gather_one(impl, hook, kwargs, stage, policy, check)
+            results[index] = await self._gather_one(impl, hook, kwargs, stage, policy, check,
+                                                    failed)
 
-        try:
-            async with anyio.create_task_group() as tg:
-                for index, impl in enumerate(impls):
-                    tg.start_soon(run, index, impl)
-        except BaseExceptionGroup as group:
-            failure = first_hook_error(group)
-            if failure is None:
-                raise
-            raise failure from None
+        if len(impls) == 1:  # the common case needs no task group
+            await run(0, impls[0])
+        elif impls:
+            try:
+                async with anyio.create_task_group() as tg:
+                    for index, impl in enumerate(impls):
+                        tg.start_soon(run, index, impl)
+            except BaseExceptionGroup as group:
+                failure = first_hook_error(group)
+                if failure is None:
+                    raise
+                raise failure from None
+        if all_failed_raises and failed and len(failed) == len(impls):
+            raise failed[-1]
         return [(r, i.plugin_name) for r, i in zip(results, impls) if r is not None]
 
     async def _gather_one(
         self, impl: HookImpl, hook: str, kwargs: Mapping[str, Any], stage: str,
-        policy: StagePolicy, check: Check | None,
+        policy: StagePolicy, check: Check | None, failed: list[HookError],
     ) -> Any:
         try:
             return await self._call(impl, hook, kwargs, stage, policy, check)
-        except HookError:
+        except HookError as exc:
             if policy.on_error == "fallback":
+                failed.append(exc)
                 return None
             raise
 
@@ -404,17 +413,9 @@ class Dispatcher:
         self.recent.append((label, start, time.perf_counter()))
         return Steps(self.active, self.recent, token, label)
 
-    def _observe(
-        self,
-        hook: str,
-        plugin: str,
-        stage: str,
-        kwargs: Mapping[str, Any],
-        outcome: str,
-        value: Any,
-        error: BaseException | None,
-        duration: float,
-    ) -> None:
+    def _observe(self, hook: str, plugin: str, stage: str, kwargs: Mapping[str, Any],
+                 outcome: str, value: Any, error: BaseException | None,
+                 duration: float) -> None:
         call = ImplCall(hook, plugin, stage, kwargs, outcome, value, error, duration)
         for monitor in self._monitors:
             monitor(call)
@@ -423,18 +424,9 @@ class Dispatcher:
                 run_id=run_id, pipeline=pipeline, hook=hook, plugin=plugin, stage=stage,
                 outcome=outcome, duration_s=duration))
 
-    def failure(
-        self,
-        plugin: str,
-        hook: str,
-        stage: str,
-        policy: StagePolicy,
-        error: BaseException,
-        outcome: str,
-        *,
-        message: str = "",
-        hint: str = "",
-    ) -> HookError:
+    def failure(self, plugin: str, hook: str, stage: str, policy: StagePolicy,
+                error: BaseException, outcome: str, *, message: str = "",
+                hint: str = "") -> HookError:
         """Log and publish an impl's failure (an ``error`` event); return the HookError.
 
         The dispatcher calls it for every failed call; a stage calls it for failures it

@@ -141,8 +141,16 @@ class Kernel:
             raise RuntimeError("the kernel is not running: use 'async with kernel'")
         try:
             # The default embedder last: the others may embed with it until they are closed.
+            # Each one closes whatever another's closing raised (a cancelled wait for a hung
+            # run); the first such exception is raised once all are closed.
+            failure: BaseException | None = None
             for pipeline in sorted(self._pipelines, key=lambda p: p is self._embedder):
-                await pipeline.aclose()
+                try:
+                    await pipeline.aclose()
+                except BaseException as exc:  # noqa: BLE001 - raised once all are closed
+                    failure = failure or exc
+            if failure is not None:
+                raise failure
         finally:
             self._embedder = None  # closed above: a later entry builds it afresh
             if self._watchdog is not None:

@@ -62,3 +62,43 @@ def test_ctrl_c_while_reading_files_stops_the_reading(tmp_path: Path) -> None:
     assert result.exit_code == 130, result.output
     assert "Aborted!" in result.stderr
     assert read == ["a.stop", "b.stop"]
+
+
+@pytest.mark.usefixtures("sigint_raises")
+def test_ctrl_c_while_writing_says_how_far_the_index_got(tmp_path: Path) -> None:
+    """Ctrl-C while the batches are written stops before the next batch (an index whose
+    impls never await wrote every batch first), with status 130 and a line saying how many
+    documents the indexes took (they stay indexed) and that indexing the same paths again
+    completes it; it said only "Aborted!"."""
+    from aieng_hookspecs import ComponentRegistry, hookimpl
+    from aieng_hookspecs.types import Document
+
+    batches: list[int] = []
+
+    class Interrupted:
+        @hookimpl
+        def aieng_index(self, documents: list[Document]) -> int:
+            batches.append(len(documents))
+            if len(batches) == 2:
+                signal.raise_signal(signal.SIGINT)  # Ctrl-C while the second batch is written
+            return len(documents)
+
+    plugin = types.ModuleType("interrupted_index")
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        registry.add("interrupted", Interrupted)
+
+    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    kernel = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
+    kernel.registry.register(plugin, name="interrupted_index")
+    for n in range(5):
+        (tmp_path / f"{n}.txt").write_text("text")
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text('[pipeline]\nname = "t"\n[components.docs]\nuse = "interrupted"\n')
+    result = CliRunner().invoke(cli, ["index", str(pipeline), str(tmp_path),
+                                      "--batch-size", "2"], obj={"kernel": kernel})
+    assert result.exit_code == 130, result.output
+    assert batches == [2, 2]
+    assert "interrupted: at least 4 of 5 documents written" in result.stderr
+    assert "Aborted!" in result.stderr

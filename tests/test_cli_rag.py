@@ -245,3 +245,14 @@ def test_bench_retrieval_with_no_judged_query_is_an_error(tmp_path: Path) -> Non
     code, out, err = invoke("bench", "retrieval", str(pipeline), str(data), "--json")
     assert code == 0, err
     assert json.loads(out)["queries"] == 1 and json.loads(out)["ndcg@10"] == 1.0
+
+
+def test_ask_a_blank_question_is_a_usage_error(tmp_path: Path) -> None:
+    """A blank QUESTION (an empty file's "$(cat q)") retrieved nothing and then warned
+    that the indexes may be empty, though they were full: it is a usage error, exit 2."""
+    pipeline = tmp_path / "p.toml"
+    _with_docs(tmp_path, {"b.md": PLUGGY}, pipeline)
+    for question in ("", " \n\t"):
+        code, out, err = invoke("ask", str(pipeline), question)
+        assert code == 2 and out == "", err
+        assert "QUESTION" in err and "blank" in err and "no passage retrieved" not in err

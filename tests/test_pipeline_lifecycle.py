@@ -271,3 +271,61 @@ async def test_closing_from_inside_a_run_or_past_a_hung_one_ends(aieng_kernel: K
             await hung.pipeline.aclose()
         assert waited.cancelled_caught and closed == ["close", "close"]
         hang.set()
+
+
+async def test_a_cancelled_kernel_exit_past_a_hung_run_closes_every_pipeline() -> None:
+    """Leaving the kernel under cancellation while a run of one pipeline hangs (in a task
+    outside the kernel's block: a server's request) stops the wait for that run; that
+    pipeline's components close, and so do every other pipeline's: the first pipeline's
+    cancelled wait used to end the kernel's closing loop, leaving the rest open."""
+    from aieng_core.testing import isolated_kernel
+
+    closed: list[str] = []
+    hang = anyio.Event()
+
+    class Hangs(ClosesInto):
+        @hookimpl
+        async def aieng_retrieve(self) -> list[Hit]:
+            await hang.wait()
+            return []
+
+    async with anyio.create_task_group() as requests:
+        with anyio.CancelScope() as deadline:
+            async with isolated_kernel() as kernel:
+                hung = kernel.compose({"a": Hangs("a", closed)}, stages=["retrieve"],
+                                      timeout=None)
+                kernel.compose({"b": ClosesInto("b", closed)}, name="other",
+                               stages=["retrieve"])
+                requests.start_soon(hung.run, "q")
+                await anyio.wait_all_tasks_blocked()
+                deadline.cancel()
+                await anyio.sleep_forever()
+        assert sorted(closed) == ["a", "b"]
+        requests.cancel_scope.cancel()
+    assert deadline.cancelled_caught
+
+
+async def test_a_constructor_calling_sys_exit_is_a_config_error(aieng_kernel: Kernel) -> None:
+    """A component whose constructor calls sys.exit (a library parsing sys.argv, one that
+    exits when no GPU is found) is a ConfigError naming the component, as a raise is (the
+    registry treats a plugin's SystemExit alike): the process ended without a word."""
+    import types
+
+    from aieng_hookspecs import ComponentRegistry
+
+    from aieng_core.testing import registered
+
+    class Exits:
+        def __init__(self) -> None:
+            raise SystemExit("no CUDA device")
+
+    plugin = types.ModuleType("exits_plugin")
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        registry.add("exits", Exits)
+
+    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    with registered(aieng_kernel, plugin, "exits"), pytest.raises(
+            ConfigError, match="components.gpu.*SystemExit: no CUDA device"):
+        aieng_kernel.pipeline({"pipeline": {"name": "p"}, "components": {"gpu": {"use": "exits"}}})

@@ -71,12 +71,18 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
 
     async def go() -> tuple[int, int, int]:
         async with kernel:
-            written = 0
-            with _present.progress("indexing", total=len(documents)) as advance:
-                for start in range(0, len(documents), batch_size):
-                    batch = documents[start:start + batch_size]
-                    written += await built.index(batch, batch_size=batch_size)
-                    advance(len(batch))
+            written = done = 0
+            try:
+                with _present.progress("indexing", total=len(documents)) as advance:
+                    for done in range(0, len(documents), batch_size):
+                        batch = documents[done:done + batch_size]
+                        written += await built.index(batch, batch_size=batch_size)
+                        advance(len(batch))
+            except anyio.get_cancelled_exc_class():  # Ctrl-C: what the indexes took stays
+                _present.message(f"interrupted: at least {done} of {len(documents)} documents "
+                                 f"written (the indexes reported {written}); index the same "
+                                 "paths again to finish")
+                raise
             # A file read as sections <path>#0, #1, ... (markdown) held more of them if
             # <path>#n is indexed: delete those, with their chunks (Pipeline.delete).
             sections = {str(file): len(found) for file, found in files
@@ -134,6 +140,8 @@ def ask(ctx: click.Context, pipeline: Path, question: str, as_json: bool,
 
     if stream and as_json:
         raise click.UsageError("--stream and --json cannot be combined")
+    if not question.strip():  # nothing to retrieve for, nor to answer
+        raise click.BadParameter("is blank: ask a question", param_hint="QUESTION")
     # --json streams without printing, so that its timings hold TTFT and TPOT as well.
     unseen = as_json and stream is None
     if stream is None:

@@ -77,7 +77,7 @@ STAGE_HOOKS: dict[str, tuple[str, ...]] = {
 _K_STAGES = ("retrieve", "rerank")
 #: The ``use`` of components given as instances to ``Kernel.compose``.
 INSTANCE = "<instance>"
-_COMPONENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_COMPONENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _TOP_KEYS = ("pipeline", "stage", "components")
 _PIPELINE_KEYS = ("name", "stages", "timeout", "on_error", "stream", "single_flight")
 #: ``guarded``: a streaming caller gets the answer once the output guards passed it (one
@@ -361,7 +361,7 @@ class _Loader:
         found: dict[str, ComponentConfig] = {}
         for name, raw in tables.items():
             key = f"components.{name}"
-            if not _COMPONENT_NAME.match(name):
+            if not isinstance(name, str) or not _COMPONENT_NAME.fullmatch(name):
                 raise self.fail("bad component name", key,
                                 expected="letters, digits, '_' or '-', not starting with a digit")
             table = self.table(raw, key)

@@ -103,6 +103,8 @@ class Pipeline:
         # Indexing is no stage of a run: it follows the pipeline's own timeout and policy.
         self._index_policy = config.policy("index")
         self.default_policy = self._index_policy
+        self._writes: dict[str, Any] = {"stage": "index", "policy": self._index_policy,
+                                        "check": COUNT, "all_failed_raises": True}
         # Run ids: a random prefix per pipeline plus a counter: unique, and cheaper than uuid4.
         self._run_prefix = uuid.uuid4().hex[:10]
         self._run_counter = itertools.count(1)
@@ -130,7 +132,7 @@ class Pipeline:
             info = registry.component(comp.use)
             try:
                 instance = info.build(comp.options)
-            except Exception as exc:  # a component that cannot start is a config problem
+            except (Exception, SystemExit) as exc:  # a component that cannot start: config
                 raise ConfigError(
                     f"component {comp.use!r} of {_of_plugin(info.plugin, info.distribution)} "
                     f"failed to start: {type(exc).__name__}: {exc}",
@@ -378,8 +380,7 @@ class Pipeline:
                 self._delete, dict.fromkeys(ids, 0))
 
     async def _delete(self, ids: Sequence[str]) -> int:
-        counts = await self.dispatcher.gather("aieng_delete", {"ids": tuple(ids)}, stage="index",
-                                              policy=self._index_policy, check=COUNT)
+        counts = await self.dispatcher.gather("aieng_delete", {"ids": tuple(ids)}, **self._writes)
         return max((int(c) for c, _ in counts), default=0)
 
     async def feedback(self, run_id: str, kind: str, value: float = 0.0, text: str = "",
@@ -414,10 +415,10 @@ class Pipeline:
         return ([document], False) if found is None else (as_chunks(document, found[0]), True)
 
     async def _index_batch(self, batch: Batch, chunking: bool) -> int:
+        await anyio.lowlevel.checkpoint()  # cancellable between batches, sync indexes too
         documents = tuple(batch.documents())
-        counts = await self.dispatcher.gather("aieng_index", {"documents": documents},
-                                              stage="index", policy=self._index_policy,
-                                              check=COUNT) if documents else []
+        counts = await self.dispatcher.gather(
+            "aieng_index", {"documents": documents}, **self._writes) if documents else []
         if chunking:  # after the writes: a search never finds a document in neither version
             deleted = await delete_runs(self._delete, *batch.stale(),
                                         keep={doc.id for doc in documents})
