@@ -8,11 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from aieng_hookspecs.types import Completion, Event, ModelCall, Request, unchecked
+from aieng_hookspecs.types import (
+    Completion,
+    Event,
+    Hit,
+    ModelCall,
+    Query,
+    Request,
+    unchecked,
+)
 
 from .._errors import HookError
 from .._scope import CURRENT_RUN
 from ..dispatch import StagePolicy, expect
+from ..fusion import reciprocal_rank_fusion
 from ._stages import _parameters
 
 if TYPE_CHECKING:
@@ -21,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["ComponentContext"]
 
 _COMPLETION = expect(Completion)
+_HITS = expect((list, tuple), items=Hit)
 
 
 class ComponentContext:
@@ -87,6 +97,34 @@ class ComponentContext:
                             raw_output=completion.text, usage=completion.usage,
                             duration_s=time.perf_counter() - started))
         return completion
+
+    async def retrieve(self, query: str | Query, k: int = 10) -> list[Hit]:
+        """Search the pipeline's retrievers, fuse their runs and rerank, as the retrieve
+        and rerank stages do (under their policies), the best ``k`` first."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        pipeline = self._pipeline
+        asked = query if isinstance(query, Query) else Query(text=query)
+        policy = pipeline.config.policy("retrieve")
+        found = await pipeline.dispatcher.gather("aieng_retrieve", {"query": asked, "k": k},
+                                                 stage="retrieve", policy=policy, check=_HITS)
+        runs = [tuple(hits)[:k] for hits, _ in found]
+        fused: Sequence[Hit] = runs[0] if len(runs) == 1 else ()
+        if len(runs) > 1:
+            chosen = await pipeline.dispatcher.first(
+                "aieng_fuse", {"query": asked, "runs": runs}, stage="retrieve",
+                policy=policy, check=_HITS)
+            fused = reciprocal_rank_fusion(runs) if chosen is None else chosen[0]
+        hits = tuple(fused)[:k]
+        if hits and pipeline.dispatcher.impls("aieng_rerank"):
+            def fold(kwargs: dict[str, Any], value: Any, plugin: str) -> dict[str, Any]:
+                return {**kwargs, "hits": tuple(value)}
+
+            result = await pipeline.dispatcher.chain(
+                "aieng_rerank", {"query": asked, "hits": hits, "k": k}, fold, stage="rerank",
+                policy=pipeline.config.policy("rerank"), check=_HITS)
+            hits = tuple(result["hits"])[:k]
+        return list(hits)
 
     def _policy(self) -> StagePolicy:
         """The calling stage's timeout and error policy; the pipeline's outside a run."""

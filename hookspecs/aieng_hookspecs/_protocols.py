@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .types import Completion, Document, Event, Request
+from .types import Completion, Document, Event, Hit, Query, Request
 
 __all__ = ["ComponentRegistry", "DocumentReader", "EventRegistry", "PipelineContext", "ReaderRegistry"]
 
@@ -80,6 +80,16 @@ class PipelineContext(Protocol):
     async def generate(self, request: Request) -> Completion:
         """Generate with the pipeline's backends (``aieng_generate``); the call is
         published as a ``backend.call`` event like the generate stage's."""
+
+    async def retrieve(self, query: str | Query, k: int = 10) -> Sequence[Hit]:
+        """Search the pipeline's retrievers as its ``retrieve`` and ``rerank`` stages do:
+        every retriever (``aieng_retrieve``), their runs fused (``aieng_fuse``, else
+        reciprocal rank fusion), then the rerankers (``aieng_rerank``); the best ``k``,
+        best first. A tool component uses it to search the pipeline's indexes (an agent's
+        ``search``); a retriever calling it would search itself.
+
+        .. versionadded:: 0.1.0
+        """
 
     def emit(self, event: Event) -> None:
         """Publish an event on the bus (and into the current run's trace, during a run);

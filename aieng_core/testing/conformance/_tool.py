@@ -75,13 +75,16 @@ class ToolSuite(RoleSuite):
     # -- calling the hooks through the kernel -------------------------------------------
 
     async def tools(self, pipeline: Pipeline) -> Any:
-        """``aieng_tools`` of the component through the dispatcher."""
+        """``aieng_tools`` of the component through the dispatcher (the pipeline opened
+        first, as the agent runner opens it: a tool may work through its context)."""
+        await pipeline.open()
         gathered = await pipeline.dispatcher.gather("aieng_tools", {}, stage=STAGE)
         return gathered[0][0] if gathered else None
 
     async def call(self, pipeline: Pipeline, call: ToolCall) -> Any:
         """``aieng_call_tool`` through the dispatcher; ``None`` when not answered (failing
         when the impl changes the call's arguments in place)."""
+        await pipeline.open()
         found = await left_unchanged(
             pipeline.dispatcher.first("aieng_call_tool", {"call": call}, stage=STAGE),
             "aieng_call_tool", call=call)

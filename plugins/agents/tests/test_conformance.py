@@ -8,12 +8,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
-from aieng_agents import MemoryOptions, ReActPolicy, SQLiteMemory
+from aieng_agents import MemoryOptions, ReActPolicy, SearchTool, SQLiteMemory
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Request
+from aieng_hookspecs.types import Document, Hit, Query, Request
 
+from aieng_core import Kernel, Pipeline
 from aieng_core.testing import ScriptedBackend
-from aieng_core.testing.conformance import AgentPolicySuite, MemorySuite
+from aieng_core.testing.conformance import AgentPolicySuite, MemorySuite, ToolSuite
 
 
 class TestLongMemoryInProcess(MemorySuite):
@@ -113,3 +114,31 @@ class TestReActFreeText(AgentPolicySuite):
     def component(self) -> ReActPolicy:
         """The policy with its default options."""
         return ReActPolicy()
+
+
+class OnePassage:
+    """A retriever double: one passage whatever the query."""
+
+    @hookimpl
+    def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
+        return [Hit(Document("p1", "Plugins register components."), score=1.0)]
+
+
+class TestSearchTool(ToolSuite):
+    """``search`` over a retriever double (its behaviour over a real index is in
+    tests/test_agent_rag.py)."""
+
+    @pytest.fixture
+    def component(self) -> SearchTool:
+        """The tool with its defaults."""
+        return SearchTool()
+
+    @pytest.fixture
+    async def conformance_pipeline(self, aieng_kernel: Kernel, component: object
+                                   ) -> Pipeline:
+        """The tool and a retriever to search."""
+        return self.compose(aieng_kernel, component, others={"docs": OnePassage()})
+
+    @pytest.fixture
+    def tool_examples(self) -> dict[str, dict[str, object]]:
+        return {"search": {"query": "how do plugins register components?"}}

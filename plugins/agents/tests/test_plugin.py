@@ -23,7 +23,7 @@ async def test_the_plugin_registers_its_components(aieng_kernel: Kernel,
     """Registered through its module, the plugin loads and offers its four components."""
     with register_plugin(aieng_agents, "agents") as info:
         assert info.status == "loaded", info.error
-        assert sorted(info.components) == ["calculator", "clock", "long-memory", "react"]
+        assert sorted(info.components) == ["calculator", "clock", "long-memory", "react", "search"]
         components = aieng_kernel.registry.components
         assert components["calculator"].factory is CalculatorTool
         assert components["clock"].factory is ClockTool
