@@ -22,6 +22,8 @@ class RunScope:
     trace: list[Event] = attrs.field(factory=list)
     #: the stage running now (components' context calls follow its policy).
     stage: str = ""
+    #: the run this one is a step of (an agent run's id for its model calls), or "".
+    parent: str = ""
 
     def emit(self, event: Event) -> None:
         """Record the event in the run's trace and publish it."""

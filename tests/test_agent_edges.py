@@ -7,11 +7,11 @@ import json
 
 import pytest
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import ToolCall, ToolResult, ToolSpec, Usage
+from aieng_hookspecs.types import RunStarted, ToolCall, ToolResult, ToolSpec, Usage
 
 from aieng_core import Kernel
 from aieng_core.agent import Agent, AgentOptions
-from aieng_core.testing import ScriptedBackend
+from aieng_core.testing import EventCapture, ScriptedBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -103,3 +103,17 @@ async def test_to_json_is_strict_json_even_with_nan_arguments() -> None:
     text = json.dumps(data, allow_nan=False)  # raises on NaN / Infinity
     arguments = json.loads(text)["steps"][0]["action"]["tool_calls"][0]["arguments"]
     assert arguments == {"text": "NaN", "n": ["-Infinity", 1.5]}
+
+
+async def test_the_runs_of_an_agent_name_it_as_their_parent() -> None:
+    """Each model call of an agent run is a pipeline run whose ``run.started`` names the
+    agent run as its ``parent`` (drift counts the task once); a run of its own has none."""
+    async with Kernel(env={}, entry_points=[]) as kernel:
+        capture = EventCapture(kernel)
+        call = ToolCall(id="k", name="big", arguments={"n": 3})
+        model = ScriptedBackend(usage=Usage(3, 2), replies=[[call], "ok"])
+        pipeline = kernel.compose({"llm": model, "t": Odd()})
+        result = await Agent(pipeline).run("x")
+        await pipeline.run("alone")
+        started = capture.of(RunStarted)
+    assert [e.parent for e in started] == [result.run_id, result.run_id, ""]

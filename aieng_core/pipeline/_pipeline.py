@@ -234,7 +234,8 @@ class Pipeline:
         request = as_request(input)
         if run_id is None:
             run_id = f"{self._run_prefix}-{next(self._run_counter):x}"
-        scope = RunScope(run_id, self.name, self.kernel.publish)
+        scope = RunScope(run_id, self.name, self.kernel.publish,  # within a run: its step
+                         parent=getattr(CURRENT_RUN.get(), "run_id", ""))
         token = CURRENT_RUN.set(scope)
         log_tokens = structlog.contextvars.bind_contextvars(run_id=run_id, pipeline=self.name)
         try:
@@ -257,7 +258,7 @@ class Pipeline:
                    metadata: Mapping[str, Any] | None = None) -> RunResult:
         started = time.perf_counter()
         scope.emit(unchecked(RunStarted, run_id=scope.run_id, pipeline=self.name,
-                             input=request.prompt))
+                             input=request.prompt, parent=scope.parent))
         state = RunState(
             scope=scope, dispatcher=self.dispatcher, backends=self.backends, request=request,
             # A Query input keeps its id and filters; anything else becomes one.

@@ -735,7 +735,8 @@ def _event_fields() -> dict[str, SearchStrategy[Any]]:
 def _event_strategies() -> dict[type[Event], Callable[[], SearchStrategy[Event]]]:
     names = _text(_SHORT)
     return {
-        RunStarted: lambda: st.builds(RunStarted, input=_text(), **_event_fields()),
+        RunStarted: lambda: st.builds(RunStarted, input=_text(), parent=_text(_SHORT),
+                                     **_event_fields()),
         RunFinished: lambda: st.builds(
             RunFinished,
             status=st.sampled_from(["ok", "blocked", "error", "cancelled"]),

@@ -61,10 +61,13 @@ class Event:
 
 @attrs.frozen(kw_only=True)
 class RunStarted(Event):
-    """A pipeline run began; ``input`` is the user input as text."""
+    """A pipeline run began; ``input`` is the user input as text; ``parent`` is the run it
+    is a step of, when it began inside another (an agent run's id for each of its model
+    calls: the agent's task is the input of several runs), else ``""``."""
 
     name: ClassVar[str] = "run.started"
     input: str = field(default="", validator=_str)
+    parent: str = field(default="", validator=_str)
 
 
 @attrs.frozen(kw_only=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -21,11 +21,16 @@ log = structlog.get_logger(__name__)
 
 #: How many published events :attr:`DriftComponent.detected` keeps (the newest).
 KEEP_DETECTED = 100
+#: The most agent runs remembered at once, to count each one's task once.
+_PARENTS = 10_000
 
 
 class DriftComponent:
     """Watches the requests (``run.started`` events' input) and judge scores of its
-    pipeline and publishes a ``drift.detected`` event when a detector fires.
+    pipeline and publishes a ``drift.detected`` event when a detector fires. The runs of an
+    agent (its model calls, each a run whose ``parent`` is the agent run) count as one
+    request: the first one's input, the task; the others repeat it or are the runner's
+    own (a review).
 
     Checks that fall due run in a worker thread (the KS p-value and the permutation test
     are CPU work). With the ``embedding`` detector, request texts are embedded through
@@ -49,6 +54,8 @@ class DriftComponent:
         #: the last :data:`KEEP_DETECTED` events published, also kept here (inspection,
         #: tests); bounded, as drift that persists fires at every check of a long run
         self.detected: deque[DriftDetected] = deque(maxlen=KEEP_DETECTED)
+        #: the parent runs (agent runs) whose first step was counted; bounded
+        self._parents: OrderedDict[str, None] = OrderedDict()
 
     @hookimpl
     async def aieng_pipeline_open(self, context: PipelineContext) -> None:
@@ -69,6 +76,12 @@ class DriftComponent:
     async def aieng_on_event(self, event: Event) -> None:
         """Feed request texts and judge scores to the detectors; check what falls due."""
         if isinstance(event, RunStarted):
+            if event.parent:  # a step of an agent run: its task once, at the first step
+                if event.parent in self._parents:
+                    return
+                self._parents[event.parent] = None
+                if len(self._parents) > _PARENTS:
+                    self._parents.popitem(last=False)
             await self.observe_text(event.input)
             return
         scores = getattr(event, "scores", None)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from aieng_drift import DriftComponent, DriftDetected, DriftOptions
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Event, Sample, Score
+from aieng_hookspecs.types import Event, RunStarted, Sample, Score
 
 from aieng_core import ConfigError, Kernel
 from aieng_core.testing import EventCapture, HashEmbedder, ScriptedBackend, settle
@@ -190,3 +190,17 @@ async def test_a_bad_embedding_in_a_batch_keeps_the_others(aieng_kernel: Kernel)
     window = component.monitor.window("embedding")
     assert len(window.reference) == 4 and len(window.current) == 4
     assert component.monitor.checks["embedding"] == 1
+
+
+async def test_an_agents_runs_count_its_task_once() -> None:
+    """Runs that name a parent (an agent run's model calls) feed the detectors once per
+    parent, with the first one's input; runs of their own each count."""
+    component = drift()
+    seen = [RunStarted(run_id=f"s{n}", pipeline="p", input=text, parent=parent)
+            for n, (text, parent) in enumerate([
+                ("the task", "agent-1"), ("the task", "agent-1"),
+                ("Task: the task\nProposed answer: 4", "agent-1"),
+                ("another task", "agent-2"), ("a plain request", ""), ("a plain request", "")])]
+    for event in seen:
+        await component.aieng_on_event(event)
+    assert len(component.monitor.windows["length"].reference) == 4
