@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import attrs
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aieng_core import ConfigError, Kernel, PipelineConfig
-from aieng_core.pipeline import STAGES
+from aieng_core.pipeline import STAGE_HOOKS, STAGES
 
 GOOD = """
 [pipeline]
@@ -235,7 +236,8 @@ def test_a_list_option_refuses_a_string_or_a_table(options: dict[str, object], k
 
 # -- round trip --------------------------------------------------------------------------
 
-_names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+_KERNEL = Kernel(env={}, entry_points=[]).load()
+_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,8}", fullmatch=True)
 _component = st.one_of(
     st.builds(lambda k: {"use": "rrf", "k": k}, st.integers(1, 1000)),
     st.builds(lambda s, m: {"use": "prompt", "system": s, "max_context_chars": m},
@@ -244,39 +246,76 @@ _component = st.one_of(
     st.builds(lambda k1, b: {"use": "memory", "k1": k1, "b": b},
               st.floats(0, 5, allow_nan=False), st.floats(0, 1, allow_nan=False)),
 )
+_timeout = st.one_of(st.floats(min_value=0, exclude_min=True, allow_nan=False),
+                     st.integers(1, 10**6))
 _policy = st.fixed_dictionaries({}, optional={
-    "timeout": st.one_of(st.floats(0.001, 100, allow_nan=False), st.just(float("inf"))),
-    "on_error": st.sampled_from(["fail", "skip", "fallback"]),
-})
+    "timeout": _timeout, "on_error": st.sampled_from(["fail", "skip", "fallback"])})
 
 
 @st.composite
 def pipeline_dicts(draw: st.DrawFn) -> dict[str, object]:
     components = draw(st.dictionaries(_names, _component, min_size=1, max_size=4))
-    head: dict[str, object] = {"name": draw(_names)}
+    implemented = set()
+    for comp in components.values():
+        implemented.update(_KERNEL.registry.component(comp["use"]).hooks)
+    present = [s for s in STAGES if implemented.intersection(STAGE_HOOKS[s])]
+    head: dict[str, object] = {"name": draw(st.text(min_size=1).filter(str.strip))}
     head.update(draw(_policy))
-    stage = draw(st.dictionaries(st.sampled_from(["retrieve", "rerank", "generate"]), _policy,
-                                 max_size=3))
+    if present and draw(st.booleans()):
+        listed = draw(st.lists(st.sampled_from(present), min_size=1, unique=True))
+        head["stages"] = sorted(listed, key=STAGES.index)
+    head.update(draw(st.fixed_dictionaries({}, optional={
+        "stream": st.sampled_from(["guarded", "live"]), "single_flight": st.booleans()})))
+    stage = draw(st.dictionaries(st.sampled_from(STAGES), _policy, max_size=4))
     for name in ("retrieve", "rerank"):
         if name in stage and draw(st.booleans()):
-            stage[name] = {**stage[name], "k": draw(st.integers(1, 100))}
+            stage[name] = {**stage[name], "k": draw(st.integers(1, 10**6))}
     data: dict[str, object] = {"pipeline": head, "components": components}
-    if stage:
+    if stage or draw(st.booleans()):
         data["stage"] = stage
     return data
 
 
 @given(pipeline_dicts())
 def test_to_dict_from_dict_round_trip(data: dict[str, object]) -> None:
-    """from_dict(to_dict(c)) == c, and to_dict is a fixed point after one normalization."""
-    kernel = Kernel(env={}, entry_points=[]).load()
-    config = PipelineConfig.from_dict(data, kernel.registry)
-    again = PipelineConfig.from_dict(config.to_dict(), kernel.registry)
-    assert again == config
-    assert again.to_dict() == config.to_dict()
+    """from_dict(to_dict(c)) == c, to_dict is a fixed point after one normalization, and
+    it keeps every value that was given (every key of the file: stages, stream,
+    single_flight, per-stage tables of any stage, component options)."""
+    config = PipelineConfig.from_dict(data, _KERNEL.registry)
+    as_dict = config.to_dict()
+    again = PipelineConfig.from_dict(as_dict, _KERNEL.registry)
+    assert again == config and again.to_dict() == as_dict
     for name, comp in data["components"].items():  # type: ignore[attr-defined]
         options = attrs.asdict(config.components[name].options)
         assert all(options[key] == value for key, value in comp.items() if key != "use")
+    head = data["pipeline"]
+    assert isinstance(head, dict)
+    for key, value in head.items():
+        assert as_dict["pipeline"].get(key, {"stream": "guarded",
+                                             "single_flight": False}.get(key)) == value
+    for name, table in data.get("stage", {}).items():  # type: ignore[attr-defined]
+        assert as_dict.get("stage", {}).get(name, {}) == table
+
+
+def test_an_infinite_timeout_round_trips_as_no_limit() -> None:
+    """``timeout = inf`` (no limit) stays inf through the dict form, and means no deadline."""
+    data = {"pipeline": {"name": "p", "timeout": math.inf},
+            "stage": {"retrieve": {"timeout": math.inf}},
+            "components": {"docs": {"use": "memory"}}}
+    config = PipelineConfig.from_dict(data, _KERNEL.registry)
+    again = PipelineConfig.from_dict(config.to_dict(), _KERNEL.registry)
+    assert again == config and again.policy("retrieve").timeout is None
+
+
+@pytest.mark.parametrize("name", ["docs\n", "\ndocs", "do cs", "1docs", "d.ocs", "", 1])
+def test_a_component_name_is_checked_whole(name: object) -> None:
+    """A component's name is letters, digits, '_' or '-' only: one ending in a line break
+    passed the check (a ``$`` that matches before a final newline), and a dict's key that
+    is no string raised a bare TypeError."""
+    data = {"pipeline": {"name": "p"}, "components": {name: {"use": "memory"}}}
+    with pytest.raises(ConfigError, match="bad component name") as caught:
+        PipelineConfig.from_dict(data, _KERNEL.registry)
+    assert caught.value.key == f"components.{name}"
 
 
 def test_stage_names_are_the_lifecycle() -> None:
