@@ -21,8 +21,7 @@ from aieng_hookspecs.types import (
 from .._errors import HookError
 from .._scope import CURRENT_RUN
 from ..dispatch import StagePolicy, expect
-from ..fusion import reciprocal_rank_fusion
-from ._stages import _parameters
+from ._stages import _parameters, fused, reranked
 
 if TYPE_CHECKING:
     from ._pipeline import Pipeline
@@ -106,24 +105,12 @@ class ComponentContext:
         pipeline = self._pipeline
         asked = query if isinstance(query, Query) else Query(text=query)
         policy = pipeline.config.policy("retrieve")
-        found = await pipeline.dispatcher.gather("aieng_retrieve", {"query": asked, "k": k},
-                                                 stage="retrieve", policy=policy, check=_HITS)
-        runs = [tuple(hits)[:k] for hits, _ in found]
-        fused: Sequence[Hit] = runs[0] if len(runs) == 1 else ()
-        if len(runs) > 1:
-            chosen = await pipeline.dispatcher.first(
-                "aieng_fuse", {"query": asked, "runs": runs}, stage="retrieve",
-                policy=policy, check=_HITS)
-            fused = reciprocal_rank_fusion(runs) if chosen is None else chosen[0]
-        hits = tuple(fused)[:k]
-        if hits and pipeline.dispatcher.impls("aieng_rerank"):
-            def fold(kwargs: dict[str, Any], value: Any, plugin: str) -> dict[str, Any]:
-                return {**kwargs, "hits": tuple(value)}
-
-            result = await pipeline.dispatcher.chain(
-                "aieng_rerank", {"query": asked, "hits": hits, "k": k}, fold, stage="rerank",
-                policy=pipeline.config.policy("rerank"), check=_HITS)
-            hits = tuple(result["hits"])[:k]
+        dispatcher = pipeline.dispatcher
+        found = await dispatcher.gather("aieng_retrieve", {"query": asked, "k": k},
+                                        stage="retrieve", policy=policy, check=_HITS)
+        hits = await fused(dispatcher, asked, [tuple(h)[:k] for h, _ in found], k, policy)
+        if hits:
+            hits = await reranked(dispatcher, asked, hits, k, pipeline.config.policy("rerank"))
         return list(hits)
 
     def _policy(self) -> StagePolicy:

@@ -211,35 +211,44 @@ async def retrieve(state: RunState, policy: StagePolicy) -> str:
         for value, plugin in gathered:
             key = plugin if number == 0 else f"{plugin}@{number}"
             state.runs[key] = tuple(value)[: state.k_retrieve]
-    runs = list(state.runs.values())
-    if len(runs) == 1:
-        state.retrieved = runs[0]
-    elif runs:
-        try:
-            fused = await state.dispatcher.first(
-                "aieng_fuse", {"query": state.query, "runs": runs}, stage=stage, policy=policy,
-                check=_HITS)
-        except HookError:
-            if policy.on_error != "fallback":
-                raise
-            fused = None  # fall back to the kernel's RRF (the error event is published)
-        if fused is None:
-            state.retrieved = tuple(reciprocal_rank_fusion(runs)[: state.k_retrieve])
-        else:
-            state.retrieved = tuple(fused[0])[: state.k_retrieve]
+    state.retrieved = await fused(state.dispatcher, state.query, list(state.runs.values()),
+                                  state.k_retrieve, policy)
     state.hits = state.retrieved
     return "ok"
 
 
-async def rerank(state: RunState, policy: StagePolicy) -> str:
+async def fused(dispatcher: Dispatcher, query: Query, runs: Sequence[Sequence[Hit]], k: int,
+                policy: StagePolicy) -> tuple[Hit, ...]:
+    """The retrievers' runs as one ranking, the best ``k``: the only run, else the fuser's
+    (``aieng_fuse``), else reciprocal rank fusion (also when the fuser fails under
+    ``fallback``: its error event is published)."""
+    if len(runs) <= 1:
+        return tuple(runs[0])[:k] if runs else ()
+    try:
+        found = await dispatcher.first("aieng_fuse", {"query": query, "runs": runs},
+                                       stage="retrieve", policy=policy, check=_HITS)
+    except HookError:
+        if policy.on_error != "fallback":
+            raise
+        found = None
+    return tuple(reciprocal_rank_fusion(runs) if found is None else found[0])[:k]
+
+
+async def reranked(dispatcher: Dispatcher, query: Query, hits: Sequence[Hit], k: int,
+                   policy: StagePolicy) -> tuple[Hit, ...]:
+    """``hits`` through the rerankers (``aieng_rerank``, a chain), the best ``k``: ``k``
+    holds even when no reranker answered (each passed with ``None``)."""
     def fold(kwargs: dict[str, Any], value: Any, plugin: str) -> dict[str, Any]:
         return {**kwargs, "hits": tuple(value)}
 
-    result = await state.dispatcher.chain(
-        "aieng_rerank", {"query": state.query, "hits": state.hits, "k": state.k_rerank}, fold,
-        stage="rerank", policy=policy, check=_HITS)
-    # [stage.rerank] k holds even when no reranker answered (each passed with None).
-    state.hits = tuple(result["hits"])[:state.k_rerank]
+    result = await dispatcher.chain("aieng_rerank", {"query": query, "hits": hits, "k": k},
+                                    fold, stage="rerank", policy=policy, check=_HITS)
+    return tuple(result["hits"])[:k]
+
+
+async def rerank(state: RunState, policy: StagePolicy) -> str:
+    state.hits = await reranked(state.dispatcher, state.query, state.hits, state.k_rerank,
+                                policy)
     return "ok"
 
 
