@@ -7,13 +7,17 @@ stage timeout, ``BREAK`` fails after the first delta; and with log-probabilities
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import attrs
+import httpx
 from aieng_gateway import Gateway, GatewaySettings, KeyStore
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Request, TokenLogprob, ToolCall
@@ -22,7 +26,29 @@ from aieng_monitoring import FeedbackOptions, FeedbackStore, Monitor, MonitorOpt
 from aieng_core.testing import HashEmbedder, ScriptedBackend, isolated_kernel
 from aieng_core.testing.loopback import LoopbackServer
 
-__all__ = ["FlakyBackend", "LoopbackServer", "make_gateway"]
+__all__ = ["FlakyBackend", "LoopbackServer", "free_port", "make_gateway", "wait_healthy"]
+
+
+def free_port() -> int:
+    """A loopback port free right now (for an ``aieng serve`` subprocess)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(process: subprocess.Popen[bytes], base: str) -> None:
+    """Wait (60 s at most) until the served gateway at ``base`` answers ``/healthz``;
+    fail with its standard error if the process ends first."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "aieng serve did not start"
+        time.sleep(0.1)
 
 
 def logprob_of(index: int) -> float:

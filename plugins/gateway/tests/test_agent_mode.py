@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import LoopbackServer
+from _support import LoopbackServer, free_port, wait_healthy
 from aieng_gateway import Gateway, GatewaySettings, KeyStore
 from aieng_gateway._cli import serve
 from aieng_hookspecs import hookimpl
@@ -384,9 +384,7 @@ def test_aieng_serve_agent_subprocess(served: tuple[Gateway, LoopbackServer], ap
         '[pipeline]\nname = "relay"\ntimeout = 20.0\n\n[components.llm]\nuse = "openai"\n'
         f'base_url = "{served[1].url}/v1"\nmodel = "test"\napi_key_env = "UPSTREAM_KEY"\n'
         'max_retries = 0\n\n[components.calc]\nuse = "calculator"\n')
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     env = dict(os.environ, UPSTREAM_KEY=api_key, OMP_NUM_THREADS="1",
                AIENG_LOG_LEVEL="WARNING")
     process = subprocess.Popen(
@@ -396,16 +394,7 @@ def test_aieng_serve_agent_subprocess(served: tuple[Gateway, LoopbackServer], ap
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "aieng serve did not start"
-            time.sleep(0.1)
+        wait_healthy(process, base)
         body = httpx.post(f"{base}/v1/chat/completions", timeout=30,
                           json={"messages": [{"role": "user", "content": "2+2?"}]}).json()
     finally:

@@ -10,7 +10,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import FlakyBackend, LoopbackServer, make_gateway
+from _support import FlakyBackend, LoopbackServer, free_port, make_gateway, wait_healthy
 from aieng_gateway import Gateway, GatewaySettings, KeyStore
 
 AIENG = Path(sys.executable).parent / "aieng"
@@ -32,10 +31,6 @@ SIGINT_AS_AT_A_TERMINAL = [sys.executable, "-c", ("import os, signal, sys; "
                                                   "os.execv(sys.argv[1], sys.argv[1:])")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_aieng_serve_subprocess(served: tuple[Gateway, LoopbackServer], api_key: str,
@@ -47,7 +42,7 @@ def test_aieng_serve_subprocess(served: tuple[Gateway, LoopbackServer], api_key:
         '[pipeline]\nname = "relay"\ntimeout = 20.0\n\n[components.llm]\nuse = "openai"\n'
         f'base_url = "{served[1].url}/v1"\nmodel = "test"\napi_key_env = "UPSTREAM_KEY"\n'
         'max_retries = 0\n')
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, UPSTREAM_KEY=api_key, OMP_NUM_THREADS="1",
                AIENG_LOG_LEVEL="WARNING")
     process = subprocess.Popen(
@@ -56,16 +51,7 @@ def test_aieng_serve_subprocess(served: tuple[Gateway, LoopbackServer], api_key:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "aieng serve did not start"
-            time.sleep(0.1)
+        wait_healthy(process, base)
         chat = httpx.post(f"{base}/v1/chat/completions", timeout=30, json={
             "model": "relay", "messages": [{"role": "user", "content": "via two gateways"}]})
         assert chat.status_code == 200, chat.text
@@ -84,7 +70,7 @@ def test_aieng_serve_subprocess(served: tuple[Gateway, LoopbackServer], api_key:
     bad = tmp_path / "bad.toml"
     bad.write_text('[pipeline]\nname = "bad"\n[components.x]\nuse = "no-such-component"\n')
     result = subprocess.run([str(AIENG), "serve", str(bad), "--no-auth", "--port",
-                             str(_free_port())], env=env, capture_output=True, timeout=60,
+                             str(free_port())], env=env, capture_output=True, timeout=60,
                             check=False)
     assert result.returncode != 0 and b"no-such-component" in result.stderr
 
@@ -149,17 +135,6 @@ def _serve(pipeline: Path, tmp_path: Path, *args: str, **env: str) -> subprocess
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _wait_healthy(process: subprocess.Popen[bytes], base: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "aieng serve did not start"
-        time.sleep(0.1)
 
 
 def test_a_pipeline_that_fails_to_start_is_one_line(served: tuple[Gateway, LoopbackServer],
@@ -199,7 +174,7 @@ def test_sigterm_ends_what_outlasts_the_grace_period_cleanly(tmp_path: Path) -> 
     not a bare 500 and a cut stream; no traceback; the process ends by SIGTERM (143)."""
     backend, upstream_gateway = _flaky_upstream(tmp_path)
     with LoopbackServer(upstream_gateway.app) as upstream:
-        port = _free_port()
+        port = free_port()
         process = _serve(_relay(tmp_path, upstream), tmp_path, "--port", str(port),
                          "--graceful-timeout", "1")
         base = f"http://127.0.0.1:{port}"
@@ -220,7 +195,7 @@ def test_sigterm_ends_what_outlasts_the_grace_period_cleanly(tmp_path: Path) -> 
                 answers["stream"] = (response.status_code, first + b"".join(chunks))
 
         try:
-            _wait_healthy(process, base)
+            wait_healthy(process, base)
             clients = [threading.Thread(target=ask_json), threading.Thread(target=ask_stream)]
             for thread in clients:
                 thread.start()
@@ -248,10 +223,10 @@ def test_ctrl_c_stops_serve_with_status_130(served: tuple[Gateway, LoopbackServe
                                             tmp_path: Path) -> None:
     """Ctrl-C stops `aieng serve` cleanly with status 130, as every aieng command (it
     exited 0, as if the server had ended by itself)."""
-    port = _free_port()
+    port = free_port()
     process = _serve(_relay(tmp_path, served[1]), tmp_path, "--port", str(port))
     try:
-        _wait_healthy(process, f"http://127.0.0.1:{port}")
+        wait_healthy(process, f"http://127.0.0.1:{port}")
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
     finally:
@@ -269,11 +244,11 @@ def test_a_second_ctrl_c_stops_at_once_and_still_closes_the_pipeline(tmp_path: P
     away, the row it took kept) and the status is 130."""
     backend, upstream_gateway = _flaky_upstream(tmp_path)
     with LoopbackServer(upstream_gateway.app) as upstream:
-        port = _free_port()
+        port = free_port()
         process = _serve(_relay(tmp_path, upstream), tmp_path, "--port", str(port))
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(process, base)
+            wait_healthy(process, base)
             recorded = httpx.post(f"{base}/v1/feedback",
                                   json={"run_id": "r1", "kind": "rating", "value": 5})
             assert recorded.status_code == 200, recorded.text
