@@ -343,6 +343,14 @@ def _models(result: RunResult) -> tuple[str, ...]:
 _BLANK = ItemResult(id="", status="")
 
 
+def _failed(base: ItemResult, exc: Exception, started: float) -> ItemResult:
+    """An item whose run raised: an ``error`` record (retried on resume), logged."""
+    error = f"{type(exc).__name__}: {exc}"
+    log.warning("eval.item.failed", id=base.id, error=error)
+    return attrs.evolve(base, status="error", error=error,
+                        duration_s=time.perf_counter() - started)
+
+
 class _Session:
     """What running one item needs: the pipelines, the seed and the agent's options."""
 
@@ -382,9 +390,7 @@ class _Session:
             failures[:0] = [{"judge": f.judge, "metric": f.metric, "error": f.error}
                             for f in gave_up]
         except Exception as exc:  # noqa: BLE001  (any failure is recorded and retried)
-            log.warning("eval.item.failed", id=item.id, error=f"{type(exc).__name__}: {exc}")
-            return attrs.evolve(base, status="error", error=f"{type(exc).__name__}: {exc}",
-                                duration_s=time.perf_counter() - started)
+            return _failed(base, exc, started)
         # What a retry of the failed judges needs to judge the answer on the same passages.
         seen = (tuple(h.document.text for h in result.hits)
                 if failures and not item.context else None)
@@ -477,9 +483,7 @@ class _Session:
             failures[:0] = [{"judge": f.judge, "metric": f.metric, "error": f.error}
                             for f in gave_up]
         except Exception as exc:  # noqa: BLE001  (any failure is recorded and retried)
-            log.warning("eval.item.failed", id=item.id, error=f"{type(exc).__name__}: {exc}")
-            return attrs.evolve(base, status="error", error=f"{type(exc).__name__}: {exc}",
-                                duration_s=time.perf_counter() - started)
+            return _failed(base, exc, started)
         models = [label for run in runs for label in _models(run)] + policy_models(outcome)
         # The judges saw the item's context only (no retrieved passages): a retry of the
         # failed ones judges the stored answer again on that, never runs the item whole.
