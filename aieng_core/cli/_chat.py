@@ -168,6 +168,8 @@ def chat(ctx: click.Context, pipeline: Path, system: str | None, history: Path |
 async def _turn(built: Pipeline, conversation: list[Message], context_chars: int | None,
                 as_agent: bool, max_steps: int) -> list[Message] | None:
     """Answer the last user turn; the messages the turn added (``None``: none kept)."""
+    from aieng_hookspecs.types import Message
+
     from ..agent import Agent, AgentOptions
     from ..agent._messages import fit
     from ._agent import step_line
@@ -180,9 +182,9 @@ async def _turn(built: Pipeline, conversation: list[Message], context_chars: int
             click.echo(result.answer)
         if result.status != "answered":
             click.echo(f"aieng: no answer: {result.status} ({result.reason})", err=True)
-            return None if result.status == "blocked" else list(
-                result.messages[len(conversation) - 1:])
-        return list(result.messages[len(conversation) - 1:])
+        if result.status == "blocked":
+            return None
+        return list(result.messages[len(conversation) - 1:])  # the turn and what it added
     streamed: list[str] = []
 
     def on_delta(delta: object) -> None:
@@ -201,6 +203,4 @@ async def _turn(built: Pipeline, conversation: list[Message], context_chars: int
         click.echo()
     else:
         click.echo(answer)
-    from aieng_hookspecs.types import Message
-
     return [conversation[-1], Message("assistant", answer)]
