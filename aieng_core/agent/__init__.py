@@ -8,17 +8,21 @@ and stall detection. See docs/agents.md.
 """
 
 from ._options import AgentOptions
-from ._result import STATUSES, AgentResult, AgentStep
-from ._runner import Agent, Approval, StepCallback, TaskInput
+from ._result import PURPOSES, STATUSES, AgentDelta, AgentResult, AgentStep, Purpose
+from ._runner import Agent, Approval, DeltaCallback, StepCallback, TaskInput
 from ._watch import signature
 
 __all__ = [
+    "PURPOSES",
     "STATUSES",
     "Agent",
+    "AgentDelta",
     "AgentOptions",
     "AgentResult",
     "AgentStep",
     "Approval",
+    "DeltaCallback",
+    "Purpose",
     "StepCallback",
     "TaskInput",
     "signature",

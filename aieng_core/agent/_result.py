@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from aieng_hookspecs import valid_utf8
 from aieng_hookspecs.types import (
     AgentAction,
+    Delta,
     Event,
     MemoryItem,
     Message,
@@ -19,12 +20,45 @@ from aieng_hookspecs.types import (
 
 from ..pipeline import event_to_json, to_jsonable
 
-__all__ = ["STATUSES", "AgentResult", "AgentStep"]
+__all__ = ["PURPOSES", "STATUSES", "AgentDelta", "AgentResult", "AgentStep", "Purpose"]
 
 #: Every status an agent run ends with (``AgentResult.status``).
 STATUSES: tuple[str, ...] = (
     "answered", "stopped", "max_steps", "budget", "timeout", "loop", "stalled", "blocked",
 )
+
+#: What a model call of an agent run is for: the plan (``AgentOptions.plan``), a decision
+#: (the tools offered: tool calls or an answer), the review of an answer
+#: (``AgentOptions.reflect``), the accepted answer again in the request's required format.
+Purpose = Literal["plan", "decide", "review", "format"]
+PURPOSES: tuple[Purpose, ...] = ("plan", "decide", "review", "format")
+
+
+@attrs.frozen
+class AgentDelta:
+    """One streamed piece of a model call's text during an agent run (``on_delta``).
+
+    Which text is the answer is known only once the call has ended: a decision's text
+    precedes its tool calls when it makes some (the model's words before it acts), and is
+    the answer when it makes none, unless a review rejects it (the step's ``review``) or the
+    request's format asks for it again (a ``format`` call follows). So a display shows the
+    ``decide`` and ``format`` pieces as they come and the steps as they end;
+    :attr:`AgentResult.answer` is the answer.
+
+    :param step: the step the call belongs to, from 1.
+    :param purpose: what the call is for (:data:`Purpose`).
+    :param delta: the piece, as the pipeline streamed it (its ``text``, and on the last
+        piece the ``finish_reason`` and the tool calls).
+    """
+
+    step: int
+    purpose: Purpose
+    delta: Delta
+
+    @property
+    def text(self) -> str:
+        """The piece's text."""
+        return self.delta.text
 
 
 @attrs.frozen

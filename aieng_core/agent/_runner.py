@@ -10,12 +10,11 @@ import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 import structlog
-from aieng_hookspecs import valid_utf8
 from aieng_hookspecs.types import (
     AgentAction,
     AgentFinished,
@@ -26,7 +25,6 @@ from aieng_hookspecs.types import (
     Message,
     ModelCall,
     Request,
-    ToolCall,
     ToolResult,
     ToolSpec,
     Usage,
@@ -36,36 +34,35 @@ from .._errors import HookError
 from .._scope import CURRENT_RUN, RunScope
 from ..dispatch import expect
 from . import _reflect
-from ._arguments import argument_errors, describe_errors
 from ._memory import recall, store
 from ._messages import TaskInput, as_request, fit, unique_ids, with_memory, with_system
 from ._options import AgentOptions
-from ._result import AgentResult, AgentStep
+from ._result import AgentDelta, AgentResult, AgentStep, Purpose
+from ._tools import Approval, ToolRunner
 from ._watch import LoopWatch, StallWatch
 
 if TYPE_CHECKING:
     from ..dispatch import StagePolicy
     from ..pipeline import Pipeline
 
-__all__ = ["Agent", "Approval", "StepCallback", "TaskInput"]
+__all__ = ["Agent", "Approval", "DeltaCallback", "StepCallback", "TaskInput"]
 
 log = structlog.get_logger(__name__)
 
 #: Called with each finished step; may be ``async``.
 StepCallback = Callable[[AgentStep], "Awaitable[None] | None"]
-#: Asked before each tool call runs (may be ``async``): ``True`` runs it; ``False``, or a
-#: reason (``str``), declines it.
-Approval = Callable[[ToolCall], "Awaitable[bool | str] | bool | str"]
+#: Called with each streamed piece of a model call's text (:class:`AgentDelta`); may be
+#: ``async``.
+DeltaCallback = Callable[[AgentDelta], "Awaitable[None] | None"]
 
 _ACTION = expect(AgentAction)
-_RESULT = expect(ToolResult)
 _SPECS = expect((list, tuple), items=ToolSpec)
 #: Request metadata that asks for tool calls, and that constrains the output.
 _TOOL_KEYS = frozenset({"tool_choice", "parallel_tool_calls"})
 _OUTPUT_KEYS = frozenset({"regex", "response_format"})
-#: What a model call is for: a decision (the tools offered), free text (a plan, a review:
-#: no tools, no output constraint), the final answer in the request's required format.
-_Mode = Literal["decide", "free", "format"]
+#: How each kind of model call is named in a blocked run's reason.
+_WHAT: dict[Purpose, str] = {"plan": "planning call", "decide": "model call",
+                             "review": "review call", "format": "formatting call"}
 
 
 @attrs.define
@@ -80,6 +77,9 @@ class _Run:
     stall: StallWatch
     tools: tuple[ToolSpec, ...] = ()
     approve: Approval | None = None
+    runner: ToolRunner | None = None
+    on_delta: DeltaCallback | None = None
+    step: int = 0
     steps: list[AgentStep] = attrs.field(factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -119,13 +119,18 @@ class Agent:
     # -- the run -------------------------------------------------------------------------
 
     async def run(self, task: TaskInput, *, on_step: StepCallback | None = None,
-                  approve: Approval | None = None, run_id: str | None = None) -> AgentResult:
+                  on_delta: DeltaCallback | None = None, approve: Approval | None = None,
+                  run_id: str | None = None) -> AgentResult:
         """Run the agent on a task until it answers, stops, or a limit ends it.
 
         :param task: the user's text, a :class:`Request` (its messages start the
             conversation; its model and sampling parameters are used for every model call)
             or a list of messages.
         :param on_step: called with each finished :class:`AgentStep` (may be async).
+        :param on_delta: stream the model calls: called with each piece of their text as
+            it is generated, an :class:`AgentDelta` naming the step and what the call is
+            for (may be async). The runner's own calls stream (a policy's do not); a
+            backend that does not stream, a cache hit or a guarded stream is one piece.
         :param approve: asked before each tool call with valid arguments runs (may be
             async): ``True`` runs it; ``False`` or a reason declines it, and the model gets
             an error result saying so.
@@ -146,7 +151,8 @@ class Agent:
                    template=template, task=template.prompt or messages[-1].content,
                    messages=messages,
                    loop=LoopWatch(self.options.loop_repeats, self.options.loop_window),
-                   stall=StallWatch(self.options.stall_steps), approve=approve)
+                   stall=StallWatch(self.options.stall_steps), approve=approve,
+                   on_delta=on_delta)
         token = CURRENT_RUN.set(run.scope)
         log_tokens = structlog.contextvars.bind_contextvars(agent_run_id=run_id)
         started = time.perf_counter()
@@ -186,7 +192,10 @@ class Agent:
                               f"{self.pipeline.name!r} has no backend: add a backend "
                               "component (aieng_generate)")
         run.tools = await self._tools()
+        run.runner = ToolRunner(self.pipeline.dispatcher, self._policy, options, run.tools,
+                                run.approve)
         for index in range(1, self.options.max_steps + 1):
+            run.step = index
             step = await self._step(run, index)
             run.steps.append(step)
             run.scope.emit(AgentStepped(
@@ -269,25 +278,30 @@ class Agent:
         return step
 
     async def _ask(self, run: _Run, messages: Sequence[Message], calls: list[ModelCall],
-                   what: str, *, mode: _Mode = "decide") -> tuple[Completion | None, str]:
+                   purpose: Purpose = "decide") -> tuple[Completion | None, str]:
         """One model call: a run of the pipeline on ``messages``; ``None`` when a guardrail
         blocked it (the run ends ``blocked``). A decision offers the tools, without the
         request's output format when there are tools (a model held to a JSON schema could
-        not call one); free text has neither; the final answer has the format only."""
+        not call one); a plan or a review has neither; the final answer has the format
+        only."""
         template = run.template
-        dropped = {"decide": _OUTPUT_KEYS if run.tools else frozenset(),
-                   "free": _TOOL_KEYS | _OUTPUT_KEYS, "format": _TOOL_KEYS}[mode]
-        schema = None if mode == "free" or (mode == "decide" and run.tools) \
+        free = purpose in ("plan", "review")
+        dropped = _TOOL_KEYS | _OUTPUT_KEYS if free else _TOOL_KEYS if purpose == "format" \
+            else _OUTPUT_KEYS if run.tools else frozenset()
+        schema = None if free or (purpose == "decide" and run.tools) \
             else template.response_schema
         request = attrs.evolve(template, messages=tuple(messages), response_schema=schema,
-                               tools=run.tools if mode == "decide" else (), metadata={
+                               tools=run.tools if purpose == "decide" else (), metadata={
                                    k: v for k, v in template.metadata.items()
                                    if k not in dropped})
-        result = await self.pipeline.run(request)
+        on_delta = run.on_delta
+        forward = None if on_delta is None else \
+            lambda delta: on_delta(AgentDelta(run.step, purpose, delta))
+        result = await self.pipeline.run(request, on_delta=forward)
         calls.extend(result.model_calls)
         if result.status == "blocked":
             stage = next((s.name for s in result.stages if s.status == "blocked"), "a guard")
-            run.finish("blocked", f"a guardrail blocked the {what} ({stage})")
+            run.finish("blocked", f"a guardrail blocked the {_WHAT[purpose]} ({stage})")
             return None, result.run_id
         if result.completion is None:
             raise LookupError(f"pipeline {self.pipeline.name!r} produced no completion: does "
@@ -302,7 +316,7 @@ class Agent:
                               f"{self.pipeline.name!r} has no backend: add a backend "
                               "component (aieng_generate) or an agent policy "
                               "(aieng_agent_step)")
-        completion, run_id = await self._ask(run, messages, calls, "model call")
+        completion, run_id = await self._ask(run, messages, calls)
         if completion is None:
             return AgentAction("stop"), run_id
         if completion.tool_calls:
@@ -316,7 +330,7 @@ class Agent:
         options = self.options
         memory = with_memory(run.messages, recalled, options.memory_chars)
         asked = _reflect.plan_messages(memory, run.tools, options.plan_prompt)
-        completion, _ = await self._ask(run, asked, calls, "planning call", mode="free")
+        completion, _ = await self._ask(run, asked, calls, "plan")
         if completion is None:
             return ""
         plan = _reflect.plan_text(completion.text, options.plan_chars)
@@ -330,7 +344,7 @@ class Agent:
         """The answer again, in the request's required format (its ``response_schema``,
         ``regex`` or ``response_format``), which the decisions went without."""
         asked = [*seen, Message("assistant", action.text), Message("user", _reflect.FORMAT_NOTE)]
-        completion, _ = await self._ask(run, asked, calls, "formatting call", mode="format")
+        completion, _ = await self._ask(run, asked, calls, "format")
         return AgentAction("stop") if completion is None else attrs.evolve(
             action, text=completion.text)
 
@@ -356,7 +370,7 @@ class Agent:
         asked = _reflect.review_messages(run.task, observed, answer,
                                          self.options.review_prompt,
                                          self.options.tool_result_chars)
-        completion, _ = await self._ask(run, asked, calls, "review call", mode="free")
+        completion, _ = await self._ask(run, asked, calls, "review")
         review = "" if completion is None else completion.text.strip()
         log.info("agent.reviewed", agent_run_id=run.scope.run_id,
                  approved=_reflect.approved(review), review=review)
@@ -388,7 +402,8 @@ class Agent:
         if repeated is not None and run.loop.warned:
             run.finish("loop", f"the model kept repeating {repeated} after being told")
             return (), ""
-        results = await self._call_tools(run, action.tool_calls)
+        assert run.runner is not None  # set before the first step
+        results = await run.runner.call_all(action.tool_calls)
         run.messages.append(Message("assistant", action.text, tool_calls=action.tool_calls))
         run.messages.extend(Message("tool", r.content, tool_call_id=r.call_id) for r in results)
         note = ""
@@ -413,75 +428,6 @@ class Agent:
         if options.max_cost is not None and run.cost >= options.max_cost:
             return f"cost budget spent: {run.cost:.6g} of {options.max_cost:.6g}"
         return ""
-
-    # -- tools ---------------------------------------------------------------------------
-
-    async def _call_tools(self, run: _Run,
-                          calls: Sequence[ToolCall]) -> tuple[ToolResult, ...]:
-        """Run a step's calls (at most ``tool_concurrency`` at once); results in call order."""
-        if len(calls) <= 1:
-            return tuple([await self._call_tool(run, call) for call in calls])
-        results: list[ToolResult | None] = [None] * len(calls)
-        limiter = anyio.CapacityLimiter(self.options.tool_concurrency)
-
-        async def one(position: int, call: ToolCall) -> None:
-            async with limiter:
-                results[position] = await self._call_tool(run, call)
-
-        async with anyio.create_task_group() as tg:
-            for position, call in enumerate(calls):
-                tg.start_soon(one, position, call)
-        return tuple(r for r in results if r is not None)
-
-    async def _call_tool(self, run: _Run, call: ToolCall) -> ToolResult:
-        """A call's result as the model gets it: valid UTF-8, cut to ``tool_result_chars``."""
-        result = await self._run_tool(run, call)
-        content = valid_utf8(result.content)
-        limit = self.options.tool_result_chars
-        if len(content) > limit:
-            content = (f"{content[:limit]}\n… [{len(content) - limit} more characters cut: "
-                       "the result was too long]")
-        return result if content == result.content else attrs.evolve(result, content=content)
-
-    async def _run_tool(self, run: _Run, call: ToolCall) -> ToolResult:
-        spec = next((t for t in run.tools if t.name == call.name), None)
-        if spec is not None and self.options.validate_arguments:
-            errors = argument_errors(call.arguments, spec.parameters)
-            if errors:
-                log.info("agent.tool_arguments_invalid", tool=call.name, errors=errors)
-                return ToolResult(call.id, describe_errors(call.name, errors,
-                                                           spec.parameters), is_error=True)
-        if spec is not None and run.approve is not None:
-            verdict = run.approve(call)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-            if verdict is not True:
-                why = f": {verdict.strip()}" if isinstance(verdict, str) and verdict.strip() \
-                    else ""
-                log.info("agent.tool_declined", tool=call.name, reason=why[2:])
-                return ToolResult(call.id, f"error: the user declined this call of "
-                                  f"{call.name!r}{why}", is_error=True)
-        try:
-            found = await self.pipeline.dispatcher.first(
-                "aieng_call_tool", {"call": call}, stage="tool", policy=self._policy,
-                check=_RESULT)
-        except HookError as exc:  # logged and published (an error event) by the dispatcher
-            cause = exc.cause if exc.cause is not None else exc
-            log.info("agent.tool_failed", tool=call.name, plugin=exc.plugin,
-                        error=f"{type(cause).__name__}: {cause}")
-            return ToolResult(call.id, f"error: tool {call.name!r} failed: "
-                              f"{type(cause).__name__}: {cause}", is_error=True)
-        if found is None:
-            names = sorted(spec.name for spec in run.tools)
-            if call.name in names:  # listed, yet no component took the call
-                return ToolResult(call.id, f"error: no component ran tool {call.name!r}",
-                                  is_error=True)
-            return ToolResult(call.id, f"error: unknown tool {call.name!r}; known tools: "
-                              f"{', '.join(names) or 'none'}", is_error=True)
-        result: ToolResult = found[0]
-        if result.call_id != call.id:  # the tool message must answer this call
-            result = attrs.evolve(result, call_id=call.id)
-        return result
 
 
 def _formatted(request: Request) -> bool:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ._app import cli, kernel_of, read_stdin, utf8_text
 
-__all__ = ["agent", "short", "step_line"]
+if TYPE_CHECKING:
+    from ..agent import AgentDelta, AgentResult, AgentStep
+
+__all__ = ["LiveAnswer", "agent", "short", "step_line"]
 
 _SHORT = 80
 
@@ -50,6 +54,47 @@ def step_line(step: object) -> str:
     return "\n".join(lines)
 
 
+class LiveAnswer:
+    """Shows an agent run as it goes: the text of its decisions (and of a formatting call)
+    on standard output as the model writes it, a line per step when the step ends
+    (``steps_to_stderr``: there rather than on standard output), and at the end the
+    answer, unless it was the text that streamed last."""
+
+    def __init__(self, *, steps_to_stderr: bool = False) -> None:
+        self.steps_to_stderr = steps_to_stderr
+        self._call: tuple[int, str] | None = None  # the (step, purpose) streaming now
+        self._last = ""  # the text of the last call that streamed
+        self._open = False  # streamed text waits for its line's end
+
+    def delta(self, piece: AgentDelta) -> None:
+        """A streamed piece: shown when it is a decision's or the formatting call's."""
+        if piece.purpose not in ("decide", "format"):
+            return
+        if (piece.step, piece.purpose) != self._call:
+            self._end_line()
+            self._call, self._last = (piece.step, piece.purpose), ""
+        if piece.text:
+            click.echo(piece.text, nl=False)
+            self._last += piece.text
+            self._open = True
+
+    def step(self, step: AgentStep) -> None:
+        """A finished step: its line (:func:`step_line`)."""
+        self._end_line()
+        click.echo(step_line(step), err=self.steps_to_stderr)
+
+    def finish(self, result: AgentResult) -> None:
+        """The run's end: its answer, unless that streamed last."""
+        self._end_line()
+        if result.answer and result.answer != self._last:
+            click.echo(result.answer)
+
+    def _end_line(self) -> None:
+        if self._open:
+            click.echo()
+            self._open = False
+
+
 @cli.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
 @click.argument("task", callback=utf8_text)
@@ -72,12 +117,15 @@ def step_line(step: object) -> str:
 @click.option("--confirm", is_flag=True,
               help="Ask on the terminal before each tool call runs (declined calls are "
                    "error results the model sees).")
+@click.option("--stream", is_flag=True,
+              help="Print the model's text as it is generated (its words before a tool "
+                   "call, and the answer), not only the answer at the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole AgentResult as JSON.")
 @click.pass_context
 def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
           timeout: float | None, max_tokens: int | None, system: str | None,
           context_chars: int | None, plan: bool, reflect: bool, confirm: bool,
-          as_json: bool) -> None:
+          stream: bool, as_json: bool) -> None:
     """Run PIPELINE (a TOML file) as an agent on TASK ('-' reads standard input).
 
     Prints a line per step (its tool calls and their results, shortened) and the answer.
@@ -86,7 +134,7 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
     import anyio
     from aieng_hookspecs.types import ToolCall
 
-    from ..agent import Agent, AgentOptions, AgentResult
+    from ..agent import Agent, AgentOptions
 
     if task == "-":
         if confirm:
@@ -95,6 +143,9 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
         task = read_stdin("TASK")
     if not task.strip():
         raise click.BadParameter("the task is empty", param_hint="TASK")
+    if stream and as_json:
+        raise click.UsageError("--stream and --json cannot go together: --json prints one "
+                               "JSON document at the end")
     kernel = kernel_of(ctx)
     options = AgentOptions(max_steps=max_steps, timeout=timeout, max_tokens=max_tokens,
                            system=system, context_chars=context_chars, plan=plan,
@@ -107,18 +158,20 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
             lambda: click.confirm(question, default=False, err=True))
         return answer
 
+    live = LiveAnswer()
+
     async def go() -> AgentResult:
         async with kernel:
             built = kernel.load_pipeline(pipeline)
             return await Agent(built, options).run(
-                task, on_step=None if as_json else lambda s: click.echo(step_line(s)),
-                approve=ask if confirm else None)
+                task, on_step=None if as_json else live.step,
+                on_delta=live.delta if stream else None, approve=ask if confirm else None)
 
     result = anyio.run(go)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
-    elif result.answer:
-        click.echo(result.answer)
+    else:
+        live.finish(result)
     if result.status != "answered":
         click.echo(f"aieng: the agent did not answer: {result.status} ({result.reason})",
                    err=True)

@@ -172,14 +172,14 @@ async def _turn(built: Pipeline, conversation: list[Message], context_chars: int
 
     from ..agent import Agent, AgentOptions
     from ..agent._messages import fit
-    from ._agent import step_line
+    from ._agent import LiveAnswer
 
     if as_agent:
         options = AgentOptions(max_steps=max_steps, context_chars=context_chars)
-        result = await Agent(built, options).run(
-            conversation, on_step=lambda s: click.echo(step_line(s), err=True))
-        if result.answer:
-            click.echo(result.answer)
+        live = LiveAnswer(steps_to_stderr=True)
+        result = await Agent(built, options).run(conversation, on_step=live.step,
+                                                 on_delta=live.delta)
+        live.finish(result)
         if result.status != "answered":
             click.echo(f"aieng: no answer: {result.status} ({result.reason})", err=True)
         if result.status == "blocked":
