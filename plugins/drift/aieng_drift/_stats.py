@@ -91,13 +91,32 @@ def _next_row(previous: Vector, plo: int, lo: int, hi: int) -> Vector:
     return row
 
 
+def _log_binomials(a: int, b0: int, count: int) -> Vector:
+    """``log C(a + b, a)`` for ``b = b0 … b0 + count - 1``: each from the one before
+    (``C(a + b, a) = C(a + b - 1, a) · (a + b) / b``), from an exact ``lgamma`` every
+    1024 values so that rounding does not build up along a long range."""
+    import numpy as np
+
+    parts = []
+    for start in range(b0, b0 + count, 1024):
+        size = min(1024, b0 + count - start)
+        first = math.lgamma(a + start + 1) - math.lgamma(a + 1) - math.lgamma(start + 1)
+        steps = np.log1p(a / np.arange(start + 1, start + size, dtype=float))
+        parts.append(first + np.concatenate(([0.0], np.cumsum(steps))))
+    return np.concatenate(parts)
+
+
 def _exact_p(d: float, n: int, m: int) -> float:
-    """P(D >= d) for samples of sizes n and m, by the probability that a random lattice
-    path from (0, 0) to (n, m) stays strictly inside the band ``|i/n - j/m| < d``.
+    """P(D >= d) for samples of sizes n and m: the probability that a random lattice path
+    from (0, 0) to (n, m) leaves the band ``|i/n - j/m| < d``.
 
     The walk goes row by row along the smaller sample (``min(n, m) + 1`` numpy steps over
-    the band's cells, whatever the other size), counting paths as logarithms (no count
-    overflows) and dividing by all ``C(n + m, n)`` paths at the end.
+    the band's cells, whatever the other size), counting the paths that stay inside as
+    logarithms (no count overflows). The paths that leave are summed where they first
+    step out (the paths inside up to there, times every way on to (n, m)), then divided
+    by all ``C(n + m, n)`` paths: a sum of positive terms, so a p-value far in the tail
+    keeps its digits (1 minus the share inside would leave rounding noise of 1e-16); at
+    p > 0.5, where that subtraction loses nothing, it is 1 minus the share inside.
     """
     import numpy as np
 
@@ -110,15 +129,32 @@ def _exact_p(d: float, n: int, m: int) -> float:
     # row i, inside: i*m - limit < j*n < i*m + limit; row 0 holds one path per cell
     previous = np.zeros(min(m, -(-limit // n) - 1) + 1)
     plo, phi = 0, previous.size - 1
+    exits: list[Vector] = []
+
+    def step_right_out(row: Vector, i: int, lo: int, hi: int) -> None:
+        if hi < m:  # from (i, hi) to (i, hi + 1), outside; then on to (n, m)
+            exits.append(row[hi - lo] + _log_binomials(n - i, m - hi - 1, 1))
+
+    step_right_out(previous, 0, plo, phi)
     for i in range(1, n + 1):
         lo = max(0, (i * m - limit) // n + 1)
         hi = min(m, -((-(i * m + limit)) // n) - 1)
         if lo > phi:  # the band breaks: no path stays inside
             return 1.0
+        for first, last in ((plo, min(phi, lo - 1)), (max(plo, hi + 1), phi)):
+            if first <= last:  # up from (i - 1, j) to (i, j), outside; then on
+                ways_on = _log_binomials(n - i, m - last, last - first + 1)[::-1]
+                exits.append(previous[first - plo:last - plo + 1] + ways_on)
         previous, plo, phi = _next_row(previous, plo, lo, hi), lo, hi
+        step_right_out(previous, i, lo, hi)
     log_paths = math.lgamma(n + m + 1) - math.lgamma(n + 1) - math.lgamma(m + 1)
     inside = math.exp(float(previous[m - plo]) - log_paths)
-    return float(min(1.0, max(0.0, 1.0 - inside)))
+    if inside <= 0.5 or not exits:  # 1 - inside loses no digits
+        return float(min(1.0, max(0.0, 1.0 - inside)))
+    terms = np.concatenate(exits)
+    top = float(terms.max())
+    out = top + math.log(float(np.exp(terms - top).sum()))  # numpy sums pairwise
+    return float(min(1.0, max(0.0, math.exp(out - log_paths))))
 
 
 def ks_2samp(first: Sequence[float] | Vector, second: Sequence[float] | Vector) -> KSResult:

@@ -39,6 +39,29 @@ def test_ks_matches_scipy_exact(n: int, m: int, shift: float) -> None:
     assert ours.p_value == pytest.approx(theirs.pvalue, abs=1e-9)
 
 
+@pytest.mark.parametrize(("n", "m"), [(10, 10), (30, 30), (200, 100), (3, 400), (500, 500)])
+def test_ks_exact_tail_p_values_keep_their_digits(n: int, m: int) -> None:
+    """Samples that do not overlap (D = 1): the p-value is 2 / C(n + m, n) (one path in
+    each corner), however small, not 1 minus a probability within rounding of 1 (which
+    left 2e-14 for 1.7e-17 at 30 x 30 and 0 below 1e-16)."""
+    result = ks_2samp(list(range(n)), [1000.0 + j for j in range(m)])
+    assert result.method == "exact" and result.statistic == 1.0
+    expected = math.exp(math.log(2) - math.lgamma(n + m + 1) + math.lgamma(n + 1)
+                        + math.lgamma(m + 1))
+    assert result.p_value == pytest.approx(expected, rel=1e-6, abs=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(20, 120), m=st.integers(20, 120), shift=st.floats(1.0, 4.0))
+def test_ks_small_exact_p_values_match_scipy_relatively(n: int, m: int, shift: float) -> None:
+    """Far into the tail (shifted samples) the exact p-value is scipy's to 1e-6 of itself,
+    not only within 1e-9 of it."""
+    rng = np.random.default_rng(n * 1000 + m)
+    a, b = rng.normal(size=n), rng.normal(shift, size=m)
+    ours, theirs = ks_2samp(a, b), scipy_stats.ks_2samp(a, b, method="exact")
+    assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-6, abs=0)
+
+
 def test_ks_asymptotic_close_to_scipy() -> None:
     """Beyond a million cells the asymptotic p-value is within 0.005 of scipy's."""
     rng = np.random.default_rng(7)
