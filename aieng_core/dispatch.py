@@ -196,7 +196,8 @@ class Dispatcher:
         others and raises :class:`HookError`.
 
         :param all_failed_raises: under ``fallback``, raise the last failure when every impl
-            failed (a write that no index took), instead of returning nothing.
+            failed (a write that no index took, a search that no retriever answered),
+            instead of returning nothing.
         """
         impls = self.impls(hook)
         failed: list[HookError] = []

@@ -107,7 +107,8 @@ class ComponentContext:
         policy = pipeline.config.policy("retrieve")
         dispatcher = pipeline.dispatcher
         found = await dispatcher.gather("aieng_retrieve", {"query": asked, "k": k},
-                                        stage="retrieve", policy=policy, check=_HITS)
+                                        stage="retrieve", policy=policy, check=_HITS,
+                                        all_failed_raises=True)
         hits = await fused(dispatcher, asked, [tuple(h)[:k] for h, _ in found], k, policy)
         if hits:
             hits = await reranked(dispatcher, asked, hits, k, pipeline.config.policy("rerank"))

@@ -191,9 +191,11 @@ async def retrieve(state: RunState, policy: StagePolicy) -> str:
     found: list[list[tuple[Any, str]]] = [[] for _ in queries]
 
     async def search(number: int, query: Query) -> None:
+        # Under fallback a retriever that fails gives way to the others; the user's query
+        # with every retriever failed is an error, not an answer from no context.
         found[number] = await state.dispatcher.gather(
             "aieng_retrieve", {"query": query, "k": state.k_retrieve},
-            stage=stage, policy=policy, check=_HITS)
+            stage=stage, policy=policy, check=_HITS, all_failed_raises=number == 0)
 
     if len(queries) == 1:
         await search(0, queries[0])
