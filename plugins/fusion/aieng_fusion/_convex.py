@@ -107,9 +107,11 @@ class ConvexFuser:
     def _check_alpha(self, runs: Sequence[Sequence[Hit]]) -> None:
         """Warn once when a set ``alpha`` weighs nothing: several runs, all dense or none
         (``dense_sources`` naming components instead of their hits' ``source`` is the usual
-        mistake: the runs are then weighed equally, whatever ``alpha`` says)."""
+        mistake: the runs are then weighed equally, whatever ``alpha`` says). An empty run
+        (a retriever that found nothing) has no hit to tell its kind: a call with one says
+        nothing about the set-up, and a later call decides."""
         sources = {run[0].source for run in runs if run}
-        if self.options.alpha == 0.5 or len([run for run in runs if run]) < 2:
+        if self.options.alpha == 0.5 or len(runs) < 2 or not all(runs):
             return
         dense = sources & set(self.options.dense_sources)
         if dense and dense != sources:

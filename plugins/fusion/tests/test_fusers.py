@@ -359,3 +359,24 @@ def test_an_alpha_that_weighs_nothing_is_warned_about_once() -> None:
     with structlog.testing.capture_logs() as logs:
         assert scores(right.aieng_fuse(runs)) == pytest.approx({"a": 0.8, "b": 0.2})
     assert logs == []
+
+
+def test_an_empty_run_is_no_evidence_that_alpha_weighs_nothing() -> None:
+    """A retriever that found nothing gives an empty run, whose kind no hit tells: with
+    the lexical runs empty (a query's words, and its rewrites', missing from the BM25
+    index) and several dense runs, the set-up is right, so there is no warning; and the
+    fuser still warns, once, when a later call shows the mistake."""
+    import structlog
+
+    right = ConvexFuser(ConvexOptions(alpha=0.8))
+    dense = [run("vectors", ("a", 0.9), ("b", 0.1)), run("vectors", ("b", 0.8), ("a", 0.2))]
+    with structlog.testing.capture_logs() as logs:
+        right.aieng_fuse([[], dense[0], [], dense[1]])
+        right.aieng_fuse([run("bm25", ("a", 3.0)), *dense])
+    assert logs == []
+    wrong = ConvexFuser(ConvexOptions(alpha=0.8, dense_sources=("dense",)))
+    with structlog.testing.capture_logs() as logs:
+        wrong.aieng_fuse([[], *dense])
+        wrong.aieng_fuse([run("bm25", ("a", 3.0)), *dense])
+    assert [entry["event"] for entry in logs] == ["fusion.alpha_unused"]
+    assert logs[0]["run_sources"] == ["bm25", "vectors"]
