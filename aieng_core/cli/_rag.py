@@ -7,6 +7,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from ._app import cli, kernel_of, utf8_text
 __all__ = ["ask", "bench", "index"]
 
 _CITATION = re.compile(r"\[(\d+)\]")
+#: A numbered document id's part after ``<file>#``: a stem, then the number.
+_NUMBERED = re.compile(r"(.*?)(\d+)")
 #: Components taking part in retrieval (or serving those that do): the rest are left out
 #: of ``aieng bench retrieval``.
 _RETRIEVAL_HOOKS = frozenset({
@@ -42,9 +45,10 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
 
     Documents are named by their file's path relative to the working directory (absolute
     outside it), however it was typed (docs, ./docs/, /abs/docs, a link to it). Indexing
-    a file again replaces what it held: the sections a markdown file no longer has are
-    deleted from the indexes. A file deleted from a folder stays indexed. A
-    document id read from two files is an error (name a BEIR folder's corpus.jsonl).
+    a file again replaces what it held: the numbered documents it no longer has (a markdown
+    file's sections, a table's rows) are deleted from the indexes. A file deleted from a
+    folder stays indexed. A document id read from two files is an error (name a BEIR
+    folder's corpus.jsonl).
     """
     import anyio
 
@@ -83,17 +87,40 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
                                  f"written (the indexes reported {written}); index the same "
                                  "paths again to finish")
                 raise
-            # A file read as sections <path>#0, #1, ... (markdown) held more of them if
-            # <path>#n is indexed: delete those, with their chunks (Pipeline.delete).
-            sections = {str(file): len(found) for file, found in files
-                        if [d.id for d in found] == [f"{file}#{i}" for i in range(len(found))]}
-            removed = await delete_runs(built.delete, sections, nested=True)
+            # A file read as numbered documents (markdown's <path>#0, #1, ..., a table's
+            # <path>#row-1, #row-2, ...) held more of them if the next number is indexed:
+            # delete those, with their chunks (Pipeline.delete).
+            runs: dict[str, int] = {}
+            for file, found in files:
+                runs.update(numbered_runs(str(file), [d.id for d in found]))
+            removed = await delete_runs(built.delete, runs, nested=True,
+                                        keep={d.id for d in documents})
             return len(documents), written, removed
 
     read, written, removed = anyio.run(go)
     gone = f" and {removed} deleted (sections no longer in the files)" if removed else ""
     _present.message(f"read {read} documents from {len(paths)} path(s); the indexes reported "
                      f"{written} written{gone}")
+
+
+def numbered_runs(file: str, ids: Sequence[str]) -> dict[str, int]:
+    """Where the numbered ids a file was read as end: for each stem under ``<file>#`` whose
+    numbers run without a gap from 0 or 1 (``a.md#0``, ``a.md#1``; ``t.csv#row-1``,
+    ``t.csv#row-2``), the next number. A file read as nothing ends ``<file>#`` at 0."""
+    numbers: dict[str, list[int]] = {}
+    for doc_id in ids:
+        if doc_id.startswith(f"{file}#"):
+            found = _NUMBERED.fullmatch(doc_id, len(file) + 1)
+            if found:
+                numbers.setdefault(f"{file}#{found[1]}", []).append(int(found[2]))
+    if not ids:
+        return {f"{file}#": 0}
+    runs = {}
+    for stem, seen in numbers.items():
+        first = min(seen)
+        if first in (0, 1) and sorted(seen) == list(range(first, first + len(seen))):
+            runs[stem] = first + len(seen)
+    return runs
 
 
 def _citations(result: Any) -> list[dict[str, Any]]:

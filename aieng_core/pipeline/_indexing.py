@@ -63,13 +63,13 @@ def as_chunks(document: Document, chunks: Sequence[Chunk]) -> list[Document]:
 async def delete_runs(delete: DeleteCall, starts: Mapping[str, int],
                       extra: Sequence[str] = (), *, keep: Collection[str] = (),
                       nested: bool = False) -> int:
-    """Delete ``name#start``, ``name#start+1``, ... for each name in ``starts``, a window of
-    ids per name at a time (one, then 16, doubling up to 256), until a window deletes
-    nothing.
+    """Delete ``<stem><start>``, ``<stem><start+1>``, ... for each stem in ``starts`` (a
+    document's chunks: the stem ``d#``), a window of ids per stem at a time (one, then 16,
+    doubling up to 256), until a window deletes nothing.
 
-    The ids under a name are contiguous from 0, so the first one no index holds ends its
-    run. An index reports how many ids it deleted, not which: every name's run goes on
-    while a window deletes anything. Each call also asks for an id no index holds: an index
+    The ids under a stem are contiguous, so the first one no index holds ends its run. An
+    index reports how many ids it deleted, not which: every stem's run goes on while a
+    window deletes anything. Each call also asks for an id no index holds: an index
     that reports more deleted than it was asked for counted it, and would never let a run
     end (past 65,536 ids under one name, a run ends anyway).
 
@@ -79,10 +79,10 @@ async def delete_runs(delete: DeleteCall, starts: Mapping[str, int],
     :param nested: ``delete`` deletes each id's chunks too: its count may pass the ids'.
     :returns: what each call reported deleted, summed.
     """
-    # A name whose next id the batch has just written has no stale run to follow.
-    position = {name: start for name, start in starts.items() if f"{name}#{start}" not in keep}
+    # A stem whose next id the batch has just written has no stale run to follow.
+    position = {stem: start for stem, start in starts.items() if f"{stem}{start}" not in keep}
     width = 1
-    ids = [*extra, *(f"{name}#{start}" for name, start in position.items())]
+    ids = [*extra, *(f"{stem}{start}" for stem, start in position.items())]
     absent = f"aieng-absent-{uuid.uuid4().hex}"
     total = 0
     while True:
@@ -97,12 +97,12 @@ async def delete_runs(delete: DeleteCall, starts: Mapping[str, int],
             return total
         if not deleted or not position:
             return total
-        position = {name: start + width for name, start in position.items()}
+        position = {stem: start + width for stem, start in position.items()}
         if max(position.values()) >= _MAX_RUN:
             log.warning("index.stale_run_too_long", ids_per_document=_MAX_RUN)
             return total
         width = min(16 if width == 1 else 2 * width, _MAX_WINDOW)
-        ids = [f"{name}#{i}" for name, start in position.items()
+        ids = [f"{stem}{i}" for stem, start in position.items()
                for i in range(start, start + width)]
 
 
@@ -132,7 +132,7 @@ class Batch:
         """Where each document's stale ids may start (``delete_runs``' ``starts``: past its
         last chunk; ``d#0`` on for one indexed whole), and the ids of the chunked documents
         themselves (indexed whole before: ``extra``)."""
-        starts = {doc_id: len(parts) if chunked else 0
+        starts = {f"{doc_id}#": len(parts) if chunked else 0
                   for doc_id, (parts, chunked) in self._parts.items()}
         whole = [doc_id for doc_id, (_, chunked) in self._parts.items() if chunked]
         return starts, whole

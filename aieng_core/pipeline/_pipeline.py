@@ -378,7 +378,7 @@ class Pipeline:
         # The ids, then their chunks: ids with none cost a probe of N ids, not of 16 N more.
         with self._using():
             return (await self._delete(ids) if ids else 0) + await delete_runs(
-                self._delete, dict.fromkeys(ids, 0))
+                self._delete, {f"{i}#": 0 for i in ids})
 
     async def _delete(self, ids: Sequence[str]) -> int:
         counts = await self.dispatcher.gather("aieng_delete", {"ids": tuple(ids)}, **self._writes)
