@@ -177,7 +177,9 @@ def _check_resume(run_dir: Path, old: Mapping[str, Any], new: Mapping[str, Any],
     changed = [key for key in ("pipeline", "judge_pipeline", "dataset")
                if not same_input(key, old, new)]
     if old.get("seed") != new.get("seed"):
-        changed.append("seed")
+        seeds = ["none" if seed is None else repr(seed) for seed in (old.get("seed"),
+                                                                   new.get("seed"))]
+        changed.append(f"seed ({' -> '.join(seeds)})")
     if agent := agent_changes(old.get("agent"), new.get("agent")):
         changed.append(agent)
     if not changed:
@@ -185,7 +187,7 @@ def _check_resume(run_dir: Path, old: Mapping[str, Any], new: Mapping[str, Any],
     if not force:
         raise EvalError(
             f"{run_dir} holds a run of a different {', '.join(changed)} "
-            f"(hashes in {run_dir / 'lock.json'}); use another --out, or --force to start "
+            f"(recorded in {run_dir / 'lock.json'}); use another --out, or --force to start "
             "over (the old results are kept as a backup)")
     return False
 

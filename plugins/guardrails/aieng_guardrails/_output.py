@@ -20,8 +20,8 @@ from aieng_hookspecs.types import Completion, Finding, GuardVerdict, Message, Re
 
 from ._guards import INLINE_LIMIT, _off_loop
 from ._options import OutputGuardOptions
-from ._pii import _fold, find_pii
-from ._redact import redact
+from ._pii import Detection, _fold, find_pii
+from ._redact import PLACEHOLDER, redact_texts
 
 __all__ = ["OutputGuard", "Violation", "leak_spans"]
 
@@ -139,8 +139,11 @@ class OutputGuard:
             if problem:
                 yield Violation("schema_invalid", 0, 0, problem, redactable=False)
 
-    def _redacted(self, text: str, found: list[Violation]) -> str:
-        pii_spans = {(v.start, v.end) for v in found if v.kind in self.options.pii_kinds}
+    def _redacted(self, request: Request, text: str, found: list[Violation]) -> str:
+        """``text`` with every violation's span replaced: PII by placeholders (one per
+        value, none the request or the answer already holds: ``pii``'s ``restore`` after
+        this guard would put the user's value in their place), the rest by the marker."""
+        pii_spans = {(v.start, v.end): v.kind for v in found if v.kind in self.options.pii_kinds}
         spans = sorted((v.start, v.end) for v in found if v.end > v.start)
         merged: list[tuple[int, int]] = []
         for start, end in spans:
@@ -148,13 +151,19 @@ class OutputGuard:
                 merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
             else:
                 merged.append((start, end))
+        # The detections as found in the whole text: found again in a span alone, a value
+        # its context identifies (``password = ...``) was not, and stayed in the answer.
+        values = [(pii_spans[(start, end)], text[start:end]) for start, end in merged
+                  if (start, end) in pii_spans]
+        reserved = [match.group(0) for source in (text, *(m.content for m in request.messages))
+                    for match in PLACEHOLDER.finditer(source)]
+        redacted = iter(redact_texts([value for _, value in values],
+                                     [[Detection(kind, 0, len(value), value)]
+                                      for kind, value in values], reserved=reserved)[0])
         pieces, at = [], 0
         for start, end in merged:
             pieces.append(text[at:start])
-            if (start, end) in pii_spans:
-                pieces.append(redact(text[start:end], self.options.pii_kinds).text)
-            else:
-                pieces.append(MARKER)
+            pieces.append(next(redacted) if (start, end) in pii_spans else MARKER)
             at = end
         pieces.append(text[at:])
         return "".join(pieces)
@@ -175,7 +184,7 @@ class OutputGuard:
             return None
         kinds = sorted({v.kind for v in found})
         if opts.policy == "redact" and all(v.redactable for v in found):
-            return GuardVerdict(action="redact", text=self._redacted(text, found),
+            return GuardVerdict(action="redact", text=self._redacted(request, text, found),
                                 findings=self._findings(found))
         if opts.policy == "fix":
             if self._context is None:

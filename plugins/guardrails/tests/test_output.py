@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from aieng_guardrails import OutputGuard, OutputGuardOptions, leak_spans
+from aieng_guardrails import OutputGuard, OutputGuardOptions, PIIGuard, PIIOptions, leak_spans
 from aieng_hookspecs.types import Completion, Message, Request
 
 from aieng_core import Kernel
@@ -203,3 +203,41 @@ def test_a_blank_canary_or_term_is_refused(field: str, blank: str) -> None:
     (``"hello there"`` became ``"hello[REDACTED]there"``): it is a configuration error."""
     with pytest.raises(ValueError, match=f"{field}: .*blank"):
         OutputGuardOptions(**{field: ["ok", blank]})  # type: ignore[arg-type]
+
+
+async def test_redacted_pii_gets_one_placeholder_per_value() -> None:
+    """Two different e-mails in one answer get two placeholders, and one repeated gets
+    one: each span used to be redacted on its own, every one as ``<EMAIL_1>``."""
+    verdict = await check(OutputGuard(), "cc a@one.example, b@two.example and a@one.example")
+    assert verdict.text == "cc <EMAIL_1>, <EMAIL_2> and <EMAIL_1>"
+
+
+async def test_redaction_never_reuses_a_placeholder_of_the_request_or_answer() -> None:
+    """Placeholders the input guards put in the request (``pii`` with ``restore``) or that
+    the answer already holds are not reused: ``pii``, after this guard, would restore the
+    model's own e-mail into the user's."""
+    verdict = await check(OutputGuard(), "Sure, I will cc eve@evil.example.",
+                          request("Write to <EMAIL_1> and <EMAIL_2>"))
+    assert verdict.text == "Sure, I will cc <EMAIL_3>."
+    verdict = await check(OutputGuard(), "To <EMAIL_1>, cc eve@evil.example.")
+    assert verdict.text == "To <EMAIL_1>, cc <EMAIL_2>."
+
+
+async def test_a_model_written_value_is_not_restored_as_the_users(aieng_kernel: Kernel) -> None:
+    """The README's order, ``output-guard`` then ``pii`` with ``restore``: the user gets
+    their own e-mail back, and the e-mail the model wrote stays redacted (it came back as
+    the user's)."""
+    backend = ScriptedBackend(lambda r: f"{r.prompt}; I cc eve@evil.example")
+    pipeline = aieng_kernel.compose({"out": OutputGuard(),
+                                     "pii": PIIGuard(PIIOptions(restore=True)),
+                                     "llm": backend})
+    result = await pipeline.run("write to bob@corp.example")
+    assert backend.requests[0].prompt == "write to <EMAIL_1>"
+    assert result.answer == "write to bob@corp.example; I cc <EMAIL_2>"
+
+
+async def test_a_value_known_by_its_context_is_redacted() -> None:
+    """``password = ...``: the secret is known by the words before it; each span used to
+    be scanned again on its own, where nothing marks it, and stayed in the answer."""
+    verdict = await check(OutputGuard(), "the password = hunter22! ok")
+    assert verdict.action == "redact" and verdict.text == "the password = <SECRET_1> ok"

@@ -151,7 +151,9 @@ class BleuJudge:
         value = sentence_bleu(sample.output, refs, smooth_method=o.smooth_method,
                               smooth_value=o.smooth_value, lowercase=o.lowercase,
                               tokenize=o.tokenize, effective_order=o.effective_order)
-        return [Score(name="bleu", value=value)]
+        # sacrebleu's exp of a float sum gives a perfect answer 100.00000000000004: the
+        # function keeps sacrebleu's value to the last bit, the score keeps to its scale.
+        return [Score(name="bleu", value=min(value, 100.0))]
 
 
 @attrs.frozen

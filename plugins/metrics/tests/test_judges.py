@@ -5,6 +5,7 @@ multi-reference policy, and reject bad options naming the key."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -33,6 +34,9 @@ from aieng_metrics import (
     rouge,
     sentence_bleu,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from metrics_strategies import reference_lists, texts
 
 from aieng_core import ConfigError, Kernel
 from aieng_core.registry import PluginInfo
@@ -168,6 +172,28 @@ def test_multiple_references_take_the_best() -> None:
     assert bleu == sentence_bleu(sample.output, list(sample.reference or ()))
     for judge in (ExactMatchJudge(), TokenF1Judge(), BleuJudge(), ChrfJudge(), RougeJudge()):
         assert judge.aieng_judge(Sample(input="q", output="x")) is None
+
+
+#: each lexical judge's documented scale (the README's table).
+_SCALES = {"exact_match": 1.0, "token_f1": 1.0, "bleu": 100.0, "chrf": 100.0, "rouge1": 1.0,
+           "rouge2": 1.0, "rougeL": 1.0}
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts(), reference_lists(), st.booleans())
+def test_lexical_judges_stay_in_their_scale(output: str, references: list[str],
+                                            copy: bool) -> None:
+    """Every score lies in its documented scale, and an output equal to a reference gets
+    the top of it (when it is words of ASCII letters, which every metric reads); BLEU of
+    a perfect answer came out as 100.00000000000004 (sacrebleu's float sum), past 100."""
+    if copy:
+        output = references[0]
+    sample = Sample(input="q", output=output, reference=references)
+    for judge in (ExactMatchJudge(), TokenF1Judge(), BleuJudge(), ChrfJudge(), RougeJudge()):
+        for score in judge.aieng_judge(sample) or []:
+            assert 0.0 <= score.value <= _SCALES[score.name], score
+            if copy and re.fullmatch(r"[a-z]{4,}( [a-z]+)*", output):
+                assert score.value == _SCALES[score.name] or score.name == "rouge2", score
 
 
 def test_perplexity_and_retrieval_judges() -> None:
