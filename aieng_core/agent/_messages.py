@@ -9,7 +9,9 @@ from collections.abc import Sequence
 import attrs
 from aieng_hookspecs.types import AgentAction, MemoryItem, Message, Request, ToolCall
 
-__all__ = ["MEMORY_HEADER", "TaskInput", "as_request", "fit", "size", "unique_ids",
+from ._reflect import PLAN_HEADER
+
+__all__ = ["MEMORY_HEADER", "TaskInput", "as_request", "fit", "size", "swap_plan", "unique_ids",
            "with_memory", "with_system"]
 
 TaskInput = str | Request | Sequence[Message]
@@ -61,6 +63,19 @@ def with_system(messages: Sequence[Message], text: str) -> tuple[Message, ...]:
     last = messages[at - 1]
     joined = f"{last.content}\n\n{text}" if last.content.strip() else text
     return (*messages[:at - 1], attrs.evolve(last, content=joined), *messages[at:])
+
+
+def swap_plan(messages: Sequence[Message], old: str, new: str) -> tuple[Message, ...]:
+    """The conversation with the plan ``old`` replaced by ``new`` in its system text (where
+    :func:`with_system` put it), or ``new`` added there when ``old`` is not found."""
+    was, now = f"{PLAN_HEADER}\n{old}", f"{PLAN_HEADER}\n{new}"
+    at = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
+    for i in range(at - 1, -1, -1):
+        if old and was in messages[i].content:
+            content = messages[i].content.replace(was, now, 1)
+            return (*messages[:i], attrs.evolve(messages[i], content=content),
+                    *messages[i + 1:])
+    return with_system(messages, now)
 
 
 def unique_ids(action: AgentAction) -> AgentAction:

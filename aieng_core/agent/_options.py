@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import attrs
 from attrs import validators as v
 
-from ._reflect import PLAN_PROMPT, REVIEW_PROMPT
+from ._reflect import PLAN_PROMPT, REPLAN_PROMPT, REVIEW_PROMPT
 
 __all__ = ["AgentOptions"]
 
@@ -64,6 +65,13 @@ class AgentOptions:
         message, for every later step.
     :param plan_prompt: the planning call's instruction (the tool list is added to it).
     :param plan_chars: the most characters of the plan kept.
+    :param replan: revise the plan during the run (needs ``plan``): ``never``;
+        ``on_error``, before a step that follows one with a failed tool call (the call's
+        error is named to the model); ``every_step``, before every step after the first.
+        A revision is one model call without tools, seeing the conversation so far; the
+        revised plan replaces the old one in the system text.
+    :param max_replans: the most revisions in one run.
+    :param replan_prompt: the revising call's instruction.
     :param reflect: before accepting an answer, ask the model to review it against the task
         and the tool results (one model call without tools); a review that is not ``OK``
         goes back to the model, which revises its answer in the next steps.
@@ -94,6 +102,10 @@ class AgentOptions:
     plan: bool = attrs.field(default=False, validator=v.instance_of(bool))
     plan_prompt: str = attrs.field(default=PLAN_PROMPT, validator=v.instance_of(str))
     plan_chars: int = attrs.field(default=2000, validator=_positive_int)
+    replan: Literal["never", "on_error", "every_step"] = attrs.field(
+        default="never", validator=v.in_(("never", "on_error", "every_step")))
+    max_replans: int = attrs.field(default=2, validator=_positive_int)
+    replan_prompt: str = attrs.field(default=REPLAN_PROMPT, validator=v.instance_of(str))
     reflect: bool = attrs.field(default=False, validator=v.instance_of(bool))
     max_reflections: int = attrs.field(default=1, validator=_positive_int)
     review_prompt: str = attrs.field(default=REVIEW_PROMPT, validator=v.instance_of(str))
@@ -104,6 +116,11 @@ class AgentOptions:
         if value < 2:
             raise ValueError(f"loop_repeats must be >= 2 (a call made once is no loop), "
                              f"got {value!r}")
+
+    @replan.validator
+    def _needs_plan(self, attribute: attrs.Attribute[str], value: str) -> None:
+        if value != "never" and not self.plan:
+            raise ValueError(f"replan={value!r} revises a plan: set plan=True too")
 
     def cost_of(self, prompt_tokens: int, completion_tokens: int) -> float:
         """The price of one model call's tokens."""

@@ -1,5 +1,6 @@
 """Planning and reflection: the requests the runner makes to plan a task before its first
-step and to review an answer before accepting it, and how it reads the replies.
+step (and to revise the plan during the run), and to review an answer before accepting
+it, and how it reads the replies.
 
 Both requests are single-turn (a system message, then one user message or the
 conversation), so chat templates with strict turn rules take them; neither offers tools.
@@ -13,8 +14,9 @@ from collections.abc import Sequence
 
 from aieng_hookspecs.types import Message, ToolCall, ToolResult, ToolSpec
 
-__all__ = ["FORMAT_NOTE", "PLAN_HEADER", "PLAN_PROMPT", "REVIEW_PROMPT", "approved",
-           "plan_messages", "plan_text", "review_messages", "revise_note"]
+__all__ = ["FORMAT_NOTE", "PLAN_HEADER", "PLAN_PROMPT", "REPLAN_PROMPT", "REVIEW_PROMPT",
+           "approved", "plan_messages", "plan_text", "replan_messages", "review_messages",
+           "revise_note"]
 
 #: The default instruction of the planning call (``AgentOptions.plan_prompt``).
 PLAN_PROMPT = (
@@ -22,6 +24,13 @@ PLAN_PROMPT = (
     "line each, saying which tool to use for what (or that no tool is needed) and how the "
     "results lead to the answer. Write only the plan; do not carry it out and do not "
     "answer yet.")
+
+#: The default instruction of a call that revises the plan (``AgentOptions.replan_prompt``).
+REPLAN_PROMPT = (
+    "Check your plan against what the tools have returned so far. Write a revised short "
+    "numbered plan for the rest of the task: at most five steps, one line each, saying "
+    "which tool to use for what. Keep the plan as it is if it still holds. Write only the "
+    "plan; do not carry it out and do not answer yet.")
 
 #: The default instruction of the review call (``AgentOptions.review_prompt``).
 REVIEW_PROMPT = (
@@ -57,6 +66,22 @@ def plan_messages(messages: Sequence[Message], tools: Sequence[ToolSpec],
     system = [m.content for m in messages[:at] if m.content.strip()]
     system.append(f"{prompt}\n\n{_tool_lines(tools)}")
     return (Message("system", "\n\n".join(system)), *messages[at:])
+
+
+def replan_messages(messages: Sequence[Message], tools: Sequence[ToolSpec], prompt: str,
+                    failed: Sequence[tuple[ToolCall, ToolResult]]) -> tuple[Message, ...]:
+    """The request revising the plan: the conversation so far (its system text holds the
+    current plan) with the tool list added to the system text, then the instruction as a
+    user turn, naming the calls of the last step that failed."""
+    at = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
+    system = [m.content for m in messages[:at] if m.content.strip()]
+    system.append(_tool_lines(tools))
+    text = prompt
+    if failed:
+        lines = [f"- {call.name}: {' '.join(result.content.split())[:300]}"
+                 for call, result in failed]
+        text = "These tool calls of the last step failed:\n" + "\n".join(lines) + f"\n\n{prompt}"
+    return (Message("system", "\n\n".join(system)), *messages[at:], Message("user", text))
 
 
 def plan_text(reply: str, limit: int) -> str:

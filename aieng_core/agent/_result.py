@@ -78,7 +78,8 @@ class AgentStep:
     :param note: what the runner told the model after the step (a repetition, or what a
         review found wrong with the step's answer), if anything.
     :param plan: the plan made before this step (the first step of a run with
-        ``AgentOptions.plan``; its model call is in this step's usage).
+        ``AgentOptions.plan``, or a revision with ``AgentOptions.replan``; its model call is
+        in this step's usage).
     :param review: the review of this step's answer (``AgentOptions.reflect``): ``OK`` or
         what it found wrong; in the latter case the answer was not accepted and the run went
         on. Its model call is in this step's usage.
@@ -147,6 +148,12 @@ class AgentResult:
     def plan(self) -> str:
         """The plan made before the first step (``AgentOptions.plan``), or ``""``."""
         return self.steps[0].plan if self.steps else ""
+
+    @property
+    def plans(self) -> tuple[str, ...]:
+        """Every plan of the run in order: the first, then each revision
+        (``AgentOptions.replan``); the last is the one the run ended with."""
+        return tuple(step.plan for step in self.steps if step.plan)
 
     @property
     def tokens(self) -> int:

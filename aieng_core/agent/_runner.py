@@ -35,7 +35,15 @@ from .._scope import CURRENT_RUN, RunScope
 from ..dispatch import expect
 from . import _reflect
 from ._memory import recall, store
-from ._messages import TaskInput, as_request, fit, unique_ids, with_memory, with_system
+from ._messages import (
+    TaskInput,
+    as_request,
+    fit,
+    swap_plan,
+    unique_ids,
+    with_memory,
+    with_system,
+)
 from ._options import AgentOptions
 from ._result import AgentDelta, AgentResult, AgentStep, Purpose
 from ._tools import Approval, ToolRunner
@@ -88,6 +96,8 @@ class _Run:
     answer: str = ""
     reason: str = ""
     reviews: int = 0
+    plan: str = ""  # the plan in the system text now
+    replans: int = 0
 
     @property
     def usage(self) -> Usage:
@@ -241,6 +251,8 @@ class Agent:
                                 run.task, self.options.recall_k)
         if index == 1 and self.options.plan:
             plan = await self._plan(run, calls, recalled)
+        elif self._may_replan(run, calls):
+            plan = await self._replan(run, calls, recalled)
         if not run.status:  # a guardrail may have blocked the planning call
             seen = fit(with_memory(run.messages, recalled, self.options.memory_chars),
                        self.options.context_chars)
@@ -336,7 +348,40 @@ class Agent:
         plan = _reflect.plan_text(completion.text, options.plan_chars)
         if plan:
             run.messages = list(with_system(run.messages, f"{_reflect.PLAN_HEADER}\n{plan}"))
+            run.plan = plan
             log.info("agent.planned", agent_run_id=run.scope.run_id, plan=plan)
+        return plan
+
+    def _may_replan(self, run: _Run, calls: Sequence[ModelCall]) -> bool:
+        """Whether the plan is revised before this step: ``replan`` asks for it (after a
+        step with a failed tool call, or always), revisions are left, the budgets are not
+        spent."""
+        options = self.options
+        if options.replan == "never" or run.replans >= options.max_replans or not run.steps:
+            return False
+        if options.replan == "on_error" and not any(r.is_error for r in run.steps[-1].results):
+            return False
+        return self._within_budget(run, calls)
+
+    async def _replan(self, run: _Run, calls: list[ModelCall],
+                      recalled: Sequence[MemoryItem]) -> str:
+        """Ask for a revised plan, seeing the conversation so far; it replaces the plan in
+        the system text. The new plan, or ``""`` when the model gave none."""
+        options = self.options
+        run.replans += 1
+        last = run.steps[-1]
+        failed = [(c, r) for c, r in zip(last.action.tool_calls, last.results) if r.is_error]
+        memory = with_memory(run.messages, recalled, options.memory_chars)
+        asked = fit(_reflect.replan_messages(memory, run.tools, options.replan_prompt, failed),
+                    options.context_chars)
+        completion, _ = await self._ask(run, asked, calls, "plan")
+        plan = "" if completion is None else _reflect.plan_text(completion.text,
+                                                                options.plan_chars)
+        if plan:
+            run.messages = list(swap_plan(run.messages, run.plan, plan))
+            run.plan = plan
+            log.info("agent.replanned", agent_run_id=run.scope.run_id, plan=plan,
+                     failed=[c.name for c, _ in failed])
         return plan
 
     async def _format(self, run: _Run, seen: Sequence[Message], action: AgentAction,
@@ -355,6 +400,11 @@ class Agent:
         if not options.reflect or run.reviews >= options.max_reflections \
                 or index >= options.max_steps:
             return False
+        return self._within_budget(run, calls)
+
+    def _within_budget(self, run: _Run, calls: Sequence[ModelCall]) -> bool:
+        """Whether the token and cost budgets are not spent, counting this step's calls."""
+        options = self.options
         prompt = run.prompt_tokens + sum(c.usage.prompt_tokens for c in calls)
         completion = run.completion_tokens + sum(c.usage.completion_tokens for c in calls)
         if options.max_tokens is not None and prompt + completion >= options.max_tokens:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -31,8 +31,9 @@ def step_line(step: object) -> str:
     assert isinstance(step, AgentStep)
     head = f"step {step.index} [{step.source}]"
     pad = " " * len(head)
-    plan_lines = ["plan:", *(f"  {line.strip()}" for line in step.plan.splitlines()
-                             if line.strip())] if step.plan else []
+    label = "plan:" if step.index == 1 else "revised plan:"
+    plan_lines = [label, *(f"  {line.strip()}" for line in step.plan.splitlines()
+                           if line.strip())] if step.plan else []
     action = step.action
     if action.kind != "tool_calls":
         lines = [*plan_lines, f"{head} {action.kind}"]
@@ -112,6 +113,9 @@ class LiveAnswer:
                    "tool results are left out first (default: all).")
 @click.option("--plan", is_flag=True,
               help="Ask the model for a short plan before the first step.")
+@click.option("--replan", type=click.Choice(["on_error", "every_step"]), default=None,
+              help="With --plan: revise the plan after a step with a failed tool call "
+                   "(on_error) or before every step (every_step); at most twice a run.")
 @click.option("--reflect", is_flag=True,
               help="Ask the model to review an answer before accepting it (once).")
 @click.option("--confirm", is_flag=True,
@@ -124,8 +128,9 @@ class LiveAnswer:
 @click.pass_context
 def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
           timeout: float | None, max_tokens: int | None, system: str | None,
-          context_chars: int | None, plan: bool, reflect: bool, confirm: bool,
-          stream: bool, as_json: bool) -> None:
+          context_chars: int | None, plan: bool,
+          replan: Literal["on_error", "every_step"] | None, reflect: bool,
+          confirm: bool, stream: bool, as_json: bool) -> None:
     """Run PIPELINE (a TOML file) as an agent on TASK ('-' reads standard input).
 
     Prints a line per step (its tool calls and their results, shortened) and the answer.
@@ -146,10 +151,12 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
     if stream and as_json:
         raise click.UsageError("--stream and --json cannot go together: --json prints one "
                                "JSON document at the end")
+    if replan is not None and not plan:
+        raise click.UsageError("--replan revises the plan: give --plan too")
     kernel = kernel_of(ctx)
     options = AgentOptions(max_steps=max_steps, timeout=timeout, max_tokens=max_tokens,
                            system=system, context_chars=context_chars, plan=plan,
-                           reflect=reflect)
+                           replan=replan or "never", reflect=reflect)
 
     async def ask(call: ToolCall) -> bool:
         arguments = json.dumps(call.arguments, ensure_ascii=False, sort_keys=True)
