@@ -111,18 +111,22 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _agent_options(on: bool, *, max_steps: int | None, max_tokens: int | None, plan: bool,
-                   reflect: bool) -> Any:
+                   reflect: bool, replan: str | None = None) -> Any:
     """The ``AgentOptions`` of ``--agent`` and its options (``None`` without ``--agent``;
     an agent option without it is a usage error)."""
     given = [name for name, value in (("--max-steps", max_steps), ("--max-tokens", max_tokens),
-                                      ("--plan", plan), ("--reflect", reflect)) if value]
+                                      ("--plan", plan), ("--replan", replan),
+                                      ("--reflect", reflect)) if value]
     if not on:
         if given:
             raise click.UsageError(f"{', '.join(given)} need(s) --agent")
         return None
+    if replan is not None and not plan:
+        raise click.UsageError("--replan revises the plan: give --plan too")
     from aieng_core.agent import AgentOptions
 
-    chosen: dict[str, Any] = {"plan": plan, "reflect": reflect}
+    chosen: dict[str, Any] = {"plan": plan, "reflect": reflect,
+                              "replan": replan or "never"}
     if max_steps is not None:
         chosen["max_steps"] = max_steps
     if max_tokens is not None:
@@ -168,6 +172,9 @@ def eval_group() -> None:
               help="With --agent: the token budget per item.")
 @click.option("--plan", is_flag=True, help="With --agent: ask for a plan before the first "
                                            "step.")
+@click.option("--replan", type=click.Choice(["on_error", "every_step"]), default=None,
+              help="With --agent --plan: revise the plan after a failed tool call "
+                   "(on_error) or before every step (every_step).")
 @click.option("--reflect", is_flag=True, help="With --agent: review each answer before "
                                               "accepting it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -176,7 +183,7 @@ def eval_group() -> None:
 def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, concurrency: int,
         limit: int | None, seed: int | None, judge_pipeline: Path | None, force: bool,
         samples: int, retry_judge_failures: bool, as_agent: bool, max_steps: int | None,
-        max_tokens: int | None, plan: bool, reflect: bool, quiet: bool,
+        max_tokens: int | None, plan: bool, replan: str | None, reflect: bool, quiet: bool,
         as_json: bool) -> None:
     """Run PIPELINE over DATASET (JSON Lines: input, optional id, reference, context,
     metadata, slice, label) and write results, lockfile and reports to the run directory."""
@@ -185,7 +192,7 @@ def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, con
     from ._runner import run_eval
 
     agent = _agent_options(as_agent, max_steps=max_steps, max_tokens=max_tokens, plan=plan,
-                           reflect=reflect)
+                           reflect=reflect, replan=replan)
 
     run_dir = out if out is not None else Path("eval-runs") / f"{pipeline.stem}__{dataset.stem}"
     kernel = _kernel(ctx)

@@ -282,6 +282,25 @@ def test_the_command_runs_an_agent_evaluation(tmp_path: Path) -> None:
     assert misuse.exit_code == 2 and "--max-steps, --plan need(s) --agent" in misuse.output
 
 
+def test_replan_is_an_agent_option_recorded_in_the_lockfile(tmp_path: Path) -> None:
+    """``--agent --plan --replan on_error`` reaches the agent's options and the lockfile
+    (a replay runs it again); ``--replan`` needs ``--plan``, and ``--agent``."""
+    ds = dataset(tmp_path, [{"id": "a", "input": "add 20 22", "reference": "42"}])
+    pipeline = str(kit.agent_pipeline_file(tmp_path))
+    out = tmp_path / "run"
+    done = kit.invoke("run", pipeline, str(ds), "--out", str(out), "-q", "--agent", "--plan",
+                      "--replan", "on_error")
+    assert done.exit_code == 0, done.output
+    lock = json.loads((out / "lock.json").read_text(encoding="utf-8"))
+    assert lock["agent"]["plan"] is True and lock["agent"]["replan"] == "on_error"
+    no_plan = kit.invoke("run", pipeline, str(ds), "--out", str(tmp_path / "y"), "--agent",
+                         "--replan", "on_error")
+    assert no_plan.exit_code == 2 and "give --plan too" in no_plan.output
+    no_agent = kit.invoke("run", pipeline, str(ds), "--out", str(tmp_path / "z"), "--plan",
+                          "--replan", "every_step")
+    assert no_agent.exit_code == 2 and "--plan, --replan need(s) --agent" in no_agent.output
+
+
 def test_records_without_agent_read_and_write_as_before() -> None:
     """A record of a plain run (or an older version) has no ``agent`` key, and reads back
     as ``None``; an agent record round-trips."""
