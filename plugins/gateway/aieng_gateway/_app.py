@@ -293,9 +293,14 @@ class Gateway:
                            code="rate_limit_exceeded", kind="rate_limit_error",
                            headers={"Retry-After": str(wait)})
 
-    def _reconcile(self, call: _Call, reserved: int, usage: Usage | None) -> None:
+    def _reconcile(self, call: _Call, reserved: int, usage: Usage | None, *,
+                   cached: bool = False) -> None:
+        """Charge the key's token bucket what the request used instead of its reservation:
+        its usage (the reservation when unknown), nothing for an answer from the cache (no
+        model ran: the usage it reports is the stored answer's)."""
         if call.key is not None:
-            used = reserved if usage is None else usage.prompt_tokens + usage.completion_tokens
+            used = 0 if cached else reserved if usage is None \
+                else usage.prompt_tokens + usage.completion_tokens
             self.limits.reconcile(call.key.id, call.key.tpm, reserved, used)
 
     async def _json(self, http: HTTPRequest) -> Any:
@@ -450,7 +455,7 @@ class Gateway:
         completion = result.completion
         usage = completion.usage if completion is not None else Usage()
         call.prompt_tokens, call.completion_tokens = usage.prompt_tokens, usage.completion_tokens
-        self._reconcile(call, reserved, usage)
+        self._reconcile(call, reserved, usage, cached=result.cache_hit is not None)
         finish = "content_filter" if result.status == "blocked" else None
         logprobs = None
         if chat.logprobs and completion is not None and finish is None:
@@ -729,6 +734,7 @@ class _Stream(Response):
         started = gone = ended = False
         completion: Completion | None = None
         raw: Completion | None = None
+        cached = False  # answered from the cache: the key's bucket is charged nothing
         error: ApiError | None = None
         agent: dict[str, Any] | None = None  # agent mode: the aieng_agent field
         sending = anyio.Lock()  # the keep-alives and the events take turns
@@ -794,7 +800,7 @@ class _Stream(Response):
                                     self.gateway.pipeline.stages))
 
         async def generate() -> None:
-            nonlocal completion, raw, error, ended, agent
+            nonlocal completion, raw, error, ended, agent, cached
             try:
                 if self.gateway.settings.agent is not None:
                     # The answer comes whole at the end (one chunk), after the steps.
@@ -804,6 +810,7 @@ class _Stream(Response):
                     result = await self.gateway.pipeline.run(chat.request, run_id=run_id,
                                                              on_delta=on_delta)
                     completion, raw = result.completion, result.raw_completion
+                    cached = result.cache_hit is not None
                     if result.status == "blocked":
                         # The deltas are out already; the tokens spent are still counted
                         # (the usage chunk, the key's bucket), as in a JSON answer.
@@ -837,7 +844,7 @@ class _Stream(Response):
         if not ended and error is None and not gone:  # stop_runs ended it
             error = _shutting_down()
         usage = completion.usage if completion is not None else None
-        self.gateway._reconcile(call, self.reserved, usage)
+        self.gateway._reconcile(call, self.reserved, usage, cached=cached)
         if usage is not None:
             call.prompt_tokens, call.completion_tokens = usage.prompt_tokens, \
                 usage.completion_tokens
