@@ -49,7 +49,7 @@ class SubscriberStats:
 
 class _Subscriber:
     __slots__ = ("name", "pattern", "pipeline", "send", "receive", "delivered", "dropped",
-                 "reported", "failed", "_matches", "ended")
+                 "reported", "failed", "_matches", "ended", "summarized")
 
     def __init__(self, name: str, pattern: str, pipeline: str | None, buffer: int) -> None:
         self.name = name
@@ -64,6 +64,7 @@ class _Subscriber:
         self.failed = 0
         self._matches: dict[str, bool] = {}
         self.ended: anyio.Event | None = None  # a callback subscriber's task has ended
+        self.summarized = False  # its exit summary is logged (once: a kernel re-entered)
 
     def wants(self, event: Event) -> bool:
         if self.pipeline is not None and event.pipeline != self.pipeline:
@@ -360,7 +361,8 @@ class EventBus:
         for sub in list(self._subscribers):
             self._remove(sub)
         for sub in self._closed:
-            if sub.dropped:
+            if sub.dropped and not sub.summarized:
+                sub.summarized = True
                 log.warning("bus.subscriber_summary", subscriber=sub.name,
                             delivered=sub.delivered, dropped=sub.dropped, failed=sub.failed)
 

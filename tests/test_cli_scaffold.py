@@ -223,3 +223,21 @@ def test_a_file_in_the_way_is_a_usage_error(tmp_path: Path) -> None:
     code, _, err = invoke("plugin", "new", "blocked", "--role", "tool", "--dir", str(tmp_path),
                           "--force")
     assert code == 2 and "not a folder" in err
+
+
+def test_the_package_installed_from_its_own_folder_can_be_written_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the generated package is importable from its folder (``pip install -e``), its
+    module is no clash: --force writes the folder again, and without --force the message
+    says to pass it. The same name in another folder is still refused."""
+    args = ("plugin", "new", "mine", "--role", "judge", "--dir", str(tmp_path))
+    assert invoke(*args)[0] == 0
+    monkeypatch.syspath_prepend(str(tmp_path / "aieng-mine"))  # as an editable install
+    importlib.invalidate_caches()
+    code, _, err = invoke(*args)
+    assert code == 2 and "pass --force" in err
+    code, out, err = invoke(*args, "--force")
+    assert code == 0, out + err
+    code, _, err = invoke("plugin", "new", "mine", "--role", "judge",
+                          "--dir", str(tmp_path / "elsewhere"))
+    assert code == 2 and "module aieng_mine is already importable" in err

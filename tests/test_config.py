@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -99,6 +101,8 @@ MALFORMED = [
      ["missing the [pipeline]", "it may be empty"]),
     ("bad-stream", '[pipeline]\nstream="fast"\n[components.a]\nuse="memory"\n',
      "pipeline.stream", ["guarded, live"]),
+    ("misspelt-pipeline-table", '[pipline]\nname="x"\n[components.a]\nuse="memory"\n',
+     "pipline", ["unknown key 'pipline'", "valid choices: pipeline, stage, components"]),
     ("unknown-top-key", '[pipeline]\nname="x"\n[stagez.a]\n[components.a]\nuse="memory"\n',
      "stagez", ["unknown key", "valid choices: pipeline, stage, components"]),
     ("unknown-pipeline-key", '[pipeline]\nname="x"\ntimout=3\n[components.a]\nuse="memory"\n',
@@ -158,6 +162,47 @@ def test_non_utf8_file(kernel: Kernel, tmp_path: Path) -> None:
     """A file that is not UTF-8 fails with the byte offset."""
     with pytest.raises(ConfigError, match="not UTF-8"):
         load(kernel, tmp_path, b'[pipeline]\nname = "\xff"\n')
+
+
+@pytest.mark.parametrize(("text", "suggested"), [
+    ('[pipline]\n[components.a]\nuse="memory"\n', "pipeline"),
+    ('[pipeline]\ntimout=3\n[components.a]\nuse="memory"\n', "timeout"),
+    ('[pipeline]\nstages=["retreive"]\n[components.a]\nuse="memory"\n', "retrieve"),
+    ('[pipeline]\n[stage.generat]\n[components.a]\nuse="memory"\n', "generate"),
+    ('[pipeline]\n[stage.retrieve]\ntimeot=3\n[components.a]\nuse="memory"\n', "timeout"),
+    ('[pipeline]\n[components.a]\nuse="memroy"\n', "memory"),
+    ('[pipeline]\n[components.a]\nuse="Memory"\n', "memory"),
+    ('[pipeline]\n[components.a]\nuse="memory"\ndocument="d"\n', "documents"),
+], ids=["table", "key", "stage", "stage-table", "stage-key", "component", "case", "option"])
+def test_a_misspelt_name_gets_the_closest_choice_suggested(kernel: Kernel, tmp_path: Path,
+                                                           text: str, suggested: str) -> None:
+    """A misspelt key, stage, component or option names the choice it is closest to."""
+    with pytest.raises(ConfigError, match=rf"\(did you mean '{suggested}'\?\)"):
+        load(kernel, tmp_path, text)
+
+
+def test_nothing_is_suggested_when_no_choice_is_close(kernel: Kernel, tmp_path: Path) -> None:
+    """A name like none of the choices gets no guess, only the list of choices."""
+    with pytest.raises(ConfigError) as caught:
+        load(kernel, tmp_path, '[pipeline]\n[components.a]\nuse="zzz"\n')
+    assert "did you mean" not in str(caught.value)
+    assert "valid choices: extractive, memory" in str(caught.value)
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_are_read(kernel: Kernel,
+                                                      tmp_path: Path) -> None:
+    """A file saved by a Windows editor (UTF-8 with a BOM, CRLF line ends) loads as the
+    same file without them."""
+    plain = load(kernel, tmp_path, GOOD)
+    windows = load(kernel, tmp_path, b"\xef\xbb\xbf" + GOOD.replace("\n", "\r\n").encode())
+    assert windows == plain
+
+
+def test_a_bad_byte_after_a_byte_order_mark_is_placed_in_the_file(kernel: Kernel,
+                                                                  tmp_path: Path) -> None:
+    """The offset of a byte that is not UTF-8 counts the BOM: it is the byte in the file."""
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 5\)"):
+        load(kernel, tmp_path, b"\xef\xbb\xbf# \xff\n[pipeline]\n")
 
 
 def test_component_that_fails_to_start(kernel: Kernel, tmp_path: Path) -> None:
@@ -295,6 +340,46 @@ def test_to_dict_from_dict_round_trip(data: dict[str, object]) -> None:
                                              "single_flight": False}.get(key)) == value
     for name, table in data.get("stage", {}).items():  # type: ignore[attr-defined]
         assert as_dict.get("stage", {}).get(name, {}) == table
+
+
+def _toml(value: object) -> str:
+    """A value as TOML (the types a pipeline's dict form holds)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        escaped = "".join(
+            {"\\": "\\\\", '"': '\\"'}.get(c)
+            or (f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+            for c in value)
+        return f'"{escaped}"'
+    assert isinstance(value, list), value
+    return "[" + ", ".join(map(_toml, value)) + "]"
+
+
+def _toml_file(data: dict[str, Any]) -> str:
+    lines = ["[pipeline]", *(f"{k} = {_toml(v)}" for k, v in data["pipeline"].items())]
+    for section in ("stage", "components"):
+        for name, table in data.get(section, {}).items():
+            lines += [f"[{section}.{name}]", *(f"{k} = {_toml(v)}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+@given(pipeline_dicts(), st.booleans(), st.booleans())
+def test_a_pipeline_written_as_a_toml_file_loads_back(data: dict[str, object], bom: bool,
+                                                       crlf: bool) -> None:
+    """A config written out as a TOML file (with or without a byte order mark and CRLF
+    line ends) loads as the same config: the file path and the dict path agree."""
+    config = PipelineConfig.from_dict(data, _KERNEL.registry)
+    text = _toml_file(config.to_dict())
+    raw = (text.replace("\n", "\r\n") if crlf else text).encode()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "p.toml"
+        path.write_bytes(b"\xef\xbb\xbf" + raw if bom else raw)
+        assert PipelineConfig.load(path, _KERNEL.registry) == config
 
 
 def test_an_infinite_timeout_round_trips_as_no_limit() -> None:

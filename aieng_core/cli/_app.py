@@ -176,8 +176,11 @@ def read_stdin(param_hint: str = "TEXT") -> str:
     r"""Standard input as UTF-8 text: a byte order mark dropped, line ends made ``\n``.
 
     :param param_hint: the argument ``-`` was given for, named by the error.
-    :raises click.BadParameter: for input that is not UTF-8.
+    :raises click.BadParameter: for input that is not UTF-8, or none (the program was
+        started with standard input closed).
     """
+    if sys.stdin is None:
+        raise click.BadParameter("standard input is closed", param_hint=param_hint)
     data = sys.stdin.buffer.read()
     try:
         text = data.decode("utf-8-sig")

@@ -63,7 +63,8 @@ def run(ctx: click.Context, pipeline: Path, text: str, as_json: bool, explain: b
         raise click.UsageError("--stream and --json cannot be combined: tokens would be "
                                "written into the JSON document")
     if stream is None:
-        stream = sys.stdout.isatty() and not as_json
+        # No standard output (started with it closed): nothing to stream to.
+        stream = sys.stdout is not None and sys.stdout.isatty() and not as_json
     streamed: list[str] = []
 
     def on_delta(delta: object) -> None:

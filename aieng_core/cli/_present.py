@@ -115,7 +115,9 @@ def message(text: str) -> None:
 
 
 def stream_piece(text: str) -> None:
-    """A streamed piece of an answer, as it arrives."""
+    """A streamed piece of an answer, as it arrives (nowhere without standard output)."""
+    if sys.stdout is None:
+        return
     sys.stdout.write(text)
     sys.stdout.flush()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import re
 from importlib import metadata, resources
@@ -173,8 +174,8 @@ def new(ctx: click.Context, name: str, role: str, parent: Path, force: bool) -> 
         raise click.BadParameter(problem, param_hint="NAME")
     files = render(name, role)
     module = f"aieng_{name.replace('-', '_')}"
-    _refuse_clashes(ctx, name, module)
     target = parent / f"aieng-{name}"
+    _refuse_clashes(ctx, name, module, target)
     if target.exists() and not target.is_dir():
         raise click.UsageError(f"{target} exists and is not a folder")
     if target.exists() and not force:
@@ -191,10 +192,15 @@ def new(ctx: click.Context, name: str, role: str, parent: Path, force: bool) -> 
                f"(then pip install -e . and aieng plugins lists it)")
 
 
-def _refuse_clashes(ctx: click.Context, name: str, module: str) -> None:
+def _refuse_clashes(ctx: click.Context, name: str, module: str, target: Path) -> None:
     """Refuse a name already taken by an installed plugin, component or module: the
-    generated plugin would load as broken, or shadow the other one."""
-    if importlib.util.find_spec(module) is not None:
+    generated plugin would load as broken, or shadow the other one. The package in
+    ``target`` itself, installed (``pip install -e``), takes nothing: ``--force`` writes it
+    again."""
+    spec = importlib.util.find_spec(module)
+    if spec is not None and _inside(spec, target):
+        return
+    if spec is not None:
         raise click.BadParameter(f"a module {module} is already importable; choose another "
                                  "name", param_hint="NAME")
     registry = kernel_of(ctx).registry
@@ -205,3 +211,10 @@ def _refuse_clashes(ctx: click.Context, name: str, module: str) -> None:
     if any(info.name == name for info in registry.plugins):
         raise click.BadParameter(f"a plugin named {name!r} is installed already; choose "
                                  "another name", param_hint="NAME")
+
+
+def _inside(spec: importlib.machinery.ModuleSpec, folder: Path) -> bool:
+    """Whether the module of ``spec`` is imported from ``folder``."""
+    places = [spec.origin] if spec.origin else list(spec.submodule_search_locations or ())
+    root = folder.resolve()
+    return bool(places) and all(Path(place).resolve().is_relative_to(root) for place in places)

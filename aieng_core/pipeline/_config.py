@@ -23,6 +23,7 @@ Loading imports nothing: ``use`` names resolve only against installed plugins.
 
 from __future__ import annotations
 
+import codecs
 import math
 import re
 import tomllib
@@ -35,7 +36,7 @@ import attrs
 from ..dispatch import ON_ERROR, StagePolicy
 from .._errors import ConfigError, UnknownComponentError
 from ..registry import Registry
-from ._options import structure_options, unstructure_options
+from ._options import did_you_mean, structure_options, unstructure_options
 
 __all__ = [
     "INSTANCE",
@@ -216,14 +217,20 @@ class PipelineConfig:
             raise ConfigError("file not found", source=source) from None
         except OSError as exc:
             raise ConfigError(f"cannot read the file: {exc.strerror}", source=source) from None
+        # A byte order mark (Windows editors write one) is not TOML: dropped.
+        bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
         try:
-            text = raw.decode("utf-8")
+            text = raw[bom:].decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"not UTF-8 text (byte {exc.start})", source=source) from None
+            raise ConfigError(f"not UTF-8 text (byte {bom + exc.start})",
+                              source=source) from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid TOML: {exc}", source=source) from None
+        loader = _Loader(registry, source)
+        # A misspelt [pipline] is named as such, not reported as a missing [pipeline].
+        loader.unknown_keys(data, _TOP_KEYS, "")
         head = data.get("pipeline")
         if head is None:  # in a file, an empty table is enough: the name is the file's
             raise ConfigError("missing the [pipeline] table", source=source, key="pipeline",
@@ -231,7 +238,7 @@ class PipelineConfig:
                                        f"defaults to {path.stem!r})")
         if isinstance(head, dict) and "name" not in head:
             data["pipeline"] = {"name": path.stem, **head}
-        return _Loader(registry, source).load(data)
+        return loader.load(data)
 
 
 def _type_name(value: object) -> str:
@@ -259,7 +266,8 @@ class _Loader:
         for name in table:
             if name not in allowed:
                 path = f"{key}.{name}" if key else name
-                raise self.fail(f"unknown key {name!r}", path, choices=allowed)
+                raise self.fail(f"unknown key {name!r}{did_you_mean(name, allowed)}", path,
+                                choices=allowed)
 
     def load(self, data: Mapping[str, Any]) -> PipelineConfig:
         data = self.table(data, "")
@@ -271,7 +279,8 @@ class _Loader:
         self.unknown_keys(head, _PIPELINE_KEYS, "pipeline")
         name = head.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise self.fail(f"got {_type_name(name) if name is not None else 'nothing'}",
+            got = repr(name) if isinstance(name, str) else _type_name(name)
+            raise self.fail(f"got {got if name is not None else 'nothing'}",
                             "pipeline.name", expected="a non-empty string")
         stages = self.stages(head.get("stages"))
         timeout = self.timeout(head.get("timeout", 30.0), "pipeline.timeout")
@@ -304,7 +313,8 @@ class _Loader:
                             choices=STAGES)
         for index, item in enumerate(value):
             if item not in STAGES:
-                raise self.fail(f"unknown stage {item!r}", f"{key}[{index}]", choices=STAGES)
+                raise self.fail(f"unknown stage {item!r}{did_you_mean(item, STAGES)}",
+                                f"{key}[{index}]", choices=STAGES)
         if len(set(value)) != len(value):
             dup = next(s for s in value if value.count(s) > 1)
             raise self.fail(f"stage {dup!r} is listed twice", key)
@@ -333,7 +343,8 @@ class _Loader:
         for name, raw in tables.items():
             key = f"stage.{name}"
             if name not in STAGES:
-                raise self.fail(f"unknown stage {name!r}", key, choices=STAGES)
+                raise self.fail(f"unknown stage {name!r}{did_you_mean(name, STAGES)}", key,
+                                choices=STAGES)
             table = self.table(raw, key)
             allowed = _STAGE_KEYS if name in _K_STAGES else _STAGE_KEYS[:2]
             self.unknown_keys(table, allowed, key)
@@ -384,6 +395,7 @@ class _Loader:
                         f"{p.name}: {p.error}" for p in self.registry.broken) + ")"
                 if disabled := self.registry.disabled_hint(use):
                     hint += f" ({disabled})"
+                hint = did_you_mean(use, self.registry.components) + hint
                 raise self.fail(f"unknown component {use!r}{hint}", f"{key}.use",
                                 choices=sorted(self.registry.components)) from None
             values = {k: v for k, v in table.items() if k != "use"}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import collections.abc
+import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -13,7 +14,7 @@ import cattrs
 
 from .._errors import ConfigError
 
-__all__ = ["structure_options", "unstructure_options"]
+__all__ = ["did_you_mean", "structure_options", "unstructure_options"]
 
 
 def _strict(kind: type) -> Any:
@@ -42,6 +43,15 @@ def _converter() -> cattrs.Converter:
 _CONVERTER = _converter()
 
 
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a misspelt ``word``, else ``""``."""
+    if not isinstance(word, str):
+        return ""
+    by_case = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_case), n=1, cutoff=0.75)
+    return f" (did you mean {by_case[close[0]]!r}?)" if close else ""
+
+
 def structure_options(
     options_type: type[Any] | None, values: Mapping[str, Any], *, source: str, key: str
 ) -> Any:
@@ -61,8 +71,8 @@ def structure_options(
     fields = attrs.fields_dict(options_type)
     for name in values:
         if name not in fields:
-            raise ConfigError(f"unknown option {name!r}", source=source, key=f"{key}.{name}",
-                              choices=sorted(fields))
+            raise ConfigError(f"unknown option {name!r}{did_you_mean(name, fields)}",
+                              source=source, key=f"{key}.{name}", choices=sorted(fields))
     missing = [n for n, f in fields.items() if f.default is attrs.NOTHING and n not in values]
     if missing:
         raise ConfigError(f"missing required option {missing[0]!r}", source=source,

@@ -47,9 +47,12 @@ def discover(entry_points: Iterable[metadata.EntryPoint] | None = None) -> list[
 
 
 def _names(value: str | None) -> frozenset[str] | None:
-    if value is None or not value.strip():
+    """The names of a comma-separated list; ``None`` when it names none (unset, blank, or
+    only commas and spaces, as ``",$EXTRA"`` with ``$EXTRA`` empty): no list."""
+    if value is None:
         return None
-    return frozenset(part.strip() for part in value.split(",") if part.strip())
+    names = frozenset(part.strip() for part in value.split(",") if part.strip())
+    return names or None
 
 
 def _normalized(distribution: str) -> str:
