@@ -89,4 +89,5 @@ class ExtractiveBackend:
             await anyio.lowlevel.checkpoint()
             yield Delta(text=word if index == 0 else f" {word}", index=index)
         finish = "length" if len(all_words) > request.max_tokens else "stop"
-        yield Delta(text="", index=len(words), finish_reason=finish)  # type: ignore[arg-type]
+        yield Delta(text="", index=len(words), finish_reason=finish,  # type: ignore[arg-type]
+                    usage=self._usage(request, " ".join(words)), model=self.model)

@@ -129,7 +129,7 @@ def whole(completion: Completion) -> Delta:
     run's completion, and a consumer that wants them per token (the gateway's SSE chunks)
     waits for it when the first delta is already the last one and has none."""
     return Delta(completion.text, 0, completion.finish_reason, usage=completion.usage,
-                 tool_calls=completion.tool_calls)
+                 tool_calls=completion.tool_calls, model=completion.model)
 
 
 async def deliver(callback: DeltaCallback, delta: Delta) -> None:
@@ -147,6 +147,7 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
     count = 0
     usage: Usage | None = None
     calls: tuple[ToolCall, ...] = ()
+    model = ""  # the last one a delta names
     # One log-probability per delta (per token for a backend streaming token by token; a
     # delta of several tokens carries their sum, an empty last delta an end-of-text
     # token's); none at all when a delta with text has none.
@@ -201,6 +202,8 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
                 usage = delta.usage
             if delta.tool_calls:
                 calls = delta.tool_calls
+            if delta.model:
+                model = delta.model
             if logprobs is not None:
                 if delta.logprob is not None:
                     logprobs.append(TokenLogprob(delta.text, delta.logprob))
@@ -228,5 +231,5 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
                 await closer()
     completion = Completion(text="".join(pieces), finish_reason=finish,  # type: ignore[arg-type]
                             usage=usage or Usage(completion_tokens=count), tool_calls=calls,
-                            logprobs=logprobs or None)
+                            model=model, logprobs=logprobs or None)
     return completion, ttft

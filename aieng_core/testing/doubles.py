@@ -116,7 +116,7 @@ class ScriptedBackend:
         reply = self._reply(request)
         if not isinstance(reply, str):
             yield Delta(text="", finish_reason="tool_calls", tool_calls=reply,
-                        usage=self._usage(request, ""))
+                        usage=self._usage(request, ""), model=self.model or "scripted")
             return
         text, cut = self._limit(reply, request)
         words = text.split(" ")
@@ -125,7 +125,7 @@ class ScriptedBackend:
                 await anyio.sleep(self.delay / max(len(words), 1))
             yield Delta(text=word if index == 0 else f" {word}", index=index)
         yield Delta(text="", index=len(words), finish_reason="length" if cut else "stop",
-                    usage=self._usage(request, text))
+                    usage=self._usage(request, text), model=self.model or "scripted")
 
 
 class HashEmbedder:

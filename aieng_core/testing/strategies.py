@@ -527,6 +527,7 @@ def deltas() -> SearchStrategy[Delta]:
         logprob=st.none() | _logprobs(),
         usage=st.none() | usages(),
         tool_calls=st.lists(tool_calls(), max_size=2),
+        model=_text(_SHORT),
     )
 
 

@@ -288,8 +288,8 @@ class SmolLM2Backend:
 
 class GenerationStream:
     """What :meth:`SmolLM2Backend.aieng_stream` returns: an async iterator of
-    :class:`Delta`, one per released piece of text (usually one token), the last carrying
-    the finish reason.
+    :class:`Delta`, one per released piece of text (usually one token), each naming the
+    model, the last carrying the finish reason.
 
     Nothing runs until the first ``anext``. After the last delta, :attr:`usage`,
     :attr:`finish_reason` and :attr:`logprobs` hold the totals, so a consumer can read
@@ -354,7 +354,8 @@ class GenerationStream:
                     yield Delta(text, index=index, finish_reason=finish,
                                 logprob=spent if want else None,
                                 usage=self.usage if finish is not None else None,
-                                tool_calls=self.tool_calls if finish is not None else ())
+                                tool_calls=self.tool_calls if finish is not None else (),
+                                model=self._backend.model)
                     index += 1
                     spent = 0.0
                 if finish is not None:

@@ -163,6 +163,9 @@ class Delta:
     :param tool_calls: the tool calls the completion asks for, whole (not fragments of
         their arguments), on the delta that ends the stream; the kernel copies them into
         the streamed :class:`Completion`.
+    :param model: the model producing the stream, on any of its deltas (``""``: not said
+        here); the last non-empty one wins, and the kernel copies it into the streamed
+        :class:`Completion`'s ``model``.
     """
 
     text: str = field(validator=_str)
@@ -175,3 +178,4 @@ class Delta:
     tool_calls: tuple[ToolCall, ...] = field(
         default=(), converter=frozen_tuple, validator=v.deep_iterable(v.instance_of(ToolCall))
     )
+    model: str = field(default="", validator=_str)

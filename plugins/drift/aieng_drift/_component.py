@@ -105,21 +105,55 @@ class DriftComponent:
         await self._check_due()
 
     async def flush(self) -> None:
-        """Embed the request texts waiting for the embedding detector."""
+        """Embed the request texts waiting for the embedding detector, oldest first,
+        ``embed_batch`` per ``context.embed`` call.
+
+        A batch whose embedding fails (or is cancelled) goes back to the head of the queue
+        and the error propagates: the next flush embeds it again. Meanwhile the queue keeps
+        at most what the detector can still take, in order: the texts its reference still
+        lacks, then one current window of the newest (those in between would only have
+        passed through the window).
+
+        :raises RuntimeError: before the pipeline has opened the component (nothing is
+            lost).
+        """
         if not self._pending:
             return
-        texts, self._pending = self._pending, []
         if self._context is None:
             raise RuntimeError("the drift component embeds through its pipeline, which "
                                "opens it first (Pipeline.open or run)")
-        vectors: Sequence[Sequence[float]] = await self._context.embed(
-            texts, self.options.embedding_model)
-        for vector in vectors:
+        size = self.options.embed_batch
+        while self._pending:
+            texts = self._pending[:size]
+            del self._pending[:size]
             try:
-                self.monitor.observe_embedding(vector, check=False)
-            except ValueError as error:  # one bad vector: the batch's others still count
-                log.warning("drift.embedding_refused", component=self.name, error=str(error))
-        await self._check_due()
+                vectors: Sequence[Sequence[float]] = await self._context.embed(
+                    texts, self.options.embedding_model)
+            except BaseException:
+                self._pending[:0] = texts
+                self._bound_pending()
+                raise
+            for vector in vectors:
+                try:
+                    self.monitor.observe_embedding(vector, check=False)
+                except ValueError as error:  # one bad vector: the batch's others count
+                    log.warning("drift.embedding_refused", component=self.name,
+                                error=str(error))
+            await self._check_due()
+
+    def _bound_pending(self) -> None:
+        """Drop the waiting texts the embedding detector could not use: past the ones its
+        reference still lacks, only the newest current window's worth count."""
+        window = self.monitor.windows.get("embedding")
+        frozen = window is not None and window.frozen
+        lacking = 0 if frozen else self.options.reference_size - (
+            len(window.reference) if window is not None else 0)
+        keep = max(lacking, 0) + self.options.window_size
+        if len(self._pending) > keep:
+            dropped = len(self._pending) - keep
+            del self._pending[lacking:lacking + dropped]
+            log.warning("drift.embedding_backlog_dropped", component=self.name,
+                        dropped=dropped, waiting=len(self._pending))
 
     async def _save_reference(self) -> None:
         write = self.monitor.claim_save() if self.monitor.unsaved else None

@@ -329,16 +329,14 @@ class OpenAIBackend:
 
         texts: list[str] = []
         tokens: list[TokenLogprob] = []
-        served: list[str] = []
         last: Delta | None = None
         async with aclosing(self._deltas(response, body(), tokens=tokens,
-                                         served=served)) as deltas:
+                                         model=request.model or self.model)) as deltas:
             async for last in deltas:
                 texts.append(last.text)
         assert last is not None  # _deltas ends with the finish delta, or raises
         return Completion(text="".join(texts), finish_reason=last.finish_reason or "stop",
-                          usage=last.usage or Usage(),
-                          model=served[-1] if served else request.model or self.model,
+                          usage=last.usage or Usage(), model=last.model,
                           logprobs=tuple(tokens) if tokens else None,
                           tool_calls=last.tool_calls)
 
@@ -378,23 +376,25 @@ class OpenAIBackend:
             answer = self._completion(response, request)
             total = _total(answer.logprobs)
             if answer.text:
-                yield Delta(answer.text, index=0, logprob=total)
+                yield Delta(answer.text, index=0, logprob=total, model=answer.model)
             yield Delta("", index=1 if answer.text else 0, finish_reason=answer.finish_reason,
                         logprob=None if answer.text else total, usage=answer.usage,
-                        tool_calls=answer.tool_calls)
+                        tool_calls=answer.tool_calls, model=answer.model)
             return
         # Closed with this generator (a consumer that stops early): the connection too.
-        async with aclosing(self._deltas(response, response.aiter_bytes())) as deltas:
+        async with aclosing(self._deltas(response, response.aiter_bytes(),
+                                         model=request.model or self.model)) as deltas:
             async for delta in deltas:
                 yield delta
 
     async def _deltas(self, response: httpx.Response, raw: AsyncIterator[bytes], *,
                       tokens: list[TokenLogprob] | None = None,
-                      served: list[str] | None = None) -> AsyncGenerator[Delta, None]:
+                      model: str = "") -> AsyncGenerator[Delta, None]:
         """The deltas of the event stream ``raw`` (the body of ``response``, which is closed
-        at the end), the last one with the finish reason, usage and tool calls. ``tokens``
-        and ``served``, when given, gather the tokens' log-probabilities and the model names
-        the chunks carry."""
+        at the end), the last one with the finish reason, usage and tool calls. ``tokens``,
+        when given, gathers the tokens' log-probabilities. Each delta names the model the
+        chunks named last; the last delta names it, else ``model`` (the one asked for), as a
+        whole answer without ``model`` does."""
         import httpx
 
         url = f"{self._base}/chat/completions"
@@ -408,6 +408,7 @@ class OpenAIBackend:
         # what is left, so the deltas' sum is the completion's. None: no token pending.
         spent: float | None = None
         head: list[str] = []  # the answer's start: shown when it holds no event at all
+        served = ""  # the model the chunks named last
         events = 0
 
         async def text_of(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -425,9 +426,8 @@ class OpenAIBackend:
                     break
                 chunk = self._chunk(data, url)
                 usage = usage_from(chunk.get("usage")) or usage
-                if served is not None and isinstance(chunk.get("model"), str) \
-                        and chunk["model"]:
-                    served.append(chunk["model"])
+                if isinstance(chunk.get("model"), str) and chunk["model"]:
+                    served = chunk["model"]
                 for choice in chunk.get("choices") or ():
                     if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
                         continue
@@ -439,7 +439,7 @@ class OpenAIBackend:
                         if tokens is not None:
                             tokens.extend(scored)
                     if isinstance(text, str) and text:
-                        yield Delta(text, index=index, logprob=spent)
+                        yield Delta(text, index=index, logprob=spent, model=served)
                         index += 1
                         spent = None
                     if isinstance(delta, Mapping) and delta.get("tool_calls") is not None:
@@ -487,7 +487,7 @@ class OpenAIBackend:
                               hint="the server is not OpenAI-compatible here") from None
         # What is left (tokens that showed no text: the end of text) goes on the last delta.
         yield Delta("", index=index, finish_reason=finish, usage=usage, tool_calls=whole,
-                    logprob=spent)
+                    logprob=spent, model=served or model)
 
     def _logprobs(self, raw: object, data: str, url: str) -> tuple[TokenLogprob, ...] | None:
         try:
