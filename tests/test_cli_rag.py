@@ -182,6 +182,7 @@ def test_ask_shows_a_blocked_status(tmp_path: Path) -> None:
     refusal, or "(no answer)", as if it were the answer)."""
     import types
 
+    import attrs
     from aieng_hookspecs import ComponentRegistry, hookimpl
 
     from aieng_core import Kernel
@@ -256,3 +257,52 @@ def test_ask_a_blank_question_is_a_usage_error(tmp_path: Path) -> None:
         code, out, err = invoke("ask", str(pipeline), question)
         assert code == 2 and out == "", err
         assert "QUESTION" in err and "blank" in err and "no passage retrieved" not in err
+
+
+def test_ask_labels_a_reranked_score_by_the_rerank_stage(tmp_path: Path) -> None:
+    """After a reranker the hits keep their source (the retriever's) but carry the
+    reranker's score: `aieng ask` said "(memory -1.000)", a score no memory retriever gives;
+    it now says which stage scored it, in the text and in --json."""
+    import types
+
+    import attrs
+    from aieng_hookspecs import ComponentRegistry, hookimpl
+    from aieng_hookspecs.types import Hit, Query
+
+    from aieng_core import Kernel
+
+    class Negates:
+        """A reranker double: same order, negative scores."""
+
+        @hookimpl
+        def aieng_rerank(self, query: Query, hits: list[Hit], k: int) -> list[Hit]:
+            return [attrs.evolve(h, score=-float(h.rank)) for h in hits][:k]
+
+    plugin = types.ModuleType("negates_plugin")
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        registry.add("negates", Negates)
+
+    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+
+    def kernel() -> Kernel:
+        built = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
+        built.registry.register(plugin, name="negates_plugin")
+        return built
+
+    pipeline = tmp_path / "p.toml"
+    _with_docs(tmp_path, {"b.md": PLUGGY}, pipeline)
+    pipeline.write_text(pipeline.read_text() + '[components.rerank]\nuse = "negates"\n')
+    shown = CliRunner().invoke(cli, ["ask", str(pipeline), "what is pluggy"],
+                               obj={"kernel": kernel()})
+    assert shown.exit_code == 0, shown.output
+    assert "(memory, rerank -1.000)" in shown.stdout
+    data = json.loads(CliRunner().invoke(cli, ["ask", str(pipeline), "what is pluggy",
+                                               "--json"], obj={"kernel": kernel()}).stdout)
+    assert data["hits"][0]["source"] == "memory" and data["hits"][0]["scored_by"] == "rerank"
+    plain_file = tmp_path / "plain.toml"
+    plain_file.write_text(pipeline.read_text().split("[components.rerank]")[0])
+    code, out, err = invoke("ask", str(plain_file), "what is pluggy", "--json")
+    assert code == 0, err
+    assert json.loads(out)["hits"][0]["scored_by"] == "memory"

@@ -46,6 +46,14 @@ def test_a_run_without_standard_output_runs_and_succeeds(pipeline: Path,
     assert "Error" not in done.stderr
 
 
+def test_ask_without_standard_output_runs_and_succeeds(pipeline: Path) -> None:
+    """`aieng ask` with standard output closed: the same "'NoneType' object has no
+    attribute 'isatty'" crash as `aieng run` had."""
+    done = _aieng(1, "ask", str(pipeline), "hello")
+    assert done.returncode == 0, done.stderr
+    assert "Error" not in done.stderr
+
+
 def test_text_from_a_closed_standard_input_is_a_usage_error(pipeline: Path) -> None:
     """`aieng run PIPELINE -` with standard input closed is a usage error naming it, not an
     AttributeError on ``None``."""

@@ -138,7 +138,9 @@ def answer(data: dict[str, Any], *, answer_shown: bool) -> None:
     if data["hits"]:
         console.print("\n[bold]retrieved[/]")
         for hit in data["hits"]:
-            _line(console, f"  {hit['rank']:>2}. {hit['id']}  ({hit['source']} "
+            scorer = hit["scored_by"]
+            found = "" if scorer == hit["source"] else f"{hit['source']}, "
+            _line(console, f"  {hit['rank']:>2}. {hit['id']}  ({found}{scorer} "
                            f"{hit['score']:.3f})")
     timing = "  ".join(f"{name} {ms:.1f} ms" for name, ms in data["stages_ms"].items())
     console.print(f"\n[dim]{timing}[/]")

@@ -172,7 +172,8 @@ def ask(ctx: click.Context, pipeline: Path, question: str, as_json: bool,
     # --json streams without printing, so that its timings hold TTFT and TPOT as well.
     unseen = as_json and stream is None
     if stream is None:
-        stream = sys.stdout.isatty() and not as_json
+        # No standard output at all (closed: cron, a daemon): nothing to stream to.
+        stream = sys.stdout is not None and sys.stdout.isatty() and not as_json
     try:  # click's FloatRange lets NaN through; the request refuses it (and inf)
         request = Request(messages=[Message("user", question)], max_tokens=max_tokens,
                           temperature=temperature)
@@ -197,13 +198,17 @@ def ask(ctx: click.Context, pipeline: Path, question: str, as_json: bool,
         # The usual cause: a pipeline asked before anything was indexed into it.
         _present.message(f"warning: no passage retrieved: are the indexes empty? "
                          f"`aieng index {pipeline} PATH...` fills them")
+    # Rerankers set a hit's score and keep its source (the retriever or fuser that found
+    # it): the score is then the rerank stage's.
+    reranked = any(s.name == "rerank" and s.status == "ok" for s in result.stages)
     data = {
         "run_id": result.run_id,
         "status": result.status,
         "answer": result.answer,
         "citations": _citations(result),
         "hits": [{"rank": h.rank, "id": h.document.id, "title": h.document.title,
-                  "score": h.score, "source": h.source} for h in result.hits],
+                  "score": h.score, "source": h.source,
+                  "scored_by": "rerank" if reranked else h.source} for h in result.hits],
         **_timings(result),
     }
     if as_json:

@@ -291,6 +291,23 @@ class BackendSuite(RoleSuite):
         assert usage is None or usage == generated.usage, (
             f"the stream reports {usage}, the generation {generated.usage}")
 
+    async def test_stream_names_the_model_generate_names(
+        self, component: object, conformance_pipeline: Pipeline, generate_request: Request
+    ) -> None:
+        """The model a stream's deltas name (the last name given) is the one the generated
+        completion names: a streamed run records the same ``Completion.model``."""
+        self.skip_unless_implements(component, "aieng_stream")
+        self.skip_unless_implements(component, "aieng_generate")
+        deltas = await self.stream(conformance_pipeline, generate_request)
+        assert deltas is not None, "aieng_stream returned None for a request it serves"
+        named = [d.model for d in deltas if isinstance(d, Delta) and d.model]
+        streamed = named[-1] if named else ""
+        generated = self.check_completion(
+            await self.generate(conformance_pipeline, generate_request), generate_request)
+        assert streamed == generated.model, (
+            f"the stream names model {streamed!r}, the generation {generated.model!r}: set "
+            "Delta.model on a delta as aieng_generate sets Completion.model")
+
     async def test_stream_closes_early(
         self, component: object, conformance_pipeline: Pipeline, generate_request: Request
     ) -> None:

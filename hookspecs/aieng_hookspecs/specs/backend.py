@@ -43,7 +43,8 @@ def aieng_stream(request: Request) -> AsyncIterator[Delta] | None:
     :async: an ``async def`` generator (preferred) or a function returning an async iterator.
     :param request: the rendered messages and sampling parameters.
     :returns: an async iterator of :class:`Delta`; the last delta carries ``finish_reason``
-        (and ``tool_calls``, whole, when the completion calls tools).
+        (and ``tool_calls``, whole, when the completion calls tools); any delta may name the
+        ``model`` (the last name wins), as ``aieng_generate``'s ``Completion.model``.
     :raises ValueError: as ``aieng_generate``: a request this backend cannot serve.
 
     .. versionadded:: 0.1.0
