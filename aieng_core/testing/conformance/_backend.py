@@ -50,7 +50,8 @@ class BackendSuite(RoleSuite):
       generated usage, when its last delta reports one).
 
     The request (and the list of texts to embed) is left as it was given; the i-th vector
-    is the i-th text's whatever the batch; a stream closed after its first delta closes.
+    is the i-th text's whatever the batch; a stream closed after its first delta closes;
+    generations asked at once each keep within their own request's ``max_tokens``.
 
     Fixtures it may override: ``generate_request`` (the request generations use) and
     ``embed_texts`` (the texts embedding uses). Tests of a hook the component does not
@@ -225,18 +226,29 @@ class BackendSuite(RoleSuite):
     async def test_concurrent_generate_calls(
         self, component: object, conformance_pipeline: Pipeline, generate_request: Request
     ) -> None:
-        """Eight generations at once all succeed."""
+        """Eight generations at once, of requests differing in their prompt and
+        ``max_tokens`` (1 to 8), all succeed, each within its own request's ``max_tokens``:
+        a backend batching them answers each request with its own completion."""
         self.skip_unless_implements(component, "aieng_generate")
+        asked = generate_request.messages[-1].content
+        requests = [attrs.evolve(generate_request, max_tokens=index + 1, messages=(
+            *generate_request.messages[:-1], Message("user", f"{asked} ({index + 1})")))
+            for index in range(self.concurrency)]
         results: list[object] = [None] * self.concurrency
 
         async def one(index: int) -> None:
-            results[index] = await self.generate(conformance_pipeline, generate_request)
+            results[index] = await self.generate(conformance_pipeline, requests[index])
 
         async with anyio.create_task_group() as tg:
             for index in range(self.concurrency):
                 tg.start_soon(one, index)
-        for completion in results:
-            self.check_completion(completion, generate_request)
+        for index, (completion, request) in enumerate(zip(results, requests)):
+            try:
+                self.check_completion(completion, request)
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"generation {index} of {self.concurrency} asked at once: {exc} (was it "
+                    "given another request's completion?)") from None
 
     async def test_generate_in_a_pipeline(
         self, aieng_kernel: Kernel, component: object, generate_request: Request
@@ -276,20 +288,27 @@ class BackendSuite(RoleSuite):
     async def test_stream_matches_generate_when_deterministic(
         self, component: object, conformance_pipeline: Pipeline, generate_request: Request
     ) -> None:
-        """For a deterministic backend, the stream's text equals the generated text, and the
-        usage its last delta reports, if any, equals the generated usage."""
+        """For a deterministic backend, the stream's text equals the generated text, its
+        finish reason the generated one (``length`` when ``max_tokens`` cut both), and the
+        usage its last delta reports, if any, equals the generated usage; with the
+        ``generate_request`` and with it cut to ``max_tokens=1``."""
         self.skip_unless_implements(component, "aieng_stream")
         self.skip_unless_implements(component, "aieng_generate")
         if getattr(component, "deterministic", False) is not True:
             pytest.skip("the component does not declare deterministic = True")
-        deltas = await self.stream(conformance_pipeline, generate_request)
-        assert deltas is not None, "aieng_stream returned None for a request it serves"
-        completion = await self.generate(conformance_pipeline, generate_request)
-        generated = self.check_completion(completion, generate_request)
-        assert self.check_deltas(deltas) == generated.text
-        usage = self.check_stream_usage(deltas, generate_request)
-        assert usage is None or usage == generated.usage, (
-            f"the stream reports {usage}, the generation {generated.usage}")
+        for request in (generate_request, attrs.evolve(generate_request, max_tokens=1)):
+            deltas = await self.stream(conformance_pipeline, request)
+            assert deltas is not None, "aieng_stream returned None for a request it serves"
+            completion = await self.generate(conformance_pipeline, request)
+            generated = self.check_completion(completion, request)
+            assert self.check_deltas(deltas) == generated.text
+            finish = deltas[-1].finish_reason
+            assert finish == generated.finish_reason, (
+                f"with max_tokens={request.max_tokens} the stream ends with finish_reason "
+                f"{finish!r}, the generation with {generated.finish_reason!r}")
+            usage = self.check_stream_usage(deltas, request)
+            assert usage is None or usage == generated.usage, (
+                f"the stream reports {usage}, the generation {generated.usage}")
 
     async def test_stream_names_the_model_generate_names(
         self, component: object, conformance_pipeline: Pipeline, generate_request: Request

@@ -40,9 +40,10 @@ class CacheSuite(RoleSuite):
 
     A stored request looks up to a completion of the same text, finish reason and tool calls
     with ``cached=True``; a request never stored misses (``None``); a request differing from
-    a stored one in its model, messages or sampling parameters never gets that one's
-    answer; in a pipeline, a hit answers what the miss before it answered. The request and
-    completion given are left as they were.
+    a stored one in its model, messages (their roles and how the text is split into them
+    included) or sampling parameters never gets that one's answer; in a pipeline, a hit
+    answers what the miss before it answered. The request and completion given are left as
+    they were.
     """
 
     role = "cache"
@@ -103,12 +104,14 @@ class CacheSuite(RoleSuite):
     async def test_another_requests_answer_never_hits(
         self, conformance_pipeline: Pipeline
     ) -> None:
-        """Requests that share the user message but differ in model, system message,
-        earlier turns, a sampling parameter (``max_tokens``, ``temperature``, ``seed``,
-        ``stop``, ``top_p``, ``top_k``), the response schema or the tools each hit their
-        own stored answer, never another request's (a free-text answer is no answer to a
-        request for JSON)."""
+        """Requests that share the user message's text but differ in model, system message,
+        earlier turns, the text's role or its split into two messages, a sampling parameter
+        (``max_tokens``, ``temperature``, ``seed``, ``stop``, ``top_p``, ``top_k``), the
+        response schema or the tools each hit their own stored answer, never another
+        request's (a free-text answer is no answer to a request for JSON)."""
         base = _novel("shared")
+        prompt = base.messages[0].content
+        half = len(prompt) // 2
         variants = [
             base,
             attrs.evolve(base, model="conformance-model-a"),
@@ -122,6 +125,9 @@ class CacheSuite(RoleSuite):
             attrs.evolve(base, temperature=0.5, seed=7, top_k=5),
             attrs.evolve(base, messages=(Message("user", "Is it raining?"),
                                          Message("assistant", "No."), *base.messages)),
+            attrs.evolve(base, messages=(Message("system", base.messages[0].content),)),
+            attrs.evolve(base, messages=(Message("user", prompt[:half]),
+                                         Message("user", prompt[half:]))),
             attrs.evolve(base, stop=("\n\n",)),
             attrs.evolve(base, response_schema={"type": "object"}),
             attrs.evolve(base, tools=(ToolSpec("lookup", "Look a word up."),)),

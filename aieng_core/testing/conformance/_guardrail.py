@@ -47,6 +47,8 @@ class GuardrailSuite(RoleSuite):
     changes nothing allows, findings and all) or ``block``; its text is what the next stage
     sees; redaction is idempotent: guarding the redacted text again changes nothing and
     blocks nothing. Each finding's span (``start``..``end``) lies within the guarded text.
+    An output guard's block carries a text other than the completion's (the run answers with
+    it: a refusal, never what was blocked).
     The request and completion given are left as they were.
 
     Fixture it may override: ``guard_inputs``, texts the guard cares about (they are mixed
@@ -116,6 +118,16 @@ class GuardrailSuite(RoleSuite):
                 "allows (with its findings), or blocks")
         return verdict.text
 
+    def check_output_block(self, verdict: object, text: str) -> str:
+        """:meth:`check_verdict` of an output guard's verdict on ``text``, and a block's text
+        other than ``text`` (the run answers with it); returns the text after it."""
+        after = self.check_verdict(verdict, text)
+        if isinstance(verdict, GuardVerdict) and verdict.action == "block":
+            assert after != text or not text.strip(), (
+                "an output block verdict carries the blocked completion's own text, which "
+                "the run then answers with: give the text the user sees instead (a refusal)")
+        return after
+
     def check_idempotent(self, first: object, second: object, text: str) -> None:
         """Guarding what the first verdict left gives the same text, and no block."""
         after = self.check_verdict(first, text)
@@ -148,11 +160,12 @@ class GuardrailSuite(RoleSuite):
         self, component: object, conformance_pipeline: Pipeline, guard_inputs: list[str],
         pieces: list[int | str],
     ) -> None:
-        """Any completion gets a valid verdict; guarding its result again changes nothing."""
+        """Any completion gets a valid verdict; guarding its result again changes nothing;
+        a block replaces the text (the run answers with the verdict's text)."""
         self.skip_unless_implements(component, "aieng_guard_output")
         text = _mix(pieces, guard_inputs)
         first = await self.guard_output(conformance_pipeline, text)
-        after = self.check_verdict(first, text)
+        after = self.check_output_block(first, text)
         second = await self.guard_output(conformance_pipeline, after)
         self.check_idempotent(first, second, text)
 

@@ -56,7 +56,10 @@ class MemorySuite(RoleSuite):
 
     A recall answers ``None`` ("nothing kept") or a list of at most ``k`` valid
     :class:`MemoryItem` values, best first (scores not increasing); an empty memory recalls
-    nothing; the items and the query given are left as they were.
+    nothing; the items and the query given are left as they were. A recall with
+    ``Query.filters`` gives only items stored with matching metadata or, from a memory that
+    supports no filters, what it recalls without them (items of another ``namespace`` never
+    fill up a filtered recall).
 
     **The suite's assumption**: what was stored is recalled by a query sharing a word with
     its text that no other stored text has, first among what is recalled (word overlap
@@ -253,6 +256,32 @@ class MemorySuite(RoleSuite):
         for word in words:
             self.check_first(await self.recalled(conformance_pipeline, word, 1),
                              f"{word} was stored concurrently", word)
+
+    async def test_filters_are_applied_or_ignored(
+        self, conformance_pipeline: Pipeline, stored_kind: Literal["short", "long"]
+    ) -> None:
+        """Items kept under two values of a metadata key (``namespace``: one user's memory
+        and another's; a plain key), recalled with a filter on one value, are all items
+        stored with that value (by the rule of :meth:`Query.matches`), or, from a memory
+        that supports no filters, the items recalled without the filter: another
+        namespace's items never fill up a filtered recall."""
+        for key in ("namespace", "aieng_conformance_group"):
+            word = _marker()
+            stored = {f"{word} note {n} kept for {value}": {key: value}
+                      for value in ("alice", "bob") for n in range(3)}
+            await self.store(conformance_pipeline, [
+                MemoryItem(text, kind=stored_kind, metadata=metadata)
+                for text, metadata in stored.items()])
+            plain = [item.text for item in await self.recalled(conformance_pipeline, word, 10)]
+            for value in ("alice", "bob"):
+                query = Query(text=word, filters={key: value})
+                got = [item.text for item in self.check_items(
+                    await self.recall(conformance_pipeline, query, 10), 10)]
+                stray = [text for text in got if not query.matches(stored.get(text, {}))]
+                assert not stray or got == plain, (
+                    f"a recall filtered on {key}={value!r} gave {stray[:2]}, stored with "
+                    f"another {key}, yet differs from the recall without the filter: apply "
+                    "the filter to every item (as Query.matches does), or ignore filters")
 
     @PROPERTY
     @given(text=st.text(max_size=300), k=st.integers(min_value=1, max_value=10))

@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import anyio
 import attrs
 import pytest
 from hypothesis import given
@@ -73,7 +74,10 @@ class RetrieverSuite(RoleSuite):
     Before querying, the suite indexes ``corpus`` through ``Pipeline.index``
     (``aieng_index``); a retriever without ``aieng_index`` must already hold ``corpus``.
     The documents indexed and the queries asked are left as they were given (a retriever
-    annotating a document stores a copy).
+    annotating a document stores a copy). A query with ``filters`` gets hits whose metadata
+    all match them (:meth:`Query.matches`: JSON equality, a missing key reads as ``null``)
+    or, from a retriever that does not support filters, the hits it gives without them.
+    Queries asked at once (as concurrent runs ask them) each get the hits they get alone.
 
     Fixtures it may override: ``corpus`` (documents with unique ids; default
     :data:`DEFAULT_CORPUS`) and ``retrieve_k`` (the ``k`` of most queries; default 3).
@@ -258,6 +262,65 @@ class RetrieverSuite(RoleSuite):
         for doc in corpus:
             self.check_hits(await self.retrieve(indexed_pipeline, Query(doc.text), retrieve_k),
                             retrieve_k, known)
+
+    async def test_filters_are_applied_or_ignored(
+        self, indexed_pipeline: Pipeline, corpus: list[Document], retrieve_k: int
+    ) -> None:
+        """A query with ``filters`` (each metadata value of the corpus, ``null``, a value no
+        document has, a key no document has) gets only hits whose metadata match them by the rule of
+        :meth:`Query.matches`, or, where the retriever supports no filters, the very hits
+        the query gets without them: never a filter half applied."""
+        known = {d.id: d for d in corpus}
+        pairs: dict[tuple[str, str], tuple[str, Any]] = {}  # each key and value once
+        for doc in corpus:
+            for key, value in doc.metadata.items():
+                pairs.setdefault((key, repr(value)), (key, value))
+        chosen = list(pairs.values())[:4]
+        filters: list[dict[str, Any]] = [{key: value} for key, value in chosen]
+        filters += [{key: None} for key, _ in chosen[:1]]  # matches where the key is missing
+        filters += [{key: "aieng-conformance-other"} for key, _ in chosen]  # matches none
+        filters.append({"aieng_conformance_no_such_key": "x"})
+        # a document with metadata together with one without it (or with other values)
+        texts = [f"{d.text} {other.text}" for d in corpus if d.metadata
+                 for other in [*(o for o in corpus if o.metadata != d.metadata), d][:1]][:4]
+        for text in [*texts, *(d.text for d in corpus[:2])]:
+            plain = self.check_hits(await self.retrieve(indexed_pipeline, Query(text),
+                                                        retrieve_k), retrieve_k, known)
+            for wanted in filters:
+                query = Query(text, filters=wanted)
+                hits = self.check_hits(await self.retrieve(indexed_pipeline, query,
+                                                           retrieve_k), retrieve_k, known)
+                if all(query.matches(hit.document.metadata) for hit in hits):
+                    continue
+                stray = [h.document.id for h in hits if not query.matches(h.document.metadata)]
+                assert [h.document.id for h in hits] == [h.document.id for h in plain], (
+                    f"filters {wanted!r} let {stray} through (their metadata does not match) "
+                    "yet changed the hits: apply each filter as Query.matches does (JSON "
+                    "equality, a missing key reads as null), or ignore filters altogether")
+
+    async def test_concurrent_queries_get_their_own_hits(
+        self, indexed_pipeline: Pipeline, corpus: list[Document], retrieve_k: int
+    ) -> None:
+        """Queries asked at once (concurrent runs on one pipeline) each get the hits that
+        query gets alone: no state of one search leaks into another."""
+        known = {d.id: d for d in corpus}
+        queries = [Query(d.text) for d in corpus]
+        alone = [[h.document.id for h in self.check_hits(
+            await self.retrieve(indexed_pipeline, q, retrieve_k), retrieve_k, known)]
+            for q in queries]
+        together: list[list[str]] = [[] for _ in queries]
+
+        async def one(index: int) -> None:
+            hits = await self.retrieve(indexed_pipeline, queries[index], retrieve_k)
+            together[index] = [h.document.id for h in self.check_hits(hits, retrieve_k, known)]
+
+        async with anyio.create_task_group() as group:
+            for index in range(len(queries)):
+                group.start_soon(one, index)
+        for index, (got, expected) in enumerate(zip(together, alone)):
+            assert got == expected, (
+                f"query {index} ({queries[index].text!r:.60}) asked with others at once got "
+                f"{got}, alone {expected}: keep each search's state local to its call")
 
     async def test_retrieves_in_a_pipeline(
         self, indexed_pipeline: Pipeline, corpus: list[Document], retrieve_k: int

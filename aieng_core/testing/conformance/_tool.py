@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+import anyio
 import attrs
 import pytest
 from hypothesis import given
@@ -45,7 +46,8 @@ class ToolSuite(RoleSuite):
 
     Each tool's ``parameters`` is an ``object`` JSON schema, and each example gives the
     arguments that schema requires; a call's arguments are left as they were given (they
-    are the model's, in the agent's transcript).
+    are the model's, in the agent's transcript); calls run at once each get the result of
+    their own call id.
 
     The suite also calls every listed tool with arbitrary JSON arguments, as a confused
     model would: a tool must answer those with an error result, never an exception. Narrow
@@ -58,6 +60,8 @@ class ToolSuite(RoleSuite):
     role_hooks = ("aieng_tools", "aieng_call_tool")
     #: A tool name no component offers.
     unknown_tool = "aieng_conformance_no_such_tool"
+    #: How many calls of each tool the concurrency test runs at once.
+    concurrency: ClassVar[int] = 4
 
     # -- fixtures ------------------------------------------------------------------------
 
@@ -177,6 +181,27 @@ class ToolSuite(RoleSuite):
             call = ToolCall(id=f"call-{number}", name=name, arguments=dict(tool_examples[name]))
             result = self.check_result(await self.call(conformance_pipeline, call), call)
             assert not result.is_error, f"{name} failed on its example: {result.content}"
+
+    async def test_concurrent_calls_answer_their_own_ids(
+        self, conformance_pipeline: Pipeline, tool_examples: Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        """Calls run at once (the agent runner runs a step's calls concurrently), each tool
+        several times with its example, each get the result of their own call id."""
+        specs = await self.listed(conformance_pipeline)
+        calls = [ToolCall(id=f"call-{number}-{spec.name}", name=spec.name,
+                          arguments=dict(tool_examples[spec.name]))
+                 for number in range(self.concurrency) for spec in specs
+                 if spec.name in tool_examples]
+        results: list[object] = [None] * len(calls)
+
+        async def one(index: int) -> None:
+            results[index] = await self.call(conformance_pipeline, calls[index])
+
+        async with anyio.create_task_group() as group:
+            for index in range(len(calls)):
+                group.start_soon(one, index)
+        for call, result in zip(calls, results):
+            self.check_result(result, call)
 
     @PROPERTY
     @given(drawn=aist.tool_calls(), which=st.integers(min_value=0, max_value=10_000))
