@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -307,7 +308,7 @@ async def test_reranker_suite_catches_ignored_k(aieng_kernel: Kernel) -> None:
     """The reranker suite fails a reranker returning more than k hits."""
     suite = RerankerSuite()
     pipeline = suite.compose(aieng_kernel, KeepsEverything())
-    hits = [Hit(d, score=1.0, rank=i + 1) for i, d in enumerate(DEFAULT_CORPUS)]
+    hits = [Hit(d, score=1.0, rank=i + 1) for i, d in enumerate(copy.deepcopy(DEFAULT_CORPUS))]
     reranked = await suite.rerank(pipeline, Query("q"), hits, 2)
     with pytest.raises(AssertionError, match="hits for k=2"):
         suite.check_reranked(reranked, hits, 2)
@@ -754,7 +755,9 @@ class TagsRequestGuard(RegexRedactGuard):
 
 
 _REQUEST = Request(messages=(Message("user", "hi"),))
-_HITS = [Hit(d, score=1.0, rank=i + 1) for i, d in enumerate(DEFAULT_CORPUS)]
+# Copies: the broken components write into what they are given, and the kit's corpus is
+# shared by every suite of the session.
+_HITS = [Hit(d, score=1.0, rank=i + 1) for i, d in enumerate(copy.deepcopy(DEFAULT_CORPUS))]
 
 
 @pytest.mark.parametrize(("suite", "component", "call"), [
@@ -937,3 +940,16 @@ async def test_every_suite_catches_a_blocked_loop(aieng_kernel: Kernel,
     with pytest.raises(AssertionError, match="blocked the event loop"):
         async with suite.loop_watch(captured_events):
             await suite.rerank(pipeline, Query("q"), [], 3)
+
+
+async def test_the_broken_components_leave_the_kits_corpus_as_it_was(
+        aieng_kernel: Kernel) -> None:
+    """The in-place mutants above write into the hits they get: those hits are copies, so
+    ``DEFAULT_CORPUS`` (indexed by every RetrieverSuite of the session) stays clean."""
+    before = copy.deepcopy(DEFAULT_CORPUS)
+    suite = RerankerSuite()
+    pipeline = suite.compose(aieng_kernel, StampsDocuments())
+    await pipeline.open()
+    with pytest.raises(AssertionError, match="changed its argument in place"):
+        await suite.rerank(pipeline, Query("q"), _HITS, 2)
+    assert list(DEFAULT_CORPUS) == list(before)
