@@ -13,7 +13,7 @@ import anyio
 import structlog
 from aieng_hookspecs import hookimpl
 
-from ._export import EXPORT_FILE, exported, int8_variant, optimized_variant
+from ._export import EXPORT_FILE, int8_variant, open_export, optimized_variant
 from ._options import DEFAULT_EMBED_MODEL, PROVIDERS, MiniLMOnnxOptions
 from ._paths import ModelNotFound, cache_root, packaged_minilm
 from ._quantize import weights
@@ -143,22 +143,9 @@ class MiniLMOnnxEmbedder:
                 started = time.perf_counter()
                 source = self.source()
                 cache = cache_root(self.options.cache_dir)
-                folder, self.exported = exported(source, cache, opset=self.options.opset)
-                file = optimized_variant(folder) if self.options.optimize == "bert" \
-                    else folder / EXPORT_FILE
-                if self.options.precision == "int8":
-                    file = int8_variant(folder, file, weights=weights(self.options.int8_weights))
-                session = open_session(file, providers=self.options.providers,
-                                       threads=self.options.intra_op_threads, cache=cache)
-                config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-                limit = token_limit(config)
-                max_length = min(self.options.max_length, limit) if limit is not None \
-                    else self.options.max_length
-                self._encoder = OnnxEncoder(
-                    session, load_tokenizer(folder), dimension=encoder_width(folder),
-                    batch_size=self.options.batch_size, max_length=max_length,
-                    fixed_batches=self.options.batching == "fixed",
-                    workers=self.options.workers)
+                (self._encoder, file), self.exported = open_export(
+                    source, cache, opset=self.options.opset,
+                    open_=lambda folder: self._open(folder, cache))
                 wanted = [PROVIDERS[p] for p in self.options.providers]
                 got = self._encoder.providers
                 log.info("model.loaded", model=self.model, file=str(file),
@@ -169,6 +156,25 @@ class MiniLMOnnxEmbedder:
                     log.warning("onnx.provider_fallback", model=self.model,
                                 requested=wanted, providers=list(got))
             return self._encoder
+
+    def _open(self, folder: Path, cache: Path) -> tuple[OnnxEncoder, Path]:
+        # The encoder of an export folder (its variant made first when asked for), and the
+        # ONNX file it runs; blocking.
+        file = optimized_variant(folder) if self.options.optimize == "bert" \
+            else folder / EXPORT_FILE
+        if self.options.precision == "int8":
+            file = int8_variant(folder, file, weights=weights(self.options.int8_weights))
+        session = open_session(file, providers=self.options.providers,
+                               threads=self.options.intra_op_threads, cache=cache)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        limit = token_limit(config)
+        max_length = min(self.options.max_length, limit) if limit is not None \
+            else self.options.max_length
+        encoder = OnnxEncoder(
+            session, load_tokenizer(folder), dimension=encoder_width(folder),
+            batch_size=self.options.batch_size, max_length=max_length,
+            fixed_batches=self.options.batching == "fixed", workers=self.options.workers)
+        return encoder, file
 
     @property
     def providers(self) -> tuple[str, ...]:

@@ -18,8 +18,9 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 from aieng_hookspecs import remove_abandoned as shared_remove_abandoned
@@ -36,9 +37,10 @@ from ._quantize import (
 )
 
 __all__ = ["BERT_FUSION_LEVEL", "CAUSAL_TASK", "ENCODER_TASK", "EXPORT_FILE", "KEEP_INPUT",
-           "claim_scratch", "export_key", "exported", "finite_attention_masks",
-           "int8_scheme", "int8_variant", "keep_logits_input", "optimized_variant",
-           "quantized_variant", "scratch_name", "weights_size"]
+           "claim_scratch", "discard_damaged", "export_key", "exported",
+           "finite_attention_masks", "int8_scheme", "int8_variant", "keep_logits_input",
+           "open_export", "optimized_variant", "quantized_variant", "scratch_name",
+           "unreadable", "weights_size"]
 
 log = structlog.get_logger(__name__)
 
@@ -353,6 +355,100 @@ def _replace_folder(scratch: Path, target: Path) -> None:
             raise
     log.warning("onnx.export_replaced", folder=str(target),
                 reason=f"the folder had no {EXPORT_FILE}")
+
+
+#: The JSON files of an export folder its loaders read (config, tokenizer), when present.
+_EXPORT_JSON = ("config.json", "tokenizer.json", "tokenizer_config.json")
+_Opened = TypeVar("_Opened")
+
+
+def unreadable(file: Path) -> str | None:
+    """Why ``file`` of an export folder is damaged, or ``None`` when it reads: an ONNX file
+    must parse as a model with a graph and an opset (ONNX Runtime fails on a file cut
+    short with ``INVALID_PROTOBUF``, on an empty one with "No graph was found"), a JSON
+    file as JSON. Weights in external data files are not read. A file that cannot be
+    opened at all (permissions) is not called damaged."""
+    try:
+        if file.suffix == ".onnx":
+            import onnx
+
+            proto = onnx.load(str(file), load_external_data=False)
+            if not proto.graph.node or not proto.opset_import:
+                return "no graph or opset in the file"
+        else:
+            json.loads(file.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - DecodeError, ValueError, onnx's errors: damage
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return None
+
+
+def discard_damaged(folder: Path) -> list[Path]:
+    """Remove what in the export folder ``folder`` is damaged (:func:`unreadable`), so that
+    the next :func:`exported` and variant calls make it again, logging a warning
+    (``onnx.cache_damaged``) per file. A damaged ``model.onnx``, ``config.json`` or
+    tokenizer file takes the whole folder (its variants were made from it); else each
+    damaged variant (``model.*.onnx``) goes alone. Returns the damaged files (empty: none
+    was, and nothing is removed; also when the folder cannot be changed)."""
+    core = [(f, why) for f in (folder / EXPORT_FILE, *(folder / n for n in _EXPORT_JSON))
+            if f.is_file() and (why := unreadable(f)) is not None]
+    if core:
+        for file, why in core:
+            log.warning("onnx.cache_damaged", file=str(file), reason=why, remade="export")
+        stale = scratch_name(folder.parent, "stale")
+        try:
+            folder.rename(stale)
+        except FileNotFoundError:
+            pass  # another process moved it meanwhile, to export it again
+        except OSError as exc:
+            log.warning("onnx.cache_damaged_kept", folder=str(folder), error=str(exc))
+            return []
+        shutil.rmtree(stale, ignore_errors=True)
+        return [file for file, _ in core]
+    damaged = []
+    for file in sorted(folder.glob("model.*.onnx")):
+        why = unreadable(file)
+        if why is None:
+            continue
+        log.warning("onnx.cache_damaged", file=str(file), reason=why, remade="variant")
+        try:
+            file.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("onnx.cache_damaged_kept", file=str(file), error=str(exc))
+            continue
+        damaged.append(file)
+    return damaged
+
+
+def _identities(folder: Path) -> dict[str, tuple[int, int, int]]:
+    # The folder's files as (inode, size, mtime): what another thread or process changed.
+    try:
+        found = {p.name: p.stat() for p in folder.iterdir() if not p.name.startswith(".")}
+    except OSError:
+        return {}
+    return {name: (st.st_ino, st.st_size, st.st_mtime_ns) for name, st in found.items()}
+
+
+def open_export(folder: Path, cache: Path, *, opset: int, task: str = ENCODER_TASK,
+                open_: Callable[[Path], _Opened]) -> tuple[_Opened, bool]:
+    """``open_`` called on the export folder of the model in ``folder``
+    (:func:`exported`), and whether this call exported it; blocking. When ``open_`` fails
+    and a file of the cache is damaged (:func:`discard_damaged`: a model cut short by a
+    full disk or a crash would otherwise fail every load), or another thread or process
+    changed the folder's files meanwhile (it found them damaged first), the export or the
+    variant is made again and ``open_`` called once more; other failures are raised."""
+    target, made = exported(folder, cache, opset=opset, task=task)
+    before = _identities(target)
+    try:
+        return open_(target), made
+    except Exception:
+        after = _identities(target)
+        changed = any(after.get(name) != identity for name, identity in before.items())
+        if not discard_damaged(target) and not changed:
+            raise
+    target, made = exported(folder, cache, opset=opset, task=task)
+    return open_(target), made
 
 
 def _ort_version() -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aieng_transformers import SmolLM2Backend
 
-from ._export import CAUSAL_TASK, EXPORT_FILE, exported, quantized_variant
+from ._export import CAUSAL_TASK, EXPORT_FILE, open_export, quantized_variant
 from ._options import PROVIDERS, SmolLM2OnnxOptions
 from ._paths import cache_root
 from ._quantize import weights
@@ -55,16 +55,21 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
 
         options = self.options
         cache = cache_root(options.cache_dir)
-        target, self.exported = exported(folder, cache, opset=options.opset, task=CAUSAL_TASK)
-        file = target / EXPORT_FILE
-        if options.precision != "fp32":
-            file = quantized_variant(target, file, precision=options.precision,
-                                     keep=options.keep_fp32,
-                                     weights=weights(options.int8_weights))
-        session = open_session(file, providers=options.providers,
-                               threads=options.intra_op_threads, cache=cache)
-        lm = causal_lm(session, target, template=options.chat_template,
-                       io_binding=options.io_binding)
+
+        def open_(target: Path) -> tuple[CausalLM, Any, Path]:
+            file = target / EXPORT_FILE
+            if options.precision != "fp32":
+                file = quantized_variant(target, file, precision=options.precision,
+                                         keep=options.keep_fp32,
+                                         weights=weights(options.int8_weights))
+            session = open_session(file, providers=options.providers,
+                                   threads=options.intra_op_threads, cache=cache)
+            lm = causal_lm(session, target, template=options.chat_template,
+                           io_binding=options.io_binding)
+            return lm, session, file
+
+        (lm, session, file), self.exported = open_export(
+            folder, cache, opset=options.opset, task=CAUSAL_TASK, open_=open_)
         self._providers = tuple(session.get_providers())
         self.file = file
         wanted = [PROVIDERS[p] for p in options.providers]
