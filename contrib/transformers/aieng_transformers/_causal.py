@@ -25,7 +25,7 @@ import torch
 from aieng_hookspecs.types import Message, Request, TokenLogprob, Usage
 
 from ._constrain import Guide, constraint_for, marked_texts, token_heads, token_texts
-from ._convert import dtype_argument
+from ._convert import MODEL_BUILD, dtype_argument
 from ._cpu import warn_if_emulated
 from ._sampling import choose, make_generator, penalize
 from ._speculative import Proposer, Speculation
@@ -175,16 +175,17 @@ class CausalLM:
         :param dtype: ``float32``, ``bfloat16`` or ``float16``; ``auto``: float32 on the
             CPU, the folder's own type elsewhere.
         """
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         target = torch.device(device)
-        tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-            str(folder), local_files_only=True)
         chosen: Any = getattr(torch, dtype) if dtype != "auto" \
             else torch.float32 if target.type == "cpu" else "auto"
         warn_if_emulated(dtype, target.type, component="causal-lm")
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            str(folder), local_files_only=True, **{dtype_argument(): chosen})
+        with MODEL_BUILD:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+                str(folder), local_files_only=True)
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                str(folder), local_files_only=True, **{dtype_argument(): chosen})
         model.to(target)
         model.eval()
         return cls(model, tokenizer, template=template)

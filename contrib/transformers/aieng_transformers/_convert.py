@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from aieng_hookspecs import remove_abandoned, scratch_path
 
 from ._digest import file_digest
 
-__all__ = ["FORMAT_VERSION", "cached_folder", "convert_gguf", "digest_memo", "fingerprint"]
+__all__ = ["FORMAT_VERSION", "MODEL_BUILD", "cached_folder", "convert_gguf", "digest_memo",
+           "fingerprint"]
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +32,17 @@ log = structlog.get_logger(__name__)
 FORMAT_VERSION = 1
 #: Written last into a converted folder: what it was made from.
 MARKER = "aieng-conversion.json"
+#: Held around every model this package builds (``from_pretrained``, ``from_config``) and
+#: around the lazy imports of transformers' classes before them. transformers builds a
+#: model under process-wide patches (accelerate's ``init_empty_weights`` swaps
+#: ``nn.Module.register_parameter`` to put parameters on the meta device; the default
+#: dtype is set and restored), so two builds in two threads — a pipeline opening
+#: ``smollm2`` and ``minilm`` at once — interleave them: a model's parameters stay on the
+#: meta device ("Cannot copy out of meta tensor") and the patch can outlive both, breaking
+#: every later load in the process. And two threads' first imports of its lazy modules can
+#: meet in Python's import-deadlock detection, which hands one of them a module still
+#: being initialized ("cannot import name 'AutoModelForCausalLM'").
+MODEL_BUILD = threading.RLock()
 
 
 def fingerprint(gguf: Path, memo: Path | None = None) -> str:
@@ -62,16 +75,29 @@ def convert_gguf(gguf: Path, cache_root: Path) -> Path:
     :param cache_root: the cache directory (created when missing).
     :returns: a Hugging Face model folder (config, ``model.safetensors``, tokenizer).
     :raises OSError: when ``gguf`` changed while it was converted (nothing is cached: the
-        folder would hold the conversion of other bytes than its key's).
+        folder would hold the conversion of other bytes than its key's), or when the cache
+        folder cannot be written (before converting: the message names the folder).
     """
     version = _version(gguf)
     target = cached_folder(gguf, cache_root)
     if (target / MARKER).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if discard_unmarked(target, MARKER):
-        return target  # another process finished the same conversion meanwhile
-    scratch = scratch_folder(target)
+        damage = damaged(target)
+        if damage is None:
+            return target
+        # A file cut short (a crash before the disk had it all) or edited: converted anew.
+        log.warning("gguf.cache_damaged", folder=str(target), reason=damage)
+        _discard_damaged(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if discard_unmarked(target, MARKER):
+            return target  # another process finished the same conversion meanwhile
+        scratch = scratch_folder(target)
+        scratch.mkdir()  # writable? (before the conversion's seconds, not after them)
+        scratch.rmdir()
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write the conversion of {gguf.name} under "
+                      f"{target.parent} ({exc.strerror or exc}): set the component's "
+                      "`cache_dir` option (or AIENG_CACHE_DIR) to a writable folder") from exc
     started = time.perf_counter()
     log.info("gguf.convert.started", gguf=str(gguf), target=str(target))
     try:
@@ -108,6 +134,58 @@ def scratch_folder(target: Path) -> Path:
     return scratch_path(target.parent, target.name, ".tmp")
 
 
+def damaged(folder: Path) -> str | None:
+    """Why the converted ``folder`` cannot be loaded as it was written, or ``None``: a file
+    the marker lists missing or of another size (the marker of a conversion by an earlier
+    version lists none), a safetensors file whose header does not cover it exactly (cut
+    short, or its header overwritten), an unreadable marker. Cheap (stat calls and
+    headers): no tensor is read."""
+    try:
+        saved = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        sizes = saved.get("files") if isinstance(saved, dict) else None
+        for name, size in (sizes.items() if isinstance(sizes, dict) else ()):
+            actual = (folder / name).stat().st_size
+            if actual != size:
+                return f"{name} holds {actual} bytes, not the {size} written"
+        for path in sorted(folder.glob("*.safetensors")):
+            if not _whole_safetensors(path):
+                return f"{path.name}: its header does not describe the file"
+    except (OSError, ValueError) as exc:  # ValueError: JSON and UTF-8 decoding
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _whole_safetensors(path: Path) -> bool:
+    # The layout: an 8-byte little-endian header length, the JSON header, then the tensors'
+    # bytes, which the header's data_offsets cover exactly.
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if size < 8 or length > size - 8:
+            return False
+        try:
+            header = json.loads(handle.read(length))
+            ends = [int(entry["data_offsets"][1]) for name, entry in header.items()
+                    if name != "__metadata__"]
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return False
+    return 8 + length + max(ends, default=0) == size
+
+
+def _discard_damaged(target: Path) -> None:
+    # Moved aside first, so no reader sees it half removed; a sound folder found there (a
+    # concurrent conversion renamed into place after our look) is put back.
+    aside = scratch_path(target.parent, target.name, ".tmp")
+    try:
+        target.rename(aside)
+    except FileNotFoundError:  # discarded meanwhile
+        return
+    if damaged(aside) is None:
+        with contextlib.suppress(OSError):
+            aside.rename(target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def discard_unmarked(target: Path, marker: str) -> bool:
     """Remove ``target`` when it exists without its ``marker`` file (copied in half,
     edited by hand: not ours to trust), first moving it aside so that no reader sees it
@@ -135,14 +213,16 @@ def discard_unmarked(target: Path, marker: str) -> bool:
 
 def _write(gguf: Path, folder: Path) -> None:
     import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source: dict[str, Any] = {"local_files_only": True, "gguf_file": gguf.name}
-    tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-        str(gguf.parent), **source)
-    model: Any = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), **source, **{dtype_argument(): torch.float32})
+    with MODEL_BUILD:
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+            str(gguf.parent), **source)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), **source, **{dtype_argument(): torch.float32})
     eos = model.config.eos_token_id
     if isinstance(eos, int) and tokenizer.eos_token_id != eos:
         # transformers' GGUF tokenizer conversion can name the wrong end-of-sequence token
@@ -157,6 +237,8 @@ def _write(gguf: Path, folder: Path) -> None:
         "source": str(gguf),
         "size": gguf.stat().st_size,
         "transformers": transformers.__version__,
+        # Each file's size, so that one cut short later is found (:func:`damaged`).
+        "files": {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()},
     }, indent=2) + "\n", encoding="utf-8")
 
 

@@ -412,20 +412,22 @@ class MiniLMEmbedder:
         with self._loading:
             if self._encoder is None:
                 import torch
-                from transformers import AutoModel, AutoTokenizer
+
+                from ._convert import MODEL_BUILD, dtype_argument
+                from ._cpu import warn_if_emulated
 
                 started = time.perf_counter()
                 folder = str(self.source())
-                tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-                    folder, local_files_only=True
-                )
-                from ._convert import dtype_argument
-                from ._cpu import warn_if_emulated
-
                 warn_if_emulated(self.options.dtype, self.options.device, component="minilm")
-                model: Any = AutoModel.from_pretrained(
-                    folder, local_files_only=True,
-                    **{dtype_argument(): getattr(torch, self.options.dtype)})
+                with MODEL_BUILD:
+                    from transformers import AutoModel, AutoTokenizer
+
+                    tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+                        folder, local_files_only=True
+                    )
+                    model: Any = AutoModel.from_pretrained(
+                        folder, local_files_only=True,
+                        **{dtype_argument(): getattr(torch, self.options.dtype)})
                 model.to(torch.device(self.options.device))
                 model.eval()
                 self._encoder = _Encoder(
@@ -469,9 +471,12 @@ class MiniLMEmbedder:
         width = config.get("hidden_size")
         if isinstance(width, int) and width > 0:
             return width
-        from transformers import AutoConfig
+        from ._convert import MODEL_BUILD
 
-        named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        with MODEL_BUILD:
+            from transformers import AutoConfig
+
+            named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
         return int(named.hidden_size)
 
     def serves(self, model: str | None) -> bool:

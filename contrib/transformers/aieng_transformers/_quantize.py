@@ -235,23 +235,28 @@ def _has_bitsandbytes() -> bool:
 
 def _from_pretrained(folder: Path, kind: Kind, **extra: Any) -> Any:
     import torch
-    from transformers import AutoModel, AutoModelForCausalLM
 
-    from ._convert import dtype_argument
+    from ._convert import MODEL_BUILD, dtype_argument
 
-    auto: Any = AutoModelForCausalLM if kind == "causal" else AutoModel
-    model = auto.from_pretrained(str(folder), local_files_only=True,
-                                 **{dtype_argument(): torch.float32}, **extra)
+    with MODEL_BUILD:
+        from transformers import AutoModel, AutoModelForCausalLM
+
+        auto: Any = AutoModelForCausalLM if kind == "causal" else AutoModel
+        model = auto.from_pretrained(str(folder), local_files_only=True,
+                                     **{dtype_argument(): torch.float32}, **extra)
     model.eval()
     return model
 
 
 def _from_config(folder: Path, kind: Kind) -> Any:
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from ._convert import MODEL_BUILD
 
-    config: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    auto: Any = AutoModelForCausalLM if kind == "causal" else AutoModel
-    return auto.from_config(config)
+    with MODEL_BUILD:
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+        config: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        auto: Any = AutoModelForCausalLM if kind == "causal" else AutoModel
+        return auto.from_config(config)
 
 
 def _linear_names(model: Any, keep_fp32: tuple[str, ...] = ()) -> list[str]:
@@ -358,8 +363,11 @@ def _write(folder: Path, scratch: Path, scheme: str, kind: Kind, *,
 
 def _bnb(folder: Path, kind: Kind, keep_fp32: tuple[str, ...], scheme: str) -> Any:
     import torch
-    from transformers import BitsAndBytesConfig
 
+    from ._convert import MODEL_BUILD
+
+    with MODEL_BUILD:
+        from transformers import BitsAndBytesConfig
     # Without an explicit list transformers keeps the output head in fp32; a list replaces
     # that default, so the head is named again.
     skip = [*keep_fp32, "lm_head"] if keep_fp32 else None
@@ -374,10 +382,13 @@ def _bnb(folder: Path, kind: Kind, keep_fp32: tuple[str, ...], scheme: str) -> A
 
 
 def _tokenizer(folder: Path) -> Any:
-    from transformers import AutoTokenizer
+    from ._convert import MODEL_BUILD
 
-    return AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-        str(folder), local_files_only=True)
+    with MODEL_BUILD:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+            str(folder), local_files_only=True)
 
 
 def _perplexities(folder: Path, model: Any, quantized: Any) -> dict[str, float]:

@@ -8,9 +8,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from _tiny import plant_scratch
 from aieng_transformers import (
     ModelNotFound,
@@ -299,3 +302,89 @@ def test_import_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={"PYTHONPATH": here, "PATH": ""})
     assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def laid_out(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Stub the conversion with a folder laid out as the real one is: a safetensors file, a
+    config, a tokenizer file, and the marker listing each file's size."""
+    from safetensors.torch import save_file
+
+    calls: list[Path] = []
+
+    def fake(source: Path, folder: Path) -> None:
+        calls.append(folder)
+        folder.mkdir(parents=True)
+        save_file({"w": torch.arange(64, dtype=torch.float32)}, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text('{"model_type": "llama"}')
+        (folder / "tokenizer.json").write_text('{"version": "1.0", "model": {}}')
+        files = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
+        (folder / MARKER).write_text(json.dumps({"format": 1, "files": files}))
+
+    monkeypatch.setattr(_convert, "_write", fake)
+    return calls
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _overwrite_header(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[8:24] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("name", "damage"), [
+    ("model.safetensors", _cut),  # a crash before the disk had it all
+    ("model.safetensors", _overwrite_header),  # same size, header garbled
+    ("model.safetensors", lambda p: p.write_bytes(b"")),
+    ("tokenizer.json", lambda p: p.write_text("")),
+    ("config.json", lambda p: p.unlink()),
+    (MARKER, lambda p: p.write_text("{")),
+])
+def test_a_damaged_conversion_is_converted_again(
+        gguf: Path, tmp_path: Path, laid_out: list[Path], name: str,
+        damage: Callable[[Path], object]) -> None:
+    """A cached conversion with a file cut short, emptied, missing or garbled is found
+    before loading (no crash in transformers' loader) and converted anew, nothing left
+    beside it; a sound one is used as it is."""
+    root = tmp_path / "cache"
+    target = convert_gguf(gguf, root)
+    assert _convert.damaged(target) is None
+    assert convert_gguf(gguf, root) == target and len(laid_out) == 1
+    damage(target / name)
+    assert _convert.damaged(target) is not None
+    assert convert_gguf(gguf, root) == target and len(laid_out) == 2
+    assert _convert.damaged(target) is None
+    assert [p.name for p in target.parent.iterdir() if p.name != "digests"] == [target.name]
+
+
+def test_an_unwritable_cache_fails_before_converting(gguf: Path, tmp_path: Path,
+                                                     writes: list[Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache folder that cannot be written fails at once (not after the conversion's
+    seconds) with an error naming the folder and the option to set; one that already
+    holds the conversion is read without writing."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    with pytest.raises(OSError, match=r"cannot write the conversion of tiny\.Q4\.gguf .*"
+                                      r"`cache_dir` option \(or AIENG_CACHE_DIR\)"):
+        convert_gguf(gguf, blocked)
+    root = tmp_path / "cache"
+    (root / "transformers").mkdir(parents=True)
+    real_mkdir = Path.mkdir
+
+    def read_only(self: Path, *args: Any, **kwargs: Any) -> None:
+        if root in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(PermissionError, match=r"cache.transformers \(Permission denied\)"):
+        convert_gguf(gguf, root)
+    assert writes == []
+    monkeypatch.setattr(Path, "mkdir", real_mkdir)
+    target = convert_gguf(gguf, root)
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert convert_gguf(gguf, root) == target and len(writes) == 1

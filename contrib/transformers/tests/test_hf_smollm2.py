@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -112,6 +113,17 @@ def test_cached_load_is_fast(shipped_smollm2: SmolLM2Backend, smollm2_cache: Pat
     second = SmolLM2Backend(SmolLM2Options(cache_dir=str(smollm2_cache)))
     second.load()
     assert time.perf_counter() - started < 2.0  # ~0.3 s here; slack for a busy CI machine
+
+
+def test_the_conversion_lists_its_files(shipped_smollm2: SmolLM2Backend,
+                                        smollm2_cache: Path) -> None:
+    """Needs the shipped model: the conversion's marker lists every file it wrote with its
+    size, and the folder passes the check a later load makes (:func:`_convert.damaged`)."""
+    folder = _convert.cached_folder(shipped_smollm2.source(), smollm2_cache)
+    saved = json.loads((folder / _convert.MARKER).read_text(encoding="utf-8"))
+    assert saved["files"]["model.safetensors"] == (folder / "model.safetensors").stat().st_size
+    assert {"config.json", "tokenizer.json"} <= set(saved["files"])
+    assert _convert.damaged(folder) is None
 
 
 async def test_chat_template_override(shipped_smollm2: SmolLM2Backend,
