@@ -308,7 +308,7 @@ async def test_reranker_suite_catches_ignored_k(aieng_kernel: Kernel) -> None:
     """The reranker suite fails a reranker returning more than k hits."""
     suite = RerankerSuite()
     pipeline = suite.compose(aieng_kernel, KeepsEverything())
-    hits = [Hit(d, score=1.0, rank=i + 1) for i, d in enumerate(copy.deepcopy(DEFAULT_CORPUS))]
+    hits = [Hit(d, score=1.0, rank=i + 1) for i, d in enumerate(DEFAULT_CORPUS)]
     reranked = await suite.rerank(pipeline, Query("q"), hits, 2)
     with pytest.raises(AssertionError, match="hits for k=2"):
         suite.check_reranked(reranked, hits, 2)
@@ -942,14 +942,9 @@ async def test_every_suite_catches_a_blocked_loop(aieng_kernel: Kernel,
             await suite.rerank(pipeline, Query("q"), [], 3)
 
 
-async def test_the_broken_components_leave_the_kits_corpus_as_it_was(
-        aieng_kernel: Kernel) -> None:
-    """The in-place mutants above write into the hits they get: those hits are copies, so
-    ``DEFAULT_CORPUS`` (indexed by every RetrieverSuite of the session) stays clean."""
-    before = copy.deepcopy(DEFAULT_CORPUS)
-    suite = RerankerSuite()
-    pipeline = suite.compose(aieng_kernel, StampsDocuments())
-    await pipeline.open()
-    with pytest.raises(AssertionError, match="changed its argument in place"):
-        await suite.rerank(pipeline, Query("q"), _HITS, 2)
-    assert list(DEFAULT_CORPUS) == list(before)
+def test_the_mutants_hits_are_copies_of_the_kits_corpus() -> None:
+    """The in-place mutants above write into the hits they get (``_HITS``): those hold
+    copies, not ``DEFAULT_CORPUS``'s own documents, which every RetrieverSuite of the
+    session indexes (a mutant's ``metadata["reranked"]`` reached them all)."""
+    assert [h.document.id for h in _HITS] == [d.id for d in DEFAULT_CORPUS]
+    assert all(h.document.metadata is not d.metadata for h, d in zip(_HITS, DEFAULT_CORPUS))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -314,18 +315,25 @@ class BackendSuite(RoleSuite):
         self, component: object, conformance_pipeline: Pipeline, generate_request: Request
     ) -> None:
         """The model a stream's deltas name (the last name given) is the one the generated
-        completion names: a streamed run records the same ``Completion.model``."""
+        completion names, so a streamed run records the same ``Completion.model``. A stream
+        that names none (``Delta.model`` is newer than many backends) passes with a
+        warning."""
         self.skip_unless_implements(component, "aieng_stream")
         self.skip_unless_implements(component, "aieng_generate")
         deltas = await self.stream(conformance_pipeline, generate_request)
         assert deltas is not None, "aieng_stream returned None for a request it serves"
         named = [d.model for d in deltas if isinstance(d, Delta) and d.model]
-        streamed = named[-1] if named else ""
         generated = self.check_completion(
             await self.generate(conformance_pipeline, generate_request), generate_request)
-        assert streamed == generated.model, (
-            f"the stream names model {streamed!r}, the generation {generated.model!r}: set "
-            "Delta.model on a delta as aieng_generate sets Completion.model")
+        if not named:
+            if generated.model:
+                warnings.warn(f"the stream names no model, the generation {generated.model!r}: "
+                              "set Delta.model on a delta as aieng_generate sets "
+                              "Completion.model (a streamed run records no model)",
+                              UserWarning, stacklevel=1)
+            return
+        assert named[-1] == generated.model, (
+            f"the stream names model {named[-1]!r}, the generation {generated.model!r}")
 
     async def test_stream_closes_early(
         self, component: object, conformance_pipeline: Pipeline, generate_request: Request
