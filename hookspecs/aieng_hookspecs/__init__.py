@@ -7,6 +7,7 @@ Plugins import from here and never from the kernel::
 """
 
 from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
+from ._models import MODEL_BUILD
 from ._options import listed
 from ._paths import fsync_folder, remove_abandoned, scratch_path, user_cache_dir
 from ._protocols import (
@@ -20,6 +21,7 @@ from ._sqlite import enable_wal
 from ._text import valid_utf8
 
 __all__ = [
+    "MODEL_BUILD",
     "PROJECT",
     "CallMode",
     "ComponentRegistry",

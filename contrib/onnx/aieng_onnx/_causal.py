@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from aieng_hookspecs import MODEL_BUILD
 
 from ._export import KEEP_INPUT
 
@@ -333,13 +334,15 @@ def causal_lm(session: Any, folder: Path, *, template: TemplateName = "auto",
     with the config, generation config and tokenizer of the export ``folder``; blocking.
     ``io_binding`` as :class:`OrtCausalModel`'s."""
     from aieng_transformers._causal import CausalLM
-    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    config: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    generation: Any = None
-    if (folder / "generation_config.json").is_file():
-        generation = GenerationConfig.from_pretrained(str(folder), local_files_only=True)
-    tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-        str(folder), local_files_only=True)
+    with MODEL_BUILD:  # transformers' first imports, one thread at a time
+        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+        config: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        generation: Any = None
+        if (folder / "generation_config.json").is_file():
+            generation = GenerationConfig.from_pretrained(str(folder), local_files_only=True)
+        tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+            str(folder), local_files_only=True)
     model = OrtCausalModel(session, config, generation, io_binding=io_binding)
     return CausalLM(model, tokenizer, template=template)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from aieng_hookspecs import hookimpl
+from aieng_hookspecs import MODEL_BUILD, hookimpl
 
 from ._export import EXPORT_FILE, int8_variant, open_export, optimized_variant
 from ._options import DEFAULT_EMBED_MODEL, PROVIDERS, MiniLMOnnxOptions
@@ -59,9 +59,10 @@ def encoder_width(folder: Path) -> int:
     width = config.get("hidden_size")
     if isinstance(width, int) and not isinstance(width, bool) and width > 0:
         return width
-    from transformers import AutoConfig
+    with MODEL_BUILD:  # transformers' first imports, one thread at a time
+        from transformers import AutoConfig
 
-    named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     return int(named.hidden_size)
 
 
@@ -71,10 +72,11 @@ def load_tokenizer(folder: Path) -> Any:
         from tokenizers import Tokenizer  # type: ignore[import-untyped]
 
         return Tokenizer.from_file(str(folder / "tokenizer.json"))
-    from transformers import AutoTokenizer
+    with MODEL_BUILD:  # transformers' first imports, one thread at a time
+        from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-        str(folder), local_files_only=True).backend_tokenizer
+        return AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+            str(folder), local_files_only=True).backend_tokenizer
 
 
 class MiniLMOnnxEmbedder:

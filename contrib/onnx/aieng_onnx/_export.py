@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import structlog
+from aieng_hookspecs import MODEL_BUILD, scratch_path
 from aieng_hookspecs import remove_abandoned as shared_remove_abandoned
-from aieng_hookspecs import scratch_path
 from aieng_transformers._digest import file_digest
 
 from ._quantize import (
@@ -278,13 +278,16 @@ def _export(folder: Path, target: Path, opset: int, task: str) -> None:
 
 
 def _export_now(folder: Path, target: Path, opset: int, task: str) -> None:
-    from optimum.exporters.onnx import main_export  # type: ignore[import-untyped]
+    # The exporter builds the torch model with transformers: one build at a time in the
+    # process, whichever plugin makes it (aieng_hookspecs.MODEL_BUILD says why).
+    with MODEL_BUILD:
+        from optimum.exporters.onnx import main_export  # type: ignore[import-untyped]
 
-    # library_name: a sentence-transformers folder would otherwise be exported with its
-    # pooling head, which needs sentence-transformers; pooling happens in numpy here.
-    main_export(str(folder), str(target), task=task, opset=opset,
-                device="cpu", library_name="transformers", local_files_only=True,
-                do_validation=False)
+        # library_name: a sentence-transformers folder would otherwise be exported with
+        # its pooling head, which needs sentence-transformers; pooling happens in numpy.
+        main_export(str(folder), str(target), task=task, opset=opset,
+                    device="cpu", library_name="transformers", local_files_only=True,
+                    do_validation=False)
 
 
 def exported(folder: Path, cache: Path, *, opset: int,

@@ -13,12 +13,12 @@ import contextlib
 import hashlib
 import json
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import structlog
+from aieng_hookspecs import MODEL_BUILD as SHARED_MODEL_BUILD
 from aieng_hookspecs import remove_abandoned, scratch_path
 
 from ._digest import file_digest
@@ -33,16 +33,9 @@ FORMAT_VERSION = 1
 #: Written last into a converted folder: what it was made from.
 MARKER = "aieng-conversion.json"
 #: Held around every model this package builds (``from_pretrained``, ``from_config``) and
-#: around the lazy imports of transformers' classes before them. transformers builds a
-#: model under process-wide patches (accelerate's ``init_empty_weights`` swaps
-#: ``nn.Module.register_parameter`` to put parameters on the meta device; the default
-#: dtype is set and restored), so two builds in two threads — a pipeline opening
-#: ``smollm2`` and ``minilm`` at once — interleave them: a model's parameters stay on the
-#: meta device ("Cannot copy out of meta tensor") and the patch can outlive both, breaking
-#: every later load in the process. And two threads' first imports of its lazy modules can
-#: meet in Python's import-deadlock detection, which hands one of them a module still
-#: being initialized ("cannot import name 'AutoModelForCausalLM'").
-MODEL_BUILD = threading.RLock()
+#: around the lazy imports of transformers' classes before them: the process-wide lock of
+#: every plugin's transformers builds (``aieng_hookspecs.MODEL_BUILD``, which says why).
+MODEL_BUILD = SHARED_MODEL_BUILD
 
 
 def fingerprint(gguf: Path, memo: Path | None = None) -> str:

@@ -110,3 +110,44 @@ print(errors)
                          env={"PYTHONPATH": here, "PATH": "", "OMP_NUM_THREADS": "1",
                               "HF_HUB_OFFLINE": "1"})
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_another_plugins_build_waits_its_turn(bert_dir: Path, random_dir: Path,
+                                              tmp_path: Path) -> None:
+    """The lock is the process's, not this package's: the `cross-encoder` reranker of
+    aieng-rerankers loading while `smollm2` loads (a pipeline of both opening) got "cannot
+    import name 'AutoModelForCausalLM'" in a fresh process, since only this package took
+    the lock. Both take ``aieng_hookspecs.MODEL_BUILD`` now. A subprocess: cold imports."""
+    pytest.importorskip("aieng_rerankers")
+    from transformers import BertConfig, BertForSequenceClassification
+
+    classifier = tmp_path / "cls"
+    config = BertConfig.from_pretrained(str(bert_dir))
+    config.num_labels = 1
+    BertForSequenceClassification(config).save_pretrained(str(classifier))
+    for file in bert_dir.iterdir():
+        if "tok" in file.name or "vocab" in file.name or "special" in file.name:
+            (classifier / file.name).write_bytes(file.read_bytes())
+    code = """
+import sys, threading
+from aieng_rerankers._cross_model import CrossEncoderModel
+from aieng_transformers import SmolLM2Backend, SmolLM2Options
+loads = [lambda: CrossEncoderModel(sys.argv[1]),
+         SmolLM2Backend(SmolLM2Options(path=sys.argv[2])).load]
+errors = []
+def run(load):
+    try:
+        load()
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=run, args=(load,)) for load in loads]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(errors)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(classifier), str(random_dir)],
+                         capture_output=True, text=True, check=True, timeout=300,
+                         env={"PATH": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

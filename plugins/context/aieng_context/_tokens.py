@@ -88,8 +88,11 @@ def _fast(file: Path) -> TokenCounter:
 
 
 def _transformers(folder: Path) -> TokenCounter:
+    from aieng_hookspecs import MODEL_BUILD
+
     try:
-        from transformers import AutoTokenizer
+        with MODEL_BUILD:  # transformers' first imports, one thread at a time
+            from transformers import AutoTokenizer
     except ImportError:
         raise FileNotFoundError(
             f"{folder} holds no tokenizer.json (and transformers, which reads other "

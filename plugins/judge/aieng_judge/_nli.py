@@ -50,19 +50,23 @@ class NLIModel:
                 "network (for example cross-encoder/nli-deberta-v3-small or "
                 "MoritzLaurer/DeBERTa-v3-base-mnli) and point nli_model_path to its folder")
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from aieng_hookspecs import MODEL_BUILD
 
-        # local_files_only: a folder given here is never completed from the network.
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder),
-                                                                   local_files_only=True)
+        with MODEL_BUILD:  # one transformers build at a time in the process (it says why)
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            # local_files_only: a folder given here is never completed from the network.
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder),
+                                                                       local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+                str(folder), local_files_only=True)
         labels = {int(i): str(label).lower() for i, label in model.config.id2label.items()}
         entail = [i for i, label in labels.items() if "entail" in label and "not" not in label]
         if len(entail) != 1:
             raise ValueError(f"the NLI model at {self.path!r} must have one entailment label; "
                              f"its labels are {sorted(labels.values())}")
         self.entailment_index = entail[0]
-        self._tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-            str(folder), local_files_only=True)
+        self._tokenizer = tokenizer
         self._model = model.to(self.device).eval()
         self._torch = torch
 

@@ -158,15 +158,18 @@ class TransformersTokenEncoder:
         with self._lock:
             if self._model is not None:
                 return
-            from transformers import AutoModel, AutoTokenizer
+            from aieng_hookspecs import MODEL_BUILD
 
             folder = Path(self.path).expanduser() if self.path else packaged_minilm()
             if not (folder / "config.json").is_file():
                 raise FileNotFoundError(f"{str(folder)!r} is not a Hugging Face model folder "
                                         "(no config.json): point `path` at one")
-            self._tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-                str(folder), local_files_only=True)
-            model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+            with MODEL_BUILD:  # one transformers build at a time in the process (it says why)
+                from transformers import AutoModel, AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+                    str(folder), local_files_only=True)
+                model = AutoModel.from_pretrained(str(folder), local_files_only=True)
             model.eval()
             self._model = model
 

@@ -80,13 +80,16 @@ class CrossEncoderModel:
     def __init__(self, path: str, *, device: str = "cpu", batch_size: int = 16,
                  max_length: int = 512, sigmoid: bool = False) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from aieng_hookspecs import MODEL_BUILD
 
         folder = str(model_folder(path))
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-            folder, local_files_only=True)
-        model: Any = AutoModelForSequenceClassification.from_pretrained(
-            folder, local_files_only=True)
+        with MODEL_BUILD:  # one transformers build at a time in the process (it says why)
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+                folder, local_files_only=True)
+            model: Any = AutoModelForSequenceClassification.from_pretrained(
+                folder, local_files_only=True)
         labels = int(model.config.num_labels)
         if labels not in (1, 2):
             raise ValueError(
