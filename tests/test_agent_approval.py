@@ -99,27 +99,14 @@ async def test_invalid_or_unknown_calls_are_not_put_to_the_user() -> None:
 def test_the_cli_asks_before_each_call(tmp_path: Path) -> None:
     """``--confirm`` asks on stderr and reads y/N from standard input (the default is no);
     with the task read from standard input it is a usage error."""
-    import types
-
-    from aieng_hookspecs import ComponentRegistry
-
     from aieng_core.cli import _agent, cli
+    from aieng_core.testing import kernel_with
 
     files = Files()
-    plugin = types.ModuleType("approval_cli_plugin")
-
-    @hookimpl
-    def aieng_register_components(registry: ComponentRegistry) -> None:
-        registry.add("files", lambda: files)
-        registry.add("deleter", lambda: ScriptedBackend(
-            [delete("/a"), delete("/b", "d2"), delete("/c", "d3"), "done"]))
-
-    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
 
     def kernel() -> Kernel:
-        made = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
-        made.registry.register(plugin, name="approval_cli_plugin")
-        return made
+        return kernel_with({"files": lambda: files, "deleter": lambda: ScriptedBackend(
+            [delete("/a"), delete("/b", "d2"), delete("/c", "d3"), "done"])})
 
     path = tmp_path / "agent.toml"
     path.write_text('[pipeline]\nname = "c"\n[components.llm]\nuse = "deleter"\n'

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 
 import pytest
-from aieng_hookspecs import ComponentRegistry, hookimpl
+from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Request, ToolCall, Usage
 from click.testing import CliRunner, Result
 
 from aieng_core import Kernel
 from aieng_core.cli import _agent, cli
 from aieng_core.cli._agent import short
+from aieng_core.testing import kernel_with
 from aieng_core.testing.reference import AddTool
 
 
@@ -66,19 +66,8 @@ use = "adder"
 
 
 def _kernel() -> Kernel:
-    plugin = types.ModuleType("agent_cli_plugin")
-
-    @hookimpl
-    def aieng_register_components(registry: ComponentRegistry) -> None:
-        registry.add("adder", AddTool)
-        registry.add("solver", Solver)
-        registry.add("looper", Looper)
-        registry.add("system-echo", SystemEcho)
-
-    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
-    kernel = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
-    kernel.registry.register(plugin, name="agent_cli_plugin")
-    return kernel
+    return kernel_with({"adder": AddTool, "solver": Solver, "looper": Looper,
+                        "system-echo": SystemEcho})
 
 
 def invoke(tmp_path: Path, llm: str, *args: str) -> Result:

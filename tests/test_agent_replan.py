@@ -4,12 +4,11 @@ replaces the plan in the system text. On a real kernel with named test doubles."
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aieng_hookspecs import ComponentRegistry, hookimpl
+from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
     GuardVerdict,
     Request,
@@ -24,7 +23,7 @@ from aieng_core import Kernel
 from aieng_core.agent import Agent, AgentDelta, AgentOptions, AgentResult
 from aieng_core.agent._reflect import PLAN_HEADER, PLAN_PROMPT, REPLAN_PROMPT
 from aieng_core.cli import _agent, cli
-from aieng_core.testing import ScriptedBackend
+from aieng_core.testing import ScriptedBackend, kernel_with
 from aieng_core.testing.reference import AddTool
 
 pytestmark = pytest.mark.anyio
@@ -156,18 +155,8 @@ def test_replan_needs_a_plan() -> None:
 
 
 def _kernel() -> Kernel:
-    plugin = types.ModuleType("agent_replan_plugin")
-
-    @hookimpl
-    def aieng_register_components(registry: ComponentRegistry) -> None:
-        registry.add("replanner", lambda: ScriptedBackend(model))
-        registry.add("divider", Divider)
-        registry.add("adder", AddTool)
-
-    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
-    kernel = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
-    kernel.registry.register(plugin, name="agent_replan_plugin")
-    return kernel
+    return kernel_with({"replanner": lambda: ScriptedBackend(model), "divider": Divider,
+                        "adder": AddTool})
 
 
 def test_cli_replan_prints_the_revised_plan(tmp_path: Path) -> None:

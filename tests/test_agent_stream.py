@@ -4,13 +4,12 @@ CLI's live display (``aieng agent --stream``, ``aieng chat --agent``)."""
 
 from __future__ import annotations
 
-import types
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aieng_hookspecs import ComponentRegistry, hookimpl
+from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
     AgentAction,
     AgentState,
@@ -29,7 +28,7 @@ from aieng_core import Kernel
 from aieng_core.agent import Agent, AgentDelta, AgentOptions, AgentResult
 from aieng_core.agent._reflect import FORMAT_NOTE, PLAN_PROMPT, REVIEW_PROMPT
 from aieng_core.cli import _agent, _chat, cli
-from aieng_core.testing import ScriptedBackend
+from aieng_core.testing import ScriptedBackend, kernel_with
 from aieng_core.testing.reference import AddTool
 
 pytestmark = pytest.mark.anyio
@@ -187,19 +186,8 @@ async def test_streaming_changes_nothing_but_shows_the_text(replies: list[Any],
 
 
 def _kernel() -> Kernel:
-    plugin = types.ModuleType("agent_stream_plugin")
-
-    @hookimpl
-    def aieng_register_components(registry: ComponentRegistry) -> None:
-        registry.add("talker", Talker)
-        registry.add("adder", AddTool)
-        registry.add("quiet", lambda: ScriptedBackend(
-            [[ToolCall(id="c1", name="add", arguments={"a": 1, "b": 1})], "two"]))
-
-    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
-    kernel = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
-    kernel.registry.register(plugin, name="agent_stream_plugin")
-    return kernel
+    return kernel_with({"talker": Talker, "adder": AddTool, "quiet": lambda: ScriptedBackend(
+        [[ToolCall(id="c1", name="add", arguments={"a": 1, "b": 1})], "two"])})
 
 
 def invoke(tmp_path: Path, command: str, llm: str, *args: str, lines: str = "") -> Result:

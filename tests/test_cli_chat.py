@@ -4,12 +4,11 @@ a history file to go on from, guard blocks, and agent turns."""
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aieng_hookspecs import ComponentRegistry, hookimpl
+from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
     GuardVerdict,
     Message,
@@ -21,7 +20,7 @@ from click.testing import CliRunner, Result
 from aieng_core import Kernel
 from aieng_core.cli import _chat, cli
 from aieng_core.cli._chat import message_from_json, message_to_json
-from aieng_core.testing import ScriptedBackend
+from aieng_core.testing import ScriptedBackend, kernel_with
 from aieng_core.testing.reference import AddTool
 
 
@@ -52,19 +51,9 @@ def adder_model(request: Request) -> Any:
 
 
 def _kernel() -> Kernel:
-    plugin = types.ModuleType("chat_cli_plugin")
-
-    @hookimpl
-    def aieng_register_components(registry: ComponentRegistry) -> None:
-        registry.add("counter", lambda: ScriptedBackend(count_turns))
-        registry.add("no-secrets", NoSecrets)
-        registry.add("adder", AddTool)
-        registry.add("adder-model", lambda: ScriptedBackend(adder_model))
-
-    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
-    kernel = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
-    kernel.registry.register(plugin, name="chat_cli_plugin")
-    return kernel
+    return kernel_with({"counter": lambda: ScriptedBackend(count_turns),
+                        "no-secrets": NoSecrets, "adder": AddTool,
+                        "adder-model": lambda: ScriptedBackend(adder_model)})
 
 
 def chat(tmp_path: Path, lines: str, *args: str, llm: str = "counter",

@@ -5,7 +5,7 @@ aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder``
 ``captured_events``. The building blocks are importable for use outside pytest.
 """
 
-from ._kit import EventCapture, HookRecorder, isolated_kernel, registered, settle
+from ._kit import EventCapture, HookRecorder, isolated_kernel, kernel_with, registered, settle
 from .doubles import FixedRouter, HashEmbedder, PromptCache, ScriptedBackend
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "HookRecorder",
     "ScriptedBackend",
     "isolated_kernel",
+    "kernel_with",
     "registered",
     "settle",
 ]

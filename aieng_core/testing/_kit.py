@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
@@ -14,7 +14,8 @@ from ..dispatch import ImplCall
 from ..kernel import Kernel
 from ..registry import PluginInfo
 
-__all__ = ["EventCapture", "HookRecorder", "isolated_kernel", "registered", "settle"]
+__all__ = ["EventCapture", "HookRecorder", "isolated_kernel", "kernel_with", "registered",
+           "settle"]
 
 E = TypeVar("E", bound=Event)
 
@@ -61,6 +62,33 @@ def registered(kernel: Kernel, plugin: object, name: str, *, distribution: str =
     finally:
         if name in {p.name for p in kernel.registry.plugins}:
             kernel.registry.unregister(name)
+
+
+def kernel_with(components: Mapping[str, Callable[..., object]], *,
+                plugins: str = "builtin", name: str = "test_components") -> Kernel:
+    """A loaded kernel (not started) offering ``components`` by name, for a pipeline file
+    that names them: the CLI's tests give it as ``obj={"kernel": ...}``.
+
+    :param components: component name → factory (a class, or a function returning the
+        instance: ``lambda: ScriptedBackend([...])``).
+    :param plugins: ``AIENG_PLUGINS`` of the kernel (``"builtin"``: only the built-ins
+        besides these components; installed plugins are not loaded).
+    :param name: the name of the plugin that registers them.
+    """
+    import types
+
+    from aieng_hookspecs import ComponentRegistry, hookimpl
+
+    @hookimpl
+    def aieng_register_components(registry: ComponentRegistry) -> None:
+        for component, factory in components.items():
+            registry.add(component, factory)
+
+    plugin = types.ModuleType(name)
+    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
+    kernel = Kernel(env={"AIENG_PLUGINS": plugins}, loop_block_threshold=None).load()
+    kernel.registry.register(plugin, name=name)
+    return kernel
 
 
 class HookRecorder:

@@ -80,17 +80,9 @@ def test_threads_loading_at_once_get_real_models(bert_dir: Path, random_dir: Pat
         torch.nn.Module.register_parameter = original  # type: ignore[method-assign]
 
 
-def test_first_loads_in_a_fresh_process(bert_dir: Path, random_dir: Path) -> None:
-    """In a process that has not imported transformers' model classes yet (``aieng run``
-    on a pipeline of ``smollm2`` and ``minilm``), two threads loading at once both load:
-    their first imports of transformers' lazy modules do not meet half done ("cannot
-    import name 'AutoModelForCausalLM'"). A subprocess: torch and transformers must be
-    cold (a few seconds)."""
-    code = """
-import sys, threading
-from aieng_transformers import MiniLMEmbedder, MiniLMOptions, SmolLM2Backend, SmolLM2Options
-loads = [MiniLMEmbedder(MiniLMOptions(path=sys.argv[1])).load,
-         SmolLM2Backend(SmolLM2Options(path=sys.argv[2])).load]
+#: The end of a subprocess's program: each of its ``loads`` in a thread of its own, all at
+#: once; it prints the errors they raised (``[]``: none).
+_AT_ONCE = """
 errors = []
 def run(load):
     try:
@@ -104,6 +96,20 @@ for thread in threads:
     thread.join()
 print(errors)
 """
+
+
+def test_first_loads_in_a_fresh_process(bert_dir: Path, random_dir: Path) -> None:
+    """In a process that has not imported transformers' model classes yet (``aieng run``
+    on a pipeline of ``smollm2`` and ``minilm``), two threads loading at once both load:
+    their first imports of transformers' lazy modules do not meet half done ("cannot
+    import name 'AutoModelForCausalLM'"). A subprocess: torch and transformers must be
+    cold (a few seconds)."""
+    code = """
+import sys, threading
+from aieng_transformers import MiniLMEmbedder, MiniLMOptions, SmolLM2Backend, SmolLM2Options
+loads = [MiniLMEmbedder(MiniLMOptions(path=sys.argv[1])).load,
+         SmolLM2Backend(SmolLM2Options(path=sys.argv[2])).load]
+""" + _AT_ONCE
     here = str(Path(aieng_transformers.__file__).resolve().parents[1])
     out = subprocess.run([sys.executable, "-c", code, str(bert_dir), str(random_dir)],
                          capture_output=True, text=True, check=True, timeout=300,
@@ -134,19 +140,7 @@ from aieng_rerankers._cross_model import CrossEncoderModel
 from aieng_transformers import SmolLM2Backend, SmolLM2Options
 loads = [lambda: CrossEncoderModel(sys.argv[1]),
          SmolLM2Backend(SmolLM2Options(path=sys.argv[2])).load]
-errors = []
-def run(load):
-    try:
-        load()
-    except Exception as exc:
-        errors.append(repr(exc))
-threads = [threading.Thread(target=run, args=(load,)) for load in loads]
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join()
-print(errors)
-"""
+""" + _AT_ONCE
     out = subprocess.run([sys.executable, "-c", code, str(classifier), str(random_dir)],
                          capture_output=True, text=True, check=True, timeout=300,
                          env={"PATH": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
