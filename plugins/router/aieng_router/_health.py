@@ -97,6 +97,8 @@ class Health:
         #: also told about every transition (tests, applications without a pipeline)
         self.listeners: list[Callable[[CircuitChanged], None]] = []
         self._failed_at: OrderedDict[str, float] = OrderedDict()
+        #: backends named by the options that were not candidates, warned about once each
+        self.unknown: set[str] = set()
 
     def breaker(self, backend: str) -> CircuitBreaker:
         """The backend's breaker (created closed)."""
@@ -212,6 +214,7 @@ class Health:
         (:class:`CircuitOpenError` instead, with ``breaker.fail_fast``, when no candidate
         at all is admitted)."""
         order = list(order)
+        self._warn_unknown(order, candidates)
         admitted = self.admit(order, candidates)
         skipped = [n for n in order if n in candidates and n not in admitted]
         if not admitted:
@@ -223,6 +226,18 @@ class Health:
             reason = f"{reason}; circuit open: {', '.join(dict.fromkeys(skipped))}"
         return Route(target=admitted[0], reason=reason, score=score,
                      fallbacks=tuple(admitted[1:]))
+
+    def _warn_unknown(self, order: Sequence[str], candidates: Sequence[str]) -> None:
+        """Warn once per name of ``order`` that is not a candidate (a typo in the options,
+        or a backend the pipeline does not have): such a name is never routed to."""
+        for name in order:
+            if name not in candidates and name not in self.unknown:
+                self.unknown.add(name)
+                log.warning("router.unknown_backend", router=self.router, backend=name,
+                            candidates=list(candidates),
+                            hint="the router's options name a backend that is not a "
+                                 "candidate: it is never routed to (check its spelling "
+                                 "against the pipeline's backend components)")
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Every backend's averages and circuit state, for inspection and metrics."""
