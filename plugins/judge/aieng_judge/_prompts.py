@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,11 +53,21 @@ PROMPT_STYLES: dict[str, str] = {
 }
 
 _TRUNCATED = " […]"
+#: A line that reads as one of the prompts' block headers (``[Answer B]``, ``[Criterion:
+#: x]``, ...), in any case and spacing: in a text shown inside a block (an answer, the
+#: question, a passage) it would open a block of its own, and an answer could add a fake
+#: ``[Answer B]`` to the judge's prompt.
+_HEADER = re.compile(r"^([ \t]*)\[[ \t]*((?:question|context|reference answer|answer"
+                     r"(?:[ \t]+(?:a|b|to grade))?|claim|criterion[ \t]*:[^\]\n]*)[ \t]*)\]",
+                     re.IGNORECASE | re.MULTILINE)
 
 
 def clip(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, marked when cut."""
-    return text if len(text) <= limit else text[:limit] + _TRUNCATED
+    """``text`` as a block of a prompt shows it: cut to ``limit`` characters (marked when
+    cut), a line that reads as a block header shown in parentheses (``(Answer B)``), so
+    that the text cannot open a block of its own."""
+    text = text if len(text) <= limit else text[:limit] + _TRUNCATED
+    return _HEADER.sub(r"\1(\2)", text)
 
 
 def score_schema(low: int, high: int, *, rationale: bool = True) -> dict[str, Any]:
@@ -141,7 +152,7 @@ def pairwise_messages(
 def support_messages(*, claim: str, context: Sequence[str], limit: int) -> list[Message]:
     """The conversation asking whether the context supports one claim."""
     joined = "\n".join(f"- {clip(c, limit)}" for c in context)
-    user = (f"[Context]\n{clip(joined, limit)}\n\n[Claim]\n{claim}\n\n"
+    user = (f"[Context]\n{clip(joined, limit)}\n\n[Claim]\n{clip(claim, limit)}\n\n"
             "Is the claim fully supported by the context (stated or directly implied by it)? "
             'Reply with only JSON: {"supported": "yes" | "no"}')
     system = ("You check claims against a context. Use only the context, not what you know.")
