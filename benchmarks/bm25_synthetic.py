@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=positive, default=100_000)
     parser.add_argument("--queries", type=positive, default=500)
-    parser.add_argument("--rank-bm25-queries", type=int, default=20)
+    parser.add_argument("--rank-bm25-queries", type=positive, default=20)
     parser.add_argument("--repeats", type=positive, default=3)
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--data", type=Path, default=CRANFIELD, help="the vocabulary's source")
@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     words, p = vocabulary(args.data)
     docs, queries = make_corpus(words, p, args.docs, args.queries, args.seed)
     check_equal_tokens(docs, queries)
+    # rank_bm25 runs a subset of the queries: never more than there are.
+    args.rank_bm25_queries = min(args.rank_bm25_queries, len(queries))
     n_tokens = sum(len(doc.text.split()) for doc in docs)
     print(f"{len(docs)} documents ({n_tokens / len(docs):.0f} terms each on average, "
           f"{len(words)} distinct words), {len(queries)} queries", file=sys.stderr)

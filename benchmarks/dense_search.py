@@ -382,8 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:  # checked before the corpus and its embedding (minutes)
         efs = [int(ef) for ef in args.efs.split(",")]
+        if min(efs) < 1:
+            raise ValueError
     except ValueError:
-        parser.error(f"--efs: comma-separated integers expected, got {args.efs!r}")
+        parser.error(f"--efs: comma-separated integers of at least 1 expected, got {args.efs!r}")
     from aieng_core.logs import configure_logging
 
     configure_logging(level="WARNING", stream=sys.stderr)

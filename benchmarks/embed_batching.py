@@ -52,7 +52,7 @@ from typing import Any, Self
 import anyio
 import numpy as np
 import torch
-from _args import positive
+from _args import nonnegative_float, positive, positive_float
 from aieng_transformers import MiniLMEmbedder, MiniLMOptions
 
 #: Either embedder: both take ``max_batch`` and expose ``batcher()``.
@@ -459,14 +459,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=positive, default=1000)
     parser.add_argument("--max-batch", type=positive, default=256)
-    parser.add_argument("--max-wait-ms", type=float, default=0.0)
+    parser.add_argument("--max-wait-ms", type=nonnegative_float, default=0.0)
     parser.add_argument(
-        "--batch-size", type=int, default=64, help="texts per forward pass of the batched component"
+        "--batch-size",
+        type=positive,
+        default=64,
+        help="texts per forward pass of the batched component",
     )
     parser.add_argument("--clients", type=positive, default=32)
     parser.add_argument(
         "--rates",
-        type=float,
+        type=positive_float,
         nargs="*",
         default=[0.25, 0.5, 0.8, 1.5, 2.0],
         help="open-loop offered rates, multiples of the unbatched capacity",
@@ -474,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--open-requests", type=positive, default=300)
     parser.add_argument(
         "--calibrate",
-        type=int,
+        type=positive,
         default=200,
         help="sequential unbatched requests that measure the capacity",
     )

@@ -3,7 +3,8 @@
 The pipeline is a scripted backend double that awaits ``anyio.sleep(delay)`` per generate
 (standing in for a model server's latency) and an exact-match judge. Each configuration
 runs the whole dataset into a fresh run directory (results appended and fsynced, lockfile
-and reports written, as a real run does); the median of the repeats is reported.
+and reports written, as a real run does); the median of the repeats is reported, after
+one untimed warm-up run.
 
     .venv/bin/python benchmarks/eval_runner.py            # 200 items, 50 ms, 3 repeats
     .venv/bin/python benchmarks/eval_runner.py --json
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _args import positive
+from _args import nonnegative_float, positive
 from aieng_eval import run_eval
 from aieng_hookspecs import ComponentRegistry, hookimpl
 from aieng_hookspecs.types import Sample, Score
@@ -90,7 +91,8 @@ def main() -> None:
     """Run the benchmark and print items/s per concurrency and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=positive, default=200)
-    parser.add_argument("--delay", type=float, default=0.05, help="seconds per generate")
+    parser.add_argument("--delay", type=nonnegative_float, default=0.05,
+                        help="seconds per generate")
     parser.add_argument("--concurrency", type=positive, default=8)
     parser.add_argument("--repeats", type=positive, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -103,6 +105,9 @@ def main() -> None:
             + "\n" for i in range(args.items)), encoding="utf-8")
         result: dict[str, Any] = {"items": args.items, "delay_s": args.delay,
                                   "repeats": args.repeats}
+        # Untimed warm-up (no delay): the process's first run pays one-off costs (lazy
+        # imports, the hash cache) that would otherwise land on the first sequential sample.
+        _once(folder, args.concurrency, 0.0, -1)
         for label, concurrency in (("sequential", 1), ("concurrent", args.concurrency)):
             times = [_once(folder, concurrency, args.delay, r) for r in range(args.repeats)]
             median = statistics.median(times)

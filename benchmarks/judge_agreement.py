@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import platform
 import re
 import sys
@@ -213,6 +214,17 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (an undefined statistic: NaN) as ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
 async def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print tables (and write JSON with ``--json``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -282,7 +294,8 @@ async def main(argv: list[str] | None = None) -> int:
     print(f"\nseconds: {result['seconds']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+        args.json.write_text(json.dumps(_json_safe(result), indent=2, default=str,
+                                        allow_nan=False), encoding="utf-8")
     return 0
 
 
