@@ -38,7 +38,8 @@ from ._scope import CURRENT_RUN
 from ._steps import DeadlinePassed, Resumed, Steps
 from ._threads import NO_THREAD_HINT, Slot, run_in_worker
 
-__all__ = ["Check", "Dispatcher", "HookMonitor", "ImplCall", "StagePolicy", "expect"]
+__all__ = ["Check", "Dispatcher", "HookMonitor", "ImplCall", "StagePolicy", "concurrently",
+           "expect", "first_hook_error"]
 
 log = structlog.get_logger(__name__)
 
@@ -210,15 +211,8 @@ class Dispatcher:
         if len(impls) == 1:  # the common case needs no task group
             await run(0, impls[0])
         elif impls:
-            try:
-                async with anyio.create_task_group() as tg:
-                    for index, impl in enumerate(impls):
-                        tg.start_soon(run, index, impl)
-            except BaseExceptionGroup as group:
-                failure = first_hook_error(group)
-                if failure is None:
-                    raise
-                raise failure from None
+            await concurrently(partial(run, index, impl)
+                               for index, impl in enumerate(impls))
         if all_failed_raises and failed and len(failed) == len(impls):
             raise failed[-1]
         return [(r, i.plugin_name) for r, i in zip(results, impls) if r is not None]
@@ -478,6 +472,20 @@ def expect(kind: type | tuple[type, ...], *, items: type | None = None) -> Check
         return ""
 
     return check
+
+
+async def concurrently(calls: Iterable[Callable[[], Coroutine[Any, Any, object]]]) -> None:
+    """Run ``calls`` at once in a task group: the first :class:`HookError` among their
+    failures is raised as itself, not as an exception group (others: the group)."""
+    try:
+        async with anyio.create_task_group() as tg:
+            for call in calls:
+                tg.start_soon(call)
+    except BaseExceptionGroup as group:
+        failure = first_hook_error(group)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 def first_hook_error(group: BaseExceptionGroup[Any]) -> HookError | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -16,7 +17,7 @@ from aieng_hookspecs import PROJECT
 from aieng_hookspecs.specs import ROLE_MODULES
 
 from .._errors import HookError
-from ..dispatch import Dispatcher, StagePolicy, first_hook_error
+from ..dispatch import Dispatcher, StagePolicy, concurrently
 from ..registry import spec_names
 
 if TYPE_CHECKING:
@@ -132,13 +133,5 @@ async def call_each(
             return
         done.add(name)
 
-    try:
-        async with anyio.create_task_group() as tg:
-            for name in names:
-                tg.start_soon(one, name)
-    except BaseExceptionGroup as group:
-        failure = first_hook_error(group)
-        if failure is None:
-            raise
-        raise failure from None
+    await concurrently(partial(one, name) for name in names)
     return failures

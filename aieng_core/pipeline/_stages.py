@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import attrs
 
 from aieng_hookspecs.types import (
@@ -28,7 +28,7 @@ from aieng_hookspecs.types import (
 
 from .._errors import HookError
 from .._scope import RunScope
-from ..dispatch import Check, Dispatcher, StagePolicy, expect, first_hook_error
+from ..dispatch import Check, Dispatcher, StagePolicy, concurrently, expect
 from ..fusion import reciprocal_rank_fusion
 from ._flight import land
 from ._streaming import DeltaCallback, stream, stream_hit
@@ -200,15 +200,8 @@ async def retrieve(state: RunState, policy: StagePolicy) -> str:
     if len(queries) == 1:
         await search(0, queries[0])
     else:  # the original query and every expansion are searched concurrently
-        try:
-            async with anyio.create_task_group() as tg:
-                for number, query in enumerate(queries):
-                    tg.start_soon(search, number, query)
-        except BaseExceptionGroup as group:
-            failure = first_hook_error(group)
-            if failure is None:
-                raise
-            raise failure from None
+        await concurrently(partial(search, number, query)
+                           for number, query in enumerate(queries))
     for number, gathered in enumerate(found):
         for value, plugin in gathered:
             key = plugin if number == 0 else f"{plugin}@{number}"
