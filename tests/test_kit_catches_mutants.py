@@ -7,7 +7,7 @@ namespace. Each mutant fails its suite's check; the correct component passes it.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Hashable, Sequence
 from typing import Any
 
 import anyio
@@ -49,6 +49,16 @@ def _corpus() -> list[Document]:
     component of another test may have written into the shared ones)."""
     extra = {"quant": {"topic": "inference"}, "unicode": {"lang": "mixed"}}
     return [attrs.evolve(d, metadata=extra.get(d.id, {})) for d in DEFAULT_CORPUS]
+
+
+async def _caught(run: Awaitable[object], caught: bool, match: str) -> None:
+    """Await a suite's check: it must fail (its message matching ``match``) when
+    ``caught``, and pass otherwise."""
+    if caught:
+        with pytest.raises(AssertionError, match=match):
+            await run
+    else:
+        await run
 
 
 async def _indexed(suite: RetrieverSuite, kernel: Kernel, component: object) -> Any:
@@ -93,11 +103,7 @@ async def test_retriever_suite_catches_a_filter_half_applied(
     suite = RetrieverSuite()
     pipeline = await _indexed(suite, aieng_kernel, component)
     run = suite.test_filters_are_applied_or_ignored(pipeline, _corpus(), 3)
-    if caught:
-        with pytest.raises(AssertionError, match="a missing key reads as null"):
-            await run
-    else:
-        await run
+    await _caught(run, caught, "a missing key reads as null")
 
 
 class SharedQuery(MemoryRetriever):
@@ -120,11 +126,7 @@ async def test_retriever_suite_catches_state_shared_between_searches(
         pipeline = await _indexed(suite, aieng_kernel, component)
         run = suite.test_concurrent_queries_get_their_own_hits(pipeline, _corpus(),
                                                                3)
-        if caught:
-            with pytest.raises(AssertionError, match="asked with others at once"):
-                await run
-        else:
-            await run
+        await _caught(run, caught, "asked with others at once")
 
 
 # ---------------------------------------------------------------------------- cache
@@ -194,12 +196,7 @@ async def test_backend_suite_catches_a_stream_misreporting_its_finish(
     for component, caught in ((StreamAlwaysStops(reply), True), (Deterministic(reply), False)):
         run = suite.test_stream_matches_generate_when_deterministic(
             component, suite.compose(aieng_kernel, component), request)
-        if caught:
-            with pytest.raises(AssertionError, match="finish_reason 'stop', the generation "
-                                                     "with 'length'"):
-                await run
-        else:
-            await run
+        await _caught(run, caught, "finish_reason 'stop', the generation with 'length'")
 
 
 class SwapsAnswers(ScriptedBackend):
@@ -225,11 +222,7 @@ async def test_backend_suite_catches_answers_swapped_between_concurrent_calls(
     for component, caught in ((SwapsAnswers(reply), True), (ScriptedBackend(reply), False)):
         run = suite.test_concurrent_generate_calls(
             component, suite.compose(aieng_kernel, component), request)
-        if caught:
-            with pytest.raises(AssertionError, match="asked at once: .* for max_tokens=1"):
-                await run
-        else:
-            await run
+        await _caught(run, caught, "asked at once: .* for max_tokens=1")
 
 
 # ---------------------------------------------------------------------------- tool
