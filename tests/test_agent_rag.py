@@ -4,19 +4,18 @@ asks, instead of a ``retrieve`` stage before every model call."""
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aieng_agents import SearchOptions, SearchTool
 from aieng_agents._search import render_hits
-from aieng_hookspecs import ComponentRegistry, hookimpl
+from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Document, Hit, Query, Request, ToolCall, Usage
 
 from aieng_core import Kernel
 from aieng_core.agent import Agent
-from aieng_core.testing import ScriptedBackend
+from aieng_core.testing import ScriptedBackend, kernel_with
 
 pytestmark = pytest.mark.anyio
 
@@ -37,17 +36,7 @@ def researcher(request: Request) -> Any:
 
 
 def _kernel(model: ScriptedBackend) -> Kernel:
-    plugin = types.ModuleType("agent_rag_plugin")
-
-    @hookimpl
-    def aieng_register_components(registry: ComponentRegistry) -> None:
-        registry.add("researcher", lambda: model)
-
-    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
-    kernel = Kernel(env={"AIENG_PLUGINS": "builtin,bm25,agents"},
-                    loop_block_threshold=None).load()
-    kernel.registry.register(plugin, name="agent_rag_plugin")
-    return kernel
+    return kernel_with({"researcher": lambda: model}, plugins="builtin,bm25,agents")
 
 
 async def test_the_agent_searches_a_real_index_when_it_decides_to(tmp_path: Path) -> None:

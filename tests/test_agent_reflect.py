@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aieng_hookspecs import ComponentRegistry, hookimpl
+from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
     Completion,
     GuardVerdict,
@@ -32,6 +31,7 @@ from aieng_core.agent._reflect import (
     approved,
 )
 from aieng_core.cli import _agent, cli
+from aieng_core.testing import kernel_with
 from aieng_core.testing.reference import AddTool
 
 pytestmark = pytest.mark.anyio
@@ -227,16 +227,9 @@ def test_what_counts_as_approval(reply: str, accepted: bool) -> None:
 def test_the_cli_prints_the_plan_and_the_review(tmp_path: Path) -> None:
     """``aieng agent --plan --reflect`` prints the plan before the first step and the
     review under the answer it rejected."""
-    plugin = types.ModuleType("reflect_cli_plugin")
-
-    @hookimpl
-    def aieng_register_components(registry: ComponentRegistry) -> None:
-        registry.add("planner", lambda: Planner(reviews=["Wrong sum."], answers=["41", "42"]))
-        registry.add("adder", AddTool)
-
-    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
-    kernel = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
-    kernel.registry.register(plugin, name="reflect_cli_plugin")
+    kernel = kernel_with({"planner": lambda: Planner(reviews=["Wrong sum."],
+                                                     answers=["41", "42"]),
+                          "adder": AddTool})
     path = tmp_path / "agent.toml"
     path.write_text('[pipeline]\nname = "r"\n[components.llm]\nuse = "planner"\n'
                     '[components.tools]\nuse = "adder"\n', encoding="utf-8")

@@ -70,8 +70,10 @@ def test_ctrl_c_while_writing_says_how_far_the_index_got(tmp_path: Path) -> None
     impls never await wrote every batch first), with status 130 and a line saying how many
     documents the indexes took (they stay indexed) and that indexing the same paths again
     completes it; it said only "Aborted!"."""
-    from aieng_hookspecs import ComponentRegistry, hookimpl
+    from aieng_hookspecs import hookimpl
     from aieng_hookspecs.types import Document
+
+    from aieng_core.testing import kernel_with
 
     batches: list[int] = []
 
@@ -83,15 +85,7 @@ def test_ctrl_c_while_writing_says_how_far_the_index_got(tmp_path: Path) -> None
                 signal.raise_signal(signal.SIGINT)  # Ctrl-C while the second batch is written
             return len(documents)
 
-    plugin = types.ModuleType("interrupted_index")
-
-    @hookimpl
-    def aieng_register_components(registry: ComponentRegistry) -> None:
-        registry.add("interrupted", Interrupted)
-
-    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
-    kernel = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
-    kernel.registry.register(plugin, name="interrupted_index")
+    kernel = kernel_with({"interrupted": Interrupted})
     for n in range(5):
         (tmp_path / f"{n}.txt").write_text("text")
     pipeline = tmp_path / "p.toml"

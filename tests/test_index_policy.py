@@ -3,7 +3,6 @@ is an error, not a count of 0 (``aieng index`` exiting 0 having written nothing)
 
 from __future__ import annotations
 
-import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +11,8 @@ from click.testing import CliRunner
 
 from aieng_core import HookError, Kernel
 from aieng_core.cli import _commands, _rag, cli  # noqa: F401  (register the commands)
-from aieng_hookspecs import ComponentRegistry, hookimpl
+from aieng_core.testing import kernel_with
+from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Document, Hit, Query
 
 pytestmark = pytest.mark.anyio
@@ -80,15 +80,7 @@ async def test_one_index_that_took_the_write_is_enough_under_fallback(
 
 def test_aieng_index_into_indexes_that_all_failed_exits_1(tmp_path: Path) -> None:
     """`aieng index` said "the indexes reported 0 written" and exited 0."""
-    plugin = types.ModuleType("full_disk")
-
-    @hookimpl
-    def aieng_register_components(registry: ComponentRegistry) -> None:
-        registry.add("full", Full)
-
-    plugin.aieng_register_components = aieng_register_components  # type: ignore[attr-defined]
-    kernel = Kernel(env={"AIENG_PLUGINS": "builtin"}, loop_block_threshold=None).load()
-    kernel.registry.register(plugin, name="full_disk")
+    kernel = kernel_with({"full": Full})
     (tmp_path / "a.txt").write_text("alpha")
     pipeline = tmp_path / "p.toml"
     pipeline.write_text('[pipeline]\nname = "p"\non_error = "fallback"\n'
