@@ -22,10 +22,11 @@ from typing import Any, Literal
 import attrs
 import structlog
 import torch
+from aieng_hookspecs import MODEL_BUILD
 from aieng_hookspecs.types import Message, Request, TokenLogprob, Usage
 
 from ._constrain import Guide, constraint_for, marked_texts, token_heads, token_texts
-from ._convert import MODEL_BUILD, dtype_argument
+from ._convert import dtype_argument
 from ._cpu import warn_if_emulated
 from ._sampling import choose, make_generator, penalize
 from ._speculative import Proposer, Speculation

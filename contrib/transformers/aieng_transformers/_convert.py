@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from aieng_hookspecs import MODEL_BUILD as SHARED_MODEL_BUILD
-from aieng_hookspecs import remove_abandoned, scratch_path
+from aieng_hookspecs import MODEL_BUILD, remove_abandoned, scratch_path
 
 from ._digest import file_digest
 
-__all__ = ["FORMAT_VERSION", "MODEL_BUILD", "cached_folder", "convert_gguf", "digest_memo",
+__all__ = ["FORMAT_VERSION", "cached_folder", "convert_gguf", "digest_memo",
            "fingerprint"]
 
 log = structlog.get_logger(__name__)
@@ -32,10 +31,6 @@ log = structlog.get_logger(__name__)
 FORMAT_VERSION = 1
 #: Written last into a converted folder: what it was made from.
 MARKER = "aieng-conversion.json"
-#: Held around every model this package builds (``from_pretrained``, ``from_config``) and
-#: around the lazy imports of transformers' classes before them: the process-wide lock of
-#: every plugin's transformers builds (``aieng_hookspecs.MODEL_BUILD``, which says why).
-MODEL_BUILD = SHARED_MODEL_BUILD
 
 
 def fingerprint(gguf: Path, memo: Path | None = None) -> str:

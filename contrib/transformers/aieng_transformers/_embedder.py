@@ -412,8 +412,9 @@ class MiniLMEmbedder:
         with self._loading:
             if self._encoder is None:
                 import torch
+                from aieng_hookspecs import MODEL_BUILD
 
-                from ._convert import MODEL_BUILD, dtype_argument
+                from ._convert import dtype_argument
                 from ._cpu import warn_if_emulated
 
                 started = time.perf_counter()
@@ -471,7 +472,7 @@ class MiniLMEmbedder:
         width = config.get("hidden_size")
         if isinstance(width, int) and width > 0:
             return width
-        from ._convert import MODEL_BUILD
+        from aieng_hookspecs import MODEL_BUILD
 
         with MODEL_BUILD:
             from transformers import AutoConfig

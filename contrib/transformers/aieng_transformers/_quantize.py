@@ -235,8 +235,9 @@ def _has_bitsandbytes() -> bool:
 
 def _from_pretrained(folder: Path, kind: Kind, **extra: Any) -> Any:
     import torch
+    from aieng_hookspecs import MODEL_BUILD
 
-    from ._convert import MODEL_BUILD, dtype_argument
+    from ._convert import dtype_argument
 
     with MODEL_BUILD:
         from transformers import AutoModel, AutoModelForCausalLM
@@ -249,7 +250,7 @@ def _from_pretrained(folder: Path, kind: Kind, **extra: Any) -> Any:
 
 
 def _from_config(folder: Path, kind: Kind) -> Any:
-    from ._convert import MODEL_BUILD
+    from aieng_hookspecs import MODEL_BUILD
 
     with MODEL_BUILD:
         from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
@@ -363,8 +364,7 @@ def _write(folder: Path, scratch: Path, scheme: str, kind: Kind, *,
 
 def _bnb(folder: Path, kind: Kind, keep_fp32: tuple[str, ...], scheme: str) -> Any:
     import torch
-
-    from ._convert import MODEL_BUILD
+    from aieng_hookspecs import MODEL_BUILD
 
     with MODEL_BUILD:
         from transformers import BitsAndBytesConfig
@@ -382,7 +382,7 @@ def _bnb(folder: Path, kind: Kind, keep_fp32: tuple[str, ...], scheme: str) -> A
 
 
 def _tokenizer(folder: Path) -> Any:
-    from ._convert import MODEL_BUILD
+    from aieng_hookspecs import MODEL_BUILD
 
     with MODEL_BUILD:
         from transformers import AutoTokenizer
