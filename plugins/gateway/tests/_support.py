@@ -7,6 +7,7 @@ stage timeout, ``BREAK`` fails after the first delta; and with log-probabilities
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import threading
@@ -26,7 +27,8 @@ from aieng_monitoring import FeedbackOptions, FeedbackStore, Monitor, MonitorOpt
 from aieng_core.testing import HashEmbedder, ScriptedBackend, isolated_kernel
 from aieng_core.testing.loopback import LoopbackServer
 
-__all__ = ["FlakyBackend", "LoopbackServer", "free_port", "make_gateway", "wait_healthy"]
+__all__ = ["FlakyBackend", "LoopbackServer", "free_port", "make_gateway", "post_raw",
+           "wait_healthy"]
 
 
 def free_port() -> int:
@@ -34,6 +36,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def post_raw(sock: socket.socket, key: str, body: dict[str, Any]) -> None:
+    """Send a chat request over a raw socket (closing it is a client going away)."""
+    data = json.dumps(body).encode()
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+                 b"authorization: Bearer " + key.encode() + b"\r\n"
+                 b"content-type: application/json\r\n"
+                 b"content-length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
 
 
 def wait_healthy(process: subprocess.Popen[bytes], base: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _support import LoopbackServer, free_port, wait_healthy
+from _support import LoopbackServer, free_port, post_raw, wait_healthy
 from aieng_gateway import Gateway, GatewaySettings, KeyStore
 from aieng_gateway._cli import serve
 from aieng_hookspecs import hookimpl
@@ -257,14 +257,6 @@ def test_the_keys_bucket_is_charged_the_runs_usage(
     assert gateway.limits._tokens[record.id].level == 1000 - 4 * USAGE.total_tokens
 
 
-def _post_raw(sock: socket.socket, key: str, body: dict[str, Any]) -> None:
-    data = json.dumps(body).encode()
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
-                 b"authorization: Bearer " + key.encode() + b"\r\n"
-                 b"content-type: application/json\r\n"
-                 b"content-length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_client_that_goes_away_cancels_the_tools(
         agent_served: tuple[Gateway, LoopbackServer, str], tools: Tools,
@@ -276,7 +268,7 @@ def test_a_client_that_goes_away_cancels_the_tools(
     tools.cancelled.clear()
     before = gateway.requests[("/v1/chat/completions", 499)]
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        _post_raw(sock, key, _chat("wait for it", stream=stream))
+        post_raw(sock, key, _chat("wait for it", stream=stream))
         assert tools.started.wait(10)
     assert tools.cancelled.wait(10)
     deadline = time.monotonic() + 10

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-from _support import LoopbackServer, logprob_of, make_gateway
+from _support import LoopbackServer, logprob_of, make_gateway, post_raw
 from aieng_gateway import Gateway
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -387,15 +387,6 @@ def test_stream_error_after_the_first_token_stays_in_the_stream(client: httpx.Cl
     assert "upstream dropped" in events[-2]["error"]["message"] and events[-1] == "[DONE]"
 
 
-def _post_raw(sock: socket.socket, key: str, body: dict[str, Any]) -> None:
-    """Send a chat request over a raw socket (closing it is a client going away)."""
-    data = json.dumps(body).encode()
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
-                 b"authorization: Bearer " + key.encode() + b"\r\n"
-                 b"content-type: application/json\r\n"
-                 b"content-length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
-
-
 def test_disconnect_before_the_first_token_cancels_the_run(tmp_path: Path) -> None:
     """A streaming client that goes away while the headers still wait for the first token
     cancels the run (recorded as early_stop, nothing sent) rather than waiting it out."""
@@ -405,7 +396,7 @@ def test_disconnect_before_the_first_token_cancels_the_run(tmp_path: Path) -> No
     with LoopbackServer(gateway.app) as server:
         backend = gateway.pipeline.components["llm"]
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            _post_raw(sock, key, _chat("SLOW to start", stream=True))
+            post_raw(sock, key, _chat("SLOW to start", stream=True))
             assert backend.slow.wait(10)  # the run waits for its first token
         rows = _wait_rows(gateway, "%")
     assert rows and rows[0][0] == "early_stop"
@@ -422,7 +413,7 @@ def test_disconnect_of_a_json_client_cancels_the_run(tmp_path: Path) -> None:
     with LoopbackServer(gateway.app) as server:
         backend = gateway.pipeline.components["llm"]
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            _post_raw(sock, key, _chat("SLOW to answer"))
+            post_raw(sock, key, _chat("SLOW to answer"))
             assert backend.slow.wait(10)  # the run is generating
         assert backend.cancelled.wait(10)  # and the disconnect cancelled it
         deadline = time.monotonic() + 10
