@@ -49,6 +49,11 @@ class ComponentContext:
         """This component's name in the pipeline."""
         return self._component
 
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The pipeline's backend components, in the route stage's candidate order."""
+        return self._pipeline.backends
+
     async def embed(
         self, texts: Sequence[str], model: str | None = None
     ) -> Sequence[Sequence[float]]:

@@ -68,6 +68,17 @@ class PipelineContext(Protocol):
     def component(self) -> str:
         """This component's name in the pipeline."""
 
+    @property
+    def backends(self) -> Sequence[str]:
+        """The names of the pipeline's backend components (those implementing
+        ``aieng_generate`` or ``aieng_stream``), in the order the ``route`` stage passes
+        them to ``aieng_route`` as ``candidates``. A router checks the backends its options
+        name against them when it opens, so that a misspelt name fails the opening instead
+        of never being routed to.
+
+        .. versionadded:: 0.1.0
+        """
+
     async def embed(
         self, texts: Sequence[str], model: str | None = None
     ) -> Sequence[Sequence[float]]:

@@ -34,6 +34,9 @@ class RouterSuite(RoleSuite):
             def component(self) -> MyRouter:
                 return MyRouter()
 
+    A router whose options name backends lists them in ``backends`` (default ``("alpha",
+    "beta")``): the suite's pipeline offers a scripted backend of each name.
+
     For any request and any candidate list, the router returns ``None`` ("no opinion") or a
     route whose target and fallbacks are among the candidates, the fallbacks unique and
     without the target. With no candidates only ``None`` is possible. The request is left
@@ -41,6 +44,10 @@ class RouterSuite(RoleSuite):
     """
 
     role = "router"
+    #: the backends of :meth:`test_routes_in_a_pipeline`'s pipeline; a router checks the
+    #: names its options use against the pipeline's backends when it opens, so set this to
+    #: the names yours uses (each becomes a scripted backend answering ``from <name>``)
+    backends: tuple[str, ...] = ("alpha", "beta")
     required_hooks = ("aieng_route",)
     role_hooks = ("aieng_route",)
 
@@ -79,8 +86,9 @@ class RouterSuite(RoleSuite):
                          candidates)
 
     async def test_routes_in_a_pipeline(self, aieng_kernel: Kernel, component: object) -> None:
-        """Between two backends, the routed target answers the run."""
-        backends = {name: ScriptedBackend([f"from {name}"]) for name in ("alpha", "beta")}
+        """Between the suite's backends (:attr:`backends`), the routed target answers the
+        run."""
+        backends = {name: ScriptedBackend([f"from {name}"]) for name in self.backends}
         pipeline = self.compose(aieng_kernel, component, stages=["route", "generate"],
                                 others=backends)
         result = await pipeline.run(Request(messages=(Message("user", "Route me."),)))

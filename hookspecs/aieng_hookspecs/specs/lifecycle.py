@@ -19,8 +19,9 @@ def aieng_pipeline_open(context: PipelineContext) -> None:
     :none: the only return value.
     :async: may be ``async def``; loading work belongs in a thread (``anyio.to_thread``).
     :param context: the component's handle on its pipeline: ``context.embed``,
-        ``context.generate`` and ``context.emit``, so it can use other roles through hooks
-        without importing another plugin or the kernel.
+        ``context.generate``, ``context.retrieve``, ``context.backends`` and
+        ``context.emit``, so it can use other roles through hooks without importing another
+        plugin or the kernel.
     :returns: nothing.
 
     .. versionadded:: 0.1.0

@@ -78,7 +78,10 @@ class CostRouter:
 
     @hookimpl
     def aieng_pipeline_open(self, context: PipelineContext) -> None:
-        """Keep the context, to publish circuit events through it."""
+        """Check the profiled backends against the pipeline's, and keep the context, to
+        publish circuit events through it."""
+        self.health.check_named([("backends", name) for name in self.options.backends],
+                                context)
         self.health.router = context.component
         self.health.context = context
 

@@ -3,6 +3,7 @@ moving averages, and a circuit breaker each."""
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -99,6 +100,28 @@ class Health:
         self._failed_at: OrderedDict[str, float] = OrderedDict()
         #: backends named by the options that were not candidates, warned about once each
         self.unknown: set[str] = set()
+
+    def check_named(self, named: Iterable[tuple[str, str]], context: PipelineContext) -> None:
+        """Fail the opening when an option names a backend the pipeline does not have.
+
+        :param named: ``(where, backend)`` for each backend the options name (``where``
+            says which option, for the message).
+        :param context: the pipeline's context; with no backend at all there is nothing
+            to check against (the generate stage reports a pipeline without backends).
+        :raises ValueError: naming the option, the pipeline's backends and the closest one.
+        """
+        backends = tuple(context.backends)
+        if not backends:
+            return
+        for where, name in named:
+            if name in backends:
+                continue
+            close = difflib.get_close_matches(name, backends, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"router {context.component!r}: {where} names backend {name!r}, which "
+                f"pipeline {context.pipeline!r} does not have (its backends: "
+                f"{', '.join(backends)}){hint}")
 
     def breaker(self, backend: str) -> CircuitBreaker:
         """The backend's breaker (created closed)."""

@@ -193,7 +193,13 @@ class IntentRouter:
 
     @hookimpl
     async def aieng_pipeline_open(self, context: PipelineContext) -> None:
-        """Keep the context (to embed and emit through) and embed the examples."""
+        """Check the backends the options name against the pipeline's, keep the context
+        (to embed and emit through) and embed the examples."""
+        options = self.options
+        self.health.check_named(
+            [*((f"routes.{label}", name) for label, name in options.routes.items()),
+             *((("default", options.default),) if options.default is not None else ()),
+             *(("fallbacks", name) for name in options.fallbacks)], context)
         self._context = context
         self.health.router = context.component
         self.health.context = context

@@ -81,9 +81,23 @@ class RuleRouter:
 
     @hookimpl
     def aieng_pipeline_open(self, context: PipelineContext) -> None:
-        """Keep the context, to publish circuit events through it."""
+        """Check the backends the options name against the pipeline's, and keep the
+        context, to publish circuit events through it."""
+        self.health.check_named(self.named(), context)
         self.health.router = context.component
         self.health.context = context
+
+    def named(self) -> list[tuple[str, str]]:
+        """``(option, backend)`` for every backend the options name."""
+        named: list[tuple[str, str]] = []
+        for number, rule in enumerate(self.options.rules, start=1):
+            label = f"rule {rule.name or number}"
+            named.append((f"{label} target", rule.target))
+            named.extend((f"{label} fallbacks", name) for name in rule.fallbacks)
+        if self.options.default is not None:
+            named.append(("default", self.options.default))
+        named.extend(("fallbacks", name) for name in self.options.fallbacks)
+        return named
 
     @hookimpl
     def aieng_on_event(self, event: Event) -> None:

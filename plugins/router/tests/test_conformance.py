@@ -39,6 +39,8 @@ class TestIntentRouter(RouterSuite):
 class TestRuleRouter(RouterSuite):
     """``rule-router`` with a pattern rule, a size rule and a default."""
 
+    backends = ("alpha", "beta", "large", "small")
+
     @pytest.fixture
     def component(self) -> RuleRouter:
         """Refunds to ``alpha``, long prompts to ``large``, the rest to ``beta``."""
@@ -50,6 +52,8 @@ class TestRuleRouter(RouterSuite):
 
 class TestCostRouter(RouterSuite):
     """``cost-router`` with two priced backends and a latency budget."""
+
+    backends = ("small", "large", "alpha")
 
     @pytest.fixture
     def component(self) -> CostRouter:

@@ -355,3 +355,38 @@ async def test_intent_accuracy_with_the_real_minilm() -> None:
             result = await pipe.run(text)
             right += result.answer == label
     assert right / len(held) >= 0.8, f"{right}/{len(held)}"
+
+
+@pytest.mark.parametrize(("router", "expected"), [
+    (lambda: IntentRouter(IntentOptions(routes={"billing": "first", "tech": "thrid"},
+                                        examples={"billing": ("refund",), "tech": ("crash",)}),
+                          embedder=HashEmbedder().aieng_embed),
+     "routes.tech names backend 'thrid'"),
+    (lambda: IntentRouter(IntentOptions(routes={"billing": "first"}, default="secnd",
+                                        examples={"billing": ("refund",)}),
+                          embedder=HashEmbedder().aieng_embed),
+     "default names backend 'secnd'"),
+    (lambda: CostRouter(CostOptions(backends={"first": BackendProfile(price_in=1.0),
+                                              "thirds": BackendProfile(price_in=2.0)})),
+     "backends names backend 'thirds'"),
+    (lambda: RuleRouter(RuleOptions(default="first", fallbacks=("secnod",))),
+     "fallbacks names backend 'secnod'"),
+], ids=["intent-route", "intent-default", "cost-profile", "rule-fallback"])
+async def test_every_router_fails_the_opening_on_a_backend_the_pipeline_lacks(
+        aieng_kernel: Kernel, router: Any, expected: str) -> None:
+    """Each router checks the backends its options name when its pipeline opens: a name
+    the pipeline lacks is an error naming the option, the backends and the closest one."""
+    pipeline = aieng_kernel.compose({"router": router(), **chain()})
+    with pytest.raises(HookError, match="did you mean") as caught:
+        await pipeline.open()
+    assert expected in str(caught.value)
+    assert "(its backends: first, second, third)" in str(caught.value)
+
+
+async def test_a_router_in_a_pipeline_without_backends_opens(aieng_kernel: Kernel) -> None:
+    """With no backend at all there is nothing to check the names against (the generate
+    stage reports the missing backend), so the router opens."""
+    pipeline = aieng_kernel.compose({"router": RuleRouter(RuleOptions(default="first"))},
+                                    stages=["route"])
+    async with pipeline:
+        assert pipeline.backends == ()

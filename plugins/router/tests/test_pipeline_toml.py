@@ -21,7 +21,7 @@ from aieng_router import BreakerOptions, Rule, RuleOptions, RuleRouter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aieng_core import Kernel
+from aieng_core import HookError, Kernel
 from aieng_core.testing import ScriptedBackend
 
 pytestmark = pytest.mark.anyio
@@ -123,21 +123,35 @@ async def test_rules_from_toml_pick_the_documented_backend(
             assert plain.route is not None and plain.route.fallbacks == ("large",)
 
 
-async def test_a_name_that_is_not_a_backend_is_warned_about_once(
+async def test_a_name_that_is_not_a_backend_fails_the_opening(
         aieng_kernel: Kernel, register_plugin: Any, tmp_path: Path) -> None:
-    """A rule naming a backend the pipeline lacks (a typo) is never routed to; the router
-    says so once, naming the backend and the candidates, instead of staying silent."""
+    """A rule naming a backend the pipeline lacks (a typo, a table left out) fails the
+    pipeline's opening, naming the rule, the backend and the pipeline's backends, with the
+    closest name: it would never be routed to."""
     path = tmp_path / "typo.toml"
-    path.write_text(rules_toml(("small", "large", "vip")), encoding="utf-8")
-    with plugins(register_plugin):
-        async with aieng_kernel.load_pipeline(path) as pipeline:
-            with structlog.testing.capture_logs() as logs:
-                for _ in range(3):
-                    result = await pipeline.run("a café please")
-                    assert result.answer == "from small"
+    path.write_text(rules_toml(("small", "large", "vip"),
+                               extra='\n[components.frensh]\nuse = "said"\n'),
+                    encoding="utf-8")
+    with plugins(register_plugin), pytest.raises(HookError) as caught:
+        async with aieng_kernel.load_pipeline(path):
+            pass
+    message = str(caught.value)
+    assert "rule café target names backend 'french'" in message
+    assert "(its backends: small, large, vip, frensh); did you mean 'frensh'?" in message
+    assert caught.value.stage == "open"
+
+
+async def test_a_router_used_without_a_pipeline_warns_once_of_unknown_names() -> None:
+    """Called directly (no pipeline opened it, so nothing was checked), a router passes over
+    a name that is not a candidate and says so once, naming it and the candidates."""
+    router = RuleRouter(RuleOptions(rules=(Rule(target="missing", fallbacks=("small",)),)))
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            route = router.aieng_route(ask("hi"), ["small", "large"])
+            assert route is not None and route.target == "small"
     unknown = [entry for entry in logs if entry["event"] == "router.unknown_backend"]
-    assert [(e["router"], e["backend"]) for e in unknown] == [("router", "french")]
-    assert unknown[0]["candidates"] == ["small", "large", "vip"]
+    assert [(e["backend"], e["candidates"]) for e in unknown] == [
+        ("missing", ["small", "large"])]
 
 
 @settings(max_examples=10, deadline=None,
