@@ -73,6 +73,20 @@ class DriftComponent:
             self._loaded = True
 
     @hookimpl
+    async def aieng_pipeline_close(self) -> None:
+        """Save a frozen reference whose save failed (a last retry, so that a restart finds
+        it), and say how many request texts the embedding detector never saw: texts still
+        waiting for a full batch of ``embed_batch`` are not embedded at close (the
+        pipeline's embedder closes at the same time); they stay queued for a reopening."""
+        if self.monitor.unsaved:
+            await self._save_reference()
+        if self._pending:
+            log.warning("drift.closed_with_unembedded_texts", component=self.name,
+                        texts=len(self._pending),
+                        hint="the embedding detector embeds in batches of embed_batch: "
+                             "a smaller batch loses fewer texts at close")
+
+    @hookimpl
     async def aieng_on_event(self, event: Event) -> None:
         """Feed request texts and judge scores to the detectors; check what falls due."""
         if isinstance(event, RunStarted):

@@ -13,6 +13,7 @@ from aieng_drift import DriftComponent, DriftOptions
 from aieng_hookspecs import hookimpl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from aieng_core import Kernel
 from aieng_core.testing import HashEmbedder, ScriptedBackend, isolated_kernel
@@ -142,3 +143,21 @@ def test_the_texts_kept_while_the_embedder_is_down_are_bounded(
         assert list(mine.current) == list(theirs.current)
 
     anyio.run(main)
+
+
+async def test_closing_says_how_many_texts_were_never_embedded(aieng_kernel: Kernel) -> None:
+    """Texts still waiting for a full batch when the pipeline closes are not embedded (the
+    pipeline's embedder closes at the same time): the close says how many, once, instead
+    of dropping them silently; they stay queued should the component be opened again."""
+    drift, embedder = component(embed_batch=4, reference_size=8), Flaky()
+    pipeline = aieng_kernel.compose({"drift": drift, "embed": embedder,
+                                     "llm": ScriptedBackend(["ok"])})
+    with capture_logs() as logs:
+        async with pipeline:
+            for text in ("one", "two", "three"):
+                await drift.observe_text(text)
+    assert embedder.batches == []
+    closing = [e for e in logs if e["event"] == "drift.closed_with_unembedded_texts"]
+    assert [(e["component"], e["texts"]) for e in closing] == [("drift", 3)]
+    assert drift._pending == ["one", "two", "three"]
+

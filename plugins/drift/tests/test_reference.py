@@ -337,6 +337,26 @@ async def test_component_save_failure_is_logged_and_retried(tmp_path: Path) -> N
 
 
 @pytest.mark.anyio
+async def test_closing_saves_a_reference_whose_save_failed(aieng_kernel: Kernel,
+                                                          tmp_path: Path) -> None:
+    """A frozen reference whose save failed is saved when its pipeline closes, even when no
+    item came after the failure to retry it: a restart then finds it."""
+    blocker = tmp_path / "state"
+    component = DriftComponent(DriftOptions(
+        detectors=("score",), reference_size=3, window_size=3, check_every=3,
+        reference_path=str(blocker / "drift.json")))
+    pipeline = aieng_kernel.compose({"drift": component, "llm": ScriptedBackend(["ok"])})
+    async with pipeline:
+        blocker.write_text("not a folder", "utf-8")  # after the opening read the folder
+        for value in (1.0, 2.0, 3.0):
+            await component.observe_scores([Score(name="m", value=value)])
+        assert component.monitor.unsaved
+        blocker.unlink()
+    assert not component.monitor.unsaved
+    assert DriftMonitor(component.options).window("score:m").reference == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.anyio
 async def test_reference_path_from_a_pipeline_file(aieng_kernel: Kernel,
                                                    register_plugin: Any,
                                                    tmp_path: Path) -> None:
