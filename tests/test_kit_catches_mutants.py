@@ -36,10 +36,16 @@ from aieng_core.testing.conformance import (
     CacheSuite,
     GuardrailSuite,
     MemorySuite,
+    RerankerSuite,
     RetrieverSuite,
     ToolSuite,
 )
-from aieng_core.testing.reference import EchoTool, MemoryCache, RegexRedactGuard
+from aieng_core.testing.reference import (
+    EchoTool,
+    MemoryCache,
+    RegexRedactGuard,
+    ScoreReranker,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -341,3 +347,38 @@ class TestScopedMemory(MemorySuite):
     @pytest.fixture
     def component(self) -> ScopedMemory:
         return ScopedMemory()
+
+
+# ----------------------------------------------------------------------------- reranker
+
+
+class DropsAll(ScoreReranker):
+    """Broken reranker: loses every hit (an empty list is "at most k")."""
+
+    @hookimpl
+    def aieng_rerank(self, hits: Sequence[Hit], k: int) -> list[Hit]:
+        return []
+
+
+class KeepsOneLess(ScoreReranker):
+    """Broken reranker: an off-by-one cut keeps k - 1 hits."""
+
+    @hookimpl
+    def aieng_rerank(self, hits: Sequence[Hit], k: int) -> list[Hit]:
+        return super().aieng_rerank(hits, k)[:max(min(k, len(hits)) - 1, 0)]
+
+
+@pytest.mark.parametrize(("component", "filters", "caught"), [
+    (DropsAll(), False, True),
+    (KeepsOneLess(), False, True),
+    (ScoreReranker(), False, False),
+    (DropsAll(), True, False),
+], ids=["drops-all", "one-less", "correct", "drops-all-declared-filter"])
+async def test_reranker_suite_catches_hits_lost(aieng_kernel: Kernel, component: object,
+                                                filters: bool, caught: bool) -> None:
+    """A reranker keeps min(k, len(hits)) unless its suite declares it filters."""
+    suite = RerankerSuite()
+    suite.filters = filters
+    await _caught(suite.test_reranks_in_a_pipeline(aieng_kernel, component), caught,
+                  "kept . of . hits for k=2")
+

@@ -33,13 +33,22 @@ class RerankerSuite(RoleSuite):
             def component(self) -> MyReranker:
                 return MyReranker()
 
-    The reranked hits must be drawn from the input, at most ``k``, best first (scores not
-    increasing: a reranker that reorders sets new scores), ranked 1..n, each document once,
-    unchanged; the hits given are left as they were (a reranker annotating a document
-    evolves a copy).
+    The reranked hits must be drawn from the input, ``min(k, len(hits))`` of them (a
+    document given twice counting once; at most ``k`` for a reranker whose suite sets
+    ``filters = True``, at most ``max_kept`` for one cutting by an option of its own), best
+    first (scores not increasing: a reranker that reorders sets new scores), ranked 1..n,
+    each document once, unchanged; the hits given are left as they were (a reranker
+    annotating a document evolves a copy).
     """
 
     role = "reranker"
+    #: whether the reranker filters by relevance (a threshold, a guard dropping hits): it
+    #: may keep fewer than ``min(k, len(hits))``, even none; a reranker that only reorders
+    #: and cuts keeps exactly that many
+    filters: bool = False
+    #: the most hits the reranker keeps by its own options (a ``k`` option of its own), if
+    #: fewer than the stage's ``k`` may be
+    max_kept: int | None = None
     required_hooks = ("aieng_rerank",)
     role_hooks = ("aieng_rerank",)
 
@@ -55,12 +64,21 @@ class RerankerSuite(RoleSuite):
         return None if found is None else found[0]
 
     def check_reranked(self, reranked: object, hits: Sequence[Hit], k: int) -> list[Hit]:
-        """At most ``k`` hits of ``hits``, ranks 1..n, scores not increasing, no duplicates."""
+        """``min(k, len(hits))`` hits of ``hits`` (at most ``k`` with :attr:`filters`),
+        ranks 1..n, scores not increasing, no duplicates."""
         if reranked is None:  # "leave them as they are"
             return list(hits)
         assert isinstance(reranked, (list, tuple)), (
             f"aieng_rerank returned {type(reranked).__name__}, expected a list of Hit")
         assert len(reranked) <= k, f"{len(reranked)} hits for k={k}"
+        distinct = len({h.document.id for h in hits})  # a document given twice counts once
+        expected = min(k, distinct) if self.max_kept is None else min(k, distinct,
+                                                                       self.max_kept)
+        if not self.filters:
+            assert len(reranked) == expected, (
+                f"kept {len(reranked)} of {distinct} hits for k={k}: a reranker keeps "
+                f"min(k, len(hits)) (here {expected}) unless it filters by relevance (set "
+                "filters = True in its suite) or keeps fewer by an option (max_kept)")
         for position, hit in enumerate(reranked, start=1):
             assert isinstance(hit, Hit), f"item {position} is {type(hit).__name__}, not Hit"
             check_valid(hit, f"hit {position}")

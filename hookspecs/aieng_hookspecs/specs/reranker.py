@@ -21,7 +21,9 @@ def aieng_rerank(query: Query, hits: Sequence[Hit], k: int) -> list[Hit] | None:
     :param query: the query.
     :param hits: the hits so far, best first.
     :param k: the most hits to keep.
-    :returns: at most ``k`` hits drawn from ``hits``, best first, ranks 1..n.
+    :returns: hits drawn from ``hits``, best first, ranks 1..n: ``min(k, len(hits))`` of
+        them, or fewer (even none) for a reranker that filters by relevance (a threshold,
+        a guard), which its documentation says.
 
     .. versionadded:: 0.1.0
     """

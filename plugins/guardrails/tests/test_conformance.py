@@ -101,6 +101,8 @@ class TestOutputGuardBlocking(GuardrailSuite):
 class TestRetrievalGuard(RerankerSuite):
     """``retrieval-guard`` dropping injected hits."""
 
+    filters = True  # it drops the hits it finds injected
+
     @pytest.fixture
     def component(self) -> RetrievalGuard:
         """The default retrieval guard."""

@@ -40,6 +40,8 @@ class TestMMRCosine(RerankerSuite):
 class TestMMRScoreRelevance(RerankerSuite):
     """``mmr`` with the incoming score as relevance and its own ``k``."""
 
+    max_kept = 4
+
     @pytest.fixture
     def component(self, hashing_embedder: Any) -> MMRReranker:
         """MMR at λ = 0.7 on normalized incoming scores, keeping at most 4."""
