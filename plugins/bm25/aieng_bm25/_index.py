@@ -46,6 +46,10 @@ _MAX_TOKEN_BYTES = 40
 # How long a write waits for another writer (another process, say) to release the index.
 _LOCK_WAIT_S = 5.0
 _MIB = 1024 * 1024
+# How tantivy's errors (ValueError) carry the OS error under them: "... (os error 28)".
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+_WRITE_FAILED = ("nothing of this write was committed: the index keeps its last commit; "
+                 "make room (or make the folder writable) and retry")
 # What tantivy writes into a folder before the index's meta.json (its file list, its
 # locks, the temporary files of its atomic writes): a folder holding only these is an
 # index being created (by another process, at this moment) or whose creation was cut
@@ -296,7 +300,14 @@ class BM25Index:
                 return name, schema, tantivy.Index(schema, path=str(folder), reuse=True)
             except ValueError as exc:
                 if "schema does not match" not in str(exc):
-                    raise
+                    # tantivy names a damaged file relative to the folder (or not at all):
+                    # say which index it is, and what to do.
+                    raise self._disk_error(
+                        exc, "opening the index", "make room (or make the folder readable "
+                        "and writable) and retry") or ValueError(
+                        f"{folder}: the tantivy index there cannot be opened ({exc}); if a "
+                        "file of it is damaged or missing, restore the folder from a backup, "
+                        "or delete it and index the documents again") from exc
         raise ValueError(
             f"{folder} holds a tantivy index with another schema: it was not made by this "
             f"version of aieng-bm25 (analyzers {', '.join(ANALYZERS)}); index into a new "
@@ -500,9 +511,12 @@ class BM25Index:
                 writer.commit()
             else:
                 writer.rollback()
-        except BaseException:
+        except BaseException as exc:
             writer.rollback()
-            raise
+            error = self._disk_error(exc, "writing to the index")
+            if error is None:
+                raise
+            raise error from exc
         finally:
             # Ends the writer (and its merge threads), releasing the folder's lock.
             writer.wait_merging_threads()
@@ -513,6 +527,21 @@ class BM25Index:
         self.refresh()
         return True
 
+    def _disk_error(self, exc: BaseException, doing: str,
+                    then: str = _WRITE_FAILED) -> OSError | None:
+        """The ``OSError`` (its errno, the index folder) of a tantivy error caused by one
+        (a full disk, a read-only folder), or ``None`` for another error.
+
+        :param doing: what failed ("writing to the index").
+        :param then: what it leaves, and what to do.
+        """
+        found = _OS_ERROR.search(str(exc)) if isinstance(exc, ValueError) else None
+        if found is None:
+            return None
+        number = int(found.group(1))
+        return OSError(number, f"{doing} failed: {os.strerror(number)} (tantivy: {exc}); "
+                       f"{then}", str(self.folder) if self.folder is not None else None)
+
     def _writer(self, index: tantivy.Index) -> tantivy.IndexWriter:
         heap = self.options.writer_heap_mb * _MIB
         deadline = time.monotonic() + _LOCK_WAIT_S
@@ -521,7 +550,10 @@ class BM25Index:
                 return index.writer(heap_size=heap, num_threads=self.options.writer_threads)
             except ValueError as exc:
                 if "LockBusy" not in str(exc):
-                    raise
+                    error = self._disk_error(exc, "starting a write")
+                    if error is None:
+                        raise
+                    raise error from exc
                 if time.monotonic() >= deadline:
                     raise IndexLockedError(
                         f"{self.options.path}: another writer has held the index for "

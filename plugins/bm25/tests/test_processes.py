@@ -53,6 +53,8 @@ def test_a_writer_killed_mid_batch_leaves_a_usable_index(tmp_path: Path, scorer:
     finally:
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait()
+        if writer.stdout is not None:
+            writer.stdout.close()  # else a ResourceWarning (an unclosed pipe)
     index = BM25Index(BM25Options(path=str(folder), scorer=scorer))
     count = len(index)
     assert count % BATCH == 0 and count >= committed * BATCH

@@ -197,27 +197,39 @@ class Folder:
         """The journal's operations of ``generation``, in order.
 
         A torn last line (a crash in the middle of an append) ends the journal: it is cut
-        off so that later appends follow a whole line.
+        off so that later appends follow a whole line. A damaged line followed by whole
+        ones is no torn append (a crash tears the last line only): cutting the journal
+        there would drop writes that returned, so it is an error, the journal untouched.
+
+        :raises ValueError: naming the journal and the damaged line.
         """
         path = self.root / JOURNAL
         if not path.exists():
             return
-        good = 0
+        good, damaged = 0, 0  # bytes of whole lines; the first damaged line's number
+        ops: list[dict[str, Any]] = []
         with open(path, "rb") as handle:
-            for raw in handle:
-                if not raw.endswith(b"\n"):
-                    break
-                try:
-                    op = json.loads(raw)
-                except ValueError:
-                    break
-                good += len(raw)
-                if op.get("gen") == generation:
-                    yield op
+            for number, raw in enumerate(handle, start=1):
+                op = _operation(raw)
+                if damaged:
+                    if op is not None:
+                        raise ValueError(
+                            f"the vectors index at {self.root}: {JOURNAL} line {damaged} is "
+                            f"damaged, and line {number} after it is whole (no crash leaves "
+                            "that): the folder is left as it is; restore it from a backup, "
+                            f"or cut {JOURNAL} before line {damaged} to open the index "
+                            "without the writes from there on")
+                elif op is None:
+                    damaged = number
+                else:
+                    good += len(raw)
+                    if op["gen"] == generation:
+                        ops.append(op)
         if good != path.stat().st_size:
             with open(path, "r+b") as handle:
                 handle.truncate(good)
         self.journal_bytes = good
+        yield from ops
 
     def drop_journal(self) -> None:
         """Empty a journal that no manifest goes with (the index was cleared by hand): its
@@ -331,6 +343,31 @@ class Folder:
         for old in self.root.glob("gen-*"):
             if old.name != final.name:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+# The fields of each journal operation, and their types.
+_OPERATIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "upsert": {"documents": list, "dim": int, "vectors": str},
+    "delete": {"ids": list},
+}
+
+
+def _operation(raw: bytes) -> dict[str, Any] | None:
+    """The operation of a journal line, or ``None`` for a torn or damaged line."""
+    if not raw.endswith(b"\n"):
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    op: dict[str, Any] = value
+    fields = _OPERATIONS.get(str(op.get("op")))
+    if fields is None or not isinstance(op.get("gen"), int) or not all(
+            isinstance(op.get(name), kind) for name, kind in fields.items()):
+        return None
+    return op
 
 
 def decode_vectors(op: dict[str, Any], count: int) -> Any:
