@@ -7,7 +7,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import pytest
@@ -144,6 +144,8 @@ class TestScoreReranker(RerankerSuite):
 
 class TestExactMatchJudge(JudgeSuite):
     """The reference judge passes the judge suite."""
+
+    score_ranges: ClassVar[dict[str, tuple[float, float]]] = {"exact_match": (0.0, 1.0)}
 
     @pytest.fixture
     def component(self) -> ExactMatchJudge:

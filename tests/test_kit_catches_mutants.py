@@ -6,6 +6,7 @@ namespace. Each mutant fails its suite's check; the correct component passes it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Hashable, Sequence
 from typing import Any
@@ -23,6 +24,8 @@ from aieng_hookspecs.types import (
     Message,
     Query,
     Request,
+    Sample,
+    Score,
     ToolCall,
     ToolResult,
 )
@@ -35,6 +38,7 @@ from aieng_core.testing.conformance import (
     BackendSuite,
     CacheSuite,
     GuardrailSuite,
+    JudgeSuite,
     MemorySuite,
     RerankerSuite,
     RetrieverSuite,
@@ -42,6 +46,7 @@ from aieng_core.testing.conformance import (
 )
 from aieng_core.testing.reference import (
     EchoTool,
+    ExactMatchJudge,
     MemoryCache,
     RegexRedactGuard,
     ScoreReranker,
@@ -381,4 +386,35 @@ async def test_reranker_suite_catches_hits_lost(aieng_kernel: Kernel, component:
     suite.filters = filters
     await _caught(suite.test_reranks_in_a_pipeline(aieng_kernel, component), caught,
                   "kept . of . hits for k=2")
+
+
+# -------------------------------------------------------------------------------- judge
+
+
+class OverTheTop(ExactMatchJudge):
+    """Broken judge: a percentage metric scored past 100 (a smoothing term added after the
+    cap)."""
+
+    @hookimpl
+    def aieng_judge(self, sample: Sample) -> list[Score] | None:
+        scores = super().aieng_judge(sample)
+        return None if scores is None else [Score("percent", s.value * 100 + 1.0)
+                                             for s in scores]
+
+
+@pytest.mark.parametrize(("ranges", "caught"), [
+    ({"percent": (0.0, 100.0)}, True),
+    ({"percent": (0.0, math.inf)}, False),
+    ({}, False),
+], ids=["declared-0-100", "declared-open", "undeclared"])
+async def test_judge_suite_catches_a_score_outside_its_documented_range(
+    aieng_kernel: Kernel, ranges: dict[str, tuple[float, float]], caught: bool
+) -> None:
+    """A score of a metric the suite lists in score_ranges must fall within its range."""
+    suite = JudgeSuite()
+    suite.score_ranges = ranges
+    pipeline = suite.compose(aieng_kernel, OverTheTop())
+    samples = [Sample(input="q", output="Paris", reference="Paris")]
+    await _caught(suite.test_scores_the_samples(pipeline, samples), caught,
+                  "outside its documented range")
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given
@@ -35,11 +36,18 @@ class JudgeSuite(RoleSuite):
     names of one answer differ (each score is its metric's), and the sample is left as it
     was given.
 
+    A suite may list the documented range of each metric in ``score_ranges``; every
+    score of a listed metric must fall within it.
+
     Fixture it may override: ``judge_samples`` (samples every test scores, besides the
     generated ones); at least one of them must get scores, or the suite checks nothing.
     """
 
     role = "judge"
+    #: the documented range of each metric the judge scores, ``{name: (lowest, highest)}``
+    #: (``-math.inf`` / ``math.inf`` for an open end): a score of a listed metric outside
+    #: it fails every test, so set the ranges the judge's documentation promises
+    score_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {}
     required_hooks = ("aieng_judge",)
     role_hooks = ("aieng_judge",)
 
@@ -77,6 +85,12 @@ class JudgeSuite(RoleSuite):
             check_valid(score, f"score {score.name!r}")
             assert score.name.strip(), "a score has no name"
             assert math.isfinite(score.value), f"score {score.name!r} is {score.value}"
+            bounds = self.score_ranges.get(score.name)
+            if bounds is not None:
+                low, high = bounds
+                assert low <= score.value <= high, (
+                    f"score {score.name!r} is {score.value}, outside its documented range "
+                    f"[{low}, {high}] (score_ranges)")
         names = [score.name for score in scores]
         assert unique(names), (
             f"score names repeat: {names}; give one score per metric (several values of one "
