@@ -26,6 +26,10 @@ _ZWJ = "\u200d"
 _RI_FIRST, _RI_LAST = "\U0001f1e6", "\U0001f1ff"
 # Tag characters: they spell a subdivision flag after 🏴 (🏴󠁧󠁢󠁥󠁮󠁧󠁿), and extend it.
 _TAG_FIRST, _TAG_LAST = "\U000e0020", "\U000e007f"
+# The viramas that link an Indic conjunct (क्ष is one character as users see it: a
+# letter, a virama, a letter), in Devanagari, Bengali, Gujarati, Oriya, Telugu and
+# Malayalam (Indic_Conjunct_Break=Linker, UAX #29 GB9c).
+_LINKERS = frozenset("\u094d\u09cd\u0acd\u0b4d\u0c4d\u0d4d")
 # Hangul conjoining jamo, leading (L), vowels (V) and trailing (T): a syllable written
 # with them is one character (UAX #29, GB6-8), like a precomposed syllable (LV, LVT).
 _JAMO_L = (("\u1100", "\u115f"), ("\ua960", "\ua97c"))
@@ -151,10 +155,14 @@ def _whole(text: str, cut: int) -> bool:
     whole: not between the halves of a UTF-16 surrogate pair, not in front of a mark of
     any kind (an accent, an Indic vowel sign, a variation selector), an emoji skin tone
     modifier, a tag character or a zero-width joiner, nor right after a joiner, nor
-    inside a Hangul syllable written in conjoining jamo. (Flags need the run of regional
-    indicators before the cut: :func:`_character_ends`.)"""
+    inside a Hangul syllable written in conjoining jamo or an Indic conjunct (a virama
+    followed by a letter of its script). (Flags need the run of regional indicators
+    before the cut: :func:`_character_ends`.)"""
     before, after = text[cut - 1], text[cut]
     if "\ud800" <= before <= "\udbff" and "\udc00" <= after <= "\udfff":
+        return False
+    if before in _LINKERS and unicodedata.category(after) == "Lo" \
+            and ord(after) >> 7 == ord(before) >> 7:  # the same 128-point script block
         return False
     return not (unicodedata.category(after)[0] == "M" or after == _ZWJ or before == _ZWJ
                 or "\U0001f3fb" <= after <= "\U0001f3ff"

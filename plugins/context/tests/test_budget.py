@@ -90,6 +90,8 @@ def test_a_giant_word_is_cut_between_characters() -> None:
     "\U0001f1eb\U0001f1f7",  # 🇫🇷: a flag, a pair of regional indicators
     "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",  # 🏴󠁧󠁢󠁥󠁮󠁧󠁿: tags
     "\u1100\u1161\u11a8",  # 각 in conjoining jamo: leading, vowel and trailing
+    "\u0915\u094d\u0937",  # क्ष: a Devanagari conjunct, a virama between two letters
+    "\u0c38\u0c4d\u0c24",  # స్త: a Telugu conjunct
 ])
 def test_a_cut_between_characters_keeps_each_character_whole(unit: str) -> None:
     """Cut between characters, a passage never ends inside a character as users see it:
