@@ -6,6 +6,7 @@ Plugins import from here and never from the kernel::
     from aieng_hookspecs.types import Hit, Query
 """
 
+from ._buildlock import build_lock, lock_path
 from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
 from ._models import MODEL_BUILD
 from ._options import listed
@@ -31,11 +32,13 @@ __all__ = [
     "ReaderRegistry",
     "__version__",
     "blocking",
+    "build_lock",
     "enable_wal",
     "fsync_folder",
     "hookimpl",
     "hookspec",
     "listed",
+    "lock_path",
     "remove_abandoned",
     "role_spec",
     "scratch_path",

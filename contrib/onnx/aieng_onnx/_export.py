@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import structlog
-from aieng_hookspecs import MODEL_BUILD, scratch_path
+from aieng_hookspecs import MODEL_BUILD, build_lock, scratch_path
 from aieng_hookspecs import remove_abandoned as shared_remove_abandoned
 from aieng_transformers._digest import file_digest
 
@@ -307,8 +307,9 @@ def exported(folder: Path, cache: Path, *, opset: int,
     if (target / EXPORT_FILE).is_file():
         log.debug("onnx.export_cached", folder=str(target))
         return target, False
-    with _EXPORTING:
-        # Looked at again under the lock: another thread may have just exported it.
+    with _EXPORTING, build_lock(target, log=log):
+        # Looked at again under the locks: another thread, or another process (two
+        # workers starting at once), may have just exported it.
         if (target / EXPORT_FILE).is_file():
             log.debug("onnx.export_cached", folder=str(target))
             return target, False
@@ -469,8 +470,8 @@ def optimized_variant(folder: Path, *, level: int = BERT_FUSION_LEVEL) -> Path:
     if target.is_file():
         log.debug("onnx.optimized_cached", file=str(target))
         return target
-    with _MAKING_VARIANT:
-        if not target.is_file():  # another thread may have just made it
+    with _MAKING_VARIANT, build_lock(target, log=log):
+        if not target.is_file():  # another thread or process may have just made it
             _optimize_into(folder, target, level)
     return target
 
@@ -541,8 +542,8 @@ def quantized_variant(folder: Path, source: Path | None = None, *, precision: st
     target = source.parent / f"{stem}.{scheme}.ort{version}.onnx"
     if target.is_file():  # made before, its fragments checked then (the name carries them)
         return target
-    with _MAKING_VARIANT:
-        if not target.is_file():  # another thread may have just made it
+    with _MAKING_VARIANT, build_lock(target, log=log):
+        if not target.is_file():  # another thread or process may have just made it
             _quantize_into(folder, source, target, precision, keep, weights)
     return target
 

@@ -21,8 +21,9 @@ __all__ = ["CACHE_FORMAT", "EngineCache", "engine_cache_key", "external_data_dig
 
 log = structlog.get_logger(__name__)
 
-#: Bumped when the key's parts or the cache layout change (2: the GPU's name).
-CACHE_FORMAT = 2
+#: Bumped when the key's parts or the cache layout change (2: the GPU's name; 3: the
+#: builder's workspace limit).
+CACHE_FORMAT = 3
 # A scratch engine: ``.engine-<pid>-<random>.tmp`` (aieng_hookspecs.scratch_path).
 _SCRATCH_PREFIX, _SCRATCH_SUFFIX = "engine", ".tmp"
 
@@ -82,19 +83,23 @@ def external_data_digests(path: Path) -> dict[str, str]:
 
 def engine_cache_key(*, onnx_sha256: str, trt_version: str,
                      compute_capability: tuple[int, int], precision: str,
-                     profile: ShapeProfile, device_name: str | None = None,
+                     profile: ShapeProfile, workspace_mb: int,
+                     device_name: str | None = None,
                      external_data: Mapping[str, str] | None = None) -> str:
     """The cache key of an engine: a TensorRT engine is only valid for the ONNX graph it
     was built from (its bytes and those of its external data files, ``external_data``:
     ``{location: SHA-256}``), the TensorRT version that built it, the GPU it was tuned on
     (its compute capability and model, ``device_name``: TensorRT's default engines are for
-    the GPU model that built them, not every GPU of its compute capability), its precision
-    and its shape profile; a change in any gives another key.
+    the GPU model that built them, not every GPU of its compute capability), its precision,
+    its shape profile and the builder's workspace limit (``workspace_mb``: the tactics
+    TensorRT may choose are those that fit it); a change in any gives another key. What
+    does not change the engine (the device index, the tokenizer, the cache folder, the
+    model id) is not in it.
     """
     parts: dict[str, object] = {
         "format": CACHE_FORMAT, "onnx": onnx_sha256, "tensorrt": trt_version,
         "sm": list(compute_capability), "gpu": device_name, "precision": precision,
-        "profile": list(profile.as_key())}
+        "profile": list(profile.as_key()), "workspace_mb": workspace_mb}
     if external_data:  # absent without external data: those models keep their keys
         parts["external"] = dict(external_data)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import structlog
-from aieng_hookspecs import hookimpl, user_cache_dir
+from aieng_hookspecs import build_lock, hookimpl, user_cache_dir
 
 from ._cache import EngineCache, engine_cache_key, external_data_digests, onnx_digest
 from ._engine import EngineBuildError, EngineRunner, build_engine
@@ -142,7 +142,7 @@ class MiniLMTensorRT:
                                 external_data=external_data_digests(onnx),
                                 trt_version=trt_version, compute_capability=capability,
                                 device_name=gpu, precision=self.options.precision,
-                                profile=self.profile)
+                                profile=self.profile, workspace_mb=self.options.workspace_mb)
 
     def engine_cache(self) -> EngineCache:
         """The cache of built engines: ``cache_dir``, else ``tensorrt/`` in aieng's cache
@@ -177,38 +177,51 @@ class MiniLMTensorRT:
                                  compute_capability(torch, self.options.device),
                                  device_name(torch, self.options.device))
             cache = self.engine_cache()
-            engine = cache.load(key)
-            runner: EngineRunner | None = None
             # TensorRT deserializes onto the current CUDA device: the option's, not 0.
             with torch.cuda.device(self.options.device):
-                if engine is not None:
-                    try:
-                        runner = EngineRunner(trt, torch, engine, device=self.options.device,
-                                              logger=logger)
-                    except EngineBuildError:
-                        # A damaged file (a crash before its bytes reached the disk leaves
-                        # an empty one) would fail every open: build it again instead.
-                        log.warning("tensorrt.engine.unreadable", key=key,
-                                    path=str(cache.path(key)))
+                runner = self._cached(trt, torch, cache, key, logger)
                 if runner is None:
-                    started = time.perf_counter()
-                    engine = build_engine(trt, onnx.read_bytes(), self.profile,
-                                          precision=self.options.precision,
-                                          workspace_bytes=self.options.workspace_mb << 20,
-                                          logger=logger, path=onnx)
-                    seconds = round(time.perf_counter() - started, 3)
-                    try:
-                        where: Path | None = cache.store(key, engine)
-                    except OSError as exc:  # a read-only or full cache: minutes of build
-                        where = None        # are not thrown away; the next load rebuilds
-                        log.warning("tensorrt.engine.not_cached", key=key,
-                                    path=str(cache.path(key)), error=str(exc))
-                    log.info("tensorrt.engine.built", key=key, seconds=seconds,
-                             path=None if where is None else str(where))
-                    runner = EngineRunner(trt, torch, engine, device=self.options.device,
-                                          logger=logger)
+                    # One build across processes (two workers starting at once): another
+                    # building this engine is waited for, and its engine loaded.
+                    with build_lock(cache.path(key), log=log):
+                        runner = self._cached(trt, torch, cache, key, logger)
+                        if runner is None:
+                            runner = self._build(trt, torch, onnx, cache, key, logger)
             self._loaded = _Loaded(runner, tokenizer, torch, self.profile)
             return self._loaded
+
+    def _cached(self, trt: Any, torch: Any, cache: EngineCache, key: str,
+                logger: Any) -> EngineRunner | None:
+        # The runner of the cached engine of ``key``, or None (none cached, or damaged).
+        engine = cache.load(key)
+        if engine is None:
+            return None
+        try:
+            return EngineRunner(trt, torch, engine, device=self.options.device, logger=logger)
+        except EngineBuildError:
+            # A damaged file (a crash before its bytes reached the disk leaves an empty
+            # one) would fail every open: build it again instead.
+            log.warning("tensorrt.engine.unreadable", key=key, path=str(cache.path(key)))
+            return None
+
+    def _build(self, trt: Any, torch: Any, onnx: Path, cache: EngineCache, key: str,
+               logger: Any) -> EngineRunner:
+        # Build the engine (minutes), cache it when the cache can keep it, and run it.
+        started = time.perf_counter()
+        engine = build_engine(trt, onnx.read_bytes(), self.profile,
+                              precision=self.options.precision,
+                              workspace_bytes=self.options.workspace_mb << 20,
+                              logger=logger, path=onnx)
+        seconds = round(time.perf_counter() - started, 3)
+        try:
+            where: Path | None = cache.store(key, engine)
+        except OSError as exc:  # a read-only or full cache: minutes of build are not
+            where = None        # thrown away; the next load rebuilds
+            log.warning("tensorrt.engine.not_cached", key=key, path=str(cache.path(key)),
+                        error=str(exc))
+        log.info("tensorrt.engine.built", key=key, seconds=seconds,
+                 path=None if where is None else str(where))
+        return EngineRunner(trt, torch, engine, device=self.options.device, logger=logger)
 
     @hookimpl
     async def aieng_pipeline_open(self) -> None:

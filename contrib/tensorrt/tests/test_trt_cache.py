@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 BASE = {"onnx_sha256": "a" * 64, "trt_version": "10.13.0.35",
         "compute_capability": (9, 0), "device_name": "NVIDIA H200",
-        "precision": "fp16", "profile": ShapeProfile()}
+        "precision": "fp16", "profile": ShapeProfile(), "workspace_mb": 1024}
 
 
 def test_key_is_stable() -> None:
@@ -41,6 +41,7 @@ def test_key_is_stable() -> None:
     ("profile", ShapeProfile(min_seq=8)),
     ("profile", ShapeProfile(opt_seq=64)),
     ("profile", ShapeProfile(max_seq=512)),
+    ("workspace_mb", 2048),
 ])
 def test_key_changes_with_each_input(name: str, value: object) -> None:
     """An engine built for other ONNX bytes, TensorRT, GPU, precision or profile is
@@ -156,3 +157,37 @@ def test_a_failed_write_leaves_no_scratch(tmp_path: Path,
         cache.store("k", b"new engine")
     assert [p.name for p in (tmp_path / "engines").iterdir()] == ["k.engine"]
     assert cache.load("k") == b"old engine"
+
+
+#: Each option but ``onnx_path`` (its bytes are the key, not its name: tested above) with
+#: another value, and whether that value builds another engine.
+OTHER_VALUES: dict[str, tuple[object, bool]] = {
+    "precision": ("fp32", True),
+    "batch": ((1, 8, 64), True),
+    "seq": ((1, 64, 256), True),
+    "workspace_mb": (2048, True),  # the tactics TensorRT may pick are those that fit
+    "tokenizer_path": ("elsewhere/tokenizer.json", False),
+    "cache_dir": ("elsewhere", False),
+    "device": (1, False),  # the same GPU model: the key has its name and capability
+    "model": ("another-id", False),
+}
+
+
+def test_every_option_that_changes_the_engine_is_in_the_key(tmp_path: Path) -> None:
+    """An option that changes the built engine gives another key (the workspace limit was
+    left out: two pipelines differing only in it shared one engine); an option that does
+    not (the device index of the same GPU model, the tokenizer, the cache folder, the
+    model id) keeps the key, so no engine is built again for it. Every option is one or
+    the other: a new option fails here until it is classified."""
+    import attrs
+
+    fields = {field.name for field in attrs.fields(TensorRTOptions)}
+    assert set(OTHER_VALUES) == fields - {"onnx_path"}
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"graph-1")
+    options = TensorRTOptions(onnx_path=str(onnx))
+    base = MiniLMTensorRT(options).cache_key("10.13.0.35", (9, 0), "NVIDIA H200")
+    changed = {name: MiniLMTensorRT(attrs.evolve(options, **{name: value})).cache_key(
+        "10.13.0.35", (9, 0), "NVIDIA H200") != base
+        for name, (value, _) in OTHER_VALUES.items()}
+    assert changed == {name: builds for name, (_, builds) in OTHER_VALUES.items()}

@@ -50,24 +50,26 @@ def _flip_last_byte(path: Path) -> None:
 
 def test_keys_of_models_without_external_data_are_unchanged(tmp_path: Path) -> None:
     """Engines cached before external data counted keep their keys: the key of given
-    inputs is pinned, and a model with its weights inline keys as its bytes alone did."""
+    inputs is pinned, and a model with its weights inline keys as its bytes alone did.
+    (The pins moved once since, on purpose: the workspace limit joined the key, cache
+    format 3.)"""
     base = {"onnx_sha256": "a" * 64, "trt_version": "10.13.0.35",
             "compute_capability": (9, 0), "device_name": "NVIDIA H200",
-            "precision": "fp16", "profile": ShapeProfile()}
-    pinned = "01b5b5e39cd527fab6f7f83a4433c99d0d5feb1c10685cf1e52dec5b47a29c7f"
+            "precision": "fp16", "profile": ShapeProfile(), "workspace_mb": 1024}
+    pinned = "4aa4e59ed9d56007b2a9108b37ca84af64a7f695f582e938ac041890dac6073e"
     assert engine_cache_key(**base) == pinned  # type: ignore[arg-type]
     assert engine_cache_key(**base, external_data={}) == pinned  # type: ignore[arg-type]
     not_onnx = tmp_path / "graph.onnx"
     not_onnx.write_bytes(b"graph-1")  # TensorRT's parser reports it when it builds
     assert external_data_digests(not_onnx) == {}
     assert MiniLMTensorRT(TensorRTOptions(onnx_path=str(not_onnx))).cache_key(
-        "10.0", (8, 6)) == "614451ef89d30b909663ce4ad70d052c2df8475e821652b26e54092cb87fb92b"
+        "10.0", (8, 6)) == "f02189fabdaae5c8a2fba7972afb85d4e05b9109e7fca99c38afcadefacffd83"
     inline = tmp_path / "inline.onnx"
     onnx.save_model(_model(constant_in_subgraph=True), str(inline))
     assert external_data_digests(inline) == {}
     assert _key(inline) == engine_cache_key(
         onnx_sha256=onnx_digest(inline), trt_version=GPU[0], compute_capability=GPU[1],
-        device_name=GPU[2], precision="fp16", profile=ShapeProfile())
+        device_name=GPU[2], precision="fp16", profile=ShapeProfile(), workspace_mb=1024)
 
 
 def test_key_follows_the_external_data_bytes(tmp_path: Path) -> None:
@@ -105,7 +107,8 @@ def test_every_external_data_file_counts(tmp_path: Path) -> None:
         seen.add(_key(path))
     assert len(seen) == 4
     base = {"onnx_sha256": "a" * 64, "trt_version": GPU[0], "compute_capability": GPU[1],
-            "device_name": GPU[2], "precision": "fp16", "profile": ShapeProfile()}
+            "device_name": GPU[2], "precision": "fp16", "profile": ShapeProfile(),
+            "workspace_mb": 1024}
     one = engine_cache_key(**base, external_data={"a.bin": "1" * 64})  # type: ignore[arg-type]
     two = engine_cache_key(**base, external_data={"a.bin": "1" * 64,  # type: ignore[arg-type]
                                                   "b.bin": "2" * 64})

@@ -108,12 +108,16 @@ class Batcher(Generic[T, R]):
     def start(self) -> None:
         """Start the batcher thread (no-op when it runs)."""
         with self._lock:
-            if not self.running:
-                self._stopping = threading.Event()
-                self._thread = threading.Thread(
-                    target=self._loop, args=(self._stopping,), name=self.name, daemon=True
-                )
-                self._thread.start()
+            self._start()
+
+    def _start(self) -> None:
+        # Under the lock.
+        if not self.running:
+            self._stopping = threading.Event()
+            self._thread = threading.Thread(
+                target=self._loop, args=(self._stopping,), name=self.name, daemon=True
+            )
+            self._thread.start()
 
     def stop(self) -> None:
         """End the batcher thread after the batch in hand (blocking: call it in a worker
@@ -131,9 +135,14 @@ class Batcher(Generic[T, R]):
 
         :raises BaseException: the error the batch function gave this item.
         """
-        self.start()
         ticket: Ticket[T, R] = Ticket(item, size, anyio.lowlevel.current_token(), anyio.Event())
-        self._queue.put(ticket)
+        # Started and queued under the lock: a stop() (a close, in a worker thread) between
+        # the two would end the thread before the ticket is queued, and leave its caller
+        # waiting forever. Now the ticket is queued ahead of the stop's wake-up (and run or
+        # failed), or after it, for a thread of its own.
+        with self._lock:
+            self._start()
+            self._queue.put(ticket)
         try:
             await ticket.done.wait()
         except BaseException:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from aieng_hookspecs import MODEL_BUILD, remove_abandoned, scratch_path
+from aieng_hookspecs import MODEL_BUILD, build_lock, remove_abandoned, scratch_path
 
 from ._digest import file_digest
 
@@ -65,16 +65,35 @@ def convert_gguf(gguf: Path, cache_root: Path) -> Path:
     :raises OSError: when ``gguf`` changed while it was converted (nothing is cached: the
         folder would hold the conversion of other bytes than its key's), or when the cache
         folder cannot be written (before converting: the message names the folder).
+
+    Another process converting the same file (two workers starting at once) is waited
+    for, and its folder used (:func:`aieng_hookspecs.build_lock`).
     """
     version = _version(gguf)
     target = cached_folder(gguf, cache_root)
-    if (target / MARKER).is_file():
-        damage = damaged(target)
-        if damage is None:
+    if _sound(target):
+        return target
+    with build_lock(target, log=log):
+        # Looked at again under the lock: another process may have just converted it.
+        if _sound(target):
             return target
-        # A file cut short (a crash before the disk had it all) or edited: converted anew.
-        log.warning("gguf.cache_damaged", folder=str(target), reason=damage)
-        _discard_damaged(target)
+        return _convert(gguf, target, version)
+
+
+def _sound(target: Path) -> bool:
+    # Whether ``target`` holds a finished conversion; a damaged one is discarded.
+    if not (target / MARKER).is_file():
+        return False
+    damage = damaged(target)
+    if damage is None:
+        return True
+    # A file cut short (a crash before the disk had it all) or edited: converted anew.
+    log.warning("gguf.cache_damaged", folder=str(target), reason=damage)
+    _discard_damaged(target)
+    return False
+
+
+def _convert(gguf: Path, target: Path, version: tuple[int, ...]) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if discard_unmarked(target, MARKER):

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import attrs
 import structlog
-from aieng_hookspecs import blocking, hookimpl
+from aieng_hookspecs import blocking, build_lock, hookimpl
 from aieng_hookspecs.types import QuantizeResult
 from attrs import validators as v
 
@@ -129,25 +129,44 @@ class TorchInt8Quantizer:
 
         :returns: ``None`` when the folder holds a model kind this quantizer does not
             handle (an encoder-decoder).
+
+        Another process quantizing the same model (two workers starting at once) is
+        waited for, and its result used (:func:`aieng_hookspecs.build_lock`).
         """
         key = model_key(folder, keep_fp32=self.options.keep_fp32,
                         memo=self.output_root() / "digests")
         target = self.output_root() / f"{folder.name}-{key}-{scheme}"
-        marker = target / QUANTIZE_MARKER
-        if marker.is_file():
-            saved = json.loads(marker.read_text(encoding="utf-8"))
-            log.info("quantize.cached", source=str(folder), target=str(target), scheme=scheme)
-            return _result(target, saved)
+        if (target / QUANTIZE_MARKER).is_file():
+            return _cached(folder, target, scheme)
         kind = _kind(folder)
         if kind is None:
             return None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # No marker: a half-written or foreign folder, removed unless another process
-        # finished the same quantization meanwhile.
-        if discard_unmarked(target, QUANTIZE_MARKER):
-            saved = json.loads(marker.read_text(encoding="utf-8"))
-            return _result(target, saved)
-        scratch = scratch_folder(target)
+        with build_lock(target, log=log):
+            # Looked at again under the lock: another process may have just made it.
+            if (target / QUANTIZE_MARKER).is_file():
+                return _cached(folder, target, scheme)
+            return self._quantize(folder, target, scheme, kind)
+
+    def _quantize(self, folder: Path, target: Path, scheme: str,
+                  kind: Kind) -> QuantizeResult:
+        marker = target / QUANTIZE_MARKER
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # No marker: a half-written or foreign folder, removed unless another process
+            # finished the same quantization meanwhile.
+            if discard_unmarked(target, QUANTIZE_MARKER):
+                saved = json.loads(marker.read_text(encoding="utf-8"))
+                return _result(target, saved)
+            scratch = scratch_folder(target)
+            scratch.mkdir()  # writable? (before loading and quantizing, not after)
+            scratch.rmdir()
+        except OSError as exc:
+            why = (f"cannot write the {scheme} model of {folder.name} under {target.parent} "
+                   f"({exc.strerror or exc}): set the quantizer's `output_dir` option (or "
+                   "AIENG_CACHE_DIR) to a writable folder")
+            if exc.errno is None:
+                raise OSError(why) from exc
+            raise type(exc)(exc.errno, why, exc.filename) from exc
         started = time.perf_counter()
         log.info("quantize.started", source=str(folder), target=str(target), scheme=scheme,
                  kind=kind)
@@ -412,6 +431,12 @@ def _cosine(folder: Path, model: Any, quantized: Any) -> dict[str, float]:
     small = _Encoder(quantized, tokenizer, batch_size=32, max_length=256).encode(
         HELDOUT_SENTENCES)
     return {"cosine": float((full * small).sum(axis=1).mean())}
+
+
+def _cached(folder: Path, target: Path, scheme: str) -> QuantizeResult:
+    saved = json.loads((target / QUANTIZE_MARKER).read_text(encoding="utf-8"))
+    log.info("quantize.cached", source=str(folder), target=str(target), scheme=scheme)
+    return _result(target, saved)
 
 
 def _result(target: Path, saved: dict[str, Any]) -> QuantizeResult:

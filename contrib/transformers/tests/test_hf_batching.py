@@ -204,6 +204,47 @@ async def test_stop_fails_what_is_queued() -> None:
     await anyio.to_thread.run_sync(batcher.stop)
 
 
+class _StopOnPut:
+    """The batcher's queue, with a ``stop()`` (a pipeline closing, in a worker thread)
+    let run just before a ticket goes in: the moment between the thread's start and the
+    ticket's queueing. It waits for the stop up to ``grace`` seconds (a stop that waits
+    for the submit's lock goes on after it)."""
+
+    def __init__(self, batcher: Batcher[int, int], grace: float = 0.5) -> None:
+        self.batcher, self.grace, self.real = batcher, grace, batcher._queue
+        self.raced = False
+
+    def put(self, item: Any) -> None:
+        if isinstance(item, Ticket) and not self.raced:
+            self.raced = True
+            stopper = threading.Thread(target=self.batcher.stop)
+            stopper.start()
+            stopper.join(self.grace)
+        self.real.put(item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_a_stop_racing_a_submit_never_strands_it() -> None:
+    """A close (``stop()`` in a worker thread) landing while a call is being queued ends
+    the thread either after the call's ticket (which it then runs or fails) or before it
+    (and the call gets a thread of its own); the call never waits forever on a queue no
+    thread reads."""
+    batcher: Batcher[int, int] = Batcher(Doubler(), max_batch=4, max_wait_ms=0, name="race")
+    batcher.start()
+    batcher._queue = _StopOnPut(batcher)  # type: ignore[assignment]
+    outcome: object = None
+    with anyio.fail_after(10):
+        try:
+            outcome = await batcher.submit(7)
+        except RuntimeError as error:
+            outcome = str(error)
+    assert outcome in (14, "race stopped before this call ran (its pipeline closed)")
+    await anyio.to_thread.run_sync(batcher.stop)
+    assert not batcher.running
+
+
 def test_bad_options() -> None:
     """``max_batch`` < 1 and negative waits are refused by name."""
     with pytest.raises(ValueError, match="max_batch"):

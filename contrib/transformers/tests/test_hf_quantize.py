@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _tiny import plant_scratch, random_llama
@@ -282,3 +283,48 @@ def test_a_weight_changed_in_the_middle_is_a_new_key(tmp_path: Path) -> None:
     weights[len(weights) // 2] ^= 0xFF
     (folder / "model.safetensors").write_bytes(bytes(weights))
     assert model_key(folder) != first
+
+
+def test_an_output_dir_that_cannot_be_written_fails_before_the_work(
+        tmp_path: Path, random_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``output_dir`` where no folder can be made (a file is in the way; a read-only or
+    full disk) fails before the model is loaded and quantized, naming the folder and the
+    option to set (it was the file system's bare error)."""
+    from aieng_transformers import _quantize
+
+    work: list[Path] = []
+    monkeypatch.setattr(_quantize, "_write", lambda folder, scratch, *a, **k: work.append(scratch))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file", encoding="utf-8")
+    component = TorchInt8Quantizer(TorchQuantizeOptions(output_dir=str(blocker / "out")))
+    with pytest.raises(NotADirectoryError, match=r"set the quantizer's `output_dir` option "
+                       r"\(or AIENG_CACHE_DIR\) to a writable folder") as caught:
+        component.quantize(random_dir)
+    assert str(blocker / "out") in str(caught.value)
+    assert isinstance(caught.value.__cause__, NotADirectoryError)
+    assert work == []
+
+
+def test_a_full_disk_mid_write_keeps_what_was_stored(
+        tmp_path: Path, random_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk filling up while a quantized model is written fails that call with the
+    file system's error, leaves no scratch, and keeps the models quantized before."""
+    import errno
+
+    from aieng_transformers import _quantize
+
+    first = quantizer(tmp_path).quantize(random_dir)
+    assert first is not None
+    before = sorted(p.name for p in Path(first.model).iterdir())
+
+    def full(folder: Path, scratch: Path, *args: Any, **kwargs: Any) -> None:
+        scratch.mkdir(parents=True)
+        (scratch / "model-int8.pt").write_bytes(b"half a model")
+        raise OSError(errno.ENOSPC, "No space left on device", str(scratch / "model-int8.pt"))
+
+    monkeypatch.setattr(_quantize, "_write", full)
+    with pytest.raises(OSError, match="No space left"):
+        quantizer(tmp_path, keep_fp32=("down_proj",)).quantize(random_dir)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [Path(first.model).name]
+    assert sorted(p.name for p in Path(first.model).iterdir()) == before
+    assert quantizer(tmp_path).quantize(random_dir) == first
