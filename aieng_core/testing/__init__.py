@@ -7,16 +7,18 @@ aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder``
 
 from ._kit import EventCapture, HookRecorder, isolated_kernel, kernel_with, registered, settle
 from .doubles import FixedRouter, HashEmbedder, PromptCache, ScriptedBackend
+from .processes import race_processes
 
 __all__ = [
     "EventCapture",
     "FixedRouter",
     "HashEmbedder",
-    "PromptCache",
     "HookRecorder",
+    "PromptCache",
     "ScriptedBackend",
     "isolated_kernel",
     "kernel_with",
+    "race_processes",
     "registered",
     "settle",
 ]

@@ -5,50 +5,13 @@ the lock file beside the entry, then loads the first one's."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from aieng_onnx import _export as export_module
 
-#: Each racer: imports done, it says so (``ready-<n>``), waits for ``go``, runs the body.
-_RACER = """
-import json, sys, time
-from pathlib import Path
-here = Path(sys.argv[1])
-(here / f"ready-{sys.argv[2]}").touch()
-while not (here / "go").exists():
-    time.sleep(0.005)
-"""
-
-
-def _race(body: str, here: Path, *args: str) -> list[str]:
-    """Run ``body`` in two processes released together; their last stdout lines."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    racers = [subprocess.Popen([sys.executable, "-c", _RACER + body, str(here), str(n),
-                                *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env) for n in range(2)]
-    try:
-        deadline = time.monotonic() + 120
-        while not all((here / f"ready-{n}").exists() for n in range(2)):
-            assert time.monotonic() < deadline and all(r.poll() is None for r in racers), \
-                [r.communicate() for r in racers if r.poll() is not None]
-            time.sleep(0.01)
-        (here / "go").touch()
-        outs = [r.communicate(timeout=120) for r in racers]
-    finally:
-        for racer in racers:
-            if racer.poll() is None:
-                racer.kill()
-                racer.communicate()
-    for racer, (out, err) in zip(racers, outs):
-        assert racer.returncode == 0, err
-    return [out.strip().splitlines()[-1] for out, _ in outs]
-
+from aieng_core.testing import race_processes
 
 _EXPORT = """
 from aieng_onnx import _export
@@ -67,7 +30,7 @@ def test_two_processes_export_once(bert_dir: Path, tmp_path: Path) -> None:
     """Two processes exporting one model into one cache at once: one exports, the other
     waits for it and gets its folder (not a second export: minutes, and a second copy of
     the model in memory)."""
-    outs = [json.loads(line) for line in _race(_EXPORT, tmp_path, str(bert_dir))]
+    outs = [json.loads(line) for line in race_processes(_EXPORT, tmp_path, str(bert_dir))]
     assert (tmp_path / "exports").read_text().splitlines() == ["x"]
     folders = {out[0] for out in outs}
     assert len(folders) == 1 and Path(folders.pop()).parent == tmp_path / "cache" / "onnx"
@@ -77,6 +40,7 @@ def test_two_processes_export_once(bert_dir: Path, tmp_path: Path) -> None:
 
 _INT8 = """
 from aieng_onnx import MiniLMOnnxEmbedder, MiniLMOnnxOptions, _export
+
 real = _export.quantize
 def counted(*args, **kwargs):  # the real quantization, then a pause: the two overlap
     with open(here / "quantized", "a") as log:
@@ -100,7 +64,7 @@ def test_two_processes_quantize_once_and_load_the_same(bert_dir: Path, onnx_cach
     cache = tmp_path / "cache"
     shutil.copytree(folder, cache / "onnx" / folder.name,
                     ignore=shutil.ignore_patterns("model.*.onnx", ".*"))
-    outs = [json.loads(line) for line in _race(_INT8, tmp_path, str(bert_dir), str(cache))]
+    outs = [json.loads(line) for line in race_processes(_INT8, tmp_path, str(bert_dir), str(cache))]
     assert (tmp_path / "quantized").read_text().splitlines() == ["x"]
     assert outs[0] == outs[1]
     made = sorted(p.name for p in (cache / "onnx" / folder.name).glob("model.*.onnx"))

@@ -5,46 +5,9 @@ own tests are in tests/test_build_lock.py), then loads the first one's."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-#: Each racer: imports done, it says so (``ready-<n>``), waits for ``go``, runs the body.
-_RACER = """
-import json, sys, time
-from pathlib import Path
-here = Path(sys.argv[1])
-(here / f"ready-{sys.argv[2]}").touch()
-while not (here / "go").exists():
-    time.sleep(0.005)
-"""
-
-
-def _race(body: str, here: Path, *args: str) -> list[str]:
-    """Run ``body`` in two processes released together; their last stdout lines."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    racers = [subprocess.Popen([sys.executable, "-c", _RACER + body, str(here), str(n),
-                                *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env) for n in range(2)]
-    try:
-        deadline = time.monotonic() + 120
-        while not all((here / f"ready-{n}").exists() for n in range(2)):
-            assert time.monotonic() < deadline and all(r.poll() is None for r in racers), \
-                [r.communicate() for r in racers if r.poll() is not None]
-            time.sleep(0.01)
-        (here / "go").touch()
-        outs = [r.communicate(timeout=120) for r in racers]
-    finally:
-        for racer in racers:
-            if racer.poll() is None:
-                racer.kill()
-                racer.communicate()
-    for racer, (out, err) in zip(racers, outs):
-        assert racer.returncode == 0, err
-    return [out.strip().splitlines()[-1] for out, _ in outs]
-
+from aieng_core.testing import race_processes
 
 _CONVERT = """
 from aieng_transformers import _convert
@@ -65,7 +28,7 @@ def test_two_processes_convert_a_gguf_once(tmp_path: Path) -> None:
     SmolLM2 on a core), the other waits and gets its folder."""
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF not really")
-    outs = _race(_CONVERT, tmp_path, str(gguf))
+    outs = race_processes(_CONVERT, tmp_path, str(gguf))
     assert (tmp_path / "conversions").read_text().splitlines() == ["x"]
     assert outs[0] == outs[1] and Path(outs[0]).parent == tmp_path / "cache" / "transformers"
     # No lock file (nor scratch) is left beside the folder.
@@ -74,6 +37,7 @@ def test_two_processes_convert_a_gguf_once(tmp_path: Path) -> None:
 
 _QUANTIZE = """
 from aieng_transformers import TorchInt8Quantizer, TorchQuantizeOptions, _quantize
+
 def fake(folder, scratch, scheme, kind, *, keep_fp32):  # the work, slow enough to overlap
     with open(here / "quantized", "a") as log:
         log.write("x\\n")
@@ -97,6 +61,6 @@ def test_two_processes_quantize_once(tmp_path: Path) -> None:
     model.mkdir()
     (model / "config.json").write_text('{"architectures": ["BertModel"]}', encoding="utf-8")
     (model / "model.safetensors").write_bytes(b"weights")
-    outs = _race(_QUANTIZE, tmp_path, str(model))
+    outs = race_processes(_QUANTIZE, tmp_path, str(model))
     assert (tmp_path / "quantized").read_text().splitlines() == ["x"]
     assert outs[0] == outs[1] and Path(outs[0]).parent == tmp_path / "out"
