@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,11 @@ def _client(server: LoopbackServer, key: str | None) -> httpx.Client:
 
 
 @pytest.fixture
-def client(served: tuple[Gateway, LoopbackServer], api_key: str) -> httpx.Client:
-    """An authenticated client of the module's gateway."""
-    return _client(served[1], api_key)
+def client(served: tuple[Gateway, LoopbackServer], api_key: str) -> Iterator[httpx.Client]:
+    """An authenticated client of the module's gateway (closed after the test: its pooled
+    sockets would otherwise be left to the garbage collector, a ResourceWarning)."""
+    with _client(served[1], api_key) as http:
+        yield http
 
 
 def _chat(text: str, **extra: Any) -> dict[str, Any]:

@@ -94,7 +94,9 @@ def test_serve_port_0_prints_the_bound_port_and_warns_without_live_keys(
     lines: queue.Queue[bytes] = queue.Queue()
     stderr = process.stderr
     assert stderr is not None
-    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in stderr],
+                              daemon=True)
+    reader.start()
     seen: list[bytes] = []
     try:
         while not any(b" on http://" in line for line in seen):
@@ -114,6 +116,8 @@ def test_serve_port_0_prints_the_bound_port_and_warns_without_live_keys(
     finally:
         process.terminate()
         process.wait(timeout=20)
+        reader.join(timeout=20)  # the pipe ends with the process
+        stderr.close()
     text = b"".join(seen).decode()
     assert "no live API key" in text and "aieng keys create" in text, text
 

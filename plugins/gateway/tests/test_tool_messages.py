@@ -3,6 +3,7 @@ a call of the assistant message before it (only other tool messages between)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,10 +22,11 @@ ASKED = {"role": "assistant", "content": None, "tool_calls": [
 
 
 @pytest.fixture
-def client(served: tuple[Gateway, LoopbackServer], api_key: str) -> httpx.Client:
-    """An authenticated client of the module's gateway."""
-    return httpx.Client(base_url=served[1].url, timeout=20,
-                        headers={"Authorization": f"Bearer {api_key}"})
+def client(served: tuple[Gateway, LoopbackServer], api_key: str) -> Iterator[httpx.Client]:
+    """An authenticated client of the module's gateway (closed after the test)."""
+    with httpx.Client(base_url=served[1].url, timeout=20,
+                      headers={"Authorization": f"Bearer {api_key}"}) as http:
+        yield http
 
 
 def _post(client: httpx.Client, messages: list[dict[str, Any]],

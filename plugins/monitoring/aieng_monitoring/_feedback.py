@@ -8,6 +8,8 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,15 +90,33 @@ class FeedbackStore:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            enable_wal(db)
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            try:
+                enable_wal(db)
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+            except BaseException:
+                db.close()  # a file that is no database: the next call opens it again
+                raise
             self._db = db
         return self._db
 
-    def _insert(self, feedback: Feedback, ts: float) -> int:
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, the lock held; SQLite's errors (a file that is no database, a
+        full disk, a lock held past the busy timeout) name the file, keeping their type."""
         with self._lock:
-            cursor = self._connection().execute(
+            try:
+                yield self._connection()
+            except sqlite3.Error as exc:
+                error = type(exc)(f"feedback database {self.path}: {exc}")
+                for name in ("sqlite_errorcode", "sqlite_errorname"):
+                    if hasattr(exc, name):
+                        setattr(error, name, getattr(exc, name))
+                raise error from exc
+
+    def _insert(self, feedback: Feedback, ts: float) -> int:
+        with self._locked() as db:
+            cursor = db.execute(
                 "INSERT INTO feedback (ts, run_id, kind, value, text, metadata) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 # float: the column is REAL; an int past 64 bits is no SQLite INTEGER.
@@ -121,8 +141,8 @@ class FeedbackStore:
                 clauses.append(f"{column} {op} ?")
                 params.append(_utf8(value) if isinstance(value, str) else value)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:
-            rows = self._connection().execute(
+        with self._locked() as db:
+            rows = db.execute(
                 f"SELECT id, ts, run_id, kind, value, text, metadata FROM feedback{where} "
                 "ORDER BY id LIMIT ?", (*params, min(limit, _MAX_LIMIT))).fetchall()
         return [FeedbackRow(id=r[0], ts=r[1], run_id=r[2], kind=r[3], value=r[4], text=r[5],
@@ -149,8 +169,8 @@ class FeedbackStore:
         return await anyio.to_thread.run_sync(self._select, run_id, kind, since, limit)
 
     def _summarise(self) -> dict[str, dict[str, float]]:
-        with self._lock:
-            rows = self._connection().execute(
+        with self._locked() as db:
+            rows = db.execute(
                 "SELECT kind, COUNT(*), AVG(value) FROM feedback GROUP BY kind ORDER BY kind"
             ).fetchall()
         return {kind: {"count": count, "mean": mean} for kind, count, mean in rows}

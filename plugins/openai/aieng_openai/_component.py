@@ -411,11 +411,23 @@ class OpenAIBackend:
         served = ""  # the model the chunks named last
         events = 0
 
+        # The stream's last characters, and whether it ended: an event the stream ended in
+        # the middle of (no blank line after it) is delivered all the same (sse_data), so
+        # one that then fails to parse was cut short, not malformed.
+        tail = ""
+        ended = False
+
         async def text_of(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+            nonlocal tail, ended
             async for piece in chunks:
                 if sum(map(len, head)) < EXCERPT_CHARS:
                     head.append(piece)
+                tail = (tail + piece)[-4:]
                 yield piece
+            ended = True
+
+        def cut_short() -> bool:
+            return ended and not tail.endswith(("\n\n", "\r\r", "\r\n\r\n"))
 
         try:
             # An event stream is UTF-8 whatever charset its Content-Type names (WHATWG).
@@ -424,7 +436,15 @@ class OpenAIBackend:
                 events += 1
                 if data.strip() == "[DONE]":
                     break
-                chunk = self._chunk(data, url)
+                try:
+                    chunk = self._chunk(data, url)
+                except OpenAIError:
+                    if not cut_short():
+                        raise
+                    raise self._error("the stream broke off in the middle of an event",
+                                      kind="connection", url=url, body=data,
+                                      hint="the server closed the connection mid-stream"
+                                      ) from None
                 usage = usage_from(chunk.get("usage")) or usage
                 if isinstance(chunk.get("model"), str) and chunk["model"]:
                     served = chunk["model"]

@@ -420,3 +420,37 @@ async def test_bodies_cut_short_are_openai_errors() -> None:
         await backend.aclose()
     assert caught.value.kind == "connection" and caught.value.attempts == 1
     assert "broke" in str(caught.value) and caught.value.hint
+
+
+SSE_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"connection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize("sent", [
+    b'data: {"object": "chat.completion.chunk", "choi',  # cut in the first event
+    (chunk("fine") + "\n\n").encode() + b'data: {"object": "chat.compl',  # in a later one
+])
+async def test_a_stream_cut_mid_event_says_it_broke_off(sent: bytes) -> None:
+    """A server that closes the connection halfway through an event (half a line, no
+    blank line after it) cut the stream short: a connection error saying so, not a
+    "malformed stream" that sends the user to check the server's format."""
+    async with raw_server(SSE_HEAD + sent) as base:
+        backend = OpenAIBackend(OpenAIOptions(base_url=base, model="m", max_retries=0,
+                                              read_timeout=10.0))
+        with pytest.raises(OpenAIError) as caught:
+            await consume(backend)
+        await backend.aclose()
+    assert caught.value.kind == "connection"
+    assert "broke off" in str(caught.value) and "mid-stream" in caught.value.hint
+
+
+async def test_a_malformed_event_that_ended_is_still_malformed() -> None:
+    """An event ended by its blank line that is not JSON is the server's format, even
+    when the connection closes right after it."""
+    async with raw_server(SSE_HEAD + b"data: {not json}\n\n") as base:
+        backend = OpenAIBackend(OpenAIOptions(base_url=base, model="m", max_retries=0,
+                                              read_timeout=10.0))
+        with pytest.raises(OpenAIError) as caught:
+            await consume(backend)
+        await backend.aclose()
+    assert caught.value.kind == "protocol" and "not JSON" in str(caught.value)
