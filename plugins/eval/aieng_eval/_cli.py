@@ -107,6 +107,10 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     for judge, f in summary.get("judge_failures", {}).items():
         lines.append(f"  judge {judge} gave no score {f['failures']} time(s) on {f['items']} "
                      "item(s) (see report.md)")
+    from .report import incomplete_note
+
+    if note := incomplete_note(summary):
+        lines.append(note)
     return lines
 
 

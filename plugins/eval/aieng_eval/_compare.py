@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._results import ItemResult, read_results
+from ._results import ItemResult, read_results, write_atomic
 from ._runner import EvalError, _read_lock, locked_records
 from .stats import paired_bootstrap
 
@@ -168,11 +168,9 @@ def write_comparison(comparison: dict[str, Any], out: Path) -> None:
     from .html import compare_page
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.json").write_text(json.dumps(comparison, indent=2) + "\n",
-                                         encoding="utf-8")
+    # Each file is replaced whole or not at all (a full disk, an interruption).
+    write_atomic(out / "comparison.json", json.dumps(comparison, indent=2) + "\n")
     # A run folder's name may hold a byte that is no UTF-8 (read as a lone surrogate):
     # shown as its escape, the pages stay UTF-8.
-    (out / "compare.md").write_text(compare_markdown(comparison), encoding="utf-8",
-                                    errors="backslashreplace")
-    (out / "report.html").write_text(compare_page(comparison), encoding="utf-8",
-                                     errors="backslashreplace")
+    write_atomic(out / "compare.md", compare_markdown(comparison), errors="backslashreplace")
+    write_atomic(out / "report.html", compare_page(comparison), errors="backslashreplace")

@@ -197,7 +197,7 @@ def _parse_line(line: bytes, number: int, source: str) -> tuple[DatasetItem, boo
                            "UTF-16 pair, not a character)") from None
     unknown = sorted(set(data) - set(DATASET_KEYS))
     if unknown:
-        raise DatasetError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid "
+        raise DatasetError(f"{where}: unknown key(s) {', '.join(map(_guess, unknown))}; valid "
                            f"keys: {', '.join(DATASET_KEYS)} (put extra fields in 'metadata')")
     if "input" not in data:
         raise DatasetError(f"{where}: missing 'input' (a string or a list of chat messages)")
@@ -220,6 +220,16 @@ def _parse_line(line: bytes, number: int, source: str) -> tuple[DatasetItem, boo
     # Only a made-up id is renumbered on a repeat: a repeated id of the file is an error,
     # even one that looks like a made-up id ("item-1").
     return item, data.get("id") is None
+
+
+def _guess(key: str) -> str:
+    """A key as quoted in an error, with the valid key it is close to (a misspelling, another
+    case), when there is one."""
+    import difflib
+
+    lowered = {k.lower(): k for k in DATASET_KEYS}
+    close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.75)
+    return f"{key!r} (did you mean {lowered[close[0]]!r}?)" if close else repr(key)
 
 
 def _kind(value: object) -> str:

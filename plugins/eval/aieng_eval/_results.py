@@ -15,6 +15,7 @@ from typing import IO, Any
 
 import attrs
 import structlog
+from aieng_hookspecs import fsync_folder
 
 __all__ = ["ItemResult", "ResultsFile", "read_results"]
 
@@ -189,10 +190,36 @@ class ResultsFile:
         self._handle.flush()
 
     def close(self) -> None:
-        """Flush, fsync and close."""
+        """Flush, fsync and close (closed even when the flush fails: a full disk)."""
         if self._handle is None:
             return
         handle, self._handle = self._handle, None
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
+        try:
+            handle.flush()
+            os.fsync(handle.fileno())
+        finally:
+            try:
+                handle.close()  # flushes again: what a full disk refused is dropped
+            except OSError:
+                pass
+
+
+def write_atomic(path: Path, text: str, *, errors: str = "strict") -> None:
+    """Write ``text`` (UTF-8) to ``path`` through ``PATH.tmp`` and a rename: the file is
+    replaced whole or, when the write fails (a full disk, an interruption), left as it
+    was, without the temporary file. The new file is fsynced before the rename and the
+    folder after it, so that a power loss leaves the old file or the new one (the
+    lockfile, which a rerun resumes from, included)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8", errors=errors)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        tmp.replace(path)
+        fsync_folder(path.parent)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from ._lock import (
     lock_drift,
     same_input,
 )
-from ._results import ItemResult, ResultsFile, read_results, utf8_json
+from ._results import ItemResult, ResultsFile, read_results, utf8_json, write_atomic
 
 if TYPE_CHECKING:
     from aieng_core import Kernel, Pipeline, RunResult
@@ -835,50 +836,72 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
     send, receive = anyio.create_memory_object_stream[ItemResult](max(concurrency * 4, 16))
     items = iter(jobs)
     total = len(jobs)
+    unwritten: list[EvalError] = []
 
-    async def worker(out: anyio.abc.ObjectSendStream[ItemResult]) -> None:
-        async with out:
-            for item, record in items:  # one iterator shared by every worker
-                await out.send(await (runner.item(item) if record is None
-                                      else runner.rejudge(item, record)))
+    async def worker() -> None:
+        for item, record in items:  # one iterator shared by every worker
+            await send.send(await (runner.item(item) if record is None
+                                   else runner.rejudge(item, record)))
 
-    async def write_all() -> None:
+    async def work() -> None:  # `send` closes (the writer ends) once every worker is done
+        async with send, anyio.create_task_group() as workers:
+            for _ in range(min(concurrency, max(total, 1))):
+                workers.start_soon(worker)
+
+    async def write_all(scope: anyio.CancelScope) -> None:
         if progress is not None:
             progress(0, total, None)
-        async with receive:
-            async for record in receive:
-                batch = [record]
-                while True:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
+        async for record in receive:
+            batch = [record]
+            while True:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            try:
                 await anyio.to_thread.run_sync(writer.write, batch)
-                for done in batch:
-                    finished[done.id] = done
-                    if progress is not None:
-                        progress(len(finished), total, done)
+            except OSError as exc:  # a full disk: the records written so far are kept
+                unwritten.append(EvalError(
+                    f"{results_path}: cannot write the results ({exc.strerror or exc}); "
+                    f"the {len(state.earlier) + len(finished)} records already in it are "
+                    "kept: make room and rerun the same command to resume"))
+                unwritten[0].__cause__ = exc
+                scope.cancel()
+                return
+            for done in batch:
+                finished[done.id] = done
+                if progress is not None:
+                    progress(len(finished), total, done)
 
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(write_all)
-            async with send:
-                for _ in range(min(concurrency, max(total, 1))):
-                    tg.start_soon(worker, send.clone())
+        with send, receive:  # closed however the task group ends (a task never started)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(write_all, tg.cancel_scope)
+                tg.start_soon(work)
+        if unwritten:
+            raise unwritten[0]
+        try:
+            await anyio.to_thread.run_sync(writer.close)
+        except OSError as exc:  # the last flush or the fsync failed
+            raise EvalError(f"{results_path}: cannot save the results ({exc.strerror or exc})"
+                            "; rerun the same command to run the items it lacks") from exc
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(writer.close)
-            rejudged = sum(1 for key in finished if key in state.rejudge)
-            session["items"] = len(finished) - rejudged
-            if state.retry_judges:
-                session["rejudged"] = rejudged
-            session["finished_at"] = _utc_now()
-            everything = await anyio.to_thread.run_sync(read_results, results_path)
-            _add_models(lock, everything.values())
-            await anyio.to_thread.run_sync(_write_lock, run_dir, lock)
-            for built in (pipeline, judge):
-                if built is not None:
-                    await built.aclose()
+            try:
+                with contextlib.suppress(OSError):  # closed, whatever a full disk refused
+                    await anyio.to_thread.run_sync(writer.close)
+                rejudged = sum(1 for key in finished if key in state.rejudge)
+                session["items"] = len(finished) - rejudged
+                if state.retry_judges:
+                    session["rejudged"] = rejudged
+                session["finished_at"] = _utc_now()
+                everything = await anyio.to_thread.run_sync(read_results, results_path)
+                _add_models(lock, everything.values())
+                await anyio.to_thread.run_sync(_write_lock, run_dir, lock)
+            finally:  # a lockfile that cannot be written must not leave the pipelines open
+                for built in (pipeline, judge):
+                    if built is not None:
+                        await built.aclose()
             # Hashed again once the components are closed: a file that changed while the
             # run ran is one the run writes (a cache), not an input (see _file_changes).
             await anyio.to_thread.run_sync(_files_after, lock, hasher)
@@ -970,7 +993,4 @@ def _add_models(lock: dict[str, Any], records: Any) -> None:
 
 
 def _write_lock(run_dir: Path, lock: Mapping[str, Any]) -> None:
-    path = run_dir / "lock.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(utf8_json(lock, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(run_dir / "lock.json", utf8_json(lock, indent=2) + "\n")

@@ -12,7 +12,7 @@ from typing import Any
 
 from ._results import ItemResult
 from ._svg import histogram, interval_bars, scatter
-from .report import metric_values
+from .report import incomplete_note, metric_values
 
 __all__ = ["compare_page", "run_page"]
 
@@ -57,6 +57,7 @@ def run_page(summary: Mapping[str, Any], results: Sequence[ItemResult],
             (f'<p class="muted">{counts["total"]} items: {counts["ok"]} ok, '
             f'{counts["blocked"]} blocked, {counts["error"]} failed. 95% percentile '
             f'bootstrap intervals ({summary["samples"]} samples, seed {summary["seed"]}).</p>'),
+            *([f"<p><b>{escape(note)}</b></p>"] if (note := incomplete_note(summary)) else []),
             "<h2>Metrics</h2>"]
     metrics = summary["metrics"]
     body.append(_table(["metric", "judge", "mean", "95% CI", "n"],

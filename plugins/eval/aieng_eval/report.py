@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._results import ItemResult, utf8_json
+from ._results import ItemResult, utf8_json, write_atomic
 from .stats import mean_ci
 
 __all__ = ["agreement", "markdown_report", "summarize", "write_reports"]
@@ -136,6 +136,25 @@ def judge_failures(results: Iterable[ItemResult]) -> dict[str, dict[str, Any]]:
     return dict(sorted(out.items()))
 
 
+def not_run(results: Sequence[ItemResult], lock: Mapping[str, Any]) -> int:
+    """The run's items without a record (``lock.json``'s ``dataset.items`` less the
+    records): not 0 only when the run stopped early (interrupted, killed, a full disk)."""
+    items = (lock.get("dataset") or {}).get("items")
+    if not isinstance(items, int) or isinstance(items, bool):
+        return 0  # a lockfile without the count: nothing to compare with
+    return max(items - len(results), 0)
+
+
+def incomplete_note(summary: Mapping[str, Any]) -> str:
+    """One sentence for an interrupted run's reports (``""`` for a finished one)."""
+    missing = summary.get("not_run") or 0
+    if not missing:
+        return ""
+    total = summary["counts"]["total"] + missing
+    return (f"The run did not finish: {missing} of {total} items have no result (not "
+            "counted here); rerun the same aieng eval command to resume.")
+
+
 def _line(text: object) -> str:
     """Text on one line (a line break would end a table row or a list item)."""
     return " ".join(str(text).splitlines())
@@ -163,6 +182,7 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
         f"{counts['error']} failed. Intervals: {summary['samples']}-sample percentile "
         f"bootstrap, 95%, seed {summary['seed']}."),
         "",
+        *([note, ""] if (note := incomplete_note(summary)) else []),
         "## Metrics",
         "",
         "| metric | judge | mean | 95% CI | n |",
@@ -225,12 +245,13 @@ def write_reports(run_dir: Path, results: Sequence[ItemResult], lock: Mapping[st
     from .html import run_page
 
     summary = summarize(results, samples=samples, seed=int(lock.get("bootstrap_seed") or 0))
-    (run_dir / "summary.json").write_text(utf8_json(summary, indent=2) + "\n",
-                                          encoding="utf-8")
+    summary["not_run"] = not_run(results, lock)
+    # Each file is replaced whole or not at all (a full disk, an interruption).
+    write_atomic(run_dir / "summary.json", utf8_json(summary, indent=2) + "\n")
     # A lone surrogate (half an emoji an error quotes, a file name's undecodable byte) is
     # shown as its escape: the pages stay UTF-8.
-    (run_dir / "report.md").write_text(markdown_report(summary, lock), encoding="utf-8",
-                                       errors="backslashreplace")
-    (run_dir / "report.html").write_text(run_page(summary, results, lock), encoding="utf-8",
-                                         errors="backslashreplace")
+    write_atomic(run_dir / "report.md", markdown_report(summary, lock),
+                 errors="backslashreplace")
+    write_atomic(run_dir / "report.html", run_page(summary, results, lock),
+                 errors="backslashreplace")
     return summary

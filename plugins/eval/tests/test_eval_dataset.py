@@ -242,3 +242,18 @@ def test_the_hash_ignores_line_endings_and_a_byte_order_mark() -> None:
         assert other.file_sha256 != plain.file_sha256
     assert plain.sha256 == plain.file_sha256
     assert parse_dataset(lf.replace(b'"y"', b'"z"')).sha256 != plain.sha256
+
+
+@pytest.mark.parametrize(("line", "hint"), [
+    ('{"input": "a", "refernce": "b"}', "'refernce' (did you mean 'reference'?)"),
+    ('{"Input": "a"}', "'Input' (did you mean 'input'?)"),
+    ('{"input": "a", "labels": 1, "contxt": "c"}',
+     "'contxt' (did you mean 'context'?), 'labels' (did you mean 'label'?)"),
+])
+def test_a_misspelt_key_suggests_the_close_one(line: str, hint: str) -> None:
+    """A misspelt key names the file, the line and the key it is close to."""
+    with pytest.raises(DatasetError) as caught:
+        parse('{"input": "fine"}', line)
+    assert str(caught.value).startswith("ds.jsonl line 2: unknown key(s) ")
+    assert hint in str(caught.value)
+    assert "(put extra fields in 'metadata')" in str(caught.value)

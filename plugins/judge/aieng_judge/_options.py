@@ -59,12 +59,20 @@ def number_in(low: float, high: float) -> Callable[[object, attrs.Attribute[floa
     return check
 
 
+def _guess(name: str, known: Mapping[str, str]) -> str:
+    """A name as quoted in an error, with the known one it is close to (a misspelling)."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.75)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+
+
 def _criteria(instance: object, attribute: attrs.Attribute[tuple[str, ...]],
               value: tuple[str, ...]) -> None:
     for name in value:
         if name not in RUBRIC:
-            raise ValueError(f"{attribute.name}: unknown criterion {name!r}; built in: "
-                             f"{', '.join(RUBRIC)} (add others under 'custom')")
+            raise ValueError(f"{attribute.name}: unknown criterion {_guess(name, RUBRIC)}; "
+                             f"built in: {', '.join(RUBRIC)} (add others under 'custom')")
     if len(set(value)) != len(value):
         raise ValueError(f"{attribute.name}: a criterion is listed twice: {list(value)}")
 
@@ -90,7 +98,8 @@ def _styles(instance: object, attribute: attrs.Attribute[tuple[str, ...]],
         raise ValueError(f"{attribute.name}: give at least one of {', '.join(PROMPT_STYLES)}")
     for name in value:
         if name not in PROMPT_STYLES:
-            raise ValueError(f"{attribute.name}: unknown prompt style {name!r}; choose from "
+            raise ValueError(f"{attribute.name}: unknown prompt style "
+                             f"{_guess(name, PROMPT_STYLES)}; choose from "
                              f"{', '.join(PROMPT_STYLES)}")
 
 

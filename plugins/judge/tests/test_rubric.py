@@ -183,6 +183,9 @@ def test_options_are_validated() -> None:
     """Unknown criteria, clashing or malformed custom names, and an empty rubric fail."""
     with pytest.raises(ValueError, match="unknown criterion 'style'"):
         RubricOptions(criteria=("style",))
+    with pytest.raises(ValueError, match=r"unknown criterion 'acuracy' \(did you mean "
+                                         r"'accuracy'\?\)"):
+        RubricOptions(criteria=("acuracy",))
     with pytest.raises(ValueError, match="built-in criterion"):
         RubricOptions(custom={"accuracy": "x"})
     with pytest.raises(ValueError, match="lower-case"):
