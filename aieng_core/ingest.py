@@ -93,12 +93,16 @@ def iter_documents(*paths: str | Path,
 
 
 def iter_files(*paths: str | Path,
-               readers: Mapping[str, Reader] | None = None
+               readers: Mapping[str, Reader] | None = None,
+               on_error: Callable[[Path, OSError], None] | None = None
                ) -> Iterator[tuple[Path, list[Document]]]:
     """Each file read, with its documents, lazily per file (see :func:`iter_documents`).
 
     A file reached twice by one path (named, and in a named folder) is read once.
 
+    :param on_error: called with a file and the :class:`OSError` its reading raised (a
+        permission refused, a file deleted after its folder was listed, an I/O error): the
+        file is skipped and the others are read. By default the error propagates.
     :raises ValueError: also for a document id read from two files (indexed, the second
         document would replace the first without a word).
     """
@@ -126,11 +130,23 @@ def iter_files(*paths: str | Path,
                     except NotText as exc:
                         log.warning("ingest.skipped", path=str(file), reason=str(exc))
                         continue
+                    except OSError as exc:
+                        if on_error is None:
+                            raise
+                        on_error(file, exc)
+                        continue
                     yield checked(file, documents)
         elif not path.exists():
             read_documents(path, readers=table)  # raises FileNotFoundError, naming it
         elif _first(file := _named(path, folder=False), done):
-            yield checked(file, read_documents(file, readers=table))
+            try:
+                documents = read_documents(file, readers=table)
+            except OSError as exc:
+                if on_error is None:
+                    raise
+                on_error(file, exc)
+                continue
+            yield checked(file, documents)
 
 
 def _named(path: Path, *, folder: bool) -> Path:

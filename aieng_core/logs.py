@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import sys
-from typing import TextIO
+from typing import TextIO, cast
 
 import structlog
 
 __all__ = ["configure_logging"]
 
 
-class _Nowhere(io.StringIO):
-    """A text stream that drops what is written to it."""
+class _Stderr:
+    """Standard error as it is when a line is written, not when logging was configured:
+    a program (a test runner, ``contextlib.redirect_stderr``) may replace ``sys.stderr``
+    for one in-process ``aieng`` invocation and put it back after; nowhere while it is
+    ``None`` (a program started with it closed)."""
 
     def write(self, text: str) -> int:
-        return len(text)
+        stream = sys.stderr
+        return len(text) if stream is None else stream.write(text)
+
+    def flush(self) -> None:
+        stream = sys.stderr
+        if stream is not None:
+            stream.flush()
+
+    def isatty(self) -> bool:
+        stream = sys.stderr
+        return stream is not None and stream.isatty()
 
 
 def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
@@ -26,8 +38,8 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
 
     :param level: the lowest level written (a standard level name, any case).
     :raises ValueError: for an unknown level name.
-    :param stream: where to write (stderr by default; nowhere when ``sys.stderr`` is
-        ``None``, a program started with it closed).
+    :param stream: where to write (by default ``sys.stderr`` as it is when a line is
+        written; nowhere while it is ``None``, a program started with it closed).
     :param json: force JSON (``True``) or console (``False``) output; by default JSON unless
         the stream is a terminal. Console lines are coloured unless ``$NO_COLOR`` is set
         to a non-empty value.
@@ -40,10 +52,9 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
     if number is None:
         raise ValueError(f"unknown log level {level!r}: expected one of "
                          "DEBUG, INFO, WARNING, ERROR, CRITICAL")
-    if stream is None:  # no standard error (started with it closed, pythonw): nowhere
-        stream = sys.stderr if sys.stderr is not None else _Nowhere()
+    out: TextIO | _Stderr = _Stderr() if stream is None else stream
     if json is None:
-        json = not stream.isatty()
+        json = not out.isatty()
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json
         # NO_COLOR (https://no-color.org): any value but "" turns colours off.
@@ -66,6 +77,6 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET if default
                                                             else number),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )

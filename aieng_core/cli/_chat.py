@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +59,10 @@ def message_from_json(data: Any) -> Message:
 
 def _read_history(path: Path) -> list[Message]:
     messages: list[Message] = []
+    if path.exists() and not path.is_file():  # /dev/zero would be read for ever
+        raise click.BadParameter(f"{str(path)!r} is not a regular file (a device, a FIFO): "
+                                 "name a file, or leave --history out to keep no history",
+                                 param_hint="--history")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -75,15 +81,45 @@ def _read_history(path: Path) -> list[Message]:
     return messages
 
 
+def _lines_of(messages: list[Message]) -> bytes:
+    return "".join(json.dumps(message_to_json(m), ensure_ascii=False) + "\n"
+                   for m in messages).encode("utf-8")
+
+
+def _unsaved(path: Path, exc: OSError) -> click.ClickException:
+    return click.ClickException(
+        f"cannot write the conversation to {str(path)!r}: {exc.strerror or exc}; the file "
+        "holds it up to the turn before (the chat goes on from there once it can be written)")
+
+
 def _rewrite_history(path: Path, messages: list[Message]) -> None:
-    path.write_text("".join(json.dumps(message_to_json(m), ensure_ascii=False) + "\n"
-                            for m in messages), encoding="utf-8")
+    """Replace the file whole (a temporary file renamed over it): a full disk or a crash
+    leaves the old file, never a half-written one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") as out:
+            out.write(_lines_of(messages))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise _unsaved(path, exc) from exc
 
 
 def _append_history(path: Path, messages: list[Message]) -> None:
-    with path.open("a", encoding="utf-8") as out:
-        for message in messages:
-            out.write(json.dumps(message_to_json(message), ensure_ascii=False) + "\n")
+    """Append a turn's messages; a write that fails part-way (a full disk) is cut off
+    again, so that the file holds whole lines only."""
+    start: int | None = None
+    try:
+        with path.open("ab") as out:
+            start = out.tell()
+            out.write(_lines_of(messages))
+    except OSError as exc:
+        if start is not None:
+            with contextlib.suppress(OSError):
+                os.truncate(path, start)
+        raise _unsaved(path, exc) from exc
 
 
 @cli.command()

@@ -48,7 +48,9 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
     a file again replaces what it held: the numbered documents it no longer has (a markdown
     file's sections, a table's rows) are deleted from the indexes. A file deleted from a
     folder stays indexed. A document id read from two files is an error (name a BEIR
-    folder's corpus.jsonl).
+    folder's corpus.jsonl). A file that cannot be read (a permission refused, deleted
+    while indexing) is named on stderr and the others are indexed; the exit status is
+    then 1.
     """
     import anyio
 
@@ -67,8 +69,14 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
         raise click.UsageError(f"{pipeline}: no component indexes documents "
                                "(none implements aieng_index): nothing to index into")
     readers = {s: r.reader for s, r in kernel.registry.readers.items()}
+    unread: list[Path] = []
+
+    def cannot_read(file: Path, exc: OSError) -> None:  # the others are read and indexed
+        unread.append(file)
+        _present.message(f"aieng: cannot read {file}: {exc.strerror or exc}")
+
     try:
-        files = list(iter_files(*paths, readers=readers))
+        files = list(iter_files(*paths, readers=readers, on_error=cannot_read))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     documents = [document for _, found in files for document in found]
@@ -101,6 +109,11 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
     gone = f" and {removed} deleted (sections no longer in the files)" if removed else ""
     _present.message(f"read {read} documents from {len(paths)} path(s); the indexes reported "
                      f"{written} written{gone}")
+    if unread:  # what they held before stays indexed
+        files_word = "file" if len(unread) == 1 else "files"
+        _present.message(f"{len(unread)} {files_word} could not be read (named above): "
+                         "index them again once they can be")
+        ctx.exit(1)
 
 
 def numbered_runs(file: str, ids: Sequence[str]) -> dict[str, int]:

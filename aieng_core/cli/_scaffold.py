@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import os
 import re
+import shutil
 from importlib import metadata, resources
 from pathlib import Path
 from string import Template
@@ -181,15 +183,33 @@ def new(ctx: click.Context, name: str, role: str, parent: Path, force: bool) -> 
     if target.exists() and not force:
         raise click.UsageError(f"{target} already exists; pass --force to replace the files "
                                "the scaffold writes in it")
-    for relative, text in files.items():
-        path = target / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+    _write(target, files)
     click.echo(f"Created {target}/: the {role} {name!r} in the plugin {name!r}")
     for relative in files:
         click.echo(f"  {relative}")
     click.echo(f"Next: cd {target} && python -m pytest   "
                f"(then pip install -e . and aieng plugins lists it)")
+
+
+def _write(target: Path, files: dict[str, str]) -> None:
+    """Write ``files`` under ``target``. A new package is written in a hidden folder beside
+    it and renamed when whole: a full disk or Ctrl-C leaves no half-written package."""
+    fresh = not target.exists()
+    place = target.with_name(f".{target.name}.{os.getpid()}.tmp") if fresh else target
+    try:
+        for relative, text in files.items():
+            path = place / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        if fresh:
+            place.rename(target)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {target}/: {exc.strerror or exc}"
+                                   f"{'' if fresh else ' (run it again with --force)'}"
+                                   ) from exc
+    finally:
+        if fresh and place.exists():
+            shutil.rmtree(place, ignore_errors=True)
 
 
 def _refuse_clashes(ctx: click.Context, name: str, module: str, target: Path) -> None:
