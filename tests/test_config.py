@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,23 @@ def test_missing_file(kernel: Kernel, tmp_path: Path) -> None:
     """A missing file is a ConfigError naming the file, not a raw FileNotFoundError."""
     with pytest.raises(ConfigError, match="file not found"):
         PipelineConfig.load(tmp_path / "nope.toml", kernel.registry)
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "folder"])
+def test_a_path_that_is_no_regular_file_is_refused_before_reading(
+        kernel: Kernel, tmp_path: Path, kind: str) -> None:
+    """A device (``/dev/zero`` would be read until memory runs out), a FIFO (reading it
+    blocks until a writer comes) or a folder is a ConfigError naming it, read from no."""
+    if kind == "device":
+        path = Path("/dev/zero")
+    elif kind == "fifo":
+        path = tmp_path / "pipe.toml"
+        os.mkfifo(path)
+    else:
+        path = tmp_path
+    with pytest.raises(ConfigError, match="not a regular file") as caught:
+        PipelineConfig.load(path, kernel.registry)
+    assert str(path) in str(caught.value)
 
 
 def test_non_utf8_file(kernel: Kernel, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import codecs
 import math
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -212,6 +213,9 @@ class PipelineConfig:
         path = Path(path)
         source = str(path)
         try:
+            if not stat.S_ISREG(path.stat().st_mode):  # /dev/zero would be read for ever
+                raise ConfigError("not a regular file (a folder, a device, a FIFO): name a "
+                                  "TOML pipeline file", source=source)
             raw = path.read_bytes()
         except FileNotFoundError:
             raise ConfigError("file not found", source=source) from None
