@@ -17,7 +17,8 @@ import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,15 @@ CREATE TABLE IF NOT EXISTS memory (
 );
 CREATE INDEX IF NOT EXISTS memory_age ON memory (namespace, created);
 """
+
+
+def _named(exc: sqlite3.Error, message: str) -> sqlite3.Error:
+    """``exc`` with another message (naming the file): the same type and SQLite codes."""
+    error = type(exc)(message)
+    for name in ("sqlite_errorcode", "sqlite_errorname"):
+        if hasattr(exc, name):
+            setattr(error, name, getattr(exc, name))
+    return error
 
 
 def _words(text: str) -> list[str]:
@@ -141,6 +151,7 @@ class SQLiteMemory:
         self._can_embed = self.options.embeddings
         self._lock = threading.Lock()  # one connection, used by one thread at a time
         self._conn: sqlite3.Connection | None = None
+        self._closed = False  # closed: a late call opens the file for itself only
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -150,6 +161,7 @@ class SQLiteMemory:
         embedder where the last one had none)."""
         self._context = context
         self._can_embed = self.options.embeddings
+        self._closed = False
 
     @hookimpl
     async def aieng_pipeline_close(self) -> None:
@@ -157,11 +169,46 @@ class SQLiteMemory:
         await anyio.to_thread.run_sync(self.close)
 
     def close(self) -> None:
-        """Close the connection (an in-memory database is then gone)."""
+        """Close the connection (an in-memory database is then gone). A call after it (a
+        run still in flight) opens the file for itself and closes it again."""
         with self._lock:
+            self._closed = True
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    @contextmanager
+    def _database(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held by this thread; SQLite's errors, which name no file and
+        say nothing of what to do, are raised again (same type) with both."""
+        with self._lock:
+            try:
+                yield self._connection()
+            except sqlite3.Error as exc:
+                raise _named(exc, self._explain(exc)) from exc
+            finally:
+                if self._closed and self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+    def _explain(self, exc: sqlite3.Error) -> str:
+        where = (f"the memory file {Path(self.options.path).expanduser()}"
+                 if self.options.path else "long-memory (in memory: no path)")
+        code = getattr(exc, "sqlite_errorname", "")
+        if code in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            return (f"{where} is damaged or not a SQLite database ({exc}): move it away or "
+                    "delete it, with its -wal and -shm files, and the memory starts empty")
+        if code.startswith("SQLITE_CANTOPEN") and Path(self.options.path).expanduser().is_dir():
+            return f"{where} is a folder ({exc}): give the path of a file"
+        if code.startswith("SQLITE_READONLY"):
+            return (f"{where} cannot be written ({exc}): give this process write access to "
+                    "it and its folder (SQLite keeps -wal and -shm files beside it)")
+        if code.startswith("SQLITE_FULL"):
+            return f"{where}: the disk is full ({exc}); nothing of this write was kept"
+        if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return (f"{where}: another connection held its lock for over 10 s ({exc}); "
+                    "nothing of this write was kept")
+        return f"{where}: {exc}"
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -221,8 +268,7 @@ class SQLiteMemory:
         return name if isinstance(name, str) else self.options.namespace
 
     def _insert(self, rows: list[tuple[str, str, str, float, bytes | None]]) -> None:
-        with self._lock:
-            conn = self._connection()
+        with self._database() as conn:
             conn.execute("BEGIN IMMEDIATE")  # the writers of other connections wait
             try:
                 conn.executemany(
@@ -237,7 +283,8 @@ class SQLiteMemory:
                         (namespace, self.options.max_items))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back itself (disk full)
+                    conn.execute("ROLLBACK")
                 raise
 
     @hookimpl
@@ -271,8 +318,8 @@ class SQLiteMemory:
                 for score, row in scored[:k]]
 
     def _rows(self, namespace: str) -> list[_Row]:
-        with self._lock:
-            found = self._connection().execute(
+        with self._database() as conn:
+            found = conn.execute(
                 "SELECT id, text, metadata, created, vector FROM memory WHERE namespace = ?",
                 (namespace,)).fetchall()
         return [_Row(id=r[0], text=r[1], metadata=json.loads(r[2]), created=r[3],
@@ -301,11 +348,9 @@ class SQLiteMemory:
                      for v in vectors])
 
     def _set_vectors(self, pairs: list[tuple[bytes | None, int]]) -> None:
-        with self._lock:
-            conn = self._connection()
-            with conn:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("UPDATE memory SET vector = ? WHERE id = ?", pairs)
+        with self._database() as conn, conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("UPDATE memory SET vector = ? WHERE id = ?", pairs)
 
     @staticmethod
     def _by_words(text: str, rows: list[_Row]) -> list[float]:

@@ -12,10 +12,12 @@ import structlog
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
     Completion,
+    Event,
     Finding,
     GuardVerdict,
     Message,
     Request,
+    RunFinished,
     ToolCall,
 )
 
@@ -166,6 +168,14 @@ class PIIGuard:
         # one run another run's values (same redacted prompt, its own entry evicted).
         run = _run_key(f"pii-{id(self):x}")
         return [run] if run else [_digest(prompt)]
+
+    @hookimpl
+    def aieng_on_event(self, event: Event) -> None:
+        """Drop a finished run's mapping: a run blocked, failed or cancelled before the
+        output guard restored its answer would hold it for ``vault_ttl`` (taking the place
+        of runs still waiting for theirs)."""
+        if isinstance(event, RunFinished) and event.run_id and self.options.restore:
+            self.vault.pop([f"pii-{id(self):x}:{event.pipeline}:{event.run_id}"])
 
     @hookimpl
     async def aieng_guard_input(self, request: Request) -> GuardVerdict | None:

@@ -106,7 +106,9 @@ class Vault:
     """Placeholder mappings kept between the guards of one run: bounded and expiring.
 
     Keys are chosen by the caller (the run id, and a digest of the redacted prompt);
-    several keys may name one mapping. Thread-safe (guards may run in worker threads).
+    several keys may name one mapping. A key given two different mappings (two callers
+    whose prompts redact alike) is ambiguous: it gives nothing until it expires, so no
+    caller gets another's values. Thread-safe (guards may run in worker threads).
 
     :param max_entries: the most mappings kept; the least recently stored goes first.
     :param ttl: seconds a mapping lives.
@@ -122,7 +124,8 @@ class Vault:
         self.max_entries = max_entries
         self.ttl = ttl
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
+        # key -> (expires, mapping); ``None``: ambiguous, two different mappings were put.
+        self._entries: OrderedDict[str, tuple[float, dict[str, str] | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -138,14 +141,19 @@ class Vault:
             del self._entries[key]
 
     def put(self, keys: Iterable[str], mapping: Mapping[str, str]) -> None:
-        """Add ``mapping`` under each key (merged with what the key already holds)."""
+        """Add ``mapping`` under each key. A key that holds another mapping becomes
+        ambiguous (it gives nothing until it expires): a key is one run's, and two
+        mappings under it are two callers' values (outside a run, the same redacted
+        prompt), which must never be restored into each other's answers."""
         now = self._clock()
         with self._lock:
             self._expire(now)
             for key in keys:
-                merged = dict(self._entries.pop(key, (0.0, {}))[1])
-                merged.update(mapping)
-                self._entries[key] = (now + self.ttl, merged)
+                held = self._entries.pop(key, None)
+                kept: dict[str, str] | None = dict(mapping)
+                if held is not None and (held[1] is None or (held[1] and held[1] != kept)):
+                    kept = None
+                self._entries[key] = (now + self.ttl, kept)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
@@ -156,11 +164,14 @@ class Vault:
             for key in keys:
                 entry = self._entries.get(key)
                 if entry is not None:
-                    return dict(entry[1])
+                    return dict(entry[1] or {})  # an ambiguous key gives nothing
         return {}
 
     def pop(self, keys: Iterable[str]) -> None:
-        """Forget the mappings under ``keys``."""
+        """Forget the mappings under ``keys`` (an ambiguous key stays so until it
+        expires: a caller still waiting on it must not get a later caller's values)."""
         with self._lock:
             for key in keys:
-                self._entries.pop(key, None)
+                entry = self._entries.get(key)
+                if entry is not None and entry[1] is not None:
+                    del self._entries[key]

@@ -89,7 +89,14 @@ def load_suite(path: str | Path | None = None, *, split: str = "all") -> list[At
         source = resources.files("aieng_guardrails").joinpath("data/attacks.jsonl")
         name, lines = "attacks.jsonl", source.read_text(encoding="utf-8").splitlines()
     else:
-        name, lines = str(path), Path(path).read_text(encoding="utf-8").splitlines()
+        name = str(path)
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{name}: not UTF-8 text ({exc}); save the suite as UTF-8"
+                             ) from exc
+        except OSError as exc:
+            raise ValueError(f"{name}: cannot be read: {exc.strerror or exc}") from exc
     fields = {a.name for a in attrs.fields(AttackItem)}
     items: list[AttackItem] = []
     seen: set[str] = set()
@@ -106,7 +113,7 @@ def load_suite(path: str | Path | None = None, *, split: str = "all") -> list[At
                                  f"{', '.join(sorted(fields))}")
             item = AttackItem(**data)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"{name}, line {number}: {exc}") from None
+            raise ValueError(f"{name}, line {number}: {exc}") from exc
         if item.id in seen:
             raise ValueError(f"{name}, line {number}: duplicate id {item.id!r}")
         seen.add(item.id)

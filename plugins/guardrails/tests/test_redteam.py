@@ -206,3 +206,29 @@ def test_example_guard_pipeline_runs(kernel: Kernel) -> None:
     assert result.exit_code == 0, result.output
     rates = json.loads(result.stdout)["configurations"]["input-guards"]["overall"]
     assert rates["attacks"] == 55 and rates["asr"] < 0.5
+
+
+def test_a_suite_not_in_utf8_or_unreadable_names_the_file(
+        kernel: Kernel, pipelines: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A suite that is not UTF-8, or that cannot be read, is a ValueError naming the file
+    and chained to the cause (``aieng redteam``: a usage error, no traceback)."""
+    path = tmp_path / "suite.jsonl"
+    path.write_bytes(b'{"id": "x", "kind": "benign", "category": "c", "input": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match="UTF-8") as info:
+        load_suite(path)
+    assert str(path) in str(info.value) and info.value.__cause__ is not None
+    result = CliRunner().invoke(cli(), ["redteam", str(pipelines["guard"]), "--suite",
+                                        str(path)], obj={"kernel": kernel})
+    assert result.exit_code == 2 and str(path) in result.output, result.output
+
+    def unreadable(self: Path, *args: object, **kwargs: object) -> str:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    with pytest.raises(ValueError, match="Input/output error") as info:
+        load_suite(path)
+    assert str(path) in str(info.value) and isinstance(info.value.__cause__, OSError)
+    result = CliRunner().invoke(cli(), ["redteam", str(pipelines["guard"]), "--suite",
+                                        str(path)], obj={"kernel": kernel})
+    assert result.exit_code == 2 and str(path) in result.output, result.output
