@@ -5,7 +5,6 @@ no file open."""
 from __future__ import annotations
 
 import gc
-import os
 import tracemalloc
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from aieng_hookspecs.types import Completion, Request, ToolCall, Usage
 from aieng_core import Kernel
 from aieng_core.agent import Agent, AgentResult, AgentStep
 from aieng_core.agent._runner import _Run
+from aieng_core.testing import open_files
 
 pytestmark = pytest.mark.anyio
 
@@ -43,15 +43,6 @@ class Calculating:
                           usage=Usage(5, 5))
 
 
-def open_files() -> set[str]:
-    """The files this process holds open (``/proc/self/fd``)."""
-    found = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            found.add(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            pass
-    return found
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
@@ -60,7 +51,7 @@ async def test_many_runs_on_one_agent_keep_no_per_run_state(tmp_path: Path) -> N
     per-run objects stay alive, each run's pii mapping is gone, the memory holds at most
     ``max_items``, and once the pipeline closes its file is no longer open."""
     path = tmp_path / "memory.sqlite"
-    before = open_files()
+    before = set(open_files())
     async with Kernel(env={}, entry_points=[]) as kernel:
         guard = PIIGuard(PIIOptions(restore=True))
         memory = SQLiteMemory(MemoryOptions(path=str(path), embeddings=False, max_items=20))
@@ -99,4 +90,4 @@ async def test_many_runs_on_one_agent_keep_no_per_run_state(tmp_path: Path) -> N
         assert len(rows) == 20
         assert str(path) in open_files()
         await pipeline.aclose()
-    assert not {f for f in open_files() - before if f.startswith(str(tmp_path))}
+    assert not {f for f in set(open_files()) - before if f.startswith(str(tmp_path))}

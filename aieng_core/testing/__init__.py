@@ -7,6 +7,7 @@ aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder``
 
 from ._kit import EventCapture, HookRecorder, isolated_kernel, kernel_with, registered, settle
 from .doubles import FixedRouter, HashEmbedder, PromptCache, ScriptedBackend
+from .conformance._resources import open_files
 from .processes import race_processes
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "ScriptedBackend",
     "isolated_kernel",
     "kernel_with",
+    "open_files",
     "race_processes",
     "registered",
     "settle",

@@ -18,7 +18,7 @@ from ._protocols import (
     PipelineContext,
     ReaderRegistry,
 )
-from ._sqlite import enable_wal
+from ._sqlite import enable_wal, sqlite_error
 from ._text import valid_utf8
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "remove_abandoned",
     "role_spec",
     "scratch_path",
+    "sqlite_error",
     "user_cache_dir",
     "valid_utf8",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-__all__ = ["enable_wal"]
+__all__ = ["enable_wal", "sqlite_error"]
 
 _RETRY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
@@ -38,3 +38,15 @@ def enable_wal(conn: sqlite3.Connection, *, timeout: float = 5.0) -> str:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def sqlite_error(exc: sqlite3.Error, message: str) -> sqlite3.Error:
+    """``exc`` with another message (one naming the database file and what to do): the
+    same type and SQLite codes (``sqlite_errorcode``, ``sqlite_errorname``), so that
+    callers catching it by type or code still do. Raise it ``from exc``."""
+    error = type(exc)(message)
+    for name in ("sqlite_errorcode", "sqlite_errorname"):
+        if hasattr(exc, name):
+            setattr(error, name, getattr(exc, name))
+    return error
+

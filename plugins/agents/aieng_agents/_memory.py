@@ -25,7 +25,13 @@ from typing import Any
 import anyio.to_thread
 import attrs
 import structlog
-from aieng_hookspecs import PipelineContext, enable_wal, hookimpl, valid_utf8
+from aieng_hookspecs import (
+    PipelineContext,
+    enable_wal,
+    hookimpl,
+    sqlite_error,
+    valid_utf8,
+)
 from aieng_hookspecs.types import MemoryItem, Query
 
 __all__ = ["MemoryOptions", "SQLiteMemory"]
@@ -46,15 +52,6 @@ CREATE TABLE IF NOT EXISTS memory (
 );
 CREATE INDEX IF NOT EXISTS memory_age ON memory (namespace, created);
 """
-
-
-def _named(exc: sqlite3.Error, message: str) -> sqlite3.Error:
-    """``exc`` with another message (naming the file): the same type and SQLite codes."""
-    error = type(exc)(message)
-    for name in ("sqlite_errorcode", "sqlite_errorname"):
-        if hasattr(exc, name):
-            setattr(error, name, getattr(exc, name))
-    return error
 
 
 def _words(text: str) -> list[str]:
@@ -185,7 +182,7 @@ class SQLiteMemory:
             try:
                 yield self._connection()
             except sqlite3.Error as exc:
-                raise _named(exc, self._explain(exc)) from exc
+                raise sqlite_error(exc, self._explain(exc)) from exc
             finally:
                 if self._closed and self._conn is not None:
                     self._conn.close()

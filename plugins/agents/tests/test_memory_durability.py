@@ -14,6 +14,8 @@ import pytest
 from aieng_agents import MemoryOptions, SQLiteMemory
 from aieng_hookspecs.types import MemoryItem, Query
 
+from aieng_core.testing import open_files
+
 pytestmark = pytest.mark.anyio
 
 
@@ -147,14 +149,7 @@ async def test_a_read_only_file_is_named_and_says_what_to_do(tmp_path: Path) -> 
 
 def open_on(path: Path) -> int:
     """How many of this process's file descriptors are open on ``path``."""
-    fds = Path("/proc/self/fd")
-    count = 0
-    for fd in fds.iterdir():
-        try:
-            count += Path(fd.readlink()) == path
-        except OSError:  # closed meanwhile (the listing's own descriptor)
-            pass
-    return count
+    return open_files().count(str(path))
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")

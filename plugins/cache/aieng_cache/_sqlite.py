@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from aieng_hookspecs import enable_wal
+from aieng_hookspecs import enable_wal, sqlite_error
 
 from ._codec import payload_namespace
 
@@ -66,15 +66,6 @@ def _add_scope(conn: sqlite3.Connection) -> None:
     except sqlite3.OperationalError as exc:
         if "duplicate column" not in str(exc):  # another process added it meanwhile
             raise
-
-
-def _named(exc: sqlite3.Error, message: str) -> sqlite3.Error:
-    """``exc`` with another message (naming the file): the same type and SQLite codes."""
-    error = type(exc)(message)
-    for name in ("sqlite_errorcode", "sqlite_errorname"):
-        if hasattr(exc, name):
-            setattr(error, name, getattr(exc, name))
-    return error
 
 
 class SQLiteStore:
@@ -128,7 +119,7 @@ class SQLiteStore:
             # SQLite's own message names no file ("unable to open database file"); keep
             # its type (callers may catch sqlite3.OperationalError) with the path added.
             hint = " (it is a folder)" if self.path.is_dir() else ""
-            raise _named(exc, f"cannot open the cache database {self.path}{hint}: {exc}"
+            raise sqlite_error(exc, f"cannot open the cache database {self.path}{hint}: {exc}"
                          ) from exc
         return conn
 
@@ -146,7 +137,7 @@ class SQLiteStore:
                                "it, with its -wal and -shm files, and the cache starts empty")
                 else:
                     message = f"cache database {self.path}: {exc}"
-                raise _named(exc, message) from exc
+                raise sqlite_error(exc, message) from exc
 
     @contextmanager
     def _borrowed(self) -> Iterator[sqlite3.Connection]:

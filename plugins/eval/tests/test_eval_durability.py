@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import gc
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from aieng_eval._results import ResultsFile
 from aieng_eval.report import write_reports
 
 from aieng_core import Pipeline
+from aieng_core.testing import open_files
 
 _FULL = Path("/dev/full")  # every write to it fails with ENOSPC, as on a full disk
 
@@ -48,15 +48,6 @@ def run(pipeline: Path, dataset: Path, out: Path, **kwargs: Any):  # type: ignor
     return anyio.run(main)
 
 
-def open_files() -> set[str]:
-    """What this process's file descriptors point at."""
-    found = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            found.add(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            pass
-    return found
 
 
 #: the names of the pipelines closed (``Pipeline.aclose``) in the test, and those closed

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import attrs
 import structlog
-from aieng_hookspecs import enable_wal, hookimpl
+from aieng_hookspecs import enable_wal, hookimpl, sqlite_error
 from aieng_hookspecs.types import Feedback
 
 from ._options import FeedbackOptions
@@ -108,11 +108,7 @@ class FeedbackStore:
             try:
                 yield self._connection()
             except sqlite3.Error as exc:
-                error = type(exc)(f"feedback database {self.path}: {exc}")
-                for name in ("sqlite_errorcode", "sqlite_errorname"):
-                    if hasattr(exc, name):
-                        setattr(error, name, getattr(exc, name))
-                raise error from exc
+                raise sqlite_error(exc, f"feedback database {self.path}: {exc}") from exc
 
     def _insert(self, feedback: Feedback, ts: float) -> int:
         with self._locked() as db:

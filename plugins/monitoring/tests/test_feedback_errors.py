@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
@@ -10,19 +9,14 @@ import pytest
 from aieng_hookspecs.types import Feedback
 from aieng_monitoring import FeedbackOptions, FeedbackStore
 
+from aieng_core.testing import open_files
+
 pytestmark = pytest.mark.anyio
 
 
 def _open_fds(path: Path) -> int:
     """How many of this process's file descriptors are open on ``path``."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
-                count += 1
-        except OSError:  # closed meanwhile (the listing's own descriptor)
-            pass
-    return count
+    return open_files().count(str(path))
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
