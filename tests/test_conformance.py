@@ -11,6 +11,26 @@ from typing import Any, ClassVar
 
 import attrs
 import pytest
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import (
+    Completion,
+    Delta,
+    Document,
+    Finding,
+    GuardVerdict,
+    Hit,
+    Message,
+    QuantizeResult,
+    Query,
+    Request,
+    Route,
+    Sample,
+    Score,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    Usage,
+)
 
 from aieng_core.builtins import (
     ExtractiveBackend,
@@ -33,6 +53,7 @@ from aieng_core.testing.conformance import (
     RerankerSuite,
     RetrieverSuite,
     RouterSuite,
+    ScoreRanges,
     ToolSuite,
 )
 from aieng_core.testing.doubles import ScriptedBackend
@@ -45,26 +66,6 @@ from aieng_core.testing.reference import (
     MemoryCache,
     RegexRedactGuard,
     ScoreReranker,
-)
-from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import (
-    Completion,
-    Delta,
-    Document,
-    Finding,
-    GuardVerdict,
-    Hit,
-    Message,
-    QuantizeResult,
-    Query,
-    Request,
-    Route,
-    Sample,
-    Score,
-    ToolCall,
-    ToolResult,
-    ToolSpec,
-    Usage,
 )
 
 # ---------------------------------------------------------------------------- passing
@@ -145,7 +146,7 @@ class TestScoreReranker(RerankerSuite):
 class TestExactMatchJudge(JudgeSuite):
     """The reference judge passes the judge suite."""
 
-    score_ranges: ClassVar[dict[str, tuple[float, float]]] = {"exact_match": (0.0, 1.0)}
+    score_ranges: ClassVar[ScoreRanges] = {"exact_match": (0.0, 1.0)}
 
     @pytest.fixture
     def component(self) -> ExactMatchJudge:

@@ -25,7 +25,7 @@ from ._backend import BackendSuite
 from ._cache import CacheSuite
 from ._fuser import FuserSuite
 from ._guardrail import GuardrailSuite
-from ._judge import JudgeSuite
+from ._judge import JudgeSuite, ScoreRanges
 from ._memory import DEFAULT_FACTS, MemorySuite
 from ._policy import DEFAULT_TOOLS, AgentPolicySuite, default_agent_states
 from ._quantizer import QuantizerSuite
@@ -50,6 +50,7 @@ __all__ = [
     "RerankerSuite",
     "RetrieverSuite",
     "RouterSuite",
+    "ScoreRanges",
     "ToolSuite",
     "default_agent_states",
 ]

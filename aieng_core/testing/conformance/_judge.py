@@ -18,7 +18,10 @@ from .._kit import EventCapture
 from ..doubles import ScriptedBackend
 from ._base import PROPERTY, STAGE, RoleSuite, check_valid, left_unchanged, unique
 
-__all__ = ["JudgeSuite"]
+__all__ = ["JudgeSuite", "ScoreRanges"]
+
+#: a judge suite's documented ranges: ``{metric: (lowest, highest)}``
+ScoreRanges = Mapping[str, tuple[float, float]]
 
 
 class JudgeSuite(RoleSuite):
@@ -47,7 +50,7 @@ class JudgeSuite(RoleSuite):
     #: the documented range of each metric the judge scores, ``{name: (lowest, highest)}``
     #: (``-math.inf`` / ``math.inf`` for an open end): a score of a listed metric outside
     #: it fails every test, so set the ranges the judge's documentation promises
-    score_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {}
+    score_ranges: ClassVar[ScoreRanges] = {}
     required_hooks = ("aieng_judge",)
     role_hooks = ("aieng_judge",)
 

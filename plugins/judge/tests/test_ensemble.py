@@ -6,7 +6,7 @@ import statistics
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, ClassVar
 
 import aieng_judge
 import pytest
@@ -20,7 +20,7 @@ from judge_doubles import rubric_replies
 from aieng_core import Kernel
 from aieng_core.registry import PluginInfo
 from aieng_core.testing import ScriptedBackend
-from aieng_core.testing.conformance import JudgeSuite
+from aieng_core.testing.conformance import JudgeSuite, ScoreRanges
 
 pytestmark = pytest.mark.anyio
 
@@ -186,6 +186,9 @@ def test_options_validated() -> None:
 
 class TestEnsembleConformance(JudgeSuite):
     """``ensemble`` passes the judge conformance suite (scripted panel, test doubles)."""
+
+    score_ranges: ClassVar[ScoreRanges] = {"ensemble.rubric.accuracy": (1.0, 5.0),
+                                           "ensemble.rubric.accuracy.spread": (0.0, 2.0)}
 
     @pytest.fixture
     def component(self) -> EnsembleJudge:

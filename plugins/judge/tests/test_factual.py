@@ -4,6 +4,7 @@ NLI path (a tiny hand-weighted BERT built from a config, loaded by transformers)
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from aieng_hookspecs.types import Sample
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from judge_doubles import build_nli, support_replies
 
 from aieng_core.testing import ScriptedBackend
-from aieng_core.testing.conformance import JudgeSuite
+from aieng_core.testing.conformance import JudgeSuite, ScoreRanges
 
 pytestmark = pytest.mark.anyio
 
@@ -128,8 +129,14 @@ async def test_nli_missing_folder_says_what_to_do(tmp_path: Path) -> None:
         await judge.aieng_judge(Sample(input="q", output="A claim.", context=CONTEXT))
 
 
+#: the documented scales of the factual judge's scores
+_RANGES = {"factual.consistency": (0.0, 1.0), "factual.entailment": (0.0, 1.0)}
+
+
 class TestFactualLLMConformance(JudgeSuite):
     """``factual`` (LLM path) passes the judge conformance suite."""
+
+    score_ranges: ClassVar[ScoreRanges] = _RANGES
 
     @pytest.fixture
     def component(self) -> FactualJudge:
@@ -141,6 +148,8 @@ class TestFactualLLMConformance(JudgeSuite):
 class TestFactualNLIConformance(JudgeSuite):
     """``factual`` (NLI path, the tiny model) passes the judge conformance suite without
     blocking the loop (the model runs in a worker thread)."""
+
+    score_ranges: ClassVar[ScoreRanges] = _RANGES
 
     @pytest.fixture
     def component(self, nli_dir: Path) -> FactualJudge:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, ClassVar
 
 import aieng_judge
 import pytest
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from aieng_core import ConfigError, Kernel
 from aieng_core.registry import PluginInfo
-from aieng_core.testing.conformance import JudgeSuite
+from aieng_core.testing.conformance import JudgeSuite, ScoreRanges
 
 Register = Callable[..., AbstractContextManager[PluginInfo]]
 
@@ -226,6 +226,9 @@ async def test_by_name_in_a_pipeline(aieng_kernel: Kernel, register_plugin: Regi
 
 class TestInstructionsConformance(JudgeSuite):
     """``instructions`` passes the judge conformance suite."""
+
+    score_ranges: ClassVar[ScoreRanges] = {f"instruction.{name}": (0.0, 1.0) for name in (
+        "json", "words", "lowercase", "forbidden", "ends_with", "all")}
 
     @pytest.fixture
     def component(self) -> InstructionsJudge:

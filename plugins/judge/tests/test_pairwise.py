@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 from aieng_hookspecs.types import Sample
 from aieng_judge import (
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 from judge_doubles import pairwise_replies
 
 from aieng_core.testing import ScriptedBackend
-from aieng_core.testing.conformance import JudgeSuite
+from aieng_core.testing.conformance import JudgeSuite, ScoreRanges
 
 pytestmark = pytest.mark.anyio
 
@@ -136,6 +138,9 @@ async def test_tournament_ranks_by_length() -> None:
 
 class TestPairwiseConformance(JudgeSuite):
     """``pairwise`` passes the judge conformance suite (scripted judge, a test double)."""
+
+    score_ranges: ClassVar[ScoreRanges] = {"pairwise.win": (0.0, 1.0),
+                                           "pairwise.consistent": (0.0, 1.0)}
 
     @pytest.fixture
     def component(self) -> PairwiseJudge:

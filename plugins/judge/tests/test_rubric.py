@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, ClassVar
 
 import aieng_judge
 import pytest
@@ -17,7 +17,7 @@ from judge_doubles import ScriptedLLMPlugin, rubric_replies
 from aieng_core import ConfigError, Kernel
 from aieng_core.registry import PluginInfo
 from aieng_core.testing import EventCapture, ScriptedBackend
-from aieng_core.testing.conformance import JudgeSuite
+from aieng_core.testing.conformance import JudgeSuite, ScoreRanges
 
 pytestmark = pytest.mark.anyio
 
@@ -266,6 +266,9 @@ async def test_bad_options_fail_to_load(aieng_kernel: Kernel, register_plugin: R
 
 class TestRubricConformance(JudgeSuite):
     """``rubric`` passes the judge conformance suite (scripted grader, a test double)."""
+
+    score_ranges: ClassVar[ScoreRanges] = {f"rubric.{name}": (1.0, 5.0) for name in (
+        "accuracy", "completeness", "clarity", "length_controlled")}
 
     @pytest.fixture
     def component(self) -> RubricJudge:

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aieng_metrics
 import pytest
@@ -41,13 +41,15 @@ from metrics_strategies import reference_lists, texts
 from aieng_core import ConfigError, Kernel
 from aieng_core.registry import PluginInfo
 from aieng_core.testing import HashEmbedder, ScriptedBackend
-from aieng_core.testing.conformance import JudgeSuite
+from aieng_core.testing.conformance import JudgeSuite, ScoreRanges
 
 Register = Callable[..., AbstractContextManager[PluginInfo]]
 
 
 class TestExactMatch(JudgeSuite):
     """``exact-match`` with SQuAD normalization."""
+
+    score_ranges: ClassVar[ScoreRanges] = {"exact_match": (0.0, 1.0)}
 
     @pytest.fixture
     def component(self) -> ExactMatchJudge:
@@ -58,6 +60,8 @@ class TestExactMatch(JudgeSuite):
 class TestTokenF1(JudgeSuite):
     """``token-f1`` with NFKC on."""
 
+    score_ranges: ClassVar[ScoreRanges] = {"token_f1": (0.0, 1.0)}
+
     @pytest.fixture
     def component(self) -> TokenF1Judge:
         """Token F1 with NFKC normalization."""
@@ -66,6 +70,8 @@ class TestTokenF1(JudgeSuite):
 
 class TestBleu(JudgeSuite):
     """``bleu`` with its sacrebleu defaults."""
+
+    score_ranges: ClassVar[ScoreRanges] = {"bleu": (0.0, 100.0)}
 
     @pytest.fixture
     def component(self) -> BleuJudge:
@@ -76,6 +82,8 @@ class TestBleu(JudgeSuite):
 class TestChrfPlusPlus(JudgeSuite):
     """``chrf`` with word bigrams (chrF++)."""
 
+    score_ranges: ClassVar[ScoreRanges] = {"chrf": (0.0, 100.0)}
+
     @pytest.fixture
     def component(self) -> ChrfJudge:
         """chrF++."""
@@ -84,6 +92,10 @@ class TestChrfPlusPlus(JudgeSuite):
 
 class TestRouge(JudgeSuite):
     """``rouge`` with every variant, precision and recall reported."""
+
+    score_ranges: ClassVar[ScoreRanges] = {
+        f"{kind}{part}": (0.0, 1.0) for kind in ("rouge1", "rouge2", "rougeL", "rougeLsum")
+        for part in ("", "_precision", "_recall")}
 
     @pytest.fixture
     def component(self) -> RougeJudge:
@@ -94,6 +106,10 @@ class TestRouge(JudgeSuite):
 
 class TestPerplexity(JudgeSuite):
     """``perplexity`` (samples without log-probabilities: not applicable)."""
+
+    score_ranges: ClassVar[ScoreRanges] = {"mean_nll": (0.0, math.inf),
+                                           "perplexity": (1.0, math.inf),
+                                           "bits_per_byte": (0.0, math.inf)}
 
     @pytest.fixture
     def component(self) -> PerplexityJudge:
@@ -113,6 +129,9 @@ class TestPerplexity(JudgeSuite):
 class TestRetrieval(JudgeSuite):
     """``retrieval`` on rankings in the sample's metadata."""
 
+    score_ranges: ClassVar[ScoreRanges] = {name: (0.0, 1.0) for name in (
+        "ndcg@10", "mrr@10", "recall@10", "average_precision")}
+
     @pytest.fixture
     def component(self) -> RetrievalJudge:
         """The retrieval judge at k = 10."""
@@ -129,6 +148,8 @@ class TestRetrieval(JudgeSuite):
 
 class TestEmbeddingCosine(JudgeSuite):
     """``embedding-cosine`` over the kit's hashing embedder double."""
+
+    score_ranges: ClassVar[ScoreRanges] = {"embedding_cosine": (-1.0, 1.0)}
 
     @pytest.fixture
     def component(self) -> EmbeddingCosineJudge:
