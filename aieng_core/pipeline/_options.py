@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import collections.abc
-import difflib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import cattrs
+
+from aieng_hookspecs import did_you_mean
 
 from .._errors import ConfigError
 
@@ -41,15 +42,6 @@ def _converter() -> cattrs.Converter:
 
 
 _CONVERTER = _converter()
-
-
-def did_you_mean(word: object, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the choice closest to a misspelt ``word``, else ``""``."""
-    if not isinstance(word, str):
-        return ""
-    by_case = {choice.lower(): choice for choice in choices}
-    close = difflib.get_close_matches(word.lower(), list(by_case), n=1, cutoff=0.75)
-    return f" (did you mean {by_case[close[0]]!r}?)" if close else ""
 
 
 def structure_options(

@@ -19,7 +19,7 @@ from ._protocols import (
     ReaderRegistry,
 )
 from ._sqlite import enable_wal, sqlite_error
-from ._text import valid_utf8
+from ._text import closest, did_you_mean, valid_utf8
 
 __all__ = [
     "MODEL_BUILD",
@@ -33,6 +33,8 @@ __all__ = [
     "__version__",
     "blocking",
     "build_lock",
+    "closest",
+    "did_you_mean",
     "enable_wal",
     "fsync_folder",
     "hookimpl",

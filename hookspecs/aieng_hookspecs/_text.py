@@ -1,8 +1,12 @@
-"""Text every UTF-8 sink takes: SQLite, tantivy, JSON for other languages, HTTP bodies."""
+"""Text every UTF-8 sink takes (SQLite, tantivy, JSON for other languages, HTTP bodies), and
+the closest known name to a misspelt one, for error messages."""
 
 from __future__ import annotations
 
-__all__ = ["valid_utf8"]
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["closest", "did_you_mean", "valid_utf8"]
 
 
 def valid_utf8(text: str) -> str:
@@ -18,3 +22,21 @@ def valid_utf8(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return text
+
+
+def closest(word: object, choices: Iterable[str]) -> str | None:
+    """The choice closest to a misspelt ``word`` (case ignored; ``difflib``'s ratio at least
+    0.75), or ``None`` when none is close or ``word`` is no string."""
+    if not isinstance(word, str):
+        return None
+    by_case = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_case), n=1, cutoff=0.75)
+    return by_case[close[0]] if close else None
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a misspelt ``word`` (see
+    :func:`closest`), else ``""``: to follow the word in an error message."""
+    found = closest(word, choices)
+    return f" (did you mean {found!r}?)" if found is not None else ""
+

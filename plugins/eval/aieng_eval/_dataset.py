@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from aieng_hookspecs import did_you_mean
 from aieng_hookspecs.types import Message, Request
 
 __all__ = ["DATASET_KEYS", "Dataset", "DatasetError", "DatasetItem", "load_dataset",
@@ -197,8 +198,9 @@ def _parse_line(line: bytes, number: int, source: str) -> tuple[DatasetItem, boo
                            "UTF-16 pair, not a character)") from None
     unknown = sorted(set(data) - set(DATASET_KEYS))
     if unknown:
-        raise DatasetError(f"{where}: unknown key(s) {', '.join(map(_guess, unknown))}; valid "
-                           f"keys: {', '.join(DATASET_KEYS)} (put extra fields in 'metadata')")
+        named = ", ".join(repr(key) + did_you_mean(key, DATASET_KEYS) for key in unknown)
+        raise DatasetError(f"{where}: unknown key(s) {named}; valid keys: "
+                           f"{', '.join(DATASET_KEYS)} (put extra fields in 'metadata')")
     if "input" not in data:
         raise DatasetError(f"{where}: missing 'input' (a string or a list of chat messages)")
     metadata, judge_data = _metadata(data.get("metadata"), where)
@@ -220,16 +222,6 @@ def _parse_line(line: bytes, number: int, source: str) -> tuple[DatasetItem, boo
     # Only a made-up id is renumbered on a repeat: a repeated id of the file is an error,
     # even one that looks like a made-up id ("item-1").
     return item, data.get("id") is None
-
-
-def _guess(key: str) -> str:
-    """A key as quoted in an error, with the valid key it is close to (a misspelling, another
-    case), when there is one."""
-    import difflib
-
-    lowered = {k.lower(): k for k in DATASET_KEYS}
-    close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.75)
-    return f"{key!r} (did you mean {lowered[close[0]]!r}?)" if close else repr(key)
 
 
 def _kind(value: object) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Literal
 
 import attrs
-from aieng_hookspecs import listed
+from aieng_hookspecs import did_you_mean, listed
 from attrs import validators as v
 
 from ._prompts import PROMPT_STYLES, RUBRIC
@@ -59,20 +59,13 @@ def number_in(low: float, high: float) -> Callable[[object, attrs.Attribute[floa
     return check
 
 
-def _guess(name: str, known: Mapping[str, str]) -> str:
-    """A name as quoted in an error, with the known one it is close to (a misspelling)."""
-    import difflib
-
-    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.75)
-    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
-
-
 def _criteria(instance: object, attribute: attrs.Attribute[tuple[str, ...]],
               value: tuple[str, ...]) -> None:
     for name in value:
         if name not in RUBRIC:
-            raise ValueError(f"{attribute.name}: unknown criterion {_guess(name, RUBRIC)}; "
-                             f"built in: {', '.join(RUBRIC)} (add others under 'custom')")
+            raise ValueError(f"{attribute.name}: unknown criterion "
+                             f"{name!r}{did_you_mean(name, RUBRIC)}; built in: "
+                             f"{', '.join(RUBRIC)} (add others under 'custom')")
     if len(set(value)) != len(value):
         raise ValueError(f"{attribute.name}: a criterion is listed twice: {list(value)}")
 
@@ -99,7 +92,7 @@ def _styles(instance: object, attribute: attrs.Attribute[tuple[str, ...]],
     for name in value:
         if name not in PROMPT_STYLES:
             raise ValueError(f"{attribute.name}: unknown prompt style "
-                             f"{_guess(name, PROMPT_STYLES)}; choose from "
+                             f"{name!r}{did_you_mean(name, PROMPT_STYLES)}; choose from "
                              f"{', '.join(PROMPT_STYLES)}")
 
 

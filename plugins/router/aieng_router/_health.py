@@ -3,7 +3,6 @@ moving averages, and a circuit breaker each."""
 
 from __future__ import annotations
 
-import difflib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -11,7 +10,7 @@ from typing import Any
 
 import attrs
 import structlog
-from aieng_hookspecs import PipelineContext
+from aieng_hookspecs import PipelineContext, closest
 from aieng_hookspecs.types import ErrorEvent, Event, ModelCall, Route
 
 from ._breaker import CircuitBreaker, Clock, Transition
@@ -116,8 +115,8 @@ class Health:
         for where, name in named:
             if name in backends:
                 continue
-            close = difflib.get_close_matches(name, backends, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            close = closest(name, backends)
+            hint = f"; did you mean {close!r}?" if close is not None else ""
             raise ValueError(
                 f"router {context.component!r}: {where} names backend {name!r}, which "
                 f"pipeline {context.pipeline!r} does not have (its backends: "
