@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from aieng_hookspecs import replace_file
 
 from ._app import cli, kernel_of, utf8_text
 
@@ -95,15 +96,9 @@ def _unsaved(path: Path, exc: OSError) -> click.ClickException:
 def _rewrite_history(path: Path, messages: list[Message]) -> None:
     """Replace the file whole (a temporary file renamed over it): a full disk or a crash
     leaves the old file, never a half-written one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with temporary.open("wb") as out:
-            out.write(_lines_of(messages))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
+        replace_file(path, _lines_of(messages))
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise _unsaved(path, exc) from exc
 
 

@@ -10,7 +10,13 @@ from ._buildlock import build_lock, lock_path
 from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
 from ._models import MODEL_BUILD
 from ._options import listed
-from ._paths import fsync_folder, remove_abandoned, scratch_path, user_cache_dir
+from ._paths import (
+    fsync_folder,
+    remove_abandoned,
+    replace_file,
+    scratch_path,
+    user_cache_dir,
+)
 from ._protocols import (
     ComponentRegistry,
     DocumentReader,
@@ -42,6 +48,7 @@ __all__ = [
     "listed",
     "lock_path",
     "remove_abandoned",
+    "replace_file",
     "role_spec",
     "scratch_path",
     "sqlite_error",

@@ -13,7 +13,8 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["ABANDONED_S", "fsync_folder", "remove_abandoned", "scratch_path", "user_cache_dir"]
+__all__ = ["ABANDONED_S", "fsync_folder", "remove_abandoned", "replace_file", "scratch_path",
+           "user_cache_dir"]
 
 
 def user_cache_dir(explicit: str | None = None) -> Path:
@@ -75,6 +76,33 @@ def fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_file(path: Path, data: str | bytes, *, errors: str = "strict") -> None:
+    """Write ``data`` (text as UTF-8, with ``errors`` for what does not encode) to ``path``
+    whole or not at all: into a :func:`scratch_path` beside it, fsynced, renamed over it
+    (``os.replace``), then the folder fsynced. A failure (a full disk, an interruption)
+    leaves ``path`` as it was and removes the scratch; a power loss leaves the old file or
+    the new one.
+
+    :raises OSError: the write's, the rename's or the fsync's, unchanged.
+    """
+    scratch = scratch_path(path.parent, path.name, ".tmp")
+    try:
+        if isinstance(data, str):
+            scratch.write_text(data, encoding="utf-8", errors=errors)
+        else:
+            scratch.write_bytes(data)
+        with open(scratch, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(scratch, path)
+    except BaseException:
+        try:
+            scratch.unlink(missing_ok=True)
+        except OSError:  # the folder went read-only meanwhile: remove_abandoned takes it
+            pass
+        raise
+    fsync_folder(path.parent)
 
 
 def remove_abandoned(folder: Path, prefix: str, suffix: str = "", *,

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._results import ItemResult, read_results, write_atomic
+from aieng_hookspecs import replace_file
+
+from ._results import ItemResult, read_results
 from ._runner import EvalError, _read_lock, locked_records
 from .stats import paired_bootstrap
 
@@ -169,8 +171,8 @@ def write_comparison(comparison: dict[str, Any], out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     # Each file is replaced whole or not at all (a full disk, an interruption).
-    write_atomic(out / "comparison.json", json.dumps(comparison, indent=2) + "\n")
+    replace_file(out / "comparison.json", json.dumps(comparison, indent=2) + "\n")
     # A run folder's name may hold a byte that is no UTF-8 (read as a lone surrogate):
     # shown as its escape, the pages stay UTF-8.
-    write_atomic(out / "compare.md", compare_markdown(comparison), errors="backslashreplace")
-    write_atomic(out / "report.html", compare_page(comparison), errors="backslashreplace")
+    replace_file(out / "compare.md", compare_markdown(comparison), errors="backslashreplace")
+    replace_file(out / "report.html", compare_page(comparison), errors="backslashreplace")

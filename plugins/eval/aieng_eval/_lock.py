@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from aieng_hookspecs import user_cache_dir
+from aieng_hookspecs import replace_file, user_cache_dir
 
 __all__ = [
     "LOCK_FORMAT",
@@ -117,9 +117,7 @@ class FileHasher:
             return
         try:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._cache, indent=0), encoding="utf-8")
-            tmp.replace(self.cache_path)
+            replace_file(self.cache_path, json.dumps(self._cache, indent=0))
             self._dirty = False
         except OSError:
             pass

@@ -15,7 +15,6 @@ from typing import IO, Any
 
 import attrs
 import structlog
-from aieng_hookspecs import fsync_folder
 
 __all__ = ["ItemResult", "ResultsFile", "read_results"]
 
@@ -202,24 +201,3 @@ class ResultsFile:
                 handle.close()  # flushes again: what a full disk refused is dropped
             except OSError:
                 pass
-
-
-def write_atomic(path: Path, text: str, *, errors: str = "strict") -> None:
-    """Write ``text`` (UTF-8) to ``path`` through ``PATH.tmp`` and a rename: the file is
-    replaced whole or, when the write fails (a full disk, an interruption), left as it
-    was, without the temporary file. The new file is fsynced before the rename and the
-    folder after it, so that a power loss leaves the old file or the new one (the
-    lockfile, which a rerun resumes from, included)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8", errors=errors)
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())
-        tmp.replace(path)
-        fsync_folder(path.parent)
-    except BaseException:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise

@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 import anyio
 import attrs
 import structlog
+from aieng_hookspecs import replace_file
 from aieng_hookspecs.types import Sample, Score
 
 from ._agent import agent_changes, agent_lock, agent_problem
@@ -28,7 +29,7 @@ from ._lock import (
     lock_drift,
     same_input,
 )
-from ._results import ItemResult, ResultsFile, read_results, utf8_json, write_atomic
+from ._results import ItemResult, ResultsFile, read_results, utf8_json
 
 if TYPE_CHECKING:
     from aieng_core import Kernel, Pipeline, RunResult
@@ -993,4 +994,4 @@ def _add_models(lock: dict[str, Any], records: Any) -> None:
 
 
 def _write_lock(run_dir: Path, lock: Mapping[str, Any]) -> None:
-    write_atomic(run_dir / "lock.json", utf8_json(lock, indent=2) + "\n")
+    replace_file(run_dir / "lock.json", utf8_json(lock, indent=2) + "\n")

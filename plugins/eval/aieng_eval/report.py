@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._results import ItemResult, utf8_json, write_atomic
+from aieng_hookspecs import replace_file
+
+from ._results import ItemResult, utf8_json
 from .stats import mean_ci
 
 __all__ = ["agreement", "markdown_report", "summarize", "write_reports"]
@@ -247,11 +249,11 @@ def write_reports(run_dir: Path, results: Sequence[ItemResult], lock: Mapping[st
     summary = summarize(results, samples=samples, seed=int(lock.get("bootstrap_seed") or 0))
     summary["not_run"] = not_run(results, lock)
     # Each file is replaced whole or not at all (a full disk, an interruption).
-    write_atomic(run_dir / "summary.json", utf8_json(summary, indent=2) + "\n")
+    replace_file(run_dir / "summary.json", utf8_json(summary, indent=2) + "\n")
     # A lone surrogate (half an emoji an error quotes, a file name's undecodable byte) is
     # shown as its escape: the pages stay UTF-8.
-    write_atomic(run_dir / "report.md", markdown_report(summary, lock),
+    replace_file(run_dir / "report.md", markdown_report(summary, lock),
                  errors="backslashreplace")
-    write_atomic(run_dir / "report.html", run_page(summary, results, lock),
+    replace_file(run_dir / "report.html", run_page(summary, results, lock),
                  errors="backslashreplace")
     return summary
