@@ -119,6 +119,16 @@ def iter_files(*paths: str | Path,
                                  "too: name its corpus.jsonl)")
         return file, documents
 
+    def read(file: Path, reader: Callable[[Path], Iterable[Document]]) -> list[Document] | None:
+        # The file's documents; None when its OSError went to on_error (the file skipped).
+        try:
+            return list(reader(file))
+        except OSError as exc:
+            if on_error is None:
+                raise
+            on_error(file, exc)
+            return None
+
     for path in map(Path, paths):
         if path.is_dir():
             root = path.resolve()
@@ -126,27 +136,18 @@ def iter_files(*paths: str | Path,
                 if (file.suffix.lower() in table and _readable(file, root)
                         and _first(file, done)):
                     try:
-                        documents = list(table[file.suffix.lower()](file))
+                        documents = read(file, table[file.suffix.lower()])
                     except NotText as exc:
                         log.warning("ingest.skipped", path=str(file), reason=str(exc))
                         continue
-                    except OSError as exc:
-                        if on_error is None:
-                            raise
-                        on_error(file, exc)
-                        continue
-                    yield checked(file, documents)
+                    if documents is not None:
+                        yield checked(file, documents)
         elif not path.exists():
             read_documents(path, readers=table)  # raises FileNotFoundError, naming it
         elif _first(file := _named(path, folder=False), done):
-            try:
-                documents = read_documents(file, readers=table)
-            except OSError as exc:
-                if on_error is None:
-                    raise
-                on_error(file, exc)
-                continue
-            yield checked(file, documents)
+            documents = read(file, lambda named: read_documents(named, readers=table))
+            if documents is not None:
+                yield checked(file, documents)
 
 
 def _named(path: Path, *, folder: bool) -> Path:
