@@ -6,49 +6,19 @@ from __future__ import annotations
 
 import threading
 import time
-import types
 from pathlib import Path
 from typing import Any
 
-import pytest
 import structlog
 from aieng_tensorrt import MiniLMTensorRT, TensorRTOptions
 
 
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    """A (dummy) ONNX file and a word-level tokenizer.json beside it."""
-    from tokenizers import Tokenizer, models
-
-    Tokenizer(models.WordLevel({"[UNK]": 0, "cat": 1}, unk_token="[UNK]")).save(
-        str(tmp_path / "tokenizer.json"))
-    (tmp_path / "model.onnx").write_bytes(b"not really onnx")
-    return tmp_path
-
-
-class _CudaDevice:
-    def __init__(self, index: int) -> None:
-        pass
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-
 def test_two_openers_build_one_engine(model_dir: Path, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                      stand_ins: Any) -> None:
     """Two embedders of one engine opening together (two workers: separate locks of their
     own, one cache folder) build it once: the second waits for the first's build, logging
     ``cache.build_waiting``, then deserializes the engine the first stored."""
-    from aieng_tensorrt import _component
-
-    trt = types.SimpleNamespace(__version__="10.3.0", Logger=lambda level: None)
-    trt.Logger.WARNING = 2  # type: ignore[attr-defined]
-    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(device=_CudaDevice))
     built: list[str] = []
-    loaded: list[bytes] = []
     release = threading.Event()
 
     def build(*args: Any, **kwargs: Any) -> bytes:
@@ -57,16 +27,7 @@ def test_two_openers_build_one_engine(model_dir: Path, tmp_path: Path,
             release.wait(10)  # the first build lasts until the test lets it end
         return b"ENGINE"
 
-    class Runner:
-        def __init__(self, trt: Any, torch: Any, engine: bytes, **kwargs: Any) -> None:
-            loaded.append(engine)
-
-    monkeypatch.setattr(_component, "require_tensorrt", lambda: trt)
-    monkeypatch.setattr(_component, "require_cuda", lambda device: fake_torch)
-    monkeypatch.setattr(_component, "compute_capability", lambda torch, device: (9, 0))
-    monkeypatch.setattr(_component, "device_name", lambda torch, device: "NVIDIA H200")
-    monkeypatch.setattr(_component, "build_engine", build)
-    monkeypatch.setattr(_component, "EngineRunner", Runner)
+    loaded = stand_ins(build=build).loaded
     options = TensorRTOptions(onnx_path=str(model_dir / "model.onnx"),
                               cache_dir=str(tmp_path / "engines"))
     errors: list[BaseException] = []

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import aieng_tensorrt
 import numpy as np
 import pytest
 import torch
@@ -20,22 +21,7 @@ from aieng_tensorrt import MiniLMTensorRT, ShapeProfile, TensorRTOptions, Tensor
 from aieng_tensorrt._component import _Loaded, open_tokenizer
 from aieng_tensorrt._engine import EngineBuildError, build_engine
 
-import aieng_tensorrt
 from aieng_core import HookError, Kernel
-
-
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    """A folder with a (dummy) ONNX file and a real word-level tokenizer.json."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(
-        "the cat sat on a mat dog ran far away".split())}}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "model.onnx").write_bytes(b"not really onnx")
-    return tmp_path
 
 
 @pytest.fixture
@@ -243,64 +229,13 @@ def test_padding_does_not_change_vectors(model_dir: Path) -> None:
         np.testing.assert_allclose(vector, expected, rtol=1e-5, atol=1e-6)
 
 
-class _FakeCudaTorch:
-    """torch as ``load`` sees it on a GPU machine: a device context that records which
-    device is current."""
-
-    def __init__(self) -> None:
-        self.current = 0
-        torch_cuda = self
-
-        class _Device:
-            def __init__(self, index: int) -> None:
-                self.index, self.before = index, 0
-
-            def __enter__(self) -> None:
-                self.before, torch_cuda.current = torch_cuda.current, self.index
-
-            def __exit__(self, *exc: object) -> None:
-                torch_cuda.current = self.before
-
-        self.cuda = types.SimpleNamespace(device=_Device)
-
-
-def _stand_ins(monkeypatch: pytest.MonkeyPatch) -> tuple[_FakeCudaTorch, list[bytes],
-                                                          list[int]]:
-    """TensorRT, a GPU, the builder and the runner as ``load`` sees them; returns the fake
-    torch, the engines built and the device current at each deserialization."""
-    from aieng_tensorrt import _component
-
-    fake_torch = _FakeCudaTorch()
-    trt = types.SimpleNamespace(__version__="10.3.0", Logger=lambda level: None)
-    trt.Logger.WARNING = 2  # type: ignore[attr-defined]
-    built: list[bytes] = []
-    devices: list[int] = []
-
-    def build(*args: Any, **kwargs: Any) -> bytes:
-        built.append(b"ENGINE")
-        return b"ENGINE"
-
-    class Runner:
-        def __init__(self, trt: Any, torch: Any, engine: bytes, **kwargs: Any) -> None:
-            devices.append(fake_torch.current)
-            if engine != b"ENGINE":
-                raise EngineBuildError("TensorRT could not deserialize the cached engine")
-
-    monkeypatch.setattr(_component, "require_tensorrt", lambda: trt)
-    monkeypatch.setattr(_component, "require_cuda", lambda device: fake_torch)
-    monkeypatch.setattr(_component, "compute_capability", lambda torch, device: (9, 0))
-    monkeypatch.setattr(_component, "device_name", lambda torch, device: "NVIDIA H200")
-    monkeypatch.setattr(_component, "build_engine", build)
-    monkeypatch.setattr(_component, "EngineRunner", Runner)
-    return fake_torch, built, devices
-
-
-def test_engines_are_cached_under_aieng_cache_dir(model_dir: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engines_are_cached_under_aieng_cache_dir(
+        model_dir: Path, tmp_path: Path, stand_ins: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Without ``cache_dir`` a built engine is kept in ``tensorrt/`` of aieng's cache
     folder, ``$AIENG_CACHE_DIR`` when set (as the onnx and transformers caches are), and
     found there by the next open."""
-    _, built, _ = _stand_ins(monkeypatch)
+    built = stand_ins().built
     monkeypatch.setenv("AIENG_CACHE_DIR", str(tmp_path / "aieng"))
     options = TensorRTOptions(onnx_path=str(model_dir / "model.onnx"))
     embedder = MiniLMTensorRT(options)
@@ -312,13 +247,14 @@ def test_engines_are_cached_under_aieng_cache_dir(model_dir: Path, tmp_path: Pat
     assert built == [b"ENGINE"]
 
 
-def test_engine_is_built_with_the_model_path(model_dir: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_is_built_with_the_model_path(
+        model_dir: Path, tmp_path: Path, stand_ins: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """``load`` builds from the ONNX file's bytes and its path (``~`` expanded), so
     TensorRT's parser resolves external data files next to the model."""
     from aieng_tensorrt import _component
 
-    _stand_ins(monkeypatch)
+    stand_ins()
     seen: list[tuple[bytes, Any]] = []
 
     def build(trt: Any, onnx: bytes, profile: ShapeProfile, **kwargs: Any) -> bytes:
@@ -332,12 +268,14 @@ def test_engine_is_built_with_the_model_path(model_dir: Path, tmp_path: Path,
     assert seen == [(b"not really onnx", model_dir / "model.onnx")]
 
 
-def test_unreadable_cached_engine_is_rebuilt(model_dir: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_cached_engine_is_rebuilt(
+        model_dir: Path, tmp_path: Path, stand_ins: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A cached engine TensorRT cannot deserialize (an empty file left by a crash before
     its bytes reached the disk, a damaged file) is built again and replaced, not an error
     at every open; the engine is deserialized with the option's CUDA device current."""
-    fake_torch, built, devices = _stand_ins(monkeypatch)
+    seen = stand_ins()
+    built, devices = seen.built, seen.devices
     options = TensorRTOptions(onnx_path=str(model_dir / "model.onnx"),
                               cache_dir=str(tmp_path / "engines"), device=1)
     embedder = MiniLMTensorRT(options)
@@ -352,12 +290,12 @@ def test_unreadable_cached_engine_is_rebuilt(model_dir: Path, tmp_path: Path,
     assert built == [b"ENGINE"]
 
 
-def test_engine_runs_with_its_device_current() -> None:
+def test_engine_runs_with_its_device_current(fake_cuda_torch: Any) -> None:
     """The engine runs with its CUDA device current (a worker thread's is 0), and every
     input and output goes to TensorRT by address, on that device."""
     from aieng_tensorrt._engine import EngineRunner
 
-    fake_torch = _FakeCudaTorch()
+    fake_torch = fake_cuda_torch
     calls: list[tuple[Any, ...]] = []
 
     class Tensor:
@@ -465,14 +403,16 @@ async def test_one_string_is_refused_not_embedded_per_character(model_dir: Path)
     assert vectors.shape == (1, 6)
 
 
-def test_an_engine_the_cache_cannot_keep_still_runs(model_dir: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_engine_the_cache_cannot_keep_still_runs(
+        model_dir: Path, tmp_path: Path, stand_ins: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A cache folder that cannot be written (read-only, full disk) costs the next open a
     rebuild, not this one its engine: minutes of build are not thrown away for a warning."""
     import structlog
     from aieng_tensorrt import _cache
 
-    _, built, devices = _stand_ins(monkeypatch)
+    seen = stand_ins()
+    built, devices = seen.built, seen.devices
 
     def full(self: Any, key: str, engine: bytes) -> Path:
         raise OSError(28, "No space left on device")
