@@ -50,6 +50,24 @@ def run(pipeline: Path, dataset: Path, out: Path, **kwargs: Any):  # type: ignor
 
 
 
+def full_disk(monkeypatch: pytest.MonkeyPatch, name: str, *, written: int = 0) -> None:
+    """After ``written`` whole writes of a file whose name holds ``name`` (the scratch file
+    written before its rename), each further ``Path.write_text`` of one writes half its
+    text and fails as a full disk does."""
+    original = Path.write_text
+    seen = [0]
+
+    def write_text(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        if name in self.name:
+            seen[0] += 1
+            if seen[0] > written:
+                original(self, data[: len(data) // 2], *args, **kwargs)
+                raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return original(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+
+
 #: the names of the pipelines closed (``Pipeline.aclose``) in the test, and those closed
 #: by the end of the last ``run_eval`` (before its kernel closed what was left)
 CLOSED: list[str] = []
@@ -124,18 +142,7 @@ def test_a_failing_lockfile_write_still_closes_the_pipelines(
     out = tmp_path / "run"
     run(pipeline, ds, out, limit=2)
     before = (out / "lock.json").read_bytes()
-    writes = {"n": 0}
-    original = Path.write_text
-
-    def write_text(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
-        if "lock.json" in self.name:  # the scratch file written before the rename
-            writes["n"] += 1
-            if writes["n"] > 1:  # the session's start is written; its end is not
-                original(self, data[: len(data) // 2], *args, **kwargs)
-                raise OSError(errno.ENOSPC, "No space left on device", str(self))
-        return original(self, data, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "write_text", write_text)
+    full_disk(monkeypatch, "lock.json", written=1)  # the session's start; not its end
     with pytest.raises(OSError) as caught:
         run(pipeline, ds, out, reports=False)
     assert "lock.json" in str(caught.value)
@@ -155,17 +162,9 @@ def test_reports_cut_short_by_a_full_disk_leave_the_earlier_ones_whole(
     done = run(kit.pipeline_file(tmp_path), ds, out)
     names = ("summary.json", "report.md", "report.html")
     before = {name: (out / name).read_bytes() for name in names}
-    original = Path.write_text
     lock = json.loads((out / "lock.json").read_text(encoding="utf-8"))
     for failing in names:
-        def write_text(self: Path, data: str, *args: Any, _failing: str = failing,
-                       **kwargs: Any) -> int:
-            if _failing in self.name:  # the scratch file written before the rename
-                original(self, data[: len(data) // 2], *args, **kwargs)
-                raise OSError(errno.ENOSPC, "No space left on device", str(self))
-            return original(self, data, *args, **kwargs)
-
-        monkeypatch.setattr(Path, "write_text", write_text)
+        full_disk(monkeypatch, failing)
         with pytest.raises(OSError):
             write_reports(out, list(done.results[:2]), lock, samples=20)
         monkeypatch.undo()
@@ -212,16 +211,8 @@ def test_a_comparison_cut_short_leaves_the_earlier_files_whole(
     write_comparison(comparison, cmp)
     names = ("comparison.json", "compare.md", "report.html")
     before = {name: (cmp / name).read_bytes() for name in names}
-    original = Path.write_text
     for failing in names:
-        def write_text(self: Path, data: str, *args: Any, _failing: str = failing,
-                       **kwargs: Any) -> int:
-            if _failing in self.name:  # the scratch file written before the rename
-                original(self, data[: len(data) // 3], *args, **kwargs)
-                raise OSError(errno.ENOSPC, "No space left on device", str(self))
-            return original(self, data, *args, **kwargs)
-
-        monkeypatch.setattr(Path, "write_text", write_text)
+        full_disk(monkeypatch, failing)
         with pytest.raises(OSError):
             write_comparison(comparison, cmp)
         monkeypatch.undo()
