@@ -25,10 +25,20 @@ class RunScope:
     #: the run this one is a step of (an agent run's id for its model calls), or "".
     parent: str = ""
 
+    #: the run returned or raised: its events are published, no longer recorded.
+    ended: bool = False
+
     def emit(self, event: Event) -> None:
-        """Record the event in the run's trace and publish it."""
-        self.trace.append(event)
+        """Record the event in the run's trace (until the run ends) and publish it."""
+        if not self.ended:
+            self.trace.append(event)
         self.publish(event)
+
+    def end(self) -> None:
+        """The run returned or raised: release its trace (the result holds a copy). The
+        scope itself can outlive the run: asyncio keeps a cancelled deadline timer, with
+        the context it was armed in, until it prunes them."""
+        self.ended, self.trace = True, []
 
 
 CURRENT_RUN: ContextVar[RunScope | None] = ContextVar("aieng_current_run", default=None)

@@ -4,6 +4,7 @@ or a task after its pipeline closed fails it; one that gives everything back pas
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import threading
@@ -13,9 +14,11 @@ from typing import Any
 
 import pytest
 from aieng_hookspecs import PipelineContext, hookimpl
+from aieng_hookspecs.types import Document
 
 from aieng_core.builtins import MemoryOptions, MemoryRetriever
 from aieng_core.kernel import Kernel
+from aieng_core._scope import RunScope
 from aieng_core.pipeline import Pipeline
 from aieng_core.testing.conformance import DEFAULT_CORPUS, RetrieverSuite
 from aieng_core.testing.conformance._base import RoleSuite
@@ -178,3 +181,30 @@ class TestWhatABuiltComponentOpens(RoleSuite):
         with pytest.raises(AssertionError, match=r"OpensWhenBuilt still holds .*built\.lock"):
             await super().test_releases_what_it_opened(resources_before, component,
                                                        conformance_pipeline, request)
+
+
+class Suspending(MemoryRetriever):
+    """A retriever that suspends once per call, so the kernel arms the stage's deadline."""
+
+    @hookimpl
+    async def aieng_retrieve(self, query: Any, k: int) -> Any:
+        await asyncio.sleep(0)
+        return super().aieng_retrieve(query=query, k=k)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_finished_run_keeps_no_trace_alive(aieng_kernel: Kernel) -> None:
+    """asyncio keeps a cancelled timer (a deadline that did not fire) with the context it
+    was armed in until it prunes them (after 100): a finished run's events must not stay
+    reachable from there once its result is dropped."""
+    component = Suspending(MemoryOptions())
+    pipeline = aieng_kernel.compose({"memory": component}, name="traced", timeout=30.0)
+    async with pipeline:
+        await pipeline.index([Document(id=f"d{i}", text=f"text {i}") for i in range(3)])
+        for _ in range(20):
+            result = await pipeline.run("text")
+            assert result.events  # the result itself has its trace
+        del result
+    gc.collect()
+    kept = [s for s in gc.get_objects() if isinstance(s, RunScope) and s.trace]
+    assert kept == []

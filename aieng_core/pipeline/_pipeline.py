@@ -112,8 +112,7 @@ class Pipeline:
             name for name in self.components
             if self._implements(name, *STAGE_HOOKS["generate"]))
         self._unsubscribe: list[Any] = []
-        self._opened = False
-        self._ready = False
+        self._opened = self._ready = False
         self._components_open: set[str] = set()  # those whose aieng_pipeline_open succeeded
         self._open_lock = anyio.Lock()
         self._closed = False
@@ -246,6 +245,7 @@ class Pipeline:
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
             CURRENT_RUN.reset(token)
+            scope.end()
 
     def _using(self) -> AbstractContextManager[None]:
         if self._closed:
