@@ -11,19 +11,33 @@ from pathlib import Path
 import structlog
 from aieng_hookspecs.types import Document
 
-__all__ = ["BUILTIN_READERS", "iter_documents", "iter_files", "read_documents"]
+__all__ = ["BUILTIN_READERS", "MAX_TEXT_BYTES", "iter_documents", "iter_files",
+           "read_documents"]
 
 Reader = Callable[[Path], Iterable[Document]]
 
 log = structlog.get_logger(__name__)
 
 
+#: The largest markdown or text file read (bytes): one read whole is one or a few documents,
+#: and a bigger one (a log, a dump, a sparse file) would take several times its size in
+#: memory; such a file is refused unread.
+MAX_TEXT_BYTES = 256 * 2**20
+
+
 class NotText(ValueError):
-    """A file's bytes are not UTF-8 text (a binary file under a text suffix)."""
+    """A file's bytes are not UTF-8 text (a binary file under a text suffix), or more of
+    them than :data:`MAX_TEXT_BYTES`."""
 
 
-def _decode(path: Path) -> str:
-    r"""The file's text: UTF-8, a leading byte order mark dropped, line ends made ``\n``."""
+def _decode(path: Path, *, limit: int | None = None) -> str:
+    r"""The file's text: UTF-8, a leading byte order mark dropped, line ends made ``\n``.
+
+    :param limit: the most bytes read: a bigger file is refused (:class:`NotText`) unread.
+    """
+    if limit is not None and (size := path.stat().st_size) > limit:
+        raise NotText(f"{path} is too large to read as one text ({size:,} bytes; the most "
+                      f"is {limit:,}): split it")
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -41,13 +55,16 @@ def _lines(text: str) -> list[str]:
 
 
 def read_markdown(path: Path) -> list[Document]:
-    """One document per markdown section, titled by its heading."""
-    return _markdown(path, _decode(path))
+    """One document per markdown section, titled by its heading (at most
+    :data:`MAX_TEXT_BYTES` read)."""
+    return _markdown(path, _decode(path, limit=MAX_TEXT_BYTES))
 
 
 def read_text(path: Path) -> list[Document]:
-    """The whole file as one document, titled by the file's stem."""
-    return [Document(id=str(path), text=_decode(path), title=path.stem)]
+    """The whole file as one document, titled by the file's stem (at most
+    :data:`MAX_TEXT_BYTES` read)."""
+    return [Document(id=str(path), text=_decode(path, limit=MAX_TEXT_BYTES),
+                     title=path.stem)]
 
 
 def read_beir_corpus(path: Path) -> list[Document]:
@@ -73,7 +90,8 @@ def iter_documents(*paths: str | Path,
     linked folders, and skips (with a warning) a link to a file outside the folder,
     anything but a regular file (a FIFO, a device), a file whose name is not valid UTF-8
     (its documents' ids could not be stored) and a file whose content is not UTF-8 text
-    (a binary file under a text suffix). A file named by its path is read whatever its
+    (a binary file under a text suffix) or a markdown or text file larger than
+    :data:`MAX_TEXT_BYTES` (left unread). A file named by its path is read whatever its
     name, and its content must be text.
 
     Documents are named by their file's path (a markdown file's sections ``<path>#0``,

@@ -4,12 +4,62 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
-from typing import TextIO, cast
+from typing import Any, TextIO, cast
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "escape_controls", "redact_secrets"]
+
+#: Control characters (C0 but tab, DEL, C1): written as they are, a ``\n`` in user text
+#: starts a forged log line and an escape sequence (``\x1b[2J``, OSC 52) drives the terminal.
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+#: The same, newlines left alone: a traceback's lines are its own.
+_CONTROLS_BUT_NL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: Keys whose values are credentials, in an event or a mapping in it (case-insensitive).
+_SECRET_KEY = re.compile(r"(?:.*_)?(?:api_?key|password|passwd|secret|token)|authorization"
+                         r"|proxy-authorization|cookie|set-cookie|x-api-key", re.IGNORECASE)
+#: What a secret's value is logged as.
+REDACTED = "***"
+
+
+def _escaped(char: re.Match[str]) -> str:
+    code = ord(char[0])
+    return {"\n": "\\n", "\r": "\\r"}.get(char[0], f"\\x{code:02x}")
+
+
+def escape_controls(logger: object, method: str, event: structlog.typing.EventDict
+                    ) -> structlog.typing.EventDict:
+    r"""A processor writing the control characters of an event's texts (its message and
+    string values) as escapes (``\n``, ``\x1b``): a line of the console renderer is one
+    record whatever a prompt, a file name or a model's output holds. An ``exception``
+    (a traceback) keeps its line ends."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            pattern = _CONTROLS_BUT_NL if key == "exception" else _CONTROLS
+            event[key] = pattern.sub(_escaped, value)
+    return event
+
+
+def _redacted(value: Any, depth: int = 0) -> Any:
+    if depth > 8:  # deeper than any options or headers mapping
+        return value
+    if isinstance(value, dict):
+        return {key: REDACTED if item is not None and isinstance(key, str)
+                and _SECRET_KEY.fullmatch(key) else _redacted(item, depth + 1)
+                for key, item in value.items()}
+    if type(value) in (list, tuple):  # not a named tuple: its fields are not keys
+        return type(value)(_redacted(item, depth + 1) for item in value)
+    return value
+
+
+def redact_secrets(logger: object, method: str, event: structlog.typing.EventDict
+                   ) -> structlog.typing.EventDict:
+    """A processor replacing with ``***`` the values of credential keys (``api_key``,
+    ``password``, ``token``, ``secret``, ``Authorization``, ``Cookie``, and names ending
+    ``_api_key``, ``_token`` ...), in the event and in the mappings and lists it holds."""
+    return cast(structlog.typing.EventDict, _redacted(event))
 
 
 class _Stderr:
@@ -34,7 +84,7 @@ class _Stderr:
 
 def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
                       json: bool | None = None, default: bool = False) -> None:
-    """Configure structlog for the ``aieng`` CLI (libraries never call this themselves).
+    r"""Configure structlog for the ``aieng`` CLI (libraries never call this themselves).
 
     :param level: the lowest level written (a standard level name, any case).
     :raises ValueError: for an unknown level name.
@@ -42,7 +92,10 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
         written; nowhere while it is ``None``, a program started with it closed).
     :param json: force JSON (``True``) or console (``False``) output; by default JSON unless
         the stream is a terminal. Console lines are coloured unless ``$NO_COLOR`` is set
-        to a non-empty value.
+        to a non-empty value; the control characters of their texts are written as
+        escapes (``\n``, ``\x1b``), so user text cannot forge a line or drive the
+        terminal. Either way, the values of credential keys (``api_key``, ``password``,
+        ``token``, ``Authorization`` ...; see :func:`redact_secrets`) are written ``***``.
     :param default: the set-up the kernel gives a program that configured nothing: the
         level is filtered by a processor rather than by the bound logger, so that
         ``structlog.testing.capture_logs`` (which replaces the processors) still sees
@@ -73,6 +126,9 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_secrets,
+            # JSON escapes them itself: a record is one line.
+            *([] if json else [escape_controls]),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET if default

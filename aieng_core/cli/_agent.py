@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from ._app import cli, kernel_of, read_stdin, utf8_text
+from ._present import visible
 
 if TYPE_CHECKING:
     from ..agent import AgentDelta, AgentResult, AgentStep
@@ -75,20 +76,20 @@ class LiveAnswer:
             self._end_line()
             self._call, self._last = (piece.step, piece.purpose), ""
         if piece.text:
-            click.echo(piece.text, nl=False)
+            click.echo(visible(piece.text), nl=False)
             self._last += piece.text
             self._open = True
 
     def step(self, step: AgentStep) -> None:
         """A finished step: its line (:func:`step_line`)."""
         self._end_line()
-        click.echo(step_line(step), err=self.steps_to_stderr)
+        click.echo(visible(step_line(step)), err=self.steps_to_stderr)
 
     def finish(self, result: AgentResult) -> None:
         """The run's end: its answer, unless that streamed last."""
         self._end_line()
         if result.answer and result.answer != self._last:
-            click.echo(result.answer)
+            click.echo(visible(result.answer))
 
     def _end_line(self) -> None:
         if self._open:

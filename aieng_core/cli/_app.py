@@ -95,8 +95,8 @@ class _Root(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise _interrupted() from None
-        except AiengError as exc:
-            click.echo(f"aieng: error: {exc}", err=True)
+        except AiengError as exc:  # its text may hold a file's name, a model's output
+            click.echo(f"aieng: error: {_visible(str(exc))}", err=True)
             ctx.exit(2 if exc.__class__.__name__ == "ConfigError" else 1)
         except _CLICK_FLOW:
             raise
@@ -104,9 +104,15 @@ class _Root(click.Group):
             if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
                 raise  # stdout closed by the reader (| head): click exits quietly
             log.debug("cli.failed", command=ctx.invoked_subcommand, exc_info=exc)
-            click.echo(f"aieng: error: {type(exc).__name__}: {exc}\n"
+            click.echo(f"aieng: error: {type(exc).__name__}: {_visible(str(exc))}\n"
                        "  (--log-level DEBUG shows the traceback)", err=True)
             ctx.exit(1)
+
+
+def _visible(text: str) -> str:
+    from ._present import visible  # rich loads when a command prints, not before
+
+    return visible(text)
 
 
 def _interrupted() -> click.exceptions.Exit:

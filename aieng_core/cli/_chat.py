@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["chat", "message_from_json", "message_to_json"]
 
 _HELP = "commands: /reset (forget the conversation), /exit (or Ctrl-D)"
+#: The permissions of a history file chat creates: it holds the conversation, so its owner
+#: alone reads it (as a shell's history); an existing file keeps its own.
+PRIVATE = 0o600
 
 
 def message_to_json(message: Message) -> dict[str, Any]:
@@ -95,9 +98,11 @@ def _unsaved(path: Path, exc: OSError) -> click.ClickException:
 
 def _rewrite_history(path: Path, messages: list[Message]) -> None:
     """Replace the file whole (a temporary file renamed over it): a full disk or a crash
-    leaves the old file, never a half-written one."""
+    leaves the old file, never a half-written one. The new file has the old one's
+    permissions (:data:`PRIVATE` when there was none): the conversation is never
+    readable by more users than it was."""
     try:
-        replace_file(path, _lines_of(messages))
+        replace_file(path, _lines_of(messages), mode=PRIVATE)
     except OSError as exc:
         raise _unsaved(path, exc) from exc
 
@@ -107,7 +112,8 @@ def _append_history(path: Path, messages: list[Message]) -> None:
     again, so that the file holds whole lines only."""
     start: int | None = None
     try:
-        with path.open("ab") as out:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE)
+        with os.fdopen(fd, "ab") as out:
             start = out.tell()
             out.write(_lines_of(messages))
     except OSError as exc:
@@ -123,7 +129,8 @@ def _append_history(path: Path, messages: list[Message]) -> None:
               help="A system prompt put first in a new conversation.")
 @click.option("--history", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A JSON Lines file of the conversation: read when it exists (the chat "
-                   "goes on from it), and each turn appended to it.")
+                   "goes on from it, its turns sent to the model as they are), and each turn "
+                   "appended to it; created readable by its owner only (0600).")
 @click.option("--context-chars", type=click.IntRange(min=1), default=None,
               help="The most characters of conversation sent per turn; older turns' texts "
                    "are left out first (default: all).")
@@ -204,6 +211,7 @@ async def _turn(built: Pipeline, conversation: list[Message], context_chars: int
     from ..agent import Agent, AgentOptions
     from ..agent._messages import fit
     from ._agent import LiveAnswer
+    from ._present import visible
 
     if as_agent:
         options = AgentOptions(max_steps=max_steps, context_chars=context_chars)
@@ -221,7 +229,7 @@ async def _turn(built: Pipeline, conversation: list[Message], context_chars: int
     def on_delta(delta: object) -> None:
         piece = getattr(delta, "text", "")
         streamed.append(piece)
-        click.echo(piece, nl=False)
+        click.echo(visible(piece), nl=False)
 
     run = await built.run(list(fit(conversation, context_chars)), on_delta=on_delta)
     if run.status == "blocked":
@@ -233,5 +241,5 @@ async def _turn(built: Pipeline, conversation: list[Message], context_chars: int
     if streamed:
         click.echo()
     else:
-        click.echo(answer)
+        click.echo(visible(answer))
     return [conversation[-1], Message("assistant", answer)]

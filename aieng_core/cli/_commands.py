@@ -70,7 +70,7 @@ def run(ctx: click.Context, pipeline: Path, text: str, as_json: bool, explain: b
     def on_delta(delta: object) -> None:
         piece = getattr(delta, "text", "")
         streamed.append(piece)
-        click.echo(piece, nl=False)
+        click.echo(_present.visible(piece), nl=False)
 
     async def go() -> object:
         async with kernel:

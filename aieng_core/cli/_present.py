@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,7 +26,23 @@ __all__ = [
     "run_result",
     "scores",
     "stream_piece",
+    "visible",
 ]
+
+#: Control characters but tab and line feed (C0, DEL, C1): written to a terminal, an
+#: escape sequence in a model's answer, a tool's result or a file's name would drive it
+#: (clear the screen, set the clipboard with OSC 52, hide text, forge a link).
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escaped(char: re.Match[str]) -> str:
+    return "" if char[0] == "\r" else f"\\x{ord(char[0]):02x}"
+
+
+def visible(text: str) -> str:
+    r"""``text`` safe to write to a terminal: its control characters but tab and line feed
+    written as escapes (``\x1b``), carriage returns left out (as rich leaves them out)."""
+    return _CONTROLS.sub(_escaped, text)
 
 
 def _console() -> Console:
@@ -34,8 +51,9 @@ def _console() -> Console:
 
 
 def _line(console: Console, text: str) -> None:
-    """Text as it is: no markup, and no line breaks added (the terminal wraps it)."""
-    console.print(text, markup=False, soft_wrap=True)
+    """Text as it is: no markup, no control characters (:func:`visible`), and no line
+    breaks added (the terminal wraps it)."""
+    console.print(visible(text), markup=False, soft_wrap=True)
 
 
 def plugins_table(infos: Sequence[PluginInfo]) -> None:
@@ -84,10 +102,10 @@ def run_result(result: RunResult, *, explain: bool, answer_shown: bool) -> None:
         return
     for call in result.model_calls:
         rendered = "\n\n".join(f"<{m.role}>\n{m.content}" for m in call.messages)
-        console.print(Panel(rendered, title=f"prompt to {call.component}", expand=False),
-                      markup=False)
-        console.print(Panel(call.raw_output or "(empty)", title="raw output", expand=False),
-                      markup=False)
+        console.print(Panel(visible(rendered), title=f"prompt to {call.component}",
+                            expand=False), markup=False)
+        console.print(Panel(visible(call.raw_output or "(empty)"), title="raw output",
+                            expand=False), markup=False)
         _line(console, f"parameters: {call.parameters}")
     table = Table(title="stages")
     for column in ("stage", "status", "ms"):
@@ -118,7 +136,7 @@ def stream_piece(text: str) -> None:
     """A streamed piece of an answer, as it arrives (nowhere without standard output)."""
     if sys.stdout is None:
         return
-    sys.stdout.write(text)
+    sys.stdout.write(visible(text))
     sys.stdout.flush()
 
 
