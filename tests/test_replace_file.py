@@ -4,6 +4,8 @@ lockfile, the chat history's rewrite)."""
 from __future__ import annotations
 
 import errno
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +42,52 @@ def test_a_write_cut_short_keeps_the_old_file(tmp_path: Path,
     monkeypatch.undo()
     assert path.read_text(encoding="utf-8") == '{"whole": true}'
     assert [p.name for p in tmp_path.iterdir()] == ["lock.json"]
+
+
+posix_modes = pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permissions")
+
+
+@posix_modes
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o664])
+def test_the_new_file_keeps_the_old_ones_permissions(tmp_path: Path, mode: int) -> None:
+    """A private file (a chat history) stays private when it is rewritten, and a shared one
+    stays shared: the permissions are the old file's, not the umask's."""
+    path = tmp_path / "history.jsonl"
+    path.write_text("old\n", encoding="utf-8")
+    path.chmod(mode)
+    replace_file(path, "new\n")
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert path.read_text(encoding="utf-8") == "new\n"
+
+
+@posix_modes
+def test_the_scratch_is_never_readable_by_more_than_the_old_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the data is written, the scratch file already has the old file's permissions:
+    the text is never readable by others, even for a moment."""
+    path = tmp_path / "history.jsonl"
+    path.write_text("old\n", encoding="utf-8")
+    path.chmod(0o600)
+    original = Path.write_text
+    seen: list[int] = []
+
+    def write_text(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        written = original(self, data, *args, **kwargs)
+        seen.append(stat.S_IMODE(self.stat().st_mode))
+        return written
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    replace_file(path, "secret\n")
+    assert seen == [0o600]
+
+
+@posix_modes
+def test_a_new_file_takes_the_mode_given_or_the_umasks(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        replace_file(tmp_path / "private", "x", mode=0o600)
+        replace_file(tmp_path / "plain", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o644

@@ -78,17 +78,35 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def replace_file(path: Path, data: str | bytes, *, errors: str = "strict") -> None:
+def replace_file(path: Path, data: str | bytes, *, errors: str = "strict",
+                 mode: int | None = None) -> None:
     """Write ``data`` (text as UTF-8, with ``errors`` for what does not encode) to ``path``
     whole or not at all: into a :func:`scratch_path` beside it, fsynced, renamed over it
     (``os.replace``), then the folder fsynced. A failure (a full disk, an interruption)
     leaves ``path`` as it was and removes the scratch; a power loss leaves the old file or
     the new one.
 
+    The new file has the permissions of the file it replaces (a private file stays
+    private; the scratch has them before any byte is written); a file that did not exist
+    gets ``mode`` less the umask (default ``0o666``, as :func:`open` gives).
+
     :raises OSError: the write's, the rename's or the fsync's, unchanged.
     """
+    try:
+        kept: int | None = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:  # none yet (or not to be looked at: the rename says what is wrong)
+        kept = None
     scratch = scratch_path(path.parent, path.name, ".tmp")
     try:
+        # Created empty with its final permissions, then written: a text is never in a
+        # file readable by more users than the one it replaces.
+        made = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                       0o600 if kept is not None else 0o666 if mode is None else mode)
+        try:
+            if kept is not None and hasattr(os, "fchmod"):  # POSIX
+                os.fchmod(made, kept)
+        finally:
+            os.close(made)
         if isinstance(data, str):
             scratch.write_text(data, encoding="utf-8", errors=errors)
         else:
