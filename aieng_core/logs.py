@@ -6,9 +6,10 @@ import logging
 import os
 import re
 import sys
-from typing import Any, TextIO, cast
+from typing import TextIO, cast
 
 import structlog
+from aieng_hookspecs import redacted
 
 __all__ = ["configure_logging", "escape_controls", "redact_secrets"]
 
@@ -17,11 +18,6 @@ __all__ = ["configure_logging", "escape_controls", "redact_secrets"]
 _CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 #: The same, newlines left alone: a traceback's lines are its own.
 _CONTROLS_BUT_NL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-#: Keys whose values are credentials, in an event or a mapping in it (case-insensitive).
-_SECRET_KEY = re.compile(r"(?:.*_)?(?:api_?key|password|passwd|secret|token)|authorization"
-                         r"|proxy-authorization|cookie|set-cookie|x-api-key", re.IGNORECASE)
-#: What a secret's value is logged as.
-REDACTED = "***"
 
 
 def _escaped(char: re.Match[str]) -> str:
@@ -42,24 +38,13 @@ def escape_controls(logger: object, method: str, event: structlog.typing.EventDi
     return event
 
 
-def _redacted(value: Any, depth: int = 0) -> Any:
-    if depth > 8:  # deeper than any options or headers mapping
-        return value
-    if isinstance(value, dict):
-        return {key: REDACTED if item is not None and isinstance(key, str)
-                and _SECRET_KEY.fullmatch(key) else _redacted(item, depth + 1)
-                for key, item in value.items()}
-    if type(value) in (list, tuple):  # not a named tuple: its fields are not keys
-        return type(value)(_redacted(item, depth + 1) for item in value)
-    return value
-
-
 def redact_secrets(logger: object, method: str, event: structlog.typing.EventDict
                    ) -> structlog.typing.EventDict:
     """A processor replacing with ``***`` the values of credential keys (``api_key``,
     ``password``, ``token``, ``secret``, ``Authorization``, ``Cookie``, and names ending
-    ``_api_key``, ``_token`` ...), in the event and in the mappings and lists it holds."""
-    return cast(structlog.typing.EventDict, _redacted(event))
+    ``_api_key``, ``_token`` ...) and the passwords of URLs, in the event and in the
+    mappings and lists it holds (``aieng_hookspecs.redacted``)."""
+    return cast(structlog.typing.EventDict, redacted(event))
 
 
 class _Stderr:

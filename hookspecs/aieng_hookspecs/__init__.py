@@ -24,12 +24,14 @@ from ._protocols import (
     PipelineContext,
     ReaderRegistry,
 )
+from ._secrets import REDACTED, redact_url, redacted, secret_key
 from ._sqlite import enable_wal, sqlite_error
 from ._text import closest, did_you_mean, valid_utf8
 
 __all__ = [
     "MODEL_BUILD",
     "PROJECT",
+    "REDACTED",
     "CallMode",
     "ComponentRegistry",
     "DocumentReader",
@@ -47,10 +49,13 @@ __all__ = [
     "hookspec",
     "listed",
     "lock_path",
+    "redact_url",
+    "redacted",
     "remove_abandoned",
     "replace_file",
     "role_spec",
     "scratch_path",
+    "secret_key",
     "sqlite_error",
     "user_cache_dir",
     "valid_utf8",
