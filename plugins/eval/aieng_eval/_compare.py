@@ -11,6 +11,7 @@ from aieng_hookspecs import replace_file
 
 from ._results import ItemResult, read_results
 from ._runner import EvalError, _read_lock, locked_records
+from .report import _cell, _text
 from .stats import paired_bootstrap
 
 __all__ = ["LOWER_IS_BETTER", "compare_markdown", "compare_runs", "games_of",
@@ -143,13 +144,15 @@ def compare_markdown(comparison: dict[str, Any]) -> str:
              (f"{comparison['samples']}-sample paired bootstrap, 95% intervals, seed "
              f"{comparison['seed']}. Differences are the later run minus the first."), ""]
     for pair in comparison["pairs"]:
-        lines += [f"## {pair['b']} − {pair['a']}", "",
+        # Run names are folder names, metric names a pipeline's: shown as text.
+        a, b = _text(pair["a"]), _text(pair["b"])
+        lines += [f"## {b} − {a}", "",
                   (f"{pair['common_items']} items in both runs ({pair['only_a']} only in "
-                  f"{pair['a']}, {pair['only_b']} only in {pair['b']})."), "",
-                  f"| metric | n | {pair['a']} | {pair['b']} | diff | 95% CI | p |",
+                  f"{a}, {pair['only_b']} only in {b})."), "",
+                  f"| metric | n | {_cell(pair['a'])} | {_cell(pair['b'])} | diff | 95% CI | p |",
                   "|---|---:|---:|---:|---:|---|---:|"]
         for name, d in pair["metrics"].items():
-            lines.append(f"| {name} | {d['n']} | {d['mean_a']:.3f} | {d['mean_b']:.3f} | "
+            lines.append(f"| {_cell(name)} | {d['n']} | {d['mean_a']:.3f} | {d['mean_b']:.3f} | "
                          f"{d['mean_diff']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] | "
                          f"{d['p_value']:.4f} |")
         lines.append("")
@@ -159,7 +162,7 @@ def compare_markdown(comparison: dict[str, Any]) -> str:
                   "| system | Elo | 95% CI | Bradley–Terry | 95% CI |", "|---|---:|---|---:|---|"]
         for name, e in sorted(ranking["elo"].items(), key=lambda kv: -kv[1]["estimate"]):
             bt = ranking["bradley_terry"][name]
-            lines.append(f"| {name} | {e['estimate']:.1f} | [{e['low']:.1f}, {e['high']:.1f}] "
+            lines.append(f"| {_cell(name)} | {e['estimate']:.1f} | [{e['low']:.1f}, {e['high']:.1f}] "
                          f"| {bt['estimate']:.1f} | [{bt['low']:.1f}, {bt['high']:.1f}] |")
         lines.append("")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from ._lock import lock_drift
 from ._results import ItemResult, read_results
 from ._runner import EvalError, PipelineSource, ProgressCallback, run_eval
 from ._runner import _read_lock as read_lock
+from ._secrets import REDACTED, redacted_options
 
 if TYPE_CHECKING:
     from aieng_core import Kernel
@@ -79,6 +80,11 @@ def _pipeline_source(entry: dict[str, Any] | None, what: str,
     config = entry.get("config")
     if not isinstance(config, dict):
         raise EvalError(f"the lockfile has no usable {what} (no file, no config)")
+    left_out = redacted_options(config)
+    if left_out:  # the lockfile keeps no credential: these run as "***"
+        warnings.append(f"the locked {what} configuration keeps no credentials: "
+                        f"{', '.join(left_out)} replay as {REDACTED!r} (restore the "
+                        "pipeline file, or take them from the environment: api_key_env)")
     return _restore_floats(config)  # type: ignore[no-any-return]
 
 

@@ -30,6 +30,7 @@ from ._lock import (
     same_input,
 )
 from ._results import ItemResult, ResultsFile, read_results, utf8_json
+from ._secrets import redact_config
 
 if TYPE_CHECKING:
     from aieng_core import Kernel, Pipeline, RunResult
@@ -818,11 +819,11 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
             state.warnings.append(f"resuming {run_dir}: {line} since the earlier sessions; "
                                   "its results may mix both versions (--force starts over)")
     lock["pipeline"]["name"] = pipeline.name
-    lock["pipeline"]["config"] = jsonable(pipeline.to_dict())
+    lock["pipeline"]["config"] = redact_config(jsonable(pipeline.to_dict()))
     lock["components"] = _components(kernel, [pipeline, judge])
     if judge is not None:
         lock["judge_pipeline"]["name"] = judge.name
-        lock["judge_pipeline"]["config"] = jsonable(judge.to_dict())
+        lock["judge_pipeline"]["config"] = redact_config(jsonable(judge.to_dict()))
     session: dict[str, Any] = {"started_at": started_at, "finished_at": None, "items": 0}
     if state.retry_judges:
         session["rejudged"] = 0

@@ -8,6 +8,7 @@ the judges' agreement with them (Cohen's kappa and Spearman's rho).
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -121,7 +122,8 @@ def summarize(results: Sequence[ItemResult], *, samples: int = 1000,
 
 def judge_failures(results: Iterable[ItemResult]) -> dict[str, dict[str, Any]]:
     """Per judge, the scores it could not give on items that ran: ``failures`` (each
-    metric it gave up on), ``items`` (the items with at least one), and the first
+    metric it gave up on, once per item: a pairwise judge failing in both orders of one
+    item lost one metric there), ``items`` (the items with at least one), and the first
     failure's ``item`` and ``error``."""
     out: dict[str, dict[str, Any]] = {}
     for record in results:
@@ -131,7 +133,7 @@ def judge_failures(results: Iterable[ItemResult]) -> dict[str, dict[str, Any]]:
             entry = out.setdefault(judge, {"failures": 0, "items": 0, "item": "",
                                            "error": ""})
             mine = [f for f in record.judge_failures if f["judge"] == judge]
-            entry["failures"] += len(mine)
+            entry["failures"] += len(dict.fromkeys(f["metric"] for f in mine))
             entry["items"] += 1
             if not entry["item"]:
                 entry.update(item=record.id, error=mine[0]["error"])
@@ -162,9 +164,33 @@ def _line(text: object) -> str:
     return " ".join(str(text).splitlines())
 
 
-def _cell(text: object) -> str:
-    """Text as one Markdown table cell: on one line, its ``|`` escaped."""
-    return _line(text).replace("|", "\\|")
+#: What makes Markdown of a text (a dataset's, a model's): links and images (``[``),
+#: HTML and autolinks (``<``), code spans, and the backslash that escapes them.
+_ACTIVE = re.compile(r"([\\`\[\]<>])")
+
+
+def _text(text: object, limit: int | None = None) -> str:
+    """Text (an id, an error quoting a model's answer, a slice value) shown as itself in
+    Markdown: on one line, cut to ``limit`` characters, then its link, image, HTML and
+    code markup escaped, so it cannot add an element (an image fetched when the report is
+    shown) or break the page's own markup."""
+    return _ACTIVE.sub(r"\\\1", _line(text)[:limit])
+
+
+def _cell(text: object, limit: int | None = None) -> str:
+    """Text as one Markdown table cell: :func:`_text`, its ``|`` escaped too."""
+    return _text(text, limit).replace("|", "\\|")
+
+
+def _code(text: object, *, cell: bool = False) -> str:
+    """Text as one Markdown code span, on one line: fenced by more backticks than any run
+    of them it holds (so it cannot end the span); in a table ``cell``, its ``|`` escaped."""
+    line = _line(text)
+    fence = "`" * (max((len(run) for run in re.findall("`+", line)), default=0) + 1)
+    pad = " " if line.startswith("`") or line.endswith("`") else ""
+    if cell:
+        line = line.replace("|", "\\|")
+    return f"{fence}{pad}{line}{pad}{fence}"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -177,9 +203,10 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
     pipeline = lock.get("pipeline") or {}
     dataset = lock.get("dataset") or {}
     lines = [
-        f"# Evaluation of `{pipeline.get('name', '?')}`",
+        f"# Evaluation of {_code(pipeline.get('name', '?'))}",
         "",
-        (f"Dataset `{dataset.get('path', '?')}` (sha256 `{str(dataset.get('sha256'))[:12]}`): "
+        (f"Dataset {_code(dataset.get('path', '?'))} "
+        f"(sha256 `{str(dataset.get('sha256'))[:12]}`): "
         f"{counts['total']} items: {counts['ok']} ok, {counts['blocked']} blocked, "
         f"{counts['error']} failed. Intervals: {summary['samples']}-sample percentile "
         f"bootstrap, 95%, seed {summary['seed']}."),
@@ -202,10 +229,10 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
                   "| judge | failures | items | first (item: error) |", "|---|---:|---:|---|"]
         for judge, f in summary["judge_failures"].items():
             lines.append(f"| {_cell(judge)} | {f['failures']} | {f['items']} | "
-                         f"`{_cell(f['item'])}`: {_cell(f['error'])[:200]} |")
+                         f"{_code(f['item'], cell=True)}: {_cell(f['error'], 200)} |")
     for field, groups in summary["slices"].items():
         names = sorted({n for g in groups.values() for n in g["metrics"]})
-        lines += ["", f"## Slices by `{field}`", "",
+        lines += ["", f"## Slices by {_code(field)}", "",
                   "| " + " | ".join(map(_cell, [field, "items", "errors", *names])) + " |",
                   "|---|---:|---:|" + "---:|" * len(names)]
         for value, group in groups.items():
@@ -227,8 +254,8 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
     if not summary["failures"]:
         lines.append("None.")
     for failure in summary["failures"]:
-        lines.append(f"- `{_line(failure['id'])}` (line {failure['line']}): "
-                     f"{_line(failure['error'])[:300]}")
+        lines.append(f"- {_code(failure['id'])} (line {failure['line']}): "
+                     f"{_text(failure['error'], 300)}")
     models = ", ".join(f"{m['component']}/{m['model']}" for m in lock.get("models", []))
     lines += ["", "## Environment", "",
               (f"aieng {lock.get('aieng', '?')}, Python "

@@ -63,6 +63,8 @@ class EchoOptions:
     :param weights: a file or folder it would load (hashed into the lockfile).
     :param journal: a file it appends each prompt to (as a cache or a monitoring store:
         a file the run itself writes).
+    :param api_key: a credential it never uses (tests that a lockfile keeps none).
+    :param url: a server address it never uses (``redis://:password@host``, likewise).
     """
 
     mode: str = "echo"
@@ -71,6 +73,8 @@ class EchoOptions:
     model: str = "echo-1"
     weights: str = ""
     journal: str = ""
+    api_key: str = ""
+    url: str = ""
 
 
 class Killed(BaseException):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, ClassVar, TypeVar
@@ -140,6 +141,7 @@ class AskingJudge:
         schema: dict[str, Any] | None,
         retries: int,
         example: str,
+        quoted: Sequence[str] = (),
     ) -> T | None:
         """Ask, parse the answer; on a parse error ask again (``retries`` times) with the
         error and the expected format appended to the conversation.
@@ -150,6 +152,10 @@ class AskingJudge:
         :param schema: the JSON schema sent as ``request.response_schema`` (backends that
             constrain decoding then produce valid JSON), or ``None``.
         :param example: the expected answer's shape, quoted in the retry message.
+        :param quoted: the untrusted texts the prompt shows (the answer, the question, the
+            passages ...): where the answer copies one that reads as a verdict itself
+            (an answer ending ``Score: 5``), or one of its lines, the copy is not read
+            (:func:`unquoted`): a judged text cannot set its own verdict.
         :returns: the parsed value, or ``None`` after the last failed attempt (a
             ``judge.failed`` event is published and a warning logged).
         """
@@ -163,7 +169,7 @@ class AskingJudge:
             completion = await self.generate(request)
             text = completion.text
             try:
-                return parse(text)
+                return parse(unquoted(text, quoted, parse))
             except JudgeParseError as exc:
                 error = str(exc)
                 log.debug("judge.retry", judge=self.name, metric=metric, attempt=attempt + 1,
@@ -184,6 +190,36 @@ class AskingJudge:
         if self._context is not None:
             self._context.emit(failed)
         return None
+
+
+#: What a judge's answer shows instead of a copy of a judged text (no verdict in it).
+QUOTED = "(quoted text)"
+#: A text of one word (``5``, ``A``, ``yes``, ``4/5``): a judge writes it as its own
+#: verdict too, so a copy of it is read.
+_ONE_WORD = re.compile(r"[\w/.]+")
+
+
+def _reads_as_verdict(text: str, parse: Callable[[str], object]) -> bool:
+    try:
+        parse(text)
+    except JudgeParseError as exc:  # "no score found" / "no verdict found": none in it
+        return not str(exc).startswith("no ")
+    return True
+
+
+def unquoted(answer: str, quoted: Sequence[str], parse: Callable[[str], object]) -> str:
+    """A judge's ``answer`` with every verbatim copy of a judged text (one of ``quoted``,
+    or a line of one) that reads as a verdict by itself (``parse`` finds one in it, or a
+    score out of range) replaced by :data:`QUOTED`: a judge that quotes or echoes an
+    answer ending ``Score: 5`` (or ``{"score": "5"}``, ``[[A]]``) gave no verdict there,
+    and its own verdict is the one read. A one-word text (``5``, ``A``, ``yes``) is left
+    as it is: a judge writes it as its verdict too."""
+    pieces = {piece.strip() for text in quoted for piece in (text, *text.splitlines())}
+    for piece in sorted(pieces, key=len, reverse=True):
+        if (piece and piece in answer and not _ONE_WORD.fullmatch(piece)
+                and _reads_as_verdict(piece, parse)):
+            answer = answer.replace(piece, QUOTED)
+    return answer
 
 
 def reference_text(reference: str | tuple[str, ...] | None) -> str | None:

@@ -84,7 +84,7 @@ class FactualJudge(AskingJudge):
             parse_support, metric="factual.consistency", model=options.model,
             temperature=options.temperature, max_tokens=options.max_tokens,
             schema=SUPPORT_SCHEMA if options.constrained else None, retries=options.retries,
-            example='JSON {"supported": "yes" | "no"}')
+            example='JSON {"supported": "yes" | "no"}', quoted=(claim, *context))
         return None if parsed is None else parsed[0]
 
     async def check(self, claims: list[str], context: tuple[str, ...]

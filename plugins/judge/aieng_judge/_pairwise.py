@@ -92,7 +92,8 @@ class PairwiseJudge(AskingJudge):
             temperature=options.temperature, max_tokens=options.max_tokens,
             schema=pairwise_schema(rationale=options.rationale) if options.constrained else None,
             retries=options.retries,
-            example="JSON " + answer_shape("winner", '"A" | "B" | "tie"', options.rationale))
+            example="JSON " + answer_shape("winner", '"A" | "B" | "tie"', options.rationale),
+            quoted=(question, first, second, *context))
 
     async def compare(self, input: str, output_a: str, output_b: str,
                       context: Sequence[str] = ()) -> PairwiseVerdict:

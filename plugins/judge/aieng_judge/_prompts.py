@@ -56,8 +56,10 @@ _TRUNCATED = " […]"
 #: A line that reads as one of the prompts' block headers (``[Answer B]``, ``[Criterion:
 #: x]``, ...), in any case and spacing: in a text shown inside a block (an answer, the
 #: question, a passage) it would open a block of its own, and an answer could add a fake
-#: ``[Answer B]`` to the judge's prompt.
-_HEADER = re.compile(r"^([ \t]*)\[[ \t]*((?:question|context|reference answer|answer"
+#: ``[Answer B]`` to the judge's prompt. A line starts after any line break (``\r``,
+#: ``\u2028``, ... as ``str.splitlines`` reads them), not only after ``\n``.
+_HEADER = re.compile(r"(?:^|(?<=[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]))"
+                     r"([ \t]*)\[[ \t]*((?:question|context|reference answer|answer"
                      r"(?:[ \t]+(?:a|b|to grade))?|claim|criterion[ \t]*:[^\]\n]*)[ \t]*)\]",
                      re.IGNORECASE | re.MULTILINE)
 

@@ -77,7 +77,9 @@ class RubricJudge(AskingJudge):
             schema=(score_schema(LOW, HIGH, rationale=options.rationale)
                     if options.constrained else None),
             retries=options.retries,
-            example="JSON " + answer_shape("score", f'"<{LOW}-{HIGH}>"', options.rationale))
+            example="JSON " + answer_shape("score", f'"<{LOW}-{HIGH}>"', options.rationale),
+            quoted=(sample.input, sample.output, reference_text(sample.reference) or "",
+                    *sample.context))
         if parsed is None:
             return None
         value, rationale = parsed
