@@ -16,9 +16,9 @@ import pytest
 from aieng_hookspecs import PipelineContext, hookimpl
 from aieng_hookspecs.types import Document
 
+from aieng_core._scope import RunScope
 from aieng_core.builtins import MemoryOptions, MemoryRetriever
 from aieng_core.kernel import Kernel
-from aieng_core._scope import RunScope
 from aieng_core.pipeline import Pipeline
 from aieng_core.testing.conformance import DEFAULT_CORPUS, RetrieverSuite
 from aieng_core.testing.conformance._base import RoleSuite
@@ -204,6 +204,34 @@ async def test_a_finished_run_keeps_no_trace_alive(aieng_kernel: Kernel) -> None
         for _ in range(20):
             result = await pipeline.run("text")
             assert result.events  # the result itself has its trace
+        del result
+    gc.collect()
+    kept = [s for s in gc.get_objects() if isinstance(s, RunScope) and s.trace]
+    assert kept == []
+
+
+class Answering:
+    """A backend double that answers at once (an agent's one-step run)."""
+
+    @hookimpl
+    async def aieng_generate(self, request: Any) -> Any:
+        from aieng_hookspecs.types import Completion, Usage
+
+        await asyncio.sleep(0)
+        return Completion("done", usage=Usage(3, 1))
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_finished_agent_run_keeps_no_trace_alive(aieng_kernel: Kernel) -> None:
+    """The same for an agent run: its time budget is a deadline that did not fire."""
+    from aieng_core.agent import Agent
+
+    pipeline = aieng_kernel.compose({"llm": Answering()}, name="agent-traced")
+    async with pipeline:
+        agent = Agent(pipeline)
+        for _ in range(10):
+            result = await agent.run("task")
+            assert result.status == "answered" and result.events
         del result
     gc.collect()
     kept = [s for s in gc.get_objects() if isinstance(s, RunScope) and s.trace]

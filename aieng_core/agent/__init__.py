@@ -7,6 +7,7 @@ and tools (``aieng_call_tool``), under step, token, cost and time budgets with o
 and stall detection. See docs/agents.md.
 """
 
+from ._closed import AgentClosedError
 from ._options import AgentOptions
 from ._result import PURPOSES, STATUSES, AgentDelta, AgentResult, AgentStep, Purpose
 from ._runner import Agent, Approval, DeltaCallback, StepCallback, TaskInput
@@ -16,6 +17,7 @@ __all__ = [
     "PURPOSES",
     "STATUSES",
     "Agent",
+    "AgentClosedError",
     "AgentDelta",
     "AgentOptions",
     "AgentResult",

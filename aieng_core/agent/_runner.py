@@ -21,6 +21,7 @@ from aieng_hookspecs.types import (
     AgentState,
     AgentStepped,
     Completion,
+    Event,
     MemoryItem,
     Message,
     ModelCall,
@@ -34,16 +35,9 @@ from .._errors import HookError
 from .._scope import CURRENT_RUN, RunScope
 from ..dispatch import expect
 from . import _reflect
+from ._closed import AgentClosedError, closed_reason, is_closed
 from ._memory import recall, store
-from ._messages import (
-    TaskInput,
-    as_request,
-    fit,
-    swap_plan,
-    unique_ids,
-    with_memory,
-    with_system,
-)
+from ._messages import TaskInput, as_request, fit, swap_plan, unique_ids, with_memory, with_system
 from ._options import AgentOptions
 from ._result import AgentDelta, AgentResult, AgentStep, Purpose
 from ._tools import Approval, ToolRunner
@@ -150,6 +144,7 @@ class Agent:
         :raises HookError: when a model call, policy or memory fails under the pipeline's
             error policy (a failing *tool* is an error result, not an exception).
         :raises LookupError: when neither a policy nor the pipeline's model decides a step.
+        :raises AgentClosedError: when the pipeline closed before or during the run.
         """
         template = as_request(task)
         messages = list(template.messages)
@@ -171,6 +166,12 @@ class Agent:
                 await self._loop(run, on_step)
             if deadline.cancelled_caught and not run.status:
                 run.finish("timeout", f"the run took longer than {self.options.timeout} s")
+        except Exception as exc:
+            if is_closed(self.pipeline):  # closed under the run: it ends with what it did
+                run.finish("closed", closed_reason(self.pipeline.name, run_id, len(run.steps)))
+                raise AgentClosedError(self._result(run, started)) from exc
+            self._finished(run, "error", f"{type(exc).__name__}: {exc}", started)
+            raise
         except BaseException as exc:
             ended = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else "error"
             self._finished(run, ended, f"{type(exc).__name__}: {exc}", started)
@@ -178,20 +179,28 @@ class Agent:
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
             CURRENT_RUN.reset(token)
-        self._finished(run, run.status, run.reason, started)
-        log.info("agent.finished", agent_run_id=run_id, status=run.status, reason=run.reason,
-                 steps=len(run.steps), tokens=run.usage.total_tokens)
-        return AgentResult(
-            run_id=run_id, pipeline=self.pipeline.name, status=run.status, answer=run.answer,
-            reason=run.reason, steps=tuple(run.steps), messages=tuple(run.messages),
-            usage=run.usage, cost=run.cost, duration_s=time.perf_counter() - started,
-            events=tuple(run.scope.trace))
+        return self._result(run, started)
 
-    def _finished(self, run: _Run, status: str, reason: str, started: float) -> None:
+    def _result(self, run: _Run, started: float) -> AgentResult:
+        events = self._finished(run, run.status, run.reason, started)
+        log.info("agent.finished", agent_run_id=run.scope.run_id, status=run.status,
+                 reason=run.reason, steps=len(run.steps), tokens=run.usage.total_tokens)
+        return AgentResult(
+            run_id=run.scope.run_id, pipeline=self.pipeline.name, status=run.status,
+            answer=run.answer, reason=run.reason, steps=tuple(run.steps),
+            messages=tuple(run.messages), usage=run.usage, cost=run.cost,
+            duration_s=time.perf_counter() - started, events=events)
+
+    def _finished(self, run: _Run, status: str, reason: str, started: float
+                  ) -> tuple[Event, ...]:
+        """The run's last event; returns its trace and releases it (:meth:`RunScope.end`)."""
         run.scope.emit(AgentFinished(
             run_id=run.scope.run_id, pipeline=self.pipeline.name, status=status, reason=reason,
             steps=len(run.steps), usage=run.usage, cost=run.cost,
             duration_s=time.perf_counter() - started))
+        events = tuple(run.scope.trace)
+        run.scope.end()
+        return events
 
     async def _loop(self, run: _Run, on_step: StepCallback | None) -> None:
         await self.pipeline.open()
@@ -206,7 +215,9 @@ class Agent:
                                 run.approve)
         for index in range(1, self.options.max_steps + 1):
             run.step = index
-            step = await self._step(run, index)
+            # Held as a pipeline run is: closing waits for it; once closed, no step starts.
+            with self.pipeline._using():
+                step = await self._step(run, index)
             run.steps.append(step)
             run.scope.emit(AgentStepped(
                 run_id=run.scope.run_id, pipeline=self.pipeline.name, step=index,
@@ -349,7 +360,7 @@ class Agent:
         if plan:
             run.messages = list(with_system(run.messages, f"{_reflect.PLAN_HEADER}\n{plan}"))
             run.plan = plan
-            log.info("agent.planned", agent_run_id=run.scope.run_id, plan=plan)
+            log.info("agent.planned", agent_run_id=run.scope.run_id, plan_chars=len(plan))
         return plan
 
     def _may_replan(self, run: _Run, calls: Sequence[ModelCall]) -> bool:
@@ -380,7 +391,7 @@ class Agent:
         if plan:
             run.messages = list(swap_plan(run.messages, run.plan, plan))
             run.plan = plan
-            log.info("agent.replanned", agent_run_id=run.scope.run_id, plan=plan,
+            log.info("agent.replanned", agent_run_id=run.scope.run_id, plan_chars=len(plan),
                      failed=[c.name for c, _ in failed])
         return plan
 
@@ -423,7 +434,7 @@ class Agent:
         completion, _ = await self._ask(run, asked, calls, "review")
         review = "" if completion is None else completion.text.strip()
         log.info("agent.reviewed", agent_run_id=run.scope.run_id,
-                 approved=_reflect.approved(review), review=review)
+                 approved=_reflect.approved(review), review_chars=len(review))
         return review
 
     async def _act(self, run: _Run, action: AgentAction, source: str,
@@ -464,7 +475,7 @@ class Agent:
                     "steps and its result will not change. Use the results you have, try "
                     "something different, or give your final answer.")
             run.messages.append(Message("user", note))
-            log.info("agent.loop_noted", call=repeated)
+            log.info("agent.loop_noted", tool=repeated.partition("(")[0])  # no arguments: values
         if run.stall.check(results):
             run.finish("stalled", f"{run.stall.run} steps in a row brought only errors or "
                        "nothing new")

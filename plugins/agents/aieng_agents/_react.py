@@ -170,12 +170,21 @@ def _carried(arguments: dict[str, Any]) -> dict[str, Any]:
     takes ``NaN``, ``Infinity``, ``1e999`` and ``"\\ud800"``, which no strict reader does."""
     try:
         json.dumps(arguments, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise _too_deep() from None
     except ValueError:  # UnicodeEncodeError included
         raise ReActFormatError(
             "the Action Input holds a value JSON cannot carry (NaN, Infinity, a number too "
             "large, or half of a UTF-16 pair): write finite numbers and whole characters"
         ) from None
     return arguments
+
+
+def _too_deep() -> ReActFormatError:
+    """The error of an Action Input nested past what Python's readers take (a
+    ``RecursionError`` otherwise: the agent run would fail)."""
+    return ReActFormatError("the Action Input is nested too deeply: write one flat JSON "
+                            "object of the tool's arguments")
 
 
 def _read_arguments(text: str, spec: ToolSpec | None) -> dict[str, Any]:
@@ -192,6 +201,8 @@ def _read_arguments(text: str, spec: ToolSpec | None) -> dict[str, Any]:
     value: Any = bare
     try:
         found, end = json.JSONDecoder().raw_decode(raw)
+    except RecursionError:
+        raise _too_deep() from None
     except json.JSONDecodeError:
         if raw.startswith("{") and (found := _python_dict(raw)) is not None:
             return found

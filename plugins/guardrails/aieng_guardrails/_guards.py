@@ -169,6 +169,15 @@ class PIIGuard:
         run = _run_key(f"pii-{id(self):x}")
         return [run] if run else [_digest(prompt)]
 
+    def _take_key(self, prompt: str) -> None:
+        """Outside a run, a prompt with nothing to redact that holds a placeholder (``mail
+        <EMAIL_1>``, written by the caller) takes its key with an empty mapping: another
+        caller's prompt that redacts to the same text then makes it ambiguous, whichever
+        came first, and no answer gets that caller's values."""
+        if self.options.restore and PLACEHOLDER.search(prompt) is not None \
+                and _run_key("") is None:
+            self.vault.put([_digest(prompt)], {})
+
     @hookimpl
     def aieng_on_event(self, event: Event) -> None:
         """Drop a finished run's mapping: a run blocked, failed or cancelled before the
@@ -200,6 +209,7 @@ class PIIGuard:
         opts = self.options
         detections = find_pii(text, opts.kinds, min_entropy=opts.min_entropy)
         if not detections:
+            self._take_key(text)
             return None
         if opts.action == "block":
             return GuardVerdict(action="block", text=text, findings=pii_findings(detections))
@@ -218,6 +228,7 @@ class PIIGuard:
         found = [find_pii(text, opts.kinds, min_entropy=opts.min_entropy)
                  for _, text in places]
         if not any(found):
+            self._take_key(request.prompt)
             return None
         last_user = next((i for i in range(len(messages) - 1, -1, -1)
                           if messages[i].role == "user"), -1)

@@ -157,8 +157,10 @@ _IBAN_RUN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]+)+", _A)
 _SSN = re.compile(r"(?<![0-9-])([0-9]{3})([- ])([0-9]{2})\2([0-9]{4})(?![0-9]|-[0-9])", _A)
 
 _IPV4 = re.compile(r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9]|\.[0-9])", _A)
-_IPV6 = re.compile(r"(?<![A-Za-z0-9_:.])[0-9A-Fa-f:]*:[0-9A-Fa-f:]*(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3})?"
-                   r"(?![A-Za-z0-9_:]|\.[0-9])", _A)
+# Each side of a colon is bounded by an address's length (39 characters): unbounded, a
+# long run of colons and hex digits is tried at every split (quadratic).
+_IPV6 = re.compile(r"(?<![A-Za-z0-9_:.])[0-9A-Fa-f:]{0,39}:[0-9A-Fa-f:]{0,39}"
+                   r"(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3})?(?![A-Za-z0-9_:]|\.[0-9])", _A)
 
 _PHONE_INTL = re.compile(
     r"(?<![\w+])\+[0-9]{1,3}(?:[ .-]?\(?[0-9]{1,4}\)?){1,2}(?:[ .-]?[0-9]{2,4}){1,4}(?![0-9])", _A)

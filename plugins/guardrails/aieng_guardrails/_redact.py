@@ -151,7 +151,7 @@ class Vault:
             for key in keys:
                 held = self._entries.pop(key, None)
                 kept: dict[str, str] | None = dict(mapping)
-                if held is not None and (held[1] is None or (held[1] and held[1] != kept)):
+                if held is not None and held[1] != kept:  # an empty mapping is one too
                     kept = None
                 self._entries[key] = (now + self.ttl, kept)
             while len(self._entries) > self.max_entries:
