@@ -26,7 +26,9 @@ _ITEM = re.compile(
 # "1 - ": a marker only where such lines count 1, 2, 3, ... ("2024 - 2025 budget" is a query).
 _DASH = re.compile(r"^\s*(\d+)\s*[-–—](?:\s+|$)")
 # A label without a number ("Rewrite: ", "Question - "): removed, but it makes no list.
-_LABEL = re.compile(rf"^\s*{_LABELS}\s*#?\d*\s*[:.)-](?:\s+|$)", re.IGNORECASE)
+# Possessive blanks and digits: a model's long run of blanks after a label ("query" and
+# 20,000 spaces) was split between the two ``\s*`` in every way, quadratic time.
+_LABEL = re.compile(rf"^\s*+{_LABELS}\s*+#?\d*+\s*+[:.)-](?:\s+|$)", re.IGNORECASE)
 _HEADING = re.compile(r"^\s*#{2,6}\s")  # "## Rewrites"; "# of minutes" is a query
 _COLONS = (":", "：")  # a preamble's end, full-width in Chinese and Japanese answers
 _QUOTES = "\"'`“”‘’«»„「」『』"
@@ -36,9 +38,12 @@ _FINAL = " .?!。"  # "how long?" and "how long" are one query (NFKC makes "？"
 _EMPHASIS = ("__", "*", "_")  # markdown italic or bold ("**" goes with _BOLD)
 # A passage's leading label, bold, italic or a heading: "**Passage:**", "Answer:",
 # "## Hypothetical document" alone on its line.
+# Possessive blanks, for the same reason as _LABEL's (blank runs on either side of an absent
+# ``**`` took minutes).
 _PASSAGE_LABEL = re.compile(
-    r"^\s*(?:#{1,6}[ \t]*)?[*_]{0,2}[ \t]*(?:hypothetical[ \t]+)?(?:passage|document|answer)"
-    r"[ \t]*[*_]{0,2}[ \t]*(?::[ \t]*[*_]{0,2}|(?=\n))\s*",
+    r"^\s*+(?:#{1,6}[ \t]*+)?[*_]{0,2}[ \t]*+(?:hypothetical[ \t]++)?"
+    r"(?:passage|document|answer)"
+    r"[ \t]*+[*_]{0,2}[ \t]*+(?::[ \t]*+[*_]{0,2}|(?=\n))\s*",
     re.IGNORECASE)
 
 

@@ -128,7 +128,8 @@ class CrossEncoderModel:
             return [(query, text) for text in texts]  # no offsets, or nothing to cut
         offsets = self.tokenizer(every, add_special_tokens=False, truncation=False,
                                  return_offsets_mapping=True, return_attention_mask=False,
-                                 return_token_type_ids=False, verbose=False)["offset_mapping"]
+                                 return_token_type_ids=False, verbose=False,
+                                 split_special_tokens=True)["offset_mapping"]
         counts = [len(found) for found in offsets]
         short_query = _cut_at(query, offsets[0], cap - _MARGIN)
         long_query = _cut_at(query, offsets[0], cap + _MARGIN)
@@ -159,9 +160,13 @@ class CrossEncoderModel:
                 if start:
                     _stop_if_cancelled()  # between batches: a batch in flight finishes
                 rows = order[start:start + self.batch_size]
+                # split_special_tokens: a text spelling "[SEP]" or "</s>" is text; it must
+                # not become the real token and forge the pair's structure (the passages
+                # are untrusted documents).
                 batch = self.tokenizer([pairs[i][0] for i in rows], [pairs[i][1] for i in rows],
                                        padding=True, truncation="longest_first",
-                                       max_length=self.max_length, return_tensors="pt")
+                                       max_length=self.max_length, return_tensors="pt",
+                                       split_special_tokens=True)
                 # In double precision, on the CPU (MPS has no float64): a float32 sigmoid
                 # is 1.0 for every logit above ~17 and coarse well below, which would tie
                 # a confident model's best passages and lose their order.
