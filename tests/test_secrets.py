@@ -7,7 +7,7 @@ from collections import namedtuple
 from typing import Any
 
 import pytest
-from aieng_hookspecs import REDACTED, redact_url, redacted, secret_key
+from aieng_hookspecs import REDACTED, masked_url, redact_url, redacted, secret_key
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -98,3 +98,19 @@ def test_redacted_leaves_its_input_alone_and_no_credential_in_its_output(tree: A
     assert tree == before
     assert all(v == REDACTED for v in _values_under_secret_keys(out))
     assert "pw@" not in repr(out)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://user:pw@h:6379/0", "redis://user:***@h:6379/0"),
+    ("https://TOKEN@weaviate.example.com", "https://***@weaviate.example.com"),
+    ("http://admin:pw@[::1]:8080/", "http://admin:***@[::1]:8080/"),
+    ("redis://h/0?db=1&password=pw&x=", "redis://h/0?db=1&password=***&x="),
+    ("http://h:8080/?api_key=k", "http://h:8080/?api_key=***"),
+    ("http://h:8080/?k", "http://h:8080/?***"),
+    ("http://h:8080/v1#access_token=t", "http://h:8080/v1#***"),
+    ("http://[::1::]:8080", "http://[::1::]:8080"),  # no URL a parser takes: still masked
+    ("http://h/path@x", "http://h/path@x"),  # an @ in the path is no user information
+    ("localhost:8080", "localhost:8080"),
+])
+def test_masked_url(url: str, shown: str) -> None:
+    assert masked_url(url) == shown

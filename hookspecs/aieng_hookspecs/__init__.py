@@ -24,8 +24,8 @@ from ._protocols import (
     PipelineContext,
     ReaderRegistry,
 )
-from ._secrets import REDACTED, redact_url, redacted, secret_key
-from ._sqlite import enable_wal, sqlite_error
+from ._secrets import REDACTED, masked_url, redact_url, redacted, secret_key
+from ._sqlite import create_private, enable_wal, sqlite_error
 from ._text import closest, did_you_mean, valid_utf8
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "blocking",
     "build_lock",
     "closest",
+    "create_private",
     "did_you_mean",
     "enable_wal",
     "fsync_folder",
@@ -49,6 +50,7 @@ __all__ = [
     "hookspec",
     "listed",
     "lock_path",
+    "masked_url",
     "redact_url",
     "redacted",
     "remove_abandoned",

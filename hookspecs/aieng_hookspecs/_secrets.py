@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["REDACTED", "redact_url", "redacted", "secret_key"]
+__all__ = ["REDACTED", "masked_url", "redact_url", "redacted", "secret_key"]
 
 #: What a credential is written as.
 REDACTED = "***"
@@ -16,10 +16,12 @@ REDACTED = "***"
 _SECRET_KEY = re.compile(r"(?:.*[_-])?(?:api_?key|password|passwd|secret|token)"
                          r"|authorization|proxy-authorization|cookie|set-cookie|x-api-key",
                          re.IGNORECASE)
-#: The password of a URL's user information: ``redis://:PASSWORD@host``,
-#: ``postgresql://user:PASSWORD@host/db``.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://[^:/?#@\s]*:)"
-                           r"(?P<password>[^@/?#\s]+)(?=@)")
+#: A URL in a text: its scheme, then up to a blank or a quote.
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://[^\s'\"<>]*")
+#: A URL's parts: what precedes the user information, the user information (``user:``,
+#: ``:``, or a token alone), the host and path, the query, the fragment.
+_PARTS = re.compile(r"(?P<head>[^:]*://)(?:(?P<user>[^/?#@:]*)(?P<colon>:?)[^/?#@]*@)?"
+                    r"(?P<rest>[^?#]*)(?P<query>\?[^#]*)?(?P<fragment>#.*)?", re.DOTALL)
 #: Deeper than any options, headers or event mapping: a cycle ends here.
 _DEPTH = 32
 
@@ -29,10 +31,36 @@ def secret_key(name: object) -> bool:
     return isinstance(name, str) and _SECRET_KEY.fullmatch(name) is not None
 
 
+def masked_url(url: str) -> str:
+    """``url`` with what may be a credential in it written :data:`REDACTED`: the password
+    of its user information (``redis://user:***@host``; a user alone is a token:
+    ``https://***@host``), the values of query parameters with a :func:`secret_key` name
+    (``?password=***``) or with none (``?***``), and its fragment (an OAuth token rides
+    there). A URL without any of these is returned as it is."""
+    parts = _PARTS.match(url)
+    if parts is None:
+        return url
+    shown = parts["head"]
+    if parts["user"] is not None:
+        shown += f"{parts['user']}:{REDACTED}@" if parts["colon"] else f"{REDACTED}@"
+    shown += parts["rest"]
+    if parts["query"] is not None:
+        shown += "?" + "&".join(_masked_item(item) for item in parts["query"][1:].split("&"))
+    if parts["fragment"] is not None:
+        shown += f"#{REDACTED}" if len(parts["fragment"]) > 1 else "#"
+    return shown
+
+
+def _masked_item(item: str) -> str:
+    name, equals, value = item.partition("=")
+    if not equals:
+        return REDACTED if item else item
+    return f"{name}={REDACTED}" if value and secret_key(name) else item
+
+
 def redact_url(text: str) -> str:
-    """``text`` with the password of each URL in it written :data:`REDACTED`
-    (``redis://:***@host``)."""
-    return _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", text) if "://" in text else text
+    """``text`` with each URL in it :func:`masked_url` (``redis://:***@host``)."""
+    return _URL.sub(lambda found: masked_url(found[0]), text) if "://" in text else text
 
 
 def redacted(value: Any, _depth: int = 0) -> Any:

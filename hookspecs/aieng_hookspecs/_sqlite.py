@@ -10,12 +10,27 @@ processes opening a new file together then fail one time in a few dozen.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+from pathlib import Path
 
-__all__ = ["enable_wal", "sqlite_error"]
+__all__ = ["create_private", "enable_wal", "sqlite_error"]
 
 _RETRY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty, readable and writable by its owner alone (0600) whatever the
+    umask, when it does not exist, before :func:`sqlite3.connect` opens it: a store that
+    holds users' texts (prompts and answers, feedback, an agent's memory, API keys) is
+    never readable by others, not even for a moment. SQLite gives its -wal and -shm files
+    the database's mode. An existing file keeps its own mode; a path that cannot be
+    created (no folder, no access, a folder there) is left for ``connect`` to report."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        pass
 
 
 def enable_wal(conn: sqlite3.Connection, *, timeout: float = 5.0) -> str:

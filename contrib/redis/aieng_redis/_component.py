@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 from aieng_cache import DEFAULT_TTL, CacheOptions, ExactCache, ttl_table
+from aieng_hookspecs import masked_url
 from attrs import validators as v
 
 from ._level import RedisLevel
@@ -40,7 +41,8 @@ class RedisCacheOptions:
     :param cache_sampled: also cache sampled requests (temperature > 0) without a seed.
     """
 
-    url: str = attrs.field(default="redis://127.0.0.1:6379/0", validator=_str)
+    url: str = attrs.field(default="redis://127.0.0.1:6379/0", validator=_str,
+                           repr=lambda url: repr(masked_url(url)))  # never the password
     prefix: str = attrs.field(default="aieng:cache:", validator=[_str, v.min_len(1)])
     memory: bool = attrs.field(default=False, validator=v.instance_of(bool))
     max_entries: int = attrs.field(default=10_000, validator=_count)

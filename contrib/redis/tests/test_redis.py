@@ -501,3 +501,15 @@ async def test_a_pipeline_skipping_cache_errors_answers_while_redis_is_away(
         if process.poll() is None:
             stop(process)
     assert len(scripted.backend.requests) == 3
+
+
+@pytest.mark.parametrize("url", ["redis://:hunter2@cache.internal:6379/0",
+                                 "rediss://app:hunter2@cache.internal:6380/1"])
+def test_the_password_of_the_url_is_never_in_a_repr(url: str) -> None:
+    """The options' repr (and that of the cache options the component builds) shows where
+    Redis is, never its password; the URL itself is kept whole for the connection."""
+    options = RedisCacheOptions(url=url)
+    cache = redis_cache(options)
+    for shown in (repr(options), repr(cache.options)):
+        assert "hunter2" not in shown and "cache.internal" in shown, shown
+    assert options.url == url and cache.options.redis == url

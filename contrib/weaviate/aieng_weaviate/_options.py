@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import attrs
+from aieng_hookspecs import masked_url
 from attrs import validators as v
 
 __all__ = ["URL_ENV", "WeaviateOptions"]
@@ -59,7 +60,7 @@ def _url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
         except ValueError:
             match = None
     if value and not match:
-        shown = _masked(value)
+        shown = masked_url(value)
         raise ValueError(f"url must look like http://host:8080, https://host or "
                          f"http://[::1]:8080, got {shown!r}"
                          + ("; credentials do not go in the url: put an API key in an "
@@ -67,18 +68,6 @@ def _url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
                             else ""))
     if match and match[2] is not None and not 1 <= int(match[2]) <= 65535:
         raise ValueError(f"url's port must be in [1, 65535], got {value!r}")
-
-
-# A URL's user information (``user:password@``), and its query and fragment (``?api_key=``).
-_USERINFO = re.compile(r"(?<=//)[^/?#]*@")
-_QUERY = re.compile(r"[?#].*", re.DOTALL)
-
-
-def _masked(url: str) -> str:
-    """``url`` as an error message may show it: a password or key it holds (user
-    information, a query, a fragment) masked as ``***``, since the message reaches logs."""
-    return _QUERY.sub(lambda found: found.group()[0] + "***",
-                      _USERINFO.sub("***@", url, count=1), count=1)
 
 
 def _env_name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:

@@ -27,6 +27,7 @@ import attrs
 import structlog
 from aieng_hookspecs import (
     PipelineContext,
+    create_private,
     enable_wal,
     hookimpl,
     sqlite_error,
@@ -213,6 +214,7 @@ class SQLiteMemory:
             if self.options.path:  # its folder is made, as the other stores' are
                 file = Path(self.options.path).expanduser()
                 file.parent.mkdir(parents=True, exist_ok=True)
+                create_private(file)  # what it remembers of its users: theirs alone
                 target = str(file)
             conn = sqlite3.connect(target, timeout=10.0, isolation_level=None,
                                    check_same_thread=False)

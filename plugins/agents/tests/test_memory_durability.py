@@ -4,7 +4,9 @@ error names the file and says what to do."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +176,27 @@ async def test_a_call_after_close_keeps_its_item_and_leaves_the_file_closed(
     again = words_only(path)
     assert len(await texts(again, "note")) == 3
     again.close()
+
+
+posix_modes = pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permissions")
+
+
+@posix_modes
+async def test_a_new_memory_file_is_its_owners_alone(tmp_path: Path) -> None:
+    """What the agent remembers of its users is in the file: created 0600 whatever the
+    umask (its -wal and -shm files take its mode); an existing file keeps its own."""
+    old = os.umask(0o022)
+    try:
+        memory = words_only(tmp_path / "memory.sqlite")
+        await memory.aieng_memory_store([long("the deploy key rotates on mondays")])
+        await memory.aieng_pipeline_close()
+        shared = tmp_path / "shared.sqlite"
+        shared.touch(mode=0o640)
+        shared.chmod(0o640)
+        other = words_only(shared)
+        await other.aieng_memory_store([long("a note")])
+        await other.aieng_pipeline_close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "memory.sqlite").stat().st_mode) == 0o600
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640

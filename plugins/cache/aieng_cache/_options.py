@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+from aieng_hookspecs import masked_url
 from attrs import validators as v
 
 __all__ = ["DEFAULT_TTL", "CacheOptions", "SemanticOptions", "ttl_for", "ttl_table"]
@@ -84,7 +85,8 @@ class CacheOptions:
     max_entries: int = attrs.field(default=10_000, validator=_int_at_least(1))
     max_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_int_at_least(1))
     sqlite: str = attrs.field(default="", validator=_str)
-    redis: str = attrs.field(default="", validator=_str)
+    redis: str = attrs.field(default="", validator=_str,
+                             repr=lambda url: repr(masked_url(url)))
     redis_prefix: str = attrs.field(default="aieng:cache:", validator=_str)
     ttl: dict[str, float] = attrs.field(factory=lambda: dict(DEFAULT_TTL),
                                         converter=ttl_table, hash=False)

@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from aieng_hookspecs import enable_wal, sqlite_error
+from aieng_hookspecs import create_private, enable_wal, sqlite_error
 
 from ._codec import payload_namespace
 
@@ -99,6 +99,7 @@ class SQLiteStore:
         """
         if not self.in_memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)
         conn: sqlite3.Connection | None = None
         try:
             # isolation_level=None: autocommit; each statement is its own transaction

@@ -29,6 +29,7 @@ def redacted_options(config: Any, path: str = "") -> list[str]:
     elif isinstance(config, list):
         for index, value in enumerate(config):
             found += redacted_options(value, f"{path}[{index}]")
-    elif isinstance(config, str) and (config == REDACTED or f":{REDACTED}@" in config):
+    elif isinstance(config, str) and (config == REDACTED
+                                      or (REDACTED in config and "://" in config)):
         found.append(path)
     return found

@@ -665,8 +665,12 @@ async def _not_allowed(http: HTTPRequest, exc: Exception) -> Response:
 
 def _run_header(call: _Call) -> dict[str, str]:
     """The run id header of a failed request that had started a run (to find it in logs
-    and traces), else nothing."""
-    return {RUN_HEADER: call.run_id} if call.run_id else {}
+    and traces), else nothing. A feedback body's run id is the client's text: one that is
+    not printable ASCII (a line break would end the header, a non-Latin-1 character could
+    not be sent) is left out, never echoed."""
+    run_id = call.run_id
+    safe = run_id is not None and run_id.isascii() and run_id.isprintable()
+    return {RUN_HEADER: run_id} if run_id and safe else {}
 
 
 def _model(name: str) -> dict[str, Any]:

@@ -40,7 +40,10 @@ def merge_exposition(texts: Iterable[str]) -> str:
     repeated: list[str] = []
     for text in texts:
         current = ""
-        for line in text.splitlines():
+        # LF only ends a line of the text format: a label value may hold a raw CR, U+2028
+        # or U+0085 (a client's model name), which str.splitlines would split at, making
+        # a sample line of the client's choosing.
+        for line in text.split("\n"):
             if not line.strip():
                 continue
             if line.startswith(("# HELP ", "# TYPE ")):

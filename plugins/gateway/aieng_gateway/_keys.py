@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
-from aieng_hookspecs import enable_wal
+from aieng_hookspecs import create_private, enable_wal
 
 __all__ = ["ApiKey", "KeyStore", "KeyStoreError", "default_keys_path", "hash_key"]
 
@@ -102,13 +102,11 @@ class KeyStore:
     def _db(self) -> Iterator[sqlite3.Connection]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fresh = not self.path.exists()
+            create_private(self.path)  # 0600 before any row: no moment readable by others
             db = sqlite3.connect(self.path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise KeyStoreError(f"the key database {self.path} cannot be used: {exc}") from exc
         try:
-            if fresh:
-                os.chmod(self.path, 0o600)
             enable_wal(db)
             db.executescript(_SCHEMA)
             yield db

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import attrs
 import structlog
-from aieng_hookspecs import enable_wal, hookimpl, sqlite_error
+from aieng_hookspecs import create_private, enable_wal, hookimpl, sqlite_error
 from aieng_hookspecs.types import Feedback
 
 from ._options import FeedbackOptions
@@ -89,6 +89,7 @@ class FeedbackStore:
         # Called with the lock held, from a worker thread.
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             try:
                 enable_wal(db)

@@ -16,7 +16,7 @@ from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Request, TokenLogprob, Usage
 
 from ._errors import EXCERPT_CHARS, OpenAIError, hint_for, scrub
-from ._options import OpenAIOptions, _header_safe
+from ._options import OpenAIOptions, _header_safe, credential_headers
 from ._payload import (
     FinishReason,
     ProtocolError,
@@ -91,6 +91,8 @@ class OpenAIBackend:
         #: client, so it is ``False`` unless set by whoever knows the server.
         self.deterministic: bool = False
         self._api_key = _resolve_key(options)
+        #: What is scrubbed from errors: the key, and credentials sent as other headers.
+        self._secrets = (self._api_key, *credential_headers(options.headers))
         self._served = frozenset({options.model, self.embedding_model, *options.models})
         self._base = options.base_url.rstrip("/")
         self._client: httpx.AsyncClient | None = None
@@ -139,7 +141,7 @@ class OpenAIBackend:
             await client.aclose()
 
     def _scrub(self, text: str) -> str:
-        return scrub(text, (self._api_key,))
+        return scrub(text, self._secrets)
 
     def _error(self, message: str, **fields: Any) -> OpenAIError:
         body = self._scrub(str(fields.pop("body", "")))

@@ -16,6 +16,24 @@ MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Header names the component sets itself: a user header must not silently replace them.
 _RESERVED_HEADERS = frozenset({"authorization", "content-type", "accept"})
+#: Names of headers that carry a credential (Azure's ``api-key``, APIM's
+#: ``Ocp-Apim-Subscription-Key``, ``x-api-key``, a proxy's token or cookie): their values
+#: are scrubbed from errors as the API key is.
+_CREDENTIAL_HEADER = re.compile(r"key|token|secret|auth|passw|cookie|signature|credential",
+                                re.IGNORECASE)
+
+
+def credential_headers(headers: dict[str, str]) -> list[str]:
+    """The values (of 8 characters or more: a shorter one, ``on``, is no secret, and
+    scrubbing it would garble every message) of the headers whose name says they carry a
+    credential."""
+    return [value for name, value in headers.items()
+            if _CREDENTIAL_HEADER.search(name) and len(value.strip()) >= 8]
+
+
+def _masked_headers(headers: dict[str, str]) -> str:
+    """The headers as the options' repr shows them: names only, every value ``***``."""
+    return repr(dict.fromkeys(headers, "***"))
 
 
 def _base_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -151,7 +169,10 @@ class OpenAIOptions:
         ``api_key_env`` so it stays out of pipeline files.
     :param api_key_env: the environment variable holding the key, read when the component
         is built. Give at most one of ``api_key`` and ``api_key_env``; none for local servers.
-    :param headers: extra HTTP headers sent with every request (not Authorization).
+    :param headers: extra HTTP headers sent with every request (not Authorization). The
+        repr shows their names only; the values of those named like a credential (``key``,
+        ``token``, ``secret``, ``auth``, ``cookie``... in the name: Azure's ``api-key``;
+        8 characters or more) are scrubbed from errors as ``api_key`` is.
     :param connect_timeout: seconds to wait for a connection.
     :param read_timeout: seconds to wait for each read of the response (in a stream: between
         two chunks, so a long generation is fine as long as tokens keep coming).
@@ -189,7 +210,8 @@ class OpenAIOptions:
     embedding_model: str | None = attrs.field(default=None, validator=_opt_str)
     api_key: str | None = attrs.field(default=None, validator=_key, repr=False)
     api_key_env: str | None = attrs.field(default=None, validator=_env_name)
-    headers: dict[str, str] = attrs.field(factory=dict, validator=_headers, hash=False)
+    headers: dict[str, str] = attrs.field(factory=dict, validator=_headers, hash=False,
+                                          repr=_masked_headers)
     connect_timeout: float = attrs.field(default=5.0, validator=_seconds)
     read_timeout: float = attrs.field(default=120.0, validator=_seconds)
     max_connections: int = attrs.field(default=100, validator=_connections)
