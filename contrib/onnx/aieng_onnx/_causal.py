@@ -338,11 +338,12 @@ def causal_lm(session: Any, folder: Path, *, template: TemplateName = "auto",
     with MODEL_BUILD:  # transformers' first imports, one thread at a time
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-        config: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        config: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True,
+                                                 trust_remote_code=False)
         generation: Any = None
         if (folder / "generation_config.json").is_file():
             generation = GenerationConfig.from_pretrained(str(folder), local_files_only=True)
         tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-            str(folder), local_files_only=True)
+            str(folder), local_files_only=True, trust_remote_code=False)
     model = OrtCausalModel(session, config, generation, io_binding=io_binding)
     return CausalLM(model, tokenizer, template=template)

@@ -62,7 +62,8 @@ def encoder_width(folder: Path) -> int:
     with MODEL_BUILD:  # transformers' first imports, one thread at a time
         from transformers import AutoConfig
 
-        named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True,
+                                                trust_remote_code=False)
     return int(named.hidden_size)
 
 
@@ -76,7 +77,7 @@ def load_tokenizer(folder: Path) -> Any:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-            str(folder), local_files_only=True).backend_tokenizer
+            str(folder), local_files_only=True, trust_remote_code=False).backend_tokenizer
 
 
 class MiniLMOnnxEmbedder:

@@ -29,6 +29,7 @@ from ._constrain import Guide, constraint_for, marked_texts, token_heads, token_
 from ._convert import dtype_argument
 from ._cpu import warn_if_emulated
 from ._sampling import choose, make_generator, penalize
+from ._specials import SpecialGuard, special_pattern
 from ._speculative import Proposer, Speculation
 from ._templates import TEMPLATES, ChatTemplate, TemplateName, fold_turns
 from ._text import IncrementalDecoder, StopBuffer, clean
@@ -135,6 +136,9 @@ class CausalLM:
         vocabulary = tokenizer.get_vocab()
         #: Ids after which a stream releases no text yet (:func:`held_tokens`).
         self.held = held_tokens(tokenizer, vocabulary)
+        # The special tokens' texts, which the conversation's text may not turn into
+        # tokens (:meth:`encode_prompt`).
+        self._specials = special_pattern(tokenizer)
         self._markers: dict[str, int] = {
             marker: int(tokenizer.convert_tokens_to_ids(marker))
             for marker in MARKS if marker in vocabulary}
@@ -184,9 +188,10 @@ class CausalLM:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-                str(folder), local_files_only=True)
+                str(folder), local_files_only=True, trust_remote_code=False)
             model: Any = AutoModelForCausalLM.from_pretrained(
-                str(folder), local_files_only=True, **{dtype_argument(): chosen})
+                str(folder), local_files_only=True, trust_remote_code=False,
+                **{dtype_argument(): chosen})
         model.to(target)
         model.eval()
         return cls(model, tokenizer, template=template)
@@ -306,10 +311,16 @@ class CausalLM:
 
     def encode_prompt(self, messages: Sequence[Message],
                       plan: ToolPlan | None = None) -> list[int]:
-        """The prompt's token ids (the template supplies any BOS)."""
-        text = self.render(messages, plan)
+        """The prompt's token ids (the template supplies any BOS).
+
+        Special tokens come from the chat template (and the tool format's markers) only:
+        a special token's text in a message or a tool call's argument is encoded as
+        plain text (:class:`~._specials.SpecialGuard`).
+        """
+        guard = SpecialGuard(self._specials)
+        text = self.render(guard.messages(messages), plan)
         with self._encoding:
-            ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids = guard.encode(self.tokenizer, text)
         if not ids:
             bos = self.tokenizer.bos_token_id
             if bos is None:

@@ -41,6 +41,7 @@ output may end incomplete under ``max_tokens`` (finish reason ``length``).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -64,6 +65,9 @@ _MEMO_LIMIT = 200_000
 _MASK_LIMIT = 256
 #: Greedy tests this many of the model's favourite tokens before masking the vocabulary.
 _FIRST_TRIES = 8
+# Seconds of matching one request's regex outside the automaton's subset may take in all:
+# a backreference or lookaround pattern can backtrack exponentially on the text.
+_REGEX_BUDGET_S = 10.0
 _texts_lock = threading.Lock()
 
 
@@ -111,7 +115,9 @@ class RegexConstraint:
     within a ``max_tokens`` of at least its shortest match, and generation ends once
     nothing may follow. Any other pattern the ``regex`` package compiles (lookarounds,
     backreferences, flags…) is checked by that package's partial matching: a state is the
-    text so far, a check one match over it, and the characters still needed unknown.
+    text so far, a check one match over it, and the characters still needed unknown;
+    those checks share a budget of ``_REGEX_BUDGET_S`` seconds per request, after which
+    a check raises ``ValueError`` (a pattern backtracking exponentially would hang).
 
     :raises ValueError: when the pattern does not compile.
     """
@@ -128,6 +134,8 @@ class RegexConstraint:
             self.fsm: Pattern | None = Pattern(pattern)
         except RegexError:
             self.fsm = None
+        self._source = pattern
+        self._left = _REGEX_BUDGET_S  # matching time left (the fallback only)
 
     def start(self) -> Hashable:
         return "" if self.fsm is None else self.fsm.start()
@@ -136,12 +144,27 @@ class RegexConstraint:
         if self.fsm is not None:
             return self.fsm.feed(state, text)
         candidate = state + text
-        return candidate if self._pattern.fullmatch(candidate, partial=True) else None
+        return candidate if self._match(candidate, partial=True) else None
 
     def accepting(self, state: Any) -> bool:
         if self.fsm is not None:
             return self.fsm.accepting(state)
-        return self._pattern.fullmatch(state) is not None
+        return self._match(state, partial=False)
+
+    def _match(self, text: str, *, partial: bool) -> bool:
+        # The ``regex`` package's full match, within what is left of the budget.
+        started = time.monotonic()
+        try:
+            found = self._pattern.fullmatch(text, partial=partial,
+                                            timeout=max(self._left, 1e-3))
+        except TimeoutError:
+            raise ValueError(
+                f"metadata['regex'] {self._source!r:.80} spent its {_REGEX_BUDGET_S:g} s "
+                "of matching (catastrophic backtracking: nested quantifiers with a "
+                "backreference or lookaround); write it without them") from None
+        finally:
+            self._left -= time.monotonic() - started
+        return found is not None
 
     def complete(self, state: Any) -> bool:
         # without the automaton, whether nothing may follow is not known: EOS (or a limit)

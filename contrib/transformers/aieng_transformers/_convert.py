@@ -221,7 +221,8 @@ def discard_unmarked(target: Path, marker: str) -> bool:
 def _write(gguf: Path, folder: Path) -> None:
     import torch
 
-    source: dict[str, Any] = {"local_files_only": True, "gguf_file": gguf.name}
+    source: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False,
+                              "gguf_file": gguf.name}
     with MODEL_BUILD:
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -424,10 +424,10 @@ class MiniLMEmbedder:
                     from transformers import AutoModel, AutoTokenizer
 
                     tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-                        folder, local_files_only=True
+                        folder, local_files_only=True, trust_remote_code=False
                     )
                     model: Any = AutoModel.from_pretrained(
-                        folder, local_files_only=True,
+                        folder, local_files_only=True, trust_remote_code=False,
                         **{dtype_argument(): getattr(torch, self.options.dtype)})
                 model.to(torch.device(self.options.device))
                 model.eval()
@@ -477,7 +477,8 @@ class MiniLMEmbedder:
         with MODEL_BUILD:
             from transformers import AutoConfig
 
-            named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+            named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True,
+                                                    trust_remote_code=False)
         return int(named.hidden_size)
 
     def serves(self, model: str | None) -> bool:

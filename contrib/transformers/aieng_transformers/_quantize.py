@@ -262,7 +262,7 @@ def _from_pretrained(folder: Path, kind: Kind, **extra: Any) -> Any:
         from transformers import AutoModel, AutoModelForCausalLM
 
         auto: Any = AutoModelForCausalLM if kind == "causal" else AutoModel
-        model = auto.from_pretrained(str(folder), local_files_only=True,
+        model = auto.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
                                      **{dtype_argument(): torch.float32}, **extra)
     model.eval()
     return model
@@ -274,7 +274,8 @@ def _from_config(folder: Path, kind: Kind) -> Any:
     with MODEL_BUILD:
         from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-        config: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        config: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True,
+                                                 trust_remote_code=False)
         auto: Any = AutoModelForCausalLM if kind == "causal" else AutoModel
         return auto.from_config(config)
 
@@ -407,7 +408,7 @@ def _tokenizer(folder: Path) -> Any:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-            str(folder), local_files_only=True)
+            str(folder), local_files_only=True, trust_remote_code=False)
 
 
 def _perplexities(folder: Path, model: Any, quantized: Any) -> dict[str, float]:

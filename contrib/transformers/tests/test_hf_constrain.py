@@ -267,3 +267,25 @@ def test_a_missed_budget_is_not_searched_again() -> None:
     assert guide.choose(logits, temperature=0.0, top_k=None, top_p=1.0, generator=None,
                         left=2) == 0
     assert guide.checks - before == 1  # the favourite, valid, is taken at once
+
+
+def test_a_backtracking_regex_is_refused_not_hung() -> None:
+    """A pattern outside the automaton's subset (a backreference) whose matching
+    backtracks exponentially on the text (``(a|a)+\\1c`` against 40 ``a`` and a ``b``:
+    ages) fails with a ``ValueError`` once its matching budget is spent. Run in a child
+    process, whose timeout only turns a hang into a failure."""
+    import subprocess
+    import sys
+
+    code = (
+        "from aieng_transformers import _constrain as c\n"
+        "c._REGEX_BUDGET_S = 0.2\n"
+        "constraint = c.RegexConstraint(r'(a|a)+\\1c')\n"
+        "try:\n"
+        "    constraint.feed('a' * 40, 'b')\n"
+        "except ValueError as exc:\n"
+        "    print('refused:', exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.startswith("refused:"), done.stdout + done.stderr
+    assert "metadata['regex']" in done.stdout and "backtrack" in done.stdout
