@@ -211,16 +211,9 @@ def test_credentials_are_not_logged(as_json: bool) -> None:
 # -- chat history ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
-
-
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 @pytest.mark.parametrize("first", [["--system", "S"], []])
-def test_a_new_history_file_is_private(tmp_path: Path, umask_022: None,
+def test_a_new_history_file_is_private(tmp_path: Path, usual_umask: None,
                                        first: list[str]) -> None:
     """``--history`` created the conversation's file 0644 (the umask's default): every user
     of the machine could read it. It is created 0600, as a shell's history."""
@@ -234,7 +227,7 @@ def test_a_new_history_file_is_private(tmp_path: Path, umask_022: None,
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 @pytest.mark.parametrize("mode", [0o600, 0o640])
-def test_reset_keeps_the_history_files_permissions(tmp_path: Path, umask_022: None,
+def test_reset_keeps_the_history_files_permissions(tmp_path: Path, usual_umask: None,
                                                    mode: int) -> None:
     """``/reset`` replaced a 0600 history file with a 0644 one (a new file renamed over
     it, under the umask): the conversation became readable by every user."""

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from aieng_hookspecs import replace_file
 
+from aieng_core.testing import umask
+
 
 def test_text_and_bytes_replace_the_file_and_leave_no_scratch(tmp_path: Path) -> None:
     path = tmp_path / "report.md"
@@ -83,11 +85,8 @@ def test_the_scratch_is_never_readable_by_more_than_the_old_file(
 
 @posix_modes
 def test_a_new_file_takes_the_mode_given_or_the_umasks(tmp_path: Path) -> None:
-    old = os.umask(0o022)
-    try:
+    with umask(0o022):
         replace_file(tmp_path / "private", "x", mode=0o600)
         replace_file(tmp_path / "plain", "x")
-    finally:
-        os.umask(old)
     assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o644

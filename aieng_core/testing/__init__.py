@@ -6,9 +6,9 @@ aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder``
 """
 
 from ._kit import EventCapture, HookRecorder, isolated_kernel, kernel_with, registered, settle
-from .doubles import FixedRouter, HashEmbedder, PromptCache, ScriptedBackend
 from .conformance._resources import open_files
-from .processes import race_processes
+from .doubles import FixedRouter, HashEmbedder, PromptCache, ScriptedBackend
+from .processes import hang_guard, race_processes, umask
 
 __all__ = [
     "EventCapture",
@@ -17,10 +17,12 @@ __all__ = [
     "HookRecorder",
     "PromptCache",
     "ScriptedBackend",
+    "hang_guard",
     "isolated_kernel",
     "kernel_with",
     "open_files",
     "race_processes",
     "registered",
     "settle",
+    "umask",
 ]

@@ -1,16 +1,19 @@
-"""Racing processes: the same script started in several processes and released together,
-to test what two workers sharing a cache or a file do at the same moment."""
+"""The process around a test: the same script raced in several processes (what two workers
+sharing a cache or a file do at the same moment), a guard that fails a test instead of
+letting it hang, and a umask set for a block."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["race_processes"]
+__all__ = ["hang_guard", "race_processes", "umask"]
 
 #: What every racer runs first: it says it is ready (``ready-<n>``) and waits for ``go``.
 _PREAMBLE = """
@@ -61,3 +64,36 @@ def race_processes(body: str, here: Path, *args: str, processes: int = 2,
     for racer, (_, err) in zip(racers, outs):
         assert racer.returncode == 0, err
     return [out.strip().splitlines()[-1] if out.strip() else "" for out, _ in outs]
+
+
+@contextlib.contextmanager
+def hang_guard(seconds: int = 60) -> Iterator[None]:
+    """Fail (``TimeoutError``) instead of hanging when the block has not ended after
+    ``seconds``: a generous guard against a regular expression backtracking for minutes on
+    hostile input, not a speed check. POSIX, main thread only (``SIGALRM``; ``re`` checks
+    for signals while it backtracks); elsewhere the block runs unguarded."""
+    if not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def fail(*_: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s: catastrophic backtracking?")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def umask(mask: int = 0o022) -> Iterator[None]:
+    """The process's umask set to ``mask`` for the block (by default the usual one: new
+    files 0644, readable by all unless made otherwise), then restored."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)

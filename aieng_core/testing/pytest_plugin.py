@@ -7,6 +7,9 @@ Fixtures (async ones need the test to run under anyio: ``@pytest.mark.anyio``):
   for the block and always unregisters.
 - ``hook_recorder``: a :class:`HookRecorder` on ``aieng_kernel``.
 - ``captured_events``: an :class:`EventCapture` on ``aieng_kernel``.
+- ``usual_umask``: the process's umask 022 for the test (new files 0644, readable by all
+  unless a component makes them otherwise), then restored: a privacy test then means
+  the same on any machine.
 
 Every test also gets structlog's configuration put back as it was before the test: the
 ``aieng`` CLI configures logging process-wide, and one test invoking it must not change
@@ -27,6 +30,7 @@ import structlog
 from ..kernel import Kernel
 from ..registry import PluginInfo
 from ._kit import EventCapture, HookRecorder, isolated_kernel, registered
+from .processes import umask
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +85,10 @@ def captured_events(aieng_kernel: Kernel) -> Iterator[EventCapture]:
     capture = EventCapture(aieng_kernel)
     yield capture
     capture.close()
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The umask 022 for the test, then the one before."""
+    with umask(0o022):
+        yield

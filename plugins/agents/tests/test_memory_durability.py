@@ -16,7 +16,7 @@ import pytest
 from aieng_agents import MemoryOptions, SQLiteMemory
 from aieng_hookspecs.types import MemoryItem, Query
 
-from aieng_core.testing import open_files
+from aieng_core.testing import open_files, umask
 
 pytestmark = pytest.mark.anyio
 
@@ -185,8 +185,7 @@ posix_modes = pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permis
 async def test_a_new_memory_file_is_its_owners_alone(tmp_path: Path) -> None:
     """What the agent remembers of its users is in the file: created 0600 whatever the
     umask (its -wal and -shm files take its mode); an existing file keeps its own."""
-    old = os.umask(0o022)
-    try:
+    with umask(0o022):
         memory = words_only(tmp_path / "memory.sqlite")
         await memory.aieng_memory_store([long("the deploy key rotates on mondays")])
         await memory.aieng_pipeline_close()
@@ -196,7 +195,5 @@ async def test_a_new_memory_file_is_its_owners_alone(tmp_path: Path) -> None:
         other = words_only(shared)
         await other.aieng_memory_store([long("a note")])
         await other.aieng_pipeline_close()
-    finally:
-        os.umask(old)
     assert stat.S_IMODE((tmp_path / "memory.sqlite").stat().st_mode) == 0o600
     assert stat.S_IMODE(shared.stat().st_mode) == 0o640

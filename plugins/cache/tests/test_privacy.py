@@ -3,23 +3,11 @@ alone, and a Redis URL's password never shows in a repr."""
 
 from __future__ import annotations
 
-import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aieng_cache import CacheOptions, SQLiteStore
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    """The usual umask (files 0644: world-readable unless made otherwise)."""
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def _modes(path: Path) -> dict[str, int]:
@@ -27,7 +15,7 @@ def _modes(path: Path) -> dict[str, int]:
     return {p.name: stat.S_IMODE(p.stat().st_mode) for p in found if p.exists()}
 
 
-@pytest.mark.usefixtures("umask_022")
+@pytest.mark.usefixtures("usual_umask")
 def test_a_new_cache_file_is_its_owners_alone(tmp_path: Path) -> None:
     """The file holds prompts and answers: created 0600 (its -wal and -shm too, which
     SQLite makes with the database's mode), whatever the umask lets others read."""
@@ -40,7 +28,7 @@ def test_a_new_cache_file_is_its_owners_alone(tmp_path: Path) -> None:
     assert all(mode & 0o077 == 0 for mode in modes.values()), modes
 
 
-@pytest.mark.usefixtures("umask_022")
+@pytest.mark.usefixtures("usual_umask")
 def test_an_existing_cache_file_keeps_its_mode(tmp_path: Path) -> None:
     """A file the user made (shared with a group on purpose) keeps its permissions."""
     path = tmp_path / "cache.sqlite3"

@@ -3,15 +3,14 @@ the label patterns must not hang the parsing."""
 
 from __future__ import annotations
 
-import contextlib
 import re
-import signal
-from collections.abc import Iterator
 
 import pytest
 from aieng_expansion import _parse, passage, rewrites
 from hypothesis import given
 from hypothesis import strategies as st
+
+from aieng_core.testing import hang_guard
 
 # The patterns before their blanks were made possessive: the reference for what they match.
 _OLD_LABEL = re.compile(rf"^\s*{_parse._LABELS}\s*#?\d*\s*[:.)-](?:\s+|$)", re.IGNORECASE)
@@ -19,27 +18,6 @@ _OLD_PASSAGE_LABEL = re.compile(
     r"^\s*(?:#{1,6}[ \t]*)?[*_]{0,2}[ \t]*(?:hypothetical[ \t]+)?(?:passage|document|answer)"
     r"[ \t]*[*_]{0,2}[ \t]*(?::[ \t]*[*_]{0,2}|(?=\n))\s*",
     re.IGNORECASE)
-
-
-@contextlib.contextmanager
-def hang_guard(seconds: int = 60) -> Iterator[None]:
-    """Fail (instead of hanging the run) when the block has not ended after ``seconds``:
-    a generous guard against a regular expression backtracking for minutes, not a speed
-    check. POSIX only (``SIGALRM``; ``re`` checks for signals while it backtracks)."""
-    if not hasattr(signal, "SIGALRM"):
-        yield
-        return
-
-    def fail(*_: object) -> None:
-        raise TimeoutError(f"still running after {seconds} s: catastrophic backtracking?")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 BLANKS = " " * 100_000

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,7 @@ from aieng_monitoring import FeedbackOptions, FeedbackStore
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    """The usual umask (files 0644: world-readable unless made otherwise)."""
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-@pytest.mark.usefixtures("umask_022")
+@pytest.mark.usefixtures("usual_umask")
 async def test_a_new_feedback_file_is_its_owners_alone(tmp_path: Path) -> None:
     """Created 0600 (the -wal and -shm files SQLite makes take the database's mode)."""
     path = tmp_path / ".aieng" / "feedback.sqlite3"
@@ -38,7 +26,7 @@ async def test_a_new_feedback_file_is_its_owners_alone(tmp_path: Path) -> None:
     assert all(mode & 0o077 == 0 for mode in modes.values()), modes
 
 
-@pytest.mark.usefixtures("umask_022")
+@pytest.mark.usefixtures("usual_umask")
 async def test_an_existing_feedback_file_keeps_its_mode(tmp_path: Path) -> None:
     """A file the user made readable by a group on purpose (a dashboard) stays so."""
     path = tmp_path / "feedback.sqlite3"

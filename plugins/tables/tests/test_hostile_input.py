@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-import signal
-from collections.abc import Iterator
 
 import pytest
 from aieng_tables import cell_type, table_documents
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aieng_core.testing import hang_guard
+
 # The number pattern before it was made possessive: the reference for what a number is.
 _OLD_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-
-
-@contextlib.contextmanager
-def hang_guard(seconds: int = 60) -> Iterator[None]:
-    """Fail (instead of hanging the run) when the block has not ended after ``seconds``:
-    a generous guard against a regular expression backtracking for minutes, not a speed
-    check. POSIX only (``SIGALRM``; ``re`` checks for signals while it backtracks)."""
-    if not hasattr(signal, "SIGALRM"):
-        yield
-        return
-
-    def fail(*_: object) -> None:
-        raise TimeoutError(f"still running after {seconds} s: catastrophic backtracking?")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize("cell", [
