@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import math
 import re
+import sys
 import unicodedata
 from collections.abc import Callable
 from decimal import Decimal, localcontext
@@ -131,15 +132,36 @@ def _float_function(function: Callable[..., float]) -> Callable[..., Number]:
     return apply
 
 
+def _ln(value: Number) -> float:
+    """The natural logarithm of a positive number, an exact one without going through its
+    float where that would overflow (``10**999 / 3``), underflow (``10**-999``, a float 0)
+    or lose the distance to 1 (``1 + 10**-30``, a float 1)."""
+    if isinstance(value, float):
+        return math.log(value)
+    top, bottom = value.numerator, value.denominator
+    if bottom == 1:
+        return math.log(top)  # math.log takes big ints exactly, without a float
+    if abs(top - bottom) * 2 < bottom:  # within 1/2 of 1: log1p of the exact difference
+        return math.log1p(float(Fraction(top - bottom, bottom)))
+    try:
+        near = float(value)
+    except OverflowError:
+        near = math.inf
+    if sys.float_info.min <= near < math.inf:  # a normal float: every digit kept
+        return math.log(near)
+    return math.log(top) - math.log(bottom)  # far from 1: no digits cancel
+
+
 def _log(value: Number, base: Number | None = None) -> Number:
     if value <= 0 or (base is not None and (base <= 0 or base == 1)):
         raise CalculationError("log is defined for positive numbers (and a base other than 1)")
-    if isinstance(value, Fraction) and value.denominator == 1:
-        # math.log takes big ints exactly, without going through a float
-        result = math.log(value.numerator)
-    else:
-        result = math.log(_float(value))
-    return result if base is None else result / _log(base)
+    result = _ln(value)
+    if base is None:
+        return result
+    divisor = _ln(base)
+    if divisor == 0:  # a base within 1e-308 of 1: its logarithm underflows a float
+        raise CalculationError("log's base is too close to 1 for an inexact (float) result")
+    return result / divisor
 
 
 def _integers(function: Callable[..., int], what: str) -> Callable[..., Number]:

@@ -282,8 +282,9 @@ class PIIGuard:
                                 for m in PLACEHOLDER.finditer(completion.text)
                                 if m.group() in mapping)
                 text = restored
-            # The calls' arguments too: a tool must get the value, not its placeholder.
-            calls = tuple(call if (arguments := map_strings(
+            # The calls' arguments too: a tool must get the value, not its placeholder;
+            # only the tools ``restore_calls`` lists (a value given to a tool leaves).
+            calls = tuple(call if not self._restores(call) or (arguments := map_strings(
                 call.arguments, lambda value: restore(value, mapping))) == call.arguments
                 else attrs.evolve(call, arguments=arguments) for call in calls)
             for before, call in zip(completion.tool_calls, calls):
@@ -292,11 +293,24 @@ class PIIGuard:
                                             f"in the arguments of {call.name!r} (call "
                                             f"{call.id!r})")
                                     for placeholder in _placeholders(before, mapping))
+                elif not self._restores(call) and (kept := _placeholders(call, mapping)):
+                    findings.append(Finding(kind="restore_withheld", detail=(
+                        f"{', '.join(kept)} left in the arguments of {call.name!r} (call "
+                        f"{call.id!r}): the tool is not in restore_calls")))
+                    log.info("guardrails.pii.restore_withheld", tool=call.name,
+                             placeholders=kept)
             self.vault.pop(keys)
         if text == completion.text and calls == completion.tool_calls:
-            return None
+            # Calls left with their placeholders: the operator sees why (``allow``).
+            return GuardVerdict(action="allow", text=text, findings=findings) \
+                if findings else None
         return GuardVerdict(action="redact", text=text, findings=findings,
                             tool_calls=None if calls == completion.tool_calls else calls)
+
+    def _restores(self, call: ToolCall) -> bool:
+        """Whether ``call``'s arguments get the values back (``restore_calls``)."""
+        allowed = self.options.restore_calls
+        return allowed if isinstance(allowed, bool) else call.name in allowed
 
 
 def _placeholders(call: ToolCall, mapping: dict[str, str]) -> list[str]:

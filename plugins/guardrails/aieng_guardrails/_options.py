@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import attrs
@@ -26,6 +27,31 @@ def _unit(instance: Any, attribute: attrs.Attribute[Any], value: float | None) -
         raise ValueError(f"{attribute.name} must be in (0, 1], got {value}")
 
 
+#: What a tool's name may be (as :class:`~aieng_hookspecs.types.ToolSpec` checks it).
+_TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def _tool_names(value: Any) -> Any:
+    """The converter of ``restore_calls``: a list of names as a tuple, anything else as it
+    is (the validator judges it)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _restore_calls(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be true, false or a list of tool names, got "
+                        f"the string {value!r} (write [{value!r}] for a list of one)")
+    if not isinstance(value, tuple) or not all(isinstance(name, str) for name in value):
+        raise TypeError(f"{attribute.name} must be true, false or a list of tool names, got "
+                        f"{type(value).__name__} {value!r}")
+    bad = [name for name in value if _TOOL_NAME.fullmatch(name) is None]
+    if bad:
+        raise ValueError(f"{attribute.name}: {bad[0]!r} is not a tool name (letters, digits, "
+                         "'_', '.', '-'; at most 64 characters; one name per item)")
+
+
 _tuple_of_str = v.deep_iterable(v.and_(v.instance_of(str), v.min_len(1)),
                                 v.instance_of(tuple))
 
@@ -43,6 +69,11 @@ class PIIOptions:
     :param min_entropy: bits per character a long mixed token needs to count as a secret.
     :param vault_size: the most runs whose mappings are kept at once.
     :param vault_ttl: seconds a run's mapping is kept.
+    :param restore_calls: with ``restore``, the tools whose calls get the values back in
+        their arguments: ``True`` every tool's, ``False`` none (the placeholders stay; the
+        answer is still restored), or a list of tool names. A value given to a tool leaves
+        with it: a ``fetch`` a fetched page talked the model into can carry a key in its
+        URL, so list the tools that need real values.
     :param all_messages: redact the whole conversation (every message but the system ones,
         and the string values of earlier tool calls' arguments: an agent's tool results, a
         chat's earlier turns), with one placeholder per value across it; ``False``: the last
@@ -59,6 +90,8 @@ class PIIOptions:
     vault_size: int = field(default=1024, validator=[v.instance_of(int), v.ge(1)])
     vault_ttl: float = field(default=600.0, validator=[v.instance_of((int, float)), v.gt(0)])
     all_messages: bool = field(default=True, validator=v.instance_of(bool))
+    restore_calls: bool | tuple[str, ...] = field(default=True, converter=_tool_names,
+                                                  validator=_restore_calls)
 
 
 @attrs.frozen

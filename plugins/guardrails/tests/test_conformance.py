@@ -61,6 +61,15 @@ class TestPIIRestoring(GuardrailSuite):
         return PIIGuard(PIIOptions(restore=True))
 
 
+class TestPIIRestoringListedCalls(GuardrailSuite):
+    """``pii`` restoring the answer and the calls of one listed tool only."""
+
+    @pytest.fixture
+    def component(self) -> PIIGuard:
+        """A PII guard with ``restore = true`` and ``restore_calls = ["send"]``."""
+        return PIIGuard(PIIOptions(restore=True, restore_calls=["send"]))
+
+
 class TestInjection(GuardrailSuite):
     """``injection`` blocking at the default threshold."""
 
