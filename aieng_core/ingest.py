@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -11,8 +12,8 @@ from pathlib import Path
 import structlog
 from aieng_hookspecs.types import Document
 
-__all__ = ["BUILTIN_READERS", "MAX_TEXT_BYTES", "iter_documents", "iter_files",
-           "read_documents"]
+__all__ = ["BUILTIN_READERS", "MAX_TEXT_BYTES", "iter_beir_corpus", "iter_documents",
+           "iter_files", "read_documents", "stream_files"]
 
 Reader = Callable[[Path], Iterable[Document]]
 
@@ -68,21 +69,65 @@ def read_text(path: Path) -> list[Document]:
 
 
 def read_beir_corpus(path: Path) -> list[Document]:
-    """A BEIR ``corpus.jsonl``: one ``{"_id", "title", "text"}`` per line."""
-    return _jsonl(path, _decode(path))
+    """A BEIR ``corpus.jsonl``'s documents, all of them (see :func:`iter_beir_corpus`)."""
+    return list(iter_beir_corpus(path))
+
+
+def iter_beir_corpus(path: Path) -> Iterator[Document]:
+    r"""A BEIR ``corpus.jsonl`` read line by line: one ``{"_id", "title", "text"}`` per line,
+    each document yielded once its line is read, so that a corpus larger than memory
+    streams (only the ids seen are kept, to refuse a repeated one). UTF-8, a leading byte
+    order mark dropped; ``\r\n`` and ``\r`` end a line as ``\n`` does. Not bound by
+    :data:`MAX_TEXT_BYTES`.
+
+    :raises NotText: for bytes that are not UTF-8 before the first document.
+    :raises ValueError: naming file and line, when that line is reached: a row that is not
+        a corpus row, an ``_id`` given twice (naming both lines), bytes that are not UTF-8
+        after the first document.
+    """
+    lines: dict[str, int] = {}  # id -> the line that gave it
+    number = offset = 0
+    with path.open("rb") as handle:
+        for raw in handle:  # b"\n" ends it: never a byte inside a UTF-8 sequence
+            try:
+                text = raw.decode("utf-8-sig" if offset == 0 else "utf-8")
+            except UnicodeDecodeError as exc:
+                where = f"{path}:{number + 1}: not UTF-8 text (byte {offset + exc.start})"
+                raise (ValueError(where) if lines else NotText(where)) from None
+            offset += len(raw)
+            for line in _lines(text.replace("\r\n", "\n").replace("\r", "\n")):
+                number += 1
+                if line.strip():
+                    yield _corpus_row(path, number, line, lines)
+
+
+def _corpus_row(path: Path, number: int, line: str, lines: dict[str, int]) -> Document:
+    """The document of a corpus line (``lines``: id -> the line that gave it)."""
+    try:
+        row = json.loads(line)
+        doc = Document(id=_scalar(row["_id"], "_id", null=False),
+                       text=_scalar(row.get("text"), "text"),
+                       title=_scalar(row.get("title"), "title"))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}:{number}: not a BEIR corpus row ({exc})") from None
+    first = lines.setdefault(doc.id, number)
+    if first != number:  # indexed, the second would replace the first without a word
+        raise ValueError(f"{path}:{number}: duplicate _id {doc.id!r} (line {first})")
+    return doc
 
 
 #: The formats the kernel reads itself; plugins add more with ``aieng_register_readers``.
 BUILTIN_READERS: dict[str, Reader] = {
     ".md": read_markdown,
     ".txt": read_text,
-    ".jsonl": read_beir_corpus,
+    ".jsonl": iter_beir_corpus,
 }
 
 
 def iter_documents(*paths: str | Path,
                    readers: Mapping[str, Reader] | None = None) -> Iterator[Document]:
-    """Documents from files and folders, lazily per file.
+    """Documents from files and folders, lazily: each as it is read (a markdown or text
+    file is read whole, a BEIR ``corpus.jsonl`` line by line).
 
     A folder is walked in sorted order and files with no reader are skipped; a file given
     by name must have a reader. The walk leaves out hidden files and folders (names
@@ -90,7 +135,8 @@ def iter_documents(*paths: str | Path,
     linked folders, and skips (with a warning) a link to a file outside the folder,
     anything but a regular file (a FIFO, a device), a file whose name is not valid UTF-8
     (its documents' ids could not be stored) and a file whose content is not UTF-8 text
-    (a binary file under a text suffix) or a markdown or text file larger than
+    (a binary file under a text suffix; a corpus whose bytes stop being UTF-8 after its
+    first document is an error naming the line) or a markdown or text file larger than
     :data:`MAX_TEXT_BYTES` (left unread). A file named by its path is read whatever its
     name, and its content must be text.
 
@@ -103,10 +149,11 @@ def iter_documents(*paths: str | Path,
     :param readers: suffix -> reader (the kernel's registry's readers; built-ins by default).
     :raises FileNotFoundError: for a path that does not exist.
     :raises ValueError: for a file with no reader for its suffix (listing the readable
-        ones), a name that is not valid UTF-8, or bad content (from the reader, naming
-        file and line).
+        ones), a name that is not valid UTF-8 (both before anything is read), or bad
+        content (from the reader, naming file and line: raised when the documents reach
+        it, those before it yielded).
     """
-    for _, documents in iter_files(*paths, readers=readers):
+    for _, documents in stream_files(*paths, readers=readers):
         yield from documents
 
 
@@ -114,58 +161,109 @@ def iter_files(*paths: str | Path,
                readers: Mapping[str, Reader] | None = None,
                on_error: Callable[[Path, OSError], None] | None = None
                ) -> Iterator[tuple[Path, list[Document]]]:
-    """Each file read, with its documents, lazily per file (see :func:`iter_documents`).
-
-    A file reached twice by one path (named, and in a named folder) is read once.
+    """Each file read, with all its documents, lazily per file (see :func:`stream_files`,
+    which yields a file's documents as they are read: a BEIR corpus's, line by line).
 
     :param on_error: called with a file and the :class:`OSError` its reading raised (a
         permission refused, a file deleted after its folder was listed, an I/O error): the
         file is skipped and the others are read. By default the error propagates.
+    """
+    failed: list[Path] = []
+
+    def failing(file: Path, exc: OSError) -> None:
+        failed.append(file)
+        if on_error is not None:
+            on_error(file, exc)
+
+    for file, documents in stream_files(*paths, readers=readers,
+                                        on_error=None if on_error is None else failing):
+        found = list(documents)
+        if not failed or failed[-1] != file:
+            yield file, found
+
+
+def stream_files(*paths: str | Path,
+                 readers: Mapping[str, Reader] | None = None,
+                 on_error: Callable[[Path, OSError], None] | None = None
+                 ) -> Iterator[tuple[Path, Iterator[Document]]]:
+    """Each file with its documents as they are read (see :func:`iter_documents`): a BEIR
+    corpus's line by line, so that memory holds the documents the caller keeps (and the
+    ids seen, to refuse one read from two files). Read a file's documents before asking
+    for the next file.
+
+    The paths named are checked first (each exists; a file has a name in UTF-8 and a
+    reader), before anything is read. A file reached twice by one path (named, and in a
+    named folder) is read once. A file is yielded once its first document (or its end) is
+    read: a file skipped, or whose reading failed at once, is not yielded.
+
+    :param on_error: called with a file and the :class:`OSError` its reading raised (a
+        permission refused, a file deleted after its folder was listed, an I/O error): the
+        file's documents end there (those yielded before it stand) and the other files are
+        read. By default the error propagates.
     :raises ValueError: also for a document id read from two files (indexed, the second
-        document would replace the first without a word).
+        document would replace the first without a word), and for bad content (from the
+        reader, naming file and line) when the documents reach it: those before it were
+        yielded.
     """
     table = BUILTIN_READERS if readers is None else readers
+    named = list(map(Path, paths))
+    for path in named:  # a mistyped command line indexes nothing
+        if not path.is_dir():
+            _reader(path, table)
     done: set[Path] = set()
     owners: dict[str, Path] = {}  # document id -> the file it was read from
 
-    def checked(file: Path, documents: list[Document]) -> tuple[Path, list[Document]]:
+    def checked(file: Path, documents: Iterable[Document]) -> Iterator[Document]:
         for document in documents:
             other = owners.setdefault(document.id, file)
             if other != file:
                 raise ValueError(f"{file}: document id {document.id!r} was also read from "
                                  f"{other} (a BEIR collection's folder holds queries.jsonl "
                                  "too: name its corpus.jsonl)")
-        return file, documents
+            yield document
 
-    def read(file: Path, reader: Callable[[Path], Iterable[Document]]) -> list[Document] | None:
-        # The file's documents; None when its OSError went to on_error (the file skipped).
+    def rest(file: Path, documents: Iterator[Document]) -> Iterator[Document]:
         try:
-            return list(reader(file))
+            yield from documents
+        except OSError as exc:
+            if on_error is None:
+                raise
+            on_error(file, exc)
+
+    def opened(file: Path, reader: Reader, *, walked: bool
+               ) -> tuple[Path, Iterator[Document]] | None:
+        # The file with its documents; None when it was skipped (not text, in a walk) or
+        # its OSError went to on_error.
+        try:
+            documents = checked(file, reader(file))
+            first = next(documents, None)
+        except NotText as exc:
+            if not walked:
+                raise
+            log.warning("ingest.skipped", path=str(file), reason=str(exc))
+            return None
         except OSError as exc:
             if on_error is None:
                 raise
             on_error(file, exc)
             return None
+        if first is None:
+            return file, iter(())
+        return file, rest(file, itertools.chain([first], documents))
 
-    for path in map(Path, paths):
+    for path in named:
         if path.is_dir():
             root = path.resolve()
             for file in _walk(_named(path, folder=True)):
                 if (file.suffix.lower() in table and _readable(file, root)
                         and _first(file, done)):
-                    try:
-                        documents = read(file, table[file.suffix.lower()])
-                    except NotText as exc:
-                        log.warning("ingest.skipped", path=str(file), reason=str(exc))
-                        continue
-                    if documents is not None:
-                        yield checked(file, documents)
-        elif not path.exists():
-            read_documents(path, readers=table)  # raises FileNotFoundError, naming it
+                    found = opened(file, table[file.suffix.lower()], walked=True)
+                    if found is not None:
+                        yield found
         elif _first(file := _named(path, folder=False), done):
-            documents = read(file, lambda named: read_documents(named, readers=table))
-            if documents is not None:
-                yield checked(file, documents)
+            found = opened(file, _reader(path, table), walked=False)
+            if found is not None:
+                yield found
 
 
 def _named(path: Path, *, folder: bool) -> Path:
@@ -231,10 +329,19 @@ def read_documents(path: Path, *,
                    readers: Mapping[str, Reader] | None = None) -> list[Document]:
     """Documents from one file or a folder of them (see :func:`iter_documents`)."""
     table = BUILTIN_READERS if readers is None else readers
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
     if path.is_dir():
         return list(iter_documents(path, readers=table))
+    return list(_reader(path, table)(_named(path, folder=False)))
+
+
+def _reader(path: Path, table: Mapping[str, Reader]) -> Reader:
+    """The reader of a file named by its path.
+
+    :raises FileNotFoundError: for a path that does not exist.
+    :raises ValueError: for a name that is not valid UTF-8, or a suffix with no reader.
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
     if not _utf8(path):
         raise ValueError(f"{str(path)!r}: the file's name is not valid UTF-8 (its documents' "
                          "ids could not be stored): rename it")
@@ -242,27 +349,7 @@ def read_documents(path: Path, *,
     if reader is None:
         raise ValueError(f"{path}: no reader for {path.suffix or 'files without a suffix'!r}; "
                          f"readable: {', '.join(sorted(table))}")
-    return list(reader(_named(path, folder=False)))
-
-
-def _jsonl(path: Path, text: str) -> list[Document]:
-    docs = []
-    lines: dict[str, int] = {}  # id -> the line that gave it
-    for number, line in enumerate(_lines(text), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            doc = Document(id=_scalar(row["_id"], "_id", null=False),
-                           text=_scalar(row.get("text"), "text"),
-                           title=_scalar(row.get("title"), "title"))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}:{number}: not a BEIR corpus row ({exc})") from None
-        first = lines.setdefault(doc.id, number)
-        if first != number:  # indexed, the second would replace the first without a word
-            raise ValueError(f"{path}:{number}: duplicate _id {doc.id!r} (line {first})")
-        docs.append(doc)
-    return docs
+    return reader
 
 
 def _scalar(value: object, name: str, *, null: bool = True) -> str:

@@ -116,8 +116,11 @@ def run_result(result: RunResult, *, explain: bool, answer_shown: bool) -> None:
 
 
 @contextmanager
-def progress(label: str, *, total: int) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr (hidden when stderr is not a terminal); yields ``advance``."""
+def progress(label: str, *, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (hidden when stderr is not a terminal); yields ``advance``.
+
+    :param total: how many steps there are; None when unknown (documents streamed).
+    """
     console = Console(stderr=True)
     bar = Progress("[progress.description]{task.description}", BarColumn(),
                    MofNCompleteColumn(), TimeElapsedColumn(), console=console,

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import click
 
-from aieng_hookspecs.types import Message, Request
+from aieng_hookspecs.types import Document, Message, Request
 
 from . import _present
 from ._app import cli, kernel_of, utf8_text
+
+if TYPE_CHECKING:
+    from ..ingest import Reader
 
 __all__ = ["ask", "bench", "index"]
 
@@ -50,20 +56,18 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
     folder stays indexed. A document id read from two files is an error (name a BEIR
     folder's corpus.jsonl). A file that cannot be read (a permission refused, deleted
     while indexing) is named on stderr and the others are indexed; the exit status is
-    then 1.
+    then 1. Files are read as they are indexed, a batch at a time (a BEIR corpus line by
+    line, so memory holds a batch, not the corpus): a malformed row stops the command
+    (status 2, naming file and line) once the documents before it are written.
     """
     import anyio
 
-    from ..ingest import iter_files
     from ..pipeline._indexing import delete_runs
 
     for path in paths:
         if not path.exists():
             raise click.BadParameter(f"{path} does not exist", param_hint="PATHS")
     kernel = kernel_of(ctx)
-    # Built (opened when the kernel starts) and read before the event loop runs: in it,
-    # asyncio's runner turns Ctrl-C into a cancellation seen at the next await, after a
-    # huge file is read to its end; here Ctrl-C stops the reading at once.
     built = kernel.load_pipeline(pipeline)
     if not built.dispatcher.impls("aieng_index"):
         raise click.UsageError(f"{pipeline}: no component indexes documents "
@@ -75,37 +79,45 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
         unread.append(file)
         _present.message(f"aieng: cannot read {file}: {exc.strerror or exc}")
 
-    try:
-        files = list(iter_files(*paths, readers=readers, on_error=cannot_read))
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    documents = [document for _, found in files for document in found]
+    reading = _Reading(paths, readers, cannot_read)
 
-    async def go() -> tuple[int, int, int]:
+    async def go() -> tuple[int, int, int, ValueError | None]:
         async with kernel:
             written = done = 0
             try:
-                with _present.progress("indexing", total=len(documents)) as advance:
-                    for done in range(0, len(documents), batch_size):
-                        batch = documents[done:done + batch_size]
-                        written += await built.index(batch, batch_size=batch_size)
-                        advance(len(batch))
-            except anyio.get_cancelled_exc_class():  # Ctrl-C: what the indexes took stays
-                _present.message(f"interrupted: at least {done} of {len(documents)} documents "
-                                 f"written (the indexes reported {written}); index the same "
-                                 "paths again to finish")
+                with _present.progress("indexing", total=None) as advance:
+                    while True:
+                        # Read in the event loop a batch at a time (memory holds a batch),
+                        # Ctrl-C stopping the reading at once.
+                        batch, error = reading.batch(batch_size)
+                        if batch:
+                            written += await built.index(batch, batch_size=batch_size)
+                            done += len(batch)
+                            advance(len(batch))
+                        if error is not None:  # what was read before it is indexed
+                            return reading.read, written, 0, error
+                        if not batch:
+                            break
+            except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
+                # Ctrl-C: what the indexes took stays
+                of = (f"{reading.read}" if reading.finished
+                      else f"the {reading.read} read so far of the")
+                _present.message(f"interrupted: at least {done} of {of} documents written "
+                                 f"(the indexes reported {written}); index the same paths "
+                                 "again to finish")
                 raise
             # A file read as numbered documents (markdown's <path>#0, #1, ..., a table's
             # <path>#row-1, #row-2, ...) held more of them if the next number is indexed:
             # delete those, with their chunks (Pipeline.delete).
-            runs: dict[str, int] = {}
-            for file, found in files:
-                runs.update(numbered_runs(str(file), [d.id for d in found]))
-            removed = await delete_runs(built.delete, runs, nested=True,
-                                        keep={d.id for d in documents})
-            return len(documents), written, removed
+            removed = await delete_runs(built.delete, reading.runs, nested=True,
+                                        keep=reading.keep)
+            return reading.read, written, removed, None
 
-    read, written, removed = anyio.run(go)
+    read, written, removed, error = anyio.run(go)
+    if error is not None:
+        before = (f"\n{read} documents read before it were written (the indexes reported "
+                  f"{written}): fix it and index the same paths again") if read else ""
+        raise click.UsageError(f"{error}{before}")
     gone = f" and {removed} deleted (sections no longer in the files)" if removed else ""
     _present.message(f"read {read} documents from {len(paths)} path(s); the indexes reported "
                      f"{written} written{gone}")
@@ -134,6 +146,80 @@ def numbered_runs(file: str, ids: Sequence[str]) -> dict[str, int]:
         if first in (0, 1) and sorted(seen) == list(range(first, first + len(seen))):
             runs[stem] = first + len(seen)
     return runs
+
+
+class _Reading:
+    """The documents of ``aieng index``'s paths as they are read, a batch at a time, with
+    what deleting the numbered documents files no longer hold needs: a run's end per
+    stem (:func:`numbered_runs`) for each file read to its end, and the ids read that hold
+    a ``#`` (only those could be in a run)."""
+
+    def __init__(self, paths: Sequence[Path], readers: Mapping[str, Reader],
+                 on_error: Callable[[Path, OSError], None]) -> None:
+        self.read = 0
+        self.finished = False
+        self.runs: dict[str, int] = {}
+        self.keep: set[str] = set()
+        self._unread: list[Path] = []
+
+        def failed(file: Path, exc: OSError) -> None:
+            self._unread.append(file)
+            on_error(file, exc)
+
+        self._documents = self._each(paths, readers, failed)
+
+    def _each(self, paths: Sequence[Path], readers: Mapping[str, Reader],
+              on_error: Callable[[Path, OSError], None]) -> Iterator[Document]:
+        from ..ingest import stream_files
+
+        for file, documents in stream_files(*paths, readers=readers, on_error=on_error):
+            numbered: list[str] = []
+            count = 0
+            for document in documents:
+                count += 1
+                if "#" in document.id:
+                    self.keep.add(document.id)
+                    if document.id.startswith(f"{file}#"):
+                        numbered.append(document.id)
+                yield document
+            if file not in self._unread and (numbered or not count):
+                # a file that failed part way keeps what it held indexed
+                self.runs.update(numbered_runs(str(file), numbered))
+
+    def batch(self, size: int) -> tuple[list[Document], ValueError | None]:
+        """The next documents, at most ``size`` (none: all read), with the error that
+        stopped the reading (bad content, a named file with no reader) or None."""
+        batch: list[Document] = []
+        try:
+            with _ctrl_c_raises():
+                for document in self._documents:
+                    self.read += 1
+                    batch.append(document)
+                    if len(batch) == size:
+                        return batch, None
+        except ValueError as exc:
+            return batch, exc
+        self.finished = True
+        return batch, None
+
+
+@contextlib.contextmanager
+def _ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises :class:`KeyboardInterrupt` at once, where the code runs, as outside an
+    event loop: in it, asyncio's runner turns Ctrl-C into a cancellation seen only at the
+    next await (a huge file would be read to its end first)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous) or previous is signal.default_int_handler:
+        yield  # ignored (a background job), or raising already
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _citations(result: Any) -> list[dict[str, Any]]:
@@ -251,16 +337,19 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
     Indexes (components implementing aieng_index) with a `path` option get a fresh
     temporary directory instead, so nothing the pipeline normally uses is touched, and
     start empty (a `documents` folder they would load is left out); components that take
-    no part in retrieval (prompts, guards, caches) are left out.
+    no part in retrieval (prompts, guards, caches) are left out. The corpus is read line by
+    line as it is indexed, 128 documents at a time: a malformed row stops the command
+    (status 1, naming file and line) once those before it are indexed.
     """
     import anyio
 
-    from ..evaluation import load_beir, score_runs
+    from ..evaluation import iter_corpus, load_beir, score_runs
+    from ..evaluation._beir import _warn_unknown
     from ..pipeline import STAGE_HOOKS, PipelineConfig, StageConfig
 
     kernel = kernel_of(ctx).load()
     try:
-        collection = load_beir(data_dir)
+        collection = load_beir(data_dir, corpus=False)  # its documents are streamed
     except (OSError, ValueError) as exc:  # a missing file, a malformed row: named in exc
         raise click.ClickException(str(exc)) from None
     queries = collection.queries[:limit] if limit else collection.queries
@@ -273,7 +362,26 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
             f"in {data_dir / 'qrels' / 'test.tsv'}: nothing to score")
     config = PipelineConfig.load(pipeline, kernel.registry)
 
-    async def go(workdir: str) -> tuple[dict[str, list[str]], float, float]:
+    wanted = {d for grades in collection.qrels.values() for d in grades}
+    found: set[str] = set()  # the judged documents the corpus holds
+    corpus = iter_corpus(data_dir)
+
+    def next_batch() -> tuple[list[Document], ValueError | None]:
+        # At most 128 documents, and the malformed row that stopped the reading or None.
+        batch: list[Document] = []
+        error = None
+        try:
+            with _ctrl_c_raises():
+                for document in corpus:
+                    batch.append(document)
+                    if len(batch) == 128:
+                        break
+        except ValueError as exc:
+            error = exc
+        found.update(d.id for d in batch if d.id in wanted)
+        return batch, error
+
+    async def go(workdir: str) -> tuple[dict[str, list[str]], float, float, int]:
         components = {}
         present: set[str] = set()
         for name, comp in config.components.items():
@@ -304,12 +412,20 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
             built = kernel.pipeline(attrs.evolve(config, components=components, stage=stage,
                                                  stages=stages))
             started = time.perf_counter()
-            with _present.progress("indexing", total=len(collection.documents)) as advance:
-                for start in range(0, len(collection.documents), 128):
-                    batch = collection.documents[start:start + 128]
-                    await built.index(batch)
-                    advance(len(batch))
+            count = 0
+            with _present.progress("indexing", total=None) as advance:
+                while True:  # a batch at a time in memory
+                    batch, error = next_batch()
+                    if batch:
+                        await built.index(batch)
+                        count += len(batch)
+                        advance(len(batch))
+                    if error is not None:  # a malformed row, named in error
+                        raise click.ClickException(str(error))
+                    if not batch:
+                        break
             indexing = time.perf_counter() - started
+            _warn_unknown(data_dir / "qrels" / "test.tsv", collection.qrels, None, found)
             runs: dict[str, list[str]] = {}
             started = time.perf_counter()
             with _present.progress("querying", total=len(queries)) as advance:
@@ -317,14 +433,14 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
                     result = await built.run(query)
                     runs[query.id] = [h.document.id for h in result.hits]
                     advance(1)
-            return runs, time.perf_counter() - started, indexing
+            return runs, time.perf_counter() - started, indexing, count
 
     with tempfile.TemporaryDirectory(prefix="aieng-bench-") as workdir:
-        runs, querying, indexing = anyio.run(go, workdir)
+        runs, querying, indexing, count = anyio.run(go, workdir)
     scores = score_runs(runs, judged)
     data = {**scores.to_json(), "queries_per_s": len(queries) / querying if querying else 0.0,
-            "documents": len(collection.documents),
-            "index_docs_per_s": len(collection.documents) / indexing if indexing else 0.0,
+            "documents": count,
+            "index_docs_per_s": count / indexing if indexing else 0.0,
             "pipeline": str(pipeline), "data": str(data_dir)}
     if as_json:
         click.echo(json.dumps(data, indent=2))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -15,7 +15,7 @@ from aieng_hookspecs.types import Document, Query
 
 from ..ingest import _scalar
 
-__all__ = ["BeirCollection", "load_beir"]
+__all__ = ["BeirCollection", "iter_corpus", "load_beir"]
 
 _Row = TypeVar("_Row", Document, Query)
 
@@ -33,8 +33,8 @@ class BeirCollection:
     qrels: dict[str, dict[str, int]]
 
 
-def _rows(path: Path, build: Callable[[dict[str, object]], _Row]) -> list[_Row]:
-    rows = []
+def _rows(path: Path, build: Callable[[dict[str, object]], _Row]) -> Iterator[_Row]:
+    """The rows of a JSON-lines file, each yielded once its line is read."""
     lines: dict[str, int] = {}  # id -> the line that gave it
     # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row.
     with path.open(encoding="utf-8-sig") as handle:
@@ -56,8 +56,7 @@ def _rows(path: Path, build: Callable[[dict[str, object]], _Row]) -> list[_Row]:
             first = lines.setdefault(built.id, number)
             if first != number:
                 raise ValueError(f"{path}:{number}: duplicate _id {built.id!r} (line {first})")
-            rows.append(built)
-    return rows
+            yield built
 
 
 def _document(row: dict[str, object]) -> Document:
@@ -70,9 +69,24 @@ def _query(row: dict[str, object]) -> Query:
     return Query(text=_scalar(row.get("text"), "text"), id=_scalar(row["_id"], "_id", null=False))
 
 
-def load_beir(directory: str | Path, *, split: str = "test") -> BeirCollection:
+def iter_corpus(directory: str | Path) -> Iterator[Document]:
+    """A BEIR-layout collection's documents (its ``corpus.jsonl``) read line by line, each
+    yielded once its line is read: a corpus larger than memory streams (the ids seen are
+    kept, to refuse a repeated one).
+
+    :raises FileNotFoundError: when the file is missing (at the first document).
+    :raises ValueError: naming the file and line of a malformed row, when it is reached.
+    """
+    return _rows(Path(directory) / "corpus.jsonl", _document)
+
+
+def load_beir(directory: str | Path, *, split: str = "test",
+              corpus: bool = True) -> BeirCollection:
     """Load a BEIR-layout collection.
 
+    :param corpus: read the documents; False leaves them out (``documents`` is empty:
+        :func:`iter_corpus` streams them), and judgements naming documents the corpus
+        lacks are not looked for.
     :raises FileNotFoundError: naming the missing file.
     :raises ValueError: naming the file and line of a malformed row.
     """
@@ -82,7 +96,7 @@ def load_beir(directory: str | Path, *, split: str = "test") -> BeirCollection:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing (a BEIR collection has corpus.jsonl, "
                                     f"queries.jsonl and qrels/{split}.tsv)")
-    documents = tuple(_rows(paths[0], _document))
+    documents = tuple(_rows(paths[0], _document)) if corpus else ()
     queries = tuple(_rows(paths[1], _query))
     qrels: dict[str, dict[str, int]] = {}
     judged: dict[tuple[str, str], int] = {}  # (query id, document id) -> its line
@@ -105,17 +119,19 @@ def load_beir(directory: str | Path, *, split: str = "test") -> BeirCollection:
                 raise ValueError(f"{paths[2]}:{number}: query {row[0]!r}, document {row[1]!r} "
                                  f"judged {grade} here and {grades[row[1]]} on line {line}")
             grades[row[1]] = grade
-    _warn_unknown(paths[2], qrels, {q.id for q in queries}, {d.id for d in documents})
+    _warn_unknown(paths[2], qrels, {q.id for q in queries},
+                  {d.id for d in documents} if corpus else None)
     return BeirCollection(documents, queries, qrels)
 
 
-def _warn_unknown(path: Path, qrels: dict[str, dict[str, int]], queries: set[str],
-                  documents: set[str]) -> None:
+def _warn_unknown(path: Path, qrels: dict[str, dict[str, int]], queries: set[str] | None,
+                  documents: set[str] | None) -> None:
     """Log judgements of queries or documents the collection lacks (a query's unknown
-    relevant document can never be retrieved, so it lowers the query's recall)."""
-    lost_queries = [q for q in qrels if q not in queries]
-    lost_documents = list(dict.fromkeys(d for grades in qrels.values() for d in grades
-                                        if d not in documents))
+    relevant document can never be retrieved, so it lowers the query's recall); None:
+    those are not looked for."""
+    lost_queries = [q for q in qrels if queries is not None and q not in queries]
+    lost_documents = [] if documents is None else list(dict.fromkeys(
+        d for grades in qrels.values() for d in grades if d not in documents))
     if lost_queries or lost_documents:
         log.warning("beir.unknown_ids", path=str(path),
                     queries=len(lost_queries), query_examples=lost_queries[:_EXAMPLES],
