@@ -7,16 +7,19 @@ the last bit (the property tests compare them). What makes this faster: one
 ``re.findall`` per text instead of a substitution, a split and a regular-expression match
 per token; n-grams counted with ``zip``; the LCS length of ROUGE-L by the bit-parallel
 algorithm (Allison & Dix 1986, Hyyrö 2004) on Python integers instead of a quadratic
-table. ROUGE-Lsum needs the LCS itself (which one rouge-score's backtracking picks
-decides the union): the same walk with the same tie-breaking, on bit-parallel rows
-recomputed from checkpoints, so memory stays linear (rouge-score's table is quadratic).
+table, after exact linear reductions (tokens only one side has dropped, the common prefix
+and suffix cut), with the bits on the shorter side: a runaway answer against a reference
+of r tokens costs len(answer) steps of r bits, linear in the answer. ROUGE-Lsum needs the
+LCS itself (which one rouge-score's backtracking picks decides the union): the same walk
+with the same tie-breaking, on bit-parallel rows recomputed from checkpoints, so memory
+stays linear (rouge-score's table is quadratic), a run of left moves taken in one jump.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -92,27 +95,57 @@ def _ngrams(tokens: list[str], n: int) -> Counter[Any]:
     return Counter(zip(*(tokens[i:] for i in range(n))))
 
 
+def _bit_masks(tokens: Sequence[str], keep: Container[str]) -> dict[str, int]:
+    """Token -> the integer whose bit ``i`` is set where ``tokens[i]`` is that token, for the
+    tokens in ``keep`` only (the others are never looked up). Each mask is built once from
+    its positions, so this costs the masks' size, not one copy per occurrence."""
+    positions: dict[str, list[int]] = {}
+    for i, token in enumerate(tokens):
+        if token in keep:
+            positions.setdefault(token, []).append(i)
+    masks: dict[str, int] = {}
+    for token, where in positions.items():
+        bits = bytearray((where[-1] >> 3) + 1)
+        for i in where:
+            bits[i >> 3] |= 1 << (i & 7)
+        masks[token] = int.from_bytes(bits, "little")
+    return masks
+
+
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     """The length of the longest common subsequence of ``a`` and ``b`` (bit-parallel).
 
-    Each token of ``a`` owns a bit; for each token of ``b`` the row vector ``v`` is
-    updated with one addition, so the whole computation is O(len(b)) big-integer steps.
+    Exact reductions first, each linear: tokens only one side has are dropped, then the
+    common prefix and suffix are counted and cut. Each token of the shorter remainder owns
+    a bit; for each token of the longer one the row vector ``v`` is updated with one
+    addition, so the whole computation is len(longer) big-integer steps of len(shorter)
+    bits, and the masks hold at most len(shorter) bits per distinct shared token.
     """
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return 0
-    masks: dict[str, int] = {}
-    for i, token in enumerate(a):
-        masks[token] = masks.get(token, 0) | (1 << i)
-    full = (1 << len(a)) - 1
+    shared = set(a).intersection(b)
+    x = [t for t in a if t in shared]
+    y = [t for t in b if t in shared]
+    if len(x) > len(y):
+        x, y = y, x
+    start = 0
+    while start < len(x) and x[start] == y[start]:
+        start += 1
+    end = 0
+    while end < len(x) - start and x[-1 - end] == y[-1 - end]:
+        end += 1
+    x = x[start:len(x) - end]
+    if not x:
+        return start + end
+    y = y[start:len(y) - end]
+    masks = _bit_masks(x, shared)
+    full = (1 << len(x)) - 1
     v = full
-    for token in b:
-        match = masks.get(token)
+    # no ``& full`` per step: the carries above bit len(x) never reach the bits below it
+    for token in y:
+        match = masks.get(token)  # None: the token was only in the cut prefix or suffix
         if match:
             u = v & match
-            v = ((v + u) | (v - u)) & full
-    return len(a) - v.bit_count()
+            v = (v + u) | (v - u)
+    return start + end + len(x) - (v & full).bit_count()
 
 
 def _lcs_score(target: list[str], prediction: list[str]) -> RougeScore:
@@ -131,11 +164,8 @@ _BLOCK = 64
 _FANOUT = 64
 
 
-def _row_masks(can: Sequence[str]) -> tuple[dict[str, int], int]:
-    masks: dict[str, int] = {}
-    for j, token in enumerate(can):
-        masks[token] = masks.get(token, 0) | (1 << j)
-    return masks, (1 << len(can)) - 1
+def _row_masks(can: Sequence[str], keep: Container[str]) -> tuple[dict[str, int], int]:
+    return _bit_masks(can, keep), (1 << len(can)) - 1
 
 
 def _lcs_indices(ref: Sequence[str], can: Sequence[str], *, block: int = _BLOCK,
@@ -154,7 +184,7 @@ def _lcs_indices(ref: Sequence[str], can: Sequence[str], *, block: int = _BLOCK,
     """
     if not ref or not can:
         return []
-    masks, full = row_masks if row_masks is not None else _row_masks(can)
+    masks, full = row_masks if row_masks is not None else _row_masks(can, set(ref))
 
     def step(v: int, token: str) -> int:
         match = masks.get(token)
@@ -182,6 +212,11 @@ def _lcs_indices(ref: Sequence[str], can: Sequence[str], *, block: int = _BLOCK,
                     j -= 1
                 elif cell(rows[i - top], j - 1) > cell(rows[i - 1 - top], j):
                     j -= 1
+                    # now t[i][j] = t[i-1][j] + 1, and that holds along a run of left moves:
+                    # the walk goes on left until can[j-1] matches ref[i-1] (diagonal) or
+                    # row i grows at column j-1 (a 0 bit: up); jump there in one step
+                    stops = masks.get(ref[i - 1], 0) | ~rows[i - top]
+                    j = (stops & ((1 << j) - 1)).bit_length()
                 else:
                     i -= 1
             return j
@@ -218,7 +253,8 @@ def _summary_lcs(ref_sents: list[list[str]], can_sents: list[list[str]]) -> Roug
     for sent in can_sents:
         can_counts.update(sent)
     hits = 0
-    can_masks = [_row_masks(can) for can in can_sents]
+    ref_vocabulary = set(ref_counts)
+    can_masks = [_row_masks(can, ref_vocabulary) for can in can_sents]
     for ref in ref_sents:
         union: set[int] = set()
         for can, masks in zip(can_sents, can_masks, strict=True):
