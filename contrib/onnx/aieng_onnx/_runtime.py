@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from aieng_transformers._text import clean
 
 from ._options import PROVIDERS
 
@@ -63,15 +64,6 @@ def batch_bounds(lengths: Sequence[int], batch_size: int,
         bounds.append((cut[stop], stop))
         stop = cut[stop]
     return bounds[::-1]
-
-
-def _clean(text: str) -> str:
-    # Lone surrogates cannot be encoded as UTF-8; the tokenizer would raise on them.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
-    return text
 
 
 #: The providers that need an NVIDIA GPU and its driver.
@@ -210,7 +202,7 @@ class OnnxEncoder:
         batch first."""
         import numpy as np
 
-        encodings = self.tokenizer.encode_batch([_clean(t) for t in texts])
+        encodings = self.tokenizer.encode_batch([clean(t) for t in texts])
         # Longest first, by tokens, so each batch pads to lengths close to its own.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids), reverse=True)
         if self.fixed_batches:

@@ -1,29 +1,19 @@
-"""A tiny BERT encoder built from a config in milliseconds, with no download (the same
-builder as contrib/transformers' tests, copied: test folders do not import each other)."""
+"""Tiny encoders built from configs in milliseconds, with no download: aieng-transformers'
+tiny BERT (:mod:`aieng_transformers.testing`) at width 64, and a RoBERTa and a DistilBERT
+on its tokenizer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from aieng_transformers import testing
+from transformers import BertTokenizerFast
 
 
 def tiny_bert(folder: Path) -> Path:
     """Save a random 2-layer BERT encoder (hidden 64) and a word-piece tokenizer."""
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-             "the", "a", "cat", "dog", "sat", "on", "mat", "rug", "stock", "market", "fell",
-             "kitten",
-             *"abcdefghijklmnopqrstuvwxyz", *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
-    config = BertConfig(vocab_size=len(words), hidden_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=128, max_position_embeddings=64)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    return testing.tiny_bert(folder, hidden=64)
 
 
 def tiny_roberta(folder: Path) -> Path:

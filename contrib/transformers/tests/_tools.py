@@ -22,8 +22,18 @@ from aieng_transformers._toolcalls import (
 from hypothesis import assume
 from hypothesis import strategies as st
 
-__all__ = ["ADD", "LINES", "TEXTS", "TOOLSETS", "WEATHER", "as_parameters", "ask", "block",
+__all__ = ["ADD", "HERMES", "LINES", "TEXTS", "TOOLSETS", "WEATHER", "as_parameters", "ask", "block",
            "check_calls", "draw_calls", "fed_in_pieces", "finished", "generate", "valid"]
+
+
+#: A Hermes / Qwen-style template rendering tools, calls and ``tool`` turns itself.
+HERMES = (
+    "{% if tools %}<|im_start|>system\n<tools>{% for t in tools %}{{ t | tojson }}"
+    "{% endfor %}</tools> Use <tool_call> blocks.<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+    "{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>\n"
+    "{{ c.function | tojson }}\n</tool_call>{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 WEATHER = ToolSpec(name="get_weather", description="The weather in a city now.", parameters={

@@ -12,7 +12,7 @@ import attrs
 import pytest
 import torch
 from _tiny import CHAIN_TEXT, byte_tokenizer, chain_llama
-from _tools import ADD, WEATHER, check_calls
+from _tools import ADD, HERMES, WEATHER, check_calls
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Message, Request, ToolCall, ToolResult
 from aieng_transformers import GenerationStream, SmolLM2Backend, SmolLM2Options
@@ -23,14 +23,6 @@ from aieng_core.agent import Agent, AgentOptions
 
 pytestmark = pytest.mark.anyio
 
-#: A Hermes / Qwen-style template rendering tools, calls and ``tool`` turns itself.
-HERMES = (
-    "{% if tools %}<|im_start|>system\n<tools>{% for t in tools %}{{ t | tojson }}"
-    "{% endfor %}</tools> Use <tool_call> blocks.<|im_end|>\n{% endif %}"
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
-    "{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>\n"
-    "{{ c.function | tojson }}\n</tool_call>{% endfor %}{% endif %}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 #: Mistral 7B Instruct v0.1's rule: user and assistant only, alternating (a newline after
 #: ``[/INST]``, where the chain model starts its text).
 STRICT = (

@@ -13,6 +13,7 @@ from _constraints import ALPHABET, walk
 from _tiny import random_llama
 from _tools import (
     ADD,
+    HERMES,
     LINES,
     TEXTS,
     TOOLSETS,
@@ -291,15 +292,6 @@ def test_tools_are_written_into_templates_without_tool_support() -> None:
     assert content == "Adding." and [(c.name, c.arguments) for c in calls] == [
         ("add", {"a": 1, "b": 2})]
     assert as_text_messages([Message("user", "hi")], plan)[0].role == "system"
-
-
-HERMES = (
-    "{% if tools %}<|im_start|>system\n<tools>{% for t in tools %}{{ t | tojson }}"
-    "{% endfor %}</tools> Use <tool_call> blocks.<|im_end|>\n{% endif %}"
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
-    "{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>\n"
-    "{{ c.function | tojson }}\n</tool_call>{% endfor %}{% endif %}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 def test_a_template_with_tool_support_renders_them_itself(tmp_path: Any) -> None:
