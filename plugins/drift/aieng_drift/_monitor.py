@@ -30,8 +30,25 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 NO_WORDS = "\x00"
 
 
-def _vocabulary(tokens: list[str]) -> Counter[str]:
-    return Counter(tokens) if tokens else Counter({NO_WORDS: 1})
+#: The vocabulary's bucket for a request's tokens past its ``vocabulary_size`` most frequent
+#: ones (no ``\w+`` token can equal it either).
+OTHER_WORDS = "\x01"
+
+
+def _vocabulary(tokens: list[str], most: int | None = None) -> Counter[str]:
+    """A request's token counts: its ``most`` most frequent tokens (ties: the first seen;
+    ``None``: every token), the others counted together under :data:`OTHER_WORDS`, so that
+    a request of many distinct words (a hostile one, a pasted document) keeps a bounded
+    table in the windows and the reference file. The PSI counts only the reference's ``vocabulary_size`` most
+    frequent tokens as categories anyway."""
+    if not tokens:
+        return Counter({NO_WORDS: 1})
+    counts = Counter(tokens)
+    if most is None or len(counts) <= most:
+        return counts
+    kept = Counter(dict(counts.most_common(most)))
+    kept[OTHER_WORDS] = len(tokens) - sum(kept.values())
+    return kept
 
 
 def _tally(counts: Iterable[Counter[str]]) -> Counter[str]:
@@ -207,7 +224,8 @@ class DriftMonitor:
         if self._enabled("length"):
             results += self._add("length", len(tokens), check)
         if self._enabled("vocabulary"):
-            results += self._add("vocabulary", _vocabulary(tokens), check)
+            results += self._add("vocabulary",
+                                 _vocabulary(tokens, self.options.vocabulary_size), check)
         return results
 
     def observe_embedding(self, vector: Sequence[float], *, check: bool = True
@@ -285,7 +303,8 @@ class DriftMonitor:
         if texts is not None:
             token_lists = [tokenize(text) for text in texts]
             references["length"] = [len(t) for t in token_lists]
-            references["vocabulary"] = [_vocabulary(t) for t in token_lists]
+            most = self.options.vocabulary_size
+            references["vocabulary"] = [_vocabulary(t, most) for t in token_lists]
         if embeddings is not None:
             rows = [[float(x) for x in row] for row in embeddings]
             if any(not row or len(row) != len(rows[0]) for row in rows):

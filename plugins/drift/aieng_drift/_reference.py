@@ -9,15 +9,16 @@ One JSON file per monitor::
                  "embedding": [[0.1, -0.3, ...], ...],         # one vector per request
                  "score:faithfulness": [0.9, 0.7, ...]}}
 
-Written atomically: a temporary file in the same folder, flushed and fsynced, renamed over
-the old one (``os.replace``), then the folder fsynced; a crash at any point leaves the old
-file or the new one, never a mix. Python's float ``repr`` round-trips, so a loaded window
+Written atomically (:func:`aieng_hookspecs.replace_file`): a temporary file in the same
+folder, fsynced, renamed over the old one (``os.replace``), then the folder fsynced; a
+crash at any point leaves the old file or the new one, never a mix. The file holds the
+words of users' requests: a new one is created 0600 (a rewritten one keeps its
+permissions). Python's float ``repr`` round-trips, so a loaded window
 holds the very numbers that were saved.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from aieng_hookspecs import fsync_folder, scratch_path
+from aieng_hookspecs import fsync_folder, replace_file
 
 __all__ = ["FORMAT", "VERSION", "ReferenceFileError", "ReferenceStore", "SavedReference"]
 
@@ -174,23 +175,11 @@ class ReferenceStore:
         with self._lock:
             if generation <= self._done:
                 return False
-            folder = self.path.parent
-            folder.mkdir(parents=True, exist_ok=True)
-            # Under the user's umask (tempfile's files are 0600: the replaced file would be).
-            scratch = scratch_path(folder, self.path.name, ".tmp")
-            fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    handle.write(text)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(scratch, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(scratch)
-                raise
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The file holds users' words: created 0600 (a file the user opened up keeps
+            # its permissions when rewritten).
+            replace_file(self.path, text, mode=0o600)
             self._done = generation
-            fsync_folder(folder)
         return True
 
     def delete(self, generation: int) -> None:

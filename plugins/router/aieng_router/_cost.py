@@ -18,6 +18,9 @@ from ._rules import estimate_tokens
 
 __all__ = ["CostRouter", "Estimate"]
 
+#: The most completion tokens an estimate counts (2**53: every int up to it is a float).
+_MOST_TOKENS = 2**53
+
 
 @attrs.frozen
 class Estimate:
@@ -105,7 +108,9 @@ class CostRouter:
             cost, quality = math.inf, -1
         else:
             prompt = estimate_tokens(request, options.chars_per_token)
-            completion: float = request.max_tokens
+            # The client's max_tokens may be any int: past _MOST_TOKENS (more than any model
+            # generates) it counts as that, so the estimate stays a float (no OverflowError).
+            completion: float = min(request.max_tokens, _MOST_TOKENS)
             if stats is not None and stats.completion_tokens is not None:
                 completion = min(stats.completion_tokens, request.max_tokens)
             cost = (profile.price_in * prompt + profile.price_out * completion) / 1000.0

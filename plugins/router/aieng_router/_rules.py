@@ -24,6 +24,20 @@ def estimate_tokens(request: Request, chars_per_token: float = 4.0) -> int:
     return math.ceil(sum(len(m.content) for m in request.messages) / chars_per_token)
 
 
+#: Characters that are not shown but may split a word a rule looks for: zero-width ones, the
+#: soft hyphen, the combining grapheme joiner, bidi controls (the set the guardrails strip).
+_HIDDEN = re.compile("[\u00ad\u034f\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+                     "\u2066-\u2069\ufeff]")
+
+
+def _folded(text: str) -> str:
+    """``text`` as a rule's pattern also reads it: without hidden characters, in Unicode's
+    compatibility form (NFKC: fullwidth and mathematical letters become plain ones)."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKC", _HIDDEN.sub("", text))
+
+
 def _compile(rule: Rule) -> re.Pattern[str]:
     """``rule.pattern`` compiled, in Unicode's composed form (NFC) as the text it reads."""
     return re.compile(unicodedata.normalize("NFC", rule.pattern or ""),
@@ -34,7 +48,12 @@ def matches(rule: Rule, request: Request, *, chars_per_token: float = 4.0,
             pattern: re.Pattern[str] | None = None) -> bool:
     """Whether every condition of ``rule`` holds for ``request``. The last user message is
     read in Unicode's composed form (NFC): "café" typed with a combining accent (NFD, as
-    macOS hands text over) matches a rule's "café" and counts 4 characters.
+    macOS hands text over) matches a rule's "café" and counts 4 characters. When the text
+    does not match as it is, the pattern is searched once more in the text without hidden
+    characters (zero-width ones, the soft hyphen, bidi controls) and in NFKC (fullwidth
+    and other compatibility forms folded), so "password" split by a zero-width space or
+    written in fullwidth letters cannot dodge a rule on ``password``; sizes count the
+    text as it is.
 
     :param pattern: ``rule.pattern`` compiled (compiled here when not given).
     """
@@ -43,7 +62,9 @@ def matches(rule: Rule, request: Request, *, chars_per_token: float = 4.0,
         if pattern is None:
             pattern = _compile(rule)
         if pattern.search(text) is None:
-            return False
+            folded = _folded(text)
+            if folded == text or pattern.search(folded) is None:
+                return False
     if rule.min_chars is not None and len(text) < rule.min_chars:
         return False
     if rule.max_chars is not None and len(text) > rule.max_chars:
