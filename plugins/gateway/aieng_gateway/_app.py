@@ -276,13 +276,15 @@ class Gateway:
                            headers=challenge)
         return record
 
-    def _admit(self, call: _Call, tokens: int, *, param: str = "max_tokens") -> None:
+    def _admit(self, call: _Call, tokens: int, *, param: str = "max_tokens",
+               remedy: str | None = None) -> None:
         if call.key is None:
             return
         # What the reservation counts, and what the client can lower, by the field named.
-        counted, remedy = (("prompt estimate plus max_tokens", "lower max_tokens")
-                           if param == "max_tokens" else
-                           (f"the {param}'s estimate", f"send less {param} per request"))
+        counted, fix = (("prompt estimate plus max_tokens", "lower max_tokens")
+                        if param == "max_tokens" else
+                        (f"the {param}'s estimate", f"send less {param} per request"))
+        remedy = remedy or fix
         try:
             wait = self.limits.admit(call.key.id, call.key.rpm, call.key.tpm, tokens,
                                      counted=counted, remedy=remedy)
@@ -428,7 +430,8 @@ class Gateway:
     # -- routes ---------------------------------------------------------------------------
 
     async def _chat(self, http: HTTPRequest, call: _Call) -> Response:
-        chat = parse_chat(await self._json(http), pipeline=self.pipeline.name)
+        cap = self.settings.max_tokens
+        chat = parse_chat(await self._json(http), pipeline=self.pipeline.name, max_tokens=cap)
         if self.settings.agent is not None:
             check_agent_chat(chat)
         request = chat.request
@@ -436,7 +439,9 @@ class Gateway:
         call.prompt_chars = prompt_chars(request)
         call.stream = chat.stream
         reserved = math.ceil(call.prompt_chars / 4) + request.max_tokens
-        self._admit(call, reserved)
+        self._admit(call, reserved, remedy=None if cap is None else
+                    f"lower max_tokens (a request that sends none reserves the server's cap "
+                    f"of {cap})")
         run_id = call.run_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self._regenerated(call, chat, run_id)
         if chat.stream:

@@ -95,6 +95,10 @@ def build_pipeline(kernel: Any, path: Path, *, monitor: bool, feedback_db: Path 
 @click.option("--expose-upstream-urls", is_flag=True,
               help="Show clients the URLs an upstream error names (by default they read "
                    "<upstream>; the whole message is logged).")
+@click.option("--max-tokens", default=None, type=click.IntRange(min=1),
+              help="The most tokens a chat request may ask for (max_tokens or "
+                   "max_completion_tokens; more: 400), and what one asking none gets "
+                   "(default: no cap). With --agent: each model call of a run.")
 @click.option("--agent", is_flag=True,
               help="Answer each chat completion with an agent run over the pipeline: its "
                    "tools run on the server, the final answer is the reply.")
@@ -107,7 +111,8 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
           keys_path: Path | None, max_body: int, regenerate_window: float,
           public_metrics: bool, monitor: bool, feedback_db: Path,
           graceful_timeout: float, keepalive: float, expose_upstream_urls: bool,
-          agent: bool, max_steps: int | None, agent_timeout: float | None) -> None:
+          max_tokens: int | None, agent: bool, max_steps: int | None,
+          agent_timeout: float | None) -> None:
     """Serve PIPELINE (a TOML file) over the OpenAI HTTP API: /v1/chat/completions,
     /v1/embeddings, /v1/models, /v1/feedback, /metrics, /healthz."""
     import uvicorn
@@ -143,7 +148,8 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
         settings = GatewaySettings(auth=not no_auth, max_body=max_body,
                                    regenerate_window=regenerate_window,
                                    public_metrics=public_metrics, keepalive_s=keepalive,
-                                   expose_upstream_urls=expose_upstream_urls, agent=options)
+                                   expose_upstream_urls=expose_upstream_urls, agent=options,
+                                   max_tokens=max_tokens)
 
     def build(running: Any) -> Any:
         return build_pipeline(running, pipeline, monitor=monitor, feedback_db=feedback_db)

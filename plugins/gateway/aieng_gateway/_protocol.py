@@ -78,6 +78,35 @@ def _integer(body: dict[str, Any], name: str, low: int | None = None,
     return value
 
 
+#: The most tokens a request may ask for without a cap (a 32-bit signed integer): a count
+#: of hundreds of digits would overflow whatever turns it into a float (a price estimate).
+MOST_TOKENS = 2**31 - 1
+
+
+def _tokens(body: dict[str, Any], name: str, cap: int | None) -> int | None:
+    """A token count (``max_tokens``, ``max_completion_tokens``): a positive integer up to
+    :data:`MOST_TOKENS`, a whole float too (``5.0``: OpenAI checks JSON numbers by value,
+    as JSON Schema's ``integer``), and at most ``cap`` when the server sets one.
+
+    :raises ApiError: 422 for anything else; 400 over the cap (as OpenAI answers a
+        ``max_tokens`` past what the model allows), naming the field and the cap.
+    """
+    value = body.get(name)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if cap is not None and isinstance(value, int) and not isinstance(value, bool) \
+            and value > cap:  # over the cap is the cap's 400, however far over
+        raise ApiError(400, f"{name}: {str(value)[:40]} is more than this server allows: at "
+                            f"most {cap} tokens per request (a request that asks for none "
+                            f"gets {cap})", param=name, code="invalid_value")
+    count = _integer({name: value}, name, 1, MOST_TOKENS)
+    if count is not None and cap is not None and count > cap:
+        raise ApiError(400, f"{name}: {str(count)[:40]} is more than this server allows: at "
+                            f"most {cap} tokens per request (a request that asks for none "
+                            f"gets {cap})", param=name, code="invalid_value")
+    return count
+
+
 def _content(value: Any, where: str) -> str:
     if isinstance(value, str):
         return value
@@ -309,11 +338,13 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
         raise _bad(name, why)
 
 
-def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
+def parse_chat(body: Any, *, pipeline: str, max_tokens: int | None = None) -> ChatCall:
     """Check a chat body and build the request.
 
     The model named ``pipeline`` (or none) is the pipeline's default backend; another name
-    is passed to the backends, which answer for the models they serve.
+    is passed to the backends, which answer for the models they serve. ``max_tokens``: the
+    server's cap (``GatewaySettings.max_tokens``): asking more is a 400, asking nothing
+    gets it.
 
     :raises ApiError: 400 / 422 naming the field at fault.
     """
@@ -326,10 +357,11 @@ def parse_chat(body: Any, *, pipeline: str) -> ChatCall:
     top_p = _number(body, "top_p", 0.0, 1.0)
     if top_p == 0.0:  # no probability mass but the likeliest token's: greedy decoding
         temperature, top_p = 0.0, None
-    max_tokens = _integer(body, "max_tokens", 1)
-    completion_tokens = _integer(body, "max_completion_tokens", 1)  # checked either way
+    cap = max_tokens  # the server's cap; from here on, what the request asks
+    max_tokens = _tokens(body, "max_tokens", cap)
+    completion_tokens = _tokens(body, "max_completion_tokens", cap)  # checked either way
     if max_tokens is None:
-        max_tokens = completion_tokens
+        max_tokens = completion_tokens if completion_tokens is not None else cap
     seed = _integer(body, "seed", *SEED_RANGE)
     logprobs = _logprobs(body)
     n = _integer(body, "n", 1)

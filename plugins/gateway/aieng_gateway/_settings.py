@@ -47,6 +47,12 @@ def _interval(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
                          f"(0: off), got {value!r}")
 
 
+def _cap(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(f"{attribute.name} must be a positive integer or None (no cap), "
+                         f"got {value!r}")
+
+
 def _agent(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     from aieng_core.agent import AgentOptions  # loaded when a gateway is configured
 
@@ -75,6 +81,12 @@ class GatewaySettings:
     :param agent: agent mode: each chat completion runs ``Agent(pipeline, agent).run``
         (the pipeline's tools run on the server; ``aieng serve --agent``); ``None``: one
         pipeline run per request.
+    :param max_tokens: the most tokens a chat request may ask for (``aieng serve
+        --max-tokens``): one asking more (``max_tokens`` or ``max_completion_tokens``) is
+        a 400 naming the field and the cap, one asking nothing gets the cap, so no client
+        holds a backend for as long as a model will generate; in agent mode it bounds every
+        model call of the run. ``None``: no cap (a request asking nothing gets the
+        contract's default, ``Request.max_tokens``).
     """
 
     auth: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
@@ -86,3 +98,4 @@ class GatewaySettings:
     expose_upstream_urls: bool = attrs.field(default=False,
                                              validator=attrs.validators.instance_of(bool))
     agent: AgentOptions | None = attrs.field(default=None, validator=_agent)
+    max_tokens: int | None = attrs.field(default=None, validator=_cap)
