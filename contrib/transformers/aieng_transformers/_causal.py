@@ -29,7 +29,7 @@ from ._constrain import Guide, constraint_for, marked_texts, token_heads, token_
 from ._convert import dtype_argument
 from ._cpu import warn_if_emulated
 from ._sampling import choose, make_generator, penalize
-from ._specials import SpecialGuard, special_pattern
+from ._specials import SpecialGuard, marker_pattern, neutralise, special_pattern, special_texts
 from ._speculative import Proposer, Speculation
 from ._templates import TEMPLATES, ChatTemplate, TemplateName, fold_turns
 from ._text import IncrementalDecoder, StopBuffer, clean
@@ -39,6 +39,7 @@ from ._toolcalls import (
     MARKER,
     MARKS,
     OPEN,
+    TEXT_MARKERS,
     ToolFormat,
     ToolPlan,
     as_text_messages,
@@ -139,6 +140,10 @@ class CausalLM:
         # The special tokens' texts, which the conversation's text may not turn into
         # tokens (:meth:`encode_prompt`).
         self._specials = special_pattern(tokenizer)
+        self._special_texts = special_texts(tokenizer)
+        # The tool format's block markers that are no special token (those are the
+        # guard's), which the conversation's text may not write (set with the format).
+        self._neutral: re.Pattern[str] | None = None
         self._markers: dict[str, int] = {
             marker: int(tokenizer.convert_tokens_to_ids(marker))
             for marker in MARKS if marker in vocabulary}
@@ -206,8 +211,15 @@ class CausalLM:
         (:attr:`tool_format`) gets them as ``transformers`` passes them (``tools=``,
         ``tool_calls``); any other template gets them written into the text in that
         format (:func:`~._toolcalls.as_text_messages`).
+
+        The tool format's block markers that are plain text (:data:`~._toolcalls.
+        TEXT_MARKERS`: Hermes' ``<tool_call>``, the ``<tool_response>`` tags) written in a
+        message or a call's argument are broken by a zero-width joiner
+        (:func:`~._specials.neutralise`): only the template's and the format's own
+        markers are whole in the prompt.
         """
         tokenizer = self.tokenizer
+        messages = neutralise(messages, self._neutral)
         if plan is not None or any(m.tool_calls or m.role == "tool" for m in messages):
             if self.template_tool_format == self.tool_format:
                 turns = template_messages(
@@ -282,6 +294,8 @@ class CausalLM:
                     "or 'llama3'")
             kept = {self._markers[m]: m for m in (*needed, *optional) if m in self._markers}
         self._tool_format, self.kept = format, kept
+        self._neutral = marker_pattern(marker for marker in TEXT_MARKERS[format]
+                                       if marker not in self._special_texts)
 
     @property
     def template_tool_format(self) -> ToolFormat | None:

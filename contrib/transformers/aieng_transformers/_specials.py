@@ -7,32 +7,91 @@ stands: a user (or a tool's result, a call's argument, a retrieved document) wri
 the chat template runs, so that the only special strings left in the rendered prompt are
 the template's own; the prompt is then encoded with the placeholders' strings as plain
 text (``split_special_tokens``).
+
+Some tool formats mark their blocks with text that is no special token (Hermes'
+``<tool_call>`` and ``<tool_response>`` tags): :func:`neutralise` breaks those markers in
+the messages with a zero-width joiner after their first character, so that a tool's
+result writing ``</tool_response>`` cannot end its block and fake a second one; the
+template's own markers stay whole.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
 from aieng_hookspecs.types import Message
 
-__all__ = ["SpecialGuard", "special_pattern"]
+__all__ = ["JOINER", "SpecialGuard", "marker_pattern", "neutralise", "special_pattern",
+           "special_texts"]
+
+#: What breaks a tool format's marker written in a conversation's text (after its first
+#: character): the zero-width joiner, U+200D.
+JOINER = "\u200d"
+
+
+def special_texts(tokenizer: Any) -> set[str]:
+    """The texts of ``tokenizer``'s special tokens."""
+    texts = {str(t) for t in getattr(tokenizer, "all_special_tokens", ())}
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    texts.update(str(t.content) for t in added.values() if getattr(t, "special", False))
+    texts.discard("")
+    return texts
 
 
 def special_pattern(tokenizer: Any) -> re.Pattern[str] | None:
     """A pattern matching the text of any of ``tokenizer``'s special tokens (the longest
     first), or ``None`` when it has none."""
-    texts = {str(t) for t in getattr(tokenizer, "all_special_tokens", ())}
-    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    texts.update(str(t.content) for t in added.values() if getattr(t, "special", False))
-    texts.discard("")
+    return _alternation(special_texts(tokenizer))
+
+
+def marker_pattern(markers: Iterable[str]) -> re.Pattern[str] | None:
+    """A pattern matching any of ``markers`` (the longest first) for :func:`neutralise`,
+    or ``None`` when there are none."""
+    return _alternation({m for m in markers if len(m) > 1})
+
+
+def _alternation(texts: set[str]) -> re.Pattern[str] | None:
     if not texts:
         return None
     ordered = sorted(texts, key=lambda text: (-len(text), text))
     return re.compile("|".join(map(re.escape, ordered)))
+
+
+def neutralise(messages: Sequence[Message],
+               pattern: re.Pattern[str] | None) -> list[Message]:
+    """``messages`` with each match of ``pattern`` (:func:`marker_pattern`) in a content or
+    a tool call's argument (keys and values) broken by :data:`JOINER` after its first
+    character: the words read the same, the markers no longer appear. The messages
+    themselves where none holds a marker."""
+    if pattern is None:
+        return list(messages)
+
+    def broken(text: str) -> str:
+        return pattern.sub(lambda m: m.group()[0] + JOINER + m.group()[1:], text)
+
+    return [_rewritten(m, broken) for m in messages]
+
+
+def _rewritten(message: Message, text: Callable[[str], str]) -> Message:
+    # ``message`` with ``text`` applied to its content and its calls' arguments.
+    def value(item: Any) -> Any:
+        if isinstance(item, str):
+            return text(item)
+        if isinstance(item, dict):
+            return {text(k): value(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [value(v) for v in item]
+        return item
+
+    content = text(message.content)
+    calls = tuple(attrs.evolve(c, arguments=value(c.arguments)) for c in message.tool_calls)
+    if content == message.content and calls == message.tool_calls:
+        return message
+    return attrs.evolve(message, content=content, tool_calls=calls)
 
 
 class SpecialGuard:
@@ -76,21 +135,7 @@ class SpecialGuard:
                               split_special_tokens=True)["input_ids"])
 
     def _message(self, message: Message) -> Message:
-        content = self._text(message.content)
-        calls = tuple(attrs.evolve(c, arguments=self._value(c.arguments))
-                      for c in message.tool_calls)
-        if content == message.content and calls == message.tool_calls:
-            return message
-        return attrs.evolve(message, content=content, tool_calls=calls)
-
-    def _value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self._text(value)
-        if isinstance(value, dict):
-            return {self._text(k): self._value(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._value(v) for v in value]
-        return value
+        return _rewritten(message, self._text)
 
     def _text(self, text: str) -> str:
         assert self._pattern is not None

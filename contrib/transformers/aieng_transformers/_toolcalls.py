@@ -60,6 +60,7 @@ __all__ = [
     "MARKS",
     "OPEN",
     "SEPARATOR",
+    "TEXT_MARKERS",
     "TOOL_FORMATS",
     "ToolFormat",
     "ToolPlan",
@@ -103,6 +104,19 @@ TOOL_FORMATS: dict[str, str] = {"hermes": "arguments", "llama3": "parameters",
 #: The marker tokens a tokenizer needs for a format, and those it may have besides.
 FORMAT_MARKERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "mistral": ((MARKER,), ()), "mistral-v11": ((MARKER, ARGS), (CALL_ID,))}
+#: The results' and the listing's tags that :func:`as_text_messages` writes in every format.
+_TEXT_TAGS = ("<tool_response>", "</tool_response>", "<tools>", "</tools>")
+#: Mistral's markers around tools and results (special tokens in Mistral's tokenizers).
+_MISTRAL_TAGS = ("[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]")
+#: The strings that mark a format's blocks in a prompt (its calls, its results, the tools'
+#: listing), written by the chat template or by :func:`as_text_messages`: a
+#: conversation's text may not write them (:func:`~._specials.neutralise`).
+TEXT_MARKERS: dict[str, tuple[str, ...]] = {
+    "hermes": (OPEN, CLOSE, *_TEXT_TAGS),
+    "llama3": _TEXT_TAGS,
+    "mistral": (MARKER, *_MISTRAL_TAGS, *_TEXT_TAGS),
+    "mistral-v11": (MARKER, ARGS, CALL_ID, *_MISTRAL_TAGS, *_TEXT_TAGS),
+}
 
 
 @attrs.frozen
@@ -487,22 +501,31 @@ def _split_marked(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]
 
 
 def _split_named(text: str, plan: ToolPlan) -> tuple[str, tuple[ToolCall, ...]]:
-    head, found, rest = text.partition(MARKER)
+    head, found, _ = text.partition(MARKER)
     if not found:
         return text, ()
+    # Call by call, the arguments read as JSON: a string in them may hold the markers'
+    # text (the automaton lets letters spell them), which must not split the call.
+    decoder = json.JSONDecoder()
     calls: list[ToolCall] = []
-    for piece in rest.split(MARKER):
-        name, marked, arguments = piece.partition(ARGS)
-        name, with_id, given = name.partition(CALL_ID)
+    position = len(head)
+    while position < len(text):
+        if not text.startswith(MARKER, position):
+            return text, ()
+        end = text.find(ARGS, position + len(MARKER))
+        if end < 0:
+            return text, ()
+        name, with_id, given = text[position + len(MARKER):end].partition(CALL_ID)
         try:
-            value = json.loads(arguments) if marked else None
+            value, position = decoder.raw_decode(text, _blank(text, end + len(ARGS)))
         except ValueError:
-            value = None
+            return text, ()
         call = _call({"name": name, "arguments": value}, plan)
         if call is None or (with_id and not (len(given) == _ID_LENGTH and given.isascii()
                                              and given.isalnum())):
             return text, ()
         calls.append(attrs.evolve(call, id=given) if with_id else call)
+        position = _blank(text, position)
     return head.rstrip(), tuple(calls)
 
 
