@@ -19,6 +19,13 @@ every pair, as a first evaluation does. Run it alone::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/metrics_speed.py [--pairs 5000] [--json]
 
+``--runaway N`` measures instead ROUGE-1/2/L of one runaway answer (N tokens drawn from
+the words of a 100-word reference, seeded) against that reference, ours and rouge-score's,
+scores asserted equal, median of ``--repeats``: what a model that degenerates into a long
+answer costs an evaluation::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/metrics_speed.py --runaway 20000 --repeats 3
+
 Peers (test and benchmark dependencies of aieng-metrics, not runtime ones):
 ``pip install sacrebleu==2.6.0 rouge-score==0.1.2``.
 """
@@ -159,6 +166,26 @@ def measure(pairs: list[tuple[str, str]], repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+def runaway(tokens: int, repeats: int, seed: int = 0) -> dict[str, Any]:
+    """Seconds of ROUGE-1/2/L on one answer of ``tokens`` words drawn from a 100-word
+    reference, ours and rouge-score's (medians), the scores asserted equal first."""
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(100)]
+    reference = " ".join(words)
+    answer = " ".join(rng.choice(words) for _ in range(tokens))
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES))
+    ours, theirs = rouge(answer, reference, ROUGE_TYPES), scorer.score(reference, answer)
+    for kind in ROUGE_TYPES:
+        assert math.isclose(ours[kind].fmeasure, theirs[kind].fmeasure, abs_tol=1e-9), kind
+    ours_s, theirs_s = [], []
+    for _repeat in range(repeats):
+        ours_s.append(timed(lambda: rouge(answer, reference, ROUGE_TYPES)))
+        theirs_s.append(timed(lambda: scorer.score(reference, answer)))
+    ours_t, theirs_t = statistics.median(ours_s), statistics.median(theirs_s)
+    return {"tokens": tokens, "repeats": repeats, "ours_s": round(ours_t, 3),
+            "peer_s": round(theirs_t, 3), "ratio": round(theirs_t / ours_t, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print a table (or JSON with ``--json``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -166,7 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=positive, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--runaway", type=positive, default=None, metavar="TOKENS",
+                        help="time ROUGE-1/2/L of one answer this long instead")
     args = parser.parse_args(argv)
+    if args.runaway is not None:
+        row = runaway(args.runaway, args.repeats, args.seed)
+        print(json.dumps(row, indent=2) if args.json else
+              f"ROUGE-1/2/L, one {row['tokens']:,}-token answer vs a 100-word reference: "
+              f"aieng-metrics {row['ours_s']} s, rouge-score {row['peer_s']} s "
+              f"({row['ratio']}x), scores equal")
+        return 0
     pairs = make_pairs(args.pairs, args.seed)
     check_equal(pairs)
     rows = measure(pairs, args.repeats)

@@ -88,6 +88,14 @@ def test_metrics_speed_tiny_json() -> None:
     assert {r["metric"] for r in result["results"]} >= {"BLEU (sentence)", "BLEU (corpus)"}
 
 
+def test_metrics_speed_runaway_tiny_json() -> None:
+    _needs("rouge_score", "sacrebleu")
+    done = _run("benchmarks/metrics_speed.py", "--runaway", "300", "--repeats", "1", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["tokens"] == 300 and result["ours_s"] > 0 and result["peer_s"] > 0
+
+
 def test_guardrails_tiny_json(tmp_path: Path) -> None:
     out = tmp_path / "guardrails.json"
     done = _run("benchmarks/guardrails.py", "--docs", "2", "--repeats", "1", "--json", str(out))

@@ -112,15 +112,41 @@ def _bit_masks(tokens: Sequence[str], keep: Container[str]) -> dict[str, int]:
     return masks
 
 
+#: Below this many tokens in all, :func:`lcs_length` runs the plain bit-parallel loop.
+_SHORT = 256
+
+
+def _lcs_short(a: Sequence[str], b: Sequence[str]) -> int:
+    # The plain loop: the bits on the longer side, its masks grown a bit at a time.
+    if len(a) < len(b):
+        a, b = b, a
+    if not b:
+        return 0
+    masks: dict[str, int] = {}
+    for i, token in enumerate(a):
+        masks[token] = masks.get(token, 0) | (1 << i)
+    full = (1 << len(a)) - 1
+    v = full
+    for token in b:
+        match = masks.get(token)
+        if match:
+            u = v & match
+            v = ((v + u) | (v - u)) & full
+    return len(a) - v.bit_count()
+
+
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     """The length of the longest common subsequence of ``a`` and ``b`` (bit-parallel).
 
-    Exact reductions first, each linear: tokens only one side has are dropped, then the
+    Sentences (:data:`_SHORT` tokens in all) take the plain loop. Longer texts get
+    exact reductions first, each linear: tokens only one side has are dropped, then the
     common prefix and suffix are counted and cut. Each token of the shorter remainder owns
     a bit; for each token of the longer one the row vector ``v`` is updated with one
     addition, so the whole computation is len(longer) big-integer steps of len(shorter)
     bits, and the masks hold at most len(shorter) bits per distinct shared token.
     """
+    if len(a) + len(b) <= _SHORT:  # sentences: the reductions would cost more than they save
+        return _lcs_short(a, b)
     shared = set(a).intersection(b)
     x = [t for t in a if t in shared]
     y = [t for t in b if t in shared]

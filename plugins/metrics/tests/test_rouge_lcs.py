@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import tracemalloc
 
-from aieng_metrics import lcs_length, rouge
+from aieng_metrics import _rouge, lcs_length, rouge
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,14 +40,21 @@ def _pairs(draw: st.DrawFn) -> tuple[list[str], list[str]]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(_pairs())
-def test_lcs_length_equals_the_dynamic_programme(pair: tuple[list[str], list[str]]) -> None:
-    """Equal to the table, in both argument orders, on lists up to 120 tokens."""
+@given(_pairs(), st.sampled_from([_rouge._SHORT, 0]))
+def test_lcs_length_equals_the_dynamic_programme(pair: tuple[list[str], list[str]],
+                                                 short: int) -> None:
+    """Equal to the table, in both argument orders, on lists up to 120 tokens: by the
+    plain loop sentences take, and (``_SHORT`` 0) by the reductions long texts take."""
     a, b = pair
     expected = _lcs_dp(a, b)
-    assert lcs_length(a, b) == expected
-    assert lcs_length(b, a) == expected
-    assert lcs_length(tuple(a), b) == expected
+    kept = _rouge._SHORT
+    _rouge._SHORT = short
+    try:
+        assert lcs_length(a, b) == expected
+        assert lcs_length(b, a) == expected
+        assert lcs_length(tuple(a), b) == expected
+    finally:
+        _rouge._SHORT = kept
 
 
 def test_lcs_length_edge_cases() -> None:
