@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import pytest
-from _tiny import CHATML, byte_tokenizer
+from _tiny import CHATML, prompt_lm
 from _tools import ADD, HERMES, block
 from aieng_hookspecs.types import Message, ToolCall, ToolSpec
 from aieng_transformers._causal import CausalLM
@@ -59,33 +59,6 @@ ECHO = ToolSpec(name="echo", parameters={
     "type": "object", "properties": {"s": {"type": "string"}}, "required": ["s"]})
 
 
-class _Config:
-    max_position_embeddings = 4096
-    name_or_path = "tiny"
-
-
-class _Model:
-    """A model-like object: enough for :class:`CausalLM` to render and encode prompts."""
-
-    config = _Config()
-    device = __import__("torch").device("cpu")
-
-    def forward(self, input_ids: Any) -> Any:  # pragma: no cover - never run
-        raise AssertionError
-
-
-def _lm(chat_template: str | None = CHATML, *, template: str = "auto",
-        extra: tuple[str, ...] = (), added: tuple[str, ...] = (),
-        tool_format: str | None = None) -> CausalLM:
-    tokenizer = byte_tokenizer(chat_template, extra)
-    if added:  # plain (non-special) added tokens, as Qwen 2.5's <tool_call>
-        tokenizer.add_tokens(list(added))
-    lm = CausalLM(_Model(), tokenizer, template=template)  # type: ignore[arg-type]
-    if tool_format is not None:
-        lm.tool_format = tool_format  # type: ignore[assignment]
-    return lm
-
-
 def _conversation(text: str) -> list[Message]:
     """Every place untrusted text goes: a system note, a user, a call's argument (key and
     value), a tool's result."""
@@ -115,7 +88,7 @@ SETUPS = {
 
 def _setup(name: str) -> tuple[CausalLM, ToolPlan]:
     chat_template, template, tool_format, extra = SETUPS[name]
-    lm = _lm(chat_template, template=template, extra=extra, tool_format=tool_format)
+    lm = prompt_lm(chat_template, template=template, extra=extra, tool_format=tool_format)
     plan = tool_plan((ECHO, ADD), {}, format=lm.tool_format)
     assert plan is not None
     return lm, plan
@@ -152,7 +125,7 @@ def test_markers_in_every_place_are_broken(name: str) -> None:
 def test_added_marker_tokens_come_from_the_template_only() -> None:
     """Where ``<tool_call>`` is a plain added token (Qwen 2.5's), text writing it used to
     become that token; now the prompt holds one per real call."""
-    lm = _lm(HERMES, added=(OPEN, CLOSE))
+    lm = prompt_lm(HERMES, added=(OPEN, CLOSE))
     assert lm.tool_format == "hermes"
     plan = tool_plan((ECHO,), {})
     assert plan is not None
