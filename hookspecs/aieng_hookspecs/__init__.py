@@ -26,9 +26,10 @@ from ._protocols import (
 )
 from ._secrets import REDACTED, masked_url, redact_url, redacted, secret_key
 from ._sqlite import create_private, enable_wal, sqlite_error
-from ._text import closest, did_you_mean, valid_utf8
+from ._text import HIDDEN, closest, did_you_mean, valid_utf8
 
 __all__ = [
+    "HIDDEN",
     "MODEL_BUILD",
     "PROJECT",
     "REDACTED",

@@ -4,9 +4,17 @@ the closest known name to a misspelt one, for error messages."""
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
-__all__ = ["closest", "did_you_mean", "valid_utf8"]
+__all__ = ["HIDDEN", "closest", "did_you_mean", "valid_utf8"]
+
+#: Characters that are not shown but split a word: zero-width ones, the word joiner and
+#: its invisible operators, the byte order mark, the soft hyphen, the combining grapheme
+#: joiner, the Mongolian vowel separator and the bidi controls. A guard or a routing rule
+#: reading untrusted text drops them first (``pass\u200bword`` is ``password``).
+HIDDEN = re.compile("[\u00ad\u034f\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+                    "\u2066-\u2069\ufeff]")
 
 
 def valid_utf8(text: str) -> str:

@@ -23,6 +23,7 @@ import urllib.parse
 from collections.abc import Iterator
 
 import attrs
+from aieng_hookspecs import HIDDEN
 
 __all__ = ["RULES", "InjectionMatch", "InjectionScan", "normalise", "scan_injection"]
 
@@ -240,8 +241,7 @@ RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
     )
 )
 
-_ZERO_WIDTH = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff\u00ad\u034f\u180e\u202a-\u202e"
-                         "\u2066-\u2069]")
+_ZERO_WIDTH = HIDDEN  # the characters not shown that split a word
 #: Combining diacritical marks (the blocks "Zalgo" text stacks on letters): a model reads
 #: through them, so the normalised layer drops them.
 _COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff"

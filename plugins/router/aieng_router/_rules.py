@@ -8,7 +8,7 @@ import time
 import unicodedata
 from collections.abc import Sequence
 
-from aieng_hookspecs import PipelineContext, hookimpl
+from aieng_hookspecs import HIDDEN, PipelineContext, hookimpl
 from aieng_hookspecs.types import Event, Request, Route
 
 from ._breaker import Clock
@@ -24,18 +24,12 @@ def estimate_tokens(request: Request, chars_per_token: float = 4.0) -> int:
     return math.ceil(sum(len(m.content) for m in request.messages) / chars_per_token)
 
 
-#: Characters that are not shown but may split a word a rule looks for: zero-width ones, the
-#: soft hyphen, the combining grapheme joiner, bidi controls (the set the guardrails strip).
-_HIDDEN = re.compile("[\u00ad\u034f\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
-                     "\u2066-\u2069\ufeff]")
-
-
 def _folded(text: str) -> str:
     """``text`` as a rule's pattern also reads it: without hidden characters, in Unicode's
     compatibility form (NFKC: fullwidth and mathematical letters become plain ones)."""
     if text.isascii():
         return text
-    return unicodedata.normalize("NFKC", _HIDDEN.sub("", text))
+    return unicodedata.normalize("NFKC", HIDDEN.sub("", text))
 
 
 def _compile(rule: Rule) -> re.Pattern[str]:
