@@ -11,7 +11,7 @@ from typing import TextIO, cast
 import structlog
 from aieng_hookspecs import redacted
 
-__all__ = ["configure_logging", "escape_controls", "redact_secrets"]
+__all__ = ["configure_logging", "escape_controls", "escaped", "redact_secrets"]
 
 #: Control characters (C0 but tab, DEL, C1): written as they are, a ``\n`` in user text
 #: starts a forged log line and an escape sequence (``\x1b[2J``, OSC 52) drives the terminal.
@@ -20,9 +20,16 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _CONTROLS_BUT_NL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def _escaped(char: re.Match[str]) -> str:
+def _escape(char: re.Match[str]) -> str:
     code = ord(char[0])
     return {"\n": "\\n", "\r": "\\r"}.get(char[0], f"\\x{code:02x}")
+
+
+def escaped(text: str, *, lines: bool = False) -> str:
+    r"""``text`` with its control characters but tab written as escapes (``\n``, ``\r``,
+    ``\x1b``), line feeds kept when ``lines``: user text can neither forge a line nor
+    drive a terminal."""
+    return (_CONTROLS_BUT_NL if lines else _CONTROLS).sub(_escape, text)
 
 
 def escape_controls(logger: object, method: str, event: structlog.typing.EventDict
@@ -33,8 +40,7 @@ def escape_controls(logger: object, method: str, event: structlog.typing.EventDi
     (a traceback) keeps its line ends."""
     for key, value in event.items():
         if isinstance(value, str):
-            pattern = _CONTROLS_BUT_NL if key == "exception" else _CONTROLS
-            event[key] = pattern.sub(_escaped, value)
+            event[key] = escaped(value, lines=key == "exception")
     return event
 
 

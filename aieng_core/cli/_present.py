@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 from rich.text import Text
 
+from ..logs import escaped
 from ..pipeline import RunResult
 from ..registry import PluginInfo
 
@@ -29,20 +29,11 @@ __all__ = [
     "visible",
 ]
 
-#: Control characters but tab and line feed (C0, DEL, C1): written to a terminal, an
-#: escape sequence in a model's answer, a tool's result or a file's name would drive it
-#: (clear the screen, set the clipboard with OSC 52, hide text, forge a link).
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _escaped(char: re.Match[str]) -> str:
-    return "" if char[0] == "\r" else f"\\x{ord(char[0]):02x}"
-
-
 def visible(text: str) -> str:
     r"""``text`` safe to write to a terminal: its control characters but tab and line feed
-    written as escapes (``\x1b``), carriage returns left out (as rich leaves them out)."""
-    return _CONTROLS.sub(_escaped, text)
+    written as escapes (``\x1b``), carriage returns left out (as rich leaves them out):
+    an escape sequence in an answer cannot clear the screen or set the clipboard."""
+    return escaped(text.replace("\r", ""), lines=True)
 
 
 def _console() -> Console:
