@@ -181,6 +181,7 @@ class _Reading:
                     self.keep.add(document.id)
                     if document.id.startswith(f"{file}#"):
                         numbered.append(document.id)
+                self.read += 1
                 yield document
             if file not in self._unread and (numbered or not count):
                 # a file that failed part way keeps what it held indexed
@@ -189,18 +190,26 @@ class _Reading:
     def batch(self, size: int) -> tuple[list[Document], ValueError | None]:
         """The next documents, at most ``size`` (none: all read), with the error that
         stopped the reading (bad content, a named file with no reader) or None."""
-        batch: list[Document] = []
-        try:
-            with _ctrl_c_raises():
-                for document in self._documents:
-                    self.read += 1
-                    batch.append(document)
-                    if len(batch) == size:
-                        return batch, None
-        except ValueError as exc:
-            return batch, exc
-        self.finished = True
-        return batch, None
+        batch, error, done = _next_batch(self._documents, size)
+        self.finished = self.finished or done
+        return batch, error
+
+
+def _next_batch(documents: Iterator[Document], size: int
+                ) -> tuple[list[Document], ValueError | None, bool]:
+    """The next ``size`` documents at most, read with Ctrl-C raising at once; the error that
+    stopped the reading (a malformed row, naming file and line) or None; whether all are
+    read."""
+    batch: list[Document] = []
+    try:
+        with _ctrl_c_raises():
+            for document in documents:
+                batch.append(document)
+                if len(batch) == size:
+                    return batch, None, False
+    except ValueError as exc:
+        return batch, exc, False
+    return batch, None, True
 
 
 @contextlib.contextmanager
@@ -368,16 +377,7 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
 
     def next_batch() -> tuple[list[Document], ValueError | None]:
         # At most 128 documents, and the malformed row that stopped the reading or None.
-        batch: list[Document] = []
-        error = None
-        try:
-            with _ctrl_c_raises():
-                for document in corpus:
-                    batch.append(document)
-                    if len(batch) == 128:
-                        break
-        except ValueError as exc:
-            error = exc
+        batch, error, _ = _next_batch(corpus, 128)
         found.update(d.id for d in batch if d.id in wanted)
         return batch, error
 
