@@ -22,8 +22,8 @@ from aieng_transformers._toolcalls import (
 from hypothesis import assume
 from hypothesis import strategies as st
 
-__all__ = ["ADD", "HERMES", "LINES", "TEXTS", "TOOLSETS", "WEATHER", "as_parameters", "ask", "block",
-           "check_calls", "draw_calls", "fed_in_pieces", "finished", "generate", "valid"]
+__all__ = ["ADD", "HERMES", "LINES", "MISTRAL", "TEXTS", "TOOLSETS", "WEATHER", "as_parameters",
+           "ask", "block", "check_calls", "draw_calls", "fed_in_pieces", "finished", "generate", "valid"]
 
 
 #: A Hermes / Qwen-style template rendering tools, calls and ``tool`` turns itself.
@@ -35,6 +35,25 @@ HERMES = (
     "{{ c.function | tojson }}\n</tool_call>{% endfor %}{% endif %}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
+
+#: A template in the shape of Mistral 7B Instruct v0.3's (written for the tests): tools in
+#: [AVAILABLE_TOOLS] before the last user turn, calls after [TOOL_CALLS] with ids of nine
+#: letters or digits (refused otherwise), results in [TOOL_RESULTS].
+MISTRAL = (
+    "{{ bos_token }}{%- for m in messages %}"
+    "{%- if m.role == 'user' %}"
+    "{%- if tools and loop.last %}[AVAILABLE_TOOLS] {{ tools | tojson }}[/AVAILABLE_TOOLS]"
+    "{%- endif %}[INST] {{ m.content }}[/INST]"
+    "{%- elif m.tool_calls %}[TOOL_CALLS] ["
+    "{%- for c in m.tool_calls %}"
+    "{%- if c.id | length != 9 %}{{ raise_exception('Tool call IDs should be alphanumeric "
+    "strings with length 9!') }}{% endif %}"
+    '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}, '
+    '"id": "{{ c.id }}"}{% if not loop.last %}, {% endif %}'
+    "{%- endfor %}]{{ eos_token }}"
+    "{%- elif m.role == 'tool' %}[TOOL_RESULTS] {\"content\": {{ m.content | tojson }}, "
+    '"call_id": "{{ m.tool_call_id }}"}[/TOOL_RESULTS]'
+    "{%- else %} {{ m.content }}{{ eos_token }}{%- endif %}{%- endfor %}")
 
 WEATHER = ToolSpec(name="get_weather", description="The weather in a city now.", parameters={
     "type": "object", "properties": {"city": {"type": "string", "maxLength": 30},

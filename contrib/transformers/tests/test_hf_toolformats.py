@@ -15,6 +15,7 @@ from _tiny import random_llama
 from _tools import (
     ADD,
     LINES,
+    MISTRAL,
     TEXTS,
     TOOLSETS,
     WEATHER,
@@ -462,26 +463,6 @@ def test_mistral_streamed_content_is_the_content(tool_format: str,
     shown = fed_in_pieces(stream, text, cuts)
     assert MARKER not in "".join(shown)
     finished(stream, shown, text, plan)
-
-
-#: A template in the shape of Mistral 7B Instruct v0.3's (written for this test): tools in
-#: [AVAILABLE_TOOLS] before the last user turn, calls after [TOOL_CALLS] with ids of nine
-#: letters or digits (refused otherwise), results in [TOOL_RESULTS].
-MISTRAL = (
-    "{{ bos_token }}{%- for m in messages %}"
-    "{%- if m.role == 'user' %}"
-    "{%- if tools and loop.last %}[AVAILABLE_TOOLS] {{ tools | tojson }}[/AVAILABLE_TOOLS]"
-    "{%- endif %}[INST] {{ m.content }}[/INST]"
-    "{%- elif m.tool_calls %}[TOOL_CALLS] ["
-    "{%- for c in m.tool_calls %}"
-    "{%- if c.id | length != 9 %}{{ raise_exception('Tool call IDs should be alphanumeric "
-    "strings with length 9!') }}{% endif %}"
-    '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}, '
-    '"id": "{{ c.id }}"}{% if not loop.last %}, {% endif %}'
-    "{%- endfor %}]{{ eos_token }}"
-    "{%- elif m.role == 'tool' %}[TOOL_RESULTS] {\"content\": {{ m.content | tojson }}, "
-    '"call_id": "{{ m.tool_call_id }}"}[/TOOL_RESULTS]'
-    "{%- else %} {{ m.content }}{{ eos_token }}{%- endif %}{%- endfor %}")
 
 
 def test_a_mistral_template_sets_the_format_and_renders_calls(tmp_path: Any) -> None:
