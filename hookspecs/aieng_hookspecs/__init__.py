@@ -11,6 +11,7 @@ from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
 from ._models import MODEL_BUILD
 from ._options import listed
 from ._paths import (
+    CacheDirError,
     fsync_folder,
     remove_abandoned,
     replace_file,
@@ -33,6 +34,7 @@ __all__ = [
     "MODEL_BUILD",
     "PROJECT",
     "REDACTED",
+    "CacheDirError",
     "CallMode",
     "ComponentRegistry",
     "DocumentReader",

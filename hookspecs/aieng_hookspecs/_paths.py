@@ -13,8 +13,14 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["ABANDONED_S", "fsync_folder", "remove_abandoned", "replace_file", "scratch_path",
-           "user_cache_dir"]
+__all__ = ["ABANDONED_S", "CacheDirError", "fsync_folder", "remove_abandoned", "replace_file",
+           "scratch_path", "user_cache_dir"]
+
+
+class CacheDirError(RuntimeError):
+    """No cache folder can be named: no folder given, no ``AIENG_CACHE_DIR``, and no home
+    directory (``HOME`` unset for a user id without a home, as in a container run under an
+    arbitrary user id)."""
 
 
 def user_cache_dir(explicit: str | None = None) -> Path:
@@ -25,22 +31,37 @@ def user_cache_dir(explicit: str | None = None) -> Path:
     One place for every plugin, so one variable moves (or clears) all of aieng's caches.
     Nothing is created here; whoever writes creates what it writes.
 
+    A relative folder is made absolute against the working directory of the call. A
+    relative ``XDG_CACHE_HOME`` is ignored, as the XDG specification says.
+
     :param explicit: a folder the user chose (``~`` is expanded); empty means none.
+    :raises CacheDirError: when none is given and there is no home directory.
     """
     if explicit:
-        return Path(explicit).expanduser()
+        return Path(explicit).expanduser().absolute()
     env = os.environ.get("AIENG_CACHE_DIR")
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser().absolute()
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "aieng"
+        return _home() / "Library" / "Caches" / "aieng"
     if sys.platform == "win32":
         local = os.environ.get("LOCALAPPDATA")
-        base = Path(local) if local else Path.home() / "AppData" / "Local"
+        base = Path(local) if local else _home() / "AppData" / "Local"
         return base / "aieng" / "Cache"
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else _home() / ".cache"
     return base / "aieng"
+
+
+def _home() -> Path:
+    try:
+        return Path.home()
+    except (RuntimeError, KeyError) as error:  # HOME unset, no passwd entry for the user id
+        uid = os.getuid() if hasattr(os, "getuid") else "?"
+        raise CacheDirError(
+            f"no cache folder: HOME is not set and user id {uid} has no home directory "
+            f"({error}); set AIENG_CACHE_DIR (or XDG_CACHE_HOME) to a writable folder, or "
+            "HOME") from error
 
 
 #: How long a dead process's scratch must have been left untouched before
