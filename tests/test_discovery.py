@@ -70,16 +70,19 @@ class FakeDists:
         return qualified
 
     def dist(
-        self, distribution: str, version: str, entry_points: Mapping[str, str]
+        self, distribution: str, version: str, entry_points: Mapping[str, str],
+        requires: Sequence[str] = (),
     ) -> list[metadata.EntryPoint]:
         """Write a ``.dist-info`` folder and return its entry points of the group ``aieng``.
 
         :param entry_points: plugin name -> module name (as :meth:`module` returned it).
+        :param requires: its ``Requires-Dist`` lines.
         """
         info = self.root / f"{distribution.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
+        needs = "".join(f"Requires-Dist: {line}\n" for line in requires)
         (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n",
+            f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n{needs}",
             encoding="utf-8",
         )
         lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
@@ -88,10 +91,11 @@ class FakeDists:
         return sorted(found, key=lambda ep: ep.name)
 
     def plugin(
-        self, name: str, source: str, *, version: str = "1.0.0"
+        self, name: str, source: str, *, version: str = "1.0.0", requires: Sequence[str] = ()
     ) -> list[metadata.EntryPoint]:
         """One module and one distribution ``aieng-fake-NAME`` exposing it as plugin ``name``."""
-        return self.dist(f"aieng-fake-{name}", version, {name: self.module(name, source)})
+        return self.dist(f"aieng-fake-{name}", version, {name: self.module(name, source)},
+                         requires)
 
     def imported(self, name: str) -> bool:
         """Whether the module written for plugin ``name`` has been imported."""
@@ -400,6 +404,88 @@ def test_two_distributions_with_one_plugin_name_keep_both_records(fakes: FakeDis
     records = [p for p in registry.plugins if p.name == "same"]
     assert [(p.distribution, p.status) for p in records] == [
         ("aieng-fake-first", "loaded"), ("aieng-fake-second", "broken")]
+
+
+OLD_RETRIEVER = """
+    from aieng_hookspecs import hookimpl
+
+    class Old:
+        # A retriever written for a contract whose aieng_retrieve had one more argument.
+
+        @hookimpl
+        async def aieng_retrieve(self, query, k, legacy_flag):
+            return []
+
+    @hookimpl
+    def aieng_register_components(registry):
+        registry.add("old-retriever", Old)
+    """
+CONTRACT = metadata.version("aieng-hookspecs")
+OLD_CONTRACT = "aieng-hookspecs<0.0.1"
+
+
+def _build_with(entry_points: Sequence[metadata.EntryPoint], component: str) -> None:
+    """Build a pipeline of one component on a kernel loading ``entry_points``."""
+    async def build() -> None:
+        async with Kernel(entry_points=entry_points, env={}) as kernel:
+            kernel.pipeline({"pipeline": {"name": "p"}, "components": {"r": {"use": component}}})
+
+    anyio.run(build)
+
+
+def test_a_plugin_made_for_another_contract_loads_with_a_warning(fakes: FakeDists) -> None:
+    """pip installs a plugin whose requirement on aieng-hookspecs the installed one does not
+    meet (an upgrade of aieng leaves it behind): it is listed with a warning saying so, and
+    building a pipeline whose hook does not fit names that cause."""
+    entry_points = fakes.plugin("old", OLD_RETRIEVER, version="0.3.0",
+                                requires=[OLD_CONTRACT, "numpy>=1"])
+    with capture_logs() as logs:
+        registry = _loaded(entry_points)
+    old = _by_name(registry)["old"]
+    assert old.status == "loaded"
+    assert old.warning == (f"aieng-fake-old 0.3.0 was made for aieng-hookspecs<0.0.1 and "
+                           f"aieng-hookspecs {CONTRACT} is installed: install a version of "
+                           "aieng-fake-old made for this aieng")
+    assert old.to_json()["warning"] == old.warning
+    assert [e["plugin"] for e in logs if e["event"] == "plugin.contract_mismatch"] == ["old"]
+    with pytest.raises(ConfigError) as caught:
+        _build_with(entry_points, "old-retriever")
+    assert "legacy_flag" in str(caught.value)
+    assert str(caught.value).endswith(old.warning)
+
+
+def test_a_hook_that_does_not_fit_names_the_plugin_and_contract(fakes: FakeDists) -> None:
+    """A distribution saying nothing about aieng-hookspecs: the error names it and the
+    installed contract, the likely cause of an argument the hook spec does not have."""
+    with pytest.raises(ConfigError, match=r"\(from aieng-fake-quiet 2\.0; aieng-hookspecs "
+                       rf"{CONTRACT} is installed: was the plugin made for another version"):
+        _build_with(fakes.plugin("quiet", OLD_RETRIEVER, version="2.0"), "old-retriever")
+
+
+@pytest.mark.parametrize("requires", [
+    [f"aieng-hookspecs=={CONTRACT}"],             # met
+    ["aieng_hookspecs>=0.0.1"],                   # met, spelled as an import name
+    [f"{OLD_CONTRACT}; extra == 'legacy'"],       # an extra's requirement
+    [f"{OLD_CONTRACT}; sys_platform == 'nope'"],  # another platform's
+    ["not a requirement((("],                     # unreadable: pip's to judge
+    [],
+])
+def test_no_warning_when_the_contract_is_met_or_not_asked(fakes: FakeDists,
+                                                          requires: list[str]) -> None:
+    fine = _by_name(_loaded(fakes.plugin("fine", GOOD, requires=requires)))["fine"]
+    assert (fine.status, fine.warning) == ("loaded", "")
+
+
+def test_a_broken_plugin_made_for_another_contract_says_so(fakes: FakeDists) -> None:
+    """A plugin whose registration fails (a misspelled hook, here: perhaps one a newer
+    contract defines) and whose distribution wants another contract: the error gives both."""
+    registry = _loaded(fakes.plugin("newer", MISSPELLED, requires=["aieng-hookspecs>=99"]))
+    newer = _by_name(registry)["newer"]
+    assert newer.status == "broken" and newer.warning == ""
+    assert "aieng_register_component" in newer.error
+    assert newer.error.endswith("aieng-fake-newer 1.0.0 was made for aieng-hookspecs>=99 and "
+                                f"aieng-hookspecs {CONTRACT} is installed: install a version "
+                                "of aieng-fake-newer made for this aieng")
 
 
 # ============================================================================ subprocess helpers

@@ -27,11 +27,10 @@ from aieng_hookspecs.types import (
 from .._errors import ConfigError, HookError, UnknownComponentError
 from .._scope import CURRENT_RUN, RunScope
 from ..dispatch import Dispatcher, StagePolicy
-from ..registry import unmarked_hooks
+from ..registry import PluginInfo
 from ._context import ComponentContext
 from ._each import (
     CLOSE_POLICY,
-    ROLE_SPECS,
     InUse,
     call_each,
     failed_build_closer,
@@ -40,6 +39,7 @@ from ._each import (
 from ._indexing import CHUNKS, COUNT, Batch, as_chunks, delete_runs
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
 from ._flight import Flights, land
+from ._register import register_components
 from ._result import RunInput, RunResult, StageRecord, as_request
 from ._stages import SKIPPED_ON_HIT, STAGE_FUNCTIONS, DeltaCallback, RunState, stream_hit
 from ._streaming import held
@@ -138,30 +138,17 @@ class Pipeline:
                     source=source, key=f"components.{name}") from exc
             built.append((name, instance))
             self._built_here.append((name, instance))
-        # pluggy calls the last registered first: register in reverse file order.
-        for name, instance in reversed(built):
-            if unmarked := unmarked_hooks(instance, ROLE_SPECS):
-                raise ConfigError(f"component {name!r} defines {', '.join(unmarked)} without "
-                                  "@hookimpl: it would never be called", source=source,
-                                  key=f"components.{name}")
-            try:
-                self._pm.register(instance, name=name)
-            except pluggy.PluginValidationError as exc:
-                raise ConfigError(f"component {name!r} has an invalid hook impl: {exc}",
-                                  source=source, key=f"components.{name}") from None
-        try:
-            self._pm.check_pending()
-        except pluggy.PluginValidationError as exc:
-            name = self._pm.get_name(exc.plugin) or "?"
-            raise ConfigError(f"{exc} (a misspelled hook name?)", source=source,
-                              key=f"components.{name}") from None
-        for name, instance in built:
-            self.components[name] = instance
-            for hook in self._hooks_of(name):
-                if any(i.wrapper or i.hookwrapper for i in getattr(self._pm.hook, hook)
-                       .get_hookimpls() if i.plugin_name == name):
-                    raise ConfigError(f"hook wrappers are not supported on role hook {hook}",
-                                      source=source, key=f"components.{name}")
+        register_components(self._pm, built, source, self._plugin_of)
+        self.components.update(built)
+
+    def _plugin_of(self, name: str) -> PluginInfo | None:
+        """The plugin that registered component ``name``'s class (none for an instance)."""
+        comp = self.config.components.get(name)
+        if comp is None or comp.use == INSTANCE:
+            return None
+        registry = self.kernel.registry
+        plugin = registry.component(comp.use).plugin
+        return next((p for p in registry.plugins if p.name == plugin), None)
 
     def _hooks_of(self, name: str) -> list[str]:
         plugin = self._pm.get_plugin(name)

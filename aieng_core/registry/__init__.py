@@ -1,5 +1,6 @@
 """Plugin discovery and the component registry."""
 
+from ._contract import contract_conflict, installed_contract
 from ._discovery import ENTRY_POINT_GROUP
 from ._info import ComponentInfo, PluginInfo, hooks_of, spec_names, unmarked_hooks
 from ._registry import BUILTIN, ReaderInfo, Registry, run_registration
@@ -11,7 +12,9 @@ __all__ = [
     "PluginInfo",
     "ReaderInfo",
     "Registry",
+    "contract_conflict",
     "hooks_of",
+    "installed_contract",
     "run_registration",
     "spec_names",
     "unmarked_hooks",

@@ -23,6 +23,8 @@ class Candidate:
     entry_point: metadata.EntryPoint | None
     distribution: str = ""
     version: str = ""
+    #: The distribution's ``Requires-Dist`` lines.
+    requires: tuple[str, ...] = ()
 
 
 def discover(entry_points: Iterable[metadata.EntryPoint] | None = None) -> list[Candidate]:
@@ -41,6 +43,7 @@ def discover(entry_points: Iterable[metadata.EntryPoint] | None = None) -> list[
                 entry_point=ep,
                 distribution=dist.name if dist is not None else "",
                 version=dist.version if dist is not None else "",
+                requires=tuple(dist.requires or ()) if dist is not None else (),
             )
         )
     return sorted(found, key=lambda c: c.name)

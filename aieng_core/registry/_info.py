@@ -57,6 +57,8 @@ class PluginInfo:
     :param status: ``loaded``, ``broken`` (it raised; see ``error``) or ``disabled``
         (by ``AIENG_PLUGINS`` / ``AIENG_DISABLE_PLUGINS``).
     :param error: for a broken plugin, the error, with its type.
+    :param warning: for a loaded plugin, what may go wrong: its distribution was made for
+        another version of the contract (``aieng-hookspecs``).
     :param components: the components it registered.
     :param hooks: the hooks it implements: module-level ones and those of its components.
     """
@@ -68,6 +70,7 @@ class PluginInfo:
     error: str = ""
     components: tuple[str, ...] = ()
     hooks: tuple[str, ...] = ()
+    warning: str = ""
 
     @property
     def dist_label(self) -> str:
@@ -86,6 +89,7 @@ class PluginInfo:
             "hooks": list(self.hooks),
             "status": self.status,
             "error": self.error or None,
+            "warning": self.warning or None,
         }
 
 

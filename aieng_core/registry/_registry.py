@@ -18,6 +18,7 @@ from aieng_hookspecs.specs import REGISTRATION_MODULES, ROLE_MODULES
 from aieng_hookspecs.types import Event
 
 from .._errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
+from ._contract import contract_conflict
 from ._discovery import Candidate, discover, matches, selection
 from ._info import ComponentInfo, PluginInfo, hooks_of, spec_names, unmarked_hooks
 
@@ -220,8 +221,20 @@ class Registry:
             except (Exception, SystemExit) as exc:  # any import failure disables this plugin only
                 self._broken(cand.name, cand.distribution, cand.version, exc)
                 continue
-            self.register(plugin, name=cand.name, distribution=cand.distribution,
-                          version=cand.version)
+            info = self.register(plugin, name=cand.name, distribution=cand.distribution,
+                                 version=cand.version)
+            if conflict := contract_conflict(cand.distribution, cand.version, cand.requires):
+                self._mismatched(info, conflict)
+
+    def _mismatched(self, info: PluginInfo, conflict: str) -> None:
+        """Say, on a plugin's record, that it was made for another contract: in a broken
+        one's error (the likely cause), as a loaded one's warning (its hooks may be called
+        with what it does not expect)."""
+        if info.status == "broken":
+            self._record(attrs.evolve(info, error=f"{info.error}; {conflict}"))
+            return
+        log.warning("plugin.contract_mismatch", plugin=info.name, problem=conflict)
+        self._record(attrs.evolve(info, warning=conflict))
 
     def register(
         self, plugin: object, *, name: str, distribution: str = "", version: str = ""
