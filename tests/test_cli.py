@@ -98,7 +98,7 @@ def test_plugins_json_lists_the_builtin(pipeline_file: Path) -> None:
     rows = json.loads(out)
     builtin = next(r for r in rows if r["name"] == "builtin")
     assert set(builtin) == {"name", "distribution", "version", "components", "hooks", "status",
-                            "error"}
+                            "error", "warning"}
     assert builtin["status"] == "loaded" and "memory" in builtin["components"]
     assert "aieng_retrieve" in builtin["hooks"]
 
@@ -107,6 +107,18 @@ def test_plugins_table() -> None:
     """`aieng plugins` renders a table with the built-in plugin."""
     code, out, _ = invoke("plugins")
     assert code == 0 and "builtin" in out and "loaded" in out
+
+
+def test_plugins_table_shows_a_plugins_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    """A loaded plugin made for another contract is listed with its warning, in full."""
+    from aieng_core.cli import _present
+    from aieng_core.registry import PluginInfo
+
+    warning = "aieng-old 0.3 was made for aieng-hookspecs<0.1 and aieng-hookspecs 0.1.0 is"
+    _present.plugins_table([PluginInfo("old", "aieng-old", "0.3", warning=warning),
+                            PluginInfo("fine", "aieng-fine", "1.0")])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"old: {warning}" in out and "fine:" not in out
 
 
 def test_hooks_lists_every_spec() -> None:

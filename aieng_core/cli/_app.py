@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import errno
 import os
 import sys
@@ -15,7 +17,7 @@ from ..kernel import Kernel
 from ..logs import configure_logging
 from ..registry import run_registration
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "text_streams"]
 
 log = structlog.get_logger(__name__)
 #: An argument's text, or an option's that may be absent.
@@ -151,9 +153,39 @@ def cli(ctx: click.Context, log_level: str) -> None:
     ctx.ensure_object(dict)
 
 
+def text_streams() -> None:
+    """Make standard input, output and error carry any text (called by :func:`main`).
+
+    A stream whose locale says ASCII (the C locale with Python's UTF-8 mode off,
+    ``PYTHONIOENCODING=ascii``: a container's usual environment) is made UTF-8, the
+    encoding ``click.echo``, and so ``--json``, writes there already: printing an accented
+    answer or an emoji was a ``UnicodeEncodeError`` and a line typed to ``aieng chat`` a
+    ``UnicodeDecodeError``. A character an output stream's encoding still cannot hold (a
+    lone surrogate; an emoji on a Latin-1 terminal) is written as a backslash escape
+    (``\\ud800``, a valid JSON escape too), and input bytes that do not decode become lone
+    surrogates that the commands refuse as not UTF-8, with their own message.
+    """
+    for name in ("stdin", "stdout", "stderr"):
+        stream = getattr(sys, name)
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is None:  # closed at start (None), or replaced by a caller
+            continue
+        errors = "surrogateescape" if name == "stdin" else "backslashreplace"
+        ascii_only = codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "ascii"
+        try:
+            if ascii_only:
+                reconfigure(encoding="utf-8", errors=errors)
+            else:
+                reconfigure(errors=errors)
+        except (ValueError, OSError):  # already read from (an embedding program's stdin)
+            continue
+
+
 def main() -> None:
     """Console-script entry point."""
     from . import _agent, _chat, _commands, _rag, _scaffold  # noqa: F401  (the built-in commands)
+
+    text_streams()
 
     # Configure logging before anything can log (--help given before --log-level lists the
     # plugins' commands first); the --log-level option re-applies it as it is parsed.
@@ -173,6 +205,10 @@ def utf8_text(ctx: click.Context, param: click.Parameter, value: _Text) -> _Text
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
+        with contextlib.suppress(UnicodeError):
+            # UTF-8 bytes under an ASCII locale (LC_ALL=C, Python's UTF-8 mode off) reach
+            # Python as lone surrogates too: they are the text that was typed.
+            return os.fsencode(value).decode("utf-8")
         raise click.BadParameter(f"not valid UTF-8 (character {exc.start}): is the "
                                  "terminal's encoding UTF-8?") from None
     return value

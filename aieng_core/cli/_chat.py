@@ -9,8 +9,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import click
 from aieng_hookspecs import replace_file
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, a history file is not locked
+    fcntl = None  # type: ignore[assignment]
 
 from ._app import cli, kernel_of, utf8_text
 
@@ -25,6 +31,13 @@ _HELP = "commands: /reset (forget the conversation), /exit (or Ctrl-D)"
 #: The permissions of a history file chat creates: it holds the conversation, so its owner
 #: alone reads it (as a shell's history); an existing file keeps its own.
 PRIVATE = 0o600
+#: The keys of a history line.
+_KEYS = frozenset({"role", "content", "name", "tool_call_id", "tool_calls"})
+
+
+class _Unknown(ValueError):
+    """A history line this version cannot read that a newer one may have written: an
+    unknown key or role."""
 
 
 def message_to_json(message: Message) -> dict[str, Any]:
@@ -49,9 +62,13 @@ def message_from_json(data: Any) -> Message:
 
     if not isinstance(data, dict):  # one error type for any bad line
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")  # noqa: TRY004
-    unknown = set(data) - {"role", "content", "name", "tool_call_id", "tool_calls"}
+    unknown = set(data) - _KEYS
     if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)}")
+        raise _Unknown(f"unknown keys {sorted(unknown)}")
+    roles = attrs.fields(Message).role.validator.options  # type: ignore[union-attr]
+    if isinstance(data.get("role"), str) and data["role"] not in roles:
+        raise _Unknown(f"unknown role {data['role']!r} (this version knows "
+                       f"{', '.join(roles)})")
     try:
         calls = tuple(ToolCall(id=c["id"], name=c["name"], arguments=c.get("arguments", {}))
                       for c in data.get("tool_calls") or ())
@@ -59,6 +76,8 @@ def message_from_json(data: Any) -> Message:
                        tool_call_id=data.get("tool_call_id"), tool_calls=calls)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a message: {type(exc).__name__}: {exc}") from None
+    except ValueError as exc:  # an attrs validator's: its first argument is the message
+        raise ValueError(f"not a message: {exc.args[0] if exc.args else exc}") from None
 
 
 def _read_history(path: Path) -> list[Message]:
@@ -80,8 +99,16 @@ def _read_history(path: Path) -> list[Message]:
         try:
             messages.append(message_from_json(json.loads(line)))
         except ValueError as exc:  # json's errors included
-            raise click.BadParameter(f"{str(path)!r} line {number}: {exc}",
-                                     param_hint="--history") from None
+            if isinstance(exc, _Unknown):
+                hint = ("written by a newer version of aieng? Use that version, or name "
+                        "another --history file")
+            elif number == len(lines) and isinstance(exc, json.JSONDecodeError):
+                hint = ("the last line is cut short (a chat stopped while writing it?): "
+                        "remove it to go on, or name another --history file")
+            else:
+                hint = "fix or remove the line, or name another --history file"
+            raise click.BadParameter(f"{str(path)!r} line {number}: {exc}; {hint} (the "
+                                     "file is left as it is)", param_hint="--history") from None
     return messages
 
 
@@ -112,15 +139,75 @@ def _append_history(path: Path, messages: list[Message]) -> None:
     again, so that the file holds whole lines only."""
     start: int | None = None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, PRIVATE)
         with os.fdopen(fd, "ab") as out:
             start = out.tell()
-            out.write(_lines_of(messages))
+            # A last line with no line end (a file written by hand) is ended first: the
+            # turn would be glued to it, and the file no longer read.
+            ended = not start or os.pread(fd, 1, start - 1) == b"\n"
+            out.write((b"" if ended else b"\n") + _lines_of(messages))
     except OSError as exc:
         if start is not None:
             with contextlib.suppress(OSError):
                 os.truncate(path, start)
         raise _unsaved(path, exc) from exc
+
+
+class _HistoryLock:
+    """An exclusive ``flock`` on the history file, held while the chat runs: a second
+    chat on the file would interleave its turns with this one's (and a ``/reset`` drop the
+    other's), so it is refused at once. The operating system lets go when the process
+    ends, killed too. Where there is no ``flock`` (Windows) nothing is locked."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        if path.exists() and not path.is_file():
+            return  # a device, a FIFO: reading it says what is wrong
+        try:
+            # Created here (empty, its owner's alone) so that there is a file to lock.
+            self._fd = self._locked()
+        except OSError as exc:
+            if path.exists():
+                return  # unreadable: reading it says so
+            tilde = (" ('~' is not expanded: a shell expands it unquoted)"
+                     if str(path).startswith("~") else "")
+            raise click.ClickException(
+                f"cannot create the history file {str(path)!r}: {exc.strerror or exc}{tilde}"
+                "; name a file in a folder that exists and can be written, or leave "
+                "--history out") from None
+
+    def _locked(self) -> int | None:
+        if fcntl is None:  # pragma: no cover - Windows
+            return None
+        fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, PRIVATE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise click.ClickException(
+                f"{str(self.path)!r} is in use by another aieng chat (it holds the file "
+                "locked): end that chat first, or name another --history file") from None
+        except OSError:  # a file system with no locks (some network mounts): none held
+            os.close(fd)
+            return None
+        return fd
+
+    def replaced(self) -> None:
+        """Lock the file put in the old one's place (``/reset`` replaces it whole)."""
+        if self._fd is None:
+            return
+        old, self._fd = self._fd, None
+        try:
+            self._fd = self._locked()
+        finally:
+            os.close(old)
+
+    def release(self) -> None:
+        """Let go of the file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @cli.command()
@@ -130,7 +217,8 @@ def _append_history(path: Path, messages: list[Message]) -> None:
 @click.option("--history", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A JSON Lines file of the conversation: read when it exists (the chat "
                    "goes on from it, its turns sent to the model as they are), and each turn "
-                   "appended to it; created readable by its owner only (0600).")
+                   "appended to it; created readable by its owner only (0600). A chat holds "
+                   "it locked: a second chat on the same file is refused.")
 @click.option("--context-chars", type=click.IntRange(min=1), default=None,
               help="The most characters of conversation sent per turn; older turns' texts "
                    "are left out first (default: all).")
@@ -148,6 +236,17 @@ def chat(ctx: click.Context, pipeline: Path, system: str | None, history: Path |
     each turn. /reset forgets it (and empties --history but for its system prompt), /exit
     (or Ctrl-D) ends the chat.
     """
+    held = _HistoryLock(history) if history is not None else None
+    try:
+        _chat(ctx, pipeline, system, history, context_chars, as_agent, max_steps, held)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _chat(ctx: click.Context, pipeline: Path, system: str | None, history: Path | None,
+          context_chars: int | None, as_agent: bool, max_steps: int,
+          held: _HistoryLock | None) -> None:
     import anyio
     from aieng_hookspecs.types import Message
 
@@ -179,6 +278,8 @@ def chat(ctx: click.Context, pipeline: Path, system: str | None, history: Path |
                                   len(messages)):]
                 if history is not None:
                     await anyio.to_thread.run_sync(_rewrite_history, history, messages)
+                    if held is not None:
+                        held.replaced()
                 click.echo("(the conversation is forgotten)", err=True)
                 continue
             if not text.strip():

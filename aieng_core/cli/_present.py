@@ -48,7 +48,8 @@ def _line(console: Console, text: str) -> None:
 
 
 def plugins_table(infos: Sequence[PluginInfo]) -> None:
-    """Plugins as a rich table; broken ones in red with their error."""
+    """Plugins as a rich table; broken ones in red with their error, loaded ones with a
+    warning (made for another contract) in yellow with it."""
     table = Table(title="aieng plugins")
     for column in ("plugin", "distribution", "version", "status", "components", "hooks"):
         table.add_column(column, overflow="fold")
@@ -64,6 +65,8 @@ def plugins_table(infos: Sequence[PluginInfo]) -> None:
         if info.status == "broken":
             console.print(Text.assemble((info.name, "red"),
                                         f" ({info.dist_label}): {info.error}"))
+        elif info.warning:
+            console.print(Text.assemble((info.name, "yellow"), f": {info.warning}"))
 
 
 def hooks_table(rows: Iterable[dict[str, Any]]) -> None:

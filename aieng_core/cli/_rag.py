@@ -58,7 +58,10 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
     while indexing) is named on stderr and the others are indexed; the exit status is
     then 1. Files are read as they are indexed, a batch at a time (a BEIR corpus line by
     line, so memory holds a batch, not the corpus): a malformed row stops the command
-    (status 2, naming file and line) once the documents before it are written.
+    (status 2, naming file and line) once the documents before it are written. A run
+    stopped part way (Ctrl-C, killed) keeps what its indexes committed; indexing the same
+    paths again reads them all again and replaces what is there (no duplicates, nothing
+    skipped).
     """
     import anyio
 
