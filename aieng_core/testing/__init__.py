@@ -8,7 +8,7 @@ aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder``
 from ._kit import EventCapture, HookRecorder, isolated_kernel, kernel_with, registered, settle
 from .conformance._resources import open_files
 from .doubles import FixedRouter, HashEmbedder, PromptCache, ScriptedBackend
-from .processes import hang_guard, race_processes, umask
+from .processes import hang_guard, race_processes, read_only, umask
 
 __all__ = [
     "EventCapture",
@@ -22,6 +22,7 @@ __all__ = [
     "kernel_with",
     "open_files",
     "race_processes",
+    "read_only",
     "registered",
     "settle",
     "umask",

@@ -1,6 +1,7 @@
 """The process around a test: the same script raced in several processes (what two workers
 sharing a cache or a file do at the same moment), a guard that fails a test instead of
-letting it hang, and a umask set for a block."""
+letting it hang, a umask set for a block, and a folder seen read-only (a container's
+read-only mount)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["hang_guard", "race_processes", "umask"]
+__all__ = ["hang_guard", "race_processes", "read_only", "umask"]
 
 #: What every racer runs first: it says it is ready (``ready-<n>``) and waits for ``go``.
 _PREAMBLE = """
@@ -97,3 +98,39 @@ def umask(mask: int = 0o022) -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """``folder`` as this process sees a read-only one (a container's read-only mount):
+    made ``a-w`` for a user, or, for root (whom file modes do not stop), bind-mounted
+    read-only at a sibling path ``<name> (read-only)``, which is yielded. The test is
+    skipped when neither can be done (root without the right to mount).
+
+    The mount is undone lazily: memory-mapped files of an object not yet collected keep it
+    busy; it is detached from the folder tree at once all the same.
+    """
+    import pytest
+
+    if os.geteuid() != 0:
+        paths = [folder, *folder.rglob("*")]
+        for path in paths:
+            path.chmod(path.stat().st_mode & ~0o222)
+        try:
+            yield folder
+        finally:
+            for path in paths:
+                path.chmod(path.stat().st_mode | 0o200)
+        return
+    view = folder.with_name(f"{folder.name} (read-only)")
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(folder), str(view)],
+                      capture_output=True, check=False).returncode:
+        view.rmdir()
+        pytest.skip("root, and no bind mount: cannot make a folder read-only")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True,
+                       check=True)
+        yield view
+    finally:
+        subprocess.run(["umount", "-l", str(view)], capture_output=True, check=False)

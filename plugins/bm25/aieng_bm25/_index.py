@@ -7,12 +7,17 @@ tantivy is imported when an index opens, never when this module is imported, so 
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import math
 import os
 import re
+import shutil
 import sys
+import tempfile
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -46,8 +51,12 @@ _MAX_TOKEN_BYTES = 40
 # How long a write waits for another writer (another process, say) to release the index.
 _LOCK_WAIT_S = 5.0
 _MIB = 1024 * 1024
-# How tantivy's errors (ValueError) carry the OS error under them: "... (os error 28)".
-_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+# How tantivy's errors (ValueError) carry the OS error under them: "... (os error 28)",
+# or, for its lock files, "IoError(Os { code: 30, kind: ReadOnlyFilesystem, ... })".
+_OS_ERROR = re.compile(r"\(os error (\d+)\)|\bOs \{ code: (\d+)")
+# The OS errors of a folder this process may read but not write (a read-only mount,
+# chmod a-w): tantivy cannot create its lock files there, even to read.
+_UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 _WRITE_FAILED = ("nothing of this write was committed: the index keeps its last commit; "
                  "make room (or make the folder writable) and retry")
 # What tantivy writes into a folder before the index's meta.json (its file list, its
@@ -55,6 +64,10 @@ _WRITE_FAILED = ("nothing of this write was committed: the index keeps its last 
 # index being created (by another process, at this moment) or whose creation was cut
 # short, not a folder of the user's files.
 _TANTIVY_OWN = re.compile(r"\.managed\.json|\.tantivy-(?:meta|writer)\.lock|\.tmp[0-9A-Za-z]{6}")
+# A tantivy segment's files ("<segment id>.idx", ".term", ..., "<id>.<opstamp>.del"):
+# written only after the index's meta.json, so beside no meta.json they are an index
+# that lost it, not one being created.
+_SEGMENT_FILE = re.compile(r"[0-9a-f]{32}\.(?:[0-9]+\.)?[a-z]+")
 # Placeholders that leave a folder as empty as it was: what keeps an empty folder in git
 # (.gitkeep, .keep, a .gitignore) and what macOS and Windows drop into folders they show.
 # tantivy deletes only the files it lists, so they stay beside the index.
@@ -159,6 +172,24 @@ def _schema(analyzer: str) -> tantivy.Schema:
     return builder.build()
 
 
+# An analyzer's name says its version ("aieng_v2", "aieng_en_v1"): one above the newest
+# this version knows was made by a later aieng-bm25.
+_VERSIONED = re.compile(r"aieng_(?:[a-z]+_)?v([0-9]+)")
+_NEWEST = max(int(found.group(1)) for name in ANALYZERS
+              if (found := _VERSIONED.fullmatch(name)) is not None)
+
+
+def _analyzers_of(folder: Path) -> set[str]:
+    """The analyzers (tokenizer names) of the text fields in the schema that ``folder``'s
+    ``meta.json`` records; none when it cannot be read."""
+    try:
+        fields = json.loads((folder / "meta.json").read_bytes())["schema"]
+        return {str(field["options"]["indexing"]["tokenizer"]) for field in fields
+                if field.get("name") in (_TITLE, _TEXT)}
+    except (OSError, ValueError, LookupError, TypeError, AttributeError):
+        return set()
+
+
 def _utf8(text: str) -> str:
     """``text`` with lone surrogates replaced: tantivy takes only what encodes as UTF-8."""
     try:
@@ -218,6 +249,10 @@ class BM25Index:
         self._commits = 0
         folder = self.folder
         self._meta = None if folder is None else str(folder / "meta.json")
+        # A folder opened read-only: the OS error that refused writing there (errno), and
+        # the removal of the private folder that tantivy opens instead (see _read_only_at).
+        self._read_only = 0
+        self._unlink: Callable[[], Any] | None = None
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -287,18 +322,26 @@ class BM25Index:
         self._v2 = name == "aieng_v2"
         return index
 
-    def _reuse(self, folder: Path) -> tuple[str, tantivy.Schema, tantivy.Index]:
+    def _reuse(self, folder: Path, where: Path | None = None
+               ) -> tuple[str, tantivy.Schema, tantivy.Index]:
         """The name of the analyzer of the index in ``folder``, its schema and the index:
         the analyzer it was made with (an existing index keeps its own), or
-        ``options.analyzer`` for a new one."""
+        ``options.analyzer`` for a new one. tantivy opens ``where`` (``folder`` itself, or
+        the private folder of a read-only open)."""
         import tantivy
 
         wanted = self.options.analyzer
         for name in (wanted, *(other for other in ANALYZERS if other != wanted)):
             schema = _schema(name)
             try:
-                return name, schema, tantivy.Index(schema, path=str(folder), reuse=True)
+                return name, schema, tantivy.Index(schema, path=str(where or folder),
+                                                   reuse=True)
             except ValueError as exc:
+                found = _OS_ERROR.search(str(exc))
+                if (where is None and found is not None and (folder / "meta.json").exists()
+                        and int(found.group(1) or found.group(2)) in _UNWRITABLE):
+                    # tantivy creates its lock files even to read: open it read-only.
+                    return self._read_only_at(folder, int(found.group(1) or found.group(2)))
                 if "schema does not match" not in str(exc):
                     # tantivy names a damaged file relative to the folder (or not at all):
                     # say which index it is, and what to do.
@@ -308,10 +351,45 @@ class BM25Index:
                         f"{folder}: the tantivy index there cannot be opened ({exc}); if a "
                         "file of it is damaged or missing, restore the folder from a backup, "
                         "or delete it and index the documents again") from exc
+        newer = sorted(_analyzers_of(folder) - set(ANALYZERS))
+        if newer and all((found := _VERSIONED.fullmatch(name)) is not None
+                         and int(found.group(1)) > _NEWEST for name in newer):
+            raise ValueError(
+                f"{folder} holds an index made by a newer aieng-bm25: its analyzer "
+                f"{', '.join(newer)} is unknown to this version (analyzers "
+                f"{', '.join(ANALYZERS)}); upgrade aieng-bm25 to open it (the folder is left "
+                "as it is)") from None
         raise ValueError(
             f"{folder} holds a tantivy index with another schema: it was not made by this "
             f"version of aieng-bm25 (analyzers {', '.join(ANALYZERS)}); index into a new "
             "folder, or delete this one to rebuild it") from None
+
+    def _read_only_at(self, folder: Path, number: int
+                      ) -> tuple[str, tantivy.Schema, tantivy.Index]:
+        """Open the index of ``folder``, which this process cannot write (``number``, the
+        OS error), for searching only: tantivy opens a private temporary folder holding a
+        copy of the index's ``meta.json`` (the last commit, as of now) and links to its
+        other files, and every write is refused (see :meth:`_write`)."""
+        try:
+            private = Path(tempfile.mkdtemp(prefix="aieng-bm25-read-only-"))
+        except OSError as exc:
+            raise OSError(number, f"the index folder cannot be written ({os.strerror(number)})"
+                          f", and no temporary folder to open it read-only from ({exc}): set "
+                          "TMPDIR to a writable folder", str(folder)) from exc
+        unlink = weakref.finalize(self, shutil.rmtree, str(private), True)
+        try:
+            for entry in folder.iterdir():
+                if entry.name in ("meta.json", ".managed.json"):
+                    shutil.copyfile(entry, private / entry.name)
+                elif entry.is_file() and not _TANTIVY_OWN.fullmatch(entry.name):
+                    (private / entry.name).symlink_to(entry.absolute())
+            opened = self._reuse(folder, private)
+        except BaseException:
+            unlink()
+            raise
+        self._read_only, self._unlink = number, unlink
+        self._meta = str(private / "meta.json")  # what the impacts are built from
+        return opened
 
     @contextlib.contextmanager
     def _creating(self, folder: Path) -> Iterator[None]:
@@ -355,6 +433,12 @@ class BM25Index:
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} is a file; path must name a folder for the index")
         if folder.is_dir() and not (folder / "meta.json").exists() and any(
+                _SEGMENT_FILE.fullmatch(path.name) for path in folder.iterdir()):
+            raise ValueError(
+                f"{folder} holds a tantivy index's segment files but no meta.json (its list "
+                "of commits: lost or deleted), so the index cannot be opened; restore the "
+                "folder from a backup, or delete it and index the documents again")
+        if folder.is_dir() and not (folder / "meta.json").exists() and any(
                 not _TANTIVY_OWN.fullmatch(path.name) and path.name not in _PLACEHOLDERS
                 for path in folder.iterdir()):
             # Refuse to write index files among a user's own files.
@@ -375,6 +459,10 @@ class BM25Index:
                 self._table.clear()
                 if self._impacts is not None:
                     self._impacts.clear()
+                if self._unlink is not None:  # a read-only open's private folder
+                    self._unlink()
+                    self._unlink, self._read_only = None, 0
+                    self._meta = str(Path(self.options.path).expanduser() / "meta.json")
 
     # -- writing -------------------------------------------------------------------------
 
@@ -504,6 +592,12 @@ class BM25Index:
         :returns: whether it committed.
         """
         index = self._open()
+        if self._read_only:
+            raise OSError(
+                self._read_only, f"the index folder cannot be written "
+                f"({os.strerror(self._read_only)}): it was opened read-only, for searches; "
+                "nothing was written. Make the folder writable (or copy it to a writable "
+                "place and use that path) to index into it", str(self.folder))
         writer = self._writer(index)
         try:
             changed = work(writer) is not False
@@ -538,7 +632,7 @@ class BM25Index:
         found = _OS_ERROR.search(str(exc)) if isinstance(exc, ValueError) else None
         if found is None:
             return None
-        number = int(found.group(1))
+        number = int(found.group(1) or found.group(2))
         return OSError(number, f"{doing} failed: {os.strerror(number)} (tantivy: {exc}); "
                        f"{then}", str(self.folder) if self.folder is not None else None)
 

@@ -44,7 +44,7 @@ def _made(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["garbage meta.json", "empty meta.json",
-                                    "truncated segment"])
+                                    "truncated segment", "missing meta.json"])
 def test_a_damaged_index_fails_naming_its_folder(tmp_path: Path, damage: str) -> None:
     """An index folder with a damaged file fails to open with an error that names the
     folder (not only tantivy's relative file name) and says how to recover, chained to
@@ -55,6 +55,9 @@ def test_a_damaged_index_fails_naming_its_folder(tmp_path: Path, damage: str) ->
         (folder / "meta.json").write_text("{garbage", encoding="utf-8")
     elif damage == "empty meta.json":
         (folder / "meta.json").write_bytes(b"")
+    elif damage == "missing meta.json":
+        # (was "a folder of other files, not a tantivy index; give an empty or new folder")
+        (folder / "meta.json").unlink()
     else:
         term = next(folder.glob("*.term"))
         term.write_bytes(term.read_bytes()[: term.stat().st_size // 2])
@@ -63,7 +66,10 @@ def test_a_damaged_index_fails_naming_its_folder(tmp_path: Path, damage: str) ->
     with pytest.raises(ValueError, match="delete it and index") as caught:
         index.open()
     assert str(folder) in str(caught.value)
-    assert isinstance(caught.value.__cause__, ValueError)
+    if damage == "missing meta.json":
+        assert "no meta.json" in str(caught.value)
+    else:
+        assert isinstance(caught.value.__cause__, ValueError)
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -38,6 +39,9 @@ FORMAT = 1
 MANIFEST = "index.json"
 JOURNAL = "journal.jsonl"
 LOCK = "LOCK"
+# The OS errors of a folder this process may read but not write (a read-only mount,
+# chmod a-w): such a folder holding an index opens read-only.
+_UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 @attrs.frozen
@@ -111,23 +115,43 @@ class Folder:
         self.journal_bytes = 0
         #: the generation of the last manifest this object switched to (-1: none yet)
         self.switched = -1
+        #: the OS error (errno) that keeps this process from writing the folder, which
+        #: :meth:`lock` then opened read-only (for searches); 0: writable
+        self.read_only = 0
 
     # -- locking -------------------------------------------------------------------------
 
     def lock(self) -> None:
         """Take the folder's lock, so two components never write one index.
 
+        A folder holding an index that this process cannot write (a read-only mount,
+        ``chmod a-w``) opens read-only (:attr:`read_only`): shared with other readers,
+        not with a writer.
+
         :raises RuntimeError: when another component or process has the folder open.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle = open(self.root / LOCK, "ab")  # noqa: SIM115 (held until unlock)
+        mode = "ab"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle: IO[bytes] | None = open(self.root / LOCK, "ab")  # noqa: SIM115
+        except OSError as exc:
+            if exc.errno not in _UNWRITABLE or not (self.root / MANIFEST).is_file():
+                raise
+            self.read_only, mode = exc.errno, "rb"
+            try:
+                handle = open(self.root / LOCK, "rb")  # noqa: SIM115 (held until unlock)
+            except FileNotFoundError:  # no writer ever locked it (a copied folder)
+                handle = None
         try:
             import fcntl
         except ImportError:  # not POSIX: no advisory lock; one writer is the caller's job
             self._lock = handle
             return
+        if handle is None:
+            return
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if mode == "rb" else fcntl.LOCK_EX)
+                        | fcntl.LOCK_NB)
         except OSError:
             handle.close()
             raise RuntimeError(
@@ -156,12 +180,19 @@ class Folder:
             return None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != FORMAT:
-                raise ValueError(f"unknown format {data.get('format')!r} (expected {FORMAT})")
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON {type(data).__name__}, not an object")
+            found = data.get("format")
+            if isinstance(found, int) and not isinstance(found, bool) and found > FORMAT:
+                raise ValueError(
+                    f"format {found}: a newer aieng-vectors wrote it (this one reads format "
+                    f"{FORMAT}); upgrade aieng-vectors to open it (the folder is left as it is)")
+            if found != FORMAT:
+                raise ValueError(f"unknown format {found!r} (expected {FORMAT})")
             return Manifest(generation=int(data["generation"]), model=str(data["model"]),
                             dim=int(data["dim"]), next_key=int(data.get("next_key", 0)),
                             hnsw=bool(data.get("hnsw", False)))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"the vectors index at {self.root} has a bad {MANIFEST}: "
                              f"{exc}") from None
 
@@ -225,7 +256,7 @@ class Folder:
                     good += len(raw)
                     if op["gen"] == generation:
                         ops.append(op)
-        if good != path.stat().st_size:
+        if good != path.stat().st_size and not self.read_only:
             with open(path, "r+b") as handle:
                 handle.truncate(good)
         self.journal_bytes = good
@@ -235,7 +266,7 @@ class Folder:
         """Empty a journal that no manifest goes with (the index was cleared by hand): its
         lines would otherwise be read back beside the next writes of a new index."""
         path = self.root / JOURNAL
-        if path.exists() and path.stat().st_size:
+        if path.exists() and path.stat().st_size and not self.read_only:
             with open(path, "r+b") as handle:
                 handle.truncate(0)
         self.journal_bytes = 0

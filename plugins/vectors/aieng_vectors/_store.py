@@ -8,6 +8,7 @@ I/O never run on the event loop.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -156,6 +157,7 @@ class VectorStore:
             documents, vectors = [documents[i] for i in keep], vectors[keep]
         with self.lock:
             self._check_open()
+            self._check_writable()
             self._check_dim(vectors.shape[1])
             if self._folder is not None:
                 if self._generation == 0 and not (self._folder.root / "index.json").exists():
@@ -174,6 +176,7 @@ class VectorStore:
         wanted = listed(ids)
         with self.lock:
             self._check_open()
+            self._check_writable()
             present = list(dict.fromkeys(i for i in wanted if i in self._rows))
             if not present:
                 return 0
@@ -188,6 +191,16 @@ class VectorStore:
             where = f" at {self.options.path}" if self.options.path else ""
             raise RuntimeError(f"the vectors index{where} is closed: the write was not made "
                                "(its pipeline closed while it was in flight)")
+
+    def _check_writable(self) -> None:
+        folder = self._folder
+        if folder is not None and folder.read_only:
+            number = folder.read_only
+            raise OSError(number, f"the vectors index at {folder.root} was opened read-only "
+                          f"(its folder cannot be written: {os.strerror(number)}), for "
+                          "searches; nothing was written. Make the folder writable (or copy "
+                          "it to a writable place and use that path) to index into it",
+                          str(folder.root))
 
     def _check_dim(self, dim: int) -> None:
         if self.dim == 0:
@@ -292,7 +305,8 @@ class VectorStore:
         self._catch_up(catch_up)
         folder = self._folder
         threshold = max(_COMPACT_BYTES, self._snapshot_bytes)
-        if folder is not None and folder.journal_bytes > max(threshold, self._retry_bytes):
+        if (folder is not None and not folder.read_only
+                and folder.journal_bytes > max(threshold, self._retry_bytes)):
             try:
                 self._write_snapshot()
             except Exception as exc:  # noqa: BLE001 (logged: the write itself is done)
@@ -515,8 +529,8 @@ class VectorStore:
         with self.lock:
             self._catch_up(len(self._waiting))
             folder = self._folder
-            if folder is None:
-                return
+            if folder is None or folder.read_only:
+                return  # (read-only: a journal stays as it is, read again at each open)
             if folder.journal_bytes == 0 and (folder.root / "index.json").exists():
                 return
             if self.dim == 0:
