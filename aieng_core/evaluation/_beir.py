@@ -33,12 +33,25 @@ class BeirCollection:
     qrels: dict[str, dict[str, int]]
 
 
+def _utf8(path: Path, number: int, line: str) -> None:
+    """Refuse a line that is not UTF-8 (read with ``surrogateescape``: a byte that does
+    not decode is a lone surrogate), naming the file and the line: a file saved in
+    another encoding (a Windows editor's cp1252) would fail in a decoder reading ahead,
+    with neither."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{path}:{number}: not UTF-8 text (column {exc.start + 1}); save "
+                         "the file as UTF-8") from None
+
+
 def _rows(path: Path, build: Callable[[dict[str, object]], _Row]) -> Iterator[_Row]:
     """The rows of a JSON-lines file, each yielded once its line is read."""
     lines: dict[str, int] = {}  # id -> the line that gave it
     # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first row.
-    with path.open(encoding="utf-8-sig") as handle:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
+            _utf8(path, number, line)
             if not line.strip():
                 continue
             try:
@@ -100,10 +113,11 @@ def load_beir(directory: str | Path, *, split: str = "test",
     queries = tuple(_rows(paths[1], _query))
     qrels: dict[str, dict[str, int]] = {}
     judged: dict[tuple[str, str], int] = {}  # (query id, document id) -> its line
-    with paths[2].open(encoding="utf-8-sig", newline="") as handle:
+    with paths[2].open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
         first = True
         for number, row in enumerate(reader, start=1):
+            _utf8(paths[2], reader.line_num, "\t".join(row))
             if not "".join(row).strip():
                 continue  # a blank line, as in the JSON-lines files
             if first and not row[-1].strip().lstrip("-").isdigit():

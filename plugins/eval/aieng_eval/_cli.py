@@ -314,8 +314,14 @@ def report(run_dir: Path, samples: int) -> None:
     lock = _guard(lambda: _read_lock(run_dir))
     if lock is None:
         raise _fail(EvalError(f"{run_dir}: no lock.json (not an eval run directory?)"))
-    results = locked_records(read_results(run_dir / "results.jsonl"), lock)
-    summary = write_reports(run_dir, results, lock, samples=samples)
+    try:
+        results = locked_records(read_results(run_dir / "results.jsonl"), lock)
+        summary = write_reports(run_dir, results, lock, samples=samples)
+    except OSError as exc:  # a read-only mount, a folder where a file belongs
+        raise _fail(EvalError(
+            f"cannot rebuild the reports of {run_dir}: {exc.filename or run_dir}: "
+            f"{exc.strerror or exc} (a read-only run directory: copy it somewhere writable; "
+            "`aieng eval compare` reads it as it is)")) from None
     for line in _summary_lines(summary):
         click.echo(line)
     click.echo(f"wrote {run_dir}/report.md, {run_dir}/report.html")

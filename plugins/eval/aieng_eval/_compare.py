@@ -10,7 +10,7 @@ from typing import Any
 from aieng_hookspecs import replace_file
 
 from ._results import ItemResult, read_results
-from ._runner import EvalError, _read_lock, locked_records
+from ._runner import EvalError, LockFormatError, _read_lock, locked_records
 from .report import _cell, _text
 from .stats import paired_bootstrap
 
@@ -28,6 +28,8 @@ def _load(run_dir: Path) -> dict[str, ItemResult]:
     records = read_results(path)
     try:
         lock = _read_lock(run_dir)
+    except LockFormatError:  # a later layout: its records are not read as this one's
+        raise
     except EvalError:  # an unreadable lockfile: every record, as before lockfiles
         lock = None
     kept = locked_records(records, lock) if lock is not None else records.values()

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from aieng_hookspecs import replace_file, user_cache_dir
+from aieng_hookspecs import CacheDirError, replace_file, user_cache_dir
 
 __all__ = [
     "LOCK_FORMAT",
     "FileHasher",
     "component_paths",
     "environment",
+    "format_problem",
     "jsonable",
     "lock_drift",
     "same_input",
@@ -59,11 +60,19 @@ class FileHasher:
 
     Blocking: call it from a worker thread.
 
-    :param cache: the cache file (``None``: :func:`default_cache_path`).
+    :param cache: the cache file (``None``: :func:`default_cache_path`; when no cache
+        folder can be named, no home folder and no ``AIENG_CACHE_DIR``, as in a container
+        run under a user id without one: no cache, every file is hashed, and
+        ``cache_path`` is ``None``).
     """
 
     def __init__(self, cache: Path | None = None) -> None:
-        self.cache_path = cache if cache is not None else default_cache_path()
+        if cache is None:
+            try:
+                cache = default_cache_path()
+            except CacheDirError:  # an optimisation only: hash every time
+                cache = None
+        self.cache_path = cache
         self._cache: dict[str, str] | None = None
         self._dirty = False
         #: files actually read (not answered from the cache); tests read it.
@@ -71,6 +80,9 @@ class FileHasher:
 
     def _entries(self) -> dict[str, str]:
         if self._cache is None:
+            if self.cache_path is None:
+                self._cache = {}
+                return self._cache
             try:
                 loaded = json.loads(self.cache_path.read_text(encoding="utf-8"))
                 self._cache = {str(k): str(v) for k, v in loaded.items()} \
@@ -113,7 +125,7 @@ class FileHasher:
 
     def save(self) -> None:
         """Write the cache back if it changed (a failure to write is not an error)."""
-        if not self._dirty or self._cache is None:
+        if not self._dirty or self._cache is None or self.cache_path is None:
             return
         try:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +205,24 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def format_problem(lock: Mapping[str, Any]) -> str | None:
+    """Why this aieng-eval cannot read a lockfile's layout, or ``None`` when it can: a
+    ``format`` above :data:`LOCK_FORMAT` (a later aieng-eval wrote it: its records may
+    hold what this one would misread), or one that is no layout number. A lockfile
+    without ``format`` is of layout 1."""
+    found = lock.get("format", 1)
+    if isinstance(found, bool) or not isinstance(found, int) or found < 1:
+        return f"its format {found!r} is not a layout number (1, 2, ...)"
+    if found <= LOCK_FORMAT:
+        return None
+    writer = lock.get("aieng_eval")
+    known = isinstance(writer, str) and bool(writer)
+    return (f"it has layout {found}, written by "
+            f"{f'aieng-eval {writer}' if known else 'a later aieng-eval'}; this aieng-eval "
+            f"({_version('aieng-eval') or 'unknown version'}) reads layout {LOCK_FORMAT}: "
+            f"upgrade aieng-eval{f' (to {writer} or later)' if known else ''} to read it")
 
 
 def same_input(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

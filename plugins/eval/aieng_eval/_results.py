@@ -93,12 +93,25 @@ class ItemResult:
     def from_json(cls, data: Mapping[str, Any]) -> ItemResult:
         """A record read back from ``results.jsonl``.
 
-        :raises TypeError: when the record lacks a string ``id`` or ``status``.
+        :raises TypeError: when the record lacks a string ``id`` or ``status``, or a field
+            has another type than every version wrote (a damaged file, a later layout).
         """
         if not isinstance(data.get("id"), str) or not isinstance(data.get("status"), str):
             raise TypeError("a result record needs a string 'id' and 'status'")
         names = {f.name for f in attrs.fields(cls)}
         known = {k: v for k, v in data.items() if k in names}
+        for key, kinds in _TYPES.items():
+            value = known.get(key)
+            if key in known and (not isinstance(value, kinds) or isinstance(value, bool)
+                                 and key in ("line", "duration_s")):
+                raise TypeError(f"a result record's {key!r} is {type(value).__name__}, not "
+                                f"{' or '.join(k.__name__ for k in kinds)}")
+        for key, values, kinds in (("models", known.get("models", ()), (str,)),
+                                   ("judges", known.get("judges", {}).values(), (str,)),
+                                   ("label", known["label"].values() if isinstance(
+                                       known.get("label"), dict) else (), (int, float))):
+            if not all(isinstance(v, kinds) and not isinstance(v, bool) for v in values):
+                raise TypeError(f"a result record's {key!r} holds a value of another type")
         known["models"] = tuple(known.get("models", ()))
         known["scores"] = {str(k): float(v) for k, v in known.get("scores", {}).items()}
         failures = known.get("judge_failures") or []  # absent in records of older versions
@@ -113,6 +126,15 @@ class ItemResult:
         agent = known.get("agent")  # absent in records of older versions and plain runs
         known["agent"] = dict(agent) if isinstance(agent, dict) else None
         return cls(**known)
+
+
+#: The types every version wrote each field of a record with (``label``: ``None``, a
+#: number or a metric -> number object; ``judge_failures`` and ``judge_context`` are read
+#: leniently, as records of older versions lack them).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "output": (str,), "error": (str,), "scores": (dict,), "judges": (dict,),
+    "metadata": (dict,), "models": (list,), "line": (int,), "duration_s": (int, float),
+    "label": (int, float, dict, type(None))}
 
 
 def read_results(path: Path) -> dict[str, ItemResult]:

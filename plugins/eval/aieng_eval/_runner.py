@@ -25,11 +25,19 @@ from ._lock import (
     FileHasher,
     component_paths,
     environment,
+    format_problem,
     jsonable,
-    lock_drift,
     same_input,
 )
 from ._results import ItemResult, ResultsFile, read_results, utf8_json
+from ._resume import (
+    _VERSIONS,
+    _count_killed_session,
+    _file_changes,
+    _set_aside,
+    _version_changes,
+    match_files,
+)
 from ._secrets import redact_config
 
 if TYPE_CHECKING:
@@ -48,6 +56,11 @@ PipelineSource = str | Path | Mapping[str, Any]
 
 class EvalError(Exception):
     """An evaluation cannot start or continue (say, a run directory of another pipeline)."""
+
+
+class LockFormatError(EvalError):
+    """A run directory's ``lock.json`` is of a layout this aieng-eval cannot read (a later
+    version wrote it): it is neither resumed nor read as this version's."""
 
 
 class PipelineFileError(EvalError):
@@ -117,8 +130,12 @@ def _read_lock(run_dir: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise EvalError(f"{path}: not a valid lockfile: {exc}") from None
+    except OSError as exc:  # a folder where the file belongs, no permission
+        raise EvalError(f"{path}: cannot read the lockfile ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise EvalError(f"{path}: not a valid lockfile (not a JSON object)")
+    if problem := format_problem(data):
+        raise LockFormatError(f"{path}: cannot read this lockfile: {problem}")
     return data
 
 
@@ -147,10 +164,15 @@ def _lock_run_dir(run_dir: Path) -> IO[bytes]:
     """Make the run directory and take its lock (blocking: run in a worker thread).
 
     :returns: the open lock file; closing it releases the lock.
-    :raises EvalError: when another run holds the directory.
+    :raises EvalError: when another run holds the directory, or it cannot be made or
+        written (a read-only mount, a file in the way).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = (run_dir / RUN_LOCK).open("a+b")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = (run_dir / RUN_LOCK).open("a+b")
+    except OSError as exc:
+        raise EvalError(f"cannot use {run_dir} as the run directory ({exc.strerror or exc}: "
+                        f"{exc.filename}); give a writable --out") from None
     try:
         import fcntl
     except ImportError:  # not POSIX: no advisory lock; one run per directory is the user's job
@@ -207,11 +229,22 @@ def _prepare_run_dir(run_dir: Path, lock: Mapping[str, Any], force: bool
     results_path = run_dir / "results.jsonl"
     if not results_path.exists() or results_path.stat().st_size == 0:
         return [], [], {}
+    if not results_path.is_file():  # a folder where the file belongs: nothing to read
+        if not force:
+            raise EvalError(f"{results_path} is not a file; move it away, use another --out, "
+                            "or --force to set it aside and start over")
+        _set_aside(results_path)
+        return [], [], {}
     # Without a readable lockfile the results cannot be checked against the pipeline,
     # dataset and seed: they are never reused unchecked (--force sets them aside).
     try:
         previous = _read_lock(run_dir)
         problem = "" if previous is not None else f"no {run_dir / 'lock.json'}"
+    except LockFormatError as exc:
+        if not force:
+            raise LockFormatError(f"{exc}; or use another --out, or --force to start over "
+                                  "(the old results are kept as a backup)") from None
+        previous, problem = None, str(exc)
     except EvalError as exc:
         previous, problem = None, str(exc)
     if previous is None:
@@ -227,76 +260,6 @@ def _prepare_run_dir(run_dir: Path, lock: Mapping[str, Any], force: bool
                 {key: previous[key] for key in _VERSIONS if key in previous})
     _set_aside(results_path)
     return [], [], {}
-
-
-#: The lockfile's version fields a resume compares (:func:`_version_changes`).
-_VERSIONS = ("aieng", "plugins", "python")
-
-
-def _version_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """What differs between the earlier sessions' versions (aieng, each plugin, Python)
-    and this session's: an upgrade between sessions mixes both versions' results."""
-    if not old:  # a fresh run, or a lockfile without versions
-        return []
-    try:  # only the version fields: the inputs' hashes are checked on their own
-        return lock_drift(old, {key: new.get(key) for key in _VERSIONS})
-    except (AttributeError, KeyError, TypeError):  # a hand-edited lockfile: nothing to say
-        return []
-
-
-def _set_aside(results_path: Path) -> None:
-    """Rename the results to a new ``results.jsonl.bak-TIME`` (``--force``)."""
-    stamp = int(time.time())
-    backup = results_path.with_name(f"results.jsonl.bak-{stamp}")
-    count = 2
-    while backup.exists():  # a restart in the same second: never replace an older backup
-        backup = results_path.with_name(f"results.jsonl.bak-{stamp}-{count}")
-        count += 1
-    results_path.rename(backup)
-    log.warning("eval.force.restart", run_dir=str(results_path.parent), backup=str(backup))
-
-
-def _file_changes(old_files: list[dict[str, Any]], new_files: list[dict[str, Any]]
-                  ) -> tuple[list[str], list[str]]:
-    """The files that changed since the earlier sessions: ``(inputs, others)``.
-
-    An input (a model's weights, an index, documents) is a file no finished session saw
-    change while it ran: a change since is the user's (retrained weights, edited corpus),
-    and the results before and after it would mix. A file a session saw change (a cache,
-    a monitoring store: the run writes it) or whose sessions never finished (no such
-    record, as in lockfiles of earlier versions) only warns, as does a file the pipeline
-    no longer names (a relative path resolved from another folder)."""
-    now = {str(f.get("path")): f for f in new_files}
-    inputs: list[str] = []
-    others: list[str] = []
-    for old in old_files:
-        path = str(old.get("path"))
-        new = now.get(path)
-        if new is None:
-            others.append(f"{path} is no longer among the pipeline's files")
-            continue
-        baseline = old.get("after") or old.get("sha256")
-        if new.get("sha256") == baseline:
-            continue
-        line = (f"{path} ({old.get('component')} option {old.get('option')!r}) changed "
-                f"(sha256 {str(baseline)[:12]} -> {str(new.get('sha256'))[:12]})")
-        (inputs if old.get("written") is False else others).append(line)
-    return inputs, others
-
-
-def _count_killed_session(sessions: list[dict[str, Any]],
-                          results_path: Path) -> list[dict[str, Any]]:
-    """The earlier sessions, the last one's item count filled in when its process was
-    killed outright (its lockfile entry still as written at its start: no finish time):
-    every session appends one line per finished item, so it wrote the complete lines the
-    others did not."""
-    if not sessions or sessions[-1].get("finished_at") is not None:
-        return sessions
-    raw = results_path.read_bytes()
-    lines = sum(1 for line in raw[:raw.rfind(b"\n") + 1].split(b"\n") if line.strip())
-    others = sum(int(s.get("items") or 0) + int(s.get("rejudged") or 0)
-                 for s in sessions[:-1])
-    return [*sessions[:-1], {**sessions[-1], "items": max(lines - others, 0)}]
 
 
 def _metric_names(scores: list[Score], into: dict[str, float], judges: dict[str, str],
@@ -955,7 +918,6 @@ def _add_files(lock: dict[str, Any], pipelines: list[Pipeline | None],
                hasher: FileHasher, old_files: list[dict[str, Any]]) -> None:
     """Hash each file a component option names into ``lock["files"]``, each carrying
     whether an earlier session saw it change while it ran (``written``)."""
-    written = {str(f.get("path")): f.get("written") for f in old_files}
     bases = [Path(s).resolve().parent for s in (pipeline_source, judge_source)
              if s is not None and not isinstance(s, Mapping)]
     files: dict[str, dict[str, Any]] = {}
@@ -967,9 +929,10 @@ def _add_files(lock: dict[str, Any], pipelines: list[Pipeline | None],
             if key not in files:
                 files[key] = {"component": f"{built.name}.{component}", "option": option,
                               "path": key, **hasher.path(path)}
-                if written.get(key) is not None:
-                    files[key]["written"] = written[key]
     hasher.save()
+    for key, old in match_files(old_files, list(files.values())).items():
+        if old.get("written") is not None:
+            files[key]["written"] = old["written"]
     lock["files"] = sorted(files.values(), key=lambda f: str(f["path"]))
 
 
