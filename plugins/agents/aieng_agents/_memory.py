@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sqlite3
 import threading
@@ -53,6 +54,9 @@ CREATE TABLE IF NOT EXISTS memory (
 );
 CREATE INDEX IF NOT EXISTS memory_age ON memory (namespace, created);
 """
+#: The layout this module writes and the newest it reads (``PRAGMA user_version``; a file
+#: written before the marker reads 0: the same layout).
+VERSION = 1
 
 
 def _words(text: str) -> list[str]:
@@ -73,11 +77,60 @@ def _pack(vector: Sequence[float]) -> bytes | None:
 
 
 def _unpack(blob: bytes | None) -> array[float] | None:
-    if blob is None:
-        return None
+    if not isinstance(blob, bytes) or len(blob) % 4:
+        return None  # none, or not whole floats (damaged): embedded again when needed
     vector = array("f")
     vector.frombytes(blob)
     return vector
+
+
+def _metadata(item: int, stored: object) -> dict[str, Any]:
+    """An item's metadata as stored (a JSON object); a damaged one is an error naming it."""
+    try:
+        metadata = json.loads(stored) if isinstance(stored, (str, bytes)) else None
+    except ValueError:
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise sqlite3.DatabaseError(
+            f"item {item} has metadata that is not a JSON object ({str(stored)[:40]!r}): "
+            f"the row is damaged; delete it (DELETE FROM memory WHERE id = {item})")
+    return metadata
+
+
+def _writable(file: Path) -> bool:
+    """Whether this process may write ``file`` and make its -wal and -shm files."""
+    return os.access(file, os.W_OK) and os.access(file.parent, os.W_OK | os.X_OK)
+
+
+def _read_only(file: Path) -> sqlite3.Connection:
+    """``file`` opened for reading only (a read-only mount, a file this process may not
+    write): through its -shm file when it can be read or made, else as immutable, which
+    is safe only while no -wal file holds writes not yet in the database."""
+    uri = file.absolute().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=10.0, isolation_level=None,
+                           check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        wal = Path(f"{file}-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def _check_version(conn: sqlite3.Connection) -> None:
+    """Refuse a file of a newer layout (or another program's database), unchanged."""
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > VERSION:
+        raise sqlite3.DatabaseError(
+            f"its layout is version {found} (PRAGMA user_version), newer than this "
+            f"aieng-agents reads (version {VERSION} and older): it was written by a newer "
+            "aieng-agents (or is another program's database); upgrade aieng-agents, or give "
+            "another path. The file was left as it is")
 
 
 @attrs.frozen
@@ -200,7 +253,15 @@ class SQLiteMemory:
             return f"{where} is a folder ({exc}): give the path of a file"
         if code.startswith("SQLITE_READONLY"):
             return (f"{where} cannot be written ({exc}): give this process write access to "
-                    "it and its folder (SQLite keeps -wal and -shm files beside it)")
+                    "it and its folder (SQLite keeps -wal and -shm files beside it); "
+                    "recalling works without")
+        if code.startswith("SQLITE_CANTOPEN") and self.options.path:
+            file = Path(self.options.path).expanduser()
+            if file.is_file() and not _writable(file):
+                return (f"{where} cannot be opened read-only ({exc}): its folder cannot "
+                        "be written and its -wal file holds writes not yet in the database;"
+                        " open it once where it can be written (or copy the file with its"
+                        " -wal file to a folder that can)")
         if code.startswith("SQLITE_FULL"):
             return f"{where}: the disk is full ({exc}); nothing of this write was kept"
         if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
@@ -211,8 +272,8 @@ class SQLiteMemory:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             target = ":memory:"
+            file = Path(self.options.path).expanduser()
             if self.options.path:  # its folder is made, as the other stores' are
-                file = Path(self.options.path).expanduser()
                 file.parent.mkdir(parents=True, exist_ok=True)
                 create_private(file)  # what it remembers of its users: theirs alone
                 target = str(file)
@@ -220,10 +281,21 @@ class SQLiteMemory:
                                    check_same_thread=False)
             try:
                 if self.options.path:
-                    enable_wal(conn, timeout=10.0)
-                conn.execute("PRAGMA synchronous=NORMAL")
-                with conn:  # two processes creating the schema at once: IF NOT EXISTS
-                    conn.executescript(_SCHEMA)
+                    try:
+                        _check_version(conn)  # before anything is written to it
+                        enable_wal(conn, timeout=10.0)
+                    except sqlite3.OperationalError:
+                        if _writable(file):
+                            raise
+                        conn.close()  # a read-only mount: recall works, stores are refused
+                        conn = _read_only(file)
+                _check_version(conn)
+                if not conn.execute("PRAGMA query_only").fetchone()[0]:
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    with conn:  # two processes creating the schema at once: IF NOT EXISTS
+                        conn.executescript(_SCHEMA)
+                    if conn.execute("PRAGMA user_version").fetchone()[0] < VERSION:
+                        conn.execute(f"PRAGMA user_version = {VERSION}")  # marked
             except BaseException:
                 conn.close()
                 raise
@@ -321,8 +393,9 @@ class SQLiteMemory:
             found = conn.execute(
                 "SELECT id, text, metadata, created, vector FROM memory WHERE namespace = ?",
                 (namespace,)).fetchall()
-        return [_Row(id=r[0], text=r[1], metadata=json.loads(r[2]), created=r[3],
-                     vector=r[4]) for r in found]
+            # Inside: a damaged row's error names the file too.
+            return [_Row(id=r[0], text=r[1], metadata=_metadata(r[0], r[2]), created=r[3],
+                         vector=r[4]) for r in found]
 
     async def _by_embedding(self, text: str, rows: list[_Row]) -> list[float] | None:
         """Cosines with the query's embedding; ``None`` when the pipeline cannot embed."""

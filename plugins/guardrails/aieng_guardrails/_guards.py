@@ -11,6 +11,7 @@ import attrs
 import structlog
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
+    AgentFinished,
     Completion,
     Event,
     Finding,
@@ -150,6 +151,11 @@ def _digest(text: str) -> str:
     return "prompt:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _task(messages: Sequence[Message]) -> str:
+    """An agent run's task: its first user message (the same in each of its model calls)."""
+    return next((m.content for m in messages if m.role == "user"), "")
+
+
 class PIIGuard:
     """Redacts (or blocks) personal data and secrets on the way in, and restores the
     placeholders in the answer on the way out (``restore = true``).
@@ -162,6 +168,9 @@ class PIIGuard:
     def __init__(self, options: PIIOptions | None = None) -> None:
         self.options = options or PIIOptions()
         self.vault = Vault(self.options.vault_size, self.options.vault_ttl)
+        #: With ``restore``, each agent run's placeholders (and, under ``""``, a digest of
+        #: its task), so a value keeps its placeholder across the run's model calls.
+        self.agent_runs = Vault(self.options.vault_size, self.options.vault_ttl)
 
     def _keys(self, prompt: str) -> list[str]:
         # In a run, only the run's own key: falling back to the prompt's digest could hand
@@ -178,13 +187,47 @@ class PIIGuard:
                 and _run_key("") is None:
             self.vault.put([_digest(prompt)], {})
 
+    def _agent_key(self) -> str | None:
+        """The key of the agent run being guarded (``None``: none, or no ``restore``)."""
+        bound = structlog.contextvars.get_contextvars()
+        agent = bound.get("agent_run_id")
+        if not agent or not self.options.restore:
+            return None
+        return f"pii-{id(self):x}:{bound.get('pipeline', '')}:agent:{agent}"
+
+    def _assigned(self, key: str | None, messages: Sequence[Message]) -> dict[str, str]:
+        """The placeholders the agent run's earlier model calls gave. Kept only for the
+        run's own task: two runs given one run id (by a caller) make the key ambiguous, and
+        neither gets the other's values (each model call is then numbered afresh)."""
+        if key is None:
+            return {}
+        held = self.agent_runs.get([key])
+        if held and held.get("") != _digest(_task(messages)):
+            self.agent_runs.put([key], {"": ""})  # another mapping: ambiguous from now on
+            return {}
+        return {placeholder: value for placeholder, value in held.items() if placeholder}
+
+    def _assign(self, key: str | None, messages: Sequence[Message],
+                mapping: dict[str, str]) -> None:
+        """Keep the agent run's placeholders for its next model call (an ambiguous key
+        stays so)."""
+        if key is not None:
+            merged = {**self._assigned(key, messages), **mapping,
+                      "": _digest(_task(messages))}
+            self.agent_runs.pop([key])
+            self.agent_runs.put([key], merged)
+
     @hookimpl
     def aieng_on_event(self, event: Event) -> None:
         """Drop a finished run's mapping: a run blocked, failed or cancelled before the
         output guard restored its answer would hold it for ``vault_ttl`` (taking the place
-        of runs still waiting for theirs)."""
-        if isinstance(event, RunFinished) and event.run_id and self.options.restore:
+        of runs still waiting for theirs); and a finished agent run's placeholders."""
+        if not event.run_id or not self.options.restore:
+            return
+        if isinstance(event, RunFinished):
             self.vault.pop([f"pii-{id(self):x}:{event.pipeline}:{event.run_id}"])
+        elif isinstance(event, AgentFinished):
+            self.agent_runs.pop([f"pii-{id(self):x}:{event.pipeline}:agent:{event.run_id}"])
 
     @hookimpl
     async def aieng_guard_input(self, request: Request) -> GuardVerdict | None:
@@ -213,13 +256,16 @@ class PIIGuard:
             return None
         if opts.action == "block":
             return GuardVerdict(action="block", text=text, findings=pii_findings(detections))
-        redaction = redact(text, detections=detections)
-        if opts.restore:
-            self.vault.put(self._keys(redaction.text), redaction.mapping)
+        agent = self._agent_key()
+        assigned = self._assigned(agent, request.messages)
+        texts, mapping = redact_texts([text], [detections], assigned=assigned)
+        if opts.restore:  # the run's earlier placeholders are restored in its answer too
+            self.vault.put(self._keys(texts[0]), {**assigned, **mapping})
+            self._assign(agent, request.messages, mapping)
         log.debug("guardrails.pii.redacted", count=len(detections),
                   kinds=sorted({d.kind for d in detections}))
-        return GuardVerdict(action="redact", text=redaction.text,
-                            findings=pii_findings(detections, redaction.mapping))
+        return GuardVerdict(action="redact", text=texts[0],
+                            findings=pii_findings(detections, mapping))
 
     def _check_conversation(self, request: Request) -> GuardVerdict | None:
         opts = self.options
@@ -239,12 +285,15 @@ class PIIGuard:
             return GuardVerdict(action="block", text=request.prompt,
                                 findings=[*pii_findings(in_prompt),
                                           *_elsewhere(messages, elsewhere, {})])
-        texts, mapping = redact_texts([text for _, text in places], found)
+        agent = self._agent_key()
+        assigned = self._assigned(agent, messages)
+        texts, mapping = redact_texts([text for _, text in places], found, assigned=assigned)
         changed = {slot: new for (slot, old), new in zip(places, texts) if new != old}
         redacted = rebuild(messages, changed)
         text = redacted[last_user].content if last_user >= 0 else request.prompt
-        if opts.restore:
-            self.vault.put(self._keys(text), mapping)
+        if opts.restore:  # the run's earlier placeholders are restored in its answer too
+            self.vault.put(self._keys(text), {**assigned, **mapping})
+            self._assign(agent, messages, mapping)
         log.debug("guardrails.pii.redacted", count=sum(map(len, found)),
                   kinds=sorted({d.kind for f in found for d in f}))
         return GuardVerdict(action="redact", text=text, messages=redacted,

@@ -59,19 +59,30 @@ def redact(text: str, kinds: Iterable[str] = KINDS, *, min_entropy: float = 4.0,
 
 
 def redact_texts(texts: Sequence[str], detections: Sequence[Sequence[Detection]], *,
-                 reserved: Iterable[str] = ()) -> tuple[list[str], dict[str, str]]:
+                 reserved: Iterable[str] = (), assigned: Mapping[str, str] | None = None
+                 ) -> tuple[list[str], dict[str, str]]:
     """Replace each text's detections with placeholders shared across the texts (the same
     value gets the same placeholder in every text: a conversation's messages).
 
     :param detections: each text's detections (``find_pii``'s result), in order.
     :param reserved: placeholders not to use.
+    :param assigned: placeholders given earlier (placeholder -> value: an agent run's
+        earlier steps): a value among them keeps its placeholder, and that placeholder
+        found in a text stands for it (the mapping returned holds it).
     :returns: the texts after redaction and the mapping placeholder -> value.
     """
+    assigned = dict(assigned or {})
     present = {group for text in texts for group in PLACEHOLDER.findall(text)}
     present.update(m.groups() for p in reserved if (m := PLACEHOLDER.fullmatch(p)))
     counters: dict[str, int] = {}
     by_value: dict[tuple[str, str], str] = {}
     mapping: dict[str, str] = {}
+    for given, value in assigned.items():
+        if (match := PLACEHOLDER.fullmatch(given)) is not None:
+            present.add(match.groups())  # never given to another value
+            by_value[(match.group(1), value)] = given
+            if any(given in text for text in texts):
+                mapping[given] = value
     out: list[str] = []
     for text, found in zip(texts, detections, strict=True):
         pieces: list[str] = []
@@ -86,7 +97,7 @@ def redact_texts(texts: Sequence[str], detections: Sequence[Sequence[Detection]]
                     number += 1
                 counters[label] = number
                 placeholder = by_value[key] = f"<{label}_{number}>"
-                mapping[placeholder] = detection.value
+            mapping[placeholder] = detection.value  # an assigned one too: used here
             pieces.append(text[at:detection.start])
             pieces.append(placeholder)
             at = detection.end

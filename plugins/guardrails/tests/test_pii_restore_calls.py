@@ -91,10 +91,10 @@ async def test_an_agent_gives_real_values_to_the_listed_tools_only(
     assert tools.got == {"fetch": [fetch], "send": [send]}
     seen = repr([r.messages for r in model.requests])
     assert KEY not in seen and BOB not in seen
-    # A placeholder left in the transcript is text the next model call's redaction does
-    # not reuse: the address is <EMAIL_2> there (the model answers with it, restored).
+    # A placeholder left in the transcript stands for its value in the agent run's next
+    # model call: the address keeps <EMAIL_1> there (it used to become <EMAIL_2>).
     task = model.requests[1].messages[0].content
-    assert ("<EMAIL_2>" in task) == (send == KEPT_SEND)
+    assert "<EMAIL_1>" in task and "<EMAIL_2>" not in task
 
 
 @pytest.mark.anyio
