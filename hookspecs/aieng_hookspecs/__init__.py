@@ -26,7 +26,15 @@ from ._protocols import (
     ReaderRegistry,
 )
 from ._secrets import REDACTED, masked_url, redact_url, redacted, secret_key
-from ._sqlite import create_private, enable_wal, sqlite_error
+from ._sqlite import (
+    check_layout,
+    create_private,
+    enable_wal,
+    mark_layout,
+    open_read_only,
+    sqlite_error,
+    writable,
+)
 from ._text import HIDDEN, closest, did_you_mean, valid_utf8
 
 __all__ = [
@@ -44,6 +52,7 @@ __all__ = [
     "__version__",
     "blocking",
     "build_lock",
+    "check_layout",
     "closest",
     "create_private",
     "did_you_mean",
@@ -53,7 +62,9 @@ __all__ = [
     "hookspec",
     "listed",
     "lock_path",
+    "mark_layout",
     "masked_url",
+    "open_read_only",
     "redact_url",
     "redacted",
     "remove_abandoned",
@@ -64,6 +75,7 @@ __all__ = [
     "sqlite_error",
     "user_cache_dir",
     "valid_utf8",
+    "writable",
 ]
 
 __version__ = "0.1.0"

@@ -1,5 +1,6 @@
-"""SQLite for plugins that keep a file (the cache, feedback, gateway keys): WAL mode that
-survives two connections opening the same fresh file at once.
+"""SQLite for plugins that keep a file (the cache, feedback, gateway keys, memory): WAL mode
+that survives two connections opening the same fresh file at once, the file's layout
+version, and a read-only open for a file on a read-only mount.
 
 Switching a database's journal mode takes an exclusive lock, and SQLite answers a
 connection that cannot get it with ``database is locked`` at once, without calling the
@@ -15,7 +16,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-__all__ = ["create_private", "enable_wal", "sqlite_error"]
+__all__ = ["check_layout", "create_private", "enable_wal", "mark_layout", "open_read_only",
+           "sqlite_error", "writable"]
 
 _RETRY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
@@ -65,3 +67,62 @@ def sqlite_error(exc: sqlite3.Error, message: str) -> sqlite3.Error:
             setattr(error, name, getattr(exc, name))
     return error
 
+
+
+def check_layout(conn: sqlite3.Connection, version: int, owner: str) -> int:
+    """The layout version of ``conn``'s database (``PRAGMA user_version``; 0 for a file
+    written before a plugin marked its files, or a new one). Call it before writing
+    anything, and :func:`mark_layout` once the schema is made.
+
+    :param version: the newest layout the caller reads (the one it writes).
+    :param owner: the distribution that writes the file (``aieng-cache``), named in the
+        error.
+    :raises sqlite3.DatabaseError: for a newer layout (a later ``owner`` wrote it, or
+        another program): the file is left as it is.
+    """
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > version:
+        raise sqlite3.DatabaseError(
+            f"its layout is version {found} (PRAGMA user_version), newer than this {owner} "
+            f"reads (version {version} and older): it was written by a newer {owner} (or "
+            f"is another program's database); upgrade {owner}, or give another file. The "
+            "file was left as it is")
+    return found
+
+
+def mark_layout(conn: sqlite3.Connection, found: int, version: int) -> None:
+    """Mark the database with layout ``version`` when :func:`check_layout` found an older
+    one (a file read as it was, or a new one)."""
+    if found < version:
+        conn.execute(f"PRAGMA user_version = {int(version)}")
+
+
+def writable(file: Path) -> bool:
+    """Whether this process may write ``file`` and make its -wal and -shm files beside it
+    (root may even on a read-only mount: the open itself says so then)."""
+    return os.access(file, os.W_OK) and os.access(file.parent, os.W_OK | os.X_OK)
+
+
+def open_read_only(file: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
+    """``file`` opened for reading only (a read-only mount, a file this process may not
+    write), with ``query_only`` on and autocommit (``isolation_level=None``), usable from
+    any thread: through its -shm file when it can be read or made, else as immutable,
+    which is safe only while no -wal file holds writes not yet in the database.
+
+    :raises sqlite3.OperationalError: when it cannot be read, or only its -wal file holds
+        its last writes.
+    """
+    uri = file.absolute().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None,
+                           check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        wal = Path(f"{file}-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
+    conn.execute("PRAGMA query_only = ON")
+    return conn

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import sqlite3
 import threading
@@ -28,11 +27,15 @@ import attrs
 import structlog
 from aieng_hookspecs import (
     PipelineContext,
+    check_layout,
     create_private,
     enable_wal,
     hookimpl,
+    mark_layout,
+    open_read_only,
     sqlite_error,
     valid_utf8,
+    writable,
 )
 from aieng_hookspecs.types import MemoryItem, Query
 
@@ -95,42 +98,6 @@ def _metadata(item: int, stored: object) -> dict[str, Any]:
             f"item {item} has metadata that is not a JSON object ({str(stored)[:40]!r}): "
             f"the row is damaged; delete it (DELETE FROM memory WHERE id = {item})")
     return metadata
-
-
-def _writable(file: Path) -> bool:
-    """Whether this process may write ``file`` and make its -wal and -shm files."""
-    return os.access(file, os.W_OK) and os.access(file.parent, os.W_OK | os.X_OK)
-
-
-def _read_only(file: Path) -> sqlite3.Connection:
-    """``file`` opened for reading only (a read-only mount, a file this process may not
-    write): through its -shm file when it can be read or made, else as immutable, which
-    is safe only while no -wal file holds writes not yet in the database."""
-    uri = file.absolute().as_uri()
-    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=10.0, isolation_level=None,
-                           check_same_thread=False)
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.OperationalError:
-        conn.close()
-        wal = Path(f"{file}-wal")
-        if wal.exists() and wal.stat().st_size:
-            raise
-        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
-                               check_same_thread=False)
-    conn.execute("PRAGMA query_only = ON")
-    return conn
-
-
-def _check_version(conn: sqlite3.Connection) -> None:
-    """Refuse a file of a newer layout (or another program's database), unchanged."""
-    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if found > VERSION:
-        raise sqlite3.DatabaseError(
-            f"its layout is version {found} (PRAGMA user_version), newer than this "
-            f"aieng-agents reads (version {VERSION} and older): it was written by a newer "
-            "aieng-agents (or is another program's database); upgrade aieng-agents, or give "
-            "another path. The file was left as it is")
 
 
 @attrs.frozen
@@ -257,7 +224,7 @@ class SQLiteMemory:
                     "recalling works without")
         if code.startswith("SQLITE_CANTOPEN") and self.options.path:
             file = Path(self.options.path).expanduser()
-            if file.is_file() and not _writable(file):
+            if file.is_file() and not writable(file):
                 return (f"{where} cannot be opened read-only ({exc}): its folder cannot "
                         "be written and its -wal file holds writes not yet in the database;"
                         " open it once where it can be written (or copy the file with its"
@@ -282,20 +249,19 @@ class SQLiteMemory:
             try:
                 if self.options.path:
                     try:
-                        _check_version(conn)  # before anything is written to it
+                        check_layout(conn, VERSION, "aieng-agents")  # before any write
                         enable_wal(conn, timeout=10.0)
                     except sqlite3.OperationalError:
-                        if _writable(file):
+                        if writable(file):
                             raise
                         conn.close()  # a read-only mount: recall works, stores are refused
-                        conn = _read_only(file)
-                _check_version(conn)
+                        conn = open_read_only(file, timeout=10.0)
+                found = check_layout(conn, VERSION, "aieng-agents")
                 if not conn.execute("PRAGMA query_only").fetchone()[0]:
                     conn.execute("PRAGMA synchronous=NORMAL")
                     with conn:  # two processes creating the schema at once: IF NOT EXISTS
                         conn.executescript(_SCHEMA)
-                    if conn.execute("PRAGMA user_version").fetchone()[0] < VERSION:
-                        conn.execute(f"PRAGMA user_version = {VERSION}")  # marked
+                    mark_layout(conn, found, VERSION)
             except BaseException:
                 conn.close()
                 raise

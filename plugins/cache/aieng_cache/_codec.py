@@ -13,7 +13,15 @@ _FORMAT = 1
 
 
 class CodecError(ValueError):
-    """A stored value is not a completion this version can read."""
+    """A stored value is not a completion this version can read.
+
+    :param newer: the value is of a newer format (a newer aieng-cache sharing the store
+        wrote it): its writer still reads it, so it is not to be deleted.
+    """
+
+    def __init__(self, message: str, *, newer: bool = False) -> None:
+        super().__init__(message)
+        self.newer = newer
 
 
 def encode_completion(completion: Completion, *, namespace: str | None = None) -> str:
@@ -49,7 +57,11 @@ def decode_completion(payload: str | bytes) -> Completion:
     try:
         value = json.loads(payload)
         if not isinstance(value, dict) or value.get("f") != _FORMAT:
-            raise CodecError(f"not a cached completion of format {_FORMAT}")
+            found = value.get("f") if isinstance(value, dict) else None
+            newer = isinstance(found, int) and not isinstance(found, bool) and found > _FORMAT
+            raise CodecError(f"not a cached completion of format {_FORMAT}"
+                             + (f" (format {found}: written by a newer aieng-cache)"
+                                if newer else ""), newer=newer)
         logprobs = value["logprobs"]
         return Completion(
             text=value["text"],

@@ -130,7 +130,8 @@ class ExactCache:
             except CodecError as exc:
                 self.stats.errors += 1
                 log.warning("cache.unreadable", level=level.name, key=key, error=str(exc))
-                await level.delete(key)
+                if not exc.newer:  # a newer writer sharing the level still reads it
+                    await level.delete(key)
                 continue
             if self.options.promote:
                 await self._promote(key, stored.payload, completion, request, index,

@@ -18,11 +18,27 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from aieng_hookspecs import create_private, enable_wal, sqlite_error
+import structlog
+from aieng_hookspecs import (
+    check_layout,
+    create_private,
+    enable_wal,
+    mark_layout,
+    open_read_only,
+    sqlite_error,
+    writable,
+)
 
 from ._codec import payload_namespace
 
-__all__ = ["Row", "SQLiteStore"]
+__all__ = ["VERSION", "Row", "SQLiteStore"]
+
+log = structlog.get_logger(__name__)
+
+#: The layout this module writes and the newest it reads (``PRAGMA user_version``). A file
+#: written before the marker reads 0: the same layout, less the ``scope`` column (added
+#: when it opens).
+VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -74,6 +90,12 @@ class SQLiteStore:
     :param path: the database file; ``":memory:"`` for a database in memory, one for the
         whole store (its calls then take turns on one connection).
     :param busy_timeout: seconds a writer waits for another writer's lock.
+
+    A file this process cannot write (a read-only mount, a file of another owner) opens
+    for reading: lookups are served, and what would write (``put``, ``delete``, ``clear``,
+    ``purge``, ``vacuum``, deleting an expired entry found) writes nothing, as a warning
+    (``cache.read_only``) said when it opened. A file of a newer layout (``PRAGMA
+    user_version`` over :data:`VERSION`) is refused, left as it is.
     """
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
@@ -88,6 +110,9 @@ class SQLiteStore:
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
         self._ready = False
+        #: Whether the file opened for reading only (see the class).
+        self.read_only = False
+        self._scoped = True  # whether the table has the scope column
 
     # -- connections ---------------------------------------------------------------------
 
@@ -107,13 +132,24 @@ class SQLiteStore:
             # between threads, one at a time (see _connection).
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=self.busy_timeout)
-            enable_wal(conn, timeout=self.busy_timeout)
-            conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe in WAL
-            with self._lock:
-                if not self._ready:
-                    conn.executescript(_SCHEMA)
-                    _add_scope(conn)
-                    self._ready = True
+            try:
+                enable_wal(conn, timeout=self.busy_timeout)
+            except sqlite3.OperationalError:
+                if self.in_memory or not self.path.is_file() or writable(self.path):
+                    raise
+                conn.close()
+                conn = None
+                conn = open_read_only(self.path, timeout=self.busy_timeout)
+                self._opened_read_only(conn)
+            found = check_layout(conn, VERSION, "aieng-cache")
+            if not self.read_only:
+                conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints (WAL)
+                with self._lock:
+                    if not self._ready:
+                        conn.executescript(_SCHEMA)
+                        _add_scope(conn)
+                        mark_layout(conn, found, VERSION)
+                        self._ready = True
         except sqlite3.Error as exc:
             if conn is not None:
                 conn.close()
@@ -123,6 +159,17 @@ class SQLiteStore:
             raise sqlite_error(exc, f"cannot open the cache database {self.path}{hint}: {exc}"
                          ) from exc
         return conn
+
+    def _opened_read_only(self, conn: sqlite3.Connection) -> None:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+        with self._lock:
+            warn, self.read_only = not self.read_only, True
+            self._scoped = "scope" in columns
+        if warn:
+            log.warning("cache.read_only", path=str(self.path),
+                        reason="this process cannot write the file or its folder",
+                        effect="lookups are served; stores, deletions, clear and vacuum "
+                               "write nothing")
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -189,6 +236,8 @@ class SQLiteStore:
                 return None
             row = _row(found)
             if row.expires_at <= now:
+                if self.read_only:
+                    return None
                 conn.execute("DELETE FROM entries WHERE key = ? AND expires <= ?", (key, now))
                 return None
             return row
@@ -198,6 +247,8 @@ class SQLiteStore:
             vector: bytes | None = None, scope: str | None = None) -> None:
         """Store or replace the entry under ``key`` (``scope``: see :meth:`live`)."""
         with self._connection() as conn:
+            if self.read_only:
+                return
             conn.execute(
                 "INSERT OR REPLACE INTO entries (key, value, kind, tag, vector, created, "
                 "expires, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -207,6 +258,8 @@ class SQLiteStore:
     def delete(self, key: str) -> bool:
         """Remove ``key``; returns whether it was there."""
         with self._connection() as conn:
+            if self.read_only:
+                return False
             return conn.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount > 0
 
     def clear(self, namespace: str | None = None) -> None:
@@ -216,6 +269,9 @@ class SQLiteStore:
         unreadable): they may be this namespace's, and must not keep answering after it
         is cleared."""
         with self._connection() as conn:
+            if self.read_only:
+                log.warning("cache.read_only", path=str(self.path), effect="not cleared")
+                return
             if namespace is None:
                 conn.execute("DELETE FROM entries")
                 return
@@ -233,6 +289,8 @@ class SQLiteStore:
     def purge(self, now: float) -> int:
         """Delete every expired entry; returns how many."""
         with self._connection() as conn:
+            if self.read_only:
+                return 0
             return conn.execute("DELETE FROM entries WHERE expires IS NOT NULL AND "
                                 "expires <= ?", (now,)).rowcount
 
@@ -243,6 +301,9 @@ class SQLiteStore:
         """
         purged = self.purge(now)
         with self._connection() as conn:
+            if self.read_only:
+                log.warning("cache.read_only", path=str(self.path), effect="not vacuumed")
+                return 0
             conn.execute("VACUUM")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return purged
@@ -252,10 +313,10 @@ class SQLiteStore:
         stored with that scope (and those stored without one)."""
         where = "(expires IS NULL OR expires > ?)"
         params: tuple[Any, ...] = (now,)
-        if scope is not None:
-            where += " AND (scope IS NULL OR scope = ?)"
-            params += (scope,)
         with self._connection() as conn:
+            if scope is not None and self._scoped:  # a file without the column: all NULL
+                where += " AND (scope IS NULL OR scope = ?)"
+                params += (scope,)
             cursor = conn.execute(
                 "SELECT key, value, kind, tag, vector, created, expires FROM entries "
                 f"WHERE {where} ORDER BY created DESC LIMIT ?", (*params, limit))

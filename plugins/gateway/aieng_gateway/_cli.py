@@ -40,6 +40,13 @@ def _clear_errors() -> Iterator[None]:
         raise click.ClickException(str(exc)) from None
 
 
+def _store(keys_path: Path | None) -> KeyStore:
+    """The key database of ``--keys``, else the default one (no home folder to find it
+    in: a one-line error)."""
+    with _clear_errors():
+        return KeyStore(keys_path or default_keys_path())
+
+
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
     try:
         return parse_size(value)
@@ -132,7 +139,7 @@ def serve(ctx: click.Context, pipeline: Path, host: str, port: int, no_auth: boo
         kernel = Kernel().load()
     store = None
     if not no_auth:
-        store = KeyStore(keys_path or default_keys_path())
+        store = _store(keys_path)
         if not store.path.exists():
             raise click.UsageError(f"no API keys at {store.path}: create one with "
                                    "'aieng keys create NAME', or pass --no-auth")
@@ -258,7 +265,7 @@ def keys() -> None:
               help=_KEYS_HELP)
 def create(name: str, rpm: int | None, tpm: int | None, keys_path: Path | None) -> None:
     """Create a key named NAME and print it (once: only its hash is stored)."""
-    store = KeyStore(keys_path or default_keys_path())
+    store = _store(keys_path)
     with _clear_errors():
         key, record = store.create(name, rpm=rpm, tpm=tpm)
     click.echo(key)
@@ -271,7 +278,7 @@ def create(name: str, rpm: int | None, tpm: int | None, keys_path: Path | None) 
               help=_KEYS_HELP)
 def list_keys(keys_path: Path | None) -> None:
     """List the keys: id, name, limits, created, revoked (never the keys)."""
-    store = KeyStore(keys_path or default_keys_path())
+    store = _store(keys_path)
     click.echo(f"{'id':<9} {'name':<20} {'rpm':>7} {'tpm':>9}  {'created':<20} revoked")
     with _clear_errors():
         records = store.records()
@@ -286,7 +293,7 @@ def list_keys(keys_path: Path | None) -> None:
               help=_KEYS_HELP)
 def revoke(id_or_name: str, keys_path: Path | None) -> None:
     """Revoke the key with this id, or else every live key with this name."""
-    store = KeyStore(keys_path or default_keys_path())
+    store = _store(keys_path)
     with _clear_errors():
         revoked = store.revoke(id_or_name)
     if not revoked:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
-from aieng_hookspecs import create_private, enable_wal
+from aieng_hookspecs import check_layout, create_private, enable_wal, mark_layout
 
 __all__ = ["ApiKey", "KeyStore", "KeyStoreError", "default_keys_path", "hash_key"]
 
@@ -42,15 +42,33 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked REAL
 );
 """
+#: The layout this module writes and the newest it reads (``PRAGMA user_version``; a file
+#: written before the marker reads 0: the same table).
+VERSION = 1
 
 
 def default_keys_path() -> Path:
-    """``$AIENG_KEYS``, else ``$XDG_DATA_HOME/aieng/keys.sqlite3`` (``~/.local/share``)."""
+    """``$AIENG_KEYS`` (``~`` expanded), else ``$XDG_DATA_HOME/aieng/keys.sqlite3``, else
+    ``~/.local/share/aieng/keys.sqlite3``. A relative ``XDG_DATA_HOME`` is ignored, as the
+    XDG spec says (it would put the keys in whatever folder the server starts in).
+
+    :raises KeyStoreError: when the path would be under a home folder and there is none
+        (no ``HOME``, no passwd entry: a container's arbitrary user).
+    """
     env = os.environ.get("AIENG_KEYS")
     if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "aieng" / "keys.sqlite3"
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "aieng" / "keys.sqlite3"
+    try:
+        home = Path.home()
+    except RuntimeError:  # no HOME and no passwd entry for this user
+        raise KeyStoreError(
+            "no home folder to keep the API keys in (HOME is unset and this user has no "
+            "passwd entry): set AIENG_KEYS (or an absolute XDG_DATA_HOME) to the key "
+            "database's path, or pass --keys FILE") from None
+    return home / ".local" / "share" / "aieng" / "keys.sqlite3"
 
 
 def hash_key(key: str) -> str:
@@ -88,11 +106,13 @@ class KeyStore:
     ``refresh_s`` seconds (:meth:`refresh`, called by the server off the event loop), so a
     key created or revoked by ``aieng keys`` in another process takes effect within that.
 
-    :param path: the database file (created with its folder, mode 0600).
+    :param path: the database file (created with its folder, mode 0600; ``~`` expanded).
+        It is marked with its layout (``PRAGMA user_version`` :data:`VERSION`); a file of
+        a newer layout is refused (:class:`KeyStoreError`), left as it is.
     """
 
     def __init__(self, path: str | Path, *, refresh_s: float = 5.0) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
         self._cache: dict[str, ApiKey] = {}
@@ -108,7 +128,10 @@ class KeyStore:
             raise KeyStoreError(f"the key database {self.path} cannot be used: {exc}") from exc
         try:
             enable_wal(db)
+            # A newer layout's keys may carry what this version cannot enforce: refused.
+            found = check_layout(db, VERSION, "aieng-gateway")
             db.executescript(_SCHEMA)
+            mark_layout(db, found, VERSION)
             yield db
         except sqlite3.Error as exc:  # "file is not a database", "database is locked"...
             raise KeyStoreError(f"the key database {self.path} cannot be used: {exc}") from exc

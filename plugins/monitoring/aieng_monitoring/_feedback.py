@@ -16,7 +16,14 @@ from typing import Any
 import anyio
 import attrs
 import structlog
-from aieng_hookspecs import create_private, enable_wal, hookimpl, sqlite_error
+from aieng_hookspecs import (
+    check_layout,
+    create_private,
+    enable_wal,
+    hookimpl,
+    mark_layout,
+    sqlite_error,
+)
 from aieng_hookspecs.types import Feedback
 
 from ._options import FeedbackOptions
@@ -38,6 +45,9 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_run ON feedback (run_id);
 CREATE INDEX IF NOT EXISTS feedback_kind_ts ON feedback (kind, ts);
 """
+#: The layout this module writes and the newest it reads (``PRAGMA user_version``; a file
+#: written before the marker reads 0: the same table).
+VERSION = 1
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -93,8 +103,10 @@ class FeedbackStore:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             try:
                 enable_wal(db)
+                found = check_layout(db, VERSION, "aieng-monitoring")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
+                mark_layout(db, found, VERSION)
             except BaseException:
                 db.close()  # a file that is no database: the next call opens it again
                 raise

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import random
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,22 @@ EMBED_BATCH = 256
 ERROR_BODY_BYTES = 64 * 1024
 #: Headers of a body as it came on the wire, wrong for the same body read and decoded.
 _BODY_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
+
+
+def loopback_host(base_url: str) -> str | None:
+    """The host of ``base_url`` as an httpx mount pattern writes it (``[::1]``) when it is
+    a loopback host (``localhost``, ``*.localhost``, ``127.0.0.0/8``, ``::1``), else
+    ``None``."""
+    host = (urllib.parse.urlsplit(base_url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if not address.is_loopback:
+        return None
+    return f"[{host}]" if address.version == 6 else host
 
 
 def _resolve_key(options: OpenAIOptions) -> str | None:
@@ -121,7 +139,13 @@ class OpenAIBackend:
         connections = self.options.max_connections
         limits = httpx.Limits(max_connections=connections,
                               max_keepalive_connections=min(20, connections))
-        return httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits)
+        # A proxy from the environment (a container's HTTP_PROXY without NO_PROXY) must not
+        # carry calls to a server on this machine: mounted without a proxy (None: the
+        # client's own transport), the loopback host is reached directly.
+        host = loopback_host(self._base)
+        mounts = {f"all://{host}": None} if host and self.options.trust_env else None
+        return httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits,
+                                 trust_env=self.options.trust_env, mounts=mounts)
 
     async def _http(self) -> httpx.AsyncClient:
         """The HTTP client, built on first need in a worker thread: importing httpx and

@@ -202,6 +202,11 @@ class OpenAIOptions:
         server that enforces it: ``guided_regex`` for vLLM's OpenAI-compatible server and
         for ``aieng serve``. Unset (the default), a request with a regex is refused with
         ``ValueError`` rather than sent unconstrained: the OpenAI API has no such field.
+    :param trust_env: read the environment as httpx does: the proxies of ``HTTP_PROXY``,
+        ``HTTPS_PROXY`` and ``ALL_PROXY`` (but not for the hosts of ``NO_PROXY``), the CA
+        bundle of ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, credentials in ``~/.netrc``. A
+        ``base_url`` on a loopback host (``localhost``, ``127.0.0.0/8``, ``::1``) is
+        reached directly whatever the proxy variables say. ``False`` ignores them all.
     """
 
     base_url: str = attrs.field(validator=_base_url)
@@ -226,6 +231,7 @@ class OpenAIOptions:
         default="max_tokens",
         validator=attrs.validators.in_(("max_tokens", "max_completion_tokens")))
     regex_field: str | None = attrs.field(default=None, validator=_opt_str)
+    trust_env: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
     def __attrs_post_init__(self) -> None:
         if self.api_key is not None and self.api_key_env is not None:
