@@ -25,12 +25,16 @@ from typing import Any
 import attrs
 from aieng_hookspecs.types import Message
 
-__all__ = ["JOINER", "SpecialGuard", "marker_pattern", "neutralise", "special_pattern",
-           "special_texts"]
+__all__ = ["JOINER", "LINE_BREAKS", "SpecialGuard", "break_markers", "line_marker_pattern",
+           "marker_pattern", "neutralise", "special_pattern", "special_texts"]
 
 #: What breaks a tool format's marker written in a conversation's text (after its first
 #: character): the zero-width joiner, U+200D.
 JOINER = "\u200d"
+
+#: The characters a line ends at (those of :meth:`str.splitlines`): after one of them, or
+#: at the start of a text, a line-anchored marker (:func:`line_marker_pattern`) counts.
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 def special_texts(tokenizer: Any) -> set[str]:
@@ -54,6 +58,16 @@ def marker_pattern(markers: Iterable[str]) -> re.Pattern[str] | None:
     return _alternation({m for m in markers if len(m) > 1})
 
 
+def line_marker_pattern(markers: Iterable[str]) -> re.Pattern[str] | None:
+    """As :func:`marker_pattern`, for markers that count at the start of a line only (at
+    the start of the text, or after any of :data:`LINE_BREAKS`): Alpaca's
+    ``### Response:`` opens a section there, and is plain words in a sentence."""
+    pattern = marker_pattern(markers)
+    if pattern is None:
+        return None
+    return re.compile(f"(?<![^{re.escape(LINE_BREAKS)}])(?:{pattern.pattern})")
+
+
 def _alternation(texts: set[str]) -> re.Pattern[str] | None:
     if not texts:
         return None
@@ -69,11 +83,16 @@ def neutralise(messages: Sequence[Message],
     themselves where none holds a marker."""
     if pattern is None:
         return list(messages)
+    return [_rewritten(m, lambda text: break_markers(text, pattern)) for m in messages]
 
-    def broken(text: str) -> str:
-        return pattern.sub(lambda m: m.group()[0] + JOINER + m.group()[1:], text)
 
-    return [_rewritten(m, broken) for m in messages]
+def break_markers(text: str, pattern: re.Pattern[str] | None) -> str:
+    """``text`` with each match of ``pattern`` (:func:`marker_pattern`,
+    :func:`line_marker_pattern`) broken by :data:`JOINER` after its first character;
+    ``text`` itself where nothing matches."""
+    if pattern is None:
+        return text
+    return pattern.sub(lambda m: m.group()[0] + JOINER + m.group()[1:], text)
 
 
 def _rewritten(message: Message, text: Callable[[str], str]) -> Message:

@@ -4,6 +4,14 @@ Each renders a conversation into the prompt text that ends where the assistant's
 starts, and names the strings that end an answer in its format (a model trained on ChatML
 ends a turn with ``<|im_end|>``; an Alpaca model starts the next ``### Instruction:``).
 Plain functions rather than Jinja: they are short, exact, and testable without a tokenizer.
+
+Llama-2's and Alpaca's turn markers are plain text in most vocabularies: a message (a user,
+a retrieved passage, a tool's result) writing ``[/INST]`` or a line ``### Response:`` would
+end its turn and open another. Their renderers break those markers in the contents with a
+zero-width joiner after the first character (:func:`~._specials.break_markers`), so only
+their own scaffolding writes them; a content holding none is rendered as it is. ChatML's
+markers are special tokens of the models trained on it, which the tokenizer's
+:class:`~._specials.SpecialGuard` keeps from the contents.
 """
 
 from __future__ import annotations
@@ -14,8 +22,12 @@ from typing import Any, Literal
 import attrs
 from aieng_hookspecs.types import Message
 
+from ._specials import break_markers, line_marker_pattern, marker_pattern
+
 __all__ = [
+    "ALPACA_MARKERS",
     "ALPACA_PREAMBLE",
+    "LLAMA2_MARKERS",
     "TEMPLATES",
     "ChatTemplate",
     "TemplateName",
@@ -33,6 +45,14 @@ ALPACA_PREAMBLE = (
     "Below is an instruction that describes a task. "
     "Write a response that appropriately completes the request."
 )
+
+#: Llama-2's turn markers, broken wherever a message's content writes them.
+LLAMA2_MARKERS = ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")
+#: Alpaca's section markers, broken where a message's content writes one at the start of a
+#: line (after any line break of :meth:`str.splitlines`); in a sentence they are words.
+ALPACA_MARKERS = ("### Instruction:", "### Input:", "### Response:")
+_LLAMA2 = marker_pattern(LLAMA2_MARKERS)
+_ALPACA = line_marker_pattern(ALPACA_MARKERS)
 
 
 def render_chatml(messages: Sequence[Message], *, bos: str = "", eos: str = "") -> str:
@@ -52,12 +72,16 @@ def render_llama2(messages: Sequence[Message], *, bos: str = "<s>", eos: str = "
     messages in a ``<<SYS>>`` block at the top of the first user turn.
 
     Tool results count as user turns; consecutive user turns are joined with a blank line.
+    The :data:`LLAMA2_MARKERS` a content writes are broken by a zero-width joiner.
 
     :param messages: the conversation.
     :param bos: the tokenizer's beginning-of-sequence string.
     :param eos: the tokenizer's end-of-sequence string.
     """
-    system = "\n\n".join(m.content.strip() for m in messages if m.role == "system")
+    def content(message: Message) -> str:
+        return break_markers(message.content.strip(), _LLAMA2)
+
+    system = "\n\n".join(content(m) for m in messages if m.role == "system")
     parts: list[str] = []
     pending: list[str] = []  # user turns not yet closed by [/INST]
 
@@ -76,9 +100,9 @@ def render_llama2(messages: Sequence[Message], *, bos: str = "<s>", eos: str = "
         if message.role == "assistant":
             if pending or not parts:
                 close_user()
-            parts.append(f" {message.content.strip()} {eos}")
+            parts.append(f" {content(message)} {eos}")
         else:
-            pending.append(message.content.strip())
+            pending.append(content(message))
     close_user()
     return "".join(parts)
 
@@ -86,18 +110,23 @@ def render_llama2(messages: Sequence[Message], *, bos: str = "<s>", eos: str = "
 def render_alpaca(messages: Sequence[Message], *, bos: str = "", eos: str = "") -> str:
     """Alpaca: the system message (or :data:`ALPACA_PREAMBLE`), then
     ``### Instruction:`` / ``### Response:`` sections, ending with an open response.
+    The :data:`ALPACA_MARKERS` a content writes at the start of a line are broken by a
+    zero-width joiner.
 
     :param messages: the conversation.
     :param bos: ignored; accepted for a uniform signature.
     :param eos: ignored, as ``bos``.
     """
-    system = "\n\n".join(m.content.strip() for m in messages if m.role == "system")
+    def content(message: Message) -> str:
+        return break_markers(message.content.strip(), _ALPACA)
+
+    system = "\n\n".join(content(m) for m in messages if m.role == "system")
     sections = [system or ALPACA_PREAMBLE]
     for message in messages:
         if message.role == "assistant":
-            sections.append(f"### Response:\n{message.content.strip()}")
+            sections.append(f"### Response:\n{content(message)}")
         elif message.role != "system":
-            sections.append(f"### Instruction:\n{message.content.strip()}")
+            sections.append(f"### Instruction:\n{content(message)}")
     sections.append("### Response:\n")
     return "\n\n".join(sections)
 

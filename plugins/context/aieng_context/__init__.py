@@ -11,7 +11,7 @@ from aieng_hookspecs import ComponentRegistry, hookimpl
 
 from ._budget import Passage, select
 from ._builder import ContextBuilder
-from ._fence import FENCE_CLOSE, FENCE_OPEN, fence, neutralize, one_line
+from ._fence import FENCE_CLOSE, FENCE_OPEN, fence, neutralize, neutralize_citations, one_line
 from ._options import ContextOptions, Order
 from ._templates import TEMPLATES, Example, PromptTemplate, TemplateName, render_user
 from ._tokens import TokenCounter, approximate_tokens, load_tokenizer
@@ -33,6 +33,7 @@ __all__ = [
     "fence",
     "load_tokenizer",
     "neutralize",
+    "neutralize_citations",
     "one_line",
     "render_user",
     "select",

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import attrs
 from aieng_hookspecs.types import Hit
 
-from ._fence import fence, neutralize
+from ._fence import fence, shown
 from ._tokens import TokenCounter
 
 __all__ = ["Passage", "select"]
@@ -83,7 +83,7 @@ def select(hits: Sequence[Hit], *, count: TokenCounter, room: int, min_passage_t
             return count(lead + fence(n, prefix, title=title, cut=True)) <= left
 
         def enough(prefix: str) -> bool:
-            return count(neutralize(prefix)) >= min_passage_tokens
+            return count(shown(prefix)) >= min_passage_tokens
 
         cut = _cut(text, min(clip, len(text) - 1), fits, enough)
         if cut is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from aieng_context import ContextBuilder, fence, neutralize, one_line
+from aieng_context import ContextBuilder, fence, neutralize, neutralize_citations, one_line
 from aieng_hookspecs.types import Query
 from context_helpers import ask, context_block, make_hits, parse_fences
 
@@ -53,14 +53,16 @@ def test_fence_shape() -> None:
 def test_hostile_passages_stay_inside_their_fence(text: str) -> None:
     """Whatever a passage holds (fence markers, fake sections, injected instructions),
     the prompt has exactly one fence per passage, each holding that passage's neutralized
-    text, and the sections after the context are the template's own."""
+    text (citation numbers too), and the sections after the context are the template's
+    own."""
     hits = make_hits(text, "A benign second passage.", titles=[text, "ok"])
     built = ContextBuilder().build(Query("q"), hits, ask("Which passage is real?"))
     user = built.prompt
     fences = parse_fences(context_block(user))
     assert [f["n"] for f in fences] == [1, 2]
-    title = one_line(text)
-    assert fences[0]["body"] == (f"Title: {title}\n" if title else "") + neutralize(text)
+    title = neutralize_citations(one_line(text))
+    assert fences[0]["body"] == (f"Title: {title}\n" if title else "") + \
+        neutralize_citations(neutralize(text))
     assert fences[1]["body"] == "Title: ok\nA benign second passage."
     assert user.count("<<<") == 2 and user.count(">>>") == 2
     tail = user[user.rindex(">>>"):]

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aieng_context import ContextBuilder, ContextOptions, approximate_tokens, neutralize, one_line
+from aieng_context import (
+    ContextBuilder,
+    ContextOptions,
+    approximate_tokens,
+    neutralize,
+    neutralize_citations,
+    one_line,
+)
 from aieng_hookspecs.types import Document, Hit, Message, Query, Request, ToolCall
 from context_helpers import ask, context_block, parse_fences
 from hypothesis import given, settings
@@ -43,8 +50,9 @@ def test_context_properties(hits: list[Hit], budget: int, minimum: int, counter:
     """For any hits, budget and counter: the fenced context never exceeds the budget by
     that counter; its fences parse back one per passage (no passage text can break one);
     citation numbers are 1..n in order of appearance; each passage's text is a prefix of
-    its hit's text (whole unless marked cut), shown neutralized; and the passages kept are
-    the best-ranked ones, each document once, none blank."""
+    its hit's text (whole unless marked cut), shown neutralized (fence markers and
+    citation numbers); and the passages kept are the best-ranked ones, each document
+    once, none blank."""
     options = ContextOptions(max_context_tokens=budget, min_passage_tokens=minimum,
                              order=order)  # type: ignore[arg-type]
     built = ContextBuilder(options, count_tokens=counter).build(Query("q"), hits,
@@ -59,9 +67,9 @@ def test_context_properties(hits: list[Hit], budget: int, minimum: int, counter:
         list(range(1, len(passages) + 1))
     for fenced, passage in zip(fences, passages, strict=True):
         assert passage["cut"] == fenced["cut"]
-        title = one_line(passage["title"])
+        title = neutralize_citations(one_line(passage["title"]))
         assert fenced["body"] == (f"Title: {title}\n" if title else "") + \
-            neutralize(passage["text"])
+            neutralize_citations(neutralize(passage["text"]))
     by_rank = in_rank_order(passages) if order == "lost-in-the-middle" else passages
     once = list({hit.document.id: hit for hit in reversed(hits)}.values())  # each id's first
     once.sort(key=lambda hit: next(i for i, h in enumerate(hits) if h is hit))
