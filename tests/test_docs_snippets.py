@@ -190,7 +190,8 @@ def _is_json_run(out: str) -> bool:
 
 def _plugins_json(out: str) -> bool:
     """The keys the user guide says ``aieng plugins --json`` gives each plugin."""
-    keys = {"name", "distribution", "version", "components", "hooks", "status", "error"}
+    keys = {"name", "distribution", "version", "components", "hooks", "status", "error",
+            "warning"}
     return all(set(plugin) == keys for plugin in json.loads(out))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import attrs
 
-from aieng_hookspecs import hookimpl
+from aieng_hookspecs import hookimpl, neutralize_citations
 from aieng_hookspecs.types import Completion, Delta, Request, Usage
 
 from ._text import sentences, tokenize
@@ -58,7 +58,9 @@ class ExtractiveBackend:
             return "I found nothing in the context to answer that."
         best = sorted(scored)[: self.options.max_sentences]
         best.sort(key=lambda item: (item[1], item[2]))  # keep the passages' own order
-        return " ".join(f"{sentence} [{n}]" for _, _, _, sentence, n in best)
+        # A passage's own "[2]" quoted as it is would credit the sentence to passage 2.
+        return " ".join(f"{neutralize_citations(sentence)} [{n}]"
+                        for _, _, _, sentence, n in best)
 
     def _usage(self, request: Request, text: str) -> Usage:
         prompt = sum(len(m.content.split()) for m in request.messages)

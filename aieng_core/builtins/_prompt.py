@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
-from aieng_hookspecs import hookimpl
+from aieng_hookspecs import hookimpl, neutralize_citations, neutralize_fences
 from aieng_hookspecs.types import Hit, Message, Query, Request
 
 __all__ = ["PromptBuilder", "PromptOptions"]
@@ -36,13 +35,11 @@ class PromptOptions:
     min_passage_chars: int = attrs.field(default=200, validator=attrs.validators.ge(1))
 
 
-_FENCE = re.compile(r"<{3,}|>{3,}")
-
-
 def _neutral(text: str) -> str:
-    """Passage text cannot close (or open) a fence: runs of 3+ angle brackets become
+    """Passage text cannot close (or open) a fence, nor write a citation number (nor so a
+    ``[n] title`` line): runs of 3+ angle brackets and the brackets of ``[2]`` become
     look-alikes."""
-    return _FENCE.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
+    return neutralize_citations(neutralize_fences(text))
 
 
 class PromptBuilder:

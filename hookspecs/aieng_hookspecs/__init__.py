@@ -36,6 +36,7 @@ from ._sqlite import (
     writable,
 )
 from ._text import HIDDEN, closest, did_you_mean, valid_utf8
+from ._untrusted import neutralize_citations, neutralize_fences
 
 __all__ = [
     "HIDDEN",
@@ -64,6 +65,8 @@ __all__ = [
     "lock_path",
     "mark_layout",
     "masked_url",
+    "neutralize_citations",
+    "neutralize_fences",
     "open_read_only",
     "redact_url",
     "redacted",
