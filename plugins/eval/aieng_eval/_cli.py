@@ -234,11 +234,16 @@ def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, con
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory of the replay (default: RUN_DIR/replay-TIME).")
+@click.option("--dataset", "dataset", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The dataset to replay over (default: the locked one, at its recorded "
+                   "path, where it lay relative to RUN_DIR, or in the working directory, "
+                   "when its hash is the lockfile's).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @click.pass_context
-def replay(ctx: click.Context, run_dir: Path, out: Path | None, quiet: bool,
-           as_json: bool) -> None:
+def replay(ctx: click.Context, run_dir: Path, out: Path | None, dataset: Path | None,
+           quiet: bool, as_json: bool) -> None:
     """Rerun RUN_DIR from its lockfile; warn where versions or hashes differ now, and
     report whether outputs and scores match (exit 1 when they do not)."""
     import anyio
@@ -250,7 +255,7 @@ def replay(ctx: click.Context, run_dir: Path, out: Path | None, quiet: bool,
     def go() -> Any:
         with _progress(quiet, f"replay {run_dir.name}") as progress:
             return anyio.run(lambda: replay_run(run_dir, out=out, kernel=kernel,
-                                                progress=progress))
+                                                progress=progress, dataset=dataset))
 
     report = _guard(go)
     for line in report.drift:
@@ -293,6 +298,8 @@ def compare(runs: tuple[Path, ...], out: Path | None, samples: int, seed: int,
     from ._compare import compare_markdown, compare_runs, write_comparison
 
     comparison = _guard(lambda: compare_runs(runs, samples=samples, seed=seed))
+    for line in comparison["warnings"]:
+        click.echo(f"warning: {line}", err=True)
     if out is not None:
         write_comparison(comparison, out)
     if as_json:
@@ -312,6 +319,14 @@ def report(run_dir: Path, samples: int) -> None:
     from .report import write_reports
 
     lock = _guard(lambda: _read_lock(run_dir))
+    if lock is None and (run_dir / "results.jsonl").exists():
+        # results.jsonl has no layout mark of its own (its lockfile's format is): a file
+        # copied alone is not rebuilt into a run's reports as if it were this layout's.
+        raise _fail(EvalError(
+            f"{run_dir}: results.jsonl but no lock.json (copied alone?): the lockfile "
+            "holds the results' layout and the run's limit, seed and environment, which "
+            "the reports need; copy its lock.json beside it, or read the results as they "
+            "are with `aieng eval compare`"))
     if lock is None:
         raise _fail(EvalError(f"{run_dir}: no lock.json (not an eval run directory?)"))
     try:

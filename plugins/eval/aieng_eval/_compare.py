@@ -9,6 +9,7 @@ from typing import Any
 
 from aieng_hookspecs import replace_file
 
+from ._lock import LOCK_FORMAT
 from ._results import ItemResult, read_results
 from ._runner import EvalError, LockFormatError, _read_lock, locked_records
 from .report import _cell, _text
@@ -18,20 +19,31 @@ __all__ = ["LOWER_IS_BETTER", "compare_markdown", "compare_runs", "games_of",
            "write_comparison"]
 
 
-def _load(run_dir: Path) -> dict[str, ItemResult]:
+def _load(run_dir: Path, warnings: list[str]) -> dict[str, ItemResult]:
     """The run's finished items: those of its lockfile's ``limit`` when it has one, as
     its reports count them (a resume with a smaller ``--limit`` leaves records of the
-    items past it in ``results.jsonl``)."""
+    items past it in ``results.jsonl``).
+
+    ``results.jsonl`` has no layout mark of its own: its lockfile's ``format`` is its
+    layout. Without a readable lockfile (a results file copied alone), its records are
+    read as this version's layout, every one counted, and a line in ``warnings`` says so.
+    """
     path = run_dir / "results.jsonl"
     if not path.exists():
         raise EvalError(f"{run_dir}: no results.jsonl (not an eval run directory?)")
     records = read_results(path)
     try:
         lock = _read_lock(run_dir)
+        problem = "" if lock is not None else f"{run_dir}: no lock.json beside results.jsonl"
     except LockFormatError:  # a later layout: its records are not read as this one's
         raise
-    except EvalError:  # an unreadable lockfile: every record, as before lockfiles
-        lock = None
+    except EvalError as exc:  # an unreadable lockfile: every record, as before lockfiles
+        lock, problem = None, str(exc)
+    if lock is None:
+        warnings.append(
+            f"{problem}: its records are read as this aieng-eval's layout {LOCK_FORMAT}, "
+            "every one counted (the run's --limit is unknown); keep lock.json with "
+            "results.jsonl to have its layout checked")
     kept = locked_records(records, lock) if lock is not None else records.values()
     return {r.id: r for r in kept if r.status == "ok"}
 
@@ -93,13 +105,17 @@ def compare_runs(run_dirs: Sequence[str | Path], *, samples: int = 1000,
     Elo and Bradley–Terry ratings with bootstrap intervals over the games of
     :func:`games_of`.
 
+    ``warnings``: a line for each run read without a readable lockfile (its records
+    read as this version's layout, every one counted).
+
     :raises EvalError: for fewer than two runs or a folder without results.
     """
     if len(run_dirs) < 2:
         raise EvalError("compare needs at least two run directories")
     dirs = [Path(d) for d in run_dirs]
     names = _names(dirs)
-    runs = {name: _load(d) for name, d in zip(names, dirs, strict=True)}
+    warnings: list[str] = []
+    runs = {name: _load(d, warnings) for name, d in zip(names, dirs, strict=True)}
     base = names[0]
     pairs = []
     for other in names[1:]:
@@ -122,7 +138,7 @@ def compare_runs(run_dirs: Sequence[str | Path], *, samples: int = 1000,
     return {"runs": [{"name": n, "path": str(d), "items": len(runs[n])}
                      for n, d in zip(names, dirs, strict=True)],
             "pairs": pairs, "ranking": _ranking(runs, samples, seed),
-            "samples": samples, "seed": seed}
+            "samples": samples, "seed": seed, "warnings": warnings}
 
 
 def _ranking(runs: dict[str, dict[str, ItemResult]], samples: int,
@@ -145,6 +161,7 @@ def compare_markdown(comparison: dict[str, Any]) -> str:
     lines = ["# Comparison", "",
              (f"{comparison['samples']}-sample paired bootstrap, 95% intervals, seed "
              f"{comparison['seed']}. Differences are the later run minus the first."), ""]
+    lines += [f"Warning: {_text(line)}\n" for line in comparison.get("warnings", [])]
     for pair in comparison["pairs"]:
         # Run names are folder names, metric names a pipeline's: shown as text.
         a, b = _text(pair["a"]), _text(pair["b"])

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from importlib import metadata
@@ -23,6 +25,7 @@ from aieng_hookspecs import CacheDirError, replace_file, user_cache_dir
 __all__ = [
     "LOCK_FORMAT",
     "FileHasher",
+    "add_layout",
     "component_paths",
     "environment",
     "format_problem",
@@ -35,8 +38,12 @@ __all__ = [
 #: Version of the lockfile's layout.
 LOCK_FORMAT = 1
 _CHUNK = 1 << 20
-#: Files at least this large have their hash cached by (path, size, mtime).
+#: Files at least this large have their hash cached by (path, size, mtime, inode, ctime).
 CACHE_MIN_BYTES = 1 << 20
+#: What follows the path in a cache key: ``|size|mtime|inode|ctime`` (``|size|mtime`` in
+#: caches of earlier versions).
+_KEY_TAIL = re.compile(r"\|\d+\|-?\d+(?:\|\d+\|-?\d+)?")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: Path) -> str:
@@ -56,7 +63,11 @@ def default_cache_path() -> Path:
 
 class FileHasher:
     """Hashes files and folders; large files are hashed once and cached by
-    (path, size, mtime) in a JSON file, so a multi-gigabyte model is not re-read per run.
+    (path, size, mtime, inode, ctime) in a JSON file, so a multi-gigabyte model is not
+    re-read per run. The inode and the ctime tell a file of the same size swapped in with
+    its mtime kept (``cp -p``, ``rsync -t``, ``touch -r``): a rename gives another inode,
+    a write or ``utime`` a new ctime, which no tool can set back. Entries of earlier
+    versions, keyed by (path, size, mtime), are misses: those files are hashed once more.
 
     Blocking: call it from a worker thread.
 
@@ -85,10 +96,12 @@ class FileHasher:
                 return self._cache
             try:
                 loaded = json.loads(self.cache_path.read_text(encoding="utf-8"))
-                self._cache = {str(k): str(v) for k, v in loaded.items()} \
-                    if isinstance(loaded, dict) else {}
-            except (OSError, ValueError):
-                self._cache = {}
+            except (OSError, ValueError):  # none yet, a folder, damaged: hash again
+                loaded = {}
+            # Only hashes: a value of another form (a later version's) is never one.
+            self._cache = {str(k): v for k, v in loaded.items()
+                           if isinstance(v, str) and _SHA256.fullmatch(v)} \
+                if isinstance(loaded, dict) else {}
         return self._cache
 
     def file(self, path: Path) -> str:
@@ -98,13 +111,16 @@ class FileHasher:
             self.reads += 1
             return sha256_file(path)
         resolved = str(path.resolve())
-        key = f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}"
+        key = (f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}|"
+               f"{stat.st_ctime_ns}")
         entries = self._entries()
         if key not in entries:
             self.reads += 1
-            # The file changed: forget its older versions, so the cache stays as large as
-            # the set of files hashed, not growing with every rewrite of a model.
-            for stale in [k for k in entries if k.rsplit("|", 2)[0] == resolved]:
+            # The file changed: forget its older versions (and its entries of earlier
+            # versions' keys), so the cache stays as large as the set of files hashed, not
+            # growing with every rewrite of a model.
+            for stale in [k for k in entries if k.startswith(resolved + "|")
+                          and _KEY_TAIL.fullmatch(k[len(resolved):])]:
                 del entries[stale]
             entries[key] = sha256_file(path)
             self._dirty = True
@@ -223,6 +239,25 @@ def format_problem(lock: Mapping[str, Any]) -> str | None:
             f"{f'aieng-eval {writer}' if known else 'a later aieng-eval'}; this aieng-eval "
             f"({_version('aieng-eval') or 'unknown version'}) reads layout {LOCK_FORMAT}: "
             f"upgrade aieng-eval{f' (to {writer} or later)' if known else ''} to read it")
+
+
+#: The lockfile entries whose file a replay looks for where the run folder moved.
+MOVABLE = ("pipeline", "judge_pipeline", "dataset")
+
+
+def add_layout(lock: Mapping[str, Any], run_dir: Path) -> None:
+    """Add to each entry of :data:`MOVABLE` naming a file its path relative to the run
+    folder (``from_run_dir``), so that a replay of the run folder moved or copied with
+    its project finds the file at its new place (the ``path`` stays absolute). Not
+    recorded where no relative path exists (another drive)."""
+    base = run_dir.resolve()
+    for key in MOVABLE:
+        entry = lock.get(key)
+        if isinstance(entry, dict) and entry.get("path"):
+            try:
+                entry["from_run_dir"] = Path(os.path.relpath(entry["path"], base)).as_posix()
+            except ValueError:
+                pass
 
 
 def same_input(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

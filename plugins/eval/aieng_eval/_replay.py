@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +15,7 @@ import attrs
 import structlog
 
 from ._agent import options_from_lock
+from ._dataset import content_sha256
 from ._lock import lock_drift
 from ._results import ItemResult, read_results
 from ._runner import EvalError, PipelineSource, ProgressCallback, run_eval
@@ -63,20 +66,85 @@ def _read_lock(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def _pipeline_source(entry: dict[str, Any] | None, what: str,
-                     warnings: list[str]) -> PipelineSource | None:
-    """The pipeline file when it still has the locked hash, else the locked config."""
+def _places(entry: dict[str, Any], run_dir: Path) -> list[Path]:
+    """Where a locked file may lie now: its recorded path; where it lay relative to the
+    run folder (``from_run_dir``: the run folder moved or copied with its project); and,
+    by its name, the working directory (the run folder copied alone)."""
+    recorded = Path(str(entry.get("path")))
+    places = [recorded]
+    relative = entry.get("from_run_dir")
+    if isinstance(relative, str) and relative:
+        places.append(Path(os.path.normpath(run_dir.resolve() / relative)))
+    places.append(Path.cwd() / recorded.name)
+    return list(dict.fromkeys(places))
+
+
+def _locate(entry: dict[str, Any], run_dir: Path, digests: Callable[[bytes], set[str]]
+            ) -> tuple[Path | None, list[str]]:
+    """The first of :func:`_places` holding the locked file (a hash of ``digests`` is the
+    entry's ``sha256``), and a note on each place looked at that did not hold it."""
+    notes = []
+    for place in _places(entry, run_dir):
+        try:
+            raw = place.read_bytes()
+        except OSError as exc:  # none there, a folder, no permission
+            notes.append(f"{place} ({exc.strerror or exc})")
+            continue
+        if entry.get("sha256") in digests(raw):
+            if place != Path(str(entry.get("path"))):
+                log.info("eval.replay.moved", recorded=entry.get("path"), found=str(place))
+            return place, notes
+        notes.append(f"{place} (other content)")
+    return None, notes
+
+
+def _file_digest(raw: bytes) -> set[str]:
+    return {hashlib.sha256(raw).hexdigest()}
+
+
+def _dataset_digests(raw: bytes) -> set[str]:
+    """A dataset's hash as lockfiles hold it: of its text with LF endings and no
+    byte-order mark, or (earlier versions) of its bytes."""
+    return {content_sha256(raw), hashlib.sha256(raw).hexdigest()}
+
+
+def _dataset(lock: dict[str, Any], run_dir: Path) -> Path:
+    """The locked dataset: where :func:`_locate` finds it, else at its recorded path with
+    other content (replayed: the drift names the hashes); gone, an error saying where it
+    was looked for and how to give it."""
+    entry = lock.get("dataset") or {}
+    recorded = entry.get("path") if isinstance(entry, dict) else None
+    if not isinstance(recorded, str) or not recorded:
+        raise EvalError(f"{run_dir / 'lock.json'} names no dataset: give it with "
+                        "--dataset FILE")
+    found, notes = _locate(entry, run_dir, _dataset_digests)
+    if found is not None:
+        return found
+    if Path(recorded).is_file():  # edited since the run: replayed, its hash reported
+        return Path(recorded)
+    raise EvalError(
+        f"the locked dataset {recorded} is gone: cannot replay; looked for a file of "
+        f"its content at {'; '.join(notes)}; give the dataset with --dataset FILE "
+        "(a file of other content is replayed with its hash difference reported)")
+
+
+def _pipeline_source(entry: dict[str, Any] | None, what: str, warnings: list[str],
+                     run_dir: Path) -> PipelineSource | None:
+    """The pipeline file when it still has the locked hash (where :func:`_locate` finds
+    it), else the locked config."""
     if entry is None:
         return None
     path = entry.get("path")
-    if path and Path(path).exists():
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        if digest == entry.get("sha256"):
-            return Path(path)
-        warnings.append(f"{what} file {path} changed since the run: replaying the locked "
-                        "configuration")
-    elif path:
-        warnings.append(f"{what} file {path} is gone: replaying the locked configuration")
+    if path:
+        found, _ = _locate(entry, run_dir, _file_digest)
+        if found is not None:
+            return found
+        if Path(path).exists():
+            warnings.append(f"{what} file {path} changed since the run: replaying the "
+                            "locked configuration")
+        else:
+            warnings.append(f"{what} file {path} is gone: replaying the locked "
+                            "configuration")
     config = entry.get("config")
     if not isinstance(config, dict):
         raise EvalError(f"the lockfile has no usable {what} (no file, no config)")
@@ -127,7 +195,8 @@ def diff_results(old: dict[str, ItemResult],
 
 async def replay(run_dir: str | Path, *, out: str | Path | None = None,
                  kernel: Kernel | None = None, progress: ProgressCallback | None = None,
-                 hash_cache: Path | None = None) -> ReplayReport:
+                 hash_cache: Path | None = None,
+                 dataset: str | Path | None = None) -> ReplayReport:
     """Run again what ``run_dir``'s lockfile records (pipeline, dataset, seed, limit,
     concurrency, the agent's options in agent mode) into a new run directory, and compare
     outputs and scores.
@@ -135,22 +204,29 @@ async def replay(run_dir: str | Path, *, out: str | Path | None = None,
     Versions, hashes and files that differ now are logged as warnings and listed in the
     report's ``drift``.
 
+    The dataset and pipeline files are used at their recorded paths, else where they lay
+    relative to the run folder (a run folder moved or copied with its project), else by
+    their names in the working directory, when their hashes are the lockfile's; a
+    pipeline file found nowhere replays the locked configuration.
+
     :param out: the new run directory (default: ``RUN_DIR/replay-<UTC time>``).
-    :raises EvalError: when the lockfile is missing or names a dataset that is gone.
+    :param dataset: the dataset to replay over (default: the locked one, found as above);
+        one of other content is replayed, its hash difference in ``drift``.
+    :raises EvalError: when the lockfile is missing, or its dataset is found nowhere (and
+        ``dataset`` is not given): the message names the places looked at.
     """
     run_dir = Path(run_dir)
     lock = await anyio.to_thread.run_sync(_read_lock, run_dir)
     warnings: list[str] = []
+    dataset = Path(dataset) if dataset is not None else await anyio.to_thread.run_sync(
+        _dataset, lock, run_dir)
     pipeline = await anyio.to_thread.run_sync(_pipeline_source, lock["pipeline"], "pipeline",
-                                              warnings)
+                                              warnings, run_dir)
     assert pipeline is not None
     judge = await anyio.to_thread.run_sync(_pipeline_source, lock.get("judge_pipeline"),
-                                           "judge pipeline", warnings)
+                                           "judge pipeline", warnings, run_dir)
     agent, unknown = options_from_lock(lock.get("agent"))
     warnings += unknown
-    dataset = Path(str((lock.get("dataset") or {}).get("path")))
-    if not dataset.exists():
-        raise EvalError(f"the locked dataset {dataset} is gone: cannot replay")
     if out is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         out = run_dir / f"replay-{stamp}"

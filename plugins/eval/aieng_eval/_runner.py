@@ -23,6 +23,7 @@ from ._dataset import Dataset, DatasetItem, load_dataset
 from ._lock import (
     LOCK_FORMAT,
     FileHasher,
+    add_layout,
     component_paths,
     environment,
     format_problem,
@@ -639,6 +640,7 @@ async def run_eval(
         "limit": limit,
         "agent": agent_lock(agent),
     }
+    add_layout(lock, run_dir)
     held = await anyio.to_thread.run_sync(_lock_run_dir, run_dir)
     try:
         return await _locked_run(pipeline, data, run_dir, lock, force=force,
