@@ -134,3 +134,5 @@ def read_only(folder: Path) -> Iterator[Path]:
         yield view
     finally:
         subprocess.run(["umount", "-l", str(view)], capture_output=True, check=False)
+        with contextlib.suppress(OSError):  # detached at once: the empty mount point left
+            view.rmdir()

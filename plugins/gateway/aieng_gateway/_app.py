@@ -166,6 +166,14 @@ class Gateway:
             keys = self.keys
             if keys is not None:
                 await anyio.to_thread.run_sync(lambda: keys.refresh(force=True))
+                if keys.read_only:  # a container's read-only mount: said once, at start
+                    log.warning("gateway.keys_read_only", keys=str(keys.path),
+                                effect="keys are read and enforced as usual, and a change "
+                                       "to the file is picked up within "
+                                       f"{keys.refresh_s:g} s; the gateway writes nothing "
+                                       "to it (rate limits are kept in memory, as always), "
+                                       "and 'aieng keys create / revoke' must run where the "
+                                       "file can be written")
                 if not keys.live:  # serving, but every request would be a 401
                     log.warning("gateway.no_live_keys", keys=str(keys.path),
                                 hint="no live API key: every request is refused (401) until "

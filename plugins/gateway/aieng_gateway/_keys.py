@@ -24,7 +24,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
-from aieng_hookspecs import check_layout, create_private, enable_wal, mark_layout
+from aieng_hookspecs import (
+    check_layout,
+    create_private,
+    enable_wal,
+    mark_layout,
+    open_read_only,
+    writable,
+)
 
 __all__ = ["ApiKey", "KeyStore", "KeyStoreError", "default_keys_path", "hash_key"]
 
@@ -109,6 +116,13 @@ class KeyStore:
     :param path: the database file (created with its folder, mode 0600; ``~`` expanded).
         It is marked with its layout (``PRAGMA user_version`` :data:`VERSION`); a file of
         a newer layout is refused (:class:`KeyStoreError`), left as it is.
+
+    A file this process cannot write (a read-only mount, a file of another owner it may
+    only read) is opened for reading (:attr:`read_only`): its keys are loaded and verified
+    as usual (each refresh reopens it, so a change to the file is seen), an older unmarked
+    file is read without the mark, and :meth:`create` and :meth:`revoke` are refused with
+    a :class:`KeyStoreError` naming the file and what to do. The server writes nothing to
+    the file in any case (rate-limit buckets live in its memory).
     """
 
     def __init__(self, path: str | Path, *, refresh_s: float = 5.0) -> None:
@@ -117,12 +131,36 @@ class KeyStore:
         self._lock = threading.Lock()
         self._cache: dict[str, ApiKey] = {}
         self._loaded_at = -float("inf")
+        #: Whether the file was last opened for reading only (see the class).
+        self.read_only = False
+
+    def _read_only(self) -> bool:
+        """Whether the file exists and this process may not write it or its folder (a
+        read-only mount, a file of another owner it may only read)."""
+        return self.path.is_file() and not writable(self.path)
+
+    def _cannot_write(self, what: str) -> KeyStoreError:
+        return KeyStoreError(
+            f"the key database {self.path} cannot be written (a read-only mount, or a file "
+            f"or folder this user may only read), so no key can be {what} here: run this "
+            "'aieng keys' command where the file can be written (where the image or volume "
+            "is made), or give --keys a writable file; 'aieng keys list' and 'aieng serve' "
+            "read it as it is")
 
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
+    def _db(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        if self._read_only():
+            with self._db_read_only(write=write) as db:
+                yield db
+            return
+        self.read_only = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             create_private(self.path)  # 0600 before any row: no moment readable by others
+            if not self.path.exists() and not os.access(self.path.parent, os.W_OK | os.X_OK):
+                raise KeyStoreError(  # SQLite would say "unable to open database file"
+                    f"the key database {self.path} cannot be created: its folder cannot be "
+                    "written (a read-only mount?); give --keys a file in a writable folder")
             db = sqlite3.connect(self.path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise KeyStoreError(f"the key database {self.path} cannot be used: {exc}") from exc
@@ -134,6 +172,33 @@ class KeyStore:
             mark_layout(db, found, VERSION)
             yield db
         except sqlite3.Error as exc:  # "file is not a database", "database is locked"...
+            raise KeyStoreError(f"the key database {self.path} cannot be used: {exc}") from exc
+        finally:
+            db.close()
+
+    @contextmanager
+    def _db_read_only(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """The file opened for reading (:attr:`read_only`): its layout checked, neither
+        made WAL nor given the schema nor marked (an older, unmarked file is read as it
+        is); a write is refused naming the file and what to do."""
+        try:
+            db = open_read_only(self.path)
+        except sqlite3.Error as exc:
+            hint = ""
+            wal = Path(f"{self.path}-wal")
+            if wal.is_file() and wal.stat().st_size:
+                hint = (": its -wal file holds writes not yet in the database, and its "
+                        "folder cannot be written to read them; open it once where it can be "
+                        "written ('aieng keys list' there), or copy it with its -wal file")
+            raise KeyStoreError(f"the key database {self.path} cannot be used: {exc}{hint}"
+                                ) from exc
+        try:
+            check_layout(db, VERSION, "aieng-gateway")
+            self.read_only = True
+            if write:
+                raise self._cannot_write("created or revoked")
+            yield db
+        except sqlite3.Error as exc:
             raise KeyStoreError(f"the key database {self.path} cannot be used: {exc}") from exc
         finally:
             db.close()
@@ -158,7 +223,7 @@ class KeyStore:
             if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                       or limit < 1):
                 raise ValueError(f"{label} must be an integer >= 1 (or unset), got {limit!r}")
-        with self._db() as db:
+        with self._db(write=True) as db:
             while True:
                 key_id = secrets.token_hex(4)
                 if db.execute("SELECT 1 FROM api_keys WHERE id = ?", (key_id,)).fetchone() \
@@ -182,6 +247,10 @@ class KeyStore:
         if not self.path.exists():
             return []
         with self._db() as db:
+            if self.read_only and db.execute(  # read as it is: no table made, so none kept
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'api_keys'"
+                    ).fetchone() is None:
+                return []
             rows = db.execute("SELECT id, name, rpm, tpm, created, revoked, hash "
                               "FROM api_keys ORDER BY created").fetchall()
         return [ApiKey(*row) for row in rows]
@@ -196,7 +265,7 @@ class KeyStore:
         if not self.path.exists():
             return []
         now = time.time()
-        with self._db() as db:
+        with self._db(write=True) as db:
             by_id = db.execute("SELECT 1 FROM api_keys WHERE id = ?",
                                (id_or_name,)).fetchone() is not None
             rows = db.execute("SELECT id FROM api_keys WHERE revoked IS NULL AND "
