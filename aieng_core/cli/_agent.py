@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from ._app import cli, kernel_of, read_stdin, utf8_text
-from ._present import visible
+from ._present import json_document, visible
 
 if TYPE_CHECKING:
     from ..agent import AgentDelta, AgentResult, AgentStep
@@ -177,7 +177,7 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
 
     result = anyio.run(go)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        json_document(result.to_json())
     else:
         live.finish(result)
     if result.status != "answered":

@@ -162,8 +162,9 @@ def text_streams() -> None:
     answer or an emoji was a ``UnicodeEncodeError`` and a line typed to ``aieng chat`` a
     ``UnicodeDecodeError``. A character an output stream's encoding still cannot hold (a
     lone surrogate; an emoji on a Latin-1 terminal) is written as a backslash escape
-    (``\\ud800``, a valid JSON escape too), and input bytes that do not decode become lone
-    surrogates that the commands refuse as not UTF-8, with their own message.
+    (``\\ud800``, a valid JSON escape too; ``--json`` writes JSON escapes itself on a stream
+    that is not UTF-8, as ``\\U0001f600`` is not one), and input bytes that do not decode
+    become lone surrogates that the commands refuse as not UTF-8, with their own message.
     """
     for name in ("stdin", "stdout", "stderr"):
         stream = getattr(sys, name)

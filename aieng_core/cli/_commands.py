@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     kernel = kernel_of(ctx)
     infos = kernel.registry.plugins
     if as_json:
-        click.echo(json.dumps([info.to_json() for info in infos], indent=2))
+        _present.json_document([info.to_json() for info in infos], ensure_ascii=True)
     else:
         _present.plugins_table(infos)
 
@@ -35,7 +34,7 @@ def hooks(as_json: bool) -> None:
 
     rows = hook_rows()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        _present.json_document(rows, ensure_ascii=True)
     else:
         _present.hooks_table(rows)
 
@@ -81,6 +80,6 @@ def run(ctx: click.Context, pipeline: Path, text: str, as_json: bool, explain: b
     if streamed:
         click.echo()
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))  # type: ignore[attr-defined]
+        _present.json_document(result.to_json())  # type: ignore[attr-defined]
         return
     _present.run_result(result, explain=explain, answer_shown=bool(streamed))  # type: ignore[arg-type]

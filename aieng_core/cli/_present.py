@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
+import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -20,6 +23,7 @@ from ..registry import PluginInfo
 __all__ = [
     "answer",
     "hooks_table",
+    "json_document",
     "message",
     "plugins_table",
     "progress",
@@ -34,6 +38,29 @@ def visible(text: str) -> str:
     written as escapes (``\x1b``), carriage returns left out (as rich leaves them out):
     an escape sequence in an answer cannot clear the screen or set the clipboard."""
     return escaped(text.replace("\r", ""), lines=True)
+
+
+def json_document(data: Any, *, ensure_ascii: bool = False) -> None:
+    r"""Print ``data`` as an indented JSON document on standard output (every ``--json``).
+
+    Text is written as it is on a UTF-8 stream (unless ``ensure_ascii``), and as JSON
+    escapes (``\u00e9``, ``\ud83d\ude00``) on any other: a Latin-1 terminal's encoding
+    cannot hold an emoji, whose backslash escape (``\U0001f600``) is not valid JSON.
+    """
+    encoding = getattr(sys.stdout, "encoding", None)
+    click.echo(json.dumps(data, indent=2,
+                          ensure_ascii=ensure_ascii or not _holds_any_text(encoding)))
+
+
+def _holds_any_text(encoding: str | None) -> bool:
+    """Whether a stream of this encoding writes any text as it is: UTF-8, or no encoding
+    at all (a text buffer such as :class:`io.StringIO`)."""
+    if encoding is None:
+        return True
+    try:
+        return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    except LookupError:
+        return False
 
 
 def _console() -> Console:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import signal
 import sys
@@ -323,7 +322,7 @@ def ask(ctx: click.Context, pipeline: Path, question: str, as_json: bool,
         **_timings(result),
     }
     if as_json:
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        _present.json_document(data)
     else:
         _present.answer(data, answer_shown=bool(shown))
 
@@ -446,6 +445,6 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
             "index_docs_per_s": count / indexing if indexing else 0.0,
             "pipeline": str(pipeline), "data": str(data_dir)}
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        _present.json_document(data, ensure_ascii=True)
     else:
         _present.scores(data)

@@ -20,6 +20,9 @@ TOOL = "now"
 Clock = Callable[[], datetime]
 
 _UTC_NAMES = frozenset({"utc", "z", "gmt", "etc/utc", "zulu"})
+#: Weekday names in English, Monday first: ``strftime('%A')`` follows the host program's
+#: ``locale.setlocale(LC_TIME, ...)``, and the README and models read English names.
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 def zone(name: object) -> tzinfo:
@@ -101,7 +104,8 @@ class ClockTool:
         return ToolResult(call_id=call.id, content=content)
 
     def now(self, timezone: object) -> str:
-        """The current time in ``timezone`` as ISO 8601 text and the weekday.
+        """The current time in ``timezone`` as ISO 8601 text and the weekday (in English,
+        whatever the locale).
 
         :raises ValueError: for an unknown zone, or a clock giving a naive datetime.
         """
@@ -110,4 +114,4 @@ class ClockTool:
             raise ValueError("the clock gave a time without a time zone")
         local = current.astimezone(zone(timezone))
         spec = "seconds" if self.options.seconds else "minutes"
-        return f"{local.isoformat(timespec=spec)} ({local.strftime('%A')}, {timezone})"
+        return f"{local.isoformat(timespec=spec)} ({_WEEKDAYS[local.weekday()]}, {timezone})"
