@@ -166,6 +166,7 @@ class VectorIndex:
     async def aieng_index(self, documents: Sequence[Document]) -> int:
         """Embed and add the documents; an existing id is replaced."""
         await self._ensure_loaded()
+        self._store.check_writable()  # a read-only index: refused before embedding
         latest = list({doc.id: doc for doc in documents}.values())
         if not latest:
             return 0

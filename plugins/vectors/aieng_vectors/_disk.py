@@ -6,7 +6,8 @@
     PATH/gen-N/            snapshot N: vectors.npy (float32 rows), documents.jsonl (one row
                            per vector, with its HNSW key), hnsw.usearch (when built)
     PATH/journal.jsonl     writes since snapshot N: one JSON line per upsert or delete
-    PATH/LOCK              held (flock) by the one component that has the folder open
+    PATH/LOCK              held (flock) by the one writer that has the folder open, or shared
+                           by the read-only components that have it open
 
 Every ``aieng_index`` batch and ``delete`` appends one line to the journal and fsyncs it,
 so a write that returned survives a crash; rewriting the whole snapshot per batch would
@@ -118,46 +119,93 @@ class Folder:
         #: the OS error (errno) that keeps this process from writing the folder, which
         #: :meth:`lock` then opened read-only (for searches); 0: writable
         self.read_only = 0
+        #: whether the read-only open was asked for (the ``read_only`` option)
+        self.requested = False
 
     # -- locking -------------------------------------------------------------------------
 
-    def lock(self) -> None:
+    def lock(self, read_only: bool = False) -> None:
         """Take the folder's lock, so two components never write one index.
 
-        A folder holding an index that this process cannot write (a read-only mount,
-        ``chmod a-w``) opens read-only (:attr:`read_only`): shared with other readers,
-        not with a writer.
+        A writer holds it exclusively. A reader holds it shared, with any number of other
+        readers and no writer: a component asking for it (``read_only``, for a folder
+        that holds an index), or one on a folder holding an index that this process
+        cannot write (a read-only mount, ``chmod a-w``), which then opens read-only too
+        (:attr:`read_only`).
 
-        :raises RuntimeError: when another component or process has the folder open.
+        :raises RuntimeError: when another component or process has the folder open in a
+            way that excludes this one (saying which way).
+        :raises FileNotFoundError: when ``read_only`` and the folder holds no index.
         """
-        mode = "ab"
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            handle: IO[bytes] | None = open(self.root / LOCK, "ab")  # noqa: SIM115
-        except OSError as exc:
-            if exc.errno not in _UNWRITABLE or not (self.root / MANIFEST).is_file():
-                raise
-            self.read_only, mode = exc.errno, "rb"
+        if read_only:
+            if not self.root.is_dir():
+                raise self._no_index()
+            self.read_only, self.requested = errno.EROFS, True
+            handle = self._reader_handle()
+        else:
             try:
-                handle = open(self.root / LOCK, "rb")  # noqa: SIM115 (held until unlock)
-            except FileNotFoundError:  # no writer ever locked it (a copied folder)
-                handle = None
+                self.root.mkdir(parents=True, exist_ok=True)
+                handle = open(self.root / LOCK, "ab")  # noqa: SIM115 (held until unlock)
+            except OSError as exc:
+                if exc.errno not in _UNWRITABLE or not (self.root / MANIFEST).is_file():
+                    raise
+                self.read_only = exc.errno
+                handle = self._reader_handle()
         try:
             import fcntl
         except ImportError:  # not POSIX: no advisory lock; one writer is the caller's job
             self._lock = handle
-            return
-        if handle is None:
-            return
+        else:
+            if handle is not None:
+                try:
+                    fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if self.read_only
+                                                  else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                except OSError:
+                    message = self._held(handle, fcntl)
+                    handle.close()
+                    raise RuntimeError(message) from None
+            self._lock = handle
+        if read_only and not (self.root / MANIFEST).exists():
+            self.unlock()
+            raise self._no_index()
+
+    def _reader_handle(self) -> IO[bytes] | None:
+        """The LOCK file opened for a shared lock; ``None`` when there is none and none can
+        be made (a folder copied without it onto a read-only place: no writer there)."""
         try:
-            fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if mode == "rb" else fcntl.LOCK_EX)
-                        | fcntl.LOCK_NB)
+            return open(self.root / LOCK, "rb")  # (held until unlock)
+        except FileNotFoundError:
+            if not (self.root / MANIFEST).is_file():
+                return None  # no index, and no writer ever here: nothing to make
+        try:  # a writable folder copied without its LOCK: made, so a writer sees readers
+            return open(self.root / LOCK, "ab")  # (held until unlock)
+        except OSError as exc:
+            if exc.errno not in _UNWRITABLE:
+                raise
+            return None
+
+    def _held(self, handle: IO[bytes], fcntl: Any) -> str:
+        """What to say when the lock this folder wanted is held by another component."""
+        where = f"the vectors index at {self.root}"
+        if self.read_only:
+            return (f"{where} is open for writing in another component or process (aieng "
+                    "index, or a pipeline without read_only); read-only components do not "
+                    "open beside a writer: let it finish (close that pipeline), then open "
+                    "again")
+        try:  # a shared lock taken where the exclusive one was not: readers hold it
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            handle.close()
-            raise RuntimeError(
-                f"the vectors index at {self.root} is open in another component or process; "
-                "close that pipeline first (one writer per index folder)") from None
-        self._lock = handle
+            return (f"{where} is open in another component or process; close that pipeline "
+                    "first (one writer per index folder)")
+        return (f"{where} is open read-only in another component or process (read_only = "
+                "true: serving workers?); a writer needs the folder to itself: stop the "
+                "read-only ones first, then index (and start them again after)")
+
+    def _no_index(self) -> FileNotFoundError:
+        return FileNotFoundError(
+            errno.ENOENT, f"no vectors index at {self.root} (no {MANIFEST}): a read_only "
+            "component searches an index that exists; check the path, or build the index "
+            "there first (aieng index, with read_only off)", str(self.root / MANIFEST))
 
     def unlock(self) -> None:
         """Release the lock and the journal (closing the files releases the flock)."""

@@ -25,6 +25,12 @@ def _int_at_least(low: int) -> Callable[[object, attrs.Attribute[int], int], Non
     return check
 
 
+def _boolean(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    """Validator: ``True`` or ``False`` (TOML's ``true`` / ``false``), nothing else."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must be true or false, got {value!r}")
+
+
 @attrs.frozen
 class VectorsOptions:
     """Options of the ``vectors`` index.
@@ -50,6 +56,12 @@ class VectorsOptions:
         the other engine is rebuilt from the vectors when the folder opens.
     :param threads: threads the engine uses to insert a batch into the HNSW graph (``0``: all
         cores). Searches use one thread: many run at once in the kernel's worker threads.
+    :param read_only: open the folder for searches only, whatever its permissions: any
+        number of read-only components (in one process or several: serving workers) share
+        it, and none opens while a writer has it (nor a writer while they do). Searches,
+        ``get`` and ``len`` see the index as it was when the component opened; ``aieng_index``
+        and ``aieng_delete`` are refused before anything is embedded; closing writes nothing.
+        Needs a ``path`` holding an index.
     """
 
     path: str = attrs.field(default="", validator=v.instance_of(str))
@@ -61,3 +73,9 @@ class VectorsOptions:
     expansion_search: int = attrs.field(default=64, validator=_int_at_least(1))
     threads: int = attrs.field(default=0, validator=_int_at_least(0))
     engine: str = attrs.field(default="usearch", validator=v.in_(ENGINES))
+    read_only: bool = attrs.field(default=False, validator=_boolean)
+
+    def __attrs_post_init__(self) -> None:
+        if self.read_only and not self.path:
+            raise ValueError("read_only = true needs a path: an index in memory that takes no "
+                             "writes is always empty; set path to the folder to search")

@@ -192,15 +192,28 @@ class VectorStore:
             raise RuntimeError(f"the vectors index{where} is closed: the write was not made "
                                "(its pipeline closed while it was in flight)")
 
+    def check_writable(self) -> None:
+        """Raise what a write would raise on a closed or read-only store, before the caller
+        embeds anything for it (no lock: it reads two fields that only open and close
+        set)."""
+        self._check_open()
+        self._check_writable()
+
     def _check_writable(self) -> None:
         folder = self._folder
-        if folder is not None and folder.read_only:
-            number = folder.read_only
-            raise OSError(number, f"the vectors index at {folder.root} was opened read-only "
-                          f"(its folder cannot be written: {os.strerror(number)}), for "
-                          "searches; nothing was written. Make the folder writable (or copy "
-                          "it to a writable place and use that path) to index into it",
-                          str(folder.root))
+        if folder is None or not folder.read_only:
+            return
+        number = folder.read_only
+        if folder.requested:
+            why = ("its read_only option), for searches; nothing was written. Index with a "
+                   "component without read_only, once the read-only ones are closed (the "
+                   "serving workers stopped)")
+        else:
+            why = (f"its folder cannot be written: {os.strerror(number)}), for searches; "
+                   "nothing was written. Make the folder writable (or copy it to a writable "
+                   "place and use that path) to index into it")
+        raise OSError(number, f"the vectors index at {folder.root} was opened read-only ({why}",
+                      str(folder.root))
 
     def _check_dim(self, dim: int) -> None:
         if self.dim == 0:
@@ -461,13 +474,16 @@ class VectorStore:
 
         :raises ValueError: when the folder holds an index of another embedding model, or
             one whose files disagree.
-        :raises RuntimeError: when another component has the folder open.
+        :raises RuntimeError: when another component has the folder open (a writer; or
+            read-only ones, for a writer).
+        :raises FileNotFoundError: when the store is ``read_only`` and the folder holds no
+            index.
         """
         with self.lock:
             if self._folder is not None:
                 return  # open already (a load from another thread got here first)
             folder = Folder(root)
-            folder.lock()
+            folder.lock(read_only=self.options.read_only)
             self._closed = False
             try:
                 self._load(folder)
