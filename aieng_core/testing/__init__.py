@@ -8,7 +8,15 @@ aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder``
 from ._kit import EventCapture, HookRecorder, isolated_kernel, kernel_with, registered, settle
 from .conformance._resources import open_files
 from .doubles import FixedRouter, HashEmbedder, PromptCache, ScriptedBackend
-from .processes import hang_guard, race_processes, read_only, umask
+from .processes import (
+    can_unshare_mounts,
+    hang_guard,
+    race_processes,
+    read_only,
+    run_on_read_only_mount,
+    sqlite_layout,
+    umask,
+)
 
 __all__ = [
     "EventCapture",
@@ -17,6 +25,7 @@ __all__ = [
     "HookRecorder",
     "PromptCache",
     "ScriptedBackend",
+    "can_unshare_mounts",
     "hang_guard",
     "isolated_kernel",
     "kernel_with",
@@ -24,6 +33,8 @@ __all__ = [
     "race_processes",
     "read_only",
     "registered",
+    "run_on_read_only_mount",
     "settle",
+    "sqlite_layout",
     "umask",
 ]

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["hang_guard", "race_processes", "read_only", "umask"]
+__all__ = ["can_unshare_mounts", "hang_guard", "race_processes", "read_only",
+           "run_on_read_only_mount", "sqlite_layout", "umask"]
 
 #: What every racer runs first: it says it is ready (``ready-<n>``) and waits for ``go``.
 _PREAMBLE = """
@@ -136,3 +140,36 @@ def read_only(folder: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(view)], capture_output=True, check=False)
         with contextlib.suppress(OSError):  # detached at once: the empty mount point left
             view.rmdir()
+
+
+def can_unshare_mounts() -> bool:
+    """Whether :func:`run_on_read_only_mount` can run here (Linux, ``unshare -m`` allowed:
+    root, or a user namespace)."""
+    if sys.platform != "linux" or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def run_on_read_only_mount(folder: Path, mount: Path, script: str, *args: str,
+                           timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c script args...`` in a private mount namespace where ``mount`` (an
+    empty folder) is ``folder`` bind-mounted read-only: what a container with a read-only
+    volume sees (root included), undone when the process ends, whatever happens.
+
+    :returns: the finished process (text output), not checked.
+    """
+    shell = (f"mount --bind -o ro {shlex.quote(str(folder))} {shlex.quote(str(mount))} && "
+             f"exec {shlex.quote(sys.executable)} -c \"$0\" \"$@\"")
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", shell,
+                           script, *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def sqlite_layout(path: Path) -> int:
+    """A SQLite file's layout mark (``PRAGMA user_version``)."""
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()

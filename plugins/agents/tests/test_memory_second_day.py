@@ -3,22 +3,23 @@ program, a damaged row, a file on a read-only mount (a container), a file moved.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from aieng_agents import MemoryOptions, SQLiteMemory
 from aieng_hookspecs.types import MemoryItem, Query
 
 from aieng_core import Kernel
-from aieng_core.testing import HashEmbedder
+from aieng_core.testing import (
+    HashEmbedder,
+    can_unshare_mounts,
+    run_on_read_only_mount,
+    sqlite_layout,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -38,15 +39,6 @@ async def texts(memory: SQLiteMemory, query: str) -> list[str]:
     return [item.text for item in await memory.aieng_memory_recall(Query(text=query), 100)]
 
 
-def user_version(path: Path) -> int:
-    """The file's ``PRAGMA user_version``."""
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        conn.close()
-
-
 async def test_a_new_file_carries_its_layout_version(tmp_path: Path) -> None:
     """The layout is marked (``PRAGMA user_version = 1``), so that a later layout can
     tell this one."""
@@ -54,7 +46,7 @@ async def test_a_new_file_carries_its_layout_version(tmp_path: Path) -> None:
     memory = words_only(path)
     await memory.aieng_memory_store([long("the deploy key rotates on mondays")])
     memory.close()
-    assert user_version(path) == 1
+    assert sqlite_layout(path) == 1
 
 
 async def test_a_file_from_before_the_marker_reads_as_version_1(tmp_path: Path) -> None:
@@ -76,7 +68,7 @@ async def test_a_file_from_before_the_marker_reads_as_version_1(tmp_path: Path) 
     assert [(item.text, item.metadata) for item in found] == [("an old note", {"who": "ada"})]
     await memory.aieng_memory_store([long("a new note")])
     memory.close()
-    assert user_version(path) == 1
+    assert sqlite_layout(path) == 1
 
 
 @pytest.mark.parametrize("call", ["store", "recall"])
@@ -103,7 +95,7 @@ async def test_a_file_of_a_newer_layout_is_refused_and_left_alone(tmp_path: Path
     assert str(path) in message and "version 2" in message and "newer" in message, message
     assert "upgrade aieng-agents" in message
     memory.close()
-    assert path.read_bytes() == before and user_version(path) == 2
+    assert path.read_bytes() == before and sqlite_layout(path) == 2
 
 
 async def test_metadata_that_is_not_json_is_named(tmp_path: Path) -> None:
@@ -174,14 +166,7 @@ anyio.run(main)
 """
 
 
-def _can_mount() -> bool:
-    if sys.platform != "linux" or shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _can_mount(), reason="needs unshare -m (Linux, root) for a ro mount")
+@pytest.mark.skipif(not can_unshare_mounts(), reason="needs unshare -m (Linux, root) for a ro mount")
 async def test_a_file_on_a_read_only_mount_recalls_and_says_why_it_cannot_store(
         tmp_path: Path) -> None:
     """A container mounts the memory read-only: no -wal or -shm file can be made beside
@@ -196,12 +181,9 @@ async def test_a_file_on_a_read_only_mount_recalls_and_says_why_it_cannot_store(
     mount.mkdir()
     script = _READER.format(here=str(Path(__file__).resolve().parents[1]))
     target = mount / "memory.sqlite"
-    shell = (f"mount --bind -o ro {json.dumps(str(folder))} {json.dumps(str(mount))} && "
-             f"exec {json.dumps(sys.executable)} -c \"$0\" {json.dumps(str(target))}")
-    done = await anyio.run_process(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                                    shell, script], check=False)
+    done = run_on_read_only_mount(folder, mount, script, str(target))
     assert done.returncode == 0, done.stderr
-    out = done.stdout.decode()
+    out = done.stdout
     lines = out.splitlines()
     assert lines[0] == lines[2] == "recalled ['kept note']", out
     assert lines[1].startswith("refused OperationalError"), out

@@ -8,29 +8,19 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
-import anyio
 import pytest
 from aieng_cache import CacheOptions, ExactCache, SQLiteStore
 from aieng_hookspecs.types import Completion, Message, Request
+
+from aieng_core.testing import can_unshare_mounts, run_on_read_only_mount, sqlite_layout
 
 pytestmark = pytest.mark.anyio
 
 
 def ask(text: str) -> Request:
     return Request(messages=(Message("user", text),))
-
-
-def user_version(path: Path) -> int:
-    """The file's ``PRAGMA user_version``."""
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def test_a_new_file_is_marked_with_its_layout(tmp_path: Path) -> None:
@@ -40,7 +30,7 @@ def test_a_new_file_is_marked_with_its_layout(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     store.put("k", "v", kind="chat", now=1.0)
     store.close()
-    assert user_version(path) == 1
+    assert sqlite_layout(path) == 1
 
 
 def test_a_file_made_before_the_marker_is_read_and_marked(tmp_path: Path) -> None:
@@ -58,7 +48,7 @@ def test_a_file_made_before_the_marker_is_read_and_marked(tmp_path: Path) -> Non
     row = store.get("old", 2.0)
     store.close()
     assert row is not None and row.value == "v"
-    assert user_version(path) == 1
+    assert sqlite_layout(path) == 1
 
 
 async def test_a_file_of_a_newer_layout_is_refused_and_left_alone(tmp_path: Path) -> None:
@@ -79,7 +69,7 @@ async def test_a_file_of_a_newer_layout_is_refused_and_left_alone(tmp_path: Path
     message = str(caught.value)
     assert str(path) in message and "version 2" in message
     assert "newer aieng-cache" in message and "upgrade" in message
-    assert path.read_bytes() == before and user_version(path) == 2
+    assert path.read_bytes() == before and sqlite_layout(path) == 2
 
 
 async def test_a_moved_folder_with_spaces_and_accents_still_answers(tmp_path: Path) -> None:
@@ -124,14 +114,7 @@ anyio.run(main)
 """
 
 
-def _can_mount() -> bool:
-    if sys.platform != "linux" or shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _can_mount(), reason="needs unshare -m (Linux, root) for a ro mount")
+@pytest.mark.skipif(not can_unshare_mounts(), reason="needs unshare -m (Linux, root) for a ro mount")
 async def test_a_file_on_a_read_only_mount_serves_lookups_and_skips_stores(
         tmp_path: Path) -> None:
     """A container mounts a warm cache read-only (no -wal or -shm file can be made): its
@@ -146,14 +129,10 @@ async def test_a_file_on_a_read_only_mount_serves_lookups_and_skips_stores(
     mount = tmp_path / "mnt"
     mount.mkdir()
     target = mount / "c.db"
-    shell = (f"mount --bind -o ro {json.dumps(str(folder))} {json.dumps(str(mount))} && "
-             f"exec {json.dumps(sys.executable)} -c \"$0\" {json.dumps(str(target))}")
     script = _READER.format(here=str(Path(__file__).resolve().parents[1]))
-    with anyio.fail_after(60):
-        done = await anyio.run_process(["unshare", "-m", "--propagation", "private", "sh",
-                                        "-c", shell, script], check=False)
-    assert done.returncode == 0, done.stderr.decode()
-    stdout = done.stdout.decode()
+    done = run_on_read_only_mount(folder, mount, script, str(target))
+    assert done.returncode == 0, done.stderr
+    stdout = done.stdout
     printed = [line for line in stdout.splitlines() if "cache.read_only" not in line]
     assert printed == [
         "found from the image", "stored without error", "new None", "vacuumed 0",

@@ -13,6 +13,7 @@ from aieng_gateway import KeyStore, KeyStoreError, default_keys_path
 from click.testing import CliRunner
 
 from aieng_core.cli import cli
+from aieng_core.testing import sqlite_layout
 
 
 @pytest.fixture
@@ -59,21 +60,13 @@ def test_no_home_folder_is_a_clear_cli_error(bare_env: pytest.MonkeyPatch) -> No
     assert "AIENG_KEYS" in result.output and "--keys" in result.output
 
 
-def _user_version(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        conn.close()
-
-
 def test_the_layout_is_marked_and_an_unmarked_file_is_read(tmp_path: Path) -> None:
     """A new database is marked layout 1; one written before the marker (the same table,
     ``user_version`` 0) keeps its keys and is marked when next written."""
     path = tmp_path / "k.sqlite3"
     store = KeyStore(path)
     key, _ = store.create("alice")
-    assert _user_version(path) == 1
+    assert sqlite_layout(path) == 1
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 0")
     conn.close()
@@ -81,7 +74,7 @@ def test_the_layout_is_marked_and_an_unmarked_file_is_read(tmp_path: Path) -> No
     store.refresh(force=True)
     assert store.verify(key) is not None
     store.create("bob")
-    assert _user_version(path) == 1
+    assert sqlite_layout(path) == 1
 
 
 def test_a_newer_layout_is_refused_and_left_alone(tmp_path: Path) -> None:

@@ -11,15 +11,9 @@ import pytest
 from aieng_hookspecs.types import Feedback
 from aieng_monitoring import FeedbackOptions, FeedbackStore
 
+from aieng_core.testing import sqlite_layout
+
 pytestmark = pytest.mark.anyio
-
-
-def _user_version(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        conn.close()
 
 
 async def test_the_layout_is_marked_and_an_unmarked_file_is_read(tmp_path: Path) -> None:
@@ -27,14 +21,14 @@ async def test_the_layout_is_marked_and_an_unmarked_file_is_read(tmp_path: Path)
     store = FeedbackStore(FeedbackOptions(path=str(path)))
     await store.aieng_feedback_record(Feedback(run_id="r1", kind="thumbs", value=1.0))
     await store.aieng_pipeline_close()
-    assert _user_version(path) == 1
+    assert sqlite_layout(path) == 1
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 0")  # a file written before the marker
     conn.close()
     store = FeedbackStore(FeedbackOptions(path=str(path)))
     assert [row.run_id for row in await store.query()] == ["r1"]
     await store.aieng_pipeline_close()
-    assert _user_version(path) == 1
+    assert sqlite_layout(path) == 1
 
 
 async def test_a_newer_layout_is_refused_and_left_alone(tmp_path: Path) -> None:
