@@ -18,7 +18,8 @@ class RunScope:
 
     run_id: str
     pipeline: str
-    publish: Callable[[Event], None]
+    #: publishes an event with its source (the pipeline object): the kernel's ``publish``.
+    publish: Callable[[Event, object | None], None]
     trace: list[Event] = attrs.field(factory=list)
     #: the stage running now (components' context calls follow its policy).
     stage: str = ""
@@ -27,12 +28,15 @@ class RunScope:
 
     #: the run returned or raised: its events are published, no longer recorded.
     ended: bool = False
+    #: the pipeline object running (its subscribers get the run's events, not those of
+    #: another open pipeline of the same name).
+    source: object | None = None
 
     def emit(self, event: Event) -> None:
         """Record the event in the run's trace (until the run ends) and publish it."""
         if not self.ended:
             self.trace.append(event)
-        self.publish(event)
+        self.publish(event, self.source)
 
     def end(self) -> None:
         """The run returned or raised: release its trace (the result holds a copy). The

@@ -48,13 +48,15 @@ class SubscriberStats:
 
 
 class _Subscriber:
-    __slots__ = ("name", "pattern", "pipeline", "send", "receive", "delivered", "dropped",
-                 "reported", "failed", "_matches", "ended", "summarized")
+    __slots__ = ("name", "pattern", "pipeline", "source", "send", "receive", "delivered",
+                 "dropped", "reported", "failed", "_matches", "ended", "summarized")
 
-    def __init__(self, name: str, pattern: str, pipeline: str | None, buffer: int) -> None:
+    def __init__(self, name: str, pattern: str, pipeline: str | None, buffer: int,
+                 source: object | None = None) -> None:
         self.name = name
         self.pattern = pattern
         self.pipeline = pipeline
+        self.source = source
         send, receive = anyio.create_memory_object_stream[Event](buffer)
         self.send: MemoryObjectSendStream[Event] = send
         self.receive: MemoryObjectReceiveStream[Event] = receive
@@ -66,8 +68,11 @@ class _Subscriber:
         self.ended: anyio.Event | None = None  # a callback subscriber's task has ended
         self.summarized = False  # its exit summary is logged (once: a kernel re-entered)
 
-    def wants(self, event: Event) -> bool:
-        if self.pipeline is not None and event.pipeline != self.pipeline:
+    def wants(self, event: Event, source: object | None) -> bool:
+        if self.source is not None and source is not None:
+            if source is not self.source:  # another pipeline, perhaps of the same name
+                return False
+        elif self.pipeline is not None and event.pipeline != self.pipeline:
             return False
         name = event.name
         hit = self._matches.get(name)
@@ -183,17 +188,21 @@ class EventBus:
         self._loop_thread: int | None = None  # the thread of the loop the bus started in
         self._soon: Callable[..., object] | None = None  # calls soon on that loop, threadsafe
 
-    def publish(self, event: Event) -> None:
+    def publish(self, event: Event, source: object | None = None) -> None:
         """Queue an event for every matching subscriber; never blocks, never raises.
 
         Safe from any thread: from one other than the event loop's (a ``@blocking`` impl),
         the event is handed to the loop, which queues it (the streams are not threadsafe).
+
+        :param source: the pipeline object the event comes from, when known: a subscriber
+            added for one pipeline object (:meth:`add_callback`'s ``source``) gets only its
+            events, not those of another open pipeline of the same name.
         """
         if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
-            self._publish_from_thread(event)
+            self._publish_from_thread(event, source)
             return
         for sub in self._subscribers:
-            if sub.wants(event):
+            if sub.wants(event, source):
                 try:
                     sub.send.send_nowait(event)
                 except anyio.WouldBlock:
@@ -205,13 +214,18 @@ class EventBus:
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                     pass
 
-    def _publish_from_thread(self, event: Event) -> None:
+    def _publish_from_thread(self, event: Event, source: object | None) -> None:
         if self._soon is None:
             return
         try:
-            self._soon(self.publish, event)
+            self._soon(self.publish, event, source)
         except RuntimeError:  # the loop has closed: the kernel, and every subscriber, is gone
             pass
+
+    def by_name(self, pipeline: str) -> bool:
+        """Whether a subscriber takes events by that pipeline name alone (subscribed with
+        ``pipeline=`` and no source): it gets those of every open pipeline so named."""
+        return any(sub.pipeline == pipeline and sub.source is None for sub in self._subscribers)
 
     def listening(self, name: str) -> bool:
         """Whether any subscriber would receive an event of this name (to skip costly ones)."""
@@ -250,19 +264,23 @@ class EventBus:
         name: str,
         pattern: str = "*",
         pipeline: str | None = None,
+        source: object | None = None,
     ) -> Unsubscribe:
         """Deliver matching events to ``callback`` (sync or async) from its own task.
 
         :param name: the subscriber's name, used in logs and stats (the plugin's name).
         :param pattern: shell-style pattern on event names (``"backend.*"``).
         :param pipeline: only events of this pipeline, when given.
+        :param source: with ``pipeline``, the pipeline object itself: of the events
+            published with a source, only its own (another open pipeline of the same name
+            keeps its events); those published without one go by ``pipeline``.
         :returns: a function that unsubscribes (the task drains what is queued, then ends;
             ``await unsubscribe.drained()`` waits for that).
         """
         if self._task_group is None:
             raise RuntimeError("the bus is not running: it starts and closes with the kernel "
                                "('async with Kernel()')")
-        sub = _Subscriber(name, pattern, pipeline, self._buffer)
+        sub = _Subscriber(name, pattern, pipeline, self._buffer, source)
         sub.ended = anyio.Event()
         group = self._task_group
         self._context.copy().run(

@@ -200,9 +200,10 @@ class Kernel:
         if pipeline in self._pipelines:
             self._pipelines.remove(pipeline)
 
-    def publish(self, event: Event) -> None:
-        """Publish an event on the kernel's bus."""
-        self.bus.publish(event)
+    def publish(self, event: Event, source: object | None = None) -> None:
+        """Publish an event on the kernel's bus (``source``: the pipeline object it comes
+        from, when known)."""
+        self.bus.publish(event, source)
 
     def _dispatchers(self) -> list[Dispatcher]:
         return [p.dispatcher for p in self._pipelines]
@@ -262,17 +263,14 @@ class Kernel:
 
     def _keep(self, pipeline: Pipeline) -> Pipeline:
         """Keep a pipeline just built (subscribed now if the kernel runs), warning when it
-        shares its name with another open one and either has event subscribers: events
-        name their pipeline, so each one's subscribers would get both pipelines' events
-        (a monitor counting twice)."""
-        def subscribes(p: Pipeline) -> bool:
-            return bool(p.plugin_manager.hook.aieng_on_event.get_hookimpls())
-
+        shares its name with another open one while a subscription takes events by that
+        name (``bus.subscribe(pipeline=NAME)``): it gets both pipelines' events (a monitor
+        counting twice). Components' own subscribers get their pipeline's alone."""
         shared = [p for p in self._pipelines if p.name == pipeline.name]
-        if shared and any(map(subscribes, (*shared, pipeline))):
+        if shared and self.bus.by_name(pipeline.name):
             log.warning("pipeline.name_shared", pipeline=pipeline.name, open=len(shared) + 1,
-                        hint="event subscribers get the events of every open pipeline of "
-                             "their pipeline's name: give each pipeline its own name")
+                        hint="a subscription to this pipeline name gets the events of every "
+                             "open pipeline so named: give each pipeline its own name")
         if self._task_group is not None:
             pipeline._open()
         self._pipelines.append(pipeline)

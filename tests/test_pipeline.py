@@ -9,7 +9,7 @@ import pytest
 import structlog.testing
 
 from aieng_core import ConfigError, HookError, Kernel, RunResult
-from aieng_core.testing import EventCapture
+from aieng_core.testing import EventCapture, settle
 from aieng_core.testing.doubles import PromptCache, ScriptedBackend
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
@@ -26,6 +26,7 @@ from aieng_hookspecs.types import (
     Query,
     Request,
     Route,
+    RunFinished,
     Sample,
     Score,
     StageFinished,
@@ -814,26 +815,36 @@ async def test_a_component_hook_without_hookimpl_is_a_config_error(aieng_kernel:
 
 
 @pytest.mark.anyio
-async def test_pipelines_sharing_a_name_with_subscribers_are_warned_of(
+async def test_pipelines_sharing_a_name_keep_their_components_events_apart(
         aieng_kernel: Kernel) -> None:
-    """Events name their pipeline, so a subscriber of one pipeline gets the events of every
-    open pipeline of that name (a monitor in each of two "composed" pipelines counts both):
-    building the second says so; pipelines without subscribers, or named apart, do not."""
-
+    """Two open pipelines of one name (two "composed" ones): each component subscriber gets
+    its own pipeline's events only (a monitor in each counted both before), so building
+    the second says nothing; a subscription by that name alone gets both, and building a
+    third while it listens says so."""
     class Listener:
+        def __init__(self) -> None:
+            self.runs: list[str] = []
+
         @hookimpl
         def aieng_on_event(self, event: object) -> None:
-            pass
+            if isinstance(event, RunFinished):
+                self.runs.append(event.run_id)
 
+    first, second = Listener(), Listener()
     with structlog.testing.capture_logs() as logs:
-        aieng_kernel.compose({"llm": ScriptedBackend()})
-        aieng_kernel.compose({"llm": ScriptedBackend()})  # no subscriber: nothing to say
-        aieng_kernel.compose({"llm": ScriptedBackend(), "l": Listener()}, name="mine")
-        aieng_kernel.compose({"llm": ScriptedBackend()}, name="other")
+        one = aieng_kernel.compose({"llm": ScriptedBackend(["a"]), "l": first}, name="mine")
+        two = aieng_kernel.compose({"llm": ScriptedBackend(["b"]), "l": second}, name="mine")
         assert [e for e in logs if e["event"] == "pipeline.name_shared"] == []
-        aieng_kernel.compose({"llm": ScriptedBackend()}, name="mine")
+        async with aieng_kernel.bus.subscribe("run.finished", pipeline="mine") as by_name:
+            ran = [await one.run("q", run_id="r1"), await two.run("q", run_id="r2")]
+            await settle(lambda: len(first.runs) + len(second.runs) >= 2)
+            aieng_kernel.compose({"llm": ScriptedBackend()}, name="mine")
+            seen = [event.run_id for event in by_name.pending()]
+    assert [r.status for r in ran] == ["ok", "ok"]
+    assert (first.runs, second.runs) == (["r1"], ["r2"])
+    assert seen == ["r1", "r2"]
     shared = [e for e in logs if e["event"] == "pipeline.name_shared"]
-    assert len(shared) == 1 and shared[0]["pipeline"] == "mine"
+    assert len(shared) == 1 and shared[0]["pipeline"] == "mine" and shared[0]["open"] == 3
 
 
 @pytest.mark.anyio

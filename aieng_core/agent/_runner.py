@@ -152,7 +152,8 @@ class Agent:
             messages.insert(0, Message("system", self.options.system))
         if run_id is None:
             run_id = f"agent-{uuid.uuid4().hex[:12]}"
-        run = _Run(scope=RunScope(run_id, self.pipeline.name, self.pipeline.kernel.publish),
+        run = _Run(scope=RunScope(run_id, self.pipeline.name, self.pipeline.kernel.publish,
+                                  source=self.pipeline),
                    template=template, task=template.prompt or messages[-1].content,
                    messages=messages,
                    loop=LoopWatch(self.options.loop_repeats, self.options.loop_window),

@@ -136,7 +136,7 @@ class ComponentContext:
             fill["run_id"] = scope.run_id
         if fill:
             event = attrs.evolve(event, **fill)
-        if scope is not None and scope.pipeline == self._pipeline.name:
+        if scope is not None and scope.source is self._pipeline:
             scope.emit(event)
         else:
-            self._pipeline.kernel.publish(event)
+            self._pipeline.kernel.publish(event, self._pipeline)

@@ -84,7 +84,7 @@ class Pipeline:
             self._build(instances or {})
             self.dispatcher = Dispatcher(
                 self._pm,
-                emit=kernel.publish,
+                emit=lambda event: kernel.publish(event, self),
                 labels=self._label,
                 monitors=kernel.hook_monitors,
                 trace_hooks=trace_hooks,
@@ -186,7 +186,7 @@ class Pipeline:
         for impl in self._pm.hook.aieng_on_event.get_hookimpls():
             self._unsubscribe.append(self.kernel.bus.add_callback(
                 impl.function, name=f"{self.name}.{impl.plugin_name}",  # type: ignore[arg-type]
-                pipeline=self.name))
+                pipeline=self.name, source=self))
 
     # -- running -------------------------------------------------------------------------
 
@@ -221,7 +221,7 @@ class Pipeline:
         if run_id is None:
             run_id = f"{self._run_prefix}-{next(self._run_counter):x}"
         scope = RunScope(run_id, self.name, self.kernel.publish,  # within a run: its step
-                         parent=getattr(CURRENT_RUN.get(), "run_id", ""))
+                         parent=getattr(CURRENT_RUN.get(), "run_id", ""), source=self)
         token = CURRENT_RUN.set(scope)
         log_tokens = structlog.contextvars.bind_contextvars(run_id=run_id, pipeline=self.name)
         try:

@@ -124,9 +124,9 @@ class EventCapture:
         bus = kernel.bus
         original = bus.publish  # the kernel always publishes through bus.publish, late-bound
 
-        def publish(event: Event) -> None:
+        def publish(event: Event, source: object | None = None) -> None:
             self.events.append(event)
-            original(event)
+            original(event, source)
 
         bus.publish = publish  # type: ignore[method-assign]
         self._bus = bus
