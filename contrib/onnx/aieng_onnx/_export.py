@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from aieng_hookspecs import MODEL_BUILD, build_lock, scratch_path
@@ -35,6 +35,9 @@ from ._quantize import (
     optimize_bert,
     quantize,
 )
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["BERT_FUSION_LEVEL", "CAUSAL_TASK", "ENCODER_TASK", "EXPORT_FILE", "KEEP_INPUT",
            "claim_scratch", "discard_damaged", "export_key", "exported",
@@ -379,6 +382,7 @@ def unreadable(file: Path) -> str | None:
             proto = onnx.load(str(file), load_external_data=False)
             if not proto.graph.node or not proto.opset_import:
                 return "no graph or opset in the file"
+            return _external_data_missing(file, proto)
         else:
             json.loads(file.read_text(encoding="utf-8"))
     except OSError:
@@ -386,6 +390,43 @@ def unreadable(file: Path) -> str | None:
     except Exception as exc:  # noqa: BLE001 - DecodeError, ValueError, onnx's errors: damage
         return f"{type(exc).__name__}: {exc}"[:200]
     return None
+
+
+def _external_data_missing(file: Path, proto: onnx.ModelProto) -> str | None:
+    # Why the external-data files ``file``'s tensors name (``model.onnx_data``: optimum's,
+    # for models over 2 GB) cannot hold their bytes: one missing, or shorter than an
+    # offset plus length it is read at. Stat calls only.
+    import onnx
+
+    ends: dict[str, int] = {}
+    for tensor in _all_tensors(proto.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location = entries.get("location", "")
+        end = int(entries.get("offset") or 0) + int(entries.get("length") or 0)
+        ends[location] = max(ends.get(location, 0), end)
+    for location, end in sorted(ends.items()):
+        data = file.parent / location
+        if not data.is_file():
+            return f"its weights file {location!r} is missing"
+        if data.stat().st_size < end:
+            return (f"its weights file {location!r} holds {data.stat().st_size} bytes, "
+                    f"not the {end} its tensors are read from")
+    return None
+
+
+def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    # Initializers and attribute tensors, in subgraphs too.
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for sub in (*attribute.graphs, *([attribute.g] if attribute.HasField("g")
+                                              else [])):
+                yield from _all_tensors(sub)
 
 
 def discard_damaged(folder: Path) -> list[Path]:
@@ -567,19 +608,8 @@ def weights_size(model: Path) -> int:
     (optimum's ``model.onnx_data``, ``<file>.data`` and the like)."""
     import onnx
 
-    def tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-        yield from graph.initializer
-        for node in graph.node:
-            for attribute in node.attribute:
-                if attribute.HasField("t"):
-                    yield attribute.t
-                yield from attribute.tensors
-                for sub in (*attribute.graphs, *([attribute.g] if attribute.HasField("g")
-                                                  else [])):
-                    yield from tensors(sub)
-
     proto = onnx.load(str(model), load_external_data=False)
-    names = {entry.value for tensor in tensors(proto.graph)
+    names = {entry.value for tensor in _all_tensors(proto.graph)
              if tensor.data_location == onnx.TensorProto.EXTERNAL
              for entry in tensor.external_data if entry.key == "location"}
     size = model.stat().st_size

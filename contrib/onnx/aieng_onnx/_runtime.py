@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import itertools
+import os
 import sys
 import threading
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,10 +16,15 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aieng_transformers._text import clean
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: one engine folder, unlocked
+    fcntl = None  # type: ignore[assignment]
+
 from ._options import PROVIDERS
 
-__all__ = ["ENCODE_CHUNK", "PASS_COST", "OnnxEncoder", "batch_bounds", "nvidia_driver",
-           "open_session", "tensorrt_version"]
+__all__ = ["ENCODE_CHUNK", "PASS_COST", "OnnxEncoder", "batch_bounds", "engine_slot",
+           "nvidia_driver", "open_session", "tensorrt_version"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,9 +121,10 @@ def open_session(model: Path, *, providers: Sequence[str], threads: int,
     at all, so ONNX Runtime prints no error about libraries it could never load.
 
     :param cache: where TensorRT keeps its engines (rebuilding one takes minutes), in
-        ``cache/tensorrt/<the model's folder name>/ort<version>-trt<version>``: an
-        export's folder name carries its key, and ONNX Runtime would load an engine of
-        another ONNX Runtime or TensorRT (:func:`tensorrt_version`) as its own.
+        ``cache/tensorrt/<the model's folder name>/ort<version>-trt<version>/slot-<n>``:
+        an export's folder name carries its key, ONNX Runtime would load an engine of
+        another ONNX Runtime or TensorRT (:func:`tensorrt_version`) as its own, and each
+        live session has a slot of its own (:func:`engine_slot`).
     """
     import onnxruntime as ort  # type: ignore[import-untyped]
 
@@ -126,6 +135,7 @@ def open_session(model: Path, *, providers: Sequence[str], threads: int,
     available = set(ort.get_available_providers())
     chosen: list[Any] = []
     skipped: list[str] = []
+    held: int | None = None
     for name in providers:
         full = PROVIDERS[name]
         if full not in available:
@@ -141,8 +151,10 @@ def open_session(model: Path, *, providers: Sequence[str], threads: int,
             # And one per ONNX Runtime and TensorRT: ONNX Runtime neither names nor checks
             # an engine by the versions that built it (one of another TensorRT fails to
             # deserialize, failing the session).
-            engines = cache / "tensorrt" / model.parent.name / \
-                f"ort{ort.__version__}-trt{tensorrt_version()}"
+            if any(isinstance(c, tuple) for c in chosen):  # listed twice: one slot
+                continue
+            engines, held = engine_slot(cache / "tensorrt" / model.parent.name /
+                                        f"ort{ort.__version__}-trt{tensorrt_version()}")
             chosen.append((full, {"trt_engine_cache_enable": True,
                                   "trt_engine_cache_path": str(engines)}))
         else:
@@ -152,7 +164,65 @@ def open_session(model: Path, *, providers: Sequence[str], threads: int,
                  reason="no NVIDIA driver here (libcuda does not load)")
     if not chosen:
         chosen.append(PROVIDERS["cpu"])
-    return ort.InferenceSession(str(model), sess_options=options, providers=chosen)
+    try:
+        session = ort.InferenceSession(str(model), sess_options=options, providers=chosen)
+    except BaseException:
+        if held is not None:
+            os.close(held)
+        raise
+    if held is not None:
+        _hold_while_alive(session, held)
+    return session
+
+
+#: The engine folders of one export and version pair: ``slot-<n>`` under it.
+_SLOT = "slot-{}"
+
+
+def engine_slot(engines: Path) -> tuple[Path, int | None]:
+    """A folder under ``engines`` for one session's TensorRT engines, ``slot-<n>``: the
+    first whose lock file (``.slot-<n>.lock``) no other session holds, with the descriptor
+    holding that lock (``None``: unlocked, without ``fcntl`` or where the lock file cannot
+    be made: a read-only cache, which nobody writes to).
+
+    ONNX Runtime writes an engine in place (no temporary name, no lock) while the session
+    runs (an input of a new shape builds one), and reads it back as it is: two sessions
+    sharing a folder (two ``aieng serve`` workers) would read each other's engine half
+    written, or write one into the other (TensorRT's builds are not deterministic), and
+    a damaged engine fails every later session on it. One writer per folder avoids both;
+    a later session (a restart) takes the first free slot again, and its engines.
+    """
+    if fcntl is None:  # pragma: no cover - Windows: one folder, as before
+        return engines / _SLOT.format(0), None
+    for number in itertools.count():
+        slot = engines / _SLOT.format(number)
+        lock = engines / f".{slot.name}.lock"
+        try:
+            slot.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:  # a read-only cache: its engines are read, none written
+            log.debug("onnx.engine_slot_unlocked", folder=str(slot), error=str(exc))
+            return slot, None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another session's, in this process or another
+            os.close(fd)
+            continue
+        except OSError as exc:  # ENOLCK: a file system without locks
+            os.close(fd)
+            log.debug("onnx.engine_slot_unlocked", folder=str(slot), error=str(exc))
+            return slot, None
+        return slot, fd
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _hold_while_alive(session: Any, fd: int) -> None:
+    # The slot's lock lasts as long as the session (released when it is collected, or
+    # with the process); an object that cannot be weakly referenced releases it now.
+    try:
+        weakref.finalize(session, os.close, fd)
+    except TypeError:
+        os.close(fd)
 
 
 class OnnxEncoder:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import shutil
 import time
@@ -22,8 +23,8 @@ from aieng_hookspecs import MODEL_BUILD, build_lock, remove_abandoned, scratch_p
 
 from ._digest import file_digest
 
-__all__ = ["FORMAT_VERSION", "cached_folder", "convert_gguf", "digest_memo",
-           "fingerprint"]
+__all__ = ["CONVERTER", "FORMAT_VERSION", "cached_folder", "convert_gguf",
+           "converter_versions", "digest_memo", "fingerprint"]
 
 log = structlog.get_logger(__name__)
 
@@ -33,16 +34,37 @@ FORMAT_VERSION = 1
 MARKER = "aieng-conversion.json"
 
 
+#: The distributions whose code makes a conversion: transformers' GGUF loader and tokenizer
+#: conversion, gguf's dequantization, tokenizers' ``tokenizer.json`` writer.
+CONVERTER = ("transformers", "gguf", "tokenizers")
+
+
+def converter_versions() -> dict[str, str]:
+    """The installed versions of :data:`CONVERTER` (``absent`` for one not installed)."""
+    versions = {}
+    for name in CONVERTER:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
 def fingerprint(gguf: Path, memo: Path | None = None) -> str:
-    """A short content key of a GGUF file, from a SHA-256 of all its bytes: a tensor
-    re-quantized in the middle of a file of the same size changes it. Independent of the
-    file's path and mtime, so a copy or a reinstalled package reuses its cache.
+    """A short key of a GGUF file's conversion, from a SHA-256 of all its bytes (a tensor
+    re-quantized in the middle of a file of the same size changes it) and the versions of
+    the libraries that convert it (:func:`converter_versions`: an upgrade may convert
+    differently, and a ``tokenizer.json`` written by a newer tokenizers may not load in
+    an older one, two environments sharing one cache). Independent of the file's path
+    and mtime, so a copy or a reinstalled package reuses its cache.
 
     :param memo: a folder keeping the file's digest per file version (path, inode, size,
         mtime, ctime), so that only the first load of a multi-GB file reads it whole.
     """
     digest = file_digest(gguf, memo)
-    return hashlib.sha256(f"aieng-gguf-v{FORMAT_VERSION}:{digest}".encode()).hexdigest()[:16]
+    versions = ",".join(f"{name}={v}" for name, v in sorted(converter_versions().items()))
+    return hashlib.sha256(f"aieng-gguf-v{FORMAT_VERSION}:{digest}:{versions}".encode()
+                          ).hexdigest()[:16]
 
 
 def digest_memo(cache_root: Path) -> Path:
@@ -89,7 +111,13 @@ def _sound(target: Path) -> bool:
         return True
     # A file cut short (a crash before the disk had it all) or edited: converted anew.
     log.warning("gguf.cache_damaged", folder=str(target), reason=damage)
-    _discard_damaged(target)
+    try:
+        _discard_damaged(target)
+    except OSError as exc:  # a read-only cache: neither loaded nor converted again
+        raise OSError(exc.errno, f"the cached conversion {target} is damaged ({damage}) "
+                      f"and cannot be removed ({exc.strerror or exc}): delete it, or set "
+                      "the component's `cache_dir` option (or AIENG_CACHE_DIR) to a "
+                      "writable folder") from exc
     return False
 
 
@@ -245,6 +273,7 @@ def _write(gguf: Path, folder: Path) -> None:
         "source": str(gguf),
         "size": gguf.stat().st_size,
         "transformers": transformers.__version__,
+        "converter": converter_versions(),
         # Each file's size, so that one cut short later is found (:func:`damaged`).
         "files": {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()},
     }, indent=2) + "\n", encoding="utf-8")

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import attrs
 import structlog
-from aieng_hookspecs import blocking, build_lock, hookimpl
+from aieng_hookspecs import blocking, build_lock, hookimpl, scratch_path
 from aieng_hookspecs.types import QuantizeResult
 from attrs import validators as v
 
@@ -47,7 +47,7 @@ from ._heldout import HELDOUT_SENTENCES, HELDOUT_TEXT
 from ._paths import cache_root
 
 __all__ = ["QUANTIZE_MARKER", "SCHEMES", "TorchInt8Quantizer", "TorchQuantizeOptions",
-           "load_quantized"]
+           "load_quantized", "read_marker"]
 
 log = structlog.get_logger(__name__)
 
@@ -136,15 +136,18 @@ class TorchInt8Quantizer:
         key = model_key(folder, keep_fp32=self.options.keep_fp32,
                         memo=self.output_root() / "digests")
         target = self.output_root() / f"{folder.name}-{key}-{scheme}"
-        if (target / QUANTIZE_MARKER).is_file():
-            return _cached(folder, target, scheme)
+        found = _cached(folder, target, scheme)
+        if found is not None:
+            return found
         kind = _kind(folder)
         if kind is None:
             return None
         with build_lock(target, log=log):
-            # Looked at again under the lock: another process may have just made it.
-            if (target / QUANTIZE_MARKER).is_file():
-                return _cached(folder, target, scheme)
+            # Looked at again under the lock: another process may have just made it (or
+            # found it damaged: then it is discarded here, under the lock).
+            found = _cached(folder, target, scheme, discard=True)
+            if found is not None:
+                return found
             return self._quantize(folder, target, scheme, kind)
 
     def _quantize(self, folder: Path, target: Path, scheme: str,
@@ -198,7 +201,7 @@ def load_quantized(folder: str | os.PathLike[str]) -> Any:
     import torch
 
     location = Path(folder)
-    saved = json.loads((location / QUANTIZE_MARKER).read_text(encoding="utf-8"))
+    saved = read_marker(location)
     if saved["scheme"] in _BNB_SCHEMES:
         return _from_pretrained(location, saved["kind"], device_map="cpu")
     model = _from_config(location, saved["kind"])
@@ -353,10 +356,8 @@ def _write(folder: Path, scratch: Path, scheme: str, kind: Kind, *,
             quantized.save_pretrained(str(scratch), safe_serialization=True)
             size_after = _weight_bytes(scratch)
             # Measure the saved folder, not the object in memory: the figure then
-            # vouches for what load_quantized gives back.
-            (scratch / QUANTIZE_MARKER).write_text(
-                json.dumps({"scheme": scheme, "kind": kind}), encoding="utf-8")
-            quantized = load_quantized(scratch)
+            # vouches for what load_quantized gives back (it loads bnb8 / nf4 so).
+            quantized = _from_pretrained(scratch, kind, device_map="cpu")
         else:
             names = _linear_names(model, keep_fp32)
             quantized = _quantize_modules(model, names)
@@ -434,10 +435,89 @@ def _cosine(folder: Path, model: Any, quantized: Any) -> dict[str, float]:
     return {"cosine": float((full * small).sum(axis=1).mean())}
 
 
-def _cached(folder: Path, target: Path, scheme: str) -> QuantizeResult:
-    saved = json.loads((target / QUANTIZE_MARKER).read_text(encoding="utf-8"))
+class _NewerFormat(ValueError):
+    """A marker of a format this version does not know."""
+
+
+#: What a marker holds, whatever the scheme (``int8``'s holds ``modules`` too).
+_MARKER_KEYS = ("scheme", "kind", "size_before", "size_after", "quality")
+
+
+def read_marker(folder: Path) -> dict[str, Any]:
+    """The marker of a folder ``torch-int8`` finished, checked against the folder: it
+    reads as JSON with the keys it is written with, its format is one this version
+    knows (a marker without one is format 1), and the weight files hold the bytes it
+    records (stat calls: a file cut short by a crash before the disk had it is found).
+
+    :raises FileNotFoundError: when the folder has no marker (not a finished folder).
+    :raises ValueError: naming the file, what was found and what to do.
+    """
+    marker = folder / QUANTIZE_MARKER
+    if not marker.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} has no {QUANTIZE_MARKER}: not a folder "
+                                "torch-int8 finished (quantize the model again)")
+    try:
+        saved = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSON and UTF-8 decoding
+        raise ValueError(f"{str(marker)!r} does not read ({type(exc).__name__}: {exc}): "
+                         "quantize it again") from exc
+    if not isinstance(saved, dict):
+        raise ValueError(  # noqa: TRY004 - a damaged file is a bad value, not a bad call
+            f"{str(marker)!r} holds no JSON object: quantize it again")
+    version = saved.get("format", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(  # noqa: TRY004 - a damaged file is a bad value, not a bad call
+            f"{str(marker)!r} has format {version!r}, not a number: quantize it again")
+    if version > FORMAT_VERSION:
+        raise _NewerFormat(f"{str(marker)!r} is of format {version}, written by a newer "
+                           f"aieng-transformers (this one reads format {FORMAT_VERSION} and "
+                           "below): load it with that version, or quantize it again with "
+                           "this one")
+    missing = [k for k in (*_MARKER_KEYS, *(("modules",) if saved.get("scheme") == "int8"
+                                             else ())) if k not in saved]
+    if missing:
+        raise ValueError(f"{str(marker)!r} lacks {missing}: quantize it again")
+    size = _weight_bytes(folder)
+    if size != saved["size_after"]:
+        raise ValueError(f"the weights in {str(folder)!r} hold {size} bytes, not the "
+                         f"{saved['size_after']} written (cut short?): quantize it again")
+    return saved
+
+
+def _cached(folder: Path, target: Path, scheme: str, *,
+            discard: bool = False) -> QuantizeResult | None:
+    # The saved result in ``target``, or None: none there, or a damaged one (discarded
+    # with a warning when ``discard``: the caller holds the build lock). A marker of a
+    # newer format is raised, never discarded.
+    if not (target / QUANTIZE_MARKER).is_file():
+        return None
+    try:
+        saved = read_marker(target)
+    except _NewerFormat:
+        raise
+    except ValueError as exc:
+        if discard:
+            log.warning("quantize.cache_damaged", folder=str(target), reason=str(exc))
+            try:
+                _discard(target)
+            except OSError as error:  # a read-only output_dir: not made again either
+                raise OSError(error.errno, f"{exc}; it cannot be removed ("
+                              f"{error.strerror or error}): delete it, or set the "
+                              "quantizer's `output_dir` option (or AIENG_CACHE_DIR) to a "
+                              "writable folder") from error
+        return None
     log.info("quantize.cached", source=str(folder), target=str(target), scheme=scheme)
     return _result(target, saved)
+
+
+def _discard(target: Path) -> None:
+    # Moved aside first, so no reader sees it half removed.
+    aside = scratch_path(target.parent, target.name, ".tmp")
+    try:
+        target.rename(aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _result(target: Path, saved: dict[str, Any]) -> QuantizeResult:

@@ -43,8 +43,9 @@ def fake(folder, scratch, scheme, kind, *, keep_fp32):  # the work, slow enough 
         log.write("x\\n")
     time.sleep(0.5)
     scratch.mkdir(parents=True)
+    (scratch / "model-int8.pt").write_bytes(b"w")  # the size_after its marker records
     saved = {"scheme": scheme, "kind": kind, "size_before": 2, "size_after": 1,
-             "quality": {"cosine": 0.99}}
+             "quality": {"cosine": 0.99}, "modules": []}
     (scratch / _quantize.QUANTIZE_MARKER).write_text(json.dumps(saved))
     return saved
 _quantize._write = fake
