@@ -183,7 +183,8 @@ def generate(prompt: str, max_tokens: int, temperature: float, top_k: int | None
         "tokens_per_s": None if not tpot else round(1.0 / tpot, 2),
     }
     if as_json:
-        click.echo(json.dumps(report, ensure_ascii=False))
+        # ASCII escapes: valid JSON on a terminal of any encoding (read back exactly).
+        click.echo(json.dumps(report))
         return
     click.echo("")
     for call in calls:
