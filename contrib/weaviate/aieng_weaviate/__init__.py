@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from aieng_hookspecs import ComponentRegistry, hookimpl
 
-from ._component import WeaviateStore, WeaviateUnavailable
+from ._component import WeaviateCollectionMismatch, WeaviateStore, WeaviateUnavailable
 from ._options import WeaviateOptions
 
-__all__ = ["WeaviateOptions", "WeaviateStore", "WeaviateUnavailable", "aieng_register_components"]
+__all__ = ["WeaviateCollectionMismatch", "WeaviateOptions", "WeaviateStore",
+           "WeaviateUnavailable", "aieng_register_components"]
 
 __version__ = "0.1.0"
 

@@ -22,8 +22,9 @@ from ._requests import (
     hits_from,
     search_request,
 )
+from ._schema import WeaviateCollectionMismatch, check_collection
 
-__all__ = ["Embedder", "WeaviateStore", "WeaviateUnavailable"]
+__all__ = ["Embedder", "WeaviateCollectionMismatch", "WeaviateStore", "WeaviateUnavailable"]
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,9 @@ class WeaviateStore:
     """BM25, vector and hybrid search over a Weaviate collection, with upserts and deletes.
 
     On open it connects (``url`` or ``AIENG_WEAVIATE_URL``) and creates the collection when
-    missing (no vectorizer: the vectors come from ``context.embed``). Documents are written
+    missing (no vectorizer: the vectors come from ``context.embed``), or checks an existing
+    one (:class:`WeaviateCollectionMismatch` when it lacks what the store needs). Documents
+    are written
     in batches with UUIDs derived from their ids, so indexing an id again replaces it.
     Queries follow ``mode``; ``Query.filters`` are metadata equality filters. The client is
     synchronous and every call runs in a worker thread.
@@ -74,7 +77,8 @@ class WeaviateStore:
 
     @hookimpl
     async def aieng_pipeline_open(self, context: PipelineContext) -> None:
-        """Keep the pipeline's context (for embeddings), connect, create the collection."""
+        """Keep the pipeline's context (for embeddings), connect, create the collection (or
+        check the existing one)."""
         self._context = context
         await self._ensure_open()
 
@@ -118,10 +122,38 @@ class WeaviateStore:
                     f"from the weaviate component's url option or {URL_ENV}): "
                     f"{type(exc).__name__}: {detail}") from exc
         collections = self._client.collections
-        if not collections.exists(self.options.collection):
-            collections.create(**collection_config(self.options))
-            log.info("weaviate.collection.created", collection=self.options.collection)
-        return collections.use(self.options.collection)
+        name = self.options.collection
+        if not collections.exists(name):
+            from weaviate.exceptions import UnexpectedStatusCodeError
+
+            try:
+                collections.create(**collection_config(self.options))
+            except UnexpectedStatusCodeError:
+                # Another process (a second worker) created it since `exists`: check it.
+                if not collections.exists(name):
+                    raise
+            else:
+                log.info("weaviate.collection.created", collection=name)
+                return collections.use(name)
+        collection = collections.use(name)
+        self._check(collection)
+        return collection
+
+    def _check(self, collection: Any) -> None:
+        """Refuse an existing collection lacking what the store needs, before any write."""
+        from weaviate.exceptions import SchemaValidationError
+
+        name = self.options.collection
+        try:
+            config = collection.config.get()
+        except (SchemaValidationError, KeyError, ValueError, TypeError) as exc:
+            # A schema this weaviate-client cannot parse (a newer server's): not a known
+            # mismatch, so the store goes on as before the check existed, and says so.
+            log.warning("weaviate.collection.unchecked", collection=name,
+                        error=f"{type(exc).__name__}: {exc}",
+                        hint="upgrade weaviate-client to have the collection checked")
+            return
+        check_collection(config, name)
 
     async def _ensure_open(self) -> Any:
         if self._closed:

@@ -264,6 +264,28 @@ def _score(method: str, metadata: Any) -> float:
     return value if math.isfinite(value) else 0.0
 
 
+def _stored_document(obj: Any) -> Document:
+    """The document a returned object holds in ``doc_json``.
+
+    :raises ValueError: naming the object and its collection, when it holds none (another
+        tool wrote it into the same collection).
+    """
+    stored: Any = (obj.properties or {}).get(STORED)
+    try:
+        value = json.loads(stored) if isinstance(stored, str) else None
+        if isinstance(value, dict):
+            return Document(id=value["id"], text=value["text"],
+                            title=value.get("title", ""),
+                            metadata=value.get("metadata") or {})
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise ValueError(
+        f"object {obj.uuid} of the Weaviate collection {obj.collection} has no document "
+        f"the weaviate component wrote (its {STORED} property is "
+        f"{'missing' if stored is None else 'not one'}): was it written by another tool? "
+        f"Give the component a collection of its own (its `collection` option)")
+
+
 def hits_from(method: str, objects: Sequence[Any]) -> list[Hit]:
     """The hits of a query's returned objects (``QueryReturn.objects``), ranked 1..n.
 
@@ -274,9 +296,7 @@ def hits_from(method: str, objects: Sequence[Any]) -> list[Hit]:
     scored: list[tuple[Document, float]] = []
     seen: set[str] = set()
     for obj in objects:
-        stored = json.loads(obj.properties[STORED])
-        doc = Document(id=stored["id"], text=stored["text"], title=stored.get("title", ""),
-                       metadata=stored.get("metadata") or {})
+        doc = _stored_document(obj)
         if doc.id in seen:
             continue
         seen.add(doc.id)

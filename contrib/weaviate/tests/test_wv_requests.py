@@ -233,6 +233,22 @@ def test_hits_from_scores_and_documents() -> None:
     assert [h.score for h in odd] == [0.0, 0.0] and [h.rank for h in odd] == [1, 2]
 
 
+@pytest.mark.parametrize("stored", [None, 42, "", "plain text", "[1, 2]", '{"text": "x"}',
+                                    '{"id": 1, "text": "x"}', '{"id": "x", "text": null}'])
+def test_an_object_another_tool_wrote_is_named(stored: object) -> None:
+    """An object of the collection without the store's ``doc_json`` (another tool wrote
+    it: the property absent or null, or other JSON) fails with an error naming the
+    collection, the object and what to do, not a KeyError from deep inside."""
+    properties: dict[str, object] = {} if stored is None else {STORED: stored}
+    obj = Object(uuid=uuid.UUID(int=7), metadata=MetadataReturn(score=1.0),
+                 properties=properties, references=None, vector={}, collection="Docs")
+    ok = _object(Document(id="a", text="alpha"), score=2.0)
+    with pytest.raises(ValueError, match=r"object 00000000-0000-0000-0000-000000000007 of "
+                                         r"the Weaviate collection Docs has no document "
+                                         r"the weaviate component wrote .*another tool"):
+        hits_from("bm25", [ok, obj])
+
+
 @given(aist.documents())
 def test_any_document_round_trips(doc: Document) -> None:
     """Any document written as a DataObject comes back equal from a returned object."""
