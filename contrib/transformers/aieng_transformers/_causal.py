@@ -141,8 +141,9 @@ class CausalLM:
         # tokens (:meth:`encode_prompt`).
         self._specials = special_pattern(tokenizer)
         self._special_texts = special_texts(tokenizer)
-        # The tool format's block markers that are no special token (those are the
-        # guard's), which the conversation's text may not write (set with the format).
+        # The tool format's block markers and the built-in template's turn markers that
+        # are no special token (those are the guard's), which the conversation's text may
+        # not write (set with the format).
         self._neutral: re.Pattern[str] | None = None
         self._markers: dict[str, int] = {
             marker: int(tokenizer.convert_tokens_to_ids(marker))
@@ -213,7 +214,9 @@ class CausalLM:
         format (:func:`~._toolcalls.as_text_messages`).
 
         The tool format's block markers that are plain text (:data:`~._toolcalls.
-        TEXT_MARKERS`: Hermes' ``<tool_call>``, the ``<tool_response>`` tags) written in a
+        TEXT_MARKERS`: Hermes' ``<tool_call>``, the ``<tool_response>`` tags), and the
+        built-in template's turn markers that are (:attr:`~._templates.ChatTemplate.
+        markers`: ChatML's on a tokenizer without them as special tokens), written in a
         message or a call's argument are broken by a zero-width joiner
         (:func:`~._specials.neutralise`): only the template's and the format's own
         markers are whole in the prompt.
@@ -294,7 +297,8 @@ class CausalLM:
                     "or 'llama3'")
             kept = {self._markers[m]: m for m in (*needed, *optional) if m in self._markers}
         self._tool_format, self.kept = format, kept
-        self._neutral = marker_pattern(marker for marker in TEXT_MARKERS[format]
+        turns = self.template.markers if self.template is not None else ()
+        self._neutral = marker_pattern(marker for marker in (*TEXT_MARKERS[format], *turns)
                                        if marker not in self._special_texts)
 
     @property

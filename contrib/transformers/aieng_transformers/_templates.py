@@ -11,7 +11,10 @@ end its turn and open another. Their renderers break those markers in the conten
 zero-width joiner after the first character (:func:`~._specials.break_markers`), so only
 their own scaffolding writes them; a content holding none is rendered as it is. ChatML's
 markers are special tokens of the models trained on it, which the tokenizer's
-:class:`~._specials.SpecialGuard` keeps from the contents.
+:class:`~._specials.SpecialGuard` keeps from the contents; but ChatML is also the fallback
+for a tokenizer without a chat template, where they may be plain text. So ChatML names them
+(:attr:`ChatTemplate.markers`) and :class:`~._causal.CausalLM` breaks, in the contents,
+those that are no special token of the tokenizer it loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ._specials import break_markers, line_marker_pattern, marker_pattern
 __all__ = [
     "ALPACA_MARKERS",
     "ALPACA_PREAMBLE",
+    "CHATML_MARKERS",
     "LLAMA2_MARKERS",
     "TEMPLATES",
     "ChatTemplate",
@@ -46,6 +50,9 @@ ALPACA_PREAMBLE = (
     "Write a response that appropriately completes the request."
 )
 
+#: ChatML's turn markers: special tokens of the models trained on ChatML (the guard's), plain
+#: text to another tokenizer (then broken wherever a message's content writes them).
+CHATML_MARKERS = ("<|im_start|>", "<|im_end|>")
 #: Llama-2's turn markers, broken wherever a message's content writes them.
 LLAMA2_MARKERS = ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")
 #: Alpaca's section markers, broken where a message's content writes one at the start of a
@@ -58,6 +65,10 @@ _ALPACA = line_marker_pattern(ALPACA_MARKERS)
 def render_chatml(messages: Sequence[Message], *, bos: str = "", eos: str = "") -> str:
     """ChatML: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, then the
     assistant's opening ``<|im_start|>assistant\\n``.
+
+    The contents are written as they are: :data:`CHATML_MARKERS` in them are the special
+    tokens' text of a ChatML tokenizer (encoded as text by its guard), and
+    :class:`~._causal.CausalLM` breaks those its tokenizer has no special token for.
 
     :param messages: the conversation.
     :param bos: ignored (ChatML marks turns itself); accepted for a uniform signature.
@@ -189,16 +200,22 @@ class ChatTemplate:
     :param name: the option value naming it.
     :param render: ``render(messages, bos=..., eos=...) -> str``.
     :param stop: strings that end the assistant's answer (cut, finish reason ``stop``).
+    :param markers: turn markers the renderer writes as they are in the contents (ChatML's
+        :data:`CHATML_MARKERS`): :class:`~._causal.CausalLM` breaks, wherever a content
+        writes them, those that are no special token of its tokenizer (a special one is
+        encoded as text by :class:`~._specials.SpecialGuard`). Llama-2's and Alpaca's
+        renderers break their markers themselves (Alpaca's at the start of a line only).
     """
 
     name: str
     render: Renderer
     stop: tuple[str, ...] = ()
+    markers: tuple[str, ...] = ()
 
 
 #: The built-in templates by option value.
 TEMPLATES: dict[str, ChatTemplate] = {
-    "chatml": ChatTemplate("chatml", render_chatml, ("<|im_end|>",)),
+    "chatml": ChatTemplate("chatml", render_chatml, ("<|im_end|>",), CHATML_MARKERS),
     "llama2": ChatTemplate("llama2", render_llama2, ()),
     "alpaca": ChatTemplate("alpaca", render_alpaca, ("### Instruction:", "### Response:")),
 }
