@@ -19,11 +19,12 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
+import structlog
 from aieng_hookspecs import (
     check_layout,
     create_private,
@@ -52,6 +53,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
 #: The layout this module writes and the newest it reads (``PRAGMA user_version``; a file
 #: written before the marker reads 0: the same table).
 VERSION = 1
+#: Pauses (seconds) before a refresh reads the file again when a read fails, or finds no
+#: key where the last one found some: a file copied over in place is empty, then torn, for
+#: a moment. A lock held past the busy timeout has been waited for already: not retried.
+_RETRY_PAUSES = (0.05, 0.25)
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+log = structlog.get_logger(__name__)
 
 
 def default_keys_path() -> Path:
@@ -111,7 +119,8 @@ class KeyStore:
 
     :meth:`verify` reads the in-memory copy; it is reloaded from the file at most every
     ``refresh_s`` seconds (:meth:`refresh`, called by the server off the event loop), so a
-    key created or revoked by ``aieng keys`` in another process takes effect within that.
+    key created or revoked by ``aieng keys`` in another process takes effect within that
+    (within ``2 * refresh_s`` while the file cannot be read: see :meth:`refresh`).
 
     :param path: the database file (created with its folder, mode 0600; ``~`` expanded).
         It is marked with its layout (``PRAGMA user_version`` :data:`VERSION`); a file of
@@ -133,6 +142,13 @@ class KeyStore:
         self._loaded_at = -float("inf")
         #: Whether the file was last opened for reading only (see the class).
         self.read_only = False
+        self._clock: Callable[[], float] = time.monotonic  # the copy's age (tests move it)
+        self._pause: Callable[[float], None] = time.sleep
+        self._busy_s = 5.0  # SQLite's busy timeout: how long a lock held elsewhere is waited
+        self._read_at = -float("inf")  # the last good read (``_loaded_at`` is reset by writes)
+        self._rows = 0  # the keys it found, revoked ones included
+        self._failure: KeyStoreError | None = None  # the last read's, while it fails
+        self._reads = 0  # reads done, so a call that waited for one takes its outcome
 
     def _read_only(self) -> bool:
         """Whether the file exists and this process may not write it or its folder (a
@@ -161,11 +177,11 @@ class KeyStore:
                 raise KeyStoreError(  # SQLite would say "unable to open database file"
                     f"the key database {self.path} cannot be created: its folder cannot be "
                     "written (a read-only mount?); give --keys a file in a writable folder")
-            db = sqlite3.connect(self.path, isolation_level=None)
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_s)
         except (OSError, sqlite3.Error) as exc:
             raise KeyStoreError(f"the key database {self.path} cannot be used: {exc}") from exc
         try:
-            enable_wal(db)
+            enable_wal(db, timeout=self._busy_s)
             # A newer layout's keys may carry what this version cannot enforce: refused.
             found = check_layout(db, VERSION, "aieng-gateway")
             db.executescript(_SCHEMA)
@@ -182,7 +198,7 @@ class KeyStore:
         made WAL nor given the schema nor marked (an older, unmarked file is read as it
         is); a write is refused naming the file and what to do."""
         try:
-            db = open_read_only(self.path)
+            db = open_read_only(self.path, timeout=self._busy_s)
         except sqlite3.Error as exc:
             hint = ""
             wal = Path(f"{self.path}-wal")
@@ -277,12 +293,82 @@ class KeyStore:
 
     def refresh(self, *, force: bool = False) -> None:
         """Reload the live keys into memory when the copy is older than ``refresh_s``
-        (blocking: call it from a worker thread)."""
-        with self._lock:
-            if not force and time.monotonic() - self._loaded_at < self.refresh_s:
+        (blocking: call it from a worker thread).
+
+        A read that fails, or finds no key (not even a revoked one) where the last good
+        read found some, is tried twice more after a short pause (a file copied over in
+        place is empty, then torn, for a moment; a lock held past the busy timeout is not
+        waited for again). When it still fails, the keys of the last good read are kept
+        and served, with one ``gateway.keys_stale`` warning, until that read is
+        ``2 * refresh_s`` old; after that (and always with ``force``, or with no good read
+        yet) the :class:`KeyStoreError` is raised: the server answers 503, fail closed.
+        While one call reads the file, another returns at once while the copy may be
+        served, else waits and takes that read's outcome rather than reading again.
+
+        :raises KeyStoreError: when the file cannot be read and the copy is too old.
+        """
+        if not force and not self.stale:
+            return
+        seen = self._reads
+        if not self._lock.acquire(blocking=False):
+            if not force and self._servable():  # another call is reading the file
                 return
-            self._cache = {k.id: k for k in self.records() if k.revoked is None}
-            self._loaded_at = time.monotonic()
+            self._lock.acquire()
+        try:
+            if not force and self._reads != seen:  # one was read while this call waited
+                if self._failure is None or self._servable():
+                    return
+                raise KeyStoreError(str(self._failure))
+            try:
+                records = self._read()
+            except KeyStoreError as exc:
+                self._reads += 1
+                first, self._failure = self._failure is None, exc
+                if force or not self._servable():
+                    raise
+                if first:
+                    log.warning("gateway.keys_stale", keys=str(self.path), error=str(exc)[:300],
+                                effect="the keys read "
+                                       f"{self._clock() - self._read_at:.1f} s ago are served "
+                                       f"until they are {2 * self.refresh_s:g} s old; then "
+                                       "every keyed request is refused (503 keys_unavailable) "
+                                       "until the file reads again")
+                return
+            self._reads += 1
+            self._failure, self._rows = None, len(records)
+            self._cache = {k.id: k for k in records if k.revoked is None}
+            self._loaded_at = self._read_at = self._clock()
+        finally:
+            self._lock.release()
+
+    def _servable(self) -> bool:
+        """Whether the in-memory copy may still be served while the file cannot be read:
+        until the read that made it is ``2 * refresh_s`` old."""
+        return self._clock() - self._read_at < 2 * self.refresh_s
+
+    def _read(self) -> list[ApiKey]:
+        """The file's records, read again after each of :data:`_RETRY_PAUSES` while the read
+        fails (but for a lock already waited for) or finds no key where the last found
+        some."""
+        for pause in (*_RETRY_PAUSES, None):
+            try:
+                records = self.records()
+                if records or not self._rows:
+                    return records
+                found = ("holds no key, not even a revoked one," if self.path.exists()
+                         else "is gone")
+                raise KeyStoreError(
+                    f"the key database {self.path} {found} where the last read found "
+                    f"{self._rows}: it is being copied over in place, or was removed or "
+                    "replaced by an empty file; put the key file back (or create a key in "
+                    "it: 'aieng keys create NAME')")
+            except KeyStoreError as exc:
+                cause = exc.__cause__
+                if pause is None or (isinstance(cause, sqlite3.Error) and getattr(
+                        cause, "sqlite_errorcode", 0) & 0xFF in _BUSY):
+                    raise
+            self._pause(pause)
+        raise AssertionError("unreachable")  # the last pass returns or raises
 
     @property
     def live(self) -> int:
@@ -292,7 +378,7 @@ class KeyStore:
     @property
     def stale(self) -> bool:
         """Whether :meth:`refresh` would reload."""
-        return time.monotonic() - self._loaded_at >= self.refresh_s
+        return self._clock() - self._loaded_at >= self.refresh_s
 
     def verify(self, key: str) -> ApiKey | None:
         """The live key's record, or ``None`` (unknown, malformed or revoked). Reads only
