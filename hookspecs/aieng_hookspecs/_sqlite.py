@@ -109,16 +109,18 @@ def open_read_only(file: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
     any thread: through its -shm file when it can be read or made, else as immutable,
     which is safe only while no -wal file holds writes not yet in the database.
 
-    :raises sqlite3.OperationalError: when it cannot be read, or only its -wal file holds
-        its last writes.
+    :raises sqlite3.OperationalError: when it cannot be read, a writer holds it locked past
+        ``timeout``, or only its -wal file holds its last writes.
     """
     uri = file.absolute().as_uri()
     conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None,
                            check_same_thread=False)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.OperationalError:
+    except sqlite3.OperationalError as error:
         conn.close()
+        if getattr(error, "sqlite_errorcode", 0) & 0xFF in _RETRY:
+            raise  # a writer holds the file past the timeout: no unlocked read around it
         wal = Path(f"{file}-wal")
         if wal.exists() and wal.stat().st_size:
             raise
