@@ -23,7 +23,8 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 __all__ = ["ADD", "HERMES", "LINES", "MISTRAL", "TEXTS", "TOOLSETS", "WEATHER", "as_parameters",
-           "ask", "block", "check_calls", "draw_calls", "fed_in_pieces", "finished", "generate", "valid"]
+           "ask", "block", "check_calls", "draw_calls", "everywhere", "fed_in_pieces", "finished", "generate",
+           "valid"]
 
 
 #: A Hermes / Qwen-style template rendering tools, calls and ``tool`` turns itself.
@@ -172,3 +173,13 @@ async def generate(backend: SmolLM2Backend, request: Request) -> Completion:
     return completion
 
 
+
+
+def everywhere(text: str, arguments: dict[str, Any]) -> list[Message]:
+    """A conversation with ``text`` in every place a message's text goes (system, user, an
+    assistant turn calling ``add`` with ``arguments``, its tool result, a last user turn);
+    ``everywhere("x", {"a": "x", "k": 2})`` is the same conversation with nothing forged."""
+    call = ToolCall(id="c1", name="add", arguments=arguments)
+    return [Message("system", text), Message("user", text),
+            Message("assistant", text, tool_calls=(call,)),
+            Message("tool", text, tool_call_id="c1"), Message("user", text)]

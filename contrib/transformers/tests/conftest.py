@@ -98,3 +98,21 @@ def format_backends(long_backend: SmolLM2Backend,
             "mistral": SmolLM2Backend(SmolLM2Options(path=str(marked), tool_format="mistral")),
             "mistral-v11": SmolLM2Backend(SmolLM2Options(path=str(marked),
                                                          tool_format="mistral-v11"))}
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Stub the GGUF conversion: record each call and write a marker-only folder."""
+    import json
+
+    from aieng_transformers import _convert
+
+    calls: list[Path] = []
+
+    def fake(source: Path, folder: Path) -> None:
+        calls.append(folder)
+        folder.mkdir(parents=True)
+        (folder / _convert.MARKER).write_text(json.dumps({"source": str(source)}))
+
+    monkeypatch.setattr(_convert, "_write", fake)
+    return calls

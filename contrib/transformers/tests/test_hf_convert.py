@@ -40,20 +40,6 @@ def gguf(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def writes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Stub the conversion: record each call and write a marker-only folder."""
-    calls: list[Path] = []
-
-    def fake(source: Path, folder: Path) -> None:
-        calls.append(folder)
-        folder.mkdir(parents=True)
-        (folder / MARKER).write_text(json.dumps({"source": str(source)}))
-
-    monkeypatch.setattr(_convert, "_write", fake)
-    return calls
-
-
 def test_fingerprint_follows_content_not_location(gguf: Path, tmp_path: Path) -> None:
     """A copy elsewhere has the same key; a changed byte at either end changes it."""
     copy = tmp_path / "elsewhere.gguf"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import importlib.metadata
-import json
 import shutil
 from pathlib import Path
 
@@ -21,20 +20,6 @@ def gguf(tmp_path: Path) -> Path:
     path.parent.mkdir()
     path.write_bytes(b"GGUF" + bytes(range(256)) * 64)
     return path
-
-
-@pytest.fixture
-def writes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Stub the conversion: record each call and write a marker-only folder."""
-    calls: list[Path] = []
-
-    def fake(source: Path, folder: Path) -> None:
-        calls.append(folder)
-        folder.mkdir(parents=True)
-        (folder / MARKER).write_text(json.dumps({"source": str(source)}))
-
-    monkeypatch.setattr(_convert, "_write", fake)
-    return calls
 
 
 def _bump(monkeypatch: pytest.MonkeyPatch, bumped: str) -> None:

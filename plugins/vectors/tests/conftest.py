@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import pytest
 from aieng_hookspecs import ComponentRegistry, hookimpl
+
+# The tests' folder helpers sit beside this file; test modules import them as
+# ``_vectors_folders``.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 _WORD = re.compile(r"\w+")
 

@@ -11,33 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _vectors_folders import DOCS, contents, index_at, written
 from aieng_hookspecs.types import Document, Query
-from aieng_vectors import VectorIndex, VectorsOptions
 
 from aieng_core.testing import read_only
-
-DOCS = [Document("one", "first batch"), Document("two", "second batch"),
-        Document("three", "third batch")]
-
-
-def index_at(embedder: Any, path: Path) -> VectorIndex:
-    return VectorIndex(VectorsOptions(path=str(path)), embedder=embedder.aieng_embed)
-
-
-def contents(folder: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(folder)): path.read_bytes()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-async def written(embedder: Any, folder: Path, *, closed: bool = True) -> Path:
-    """``folder`` holding DOCS: a snapshot (closed), or a journal as a crash leaves it."""
-    live = index_at(embedder, folder if closed else folder.with_name("live"))
-    await live.aieng_index(DOCS[:2])
-    await live.aieng_index(DOCS[2:])
-    if not closed:
-        shutil.copytree(folder.with_name("live"), folder)
-    await live.aclose()
-    return folder
 
 
 @pytest.mark.anyio

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -18,8 +17,9 @@ from typing import Any
 
 import aieng_vectors
 import pytest
+from _vectors_folders import DOCS, contents, index_at, written
 from aieng_hookspecs.types import Document, Query
-from aieng_vectors import VectorIndex, VectorsOptions
+from aieng_vectors import VectorsOptions
 
 from aieng_core import ConfigError, HookError, Kernel
 from aieng_core.registry import PluginInfo
@@ -27,29 +27,7 @@ from aieng_core.testing import race_processes, read_only
 
 Register = Callable[..., AbstractContextManager[PluginInfo]]
 
-DOCS = [Document("one", "first batch"), Document("two", "second batch"),
-        Document("three", "third batch")]
 TESTS = Path(__file__).resolve().parent
-
-
-def index_at(embedder: Any, path: Path, **options: Any) -> VectorIndex:
-    return VectorIndex(VectorsOptions(path=str(path), **options), embedder=embedder.aieng_embed)
-
-
-def contents(folder: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(folder)): path.read_bytes()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-async def written(embedder: Any, folder: Path, *, closed: bool = True) -> Path:
-    """``folder`` holding DOCS: a snapshot (closed), or a journal as a crash leaves it."""
-    live = index_at(embedder, folder if closed else folder.with_name("live"))
-    await live.aieng_index(DOCS[:2])
-    await live.aieng_index(DOCS[2:])
-    if not closed:
-        shutil.copytree(folder.with_name("live"), folder)
-    await live.aclose()
-    return folder
 
 
 # -- in one process -----------------------------------------------------------------------
