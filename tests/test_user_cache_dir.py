@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from aieng_hookspecs import CacheDirError, user_cache_dir
+from aieng_hookspecs import CacheDirError, user_cache_dir, user_data_dir
 
 linux = pytest.mark.skipif(sys.platform != "linux", reason="the XDG layout is Linux's")
 
@@ -17,7 +17,7 @@ linux = pytest.mark.skipif(sys.platform != "linux", reason="the XDG layout is Li
 @pytest.fixture
 def homeless(monkeypatch: pytest.MonkeyPatch) -> None:
     """A container's arbitrary user id: no HOME and no passwd entry."""
-    for name in ("HOME", "AIENG_CACHE_DIR", "XDG_CACHE_HOME"):
+    for name in ("HOME", "AIENG_CACHE_DIR", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
         monkeypatch.delenv(name, raising=False)
 
     def missing(uid: int) -> pwd.struct_passwd:
@@ -65,3 +65,17 @@ def test_a_relative_aieng_cache_dir_is_made_absolute(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("AIENG_CACHE_DIR", "here")
     folder = user_cache_dir()
     assert folder == tmp_path / "here" and folder.is_absolute()
+
+
+@linux
+def test_user_data_dir_follows_the_same_rules(homeless: None, monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    """``$XDG_DATA_HOME/aieng`` when absolute; a relative one is ignored; no home is a
+    CacheDirError; with a home, ``~/.local/share/aieng``."""
+    with pytest.raises(CacheDirError):
+        user_data_dir()
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert user_data_dir() == tmp_path / "data" / "aieng"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/data")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert user_data_dir() == tmp_path / ".local" / "share" / "aieng"

@@ -11,12 +11,14 @@ from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
 from ._models import MODEL_BUILD
 from ._options import listed
 from ._paths import (
+    UNWRITABLE,
     CacheDirError,
     fsync_folder,
     remove_abandoned,
     replace_file,
     scratch_path,
     user_cache_dir,
+    user_data_dir,
 )
 from ._protocols import (
     ComponentRegistry,
@@ -32,6 +34,7 @@ from ._sqlite import (
     enable_wal,
     mark_layout,
     open_read_only,
+    sqlite_busy,
     sqlite_error,
     writable,
 )
@@ -43,6 +46,7 @@ __all__ = [
     "MODEL_BUILD",
     "PROJECT",
     "REDACTED",
+    "UNWRITABLE",
     "CacheDirError",
     "CallMode",
     "ComponentRegistry",
@@ -75,8 +79,10 @@ __all__ = [
     "role_spec",
     "scratch_path",
     "secret_key",
+    "sqlite_busy",
     "sqlite_error",
     "user_cache_dir",
+    "user_data_dir",
     "valid_utf8",
     "writable",
 ]

@@ -3,6 +3,7 @@ and the scratch names they write it under before renaming it into place."""
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -13,8 +14,12 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["ABANDONED_S", "CacheDirError", "fsync_folder", "remove_abandoned", "replace_file",
-           "scratch_path", "user_cache_dir"]
+__all__ = ["ABANDONED_S", "UNWRITABLE", "CacheDirError", "fsync_folder", "remove_abandoned",
+           "replace_file", "scratch_path", "user_cache_dir", "user_data_dir"]
+
+#: The OS errors (``errno``) of a place this process may read but not write: a read-only
+#: mount, ``chmod a-w``, a file of another owner. A store there opens for reading.
+UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class CacheDirError(RuntimeError):
@@ -48,9 +53,23 @@ def user_cache_dir(explicit: str | None = None) -> Path:
         local = os.environ.get("LOCALAPPDATA")
         base = Path(local) if local else _home() / "AppData" / "Local"
         return base / "aieng" / "Cache"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else _home() / ".cache"
-    return base / "aieng"
+    return _xdg("XDG_CACHE_HOME", ".cache") / "aieng"
+
+
+def user_data_dir() -> Path:
+    """aieng's folder for data the user keeps (the gateway's API keys):
+    ``$XDG_DATA_HOME/aieng``, else ``~/.local/share/aieng``, on every platform. A relative
+    ``XDG_DATA_HOME`` is ignored, as the XDG specification says. Nothing is created here.
+
+    :raises CacheDirError: when there is no home directory (see :func:`user_cache_dir`).
+    """
+    return _xdg("XDG_DATA_HOME", ".local/share") / "aieng"
+
+
+def _xdg(variable: str, under_home: str) -> Path:
+    """An XDG base folder: the variable's value when absolute, else ``~/under_home``."""
+    value = os.environ.get(variable)
+    return Path(value) if value and Path(value).is_absolute() else _home() / under_home
 
 
 def _home() -> Path:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 __all__ = ["check_layout", "create_private", "enable_wal", "mark_layout", "open_read_only",
-           "sqlite_error", "writable"]
+           "sqlite_busy", "sqlite_error", "writable"]
 
 _RETRY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
@@ -50,11 +50,16 @@ def enable_wal(conn: sqlite3.Connection, *, timeout: float = 5.0) -> str:
         try:
             return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
         except sqlite3.OperationalError as error:
-            code = getattr(error, "sqlite_errorcode", 0) & 0xFF  # extended → primary
-            if code not in _RETRY or time.monotonic() + delay > deadline:
+            if not sqlite_busy(error) or time.monotonic() + delay > deadline:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def sqlite_busy(error: BaseException | None) -> bool:
+    """Whether ``error`` is SQLite's "database is locked" (busy or locked: another
+    connection holds what it needs, past the busy timeout when one was set)."""
+    return getattr(error, "sqlite_errorcode", 0) & 0xFF in _RETRY  # extended → primary
 
 
 def sqlite_error(exc: sqlite3.Error, message: str) -> sqlite3.Error:
@@ -119,7 +124,7 @@ def open_read_only(file: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.OperationalError as error:
         conn.close()
-        if getattr(error, "sqlite_errorcode", 0) & 0xFF in _RETRY:
+        if sqlite_busy(error):
             raise  # a writer holds the file past the timeout: no unlocked read around it
         wal = Path(f"{file}-wal")
         if wal.exists() and wal.stat().st_size:

@@ -7,7 +7,6 @@ tantivy is imported when an index opens, never when this module is imported, so 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aieng_hookspecs import UNWRITABLE
 from aieng_hookspecs.types import Document, Hit
 
 from ._fields import check_text, dump_metadata, filter_token, id_key, load_metadata
@@ -54,9 +54,6 @@ _MIB = 1024 * 1024
 # How tantivy's errors (ValueError) carry the OS error under them: "... (os error 28)",
 # or, for its lock files, "IoError(Os { code: 30, kind: ReadOnlyFilesystem, ... })".
 _OS_ERROR = re.compile(r"\(os error (\d+)\)|\bOs \{ code: (\d+)")
-# The OS errors of a folder this process may read but not write (a read-only mount,
-# chmod a-w): tantivy cannot create its lock files there, even to read.
-_UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 _WRITE_FAILED = ("nothing of this write was committed: the index keeps its last commit; "
                  "make room (or make the folder writable) and retry")
 # What tantivy writes into a folder before the index's meta.json (its file list, its
@@ -339,7 +336,7 @@ class BM25Index:
             except ValueError as exc:
                 found = _OS_ERROR.search(str(exc))
                 if (where is None and found is not None and (folder / "meta.json").exists()
-                        and int(found.group(1) or found.group(2)) in _UNWRITABLE):
+                        and int(found.group(1) or found.group(2)) in UNWRITABLE):
                     # tantivy creates its lock files even to read: open it read-only.
                     return self._read_only_at(folder, int(found.group(1) or found.group(2)))
                 if "schema does not match" not in str(exc):

@@ -26,11 +26,14 @@ from pathlib import Path
 import attrs
 import structlog
 from aieng_hookspecs import (
+    CacheDirError,
     check_layout,
     create_private,
     enable_wal,
     mark_layout,
     open_read_only,
+    sqlite_busy,
+    user_data_dir,
     writable,
 )
 
@@ -57,7 +60,6 @@ VERSION = 1
 #: key where the last one found some: a file copied over in place is empty, then torn, for
 #: a moment. A lock held past the busy timeout has been waited for already: not retried.
 _RETRY_PAUSES = (0.05, 0.25)
-_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 log = structlog.get_logger(__name__)
 
@@ -73,17 +75,13 @@ def default_keys_path() -> Path:
     env = os.environ.get("AIENG_KEYS")
     if env:
         return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME", "")
-    if os.path.isabs(xdg):
-        return Path(xdg) / "aieng" / "keys.sqlite3"
     try:
-        home = Path.home()
-    except RuntimeError:  # no HOME and no passwd entry for this user
+        return user_data_dir() / "keys.sqlite3"
+    except CacheDirError:  # no HOME and no passwd entry for this user
         raise KeyStoreError(
             "no home folder to keep the API keys in (HOME is unset and this user has no "
             "passwd entry): set AIENG_KEYS (or an absolute XDG_DATA_HOME) to the key "
             "database's path, or pass --keys FILE") from None
-    return home / ".local" / "share" / "aieng" / "keys.sqlite3"
 
 
 def hash_key(key: str) -> str:
@@ -364,8 +362,7 @@ class KeyStore:
                     "it: 'aieng keys create NAME')")
             except KeyStoreError as exc:
                 cause = exc.__cause__
-                if pause is None or (isinstance(cause, sqlite3.Error) and getattr(
-                        cause, "sqlite_errorcode", 0) & 0xFF in _BUSY):
+                if pause is None or sqlite_busy(cause):
                     raise
             self._pause(pause)
         raise AssertionError("unreachable")  # the last pass returns or raises

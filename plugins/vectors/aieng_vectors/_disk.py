@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import attrs
 import numpy as np
-from aieng_hookspecs import fsync_folder
+from aieng_hookspecs import UNWRITABLE, fsync_folder
 from aieng_hookspecs.types import Document
 
 __all__ = ["FORMAT", "Folder", "Manifest", "Snapshot"]
@@ -40,9 +40,6 @@ FORMAT = 1
 MANIFEST = "index.json"
 JOURNAL = "journal.jsonl"
 LOCK = "LOCK"
-# The OS errors of a folder this process may read but not write (a read-only mount,
-# chmod a-w): such a folder holding an index opens read-only.
-_UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 @attrs.frozen
@@ -147,7 +144,7 @@ class Folder:
                 self.root.mkdir(parents=True, exist_ok=True)
                 handle = open(self.root / LOCK, "ab")  # noqa: SIM115 (held until unlock)
             except OSError as exc:
-                if exc.errno not in _UNWRITABLE or not (self.root / MANIFEST).is_file():
+                if exc.errno not in UNWRITABLE or not (self.root / MANIFEST).is_file():
                     raise
                 self.read_only = exc.errno
                 handle = self._reader_handle()
@@ -180,7 +177,7 @@ class Folder:
         try:  # a writable folder copied without its LOCK: made, so a writer sees readers
             return open(self.root / LOCK, "ab")  # (held until unlock)
         except OSError as exc:
-            if exc.errno not in _UNWRITABLE:
+            if exc.errno not in UNWRITABLE:
                 raise
             return None
 
