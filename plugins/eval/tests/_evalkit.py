@@ -6,9 +6,12 @@ Test doubles, named as such: the backend answers deterministically from the prom
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
+import anyio
 import attrs
 import click
 from aieng_hookspecs import ComponentRegistry, hookimpl
@@ -411,3 +414,20 @@ def invoke(*args: str, kernel: Kernel | None = None) -> Result:
     aieng_eval.aieng_register_commands(group)
     return CliRunner().invoke(group, ["eval", *args],
                               obj={"kernel": kernel or make_kernel()})
+
+
+def echo_dataset(folder: Path, n: int, name: str = "ds.jsonl") -> Path:
+    """n items ``q0 .. q{n-1}`` whose reference is the input (the echo backend matches)."""
+    path = folder / name
+    path.write_text("".join(json.dumps({"id": f"q{i}", "input": f"w{i}", "reference": f"w{i}"})
+                            + "\n" for i in range(n)), encoding="utf-8")
+    return path
+
+
+def run_sync(pipeline: Path, dataset: Path, out: Path, **kwargs: Any) -> Any:
+    """run_eval on a fresh test kernel, from sync code (the hash cache beside ``out``)."""
+    from aieng_eval import run_eval
+
+    kwargs.setdefault("hash_cache", out.parent / "hashes.json")
+    return anyio.run(lambda: run_eval(pipeline, dataset, out=out, kernel=make_kernel(),
+                                      **kwargs))

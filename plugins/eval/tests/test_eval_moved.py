@@ -13,24 +13,17 @@ from typing import Any
 import _evalkit as kit
 import anyio
 import pytest
-from aieng_eval import EvalError, FileHasher, replay, run_eval
+from aieng_eval import EvalError, FileHasher, replay
 from aieng_eval._lock import CACHE_MIN_BYTES
 
 
 def write_dataset(folder: Path, n: int = 3, name: str = "ds.jsonl") -> Path:
-    """n items ``q0 .. q{n-1}`` whose reference is the input (the echo backend matches)."""
-    path = folder / name
-    path.write_text("".join(json.dumps({"id": f"q{i}", "input": f"w{i}", "reference": f"w{i}"})
-                            + "\n" for i in range(n)), encoding="utf-8")
-    return path
+    return kit.echo_dataset(folder, n, name)
 
 
 def run(pipeline: Path, dataset: Path, out: Path, **kwargs: Any) -> Any:
-    """run_eval on a fresh test kernel."""
-    kwargs.setdefault("hash_cache", out.parent / "hashes.json")
     kwargs.setdefault("bootstrap_samples", 20)
-    return anyio.run(lambda: run_eval(pipeline, dataset, out=out, kernel=kit.make_kernel(),
-                                      **kwargs))
+    return kit.run_sync(pipeline, dataset, out, **kwargs)
 
 
 def replayed(run_dir: Path, out: Path, **kwargs: Any) -> Any:

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import _evalkit as kit
-import anyio
 import pytest
-from aieng_eval import EvalError, FileHasher, read_results, run_eval
+from aieng_eval import EvalError, FileHasher, read_results
 from aieng_eval._lock import CACHE_MIN_BYTES, LOCK_FORMAT
 from aieng_eval._results import ItemResult
 from hypothesis import given, settings
@@ -23,19 +22,12 @@ from hypothesis import strategies as st
 
 
 def write_dataset(folder: Path, n: int = 4) -> Path:
-    """n items ``q0 .. q{n-1}`` whose reference is the input (the echo backend matches)."""
-    path = folder / "ds.jsonl"
-    path.write_text("".join(json.dumps({"id": f"q{i}", "input": f"w{i}", "reference": f"w{i}"})
-                            + "\n" for i in range(n)), encoding="utf-8")
-    return path
+    return kit.echo_dataset(folder, n)
 
 
 def run(pipeline: Path, dataset: Path, out: Path, **kwargs: Any) -> Any:
-    """run_eval on a fresh test kernel."""
-    kwargs.setdefault("hash_cache", out.parent / "hashes.json")
     kwargs.setdefault("bootstrap_samples", 50)
-    return anyio.run(lambda: run_eval(pipeline, dataset, out=out, kernel=kit.make_kernel(),
-                                      **kwargs))
+    return kit.run_sync(pipeline, dataset, out, **kwargs)
 
 
 @pytest.fixture(autouse=True)
