@@ -195,27 +195,23 @@ class PIIGuard:
             return None
         return f"pii-{id(self):x}:{bound.get('pipeline', '')}:agent:{agent}"
 
-    def _assigned(self, key: str | None, messages: Sequence[Message]) -> dict[str, str]:
-        """The placeholders the agent run's earlier model calls gave. Kept only for the
-        run's own task: two runs given one run id (by a caller) make the key ambiguous, and
-        neither gets the other's values (each model call is then numbered afresh)."""
+    def _assigned(self, key: str | None, task: str) -> dict[str, str]:
+        """The placeholders the agent run's earlier model calls gave, kept with the digest
+        of the run's task (``task``): two runs given one run id (by a caller) have other
+        tasks, and neither gets the other's values (its model call is numbered afresh)."""
         if key is None:
             return {}
         held = self.agent_runs.get([key])
-        if held and held.get("") != _digest(_task(messages)):
-            self.agent_runs.put([key], {"": ""})  # another mapping: ambiguous from now on
+        if held.get("") != task:
             return {}
         return {placeholder: value for placeholder, value in held.items() if placeholder}
 
-    def _assign(self, key: str | None, messages: Sequence[Message],
-                mapping: dict[str, str]) -> None:
-        """Keep the agent run's placeholders for its next model call (an ambiguous key
-        stays so)."""
+    def _assign(self, key: str | None, task: str, placeholders: dict[str, str]) -> None:
+        """Keep the agent run's placeholders (all of them so far) for its next model call."""
         if key is not None:
-            merged = {**self._assigned(key, messages), **mapping,
-                      "": _digest(_task(messages))}
+            # Replaced, not put over: the vault makes a key given two mappings ambiguous.
             self.agent_runs.pop([key])
-            self.agent_runs.put([key], merged)
+            self.agent_runs.put([key], {**placeholders, "": task})
 
     @hookimpl
     def aieng_on_event(self, event: Event) -> None:
@@ -257,11 +253,12 @@ class PIIGuard:
         if opts.action == "block":
             return GuardVerdict(action="block", text=text, findings=pii_findings(detections))
         agent = self._agent_key()
-        assigned = self._assigned(agent, request.messages)
+        task = _digest(_task(request.messages)) if agent is not None else ""
+        assigned = self._assigned(agent, task)
         texts, mapping = redact_texts([text], [detections], assigned=assigned)
         if opts.restore:  # the run's earlier placeholders are restored in its answer too
             self.vault.put(self._keys(texts[0]), {**assigned, **mapping})
-            self._assign(agent, request.messages, mapping)
+            self._assign(agent, task, {**assigned, **mapping})
         log.debug("guardrails.pii.redacted", count=len(detections),
                   kinds=sorted({d.kind for d in detections}))
         return GuardVerdict(action="redact", text=texts[0],
@@ -286,14 +283,15 @@ class PIIGuard:
                                 findings=[*pii_findings(in_prompt),
                                           *_elsewhere(messages, elsewhere, {})])
         agent = self._agent_key()
-        assigned = self._assigned(agent, messages)
+        task = _digest(_task(messages)) if agent is not None else ""
+        assigned = self._assigned(agent, task)
         texts, mapping = redact_texts([text for _, text in places], found, assigned=assigned)
         changed = {slot: new for (slot, old), new in zip(places, texts) if new != old}
         redacted = rebuild(messages, changed)
         text = redacted[last_user].content if last_user >= 0 else request.prompt
         if opts.restore:  # the run's earlier placeholders are restored in its answer too
             self.vault.put(self._keys(text), {**assigned, **mapping})
-            self._assign(agent, messages, mapping)
+            self._assign(agent, task, {**assigned, **mapping})
         log.debug("guardrails.pii.redacted", count=sum(map(len, found)),
                   kinds=sorted({d.kind for f in found for d in f}))
         return GuardVerdict(action="redact", text=text, messages=redacted,
