@@ -29,6 +29,8 @@ DeleteCall = Callable[[Sequence[str]], Awaitable[int]]
 _MAX_WINDOW = 256
 #: How far a run goes under one name (a chunk count no document reaches).
 _MAX_RUN = 1 << 16
+#: How many names' runs one call follows past the first window.
+_MAX_SLICE = 1024
 
 log = structlog.get_logger(__name__)
 
@@ -69,9 +71,12 @@ async def delete_runs(delete: DeleteCall, starts: Mapping[str, int],
 
     The ids under a stem are contiguous, so the first one no index holds ends its run. An
     index reports how many ids it deleted, not which: every stem's run goes on while a
-    window deletes anything. Each call also asks for an id no index holds: an index
-    that reports more deleted than it was asked for counted it, and would never let a run
-    end (past 65,536 ids under one name, a run ends anyway).
+    window deletes anything. So past the first window (every stem's first id, in one call:
+    the only call when no stem has a run) the stems go on in slices of 1,024: a call asks
+    for at most 1,024 x 256 ids however many documents are deleted, and one long document
+    keeps only its slice's stems going. Each call also asks for an id no index holds: an
+    index that reports more deleted than it was asked for counted it, and would never let a
+    run end (past 65,536 ids under one name, a run ends anyway).
 
     :param delete: deletes a list of ids (``Pipeline.delete`` to take their chunks along).
     :param extra: ids deleted with the first window.
@@ -81,29 +86,45 @@ async def delete_runs(delete: DeleteCall, starts: Mapping[str, int],
     """
     # A stem whose next id the batch has just written has no stale run to follow.
     position = {stem: start for stem, start in starts.items() if f"{stem}{start}" not in keep}
-    width = 1
-    ids = [*extra, *(f"{stem}{start}" for stem, start in position.items())]
-    absent = f"aieng-absent-{uuid.uuid4().hex}"
-    total = 0
-    while True:
-        ids = [i for i in ids if i not in keep]
+    probe = _Probe(delete, keep, nested)
+    if not await probe([*extra, *(f"{stem}{start}" for stem, start in position.items())]):
+        return probe.total
+    stems = list(position.items())
+    for at in range(0, len(stems), _MAX_SLICE):
+        part = {stem: start + 1 for stem, start in stems[at:at + _MAX_SLICE]}
+        width = 16
+        while await probe([f"{stem}{i}" for stem, start in part.items()
+                           for i in range(start, start + width)]):
+            part = {stem: start + width for stem, start in part.items()}
+            if max(part.values()) >= _MAX_RUN:
+                log.warning("index.stale_run_too_long", ids_per_document=_MAX_RUN)
+                break
+            width = min(2 * width, _MAX_WINDOW)
+        if probe.stopped:
+            break
+    return probe.total
+
+
+class _Probe:
+    """One window's call to ``delete``: whether the runs it asked for go on."""
+
+    def __init__(self, delete: DeleteCall, keep: Collection[str], nested: bool) -> None:
+        self._delete, self._keep, self._nested = delete, keep, nested
+        self._absent = f"aieng-absent-{uuid.uuid4().hex}"
+        self.total = 0
+        self.stopped = False  # an index miscounted: no run can be told to end
+
+    async def __call__(self, ids: list[str]) -> bool:
+        ids = [i for i in ids if i not in self._keep]
         if not ids:
-            return total
-        deleted = await delete([*ids, absent])
-        total += deleted
-        if deleted > len(ids) and not nested:  # it counted ``absent``
+            return False
+        deleted = await self._delete([*ids, self._absent])
+        self.total += deleted
+        if deleted > len(ids) and not self._nested:  # it counted ``absent``
             log.warning("index.delete_miscounted", asked=len(ids) + 1, deleted=deleted,
                         hint="an index's aieng_delete counts ids it does not hold")
-            return total
-        if not deleted or not position:
-            return total
-        position = {stem: start + width for stem, start in position.items()}
-        if max(position.values()) >= _MAX_RUN:
-            log.warning("index.stale_run_too_long", ids_per_document=_MAX_RUN)
-            return total
-        width = min(16 if width == 1 else 2 * width, _MAX_WINDOW)
-        ids = [f"{stem}{i}" for stem, start in position.items()
-               for i in range(start, start + width)]
+            self.stopped = True
+        return bool(deleted) and not self.stopped
 
 
 class Batch:

@@ -19,8 +19,9 @@ _SECRET_KEY = re.compile(r"(?:.*[_-])?(?:api_?key|password|passwd|secret|token)"
 #: A URL in a text: its scheme, then up to a blank or a quote.
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://[^\s'\"<>]*")
 #: A URL's parts: what precedes the user information, the user information (``user:``,
-#: ``:``, or a token alone), the host and path, the query, the fragment.
-_PARTS = re.compile(r"(?P<head>[^:]*://)(?:(?P<user>[^/?#@:]*)(?P<colon>:?)[^/?#@]*@)?"
+#: ``:``, or a token alone), the host and path, the query, the fragment. Possessive runs:
+#: a long URL with no ``@`` is one pass, not a try of each way to cut it at a ``:``.
+_PARTS = re.compile(r"(?P<head>[^:]*+://)(?:(?P<user>[^/?#@:]*+)(?P<colon>:?)[^/?#@]*+@)?"
                     r"(?P<rest>[^?#]*)(?P<query>\?[^#]*)?(?P<fragment>#.*)?", re.DOTALL)
 #: Deeper than any options, headers or event mapping: a cycle ends here.
 _DEPTH = 32

@@ -17,10 +17,12 @@ _LOOKALIKE = {"<": "\u2039", ">": "\u203a"}  # ‹ and ›: visible, readable, n
 # passage (a footnote "[2]", a Markdown "[^2]", the lenticular "【2】" some models cite with)
 # it would read as another passage's number. Any script's digits: ``aieng ask`` reads
 # citations with ``\d``, which int() turns into the same number. Spaces, not line breaks,
-# may pad the number.
-_INLINE_SPACE = r"[^\S\n\r\v\f\x1c-\x1e\x85\u2028\u2029]*"
+# may pad the number. Possessive (``*+``): a bracket followed by a long run of spaces is
+# one pass over them, not a try of every way two runs of spaces could share them.
+_INLINE_SPACE = r"[^\S\n\r\v\f\x1c-\x1e\x85\u2028\u2029]*+"
 _CITATION = re.compile(
-    rf"[\[\uff3b\u3010]({_INLINE_SPACE}\^?{_INLINE_SPACE}\d+{_INLINE_SPACE})[\]\uff3d\u3011]")
+    rf"[\[\uff3b\u3010]({_INLINE_SPACE}(?:\^{_INLINE_SPACE})?\d++{_INLINE_SPACE})"
+    r"[\]\uff3d\u3011]")
 _CITE_OPEN, _CITE_CLOSE = "\u27e6", "\u27e7"  # ⟦ and ⟧: brackets still, but no citation
 
 
