@@ -192,6 +192,8 @@ def _parse_line(line: bytes, number: int, source: str) -> tuple[DatasetItem, boo
         raise DatasetError(f"{where}: expected a JSON object, got {_kind(data)}")
     try:  # ``\ud83d`` alone (half an emoji) is valid JSON but no text: nothing could write it
         json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except RecursionError:  # read near the limit, deeper than the writer can go from here
+        raise DatasetError(f"{where}: invalid JSON: nested too deeply") from None
     except UnicodeEncodeError as exc:
         half = exc.object[exc.start:exc.end]
         raise DatasetError(f"{where}: a string holds a lone surrogate {half!r} (half of a "
@@ -311,13 +313,17 @@ def _metadata(value: object, where: str) -> tuple[dict[str, str], dict[str, Any]
 
 def _has_non_finite(value: object) -> bool:
     """Whether a JSON value holds NaN or an infinity (Python reads them; strict JSON, as
-    the results file and the lockfile are written, has none)."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_non_finite(v) for v in value)
+    the results file and the lockfile are written, has none). Walked with a stack of its
+    own, not by recursion: nesting the JSON reader takes (hundreds deep) is no crash."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
 
 

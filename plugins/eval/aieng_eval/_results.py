@@ -145,20 +145,23 @@ def read_results(path: Path) -> dict[str, ItemResult]:
     """
     if not path.exists():
         return {}
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    if lines and lines[-1]:
-        log.warning("eval.results.partial_line", path=str(path), bytes=len(lines[-1]))
     found: dict[str, ItemResult] = {}
-    for number, line in enumerate(lines[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            record = ItemResult.from_json(json.loads(line))
-        except (ValueError, TypeError) as exc:
-            log.warning("eval.results.bad_line", path=str(path), line=number, error=str(exc))
-            continue
-        found[record.id] = record
+    # Line by line: only the records stay in memory, never the file's bytes (a run of
+    # 100k items has a results file of hundreds of MB).
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n"):  # the last line, cut short by a crash
+                log.warning("eval.results.partial_line", path=str(path), bytes=len(line))
+                break
+            if not line.strip():
+                continue
+            try:
+                record = ItemResult.from_json(json.loads(line))
+            except (ValueError, TypeError) as exc:
+                log.warning("eval.results.bad_line", path=str(path), line=number,
+                            error=str(exc))
+                continue
+            found[record.id] = record
     return found
 
 
@@ -183,6 +186,20 @@ def _line(record: ItemResult) -> bytes:
         return json.dumps(record.to_json()).encode("ascii") + b"\n"
 
 
+def _after_last_newline(handle: IO[bytes], end: int, chunk: int = 1 << 16) -> int:
+    """The offset just after the last ``\\n`` before ``end`` (0 when there is none), read
+    backwards a chunk at a time."""
+    position = end
+    while position > 0:
+        start = max(0, position - chunk)
+        handle.seek(start)
+        found = handle.read(position - start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        position = start
+    return 0
+
+
 class ResultsFile:
     """Appends records to ``results.jsonl``; blocking, so call it from a worker thread.
 
@@ -195,12 +212,15 @@ class ResultsFile:
         self._handle: IO[bytes] | None = None
 
     def open(self) -> None:
-        """Open for appending, dropping a partial last line."""
+        """Open for appending, dropping a partial last line (found from the file's end:
+        the records before it are not read)."""
         if self.path.exists():
-            raw = self.path.read_bytes()
-            if raw and not raw.endswith(b"\n"):
-                with self.path.open("r+b") as handle:
-                    handle.truncate(raw.rfind(b"\n") + 1)
+            with self.path.open("r+b") as handle:
+                end = handle.seek(0, os.SEEK_END)
+                if end:
+                    handle.seek(end - 1)
+                    if handle.read(1) != b"\n":
+                        handle.truncate(_after_last_newline(handle, end))
         self._handle = self.path.open("ab")
 
     def write(self, records: Iterable[ItemResult]) -> None:

@@ -99,8 +99,8 @@ def _count_killed_session(sessions: list[dict[str, Any]],
     others did not."""
     if not sessions or sessions[-1].get("finished_at") is not None:
         return sessions
-    raw = results_path.read_bytes()
-    lines = sum(1 for line in raw[:raw.rfind(b"\n") + 1].split(b"\n") if line.strip())
+    with results_path.open("rb") as handle:  # line by line: never the whole file at once
+        lines = sum(1 for line in handle if line.endswith(b"\n") and line.strip())
     others = sum(int(s.get("items") or 0) + int(s.get("rejudged") or 0)
                  for s in sessions[:-1])
     return [*sessions[:-1], {**sessions[-1], "items": max(lines - others, 0)}]

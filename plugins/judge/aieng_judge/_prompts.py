@@ -57,10 +57,14 @@ _TRUNCATED = " […]"
 #: x]``, ...), in any case and spacing: in a text shown inside a block (an answer, the
 #: question, a passage) it would open a block of its own, and an answer could add a fake
 #: ``[Answer B]`` to the judge's prompt. A line starts after any line break (``\r``,
-#: ``\u2028``, ... as ``str.splitlines`` reads them), not only after ``\n``.
+#: ``\u2028``, ... as ``str.splitlines`` reads them), not only after ``\n``, and ends at
+#: the next one: a criterion's name is read possessively up to ``]`` or the line's end
+#: (backtracking over it, or past a ``\r`` to the text's end from every line start, was
+#: quadratic: minutes for a long crafted answer under a large ``max_chars``).
 _HEADER = re.compile(r"(?:^|(?<=[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]))"
                      r"([ \t]*)\[[ \t]*((?:question|context|reference answer|answer"
-                     r"(?:[ \t]+(?:a|b|to grade))?|claim|criterion[ \t]*:[^\]\n]*)[ \t]*)\]",
+                     r"(?:[ \t]+(?:a|b|to grade))?|claim|criterion[ \t]*:"
+                     r"[^\]\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]*+)[ \t]*)\]",
                      re.IGNORECASE | re.MULTILINE)
 
 
