@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Callable, Sequence
@@ -15,11 +16,13 @@ from aieng_hookspecs.types import Document, Hit, Query
 
 from ._options import URL_ENV, WeaviateOptions
 from ._requests import (
+    GRPC_MAX_MESSAGE_BYTES,
     collection_config,
     connection_params,
     data_objects,
     delete_filter,
     hits_from,
+    request_spans,
     search_request,
 )
 from ._schema import WeaviateCollectionMismatch, check_collection
@@ -43,6 +46,17 @@ class WeaviateUnavailable(ConnectionError):
 def _embedding_text(doc: Document) -> str:
     # The same text the embedded ``vectors`` index embeds: title, then passage.
     return f"{doc.title}\n\n{doc.text}" if doc.title.strip() else doc.text
+
+
+# What the server answers a query whose limit passes its QUERY_MAXIMUM_RESULTS.
+_TOO_MANY = "query maximum results exceeded"
+
+
+def _message_limit(collection: Any) -> int:
+    """The most bytes the server takes in one gRPC request: what it told the client when
+    it connected (its ``GRPC_MAX_MESSAGE_SIZE``), else the default."""
+    told = getattr(getattr(collection, "_connection", None), "_grpc_max_msg_size", None)
+    return told if isinstance(told, int) and told > 0 else GRPC_MAX_MESSAGE_BYTES
 
 
 class WeaviateStore:
@@ -199,14 +213,17 @@ class WeaviateStore:
             # Vectors are written in every mode, so a collection may be queried in another.
             vectors = await self._embed([_embedding_text(doc) for doc in batch])
             objects = data_objects(batch, vectors)
-            result = await anyio.to_thread.run_sync(collection.data.insert_many, objects)
-            if result.has_errors:
-                first = sorted(result.errors.items())[:3]
-                raise RuntimeError(
-                    f"Weaviate refused {len(result.errors)} of {len(batch)} documents of "
-                    f"collection {self.options.collection}: " + "; ".join(
-                        f"{batch[i].id!r}: {error.message}" for i, error in first))
-            written += len(batch)
+            # One request per slice that fits the server's gRPC message limit.
+            for begin, end in list(request_spans(batch, objects, _message_limit(collection))):
+                result = await anyio.to_thread.run_sync(collection.data.insert_many,
+                                                        objects[begin:end])
+                if result.has_errors:
+                    first = sorted(result.errors.items())[:3]
+                    raise RuntimeError(
+                        f"Weaviate refused {len(result.errors)} of {end - begin} documents "
+                        f"of collection {self.options.collection}: " + "; ".join(
+                            f"{batch[begin + i].id!r}: {error.message}" for i, error in first))
+                written += end - begin
         return written
 
     @hookimpl
@@ -220,7 +237,18 @@ class WeaviateStore:
         if request is None:
             return []
         method = getattr(collection.query, request.method)
-        response = await anyio.to_thread.run_sync(lambda: method(**request.kwargs))
+        from weaviate.exceptions import WeaviateQueryError
+
+        try:
+            response = await anyio.to_thread.run_sync(lambda: method(**request.kwargs))
+        except WeaviateQueryError as exc:
+            if _TOO_MANY not in str(exc):
+                raise
+            # The server's words name neither the limit nor how to change it.
+            raise ValueError(
+                f"k = {k} is more results than the Weaviate server returns for one query "
+                "(its QUERY_MAXIMUM_RESULTS setting, 10,000 by default): ask for fewer, or "
+                "raise QUERY_MAXIMUM_RESULTS on the server") from exc
         return hits_from(request.method, response.objects)[:k]
 
     @hookimpl
@@ -232,6 +260,6 @@ class WeaviateStore:
         for start in range(0, len(unique), self.options.batch_size):
             where = delete_filter(unique[start:start + self.options.batch_size])
             result = await anyio.to_thread.run_sync(
-                lambda: collection.data.delete_many(where=where))
+                functools.partial(collection.data.delete_many, where=where))
             deleted += int(result.successful)
         return deleted

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -36,6 +36,7 @@ __all__ = [
     "hits_from",
     "metadata_terms",
     "object_uuid",
+    "request_spans",
     "search_request",
     "where",
 ]
@@ -179,6 +180,65 @@ def data_objects(documents: Sequence[Document],
         batch.append(DataObject(properties=properties, uuid=object_uuid(doc.id),
                                 vector=vector))
     return batch
+
+
+#: The most bytes one gRPC request may hold when the connection does not say: the
+#: default of weaviate-client and of the server's ``GRPC_MAX_MESSAGE_SIZE`` (~100 MB).
+GRPC_MAX_MESSAGE_BYTES = 104_858_000
+# Room per object, and per property value, for what object_bytes does not count (the
+# UUID, the collection's and the properties' names, protobuf's tags and lengths).
+_OBJECT_OVERHEAD, _VALUE_OVERHEAD = 512, 16
+
+
+def _utf8_bytes(value: str) -> int:
+    return len(value) if value.isascii() else len(value.encode("utf-8", "replace"))
+
+
+def object_bytes(obj: DataObject[Any, Any]) -> int:
+    """An upper estimate of the bytes ``obj`` (of :func:`data_objects`) takes in a gRPC
+    insert request: its property values as UTF-8, its vectors as float32."""
+    size = _OBJECT_OVERHEAD
+    for name, value in (obj.properties or {}).items():
+        values = value if isinstance(value, list) else [value]
+        size += _utf8_bytes(name) + sum(_utf8_bytes(str(item)) + _VALUE_OVERHEAD
+                                        for item in values)
+    vector = obj.vector
+    if isinstance(vector, Mapping):
+        size += sum(4 * len(values) + _VALUE_OVERHEAD for values in vector.values())
+    return size
+
+
+def request_spans(documents: Sequence[Document], objects: Sequence[DataObject[Any, Any]],
+                  limit: int) -> Iterator[tuple[int, int]]:
+    """The ``(start, end)`` slices of ``objects`` (those of ``documents``, in order) to send
+    as one insert request each: as many objects as fit in ``limit`` bytes (the server's
+    gRPC message limit), at least one.
+
+    weaviate-client's ``insert_many`` sends its objects in one request, and a server
+    refuses one larger than its limit: ``batch_size`` documents of a few MB each (every
+    text is sent twice, searchable and in ``doc_json``) would fail the whole batch.
+
+    :raises ValueError: naming the document that alone exceeds ``limit``, before anything
+        is sent.
+    """
+    sizes = [object_bytes(obj) for obj in objects]
+    for doc, size in zip(documents, sizes, strict=True):
+        if size > limit:
+            raise ValueError(
+                f"document {doc.id!r} takes about {size:,} bytes in an insert request (its "
+                f"text is sent twice: searchable, and in {STORED}), over the {limit:,} bytes "
+                "the Weaviate server accepts in one gRPC message (its GRPC_MAX_MESSAGE_SIZE "
+                "setting); split it into chunks (a chunker in the pipeline), or raise that "
+                "setting on the server; nothing of its batch was sent (earlier batches of "
+                "the call were written)")
+    start, total = 0, 0
+    for end, size in enumerate(sizes):
+        if total + size > limit and end > start:
+            yield start, end
+            start, total = end, 0
+        total += size
+    if start < len(sizes):
+        yield start, len(sizes)
 
 
 def where(filters: Mapping[str, Any]) -> _Filters | None:

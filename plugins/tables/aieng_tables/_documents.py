@@ -266,9 +266,18 @@ def _schema_text(table: Table, types: dict[str, str]) -> str:
                         else "."))
     lines.append("Columns:")
     for index, column in enumerate(table.columns):
-        cells = [row[index].strip() for row in table.rows]
-        blank = sum(1 for cell in cells if not cell)
-        examples = list(dict.fromkeys(" ".join(c.split()) for c in cells if c))[:_EXAMPLES]
+        # One pass over the cells, copying none but the examples shown (a list of the
+        # stripped cells and a dict of every distinct one were the column twice more).
+        blank = 0
+        examples: list[str] = []
+        for row in table.rows:
+            cell = row[index]
+            if not cell or cell.isspace():
+                blank += 1
+            elif len(examples) < _EXAMPLES:
+                example = " ".join(cell.split())
+                if example not in examples:
+                    examples.append(example)
         quote = '"' if types[column] == "text" else ""
         shown = ", ".join(f"{quote}{_clip(example)}{quote}" for example in examples)
         lines.append(f"- {column}: {types[column]}"
