@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from aieng_core import Kernel
 from aieng_core.builtins import MemoryOptions, MemoryRetriever
+from aieng_core.pipeline._indexing import delete_runs
 
 pytestmark = pytest.mark.anyio
 
@@ -62,21 +63,58 @@ async def _delete_all(kernel: Kernel, documents: int) -> SizedDeletes:
     return store
 
 
-async def test_deleting_many_documents_asks_a_bounded_number_of_ids_per_call(
+async def test_deleting_many_documents_asks_a_bounded_number_of_ids_per_document(
         aieng_kernel: Kernel) -> None:
     """Deleting documents by id follows each one's chunks (``d#0``, ``d#1``, ...). One long
     document among thousands kept every document's run going, at windows of up to 256 ids
     each: a call asked for documents x 256 ids (a million for 4,096 documents, 25 million
-    for 100,000). Past the first window the runs go on in slices: the largest call no
-    longer grows with the number of documents, and neither does the work the long
-    document causes for the others."""
+    for 100,000). Now the group of runs is split once most of them have ended: the ids
+    asked grow by a few dozen per document, and no call asks for more than 2^18."""
     small = await _delete_all(aieng_kernel, 2048)
     large = await _delete_all(aieng_kernel, 4096)
     # The first two calls (the ids, every first chunk) grow with the documents, as they must.
     assert large.asked[:2] == [4097, 4098] and small.asked[:2] == [2049, 2050]
-    assert max(large.asked[2:]) == max(small.asked[2:])
-    # The long document's later windows ask for its slice only, not every document.
-    assert sum(large.asked[2:]) - sum(small.asked[2:]) < 4096 * 16 + 8
+    assert max(large.asked) <= (1 << 18) + 1
+    assert (sum(large.asked) - sum(small.asked)) / 2048 < 60  # it was ~240
+
+
+class _Ids:
+    """An index double holding bare ids in a set, recording each delete call's size."""
+
+    def __init__(self, ids: set[str]) -> None:
+        self.ids = ids
+        self.asked: list[int] = []
+
+    async def delete(self, ids: Sequence[str]) -> int:
+        self.asked.append(len(ids))
+        found = self.ids.intersection(ids)
+        self.ids -= found
+        return len(found)
+
+
+@given(runs=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 300)), max_size=150),
+       keep=st.sets(st.integers(0, 149), max_size=5))
+async def test_delete_runs_deletes_each_run_to_its_end_and_nothing_else(
+        runs: list[tuple[int, int]], keep: set[int]) -> None:
+    """Whatever the mix of run lengths (groups split or not), each stem loses exactly its
+    ids from its start on, ids before the start and other names stay, a kept id stays."""
+    held = {f"s{n}#{i}" for n, (_, length) in enumerate(runs) for i in range(length)}
+    held |= {"s0", "other#0"}
+    kept = {f"s{n}#{runs[n][0]}" for n in keep if n < len(runs)}
+    index = _Ids(set(held))
+    total = await delete_runs(index.delete, {f"s{n}#": start for n, (start, _) in
+                                             enumerate(runs)}, keep=kept)
+    expected = {f"s{n}#{i}" for n, (start, length) in enumerate(runs)
+                if f"s{n}#{start}" not in kept for i in range(start, length)}
+    assert index.ids == held - expected and total == len(expected)
+
+
+async def test_runs_that_all_go_on_are_asked_for_in_calls_of_bounded_size() -> None:
+    """2,000 documents of 300 chunks each: a window of 256 ids per document would be
+    512,000 ids in one call; the group is split so that none asks for more than 2^18."""
+    index = _Ids({f"d{n}#{i}" for n in range(2000) for i in range(300)})
+    assert await delete_runs(index.delete, {f"d{n}#": 0 for n in range(2000)}) == 600_000
+    assert not index.ids and max(index.asked) <= (1 << 18) + 1
 
 
 # The patterns as they were before they were made possessive: the reference the rewritten

@@ -29,8 +29,8 @@ DeleteCall = Callable[[Sequence[str]], Awaitable[int]]
 _MAX_WINDOW = 256
 #: How far a run goes under one name (a chunk count no document reaches).
 _MAX_RUN = 1 << 16
-#: How many names' runs one call follows past the first window.
-_MAX_SLICE = 1024
+#: The fewest names' runs a group is split into, and the most ids one window asks for.
+_MIN_GROUP, _MAX_IDS = 64, 1 << 18
 
 log = structlog.get_logger(__name__)
 
@@ -70,43 +70,60 @@ async def delete_runs(delete: DeleteCall, starts: Mapping[str, int],
     doubling up to 256), until a window deletes nothing.
 
     The ids under a stem are contiguous, so the first one no index holds ends its run. An
-    index reports how many ids it deleted, not which: every stem's run goes on while a
-    window deletes anything. So past the first window (every stem's first id, in one call:
-    the only call when no stem has a run) the stems go on in slices of 1,024: a call asks
-    for at most 1,024 x 256 ids however many documents are deleted, and one long document
-    keeps only its slice's stems going. Each call also asks for an id no index holds: an
-    index that reports more deleted than it was asked for counted it, and would never let a
-    run end (past 65,536 ids under one name, a run ends anyway).
+    index reports how many ids it deleted, not which: the stems of one call go on while
+    its window deletes anything. So that one long run does not keep thousands going, a
+    group of stems is split in two (each half followed on its own, its window not grown)
+    when its window's count says fewer than half of them went on, down to 64 stems, and
+    when its next window would ask for more than 262,144 ids. The first window (every
+    stem's first id) is one call: the only one when no stem has a run. Each call also asks
+    for an id no index holds: an index that reports more deleted than it was asked for
+    counted it, and would never let a run end (past 65,536 ids under one name, a run ends
+    anyway).
 
     :param delete: deletes a list of ids (``Pipeline.delete`` to take their chunks along).
     :param extra: ids deleted with the first window.
     :param keep: ids never deleted (those the batch at hand has just written).
-    :param nested: ``delete`` deletes each id's chunks too: its count may pass the ids'.
+    :param nested: ``delete`` deletes each id's chunks too: its count may pass the ids'
+        (so it may split fewer groups than it could).
     :returns: what each call reported deleted, summed.
     """
     # A stem whose next id the batch has just written has no stale run to follow.
-    position = {stem: start for stem, start in starts.items() if f"{stem}{start}" not in keep}
+    stems = [(stem, start) for stem, start in starts.items() if f"{stem}{start}" not in keep]
     probe = _Probe(delete, keep, nested)
-    if not await probe([*extra, *(f"{stem}{start}" for stem, start in position.items())]):
-        return probe.total
-    stems = list(position.items())
-    for at in range(0, len(stems), _MAX_SLICE):
-        part = {stem: start + 1 for stem, start in stems[at:at + _MAX_SLICE]}
-        width = 16
-        while await probe([f"{stem}{i}" for stem, start in part.items()
-                           for i in range(start, start + width)]):
-            part = {stem: start + width for stem, start in part.items()}
-            if max(part.values()) >= _MAX_RUN:
-                log.warning("index.stale_run_too_long", ids_per_document=_MAX_RUN)
-                break
-            width = min(2 * width, _MAX_WINDOW)
-        if probe.stopped:
-            break
+    await _follow(probe, stems, 1, extra)
     return probe.total
 
 
+async def _follow(probe: _Probe, stems: list[tuple[str, int]], width: int,
+                  extra: Sequence[str] = ()) -> None:
+    """Follow the runs of ``stems`` (each ``(stem, next number)``) together from a window of
+    ``width`` ids, splitting the group as :func:`delete_runs` says."""
+    while stems:
+        if len(stems) > _MIN_GROUP and len(stems) * width > _MAX_IDS:
+            half = len(stems) // 2
+            await _follow(probe, stems[:half], width, extra)
+            await _follow(probe, stems[half:], width)
+            return
+        ids = [*extra, *(f"{stem}{i}" for stem, start in stems
+                         for i in range(start, start + width))]
+        extra = ()
+        deleted = await probe(ids)
+        if not deleted:
+            return
+        stems = [(stem, start + width) for stem, start in stems]
+        if max(start for _, start in stems) >= _MAX_RUN:
+            log.warning("index.stale_run_too_long", ids_per_document=_MAX_RUN)
+            return
+        if len(stems) > _MIN_GROUP and 2 * deleted < len(stems) * width:
+            half = len(stems) // 2
+            await _follow(probe, stems[:half], width)
+            await _follow(probe, stems[half:], width)
+            return
+        width = 16 if width == 1 else min(2 * width, _MAX_WINDOW)
+
+
 class _Probe:
-    """One window's call to ``delete``: whether the runs it asked for go on."""
+    """A window's call to ``delete``, and what the calls deleted in all."""
 
     def __init__(self, delete: DeleteCall, keep: Collection[str], nested: bool) -> None:
         self._delete, self._keep, self._nested = delete, keep, nested
@@ -114,17 +131,19 @@ class _Probe:
         self.total = 0
         self.stopped = False  # an index miscounted: no run can be told to end
 
-    async def __call__(self, ids: list[str]) -> bool:
+    async def __call__(self, ids: list[str]) -> int:
+        """Delete ``ids``: how many the indexes reported deleted (0 once one miscounted)."""
         ids = [i for i in ids if i not in self._keep]
-        if not ids:
-            return False
+        if not ids or self.stopped:
+            return 0
         deleted = await self._delete([*ids, self._absent])
         self.total += deleted
         if deleted > len(ids) and not self._nested:  # it counted ``absent``
             log.warning("index.delete_miscounted", asked=len(ids) + 1, deleted=deleted,
                         hint="an index's aieng_delete counts ids it does not hold")
             self.stopped = True
-        return bool(deleted) and not self.stopped
+            return 0
+        return deleted
 
 
 class Batch:
