@@ -82,8 +82,8 @@ def iter_beir_corpus(path: Path) -> Iterator[Document]:
 
     :raises NotText: for bytes that are not UTF-8 before the first document.
     :raises ValueError: naming file and line, when that line is reached: a row that is not
-        a corpus row, an ``_id`` given twice (naming both lines), bytes that are not UTF-8
-        after the first document.
+        a corpus row (JSON nested too deeply included), an ``_id`` given twice (naming
+        both lines), bytes that are not UTF-8 after the first document.
     """
     lines: dict[str, int] = {}  # id -> the line that gave it
     number = offset = 0
@@ -110,6 +110,9 @@ def _corpus_row(path: Path, number: int, line: str, lines: dict[str, int]) -> Do
                        title=_scalar(row.get("title"), "title"))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}:{number}: not a BEIR corpus row ({exc})") from None
+    except RecursionError:  # json's: ``[[[...]]]`` nested thousands deep
+        raise ValueError(f"{path}:{number}: not a BEIR corpus row (JSON nested too deeply "
+                         "to read)") from None
     first = lines.setdefault(doc.id, number)
     if first != number:  # indexed, the second would replace the first without a word
         raise ValueError(f"{path}:{number}: duplicate _id {doc.id!r} (line {first})")
@@ -390,7 +393,7 @@ def _markdown(path: Path, text: str) -> list[Document]:
         heading = _HEADING.match(line)
         if heading:
             flush()
-            content = _CLOSING.sub("", heading[1] or "").strip()
+            content = _unclosed((heading[1] or "").rstrip(" \t")).strip()
             title, body = content or path.stem, []
         else:
             body.append(line)
@@ -399,12 +402,23 @@ def _markdown(path: Path, text: str) -> list[Document]:
 
 
 # CommonMark: an ATX heading is 1-6 '#' after at most 3 spaces, then a space, a tab or the
-# end of the line (``#tag`` and ``#######`` are text); an optional closing run of '#' goes.
-_HEADING = re.compile(r" {0,3}#{1,6}(?:[ \t]+(.*?))?[ \t]*$")
-_CLOSING = re.compile(r"(?:^|[ \t]+)#+$")
+# end of the line (``#tag`` and ``#######`` are text); an optional closing run of '#' goes
+# (:func:`_unclosed`). No lazy group before ``[ \t]*$``: on a heading holding a long run of
+# spaces that does not end it, that backtracked for a time growing with the run's square.
+_HEADING = re.compile(r" {0,3}#{1,6}(?:[ \t]+(.*))?$")
 # A fence is 3 or more '`' or '~' after at most 3 spaces; a backtick fence's info string
 # holds no backtick (else the line is inline code, not a fence).
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)$")
+
+
+def _unclosed(content: str) -> str:
+    """A heading's text without its closing run of '#' (one preceded by a space or a tab,
+    or the whole text), in one pass: a regular expression searched for ``[ \\t]+#+$``
+    tried it from every space of a long run."""
+    bare = content.rstrip("#")
+    if bare == content or (bare and bare[-1] not in " \t"):
+        return content
+    return bare.rstrip(" \t")
 
 
 def _closes(line: str, fence: str) -> bool:

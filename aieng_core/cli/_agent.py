@@ -65,7 +65,9 @@ class LiveAnswer:
     def __init__(self, *, steps_to_stderr: bool = False) -> None:
         self.steps_to_stderr = steps_to_stderr
         self._call: tuple[int, str] | None = None  # the (step, purpose) streaming now
-        self._last = ""  # the text of the last call that streamed
+        # The pieces of the last call that streamed: a list, as ``str +=`` on an attribute
+        # copies the text so far for every piece (a long answer's time grew as its square).
+        self._last: list[str] = []
         self._open = False  # streamed text waits for its line's end
 
     def delta(self, piece: AgentDelta) -> None:
@@ -74,10 +76,10 @@ class LiveAnswer:
             return
         if (piece.step, piece.purpose) != self._call:
             self._end_line()
-            self._call, self._last = (piece.step, piece.purpose), ""
+            self._call, self._last = (piece.step, piece.purpose), []
         if piece.text:
             click.echo(visible(piece.text), nl=False)
-            self._last += piece.text
+            self._last.append(piece.text)
             self._open = True
 
     def step(self, step: AgentStep) -> None:
@@ -88,7 +90,7 @@ class LiveAnswer:
     def finish(self, result: AgentResult) -> None:
         """The run's end: its answer, unless that streamed last."""
         self._end_line()
-        if result.answer and result.answer != self._last:
+        if result.answer and result.answer != "".join(self._last):
             click.echo(visible(result.answer))
 
     def _end_line(self) -> None:

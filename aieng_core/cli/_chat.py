@@ -87,7 +87,12 @@ def _read_history(path: Path) -> list[Message]:
                                  "name a file, or leave --history out to keep no history",
                                  param_hint="--history")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # Only a line end ends a line: ``str.splitlines`` also cut at U+2028, U+0085 and
+        # the like, which a turn's text holds as they are (json.dumps leaves them).
+        text = path.read_text(encoding="utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()
     except FileNotFoundError:
         return messages
     except (OSError, UnicodeDecodeError) as exc:
@@ -97,7 +102,7 @@ def _read_history(path: Path) -> list[Message]:
         if not line.strip():
             continue
         try:
-            messages.append(message_from_json(json.loads(line)))
+            messages.append(message_from_json(_loads(line)))
         except ValueError as exc:  # json's errors included
             if isinstance(exc, _Unknown):
                 hint = ("written by a newer version of aieng? Use that version, or name "
@@ -110,6 +115,14 @@ def _read_history(path: Path) -> list[Message]:
             raise click.BadParameter(f"{str(path)!r} line {number}: {exc}; {hint} (the "
                                      "file is left as it is)", param_hint="--history") from None
     return messages
+
+
+def _loads(line: str) -> Any:
+    """A history line's JSON; nested too deeply to read (``[[[...]]]``) is a ValueError."""
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
 
 
 def _lines_of(messages: list[Message]) -> bytes:
