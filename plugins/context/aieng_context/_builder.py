@@ -188,7 +188,8 @@ class ContextBuilder:
 
 def _blank(hit: Hit) -> bool:
     """Whether a hit has nothing to show: a blank text and a blank title."""
-    return not hit.document.text.strip() and not one_line(hit.document.title)
+    text = hit.document.text  # isspace() reads it; strip() would copy a megabyte text
+    return (not text or text.isspace()) and not one_line(hit.document.title)
 
 
 def _split(query: Query, request: Request) -> tuple[list[Message], list[Message], str]:

@@ -126,6 +126,25 @@ def test_huge_passages_are_never_counted_whole() -> None:
     assert 0 < sum(counted) < 0.03 * sum(len(h.document.text) for h in hits)
 
 
+def test_huge_passages_are_never_copied_whole() -> None:
+    """A retrieved text of megabytes ending in a line break is looked at, not copied,
+    when the builder asks whether it is blank: the build's memory peak is a fraction of
+    one such text (stripping each hit to test it copied every one of them)."""
+    import tracemalloc
+
+    text = "lorem ipsum dolor " * 200_000 + "\n"
+    hits = make_hits(text, text, text)
+    builder = ContextBuilder(ContextOptions(max_context_tokens=2000))
+    tracemalloc.start()
+    try:
+        request = builder.build(Query("q"), hits, ask())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(request.metadata["context"]) == 1
+    assert peak < len(text) // 4
+
+
 def test_lost_in_the_middle_puts_the_best_at_both_ends() -> None:
     """With ``lost-in-the-middle`` ranks 1..5 are shown as 1, 3, 5, 4, 2 and numbered
     1..5 in that order; with ``rank`` they keep rank order."""

@@ -184,7 +184,7 @@ def _json_strings(lines: list[str]) -> list[str] | None:
         return None
     try:
         value = json.loads("\n".join(lines[starts[0]:ends[-1] + 1]))
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the interpreter's limit
         return None
     if isinstance(value, dict):
         arrays = [item for item in value.values() if isinstance(item, list)]

@@ -233,6 +233,15 @@ def test_text_in_brackets_that_is_no_json_list_of_strings_is_read_by_lines(answe
     assert _rewrites(answer) == [answer]
 
 
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_brackets_nested_past_the_recursion_limit_are_no_json_list(depth: int) -> None:
+    """A model stuck in a loop writing ``[[[[...]]]]`` (deeper than Python's recursion
+    limit, at which ``json.loads`` raises ``RecursionError``, not a ``ValueError``) is no
+    list of queries: its lines are read as usual, and the failure does not end the run."""
+    answer = "pasta cooking time\n" + "[" * depth + "]" * depth
+    assert _rewrites(answer) == ["pasta cooking time"]
+
+
 @pytest.mark.parametrize("answer", [
     "Sure! Here's a short passage that answers the question:\n\nPasta cooks in ten minutes.",
     "Certainly. Here is a hypothetical document:\nPasta cooks in ten minutes.",

@@ -14,7 +14,7 @@ from ._cross_encoder import CrossEncoderReranker
 from ._embed import Embedder
 from ._embedding import EmbeddingReranker
 from ._listwise import Generate, ListwiseReranker
-from ._mmr import MMRReranker, mmr_order
+from ._mmr import MMRReranker, SimilarityRows, mmr_order
 from ._options import CrossEncoderOptions, EmbeddingOptions, ListwiseOptions, MMROptions
 from ._ranking import parse_ranking, windows
 
@@ -29,6 +29,7 @@ __all__ = [
     "ListwiseReranker",
     "MMROptions",
     "MMRReranker",
+    "SimilarityRows",
     "aieng_register_components",
     "mmr_order",
     "parse_ranking",

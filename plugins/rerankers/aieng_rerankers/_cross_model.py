@@ -110,7 +110,16 @@ class CrossEncoderModel:
         self.sigmoid = sigmoid
         self._lock = threading.Lock()
 
-    def _cut(self, query: str, texts: list[str]) -> list[tuple[str, str]]:
+    def _offsets(self, texts: list[str]) -> list[Sequence[tuple[int, int]]]:
+        """The token offsets of each text, tokenized as text only."""
+        found: list[Sequence[tuple[int, int]]] = self.tokenizer(
+            texts, add_special_tokens=False, truncation=False, return_offsets_mapping=True,
+            return_attention_mask=False, return_token_type_ids=False, verbose=False,
+            split_special_tokens=True)["offset_mapping"]
+        return found
+
+    def _cut(self, query: str, texts: list[str],
+             query_cuts: list[tuple[int, str, str]] | None = None) -> list[tuple[str, str]]:
         """The (query, passage) pairs to tokenize, each text cut after a few times
         ``max_length`` tokens.
 
@@ -120,23 +129,26 @@ class CrossEncoderModel:
         each text far beyond that changes nothing, provided the longer text of a pair
         stays the longer (it gives up the odd token of an even split): a passage longer
         than the query meets a query cut shorter than itself, and the other way round.
+
+        :param query_cuts: where the query's token count and its two cuts are kept once
+            computed (empty at first), so that batches of one query tokenize it once.
         """
         cap = _CUT * self.max_length
-        every = [query, *texts]
         if not getattr(self.tokenizer, "is_fast", False) or \
-                not any(len(text) > cap for text in every):
+                not any(len(text) > cap for text in [query, *texts]):
             return [(query, text) for text in texts]  # no offsets, or nothing to cut
-        offsets = self.tokenizer(every, add_special_tokens=False, truncation=False,
-                                 return_offsets_mapping=True, return_attention_mask=False,
-                                 return_token_type_ids=False, verbose=False,
-                                 split_special_tokens=True)["offset_mapping"]
-        counts = [len(found) for found in offsets]
-        short_query = _cut_at(query, offsets[0], cap - _MARGIN)
-        long_query = _cut_at(query, offsets[0], cap + _MARGIN)
+        if query_cuts is None:
+            query_cuts = []
+        if not query_cuts:
+            found = self._offsets([query])[0]
+            query_cuts.append((len(found), _cut_at(query, found, cap - _MARGIN),
+                               _cut_at(query, found, cap + _MARGIN)))
+        query_count, short_query, long_query = query_cuts[0]
+        offsets = self._offsets(texts)
         # Even lengths: the passage, given second, gives up the odd token; keep it longer.
-        return [(short_query if count >= counts[0] else long_query,
+        return [(short_query if len(found) >= query_count else long_query,
                  _cut_at(text, found, cap))
-                for text, found, count in zip(texts, offsets[1:], counts[1:], strict=True)]
+                for text, found in zip(texts, offsets, strict=True)]
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         """The relevance of each passage to the query (blocking).
@@ -151,7 +163,8 @@ class CrossEncoderModel:
         if not passages:
             return []
         texts = [clean(p) for p in passages]
-        pairs = self._cut(clean(query), texts)
+        query = clean(query)
+        query_cuts: list[tuple[int, str, str]] = []  # the query's, once it is tokenized
         # Longest first, so each batch pads to lengths close to its own.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         scores = [0.0] * len(texts)
@@ -160,10 +173,12 @@ class CrossEncoderModel:
                 if start:
                     _stop_if_cancelled()  # between batches: a batch in flight finishes
                 rows = order[start:start + self.batch_size]
+                # Cut a batch at a time: every text's offsets at once would hold them all.
+                pairs = self._cut(query, [texts[i] for i in rows], query_cuts)
                 # split_special_tokens: a text spelling "[SEP]" or "</s>" is text; it must
                 # not become the real token and forge the pair's structure (the passages
                 # are untrusted documents).
-                batch = self.tokenizer([pairs[i][0] for i in rows], [pairs[i][1] for i in rows],
+                batch = self.tokenizer([pair[0] for pair in pairs], [pair[1] for pair in pairs],
                                        padding=True, truncation="longest_first",
                                        max_length=self.max_length, return_tensors="pt",
                                        split_special_tokens=True)

@@ -16,10 +16,27 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["MMRReranker", "mmr_order"]
+__all__ = ["MMRReranker", "SimilarityRows", "mmr_order"]
 
 
-def mmr_order(relevance: npt.NDArray[np.float64], similarity: npt.NDArray[np.float64],
+class SimilarityRows:
+    """The cosine similarities of unit vectors, one candidate's row at a time:
+    ``rows[i]`` is ``vectors @ vectors[i]``. MMR reads only the rows of its ``k`` picks, so
+    it never needs the ``n × n`` matrix (800 MB for 10,000 candidates).
+
+    :param vectors: the candidates' unit vectors, one per row.
+    """
+
+    def __init__(self, vectors: npt.NDArray[np.float64]) -> None:
+        self.vectors = vectors
+
+    def __getitem__(self, index: int) -> npt.NDArray[np.float64]:
+        row: npt.NDArray[np.float64] = self.vectors @ self.vectors[index]
+        return row
+
+
+def mmr_order(relevance: npt.NDArray[np.float64],
+              similarity: npt.NDArray[np.float64] | SimilarityRows,
               lambda_: float, k: int) -> list[tuple[int, float]]:
     """Greedy maximal marginal relevance (Carbonell & Goldstein, 1998).
 
@@ -30,7 +47,9 @@ def mmr_order(relevance: npt.NDArray[np.float64], similarity: npt.NDArray[np.flo
     can only fall as picks accumulate, and the values returned never increase.
 
     :param relevance: one relevance per candidate.
-    :param similarity: the candidates' pairwise similarities (square, symmetric).
+    :param similarity: the candidates' pairwise similarities (square, symmetric), or
+        :class:`SimilarityRows` computing only the rows of the picks (``O(k·n)`` work and
+        ``O(n)`` memory instead of ``O(n²)``).
     :param lambda_: the weight of relevance, 0..1.
     :param k: the most candidates to pick.
     :returns: ``(candidate index, its MMR value when picked)``, in pick order.
@@ -107,5 +126,5 @@ class MMRReranker:
         else:
             vectors = await self._embeddings.unit_rows(texts)
             relevance = _normalized([hit.score for hit in candidates])
-        picks = mmr_order(relevance, vectors @ vectors.T, self.options.lambda_, limit)
+        picks = mmr_order(relevance, SimilarityRows(vectors), self.options.lambda_, limit)
         return ranked((candidates[index], value) for index, value in picks)

@@ -39,8 +39,17 @@ _CHAIN = re.compile(rf"(?<!\d){_ID}(?:\s*+>\s*+{_ID})++", re.IGNORECASE)
 
 
 def _one_line(text: str, limit: int) -> str:
-    flat = _SPACE.sub(" ", text).strip()
-    return flat if len(flat) <= limit else flat[:limit].rstrip() + " …"
+    """``text`` on one line (whitespace runs made one space), cut to ``limit`` characters.
+
+    Only its start is flattened when that is enough: the flattened start of a text is the
+    start of the flattened text, so once it shows more than ``limit`` characters the rest
+    cannot change the line (a megabyte passage costs what its line does)."""
+    head = _SPACE.sub(" ", text[:2 * limit + 2]).lstrip()
+    if len(head.rstrip()) <= limit:
+        head = _SPACE.sub(" ", text).strip()  # blanks fill the start: flatten it all
+        if len(head) <= limit:
+            return head
+    return head[:limit].rstrip() + " …"
 
 
 def render_messages(query: str, passages: Sequence[str], *,

@@ -100,6 +100,42 @@ def test_a_long_query_with_long_passages_is_cut_first(tiny_cross_encoder: Path) 
     assert 0 < spy.longest <= 4 * 16 + 32
 
 
+class OffsetSpy:
+    """A tokenizer recording how many texts each call for offsets (the pre-cut's) reads."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.offset_calls: list[int] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("return_offsets_mapping"):
+            self.offset_calls.append(len(args[0]))
+        return self.tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tokenizer, name)
+
+
+def test_the_pre_cut_reads_one_batch_at_a_time(tiny_cross_encoder: Path) -> None:
+    """One long passage among many makes every passage's offsets needed, but a batch's at
+    a time (and the query's once), not all of them together: 10,000 candidates held their
+    offsets all at once, hundreds of MB of tuples. The pairs are those of the whole
+    texts' own truncation, across batches too."""
+    reranker = CrossEncoderReranker(CrossEncoderOptions(path=str(tiny_cross_encoder),
+                                                        max_length=16, batch_size=4))
+    model = reranker.load()
+    spy = OffsetSpy(PairSpy(model.tokenizer))
+    model.tokenizer = spy
+    query = "how do i cook pasta " * 40
+    passages = ["pasta " * 200, *(f"salt water {i}" for i in range(30)), "the " * 400]
+    reranker.scores(query, passages)
+    assert len(spy.offset_calls) > 1 and max(spy.offset_calls) <= 4 + 1
+    assert sum(spy.offset_calls) == len(passages) + 1  # each text once, the query too
+    uncut = model.tokenizer.tokenizer.tokenizer(
+        [query] * len(passages), passages, truncation=True, max_length=16)["input_ids"]
+    assert sorted(spy.tokenizer.pairs) == sorted(uncut)
+
+
 def test_rerank_sorts_by_score_and_cuts_to_k(tiny_cross_encoder: Path) -> None:
     """The hits come back sorted by the model's score, at most the option's k, with the
     new scores and ranks 1..n."""

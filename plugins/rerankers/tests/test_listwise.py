@@ -161,6 +161,40 @@ async def test_the_prompt_numbers_flattened_cut_passages() -> None:
     assert passages_in(request) == 2
 
 
+def _one_line_whole(text: str, limit: int) -> str:
+    """The flattening and cut of a passage done on all of its text (the reference)."""
+    flat = re.sub(r"\s+", " ", text).strip()
+    return flat if len(flat) <= limit else flat[:limit].rstrip() + " …"
+
+
+@given(st.text(alphabet=st.sampled_from("ab \n\t\u2028."), max_size=60),
+       st.integers(min_value=1, max_value=20))
+def test_a_passage_line_is_its_whole_text_flattened_and_cut(text: str, limit: int) -> None:
+    """Only the start of a passage is flattened (up to twice the limit, more when blanks
+    fill it), with the same line as flattening all of it."""
+    from aieng_rerankers._ranking import _one_line
+
+    assert _one_line(text, limit) == _one_line_whole(text, limit)
+
+
+def test_a_megabyte_passage_is_flattened_only_as_far_as_it_is_shown() -> None:
+    """A 4 MB passage shown as its first 800 characters is not copied whole (flattening
+    all of it held a copy of each passage of the window, on the event loop)."""
+    import tracemalloc
+
+    from aieng_rerankers._ranking import render_messages
+
+    passage = "word \n " * 500_000
+    tracemalloc.start()
+    try:
+        _, user = render_messages("q", [passage], max_chars=800)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert f"[1] {_one_line_whole(passage, 800)}" in user.content
+    assert peak < len(passage) // 10
+
+
 @pytest.mark.anyio
 async def test_sliding_windows_bubble_the_best_up() -> None:
     """With windows of 4 overlapping by 2, the best 2 (the overlap) of 10 reach the top
