@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -95,6 +95,43 @@ def _equal(a: Any, b: Any) -> bool:
     if _kind(a) in ("integer", "number") and _kind(b) in ("integer", "number"):
         return bool(a == b)
     return _kind(a) == _kind(b) and bool(a == b)
+
+
+def _key(value: Any) -> Hashable:
+    """A hashable stand-in for ``value``: two values have equal keys exactly when
+    :func:`_equal` says they are equal (a NaN equals nothing: its key is new each time).
+    :raises TypeError: for a value of another type that cannot be hashed."""
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if _number(value):
+        nan = isinstance(value, float) and math.isnan(value)
+        return ("number", object()) if nan else ("number", value)  # NaN equals nothing
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, Mapping):
+        return ("object", frozenset((k, _key(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("array", tuple(_key(item) for item in value))
+    return ("other", _kind(value), value)
+
+
+def _repeated(items: Sequence[Any]) -> tuple[Any] | None:
+    """The first item equal (:func:`_equal`) to an earlier one, or ``None``: by hashed
+    keys, in one pass (comparing each item with those before it is quadratic on the long
+    arrays a model may send)."""
+    seen: set[Hashable] = set()
+    try:
+        for item in items:
+            key = _key(item)
+            if key in seen:
+                return (item,)
+            seen.add(key)
+        return None
+    except TypeError:  # an unhashable value of no JSON type: compared pairwise
+        for i, item in enumerate(items):
+            if any(_equal(item, items[j]) for j in range(i)):
+                return (item,)
+        return None
 
 
 def _exact(value: float) -> Fraction:
@@ -233,10 +270,9 @@ class _Checker:
         if isinstance(high, int) and len(value) > high:
             self.fail(path, f"allows at most {high} items, got {len(value)}")
         if schema.get("uniqueItems") is True:
-            for i, item in enumerate(value):
-                if any(_equal(item, other) for other in value[:i]):
-                    self.fail(path, f"items must be unique; {_show(item)} repeats")
-                    break
+            repeated = _repeated(value)
+            if repeated:
+                self.fail(path, f"items must be unique; {_show(repeated[0])} repeats")
 
     def _string(self, value: str, schema: Mapping[str, Any], path: str) -> None:
         low, high = schema.get("minLength"), schema.get("maxLength")

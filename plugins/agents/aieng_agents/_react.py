@@ -55,7 +55,10 @@ _THOUGHT = re.compile(_LABEL.format(r"thought"))
 _OBSERVATION = re.compile(_LABEL.format(r"observation"))
 # A label that ends the Action Input: the model went on to another part of the format.
 _NEXT = re.compile(_LABEL.format(r"(?:thought|action|final[ \t_]*answer)"))
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```\s*$")
+# An opening fence (with its language); the closing one is cut by hand (:func:`_unfence`):
+# as a pattern ``\s*```\s*$`` is tried at every character of a run of whitespace, each
+# try reading to its end (quadratic on a model stuck writing spaces).
+_FENCE = re.compile(r"\A```[a-zA-Z]*\s*")
 
 
 class ReActFormatError(ValueError):
@@ -187,9 +190,14 @@ def _too_deep() -> ReActFormatError:
                             "object of the tool's arguments")
 
 
+def _unfence(text: str) -> str:
+    """``text`` (stripped) without the code fences around it, stripped."""
+    return _FENCE.sub("", text, count=1).removesuffix("```").strip()
+
+
 def _read_arguments(text: str, spec: ToolSpec | None) -> dict[str, Any]:
     stripped = text.strip()
-    raw = _FENCE.sub("", stripped).strip()
+    raw = _unfence(stripped)
     fenced = raw != stripped
     if len(raw) > 1 and raw[0] == raw[-1] == "`":  # inline code: `{"a": 1}`
         raw = raw.strip("`").strip()

@@ -22,6 +22,7 @@ from aieng_hookspecs.types import (
     ToolCall,
 )
 
+from ._cache import ScanCache
 from ._conversation import Slot, map_strings, rebuild, texts_of
 from ._injection import InjectionMatch, InjectionScan, scan_injection
 from ._options import InjectionOptions, PIIOptions
@@ -114,8 +115,11 @@ def _tool_source(messages: Sequence[Message], index: int, *, earlier: bool) -> s
     message = messages[index]
     call_id = message.tool_call_id
     name = message.name
-    for turn in reversed(messages[:index]):
-        if call_id is not None and name is None and turn.role == "assistant":
+    # The calling turn, read back from the message (not every earlier turn: in a long run,
+    # naming each tool message would read the whole conversation, quadratic).
+    for at in range(index - 1, -1, -1) if call_id is not None and name is None else ():
+        turn = messages[at]
+        if turn.role == "assistant":
             name = next((c.name for c in turn.tool_calls if c.id == call_id), None)
             if name is not None:
                 break
@@ -171,6 +175,12 @@ class PIIGuard:
         #: With ``restore``, each agent run's placeholders (and, under ``""``, a digest of
         #: its task), so a value keeps its placeholder across the run's model calls.
         self.agent_runs = Vault(self.options.vault_size, self.options.vault_ttl)
+        #: What each text holds (an agent's conversation is scanned at every step).
+        self._detections = ScanCache(self._find)
+
+    def _find(self, text: str) -> tuple[Detection, ...]:
+        opts = self.options
+        return tuple(find_pii(text, opts.kinds, min_entropy=opts.min_entropy))
 
     def _keys(self, prompt: str) -> list[str]:
         # In a run, only the run's own key: falling back to the prompt's digest could hand
@@ -227,8 +237,12 @@ class PIIGuard:
 
     @hookimpl
     async def aieng_guard_input(self, request: Request) -> GuardVerdict | None:
-        """:meth:`check_input`, off the event loop for long texts."""
-        return await _off_loop(len(request.prompt), lambda: self.check_input(request))
+        """:meth:`check_input`, off the event loop for long texts (with ``all_messages``,
+        a long conversation)."""
+        size = len(request.prompt)
+        if self.options.all_messages and len(request.messages) > 1:
+            size = sum(len(text) for _, text in texts_of(request.messages))
+        return await _off_loop(size, lambda: self.check_input(request))
 
     @hookimpl
     async def aieng_guard_output(self, request: Request,
@@ -246,7 +260,7 @@ class PIIGuard:
             return self._check_conversation(request)
         text = request.prompt
         opts = self.options
-        detections = find_pii(text, opts.kinds, min_entropy=opts.min_entropy)
+        detections = self._detections(text)
         if not detections:
             self._take_key(text)
             return None
@@ -268,15 +282,15 @@ class PIIGuard:
         opts = self.options
         messages = request.messages
         places = texts_of(messages)
-        found = [find_pii(text, opts.kinds, min_entropy=opts.min_entropy)
-                 for _, text in places]
+        found = [self._detections(text) for _, text in places]
         if not any(found):
             self._take_key(request.prompt)
             return None
         last_user = next((i for i in range(len(messages) - 1, -1, -1)
                           if messages[i].role == "user"), -1)
         prompt: Slot = (last_user, None)
-        in_prompt = next((f for (slot, _), f in zip(places, found) if slot == prompt), [])
+        in_prompt: Sequence[Detection] = next(
+            (f for (slot, _), f in zip(places, found) if slot == prompt), ())
         elsewhere = [(slot, f) for (slot, _), f in zip(places, found) if f and slot != prompt]
         if opts.action == "block":
             return GuardVerdict(action="block", text=request.prompt,
@@ -372,7 +386,7 @@ def _placeholders(call: ToolCall, mapping: dict[str, str]) -> list[str]:
     return sorted(found)
 
 
-def _elsewhere(messages: Sequence[Message], found: list[tuple[Slot, list[Detection]]],
+def _elsewhere(messages: Sequence[Message], found: Sequence[tuple[Slot, Sequence[Detection]]],
                mapping: dict[str, str]) -> list[Finding]:
     """Findings for detections outside the last user message: no span (spans point into
     the guarded text, which these are not), the message named in the detail."""
@@ -403,10 +417,15 @@ class InjectionGuard:
 
     def __init__(self, options: InjectionOptions | None = None) -> None:
         self.options = options or InjectionOptions()
+        #: Each text's scan (an agent's tool results are scanned at every step).
+        self._scans = ScanCache(self._scan)
+
+    def _scan(self, text: str) -> InjectionScan:
+        return scan_injection(text, max_depth=self.options.max_depth)
 
     def scan(self, text: str) -> InjectionScan:
         """The injection scan of ``text`` at this guard's depth."""
-        return scan_injection(text, max_depth=self.options.max_depth)
+        return self._scans(text)
 
     @hookimpl
     async def aieng_guard_input(self, request: Request) -> GuardVerdict | None:

@@ -73,6 +73,9 @@ def redact_texts(texts: Sequence[str], detections: Sequence[Sequence[Detection]]
     """
     assigned = dict(assigned or {})
     present = {group for text in texts for group in PLACEHOLDER.findall(text)}
+    # The placeholders the texts hold, read once (not each assigned one searched for in
+    # each text: an agent run's placeholders times its conversation, at every step).
+    in_texts = frozenset(present)
     present.update(m.groups() for p in reserved if (m := PLACEHOLDER.fullmatch(p)))
     counters: dict[str, int] = {}
     by_value: dict[tuple[str, str], str] = {}
@@ -81,7 +84,7 @@ def redact_texts(texts: Sequence[str], detections: Sequence[Sequence[Detection]]
         if (match := PLACEHOLDER.fullmatch(given)) is not None:
             present.add(match.groups())  # never given to another value
             by_value[(match.group(1), value)] = given
-            if any(given in text for text in texts):
+            if match.groups() in in_texts:
                 mapping[given] = value
     out: list[str] = []
     for text, found in zip(texts, detections, strict=True):
