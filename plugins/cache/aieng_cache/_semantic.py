@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import time
@@ -35,7 +36,9 @@ log = structlog.get_logger(__name__)
 Embedder = Callable[[Sequence[str], "str | None"], Any]
 
 # Vectors of prompts looked up but not yet stored: a miss's store reuses its lookup's
-# embedding instead of embedding the prompt again.
+# embedding instead of embedding the prompt again. Kept under the prompt's digest, not the
+# prompt: a run that fails after its lookup never stores, and prompts near a model's
+# context limit would each keep their whole text.
 _PENDING = 256
 # Cosines are float32 dot products of unit vectors: a prompt's cosine with an identical
 # embedding comes out up to ~1e-6 under 1.0 (or over it). A cosine this close under the
@@ -69,7 +72,7 @@ class SemanticCache:
         self.store = SQLiteStore(self.options.path) if self.options.path else None
         self._embedder = embedder
         self._context: PipelineContext | None = None
-        self._pending: OrderedDict[str, Vector | None] = OrderedDict()
+        self._pending: OrderedDict[bytes, Vector | None] = OrderedDict()  # by _digest
         self._load_lock = anyio.Lock()
         self._loaded = self.store is None
         self._closed = False
@@ -144,8 +147,9 @@ class SemanticCache:
     # -- embeddings ----------------------------------------------------------------------
 
     async def _vector(self, prompt: str) -> Vector | None:
-        if prompt in self._pending:
-            return self._pending[prompt]
+        digest = _digest(prompt)
+        if digest in self._pending:
+            return self._pending[digest]
         model = self.options.model or None
         if self._embedder is not None:
             vectors = self._embedder([prompt], model)
@@ -172,7 +176,7 @@ class SemanticCache:
                 log.warning("cache.semantic.other_model", path=self.options.path,
                             stored_dimension=loaded, dimension=int(vector.shape[0]))
                 self.index.keep_exact_only()
-        self._pending[prompt] = vector
+        self._pending[digest] = vector
         if len(self._pending) > _PENDING:
             self._pending.popitem(last=False)
         return vector
@@ -215,7 +219,7 @@ class SemanticCache:
             return
         await self._ensure_loaded()
         vector = await self._vector(request.prompt)
-        self._pending.pop(request.prompt, None)
+        self._pending.pop(_digest(request.prompt), None)
         now = self.clock()
         kind = content_type(request)
         ttl = ttl_for(self.options.ttl, kind)
@@ -262,3 +266,8 @@ class SemanticCache:
         if self.store is not None:
             await anyio.to_thread.run_sync(self.store.vacuum, now)
         return purged
+
+
+def _digest(prompt: str) -> bytes:
+    """A prompt's key in the memory of pending embeddings (a lone surrogate included)."""
+    return hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest()

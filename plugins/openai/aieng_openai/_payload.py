@@ -205,6 +205,10 @@ class StreamedCalls:
 
     def __init__(self) -> None:
         self._parts: dict[int, dict[str, str]] = {}
+        # Each call's argument fragments, joined once at the end: appending each one to a
+        # growing string re-copies what came before (quadratic in a long argument streamed
+        # token by token: a tool writing a whole file).
+        self._arguments: dict[int, list[str]] = {}
         self._ids: dict[str, int] = {}  # the index of each id, for fragments without one
         self._last: int | None = None  # the call the last fragment without an index went to
 
@@ -239,7 +243,8 @@ class StreamedCalls:
             if not isinstance(item, Mapping):
                 raise ProtocolError(f"delta.tool_calls[{position}] is not an object")
             index = self._index(item, position)
-            part = self._parts.setdefault(index, {"id": "", "name": "", "arguments": ""})
+            part = self._parts.setdefault(index, {"id": "", "name": ""})
+            pieces = self._arguments.setdefault(index, [])
             if isinstance(item.get("id"), str) and item["id"]:
                 self._ids.setdefault(item["id"], index)
             if isinstance(item.get("id"), str) and not part["id"]:
@@ -252,9 +257,9 @@ class StreamedCalls:
                 part["name"] += name
             arguments = function.get("arguments")
             if isinstance(arguments, str):
-                part["arguments"] += arguments
+                pieces.append(arguments)
             elif isinstance(arguments, Mapping):  # a server sending them decoded, whole
-                part["arguments"] = json.dumps(arguments)
+                pieces[:] = [json.dumps(arguments)]
 
     def calls(self) -> tuple[ToolCall, ...]:
         """The whole calls, in index order.
@@ -263,8 +268,9 @@ class StreamedCalls:
         """
         return tool_calls_from([
             {"id": part["id"] or None, "type": "function",
-             "function": {"name": part["name"], "arguments": part["arguments"] or "{}"}}
-            for _, part in sorted(self._parts.items())])
+             "function": {"name": part["name"],
+                          "arguments": "".join(self._arguments[index]) or "{}"}}
+            for index, part in sorted(self._parts.items())])
 
 
 def completion_from(data: object, model: str) -> Completion:
