@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 
 from aieng_core import Kernel
+from aieng_core.testing import EventCapture, settle
 from aieng_core.testing.doubles import PromptCache, ScriptedBackend
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
@@ -288,3 +290,37 @@ async def test_the_first_token_names_the_model_the_call_names(aieng_kernel: Kern
     [first] = [e for e in result.events if isinstance(e, FirstToken)]
     [call] = [e for e in result.events if isinstance(e, ModelCall)]
     assert first.model == (call.parameters["model"] or "") == (model or "")
+
+
+class Buffered:
+    """A backend whose stream never waits: ten deltas already at hand (an HTTP client's
+    buffer under load), so fetching the next one is no checkpoint."""
+
+    @hookimpl
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta]:
+        async def deltas() -> AsyncIterator[Delta]:
+            for index in range(10):
+                yield Delta(f"w{index} ", index, "stop" if index == 9 else None)
+        return deltas()
+
+
+async def test_a_caller_that_cancels_in_on_delta_gets_no_further_delta(
+        aieng_kernel: Kernel) -> None:
+    """A caller cancelling its run from ``on_delta`` (a client that has seen enough) gets
+    no delta after that one, and the run counts no token it did not deliver, even when
+    the stream's next deltas need no wait (the kernel went on delivering them: a load
+    test's client counted a token more than it was shown)."""
+    capture = EventCapture(aieng_kernel)
+    pipeline = aieng_kernel.compose({"llm": Buffered()}, stages=["generate"])
+    shown: list[str] = []
+    with anyio.CancelScope() as scope:
+        def on_delta(delta: Delta) -> None:
+            shown.append(delta.text)
+            if len(shown) == 3:
+                scope.cancel()
+
+        await pipeline.run("q", on_delta=on_delta)
+    await settle(lambda: any(e.name == "run.finished" for e in capture.events))
+    capture.close()
+    assert scope.cancelled_caught and shown == ["w0 ", "w1 ", "w2 "]
+    assert [e.text for e in capture.of(TokenEvent)] == shown

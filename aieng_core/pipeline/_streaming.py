@@ -215,6 +215,9 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
             except Exception as exc:
                 caller_error = exc
                 raise
+            # A caller that cancelled (from on_delta: it has seen enough) gets no more, even
+            # when the next delta is at hand and fetching it is no checkpoint.
+            await anyio.lowlevel.checkpoint_if_cancelled()
     except HookError:
         raise
     except Exception as exc:
