@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_run ON feedback (run_id);
 CREATE INDEX IF NOT EXISTS feedback_kind_ts ON feedback (kind, ts);
+CREATE INDEX IF NOT EXISTS feedback_ts ON feedback (ts);
 """
 #: The layout this module writes and the newest it reads (``PRAGMA user_version``; a file
 #: written before the marker reads 0: the same table).
@@ -53,6 +54,10 @@ VERSION = 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: SQLite's largest LIMIT (a 64-bit integer); a larger one means "no limit" as well.
 _MAX_LIMIT = 2**63 - 1
+#: Rows one pruning transaction deletes: a recording waits for at most one of them.
+_PRUNE_BATCH = 10_000
+#: Seconds between the prunings ``retention_days`` makes as signals are recorded.
+_PRUNE_EVERY_S = 3600.0
 
 
 def _utf8(text: str) -> str:
@@ -94,6 +99,7 @@ class FeedbackStore:
         self.path = Path(self.options.path)
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._pruned_at: float | None = None  # time.monotonic() of the last pruning
 
     def _connection(self) -> sqlite3.Connection:
         # Called with the lock held, from a worker thread.
@@ -111,7 +117,29 @@ class FeedbackStore:
                 db.close()  # a file that is no database: the next call opens it again
                 raise
             self._db = db
+        if self.options.retention_days and (
+                self._pruned_at is None
+                or time.monotonic() - self._pruned_at >= _PRUNE_EVERY_S):
+            self._pruned_at = time.monotonic()
+            try:
+                self._delete_before(self._db,
+                                    time.time() - self.options.retention_days * 86400)
+            except sqlite3.Error as exc:  # the call at hand (a signal) goes on; next hour
+                log.warning("feedback.prune_failed", path=str(self.path), error=str(exc))
         return self._db
+
+    @staticmethod
+    def _delete_before(db: sqlite3.Connection, before: float) -> int:
+        """Delete the rows recorded before ``before``, a batch per transaction."""
+        deleted = 0
+        while True:
+            done = db.execute("DELETE FROM feedback WHERE id IN (SELECT id FROM feedback "
+                              "WHERE ts < ? LIMIT ?)", (before, _PRUNE_BATCH)).rowcount
+            deleted += done
+            if done < _PRUNE_BATCH:
+                if deleted:
+                    log.info("feedback.pruned", rows=deleted, before=before)
+                return deleted
 
     @contextmanager
     def _locked(self) -> Iterator[sqlite3.Connection]:
@@ -176,6 +204,23 @@ class FeedbackStore:
             except OverflowError:  # past a float too: no bound
                 since = math.inf if since > 0 else -math.inf
         return await anyio.to_thread.run_sync(self._select, run_id, kind, since, limit)
+
+    def _prune(self, before: float) -> int:
+        with self._locked() as db:
+            return self._delete_before(db, before)
+
+    async def prune(self, before: float) -> int:
+        """Delete the signals recorded before ``before`` (seconds since the epoch), in
+        batches of 10,000 rows so that recording goes on meanwhile; ``retention_days``
+        does this by itself.
+
+        :returns: how many signals were deleted.
+        :raises ValueError: for a ``before`` that is not a finite number.
+        """
+        if isinstance(before, bool) or not isinstance(before, int | float) \
+                or not math.isfinite(before):
+            raise ValueError(f"before must be seconds since the epoch, got {before!r}")
+        return await anyio.to_thread.run_sync(self._prune, float(before))
 
     def _summarise(self) -> dict[str, dict[str, float]]:
         with self._locked() as db:

@@ -125,11 +125,22 @@ def _path(instance: object, attribute: attrs.Attribute[str], value: str) -> None
         raise ValueError(f"{attribute.name} must be a file path (the SQLite database)")
 
 
+def _retention(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{attribute.name} must be a number of days >= 0 (0 keeps every "
+                         f"signal), got {value!r}")
+
+
 @attrs.frozen
 class FeedbackOptions:
     """Options of the ``feedback-sqlite`` component.
 
     :param path: the SQLite database file (created with its folder; WAL journal).
+    :param retention_days: signals older than this many days are deleted when the file
+        opens and then at most once an hour as signals are recorded (0, the default, keeps
+        every signal).
     """
 
     path: str = attrs.field(default=".aieng/feedback.sqlite3", validator=_path)
+    retention_days: float = attrs.field(default=0.0, validator=_retention)
