@@ -93,39 +93,43 @@ class ContextBuilder:
         empty = [doc_id for doc_id, hit in best.items() if _blank(hit)]
         hits = [hit for hit in best.values() if not _blank(hit)]
         history, after, question = _split(query, request)
-        dropped_turns = 0
 
-        def render(passages: Sequence[Passage]) -> tuple[tuple[Message, ...], str]:
-            block = _SEPARATOR.join(
+        def block_of(passages: Sequence[Passage]) -> str:
+            return _SEPARATOR.join(
                 fence(n, p.text, title=p.hit.document.title, cut=p.cut)
                 for n, p in enumerate(self._display(passages), start=1))
-            return self._messages(block, history, after, question, request), block
 
         def total(messages: Sequence[Message]) -> int:
             return sum(count(m.content) for m in messages)
 
+        def frame(block: str) -> tuple[Message, ...]:  # the messages but the earlier turns
+            return self._messages(block, (), after, question, request)
+
         room = options.max_context_tokens
         limit = options.max_prompt_tokens
-        if limit is not None:
-            # The oldest turns go first when the prompt without passages is over the limit.
-            # The prompt's count is the sum of its messages' counts: a turn dropped takes
-            # its own count off (recounting the whole history per turn is quadratic).
-            size = total(render(())[0])
-            history.reverse()  # oldest last: popped in O(1)
-            while size > limit:
-                if not history:
-                    raise ValueError(
-                        f"the prompt without any passage is {size} tokens, "
-                        f"over max_prompt_tokens = {limit}: shorten the system message, "
-                        "task, examples or question, or raise max_prompt_tokens")
-                size -= count(history.pop().content)
-                dropped_turns += 1
-                while history and history[-1].role == "tool":  # its call was dropped
-                    size -= count(history.pop().content)
-                    dropped_turns += 1
-            history.reverse()
-            frame = self._messages(" ", history, after, question, request)
-            room = min(room, limit - total(frame))
+        dropped_turns = 0
+        if limit is None:
+            history_tokens = total(history)
+        else:
+            bare = total(frame(""))  # no passage, no earlier turn
+            if bare > limit:
+                raise ValueError(self._too_long(bare, limit, after))
+            framed = total(frame(" "))  # with the context section's note
+            # The oldest turns go first: until the prompt without passages fits, and until
+            # the passages have what they need of their share of the room (what they take
+            # of it, so the turns get all the passages leave).
+            allowed = limit - bare
+            share = min(options.max_context_tokens,
+                        int((1 - options.history_share) * (limit - framed)))
+            if hits and share > 0:
+                wanted = select(hits, count=count, room=share, separator=_SEPARATOR,
+                                min_passage_tokens=options.min_passage_tokens)
+                if wanted:
+                    allowed = min(allowed, limit - framed - count(block_of(wanted)))
+            earlier = len(history)
+            history, history_tokens = _latest(history, count, allowed)
+            dropped_turns = earlier - len(history)
+            room = min(room, limit - framed - history_tokens)
         # The selection adds up the counts of the parts; a tokenizer may count the joined
         # whole a little differently. Check what is rendered, and select again with the
         # room cut by the excess until it fits, so the budget holds by the counter's own
@@ -134,15 +138,18 @@ class ContextBuilder:
         while True:
             chosen = select(hits, count=count, room=room, separator=_SEPARATOR,
                             min_passage_tokens=options.min_passage_tokens)
-            messages, block = render(chosen)
+            block = block_of(chosen)
+            rendered = frame(block)
             tokens = count(block) if chosen else 0
-            prompt = total(messages)
+            prompt = total(rendered) + history_tokens
             excess = max(tokens - options.max_context_tokens,
                          0 if limit is None else prompt - limit)
             if excess <= 0:
                 break
             room -= excess << min(attempt, 16)  # converge fast if the counts keep disagreeing
             attempt += 1
+        place = len(rendered) - 1 - len(after)  # the rendered question's place
+        messages = (*rendered[:place], *history, *rendered[place:])
         shown = self._display(chosen)
         passages = [{"n": n, "id": p.hit.document.id, "title": p.hit.document.title,
                      "text": p.text, "rank": p.hit.rank, "cut": p.cut}
@@ -155,15 +162,30 @@ class ContextBuilder:
             "prompt_tokens": prompt,
             "max_context_tokens": options.max_context_tokens,
             "max_prompt_tokens": limit,
+            "history_share": options.history_share,
             "cut": [p.hit.document.id for p in chosen if p.cut],
             # The passages kept are always the best ones: a prefix of the hits.
             "dropped": [hit.document.id for hit in hits[len(chosen):]],
             "empty": empty,
             "dropped_turns": dropped_turns,
+            "history_tokens": history_tokens,
         }
         metadata = {**request.metadata, "context": passages, "question": question,
                     "context_build": report}
         return attrs.evolve(request, messages=messages, metadata=metadata)
+
+    def _too_long(self, tokens: int, limit: int, after: Sequence[Message]) -> str:
+        """Why the prompt without passages or earlier turns is over ``limit``: what to
+        shorten, naming the turns after the question (an agent's steps), which are kept."""
+        parts = "the system message, task, examples or question"
+        said = ""
+        if after:
+            steps = sum(self.count_tokens(m.content) for m in after)
+            parts = "the system message, task, examples, question or the turns after it"
+            said = f", {len(after)} turns after the question taking {steps} of them"
+        return (f"the prompt without any passage or earlier turn is {tokens} tokens{said}, "
+                f"over max_prompt_tokens = {limit}: shorten {parts}, or raise "
+                "max_prompt_tokens")
 
     def _display(self, passages: Sequence[Passage]) -> list[Passage]:
         if self.options.order == "rank":
@@ -190,6 +212,28 @@ def _blank(hit: Hit) -> bool:
     """Whether a hit has nothing to show: a blank text and a blank title."""
     text = hit.document.text  # isspace() reads it; strip() would copy a megabyte text
     return (not text or text.isspace()) and not one_line(hit.document.title)
+
+
+def _latest(history: Sequence[Message], count: TokenCounter,
+            allowed: int) -> tuple[list[Message], int]:
+    """The latest turns of ``history`` whose counts add up to at most ``allowed`` tokens,
+    with no tool result whose call is left out, and their count. Only the turns kept and
+    the one before them are counted: a chat of thousands of turns costs what the prompt
+    holds (a prompt's count is the sum of its messages' counts)."""
+    counts: list[int] = []  # the kept turns' counts, newest first
+    tokens = 0
+    while len(counts) < len(history):
+        turn = count(history[len(history) - 1 - len(counts)].content)
+        if tokens + turn > allowed:
+            break
+        counts.append(turn)
+        tokens += turn
+    start = len(history) - len(counts)
+    if start:  # a turn is left out: so are the results of its tool calls
+        while counts and history[start].role == "tool":
+            tokens -= counts.pop()
+            start += 1
+    return list(history[start:]), tokens
 
 
 def _split(query: Query, request: Request) -> tuple[list[Message], list[Message], str]:

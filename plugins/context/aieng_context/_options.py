@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -32,6 +33,13 @@ def _optional_count(instance: object, attribute: attrs.Attribute[int | None],
                     value: int | None) -> None:
     if value is not None:
         _count(1)(instance, attribute, value)
+
+
+def _share(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{attribute.name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{attribute.name} must be a number from 0 to 1, got {value!r}")
 
 
 def _optional_text(instance: object, attribute: attrs.Attribute[str | None],
@@ -100,13 +108,21 @@ class ContextOptions:
         boundary to the room left when at least this many of its tokens fit; otherwise it
         is dropped with the rest.
     :param max_prompt_tokens: when set, the most tokens of the whole rendered prompt (every
-        message's content). Passages are dropped, lowest-ranked first, then the oldest
-        conversation turns, to stay under it. Leave room for the chat template's few
-        tokens per message and for the answer.
+        message's content). The oldest conversation turns are dropped to leave the
+        passages their share (see ``history_share``), then passages, lowest-ranked first,
+        to stay under it. Leave room for the chat template's few tokens per message and
+        for the answer.
     :param order: ``rank`` or ``lost-in-the-middle`` (best passages first and last).
     :param tokenizer_path: a local Hugging Face ``tokenizer.json`` or model folder whose
         tokenizer counts the tokens, loaded on first use (or when the pipeline opens);
         ``None`` counts with a fast approximation (:func:`approximate_tokens`).
+    :param history_share: with ``max_prompt_tokens``, the most of the room left by the
+        system message, sections and question that the earlier turns may take from
+        passages that need it: the passages are given up to ``1 - history_share`` of it
+        (at most ``max_context_tokens``), the turns what the passages leave, oldest
+        dropped first. ``1`` keeps every turn that fits beside the prompt without
+        passages (passages only get what the turns leave); ``0`` gives the passages
+        first claim.
     """
 
     template: TemplateName = attrs.field(default="grounded-qa", validator=_choice(TEMPLATES))
@@ -119,3 +135,4 @@ class ContextOptions:
     max_prompt_tokens: int | None = attrs.field(default=None, validator=_optional_count)
     order: Order = attrs.field(default="rank", validator=_choice(ORDERS))
     tokenizer_path: str | None = attrs.field(default=None, validator=_path)
+    history_share: float = attrs.field(default=0.5, validator=_share)

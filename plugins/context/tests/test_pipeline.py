@@ -109,6 +109,7 @@ async def test_pipeline_dict_uses_the_registered_component(
     ({"template": "poem"}, "template"),
     ({"examples": [{"input": "x"}]}, "output"),
     ({"max_context_tokens": "100"}, "max_context_tokens"),
+    ({"history_share": 1.5}, "history_share"),
 ])
 async def test_config_errors_name_the_key(aieng_kernel: Kernel, register_plugin: Register,
                                           options: dict[str, Any], match: str) -> None:
