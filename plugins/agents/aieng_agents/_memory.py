@@ -9,6 +9,8 @@ evicted first.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import math
 import re
@@ -20,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import anyio.to_thread
@@ -60,6 +63,8 @@ CREATE INDEX IF NOT EXISTS memory_age ON memory (namespace, created);
 #: The layout this module writes and the newest it reads (``PRAGMA user_version``; a file
 #: written before the marker reads 0: the same layout).
 VERSION = 1
+_BLOCK = 512  # rows read (and vectors scored) at a time: a recall's memory stays flat
+_IN = 500  # ids per `IN (...)`: older SQLite builds take at most 999 parameters
 
 
 def _words(text: str) -> list[str]:
@@ -85,6 +90,51 @@ def _unpack(blob: bytes | None) -> array[float] | None:
     vector = array("f")
     vector.frombytes(blob)
     return vector
+
+
+def _numpy() -> ModuleType | None:
+    """numpy, when installed (imported at the first recall by embedding, not at import)."""
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
+
+def _cosines(query: array[float], blobs: Sequence[bytes]) -> list[float]:
+    """The cosines of ``query`` with the packed vectors ``blobs`` (each of its size), as
+    :func:`_cosine` gives them (in doubles): with numpy, in one pass over the block."""
+    np = _numpy()
+    if np is None or not blobs:
+        return [_cosine(query, array("f", blob)) for blob in blobs]
+    matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
+    matrix = matrix.astype(np.float64)
+    # Row sums, not a BLAS product: a row's result must not depend on its place in the
+    # block, so that equal vectors tie exactly, as they did one at a time.
+    norms = math.sqrt(sum(x * x for x in query)) * np.sqrt((matrix * matrix).sum(axis=1))
+    dots = (matrix * np.asarray(query, dtype=np.float64)).sum(axis=1)
+    cosines = np.divide(dots, norms, out=np.zeros_like(dots), where=norms != 0.0)
+    return cosines.tolist()  # type: ignore[no-any-return]
+
+
+class _Best:
+    """The ``k`` best ``(score, created, id)`` keys offered, in a bounded heap: ties go to
+    the newer item, then to the later one stored."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.heap: list[tuple[float, float, int]] = []
+
+    def offer(self, score: float, created: float, item: int) -> None:
+        key = (score, created, item)
+        if len(self.heap) < self.k:
+            heapq.heappush(self.heap, key)
+        elif key > self.heap[0]:
+            heapq.heapreplace(self.heap, key)
+
+    def ranked(self) -> list[tuple[float, float, int]]:
+        """The keys, best first."""
+        return sorted(self.heap, reverse=True)
 
 
 def _metadata(item: int, stored: object) -> dict[str, Any]:
@@ -139,15 +189,6 @@ class MemoryOptions:
     def _finite(self, attribute: attrs.Attribute[float], value: float) -> None:
         if not math.isfinite(value):
             raise ValueError("half_life_s must be finite")
-
-
-@attrs.frozen
-class _Row:
-    id: int
-    text: str
-    metadata: dict[str, Any]
-    created: float
-    vector: bytes | None
 
 
 class SQLiteMemory:
@@ -327,85 +368,183 @@ class SQLiteMemory:
     @hookimpl
     async def aieng_memory_recall(self, query: Query, k: int) -> list[MemoryItem]:
         """At most ``k`` items relevant to the query, best first (none share a word or a
-        positive cosine with it: none are returned)."""
+        positive cosine with it: none are returned).
+
+        The namespace's rows are read a block at a time and only the ``k`` best are kept,
+        so a recall's memory does not grow with the namespace; the metadata of the winners
+        alone is parsed (of every row when the query has filters to match)."""
         if k < 1 or not query.text.strip():
             return []
         filters = dict(query.filters)
         namespace = filters.pop("namespace", self.options.namespace)
         if not isinstance(namespace, str):
             return []
-        rows = await anyio.to_thread.run_sync(self._rows, valid_utf8(namespace))
+        namespace = valid_utf8(namespace)
         others = attrs.evolve(query, filters=filters)  # its rule: JSON equality per key
-        rows = [row for row in rows if others.matches(row.metadata)]
-        if not rows:
-            return []
-        relevance = await self._by_embedding(query.text, rows)
-        if relevance is None:
-            relevance = self._by_words(query.text, rows)
-        now = self.clock()
-        weight = self.options.recency_weight
-        scored = []
-        for row, score in zip(rows, relevance, strict=True):
-            if score <= 0.0:
-                continue
-            recency = 0.5 ** (max(now - row.created, 0.0) / self.options.half_life_s)
-            scored.append(((1.0 - weight) * score + weight * recency, row))
-        scored.sort(key=lambda pair: (-pair[0], -pair[1].created, -pair[1].id))
-        return [MemoryItem(text=row.text, kind="long", score=score, metadata=row.metadata)
-                for score, row in scored[:k]]
+        if not await anyio.to_thread.run_sync(self._any, namespace):
+            return []  # nothing kept there: the query is not embedded
+        found = await self._by_embedding(namespace, others, k)
+        if found is not None:
+            return found
+        return await anyio.to_thread.run_sync(self._by_words, namespace, others, k)
 
-    def _rows(self, namespace: str) -> list[_Row]:
+    def _any(self, namespace: str) -> bool:
         with self._database() as conn:
-            found = conn.execute(
-                "SELECT id, text, metadata, created, vector FROM memory WHERE namespace = ?",
-                (namespace,)).fetchall()
-            # Inside: a damaged row's error names the file too.
-            return [_Row(id=r[0], text=r[1], metadata=_metadata(r[0], r[2]), created=r[3],
-                         vector=r[4]) for r in found]
+            return conn.execute("SELECT 1 FROM memory WHERE namespace = ? LIMIT 1",
+                                (namespace,)).fetchone() is not None
 
-    async def _by_embedding(self, text: str, rows: list[_Row]) -> list[float] | None:
-        """Cosines with the query's embedding; ``None`` when the pipeline cannot embed."""
-        packed = await self._embed([text])
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """The connection in a read transaction: the statements of one recall read one
+        state of the file, whatever other connections write meanwhile."""
+        with self._database() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")  # nothing was written
+
+    def _rows(self, conn: sqlite3.Connection, columns: str, namespace: str,
+              others: Query) -> Iterator[tuple[Any, ...]]:
+        """The namespace's rows (``id, created, {columns}``) whose metadata matches the
+        query's other filters, read a block at a time."""
+        cursor = conn.execute(f"SELECT id, created, {columns}, "
+                              f"{'metadata' if others.filters else 'NULL'} "
+                              "FROM memory WHERE namespace = ?", (namespace,))
+        while block := cursor.fetchmany(_BLOCK):
+            for row in block:
+                if not others.filters or others.matches(_metadata(row[0], row[-1])):
+                    yield row
+
+    def _score(self, relevance: float, created: float, now: float) -> float:
+        weight = self.options.recency_weight
+        if not weight:
+            return relevance  # what the formula gives, without the power
+        recency: float = 0.5 ** (max(now - created, 0.0) / self.options.half_life_s)
+        return (1.0 - weight) * relevance + weight * recency
+
+    def _items(self, conn: sqlite3.Connection, best: _Best) -> list[MemoryItem]:
+        """The items of the best keys, best first, with their texts and metadata."""
+        ranked = best.ranked()
+        rows: dict[int, tuple[str, object]] = {}
+        for start in range(0, len(ranked), _IN):
+            ids = [key[2] for key in ranked[start:start + _IN]]
+            rows.update((r[0], (r[1], r[2])) for r in conn.execute(
+                f"SELECT id, text, metadata FROM memory WHERE id IN ({','.join('?' * len(ids))})",
+                ids))
+        return [MemoryItem(text=rows[item][0], kind="long", score=score,
+                           metadata=_metadata(item, rows[item][1]))
+                for score, _, item in ranked if item in rows]  # gone: evicted meanwhile
+
+    async def _by_embedding(self, namespace: str, others: Query,
+                            k: int) -> list[MemoryItem] | None:
+        """The best items by cosine with the query's embedding; ``None`` when the
+        pipeline cannot embed."""
+        packed = await self._embed([others.text])
         query = _unpack(packed[0]) if packed else None
         if query is None:
             return None
-        vectors = [_unpack(row.vector) for row in rows]
+        now = self.clock()
+        found = await anyio.to_thread.run_sync(self._scan_vectors, namespace, others, query,
+                                               k, now)
+        if isinstance(found, list):
+            return found
+        best, missing = found
         # Items kept before an embedder was there (or by another model): embed them now,
-        # once, and keep their vectors.
-        missing = [n for n, v in enumerate(vectors) if v is None or len(v) != len(query)]
-        if missing:
-            fresh = await self._embed([rows[n].text for n in missing])
+        # once (a block at a time), and keep their vectors.
+        for start in range(0, len(missing), _BLOCK):
+            block = missing[start:start + _BLOCK]
+            texts = await anyio.to_thread.run_sync(self._texts, [row[0] for row in block])
+            block = [row for row in block if row[0] in texts]
+            fresh = await self._embed([texts[row[0]] for row in block])
             if fresh is None:
                 return None
-            for n, blob in zip(missing, fresh, strict=True):
-                vectors[n] = _unpack(blob)
             await anyio.to_thread.run_sync(
-                self._set_vectors, [(fresh[i], rows[n].id) for i, n in enumerate(missing)])
-        return await anyio.to_thread.run_sync(
-            lambda: [_cosine(query, v) if v is not None and len(v) == len(query) else 0.0
-                     for v in vectors])
+                self._set_vectors, [(blob, row[0]) for blob, row in zip(fresh, block,
+                                                                          strict=True)])
+            scored = [(row, blob) for row, blob in zip(block, fresh, strict=True)
+                      if blob is not None and len(blob) == 4 * len(query)]
+            cosines = _cosines(query, [blob for _, blob in scored])
+            for ((item, created), _), cosine in zip(scored, cosines, strict=True):
+                if cosine > 0.0:
+                    best.offer(self._score(cosine, created, now), created, item)
+        return await anyio.to_thread.run_sync(self._winners, best)
+
+    def _scan_vectors(self, namespace: str, others: Query, query: array[float], k: int,
+                      now: float) -> list[MemoryItem] | tuple[_Best, list[tuple[int, float]]]:
+        """The best items by cosine; or, when some rows have no vector of the query's
+        size, the best so far and those rows (``id, created``)."""
+        best, missing = _Best(k), []
+        size = 4 * len(query)
+        with self._snapshot() as conn:
+            rows = self._rows(conn, "vector", namespace, others)
+            while block := list(itertools.islice(rows, _BLOCK)):
+                scored = []
+                for row in block:
+                    if isinstance(row[2], bytes) and len(row[2]) == size:
+                        scored.append(row)
+                    else:  # none, or not whole floats (damaged), or another model's
+                        missing.append((row[0], row[1]))
+                cosines = _cosines(query, [row[2] for row in scored])
+                for row, cosine in zip(scored, cosines, strict=True):
+                    if cosine > 0.0:  # NaN (a damaged vector) is no relevance either
+                        best.offer(self._score(cosine, row[1], now), row[1], row[0])
+            return (best, missing) if missing else self._items(conn, best)
+
+    def _texts(self, ids: list[int]) -> dict[int, str]:
+        with self._database() as conn:
+            return dict(conn.execute(
+                f"SELECT id, text FROM memory WHERE id IN ({','.join('?' * len(ids))})", ids))
+
+    def _winners(self, best: _Best) -> list[MemoryItem]:
+        with self._snapshot() as conn:
+            return self._items(conn, best)
 
     def _set_vectors(self, pairs: list[tuple[bytes | None, int]]) -> None:
         with self._database() as conn, conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("UPDATE memory SET vector = ? WHERE id = ?", pairs)
 
-    @staticmethod
-    def _by_words(text: str, rows: list[_Row]) -> list[float]:
-        """BM25 scores of the rows for the query's words, scaled so the best is 1."""
-        terms = set(_words(text))
-        documents = [Counter(_words(row.text)) for row in rows]
-        count = len(documents)
-        average = sum(sum(d.values()) for d in documents) / count or 1.0
-        frequency = Counter(term for d in documents for term in terms if term in d)
-        scores = []
-        for document in documents:
-            length = sum(document.values())
-            score = 0.0
-            for term in terms & document.keys():
-                idf = math.log(1.0 + (count - frequency[term] + 0.5) / (frequency[term] + 0.5))
-                tf = document[term]
-                score += idf * tf * (_K1 + 1) / (tf + _K1 * (1 - _B + _B * length / average))
-            scores.append(score)
-        best = max(scores, default=0.0)
-        return [s / best if best > 0 else 0.0 for s in scores]
+    def _by_words(self, namespace: str, others: Query, k: int) -> list[MemoryItem]:
+        """The best items by BM25 over the namespace's (matching) items for the query's
+        words, scaled so the best is 1. Each row is read once and only the rows sharing a
+        word with the query are kept (their length and term counts), not their texts."""
+        terms = set(_words(others.text))
+        if not terms:
+            return []
+        now = self.clock()
+        count = total = 0
+        frequency: Counter[str] = Counter()
+        found: list[tuple[int, float, int, tuple[tuple[str, int], ...]]] = []
+        with self._snapshot() as conn:
+            for item, created, text, _ in self._rows(conn, "text", namespace, others):
+                folded = text.casefold()
+                words = _WORD.findall(folded)
+                count += 1
+                total += len(words)
+                if not any(term in folded for term in terms):
+                    continue  # a word of the text is a part of it: none can match
+                document = Counter(words)
+                # The terms in the order the sum below always took them (a set's order).
+                shared = tuple((term, document[term]) for term in terms & document.keys())
+                if shared:
+                    frequency.update(term for term, _ in shared)
+                    found.append((item, created, len(words), shared))
+            if not found:
+                return []
+            average = total / count or 1.0
+            idf = {term: math.log(1.0 + (count - n + 0.5) / (n + 0.5))
+                   for term, n in frequency.items()}
+            scores = []
+            for _, _, length, shared in found:
+                score = 0.0
+                for term, tf in shared:
+                    score += idf[term] * tf * (_K1 + 1) / (
+                        tf + _K1 * (1 - _B + _B * length / average))
+                scores.append(score)
+            top = max(scores)
+            best = _Best(k)
+            for (item, created, _, _), score in zip(found, scores, strict=True):
+                best.offer(self._score(score / top, created, now), created, item)
+            return self._items(conn, best)
