@@ -4,7 +4,9 @@ no file open."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import sqlite3
 import tracemalloc
 from pathlib import Path
 
@@ -86,8 +88,10 @@ async def test_many_runs_on_one_agent_keep_no_per_run_state(tmp_path: Path) -> N
         kept = [o for o in gc.get_objects() if isinstance(o, (AgentResult, AgentStep, _Run))]
         assert not kept, f"{len(kept)} objects of finished runs are still alive"
         assert len(guard.vault) == 0
-        rows = memory._rows(memory.options.namespace)
-        assert len(rows) == 20
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            [(rows,)] = db.execute("SELECT COUNT(*) FROM memory WHERE namespace = ?",
+                                   (memory.options.namespace,)).fetchall()
+        assert rows == 20
         assert str(path) in open_files()
         await pipeline.aclose()
     assert not {f for f in set(open_files()) - before if f.startswith(str(tmp_path))}
