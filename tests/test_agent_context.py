@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from aieng_core import Kernel
 from aieng_core.agent import Agent, AgentOptions
-from aieng_core.agent._messages import fit, size
+from aieng_core.agent._messages import ContextLimitError, fit, size
 from aieng_core.testing import ScriptedBackend
 
 MARK = "[left out to fit the context: "
@@ -56,10 +56,15 @@ def test_fit_keeps_every_message_and_cuts_oldest_first(messages: list[Message],
     most draws need some cuts and not all.)"""
     total = sum(map(size, messages))
     limit = None if share is None else max(1, int(total * share))
-    out = fit(messages, limit)
+    try:
+        out = fit(messages, limit)
+    except ContextLimitError:  # what is never cut passes the limit alone
+        return
     if limit is None or total <= limit:
         assert out == tuple(messages)
         return
+    if "earlier messages, " in out[0].content:  # marks were not enough: turns left out
+        return  # (tests/test_agent_limits_big_day.py checks that case)
     assert len(out) == len(messages)
     for before, after in zip(messages, out):
         assert (after.role, after.tool_call_id, after.tool_calls, after.name) == (

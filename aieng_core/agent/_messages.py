@@ -7,15 +7,18 @@ import json
 from collections.abc import Sequence
 
 import attrs
+import structlog
 from aieng_hookspecs.types import AgentAction, MemoryItem, Message, Request, ToolCall
 
 from ._reflect import PLAN_HEADER
 
-__all__ = ["MEMORY_HEADER", "TaskInput", "as_request", "fit", "size", "swap_plan", "unique_ids",
-           "with_memory", "with_system"]
+__all__ = ["MEMORY_HEADER", "ContextLimitError", "TaskInput", "as_request", "fit", "size",
+           "swap_plan", "unique_ids", "with_memory", "with_system"]
 
 TaskInput = str | Request | Sequence[Message]
 MEMORY_HEADER = "Relevant memory:"
+
+log = structlog.get_logger(__name__)
 
 
 def as_request(task: TaskInput) -> Request:
@@ -98,6 +101,11 @@ def unique_ids(action: AgentAction) -> AgentAction:
 
 
 
+class ContextLimitError(ValueError):
+    """What :func:`fit` never leaves out (the system text, the first and the latest user
+    turn, the latest step) is longer than the context limit on its own."""
+
+
 def size(message: Message) -> int:
     """A message's characters as the context budget counts them: its text and its tool
     calls' names and JSON arguments."""
@@ -106,35 +114,172 @@ def size(message: Message) -> int:
     return len(message.content) + calls
 
 
-def fit(messages: Sequence[Message], limit: int | None) -> tuple[Message, ...]:
-    """The conversation cut to about ``limit`` characters (:func:`size`) for the model,
-    without dropping a message (every call keeps its tool message, roles stay in order):
-    the texts of older turns are replaced by a short mark saying what was left out, oldest
-    first, tool results before the assistant's and the runner's texts. The leading system
-    messages, the first user turn and the latest step (from the last assistant turn on)
-    are never cut; when they alone pass ``limit`` the conversation goes as it is."""
-    total = sum(map(size, messages))
+def fit(messages: Sequence[Message], limit: int | None, *,
+        keep: Message | None = None) -> tuple[Message, ...]:
+    """The conversation cut to at most ``limit`` characters (:func:`size`) for the model.
+
+    The texts of older turns are replaced by a short mark saying what was left out, oldest
+    first, tool results before the assistant's and the runner's texts. When marks alone
+    cannot make it fit, the fewest oldest turns that make it fit are left out whole (an
+    assistant turn with its tool results and the notes after it: a tool call never loses
+    its result), a note of how many messages and characters were left out is added to the
+    system text (:func:`with_system`), and marks cut what is left as needed. Roles stay in
+    order. The leading system messages, the first and the latest user turn, ``keep`` (the
+    task, found by identity: the last message of a chat's conversation) and the latest step
+    (from the last assistant turn after ``keep`` on) are never left out or marked; when
+    they alone pass ``limit``, the latest step's tool results are cut, each to the same
+    length (200 characters at the least), with a note of how many characters were cut.
+
+    :raises ContextLimitError: when those pass ``limit`` even so (it names the sizes).
+    """
+    sizes = [size(m) for m in messages]
+    total = sum(sizes)
     if limit is None or total <= limit:
         return tuple(messages)
-    head = next((i for i, m in enumerate(messages) if m.role == "user"), len(messages)) + 1
-    tail = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=head)
-    names = {c.id: c.name for m in messages for c in m.tool_calls}
-    out = list(messages)
+    n = len(messages)
+    users = [i for i, m in enumerate(messages) if m.role == "user"]
+    head = min(n, users[0] + 1 if users else n)
+    at = next((i for i, m in enumerate(messages) if m is keep), -1)
+    kept = {at, *users[-1:]} - {-1}
+    tail = max((i for i, m in enumerate(messages) if m.role == "assistant" and i > at),
+               default=n - 1)
     middle = range(head, max(head, tail))
-    for roles in (("tool",), ("assistant", "user")):
-        for i in middle:
-            if total <= limit:
-                return tuple(out)
-            message = out[i]
-            if message.role not in roles:
-                continue
-            if message.role == "tool":
-                what = f"the result of {names.get(message.tool_call_id or '', 'a tool')}"
-            else:
-                what = f"an earlier {message.role} turn"
-            mark = f"[left out to fit the context: {what}, {len(message.content)} characters]"
-            if len(mark) >= len(message.content):
-                continue
-            total -= len(message.content) - len(mark)
-            out[i] = attrs.evolve(message, content=mark)
-    return tuple(out)
+    names = {c.id: c.name for m in messages for c in m.tool_calls}
+    marks = {i: mark for i in middle if i not in kept
+             and (mark := _mark(messages[i], names)) is not None}
+    saved = {i: sizes[i] - size(mark) for i, mark in marks.items()}
+    if total - sum(saved.values()) <= limit:
+        return tuple(_marked(messages, marks, saved, total, limit))
+    gone, note = _left_out(messages, sizes, saved, middle, kept, total, limit)
+    dropped = sum(sizes[i] for i in gone)
+    extra = len(note) + 2 if gone else 0  # with_system: a blank line and the note
+    out = _marked(messages, {i: m for i, m in marks.items() if i not in gone}, saved,
+                  total - dropped + extra, limit)
+    result = [m for i, m in enumerate(out) if i not in gone]
+    if gone:
+        result = list(with_system(result, note))
+        log.info("context.left_out", messages=len(gone), characters=dropped, limit=limit)
+    if (now := sum(map(size, result))) > limit and (cut := _cut_latest(result, limit)):
+        result, now = cut, sum(map(size, cut))
+        log.info("context.results_cut", characters=sum(map(size, result)), limit=limit)
+    if now > limit:
+        system = sum(sizes[:next((i for i, m in enumerate(messages) if m.role != "system"),
+                                 n)])
+        parts = [f"the system text {system}", f"the first user turn {sizes[users[0]]}"
+                 if users else "", f"the latest user turn {sizes[users[-1]]}"
+                 if len(users) > 1 else "", f"the latest step {sum(sizes[tail:])}"]
+        raise ContextLimitError(
+            f"the conversation does not fit the context limit of {limit} characters: what "
+            f"is never left out comes to {now} of its {total} ("
+            + ", ".join(p for p in parts if p) + "); raise the limit (context_chars, "
+            "--context-chars) or shorten those (AgentOptions.tool_result_chars cuts long "
+            "tool results)")
+    return tuple(result)
+
+
+def _cut_latest(messages: list[Message], limit: int) -> list[Message] | None:
+    """``messages`` with the tool results of their latest step cut (each to the same
+    length, at least :data:`_MIN_RESULT` characters, with a note of what was cut), the
+    least that makes them fit ``limit``; ``None`` when that cannot."""
+    last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    lengths = {i: len(messages[i].content) for i in range(last + 1, len(messages))
+               if messages[i].role == "tool" and len(messages[i].content) > _MIN_RESULT}
+    if not lengths:
+        return None
+    room = limit - sum(size(m) for i, m in enumerate(messages) if i not in lengths)
+
+    def cost(cap: int) -> int:  # never falls as cap grows: a note loses a digit at most
+        return sum(n if n <= cap else cap + len(_cut_note(n - cap)) for n in lengths.values())
+
+    low, high = _MIN_RESULT, max(lengths.values())
+    if cost(low) > room:
+        return None
+    while low < high:  # the largest cap that fits
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if cost(middle) <= room else (low, middle - 1)
+    out = list(messages)
+    for i, n in lengths.items():
+        if n > low:
+            out[i] = attrs.evolve(out[i], content=out[i].content[:low] + _cut_note(n - low))
+    return out
+
+
+#: The fewest characters a tool result of the latest step keeps when it is cut to fit.
+_MIN_RESULT = 200
+
+
+def _cut_note(characters: int) -> str:
+    return f"\n… [{characters} more characters cut to fit the context]"
+
+
+def _mark(message: Message, names: dict[str, str]) -> Message | None:
+    """The message with its text replaced by a mark, or ``None`` when a mark is no
+    shorter."""
+    if message.role == "tool":
+        what = f"the result of {names.get(message.tool_call_id or '', 'a tool')}"
+    elif message.role in ("assistant", "user"):
+        what = f"an earlier {message.role} turn"
+    else:
+        return None
+    mark = f"[left out to fit the context: {what}, {len(message.content)} characters]"
+    return attrs.evolve(message, content=mark) if len(mark) < len(message.content) else None
+
+
+def _marked(messages: Sequence[Message], marks: dict[int, Message], saved: dict[int, int],
+            total: int, limit: int) -> list[Message]:
+    """``messages`` with marks put in, oldest first, tool results first, until ``total``
+    (their size, less what the marks save) is within ``limit``."""
+    out = list(messages)
+    order = sorted(marks, key=lambda i: (out[i].role != "tool", i))
+    for i in order:
+        if total <= limit:
+            break
+        out[i] = marks[i]
+        total -= saved[i]
+    return out
+
+
+def _left_out(messages: Sequence[Message], sizes: list[int], saved: dict[int, int],
+              middle: range, kept: set[int], total: int, limit: int) -> tuple[set[int], str]:
+    """The oldest turns of ``middle`` left out whole, the fewest that let the rest fit
+    with its tool results marked, and the note saying so. A turn is an assistant message
+    and what follows it up to the next one; a turn holding a kept message, or a tool
+    call or result whose other half is outside it, stays."""
+    group: dict[int, int] = {}
+    count = 0
+    for i in middle:
+        if messages[i].role == "assistant" and group:
+            count += 1
+        group[i] = count
+    fixed = {group[i] for i in kept if i in group} | _crossed(messages, group)
+    tools = sum(s for i, s in saved.items() if messages[i].role == "tool")
+    gone: set[int] = set()
+    note, dropped = "", 0
+    members: dict[int, list[int]] = {}
+    for i in middle:
+        members.setdefault(group[i], []).append(i)
+    for g, indices in members.items():
+        if g in fixed:
+            continue
+        gone.update(indices)
+        dropped += sum(sizes[i] for i in indices)
+        tools -= sum(saved.get(i, 0) for i in indices if messages[i].role == "tool")
+        note = (f"[left out to fit the context: {len(gone)} earlier messages, {dropped} "
+                "characters]")
+        if total - dropped - tools + len(note) + 2 <= limit:
+            break
+    return gone, note
+
+
+def _crossed(messages: Sequence[Message], group: dict[int, int]) -> set[int]:
+    """The groups holding a tool call or a tool result whose other half is in another
+    group, or outside them all (a result answers the latest call with its id before it)."""
+    crossed: set[int] = set()
+    called: dict[str, int] = {}
+    for i, message in enumerate(messages):
+        for call in message.tool_calls:
+            called[call.id] = i
+        at = called.get(message.tool_call_id or "") if message.role == "tool" else None
+        if at is not None and group.get(at) != group.get(i):
+            crossed.update(g for g in (group.get(at), group.get(i)) if g is not None)
+    return crossed

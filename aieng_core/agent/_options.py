@@ -58,8 +58,13 @@ class AgentOptions:
     :param system: a system prompt put first in the conversation (``None``: none added).
     :param context_chars: the most characters of conversation sent to the model at each
         step (``None``: all of it). Past it, the texts of older turns are replaced by a mark
-        saying what was left out, oldest tool results first; the system text, the task and
-        the latest step are always sent whole. The transcript keeps everything.
+        saying what was left out, oldest tool results first; when marks are not enough,
+        the oldest turns are left out whole (a tool call with its results) and the system
+        text says how many. The system text, the first and the latest user turn, the task
+        and the latest step are never left out: longer than ``context_chars`` on their
+        own, the latest step's tool results are cut to fit (200 characters each at the
+        least, with a note), else the run ends with a ``ContextLimitError`` naming the
+        sizes. The transcript keeps everything.
     :param plan: before the first step, ask the model for a short numbered plan (one model
         call without tools) and keep it in the conversation, added to its leading system
         message, for every later step.

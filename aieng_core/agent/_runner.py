@@ -143,7 +143,8 @@ class Agent:
         :returns: the status, the answer, every step, the totals and the transcript.
         :raises HookError: when a model call, policy or memory fails under the pipeline's
             error policy (a failing *tool* is an error result, not an exception).
-        :raises LookupError: when neither a policy nor the pipeline's model decides a step.
+        :raises LookupError: when neither a policy nor the pipeline's model decides a step;
+            ``ContextLimitError`` when what ``context_chars`` never cuts is longer alone.
         :raises AgentClosedError: when the pipeline closed before or during the run.
         """
         template = as_request(task)
@@ -267,7 +268,7 @@ class Agent:
             plan = await self._replan(run, calls, recalled)
         if not run.status:  # a guardrail may have blocked the planning call
             seen = fit(with_memory(run.messages, recalled, self.options.memory_chars),
-                       self.options.context_chars)
+                       self.options.context_chars, keep=(run.template.messages or (None,))[-1])
             mark = len(run.scope.trace)
             state = AgentState(messages=seen, step=index - 1, max_steps=self.options.max_steps,
                                cost=run.cost, tools=run.tools)
@@ -385,7 +386,7 @@ class Agent:
         failed = [(c, r) for c, r in zip(last.action.tool_calls, last.results) if r.is_error]
         memory = with_memory(run.messages, recalled, options.memory_chars)
         asked = fit(_reflect.replan_messages(memory, run.tools, options.replan_prompt, failed),
-                    options.context_chars)
+                    options.context_chars, keep=(run.template.messages or (None,))[-1])
         completion, _ = await self._ask(run, asked, calls, "plan")
         plan = "" if completion is None else _reflect.plan_text(completion.text,
                                                                 options.plan_chars)

@@ -113,7 +113,7 @@ class LiveAnswer:
                    "tool).")
 @click.option("--context-chars", type=click.IntRange(min=1), default=None,
               help="The most characters of conversation sent to the model per step; older "
-                   "tool results are left out first (default: all).")
+                   "tool results are left out first, then the oldest turns (default: all).")
 @click.option("--plan", is_flag=True,
               help="Ask the model for a short plan before the first step.")
 @click.option("--replan", type=click.Choice(["on_error", "every_step"]), default=None,
@@ -134,7 +134,8 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
           context_chars: int | None, plan: bool,
           replan: Literal["on_error", "every_step"] | None, reflect: bool,
           confirm: bool, stream: bool, as_json: bool) -> None:
-    """Run PIPELINE (a TOML file) as an agent on TASK ('-' reads standard input).
+    """Run PIPELINE (a TOML file) as an agent on TASK ('-' reads standard input, at most
+    256 MiB).
 
     Prints a line per step (its tool calls and their results, shortened) and the answer.
     Exits 0 when the agent answered, 1 otherwise (the status and why on stderr).

@@ -215,16 +215,33 @@ def utf8_text(ctx: click.Context, param: click.Parameter, value: _Text) -> _Text
     return value
 
 
+#: The most bytes of a text read from standard input (``aieng run PIPELINE -``, ``aieng
+#: agent PIPELINE -``), as ingest's ``MAX_TEXT_BYTES`` for a text file read whole (256 MiB).
+#: More is refused, and no more than one byte past it is read (``< /dev/zero`` ends at once).
+MAX_STDIN_BYTES = 256 * 2**20
+
+
 def read_stdin(param_hint: str = "TEXT") -> str:
     r"""Standard input as UTF-8 text: a byte order mark dropped, line ends made ``\n``.
 
     :param param_hint: the argument ``-`` was given for, named by the error.
-    :raises click.BadParameter: for input that is not UTF-8, or none (the program was
-        started with standard input closed).
+    :raises click.BadParameter: for input that is not UTF-8, longer than
+        :data:`MAX_STDIN_BYTES`, or none (the program was started with standard input
+        closed).
     """
     if sys.stdin is None:
         raise click.BadParameter("standard input is closed", param_hint=param_hint)
-    data = sys.stdin.buffer.read()
+    chunks: list[bytes] = []
+    got = 0
+    while got <= MAX_STDIN_BYTES and (chunk := sys.stdin.buffer.read(
+            min(2**20, MAX_STDIN_BYTES + 1 - got))):
+        chunks.append(chunk)
+        got += len(chunk)
+    data = b"".join(chunks)
+    if got > MAX_STDIN_BYTES:
+        raise click.BadParameter(f"standard input is longer than {MAX_STDIN_BYTES:,} bytes "
+                                 "(MAX_STDIN_BYTES), the most read as one text",
+                                 param_hint=param_hint)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -234,7 +234,8 @@ class _HistoryLock:
                    "it locked: a second chat on the same file is refused.")
 @click.option("--context-chars", type=click.IntRange(min=1), default=None,
               help="The most characters of conversation sent per turn; older turns' texts "
-                   "are left out first (default: all).")
+                   "are left out first, then the oldest turns; a turn that cannot fit is "
+                   "not sent (default: all).")
 @click.option("--agent", "as_agent", is_flag=True,
               help="Answer each turn as an agent: the pipeline's tools, memory and "
                    "budgets (see aieng agent).")
@@ -323,15 +324,19 @@ async def _turn(built: Pipeline, conversation: list[Message], context_chars: int
     from aieng_hookspecs.types import Message
 
     from ..agent import Agent, AgentOptions
-    from ..agent._messages import fit
+    from ..agent._messages import ContextLimitError, fit
     from ._agent import LiveAnswer
     from ._present import visible
 
     if as_agent:
         options = AgentOptions(max_steps=max_steps, context_chars=context_chars)
         live = LiveAnswer(steps_to_stderr=True)
-        result = await Agent(built, options).run(conversation, on_step=live.step,
-                                                 on_delta=live.delta)
+        try:
+            result = await Agent(built, options).run(conversation, on_step=live.step,
+                                                     on_delta=live.delta)
+        except ContextLimitError as exc:
+            click.echo(f"aieng: this turn stopped: {exc}; it was not kept", err=True)
+            return None
         live.finish(result)
         if result.status != "answered":
             click.echo(f"aieng: no answer: {result.status} ({result.reason})", err=True)
@@ -345,7 +350,12 @@ async def _turn(built: Pipeline, conversation: list[Message], context_chars: int
         streamed.append(piece)
         click.echo(visible(piece), nl=False)
 
-    run = await built.run(list(fit(conversation, context_chars)), on_delta=on_delta)
+    try:
+        sent = fit(conversation, context_chars, keep=conversation[-1])
+    except ContextLimitError as exc:
+        click.echo(f"aieng: this turn was not sent: {exc}", err=True)
+        return None
+    run = await built.run(list(sent), on_delta=on_delta)
     if run.status == "blocked":
         if streamed:
             click.echo()

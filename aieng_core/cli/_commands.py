@@ -52,7 +52,7 @@ def hooks(as_json: bool) -> None:
 @click.pass_context
 def run(ctx: click.Context, pipeline: Path, text: str, as_json: bool, explain: bool,
         stream: bool | None, trace_hooks: bool) -> None:
-    """Run PIPELINE (a TOML file) on TEXT ('-' reads standard input)."""
+    """Run PIPELINE (a TOML file) on TEXT ('-' reads standard input, at most 256 MiB)."""
     import anyio
 
     if text == "-":
