@@ -18,7 +18,7 @@ from ._options import DEFAULT_EMBED_MODEL, DTYPES, MiniLMOptions
 from ._paths import ModelNotFound, packaged_minilm
 from ._text import clean
 
-__all__ = ["EmbedderBase", "MiniLMEmbedder", "encoder_width"]
+__all__ = ["ENCODE_CHUNK", "EmbedderBase", "MiniLMEmbedder", "encoder_width"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+#: The most texts of one call tokenized at once: a longer call is encoded in slices of
+#: this many, each sorted by length and cut into passes on its own, so its memory (the
+#: token lists, ~50 bytes a token once in Python) stays that of one slice however many
+#: texts it holds. Slices this long lose almost nothing to sorting, and a text's vector
+#: does not depend on the cuts (as aieng-onnx's ``ENCODE_CHUNK``).
+ENCODE_CHUNK = 4096
+
 
 class _Encoder:
     """A loaded encoder and tokenizer; ``encode`` is blocking and serialized by a lock.
@@ -40,12 +47,15 @@ class _Encoder:
     go through the linear layers as one matrix with no padding, and only attention
     groups texts of near-equal length (padded to the group's longest, padding masked).
     Other encoders run the model's own forward on each pass, padded to its longest text.
+    A call of more than ``chunk`` texts (:data:`ENCODE_CHUNK`) goes slice by slice.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int, max_length: int) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int, max_length: int,
+                 chunk: int = ENCODE_CHUNK) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.chunk = chunk
         limit = getattr(model.config, "max_position_embeddings", None)
         # RoBERTa-style encoders (RoBERTa, XLM-R, MPNet...) number positions from after
         # their padding id: 514 positions hold 512 tokens.
@@ -73,8 +83,17 @@ class _Encoder:
         return [list(ids) for ids in encoded["input_ids"]]
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None) -> Vectors:
-        """Unit vectors of ``texts`` (blocking)."""
-        return self.encode_ids(self.tokenize(texts), batch_size)
+        """Unit vectors of ``texts`` (blocking), tokenized and encoded ``chunk`` texts at
+        a time."""
+        import numpy as np
+
+        if len(texts) <= self.chunk:
+            return self.encode_ids(self.tokenize(texts), batch_size)
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(texts), self.chunk):
+            part = texts[start : start + self.chunk]
+            out[start : start + len(part)] = self.encode_ids(self.tokenize(part), batch_size)
+        return out
 
     def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int | None = None) -> Vectors:
         """Unit vectors of tokenized texts (blocking)."""

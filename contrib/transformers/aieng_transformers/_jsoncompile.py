@@ -16,10 +16,18 @@ from typing import Any
 from ._jsonbounds import Range, bound, extra_chars
 from ._jsonformats import FORMATS
 from ._jsonunique import MAX_NUMBER_CHARS, NEVER, cheapest, supported
+from ._prefixes import Prefixes
 from ._regexfsm import JSON_COST, Pattern, RegexError
 
-__all__ = ["ANY", "ANY_BRANCHES", "MAX_NUMBER_CHARS", "Node", "SchemaError",
-           "compile_schema"]
+__all__ = ["ANY", "ANY_BRANCHES", "MAX_NUMBER_CHARS", "MAX_SCHEMA_DEPTH", "Node",
+           "SchemaError", "compile_schema"]
+
+#: The deepest a schema may nest subschemas (``properties``, ``items``, ``anyOf``…, and
+#: ``$ref`` s to definitions that are not recursive, each a level): compiling walks them
+#: recursively, and past this a schema is refused with a :class:`SchemaError` saying so
+#: rather than failing with Python's ``RecursionError`` (recursive references are not
+#: nesting: they compile to a loop, and documents nest as deep as they like).
+MAX_SCHEMA_DEPTH = 128
 
 _ANNOTATIONS = frozenset({"title", "description", "$schema", "$id", "$comment", "default",
                           "examples", "deprecated", "readOnly", "writeOnly", "$defs",
@@ -58,6 +66,7 @@ class Node:
         "bounds",
         "branches",
         "enum",
+        "index",
         "items",
         "key",
         "kind",
@@ -114,7 +123,18 @@ class Node:
         self.bounds = bounds
         self.literals = literals
         self.branches = branches
+        self.index: Prefixes | None = None
         self.min_chars = min(self._min_chars(), NEVER)
+
+    def prefixes(self) -> Prefixes:
+        """The strings a value of this node is chosen among, sorted for prefix search
+        (built on first use, once the schema is compiled): a string ``enum``'s values, a
+        ``literal``'s spellings, else an object's property names."""
+        if self.index is None:
+            self.index = Prefixes(self.enum if self.enum is not None
+                                  else self.literals if self.kind == "literal"
+                                  else self.properties)
+        return self.index
 
     def become(self, other: Node) -> None:
         """Turn a ``ref`` placeholder into its compiled target (the nodes that already
@@ -138,7 +158,7 @@ class Node:
         if self.kind == "union":
             return frozenset().union(*(b.first for b in self.branches))
         if self.kind == "literal":
-            return frozenset(lit[0] for lit in self.literals)
+            return self.prefixes().heads
         return _FIRST[self.kind]
 
     def item(self, index: int) -> Node:
@@ -217,12 +237,22 @@ def compile_schema(schema: Mapping[str, Any], where: str = "#") -> Node:
     :raises SchemaError: naming the JSON pointer and the keyword outside the subset, or
         when a recursive schema has no finite document.
     """
-    schema = _without_extensions(schema)
-    compiler = _Compiler(schema)
-    root = compiler.node(schema, where)
+    try:
+        schema = _without_extensions(schema)
+        compiler = _Compiler(schema)
+        root = compiler.node(schema, where)
+    except RecursionError:  # nesting inside the values (an ``enum`` of deep lists)
+        raise SchemaError(f"{where}: the schema nests too deep to compile") from None
     if compiler.recursive:
         _settle(root, where)
     return root
+
+
+def _too_deep(where: str) -> SchemaError:
+    return SchemaError(f"{where[:80]}{'…' if len(where) > 80 else ''}: the schema nests "
+                       f"more than {MAX_SCHEMA_DEPTH} levels deep (each property, item, "
+                       "alternative and $ref a level), the most supported "
+                       "(MAX_SCHEMA_DEPTH)")
 
 
 #: Words of other vocabularies that say nothing about which documents are valid: OpenAPI's
@@ -239,22 +269,28 @@ _NAMED = frozenset({"properties", "$defs", "definitions", "patternProperties",
                     "dependentSchemas"})
 
 
-def _without_extensions(schema: Any) -> Any:
+def _without_extensions(schema: Any, depth: int = 0) -> Any:
     """The schema without :data:`_EXTENSIONS` and ``x-`` words, in it and in every
     subschema (the values of ``enum``, ``const``, ``default``… are data: kept as they
-    are; so are property names)."""
+    are; so are property names).
+
+    :raises SchemaError: past :data:`MAX_SCHEMA_DEPTH` levels of subschemas.
+    """
     if not isinstance(schema, Mapping):
         return schema
+    if depth > MAX_SCHEMA_DEPTH:
+        raise _too_deep("#")
+    depth += 1
     out: dict[str, Any] = {}
     for word, value in schema.items():
         if word in _EXTENSIONS or isinstance(word, str) and word.startswith("x-"):
             continue
         if word in _SCHEMA:
-            value = _without_extensions(value)
+            value = _without_extensions(value, depth)
         elif word in _SCHEMAS and isinstance(value, list):
-            value = [_without_extensions(v) for v in value]
+            value = [_without_extensions(v, depth) for v in value]
         elif word in _NAMED and isinstance(value, Mapping):
-            value = {name: _without_extensions(v) for name, v in value.items()}
+            value = {name: _without_extensions(v, depth) for name, v in value.items()}
         out[word] = value
     return out
 
@@ -301,8 +337,19 @@ class _Compiler:
         #: its placeholder, which becomes the compiled target when it is done.
         self.pending: dict[str, Node] = {}
         self.recursive = False
+        #: Calls of :meth:`node` in progress (subschemas and ``$ref`` s being compiled).
+        self.depth = 0
 
     def node(self, schema: Any, where: str) -> Node:
+        if self.depth > MAX_SCHEMA_DEPTH:
+            raise _too_deep(where)
+        self.depth += 1
+        try:
+            return self._node(schema, where)
+        finally:
+            self.depth -= 1
+
+    def _node(self, schema: Any, where: str) -> Node:
         if schema is True or isinstance(schema, Mapping) and set(schema) <= _ANNOTATIONS:
             return ANY
         if not isinstance(schema, Mapping):

@@ -194,13 +194,13 @@ class JsonMachine:
                     return None
                 kept = _tracks(top) or _distinct_items(rest[-1])
                 text = top.text + _escape_text(phase, c) if kept else ""
-                if _tracks(top) and not any(e.startswith(text) for e in _choices(stack)):
+                if _tracks(top) and not _offers(stack, text):
                     return None
                 # an escape is one character of the string once its letter is written
                 return (*rest, top._replace(phase=escaped, text=text,
                                             size=top.size + (counted and phase == "esc")))
             if c == '"':
-                if _tracks(top) and top.text not in _choices(stack):
+                if _tracks(top) and not _is_choice(stack, top.text):
                     return None
                 if counted and top.size < _lengths_of(top)[0]:
                     return None
@@ -210,12 +210,12 @@ class JsonMachine:
             if counted and (most := _lengths_of(top)[1]) is not None and top.size >= most:
                 return None
             if c == "\\":
-                if _tracks(top) and not any(e.startswith(top.text + c) for e in _choices(stack)):
+                if _tracks(top) and not _offers(stack, top.text + c):
                     return None
                 return (*rest, top._replace(phase="esc"))
             if _tracks(top):
                 text = top.text + c
-                if not any(e.startswith(text) for e in _choices(stack)):
+                if not _offers(stack, text):
                     return None
                 return (*rest, top._replace(text=text))
             if _distinct_items(rest[-1]):  # an item of distinct items: its text is kept
@@ -254,12 +254,14 @@ class JsonMachine:
         if kind == "lits":
             assert node is not None
             text = top.text + c
-            longer = [v for v in node.literals if v.startswith(text)]
-            if longer:
-                if longer == [text]:  # whole, and no other value goes on from here
+            values = node.prefixes()
+            low, high = values.span(text)
+            if high > low:
+                if high - low == 1 and values.strings[low] == text:
+                    # whole, and no other value goes on from here
                     return self._done(rest, item=top._replace(text=text))
                 return (*rest, top._replace(text=text))
-            if top.text in node.literals:  # whole: the character is the parent's
+            if top.text in values:  # whole: the character is the parent's
                 after = self._done(rest, item=top)
                 return None if after is None else self._char(after, c)
             return None
@@ -522,8 +524,8 @@ class JsonMachine:
                     total += 0 if _number_done(frame) else 1
             elif kind == "lits":
                 assert node is not None
-                total += min(len(v) - len(frame.text) for v in node.literals
-                             if v.startswith(frame.text))
+                total += min(len(v) - len(frame.text)
+                             for v in node.prefixes().starting(frame.text))
             elif kind == "lit":
                 total += len(frame.key) - len(frame.text)
             elif kind == "tagged":
@@ -539,16 +541,18 @@ class JsonMachine:
                 if _counted(frame):
                     total += max(_lengths_of(frame)[0] - frame.size - (phase == "esc"), 0)
                 if node is not None and node.enum is not None:
-                    total += min(len(e) - _typed(frame) for e in node.enum
-                                 if e.startswith(_prefix(frame)))
+                    total += min(len(e) - _typed(frame)
+                                 for e in node.prefixes().starting(_prefix(frame)))
             elif kind == "key":
                 obj = state[depth - 1]
                 assert obj.node is not None
                 missing = obj.node.required - obj.seen
+                # the closing without key k: that of all missing keys, less k's if missing
+                closing = _closing(obj.node, missing, after_value=True)
                 total += min(
                     len(k) - _typed(frame) + 1 + 1 + obj.node.properties[k].min_chars
-                    + _closing(obj.node, missing - {k}, after_value=True)
-                    for k in _choices(state[:depth + 1]) if k.startswith(_prefix(frame)))
+                    + closing - (obj.node.key_cost(k) + 1 if k in missing else 0)
+                    for k in _offered(state[:depth + 1], _prefix(frame)))
                 # the object frame below is accounted for here
                 return total + self._below(state[:depth - 1])
             elif kind == "obj":
@@ -650,7 +654,7 @@ def _entries(frame: Frame) -> tuple[bool, bool]:
     node = frame.node
     assert node is not None
     if frame.kind == "obj":
-        return (node.items is not None or any(k not in frame.seen for k in node.properties),
+        return (node.items is not None or not frame.seen.issuperset(node.properties),
                 node.required <= frame.seen)
     least, most = node.lengths
     return most is None or len(frame.seen) < most, len(frame.seen) >= least
@@ -759,16 +763,44 @@ def _tracks(frame: Frame) -> bool:
     return frame.kind == "key" or (frame.node is not None and frame.node.enum is not None)
 
 
-def _choices(stack: State) -> tuple[str, ...]:
+def _offered(stack: State, prefix: str) -> Iterator[str]:
+    """The choices of a tracked string (an object's keys not written yet; an enum's
+    values, not one an array of distinct items has) that start with ``prefix``."""
     top = stack[-1]
     if top.kind == "key":
         obj = stack[-2]
         assert obj.node is not None
-        return tuple(k for k in obj.node.properties if k not in obj.seen)
+        return (k for k in obj.node.prefixes().starting(prefix) if k not in obj.seen)
     assert top.node is not None and top.node.enum is not None
+    values = top.node.prefixes().starting(prefix)
     if len(stack) > 1 and _distinct_items(stack[-2]):  # not one the array has
-        return tuple(e for e in top.node.enum if identity(f'"{e}"') not in stack[-2].seen)
-    return top.node.enum
+        seen = stack[-2].seen
+        return (e for e in values if identity(f'"{e}"') not in seen)
+    return values
+
+
+def _offers(stack: State, prefix: str) -> bool:
+    """Whether a choice of a tracked string (:func:`_offered`) starts with ``prefix``."""
+    top = stack[-1]
+    if top.kind == "key":
+        obj = stack[-2]
+        assert obj.node is not None
+        return obj.node.prefixes().any_starting(prefix, obj.seen)
+    return next(_offered(stack, prefix), None) is not None
+
+
+def _is_choice(stack: State, text: str) -> bool:
+    """Whether ``text`` is a choice of a tracked string (:func:`_offered`)."""
+    top = stack[-1]
+    if top.kind == "key":
+        obj = stack[-2]
+        assert obj.node is not None
+        return text in obj.node.prefixes() and text not in obj.seen
+    assert top.node is not None
+    if text not in top.node.prefixes():
+        return False
+    return not (len(stack) > 1 and _distinct_items(stack[-2])
+                and identity(f'"{text}"') in stack[-2].seen)
 
 
 def _distinct_items(frame: Frame) -> bool:
@@ -813,11 +845,11 @@ def _completions(frame: Frame) -> Iterator[Candidate]:
     if frame.kind == "lit":
         return iter([(len(frame.key) - len(frame.text), "l" + frame.key)])
     if frame.kind == "lits":
-        return iter(sorted((len(v) - len(frame.text), identity(v)) for v in node.literals
-                           if v.startswith(frame.text)))
+        return iter(sorted((len(v) - len(frame.text), identity(v))
+                           for v in node.prefixes().starting(frame.text)))
     if node.enum is not None:  # a string enum
         return iter(sorted((len(e) - _typed(frame) + 1, identity(f'"{e}"'))
-                           for e in node.enum if e.startswith(_prefix(frame))))
+                           for e in node.prefixes().starting(_prefix(frame))))
     if node.pattern is not None:
         return _pattern_completions(node.pattern, frame)
     text, phase = frame.text, frame.phase
@@ -878,7 +910,7 @@ def _value_done(frame: Frame) -> bool:
         return _number_done(frame)
     if frame.kind == "fork":
         return any(_whole(sub) for sub in frame.subs)
-    return frame.kind == "lits" and frame.node is not None and frame.text in frame.node.literals
+    return frame.kind == "lits" and frame.node is not None and frame.text in frame.node.prefixes()
 
 
 def _counted(frame: Frame) -> bool:

@@ -412,3 +412,33 @@ def test_ten_thousand_texts_go_in_bounded_passes(bert_dir: Path,
         assert np.allclose(vectors[index], alone, atol=1e-5), index
     cut = embedder.encode(["stock " * (encoder.max_length - 2)])[0]
     assert np.allclose(vectors[4], cut, atol=1e-5)
+
+
+def test_a_long_call_is_tokenized_a_slice_at_a_time(bert_dir: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call of many texts is tokenized ``ENCODE_CHUNK`` texts at a time (100k texts of
+    256 tokens once took ~5 GB of token lists before the first pass), each slice sorted
+    and encoded on its own: no tokenizer call sees more than a slice, every text is
+    tokenized once, and the vectors are those of the text alone, in input order."""
+    from aieng_transformers._embedder import ENCODE_CHUNK
+
+    embedder = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), batch_size=8))
+    encoder = embedder.load()
+    assert encoder.chunk == ENCODE_CHUNK
+    monkeypatch.setattr(encoder, "chunk", 50)
+    calls: list[int] = []
+    tokenizer = encoder.tokenizer
+
+    class Counting:
+        def __call__(self, texts: list[str], **options: object) -> object:
+            calls.append(len(texts))
+            return tokenizer(texts, **options)
+
+    monkeypatch.setattr(encoder, "tokenizer", Counting())
+    pool = ["", "cat", "the dog sat on the mat", "kitten ✓ é 猫", "stock " * 80]
+    texts = [f"{pool[i % len(pool)]} {i}" for i in range(420)]
+    vectors = embedder.encode(texts)
+    assert max(calls) == 50 and sum(calls) == 420
+    monkeypatch.setattr(encoder, "tokenizer", tokenizer)
+    for index in (0, 49, 50, 51, 203, 419):
+        assert np.allclose(vectors[index], embedder.encode([texts[index]])[0], atol=1e-5)
