@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import structlog
 from aieng_hookspecs import listed
-from aieng_hookspecs.types import Document, filters_match
+from aieng_hookspecs.types import Document
 
 from ._disk import Folder, Manifest, decode_documents, decode_vectors
+from ._filters import FilterIndex
 from ._graphs import new_graph, restore
 from ._options import VectorsOptions
 
@@ -113,6 +114,9 @@ class VectorStore:
         self._hnsw: Any = None
         self._waiting: list[int] = []  # keys of rows not yet in the graph, oldest first
         self._tombstones = 0
+        # The metadata's codes for filters: built at the first filtered search, then kept
+        # in step with every write (None: not built, nothing to keep).
+        self._filter_index: FilterIndex | None = None
         self._folder: Folder | None = None
         self._generation = 0
         self._snapshot_bytes = 0
@@ -227,8 +231,13 @@ class VectorStore:
         first_key = self._next_key
         new_rows: list[int] = []
         old_keys: list[int] = []
+        filter_index = self._filter_index
         for doc, vector in zip(documents, vectors):
             row = self._rows.get(doc.id)
+            if filter_index is not None:
+                if row is not None:
+                    filter_index.clear(row, self._docs[row].metadata)
+                filter_index.set(self._count if row is None else row, doc.metadata)
             if row is None:
                 row = self._count
                 self._grow(row + 1)
@@ -256,12 +265,17 @@ class VectorStore:
     def _apply_delete(self, ids: Sequence[str]) -> None:
         removed: list[int] = []
         key_row = self._key_row
+        filter_index = self._filter_index
         for doc_id in ids:
             row = self._rows.pop(doc_id)
             key = self._keys[row]
             removed.append(key)
             key_row[key] = -1
             last = self._count - 1
+            if filter_index is not None:
+                filter_index.clear(row, self._docs[row].metadata)
+                if row != last:
+                    filter_index.move(last, row, self._docs[last].metadata)
             if row != last:  # move the last row into the hole
                 self._matrix[row] = self._matrix[last]
                 self._docs[row] = self._docs[last]
@@ -304,6 +318,8 @@ class VectorStore:
         self._matrix = grown
 
     def _after_write(self, catch_up: int = 0) -> None:
+        if self._filter_index is not None:
+            self._filter_index.tidy(self._docs)
         exact_below = self.options.exact_below
         if self._hnsw is None:
             if self._count >= max(exact_below, 1):
@@ -377,9 +393,9 @@ class VectorStore:
                 return self._search_graph(query, k)
             allowed: Any = None
             if filters:
-                allowed = np.fromiter(
-                    (r for r in range(self._count) if filters_match(self._docs[r].metadata, filters)),
-                    dtype=np.int64)
+                if self._filter_index is None:
+                    self._filter_index = FilterIndex(self._docs)
+                allowed = self._filter_index.rows(filters, self._docs)
                 if allowed.size == 0:
                     return []
             small = self._count if allowed is None else int(allowed.size)
@@ -416,7 +432,10 @@ class VectorStore:
         return self._rank(query, rows, want)
 
     def _hnsw_candidates(self, query: Any, k: int, allowed: Any) -> Any:
-        permitted = None if allowed is None else set(allowed.tolist())
+        permitted: Any = None
+        if allowed is not None:  # a mask of the rows: the graph's candidates kept in order
+            permitted = np.zeros(self._count, bool)
+            permitted[allowed] = True
         live = self._count
         want = k if permitted is None else k * _OVERSAMPLE
         while True:
@@ -429,8 +448,7 @@ class VectorStore:
                 # _search_graph): the exact scan of the permitted rows answers in full.
                 return allowed
             if permitted is not None:
-                rows = np.asarray([row for row in rows.tolist() if row in permitted],
-                                  dtype=np.int64)
+                rows = rows[permitted[rows]]
             if rows.size >= k or want >= live:
                 return rows
             want *= _OVERSAMPLE
@@ -512,6 +530,7 @@ class VectorStore:
         self._docs = list(snapshot.documents)
         self._keys = list(snapshot.keys)
         self._rows = {doc.id: row for row, doc in enumerate(self._docs)}
+        self._filter_index = None  # built again at the first filtered search
         self._next_key = max(manifest.next_key, max(self._keys, default=-1) + 1)
         self._key_row = np.full(max(16, self._next_key), -1, dtype=np.int64)
         self._key_row[self._keys] = np.arange(self._count)
