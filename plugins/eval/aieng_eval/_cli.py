@@ -41,9 +41,10 @@ def _kernel(ctx: click.Context) -> Kernel | None:
 
 
 @contextmanager
-def _progress(quiet: bool,
-              label: str) -> Iterator[Callable[[int, int, ItemResult | None], None]]:
-    """A rich progress bar on standard error (none when quiet or not a terminal)."""
+def _progress(quiet: bool, label: str, *, failures: bool = True
+              ) -> Iterator[Callable[[int, int, ItemResult | None], None]]:
+    """A rich progress bar on standard error (none when quiet or not a terminal); with
+    ``failures``, a column counting the results whose status is ``error``."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -55,9 +56,10 @@ def _progress(quiet: bool,
 
     console = Console(stderr=True)
     disabled = quiet or not console.is_terminal
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[failed]} failed"), TimeRemainingColumn(),
-                   console=console, disable=disabled, transient=False)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               *([TextColumn("{task.fields[failed]} failed")] if failures else []),
+               TimeRemainingColumn()]
+    bar = Progress(*columns, console=console, disable=disabled, transient=False)
     task = bar.add_task(label, total=None, failed=0)
     failed = 0
 
@@ -164,6 +166,9 @@ def eval_group() -> None:
                    "(its results are kept as results.jsonl.bak-TIME).")
 @click.option("--samples", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Bootstrap resamples for the intervals.")
+@click.option("--max-slices", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Slices shown per metadata field (the largest by items); a field with "
+                   "more values says how many are left out.")
 @click.option("--retry-judge-failures", is_flag=True,
               help="On a resume, also run again the judges that failed on finished items, "
                    "on their stored answers (the other scores are kept).")
@@ -186,9 +191,9 @@ def eval_group() -> None:
 @click.pass_context
 def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, concurrency: int,
         limit: int | None, seed: int | None, judge_pipeline: Path | None, force: bool,
-        samples: int, retry_judge_failures: bool, as_agent: bool, max_steps: int | None,
-        max_tokens: int | None, plan: bool, replan: str | None, reflect: bool, quiet: bool,
-        as_json: bool) -> None:
+        samples: int, max_slices: int, retry_judge_failures: bool, as_agent: bool,
+        max_steps: int | None, max_tokens: int | None, plan: bool, replan: str | None,
+        reflect: bool, quiet: bool, as_json: bool) -> None:
     """Run PIPELINE over DATASET (JSON Lines: input, optional id, reference, context,
     metadata, slice, label) and write results, lockfile and reports to the run directory."""
     import anyio
@@ -206,7 +211,7 @@ def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, con
             return anyio.run(lambda: run_eval(
                 pipeline, dataset, out=run_dir, concurrency=concurrency, limit=limit,
                 seed=seed, force=force, judge_pipeline=judge_pipeline, kernel=kernel,
-                progress=progress, bootstrap_samples=samples,
+                progress=progress, bootstrap_samples=samples, max_slices=max_slices,
                 retry_judge_failures=retry_judge_failures, agent=agent))
 
     result = _guard(go)
@@ -290,14 +295,21 @@ def replay(ctx: click.Context, run_dir: Path, out: Path | None, dataset: Path | 
               help="Bootstrap resamples.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Bootstrap seed.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-def compare(runs: tuple[Path, ...], out: Path | None, samples: int, seed: int,
+def compare(runs: tuple[Path, ...], out: Path | None, samples: int, seed: int, quiet: bool,
             as_json: bool) -> None:
     """Compare RUN_A RUN_B [RUN_C ...]: the paired bootstrap of each later run minus the
     first, per metric, on the items both finished; and an Elo / Bradley-Terry ranking."""
     from ._compare import compare_markdown, compare_runs, write_comparison
 
-    comparison = _guard(lambda: compare_runs(runs, samples=samples, seed=seed))
+    def go() -> Any:
+        # The ranking's resamples, the slow part (minutes for runs of 100k items).
+        with _progress(quiet, "ranking resamples", failures=False) as update:
+            return compare_runs(runs, samples=samples, seed=seed,
+                                progress=lambda done, total: update(done, total, None))
+
+    comparison = _guard(go)
     for line in comparison["warnings"]:
         click.echo(f"warning: {line}", err=True)
     if out is not None:
@@ -312,7 +324,10 @@ def compare(runs: tuple[Path, ...], out: Path | None, samples: int, seed: int,
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--samples", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Bootstrap resamples for the intervals.")
-def report(run_dir: Path, samples: int) -> None:
+@click.option("--max-slices", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Slices shown per metadata field (the largest by items); a field with "
+                   "more values says how many are left out.")
+def report(run_dir: Path, samples: int, max_slices: int) -> None:
     """Rebuild RUN_DIR's summary.json, report.md and report.html from its results."""
     from ._results import read_results
     from ._runner import EvalError, _read_lock, locked_records
@@ -331,7 +346,8 @@ def report(run_dir: Path, samples: int) -> None:
         raise _fail(EvalError(f"{run_dir}: no lock.json (not an eval run directory?)"))
     try:
         results = locked_records(read_results(run_dir / "results.jsonl"), lock)
-        summary = write_reports(run_dir, results, lock, samples=samples)
+        summary = write_reports(run_dir, results, lock, samples=samples,
+                                max_slices=max_slices)
     except OSError as exc:  # a read-only mount, a folder where a file belongs
         raise _fail(EvalError(
             f"cannot rebuild the reports of {run_dir}: {exc.filename or run_dir}: "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +95,8 @@ def _interval_json(intervals: dict[str, Any]) -> dict[str, dict[str, float]]:
             for name, i in intervals.items()}
 
 
-def compare_runs(run_dirs: Sequence[str | Path], *, samples: int = 1000,
-                 seed: int = 0) -> dict[str, Any]:
+def compare_runs(run_dirs: Sequence[str | Path], *, samples: int = 1000, seed: int = 0,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Compare evaluation runs on the items each pair has in common (status ``ok``; a
     run's items are those its lockfile's ``limit`` keeps, as its reports count them).
 
@@ -107,6 +107,11 @@ def compare_runs(run_dirs: Sequence[str | Path], *, samples: int = 1000,
 
     ``warnings``: a line for each run read without a readable lockfile (its records
     read as this version's layout, every one counted).
+
+    ``progress`` is called with ``(resamples done, resamples in all)`` as the ranking's
+    bootstraps go, the slow part (pure Python, minutes for runs of 100k items): Elo's
+    ``samples`` resamples, then Bradley–Terry's (``2 * samples`` in all); first with
+    ``(0, 2 * samples)``, not at all when there are no games.
 
     :raises EvalError: for fewer than two runs or a folder without results.
     """
@@ -137,22 +142,32 @@ def compare_runs(run_dirs: Sequence[str | Path], *, samples: int = 1000,
                       "only_b": len(set(runs[other]) - set(runs[base])), "metrics": diffs})
     return {"runs": [{"name": n, "path": str(d), "items": len(runs[n])}
                      for n, d in zip(names, dirs, strict=True)],
-            "pairs": pairs, "ranking": _ranking(runs, samples, seed),
+            "pairs": pairs, "ranking": _ranking(runs, samples, seed, progress),
             "samples": samples, "seed": seed, "warnings": warnings}
 
 
-def _ranking(runs: dict[str, dict[str, ItemResult]], samples: int,
-             seed: int) -> dict[str, Any] | None:
+def _ranking(runs: dict[str, dict[str, ItemResult]], samples: int, seed: int,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, Any] | None:
     from aieng_judge.ranking import bootstrap, bradley_terry, elo
 
     games = games_of(runs)
     if not games:
         return None
+    total = 2 * samples
+
+    def step(before: int) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, _samples: progress(before + done, total)
+
+    if progress is not None:
+        progress(0, total)
     return {
         "games": len(games),
-        "elo": _interval_json(bootstrap(games, elo, samples=samples, seed=seed)),
+        "elo": _interval_json(bootstrap(games, elo, samples=samples, seed=seed,
+                                        progress=step(0))),
         "bradley_terry": _interval_json(bootstrap(games, bradley_terry, samples=samples,
-                                                  seed=seed)),
+                                                  seed=seed, progress=step(samples))),
     }
 
 

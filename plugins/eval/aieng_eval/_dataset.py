@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import sys
@@ -134,9 +135,12 @@ def parse_dataset(raw: bytes, *, source: str = "<dataset>") -> Dataset:
     # search from -2 for each repeat was quadratic in a prompt repeated many times).
     numbers: dict[str, int] = {}
     # A UTF-8 byte-order mark (Windows editors write one) starts the file, not its first item.
-    for number, line in enumerate(raw.removeprefix(_BOM).split(b"\n"), start=1):
+    # Lines are taken one at a time (a buffer over the bytes, not a copy): a list of every
+    # line held a second copy of the file while the items were built.
+    for number, line in enumerate(io.BytesIO(raw.removeprefix(_BOM)), start=1):
         if not line.strip():
             continue
+        line = line.removesuffix(b"\n")
         item, generated = _parse_line(line, number, source)
         if item.id in seen:
             if generated:  # the same content twice: number the repeats

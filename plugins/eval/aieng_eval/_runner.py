@@ -24,12 +24,12 @@ from ._lock import (
     LOCK_FORMAT,
     FileHasher,
     add_layout,
-    component_paths,
     environment,
     format_problem,
     jsonable,
     same_input,
 )
+from ._lockfill import _add_files, _add_models, _components, _files_after
 from ._results import ItemResult, ResultsFile, read_results, utf8_json
 from ._resume import (
     _VERSIONS,
@@ -37,7 +37,6 @@ from ._resume import (
     _file_changes,
     _set_aside,
     _version_changes,
-    match_files,
 )
 from ._secrets import redact_config
 
@@ -575,6 +574,7 @@ async def run_eval(
     bootstrap_samples: int = 1000,
     retry_judge_failures: bool = False,
     agent: AgentOptions | None = None,
+    max_slices: int = 50,
 ) -> EvalRun:
     """Run ``pipeline`` over ``dataset``, appending each item's result to
     ``out/results.jsonl`` as it finishes, and write the lockfile and the reports.
@@ -597,6 +597,8 @@ async def run_eval(
     :param hash_cache: the file-hash cache file (default: under ``~/.cache/aieng``).
     :param reports: write ``report.md``, ``report.html`` and ``summary.json``.
     :param bootstrap_samples: resamples for the reports' confidence intervals.
+    :param max_slices: the reports' slices per ``metadata`` field (the largest by items;
+        the reports say how many values were left out), ``>= 1``.
     :param retry_judge_failures: on a resume, also run again the judges that failed on
         items of earlier sessions (``judge_failures``), on the stored answers: their
         scores are replaced, the answers and the other judges' scores kept. An item of an
@@ -620,6 +622,8 @@ async def run_eval(
         raise ValueError(f"limit must not be negative, got {limit}")
     if seed is not None and seed < 0:  # it seeds the reports' bootstraps: refused up front,
         raise ValueError(f"seed must not be negative, got {seed}")  # not once all items ran
+    if max_slices < 1:
+        raise ValueError(f"max_slices must be at least 1, got {max_slices}")
     run_dir = Path(out)
     data = await anyio.to_thread.run_sync(load_dataset, dataset)
     if limit is not None:
@@ -648,7 +652,8 @@ async def run_eval(
                                  judge_pipeline=judge_pipeline, kernel=kernel,
                                  progress=progress, hash_cache=hash_cache, reports=reports,
                                  bootstrap_samples=bootstrap_samples,
-                                 retry_judge_failures=retry_judge_failures, agent=agent)
+                                 retry_judge_failures=retry_judge_failures, agent=agent,
+                                 max_slices=max_slices)
     finally:
         held.close()
 
@@ -659,7 +664,7 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
                       kernel: Kernel | None, progress: ProgressCallback | None,
                       hash_cache: Path | None, reports: bool,
                       bootstrap_samples: int, retry_judge_failures: bool,
-                      agent: AgentOptions | None = None) -> EvalRun:
+                      agent: AgentOptions | None = None, max_slices: int = 50) -> EvalRun:
     """:func:`run_eval`'s work once the run directory is locked."""
     results_path = run_dir / "results.jsonl"
     sessions, old_files, old_versions = await anyio.to_thread.run_sync(
@@ -691,7 +696,8 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
         from .report import write_reports
 
         await anyio.to_thread.run_sync(
-            lambda: write_reports(run_dir, ordered, lock, samples=bootstrap_samples))
+            lambda: write_reports(run_dir, ordered, lock, samples=bootstrap_samples,
+                                  max_slices=max_slices))
     return run
 
 
@@ -893,70 +899,10 @@ def _plan_rejudge(state: _Resume, data: Dataset, pipeline: Pipeline) -> None:
             state.rejudge[item.id] = (item, record)
 
 
-def _components(kernel: Kernel, pipelines: list[Pipeline | None]) -> list[dict[str, str]]:
-    """Each component of the pipelines with the plugin and distribution that offer it."""
-    found = []
-    for built in pipelines:
-        if built is None:
-            continue
-        for name, component in built.config.components.items():
-            entry = {"pipeline": built.name, "component": name, "use": component.use,
-                     "plugin": "", "distribution": ""}
-            if component.use in kernel.registry.components:
-                info = kernel.registry.component(component.use)
-                entry.update(plugin=info.plugin, distribution=info.distribution)
-            found.append(entry)
-    return found
-
-
 def _build(kernel: Kernel, source: PipelineSource) -> Pipeline:
     if isinstance(source, Mapping):
         return kernel.pipeline(source)
     return kernel.load_pipeline(source)
-
-
-def _add_files(lock: dict[str, Any], pipelines: list[Pipeline | None],
-               pipeline_source: PipelineSource, judge_source: PipelineSource | None,
-               hasher: FileHasher, old_files: list[dict[str, Any]]) -> None:
-    """Hash each file a component option names into ``lock["files"]``, each carrying
-    whether an earlier session saw it change while it ran (``written``)."""
-    bases = [Path(s).resolve().parent for s in (pipeline_source, judge_source)
-             if s is not None and not isinstance(s, Mapping)]
-    files: dict[str, dict[str, Any]] = {}
-    for built in pipelines:
-        if built is None:
-            continue
-        for component, option, path in component_paths(built.config.components, bases):
-            key = str(path)
-            if key not in files:
-                files[key] = {"component": f"{built.name}.{component}", "option": option,
-                              "path": key, **hasher.path(path)}
-    hasher.save()
-    for key, old in match_files(old_files, list(files.values())).items():
-        if old.get("written") is not None:
-            files[key]["written"] = old["written"]
-    lock["files"] = sorted(files.values(), key=lambda f: str(f["path"]))
-
-
-def _files_after(lock: dict[str, Any], hasher: FileHasher) -> None:
-    """Each file's hash at the session's end (``after``) and whether a session saw it
-    change while it ran (``written``: a file the run writes, such as a cache)."""
-    for entry in lock.get("files", []):
-        try:
-            after = hasher.path(Path(entry["path"]))["sha256"]
-        except OSError:
-            after = None
-        entry["after"] = after
-        entry["written"] = bool(entry.get("written")) or after != entry["sha256"]
-    hasher.save()
-
-
-def _add_models(lock: dict[str, Any], records: Any) -> None:
-    """The distinct ``component``/``model`` pairs of every recorded model call."""
-    models = {(m["component"], m["model"]) for m in lock.get("models", [])}
-    for record in records:
-        models.update(tuple(label.split("/", 1)) for label in record.models if "/" in label)
-    lock["models"] = [{"component": c, "model": m} for c, m in sorted(models)]
 
 
 def _write_lock(run_dir: Path, lock: Mapping[str, Any]) -> None:

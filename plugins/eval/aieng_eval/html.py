@@ -12,7 +12,14 @@ from typing import Any
 
 from ._results import ItemResult
 from ._svg import histogram, interval_bars, scatter
-from .report import incomplete_note, metric_values
+from .report import (
+    FAILURES_SHOWN,
+    failures_note,
+    incomplete_note,
+    metric_values,
+    slice_fields,
+    slice_note,
+)
 
 __all__ = ["compare_page", "run_page"]
 
@@ -71,8 +78,13 @@ def run_page(summary: Mapping[str, Any], results: Sequence[ItemResult],
             body.append(f'<div class="plot"><b>{escape(name)}</b><br>'
                         f"{histogram(values, title=f'distribution of {name}')}</div>")
         body.append("</div>")
-    for field, groups in summary["slices"].items():
+    for field in slice_fields(summary):
         body.append(f"<h2>Slices by <code>{escape(field)}</code></h2>")
+        if note := slice_note(summary, field):
+            body.append(f'<p class="muted">{escape(note)}</p>')
+        groups = summary["slices"].get(field, {})
+        if not groups:
+            continue
         names = sorted({n for g in groups.values() for n in g["metrics"]})
         rows = []
         for value, group in groups.items():
@@ -121,7 +133,9 @@ def run_page(summary: Mapping[str, Any], results: Sequence[ItemResult],
     if summary["failures"]:
         body.append(_table(["id", "line", "error"],
                            [[f["id"], f["line"], str(f["error"])[:300]]
-                            for f in summary["failures"]], {1}))
+                            for f in summary["failures"][:FAILURES_SHOWN]], {1}))
+        if more := failures_note(summary):
+            body.append(f'<p class="muted">{escape(more)}</p>')
     else:
         body.append("<p>None.</p>")
     body.append(_environment(lock))

@@ -17,14 +17,41 @@ from typing import Any
 from aieng_hookspecs import replace_file
 
 from ._results import ItemResult, utf8_json
-from .stats import mean_ci
+from .stats import mean_cis
 
-__all__ = ["agreement", "markdown_report", "summarize", "write_reports"]
+__all__ = ["MAX_SLICES", "agreement", "markdown_report", "summarize", "write_reports"]
+
+#: The slices of each ``metadata`` field the reports show by default (the largest by
+#: items): a field with thousands of values made thousands of table and plot rows.
+MAX_SLICES = 50
+#: A field with more values than shown, whose values number at least this share of the
+#: items carrying it (an id, a document name), is not sliced: its slices are single items.
+UNIQUE_SHARE = 0.9
+#: The failed items the reports list (the first, by dataset order); ``summary.json`` keeps
+#: every one: a run against a backend that was down listed 100k errors, tens of MB of page.
+FAILURES_SHOWN = 100
 
 
-def _ci(values: Sequence[float], samples: int, seed: int) -> dict[str, Any]:
-    ci = mean_ci(values, samples=samples, seed=seed)
-    return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
+class _Intervals:
+    """The intervals a summary asks for, computed together once every one is asked
+    (:func:`mean_cis` draws the resamples once per size, not once per metric and slice)."""
+
+    def __init__(self) -> None:
+        self.groups: list[Sequence[float]] = []
+        self.entries: list[dict[str, Any]] = []
+
+    def ask(self, values: Sequence[float]) -> dict[str, Any]:
+        """The entry ``{"mean", "low", "high", "n"}`` of ``values``, filled by
+        :meth:`compute`."""
+        entry: dict[str, Any] = dict.fromkeys(("mean", "low", "high", "n"))
+        self.groups.append(values)
+        self.entries.append(entry)
+        return entry
+
+    def compute(self, samples: int, seed: int) -> None:
+        cis = mean_cis(self.groups, samples=samples, seed=seed)
+        for entry, ci in zip(self.entries, cis, strict=True):
+            entry.update(mean=ci.mean, low=ci.low, high=ci.high, n=ci.n)
 
 
 def metric_values(results: Iterable[ItemResult]) -> dict[str, list[float]]:
@@ -85,8 +112,17 @@ def _defined(compute: Any, *args: Any) -> float | None:
 
 
 def summarize(results: Sequence[ItemResult], *, samples: int = 1000,
-              seed: int = 0) -> dict[str, Any]:
-    """The numbers of a run's reports, as a JSON-able dict (``summary.json``)."""
+              seed: int = 0, max_slices: int = MAX_SLICES) -> dict[str, Any]:
+    """The numbers of a run's reports, as a JSON-able dict (``summary.json``).
+
+    Per ``metadata`` field, the ``max_slices`` largest slices are summarized; a field with
+    more values has an entry in ``slices_left_out`` (a field whose values are nearly all
+    distinct is not sliced at all).
+
+    :raises ValueError: for ``max_slices`` under 1.
+    """
+    if max_slices < 1:
+        raise ValueError(f"max_slices must be at least 1, got {max_slices}")
     counts = {"total": len(results)}
     for status in ("ok", "blocked", "error"):
         counts[status] = sum(1 for r in results if r.status == status)
@@ -95,29 +131,87 @@ def summarize(results: Sequence[ItemResult], *, samples: int = 1000,
     for record in results:
         for name, judge in record.judges.items():
             judges.setdefault(name, judge)
-    metrics = {name: {**_ci(vals, samples, seed), "judge": judges.get(name, "")}
-               for name, vals in values.items()}
-    by_slice: dict[str, dict[str, list[ItemResult]]] = defaultdict(lambda: defaultdict(list))
-    for record in results:
-        for field, value in record.metadata.items():
-            by_slice[field][value].append(record)
-    slices: dict[str, dict[str, dict[str, Any]]] = {}
-    for field in sorted(by_slice):
-        slices[field] = {}
-        for value in sorted(by_slice[field]):
-            group = by_slice[field][value]
-            slices[field][value] = {
-                "items": len(group),
-                "errors": sum(1 for r in group if r.status == "error"),
-                "metrics": {n: _ci(v, samples, seed) for n, v in metric_values(group).items()},
-            }
+    intervals = _Intervals()
+    metrics: dict[str, dict[str, Any]] = {}
+    for name, vals in values.items():
+        metrics[name] = intervals.ask(vals)
+        metrics[name]["judge"] = judges.get(name, "")
+    slices, left_out = _slices(results, intervals, max_slices)
+    intervals.compute(samples, seed)
     failures = [{"id": r.id, "line": r.line, "error": r.error}
                 for r in results if r.status == "error"]
     has_labels = any(r.label is not None for r in results)
     return {"counts": counts, "metrics": metrics, "slices": slices, "failures": failures,
             "judge_failures": judge_failures(results),
             "agreement": agreement(results) if has_labels else {},
-            "samples": samples, "seed": seed}
+            "samples": samples, "seed": seed, "max_slices": max_slices,
+            "slices_left_out": left_out}
+
+
+def _slices(results: Sequence[ItemResult], intervals: _Intervals, max_slices: int
+            ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """Per ``metadata`` field, its ``max_slices`` largest slices (by items; ties by value),
+    shown in value order; and, per field with more values, what was left out
+    (``values``, ``shown``, ``items`` left out, ``unique``: a field whose values are
+    nearly all distinct, such as an id, is not sliced at all)."""
+    by_slice: dict[str, dict[str, list[ItemResult]]] = defaultdict(lambda: defaultdict(list))
+    for record in results:
+        for field, value in record.metadata.items():
+            by_slice[field][value].append(record)
+    slices: dict[str, dict[str, dict[str, Any]]] = {}
+    left_out: dict[str, dict[str, Any]] = {}
+    for field in sorted(by_slice):
+        groups = by_slice[field]
+        chosen = sorted(groups)
+        if len(groups) > max_slices:
+            carrying = sum(len(group) for group in groups.values())
+            unique = len(groups) >= UNIQUE_SHARE * carrying
+            chosen = [] if unique else sorted(
+                sorted(groups, key=lambda v: (-len(groups[v]), v))[:max_slices])
+            left_out[field] = {"values": len(groups), "shown": len(chosen),
+                               "items": carrying - sum(len(groups[v]) for v in chosen),
+                               "unique": unique}
+            if unique:
+                continue
+        slices[field] = {}
+        for value in chosen:
+            group = groups[value]
+            slices[field][value] = {
+                "items": len(group),
+                "errors": sum(1 for r in group if r.status == "error"),
+                "metrics": {n: intervals.ask(v) for n, v in metric_values(group).items()},
+            }
+    return slices, left_out
+
+
+def failures_note(summary: Mapping[str, Any]) -> str:
+    """The sentence under the reports' first :data:`FAILURES_SHOWN` failures on the others
+    (``""`` when every one is shown)."""
+    more = len(summary["failures"]) - FAILURES_SHOWN
+    if more <= 0:
+        return ""
+    return (f"… and {more} more failures (the first {FAILURES_SHOWN} are shown): every one "
+            "is in summary.json's failures and in results.jsonl (status error).")
+
+
+def slice_fields(summary: Mapping[str, Any]) -> list[str]:
+    """The fields of the reports' slice sections: those sliced and those left out."""
+    return sorted({*summary["slices"], *summary.get("slices_left_out", {})})
+
+
+def slice_note(summary: Mapping[str, Any], field: str) -> str:
+    """The sentence of the reports on the values of ``field`` left out (plain text; ``""``
+    when every value is shown, as in summaries of earlier versions)."""
+    info = summary.get("slices_left_out", {}).get(field)
+    if not info:
+        return ""
+    values, items = info["values"], info["items"]
+    if info.get("unique"):
+        return (f"Not sliced: {values} values over {items} items, nearly each item its own "
+                f"(an id?). --max-slices {values} shows them.")
+    return (f"The {info['shown']} largest of {values} values are shown; the other "
+            f"{values - info['shown']} values ({items} items) are left out. --max-slices "
+            f"{values} shows them all.")
 
 
 def judge_failures(results: Iterable[ItemResult]) -> dict[str, dict[str, Any]]:
@@ -230,10 +324,15 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
         for judge, f in summary["judge_failures"].items():
             lines.append(f"| {_cell(judge)} | {f['failures']} | {f['items']} | "
                          f"{_code(f['item'], cell=True)}: {_cell(f['error'], 200)} |")
-    for field, groups in summary["slices"].items():
+    for field in slice_fields(summary):
+        groups = summary["slices"].get(field, {})
         names = sorted({n for g in groups.values() for n in g["metrics"]})
-        lines += ["", f"## Slices by {_code(field)}", "",
-                  "| " + " | ".join(map(_cell, [field, "items", "errors", *names])) + " |",
+        lines += ["", f"## Slices by {_code(field)}", ""]
+        if note := slice_note(summary, field):
+            lines += [note, ""]
+        if not groups:
+            continue
+        lines += ["| " + " | ".join(map(_cell, [field, "items", "errors", *names])) + " |",
                   "|---|---:|---:|" + "---:|" * len(names)]
         for value, group in groups.items():
             cells = []
@@ -253,9 +352,11 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
     lines += ["", "## Failures", ""]
     if not summary["failures"]:
         lines.append("None.")
-    for failure in summary["failures"]:
+    for failure in summary["failures"][:FAILURES_SHOWN]:
         lines.append(f"- {_code(failure['id'])} (line {failure['line']}): "
                      f"{_text(failure['error'], 300)}")
+    if more := failures_note(summary):
+        lines += ["", more]
     models = ", ".join(f"{m['component']}/{m['model']}" for m in lock.get("models", []))
     lines += ["", "## Environment", "",
               (f"aieng {lock.get('aieng', '?')}, Python "
@@ -266,14 +367,16 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
 
 
 def write_reports(run_dir: Path, results: Sequence[ItemResult], lock: Mapping[str, Any], *,
-                  samples: int = 1000) -> dict[str, Any]:
+                  samples: int = 1000, max_slices: int = MAX_SLICES) -> dict[str, Any]:
     """Write ``summary.json``, ``report.md`` and ``report.html`` into ``run_dir``; blocking.
 
+    :param max_slices: the slices shown per ``metadata`` field (see :func:`summarize`).
     :returns: the summary.
     """
     from .html import run_page
 
-    summary = summarize(results, samples=samples, seed=int(lock.get("bootstrap_seed") or 0))
+    summary = summarize(results, samples=samples, seed=int(lock.get("bootstrap_seed") or 0),
+                        max_slices=max_slices)
     summary["not_run"] = not_run(results, lock)
     # Each file is replaced whole or not at all (a full disk, an interruption).
     replace_file(run_dir / "summary.json", utf8_json(summary, indent=2) + "\n")

@@ -14,7 +14,7 @@ import attrs
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["MeanCI", "PairedDiff", "mean_ci", "paired_bootstrap"]
+__all__ = ["MeanCI", "PairedDiff", "mean_ci", "mean_cis", "paired_bootstrap"]
 
 
 @attrs.frozen
@@ -62,18 +62,28 @@ class PairedDiff:
         return self.low > 0 or self.high < 0
 
 
+def _draw(rng: np.random.Generator, n: int, rows: int) -> np.ndarray:
+    """``rows`` resamples of ``n`` indices with replacement."""
+    return rng.integers(0, n, size=(rows, n))
+
+
 def _boot_means(data: np.ndarray, samples: int, seed: int) -> np.ndarray:
-    """Means of ``samples`` resamples with replacement, drawn in blocks so that memory
-    stays bounded (about 4 million indices at a time) whatever the data's size."""
+    """Means of ``samples`` resamples with replacement of each row of ``data`` (shape
+    ``(k, n)``: rows of equal size share the drawn indices, which depend only on ``n`` and
+    the seed, so each row's means are those it has alone, bit for bit), drawn in blocks
+    so that memory stays bounded (about 4 million indices at a time) whatever the data's
+    size. :returns: shape ``(k, samples)``."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    n = data.size
+    k, n = data.shape
     block = max(1, (1 << 22) // n)
-    out = np.empty(samples, dtype=float)
+    out = np.empty((k, samples), dtype=float)
     for start in range(0, samples, block):
         rows = min(block, samples - start)
-        out[start:start + rows] = data[rng.integers(0, n, size=(rows, n))].mean(axis=1)
+        indices = _draw(rng, n, rows)
+        for row in range(k):
+            out[row, start:start + rows] = data[row][indices].mean(axis=1)
     return out
 
 
@@ -89,21 +99,43 @@ def mean_ci(values: Sequence[float], *, samples: int = 1000, confidence: float =
 
     :raises ValueError: for no values, a confidence outside (0, 1) or a negative seed.
     """
+    return mean_cis([values], samples=samples, confidence=confidence, seed=seed)[0]
+
+
+def mean_cis(groups: Sequence[Sequence[float]], *, samples: int = 1000,
+             confidence: float = 0.95, seed: int = 0) -> list[MeanCI]:
+    """:func:`mean_ci` of each group, bit for bit, in order: groups of the same size share
+    one draw of resampled indices (a report's metrics over the same items, its slices of
+    equal size), instead of drawing them again for each.
+
+    :raises ValueError: for a group without values, a confidence outside (0, 1) or a
+        negative seed.
+    """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     _check_seed(seed)
     import numpy as np  # imported here: `aieng --help` loads this plugin
 
-    data = np.asarray(values, dtype=float)
-    if data.size == 0:
+    arrays = [np.asarray(values, dtype=float) for values in groups]
+    if any(data.size == 0 for data in arrays):
         raise ValueError("no values to average")
-    mean = float(data.mean())
-    if data.size == 1 or samples < 1:
-        return MeanCI(mean, mean, mean, int(data.size))
-    means = _boot_means(data, samples, seed)
+    by_size: dict[int, list[int]] = {}
+    for i, data in enumerate(arrays):
+        by_size.setdefault(data.size, []).append(i)
     alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return MeanCI(mean, min(float(low), mean), max(float(high), mean), int(data.size))
+    out: list[MeanCI | None] = [None] * len(arrays)
+    for size, members in by_size.items():
+        if size == 1 or samples < 1:
+            for i in members:
+                mean = float(arrays[i].mean())
+                out[i] = MeanCI(mean, mean, mean, size)
+            continue
+        means = _boot_means(np.stack([arrays[i] for i in members]), samples, seed)
+        for row, i in enumerate(members):
+            mean = float(arrays[i].mean())
+            low, high = np.quantile(means[row], [alpha, 1.0 - alpha])
+            out[i] = MeanCI(mean, min(float(low), mean), max(float(high), mean), size)
+    return [ci for ci in out if ci is not None]
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, samples: int = 1000,
@@ -128,7 +160,7 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, samples: int = 1
     diffs = xb - xa
     observed = float(diffs.mean())
     samples = max(samples, 1)
-    means = _boot_means(diffs, samples, seed)
+    means = _boot_means(diffs[None, :], samples, seed)[0]
     alpha = (1.0 - confidence) / 2.0
     low, high = (float(q) for q in np.quantile(means, [alpha, 1.0 - alpha]))
     # Under "no difference" the bootstrap distribution is centred on 0: shift it there.

@@ -186,6 +186,7 @@ def bootstrap(
     samples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Interval]:
     """Percentile bootstrap confidence intervals for the ratings that *rate* computes.
 
@@ -204,6 +205,9 @@ def bootstrap(
     :param samples: the number of resamples, >= 1.
     :param confidence: the interval's coverage, in (0, 1).
     :param seed: the resampling seed.
+    :param progress: called after each resample with ``(resamples done, samples)`` (a
+        progress bar: the resamples of a large set of games take minutes); an exception it
+        raises stops the bootstrap.
     :returns: an :class:`Interval` per player rated on the full set of games.
     :raises ValueError: bad ``samples`` / ``confidence`` or a malformed game.
     """
@@ -218,11 +222,13 @@ def bootstrap(
     rng = random.Random(seed)
     draws: dict[str, list[float]] = {p: [] for p in estimates}
     n = len(checked)
-    for _ in range(samples):
+    for done in range(samples):
         resample = _Games([checked[rng.randrange(n)] for _ in range(n)])
         for player, rating in rate(resample).items():
             if player in draws:
                 draws[player].append(rating)
+        if progress is not None:
+            progress(done + 1, samples)
     alpha = (1.0 - confidence) / 2.0
     out: dict[str, Interval] = {}
     for player, estimate in estimates.items():

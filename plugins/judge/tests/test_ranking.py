@@ -202,3 +202,20 @@ def test_bootstrap_is_seeded_and_narrows_with_data() -> None:
     assert narrow.high - narrow.low < (wide.high - wide.low) / 3
     # The true gap of log10(3)*400 ≈ 191 is inside the large-sample interval of the gap.
     assert narrow.low < 1000 + 191 / 2 + 1 and narrow.high > 1000 + 191 / 2 - 1
+
+
+def test_bootstrap_calls_progress_after_each_resample() -> None:
+    """The judge's ranking bootstrap reports each resample; its intervals are those of a
+    bootstrap without ``progress``; a progress callback raising stops it."""
+    played = [("x", "y", float(i % 3 == 0)) for i in range(30)]
+    calls: list[tuple[int, int]] = []
+    with_progress = bootstrap(played, elo, samples=12, seed=2,
+                              progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(done, 12) for done in range(1, 13)]
+    assert with_progress == bootstrap(played, elo, samples=12, seed=2)
+
+    def stop(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bootstrap(played, elo, samples=12, progress=stop)
