@@ -316,3 +316,24 @@ def test_valid_utf8_replaces_lone_surrogates_and_joins_pairs() -> None:
     assert valid_utf8("a\udcffb\ud800") == "a\ufffdb\ufffd"
     assert valid_utf8("\ud83d\ude00!") == "😀!"
     valid_utf8("\udc80" * 3 + "x").encode("utf-8")
+
+
+def test_json_equal_keeps_numbers_of_other_libraries_apart_from_lists() -> None:
+    """A numpy number in a document's metadata (as embedders and data frames leave them)
+    against a list in a filter: numpy compared item by item, so ``np.float64(1.0)`` equalled
+    ``[1.0]`` and ``np.float64(0.5)`` against ``["a", "b"]`` raised ValueError out of a
+    filtered search. A number is no list; numbers of other types still compare as numbers."""
+    from decimal import Decimal
+
+    import numpy as np
+
+    from aieng_hookspecs.types import json_equal
+
+    assert json_equal(np.float64(1.0), [1.0]) is False
+    assert json_equal(["a", "b"], np.float64(0.5)) is False
+    assert json_equal(np.float64(0.5), {"a": 1}) is False
+    assert Query("q", filters={"score": ["a", "b"]}).matches(
+        {"score": np.float64(0.5)}) is False
+    assert json_equal(np.float64(0.5), 0.5) and json_equal(np.int64(3), 3.0)
+    assert json_equal(Decimal(1), np.int64(1)) and not json_equal(Decimal(2), np.int64(1))
+    assert json_equal(np.int64(1), [1]) is False

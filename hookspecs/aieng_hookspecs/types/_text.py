@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,9 +102,19 @@ def json_equal(left: Any, right: Any) -> bool:
     if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
         return len(left) == len(right) and all(
             json_equal(a, b) for a, b in zip(left, right, strict=True))
+    if isinstance(left, (Mapping, list, tuple)) or isinstance(right, (Mapping, list, tuple)):
+        return False  # one side a container, the other not (numpy compares item by item)
     if left is None or right is None:
         return left is right
-    return bool(left == right)
+    if isinstance(left, numbers.Number) and isinstance(right, numbers.Number):
+        try:  # numbers of other libraries (numpy, Decimal) that do not compare together
+            return bool(left == right)
+        except (TypeError, ValueError):
+            return float(left) == float(right)  # type: ignore[arg-type]
+    try:
+        return bool(left == right)
+    except (TypeError, ValueError):  # a value that compares as no single truth value
+        return False
 
 
 @attrs.frozen
