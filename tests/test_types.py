@@ -326,7 +326,6 @@ def test_json_equal_keeps_numbers_of_other_libraries_apart_from_lists() -> None:
     from decimal import Decimal
 
     import numpy as np
-
     from aieng_hookspecs.types import json_equal
 
     assert json_equal(np.float64(1.0), [1.0]) is False
