@@ -80,6 +80,10 @@ def _clean(text: str) -> str:
     return text
 
 
+#: The most texts tokenized and ordered by length at once (as aieng-onnx's encoder).
+ENCODE_CHUNK = 4096
+
+
 class _Loaded:
     def __init__(self, runner: EngineRunner, tokenizer: Any, torch: Any,
                  profile: ShapeProfile) -> None:
@@ -88,27 +92,44 @@ class _Loaded:
         self.lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> Any:
+        """Unit vectors of ``texts``, in their order. Up to :data:`ENCODE_CHUNK` texts are
+        tokenized at once and run longest first, so that each batch pads to texts of about
+        its own length (one long text no longer pads a batch of short ones)."""
         torch = self.torch
-        out = []
+        result: Any = None
         with self.lock, torch.inference_mode():
-            for rows in batches(len(texts), self.profile):
-                encodings = self.tokenizer.encode_batch([_clean(texts[i]) for i in rows])
-                # A text without tokens (no special tokens, nothing known) pools to zeros.
-                longest = max(1, *(len(e.ids) for e in encodings))
-                batch, seq = self.profile.run_shape(len(encodings), longest)
-                feeds = {name: torch.zeros((batch, seq), dtype=torch.int64)
-                         for name in ("input_ids", "attention_mask", "token_type_ids")}
-                for row, enc in enumerate(encodings):
-                    n = len(enc.ids)
-                    feeds["input_ids"][row, :n] = torch.tensor(enc.ids)
-                    feeds["attention_mask"][row, :n] = 1
-                    feeds["token_type_ids"][row, :n] = torch.tensor(enc.type_ids)
-                hidden = self.runner.run(feeds)[:len(encodings)]
-                mask = feeds["attention_mask"][:len(encodings)].to(hidden.device)
-                mask = mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(pooled, p=2.0, dim=1).cpu())
-        return torch.cat(out).numpy()
+            for start in range(0, len(texts), ENCODE_CHUNK):
+                part = texts[start:start + ENCODE_CHUNK]
+                encodings = self.tokenizer.encode_batch([_clean(text) for text in part])
+                order = sorted(range(len(part)), key=lambda i: len(encodings[i].ids),
+                               reverse=True)
+                for rows in batches(len(order), self.profile):
+                    chosen = [order[i] for i in rows]
+                    pooled = self._pooled([encodings[i] for i in chosen])
+                    if result is None:
+                        result = torch.empty((len(texts), pooled.shape[1]),
+                                             dtype=pooled.dtype)
+                    result[torch.tensor([start + i for i in chosen])] = pooled
+        return result.numpy()
+
+    def _pooled(self, encodings: Sequence[Any]) -> Any:
+        """The unit mean-pooled vectors of one batch of encodings, on the CPU."""
+        torch = self.torch
+        # A text without tokens (no special tokens, nothing known) pools to zeros.
+        longest = max(1, *(len(e.ids) for e in encodings))
+        batch, seq = self.profile.run_shape(len(encodings), longest)
+        feeds = {name: torch.zeros((batch, seq), dtype=torch.int64)
+                 for name in ("input_ids", "attention_mask", "token_type_ids")}
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            feeds["input_ids"][row, :n] = torch.tensor(enc.ids)
+            feeds["attention_mask"][row, :n] = 1
+            feeds["token_type_ids"][row, :n] = torch.tensor(enc.type_ids)
+        hidden = self.runner.run(feeds)[:len(encodings)]
+        mask = feeds["attention_mask"][:len(encodings)].to(hidden.device)
+        mask = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2.0, dim=1).cpu()
 
 
 class MiniLMTensorRT:

@@ -229,6 +229,27 @@ def test_padding_does_not_change_vectors(model_dir: Path) -> None:
         np.testing.assert_allclose(vector, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_batches_hold_texts_of_about_one_length(model_dir: Path) -> None:
+    """Texts run longest first, a chunk at a time: long and short texts given in turn no
+    longer pad each short one to its long neighbour (four batches of long rows ran, now
+    two of long rows and two of short), and each vector still lands at its text's place."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    runner = _TableRunner()
+    texts = ["the cat sat on a mat and a dog ran far away" if i % 2 else "cat"
+             for i in range(8)]
+    loaded = _Loaded(runner, tokenizer, torch, ShapeProfile(1, 2, 2, 1, 8, 32))  # type: ignore[arg-type]
+    vectors = loaded.encode(texts)
+    long, short = (len(tokenizer.encode(t).ids) for t in texts[1::-1])
+    assert sorted(runner.shapes) == [(2, short)] * 2 + [(2, long)] * 2
+    for text, vector in zip(texts, vectors):
+        ids = torch.tensor(tokenizer.encode(text).ids)
+        alone = runner.table[ids].mean(dim=0)
+        np.testing.assert_allclose(vector, (alone / alone.norm()).numpy(), rtol=1e-5,
+                                   atol=1e-6)
+
+
 def test_engines_are_cached_under_aieng_cache_dir(
         model_dir: Path, tmp_path: Path, stand_ins: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
