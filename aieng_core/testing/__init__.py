@@ -7,7 +7,7 @@ aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder``
 
 from ._kit import EventCapture, HookRecorder, isolated_kernel, kernel_with, registered, settle
 from .conformance._resources import open_files
-from .doubles import FixedRouter, HashEmbedder, PromptCache, ScriptedBackend
+from .doubles import FixedRouter, HashEmbedder, ManualClock, PromptCache, ScriptedBackend
 from .processes import (
     can_unshare_mounts,
     hang_guard,
@@ -23,6 +23,7 @@ __all__ = [
     "FixedRouter",
     "HashEmbedder",
     "HookRecorder",
+    "ManualClock",
     "PromptCache",
     "ScriptedBackend",
     "can_unshare_mounts",

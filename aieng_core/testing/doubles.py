@@ -16,7 +16,8 @@ import anyio
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Request, Route, ToolCall, Usage
 
-__all__ = ["FixedRouter", "HashEmbedder", "PromptCache", "Reply", "ScriptedBackend"]
+__all__ = ["FixedRouter", "HashEmbedder", "ManualClock", "PromptCache", "Reply",
+           "ScriptedBackend"]
 
 #: One scripted reply: an answer, the tool calls to ask for, or a function of the request
 #: giving either.
@@ -192,3 +193,17 @@ class FixedRouter:
     @hookimpl
     def aieng_route(self, request: Request, candidates: Sequence[str]) -> Route:
         return self.route
+
+
+class ManualClock:
+    """A clock double that moves only when the test moves it: give it where a component
+    takes a clock (``time.monotonic`` or ``time.time``), then set or add to ``now``.
+
+    :param now: the time it shows (seconds).
+    """
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -18,19 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aieng_core import Kernel
-from aieng_core.testing import HashEmbedder
+from aieng_core.testing import HashEmbedder, ManualClock
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def long(text: str, **metadata: Any) -> MemoryItem:
@@ -85,7 +75,7 @@ async def test_unicode_words_match_case_insensitively() -> None:
 
 async def test_exact_duplicates_are_kept_once_and_refreshed() -> None:
     """Storing a text again keeps one item, now as recent as the last store."""
-    clock = Clock()
+    clock = ManualClock()
     memory = SQLiteMemory(MemoryOptions(max_items=2), clock=clock)
     await memory.aieng_memory_store([long("alpha note"), long("alpha note")])
     clock.now += 10
@@ -99,7 +89,7 @@ async def test_exact_duplicates_are_kept_once_and_refreshed() -> None:
 
 async def test_the_oldest_items_are_evicted_past_max_items() -> None:
     """A namespace keeps ``max_items`` items; the oldest go first."""
-    clock = Clock()
+    clock = ManualClock()
     memory = SQLiteMemory(MemoryOptions(max_items=3), clock=clock)
     for n in range(6):
         clock.now += 1
@@ -110,7 +100,7 @@ async def test_the_oldest_items_are_evicted_past_max_items() -> None:
 async def test_recency_weight_prefers_recent_items() -> None:
     """Without recency the more relevant old item wins; with a strong recency weight the
     recent, less relevant one does."""
-    clock = Clock()
+    clock = ManualClock()
     items = [long("paris trip hotel booked"), long("hotel")]
     for weight, first in [(0.0, "paris trip hotel booked"), (0.9, "hotel")]:
         memory = SQLiteMemory(MemoryOptions(recency_weight=weight, half_life_s=3600),
@@ -275,7 +265,7 @@ async def test_eviction_keeps_the_newest_across_stores_and_reopening(tmp_path: P
     """Past ``max_items`` the oldest go, in store order (one batch at one instant keeps
     its last items), and a reopened file keeps evicting from what it holds."""
     path = str(tmp_path / "m.sqlite")
-    clock = Clock()
+    clock = ManualClock()
     memory = SQLiteMemory(MemoryOptions(path=path, max_items=3, embeddings=False), clock=clock)
     await memory.aieng_memory_store([long(f"item {n}") for n in range(5)])  # one instant
     assert sorted(await recall(memory, "item")) == ["item 2", "item 3", "item 4"]

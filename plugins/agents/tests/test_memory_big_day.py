@@ -23,17 +23,9 @@ from aieng_hookspecs.types import MemoryItem, Query
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aieng_core.testing import ManualClock
+
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Embeddings:
@@ -152,7 +144,7 @@ async def test_word_recall_ranks_exactly_as_before(
     """By word overlap, the streamed top-k recall returns the very items, scores (to the
     bit) and order of the old recall, ties (equal texts' scores, equal ages) included,
     with namespaces, filters and recency."""
-    clock = Clock()
+    clock = ManualClock()
     memory = SQLiteMemory(MemoryOptions(namespace="a", embeddings=False, max_items=max_items,
                                         recency_weight=weight, half_life_s=3600), clock=clock)
     for number, (words, space, label, step) in enumerate(stored):
@@ -186,7 +178,7 @@ async def test_embedding_recall_ranks_exactly_as_before(
     order), the block-wise recall, with numpy or without, returns the very items, scores
     and order of the old recall: equal vectors tie and are broken by age then id as before;
     items kept with no vector are embedded at the recall and ranked among the others."""
-    clock = Clock()
+    clock = ManualClock()
     vectors = {f"item {n}": vector for n, (vector, _, _) in enumerate(stored)}
     context = Embeddings(vectors | {"query": asked}, [0, 0, 0])
     memory = SQLiteMemory(MemoryOptions(recency_weight=weight, half_life_s=60), clock=clock)
@@ -210,7 +202,7 @@ async def test_float_embeddings_rank_as_before_with_equal_vectors_tied() -> None
     rng = random.Random(3)
     pool = [[rng.gauss(0.0, 1.0) for _ in range(32)] for _ in range(1500)]
     vectors = {f"item {n}": pool[n % 1500] for n in range(2000)}
-    clock = Clock()
+    clock = ManualClock()
     memory = embedding(SQLiteMemory(clock=clock), Embeddings(vectors, pool[0]))
     for start in range(0, 2000, 250):
         clock.now += 1.0

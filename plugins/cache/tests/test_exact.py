@@ -26,22 +26,12 @@ from aieng_hookspecs.types import (
 
 from aieng_core import ConfigError, Kernel
 from aieng_core.registry import PluginInfo
-from aieng_core.testing import EventCapture
+from aieng_core.testing import EventCapture, ManualClock
 from aieng_core.testing.conformance import CacheSuite
 from aieng_core.testing.doubles import ScriptedBackend
 
 pytestmark = pytest.mark.anyio
 Register = Callable[..., AbstractContextManager[PluginInfo]]
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def ask(text: str, **params: object) -> Request:
@@ -185,7 +175,7 @@ async def test_an_answer_without_logprobs_never_answers_a_request_for_them(
 
 async def test_memory_ttl_on_an_injected_clock() -> None:
     """The memory level honours the TTL of the request's content type."""
-    clock = Clock()
+    clock = ManualClock()
     cache = ExactCache(CacheOptions(ttl={"default": 5, "tools": 100}), clock=clock)
     await cache.aieng_cache_store(ask("hi"), Completion(text="a"))
     clock.now += 5
@@ -197,7 +187,7 @@ async def test_hit_in_sqlite_is_promoted_to_memory_with_its_remaining_ttl(
 ) -> None:
     """A SQLite hit is copied into memory expiring when the SQLite entry does, not a full
     TTL later; the next lookup is a memory hit."""
-    clock = Clock()
+    clock = ManualClock()
     path = tmp_path / "c.db"
     writer = ExactCache(CacheOptions(memory=False, sqlite=str(path), ttl={"default": 100}),
                         clock=clock)

@@ -11,21 +11,11 @@ from aieng_cache import CacheLevelHit, SemanticCache, SemanticIndex, SemanticOpt
 from aieng_hookspecs.types import Completion, Message, Request
 
 from aieng_core import Kernel
-from aieng_core.testing import EventCapture
+from aieng_core.testing import EventCapture, ManualClock
 from aieng_core.testing.conformance import CacheSuite
 from aieng_core.testing.doubles import HashEmbedder, ScriptedBackend
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def ask(text: str, system: str | None = None, **params: object) -> Request:
@@ -111,7 +101,7 @@ async def test_store_after_a_miss_reuses_the_lookup_embedding() -> None:
 
 async def test_expired_entries_miss_on_an_injected_clock() -> None:
     """An entry past its content type's TTL is neither an exact nor a semantic hit."""
-    clock = Clock()
+    clock = ManualClock()
     cache = SemanticCache(SemanticOptions(threshold=0.8, ttl={"default": 10}),
                           embedder=HashEmbedder().aieng_embed, clock=clock)
     await cache.aieng_cache_store(ask(PROMPT), Completion(text="a"))
@@ -319,7 +309,7 @@ async def test_after_a_model_switch_the_new_models_entries_survive_the_next_rest
     after the next restart (the newest rows set the index's size, not the oldest: those
     of the old model are kept for their exact requests only)."""
     path = str(tmp_path / "s.db")
-    clock = Clock()
+    clock = ManualClock()
     old = SemanticCache(SemanticOptions(path=path), embedder=HashEmbedder(64).aieng_embed,
                         clock=clock)
     await old.aieng_cache_store(ask(PROMPT), Completion(text="old answer"))

@@ -15,19 +15,10 @@ from aieng_cache import CacheOptions, ExactCache, SQLiteLevel, SQLiteStore, requ
 from aieng_hookspecs.types import Completion, Message, Request, TokenLogprob, Usage
 from hypothesis import HealthCheck, given, settings
 
+from aieng_core.testing import ManualClock
 from aieng_core.testing import strategies as aist
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def ask(text: str, **params: object) -> Request:
@@ -39,7 +30,7 @@ ANSWER = Completion(text="RRF sums 1/(k + rank).", finish_reason="length",
                     logprobs=(TokenLogprob("RRF", -0.25), TokenLogprob(" sums", -1.5)))
 
 
-def sqlite_only(path: Path, clock: Clock, **options: object) -> ExactCache:
+def sqlite_only(path: Path, clock: ManualClock, **options: object) -> ExactCache:
     return ExactCache(CacheOptions(memory=False, sqlite=str(path), **options),  # type: ignore[arg-type]
                       clock=clock)
 
@@ -48,7 +39,7 @@ async def test_wal_mode_and_persistence_across_reopen(tmp_path: Path) -> None:
     """Entries written by one cache are found by a new cache on the same file, in WAL mode,
     every field intact."""
     path = tmp_path / "sub" / "cache.db"
-    clock = Clock()
+    clock = ManualClock()
     first = sqlite_only(path, clock)
     await first.aieng_cache_store(ask("What is RRF?"), ANSWER)
     await first.aclose()
@@ -68,7 +59,7 @@ async def test_wal_mode_and_persistence_across_reopen(tmp_path: Path) -> None:
 async def test_ttl_per_content_type_on_an_injected_clock(tmp_path: Path) -> None:
     """A chat entry expires after ttl.default, a json one after ttl.json; an expired entry
     is a miss and is deleted on lookup."""
-    clock = Clock()
+    clock = ManualClock()
     cache = sqlite_only(tmp_path / "c.db", clock, ttl={"default": 60, "json": 3600})
     chat_request = ask("hi")
     json_request = ask("hi", response_schema={"type": "object"})
@@ -90,7 +81,7 @@ async def test_ttl_per_content_type_on_an_injected_clock(tmp_path: Path) -> None
 async def test_inf_ttl_never_expires_and_vacuum_purges(tmp_path: Path) -> None:
     """``inf`` keeps an entry for ever; ``vacuum`` deletes expired entries (never looked up
     again) and compacts the file."""
-    clock = Clock()
+    clock = ManualClock()
     cache = sqlite_only(tmp_path / "c.db", clock, ttl={"default": 10, "faq": math.inf})
     for i in range(50):
         await cache.aieng_cache_store(ask(f"question {i}"), Completion(text="x" * 2000))
@@ -122,7 +113,7 @@ async def store_and_find_at_once(cache: ExactCache, n: int) -> dict[int, str | N
 async def test_many_concurrent_lookups_and_stores(tmp_path: Path) -> None:
     """200 tasks storing and looking up at once on one file all see their own answers,
     through no more connections than the level's threads."""
-    cache = sqlite_only(tmp_path / "c.db", Clock())
+    cache = sqlite_only(tmp_path / "c.db", ManualClock())
     assert await store_and_find_at_once(cache, 200) == {i: f"a{i}" for i in range(200)}
     level = cache.levels[0]
     assert isinstance(level, SQLiteLevel) and 1 <= level.store.idle_connections <= 4
@@ -137,7 +128,7 @@ async def test_an_in_memory_database_serves_concurrent_calls(
     stores and lookups all see it, instead of each new connection opening an empty
     database of its own (``no such table: entries``, lost entries). No file is created."""
     monkeypatch.chdir(tmp_path)
-    cache = ExactCache(CacheOptions(memory=False, sqlite=":memory:"), clock=Clock())
+    cache = ExactCache(CacheOptions(memory=False, sqlite=":memory:"), clock=ManualClock())
     assert await store_and_find_at_once(cache, 50) == {i: f"a{i}" for i in range(50)}
     level = cache.levels[0]
     assert isinstance(level, SQLiteLevel) and level.store.count() == 50
@@ -189,7 +180,7 @@ async def test_a_path_that_is_no_database_is_named(tmp_path: Path, what: str) ->
     else:
         path.write_text("notes, not a database\n" * 100, encoding="utf-8")
         expected, reason = sqlite3.DatabaseError, "file is not a database"
-    cache = sqlite_only(path, Clock())
+    cache = sqlite_only(path, ManualClock())
     with pytest.raises(expected, match=rf"cache database {re.escape(str(path))}.*{reason}"):
         await cache.aieng_cache_lookup(ask("hi"))
     with pytest.raises(expected, match=re.escape(str(path))):
@@ -201,7 +192,7 @@ async def test_a_path_that_is_no_database_is_named(tmp_path: Path, what: str) ->
 
 async def test_unreadable_row_is_a_miss_and_deleted(tmp_path: Path) -> None:
     """A corrupted stored value is logged, deleted and missed, never raised to the run."""
-    clock = Clock()
+    clock = ManualClock()
     cache = sqlite_only(tmp_path / "c.db", clock)
     request = ask("hi")
     level = cache.levels[0]

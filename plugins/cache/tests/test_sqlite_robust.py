@@ -14,24 +14,16 @@ import pytest
 from aieng_cache import CacheOptions, ExactCache, SQLiteLevel, SQLiteStore
 from aieng_hookspecs.types import Completion, Message, Request
 
+from aieng_core.testing import ManualClock
+
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def ask(text: str) -> Request:
     return Request(messages=(Message("user", text),))
 
 
-def sqlite_only(path: Path, clock: Clock, **options: Any) -> ExactCache:
+def sqlite_only(path: Path, clock: ManualClock, **options: Any) -> ExactCache:
     return ExactCache(CacheOptions(memory=False, sqlite=str(path), **options), clock=clock)
 
 
@@ -40,14 +32,14 @@ async def test_a_damaged_file_is_named_with_what_to_do(tmp_path: Path) -> None:
     reading it fails: the error keeps SQLite's type and code and names the file and the
     way out (delete it), instead of SQLite's bare "database disk image is malformed"."""
     path = tmp_path / "cache.db"
-    cache = sqlite_only(path, Clock())
+    cache = sqlite_only(path, ManualClock())
     for i in range(200):
         await cache.aieng_cache_store(ask(f"question {i}"), Completion(text="x" * 500))
     await cache.aclose()
     with path.open("r+b") as file:  # pages 4-13: the table's and its key index's
         file.seek(4096 * 3)
         file.write(b"\xff" * 4096 * 10)
-    cache = sqlite_only(path, Clock())
+    cache = sqlite_only(path, ManualClock())
     errors: list[sqlite3.DatabaseError] = []
     for i in range(0, 200, 10):
         try:
@@ -118,7 +110,7 @@ async def test_a_clock_going_back_keeps_entries_and_they_still_expire(tmp_path: 
     """A clock that jumps back (NTP) makes no entry unreadable: one stored before is
     served until the clock passes its expiry again, one stored after lives its TTL by the
     clock's new time."""
-    clock = Clock()
+    clock = ManualClock()
     cache = sqlite_only(tmp_path / "c.db", clock, ttl={"default": 60})
     await cache.aieng_cache_store(ask("hi"), Completion(text="hello"))
     clock.now -= 3600
@@ -137,7 +129,7 @@ async def test_a_clock_going_back_keeps_entries_and_they_still_expire(tmp_path: 
 async def test_expiry_under_concurrent_lookups_and_stores(tmp_path: Path) -> None:
     """Lookups of expired entries (each deleting its row) racing stores that replace them
     never lose a fresh entry nor serve an expired one."""
-    clock = Clock()
+    clock = ManualClock()
     cache = sqlite_only(tmp_path / "c.db", clock, ttl={"default": 10})
     for i in range(40):
         await cache.aieng_cache_store(ask(f"q{i}"), Completion(text="old"))

@@ -18,15 +18,7 @@ from pathlib import Path
 import pytest
 from aieng_gateway import ApiKey, KeyStore
 
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from aieng_core.testing import ManualClock
 
 
 class CountingStore:
@@ -35,8 +27,8 @@ class CountingStore:
     def __init__(self, store: KeyStore) -> None:
         self.store = store
         self.reads = 0
-        self.clock = Clock(1000.0)
-        self.wall = Clock(time.time())
+        self.clock = ManualClock(1000.0)
+        self.wall = ManualClock(time.time())
         store._clock = self.clock
         store._wall = self.wall
         store._pause = lambda seconds: None

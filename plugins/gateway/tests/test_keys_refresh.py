@@ -20,24 +20,14 @@ import structlog
 from _support import LoopbackServer, make_gateway
 from aieng_gateway import ApiKey, KeyStore, KeyStoreError
 
-from aieng_core.testing import read_only
+from aieng_core.testing import ManualClock, read_only
 
 _HERE = Path(__file__).resolve().parents[1]
 
 
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _controlled(store: KeyStore) -> tuple[Clock, list[float]]:
+def _controlled(store: KeyStore) -> tuple[ManualClock, list[float]]:
     """``store`` on a hand-moved clock, its retry pauses recorded instead of slept."""
-    clock, pauses = Clock(), list[float]()
+    clock, pauses = ManualClock(1000.0), list[float]()
     store._clock = clock
     store._pause = pauses.append
     return clock, pauses

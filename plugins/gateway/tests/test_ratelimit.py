@@ -7,20 +7,12 @@ from aieng_gateway import Limits, TokenBucket, parse_size
 from hypothesis import given
 from hypothesis import strategies as st
 
-
-class Clock:
-    """A hand-moved monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from aieng_core.testing import ManualClock
 
 
 def test_bucket_refills_continuously() -> None:
     """60 per minute: empty after 60 takes, one more each second."""
-    clock = Clock()
+    clock = ManualClock(0.0)
     bucket = TokenBucket(60, clock=clock)
     assert all(bucket.take(1) == 0 for _ in range(60))
     assert bucket.take(1) == pytest.approx(1.0)
@@ -32,7 +24,7 @@ def test_bucket_refills_continuously() -> None:
                                     max_size=60))
 def test_admitted_never_exceeds_the_limit(rpm: int, steps: list[tuple[float, int]]) -> None:
     """Over any schedule, admitted requests <= rpm + elapsed x rpm / 60."""
-    clock = Clock()
+    clock = ManualClock(0.0)
     limits = Limits(clock=clock)
     admitted = 0
     for advance, burst in steps:
@@ -46,7 +38,7 @@ def test_admitted_never_exceeds_the_limit(rpm: int, steps: list[tuple[float, int
 
 def test_tokens_reserved_then_reconciled() -> None:
     """A reservation blocks; the refund of unused tokens frees them at once."""
-    clock = Clock()
+    clock = ManualClock(0.0)
     limits = Limits(clock=clock)
     assert limits.admit("k", None, 100, 90) == 0
     assert limits.admit("k", None, 100, 20) > 0
@@ -58,7 +50,7 @@ def test_tokens_reserved_then_reconciled() -> None:
 
 def test_refused_request_takes_nothing() -> None:
     """A request refused by the token bucket does not use up a request slot."""
-    limits = Limits(clock=Clock())
+    limits = Limits(clock=ManualClock(0.0))
     assert limits.admit("k", 2, 10, 10) == 0
     assert limits.admit("k", 2, 10, 5) > 0
     limits.reconcile("k", 10, 10, 0)
