@@ -15,7 +15,8 @@ The corpus is seeded and made in memory, nothing downloaded:
 
 ``scorer=impacts`` is aieng-bm25 with its second engine (precomputed BM25 term weights,
 exact document lengths; see plugins/bm25/README.md); its indexing time includes building
-the impacts after the commit.
+the impacts after the commit (``refresh()``: the first search after writes would build
+them otherwise).
 
 Measured, one query per call on one thread: queries/s at k=10 and k=100, indexing docs/s
 (from text, commit included), top-10 overlap. rank_bm25 scores every document in Python

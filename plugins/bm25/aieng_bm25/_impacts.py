@@ -177,8 +177,8 @@ def _compiled() -> Any:
 class Impacts:
     """The impacts of the live documents, rebuilt when the committed index changes.
 
-    Thread-safe: a rebuild runs once (others wait for it); searches read an immutable
-    build.
+    Thread-safe: a rebuild runs once, and every search that needs it waits for it and
+    shares it; searches read an immutable build.
 
     :param title_boost: weight of the title field's BM25 against the text field's.
     :param terms: the index analyzer (text to its index terms).
@@ -191,10 +191,15 @@ class Impacts:
         # no postings) until close() clears it: about the distinct terms ever indexed.
         self._vocab: dict[str, int] = {}
         self._seen: dict[int, _Analysis] = {}  # row number -> its version's analysis
+        # id -> the row of its version noted last, so that noting a newer version (an
+        # upsert) or deleting it drops the old analysis at once, not at the next rebuild:
+        # between rebuilds, _seen holds about one analysis per id, however many writes.
+        self._row_of: dict[str, int] = {}
         self._seen_lock = threading.Lock()
         self._build_lock = threading.Lock()
-        self._built: _Built | None = None
-        self._stamp: Hashable = None
+        # (the stamp of the commit it was built for, the build): one attribute, so a
+        # reader never pairs a build with another build's stamp.
+        self._state: tuple[Hashable, _Built] | None = None
         # Per thread, the fast kernel's float32 scores of one search, reused by the next.
         self._scratch = threading.local()
 
@@ -212,47 +217,62 @@ class Impacts:
 
     def note(self, row: int, doc: Document) -> None:
         """Analyse a document version about to be written as ``row`` (saves reading and
-        analysing it again at the next rebuild)."""
+        analysing it again at the next rebuild); the analysis of its id's version noted
+        before goes (a rebuild that still meets that version analyses it again)."""
         analysis = self._analyse(doc)
         with self._seen_lock:
+            old = self._row_of.get(doc.id)
+            if old is not None:
+                self._seen.pop(old, None)
             self._seen[row] = analysis
+            self._row_of[doc.id] = row
+
+    def forget(self, doc_ids: list[str]) -> None:
+        """Drop the analyses of the versions noted for ``doc_ids`` (just deleted)."""
+        with self._seen_lock:
+            for doc_id in doc_ids:
+                old = self._row_of.pop(doc_id, None)
+                if old is not None:
+                    self._seen.pop(old, None)
 
     def clear(self) -> None:
         """Drop everything (the index closed)."""
         with self._build_lock, self._seen_lock:
             self._seen.clear()
-            self._built, self._stamp = None, None
+            self._row_of.clear()
+            self._state = None
 
-    def current(self, stamp: Hashable,
-                live: Callable[[], list[tuple[int | None, Document]]], *,
-                wait: bool = True) -> _Built:
-        """The build for the commit named ``stamp``; rebuilt first when it is another.
+    def current(self, stamp: Callable[[], Hashable],
+                live: Callable[[], list[tuple[int | None, Document]]]) -> _Built:
+        """The build for the last commit, rebuilt first when that commit is another.
 
+        A rebuild runs in one thread at a time. A caller that finds one in progress waits
+        for it, then uses it when it was built for the commit the caller saw (or a commit
+        that is still the last); otherwise it rebuilds. So every call sees every commit
+        made before it began, and one rebuild serves all the calls that waited for it.
+
+        :param stamp: names the committed index (this object's commits, meta.json's
+            state): equal stamps, the same commit.
         :param live: (row number or ``None``, document) of every live document of the
-            committed index, read after ``stamp`` was taken (a commit in between changes
+            committed index, read after the stamp was taken (a commit in between changes
             the stamp again, so the next call rebuilds).
-        :param wait: when another thread is rebuilding, wait for it (a writer); with
-            ``False`` (a search) return the previous build meanwhile: that search runs
-            concurrently with the write, so either state is a correct answer.
         """
-        built = self._built
-        if built is not None and self._stamp == stamp:
-            return built
-        if built is not None and not wait:
-            if not self._build_lock.acquire(blocking=False):
-                return built
-        else:
-            self._build_lock.acquire()
-        try:
-            return self._rebuild(stamp, live)
-        finally:
-            self._build_lock.release()
+        seen = stamp()
+        state = self._state
+        if state is not None and state[0] == seen:
+            return state[1]
+        with self._build_lock:
+            state = self._state
+            if state is not None and state[0] == seen:  # built while this call waited
+                return state[1]
+            now = stamp()
+            if state is not None and state[0] == now:  # built since, still the last
+                return state[1]
+            return self._rebuild(now, live)
 
     def _rebuild(self, stamp: Hashable,
                  live: Callable[[], list[tuple[int | None, Document]]]) -> _Built:
-        """Build for ``stamp`` unless done meanwhile; call with the build lock held."""
-        if self._built is not None and self._stamp == stamp:
-            return self._built
+        """Build for ``stamp``; call with the build lock held."""
         with self._seen_lock:
             before = set(self._seen)
         entries: list[tuple[Document, _Analysis]] = []
@@ -270,9 +290,11 @@ class Impacts:
             for row in before.difference(keep):
                 self._seen.pop(row, None)
             self._seen.update(keep)
+            self._row_of = {doc_id: row for doc_id, row in self._row_of.items()
+                            if row in self._seen}  # ids whose rows went go too
             n_terms = len(self._vocab)
         built = _build(entries, n_terms, self.title_boost)
-        self._built, self._stamp = built, stamp
+        self._state = stamp, built
         return built
 
     def search(self, built: _Built, terms: list[str], k: int

@@ -283,14 +283,16 @@ class BM25Index:
         self.refresh()
 
     def refresh(self) -> None:
-        """With ``scorer = "impacts"``, bring the impacts up to the last commit now (a
-        search would do it first otherwise); nothing with ``scorer = "tantivy"``.
+        """With ``scorer = "impacts"``, bring the impacts up to the last commit now (the
+        next search would do it first otherwise); nothing with ``scorer = "tantivy"``.
 
-        Called by :meth:`open` and after each write, so that the rebuild's cost falls on
-        opening and writing rather than on the next search.
+        Called by :meth:`open`, so that opening pays the first build. A write does not
+        rebuild: it leaves the impacts stale, and the next search (or this call) rebuilds
+        once for all the writes before it, so a bulk load of ``n`` batches costs one
+        rebuild, not ``n``.
         """
         if self._impacts is not None:
-            self._impacts.current(self._stamp(), self._live)
+            self._impacts.current(self._stamp, self._live)
 
     def _open(self) -> tantivy.Index:
         index = self._index
@@ -572,6 +574,8 @@ class BM25Index:
         with self._lock:
             if find() and self._write(remove):
                 self._table.forget(wanted)
+                if self._impacts is not None:
+                    self._impacts.forget(wanted)
         return len(present)
 
     def _count_key(self, searcher: tantivy.Searcher, key: str) -> int:
@@ -614,8 +618,9 @@ class BM25Index:
         if not changed:
             return False
         index.reload()
+        # A new stamp: the next search rebuilds the impacts (see refresh), and no search
+        # that begins once this write returns answers from a build without it.
         self._commits += 1
-        self.refresh()
         return True
 
     def _disk_error(self, exc: BaseException, doing: str,
@@ -918,7 +923,7 @@ class BM25Index:
         terms = self.terms(text)
         if not terms:
             return []
-        built = impacts.current(self._stamp(), self._live, wait=False)
+        built = impacts.current(self._stamp, self._live)
         where, scores = impacts.search(built, terms, k)
         if scores and not math.isfinite(scores[0]):  # the best; all are positive
             scores = [_clamp(score) for score in scores]

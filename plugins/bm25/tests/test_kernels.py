@@ -136,7 +136,7 @@ def test_weights_outside_float32_range_use_the_exact_kernel(
     index.add([Document("a", "wing", title="flow"), Document("b", "flow", title="wing"),
                Document("c", "shock", title="wing wing")])
     assert index._impacts is not None
-    built = index._impacts.current(index._stamp(), index._live)
+    built = index._impacts.current(index._stamp, index._live)
     assert built.weights32 is None
     hits = index.search("wing", 3)
     assert [h.document.id for h in hits] == ["a", "c", "b"]
