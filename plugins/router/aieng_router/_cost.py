@@ -93,8 +93,13 @@ class CostRouter:
         """Learn latencies and error rates from ``backend.call`` and ``error`` events."""
         self.health.observe(event)
 
-    def estimate(self, request: Request, backend: str) -> Estimate:
-        """The expected cost, latency and health of ``backend`` for ``request``."""
+    def estimate(self, request: Request, backend: str, *,
+                 prompt_tokens: int | None = None) -> Estimate:
+        """The expected cost, latency and health of ``backend`` for ``request``.
+
+        :param prompt_tokens: the request's prompt token estimate, when already known
+            (:meth:`rank` estimates it once for every candidate).
+        """
         options = self.options
         budget = _override(request, "latency_budget_s", options.latency_budget_s, (int, float),
                            lambda s: math.isfinite(s) and s > 0)
@@ -107,7 +112,8 @@ class CostRouter:
         if profile is None:
             cost, quality = math.inf, -1
         else:
-            prompt = estimate_tokens(request, options.chars_per_token)
+            prompt = (estimate_tokens(request, options.chars_per_token)
+                      if prompt_tokens is None else prompt_tokens)
             # The client's max_tokens may be any int: past _MOST_TOKENS (more than any model
             # generates) it counts as that, so the estimate stays a float (no OverflowError).
             completion: float = min(request.max_tokens, _MOST_TOKENS)
@@ -121,7 +127,10 @@ class CostRouter:
 
     def rank(self, request: Request, candidates: Sequence[str]) -> list[Estimate]:
         """The candidates in routing order (before circuit breakers)."""
-        estimates = [self.estimate(request, name) for name in dict.fromkeys(candidates)]
+        # one pass over the messages (a long chat history) for all the candidates
+        tokens = estimate_tokens(request, self.options.chars_per_token)
+        estimates = [self.estimate(request, name, prompt_tokens=tokens)
+                     for name in dict.fromkeys(candidates)]
         position = {e.backend: i for i, e in enumerate(estimates)}
 
         def key(e: Estimate) -> tuple[Any, ...]:

@@ -100,27 +100,47 @@ class IntentClassifier:
     """
 
     def __init__(self, labels: Sequence[str], matrix: Matrix, k: int) -> None:
+        import numpy as np
+
         self.labels = list(labels)
         self.matrix = matrix
         self.k = k
+        # each label's position among the distinct labels (first appearance), per row: the
+        # best similarity of every label in one numpy pass
+        codes: dict[str, int] = {}
+        self._codes = np.array([codes.setdefault(label, len(codes)) for label in self.labels],
+                               dtype=np.intp)
+        self._names = list(codes)
 
     def rank(self, vector: Sequence[float]) -> list[tuple[str, float, float]]:
         """Every label ranked for one query embedding: those among the ``k`` nearest by
-        :func:`knn_vote`, then the others (vote 0) by their best similarity."""
+        :func:`knn_vote`, then the others (vote 0) by their best similarity.
+
+        The neighbours are picked in numpy (a partition, linear in the examples), so only
+        the ``k`` nearest (and rows tied with the k-th) reach the Python vote."""
+        import numpy as np
+
         query = _unit_rows([vector], 1)[0]
         if query.shape[0] != self.matrix.shape[1]:
             raise ValueError(f"the query embedding has {query.shape[0]} dimensions, the "
                              f"examples {self.matrix.shape[1]}")
-        similarities = (self.matrix @ query).tolist()
-        ranked = knn_vote(similarities, self.labels, self.k)
+        similarities = self.matrix @ query
+        count = similarities.shape[0]
+        if count > self.k:
+            kth = np.partition(similarities, count - self.k)[count - self.k]
+            # every row tied with the k-th, in row order: knn_vote breaks ties by position
+            near = np.flatnonzero(similarities >= kth)
+        else:
+            near = np.arange(count)
+        ranked = knn_vote(similarities[near].tolist(), [self.labels[i] for i in near],
+                          self.k)
         # Labels with no neighbour among the k follow, by their best similarity, so that
         # every intent's backend can serve as a fallback.
         seen = {label for label, _, _ in ranked}
-        best: dict[str, float] = {}
-        for label, value in zip(self.labels, similarities):
-            if label not in seen:
-                best[label] = max(best.get(label, -2.0), value)
-        rest = sorted(best.items(), key=lambda item: -item[1])
+        best = np.full(len(self._names), -2.0)
+        np.maximum.at(best, self._codes, similarities)
+        rest = sorted(((label, value) for label, value in zip(self._names, best.tolist())
+                       if label not in seen), key=lambda item: -item[1])
         return ranked + [(label, 0.0, value) for label, value in rest]
 
 
@@ -165,6 +185,24 @@ class IntentRouter:
                                "built with")
         return await self._context.embed(list(texts), self.options.model)
 
+    async def _embed_examples(self, texts: Sequence[str]) -> Matrix:
+        """The examples as unit rows, embedded ``embed_batch`` texts per call (a server
+        caps the texts of one request, and each call has the embed stage's timeout), each
+        batch turned into a numpy block at once (no list of every vector's floats)."""
+        import numpy as np
+
+        size = self.options.embed_batch
+        blocks: list[Matrix] = []
+        for start in range(0, len(texts), size):
+            batch = texts[start:start + size]
+            block = _unit_rows(await self._embed(batch), len(batch))
+            if blocks and block.shape[1] != blocks[0].shape[1]:
+                raise ValueError(f"the embedder returned vectors of different sizes: "
+                                 f"{blocks[0].shape[1]} and {block.shape[1]} dimensions")
+            blocks.append(block)
+        matrix: Matrix = np.vstack(blocks)
+        return matrix
+
     async def prepare(self) -> IntentClassifier:
         """Read the examples file (if any) and embed the examples, once."""
         async with self._lock:
@@ -186,7 +224,7 @@ class IntentRouter:
                 raise ValueError(f"route {empty[0]!r} has no examples")
             labels = [label for label, texts in examples.items() for _ in texts]
             texts = [text for group in examples.values() for text in group]
-            matrix = _unit_rows(await self._embed(texts), len(texts))
+            matrix = await self._embed_examples(texts)
             self.classifier = IntentClassifier(labels, matrix, self.options.k)
             log.info("router.intent_examples", labels=len(examples), examples=len(texts))
             return self.classifier

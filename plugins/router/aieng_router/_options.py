@@ -202,6 +202,9 @@ class IntentOptions:
     :param default: the backend for requests matching no intent well enough.
     :param fallbacks: backends tried after the ranked intents' backends.
     :param model: the embedding model asked for (``None``: the embedder's default).
+    :param embed_batch: examples embedded per embedding call when the pipeline opens
+        (embedding servers cap the texts of one request; each call gets the embed
+        stage's timeout).
     :param breaker: the per-backend circuit breaker.
     """
 
@@ -214,6 +217,7 @@ class IntentOptions:
     default: str | None = attrs.field(default=None, validator=_opt_name)
     fallbacks: tuple[str, ...] = attrs.field(default=(), converter=listed, validator=_names)
     model: str | None = attrs.field(default=None, validator=_opt_name)
+    embed_batch: int = attrs.field(default=64, validator=_int_at_least(1))
     breaker: BreakerOptions = attrs.field(factory=BreakerOptions,
                                           validator=v.instance_of(BreakerOptions))
 
