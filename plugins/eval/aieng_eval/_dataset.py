@@ -8,7 +8,7 @@ import json
 import math
 import sys
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ DATASET_KEYS: tuple[str, ...] = ("id", "input", "reference", "context", "metadat
 
 #: The UTF-8 byte-order mark (Windows editors write one): it starts a file, not its first item.
 _BOM = b"\xef\xbb\xbf"
+#: The bytes a dataset's hash takes at a time.
+_CHUNK = 1 << 16
 
 
 class DatasetError(ValueError):
@@ -173,8 +175,53 @@ def parse_dataset(raw: bytes, *, source: str = "<dataset>") -> Dataset:
 def content_sha256(raw: bytes) -> str:
     """The SHA-256 of a dataset's bytes with CRLF line endings as LF and without a UTF-8
     byte-order mark: the same for a file whatever line endings a checkout gave it (a lone
-    CR is kept: the parser does not split lines on it)."""
-    return hashlib.sha256(raw.removeprefix(_BOM).replace(b"\r\n", b"\n")).hexdigest()
+    CR is kept: the parser does not split lines on it). No copy of the whole file: bytes
+    without a CR are hashed as they are (after the mark), others a chunk at a time
+    (:func:`content_sha256_chunks`)."""
+    if b"\r" not in raw:
+        return hashlib.sha256(memoryview(raw)[len(_BOM):] if raw.startswith(_BOM)
+                              else raw).hexdigest()
+    return content_sha256_chunks(raw[start:start + _CHUNK]
+                                 for start in range(0, len(raw), _CHUNK))
+
+
+def content_sha256_chunks(chunks: Iterable[bytes]) -> str:
+    """:func:`content_sha256` of the bytes ``chunks`` join to, read one chunk at a time (a
+    file's reads): a CR ending a chunk waits for the next one, which may start with its LF;
+    the byte-order mark may be split across the first chunks too."""
+    digest = hashlib.sha256()
+    head = b""  # the first bytes, until they tell whether the file starts with the mark
+    started = False
+    cr = b""  # a CR that ended the previous chunk
+    for chunk in chunks:
+        if not started:
+            head += chunk
+            if len(head) < len(_BOM) and _BOM.startswith(head):
+                continue
+            chunk, head, started = head.removeprefix(_BOM), b"", True
+        if not chunk:
+            continue
+        if cr:
+            chunk, cr = cr + chunk, b""
+        if chunk.endswith(b"\r"):
+            chunk, cr = chunk[:-1], b"\r"
+        digest.update(chunk.replace(b"\r\n", b"\n"))
+    digest.update(head + cr)  # a file shorter than the mark (or no chunk), a last CR
+    return digest.hexdigest()
+
+
+def file_sha256s(path: Path) -> tuple[str, str]:
+    """``(sha256, file_sha256)`` of a dataset file (see :class:`Dataset`), read once, a
+    chunk at a time."""
+    whole = hashlib.sha256()
+
+    def chunks() -> Iterator[bytes]:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                whole.update(chunk)
+                yield chunk
+
+    return content_sha256_chunks(chunks()), whole.hexdigest()
 
 
 def _parse_line(line: bytes, number: int, source: str) -> tuple[DatasetItem, bool]:

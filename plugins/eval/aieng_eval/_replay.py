@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Callable
@@ -15,12 +14,13 @@ import attrs
 import structlog
 
 from ._agent import options_from_lock
-from ._dataset import content_sha256
-from ._lock import lock_drift
+from ._dataset import file_sha256s
+from ._lock import lock_drift, sha256_file
 from ._results import ItemResult, read_results
 from ._runner import EvalError, PipelineSource, ProgressCallback, run_eval
 from ._runner import _read_lock as read_lock
 from ._secrets import REDACTED, redacted_options
+from .report import locked_max_slices
 
 if TYPE_CHECKING:
     from aieng_core import Kernel
@@ -79,18 +79,18 @@ def _places(entry: dict[str, Any], run_dir: Path) -> list[Path]:
     return list(dict.fromkeys(places))
 
 
-def _locate(entry: dict[str, Any], run_dir: Path, digests: Callable[[bytes], set[str]]
+def _locate(entry: dict[str, Any], run_dir: Path, digests: Callable[[Path], set[str]]
             ) -> tuple[Path | None, list[str]]:
     """The first of :func:`_places` holding the locked file (a hash of ``digests`` is the
     entry's ``sha256``), and a note on each place looked at that did not hold it."""
     notes = []
     for place in _places(entry, run_dir):
-        try:
-            raw = place.read_bytes()
+        try:  # read a chunk at a time: a dataset of gigabytes is not held whole
+            found = digests(place)
         except OSError as exc:  # none there, a folder, no permission
             notes.append(f"{place} ({exc.strerror or exc})")
             continue
-        if entry.get("sha256") in digests(raw):
+        if entry.get("sha256") in found:
             if place != Path(str(entry.get("path"))):
                 log.info("eval.replay.moved", recorded=entry.get("path"), found=str(place))
             return place, notes
@@ -98,14 +98,14 @@ def _locate(entry: dict[str, Any], run_dir: Path, digests: Callable[[bytes], set
     return None, notes
 
 
-def _file_digest(raw: bytes) -> set[str]:
-    return {hashlib.sha256(raw).hexdigest()}
+def _file_digest(path: Path) -> set[str]:
+    return {sha256_file(path)}
 
 
-def _dataset_digests(raw: bytes) -> set[str]:
+def _dataset_digests(path: Path) -> set[str]:
     """A dataset's hash as lockfiles hold it: of its text with LF endings and no
     byte-order mark, or (earlier versions) of its bytes."""
-    return {content_sha256(raw), hashlib.sha256(raw).hexdigest()}
+    return set(file_sha256s(path))
 
 
 def _dataset(lock: dict[str, Any], run_dir: Path) -> Path:
@@ -198,8 +198,8 @@ async def replay(run_dir: str | Path, *, out: str | Path | None = None,
                  hash_cache: Path | None = None,
                  dataset: str | Path | None = None) -> ReplayReport:
     """Run again what ``run_dir``'s lockfile records (pipeline, dataset, seed, limit,
-    concurrency, the agent's options in agent mode) into a new run directory, and compare
-    outputs and scores.
+    concurrency, the agent's options in agent mode, the reports' slices per field) into a
+    new run directory, and compare outputs and scores.
 
     Versions, hashes and files that differ now are logged as warnings and listed in the
     report's ``drift``.
@@ -233,7 +233,8 @@ async def replay(run_dir: str | Path, *, out: str | Path | None = None,
     new = await run_eval(pipeline, dataset, out=out, concurrency=int(lock.get("concurrency")
                                                                       or 8),
                          limit=lock.get("limit"), seed=lock.get("seed"), judge_pipeline=judge,
-                         kernel=kernel, progress=progress, hash_cache=hash_cache, agent=agent)
+                         kernel=kernel, progress=progress, hash_cache=hash_cache, agent=agent,
+                         max_slices=locked_max_slices(lock))
     drift = warnings + lock_drift(lock, new.lock)
     for line in drift:
         log.warning("eval.replay.drift", detail=line)

@@ -598,7 +598,8 @@ async def run_eval(
     :param reports: write ``report.md``, ``report.html`` and ``summary.json``.
     :param bootstrap_samples: resamples for the reports' confidence intervals.
     :param max_slices: the reports' slices per ``metadata`` field (the largest by items;
-        the reports say how many values were left out), ``>= 1``.
+        the reports say how many values were left out), ``>= 1``; recorded in the
+        lockfile, for ``aieng eval report`` and :func:`replay`.
     :param retry_judge_failures: on a resume, also run again the judges that failed on
         items of earlier sessions (``judge_failures``), on the stored answers: their
         scores are replaced, the answers and the other judges' scores kept. An item of an
@@ -643,6 +644,7 @@ async def run_eval(
         "concurrency": concurrency,
         "limit": limit,
         "agent": agent_lock(agent),
+        "max_slices": max_slices,
     }
     add_layout(lock, run_dir)
     held = await anyio.to_thread.run_sync(_lock_run_dir, run_dir)

@@ -6,6 +6,7 @@ No JavaScript, no fonts or images fetched: every plot is a self-contained ``<svg
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from html import escape
 
@@ -107,9 +108,23 @@ def interval_bars(rows: Sequence[tuple[str, float, float, float]], *, title: str
     return _svg(_W, height, body, title)
 
 
+def drawn_points(total: int, max_points: int | None) -> list[int]:
+    """The indices of the points a scatter of ``total`` draws, in order: every one, or
+    (more than ``max_points``) a sample of ``max_points`` of them, seeded, so a report is
+    the same each time it is written."""
+    if max_points is None or total <= max_points:
+        return list(range(total))
+    return sorted(random.Random(0).sample(range(total), max_points))
+
+
 def scatter(points: Sequence[tuple[float, float]], *, title: str, x_label: str,
-            y_label: str) -> str:
-    """A scatter plot of ``(x, y)`` points (human label against judge score)."""
+            y_label: str, max_points: int | None = None) -> str:
+    """A scatter plot of ``(x, y)`` points (human label against judge score).
+
+    :param max_points: draw at most this many (:func:`drawn_points`: a seeded sample; the
+        axes still span every point): a circle per item made a multi-MB plot of 100k
+        labelled items. ``None`` draws every one.
+    """
     height, left, bottom, top, size = 240, 44, 34, 10, 240
     width = left + size + 20
     if not points:
@@ -128,7 +143,8 @@ def scatter(points: Sequence[tuple[float, float]], *, title: str, x_label: str,
             f'transform="rotate(-90 12 {top + plot_h / 2})">{escape(y_label)}</text>')]
     # The ranges once, not per point (that was quadratic: minutes for 100k labelled items).
     x_lo, x_hi, y_lo, y_hi = min(xs), max(xs), min(ys), max(ys)
-    for px, py in points:
+    for index in drawn_points(len(points), max_points):
+        px, py = points[index]
         cx = left + 6 + (size - 12) * scale(px, x_lo, x_hi)
         cy = top + plot_h - 6 - (plot_h - 12) * scale(py, y_lo, y_hi)
         body.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{_BAR}" '

@@ -21,7 +21,11 @@ from .report import (
     slice_note,
 )
 
-__all__ = ["compare_page", "run_page"]
+__all__ = ["SCATTER_POINTS", "compare_page", "run_page"]
+
+#: The points a label-against-score scatter draws at most (a seeded sample of the labelled
+#: items; the agreement statistics use every one): a circle per item made a multi-MB page of 100k labels.
+SCATTER_POINTS = 2000
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;
@@ -117,9 +121,14 @@ def run_page(summary: Mapping[str, Any], results: Sequence[ItemResult],
                              else record.label)
                     if label is not None:
                         points.append((float(label), record.scores[name]))
+            shown = (f"<br><span class=\"muted\">{SCATTER_POINTS:,} of {len(points):,} "
+                     "points drawn (a fixed sample; the agreement above counts every item)"
+                     "</span>"
+                     if len(points) > SCATTER_POINTS else "")
             body.append(f'<div class="plot"><b>{escape(name)}</b><br>'
                         + scatter(points, title=f"{name}: label against judge score",
-                                  x_label="human label", y_label="judge score") + "</div>")
+                                  x_label="human label", y_label="judge score",
+                                  max_points=SCATTER_POINTS) + shown + "</div>")
         body.append("</div>")
     if summary.get("judge_failures"):
         body.append("<h2>Judge failures</h2><p class=\"muted\">Scores a judge could not give "

@@ -19,7 +19,8 @@ from aieng_hookspecs import replace_file
 from ._results import ItemResult, utf8_json
 from .stats import mean_cis
 
-__all__ = ["MAX_SLICES", "agreement", "markdown_report", "summarize", "write_reports"]
+__all__ = ["MAX_SLICES", "agreement", "locked_max_slices", "markdown_report", "summarize",
+           "write_reports"]
 
 #: The slices of each ``metadata`` field the reports show by default (the largest by
 #: items): a field with thousands of values made thousands of table and plot rows.
@@ -366,15 +367,27 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def locked_max_slices(lock: Mapping[str, Any]) -> int:
+    """The slices per ``metadata`` field a run was made with: its lockfile's
+    ``max_slices`` (lockfiles of earlier versions have none: :data:`MAX_SLICES`)."""
+    value = lock.get("max_slices")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return MAX_SLICES
+
+
 def write_reports(run_dir: Path, results: Sequence[ItemResult], lock: Mapping[str, Any], *,
-                  samples: int = 1000, max_slices: int = MAX_SLICES) -> dict[str, Any]:
+                  samples: int = 1000, max_slices: int | None = None) -> dict[str, Any]:
     """Write ``summary.json``, ``report.md`` and ``report.html`` into ``run_dir``; blocking.
 
-    :param max_slices: the slices shown per ``metadata`` field (see :func:`summarize`).
+    :param max_slices: the slices shown per ``metadata`` field (see :func:`summarize`;
+        ``None``: the run's own, :func:`locked_max_slices`).
     :returns: the summary.
     """
     from .html import run_page
 
+    if max_slices is None:
+        max_slices = locked_max_slices(lock)
     summary = summarize(results, samples=samples, seed=int(lock.get("bootstrap_seed") or 0),
                         max_slices=max_slices)
     summary["not_run"] = not_run(results, lock)

@@ -224,7 +224,7 @@ def test_the_compare_command_takes_quiet(tmp_path: Path) -> None:
 
 def test_max_slices_is_an_option_of_run_and_report(tmp_path: Path) -> None:
     """``aieng eval run --max-slices N`` caps the run's reports; ``aieng eval report
-    --max-slices N`` rebuilds them with another cap (the default: 50)."""
+    --max-slices N`` rebuilds them with another cap (the default: the run's own)."""
     rows = [{"id": f"i{i}", "input": f"w{i}", "reference": f"w{i}",
              "metadata": {"topic": f"t{i % 4}"}} for i in range(9)]
     ds = tmp_path / "ds.jsonl"
@@ -240,7 +240,7 @@ def test_max_slices_is_an_option_of_run_and_report(tmp_path: Path) -> None:
     assert list(summary()["slices"]["topic"]) == ["t0"]  # 3 items; the others 2
     assert summary()["slices_left_out"]["topic"]["items"] == 6
     assert "--max-slices 4 shows them all" in (out / "report.md").read_text(encoding="utf-8")
-    assert invoke("report", str(out), "--samples", "10").exit_code == 0
+    assert invoke("report", str(out), "--samples", "10", "--max-slices", "50").exit_code == 0
     assert len(summary()["slices"]["topic"]) == 4 and summary()["max_slices"] == 50
     result = invoke("report", str(out), "--max-slices", "0")
     assert result.exit_code == 2 and "--max-slices" in result.output
