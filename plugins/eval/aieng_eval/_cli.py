@@ -322,12 +322,12 @@ def compare(runs: tuple[Path, ...], out: Path | None, samples: int, seed: int, q
 
 @eval_group.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--samples", default=1000, show_default=True, type=click.IntRange(min=1),
-              help="Bootstrap resamples for the intervals.")
+@click.option("--samples", default=None, type=click.IntRange(min=1),
+              help="Bootstrap resamples for the intervals. [default: the run's, else 1000]")
 @click.option("--max-slices", default=None, type=click.IntRange(min=1),
               help="Slices shown per metadata field (the largest by items); a field with "
                    "more values says how many are left out. [default: the run's, else 50]")
-def report(run_dir: Path, samples: int, max_slices: int | None) -> None:
+def report(run_dir: Path, samples: int | None, max_slices: int | None) -> None:
     """Rebuild RUN_DIR's summary.json, report.md and report.html from its results."""
     from ._results import read_results
     from ._runner import EvalError, _read_lock, locked_records

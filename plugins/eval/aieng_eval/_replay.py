@@ -20,7 +20,7 @@ from ._results import ItemResult, read_results
 from ._runner import EvalError, PipelineSource, ProgressCallback, run_eval
 from ._runner import _read_lock as read_lock
 from ._secrets import REDACTED, redacted_options
-from .report import locked_max_slices
+from .report import locked_max_slices, locked_samples
 
 if TYPE_CHECKING:
     from aieng_core import Kernel
@@ -198,8 +198,8 @@ async def replay(run_dir: str | Path, *, out: str | Path | None = None,
                  hash_cache: Path | None = None,
                  dataset: str | Path | None = None) -> ReplayReport:
     """Run again what ``run_dir``'s lockfile records (pipeline, dataset, seed, limit,
-    concurrency, the agent's options in agent mode, the reports' slices per field) into a
-    new run directory, and compare outputs and scores.
+    concurrency, the agent's options in agent mode, the reports' slices per field and
+    resamples) into a new run directory, and compare outputs and scores.
 
     Versions, hashes and files that differ now are logged as warnings and listed in the
     report's ``drift``.
@@ -234,7 +234,8 @@ async def replay(run_dir: str | Path, *, out: str | Path | None = None,
                                                                       or 8),
                          limit=lock.get("limit"), seed=lock.get("seed"), judge_pipeline=judge,
                          kernel=kernel, progress=progress, hash_cache=hash_cache, agent=agent,
-                         max_slices=locked_max_slices(lock))
+                         max_slices=locked_max_slices(lock),
+                         bootstrap_samples=locked_samples(lock))
     drift = warnings + lock_drift(lock, new.lock)
     for line in drift:
         log.warning("eval.replay.drift", detail=line)

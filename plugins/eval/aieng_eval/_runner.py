@@ -596,7 +596,8 @@ async def run_eval(
     :param progress: called after each finished item.
     :param hash_cache: the file-hash cache file (default: under ``~/.cache/aieng``).
     :param reports: write ``report.md``, ``report.html`` and ``summary.json``.
-    :param bootstrap_samples: resamples for the reports' confidence intervals.
+    :param bootstrap_samples: resamples for the reports' confidence intervals; recorded in
+        the lockfile, for ``aieng eval report`` and :func:`replay`.
     :param max_slices: the reports' slices per ``metadata`` field (the largest by items;
         the reports say how many values were left out), ``>= 1``; recorded in the
         lockfile, for ``aieng eval report`` and :func:`replay`.
@@ -645,6 +646,7 @@ async def run_eval(
         "limit": limit,
         "agent": agent_lock(agent),
         "max_slices": max_slices,
+        "bootstrap_samples": bootstrap_samples,
     }
     add_layout(lock, run_dir)
     held = await anyio.to_thread.run_sync(_lock_run_dir, run_dir)

@@ -370,15 +370,29 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
 def locked_max_slices(lock: Mapping[str, Any]) -> int:
     """The slices per ``metadata`` field a run was made with: its lockfile's
     ``max_slices`` (lockfiles of earlier versions have none: :data:`MAX_SLICES`)."""
-    value = lock.get("max_slices")
+    return _locked_count(lock, "max_slices", MAX_SLICES)
+
+
+def locked_samples(lock: Mapping[str, Any]) -> int:
+    """The bootstrap resamples a run's reports were made with: its lockfile's
+    ``bootstrap_samples`` (lockfiles of earlier versions have none: 1000)."""
+    return _locked_count(lock, "bootstrap_samples", 1000)
+
+
+def _locked_count(lock: Mapping[str, Any], key: str, default: int) -> int:
+    value = lock.get(key)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
-    return MAX_SLICES
+    return default
 
 
 def write_reports(run_dir: Path, results: Sequence[ItemResult], lock: Mapping[str, Any], *,
-                  samples: int = 1000, max_slices: int | None = None) -> dict[str, Any]:
+                  samples: int | None = None, max_slices: int | None = None
+                  ) -> dict[str, Any]:
     """Write ``summary.json``, ``report.md`` and ``report.html`` into ``run_dir``; blocking.
+
+    :param samples: the bootstrap resamples (``None``: the run's own,
+        :func:`locked_samples`).
 
     :param max_slices: the slices shown per ``metadata`` field (see :func:`summarize`;
         ``None``: the run's own, :func:`locked_max_slices`).
@@ -388,6 +402,8 @@ def write_reports(run_dir: Path, results: Sequence[ItemResult], lock: Mapping[st
 
     if max_slices is None:
         max_slices = locked_max_slices(lock)
+    if samples is None:
+        samples = locked_samples(lock)
     summary = summarize(results, samples=samples, seed=int(lock.get("bootstrap_seed") or 0),
                         max_slices=max_slices)
     summary["not_run"] = not_run(results, lock)

@@ -24,7 +24,7 @@ from aieng_eval._dataset import (
 )
 from aieng_eval._results import ItemResult
 from aieng_eval.html import SCATTER_POINTS, run_page
-from aieng_eval.report import locked_max_slices, summarize
+from aieng_eval.report import locked_max_slices, locked_samples, summarize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -212,3 +212,22 @@ def test_a_crlf_dataset_loads_with_the_lf_files_hash(tmp_path: Path) -> None:
     a, b = load_dataset(lf), load_dataset(crlf)
     assert a.sha256 == b.sha256 == a.file_sha256 != b.file_sha256
     assert file_sha256s(crlf) == (b.sha256, b.file_sha256)
+
+
+def test_report_and_replay_use_the_runs_own_samples(tmp_path: Path) -> None:
+    """``--samples`` had the gap ``--max-slices`` had: ``report`` without it and ``replay``
+    used 1000 resamples whatever the run was made with. The lockfile records it; a
+    lockfile without it reads as 1000; an explicit ``--samples`` still wins."""
+    out = _sliced_run(tmp_path)  # --samples 10
+    assert _json(out / "lock.json")["bootstrap_samples"] == 10
+    assert invoke("report", str(out)).exit_code == 0
+    assert _json(out / "summary.json")["samples"] == 10
+    assert invoke("report", str(out), "--samples", "20").exit_code == 0
+    assert _json(out / "summary.json")["samples"] == 20
+    again = tmp_path / "again"
+    assert invoke("replay", str(out), "--out", str(again), "-q", "--json").exit_code == 0
+    assert _json(again / "lock.json")["bootstrap_samples"] == 10
+    assert _json(again / "summary.json")["samples"] == 10
+    lock = _json(out / "lock.json")
+    del lock["bootstrap_samples"]
+    assert locked_samples(lock) == 1000
