@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,12 @@ _SCAN_COUNT = 500
 # The longest PX given to Redis (about 31,700 years): Redis refuses one past a 64-bit
 # millisecond clock, and a longer TTL means "keep it" all the same.
 _MAX_PX = 10**15
+# The bytes of a value clear_namespace() reads (GETRANGE): the namespace is the last member
+# of an encoded entry (encode_completion writes ``,"ns":"<namespace>"}`` last), so the end
+# of a value of many MB names it; a value this short is read whole.
+_TAIL = 1024
+# The end of an entry's namespace member, read backwards: ``,"ns":"`` then the string.
+_NS_MEMBER = b',"ns":"'
 # The database of a redis:// URL: "", "/" or "/<number>" (redis-py silently uses 0 for
 # any other path, so "redis://host/cache" would share database 0 unnoticed).
 _DB_PATH = re.compile(r"/?|/[0-9]+")
@@ -51,6 +58,38 @@ def _glob_escape(text: str) -> str:
     """``text`` as a literal in a Redis glob pattern: a prefix such as ``app[1]:`` must not
     match ``app1:`` keys, which ``clear`` would then delete."""
     return "".join("\\" + c if c in "*?[]\\^-" else c for c in text)
+
+
+def _tail_namespace(tail: bytes) -> tuple[bool, str | None]:
+    """The namespace of an encoded entry from the last bytes of its value, as
+    :func:`~aieng_cache.payload_namespace` reads it from the whole value: ``(True,
+    namespace)``, ``(True, None)`` for an unknown one (an entry written without it, whose
+    last member is ``tool_calls``, or no entry), or ``(False, None)`` when the namespace
+    starts before ``tail`` (the whole value is needed)."""
+    if len(tail) < 2:
+        return False, None
+    if not tail.endswith(b'"}'):  # the last member no string: written without "ns"
+        return True, None
+    end = len(tail) - 2  # the closing quote of the last member's string
+    start = end
+    while True:  # back to the first quote that no backslash escapes: the opening one
+        start = tail.rfind(b'"', 0, start)
+        if start < 0:
+            return False, None
+        run = start - len(tail[:start].rstrip(b"\\"))  # backslashes right before it
+        if run == start:  # they reach the start of the tail: escaped or not, unknown
+            return False, None
+        if run % 2 == 0:
+            break
+    if start < len(_NS_MEMBER) - 1:  # the member's name is cut off
+        return False, None
+    if tail[start - len(_NS_MEMBER) + 1:start + 1] != _NS_MEMBER:
+        return True, None  # another string last: no entry of the codec
+    try:
+        namespace = json.loads(tail[start:end + 1])
+    except ValueError:  # UnicodeDecodeError included
+        return True, None
+    return True, namespace if isinstance(namespace, str) else None
 
 
 class RedisLevel:
@@ -195,8 +234,9 @@ class RedisLevel:
     async def clear_namespace(self, namespace: str) -> None:
         """Remove the keys under the prefix whose entry was stored by a cache of
         ``namespace``, and those of no known namespace (entries written by a version that
-        did not record it, or values that are no readable entry): ``SCAN`` + ``MGET`` +
-        ``UNLINK``, reading every value under the prefix once."""
+        did not record it, or values that are no readable entry): ``SCAN`` + ``GETRANGE``
+        + ``UNLINK``, reading the last KB of each value under the prefix (where the
+        namespace is written), not the whole value."""
         if not self.prefix:
             raise ValueError("refusing to clear a Redis level without a key prefix: it "
                              "would delete keys of the whole database")
@@ -205,15 +245,51 @@ class RedisLevel:
         while True:
             cursor, keys = await self._call("scan", cursor, match=pattern, count=_SCAN_COUNT)
             if keys:
-                # MGET answers None for a key gone meanwhile or holding no string: a
-                # lookup drops either as unreadable, so clearing it loses nothing.
-                values = await self._call("mget", keys)
-                doomed = [key for key, value in zip(keys, values, strict=True)
-                          if value is None or payload_namespace(value) in (None, namespace)]
+                doomed = [key for key, found in zip(keys, await self._namespaces(keys),
+                                                    strict=True)
+                          if found in (None, namespace)]
                 if doomed:
                     await self._call("unlink", *doomed)
             if cursor == 0:
                 break
+
+    async def _namespaces(self, keys: list[bytes]) -> list[str | None]:
+        """The namespace of each key's entry (``None``: unknown), from the values' last
+        :data:`_TAIL` bytes (one round trip); a value whose namespace starts before them
+        is read whole, alone."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import ResponseError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        client = self._open_client()
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.getrange(key, -_TAIL, -1)
+                tails = await pipe.execute(raise_on_error=False)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        found: list[str | None] = []
+        for key, tail in zip(keys, tails, strict=True):
+            if isinstance(tail, ResponseError):
+                if not str(tail).startswith("WRONGTYPE"):
+                    raise tail
+                # A key holding no string (another program's hash or list): a lookup
+                # drops it as unreadable, so clearing it loses nothing.
+                found.append(None)
+                continue
+            if isinstance(tail, str):  # a client given with decode_responses=True
+                tail = tail.encode("utf-8", "surrogatepass")
+            # An empty tail: a key gone meanwhile (unlinking it again is harmless).
+            if len(tail) < _TAIL:  # the whole value
+                found.append(payload_namespace(tail))
+                continue
+            known, namespace = _tail_namespace(tail)
+            if not known:
+                whole = await self._call("get", key)
+                namespace = None if whole is None else payload_namespace(whole)
+            found.append(namespace)
+        return found
 
     async def aclose(self) -> None:
         """Close the client's connections (once); later calls raise ``RuntimeError``."""

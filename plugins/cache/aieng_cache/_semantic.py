@@ -8,6 +8,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -118,23 +119,31 @@ class SemanticCache:
         # Only this scope's rows: another namespace's or pipeline's never answer here,
         # and would take this one's places in the index (or, embedded by a model of
         # another size, make them unreadable).
-        rows = self.store.live(self.clock(), limit=self.options.max_entries,
-                               scope=scope_key(self.scope))
+        rows = self.store.each_live(self.clock(), limit=self.options.max_entries,
+                                    scope=scope_key(self.scope))
         # The newest vector's size is the index's: after the embedding model changed
         # size, the rows of the model in use now are the newest, and must stay
         # searchable; the older model's keep answering their exact requests only.
-        size = next((len(row.vector) for row in rows
-                     if row.tag is not None and row.vector is not None), None)
-        for row in reversed(rows):  # oldest first: the newest end up most recent
-            if row.tag is None:
-                continue
-            try:
-                completion = decode_completion(row.value)
-                vector = None if row.vector is None or len(row.vector) != size \
-                    else np.frombuffer(row.vector, dtype="<f4").astype(np.float32)
-                self.index.put(row.key, row.tag, vector, completion, row.expires_at)
-            except (CodecError, ValueError) as exc:
-                log.warning("cache.semantic.unreadable", key=row.key, error=str(exc))
+        size: int | None = None
+        loaded: list[str] = []  # newest first
+        # One row at a time, newest first (not a list of every row's value and vector
+        # beside the index's matrix: twice the memory at the peak).
+        with closing(rows):
+            for row in rows:
+                if row.tag is None:
+                    continue
+                if size is None and row.vector is not None:
+                    size = len(row.vector)
+                try:
+                    completion = decode_completion(row.value)
+                    vector = None if row.vector is None or len(row.vector) != size \
+                        else np.frombuffer(row.vector, dtype="<f4").astype(np.float32)
+                    self.index.put(row.key, row.tag, vector, completion, row.expires_at)
+                    loaded.append(row.key)
+                except (CodecError, ValueError) as exc:
+                    log.warning("cache.semantic.unreadable", key=row.key, error=str(exc))
+        for key in reversed(loaded):  # oldest first: the newest end up most recent
+            self.index.touch(key)
 
     def _emit(self, event: Event) -> None:
         if self._context is not None:

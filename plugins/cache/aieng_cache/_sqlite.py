@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Generator, Iterator
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,7 +37,9 @@ log = structlog.get_logger(__name__)
 
 #: The layout this module writes and the newest it reads (``PRAGMA user_version``). A file
 #: written before the marker reads 0: the same layout, less the ``scope`` column (added
-#: when it opens).
+#: when it opens). An index added later (``entries_created``: the semantic cache's load in
+#: order of storage, without sorting the table) needs no new version: an older version
+#: reads and writes the file as before, and SQLite keeps the index up to date for it.
 VERSION = 1
 
 _SCHEMA = """
@@ -52,6 +54,7 @@ CREATE TABLE IF NOT EXISTS entries (
     scope    TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires);
+CREATE INDEX IF NOT EXISTS entries_created ON entries (created);
 """
 
 
@@ -311,6 +314,15 @@ class SQLiteStore:
     def live(self, now: float, *, limit: int, scope: str | None = None) -> list[Row]:
         """Live entries, newest first, at most ``limit``; with ``scope``, only the entries
         stored with that scope (and those stored without one)."""
+        with closing(self.each_live(now, limit=limit, scope=scope)) as rows:
+            return list(rows)
+
+    def each_live(self, now: float, *, limit: int, scope: str | None = None
+                  ) -> Generator[Row, None, None]:
+        """:meth:`live`'s entries one at a time, as SQLite reads them (through the
+        ``created`` index: no sort of the table): a caller building its own structure
+        holds one row at a time, not all of them. The connection stays borrowed until
+        the iterator ends or is closed (``contextlib.closing``)."""
         where = "(expires IS NULL OR expires > ?)"
         params: tuple[Any, ...] = (now,)
         with self._connection() as conn:
@@ -320,4 +332,8 @@ class SQLiteStore:
             cursor = conn.execute(
                 "SELECT key, value, kind, tag, vector, created, expires FROM entries "
                 f"WHERE {where} ORDER BY created DESC LIMIT ?", (*params, limit))
-            return [_row(found) for found in cursor]
+            try:
+                for found in cursor:
+                    yield _row(found)
+            finally:
+                cursor.close()
