@@ -431,3 +431,17 @@ def run_sync(pipeline: Path, dataset: Path, out: Path, **kwargs: Any) -> Any:
     kwargs.setdefault("hash_cache", out.parent / "hashes.json")
     return anyio.run(lambda: run_eval(pipeline, dataset, out=out, kernel=make_kernel(),
                                       **kwargs))
+
+
+def sliced_run(folder: Path, *extra: str) -> Path:
+    """``aieng eval run`` of 9 items over 4 topics (t0: 3 items, the others 2), 10
+    resamples and ``extra`` options, into ``folder/run``."""
+    rows = [{"id": f"i{i}", "input": f"w{i}", "reference": f"w{i}",
+             "metadata": {"topic": f"t{i % 4}"}} for i in range(9)]
+    ds = folder / "ds.jsonl"
+    ds.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = folder / "run"
+    result = invoke("run", str(pipeline_file(folder)), str(ds), "--out", str(out), "-q",
+                    "--samples", "10", *extra)
+    assert result.exit_code == 0, result.output
+    return out

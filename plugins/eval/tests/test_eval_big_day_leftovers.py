@@ -14,7 +14,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from _evalkit import invoke, pipeline_file
+from _evalkit import invoke, sliced_run
 from aieng_eval import _dataset
 from aieng_eval._dataset import (
     content_sha256,
@@ -32,19 +32,6 @@ from hypothesis import strategies as st
 # 1. --max-slices is recorded in lock.json; report and replay use the run's
 
 
-def _sliced_run(tmp_path: Path, *extra: str) -> Path:
-    """A run of 9 items over 4 topics (t0: 3 items, the others 2) with ``extra``."""
-    rows = [{"id": f"i{i}", "input": f"w{i}", "reference": f"w{i}",
-             "metadata": {"topic": f"t{i % 4}"}} for i in range(9)]
-    ds = tmp_path / "ds.jsonl"
-    ds.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    out = tmp_path / "run"
-    result = invoke("run", str(pipeline_file(tmp_path)), str(ds), "--out", str(out), "-q",
-                    "--samples", "10", *extra)
-    assert result.exit_code == 0, result.output
-    return out
-
-
 def _json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
@@ -53,7 +40,7 @@ def test_report_rebuilds_with_the_runs_own_max_slices(tmp_path: Path) -> None:
     """A run made with ``--max-slices 1`` rebuilt by ``aieng eval report`` (no
     ``--max-slices``) used 50: four slices, not the run's one. The lockfile records it;
     ``report`` uses it, and an explicit ``--max-slices`` still wins (not recorded)."""
-    out = _sliced_run(tmp_path, "--max-slices", "1")
+    out = sliced_run(tmp_path, "--max-slices", "1")
     assert _json(out / "lock.json")["max_slices"] == 1
     written = _json(out / "summary.json")
     assert list(written["slices"]["topic"]) == ["t0"]
@@ -68,7 +55,7 @@ def test_report_rebuilds_with_the_runs_own_max_slices(tmp_path: Path) -> None:
 def test_a_lockfile_without_max_slices_reads_as_fifty(tmp_path: Path) -> None:
     """A run of an earlier version (no ``max_slices`` in its lockfile) is reported with 50
     slices per field, as it was made; a value no cap can be (``true``, 0, text) too."""
-    out = _sliced_run(tmp_path, "--max-slices", "2")
+    out = sliced_run(tmp_path, "--max-slices", "2")
     lock = _json(out / "lock.json")
     for value in (None, True, 0, "2"):
         if value is None:
@@ -85,7 +72,7 @@ def test_a_lockfile_without_max_slices_reads_as_fifty(tmp_path: Path) -> None:
 def test_replay_uses_the_runs_max_slices(tmp_path: Path) -> None:
     """``replay`` ran with 50 slices whatever the run had: its reports and lockfile now
     carry the run's."""
-    out = _sliced_run(tmp_path, "--max-slices", "1")
+    out = sliced_run(tmp_path, "--max-slices", "1")
     again = tmp_path / "again"
     result = invoke("replay", str(out), "--out", str(again), "-q", "--json")
     assert result.exit_code == 0, result.output
@@ -218,7 +205,7 @@ def test_report_and_replay_use_the_runs_own_samples(tmp_path: Path) -> None:
     """``--samples`` had the gap ``--max-slices`` had: ``report`` without it and ``replay``
     used 1000 resamples whatever the run was made with. The lockfile records it; a
     lockfile without it reads as 1000; an explicit ``--samples`` still wins."""
-    out = _sliced_run(tmp_path)  # --samples 10
+    out = sliced_run(tmp_path)  # --samples 10
     assert _json(out / "lock.json")["bootstrap_samples"] == 10
     assert invoke("report", str(out)).exit_code == 0
     assert _json(out / "summary.json")["samples"] == 10

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _evalkit import invoke, pipeline_file
+from _evalkit import invoke, sliced_run
 from aieng_eval import compare_runs, mean_ci, stats, summarize
 from aieng_eval._results import ItemResult
 from aieng_eval.html import run_page
@@ -225,14 +225,7 @@ def test_the_compare_command_takes_quiet(tmp_path: Path) -> None:
 def test_max_slices_is_an_option_of_run_and_report(tmp_path: Path) -> None:
     """``aieng eval run --max-slices N`` caps the run's reports; ``aieng eval report
     --max-slices N`` rebuilds them with another cap (the default: the run's own)."""
-    rows = [{"id": f"i{i}", "input": f"w{i}", "reference": f"w{i}",
-             "metadata": {"topic": f"t{i % 4}"}} for i in range(9)]
-    ds = tmp_path / "ds.jsonl"
-    ds.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    out = tmp_path / "run"
-    result = invoke("run", str(pipeline_file(tmp_path)), str(ds), "--out", str(out), "-q",
-                    "--max-slices", "1", "--samples", "10")
-    assert result.exit_code == 0, result.output
+    out = sliced_run(tmp_path, "--max-slices", "1")
 
     def summary() -> dict[str, Any]:
         return json.loads((out / "summary.json").read_text(encoding="utf-8"))
