@@ -1,9 +1,11 @@
 """An agent's conversation cut to ``AgentOptions.context_chars`` for the model: older
-turns' texts become marks, oldest tool results first; the system text, the task and the
-latest step are always whole; no message is dropped; the transcript keeps everything."""
+turns' texts become marks, oldest tool results first, and when marks are not enough the
+oldest turns are left out whole (tests/test_agent_limits_big_day.py); the system text, the
+task and the latest step are kept; the transcript keeps everything."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from aieng_core.agent._messages import ContextLimitError, fit, size
 from aieng_core.testing import ScriptedBackend
 
 MARK = "[left out to fit the context: "
+NOTE = re.compile(r"\[left out to fit the context: (\d+) earlier messages, (\d+) characters\]")
 
 # Lengths drawn evenly (hypothesis' own text strategy favours short strings, which no
 # mark would shorten).
@@ -65,6 +68,8 @@ def test_fit_keeps_every_message_and_cuts_oldest_first(messages: list[Message],
         return
     if "earlier messages, " in out[0].content:  # marks were not enough: turns left out
         return  # (tests/test_agent_limits_big_day.py checks that case)
+    if any(m.content.endswith(" more characters cut to fit the context]") for m in out):
+        return  # the latest step's tool results cut to fit: checked there too
     assert len(out) == len(messages)
     for before, after in zip(messages, out):
         assert (after.role, after.tool_call_id, after.tool_calls, after.name) == (
@@ -101,7 +106,10 @@ def test_marks_name_the_tool_and_the_size() -> None:
 
 
 class Pages:
-    """A ``page`` tool answering 2,000 characters per call."""
+    """A ``page`` tool answering ``chars`` characters per call."""
+
+    def __init__(self, chars: int) -> None:
+        self.chars = chars
 
     @hookimpl
     def aieng_tools(self) -> list[ToolSpec]:
@@ -109,7 +117,7 @@ class Pages:
 
     @hookimpl
     def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
-        return ToolResult(call.id, f"page {call.arguments.get('n')} " + "x" * 2000)
+        return ToolResult(call.id, f"page {call.arguments.get('n')} " + "x" * self.chars)
 
 
 @pytest.mark.anyio
@@ -120,7 +128,7 @@ async def test_a_long_run_stays_within_the_context_and_the_transcript_keeps_all(
                           for n in range(5)] + ["read them all"]
     model = ScriptedBackend(replies, usage=Usage(1, 1))
     async with Kernel(env={}, entry_points=[]) as kernel:
-        pipeline = kernel.compose({"llm": model, "tools": Pages()}, name="ctx", timeout=5.0)
+        pipeline = kernel.compose({"llm": model, "tools": Pages(2000)}, name="ctx", timeout=5.0)
         result = await Agent(pipeline, AgentOptions(context_chars=5000,
                                                      stall_steps=10)).run("read")
     assert result.answered and len(result.steps) == 6
@@ -130,6 +138,29 @@ async def test_a_long_run_stays_within_the_context_and_the_transcript_keeps_all(
     assert last[-1].content.startswith("page 4 ") and len(last[-1].content) > 2000
     assert sum(m.content.startswith(MARK) for m in last) == 3
     assert [len(m.content) > 2000 for m in result.messages if m.role == "tool"] == [True] * 5
+
+
+@pytest.mark.anyio
+async def test_a_run_of_sixty_steps_stays_within_the_context() -> None:
+    """60 steps of tool calls under a 3,000-character context: marks alone (about 130
+    characters a step) stop fitting after some twenty steps; every request still fits,
+    holds the task and the latest page whole, and says how much was left out."""
+    replies: list[Any] = [[ToolCall(id="c", name="page", arguments={"n": n})]
+                          for n in range(60)] + ["done"]
+    model = ScriptedBackend(replies, usage=Usage(1, 1))
+    async with Kernel(env={}, entry_points=[]) as kernel:
+        pipeline = kernel.compose({"llm": model, "tools": Pages(600)}, name="ctx", timeout=5.0)
+        result = await Agent(pipeline, AgentOptions(
+            context_chars=3000, max_steps=61, stall_steps=100, loop_repeats=100,
+            system="use page")).run("read them all")
+    assert result.answered and len(result.steps) == 61
+    for request in model.requests:
+        sent = request.messages
+        assert sum(map(size, sent)) <= 3000
+        assert sent[0].content.startswith("use page") and sent[1].content == "read them all"
+    last = model.requests[-1].messages
+    assert last[-1].content.startswith("page 59 ") and NOTE.search(last[0].content)
+    assert len(result.messages) == 2 + 60 * 2 + 1  # the transcript keeps everything
 
 
 def test_context_chars_must_be_positive() -> None:

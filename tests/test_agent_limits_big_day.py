@@ -9,16 +9,13 @@ No timings are asserted: growth is shown by counting calls of ``size``."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
-from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Message, ToolCall, ToolResult, ToolSpec, Usage
+from aieng_hookspecs.types import Message, ToolCall
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aieng_core import Kernel
-from aieng_core.agent import Agent, AgentOptions, _messages
+from aieng_core.agent import _messages
 from aieng_core.agent._messages import ContextLimitError, fit, size
 
 MARK = "[left out to fit the context: "
@@ -217,43 +214,6 @@ def test_what_is_never_left_out_longer_than_the_limit_is_an_error_naming_sizes()
     text = str(caught.value)
     assert "context limit of 8000 characters" in text and "9008" in text
     assert "the system text 8" in text and "--context-chars" in text
-
-
-class Pages:
-    """A ``page`` tool answering 600 characters per call."""
-
-    @hookimpl
-    def aieng_tools(self) -> list[ToolSpec]:
-        return [ToolSpec(name="page")]
-
-    @hookimpl
-    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
-        return ToolResult(call.id, f"page {call.arguments.get('n')} " + "x" * 600)
-
-
-@pytest.mark.anyio
-async def test_a_run_of_sixty_steps_stays_within_the_context() -> None:
-    """60 steps of tool calls under a 3,000-character context: marks alone (about 130
-    characters a step) stop fitting after some twenty steps; every request still fits,
-    holds the task and the latest page whole, and says how much was left out."""
-    from aieng_core.testing import ScriptedBackend
-
-    replies: list[Any] = [[ToolCall(id="c", name="page", arguments={"n": n})]
-                          for n in range(60)] + ["done"]
-    model = ScriptedBackend(replies, usage=Usage(1, 1))
-    async with Kernel(env={}, entry_points=[]) as kernel:
-        pipeline = kernel.compose({"llm": model, "tools": Pages()}, name="ctx", timeout=5.0)
-        result = await Agent(pipeline, AgentOptions(
-            context_chars=3000, max_steps=61, stall_steps=100, loop_repeats=100,
-            system="use page")).run("read them all")
-    assert result.answered and len(result.steps) == 61
-    for request in model.requests:
-        sent = request.messages
-        assert sum(map(size, sent)) <= 3000
-        assert sent[0].content.startswith("use page") and sent[1].content == "read them all"
-    last = model.requests[-1].messages
-    assert last[-1].content.startswith("page 59 ") and NOTE.search(last[0].content)
-    assert len(result.messages) == 2 + 60 * 2 + 1  # the transcript keeps everything
 
 
 def test_a_latest_tool_result_longer_than_the_limit_is_cut_not_an_error() -> None:
