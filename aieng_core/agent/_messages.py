@@ -12,8 +12,8 @@ from aieng_hookspecs.types import AgentAction, MemoryItem, Message, Request, Too
 
 from ._reflect import PLAN_HEADER
 
-__all__ = ["MEMORY_HEADER", "ContextLimitError", "TaskInput", "as_request", "fit", "size",
-           "swap_plan", "unique_ids", "with_memory", "with_system"]
+__all__ = ["MEMORY_HEADER", "ContextLimitError", "TaskInput", "as_request", "cut_note", "fit",
+           "size", "swap_plan", "unique_ids", "with_memory", "with_system"]
 
 TaskInput = str | Request | Sequence[Message]
 MEMORY_HEADER = "Relevant memory:"
@@ -189,7 +189,7 @@ def _cut_latest(messages: list[Message], limit: int) -> list[Message] | None:
     room = limit - sum(size(m) for i, m in enumerate(messages) if i not in lengths)
 
     def cost(cap: int) -> int:  # never falls as cap grows: a note loses a digit at most
-        return sum(n if n <= cap else cap + len(_cut_note(n - cap)) for n in lengths.values())
+        return sum(n if n <= cap else cap + len(cut_note(n - cap)) for n in lengths.values())
 
     low, high = _MIN_RESULT, max(lengths.values())
     if cost(low) > room:
@@ -200,7 +200,7 @@ def _cut_latest(messages: list[Message], limit: int) -> list[Message] | None:
     out = list(messages)
     for i, n in lengths.items():
         if n > low:
-            out[i] = attrs.evolve(out[i], content=out[i].content[:low] + _cut_note(n - low))
+            out[i] = attrs.evolve(out[i], content=out[i].content[:low] + cut_note(n - low))
     return out
 
 
@@ -208,8 +208,10 @@ def _cut_latest(messages: list[Message], limit: int) -> list[Message] | None:
 _MIN_RESULT = 200
 
 
-def _cut_note(characters: int) -> str:
-    return f"\n… [{characters} more characters cut to fit the context]"
+def cut_note(characters: int, why: str = " to fit the context") -> str:
+    """What ends a text cut short: how many characters went, and why (a tool result past
+    ``tool_result_chars``, a latest result cut to fit ``context_chars``)."""
+    return f"\n… [{characters} more characters cut{why}]"
 
 
 def _mark(message: Message, names: dict[str, str]) -> Message | None:

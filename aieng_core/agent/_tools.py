@@ -17,6 +17,7 @@ from aieng_hookspecs.types import ToolCall, ToolResult, ToolSpec
 from .._errors import HookError
 from ..dispatch import expect
 from ._arguments import argument_errors, describe_errors
+from ._messages import cut_note
 from ._options import AgentOptions
 
 if TYPE_CHECKING:
@@ -66,8 +67,8 @@ class ToolRunner:
         content = valid_utf8(result.content)
         limit = self.options.tool_result_chars
         if len(content) > limit:
-            content = (f"{content[:limit]}\n… [{len(content) - limit} more characters cut: "
-                       "the result was too long]")
+            content = content[:limit] + cut_note(len(content) - limit,
+                                                 ": the result was too long")
         return result if content == result.content else attrs.evolve(result, content=content)
 
     async def _run(self, call: ToolCall) -> ToolResult:
