@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
+
+from aieng_hookspecs.types import EQUALS_NOTHING, NO_KEY, json_key
 
 __all__ = ["argument_errors", "describe_errors"]
 
@@ -97,41 +99,27 @@ def _equal(a: Any, b: Any) -> bool:
     return _kind(a) == _kind(b) and bool(a == b)
 
 
-def _key(value: Any) -> Hashable:
-    """A hashable stand-in for ``value``: two values have equal keys exactly when
-    :func:`_equal` says they are equal (a NaN equals nothing: its key is new each time).
-    :raises TypeError: for a value of another type that cannot be hashed."""
-    if isinstance(value, bool) or value is None:
-        return ("literal", value)
-    if _number(value):
-        nan = isinstance(value, float) and math.isnan(value)
-        return ("number", object()) if nan else ("number", value)  # NaN equals nothing
-    if isinstance(value, str):
-        return ("string", value)
-    if isinstance(value, Mapping):
-        return ("object", frozenset((k, _key(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return ("array", tuple(_key(item) for item in value))
-    return ("other", _kind(value), value)
-
-
 def _repeated(items: Sequence[Any]) -> tuple[Any] | None:
-    """The first item equal (:func:`_equal`) to an earlier one, or ``None``: by hashed
-    keys, in one pass (comparing each item with those before it is quadratic on the long
-    arrays a model may send)."""
-    seen: set[Hashable] = set()
-    try:
-        for item in items:
-            key = _key(item)
-            if key in seen:
-                return (item,)
-            seen.add(key)
+    """The first item equal (:func:`_equal`) to an earlier one, or ``None``: by the
+    contract's :func:`~aieng_hookspecs.types.json_key`, in one pass (comparing each item
+    with those before it is quadratic on the long arrays a model may send). An item with
+    NaN equals nothing; one the keys do not cover sends the check back to comparing pairs."""
+    seen: set[Any] = set()
+    for item in items:
+        key = json_key(item)
+        if key is NO_KEY:
+            break
+        if key is EQUALS_NOTHING:
+            continue
+        if key in seen:
+            return (item,)
+        seen.add(key)
+    else:
         return None
-    except TypeError:  # an unhashable value of no JSON type: compared pairwise
-        for i, item in enumerate(items):
-            if any(_equal(item, items[j]) for j in range(i)):
-                return (item,)
-        return None
+    for i, item in enumerate(items):
+        if any(_equal(item, items[j]) for j in range(i)):
+            return (item,)
+    return None
 
 
 def _exact(value: float) -> Fraction:

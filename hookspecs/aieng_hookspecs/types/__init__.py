@@ -31,12 +31,24 @@ from ._jobs import (
     TrainJob,
     TrainResult,
 )
-from ._text import Chunk, Document, Hit, Query, filters_match, json_equal
+from ._text import (
+    EQUALS_NOTHING,
+    NO_KEY,
+    Chunk,
+    Document,
+    Hit,
+    Query,
+    filters_match,
+    json_equal,
+    json_key,
+)
 from ._tools import ToolCall, ToolResult, ToolSpec
 from ._canonical import canonical_text, kept_version
 from ._unchecked import unchecked
 
 __all__ = [
+    "EQUALS_NOTHING",
+    "NO_KEY",
     "AgentAction",
     "AgentFinished",
     "AgentState",
@@ -83,6 +95,7 @@ __all__ = [
     "canonical_text",
     "filters_match",
     "json_equal",
+    "json_key",
     "kept_version",
     "unchecked",
 ]

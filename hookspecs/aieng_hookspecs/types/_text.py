@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,8 @@ from attrs import validators as v
 
 from ._checks import finite, integer, json_mapping, non_empty
 
-__all__ = ["Chunk", "Document", "Hit", "Query", "filters_match", "json_equal"]
+__all__ = ["EQUALS_NOTHING", "NO_KEY", "Chunk", "Document", "Hit", "Query", "filters_match",
+           "json_equal", "json_key"]
 
 _str = v.instance_of(str)
 _non_blank = v.and_(_str, non_empty())
@@ -115,6 +117,59 @@ def json_equal(left: Any, right: Any) -> bool:
         return bool(left == right)
     except (TypeError, ValueError):  # a value that compares as no single truth value
         return False
+
+
+class _Mark:
+    """A key no value shares (hashed and compared by identity)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_TRUE, _FALSE = _Mark("true"), _Mark("false")  # apart from 1 and 0, unlike True and False
+_MAP = _Mark("map")  # the first item of an object's key (a list's is a plain tuple)
+#: :func:`json_key` of a value it gives no key (compare it with :func:`json_equal`).
+NO_KEY = _Mark("no key")
+#: :func:`json_key` of a value holding NaN: :func:`json_equal` finds it equal to nothing.
+EQUALS_NOTHING = _Mark("equals nothing")
+#: Values nested deeper than this get :data:`NO_KEY`.
+_KEY_DEPTH = 32
+
+
+def json_key(value: Any, depth: int = 0) -> Any:
+    """A hashable key of a JSON value, for sets and dicts under :func:`json_equal`:
+    ``json_key(a) == json_key(b)`` exactly when ``json_equal(a, b)``, for values whose key
+    is neither :data:`NO_KEY` nor :data:`EQUALS_NOTHING`.
+
+    Strings, numbers and ``None`` are their own keys (a dict finds ``1`` and ``1.0``
+    equal, and never a string equal to a number), a list is the tuple of its items'
+    keys; booleans and objects get marks. Exact types only: a subclass (an enum, a numpy
+    scalar) may compare as it likes, so it gets :data:`NO_KEY`, as do values nested
+    deeper than 32 and objects with keys that are not strings.
+    """
+    kind = type(value)
+    if kind is str or kind is int or value is None:
+        return value
+    if kind is float:
+        return EQUALS_NOTHING if math.isnan(value) else value
+    if kind is bool:
+        return _TRUE if value else _FALSE
+    if depth >= _KEY_DEPTH or (kind is not list and kind is not tuple and kind is not dict):
+        return NO_KEY
+    if kind is dict and not all(type(name) is str for name in value):
+        return NO_KEY
+    keys = [json_key(item, depth + 1) for item in (value.values() if kind is dict else value)]
+    # NaN anywhere makes the whole value equal to nothing, whatever else it holds.
+    if any(key is EQUALS_NOTHING for key in keys):
+        return EQUALS_NOTHING
+    if any(key is NO_KEY for key in keys):
+        return NO_KEY
+    if kind is dict:
+        return (_MAP, frozenset(zip(value, keys)))
+    return tuple(keys)
 
 
 @attrs.frozen

@@ -7,80 +7,35 @@ code; the rows passing every filter are the only ones scored. The codes follow
 :func:`aieng_hookspecs.types.json_equal` (the rule of ``Query.filters``): two values get the
 same code exactly when they are equal as JSON sees them (``1`` and ``1.0`` one code, ``true``
 and ``1`` two; lists by their items; a missing key the code of ``null``). A value the codes
-do not cover (a type JSON has no word for, nesting deeper than ``_MAX_DEPTH``) is marked
-odd and checked with ``json_equal`` itself; so is every row for a filter value of that kind.
+do not cover (:func:`~aieng_hookspecs.types.json_key` gives it ``NO_KEY``: a type JSON has
+no word for, deep nesting) is marked odd and checked with ``json_equal`` itself; so is
+every row for a filter value of that kind.
 The index holds no document: the store passes its rows and documents.
 """
 
 from __future__ import annotations
 
-import math
 from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from aieng_hookspecs.types import Document, filters_match, json_equal
+from aieng_hookspecs.types import (
+    EQUALS_NOTHING,
+    NO_KEY,
+    Document,
+    filters_match,
+    json_equal,
+    json_key,
+)
 
-__all__ = ["MAX_FIELDS", "FilterIndex", "value_key"]
+__all__ = ["MAX_FIELDS", "FilterIndex"]
 
 # Fields given a column, at most (each costs 4 bytes a row): filters on later fields are
 # checked in Python, on the rows the indexed fields leave.
 MAX_FIELDS = 64
-# Values nested deeper than this are not keyed (checked with json_equal instead).
-_MAX_DEPTH = 32
-
-
-class _Mark:
-    """A key no value shares (hashed and compared by identity)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-_TRUE, _FALSE = _Mark("true"), _Mark("false")  # apart from 1 and 0, unlike True and False
-_MAP = _Mark("map")  # the first item of an object's key (a list's is a plain tuple)
-ODD = _Mark("odd")  # a value without a key: compared with json_equal
-NEVER = _Mark("never")  # a value holding NaN: json_equal finds it equal to nothing
-
 # Codes in the columns: 0 is null (or the key missing); values get 1, 2, ...
 _NULL, _NEVER, _ODD = 0, -1, -2
-
-
-def value_key(value: Any, depth: int = 0) -> Any:
-    """A hashable key of a metadata value: ``value_key(a) == value_key(b)`` exactly when
-    ``json_equal(a, b)``, for values whose key is neither :data:`ODD` nor :data:`NEVER`.
-
-    Strings, numbers and ``None`` are their own keys (a dict finds ``1`` and ``1.0``
-    equal, and never a string equal to a number), a list is the tuple of its items'
-    keys; booleans and objects get marks.
-    Exact types only: a subclass (an enum, a numpy scalar) may compare as it likes, so it
-    is :data:`ODD`.
-    """
-    kind = type(value)
-    if kind is str or kind is int or value is None:
-        return value
-    if kind is float:
-        return NEVER if math.isnan(value) else value
-    if kind is bool:
-        return _TRUE if value else _FALSE
-    if depth >= _MAX_DEPTH or (kind is not list and kind is not tuple and kind is not dict):
-        return ODD
-    if kind is dict and not all(type(name) is str for name in value):
-        return ODD
-    items = value.values() if kind is dict else value
-    keys = [value_key(item, depth + 1) for item in items]
-    # NaN anywhere makes the whole value equal to nothing, whatever else it holds.
-    if any(key is NEVER for key in keys):
-        return NEVER
-    if any(key is ODD for key in keys):
-        return ODD
-    if kind is dict:
-        return (_MAP, frozenset(zip(value, keys)))
-    return tuple(keys)
 
 
 class FilterIndex:
@@ -118,10 +73,10 @@ class FilterIndex:
             self._columns[field] = np.frombuffer(codes, np.int32)
 
     def _code(self, field: str, value: Any) -> int:
-        key = value_key(value)
-        if key is NEVER:
+        key = json_key(value)
+        if key is EQUALS_NOTHING:
             return _NEVER
-        if key is ODD:
+        if key is NO_KEY:
             self._odd[field] += 1
             return _ODD
         codes = self._codes[field]
@@ -190,12 +145,12 @@ class FilterIndex:
         mask: Any = None
         rest: dict[str, Any] = {}
         for field, value in filters.items():
-            key = value_key(value)
+            key = json_key(value)
             column = self._columns.get(field)
-            if key is ODD or (column is None and self._full):
+            if key is NO_KEY or (column is None and self._full):
                 rest[field] = value  # checked in Python below
                 continue
-            if key is NEVER:
+            if key is EQUALS_NOTHING:
                 return np.zeros(0, np.int64)
             if column is None:  # no document has the field: each reads it as null
                 if key is None:

@@ -14,9 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from aieng_hookspecs.types import EQUALS_NOTHING as NEVER
+from aieng_hookspecs.types import NO_KEY as ODD
 from aieng_hookspecs.types import Document, _text, filters_match, json_equal
+from aieng_hookspecs.types import json_key as value_key
 from aieng_vectors import VectorsOptions
-from aieng_vectors._filters import MAX_FIELDS, NEVER, ODD, value_key
+from aieng_vectors._filters import MAX_FIELDS
 from aieng_vectors._store import VectorStore, _unit_query
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
