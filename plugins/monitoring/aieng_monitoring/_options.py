@@ -138,7 +138,7 @@ class FeedbackOptions:
 
     :param path: the SQLite database file (created with its folder; WAL journal).
     :param retention_days: signals older than this many days are deleted when the file
-        opens and then at most once an hour as signals are recorded (0, the default, keeps
+        opens and then at most once an hour as the store is used (0, the default, keeps
         every signal).
     """
 
