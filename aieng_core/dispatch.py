@@ -157,16 +157,20 @@ class Dispatcher:
         policy: StagePolicy = DEFAULT_POLICY,
         only: Sequence[str] | None = None,
         check: Check | None = None,
+        before: Callable[[str], object] | None = None,
     ) -> tuple[Any, str] | None:
         """Await impls in order until one returns a value that is not ``None``.
 
         :param check: validates each value; a wrong one is that impl's failure.
+        :param before: told each impl's plugin name as it is called (a model call's clock).
         :returns: ``(value, plugin name)``, or ``None`` when every impl returned ``None``.
         :raises HookError: on an impl failure (``fail`` / ``skip``), or under ``fallback``
             when every impl failed or returned ``None`` after at least one failure.
         """
         failure: HookError | None = None
         for impl in self.impls(hook, only):
+            if before is not None:
+                before(impl.plugin_name)
             try:
                 value = await self._call(impl, hook, kwargs, stage, policy, check)
             except HookError as exc:

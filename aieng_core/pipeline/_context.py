@@ -22,6 +22,7 @@ from .._errors import HookError
 from .._scope import CURRENT_RUN
 from ..dispatch import StagePolicy, expect
 from ._stages import _parameters, fused, reranked
+from ._streaming import Began
 
 if TYPE_CHECKING:
     from ._pipeline import Pipeline
@@ -87,10 +88,10 @@ class ComponentContext:
     async def generate(self, request: Request) -> Completion:
         """Generate with the pipeline's backends, publishing a ``backend.call`` event."""
         pipeline = self._pipeline
-        started = time.perf_counter()
+        began = Began()
         found = await pipeline.dispatcher.first("aieng_generate", {"request": request},
                                                 stage="generate", policy=self._policy(),
-                                                check=_COMPLETION)
+                                                check=_COMPLETION, before=began)
         if found is None:
             raise LookupError(f"no backend of pipeline {pipeline.name!r} answered "
                               f"(model {request.model!r}) for component {self._component!r}")
@@ -99,7 +100,7 @@ class ComponentContext:
         self.emit(unchecked(ModelCall, component=plugin, messages=request.messages,
                             parameters={**_parameters(request), "caller": self._component},
                             raw_output=completion.text, usage=completion.usage,
-                            duration_s=time.perf_counter() - started))
+                            duration_s=time.perf_counter() - began.at))
         return completion
 
     async def retrieve(self, query: str | Query, k: int = 10) -> list[Hit]:

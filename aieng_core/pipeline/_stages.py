@@ -31,7 +31,7 @@ from .._scope import RunScope
 from ..dispatch import Check, Dispatcher, StagePolicy, concurrently, expect
 from ..fusion import reciprocal_rank_fusion
 from ._flight import land
-from ._streaming import DeltaCallback, stream, stream_hit
+from ._streaming import Began, DeltaCallback, stream, stream_hit
 
 if TYPE_CHECKING:
     from ._flight import Flight, Flights
@@ -275,14 +275,14 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
         # whole chain fails, the stage's policy decides (fail / skip / fallback alike raise).
         only = (state.route.target, *state.route.fallbacks)
         policy = attrs.evolve(policy, on_error="fallback")
-    started = time.perf_counter()
+    began = Began()
     found: tuple[Completion, float | None, str, bool] | None
     if state.on_delta is not None:
-        found = await stream(state, policy, only, started, _COMPLETION)
+        found = await stream(state, policy, only, began, _COMPLETION)
     else:
         answered = await state.dispatcher.first("aieng_generate", {"request": state.request},
                                                 stage=stage, policy=policy, only=only,
-                                                check=_COMPLETION)
+                                                check=_COMPLETION, before=began)
         found = None if answered is None else (answered[0], None, answered[1], False)
     if found is None:
         raise HookError(hook="aieng_generate", plugin="(none)", stage=stage,
@@ -294,7 +294,7 @@ async def generate(state: RunState, policy: StagePolicy) -> str:
     scope.emit(unchecked(ModelCall, run_id=scope.run_id, pipeline=scope.pipeline, component=plugin,
                          messages=state.request.messages, parameters=_parameters(state.request),
                          raw_output=completion.text, usage=completion.usage,
-                         duration_s=time.perf_counter() - started, ttft_s=ttft,
+                         duration_s=time.perf_counter() - began.at, ttft_s=ttft,
                          streamed=streamed))
     return "ok"
 

@@ -27,11 +27,23 @@ from ..dispatch import Check, Dispatcher, StagePolicy
 if TYPE_CHECKING:
     from ._stages import RunState
 
-__all__ = ["DeltaCallback", "deliver", "held", "stream", "stream_hit", "whole"]
+__all__ = ["Began", "DeltaCallback", "deliver", "held", "stream", "stream_hit", "whole"]
 
 DeltaCallback = Callable[[Delta], "Awaitable[None] | None"]
 #: How long a stream's cleanup may run once the run is over (cancelled or not).
 _CLOSE_S = 10.0
+
+
+class Began:
+    """When the backend now asked was called: a model call's ``duration_s`` and ``ttft_s``
+    are the answering backend's own, not those of the backends that failed before it (their
+    time is the generate stage's). Give it to :meth:`Dispatcher.first` as ``before``."""
+
+    def __init__(self) -> None:
+        self.at = time.perf_counter()
+
+    def __call__(self, plugin: str) -> None:
+        self.at = time.perf_counter()
 
 
 async def stream_hit(state: RunState) -> None:
@@ -47,7 +59,7 @@ async def stream_hit(state: RunState) -> None:
 
 
 async def stream(state: RunState, policy: StagePolicy, only: Sequence[str] | None,
-                 started: float, check: Check
+                 began: Began, check: Check
                  ) -> tuple[Completion, float | None, str, bool] | None:
     """Answer a streaming caller: the backends in order (the route's, else the hooks'), one
     at a time, each through ``aieng_stream`` when it streams, else (or when its stream is
@@ -59,6 +71,7 @@ async def stream(state: RunState, policy: StagePolicy, only: Sequence[str] | Non
     final: text cannot be taken back (and with the caller's own ``on_delta``, not
     :func:`held`, it is :attr:`HookError.final`: no ``skip`` either).
 
+    :param began: set as each backend is asked; the time to first token counts from it.
     :returns: ``(completion, time to first token, backend, streamed)``; ``None`` when every
         backend passed.
     :raises HookError: as :meth:`Dispatcher.first` (under ``fallback``: the last failure,
@@ -70,13 +83,14 @@ async def stream(state: RunState, policy: StagePolicy, only: Sequence[str] | Non
     failure: HookError | None = None
     for plugin in only if only is not None else _backends(dispatcher):
         progress = _Progress()
+        began(plugin)
         try:
             if plugin in streams:
                 found = await dispatcher.first("aieng_stream", {"request": state.request},
                                                stage="generate", policy=policy,
                                                only=(plugin,))
                 if found is not None:
-                    completion, ttft = await _consume(state, found[0], plugin, started,
+                    completion, ttft = await _consume(state, found[0], plugin, began.at,
                                                       policy, progress)
                     return completion, ttft, plugin, True
             if plugin in answers:
