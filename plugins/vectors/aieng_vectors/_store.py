@@ -68,6 +68,34 @@ def unit_rows(raw: Any, count: int, ids: Sequence[str] = ()) -> Any:
     return (array / norms).astype(np.float32)
 
 
+# Rows rescored at once by _cosines (a float64 copy of this many rows at a time).
+_RESCORE_ROWS = 4096
+
+
+def _cosines(vectors: Any, query: Any) -> Any:
+    """The cosines of ``vectors`` (unit float32 rows) with ``query``, in float64: exact
+    products (float32 times float32 fits a float64), summed row by row, so a row scores
+    the same whatever rows come with it and wherever it sits. (BLAS's float32
+    matrix-vector product does not: its kernels block rows, and a row's last bits depend
+    on its place in the block, so copies of one vector scored apart and came back in row
+    order, not by id.)"""
+    query64 = query.astype(np.float64)
+    scores = np.empty(len(vectors), np.float64)
+    for start in range(0, len(vectors), _RESCORE_ROWS):
+        block = vectors[start : start + _RESCORE_ROWS].astype(np.float64)
+        block *= query64
+        scores[start : start + _RESCORE_ROWS] = block.sum(axis=1)
+    return scores
+
+
+def _blas_error(dim: int) -> float:
+    """A bound on how far BLAS's float32 product of a unit row and a unit query is from
+    its exact value: ``dim`` roundings of at most 2^-24 each (``gamma_dim``, the sum of
+    the products' magnitudes being at most 1), doubled for rows an ulp past unit length
+    and a kernel's extra steps."""
+    return 2.0 * (dim + 2) * 2.0**-24
+
+
 def _unit_query(raw: Any) -> Any:
     """One query vector as :func:`unit_rows` makes it, with a short path for what
     embedders return for one text: a float32 matrix of one row, or a list of one float32
@@ -419,9 +447,8 @@ class VectorStore:
             # deleted or replaced can cut it into parts), or gave a key without a row
             # (never expected): the exact scan answers in full.
             return self._rank(query, None, want)
-        # The same float32 product as _rank's ``matrix[rows] @ query``; ``take`` gathers
-        # the rows faster than fancy indexing.
-        scores: list[float] = (self._matrix.take(rows, axis=0) @ query).tolist()
+        # The same cosines as _rank's; ``take`` gathers the rows faster than fancy indexing.
+        scores: list[float] = _cosines(self._matrix.take(rows, axis=0), query).tolist()
         docs = self._docs
         if all(map(float.__gt__, scores, scores[1:])) and (
                 scores[0] <= 1.0 and scores[-1] >= -1.0):
@@ -454,21 +481,27 @@ class VectorStore:
             want *= _OVERSAMPLE
 
     def _rank(self, query: Any, rows: Any, k: int) -> list[tuple[Document, float]]:
-        """The best ``k`` of ``rows`` (all rows when ``None``) by exact cosine."""
+        """The best ``k`` of ``rows`` (all rows when ``None``) by exact cosine
+        (:func:`_cosines`), equal scores by id."""
+        everything = rows is None
         if rows is None:
-            # A slice is a view: gathering every row by index would copy the matrix.
-            scores = self._matrix[: self._count] @ query
             rows = np.arange(self._count)
+        elif rows.size == 0:
+            return []
+        # A slice is a view: gathering every row by index would copy the matrix.
+        matrix = self._matrix[: self._count] if everything else self._matrix[rows]
+        if not query.any():  # a zero query: every cosine is 0, computed or not
+            scores = np.zeros(rows.size)
         else:
-            if rows.size == 0:
-                return []
-            scores = self._matrix[rows] @ query
-        if rows.size > k:
-            # Keep every row tied with the k-th score, then break ties by id below.
-            kth = np.partition(scores, rows.size - k)[rows.size - k]
-            keep = np.nonzero(scores >= kth)[0]
-            rows, scores = rows[keep], scores[keep]
-        scores = np.clip(scores, -1.0, 1.0)
+            if rows.size > k:
+                # BLAS's float32 product picks the candidates: every row within twice its
+                # error of the k-th score, hence every row of the exact top k, ties
+                # included; they alone are rescored.
+                rough = matrix @ query
+                kth = np.partition(rough, rows.size - k)[rows.size - k]
+                keep = np.nonzero(rough >= kth - 2.0 * _blas_error(self.dim))[0]
+                rows, matrix = rows[keep], matrix[keep]
+            scores = np.clip(_cosines(matrix, query), -1.0, 1.0)
         order = np.argsort(-scores, kind="stable")
         ranked = scores[order]
         docs = self._docs

@@ -27,7 +27,7 @@ def _store(engine: str, vectors: Any, ids: list[str], **options: Any) -> VectorS
 
 def _general(store: VectorStore, raw: Any, k: int) -> list[tuple[Document, float]]:
     """The general path every search took before the short path: the graph's candidates
-    mapped to rows, rescored exactly (``matrix[rows] @ query``), clamped, ordered by score
+    mapped to rows, rescored exactly (``_cosines``), clamped, ordered by score
     then id (``_rank``)."""
     query = _unit_query(raw)
     return store._rank(query, store._hnsw_candidates(query, k, None), k)
@@ -35,7 +35,7 @@ def _general(store: VectorStore, raw: Any, k: int) -> list[tuple[Document, float
 
 def _assert_same(got: list[tuple[Document, float]], want: list[tuple[Document, float]]) -> None:
     assert [doc.id for doc, _ in got] == [doc.id for doc, _ in want]
-    # Bit for bit: the same float32 products, not merely close ones.
+    # Bit for bit: the same cosines, not merely close ones.
     assert [score.hex() for _, score in got] == [score.hex() for _, score in want]
     assert all(type(score) is float for _, score in got)
 
@@ -69,9 +69,8 @@ def _cases(draw: st.DrawFn) -> tuple[Any, list[str], Any, int]:
 def test_short_path_equals_the_general_ranking(engine: str, case: Any) -> None:
     """Same documents, same order (ties by id), same scores to the bit as the general
     path, also when the graph returns its candidates in the worst order (the short path
-    then sorts). The scores are compared for the same candidate order: a row's float32
-    product can differ in the last bit with its position in the batch (the BLAS kernel
-    blocks rows), on both paths alike."""
+    then sorts). A row's cosine does not depend on its place among the candidates
+    (``tests/test_scores.py``)."""
     rows, ids, query, k = case
     store = _store(engine, rows, ids)
     _assert_same(store.search(query, k, {}), _general(store, query, k))
