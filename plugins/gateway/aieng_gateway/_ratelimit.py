@@ -83,17 +83,20 @@ class Limits:
         if tpm is not None and tokens > tpm:
             raise ValueError(f"this request may use up to {tokens} tokens ({counted}), more "
                              f"than the key's limit of {tpm} per minute: {remedy}")
+        # A request that reserves no tokens (GET /v1/models, a feedback signal) neither
+        # takes from the token bucket nor waits for it: a bucket in debt (a usage over its
+        # reservation) holds back only the requests that would spend tokens.
         waits = []
         if rpm is not None:
             waits.append(self._bucket(self._requests, key_id, rpm).wait_for(1))
-        if tpm is not None:
+        if tpm is not None and tokens > 0:
             waits.append(self._bucket(self._tokens, key_id, tpm).wait_for(tokens))
         wait = max(waits, default=0.0)
         if wait > 0:
             return max(1, math.ceil(wait))
         if rpm is not None:
             self._requests[key_id].take(1)
-        if tpm is not None:
+        if tpm is not None and tokens > 0:
             self._tokens[key_id].take(tokens)
         return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from aieng_gateway import Limits, TokenBucket, parse_size
 from hypothesis import given
@@ -73,3 +75,15 @@ def test_parse_size_of_a_long_blank_run() -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size("1" + " \r\n" * 20_000 + "x")
     assert parse_size(" 2 " + " " * 20_000 + "KiB \n") == 2048
+
+
+def test_a_request_reserving_no_tokens_ignores_a_bucket_in_debt() -> None:
+    """A usage over its reservation leaves the token bucket in debt: requests that spend
+    tokens wait for it; one that reserves none (listing models, a feedback signal) passes
+    at once, and still counts against the request rate."""
+    limits = Limits(clock=ManualClock(0.0))
+    assert limits.admit("k", 2, 100, 50) == 0
+    limits.reconcile("k", 100, reserved=50, used=130)  # 30 in debt
+    assert limits.admit("k", 2, 100, 1) == math.ceil(31 / (100 / 60))
+    assert limits.admit("k", 2, 100, 0) == 0
+    assert limits.admit("k", 2, 100, 0) > 0  # the second request of 2 per minute
