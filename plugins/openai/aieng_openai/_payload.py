@@ -129,6 +129,11 @@ def finish_reason(raw: object) -> FinishReason:
 
 
 def _count(value: object) -> int:
+    """A token count of a ``usage`` object: an integer >= 0, or a float that is one
+    (``12.0``: JSON does not tell them apart, and some servers and proxies write numbers as
+    floats) up to 2**53, where every integer is a float; else 0."""
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= 2**53:
+        return int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 

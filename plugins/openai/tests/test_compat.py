@@ -15,7 +15,7 @@ import pytest
 from _openai_double import OpenAIServerDouble, Scripted
 from aieng_hookspecs.types import Delta, Message, Request
 from aieng_openai import OpenAIBackend, OpenAIError, OpenAIOptions
-from aieng_openai._payload import StreamedCalls
+from aieng_openai._payload import StreamedCalls, usage_from
 
 pytestmark = pytest.mark.anyio
 
@@ -233,3 +233,25 @@ async def test_a_cancelled_stream_closes_its_connection() -> None:
         assert [d.text for d in await consume(backend)] == ["next", ""]
         await backend.aclose()
         group.cancel_scope.cancel()
+
+
+async def test_usage_counts_written_as_whole_floats(double: OpenAIServerDouble,
+                                                    make_backend: Any) -> None:
+    """A server (or a proxy that re-encodes JSON numbers) writing its usage as ``12.0``
+    tokens: the counts are 12, as JSON reads ``12.0`` and ``12`` alike, not 0 (a gateway
+    would charge the key nothing); a fraction, a negative, a NaN or a string is no count."""
+    double.script("chat/completions", Scripted(sse=(
+        chunk("hi"), "", chunk(finish="stop"), "",
+        "data: " + json.dumps({"object": "chat.completion.chunk", "choices": [],
+                               "usage": {"prompt_tokens": 12.0, "completion_tokens": 3.0}}),
+        "", "data: [DONE]", "")))
+    backend: OpenAIBackend = make_backend()
+    deltas = await consume(backend)
+    await backend.aclose()
+    usage = deltas[-1].usage
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (12, 3)
+    assert type(usage.prompt_tokens) is int
+    for junk in (2.5, -3.0, float("nan"), float("inf"), "7", True, 1e300):
+        counted = usage_from({"prompt_tokens": junk, "completion_tokens": 4})
+        assert counted is not None and counted.prompt_tokens == 0, junk
