@@ -250,3 +250,22 @@ def test_a_cut_stream_is_priced_by_the_model_it_asked_for() -> None:
     assert snap["tokens"]["pipeline=p,model=m1,direction=output"] == 3
     assert snap["model_calls"] == {"pipeline=p,model=m1,streamed=true": 1}
     assert snap["cost_usd"]["pipeline=p,model=m1"] == pytest.approx(3 * 2.0 / 1000)
+
+
+def test_a_one_token_answer_has_a_ttft_and_no_tpot() -> None:
+    """TPOT divides by the output tokens after the first: a one-token answer has none to
+    time (no sample: neither a 0 nor a division by zero), but its TTFT and its token
+    count; the TPOT histogram's count stays that of the calls with 2 tokens or more."""
+    monitor = Monitor(MonitorOptions(log_runs=False))
+    for run, tokens in (("one", 1), ("three", 3)):
+        monitor.aieng_on_event(RunStarted(run_id=run, pipeline="p"))
+        monitor.aieng_on_event(_call(run, streamed=True, duration=0.5, ttft=0.25,
+                                     completion=tokens))
+        monitor.aieng_on_event(RunFinished(run_id=run, pipeline="p", status="ok",
+                                           duration_s=0.5))
+    snap = monitor.snapshot()
+    key = "pipeline=p,model=m1"
+    assert snap["ttft"][key]["count"] == 2
+    assert snap["tpot"][key]["count"] == 1
+    assert snap["tpot"][key]["p50"] == (0.5 - 0.25) / (3 - 1)
+    assert snap["tokens"][f"{key},direction=output"] == 4
