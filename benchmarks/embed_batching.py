@@ -53,6 +53,7 @@ import anyio
 import numpy as np
 import torch
 from _args import nonnegative_float, positive, positive_float
+from _stats import nearest_rank
 from aieng_transformers import MiniLMEmbedder, MiniLMOptions
 
 #: Either embedder: both take ``max_batch`` and expose ``batcher()``.
@@ -76,8 +77,9 @@ def sentences(count: int) -> list[str]:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """The ``q`` percentile (0-100) of ``values``."""
-    return float(np.percentile(np.asarray(values), q))
+    """The ``q`` percentile (0-100) of ``values``: nearest rank, as every script's
+    (``_stats.nearest_rank``; it was numpy's linear interpolation between two samples)."""
+    return float(nearest_rank(values, q))
 
 
 class Clock:

@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _args import nonnegative, positive
+from _args import nonnegative, positive, positive_float
+from _stats import nearest_rank
 
 ROOT = Path(__file__).resolve().parent.parent
 AIENG = ROOT / ".venv" / "bin" / "aieng"
@@ -117,11 +118,6 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float,
     raise RuntimeError(f"{url} was not ready after {timeout} s")
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
-
-
 def _env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", AIENG_LOG_LEVEL="WARNING",
                # LiteLLM would fetch its model price map from GitHub and send telemetry.
@@ -166,7 +162,7 @@ def main() -> None:
     parser.add_argument("--requests", type=positive, default=500)
     parser.add_argument("--warmup", type=nonnegative, default=50)
     parser.add_argument("--clients", type=positive, default=16)
-    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--duration", type=positive_float, default=30.0)
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     parser.add_argument("--fake-upstream", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -252,7 +248,7 @@ def main() -> None:
                                   "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
                                   "latency_ms": {}, "added_ms": {}}
         for name, values in times.items():
-            result["latency_ms"][name] = {f"p{q}": round(_pct(values, q / 100) * 1000, 3)
+            result["latency_ms"][name] = {f"p{q}": round(nearest_rank(values, q) * 1000, 3)
                                           for q in (50, 99)}
         for name in targets:
             if name == "direct":

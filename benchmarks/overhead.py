@@ -471,8 +471,9 @@ def main(argv: list[str] | None = None) -> int:
         "langchain ainvoke, sync lambdas (thread each)": (
             _sync(langchain_ainvoke(False)), max(args.runs // 4, 100)),
         "langchain invoke, sync lambdas": (langchain_invoke, args.runs),
-        "haystack run_async": (_sync(haystack_run_async), args.runs // 2),
-        "haystack run": (haystack_run, args.runs // 2),
+        # Half as many (one at least: `--runs 1` divided by 0 runs).
+        "haystack run_async": (_sync(haystack_run_async), max(args.runs // 2, 1)),
+        "haystack run": (haystack_run, max(args.runs // 2, 1)),
     }
     calls: dict[str, tuple[Timer, int]] = {
         "pluggy hook call, sync impl": (pluggy_call, args.calls),

@@ -59,6 +59,8 @@ def test_help(script: str) -> None:
     ("embed_batching.py", ["--max-wait-ms", "-5"], "--max-wait-ms"),
     ("bm25_synthetic.py", ["--rank-bm25-queries", "0"], "--rank-bm25-queries"),
     ("dense_search.py", ["--efs", "16,0"], "--efs"),
+    ("gateway_latency.py", ["--duration", "0"], "--duration"),
+    ("gateway_latency.py", ["--duration", "nan"], "--duration"),
 ])
 def test_bad_values_are_usage_errors(script: str, args: list[str], option: str) -> None:
     """Refused by argparse (status 2, one usage line), not a traceback later in the run."""

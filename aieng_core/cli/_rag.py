@@ -118,7 +118,9 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
         before = (f"\n{read} documents read before it were written (the indexes reported "
                   f"{written}): fix it and index the same paths again") if read else ""
         raise click.UsageError(f"{error}{before}")
-    gone = f" and {removed} deleted (sections no longer in the files)" if removed else ""
+    # Counted by the indexes: a section chunked into three counts three.
+    gone = (f" and {removed} deleted (documents or chunks of sections no longer in the "
+            "files)") if removed else ""
     _present.message(f"read {read} documents from {len(paths)} path(s); the indexes reported "
                      f"{written} written{gone}")
     if unread:  # what they held before stays indexed
