@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -22,12 +23,16 @@ __all__ = ["DriftMonitor", "DriftResult", "Window", "tokenize"]
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
-_TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
 #: The vocabulary's stand-in for a request without a word (no ``\w+`` token can equal it):
 #: a window of only such requests is a distribution to compare, not an empty table.
 NO_WORDS = "\x00"
+
+
+#: How words are told apart (:func:`tokenize`), recorded in the reference file: 2 keeps a
+#: word's combining marks in it (files without the mark split words at them).
+WORDS = 2
 
 
 #: The vocabulary's bucket for a request's tokens past its ``vocabulary_size`` most frequent
@@ -60,9 +65,29 @@ def _tally(counts: Iterable[Counter[str]]) -> Counter[str]:
     return total
 
 
+@functools.cache
+def _token_pattern() -> re.Pattern[str]:
+    """A word: a run of ``\\w`` characters and combining marks (Unicode category M, which
+    ``\\w`` leaves out: Indic vowel signs and viramas, decomposed accents, the dot of a
+    lower-cased İ); built once, from the running Python's Unicode tables."""
+    marks = [c for block in (range(0x300, 0x20000), range(0xE0100, 0xE01F0))
+             for c in block if unicodedata.category(chr(c)).startswith("M")]
+    ranges: list[list[int]] = []
+    for code in marks:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    spans = "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+    return re.compile(f"[\\w{spans}]+")
+
+
 def tokenize(text: str) -> list[str]:
-    """The lower-cased word tokens of a text (``\\w+``): the vocabulary and length unit."""
-    return _TOKEN.findall(text.lower())
+    """The lower-cased words of a text (Unicode NFC; runs of ``\\w`` characters and
+    combining marks): the vocabulary and length unit. A word whose letters carry marks
+    (हिन्दी, a decomposed "café") is one token, whether the text came composed or not."""
+    return [word.lower() for word in
+            _token_pattern().findall(unicodedata.normalize("NFC", text))]
 
 
 @attrs.frozen
@@ -146,10 +171,22 @@ def _fires(options: DriftOptions, p_value: float, value: float) -> tuple[bool, s
              "psi": high_psi}[options.fire_on]
     if not fired:
         return False, ""
-    parts = [f"KS p-value {p_value:.3g} < {options.alpha:g}"] if low_p else []
+    parts = [f"KS p-value {_shown(p_value, options.alpha)}"] if low_p else []
     if high_psi:
-        parts.append(f"PSI {value:.3g} >= {options.psi_threshold:g}")
+        parts.append(f"PSI {_shown(value, options.psi_threshold, below=False)}")
     return True, "; ".join(parts)
+
+
+def _shown(value: float, bound: float, *, below: bool = True) -> str:
+    """``"value < bound"`` (``below``) or ``"value >= bound"``, true of the numbers as
+    shown: 3 significant digits, more where 3 would round the value onto (or across) the
+    bound (``0.0099996 < 0.01``, not ``0.01 < 0.01``)."""
+    limit = f"{bound:g}" if float(f"{bound:g}") == bound else repr(float(bound))
+    for digits in range(3, 18):
+        shown = f"{value:.{digits}g}"
+        if (float(shown) < float(limit)) if below else (float(shown) >= float(limit)):
+            break
+    return f"{shown} {'<' if below else '>='} {limit}"
 
 
 class DriftMonitor:
@@ -345,7 +382,7 @@ class DriftMonitor:
                 windows[name] = list(window.reference)
         return {"format": FORMAT, "version": VERSION,
                 "options": {"detectors": list(o.detectors), "reference_size": o.reference_size,
-                            "embedding_model": model},
+                            "embedding_model": model, "words": WORDS},
                 "windows": windows}
 
     def claim_save(self) -> Callable[[], bool] | None:
@@ -417,6 +454,14 @@ class DriftMonitor:
                 self._dormant[detector] = items
                 if detector == "embedding":
                     self._dormant_model = written.get("embedding_model")
+        words = sorted({"length", "vocabulary"} & self.loaded & set(saved.windows))
+        if words and written.get("words") != WORDS:
+            log.warning("drift.reference_words_changed", path=str(saved.path),
+                        detectors=words,
+                        hint="the file was written by an aieng-drift that split words at "
+                             "combining marks (Indic scripts, decomposed accents): if your "
+                             "requests hold such words, reset_reference('length', "
+                             "'vocabulary') takes new references")
         if written.get("reference_size", o.reference_size) != o.reference_size:
             log.warning("drift.reference_size_changed", path=str(saved.path),
                         saved=written.get("reference_size"), configured=o.reference_size,
@@ -490,13 +535,13 @@ class DriftMonitor:
             value = categorical_psi(_tally(reference), _tally(current),
                                     top=o.vocabulary_size, epsilon=o.epsilon)
             fired = value >= o.psi_threshold
-            reason = f"PSI {value:.3g} >= {o.psi_threshold:g}" if fired else ""
+            reason = f"PSI {_shown(value, o.psi_threshold, below=False)}" if fired else ""
             return DriftResult(detector, "psi", value, None, value, fired, reason, **sizes)
         if detector == "embedding":
             distance, p_value = centroid_permutation_test(
                 reference, current, permutations=o.permutations, seed=o.seed)
             fired = p_value < o.alpha and distance >= o.min_distance
-            reason = (f"permutation p-value {p_value:.3g} < {o.alpha:g} at cosine distance "
+            reason = (f"permutation p-value {_shown(p_value, o.alpha)} at cosine distance "
                       f"{distance:.3g}") if fired else ""
             return DriftResult(detector, "centroid-permutation", distance, p_value, None,
                                fired, reason, **sizes)

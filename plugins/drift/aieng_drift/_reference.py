@@ -3,7 +3,8 @@
 One JSON file per monitor::
 
     {"format": "aieng-drift-reference", "version": 1,
-     "options": {"detectors": [...], "reference_size": 200, "embedding_model": null},
+     "options": {"detectors": [...], "reference_size": 200, "embedding_model": null,
+                 "words": 2},                                  # how words were split
      "windows": {"length": [7, 12, ...],                     # word counts
                  "vocabulary": [{"where": 1, "is": 1}, ...],   # token counts per request
                  "embedding": [[0.1, -0.3, ...], ...],         # one vector per request

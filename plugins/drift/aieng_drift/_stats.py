@@ -190,8 +190,16 @@ def quantile_edges(reference: Sequence[float] | Vector, bins: int) -> Vector:
 
     if bins < 2:
         raise ValueError(f"bins must be at least 2, got {bins}")
-    values = _sample(reference, "the reference")
-    edges: Vector = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    values = np.sort(_sample(reference, "the reference"))
+    # The quantile at i / bins by linear interpolation (numpy's default method), its
+    # position (n - 1) * i / bins split in integers: np.quantile's float positions put an
+    # edge that is a data value (a word count) a rounding error off it (-4.4e-16 for 0),
+    # and the values on it in the bin above.
+    whole, part = np.divmod((values.size - 1) * np.arange(1, bins), bins)
+    low, high = values[whole], values[np.minimum(whole + 1, values.size - 1)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        between = low + (high - low) * part / bins
+    edges: Vector = np.unique(np.where(part == 0, low, between))
     return edges
 
 
@@ -271,7 +279,8 @@ def _cosine_distance(u: Vector, v: Vector) -> float:
     nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
     if nu == 0.0 or nv == 0.0:
         return 0.0 if nu == nv else 1.0
-    return float(1.0 - np.dot(u, v) / (nu * nv))
+    # clipped: the cosine of a vector with itself rounds to 1 + 2.2e-16 at times
+    return min(2.0, max(0.0, float(1.0 - np.dot(u, v) / (nu * nv))))
 
 
 def centroid_distance(reference: Sequence[Sequence[float]] | Vector,
