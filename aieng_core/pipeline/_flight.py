@@ -4,9 +4,12 @@ cache share one generation.
 Without it, N identical requests arriving together make N cache misses and N generations:
 the cache only helps requests that arrive after the first answer was stored. With it, the
 first run to miss becomes the request's *leader* and runs on; a later run whose request is
-identical (see :func:`flight_key`) misses too, but instead of generating it waits for the
-leader to *land* (its ``cache_store`` stage over, or its run ended: answered, failed,
-blocked or cancelled), then looks the cache up again. So a follower gets a normal cache hit
+identical (see :func:`flight_key`) does not generate: it waits for the leader to *land* (its
+``cache_store`` stage over, or its run ended: answered, failed, blocked or cancelled), then
+looks the cache up. A follower arriving while its leader generates waits before its lookup,
+so a cache counts one lookup per run (a miss, the leader's, then a hit per follower); one
+whose lookup ran beside its leader's (both missed before either boarded) looks up again
+after the wait. So a follower gets a normal cache hit
 (its own output guards run, ``cache.hit`` is published), and when the lookup misses again
 (the leader failed, was cancelled or blocked, the cache would not store the answer) it
 generates itself, with every other follower of that leader: no follower waits twice.
@@ -76,6 +79,8 @@ class Flights:
     def __init__(self, wait_limit: float | None) -> None:
         self.wait_limit = wait_limit
         self._flights: dict[str, Flight] = {}
+        #: How many runs wait for a leader now.
+        self.waiting = 0
 
     @classmethod
     def of(cls, config: PipelineConfig, stages: tuple[str, ...]) -> Flights | None:
@@ -90,6 +95,13 @@ class Flights:
     def __len__(self) -> int:
         return len(self._flights)
 
+    async def follow(self, state: RunState, policy: StagePolicy, lookup: Lookup) -> str | None:
+        """Before a cache lookup: when the request's flight is in progress, wait for its
+        leader to land, then look the cache up (``"hit"`` or ``"ok"``); ``None`` (nothing
+        done) when it has none."""
+        flight = self._flights.get(flight_key(state.request))
+        return None if flight is None else await self._wait(flight, state, policy, lookup)
+
     async def board(self, state: RunState, policy: StagePolicy, lookup: Lookup) -> str:
         """After a cache miss: lead the request's flight (``"ok"``: the run generates), or
         wait for its leader to land and look the cache up again (``"hit"`` or ``"ok"``)."""
@@ -99,9 +111,17 @@ class Flights:
         if flight is None:  # no await since the miss: only one run can take the lead
             state.flight = self._flights[key] = Flight(key, state.scope.run_id)
             return "ok"
+        return await self._wait(flight, state, policy, lookup)
+
+    async def _wait(self, flight: Flight, state: RunState, policy: StagePolicy,
+                    lookup: Lookup) -> str:
         started = time.perf_counter()
-        with anyio.move_on_after(self.wait_limit) as waiting:
-            await flight.landed.wait()
+        self.waiting += 1
+        try:
+            with anyio.move_on_after(self.wait_limit) as waiting:
+                await flight.landed.wait()
+        finally:
+            self.waiting -= 1
         waited = time.perf_counter() - started
         status = await lookup(state, policy)
         log.info("pipeline.single_flight.waited", leader=flight.leader,

@@ -132,10 +132,17 @@ async def guard_input(state: RunState, policy: StagePolicy) -> str:
 
 
 async def cache_lookup(state: RunState, policy: StagePolicy) -> str:
+    flights = state.flights
+    if flights is not None:
+        # Single flight: a request whose leader generates waits for its answer, then looks
+        # it up (one lookup per run: a cache's hit rate counts runs).
+        followed = await flights.follow(state, policy, _lookup)
+        if followed is not None:
+            return followed
     status = await _lookup(state, policy)
-    if status == "ok" and state.flights is not None:
-        # Single flight: lead this request's generation, or wait for its leader's answer.
-        return await state.flights.board(state, policy, _lookup)
+    if status == "ok" and flights is not None:
+        # Lead this request's generation, or (a lookup beside its leader's) wait for it.
+        return await flights.board(state, policy, _lookup)
     return status
 
 
