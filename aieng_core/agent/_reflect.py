@@ -90,10 +90,26 @@ def plan_text(reply: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_LEFT_OUT = "- … earlier results left out"
+
+
 def review_messages(task: str, calls: Sequence[tuple[ToolCall, ToolResult]], answer: str,
-                    prompt: str, limit: int) -> tuple[Message, ...]:
+                    prompt: str, limit: int, total: int | None = None
+                    ) -> tuple[Message, ...]:
     """The review request: the instruction, then the task, the run's tool results (the
-    latest kept when they pass ``limit`` characters) and the proposed answer."""
+    latest kept when they pass ``limit`` characters) and the proposed answer.
+
+    :param total: the most characters of the whole request (``context_chars``): the tool
+        results get what the instruction, the task and the answer leave, the latest result
+        cut to it when it alone is longer (those three are never cut).
+    """
+    def request(observed: str) -> tuple[Message, ...]:
+        text = f"Task:\n{task}\n\nTool results:\n{observed}\n\nProposed answer:\n{answer}"
+        return Message("system", prompt), Message("user", text)
+
+    if total is not None:  # the room the rest leaves, less the note of what was left out
+        rest = sum(len(m.content) for m in request(""))
+        limit = min(limit, max(0, total - rest - len(_LEFT_OUT) - 1))
     lines: list[str] = []
     used = 0
     for call, result in reversed(calls):
@@ -101,13 +117,13 @@ def review_messages(task: str, calls: Sequence[tuple[ToolCall, ToolResult]], ans
         mark = " (error)" if result.is_error else ""
         line = f"- {call.name}({arguments}){mark} -> {' '.join(result.content.split())}"
         if used + len(line) > limit:
-            lines.append("- … earlier results left out")
+            if total is not None and not lines and limit > 40:  # the latest, cut to fit
+                lines.append(line[:limit - 1] + "…")
+            lines.append(_LEFT_OUT)
             break
         lines.append(line)
         used += len(line) + 1
-    observed = "\n".join(reversed(lines)) if lines else "none"
-    text = f"Task:\n{task}\n\nTool results:\n{observed}\n\nProposed answer:\n{answer}"
-    return Message("system", prompt), Message("user", text)
+    return request("\n".join(reversed(lines)) if lines else "none")
 
 
 def approved(reply: str) -> bool:

@@ -40,6 +40,7 @@ from ._memory import recall, store
 from ._messages import TaskInput, as_request, fit, swap_plan, unique_ids, with_memory, with_system
 from ._options import AgentOptions
 from ._result import AgentDelta, AgentResult, AgentStep, Purpose
+from ._state import _Run
 from ._tools import Approval, ToolRunner
 from ._watch import LoopWatch, StallWatch
 
@@ -65,40 +66,6 @@ _OUTPUT_KEYS = frozenset({"regex", "response_format"})
 #: How each kind of model call is named in a blocked run's reason.
 _WHAT: dict[Purpose, str] = {"plan": "planning call", "decide": "model call",
                              "review": "review call", "format": "formatting call"}
-
-
-@attrs.define
-class _Run:
-    """The mutable state of one agent run."""
-
-    scope: RunScope
-    template: Request
-    task: str
-    messages: list[Message]
-    loop: LoopWatch
-    stall: StallWatch
-    tools: tuple[ToolSpec, ...] = ()
-    approve: Approval | None = None
-    runner: ToolRunner | None = None
-    on_delta: DeltaCallback | None = None
-    step: int = 0
-    steps: list[AgentStep] = attrs.field(factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    status: str = ""
-    answer: str = ""
-    reason: str = ""
-    reviews: int = 0
-    plan: str = ""  # the plan in the system text now
-    replans: int = 0
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(self.prompt_tokens, self.completion_tokens)
-
-    def finish(self, status: str, reason: str, answer: str = "") -> None:
-        self.status, self.reason, self.answer = status, reason, answer
 
 
 class Agent:
@@ -184,22 +151,23 @@ class Agent:
         return self._result(run, started)
 
     def _result(self, run: _Run, started: float) -> AgentResult:
-        events = self._finished(run, run.status, run.reason, started)
+        duration = time.perf_counter() - started  # the event's and the result's, one reading
+        events = self._finished(run, run.status, run.reason, started, duration)
         log.info("agent.finished", agent_run_id=run.scope.run_id, status=run.status,
                  reason=run.reason, steps=len(run.steps), tokens=run.usage.total_tokens)
         return AgentResult(
             run_id=run.scope.run_id, pipeline=self.pipeline.name, status=run.status,
             answer=run.answer, reason=run.reason, steps=tuple(run.steps),
             messages=tuple(run.messages), usage=run.usage, cost=run.cost,
-            duration_s=time.perf_counter() - started, events=events)
+            duration_s=duration, events=events)
 
-    def _finished(self, run: _Run, status: str, reason: str, started: float
-                  ) -> tuple[Event, ...]:
+    def _finished(self, run: _Run, status: str, reason: str, started: float,
+                  duration: float | None = None) -> tuple[Event, ...]:
         """The run's last event; returns its trace and releases it (:meth:`RunScope.end`)."""
         run.scope.emit(AgentFinished(
             run_id=run.scope.run_id, pipeline=self.pipeline.name, status=status, reason=reason,
             steps=len(run.steps), usage=run.usage, cost=run.cost,
-            duration_s=time.perf_counter() - started))
+            duration_s=time.perf_counter() - started if duration is None else duration))
         events = tuple(run.scope.trace)
         run.scope.end()
         return events
@@ -268,17 +236,18 @@ class Agent:
             plan = await self._replan(run, calls, recalled)
         if not run.status:  # a guardrail may have blocked the planning call
             seen = fit(with_memory(run.messages, recalled, self.options.memory_chars),
-                       self.options.context_chars, keep=(run.template.messages or (None,))[-1])
+                       self.options.context_chars, keep=run.task_message)
             mark = len(run.scope.trace)
             state = AgentState(messages=seen, step=index - 1, max_steps=self.options.max_steps,
                                cost=run.cost, tools=run.tools)
             found = await self.pipeline.dispatcher.first(
                 "aieng_agent_step", {"state": state}, stage="agent", policy=self._policy,
                 check=_ACTION)
+            # A policy's own model calls (context.generate) joined this run's trace: they
+            # count whether or not a policy then decided (a policy may consult and pass).
+            calls += [e for e in run.scope.trace[mark:] if isinstance(e, ModelCall)]
             if found is not None:
                 action, source = found
-                # A policy's own model calls (context.generate) joined this run's trace.
-                calls += [e for e in run.scope.trace[mark:] if isinstance(e, ModelCall)]
             else:
                 action, run_id = await self._ask_model(run, seen, calls)
             action = unique_ids(action)
@@ -354,7 +323,8 @@ class Agent:
         """Ask for a plan before the first step and keep it in the conversation."""
         options = self.options
         memory = with_memory(run.messages, recalled, options.memory_chars)
-        asked = _reflect.plan_messages(memory, run.tools, options.plan_prompt)
+        asked = fit(_reflect.plan_messages(memory, run.tools, options.plan_prompt),
+                    options.context_chars, keep=run.task_message)
         completion, _ = await self._ask(run, asked, calls, "plan")
         if completion is None:
             return ""
@@ -386,7 +356,7 @@ class Agent:
         failed = [(c, r) for c, r in zip(last.action.tool_calls, last.results) if r.is_error]
         memory = with_memory(run.messages, recalled, options.memory_chars)
         asked = fit(_reflect.replan_messages(memory, run.tools, options.replan_prompt, failed),
-                    options.context_chars, keep=(run.template.messages or (None,))[-1])
+                    options.context_chars, keep=run.task_message)
         completion, _ = await self._ask(run, asked, calls, "plan")
         plan = "" if completion is None else _reflect.plan_text(completion.text,
                                                                 options.plan_chars)
@@ -432,7 +402,8 @@ class Agent:
         observed = [(c, r) for s in run.steps for c, r in zip(s.action.tool_calls, s.results)]
         asked = _reflect.review_messages(run.task, observed, answer,
                                          self.options.review_prompt,
-                                         self.options.tool_result_chars)
+                                         self.options.tool_result_chars,
+                                         self.options.context_chars)
         completion, _ = await self._ask(run, asked, calls, "review")
         review = "" if completion is None else completion.text.strip()
         log.info("agent.reviewed", agent_run_id=run.scope.run_id,
