@@ -526,8 +526,10 @@ class SQLiteMemory:
                 if not any(term in folded for term in terms):
                     continue  # a word of the text is a part of it: none can match
                 document = Counter(words)
-                # The terms in the order the sum below always took them (a set's order).
-                shared = tuple((term, document[term]) for term in terms & document.keys())
+                # Sorted: the sum below takes them in this order, and a set's order (the
+                # hash seed's) would make a score differ in its last bit between processes.
+                shared = tuple((term, document[term])
+                               for term in sorted(terms & document.keys()))
                 if shared:
                     frequency.update(term for term, _ in shared)
                     found.append((item, created, len(words), shared))

@@ -64,10 +64,12 @@ def pii_findings(detections: Sequence[Detection], placeholders: dict[str, str] |
 
 
 def injection_findings(scan: InjectionScan) -> list[Finding]:
-    """One ``prompt_injection`` finding per matched rule, each with the scan's score."""
+    """One ``prompt_injection`` finding per matched rule, each with the scan's score (as
+    the thresholds compare it: all its 4 decimals, so a 0.5985 under a threshold of 0.6
+    never reads 0.60)."""
     findings = [Finding(kind="prompt_injection", start=m.start, end=m.end,
-                        detail=f"{m.rule} in {m.layer} (weight {m.weight:.2f}); "
-                               f"score {scan.score:.2f}")
+                        detail=f"{m.rule} in {m.layer} (weight {m.weight:.4g}); "
+                               f"score {scan.score:g}")
                 for m in scan.matches]
     if scan.hidden_characters:
         findings.append(Finding(kind="hidden_characters",
