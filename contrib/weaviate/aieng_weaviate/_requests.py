@@ -350,8 +350,10 @@ def hits_from(method: str, objects: Sequence[Any]) -> list[Hit]:
     """The hits of a query's returned objects (``QueryReturn.objects``), ranked 1..n.
 
     Scores are the query metadata's: ``score`` for BM25 and hybrid, ``1 - distance``
-    (cosine similarity) for ``near_vector``. The order is the server's; a stable sort by
-    score guards the non-increasing scores the contract promises.
+    (cosine similarity) for ``near_vector``. Hits are sorted by score, then document id
+    (Python string order), as the ``vectors`` and ``bm25`` stores rank them: the server
+    returns equal scores in insertion order, which re-indexing changes. Which tied
+    objects make the server's top ``limit`` is still the server's choice.
     """
     scored: list[tuple[Document, float]] = []
     seen: set[str] = set()
@@ -361,7 +363,7 @@ def hits_from(method: str, objects: Sequence[Any]) -> list[Hit]:
             continue
         seen.add(doc.id)
         scored.append((doc, _score(method, obj.metadata)))
-    scored.sort(key=lambda pair: -pair[1])
+    scored.sort(key=lambda pair: (-pair[1], pair[0].id))
     return [Hit(document=doc, score=score, rank=rank, source=SOURCE)
             for rank, (doc, score) in enumerate(scored, start=1)]
 

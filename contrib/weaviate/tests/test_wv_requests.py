@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 
 import httpx
@@ -231,6 +232,43 @@ def test_hits_from_scores_and_documents() -> None:
     odd = hits_from("hybrid", [_object(a, score=None), _object(b, score=float("nan")),
                                _object(a, score=3.0)])
     assert [h.score for h in odd] == [0.0, 0.0] and [h.rank for h in odd] == [1, 2]
+
+
+#: Few values, so that generated hits tie often (None and NaN read as 0, as does -0.0).
+_TIED_SCORES = st.sampled_from([None, float("nan"), -0.0, 0.0, 0.25, 0.5, 0.5, 1.0, -1.0])
+
+
+#: Document ids (not blank: a Document refuses those), lone surrogates included.
+_IDS = st.text(ANY_CHARACTER, min_size=1, max_size=4).filter(str.strip)
+
+
+@given(st.lists(_IDS, unique=True, max_size=12),
+       st.data(), st.sampled_from(["bm25", "hybrid", "near_vector"]))
+def test_equal_scores_come_in_document_id_order(ids: list[str], data: st.DataObject,
+                                                method: str) -> None:
+    """Hits are ranked by score, then document id (Python string order), whatever order
+    the server returned equal-score objects in (it follows insertion): the same rule as
+    the ``vectors`` and ``bm25`` stores. The oracle: a sort of (id, score) pairs computed
+    here from the raw metadata."""
+    raw = {doc_id: data.draw(_TIED_SCORES) for doc_id in ids}
+
+    def returned(order: list[str]) -> list[Object[dict[str, str], None]]:
+        doc = {doc_id: Document(id=doc_id, text="t") for doc_id in order}
+        if method == "near_vector":  # a distance d scores 1 - d; None and NaN read as 0
+            return [_object(doc[i], distance=None if raw[i] is None else 1.0 - raw[i])
+                    for i in order]
+        return [_object(doc[i], score=raw[i]) for i in order]
+
+    def expected(value: float | None) -> float:
+        return 0.0 if value is None or math.isnan(value) else value
+
+    oracle = sorted(ids, key=lambda i: (-expected(raw[i]), i))
+    shuffled = data.draw(st.permutations(ids))
+    for order in (ids, shuffled):
+        hits = hits_from(method, returned(order))
+        assert [h.document.id for h in hits] == oracle
+        assert [h.rank for h in hits] == list(range(1, len(ids) + 1))
+        assert [h.score for h in hits] == pytest.approx([expected(raw[i]) for i in oracle])
 
 
 @pytest.mark.parametrize("stored", [None, 42, "", "plain text", "[1, 2]", '{"text": "x"}',

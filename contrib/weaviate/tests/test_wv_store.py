@@ -171,6 +171,36 @@ async def test_non_finite_vectors_are_refused_before_sending(bad: float) -> None
     assert await store.aieng_index(DOCS[:1]) == 1
 
 
+class _TiedQuery(_Query):
+    """The stand-in's queries, answering every object (in insertion order, as a server
+    returns equal scores) with one score and one distance."""
+
+    def _answer(self, method: str, kwargs: dict[str, Any]) -> QueryReturn[Any, Any]:
+        answer = super()._answer(method, kwargs)
+        for obj in answer.objects:
+            obj.metadata.score, obj.metadata.distance = 0.5, 0.5
+        return answer
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["hybrid", "bm25", "vector"])
+async def test_tied_hits_do_not_follow_insertion_order(mode: str) -> None:
+    """Documents indexed in two orders, answered with equal scores in insertion order by
+    the stand-in client: the same hits, in document id order, both times."""
+    docs = [Document(id=doc_id, text=f"text {doc_id}") for doc_id in ["b", "é", "a", "B", "10"]]
+    answers = []
+    for order in (docs, docs[::-1]):
+        client = _Client()
+        client.collections.collection.query = _TiedQuery(client.collections.stored)
+        store = WeaviateStore(WeaviateOptions(mode=mode), embedder=HashEmbedder(8).aieng_embed,
+                              client=client)
+        assert await store.aieng_index(order) == len(docs)
+        hits = await store.aieng_retrieve(Query("text"), len(docs))
+        answers.append([(h.document.id, h.score, h.rank) for h in hits])
+    assert answers[0] == answers[1]
+    assert [doc_id for doc_id, _, _ in answers[0]] == ["10", "B", "a", "b", "é"]
+
+
 @pytest.mark.anyio
 async def test_open_without_a_server_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
     """With neither ``url`` nor ``AIENG_WEAVIATE_URL`` the store fails before connecting."""
