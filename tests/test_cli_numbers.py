@@ -87,7 +87,43 @@ def test_deleted_sections_are_counted_as_the_chunks_they_were(
     assert (read, written) == (1, 2)
     assert ids == {"a.md#0#0", "a.md#0#1"}
     assert deleted == 4  # a.md#1#0, #1#1, #1#2 and a.md#2#0
-    assert what == "documents or chunks of sections no longer in the files"
+    assert what == "documents or chunks no longer in the files"
+
+
+def test_chunks_a_kept_section_lost_are_counted_deleted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A section cut from three words to one keeps its first chunk and loses two:
+    ``Pipeline.index`` deleted them, but its count said only what it wrote, and ``aieng
+    index`` printed no deletion."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.toml").write_text(CHUNKED)
+    doc = tmp_path / "a.md"
+    doc.write_text("# A\n\nx y z\n\n# B\n\np q\n")
+    ids: set[str] = set()
+    assert index(ids, "p.toml", "a.md") == (2, 1, 5, 0, "")
+    doc.write_text("# A\n\nx\n\n# B\n\np q\n")
+    assert index(ids, "p.toml", "a.md")[2:4] == (3, 2)
+    assert ids == {"a.md#0#0", "a.md#1#0", "a.md#1#1"}
+    doc.write_text("# A\n\nx\n")  # a section gone and nothing else: 2 chunks
+    assert index(ids, "p.toml", "a.md")[2:4] == (1, 2)
+
+
+@pytest.mark.anyio
+async def test_pipeline_index_counts_the_stale_chunks_it_deleted() -> None:
+    """``Pipeline.index`` returns the count written, an ``int``, whose ``deleted`` says
+    how many stale ids the indexes reported deleted on the way."""
+    ids: set[str] = set()
+    kernel = kernel_with({"store": lambda: Store(ids), "words": Words})
+    async with kernel:
+        pipeline = kernel.pipeline({"pipeline": {"name": "p", "stages": ["retrieve"]},
+                                    "components": {"store": {"use": "store"},
+                                                   "words": {"use": "words"}}})
+        first = await pipeline.index([Document(id="d", text="a b c d e")])
+        assert (first, first.deleted, isinstance(first, int)) == (5, 0, True)
+        second = await pipeline.index([Document(id="d", text="a b")], batch_size=1)
+        assert (second, second.deleted) == (2, 3)
+        assert ids == {"d#0", "d#1"}
+        assert (await pipeline.index([])).deleted == 0
 
 
 def test_without_a_chunker_deleted_counts_the_sections(

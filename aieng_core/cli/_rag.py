@@ -83,7 +83,7 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
 
     async def go() -> tuple[int, int, int, ValueError | None]:
         async with kernel:
-            written = done = 0
+            written = done = stale = 0
             try:
                 with _present.progress("indexing", total=None) as advance:
                     while True:
@@ -91,11 +91,13 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
                         # Ctrl-C stopping the reading at once.
                         batch, error = reading.batch(batch_size)
                         if batch:
-                            written += await built.index(batch, batch_size=batch_size)
+                            indexed = await built.index(batch, batch_size=batch_size)
+                            # deleted: chunks a section indexed again no longer has
+                            written, stale = written + indexed, stale + indexed.deleted
                             done += len(batch)
                             advance(len(batch))
                         if error is not None:  # what was read before it is indexed
-                            return reading.read, written, 0, error
+                            return reading.read, written, stale, error
                         if not batch:
                             break
             except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
@@ -111,7 +113,7 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
             # delete those, with their chunks (Pipeline.delete).
             removed = await delete_runs(built.delete, reading.runs, nested=True,
                                         keep=reading.keep)
-            return reading.read, written, removed, None
+            return reading.read, written, stale + removed, None
 
     read, written, removed, error = anyio.run(go)
     if error is not None:
@@ -119,8 +121,8 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
                   f"{written}): fix it and index the same paths again") if read else ""
         raise click.UsageError(f"{error}{before}")
     # Counted by the indexes: a section chunked into three counts three.
-    gone = (f" and {removed} deleted (documents or chunks of sections no longer in the "
-            "files)") if removed else ""
+    gone = (f" and {removed} deleted (documents or chunks no longer in the files)"
+            if removed else "")
     _present.message(f"read {read} documents from {len(paths)} path(s); the indexes reported "
                      f"{written} written{gone}")
     if unread:  # what they held before stays indexed

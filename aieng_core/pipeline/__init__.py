@@ -1,6 +1,7 @@
 """Pipelines: TOML configuration, the request lifecycle stages, runs and their results."""
 
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, ComponentConfig, PipelineConfig, StageConfig
+from ._indexing import Indexed
 from ._pipeline import Pipeline
 from ._result import RunResult, StageRecord, event_to_json, to_jsonable
 
@@ -9,6 +10,7 @@ __all__ = [
     "STAGES",
     "STAGE_HOOKS",
     "ComponentConfig",
+    "Indexed",
     "Pipeline",
     "PipelineConfig",
     "RunResult",

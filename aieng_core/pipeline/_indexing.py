@@ -12,7 +12,7 @@ from __future__ import annotations
 import numbers
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import structlog
 
@@ -20,7 +20,7 @@ from aieng_hookspecs.types import Chunk, Document
 
 from ..dispatch import Check, expect
 
-__all__ = ["CHUNKS", "COUNT", "Batch", "DeleteCall", "as_chunks", "delete_runs"]
+__all__ = ["CHUNKS", "COUNT", "Batch", "DeleteCall", "Indexed", "as_chunks", "delete_runs"]
 
 #: Deletes ids from every index; returns the largest count any index reported deleted.
 DeleteCall = Callable[[Sequence[str]], Awaitable[int]]
@@ -36,6 +36,20 @@ log = structlog.get_logger(__name__)
 
 #: What ``aieng_chunk_document`` must return (a wrong value is the chunker's failure).
 CHUNKS = expect((list, tuple), items=Chunk)
+
+
+class Indexed(int):
+    """What :meth:`Pipeline.index` returns: the count the indexes reported written (an
+    ``int``, as it always was), and in ``deleted`` the stale ids they reported deleted on
+    the way (the chunks a document indexed again no longer has, or the document indexed
+    whole before it was chunked)."""
+
+    deleted: int
+
+    def __new__(cls, written: int, deleted: int = 0) -> Self:
+        made = super().__new__(cls, written)
+        made.deleted = deleted
+        return made
 
 
 def _count(value: Any) -> str:

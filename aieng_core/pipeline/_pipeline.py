@@ -36,7 +36,7 @@ from ._each import (
     failed_build_closer,
     role_plugin_manager,
 )
-from ._indexing import CHUNKS, COUNT, Batch, as_chunks, delete_runs
+from ._indexing import CHUNKS, COUNT, Batch, Indexed, as_chunks, delete_runs
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
 from ._flight import Flights, land
 from ._register import register_components
@@ -325,28 +325,33 @@ class Pipeline:
             stages=tuple(records), events=tuple(scope.trace),
         )
 
-    async def index(self, documents: Iterable[Document], *, batch_size: int = 256) -> int:
+    async def index(self, documents: Iterable[Document], *, batch_size: int = 256
+                    ) -> Indexed:
         """Chunk (when a chunker is present) and index documents in batches. A chunked
         document ``d`` is indexed as ``d#0``, ``d#1``, ...; once it is written again, what it
         no longer has is deleted (``d#n`` on past its last chunk; ``d`` itself, or ``d#0`` on
         when the chunker now passes it on).
 
-        :returns: the number of documents (or chunks) the indexes reported written; the
-            largest count when several indexes answer.
+        :returns: the number of documents (or chunks) the indexes reported written (the
+            largest count when several indexes answer), an ``int`` whose ``deleted`` counts
+            the stale ids deleted (as :meth:`delete` counts).
         """
         if not self._ready:
             await self.open()
         chunking = bool(self.dispatcher.impls("aieng_chunk_document"))
-        written, batch = 0, Batch()
+        written = deleted = 0
+        batch = Batch()
         with self._using():
             for document in documents:
                 batch.add(document, *await self._chunk(document))
                 if batch.size >= batch_size:
-                    written += await self._index_batch(batch, chunking)
+                    counts = await self._index_batch(batch, chunking)
+                    written, deleted = written + counts[0], deleted + counts[1]
                     batch = Batch()
             if len(batch):
-                written += await self._index_batch(batch, chunking)
-        return written
+                counts = await self._index_batch(batch, chunking)
+                written, deleted = written + counts[0], deleted + counts[1]
+        return Indexed(written, deleted)
 
     async def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id from every index (``aieng_delete``), each with the chunks
@@ -402,17 +407,19 @@ class Pipeline:
                                             check=CHUNKS)
         return ([document], False) if found is None else (as_chunks(document, found[0]), True)
 
-    async def _index_batch(self, batch: Batch, chunking: bool) -> int:
+    async def _index_batch(self, batch: Batch, chunking: bool) -> tuple[int, int]:
+        """Write a batch: ``(written, stale ids deleted)``."""
         await anyio.lowlevel.checkpoint()  # cancellable between batches, sync indexes too
         documents = tuple(batch.documents())
         counts = await self.dispatcher.gather(
             "aieng_index", {"documents": documents}, **self._writes) if documents else []
+        deleted = 0
         if chunking:  # after the writes: a search never finds a document in neither version
             deleted = await delete_runs(self._delete, *batch.stale(),
                                         keep={doc.id for doc in documents})
             if deleted:
                 log.info("index.stale_deleted", pipeline=self.name, deleted=deleted)
-        return max((int(c) for c, _ in counts), default=0)
+        return max((int(c) for c, _ in counts), default=0), deleted
 
     # -- lifecycle -----------------------------------------------------------------------
 
