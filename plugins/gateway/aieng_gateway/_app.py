@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.abc
+import attrs
 import structlog
 from aieng_hookspecs.types import Completion, Delta, Request, Usage
 from starlette.applications import Starlette
@@ -32,7 +33,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from aieng_core import HookError, Kernel, Pipeline
+from aieng_core import HookError, Kernel, Pipeline, RunResult
 
 from ._agent import agent_completion, agent_field, check_agent_chat, step_comment
 from ._exposition import merge_exposition
@@ -40,8 +41,10 @@ from ._keys import ApiKey, KeyStore, KeyStoreError
 from ._protocol import (
     ApiError,
     ChatCall,
+    billed_usage,
     chat_chunk,
     chat_response,
+    estimated_tokens,
     logprob_content,
     parse_chat,
     parse_dimensions,
@@ -313,6 +316,23 @@ class Gateway:
                 else usage.prompt_tokens + usage.completion_tokens
             self.limits.reconcile(call.key.id, call.key.tpm, reserved, used)
 
+    @staticmethod
+    def _prompt_estimate(call: _Call) -> int:
+        """The prompt's token estimate a chat request reserves: characters / 4 rounded up."""
+        return math.ceil(call.prompt_chars / 4)
+
+    def _billed(self, call: _Call, result: RunResult) -> Completion | None:
+        """The run's completion, its usage what the key is charged: as the backend reported
+        it, with a count it left at 0 estimated (:func:`billed_usage`) when a model ran (an
+        answer from the cache, a blocked input: no model ran, nothing is estimated)."""
+        completion = result.completion
+        if completion is None or result.cache_hit is not None or not result.model_calls:
+            return completion
+        # The text the model generated (an output guard may have replaced it since).
+        text = (result.raw_completion or completion).text
+        return attrs.evolve(completion, usage=billed_usage(
+            completion.usage, prompt_estimate=self._prompt_estimate(call), text=text))
+
     async def _json(self, http: HTTPRequest) -> Any:
         limit = self.settings.max_body
         length = http.headers.get("content-length")
@@ -446,7 +466,7 @@ class Gateway:
         call.messages = len(request.messages)
         call.prompt_chars = prompt_chars(request)
         call.stream = chat.stream
-        reserved = math.ceil(call.prompt_chars / 4) + request.max_tokens
+        reserved = self._prompt_estimate(call) + request.max_tokens
         self._admit(call, reserved, remedy=None if cap is None else
                     f"lower max_tokens (a request that sends none reserves the server's cap "
                     f"of {cap})")
@@ -465,7 +485,7 @@ class Gateway:
         if result is None:  # the client went away: its run was cancelled
             self._reconcile(call, reserved, None)
             return Response(status_code=499)  # logged as nginx's "client closed request"
-        completion = result.completion
+        completion = self._billed(call, result)
         usage = completion.usage if completion is not None else Usage()
         call.prompt_tokens, call.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         self._reconcile(call, reserved, usage, cached=result.cache_hit is not None)
@@ -561,7 +581,7 @@ class Gateway:
         texts, asked, encoding = parse_embeddings(body)
         dimensions = parse_dimensions(body)
         call.prompt_chars = sum(len(t) for t in texts)
-        tokens = max(1, math.ceil(call.prompt_chars / 4))
+        tokens = estimated_tokens(call.prompt_chars)
         self._admit(call, tokens, param="input")
         pipeline = self.pipeline
         # The pipeline's name (the first of /v1/models) means its default, as in a chat.
@@ -826,7 +846,8 @@ class _Stream(Response):
                 else:
                     result = await self.gateway.pipeline.run(chat.request, run_id=run_id,
                                                              on_delta=on_delta)
-                    completion, raw = result.completion, result.raw_completion
+                    completion = self.gateway._billed(call, result)
+                    raw = result.raw_completion
                     cached = result.cache_hit is not None
                     if result.status == "blocked":
                         # The deltas are out already; the tokens spent are still counted

@@ -10,9 +10,9 @@ from typing import Any
 
 from aieng_hookspecs.types import Completion, Message, Request, ToolCall, ToolSpec, Usage
 
-__all__ = ["ApiError", "ChatCall", "chat_chunk", "chat_response", "logprob_content",
-           "parse_chat", "parse_dimensions", "parse_embeddings", "parse_feedback",
-           "prompt_chars"]
+__all__ = ["ApiError", "ChatCall", "billed_usage", "chat_chunk", "chat_response",
+           "estimated_tokens", "logprob_content", "parse_chat", "parse_dimensions",
+           "parse_embeddings", "parse_feedback", "prompt_chars"]
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 #: ``seed``'s range: a signed 64-bit integer, as OpenAI and the backends' samplers take it.
@@ -507,6 +507,21 @@ def parse_feedback(body: Any) -> tuple[str, str, float, str, dict[str, Any]]:
 def prompt_chars(request: Request) -> int:
     """Characters in the request's messages (the token estimate is this / 4)."""
     return sum(len(m.content) for m in request.messages)
+
+
+def estimated_tokens(chars: int) -> int:
+    """A token count estimated from characters (code points): ``chars / 4`` rounded up,
+    at least 1 (an embeddings request's usage; an answer whose backend counted none)."""
+    return max(1, math.ceil(chars / 4))
+
+
+def billed_usage(usage: Usage, *, prompt_estimate: int, text: str) -> Usage:
+    """What a model run is charged (and reports): ``usage`` as the backend reported it,
+    with a count it left at 0 estimated: the prompt as the reservation did
+    (``prompt_estimate``), the completion from the answer's ``text`` when it has any."""
+    prompt = usage.prompt_tokens or prompt_estimate
+    completion = usage.completion_tokens or (estimated_tokens(len(text)) if text else 0)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion)
 
 
 def _usage(usage: Usage) -> dict[str, int]:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
+import pytest
 from aieng_gateway import Gateway, GatewaySettings, KeyStore, Limits
-from aieng_hookspecs.types import Usage
+from aieng_hookspecs import hookimpl
+from aieng_hookspecs.types import Completion, Delta, Request, Usage
 from aieng_monitoring import FeedbackOptions, FeedbackStore
 
 from aieng_core.testing import HashEmbedder, ManualClock, ScriptedBackend, isolated_kernel
@@ -146,3 +150,170 @@ def test_embeddings_usage_is_the_documented_estimate(tmp_path: Path) -> None:
     assert gateway.keys is not None
     bucket = gateway.limits._tokens[gateway.keys.records()[0].id]
     assert bucket.capacity - bucket.level == charged
+
+
+class SilentUsageBackend(ScriptedBackend):
+    """A test double: ``ScriptedBackend`` that reports no usage, as some upstreams do. A
+    JSON answer's usage is ``Usage(0, 0)``; a stream's deltas carry none (``zero_stream``:
+    its last delta says ``Usage(0, 0)`` instead)."""
+
+    def __init__(self, replies: list[str], *, zero_stream: bool = False) -> None:
+        super().__init__(replies)
+        self.zero_stream = zero_stream
+
+    @hookimpl
+    async def aieng_generate(self, request: Request) -> Completion | None:
+        completion = await super().aieng_generate(request)
+        return None if completion is None else attrs.evolve(completion, usage=Usage())
+
+    @hookimpl
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta] | None:
+        return self._silent(request)
+
+    async def _silent(self, request: Request) -> AsyncIterator[Delta]:
+        async for delta in self._stream(request):
+            yield attrs.evolve(delta, usage=Usage() if self.zero_stream and
+                               delta.finish_reason else None)
+
+
+def chat(http: httpx.Client, prompt: str, *, stream: bool,
+         max_tokens: int = 50) -> tuple[str, dict[str, int], int]:
+    """One chat: its answer's text, its usage and how many text chunks it came in."""
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}],
+                            "max_tokens": max_tokens}
+    if not stream:
+        r = http.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["message"]["content"], r.json()["usage"], 1
+    with http.stream("POST", "/v1/chat/completions",
+                     json={**body, "stream": True,
+                           "stream_options": {"include_usage": True}}) as r:
+        assert r.status_code == 200
+        events = [json.loads(line[6:]) for line in r.iter_lines()
+                  if line.startswith("data: {")]
+    pieces = [e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]]
+    usage = [e["usage"] for e in events if e.get("usage")]
+    assert len(usage) == 1
+    return "".join(pieces), usage[0], sum(1 for p in pieces if p)
+
+
+def spent(gateway: Gateway) -> float:
+    """How far the (only) key's token bucket went down."""
+    assert gateway.keys is not None
+    bucket = gateway.limits._tokens[gateway.keys.records()[0].id]
+    return bucket.capacity - bucket.level
+
+
+@pytest.mark.parametrize("zero_stream", [False, True])
+def test_a_backend_reporting_no_usage_is_charged_the_estimates(tmp_path: Path,
+                                                               zero_stream: bool) -> None:
+    """A backend that reports no usage (0 / 0, or a stream without any) is charged the
+    prompt's estimate (characters / 4 rounded up, as the reservation) and, for an answer
+    whose completion count is 0, the answer's characters / 4 rounded up; a stream without
+    usage counts its text deltas (the kernel's count). The response's usage says what the
+    key was charged, and the bucket went down by exactly the sum."""
+    answers = ["naïve café résumé 日本語 answer", "x", "a b c d e f g h i j k"]
+    llm = SilentUsageBackend(answers, zero_stream=zero_stream)
+    gateway, key, _ = served(tmp_path, llm, tpm=1_000_000)
+    rng = random.Random(7)
+    total = 0
+    with LoopbackServer(gateway.app) as server, client(server, key) as http:
+        for n in range(9):
+            prompt = "".join(rng.choice("ab é日 ") for _ in range(rng.randint(1, 40)))
+            text, usage, chunks = chat(http, prompt, stream=bool(n % 2))
+            assert text
+            prompt_estimate = -(-len(prompt) // 4)
+            if n % 2 and not zero_stream:
+                completion = chunks  # one text delta per word: the kernel's count
+            else:
+                completion = max(1, -(-len(text) // 4))
+            assert usage == {"prompt_tokens": prompt_estimate,
+                             "completion_tokens": completion,
+                             "total_tokens": prompt_estimate + completion}, (n, prompt, text)
+            total += usage["total_tokens"]
+    assert spent(gateway) == total
+
+
+def test_a_tpm_limit_holds_against_a_backend_reporting_no_usage(tmp_path: Path) -> None:
+    """--tpm 100 and a backend that reports nothing: each request of a 200-character prompt
+    costs its 50-token estimate plus its answer's, so the third is refused (it cost nothing
+    before: every request passed)."""
+    gateway, key, _ = served(tmp_path, SilentUsageBackend(["ok"]), tpm=110)
+    body = {"messages": [{"role": "user", "content": "z" * 200}], "max_tokens": 2}
+    with LoopbackServer(gateway.app) as server, client(server, key) as http:
+        statuses = [http.post("/v1/chat/completions", json=body).status_code
+                    for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert spent(gateway) == 2 * (50 + 1)
+
+
+def test_a_backend_reporting_usage_is_charged_exactly_it(tmp_path: Path) -> None:
+    """Non-zero counts are used as reported, even far below the estimates (3 prompt tokens
+    for 400 characters, 1 completion token for a long answer), plain and streamed."""
+    llm = ScriptedBackend(["a long answer of many many words here"],
+                          usage=Usage(prompt_tokens=3, completion_tokens=1))
+    gateway, key, _ = served(tmp_path, llm, tpm=1_000_000)
+    with LoopbackServer(gateway.app) as server, client(server, key) as http:
+        for stream in (False, True):
+            _, usage, _ = chat(http, "q" * 400, stream=stream)
+            assert usage == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    assert spent(gateway) == 8
+
+
+def test_a_cache_hit_of_an_estimated_answer_charges_nothing(tmp_path: Path) -> None:
+    """Behind an exact cache, the miss of a backend reporting no usage is charged (and
+    reports) its estimates; the hits, plain and streamed, charge nothing (no model ran)."""
+    cache = pytest.importorskip("aieng_cache")
+    llm = SilentUsageBackend(["one two three four five six seven eight nine ten"])
+
+    def build(kernel: Any) -> Any:
+        return kernel.compose({"cache": cache.ExactCache(cache.CacheOptions()), "llm": llm},
+                              name="cached", timeout=5.0)
+
+    gateway = Gateway(build, keys=KeyStore(tmp_path / "keys.sqlite3"),
+                      settings=GatewaySettings(),
+                      kernel=lambda: isolated_kernel(loop_block_threshold=None))
+    gateway.limits = Limits(clock=ManualClock(0.0))
+    assert gateway.keys is not None
+    key, _ = gateway.keys.create("cached", tpm=1000)
+    gateway.keys.refresh(force=True)
+    prompt = "what is in the cache?"
+    with LoopbackServer(gateway.app) as server, client(server, key) as http:
+        text, usage, _ = chat(http, prompt, stream=False)
+        miss = -(-len(prompt) // 4) + max(1, -(-len(text) // 4))
+        assert usage["total_tokens"] == miss
+        for n in range(4):
+            chat(http, prompt, stream=bool(n % 2))
+    assert len(llm.requests) == 1
+    assert spent(gateway) == miss
+
+
+def test_an_answer_an_output_guard_blocked_is_charged_the_models_text(tmp_path: Path) -> None:
+    """A backend reporting no usage, its answer blocked by an output guard: the model ran,
+    so the key is charged the prompt's estimate and the generated text's (the model's
+    answer, not the guard's replacement); a stream, its deltas (one per word here)."""
+    from aieng_core.testing.reference import RegexRedactGuard
+
+    answer = "the secret plan is 日本 and more words"
+    llm = SilentUsageBackend([answer])
+
+    def build(kernel: Any) -> Any:
+        return kernel.compose({"llm": llm, "guard": RegexRedactGuard(blocked_phrase="secret")},
+                              name="guarded", timeout=5.0)
+
+    gateway = Gateway(build, keys=KeyStore(tmp_path / "keys.sqlite3"),
+                      settings=GatewaySettings(),
+                      kernel=lambda: isolated_kernel(loop_block_threshold=None))
+    gateway.limits = Limits(clock=ManualClock(0.0))
+    assert gateway.keys is not None
+    key, _ = gateway.keys.create("guarded", tpm=10_000)
+    gateway.keys.refresh(force=True)
+    prompt = "tell me the plan"
+    estimate = -(-len(prompt) // 4)
+    expected = {False: estimate + -(-len(answer) // 4), True: estimate + len(answer.split())}
+    with LoopbackServer(gateway.app) as server, client(server, key) as http:
+        for stream in (False, True):
+            text, usage, _ = chat(http, prompt, stream=stream)
+            assert "secret" not in text
+            assert usage["total_tokens"] == expected[stream]
+    assert spent(gateway) == sum(expected.values())
