@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aieng_core.cli import _commands, _rag, cli  # noqa: F401  (register the commands)
+from aieng_core.cli import _commands, _present, _rag, cli  # noqa: F401  (register the commands)
 from aieng_core.testing import kernel_with
 
 PIPELINE = '[pipeline]\nname = "p"\nstages = ["retrieve"]\n[components.store]\nuse = "store"\n'
@@ -124,6 +124,30 @@ async def test_pipeline_index_counts_the_stale_chunks_it_deleted() -> None:
         assert (second, second.deleted) == (2, 3)
         assert ids == {"d#0", "d#1"}
         assert (await pipeline.index([])).deleted == 0
+
+
+def test_bench_retrieval_says_what_its_numbers_count(tmp_path: Path) -> None:
+    """``--k 5`` scores Recall@100 over 5 hits: the table says "top 5"; ``queries`` are
+    the judged ones, ``queries_run`` every one asked (what queries/s divides)."""
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(
+        f'{{"_id": "d{i}", "title": "", "text": "plate {i}"}}\n' for i in range(8)))
+    (beir / "queries.jsonl").write_text(
+        '{"_id": "q1", "text": "plate 1"}\n{"_id": "q2", "text": "plate 2"}\n'
+        '{"_id": "q3", "text": "unjudged plate"}\n')
+    (beir / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    (tmp_path / "p.toml").write_text(
+        '[pipeline]\nname = "p"\n[components.docs]\nuse = "memory"\n')
+    result = CliRunner().invoke(cli, ["bench", "retrieval", str(tmp_path / "p.toml"),
+                                      str(beir), "--k", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["queries"], data["queries_run"], data["k"]) == (2, 3, 5)
+    assert _present.score_columns(data)[1:4] == ("Recall@100 (top 5)", "MRR@10",
+                                                 "queries judged")
+    assert _present.score_columns({**data, "k": 100})[1] == "Recall@100"
 
 
 def test_without_a_chunker_deleted_counts_the_sections(

@@ -191,11 +191,19 @@ def answer(data: dict[str, Any], *, answer_shown: bool) -> None:
         console.print(f"[dim]TTFT {data['ttft_ms']:.1f} ms{tpot}[/]")
 
 
+def score_columns(data: dict[str, Any]) -> tuple[str, ...]:
+    """The columns of :func:`scores`: Recall@100 over fewer hits (``--k``) says so, and
+    ``queries`` are those scored (judged), beside the queries run that queries/s counts."""
+    k = data.get("k", 100)
+    recall = "Recall@100" if k >= 100 else f"Recall@100 (top {k})"
+    return ("nDCG@10", recall, "MRR@10", "queries judged", "queries/s", "index docs/s")
+
+
 def scores(data: dict[str, Any]) -> None:
     """Retrieval scores as a table (``aieng bench retrieval``)."""
     # Text, not markup: a path with "[...]" in it is shown as it is.
     table = Table(title=Text(f"{data['pipeline']} on {data['data']}", style="table.title"))
-    for column in ("nDCG@10", "Recall@100", "MRR@10", "queries", "queries/s", "index docs/s"):
+    for column in score_columns(data):
         table.add_column(column, justify="right")
     table.add_row(f"{data['ndcg@10']:.4f}", f"{data['recall@100']:.4f}",
                   f"{data['mrr@10']:.4f}", str(data["queries"]),

@@ -350,7 +350,8 @@ def bench() -> None:
 @click.argument("data_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @click.option("--k", "depth", default=100, show_default=True, type=click.IntRange(1),
-              help="Hits per query kept by the retrieval stages (Recall@100 needs 100).")
+              help="Hits per query kept by the retrieval stages (Recall@100 needs 100; "
+                   "under it the table says how many).")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N queries.")
 @click.pass_context
 def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool, depth: int,
@@ -453,7 +454,9 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
     with tempfile.TemporaryDirectory(prefix="aieng-bench-") as workdir:
         runs, querying, indexing, count = anyio.run(go, workdir)
     scores = score_runs(runs, judged)
-    data = {**scores.to_json(), "queries_per_s": len(queries) / querying if querying else 0.0,
+    # queries: those scored (judged); queries_run: every one asked, as queries_per_s counts
+    data = {**scores.to_json(), "queries_run": len(queries), "k": depth,
+            "queries_per_s": len(queries) / querying if querying else 0.0,
             "documents": count,
             "index_docs_per_s": count / indexing if indexing else 0.0,
             "pipeline": str(pipeline), "data": str(data_dir)}
