@@ -328,10 +328,11 @@ class Gateway:
         completion = result.completion
         if completion is None or result.cache_hit is not None or not result.model_calls:
             return completion
-        # The text the model generated (an output guard may have replaced it since).
-        text = (result.raw_completion or completion).text
+        # What the model generated (an output guard may have replaced it since).
+        generated = result.raw_completion or completion
         return attrs.evolve(completion, usage=billed_usage(
-            completion.usage, prompt_estimate=self._prompt_estimate(call), text=text))
+            completion.usage, prompt_estimate=self._prompt_estimate(call),
+            text=generated.text, tool_calls=generated.tool_calls))
 
     async def _json(self, http: HTTPRequest) -> Any:
         limit = self.settings.max_body

@@ -515,12 +515,18 @@ def estimated_tokens(chars: int) -> int:
     return max(1, math.ceil(chars / 4))
 
 
-def billed_usage(usage: Usage, *, prompt_estimate: int, text: str) -> Usage:
+def billed_usage(usage: Usage, *, prompt_estimate: int, text: str,
+                 tool_calls: tuple[ToolCall, ...] = ()) -> Usage:
     """What a model run is charged (and reports): ``usage`` as the backend reported it,
     with a count it left at 0 estimated: the prompt as the reservation did
-    (``prompt_estimate``), the completion from the answer's ``text`` when it has any."""
+    (``prompt_estimate``), the completion from what the model generated when it generated
+    anything: the answer's ``text`` and its ``tool_calls`` (each name and its arguments as
+    :func:`wire_calls` writes them)."""
+    generated = len(text) + sum(len(call["function"]["name"]) +
+                                len(call["function"]["arguments"])
+                                for call in wire_calls(tool_calls))
     prompt = usage.prompt_tokens or prompt_estimate
-    completion = usage.completion_tokens or (estimated_tokens(len(text)) if text else 0)
+    completion = usage.completion_tokens or (estimated_tokens(generated) if generated else 0)
     return Usage(prompt_tokens=prompt, completion_tokens=completion)
 
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from aieng_gateway import Gateway, GatewaySettings, KeyStore, Limits
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Completion, Delta, Request, Usage
+from aieng_hookspecs.types import Completion, Delta, Request, ToolCall, Usage
 from aieng_monitoring import FeedbackOptions, FeedbackStore
 
 from aieng_core.testing import HashEmbedder, ManualClock, ScriptedBackend, isolated_kernel
@@ -258,6 +258,27 @@ def test_a_backend_reporting_usage_is_charged_exactly_it(tmp_path: Path) -> None
             _, usage, _ = chat(http, "q" * 400, stream=stream)
             assert usage == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
     assert spent(gateway) == 8
+
+
+def test_tool_calls_alone_are_charged_their_estimate(tmp_path: Path) -> None:
+    """An answer that is only tool calls from a backend reporting no usage: its completion
+    is estimated from the calls as the client reads them (name and JSON arguments), not
+    charged 0."""
+    calls = [ToolCall(id="c1", name="search", arguments={"query": "naïve 日本 café"}),
+             ToolCall(id="c2", name="clock", arguments={})]
+    gateway, key, _ = served(tmp_path, SilentUsageBackend([calls]), tpm=1_000_000)
+    prompt = "find it"
+    with LoopbackServer(gateway.app) as server, client(server, key) as http:
+        r = http.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": prompt}], "max_tokens": 50})
+    assert r.status_code == 200, r.text
+    wire = r.json()["choices"][0]["message"]["tool_calls"]
+    generated = sum(len(c["function"]["name"]) + len(c["function"]["arguments"])
+                    for c in wire)
+    assert generated == len("search") + len('{"query": "naïve 日本 café"}') + len("clock{}")
+    expected = -(-len(prompt) // 4) + -(-generated // 4)
+    assert r.json()["usage"]["total_tokens"] == expected
+    assert spent(gateway) == expected
 
 
 def test_a_cache_hit_of_an_estimated_answer_charges_nothing(tmp_path: Path) -> None:
