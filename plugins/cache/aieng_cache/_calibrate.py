@@ -4,7 +4,9 @@ A *hit* at threshold ``t`` is a pair whose cosine is at least ``t``. On paraphra
 hit is right (the hit rate is the share of paraphrase pairs that hit); on non-paraphrase
 pairs it is a *false hit* (the false-hit rate is the share of non-paraphrase pairs that
 hit: a user served someone else's answer). :func:`calibrate` picks the threshold on a
-training split and reports both rates on the held-out split.
+training split and reports both rates on the held-out split. A rate of no pairs (the hit
+rate of a set without paraphrase pairs, the false-hit rate of one without non-paraphrase
+pairs) is NaN, not 0.
 """
 
 from __future__ import annotations
@@ -37,13 +39,15 @@ class Pair:
 
 @attrs.frozen
 class Rates:
-    """How a threshold does on a set of scored pairs."""
+    """How a threshold does on a set of scored pairs (a rate of no pairs is NaN)."""
 
     threshold: float
-    hit_rate: float  #: paraphrase pairs at or over the threshold / paraphrase pairs
-    false_hit_rate: float  #: non-paraphrase pairs at or over the threshold / those pairs
+    #: paraphrase pairs at or over the threshold / paraphrase pairs (NaN without any)
+    hit_rate: float
+    #: non-paraphrase pairs at or over the threshold / those pairs (NaN without any)
+    false_hit_rate: float
     precision: float  #: right hits / all hits (1.0 when nothing hits)
-    f_beta: float
+    f_beta: float  #: of precision and hit rate (NaN without paraphrase pairs)
     positives: int
     negatives: int
 
@@ -106,20 +110,25 @@ async def score_pairs(pairs: Sequence[Pair],
 
 def measure(scores: Sequence[float], labels: Sequence[bool], threshold: float, *,
             beta: float = 1.0) -> Rates:
-    """The rates of ``threshold`` on scored, labelled pairs."""
+    """The rates of ``threshold`` on scored, labelled pairs.
+
+    A class without pairs has no rate: the hit rate (and F-beta) of pairs without a
+    paraphrase, the false-hit rate of pairs without a non-paraphrase, are NaN.
+    """
     if len(scores) != len(labels):
         raise ValueError(f"{len(scores)} scores for {len(labels)} labels")
     tp = sum(1 for s, y in zip(scores, labels) if y and s >= threshold)
     fp = sum(1 for s, y in zip(scores, labels) if not y and s >= threshold)
     positives = sum(1 for y in labels if y)
     negatives = len(labels) - positives
-    hit_rate = tp / positives if positives else 0.0
+    hit_rate = tp / positives if positives else math.nan
     precision = tp / (tp + fp) if tp + fp else 1.0
     b2 = beta * beta
     f_beta = ((1 + b2) * precision * hit_rate / (b2 * precision + hit_rate)
               if precision + hit_rate else 0.0)
     return Rates(threshold=threshold, hit_rate=hit_rate,
-                 false_hit_rate=fp / negatives if negatives else 0.0, precision=precision,
+                 false_hit_rate=fp / negatives if negatives else math.nan,
+                 precision=precision,
                  f_beta=f_beta, positives=positives, negatives=negatives)
 
 
@@ -152,15 +161,22 @@ def calibrate(pairs: Sequence[Pair], scores: Iterable[float], *,
     the midpoint between the best candidate and the next lower training score, which
     splits the training pairs the same way with a margin on both sides.
 
-    :param pairs: the labelled pairs; both labels must occur.
-    :param scores: the cosine of each pair (:func:`score_pairs`), in the same order.
-    :returns: the threshold with its rates on the training and the held-out split.
-    :raises ValueError: for mismatched lengths, a label missing, or rates out of range.
+    :param pairs: the labelled pairs; both labels must occur in the training split.
+    :param scores: the cosine of each pair (:func:`score_pairs`), in the same order;
+        finite numbers.
+    :returns: the threshold with its rates on the training and the held-out split (a
+        held-out split without a label has a NaN rate for it).
+    :raises ValueError: for mismatched lengths, a non-finite score (naming its pair), a
+        label missing (from the pairs or the training split), or rates out of range.
     """
     values = [float(s) for s in scores]
     labels = [p.is_paraphrase for p in pairs]
     if len(values) != len(labels):
         raise ValueError(f"{len(values)} scores for {len(labels)} pairs")
+    for index, value in enumerate(values):
+        if not math.isfinite(value):
+            raise ValueError(f"the score of pair {index} is {value}: scores must be finite "
+                             "(an embedder's NaN or infinite vector?)")
     if not any(labels) or all(labels):
         raise ValueError("calibration needs paraphrase and non-paraphrase pairs")
     if not 0.0 <= target_false_hit_rate < 1.0:
@@ -172,6 +188,12 @@ def calibrate(pairs: Sequence[Pair], scores: Iterable[float], *,
     train, test = _split(len(values), labels, heldout, seed)
     t_scores = [values[i] for i in train]
     t_labels = [labels[i] for i in train]
+    positives = sum(t_labels)
+    if not positives or positives == len(t_labels):
+        raise ValueError(
+            f"the training split has {positives} paraphrase and "
+            f"{len(t_labels) - positives} non-paraphrase pairs: it needs both (with "
+            f"heldout={heldout:g} of each label held out); lower heldout or add pairs")
     candidates = sorted(set(t_scores)) + [math.nextafter(max(t_scores), math.inf)]
     measured = [measure(t_scores, t_labels, c, beta=beta or 1.0) for c in candidates]
     if beta is None:

@@ -4,6 +4,11 @@ Each entry has a row (its prompt's normalized embedding), a partition (the key o
 rest of its request) and an expiry. A search is one matrix-vector product over the rows in
 use, masked to the query's partition and to live entries. Rows are reused: the least
 recently used entry gives its row up when the index is full.
+
+Ties do not depend on rows: of the entries whose cosines are equal (within float32
+rounding, :data:`TIE`), the newest (largest ``created``) answers, then the smallest key,
+so a search answers the same before and after the index is rebuilt in another row order
+(a reload from SQLite fills rows newest first).
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ V = TypeVar("V")
 
 _FREE = -1  # a row no entry uses
 _EXACT_ONLY = -2  # a row whose entry has no vector: found by its key, never by a search
+#: Cosines this close to the best one are equal. Float32 products of identical vectors
+#: differ by a few units in the last place (~1e-8) with their rows' places in the matrix
+#: (BLAS handles rows in blocks), so exact equality would still depend on row order.
+TIE = 1e-6
 
 
 class Match(NamedTuple, Generic[V]):
@@ -71,6 +80,7 @@ class SemanticIndex(Generic[V]):
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._partition = np.full(capacity, _FREE, dtype=np.int64)
         self._expires = np.zeros(capacity, dtype=np.float64)
+        self._created = np.zeros(capacity, dtype=np.float64)
         self._slots: OrderedDict[str, int] = OrderedDict()  # key -> row, LRU order
         self._values: dict[str, V] = {}
         self._partitions: dict[str, int] = {}  # partition -> id
@@ -119,9 +129,10 @@ class SemanticIndex(Generic[V]):
         return self._values[key], float(self._expires[row])
 
     def put(self, key: str, partition: str, vector: Vector | None, value: V,
-            expires_at: float = math.inf) -> None:
+            expires_at: float = math.inf, *, created: float = 0.0) -> None:
         """Add or replace an entry. ``vector`` is a unit vector of the index's dimension
-        (set by the first one), or ``None`` for an entry found by its exact key only."""
+        (set by the first one), or ``None`` for an entry found by its exact key only;
+        ``created`` (when it was stored) breaks ties of similarity: the newest wins."""
         import numpy as np
 
         if vector is not None:
@@ -145,6 +156,7 @@ class SemanticIndex(Generic[V]):
         else:
             self._partition[row] = _EXACT_ONLY
         self._expires[row] = expires_at
+        self._created[row] = created
         self._slots[key] = row
         self._row_keys[row] = key
         self._values[key] = value
@@ -176,7 +188,8 @@ class SemanticIndex(Generic[V]):
 
     def search(self, vector: Vector, partition: str, now: float) -> Match[V] | None:
         """The live entry of ``partition`` whose vector is nearest to ``vector``, or ``None``
-        when the partition has none (:meth:`touch` the entry when it is used)."""
+        when the partition has none (:meth:`touch` the entry when it is used). Of entries
+        as near (cosines within :data:`TIE`), the newest answers, then the smallest key."""
         import numpy as np
 
         pid = self._partitions.get(partition)
@@ -191,6 +204,11 @@ class SemanticIndex(Generic[V]):
             return None
         sims = np.where(live, sims, -np.inf)
         row = int(np.argmax(sims))
+        tied = np.flatnonzero(sims >= sims[row] - TIE)
+        if len(tied) > 1:  # not the lowest row: the newest, then the smallest key
+            created = self._created[tied]
+            row = min((int(r) for r in tied[created == created.max()]),
+                      key=self._row_keys.__getitem__)
         similarity = float(sims[row])
         key = self._row_keys[row]
         return Match(key, self._values[key], similarity, float(self._expires[row]))

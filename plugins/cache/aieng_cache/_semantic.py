@@ -138,7 +138,8 @@ class SemanticCache:
                     completion = decode_completion(row.value)
                     vector = None if row.vector is None or len(row.vector) != size \
                         else np.frombuffer(row.vector, dtype="<f4").astype(np.float32)
-                    self.index.put(row.key, row.tag, vector, completion, row.expires_at)
+                    self.index.put(row.key, row.tag, vector, completion, row.expires_at,
+                                   created=row.created)
                     loaded.append(row.key)
                 except (CodecError, ValueError) as exc:
                     log.warning("cache.semantic.unreadable", key=row.key, error=str(exc))
@@ -237,7 +238,7 @@ class SemanticCache:
         partition = partition_key(request, self.scope)
         # A prompt without an embedding (an empty text) is stored too: it hits exactly.
         self.index.put(key, partition, vector, attrs.evolve(completion, cached=True),
-                       expires_at)
+                       expires_at, created=now)
         if self.store is not None:
             payload = encode_completion(completion, namespace=self.options.namespace)
             blob = None if vector is None else vector.astype("<f4").tobytes()

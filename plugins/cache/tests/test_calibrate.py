@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -58,7 +60,10 @@ def test_the_target_false_hit_rate_holds_on_the_training_split(
     scores = [s for s, _ in data]
     result = calibrate(pairs, scores, target_false_hit_rate=target, heldout=0.25)
     assert result.train.false_hit_rate <= target
-    assert 0.0 <= result.heldout.false_hit_rate <= 1.0
+    if result.heldout.negatives:
+        assert 0.0 <= result.heldout.false_hit_rate <= 1.0
+    else:  # no held-out negatives: no rate
+        assert math.isnan(result.heldout.false_hit_rate)
 
 
 def test_f_beta_objective_and_bad_arguments() -> None:
@@ -95,3 +100,58 @@ async def test_score_pairs_embeds_each_text_once() -> None:
     scores = await score_pairs(pairs, embed)
     assert len(seen) == 1 and sorted(seen[0]) == ["x", "yy"]
     assert scores[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_scores_are_refused_naming_the_pair(bad: float) -> None:
+    """A NaN or infinite score (an embedder's NaN vector) is a ValueError naming the
+    pair's index and the value, never a NaN threshold."""
+    pairs = [Pair(f"a{i}", f"b{i}", i % 2 == 0) for i in range(20)]
+    scores = [0.9 - i / 100 if i % 2 == 0 else 0.4 + i / 100 for i in range(20)]
+    scores[7] = bad
+    with pytest.raises(ValueError, match=rf"pair 7 .*{bad}"):
+        calibrate(pairs, scores)
+
+
+def test_a_rate_of_no_pairs_is_nan() -> None:
+    """The hit rate of a set without paraphrase pairs, the false-hit rate of one without
+    non-paraphrase pairs, are NaN (no pairs: no rate), not 0.0; the other rate stays
+    counted."""
+    no_positives = measure([0.9, 0.2], [False, False], 0.5)
+    assert math.isnan(no_positives.hit_rate) and math.isnan(no_positives.f_beta)
+    assert no_positives.false_hit_rate == 0.5 and no_positives.positives == 0
+    no_negatives = measure([0.9, 0.2], [True, True], 0.5)
+    assert math.isnan(no_negatives.false_hit_rate)
+    assert no_negatives.hit_rate == 0.5 and no_negatives.negatives == 0
+    empty = measure([], [], 0.5)
+    assert math.isnan(empty.hit_rate) and math.isnan(empty.false_hit_rate)
+
+
+def test_a_training_split_without_a_class_is_refused() -> None:
+    """One non-paraphrase pair with 70 % held out leaves none to train on: calibrate says
+    how many of each the training split has and what changes that, instead of choosing
+    the lowest threshold on a silent false-hit rate of 0."""
+    pairs = [Pair(f"a{i}", f"b{i}", True) for i in range(9)] + [Pair("x", "y", False)]
+    scores = [0.5 + i / 20 for i in range(9)] + [0.99]
+    with pytest.raises(ValueError, match=r"3 paraphrase and 0 non-paraphrase.*heldout"):
+        calibrate(pairs, scores, heldout=0.7)
+    result = calibrate(pairs, scores, heldout=0.3)  # the negative stays in training
+    assert result.train.negatives == 1 and math.isnan(result.heldout.false_hit_rate)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.lists(st.tuples(st.floats(-1, 1), st.booleans()), max_size=40),
+       threshold=st.floats(-1.5, 1.5))
+def test_measure_by_definition(data: list[tuple[float, bool]], threshold: float) -> None:
+    """Each rate is its count over its class, by brute force with fractions; a class with
+    no pairs has a NaN rate."""
+    scores = [s for s, _ in data]
+    labels = [y for _, y in data]
+    rates = measure(scores, labels, threshold)
+    hits = [s >= threshold for s in scores]
+    for rate, label in ((rates.hit_rate, True), (rates.false_hit_rate, False)):
+        members = [h for h, y in zip(hits, labels) if y is label]
+        if members:
+            assert rate == float(Fraction(sum(members), len(members)))
+        else:
+            assert math.isnan(rate)
