@@ -12,7 +12,7 @@ from aieng_hookspecs import replace_file
 from ._lock import LOCK_FORMAT
 from ._results import ItemResult, read_results
 from ._runner import EvalError, LockFormatError, _read_lock, locked_records
-from .report import _cell, _text
+from .report import NOT_FINITE_NOTE, _cell, _fmt, _not_finite, _text
 from .stats import paired_bootstrap
 
 __all__ = ["LOWER_IS_BETTER", "compare_markdown", "compare_runs", "games_of",
@@ -69,9 +69,11 @@ def games_of(runs: dict[str, dict[str, ItemResult]],
     """One game per item, metric and pair of systems that both scored it: the better
     score wins (1 / 0), equal scores tie (0.5). Better is higher, except for the metrics of
     :data:`LOWER_IS_BETTER` (perplexity, mean NLL, bits per byte, the agent's steps,
-    tokens, tool calls and tool errors). Items are taken in sorted id order, so the games
-    (and Elo, which depends on their order) are reproducible."""
-    names = list(runs)
+    tokens, tool calls and tool errors). Items are taken in sorted id order, metrics in
+    sorted name order and, within them, pairs of systems in sorted name order (``a`` the
+    smaller name), so the games (and Elo, which depends on their order) are reproducible
+    and do not depend on the order the runs are given in."""
+    names = sorted(runs)
     ids = sorted(set().union(*[set(r) for r in runs.values()]))
     games: list[tuple[str, str, float]] = []
     for item in ids:
@@ -186,9 +188,13 @@ def compare_markdown(comparison: dict[str, Any]) -> str:
                   f"| metric | n | {_cell(pair['a'])} | {_cell(pair['b'])} | diff | 95% CI | p |",
                   "|---|---:|---:|---:|---:|---|---:|"]
         for name, d in pair["metrics"].items():
-            lines.append(f"| {_cell(name)} | {d['n']} | {d['mean_a']:.3f} | {d['mean_b']:.3f} | "
-                         f"{d['mean_diff']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] | "
-                         f"{d['p_value']:.4f} |")
+            lines.append(f"| {_cell(name)} | {d['n']} | {_fmt(d['mean_a'])} | "
+                         f"{_fmt(d['mean_b'])} | {_signed(d['mean_diff'])} | "
+                         f"[{_signed(d['low'])}, {_signed(d['high'])}] | "
+                         f"{_fmt(d['p_value'], 4)} |")
+        if _not_finite(pair["metrics"].values(), ("mean_a", "mean_b", "mean_diff", "low",
+                                                  "high", "p_value")):
+            lines += ["", NOT_FINITE_NOTE]
         lines.append("")
     ranking = comparison.get("ranking")
     if ranking:
@@ -196,10 +202,17 @@ def compare_markdown(comparison: dict[str, Any]) -> str:
                   "| system | Elo | 95% CI | Bradley–Terry | 95% CI |", "|---|---:|---|---:|---|"]
         for name, e in sorted(ranking["elo"].items(), key=lambda kv: -kv[1]["estimate"]):
             bt = ranking["bradley_terry"][name]
-            lines.append(f"| {_cell(name)} | {e['estimate']:.1f} | [{e['low']:.1f}, {e['high']:.1f}] "
-                         f"| {bt['estimate']:.1f} | [{bt['low']:.1f}, {bt['high']:.1f}] |")
+            lines.append(f"| {_cell(name)} | {_fmt(e['estimate'], 1)} | [{_fmt(e['low'], 1)}, "
+                         f"{_fmt(e['high'], 1)}] | {_fmt(bt['estimate'], 1)} | "
+                         f"[{_fmt(bt['low'], 1)}, {_fmt(bt['high'], 1)}] |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _signed(value: float) -> str:
+    """A difference with its sign (``+0.125``), or ``n/a`` when it is not finite."""
+    text = _fmt(value)
+    return text if text == "n/a" or text.startswith("-") else "+" + text
 
 
 def write_comparison(comparison: dict[str, Any], out: Path) -> None:

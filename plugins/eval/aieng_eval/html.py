@@ -6,6 +6,7 @@ so a report can be mailed, archived or opened offline.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
@@ -47,7 +48,11 @@ def _page(title: str, body: list[str]) -> str:
 
 
 def _f(value: Any, digits: int = 3) -> str:
-    return "–" if value is None else f"{float(value):.{digits}f}"
+    if value is None:
+        return "–"
+    # Not finite: past a float's range, or of a score that is not finite (report.md's
+    # NOT_FINITE_NOTE says it at length).
+    return f"{float(value):.{digits}f}" if math.isfinite(value) else "n/a (not finite)"
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], numeric: set[int]) -> str:

@@ -288,8 +288,24 @@ def _code(text: object, *, cell: bool = False) -> str:
     return f"{fence}{pad}{line}{pad}{fence}"
 
 
+#: Shown for a number that is not finite; the reports add :data:`NOT_FINITE_NOTE`.
+NOT_FINITE = "n/a"
+#: Why a report shows :data:`NOT_FINITE` (where it does).
+NOT_FINITE_NOTE = ("n/a: not a finite number, so not shown: its true value is past a "
+                   "float's range (±1.8e308: a mean difference of scores near 1e308), or a "
+                   "score it counts is not finite (inf, nan).")
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if math.isfinite(value) else NOT_FINITE
+
+
+def _not_finite(entries: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> bool:
+    """Whether a number of ``keys`` in one of ``entries`` is shown as :data:`NOT_FINITE`."""
+    return any(isinstance(e.get(k), float) and not math.isfinite(e[k])
+               for e in entries for k in keys)
 
 
 def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
@@ -317,6 +333,11 @@ def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
                      f"[{_fmt(m['low'])}, {_fmt(m['high'])}] | {m['n']} |")
     if not summary["metrics"]:
         lines.append("| (no scores: does the pipeline have a judge stage?) | | | | |")
+    shown = [*summary["metrics"].values(), *(m for groups in summary["slices"].values()
+                                              for g in groups.values()
+                                              for m in g["metrics"].values())]
+    if _not_finite(shown, ("mean", "low", "high")):
+        lines += ["", NOT_FINITE_NOTE]
     if summary.get("judge_failures"):
         lines += ["", "## Judge failures", "",
                   ("Scores a judge could not give (an unreadable verdict, an error): the item "

@@ -1,11 +1,16 @@
 """Statistics of evaluation runs: bootstrap confidence intervals of a mean, and the paired
 bootstrap test of the difference between two systems scored on the same items.
 
-Both are percentile bootstraps, seeded, so a report's numbers are reproducible.
+Both are percentile bootstraps, seeded, so a report's numbers are reproducible. Means of
+finite values never overflow: where a plain sum would pass a float's range (scores near
+1e308), each value is divided by the count first; a number is then not finite only where
+its true value is past a float's range (a mean difference of 3e308).
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -67,6 +72,30 @@ def _draw(rng: np.random.Generator, n: int, rows: int) -> np.ndarray:
     return rng.integers(0, n, size=(rows, n))
 
 
+def _mean(data: np.ndarray) -> float:
+    """numpy's mean of a 1-d array; for finite values whose sum passes a float's range,
+    ``fsum(value / n)`` instead (a sum of values each at most ``max / n``: it cannot)."""
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(data.mean())
+    if not math.isfinite(mean) and bool(np.isfinite(data).all()):
+        mean = math.fsum((data / data.size).tolist())
+    return mean
+
+
+def _quantiles(values: np.ndarray, qs: list[float]) -> list[float]:
+    """numpy's (linear) quantiles; of finite values ``2 * quantile(values / 2)``, the
+    same numbers, where the interpolation's ``high - low`` passes a float's range."""
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.quantile(values, qs)
+        if not np.isfinite(out).all() and np.isfinite(values).all():
+            out = np.quantile(values / 2.0, qs) * 2.0
+    return [float(q) for q in out]
+
+
 def _boot_means(data: np.ndarray, samples: int, seed: int) -> np.ndarray:
     """Means of ``samples`` resamples with replacement of each row of ``data`` (shape
     ``(k, n)``: rows of equal size share the drawn indices, which depend only on ``n`` and
@@ -79,11 +108,15 @@ def _boot_means(data: np.ndarray, samples: int, seed: int) -> np.ndarray:
     k, n = data.shape
     block = max(1, (1 << 22) // n)
     out = np.empty((k, samples), dtype=float)
+    # A row whose sum could pass a float's range is summed as value / n (no overflow).
+    huge = [bool(np.abs(data[row]).max() > sys.float_info.max / n) for row in range(k)]
+    scaled = [data[row] / n if huge[row] else data[row] for row in range(k)]
     for start in range(0, samples, block):
         rows = min(block, samples - start)
         indices = _draw(rng, n, rows)
         for row in range(k):
-            out[row, start:start + rows] = data[row][indices].mean(axis=1)
+            out[row, start:start + rows] = (scaled[row][indices].sum(axis=1) if huge[row]
+                                            else data[row][indices].mean(axis=1))
     return out
 
 
@@ -127,14 +160,14 @@ def mean_cis(groups: Sequence[Sequence[float]], *, samples: int = 1000,
     for size, members in by_size.items():
         if size == 1 or samples < 1:
             for i in members:
-                mean = float(arrays[i].mean())
+                mean = _mean(arrays[i])
                 out[i] = MeanCI(mean, mean, mean, size)
             continue
         means = _boot_means(np.stack([arrays[i] for i in members]), samples, seed)
         for row, i in enumerate(members):
-            mean = float(arrays[i].mean())
-            low, high = np.quantile(means[row], [alpha, 1.0 - alpha])
-            out[i] = MeanCI(mean, min(float(low), mean), max(float(high), mean), size)
+            mean = _mean(arrays[i])
+            low, high = _quantiles(means[row], [alpha, 1.0 - alpha])
+            out[i] = MeanCI(mean, min(low, mean), max(high, mean), size)
     return [ci for ci in out if ci is not None]
 
 
@@ -157,17 +190,24 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, samples: int = 1
     xb = np.asarray(b, dtype=float)
     if xa.size == 0:
         raise ValueError("no paired items")
-    diffs = xb - xa
-    observed = float(diffs.mean())
+    # Differences of finite scores past a float's range (1e308 - -1e308): the halves'
+    # differences, which fit, and the numbers shown doubled (exact, but past the range).
+    scale = 1.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        diffs = xb - xa
+        if not np.isfinite(diffs).all() and np.isfinite(xa).all() and np.isfinite(xb).all():
+            scale, diffs = 2.0, xb / 2.0 - xa / 2.0
+    observed = _mean(diffs)
     samples = max(samples, 1)
     means = _boot_means(diffs[None, :], samples, seed)[0]
     alpha = (1.0 - confidence) / 2.0
-    low, high = (float(q) for q in np.quantile(means, [alpha, 1.0 - alpha]))
+    low, high = _quantiles(means, [alpha, 1.0 - alpha])
     # Under "no difference" the bootstrap distribution is centred on 0: shift it there.
-    centred = means - observed
+    with np.errstate(over="ignore", invalid="ignore"):
+        centred = means - observed
     # A tolerance keeps float noise from turning equal magnitudes into misses.
     extreme = int(np.count_nonzero(np.abs(centred) >= abs(observed) - 1e-12))
     p_value = (extreme + 1) / (samples + 1)
-    return PairedDiff(mean_diff=observed, low=min(low, observed), high=max(high, observed),
-                      p_value=min(p_value, 1.0), n=int(diffs.size),
-                      mean_a=float(xa.mean()), mean_b=float(xb.mean()))
+    return PairedDiff(mean_diff=scale * observed, low=scale * min(low, observed),
+                      high=scale * max(high, observed), p_value=min(p_value, 1.0),
+                      n=int(diffs.size), mean_a=_mean(xa), mean_b=_mean(xb))
