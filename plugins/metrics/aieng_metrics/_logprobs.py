@@ -88,10 +88,23 @@ def mean_nll(logprobs: Sequence[TokenLogprob] | Sequence[float]) -> float:
     return -math.fsum(value / len(values) for value in values)
 
 
+def _utf8_size(text: str) -> int:
+    """The UTF-8 bytes of ``text``; surrogate pairs joined, lone halves as U+FFFD."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # surrogates: a pair is one character, a lone half U+FFFD
+        joined = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        return len(joined.encode("utf-8"))
+
+
 def bits_per_byte(logprobs: Sequence[TokenLogprob] | Sequence[float],
                   text: str | None = None) -> float:
     """The negative log-likelihood in bits per UTF-8 byte of the text the tokens spell:
     ``-sum(logprob) / (ln 2 * bytes)``, comparable across tokenizers.
+
+    Text holding surrogates (as JSON carries a character split across tokens): a high
+    and a low half side by side count as the character they spell (😀's 4 bytes); a half
+    alone as the replacement character U+FFFD's 3 bytes.
 
     :param logprobs: the tokens' log-probabilities.
     :param text: the text they cover; by default the concatenation of the tokens.
@@ -100,7 +113,7 @@ def bits_per_byte(logprobs: Sequence[TokenLogprob] | Sequence[float],
     values = _values(logprobs)
     if text is None:
         text = "".join(lp.token for lp in logprobs if isinstance(lp, TokenLogprob))
-    size = len(text.encode("utf-8"))
+    size = _utf8_size(text)
     if size == 0:
         raise ValueError("bits per byte needs the text the tokens cover (no token text and "
                          "no text given)")
