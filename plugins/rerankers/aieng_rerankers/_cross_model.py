@@ -154,7 +154,8 @@ class CrossEncoderModel:
         """The relevance of each passage to the query (blocking).
 
         :returns: one score per passage, in order: the relevance logit (for a two-label
-            model, relevant minus not relevant), or its sigmoid.
+            model, relevant minus not relevant), or its sigmoid; equal passages are
+            scored once, so they score alike.
         :raises anyio.get_cancelled_exc_class(): in an anyio worker thread whose waiting
             task was cancelled, before the next batch.
         """
@@ -162,7 +163,10 @@ class CrossEncoderModel:
 
         if not passages:
             return []
-        texts = [clean(p) for p in passages]
+        cleaned = [clean(p) for p in passages]
+        # Each text once: equal passages (a page indexed twice, boilerplate) then score
+        # exactly alike, wherever batching and padding would have put them.
+        texts = list(dict.fromkeys(cleaned))
         query = clean(query)
         query_cuts: list[tuple[int, str, str]] = []  # the query's, once it is tokenized
         # Longest first, so each batch pads to lengths close to its own.
@@ -191,4 +195,5 @@ class CrossEncoderModel:
                     relevance = torch.sigmoid(relevance)
                 for row, value in zip(rows, relevance.tolist(), strict=True):
                     scores[row] = float(value)
-        return scores
+        by_text = dict(zip(texts, scores, strict=True))
+        return [by_text[text] for text in cleaned]

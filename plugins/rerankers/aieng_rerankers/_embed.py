@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     Matrix = npt.NDArray[np.float64]
 
-__all__ = ["DEFAULT_CACHE_SIZE", "Embedder", "Embeddings", "VectorCache"]
+__all__ = ["DEFAULT_CACHE_SIZE", "Embedder", "Embeddings", "VectorCache", "cosines"]
 
 #: An embedding function given to a reranker directly (tests, notebooks):
 #: ``(texts, model) -> vectors``, plain or ``async``; an ``aieng_embed`` impl fits.
@@ -84,6 +84,20 @@ def _unit(vectors: Any, count: int) -> Matrix:
     with np.errstate(invalid="ignore", divide="ignore"):
         scaled = np.where(norms > 0.0, matrix / np.where(norms > 0.0, norms, 1.0), 0.0)
     result: Matrix = scaled
+    return result
+
+
+def cosines(rows: Matrix, vector: Matrix) -> Matrix:
+    """The cosines of unit ``rows`` with the unit ``vector``, each in -1..1.
+
+    Each row's products are summed in one order, whatever the row's place or the rows
+    beside it (``einsum``): a matrix product (BLAS) sums a row by a kernel chosen by its
+    place, so equal rows, or a row alone and in a batch, could differ in their last bits,
+    breaking ties by position, and a row equal to ``vector`` could score above 1.
+    """
+    import numpy as np
+
+    result: Matrix = np.clip(np.einsum("ij,j->i", rows, vector), -1.0, 1.0)
     return result
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from aieng_hookspecs import PipelineContext, hookimpl
 from aieng_hookspecs.types import Hit, Query
 
-from ._embed import Embedder, Embeddings
+from ._embed import Embedder, Embeddings, cosines
 from ._hits import distinct, keep, passage_text, sort_by_score
 from ._options import EmbeddingOptions
 
@@ -49,5 +49,4 @@ class EmbeddingReranker:
             return []
         rows = await self._embeddings.unit_rows(
             [query.text, *(passage_text(hit.document) for hit in candidates)])
-        cosines = (rows[1:] @ rows[0]).tolist()
-        return sort_by_score(candidates, cosines, limit)
+        return sort_by_score(candidates, cosines(rows[1:], rows[0]).tolist(), limit)

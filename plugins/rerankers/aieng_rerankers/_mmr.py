@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from aieng_hookspecs import PipelineContext, hookimpl
 from aieng_hookspecs.types import Hit, Query
 
-from ._embed import Embedder, Embeddings
+from ._embed import Embedder, Embeddings, cosines
 from ._hits import distinct, keep, passage_text, ranked
 from ._options import MMROptions
 
@@ -31,8 +31,7 @@ class SimilarityRows:
         self.vectors = vectors
 
     def __getitem__(self, index: int) -> npt.NDArray[np.float64]:
-        row: npt.NDArray[np.float64] = self.vectors @ self.vectors[index]
-        return row
+        return cosines(self.vectors, self.vectors[index])
 
 
 def mmr_order(relevance: npt.NDArray[np.float64],
@@ -122,7 +121,7 @@ class MMRReranker:
         if self.options.relevance == "cosine":
             rows = await self._embeddings.unit_rows([query.text, *texts])
             vectors = rows[1:]
-            relevance = vectors @ rows[0]
+            relevance = cosines(vectors, rows[0])
         else:
             vectors = await self._embeddings.unit_rows(texts)
             relevance = _normalized([hit.score for hit in candidates])

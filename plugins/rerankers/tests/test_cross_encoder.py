@@ -320,3 +320,23 @@ def test_special_token_spellings_in_text_are_text(tiny_cross_encoder: Path,
         assert ids[0] == cls and ids[-1] == sep
         assert ids.count(cls) == 1 and ids.count(sep) == 2
         assert not others & set(ids)
+
+
+def test_equal_passages_tie_whatever_their_batches(tiny_cross_encoder: Path) -> None:
+    """Documents of one text (a page indexed twice, a boilerplate chunk) score exactly
+    alike wherever batching and padding put them, so they keep their incoming order; the
+    text is scored once."""
+    reranker = CrossEncoderReranker(CrossEncoderOptions(path=str(tiny_cross_encoder),
+                                                        batch_size=3))
+    model = reranker.load()
+    spy = PairSpy(model.tokenizer)
+    model.tokenizer = spy
+    same = "boil water and salt it then cook the pasta"
+    words = [" ".join(VOCABULARY[i:i + 2 + i % 7]) for i in range(24)]
+    texts = [same if i % 5 == 0 else text for i, text in enumerate(words)]
+    hits = hits_of(*texts)
+    out = reranker.aieng_rerank(Query(QUERY), hits, len(hits))
+    equal = [h for h in out if h.document.text == same]
+    assert len({h.score for h in equal}) == 1
+    assert [h.document.id for h in equal] == [f"d{i}" for i in range(0, len(texts), 5)]
+    assert len(spy.pairs) == len(set(texts))
