@@ -64,7 +64,10 @@ def _cuts(similarities: Sequence[Any], percentile: float) -> list[int]:
     """Where chunks end given the adjacent similarities, batch by batch."""
     import numpy as np
 
-    similarity = np.concatenate(similarities)
+    # Rounded to 12 decimals, so that cosines equal but for rounding tie: two identical
+    # sentences (cosine 1, the most there is) may compute as 0.9999999999999998 beside
+    # another pair's 1.0, and must not read as a topic shift below a percentile of 1.
+    similarity = np.round(np.concatenate(similarities), 12)
     threshold = np.percentile(similarity, percentile)
     return [int(i) + 1 for i in np.nonzero(similarity < threshold)[0]]
 

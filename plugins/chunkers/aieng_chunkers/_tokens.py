@@ -28,16 +28,19 @@ def whitespace_tokens(text: str) -> list[Span]:
 
 
 def _cells(spans: Sequence[tuple[int, int]], length: int) -> tuple[list[int], list[int]]:
-    """Where the tokens start, each position once, and how many tokens start there.
+    """Where a chunk may start (a token's start outside every token before it), and how
+    many tokens start from there to the next such place.
 
     An empty span (a special or padding token's ``(0, 0)``) covers no text and is skipped.
     Byte-level BPE gives the pieces of one character (CJK, emoji) the same or overlapping
-    offsets: tokens starting at one position count together, so no chunk is cut inside a
-    character and none holds more tokens than it counts.
+    offsets, and may give one token a space and a character's first byte (``" 😀"`` is
+    ``(0, 2), (1, 2), ...``): a token starting inside one before it counts with it, so no
+    chunk is cut inside a character or a token, and a chunk tokenized on its own does not
+    count a character's pieces again.
     """
     starts: list[int] = []
     counts: list[int] = []
-    previous = 0
+    previous = reach = 0
     for first, last in spans:
         # Plain ints from numpy's or torch's integers (``return_tensors="np"``); a float
         # offset is refused.
@@ -48,12 +51,12 @@ def _cells(spans: Sequence[tuple[int, int]], length: int) -> tuple[list[int], li
             raise ValueError(f"the tokenizer returned span ({start}, {end}) after one starting "
                              f"at {previous}, in a text of {length} characters: spans must "
                              "be in order and inside the text")
-        if starts and starts[-1] == start:
+        if starts and start < reach:  # inside a token before it: not a place to cut
             counts[-1] += 1
         else:
             starts.append(start)
             counts.append(1)
-        previous = start
+        previous, reach = start, max(reach, end)
     return starts, counts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import unicodedata
 from typing import Any
 
@@ -20,7 +21,7 @@ from aieng_chunkers import (
 from aieng_chunkers._spans import _joined
 from aieng_chunkers._text import markdown_sections
 from aieng_hookspecs.types import Chunk, Document
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 # Arbitrary Unicode, and text drawn from the characters chunkers care about (whitespace of
@@ -143,3 +144,92 @@ def test_semantic(hashing_embedder: Any, text: str, size: int, percentile: float
     check_line_ends_whole(text, chunks, size)
     check_characters_whole(text, chunks, size)
     assert all(len(chunk.text) <= size for chunk in chunks)
+
+
+def byte_level(text: str) -> list[tuple[int, int]]:
+    """Token offsets as a byte-level BPE tokenizer gives them (SmolLM2's, GPT-2's): an
+    ASCII word is one token, any other character one token per UTF-8 byte, all at the
+    character's offsets, and a space before a non-blank character joins the token after
+    it, so ``" 👍"`` is ``(0, 2), (1, 2), (1, 2), (1, 2)``: its first token spans the
+    space and part of the emoji."""
+    spans: list[tuple[int, int]] = []
+    at = 0
+    while at < len(text):
+        lead = at
+        if text[at] == " " and at + 1 < len(text) and not text[at + 1].isspace():
+            at += 1
+        char = text[at]
+        if char.isascii() and char.isalnum():
+            end = at
+            while end < len(text) and text[end].isascii() and text[end].isalnum():
+                end += 1
+            spans.append((lead, end))
+            at = end
+            continue
+        spans.append((lead, at + 1))
+        spans.extend([(at, at + 1)] * (len(char.encode("utf-8", "surrogatepass")) - 1))
+        at += 1
+    return spans
+
+
+@PROPERTY
+@given(text=st.lists(st.sampled_from(["ab", "c", " ", "  ", "\n", "é", "日", "\U0001f44d",
+                                      "\U0001f3fd", ".", " \U0001f44d"]),
+                     max_size=80).map("".join),
+       size=st.integers(5, 12), data=st.data())
+def test_tokens_fit_by_the_tokenizers_count_of_the_chunk(text: str, size: int,
+                                                         data: st.DataObject) -> None:
+    """Each chunk, tokenized on its own by the tokenizer that sized it, holds at most
+    ``size`` tokens: no chunk starts inside a token of the text (a byte-level token
+    spanning a space and the first byte of an emoji), whose pieces the chunk would then
+    count again."""
+    overlap = data.draw(st.integers(0, size - 1))
+    chunks = TokenChunker(TokensOptions(size=size, overlap=overlap), tokenizer=byte_level) \
+        .aieng_chunk_document(Document("doc", text))
+    check_tiling(text, chunks)
+    for chunk in chunks:
+        assert len(byte_level(chunk.text)) <= size, (chunk.text, size)
+
+
+def _percentile(values: list[float], rank: float) -> float:
+    """The ``rank``-th percentile by linear interpolation between the sorted values (the
+    rule the README states), by its definition."""
+    ordered = sorted(values)
+    position = rank / 100 * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@settings(max_examples=80, deadline=None)
+# Sentences B B A A A: B·B computes as 0.9999999999999998, A·A as 1.0.
+@example(pool=[[1.0, 1.0, 1.0], [1.0, 1.0, 3.0]], picks=[1, 1, 0, 0, 0], percentile=38.0,
+         batch=1)
+@given(pool=st.lists(st.lists(st.floats(-10, 10).filter(lambda x: abs(x) > 1e-3),
+                              min_size=3, max_size=3), min_size=1, max_size=6),
+       picks=st.lists(st.integers(0, 5), min_size=3, max_size=40),
+       percentile=st.floats(0, 100), batch=st.integers(1, 8))
+def test_semantic_breakpoints_follow_the_percentile_rule(
+        pool: list[list[float]], picks: list[int], percentile: float, batch: int) -> None:
+    """A chunk ends before sentence ``i`` exactly when the cosine of sentences ``i - 1``
+    and ``i`` is strictly below the ``percentile``-th percentile (linear interpolation) of
+    all adjacent cosines, whatever the batches they were embedded in; repeated vectors
+    make ties, which are never below themselves."""
+    from aieng_chunkers._semantic import _cuts, adjacent_similarities
+
+    vectors = [pool[i % len(pool)] for i in picks]
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return math.fsum(x * y for x, y in zip(a, b)) / math.sqrt(
+            math.fsum(x * x for x in a) * math.fsum(y * y for y in b))
+
+    similarity = [cos(a, b) for a, b in itertools.pairwise(vectors)]
+    threshold = _percentile(similarity, percentile)
+    # Where a similarity is within rounding of the threshold, either side is right.
+    assume(all(s == threshold or abs(s - threshold) > 1e-9 for s in similarity))
+    expected = [i + 1 for i, s in enumerate(similarity) if s < threshold]
+    parts, previous = [], None
+    for start in range(0, len(vectors), batch):
+        part, previous = adjacent_similarities(vectors[start:start + batch], previous)
+        parts.append(part)
+    assert _cuts(parts, percentile) == expected
