@@ -331,6 +331,23 @@ def _weight_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in _weight_files(folder))
 
 
+def _loaded_weight_bytes(folder: Path) -> int:
+    """The bytes of the weight files ``from_pretrained`` loads from ``folder``:
+    ``model.safetensors`` or the shards its index names, else ``pytorch_model.bin`` or
+    its shards; else every weight file. A repository shipping the same weights twice
+    (safetensors beside ``.bin``, Mistral's ``consolidated.safetensors`` beside shards)
+    counts them once."""
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (folder / single).is_file():
+            return (folder / single).stat().st_size
+        if (folder / index).is_file():
+            shards = json.loads((folder / index).read_text(encoding="utf-8"))
+            names = set(shards.get("weight_map", {}).values())
+            return sum((folder / name).stat().st_size for name in sorted(names))
+    return _weight_bytes(folder)
+
+
 def _write(folder: Path, scratch: Path, scheme: str, kind: Kind, *,
            keep_fp32: tuple[str, ...]) -> dict[str, Any]:
     import torch
@@ -375,7 +392,7 @@ def _write(folder: Path, scratch: Path, scheme: str, kind: Kind, *,
                 f"widths must suit its blocks, e.g. be divisible by 32): {error}") from error
     saved: dict[str, Any] = {
         "format": FORMAT_VERSION, "scheme": scheme, "kind": kind, "source": str(folder),
-        "modules": names, "size_before": _weight_bytes(folder),
+        "modules": names, "size_before": _loaded_weight_bytes(folder),
         "size_after": size_after, "quality": quality,
         "torch": torch.__version__,
     }

@@ -328,3 +328,31 @@ def test_a_full_disk_mid_write_keeps_what_was_stored(
     assert [p.name for p in (tmp_path / "out").iterdir()] == [Path(first.model).name]
     assert sorted(p.name for p in Path(first.model).iterdir()) == before
     assert quantizer(tmp_path).quantize(random_dir) == first
+
+
+def test_size_before_counts_the_weights_transformers_loads(
+        tmp_path: Path, random_dir: Path) -> None:
+    """A folder holding the same weights twice — ``model.safetensors`` beside
+    ``pytorch_model.bin``, as Hugging Face repositories of GPT-2 or BERT ship them — has
+    the size of the file transformers loads (the safetensors), not the sum of both; a
+    ``.bin``-only folder is the ``.bin``'s size. ``size_after`` is the saved file's."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    both = tmp_path / "both"
+    shutil.copytree(random_dir, both)
+    state = load_file(str(both / "model.safetensors"))
+    torch.save(state, both / "pytorch_model.bin")
+    result = quantizer(tmp_path).quantize(both)
+    assert result is not None
+    assert result.size_before == (both / "model.safetensors").stat().st_size
+    assert result.size_after == (Path(result.model) / "model-int8.pt").stat().st_size
+
+    only_bin = tmp_path / "bin"
+    shutil.copytree(both, only_bin)
+    (only_bin / "model.safetensors").unlink()
+    result = quantizer(tmp_path).quantize(only_bin)
+    assert result is not None
+    assert result.size_before == (only_bin / "pytorch_model.bin").stat().st_size
