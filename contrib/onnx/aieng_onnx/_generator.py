@@ -21,6 +21,10 @@ __all__ = ["SmolLM2OnnxBackend"]
 
 log = structlog.get_logger(__name__)
 
+#: Weight-name fragments of the token (and GPT-2's position) embeddings, which ``q8`` /
+#: ``q4`` leave float32: ``aieng models`` counts them 4 bytes a weight.
+EMBEDDING_WEIGHTS = ("embed_tokens", "wte", "wpe")
+
 
 class SmolLM2OnnxBackend(SmolLM2Backend):
     """aieng-transformers' ``smollm2`` with its forward passes on ONNX Runtime:
@@ -87,7 +91,13 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
         return self.options.precision, "fp32"
 
     def _kept_fp32(self) -> tuple[str, ...]:
-        return self.options.keep_fp32 if self.options.precision != "fp32" else ()
+        if self.options.precision == "fp32":
+            return ()
+        if self.options.precision in ("q8", "q4"):
+            # MatMulNBits quantizes MatMul weights only: the token embeddings (a Gather's,
+            # and a tied head's through a Transpose) stay float32.
+            return (*self.options.keep_fp32, *EMBEDDING_WEIGHTS)
+        return self.options.keep_fp32
 
     @property
     def providers(self) -> tuple[str, ...]:
