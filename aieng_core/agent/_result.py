@@ -72,7 +72,8 @@ class AgentStep:
         when no tool ran: an answer, a stop, or a step cut short by a budget or a loop).
     :param usage: the tokens the step's model calls used.
     :param cost: their price (``AgentOptions`` prices).
-    :param duration_s: the step's wall-clock seconds.
+    :param duration_s: the step's wall-clock seconds: all it did, from its memory recall
+        to its memory store, both included.
     :param recalled: the memory items put before the conversation for this step.
     :param run_id: the pipeline run that asked the model (empty when a policy decided).
     :param note: what the runner told the model after the step (a repetition, or what a
@@ -119,8 +120,9 @@ class AgentResult:
     :param steps: every step, in order.
     :param messages: the transcript: the conversation with every assistant turn, its tool
         calls, one ``tool`` message per result and the runner's notes.
-    :param usage: the tokens of all steps.
-    :param cost: the price of all steps.
+    :param usage: the tokens of every model call that finished in the run: all steps',
+        and those a step cut short by the end of the run had finished.
+    :param cost: their price.
     :param duration_s: the run's wall-clock seconds.
     :param events: the events of the agent run (its steps, the end, errors of its hook
         calls and model calls made by policies); each model call's pipeline run has its

@@ -28,7 +28,6 @@ from aieng_hookspecs.types import (
     Request,
     ToolResult,
     ToolSpec,
-    Usage,
 )
 
 from .._errors import HookError
@@ -163,7 +162,9 @@ class Agent:
 
     def _finished(self, run: _Run, status: str, reason: str, started: float,
                   duration: float | None = None) -> tuple[Event, ...]:
-        """The run's last event; returns its trace and releases it (:meth:`RunScope.end`)."""
+        """The run's last event; returns its trace and releases it (:meth:`RunScope.end`).
+        A step cut short still counts its finished model calls."""
+        run.settle(self.options.cost_of)
         run.scope.emit(AgentFinished(
             run_id=run.scope.run_id, pipeline=self.pipeline.name, status=status, reason=reason,
             steps=len(run.steps), usage=run.usage, cost=run.cost,
@@ -226,6 +227,7 @@ class Agent:
     async def _step(self, run: _Run, index: int) -> AgentStep:
         started = time.perf_counter()
         calls: list[ModelCall] = []  # every model call of the step, for its usage
+        run.uncounted = calls  # counted even when the step ends the run unrecorded
         plan = review = run_id = ""
         source, action = "model", AgentAction("stop")
         recalled = await recall(self.pipeline.dispatcher, self._policy, run.messages,
@@ -237,7 +239,7 @@ class Agent:
         if not run.status:  # a guardrail may have blocked the planning call
             seen = fit(with_memory(run.messages, recalled, self.options.memory_chars),
                        self.options.context_chars, keep=run.task_message)
-            mark = len(run.scope.trace)
+            run.policy_mark = mark = len(run.scope.trace)
             state = AgentState(messages=seen, step=index - 1, max_steps=self.options.max_steps,
                                cost=run.cost, tools=run.tools)
             found = await self.pipeline.dispatcher.first(
@@ -246,6 +248,7 @@ class Agent:
             # A policy's own model calls (context.generate) joined this run's trace: they
             # count whether or not a policy then decided (a policy may consult and pass).
             calls += [e for e in run.scope.trace[mark:] if isinstance(e, ModelCall)]
+            run.policy_mark = None
             if found is not None:
                 action, source = found
             else:
@@ -256,20 +259,16 @@ class Agent:
             if action.kind == "answer" and _reflect.approved(review) \
                     and _formatted(run.template) and run.tools:
                 action = await self._format(run, seen, action, calls)
-        usage = Usage(sum(c.usage.prompt_tokens for c in calls),
-                      sum(c.usage.completion_tokens for c in calls))
-        cost = self.options.cost_of(usage.prompt_tokens, usage.completion_tokens)
-        run.prompt_tokens += usage.prompt_tokens
-        run.completion_tokens += usage.completion_tokens
-        run.cost += cost
+        run.uncounted = []
+        usage, cost = run.count(calls, self.options.cost_of)
         results, note = await self._act(run, action, source, review)
         step = AgentStep(index=index, source=source, action=action, results=results,
-                         usage=usage, cost=cost, duration_s=time.perf_counter() - started,
-                         recalled=recalled, run_id=run_id, note=note, plan=plan,
-                         review=review)
+                         usage=usage, cost=cost, recalled=recalled, run_id=run_id, note=note,
+                         plan=plan, review=review)
         await store(self.pipeline.dispatcher, self._policy, step, run.scope.run_id, run.task,
                     run.answer if run.status == "answered" else None)
-        return step
+        # The step's time covers all it did: recall, decision, tools and memory store.
+        return attrs.evolve(step, duration_s=time.perf_counter() - started)
 
     async def _ask(self, run: _Run, messages: Sequence[Message], calls: list[ModelCall],
                    purpose: Purpose = "decide") -> tuple[Completion | None, str]:

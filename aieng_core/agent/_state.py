@@ -3,10 +3,11 @@ its steps and their totals, and how it ended."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
-from aieng_hookspecs.types import Message, Request, ToolSpec, Usage
+from aieng_hookspecs.types import Message, ModelCall, Request, ToolSpec, Usage
 
 from .._scope import RunScope
 from ._result import AgentStep
@@ -44,6 +45,10 @@ class _Run:
     reviews: int = 0
     plan: str = ""  # the plan in the system text now
     replans: int = 0
+    #: the finished model calls of the step in flight that the totals do not count yet,
+    #: and where in the trace its policies' own calls begin (``None``: no policy asked).
+    uncounted: list[ModelCall] = attrs.field(factory=list)
+    policy_mark: int | None = None
 
     @property
     def usage(self) -> Usage:
@@ -56,3 +61,24 @@ class _Run:
 
     def finish(self, status: str, reason: str, answer: str = "") -> None:
         self.status, self.reason, self.answer = status, reason, answer
+
+    def count(self, calls: Sequence[ModelCall],
+              cost_of: Callable[[int, int], float]) -> tuple[Usage, float]:
+        """Add model calls to the run's totals; their usage and cost."""
+        usage = Usage(sum(c.usage.prompt_tokens for c in calls),
+                      sum(c.usage.completion_tokens for c in calls))
+        cost = cost_of(usage.prompt_tokens, usage.completion_tokens)
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+        self.cost += cost
+        return usage, cost
+
+    def settle(self, cost_of: Callable[[int, int], float]) -> None:
+        """Count the finished model calls of a step that ended the run before it was
+        recorded (a timeout, a cancellation, an error): their tokens were spent."""
+        calls = list(self.uncounted)
+        if self.policy_mark is not None:
+            calls += [e for e in self.scope.trace[self.policy_mark:]
+                      if isinstance(e, ModelCall)]
+        self.uncounted, self.policy_mark = [], None
+        self.count(calls, cost_of)
