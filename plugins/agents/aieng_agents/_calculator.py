@@ -364,11 +364,15 @@ class _Evaluator:
 
 
 def _render(value: Number, digits: int, max_digits: int) -> str:
-    """The value as decimal text: exact when its decimal form ends within ``max_digits``
-    digits, else rounded to ``digits`` significant digits."""
+    """The value as decimal text: an integer in full; exact when its decimal form ends
+    within ``max_digits`` digits; else (a float, or a fraction without such a form) rounded
+    to ``digits`` significant digits and printed by :func:`_rounded`."""
     if isinstance(value, float):
-        text = format(value, f".{digits}g")
-        return "0" if text == "-0" else text
+        if not math.isfinite(value):
+            return format(value, f".{digits}g")
+        with localcontext() as context:
+            context.prec = digits
+            return _rounded(+Decimal(value))  # Decimal(float) is exact: rounded once
     if value.denominator == 1:
         return str(value.numerator)
     rest, places = value.denominator, 0
@@ -383,13 +387,19 @@ def _render(value: Number, digits: int, max_digits: int) -> str:
             context.prec = places + len(str(abs(value.numerator))) + 2
             return format(Decimal(value.numerator) / Decimal(value.denominator), "f")
         context.prec = digits
-        quotient = Decimal(value.numerator) / Decimal(value.denominator)
-    # Printed as a float's digits are: plain while the integer part fits ``digits`` digits,
-    # else (and for tiny values) with an exponent; never trailing zeros, never "E".
-    if -7 < quotient.adjusted() < digits:
-        text = format(quotient, "f")
+        return _rounded(Decimal(value.numerator) / Decimal(value.denominator))
+
+
+def _rounded(number: Decimal) -> str:
+    """A rounded value as Python's ``repr(float)`` prints one: plain when
+    ``1e-4 <= |x| < 1e16`` (judged after rounding), else with a lower-case exponent of at
+    least two digits; never trailing zeros after the point, never ``-0``."""
+    if not number:
+        return "0"
+    if -4 <= number.adjusted() < 16:
+        text = format(number, "f")
         return text.rstrip("0").rstrip(".") if "." in text else text
-    mantissa, exponent = format(quotient.normalize(), "e").split("e")
+    mantissa, exponent = format(number.normalize(), "e").split("e")
     return f"{mantissa}e{int(exponent):+03d}"
 
 

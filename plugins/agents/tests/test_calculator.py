@@ -261,18 +261,20 @@ def test_precedence_and_associativity_are_pythons(expression: str, value: str) -
 
 @pytest.mark.parametrize(("expression", "value"), [
     ("10**14 + 1/3", "100000000000000"),
-    ("10**15 + 1/3", "1e+15"),
+    ("10**15 + 1/3", "1000000000000000"),
+    ("10**16 + 1/3", "1e+16"),
     ("10**20 / 3", "3.33333333333333e+19"),
     ("-10**20 / 3", "-3.33333333333333e+19"),
     ("1 / 3000000", "3.33333333333333e-07"),
-    ("1 / 30000", "0.0000333333333333333"),
+    ("1 / 30000", "3.33333333333333e-05"),
+    ("1 / 3000", "0.000333333333333333"),
     ("2/3 * 10**15", "666666666666667"),
 ])
 def test_a_rounded_fraction_is_printed_as_a_float_is(expression: str, value: str) -> None:
     """A fraction without a short decimal form is shown with ``digits`` significant digits
-    the way an inexact result is: no exponent while the integer part fits (10**14 + 1/3
-    is not ``1e+14``), else a lower-case ``e`` and no trailing zeros (never
-    ``1.00000000000000E+15``)."""
+    the way an inexact result is, by ``repr(float)``'s rule: plain for
+    ``1e-4 <= |x| < 1e16`` (10**15 + 1/3 is not ``1e+15``), else a lower-case ``e`` and no
+    trailing zeros (never ``1.00000000000000E+15``)."""
     assert calculate(expression) == value
     if "e" in value:  # as the float of the same value is printed
         assert value == format(float(_exact(expression)), ".15g")
