@@ -115,3 +115,36 @@ def test_a_run_is_the_same_under_every_hash_seed(tmp_path: Path) -> None:
     for other in results[1:]:
         assert without_varying(other) == expected
 
+
+
+#: The built-in ``memory`` retriever alone (no plugin loads): scores as exact float hex.
+_MEMORY_SCORES = """
+import hashlib, random
+from aieng_core.builtins import MemoryOptions, MemoryRetriever
+from aieng_hookspecs.types import Document, Query
+retriever = MemoryRetriever(MemoryOptions())
+draw = random.Random(5)
+words = [f"w{i}" for i in range(40)]
+retriever.aieng_index([Document(id=f"d{i}", text=" ".join(
+    draw.choice(words) for _ in range(draw.randint(3, 30)))) for i in range(200)])
+found = []
+for _ in range(30):
+    query = Query(" ".join(draw.choice(words) for _ in range(12)))
+    found.append([(h.document.id, h.score.hex()) for h in retriever.aieng_retrieve(query, 10)])
+print(repr(found))
+"""
+
+
+def test_memory_scores_are_the_same_bits_under_every_hash_seed() -> None:
+    """The built-in ``memory`` retriever summed a document's BM25 terms in the order of a
+    set of the query's words: the same query scored a last bit apart from one process to
+    the next (four hash seeds, four different results), enough to swap near ties."""
+    outputs = []
+    for seed in (0, 1, 2, 3):
+        proc = subprocess.run([sys.executable, "-c", _MEMORY_SCORES], capture_output=True,
+                              text=True, timeout=120, check=False,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)})
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout)
+    assert outputs[0].count("d") > 100  # hits were found
+    assert len(set(outputs)) == 1

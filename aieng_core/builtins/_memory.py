@@ -92,7 +92,9 @@ class MemoryRetriever:
         avg = self._total_len / n or 1.0
         k1, b = self.options.k1, self.options.b
         scores: dict[str, float] = {}
-        for term in set(terms):
+        # Each term once, in the query's order: a set's order follows the hash seed, and
+        # a sum in another order differs in its last bits (near ties swapped by process).
+        for term in dict.fromkeys(terms):
             posting = self._postings.get(term)
             if not posting:
                 continue
