@@ -776,7 +776,7 @@ def _pattern(schema: Mapping[str, Any], lengths: tuple[int, int | None],
 def _range(schema: Mapping[str, Any], integer: bool, where: str) -> Range:
     values = {}
     flags = set()  # draft 4 and OpenAPI 3.0: a boolean exclusive bound makes its bound open
-    for word in _BOUNDS & set(schema):
+    for word in [word for word in schema if word in _BOUNDS]:  # as written: errors alike
         value = schema[word]
         if isinstance(value, bool) and word.startswith("exclusive"):
             if value:

@@ -38,6 +38,15 @@ def test_schema_error_names_the_place() -> None:
         JsonMachine({"properties": {"a": {"type": "array", "items": {"minimum": 1}}}})
 
 
+def test_a_schema_error_names_the_first_bad_bound_as_written() -> None:
+    """Of two bad bounds the error names the first the schema writes, in every process
+    (the bounds were read in a set's order, which follows the hash seed)."""
+    for first, second in (("maximum", "minimum"), ("minimum", "maximum"),
+                          ("exclusiveMinimum", "maximum")):
+        with pytest.raises(SchemaError, match=f"#/{first}: must be a number"):
+            JsonMachine({"type": "number", first: "x", second: "y"})
+
+
 def test_extension_words_are_ignored() -> None:
     """Words of other vocabularies — ``x-`` extensions, OpenAPI's ``example``,
     ``externalDocs``, ``xml`` and ``nullable`` — say nothing about validity and are
