@@ -842,9 +842,11 @@ class BM25Index:
 
         :param filters: equality filters on metadata (see :meth:`build_query`).
         :param source: the ``source`` of the hits.
-        :returns: at most ``k`` hits, ranks 1..n, scores not increasing; ties keep
-            tantivy's order (by segment and document number). With ``scorer =
-            "impacts"`` and no filters, the exact BM25 of the impacts, ties in id order.
+        :returns: at most ``k`` hits, ranks 1..n, scores not increasing, equal scores in
+            document id order (Python string order) on every path, the top-``k``
+            boundary included: which of several tied documents make the top ``k`` does
+            not depend on the order they were indexed in. With ``scorer = "impacts"``
+            and no filters, the exact BM25 of the impacts.
         """
         if k < 1:
             return []
@@ -860,34 +862,43 @@ class BM25Index:
         if total == 0:
             return []
         nulls = [name for name, value in (filters or {}).items() if value is None]
-        if nulls:
-            found, documents = self._search_nulls(searcher, query, k, total, nulls)
-        else:
-            # limit never above the document count: tantivy sizes its top-k buffer by it.
-            found = searcher.search(query, limit=min(k, total), count=False).hits
-            documents = self._documents(searcher, found)
+        found, documents = self._search_top(searcher, query, k, total, nulls)
         # Unchecked too: the rank counts from 1 and _clamp makes the score finite.
         return [_new_hit(document, _clamp(score), rank, source)
                 for rank, ((score, _), document) in enumerate(zip(found, documents, strict=True),
                                                                start=1)]
 
-    def _search_nulls(self, searcher: tantivy.Searcher, query: tantivy.Query, k: int,
-                      total: int, nulls: list[str]
-                      ) -> tuple[list[tuple[Any, tantivy.DocAddress]], list[Document]]:
-        """The best ``k`` hits of ``query`` whose metadata has ``null`` or nothing under
-        each key of ``nulls`` (a missing key reads as ``null``, as in the ``vectors`` and
-        ``memory`` retrievers), with their documents: asks for 4 ``k`` hits and widens
-        until ``k`` pass or none is left."""
-        limit = min(total, 4 * k)
+    def _search_top(self, searcher: tantivy.Searcher, query: tantivy.Query, k: int,
+                    total: int, nulls: list[str]
+                    ) -> tuple[list[tuple[Any, tantivy.DocAddress]], list[Document]]:
+        """The best ``k`` hits of ``query``, with their documents, equal scores in id order
+        (the boundary included); with ``nulls``, only those whose metadata has ``null`` or
+        nothing under each of these keys (a missing key reads as ``null``, as in the
+        ``vectors`` and ``memory`` retrievers).
+
+        tantivy breaks ties by segment and document number (the order of indexing), so
+        it is asked for ``k + 1`` hits (``4 k`` with ``nulls``): when the last one scores
+        below the ``k``-th kept, no hit left out can enter the top ``k``, and one call
+        answers; while they tie (or fewer than ``k`` pass the ``nulls``), the fetch
+        widens (doubles; 4 times with ``nulls``) up to the document count. Equal means
+        equal float32 scores as tantivy returns them.
+        """
+        # limit never above the document count: tantivy sizes its top-k buffer by it.
+        limit = min(total, 4 * k if nulls else k + 1)
+        grow = 4 if nulls else 2
         while True:
             found = searcher.search(query, limit=limit, count=False).hits
             documents = self._documents(searcher, found)
-            kept = [(hit, document) for hit, document in zip(found, documents, strict=True)
-                    if all(document.metadata.get(name) is None for name in nulls)]
-            if len(kept) >= k or len(found) < limit or limit >= total:
-                kept = kept[:k]
-                return [hit for hit, _ in kept], [document for _, document in kept]
-            limit = min(total, 4 * limit)
+            pairs = list(zip(found, documents, strict=True))
+            if nulls:
+                pairs = [(hit, document) for hit, document in pairs
+                         if all(document.metadata.get(name) is None for name in nulls)]
+            pairs.sort(key=lambda pair: (-pair[0][0], pair[1].id))
+            if (len(found) < limit or limit >= total
+                    or (len(pairs) >= k and pairs[k - 1][0][0] > found[-1][0])):
+                pairs = pairs[:k]
+                return [hit for hit, _ in pairs], [document for _, document in pairs]
+            limit = min(total, grow * limit)
 
     # -- the impacts scorer ---------------------------------------------------------------
 
