@@ -140,6 +140,37 @@ async def test_retriever_suite_catches_state_shared_between_searches(
         await _caught(run, caught, "asked with others at once")
 
 
+class TiesByArrival(MemoryRetriever):
+    """Broken retriever: equal scores in the order documents were (last) indexed."""
+
+    def __init__(self, options: MemoryOptions) -> None:
+        super().__init__(options)
+        self.arrival: dict[str, int] = {}
+
+    @hookimpl
+    def aieng_index(self, documents: Sequence[Document]) -> int:
+        for document in documents:
+            self.arrival[document.id] = len(self.arrival) + len(documents)
+        return super().aieng_index(documents)
+
+    @hookimpl
+    def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
+        hits = super().aieng_retrieve(query, 10_000) or []
+        hits = sorted(hits, key=lambda h: (-h.score, self.arrival[h.document.id]))[:k]
+        return [attrs.evolve(h, rank=n) for n, h in enumerate(hits, 1)]
+
+
+async def test_retriever_suite_catches_ties_in_indexing_order(aieng_kernel: Kernel) -> None:
+    """Equal scores must not follow the order documents were indexed in."""
+    suite = RetrieverSuite()
+    for component, caught in ((TiesByArrival(MemoryOptions()), True),
+                              (MemoryRetriever(MemoryOptions()), False)):
+        pipeline = await _indexed(suite, aieng_kernel, component)
+        run = suite.test_ties_do_not_follow_the_indexing_order(component, pipeline,
+                                                                _corpus())
+        await _caught(run, caught, "not by when documents were")
+
+
 # ---------------------------------------------------------------------------- cache
 
 

@@ -235,6 +235,42 @@ class RetrieverSuite(RoleSuite):
             self.check_hits(await self.retrieve(indexed_pipeline, Query(doc.text), retrieve_k),
                             retrieve_k, known)
 
+    async def test_ties_do_not_follow_the_indexing_order(
+        self, component: object, indexed_pipeline: Pipeline, corpus: list[Document],
+    ) -> None:
+        """Copies of one document under other ids score alike; which of them a query
+        returns, and in what order, does not depend on the order they were indexed in (the
+        bundled retrievers order equal scores by document id): the copies indexed in one
+        order, then replaced by another text, then indexed again in the reverse order,
+        give the same hits for ``k`` cutting inside the tie and past it."""
+        self.skip_unless_implements(component, "aieng_index")
+        base = corpus[0]
+        order = [7, 2, 9, 4, 1]
+        copies = [attrs.evolve(base, id=f"{base.id}-copy-{n}") for n in order]
+        tied = {base.id, *(c.id for c in copies)}
+        known = {d.id: d for d in [*corpus, *copies]}
+        ks = (1, 2, 3, len(tied), len(tied) + 1)
+
+        async def tie_orders() -> list[list[str]]:
+            found = []
+            for k in ks:
+                hits = self.check_hits(await self.retrieve(indexed_pipeline, Query(base.text),
+                                                           k), k, known)
+                found.append([h.document.id for h in hits if h.document.id in tied])
+            return found
+
+        await self.index(indexed_pipeline, copies)
+        before = await tie_orders()
+        await self.index(indexed_pipeline, [attrs.evolve(c, text="Placeholder zebra text.")
+                                            for c in copies])
+        await self.index(indexed_pipeline, list(reversed(copies)))
+        after = await tie_orders()
+        assert after == before, (
+            f"indexed in the order {[c.id for c in copies]} a query of their text found "
+            f"{before} (for k = {ks}); indexed again in the reverse order, {after}: order "
+            "equal scores by a rule of their own (document id), not by when documents were "
+            "indexed, and keep to it at the k-th hit")
+
     async def delete(self, pipeline: Pipeline, ids: Sequence[str]) -> Any:
         """``aieng_delete`` of the component through the dispatcher."""
         gathered = await pipeline.dispatcher.gather("aieng_delete", {"ids": tuple(ids)},

@@ -21,7 +21,9 @@ def aieng_retrieve(query: Query, k: int) -> list[Hit] | None:
     :async: may be ``async def``; disk or network search must not block the loop.
     :param query: the query; any text, empty included, must yield a list, never an error.
     :param k: the most hits to return, at least 1.
-    :returns: at most ``k`` hits, best first, ranks 1..n, scores not increasing.
+    :returns: at most ``k`` hits, best first, ranks 1..n, scores not increasing; equal
+        scores in an order of their own (the bundled retrievers: document id), never in
+        the order documents were indexed, the ``k``-th hit included.
 
     .. versionadded:: 0.1.0
     """
