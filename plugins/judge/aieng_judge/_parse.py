@@ -23,21 +23,26 @@ __all__ = [
 # ``Score: 4``, ``**Rating**: [[5]]``, ``Score (1-5) = 4/5``, ``score is 4``, ``score of 4``,
 # ``Score: 4 out of 5``, a JSON answer cut short (``{"score": "4", "rationale": "The``);
 # the ``label`` group is set for the labelled forms (a colon, ``=``
-# or ``is``), ``scale`` holds a parenthesis after the name (``(1-5)``, ``(out of 10)``).
+# or ``is``), ``scale`` holds a parenthesis after the name (``(1-5)``, ``(out of 10)``),
+# ``odd`` what makes the number no whole one: a decimal comma (``4,5``), an exponent
+# (``1e1``), a range (``3-4``) or a vulgar fraction (``4½``); the digits are possessive so
+# that ``44,5`` is not read as ``4`` by giving a digit back.
 # Blank and star runs are possessive here and below: what follows each is never a blank
 # (a star), and runs side by side retried against each other were cubic ("score" and 500
 # spaces: seconds).
 _SCORE_TEXT = re.compile(
     r"\b(?:score|rating|grade)\b[\"']?\**+(?:\s*+\((?P<scale>[^()\n]{0,20})\))?\s*+"
     r"(?:(?P<label>is\s*+:?|=|:)|of\b)?\s*+\**+\s*+(?:\[\[\s*+|[\"'])?"
-    r"(?P<score>-?\d+(?:\.\d+)?)(?:\s*+(?:/|out\s++of)\s*+(?P<den>\d+))?",
+    r"(?P<score>-?\d++(?:\.\d++)?+)(?P<odd>,\d|[eE][+-]?\d|[-–]\d|[\u00bc-\u00be\u2150-\u215e])?"
+    r"(?:\s*+(?:/|out\s++of)\s*+(?P<den>\d+))?",
     re.IGNORECASE,
 )
 _INTEGER = re.compile(r"\d+")
 # MT-Bench's verdict: ``[[4]]``.
 _SCORE_BRACKETS = re.compile(r"\[\[\s*(-?\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?\s*\]\]")
-# Not inside a longer number (``1.4/5``, ``4/5.5``), but a sentence's full stop may follow.
-_FRACTION = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*(?:/|\bout\s+of)\s*(\d+)(?!\d|\.\d)",
+# Not inside a longer number (``1.4/5``, ``4,5/5``, ``4/5.5``), but a sentence's full stop
+# may follow.
+_FRACTION = re.compile(r"(?<![\d.])(?<!\d,)(\d+(?:\.\d+)?)\s*(?:/|\bout\s+of)\s*(\d+)(?!\d|\.\d)",
                        re.IGNORECASE)
 # What follows a score that is described, not given: the rubric quoted back
 # (``a score of 1 means ...``, ``5/5 would need ...``, ``score 1 = wrong``).
@@ -65,6 +70,13 @@ _YES_NO = re.compile(r"^\W*(yes|no|true|false|supported|unsupported|not supporte
 # ``Supported: no``, ``Supported? No``, ``Supported - no``, ``Supported (yes/no): no``.
 _SUPPORT_TEXT = re.compile(r"\bsupported\b[\"']?\**\s*+(?:\([^()\n]{0,20}\)\s*+)?"
                            r"(?::|=|is|\?|-|–|—)\s*+\W*+(yes|no|true|false)\b", re.IGNORECASE)
+# ``Supported: partially``: the label with a value that is no yes / no (read after
+# _SUPPORT_TEXT found none), not an answer that starts with the word "supported".
+_SUPPORT_LABEL = re.compile(r"^\W*supported\b[\"']?\**\s*+(?:\([^()\n]{0,20}\)\s*+)?"
+                            r"(?::|=|\?)\s*+\S", re.IGNORECASE)
+# What makes a winner match name both answers: ``Winner: A or B``, ``A/B``, ``A and B``.
+_BOTH = re.compile(r"\**\s*(?:/|\bor\b|\band\b|&)\s*(?:answer\s+|output\s+|response\s+)?"
+                   r"\(?(?:A|B)\b", re.IGNORECASE)
 # A lower-case "a" followed by a word is the article, not answer A.
 _ARTICLE = re.compile(r"\s+[^\W\d_]")
 _EXCERPT = 120
@@ -212,7 +224,7 @@ def _scale_top(match: re.Match[str]) -> str | None:
     return max(numbers, key=lambda n: (len(n.lstrip("0")), n.lstrip("0"))) if numbers else None
 
 
-def _prose_verdict(text: str, high: int) -> tuple[str, str | None] | None:
+def _prose_verdict(text: str, low: int, high: int) -> tuple[str, str | None] | None:
     """The score (and its denominator) a prose answer gives, as written: judges reason or
     quote the rubric first and give their verdict last, so in each form the last one
     counts, and the forms are tried from the most explicit (``[[4]]``, ``Score: 4``) to
@@ -224,7 +236,12 @@ def _prose_verdict(text: str, high: int) -> tuple[str, str | None] | None:
     for labelled in (True, False):
         found = [m for m in named if (m.group("label") is not None) is labelled]
         if found:
-            return found[-1].group("score"), found[-1].group("den") or _scale_top(found[-1])
+            last = found[-1]
+            if last.group("odd") is not None:
+                written = last.group("score") + last.group("odd")
+                raise JudgeParseError(f"the score must be one whole number from {low} to "
+                                      f"{high} in digits, got {written}")
+            return last.group("score"), last.group("den") or _scale_top(last)
     fractions = [m for m in _FRACTION.finditer(text) if _is(m.group(2), high)
                  and _given(text, m)]
     if fractions:
@@ -248,7 +265,8 @@ def parse_score(text: str, low: int, high: int) -> tuple[int, str]:
 
     :returns: ``(score, rationale)``; the rationale is the JSON's ``rationale`` (or
         ``reason``, ``explanation``), else the whole answer.
-    :raises JudgeParseError: no score, a non-integral or non-finite one, one outside
+    :raises JudgeParseError: no score, a non-integral or non-finite one (``4.5``, a
+        decimal comma ``4,5``, ``4½``, ``1e1``), a range (``3-4``), one outside
         ``low..high``, or a fraction out of another number than ``high`` (``2/10``).
     """
     def read(lowered: dict[str, Any]) -> tuple[float, str] | None:
@@ -263,7 +281,7 @@ def parse_score(text: str, low: int, high: int) -> tuple[int, str]:
     given = _last_verdict(text, read)
     if given is not None:  # the last readable score counts, in range or not
         return _checked_score(given[0], low, high), given[1]
-    match = _prose_verdict(text, high)
+    match = _prose_verdict(text, low, high)
     if match is not None:
         score, denominator = match
         value = _out_of(score, denominator, high)
@@ -291,7 +309,8 @@ def parse_winner(text: str) -> tuple[str, str]:
     last one: the reasoning comes first), else the last ``Output A is better``, or an
     answer that is just ``A``, ``B`` or ``tie``.
 
-    :raises JudgeParseError: no verdict, or contradictory ones (``[[A]]`` and ``[[B]]``).
+    :raises JudgeParseError: no verdict, contradictory ones (``[[A]]`` and ``[[B]]``), or
+        one naming both answers (``Winner: A or B``, ``A/B``).
     """
     def read(lowered: dict[str, Any]) -> tuple[str, str] | None:
         for key in ("winner", "verdict", "better", "preferred"):
@@ -321,7 +340,12 @@ def parse_winner(text: str) -> tuple[str, str]:
         matches = [m for m in pattern.finditer(text)
                    if pattern is _NAMED or _verdict_letter(text, m)]
         if matches:
-            return _WINNERS[matches[-1].group(1).lower()], text.strip()
+            last = matches[-1]
+            if pattern is _WINNER_TEXT and last.group(1).lower() in ("a", "b") \
+                    and _BOTH.match(text, last.end(1)):
+                raise JudgeParseError("the verdict names both answers: give one of A, B or "
+                                      f"tie; got {_excerpt(text[last.start():])!r}")
+            return _WINNERS[last.group(1).lower()], text.strip()
     bare = text.strip().strip(".*\"'[]() ").lower()
     if bare in _WINNERS:
         return _WINNERS[bare], ""
@@ -338,7 +362,8 @@ def parse_support(text: str) -> tuple[bool, str]:
     """Whether a claim is supported, from a JSON ``{"supported": "yes" | "no" | true |
     false}`` or an answer starting with yes / no.
 
-    :raises JudgeParseError: no yes / no found.
+    :raises JudgeParseError: no yes / no found, or a labelled value that is neither
+        (``Supported: partially``).
     """
     def read(lowered: dict[str, Any]) -> tuple[bool, str] | None:
         if "supported" not in lowered:
@@ -356,6 +381,9 @@ def parse_support(text: str) -> tuple[bool, str]:
     for pattern in (_SUPPORT_TEXT, _YES_NO):
         match = pattern.search(text)
         if match is not None:
+            if pattern is _YES_NO and _SUPPORT_LABEL.match(text):
+                raise JudgeParseError(f'"supported" must be "yes" or "no", got '
+                                      f"{_excerpt(text)!r}")
             return _SUPPORT[" ".join(match.group(1).lower().split())], text.strip()
     raise JudgeParseError(
         f'no verdict found: answer with JSON {{"supported": "yes" | "no"}}; '

@@ -55,7 +55,15 @@ _texts = st.lists(st.sampled_from(_PIECES), max_size=30).map("".join)
 
 
 def _matches(pattern: re.Pattern[str], text: str) -> list[tuple[Any, ...]]:
-    return [(m.span(), m.groups()) for m in pattern.finditer(text)]
+    # ``odd`` (a score that is no whole number: ``4,5``, ``3-4``) is newer than the
+    # former patterns: compared without it, on texts where it is not set.
+    return [(m.span(), tuple(v for k, v in _groups(m).items() if k != "odd"))
+            for m in pattern.finditer(text)]
+
+
+def _groups(match: re.Match[str]) -> dict[Any, Any]:
+    names = {i: name for name, i in match.re.groupindex.items()}
+    return {names.get(i, i): match.group(i) for i in range(1, match.re.groups + 1)}
 
 
 @settings(max_examples=300, deadline=None)
@@ -64,6 +72,8 @@ def test_verdict_patterns_match_as_the_former_ones(text: str) -> None:
     """The possessive score, winner and support patterns find what the former ones found,
     with the same groups, on any text."""
     for name, former in _FORMER.items():
+        if any(m.groupdict().get("odd") for m in getattr(_parse, name).finditer(text)):
+            continue
         assert _matches(getattr(_parse, name), text) == _matches(former, text), name
 
 
