@@ -8,6 +8,7 @@ terminal; everything else logs).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,14 +99,29 @@ def _guard(run: Callable[[], Any]) -> Any:
         raise _fail(exc) from None
 
 
+def strict_json(value: Any, indent: int = 2) -> str:
+    """``--json``'s output as strict JSON: a number that is not finite is ``null`` with a
+    note beside it (``aieng_eval._results.finite_json``), never ``NaN`` / ``Infinity``."""
+    from ._results import finite_json
+
+    return json.dumps(finite_json(value), indent=indent, allow_nan=False)
+
+
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
+    from ._results import read_finite
+    from .report import NOT_FINITE, number
+
+    def shown(value: float) -> str:
+        return number(value, 4) if math.isfinite(value) else NOT_FINITE
+
+    summary = read_finite(summary)  # summary.json's null numbers: not finite
     counts = summary["counts"]
     lines = [(f"{counts['total']} items: {counts['ok']} ok, {counts['blocked']} blocked, "
              f"{counts['error']} failed")]
     width = max([len(n) for n in summary["metrics"]] + [6])
     for name, m in summary["metrics"].items():
-        lines.append(f"  {name:<{width}}  mean {m['mean']:.4f}  95% CI [{m['low']:.4f}, "
-                     f"{m['high']:.4f}]  n={m['n']}")
+        lines.append(f"  {name:<{width}}  mean {shown(m['mean'])}  95% CI "
+                     f"[{shown(m['low'])}, {shown(m['high'])}]  n={m['n']}")
     for judge, f in summary.get("judge_failures", {}).items():
         lines.append(f"  judge {judge} gave no score {f['failures']} time(s) on {f['items']} "
                      "item(s) (see report.md)")
@@ -219,9 +235,9 @@ def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, con
         click.echo(f"warning: {line}", err=True)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     if as_json:
-        click.echo(json.dumps({"run_dir": str(run_dir), "ran": result.ran,
-                               "skipped": result.skipped, "rejudged": result.rejudged,
-                               "warnings": list(result.warnings), **summary}, indent=2))
+        click.echo(strict_json({"run_dir": str(run_dir), "ran": result.ran,
+                                "skipped": result.skipped, "rejudged": result.rejudged,
+                                "warnings": list(result.warnings), **summary}, indent=2))
     else:
         rejudged = (f" ({result.rejudged} judged again)" if retry_judge_failures else "")
         click.echo(f"ran {result.ran} items, {result.skipped} already done{rejudged}")
@@ -266,7 +282,7 @@ def replay(ctx: click.Context, run_dir: Path, out: Path | None, dataset: Path | 
     for line in report.drift:
         click.echo(f"warning: {line}", err=True)
     if as_json:
-        click.echo(json.dumps({
+        click.echo(strict_json({
             "run_dir": str(report.run_dir), "new_dir": str(report.new_dir),
             "matches": report.matches, "drift": list(report.drift),
             "compared": report.compared, "output_diffs": list(report.output_diffs),
@@ -315,7 +331,7 @@ def compare(runs: tuple[Path, ...], out: Path | None, samples: int, seed: int, q
     if out is not None:
         write_comparison(comparison, out)
     if as_json:
-        click.echo(json.dumps(comparison, indent=2))
+        click.echo(strict_json(comparison))
     else:
         click.echo(compare_markdown(comparison))
 

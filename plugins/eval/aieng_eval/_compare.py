@@ -10,7 +10,7 @@ from typing import Any
 from aieng_hookspecs import replace_file
 
 from ._lock import LOCK_FORMAT
-from ._results import ItemResult, read_results
+from ._results import ItemResult, finite_json, read_finite, read_results
 from ._runner import EvalError, LockFormatError, _read_lock, locked_records
 from .report import NOT_FINITE_NOTE, _cell, _fmt, _not_finite, _text
 from .stats import paired_bootstrap
@@ -174,7 +174,9 @@ def _ranking(runs: dict[str, dict[str, ItemResult]], samples: int, seed: int,
 
 
 def compare_markdown(comparison: dict[str, Any]) -> str:
-    """The comparison as a Markdown page (``compare.md``)."""
+    """The comparison as a Markdown page (``compare.md``); ``comparison`` may be
+    ``comparison.json`` as read (a ``null`` number with its note is ``n/a``)."""
+    comparison = read_finite(comparison)
     lines = ["# Comparison", "",
              (f"{comparison['samples']}-sample paired bootstrap, 95% intervals, seed "
              f"{comparison['seed']}. Differences are the later run minus the first."), ""]
@@ -221,7 +223,9 @@ def write_comparison(comparison: dict[str, Any], out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     # Each file is replaced whole or not at all (a full disk, an interruption).
-    replace_file(out / "comparison.json", json.dumps(comparison, indent=2) + "\n")
+    # Strict JSON: a number that is not finite is null with a note (``finite_json``).
+    replace_file(out / "comparison.json",
+                 json.dumps(finite_json(comparison), indent=2, allow_nan=False) + "\n")
     # A run folder's name may hold a byte that is no UTF-8 (read as a lone surrogate):
     # shown as its escape, the pages stay UTF-8.
     replace_file(out / "compare.md", compare_markdown(comparison), errors="backslashreplace")

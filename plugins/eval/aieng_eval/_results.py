@@ -8,7 +8,9 @@ interrupted) is ignored when the file is read back.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -16,7 +18,8 @@ from typing import IO, Any
 import attrs
 import structlog
 
-__all__ = ["ItemResult", "ResultsFile", "read_results"]
+__all__ = ["NOTE_SUFFIX", "ItemResult", "ResultsFile", "finite_json", "read_finite",
+           "read_results"]
 
 log = structlog.get_logger(__name__)
 
@@ -113,7 +116,10 @@ class ItemResult:
             if not all(isinstance(v, kinds) and not isinstance(v, bool) for v in values):
                 raise TypeError(f"a result record's {key!r} holds a value of another type")
         known["models"] = tuple(known.get("models", ()))
-        known["scores"] = {str(k): float(v) for k, v in known.get("scores", {}).items()}
+        # A score written ``null`` (not finite: :func:`finite_json`) reads back as the
+        # float its note names (``nan`` without one); the note is no metric.
+        known["scores"] = {str(k): math.nan if v is None else float(v)
+                           for k, v in read_finite(known.get("scores", {})).items()}
         failures = known.get("judge_failures") or []  # absent in records of older versions
         known["judge_failures"] = [
             {key: str(f.get(key) or "") for key in ("judge", "metric", "error")}
@@ -165,25 +171,72 @@ def read_results(path: Path) -> dict[str, ItemResult]:
     return found
 
 
+#: The suffix of the field beside a number written ``null`` because it is not finite:
+#: ``"mean": null, "mean_note": "not finite (inf)"`` (``inf``, ``-inf`` or ``nan``).
+NOTE_SUFFIX = "_note"
+_NOTE = re.compile(r"not finite \((inf|-inf|nan)\)")
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` as strict JSON reads it (JavaScript's ``JSON.parse``, jq, Go, serde refuse
+    ``NaN`` and ``Infinity``): every float that is not finite becomes ``None``; in an
+    object, its key ``K`` gets a sibling ``K_note``, ``"not finite (inf)"`` (``-inf``,
+    ``nan``), saying why (in a list, the ``null`` alone). :func:`read_finite` undoes it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            out[key] = finite_json(item)
+            if isinstance(item, float) and not math.isfinite(item):
+                out[f"{key}{NOTE_SUFFIX}"] = f"not finite ({item})"
+        return out
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value
+
+
+def read_finite(value: Any) -> Any:
+    """A JSON value :func:`finite_json` wrote, read back: each ``null`` with its note
+    (``"not finite (inf)"``) is the float again, and the note is dropped; anything else
+    is as read."""
+    if isinstance(value, list):
+        return [read_finite(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[Any, Any] = {}
+    for key, item in value.items():
+        if isinstance(key, str) and key.endswith(NOTE_SUFFIX) and isinstance(item, str):
+            owner = key[:-len(NOTE_SUFFIX)]
+            if owner in value and value[owner] is None and _NOTE.fullmatch(item):
+                continue
+        note = value.get(f"{key}{NOTE_SUFFIX}") if isinstance(key, str) else None
+        found = _NOTE.fullmatch(note) if item is None and isinstance(note, str) else None
+        out[key] = float(found.group(1)) if found else read_finite(item)
+    return out
+
+
 def utf8_json(value: Any, *, indent: int | None = None) -> str:
-    """``value`` as JSON text that UTF-8 encodes: other scripts as they are, unless a
+    """``value`` as strict JSON text that UTF-8 encodes: other scripts as they are, unless a
     string holds a lone surrogate (half an emoji in an error, an undecodable byte of a file
-    name), when every character beyond ASCII is a JSON escape (which reads back the same)."""
-    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    name), when every character beyond ASCII is a JSON escape (which reads back the same).
+    A number that is not finite is ``null`` with a note (:func:`finite_json`)."""
+    try:
+        text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or Infinity, which strict readers refuse
+        value = finite_json(value)
+        text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(value, indent=indent)
+        return json.dumps(value, indent=indent, allow_nan=False)
     return text
 
 
 def _line(record: ItemResult) -> bytes:
     """The record as one UTF-8 line; a lone surrogate in it (a model's output cut in the
     middle of a UTF-16 pair) is written as its JSON escape, which reads back the same."""
-    try:
-        return json.dumps(record.to_json(), ensure_ascii=False).encode("utf-8") + b"\n"
-    except UnicodeEncodeError:
-        return json.dumps(record.to_json()).encode("ascii") + b"\n"
+    return utf8_json(record.to_json()).encode("utf-8") + b"\n"
 
 
 def _after_last_newline(handle: IO[bytes], end: int, chunk: int = 1 << 16) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections.abc import Sequence
 from html import escape
 
@@ -23,6 +24,14 @@ def _num(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _unit(value: float, lo: float, hi: float) -> float:
+    """Where ``value`` lies between ``lo`` and ``hi`` (0 to 1), computed on the numbers
+    divided by their magnitude first: ``hi - lo`` of scores near ±1.7e308 is past a float
+    (``inf``), which put ``nan`` in the plots or divided by zero."""
+    scale = max(1.0, abs(lo), abs(hi))
+    return (value / scale - lo / scale) / (hi / scale - lo / scale)
+
+
 def _svg(width: int, height: int, body: list[str], title: str) -> str:
     return (f'<svg width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
@@ -35,16 +44,25 @@ def histogram(values: Sequence[float], *, title: str, bins: int = 10) -> str:
     height, left, bottom, top = 180, 40, 30, 10
     if not values:
         return _svg(_W, 40, ['<text x="10" y="25">no values</text>'], title)
+    left_out = sum(1 for v in values if not math.isfinite(v))
+    if left_out:  # inf and nan have no bar
+        values = [v for v in values if math.isfinite(v)]
+        title = f"{title} ({left_out} not finite, not drawn)"
+        if not values:
+            none = f'<text x="10" y="25">{left_out} values, none finite</text>'
+            return _svg(_W, 40, [none], title)
     distinct = sorted(set(values))
     if len(distinct) <= bins:
         labels = [_num(v) for v in distinct]
         counts = [sum(1 for x in values if x == v) for v in distinct]
     else:
         lo, hi = min(values), max(values)
-        step = (hi - lo) / bins
+        span = hi - lo  # past a float's range (inf) for scores near -1.7e308 and 1.7e308
+        step = span / bins if math.isfinite(span) else hi / bins - lo / bins
         counts = [0] * bins
         for x in values:
-            counts[min(int((x - lo) / step), bins - 1)] += 1
+            at = (x - lo) / step if math.isfinite(x - lo) else _unit(x, lo, hi) * bins
+            counts[min(int(at), bins - 1)] += 1
         labels = [_num(lo + step * i) for i in range(bins)]
     peak = max(counts)
     plot_w, plot_h = _W - left - 10, height - bottom - top
@@ -74,16 +92,23 @@ def interval_bars(rows: Sequence[tuple[str, float, float, float]], *, title: str
     label_w, row_h, top = 150, 24, 20
     height = top + row_h * len(rows) + 24
     finite = [v for _, e, lo, hi in rows for v in (e, lo, hi) if math.isfinite(v)]
-    lo_all = min([*finite, 0.0] if zero_line else finite)
-    hi_all = max([*finite, 0.0] if zero_line else finite)
-    if hi_all - lo_all < 1e-12:
-        lo_all, hi_all = lo_all - 0.5, hi_all + 0.5
-    pad = (hi_all - lo_all) * 0.05
-    lo_all, hi_all = lo_all - pad, hi_all + pad
+    lo_all = min([*finite, 0.0] if zero_line or not finite else finite)
+    hi_all = max([*finite, 0.0] if zero_line or not finite else finite)
+    if hi_all - lo_all < 1e-12:  # one value: ±0.5 around it (±0.1% of a huge one)
+        half = max(0.5, abs(lo_all) * 1e-3)
+        lo_all, hi_all = lo_all - half, hi_all + half
+    # Padded by 5% on the numbers divided by their magnitude (the span of scores near
+    # ±1.7e308 is past a float); the axis labels are clamped to a float's range.
+    scale = max(1.0, abs(lo_all), abs(hi_all))
+    pad = (hi_all / scale - lo_all / scale) * 0.05
+    lo_s, hi_s = lo_all / scale - pad, hi_all / scale + pad
+    top_value = sys.float_info.max
+    lo_all = max(-top_value, min(top_value, lo_s * scale))
+    hi_all = max(-top_value, min(top_value, hi_s * scale))
     plot_w = _W - label_w - 20
 
     def x(value: float) -> float:
-        return label_w + plot_w * (value - lo_all) / (hi_all - lo_all)
+        return label_w + plot_w * (value / scale - lo_s) / (hi_s - lo_s)
 
     body = [(f'<line x1="{label_w}" y1="{height - 22}" x2="{_W - 20}" y2="{height - 22}" '
             'stroke="#333"/>'),
@@ -97,6 +122,10 @@ def interval_bars(rows: Sequence[tuple[str, float, float, float]], *, title: str
         y = top + i * row_h + row_h / 2
         body.append(f'<text x="{label_w - 6}" y="{y + 4:.1f}" font-size="11" '
                     f'text-anchor="end">{escape(label[:24])}</text>')
+        if not all(math.isfinite(v) for v in (estimate, low, high)):  # no place on the axis
+            body.append(f'<text x="{label_w + 4}" y="{y + 4:.1f}" font-size="11">n/a (not '
+                        "finite)</text>")
+            continue
         body.append(f'<line x1="{x(low):.1f}" y1="{y:.1f}" x2="{x(high):.1f}" y2="{y:.1f}" '
                     f'stroke="{_ACCENT}" stroke-width="2"/>')
         for end in (low, high):
@@ -132,7 +161,7 @@ def scatter(points: Sequence[tuple[float, float]], *, title: str, x_label: str,
     xs, ys = [p[0] for p in points], [p[1] for p in points]
 
     def scale(v: float, lo: float, hi: float) -> float:
-        return 0.5 if hi - lo < 1e-12 else (v - lo) / (hi - lo)
+        return 0.5 if hi - lo < 1e-12 else _unit(v, lo, hi)
 
     plot_h = height - bottom - top
     body = [(f'<rect x="{left}" y="{top}" width="{size}" height="{plot_h}" fill="none" '

@@ -11,13 +11,14 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from ._results import ItemResult
+from ._results import ItemResult, read_finite
 from ._svg import histogram, interval_bars, scatter
 from .report import (
     FAILURES_SHOWN,
     failures_note,
     incomplete_note,
     metric_values,
+    number,
     slice_fields,
     slice_note,
 )
@@ -52,7 +53,7 @@ def _f(value: Any, digits: int = 3) -> str:
         return "–"
     # Not finite: past a float's range, or of a score that is not finite (report.md's
     # NOT_FINITE_NOTE says it at length).
-    return f"{float(value):.{digits}f}" if math.isfinite(value) else "n/a (not finite)"
+    return number(float(value), digits) if math.isfinite(value) else "n/a (not finite)"
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], numeric: set[int]) -> str:
@@ -66,7 +67,11 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], numeric: set[int]
 
 def run_page(summary: Mapping[str, Any], results: Sequence[ItemResult],
              lock: Mapping[str, Any]) -> str:
-    """``report.html`` of one run: metrics, score histograms, slices, agreement, failures."""
+    """``report.html`` of one run: metrics, score histograms, slices, agreement, failures.
+
+    ``summary`` may be ``summary.json`` as read (a ``null`` number with its note is not
+    finite: ``n/a``)."""
+    summary = read_finite(summary)
     pipeline = (lock.get("pipeline") or {}).get("name", "?")
     counts = summary["counts"]
     body = [f"<h1>Evaluation of <code>{escape(str(pipeline))}</code></h1>",
@@ -168,7 +173,10 @@ def _environment(lock: Mapping[str, Any]) -> str:
 
 
 def compare_page(comparison: Mapping[str, Any]) -> str:
-    """``report.html`` of ``aieng eval compare``: paired differences and the rankings."""
+    """``report.html`` of ``aieng eval compare``: paired differences and the rankings
+    (``comparison`` may be ``comparison.json`` as read: a ``null`` number with its note
+    is ``n/a``)."""
+    comparison = read_finite(comparison)
     runs = comparison["runs"]
     body = ["<h1>Comparison of " + ", ".join(f"<code>{escape(r['name'])}</code>"
                                               for r in runs) + "</h1>",

@@ -16,7 +16,7 @@ from typing import Any
 
 from aieng_hookspecs import replace_file
 
-from ._results import ItemResult, utf8_json
+from ._results import ItemResult, read_finite, utf8_json
 from .stats import mean_cis
 
 __all__ = ["MAX_SLICES", "agreement", "locked_max_slices", "markdown_report", "summarize",
@@ -94,6 +94,9 @@ def agreement(results: Sequence[ItemResult]) -> dict[str, dict[str, Any]]:
                 and not min(scalar) <= min(scores) <= max(scores) <= max(scalar):
             continue  # a single-number label is on another scale than this metric
         entry: dict[str, Any] = {"n": len(labels), "kappa": None, "spearman": None}
+        if not all(math.isfinite(s) for s in scores):  # inf, nan: no rank, no rounding
+            out[name] = entry
+            continue
         if all(float(x).is_integer() for x in labels):
             # Half up, the same way on every level: round() (to even) sent 2.5 to 2 but
             # 3.5 to 4, so a judge half a point off everywhere seemed to disagree at random.
@@ -296,10 +299,23 @@ NOT_FINITE_NOTE = ("n/a: not a finite number, so not shown: its true value is pa
                    "score it counts is not finite (inf, nan).")
 
 
+#: From this magnitude on the reports show a number in exponent form, 4 significant
+#: digits (``1.235e+07``): a mean near 1e308 at ``.3f`` was 310 digits in a table cell.
+EXPONENT_FROM = 1e6
+
+
+def number(value: float, digits: int = 3) -> str:
+    """A finite number as the reports show it: ``digits`` decimals while its magnitude is
+    under :data:`EXPONENT_FROM`, from there on ``.3e``; ``inf`` and ``nan`` as Python
+    writes them (callers show :data:`NOT_FINITE` instead). The JSON files keep every
+    digit."""
+    return f"{value:.{digits}f}" if abs(value) < EXPONENT_FROM else f"{value:.3e}"
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "–"
-    return f"{value:.{digits}f}" if math.isfinite(value) else NOT_FINITE
+    return number(value, digits) if math.isfinite(value) else NOT_FINITE
 
 
 def _not_finite(entries: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> bool:
@@ -309,7 +325,11 @@ def _not_finite(entries: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> bo
 
 
 def markdown_report(summary: Mapping[str, Any], lock: Mapping[str, Any]) -> str:
-    """``report.md``: the summary table per metric, slices, agreement and failures."""
+    """``report.md``: the summary table per metric, slices, agreement and failures.
+
+    ``summary`` is :func:`summarize`'s, or ``summary.json`` as read (its ``null`` numbers
+    with a note read as not finite: ``n/a``)."""
+    summary = read_finite(summary)
     counts = summary["counts"]
     pipeline = lock.get("pipeline") or {}
     dataset = lock.get("dataset") or {}
