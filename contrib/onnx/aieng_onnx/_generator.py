@@ -90,10 +90,12 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
         # int8 quantizes the weights (dynamically, per channel); the KV cache stays float32.
         return self.options.precision, "fp32"
 
-    def _kept_fp32(self) -> tuple[str, ...]:
-        if self.options.precision == "fp32":
+    def _kept_fp32(self, precision: str) -> tuple[str, ...]:
+        # What this component would keep float32 at ``precision`` (its own, or `aieng
+        # models --dtype`'s): nothing unless the weights are quantized.
+        if precision not in ("int8", "q8", "q4"):
             return ()
-        if self.options.precision in ("q8", "q4"):
+        if precision in ("q8", "q4"):
             # MatMulNBits quantizes MatMul weights only: the token embeddings (a Gather's,
             # and a tied head's through a Transpose) stay float32.
             return (*self.options.keep_fp32, *EMBEDDING_WEIGHTS)

@@ -90,14 +90,21 @@ class _Loaded:
         self.runner, self.tokenizer, self.torch, self.profile = (
             runner, tokenizer, torch, profile)
         self.lock = threading.Lock()
+        self._width: int | None = None
 
     def encode(self, texts: Sequence[str]) -> Any:
-        """Unit vectors of ``texts``, in their order. Up to :data:`ENCODE_CHUNK` texts are
-        tokenized at once and run longest first, so that each batch pads to texts of about
-        its own length (one long text no longer pads a batch of short ones)."""
+        """Unit vectors of ``texts``, in their order (a ``(len(texts), width)`` float32
+        array; ``(0, width)`` for no texts, as the other encoders give). Up to
+        :data:`ENCODE_CHUNK` texts are tokenized at once and run longest first, so that
+        each batch pads to texts of about its own length (one long text no longer pads a
+        batch of short ones)."""
         torch = self.torch
         result: Any = None
         with self.lock, torch.inference_mode():
+            if not texts:
+                if self._width is None:  # the engine's width, from one pass (once)
+                    self._width = int(self._pooled([self.tokenizer.encode("")]).shape[1])
+                return torch.empty((0, self._width), dtype=torch.float32).numpy()
             for start in range(0, len(texts), ENCODE_CHUNK):
                 part = texts[start:start + ENCODE_CHUNK]
                 encodings = self.tokenizer.encode_batch([_clean(text) for text in part])

@@ -468,3 +468,19 @@ def test_a_tokenizer_that_pads_does_not_pool_its_padding(model_dir: Path) -> Non
     for ids, vector in zip(plain, vectors):
         alone = runner.table[torch.tensor(ids)].mean(dim=0)
         np.testing.assert_allclose(vector, (alone / alone.norm()).numpy(), atol=1e-6)
+
+
+def test_no_texts_encode_to_an_empty_matrix(model_dir: Path) -> None:
+    """``encode([])`` gives a (0, width) float32 array, as ``minilm`` and ``minilm-onnx``
+    encoders do (regression: an AttributeError, its result never created); the width is
+    the engine's, and texts after it still embed."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    loaded = _Loaded(_TableRunner(), tokenizer, torch,  # type: ignore[arg-type]
+                     ShapeProfile(1, 2, 4, 1, 8, 16))
+    empty = loaded.encode([])
+    assert isinstance(empty, np.ndarray) and empty.shape == (0, 6)
+    assert empty.dtype == np.float32
+    assert loaded.encode(()).shape == (0, 6)
+    assert loaded.encode(["dog"]).shape == (1, 6)

@@ -87,26 +87,31 @@ class SmolLM2Backend:
         """The memory this backend takes once loaded, from the model's headers (no weight is
         read, nothing converted): weights x bytes per weight, plus the KV cache of
         ``max_batch`` sequences at ``context`` tokens (the model's own by default), plus a
-        separate draft model's (``draft_bytes``); ``dtype`` overrides the precision
-        (by default the ``dtype`` option's; with ``auto``, ``fp32`` on the CPU and the
-        folder's ``torch_dtype`` elsewhere). Sliding-window layers count their window
+        separate draft model's (``draft_bytes``: its KV cache at min(draft context, main
+        context) tokens, the most it holds); ``dtype`` overrides the precision (by
+        default the ``dtype`` option's; with ``auto``, ``fp32`` on the CPU and the
+        folder's ``torch_dtype`` elsewhere), the weights this component keeps float32
+        at that precision still counted at 4 bytes. Sliding-window layers count their window
         only, as transformers' cache keeps them, except under speculation (whose cache
         keeps every token) or in a subclass that runs the model elsewhere.
 
         :raises ModelNotFound: when the model is missing.
         :raises ValueError: when its path is no model folder or GGUF.
         """
-        from ._memory import cache_precision, memory_estimate
+        from ._memory import cache_precision, footprint, memory_estimate
 
         weights, cache = (dtype, cache_precision(dtype)) if dtype else self._precisions()
         estimate = memory_estimate(self.model, self.source(), precision=weights,
                                    kv_precision=cache, context=context,
                                    sequences=self.options.max_batch,
-                                   keep_fp32=() if dtype else self._kept_fp32(),
+                                   keep_fp32=self._kept_fp32(weights),
                                    windowed=self._windowed_cache())
         if self.options.speculative == "draft" and self.options.draft_path is not None:
-            draft = memory_estimate("draft", Path(self.options.draft_path).expanduser(),
-                                    precision=cache, context=context, windowed=False)
+            path = Path(self.options.draft_path).expanduser()
+            # The draft never holds more tokens than the main model's context, nor its own.
+            held = [n for n in (estimate["context"], footprint(path).context) if n]
+            draft = memory_estimate("draft", path, precision=cache,
+                                    context=min(held) if held else None, windowed=False)
             estimate["draft_bytes"] = draft["total_bytes"]
             estimate["total_bytes"] += draft["total_bytes"]
         return estimate
@@ -119,8 +124,9 @@ class SmolLM2Backend:
         return (self.options.speculative == "off" and type(self)._open is SmolLM2Backend._open
                 and windows_kept())
 
-    def _kept_fp32(self) -> tuple[str, ...]:
-        # Weight-name fragments kept float32 whatever the precision (aieng-onnx's keep_fp32).
+    def _kept_fp32(self, precision: str) -> tuple[str, ...]:
+        # Weight-name fragments this component keeps float32 with its weights at
+        # ``precision`` (its own, or ``aieng models --dtype``'s; aieng-onnx's keep_fp32).
         return ()
 
     def _precisions(self) -> tuple[str, str]:
