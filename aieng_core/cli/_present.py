@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -12,7 +13,13 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -22,6 +29,7 @@ from ..registry import PluginInfo
 
 __all__ = [
     "answer",
+    "finite_json",
     "hooks_table",
     "json_document",
     "message",
@@ -46,10 +54,30 @@ def json_document(data: Any, *, ensure_ascii: bool = False) -> None:
     Text is written as it is on a UTF-8 stream (unless ``ensure_ascii``), and as JSON
     escapes (``\u00e9``, ``\ud83d\ude00``) on any other: a Latin-1 terminal's encoding
     cannot hold an emoji, whose backslash escape (``\U0001f600``) is not valid JSON.
+
+    The document is strict JSON: a number that is not finite (a document's metadata, a
+    model's tool arguments may hold one) is the string ``"NaN"``, ``"Infinity"`` or
+    ``"-Infinity"``, as in ``AgentResult.to_json``; ``json.dumps`` wrote the bare
+    ``NaN`` / ``Infinity`` that strict JSON readers (``jq``, JavaScript) refuse.
     """
     encoding = getattr(sys.stdout, "encoding", None)
-    click.echo(json.dumps(data, indent=2,
+    click.echo(json.dumps(finite_json(data), indent=2, allow_nan=False,
                           ensure_ascii=ensure_ascii or not _holds_any_text(encoding)))
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` (JSON-able: dicts, lists, tuples, numbers, text) with each float that is
+    not finite (a value or a key) made the string ``"NaN"``, ``"Infinity"`` or
+    ``"-Infinity"``; the rest as it is."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {finite_json(key): finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value
 
 
 def _holds_any_text(encoding: str | None) -> bool:
@@ -137,18 +165,24 @@ def run_result(result: RunResult, *, explain: bool, answer_shown: bool) -> None:
 
 
 @contextmanager
-def progress(label: str, *, total: int | None) -> Iterator[Callable[[int], None]]:
+def progress(label: str, *, total: int | None,
+             unit: str = "") -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr (hidden when stderr is not a terminal); yields ``advance``.
 
-    :param total: how many steps there are; None when unknown (documents streamed).
+    :param total: how many steps there are; None when unknown (documents streamed): the
+        bar then shows ``N/?`` while it runs, and ``N/N`` once the block ends without an
+        exception (the total is what was done).
+    :param unit: what a step is (``documents``), shown after the count.
     """
     console = Console(stderr=True)
     bar = Progress("[progress.description]{task.description}", BarColumn(),
-                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                   disable=not console.is_terminal)
+                   MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn(),
+                   console=console, disable=not console.is_terminal)
     with bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
+        if total is None:  # ended, not by an exception: what was done was all of it
+            bar.update(task, total=bar.tasks[0].completed)
 
 
 def message(text: str) -> None:

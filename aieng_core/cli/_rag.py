@@ -85,7 +85,7 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
         async with kernel:
             written = done = stale = 0
             try:
-                with _present.progress("indexing", total=None) as advance:
+                with _present.progress("indexing", total=None, unit="documents") as advance:
                     while True:
                         # Read in the event loop a batch at a time (memory holds a batch),
                         # Ctrl-C stopping the reading at once.
@@ -429,7 +429,7 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
                                                  stages=stages))
             started = time.perf_counter()
             count = 0
-            with _present.progress("indexing", total=None) as advance:
+            with _present.progress("indexing", total=None, unit="documents") as advance:
                 while True:  # a batch at a time in memory
                     batch, error = next_batch()
                     if batch:
@@ -444,7 +444,7 @@ def retrieval(ctx: click.Context, pipeline: Path, data_dir: Path, as_json: bool,
             _warn_unknown(data_dir / "qrels" / "test.tsv", collection.qrels, None, found)
             runs: dict[str, list[str]] = {}
             started = time.perf_counter()
-            with _present.progress("querying", total=len(queries)) as advance:
+            with _present.progress("querying", total=len(queries), unit="queries") as advance:
                 for query in queries:
                     result = await built.run(query)
                     runs[query.id] = [h.document.id for h in result.hits]
