@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import attrs
@@ -18,7 +17,7 @@ from aieng_hookspecs.types import (
     Usage,
 )
 
-from ..pipeline import event_to_json, to_jsonable
+from ..pipeline import event_to_json, finite_json, to_jsonable
 
 __all__ = ["PURPOSES", "STATUSES", "AgentDelta", "AgentResult", "AgentStep", "Purpose"]
 
@@ -175,12 +174,11 @@ class AgentResult:
 
 
 def _strict(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    """:func:`finite_json`, with each text made valid UTF-8."""
     if isinstance(value, str):
         return valid_utf8(value)
     if isinstance(value, dict):
         return {_strict(k): _strict(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_strict(v) for v in value]
-    return value
+    return finite_json(value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,12 +23,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..logs import escaped
-from ..pipeline import RunResult
+from ..pipeline import RunResult, finite_json
 from ..registry import PluginInfo
 
 __all__ = [
     "answer",
-    "finite_json",
     "hooks_table",
     "json_document",
     "message",
@@ -63,21 +61,6 @@ def json_document(data: Any, *, ensure_ascii: bool = False) -> None:
     encoding = getattr(sys.stdout, "encoding", None)
     click.echo(json.dumps(finite_json(data), indent=2, allow_nan=False,
                           ensure_ascii=ensure_ascii or not _holds_any_text(encoding)))
-
-
-def finite_json(value: Any) -> Any:
-    """``value`` (JSON-able: dicts, lists, tuples, numbers, text) with each float that is
-    not finite (a value or a key) made the string ``"NaN"``, ``"Infinity"`` or
-    ``"-Infinity"``; the rest as it is."""
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
-    if isinstance(value, dict):
-        return {finite_json(key): finite_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_json(item) for item in value]
-    return value
 
 
 def _holds_any_text(encoding: str | None) -> bool:

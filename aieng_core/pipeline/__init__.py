@@ -3,7 +3,7 @@
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, ComponentConfig, PipelineConfig, StageConfig
 from ._indexing import Indexed
 from ._pipeline import Pipeline
-from ._result import RunResult, StageRecord, event_to_json, to_jsonable
+from ._result import RunResult, StageRecord, event_to_json, finite_json, to_jsonable
 
 __all__ = [
     "INSTANCE",
@@ -17,5 +17,6 @@ __all__ = [
     "StageConfig",
     "StageRecord",
     "event_to_json",
+    "finite_json",
     "to_jsonable",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +22,8 @@ from aieng_hookspecs.types import (
     unchecked,
 )
 
-__all__ = ["RunInput", "RunResult", "StageRecord", "as_request", "to_jsonable"]
+__all__ = ["RunInput", "RunResult", "StageRecord", "as_request", "finite_json",
+           "to_jsonable"]
 
 RunInput = str | Request | Query | Sequence[Message]
 
@@ -110,16 +112,35 @@ class RunResult:
         return tuple(e for e in self.events if isinstance(e, ModelCall))
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-able dict of everything (``aieng run --json``)."""
+        """A dict of everything, as values strict JSON holds (``aieng run --json``): a
+        number that is not finite (a document's metadata, a model's tool arguments) is the
+        string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (:func:`finite_json`)."""
         data: dict[str, Any] = to_jsonable(self)
         data["answer"] = self.answer
         data["events"] = [event_to_json(e) for e in self.events]
-        return data
+        strict: dict[str, Any] = finite_json(data)
+        return strict
 
 
 def event_to_json(event: Event) -> dict[str, Any]:
     """An event as a JSON-able dict with its ``name`` first."""
     return {"name": event.name, **to_jsonable(event)}
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` (JSON-able: dicts, lists, tuples, numbers, text) with each float that is
+    not finite (a value or a key) made the string ``"NaN"``, ``"Infinity"`` or
+    ``"-Infinity"``, the rest as it is: what strict JSON readers (``jq``, JavaScript) take,
+    where ``json.dumps`` writes bare ``NaN`` / ``Infinity``."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {finite_json(key): finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value
 
 
 def to_jsonable(value: Any) -> Any:
