@@ -56,7 +56,9 @@ class EnsembleJudge:
     ``ensemble.<metric>``, the aggregate (mean, median or majority) of the members that
     scored it, with every member's value in the rationale, and
     ``ensemble.<metric>.spread``, the population standard deviation between them (0: the
-    panel agrees). A member that gives no score is left out and counted in the rationale.
+    panel agrees). A member that gives no score is left out and counted in the rationale;
+    so is one that gives a metric twice or a non-finite value for it (named in the
+    rationale, never counted twice).
 
     :param options: the typed options (defaults when ``None``).
     :param members: the panel, instead of the one ``options`` describes.
@@ -116,9 +118,20 @@ class EnsembleJudge:
         answers = await gather([functools.partial(self._scores, member, sample)
                                 for member in self.members])
         by_metric: dict[str, list[tuple[str, float]]] = {}
+        failed: dict[str, list[str]] = {}
         for index, (member, scores) in enumerate(zip(self.members, answers, strict=True)):
+            label = _label(member, index)
+            named = Counter(score.name for score in scores)
             for score in scores:
-                by_metric.setdefault(score.name, []).append((_label(member, index), score.value))
+                # A member's score is read by name once: two of one name (or a non-finite
+                # value) make it failed for that metric, never counted twice.
+                if named[score.name] > 1 or not math.isfinite(score.value):
+                    problem = (f"{label} ({named[score.name]} scores of this name)"
+                               if named[score.name] > 1 else f"{label} ({score.value:g})")
+                    if problem not in failed.setdefault(score.name, []):
+                        failed[score.name].append(problem)
+                    continue
+                by_metric.setdefault(score.name, []).append((label, score.value))
         judge = self._context.component if self._context is not None else "ensemble"
         out: list[Score] = []
         how = self.options.aggregate
@@ -130,6 +143,8 @@ class EnsembleJudge:
             rationale = (f"{len(votes)}/{len(self.members)} judges: {listing}; {how} "
                          f"{value:g}; spread (std) {spread:.2f}, range "
                          f"{min(values):g}–{max(values):g}")
+            if metric in failed:
+                rationale += f"; not counted: {', '.join(failed[metric])}"
             out.append(Score(name=f"ensemble.{metric}", value=value, rationale=rationale,
                              judge=judge))
             out.append(Score(name=f"ensemble.{metric}.spread", value=spread,

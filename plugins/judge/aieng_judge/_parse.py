@@ -25,7 +25,8 @@ __all__ = [
 # the ``label`` group is set for the labelled forms (a colon, ``=``
 # or ``is``), ``scale`` holds a parenthesis after the name (``(1-5)``, ``(out of 10)``),
 # ``odd`` what makes the number no whole one: a decimal comma (``4,5``), an exponent
-# (``1e1``), a range (``3-4``) or a vulgar fraction (``4½``); the digits are possessive so
+# (``1e1``), a range (``3-4``), a vulgar fraction (``4½``, ``4 ½``) or a mixed number on
+# the same line (``4 1/2``, ``4 and 1/2``, ``4 and a half``); the digits are possessive so
 # that ``44,5`` is not read as ``4`` by giving a digit back.
 # Blank and star runs are possessive here and below: what follows each is never a blank
 # (a star), and runs side by side retried against each other were cubic ("score" and 500
@@ -33,7 +34,9 @@ __all__ = [
 _SCORE_TEXT = re.compile(
     r"\b(?:score|rating|grade)\b[\"']?\**+(?:\s*+\((?P<scale>[^()\n]{0,20})\))?\s*+"
     r"(?:(?P<label>is\s*+:?|=|:)|of\b)?\s*+\**+\s*+(?:\[\[\s*+|[\"'])?"
-    r"(?P<score>-?\d++(?:\.\d++)?+)(?P<odd>,\d|[eE][+-]?\d|[-–]\d|[\u00bc-\u00be\u2150-\u215e])?"
+    r"(?P<score>-?\d++(?:\.\d++)?+)"
+    r"(?P<odd>,\d|[eE][+-]?\d|[-–]\d|[ \t]*+[\u00bc-\u00be\u2150-\u215e]"
+    r"|[ \t]++(?:and[ \t]++)?+(?:\d++[ \t]*+/[ \t]*+\d|a[ \t]++half\b))?"
     r"(?:\s*+(?:/|out\s++of)\s*+(?P<den>\d+))?",
     re.IGNORECASE,
 )
@@ -74,6 +77,11 @@ _SUPPORT_TEXT = re.compile(r"\bsupported\b[\"']?\**\s*+(?:\([^()\n]{0,20}\)\s*+)
 # _SUPPORT_TEXT found none), not an answer that starts with the word "supported".
 _SUPPORT_LABEL = re.compile(r"^\W*supported\b[\"']?\**\s*+(?:\([^()\n]{0,20}\)\s*+)?"
                             r"(?::|=|\?)\s*+\S", re.IGNORECASE)
+# What makes a yes / no verdict name both: ``yes and no``, ``yes/no``, ``Yes, and no.``; after
+# a comma, "no" before a word is the determiner (``Yes, and no passage contradicts it``).
+_BOTH_YES_NO = re.compile(r"[\s*\"']*+(?:(?:/|&|\band\b|\bor\b)\s*+(?:yes|no|true|false)\b"
+                          r"|,\s*+(?:(?:and|or)\s++)?+(?:yes|no|true|false)\b"
+                          r"(?![ \t]*+[^\W\d_]))", re.IGNORECASE)
 # What makes a winner match name both answers: ``Winner: A or B``, ``A/B``, ``A and B``.
 _BOTH = re.compile(r"\**\s*(?:/|\bor\b|\band\b|&)\s*(?:answer\s+|output\s+|response\s+)?"
                    r"\(?(?:A|B)\b", re.IGNORECASE)
@@ -360,10 +368,11 @@ _SUPPORT = {"yes": True, "true": True, "supported": True, "no": False, "false": 
 
 def parse_support(text: str) -> tuple[bool, str]:
     """Whether a claim is supported, from a JSON ``{"supported": "yes" | "no" | true |
-    false}`` or an answer starting with yes / no.
+    false}``, else the last labelled ``Supported: no`` (the judge's final word, as for
+    scores and winners), else an answer starting with yes / no.
 
-    :raises JudgeParseError: no yes / no found, or a labelled value that is neither
-        (``Supported: partially``).
+    :raises JudgeParseError: no yes / no found, a labelled value that is neither
+        (``Supported: partially``), or both at once (``yes and no``, ``yes/no``).
     """
     def read(lowered: dict[str, Any]) -> tuple[bool, str] | None:
         if "supported" not in lowered:
@@ -377,14 +386,17 @@ def parse_support(text: str) -> tuple[bool, str]:
     given = _last_verdict(text, read)
     if given is not None:
         return given
-    # "Supported: no" starts with a word that reads as yes: the labelled form goes first.
-    for pattern in (_SUPPORT_TEXT, _YES_NO):
-        match = pattern.search(text)
-        if match is not None:
-            if pattern is _YES_NO and _SUPPORT_LABEL.match(text):
-                raise JudgeParseError(f'"supported" must be "yes" or "no", got '
-                                      f"{_excerpt(text)!r}")
-            return _SUPPORT[" ".join(match.group(1).lower().split())], text.strip()
-    raise JudgeParseError(
-        f'no verdict found: answer with JSON {{"supported": "yes" | "no"}}; '
-        f"got {_excerpt(text)!r}")
+    # "Supported: no" starts with a word that reads as yes: the labelled form goes first,
+    # and of several the last counts (the judge's final word, as for scores and winners).
+    labelled = list(_SUPPORT_TEXT.finditer(text))
+    match = labelled[-1] if labelled else _YES_NO.search(text)
+    if match is None:
+        raise JudgeParseError(
+            f'no verdict found: answer with JSON {{"supported": "yes" | "no"}}; '
+            f"got {_excerpt(text)!r}")
+    if not labelled and _SUPPORT_LABEL.match(text):
+        raise JudgeParseError(f'"supported" must be "yes" or "no", got {_excerpt(text)!r}')
+    if _BOTH_YES_NO.match(text, match.end(1)):
+        raise JudgeParseError('the verdict says both yes and no: answer one of "yes" or '
+                              f'"no"; got {_excerpt(text[match.start():])!r}')
+    return _SUPPORT[" ".join(match.group(1).lower().split())], text.strip()

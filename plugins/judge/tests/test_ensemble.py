@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 from collections.abc import Callable
@@ -9,9 +10,10 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import aieng_judge
+import anyio
 import pytest
 from aieng_hookspecs import ComponentRegistry, blocking, hookimpl
-from aieng_hookspecs.types import Request, Sample, Score
+from aieng_hookspecs.types import Request, Sample, Score, unchecked
 from aieng_judge import EnsembleJudge, EnsembleOptions, RubricJudge, RubricOptions, aggregate
 from hypothesis import given
 from hypothesis import strategies as st
@@ -196,3 +198,74 @@ class TestEnsembleConformance(JudgeSuite):
         members = [RubricJudge(RubricOptions(criteria=("accuracy",)), generate=ScriptedBackend(
             rubric_replies({"accuracy": n})).aieng_generate, name=f"g{n}") for n in (2, 5)]
         return EnsembleJudge(members=members)
+
+
+class ScriptedMemberDouble:
+    """A test double of a panel member: returns the scores it is given, as they are (built
+    ``unchecked``, so a NaN passes, as from a member that skips validation)."""
+
+    def __init__(self, name: str, *scores: tuple[str, float]) -> None:
+        self.name = name
+        self.scores = scores
+
+    def aieng_judge(self, sample: Sample) -> list[Score]:
+        return [unchecked(Score, name=metric, value=value, rationale="", judge=self.name)
+                for metric, value in self.scores]
+
+
+@pytest.mark.parametrize("how", ["mean", "median", "majority"])
+async def test_a_member_naming_one_score_twice_fails_for_it(how: str) -> None:
+    """A member giving two ``m`` scores is counted once, as failed for ``m`` (left out
+    and counted, as a member giving no score), never twice; its other metrics count."""
+    members = [ScriptedMemberDouble("twice", ("m", 1.0), ("m", 1.0), ("other", 2.0)),
+               ScriptedMemberDouble("three", ("m", 3.0), ("other", 4.0)),
+               ScriptedMemberDouble("five", ("m", 5.0))]
+    judge = EnsembleJudge(EnsembleOptions(aggregate=how), members=members)
+    scores = {s.name: s for s in await judge.aieng_judge(SAMPLE) or []}
+    expected = {"mean": 4.0, "median": 4.0, "majority": 3.0}[how]
+    assert scores["ensemble.m"].value == expected
+    assert scores["ensemble.m.spread"].value == statistics.pstdev([3.0, 5.0])
+    assert scores["ensemble.m"].rationale.startswith("2/3 judges: three=3, five=5;")
+    assert "twice" in scores["ensemble.m"].rationale.split(";")[-1]
+    assert scores["ensemble.other"].value == aggregate([2.0, 4.0], how)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+async def test_a_member_giving_a_non_finite_score_fails_for_it(bad: float) -> None:
+    """A non-finite value makes its member failed for that metric, not a NaN aggregate
+    (nor a crash building the ensemble's own score)."""
+    members = [ScriptedMemberDouble("bad", ("m", bad)), ScriptedMemberDouble("two", ("m", 2.0)),
+               ScriptedMemberDouble("four", ("m", 4.0))]
+    scores = {s.name: s for s in await EnsembleJudge(members=members).aieng_judge(SAMPLE)
+              or []}
+    assert scores["ensemble.m"].value == 3.0
+    assert scores["ensemble.m.spread"].value == 1.0
+    assert scores["ensemble.m"].rationale.startswith("2/3 judges: two=2, four=4;")
+
+
+async def test_a_metric_every_member_failed_gives_no_score() -> None:
+    """No member scored ``m`` readably: no ``ensemble.m`` is made up."""
+    members = [ScriptedMemberDouble("twice", ("m", 1.0), ("m", 2.0)),
+               ScriptedMemberDouble("nan", ("m", math.nan))]
+    assert await EnsembleJudge(members=members).aieng_judge(SAMPLE) is None
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from("xyz"), st.integers(1, 5).map(float)),
+                         max_size=4), min_size=1, max_size=5))
+def test_each_member_counts_at_most_once_per_metric(panel: list[list[tuple[str, float]]]
+                                                    ) -> None:
+    """For every panel: ``ensemble.<m>`` is the mean of the values of exactly the members
+    that gave ``m`` once (computed here by brute force), and absent when there are none."""
+    members = [ScriptedMemberDouble(f"j{i}", *scores) for i, scores in enumerate(panel)]
+    judge = EnsembleJudge(EnsembleOptions(aggregate="mean"), members=members)
+    out = anyio.run(judge.aieng_judge, SAMPLE) or []
+    got = {s.name: s.value for s in out}
+    for metric in "xyz":
+        once = [[v for m, v in scores if m == metric] for scores in panel]
+        values = [vs[0] for vs in once if len(vs) == 1]
+        if values:
+            assert got[f"ensemble.{metric}"] == pytest.approx(sum(values) / len(values))
+            assert f"{len(values)}/{len(panel)} judges" in next(
+                s.rationale for s in out if s.name == f"ensemble.{metric}")
+        else:
+            assert f"ensemble.{metric}" not in got
