@@ -242,7 +242,9 @@ class OpenAIBackend:
             if attempt > self.options.max_retries:
                 raise failure
             if wait is not None and wait > self.options.backoff_max:
-                failure.hint = (f"the server asked to retry after {wait:.1f} s, more than "
+                asked = f"{wait:.1f} s" if wait != float("inf") else "more seconds than a " \
+                    "float holds"
+                failure.hint = (f"the server asked to retry after {asked}, more than "
                                 f"backoff_max ({self.options.backoff_max:g} s); "
                                 f"{failure.hint}")
                 raise failure

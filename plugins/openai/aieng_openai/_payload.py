@@ -321,7 +321,10 @@ def vectors_from(data: object, count: int) -> list[list[float]]:
         if not isinstance(item, Mapping) or not isinstance(item.get("embedding"), list):
             raise ProtocolError(f"data[{position}] has no embedding list")
         index = item.get("index", position)
-        if not isinstance(index, int) or not 0 <= index < count or rows[index] is not None:
+        if isinstance(index, float) and index.is_integer() and 0 <= index < count:
+            index = int(index)  # 1.0: a proxy that writes numbers as floats, as _count reads
+        if (not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count
+                or rows[index] is not None):
             raise ProtocolError(f"data[{position}] has a bad or repeated index {index!r}")
         try:
             vector = [float(x) for x in item["embedding"]]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-import math
 import random
+import re
 import time
 from collections.abc import Mapping
 
@@ -13,6 +13,10 @@ __all__ = ["RETRY_STATUSES", "backoff", "retry_after", "retryable_status"]
 
 #: 4xx statuses that are worth another attempt (timeouts, conflicts, rate limits).
 RETRY_STATUSES = frozenset({408, 409, 429})
+#: A wait written as a number: RFC 9110's delta-seconds (ASCII digits), with a fraction
+#: as some servers send (``1.5``); not Python's other float spellings (``1e3``, ``1_000``,
+#: ``+3``, ``-0``, ``inf``, non-ASCII digits).
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def retryable_status(status: int) -> bool:
@@ -24,26 +28,21 @@ def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> floa
     """The wait a server asked for, in seconds, or ``None`` when it asked for none.
 
     Reads ``retry-after-ms`` (OpenAI's, in milliseconds) and then ``Retry-After``, as
-    seconds or as an HTTP date (RFC 9110 §10.2.3, any of its three forms, read as GMT); a
-    date in the past is a wait of 0.
+    seconds (ASCII digits, optionally with a fraction: ``1.5``) or as an HTTP date
+    (RFC 9110 §10.2.3, any of its three forms, read as GMT); a date in the past is a wait
+    of 0, a number too large for a float ``inf``.
     Unreadable values count as no request.
     """
     lowered = {key.lower(): value for key, value in headers.items()}
-    millis = lowered.get("retry-after-ms")
+    millis = _number(lowered.get("retry-after-ms"))
     if millis is not None:
-        try:
-            value = float(millis) / 1000.0
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value) and value >= 0:
-            return value
+        return millis / 1000.0
     raw = lowered.get("retry-after")
     if raw is None:
         return None
     raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
+    seconds = _number(raw)
+    if seconds is None:
         try:
             when = email.utils.parsedate_to_datetime(raw)
         except (TypeError, ValueError, IndexError, OverflowError):  # junk, or 10**20 hours
@@ -54,7 +53,17 @@ def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> floa
             when = when.replace(tzinfo=datetime.UTC)
         current = time.time() if now is None else now
         return max(0.0, when.timestamp() - current)
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    return seconds
+
+
+def _number(raw: str | None) -> float | None:
+    """A header's count of seconds (or milliseconds): ASCII digits with an optional
+    fraction (``"2"``, ``"1.5"``), else ``None``. Digits too many for a float (a valid
+    but absurd ``Retry-After``) are ``inf``: a wait longer than any ``backoff_max``, never
+    mistaken for no request (and a retry after the backoff)."""
+    if raw is None or not _SECONDS.fullmatch(raw.strip()):
+        return None
+    return float(raw)  # ASCII digits only: never NaN, at worst inf
 
 
 def backoff(attempt: int, *, base: float, cap: float,
