@@ -95,7 +95,10 @@ class CircuitBreaker:
         since = self.opened_at if self.state == "open" else self.trial_at
         if since is None:
             return 0.0
-        return max(0.0, self.options.cooldown_s - (now - since))
+        # The deadline, not the time elapsed: a clock moved on by exactly ``cooldown_s``
+        # (``now = since + cooldown_s``) reaches it, where ``cooldown_s - (now - since)``
+        # could leave a rounding residue (5.7e-11 s) and keep the circuit open.
+        return max(0.0, (since + self.options.cooldown_s) - now)
 
     def available(self) -> bool:
         """Whether :meth:`acquire` would let a call through now (it changes no state)."""
@@ -169,8 +172,9 @@ class CircuitBreaker:
             return self._move("open", f"{self.consecutive} consecutive failures")
         rate = self.options.failure_rate
         if rate is not None and len(self.recent) == self.options.window:
-            share = sum(self.recent) / len(self.recent)
-            if share >= rate:
-                return self._move("open", f"{share:.0%} of the last {len(self.recent)} "
+            failed = sum(self.recent)
+            if failed / len(self.recent) >= rate:
+                # The counts, not a rounded share: 199 of 200 is not "100%".
+                return self._move("open", f"{failed} of the last {len(self.recent)} "
                                           f"calls failed")
         return None
