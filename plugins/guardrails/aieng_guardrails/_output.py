@@ -70,9 +70,14 @@ def leak_spans(system: str, answer: str, n: int) -> list[tuple[int, int]]:
     return spans
 
 
+#: A word character, or a combining mark (not ``\w``): ``cafe\u0301`` (a decomposed
+#: ``café``) is one word, as the composed one is, so the term ``cafe`` is not in it.
+_WORDISH = "[\\w\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+
+
 def _term_pattern(term: str) -> re.Pattern[str]:
-    left = r"(?<!\w)" if term[:1].isalnum() or term[:1] == "_" else ""
-    right = r"(?!\w)" if term[-1:].isalnum() or term[-1:] == "_" else ""
+    left = f"(?<!{_WORDISH})" if re.match(_WORDISH, term) else ""
+    right = f"(?!{_WORDISH})" if re.match(_WORDISH, term[-1:]) else ""
     # Any run of whitespace between its words: a line break or two spaces hide no term.
     body = r"\s+".join(re.escape(word) for word in term.split()) or re.escape(term)
     return re.compile(left + body + right, re.IGNORECASE)

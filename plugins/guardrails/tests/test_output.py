@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from aieng_guardrails import OutputGuard, OutputGuardOptions, PIIGuard, PIIOptions, leak_spans
 from aieng_hookspecs.types import Completion, Message, Request
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aieng_core import Kernel
 from aieng_core.testing import ScriptedBackend
@@ -241,3 +243,44 @@ async def test_a_value_known_by_its_context_is_redacted() -> None:
     be scanned again on its own, where nothing marks it, and stayed in the answer."""
     verdict = await check(OutputGuard(), "the password = hunter22! ok")
     assert verdict.action == "redact" and verdict.text == "the password = <SECRET_1> ok"
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzéüøçñ"
+_TERMS = st.lists(st.text(alphabet=_LETTERS, min_size=1, max_size=6), min_size=1,
+                  max_size=3)
+_AROUND = st.text(alphabet=" ,.;:!?()\"'\n", max_size=6)
+
+
+def _any_case(data: st.DataObject, text: str) -> str:
+    return "".join(c.upper() if data.draw(st.booleans()) else c for c in text)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_TERMS, _AROUND, _AROUND, st.data())
+def test_a_blocked_term_is_found_whole_in_any_case_and_spacing(
+        words: list[str], before: str, after: str, data: st.DataObject) -> None:
+    """A blocked term, written in any case with any whitespace between its words, between
+    non-word characters is one violation whose span is exactly where it was written."""
+    term = " ".join(words)
+    shown = "".join(_any_case(data, word) + (data.draw(st.sampled_from([" ", "  ", "\n",
+                                                                      "\t "]))
+                                              if i < len(words) - 1 else "")
+                    for i, word in enumerate(words))
+    guard = OutputGuard(OutputGuardOptions(blocked_terms=[term]))
+    found = guard.violations(request(), before + shown + after)
+    assert [(v.kind, v.start, v.end, v.detail) for v in found] == [
+        ("blocked_term", len(before), len(before) + len(shown), "blocked term #1")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(_TERMS, st.sampled_from(["x", "é", "e\u0301", "9", "_", "\u0301"]), st.booleans())
+def test_a_blocked_term_inside_a_longer_word_is_not_found(
+        words: list[str], glued: str, left: bool) -> None:
+    """Whole words only: a letter, a digit, an underscore or a combining accent (a
+    decomposed ``é``, the same word as the composed one) glued to the term makes another
+    word."""
+    term = " ".join(words)
+    glued = "e\u0301" if left and glued == "\u0301" else glued  # a mark follows a letter
+    text = f"say {glued}{term} now" if left else f"say {term}{glued} now"
+    guard = OutputGuard(OutputGuardOptions(blocked_terms=[term]))
+    assert guard.violations(request(), text) == []
