@@ -1,6 +1,12 @@
-"""The kernel's exception types: one family, each naming where a failure came from."""
+"""The kernel's exception types: one family, each naming where a failure came from; and
+how concurrent impls' failures surface as one of them."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+import anyio
 
 __all__ = [
     "AiengError",
@@ -9,6 +15,8 @@ __all__ = [
     "HookError",
     "PluginLoadError",
     "UnknownComponentError",
+    "concurrently",
+    "first_hook_error",
 ]
 
 
@@ -102,3 +110,29 @@ class UnknownComponentError(AiengError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+async def concurrently(calls: Iterable[Callable[[], Coroutine[Any, Any, object]]]) -> None:
+    """Run ``calls`` at once in a task group: the first :class:`HookError` among their
+    failures is raised as itself, not as an exception group (others: the group)."""
+    try:
+        async with anyio.create_task_group() as tg:
+            for call in calls:
+                tg.start_soon(call)
+    except BaseExceptionGroup as group:
+        failure = first_hook_error(group)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def first_hook_error(group: BaseExceptionGroup[Any]) -> HookError | None:
+    """The first :class:`HookError` inside a task group's exception group, if any: the
+    concurrent impls of one hook fail as one HookError, not as a group."""
+    errors = group.subgroup(HookError)
+    if errors is None:
+        return None
+    first: BaseException = errors
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, HookError) else None

@@ -33,7 +33,7 @@ from pluggy import HookImpl
 from aieng_hookspecs import PROJECT
 from aieng_hookspecs.types import ErrorEvent, Event, HookCalled
 
-from ._errors import HookError
+from ._errors import HookError, concurrently, first_hook_error
 from ._scope import CURRENT_RUN
 from ._steps import DeadlinePassed, Resumed, Steps
 from ._threads import NO_THREAD_HINT, Slot, run_in_worker
@@ -476,29 +476,3 @@ def expect(kind: type | tuple[type, ...], *, items: type | None = None) -> Check
         return ""
 
     return check
-
-
-async def concurrently(calls: Iterable[Callable[[], Coroutine[Any, Any, object]]]) -> None:
-    """Run ``calls`` at once in a task group: the first :class:`HookError` among their
-    failures is raised as itself, not as an exception group (others: the group)."""
-    try:
-        async with anyio.create_task_group() as tg:
-            for call in calls:
-                tg.start_soon(call)
-    except BaseExceptionGroup as group:
-        failure = first_hook_error(group)
-        if failure is None:
-            raise
-        raise failure from None
-
-
-def first_hook_error(group: BaseExceptionGroup[Any]) -> HookError | None:
-    """The first :class:`HookError` inside a task group's exception group, if any: the
-    concurrent impls of one hook fail as one HookError, not as a group."""
-    errors = group.subgroup(HookError)
-    if errors is None:
-        return None
-    first: BaseException = errors
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first if isinstance(first, HookError) else None
