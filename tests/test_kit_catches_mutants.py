@@ -30,13 +30,14 @@ from aieng_hookspecs.types import (
     ToolResult,
 )
 
-from aieng_core.builtins import MemoryOptions, MemoryRetriever
+from aieng_core.builtins import MemoryOptions, MemoryRetriever, RRFFuser, RRFOptions
 from aieng_core.kernel import Kernel
 from aieng_core.testing import ScriptedBackend
 from aieng_core.testing.conformance import (
     DEFAULT_CORPUS,
     BackendSuite,
     CacheSuite,
+    FuserSuite,
     GuardrailSuite,
     JudgeSuite,
     MemorySuite,
@@ -169,6 +170,52 @@ async def test_retriever_suite_catches_ties_in_indexing_order(aieng_kernel: Kern
         run = suite.test_ties_do_not_follow_the_indexing_order(component, pipeline,
                                                                 _corpus())
         await _caught(run, caught, "not by when documents were")
+
+
+# ---------------------------------------------------------------------------- fuser
+
+
+class TiesByFirstSeen(RRFFuser):
+    """Broken fuser: RRF with equal scores in the order documents were first met (a stable
+    sort over the runs as given)."""
+
+    @hookimpl
+    def aieng_fuse(self, query: Query, runs: Sequence[Sequence[Hit]]) -> list[Hit]:
+        fused = super().aieng_fuse(query, runs)
+        first: dict[str, int] = {}
+        for hit in (h for run in runs for h in run):
+            first.setdefault(hit.document.id, len(first))
+        ordered = sorted(fused, key=lambda h: (-h.score, first[h.document.id]))
+        return [attrs.evolve(h, rank=n) for n, h in enumerate(ordered, 1)]
+
+
+class FirstVersionKept(RRFFuser):
+    """Broken fuser: RRF keeping the version of a document that the first run holding it
+    gives (the kernel's rule prefers the best-placed version, then by source and text)."""
+
+    @hookimpl
+    def aieng_fuse(self, query: Query, runs: Sequence[Sequence[Hit]]) -> list[Hit]:
+        first: dict[str, Document] = {}
+        for hit in (h for run in runs for h in run):
+            first.setdefault(hit.document.id, hit.document)
+        return [attrs.evolve(h, document=first[h.document.id])
+                for h in super().aieng_fuse(query, runs)]
+
+
+@pytest.mark.parametrize(("component", "caught", "match"), [
+    (TiesByFirstSeen(RRFOptions()), True, "fused order depends on the order of the runs"),
+    (FirstVersionKept(RRFOptions()), True, "fused order depends on the order of the runs"),
+    (RRFFuser(RRFOptions()), False, ""),
+], ids=["ties-first-seen", "first-version", "rrf"])
+async def test_fuser_suite_catches_ties_or_versions_by_run_order(
+    aieng_kernel: Kernel, component: object, caught: bool, match: str
+) -> None:
+    """Tied documents, and the version kept of a document the runs give differently, must
+    not depend on which run comes first."""
+    suite = FuserSuite()
+    run = suite.test_ties_and_versions_do_not_follow_the_order_of_runs(
+        suite.compose(aieng_kernel, component))
+    await _caught(run, caught, match)
 
 
 # ---------------------------------------------------------------------------- cache
@@ -417,6 +464,63 @@ async def test_reranker_suite_catches_hits_lost(aieng_kernel: Kernel, component:
     suite.filters = filters
     await _caught(suite.test_reranks_in_a_pipeline(aieng_kernel, component), caught,
                   "kept . of . hits for k=2")
+
+
+class ListNormalized(ScoreReranker):
+    """Broken pointwise reranker: divides each score by the list's best (a min-max step
+    that makes a hit's score depend on the hits beside it)."""
+
+    @hookimpl
+    def aieng_rerank(self, hits: Sequence[Hit], k: int) -> list[Hit]:
+        top = max((abs(h.score) for h in hits), default=1.0) or 1.0
+        return [attrs.evolve(h, score=h.score / top)
+                for h in super().aieng_rerank(hits, k)]
+
+
+class TiesById(ScoreReranker):
+    """Broken stable reranker: equal scores ordered by document id, not incoming order."""
+
+    @hookimpl
+    def aieng_rerank(self, hits: Sequence[Hit], k: int) -> list[Hit]:
+        ordered = sorted(hits, key=lambda h: (-h.score, h.document.id))
+        return super().aieng_rerank([attrs.evolve(h, rank=n) for n, h in
+                                     enumerate(ordered, 1)], k)
+
+
+@pytest.mark.parametrize(("component", "caught"), [
+    (ListNormalized(), True), (TiesById(), False), (ScoreReranker(), False),
+], ids=["list-normalized", "ties-by-id", "correct"])
+async def test_reranker_suite_catches_scores_depending_on_the_other_hits(
+    aieng_kernel: Kernel, component: object, caught: bool
+) -> None:
+    """A reranker declaring pointwise scores scores a hit alone as among others."""
+    suite = RerankerSuite()
+    suite.pointwise_tolerance = 1e-9
+    await _caught(suite.test_scores_do_not_depend_on_the_other_hits(
+        suite.compose(aieng_kernel, component)), caught, "pointwise_tolerance=1e-09")
+
+
+@pytest.mark.parametrize(("component", "caught"), [
+    (TiesById(), True), (ListNormalized(), False), (ScoreReranker(), False),
+], ids=["ties-by-id", "list-normalized", "correct"])
+async def test_reranker_suite_catches_equal_documents_reordered(
+    aieng_kernel: Kernel, component: object, caught: bool
+) -> None:
+    """A reranker declaring stable ties keeps equal documents in their incoming order."""
+    suite = RerankerSuite()
+    suite.stable_ties = True
+    await _caught(suite.test_equal_documents_keep_their_incoming_order(
+        suite.compose(aieng_kernel, component)), caught, "must keep their incoming order")
+
+
+async def test_reranker_suite_skips_what_is_not_declared(aieng_kernel: Kernel) -> None:
+    """Without pointwise_tolerance or stable_ties, neither check runs (MMR, listwise)."""
+    suite = RerankerSuite()
+    pipeline = suite.compose(aieng_kernel, TiesById())
+    for run in (suite.test_scores_do_not_depend_on_the_other_hits(pipeline),
+                suite.test_equal_documents_keep_their_incoming_order(pipeline)):
+        with pytest.raises(pytest.skip.Exception):
+            await run
 
 
 # -------------------------------------------------------------------------------- judge

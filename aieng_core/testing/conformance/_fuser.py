@@ -110,6 +110,35 @@ class FuserSuite(RoleSuite):
         order = [i for i in shuffle if i < len(runs)]
         await self.check_order_invariant(conformance_pipeline, query, runs, order)
 
+    async def test_ties_and_versions_do_not_follow_the_order_of_runs(
+        self, conformance_pipeline: Pipeline
+    ) -> None:
+        """Documents placed symmetrically in two runs (so tied under a fuser treating runs
+        alike) and one document given in a different version by each run, all at the same
+        position: every order of the runs fuses to the same list, ties broken and versions
+        kept by a rule of the fuser's own, not by which run came first (the kernel's RRF
+        orders ties by document id and keeps the version first by source, text, title,
+        metadata)."""
+
+        def hit(doc: Document, score: float, rank: int, source: str) -> Hit:
+            return Hit(doc, score=score, rank=rank, source=source)
+
+        x, y, w = (Document(i, f"text of {i}") for i in ("x", "y", "w"))
+        versions = [Document("v", "version one", metadata={"n": 1}),
+                    Document("v", "version two", title="Two"),
+                    Document("v", "version three", metadata={"n": [3]})]
+        runs = [
+            [hit(x, 1.0, 1, "a"), hit(y, 0.5, 2, "a"), hit(versions[0], 0.25, 3, "a")],
+            [hit(y, 1.0, 1, "b"), hit(x, 0.5, 2, "b"), hit(versions[1], 0.25, 3, "b")],
+            [hit(w, 1.0, 1, "c"), hit(Document("z", "text of z"), 0.5, 2, "c"),
+             hit(versions[2], 0.25, 3, "c")],
+        ]
+        for order in itertools.permutations(range(len(runs))):
+            await self.check_order_invariant(conformance_pipeline, Query("x y"), runs, order)
+        for order in itertools.permutations(range(2)):  # the symmetric pair on its own
+            await self.check_order_invariant(conformance_pipeline, Query("x y"), runs[:2],
+                                             order)
+
     @PROPERTY
     @given(query=aist.queries(), runs=aist.runs())
     async def test_fused_hits_are_well_formed(

@@ -7,6 +7,8 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,7 +40,9 @@ class RerankerSuite(RoleSuite):
     ``filters = True``, at most ``max_kept`` for one cutting by an option of its own), best
     first (scores not increasing: a reranker that reorders sets new scores), ranked 1..n,
     each document once, unchanged; the hits given are left as they were (a reranker
-    annotating a document evolves a copy).
+    annotating a document evolves a copy). What its documentation promises besides, a
+    suite declares: :attr:`pointwise_tolerance` (a hit scores alone as among others) and
+    :attr:`stable_ties` (equal documents keep their incoming order).
     """
 
     role = "reranker"
@@ -49,6 +53,15 @@ class RerankerSuite(RoleSuite):
     #: the most hits the reranker keeps by its own options (a ``k`` option of its own), if
     #: fewer than the stage's ``k`` may be
     max_kept: int | None = None
+    #: for a pointwise reranker (each hit scored on its own, as its documentation says):
+    #: how far (absolutely) a hit's new score reranked alone may be from its score among
+    #: other hits (``0.0``: exactly; a model scoring padded batches may need ``1e-4``);
+    #: ``None`` (the default) checks nothing, for scores that depend on the other hits
+    #: (MMR, listwise)
+    pointwise_tolerance: float | None = None
+    #: whether hits of one text and title (other ids, one incoming score) tie exactly and
+    #: keep their incoming order, as the reranker's documentation says
+    stable_ties: bool = False
     required_hooks = ("aieng_rerank",)
     role_hooks = ("aieng_rerank",)
 
@@ -114,6 +127,55 @@ class RerankerSuite(RoleSuite):
         """An empty list of hits stays empty."""
         reranked = await self.rerank(conformance_pipeline, query, [], k)
         assert self.check_reranked(reranked, [], k) == []
+
+    async def test_scores_do_not_depend_on_the_other_hits(
+        self, conformance_pipeline: Pipeline
+    ) -> None:
+        """With :attr:`pointwise_tolerance` set: each hit reranked alone gets the score it
+        gets among the corpus's hits, within that tolerance."""
+        if self.pointwise_tolerance is None:
+            pytest.skip("pointwise_tolerance is None: scores may depend on the other hits")
+        tolerance = self.pointwise_tolerance
+        query = Query("rank fusion of weights and Unicode cities")
+        hits = [Hit(d, score=1.0 / (i + 1), rank=i + 1, source="memory")
+                for i, d in enumerate(copy.deepcopy(DEFAULT_CORPUS))]
+        together = {h.document.id: h.score for h in self.check_reranked(
+            await self.rerank(conformance_pipeline, query, hits, len(hits)), hits, len(hits))}
+        for hit in hits:
+            alone = [attrs.evolve(hit, rank=1)]
+            for found in self.check_reranked(
+                    await self.rerank(conformance_pipeline, query, alone, 1), alone, 1):
+                if found.document.id in together:
+                    assert abs(found.score - together[found.document.id]) <= tolerance, (
+                        f"{found.document.id!r} scores {found.score} reranked alone and "
+                        f"{together[found.document.id]} among {len(hits)} hits: more than "
+                        f"pointwise_tolerance={tolerance} apart")
+
+    async def test_equal_documents_keep_their_incoming_order(
+        self, conformance_pipeline: Pipeline
+    ) -> None:
+        """With :attr:`stable_ties`: copies of one document under other ids, given with one
+        score among other hits, tie exactly and come out in the order they came in (ids
+        not sorted), whatever ``k`` cuts."""
+        if not self.stable_ties:
+            pytest.skip("stable_ties is False: equal documents may be ordered otherwise")
+        base, *others = copy.deepcopy(DEFAULT_CORPUS)
+        copies = [attrs.evolve(base, id=f"{base.id}-copy-{n}") for n in (7, 2, 9, 4, 1)]
+        docs = [others[0], *copies, *others[1:4]]
+        scores = [1.0, *(0.5 for _ in copies), 0.25, 0.125, 0.0625]
+        hits = [Hit(d, score=s, rank=i, source="memory")
+                for i, (d, s) in enumerate(zip(docs, scores), start=1)]
+        incoming = [c.id for c in copies]
+        for k in (2, 4, len(hits)):
+            reranked = self.check_reranked(
+                await self.rerank(conformance_pipeline, Query(base.text), hits, k), hits, k)
+            tied = [h for h in reranked if h.document.id in incoming]
+            order = [h.document.id for h in tied]
+            assert len({h.score for h in tied}) <= 1, (
+                f"equal documents score apart: {[(h.document.id, h.score) for h in tied]}")
+            assert order == [i for i in incoming if i in order], (
+                f"equal documents came in as {incoming} and out as {order} (k={k}): ties "
+                "must keep their incoming order (stable_ties)")
 
     async def test_reranks_in_a_pipeline(self, aieng_kernel: Kernel, component: object) -> None:
         """Behind a retriever in a ``retrieve`` + ``rerank`` pipeline, the hits it keeps are
