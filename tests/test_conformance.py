@@ -136,7 +136,10 @@ class TestRRFFuser(FuserSuite):
 
 
 class TestScoreReranker(RerankerSuite):
-    """The reference reranker passes the reranker suite."""
+    """The reference reranker passes the reranker suite, its opt-in checks included."""
+
+    pointwise_tolerance = 0.0
+    stable_ties = True
 
     @pytest.fixture
     def component(self) -> ScoreReranker:

@@ -50,7 +50,11 @@ class TestMMRScoreRelevance(RerankerSuite):
 
 
 class TestEmbedding(RerankerSuite):
-    """``embedding`` over the hashing embedder."""
+    """``embedding`` over the hashing embedder: a hit scores alike alone or among others,
+    and equal texts keep their incoming order."""
+
+    pointwise_tolerance = 0.0
+    stable_ties = True
 
     @pytest.fixture
     def component(self, hashing_embedder: Any) -> EmbeddingReranker:
@@ -59,7 +63,11 @@ class TestEmbedding(RerankerSuite):
 
 
 class TestCrossEncoder(RerankerSuite):
-    """``cross-encoder`` over a tiny random BERT (2 layers, hidden size 32)."""
+    """``cross-encoder`` over a tiny random BERT (2 layers, hidden size 32); a pair's score
+    alone and in a padded batch agree to float32 rounding (the README's 1e-4)."""
+
+    pointwise_tolerance = 1e-4
+    stable_ties = True
 
     @pytest.fixture
     def component(self, tiny_cross_encoder: Path) -> CrossEncoderReranker:
