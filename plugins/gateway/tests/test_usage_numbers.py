@@ -29,13 +29,17 @@ ANSWERS = ["one two three", "alpha beta gamma delta epsilon", "x", "many words i
 
 
 def served(tmp: Path, llm: ScriptedBackend, *, rpm: int | None = None,
-           tpm: int | None = None) -> tuple[Gateway, str, ManualClock]:
-    """A gateway over ``llm`` and a feedback sink, one key, its buckets on a manual clock."""
-    sink = FeedbackStore(FeedbackOptions(path=str(tmp / "feedback.sqlite3")))
+           tpm: int | None = None, components: dict[str, Any] | None = None,
+           ) -> tuple[Gateway, str, ManualClock]:
+    """A gateway over ``llm`` and a feedback sink (or over ``components`` beside ``llm``),
+    one key, its buckets on a manual clock."""
+    if components is None:
+        sink = FeedbackStore(FeedbackOptions(path=str(tmp / "feedback.sqlite3")))
+        components = {"embed": HashEmbedder(8), "feedback": sink}
+    parts = {**components, "llm": llm}
 
     def build(kernel: Any) -> Any:
-        return kernel.compose({"llm": llm, "embed": HashEmbedder(8), "feedback": sink},
-                              name="numbers", timeout=5.0)
+        return kernel.compose(parts, name="numbers", timeout=5.0)
 
     gateway = Gateway(build, keys=KeyStore(tmp / "keys.sqlite3"), settings=GatewaySettings(),
                       kernel=lambda: isolated_kernel(loop_block_threshold=None))
@@ -286,18 +290,8 @@ def test_a_cache_hit_of_an_estimated_answer_charges_nothing(tmp_path: Path) -> N
     reports) its estimates; the hits, plain and streamed, charge nothing (no model ran)."""
     cache = pytest.importorskip("aieng_cache")
     llm = SilentUsageBackend(["one two three four five six seven eight nine ten"])
-
-    def build(kernel: Any) -> Any:
-        return kernel.compose({"cache": cache.ExactCache(cache.CacheOptions()), "llm": llm},
-                              name="cached", timeout=5.0)
-
-    gateway = Gateway(build, keys=KeyStore(tmp_path / "keys.sqlite3"),
-                      settings=GatewaySettings(),
-                      kernel=lambda: isolated_kernel(loop_block_threshold=None))
-    gateway.limits = Limits(clock=ManualClock(0.0))
-    assert gateway.keys is not None
-    key, _ = gateway.keys.create("cached", tpm=1000)
-    gateway.keys.refresh(force=True)
+    gateway, key, _ = served(tmp_path, llm, tpm=1000, components={
+        "cache": cache.ExactCache(cache.CacheOptions())})
     prompt = "what is in the cache?"
     with LoopbackServer(gateway.app) as server, client(server, key) as http:
         text, usage, _ = chat(http, prompt, stream=False)
@@ -317,18 +311,8 @@ def test_an_answer_an_output_guard_blocked_is_charged_the_models_text(tmp_path: 
 
     answer = "the secret plan is 日本 and more words"
     llm = SilentUsageBackend([answer])
-
-    def build(kernel: Any) -> Any:
-        return kernel.compose({"llm": llm, "guard": RegexRedactGuard(blocked_phrase="secret")},
-                              name="guarded", timeout=5.0)
-
-    gateway = Gateway(build, keys=KeyStore(tmp_path / "keys.sqlite3"),
-                      settings=GatewaySettings(),
-                      kernel=lambda: isolated_kernel(loop_block_threshold=None))
-    gateway.limits = Limits(clock=ManualClock(0.0))
-    assert gateway.keys is not None
-    key, _ = gateway.keys.create("guarded", tpm=10_000)
-    gateway.keys.refresh(force=True)
+    gateway, key, _ = served(tmp_path, llm, tpm=10_000, components={
+        "guard": RegexRedactGuard(blocked_phrase="secret")})
     prompt = "tell me the plan"
     estimate = -(-len(prompt) // 4)
     expected = {False: estimate + -(-len(answer) // 4), True: estimate + len(answer.split())}
