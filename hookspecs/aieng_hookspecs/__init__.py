@@ -38,7 +38,7 @@ from ._sqlite import (
     sqlite_error,
     writable,
 )
-from ._text import HIDDEN, closest, did_you_mean, valid_utf8
+from ._text import HIDDEN, closest, did_you_mean, valid_utf8, word_chars
 from ._untrusted import neutralize_citations, neutralize_fences
 
 __all__ = [
@@ -84,6 +84,7 @@ __all__ = [
     "user_cache_dir",
     "user_data_dir",
     "valid_utf8",
+    "word_chars",
     "writable",
 ]
 

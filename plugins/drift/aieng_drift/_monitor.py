@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 import structlog
+from aieng_hookspecs import word_chars
 
 from ._options import DriftOptions
 from ._reference import FORMAT, VERSION, ReferenceFileError, ReferenceStore, SavedReference
@@ -67,19 +68,8 @@ def _tally(counts: Iterable[Counter[str]]) -> Counter[str]:
 
 @functools.cache
 def _token_pattern() -> re.Pattern[str]:
-    """A word: a run of ``\\w`` characters and combining marks (Unicode category M, which
-    ``\\w`` leaves out: Indic vowel signs and viramas, decomposed accents, the dot of a
-    lower-cased İ); built once, from the running Python's Unicode tables."""
-    marks = [c for block in (range(0x300, 0x20000), range(0xE0100, 0xE01F0))
-             for c in block if unicodedata.category(chr(c)).startswith("M")]
-    ranges: list[list[int]] = []
-    for code in marks:
-        if ranges and ranges[-1][1] == code - 1:
-            ranges[-1][1] = code
-        else:
-            ranges.append([code, code])
-    spans = "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
-    return re.compile(f"[\\w{spans}]+")
+    """A word: a run of ``\\w`` characters and combining marks (``word_chars``)."""
+    return re.compile(word_chars() + "+")
 
 
 def tokenize(text: str) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 import structlog
-from aieng_hookspecs import PipelineContext, hookimpl
+from aieng_hookspecs import PipelineContext, hookimpl, word_chars
 from aieng_hookspecs.types import Completion, Finding, GuardVerdict, Message, Request
 
 from ._guards import INLINE_LIMIT, _off_loop
@@ -70,14 +70,13 @@ def leak_spans(system: str, answer: str, n: int) -> list[tuple[int, int]]:
     return spans
 
 
-#: A word character, or a combining mark (not ``\w``): ``cafe\u0301`` (a decomposed
-#: ``café``) is one word, as the composed one is, so the term ``cafe`` is not in it.
-_WORDISH = "[\\w\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
-
-
 def _term_pattern(term: str) -> re.Pattern[str]:
-    left = f"(?<!{_WORDISH})" if re.match(_WORDISH, term) else ""
-    right = f"(?!{_WORDISH})" if re.match(_WORDISH, term[-1:]) else ""
+    # A word character, or a combining mark (not ``\w``: ``word_chars``): ``cafe\u0301``
+    # (a decomposed ``café``) and हिन्दी are one word each, so ``cafe`` or हिन्द is not
+    # found in them.
+    word = word_chars()
+    left = f"(?<!{word})" if re.match(word, term) else ""
+    right = f"(?!{word})" if re.match(word, term[-1:]) else ""
     # Any run of whitespace between its words: a line break or two spaces hide no term.
     body = r"\s+".join(re.escape(word) for word in term.split()) or re.escape(term)
     return re.compile(left + body + right, re.IGNORECASE)

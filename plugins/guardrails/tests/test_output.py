@@ -284,3 +284,18 @@ def test_a_blocked_term_inside_a_longer_word_is_not_found(
     text = f"say {glued}{term} now" if left else f"say {term}{glued} now"
     guard = OutputGuard(OutputGuardOptions(blocked_terms=[term]))
     assert guard.violations(request(), text) == []
+
+
+@pytest.mark.parametrize(("term", "text"), [
+    ("हिन्द", "भाषा हिन्दी है"),   # a vowel sign (category Mc) ends the word
+    ("cafe", "les cafe\u0301s"),      # a decomposed accent
+    ("क", "कि"),                      # a dependent vowel after the term
+])
+def test_a_term_followed_by_a_combining_mark_of_any_script_is_inside_a_word(
+        term: str, text: str) -> None:
+    """Every combining mark (Unicode category M) belongs to the word it follows, not only
+    the Latin accents: हिन्द is not a blocked term inside हिन्दी (its vowel sign is a
+    mark that ``\\w`` leaves out)."""
+    guard = OutputGuard(OutputGuardOptions(blocked_terms=[term]))
+    assert guard.violations(request(), text) == []
+    assert guard.violations(request(), f"{text} {term}.") != []
