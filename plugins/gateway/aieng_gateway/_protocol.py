@@ -522,12 +522,14 @@ def billed_usage(usage: Usage, *, prompt_estimate: int, text: str,
     (``prompt_estimate``), the completion from what the model generated when it generated
     anything: the answer's ``text`` and its ``tool_calls`` (each name and its arguments as
     :func:`wire_calls` writes them)."""
-    generated = len(text) + sum(len(call["function"]["name"]) +
-                                len(call["function"]["arguments"])
-                                for call in wire_calls(tool_calls))
-    prompt = usage.prompt_tokens or prompt_estimate
-    completion = usage.completion_tokens or (estimated_tokens(generated) if generated else 0)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion)
+    completion = usage.completion_tokens
+    if not completion:  # only then are the calls written out to be counted
+        generated = len(text) + sum(len(call["function"]["name"]) +
+                                    len(call["function"]["arguments"])
+                                    for call in wire_calls(tool_calls))
+        completion = estimated_tokens(generated) if generated else 0
+    return Usage(prompt_tokens=usage.prompt_tokens or prompt_estimate,
+                 completion_tokens=completion)
 
 
 def _usage(usage: Usage) -> dict[str, int]:
