@@ -8,7 +8,6 @@ terminal; everything else logs).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,10 +108,7 @@ def strict_json(value: Any, indent: int = 2) -> str:
 
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
     from ._results import read_finite
-    from .report import NOT_FINITE, number
-
-    def shown(value: float) -> str:
-        return number(value, 4) if math.isfinite(value) else NOT_FINITE
+    from .report import _fmt  # the reports' form: n/a when not finite, 1.235e+07 past 1e6
 
     summary = read_finite(summary)  # summary.json's null numbers: not finite
     counts = summary["counts"]
@@ -120,8 +116,8 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
              f"{counts['error']} failed")]
     width = max([len(n) for n in summary["metrics"]] + [6])
     for name, m in summary["metrics"].items():
-        lines.append(f"  {name:<{width}}  mean {shown(m['mean'])}  95% CI "
-                     f"[{shown(m['low'])}, {shown(m['high'])}]  n={m['n']}")
+        lines.append(f"  {name:<{width}}  mean {_fmt(m['mean'], 4)}  95% CI "
+                     f"[{_fmt(m['low'], 4)}, {_fmt(m['high'], 4)}]  n={m['n']}")
     for judge, f in summary.get("judge_failures", {}).items():
         lines.append(f"  judge {judge} gave no score {f['failures']} time(s) on {f['items']} "
                      "item(s) (see report.md)")
