@@ -128,13 +128,19 @@ def finish_reason(raw: object) -> FinishReason:
     return _FINISH.get(raw, "stop") if isinstance(raw, str) else "stop"
 
 
-def _count(value: object) -> int:
-    """A token count of a ``usage`` object: an integer >= 0, or a float that is one
-    (``12.0``: JSON does not tell them apart, and some servers and proxies write numbers as
-    floats) up to 2**53, where every integer is a float; else 0."""
+def _natural(value: object) -> int | None:
+    """A JSON number that is an integer >= 0: an ``int``, or a float that is one (``12.0``:
+    JSON does not tell them apart, and some servers and proxies write numbers as floats)
+    up to 2**53, where every integer is a float; else ``None`` (``true`` included)."""
     if isinstance(value, float) and value.is_integer() and 0 <= value <= 2**53:
         return int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
+
+
+def _count(value: object) -> int:
+    """A token count of a ``usage`` object (:func:`_natural`), else 0."""
+    return _natural(value) or 0
 
 
 def usage_from(raw: object) -> Usage | None:
@@ -320,12 +326,10 @@ def vectors_from(data: object, count: int) -> list[list[float]]:
     for position, item in enumerate(items):
         if not isinstance(item, Mapping) or not isinstance(item.get("embedding"), list):
             raise ProtocolError(f"data[{position}] has no embedding list")
-        index = item.get("index", position)
-        if isinstance(index, float) and index.is_integer() and 0 <= index < count:
-            index = int(index)  # 1.0: a proxy that writes numbers as floats, as _count reads
-        if (not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count
-                or rows[index] is not None):
-            raise ProtocolError(f"data[{position}] has a bad or repeated index {index!r}")
+        raw = item.get("index", position)
+        index = _natural(raw)  # 1.0 too: a proxy that writes numbers as floats
+        if index is None or index >= count or rows[index] is not None:
+            raise ProtocolError(f"data[{position}] has a bad or repeated index {raw!r}")
         try:
             vector = [float(x) for x in item["embedding"]]
         except (TypeError, ValueError):
