@@ -5,10 +5,11 @@ rest of its request) and an expiry. A search is one matrix-vector product over t
 use, masked to the query's partition and to live entries. Rows are reused: the least
 recently used entry gives its row up when the index is full.
 
-Ties do not depend on rows: of the entries whose cosines are equal (within float32
-rounding, :data:`TIE`), the newest (largest ``created``) answers, then the smallest key,
-so a search answers the same before and after the index is rebuilt in another row order
-(a reload from SQLite fills rows newest first).
+Ties do not depend on rows: the float32 product only picks the entries within its
+rounding error of the best, which are scored again exactly (float64, each row alone); of
+those equally near, the newest (largest ``created``) answers, then the smallest key, so a
+search answers the same before and after the index is rebuilt in another row order (a
+reload from SQLite fills rows newest first).
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ V = TypeVar("V")
 
 _FREE = -1  # a row no entry uses
 _EXACT_ONLY = -2  # a row whose entry has no vector: found by its key, never by a search
-#: Cosines this close to the best one are equal. Float32 products of identical vectors
-#: differ by a few units in the last place (~1e-8) with their rows' places in the matrix
-#: (BLAS handles rows in blocks), so exact equality would still depend on row order.
-TIE = 1e-6
+
+
+def _float32_error(dimension: int) -> float:
+    """A bound on how far BLAS's float32 product of two unit vectors is from the exact
+    cosine: ``dimension`` roundings of 2^-24 (``gamma_n``), doubled for vectors an ulp off
+    unit length and a kernel's extra steps. BLAS blocks rows, so a row's last bits depend
+    on its place: copies of one vector do not score alike in it."""
+    return 2.0 * (dimension + 2) * 2.0**-24
 
 
 class Match(NamedTuple, Generic[V]):
@@ -188,8 +193,8 @@ class SemanticIndex(Generic[V]):
 
     def search(self, vector: Vector, partition: str, now: float) -> Match[V] | None:
         """The live entry of ``partition`` whose vector is nearest to ``vector``, or ``None``
-        when the partition has none (:meth:`touch` the entry when it is used). Of entries
-        as near (cosines within :data:`TIE`), the newest answers, then the smallest key."""
+        when the partition has none (:meth:`touch` the entry when it is used). Its cosine
+        is exact (float64); of entries as near, the newest answers, then the smallest key."""
         import numpy as np
 
         pid = self._partitions.get(partition)
@@ -203,13 +208,17 @@ class SemanticIndex(Generic[V]):
         if not live.any():
             return None
         sims = np.where(live, sims, -np.inf)
-        row = int(np.argmax(sims))
-        tied = np.flatnonzero(sims >= sims[row] - TIE)
-        if len(tied) > 1:  # not the lowest row: the newest, then the smallest key
-            created = self._created[tied]
-            row = min((int(r) for r in tied[created == created.max()]),
-                      key=self._row_keys.__getitem__)
-        similarity = float(sims[row])
+        # Every row the float32 product puts within twice its error of the best may be the
+        # best: those alone are scored exactly, each row alone (no place in a block).
+        near = np.flatnonzero(sims >= sims.max() - 2.0 * _float32_error(self.dimension))
+        exact = (self._matrix[near].astype(np.float64)
+                 * vector.astype(np.float64)).sum(axis=1)
+        tied = near[exact == exact.max()]
+        # Equally near: the newest, then the smallest key (not the lowest row).
+        created = self._created[tied]
+        row = min((int(r) for r in tied[created == created.max()]),
+                  key=self._row_keys.__getitem__)
+        similarity = float(exact.max())
         key = self._row_keys[row]
         return Match(key, self._values[key], similarity, float(self._expires[row]))
 
