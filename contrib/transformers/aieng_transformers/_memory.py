@@ -240,17 +240,31 @@ def _kv_heads(config: dict[str, Any], heads: int) -> int:
     return heads
 
 
+#: The weights ``from_pretrained`` loads, in its order of preference: one file, or the
+#: shards its index names.
+WEIGHT_FORMATS = (("model.safetensors", "model.safetensors.index.json"),
+                  ("pytorch_model.bin", "pytorch_model.bin.index.json"))
+
+
+def loaded_weight_files(folder: Path, formats: tuple[tuple[str, str], ...] = WEIGHT_FORMATS
+                        ) -> list[Path] | None:
+    """The weight files ``from_pretrained`` loads from ``folder`` (of ``formats``), or
+    ``None`` when it holds none of them. A folder may hold the same weights twice (a
+    ``.bin`` beside the safetensors; Mistral's ``consolidated.safetensors`` beside the
+    shards): only the loaded ones are listed."""
+    for single, index in formats:
+        if (folder / single).is_file():
+            return [folder / single]
+        if (folder / index).is_file():
+            shards = json.loads((folder / index).read_text(encoding="utf-8"))
+            return [folder / name for name in sorted(set(shards.get("weight_map", {}).values()))]
+    return None
+
+
 def _weight_files(folder: Path) -> list[Path]:
-    # The safetensors files transformers loads: model.safetensors, else the shards its
-    # index names, else every one. A folder may hold the same weights twice (Mistral's
-    # repositories ship consolidated.safetensors beside the shards).
-    if (folder / "model.safetensors").is_file():
-        return [folder / "model.safetensors"]
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        return [folder / name for name in sorted(set(shards.values()))]
-    return sorted(folder.glob("*.safetensors"))
+    # The safetensors files transformers loads, else every one.
+    return (loaded_weight_files(folder, WEIGHT_FORMATS[:1])
+            or sorted(folder.glob("*.safetensors")))
 
 
 def _safetensors_sizes(file: Path) -> dict[str, int]:

@@ -44,6 +44,7 @@ from attrs import validators as v
 from ._convert import discard_unmarked, scratch_folder
 from ._digest import file_digest
 from ._heldout import HELDOUT_SENTENCES, HELDOUT_TEXT
+from ._memory import loaded_weight_files
 from ._paths import cache_root
 
 __all__ = ["QUANTIZE_MARKER", "SCHEMES", "TorchInt8Quantizer", "TorchQuantizeOptions",
@@ -332,20 +333,11 @@ def _weight_bytes(folder: Path) -> int:
 
 
 def _loaded_weight_bytes(folder: Path) -> int:
-    """The bytes of the weight files ``from_pretrained`` loads from ``folder``:
-    ``model.safetensors`` or the shards its index names, else ``pytorch_model.bin`` or
-    its shards; else every weight file. A repository shipping the same weights twice
-    (safetensors beside ``.bin``, Mistral's ``consolidated.safetensors`` beside shards)
-    counts them once."""
-    for single, index in (("model.safetensors", "model.safetensors.index.json"),
-                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
-        if (folder / single).is_file():
-            return (folder / single).stat().st_size
-        if (folder / index).is_file():
-            shards = json.loads((folder / index).read_text(encoding="utf-8"))
-            names = set(shards.get("weight_map", {}).values())
-            return sum((folder / name).stat().st_size for name in sorted(names))
-    return _weight_bytes(folder)
+    """The bytes of the weight files ``from_pretrained`` loads from ``folder``
+    (:func:`loaded_weight_files`), else of every weight file: a repository shipping the
+    same weights twice (safetensors beside ``.bin``) counts them once."""
+    files = loaded_weight_files(folder)
+    return _weight_bytes(folder) if files is None else sum(f.stat().st_size for f in files)
 
 
 def _write(folder: Path, scratch: Path, scheme: str, kind: Kind, *,
