@@ -93,13 +93,11 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
     def _kept_fp32(self, precision: str) -> tuple[str, ...]:
         # What this component would keep float32 at ``precision`` (its own, or `aieng
         # models --dtype`'s): nothing unless the weights are quantized.
-        if precision not in ("int8", "q8", "q4"):
-            return ()
         if precision in ("q8", "q4"):
             # MatMulNBits quantizes MatMul weights only: the token embeddings (a Gather's,
             # and a tied head's through a Transpose) stay float32.
             return (*self.options.keep_fp32, *EMBEDDING_WEIGHTS)
-        return self.options.keep_fp32
+        return self.options.keep_fp32 if precision == "int8" else ()
 
     @property
     def providers(self) -> tuple[str, ...]:
