@@ -98,12 +98,11 @@ def _guard(run: Callable[[], Any]) -> Any:
         raise _fail(exc) from None
 
 
-def strict_json(value: Any, indent: int = 2) -> str:
-    """``--json``'s output as strict JSON: a number that is not finite is ``null`` with a
-    note beside it (``aieng_eval._results.finite_json``), never ``NaN`` / ``Infinity``."""
-    from ._results import finite_json
+def _strict(value: Any, indent: int = 2) -> str:
+    """``--json``'s output: strict JSON (:func:`aieng_eval._results.strict_json`)."""
+    from ._results import strict_json
 
-    return json.dumps(finite_json(value), indent=indent, allow_nan=False)
+    return strict_json(value, indent=indent)
 
 
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
@@ -231,7 +230,7 @@ def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, con
         click.echo(f"warning: {line}", err=True)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     if as_json:
-        click.echo(strict_json({"run_dir": str(run_dir), "ran": result.ran,
+        click.echo(_strict({"run_dir": str(run_dir), "ran": result.ran,
                                 "skipped": result.skipped, "rejudged": result.rejudged,
                                 "warnings": list(result.warnings), **summary}, indent=2))
     else:
@@ -278,7 +277,7 @@ def replay(ctx: click.Context, run_dir: Path, out: Path | None, dataset: Path | 
     for line in report.drift:
         click.echo(f"warning: {line}", err=True)
     if as_json:
-        click.echo(strict_json({
+        click.echo(_strict({
             "run_dir": str(report.run_dir), "new_dir": str(report.new_dir),
             "matches": report.matches, "drift": list(report.drift),
             "compared": report.compared, "output_diffs": list(report.output_diffs),
@@ -327,7 +326,7 @@ def compare(runs: tuple[Path, ...], out: Path | None, samples: int, seed: int, q
     if out is not None:
         write_comparison(comparison, out)
     if as_json:
-        click.echo(strict_json(comparison))
+        click.echo(_strict(comparison))
     else:
         click.echo(compare_markdown(comparison))
 

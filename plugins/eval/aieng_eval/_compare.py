@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from aieng_hookspecs import replace_file
 
 from ._lock import LOCK_FORMAT
-from ._results import ItemResult, finite_json, read_finite, read_results
+from ._results import ItemResult, read_finite, read_results, strict_json
 from ._runner import EvalError, LockFormatError, _read_lock, locked_records
 from .report import NOT_FINITE_NOTE, _cell, _fmt, _not_finite, _text
 from .stats import paired_bootstrap
@@ -223,9 +222,7 @@ def write_comparison(comparison: dict[str, Any], out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     # Each file is replaced whole or not at all (a full disk, an interruption).
-    # Strict JSON: a number that is not finite is null with a note (``finite_json``).
-    replace_file(out / "comparison.json",
-                 json.dumps(finite_json(comparison), indent=2, allow_nan=False) + "\n")
+    replace_file(out / "comparison.json", strict_json(comparison) + "\n")
     # A run folder's name may hold a byte that is no UTF-8 (read as a lone surrogate):
     # shown as its escape, the pages stay UTF-8.
     replace_file(out / "compare.md", compare_markdown(comparison), errors="backslashreplace")

@@ -19,7 +19,7 @@ import attrs
 import structlog
 
 __all__ = ["NOTE_SUFFIX", "ItemResult", "ResultsFile", "finite_json", "read_finite",
-           "read_results"]
+           "read_results", "strict_json"]
 
 log = structlog.get_logger(__name__)
 
@@ -194,6 +194,12 @@ def finite_json(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [finite_json(item) for item in value]
     return value
+
+
+def strict_json(value: Any, *, indent: int | None = 2) -> str:
+    """``value`` as strict JSON text (``comparison.json``, ``--json``): a number that is
+    not finite is ``null`` with a note beside it (:func:`finite_json`)."""
+    return json.dumps(finite_json(value), indent=indent, allow_nan=False)
 
 
 def read_finite(value: Any) -> Any:
