@@ -133,6 +133,7 @@ class Gateway:
         #: The requests being answered (their cancel scopes), for :meth:`stop_runs`.
         self._inflight: set[anyio.CancelScope] = set()
         self._stopping = False
+        self._warned_not_running = False
         self.requests: Counter[tuple[str, int]] = Counter()
         routes = [
             Route("/v1/chat/completions", self._endpoint(self._chat), methods=["POST"]),
@@ -158,36 +159,56 @@ class Gateway:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
-        """Start the kernel, build and open the pipeline, load the keys; stop them after."""
+        """Start the kernel, build and open the pipeline, load the keys; stop them after.
+
+        Serving :attr:`app` with its lifespan on (uvicorn's default) enters this. A host
+        that mounts :attr:`app` in its own app (``Mount("/llm", app=gateway.app)``) must
+        enter it in its own lifespan: Starlette never runs a mounted app's lifespan, and
+        until then every request is answered 503 ``gateway_not_running``. It may be
+        entered again once it has ended (a second ``asyncio.run``), not twice at once.
+
+        :raises RuntimeError: when the gateway is running already.
+        """
+        if self._tg is not None:
+            raise RuntimeError("the gateway is running already: enter gateway.running() "
+                               "once (or serve its app with lifespan on), not both")
         async with self._kernel() as kernel, anyio.create_task_group() as tg:
             if not self.settings.auth:  # logged once the kernel has set up logging
                 log.warning("gateway.auth_disabled",
                             hint="anyone who can reach this port can use the pipeline")
             self._tg = tg
-            self._pipeline = self._build(kernel)
-            await self._pipeline.open()
-            keys = self.keys
-            if keys is not None:
-                await anyio.to_thread.run_sync(lambda: keys.refresh(force=True))
-                if keys.read_only:  # a container's read-only mount: said once, at start
-                    log.warning("gateway.keys_read_only", keys=str(keys.path),
-                                effect="keys are read and enforced as usual, and a change "
-                                       "to the file is picked up within "
-                                       f"{keys.refresh_s:g} s; the gateway writes nothing "
-                                       "to it (rate limits are kept in memory, as always), "
-                                       "and 'aieng keys create / revoke' must run where the "
-                                       "file can be written")
-                if not keys.live:  # serving, but every request would be a 401
-                    log.warning("gateway.no_live_keys", keys=str(keys.path),
-                                hint="no live API key: every request is refused (401) until "
-                                     "one is created with 'aieng keys create NAME' "
-                                     f"(picked up within {keys.refresh_s:g} s, no restart)")
-            log.info("gateway.started", pipeline=self._pipeline.name, auth=self.settings.auth)
+            self._stopping = False  # a gateway run again after stop_runs serves again
             try:
+                pipeline = self._build(kernel)
+                await pipeline.open()
+                await self._load_keys()
+                # Served from here on only: a request while it opened was answered 503.
+                self._pipeline = pipeline
+                log.info("gateway.started", pipeline=pipeline.name, auth=self.settings.auth)
                 yield self
             finally:
                 self._pipeline = None
                 self._tg = None
+
+    async def _load_keys(self) -> None:
+        """Read the keys at start-up, warning about a read-only file or no live key."""
+        keys = self.keys
+        if keys is None:
+            return
+        await anyio.to_thread.run_sync(lambda: keys.refresh(force=True))
+        if keys.read_only:  # a container's read-only mount: said once, at start
+            log.warning("gateway.keys_read_only", keys=str(keys.path),
+                        effect="keys are read and enforced as usual, and a change "
+                               "to the file is picked up within "
+                               f"{keys.refresh_s:g} s; the gateway writes nothing "
+                               "to it (rate limits are kept in memory, as always), "
+                               "and 'aieng keys create / revoke' must run where the "
+                               "file can be written")
+        if not keys.live:  # serving, but every request would be a 401
+            log.warning("gateway.no_live_keys", keys=str(keys.path),
+                        hint="no live API key: every request is refused (401) until "
+                             "one is created with 'aieng keys create NAME' "
+                             f"(picked up within {keys.refresh_s:g} s, no restart)")
 
     def stop_runs(self) -> int:
         """End every request still being answered, and answer any later one, with 503
@@ -207,6 +228,21 @@ class Gateway:
                         hint="the server's shutdown deadline ended them (503)")
         return len(scopes)
 
+    def _not_running(self) -> ApiError:
+        """The 503 of a request that reached the app before :meth:`running` was entered
+        (or after it ended): a host that mounted :attr:`app` in its own app, whose mounted
+        apps' lifespans Starlette never runs. Logged once, as a warning with the fix."""
+        if not self._warned_not_running:
+            self._warned_not_running = True
+            log.warning("gateway.not_running",
+                        hint="the gateway's app got a request but the gateway is not "
+                             "running: a mounted app's lifespan is not run, so enter "
+                             "'async with gateway.running():' in the host app's lifespan")
+        return ApiError(503, "the gateway is not running: enter 'async with "
+                             "gateway.running()' in the host app's lifespan (a mounted "
+                             "app's own lifespan is not run)", kind="server_error",
+                        code="gateway_not_running")
+
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with self.running():
@@ -225,6 +261,8 @@ class Gateway:
                 try:
                     if self._stopping:
                         raise _shutting_down()
+                    if self._pipeline is None:
+                        raise self._not_running()
                     if auth and self.settings.auth:
                         call.key = await self._authenticate(http)
                     response = await handler(http, call)
@@ -307,13 +345,16 @@ class Gateway:
                            headers={"Retry-After": str(wait)})
 
     def _reconcile(self, call: _Call, reserved: int, usage: Usage | None, *,
-                   cached: bool = False) -> None:
+                   cached: bool = False, streamed: int = 0) -> None:
         """Charge the key's token bucket what the request used instead of its reservation:
-        its usage (the reservation when unknown), nothing for an answer from the cache (no
-        model ran: the usage it reports is the stored answer's)."""
+        its usage; nothing for an answer from the cache (no model ran: the usage it
+        reports is the stored answer's). A request that ended without usage (an upstream
+        failure, a client gone, ``stop_runs``) is charged the prompt's estimate (a model
+        may have read it) and the ``streamed`` deltas sent, a token each: never the
+        ``max_tokens`` it did not get."""
         if call.key is not None:
-            used = 0 if cached else reserved if usage is None \
-                else usage.prompt_tokens + usage.completion_tokens
+            used = 0 if cached else min(reserved, self._prompt_estimate(call) + streamed) \
+                if usage is None else usage.prompt_tokens + usage.completion_tokens
             self.limits.reconcile(call.key.id, call.key.tpm, reserved, used)
 
     @staticmethod
@@ -883,7 +924,8 @@ class _Stream(Response):
         if not ended and error is None and not gone:  # stop_runs ended it
             error = _shutting_down()
         usage = completion.usage if completion is not None else None
-        self.gateway._reconcile(call, self.reserved, usage, cached=cached)
+        self.gateway._reconcile(call, self.reserved, usage, cached=cached,
+                                streamed=chunks)
         if usage is not None:
             call.prompt_tokens, call.completion_tokens = usage.prompt_tokens, \
                 usage.completion_tokens

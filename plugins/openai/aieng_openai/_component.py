@@ -95,10 +95,17 @@ class OpenAIBackend:
     ``metadata["parallel_tool_calls"]`` are sent as OpenAI's fields of those names.
 
     :param options: the typed options; ``base_url`` and ``model`` are required.
+    :param http_client: the host program's own ``httpx.AsyncClient`` (its connection
+        pool, proxies, TLS, auth, event hooks), used as it is: its timeouts, limits and
+        proxies replace ``connect_timeout``, ``read_timeout``, ``max_connections``,
+        ``pool_timeout`` and ``trust_env``; the component still sends its headers
+        (``Authorization``, ``headers``) with each request, and never closes it (the
+        host does, on the event loop it belongs to).
     :raises ValueError: when ``api_key_env`` names an unset variable.
     """
 
-    def __init__(self, options: OpenAIOptions) -> None:
+    def __init__(self, options: OpenAIOptions, *,
+                 http_client: httpx.AsyncClient | None = None) -> None:
         self.options = options
         #: The default model, answered for requests naming no model (the conformance
         #: suite's ``model``).
@@ -113,9 +120,14 @@ class OpenAIBackend:
         self._secrets = (self._api_key, *credential_headers(options.headers))
         self._served = frozenset({options.model, self.embedding_model, *options.models})
         self._base = options.base_url.rstrip("/")
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx.AsyncClient | None = http_client
+        self._loop: object = None  # the event loop the client was built on
+        self._own_client = http_client is None
+        self._headers = {"Accept": "application/json", **options.headers}
+        if self._api_key:
+            self._headers["Authorization"] = f"Bearer {self._api_key}"
         self._pool_timeout = options.pool_timeout or options.connect_timeout
-        self._rng = random.Random()
+        self._rng = random.Random(options.seed)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(base_url={self._base!r}, model={self.model!r})"
@@ -129,9 +141,6 @@ class OpenAIBackend:
     def _new_client(self) -> httpx.AsyncClient:
         import httpx  # lazy: `aieng plugins` must not pay for it
 
-        headers = {"Accept": "application/json", **self.options.headers}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
         timeout = httpx.Timeout(connect=self.options.connect_timeout,
                                 read=self.options.read_timeout,
                                 write=self.options.read_timeout,
@@ -144,24 +153,40 @@ class OpenAIBackend:
         # client's own transport), the loopback host is reached directly.
         host = loopback_host(self._base)
         mounts = {f"all://{host}": None} if host and self.options.trust_env else None
-        return httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits,
+        return httpx.AsyncClient(headers=self._headers, timeout=timeout, limits=limits,
                                  trust_env=self.options.trust_env, mounts=mounts)
 
     async def _http(self) -> httpx.AsyncClient:
         """The HTTP client, built on first need in a worker thread: importing httpx and
-        loading the CA bundle take long enough to trip the kernel's loop watchdog."""
+        loading the CA bundle take long enough to trip the kernel's loop watchdog.
+
+        A client is bound to the event loop it was built on (its pooled connections are
+        that loop's): on another loop (a script's or notebook's second ``asyncio.run``,
+        trio after asyncio) the old one is dropped, unclosed (its loop is gone), and a
+        new one built, instead of failing with "Event loop is closed"."""
+        if not self._own_client:  # the host's: used as it is
+            assert self._client is not None
+            return self._client
+        loop = _running_loop()
+        if self._client is not None and self._loop is not loop:
+            log.debug("openai.client_rebuilt", reason="another event loop")
+            self._client = None
         if self._client is None:
             client = await anyio.to_thread.run_sync(self._new_client)
             if self._client is not None:  # a concurrent first call won the race
                 await client.aclose()
             else:
-                self._client = client
+                self._client, self._loop = client, loop
         return self._client
 
     async def aclose(self) -> None:
-        """Close the HTTP client (what closing the pipeline does); the next call reopens."""
+        """Close the HTTP client (what closing the pipeline does); the next call reopens.
+        A client of another event loop, gone already, is only dropped; the host's own
+        ``http_client`` is left open (the host closes it)."""
+        if not self._own_client:
+            return
         client, self._client = self._client, None
-        if client is not None:
+        if client is not None and self._loop is _running_loop():
             await client.aclose()
 
     def _scrub(self, text: str) -> str:
@@ -192,7 +217,8 @@ class OpenAIBackend:
                 # Always streamed from the wire: a success is read here (unless the caller
                 # streams it) with the max_response_bytes cap, an error only for its excerpt.
                 response = await client.send(
-                    client.build_request(method, url, json=body), stream=True)
+                    client.build_request(method, url, json=body, headers=self._headers),
+                    stream=True)
                 if response.status_code < 300 and not stream:
                     response = await self._read(response, path)
             except httpx.PoolTimeout:
@@ -603,6 +629,22 @@ class OpenAIBackend:
                               url=f"{self._base}/models", body=json.dumps(data)[:500])
         return [item["id"] for item in items
                 if isinstance(item, Mapping) and isinstance(item.get("id"), str) and item["id"]]
+
+
+def _running_loop() -> object:
+    """The running event loop: asyncio's loop, or trio's token (``None`` for another)."""
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # trio (anyio's other backend): imported only when it runs
+        pass
+    try:
+        import trio
+
+        return trio.lowlevel.current_trio_token()
+    except (ImportError, RuntimeError):
+        return None
 
 
 def _is_event_stream(response: httpx.Response) -> bool:

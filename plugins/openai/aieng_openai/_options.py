@@ -207,6 +207,9 @@ class OpenAIOptions:
         bundle of ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, credentials in ``~/.netrc``. A
         ``base_url`` on a loopback host (``localhost``, ``127.0.0.0/8``, ``::1``) is
         reached directly whatever the proxy variables say. ``False`` ignores them all.
+    :param seed: seeds the retry backoff's jitter, so a component's waits repeat from
+        run to run (a test, a replayed incident); unset (the default), each component
+        draws its own, so that clients that failed together do not retry together.
     """
 
     base_url: str = attrs.field(validator=_base_url)
@@ -232,6 +235,8 @@ class OpenAIOptions:
         validator=attrs.validators.in_(("max_tokens", "max_completion_tokens")))
     regex_field: str | None = attrs.field(default=None, validator=_opt_str)
     trust_env: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    seed: int | None = attrs.field(default=None, validator=attrs.validators.optional(
+        attrs.validators.instance_of(int)))
 
     def __attrs_post_init__(self) -> None:
         if self.api_key is not None and self.api_key_env is not None:

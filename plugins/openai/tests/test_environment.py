@@ -7,6 +7,7 @@ import json
 import socketserver
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -122,3 +123,89 @@ def test_trust_env_must_be_a_bool() -> None:
     ("https://api.openai.com/v1", None), ("http://127.0.0.1.nip.io/v1", None)])
 def test_loopback_hosts(base_url: str, host: str | None) -> None:
     assert loopback_host(base_url) == host
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_the_hosts_own_http_client_is_used_and_left_open(
+        double: OpenAIServerDouble, loopback: LoopbackServer) -> None:
+    """``http_client=``: the host's ``httpx.AsyncClient`` carries the calls (its own
+    headers and event hooks apply) with the component's key; closing the component leaves
+    it open for the host."""
+    import httpx
+
+    sent: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(request.url.path)
+
+    async with httpx.AsyncClient(headers={"X-Host": "mine"}, trust_env=False,
+                                 event_hooks={"request": [record]}) as client:
+        backend = OpenAIBackend(OpenAIOptions(base_url=loopback.base_url, model=CHAT_MODEL,
+                                              api_key=API_KEY, max_retries=0),
+                                http_client=client)
+        completion = await backend.aieng_generate(ask())
+        await backend.aieng_pipeline_close()
+        assert not client.is_closed
+        again = await backend.aieng_generate(ask())
+    assert completion is not None and again is not None and completion.text
+    assert sent == ["/v1/chat/completions"] * 2
+    headers = double.calls[0].headers
+    assert headers["x-host"] == "mine" and headers["authorization"] == f"Bearer {API_KEY}"
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by itself (its own CA), and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aieng test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def test_ssl_cert_file_is_trusted_for_an_https_base_url(
+        server_double: OpenAIServerDouble, tmp_path: Path,
+        no_proxy_env: pytest.MonkeyPatch) -> None:
+    """An https server on loopback with a private CA: refused (a connection error, not a
+    hang) until ``SSL_CERT_FILE`` names the CA, then answered; ``trust_env = false``
+    ignores the variable again."""
+    cert, key = _self_signed(tmp_path)
+    server = LoopbackServer(server_double.app)
+    server.server.config.ssl_certfile, server.server.config.ssl_keyfile = str(cert), str(key)
+    with server:
+        base_url = f"https://127.0.0.1:{server.port}/v1"
+        outcomes: list[str] = []
+        for env, trust in ((None, True), (str(cert), True), (str(cert), False)):
+            if env is None:
+                no_proxy_env.delenv("SSL_CERT_FILE", raising=False)
+            else:
+                no_proxy_env.setenv("SSL_CERT_FILE", env)
+            backend = OpenAIBackend(OpenAIOptions(base_url=base_url, model=CHAT_MODEL,
+                                                  api_key=API_KEY, max_retries=0,
+                                                  trust_env=trust))
+            try:
+                outcomes.append((await backend.aieng_generate(ask())).text)
+            except OpenAIError as error:
+                outcomes.append(error.kind)
+            finally:
+                await backend.aclose()
+    assert outcomes == ["connection", "You said: hello there", "connection"]

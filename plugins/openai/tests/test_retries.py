@@ -260,3 +260,20 @@ async def test_api_key_never_in_errors_or_logs(double: OpenAIServerDouble, make_
     for secret in (wrong, API_KEY):
         assert secret not in seen
         assert secret[:8] not in seen and secret[-8:] not in seen
+
+
+async def test_a_seed_makes_the_retry_waits_repeat(double: OpenAIServerDouble,
+                                                   make_backend: Any) -> None:
+    """Two components with the same ``seed`` wait the same jittered times before their
+    retries (a replayed run repeats); another seed waits differently."""
+
+    async def waits(seed: int) -> list[float]:
+        double.script("chat/completions", fail(500), fail(503))
+        backend: OpenAIBackend = make_backend(seed=seed, backoff_base=0.01)
+        with structlog.testing.capture_logs() as logs:
+            assert await backend.aieng_generate(ask()) is not None
+        await backend.aclose()
+        return [entry["wait_s"] for entry in logs if entry["event"] == "openai.retry"]
+
+    first, again, other = await waits(7), await waits(7), await waits(8)
+    assert len(first) == 2 and first == again and first != other

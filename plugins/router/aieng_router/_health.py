@@ -64,6 +64,11 @@ class CircuitOpenError(RuntimeError):
             f"({', '.join(self.waits)}); failing fast (breaker.fail_fast): the first, "
             f"{self.first!r}, allows a trial call in {round(self.retry_after_s, 1):g} s")
 
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, dict[str, float]]]:
+        # Picklable (a run's error sent back from a worker process): Exception's own
+        # reduce would call __init__ with the message alone.
+        return type(self), (self.router, self.waits)
+
 
 def _ewma(old: float | None, new: float, alpha: float) -> float:
     return new if old is None else alpha * new + (1.0 - alpha) * old

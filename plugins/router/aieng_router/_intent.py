@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -59,7 +60,10 @@ def read_examples(path: str | Path) -> dict[str, list[str]]:
     return examples
 
 
-def _unit_rows(vectors: Sequence[Sequence[float]], count: int) -> Matrix:
+def _unit_rows(vectors: Sequence[Sequence[float]], count: int, *,
+               strict: bool = False) -> Matrix:
+    """The vectors as unit rows (NaN and infinities as 0; with ``strict`` they are a
+    ``ValueError`` instead: examples that silently never match are a broken embedder)."""
     import numpy as np
 
     if len(vectors) != count:
@@ -68,6 +72,10 @@ def _unit_rows(vectors: Sequence[Sequence[float]], count: int) -> Matrix:
         matrix = np.asarray(vectors, dtype=np.float64).reshape(count, -1)
     except ValueError as exc:
         raise ValueError(f"the embedder returned vectors of different sizes: {exc}") from None
+    if strict and not np.isfinite(matrix).all():
+        bad = int((~np.isfinite(matrix)).any(axis=1).sum())
+        raise ValueError(f"the embedder returned NaN or infinite values for {bad} of "
+                         f"{count} examples: check the embedding model (and its dtype)")
     matrix = np.nan_to_num(matrix, nan=0.0, posinf=0.0, neginf=0.0)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     result: Matrix = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0.0)
@@ -195,7 +203,7 @@ class IntentRouter:
         blocks: list[Matrix] = []
         for start in range(0, len(texts), size):
             batch = texts[start:start + size]
-            block = _unit_rows(await self._embed(batch), len(batch))
+            block = _unit_rows(await self._embed(batch), len(batch), strict=True)
             if blocks and block.shape[1] != blocks[0].shape[1]:
                 raise ValueError(f"the embedder returned vectors of different sizes: "
                                  f"{blocks[0].shape[1]} and {block.shape[1]} dimensions")
@@ -251,7 +259,14 @@ class IntentRouter:
     async def rank(self, text: str) -> list[tuple[str, float, float]]:
         """The intent labels ranked for one text (see :func:`knn_vote`)."""
         classifier = await self.prepare()
-        return classifier.rank((await self._embed([text]))[0])
+        vector = (await self._embed([text]))[0]
+        if not all(math.isfinite(x) for x in vector):
+            # Not "no intent": a broken embedder, said each time rather than hidden.
+            log.warning("router.intent_embedding_not_finite", router=self.health.router,
+                        hint="the embedder returned NaN or infinite values for the "
+                             "request: it is routed to default; check the embedding model")
+            return []
+        return classifier.rank(vector)
 
     @hookimpl
     async def aieng_route(self, request: Request, candidates: Sequence[str]) -> Route | None:
@@ -266,9 +281,10 @@ class IntentRouter:
             best = ranked[0][2] if ranked else None
             if options.default is None:
                 return None
+            reason = f"intent: none above {options.min_similarity:g}" if ranked else \
+                "intent: the request's embedding is not finite"
             return self.health.route((options.default, *options.fallbacks), candidates,
-                                     reason=f"intent: none above {options.min_similarity:g}",
-                                     score=best)
+                                     reason=reason, score=best)
         label, _, best = ranked[0]
         order = [routes[name] for name, _, _ in ranked]
         if options.default is not None:
