@@ -1,0 +1,21 @@
+"""Settings shared by every test folder of the repository (tests/, plugins/*/tests, ...)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+#: The anyio backends every ``@pytest.mark.anyio`` test runs on. anyio's own fixture runs
+#: each on every installed backend, which with trio installed doubles the suite; CI runs
+#: asyncio here, and the tests that matter on trio ask for it themselves
+#: (``@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])``).
+#: ``AIENG_TEST_BACKENDS=asyncio,trio make test`` runs the whole suite on both.
+BACKENDS = tuple(name.strip() for name in
+                 os.environ.get("AIENG_TEST_BACKENDS", "asyncio").split(",") if name.strip())
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The backend of this module's anyio tests (see :data:`BACKENDS`)."""
+    backend: str = request.param
+    return backend
