@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import os
 import re
+import sys
+import weakref
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -29,6 +33,19 @@ _NS_MEMBER = b',"ns":"'
 # The database of a redis:// URL: "", "/" or "/<number>" (redis-py silently uses 0 for
 # any other path, so "redis://host/cache" would share database 0 unnoticed).
 _DB_PATH = re.compile(r"/?|/[0-9]+")
+
+
+def _backend() -> str:
+    """The async library running this code when it is not asyncio (for messages)."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+        else:
+            return "trio"
+    return "this event loop (none of asyncio's is running in this thread)"
 
 
 class RedisUnavailable(ConnectionError):
@@ -113,32 +130,70 @@ class RedisLevel:
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "aieng:cache:",
                  *, socket_timeout: float = 5.0, max_connections: int = 32,
                  client: Redis | None = None) -> None:
+        built = client is None
         if client is None:
             _check_database(url)
-            # Imported when a level is built, not when the plugin loads.
-            from redis.asyncio import BlockingConnectionPool, Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-            from redis.exceptions import ConnectionError as RedisConnectionError
-
-            # A pooled connection the server closed (a restart, a failover, its idle
-            # timeout) fails on its next use; reconnecting once answers the call instead.
-            # Timeouts are not retried: a server that does not answer fails fast.
-            retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-            pool = BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=socket_timeout,
-                socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
-                retry=retry)
-            client = Redis(connection_pool=pool)
+            client = self._build(url, socket_timeout, max_connections)
         self.url = url
         self.prefix = prefix
         self.client = client
         self._closed = False
+        self._owns_client = built
+        self._settings = (socket_timeout, max_connections)
+        # The event loop and process the client's connections belong to (set at first use):
+        # see _open_client.
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._pid = os.getpid()
+
+    @staticmethod
+    def _build(url: str, socket_timeout: float, max_connections: int) -> Redis:
+        # Imported when a level is built, not when the plugin loads.
+        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        # A pooled connection the server closed (a restart, a failover, its idle
+        # timeout) fails on its next use; reconnecting once answers the call instead.
+        # Timeouts are not retried: a server that does not answer fails fast.
+        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=socket_timeout,
+            socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+            retry=retry)
+        return Redis(connection_pool=pool)
+
+    def check_backend(self) -> asyncio.AbstractEventLoop:
+        """The running asyncio loop; a clear error under another event loop.
+
+        :raises RuntimeError: under trio (or no event loop): redis-py's asyncio client
+            runs only on asyncio, and failed deep inside it ("no running event loop").
+        """
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                f"the Redis cache level ({_where(self.url)}) needs asyncio: redis-py's "
+                f"asyncio client does not run under {_backend()}. Run the host program "
+                "with asyncio (anyio.run(main, backend='asyncio')), or use the memory or "
+                "SQLite levels of the cache, which run under trio too") from None
 
     def _open_client(self) -> Redis:
         # redis-py reconnects a closed client on its next call: connections nobody closes.
         if self._closed:
             raise RuntimeError(f"the Redis level at {_where(self.url)} is closed")
+        loop = self.check_backend()
+        known = self._loop() if self._loop is not None else None
+        if known is not loop or self._pid != os.getpid():
+            if self._loop is not None and self._owns_client:
+                # The pool's connections belong to another event loop (a second
+                # asyncio.run: a script, a notebook), which answered "attached to a
+                # different loop" or "Event loop is closed"; or to the parent of this
+                # forked process, whose sockets the two would share, each reading the
+                # other's replies. A new pool here; the old one is left, unclosed (its
+                # loop is not this one), to the garbage collector.
+                self.client = self._build(self.url, *self._settings)
+            self._loop, self._pid = weakref.ref(loop), os.getpid()
         return self.client
 
     def _unavailable(self, exc: BaseException) -> RedisUnavailable:
@@ -296,4 +351,10 @@ class RedisLevel:
         if self._closed:
             return
         self._closed = True
-        await self.client.aclose(close_connection_pool=True)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not asyncio (trio): this level never connected
+        if self._loop is None or (self._loop() is loop and self._pid == os.getpid()):
+            await self.client.aclose(close_connection_pool=True)
+        # else: connections of another loop or of the parent process, not closable here

@@ -78,6 +78,13 @@ def _server(folder: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
             process.stderr.close()
 
 
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """asyncio only: redis-py's asyncio client runs on nothing else (under trio the level
+    refuses to open, as test_redis_host.py checks)."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a redis-server this session started (database 0)."""

@@ -107,8 +107,10 @@ DOCS = [Document(id="a", text="reciprocal rank fusion", metadata={"lang": "en"})
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_index_retrieve_delete_through_the_client() -> None:
-    """Open creates the collection once; index writes uuid5 objects with vectors; retrieve
+    """(Under trio as under asyncio: the client is synchronous, called in worker threads.)
+    Open creates the collection once; index writes uuid5 objects with vectors; retrieve
     sends the mode's request and maps scores; delete removes by id."""
     client = _Client()
     embedder = HashEmbedder(8)
@@ -256,6 +258,7 @@ def _refused_url() -> str:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("where", ["refused", "not weaviate", "grpc closed", "environment"])
 async def test_an_unreachable_server_is_named(where: str,
                                               http_server: Callable[[bytes], str],

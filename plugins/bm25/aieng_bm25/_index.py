@@ -202,6 +202,14 @@ def _stored_text(stored: dict[str, list[Any]], field: str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def _remove_private(folder: str, owner: int) -> None:
+    """Remove a read-only open's private folder, in the process that made it only: a child
+    forked from it (multiprocessing "fork", gunicorn --preload) that closes the index, or
+    exits, must not take it from the parent, still searching through it."""
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _clamp(score: float) -> float:
     # A Hit's score must be a finite float; BM25 sums are, but a boost could overflow.
     score = float(score)
@@ -375,7 +383,7 @@ class BM25Index:
             raise OSError(number, f"the index folder cannot be written ({os.strerror(number)})"
                           f", and no temporary folder to open it read-only from ({exc}): set "
                           "TMPDIR to a writable folder", str(folder)) from exc
-        unlink = weakref.finalize(self, shutil.rmtree, str(private), True)
+        unlink = weakref.finalize(self, _remove_private, str(private), os.getpid())
         try:
             for entry in folder.iterdir():
                 if entry.name in ("meta.json", ".managed.json"):

@@ -63,7 +63,7 @@ class ExactCache:
             if opts.redis:
                 built.append(load_level("redis", url=opts.redis, prefix=opts.redis_prefix))
             if opts.sqlite:
-                built.append(SQLiteLevel(opts.sqlite))
+                built.append(SQLiteLevel(opts.sqlite, max_entries=opts.sqlite_max_entries))
             levels = built
         self.levels: list[Level] = list(levels)
         self.scope = KeyScope(namespace=opts.namespace, template_version=opts.template_version)
@@ -75,7 +75,13 @@ class ExactCache:
 
     @hookimpl
     def aieng_pipeline_open(self, context: PipelineContext) -> None:
-        """Key entries by the pipeline (when ``key_pipeline``) and publish events on it."""
+        """Key entries by the pipeline (when ``key_pipeline``) and publish events on it;
+        a level that runs on one async library only (Redis: asyncio) says so here, at open,
+        through its optional ``check_backend()``."""
+        for level in self.levels:
+            check = getattr(level, "check_backend", None)
+            if check is not None:
+                check()
         self._context = context
         if self.options.key_pipeline:
             self.scope = attrs.evolve(self.scope, pipeline=context.pipeline)

@@ -57,7 +57,11 @@ class Level(Protocol):
         else this method."""
 
     async def aclose(self) -> None:
-        """Release connections and files."""
+        """Release connections and files.
+
+        A level that runs on one async library only may also offer ``check_backend()``
+        (sync): called when the cache's pipeline opens, it raises an error saying so
+        under another one (the Redis level under trio)."""
 
 
 class SQLiteLevel:
@@ -66,12 +70,14 @@ class SQLiteLevel:
 
     :param path: the database file.
     :param threads: worker threads used at once.
+    :param max_entries: most entries of the file (``0``: no bound); a ``put`` past it
+        deletes the oldest (see :class:`~aieng_cache.SQLiteStore`).
     """
 
     name = "sqlite"
 
-    def __init__(self, path: str | Path, *, threads: int = 4) -> None:
-        self.store = SQLiteStore(path)
+    def __init__(self, path: str | Path, *, threads: int = 4, max_entries: int = 0) -> None:
+        self.store = SQLiteStore(path, max_entries=max_entries)
         self._limiter = anyio.CapacityLimiter(threads)
 
     async def _run(self, func: Any, *args: Any) -> Any:

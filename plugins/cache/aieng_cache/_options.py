@@ -69,6 +69,8 @@ class CacheOptions:
     :param max_entries: most entries of the memory level.
     :param max_bytes: most bytes of the memory level (the entries' encoded size).
     :param sqlite: path of a SQLite file level ('' for none).
+    :param sqlite_max_entries: most entries of the SQLite file (``0``: no bound); a store
+        past it deletes the oldest entries (by time stored), expired or not.
     :param redis: URL of a Redis level (``redis://host:port/db``; '' for none; needs the
         ``aieng-redis`` distribution).
     :param redis_prefix: prefix of the Redis keys.
@@ -85,6 +87,7 @@ class CacheOptions:
     max_entries: int = attrs.field(default=10_000, validator=_int_at_least(1))
     max_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_int_at_least(1))
     sqlite: str = attrs.field(default="", validator=_str)
+    sqlite_max_entries: int = attrs.field(default=0, validator=_int_at_least(0))
     redis: str = attrs.field(default="", validator=_str,
                              repr=lambda url: repr(masked_url(url)))
     redis_prefix: str = attrs.field(default="aieng:cache:", validator=_str)

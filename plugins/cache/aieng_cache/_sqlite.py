@@ -11,6 +11,7 @@ that ever lived (anyio retires idle workers, and their connections would pile up
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import threading
 from collections.abc import Generator, Iterator
@@ -37,9 +38,11 @@ log = structlog.get_logger(__name__)
 
 #: The layout this module writes and the newest it reads (``PRAGMA user_version``). A file
 #: written before the marker reads 0: the same layout, less the ``scope`` column (added
-#: when it opens). An index added later (``entries_created``: the semantic cache's load in
-#: order of storage, without sorting the table) needs no new version: an older version
-#: reads and writes the file as before, and SQLite keeps the index up to date for it.
+#: when it opens). An index added later (``entries_created_key``: the semantic cache's load
+#: in order of storage, ties by key, and the ``max_entries`` bound, without sorting the
+#: table; it replaced ``entries_created``, which an older version adds back) needs no new
+#: version: an older version reads and writes the file as before, and SQLite keeps the
+#: index up to date for it.
 VERSION = 1
 
 _SCHEMA = """
@@ -54,7 +57,8 @@ CREATE TABLE IF NOT EXISTS entries (
     scope    TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires);
-CREATE INDEX IF NOT EXISTS entries_created ON entries (created);
+CREATE INDEX IF NOT EXISTS entries_created_key ON entries (created, key);
+DROP INDEX IF EXISTS entries_created;
 """
 
 
@@ -93,6 +97,9 @@ class SQLiteStore:
     :param path: the database file; ``":memory:"`` for a database in memory, one for the
         whole store (its calls then take turns on one connection).
     :param busy_timeout: seconds a writer waits for another writer's lock.
+    :param max_entries: most entries the file holds (``0``: no bound): a ``put`` that goes
+        over deletes the oldest (by time stored; of two stored at the same time, the
+        smaller key), expired or not.
 
     A file this process cannot write (a read-only mount, a file of another owner) opens
     for reading: lookups are served, and what would write (``put``, ``delete``, ``clear``,
@@ -101,7 +108,13 @@ class SQLiteStore:
     user_version`` over :data:`VERSION`) is refused, left as it is.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0,
+                 max_entries: int = 0) -> None:
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) \
+                or max_entries < 0:
+            raise ValueError(f"max_entries must be an integer of at least 0 (0: no bound), "
+                             f"got {max_entries!r}")
+        self.max_entries = max_entries
         self.in_memory = str(path) == ":memory:"
         self.path = Path(path) if self.in_memory else Path(path).expanduser()
         self.busy_timeout = busy_timeout
@@ -111,6 +124,10 @@ class SQLiteStore:
         self._turn: AbstractContextManager[object] = (
             threading.Lock() if self.in_memory else nullcontext())
         self._idle: list[sqlite3.Connection] = []
+        # The process whose connections these are: a forked child opens its own (see
+        # _forked).
+        self._pid = os.getpid()
+        self._inherited: list[sqlite3.Connection] = []
         self._closed = False
         self._ready = False
         #: Whether the file opened for reading only (see the class).
@@ -176,6 +193,8 @@ class SQLiteStore:
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
+        if self._pid != os.getpid():
+            self._forked()
         with self._turn, self._borrowed() as conn:
             try:
                 yield conn
@@ -189,6 +208,25 @@ class SQLiteStore:
                 else:
                     message = f"cache database {self.path}: {exc}"
                 raise sqlite_error(exc, message) from exc
+
+    def _forked(self) -> None:
+        """In a process forked from the one that opened the connections (multiprocessing
+        "fork", gunicorn --preload): forget the parent's connections and locks.
+
+        SQLite forbids using a connection across ``fork`` (its file locks belong to the
+        parent: the child would write under locks it does not hold). The child opens
+        connections of its own on next use. The parent's are set aside, not closed (as
+        SQLAlchemy's ``dispose(close=False)``): closing one would run SQLite's close (a
+        WAL checkpoint) on the parent's handles. A lock another thread held at the fork is never released in the
+        child: new ones. A database in memory is the child's copy: kept.
+        """
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        if self.in_memory:
+            self._turn = threading.Lock()
+            return
+        self._inherited.extend(self._idle)
+        self._idle = []
 
     @contextmanager
     def _borrowed(self) -> Iterator[sqlite3.Connection]:
@@ -257,6 +295,15 @@ class SQLiteStore:
                 "expires, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, value, kind, tag, vector, now,
                  None if math.isinf(expires_at) else expires_at, scope))
+            if self.max_entries:
+                # The newest max_entries, in the order loads read them (each_live), stay:
+                # the first entry past them (a walk of the entries_created_key index, no
+                # sort), then every entry from it on, down the same index.
+                cut = conn.execute(
+                    "SELECT created, key FROM entries ORDER BY created DESC, key DESC "
+                    "LIMIT 1 OFFSET ?", (self.max_entries,)).fetchone()
+                if cut is not None:
+                    conn.execute("DELETE FROM entries WHERE (created, key) <= (?, ?)", cut)
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; returns whether it was there."""
@@ -312,7 +359,8 @@ class SQLiteStore:
         return purged
 
     def live(self, now: float, *, limit: int, scope: str | None = None) -> list[Row]:
-        """Live entries, newest first, at most ``limit``; with ``scope``, only the entries
+        """Live entries, newest first (of entries stored at the same time, the greater key
+        first), at most ``limit``; with ``scope``, only the entries
         stored with that scope (and those stored without one)."""
         with closing(self.each_live(now, limit=limit, scope=scope)) as rows:
             return list(rows)
@@ -331,7 +379,9 @@ class SQLiteStore:
                 params += (scope,)
             cursor = conn.execute(
                 "SELECT key, value, kind, tag, vector, created, expires FROM entries "
-                f"WHERE {where} ORDER BY created DESC LIMIT ?", (*params, limit))
+                # key: of two entries stored at the same time (one clock tick), the one
+                # loaded at the limit does not depend on which was written first.
+                f"WHERE {where} ORDER BY created DESC, key DESC LIMIT ?", (*params, limit))
             try:
                 for found in cursor:
                     yield _row(found)

@@ -146,6 +146,9 @@ class VectorStore:
         # in step with every write (None: not built, nothing to keep).
         self._filter_index: FilterIndex | None = None
         self._folder: Folder | None = None
+        # The process that took the folder's lock: a child forked from it shares that
+        # lock (flock: one per open file), so it must not write (see _check_writable).
+        self._pid = os.getpid()
         self._generation = 0
         self._snapshot_bytes = 0
         # After a snapshot a write started failed: the journal size from which the next
@@ -233,6 +236,14 @@ class VectorStore:
 
     def _check_writable(self) -> None:
         folder = self._folder
+        if folder is not None and self._forked():
+            raise RuntimeError(
+                f"the vectors index at {folder.root} was opened for writing by process "
+                f"{self._pid}, and this process ({os.getpid()}) was forked from it: the "
+                "folder's one writer is the parent, and two processes appending to its "
+                "journal would corrupt it; nothing was written. Searches here see the index "
+                "as of the fork. Open the index after the fork (read_only = true in serving "
+                "workers) to index from this process")
         if folder is None or not folder.read_only:
             return
         number = folder.read_only
@@ -542,6 +553,12 @@ class VectorStore:
                 folder.unlock()
                 raise
             self._folder = folder
+            self._pid = os.getpid()
+
+    def _forked(self) -> bool:
+        """Whether this process was forked from the writer that opened the folder."""
+        folder = self._folder
+        return folder is not None and not folder.read_only and self._pid != os.getpid()
 
     def _load(self, folder: Folder) -> None:
         manifest = folder.manifest()
@@ -599,8 +616,10 @@ class VectorStore:
         with self.lock:
             self._catch_up(len(self._waiting))
             folder = self._folder
-            if folder is None or folder.read_only:
-                return  # (read-only: a journal stays as it is, read again at each open)
+            if folder is None or folder.read_only or self._forked():
+                # (read-only: a journal stays as it is, read again at each open; a forked
+                # child: the parent's files are the parent's to write)
+                return
             if folder.journal_bytes == 0 and (folder.root / "index.json").exists():
                 return
             if self.dim == 0:
