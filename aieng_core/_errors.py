@@ -3,6 +3,7 @@ how concurrent impls' failures surface as one of them."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -17,11 +18,47 @@ __all__ = [
     "UnknownComponentError",
     "concurrently",
     "first_hook_error",
+    "reduce_error",
 ]
 
 
+def _rebuilt(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+             ) -> BaseException:
+    """An error as :func:`reduce_error` pickled it: its ``args`` and attributes set back,
+    its ``__init__`` not called (it may take keyword-only arguments)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+def _portable(value: Any) -> Any:
+    """An attribute as it can cross to another process: an exception that does not pickle
+    (a plugin's, holding a connection or taking keyword-only arguments) as a
+    ``RuntimeError`` with its type's name and its text."""
+    if not isinstance(value, BaseException):
+        return value
+    try:
+        pickle.loads(pickle.dumps(value))
+    except Exception:  # noqa: BLE001 - whatever pickling raises, the text still travels
+        return RuntimeError(f"{type(value).__qualname__}: {value}")
+    return value
+
+
+def reduce_error(error: BaseException) -> tuple[Any, ...]:
+    """``__reduce__`` of an error whose ``__init__`` does not take its ``args`` back: the
+    default pickling calls ``cls(*args)``, which fails for keyword-only parameters
+    (``HookError``) or rebuilds a different text (``ConfigError``). A host sends errors
+    to and from worker processes (``multiprocessing``, ``concurrent.futures``)."""
+    state = {key: _portable(value) for key, value in vars(error).items()}
+    return _rebuilt, (type(error), error.args, state)
+
+
 class AiengError(Exception):
-    """Base of every error the kernel raises."""
+    """Base of every error the kernel raises; every one pickles, attributes included."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return reduce_error(self)
 
 
 class HookError(AiengError):

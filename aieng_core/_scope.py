@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 
 import attrs
-
 from aieng_hookspecs.types import Event
 
-__all__ = ["CURRENT_RUN", "RunScope"]
+__all__ = ["CURRENT_RUN", "RunIds", "RunScope"]
 
 
 @attrs.define
@@ -46,3 +48,23 @@ class RunScope:
 
 
 CURRENT_RUN: ContextVar[RunScope | None] = ContextVar("aieng_current_run", default=None)
+
+
+class RunIds:
+    """A pipeline's run ids: a random prefix plus a counter (unique, and cheaper than uuid4).
+
+    The prefix is the process's: a child forked from the process that built the pipeline
+    (a pool's workers, gunicorn ``--preload``) draws its own, so that two workers' runs
+    never share an id (their feedback, traces and logs are joined by it).
+    """
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._prefix = ""
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        if self._pid != os.getpid():
+            self._pid, self._prefix = os.getpid(), uuid.uuid4().hex[:10]
+            self._counter = itertools.count(1)
+        return f"{self._prefix}-{next(self._counter):x}"

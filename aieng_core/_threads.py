@@ -55,14 +55,16 @@ async def run_in_worker(call: Callable[[], Any],
     def release() -> None:
         limiter.release_on_behalf_of(borrower)
 
-    def work() -> Any:
+    def work() -> list[Any]:
         nonlocal state
         with lock:
             if state == "given up":  # the caller left before the thread took the call
-                return None
+                return [None]
             state = "running"
         try:
-            return call()
+            # Boxed: trio refuses a coroutine returned from a thread ("expected a sync
+            # function"), and an impl may return one for the part that awaits.
+            return [call()]
         finally:
             with lock:
                 late, state = state == "abandoned", "ended"
@@ -74,8 +76,9 @@ async def run_in_worker(call: Callable[[], Any],
 
     try:
         # The token above bounds the threads; this limiter only satisfies run_sync's.
-        return await anyio.to_thread.run_sync(work, limiter=anyio.CapacityLimiter(1),
-                                              abandon_on_cancel=True)
+        boxed = await anyio.to_thread.run_sync(work, limiter=anyio.CapacityLimiter(1),
+                                               abandon_on_cancel=True)
+        return boxed[0]
     finally:
         with lock:
             if state == "pending":

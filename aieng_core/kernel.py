@@ -6,6 +6,7 @@ import contextlib
 import importlib.metadata as metadata
 import math
 import os
+import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ class Kernel:
         self._embedder: Pipeline | None = None
         self._embedder_lock = anyio.Lock()
         self._loaded = False
+        self._home: tuple[int, int] = (0, 0)  # (process, thread) the kernel runs in
         #: seconds subscribers get to drain their queues when the kernel exits.
         self.drain_timeout = 5.0
 
@@ -102,13 +104,45 @@ class Kernel:
         """The limiter of worker threads (created when the kernel starts)."""
         return self._limiter
 
+    def _check_caller(self) -> None:
+        """Refuse a call from where the running kernel does not live: a process forked from
+        the one it runs in, or another thread's event loop (its locks, events and streams
+        belong to its own loop: a waiter elsewhere is never woken, or fails deep inside).
+
+        :raises RuntimeError: saying what to do instead.
+        """
+        if self._task_group is None:
+            return
+        process, thread = self._home
+        if os.getpid() != process:
+            raise RuntimeError(
+                f"this kernel was started in process {process} and this is a child forked "
+                f"from it ({os.getpid()}): a running kernel (its event loop, threads and "
+                "connections) does not survive a fork; create the Kernel and its pipelines "
+                "in the child (a pool's initializer), or use the 'spawn' or 'forkserver' "
+                "start method")
+        if threading.get_ident() != thread:
+            raise RuntimeError(
+                "this kernel runs in another thread's event loop, and its pipelines belong "
+                "to that loop: call them there (anyio.from_thread.run from a thread it "
+                "started, or a blocking portal), or use a kernel of this loop's own")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("a Kernel cannot be pickled: create one in the other process (from "
+                        "the same env and pipeline configs, which pickle)")
+
     async def __aenter__(self) -> Kernel:
+        self._check_caller()  # entered again in a forked child: say why it cannot
         if self._task_group is not None:
             # A second entry would replace the task group and the bus's while the first
             # still runs, and leave that group never exited.
             raise RuntimeError("this kernel is already running: enter 'async with kernel' "
                                "once at a time (entering it again after it exits is fine)")
         self.load()
+        self._home = (os.getpid(), threading.get_ident())
+        # Of this entry's loop: one made in an earlier loop (a Kernel() made inside a first
+        # asyncio.run) fails deep inside on trio ("no running event loop").
+        self._embedder_lock = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(self._workers)
         group = self._task_group = anyio.create_task_group()
         await group.__aenter__()

@@ -104,8 +104,17 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
         # NO_COLOR (https://no-color.org): any value but "" turns colours off.
         else structlog.dev.ConsoleRenderer(colors=not os.environ.get("NO_COLOR"))
     )
+    wrapper = structlog.make_filtering_bound_logger(logging.NOTSET if default else number)
+    # A class of its own (structlog caches one per level): a host's NOTSET one is not it.
+    wrapper = type("DefaultBoundLogger", (wrapper,), {})
+
     def below(logger: object, method: str, event: structlog.typing.EventDict
               ) -> structlog.typing.EventDict:
+        # A host that sets its own level after the kernel's set-up
+        # (``structlog.configure(wrapper_class=make_filtering_bound_logger(INFO))`` keeps
+        # the processors) chose its level: this filter steps aside, not to drop its lines.
+        if structlog.get_config()["wrapper_class"] is not wrapper:
+            return event
         if logging.getLevelNamesMapping().get(method.upper(), logging.CRITICAL) < number:
             raise structlog.DropEvent
         return event
@@ -122,8 +131,7 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
             *([] if json else [escape_controls]),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET if default
-                                                            else number),
+        wrapper_class=wrapper,
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .._errors import reduce_error
 from ._result import AgentResult
 
 if TYPE_CHECKING:
@@ -26,6 +27,10 @@ class AgentClosedError(RuntimeError):
     def __init__(self, result: AgentResult) -> None:
         super().__init__(result.reason)
         self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default would call AgentClosedError(reason): a text where a result belongs.
+        return reduce_error(self)
 
     @property
     def pipeline(self) -> str:

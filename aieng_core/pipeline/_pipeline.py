@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +23,7 @@ from aieng_hookspecs.types import (
 )
 
 from .._errors import ConfigError, HookError, UnknownComponentError
-from .._scope import CURRENT_RUN, RunScope
+from .._scope import CURRENT_RUN, RunIds, RunScope
 from ..dispatch import Dispatcher, StagePolicy
 from ..registry import PluginInfo
 from ._context import ComponentContext
@@ -105,9 +103,7 @@ class Pipeline:
         self.default_policy = self._index_policy
         self._writes: dict[str, Any] = {"stage": "index", "policy": self._index_policy,
                                         "check": COUNT, "all_failed_raises": True}
-        # Run ids: a random prefix per pipeline plus a counter: unique, and cheaper than uuid4.
-        self._run_prefix = uuid.uuid4().hex[:10]
-        self._run_counter = itertools.count(1)
+        self._run_ids = RunIds()
         self.backends = tuple(
             name for name in self.components
             if self._implements(name, *STAGE_HOOKS["generate"]))
@@ -218,8 +214,9 @@ class Pipeline:
         if not self._ready:
             await self.open()
         request = as_request(input)
-        if run_id is None:
-            run_id = f"{self._run_prefix}-{next(self._run_counter):x}"
+        # A run in a cancelled scope (the host's deadline passed) is no run: no RunStarted.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        run_id = self._run_ids.next() if run_id is None else run_id
         scope = RunScope(run_id, self.name, self.kernel.publish,  # within a run: its step
                          parent=getattr(CURRENT_RUN.get(), "run_id", ""), source=self)
         token = CURRENT_RUN.set(scope)
@@ -235,6 +232,7 @@ class Pipeline:
             scope.end()
 
     def _using(self) -> AbstractContextManager[None]:
+        self.kernel._check_caller()  # a forked child, another thread's loop: refused
         if self._closed:
             raise RuntimeError(f"pipeline {self.name!r} is closed")
         return self._in_use.held()
@@ -429,6 +427,7 @@ class Pipeline:
 
         :raises HookError: naming the component whose opening failed.
         """
+        self.kernel._check_caller()
         if self._closed:
             raise RuntimeError(f"pipeline {self.name!r} is closed")
         async with self._open_lock:
@@ -490,5 +489,9 @@ class Pipeline:
     def to_dict(self) -> dict[str, Any]:
         """The pipeline's configuration as a plain dict."""
         return self.config.to_dict()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("a Pipeline cannot be pickled: send its config (pipeline.config "
+                        "pickles) and build it on a kernel in the other process")
 
 
