@@ -439,6 +439,7 @@ LONG = Document("guide", " ".join(f"word{i}" for i in range(40)) + " quokka", ti
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_pipeline_index_chunks_with_the_first_chunker(
     aieng_kernel: Kernel, register_plugin: Register
 ) -> None:
@@ -465,6 +466,7 @@ async def test_pipeline_index_chunks_with_the_first_chunker(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_semantic_chunker_embeds_through_the_pipeline(
     aieng_kernel: Kernel, register_plugin: Register, hash_embed_plugin: Any
 ) -> None:

@@ -78,6 +78,7 @@ def test_not_a_tokenizer_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_pipeline_counts_in_a_worker_thread(aieng_kernel: Kernel,
                                                   tokenizer_dir: Path) -> None:
     """In a pipeline the tokenizer loads when the pipeline opens and the build runs

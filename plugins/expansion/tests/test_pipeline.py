@@ -28,6 +28,7 @@ CORPUS = [
 ]
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_multi_query_finds_what_the_query_words_miss(
     aieng_kernel: Kernel, captured_events: EventCapture
 ) -> None:
@@ -50,6 +51,7 @@ async def test_multi_query_finds_what_the_query_words_miss(
     assert [e.component for e in calls] == ["llm"]
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_hyde_retrieves_with_the_hypothetical_passage(aieng_kernel: Kernel) -> None:
     """HyDE's passage is searched like a query; the user's query still ranks its own run."""
     backend = ScriptedBackend(["Spaghetti are noodles: boil them in salted water."])

@@ -195,11 +195,42 @@ _ASSIGNED = re.compile(
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_=-]{24,}(?![A-Za-z0-9+/_=-])", _A)
 
 
+# Characters RFC 5322 allows in a local part that delimit a URL's path and query (and a
+# log line's ``key=value``): an address after one of them is the address, not the URL.
+_URL_DELIMITERS = "/?#&="
+# The password of a URL's userinfo (``scheme://user:password@host``): a secret whatever it
+# looks like. Taken up to the last ``@`` before the host, as URL parsers read it.
+_URL_PASSWORD = re.compile(
+    r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:\x00]*:([^\s/?#\x00]+)@"
+    r"(?=[^\s/?#@\x00])")
+# A placeholder left by an earlier redaction (``_redact.PLACEHOLDER``): redacting again
+# leaves it as it is.
+_PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*_[0-9]+>")
+
+
 def _emails(text: str) -> Iterator[Detection]:
+    """The addresses in ``text``. A match whose local part holds a URL delimiter (an
+    address in a URL's path or query, ``https://x.org/u/a@b.com``, or after ``email=``)
+    is cut after the last one: the address is personal data, the URL before it is not.
+    A local part made of delimiters alone (``/@x.org``, RFC-valid) is kept whole."""
     if "@" not in text:
         return
     for match in (_EMAIL_ASCII if text.isascii() else _EMAIL).finditer(text):
-        yield Detection("email", match.start(), match.end(), match.group())
+        start, value = match.start(), match.group()
+        local = value[:value.rindex("@")]
+        cut = max(local.rfind(c) for c in _URL_DELIMITERS) + 1
+        if 0 < cut < len(local):
+            start, value = start + cut, value[cut:]
+        yield Detection("email", start, match.end(), value)
+
+
+def _url_passwords(text: str) -> Iterator[Detection]:
+    if "://" not in text:
+        return
+    for match in _URL_PASSWORD.finditer(text):
+        if _PLACEHOLDER.fullmatch(match.group(1)):
+            continue
+        yield Detection("secret", match.start(1), match.end(1), match.group(1))
 
 
 def _cards(text: str) -> Iterator[Detection]:
@@ -431,11 +462,18 @@ def _find_all(text: str, wanted: set[str], min_entropy: float) -> list[Detection
     starts: list[int] = []
     ends: list[int] = []
     masked = text
-    for kind in KINDS:
-        if kind not in wanted:
-            continue
-        found = (_secrets(masked, min_entropy) if kind == "secret"
-                 else _DETECTORS[kind](masked))
+    # A URL's password first: the e-mail detector would otherwise read ``password@host``
+    # as an address (a host that is an IP address would leave the password in clear).
+    steps = (["url_password"] if "secret" in wanted else []) + \
+        [kind for kind in KINDS if kind in wanted]
+    for kind in steps:
+        found: Iterable[Detection]
+        if kind == "url_password":
+            found = _url_passwords(masked)
+        elif kind == "secret":
+            found = _secrets(masked, min_entropy)
+        else:
+            found = _DETECTORS[kind](masked)
         added: list[tuple[int, int]] = []
         for detection in found:
             start, end = detection.start, detection.end

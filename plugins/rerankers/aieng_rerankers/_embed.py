@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -38,34 +39,40 @@ def _digest(text: str) -> bytes:
 class VectorCache:
     """A least-recently-used map of unit vectors, holding at most ``size`` of them.
 
-    Only synchronous methods: under one event loop no other task runs in the middle of
-    one, so concurrent reranks share it safely.
+    Thread-safe: a host may share one reranker between event loops in several threads
+    (one ``asyncio.run`` per thread), and a lookup racing an eviction in another thread
+    must not fail (``move_to_end`` of a key just dropped raises ``KeyError``).
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._rows: OrderedDict[_Key, Matrix] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._rows)
+        with self._lock:
+            return len(self._rows)
 
     def get(self, key: _Key) -> Matrix | None:
         """The vector kept under ``key`` (now the most recently used), or ``None``."""
-        row = self._rows.get(key)
-        if row is not None:
-            self._rows.move_to_end(key)
-        return row
+        with self._lock:
+            row = self._rows.get(key)
+            if row is not None:
+                self._rows.move_to_end(key)
+            return row
 
     def put(self, key: _Key, row: Matrix) -> None:
         """Keep ``row`` under ``key``, dropping the least recently used past ``size``."""
-        self._rows[key] = row
-        self._rows.move_to_end(key)
-        while len(self._rows) > self.size:
-            self._rows.popitem(last=False)
+        with self._lock:
+            self._rows[key] = row
+            self._rows.move_to_end(key)
+            while len(self._rows) > self.size:
+                self._rows.popitem(last=False)
 
     def clear(self) -> None:
         """Drop every vector."""
-        self._rows.clear()
+        with self._lock:
+            self._rows.clear()
 
 
 def _unit(vectors: Any, count: int) -> Matrix:

