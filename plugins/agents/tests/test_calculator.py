@@ -314,3 +314,12 @@ def test_thousands_separators_and_percentages_are_refused_saying_why(
     are refused with a message saying what to write; ``nan`` and ``inf`` are no numbers."""
     with pytest.raises(CalculationError, match=reason):
         calculate(expression)
+
+
+class TestCalculatorConformanceOnTrio(TestCalculatorConformance):
+    """The calculator's suite again under trio (a host's ``anyio.run(main,
+    backend="trio")``)."""
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "trio"

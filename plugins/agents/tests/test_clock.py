@@ -104,3 +104,11 @@ def test_summer_time_transitions_keep_the_right_offset(utc: datetime, local: str
     content, is_error = call(ClockTool(clock=lambda: utc), timezone="Europe/Paris")
     assert not is_error and content.startswith(local)
     assert datetime.fromisoformat(content.split(" ")[0]) == utc
+
+
+class TestClockConformanceOnTrio(TestClockConformance):
+    """The clock's suite again under trio."""
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "trio"

@@ -142,3 +142,20 @@ class TestSearchTool(ToolSuite):
     @pytest.fixture
     def tool_examples(self) -> dict[str, dict[str, object]]:
         return {"search": {"query": "how do plugins register components?"}}
+
+
+class TestLongMemoryFileOnTrio(TestLongMemoryFile):
+    """The file-backed memory's suite again under trio (a host's ``anyio.run(main,
+    backend="trio")``): its worker threads are trio's, its file closed all the same."""
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "trio"
+
+
+class TestSearchToolOnTrio(TestSearchTool):
+    """The ``search`` tool's suite again under trio."""
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "trio"

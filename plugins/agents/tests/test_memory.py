@@ -131,6 +131,7 @@ async def test_namespaces_keep_users_apart() -> None:
     assert items[0].metadata == {"namespace": "ann", "topic": "x"}
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_a_file_persists_across_reopening(tmp_path: Path) -> None:
     """Items kept in a file are recalled by a new instance; the file is in WAL mode."""
     path = str(tmp_path / "memory.sqlite")

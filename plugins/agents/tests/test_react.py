@@ -47,6 +47,7 @@ async def step(kernel: Kernel, replies: list[str], agent: AgentState,
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_an_action_becomes_a_tool_call(aieng_kernel: Kernel) -> None:
     """``Action`` / ``Action Input`` become one tool call with a fresh id and the thought
     as the action's text; a made-up ``Observation`` after it is ignored."""

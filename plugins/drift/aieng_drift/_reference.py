@@ -51,6 +51,12 @@ class ReferenceFileError(ValueError):
     def __init__(self, path: Path, problem: str) -> None:
         super().__init__(f"drift reference file {str(path)!r}: {problem}")
         self.path = path
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[ReferenceFileError], tuple[Path, str]]:
+        # The constructor's arguments, not the message: pickle (a worker process sending
+        # the error back to its host) calls the class with these.
+        return type(self), (self.path, self.problem)
 
 
 @attrs.frozen

@@ -77,6 +77,7 @@ async def test_a_failed_batch_is_embedded_later_in_order(aieng_kernel: Kernel) -
     assert all(len(batch) <= 2 for batch in embedder.batches)  # embed_batch per call
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_a_cancelled_flush_keeps_its_batch(aieng_kernel: Kernel) -> None:
     drift, embedder = component(reference_size=8), Flaky()
     pipeline = aieng_kernel.compose({"drift": drift, "embed": embedder,

@@ -37,6 +37,7 @@ def drift(**values: Any) -> DriftComponent:
 
 
 @pytest.mark.parametrize(("mean_words", "fires"), [(6.0, False), (14.0, True)])
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_drift_through_the_bus(aieng_kernel: Kernel, captured_events: EventCapture,
                                      mean_words: float, fires: bool) -> None:
     """100 reference requests, then 100 more: longer ones publish one ``drift.detected``

@@ -82,6 +82,11 @@ _SUPPORT_LABEL = re.compile(r"^\W*supported\b[\"']?\**\s*+(?:\([^()\n]{0,20}\)\s
 _BOTH_YES_NO = re.compile(r"[\s*\"']*+(?:(?:/|&|\band\b|\bor\b)\s*+(?:yes|no|true|false)\b"
                           r"|,\s*+(?:(?:and|or)\s++)?+(?:yes|no|true|false)\b"
                           r"(?![ \t]*+[^\W\d_]))", re.IGNORECASE)
+# A bare verdict alone in the next sentence or line (``Yes. No.``, ``Yes.\nNo``): with the
+# first, two verdicts and no label saying which is final. Not one before a word on its
+# line (``Yes. No passage contradicts it``: the determiner).
+_NEXT_YES_NO = re.compile(r"[ \t*\"']*+(?:[.!;]|\n)[.!;\s*\"']*+(yes|no|true|false)\b"
+                          r"(?![ \t]*+[^\W\d_])", re.IGNORECASE)
 # What makes a winner match name both answers: ``Winner: A or B``, ``A/B``, ``A and B``.
 _BOTH = re.compile(r"\**\s*(?:/|\bor\b|\band\b|&)\s*(?:answer\s+|output\s+|response\s+)?"
                    r"\(?(?:A|B)\b", re.IGNORECASE)
@@ -372,7 +377,8 @@ def parse_support(text: str) -> tuple[bool, str]:
     scores and winners), else an answer starting with yes / no.
 
     :raises JudgeParseError: no yes / no found, a labelled value that is neither
-        (``Supported: partially``), or both at once (``yes and no``, ``yes/no``).
+        (``Supported: partially``), or both at once (``yes and no``, ``yes/no``, or
+        unlabelled one sentence after the other: ``Yes. No.``).
     """
     def read(lowered: dict[str, Any]) -> tuple[bool, str] | None:
         if "supported" not in lowered:
@@ -399,4 +405,10 @@ def parse_support(text: str) -> tuple[bool, str]:
     if _BOTH_YES_NO.match(text, match.end(1)):
         raise JudgeParseError('the verdict says both yes and no: answer one of "yes" or '
                               f'"no"; got {_excerpt(text[match.start():])!r}')
-    return _SUPPORT[" ".join(match.group(1).lower().split())], text.strip()
+    verdict = _SUPPORT[" ".join(match.group(1).lower().split())]
+    following = None if labelled else _NEXT_YES_NO.match(text, match.end(1))
+    if following is not None and _SUPPORT[following.group(1).lower()] is not verdict:
+        raise JudgeParseError('the answer gives both yes and no, neither labelled as the '
+                              'verdict: answer one of "yes" or "no" (or "Supported: no"); '
+                              f'got {_excerpt(text[match.start():])!r}')
+    return verdict, text.strip()

@@ -117,6 +117,7 @@ async def test_members_from_python() -> None:
         EnsembleJudge(members=[])
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_blocking_members_run_off_the_event_loop() -> None:
     """A member whose ``aieng_judge`` is ``@blocking`` runs in a worker thread (as the
     dispatcher would run it); a plain one runs inline."""

@@ -95,6 +95,7 @@ def pipeline_config(url: str, judge: dict[str, Any]) -> dict[str, Any]:
                            "grader": judge}}
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_rubric_over_http_with_retry(aieng_kernel: Kernel, register_plugin: Register,
                                            judge_server: tuple[JudgeServer, str]) -> None:
     """A prose reply then a fenced JSON one: the rubric judge retries over HTTP with the

@@ -96,3 +96,32 @@ def test_a_mixed_number_is_no_whole_score(text: str) -> None:
 def test_a_whole_score_before_other_numbers_still_reads(text: str, score: int) -> None:
     """A fraction in a parenthesis or on the next line is not part of the score."""
     assert parse_score(text, 1, 5)[0] == score
+
+
+@pytest.mark.parametrize("text", [
+    "Yes. No.",
+    "No. Yes.",
+    "Yes.\nNo",
+    "**Yes**.\n\n**No**",
+    "yes; no",
+    "True! False.",
+    "No.\nYes, the passage gives 1990.",
+])
+def test_unlabelled_yes_then_no_is_no_verdict(text: str) -> None:
+    """Two bare verdicts one sentence (or line) after the other, neither labelled, are a
+    parse error fed back on the retry (``Yes. No.`` was read as its first word)."""
+    with pytest.raises(JudgeParseError, match="both yes and no"):
+        parse_support(text)
+
+
+@pytest.mark.parametrize(("text", "supported"), [
+    ("Yes. No passage contradicts it.", True),
+    ("Yes. Yes.", True),
+    ("No.\nNo contradiction would change that.", False),
+    ("Yes. Looking again: Supported: no", False),
+])
+def test_a_second_sentence_that_is_no_opposite_verdict_still_reads(
+        text: str, supported: bool) -> None:
+    """"No" before a word is the determiner, the same verdict twice is one, and a labelled
+    verdict after it is the final word."""
+    assert parse_support(text)[0] is supported

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 from aieng_hookspecs.types import Completion, TokenLogprob
@@ -85,7 +86,12 @@ def mean_nll(logprobs: Sequence[TokenLogprob] | Sequence[float]) -> float:
     if not values:
         raise ValueError("perplexity needs at least one token log-probability")
     # Each value divided first: a sum of huge log-probabilities would overflow fsum.
-    return -math.fsum(value / len(values) for value in values)
+    try:
+        return -math.fsum(value / len(values) for value in values)
+    except OverflowError:  # the divided values' partial sums past a float's range still
+        # (three of -1.8e308 / 3 each rounded up): exactly, as fractions; the mean of
+        # finite values is within their range.
+        return -float(sum((Fraction(value) for value in values), Fraction(0)) / len(values))
 
 
 def _utf8_size(text: str) -> int:

@@ -5,6 +5,7 @@ byte, cosine and greedy matching."""
 from __future__ import annotations
 
 import math
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -199,6 +200,17 @@ def test_perplexity_and_bpb_definitions(logprobs: list[TokenLogprob]) -> None:
         # Divided before summing, as the function does: NLL / ln 2 alone can overflow.
         expected = -math.fsum(lp.logprob / size for lp in logprobs) / math.log(2)
         assert bits_per_byte(logprobs) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_the_largest_log_probabilities_average_exactly() -> None:
+    """Three log-probabilities of -1.8e308 (the float limit): their mean NLL is 1.8e308,
+    not an OverflowError from fsum (each divided by 3 and rounded up, the three add up
+    past the limit), and the perplexity is inf."""
+    logprobs = [TokenLogprob("", -sys.float_info.max)] * 3
+    assert mean_nll(logprobs) == sys.float_info.max
+    assert perplexity(logprobs) == math.inf
+    assert mean_nll([-sys.float_info.max, -sys.float_info.max, 0.0]) == pytest.approx(
+        sys.float_info.max / 3 * 2)
 
 
 def test_huge_log_probabilities_do_not_overflow() -> None:

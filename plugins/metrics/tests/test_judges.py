@@ -316,6 +316,7 @@ report = "prf"
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_judges_in_a_toml_pipeline(aieng_kernel: Kernel, register_plugin: Register,
                                          tmp_path: Path) -> None:
     """The plugin module registers its judges; a TOML pipeline using them by name with

@@ -39,6 +39,7 @@ async def one(code: str, test: str, limits: SandboxLimits) -> tuple[str, str]:
     return result.status, result.message
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_passing_failing_and_broken_code(limits: SandboxLimits) -> None:
     """Passing asserts pass; a failing assert fails, quoting the test line; a syntax error
     and a runtime error are errors naming their exception."""
@@ -52,6 +53,7 @@ async def test_passing_failing_and_broken_code(limits: SandboxLimits) -> None:
     assert status == "error" and "SyntaxError" in message
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_infinite_loop_is_killed(limits: SandboxLimits) -> None:
     """A loop that never ends is a timeout: the whole process group is killed at the wall
     limit, a child process it started included, and its directory removed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sqlite3
 import threading
@@ -30,7 +31,7 @@ from aieng_hookspecs.types import Feedback
 
 from ._options import FeedbackOptions
 
-__all__ = ["FeedbackRow", "FeedbackStore"]
+__all__ = ["FEEDBACK_ID", "FeedbackRow", "FeedbackStore", "InvalidFeedback"]
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +61,21 @@ _MAX_LIMIT = 2**63 - 1
 _PRUNE_BATCH = 10_000
 #: Seconds between the prunings ``retention_days`` makes as signals are recorded.
 _PRUNE_EVERY_S = 3600.0
+#: Connections a forked child inherited from its parent: never used (SQLite forbids carrying
+#: a connection across fork()) nor closed (that could end the parent's WAL) by the child.
+_INHERITED: list[sqlite3.Connection] = []
+#: The metadata key of a client's id for one signal: a signal sent again with the same run,
+#: kind and id (a retried POST) is stored once.
+FEEDBACK_ID = "feedback_id"
+_MAX_ID_CHARS = 200
+
+
+class InvalidFeedback(ValueError):
+    """A signal the store refuses (a value outside its kind's range, a malformed
+    ``feedback_id``): the sender's to fix. ``status`` is 422 for an HTTP front (the
+    gateway answers a sink's error carrying a client-fault status with that status)."""
+
+    status = 422
 
 
 def _utf8(text: str) -> str:
@@ -112,6 +128,20 @@ class FeedbackStore:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._pruned_at: float | None = None  # time.monotonic() of the last pruning
+        self._pid = os.getpid()
+
+    def _forked(self) -> None:
+        """In a child forked from the process that opened the file (multiprocessing's
+        "fork", a server's workers forked after a preload): a lock of its own (another
+        thread may have held the parent's at the fork, and none will release it here) and
+        a connection of its own, opened on the next call."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        if self._db is not None:
+            _INHERITED.append(self._db)
+            self._db = None
 
     def _connection(self) -> sqlite3.Connection:
         # Called with the lock held, from a worker thread.
@@ -157,28 +187,82 @@ class FeedbackStore:
     def _locked(self) -> Iterator[sqlite3.Connection]:
         """The connection, the lock held; SQLite's errors (a file that is no database, a
         full disk, a lock held past the busy timeout) name the file, keeping their type."""
+        self._forked()
         with self._lock:
             try:
                 yield self._connection()
             except sqlite3.Error as exc:
                 raise sqlite_error(exc, f"feedback database {self.path}: {exc}") from exc
 
-    def _insert(self, feedback: Feedback, ts: float) -> int:
+    def _check(self, feedback: Feedback) -> str | None:
+        """The signal's ``feedback_id`` (``None``: it has none).
+
+        :raises InvalidFeedback: on a value outside its kind's range, or an id that is no
+            non-blank string of at most 200 characters.
+        """
+        bounds = self.options.value_ranges.get(feedback.kind)
+        if bounds is not None and not bounds[0] <= feedback.value <= bounds[1]:
+            raise InvalidFeedback(
+                f"a {feedback.kind!r} signal's value must be from {bounds[0]:g} to "
+                f"{bounds[1]:g}, got {feedback.value!r} (value_ranges sets the bounds)")
+        key = feedback.metadata.get(FEEDBACK_ID)
+        if key is None:
+            return None
+        if not isinstance(key, str) or not key.strip() or len(key) > _MAX_ID_CHARS \
+                or _SURROGATE.search(key):
+            raise InvalidFeedback(f"metadata.{FEEDBACK_ID} must be a non-blank string of at "
+                                  f"most {_MAX_ID_CHARS} characters, got {key!r}")
+        return key
+
+    def _insert(self, feedback: Feedback, ts: float, key: str | None) -> int:
         with self._locked() as db:
-            cursor = db.execute(
-                "INSERT INTO feedback (ts, run_id, kind, value, text, metadata) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                # float: the column is REAL; an int past 64 bits is no SQLite INTEGER.
-                (ts, _utf8(feedback.run_id), _utf8(feedback.kind), float(feedback.value),
-                 _utf8(feedback.text),
-                 # ensure_ascii: a lone surrogate stays a \udXXX escape (lossless).
-                 json.dumps(feedback.metadata, ensure_ascii=True, sort_keys=True)))
-            return int(cursor.lastrowid or 0)
+            if key is not None:
+                return self._insert_once(db, feedback, ts, key)
+            return self._insert_row(db, feedback, ts)
+
+    def _insert_once(self, db: sqlite3.Connection, feedback: Feedback, ts: float,
+                     key: str) -> int:
+        """Insert unless the run already has a signal of this kind with this id; the check
+        and the insert in one write transaction, so two processes sending the same retry
+        at once still store it once."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            found = db.execute(
+                "SELECT id FROM feedback WHERE run_id = ? AND kind = ? AND "
+                "json_extract(metadata, '$.feedback_id') = ? LIMIT 1",
+                (_utf8(feedback.run_id), _utf8(feedback.kind), key)).fetchone()
+            row = int(found[0]) if found else self._insert_row(db, feedback, ts)
+        except BaseException:
+            if db.in_transaction:  # SQLite may have rolled back already (a full disk)
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        if found:
+            log.debug("feedback.duplicate", run_id=feedback.run_id, kind=feedback.kind, row=row)
+        return row
+
+    @staticmethod
+    def _insert_row(db: sqlite3.Connection, feedback: Feedback, ts: float) -> int:
+        cursor = db.execute(
+            "INSERT INTO feedback (ts, run_id, kind, value, text, metadata) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            # float: the column is REAL; an int past 64 bits is no SQLite INTEGER.
+            (ts, _utf8(feedback.run_id), _utf8(feedback.kind), float(feedback.value),
+             _utf8(feedback.text),
+             # ensure_ascii: a lone surrogate stays a \udXXX escape (lossless).
+             json.dumps(feedback.metadata, ensure_ascii=True, sort_keys=True)))
+        return int(cursor.lastrowid or 0)
 
     @hookimpl
     async def aieng_feedback_record(self, feedback: Feedback) -> None:
-        """Store one signal (in a worker thread)."""
-        row = await anyio.to_thread.run_sync(self._insert, feedback, time.time())
+        """Store one signal (in a worker thread); one that carries a ``feedback_id`` its run
+        already has a signal of this kind with is not stored again.
+
+        :raises InvalidFeedback: on a value outside its kind's ``value_ranges``, or a
+            malformed ``feedback_id``.
+        """
+        key = self._check(feedback)
+        row = await anyio.to_thread.run_sync(self._insert, feedback, time.time(), key)
         log.debug("feedback.recorded", run_id=feedback.run_id, kind=feedback.kind, row=row)
 
     def _select(self, run_id: str | None, kind: str | None, since: float | None,
@@ -254,6 +338,7 @@ class FeedbackStore:
         return await anyio.to_thread.run_sync(self._summarise)
 
     def _close(self) -> None:
+        self._forked()
         with self._lock:
             if self._db is not None:
                 self._db.close()

@@ -4,7 +4,7 @@ into latency, token, cost, error and cache metrics, as Prometheus text and as a 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -24,6 +24,7 @@ from aieng_hookspecs.types import (
     TokenEvent,
 )
 
+from ._collector import MonitorCollector, families
 from ._exposition import histogram_samples, metric_family, utf8_value
 from ._options import MonitorOptions
 from ._stats import Series
@@ -350,7 +351,9 @@ class Monitor:
         answered."""
         runs_by_pipeline: Counter[str] = Counter()
         errors_by_pipeline: Counter[str] = Counter()
-        for labels, n in self._runs.items():
+        # A copy (atomic under the GIL): a host's registry may collect from its HTTP
+        # server's thread while runs finish on the loop (a new key mid-loop would raise).
+        for labels, n in list(self._runs.items()):
             pipeline = dict(labels)["pipeline"]
             runs_by_pipeline[pipeline] += n
             if dict(labels)["status"] == "error":
@@ -358,6 +361,21 @@ class Monitor:
         return ({p: errors_by_pipeline[p] / n for p, n in runs_by_pipeline.items()},
                 {p: self._cache_hits[(("pipeline", p),)] / n
                  for p, n in runs_by_pipeline.items()})
+
+    def collect(self) -> Iterator[Any]:
+        """This monitor's metric families as ``prometheus_client`` objects: the monitor is
+        a custom collector, so ``registry.register(monitor)`` exposes its metrics through
+        a host's own registry and ``/metrics`` (the default ``REGISTRY`` is never touched
+        unless the host registers it there). Several monitors: :class:`MonitorCollector`.
+
+        :raises ImportError: without ``prometheus_client`` (``aieng-monitoring[prometheus]``).
+        """
+        return iter(families([self.prometheus_text()]))
+
+    def describe(self) -> Iterator[Any]:
+        """The families' names and types, which a registry checks for clashes when the
+        monitor is registered."""
+        return MonitorCollector().describe()
 
     def prometheus_text(self) -> str:
         """Every metric in the Prometheus text exposition format (version 0.0.4)."""

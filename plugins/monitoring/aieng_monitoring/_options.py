@@ -9,7 +9,7 @@ import attrs
 from aieng_hookspecs import listed
 
 __all__ = ["DEFAULT_LATENCY_BUCKETS", "DEFAULT_STEP_BUCKETS", "DEFAULT_TOKEN_BUCKETS",
-           "FeedbackOptions", "MonitorOptions", "Price"]
+           "DEFAULT_VALUE_RANGES", "FeedbackOptions", "MonitorOptions", "Price"]
 
 #: Seconds: end-to-end, stage and TTFT histograms (Prometheus' defaults, stretched to 2 min
 #: because CPU models answer in seconds).
@@ -132,6 +132,27 @@ def _retention(instance: object, attribute: attrs.Attribute[float], value: float
                          f"signal), got {value!r}")
 
 
+#: The values a kind of signal may take unless ``value_ranges`` says otherwise: a thumbs is
+#: down (-1), up (1) or withdrawn (0); a rating's scale is the application's to set.
+DEFAULT_VALUE_RANGES = {"thumbs": (-1.0, 1.0)}
+
+
+def _ranges(value: Any) -> dict[str, tuple[float, float]]:
+    if not isinstance(value, dict):
+        raise TypeError("value_ranges must map kinds to [low, high]")
+    out: dict[str, tuple[float, float]] = {}
+    for kind, bounds in value.items():
+        if not isinstance(kind, str) or not kind.strip():
+            raise ValueError(f"value_ranges: kinds must be non-empty strings, got {kind!r}")
+        if not isinstance(bounds, list | tuple) or len(bounds) != 2 or any(
+                isinstance(b, bool) or not isinstance(b, int | float) or not math.isfinite(b)
+                for b in bounds) or bounds[0] > bounds[1]:
+            raise ValueError(f"value_ranges.{kind} must be [low, high], finite numbers with "
+                             f"low <= high, got {bounds!r}")
+        out[kind] = (float(bounds[0]), float(bounds[1]))
+    return out
+
+
 @attrs.frozen
 class FeedbackOptions:
     """Options of the ``feedback-sqlite`` component.
@@ -140,7 +161,13 @@ class FeedbackOptions:
     :param retention_days: signals older than this many days are deleted when the file
         opens and then at most once an hour as the store is used (0, the default, keeps
         every signal).
+    :param value_ranges: the values each kind of signal may take, ``[low, high]``
+        inclusive (``{thumbs = [-1, 1], rating = [1, 5]}``); a signal outside its kind's
+        range is refused (``ValueError``), not stored. The default bounds ``thumbs`` to
+        -1 .. 1 (a table given replaces it); a kind not listed takes any finite value.
     """
 
     path: str = attrs.field(default=".aieng/feedback.sqlite3", validator=_path)
     retention_days: float = attrs.field(default=0.0, validator=_retention)
+    value_ranges: dict[str, tuple[float, float]] = attrs.field(
+        factory=lambda: dict(DEFAULT_VALUE_RANGES), converter=_ranges, hash=False)

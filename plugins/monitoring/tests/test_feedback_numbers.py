@@ -32,7 +32,7 @@ def _exact_means(signals: list[tuple[str, float]]) -> dict[str, tuple[int, Fract
 
 def _summary_of(path: Path, signals: list[tuple[str, float]]) -> dict[str, dict[str, float]]:
     async def main() -> dict[str, dict[str, float]]:
-        store = FeedbackStore(FeedbackOptions(path=str(path)))
+        store = FeedbackStore(FeedbackOptions(path=str(path), value_ranges={}))
         for n, (kind, value) in enumerate(signals):
             await store.aieng_feedback_record(Feedback(f"r{n}", kind, value))
         try:
