@@ -202,7 +202,8 @@ def stream_files(*paths: str | Path,
     :param on_error: called with a file and the :class:`OSError` its reading raised (a
         permission refused, a file deleted after its folder was listed, an I/O error): the
         file's documents end there (those yielded before it stand) and the other files are
-        read. By default the error propagates.
+        read; likewise with a folder of a walk that could not be listed, before its
+        walk's files are read. By default the error propagates.
     :raises ValueError: also for a document id read from two files (indexed, the second
         document would replace the first without a word), and for bad content (from the
         reader, naming file and line) when the documents reach it: those before it were
@@ -257,7 +258,13 @@ def stream_files(*paths: str | Path,
     for path in named:
         if path.is_dir():
             root = path.resolve()
-            for file in _walk(_named(path, folder=True)):
+            unlisted: list[OSError] = []
+            listed = _walk(_named(path, folder=True), unlisted)
+            for exc in unlisted:  # a folder that could not be listed (permission refused)
+                if on_error is None:
+                    raise exc
+                on_error(Path(exc.filename or path), exc)
+            for file in listed:
                 if (file.suffix.lower() in table and _readable(file, root)
                         and _first(file, done)):
                     found = opened(file, table[file.suffix.lower()], walked=True)
@@ -282,11 +289,13 @@ def _named(path: Path, *, folder: bool) -> Path:
     return real.relative_to(here) if real.is_relative_to(here) else real
 
 
-def _walk(folder: Path) -> list[Path]:
+def _walk(folder: Path, unlisted: list[OSError]) -> list[Path]:
     """The entries under ``folder``, sorted, hidden ones (and what hidden folders hold)
-    left out unread; linked folders are listed, not entered."""
+    left out unread; linked folders are listed, not entered. The error of each folder that
+    could not be listed (``folder`` itself included) goes to ``unlisted``: ``os.walk``
+    left such a folder out without a word, and its files unread."""
     found: list[Path] = []
-    for top, folders, files in os.walk(folder):
+    for top, folders, files in os.walk(folder, onerror=unlisted.append):
         folders[:] = [name for name in folders if not name.startswith(".")]
         base = Path(top)
         found += [base / name for name in (*folders, *files) if not name.startswith(".")]
@@ -304,10 +313,16 @@ def _first(file: Path, done: set[Path]) -> bool:
 
 def _readable(file: Path, root: Path) -> bool:
     """Whether a folder walk reads ``file``: a regular file inside ``root`` (a link's
-    target included), named in UTF-8."""
+    target included), named in UTF-8, or one deleted since the walk listed it (its reading
+    fails)."""
     if not _utf8(file):
         log.warning("ingest.skipped", path=repr(str(file)), reason="name is not valid UTF-8")
         return False
+    if not os.path.lexists(file):
+        # Deleted since the folder was listed (while the files before it were read):
+        # reading it raises the FileNotFoundError that ``on_error`` reports, as for a file
+        # deleted a moment later, rather than a warning calling it a FIFO.
+        return True
     if not file.is_file():  # a FIFO's read would wait for ever
         if not file.is_dir():
             log.warning("ingest.skipped", path=str(file),

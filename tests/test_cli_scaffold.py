@@ -77,12 +77,17 @@ def test_every_role_gets_a_complete_package(generated: dict[str, Path]) -> None:
         assert dependency.startswith("aieng-hookspecs>=")
         assert hookspecs.rpartition(".")[0] in dependency  # the installed contract's series
         assert project["project"]["entry-points"]["aieng"] == {name: module}
+        # The generated conftest runs the async tests on asyncio and trio: trio is a test
+        # dependency (a host may run the plugin under either).
+        assert any(r.startswith("trio>=")
+                   for r in project["project"]["optional-dependencies"]["test"])
         source = (folder / module / "__init__.py").read_text(encoding="utf-8")
         assert "@attrs.frozen" in source and "def aieng_register_components" in source
         assert f'registry.add("{name}"' in source and "aieng_core" not in source
         tests = (folder / "tests" / f"test_{module[6:]}.py").read_text(encoding="utf-8")
         assert f"({ROLES[role].suite}):" in tests
-        assert (folder / "tests" / "conftest.py").is_file()
+        assert '@pytest.fixture(params=["asyncio", "trio"])' in (
+            folder / "tests" / "conftest.py").read_text(encoding="utf-8")
         assert (folder / module / "py.typed").is_file()
         assert f'use = "{name}"' in (folder / "README.md").read_text(encoding="utf-8")
 
@@ -109,12 +114,13 @@ def test_the_readmes_pipeline_options_are_valid(generated: dict[str, Path],
 
 def test_the_generated_tests_pass(generated: dict[str, Path]) -> None:
     """The generated tests of every role (its conformance suite, a behaviour test, the
-    registration) pass in one pytest run, importing each package through its conftest."""
+    registration) pass in one pytest run, importing each package through its conftest;
+    the async ones, the suite's included, on asyncio and on trio (a host may run either)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     parent = next(iter(generated.values())).parent
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider",
          *(str(folder / "tests") for folder in generated.values())],
         cwd=parent, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
@@ -122,6 +128,14 @@ def test_the_generated_tests_pass(generated: dict[str, Path]) -> None:
     assert " passed" in summary and "failed" not in summary and "error" not in summary
     # Every package's tests ran: at least a conformance class and two tests each.
     assert int(summary.split(" passed")[0].split()[-1]) >= 3 * len(generated)
+    passed = [line for line in done.stdout.splitlines() if line.startswith("PASSED ")]
+    for role in generated:
+        tests = f"/test_{_name(role).replace('-', '_')}.py::"  # the node ids' folders vary
+        for backend in ("asyncio", "trio"):
+            for test in ("test_the_plugin_registers_its_component",
+                         "Conformance::test_opens_and_closes"):
+                assert any(f"{tests}" in line and f"{test}[{backend}]" in line
+                           for line in passed), f"{role}: {test} did not run on {backend}"
 
 
 def _setuptools_builds_offline() -> str:

@@ -27,6 +27,10 @@ _CLICK_FLOW = (click.ClickException, click.exceptions.Exit, click.Abort, EOFErro
 #: The exit status of a command stopped by Ctrl-C: 128 + SIGINT, as shells report it
 #: (click's own is 1, which a script cannot tell from a failure).
 INTERRUPTED = 130
+#: The exit status of a command whose standard output's reader went away (``| head -1``):
+#: 128 + SIGPIPE, as shells report it for a program a broken pipe stopped (click's own is
+#: 1, which a script cannot tell from a failure).
+BROKEN_PIPE = 141
 
 
 class _Root(click.Group):
@@ -91,6 +95,10 @@ class _Root(click.Group):
             return super().make_context(info_name, args, parent, **extra)
         except KeyboardInterrupt:
             raise _interrupted() from None
+        except OSError as exc:  # --help, --version printed to a closed pipe
+            if exc.errno != errno.EPIPE:
+                raise
+            raise _broken_pipe() from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -104,7 +112,7 @@ class _Root(click.Group):
             raise
         except Exception as exc:  # a plugin command's own failure: a message, no traceback
             if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
-                raise  # stdout closed by the reader (| head): click exits quietly
+                raise _broken_pipe() from None  # stdout's reader went away (| head)
             log.debug("cli.failed", command=ctx.invoked_subcommand, exc_info=exc)
             click.echo(f"aieng: error: {type(exc).__name__}: {_visible(str(exc))}\n"
                        "  (--log-level DEBUG shows the traceback)", err=True)
@@ -122,6 +130,23 @@ def _interrupted() -> click.exceptions.Exit:
     click.echo(err=True)  # ends the line the terminal's ^C echo is on
     click.echo("Aborted!", err=True)
     return click.exceptions.Exit(INTERRUPTED)
+
+
+def _broken_pipe() -> click.exceptions.Exit:
+    """Standard output's reader went away: exit quietly with :data:`BROKEN_PIPE`."""
+    return click.exceptions.Exit(BROKEN_PIPE)
+
+
+def _output_to_null() -> None:
+    """Send what is left in standard output's buffer to the null device: the interpreter's
+    last flush would hit the broken pipe again, print a traceback and exit 120. Done by the
+    console script only, as it exits (a program calling ``cli`` keeps its descriptors)."""
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # no descriptor
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
 
 
 def _kernel(ctx: click.Context) -> Kernel:
@@ -194,7 +219,12 @@ def main() -> None:
         configure_logging(level=os.environ.get("AIENG_LOG_LEVEL") or "WARNING")
     except ValueError:  # the --log-level option reports the bad $AIENG_LOG_LEVEL
         configure_logging(level="WARNING")
-    cli(prog_name="aieng")
+    try:
+        cli(prog_name="aieng")
+    except SystemExit as exc:
+        if exc.code == BROKEN_PIPE:
+            _output_to_null()
+        raise
 
 
 def utf8_text(ctx: click.Context, param: click.Parameter, value: _Text) -> _Text:

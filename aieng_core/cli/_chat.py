@@ -250,6 +250,9 @@ def chat(ctx: click.Context, pipeline: Path, system: str | None, history: Path |
     each turn. /reset forgets it (and empties --history but for its system prompt), /exit
     (or Ctrl-D) ends the chat.
     """
+    if sys.stdin is None:  # started with standard input closed (a script's `<&-`)
+        raise click.UsageError("standard input is closed: aieng chat reads each turn "
+                               "from it (give it a file or a pipe, or use aieng run)")
     held = _HistoryLock(history) if history is not None else None
     try:
         _chat(ctx, pipeline, system, history, context_chars, as_agent, max_steps, held)

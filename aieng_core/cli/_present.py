@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import errno
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -74,9 +75,19 @@ def _holds_any_text(encoding: str | None) -> bool:
         return False
 
 
-def _console() -> Console:
+class _Console(Console):
+    """rich's console, but a closed pipe (``aieng hooks | head -1``) is the command's
+    ``BrokenPipeError`` again, which the root group turns into the exit status for it,
+    where rich's own would exit 1, as a failure does."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more is written
+        raise BrokenPipeError(errno.EPIPE, "the output's reader went away")
+
+
+def _console(**options: Any) -> Console:
     # No emoji codes: ":b:" in "a:b:c" or ":smile:" in an answer are text, not emoji.
-    return Console(highlight=False, soft_wrap=False, emoji=False)
+    return _Console(**{"highlight": False, "soft_wrap": False, "emoji": False, **options})
 
 
 def _line(console: Console, text: str) -> None:
@@ -170,7 +181,7 @@ def progress(label: str, *, total: int | None,
 
 def message(text: str) -> None:
     """One line of information on stderr."""
-    _line(Console(stderr=True, highlight=False, emoji=False), text)
+    _line(_console(stderr=True), text)
 
 
 def stream_piece(text: str) -> None:

@@ -3,6 +3,12 @@
 Tests of HTTP backends and servers use it to talk to a real socket (``127.0.0.1``, a port
 the OS picks) rather than an in-process transport, so timeouts, streaming and connection
 handling are the real ones. uvicorn is imported when a server is built.
+
+The server runs its own asyncio loop in its thread, so a test on either of anyio's backends
+(asyncio or trio) can use it. httpx sends every URL, loopback ones too, through the proxy of
+``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` unless ``NO_PROXY`` names the host: the
+clients of :meth:`LoopbackServer.client` and :meth:`LoopbackServer.async_client` reach the
+server directly whatever the environment says.
 """
 
 from __future__ import annotations
@@ -10,7 +16,10 @@ from __future__ import annotations
 import threading
 import time
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["LoopbackServer"]
 
@@ -19,8 +28,8 @@ class LoopbackServer:
     """Runs an ASGI app under uvicorn in a background thread on 127.0.0.1 (port 0: the OS
     picks a free one) and stops it on exit::
 
-        with LoopbackServer(app) as server:
-            httpx.get(f"{server.url}/healthz")
+        with LoopbackServer(app) as server, server.client() as client:
+            client.get("/healthz")
 
     :param app: the ASGI app.
     :param lifespan: uvicorn's lifespan mode (``"on"``: the app's startup and shutdown run,
@@ -51,6 +60,26 @@ class LoopbackServer:
     def base_url(self) -> str:
         """The root of an OpenAI-compatible API served there (``http://127.0.0.1:PORT/v1``)."""
         return f"{self.url}/v1"
+
+    def _direct(self) -> dict[str, None]:
+        # httpx's mounts: this host without a proxy (the environment's stay for the others)
+        return {"all://127.0.0.1": None}
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An ``httpx.Client`` with ``base_url`` :attr:`url` that reaches the server
+        directly, whatever proxy the environment names (``kwargs`` go to the client)."""
+        import httpx
+
+        return httpx.Client(base_url=self.url, mounts={**self._direct(),
+                                                       **kwargs.pop("mounts", {})}, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` (asyncio or trio) as :meth:`client` is."""
+        import httpx
+
+        return httpx.AsyncClient(base_url=self.url, mounts={**self._direct(),
+                                                            **kwargs.pop("mounts", {})},
+                                 **kwargs)
 
     def __enter__(self) -> Self:
         self.thread.start()

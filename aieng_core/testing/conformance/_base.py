@@ -193,8 +193,8 @@ class RoleSuite:
         """Once its pipeline closed, the component holds nothing it opened: no file
         descriptor (a file, a socket, a lock file), no thread still running, no task left
         on the loop. A pipeline built per request or per test must not leak each time.
-        Where descriptors (no ``/proc/self/fd``) or tasks (not asyncio) cannot be seen,
-        the rest is checked and the test then skips, saying what it did not check."""
+        Where descriptors (no ``/proc/self/fd``) or tasks (neither asyncio nor trio) cannot
+        be seen, the rest is checked and the test then skips, saying what it did not check."""
         try:
             await self.exercise(conformance_pipeline, request)
         finally:

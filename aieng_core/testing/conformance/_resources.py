@@ -2,8 +2,9 @@
 
 A snapshot (:func:`snapshot`) is taken before the component is built and another after its
 pipeline closed; what the second has and the first has not is a leak. File descriptors are
-read from ``/proc/self/fd`` (Linux), tasks from ``asyncio.all_tasks`` (the asyncio backend);
-where either cannot be seen, :attr:`Resources.unobserved` says why.
+read from ``/proc/self/fd`` (Linux), tasks from ``asyncio.all_tasks`` under asyncio and from
+trio's task tree under trio (both of anyio's backends); where either cannot be seen,
+:attr:`Resources.unobserved` says why.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ __all__ = ["Resources", "leaks", "open_files", "released", "snapshot"]
 
 _FD_DIR = "/proc/self/fd"
 # Threads of the event loop's own pools, shared by every caller and kept idle for a while
-# after their last job: the kernel runs @blocking impls in anyio's, and
-# ``loop.run_in_executor(None, ...)`` uses asyncio's default executor.
-_POOL_THREAD_PREFIXES = ("AnyIO worker thread", "asyncio_")
+# after their last job: the kernel runs @blocking impls in anyio's (under trio, trio's
+# thread cache: "Trio thread N" while idle), and ``loop.run_in_executor(None, ...)`` uses
+# asyncio's default executor.
+_POOL_THREAD_PREFIXES = ("AnyIO worker thread", "asyncio_", "Trio thread ")
 
 
 @attrs.frozen
@@ -35,8 +37,9 @@ class Resources:
     #: descriptor -> what it refers to (``readlink``); ``None`` when it cannot be seen.
     fds: Mapping[int, str] | None
     threads: frozenset[threading.Thread]
-    #: the loop's tasks; ``None`` when it cannot be seen.
-    tasks: frozenset[asyncio.Task[Any]] | None
+    #: the loop's tasks (``asyncio.Task`` or ``trio.lowlevel.Task`` objects); ``None`` when
+    #: they cannot be seen.
+    tasks: frozenset[Any] | None
     #: what this snapshot could not see, and why.
     unobserved: tuple[str, ...] = ()
 
@@ -60,14 +63,31 @@ def open_files() -> list[str]:
     return sorted((_fds() or {}).values())
 
 
-def _tasks() -> frozenset[asyncio.Task[Any]] | None:
+def _tasks() -> frozenset[Any] | None:
     try:
         current = asyncio.current_task()
         tasks = asyncio.all_tasks()
     except RuntimeError:  # no asyncio loop runs in this thread (trio, or no loop at all)
-        return None
+        return _trio_tasks()
     return frozenset(t for t in tasks if t is not current and not t.done()
                      and not _of_test_runner(t))
+
+
+def _trio_tasks() -> frozenset[Any] | None:
+    """Every live task of the trio run of this thread but the current one (trio keeps them
+    in a tree: a task's nurseries hold its children); ``None`` outside a trio run."""
+    trio = sys.modules.get("trio")  # a trio run has imported it; never imported here
+    if trio is None or not trio.lowlevel.in_trio_task():
+        return None
+    current = trio.lowlevel.current_task()
+    found: set[Any] = set()
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task is not current:
+            found.add(task)
+        stack += [child for nursery in task.child_nurseries for child in nursery.child_tasks]
+    return frozenset(found)
 
 
 def _of_test_runner(task: asyncio.Task[Any]) -> bool:
@@ -83,7 +103,7 @@ def snapshot() -> Resources:
     if fds is None:
         unobserved.append(f"file descriptors (no {_FD_DIR} on {sys.platform})")
     if tasks is None:
-        unobserved.append("tasks (only the asyncio backend lists its tasks)")
+        unobserved.append("tasks (no asyncio or trio loop runs in this thread)")
     threads = frozenset(t for t in threading.enumerate() if t.is_alive())
     return Resources(fds, threads, tasks, tuple(unobserved))
 
@@ -94,10 +114,17 @@ def _thread(thread: threading.Thread) -> str:
     return f"thread {thread.name!r} ({type(thread).__name__}{runs})"
 
 
-def _task(task: asyncio.Task[Any]) -> str:
-    coro = task.get_coro()
-    name = getattr(coro, "__qualname__", type(coro).__name__)
-    return f"task {task.get_name()!r} ({name})"
+def _live(task: Any) -> bool:
+    """Whether a task still runs (a trio task is in the tree only while it runs)."""
+    return not task.done() if isinstance(task, asyncio.Task) else True
+
+
+def _task(task: Any) -> str:
+    if isinstance(task, asyncio.Task):
+        coro, name = task.get_coro(), task.get_name()
+    else:  # trio's
+        coro, name = task.coro, task.name
+    return f"task {name!r} ({getattr(coro, '__qualname__', type(coro).__name__)})"
 
 
 def leaks(before: Resources, after: Resources) -> list[str]:
@@ -109,7 +136,7 @@ def leaks(before: Resources, after: Resources) -> list[str]:
     found += [_thread(t) for t in sorted(after.threads - before.threads, key=lambda t: t.name)
               if t.is_alive() and not t.name.startswith(_POOL_THREAD_PREFIXES)]
     if before.tasks is not None and after.tasks is not None:
-        found += sorted(_task(t) for t in after.tasks - before.tasks if not t.done())
+        found += sorted(_task(t) for t in after.tasks - before.tasks if _live(t))
     return found
 
 
