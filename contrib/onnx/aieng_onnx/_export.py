@@ -27,6 +27,7 @@ from aieng_hookspecs import MODEL_BUILD, build_lock, scratch_path
 from aieng_hookspecs import remove_abandoned as shared_remove_abandoned
 from aieng_transformers._digest import file_digest
 
+from ._hoststate import host_state_kept
 from ._quantize import (
     NBITS_BLOCK,
     Int8Weights,
@@ -283,7 +284,8 @@ def _export(folder: Path, target: Path, opset: int, task: str) -> None:
 def _export_now(folder: Path, target: Path, opset: int, task: str) -> None:
     # The exporter builds the torch model with transformers: one build at a time in the
     # process, whichever plugin makes it (aieng_hookspecs.MODEL_BUILD says why).
-    with MODEL_BUILD:
+    # host_state_kept: optimum's dummy inputs draw from the host's global ``random``.
+    with MODEL_BUILD, host_state_kept():
         from optimum.exporters.onnx import main_export  # type: ignore[import-untyped]
 
         # library_name: a sentence-transformers folder would otherwise be exported with

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from ._hoststate import host_state_kept
+
 __all__ = ["NBITS_BLOCK", "SCHEMES", "Int8Weights", "int8_weights", "matmuls_named",
            "optimize_bert", "quantize", "quantize_int8", "quantize_nbits", "weights"]
 
@@ -52,16 +54,23 @@ def quantize_int8(source: Path, target: Path, *, keep: Sequence[str] = (),
     :param weights: ``s8`` or ``u8`` weights (default: :func:`int8_weights`, this CPU's).
     """
     from onnx import TensorProto
-    from onnxruntime.quantization import QuantType, quantize_dynamic  # type: ignore[import-untyped]
 
     kind = weights or int8_weights()
     # DefaultTensorType: shape inference knows no types for the outputs of ONNX Runtime's
     # contrib ops (a BERT-fused graph's Attention, SkipLayerNormalization, ...); they are
     # float. Graphs of standard ops are quantized exactly as without it.
-    quantize_dynamic(str(source), str(target), per_channel=True,
-                     weight_type=QuantType.QInt8 if kind == "s8" else QuantType.QUInt8,
-                     nodes_to_exclude=list(keep),
-                     extra_options={"DefaultTensorType": TensorProto.FLOAT})
+    # host_state_kept: ONNX Runtime's quantizer logs through ``logging.warning``, which
+    # would configure the host's root logger.
+    with host_state_kept():
+        from onnxruntime.quantization import (  # type: ignore[import-untyped]
+            QuantType,
+            quantize_dynamic,
+        )
+
+        quantize_dynamic(str(source), str(target), per_channel=True,
+                         weight_type=QuantType.QInt8 if kind == "s8" else QuantType.QUInt8,
+                         nodes_to_exclude=list(keep),
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
 
 
 #: Weights per scale of the block-wise (``MatMulNBits``) quantization.
@@ -80,16 +89,20 @@ def quantize_nbits(source: Path, target: Path, *, bits: int, keep: Sequence[str]
     :param keep: names of ``MatMul`` nodes left in float32.
     """
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import (  # type: ignore[import-untyped]
-        MatMulNBitsQuantizer,
-    )
 
     model = onnx.load(str(source))
-    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=NBITS_BLOCK,
-                                     is_symmetric=True, accuracy_level=4,
-                                     nodes_to_exclude=list(keep))
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+    # Imported inside: the module runs ``logging.basicConfig(level=INFO)`` when imported,
+    # which host_state_kept makes a no-op on a host's bare root logger.
+    with host_state_kept():
+        from onnxruntime.quantization.matmul_nbits_quantizer import (  # type: ignore[import-untyped]
+            MatMulNBitsQuantizer,
+        )
+
+        quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=NBITS_BLOCK,
+                                         is_symmetric=True, accuracy_level=4,
+                                         nodes_to_exclude=list(keep))
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
 
 
 #: The quantization schemes: dynamic int8, block-wise q8 / q4 (``MatMulNBits``).
@@ -135,8 +148,11 @@ def optimize_bert(source: Path, target: Path, *, level: int, heads: int, hidden:
     ``heads`` and ``hidden`` come from the model's config (0: let the optimizer read them
     from the graph). A graph with nothing to fuse is written unchanged.
     """
-    from onnxruntime.transformers.optimizer import optimize_model  # type: ignore[import-untyped]
+    with host_state_kept():
+        from onnxruntime.transformers.optimizer import (  # type: ignore[import-untyped]
+            optimize_model,
+        )
 
-    model = optimize_model(str(source), model_type="bert", num_heads=heads, hidden_size=hidden,
-                           opt_level=level, use_gpu=False)
-    model.save_model_to_file(str(target))
+        model = optimize_model(str(source), model_type="bert", num_heads=heads,
+                               hidden_size=hidden, opt_level=level, use_gpu=False)
+        model.save_model_to_file(str(target))

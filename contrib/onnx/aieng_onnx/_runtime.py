@@ -265,6 +265,7 @@ class OnnxEncoder:
         self.providers: tuple[str, ...] = tuple(session.get_providers())
         self.lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
 
     def batches(self, texts: Sequence[str]) -> list[tuple[list[int], dict[str, Any]]]:
         """The forward passes that encode ``texts``: each batch's text indices and its
@@ -329,9 +330,13 @@ class OnnxEncoder:
                 for rows, feed in batches:
                     out[rows] = self._pooled(feed)
             else:
-                if self._pool is None:
+                if self._pool is None or self._pool_pid != os.getpid():
+                    # A pool made before an os.fork() has no threads in the child: its
+                    # work would never run (the child would hang), so the child makes its
+                    # own (the parent's is not shut down: its threads are the parent's).
                     self._pool = ThreadPoolExecutor(self.workers,
                                                     thread_name_prefix="aieng-onnx-encode")
+                    self._pool_pid = os.getpid()
                 # The costliest passes (most padded tokens) first, so the last ones to
                 # start are short; map() yields in submission order, and each batch
                 # writes its own rows.
@@ -345,5 +350,5 @@ class OnnxEncoder:
         """End the worker threads (a later call makes new ones)."""
         with self.lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool is not None and self._pool_pid == os.getpid():
             pool.shutdown(wait=True)

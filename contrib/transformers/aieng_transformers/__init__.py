@@ -33,6 +33,7 @@ from typing import Any
 from aieng_hookspecs import ComponentRegistry, hookimpl
 
 from ._embedder import MiniLMEmbedder
+from ._fork import ForkedModelError
 from ._generator import GenerationStream, SmolLM2Backend
 from ._jsonschema import SchemaError
 from ._options import DEFAULT_EMBED_MODEL, DEFAULT_GENERATE_MODEL, MiniLMOptions, SmolLM2Options
@@ -44,6 +45,7 @@ __all__ = [
     "ALPACA_PREAMBLE",
     "DEFAULT_EMBED_MODEL",
     "DEFAULT_GENERATE_MODEL",
+    "ForkedModelError",
     "GenerationStream",
     "MiniLMEmbedder",
     "MiniLMOptions",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ import attrs
 import structlog
 from aieng_hookspecs import MODEL_BUILD, hookimpl
 
+from ._fork import check_process
 from ._options import DEFAULT_EMBED_MODEL, DTYPES, MiniLMOptions
 from ._paths import ModelNotFound, packaged_minilm
 from ._text import clean
@@ -533,6 +535,8 @@ class MiniLMEmbedder(EmbedderBase):
             else Path(self.options.path).expanduser().name or self.options.path
         )
         self._encoder: _Encoder | None = None
+        #: The process that loaded the model (see ``_fork``).
+        self._loaded_in = 0
         self._loading = threading.Lock()
         self._batcher: EmbedBatcher | None = None
 
@@ -553,6 +557,8 @@ class MiniLMEmbedder(EmbedderBase):
         """Load the encoder now; blocking, idempotent and thread-safe.
 
         :raises ModelNotFound: when the model's files are missing.
+        :raises ForkedModelError: in a child forked after the load, with more than one torch
+            thread (its first multi-threaded operator would hang).
         """
         with self._loading:
             if self._encoder is None:
@@ -575,6 +581,7 @@ class MiniLMEmbedder(EmbedderBase):
                         **{dtype_argument(): getattr(torch, self.options.dtype)})
                 model.to(torch.device(self.options.device))
                 model.eval()
+                self._loaded_in = os.getpid()  # before the encoder other threads may see
                 self._encoder = _Encoder(
                     model,
                     tokenizer,
@@ -587,4 +594,5 @@ class MiniLMEmbedder(EmbedderBase):
                     folder=folder,
                     seconds=round(time.perf_counter() - started, 3),
                 )
+            check_process(self._loaded_in, self.model)
             return self._encoder

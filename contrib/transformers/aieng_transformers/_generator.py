@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -15,6 +16,7 @@ import structlog
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Request, TokenLogprob, ToolCall, Usage
 
+from ._fork import check_process
 from ._options import DEFAULT_GENERATE_MODEL, DTYPES, SmolLM2Options
 from ._paths import ModelNotFound, cache_root, packaged_smollm2
 from ._toolcalls import ToolPlan, ToolText, split_calls
@@ -64,6 +66,8 @@ class SmolLM2Backend:
         #: differently with the batch's make-up, so a near-tie could go either way.
         self.deterministic: bool = self.options.device == "cpu" and self.options.max_batch == 1
         self._lm: CausalLM | None = None
+        #: The process that loaded the model (see ``_fork``).
+        self._loaded_in = 0
         self._loading = threading.Lock()
         self._batcher: Batcher[Request, Decoded] | None = None
 
@@ -149,6 +153,8 @@ class SmolLM2Backend:
         thread-safe. Hooks call it in a worker thread on first use.
 
         :raises ModelNotFound: when the model's files are missing.
+        :raises ForkedModelError: in a child forked after the load, with more than one torch
+            thread (its first multi-threaded operator would hang).
         """
         with self._loading:
             if self._lm is None:
@@ -159,10 +165,13 @@ class SmolLM2Backend:
                 if self.options.tool_format != "auto":
                     lm.tool_format = self.options.tool_format
                 lm.speculation = self._speculation(lm)
+                # The process first: loaded() reads it once it sees the model.
+                self._loaded_in = os.getpid()
                 self._lm = lm
                 log.info("model.loaded", model=self.model, folder=str(folder),
                          speculative=self.options.speculative,
                          seconds=round(time.perf_counter() - started, 3))
+            check_process(self._loaded_in, self.model)
             return self._lm
 
     def _open(self, folder: Path) -> CausalLM:
@@ -227,6 +236,7 @@ class SmolLM2Backend:
     async def loaded(self) -> CausalLM:
         """The model, loading it in a worker thread when needed."""
         if self._lm is not None:
+            check_process(self._loaded_in, self.model)
             return self._lm
         return await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
 

@@ -13,16 +13,21 @@ dependencies.
   :data:`CHAIN_TEXT` (multi-byte characters included) and then the end-of-sequence token.
   Its logits are soft enough that sampling at temperature 1 varies.
 - :func:`tiny_bert`: a 2-layer BERT encoder with a word-piece vocabulary.
+- :func:`no_network`: a socket guard refusing every non-loopback connection and name
+  lookup, recording each attempt.
 - :func:`require_distribution`: skips a test (fails it under ``CI``) unless a shipped
   model's package is installed (pytest is imported when it is called).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import ipaddress
 import itertools
 import os
-from collections.abc import Sequence
+import socket
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,7 @@ from transformers import (
 from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
 
 __all__ = ["CHAIN_TEXT", "CHATML", "EOS_ID", "SPECIALS", "byte_id", "byte_tokenizer", "chain_llama",
-           "random_llama", "require_distribution", "tiny_bert"]
+           "no_network", "random_llama", "require_distribution", "tiny_bert"]
 
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 EOS_ID = 2
@@ -88,9 +93,10 @@ def random_llama(folder: Path, *, chat_template: str | None = None,
     ``extra`` special tokens); ``hidden = 64`` gives layer shapes bitsandbytes' CPU 4-bit
     kernel accepts."""
     tokenizer = byte_tokenizer(chat_template, extra)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(_config(tokenizer, max_positions=max_positions, tied=True,  # type: ignore[no-untyped-call]
-                                     hidden=hidden))
+    with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's generator
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(_config(tokenizer, max_positions=max_positions,  # type: ignore[no-untyped-call]
+                                         tied=True, hidden=hidden))
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
@@ -100,7 +106,9 @@ def chain_llama(folder: Path, *, chat_template: str | None = CHATML,
                 max_positions: int = 256) -> Path:
     """Save the chain model (see the module docstring) with a ChatML template."""
     tokenizer = byte_tokenizer(chat_template)
-    model = LlamaForCausalLM(_config(tokenizer, max_positions=max_positions, tied=False))  # type: ignore[no-untyped-call]
+    with torch.random.fork_rng(devices=[]):  # its random weights leave the caller's generator
+        model = LlamaForCausalLM(_config(tokenizer, max_positions=max_positions,  # type: ignore[no-untyped-call]
+                                         tied=False))
     size = len(tokenizer)
     chain = [byte_id(tokenizer, b) for b in b"\n" + CHAIN_TEXT.encode()] + [EOS_ID]
     successor = dict(itertools.pairwise(chain))
@@ -139,8 +147,10 @@ def tiny_bert(folder: Path, *, hidden: int = 32) -> Path:
     config = BertConfig(vocab_size=len(words), hidden_size=hidden, num_hidden_layers=2,  # type: ignore[no-untyped-call]
                         num_attention_heads=4, intermediate_size=2 * hidden,
                         max_position_embeddings=64)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(str(folder))  # type: ignore[no-untyped-call]
+    with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's generator
+        torch.manual_seed(0)
+        model = BertModel(config)  # type: ignore[no-untyped-call]
+    model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
 
@@ -158,3 +168,62 @@ def require_distribution(name: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+_LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def _local(host: object) -> bool:
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str):
+        return False
+    if host.lower() in _LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def no_network() -> Iterator[list[str]]:
+    """Refuse every connection and name lookup that is not loopback (``OSError`` at once,
+    as on a machine with no network) for the block; yields the list of attempts
+    (``connect HOST`` / ``getaddrinfo HOST``), so a test can assert there were none even
+    where the caller swallowed the error. Unix sockets and loopback keep working."""
+    attempts: list[str] = []
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def refused(address: Any) -> bool:
+        if not isinstance(address, tuple) or _local(address[0]):
+            return False
+        attempts.append(f"connect {address[0]}")
+        return True
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if refused(address):
+            raise OSError(101, f"no network in this test: {address[0]}")
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        return 101 if refused(address) else real_connect_ex(self, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _local(host):
+            attempts.append(f"getaddrinfo {host}")
+            raise socket.gaierror(socket.EAI_NONAME, f"no network in this test: {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.socket.connect = connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign,assignment]
+    socket.getaddrinfo = getaddrinfo
+    try:
+        yield attempts
+    finally:
+        socket.socket.connect = real_connect  # type: ignore[method-assign]
+        socket.socket.connect_ex = real_connect_ex  # type: ignore[method-assign]
+        socket.getaddrinfo = real_getaddrinfo

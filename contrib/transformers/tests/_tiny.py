@@ -24,7 +24,7 @@ from aieng_transformers.testing import (
 
 __all__ = ["CHAIN_TEXT", "CHATML", "EOS_ID", "SPECIALS", "byte_id", "byte_tokenizer",
            "chain_llama", "plant_scratch", "prompt_lm", "random_llama",
-           "require_distribution", "tiny_bert"]
+           "require_distribution", "tiny_bert", "tiny_gguf"]
 
 
 def plant_scratch(target: Path) -> tuple[Path, Path, Path]:
@@ -43,6 +43,50 @@ def plant_scratch(target: Path) -> tuple[Path, Path, Path]:
             for path in (scratch / "model.safetensors", scratch):
                 os.utime(path, (0, 0))
     return abandoned, recent, live
+
+
+def tiny_gguf(path: Path) -> Path:
+    """Write a random 1-layer Llama (width 16) as a float32 GGUF file with a byte-level
+    BPE tokenizer (two merges: transformers reads a one-element array as a scalar), that
+    transformers' GGUF loader converts in a few seconds."""
+    import gguf  # type: ignore[import-untyped]
+    import numpy as np
+    from tokenizers import pre_tokenizers  # type: ignore[import-untyped]
+
+    tokens = [*SPECIALS, *sorted(pre_tokenizers.ByteLevel.alphabet()), "ĠĠ", "ab"]
+    width, hidden, heads = 16, 32, 2
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_context_length(64)
+    writer.add_embedding_length(width)
+    writer.add_feed_forward_length(hidden)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(width // heads)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)))
+    writer.add_token_merges(["Ġ Ġ", "a b"])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(EOS_ID)
+    rng = np.random.default_rng(0)
+    shapes = {"token_embd.weight": (len(tokens), width), "output_norm.weight": (width,),
+              "output.weight": (len(tokens), width)}
+    for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+        shapes[f"blk.0.{name}.weight"] = (width, width)
+    shapes.update({"blk.0.attn_norm.weight": (width,), "blk.0.ffn_norm.weight": (width,),
+                   "blk.0.ffn_gate.weight": (hidden, width),
+                   "blk.0.ffn_up.weight": (hidden, width),
+                   "blk.0.ffn_down.weight": (width, hidden)})
+    for name, shape in shapes.items():
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.1).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
 
 
 class _Config:
