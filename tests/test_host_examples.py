@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import multiprocessing
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -239,6 +241,46 @@ def test_the_process_host(scratch: Path) -> None:
     runs = re.findall(r"^   run (\S+) events (\d+) sources \['docs/", out, re.MULTILINE)
     assert len(runs) == 6 and len({run_id for run_id, _ in runs}) == 6
     assert all(int(events) >= 2 for _, events in runs)
+
+
+def test_the_process_hosts_worker_sends_a_failure_back_as_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process host's worker (docs/embedding.md, "Processes") sends a question that
+    failed back as the error itself: a ``HookError`` crosses the spawn pool whole, its
+    stage, component and hook included, and the worker answers the rest of its share.
+    The model server is a loopback port that nothing listens on (refused at once)."""
+    with socket.socket() as probe:  # a free port, closed again: connecting is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "down.toml"
+    path.write_text(textwrap.dedent(f"""\
+        [pipeline]
+        name = "down"
+        stages = ["generate"]
+
+        [components.answer]
+        use = "openai"
+        base_url = "http://127.0.0.1:{port}/v1"
+        model = "m"
+        max_retries = 0
+        """), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(HOSTS))  # the spawned worker imports it by name too
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    import process_host
+
+    from aieng_core import HookError
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        pid, answers = pool.submit(process_host.answer_share, str(path),
+                                   ["one", "two"]).result(timeout=60)
+    assert pid != os.getpid() and len(answers) == 2
+    for error in answers:
+        assert isinstance(error, HookError), error
+        assert (error.stage, error.plugin, error.hook) == ("generate", "answer",
+                                                            "aieng_generate")
+        assert str(error).startswith("stage 'generate', hook aieng_generate of 'answer'")
 
 
 def test_the_logging_host(scratch: Path) -> None:

@@ -1,6 +1,7 @@
 """A pool of worker processes embedding aieng: each worker (started with "spawn") opens
 the pipeline from its file once, answers its share of the questions, and sends back the
-``RunResult`` of each (pickled, events and all).
+``RunResult`` of each (pickled, events and all), or the error a question met (aieng's
+errors pickle too, their fields included).
 
 Each process has its own kernel and its own event loop: nothing of aieng is shared
 between processes, and nothing needs to be. Run it from the repository root (the
@@ -25,18 +26,20 @@ QUESTIONS = ["What is reciprocal rank fusion?", "Which stage renders the prompt?
              "What is the loop watchdog?", "How do I write a plugin?"]
 
 
-def answer_share(path: str, questions: list[str]) -> tuple[int, list[RunResult | str]]:
+def answer_share(path: str, questions: list[str]
+                 ) -> tuple[int, list[RunResult | AiengError]]:
     """Runs in a worker process: open the pipeline once, answer every question of the
-    share. A failure is sent back as its text, so one bad question spoils nothing."""
+    share. A failure is sent back as the error itself, so one bad question spoils nothing
+    (it pickles with its fields: a ``HookError`` names its stage and component)."""
 
-    async def main() -> list[RunResult | str]:
-        answers: list[RunResult | str] = []
+    async def main() -> list[RunResult | AiengError]:
+        answers: list[RunResult | AiengError] = []
         async with Kernel() as kernel, kernel.load_pipeline(path) as pipeline:
             for question in questions:
                 try:
                     answers.append(await pipeline.run(question))
                 except AiengError as exc:
-                    answers.append(f"error: {exc}")
+                    answers.append(exc)
         return answers
 
     return os.getpid(), anyio.run(main)
@@ -51,8 +54,8 @@ def main(workers: int = 2) -> None:
     for share, (_, answers) in zip(shares, done, strict=True):
         for question, answer in zip(share, answers, strict=True):
             print("Q:", question)
-            if isinstance(answer, str):
-                print("  ", answer)
+            if isinstance(answer, AiengError):
+                print("   error:", answer)
             else:
                 print("A:", answer.answer)
                 print("   run", answer.run_id, "events", len(answer.events),
