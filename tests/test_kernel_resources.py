@@ -79,6 +79,8 @@ class Holder(MemoryRetriever):
             self.task.cancel()
 
 
+# Holder keeps an asyncio task (trio's task check is tests/test_host_kit.py's).
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize(("keeps", "message"), [
     pytest.param("fd", r"file descriptor \d+ -> .*held\.lock", marks=linux_only),
     ("thread", r"thread 'holder-flusher' \(Thread running Event\.wait\)"),
@@ -102,6 +104,7 @@ async def test_the_release_check_catches_what_a_component_keeps(
         component.release()
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # Holder's task is asyncio's
 async def test_the_release_check_passes_a_component_that_gives_everything_back(
     aieng_kernel: Kernel, tmp_path: Path
 ) -> None:

@@ -178,7 +178,8 @@ async def test_a_failed_batch_reruns_only_the_callers_still_waiting() -> None:
         release.set()
     await anyio.to_thread.run_sync(batcher.stop)
     assert results == {1: 2} and sorted(gone) == [2, 3, 4, 5, 6]
-    assert calls == [[1, 2, 3, 4, 5, 6], [1]]
+    # One batch of the six (in the order the calls arrived: trio's varies), then 1 alone.
+    assert [sorted(batch) for batch in calls] == [[1, 2, 3, 4, 5, 6], [1]]
 
 
 async def test_stop_fails_what_is_queued() -> None:
@@ -199,7 +200,11 @@ async def test_stop_fails_what_is_queued() -> None:
         # the first item is being run (0.1 s), the other two wait in the queue
         assert await anyio.to_thread.run_sync(work.started.wait, 10.0)
         await anyio.to_thread.run_sync(batcher.stop)
-    assert outcomes[0] == 0 and sorted(map(str, outcomes[1:])) == ["RuntimeError"] * 2
+    # The item run first (the first to arrive: trio's order varies) is answered, the two
+    # still queued fail.
+    answered = [o for o in outcomes if isinstance(o, int)]
+    assert len(answered) == 1 and answered[0] in (0, 2, 4), outcomes
+    assert sorted(o for o in outcomes if isinstance(o, str)) == ["RuntimeError"] * 2
     assert await batcher.submit(7) == 14  # a later submit starts a new thread
     await anyio.to_thread.run_sync(batcher.stop)
 

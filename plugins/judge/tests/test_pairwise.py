@@ -41,10 +41,14 @@ async def test_consistent_preference_wins() -> None:
     reverse = await compare("q", "short", "a long detailed answer",
                             generate=backend.aieng_generate)
     assert (reverse.winner, reverse.consistent) == ("b", True)
-    # Both orders were asked: the answers swap places in the second request.
-    first, second = (r.messages[1].content for r in backend.requests[:2])
-    assert first.index("[Answer A]\na long") < first.index("[Answer B]\nshort")
-    assert second.index("[Answer A]\nshort") < second.index("[Answer B]\na long")
+    # Both orders were asked: the answers swap places in the other request (the two are
+    # asked at once, so they may reach the backend in either order: trio's order varies).
+    asked = sorted(r.messages[1].content for r in backend.requests[:2])
+    forward = [text for text in asked if "[Answer A]\na long" in text]
+    backward = [text for text in asked if "[Answer A]\nshort" in text]
+    assert len(forward) == len(backward) == 1
+    assert forward[0].index("[Answer A]\na long") < forward[0].index("[Answer B]\nshort")
+    assert backward[0].index("[Answer A]\nshort") < backward[0].index("[Answer B]\na long")
 
 
 async def test_position_bias_becomes_an_inconsistent_tie() -> None:
