@@ -146,3 +146,35 @@ def test_standard_input_that_is_not_utf8_names_task(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["agent", str(path), "-"], input=b"\xff\xfe",
                                 obj={"kernel": _kernel()})
     assert result.exit_code == 2 and "TASK" in result.stderr and "UTF-8" in result.stderr
+
+
+def test_a_summary_line_ends_the_run_on_stderr(tmp_path: Path) -> None:
+    """`aieng agent` showed the steps and the answer but never the run's totals (as `aieng
+    ask` shows its timings): one line on stderr now says the status, the steps, the tool
+    calls run and how many failed, the tokens and the seconds; stdout is as it was."""
+    result = invoke(tmp_path, "solver", "What is 40 + 2?")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "The answer is 42."
+    summary = result.stderr.strip()
+    assert summary.startswith("answered: 2 steps, 2 tool calls (1 failed), 13 tokens "
+                              "(8 prompt, 5 completion), "), summary
+    assert summary.endswith(" s") and "\n" not in summary and "cost" not in summary
+
+
+def test_a_run_without_an_answer_has_its_summary_before_why(tmp_path: Path) -> None:
+    """A run that ends without an answer has its summary line too, then the reason."""
+    result = invoke(tmp_path, "looper", "count", "--max-steps", "2")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("max_steps: 2 steps, 2 tool calls, 0 tokens"), lines
+    assert lines[1].startswith("aieng: the agent did not answer: max_steps")
+
+
+def test_json_holds_the_summary_and_stderr_stays_empty(tmp_path: Path) -> None:
+    """--json prints no summary line: the document holds its numbers."""
+    result = invoke(tmp_path, "solver", "What is 40 + 2?", "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+    data = json.loads(result.stdout)
+    assert (data["status"], len(data["steps"]), data["tokens"]) == ("answered", 2, 13)
+    assert data["usage"] == {"prompt_tokens": 8, "completion_tokens": 5}
+    assert data["cost"] == 0.0 and "duration_s" in data

@@ -14,7 +14,7 @@ from ._present import json_document, visible
 if TYPE_CHECKING:
     from ..agent import AgentDelta, AgentResult, AgentStep
 
-__all__ = ["LiveAnswer", "agent", "short", "step_line"]
+__all__ = ["LiveAnswer", "agent", "short", "step_line", "summary_line"]
 
 _SHORT = 80
 
@@ -54,6 +54,30 @@ def step_line(step: object) -> str:
     if step.note:
         lines.append(f"{pad} note: {short(step.note)}")
     return "\n".join(lines)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}{'' if n == 1 else 's'}"
+
+
+def summary_line(result: object) -> str:
+    """An agent run in one line, as ``aieng agent`` prints it on stderr at the end (as
+    ``aieng ask`` prints its timings after the answer): the status, the steps, the tool
+    calls run (and how many failed), the tokens, the cost when there is one, and the
+    wall-clock seconds: ``answered: 2 steps, 2 tool calls (1 failed), 13 tokens (8 prompt,
+    5 completion), 0.01 s``. ``--json`` holds all of it (``AgentResult.to_json``)."""
+    from ..agent import AgentResult
+
+    assert isinstance(result, AgentResult)
+    results = [r for step in result.steps for r in step.results]
+    failed = sum(r.is_error for r in results)
+    calls = _count(len(results), "tool call") + (f" ({failed:,} failed)" if failed else "")
+    usage = result.usage
+    tokens = (f"{_count(usage.total_tokens, 'token')} ({usage.prompt_tokens:,} prompt, "
+              f"{usage.completion_tokens:,} completion)")
+    cost = f", cost {result.cost:.4g}" if result.cost else ""
+    return (f"{result.status}: {_count(len(result.steps), 'step')}, {calls}, {tokens}"
+            f"{cost}, {result.duration_s:.2f} s")
 
 
 class LiveAnswer:
@@ -137,8 +161,9 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
     """Run PIPELINE (a TOML file) as an agent on TASK ('-' reads standard input, at most
     256 MiB).
 
-    Prints a line per step (its tool calls and their results, shortened) and the answer.
-    Exits 0 when the agent answered, 1 otherwise (the status and why on stderr).
+    Prints a line per step (its tool calls and their results, shortened) and the answer,
+    then on stderr a summary (status, steps, tool calls, tokens, seconds). Exits 0 when
+    the agent answered, 1 otherwise (the status and why on stderr).
     """
     import anyio
     from aieng_hookspecs.types import ToolCall
@@ -180,9 +205,10 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
 
     result = anyio.run(go)
     if as_json:
-        json_document(result.to_json())
+        json_document(result.to_json())  # the summary's numbers are in it
     else:
         live.finish(result)
+        click.echo(summary_line(result), err=True)
     if result.status != "answered":
         click.echo(f"aieng: the agent did not answer: {result.status} ({result.reason})",
                    err=True)

@@ -93,6 +93,9 @@ class _Root(click.Group):
                      parent: click.Context | None = None, **extra: Any) -> click.Context:
         try:  # parsing loads plugins too (--help lists their commands)
             return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:
+            _show_visibly(exc)
+            raise
         except KeyboardInterrupt:
             raise _interrupted() from None
         except OSError as exc:  # --help, --version printed to a closed pipe
@@ -108,6 +111,9 @@ class _Root(click.Group):
         except AiengError as exc:  # its text may hold a file's name, a model's output
             click.echo(f"aieng: error: {_visible(str(exc))}", err=True)
             ctx.exit(2 if exc.__class__.__name__ == "ConfigError" else 1)
+        except click.ClickException as exc:  # a usage error may name a path the user typed
+            _show_visibly(exc)
+            raise
         except _CLICK_FLOW:
             raise
         except Exception as exc:  # a plugin command's own failure: a message, no traceback
@@ -123,6 +129,14 @@ def _visible(text: str) -> str:
     from ._present import visible  # rich loads when a command prints, not before
 
     return visible(text)
+
+
+def _show_visibly(exc: click.ClickException) -> None:
+    """Make a usage error's message :func:`~._present.visible`: a path in it (``PATHS: X
+    does not exist``) shows its letters, not the surrogates of an ASCII locale, and its
+    control characters as escapes."""
+    # click types the attribute Final, but it is a plain one that format_message reads.
+    exc.message = _visible(exc.message)  # type: ignore[misc]
 
 
 def _interrupted() -> click.exceptions.Exit:

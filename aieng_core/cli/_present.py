@@ -5,6 +5,8 @@ from __future__ import annotations
 import codecs
 import errno
 import json
+import math
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,16 +37,51 @@ __all__ = [
     "plugins_table",
     "progress",
     "run_result",
+    "score_text",
     "scores",
     "stream_piece",
     "visible",
 ]
 
+#: A run of the surrogates Python makes of the bytes 0x80-0xff it could not decode
+#: (``surrogateescape``): a path or an argument typed under an ASCII locale (``LC_ALL=C``
+#: with Python's UTF-8 mode off) holds its UTF-8 letters so (``d\udcc3\udcbcr``).
+_UNDECODED_BYTES = re.compile("[\udc80-\udcff]+")  # the pattern holds the surrogates
+
+
+def _decoded(run: re.Match[str]) -> str:
+    r"""A run of undecoded bytes as the UTF-8 text it is; a byte no UTF-8 sequence holds
+    stays the surrogate it was (written as an escape, ``\udce9``, as before)."""
+    return bytes(ord(char) - 0xDC00 for char in run[0]).decode("utf-8", "surrogateescape")
+
+
 def visible(text: str) -> str:
     r"""``text`` safe to write to a terminal: its control characters but tab and line feed
     written as escapes (``\x1b``), carriage returns left out (as rich leaves them out):
-    an escape sequence in an answer cannot clear the screen or set the clipboard."""
-    return escaped(text.replace("\r", ""), lines=True)
+    an escape sequence in an answer cannot clear the screen or set the clipboard.
+
+    UTF-8 bytes Python could not decode under an ASCII locale (lone surrogates,
+    ``\udcc3\udcbc``) are shown as the letters they are (``ü``), as the file a path names
+    is the one the user typed; other lone surrogates stay escapes. The decoding comes
+    first, so a control character they hold (U+009B, the C1 CSI) is escaped too.
+    """
+    return escaped(_UNDECODED_BYTES.sub(_decoded, text).replace("\r", ""), lines=True)
+
+
+def score_text(score: float) -> str:
+    """A hit's score with four significant digits, whatever its size (a cross-encoder's
+    logit ``-12.35``, a probability ``1.000e-05``, a raw dot product ``3.200e+07``): ``:.3f``
+    showed ``0.000`` for the one and hid the sign of ``-0.0004``. Plain decimals from
+    0.001 to 9999 (``0.8123``, ``12.35``, ``1234``), as most retrievers' scores are, and
+    scientific notation beyond, where decimals would need a dozen zeros. ``--json`` keeps
+    the exact float."""
+    size = abs(score)
+    if size == 0 or not math.isfinite(score):
+        return f"{score:g}"  # 0, -0, nan, inf, -inf
+    if not 1e-3 <= size < 1e4:
+        return f"{score:.3e}"
+    decimals = max(0, 3 - math.floor(math.log10(size)))
+    return f"{score:.{decimals}f}"
 
 
 def json_document(data: Any, *, ensure_ascii: bool = False) -> None:
@@ -105,17 +142,21 @@ def plugins_table(infos: Sequence[PluginInfo]) -> None:
     for info in infos:
         status = {"loaded": "[green]loaded[/]", "broken": "[red]broken[/]",
                   "disabled": "[yellow]disabled[/]"}[info.status]
-        # Text, not markup: a name or an error with "[...]" in it is shown as it is.
-        table.add_row(Text(info.name), Text(info.distribution), Text(info.version), status,
-                      Text(", ".join(info.components)), Text(", ".join(info.hooks)))
+        # Text, not markup: a name or an error with "[...]" in it is shown as it is; and
+        # visible: rich's Text drops BEL but writes ESC, so an error (a path in a plugin's
+        # ImportError) could open an escape sequence.
+        table.add_row(*(Text(visible(cell)) for cell in (
+            info.name, info.distribution, info.version)), status,
+            Text(visible(", ".join(info.components))), Text(visible(", ".join(info.hooks))))
     console = _console()
     console.print(table)
     for info in infos:
         if info.status == "broken":
-            console.print(Text.assemble((info.name, "red"),
-                                        f" ({info.dist_label}): {info.error}"))
+            console.print(Text.assemble((visible(info.name), "red"),
+                                        visible(f" ({info.dist_label}): {info.error}")))
         elif info.warning:
-            console.print(Text.assemble((info.name, "yellow"), f": {info.warning}"))
+            console.print(Text.assemble((visible(info.name), "yellow"),
+                                        visible(f": {info.warning}")))
 
 
 def hooks_table(rows: Iterable[dict[str, Any]]) -> None:
@@ -140,7 +181,8 @@ def run_result(result: RunResult, *, explain: bool, answer_shown: bool) -> None:
         console.print("\n[bold]sources[/]")
         for hit in result.hits:
             title = f" {hit.document.title}" if hit.document.title else ""
-            _line(console, f"  [{hit.rank}] {hit.document.id}{title}  (score {hit.score:.3f})")
+            _line(console, f"  [{hit.rank}] {hit.document.id}{title}  "
+                           f"(score {score_text(hit.score)})")
     if not explain:
         return
     for call in result.model_calls:
@@ -211,7 +253,7 @@ def answer(data: dict[str, Any], *, answer_shown: bool) -> None:
             scorer = hit["scored_by"]
             found = "" if scorer == hit["source"] else f"{hit['source']}, "
             _line(console, f"  {hit['rank']:>2}. {hit['id']}  ({found}{scorer} "
-                           f"{hit['score']:.3f})")
+                           f"{score_text(hit['score'])})")
     timing = "  ".join(f"{name} {ms:.1f} ms" for name, ms in data["stages_ms"].items())
     console.print(f"\n[dim]{timing}[/]")
     if data["ttft_ms"] is not None:
