@@ -3,12 +3,9 @@ threads, values and errors sent to worker processes, a fork, a host's own loggin
 
 from __future__ import annotations
 
-import os
 import pickle
-import signal
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +35,7 @@ from aieng_core.builtins import MemoryOptions, MemoryRetriever
 from aieng_core.testing import EventCapture, settle
 from aieng_core.testing import strategies as strat
 from aieng_core.testing.doubles import PromptCache, ScriptedBackend
+from aieng_core.testing.processes import in_forked_child
 
 pytestmark = pytest.mark.anyio
 
@@ -345,25 +343,10 @@ def test_a_kernel_made_inside_a_first_loop_serves_a_second(second: str) -> None:
 
 def _in_child(work: Any) -> str:
     """Run ``work()`` in a forked child; what it returns (or raises) as text."""
-    read, write = os.pipe()
-    with warnings.catch_warnings():  # 3.12+: "multi-threaded, fork() may deadlock": known
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the child: report, then leave without running the parent's cleanup
-        signal.alarm(20)  # a child that hangs is killed (the parent reads nothing)
-        try:
-            try:
-                text = str(work())
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent
-                text = f"{type(exc).__name__}: {exc}"
-            os.write(write, text.encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        text = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return text
+    try:
+        return str(in_forked_child(work, timeout=20))
+    except Exception as exc:  # noqa: BLE001 - the child's error, as text
+        return f"{type(exc).__name__}: {exc}"
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # a child of a trio worker thread

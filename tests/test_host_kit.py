@@ -5,7 +5,9 @@ reached with proxy variables in the environment."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -231,3 +233,36 @@ async def test_a_loopback_server_started_from_a_worker_thread_under_the_backend(
     finally:
         await anyio.to_thread.run_sync(server.__exit__, None, None, None)
     assert not server.thread.is_alive()
+
+
+# -- in_forked_child ---------------------------------------------------------------------
+
+
+def test_in_forked_child_returns_raises_and_kills_a_hang() -> None:
+    """The kit's fork helper brings back the child's value and its error (pickled: the
+    kernel's errors keep their fields), and kills a child that hangs instead of waiting."""
+    from aieng_core import HookError
+    from aieng_core.testing.processes import in_forked_child
+
+    parent = os.getpid()
+    assert in_forked_child(lambda: (os.getpid() != parent, [1, 2])) == (True, [1, 2])
+
+    def fail() -> None:
+        raise HookError(hook="aieng_generate", plugin="llm", stage="generate",
+                        cause=ValueError("boom"))
+
+    with pytest.raises(HookError, match="boom") as caught:
+        in_forked_child(fail)
+    assert (caught.value.hook, caught.value.plugin) == ("aieng_generate", "llm")
+    with pytest.raises(RuntimeError, match="Unpicklable"):
+        in_forked_child(lambda: (_ for _ in ()).throw(Unpicklable()))
+    with pytest.raises(TimeoutError, match="had not ended after 0.5 s"):
+        in_forked_child(lambda: threading.Event().wait(), timeout=0.5)
+
+
+class Unpicklable(Exception):
+    """An error whose state does not pickle (a lock)."""
+
+    def __init__(self) -> None:
+        super().__init__("holds a lock")
+        self.lock = threading.Lock()

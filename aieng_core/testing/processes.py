@@ -1,12 +1,15 @@
 """The process around a test: the same script raced in several processes (what two workers
-sharing a cache or a file do at the same moment), a guard that fails a test instead of
-letting it hang, a umask set for a block, and a folder seen read-only (a container's
-read-only mount)."""
+sharing a cache or a file do at the same moment), a function run in a forked child (what a
+pool's workers forked from a host do), a guard that fails a test instead of letting it
+hang, a umask set for a block, and a folder seen read-only (a container's read-only
+mount)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
+import select
 import shlex
 import shutil
 import signal
@@ -14,11 +17,15 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["can_unshare_mounts", "hang_guard", "race_processes", "read_only",
-           "run_on_read_only_mount", "sqlite_layout", "umask"]
+__all__ = ["can_unshare_mounts", "hang_guard", "in_forked_child", "race_processes",
+           "read_only", "run_on_read_only_mount", "sqlite_layout", "umask"]
+
+T = TypeVar("T")
 
 #: What every racer runs first: it says it is ready (``ready-<n>``) and waits for ``go``.
 _PREAMBLE = """
@@ -69,6 +76,65 @@ def race_processes(body: str, here: Path, *args: str, processes: int = 2,
     for racer, (_, err) in zip(racers, outs):
         assert racer.returncode == 0, err
     return [out.strip().splitlines()[-1] if out.strip() else "" for out, _ in outs]
+
+
+def in_forked_child(work: Callable[[], T], *, timeout: float = 60.0) -> T:
+    """Run ``work()`` in a child forked from this process (what ``multiprocessing``'s "fork"
+    start method and gunicorn ``--preload`` do to a host) and return what it returned.
+
+    The result comes back pickled; an exception ``work`` raised is raised here (one that
+    does not pickle comes back as a ``RuntimeError`` with its type and text). The child
+    leaves through ``os._exit``, running none of this process's cleanup (atexit hooks,
+    pytest's). POSIX only.
+
+    :raises TimeoutError: when the child has not ended after ``timeout`` seconds (killed:
+        a hang, such as a lock some thread held at the fork).
+    :raises RuntimeError: when the child ended without a result (killed by a signal).
+    """
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # 3.12+: "multi-threaded, fork() may deadlock": known
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            try:
+                outcome: tuple[bool, object] = (True, work())
+            except BaseException as exc:  # noqa: BLE001 - sent to the parent
+                outcome = (False, exc)
+            try:
+                data = pickle.dumps(outcome)
+            except Exception:  # noqa: BLE001 - an unpicklable value or error: its text
+                data = pickle.dumps((False, RuntimeError(
+                    f"{type(outcome[1]).__name__}: {outcome[1]}")))
+            with os.fdopen(write, "wb") as pipe:
+                pipe.write(data)
+        finally:
+            os._exit(0)
+    os.close(write)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                raise TimeoutError(f"the forked child had not ended after {timeout:g} s "
+                                   "(killed): a hang?")
+            chunk = os.read(read, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read)
+        _, status = os.waitpid(pid, 0)
+    if not chunks:
+        raise RuntimeError("the forked child ended without a result (exit status "
+                           f"{os.waitstatus_to_exitcode(status)})")
+    ok, value = pickle.loads(b"".join(chunks))
+    if ok:
+        return value  # type: ignore[no-any-return]
+    raise value
 
 
 @contextlib.contextmanager

@@ -8,8 +8,7 @@ import logging
 import os
 import random
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -19,6 +18,8 @@ import torch
 from aieng_onnx import MiniLMOnnxEmbedder, MiniLMOnnxOptions, exported
 from aieng_onnx._quantize import optimize_bert, quantize
 from aieng_transformers.testing import no_network
+
+from aieng_core.testing.processes import in_forked_child
 
 pytestmark = pytest.mark.anyio
 
@@ -137,25 +138,6 @@ def test_a_forked_child_encodes_with_its_own_workers(bert_dir: Path, tmp_path: P
     def child() -> int:
         return 0 if np.allclose(embedder.encode(texts), expected, atol=1e-6) else 1
 
-    assert _in_child(child) == 0
+    assert in_forked_child(child) == 0
 
 
-def _in_child(body: Callable[[], int]) -> int:
-    """``body``'s return value as the exit status of a forked child; 99 for an exception,
-    98 when the child had not ended after 60 s (killed: a hang)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        status = 99
-        try:
-            status = body()
-        finally:
-            os._exit(status)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return 98

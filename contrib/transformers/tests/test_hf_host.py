@@ -8,9 +8,7 @@ import logging
 import os
 import random
 import threading
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -28,6 +26,8 @@ from aieng_transformers import (
     SmolLM2Options,
 )
 from aieng_transformers.testing import CHAIN_TEXT, no_network
+
+from aieng_core.testing.processes import in_forked_child
 
 pytestmark = pytest.mark.anyio
 
@@ -181,27 +181,6 @@ def _generate(backend: SmolLM2Backend, request: Request) -> str:
             return "".join(pieces)
 
 
-def _in_child(body: Callable[[], int]) -> int:
-    """``body``'s return value as the exit status of a forked child; 99 for an exception,
-    98 when the child had not ended after 60 s (killed: a hang)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        status = 99
-        try:
-            status = body()
-        finally:
-            os._exit(status)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return 98
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX")
 def test_a_forked_child_with_torch_threads_is_refused_clearly(random_dir: Path,
                                                                bert_dir: Path) -> None:
@@ -230,6 +209,6 @@ def test_a_forked_child_with_torch_threads_is_refused_clearly(random_dir: Path,
 
     torch.set_num_threads(2)
     try:
-        assert _in_child(child) == 0
+        assert in_forked_child(child) == 0
     finally:
         torch.set_num_threads(threads)
