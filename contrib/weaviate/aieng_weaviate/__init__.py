@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from aieng_hookspecs import ComponentRegistry, hookimpl
 
-from ._component import WeaviateCollectionMismatch, WeaviateStore, WeaviateUnavailable
+from ._component import (
+    WeaviateAuthenticationFailed,
+    WeaviateCollectionMismatch,
+    WeaviateStore,
+    WeaviateUnavailable,
+)
 from ._options import WeaviateOptions
 
-__all__ = ["WeaviateCollectionMismatch", "WeaviateOptions", "WeaviateStore",
-           "WeaviateUnavailable", "aieng_register_components"]
+__all__ = ["WeaviateAuthenticationFailed", "WeaviateCollectionMismatch", "WeaviateOptions",
+           "WeaviateStore", "WeaviateUnavailable", "aieng_register_components"]
 
 __version__ = "0.1.0"
 

@@ -27,7 +27,8 @@ from ._requests import (
 )
 from ._schema import WeaviateCollectionMismatch, check_collection
 
-__all__ = ["Embedder", "WeaviateCollectionMismatch", "WeaviateStore", "WeaviateUnavailable"]
+__all__ = ["Embedder", "WeaviateAuthenticationFailed", "WeaviateCollectionMismatch",
+           "WeaviateStore", "WeaviateUnavailable"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +42,31 @@ class WeaviateUnavailable(ConnectionError):
     no such host, its gRPC port closed, or a server there that is not Weaviate); the
     message names the URL and the gRPC port tried, and the client's own error is the
     cause."""
+
+
+class WeaviateAuthenticationFailed(WeaviateUnavailable):
+    """The Weaviate server asks for credentials the store did not send, or refused the ones
+    it sent (an OIDC login it answers at ``/v1/.well-known/openid-configuration``, a 401 or
+    403): the message names the URL and what to set (``api_key_env``); the client's own
+    error is the cause. A :class:`WeaviateUnavailable`, so code that catches that catches
+    this too; retrying does not help."""
+
+
+def _auth_failed(url: str, api_key_env: str, exc: Exception) -> WeaviateAuthenticationFailed:
+    """The error of a server that wants credentials, naming the URL and what to set."""
+    status = getattr(exc, "status_code", None)
+    # The client's OIDC text spans lines and points at its own login arguments, which
+    # this component does not take; a status error's text has the server's reason.
+    said = "it asks for an OIDC login (/v1/.well-known/openid-configuration)" \
+        if status is None else f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    if api_key_env:
+        return WeaviateAuthenticationFailed(
+            f"Weaviate at {url} refused the API key in {api_key_env} ({said}): check the key "
+            "and the server's AUTHENTICATION_APIKEY_ALLOWED_KEYS")
+    return WeaviateAuthenticationFailed(
+        f"Weaviate at {url} requires credentials ({said}): set the weaviate component's "
+        "api_key_env to the name of an environment variable holding an API key (the "
+        "component authenticates with API keys only, not an OIDC login)")
 
 
 def _embedding_text(doc: Document) -> str:
@@ -113,6 +139,7 @@ class WeaviateStore:
         if self._client is None:
             import weaviate
             from weaviate.exceptions import (
+                AuthenticationFailedError,
                 UnexpectedStatusCodeError,
                 WeaviateConnectionError,
                 WeaviateGRPCUnavailableError,
@@ -125,11 +152,14 @@ class WeaviateStore:
                 self._client = weaviate.connect_to_custom(**params)
             except (WeaviateConnectionError, WeaviateGRPCUnavailableError,
                     WeaviateStartUpError, WeaviateTimeoutError, UnexpectedStatusCodeError,
-                    OSError) as exc:
+                    AuthenticationFailedError, OSError) as exc:
                 # The client's messages name neither the URL for some of these (a server
                 # that is not Weaviate: "Meta endpoint! Unexpected status code: 404") nor
                 # which option or variable it came from.
                 url = self.options.url or os.environ.get(URL_ENV, "")
+                if isinstance(exc, AuthenticationFailedError) \
+                        or getattr(exc, "status_code", None) in (401, 403):
+                    raise _auth_failed(url, self.options.api_key_env, exc) from exc
                 detail = " ".join(str(exc).split())
                 raise WeaviateUnavailable(
                     f"cannot connect to Weaviate at {url} (gRPC port {params['grpc_port']}; "

@@ -39,12 +39,14 @@ from ._agent import agent_completion, agent_field, check_agent_chat, step_commen
 from ._exposition import merge_exposition
 from ._keys import ApiKey, KeyStore, KeyStoreError
 from ._protocol import (
+    FEEDBACK_ID,
     ApiError,
     ChatCall,
     billed_usage,
     chat_chunk,
     chat_response,
     estimated_tokens,
+    feedback_id,
     logprob_content,
     parse_chat,
     parse_dimensions,
@@ -697,6 +699,7 @@ class Gateway:
         run_id, kind, value, text, metadata = parse_feedback(await self._json(http))
         self._admit(call, 0)
         call.run_id = run_id
+        metadata = feedback_id(http.headers.getlist("idempotency-key"), metadata)
         if call.key is not None:
             metadata = {**metadata, "key_id": call.key.id}
         try:
@@ -704,12 +707,15 @@ class Gateway:
         except ValueError as exc:
             raise ApiError(422, f"invalid feedback: {exc}", code="invalid_value") from None
         except HookError as exc:
-            raise self._upstream(exc) from None
+            raise _refused(exc) or self._upstream(exc) from None
         if count == 0:
             raise ApiError(501, "this pipeline has no feedback sink: add one, e.g. "
                                 "[components.feedback] use = \"feedback-sqlite\"",
                            kind="server_error", code="no_feedback_sink")
-        return JSONResponse({"run_id": run_id, "kind": kind, "recorded": count})
+        answer = {"run_id": run_id, "kind": kind, "recorded": count}
+        if FEEDBACK_ID in metadata:
+            answer[FEEDBACK_ID] = metadata[FEEDBACK_ID]
+        return JSONResponse(answer)
 
     async def _metrics(self, http: HTTPRequest, call: _Call) -> Response:
         parts = [c.prometheus_text() for c in self.pipeline.components.values()  # type: ignore[attr-defined]
@@ -736,6 +742,18 @@ async def _not_allowed(http: HTTPRequest, exc: Exception) -> Response:
     return JSONResponse(ApiError(405, f"{http.method} is not allowed on {http.url.path}",
                                  code="method_not_allowed").body(), 405,
                         headers=getattr(exc, "headers", None))  # Allow, as RFC 9110 asks
+
+
+def _refused(exc: HookError) -> ApiError | None:
+    """A feedback sink's refusal of the signal itself, else ``None``: a ``ValueError``
+    carrying a client-fault ``status`` (``feedback-sqlite``'s ``InvalidFeedback``: a value
+    outside its kind's range, a malformed ``feedback_id``) is that status, code
+    ``invalid_feedback``, with the sink's own message. Duck-typed: plugins import no
+    other plugin."""
+    cause, status = exc.cause, getattr(exc.cause, "status", None)
+    if isinstance(cause, ValueError) and type(status) is int and status in CLIENT_FAULTS:
+        return ApiError(status, f"invalid feedback: {cause}", code="invalid_feedback")
+    return None
 
 
 def _run_header(call: _Call) -> dict[str, str]:

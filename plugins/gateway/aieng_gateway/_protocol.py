@@ -10,9 +10,10 @@ from typing import Any
 
 from aieng_hookspecs.types import Completion, Message, Request, ToolCall, ToolSpec, Usage
 
-__all__ = ["ApiError", "ChatCall", "billed_usage", "chat_chunk", "chat_response",
-           "estimated_tokens", "logprob_content", "parse_chat", "parse_dimensions",
-           "parse_embeddings", "parse_feedback", "prompt_chars"]
+__all__ = ["FEEDBACK_ID", "IDEMPOTENCY_KEY", "ApiError", "ChatCall", "billed_usage",
+           "chat_chunk", "chat_response", "estimated_tokens", "feedback_id", "logprob_content",
+           "parse_chat", "parse_dimensions", "parse_embeddings", "parse_feedback",
+           "prompt_chars"]
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 #: ``seed``'s range: a signed 64-bit integer, as OpenAI and the backends' samplers take it.
@@ -502,6 +503,40 @@ def parse_feedback(body: Any) -> tuple[str, str, float, str, dict[str, Any]]:
     if not isinstance(metadata, dict):
         raise _bad("metadata", "must be an object")
     return run_id, kind, value, text, metadata
+
+
+#: The request header naming one feedback signal (the IETF draft "The Idempotency-Key HTTP
+#: Header Field"): a POST sent again with it is one signal.
+IDEMPOTENCY_KEY = "Idempotency-Key"
+#: The metadata key a feedback sink reads the signal's id from (``feedback-sqlite`` stores a
+#: signal once per run, kind and id).
+FEEDBACK_ID = "feedback_id"
+
+
+def feedback_id(keys: list[str], metadata: dict[str, Any]) -> dict[str, Any]:
+    """A feedback body's ``metadata`` with the ``Idempotency-Key`` header's value (``keys``:
+    each one the request sent) as its ``feedback_id``; a body's own
+    ``metadata.feedback_id`` is taken as it is.
+
+    :raises ApiError: 400 on an empty header or two different ones; 422 naming
+        ``metadata.feedback_id`` when the body's id is not the header's.
+    """
+    if not keys:
+        return metadata
+    if len(set(keys)) > 1:
+        raise ApiError(400, f"{IDEMPOTENCY_KEY}: sent {len(keys)} times with different "
+                            "values: send one", param=IDEMPOTENCY_KEY, code="invalid_value")
+    key = keys[0]
+    if not key:
+        raise ApiError(400, f"{IDEMPOTENCY_KEY}: empty: send the signal's id (a UUID, say) "
+                            "or leave the header out", param=IDEMPOTENCY_KEY,
+                       code="invalid_value")
+    found = metadata.get(FEEDBACK_ID, key)
+    if found != key:
+        raise _bad(f"metadata.{FEEDBACK_ID}", f"{found!r} is not the {IDEMPOTENCY_KEY} "
+                   f"header's {key!r}: one signal has one id (send it in either, or the same "
+                   "in both)")
+    return {**metadata, FEEDBACK_ID: key}
 
 
 def prompt_chars(request: Request) -> int:

@@ -54,7 +54,7 @@ def wait_healthy(process: subprocess.Popen[bytes], base: str) -> None:
     while True:
         assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
         try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
+            if httpx.get(f"{base}/healthz", trust_env=False).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

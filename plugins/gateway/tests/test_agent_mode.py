@@ -137,8 +137,8 @@ def agent_served(tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture()
 def client(agent_served: tuple[Gateway, LoopbackServer, str]) -> Iterator[httpx.Client]:
     _, server, key = agent_served
-    with httpx.Client(base_url=server.url, timeout=30,
-                      headers={"authorization": f"Bearer {key}"}) as http:
+    with server.client(timeout=30,
+                       headers={"authorization": f"Bearer {key}"}) as http:
         yield http
 
 
@@ -250,7 +250,8 @@ def test_the_keys_bucket_is_charged_the_runs_usage(
     gateway.limits.clock = lambda: 0.0
     try:
         response = httpx.post(f"{server.url}/v1/chat/completions", json=_chat("count"),
-                              headers={"authorization": f"Bearer {key}"}, timeout=30)
+                              headers={"authorization": f"Bearer {key}"}, timeout=30,
+                              trust_env=False)
     finally:
         gateway.limits.clock = clock
     assert response.json()["usage"]["total_tokens"] == 4 * USAGE.total_tokens
@@ -287,7 +288,8 @@ def test_the_openai_sdk_reads_both_answers(
     _, server, key = agent_served
 
     async def main() -> None:
-        client = openai.AsyncOpenAI(base_url=server.base_url, api_key=key, max_retries=0)
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key=key, max_retries=0,
+                                    http_client=server.async_client())
         messages: Any = [{"role": "user", "content": "add 40 and 2"}]
         whole = await client.chat.completions.create(model="agentic", messages=messages)
         assert whole.choices[0].message.content == "The answer is 42."
@@ -320,8 +322,8 @@ def test_guards_block_and_comments_hide_tool_results(tmp_path: Path) -> None:
     assert gateway.keys is not None
     key, _ = gateway.keys.create("guarded")
     with LoopbackServer(gateway.app) as server, \
-            httpx.Client(base_url=server.url, timeout=30,
-                         headers={"authorization": f"Bearer {key}"}) as http:
+            server.client(timeout=30,
+                          headers={"authorization": f"Bearer {key}"}) as http:
         blocked = http.post("/v1/chat/completions", json=_chat("a forbidden task")).json()
         streamed = http.post("/v1/chat/completions",
                              json=_chat("contact support", stream=True)).text
@@ -342,8 +344,7 @@ def test_a_pipeline_that_cannot_act_as_an_agent_is_a_502(tmp_path: Path) -> None
 
     gateway = Gateway(build, settings=GatewaySettings(auth=False, agent=AgentOptions()),
                       kernel=lambda: isolated_kernel(loop_block_threshold=None))
-    with LoopbackServer(gateway.app) as server, httpx.Client(base_url=server.url,
-                                                             timeout=30) as http:
+    with LoopbackServer(gateway.app) as server, server.client(timeout=30) as http:
         for stream in (False, True):
             response = http.post("/v1/chat/completions", json=_chat("hi", stream=stream))
             assert response.status_code == 502, response.text
@@ -387,7 +388,7 @@ def test_aieng_serve_agent_subprocess(served: tuple[Gateway, LoopbackServer], ap
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(process, base)
-        body = httpx.post(f"{base}/v1/chat/completions", timeout=30,
+        body = httpx.post(f"{base}/v1/chat/completions", timeout=30, trust_env=False,
                           json={"messages": [{"role": "user", "content": "2+2?"}]}).json()
     finally:
         process.terminate()

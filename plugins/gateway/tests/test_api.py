@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 def _client(server: LoopbackServer, key: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=20)
+    return server.client(headers=headers, timeout=20)
 
 
 @pytest.fixture
@@ -198,7 +198,7 @@ def test_models_health_and_embeddings(client: httpx.Client) -> None:
     """/v1/models lists the pipeline and its backend; /v1/embeddings uses aieng_embed."""
     models = client.get("/v1/models").json()
     assert [m["id"] for m in models["data"]] == ["test", "llm"]
-    assert httpx.get(f"{client.base_url}/healthz").json() == {"status": "ok", "pipeline": "test"}
+    assert client.get("/healthz").json() == {"status": "ok", "pipeline": "test"}
     body = client.post("/v1/embeddings", json={"input": ["a b", "c"], "model": "hash"}).json()
     assert [d["index"] for d in body["data"]] == [0, 1]
     assert len(body["data"][0]["embedding"]) == 16
@@ -273,11 +273,12 @@ def test_missing_or_invalid_key_is_401(served: tuple[Gateway, LoopbackServer],
                                        headers: dict[str, str]) -> None:
     """No key or a wrong key: 401 with a JSON error and a Bearer challenge."""
     response = httpx.post(f"{served[1].url}/v1/chat/completions", json=_chat("x"),
-                          headers=headers)
+                          headers=headers, trust_env=False)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert "API key" in response.json()["error"]["message"]
-    assert httpx.get(f"{served[1].url}/metrics", headers=headers).status_code == 401
+    assert httpx.get(f"{served[1].url}/metrics", headers=headers,
+                     trust_env=False).status_code == 401
 
 
 def test_revoked_key_is_refused(served: tuple[Gateway, LoopbackServer]) -> None:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aieng_gateway import Gateway, GatewaySettings, KeyStore
 
@@ -38,9 +37,8 @@ def test_cache_hits_cost_the_key_no_tokens(tmp_path: Path) -> None:
     key, _ = served.keys.create("cached", tpm=100)
     served.keys.refresh(force=True)
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 40}
-    with LoopbackServer(served.app) as server, httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {key}"},
-            timeout=10.0) as client:
+    with LoopbackServer(served.app) as server, server.client(
+            headers={"Authorization": f"Bearer {key}"}, timeout=10.0) as client:
         statuses, usages = [], []
         for n in range(13):
             if n % 2:

@@ -44,9 +44,9 @@ def test_a_mounted_gateway_without_its_lifespan_answers_503_naming_the_fix(
     gateway = make_gateway(tmp_path, settings=OPEN)
     with structlog.testing.capture_logs() as logs, \
             LoopbackServer(host_app(("/llm", gateway), lifespan=False)) as server:
-        answers = [httpx.post(f"{server.url}/llm/v1/chat/completions", json=CHAT),
-                   httpx.get(f"{server.url}/llm/v1/models"),
-                   httpx.get(f"{server.url}/llm/healthz")]
+        answers = [httpx.post(f"{server.url}/llm/v1/chat/completions", trust_env=False, json=CHAT),
+                   httpx.get(f"{server.url}/llm/v1/models", trust_env=False),
+                   httpx.get(f"{server.url}/llm/healthz", trust_env=False)]
     for answer in answers:
         assert answer.status_code == 503, answer.text
         error = answer.json()["error"]
@@ -66,14 +66,15 @@ def test_a_host_lifespan_that_enters_the_gateways_serves_both(tmp_path: Path) ->
     second = make_gateway(tmp_path / "b", settings=OPEN)
     with LoopbackServer(host_app(("/one", first), ("/two", second))) as server:
         for path in ("/one", "/two"):
-            chat = httpx.post(f"{server.url}{path}/v1/chat/completions", json=CHAT)
+            chat = httpx.post(f"{server.url}{path}/v1/chat/completions", trust_env=False, json=CHAT)
             assert chat.status_code == 200, chat.text
             assert chat.json()["choices"][0]["message"]["content"] == "You said: hi"
-            stream = httpx.post(f"{server.url}{path}/v1/chat/completions",
+            stream = httpx.post(f"{server.url}{path}/v1/chat/completions", trust_env=False,
                                 json={**CHAT, "stream": True})
             assert stream.status_code == 200
             assert stream.text.rstrip().endswith("data: [DONE]")
-            assert httpx.get(f"{server.url}{path}/healthz").json()["status"] == "ok"
+            health = httpx.get(f"{server.url}{path}/healthz", trust_env=False)
+            assert health.json()["status"] == "ok"
     assert first.requests[("/v1/chat/completions", 200)] == 2
     assert second.requests[("/v1/chat/completions", 200)] == 2
 

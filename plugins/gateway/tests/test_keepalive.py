@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from _support import FlakyBackend, LoopbackServer, make_gateway
 from aieng_gateway import GatewaySettings
@@ -59,7 +58,7 @@ def pinging(tmp_path: Path) -> Iterator[LoopbackServer]:
 
 
 def _raw_stream(server: LoopbackServer, text: str) -> bytes:
-    with httpx.Client(base_url=server.url, timeout=20) as client, client.stream(
+    with server.client(timeout=20) as client, client.stream(
             "POST", "/v1/chat/completions",
             json={"messages": [{"role": "user", "content": text}], "stream": True}) as response:
         assert response.status_code == 200

@@ -139,7 +139,7 @@ def test_unreadable_key_database_is_503(tmp_path: Path) -> None:
             (tmp_path / f"keys.sqlite3{extra}").unlink(missing_ok=True)
         (tmp_path / "keys.sqlite3").write_bytes(b"not a database" * 100)
         gateway.keys.refresh_s = 0.0  # reload on the next request
-        answer = httpx.get(f"{server.url}/v1/models", timeout=20,
+        answer = httpx.get(f"{server.url}/v1/models", timeout=20, trust_env=False,
                            headers={"Authorization": f"Bearer {key}"})
     assert answer.status_code == 503, answer.text
     error = answer.json()["error"]

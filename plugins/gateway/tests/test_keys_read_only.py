@@ -13,7 +13,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import httpx
 import pytest
 import structlog
 from _support import LoopbackServer, make_gateway
@@ -40,7 +39,8 @@ def _set_user_version(path: Path, version: int) -> None:
 
 def _status(server: LoopbackServer, key: str | None) -> int:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.get(f"{server.url}/v1/models", headers=headers, timeout=20).status_code
+    with server.client(timeout=20) as client:
+        return client.get("/v1/models", headers=headers).status_code
 
 
 def test_serve_reads_and_enforces_a_read_only_key_file(tmp_path: Path) -> None:

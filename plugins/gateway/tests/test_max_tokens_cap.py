@@ -50,7 +50,7 @@ def capped(tmp_path_factory: pytest.TempPathFactory, backend: ScriptedBackend
 @pytest.fixture()
 def client(capped: tuple[Gateway, LoopbackServer, str]) -> Iterator[httpx.Client]:
     _, server, key = capped
-    with httpx.Client(base_url=server.url, timeout=20,
+    with server.client(timeout=20,
                       headers={"authorization": f"Bearer {key}"}) as http:
         yield http
 
@@ -148,7 +148,7 @@ def test_a_request_without_max_tokens_reserves_the_cap(
     assert gateway.keys is not None
     key, _ = gateway.keys.create("small", tpm=CAP // 2)
     gateway.keys.refresh(force=True)
-    with httpx.Client(base_url=server.url, timeout=20,
+    with server.client(timeout=20,
                       headers={"authorization": f"Bearer {key}"}) as http:
         refused = http.post("/v1/chat/completions", json=_chat())
         assert refused.status_code == 422
@@ -163,7 +163,7 @@ def test_without_a_cap_nothing_changes(tmp_path: Path) -> None:
     default, as before."""
     backend = ScriptedBackend(["ok"])
     gateway = make_gateway(tmp_path, backend=backend, settings=GatewaySettings(auth=False))
-    with LoopbackServer(gateway.app) as server, httpx.Client(base_url=server.url) as http:
+    with LoopbackServer(gateway.app) as server, server.client() as http:
         assert http.post("/v1/chat/completions",
                          json=_chat(max_tokens=2**31 - 1)).status_code == 200
         assert backend.requests[-1].max_tokens == 2**31 - 1
@@ -239,7 +239,7 @@ def test_agent_mode_bounds_every_model_call_by_the_cap(tmp_path: Path) -> None:
     gateway = Gateway(build, keys=KeyStore(tmp_path / "keys.sqlite3"), settings=settings,
                       kernel=lambda: isolated_kernel(loop_block_threshold=None))
     with LoopbackServer(gateway.app) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as http:
+            server.client(timeout=30) as http:
         for extra, used in (({}, CAP), ({"max_tokens": 7}, 7)):
             before = len(backend.requests)
             response = http.post("/v1/chat/completions", json=_chat("1+1?", **extra))

@@ -39,7 +39,7 @@ CHAT = st.fixed_dictionaries({}, optional={
 @pytest.fixture(scope="module")
 def http(served: tuple[Gateway, LoopbackServer], api_key: str) -> Iterator[httpx.Client]:
     """One keep-alive client for every example."""
-    with httpx.Client(base_url=served[1].url, timeout=20,
+    with served[1].client(timeout=20,
                       headers={"Authorization": f"Bearer {api_key}"}) as client:
         yield client
 

@@ -32,7 +32,7 @@ def limited(served: tuple[Gateway, LoopbackServer]) -> httpx.Client:
     assert gateway.keys is not None
     key, _ = gateway.keys.create("reserved", tpm=TPM)
     gateway.keys.refresh(force=True)
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
+    return server.client(headers={"Authorization": f"Bearer {key}"},
                         timeout=20)
 
 

@@ -24,7 +24,7 @@ def sinkless() -> Iterator[httpx.Client]:
                       settings=GatewaySettings(auth=False),
                       kernel=lambda: isolated_kernel(loop_block_threshold=None))
     with LoopbackServer(gateway.app) as server, \
-            httpx.Client(base_url=server.url, timeout=20) as client:
+            server.client(timeout=20) as client:
         yield client
 
 
@@ -60,7 +60,7 @@ def test_a_model_name_cannot_forge_a_metric_line(tmp_path: Path, model: str) -> 
     scrape."""
     gateway = make_gateway(tmp_path, settings=GatewaySettings(auth=False))
     with LoopbackServer(gateway.app) as server, \
-            httpx.Client(base_url=server.url, timeout=20) as client:
+            server.client(timeout=20) as client:
         answer = client.post("/v1/chat/completions", json={
             "model": model, "messages": [{"role": "user", "content": "hi"}]})
         assert answer.status_code == 200

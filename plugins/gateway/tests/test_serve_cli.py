@@ -52,14 +52,14 @@ def test_aieng_serve_subprocess(served: tuple[Gateway, LoopbackServer], api_key:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(process, base)
-        chat = httpx.post(f"{base}/v1/chat/completions", timeout=30, json={
+        chat = httpx.post(f"{base}/v1/chat/completions", trust_env=False, timeout=30, json={
             "model": "relay", "messages": [{"role": "user", "content": "via two gateways"}]})
         assert chat.status_code == 200, chat.text
         assert chat.json()["choices"][0]["message"]["content"] == "You said: via two gateways"
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics", trust_env=False).text
         assert 'aieng_runs_total{pipeline="relay",status="ok"} 1' in metrics
-        feedback = httpx.post(f"{base}/v1/feedback", json={"run_id": chat.json()["id"],
-                                                           "kind": "rating", "value": 5})
+        feedback = httpx.post(f"{base}/v1/feedback", trust_env=False, json={
+            "run_id": chat.json()["id"], "kind": "rating", "value": 5})
         assert feedback.json() == {"run_id": chat.json()["id"], "kind": "rating",
                                    "recorded": 1}
         assert (tmp_path / "fb.sqlite3").exists()
@@ -109,8 +109,8 @@ def test_serve_port_0_prints_the_bound_port_and_warns_without_live_keys(
         assert found is not None, started
         port = int(found.group(1))
         assert port != 0, started
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-        refused = httpx.get(f"http://127.0.0.1:{port}/v1/models",
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False).status_code == 200
+        refused = httpx.get(f"http://127.0.0.1:{port}/v1/models", trust_env=False,
                             headers={"Authorization": "Bearer aieng-00000000-" + "x" * 43})
         assert refused.status_code == 401
     finally:
@@ -186,11 +186,13 @@ def test_sigterm_ends_what_outlasts_the_grace_period_cleanly(tmp_path: Path) -> 
         streaming = threading.Event()
 
         def ask_json() -> None:
-            answers["json"] = httpx.post(f"{base}/v1/chat/completions", timeout=60, json={
+            answers["json"] = httpx.post(f"{base}/v1/chat/completions", trust_env=False,
+                                         timeout=60, json={
                 "messages": [{"role": "user", "content": "SLOW"}]})
 
         def ask_stream() -> None:
-            with httpx.stream("POST", f"{base}/v1/chat/completions", timeout=60, json={
+            with httpx.stream("POST", f"{base}/v1/chat/completions", trust_env=False,
+                              timeout=60, json={
                     "stream": True,
                     "messages": [{"role": "user", "content": "STREAMLONG"}]}) as response:
                 chunks = response.iter_bytes()
@@ -253,12 +255,12 @@ def test_a_second_ctrl_c_stops_at_once_and_still_closes_the_pipeline(tmp_path: P
         base = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(process, base)
-            recorded = httpx.post(f"{base}/v1/feedback",
+            recorded = httpx.post(f"{base}/v1/feedback", trust_env=False,
                                   json={"run_id": "r1", "kind": "rating", "value": 5})
             assert recorded.status_code == 200, recorded.text
             assert (tmp_path / "fb.sqlite3-wal").exists()  # open, in WAL mode
             threading.Thread(target=lambda: httpx.post(
-                f"{base}/v1/chat/completions", timeout=60,
+                f"{base}/v1/chat/completions", timeout=60, trust_env=False,
                 json={"messages": [{"role": "user", "content": "SLOW"}]}), daemon=True).start()
             assert backend.slow.wait(60)
             process.send_signal(signal.SIGINT)

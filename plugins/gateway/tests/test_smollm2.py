@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from _support import LoopbackServer
 from aieng_gateway import Gateway, GatewaySettings
@@ -51,7 +50,7 @@ def test_smollm2_through_the_gateway(smol: LoopbackServer) -> None:
     then shows its TTFT."""
     body = {"model": "smol", "max_tokens": 4, "messages": [
         {"role": "user", "content": "What is the capital of France?"}]}
-    with httpx.Client(base_url=smol.url, timeout=120) as client:
+    with smol.client(timeout=120) as client:
         answer = client.post("/v1/chat/completions", json=body).json()
         usage = answer["usage"]
         assert answer["choices"][0]["message"]["content"].strip()
@@ -118,7 +117,7 @@ def test_json_modes_through_the_gateway(smol: LoopbackServer) -> None:
               "required": ["city", "population"]}
     body: dict[str, Any] = {"model": "smol", "max_tokens": 40, "messages": [
         {"role": "user", "content": "Describe Paris as JSON with its city and population."}]}
-    with httpx.Client(base_url=smol.url, timeout=120) as client:
+    with smol.client(timeout=120) as client:
         free = client.post("/v1/chat/completions", json={
             **body, "response_format": {"type": "json_object"}}).json()
         text = free["choices"][0]["message"]["content"]
@@ -153,7 +152,7 @@ async def test_regex_through_the_gateway(smol: LoopbackServer) -> None:
     body: dict[str, Any] = {"model": "smol", "max_tokens": 20, "guided_regex": pattern,
                             "messages": [{"role": "user",
                                           "content": "Name a French city and a year."}]}
-    async with httpx.AsyncClient(base_url=smol.url, timeout=120) as client:
+    async with smol.async_client(timeout=120) as client:
         answer = (await client.post("/v1/chat/completions", json=body)).json()
         assert re.fullmatch(pattern, answer["choices"][0]["message"]["content"]), answer
         bad = await client.post("/v1/chat/completions", json={**body, "guided_regex": 3})
@@ -185,7 +184,7 @@ def test_smollm2_calls_a_tool_through_the_gateway(smol: LoopbackServer) -> None:
     body = {"model": "smol", "max_tokens": 60, "tools": [tool], "parallel_tool_calls": False,
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
             "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}
-    with httpx.Client(base_url=smol.url, timeout=120) as client:
+    with smol.client(timeout=120) as client:
         answer = client.post("/v1/chat/completions", json=body).json()
     choice = answer["choices"][0]
     assert choice["finish_reason"] == "tool_calls", answer
@@ -201,7 +200,7 @@ def test_smollm2_logprobs_through_the_gateway(smol: LoopbackServer) -> None:
     chunk by chunk, the same log-probabilities."""
     body = {"model": "smol", "max_tokens": 4, "logprobs": True, "messages": [
         {"role": "user", "content": "What is the capital of France?"}]}
-    with httpx.Client(base_url=smol.url, timeout=120) as client:
+    with smol.client(timeout=120) as client:
         answer = client.post("/v1/chat/completions", json=body).json()
         streamed = client.post("/v1/chat/completions", json={**body, "stream": True})
     choice = answer["choices"][0]

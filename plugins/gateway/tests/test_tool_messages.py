@@ -24,8 +24,8 @@ ASKED = {"role": "assistant", "content": None, "tool_calls": [
 @pytest.fixture
 def client(served: tuple[Gateway, LoopbackServer], api_key: str) -> Iterator[httpx.Client]:
     """An authenticated client of the module's gateway (closed after the test)."""
-    with httpx.Client(base_url=served[1].url, timeout=20,
-                      headers={"Authorization": f"Bearer {api_key}"}) as http:
+    with served[1].client(timeout=20,
+                          headers={"Authorization": f"Bearer {api_key}"}) as http:
         yield http
 
 

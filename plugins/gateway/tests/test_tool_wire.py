@@ -109,7 +109,7 @@ async def test_a_stream_sends_calls_in_openai_delta_format(
     """A streamed answer with calls has, before its finish chunk (``tool_calls``), the
     calls as ``delta.tool_calls`` entries with ``index``, ``id``, ``type`` and the function
     (arguments as a JSON string), then the usage chunk asked for, then ``[DONE]``."""
-    async with httpx.AsyncClient(base_url=upstream[1].url) as client:
+    async with upstream[1].async_client() as client:
         response = await client.post("/v1/chat/completions", json={
             "model": "upstream", "stream": True, "stream_options": {"include_usage": True},
             "tools": _TOOLS, "messages": [{"role": "user", "content": "40 + 2?"}]})
@@ -153,7 +153,7 @@ async def test_the_openai_sdk_reads_the_calls_back(
     import openai  # a test dependency (the root's dev extra): a missing one fails here
 
     client = openai.AsyncOpenAI(base_url=f"{upstream[1].url}/v1", api_key="unused",
-                                max_retries=0)
+                                max_retries=0, http_client=upstream[1].async_client())
     ask: list[Any] = [{"role": "user", "content": "40 + 2?"}]
     # The helper parses arguments of strict tools only (the gateway takes the flag).
     strict = [{"type": "function", "function": {**_TOOLS[0]["function"], "strict": True}}]
@@ -240,7 +240,7 @@ async def test_arguments_nested_too_deeply_are_a_422_naming_them(
     (the body itself parses: the nesting is inside a string) is a 422 naming the field,
     never a 500."""
     deep = '{"a": ' + "[" * 5000 + "]" * 5000 + "}"
-    async with httpx.AsyncClient(base_url=upstream[1].url) as client:
+    async with upstream[1].async_client() as client:
         response = await client.post("/v1/chat/completions", json={"messages": [
             {"role": "user", "content": "40 + 2?"},
             {"role": "assistant", "content": None, "tool_calls": [{
@@ -259,7 +259,7 @@ async def test_n_other_than_one_is_refused_never_answered_with_one_choice(
     """``n`` = 2 is a 422 naming ``n`` (a stream's too, before its first byte), never a
     silent single choice; ``n`` = 1 and ``null`` are served."""
     body = {"messages": [{"role": "user", "content": "hi"}], "stream": stream}
-    async with httpx.AsyncClient(base_url=upstream[1].url) as client:
+    async with upstream[1].async_client() as client:
         refused = await client.post("/v1/chat/completions", json={**body, "n": 2})
         served = [await client.post("/v1/chat/completions", json={**body, "n": n})
                   for n in (1, None)]

@@ -52,7 +52,7 @@ def served(tmp: Path, llm: ScriptedBackend, *, rpm: int | None = None,
 
 
 def client(server: LoopbackServer, key: str) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
+    return server.client(headers={"Authorization": f"Bearer {key}"},
                         timeout=10.0)
 
 
