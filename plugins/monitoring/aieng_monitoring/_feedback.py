@@ -224,13 +224,23 @@ class FeedbackStore:
                      key: str) -> int:
         """Insert unless the run already has a signal of this kind with this id; the check
         and the insert in one write transaction, so two processes sending the same retry
-        at once still store it once."""
+        at once still store it once.
+
+        :raises InvalidFeedback: when the stored signal with this id has another value or
+            text (an id reused for another signal, not a retry: the first is kept).
+        """
         db.execute("BEGIN IMMEDIATE")
         try:
             found = db.execute(
-                "SELECT id FROM feedback WHERE run_id = ? AND kind = ? AND "
+                "SELECT id, value, text FROM feedback WHERE run_id = ? AND kind = ? AND "
                 "json_extract(metadata, '$.feedback_id') = ? LIMIT 1",
                 (_utf8(feedback.run_id), _utf8(feedback.kind), key)).fetchone()
+            if found and (found[1], found[2]) != (float(feedback.value),
+                                                  _utf8(feedback.text)):
+                raise InvalidFeedback(
+                    f"{FEEDBACK_ID} {key!r} was sent before for run {feedback.run_id!r} "
+                    f"with another {feedback.kind!r} signal (value {found[1]!r}); a retry "
+                    "repeats the signal, another signal takes another id")
             row = int(found[0]) if found else self._insert_row(db, feedback, ts)
         except BaseException:
             if db.in_transaction:  # SQLite may have rolled back already (a full disk)

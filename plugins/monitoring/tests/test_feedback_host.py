@@ -71,6 +71,13 @@ async def test_a_retried_signal_with_a_feedback_id_counts_once(tmp_path: Path) -
     with pytest.raises(InvalidFeedback, match="feedback_id"):
         await store.aieng_feedback_record(Feedback("r1", "thumbs", 1,
                                                    metadata={"feedback_id": 12}))
+    # The id of a stored signal sent with another value or text is no retry: refused
+    # (the IETF idempotency draft's 422), the first kept.
+    for changed in (Feedback("r1", "thumbs", -1, metadata={"feedback_id": "c-1"}),
+                    Feedback("r1", "thumbs", 1, "why", metadata={"feedback_id": "c-1"})):
+        with pytest.raises(InvalidFeedback, match="sent before"):
+            await other.aieng_feedback_record(changed)
+    assert len(await store.query()) == 6
     await store.aieng_pipeline_close()
     await other.aieng_pipeline_close()
 
