@@ -26,7 +26,7 @@ from .bus import EventBus, SubscriberStats, Subscription
 from .dispatch import Dispatcher, ImplCall, StagePolicy
 from .fusion import reciprocal_rank_fusion
 from .kernel import Kernel
-from .pipeline import STAGES, Pipeline, PipelineConfig, RunResult, StageRecord
+from .pipeline import STAGES, Pipeline, PipelineConfig, RunResult, RunStream, StageRecord
 from .registry import ComponentInfo, PluginInfo, Registry
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "PluginLoadError",
     "Registry",
     "RunResult",
+    "RunStream",
     "StagePolicy",
     "StageRecord",
     "SubscriberStats",

@@ -4,6 +4,7 @@ from ._config import INSTANCE, STAGE_HOOKS, STAGES, ComponentConfig, PipelineCon
 from ._indexing import Indexed
 from ._pipeline import Pipeline
 from ._result import RunResult, StageRecord, event_to_json, finite_json, to_jsonable
+from ._run_stream import RunStream
 
 __all__ = [
     "INSTANCE",
@@ -14,6 +15,7 @@ __all__ = [
     "Pipeline",
     "PipelineConfig",
     "RunResult",
+    "RunStream",
     "StageConfig",
     "StageRecord",
     "event_to_json",

@@ -10,40 +10,26 @@ import anyio
 import pluggy
 import structlog
 
-from aieng_hookspecs.types import (
-    Document,
-    Feedback,
-    Query,
-    Request,
-    RunFinished,
-    RunStarted,
-    StageFinished,
-    StageStarted,
-    unchecked,
-)
+from aieng_hookspecs.types import (Document, Feedback, Query, Request, RunFinished, RunStarted,
+                                   StageFinished, StageStarted, unchecked)
 
 from .._errors import ConfigError, HookError, UnknownComponentError
 from .._scope import CURRENT_RUN, RunIds, RunScope
 from ..dispatch import Dispatcher, StagePolicy
 from ..registry import PluginInfo
 from ._context import ComponentContext
-from ._each import (
-    CLOSE_POLICY,
-    InUse,
-    call_each,
-    failed_build_closer,
-    role_plugin_manager,
-)
+from ._each import CLOSE_POLICY, InUse, call_each, failed_build_closer, role_plugin_manager
 from ._indexing import CHUNKS, COUNT, Batch, Indexed, as_chunks, delete_runs
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
 from ._flight import Flights, land
 from ._register import register_components
 from ._result import RunInput, RunResult, StageRecord, as_request
+from ._run_stream import RunStream, open_stream
 from ._stages import SKIPPED_ON_HIT, STAGE_FUNCTIONS, DeltaCallback, RunState, stream_hit
 from ._streaming import held
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
+    from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
     from ..kernel import Kernel
 
@@ -230,6 +216,18 @@ class Pipeline:
             structlog.contextvars.reset_contextvars(**log_tokens)
             CURRENT_RUN.reset(token)
             scope.end()
+
+    def stream(self, input: RunInput, *, reference: str | Sequence[str] | None = None,
+               context: Sequence[str] | None = None, run_id: str | None = None,
+               metadata: Mapping[str, Any] | None = None
+               ) -> AbstractAsyncContextManager[RunStream]:
+        """:meth:`run` with its deltas as an async iterator, for a host that forwards them:
+        ``async with pipeline.stream(q) as deltas:``, ``async for delta in deltas: ...``,
+        then ``deltas.result``. Leaving the block before the last delta cancels the run.
+        The arguments are :meth:`run`'s; see :class:`RunStream`."""
+        return open_stream(lambda on_delta: self.run(
+            input, reference=reference, context=context, on_delta=on_delta, run_id=run_id,
+            metadata=metadata))
 
     def _using(self) -> AbstractContextManager[None]:
         self.kernel._check_caller()  # a forked child, another thread's loop: refused
