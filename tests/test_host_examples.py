@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib.util
+import json
+import logging
 import multiprocessing
 import os
 import re
@@ -20,16 +23,21 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import anyio
 import httpx
 import pytest
+import uvicorn
 from aieng_hookspecs import hookimpl
-from aieng_hookspecs.types import Hit, Query
+from aieng_hookspecs.types import Delta, Hit, Query, Request
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.types import Message
 
 from aieng_core import Kernel, Pipeline
 from aieng_core.testing import ScriptedBackend
@@ -407,6 +415,42 @@ async def test_the_starlette_host_in_process(monkeypatch: pytest.MonkeyPatch) ->
         await pipeline.run(QUESTION)
 
 
+def _events(text: str) -> list[tuple[str, Any]]:
+    """A server-sent event stream's events: (name, decoded data), ``message`` unnamed."""
+    events = []
+    for block in text.split("\n\n"):
+        if block.strip():
+            fields = dict(line.split(": ", 1) for line in block.splitlines())
+            events.append((fields.get("event", "message"), json.loads(fields["data"])))
+    return events
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_the_starlette_host_streams_the_answer_in_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``/ask/stream`` answers server-sent events: the pieces add up to ``/ask``'s answer,
+    and the last event, ``end``, carries the run's own id and status. (httpx's
+    ASGITransport hands the body over once complete: the streaming itself, a client gone
+    mid-stream, is tested under uvicorn and with an ASGI server of the test's below.)"""
+    monkeypatch.chdir(ROOT)
+    app = _module(HOSTS / "starlette_host.py").create_app()
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=transport, base_url="http://host") as client:
+        streamed = await client.get("/ask/stream", params={"q": QUESTION})
+        asked = (await client.get("/ask", params={"q": QUESTION})).json()
+        assert (await client.get("/ask/stream")).status_code == 422
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    *pieces, (name, end) = _events(streamed.text)
+    assert len(pieces) > 1 and {piece[0] for piece in pieces} == {"message"}
+    assert "".join(text for _, text in pieces) == asked["answer"]
+    assert name == "end" and end["status"] == "ok"
+    assert end["run_id"] and end["run_id"] != asked["run_id"]
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -429,8 +473,9 @@ def _server(scratch: Path, port: int) -> Iterator[subprocess.Popen[str]]:
 
 
 def test_the_starlette_host_under_uvicorn(scratch: Path) -> None:
-    """Served by uvicorn on loopback with a proxy set: ``/ask`` and the mounted gateway
-    answer, and on Ctrl-C the server runs the lifespan's shutdown and the process exits
+    """Served by uvicorn on loopback with a proxy set: ``/ask``, ``/ask/stream`` (its events
+    add up to ``/ask``'s answer; a client that leaves after two events costs no error) and
+    the mounted gateway answer, and on Ctrl-C the server runs the lifespan's shutdown and the process exits
     on its own with status 0, leaving nothing running."""
     (scratch / "guard.log").unlink(missing_ok=True)
     port = _free_port()
@@ -447,6 +492,14 @@ def test_the_starlette_host_under_uvicorn(scratch: Path) -> None:
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.1)
         assert asked.status_code == 200 and asked.json()["answer"]
+        streamed = _events(client.get("/ask/stream", params={"q": QUESTION}).text)
+        assert "".join(text for name, text in streamed if name == "message") == \
+            asked.json()["answer"] and streamed[-1][0] == "end"
+        with client.stream("GET", "/ask/stream", params={"q": QUESTION}) as gone:
+            lines = gone.iter_lines()  # two events read, then the connection is closed
+            read = [next(lines) for _ in range(4)]
+        assert read == [f"data: {json.dumps(streamed[0][1])}", "",
+                        f"data: {json.dumps(streamed[1][1])}", ""]
         chat = client.post("/openai/v1/chat/completions", json={
             "model": "docs-qa", "messages": [{"role": "user", "content": QUESTION}]})
         assert chat.json()["choices"][0]["message"]["content"] == asked.json()["answer"]
@@ -454,8 +507,143 @@ def test_the_starlette_host_under_uvicorn(scratch: Path) -> None:
         _, err = server.communicate(timeout=20)
         assert server.returncode == 0, err[-3000:]
         assert "Application shutdown complete" in err
+        assert "Traceback" not in err and "ERROR" not in err, err[-3000:]
     assert _guard_log(scratch) == []
     assert _written(scratch) == []
+
+
+class _Stalling:
+    """A streaming backend whose first answer stalls after two pieces until it is stopped
+    (a slow model, a client that leaves meanwhile); later answers end at once."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.stopped = anyio.Event()  # the first answer was cancelled or closed early
+
+    @hookimpl
+    def aieng_stream(self, request: Request) -> AsyncIterator[Delta]:
+        self.calls += 1
+        return self._stream(stall=self.calls == 1)
+
+    async def _stream(self, stall: bool) -> AsyncIterator[Delta]:
+        try:
+            yield Delta(text="one", index=0)
+            yield Delta(text=" two", index=1)
+            if stall:
+                await anyio.sleep_forever()
+            yield Delta(text=" three", index=2, finish_reason="stop")
+        except BaseException:
+            self.stopped.set()
+            raise
+
+
+def _stalling_app(backend: object) -> Starlette:
+    """The host's ``/ask/stream`` endpoint on a pipeline answering from ``backend``."""
+    ask_stream = _module(HOSTS / "starlette_host.py").ask_stream
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with Kernel() as kernel, kernel.compose({"llm": backend}) as pipeline:
+            app.state.pipeline = pipeline
+            yield
+
+    return Starlette(routes=[Route("/ask/stream", ask_stream)], lifespan=lifespan)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_client_gone_mid_stream_cancels_the_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Served by an ASGI server of the test's own (any loop): the client takes two events,
+    stops reading while the second is written, and disconnects; the run is cancelled there
+    (the model stops), the app returns with no error, nothing is logged (no generator left
+    open across a yield, closed later in another task), and the next request streams to
+    its end."""
+    backend = _Stalling()
+    app = _stalling_app(backend)
+
+    async def serve(gone: anyio.Event | None) -> list[bytes]:
+        sent: list[bytes] = []
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+                 "http_version": "1.1", "method": "GET", "scheme": "http", "path":
+                 "/ask/stream", "raw_path": b"/ask/stream", "root_path": "",
+                 "query_string": b"q=hi", "headers": [], "server": ("127.0.0.1", 80)}
+        requested = False
+
+        async def receive() -> Message:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await (gone.wait() if gone is not None else anyio.sleep_forever())
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            sent.append(message.get("body", b""))
+            if gone is not None and len(sent) == 3:  # the start, two events: the client
+                gone.set()  # stopped reading (the write waits) and went away
+                await anyio.sleep_forever()
+
+        with anyio.fail_after(30):  # no hang
+            await app(scope, receive, send)
+        return sent
+
+    async with app.router.lifespan_context(app):
+        left = await serve(anyio.Event())
+        gc.collect()  # an async generator left open would be finalized now
+        await anyio.lowlevel.checkpoint()
+        assert backend.stopped.is_set()
+        assert left[1:] == [b'data: "one"\n\n', b'data: " two"\n\n']
+        whole = b"".join(await serve(None)).decode()
+    assert [text for _, text in _events(whole)][:3] == ["one", " two", " three"]
+    assert _events(whole)[-1][0] == "end"
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+@pytest.mark.anyio
+async def test_a_run_failing_after_the_stream_began_ends_it_with_an_error_event() -> None:
+    """The status line is sent before the run answers: a run that fails then ends the
+    stream with an ``error`` event naming the stage and component, not a broken body."""
+    app = _stalling_app(ScriptedBackend(fail_with=RuntimeError("model down")))
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=transport, base_url="http://host") as client:
+        streamed = await client.get("/ask/stream", params={"q": "hi"})
+    [(name, data)] = _events(streamed.text)
+    assert streamed.status_code == 200 and name == "error"
+    assert data["error"].startswith("stage 'generate', hook aieng_stream of 'llm'")
+    assert data["error"].endswith("RuntimeError: model down")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # uvicorn runs asyncio
+async def test_a_client_gone_mid_stream_under_uvicorn(caplog: pytest.LogCaptureFixture) -> None:
+    """Under a real uvicorn on loopback (asyncio): a client that reads two events and
+    closes its connection cancels the run (the model stops), the server logs no error and
+    no traceback, and the next request streams to its end."""
+    backend = _Stalling()
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(_stalling_app(backend), host="127.0.0.1",
+                                           port=port, log_config=None, lifespan="on"))
+    url = f"http://127.0.0.1:{port}/ask/stream"
+    caplog.set_level(logging.INFO)
+    with anyio.fail_after(30):  # no hang
+        async with anyio.create_task_group() as group:
+            group.start_soon(server.serve)
+            while not server.started:
+                await anyio.sleep(0.01)
+            async with httpx.AsyncClient(trust_env=False) as client:
+                async with client.stream("GET", url, params={"q": "hi"}) as gone:
+                    lines = gone.aiter_lines()
+                    read = [await anext(lines) for _ in range(4)]
+                await backend.stopped.wait()
+                whole = await client.get(url, params={"q": "hi"})
+            server.should_exit = True
+    assert read == ['data: "one"', "", 'data: " two"', ""]
+    assert [text for _, text in _events(whole.text)][:3] == ["one", " two", " three"]
+    assert not [record for record in caplog.records
+                if record.levelno >= logging.WARNING or record.exc_info], caplog.text
 
 
 # ---------------------------------------------------------------------------- the page
