@@ -55,8 +55,12 @@ async def test_the_deltas_then_the_result() -> None:
     """The deltas come in order and add up to the answer; the result is the run's."""
     async with _kernel() as kernel:
         pipeline = kernel.compose({"llm": ScriptedBackend([ANSWER])})
+        async with pipeline.stream("q") as drawn:
+            first_id = drawn.run_id
+            assert "".join([delta.text async for delta in drawn]) == ANSWER
+        assert drawn.result.run_id == first_id  # known before the first delta
         async with pipeline.stream("q", run_id="r-1") as deltas:
-            assert isinstance(deltas, RunStream)
+            assert isinstance(deltas, RunStream) and deltas.run_id == "r-1"
             with pytest.raises(RuntimeError, match="has not finished"):
                 deltas.result  # noqa: B018 - the property raises
             texts = [delta.text async for delta in deltas]

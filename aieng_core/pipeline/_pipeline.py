@@ -224,8 +224,10 @@ class Pipeline:
         """:meth:`run` with its deltas as an async iterator, for a host that forwards them:
         ``async with pipeline.stream(q) as deltas:``, ``async for delta in deltas: ...``,
         then ``deltas.result``. Leaving the block before the last delta cancels the run.
-        The arguments are :meth:`run`'s; see :class:`RunStream`."""
-        return open_stream(lambda on_delta: self.run(
+        The arguments are :meth:`run`'s; see :class:`RunStream` (its ``run_id`` is known
+        before the first delta)."""
+        run_id = self._run_ids.next() if run_id is None else run_id
+        return open_stream(run_id, lambda on_delta: self.run(
             input, reference=reference, context=context, on_delta=on_delta, run_id=run_id,
             metadata=metadata))
 

@@ -27,9 +27,16 @@ class RunStream:
     down instead of piling up text. Iteration ends when the run has finished; a run that
     failed raises its error there (a :class:`~aieng_core.HookError`, never an exception
     group), as :meth:`Pipeline.run` would.
+
+    Keep the ``async with`` block in one task: an async generator that yields from inside
+    it (``async def events(): async with pipeline.stream(q) as d: ... yield``) may be
+    closed by another task when its consumer is cancelled, which the block's task group
+    refuses ("cancel scope in a different task"); forward the deltas from the block itself.
     """
 
-    def __init__(self, receive: ObjectReceiveStream[Delta]) -> None:
+    def __init__(self, run_id: str, receive: ObjectReceiveStream[Delta]) -> None:
+        #: the run's id, known before its first delta (a host's first event may carry it).
+        self.run_id = run_id
         self._receive = receive
         self._result: RunResult | None = None
         self._error: BaseException | None = None
@@ -64,15 +71,16 @@ class RunStream:
 
 
 @asynccontextmanager
-async def open_stream(run: _Run) -> AsyncIterator[RunStream]:
-    """Start ``run(on_delta)`` in a task of its own; the stream of its deltas.
+async def open_stream(run_id: str, run: _Run) -> AsyncIterator[RunStream]:
+    """Start ``run(on_delta)`` (the run ``run_id``) in a task of its own; the stream of its
+    deltas.
 
     Leaving the block before the deltas are all taken (a ``break``, the client gone, an
     error in the block) cancels the run; leaving it after waits for the run's end (its
     output checks, its judges) so that :attr:`RunStream.result` is there.
     """
     send, receive = anyio.create_memory_object_stream[Delta](0)
-    stream = RunStream(receive)
+    stream = RunStream(run_id, receive)
 
     async def produce() -> None:
         try:
