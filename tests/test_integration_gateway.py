@@ -95,8 +95,8 @@ class Served:
 
     def client(self) -> httpx.AsyncClient:
         """An HTTP client sending the key."""
-        return httpx.AsyncClient(base_url=self.server.url, timeout=30.0,
-                                 headers={"Authorization": f"Bearer {self.key}"})
+        return self.server.async_client(timeout=30.0,
+                                        headers={"Authorization": f"Bearer {self.key}"})
 
 
 @pytest.fixture

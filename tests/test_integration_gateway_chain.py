@@ -142,7 +142,7 @@ class Chain:
 
     def client(self) -> httpx.AsyncClient:
         """A client of the front gateway."""
-        return httpx.AsyncClient(base_url=f"{self.server.url}/v1", timeout=30.0)
+        return self.server.async_client(base_url=f"{self.server.url}/v1", timeout=30.0)
 
 
 @pytest.fixture

@@ -67,19 +67,19 @@ class LoopbackServer:
 
     def client(self, **kwargs: Any) -> httpx.Client:
         """An ``httpx.Client`` with ``base_url`` :attr:`url` that reaches the server
-        directly, whatever proxy the environment names (``kwargs`` go to the client)."""
+        directly, whatever proxy the environment names (``kwargs`` go to the client; a
+        ``base_url`` of its own, such as ``f"{server.url}/v1"``, replaces :attr:`url`)."""
         import httpx
 
-        return httpx.Client(base_url=self.url, mounts={**self._direct(),
-                                                       **kwargs.pop("mounts", {})}, **kwargs)
+        mounts = {**self._direct(), **kwargs.pop("mounts", {})}
+        return httpx.Client(**{"base_url": self.url, **kwargs}, mounts=mounts)
 
     def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
         """An ``httpx.AsyncClient`` (asyncio or trio) as :meth:`client` is."""
         import httpx
 
-        return httpx.AsyncClient(base_url=self.url, mounts={**self._direct(),
-                                                            **kwargs.pop("mounts", {})},
-                                 **kwargs)
+        mounts = {**self._direct(), **kwargs.pop("mounts", {})}
+        return httpx.AsyncClient(**{"base_url": self.url, **kwargs}, mounts=mounts)
 
     def __enter__(self) -> Self:
         self.thread.start()
