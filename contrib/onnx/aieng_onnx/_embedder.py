@@ -17,7 +17,7 @@ from ._export import EXPORT_FILE, int8_variant, open_export, optimized_variant
 from ._options import DEFAULT_EMBED_MODEL, PROVIDERS, MiniLMOnnxOptions
 from ._paths import cache_root
 from ._quantize import weights
-from ._runtime import OnnxEncoder, open_session
+from ._runtime import OnnxEncoder, shared_session
 
 __all__ = ["MiniLMOnnxEmbedder", "encoder_width", "load_tokenizer"]
 
@@ -137,8 +137,9 @@ class MiniLMOnnxEmbedder(EmbedderBase):
             else folder / EXPORT_FILE
         if self.options.precision == "int8":
             file = int8_variant(folder, file, weights=weights(self.options.int8_weights))
-        session = open_session(file, providers=self.options.providers,
-                               threads=self.options.intra_op_threads, cache=cache)
+        session = shared_session(file, providers=self.options.providers,
+                                 threads=self.options.intra_op_threads, cache=cache,
+                                 share=self.options.share)
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         limit = token_limit(config)
         max_length = min(self.options.max_length, limit) if limit is not None \
@@ -157,8 +158,10 @@ class MiniLMOnnxEmbedder(EmbedderBase):
 
     @hookimpl
     async def aieng_pipeline_close(self) -> None:
-        """Stop the batcher after the batch in hand, and end the encoder's worker threads
-        (``workers`` > 1; a later call makes new ones)."""
+        """Stop the batcher after the batch in hand, end the encoder's worker threads
+        (``workers`` > 1), and let go of the session: the last component of the process
+        holding it frees it (a later call opens it again)."""
+        encoder = self._encoder
         await super().aieng_pipeline_close()
-        if self._encoder is not None:
-            await anyio.to_thread.run_sync(self._encoder.close)
+        if encoder is not None:
+            await anyio.to_thread.run_sync(encoder.close)

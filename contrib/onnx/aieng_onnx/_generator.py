@@ -12,7 +12,7 @@ from ._export import CAUSAL_TASK, EXPORT_FILE, open_export, quantized_variant
 from ._options import PROVIDERS, SmolLM2OnnxOptions
 from ._paths import cache_root
 from ._quantize import weights
-from ._runtime import open_session
+from ._runtime import shared_session
 
 if TYPE_CHECKING:
     from aieng_transformers._causal import CausalLM
@@ -66,8 +66,9 @@ class SmolLM2OnnxBackend(SmolLM2Backend):
                 file = quantized_variant(target, file, precision=options.precision,
                                          keep=options.keep_fp32,
                                          weights=weights(options.int8_weights))
-            session = open_session(file, providers=options.providers,
-                                   threads=options.intra_op_threads, cache=cache)
+            session = shared_session(file, providers=options.providers,
+                                     threads=options.intra_op_threads, cache=cache,
+                                     share=options.share)
             lm = causal_lm(session, target, template=options.chat_template,
                            io_binding=options.io_binding)
             return lm, session, file

@@ -95,6 +95,9 @@ class MiniLMOnnxOptions:
         ``max_batch`` texts or more runs alone. fp32 vectors do not depend on it; int8
         ones do (activations are quantized per forward pass; README, "int8 and batches").
     :param max_wait_ms: how long a batch waits for more calls after its first.
+    :param share: one ONNX Runtime session per process (the default): components of this
+        process on the same ONNX file, ``providers`` and ``intra_op_threads`` share it
+        (each keeps its own tokenizer and settings); ``false`` opens a private one.
     """
 
     path: str | None = attrs.field(default=None, validator=_opt_str)
@@ -117,6 +120,7 @@ class MiniLMOnnxOptions:
     max_batch: int = attrs.field(default=1, validator=_positive)
     max_wait_ms: float = attrs.field(default=5.0, converter=_milliseconds,
                                      validator=[_number, _wait])
+    share: bool = attrs.field(default=True, validator=v.instance_of(bool))
 
     def __attrs_post_init__(self) -> None:
         _check_int8_weights(self.int8_weights, self.precision)

@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - Windows: one engine folder, unlocked
 from ._options import PROVIDERS
 
 __all__ = ["ENCODE_CHUNK", "PASS_COST", "OnnxEncoder", "batch_bounds", "engine_slot",
-           "nvidia_driver", "open_session", "tensorrt_version"]
+           "nvidia_driver", "open_session", "shared_session", "tensorrt_version"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -173,6 +173,24 @@ def open_session(model: Path, *, providers: Sequence[str], threads: int,
     if held is not None:
         _hold_while_alive(session, held)
     return session
+
+
+def shared_session(model: Path, *, providers: Sequence[str], threads: int,
+                   cache: Path | None = None, share: bool = True) -> Any:
+    """:func:`open_session`'s session, one per process for one file (its path, size and
+    modification time, and its external data's) and the same ``providers``, ``threads``
+    and ``cache``: the live one when a component of this process has it open, else a new
+    one (held weakly: it closes when the last component lets go). ``InferenceSession.run``
+    is thread-safe, and the components keep their tokenizers and I/O bindings apart.
+    ``share`` false: a new session, private."""
+    from aieng_transformers._shared import files_identity, shared
+
+    files = [f for f in model.parent.iterdir()
+             if f.name == model.name or (f.name.startswith(model.name) and f.is_file())]
+    key = ("onnx-session", files_identity(files), tuple(providers), threads,
+           None if cache is None else str(cache))
+    return shared(key, lambda: open_session(model, providers=providers, threads=threads,
+                                            cache=cache), share=share)
 
 
 #: The engine folders of one export and version pair: ``slot-<n>`` under it.

@@ -139,7 +139,7 @@ def test_another_failure_is_raised_and_keeps_the_cache(
     def refuse(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no such provider today")
 
-    monkeypatch.setattr(embedder_module, "open_session", refuse)
+    monkeypatch.setattr(embedder_module, "shared_session", refuse)
     again = embedder(bert_dir, tmp_path)
     with structlog.testing.capture_logs() as logs, \
             pytest.raises(RuntimeError, match="no such provider today"):

@@ -29,6 +29,7 @@ from ._constrain import Guide, constraint_for, marked_texts, token_heads, token_
 from ._convert import dtype_argument
 from ._cpu import warn_if_emulated
 from ._sampling import choose, make_generator, penalize
+from ._shared import folder_identity, shared
 from ._specials import SpecialGuard, marker_pattern, neutralise, special_pattern, special_texts
 from ._speculative import Proposer, Speculation
 from ._templates import TEMPLATES, ChatTemplate, TemplateName, fold_turns
@@ -177,7 +178,7 @@ class CausalLM:
 
     @classmethod
     def load(cls, folder: Path, *, template: TemplateName = "auto",
-             device: str = "cpu", dtype: str = "auto") -> CausalLM:
+             device: str = "cpu", dtype: str = "auto", share: bool = True) -> CausalLM:
         """Load a Hugging Face model folder (local files only).
 
         :param folder: the folder (``config.json``, weights, tokenizer files).
@@ -185,22 +186,35 @@ class CausalLM:
         :param device: the torch device.
         :param dtype: ``float32``, ``bfloat16`` or ``float16``; ``auto``: float32 on the
             CPU, the folder's own type elsewhere.
+        :param share: the model of this process's other components loading the same
+            files at the same dtype and device (``_shared``); false: a private copy.
         """
         target = torch.device(device)
         chosen: Any = getattr(torch, dtype) if dtype != "auto" \
             else torch.float32 if target.type == "cpu" else "auto"
         warn_if_emulated(dtype, target.type, component="causal-lm")
         with MODEL_BUILD:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoTokenizer
 
             tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
                 str(folder), local_files_only=True, trust_remote_code=False)
-            model: Any = AutoModelForCausalLM.from_pretrained(
-                str(folder), local_files_only=True, trust_remote_code=False,
-                **{dtype_argument(): chosen})
-        model.to(target)
-        model.eval()
-        return cls(model, tokenizer, template=template)
+
+        def build() -> Any:
+            with MODEL_BUILD:
+                from transformers import AutoModelForCausalLM
+
+                model: Any = AutoModelForCausalLM.from_pretrained(
+                    str(folder), local_files_only=True, trust_remote_code=False,
+                    **{dtype_argument(): chosen})
+            model.to(target)
+            model.eval()
+            return model
+
+        # One copy of the weights per process (``_shared``): the model is read-only here
+        # (a draft cut from it shares its modules, changing none); the tokenizer and
+        # everything per call stay this object's.
+        key = ("causal-lm", folder_identity(folder), str(chosen), str(target))
+        return cls(shared(key, build, share=share), tokenizer, template=template)
 
     # -- prompts -------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ class _Encoder:
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int, max_length: int,
-                 chunk: int = ENCODE_CHUNK) -> None:
+                 chunk: int = ENCODE_CHUNK, shared: _SharedEncoder | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -70,7 +70,11 @@ class _Encoder:
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = pad if isinstance(pad, int) else 0
         self.lock = threading.Lock()
-        self.layers = _packed_layers(model)
+        #: The shared model this encoder runs (held: the registry holds it weakly).
+        self.shared = shared
+        #: The packed layers (``None``: not a BERT encoder): a shared model's, made once
+        #: (making them moves the model's weights).
+        self.layers = shared.layers if shared is not None else _packed_layers(model)
 
     @property
     def packed(self) -> bool:
@@ -389,6 +393,41 @@ def encoder_width(folder: Path) -> int:
     return int(named.hidden_size)
 
 
+class _SharedEncoder:
+    """A loaded encoder model and its packed layers (:func:`_packed_layers` turns the
+    model's linear weights in place, so it runs once per model), shared by the ``minilm``
+    components of one process that load the same files at the same dtype and device."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.layers = _packed_layers(model)
+
+
+def _shared_encoder(folder: str, dtype: str, device: str, *,
+                    share: bool = True) -> _SharedEncoder:
+    # The model of ``folder`` at ``dtype`` on ``device``: the live copy of this process
+    # when there is one (see ``_shared``), else loaded now; blocking.
+    from ._shared import folder_identity, shared
+
+    def build() -> _SharedEncoder:
+        import torch
+
+        from ._convert import dtype_argument
+
+        with MODEL_BUILD:
+            from transformers import AutoModel
+
+            model: Any = AutoModel.from_pretrained(
+                folder, local_files_only=True, trust_remote_code=False,
+                **{dtype_argument(): getattr(torch, dtype)})
+        model.to(torch.device(device))
+        model.eval()
+        return _SharedEncoder(model)
+
+    return shared(("minilm", folder_identity(Path(folder)), dtype, device), build,
+                  share=share)
+
+
 class LoadedEncoder(Protocol):
     """What an embedder's :meth:`EmbedderBase.load` returns."""
 
@@ -487,9 +526,12 @@ class EmbedderBase:
 
     @hookimpl
     async def aieng_pipeline_close(self) -> None:
-        """Stop the batcher after the batch in hand."""
+        """Stop the batcher after the batch in hand, and let go of the model: the last
+        component of the process holding it frees its memory (a later call loads it
+        again)."""
         if self._batcher is not None:
             await anyio.to_thread.run_sync(self._batcher.stop)
+        self._encoder = None
 
     @hookimpl
     async def aieng_embed(self, texts: Sequence[str], model: str | None) -> Vectors | None:
@@ -562,31 +604,27 @@ class MiniLMEmbedder(EmbedderBase):
         """
         with self._loading:
             if self._encoder is None:
-                import torch
-
-                from ._convert import dtype_argument
                 from ._cpu import warn_if_emulated
 
                 started = time.perf_counter()
                 folder = str(self.source())
                 warn_if_emulated(self.options.dtype, self.options.device, component="minilm")
                 with MODEL_BUILD:
-                    from transformers import AutoModel, AutoTokenizer
+                    from transformers import AutoTokenizer
 
+                    # The tokenizer is this component's own: a call sets its truncation.
                     tokenizer: Any = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
                         folder, local_files_only=True, trust_remote_code=False
                     )
-                    model: Any = AutoModel.from_pretrained(
-                        folder, local_files_only=True, trust_remote_code=False,
-                        **{dtype_argument(): getattr(torch, self.options.dtype)})
-                model.to(torch.device(self.options.device))
-                model.eval()
+                loaded = _shared_encoder(folder, self.options.dtype, self.options.device,
+                                         share=self.options.share)
                 self._loaded_in = os.getpid()  # before the encoder other threads may see
                 self._encoder = _Encoder(
-                    model,
+                    loaded.model,
                     tokenizer,
                     batch_size=self.options.batch_size,
                     max_length=self.options.max_length,
+                    shared=loaded,
                 )
                 log.info(
                     "model.loaded",

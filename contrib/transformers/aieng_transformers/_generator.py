@@ -180,7 +180,8 @@ class SmolLM2Backend:
         from ._causal import CausalLM
 
         return CausalLM.load(folder, template=self.options.chat_template,
-                             device=self.options.device, dtype=self.options.dtype)
+                             device=self.options.device, dtype=self.options.dtype,
+                             share=self.options.share)
 
     def _folder(self, source: Path) -> Path:
         from ._convert import convert_gguf
@@ -210,7 +211,8 @@ class SmolLM2Backend:
             if not path.exists():
                 raise ModelNotFound(f"the draft model path {str(path)!r} does not exist")
             draft = CausalLM.load(self._folder(path), template=options.chat_template,
-                                  device=options.device, dtype=options.dtype)
+                                  device=options.device, dtype=options.dtype,
+                                  share=options.share)
             if draft.tokenizer.get_vocab() != lm.tokenizer.get_vocab():
                 raise ValueError(f"the draft model {str(path)!r} has another vocabulary "
                                  "than the model: speculation needs the same tokenizer")
@@ -255,9 +257,12 @@ class SmolLM2Backend:
 
     @hookimpl
     async def aieng_pipeline_close(self) -> None:
-        """Stop the batcher after the batch in hand."""
+        """Stop the batcher after the batch in hand, and let go of the model: the last
+        component of the process holding it frees its memory (a later request loads it
+        again)."""
         if self._batcher is not None:
             await anyio.to_thread.run_sync(self._batcher.stop)
+        self._lm = None
 
     @hookimpl
     async def aieng_generate(self, request: Request) -> Completion | None:

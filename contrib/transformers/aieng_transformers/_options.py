@@ -76,6 +76,11 @@ class MiniLMOptions:
         instructions torch emulates it, ~30× slower than float32 on an AVX2 AMD EPYC, and
         loading logs a ``dtype.emulated`` warning) or ``float16`` (for GPUs). Pooling and
         normalization run in float32 and the vectors are float32 whatever the type.
+    :param share: one copy of the weights per process (the default): components of this
+        process loading the same files at the same ``dtype`` and ``device`` share the
+        model, read-only (each keeps its own tokenizer and settings); ``false`` loads a
+        private copy, for a host that changes the model it gets from ``load()``
+        (adapters, resized embeddings, moved weights).
     """
 
     path: str | None = attrs.field(default=None, validator=_opt_str)
@@ -88,6 +93,7 @@ class MiniLMOptions:
                                      validator=[_number, _wait])
     dtype: Literal["float32", "bfloat16", "float16"] = attrs.field(
         default="float32", validator=v.in_(tuple(DTYPES)))
+    share: bool = attrs.field(default=True, validator=v.instance_of(bool))
 
 
 @attrs.frozen(kw_only=True)
@@ -141,6 +147,11 @@ class SmolLM2Options:
         and the arguments (Mistral's formats need the tokenizer's marker tokens). A
         template that renders tools in another
         format than the chosen one gets them written into its text.
+    :param share: one copy of the weights per process (the default): components of this
+        process loading the same files at the same ``dtype`` and ``device`` share the
+        model, read-only (each keeps its own tokenizer and settings); ``false`` loads a
+        private copy, for a host that changes the model it gets from ``load()``
+        (adapters, resized embeddings, moved weights).
     """
 
     path: str | None = attrs.field(default=None, validator=_opt_str)
@@ -165,3 +176,4 @@ class SmolLM2Options:
         default="auto", validator=v.in_(("auto", *DTYPES)))
     tool_format: Literal["auto", "hermes", "llama3", "mistral", "mistral-v11"] = attrs.field(
         default="auto", validator=v.in_(("auto", "hermes", "llama3", "mistral", "mistral-v11")))
+    share: bool = attrs.field(default=True, validator=v.instance_of(bool))
