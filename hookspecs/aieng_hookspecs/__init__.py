@@ -29,6 +29,7 @@ from ._protocols import (
 )
 from ._secrets import REDACTED, masked_url, redact_url, redacted, secret_key
 from ._sqlite import (
+    ForkGuard,
     check_layout,
     create_private,
     enable_wal,
@@ -52,6 +53,7 @@ __all__ = [
     "ComponentRegistry",
     "DocumentReader",
     "EventRegistry",
+    "ForkGuard",
     "PipelineContext",
     "ReaderRegistry",
     "__version__",

@@ -1,6 +1,7 @@
 """SQLite for plugins that keep a file (the cache, feedback, gateway keys, memory): WAL mode
 that survives two connections opening the same fresh file at once, the file's layout
-version, and a read-only open for a file on a read-only mount.
+version, a read-only open for a file on a read-only mount, and what a forked child does
+with the connections it inherited (:class:`ForkGuard`).
 
 Switching a database's journal mode takes an exclusive lock, and SQLite answers a
 connection that cannot get it with ``database is locked`` at once, without calling the
@@ -16,10 +17,42 @@ import sqlite3
 import time
 from pathlib import Path
 
-__all__ = ["check_layout", "create_private", "enable_wal", "mark_layout", "open_read_only",
-           "sqlite_busy", "sqlite_error", "writable"]
+__all__ = ["ForkGuard", "check_layout", "create_private", "enable_wal", "mark_layout",
+           "open_read_only", "sqlite_busy", "sqlite_error", "writable"]
 
 _RETRY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+#: Connections forked children inherited: kept alive, never used nor closed (ForkGuard).
+_INHERITED: list[sqlite3.Connection] = []
+
+
+class ForkGuard:
+    """The process a component's SQLite connections and locks belong to.
+
+    :meth:`forked` is true, once, in a process forked from the one that made the guard or
+    last asked (``multiprocessing``'s "fork", gunicorn ``--preload``). The component then
+    takes locks of its own (one another thread held at the fork is never released in the
+    child) and opens connections of its own, handing the inherited ones to
+    :meth:`set_aside`: SQLite forbids using a connection across ``fork()`` (its file locks
+    are the parent's), and closing one in the child would run SQLite's close (a WAL
+    checkpoint) on the parent's handles, so they are kept, unused (as SQLAlchemy's
+    ``dispose(close=False)``). A database in memory is the child's own copy: it keeps it.
+    """
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+
+    def forked(self) -> bool:
+        """Whether this process was forked since the last call (or the guard's making)."""
+        pid = os.getpid()
+        if pid == self._pid:
+            return False
+        self._pid = pid
+        return True
+
+    @staticmethod
+    def set_aside(*connections: sqlite3.Connection | None) -> None:
+        """Keep inherited connections alive and never touch them again."""
+        _INHERITED.extend(conn for conn in connections if conn is not None)
 
 
 def create_private(path: Path) -> None:

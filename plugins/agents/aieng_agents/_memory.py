@@ -13,7 +13,6 @@ import heapq
 import itertools
 import json
 import math
-import os
 import re
 import sqlite3
 import threading
@@ -30,6 +29,7 @@ import anyio.to_thread
 import attrs
 import structlog
 from aieng_hookspecs import (
+    ForkGuard,
     PipelineContext,
     check_layout,
     create_private,
@@ -46,9 +46,6 @@ from aieng_hookspecs.types import MemoryItem, Query
 __all__ = ["MemoryOptions", "SQLiteMemory"]
 
 log = structlog.get_logger(__name__)
-#: Connections a forked child inherited from its parent: never used (SQLite forbids carrying
-#: a connection across fork()) nor closed (that could end the parent's WAL) by the child.
-_INHERITED: list[sqlite3.Connection] = []
 
 _WORD = re.compile(r"\w+")
 _K1, _B = 1.2, 0.75  # BM25's usual constants
@@ -215,21 +212,16 @@ class SQLiteMemory:
         self._lock = threading.Lock()  # one connection, used by one thread at a time
         self._conn: sqlite3.Connection | None = None
         self._closed = False  # closed: a late call opens the file for itself only
-        self._pid = os.getpid()
+        self._fork = ForkGuard()
 
     def _forked(self) -> None:
-        """In a child forked from the process that opened the file (multiprocessing's
-        "fork", a server's workers forked after a preload): a lock of its own (another
-        thread may have held the parent's at the fork) and, for a file, a connection of its
-        own (SQLite forbids using one across fork(); the inherited one is kept, never used
-        or closed here). An in-memory database is the child's copy: it keeps it."""
-        if self._pid == os.getpid():
-            return
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        if self._conn is not None and self.options.path:
-            _INHERITED.append(self._conn)
-            self._conn = None
+        """In a forked child: a lock and, for a file, a connection of its own (an in-memory
+        database is the child's copy: it keeps it)."""
+        if self._fork.forked():
+            self._lock = threading.Lock()
+            if self.options.path:
+                ForkGuard.set_aside(self._conn)
+                self._conn = None
 
     # -- lifecycle -----------------------------------------------------------------------
 

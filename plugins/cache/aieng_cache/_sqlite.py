@@ -11,7 +11,6 @@ that ever lived (anyio retires idle workers, and their connections would pile up
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
 import threading
 from collections.abc import Generator, Iterator
@@ -21,6 +20,7 @@ from typing import Any, NamedTuple
 
 import structlog
 from aieng_hookspecs import (
+    ForkGuard,
     check_layout,
     create_private,
     enable_wal,
@@ -124,10 +124,7 @@ class SQLiteStore:
         self._turn: AbstractContextManager[object] = (
             threading.Lock() if self.in_memory else nullcontext())
         self._idle: list[sqlite3.Connection] = []
-        # The process whose connections these are: a forked child opens its own (see
-        # _forked).
-        self._pid = os.getpid()
-        self._inherited: list[sqlite3.Connection] = []
+        self._fork = ForkGuard()  # a forked child opens connections of its own (_forked)
         self._closed = False
         self._ready = False
         #: Whether the file opened for reading only (see the class).
@@ -193,7 +190,7 @@ class SQLiteStore:
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        if self._pid != os.getpid():
+        if self._fork.forked():
             self._forked()
         with self._turn, self._borrowed() as conn:
             try:
@@ -210,22 +207,13 @@ class SQLiteStore:
                 raise sqlite_error(exc, message) from exc
 
     def _forked(self) -> None:
-        """In a process forked from the one that opened the connections (multiprocessing
-        "fork", gunicorn --preload): forget the parent's connections and locks.
-
-        SQLite forbids using a connection across ``fork`` (its file locks belong to the
-        parent: the child would write under locks it does not hold). The child opens
-        connections of its own on next use. The parent's are set aside, not closed (as
-        SQLAlchemy's ``dispose(close=False)``): closing one would run SQLite's close (a
-        WAL checkpoint) on the parent's handles. A lock another thread held at the fork is never released in the
-        child: new ones. A database in memory is the child's copy: kept.
-        """
-        self._pid = os.getpid()
+        """In a forked child (see :class:`~aieng_hookspecs.ForkGuard`): locks of its own,
+        and connections of its own on next use; a database in memory is its copy, kept."""
         self._lock = threading.Lock()
         if self.in_memory:
             self._turn = threading.Lock()
             return
-        self._inherited.extend(self._idle)
+        ForkGuard.set_aside(*self._idle)
         self._idle = []
 
     @contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import sqlite3
 import threading
@@ -20,6 +19,7 @@ import anyio
 import attrs
 import structlog
 from aieng_hookspecs import (
+    ForkGuard,
     check_layout,
     create_private,
     enable_wal,
@@ -61,9 +61,6 @@ _MAX_LIMIT = 2**63 - 1
 _PRUNE_BATCH = 10_000
 #: Seconds between the prunings ``retention_days`` makes as signals are recorded.
 _PRUNE_EVERY_S = 3600.0
-#: Connections a forked child inherited from its parent: never used (SQLite forbids carrying
-#: a connection across fork()) nor closed (that could end the parent's WAL) by the child.
-_INHERITED: list[sqlite3.Connection] = []
 #: The metadata key of a client's id for one signal: a signal sent again with the same run,
 #: kind and id (a retried POST) is stored once.
 FEEDBACK_ID = "feedback_id"
@@ -128,19 +125,13 @@ class FeedbackStore:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._pruned_at: float | None = None  # time.monotonic() of the last pruning
-        self._pid = os.getpid()
+        self._fork = ForkGuard()
 
     def _forked(self) -> None:
-        """In a child forked from the process that opened the file (multiprocessing's
-        "fork", a server's workers forked after a preload): a lock of its own (another
-        thread may have held the parent's at the fork, and none will release it here) and
-        a connection of its own, opened on the next call."""
-        if self._pid == os.getpid():
-            return
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        if self._db is not None:
-            _INHERITED.append(self._db)
+        """In a forked child: a lock and, on the next call, a connection of its own."""
+        if self._fork.forked():
+            self._lock = threading.Lock()
+            ForkGuard.set_aside(self._db)
             self._db = None
 
     def _connection(self) -> sqlite3.Connection:
