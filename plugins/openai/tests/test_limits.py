@@ -50,6 +50,10 @@ class Flood:
         while self.sent < FLOOD and not gone.is_set():
             await send({"type": "http.response.body", "body": b" " * CHUNK, "more_body": True})
             self.sent += CHUNK
+            # uvicorn's send returns at once after a disconnect without yielding: let the
+            # loop run (the transport's connection_lost, the watcher) between chunks, or a
+            # busy machine spins through the whole flood before it notices.
+            await asyncio.sleep(0)
         watcher.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
