@@ -51,8 +51,10 @@ def answer_citing_every_passage(request: Request) -> str:
 class Doubles:
     """Registers the kit's doubles as components a pipeline file can name."""
 
-    def __init__(self, *, embed_delay: float = 0.0) -> None:
+    def __init__(self, *, embed_delay: float = 0.0,
+                 embedding: anyio.Event | None = None) -> None:
         self.embed_delay = embed_delay
+        self.embedding = embedding
         self.backends: list[ScriptedBackend] = []
 
     @hookimpl
@@ -61,7 +63,9 @@ class Doubles:
         registry.add("scripted", self._backend)
 
     def _embedder(self) -> HashEmbedder:
-        return SlowHashEmbedder(self.embed_delay) if self.embed_delay else HashEmbedder(64)
+        if not self.embed_delay:
+            return HashEmbedder(64)
+        return SlowHashEmbedder(self.embed_delay, self.embedding)
 
     def _backend(self) -> ScriptedBackend:
         backend = ScriptedBackend(answer_citing_every_passage, model="llm")
@@ -71,15 +75,19 @@ class Doubles:
 
 class SlowHashEmbedder(HashEmbedder):
     """The hashing embedder, awaiting ``delay`` seconds per call (to cancel or close
-    while a write is embedding)."""
+    while a write is embedding); ``embedding`` is set when a call begins, so that a test
+    acts while one is in flight rather than after a sleep it hopes is long enough."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, embedding: anyio.Event | None = None) -> None:
         super().__init__(64)
         self.delay = delay
+        self.embedding = embedding
 
     @hookimpl
     async def aieng_embed(self, texts: Sequence[str],  # type: ignore[override]
                           model: str | None) -> list[list[float]] | None:
+        if self.embedding is not None:
+            self.embedding.set()
         await anyio.sleep(self.delay)
         return super().aieng_embed(texts, model)
 
@@ -448,7 +456,8 @@ async def test_closing_during_an_index_never_reports_a_lost_write(started: Kerne
     """A pipeline closed while its vector index is still embedding a batch: the close waits
     for the index call, whose write is then kept (the closing index saves it), instead of
     reporting documents written that no reopened index holds."""
-    pipeline = load(started, Doubles(embed_delay=0.3), tmp_path, HYBRID)
+    embedding = anyio.Event()
+    pipeline = load(started, Doubles(embed_delay=0.3, embedding=embedding), tmp_path, HYBRID)
     await pipeline.open()
     outcome: list[object] = []
 
@@ -460,7 +469,9 @@ async def test_closing_during_an_index_never_reports_a_lost_write(started: Kerne
 
     async with anyio.create_task_group() as group:
         group.start_soon(index)
-        await anyio.sleep(0.1)
+        # Closed once the index call is embedding: a sleep of 0.1 s could end before the
+        # call began on a busy machine, and the close then came first.
+        await embedding.wait()
         await pipeline.aclose()
         assert outcome == [1]  # the index call ended before the close
     reopened = load(started, Doubles(), tmp_path, HYBRID)

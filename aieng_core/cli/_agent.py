@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
-from ._app import cli, kernel_of, read_stdin, utf8_text
+from ._app import Seconds, cli, kernel_of, read_stdin, utf8_text
 from ._present import json_document, visible
 
 if TYPE_CHECKING:
@@ -64,8 +64,10 @@ def summary_line(result: object) -> str:
     """An agent run in one line, as ``aieng agent`` prints it on stderr at the end (as
     ``aieng ask`` prints its timings after the answer): the status, the steps, the tool
     calls run (and how many failed), the tokens, the cost when there is one, and the
-    wall-clock seconds: ``answered: 2 steps, 2 tool calls (1 failed), 13 tokens (8 prompt,
-    5 completion), 0.01 s``. ``--json`` holds all of it (``AgentResult.to_json``)."""
+    seconds the run took (``AgentResult.duration_s``, read on a monotonic clock: the system
+    clock set back or forward meanwhile changes nothing): ``answered: 2 steps, 2 tool calls
+    (1 failed), 13 tokens (8 prompt, 5 completion), 0.01 s``. ``aieng chat --agent`` prints
+    it after each turn. ``--json`` holds all of it (``AgentResult.to_json``)."""
     from ..agent import AgentResult
 
     assert isinstance(result, AgentResult)
@@ -128,8 +130,8 @@ class LiveAnswer:
 @click.argument("task", callback=utf8_text)
 @click.option("--max-steps", type=click.IntRange(min=1), default=10, show_default=True,
               help="The most steps (decisions and their tool calls).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Wall-clock seconds for the whole run (default: no limit).")
+@click.option("--timeout", type=Seconds(), default=None,
+              help="Seconds the whole run may take, a number (30, 2.5; default: no limit).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None,
               help="Token budget of the model calls (default: none).")
 @click.option("--system", default=None, callback=utf8_text,
@@ -210,6 +212,9 @@ def agent(ctx: click.Context, pipeline: Path, task: str, max_steps: int,
         live.finish(result)
         click.echo(summary_line(result), err=True)
     if result.status != "answered":
-        click.echo(f"aieng: the agent did not answer: {result.status} ({result.reason})",
-                   err=True)
+        # A run cut by --timeout says which limit it was and how to give it longer.
+        raise_it = (f": give a larger --timeout (it was {timeout:g} s) to let the run go on "
+                    "longer" if result.status == "timeout" and timeout is not None else "")
+        click.echo(f"aieng: the agent did not answer: {result.status} ({result.reason})"
+                   f"{raise_it}", err=True)
         ctx.exit(1)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
+import math
 import os
+import re
 import sys
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import structlog
@@ -17,7 +19,7 @@ from ..kernel import Kernel
 from ..logs import configure_logging
 from ..registry import run_registration
 
-__all__ = ["cli", "main", "text_streams"]
+__all__ = ["Seconds", "cli", "main", "text_streams"]
 
 log = structlog.get_logger(__name__)
 #: An argument's text, or an option's that may be absent.
@@ -299,3 +301,58 @@ def kernel_of(ctx: click.Context) -> Kernel:
     return _kernel(ctx)
 
 
+#: A duration written with a unit: its number, and the unit (seconds per unit below).
+_WITH_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]+)\s*")
+_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
+          "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+          "h": 3600.0, "hour": 3600.0, "hours": 3600.0}
+
+
+if TYPE_CHECKING:  # generic from click 8.2; a plain class in the click 8.1 we allow
+    _FloatParam = click.ParamType[float, Any]
+else:
+    _FloatParam = click.ParamType
+
+
+class Seconds(_FloatParam):
+    """A duration option: a number of seconds above 0, finite (``30``, ``2.5``, ``1e3``).
+
+    click's ``FloatRange(min=0, min_open=True)`` let ``nan`` and ``inf`` through (the
+    command then failed with a ``ValueError`` naming no option), and said of ``30s`` only
+    that it is "not a valid float range". Here each is a usage error naming the option
+    and its unit; a number written with a unit (``30s``, ``2m``, ``500ms``) is refused
+    with the number of seconds to give instead, as a unit-less number is read as seconds
+    and ``--timeout 2m`` must not mean two seconds or two minutes by guess.
+    """
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            text = str(value)
+            try:
+                number = float(text)
+            except ValueError:
+                self.fail(f"{text!r} is not a number of seconds{_unit_hint(text, param)}",
+                          param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"{value!r} is not a number of seconds above 0 and finite (a "
+                      "duration in seconds, such as 30 or 2.5; leave the option out for no "
+                      "limit)", param, ctx)
+        return number
+
+
+def _unit_hint(text: str, param: click.Parameter | None) -> str:
+    """What to give instead of a number written with a unit (``30s``: 30), or a plain
+    reminder that the option takes seconds."""
+    option = (param.opts[0] if param is not None and param.opts else "the option")
+    found = _WITH_UNIT.fullmatch(text)
+    factor = _UNITS.get(found[2].lower()) if found else None
+    seconds = float(found[1]) * factor if found is not None and factor is not None else 0.0
+    if not 0 < seconds < math.inf:
+        return f": {option} takes seconds as a number, such as 30 or 2.5"
+    return (f": {option} takes seconds as a number with no unit; for {text.strip()} give "
+            f"{option} {seconds:g}")

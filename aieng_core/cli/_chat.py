@@ -238,7 +238,8 @@ class _HistoryLock:
                    "not sent (default: all).")
 @click.option("--agent", "as_agent", is_flag=True,
               help="Answer each turn as an agent: the pipeline's tools, memory and "
-                   "budgets (see aieng agent).")
+                   "budgets (see aieng agent); its steps and a summary line (status, "
+                   "steps, tool calls, tokens, seconds) go to stderr each turn.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=10, show_default=True,
               help="With --agent: the most steps of one turn.")
 @click.pass_context
@@ -328,7 +329,7 @@ async def _turn(built: Pipeline, conversation: list[Message], context_chars: int
 
     from ..agent import Agent, AgentOptions
     from ..agent._messages import ContextLimitError, fit
-    from ._agent import LiveAnswer
+    from ._agent import LiveAnswer, summary_line
     from ._present import visible
 
     if as_agent:
@@ -341,6 +342,9 @@ async def _turn(built: Pipeline, conversation: list[Message], context_chars: int
             click.echo(f"aieng: this turn stopped: {exc}; it was not kept", err=True)
             return None
         live.finish(result)
+        # The turn's summary, as aieng agent ends with: status, steps, tool calls, tokens,
+        # cost, seconds (on stderr: standard output holds the conversation only).
+        click.echo(summary_line(result), err=True)
         if result.status != "answered":
             click.echo(f"aieng: no answer: {result.status} ({result.reason})", err=True)
         if result.status == "blocked":

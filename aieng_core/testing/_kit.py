@@ -38,12 +38,20 @@ async def isolated_kernel(
 
 async def settle(done: Callable[[], bool], *, limit: float = 10.0) -> None:
     """Let the event loop run (the bus deliver, callbacks finish) until ``done()`` holds;
-    fails with ``TimeoutError`` after ``limit`` seconds. Waiting for a condition, not a
-    fixed sleep, keeps a test right on a loaded machine.
+    fails with ``TimeoutError`` after ``limit`` seconds (a bound on a hang, not a speed
+    check: it returns as soon as ``done()`` holds). Waiting for a condition, not a fixed
+    sleep, keeps a test right on a loaded machine.
+
+    :raises TimeoutError: naming ``done`` and the limit (it was a bare ``TimeoutError``).
     """
-    with anyio.fail_after(limit):
-        while not done():
-            await anyio.sleep(0.005)
+    try:
+        with anyio.fail_after(limit):
+            while not done():
+                await anyio.sleep(0.005)
+    except TimeoutError:
+        name = getattr(done, "__qualname__", repr(done))
+        raise TimeoutError(f"settle: {name}() did not hold within {limit:g} s (limit=): "
+                           "what it waits for never happened, or give a larger limit") from None
 
 
 @contextmanager

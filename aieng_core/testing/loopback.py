@@ -34,9 +34,11 @@ class LoopbackServer:
     :param app: the ASGI app.
     :param lifespan: uvicorn's lifespan mode (``"on"``: the app's startup and shutdown run,
         and a failing startup fails the server; ``"off"`` for apps without a lifespan).
-    :param start_timeout: seconds to wait for the server to listen.
+    :param start_timeout: seconds to wait for the server to listen (a bound on a hang:
+        entering returns as soon as it listens).
     :param stop_timeout: seconds to wait for it to stop on exit.
-    :raises RuntimeError: when it does not start, or does not stop, in time.
+    :raises RuntimeError: when its app's startup fails, or it does not listen, or does not
+        stop, in time (the message names the limit and its value).
     """
 
     def __init__(self, app: Any, *, lifespan: Literal["on", "off", "auto"] = "on",
@@ -47,9 +49,15 @@ class LoopbackServer:
             app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan,
             access_log=False, timeout_graceful_shutdown=2))
         self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
-        self.thread = threading.Thread(target=self.server.run, name="loopback-server",
+        self.thread = threading.Thread(target=self._serve, name="loopback-server",
                                        daemon=True)
         self.port = 0
+
+    def _serve(self) -> None:
+        try:
+            self.server.run()
+        except SystemExit:  # uvicorn's way out when its app's startup fails: said on enter
+            pass
 
     @property
     def url(self) -> str:
@@ -84,11 +92,19 @@ class LoopbackServer:
     def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + self.start_timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
+        while not self.server.started:  # set by uvicorn once it listens
+            if not self.thread.is_alive():
+                raise RuntimeError(
+                    "the loopback server stopped before it listened: its app's startup "
+                    "failed (lifespan 'on': see the error logged above), or it could not "
+                    "bind 127.0.0.1")
+            if time.monotonic() > deadline:
                 self.server.should_exit = True
-                raise RuntimeError("the loopback server did not start")
-            time.sleep(0.01)
+                raise RuntimeError(
+                    f"the loopback server did not listen within {self.start_timeout:g} s "
+                    "(start_timeout=): its app's startup hangs, or the machine is too "
+                    "busy for the limit (give a larger start_timeout)")
+            time.sleep(0.01)  # a poll of uvicorn's flag; the limit only bounds a hang
         sockets = [s for server in self.server.servers for s in server.sockets]
         self.port = int(sockets[0].getsockname()[1])
         return self
@@ -98,4 +114,6 @@ class LoopbackServer:
         self.server.should_exit = True
         self.thread.join(timeout=self.stop_timeout)
         if self.thread.is_alive():
-            raise RuntimeError(f"the loopback server did not stop within {self.stop_timeout} s")
+            raise RuntimeError(f"the loopback server did not stop within "
+                               f"{self.stop_timeout:g} s (stop_timeout=): a connection or "
+                               "its app's shutdown hangs, or give a larger stop_timeout")

@@ -64,7 +64,8 @@ def race_processes(body: str, here: Path, *args: str, processes: int = 2,
         while not all((here / f"ready-{n}").exists() for n in range(processes)):
             dead = [r.communicate() for r in racers if r.poll() is not None]
             assert not dead, f"a racer ended before the release: {dead}"
-            assert time.monotonic() < deadline, f"the racers were not ready in {timeout} s"
+            assert time.monotonic() < deadline, (
+                f"the racers were not ready within {timeout:g} s (timeout=)")
             time.sleep(0.01)
         (here / "go").touch()
         outs = [r.communicate(timeout=timeout) for r in racers]
@@ -120,7 +121,7 @@ def in_forked_child(work: Callable[[], T], *, timeout: float = 60.0) -> T:
             if left <= 0 or not select.select([read], [], [], left)[0]:
                 os.kill(pid, signal.SIGKILL)
                 raise TimeoutError(f"the forked child had not ended after {timeout:g} s "
-                                   "(killed): a hang?")
+                                   "(killed): a hang? (in_forked_child's timeout= bounds it)")
             chunk = os.read(read, 1 << 16)
             if not chunk:
                 break
@@ -148,7 +149,8 @@ def hang_guard(seconds: int = 60) -> Iterator[None]:
         return
 
     def fail(*_: object) -> None:
-        raise TimeoutError(f"still running after {seconds} s: catastrophic backtracking?")
+        raise TimeoutError(f"still running after {seconds} s (hang_guard's seconds=): "
+                           "catastrophic backtracking?")
 
     previous = signal.signal(signal.SIGALRM, fail)
     signal.alarm(seconds)
