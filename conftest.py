@@ -4,6 +4,17 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+#: Property tests have no per-example deadline: hypothesis' 200 ms default fails examples
+#: on a loaded 2-core CI box by scheduling luck. Set here (not in tests/conftest.py) so that
+#: ``pytest plugins/X`` run alone gets it too.
+settings.register_profile(
+    "aieng", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.load_profile("aieng")
 
 #: The anyio backends every ``@pytest.mark.anyio`` test runs on. anyio's own fixture runs
 #: each on every installed backend, which with trio installed doubles the suite; CI runs

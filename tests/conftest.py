@@ -1,18 +1,9 @@
-"""Shared test set-up: one thread for numeric libraries, hypothesis profiles."""
+"""Set-up of the tests/ folder (the repository-wide settings, one thread for numeric
+libraries and the hypothesis profile, are in the root conftest.py)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from hypothesis import HealthCheck, settings
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-settings.register_profile(
-    "aieng", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-settings.load_profile("aieng")
 
 
 def pytest_configure(config: pytest.Config) -> None:
