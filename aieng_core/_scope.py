@@ -9,9 +9,12 @@ from collections.abc import Callable
 from contextvars import ContextVar
 
 import attrs
+import structlog
 from aieng_hookspecs.types import Event
 
 __all__ = ["CURRENT_RUN", "RunIds", "RunScope"]
+
+log = structlog.get_logger(__name__)
 
 
 @attrs.define
@@ -28,22 +31,32 @@ class RunScope:
     #: the run this one is a step of (an agent run's id for its model calls), or "".
     parent: str = ""
 
-    #: the run returned or raised: its events are published, no longer recorded.
+    #: the run returned or raised: no event is recorded or published for it any more.
     ended: bool = False
     #: the pipeline object running (its subscribers get the run's events, not those of
     #: another open pipeline of the same name).
     source: object | None = None
 
+    #: events emitted after the run ended, dropped.
+    late: int = 0
+
     def emit(self, event: Event) -> None:
-        """Record the event in the run's trace (until the run ends) and publish it."""
-        if not self.ended:
-            self.trace.append(event)
+        """Record the event in the run's trace and publish it; once the run has ended,
+        drop it (a worker thread or a task the run left behind, still going after the
+        host's deadline or a timeout: its events would tell of a run already finished)."""
+        if self.ended:
+            self.late += 1
+            if self.late == 1:
+                log.debug("run.event_after_end", run_id=self.run_id, pipeline=self.pipeline,
+                          event_name=event.name)
+            return
+        self.trace.append(event)
         self.publish(event, self.source)
 
     def end(self) -> None:
-        """The run returned or raised: release its trace (the result holds a copy). The
-        scope itself can outlive the run: asyncio keeps a cancelled deadline timer, with
-        the context it was armed in, until it prunes them."""
+        """The run returned or raised: release its trace (the result holds a copy), and
+        publish nothing more for it. The scope itself can outlive the run: asyncio keeps a
+        cancelled deadline timer, with the context it was armed in, until it prunes them."""
         self.ended, self.trace = True, []
 
 

@@ -16,7 +16,7 @@ import anyio
 
 from .bus import _call_soon_threadsafe
 
-__all__ = ["NO_THREAD_HINT", "Slot", "run_in_worker"]
+__all__ = ["NO_THREAD_HINT", "Running", "Slot", "run_in_worker"]
 
 #: The hint of a ``@blocking`` call whose deadline passed before any thread was free.
 NO_THREAD_HINT = ("every worker thread is held by @blocking impls still running (timed-out "
@@ -31,19 +31,57 @@ class Slot:
     waiting = True
 
 
+class Running:
+    """The worker threads of one pipeline's calls still running, those whose caller left
+    (a deadline, a timeout) included: closing the pipeline waits for them, so that no
+    component is closed under a thread still using it. Counted on the event loop."""
+
+    def __init__(self) -> None:
+        #: label -> threads of it still running
+        self.labels: dict[str, int] = {}
+        self._idle: anyio.Event | None = None
+
+    def __len__(self) -> int:
+        return sum(self.labels.values())
+
+    def started(self, label: str) -> None:
+        self.labels[label] = self.labels.get(label, 0) + 1
+
+    def ended(self, label: str) -> None:
+        left = self.labels[label] - 1
+        if left:
+            self.labels[label] = left
+        else:
+            del self.labels[label]
+        if not self.labels and self._idle is not None:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Wait until no thread is running."""
+        while self.labels:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+
 async def run_in_worker(call: Callable[[], Any],
                         limiter: anyio.CapacityLimiter | None = None,
-                        slot: Slot | None = None) -> Any:
+                        slot: Slot | None = None, running: Running | None = None,
+                        label: str = "") -> Any:
     """Run ``call`` in a worker thread, holding a token of ``limiter`` (anyio's default
     limiter when ``None``) until the thread ends; cancelling the caller abandons the
     thread, whose token is given back from the thread's end through the event loop.
+    A call that works in steps ends its abandoned thread early by calling
+    ``anyio.from_thread.check_cancelled()`` between them.
 
     :param slot: told when the call got its thread (``slot.waiting`` turns false).
+    :param running: counts the call under ``label`` from its token to the thread's end.
     """
     if limiter is None:
         limiter = anyio.to_thread.current_default_thread_limiter()
     borrower = object()
     await limiter.acquire_on_behalf_of(borrower)
+    if running is not None:
+        running.started(label)
     if slot is not None:
         slot.waiting = False
     soon = _call_soon_threadsafe()
@@ -54,6 +92,8 @@ async def run_in_worker(call: Callable[[], Any],
 
     def release() -> None:
         limiter.release_on_behalf_of(borrower)
+        if running is not None:
+            running.ended(label)
 
     def work() -> list[Any]:
         nonlocal state

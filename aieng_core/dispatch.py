@@ -36,7 +36,7 @@ from aieng_hookspecs.types import ErrorEvent, Event, HookCalled
 from ._errors import HookError, concurrently, first_hook_error
 from ._scope import CURRENT_RUN
 from ._steps import DeadlinePassed, Resumed, Steps
-from ._threads import NO_THREAD_HINT, Slot, run_in_worker
+from ._threads import NO_THREAD_HINT, Running, Slot, run_in_worker
 
 __all__ = ["Check", "Dispatcher", "HookMonitor", "ImplCall", "StagePolicy", "concurrently",
            "expect", "first_hook_error"]
@@ -51,21 +51,33 @@ ON_ERROR: tuple[str, ...] = ("fail", "skip", "fallback")
 class StagePolicy:
     """How a stage treats its impls' failures.
 
-    :param timeout: seconds each impl call may take (``None``: no limit). A plain sync impl
-        that runs inline cannot be interrupted; mark it ``@blocking`` to make it cancellable.
+    :param timeout: seconds each impl call may take (``None``: no limit), measured on the
+        event loop's monotonic clock. A plain sync impl that runs inline cannot be
+        interrupted; mark it ``@blocking`` to make it cancellable.
     :param on_error: ``fail`` raises :class:`HookError`; ``skip`` raises too, and the
         pipeline then skips the stage with an ``error`` event; ``fallback`` moves on to the
         next impl (first), drops the failed result (gather) or passes the previous value on
         (chain), with an ``error`` event each time.
+    :param option: the setting the timeout came from (``[stage.generate] timeout``), named
+        in a timeout's hint (not part of equality).
     """
 
     timeout: float | None = attrs.field(default=30.0)
     on_error: OnError = attrs.field(default="fail", validator=attrs.validators.in_(ON_ERROR))
+    option: str = attrs.field(default="", eq=False, validator=attrs.validators.instance_of(str))
 
     @timeout.validator
     def _positive(self, attribute: attrs.Attribute[float | None], value: float | None) -> None:
-        if value is not None and not value > 0:
-            raise ValueError(f"timeout must be positive, got {value!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not value > 0):
+            raise ValueError(f"timeout must be a positive number of seconds or None, "
+                             f"got {value!r}")
+
+    def raise_hint(self) -> str:
+        """How to give the impls more time: the setting to raise, when known."""
+        if self.option:
+            return f"raise {self.option} (seconds; inf for no limit)"
+        return "raise the stage's timeout"
 
 
 DEFAULT_POLICY = StagePolicy()
@@ -127,6 +139,8 @@ class Dispatcher:
         #: recently finished impl calls (or steps of suspended async impls): (label, start,
         #: end), for the loop watchdog.
         self.recent: deque[tuple[str, float, float]] = deque(maxlen=1024)
+        #: ``@blocking`` calls whose threads still run (their callers may have left).
+        self.threads = Running()
         self.pipeline = ""
 
     def _publish(self, make: Callable[[str, str], Event]) -> None:
@@ -338,7 +352,8 @@ class Dispatcher:
             else:
                 slot = Slot()
                 value = await self._bounded(
-                    run_in_worker(partial(function, *args), self._limiter(), slot),
+                    run_in_worker(partial(function, *args), self._limiter(), slot,
+                                  self.threads, label),
                     policy.timeout)
             if kind != _ASYNC and inspect.isawaitable(value):  # a plain impl's coroutine
                 value = await self._bounded(value, policy.timeout, token)
@@ -437,7 +452,7 @@ class Dispatcher:
         """
         if outcome == "timeout":
             message = message or f"timed out after {policy.timeout} s"
-            hint = hint or "raise the stage's timeout, or make the impl async / @blocking"
+            hint = hint or f"{policy.raise_hint()}, or make the impl async / @blocking"
         elif isinstance(error, TimeoutError) and not message:
             # The impl's own deadline (asyncio.wait_for, anyio.fail_after, a client's
             # timeout), not the stage's: saying "timed out after N s" would send the user

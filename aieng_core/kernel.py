@@ -20,7 +20,7 @@ from aieng_hookspecs.types import Event
 
 from .bus import EventBus
 from .dispatch import Dispatcher, HookMonitor
-from .logs import configure_logging
+from .logs import configure_logging, configure_stdlib_logging, logging_configured
 from .pipeline import INSTANCE, Pipeline, PipelineConfig
 from .registry import Registry
 from .watchdog import watch_loop
@@ -28,6 +28,31 @@ from .watchdog import watch_loop
 __all__ = ["Kernel"]
 
 log = structlog.get_logger(__name__)
+
+
+def _seconds(value: object, name: str, *, zero: bool = False, none: str = "") -> float:
+    """``value`` as seconds: a finite number, positive (or ``>= 0`` with ``zero``).
+
+    :raises ValueError: naming the option, its unit and what it got (a string with a unit
+        such as ``"30s"`` included: the option takes a number of seconds).
+    """
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if number is None or not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+        least = ">= 0" if zero else "> 0"
+        alternative = f", or {none}" if none else ""
+        raise ValueError(f"{name} takes a finite number of seconds {least}{alternative}; "
+                         f"got {value!r}")
+    return float(number)
+
+
+def _count(value: object, name: str) -> int:
+    """``value`` as a count: an integer >= 1.
+
+    :raises ValueError: naming the option and what it got.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} takes an integer >= 1; got {value!r}")
+    return value
 
 
 class Kernel:
@@ -44,12 +69,24 @@ class Kernel:
         (``os.environ`` by default).
     :param entry_points: entry points to load instead of the installed ones (tests).
     :param builtins: load the kernel's built-in components.
-    :param bus_buffer: events each subscriber may have queued before drops.
+    :param bus_buffer: events each subscriber may have queued before drops (an integer
+        >= 1).
     :param loop_block_threshold: report a ``loop.blocked`` event when the event loop stalls
-        longer than this many seconds inside hook impls (``None``: no watchdog).
-    :param worker_threads: the most ``@blocking`` impls running in threads at once.
+        longer than this many seconds (a positive finite number; ``None``: no watchdog).
+        The time the loop's thread waited for a CPU on a busy machine does not count,
+        where the system says it (Linux).
+    :param worker_threads: the most ``@blocking`` impls running in threads at once (an
+        integer >= 1).
     :param default_embedder: the registered component that embeds for pipelines that have
         no embedding component of their own (``None``: none).
+    :raises ValueError: for a value out of its range or of the wrong type, naming it.
+
+    Logging: a program that configured structlog keeps its set-up; one that configured
+    only the standard library's ``logging`` (handlers on the root logger) gets the kernel's
+    lines through ``logging``, under the modules' logger names (``aieng_core.dispatch``),
+    so its handlers, levels and format apply; one that configured neither gets JSON lines
+    on standard error, ``WARNING`` and above (``$AIENG_LOG_LEVEL``). Decided when the first
+    kernel is made.
     """
 
     def __init__(
@@ -63,14 +100,23 @@ class Kernel:
         worker_threads: int = 8,
         default_embedder: str | None = "minilm",
     ) -> None:
+        bus_buffer = _count(bus_buffer, "Kernel(bus_buffer=...)")
+        worker_threads = _count(worker_threads, "Kernel(worker_threads=...)")
+        if loop_block_threshold is not None:
+            loop_block_threshold = _seconds(
+                loop_block_threshold, "Kernel(loop_block_threshold=...)",
+                none="None for no watchdog")
         if not structlog.is_configured():
             # structlog unconfigured prints every level to standard output, debug lines in
             # a program's output; a program that configures structlog keeps its own set-up.
-            try:
-                configure_logging(level=os.environ.get("AIENG_LOG_LEVEL") or "WARNING",
-                                  default=True)
-            except ValueError:  # a bad level: the CLI reports it; a library keeps going
-                configure_logging(level="WARNING", default=True)
+            if logging_configured():  # the host's own handlers: its levels and format
+                configure_stdlib_logging()
+            else:
+                try:
+                    configure_logging(level=os.environ.get("AIENG_LOG_LEVEL") or "WARNING",
+                                      default=True)
+                except ValueError:  # a bad level: the CLI reports it; a library keeps going
+                    configure_logging(level="WARNING", default=True)
         self.registry = Registry(env=os.environ if env is None else env,
                                  entry_points=entry_points, builtins=builtins)
         self.bus = EventBus(buffer=bus_buffer)
@@ -89,8 +135,21 @@ class Kernel:
         self._embedder_lock = anyio.Lock()
         self._loaded = False
         self._home: tuple[int, int] = (0, 0)  # (process, thread) the kernel runs in
-        #: seconds subscribers get to drain their queues when the kernel exits.
-        self.drain_timeout = 5.0
+        self._drain_timeout = 5.0
+
+    @property
+    def drain_timeout(self) -> float:
+        """Seconds subscribers get to drain their queues when the kernel exits, and a
+        closing pipeline waits for worker threads its runs left behind (5 by default; a
+        finite number >= 0).
+
+        :raises ValueError: when set to anything else, naming it.
+        """
+        return self._drain_timeout
+
+    @drain_timeout.setter
+    def drain_timeout(self, value: float) -> None:
+        self._drain_timeout = _seconds(value, "Kernel.drain_timeout", zero=True)
 
     def load(self) -> Kernel:
         """Load the plugins (once). Called by ``__aenter__`` and the CLI."""

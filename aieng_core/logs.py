@@ -1,4 +1,5 @@
-"""structlog set-up: JSON lines when stderr is not a terminal, console rendering otherwise."""
+"""structlog set-up: JSON lines when stderr is not a terminal, console rendering otherwise;
+through the standard library's ``logging`` for a program that configured only that."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import TextIO, cast
 import structlog
 from aieng_hookspecs import redacted
 
-__all__ = ["configure_logging", "escape_controls", "escaped", "redact_secrets"]
+__all__ = ["configure_logging", "configure_stdlib_logging", "escape_controls", "escaped",
+           "logging_configured", "redact_secrets"]
 
 #: Control characters (C0 but tab, DEL, C1): written as they are, a ``\n`` in user text
 #: starts a forged log line and an escape sequence (``\x1b[2J``, OSC 52) drives the terminal.
@@ -133,5 +135,48 @@ def configure_logging(*, level: str = "WARNING", stream: TextIO | None = None,
         ],
         wrapper_class=wrapper,
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
+        cache_logger_on_first_use=False,
+    )
+
+
+def logging_configured() -> bool:
+    """Whether the program configured the standard library's ``logging``: a handler on the
+    root logger (``logging.basicConfig``, ``dictConfig``, a framework's set-up)."""
+    return bool(logging.getLogger().handlers)
+
+
+def _to_logging(logger: object, method: str, event: structlog.typing.EventDict
+                ) -> tuple[tuple[str], dict[str, object]]:
+    """The last processor of :func:`configure_stdlib_logging`: the record's message is the
+    event's name then its fields, sorted, as ``key=repr(value)`` (a text's line ends and
+    escapes written as such: one record, one line); the fields also go to the record as
+    its ``aieng`` attribute (a JSON formatter writes them), and an exception to its
+    ``exc_info`` (the host's formatter writes the traceback)."""
+    name = str(event.pop("event", ""))
+    exc_info = event.pop("exc_info", None)
+    fields = dict(sorted(event.items()))
+    message = " ".join([name, *(f"{key}={value!r}" for key, value in fields.items())])
+    keywords: dict[str, object] = {"extra": {"aieng": fields}}
+    if exc_info:
+        keywords["exc_info"] = exc_info
+    return (message,), keywords
+
+
+def configure_stdlib_logging() -> None:
+    """Send structlog's lines to the standard library's ``logging``, under the logger name
+    each module asked for (``aieng_core.dispatch``, ``aieng_gateway._app``): the host's
+    handlers, levels (``logging.getLogger("aieng_core").setLevel(...)``), filters and
+    format apply, and its formatter's time (``%(asctime)s``) is the record's. The kernel
+    does this for a program that configured ``logging`` and not structlog; the values of
+    credential keys are written ``***`` as in :func:`configure_logging`."""
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.contextvars.merge_contextvars,
+            redact_secrets,
+            _to_logging,
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )

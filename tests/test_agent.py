@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+import trio.testing
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
     AgentAction,
@@ -28,7 +29,7 @@ from aieng_hookspecs.types import (
 from aieng_core import Kernel
 from aieng_core._errors import HookError
 from aieng_core.agent import Agent, AgentOptions, AgentStep
-from aieng_core.testing import EventCapture, ScriptedBackend
+from aieng_core.testing import EventCapture, ScriptedBackend, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -350,15 +351,29 @@ async def test_cancellation_leaves_nothing_running() -> None:
         tools = Tools()
         model = ScriptedBackend(usage=Usage(10, 5), replies=[[call("slow", f"s{i}", s=30) for i in range(3)]])
         agent = Agent(compose(kernel, llm=model, tools=tools))
-        with anyio.move_on_after(0.2):
-            await agent.run("sleep")
+        # Cancelled once the three tools run (a fixed delay could pass before they all
+        # started on a busy machine).
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(agent.run, "sleep")
+            await settle(lambda: tools.running == 3)
+            tg.cancel_scope.cancel()
         assert tools.running == 0 and tools.cancelled == 3
         [end] = capture.of(AgentFinished)
     assert end.status == "cancelled" and end.steps == 0
 
 
+#: trio with a clock that jumps to the next deadline whenever every task waits: a timeout
+#: passes after the work before it however busy the machine is, and without waiting.
+MOCK_CLOCK = pytest.mark.parametrize(
+    "anyio_backend", [("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})],
+    ids=["trio-mock-clock"])
+
+
+@MOCK_CLOCK
 async def test_timeout_ends_the_run_with_its_steps() -> None:
-    """The wall-clock timeout ends the run ``timeout``, keeping the steps that finished."""
+    """The run's timeout (elapsed seconds on the loop's clock) ends the run ``timeout``,
+    keeping the steps that finished (the first step's work takes no time on the mock
+    clock, so it always finishes within the 0.3 s; a real clock made that a race)."""
     async with Kernel(env={}, entry_points=[]) as kernel:
         tools = Tools()
         model = ScriptedBackend(usage=Usage(10, 5), replies=[[call("echo", text="x")], [call("slow", s=30)]])

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+import trio.testing
 from aieng_hookspecs import PipelineContext, hookimpl
 from aieng_hookspecs.types import (
     AgentFinished,
@@ -30,6 +31,15 @@ from aieng_core.agent import Agent, AgentOptions, _runner
 from aieng_core.testing import EventCapture, ScriptedBackend
 
 pytestmark = pytest.mark.anyio
+
+
+def mock_clock() -> pytest.MarkDecorator:
+    """trio with a clock of its own that jumps to the next deadline whenever every task
+    waits: a run's timeout (or a host's deadline) passes after all the work before it
+    however busy the machine is (a real 0.2 s raced that work on a loaded CI box)."""
+    return pytest.mark.parametrize(
+        "anyio_backend", [("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})],
+        ids=["trio-mock-clock"])
 
 #: Prices that make the cost of 10 prompt and 5 completion tokens exact in binary: 0.5.
 PRICES = {"input_price_per_1k": 25.0, "output_price_per_1k": 50.0}
@@ -91,6 +101,7 @@ def _finished(events: Sequence[object]) -> AgentFinished:
     return end
 
 
+@mock_clock()
 async def test_a_step_cut_by_the_timeout_counts_its_model_call() -> None:
     """The model asked for a tool (10 + 5 tokens spent), the tool outlived the run's
     timeout: the step is not recorded, its tokens and their cost are."""
@@ -105,6 +116,7 @@ async def test_a_step_cut_by_the_timeout_counts_its_model_call() -> None:
     assert (end.usage, end.cost, end.steps) == (Usage(10, 5), 0.5, 0)
 
 
+@mock_clock()
 @pytest.mark.parametrize("options", [{"plan": True}, {"reflect": True}])
 async def test_a_call_cut_by_the_timeout_leaves_the_finished_ones_counted(
         options: dict[str, bool]) -> None:
@@ -120,6 +132,7 @@ async def test_a_call_cut_by_the_timeout_leaves_the_finished_ones_counted(
     assert (end.usage, end.cost) == (Usage(10, 5), 0.5)
 
 
+@mock_clock()
 async def test_a_cut_step_counts_after_the_recorded_ones() -> None:
     """Two recorded steps and one cut: the run's usage is all three model calls, the
     steps' usages the two recorded ones."""
@@ -144,6 +157,7 @@ async def test_a_cut_step_counts_after_the_recorded_ones() -> None:
     assert result.usage == Usage(30, 15) == _finished(result.events).usage
 
 
+@mock_clock()
 async def test_a_policys_model_call_counts_when_the_timeout_cuts_the_policy() -> None:
     """A policy consulted the model (10 + 5 tokens) and was still deciding at the timeout:
     the call it made counts."""
@@ -157,6 +171,7 @@ async def test_a_policys_model_call_counts_when_the_timeout_cuts_the_policy() ->
     assert _finished(result.events).usage == Usage(10, 5)
 
 
+@mock_clock()
 async def test_a_cancelled_run_reports_its_spent_tokens() -> None:
     """Cancelling ``agent.run`` while the tools run: ``agent.finished`` (``cancelled``)
     counts the model call that asked for them."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+import trio.testing
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
     GuardVerdict,
@@ -129,8 +130,13 @@ class Slow:
         return ToolResult(call.id, "late")
 
 
+@pytest.mark.parametrize(
+    "anyio_backend", [("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})],
+    ids=["trio-mock-clock"])
 async def test_a_tool_timing_out_is_an_error_result() -> None:
-    """A tool call past the pipeline's timeout is an error result saying so."""
+    """A tool call past the pipeline's timeout is an error result saying so (on a clock
+    that jumps to the next deadline once every task waits: the model calls before and
+    after it never meet their own 0.1 s, however busy the machine)."""
     async with Kernel(env={}, entry_points=[]) as kernel:
         model = ScriptedBackend(usage=Usage(3, 2), replies=[[ToolCall(id="k", name="wait")], "ok"])
         pipeline = kernel.compose({"llm": model, "t": Slow()}, timeout=0.1)

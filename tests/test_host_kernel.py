@@ -515,14 +515,59 @@ def unconfigured_structlog() -> Iterator[None]:
             structlog.configure(**saved)
 
 
+def no_root_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The root logger as a program that configured no ``logging`` has it, for the rest of
+    the test (pytest adds handlers of its own as the test's call begins)."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+
+
 @pytest.mark.usefixtures("unconfigured_structlog")
-def test_a_host_level_set_after_the_kernel_is_obeyed(capsys: pytest.CaptureFixture[str]
-                                                     ) -> None:
+async def test_a_host_that_configured_only_logging_gets_the_lines_through_its_handlers(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that configured the standard library's logging (a handler on the root
+    logger) and not structlog gets the kernel's lines through its handlers, at its
+    levels and in its format, under the module's logger name, with the run's id and the
+    credentials hidden; nothing on standard error (they were JSON lines there)."""
+    import logging
+
+    class Broken:
+        @hookimpl
+        def aieng_retrieve(self) -> list[Any]:
+            raise OSError("disk gone")
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    no_root_handlers(monkeypatch)
+    logging.getLogger().addHandler(Keep())  # the host's logging.basicConfig(...), say
+    async with _kernel(loop_block_threshold=None) as kernel:
+        pipeline = kernel.compose({"broken": Broken()}, name="logged", stages=["retrieve"],
+                                  on_error="skip")
+        result = await pipeline.run("q")
+        structlog.get_logger("host").info("host.quiet")  # below the root's WARNING
+        structlog.get_logger("host").warning("host.loud", api_key="sk-secret")
+    (failed,) = [r for r in records if r.getMessage().startswith("hook.failed ")]
+    assert failed.name == "aieng_core.dispatch" and failed.levelno == logging.WARNING
+    assert f"run_id={result.run_id!r}" in failed.getMessage()
+    assert failed.aieng["plugin"] == "broken"  # type: ignore[attr-defined]
+    assert [r.getMessage() for r in records if r.name == "host"] == ["host.loud api_key='***'"]
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.usefixtures("unconfigured_structlog")
+def test_a_host_level_set_after_the_kernel_is_obeyed(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A host setting its level after creating a Kernel (structlog's documented one-liner,
     which keeps the processors) gets its info lines: the kernel's default WARNING filter
     steps aside (it dropped them); before that, the kernel's quiet default holds."""
     import logging
 
+    no_root_handlers(monkeypatch)
     _kernel()
     log = structlog.get_logger("host")
     log.info("host.before")

@@ -116,23 +116,30 @@ async def test_a_failed_run_raises_its_error_not_a_group() -> None:
                 async for _ in deltas:
                     pass
         with pytest.raises(HookError, match="down"):
-            async with pipeline.stream("q") as deltas:
-                await anyio.sleep(0.05)  # the run fails meanwhile; nothing read
+            async with kernel.bus.subscribe("run.finished") as finished, \
+                    pipeline.stream("q") as deltas:
+                await anext(finished)  # the run fails meanwhile; nothing read
+                # (a fixed sleep lost the race on a busy machine: the block left before
+                # the run failed, cancelling it)
         with pytest.raises(HookError, match="down"):
             deltas.result  # noqa: B018
 
 
 async def test_the_hosts_deadline_cancels_the_stream() -> None:
-    """A host's cancel scope around the block cancels the run like any of its awaits."""
+    """A host's cancel scope around the block cancels the run like any of its awaits: its
+    deadline passes once the host has had three deltas (a fixed deadline from the start
+    may pass before the first on a busy machine)."""
     backend = Counting(words=10**6)
     async with _kernel() as kernel:
         pipeline = kernel.compose({"llm": backend})
         got: list[Any] = []
-        with anyio.move_on_after(0.2) as scope:
+        with anyio.move_on_after(3600) as scope:
             async with pipeline.stream("q") as deltas:
                 async for delta in deltas:
                     got.append(delta)
-        assert scope.cancelled_caught and got and backend.closed_early
+                    if len(got) == 3:
+                        scope.deadline = anyio.current_time()  # the deadline passes now
+        assert scope.cancelled_caught and len(got) == 3 and backend.closed_early
 
 
 async def test_the_hosts_own_error_in_the_block_comes_out_as_itself() -> None:

@@ -127,8 +127,9 @@ def fit(messages: Sequence[Message], limit: int | None, *,
     order. The leading system messages, the first and the latest user turn, ``keep`` (the
     task, found by identity: the last message of a chat's conversation) and the latest step
     (from the last assistant turn after ``keep`` on) are never left out or marked; when
-    they alone pass ``limit``, the latest step's tool results are cut, each to the same
-    length (200 characters at the least), with a note of how many characters were cut.
+    they alone pass ``limit`` (or would with the note that leaving older turns out adds),
+    the latest step's tool results are cut, each to the same length (200 characters at
+    the least), with a note of how many characters were cut.
 
     :raises ContextLimitError: when those pass ``limit`` even so (it names the sizes).
     """

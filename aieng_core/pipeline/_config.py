@@ -139,12 +139,16 @@ class PipelineConfig:
     source: str = attrs.field(default="<dict>", eq=False)
 
     def policy(self, stage: str) -> StagePolicy:
-        """The timeout and error policy of a stage."""
+        """The timeout and error policy of a stage (``index``, ``embed``...: the pipeline's),
+        naming the setting its timeout comes from."""
         override = self.stage.get(stage, StageConfig())
         timeout = override.timeout if override.timeout is not None else self.timeout
         on_error = override.on_error or self.on_error
+        option = (f"[stage.{stage}] timeout" if override.timeout is not None
+                  else f"[stage.{stage}] timeout or [pipeline] timeout" if stage in STAGES
+                  else "[pipeline] timeout")
         return StagePolicy(timeout=None if math.isinf(timeout) else timeout,
-                           on_error=on_error)  # type: ignore[arg-type]
+                           on_error=on_error, option=option)  # type: ignore[arg-type]
 
     def k(self, stage: str, default: int) -> int:
         """The ``k`` of a stage (``retrieve`` / ``rerank``)."""
@@ -245,6 +249,21 @@ class PipelineConfig:
         return loader.load(data)
 
 
+#: A duration written with a unit: ``"30s"``, ``"2 m"``, ``"500ms"``, ``"1h"``.
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h)\s*", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _in_seconds(value: object) -> str:
+    """For a duration written with a unit (``"30s"``), what to write instead; else ``""``.
+    Durations are numbers of seconds: one way to write them, as TOML has no unit."""
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return ""
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2].lower()]
+    return f" (a number of seconds without unit: write {seconds:g})"
+
+
 def _type_name(value: object) -> str:
     if isinstance(value, Mapping):
         return "table"
@@ -332,7 +351,7 @@ class _Loader:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise self.fail(f"got {value!r}", key,
+            raise self.fail(f"got {value!r}{_in_seconds(value)}", key,
                             expected="a positive number of seconds (inf for no limit)")
         return float(value)
 

@@ -128,7 +128,9 @@ class ComponentContext:
         return self._pipeline.default_policy
 
     def emit(self, event: Event) -> None:
-        """Publish an event; in a run it joins the run's trace. Empty ids are filled in."""
+        """Publish an event; in a run it joins the run's trace. Empty ids are filled in.
+        Once the run has ended (the host's deadline passed while a worker thread of this
+        component still ran), events emitted in it are dropped."""
         scope = CURRENT_RUN.get()
         fill: dict[str, Any] = {}
         if not event.pipeline:
@@ -137,7 +139,7 @@ class ComponentContext:
             fill["run_id"] = scope.run_id
         if fill:
             event = attrs.evolve(event, **fill)
-        if scope is not None and scope.source is self._pipeline:
-            scope.emit(event)
+        if scope is not None and (scope.source is self._pipeline or scope.ended):
+            scope.emit(event)  # none once the run has ended (a thread it left behind)
         else:
             self._pipeline.kernel.publish(event, self._pipeline)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
 
 __all__ = ["CLOSE_POLICY", "ROLE_SPECS", "InUse", "call_each", "failed_build_closer",
-           "role_plugin_manager"]
+           "role_plugin_manager", "threads_ended"]
 
 log = structlog.get_logger("aieng_core.pipeline._pipeline")
 
@@ -67,6 +67,23 @@ class InUse:
         while self.count:
             self._idle = anyio.Event()
             await self._idle.wait()
+
+
+async def threads_ended(dispatcher: Dispatcher, pipeline: str, limit: float) -> None:
+    """Wait, up to ``limit`` seconds, for the worker threads of ``@blocking`` calls whose
+    caller left (a host's deadline, a stage's timeout) to end: a component closed under a
+    thread still using it may fail there or lose what it writes. Past the limit, log a
+    warning naming them and go on (a thread cannot be stopped from outside)."""
+    threads = dispatcher.threads
+    if not len(threads):
+        return
+    with anyio.move_on_after(limit):
+        await threads.idle()
+    if len(threads):
+        log.warning("pipeline.closing_under_threads", pipeline=pipeline,
+                    threads=dict(threads.labels), waited_s=limit,
+                    hint="a @blocking impl still runs after its caller left: have it call "
+                         "anyio.from_thread.check_cancelled() between its steps")
 
 
 def role_plugin_manager() -> pluggy.PluginManager:

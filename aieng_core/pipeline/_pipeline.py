@@ -18,7 +18,8 @@ from .._scope import CURRENT_RUN, RunIds, RunScope
 from ..dispatch import Dispatcher, StagePolicy
 from ..registry import PluginInfo
 from ._context import ComponentContext
-from ._each import CLOSE_POLICY, InUse, call_each, failed_build_closer, role_plugin_manager
+from ._each import (CLOSE_POLICY, InUse, call_each, failed_build_closer, role_plugin_manager,
+                    threads_ended)
 from ._indexing import CHUNKS, COUNT, Batch, Indexed, as_chunks, delete_runs
 from ._config import INSTANCE, STAGE_HOOKS, STAGES, PipelineConfig
 from ._flight import Flights, land
@@ -446,7 +447,8 @@ class Pipeline:
 
     async def aclose(self) -> None:
         """Unsubscribe and close every component (``aieng_pipeline_close``), once, after the
-        runs and index calls in flight and an opening in flight end (new ones are refused);
+        runs and index calls in flight and an opening in flight end (new ones are refused),
+        and the ``@blocking`` threads that runs left behind (for ``kernel.drain_timeout``);
         a component that fails to close is logged by name and the others still close.
         Cancelling it stops the wait for what is in flight (a hung run: a second Ctrl-C);
         the closing itself is shielded from cancellation: it runs to its end."""
@@ -457,6 +459,7 @@ class Pipeline:
         try:
             try:
                 await self._in_use.ended()  # no stage in flight meets a closed component
+                await threads_ended(self.dispatcher, self.name, self.kernel.drain_timeout)
             finally:
                 await self._close_components()
         finally:

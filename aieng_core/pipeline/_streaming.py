@@ -193,7 +193,7 @@ async def _consume(state: RunState, stream: Any, plugin: str, started: float,
                 stalled = TimeoutError(f"no delta for {timeout} s")
                 raise state.dispatcher.failure(
                     plugin, "aieng_stream", "generate", policy, stalled, "timeout",
-                    message=str(stalled), hint="raise the generate stage's timeout",
+                    message=str(stalled), hint=policy.raise_hint(),
                 ) from stalled
             if not isinstance(delta, Delta):
                 problem = f"yielded {type(delta).__name__}, expected Delta"

@@ -7,8 +7,15 @@ into a shared cache folder: the same minutes of work twice, and twice the memory
 opened files, which exclude each other too). The first takes an exclusive ``fcntl.flock`` on ``.<entry name>.lock`` beside the entry and builds;
 the others block on it, then find the entry made and load it (callers look again under
 the lock). The operating system releases the lock when its holder ends, killed too, so a
-lock left by a dead process never blocks anyone. The holder removes the lock file while it
-still holds it; a waiter then finds the file it locked gone and locks the new one.
+lock left by a dead process never blocks anyone: no lock is judged stale by its age, so a
+wall clock that jumps (an NTP step, a resumed VM) frees or blocks nothing. The holder
+removes the lock file while it still holds it; a waiter then finds the file it locked gone
+and locks the new one.
+
+A waiter polls the lock (a few times a second at most) rather than blocking in the kernel:
+in a worker thread of anyio (a ``@blocking`` impl), a caller that left (the host's
+deadline, the stage's timeout) ends the wait at the next poll, with the caller's
+cancellation, instead of holding the thread until the other build is done.
 
 Where ``fcntl`` does not exist (Windows), or the lock file cannot be made (a read-only
 cache: the build then fails with its own error naming the folder), the build runs
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +40,8 @@ except ImportError:  # pragma: no cover - Windows: no flock, builds run unlocked
 
 __all__ = ["build_lock", "lock_path"]
 
+#: The longest pause between two tries of a lock another process holds (seconds).
+_POLL_MAX_S = 0.25
 
 
 class _Log(Protocol):
@@ -64,7 +74,8 @@ def build_lock(entry: Path, *, log: _Log | None = None) -> Iterator[bool]:
     or not) for the ``with`` block: another process building the same entry waits here,
     logging ``cache.build_waiting`` once (and ``cache.build_waited`` with the seconds),
     until the holder is done (or dead). Look for the entry again inside the block: it may
-    have been built meanwhile. Blocking.
+    have been built meanwhile. Blocking; in an anyio worker thread whose caller left (a
+    deadline passed), the wait ends with the caller's cancellation exception.
 
     :param entry: the cache entry.
     :param log: where to log (a structlog logger: the plugin's own); none by default.
@@ -104,14 +115,19 @@ def _locked(lock: Path, entry: Path, log: _Log) -> int:
         # 0o666 under the umask: the cache is shared by the user's processes.
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if waited is None:
-                    waited = time.monotonic()
-                    log.info("cache.build_waiting", entry=str(entry), lock=str(lock),
-                             reason="another process is building it")
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            delay = 0.005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if waited is None:
+                        waited = time.monotonic()
+                        log.info("cache.build_waiting", entry=str(entry), lock=str(lock),
+                                 reason="another process is building it")
+                _check_cancelled()
+                time.sleep(delay)
+                delay = min(delay * 2, _POLL_MAX_S)
             held, current = os.fstat(fd), _stat(lock)
         except BaseException:
             os.close(fd)
@@ -122,6 +138,19 @@ def _locked(lock: Path, entry: Path, log: _Log) -> int:
                          seconds=round(time.monotonic() - waited, 3))
             return fd
         os.close(fd)
+
+
+def _check_cancelled() -> None:
+    """Raise the caller's cancellation when this is an anyio worker thread whose caller
+    was cancelled (anyio is not a dependency: only looked for when a program imported
+    it); nothing elsewhere."""
+    anyio = sys.modules.get("anyio")
+    if anyio is None:
+        return
+    try:
+        anyio.from_thread.check_cancelled()
+    except RuntimeError:  # not an anyio worker thread: nobody to ask
+        pass
 
 
 def _stat(path: Path) -> tuple[int, int] | None:

@@ -65,6 +65,13 @@ def blocking(function: _F) -> _F:
 
     A plain (non-async) impl is otherwise called inline on the event loop, which is right
     for cheap pure-Python work (fusion, templating) and wrong for I/O or model inference.
+
+    A deadline that passes (the stage's timeout, a host's ``anyio.fail_after``) stops the
+    caller waiting, but no thread can be stopped from outside: the thread runs on, holding
+    its place among the kernel's ``worker_threads``, and closing the pipeline waits for it.
+    An impl that works in steps (batches, tokens) calls ``anyio.from_thread.check_cancelled()``
+    between them: the caller's cancellation is raised there, and the thread ends within
+    one step.
     """
     function.aieng_blocking = True  # type: ignore[attr-defined]
     return function

@@ -12,6 +12,7 @@ processes opening a new file together then fail one time in a few dozen.
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import time
@@ -68,23 +69,47 @@ def create_private(path: Path) -> None:
         pass
 
 
+def _lock_wait(timeout: object) -> float:
+    """``timeout`` as the seconds a lock is waited for: a finite number >= 0.
+
+    :raises ValueError: naming ``timeout``, its unit and what it got.
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not math.isfinite(timeout) or timeout < 0:
+        raise ValueError(f"timeout takes a finite number of seconds >= 0 (how long another "
+                         f"connection's lock is waited for); got {timeout!r}")
+    return float(timeout)
+
+
+def _locked_past(error: sqlite3.Error, timeout: float, doing: str) -> sqlite3.Error:
+    """SQLite's "database is locked" saying how long it was waited for, and what to do."""
+    return sqlite_error(error, f"{error}: another connection held it for longer than "
+                               f"{doing} waits (timeout={timeout:g} s); raise the timeout, "
+                               "or find the program holding the file")
+
+
 def enable_wal(conn: sqlite3.Connection, *, timeout: float = 5.0) -> str:
     """Put ``conn``'s database in WAL mode (persistent: later connections find it so).
 
     :param conn: an open connection, outside any transaction.
-    :param timeout: seconds to keep retrying while another connection holds the lock.
+    :param timeout: seconds to keep retrying while another connection holds the lock (a
+        finite number >= 0; 0: one try), on the monotonic clock.
     :returns: the journal mode now in force (``"wal"``; ``"memory"`` for ``:memory:``).
-    :raises sqlite3.OperationalError: the lock was still held after ``timeout`` seconds,
-        or any other error.
+    :raises sqlite3.OperationalError: the lock was still held after ``timeout`` seconds
+        (its message says so and names the timeout), or any other error.
+    :raises ValueError: for a ``timeout`` that is not a finite number >= 0.
     """
+    timeout = _lock_wait(timeout)
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:
         try:
             return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
         except sqlite3.OperationalError as error:
-            if not sqlite_busy(error) or time.monotonic() + delay > deadline:
+            if not sqlite_busy(error):
                 raise
+            if time.monotonic() + delay > deadline:
+                raise _locked_past(error, timeout, "the switch to WAL") from error
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
 
@@ -147,9 +172,13 @@ def open_read_only(file: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
     any thread: through its -shm file when it can be read or made, else as immutable,
     which is safe only while no -wal file holds writes not yet in the database.
 
+    :param timeout: SQLite's busy timeout: seconds a writer's lock is waited for (a
+        finite number >= 0).
     :raises sqlite3.OperationalError: when it cannot be read, a writer holds it locked past
-        ``timeout``, or only its -wal file holds its last writes.
+        ``timeout`` (the message says so), or only its -wal file holds its last writes.
+    :raises ValueError: for a ``timeout`` that is not a finite number >= 0.
     """
+    timeout = _lock_wait(timeout)
     uri = file.absolute().as_uri()
     conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None,
                            check_same_thread=False)
@@ -157,8 +186,8 @@ def open_read_only(file: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.OperationalError as error:
         conn.close()
-        if sqlite_busy(error):
-            raise  # a writer holds the file past the timeout: no unlocked read around it
+        if sqlite_busy(error):  # a writer holds the file past the timeout: no unlocked read
+            raise _locked_past(error, timeout, "a read-only open") from error
         wal = Path(f"{file}-wal")
         if wal.exists() and wal.stat().st_size:
             raise

@@ -49,7 +49,10 @@ class Event:
 
     :param run_id: the run this event belongs to (empty outside a run).
     :param pipeline: the pipeline's name (empty outside a pipeline).
-    :param ts: wall-clock time of emission, seconds since the epoch.
+    :param ts: wall-clock time of emission, seconds since the epoch (UTC, whatever the
+        local zone). It is for people and stores; a duration is never computed from two
+        of them (a wall clock jumps): events that time something carry ``duration_s``,
+        measured on the monotonic clock.
     """
 
     name: ClassVar[str] = "event"
@@ -198,7 +201,8 @@ class ErrorEvent(Event):
 
 @attrs.frozen(kw_only=True)
 class LoopBlocked(Event):
-    """The event loop did not run for ``duration_s`` while ``active`` impls were in flight."""
+    """The event loop did not run for ``duration_s`` while ``active`` impls were in flight
+    (a stall the wait for a CPU of a busy machine explains is not reported)."""
 
     name: ClassVar[str] = "loop.blocked"
     duration_s: float = field(validator=_seconds)
