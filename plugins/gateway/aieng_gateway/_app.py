@@ -53,6 +53,7 @@ from ._protocol import (
     parse_embeddings,
     parse_feedback,
     prompt_chars,
+    scoped_feedback_id,
 )
 from ._ratelimit import Limits
 from ._settings import GatewaySettings
@@ -700,8 +701,9 @@ class Gateway:
         self._admit(call, 0)
         call.run_id = run_id
         metadata = feedback_id(http.headers.getlist("idempotency-key"), metadata)
+        sent_id = metadata.get(FEEDBACK_ID)  # answered as the client sent it
         if call.key is not None:
-            metadata = {**metadata, "key_id": call.key.id}
+            metadata = {**scoped_feedback_id(metadata, call.key.id), "key_id": call.key.id}
         try:
             count = await self.pipeline.feedback(run_id, kind, value, text, **metadata)
         except ValueError as exc:
@@ -714,7 +716,7 @@ class Gateway:
                            kind="server_error", code="no_feedback_sink")
         answer = {"run_id": run_id, "kind": kind, "recorded": count}
         if FEEDBACK_ID in metadata:
-            answer[FEEDBACK_ID] = metadata[FEEDBACK_ID]
+            answer[FEEDBACK_ID] = sent_id
         return JSONResponse(answer)
 
     async def _metrics(self, http: HTTPRequest, call: _Call) -> Response:

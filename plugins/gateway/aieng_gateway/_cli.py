@@ -47,6 +47,13 @@ def _store(keys_path: Path | None) -> KeyStore:
         return KeyStore(keys_path or default_keys_path())
 
 
+def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A finite number of seconds: click's float range lets ``nan`` and ``inf`` through."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number of seconds, got {value}")
+    return value
+
+
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
     try:
         return parse_size(value)
@@ -83,7 +90,7 @@ def build_pipeline(kernel: Any, path: Path, *, monitor: bool, feedback_db: Path 
 @click.option("--max-body", default="1MB", show_default=True, callback=_size,
               help="Largest request body (1MB, 512KiB, bytes); larger ones get 413.")
 @click.option("--regenerate-window", default=120.0, show_default=True,
-              type=click.FloatRange(min=0, min_open=True),
+              type=click.FloatRange(min=0, min_open=True), callback=_seconds,
               help="Seconds within which a repeated conversation counts as 'regenerate'.")
 @click.option("--public-metrics", is_flag=True, help="Serve /metrics without a key.")
 @click.option("--monitor/--no-monitor", default=True, show_default=True,
@@ -93,7 +100,7 @@ def build_pipeline(kernel: Any, path: Path, *, monitor: bool, feedback_db: Path 
               help="Where the added 'feedback-sqlite' sink stores feedback "
                    "(when the pipeline has no sink of its own).")
 @click.option("--graceful-timeout", default=25.0, show_default=True,
-              type=click.FloatRange(min=0),
+              type=click.FloatRange(min=0), callback=_seconds,
               help="Seconds a stop (SIGTERM, Ctrl-C) leaves requests in flight to finish; "
                    "those still running then end with 503.")
 @click.option("--keepalive", default=15.0, show_default=True, type=click.FloatRange(min=0),
@@ -303,9 +310,11 @@ def revoke(id_or_name: str, keys_path: Path | None) -> None:
 
 
 def _when(ts: float | None) -> str:
+    """An epoch time as ISO 8601 in UTC with its zone (``2025-01-31T23:59:59Z``): a time
+    without one reads as the reader's local time."""
     if ts is None:
         return "-"
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def add_commands(cli: click.Group) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import re
 import secrets
@@ -131,6 +132,9 @@ class KeyStore:
     :param path: the database file (created with its folder, mode 0600; ``~`` expanded).
         It is marked with its layout (``PRAGMA user_version`` :data:`VERSION`); a file of
         a newer layout is refused (:class:`KeyStoreError`), left as it is.
+    :param refresh_s: the most seconds the in-memory copy is served before the file is
+        read again (on the server's monotonic clock); a positive, finite number, else a
+        ``ValueError``.
 
     A file this process cannot write (a read-only mount, a file of another owner it may
     only read) is opened for reading (:attr:`read_only`): its keys are loaded and verified
@@ -141,6 +145,12 @@ class KeyStore:
     """
 
     def __init__(self, path: str | Path, *, refresh_s: float = 5.0) -> None:
+        if isinstance(refresh_s, bool) or not isinstance(refresh_s, (int, float)) \
+                or not math.isfinite(refresh_s) or refresh_s <= 0:
+            # NaN would never be stale (the copy served forever), 0 or less read the file
+            # on every request, infinity never again.
+            raise ValueError(f"refresh_s must be a positive, finite number of seconds, "
+                             f"got {refresh_s!r}")
         self.path = Path(path).expanduser()
         self.refresh_s = refresh_s
         self._lock = threading.Lock()

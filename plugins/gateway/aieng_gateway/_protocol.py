@@ -13,7 +13,7 @@ from aieng_hookspecs.types import Completion, Message, Request, ToolCall, ToolSp
 __all__ = ["FEEDBACK_ID", "IDEMPOTENCY_KEY", "ApiError", "ChatCall", "billed_usage",
            "chat_chunk", "chat_response", "estimated_tokens", "feedback_id", "logprob_content",
            "parse_chat", "parse_dimensions", "parse_embeddings", "parse_feedback",
-           "prompt_chars"]
+           "prompt_chars", "scoped_feedback_id"]
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 #: ``seed``'s range: a signed 64-bit integer, as OpenAI and the backends' samplers take it.
@@ -39,10 +39,21 @@ class ApiError(Exception):
         self.kind = kind
         self.headers = headers or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields: Exception's own reduce calls ApiError(message) alone, which
+        # fails to unpickle (a host sending the error to a worker process, pytest-xdist).
+        return (_rebuild_api_error, (self.status, self.message, self.param, self.code,
+                                     self.kind, dict(self.headers)))
+
     def body(self) -> dict[str, Any]:
         """The JSON error body."""
         return {"error": {"message": self.message, "type": self.kind, "param": self.param,
                           "code": self.code}}
+
+
+def _rebuild_api_error(status: int, message: str, param: str | None, code: str | None,
+                       kind: str, headers: dict[str, str]) -> ApiError:
+    return ApiError(status, message, param=param, code=code, kind=kind, headers=headers)
 
 
 def _bad(param: str, message: str) -> ApiError:
@@ -537,6 +548,31 @@ def feedback_id(keys: list[str], metadata: dict[str, Any]) -> dict[str, Any]:
                    f"header's {key!r}: one signal has one id (send it in either, or the same "
                    "in both)")
     return {**metadata, FEEDBACK_ID: key}
+
+
+#: The longest id a client may give a signal when a key sends it: ``feedback-sqlite``'s
+#: 200 characters less the key's id and the ``:`` the gateway puts before it.
+MAX_FEEDBACK_ID = 191
+
+
+def scoped_feedback_id(metadata: dict[str, Any], key_id: str) -> dict[str, Any]:
+    """``metadata`` with its ``feedback_id`` scoped by the sending key, ``<key id>:<id>``:
+    a signal's id is then one key's, so another key sending the same id for the same run
+    (a run id passed around, an id guessed or reused) is another signal, never taken for
+    this one's retry nor refusing it. An id that is no non-blank string is left as it is,
+    for the sink to refuse.
+
+    :raises ApiError: 422 on an id over :data:`MAX_FEEDBACK_ID` characters.
+    """
+    found = metadata.get(FEEDBACK_ID)
+    if not isinstance(found, str) or not found.strip():
+        return metadata
+    if len(found) > MAX_FEEDBACK_ID:
+        raise ApiError(422, f"invalid feedback: a signal's id ({IDEMPOTENCY_KEY} or "
+                            f"metadata.{FEEDBACK_ID}) must be at most {MAX_FEEDBACK_ID} "
+                            f"characters, got {len(found)}", param=f"metadata.{FEEDBACK_ID}",
+                       code="invalid_feedback")
+    return {**metadata, FEEDBACK_ID: f"{key_id}:{found}"}
 
 
 def prompt_chars(request: Request) -> int:

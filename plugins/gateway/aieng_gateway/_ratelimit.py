@@ -14,7 +14,8 @@ class TokenBucket:
 
     A bucket may go into debt (:meth:`charge` after the fact): the next takes wait for it.
 
-    :param clock: monotonic seconds (injectable for tests).
+    :param clock: monotonic seconds (injectable for tests); one that goes back never
+        holds a key back, one that jumps ahead refills the bucket at most to full.
     """
 
     __slots__ = ("capacity", "clock", "level", "rate", "stamp")
@@ -29,7 +30,11 @@ class TokenBucket:
 
     def _fill(self) -> None:
         now = self.clock()
-        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        # A clock that went back (an injected one may: a wall clock stepped by NTP) adds
+        # nothing and takes nothing: subtracting would hold the key back for as long as
+        # it jumped (an hour), and the refill counts from the time seen after the jump.
+        # A jump forward refills at most to ``capacity``: never a burst past it.
+        self.level = min(self.capacity, self.level + max(0.0, now - self.stamp) * self.rate)
         self.stamp = now
 
     def wait_for(self, amount: float) -> float:

@@ -40,6 +40,14 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
         raise ValueError(f"{attribute.name} must be a positive number, got {value!r}")
 
 
+def _window(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # NaN passes "<= 0" and then never compares true: a window that silently never holds.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive, finite number of seconds, "
+                         f"got {value!r}")
+
+
 def _interval(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not math.isfinite(value) or value < 0:
@@ -91,7 +99,7 @@ class GatewaySettings:
 
     auth: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     max_body: int = attrs.field(default=1_000_000, validator=_positive)
-    regenerate_window: float = attrs.field(default=120.0, validator=_positive)
+    regenerate_window: float = attrs.field(default=120.0, validator=_window)
     public_metrics: bool = attrs.field(default=False,
                                        validator=attrs.validators.instance_of(bool))
     keepalive_s: float = attrs.field(default=15.0, validator=_interval)

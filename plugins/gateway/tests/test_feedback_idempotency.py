@@ -46,7 +46,9 @@ def test_a_retried_post_with_an_idempotency_key_is_one_signal(
     again = client.post("/v1/feedback", json=body, headers={"Idempotency-Key": "k-1"})
     assert first.status_code == again.status_code == 200, (first.text, again.text)
     rows = _rows(served[0], run_id)
-    assert len(rows) == 1 and rows[0][2]["feedback_id"] == "k-1"
+    key_id = rows[0][2]["key_id"]
+    # Stored scoped by the sending key (another key's "k-1" is another signal).
+    assert len(rows) == 1 and rows[0][2]["feedback_id"] == f"{key_id}:k-1"
     assert first.json() == again.json() == {"run_id": run_id, "kind": "thumbs",
                                             "recorded": 1, "feedback_id": "k-1"}
     assert rows[0][2]["key_id"]  # the sending key's id is still added
@@ -64,7 +66,7 @@ def test_a_body_feedback_id_alone_or_equal_to_the_header_is_one_signal(
     assert same.status_code == 200 and same.json()["feedback_id"] == "b-1"
     rows = _rows(served[0], run_id)
     assert [(kind, meta["feedback_id"], meta["ui"]) for kind, _, meta in rows] == \
-        [("rating", "b-1", "web")]
+        [("rating", f"{rows[0][2]['key_id']}:b-1", "web")]
 
 
 def test_a_header_and_a_body_id_that_differ_are_refused(
@@ -87,7 +89,7 @@ def test_a_header_and_a_body_id_that_differ_are_refused(
 
 @pytest.mark.parametrize(("body", "headers", "named"), [
     ({"kind": "thumbs", "value": 5}, {}, "from -1 to 1"),
-    ({"kind": "thumbs", "value": 1}, {"Idempotency-Key": "x" * 201}, "feedback_id"),
+    ({"kind": "thumbs", "value": 1, "metadata": {"feedback_id": 7}}, {}, "feedback_id"),
 ])
 def test_a_signal_the_store_refuses_is_invalid_feedback(
         client: httpx.Client, served: tuple[Gateway, LoopbackServer], body: dict[str, Any],

@@ -5,6 +5,7 @@ held back) sends ``: keep-alive`` comments, so proxies with an idle timeout (ngi
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,24 @@ PING = b": keep-alive\n\n"
 
 
 class Sleepy(FlakyBackend):
-    """FlakyBackend that waits ``delay`` seconds before its first delta (a long prompt on a
+    """FlakyBackend that holds its first delta until ``go`` is set (a long prompt on a
     slow model), then answers; ``DIE`` in the prompt fails after the wait."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, go: threading.Event) -> None:
         super().__init__()
-        self.delay = delay
+        self.go = go
+
+    async def _wait(self) -> None:
+        # Until the keep-alives the test waits for are out: no count that depends on how
+        # fast a busy machine runs the loop (a minute at most).
+        for _ in range(6000):
+            if self.go.is_set():
+                return
+            await anyio.sleep(0.01)
 
     @hookimpl
     async def aieng_generate(self, request: Request) -> Completion | None:
-        await anyio.sleep(self.delay)
+        await self._wait()
         return await super().aieng_generate(request)
 
     @hookimpl
@@ -38,17 +47,38 @@ class Sleepy(FlakyBackend):
         return self._sleepy(request)
 
     async def _sleepy(self, request: Request) -> AsyncIterator[Delta]:
-        await anyio.sleep(self.delay)
+        await self._wait()
         if "DIE" in request.prompt:
             raise ConnectionError("upstream dropped the connection")
         async for delta in self._flaky_stream(request):
             yield delta
 
 
-def _serve(tmp: Path, keepalive: float) -> Any:
+class Pings:
+    """The gateway's app, counting the keep-alives it sends: ``go`` is set once ``after``
+    have gone out."""
+
+    def __init__(self, app: Any, go: threading.Event, after: int) -> None:
+        self.app, self.go, self.after, self.sent = app, go, after, 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def counted(message: Any) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and message.get("body") == PING:
+                self.sent += 1
+                if self.sent >= self.after:
+                    self.go.set()
+
+        await self.app(scope, receive, counted)
+
+
+def _serve(tmp: Path, keepalive: float, *, after: int = 2) -> Any:
+    go = threading.Event()
+    if not keepalive:
+        go.set()
     gateway = make_gateway(tmp, settings=GatewaySettings(auth=False, keepalive_s=keepalive),
-                           backend=Sleepy(0.6), timeout=10)
-    return LoopbackServer(gateway.app)
+                           backend=Sleepy(go), timeout=120)
+    return LoopbackServer(Pings(gateway.app, go, after))
 
 
 @pytest.fixture

@@ -226,7 +226,8 @@ async def test_an_upstream_stream_that_stalls_is_a_504() -> None:
     that never answers, not a 502 that reads as a broken upstream."""
     import http.server
     import threading
-    import time
+
+    done = threading.Event()  # the stall lasts until the test is over: no race with a delay
 
     class Stalls(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -235,7 +236,7 @@ async def test_an_upstream_stream_that_stalls_is_a_504() -> None:
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
             self.wfile.flush()
-            time.sleep(1.5)
+            done.wait(60)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -257,6 +258,7 @@ async def test_an_upstream_stream_that_stalls_is_a_504() -> None:
                 assert answer.json()["error"]["code"] == "upstream_timeout"
                 assert "stalled" in answer.json()["error"]["message"]
     finally:
+        done.set()
         upstream.shutdown()
         upstream.server_close()
 

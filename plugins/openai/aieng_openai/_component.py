@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import random
 import time
@@ -201,70 +202,37 @@ class OpenAIBackend:
         """Send one API call with retries; the response is a success (2xx).
 
         With ``stream=True`` the body is not read: the caller reads and closes it. Only
-        the request is retried, never a stream already being read.
+        the request is retried, never a stream already being read. ``total_timeout``
+        bounds the whole, on the event loop's monotonic clock: each attempt runs within
+        what is left of it, and a wait between attempts that would end past it is not
+        begun (no request is sent after it).
         """
-        import httpx
-
         client = await self._http()
         url = f"{self._base}/{path}"
         method = "GET" if body is None else "POST"
+        total = self.options.total_timeout
+        deadline = math.inf if total is None else anyio.current_time() + total
         attempt = 0
         while True:
             attempt += 1
             started = time.perf_counter()
-            wait: float | None = None
-            try:
-                # Always streamed from the wire: a success is read here (unless the caller
-                # streams it) with the max_response_bytes cap, an error only for its excerpt.
-                response = await client.send(
-                    client.build_request(method, url, json=body, headers=self._headers),
-                    stream=True)
-                if response.status_code < 300 and not stream:
-                    response = await self._read(response, path)
-            except httpx.PoolTimeout:
-                # Not the server: every connection of the pool was busy with other calls.
-                limit = self.options.max_connections
-                failure = self._error(
-                    f"{method} {path} timed out waiting {self._pool_timeout:g} s "
-                    f"for a free connection (all max_connections={limit} were busy)",
+            with anyio.move_on_after(deadline - anyio.current_time()) as limit:
+                outcome = await self._attempt(client, method, url, path, body, stream=stream,
+                                              attempt=attempt)
+            if limit.cancelled_caught:
+                raise self._error(
+                    f"{method} {path} took longer than total_timeout ({total:g} s) in all",
                     kind="timeout", url=url, attempts=attempt,
-                    hint="more calls run at once than max_connections allows: raise "
-                         "max_connections or pool_timeout, or send fewer concurrent "
-                         "requests")
-            except httpx.TimeoutException as error:
-                failure = self._error(
-                    f"{method} {path} timed out ({type(error).__name__})", kind="timeout",
-                    hint="the server is slow or unreachable: check base_url, or raise "
-                         "connect_timeout / read_timeout", url=url, attempts=attempt)
-            except httpx.TransportError as error:
-                failure = self._error(
-                    f"{method} {path} failed: {type(error).__name__}: {error}",
-                    kind="connection", url=url, attempts=attempt,
-                    hint="check base_url and that the server is running")
-            else:
-                if response.status_code < 300:
-                    log.debug("openai.call", path=path, status=response.status_code,
-                              attempt=attempt,
-                              seconds=round(time.perf_counter() - started, 4))
-                    return response
-                try:
-                    text = (await _head(response)).decode("utf-8", "replace")
-                except httpx.TransportError as error:  # the status stands, the body broke off
-                    text = f"(the body broke off: {type(error).__name__})"
-                finally:
-                    await response.aclose()
-                status = response.status_code
-                # A redirect is not followed (it would turn a POST into a GET, or send the
-                # key elsewhere): say where it points.
-                where = response.headers.get("location") if status < 400 else None
-                failure = self._error(
-                    f"{method} {path} answered HTTP {status}"
-                    + (f" (a redirect to {where})" if where else ""), kind="http",
-                    status=status, body=text, hint=hint_for(status), url=url,
-                    attempts=attempt)
-                if not retryable_status(status):
-                    raise failure
-                wait = failure.retry_after = retry_after(response.headers)
+                    hint="the server answers too slowly, or trickles its answer (which "
+                         "read_timeout, a wait for each read, does not catch): raise "
+                         "total_timeout (seconds for the whole call, its retries "
+                         "included), or check the server")
+            if not isinstance(outcome, OpenAIError):
+                log.debug("openai.call", path=path, status=outcome.status_code,
+                          attempt=attempt, seconds=round(time.perf_counter() - started, 4))
+                return outcome
+            failure = outcome
+            wait = failure.retry_after
             if attempt > self.options.max_retries:
                 raise failure
             if wait is not None and wait > self.options.backoff_max:
@@ -277,9 +245,95 @@ class OpenAIBackend:
             if wait is None:
                 wait = backoff(attempt, base=self.options.backoff_base,
                                cap=self.options.backoff_max, rng=self._rng)
+            if anyio.current_time() + wait >= deadline:
+                failure.hint = (f"the next attempt would begin {wait:.1f} s from now, past "
+                                f"total_timeout ({total:g} s for the whole call): raise it "
+                                f"to wait longer; {failure.hint}")
+                raise failure
             log.warning("openai.retry", path=path, status=failure.status, kind=failure.kind,
                         attempt=attempt, wait_s=round(wait, 3))
             await anyio.sleep(wait)
+
+    async def _attempt(self, client: httpx.AsyncClient, method: str, url: str, path: str,
+                       body: Mapping[str, Any] | None, *, stream: bool,
+                       attempt: int) -> httpx.Response | OpenAIError:
+        """One attempt: the success (2xx), or the failure to retry (its ``retry_after``
+        the wait a retryable answer asked for).
+
+        :raises OpenAIError: on an answer never retried (other 4xx, 3xx).
+        """
+        import httpx
+
+        try:
+            # Always streamed from the wire: a success is read here (unless the caller
+            # streams it) with the max_response_bytes cap, an error only for its excerpt.
+            response = await client.send(
+                client.build_request(method, url, json=body, headers=self._headers),
+                stream=True)
+            if response.status_code < 300 and not stream:
+                response = await self._read(response, path)
+        except httpx.PoolTimeout:
+            # Not the server: every connection of the pool was busy with other calls.
+            limit = self.options.max_connections
+            return self._error(
+                f"{method} {path} timed out waiting {self._pool_timeout:g} s "
+                f"for a free connection (all max_connections={limit} were busy)",
+                kind="timeout", url=url, attempts=attempt,
+                hint="more calls run at once than max_connections allows: raise "
+                     "max_connections or pool_timeout, or send fewer concurrent "
+                     "requests")
+        except httpx.TimeoutException as error:
+            what, option = self._timeout_limit(error)
+            return self._error(
+                f"{method} {path} timed out ({type(error).__name__}: {what})",
+                kind="timeout", url=url, attempts=attempt,
+                hint=f"the server is slow or unreachable: check base_url, or raise {option}")
+        except httpx.TransportError as error:
+            return self._error(
+                f"{method} {path} failed: {type(error).__name__}: {error}",
+                kind="connection", url=url, attempts=attempt,
+                hint="check base_url and that the server is running")
+        if response.status_code < 300:
+            return response
+        try:
+            text = (await _head(response)).decode("utf-8", "replace")
+        except httpx.TransportError as error:  # the status stands, the body broke off
+            text = f"(the body broke off: {type(error).__name__})"
+        finally:
+            await response.aclose()
+        status = response.status_code
+        # A redirect is not followed (it would turn a POST into a GET, or send the
+        # key elsewhere): say where it points.
+        where = response.headers.get("location") if status < 400 else None
+        failure = self._error(
+            f"{method} {path} answered HTTP {status}"
+            + (f" (a redirect to {where})" if where else ""), kind="http",
+            status=status, body=text, hint=hint_for(status), url=url, attempts=attempt)
+        if not retryable_status(status):
+            raise failure
+        failure.retry_after = retry_after(response.headers)
+        return failure
+
+    def _timeout_limit(self, error: Exception) -> tuple[str, str]:
+        """Which of the client's limits an httpx timeout passed, with its value, and the
+        option that raises it (a host's ``http_client``: its own timeout)."""
+        import httpx
+
+        if not self._own_client:
+            return ("the http_client's own timeout",
+                    "the timeout of the http_client the component was given")
+        connect, read = self.options.connect_timeout, self.options.read_timeout
+        if isinstance(error, httpx.ConnectTimeout):
+            return (f"no connection within connect_timeout = {connect:g} s",
+                    "connect_timeout (seconds to connect)")
+        if isinstance(error, httpx.ReadTimeout):
+            return (f"no byte within read_timeout = {read:g} s",
+                    "read_timeout (seconds to wait for each read)")
+        if isinstance(error, httpx.WriteTimeout):
+            sent = f"the request not sent within read_timeout = {read:g} s (it bounds writes too)"
+            return sent, "read_timeout (seconds to wait for each read or write)"
+        return (f"connect_timeout = {connect:g} s, read_timeout = {read:g} s",
+                "connect_timeout / read_timeout")
 
     async def _read(self, response: httpx.Response, path: str) -> httpx.Response:
         """The response read whole (decompressed), and closed.
@@ -523,9 +577,10 @@ class OpenAIBackend:
         except httpx.TransportError as error:  # a timeout too
             if finish is None:
                 if isinstance(error, httpx.TimeoutException):
-                    raise self._error("the stream stalled: no chunk within read_timeout",
+                    what, option = self._timeout_limit(error)
+                    raise self._error(f"the stream stalled: no chunk ({what})",
                                       kind="timeout", url=url,
-                                      hint="raise read_timeout, or check the server") from None
+                                      hint=f"raise {option}, or check the server") from None
                 raise self._error(f"the stream broke: {type(error).__name__}: {error}",
                                   kind="connection", url=url,
                                   hint="the server closed the connection mid-stream") from None

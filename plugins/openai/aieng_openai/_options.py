@@ -98,7 +98,8 @@ def _seconds(instance: object, attribute: attrs.Attribute[float], value: float) 
         raise TypeError(f"{attribute.name} must be a number of seconds, "
                         f"got {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
+        raise ValueError(f"{attribute.name} must be a positive, finite number of seconds, "
+                         f"got {value!r}")
 
 
 def _opt_seconds(instance: object, attribute: attrs.Attribute[float | None],
@@ -182,6 +183,13 @@ class OpenAIOptions:
     :param pool_timeout: seconds a call waits for a free connection when all
         ``max_connections`` are busy (default: ``connect_timeout``). Raise it to queue a
         burst of calls behind long generations while a dead server still fails fast.
+    :param total_timeout: the most seconds one call may take in all: its attempts, the
+        waits between them and reading the answer (a stream: until its headers; its
+        chunks then keep it alive as long as each comes within ``read_timeout``). It ends
+        what ``read_timeout`` cannot: a server that trickles its answer a byte at a time,
+        or keeps answering 503. A wait between attempts that would end past it is not
+        begun: the last failure is raised at once. ``None`` (the default): no limit of
+        its own (in a pipeline, the stage's timeout bounds every call).
     :param max_retries: retries after the first attempt, on 408, 409, 429, 5xx, timeouts and
         connection errors; other 4xx answers are never retried.
     :param backoff_base: the first retry's nominal wait, doubled on each retry, with jitter.
@@ -224,6 +232,7 @@ class OpenAIOptions:
     read_timeout: float = attrs.field(default=120.0, validator=_seconds)
     max_connections: int = attrs.field(default=100, validator=_connections)
     pool_timeout: float | None = attrs.field(default=None, validator=_opt_seconds)
+    total_timeout: float | None = attrs.field(default=None, validator=_opt_seconds)
     max_retries: int = attrs.field(default=3, validator=_retries)
     backoff_base: float = attrs.field(default=0.5, validator=_non_negative_seconds)
     backoff_max: float = attrs.field(default=30.0, validator=_non_negative_seconds)

@@ -98,6 +98,11 @@ class Scripted:
     :param delay: seconds to wait before answering (for client timeouts).
     :param body: a raw body; ``None`` with status 200 lets the policy answer after ``delay``.
     :param sse: raw lines of an event stream (each sent followed by a newline).
+    :param hang: answer nothing until the client goes away (a stalled server; with ``sse``,
+        after its lines): a test of the client's timeouts then has no race with a delay on
+        a busy machine.
+    :param trickle: send the answer a byte every ``trickle`` seconds for as long as the
+        client stays (``body``, then spaces): a server no read timeout catches.
     """
 
     status: int = 200
@@ -105,6 +110,8 @@ class Scripted:
     delay: float = 0.0
     body: str | None = None
     sse: tuple[str, ...] | None = None
+    hang: bool = False
+    trickle: float | None = None
 
 
 @attrs.frozen
@@ -186,12 +193,22 @@ class OpenAIServerDouble:
         if scripted is not None:
             if scripted.delay:
                 await asyncio.sleep(scripted.delay)
+            if scripted.hang and scripted.sse is None:
+                await _until_gone(http)
+                return body, Response(status_code=499)  # nobody reads it
+            if scripted.trickle is not None:
+                return body, StreamingResponse(_trickled(scripted.body or "", scripted.trickle),
+                                               status_code=scripted.status,
+                                               media_type="application/json",
+                                               headers=scripted.headers)
             if scripted.sse is not None:
-                lines = scripted.sse
+                lines, hang = scripted.sse, scripted.hang
 
                 async def raw_stream() -> AsyncIterator[str]:
                     for line in lines:
                         yield line + "\n"
+                    if hang:  # then stall, headers and lines sent
+                        await _until_gone(http)
 
                 return body, StreamingResponse(raw_stream(), status_code=scripted.status,
                                                media_type="text/event-stream",
@@ -289,6 +306,23 @@ class OpenAIServerDouble:
             for index, vector in enumerate(vectors)],
             "usage": {"prompt_tokens": sum(len(t.split()) for t in texts),
                       "total_tokens": sum(len(t.split()) for t in texts)}})
+
+
+async def _until_gone(http: HTTPRequest) -> None:
+    """Return once the client has closed the connection (a minute at most)."""
+    for _ in range(6000):
+        if await http.is_disconnected():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def _trickled(start: str, every: float) -> AsyncIterator[bytes]:
+    """``start``, then spaces, a byte every ``every`` seconds (a minute at most): the
+    response ends when the client goes away (the send fails, the stream is cancelled)."""
+    data = start.encode("utf-8")
+    for index in range(int(60 / every)):
+        yield data[index:index + 1] or b" "
+        await asyncio.sleep(every)
 
 
 def _error(status: int, message: str, code: str) -> JSONResponse:

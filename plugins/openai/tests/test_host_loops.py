@@ -71,7 +71,7 @@ async def test_retry_after_then_success_and_a_timeout(double: OpenAIServerDouble
     backend: OpenAIBackend = make_backend()
     try:
         completion = await backend.aieng_generate(ask())
-        double.script("chat/completions", Scripted(delay=1.0))
+        double.script("chat/completions", Scripted(hang=True))
         slow: OpenAIBackend = make_backend(read_timeout=0.2, max_retries=0)
         try:
             with pytest.raises(OpenAIError) as caught:
@@ -86,13 +86,18 @@ async def test_retry_after_then_success_and_a_timeout(double: OpenAIServerDouble
 
 async def test_a_host_cancel_scope_cancels_the_call(double: OpenAIServerDouble,
                                                    make_backend: Any) -> None:
-    """A host's deadline (``move_on_after``) cancels a call waiting on the server, and
-    the backend answers the next call."""
-    double.script("chat/completions", Scripted(delay=5.0))
+    """A host's cancel scope, cancelled while the call waits on the server (which got
+    it), ends the call, and the backend answers the next call."""
+    double.script("chat/completions", Scripted(hang=True))
     backend: OpenAIBackend = make_backend()
     try:
-        with anyio.move_on_after(0.2) as scope:
-            await backend.aieng_generate(ask())
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as group:
+                group.start_soon(backend.aieng_generate, ask())
+                with anyio.fail_after(60):  # the server has the call (no race with a delay)
+                    while not double.calls_to("chat/completions"):
+                        await anyio.sleep(0.01)
+                scope.cancel()
         completion = await backend.aieng_generate(ask("after"))
     finally:
         await backend.aclose()

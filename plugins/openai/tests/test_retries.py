@@ -87,16 +87,17 @@ def test_which_statuses_retry() -> None:
 
 
 async def test_429_honours_retry_after(double: OpenAIServerDouble, make_backend: Any) -> None:
-    """A 429 with Retry-After: 1 is retried after about a second, not after the backoff."""
+    """A 429 with Retry-After: 1 is retried after the second it asked for, not after the
+    backoff (0.01 s here): the wait the client chose, as its retry log line says (no
+    stopwatch: a loaded machine stretches any wait)."""
     double.script("chat/completions", fail(429, **{"Retry-After": "1"}))
     backend: OpenAIBackend = make_backend()
-    started = time.monotonic()
-    completion = await backend.aieng_generate(ask())
-    elapsed = time.monotonic() - started
+    with structlog.testing.capture_logs() as logs:
+        completion = await backend.aieng_generate(ask())
     await backend.aclose()
     assert completion is not None and completion.text == "You said: hello"
     assert len(double.calls_to("chat/completions")) == 2
-    assert 0.9 <= elapsed < 5.0
+    assert [e["wait_s"] for e in logs if e["event"] == "openai.retry"] == [1.0]
 
 
 async def test_500_then_success(double: OpenAIServerDouble, make_backend: Any) -> None:
@@ -175,20 +176,18 @@ async def test_unknown_model_on_the_server_says_check_model(
 
 async def test_read_timeout(double: OpenAIServerDouble, make_backend: Any) -> None:
     """A server slower than read_timeout fails with a timeout error (retried first)."""
-    double.script("chat/completions", Scripted(delay=1.0), Scripted(delay=1.0))
+    double.script("chat/completions", Scripted(hang=True), Scripted(hang=True))
     backend: OpenAIBackend = make_backend(read_timeout=0.2, max_retries=1)
-    started = time.monotonic()
     with pytest.raises(OpenAIError) as caught:
         await backend.aieng_generate(ask())
     await backend.aclose()
     assert caught.value.kind == "timeout" and caught.value.attempts == 2
     assert "read_timeout" in caught.value.hint
-    assert time.monotonic() - started < 1.5
 
 
 async def test_slow_then_fast_succeeds(double: OpenAIServerDouble, make_backend: Any) -> None:
     """One timed-out attempt, then an answer."""
-    double.script("chat/completions", Scripted(delay=1.0))
+    double.script("chat/completions", Scripted(hang=True))
     backend: OpenAIBackend = make_backend(read_timeout=0.2)
     assert await backend.aieng_generate(ask()) is not None
     await backend.aclose()
@@ -199,12 +198,12 @@ async def test_waiting_for_a_free_connection_names_max_connections(
     """More concurrent calls than ``max_connections``: the one that waits past
     ``pool_timeout`` (not ``connect_timeout``: a queue behind long generations is no dead
     server) says it waited for a free connection and names the options."""
-    double.script("chat/completions", Scripted(delay=5.0))
+    double.script("chat/completions", Scripted(hang=True))
     backend: OpenAIBackend = make_backend(max_connections=1, connect_timeout=30.0,
                                           pool_timeout=0.3, max_retries=0)
     async with anyio.create_task_group() as group:
         group.start_soon(backend.aieng_generate, ask("holds the only connection"))
-        with anyio.fail_after(10):
+        with anyio.fail_after(60):  # the first call is in (a loaded machine is slow)
             while not double.calls_to("chat/completions"):
                 await anyio.sleep(0.01)
         with pytest.raises(OpenAIError) as caught:

@@ -334,7 +334,7 @@ async def test_stream_retries_before_the_first_byte(double: OpenAIServerDouble,
 
 async def test_stalled_stream_times_out(double: OpenAIServerDouble, make_backend: Any) -> None:
     """A stream that stops sending for longer than read_timeout raises a timeout error."""
-    double.script("chat/completions", Scripted(delay=1.0))
+    double.script("chat/completions", Scripted(hang=True))
     backend: OpenAIBackend = make_backend(read_timeout=0.2, max_retries=0)
     with pytest.raises(OpenAIError) as caught:
         await consume(backend)

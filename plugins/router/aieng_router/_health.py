@@ -4,7 +4,6 @@ moving averages, and a circuit breaker each."""
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -23,8 +22,16 @@ log = structlog.get_logger(__name__)
 
 #: The hooks whose failures count against a backend.
 _BACKEND_HOOKS = frozenset({"aieng_generate", "aieng_stream"})
-#: Runs remembered for the "latency after a failed backend" correction.
-_RUNS_REMEMBERED = 1024
+#: The most one latency sample counts for, in multiples of the average it joins: a call
+#: that took an hour because the process was suspended (a laptop asleep, a VM paused, a
+#: debugger) moves the average by at most ``alpha * (SPIKE - 1)`` of itself (x1.9 at the
+#: default alpha), instead of making a backend look slow until it is tried again (which,
+#: once it looks slow, the cost-router stops doing). A backend that really slowed down
+#: gets there in a few calls (x1.9 each).
+SPIKE = 4.0
+#: The average latency the cap is taken from at least, in seconds: a backend averaging 0 s
+#: (a cache in front of it) still learns a real latency.
+_SPIKE_FLOOR_S = 0.01
 
 
 @attrs.define
@@ -79,10 +86,11 @@ class Health:
     events.
 
     A ``backend.call`` event (:class:`ModelCall`) is a success of its ``component``, with
-    its ``duration_s`` as the latency; when a backend failed earlier in the same run, the
-    latency counts from that failure's event instead (the generate stage times the whole
-    stage, failed attempts included). An ``error`` event of ``aieng_generate`` or
-    ``aieng_stream`` is a failure (a timeout included) of its ``plugin``.
+    its ``duration_s`` as the latency: the answering backend's own, on the kernel's
+    monotonic clock (never the events' wall-clock ``ts``, which a clock step moves), each
+    sample counted for at most :data:`SPIKE` times the average it joins. An ``error`` event
+    of ``aieng_generate`` or ``aieng_stream`` is a failure (a timeout included) of its
+    ``plugin``.
 
     :param router: the router's name, for events and logs.
     :param breaker: the breaker thresholds.
@@ -101,7 +109,6 @@ class Health:
         self.context: PipelineContext | None = None
         #: also told about every transition (tests, applications without a pipeline)
         self.listeners: list[Callable[[CircuitChanged], None]] = []
-        self._failed_at: OrderedDict[str, float] = OrderedDict()
         #: backends named by the options that were not candidates, warned about once each
         self.unknown: set[str] = set()
 
@@ -146,26 +153,24 @@ class Health:
     def observe(self, event: Event) -> None:
         """Learn from one bus event; other events are ignored."""
         if isinstance(event, ModelCall):
-            latency = event.duration_s
-            failed_at = self._failed_at.pop(event.run_id, None) if event.run_id else None
-            if failed_at is not None and event.ts >= failed_at:
-                latency = min(latency, event.ts - failed_at)
-            self.succeeded(event.component, latency, event.usage.completion_tokens,
+            # duration_s is the answering backend's own (the kernel restarts its clock for
+            # each backend it tries): the time of a backend that failed before it in the
+            # run is not in it, and the events' wall-clock ts are never subtracted.
+            self.succeeded(event.component, event.duration_s, event.usage.completion_tokens,
                            run_id=event.run_id)
         elif isinstance(event, ErrorEvent) and event.hook in _BACKEND_HOOKS and event.plugin:
-            if event.run_id:
-                self._failed_at[event.run_id] = event.ts
-                self._failed_at.move_to_end(event.run_id)
-                while len(self._failed_at) > _RUNS_REMEMBERED:
-                    self._failed_at.popitem(last=False)
             self.failed(event.plugin, event.error_type, run_id=event.run_id)
 
     def succeeded(self, backend: str, latency_s: float, completion_tokens: int = 0, *,
                   run_id: str = "") -> None:
         """Record a successful call of ``backend`` that took ``latency_s`` (in run
-        ``run_id``, when known: see :meth:`CircuitBreaker.acquire`)."""
+        ``run_id``, when known: see :meth:`CircuitBreaker.acquire`); the sample counts for
+        at most :data:`SPIKE` times the average (a suspended process's hour is no
+        backend's latency)."""
         stats = self.of(backend)
         stats.calls += 1
+        if stats.latency_s is not None:
+            latency_s = min(latency_s, SPIKE * max(stats.latency_s, _SPIKE_FLOOR_S))
         stats.latency_s = _ewma(stats.latency_s, latency_s, self.alpha)
         stats.error_rate = _ewma(stats.error_rate, 0.0, self.alpha)
         if completion_tokens:

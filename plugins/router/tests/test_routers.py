@@ -292,19 +292,6 @@ def test_observed_latency_replaces_the_prior() -> None:
     assert router.health.stats["mid"].latency_s == 2.0
 
 
-def test_latency_after_a_failure_in_the_same_run() -> None:
-    """When a backend failed earlier in the run, the next backend's latency counts from
-    that failure, not from the start of the stage."""
-    router = cost_router(alpha=1.0)
-    failed = error("mid", run_id="r1")
-    router.aieng_on_event(failed)
-    answered = call("dear", 5.0, run_id="r1")
-    answered = type(answered)(**{**{f: getattr(answered, f) for f in (
-        "component", "messages", "usage", "duration_s", "run_id")}, "ts": failed.ts + 0.3})
-    router.aieng_on_event(answered)
-    assert router.health.stats["dear"].latency_s == pytest.approx(0.3)
-
-
 def test_unhealthy_backend_goes_last_and_open_one_is_left_out() -> None:
     """One failure makes ``mid`` unhealthy (error EWMA 1 > 0.5): it follows the healthy
     ones; a second opens its circuit, an event is published, and it leaves the route."""
