@@ -20,6 +20,10 @@ TOOL = "now"
 Clock = Callable[[], datetime]
 
 _UTC_NAMES = frozenset({"utc", "z", "gmt", "etc/utc", "zulu"})
+#: Files of a system's tz database that are no IANA zone: ``localtime`` is this machine's
+#: own zone (its answer would depend on the host, under a name a model cannot read),
+#: ``posixrules`` a default for POSIX TZ strings.
+_NOT_ZONES = frozenset({"localtime", "posixrules"})
 #: Weekday names in English, Monday first: ``strftime('%A')`` follows the host program's
 #: ``locale.setlocale(LC_TIME, ...)``, and the README and models read English names.
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -35,6 +39,10 @@ def zone(name: object) -> tzinfo:
         raise TypeError("the time zone must be a string such as 'Europe/Paris'")
     if name.strip().lower() in _UTC_NAMES:
         return UTC  # without tzdata installed too
+    if name.strip() in _NOT_ZONES:
+        raise ValueError(f"unknown time zone {name!r}: give an IANA name such as "
+                         "'Europe/Paris', 'America/New_York' or 'UTC' (not the machine's "
+                         "own zone)")
     try:
         return ZoneInfo(name.strip())
     except (ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):
@@ -114,4 +122,5 @@ class ClockTool:
             raise ValueError("the clock gave a time without a time zone")
         local = current.astimezone(zone(timezone))
         spec = "seconds" if self.options.seconds else "minutes"
-        return f"{local.isoformat(timespec=spec)} ({_WEEKDAYS[local.weekday()]}, {timezone})"
+        label = str(timezone).strip()  # a str: zone() refused any other type
+        return f"{local.isoformat(timespec=spec)} ({_WEEKDAYS[local.weekday()]}, {label})"

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import anyio.from_thread
 import anyio.to_thread
 import attrs
 import structlog
@@ -116,6 +117,16 @@ def _cosines(query: array[float], blobs: Sequence[bytes]) -> list[float]:
     dots = (matrix * np.asarray(query, dtype=np.float64)).sum(axis=1)
     cosines = np.divide(dots, norms, out=np.zeros_like(dots), where=norms != 0.0)
     return cosines.tolist()  # type: ignore[no-any-return]
+
+
+def _not_cancelled() -> bool:
+    """Raise the host task's cancellation in its worker thread (``True`` otherwise, and
+    when called outside one of anyio's worker threads)."""
+    try:
+        anyio.from_thread.check_cancelled()
+    except RuntimeError:  # not in a worker thread of anyio's: nothing to check
+        pass
+    return True
 
 
 class _Best:
@@ -354,6 +365,24 @@ class SQLiteMemory:
                 for n, item in enumerate(kept)]
         await anyio.to_thread.run_sync(self._insert, rows)
 
+    @staticmethod
+    def _not_before_newest(conn: sqlite3.Connection,
+                           rows: list[tuple[str, str, str, float, bytes | None]]
+                           ) -> list[tuple[str, str, str, float, bytes | None]]:
+        """``rows`` stamped no earlier than the newest item of their namespace (just
+        after it, when the clock is behind it): after the wall clock was set back (NTP, a
+        VM restored, another machine's clock), items just stored would otherwise be the
+        oldest and evicted first, and one stamped while the clock ran ahead never
+        evicted until the clock caught up."""
+        floor: dict[str, float] = {}
+        for namespace in {row[0] for row in rows}:
+            newest = conn.execute("SELECT max(created) FROM memory WHERE namespace = ?",
+                                  (namespace,)).fetchone()[0]
+            if newest is not None:  # the next float: newer than it, as a refresh must be
+                floor[namespace] = math.nextafter(newest, math.inf)
+        return [row if row[3] >= floor.get(row[0], row[3])
+                else (row[0], row[1], row[2], floor[row[0]], row[4]) for row in rows]
+
     def _namespace(self, metadata: dict[str, Any]) -> str:
         name = metadata.get("namespace")
         return name if isinstance(name, str) else self.options.namespace
@@ -362,6 +391,7 @@ class SQLiteMemory:
         with self._database() as conn:
             conn.execute("BEGIN IMMEDIATE")  # the writers of other connections wait
             try:
+                rows = self._not_before_newest(conn, rows)
                 conn.executemany(
                     "INSERT INTO memory (namespace, text, metadata, created, vector) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, text) DO UPDATE SET "
@@ -421,11 +451,12 @@ class SQLiteMemory:
     def _rows(self, conn: sqlite3.Connection, columns: str, namespace: str,
               others: Query) -> Iterator[tuple[Any, ...]]:
         """The namespace's rows (``id, created, {columns}``) whose metadata matches the
-        query's other filters, read a block at a time."""
+        query's other filters, read a block at a time; a recall cancelled meanwhile (a
+        host's deadline) stops at the next block instead of scanning the namespace."""
         cursor = conn.execute(f"SELECT id, created, {columns}, "
                               f"{'metadata' if others.filters else 'NULL'} "
                               "FROM memory WHERE namespace = ?", (namespace,))
-        while block := cursor.fetchmany(_BLOCK):
+        while _not_cancelled() and (block := cursor.fetchmany(_BLOCK)):
             for row in block:
                 if not others.filters or others.matches(_metadata(row[0], row[-1])):
                     yield row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,14 +15,22 @@ CALC = ToolSpec(name="calculate", description="Evaluate arithmetic.",
                             "required": ["expression"]})
 
 
-def _finishes(code: str, seconds: float = 20.0) -> str:
-    """Run ``code`` in a fresh interpreter; its output, or a failure when it runs past
-    ``seconds`` (a regular expression backtracking quadratically on a long input)."""
+def _finishes(code: str, cpu_seconds: int = 20) -> str:
+    """Run ``code`` in a fresh interpreter; its output, or a failure when it uses more
+    than ``cpu_seconds`` of CPU time (a regular expression backtracking quadratically on
+    a long input). CPU time, not wall time: a loaded machine makes the child wait for a
+    CPU, not compute more; the wall-clock timeout only catches a hang."""
+    # SIGXCPU at the soft limit (at the hard one, the kernel sends SIGKILL).
+    limit = f"import resource\nresource.setrlimit(resource.RLIMIT_CPU, ({cpu_seconds}, " \
+            f"{cpu_seconds + 10}))\n"
     try:
-        done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                              capture_output=True, text=True, timeout=seconds, check=True)
+        done = subprocess.run([sys.executable, "-c", limit + textwrap.dedent(code)],
+                              capture_output=True, text=True, timeout=600, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"did not finish within {seconds} s: quadratic?") from exc
+        raise AssertionError("hung for 10 minutes") from exc
+    if done.returncode == -signal.SIGXCPU:
+        raise AssertionError(f"used more than {cpu_seconds} s of CPU: quadratic?")
+    assert done.returncode == 0, done.stderr
     return done.stdout
 
 

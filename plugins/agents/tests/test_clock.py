@@ -65,11 +65,21 @@ def test_the_clock_may_give_any_zone() -> None:
 
 
 @pytest.mark.parametrize("name", ["Mars/Olympus", "../../etc/passwd", "/etc/localtime",
-                                  "Europe", "Europe/Paris\x00", "é", 42, ["UTC"]])
+                                  "localtime", " posixrules", "Europe", "Europe/Paris\x00",
+                                  "é", 42, ["UTC"]])
 def test_unknown_zones_are_error_results(name: object) -> None:
     """An unknown or malformed zone is an error result naming it, never an exception."""
     content, is_error = call(ClockTool(clock=fixed), timezone=name)
     assert is_error and "time zone" in content
+
+
+def test_the_answer_names_the_zone_without_the_blanks_around_it() -> None:
+    """A zone given with blanks around it is read, and named in the answer without them
+    (the model reads ``(Wednesday, Europe/Paris)``)."""
+    content, is_error = call(ClockTool(clock=fixed), timezone="  Europe/Paris ")
+    assert not is_error and content.endswith("(Wednesday, Europe/Paris)")
+    content, _ = call(ClockTool(clock=fixed), timezone="UTC ")
+    assert content.endswith("(Wednesday, UTC)")
 
 
 def test_a_naive_clock_is_an_error_result() -> None:

@@ -167,6 +167,11 @@ def eval_group() -> None:
               help="Items in flight at once.")
 @click.option("--limit", default=None, type=click.IntRange(min=0),
               help="Run only the first N items.")
+@click.option("--item-timeout", "item_timeout", default=None, metavar="SECONDS",
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds each item may take (judges included); an item still running "
+                   "then is recorded as failed (retried on resume) and the run goes on. "
+                   "Default: no limit but the pipeline's stage timeouts.")
 @click.option("--seed", default=None, type=click.IntRange(min=0),
               help="Sampling seed on every request; also seeds the bootstrap intervals.")
 @click.option("--judge-pipeline", default=None,
@@ -201,7 +206,8 @@ def eval_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, concurrency: int,
-        limit: int | None, seed: int | None, judge_pipeline: Path | None, force: bool,
+        limit: int | None, item_timeout: float | None, seed: int | None,
+        judge_pipeline: Path | None, force: bool,
         samples: int, max_slices: int, retry_judge_failures: bool, as_agent: bool,
         max_steps: int | None, max_tokens: int | None, plan: bool, replan: str | None,
         reflect: bool, quiet: bool, as_json: bool) -> None:
@@ -223,7 +229,8 @@ def run(ctx: click.Context, pipeline: Path, dataset: Path, out: Path | None, con
                 pipeline, dataset, out=run_dir, concurrency=concurrency, limit=limit,
                 seed=seed, force=force, judge_pipeline=judge_pipeline, kernel=kernel,
                 progress=progress, bootstrap_samples=samples, max_slices=max_slices,
-                retry_judge_failures=retry_judge_failures, agent=agent))
+                retry_judge_failures=retry_judge_failures, agent=agent,
+                item_timeout_s=item_timeout))
 
     result = _guard(go)
     for line in result.warnings:

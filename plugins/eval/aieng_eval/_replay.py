@@ -167,6 +167,29 @@ def _restore_floats(value: Any) -> Any:
     return value
 
 
+def _fresh_replay_dir(run_dir: Path) -> Path:
+    """``run_dir/replay-<UTC time>Z``, one no replay made yet: the wall clock may show a
+    time it showed before (set back by NTP, a VM restored), and a replay into an earlier
+    one's directory would resume it instead of running again."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    out = run_dir / f"replay-{stamp}"
+    count = 2
+    while out.exists():
+        out = run_dir / f"replay-{stamp}-{count}"
+        count += 1
+    return out
+
+
+def _locked_timeout(lock: dict[str, Any]) -> float | None:
+    """The lockfile's ``item_timeout_s`` (``None``: none, or a lockfile of an earlier
+    version, or a value this version would refuse)."""
+    value = lock.get("item_timeout_s")
+    if isinstance(value, int | float) and not isinstance(value, bool) \
+            and 0 < value < math.inf:
+        return float(value)
+    return None
+
+
 def _same(a: float | None, b: float | None) -> bool:
     if a is None or b is None:
         return a is b
@@ -198,8 +221,9 @@ async def replay(run_dir: str | Path, *, out: str | Path | None = None,
                  hash_cache: Path | None = None,
                  dataset: str | Path | None = None) -> ReplayReport:
     """Run again what ``run_dir``'s lockfile records (pipeline, dataset, seed, limit,
-    concurrency, the agent's options in agent mode, the reports' slices per field and
-    resamples) into a new run directory, and compare outputs and scores.
+    concurrency, ``item_timeout_s``, the agent's options in agent mode, the reports'
+    slices per field and resamples) into a new run directory, and compare outputs and
+    scores.
 
     Versions, hashes and files that differ now are logged as warnings and listed in the
     report's ``drift``.
@@ -209,7 +233,8 @@ async def replay(run_dir: str | Path, *, out: str | Path | None = None,
     their names in the working directory, when their hashes are the lockfile's; a
     pipeline file found nowhere replays the locked configuration.
 
-    :param out: the new run directory (default: ``RUN_DIR/replay-<UTC time>``).
+    :param out: the new run directory (default: ``RUN_DIR/replay-<UTC time>Z``, with
+        ``-2``, ``-3``... when a replay already took that name).
     :param dataset: the dataset to replay over (default: the locked one, found as above);
         one of other content is replayed, its hash difference in ``drift``.
     :raises EvalError: when the lockfile is missing, or its dataset is found nowhere (and
@@ -228,14 +253,14 @@ async def replay(run_dir: str | Path, *, out: str | Path | None = None,
     agent, unknown = options_from_lock(lock.get("agent"))
     warnings += unknown
     if out is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        out = run_dir / f"replay-{stamp}"
+        out = await anyio.to_thread.run_sync(_fresh_replay_dir, run_dir)
     new = await run_eval(pipeline, dataset, out=out, concurrency=int(lock.get("concurrency")
                                                                       or 8),
                          limit=lock.get("limit"), seed=lock.get("seed"), judge_pipeline=judge,
                          kernel=kernel, progress=progress, hash_cache=hash_cache, agent=agent,
                          max_slices=locked_max_slices(lock),
-                         bootstrap_samples=locked_samples(lock))
+                         bootstrap_samples=locked_samples(lock),
+                         item_timeout_s=_locked_timeout(lock))
     drift = warnings + lock_drift(lock, new.lock)
     for line in drift:
         log.warning("eval.replay.drift", detail=line)

@@ -368,6 +368,21 @@ class _Session:
                             judge_context=seen,
                             judge_input=result.query.text if failures else None)
 
+    async def bounded(self, item: DatasetItem, timeout: float | None) -> ItemResult:
+        """:meth:`item` within ``timeout`` seconds (``item_timeout_s``; ``None``: no
+        limit): an item still running then is cancelled and recorded as an ``error``
+        naming the limit (retried on resume), and the run goes on."""
+        if timeout is None:
+            return await self.item(item)
+        started = time.perf_counter()
+        with anyio.move_on_after(timeout):
+            return await self.item(item)
+        base = attrs.evolve(_BLANK, id=item.id, metadata=item.metadata, label=item.label,
+                            line=item.line)
+        return _failed(base, TimeoutError(
+            f"the item ran past item_timeout_s = {timeout:g} s (monotonic clock) and was "
+            "cancelled; raise item_timeout_s (--item-timeout) if it needs longer"), started)
+
     async def rejudge(self, item: DatasetItem, record: ItemResult) -> ItemResult:
         """Run again, on the stored answer, the judges that failed on the item
         (``retry_judge_failures``): their scores on it are replaced, their failures by
@@ -575,6 +590,7 @@ async def run_eval(
     retry_judge_failures: bool = False,
     agent: AgentOptions | None = None,
     max_slices: int = 50,
+    item_timeout_s: float | None = None,
 ) -> EvalRun:
     """Run ``pipeline`` over ``dataset``, appending each item's result to
     ``out/results.jsonl`` as it finishes, and write the lockfile and the reports.
@@ -613,6 +629,12 @@ async def run_eval(
         (``agent_answered``, ``agent_steps``, ``agent_tokens``, ``agent_tool_calls``,
         ``agent_tool_errors``) are scores of every item. The lockfile records the options:
         a resume with others is refused unless ``force``.
+    :param item_timeout_s: seconds (monotonic) each item may take, judges included; an
+        item still running then is cancelled and recorded as an ``error`` (``TimeoutError``
+        naming the limit), retried on resume, and the run goes on. ``None`` (the default):
+        no limit but the pipeline's own stage timeouts. Recorded in the lockfile (for
+        :func:`replay`); a resume may change it.
+    :raises ValueError: on an ``item_timeout_s`` that is not a positive, finite number.
     :raises EvalError: when ``out`` holds another run (without ``force``), a pipeline
         file cannot be read, or (``agent``) the pipeline cannot run as an agent.
     :raises DatasetError: naming the line of a malformed dataset.
@@ -626,6 +648,11 @@ async def run_eval(
         raise ValueError(f"seed must not be negative, got {seed}")  # not once all items ran
     if max_slices < 1:
         raise ValueError(f"max_slices must be at least 1, got {max_slices}")
+    if item_timeout_s is not None and (isinstance(item_timeout_s, bool)
+                                       or not isinstance(item_timeout_s, int | float)
+                                       or not 0 < item_timeout_s < float("inf")):
+        raise ValueError("item_timeout_s (--item-timeout) must be a positive, finite number "
+                         f"of seconds (or None: no limit), got {item_timeout_s!r}")
     run_dir = Path(out)
     data = await anyio.to_thread.run_sync(load_dataset, dataset)
     if limit is not None:
@@ -647,6 +674,7 @@ async def run_eval(
         "agent": agent_lock(agent),
         "max_slices": max_slices,
         "bootstrap_samples": bootstrap_samples,
+        "item_timeout_s": item_timeout_s,
     }
     add_layout(lock, run_dir)
     held = await anyio.to_thread.run_sync(_lock_run_dir, run_dir)
@@ -657,7 +685,7 @@ async def run_eval(
                                  progress=progress, hash_cache=hash_cache, reports=reports,
                                  bootstrap_samples=bootstrap_samples,
                                  retry_judge_failures=retry_judge_failures, agent=agent,
-                                 max_slices=max_slices)
+                                 max_slices=max_slices, item_timeout_s=item_timeout_s)
     finally:
         held.close()
 
@@ -668,7 +696,8 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
                       kernel: Kernel | None, progress: ProgressCallback | None,
                       hash_cache: Path | None, reports: bool,
                       bootstrap_samples: int, retry_judge_failures: bool,
-                      agent: AgentOptions | None = None, max_slices: int = 50) -> EvalRun:
+                      agent: AgentOptions | None = None, max_slices: int = 50,
+                      item_timeout_s: float | None = None) -> EvalRun:
     """:func:`run_eval`'s work once the run directory is locked."""
     results_path = run_dir / "results.jsonl"
     sessions, old_files, old_versions = await anyio.to_thread.run_sync(
@@ -680,7 +709,8 @@ async def _locked_run(pipeline: PipelineSource, data: Dataset, run_dir: Path,
         kernel = Kernel()
     started_at = _utc_now()
     state = _Resume(sessions=sessions, old_files=old_files, force=force,
-                    retry_judges=retry_judge_failures, old_versions=old_versions, agent=agent)
+                    retry_judges=retry_judge_failures, old_versions=old_versions, agent=agent,
+                    item_timeout_s=item_timeout_s)
     if owned or kernel.thread_limiter is None:
         async with kernel:
             finished = await _run_items(kernel, pipeline, judge_pipeline, seed, data,
@@ -719,6 +749,8 @@ class _Resume:
     old_versions: dict[str, Any] = attrs.field(factory=dict)
     #: agent mode: the agent's options (``None``: each item is one pipeline run)
     agent: AgentOptions | None = None
+    #: seconds each item may take (``None``: no limit)
+    item_timeout_s: float | None = None
     #: every record of the earlier sessions (failed ones included)
     earlier: dict[str, ItemResult] = attrs.field(factory=dict)
     todo: list[DatasetItem] = attrs.field(factory=list)
@@ -817,8 +849,8 @@ async def _run_items(kernel: Kernel, pipeline_source: PipelineSource,
 
     async def worker() -> None:
         for item, record in items:  # one iterator shared by every worker
-            await send.send(await (runner.item(item) if record is None
-                                   else runner.rejudge(item, record)))
+            await send.send(await (runner.bounded(item, state.item_timeout_s)
+                                   if record is None else runner.rejudge(item, record)))
 
     async def work() -> None:  # `send` closes (the writer ends) once every worker is done
         async with send, anyio.create_task_group() as workers:

@@ -7,6 +7,7 @@ Test doubles, named as such: the backend answers deterministically from the prom
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,15 @@ from aieng_core.testing import ScriptedBackend
 CALLS: list[str] = []
 #: prompts containing one of these words kill the run (a BaseException, as on SIGINT).
 KILL_ON: list[str] = []
+#: prompts containing one of these words are never answered (until cancelled); tests
+#: reset it.
+HANG_ON: set[str] = set()
 #: generate calls in flight now and at most (tests reset it).
 IN_FLIGHT = {"now": 0, "peak": 0}
+#: ``peak``: generate calls wait until that many are in flight at once, then all go on (0:
+#: none wait); ``after``: calls past that many answers wait until ``release`` is set
+#: (0: none wait). Synchronisation on events, not on a backend's speed (tests reset it).
+HOLD: dict[str, Any] = {"peak": 0, "after": 0, "release": None, "reached": None}
 #: the flaky judges fail on inputs containing one of these words (tests set and reset it).
 FAILING: set[str] = set()
 #: each flaky judge call: (metric, the sample's input, its context) (tests reset it).
@@ -120,9 +128,40 @@ class ScriptedEcho(ScriptedBackend):
         IN_FLIGHT["now"] += 1
         IN_FLIGHT["peak"] = max(IN_FLIGHT["peak"], IN_FLIGHT["now"])
         try:
+            await _held()
+            if any(word in request.prompt for word in HANG_ON):
+                await anyio.sleep_forever()
             return await super().aieng_generate(request)
         finally:
             IN_FLIGHT["now"] -= 1
+
+
+def release() -> None:
+    """Let every held generate call go on, and hold none from now on."""
+    HOLD.update(peak=0, after=0)
+    for event in (HOLD["release"], HOLD["reached"]):
+        if event is not None:
+            event.set()
+
+
+def reset_hold() -> None:
+    """No holding, no events (each test's ``anyio.run`` has its own loop)."""
+    HOLD.update(peak=0, after=0, release=None, reached=None)
+
+
+async def _held() -> None:
+    """Wait as :data:`HOLD` says (on this event loop's events, made on first use)."""
+    if HOLD["peak"]:
+        if HOLD["reached"] is None:
+            HOLD["reached"] = anyio.Event()
+        if IN_FLIGHT["now"] >= HOLD["peak"]:
+            HOLD["reached"].set()
+        await HOLD["reached"].wait()
+    after = HOLD["after"] or int(os.environ.get("EVALKIT_HOLD_AFTER", "0"))
+    if after and len(CALLS) >= after:
+        if HOLD["release"] is None:
+            HOLD["release"] = anyio.Event()
+        await HOLD["release"].wait()
 
 
 class ExactMatch:

@@ -44,12 +44,15 @@ def test_a_run_killed_mid_run_resumes_to_the_same_summary(tmp_path: Path) -> Non
             for i in range(40)]
     dataset = tmp_path / "ds.jsonl"
     dataset.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    pipeline = kit.pipeline_file(tmp_path, delay=0.05)
+    pipeline = kit.pipeline_file(tmp_path)
     whole = run(pipeline, dataset, tmp_path / "whole", 8)
     killed = tmp_path / "killed"
     script = _SCRIPT.format(tests=str(Path(__file__).parent), pipeline=str(pipeline),
                             dataset=str(dataset), out=str(killed))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "AIENG_CACHE_DIR": str(tmp_path / "c")}
+    # The child holds every answer past its 6th (an event never set): it cannot finish
+    # before it is killed, however fast or slow the machine.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AIENG_CACHE_DIR": str(tmp_path / "c"),
+           "EVALKIT_HOLD_AFTER": "6"}
     child = subprocess.Popen([sys.executable, "-c", script], env=env)
     results = killed / "results.jsonl"
     try:

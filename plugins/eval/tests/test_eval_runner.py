@@ -46,6 +46,7 @@ def _reset() -> None:
     """Each test starts with no recorded calls."""
     kit.CALLS.clear()
     kit.IN_FLIGHT.update(now=0, peak=0)
+    kit.reset_hold()
 
 
 def test_scores_outputs_and_order(tmp_path: Path) -> None:
@@ -78,14 +79,17 @@ def test_blocked_items_count_as_done(tmp_path: Path) -> None:
 
 
 def test_concurrency_is_bounded(tmp_path: Path) -> None:
-    """With a slow backend, at most ``concurrency`` items are in flight, and that many are
-    reached."""
+    """At most ``concurrency`` items are in flight, and that many are reached: the backend
+    holds its calls until 3 are in flight at once (on an event, whatever the machine's
+    speed); with concurrency 1, one at a time."""
     ds = write_dataset(tmp_path, 12)
-    run(kit.pipeline_file(tmp_path, delay=0.02), ds, tmp_path / "run", concurrency=3,
+    kit.HOLD.update(peak=3)
+    run(kit.pipeline_file(tmp_path, delay=0.001), ds, tmp_path / "run", concurrency=3,
         reports=False)
     assert kit.IN_FLIGHT["peak"] == 3
+    kit.reset_hold()
     kit.IN_FLIGHT.update(peak=0)
-    run(kit.pipeline_file(tmp_path, delay=0.01), ds, tmp_path / "seq", concurrency=1,
+    run(kit.pipeline_file(tmp_path, delay=0.001), ds, tmp_path / "seq", concurrency=1,
         reports=False)
     assert kit.IN_FLIGHT["peak"] == 1
 
@@ -370,8 +374,9 @@ def test_a_second_run_on_a_busy_run_directory_is_refused(tmp_path: Path) -> None
     (and overwrite each other's lockfile): the second is refused while the first runs, the
     first finishes alone, and the directory is free again afterwards."""
     ds = write_dataset(tmp_path)
-    pipeline = kit.pipeline_file(tmp_path, delay=0.02)
+    pipeline = kit.pipeline_file(tmp_path)
     out = tmp_path / "run"
+    kit.HOLD.update(after=1)  # the first run cannot finish before the second is refused
 
     async def both() -> None:
         started = anyio.Event()
@@ -384,9 +389,12 @@ def test_a_second_run_on_a_busy_run_directory_is_refused(tmp_path: Path) -> None
                                            concurrency=2, progress=progress, reports=False,
                                            hash_cache=tmp_path / "h.json"))
             await started.wait()
-            with pytest.raises(EvalError, match="in use by another"):
-                await run_eval(pipeline, ds, out=out, kernel=kit.make_kernel(),
-                               reports=False, hash_cache=tmp_path / "h.json")
+            try:
+                with pytest.raises(EvalError, match="in use by another"):
+                    await run_eval(pipeline, ds, out=out, kernel=kit.make_kernel(),
+                                   reports=False, hash_cache=tmp_path / "h.json")
+            finally:
+                kit.release()
 
     anyio.run(both)
     lines = (out / "results.jsonl").read_text(encoding="utf-8").splitlines()

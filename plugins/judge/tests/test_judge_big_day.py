@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -66,16 +67,21 @@ _CRAFTED = {
 @pytest.mark.parametrize("expression", list(_CRAFTED.values()), ids=list(_CRAFTED))
 def test_crafted_text_is_clipped_at_once(expression: str) -> None:
     """200 KB crafted to make the header pattern backtrack is clipped (in a child process,
-    which the former pattern kept busy for minutes; the limit only catches a hang)."""
-    code = ("from aieng_judge._prompts import clip\n"
+    which the former pattern kept busy for minutes). The child may use 60 s of CPU time
+    (a loaded machine makes it wait for a CPU, not compute more); the wall-clock timeout
+    only catches a hang."""
+    code = ("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (60, 70))\n"
+            "from aieng_judge._prompts import clip\n"
             f"text = {expression}\n"
             "out = clip(text, len(text))\n"
             "assert len(out) == len(text), len(out)\n")
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
-                              timeout=60)
+                              timeout=600)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"clip did not finish on {expression}")
+        pytest.fail(f"clip hung on {expression}")
+    if done.returncode == -signal.SIGXCPU:
+        pytest.fail(f"clip used more than 60 s of CPU on {expression}")
     assert done.returncode == 0, done.stderr
 
 

@@ -17,7 +17,7 @@ from attrs import validators as v
 
 from ._bertscore import BertScore, TokenEncoder, TransformersTokenEncoder, bert_score
 from ._judges_text import references_of
-from ._sandbox import CaseResult, SandboxLimits, _positive, run_tests
+from ._sandbox import CaseResult, SandboxLimits, _positive, _seconds, run_tests
 
 __all__ = [
     "BertScoreJudge",
@@ -173,8 +173,9 @@ class BertScoreJudge:
 class FunctionalCorrectnessOptions:
     """Options of ``functional-correctness`` (the sandbox's limits per test case).
 
-    :param timeout_s: wall-clock seconds per test case.
-    :param cpu_s: CPU seconds per test case (default: the wall time, rounded up).
+    :param timeout_s: seconds per test case, not counting time spent waiting for a CPU
+        (see :class:`SandboxLimits`); a positive, finite number.
+    :param cpu_s: CPU seconds per test case (default: ``timeout_s``, rounded up).
     :param memory_mb: address-space limit, MiB.
     :param file_mb: largest file the code may write, MiB.
     :param network: ``auto``, ``namespace`` or ``hook`` (see :class:`SandboxLimits`).
@@ -185,7 +186,7 @@ class FunctionalCorrectnessOptions:
     """
 
     timeout_s: float = attrs.field(default=10.0, validator=[v.instance_of((int, float)),
-                                                            _positive])
+                                                            _seconds])
     cpu_s: int | None = attrs.field(default=None, validator=[v.optional(v.instance_of(int)),
                                                              _positive])
     memory_mb: int = attrs.field(default=1024, validator=[v.instance_of(int), _positive])

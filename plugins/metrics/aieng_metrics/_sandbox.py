@@ -6,7 +6,11 @@ variables, no user site, no current directory on ``sys.path``), started in a new
 so the whole process group is killed on timeout, with a scrubbed environment and a fresh
 temporary working directory that is removed afterwards. What is enforced:
 
-- wall time: the parent kills the process group (``SIGKILL``) when ``timeout_s`` passes;
+- time: the parent kills the process group (``SIGKILL``) once the case has run for
+  ``timeout_s`` seconds, not counting the time it spent waiting for a CPU (Linux's
+  ``/proc/<pid>/schedstat``), so a busy machine does not time out honest code; at most
+  ten times ``timeout_s`` of wall time in any case (wall time alone where the kernel does
+  not say);
 - CPU time: ``RLIMIT_CPU`` (the kernel stops the process with ``SIGXCPU``);
 - memory: ``RLIMIT_AS`` (allocations beyond it raise ``MemoryError``);
 - file size: ``RLIMIT_FSIZE``; no core dumps;
@@ -43,7 +47,7 @@ from typing import Any, Literal
 import anyio
 import attrs
 import structlog
-from anyio.abc import ByteReceiveStream
+from anyio.abc import ByteReceiveStream, TaskStatus
 from attrs import validators as v
 
 __all__ = ["CaseResult", "SandboxLimits", "network_namespace_available", "run_tests"]
@@ -57,6 +61,9 @@ _VERDICTS = ("passed", "failed", "error")
 #: How long output is still read once the process has exited and its group was killed: a
 #: process that left the group (a new session) may hold the pipes open for ever.
 _DRAIN_AFTER_EXIT_S = 1.0
+#: The most wall time a case gets, as a multiple of ``timeout_s``, however long it waited
+#: for a CPU (a machine so loaded, or a clock so wrong, that the case would never end).
+_MAX_STRETCH = 10.0
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -64,12 +71,21 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float | 
         raise ValueError(f"{attribute.name} must be positive, got {value!r}")
 
 
+def _seconds(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    # NaN and inf are floats too: a limit that never ends (or cannot be compared) is none.
+    if isinstance(value, bool) or not 0 < value < float("inf"):
+        raise ValueError(f"{attribute.name} must be a positive, finite number of seconds, "
+                         f"got {value!r}")
+
+
 @attrs.frozen
 class SandboxLimits:
     """The limits each test case runs under.
 
-    :param timeout_s: wall-clock seconds per test case; the process group is then killed.
-    :param cpu_s: CPU seconds per test case (``RLIMIT_CPU``); by default the wall time
+    :param timeout_s: seconds per test case, not counting the time the case waited for a
+        CPU (on a loaded machine, its wall time is longer; at most ten times this); the
+        process group is then killed.
+    :param cpu_s: CPU seconds per test case (``RLIMIT_CPU``); by default ``timeout_s``
         rounded up.
     :param memory_mb: address-space limit in MiB (``RLIMIT_AS``).
     :param file_mb: the largest file the code may write, in MiB (``RLIMIT_FSIZE``).
@@ -85,7 +101,7 @@ class SandboxLimits:
     """
 
     timeout_s: float = attrs.field(default=10.0, validator=[v.instance_of((int, float)),
-                                                            _positive])
+                                                            _seconds])
     cpu_s: int | None = attrs.field(default=None, validator=[v.optional(v.instance_of(int)),
                                                              _positive])
     memory_mb: int = attrs.field(default=1024, validator=[v.instance_of(int), _positive])
@@ -105,10 +121,10 @@ class CaseResult:
     """The outcome of one test case.
 
     :param status: ``passed``, ``failed`` (an assertion failed), ``error`` (any other
-        exception, a syntax error, a memory error, a crash) or ``timeout`` (wall or CPU
-        time exceeded).
+        exception, a syntax error, a memory error, a crash) or ``timeout`` (``timeout_s``
+        or ``cpu_s`` exceeded).
     :param message: a short explanation (empty when passed).
-    :param duration_s: wall-clock seconds the case took.
+    :param duration_s: wall-clock seconds the case took (waiting for a CPU included).
     :param stdout: the start of what the code printed (at most ``output_bytes``).
     :param stderr: the start of its standard error.
     """
@@ -157,6 +173,40 @@ async def _drain(stream: ByteReceiveStream | None, keep: int, into: bytearray) -
             into.extend(chunk[:keep - len(into)])
 
 
+def _queued_s(pid: int) -> float | None:
+    """Seconds process ``pid`` (its main thread) has spent runnable but waiting for a CPU
+    (the second field of ``/proc/<pid>/schedstat``); ``None`` where the kernel does not say
+    (not Linux, no ``CONFIG_SCHED_INFO``, the process gone)."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as stats:
+            return int(stats.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def _time_limit(pid: int, timeout_s: float, limit: anyio.CancelScope, *,
+                      task_status: TaskStatus[anyio.CancelScope]) -> None:
+    """Cancel ``limit`` once the case has had ``timeout_s`` seconds of time not spent
+    waiting for a CPU (at most :data:`_MAX_STRETCH` times ``timeout_s`` of wall time);
+    cancelling the scope given to ``task_status`` stops the watch."""
+    with anyio.CancelScope() as watch:
+        task_status.started(watch)
+        start = anyio.current_time()
+        last = start + timeout_s * _MAX_STRETCH
+        until = start + timeout_s
+        while True:
+            await anyio.sleep_until(until)
+            # Read when the limit is reached, not before: a case that ends in time costs
+            # no reading. Monotonic clocks only: a wall clock set back or forward changes
+            # nothing here.
+            queued = _queued_s(pid)
+            later = min(start + timeout_s + (queued or 0.0), last)
+            if later <= anyio.current_time():
+                break
+            until = later
+        limit.cancel()
+
+
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -198,8 +248,10 @@ async def _run_case(code: str, test: str, limits: SandboxLimits, prefix: list[st
         os.close(report_fd)
         report_fd = -1
         try:
-            with anyio.move_on_after(limits.timeout_s) as scope:
+            with anyio.CancelScope() as limit:  # cancelled by _time_limit
                 async with anyio.create_task_group() as group:
+                    watch = await group.start(_time_limit, process.pid, limits.timeout_s,
+                                              limit)
                     group.start_soon(_drain, process.stdout, limits.output_bytes, out)
                     group.start_soon(_drain, process.stderr, limits.output_bytes, err)
                     assert process.stdin is not None
@@ -209,11 +261,11 @@ async def _run_case(code: str, test: str, limits: SandboxLimits, prefix: list[st
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                         pass  # it died before reading: its exit status says why
                     await process.wait()
+                    watch.cancel()  # it ended: its own verdict stands
                     _kill_group(process.pid)  # leftovers holding the pipes open
                     # One that left the group keeps them open: stop reading soon.
-                    group.cancel_scope.deadline = min(
-                        scope.deadline, anyio.current_time() + _DRAIN_AFTER_EXIT_S)
-            timed_out = scope.cancelled_caught
+                    group.cancel_scope.deadline = anyio.current_time() + _DRAIN_AFTER_EXIT_S
+            timed_out = limit.cancelled_caught
         finally:
             _kill_group(process.pid)
             with anyio.CancelScope(shield=True):
@@ -237,8 +289,9 @@ def _result(report: str, nonce: str, returncode: int | None, timed_out: bool,
         return CaseResult(status, message, duration, stdout, stderr)
 
     if timed_out:
-        return made("timeout", f"wall-time limit of {limits.timeout_s:g} s exceeded: "
-                               "the process group was killed")
+        return made("timeout", f"time limit of {limits.timeout_s:g} s (timeout_s) exceeded, "
+                               "time spent waiting for a CPU not counted: the process group "
+                               "was killed; raise timeout_s for slower code")
     for line in reversed(report.splitlines()):
         if line.startswith(nonce + " "):
             try:
@@ -249,7 +302,8 @@ def _result(report: str, nonce: str, returncode: int | None, timed_out: bool,
                 return made("error", f"the process wrote an unreadable report: {line[:200]!r}")
             return made(outcome["status"], str(outcome.get("message", "")))
     if returncode == -signal.SIGXCPU:
-        return made("timeout", f"CPU-time limit of {cpu} s exceeded")
+        return made("timeout", f"CPU-time limit of {cpu} s exceeded; raise cpu_s (or "
+                               "timeout_s, which sets it by default) for slower code")
     if returncode is not None and returncode < 0:
         return made("error", f"killed by signal {signal.Signals(-returncode).name}")
     tail = stderr.strip().splitlines()[-1:] or [""]

@@ -57,14 +57,14 @@ async def test_passing_failing_and_broken_code(limits: SandboxLimits) -> None:
 async def test_infinite_loop_is_killed(limits: SandboxLimits) -> None:
     """A loop that never ends is a timeout: the whole process group is killed at the wall
     limit, a child process it started included, and its directory removed."""
-    fast = SandboxLimits(timeout_s=3.0, cpu_s=30, tmp_root=limits.tmp_root,
+    fast = SandboxLimits(timeout_s=2.0, cpu_s=30, tmp_root=limits.tmp_root,
                          allow_processes=True)
     code = ("import subprocess, sys\n"
             "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
             "print(child.pid, flush=True)\n"
             "while True:\n    pass\n")
     [result] = await run_tests(code, ["pass"], fast)
-    assert result.status == "timeout" and "wall-time limit of 3 s" in result.message
+    assert result.status == "timeout" and "time limit of 2 s (timeout_s)" in result.message
     child = int(result.stdout.strip())
     with anyio.fail_after(5):
         while _alive(child):
@@ -122,6 +122,7 @@ async def test_network_is_refused(limits: SandboxLimits) -> None:
             status, message = await one(code, "pass", limited)
             assert status == "error" and "network access is disabled" in message, message
     finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone does not)
         server.close()
         thread.join(timeout=6)
     assert accepted == []
@@ -215,28 +216,37 @@ async def test_exit_tricks_are_errors(limits: SandboxLimits) -> None:
     assert status == "error" and "without reporting a result" in message
 
 
-async def test_loop_stays_free_while_cases_run(limits: SandboxLimits) -> None:
-    """While a case sleeps in its process, other tasks keep running on the loop."""
+async def test_loop_stays_free_while_cases_run(limits: SandboxLimits,
+                                               tmp_path: Path) -> None:
+    """While a case runs in its process, other tasks keep running on the loop: the case
+    waits for a file that a task on the loop makes after ticking 5 times (a blocked loop
+    would leave the case to time out), whatever the machine's speed."""
     ticks = 0
+    flag = tmp_path / "ticked"
 
     async def ticker() -> None:
         nonlocal ticks
         while True:
             await anyio.sleep(0.01)
             ticks += 1
+            if ticks == 5:
+                flag.touch()
 
+    code = (f"import os, time\nwhile not os.path.exists({str(flag)!r}):\n"
+            "    time.sleep(0.01)\n")
     async with anyio.create_task_group() as group:
         group.start_soon(ticker)
-        await one("import time\ntime.sleep(0.5)\n", "pass", limits)
+        status, message = await one(code, "pass", limits)
         group.cancel_scope.cancel()
-    assert ticks >= 10
+    assert status == "passed", message
+    assert ticks >= 5
 
 
 async def test_bad_arguments_are_named(limits: SandboxLimits) -> None:
     """One string instead of a list of cases, and non-positive limits, fail clearly."""
     with pytest.raises(TypeError, match="list of test-case sources"):
         await run_tests(ADD, "assert add(1, 1) == 2", limits)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="timeout_s must be positive"):
+    with pytest.raises(ValueError, match="timeout_s must be a positive, finite number"):
         SandboxLimits(timeout_s=0)
 
 

@@ -8,8 +8,9 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from fractions import Fraction
 from itertools import chain, groupby, repeat
 from pathlib import Path
@@ -96,7 +97,7 @@ class FeedbackRow:
     """One stored signal.
 
     :param id: its row id (increasing in insertion order).
-    :param ts: when it was recorded, seconds since the epoch.
+    :param ts: when it was recorded, seconds since the epoch (UTC, whatever ``TZ`` says).
     """
 
     id: int
@@ -106,6 +107,43 @@ class FeedbackRow:
     value: float
     text: str
     metadata: dict[str, Any] = attrs.field(hash=False)
+
+    @property
+    def recorded_at(self) -> datetime:
+        """When it was recorded, as an aware UTC datetime (``.isoformat()`` ends in
+        ``+00:00``)."""
+        return datetime.fromtimestamp(self.ts, UTC)
+
+
+def _epoch(name: str, value: object) -> float:
+    """``value`` (seconds since the epoch, or an aware ``datetime``) as seconds since the
+    epoch.
+
+    :raises ValueError: for a naive datetime (its zone unknown: read as local time, it
+        would depend on ``TZ``), NaN, or anything else.
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{name} is a datetime without a time zone ({value.isoformat()}"
+                             "): give an aware one, e.g. datetime(2024, 5, 1, tzinfo=UTC), "
+                             "or seconds since the epoch")
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or (isinstance(value, float) and math.isnan(value)):
+        raise ValueError(f"{name} must be seconds since the epoch or an aware datetime, "
+                         f"got {value!r}")
+    try:
+        return float(value)  # an int past 64 bits is no SQLite INTEGER
+    except OverflowError:  # past a float too: no bound
+        return math.inf if value > 0 else -math.inf
+
+
+def _utc(ts: float) -> str:
+    """Seconds since the epoch as ISO 8601 UTC text, for logs (any float)."""
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return repr(ts)
 
 
 class FeedbackStore:
@@ -117,11 +155,15 @@ class FeedbackStore:
     process running :meth:`query`) do not block the writer.
 
     :param options: the database path.
+    :param clock: the wall clock signals are stamped with and ``retention_days`` counts
+        on, seconds since the epoch (``time.time``); a fake one in tests.
     """
 
-    def __init__(self, options: FeedbackOptions | None = None) -> None:
+    def __init__(self, options: FeedbackOptions | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self.options = options or FeedbackOptions()
         self.path = Path(self.options.path)
+        self.clock = clock
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._pruned_at: float | None = None  # time.monotonic() of the last pruning
@@ -155,11 +197,25 @@ class FeedbackStore:
                 or time.monotonic() - self._pruned_at >= _PRUNE_EVERY_S):
             self._pruned_at = time.monotonic()
             try:
-                self._delete_before(self._db,
-                                    time.time() - self.options.retention_days * 86400)
+                self._retain(self._db)
             except sqlite3.Error as exc:  # the call at hand (a signal) goes on; next hour
                 log.warning("feedback.prune_failed", path=str(self.path), error=str(exc))
         return self._db
+
+    def _retain(self, db: sqlite3.Connection) -> int:
+        """Delete what ``retention_days`` no longer keeps, by the clock; a pruning that
+        deletes every signal says so (a warning): a wall clock set forward (a VM's clock
+        before NTP corrects it) makes everything look old."""
+        now = self.clock()
+        before = now - self.options.retention_days * 86400
+        newest = db.execute("SELECT max(ts) FROM feedback").fetchone()[0]
+        if newest is not None and newest < before:
+            log.warning("feedback.prune_all", path=str(self.path), clock=_utc(now),
+                        newest=_utc(newest), retention_days=self.options.retention_days,
+                        hint="every signal is older than retention_days by this machine's "
+                             "clock, so all are deleted; if the clock is wrong (set forward), "
+                             "fix it and restore the file from a backup")
+        return self._delete_before(db, before)
 
     @staticmethod
     def _delete_before(db: sqlite3.Connection, before: float) -> int:
@@ -263,7 +319,7 @@ class FeedbackStore:
             malformed ``feedback_id``.
         """
         key = self._check(feedback)
-        row = await anyio.to_thread.run_sync(self._insert, feedback, time.time(), key)
+        row = await anyio.to_thread.run_sync(self._insert, feedback, self.clock(), key)
         log.debug("feedback.recorded", run_id=feedback.run_id, kind=feedback.kind, row=row)
 
     def _select(self, run_id: str | None, kind: str | None, since: float | None,
@@ -283,41 +339,38 @@ class FeedbackStore:
                             metadata=json.loads(r[6])) for r in rows]
 
     async def query(self, *, run_id: str | None = None, kind: str | None = None,
-                    since: float | None = None, limit: int = 1000) -> list[FeedbackRow]:
+                    since: float | datetime | None = None,
+                    limit: int = 1000) -> list[FeedbackRow]:
         """Stored signals in insertion order, filtered by run, kind and time.
 
-        :param since: only signals recorded at or after this time (seconds since the epoch).
+        :param since: only signals recorded at or after this time: seconds since the
+            epoch, or an aware ``datetime`` (a naive one is refused: its zone is unknown).
         :param limit: at most this many rows (1 or more).
-        :raises ValueError: on a limit below 1, or a ``since`` that is not a number.
+        :raises ValueError: on a limit below 1, or a ``since`` that is neither a number
+            nor an aware datetime.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
-        if since is not None:
-            if isinstance(since, bool) or not isinstance(since, int | float) \
-                    or (isinstance(since, float) and math.isnan(since)):
-                raise ValueError(f"since must be seconds since the epoch, got {since!r}")
-            try:
-                since = float(since)  # an int past 64 bits is no SQLite INTEGER
-            except OverflowError:  # past a float too: no bound
-                since = math.inf if since > 0 else -math.inf
-        return await anyio.to_thread.run_sync(self._select, run_id, kind, since, limit)
+        bound = None if since is None else _epoch("since", since)
+        return await anyio.to_thread.run_sync(self._select, run_id, kind, bound, limit)
 
     def _prune(self, before: float) -> int:
         with self._locked() as db:
             return self._delete_before(db, before)
 
-    async def prune(self, before: float) -> int:
-        """Delete the signals recorded before ``before`` (seconds since the epoch), in
-        batches of 10,000 rows so that recording goes on meanwhile; ``retention_days``
-        does this by itself.
+    async def prune(self, before: float | datetime) -> int:
+        """Delete the signals recorded before ``before`` (seconds since the epoch, or an
+        aware ``datetime``), in batches of 10,000 rows so that recording goes on
+        meanwhile; ``retention_days`` does this by itself.
 
         :returns: how many signals were deleted.
-        :raises ValueError: for a ``before`` that is not a finite number.
+        :raises ValueError: for a ``before`` that is not a finite number or an aware
+            datetime (a naive one is refused: its zone is unknown).
         """
-        if isinstance(before, bool) or not isinstance(before, int | float) \
-                or not math.isfinite(before):
-            raise ValueError(f"before must be seconds since the epoch, got {before!r}")
-        return await anyio.to_thread.run_sync(self._prune, float(before))
+        bound = _epoch("before", before)
+        if not math.isfinite(bound):
+            raise ValueError(f"before must be a finite time, got {before!r}")
+        return await anyio.to_thread.run_sync(self._prune, bound)
 
     def _summarise(self) -> dict[str, dict[str, float]]:
         with self._locked() as db:
