@@ -10,6 +10,7 @@ import anyio.to_thread
 import attrs
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Hit, Message, Query, Request
+from anyio.from_thread import check_cancelled
 
 from ._budget import Passage, select
 from ._fence import fence, one_line
@@ -20,6 +21,10 @@ from ._tokens import TokenCounter, approximate_tokens, load_tokenizer
 __all__ = ["ContextBuilder"]
 
 _SEPARATOR = "\n\n"
+#: With the approximate counter, a build whose passages and messages hold at most this many
+#: characters runs inline on the event loop (microseconds); a larger one, or any build with
+#: a real tokenizer, in a worker thread.
+INLINE_LIMIT = 16_384
 
 
 class ContextBuilder:
@@ -69,10 +74,27 @@ class ContextBuilder:
     @hookimpl
     async def aieng_context_build(self, query: Query, hits: Sequence[Hit],
                                   request: Request) -> Request:
-        """Render the request; a real tokenizer counts in a worker thread."""
-        if self._inline:
+        """Render the request; a real tokenizer, or a long input, counts in a worker thread.
+
+        The caller's deadline (a host's ``fail_after``, the stage's timeout) ends a build in
+        its worker thread at the next text it counts: the thread has ended when the
+        cancellation reaches the caller (it used to count every passage and turn first).
+        """
+        if self._inline and _size(query, hits, request) <= INLINE_LIMIT:
             return self.build(query, hits, request)
-        return await anyio.to_thread.run_sync(self.build, query, hits, request)
+        return await anyio.to_thread.run_sync(self._build_cancellable, query, hits, request)
+
+    def _build_cancellable(self, query: Query, hits: Sequence[Hit],
+                           request: Request) -> Request:
+        """:meth:`build` in a worker thread, stopping before any count once the task
+        waiting for the thread is cancelled."""
+        count = self.count_tokens
+
+        def counted(text: str) -> int:
+            check_cancelled()  # raises the caller's cancellation, if any, in this thread
+            return count(text)
+
+        return self._build(query, hits, request, counted)
 
     def build(self, query: Query, hits: Sequence[Hit], request: Request) -> Request:
         """The request with the rendered messages and the context metadata (blocking when a
@@ -81,7 +103,10 @@ class ContextBuilder:
         :raises ValueError: when ``max_prompt_tokens`` is set and the prompt without any
             passage or earlier turn is already over it.
         """
-        count = self.count_tokens
+        return self._build(query, hits, request, self.count_tokens)
+
+    def _build(self, query: Query, hits: Sequence[Hit], request: Request,
+               count: TokenCounter) -> Request:
         options = self.options
         # A document retrieved twice (two retrievers without a reranker) is shown once, at
         # its best rank: two numbers for one source would split its citations.
@@ -206,6 +231,12 @@ class ContextBuilder:
         system = template.system if options.system is None else options.system
         head = (Message("system", system),) if system else ()
         return (*head, *history, Message("user", user), *after)
+
+
+def _size(query: Query, hits: Sequence[Hit], request: Request) -> int:
+    """The characters a build may count: the query's, the hits' and the messages'."""
+    return (len(query.text) + sum(len(h.document.text) + len(h.document.title) for h in hits)
+            + sum(len(m.content) for m in request.messages))
 
 
 def _blank(hit: Hit) -> bool:

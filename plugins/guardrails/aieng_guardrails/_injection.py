@@ -25,6 +25,8 @@ from collections.abc import Iterator
 import attrs
 from aieng_hookspecs import HIDDEN
 
+from ._deadline import checkpoint
+
 __all__ = ["RULES", "InjectionMatch", "InjectionScan", "normalise", "scan_injection"]
 
 _F = re.IGNORECASE | re.DOTALL
@@ -133,16 +135,17 @@ RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
           r"\b(?:rules|restrictions|filters|guidelines|limits|limitations|ethics|policies|"
           r"moral|content policy|safety)")),
         # Yours always; "the" or "my" system message unless it is some software's ("show
-        # the system message of the day", "the initial prompt in the Windows shell").
+        # the system message of the day", "the initial prompt in the Windows shell"). The
+        # blanks after each adjective are possessive: a word follows them, never a blank.
         ("system_prompt_extraction", 0.85,
          (r"\b(?:reveal|print|show|display|repeat|output|tell me|give me|write out|leak|dump|"
           r"share|recite|spell out|list|what (?:is|are|was|were)|paste|copy|return|translate)"
           r"\b.{0,30}\b(?:(?:your|its)\s+(?:(?:full|entire|complete|exact|original|"
-          r"initial|hidden|secret|internal|confidential|whole)\s+)*(?:system (?:prompt|"
+          r"initial|hidden|secret|internal|confidential|whole)\s++)*(?:system (?:prompt|"
           r"message|instructions)|initial (?:prompt|instructions)|hidden (?:prompt|instructions)"
           r"|pre-?prompt|developer (?:message|instructions)|instructions you were given|"
           r"configuration prompt)|(?:the|my)\s+(?:(?:full|entire|complete|exact|original|"
-          r"initial|hidden|secret|internal|confidential|whole)\s+)*(?:system (?:prompt|"
+          r"initial|hidden|secret|internal|confidential|whole)\s++)*(?:system (?:prompt|"
           r"message|instructions)|initial (?:prompt|instructions)|hidden (?:prompt|instructions)"
           r"|pre-?prompt|developer (?:message|instructions)|instructions you were given|"
           rf"configuration prompt)\b{_NOT_ELSEWHERE})")),
@@ -421,6 +424,7 @@ def scan_injection(text: str, *, max_depth: int = 2) -> InjectionScan:
     else:
         hidden = len(_ZERO_WIDTH.findall(text))
         for core in range(0, len(text), SEGMENT):
+            checkpoint()  # in a worker thread whose caller left (a deadline): stop here
             left = max(0, core - OVERLAP)
             part: dict[tuple[str, str], InjectionMatch] = {}
             _scan(text[left:core + SEGMENT + OVERLAP], max_depth, part)
@@ -434,6 +438,7 @@ def scan_injection(text: str, *, max_depth: int = 2) -> InjectionScan:
 
 def _scan(text: str, max_depth: int, found: dict[tuple[str, str], InjectionMatch]) -> int:
     """Match every layer of ``text`` into ``found``; returns its hidden-character count."""
+    checkpoint()
     _match_rules(text, "text", found, spans=True)
     normal = normalise(text)
     hidden = len(_ZERO_WIDTH.findall(text))
@@ -449,6 +454,7 @@ def _scan(text: str, max_depth: int, found: dict[tuple[str, str], InjectionMatch
                 if decoded in seen:
                     continue
                 seen.add(decoded)
+                checkpoint()  # a text may carry many payloads, each scanned in full
                 name = f"{prefix}+{layer}" if prefix else layer
                 _match_rules(decoded, name, found, spans=False)
                 next_layers.append((name, decoded))

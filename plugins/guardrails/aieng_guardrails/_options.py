@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -25,6 +26,18 @@ def _kinds(instance: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...
 def _unit(instance: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and not 0.0 < value <= 1.0:
         raise ValueError(f"{attribute.name} must be in (0, 1], got {value}")
+
+
+def _seconds(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A duration in seconds: a positive, finite number (not a boolean, nor a string with
+    a unit: ``"10m"`` is refused with a hint rather than read as minutes or metres)."""
+    name = attribute.name
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        got = f"the string {value!r}" if isinstance(value, str) else type(value).__name__
+        raise TypeError(f"{name} is a number of seconds without a unit (600 for ten "
+                        f"minutes), got {got}")
+    if not 0 < value < math.inf:  # NaN compares false: refused too
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
 
 
 #: What a tool's name may be (as :class:`~aieng_hookspecs.types.ToolSpec` checks it).
@@ -68,7 +81,8 @@ class PIIOptions:
     :param scan_output: redact personal data the model itself writes in its answer.
     :param min_entropy: bits per character a long mixed token needs to count as a secret.
     :param vault_size: the most runs whose mappings are kept at once.
-    :param vault_ttl: seconds a run's mapping is kept.
+    :param vault_ttl: seconds a run's mapping is kept (a positive, finite number; measured
+        on a monotonic clock, so a wall-clock jump neither keeps nor drops mappings).
     :param restore_calls: with ``restore``, the tools whose calls get the values back in
         their arguments: ``True`` every tool's, ``False`` none (the placeholders stay; the
         answer is still restored), or a list of tool names. A value given to a tool leaves
@@ -88,7 +102,7 @@ class PIIOptions:
     scan_output: bool = field(default=True, validator=v.instance_of(bool))
     min_entropy: float = field(default=4.0, validator=[v.instance_of((int, float)), v.gt(0)])
     vault_size: int = field(default=1024, validator=[v.instance_of(int), v.ge(1)])
-    vault_ttl: float = field(default=600.0, validator=[v.instance_of((int, float)), v.gt(0)])
+    vault_ttl: float = field(default=600.0, validator=_seconds)
     all_messages: bool = field(default=True, validator=v.instance_of(bool))
     restore_calls: bool | tuple[str, ...] = field(default=True, converter=_tool_names,
                                                   validator=_restore_calls)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
+from ._deadline import checkpoint
 from ._injection import _ZERO_WIDTH
 
 __all__ = [
@@ -152,7 +153,10 @@ _EMAIL = re.compile(
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])", _A)
 _GROUP = re.compile(r"[0-9]+", _A)
 
-_IBAN_RUN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]+)+", _A)
+# Each group possessive: a run of letters and digits is one group, never split into
+# several (with the space optional, ``(?: ?[A-Z0-9]+)+`` could split a run of n characters
+# 2^(n-1) ways, harmless only while nothing follows it that can fail).
+_IBAN_RUN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]++)+", _A)
 
 _SSN = re.compile(r"(?<![0-9-])([0-9]{3})([- ])([0-9]{2})\2([0-9]{4})(?![0-9]|-[0-9])", _A)
 
@@ -434,14 +438,18 @@ def _fold(text: str) -> tuple[str, list[int] | None]:
 
 
 def _find_folded(text: str, wanted: set[str], min_entropy: float) -> list[Detection]:
+    checkpoint()  # in a worker thread whose caller left (a deadline): stop here
     if len(text) <= SEGMENT + 2 * OVERLAP:
         return _find_all(text, wanted, min_entropy)
     # Long texts are scanned in overlapping windows: each regular-expression call then
     # holds the GIL for a short while only, so a scan in a worker thread leaves the event
-    # loop free. A detection counts in the window whose core holds its start; values up to
+    # loop free, and stops at the next window once its caller's deadline passed (checkpoint
+    # above). A detection counts in the window whose core holds its start; values up to
     # OVERLAP characters long are found exactly as in one pass.
     found: list[Detection] = []
     for core in range(0, len(text), SEGMENT):
+        if core:
+            checkpoint()
         left = max(0, core - OVERLAP)
         window = text[left:core + SEGMENT + OVERLAP]
         for d in _find_all(window, wanted, min_entropy):

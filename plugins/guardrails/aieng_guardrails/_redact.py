@@ -8,6 +8,7 @@ The :class:`Vault` keeps mappings between the input guard and the output guard o
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -126,15 +127,17 @@ class Vault:
 
     :param max_entries: the most mappings kept; the least recently stored goes first.
     :param ttl: seconds a mapping lives.
-    :param clock: the time source (tests pass a fake one).
+    :param clock: the time source, monotonic (the default, :func:`time.monotonic`): the
+        entries expire in the order they were stored, which a clock stepping back would
+        break (tests pass a fake one).
     """
 
     def __init__(self, max_entries: int = 1024, ttl: float = 600.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
-        if ttl <= 0:
-            raise ValueError(f"ttl must be positive, got {ttl}")
+        if not 0 < ttl < math.inf:  # NaN too: every mapping would expire at once
+            raise ValueError(f"ttl must be a positive, finite number of seconds, got {ttl}")
         self.max_entries = max_entries
         self.ttl = ttl
         self._clock = clock

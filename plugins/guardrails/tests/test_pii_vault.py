@@ -141,3 +141,30 @@ async def test_runs_that_never_reach_the_output_guard_release_their_mapping() ->
         result = await failing.run(ask("mail user@example.com"))
         assert result.completion is None or result.completion.finish_reason == "error"
     assert len(guard.vault) == 0 and len(other.vault) == 0
+
+
+@pytest.mark.parametrize(("value", "error", "words"), [
+    (True, TypeError, "number of seconds"),         # was taken for 1 second
+    ("10m", TypeError, "the string '10m'"),         # a unit: minutes or metres?
+    (float("inf"), ValueError, "finite"),           # never expiring: held by size alone
+    (float("nan"), ValueError, "finite"),
+    (0, ValueError, "positive"),
+    (-5.0, ValueError, "positive"),
+])
+def test_vault_ttl_is_a_positive_finite_number_of_seconds(
+        value: object, error: type[Exception], words: str) -> None:
+    """``vault_ttl`` is a duration in seconds: a boolean (read as 1 s), a string with a
+    unit, infinity, NaN, zero or a negative number is refused with a message naming the
+    option and its unit."""
+    with pytest.raises(error, match="vault_ttl") as caught:
+        PIIOptions(vault_ttl=value)  # type: ignore[arg-type]
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize("ttl", [float("nan"), float("inf"), 0.0])
+def test_a_vault_refuses_a_ttl_that_is_not_a_positive_finite_number(ttl: float) -> None:
+    """A :class:`Vault` built directly with a NaN time to live expired every mapping at
+    once (no answer was ever restored) and with an infinite one kept them for ever; both
+    are refused."""
+    with pytest.raises(ValueError, match="ttl must be a positive, finite number of seconds"):
+        Vault(ttl=ttl)

@@ -157,7 +157,7 @@ class CrossEncoderModel:
             model, relevant minus not relevant), or its sigmoid; equal passages are
             scored once, so they score alike.
         :raises anyio.get_cancelled_exc_class(): in an anyio worker thread whose waiting
-            task was cancelled, before the next batch.
+            task was cancelled, before the next batch (or the first one).
         """
         import torch
 
@@ -174,8 +174,11 @@ class CrossEncoderModel:
         scores = [0.0] * len(texts)
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
-                if start:
-                    _stop_if_cancelled()  # between batches: a batch in flight finishes
+                # Before each batch, the first too: a rerank that waited for the lock
+                # (another rerank held the model) may have lost its caller meanwhile, and
+                # would score a batch for nobody while the others wait. A batch in flight
+                # finishes.
+                _stop_if_cancelled()
                 rows = order[start:start + self.batch_size]
                 # Cut a batch at a time: every text's offsets at once would hold them all.
                 pairs = self._cut(query, [texts[i] for i in rows], query_cuts)

@@ -340,3 +340,54 @@ def test_equal_passages_tie_whatever_their_batches(tiny_cross_encoder: Path) -> 
     assert len({h.score for h in equal}) == 1
     assert [h.document.id for h in equal] == [f"d{i}" for i in range(0, len(texts), 5)]
     assert len(spy.pairs) == len(set(texts))
+
+
+class WaitingLock:
+    """The model's lock, saying when a thread starts waiting for it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting = threading.Event()
+
+    def __enter__(self) -> None:
+        self.waiting.set()
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+@pytest.mark.anyio
+async def test_a_rerank_cancelled_while_waiting_for_the_model_scores_nothing(
+        tiny_cross_encoder: Path) -> None:
+    """Reranks share one model, one at a time. A rerank whose caller left (a deadline)
+    while it waited for another rerank to finish scored a whole batch for nobody once it
+    got the model, delaying the reranks still waiting; it now stops before its first
+    batch, and the model scores as usual afterwards."""
+    reranker = CrossEncoderReranker(CrossEncoderOptions(path=str(tiny_cross_encoder),
+                                                        batch_size=1))
+    model = reranker.load()
+    gated = GatedModel(model.model)
+    model.model = gated
+    gated.release.set()  # no forward pass is held: they are only counted
+    lock = WaitingLock()
+    model._lock = lock  # type: ignore[assignment]
+    finished = threading.Event()
+
+    def work() -> None:
+        try:
+            reranker.aieng_rerank(Query(QUERY), hits_of(*PASSAGES), 10)
+        finally:
+            finished.set()
+
+    lock.lock.acquire()  # another rerank holds the model
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+            group.start_soon(partial(anyio.to_thread.run_sync, work, abandon_on_cancel=True))
+            await anyio.to_thread.run_sync(lock.waiting.wait, 30)
+            scope.cancel()
+    lock.lock.release()
+    assert await anyio.to_thread.run_sync(finished.wait, 30)
+    assert gated.calls == 0
+    assert len(reranker.aieng_rerank(Query(QUERY), hits_of(*PASSAGES), 10)) == len(PASSAGES)
+    assert gated.calls == len(PASSAGES)

@@ -170,11 +170,13 @@ async def test_a_failed_or_cancelled_embedding_caches_nothing() -> None:
     behind: the next rerank embeds every text."""
     embedder = HashingEmbedder()
     mode = {"now": "fail"}
+    embedding = anyio.Event()
 
     async def flaky(texts: Sequence[str], model: str | None) -> list[list[float]]:
         if mode["now"] == "fail":
             raise ConnectionError("embedding server down")
         if mode["now"] == "hang":
+            embedding.set()
             await anyio.sleep_forever()
         return embedder.aieng_embed(texts, model)
 
@@ -183,8 +185,13 @@ async def test_a_failed_or_cancelled_embedding_caches_nothing() -> None:
     with pytest.raises(ConnectionError):
         await reranker.aieng_rerank(Query("pasta"), hits, 2)
     mode["now"] = "hang"
-    with anyio.move_on_after(0.01) as scope:
-        await reranker.aieng_rerank(Query("pasta"), hits, 2)
+    # Cancelled once it is inside the embedder (not after a guessed delay: on a busy
+    # machine a short timer may fire before the rerank even got there).
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+            group.start_soon(reranker.aieng_rerank, Query("pasta"), hits, 2)
+            await embedding.wait()
+            scope.cancel()
     assert scope.cancelled_caught
     assert len(reranker._embeddings.cache) == 0
     mode["now"] = "ok"
