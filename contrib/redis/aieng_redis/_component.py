@@ -7,7 +7,7 @@ from aieng_cache import DEFAULT_TTL, CacheOptions, ExactCache, ttl_table
 from aieng_hookspecs import masked_url
 from attrs import validators as v
 
-from ._level import RedisLevel
+from ._level import RedisLevel, check_seconds
 
 __all__ = ["RedisCacheOptions", "redis_cache"]
 
@@ -20,8 +20,7 @@ def _count(instance: object, attribute: attrs.Attribute[int], value: int) -> Non
 
 
 def _seconds(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{attribute.name} must be a number of seconds > 0, got {value!r}")
+    check_seconds(attribute.name, value)
 
 
 @attrs.frozen
@@ -33,7 +32,7 @@ class RedisCacheOptions:
     :param memory: keep an in-process LRU level in front of Redis.
     :param max_entries: most entries of the memory level.
     :param max_bytes: most bytes of the memory level.
-    :param socket_timeout: seconds to connect or wait for an answer.
+    :param socket_timeout: seconds to connect or wait for an answer (a finite number > 0).
     :param ttl: seconds an entry lives per content type; ``default`` for the others.
     :param namespace: separates caches sharing a database.
     :param template_version: the prompt template's version; part of every key.

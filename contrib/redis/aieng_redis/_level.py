@@ -17,7 +17,7 @@ from aieng_cache import Stored, payload_namespace
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["RedisLevel", "RedisUnavailable"]
+__all__ = ["RedisLevel", "RedisUnavailable", "check_seconds"]
 
 # SCAN batch of clear(): large enough to be quick, small enough not to stall the server.
 _SCAN_COUNT = 500
@@ -46,6 +46,24 @@ def _backend() -> str:
         else:
             return "trio"
     return "this event loop (none of asyncio's is running in this thread)"
+
+
+def check_seconds(name: str, value: object) -> None:
+    """Refuse a timeout that is not a finite number of seconds > 0, naming the option.
+
+    :raises ValueError: for 0, a negative number, NaN, an infinity (a server that stops
+        answering would hold every call for good), a boolean or a string (units or not).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 < value < math.inf:
+        why = ""
+        if isinstance(value, str):
+            why = " (a string: the unit is always seconds, write the number alone)"
+        elif isinstance(value, float) and math.isinf(value):
+            why = (" (without a limit, a server that stops answering holds every call "
+                   "for good)")
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got "
+                         f"{value!r}{why}")
 
 
 class RedisUnavailable(ConnectionError):
@@ -119,7 +137,7 @@ class RedisLevel:
     :param url: ``redis://[:password@]host:port/db``, ``rediss://...`` or ``unix://path``.
     :param prefix: put before every key (``clear`` removes only keys with it).
     :param socket_timeout: seconds to connect or wait for an answer (or for a free
-        connection of the pool).
+        connection of the pool): a finite number > 0.
     :param max_connections: connections to the server at most; more concurrent calls wait
         for a free one (a blocking pool) instead of failing.
     :param client: use this ``redis.asyncio.Redis`` client instead of one built from ``url``.
@@ -130,6 +148,7 @@ class RedisLevel:
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "aieng:cache:",
                  *, socket_timeout: float = 5.0, max_connections: int = 32,
                  client: Redis | None = None) -> None:
+        check_seconds("socket_timeout", socket_timeout)
         built = client is None
         if client is None:
             _check_database(url)

@@ -14,12 +14,14 @@ from ._component import (
     WeaviateAuthenticationFailed,
     WeaviateCollectionMismatch,
     WeaviateStore,
+    WeaviateTimeout,
     WeaviateUnavailable,
 )
 from ._options import WeaviateOptions
 
 __all__ = ["WeaviateAuthenticationFailed", "WeaviateCollectionMismatch", "WeaviateOptions",
-           "WeaviateStore", "WeaviateUnavailable", "aieng_register_components"]
+           "WeaviateStore", "WeaviateTimeout", "WeaviateUnavailable",
+           "aieng_register_components"]
 
 __version__ = "0.1.0"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,7 +30,7 @@ from ._requests import (
 from ._schema import WeaviateCollectionMismatch, check_collection
 
 __all__ = ["Embedder", "WeaviateAuthenticationFailed", "WeaviateCollectionMismatch",
-           "WeaviateStore", "WeaviateUnavailable"]
+           "WeaviateStore", "WeaviateTimeout", "WeaviateUnavailable"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +52,36 @@ class WeaviateAuthenticationFailed(WeaviateUnavailable):
     403): the message names the URL and what to set (``api_key_env``); the client's own
     error is the cause. A :class:`WeaviateUnavailable`, so code that catches that catches
     this too; retrying does not help."""
+
+
+class WeaviateTimeout(WeaviateUnavailable, TimeoutError):
+    """The Weaviate server did not answer a query, an insert or a delete within
+    ``timeout_s`` (a stalled or overloaded server): the message names the URL, the call,
+    the option and its value; the client's own error is the cause. A
+    :class:`WeaviateUnavailable` and a ``TimeoutError``."""
+
+
+# How the client says a gRPC call ran past its deadline (a WeaviateQueryError's message,
+# its batch and delete kinds included: "... failed with message Deadline Exceeded.").
+_DEADLINE = re.compile(r"deadline[ _]?exceeded", re.IGNORECASE)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) is the client's timeout."""
+    from weaviate.exceptions import WeaviateQueryError, WeaviateTimeoutError
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain of causes, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, (WeaviateTimeoutError, TimeoutError)) or (
+                isinstance(seen, WeaviateQueryError) and _DEADLINE.search(str(seen))):
+            return True
+        name = type(seen).__name__
+        if "Timeout" in name or "timed out" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _auth_failed(url: str, api_key_env: str, exc: Exception) -> WeaviateAuthenticationFailed:
@@ -111,6 +143,9 @@ class WeaviateStore:
         self._collection: Any = None
         self._context: PipelineContext | None = None
         self._lock = anyio.Lock()
+        # Connecting runs in a worker thread that a caller's deadline abandons: a second
+        # connect waits for it, then reuses its client (see _open).
+        self._connecting = threading.Lock()
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -135,7 +170,21 @@ class WeaviateStore:
         if self._owns_client and self._client is not None:
             await anyio.to_thread.run_sync(self._client.close)
 
+    @property
+    def _url(self) -> str:
+        return self.options.url or os.environ.get(URL_ENV, "")
+
     def _open(self) -> Any:
+        with self._connecting:  # one connect at a time, an abandoned one included
+            collection = self._open_collection()
+            if self._closed:
+                # Closed while this thread, abandoned by its caller, still connected.
+                if self._owns_client and self._client is not None:
+                    self._client.close()
+                raise RuntimeError("this weaviate store is closed")
+            return collection
+
+    def _open_collection(self) -> Any:
         if self._client is None:
             import weaviate
             from weaviate.exceptions import (
@@ -156,15 +205,21 @@ class WeaviateStore:
                 # The client's messages name neither the URL for some of these (a server
                 # that is not Weaviate: "Meta endpoint! Unexpected status code: 404") nor
                 # which option or variable it came from.
-                url = self.options.url or os.environ.get(URL_ENV, "")
+                url = self._url
                 if isinstance(exc, AuthenticationFailedError) \
                         or getattr(exc, "status_code", None) in (401, 403):
                     raise _auth_failed(url, self.options.api_key_env, exc) from exc
                 detail = " ".join(str(exc).split())
+                waited = ""
+                if _timed_out(exc):
+                    init = min(self.options.timeout_s, 30.0)
+                    waited = (f"; the server did not answer within {init:g} s (the "
+                              "component's timeout_s, at most 30 s a request while "
+                              "connecting): a stalled server, or raise timeout_s (seconds)")
                 raise WeaviateUnavailable(
                     f"cannot connect to Weaviate at {url} (gRPC port {params['grpc_port']}; "
                     f"from the weaviate component's url option or {URL_ENV}): "
-                    f"{type(exc).__name__}: {detail}") from exc
+                    f"{type(exc).__name__}: {detail}{waited}") from exc
         collections = self._client.collections
         name = self.options.collection
         if not collections.exists(name):
@@ -204,8 +259,29 @@ class WeaviateStore:
             raise RuntimeError("this weaviate store is closed")
         async with self._lock:
             if self._collection is None:
-                self._collection = await anyio.to_thread.run_sync(self._open)
+                # Abandoned at a caller's deadline (a stalled server answers nothing for
+                # up to twice min(timeout_s, 30) s): the thread ends at the client's own
+                # timeout, and the next call reuses what it connected.
+                self._collection = await anyio.to_thread.run_sync(self._open,
+                                                                  abandon_on_cancel=True)
         return self._collection
+
+    async def _call(self, doing: str, call: Callable[[], Any]) -> Any:
+        """``call()`` (a request of the client) in a worker thread that a caller's deadline
+        abandons (the thread ends at the client's ``timeout_s``; it holds nothing of the
+        store); the client's timeout raised as :class:`WeaviateTimeout`."""
+        try:
+            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        except Exception as exc:
+            if not _timed_out(exc):
+                raise
+            seconds = self.options.timeout_s
+            raise WeaviateTimeout(
+                f"Weaviate at {self._url} did not answer {doing} on collection "
+                f"{self.options.collection} within {seconds:g} s (the weaviate component's "
+                "timeout_s): a stalled or overloaded server; raise timeout_s (seconds) for "
+                f"calls that take longer. {type(exc).__name__}: "
+                f"{' '.join(str(exc).split())}") from exc
 
     # -- embeddings ----------------------------------------------------------------------
 
@@ -245,8 +321,8 @@ class WeaviateStore:
             objects = data_objects(batch, vectors)
             # One request per slice that fits the server's gRPC message limit.
             for begin, end in list(request_spans(batch, objects, _message_limit(collection))):
-                result = await anyio.to_thread.run_sync(collection.data.insert_many,
-                                                        objects[begin:end])
+                result = await self._call("an insert", functools.partial(
+                    collection.data.insert_many, objects[begin:end]))
                 if result.has_errors:
                     first = sorted(result.errors.items())[:3]
                     raise RuntimeError(
@@ -270,7 +346,7 @@ class WeaviateStore:
         from weaviate.exceptions import WeaviateQueryError
 
         try:
-            response = await anyio.to_thread.run_sync(lambda: method(**request.kwargs))
+            response = await self._call("a search", lambda: method(**request.kwargs))
         except WeaviateQueryError as exc:
             if _TOO_MANY not in str(exc):
                 raise
@@ -289,7 +365,7 @@ class WeaviateStore:
         deleted = 0
         for start in range(0, len(unique), self.options.batch_size):
             where = delete_filter(unique[start:start + self.options.batch_size])
-            result = await anyio.to_thread.run_sync(
-                functools.partial(collection.data.delete_many, where=where))
+            result = await self._call("a delete", functools.partial(
+                collection.data.delete_many, where=where))
             deleted += int(result.successful)
         return deleted

@@ -34,6 +34,21 @@ def _int_in(low: int, high: int) -> Callable[[object, attrs.Attribute[int], int]
     return check
 
 
+#: The longest ``timeout_s`` (an hour): past it a stalled server holds a call for good.
+MAX_TIMEOUT_S = 3600.0
+
+
+def _seconds(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    """Validator: a number of seconds in (0, MAX_TIMEOUT_S]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        unit = " (the unit is always seconds: write the number alone)" \
+            if isinstance(value, str) else ""
+        raise TypeError(f"{attribute.name} must be a number of seconds, got {value!r}{unit}")
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise ValueError(f"{attribute.name} must be a number of seconds in (0, "
+                         f"{MAX_TIMEOUT_S:g}], got {value!r}")
+
+
 def _alpha(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"alpha must be a number, got {value!r}")
@@ -93,7 +108,10 @@ class WeaviateOptions:
     :param model: the embedding model asked for (``aieng_embed``'s ``model``); empty: the
         embedding backend's default.
     :param batch_size: the most documents per embed call and per insert batch.
-    :param timeout_s: the client's query and insert timeout, in seconds.
+    :param timeout_s: seconds the server has to answer a query, an insert or a delete
+        (and, at most 30 of them, each request of connecting), in (0, 3600]; past it the
+        call fails with :class:`~aieng_weaviate.WeaviateTimeout` (or, connecting,
+        ``WeaviateUnavailable``) naming this option.
     """
 
     url: str = attrs.field(default="", validator=_url)
@@ -107,4 +125,4 @@ class WeaviateOptions:
     api_key_env: str = attrs.field(default="", validator=_env_name)
     model: str = attrs.field(default="", validator=v.instance_of(str))
     batch_size: int = attrs.field(default=100, validator=_int_in(1, 10_000))
-    timeout_s: int = attrs.field(default=30, validator=_int_in(1, 3600))
+    timeout_s: float = attrs.field(default=30.0, validator=_seconds)

@@ -15,17 +15,17 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aieng_hookspecs import UNWRITABLE
+from aieng_hookspecs import UNWRITABLE, ForkGuard
 from aieng_hookspecs.types import Document, Hit
 
 from ._fields import check_text, dump_metadata, filter_token, id_key, load_metadata
+from ._locks import INHERITED, POLL_S, IndexLockedError, creating, retry, stop_if_cancelled, writing
 from ._options import ANALYZER, ANALYZERS, MEMORY, BM25Options
 from ._rows import DocumentTable, builder
 
@@ -48,8 +48,8 @@ _TERM_CACHE = 65_536
 # Words longer than this (bytes) are dropped at indexing and querying alike: they are
 # hashes, base64 or run-together junk, and would bloat the term dictionary.
 _MAX_TOKEN_BYTES = 40
-# How long a write waits for another writer (another process, say) to release the index.
-_LOCK_WAIT_S = 5.0
+# Documents added between two looks at whether the caller left.
+_CANCEL_EVERY = 1024
 _MIB = 1024 * 1024
 # How tantivy's errors (ValueError) carry the OS error under them: "... (os error 28)",
 # or, for its lock files, "IoError(Os { code: 30, kind: ReadOnlyFilesystem, ... })".
@@ -73,10 +73,6 @@ _PLACEHOLDERS = frozenset({".gitkeep", ".keep", ".gitignore", ".DS_Store", "Thum
 # Unchecked constructors (see _rows.builder): Document(id, text, title, metadata) and
 # Hit(document, score, rank, source).
 _new_document, _new_hit = builder(Document), builder(Hit)
-
-
-class IndexLockedError(RuntimeError):
-    """Another writer holds the index folder's lock (another process is indexing into it)."""
 
 
 # aieng_v2's words are aieng_en_v1's (tantivy's simple tokenizer: runs of the characters
@@ -258,6 +254,11 @@ class BM25Index:
         # the removal of the private folder that tantivy opens instead (see _read_only_at).
         self._read_only = 0
         self._unlink: Callable[[], Any] | None = None
+        # The process this object's lock and tantivy index belong to (see _forked), and
+        # whether a write is in progress (what a child forked meanwhile inherits).
+        self._fork = ForkGuard()
+        self._writing = False
+        self._torn = False  # an in-memory index forked mid-write: its copy stays locked
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -303,10 +304,12 @@ class BM25Index:
             self._impacts.current(self._stamp, self._live)
 
     def _open(self) -> tantivy.Index:
+        if self._fork.forked():
+            self._forked()
         index = self._index
         if index is not None:
             return index
-        with self._lock:
+        with self._locked():
             if self._index is None:
                 self._index = self._create()
             return self._index
@@ -320,7 +323,7 @@ class BM25Index:
             index = tantivy.Index(schema)
         else:
             self._check_folder(folder)
-            with self._creating(folder):
+            with creating(folder, self.options.path, self.options.lock_timeout):
                 name, schema, index = self._reuse(folder)
         analyzer = _analyzer()
         index.register_tokenizer(name, analyzer)
@@ -398,42 +401,35 @@ class BM25Index:
         self._meta = str(private / "meta.json")  # what the impacts are built from
         return opened
 
-    @contextlib.contextmanager
-    def _creating(self, folder: Path) -> Iterator[None]:
-        """Hold the folder's advisory lock (``flock`` on the folder itself) while an index
-        is opened in a folder that has none yet (no meta.json; POSIX only).
+    def _forked(self) -> None:
+        """In a child forked from the process that opened the index (multiprocessing
+        "fork", gunicorn ``--preload``): a lock of its own (one another thread held at the
+        fork, mid-write, is never released here: every write and ``close`` hung), and a
+        tantivy index of its own on a folder, opened on next use (the parent's is set
+        aside, never used nor dropped). An in-memory index is the child's copy, kept; if
+        a write was in progress at the fork, the copy's writer lock stays held, and
+        writes here are refused (:meth:`_write`)."""
+        self._lock = threading.RLock()
+        if self.in_memory:
+            self._torn = self._writing
+            return
+        if self._index is not None:
+            INHERITED.append(self._index)
+            self._index = None
+        if self._unlink is not None:  # a read-only open's private folder: the parent's
+            self._unlink, self._read_only = None, 0
+            self._meta = str(Path(self.options.path).expanduser() / "meta.json")
 
-        tantivy makes a new index without a lock: two processes making one in a folder at
-        the same moment each wrote their own schema into meta.json, and each commit then
-        wrote its own, so with two analyzers the folder held segments of two schemas (a
-        corrupt index: tantivy panicked reading their documents). The second one now
-        waits, then opens the first one's index, with its analyzer, as it would have a
-        moment later.
-        """
-        if (folder / "meta.json").exists():
-            yield
-            return
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold this object's lock (writes run one at a time), waiting for it in steps: a
+        caller that left meanwhile (a deadline) ends the wait."""
+        while not self._lock.acquire(timeout=POLL_S):
+            stop_if_cancelled()
         try:
-            import fcntl
-        except ImportError:  # not POSIX: no advisory lock
-            yield
-            return
-        handle = os.open(folder, os.O_RDONLY)
-        try:
-            deadline = time.monotonic() + _LOCK_WAIT_S
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise IndexLockedError(
-                            f"{self.options.path}: another process has been creating the "
-                            f"index for {_LOCK_WAIT_S:g} s; retry when it is done") from None
-                    time.sleep(0.01)
             yield
         finally:
-            os.close(handle)  # releases the lock
+            self._lock.release()
 
     @staticmethod
     def _check_folder(folder: Path) -> None:
@@ -460,6 +456,8 @@ class BM25Index:
         In memory the index is kept: it lives as long as this object, so a component
         shared by several pipelines does not lose its documents when one of them closes.
         """
+        if self._fork.forked():
+            self._forked()
         with self._lock:
             if not self.in_memory:
                 self._index = None
@@ -500,13 +498,15 @@ class BM25Index:
                 self._impacts.note(number, entry)
 
         def upsert(writer: tantivy.IndexWriter) -> None:
-            for key, row, _, _ in prepared:
+            for number, (key, row, _, _) in enumerate(prepared, start=1):
                 # Deletes apply to what was added before them (opstamp order), so this
                 # removes the old version and leaves the new one.
                 writer.delete_documents_by_term(_KEY, key)
                 writer.add_document(row)
+                if number % _CANCEL_EVERY == 0:
+                    stop_if_cancelled()  # a caller gone: roll back, nothing written
 
-        with self._lock:
+        with self._locked():
             self._write(upsert)
             self._table.forget(list(latest))
             for _, _, number, entry in prepared:
@@ -579,7 +579,7 @@ class BM25Index:
                 writer.delete_documents_by_term(_KEY, key)
             return bool(present)
 
-        with self._lock:
+        with self._locked():
             if find() and self._write(remove):
                 self._table.forget(wanted)
                 if self._impacts is not None:
@@ -601,28 +601,38 @@ class BM25Index:
         :returns: whether it committed.
         """
         index = self._open()
+        if self._torn:
+            raise RuntimeError(
+                "this in-memory bm25 index was being written by another thread when the "
+                "process forked: the child's copy of it stays locked, and takes no writes; "
+                "write in the parent, or build the index after the fork")
         if self._read_only:
             raise OSError(
                 self._read_only, f"the index folder cannot be written "
                 f"({os.strerror(self._read_only)}): it was opened read-only, for searches; "
                 "nothing was written. Make the folder writable (or copy it to a writable "
                 "place and use that path) to index into it", str(self.folder))
-        writer = self._writer(index)
-        try:
-            changed = work(writer) is not False
-            if changed:
-                writer.commit()
-            else:
+        # While the writer lives, a child forked lets go of its lock files (see _locks).
+        with writing(self.folder):
+            writer = self._writer(index)
+            self._writing = True
+            try:
+                changed = work(writer) is not False
+                stop_if_cancelled()  # the last look: past it, the commit lands
+                if changed:
+                    writer.commit()
+                else:
+                    writer.rollback()
+            except BaseException as exc:
                 writer.rollback()
-        except BaseException as exc:
-            writer.rollback()
-            error = self._disk_error(exc, "writing to the index")
-            if error is None:
-                raise
-            raise error from exc
-        finally:
-            # Ends the writer (and its merge threads), releasing the folder's lock.
-            writer.wait_merging_threads()
+                error = self._disk_error(exc, "writing to the index")
+                if error is None:
+                    raise
+                raise error from exc
+            finally:
+                # Ends the writer (and its merge threads), releasing the folder's lock.
+                writer.wait_merging_threads()
+                self._writing = False
         if not changed:
             return False
         index.reload()
@@ -647,23 +657,24 @@ class BM25Index:
                        f"{then}", str(self.folder) if self.folder is not None else None)
 
     def _writer(self, index: tantivy.Index) -> tantivy.IndexWriter:
+        """A writer of ``index``, waiting up to ``lock_timeout`` for another one to end."""
         heap = self.options.writer_heap_mb * _MIB
-        deadline = time.monotonic() + _LOCK_WAIT_S
-        while True:
+
+        def attempt() -> tantivy.IndexWriter | None:
             try:
                 return index.writer(heap_size=heap, num_threads=self.options.writer_threads)
             except ValueError as exc:
-                if "LockBusy" not in str(exc):
-                    error = self._disk_error(exc, "starting a write")
-                    if error is None:
-                        raise
-                    raise error from exc
-                if time.monotonic() >= deadline:
-                    raise IndexLockedError(
-                        f"{self.options.path}: another writer has held the index for "
-                        f"{_LOCK_WAIT_S:g} s (another process indexing into this folder?); "
-                        "retry when it is done") from None
-                time.sleep(0.05)
+                if "LockBusy" in str(exc):
+                    return None
+                error = self._disk_error(exc, "starting a write")
+                if error is None:
+                    raise
+                raise error from exc
+
+        return retry(attempt, self.options.lock_timeout, lambda wait: IndexLockedError(
+            f"{self.options.path}: another writer has held the index for {wait:g} s "
+            "(lock_timeout; another process indexing into this folder?); retry when it is "
+            "done, or raise lock_timeout (seconds)"))
 
     # -- reading -------------------------------------------------------------------------
 

@@ -74,6 +74,17 @@ _scorer = _OneOf(SCORERS)
 _analyzer = _OneOf(ANALYZERS)
 
 
+def _lock_timeout(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        unit = " (the unit is always seconds: write the number alone)" \
+            if isinstance(value, str) else ""
+        raise TypeError(f"{attribute.name} must be a number of seconds, got {value!r}{unit}")
+    if not 0.0 <= value < math.inf:
+        raise ValueError(f"{attribute.name} must be a finite number of seconds of at least 0 "
+                         f"(0: fail at once when another writer holds the index), got "
+                         f"{value!r}")
+
+
 def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{attribute.name} must be an integer, got {type(value).__name__}")
@@ -107,6 +118,9 @@ class BM25Options:
         BM25 weight per document precomputed in RAM from the committed index, with exact
         document lengths, and summed per query (see the README); searches with filters
         still go to tantivy.
+    :param lock_timeout: seconds a write (or the making of a new index) waits for another
+        process's writer to release the index folder before it fails with
+        ``IndexLockedError``; ``0``: not at all.
     :param analyzer: the analyzer a *new* index is made with: ``"aieng_v2"`` (English
         words as ``"aieng_en_v1"`` cuts them, and every Chinese, Japanese or Korean
         character a term of its own) or ``"aieng_en_v1"`` (words only). An existing index
@@ -120,6 +134,7 @@ class BM25Options:
     document_cache: int = attrs.field(default=100_000, validator=_count)
     scorer: str = attrs.field(default="tantivy", validator=_scorer)
     analyzer: str = attrs.field(default=ANALYZER, validator=_analyzer)
+    lock_timeout: float = attrs.field(default=5.0, validator=_lock_timeout)
 
     def __attrs_post_init__(self) -> None:
         per_thread = self.writer_heap_mb / self.writer_threads

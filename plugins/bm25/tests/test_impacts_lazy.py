@@ -38,7 +38,7 @@ class Builds:
         self.count += 1
         if self.hold:
             self.started.set()
-            assert self.release.wait(10), "the test never released the build"
+            assert self.release.wait(60), "the test never released the build"
         if self.fail is not None:
             error, self.fail = self.fail, None
             raise error
@@ -154,7 +154,7 @@ def test_searches_meeting_a_rebuild_wait_and_share_it(builds: Builds) -> None:
     answers: list[list[str]] = []
     first = threading.Thread(target=lambda: answers.append(_ids(index)))
     first.start()
-    assert builds.started.wait(10)
+    assert builds.started.wait(60)
     arrived = _arrivals(index)
     others = [threading.Thread(target=lambda: answers.append(_ids(index)))
               for _ in range(4)]
@@ -167,7 +167,7 @@ def test_searches_meeting_a_rebuild_wait_and_share_it(builds: Builds) -> None:
     assert answers == []  # nobody answered from the build without "new"
     builds.release.set()
     for thread in [first, *others]:
-        thread.join(10)
+        thread.join(60)
     assert answers == [["new", "old"]] * 5
     assert builds.count == 1
 
@@ -213,7 +213,7 @@ async def test_cancelling_a_search_does_not_break_the_rebuild(builds: Builds,
     doomed = scopes[0] if cancel == "the rebuilding search" else scopes[1]
     async with anyio.create_task_group() as group:
         group.start_soon(one, scopes[0])
-        assert await anyio.to_thread.run_sync(builds.started.wait, 10)
+        assert await anyio.to_thread.run_sync(builds.started.wait, 60)
         arrived = _arrivals(index)
         for scope in scopes[1:]:
             group.start_soon(one, scope)
@@ -225,7 +225,7 @@ async def test_cancelling_a_search_does_not_break_the_rebuild(builds: Builds,
         await left.wait()
         builds.release.set()
     for _ in scopes:  # every thread ends, the abandoned one too
-        assert await anyio.to_thread.run_sync(ended.acquire, True, 10)
+        assert await anyio.to_thread.run_sync(ended.acquire, True, 60)
     assert results == [["new", "old"]] * 3
     assert builds.count == 1
     assert _ids(index) == ["new", "old"]

@@ -7,7 +7,6 @@ import sys
 import threading
 from pathlib import Path
 
-import aieng_bm25._index as index_module
 import attrs
 import pytest
 import tantivy
@@ -150,17 +149,17 @@ def test_delete_sees_another_writers_latest_commit(index: BM25Index, folder: Pat
         assert len(each) == 2 and each.get("d") is None and each.get("a") is None
 
 
-def test_locked_index_fails_clearly(index: BM25Index, folder: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """A write while another writer holds the folder waits, then fails naming the path;
-    nothing is written."""
-    monkeypatch.setattr(index_module, "_LOCK_WAIT_S", 0.2)
+def test_locked_index_fails_clearly(index: BM25Index, folder: Path) -> None:
+    """A write while another writer holds the folder waits ``lock_timeout``, then fails
+    naming the path, the limit and its value; nothing is written."""
+    index = BM25Index(BM25Options(path=str(folder), lock_timeout=0.2))
     holder = tantivy.Index.open(str(folder)).writer(heap_size=15 * 1024 * 1024, num_threads=1)
     try:
-        with pytest.raises(IndexLockedError, match="another writer"):
+        with pytest.raises(IndexLockedError, match="another writer") as caught:
             index.add([Document("d", "never written")])
     finally:
         holder.wait_merging_threads()
+    assert "0.2 s (lock_timeout" in str(caught.value) and str(folder) in str(caught.value)
     assert index.get("d") is None
     index.add([Document("d", "written now")])
     assert index.get("d") is not None

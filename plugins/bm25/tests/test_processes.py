@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import aieng_bm25._index as index_module
+import aieng_bm25._locks as locks_module
 import pytest
 import tantivy
 from aieng_bm25 import BM25Index, BM25Options
@@ -68,7 +68,8 @@ def test_a_writer_killed_mid_batch_leaves_a_usable_index(tmp_path: Path, scorer:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
-def test_a_new_index_made_by_two_processes_at_once_has_one_analyzer(tmp_path: Path) -> None:
+def test_a_new_index_made_by_two_processes_at_once_has_one_analyzer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two processes opening a new folder at the same moment with different analyzers made
     two schemas' meta.json in turn, and their commits mixed segments of both (tantivy then
     panicked reading documents). Making an index takes the folder's lock (flock on the
@@ -80,13 +81,29 @@ def test_a_new_index_made_by_two_processes_at_once_has_one_analyzer(tmp_path: Pa
 
     folder = tmp_path / "idx"
     folder.mkdir()
-    late = BM25Index(BM25Options(path=str(folder), analyzer="aieng_v2"))
+    late = BM25Index(BM25Options(path=str(folder), analyzer="aieng_v2", lock_timeout=60))
+    waiting = threading.Event()  # set when late.open found the lock held, and waits
+    original = locks_module.stop_if_cancelled
+
+    def noted() -> None:
+        waiting.set()
+        original()
+
+    monkeypatch.setattr(locks_module, "stop_if_cancelled", noted)
     handle = os.open(folder, os.O_RDONLY)
     fcntl.flock(handle, fcntl.LOCK_EX)
-    opened = threading.Thread(target=late.open)
+    failed: list[BaseException] = []
+
+    def open_late() -> None:
+        try:
+            late.open()
+        except BaseException as exc:  # noqa: BLE001 - told to the test below
+            failed.append(exc)
+
+    opened = threading.Thread(target=open_late)
     try:
         opened.start()
-        time.sleep(0.2)  # long enough for late.open to reach the lock (or, unlocked, pass it)
+        assert waiting.wait(60)  # synchronised on the wait itself, not on a sleep
         first = tantivy.Index(index_module._schema("aieng_en_v1"), path=str(folder),
                               reuse=True)
         writer = first.writer(heap_size=15 * 1024 * 1024, num_threads=1)
@@ -94,7 +111,8 @@ def test_a_new_index_made_by_two_processes_at_once_has_one_analyzer(tmp_path: Pa
         writer.wait_merging_threads()
     finally:
         os.close(handle)
-        opened.join(10)
+        opened.join(60)
+    assert failed == [] and not opened.is_alive()
     assert late.analyzer == "aieng_en_v1"
     late.add([Document("a", "Pythonは人気", title="t")])
     again = BM25Index(BM25Options(path=str(folder)))

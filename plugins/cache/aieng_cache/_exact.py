@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import anyio
 import attrs
@@ -12,6 +12,7 @@ import structlog
 from aieng_hookspecs import PipelineContext, hookimpl
 from aieng_hookspecs.types import Completion, Event, Request
 
+from ._clock import Clock, Clocks, remaining
 from ._codec import CodecError, decode_completion, encode_completion
 from ._events import CacheLevelHit, CacheMiss, CacheStored
 from ._keys import KeyScope, cacheable, content_type, request_key
@@ -22,8 +23,6 @@ from ._options import CacheOptions, ttl_for
 __all__ = ["CacheStats", "ExactCache"]
 
 log = structlog.get_logger(__name__)
-
-Clock = Callable[[], float]
 
 
 @attrs.define
@@ -42,20 +41,28 @@ class ExactCache:
 
     Levels are looked up fastest first: the in-process LRU, then the given levels in order
     (Redis, then SQLite, from the options). A hit in a slower level is copied into the
-    faster ones with the time it has left; a store writes every level at once. Entries live
-    ``ttl[content type]`` seconds; an expired entry is a miss.
+    faster ones with the time it has left (never more than its content type's TTL); a
+    store writes every level at once. Entries live ``ttl[content type]`` seconds; an
+    expired entry is a miss. The memory level counts them on the monotonic clock, the
+    shared levels on the wall clock (see :mod:`aieng_cache._clock`).
 
     :param options: the typed options (defaults when omitted).
     :param levels: use these levels instead of the ones the options name (after the memory
         level, when ``memory`` is on).
-    :param clock: seconds since the epoch; inject a fake one in tests.
+    :param clock: wall-clock seconds since the Unix epoch, for the levels other processes
+        share; inject a fake one in tests.
+    :param monotonic: a clock that never steps, for the memory level's expiry; inject a
+        fake one in tests (the same object as ``clock`` moves both together).
     """
 
     def __init__(self, options: CacheOptions | None = None, *,
-                 levels: Sequence[Level] | None = None, clock: Clock = time.time) -> None:
+                 levels: Sequence[Level] | None = None, clock: Clock = time.time,
+                 monotonic: Clock = time.monotonic) -> None:
         self.options = options if options is not None else CacheOptions()
         opts = self.options
         self.clock = clock
+        self.monotonic = monotonic
+        self._clocks = Clocks(clock, monotonic)
         self.memory: LRU[Completion] | None = (
             LRU(opts.max_entries, opts.max_bytes) if opts.memory else None)
         if levels is None:
@@ -63,7 +70,8 @@ class ExactCache:
             if opts.redis:
                 built.append(load_level("redis", url=opts.redis, prefix=opts.redis_prefix))
             if opts.sqlite:
-                built.append(SQLiteLevel(opts.sqlite, max_entries=opts.sqlite_max_entries))
+                built.append(SQLiteLevel(opts.sqlite, max_entries=opts.sqlite_max_entries,
+                                         busy_timeout=opts.sqlite_busy_timeout))
             levels = built
         self.levels: list[Level] = list(levels)
         self.scope = KeyScope(namespace=opts.namespace, template_version=opts.template_version)
@@ -121,9 +129,9 @@ class ExactCache:
             self._emit(CacheMiss(component=self._name, reason="uncacheable"))
             return None
         key = self.key(request)
-        now = self.clock()
+        now, mono = self._clocks.now()
         if self.memory is not None:
-            found = self.memory.get(key, now)
+            found = self.memory.get(key, mono)
             if found is not None:
                 self._hit("memory")
                 return found.value
@@ -141,7 +149,7 @@ class ExactCache:
                 continue
             if self.options.promote:
                 await self._promote(key, stored.payload, completion, request, index,
-                                    now, stored.expires_at)
+                                    (now, mono), stored.expires_at)
             self._hit(level.name)
             return completion
         self.stats.misses += 1
@@ -153,14 +161,19 @@ class ExactCache:
         self._emit(CacheLevelHit(component=self._name, level=level))
 
     async def _promote(self, key: str, payload: str, completion: Completion,
-                       request: Request, found_at: int, now: float,
+                       request: Request, found_at: int, now: tuple[float, float],
                        expires_at: float) -> None:
-        """Copy a hit into the levels faster than the one that answered, keeping its expiry."""
-        if self.memory is not None:
-            self.memory.put(key, completion, len(payload), expires_at)
+        """Copy a hit into the levels faster than the one that answered, with the time it
+        has left: no more than its content type's TTL, whatever a level said (a clock
+        set back meanwhile, a level of another program)."""
         kind = content_type(request)
+        left = remaining(expires_at, now[0], ttl_for(self.options.ttl, kind))
+        if left <= 0:
+            return
+        if self.memory is not None:
+            self.memory.put(key, completion, len(payload), now[1] + left)
         for level in self.levels[:found_at]:
-            await level.put(key, payload, kind=kind, now=now, expires_at=expires_at)
+            await level.put(key, payload, kind=kind, now=now[0], expires_at=now[0] + left)
 
     @hookimpl
     async def aieng_cache_store(self, request: Request, completion: Completion) -> None:
@@ -168,14 +181,14 @@ class ExactCache:
         if not cacheable(request, cache_sampled=self.options.cache_sampled):
             return
         key = self.key(request)
-        now = self.clock()
+        now, mono = self._clocks.now()
         kind = content_type(request)
         ttl = ttl_for(self.options.ttl, kind)
         expires_at = now + ttl if math.isfinite(ttl) else math.inf
         payload = encode_completion(completion, namespace=self.options.namespace)
         if self.memory is not None:
             self.memory.put(key, attrs.evolve(completion, cached=True), len(payload),
-                            expires_at)
+                            mono + ttl)
         if self.levels:
             failed: list[Exception] = []
 
@@ -228,8 +241,8 @@ class ExactCache:
 
         :returns: the number of entries purged.
         """
-        now = self.clock()
-        purged = self.memory.purge(now) if self.memory is not None else 0
+        now, mono = self._clocks.now()
+        purged = self.memory.purge(mono) if self.memory is not None else 0
         for level in self.levels:
             if isinstance(level, SQLiteLevel):
                 purged += await level.vacuum(now)

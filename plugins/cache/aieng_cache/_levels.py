@@ -8,7 +8,6 @@ group ``aieng_cache.levels`` (``aieng-redis`` adds ``redis``).
 
 from __future__ import annotations
 
-import math
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -25,14 +24,21 @@ LEVEL_GROUP = "aieng_cache.levels"
 
 
 class Stored(NamedTuple):
-    """An encoded completion and when it expires (seconds since the epoch; ``inf``: never)."""
+    """An encoded completion and when it expires (wall-clock seconds since the Unix epoch,
+    as the ``now`` given to :meth:`Level.get`; ``inf``: never)."""
 
     payload: str
     expires_at: float
 
 
 class Level(Protocol):
-    """A storage level: encoded completions under string keys, each with an expiry."""
+    """A storage level: encoded completions under string keys, each with an expiry.
+
+    A level is shared with other processes (a file, a server): ``now`` and ``expires_at``
+    are wall-clock seconds since the Unix epoch (``time.time()``), which every process
+    reads alike. A level keeps an entry no longer than ``expires_at - now`` from the
+    store, even when the clock is set back meanwhile (Redis counts its ``PX`` itself;
+    the SQLite level reads a row stored after its ``now`` as expired)."""
 
     #: the level's name in events and stats (``sqlite``, ``redis``)
     name: str
@@ -72,12 +78,14 @@ class SQLiteLevel:
     :param threads: worker threads used at once.
     :param max_entries: most entries of the file (``0``: no bound); a ``put`` past it
         deletes the oldest (see :class:`~aieng_cache.SQLiteStore`).
+    :param busy_timeout: seconds a call waits for another connection's lock.
     """
 
     name = "sqlite"
 
-    def __init__(self, path: str | Path, *, threads: int = 4, max_entries: int = 0) -> None:
-        self.store = SQLiteStore(path, max_entries=max_entries)
+    def __init__(self, path: str | Path, *, threads: int = 4, max_entries: int = 0,
+                 busy_timeout: float = 5.0) -> None:
+        self.store = SQLiteStore(path, max_entries=max_entries, busy_timeout=busy_timeout)
         self._limiter = anyio.CapacityLimiter(threads)
 
     async def _run(self, func: Any, *args: Any) -> Any:
@@ -128,8 +136,3 @@ def load_level(name: str, **options: Any) -> Level:
     factory = next(iter(found)).load()
     level: Level = factory(**options)
     return level
-
-
-def remaining(expires_at: float, now: float) -> float:
-    """Seconds left until ``expires_at`` (``inf`` for never)."""
-    return math.inf if math.isinf(expires_at) else max(expires_at - now, 0.0)

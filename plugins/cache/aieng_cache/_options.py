@@ -28,18 +28,42 @@ def _int_at_least(low: int) -> Callable[[object, attrs.Attribute[int], int], Non
     return check
 
 
+def _busy_timeout(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    """Validator: a finite number of seconds of at least 0 (0: no waiting)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 <= value < math.inf:
+        why = " (a string: the unit is always seconds, write the number alone)" \
+            if isinstance(value, str) else ""
+        raise ValueError(f"{attribute.name} must be a finite number of seconds of at least "
+                         f"0 (0: no waiting), got {value!r}{why}")
+
+
 def ttl_table(value: Mapping[str, Any]) -> dict[str, float]:
-    """Converter and check of a TTL table: content type -> seconds (> 0; ``inf``: never)."""
+    """Converter and check of a TTL table: content type -> seconds (> 0; ``inf``: never).
+
+    ``0`` and negative numbers are refused (an entry that expires as it is stored caches
+    nothing: leave the cache out of the pipeline instead), and so are NaN, booleans and
+    strings, units or not (``"1h"``: the unit is always seconds)."""
     if not isinstance(value, Mapping):
-        raise TypeError(f"ttl must be a table of content type = seconds, got {value!r}")
+        hint = f" (ttl = {{ default = {value!r} }})" if isinstance(value, (int, float)) \
+            and not isinstance(value, bool) else ""
+        raise TypeError(f"ttl must be a table of content type = seconds{hint}, got "
+                        f"{value!r}")
     table: dict[str, float] = {}
     for kind, seconds in value.items():
         if not isinstance(kind, str) or not kind:
             raise ValueError(f"ttl keys must be content type names, got {kind!r}")
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
                 or math.isnan(seconds) or seconds <= 0:
+            why = ""
+            if isinstance(seconds, str):
+                why = " (a string: write the seconds as a number, 3600 for an hour)"
+            elif isinstance(seconds, (int, float)) and not isinstance(seconds, bool) \
+                    and seconds <= 0:
+                why = (" (an entry that expires as it is stored caches nothing: leave the "
+                       "cache out of the pipeline instead)")
             raise ValueError(f"ttl.{kind} must be a number of seconds > 0 (inf: never "
-                             f"expires), got {seconds!r}")
+                             f"expires), got {seconds!r}{why}")
         table[kind] = float(seconds)
     if "default" not in table:
         raise ValueError("ttl must have a 'default' entry (seconds for content types not "
@@ -71,11 +95,15 @@ class CacheOptions:
     :param sqlite: path of a SQLite file level ('' for none).
     :param sqlite_max_entries: most entries of the SQLite file (``0``: no bound); a store
         past it deletes the oldest entries (by time stored), expired or not.
+    :param sqlite_busy_timeout: seconds a call waits for another connection's lock on the
+        SQLite file before it fails ("database is locked").
     :param redis: URL of a Redis level (``redis://host:port/db``; '' for none; needs the
         ``aieng-redis`` distribution).
     :param redis_prefix: prefix of the Redis keys.
     :param ttl: seconds an entry lives per content type (``chat``, ``json``, ``tools`` or
-        a request's ``metadata["cache_type"]``); ``default`` for the others.
+        a request's ``metadata["cache_type"]``); ``default`` for the others. Numbers
+        > 0, ``inf`` for never; counted on the monotonic clock in memory, on the wall
+        clock in SQLite, by Redis itself in Redis.
     :param namespace: separates caches sharing a store.
     :param template_version: the prompt template's version; part of every key.
     :param key_pipeline: make the pipeline's name part of every key.
@@ -88,6 +116,7 @@ class CacheOptions:
     max_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_int_at_least(1))
     sqlite: str = attrs.field(default="", validator=_str)
     sqlite_max_entries: int = attrs.field(default=0, validator=_int_at_least(0))
+    sqlite_busy_timeout: float = attrs.field(default=5.0, validator=_busy_timeout)
     redis: str = attrs.field(default="", validator=_str,
                              repr=lambda url: repr(masked_url(url)))
     redis_prefix: str = attrs.field(default="aieng:cache:", validator=_str)
@@ -116,6 +145,11 @@ class SemanticOptions:
     :param model: the embedding model asked of the pipeline ('' for its default).
     :param max_entries: most entries of the index (least recently used evicted).
     :param path: SQLite file persisting the index ('' keeps it in memory only).
+    :param file_max_entries: most entries of the file at ``path`` (``0``: no bound), of
+        every namespace and cache sharing it: a store past it deletes the oldest (by time
+        stored), expired or not, as ``cache``'s ``sqlite_max_entries``.
+    :param file_busy_timeout: seconds a call waits for another connection's lock on the
+        file before it fails ("database is locked").
     :param ttl: seconds an entry lives per content type, as for ``cache``.
     :param namespace: separates caches sharing a file.
     :param template_version: the prompt template's version; part of every key.
@@ -127,9 +161,16 @@ class SemanticOptions:
     model: str = attrs.field(default="", validator=_str)
     max_entries: int = attrs.field(default=10_000, validator=_int_at_least(1))
     path: str = attrs.field(default="", validator=_str)
+    file_max_entries: int = attrs.field(default=0, validator=_int_at_least(0))
+    file_busy_timeout: float = attrs.field(default=5.0, validator=_busy_timeout)
     ttl: dict[str, float] = attrs.field(factory=lambda: dict(DEFAULT_TTL),
                                         converter=ttl_table, hash=False)
     namespace: str = attrs.field(default="", validator=_str)
     template_version: str = attrs.field(default="", validator=_str)
     key_pipeline: bool = attrs.field(default=True, validator=v.instance_of(bool))
     cache_sampled: bool = attrs.field(default=False, validator=v.instance_of(bool))
+
+    def __attrs_post_init__(self) -> None:
+        if self.file_max_entries and not self.path:
+            raise ValueError("file_max_entries bounds the file at path, and path is '': "
+                             "set path, or leave file_max_entries at 0")

@@ -18,6 +18,7 @@ import structlog
 from aieng_hookspecs import PipelineContext, hookimpl
 from aieng_hookspecs.types import Completion, Event, Request
 
+from ._clock import Clock, Clocks, remaining
 from ._codec import CodecError, decode_completion, encode_completion
 from ._events import CacheLevelHit, CacheMiss, CacheStored
 from ._index import SemanticIndex, unit_vector
@@ -56,21 +57,32 @@ class SemanticCache:
     at least ``threshold`` and everything else of the request — model, sampling
     parameters, system prompt, earlier turns — matches exactly (its *partition*).
 
+    Entries expire on the monotonic clock in the index, and on the wall clock in the
+    file (``path``), which other processes read (see :mod:`aieng_cache._clock`).
+
     :param options: the typed options (defaults when omitted).
     :param embedder: embed with this function instead of the pipeline's embedder.
-    :param clock: seconds since the epoch; inject a fake one in tests.
+    :param clock: wall-clock seconds since the Unix epoch, for the file; inject a fake one
+        in tests.
+    :param monotonic: a clock that never steps, for the index's expiry; inject a fake one
+        in tests (the same object as ``clock`` moves both together).
     """
 
     def __init__(self, options: SemanticOptions | None = None, *,
-                 embedder: Embedder | None = None, clock: Callable[[], float] = time.time
-                 ) -> None:
+                 embedder: Embedder | None = None, clock: Clock = time.time,
+                 monotonic: Clock = time.monotonic) -> None:
         self.options = options if options is not None else SemanticOptions()
         self.clock = clock
+        self.monotonic = monotonic
+        self._clocks = Clocks(clock, monotonic)
         self.index: SemanticIndex[Completion] = SemanticIndex(self.options.max_entries)
         self.scope = KeyScope(namespace=self.options.namespace,
                               template_version=self.options.template_version,
                               embedding_model=self.options.model)
-        self.store = SQLiteStore(self.options.path) if self.options.path else None
+        self.store = (SQLiteStore(self.options.path,
+                                  max_entries=self.options.file_max_entries,
+                                  busy_timeout=self.options.file_busy_timeout)
+                      if self.options.path else None)
         self._embedder = embedder
         self._context: PipelineContext | None = None
         self._pending: OrderedDict[bytes, Vector | None] = OrderedDict()  # by _digest
@@ -119,7 +131,8 @@ class SemanticCache:
         # Only this scope's rows: another namespace's or pipeline's never answer here,
         # and would take this one's places in the index (or, embedded by a model of
         # another size, make them unreadable).
-        rows = self.store.each_live(self.clock(), limit=self.options.max_entries,
+        now, mono = self._clocks.now()
+        rows = self.store.each_live(now, limit=self.options.max_entries,
                                     scope=scope_key(self.scope))
         # The newest vector's size is the index's: after the embedding model changed
         # size, the rows of the model in use now are the newest, and must stay
@@ -138,7 +151,11 @@ class SemanticCache:
                     completion = decode_completion(row.value)
                     vector = None if row.vector is None or len(row.vector) != size \
                         else np.frombuffer(row.vector, dtype="<f4").astype(np.float32)
-                    self.index.put(row.key, row.tag, vector, completion, row.expires_at,
+                    # The time the row has left, on the index's clock: no more than its
+                    # content type's TTL (what a clock set back cannot stretch).
+                    left = remaining(row.expires_at, now,
+                                     ttl_for(self.options.ttl, row.kind))
+                    self.index.put(row.key, row.tag, vector, completion, mono + left,
                                    created=row.created)
                     loaded.append(row.key)
                 except (CodecError, ValueError) as exc:
@@ -201,13 +218,14 @@ class SemanticCache:
             self._emit(CacheMiss(component=self._name, reason="uncacheable"))
             return None
         await self._ensure_loaded()
-        now = self.clock()
-        exact = self.index.get(request_key(request, self.scope), now)
+        mono = self._clocks.now()[1]
+        exact = self.index.get(request_key(request, self.scope), mono)
         if exact is not None:
             return self._hit(exact[0], 1.0)
         vector = await self._vector(request.prompt)
         if vector is not None:
-            match = self.index.search(vector, partition_key(request, self.scope), now)
+            mono = self.monotonic()  # after the embedding, which may take a while
+            match = self.index.search(vector, partition_key(request, self.scope), mono)
             if match is not None and \
                     match.similarity >= self.options.threshold - _COSINE_SLACK:
                 self.index.touch(match.key)
@@ -230,7 +248,7 @@ class SemanticCache:
         await self._ensure_loaded()
         vector = await self._vector(request.prompt)
         self._pending.pop(_digest(request.prompt), None)
-        now = self.clock()
+        now, mono = self._clocks.now()
         kind = content_type(request)
         ttl = ttl_for(self.options.ttl, kind)
         expires_at = now + ttl if math.isfinite(ttl) else math.inf
@@ -238,7 +256,7 @@ class SemanticCache:
         partition = partition_key(request, self.scope)
         # A prompt without an embedding (an empty text) is stored too: it hits exactly.
         self.index.put(key, partition, vector, attrs.evolve(completion, cached=True),
-                       expires_at, created=now)
+                       mono + ttl, created=now)
         if self.store is not None:
             payload = encode_completion(completion, namespace=self.options.namespace)
             blob = None if vector is None else vector.astype("<f4").tobytes()
@@ -271,8 +289,8 @@ class SemanticCache:
     async def vacuum(self) -> int:
         """Drop expired entries from the index and compact the file; returns how many
         entries the index dropped."""
-        now = self.clock()
-        purged = self.index.purge(now)
+        now, mono = self._clocks.now()
+        purged = self.index.purge(mono)
         if self.store is not None:
             await anyio.to_thread.run_sync(self.store.vacuum, now)
         return purged

@@ -26,10 +26,12 @@ from aieng_hookspecs import (
     enable_wal,
     mark_layout,
     open_read_only,
+    sqlite_busy,
     sqlite_error,
     writable,
 )
 
+from ._clock import AHEAD_S
 from ._codec import payload_namespace
 
 __all__ = ["VERSION", "Row", "SQLiteStore"]
@@ -60,6 +62,11 @@ CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires);
 CREATE INDEX IF NOT EXISTS entries_created_key ON entries (created, key);
 DROP INDEX IF EXISTS entries_created;
 """
+
+
+# An entry that is a miss at a time ``now``: expired, or stored more than AHEAD_S after it
+# (parameters: now, now + AHEAD_S).
+_DEAD = "((expires IS NOT NULL AND expires <= ?) OR created > ?)"
 
 
 class Row(NamedTuple):
@@ -94,9 +101,19 @@ def _add_scope(conn: sqlite3.Connection) -> None:
 class SQLiteStore:
     """Entries in one SQLite file (created with its folder when missing).
 
+    Times (``now``, ``expires_at``, ``created``) are wall-clock seconds since the Unix epoch,
+    the same for every process sharing the file. A row keeps when it was stored: one
+    stored more than :data:`~aieng_cache._clock.AHEAD_S` (1 s) after the reader's ``now``
+    was stored before the system clock went back (an NTP step, a VM resumed), and is read
+    as expired (a miss, deleted as an expired one is), so that a clock set back an hour
+    does not keep entries an hour past their TTL; the first such row logs
+    ``cache.stored_in_the_future``. A clock set forward expires what its new time says.
+
     :param path: the database file; ``":memory:"`` for a database in memory, one for the
         whole store (its calls then take turns on one connection).
-    :param busy_timeout: seconds a writer waits for another writer's lock.
+    :param busy_timeout: seconds a writer waits for another connection's lock (``0``: not
+        at all), past which the call fails with SQLite's "database is locked", the message
+        naming this limit and its value.
     :param max_entries: most entries the file holds (``0``: no bound): a ``put`` that goes
         over deletes the oldest (by time stored; of two stored at the same time, the
         smaller key), expired or not.
@@ -114,6 +131,10 @@ class SQLiteStore:
                 or max_entries < 0:
             raise ValueError(f"max_entries must be an integer of at least 0 (0: no bound), "
                              f"got {max_entries!r}")
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) \
+                or not 0 <= busy_timeout < math.inf:
+            raise ValueError(f"busy_timeout must be a finite number of seconds of at least 0, "
+                             f"got {busy_timeout!r}")
         self.max_entries = max_entries
         self.in_memory = str(path) == ":memory:"
         self.path = Path(path) if self.in_memory else Path(path).expanduser()
@@ -130,6 +151,7 @@ class SQLiteStore:
         #: Whether the file opened for reading only (see the class).
         self.read_only = False
         self._scoped = True  # whether the table has the scope column
+        self._told_ahead = False  # whether a row stored in the future was logged
 
     # -- connections ---------------------------------------------------------------------
 
@@ -188,6 +210,16 @@ class SQLiteStore:
                         effect="lookups are served; stores, deletions, clear and vacuum "
                                "write nothing")
 
+    def _ahead(self, seconds: float) -> None:
+        """Log, once, a row stored ``seconds`` after now: the clock went back."""
+        if self._told_ahead:
+            return
+        self._told_ahead = True
+        log.warning("cache.stored_in_the_future", path=str(self.path),
+                    ahead_s=round(seconds, 3),
+                    effect="the system clock went back: entries stored after the time it "
+                           "shows now are misses (deleted, stored again on the next answer)")
+
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         if self._fork.forked():
@@ -202,6 +234,12 @@ class SQLiteStore:
                 if getattr(exc, "sqlite_errorname", "") == "SQLITE_CORRUPT":
                     message = (f"the cache database {self.path} is damaged ({exc}): delete "
                                "it, with its -wal and -shm files, and the cache starts empty")
+                elif sqlite_busy(exc):
+                    message = (f"cache database {self.path}: {exc}: another connection held "
+                               f"its lock past the busy timeout ({self.busy_timeout:g} s); "
+                               "raise the cache's busy timeout (sqlite_busy_timeout, or the "
+                               "semantic cache's file_busy_timeout, in seconds) if its writers "
+                               "take that long")
                 else:
                     message = f"cache database {self.path}: {exc}"
                 raise sqlite_error(exc, message) from exc
@@ -256,7 +294,8 @@ class SQLiteStore:
     # -- entries -------------------------------------------------------------------------
 
     def get(self, key: str, now: float) -> Row | None:
-        """The live entry under ``key``; an expired one is deleted and missed."""
+        """The live entry under ``key``; an expired one (or one stored in the future: see
+        the class) is deleted and missed."""
         with self._connection() as conn:
             found = conn.execute(
                 "SELECT key, value, kind, tag, vector, created, expires FROM entries "
@@ -264,12 +303,14 @@ class SQLiteStore:
             if found is None:
                 return None
             row = _row(found)
-            if row.expires_at <= now:
-                if self.read_only:
-                    return None
-                conn.execute("DELETE FROM entries WHERE key = ? AND expires <= ?", (key, now))
-                return None
-            return row
+            if row.created > now + AHEAD_S:
+                self._ahead(row.created - now)
+            elif row.expires_at > now:
+                return row
+            if not self.read_only:
+                conn.execute(f"DELETE FROM entries WHERE key = ? AND {_DEAD}",
+                             (key, now, now + AHEAD_S))
+            return None
 
     def put(self, key: str, value: str, *, kind: str, now: float,
             expires_at: float = math.inf, tag: str | None = None,
@@ -284,6 +325,10 @@ class SQLiteStore:
                 (key, value, kind, tag, vector, now,
                  None if math.isinf(expires_at) else expires_at, scope))
             if self.max_entries:
+                # Rows stored "in the future" (before the clock went back) are dead, and
+                # would otherwise be the newest: each store past the bound would delete
+                # itself, the oldest by its time, until the clock caught up with them.
+                conn.execute("DELETE FROM entries WHERE created > ?", (now + AHEAD_S,))
                 # The newest max_entries, in the order loads read them (each_live), stay:
                 # the first entry past them (a walk of the entries_created_key index, no
                 # sort), then every entry from it on, down the same index.
@@ -325,12 +370,13 @@ class SQLiteStore:
             return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
 
     def purge(self, now: float) -> int:
-        """Delete every expired entry; returns how many."""
+        """Delete every expired entry (and every one stored in the future: see the
+        class); returns how many."""
         with self._connection() as conn:
             if self.read_only:
                 return 0
-            return conn.execute("DELETE FROM entries WHERE expires IS NOT NULL AND "
-                                "expires <= ?", (now,)).rowcount
+            return conn.execute(f"DELETE FROM entries WHERE {_DEAD}",
+                                (now, now + AHEAD_S)).rowcount
 
     def vacuum(self, now: float) -> int:
         """Purge expired entries, then rebuild the file to return the space to the disk.
@@ -359,8 +405,9 @@ class SQLiteStore:
         ``created`` index: no sort of the table): a caller building its own structure
         holds one row at a time, not all of them. The connection stays borrowed until
         the iterator ends or is closed (``contextlib.closing``)."""
-        where = "(expires IS NULL OR expires > ?)"
-        params: tuple[Any, ...] = (now,)
+        # Stored at most AHEAD_S after now (see the class): a range of the created index.
+        where = "created <= ? AND (expires IS NULL OR expires > ?)"
+        params: tuple[Any, ...] = (now + AHEAD_S, now)
         with self._connection() as conn:
             if scope is not None and self._scoped:  # a file without the column: all NULL
                 where += " AND (scope IS NULL OR scope = ?)"

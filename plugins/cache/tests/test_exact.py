@@ -176,7 +176,8 @@ async def test_an_answer_without_logprobs_never_answers_a_request_for_them(
 async def test_memory_ttl_on_an_injected_clock() -> None:
     """The memory level honours the TTL of the request's content type."""
     clock = ManualClock()
-    cache = ExactCache(CacheOptions(ttl={"default": 5, "tools": 100}), clock=clock)
+    cache = ExactCache(CacheOptions(ttl={"default": 5, "tools": 100}), clock=clock,
+                       monotonic=clock)
     await cache.aieng_cache_store(ask("hi"), Completion(text="a"))
     clock.now += 5
     assert await cache.aieng_cache_lookup(ask("hi")) is None
@@ -190,11 +191,12 @@ async def test_hit_in_sqlite_is_promoted_to_memory_with_its_remaining_ttl(
     clock = ManualClock()
     path = tmp_path / "c.db"
     writer = ExactCache(CacheOptions(memory=False, sqlite=str(path), ttl={"default": 100}),
-                        clock=clock)
+                        clock=clock, monotonic=clock)
     await writer.aieng_cache_store(ask("hi"), Completion(text="a"))
     await writer.aclose()
     clock.now += 60
-    cache = ExactCache(CacheOptions(sqlite=str(path), ttl={"default": 100}), clock=clock)
+    cache = ExactCache(CacheOptions(sqlite=str(path), ttl={"default": 100}), clock=clock,
+                       monotonic=clock)
     assert await cache.aieng_cache_lookup(ask("hi")) is not None
     assert await cache.aieng_cache_lookup(ask("hi")) is not None
     assert cache.stats.hits == {"sqlite": 1, "memory": 1}

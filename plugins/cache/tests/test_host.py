@@ -128,7 +128,7 @@ def test_entries_stored_at_the_same_time_load_by_key(tmp_path: Path,
     store.put("old", "v", kind="chat", now=1.0)
     for key in order:
         store.put(key, "v", kind="chat", now=2.0)
-    assert [row.key for row in store.live(0.0, limit=2)] == ["c", "b"]
+    assert [row.key for row in store.live(2.0, limit=2)] == ["c", "b"]
     store.close()
 
 
@@ -140,7 +140,7 @@ def test_the_bound_evicts_ties_as_loads_drop_them(tmp_path: Path, order: list[st
     store.put("old", "v", kind="chat", now=1.0)
     for key in order:
         store.put(key, "v", kind="chat", now=2.0)
-    assert [row.key for row in store.live(0.0, limit=5)] == ["c", "b"]
+    assert [row.key for row in store.live(2.0, limit=5)] == ["c", "b"]
     store.close()
 
 

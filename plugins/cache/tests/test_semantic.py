@@ -103,7 +103,8 @@ async def test_expired_entries_miss_on_an_injected_clock() -> None:
     """An entry past its content type's TTL is neither an exact nor a semantic hit."""
     clock = ManualClock()
     cache = SemanticCache(SemanticOptions(threshold=0.8, ttl={"default": 10}),
-                          embedder=HashEmbedder().aieng_embed, clock=clock)
+                          embedder=HashEmbedder().aieng_embed, clock=clock,
+                          monotonic=clock)
     await cache.aieng_cache_store(ask(PROMPT), Completion(text="a"))
     clock.now += 9.99
     assert await cache.aieng_cache_lookup(ask(PROMPT + " please")) is not None

@@ -3,6 +3,7 @@ goes back, expiry under concurrent calls."""
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 import sys
@@ -11,8 +12,9 @@ from typing import Any
 
 import anyio
 import pytest
-from aieng_cache import CacheOptions, ExactCache, SQLiteLevel, SQLiteStore
+from aieng_cache import CacheOptions, ExactCache, SemanticOptions, SQLiteLevel, SQLiteStore
 from aieng_hookspecs.types import Completion, Message, Request
+from structlog.testing import capture_logs
 
 from aieng_core.testing import ManualClock
 
@@ -75,10 +77,47 @@ async def test_a_locked_file_names_the_file(tmp_path: Path) -> None:
     await cache.aclose()
 
 
+async def test_a_lock_held_past_the_busy_timeout_names_the_limit_and_the_option(
+        tmp_path: Path) -> None:
+    """The busy timeout was fixed (5 s) and its error said "database is locked" only; it
+    is an option (``sqlite_busy_timeout``, seconds), and the error names the limit, its
+    value and the option that raises it."""
+    path = tmp_path / "cache.db"
+    cache = sqlite_only(path, ManualClock(), sqlite_busy_timeout=0)
+    level = cache.levels[0]
+    assert isinstance(level, SQLiteLevel) and level.store.busy_timeout == 0
+    await cache.aieng_cache_store(ask("first"), Completion(text="a"))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # holds the write lock
+    try:
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            await cache.aieng_cache_store(ask("second"), Completion(text="b"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await cache.aclose()
+    assert "database is locked" in str(caught.value)
+    assert "busy timeout (0 s)" in str(caught.value)
+    assert "sqlite_busy_timeout" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [-1, math.nan, math.inf, "5s", True])
+def test_a_busy_timeout_that_is_no_finite_number_of_seconds_is_refused(value: object) -> None:
+    """Both caches' busy timeouts (and the store's own) are finite seconds of at least 0:
+    anything else is refused naming the option."""
+    with pytest.raises(ValueError, match="sqlite_busy_timeout must be a finite number"):
+        CacheOptions(sqlite="c.db", sqlite_busy_timeout=value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="file_busy_timeout must be a finite number"):
+        SemanticOptions(path="s.db", file_busy_timeout=value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="busy_timeout must be a finite number"):
+        SQLiteStore(":memory:", busy_timeout=value)  # type: ignore[arg-type]
+
+
 _WRITER = """
 import sys, anyio
-from aieng_cache import CacheOptions, ExactCache, SQLiteLevel, SQLiteStore
+from aieng_cache import CacheOptions, ExactCache, SemanticOptions, SQLiteLevel, SQLiteStore
 from aieng_hookspecs.types import Completion, Message, Request
+from structlog.testing import capture_logs
 
 async def main() -> None:
     cache = ExactCache(CacheOptions(memory=False, sqlite=sys.argv[1]))
@@ -106,23 +145,70 @@ async def test_two_processes_write_one_file_and_each_reads_the_other(tmp_path: P
     await cache.aclose()
 
 
-async def test_a_clock_going_back_keeps_entries_and_they_still_expire(tmp_path: Path) -> None:
-    """A clock that jumps back (NTP) makes no entry unreadable: one stored before is
-    served until the clock passes its expiry again, one stored after lives its TTL by the
-    clock's new time."""
+async def test_a_clock_going_back_keeps_no_entry_past_its_ttl(tmp_path: Path) -> None:
+    """A wall clock set back an hour (an NTP step, a VM resumed) kept an entry stored just
+    before an hour past its 60 s TTL (its expiry, by the new time, an hour away). A row
+    stored "in the future" is now a miss (deleted, stored again on the next answer); one
+    stored after the step lives its TTL by the clock's new time; nothing fails."""
     clock = ManualClock()
     cache = sqlite_only(tmp_path / "c.db", clock, ttl={"default": 60})
     await cache.aieng_cache_store(ask("hi"), Completion(text="hello"))
-    clock.now -= 3600
+    clock.now += 10
     assert await cache.aieng_cache_lookup(ask("hi")) is not None
+    clock.now -= 3600
+    assert await cache.aieng_cache_lookup(ask("hi")) is None
+    level = cache.levels[0]
+    assert isinstance(level, SQLiteLevel) and level.store.count() == 0  # deleted as read
+    await cache.aieng_cache_store(ask("hi"), Completion(text="again"))
     await cache.aieng_cache_store(ask("later"), Completion(text="x"))
     clock.now += 59
+    found = await cache.aieng_cache_lookup(ask("hi"))
+    assert found is not None and found.text == "again"
     assert await cache.aieng_cache_lookup(ask("later")) is not None
     clock.now += 2
     assert await cache.aieng_cache_lookup(ask("later")) is None
-    assert await cache.aieng_cache_lookup(ask("hi")) is not None
-    clock.now += 3600
     assert await cache.aieng_cache_lookup(ask("hi")) is None
+    await cache.aclose()
+
+
+async def test_a_clock_going_forward_expires_what_is_due_and_says_so(tmp_path: Path) -> None:
+    """A wall clock set forward a day expires the file's entries by the new time (other
+    processes read the same clock), logging the step (``cache.clock_step``) rather than
+    wiping silently; the memory level counts on the monotonic clock and keeps its own."""
+    wall, mono = ManualClock(), ManualClock(50.0)
+    cache = ExactCache(CacheOptions(sqlite=str(tmp_path / "c.db"), ttl={"default": 60}),
+                       clock=wall, monotonic=mono)
+    await cache.aieng_cache_store(ask("hi"), Completion(text="hello"))
+    wall.now += 86_400
+    mono.now += 1
+    with capture_logs() as logs:
+        found = await cache.aieng_cache_lookup(ask("hi"))
+    assert found is not None and cache.stats.hits == {"memory": 1}
+    steps = [entry for entry in logs if entry["event"] == "cache.clock_step"]
+    assert len(steps) == 1 and steps[0]["step_s"] == 86_399.0
+    assert cache.memory is not None
+    cache.memory.clear()
+    assert await cache.aieng_cache_lookup(ask("hi")) is None  # the file's entry: expired
+    await cache.aclose()
+
+
+async def test_the_bound_keeps_new_entries_after_the_clock_went_back(tmp_path: Path) -> None:
+    """With ``sqlite_max_entries``, entries stored before the clock went back were the
+    newest by their time: each store past the bound deleted itself (the oldest), and
+    nothing new was kept until the clock caught up. Rows stored in the future are dead and
+    go first; the new entries stay and answer."""
+    clock = ManualClock()
+    cache = sqlite_only(tmp_path / "c.db", clock, sqlite_max_entries=2)
+    for i in range(2):
+        clock.now += 1
+        await cache.aieng_cache_store(ask(f"before {i}"), Completion(text="old"))
+    clock.now -= 3600
+    for i in range(2):
+        clock.now += 1
+        await cache.aieng_cache_store(ask(f"after {i}"), Completion(text=f"new {i}"))
+    for i in range(2):
+        found = await cache.aieng_cache_lookup(ask(f"after {i}"))
+        assert found is not None and found.text == f"new {i}"
     await cache.aclose()
 
 

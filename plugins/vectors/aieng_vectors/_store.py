@@ -37,6 +37,20 @@ _OVERSAMPLE = 4
 # single index call pays for the whole graph (50k x 384 takes ~50 s on two cores, past
 # the kernel's default 30 s per hook call).
 _CATCH_UP = 2048
+# Seconds between two looks at whether the caller waiting for the store's lock left.
+_POLL_S = 0.05
+
+
+def _stop_if_cancelled() -> None:
+    """Raise the cancellation of the task waiting for this worker thread, if it was
+    cancelled (``anyio.to_thread.run_sync`` delivers it only once the thread returns). A
+    no-op outside anyio's worker threads (a direct call)."""
+    from anyio.from_thread import check_cancelled
+
+    try:
+        check_cancelled()
+    except RuntimeError:  # not in a thread anyio started: nobody to be cancelled by
+        return
 
 
 def unit_rows(raw: Any, count: int, ids: Sequence[str] = ()) -> Any:
@@ -171,11 +185,22 @@ class VectorStore:
         return (self._hnsw is not None and not self._waiting
                 and self._count >= self.options.exact_below)
 
+    def _take_lock(self) -> None:
+        """Take the store's lock, waiting for it in steps: a caller that left meanwhile
+        (a host's deadline while another thread flushes or loads a large index) ends the
+        wait with its cancellation, instead of waiting out the other thread's work."""
+        lock = self.lock
+        while not lock.acquire(timeout=_POLL_S):
+            _stop_if_cancelled()
+
     def document(self, doc_id: str) -> Document | None:
         """The stored document with this id."""
-        with self.lock:
+        self._take_lock()
+        try:
             row = self._rows.get(doc_id)
             return None if row is None else self._docs[row]
+        finally:
+            self.lock.release()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -190,7 +215,8 @@ class VectorStore:
         if len(latest) != len(documents):  # one id twice in a batch: the last one wins
             keep = sorted(latest.values())
             documents, vectors = [documents[i] for i in keep], vectors[keep]
-        with self.lock:
+        self._take_lock()
+        try:
             self._check_open()
             self._check_writable()
             self._check_dim(vectors.shape[1])
@@ -201,6 +227,8 @@ class VectorStore:
             self._apply_upsert(documents, vectors)
             self._after_write(catch_up=max(_CATCH_UP, 4 * len(documents)))
             return len(documents)
+        finally:
+            self.lock.release()
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id; unknown ids are ignored.
@@ -209,7 +237,8 @@ class VectorStore:
         :raises TypeError: for a lone string (one id is ``[id]``, not its characters).
         """
         wanted = listed(ids)
-        with self.lock:
+        self._take_lock()
+        try:
             self._check_open()
             self._check_writable()
             present = list(dict.fromkeys(i for i in wanted if i in self._rows))
@@ -220,6 +249,8 @@ class VectorStore:
             self._apply_delete(present)
             self._after_write(catch_up=max(_CATCH_UP, 4 * len(present)))
             return len(present)
+        finally:
+            self.lock.release()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -418,7 +449,8 @@ class VectorStore:
         Ties are broken by document id, so equal inputs give equal outputs.
         """
         query = _unit_query(raw_query)
-        with self.lock:
+        self._take_lock()
+        try:
             if self._count == 0 or k < 1:  # k = 0 asks for nothing (as in bm25)
                 return []
             if query.shape[0] != self.dim:
@@ -443,6 +475,8 @@ class VectorStore:
             else:
                 rows = self._hnsw_candidates(query, k, allowed)
             return self._rank(query, rows, k)
+        finally:
+            self.lock.release()
 
     def _search_graph(self, query: Any, k: int) -> list[tuple[Document, float]]:
         """The unfiltered HNSW search, on a short path: what ``_rank`` gives for the

@@ -249,6 +249,7 @@ async def test_close_during_a_load_releases_the_folder(hashing_embedder: Any,
     import threading
 
     import anyio
+    import anyio.lowlevel
     import anyio.to_thread
     from aieng_vectors._store import VectorStore
 
@@ -278,7 +279,11 @@ async def test_close_during_a_load_releases_the_folder(hashing_embedder: Any,
         group.start_soon(load)
         await anyio.to_thread.run_sync(entered.wait, 10)
         group.start_soon(index.aclose)
-        await anyio.sleep(0.05)
+        for _ in range(1000):  # until aclose has begun (it waits for the load next)
+            if index._closed:
+                break
+            await anyio.lowlevel.checkpoint()
+        assert index._closed
         release.set()
     monkeypatch.setattr(VectorStore, "open", real_open)
     reopened = index_with(hashing_embedder, path=path)
