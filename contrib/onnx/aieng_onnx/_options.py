@@ -94,7 +94,8 @@ class MiniLMOnnxOptions:
         ``batching`` says); 1 (default): off, each call encodes alone. A call of
         ``max_batch`` texts or more runs alone. fp32 vectors do not depend on it; int8
         ones do (activations are quantized per forward pass; README, "int8 and batches").
-    :param max_wait_ms: how long a batch waits for more calls after its first.
+    :param max_wait_ms: how long a batch waits for more calls after its first, in
+        milliseconds (0 to 10000; a full batch goes at once).
     :param share: one ONNX Runtime session per process (the default): components of this
         process on the same ONNX file, ``providers`` and ``intra_op_threads`` share it
         (each keeps its own tokenizer and settings); ``false`` opens a private one.

@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -329,24 +329,37 @@ class OnnxEncoder:
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return pooled / norms  # type: ignore[no-any-return]
 
-    def encode(self, texts: Sequence[str]) -> Vectors:
+    def encode(self, texts: Sequence[str],
+               checkpoint: Callable[[], None] | None = None) -> Vectors:
         """One L2-normalized mean-pooled vector per text, in input order; at most
-        ``chunk`` texts are tokenized and padded at once."""
+        ``chunk`` texts are tokenized and padded at once. ``checkpoint`` is called before
+        each slice and each forward pass, and raises to stop the call there (its caller
+        is gone: the passes not started are not run, and the lock is free for the next
+        call)."""
         import numpy as np
 
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), self.chunk):
+            if checkpoint is not None:
+                checkpoint()
             stop = min(start + self.chunk, len(texts))
-            self._encode_into(out[start:stop], texts[start:stop])
+            self._encode_into(out[start:stop], texts[start:stop], checkpoint)
         return out
 
-    def _encode_into(self, out: Vectors, texts: Sequence[str]) -> None:
+    def _encode_into(self, out: Vectors, texts: Sequence[str],
+                     checkpoint: Callable[[], None] | None = None) -> None:
         # The vectors of ``texts`` (one slice of a call) written into ``out``, a view.
         batches = self.batches(texts)
+
+        def pooled(feed: dict[str, Any]) -> Vectors:
+            if checkpoint is not None:
+                checkpoint()
+            return self._pooled(feed)
+
         with self.lock:
             if self.workers == 1 or len(batches) == 1:
                 for rows, feed in batches:
-                    out[rows] = self._pooled(feed)
+                    out[rows] = pooled(feed)
             else:
                 if self._pool is None or self._pool_pid != os.getpid():
                     # A pool made before an os.fork() has no threads in the child: its
@@ -357,10 +370,11 @@ class OnnxEncoder:
                     self._pool_pid = os.getpid()
                 # The costliest passes (most padded tokens) first, so the last ones to
                 # start are short; map() yields in submission order, and each batch
-                # writes its own rows.
+                # writes its own rows. A checkpoint that raises fails its pass; map()
+                # then cancels the passes not started.
                 batches.sort(key=lambda batch: batch[1]["input_ids"].size, reverse=True)
                 for (rows, _), vectors in zip(
-                        batches, self._pool.map(self._pooled, [f for _, f in batches]),
+                        batches, self._pool.map(pooled, [f for _, f in batches]),
                         strict=True):
                     out[rows] = vectors
 

@@ -138,6 +138,39 @@ async def assert_same_greedy(backend: SmolLM2Backend, reference: SmolLM2Backend,
                                [t.logprob for t in expected.logprobs], atol=atol)
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_deadline_ends_a_generation_within_one_pass(
+        ort_chain: SmolLM2OnnxBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host's deadline landing in an ONNX Runtime forward pass, inside a step that has
+    released no text yet (the chain held back as a possible stop string), ends the call;
+    the worker thread runs no other pass, and the next request is served (synchronised
+    on events, not sleeps)."""
+    import threading
+
+    from aieng_transformers._causal import Generation
+    from aieng_transformers.testing import PassGate, cancel_when
+
+    lm = ort_chain.load()
+    gate = PassGate(lm.model)
+    monkeypatch.setattr(lm, "model", gate)
+    returned = threading.Event()
+    step = Generation.step
+
+    def signalled(generation: Generation) -> Any:
+        try:
+            return step(generation)
+        finally:
+            returned.set()
+
+    monkeypatch.setattr(Generation, "step", signalled)
+    held_back = ask(stop=(CHAIN_TEXT + "!",))
+    await cancel_when(gate.entered, lambda: ort_chain.aieng_generate(held_back))
+    gate.release.set()
+    assert await anyio.to_thread.run_sync(returned.wait, 30.0)
+    assert gate.passes == 1
+    assert (await generate(ort_chain, held_back)).text == CHAIN_TEXT
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=FIXTURES)
 @given(words=PROMPT_WORDS, max_tokens=st.integers(1, 24))
 async def test_greedy_tokens_equal_torch(ort_random: SmolLM2OnnxBackend,

@@ -6,7 +6,8 @@ import importlib
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from aieng_hookspecs import build_lock, hookimpl, user_cache_dir
 from ._cache import EngineCache, engine_cache_key, external_data_digests, onnx_digest
 from ._engine import EngineBuildError, EngineRunner, build_engine
 from ._options import TensorRTOptions
-from ._profile import ShapeProfile, batches, token_limit
+from ._profile import ShapeProfile, batches
 from ._runtime import compute_capability, device_name, require_cuda, require_tensorrt
 
 __all__ = ["MiniLMTensorRT", "check_positions", "open_tokenizer", "tokenizer_file"]
@@ -55,6 +56,9 @@ def check_positions(options: TensorRTOptions) -> None:
 
     :raises ValueError: naming ``seq``, the limit and the config it came from.
     """
+    # aieng-onnx's rule (the one copy): the export this engine builds from is its.
+    from aieng_onnx._embedder import token_limit
+
     config_file = Path(options.onnx_path).expanduser().parent / "config.json"
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -69,18 +73,19 @@ def check_positions(options: TensorRTOptions) -> None:
                          f"texts are truncated)")
 
 
-def _clean(text: str) -> str:
-    # Lone surrogates cannot be encoded as UTF-8, and the tokenizer refuses them.
-    if not isinstance(text, str):
-        raise TypeError(f"minilm-trt embeds strings, got {type(text).__name__}: {text!r:.80}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
-    return text
+def _cleaned(texts: Sequence[str]) -> list[str]:
+    # Lone surrogates cannot be encoded as UTF-8, and the tokenizer refuses them: the
+    # encoders' own cleaner (aieng-transformers', which aieng-onnx's uses) makes them U+FFFD.
+    from aieng_transformers._text import clean
+
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(
+                f"minilm-trt embeds strings, got {type(text).__name__}: {text!r:.80}")
+    return [clean(text) for text in texts]
 
 
-#: The most texts tokenized and ordered by length at once (as aieng-onnx's encoder).
+#: The most texts tokenized and ordered by length at once (aieng-onnx's ``ENCODE_CHUNK``).
 ENCODE_CHUNK = 4096
 
 
@@ -92,12 +97,14 @@ class _Loaded:
         self.lock = threading.Lock()
         self._width: int | None = None
 
-    def encode(self, texts: Sequence[str]) -> Any:
+    def encode(self, texts: Sequence[str],
+               checkpoint: Callable[[], None] | None = None) -> Any:
         """Unit vectors of ``texts``, in their order (a ``(len(texts), width)`` float32
         array; ``(0, width)`` for no texts, as the other encoders give). Up to
         :data:`ENCODE_CHUNK` texts are tokenized at once and run longest first, so that
         each batch pads to texts of about its own length (one long text no longer pads a
-        batch of short ones)."""
+        batch of short ones). ``checkpoint`` is called before each batch and raises to
+        stop the call there (its caller is gone: the lock is free for the next call)."""
         torch = self.torch
         result: Any = None
         with self.lock, torch.inference_mode():
@@ -107,10 +114,12 @@ class _Loaded:
                 return torch.empty((0, self._width), dtype=torch.float32).numpy()
             for start in range(0, len(texts), ENCODE_CHUNK):
                 part = texts[start:start + ENCODE_CHUNK]
-                encodings = self.tokenizer.encode_batch([_clean(text) for text in part])
+                encodings = self.tokenizer.encode_batch(_cleaned(part))
                 order = sorted(range(len(part)), key=lambda i: len(encodings[i].ids),
                                reverse=True)
                 for rows in batches(len(order), self.profile):
+                    if checkpoint is not None:
+                        checkpoint()
                     chosen = [order[i] for i in rows]
                     pooled = self._pooled([encodings[i] for i in chosen])
                     if result is None:
@@ -275,6 +284,14 @@ class MiniLMTensorRT:
                             f"{type(texts).__name__}: wrap it in a list ({texts!r:.40})")
         if not texts:  # nothing to embed: no engine to load (or build, for minutes)
             return []
+        from aieng_transformers._batching import stop_when
+
         loaded = await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
-        return await anyio.to_thread.run_sync(loaded.encode, list(texts),
-                                              abandon_on_cancel=True)
+        # The thread stops at its next batch once this caller stops waiting (a deadline):
+        # it cannot be killed, and would otherwise run every batch holding the lock.
+        gone = threading.Event()
+        try:
+            return await anyio.to_thread.run_sync(
+                partial(loaded.encode, list(texts), stop_when(gone)), abandon_on_cancel=True)
+        finally:
+            gone.set()

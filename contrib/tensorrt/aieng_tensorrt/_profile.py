@@ -6,27 +6,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["ShapeProfile", "batches", "token_limit"]
-
-#: Encoders whose position ids start after the padding id (transformers'
-#: ``create_position_ids_from_input_ids``): their ``max_position_embeddings`` counts that
-#: offset, so RoBERTa's 514 positions hold 512 tokens (as aieng-onnx's ``minilm-onnx``).
-_PADDING_OFFSET_TYPES = frozenset({
-    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "longformer",
-    "data2vec-text", "xmod", "roberta-prelayernorm", "ibert", "luke", "esm"})
-
-
-def token_limit(config: dict[str, Any]) -> int | None:
-    """The most tokens a text may have for the encoder of ``config`` (its ``config.json``:
-    ``max_position_embeddings``, less RoBERTa-style encoders' padding offset), or ``None``
-    when the config does not say."""
-    limit = config.get("max_position_embeddings")
-    if not isinstance(limit, int) or isinstance(limit, bool):
-        return None
-    if config.get("model_type") in _PADDING_OFFSET_TYPES:
-        pad = config.get("pad_token_id")
-        limit -= (pad if isinstance(pad, int) and not isinstance(pad, bool) else 1) + 1
-    return max(limit, 1)
+__all__ = ["ShapeProfile", "batches"]
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:

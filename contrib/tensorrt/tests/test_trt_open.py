@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aieng_tensorrt
+import anyio
 import numpy as np
 import pytest
 import torch
@@ -421,6 +422,34 @@ async def test_one_string_is_refused_not_embedded_per_character(model_dir: Path)
     with pytest.raises(TypeError, match="sequence of strings"):
         await embedder.aieng_embed("the cat", None)
     vectors = await embedder.aieng_embed(["the cat"], None)
+    assert vectors.shape == (1, 6)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_deadline_ends_an_embed_call_within_one_batch(
+        model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host's deadline landing in the first of five engine runs of an ``aieng_embed``
+    call ends the call, and its worker thread (which cannot be killed) runs no other
+    batch: the lock is free and the next call is served (synchronised on events)."""
+    from aieng_transformers.testing import PassGate, cancel_when
+    from tokenizers import Tokenizer
+
+    embedder = MiniLMTensorRT(TensorRTOptions(onnx_path=str(model_dir / "model.onnx")))
+    runner = _TableRunner()
+    gate = PassGate(runner.run)
+    monkeypatch.setattr(runner, "run", gate)
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    loaded = _Loaded(runner, tokenizer, torch,  # type: ignore[arg-type]
+                     ShapeProfile(1, 2, 4, 1, 8, 16))
+    embedder._loaded = loaded
+    texts = ["the cat sat on a mat"] * 20
+    await cancel_when(gate.entered, lambda: embedder.aieng_embed(texts, None))
+    gate.release.set()
+    assert await anyio.to_thread.run_sync(loaded.lock.acquire, True, 30.0)
+    loaded.lock.release()
+    assert gate.passes == 1
+    vectors = await embedder.aieng_embed(["dog"], None)
     assert vectors.shape == (1, 6)
 
 

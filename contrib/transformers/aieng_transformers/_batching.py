@@ -2,18 +2,23 @@
 
 A caller :meth:`Batcher.submit` s an item and waits on an ``anyio.Event``; the batcher
 thread takes the first waiting item, gathers more until the batch holds ``max_batch``
-units or ``max_wait_ms`` has passed since it took the first, runs the batch (a blocking
-function of the whole list: one padded forward pass, one batched decode), and wakes each
-caller in its own event loop (``anyio.from_thread.run_sync`` with the loop's token) with
-its own result or its own error.
+units or ``max_wait_ms`` has passed since it took the first (on the monotonic clock: a
+wall clock set back or forward neither holds a batch open nor closes it early), runs the
+batch (a blocking function of the whole list: one padded forward pass, one batched
+decode), and wakes each caller in its own event loop with its own result or its own
+error. The wake-up is posted to the caller's loop without waiting for it to run: a
+caller's loop that is busy, blocked or shutting down delays that caller only, never the
+next batch (waiting for it would leave every other caller waiting, for ever when the
+loop has stopped).
 
 - **Errors**: when the batch function raises, each item of the batch is run again alone,
   so a bad item fails its own caller only (items whose caller stopped waiting meanwhile
   are not rerun); the function may also return an exception in an item's place.
 - **Cancellation**: a caller that stops waiting (cancelled, timed out) marks its ticket;
   a ticket not yet run is dropped from its batch, one being run may watch
-  :attr:`Ticket.cancelled` (a batched decode drops the row) and its result is discarded.
-  The other callers of the batch are not affected.
+  :attr:`Ticket.cancelled` (a batched decode drops the row; an embedding batch stops
+  between passes once all its callers are gone: :func:`stop_when`) and its result is
+  discarded. The other callers of the batch are not affected.
 - **Lifecycle**: the thread starts on the first submit (components start it when their
   pipeline opens) and :meth:`Batcher.stop` ends it after the batches in hand (the
   components stop it when their pipeline closes); items still queued then fail with
@@ -26,7 +31,10 @@ blocking anyway.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +46,8 @@ import anyio.lowlevel
 import attrs
 import structlog
 
-__all__ = ["Batcher", "EmbedBatcher", "Ticket", "checked_texts"]
+__all__ = ["Abandoned", "Batcher", "Checkpoint", "EmbedBatcher", "Ticket", "checked_texts",
+           "stop_when"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,6 +60,47 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: What blocking work calls between its steps (forward passes): returns, or raises
+#: :class:`Abandoned` to end the work because nobody waits for it any more.
+Checkpoint = Callable[[], None]
+
+
+class Abandoned(RuntimeError):
+    """Raised in a worker thread by work whose callers have all stopped waiting (cancelled,
+    timed out): nobody reads its result, so it stops between two steps instead of running
+    to its end holding the model's lock."""
+
+
+def stop_when(*flags: threading.Event) -> Checkpoint:
+    """A :data:`Checkpoint` raising :class:`Abandoned` once every one of ``flags`` is set
+    (each set by a caller that stopped waiting)."""
+
+    def checkpoint() -> None:
+        if all(flag.is_set() for flag in flags):
+            raise Abandoned("every caller of this work stopped waiting for it")
+
+    return checkpoint
+
+
+def _waker() -> Callable[..., object]:
+    # The running event loop's way to schedule a call from another thread without waiting
+    # for it (``anyio.from_thread.run_sync`` waits until the loop has run it); called in
+    # the loop's thread.
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:  # not asyncio
+        pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        soon: Callable[..., object] = trio.lowlevel.current_trio_token().run_sync_soon
+        return soon
+    token = anyio.lowlevel.current_token()  # pragma: no cover - no other anyio backend
+
+    def waiting(func: Callable[..., object], *args: object) -> object:  # pragma: no cover
+        return anyio.from_thread.run_sync(func, *args, token=token)
+
+    return waiting  # pragma: no cover
+
 
 @attrs.define(eq=False)
 class Ticket(Generic[T, R]):
@@ -62,7 +112,8 @@ class Ticket(Generic[T, R]):
 
     item: T
     size: int
-    token: Any
+    #: Schedules a call in the caller's event loop from another thread, without waiting.
+    wake: Callable[..., object]
     done: anyio.Event
     #: Set when the caller stopped waiting: skip or abandon the item.
     cancelled: threading.Event = attrs.field(factory=threading.Event)
@@ -86,8 +137,9 @@ class Batcher(Generic[T, R]):
     def __init__(self, work: Work[T, R], *, max_batch: int, max_wait_ms: float, name: str) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
-        if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be at least 0, not {max_wait_ms}")
+        if not 0 <= max_wait_ms < math.inf:  # NaN too: it fails every comparison
+            raise ValueError(f"max_wait_ms must be a finite number of milliseconds, at least "
+                             f"0, not {max_wait_ms}")
         self._work = work
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
@@ -135,7 +187,7 @@ class Batcher(Generic[T, R]):
 
         :raises BaseException: the error the batch function gave this item.
         """
-        ticket: Ticket[T, R] = Ticket(item, size, anyio.lowlevel.current_token(), anyio.Event())
+        ticket: Ticket[T, R] = Ticket(item, size, _waker(), anyio.Event())
         # Started and queued under the lock: a stop() (a close, in a worker thread) between
         # the two would end the thread before the ticket is queued, and leave its caller
         # waiting forever. Now the ticket is queued ahead of the stop's wake-up (and run or
@@ -202,6 +254,8 @@ class Batcher(Generic[T, R]):
                     f"results for {len(tickets)} items"
                 )
         except Exception as error:  # noqa: BLE001 - delivered to the callers below
+            if all(ticket.cancelled.is_set() for ticket in tickets):
+                return  # nobody waits (the work may have stopped for that: Abandoned)
             if len(tickets) == 1:
                 results = [error]
             else:
@@ -239,13 +293,15 @@ class Batcher(Generic[T, R]):
 
     @staticmethod
     def _wake(tickets: list[Ticket[T, R]]) -> None:
-        # One call into each caller's event loop per batch, not one per ticket.
+        # One call into each caller's event loop per batch, not one per ticket; posted,
+        # not waited for: a loop that is slow to run it (busy, blocked, stopped without
+        # being closed) must not hold up the next batch, nor the other loops' callers.
         loops: dict[Any, list[Ticket[T, R]]] = {}
-        for ticket in tickets:  # tokens of one event loop compare equal
-            loops.setdefault(ticket.token, []).append(ticket)
-        for token, group in loops.items():
+        for ticket in tickets:  # one loop's bound scheduling methods compare equal
+            loops.setdefault(ticket.wake, []).append(ticket)
+        for wake, group in loops.items():
             try:
-                anyio.from_thread.run_sync(_set_all, group, token=token)
+                wake(_set_all, group)
             except RuntimeError:  # that caller's event loop has ended: nobody waits
                 continue
 
@@ -280,12 +336,14 @@ class EmbedBatcher(Batcher[list[str], "Vectors"]):
     one list (one tokenizer call, the encoder's own passes over all of them) and each
     caller gets its own rows, copied out of the batch's array.
 
-    :param encode: blocking: texts in, one row per text out, in order.
+    :param encode: blocking: texts in, one row per text out, in order; it calls its
+        :data:`Checkpoint` before each pass, which stops it once every caller of the
+        batch has stopped waiting.
     """
 
     def __init__(
         self,
-        encode: Callable[[list[str]], Vectors],
+        encode: Callable[[list[str], Checkpoint], Vectors],
         *,
         max_batch: int,
         max_wait_ms: float,
@@ -297,7 +355,8 @@ class EmbedBatcher(Batcher[list[str], "Vectors"]):
         self._encode = encode
 
     def _encode_batch(self, tickets: Sequence[Ticket[list[str], Vectors]]) -> list[Vectors]:
-        vectors = self._encode([text for ticket in tickets for text in ticket.item])
+        vectors = self._encode([text for ticket in tickets for text in ticket.item],
+                               stop_when(*(ticket.cancelled for ticket in tickets)))
         out: list[Vectors] = []
         start = 0
         for ticket in tickets:

@@ -66,7 +66,9 @@ _MASK_LIMIT = 256
 #: Greedy tests this many of the model's favourite tokens before masking the vocabulary.
 _FIRST_TRIES = 8
 # Seconds of matching one request's regex outside the automaton's subset may take in all:
-# a backreference or lookaround pattern can backtrack exponentially on the text.
+# a backreference or lookaround pattern can backtrack exponentially on the text. Counted
+# in the matching thread's CPU time: the wall time a thread waits on a busy machine (for
+# the GIL, for a core) or a VM spends paused is no matching, and spent no budget.
 _REGEX_BUDGET_S = 10.0
 _texts_lock = threading.Lock()
 
@@ -116,8 +118,9 @@ class RegexConstraint:
     nothing may follow. Any other pattern the ``regex`` package compiles (lookarounds,
     backreferences, flags…) is checked by that package's partial matching: a state is the
     text so far, a check one match over it, and the characters still needed unknown;
-    those checks share a budget of ``_REGEX_BUDGET_S`` seconds per request, after which
-    a check raises ``ValueError`` (a pattern backtracking exponentially would hang).
+    those checks share a budget of ``_REGEX_BUDGET_S`` seconds of the matching thread's
+    CPU time per request, after which a check raises ``ValueError`` (a pattern
+    backtracking exponentially would hang).
 
     :raises ValueError: when the pattern does not compile.
     """
@@ -152,8 +155,10 @@ class RegexConstraint:
         return self._match(state, partial=False)
 
     def _match(self, text: str, *, partial: bool) -> bool:
-        # The ``regex`` package's full match, within what is left of the budget.
-        started = time.monotonic()
+        # The ``regex`` package's full match, within what is left of the budget (the
+        # thread's CPU time: on a busy machine wall time would spend it waiting, and leave
+        # an honest pattern's later matches 1 ms each, then refused as backtracking).
+        started = time.thread_time()
         try:
             found = self._pattern.fullmatch(text, partial=partial,
                                             timeout=max(self._left, 1e-3))
@@ -163,7 +168,7 @@ class RegexConstraint:
                 "of matching (catastrophic backtracking: nested quantifiers with a "
                 "backreference or lookaround); write it without them") from None
         finally:
-            self._left -= time.monotonic() - started
+            self._left -= time.thread_time() - started
         return found is not None
 
     def complete(self, state: Any) -> bool:

@@ -6,7 +6,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -44,8 +45,10 @@ class _Encoder:
     """A loaded encoder and tokenizer; ``encode`` is blocking and serialized by a lock.
 
     Texts are tokenized in one call without padding, sorted by token count, and encoded
-    in passes of at most ``batch_size`` texts. On a BERT encoder (all-MiniLM-L6-v2 and
-    any ``model_type = "bert"`` folder) a pass is *packed*: the tokens of all its texts
+    in passes of at most ``batch_size`` texts; a ``checkpoint`` is called before each
+    pass and may raise to end the call there (its caller is gone). On a BERT encoder
+    (all-MiniLM-L6-v2 and any ``model_type = "bert"`` folder) a pass is *packed*: the
+    tokens of all its texts
     go through the linear layers as one matrix with no padding, and only attention
     groups texts of near-equal length (padded to the group's longest, padding masked).
     Other encoders run the model's own forward on each pass, padded to its longest text.
@@ -88,21 +91,28 @@ class _Encoder:
         )
         return [list(ids) for ids in encoded["input_ids"]]
 
-    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> Vectors:
+    def encode(self, texts: Sequence[str], batch_size: int | None = None,
+               checkpoint: Callable[[], None] | None = None) -> Vectors:
         """Unit vectors of ``texts`` (blocking), tokenized and encoded ``chunk`` texts at
-        a time."""
+        a time; ``checkpoint`` runs before each slice and each pass (it raises to stop)."""
         import numpy as np
 
         if len(texts) <= self.chunk:
-            return self.encode_ids(self.tokenize(texts), batch_size)
+            return self.encode_ids(self.tokenize(texts), batch_size, checkpoint)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), self.chunk):
+            if checkpoint is not None:
+                checkpoint()
             part = texts[start : start + self.chunk]
-            out[start : start + len(part)] = self.encode_ids(self.tokenize(part), batch_size)
+            out[start : start + len(part)] = self.encode_ids(self.tokenize(part), batch_size,
+                                                             checkpoint)
         return out
 
-    def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int | None = None) -> Vectors:
-        """Unit vectors of tokenized texts (blocking)."""
+    def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int | None = None,
+                   checkpoint: Callable[[], None] | None = None) -> Vectors:
+        """Unit vectors of tokenized texts (blocking); ``checkpoint`` runs before each
+        pass (it raises to stop: a caller's deadline ends the call within one pass, and
+        the lock is free for the next call)."""
         import numpy as np
         import torch
 
@@ -112,6 +122,8 @@ class _Encoder:
         size = batch_size or self.batch_size
         with self.lock, torch.inference_mode():
             for start in range(0, len(order), size):
+                if checkpoint is not None:
+                    checkpoint()
                 rows = order[start : start + size]
                 batch = [ids[i] for i in rows]
                 vectors = self._packed(batch) if self.packed else self._padded(batch)
@@ -435,8 +447,10 @@ class LoadedEncoder(Protocol):
     def dimension(self) -> int:
         """The vectors' dimension."""
 
-    def encode(self, texts: Sequence[str]) -> Vectors:
-        """Unit vectors of ``texts``, one row per text (blocking)."""
+    def encode(self, texts: Sequence[str], *,
+               checkpoint: Callable[[], None] | None = None) -> Vectors:
+        """Unit vectors of ``texts``, one row per text (blocking); ``checkpoint`` is
+        called before each forward pass and raises to stop the call there."""
 
 
 class EmbedderBase:
@@ -492,6 +506,23 @@ class EmbedderBase:
 
         return self.load().encode(checked_texts(texts))
 
+    async def _encode_in_thread(self, texts: list[str]) -> Vectors:
+        # ``encode`` in a worker thread that stops at its next pass once the caller stops
+        # waiting (a host's ``fail_after``, a cancelled request): Python cannot stop the
+        # thread, and without the checkpoint it would encode every text of the call,
+        # holding the encoder's lock while the next call waits.
+        from ._batching import stop_when
+
+        gone = threading.Event()
+        try:
+            return await anyio.to_thread.run_sync(
+                partial(self._encode_until, texts, stop_when(gone)), abandon_on_cancel=True)
+        finally:
+            gone.set()
+
+    def _encode_until(self, texts: list[str], checkpoint: Callable[[], None]) -> Vectors:
+        return self.load().encode(texts, checkpoint=checkpoint)
+
     def _dimension_without_loading(self) -> int:
         # An empty batch needs no model: its config says the width of the (0, d) answer.
         if self._encoder is not None:
@@ -509,7 +540,7 @@ class EmbedderBase:
             from ._batching import EmbedBatcher
 
             self._batcher = EmbedBatcher(
-                lambda texts: self.load().encode(texts),
+                lambda texts, checkpoint: self.load().encode(texts, checkpoint=checkpoint),
                 max_batch=self.options.max_batch,
                 max_wait_ms=self.options.max_wait_ms,
                 name=f"{self.batch_thread}-{self.model}",
@@ -553,7 +584,7 @@ class EmbedderBase:
             if self._encoder is None:
                 await anyio.to_thread.run_sync(self.load, abandon_on_cancel=True)
             return await self.batcher().submit(batch, size=len(batch))
-        return await anyio.to_thread.run_sync(self.encode, batch, abandon_on_cancel=True)
+        return await self._encode_in_thread(batch)
 
 
 class MiniLMEmbedder(EmbedderBase):

@@ -20,7 +20,8 @@ DEFAULT_GENERATE_MODEL = "SmolLM2-135M-Instruct"
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
 _device = v.and_(v.instance_of(str), v.matches_re(_DEVICE))
 _opt_str = v.optional(v.and_(v.instance_of(str), v.min_len(1)))
-_wait = v.and_(v.ge(0.0), v.le(10_000.0))
+#: The longest ``max_wait_ms`` (ten seconds: a batch held longer is a mistake).
+MAX_WAIT_MS = 10_000.0
 
 
 def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -41,7 +42,15 @@ def _milliseconds(value: object) -> object:
 
 def _number(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not isinstance(value, float):
-        raise TypeError(f"{attribute.name} must be a number, got {value!r}")
+        raise TypeError(f"{attribute.name} must be a number of milliseconds (as 5 or 2.5, "
+                        f"no unit), got {value!r}")
+
+
+def _wait(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    # ``not 0 <= value <= MAX`` also refuses NaN, which every comparison fails.
+    if not 0.0 <= value <= MAX_WAIT_MS:
+        raise ValueError(f"{attribute.name} must be from 0 to {MAX_WAIT_MS:g} milliseconds, "
+                         f"got {value!r}")
 
 
 def _int_as_float(value: object) -> object:
@@ -69,7 +78,8 @@ class MiniLMOptions:
     :param device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``xpu``.
     :param max_batch: dynamic batching: texts of concurrent ``aieng_embed`` calls
         coalesced into one padded forward pass (1: off, each call encodes alone).
-    :param max_wait_ms: how long a batch waits for more calls after its first.
+    :param max_wait_ms: how long a batch waits for more calls after its first, in
+        milliseconds (0 to 10000; a full batch goes at once).
     :param dtype: the weights' and activations' torch type: ``float32`` (the default:
         the model's own vectors), ``bfloat16`` (on a CPU with AMX, Intel Sapphire Rapids
         and later, a batched pass runs several times faster; on a CPU without bfloat16
@@ -126,7 +136,8 @@ class SmolLM2Options:
         with the same vocabulary, used instead.
     :param max_batch: dynamic batching of ``aieng_generate``: concurrent requests
         decoded together, one forward pass per step (1: off). Streams decode alone.
-    :param max_wait_ms: how long a batch waits for more requests after its first.
+    :param max_wait_ms: how long a batch waits for more requests after its first, in
+        milliseconds (0 to 10000; a full batch goes at once).
     :param dtype: the weights' and activations' torch type: ``auto`` (the default:
         float32 on the CPU, the folder's own type elsewhere), ``float32``, ``bfloat16``
         or ``float16``. On a CPU with AMX (Intel Sapphire Rapids and later) ``bfloat16``

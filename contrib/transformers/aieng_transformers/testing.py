@@ -17,6 +17,9 @@ dependencies.
   lookup, recording each attempt.
 - :func:`require_distribution`: skips a test (fails it under ``CI``) unless a shipped
   model's package is installed (pytest is imported when it is called).
+- :class:`PassGate` and :func:`cancel_when`: a host's deadline landing at a known point
+  of a model's work (inside its first forward passes), synchronised on events rather
+  than on sleeps, so a test of what a deadline stops passes on a busy machine.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import ipaddress
 import itertools
 import os
 import socket
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +47,9 @@ from transformers import (
 )
 from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
 
-__all__ = ["CHAIN_TEXT", "CHATML", "EOS_ID", "SPECIALS", "byte_id", "byte_tokenizer", "chain_llama",
-           "no_network", "random_llama", "require_distribution", "tiny_bert"]
+__all__ = ["CHAIN_TEXT", "CHATML", "EOS_ID", "SPECIALS", "PassGate", "byte_id", "byte_tokenizer",
+           "cancel_when", "chain_llama", "no_network", "random_llama", "require_distribution",
+           "tiny_bert"]
 
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 EOS_ID = 2
@@ -227,3 +232,70 @@ def no_network() -> Iterator[list[str]]:
         socket.socket.connect = real_connect  # type: ignore[method-assign]
         socket.socket.connect_ex = real_connect_ex  # type: ignore[method-assign]
         socket.getaddrinfo = real_getaddrinfo
+
+
+class PassGate:
+    """Wraps a blocking step of a model's work (a forward pass): counts its calls, and
+    holds the first ``held`` of them (one per thread that may run a pass at once) until
+    :attr:`release` is set, setting :attr:`entered` once they are all in. A test cancels
+    the call then (:func:`cancel_when`) and knows exactly which passes had started.
+
+    Other attributes are the wrapped object's, so a gate can stand in for a model
+    (``lm.model``: its calls are gated, its ``config`` read through).
+
+    :param work: the step to wrap (called with the same arguments once let through).
+    :param held: how many first calls to hold.
+    :param hang: the most seconds a held call waits for :attr:`release` (a hang guard).
+    """
+
+    def __init__(self, work: Callable[..., Any], held: int = 1, *, hang: float = 30.0) -> None:
+        self.work = work
+        self.held = held
+        self.hang = hang
+        #: Calls made so far (held ones included).
+        self.passes = 0
+        #: Set once ``held`` calls are in.
+        self.entered = threading.Event()
+        #: Set to let the held calls go on.
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "work":  # not set yet
+            raise AttributeError(name)
+        return getattr(self.work, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.passes += 1
+            number = self.passes
+        if number <= self.held:
+            if number == self.held:
+                self.entered.set()
+            self.release.wait(self.hang)
+        return self.work(*args, **kwargs)
+
+
+async def cancel_when(entered: threading.Event, call: Callable[[], Awaitable[object]], *,
+                      hang: float = 30.0) -> None:
+    """Run ``call()`` in a cancel scope cancelled, as a host's deadline
+    (``anyio.fail_after``) would cancel it, as soon as ``entered`` is set.
+
+    :raises AssertionError: when ``entered`` was not set within ``hang`` seconds, or the
+        call returned before it was cancelled.
+    """
+    import anyio
+    import anyio.to_thread
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def deadline() -> None:
+                assert await anyio.to_thread.run_sync(entered.wait, hang), \
+                    f"the work did not reach its gate in {hang} s"
+                scope.cancel()
+
+            tg.start_soon(deadline)
+            await call()
+            raise AssertionError("the call ended before its deadline")
+    assert scope.cancelled_caught

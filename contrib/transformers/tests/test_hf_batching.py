@@ -4,6 +4,7 @@ one-request passes cannot round apart where two logits nearly tie)."""
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -86,20 +87,23 @@ class Doubler:
 
 
 async def test_concurrent_calls_coalesce() -> None:
-    """Concurrent submits share batches of at most ``max_batch``; each gets its result."""
-    work = Doubler(delay=0.01)
-    batcher = Batcher(work, max_batch=8, max_wait_ms=20, name="test")
+    """Concurrent submits share batches of at most ``max_batch``; each gets its result. A
+    batch closes as soon as it is full: with a wait far longer than any scheduling delay,
+    32 calls make four full batches however slowly they arrive (a short wait would let a
+    busy machine's delays decide the batches)."""
+    work = Doubler()
+    batcher = Batcher(work, max_batch=8, max_wait_ms=60_000, name="test")
     results: dict[int, int] = {}
 
     async def call(item: int) -> None:
         results[item] = await batcher.submit(item)
 
     async with anyio.create_task_group() as tg:
-        for item in range(30):
+        for item in range(32):
             tg.start_soon(call, item)
     await anyio.to_thread.run_sync(batcher.stop)
-    assert results == {i: 2 * i for i in range(30)}
-    assert max(work.sizes) <= 8 and len(work.sizes) < 30 and sum(work.sizes) == 30
+    assert results == {i: 2 * i for i in range(32)}
+    assert work.sizes == [8, 8, 8, 8]
     assert not batcher.running
 
 
@@ -123,8 +127,16 @@ async def test_errors_reach_their_callers_only() -> None:
 
 
 async def test_a_cancelled_caller_does_not_break_the_batch() -> None:
-    """One caller cancelled while its batch runs: the others still get their results."""
-    batcher = Batcher(Doubler(delay=0.05), max_batch=4, max_wait_ms=10, name="test")
+    """One caller cancelled while its batch runs: the others still get their results
+    (the cancel lands while the batch of all four is running: no sleep decides when)."""
+    running, release = threading.Event(), threading.Event()
+
+    def work(tickets: Sequence[Ticket[int, int]]) -> list[int | BaseException]:
+        running.set()
+        release.wait(30.0)
+        return [2 * t.item for t in tickets]
+
+    batcher: Batcher[int, int] = Batcher(work, max_batch=4, max_wait_ms=60_000, name="test")
     results: dict[int, int] = {}
 
     async def call(item: int) -> None:
@@ -133,10 +145,19 @@ async def test_a_cancelled_caller_does_not_break_the_batch() -> None:
     async with anyio.create_task_group() as tg:
         for item in range(3):
             tg.start_soon(call, item)
-        with anyio.move_on_after(0.02):
+        with anyio.CancelScope() as scope:
+
+            async def cancel_once_running() -> None:
+                assert await anyio.to_thread.run_sync(running.wait, 30.0)
+                scope.cancel()
+                release.set()
+
+            tg.start_soon(cancel_once_running)
             await batcher.submit(99)
+        assert scope.cancelled_caught
     await anyio.to_thread.run_sync(batcher.stop)
     assert results == {0: 0, 1: 2, 2: 4}
+    assert (batcher.batches, batcher.items) == (1, 4)
 
 
 async def test_a_failed_batch_reruns_only_the_callers_still_waiting() -> None:
@@ -153,7 +174,9 @@ async def test_a_failed_batch_reruns_only_the_callers_still_waiting() -> None:
             raise ValueError("the batch failed")
         return [2 * t.item for t in tickets]
 
-    batcher: Batcher[int, int] = Batcher(work, max_batch=6, max_wait_ms=500, name="test")
+    # A full batch closes at once: the long wait only keeps a busy machine's delays from
+    # splitting the six calls.
+    batcher: Batcher[int, int] = Batcher(work, max_batch=6, max_wait_ms=60_000, name="test")
     scopes: dict[int, anyio.CancelScope] = {}
     results: dict[int, int] = {}
     gone: list[int] = []
@@ -184,7 +207,14 @@ async def test_a_failed_batch_reruns_only_the_callers_still_waiting() -> None:
 
 async def test_stop_fails_what_is_queued() -> None:
     """Items still queued when the batcher stops fail with RuntimeError, not hang."""
-    work = Doubler(delay=0.1)
+    started = threading.Event()
+
+    def work(tickets: Sequence[Ticket[int, int]]) -> list[int | BaseException]:
+        if not started.is_set():  # the first batch runs until the stop is asked for
+            started.set()
+            assert batcher._stopping.wait(30.0)
+        return [2 * t.item for t in tickets]
+
     batcher: Batcher[int, int] = Batcher(work, max_batch=1, max_wait_ms=0, name="test")
     outcomes: list[object] = []
 
@@ -197,8 +227,8 @@ async def test_stop_fails_what_is_queued() -> None:
     async with anyio.create_task_group() as tg:
         for item in range(3):
             tg.start_soon(call, item)
-        # the first item is being run (0.1 s), the other two wait in the queue
-        assert await anyio.to_thread.run_sync(work.started.wait, 10.0)
+        # the first item is being run (until the stop), the other two wait in the queue
+        assert await anyio.to_thread.run_sync(started.wait, 30.0)
         await anyio.to_thread.run_sync(batcher.stop)
     # The item run first (the first to arrive: trio's order varies) is answered, the two
     # still queued fail.
@@ -251,11 +281,29 @@ async def test_a_stop_racing_a_submit_never_strands_it() -> None:
 
 
 def test_bad_options() -> None:
-    """``max_batch`` < 1 and negative waits are refused by name."""
+    """``max_batch`` < 1 and negative, infinite or NaN waits are refused by name (an
+    infinite one crashed the batcher thread at its first wait, and left every caller
+    waiting; NaN closed every batch at once)."""
     with pytest.raises(ValueError, match="max_batch"):
         Batcher(Doubler(), max_batch=0, max_wait_ms=1, name="x")
-    with pytest.raises(ValueError, match="max_wait_ms"):
-        Batcher(Doubler(), max_batch=2, max_wait_ms=-1, name="x")
+    for wait in (-1, math.inf, math.nan):
+        with pytest.raises(ValueError, match="max_wait_ms must be a finite number"):
+            Batcher(Doubler(), max_batch=2, max_wait_ms=wait, name="x")
+
+
+@pytest.mark.parametrize("options", [MiniLMOptions, SmolLM2Options])
+def test_max_wait_ms_says_its_unit_and_range(options: Any) -> None:
+    """A wait that is no number of milliseconds in [0, 10000] (NaN, infinity, a string
+    with a unit) is refused naming the option, its unit and its range."""
+    for wait in (math.nan, math.inf, -1, 10_001):
+        with pytest.raises(ValueError, match=r"max_wait_ms must be from 0 to 10000 "
+                                             r"milliseconds, got"):
+            options(max_wait_ms=wait)
+    for wait in ("5ms", "5", True):
+        with pytest.raises(TypeError, match=r"max_wait_ms must be a number of "
+                                            r"milliseconds \(as 5 or 2.5, no unit\)"):
+            options(max_wait_ms=wait)
+    assert options(max_wait_ms=0).max_wait_ms == 0.0
 
 
 def run_calls(batcher: Batcher[Any, Any], call: Any, plan: Sequence[tuple[Any, int]]) -> None:
@@ -324,7 +372,8 @@ def test_embed_batches_route_rows(calls: list[tuple[list[str], int]], max_batch:
     alone does)."""
     sizes: list[int] = []
 
-    def encode(texts: list[str]) -> np.ndarray:
+    def encode(texts: list[str], checkpoint: Any) -> np.ndarray:
+        checkpoint()  # every caller still waits: it returns
         sizes.append(len(texts))
         return rows_of(texts)
 
@@ -359,9 +408,11 @@ def test_checked_texts() -> None:
 async def test_batched_embeddings_equal_unbatched(bert_dir: Path) -> None:
     """Concurrent ``aieng_embed`` calls with ``max_batch`` share forward passes and each
     gets the vectors it would get alone (to float32 rounding); the lifecycle hooks start
-    and stop the batcher."""
+    and stop the batcher. Their 36 texts fill one batch, which closes once full (the long
+    wait only keeps a busy machine's delays from splitting it)."""
     alone = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir)))
-    batched = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), max_batch=64, max_wait_ms=20))
+    batched = MiniLMEmbedder(MiniLMOptions(path=str(bert_dir), max_batch=36,
+                                           max_wait_ms=10_000))
     await batched.aieng_pipeline_open()
     assert batched.batcher().running
     texts = [
@@ -386,15 +437,16 @@ async def test_batched_embeddings_equal_unbatched(bert_dir: Path) -> None:
         expected = await alone.aieng_embed(group, None)
         assert expected is not None and got[index].shape == expected.shape
         np.testing.assert_allclose(got[index], expected, atol=1e-5)
-    assert batched.batcher().batches < len(texts)
+    assert sum(len(group) for group in texts) == 36 and batched.batcher().batches == 1
     await batched.aieng_pipeline_close()
     assert not batched.batcher().running
 
 
 async def test_minilm_batched_equals_unbatched(shipped_minilm: MiniLMEmbedder) -> None:
     """Needs the shipped model: concurrent single-sentence calls to a batched
-    all-MiniLM-L6-v2 (packed passes) each get the unbatched component's vectors."""
-    batched = MiniLMEmbedder(MiniLMOptions(max_batch=256, max_wait_ms=0, batch_size=8))
+    all-MiniLM-L6-v2 (packed passes, in one batch that closes once full) each get the
+    unbatched component's vectors."""
+    batched = MiniLMEmbedder(MiniLMOptions(max_batch=40, max_wait_ms=10_000, batch_size=8))
     await batched.aieng_pipeline_open()
     texts = [f"call {i}: " + "dense retrieval with a small encoder " * (i % 5) for i in range(40)]
     got: dict[int, np.ndarray] = {}
@@ -408,7 +460,7 @@ async def test_minilm_batched_equals_unbatched(shipped_minilm: MiniLMEmbedder) -
         for index in range(len(texts)):
             tg.start_soon(call, index)
     await batched.aieng_pipeline_close()
-    assert batched.batcher().batches < len(texts)
+    assert batched.batcher().batches == 1
     for index, text in enumerate(texts):
         expected = await shipped_minilm.aieng_embed([text], None)
         assert expected is not None

@@ -289,3 +289,41 @@ def test_a_backtracking_regex_is_refused_not_hung() -> None:
                           timeout=120, check=True)
     assert done.stdout.startswith("refused:"), done.stdout + done.stderr
     assert "metadata['regex']" in done.stdout and "backtrack" in done.stdout
+
+
+def test_the_regex_budget_counts_matching_not_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The matching budget of a pattern outside the automaton's subset is the thread's
+    CPU time: on a machine whose clocks move 11 s between two readings (a thread waiting
+    for a core, a VM paused) an honest pattern keeps its budget, and each match may still
+    take seconds (it was left 1 ms, then refused as backtracking on a busy machine)."""
+    import itertools
+    import time
+    import types
+
+    from aieng_transformers import _constrain
+
+    jump = itertools.count()
+
+    def jumping() -> float:  # a wall / monotonic clock 11 s further at each reading
+        return 11.0 * next(jump)
+
+    fake = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time)
+                                    if not name.startswith("_")})
+    fake.monotonic = fake.perf_counter = fake.time = jumping
+    monkeypatch.setattr(_constrain, "time", fake)
+    constraint = _constrain.RegexConstraint(r"(?=\d)\w{3}")
+    timeouts: list[float] = []
+    pattern = constraint._pattern
+
+    class Spy:
+        def fullmatch(self, text: str, **kwargs: Any) -> Any:
+            timeouts.append(kwargs["timeout"])
+            return pattern.fullmatch(text, **kwargs)
+
+    constraint._pattern = Spy()
+    state = constraint.start()
+    for piece in "1ab":
+        state = constraint.feed(state, piece)
+        assert state is not None
+    assert constraint.accepting(state)
+    assert len(timeouts) == 4 and min(timeouts) > 9.0, timeouts

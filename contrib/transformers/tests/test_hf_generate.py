@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -228,30 +227,6 @@ async def test_closing_a_stream_stops_generation(chain_backend: SmolLM2Backend,
     seen = len(calls)
     await anyio.sleep(0.2)
     assert len(calls) == seen <= 2
-
-
-async def test_cancelling_generate_stops_generation(chain_backend: SmolLM2Backend,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """A generation cancelled by its caller's timeout stops after the forward pass in
-    flight, even inside a step that has released no text yet (the whole chain is held back
-    as a possible stop string here)."""
-    lm = chain_backend.load()
-    calls: list[int] = []
-    forward = lm.forward
-
-    def slow(ids: list[int], cache: Any) -> Any:
-        calls.append(1)
-        time.sleep(0.02)
-        return forward(ids, cache)
-
-    monkeypatch.setattr(lm, "forward", slow)
-    with anyio.move_on_after(0.1) as scope:
-        await generate(chain_backend, ask(stop=(CHAIN_TEXT + "!",)))
-    assert scope.cancelled_caught
-    seen = len(calls)
-    await anyio.sleep(0.3)
-    assert seen < len(CHAIN_TEXT.encode())
-    assert len(calls) <= seen + 1
 
 
 async def test_context_limits(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import attrs
@@ -101,18 +100,18 @@ def test_perplexity_prefers_language(shipped_smollm2: SmolLM2Backend) -> None:
     assert shipped_smollm2.perplexity(text) * 3 < shipped_smollm2.perplexity(shuffled)
 
 
-def test_cached_load_is_fast(shipped_smollm2: SmolLM2Backend, smollm2_cache: Path,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cached_load_does_not_convert_again(shipped_smollm2: SmolLM2Backend,
+                                            smollm2_cache: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Needs the shipped model: a second backend on the same cache loads the converted
-    safetensors without converting again, in about a second at most."""
+    safetensors without converting again (~0.3 s here; no time limit is asserted, which
+    a busy machine could miss)."""
     def no_conversion(*args: object) -> None:
         raise AssertionError("converted again")
 
     monkeypatch.setattr(_convert, "_write", no_conversion)
-    started = time.perf_counter()
     second = SmolLM2Backend(SmolLM2Options(cache_dir=str(smollm2_cache)))
-    second.load()
-    assert time.perf_counter() - started < 2.0  # ~0.3 s here; slack for a busy CI machine
+    assert second.load().model is not None
 
 
 def test_the_conversion_lists_its_files(shipped_smollm2: SmolLM2Backend,
