@@ -13,8 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-
-from .bus import _call_soon_threadsafe
+from aieng_hookspecs import loop_waker
 
 __all__ = ["NO_THREAD_HINT", "Running", "Slot", "run_in_worker"]
 
@@ -84,7 +83,7 @@ async def run_in_worker(call: Callable[[], Any],
         running.started(label)
     if slot is not None:
         slot.waiting = False
-    soon = _call_soon_threadsafe()
+    soon = loop_waker()
     lock = threading.Lock()
     # pending -> running -> ended, or pending -> given up (the call never starts), or
     # running -> abandoned (the caller left; the thread gives the token back at its end).

@@ -10,11 +10,9 @@ with its name and counted; the request never sees it.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import fnmatch
 import inspect
-import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +25,7 @@ import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from aieng_hookspecs import loop_waker
 from aieng_hookspecs.types import BusDropped, Event
 
 __all__ = ["EventBus", "SubscriberStats", "Subscription", "Unsubscribe"]
@@ -243,7 +242,7 @@ class EventBus:
         # its subscribers log with that request's bound ids, or emit into that run.
         self._context = contextvars.copy_context()
         self._loop_thread = threading.get_ident()
-        self._soon = _call_soon_threadsafe()
+        self._soon = loop_waker()
         await task_group.start(self._reporter, report_every, name="aieng-bus-reporter")
 
     async def _reporter(self, interval: float, *,
@@ -383,18 +382,3 @@ class EventBus:
                 sub.summarized = True
                 log.warning("bus.subscriber_summary", subscriber=sub.name,
                             delivered=sub.delivered, dropped=sub.dropped, failed=sub.failed)
-
-
-def _call_soon_threadsafe() -> Callable[..., object] | None:
-    """The running event loop's way to schedule a call from another thread, without waiting
-    (``anyio.from_thread.run_sync`` would wait, and deadlock a thread that publishes while
-    the loop waits for it)."""
-    try:
-        return asyncio.get_running_loop().call_soon_threadsafe
-    except RuntimeError:  # not asyncio
-        pass
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        soon: Callable[..., object] = trio.lowlevel.current_trio_token().run_sync_soon
-        return soon
-    return None

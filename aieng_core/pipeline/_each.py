@@ -83,7 +83,8 @@ async def threads_ended(dispatcher: Dispatcher, pipeline: str, limit: float) -> 
         log.warning("pipeline.closing_under_threads", pipeline=pipeline,
                     threads=dict(threads.labels), waited_s=limit,
                     hint="a @blocking impl still runs after its caller left: have it call "
-                         "anyio.from_thread.check_cancelled() between its steps")
+                         "aieng_hookspecs.stop_if_cancelled() (anyio's check_cancelled) "
+                         "between its steps")
 
 
 def role_plugin_manager() -> pluggy.PluginManager:

@@ -40,6 +40,7 @@ from ._sqlite import (
     writable,
 )
 from ._text import HIDDEN, closest, did_you_mean, valid_utf8, word_chars
+from ._threads import loop_waker, stop_if_cancelled
 from ._untrusted import neutralize_citations, neutralize_fences
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "hookspec",
     "listed",
     "lock_path",
+    "loop_waker",
     "mark_layout",
     "masked_url",
     "neutralize_citations",
@@ -83,6 +85,7 @@ __all__ = [
     "secret_key",
     "sqlite_busy",
     "sqlite_error",
+    "stop_if_cancelled",
     "user_cache_dir",
     "user_data_dir",
     "valid_utf8",

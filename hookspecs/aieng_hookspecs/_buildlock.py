@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
+
+from ._threads import stop_if_cancelled
 
 try:
     import fcntl
@@ -125,7 +126,7 @@ def _locked(lock: Path, entry: Path, log: _Log) -> int:
                         waited = time.monotonic()
                         log.info("cache.build_waiting", entry=str(entry), lock=str(lock),
                                  reason="another process is building it")
-                _check_cancelled()
+                stop_if_cancelled()
                 time.sleep(delay)
                 delay = min(delay * 2, _POLL_MAX_S)
             held, current = os.fstat(fd), _stat(lock)
@@ -138,19 +139,6 @@ def _locked(lock: Path, entry: Path, log: _Log) -> int:
                          seconds=round(time.monotonic() - waited, 3))
             return fd
         os.close(fd)
-
-
-def _check_cancelled() -> None:
-    """Raise the caller's cancellation when this is an anyio worker thread whose caller
-    was cancelled (anyio is not a dependency: only looked for when a program imported
-    it); nothing elsewhere."""
-    anyio = sys.modules.get("anyio")
-    if anyio is None:
-        return
-    try:
-        anyio.from_thread.check_cancelled()
-    except RuntimeError:  # not an anyio worker thread: nobody to ask
-        pass
 
 
 def _stat(path: Path) -> tuple[int, int] | None:

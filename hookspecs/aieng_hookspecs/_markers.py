@@ -69,9 +69,9 @@ def blocking(function: _F) -> _F:
     A deadline that passes (the stage's timeout, a host's ``anyio.fail_after``) stops the
     caller waiting, but no thread can be stopped from outside: the thread runs on, holding
     its place among the kernel's ``worker_threads``, and closing the pipeline waits for it.
-    An impl that works in steps (batches, tokens) calls ``anyio.from_thread.check_cancelled()``
-    between them: the caller's cancellation is raised there, and the thread ends within
-    one step.
+    An impl that works in steps (batches, tokens) calls :func:`stop_if_cancelled` (this
+    package's) between them: the caller's cancellation is raised there, and the thread
+    ends within one step.
     """
     function.aieng_blocking = True  # type: ignore[attr-defined]
     return function

@@ -31,10 +31,8 @@ blocking anyway.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +43,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import attrs
 import structlog
+from aieng_hookspecs import loop_waker
 
 __all__ = ["Abandoned", "Batcher", "Checkpoint", "EmbedBatcher", "Ticket", "checked_texts",
            "stop_when"]
@@ -83,16 +82,10 @@ def stop_when(*flags: threading.Event) -> Checkpoint:
 
 
 def _waker() -> Callable[..., object]:
-    # The running event loop's way to schedule a call from another thread without waiting
-    # for it (``anyio.from_thread.run_sync`` waits until the loop has run it); called in
-    # the loop's thread.
-    try:
-        return asyncio.get_running_loop().call_soon_threadsafe
-    except RuntimeError:  # not asyncio
-        pass
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        soon: Callable[..., object] = trio.lowlevel.current_trio_token().run_sync_soon
+    # The running loop's way to post a call from another thread without waiting for it
+    # (a stuck caller's loop must not hold up the batch); called in the loop's thread.
+    soon = loop_waker()
+    if soon is not None:
         return soon
     token = anyio.lowlevel.current_token()  # pragma: no cover - no other anyio backend
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import anyio.from_thread
 import anyio.to_thread
 import attrs
 import structlog
@@ -39,6 +38,7 @@ from aieng_hookspecs import (
     mark_layout,
     open_read_only,
     sqlite_error,
+    stop_if_cancelled,
     valid_utf8,
     writable,
 )
@@ -117,16 +117,6 @@ def _cosines(query: array[float], blobs: Sequence[bytes]) -> list[float]:
     dots = (matrix * np.asarray(query, dtype=np.float64)).sum(axis=1)
     cosines = np.divide(dots, norms, out=np.zeros_like(dots), where=norms != 0.0)
     return cosines.tolist()  # type: ignore[no-any-return]
-
-
-def _not_cancelled() -> bool:
-    """Raise the host task's cancellation in its worker thread (``True`` otherwise, and
-    when called outside one of anyio's worker threads)."""
-    try:
-        anyio.from_thread.check_cancelled()
-    except RuntimeError:  # not in a worker thread of anyio's: nothing to check
-        pass
-    return True
 
 
 class _Best:
@@ -456,7 +446,11 @@ class SQLiteMemory:
         cursor = conn.execute(f"SELECT id, created, {columns}, "
                               f"{'metadata' if others.filters else 'NULL'} "
                               "FROM memory WHERE namespace = ?", (namespace,))
-        while _not_cancelled() and (block := cursor.fetchmany(_BLOCK)):
+        while True:
+            stop_if_cancelled()
+            block = cursor.fetchmany(_BLOCK)
+            if not block:
+                return
             for row in block:
                 if not others.filters or others.matches(_metadata(row[0], row[-1])):
                     yield row

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aieng_hookspecs import stop_if_cancelled
+
 __all__ = ["INHERITED", "POLL_S", "IndexLockedError", "creating", "retry", "stop_if_cancelled",
            "writing"]
 
@@ -36,19 +38,6 @@ _AT_FORK: list[bool] = []  # [True] once the fork hook is installed
 class IndexLockedError(RuntimeError):
     """Another writer holds the index folder's lock (another process is indexing into it)
     past ``lock_timeout``."""
-
-
-def stop_if_cancelled() -> None:
-    """Raise the cancellation of the task waiting for this worker thread, if it was
-    cancelled: a timed-out write's thread is abandoned by the kernel, not stopped, and
-    would otherwise go on waiting for a lock, or writing, after its caller left. A no-op
-    outside anyio's worker threads (a direct call)."""
-    from anyio.from_thread import check_cancelled
-
-    try:
-        check_cancelled()
-    except RuntimeError:  # not in a thread anyio started: nobody to be cancelled by
-        return
 
 
 def retry(attempt: Callable[[], T | None], wait: float,

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
+from aieng_hookspecs import stop_if_cancelled
 
 if TYPE_CHECKING:
     import numpy as np
@@ -297,17 +298,6 @@ def centroid_distance(reference: Sequence[Sequence[float]] | Vector,
 PERMUTATION_BLOCK = 32
 
 
-def _check_cancelled() -> None:
-    """Raise the waiting task's cancellation in its anyio worker thread (nothing outside
-    one: a direct call)."""
-    import anyio.from_thread
-
-    try:
-        anyio.from_thread.check_cancelled()
-    except RuntimeError:  # not in a worker thread of anyio's
-        pass
-
-
 def centroid_permutation_test(reference: Sequence[Sequence[float]] | Vector,
                               current: Sequence[Sequence[float]] | Vector, *,
                               permutations: int = 500, seed: int = 0) -> tuple[float, float]:
@@ -334,7 +324,7 @@ def centroid_permutation_test(reference: Sequence[Sequence[float]] | Vector,
     hits = 0
     for done in range(permutations):
         if done % PERMUTATION_BLOCK == 0:
-            _check_cancelled()
+            stop_if_cancelled()
         chosen = rng.permutation(total)[:size]
         first = pooled[chosen].sum(axis=0)
         rest = sums - first

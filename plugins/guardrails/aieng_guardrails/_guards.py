@@ -46,9 +46,9 @@ async def _off_loop(size: int, function: Callable[[], _T]) -> _T:
     """``function()``, inline for small texts and in a worker thread for large ones.
 
     The caller's deadline (a host's ``fail_after``, the stage's timeout) ends the call
-    within one window of the scan: the scans call ``_deadline.checkpoint`` between windows,
-    which raises the cancellation in the thread; the thread has ended when this returns,
-    so no scan runs on after its caller left."""
+    within one window of the scan: the scans call ``stop_if_cancelled`` (aieng_hookspecs)
+    between windows, which raises the cancellation in the thread; the thread has ended
+    when this returns, so no scan runs on after its caller left."""
     if size <= INLINE_LIMIT:
         return function()
     return await anyio.to_thread.run_sync(function)

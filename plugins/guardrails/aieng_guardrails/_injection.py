@@ -23,9 +23,7 @@ import urllib.parse
 from collections.abc import Iterator
 
 import attrs
-from aieng_hookspecs import HIDDEN
-
-from ._deadline import checkpoint
+from aieng_hookspecs import HIDDEN, stop_if_cancelled
 
 __all__ = ["RULES", "InjectionMatch", "InjectionScan", "normalise", "scan_injection"]
 
@@ -424,7 +422,7 @@ def scan_injection(text: str, *, max_depth: int = 2) -> InjectionScan:
     else:
         hidden = len(_ZERO_WIDTH.findall(text))
         for core in range(0, len(text), SEGMENT):
-            checkpoint()  # in a worker thread whose caller left (a deadline): stop here
+            stop_if_cancelled()  # in a worker thread whose caller left (a deadline): stop here
             left = max(0, core - OVERLAP)
             part: dict[tuple[str, str], InjectionMatch] = {}
             _scan(text[left:core + SEGMENT + OVERLAP], max_depth, part)
@@ -438,7 +436,7 @@ def scan_injection(text: str, *, max_depth: int = 2) -> InjectionScan:
 
 def _scan(text: str, max_depth: int, found: dict[tuple[str, str], InjectionMatch]) -> int:
     """Match every layer of ``text`` into ``found``; returns its hidden-character count."""
-    checkpoint()
+    stop_if_cancelled()
     _match_rules(text, "text", found, spans=True)
     normal = normalise(text)
     hidden = len(_ZERO_WIDTH.findall(text))
@@ -454,7 +452,7 @@ def _scan(text: str, max_depth: int, found: dict[tuple[str, str], InjectionMatch
                 if decoded in seen:
                     continue
                 seen.add(decoded)
-                checkpoint()  # a text may carry many payloads, each scanned in full
+                stop_if_cancelled()  # a text may carry many payloads, each scanned in full
                 name = f"{prefix}+{layer}" if prefix else layer
                 _match_rules(decoded, name, found, spans=False)
                 next_layers.append((name, decoded))

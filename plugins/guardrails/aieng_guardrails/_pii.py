@@ -22,8 +22,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 import attrs
+from aieng_hookspecs import stop_if_cancelled
 
-from ._deadline import checkpoint
 from ._injection import _ZERO_WIDTH
 
 __all__ = [
@@ -438,18 +438,18 @@ def _fold(text: str) -> tuple[str, list[int] | None]:
 
 
 def _find_folded(text: str, wanted: set[str], min_entropy: float) -> list[Detection]:
-    checkpoint()  # in a worker thread whose caller left (a deadline): stop here
+    stop_if_cancelled()  # in a worker thread whose caller left (a deadline): stop here
     if len(text) <= SEGMENT + 2 * OVERLAP:
         return _find_all(text, wanted, min_entropy)
     # Long texts are scanned in overlapping windows: each regular-expression call then
     # holds the GIL for a short while only, so a scan in a worker thread leaves the event
-    # loop free, and stops at the next window once its caller's deadline passed (checkpoint
-    # above). A detection counts in the window whose core holds its start; values up to
+    # loop free, and stops at the next window once its caller's deadline passed
+    # (stop_if_cancelled above). A detection counts in the window whose core holds its start; values up to
     # OVERLAP characters long are found exactly as in one pass.
     found: list[Detection] = []
     for core in range(0, len(text), SEGMENT):
         if core:
-            checkpoint()
+            stop_if_cancelled()
         left = max(0, core - OVERLAP)
         window = text[left:core + SEGMENT + OVERLAP]
         for d in _find_all(window, wanted, min_entropy):

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aieng_hookspecs import stop_if_cancelled
+
 __all__ = ["CrossEncoderModel", "ModelNotFound", "clean"]
 
 
@@ -44,19 +46,6 @@ _CUT = 4
 #: Tokens that tell a cut query from a cut passage (more than re-tokenizing the last,
 #: possibly split, word of a cut text can change).
 _MARGIN = 16
-
-
-def _stop_if_cancelled() -> None:
-    """Raise the cancellation of the task waiting for this worker thread, if it was
-    cancelled: a timed-out rerank's thread is abandoned, not stopped, and would otherwise
-    score every batch, holding the model (and a worker thread) from the next rerank. A
-    no-op outside anyio's worker threads (a direct call)."""
-    from anyio.from_thread import check_cancelled
-
-    try:
-        check_cancelled()
-    except RuntimeError:  # not in a thread anyio started: nobody to be cancelled by
-        return
 
 
 def _cut_at(text: str, offsets: Sequence[tuple[int, int]], tokens: int) -> str:
@@ -178,7 +167,7 @@ class CrossEncoderModel:
                 # (another rerank held the model) may have lost its caller meanwhile, and
                 # would score a batch for nobody while the others wait. A batch in flight
                 # finishes.
-                _stop_if_cancelled()
+                stop_if_cancelled()
                 rows = order[start:start + self.batch_size]
                 # Cut a batch at a time: every text's offsets at once would hold them all.
                 pairs = self._cut(query, [texts[i] for i in rows], query_cuts)

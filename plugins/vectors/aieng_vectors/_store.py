@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import structlog
 from aieng_hookspecs import listed
+from aieng_hookspecs import stop_if_cancelled as _stop_if_cancelled
 from aieng_hookspecs.types import Document
 
 from ._disk import Folder, Manifest, decode_documents, decode_vectors
@@ -39,18 +40,6 @@ _OVERSAMPLE = 4
 _CATCH_UP = 2048
 # Seconds between two looks at whether the caller waiting for the store's lock left.
 _POLL_S = 0.05
-
-
-def _stop_if_cancelled() -> None:
-    """Raise the cancellation of the task waiting for this worker thread, if it was
-    cancelled (``anyio.to_thread.run_sync`` delivers it only once the thread returns). A
-    no-op outside anyio's worker threads (a direct call)."""
-    from anyio.from_thread import check_cancelled
-
-    try:
-        check_cancelled()
-    except RuntimeError:  # not in a thread anyio started: nobody to be cancelled by
-        return
 
 
 def unit_rows(raw: Any, count: int, ids: Sequence[str] = ()) -> Any:
