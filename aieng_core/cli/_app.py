@@ -7,13 +7,13 @@ import contextlib
 import errno
 import math
 import os
-import re
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import structlog
 
+from .._durations import seconds_written
 from .._errors import AiengError
 from ..kernel import Kernel
 from ..logs import configure_logging
@@ -301,13 +301,6 @@ def kernel_of(ctx: click.Context) -> Kernel:
     return _kernel(ctx)
 
 
-#: A duration written with a unit: its number, and the unit (seconds per unit below).
-_WITH_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]+)\s*")
-_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
-          "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
-          "h": 3600.0, "hour": 3600.0, "hours": 3600.0}
-
-
 if TYPE_CHECKING:  # generic from click 8.2; a plain class in the click 8.1 we allow
     _FloatParam = click.ParamType[float, Any]
 else:
@@ -349,10 +342,8 @@ def _unit_hint(text: str, param: click.Parameter | None) -> str:
     """What to give instead of a number written with a unit (``30s``: 30), or a plain
     reminder that the option takes seconds."""
     option = (param.opts[0] if param is not None and param.opts else "the option")
-    found = _WITH_UNIT.fullmatch(text)
-    factor = _UNITS.get(found[2].lower()) if found else None
-    seconds = float(found[1]) * factor if found is not None and factor is not None else 0.0
-    if not 0 < seconds < math.inf:
+    seconds = seconds_written(text)
+    if seconds is None:
         return f": {option} takes seconds as a number, such as 30 or 2.5"
     return (f": {option} takes seconds as a number with no unit; for {text.strip()} give "
             f"{option} {seconds:g}")

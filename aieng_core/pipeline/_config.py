@@ -34,6 +34,7 @@ from typing import Any
 
 import attrs
 
+from .._durations import seconds_written
 from ..dispatch import ON_ERROR, StagePolicy
 from .._errors import ConfigError, UnknownComponentError
 from ..registry import Registry
@@ -249,18 +250,12 @@ class PipelineConfig:
         return loader.load(data)
 
 
-#: A duration written with a unit: ``"30s"``, ``"2 m"``, ``"500ms"``, ``"1h"``.
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h)\s*", re.IGNORECASE)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-
-
 def _in_seconds(value: object) -> str:
     """For a duration written with a unit (``"30s"``), what to write instead; else ``""``.
     Durations are numbers of seconds: one way to write them, as TOML has no unit."""
-    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
+    seconds = seconds_written(value)
+    if seconds is None:
         return ""
-    seconds = float(match[1]) * _UNIT_SECONDS[match[2].lower()]
     return f" (a number of seconds without unit: write {seconds:g})"
 
 
