@@ -17,19 +17,23 @@ from .processes import (
     sqlite_layout,
     umask,
 )
+from .steady import Growth, ameasure_growth, measure_growth
 
 __all__ = [
     "EventCapture",
     "FixedRouter",
+    "Growth",
     "HashEmbedder",
     "HookRecorder",
     "ManualClock",
     "PromptCache",
     "ScriptedBackend",
+    "ameasure_growth",
     "can_unshare_mounts",
     "hang_guard",
     "isolated_kernel",
     "kernel_with",
+    "measure_growth",
     "open_files",
     "race_processes",
     "read_only",
