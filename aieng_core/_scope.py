@@ -56,8 +56,15 @@ class RunScope:
     def end(self) -> None:
         """The run returned or raised: release its trace (the result holds a copy), and
         publish nothing more for it. The scope itself can outlive the run: asyncio keeps a
-        cancelled deadline timer, with the context it was armed in, until it prunes them."""
+        cancelled deadline timer, with the context it was armed in, until it prunes them
+        (about a hundred), so the scope lets go of the pipeline object and the kernel too:
+        a closed pipeline's components (an index, a model) are not kept alive by it."""
         self.ended, self.trace = True, []
+        self.source, self.publish = None, _ended
+
+
+def _ended(event: Event, source: object | None) -> None:
+    """The ``publish`` of a scope whose run has ended (never called: it drops events)."""
 
 
 CURRENT_RUN: ContextVar[RunScope | None] = ContextVar("aieng_current_run", default=None)

@@ -3,9 +3,10 @@
 ``publish`` is synchronous and never waits: each matching subscriber has its own bounded
 anyio memory stream; when one is full the event is dropped *for that subscriber only* and
 counted. Callback subscribers are drained by a task in the kernel's task group, which takes
-everything queued at each wake-up (so a hot loop of runs cannot starve it) and reports what
-it missed as a ``bus.dropped`` event and a warning log. A callback that raises is logged
-with its name and counted; the request never sees it.
+everything queued at each wake-up (so a hot loop of runs cannot starve it); what each one
+missed is reported as a ``bus.dropped`` event and a warning log at most once a tick (0.25
+s), however many events it drops, and once more when it is removed. A callback that raises
+is logged with its name and counted; the request never sees it.
 """
 
 from __future__ import annotations
@@ -325,7 +326,9 @@ class EventBus:
                                     event_name=event.name, run_id=event.run_id,
                                     pipeline=event.pipeline,
                                     error=f"{type(exc).__name__}: {exc}")
-                self._report_drops(sub)
+                # Its drops are the reporter's, once a tick: reported here after each
+                # batch, a slow subscriber with a small buffer logged a warning (and
+                # published a bus.dropped) for nearly every event it took.
 
     def _report_drops(self, sub: _Subscriber) -> None:
         missed = sub.dropped - sub.reported
@@ -340,6 +343,10 @@ class EventBus:
             # Its drops are reported now: the reporter only looks at current subscribers.
             self._report_drops(sub)
             self._closed.append(sub)
+            # Kept for stats alone: not the pipeline object it was added for (a host that
+            # builds a pipeline per tenant would keep the latest REMOVED_KEPT pipelines
+            # alive, with their components: indexes, models, connections).
+            sub.source = None
             sub.send.close()
 
     # -- iterator subscribers (read by the caller's own code) -----------------------------

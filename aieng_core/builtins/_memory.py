@@ -67,7 +67,10 @@ class MemoryRetriever:
         self._total_len -= self._lengths.pop(doc_id)
         del self._docs[doc_id]
         for term in counts:
-            self._postings[term].discard(doc_id)
+            posting = self._postings[term]
+            posting.discard(doc_id)
+            if not posting:  # a term no document holds any more: its key goes too
+                del self._postings[term]
 
     def __len__(self) -> int:
         return len(self._docs)

@@ -22,6 +22,10 @@ __all__ = ["ForkGuard", "check_layout", "create_private", "enable_wal", "mark_la
            "open_read_only", "sqlite_busy", "sqlite_error", "writable"]
 
 _RETRY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+#: The bytes a WAL file keeps after a checkpoint (``PRAGMA journal_size_limit``): above
+#: the ~4 MB that SQLite's automatic checkpoint (1,000 pages) lets it reach, so a usual
+#: cycle never shrinks it to grow it again; a burst (a bulk import) is given back.
+WAL_SIZE_LIMIT = 8 << 20
 #: Connections forked children inherited: kept alive, never used nor closed (ForkGuard).
 _INHERITED: list[sqlite3.Connection] = []
 
@@ -88,23 +92,38 @@ def _locked_past(error: sqlite3.Error, timeout: float, doing: str) -> sqlite3.Er
                                "or find the program holding the file")
 
 
-def enable_wal(conn: sqlite3.Connection, *, timeout: float = 5.0) -> str:
-    """Put ``conn``'s database in WAL mode (persistent: later connections find it so).
+def enable_wal(conn: sqlite3.Connection, *, timeout: float = 5.0,
+               size_limit: int = WAL_SIZE_LIMIT) -> str:
+    """Put ``conn``'s database in WAL mode (persistent: later connections find it so), its
+    WAL file cut back to ``size_limit`` bytes after each checkpoint (this connection's
+    ``PRAGMA journal_size_limit``).
+
+    SQLite reuses a WAL file from its start after a checkpoint but never shrinks it while a
+    connection is open: without the limit, one burst of writes (a bulk import, a large
+    purge) kept its size on disk for as long as the process ran.
 
     :param conn: an open connection, outside any transaction.
     :param timeout: seconds to keep retrying while another connection holds the lock (a
         finite number >= 0; 0: one try), on the monotonic clock.
+    :param size_limit: the bytes the WAL file keeps after a checkpoint (an integer >= 0;
+        -1: no limit, SQLite's default).
     :returns: the journal mode now in force (``"wal"``; ``"memory"`` for ``:memory:``).
     :raises sqlite3.OperationalError: the lock was still held after ``timeout`` seconds
         (its message says so and names the timeout), or any other error.
-    :raises ValueError: for a ``timeout`` that is not a finite number >= 0.
+    :raises ValueError: for a ``timeout`` that is not a finite number >= 0, or a
+        ``size_limit`` that is not an integer >= -1.
     """
     timeout = _lock_wait(timeout)
+    if isinstance(size_limit, bool) or not isinstance(size_limit, int) or size_limit < -1:
+        raise ValueError(f"size_limit takes a number of bytes >= 0 (or -1: no limit); got "
+                         f"{size_limit!r}")
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:
         try:
-            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            conn.execute(f"PRAGMA journal_size_limit = {size_limit}")
+            return mode
         except sqlite3.OperationalError as error:
             if not sqlite_busy(error):
                 raise
