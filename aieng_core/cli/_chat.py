@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - Windows: no flock, a history file is n
     fcntl = None  # type: ignore[assignment]
 
 from ._app import cli, kernel_of, utf8_text
+from ._window import Conversation, fitted
 
 if TYPE_CHECKING:
     from aieng_hookspecs.types import Message
@@ -80,41 +81,49 @@ def message_from_json(data: Any) -> Message:
         raise ValueError(f"not a message: {exc.args[0] if exc.args else exc}") from None
 
 
-def _read_history(path: Path) -> list[Message]:
-    messages: list[Message] = []
+def _read_history(path: Path, conversation: Conversation) -> Conversation:
+    """The file's messages added to ``conversation``, read a line at a time: a chat under
+    ``--context-chars`` holds a window of them, whatever the file's size."""
     if path.exists() and not path.is_file():  # /dev/zero would be read for ever
         raise click.BadParameter(f"{str(path)!r} is not a regular file (a device, a FIFO): "
                                  "name a file, or leave --history out to keep no history",
                                  param_hint="--history")
+    number = 0
     try:
-        # Only a line end ends a line: ``str.splitlines`` also cut at U+2028, U+0085 and
-        # the like, which a turn's text holds as they are (json.dumps leaves them).
-        text = path.read_text(encoding="utf-8").replace("\r\n", "\n").replace("\r", "\n")
-        lines = text.split("\n")
-        if lines[-1] == "":
-            lines.pop()
+        # Only a line end ends a line (newline="": "\n", "\r\n" or "\r", as they are):
+        # ``str.splitlines`` also cut at U+2028, U+0085 and the like, which a turn's text
+        # holds as they are (json.dumps leaves them).
+        with path.open(encoding="utf-8", newline="") as lines:
+            line = next(lines, None)
+            while line is not None:
+                number += 1
+                following = next(lines, None)  # to know the last line
+                if line.strip():
+                    conversation.extend([_message(path, line.rstrip("\r\n"), number,
+                                                  last=following is None)])
+                line = following
     except FileNotFoundError:
-        return messages
+        return conversation
     except (OSError, UnicodeDecodeError) as exc:
         raise click.BadParameter(f"cannot read {str(path)!r}: {exc}",
                                  param_hint="--history") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            messages.append(message_from_json(_loads(line)))
-        except ValueError as exc:  # json's errors included
-            if isinstance(exc, _Unknown):
-                hint = ("written by a newer version of aieng? Use that version, or name "
-                        "another --history file")
-            elif number == len(lines) and isinstance(exc, json.JSONDecodeError):
-                hint = ("the last line is cut short (a chat stopped while writing it?): "
-                        "remove it to go on, or name another --history file")
-            else:
-                hint = "fix or remove the line, or name another --history file"
-            raise click.BadParameter(f"{str(path)!r} line {number}: {exc}; {hint} (the "
-                                     "file is left as it is)", param_hint="--history") from None
-    return messages
+    return conversation
+
+
+def _message(path: Path, line: str, number: int, *, last: bool) -> Message:
+    try:
+        return message_from_json(_loads(line))
+    except ValueError as exc:  # json's errors included
+        if isinstance(exc, _Unknown):
+            hint = ("written by a newer version of aieng? Use that version, or name "
+                    "another --history file")
+        elif last and isinstance(exc, json.JSONDecodeError):
+            hint = ("the last line is cut short (a chat stopped while writing it?): "
+                    "remove it to go on, or name another --history file")
+        else:
+            hint = "fix or remove the line, or name another --history file"
+        raise click.BadParameter(f"{str(path)!r} line {number}: {exc}; {hint} (the "
+                                 "file is left as it is)", param_hint="--history") from None
 
 
 def _loads(line: str) -> Any:
@@ -235,7 +244,8 @@ class _HistoryLock:
 @click.option("--context-chars", type=click.IntRange(min=1), default=None,
               help="The most characters of conversation sent per turn; older turns' texts "
                    "are left out first, then the oldest turns; a turn that cannot fit is "
-                   "not sent (default: all).")
+                   "not sent (default: all). The chat holds the latest turns up to twice "
+                   "this in memory, however long it runs.")
 @click.option("--agent", "as_agent", is_flag=True,
               help="Answer each turn as an agent: the pipeline's tools, memory and "
                    "budgets (see aieng agent); its steps and a summary line (status, "
@@ -268,14 +278,16 @@ def _chat(ctx: click.Context, pipeline: Path, system: str | None, history: Path 
     import anyio
     from aieng_hookspecs.types import Message
 
-    messages = _read_history(history) if history is not None else []
-    if system is not None and messages:
+    conversation = Conversation(context_chars)
+    if history is not None:
+        _read_history(history, conversation)
+    if system is not None and len(conversation):
         click.echo(f"aieng: --system is left out: the conversation in {str(history)!r} goes "
                    "on with its own (start a new file, or /reset, for a new one)", err=True)
     elif system is not None:
-        messages.append(Message("system", system))
+        conversation.extend([Message("system", system)])
         if history is not None:
-            _append_history(history, messages)
+            _append_history(history, conversation.messages)
     kernel = kernel_of(ctx)
     interactive = sys.stdin.isatty()
 
@@ -292,10 +304,10 @@ def _chat(ctx: click.Context, pipeline: Path, system: str | None, history: Path 
             if text.strip() in ("/exit", "/quit"):
                 return
             if text.strip() == "/reset":  # the leading system prompt stays
-                del messages[next((i for i, m in enumerate(messages) if m.role != "system"),
-                                  len(messages)):]
+                conversation.reset()
                 if history is not None:
-                    await anyio.to_thread.run_sync(_rewrite_history, history, messages)
+                    await anyio.to_thread.run_sync(_rewrite_history, history,
+                                                   conversation.messages)
                     if held is not None:
                         held.replaced()
                 click.echo("(the conversation is forgotten)", err=True)
@@ -307,11 +319,11 @@ def _chat(ctx: click.Context, pipeline: Path, system: str | None, history: Path 
             except UnicodeEncodeError:
                 click.echo("aieng: that line is not valid UTF-8; it was not sent", err=True)
                 continue
-            new = await _turn(built, [*messages, Message("user", text)], context_chars,
-                              as_agent, max_steps)
+            new = await _turn(built, conversation, Message("user", text), as_agent,
+                              max_steps)
             if new is None:
                 continue
-            messages.extend(new)
+            conversation.extend(new)
             if history is not None:
                 await anyio.to_thread.run_sync(_append_history, history, new)
 
@@ -322,17 +334,19 @@ def _chat(ctx: click.Context, pipeline: Path, system: str | None, history: Path 
     anyio.run(go)
 
 
-async def _turn(built: Pipeline, conversation: list[Message], context_chars: int | None,
-                as_agent: bool, max_steps: int) -> list[Message] | None:
-    """Answer the last user turn; the messages the turn added (``None``: none kept)."""
+async def _turn(built: Pipeline, held: Conversation, user: Message, as_agent: bool,
+                max_steps: int) -> list[Message] | None:
+    """Answer the user's turn; the messages the turn added (``None``: none kept)."""
     from aieng_hookspecs.types import Message
 
     from ..agent import Agent, AgentOptions
-    from ..agent._messages import ContextLimitError, fit
+    from ..agent._messages import ContextLimitError
     from ._agent import LiveAnswer, summary_line
     from ._present import visible
 
+    context_chars = held.limit
     if as_agent:
+        conversation = held.noted([*held.messages, user])
         options = AgentOptions(max_steps=max_steps, context_chars=context_chars)
         live = LiveAnswer(steps_to_stderr=True)
         try:
@@ -358,7 +372,7 @@ async def _turn(built: Pipeline, conversation: list[Message], context_chars: int
         click.echo(visible(piece), nl=False)
 
     try:
-        sent = fit(conversation, context_chars, keep=conversation[-1])
+        sent = fitted(held, [*held.messages, user], context_chars, keep=user)
     except ContextLimitError as exc:
         click.echo(f"aieng: this turn was not sent: {exc}", err=True)
         return None
@@ -373,4 +387,4 @@ async def _turn(built: Pipeline, conversation: list[Message], context_chars: int
         click.echo()
     else:
         click.echo(visible(answer))
-    return [conversation[-1], Message("assistant", answer)]
+    return [user, Message("assistant", answer)]

@@ -99,12 +99,38 @@ def kernel_with(components: Mapping[str, Callable[..., object]], *,
     return kernel
 
 
-class HookRecorder:
-    """Records every hook impl call of a kernel's pipelines (through the dispatcher)."""
+def _bound(keep: int | None) -> int | None:
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
+        raise ValueError(f"keep must be a whole number or None, got {keep!r}")
+    return keep
 
-    def __init__(self, kernel: Kernel) -> None:
+
+def _kept(items: list[Any], keep: int | None) -> None:
+    """Drop the oldest of ``items`` past ``keep`` (in place)."""
+    if keep is not None and len(items) > keep:
+        del items[:len(items) - keep]
+
+
+class HookRecorder:
+    """Records every hook impl call of a kernel's pipelines (through the dispatcher).
+
+    :param keep: how many of the latest calls :attr:`records` holds (``None``, the default:
+        every one, as a test reads them). A recorder kept through thousands of runs (a test
+        of what a long-running process retains) gives a bound, or it is what grows;
+        :attr:`count` counts every call either way.
+    """
+
+    def __init__(self, kernel: Kernel, *, keep: int | None = None) -> None:
+        self.keep = _bound(keep)
         self.records: list[ImplCall] = []
-        self._remove = kernel.add_hook_monitor(self.records.append)
+        #: how many calls it saw, all told.
+        self.count = 0
+        self._remove = kernel.add_hook_monitor(self._record)
+
+    def _record(self, call: ImplCall) -> None:
+        self.count += 1
+        self.records.append(call)
+        _kept(self.records, self.keep)
 
     def calls(self, hook: str | None = None, *, plugin: str | None = None) -> list[ImplCall]:
         """The recorded calls, optionally of one hook and one plugin (component)."""
@@ -125,15 +151,25 @@ class EventCapture:
 
     It wraps ``bus.publish`` rather than subscribing, so nothing is ever dropped or late:
     what a test reads is exactly what the bus was given, in order.
+
+    :param keep: how many of the latest events :attr:`events` holds (``None``, the default:
+        every one). A capture kept through thousands of runs (a test of what a long-running
+        process retains) gives a bound, or it is what grows; :attr:`count` counts every
+        event either way.
     """
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, *, keep: int | None = None) -> None:
+        self.keep = _bound(keep)
         self.events: list[Event] = []
+        #: how many events it saw, all told.
+        self.count = 0
         bus = kernel.bus
         original = bus.publish  # the kernel always publishes through bus.publish, late-bound
 
         def publish(event: Event, source: object | None = None) -> None:
+            self.count += 1
             self.events.append(event)
+            _kept(self.events, self.keep)
             original(event, source)
 
         bus.publish = publish  # type: ignore[method-assign]

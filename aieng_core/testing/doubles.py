@@ -25,7 +25,7 @@ Reply = str | Sequence[ToolCall] | Callable[[Request], "str | Sequence[ToolCall]
 
 
 class ScriptedBackend:
-    """A backend double: answers from a script, records every request it saw.
+    """A backend double: answers from a script, records the requests it saw.
 
     :param replies: the replies, used in turn (the last one repeats), or a function of the
         request. A reply is an answer (``str``), tool calls to ask for (a sequence of
@@ -36,6 +36,10 @@ class ScriptedBackend:
     :param delay: seconds to await before answering (to test timeouts and concurrency).
     :param fail_with: an exception to raise instead of answering.
     :param usage: the usage of every reply (``None``: words stand in for tokens).
+    :param keep: how many of the latest requests :attr:`requests` holds (``None``: every
+        one, the default: a test reads them all). A long-running test (thousands of calls
+        measured with :func:`~aieng_core.testing.measure_growth`) gives a small number, or
+        the double's own list is what grows; :attr:`calls` counts them all either way.
     """
 
     def __init__(
@@ -47,22 +51,36 @@ class ScriptedBackend:
         delay: float = 0.0,
         fail_with: BaseException | None = None,
         usage: Usage | None = None,
+        keep: int | None = None,
     ) -> None:
         if not callable(replies) and not replies:
             raise ValueError("give at least one reply")
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)
+                                 or keep < 0):
+            raise ValueError(f"keep must be a whole number of requests or None, got {keep!r}")
         self.replies = replies
         self.model = model
         self.delay = delay
         self.fail_with = fail_with
         self.usage = usage
+        self.keep = keep
+        #: the requests seen, oldest first (the latest ``keep`` of them).
         self.requests: list[Request] = []
+        #: how many requests it was given, all told.
+        self.calls = 0
+
+    def _record(self, request: Request) -> None:
+        self.calls += 1
+        self.requests.append(request)
+        if self.keep is not None and len(self.requests) > self.keep:
+            del self.requests[:len(self.requests) - self.keep]
 
     def _reply(self, request: Request) -> str | tuple[ToolCall, ...]:
         reply: Reply
         if callable(self.replies):
             reply = self.replies
         else:
-            reply = self.replies[min(len(self.requests) - 1, len(self.replies) - 1)]
+            reply = self.replies[min(self.calls - 1, len(self.replies) - 1)]
         if callable(reply):
             reply = reply(request)
         return reply if isinstance(reply, str) else tuple(reply)
@@ -83,11 +101,11 @@ class ScriptedBackend:
     async def aieng_generate(self, request: Request) -> Completion | None:
         if not self._mine(request):
             return None
-        self.requests.append(request)
+        self._record(request)
         if self.delay:
             await anyio.sleep(self.delay)
         if self.fail_with is not None:
-            raise self.fail_with
+            raise self.fail_with.with_traceback(None)  # not one frame more per call
         reply = self._reply(request)
         if not isinstance(reply, str):
             return Completion(text="", finish_reason="tool_calls", tool_calls=reply,
@@ -111,9 +129,9 @@ class ScriptedBackend:
         return self._stream(request)
 
     async def _stream(self, request: Request) -> AsyncIterator[Delta]:
-        self.requests.append(request)
+        self._record(request)
         if self.fail_with is not None:
-            raise self.fail_with
+            raise self.fail_with.with_traceback(None)  # not one frame more per call
         reply = self._reply(request)
         if not isinstance(reply, str):
             yield Delta(text="", finish_reason="tool_calls", tool_calls=reply,
