@@ -76,6 +76,10 @@ _URL_END = ".,;:!?)]}"
 KEEPALIVE = b": keep-alive\n\n"
 #: Conversations remembered for ``regenerate`` detection (the oldest are forgotten).
 MAX_REMEMBERED = 10_000
+#: Implicit feedback signals (early_stop, regenerate) waiting for the sink at most; past
+#: it a signal is dropped and counted (a slow sink under a flood of cut streams must not
+#: make the server hold a task per request).
+MAX_PENDING_FEEDBACK = 1_000
 #: Statuses of an upstream HTTP server that are the client's fault, answered as they are.
 CLIENT_FAULTS = frozenset({400, 404, 413, 422})
 #: Where a JSON body may hold a surrogate: an escape ``\\uD800``-``\\uDFFF`` or the
@@ -132,12 +136,20 @@ class Gateway:
         self._kernel = kernel
         self._pipeline: Pipeline | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        #: The delivered answers' conversations (digest -> run id, when), oldest first:
+        #: those older than ``regenerate_window`` are dropped, and at most
+        #: :data:`MAX_REMEMBERED` kept.
         self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._now: Callable[[], float] = time.monotonic  # the window's clock (tests move it)
         #: The requests being answered (their cancel scopes), for :meth:`stop_runs`.
         self._inflight: set[anyio.CancelScope] = set()
         self._stopping = False
         self._warned_not_running = False
         self.requests: Counter[tuple[str, int]] = Counter()
+        #: Implicit feedback signals being written now, and those dropped (see
+        #: :data:`MAX_PENDING_FEEDBACK`).
+        self.feedback_pending = 0
+        self.feedback_dropped = 0
         routes = [
             Route("/v1/chat/completions", self._endpoint(self._chat), methods=["POST"]),
             Route("/v1/embeddings", self._endpoint(self._embeddings), methods=["POST"]),
@@ -467,6 +479,9 @@ class Gateway:
     # -- implicit feedback ----------------------------------------------------------------
 
     def _spawn_feedback(self, run_id: str, kind: str, **metadata: Any) -> None:
+        """Record an implicit signal in the background, unless
+        :data:`MAX_PENDING_FEEDBACK` are being written already (then it is dropped,
+        counted, and logged once per that many)."""
         async def record() -> None:
             with anyio.CancelScope(shield=True):
                 try:
@@ -474,9 +489,21 @@ class Gateway:
                 except Exception as exc:  # noqa: BLE001 - feedback must never fail a request
                     log.warning("gateway.feedback_failed", run_id=run_id, kind=kind,
                                 error_type=type(exc).__name__, error=str(exc)[:200])
+                finally:
+                    self.feedback_pending -= 1
 
-        if self._tg is not None:
-            self._tg.start_soon(record)
+        if self._tg is None:
+            return
+        if self.feedback_pending >= MAX_PENDING_FEEDBACK:
+            self.feedback_dropped += 1
+            if self.feedback_dropped % MAX_PENDING_FEEDBACK == 1:
+                log.warning("gateway.feedback_dropped", kind=kind, run_id=run_id,
+                            dropped=self.feedback_dropped, pending=self.feedback_pending,
+                            hint="the feedback sink writes slower than signals come: "
+                                 "implicit signals past the backlog are not recorded")
+            return
+        self.feedback_pending += 1
+        self._tg.start_soon(record)
 
     def _regenerated(self, call: _Call, chat: ChatCall, run_id: str) -> None:
         """Mark the last delivered answer to this key's conversation ``regenerate`` when
@@ -485,9 +512,10 @@ class Gateway:
             [call.key.id if call.key else "", [[m.role, m.content] for m in
                                                chat.request.messages]],
             ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")).hexdigest()
+        self._forget_expired()
         previous = self._recent.pop(call.conversation, None)
         if previous is not None and \
-                time.monotonic() - previous[1] <= self.settings.regenerate_window:
+                self._now() - previous[1] <= self.settings.regenerate_window:
             self._spawn_feedback(previous[0], "regenerate", next_run_id=run_id,
                                  key_id=call.key.id if call.key else None)
 
@@ -496,9 +524,22 @@ class Gateway:
         be regenerated (a 502, a timeout or a disconnect retried by the client's SDK is
         no judgement of an answer nobody saw)."""
         if call.conversation and call.run_id is not None:
-            self._recent[call.conversation] = (call.run_id, time.monotonic())
+            self._recent[call.conversation] = (call.run_id, self._now())
+            self._recent.move_to_end(call.conversation)  # oldest first, whatever came twice
             if len(self._recent) > MAX_REMEMBERED:
                 self._recent.popitem(last=False)
+
+    def _forget_expired(self) -> None:
+        """Drop the remembered conversations older than the regenerate window (the oldest
+        come first: each is looked at once more, when it is dropped)."""
+        recent, now = self._recent, self._now()
+        window = self.settings.regenerate_window
+        while recent:
+            stamp = recent[next(iter(recent))][1]
+            # A clock that went back (an injected one may) drops nothing it cannot date.
+            if not now - stamp > window:
+                return
+            recent.popitem(last=False)
 
     # -- routes ---------------------------------------------------------------------------
 

@@ -8,6 +8,12 @@ from collections.abc import Callable
 
 __all__ = ["Limits", "TokenBucket"]
 
+#: Seconds (on the limits' clock) between two sweeps of the idle buckets; a sweep also
+#: runs as soon as the buckets outnumber :data:`SWEEP_AT_LEAST` and twice what the last
+#: sweep left, so every bucket is looked at a bounded number of times per request.
+SWEEP_S = 60.0
+SWEEP_AT_LEAST = 1024
+
 
 class TokenBucket:
     """``capacity`` units, refilled continuously at ``capacity`` per ``period`` seconds.
@@ -37,6 +43,12 @@ class TokenBucket:
         self.level = min(self.capacity, self.level + max(0.0, now - self.stamp) * self.rate)
         self.stamp = now
 
+    def idle(self) -> bool:
+        """Whether the bucket has refilled to full: it then limits exactly as a new one
+        would, and may be forgotten."""
+        self._fill()
+        return self.level >= self.capacity
+
     def wait_for(self, amount: float) -> float:
         """Seconds until ``amount`` units are available (0: now)."""
         self._fill()
@@ -62,12 +74,36 @@ class Limits:
 
     Tokens are reserved up front (an estimate: prompt characters / 4 plus ``max_tokens``)
     and reconciled with the usage the backend reports once the request ends.
+
+    A bucket that has refilled to full limits as a new one would, so it is dropped (a sweep
+    every :data:`SWEEP_S` seconds, and whenever the buckets double past
+    :data:`SWEEP_AT_LEAST`): memory holds the buckets of the keys used in the last minute
+    or two (and of those still in debt), not of every key ever seen, revoked ones
+    included. A key's bucket comes back, full, at its next request.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._requests: dict[str, TokenBucket] = {}
         self._tokens: dict[str, TokenBucket] = {}
+        self._swept = clock()
+        self._sweep_size = SWEEP_AT_LEAST
+
+    def __len__(self) -> int:
+        """How many buckets are held (a key with both limits holds two)."""
+        return len(self._requests) + len(self._tokens)
+
+    def _sweep(self) -> None:
+        """Drop the full buckets when a sweep is due (see the class)."""
+        now = self.clock()
+        # A clock that went back sweeps at once (and counts from there), never later.
+        if self._swept <= now < self._swept + SWEEP_S and len(self) < self._sweep_size:
+            return
+        for table in (self._requests, self._tokens):
+            for key_id in [k for k, bucket in table.items() if bucket.idle()]:
+                del table[key_id]
+        self._swept = now
+        self._sweep_size = max(SWEEP_AT_LEAST, 2 * len(self))
 
     def _bucket(self, table: dict[str, TokenBucket], key_id: str, limit: int) -> TokenBucket:
         bucket = table.get(key_id)
@@ -88,6 +124,7 @@ class Limits:
         if tpm is not None and tokens > tpm:
             raise ValueError(f"this request may use up to {tokens} tokens ({counted}), more "
                              f"than the key's limit of {tpm} per minute: {remedy}")
+        self._sweep()
         # A request that reserves no tokens (GET /v1/models, a feedback signal) neither
         # takes from the token bucket nor waits for it: a bucket in debt (a usage over its
         # reservation) holds back only the requests that would spend tokens.
@@ -106,6 +143,12 @@ class Limits:
         return 0
 
     def reconcile(self, key_id: str, tpm: int | None, reserved: int, used: int) -> None:
-        """Replace the reservation by the tokens actually used."""
-        if tpm is not None and key_id in self._tokens:
+        """Replace the reservation by the tokens actually used. A bucket dropped since the
+        reservation (a run longer than the refill: full again) gets back only a debt; a
+        refund to a full bucket changes nothing."""
+        if tpm is None:
+            return
+        if key_id in self._tokens:
             self._tokens[key_id].charge(used - reserved)
+        elif used > reserved:
+            self._bucket(self._tokens, key_id, tpm).charge(used - reserved)

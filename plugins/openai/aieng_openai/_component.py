@@ -46,6 +46,11 @@ log = structlog.get_logger(__name__)
 EMBED_BATCH = 256
 #: The most of an error answer's body read (for its excerpt): the rest is never read.
 ERROR_BODY_BYTES = 64 * 1024
+#: What is read after a stream's ``[DONE]`` at most (bytes, seconds), for the body's end
+#: to come and the connection to go back to the pool; a server that sends more, or holds
+#: the stream open, has its connection closed instead, as before.
+DRAIN_BYTES = 64 * 1024
+DRAIN_S = 0.25
 #: Headers of a body as it came on the wire, wrong for the same body read and decoded.
 _BODY_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
@@ -537,12 +542,19 @@ class OpenAIBackend:
         def cut_short() -> bool:
             return ended and not tail.endswith(("\n\n", "\r\r", "\r\n\r\n"))
 
+        # An event stream is UTF-8 whatever charset its Content-Type names (WHATWG).
+        decoded = utf8_text(raw)
+        texts = text_of(decoded)
+        lines = sse_lines(texts, limit=limit)
+        found = sse_data(lines, limit=limit)
         try:
-            # An event stream is UTF-8 whatever charset its Content-Type names (WHATWG).
-            lines = sse_lines(text_of(utf8_text(raw)), limit=limit)
-            async for data in sse_data(lines, limit=limit):
+            async for data in found:
                 events += 1
                 if data.strip() == "[DONE]":
+                    # Read the body's end, so the connection goes back to the pool: one
+                    # closed with its body unread is dropped, and the next call connects
+                    # (and shakes hands) again.
+                    await _drain(raw)
                     break
                 try:
                     chunk = self._chunk(data, url)
@@ -597,7 +609,15 @@ class OpenAIBackend:
                               kind="protocol", url=url,
                               hint="the server is not OpenAI-compatible here") from None
         finally:
-            await response.aclose()
+            # Each reader closed now, outermost first (the body's too): one left to the
+            # garbage collector is closed by a task the event loop starts for it later.
+            try:
+                for reader in (found, lines, texts, decoded, raw):
+                    close = getattr(reader, "aclose", None)
+                    if close is not None:
+                        await close()
+            finally:  # the connection, whatever closing a reader raised (a cancellation)
+                await response.aclose()
         if finish is None and not events and head:  # a proxy's page where events were due
             content_type = response.headers.get("content-type", "none")
             raise self._error(f"the answer to a stream holds no server-sent events "
@@ -717,6 +737,27 @@ async def _head(response: httpx.Response) -> bytes:
         if len(data) >= ERROR_BODY_BYTES:
             break
     return data[:ERROR_BODY_BYTES]
+
+
+async def _drain(raw: AsyncIterator[bytes]) -> bool:
+    """Read what is left of a stream's body after its ``[DONE]`` (the end of a chunked
+    body; nothing at all from a server that keeps to the protocol), at most
+    :data:`DRAIN_BYTES` within :data:`DRAIN_S`: whether the body ended. A body read to its
+    end lets its connection be reused; one that did not end is closed by the caller, as
+    an unread body always is."""
+    import httpx
+
+    left = DRAIN_BYTES
+    with anyio.move_on_after(DRAIN_S):
+        try:
+            async for chunk in raw:
+                left -= len(chunk)
+                if left < 0:
+                    return False
+        except httpx.TransportError:  # the answer is whole: only the connection is lost
+            return False
+        return True
+    return False
 
 
 def _total(tokens: tuple[TokenLogprob, ...] | None) -> float | None:
