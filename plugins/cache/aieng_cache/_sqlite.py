@@ -34,7 +34,7 @@ from aieng_hookspecs import (
 from ._clock import AHEAD_S
 from ._codec import payload_namespace
 
-__all__ = ["VERSION", "Row", "SQLiteStore"]
+__all__ = ["PURGE_EVERY", "VERSION", "WAL_LIMIT", "Row", "SQLiteStore"]
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +63,23 @@ CREATE INDEX IF NOT EXISTS entries_created_key ON entries (created, key);
 DROP INDEX IF EXISTS entries_created;
 """
 
+
+#: Stores between two purges of the dead entries (expired, or stored in the future) that
+#: :meth:`SQLiteStore.put` makes itself, the first store of each store object included: a
+#: file of distinct keys that no lookup finds again still loses them, without a call to
+#: ``vacuum``. A purge walks the ``expires`` index over the dead rows only.
+PURGE_EVERY = 1024
+#: The most bytes the ``-wal`` file keeps once a checkpoint has copied it into the database
+#: (``PRAGMA journal_size_limit``): one large write (a ``clear`` of a big file, a
+#: ``vacuum``) made it as large as itself, and SQLite reuses a WAL file from its start
+#: without shrinking it while a connection stays open (a server: for weeks). Above the
+#: ~4 MB that the automatic checkpoint (1,000 pages) lets it reach, so that the usual
+#: cycle does not shrink it to grow it again.
+WAL_LIMIT = 8 << 20
+# Free pages (the file's pages no row uses) kept for later stores to reuse: past this, and
+# past a quarter of the file, a purge or a clear gives them back to the disk (PRAGMA
+# incremental_vacuum; files made before this: once ``vacuum`` has run, see SQLiteStore).
+_FREE_PAGES = 256
 
 # An entry that is a miss at a time ``now``: expired, or stored more than AHEAD_S after it
 # (parameters: now, now + AHEAD_S).
@@ -98,6 +115,32 @@ def _add_scope(conn: sqlite3.Connection) -> None:
             raise
 
 
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (the connection is in autocommit mode): committed when the
+    block ends, rolled back when it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _reclaim(conn: sqlite3.Connection) -> None:
+    """Give the file's free pages back to the disk when they are many (past
+    :data:`_FREE_PAGES` and a quarter of the file); fewer stay for later stores to fill.
+    Nothing in a file made without ``auto_vacuum`` (until ``vacuum`` rebuilds it)."""
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    if free > _FREE_PAGES and 4 * free > int(conn.execute("PRAGMA page_count").fetchone()[0]):
+        # executescript steps the pragma to its end: execute() frees one page a call.
+        # The checkpoint (passive: it waits for no reader) copies the freeing into the
+        # database file, which it cuts to its new size, now rather than at the next one.
+        conn.executescript("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(PASSIVE);")
+
+
 class SQLiteStore:
     """Entries in one SQLite file (created with its folder when missing).
 
@@ -117,6 +160,13 @@ class SQLiteStore:
     :param max_entries: most entries the file holds (``0``: no bound): a ``put`` that goes
         over deletes the oldest (by time stored; of two stored at the same time, the
         smaller key), expired or not.
+
+    On disk the file holds what its live entries need, not the history of its stores:
+    ``put`` deletes the dead entries every :data:`PURGE_EVERY` stores (a lookup deletes
+    the one it finds at once); pages freed by deletions are reused by later stores, and
+    given back to the disk when over a quarter of the file is free (a new file; one made
+    before: after one :meth:`vacuum`); the ``-wal`` file shrinks back to
+    :data:`WAL_LIMIT` after a checkpoint.
 
     A file this process cannot write (a read-only mount, a file of another owner) opens
     for reading: lookups are served, and what would write (``put``, ``delete``, ``clear``,
@@ -152,6 +202,7 @@ class SQLiteStore:
         self.read_only = False
         self._scoped = True  # whether the table has the scope column
         self._told_ahead = False  # whether a row stored in the future was logged
+        self._puts = 0  # stores made, for the purge every PURGE_EVERY of them
 
     # -- connections ---------------------------------------------------------------------
 
@@ -171,6 +222,12 @@ class SQLiteStore:
             # between threads, one at a time (see _connection).
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=self.busy_timeout)
+            # A new file gives its free pages back (incremental_vacuum, see _reclaim):
+            # the mode is written with the file's first page, by the switch to WAL below,
+            # and cannot change later but by a VACUUM. An existing file keeps its mode
+            # (and its bytes: setting it there would write its header).
+            if self._new_file():
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             try:
                 enable_wal(conn, timeout=self.busy_timeout)
             except sqlite3.OperationalError:
@@ -183,6 +240,7 @@ class SQLiteStore:
             found = check_layout(conn, VERSION, "aieng-cache")
             if not self.read_only:
                 conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints (WAL)
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
                 with self._lock:
                     if not self._ready:
                         conn.executescript(_SCHEMA)
@@ -198,6 +256,13 @@ class SQLiteStore:
             raise sqlite_error(exc, f"cannot open the cache database {self.path}{hint}: {exc}"
                          ) from exc
         return conn
+
+    def _new_file(self) -> bool:
+        """Whether the database holds nothing yet (an empty file, or in memory)."""
+        try:
+            return self.in_memory or self.path.stat().st_size == 0
+        except OSError:  # none there (no access): the open says why
+            return False
 
     def _opened_read_only(self, conn: sqlite3.Connection) -> None:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
@@ -315,28 +380,42 @@ class SQLiteStore:
     def put(self, key: str, value: str, *, kind: str, now: float,
             expires_at: float = math.inf, tag: str | None = None,
             vector: bytes | None = None, scope: str | None = None) -> None:
-        """Store or replace the entry under ``key`` (``scope``: see :meth:`live`)."""
-        with self._connection() as conn:
+        """Store or replace the entry under ``key`` (``scope``: see :meth:`live`), in one
+        transaction with what it deletes: the oldest entries past ``max_entries``, and
+        every :data:`PURGE_EVERY` stores (the first one too) the dead ones."""
+        with self._connection() as conn:  # (first: a forked child's lock is its own)
             if self.read_only:
                 return
-            conn.execute(
-                "INSERT OR REPLACE INTO entries (key, value, kind, tag, vector, created, "
-                "expires, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, value, kind, tag, vector, now,
-                 None if math.isinf(expires_at) else expires_at, scope))
-            if self.max_entries:
-                # Rows stored "in the future" (before the clock went back) are dead, and
-                # would otherwise be the newest: each store past the bound would delete
-                # itself, the oldest by its time, until the clock caught up with them.
-                conn.execute("DELETE FROM entries WHERE created > ?", (now + AHEAD_S,))
-                # The newest max_entries, in the order loads read them (each_live), stay:
-                # the first entry past them (a walk of the entries_created_key index, no
-                # sort), then every entry from it on, down the same index.
-                cut = conn.execute(
-                    "SELECT created, key FROM entries ORDER BY created DESC, key DESC "
-                    "LIMIT 1 OFFSET ?", (self.max_entries,)).fetchone()
-                if cut is not None:
-                    conn.execute("DELETE FROM entries WHERE (created, key) <= (?, ?)", cut)
+            with self._lock:
+                purge = self._puts % PURGE_EVERY == 0
+                self._puts += 1
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT OR REPLACE INTO entries (key, value, kind, tag, vector, created, "
+                    "expires, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key, value, kind, tag, vector, now,
+                     None if math.isinf(expires_at) else expires_at, scope))
+                if purge:
+                    conn.execute(f"DELETE FROM entries WHERE {_DEAD}", (now, now + AHEAD_S))
+                if self.max_entries:
+                    self._trim(conn, now)
+            if purge:
+                _reclaim(conn)
+
+    def _trim(self, conn: sqlite3.Connection, now: float) -> None:
+        """Delete the oldest entries past ``max_entries``: as many as the table holds past
+        it (``count(*)`` counts the pages of the smallest index, reading no row), walked
+        from the oldest down the ``entries_created_key`` index, so a store reads the same
+        rows in a file of ``max_entries`` as in one of ten."""
+        # Rows stored "in the future" (before the clock went back) are dead, and would
+        # otherwise be the newest: each store past the bound would delete itself, the
+        # oldest by its time, until the clock caught up with them.
+        conn.execute("DELETE FROM entries WHERE created > ?", (now + AHEAD_S,))
+        count = int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+        if count > self.max_entries:
+            # The newest max_entries, in the order loads read them (each_live), stay.
+            conn.execute("DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries "
+                         "ORDER BY created, key LIMIT ?)", (count - self.max_entries,))
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; returns whether it was there."""
@@ -357,12 +436,15 @@ class SQLiteStore:
                 return
             if namespace is None:
                 conn.execute("DELETE FROM entries")
-                return
-            # The codec's own reading (as the Redis level's), not SQLite's JSON functions,
-            # which builds of SQLite before 3.38 may lack: an unknown namespace is this one.
-            conn.create_function("aieng_namespace", 1, payload_namespace, deterministic=True)
-            conn.execute("DELETE FROM entries WHERE coalesce(aieng_namespace(value), ?) = ?",
-                         (namespace, namespace))
+            else:
+                # The codec's own reading (as the Redis level's), not SQLite's JSON
+                # functions, which builds of SQLite before 3.38 may lack: an unknown
+                # namespace is this one.
+                conn.create_function("aieng_namespace", 1, payload_namespace,
+                                     deterministic=True)
+                conn.execute("DELETE FROM entries WHERE coalesce(aieng_namespace(value), ?) "
+                             "= ?", (namespace, namespace))
+            _reclaim(conn)
 
     def count(self) -> int:
         """Entries stored, expired ones included until purged."""
@@ -375,11 +457,17 @@ class SQLiteStore:
         with self._connection() as conn:
             if self.read_only:
                 return 0
-            return conn.execute(f"DELETE FROM entries WHERE {_DEAD}",
-                                (now, now + AHEAD_S)).rowcount
+            purged: int = conn.execute(f"DELETE FROM entries WHERE {_DEAD}",
+                                       (now, now + AHEAD_S)).rowcount
+            _reclaim(conn)
+            return purged
 
     def vacuum(self, now: float) -> int:
         """Purge expired entries, then rebuild the file to return the space to the disk.
+
+        A file made before aieng-cache gave free pages back by itself (``PRAGMA
+        auto_vacuum`` 0) is rebuilt in the mode that does (incremental): from then on,
+        purges and clears shrink it too.
 
         :returns: the number of entries purged.
         """
@@ -388,6 +476,7 @@ class SQLiteStore:
             if self.read_only:
                 log.warning("cache.read_only", path=str(self.path), effect="not vacuumed")
                 return 0
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect with VACUUM
             conn.execute("VACUUM")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return purged

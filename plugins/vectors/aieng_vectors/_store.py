@@ -29,8 +29,11 @@ __all__ = ["VectorStore", "unit_rows"]
 
 log = structlog.get_logger(__name__)
 
-# A journal larger than this (and than the snapshot) is folded into a new snapshot.
-_COMPACT_BYTES = 64 * 1024 * 1024
+# A journal larger than this (and than the snapshot) is folded into a new snapshot: the
+# folder of a small index written for weeks (its documents replaced again and again)
+# holds its snapshot and at most this much history, and an open replays no more. Each
+# snapshot costs at most the journal bytes written since the last one (amortised flat).
+_COMPACT_BYTES = 4 * 1024 * 1024
 # HNSW searches with filters ask for this many times k, growing until k hits pass.
 _OVERSAMPLE = 4
 # While the graph is being built, each write also inserts this many waiting rows (or four
@@ -38,6 +41,8 @@ _OVERSAMPLE = 4
 # single index call pays for the whole graph (50k x 384 takes ~50 s on two cores, past
 # the kernel's default 30 s per hook call).
 _CATCH_UP = 2048
+# A matrix of more rows than this shrinks once three quarters of them are unused.
+_SHRINK_ROWS = 1024
 # Seconds between two looks at whether the caller waiting for the store's lock left.
 _POLL_S = 0.05
 
@@ -346,6 +351,7 @@ class VectorStore:
             self._count = last
         if self._hnsw is not None:
             self._hnsw_remove(removed)
+        self._shrink()
 
     def _hnsw_remove(self, keys: list[int]) -> None:
         # Waiting keys are not in the graph yet: removing them removes nothing.
@@ -375,6 +381,15 @@ class VectorStore:
         grown = np.zeros((capacity, self.dim), np.float32)
         grown[: self._count] = self._matrix[: self._count]
         self._matrix = grown
+
+    def _shrink(self) -> None:
+        """Give back the rows of a matrix mostly unused since deletions (a quarter or less
+        in use): an index that held a million rows and holds a thousand now keeps twice
+        its rows, not the million. Amortised: the rows kept take as many deletions again
+        before the next copy."""
+        capacity = self._matrix.shape[0]
+        if capacity > _SHRINK_ROWS and self._count <= capacity // 4:
+            self._matrix = self._matrix[: max(2 * self._count, 16)].copy()
 
     def _after_write(self, catch_up: int = 0) -> None:
         if self._filter_index is not None:
