@@ -67,6 +67,12 @@ CREATE INDEX IF NOT EXISTS memory_age ON memory (namespace, created);
 VERSION = 1
 _BLOCK = 512  # rows read (and vectors scored) at a time: a recall's memory stays flat
 _IN = 500  # ids per `IN (...)`: older SQLite builds take at most 999 parameters
+#: The bytes a checkpointed WAL file is cut back to (SQLite keeps it at the largest size
+#: it ever reached otherwise: one large store left it there for good).
+_WAL_LIMIT = 1 << 20
+#: Free pages (of 4 KiB) a file keeps before a store gives them back to the disk: a
+#: steady stream of stores, each evicting an item, reuses its pages instead.
+_FREE_PAGES = 256
 
 
 def _words(text: str) -> list[str]:
@@ -305,7 +311,11 @@ class SQLiteMemory:
                 if self.options.path:
                     try:
                         check_layout(conn, VERSION, "aieng-agents")  # before any write
+                        if not conn.execute("PRAGMA page_count").fetchone()[0]:
+                            # a new file: what evictions free can go back to the disk
+                            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
                         enable_wal(conn, timeout=10.0)
+                        conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
                     except sqlite3.OperationalError:
                         if writable(file):
                             raise
@@ -397,6 +407,24 @@ class SQLiteMemory:
                 if conn.in_transaction:  # SQLite may have rolled back itself (disk full)
                     conn.execute("ROLLBACK")
                 raise
+            self._compact(conn)
+
+    @staticmethod
+    def _compact(conn: sqlite3.Connection) -> None:
+        """Give the pages evictions freed back to the disk once they are many (a store
+        larger than ``max_items``, ``max_items`` lowered) and a quarter of the file: the
+        file shrinks to what the kept items need. A file made by an earlier version
+        (without incremental vacuum) keeps them for later items."""
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        if free < _FREE_PAGES or free * 4 < conn.execute("PRAGMA page_count").fetchone()[0]:
+            return
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # incremental
+            try:  # executescript steps it to the end (execute frees one page per step)
+                conn.executescript("PRAGMA incremental_vacuum")
+                # the file shrinks when the WAL is checkpointed into it: now, not at close
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.OperationalError as exc:  # the items are stored: shrink later
+                log.warning("memory.compact_failed", error=str(exc))
 
     @hookimpl
     async def aieng_memory_recall(self, query: Query, k: int) -> list[MemoryItem]:

@@ -39,6 +39,11 @@ WORDS = 2
 #: The vocabulary's bucket for a request's tokens past its ``vocabulary_size`` most frequent
 #: ones (no ``\w+`` token can equal it either).
 OTHER_WORDS = "\x01"
+#: The most judge metrics watched (``score:NAME`` detectors, those of the reference file
+#: included): a metric name that varies per request (an id in it) would otherwise add a
+#: window, a file entry and metric series per request. Later names are not watched (one
+#: warning); they are not folded into one detector, whose window would mix metrics.
+MAX_SCORE_DETECTORS = 100
 
 
 def _vocabulary(tokens: list[str], most: int | None = None) -> Counter[str]:
@@ -223,6 +228,7 @@ class DriftMonitor:
         # detector off for a while does not lose its reference.
         self._dormant: dict[str, list[Any]] = {}
         self._dormant_model: str | None = None  # the embedding_model of a dormant window
+        self._capped = False  # drift.score_metrics_capped was said
         self.defer_io = defer_io
         if self.store is not None and not defer_io:
             self.load_reference()
@@ -290,7 +296,20 @@ class DriftMonitor:
         if not math.isfinite(float(value)):
             # refused here: kept, it would make every later check of the detector fail
             raise ValueError(f"score {name!r} must be a finite number, got {value!r}")
-        return self._add(f"score:{name}", float(value), check)
+        detector = f"score:{name}"
+        if detector not in self.windows and self._score_detectors() >= MAX_SCORE_DETECTORS:
+            if not self._capped:  # said once: a name per request would say it per request
+                self._capped = True
+                log.warning("drift.score_metrics_capped", metric=name,
+                            limit=MAX_SCORE_DETECTORS,
+                            hint=f"{MAX_SCORE_DETECTORS} judge metrics are watched already: "
+                                 "later metric names are not (give judges fixed metric "
+                                 "names, without a per-request id)")
+            return []
+        return self._add(detector, float(value), check)
+
+    def _score_detectors(self) -> int:
+        return sum(name.startswith("score:") for name in self.windows)
 
     def _add(self, detector: str, item: Any, check: bool) -> list[DriftResult]:
         window = self.window(detector)

@@ -43,6 +43,11 @@ CACHE_MIN_BYTES = 1 << 20
 #: What follows the path in a cache key: ``|size|mtime|inode|ctime`` (``|size|mtime`` in
 #: caches of earlier versions).
 _KEY_TAIL = re.compile(r"\|\d+\|-?\d+(?:\|\d+\|-?\d+)?")
+#: A cache key of this version: the path, then ``|size|mtime|inode|ctime``.
+_KEY = re.compile(r"(.*)\|\d+\|-?\d+\|\d+\|-?\d+", re.DOTALL)
+#: The most files the hash cache remembers, the most recently hashed or used kept: a
+#: project whose runs hash a new checkpoint folder each time would grow it for ever.
+MAX_CACHE_ENTRIES = 4096
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -114,6 +119,9 @@ class FileHasher:
         key = (f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}|"
                f"{stat.st_ctime_ns}")
         entries = self._entries()
+        if key in entries and next(reversed(entries)) != key:
+            entries[key] = entries.pop(key)  # the most recently used last: kept longest
+            self._dirty = True
         if key not in entries:
             self.reads += 1
             # The file changed: forget its older versions (and its entries of earlier
@@ -140,9 +148,20 @@ class FileHasher:
         return {"kind": "dir", "sha256": digest.hexdigest(), "size": size}
 
     def save(self) -> None:
-        """Write the cache back if it changed (a failure to write is not an error)."""
+        """Write the cache back if it changed (a failure to write is not an error),
+        without the entries of files that are gone (a deleted checkpoint folder) or of an
+        earlier version's keys, and at most :data:`MAX_CACHE_ENTRIES` of them, the least
+        recently used dropped first."""
         if not self._dirty or self._cache is None or self.cache_path is None:
             return
+        kept: dict[str, str] = {}
+        for key, digest in reversed(self._cache.items()):
+            if len(kept) >= MAX_CACHE_ENTRIES:
+                break
+            found = _KEY.fullmatch(key)
+            if found and os.path.isfile(found.group(1)):
+                kept[key] = digest
+        self._cache = dict(reversed(kept.items()))
         try:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             replace_file(self.cache_path, json.dumps(self._cache, indent=0))

@@ -181,15 +181,21 @@ def test_a_cache_entry_of_an_earlier_version_is_a_miss_not_an_error(tmp_path: Pa
     big.write_bytes(b"a" * CACHE_MIN_BYTES)
     stat = big.stat()
     cache = tmp_path / "hashes.json"
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"12345")
     cache.write_text(json.dumps({
         f"{big.resolve()}|{stat.st_size}|{stat.st_mtime_ns}": "0" * 64,
-        str(tmp_path / "other.bin|5|7"): "1" * 64}), encoding="utf-8")
+        # another file's entry is kept (an earlier version's entry of a file, or one of a
+        # file that is gone, is not: each would be a miss for ever)
+        f"{other.resolve()}|5|7|1|2": "1" * 64,
+        str(tmp_path / "gone.bin|5|7|1|2"): "2" * 64}), encoding="utf-8")
     hasher = FileHasher(cache)
     digest = hasher.file(big)
     assert digest != "0" * 64 and hasher.reads == 1
     hasher.save()
     kept = json.loads(cache.read_text(encoding="utf-8"))
     assert "0" * 64 not in kept.values() and "1" * 64 in kept.values()
+    assert "2" * 64 not in kept.values()
     key = next(k for k, v in kept.items() if v == digest)
     cache.write_text(json.dumps({key: {"sha256": digest}}), encoding="utf-8")  # a newer form
     assert FileHasher(cache).file(big) == digest

@@ -62,6 +62,9 @@ _MAX_LIMIT = 2**63 - 1
 _PRUNE_BATCH = 10_000
 #: Seconds between the prunings ``retention_days`` makes as signals are recorded.
 _PRUNE_EVERY_S = 3600.0
+#: The bytes a checkpointed WAL file is cut back to (SQLite keeps it at the largest size
+#: it ever reached otherwise: a pruning's deletes left it there for good).
+_WAL_LIMIT = 1 << 20
 #: The metadata key of a client's id for one signal: a signal sent again with the same run,
 #: kind and id (a retried POST) is stored once.
 FEEDBACK_ID = "feedback_id"
@@ -183,7 +186,12 @@ class FeedbackStore:
             create_private(self.path)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             try:
+                if not db.execute("PRAGMA page_count").fetchone()[0]:
+                    # A new file gives pruned pages back to the disk (_compact); set before
+                    # anything is written (an existing file is left as it is until pruned).
+                    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 enable_wal(db)
+                db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
                 found = check_layout(db, VERSION, "aieng-monitoring")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
@@ -217,18 +225,39 @@ class FeedbackStore:
                              "fix it and restore the file from a backup")
         return self._delete_before(db, before)
 
-    @staticmethod
-    def _delete_before(db: sqlite3.Connection, before: float) -> int:
-        """Delete the rows recorded before ``before``, a batch per transaction."""
+    def _delete_before(self, db: sqlite3.Connection, before: float) -> int:
+        """Delete the rows recorded before ``before``, a batch per transaction, and give
+        their space back to the disk."""
         deleted = 0
         while True:
             done = db.execute("DELETE FROM feedback WHERE id IN (SELECT id FROM feedback "
                               "WHERE ts < ? LIMIT ?)", (before, _PRUNE_BATCH)).rowcount
             deleted += done
             if done < _PRUNE_BATCH:
-                if deleted:
-                    log.info("feedback.pruned", rows=deleted, before=before)
-                return deleted
+                break
+        if deleted:
+            log.info("feedback.pruned", rows=deleted, before=before)
+            self._compact(db)
+        return deleted
+
+    def _compact(self, db: sqlite3.Connection) -> None:
+        """Shrink the file after a pruning: the freed pages go back to the disk (a file
+        made by an earlier version, without incremental vacuum, is rebuilt with it once,
+        when at least half of it is free) and the WAL file is cut back. A failure (a
+        reader holding the file, a full disk) is logged: the pages stay free for later
+        signals, and the next pruning tries again."""
+        try:
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # incremental
+                # executescript steps it to the end (execute frees one page per step)
+                db.executescript("PRAGMA incremental_vacuum")
+            else:
+                free = db.execute("PRAGMA freelist_count").fetchone()[0]
+                if free * 2 >= db.execute("PRAGMA page_count").fetchone()[0]:
+                    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                    db.execute("VACUUM")  # the setting takes effect as the file is rebuilt
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("feedback.compact_failed", path=str(self.path), error=str(exc))
 
     @contextmanager
     def _locked(self) -> Iterator[sqlite3.Connection]:
