@@ -1,9 +1,17 @@
 """A file's SHA-256, computed once per file version: the digest of a multi-GB model file
 is kept on disk under a name made of the file's path, device, inode, size, mtime and
-ctime, so a later load does not read the whole file again (~1 s/GB)."""
+ctime, so a later load does not read the whole file again (~1 s/GB).
+
+The memo holds at most :data:`MEMO_ENTRIES` digests: every rewrite, copy or move of a
+file makes a new entry and the old one is never asked for again, so a host whose models
+are re-downloaded or re-installed would otherwise add one per version for ever. An entry
+read is marked used (its mtime set to now); writing a new entry removes the least
+recently used ones past the bound.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -21,6 +29,8 @@ MEMO_MIN = 1 << 20
 #: A file changed less than this many seconds ago is not memoized: it may still be
 #: written within the same timestamp tick, which would leave its stat line unchanged.
 MEMO_SETTLE_S = 2
+#: The most digests kept in one memo folder (64 bytes each; least recently used removed).
+MEMO_ENTRIES = 256
 _CHUNK = 1 << 20
 _PREFIX = "digest"
 
@@ -43,6 +53,8 @@ def file_digest(path: Path, memo: Path | None = None) -> str:
         except (OSError, UnicodeDecodeError):
             kept = ""
         if len(kept) == 64 and all(c in "0123456789abcdef" for c in kept):
+            with contextlib.suppress(OSError):  # used now: the last to be pruned
+                _touch(entry)
             return kept
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -70,8 +82,31 @@ def _keep(entry: Path, hexdigest: str) -> None:
         scratch = scratch_path(entry.parent, _PREFIX)
         try:
             scratch.write_text(hexdigest, encoding="ascii")
+            _touch(scratch)
             os.replace(scratch, entry)
         finally:
             scratch.unlink(missing_ok=True)
+        _prune(entry)
     except OSError as exc:
         log.debug("transformers.digest_not_kept", path=str(entry), error=str(exc))
+
+
+def _touch(path: Path) -> None:
+    # The clock's own nanoseconds: a file system stamps writes at its coarse tick (~4 ms),
+    # which would leave entries used one after the other in no order.
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
+
+
+def _prune(kept: Path) -> None:
+    # The least recently used entries of ``kept``'s folder past MEMO_ENTRIES, ``kept``
+    # (just written) never (entries are named by a SHA-256; scratch files start with a
+    # dot). Another process pruning at once: already gone.
+    entries = []
+    for path in kept.parent.iterdir():
+        if len(path.name) == 64 and path != kept:
+            with contextlib.suppress(OSError):
+                entries.append((path.stat().st_mtime_ns, path.name, path))
+    entries.sort()
+    for _, _, path in entries[:max(0, len(entries) + 1 - MEMO_ENTRIES)]:
+        path.unlink(missing_ok=True)

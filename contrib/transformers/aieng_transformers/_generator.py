@@ -319,18 +319,34 @@ class GenerationStream:
     """
 
     def __init__(self, backend: SmolLM2Backend, request: Request) -> None:
-        self._backend = backend
-        self._request = request
-        #: Prompt and completion tokens; final once the stream has ended.
-        self.usage = Usage()
-        #: ``stop``, ``length`` or ``tool_calls`` once the stream has ended.
-        self.finish_reason: Literal["stop", "length", "tool_calls"] | None = None
-        #: The tool calls of the completion, once the stream has ended (the deltas carry
-        #: the text before them; the last delta carries the calls).
-        self.tool_calls: tuple[ToolCall, ...] = ()
-        #: Per-token log-probabilities, when the request asked for them.
-        self.logprobs: tuple[TokenLogprob, ...] | None = None
-        self._deltas = self._run()
+        self._totals = _Totals()
+        # The generator holds the totals, never the stream: a stream dropped unclosed (a
+        # consumer that stops reading) is freed at once, and the event loop's finalizer
+        # closes its generation and frees its KV cache on its next turn. Holding the
+        # stream made a cycle that only the cyclic collector broke: the KV caches of
+        # abandoned streams stayed until its next full pass.
+        self._deltas = _deltas(backend, request, self._totals)
+
+    @property
+    def usage(self) -> Usage:
+        """Prompt and completion tokens; final once the stream has ended."""
+        return self._totals.usage
+
+    @property
+    def finish_reason(self) -> Literal["stop", "length", "tool_calls"] | None:
+        """``stop``, ``length`` or ``tool_calls`` once the stream has ended."""
+        return self._totals.finish_reason
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The tool calls of the completion, once the stream has ended (the deltas carry
+        the text before them; the last delta carries the calls)."""
+        return self._totals.tool_calls
+
+    @property
+    def logprobs(self) -> tuple[TokenLogprob, ...] | None:
+        """Per-token log-probabilities, when the request asked for them."""
+        return self._totals.logprobs
 
     def __aiter__(self) -> AsyncIterator[Delta]:
         return self
@@ -342,47 +358,62 @@ class GenerationStream:
         """Stop generating and release the request's KV cache."""
         await self._deltas.aclose()
 
-    async def _run(self) -> AsyncGenerator[Delta, None]:
-        from ._causal import wants_logprobs
 
-        request = self._request
-        want = wants_logprobs(request)
-        lm = await self._backend.loaded()
-        generation = await anyio.to_thread.run_sync(
-            partial(lm.start, request, logprobs=want), abandon_on_cancel=True)
-        plan = generation.plan
-        calls = ToolText(plan) if plan is not None and plan.constrained else None
-        self.usage = generation.usage
-        index = 0
-        # The log-probability of steps not shown yet (text held back as a possible tool
-        # call): the next delta carries it, so the deltas' sum is the completion's.
-        spent = 0.0
-        try:
-            while True:
-                step = await anyio.to_thread.run_sync(generation.step, abandon_on_cancel=True)
-                self.usage = generation.usage
-                spent += step.logprob or 0.0
-                text = step.text if calls is None else calls.feed(step.text)
-                finish: Literal["stop", "length", "tool_calls"] | None = step.finish
-                if finish is not None:
-                    if calls is not None:
-                        rest, self.tool_calls = calls.finish()
-                        text += rest
-                        finish = "tool_calls" if self.tool_calls else finish
-                    self.finish_reason = finish
-                    self.logprobs = tuple(generation.logprobs) if want else None
-                if text or finish is not None:
-                    yield Delta(text, index=index, finish_reason=finish,
-                                logprob=spent if want else None,
-                                usage=self.usage if finish is not None else None,
-                                tool_calls=self.tool_calls if finish is not None else (),
-                                model=self._backend.model)
-                    index += 1
-                    spent = 0.0
-                if finish is not None:
-                    return
-        finally:
-            generation.cancel()
+class _Totals:
+    """What a stream reports once it has ended (shared by the stream and its generator)."""
+
+    __slots__ = ("finish_reason", "logprobs", "tool_calls", "usage")
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+        self.finish_reason: Literal["stop", "length", "tool_calls"] | None = None
+        self.tool_calls: tuple[ToolCall, ...] = ()
+        self.logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+async def _deltas(backend: SmolLM2Backend, request: Request,
+                  totals: _Totals) -> AsyncGenerator[Delta, None]:
+    """The deltas of :class:`GenerationStream` (module level: it must not hold the
+    stream)."""
+    from ._causal import wants_logprobs
+
+    want = wants_logprobs(request)
+    lm = await backend.loaded()
+    generation = await anyio.to_thread.run_sync(
+        partial(lm.start, request, logprobs=want), abandon_on_cancel=True)
+    plan = generation.plan
+    calls = ToolText(plan) if plan is not None and plan.constrained else None
+    totals.usage = generation.usage
+    index = 0
+    # The log-probability of steps not shown yet (text held back as a possible tool
+    # call): the next delta carries it, so the deltas' sum is the completion's.
+    spent = 0.0
+    try:
+        while True:
+            step = await anyio.to_thread.run_sync(generation.step, abandon_on_cancel=True)
+            totals.usage = generation.usage
+            spent += step.logprob or 0.0
+            text = step.text if calls is None else calls.feed(step.text)
+            finish: Literal["stop", "length", "tool_calls"] | None = step.finish
+            if finish is not None:
+                if calls is not None:
+                    rest, totals.tool_calls = calls.finish()
+                    text += rest
+                    finish = "tool_calls" if totals.tool_calls else finish
+                totals.finish_reason = finish
+                totals.logprobs = tuple(generation.logprobs) if want else None
+            if text or finish is not None:
+                yield Delta(text, index=index, finish_reason=finish,
+                            logprob=spent if want else None,
+                            usage=totals.usage if finish is not None else None,
+                            tool_calls=totals.tool_calls if finish is not None else (),
+                            model=backend.model)
+                index += 1
+                spent = 0.0
+            if finish is not None:
+                return
+    finally:
+        generation.cancel()
 
 
 def _completion(plan: ToolPlan | None, text: str, finish: Literal["stop", "length"], usage: Usage,

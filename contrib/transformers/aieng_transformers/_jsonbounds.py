@@ -14,6 +14,12 @@ prefix is a grid of values in an interval: ``12`` grows to ``12`` (one value),
 that reach a value in range (``None``: none does); :func:`completions` lists their
 values. Exact arithmetic (:class:`fractions.Fraction`): no float rounding decides a
 bound.
+
+The grids and the answers per (prefix, bounds) are memoized process-wide in LRU caches of
+:data:`MEMO_SIZES` entries (least recently used evicted): a server writing numbers under
+thousands of distinct schemas (one per request or user, each its own bounds) holds at most
+about 7 MB of them in all. They were 65,536 / 4,096 / 65,536 entries (about 53 MB once
+filled, which distinct bounds did within a few thousand requests).
 """
 
 from __future__ import annotations
@@ -25,12 +31,19 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import NamedTuple
 
-__all__ = ["DIGITS", "Range", "bound", "completions", "extra_chars", "in_range"]
+__all__ = ["DIGITS", "MEMO_SIZES", "Range", "bound", "completions", "extra_chars", "in_range"]
 
 #: The most digits of a bounded non-integer number (C's ``DBL_DIG``).
 DIGITS = 15
 
 _DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+
+#: Entries of each memo (LRU): :func:`extra_chars` (~220 B each), the sorted grids of a
+#: prefix (~4 KB each), a grid's span within bounds (~340 B each), and whether bounds are
+#: plain. One request's numbers ask a few hundred of each; the rest serves the requests
+#: that repeat a schema.
+MEMO_SIZES = {"extra_chars": 1 << 13, "sorted_grids": 1 << 9, "grid_span": 1 << 13,
+              "plain": 1 << 10}
 
 
 class Range(NamedTuple):
@@ -80,7 +93,7 @@ def in_range(text: str, bounds: Range) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=MEMO_SIZES["extra_chars"])
 def extra_chars(text: str, bounds: Range, limit: int) -> int | None:
     """The fewest characters to append to the prefix ``text`` (``""``, ``-``, ``12``,
     ``0.5``…) so that it is a whole number inside ``bounds`` of at most ``limit``
@@ -111,7 +124,7 @@ def completions(text: str, bounds: Range, limit: int) -> Iterator[tuple[int, str
             value += every
 
 
-@functools.lru_cache(maxsize=1 << 10)
+@functools.lru_cache(maxsize=MEMO_SIZES["plain"])
 def _plain(bounds: Range) -> bool:
     """Whether each bound has at most :data:`DIGITS` significant digits: then a number of
     at most that many compares with it as a float as it does exactly (distinct doubles in
@@ -142,7 +155,7 @@ def _spell(value: Fraction, places: int) -> str:
     return f"{whole}.{int((value - whole) * 10 ** places):0{places}d}"
 
 
-@functools.lru_cache(maxsize=1 << 12)
+@functools.lru_cache(maxsize=MEMO_SIZES["sorted_grids"])
 def _sorted_grids(text: str, integer: bool, limit: int
                   ) -> tuple[tuple[int, Fraction, Fraction, Fraction, bool], ...]:
     """:func:`_grids`, fewest characters added first (memoized: sets of numbers list the
@@ -211,7 +224,7 @@ def _grid_hit(bounds: Range, low: Fraction, high: Fraction, step: Fraction) -> F
     return None if span is None else span[0]
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=MEMO_SIZES["grid_span"])
 def _grid_span(bounds: Range, low: Fraction, high: Fraction,
                step: Fraction) -> tuple[Fraction, Fraction, Fraction] | None:
     """The multiples of ``step`` in ``[low, high]`` that the bounds admit, as (first,

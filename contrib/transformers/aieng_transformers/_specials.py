@@ -113,6 +113,13 @@ def _rewritten(message: Message, text: Callable[[str], str]) -> Message:
     return attrs.evolve(message, content=content, tool_calls=calls)
 
 
+#: Any guard's placeholder (``aieng<16 hex digits>x<index>x``): one pattern compiled once.
+#: A pattern per guard (its own nonce) compiled per prompt filled Python's process-wide
+#: ``re`` cache (512 patterns) with patterns never used again, evicting every other
+#: module's, and cost a compilation per request.
+_PLACEHOLDER = re.compile(r"aieng([0-9a-f]{16})x(\d+)x")
+
+
 class SpecialGuard:
     """One prompt's placeholders for the special strings its messages hold.
 
@@ -122,8 +129,8 @@ class SpecialGuard:
     def __init__(self, pattern: re.Pattern[str] | None) -> None:
         self._pattern = pattern
         self._found: list[str] = []
-        self._nonce = f"aieng{secrets.token_hex(8)}x"
-        self._placeholder = re.compile(rf"{self._nonce}(\d+)x")
+        self._key = secrets.token_hex(8)
+        self._nonce = f"aieng{self._key}x"
 
     def messages(self, messages: Sequence[Message]) -> list[Message]:
         """``messages`` with each special string in a content or a tool call's argument
@@ -147,11 +154,17 @@ class SpecialGuard:
         return ids
 
     def _plain(self, tokenizer: Any, text: str) -> list[int]:
-        text = self._placeholder.sub(lambda m: self._found[int(m.group(1))], text)
+        text = _PLACEHOLDER.sub(self._restore, text)
         if not text:
             return []
         return list(tokenizer(text, add_special_tokens=False,
                               split_special_tokens=True)["input_ids"])
+
+    def _restore(self, match: re.Match[str]) -> str:
+        # This guard's placeholder becomes the string it holds; any other text of the same
+        # shape (another nonce: a user's imitation) stays as written.
+        key, index = match.groups()
+        return self._found[int(index)] if key == self._key else match.group()
 
     def _message(self, message: Message) -> Message:
         return _rewritten(message, self._text)
