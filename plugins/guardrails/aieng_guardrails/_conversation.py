@@ -56,10 +56,13 @@ def texts_of(messages: Sequence[Message], *, skip_system: bool = True
 def rebuild(messages: Sequence[Message], changed: dict[Slot, str]) -> tuple[Message, ...]:
     """The conversation with the texts at ``changed``'s places replaced."""
     out: list[Message] = []
+    # The messages whose calls' arguments changed, read once (not every change looked at
+    # for every message: quadratic in a long conversation full of personal data).
+    in_calls = {slot[0] for slot in changed if slot[1] is not None}
     for i, message in enumerate(messages):
         content = changed.get((i, None), message.content)
         calls = message.tool_calls
-        if any(slot[0] == i and slot[1] is not None for slot in changed):
+        if i in in_calls:
             calls = tuple(_call(call, j, i, changed) for j, call in enumerate(calls))
         if content != message.content or calls != message.tool_calls:
             message = attrs.evolve(message, content=content, tool_calls=calls)

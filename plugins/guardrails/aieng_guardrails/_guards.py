@@ -183,7 +183,7 @@ class PIIGuard:
         #: its task), so a value keeps its placeholder across the run's model calls.
         self.agent_runs = Vault(self.options.vault_size, self.options.vault_ttl)
         #: What each text holds (an agent's conversation is scanned at every step).
-        self._detections = ScanCache(self._find)
+        self._detections: ScanCache[tuple[Detection, ...]] = ScanCache(self._find, empty=())
 
     def _find(self, text: str) -> tuple[Detection, ...]:
         opts = self.options
@@ -289,7 +289,7 @@ class PIIGuard:
         opts = self.options
         messages = request.messages
         places = texts_of(messages)
-        found = [self._detections(text) for _, text in places]
+        found = self._detections.many([text for _, text in places])
         if not any(found):
             self._take_key(request.prompt)
             return None
@@ -425,7 +425,7 @@ class InjectionGuard:
     def __init__(self, options: InjectionOptions | None = None) -> None:
         self.options = options or InjectionOptions()
         #: Each text's scan (an agent's tool results are scanned at every step).
-        self._scans = ScanCache(self._scan)
+        self._scans = ScanCache(self._scan, empty=InjectionScan(0.0, ()))
 
     def _scan(self, text: str) -> InjectionScan:
         return scan_injection(text, max_depth=self.options.max_depth)
@@ -453,9 +453,11 @@ class InjectionGuard:
         text = request.prompt
         scan = self.scan(text)
         source = ""  # where the deciding scan's text came from ("": the prompt)
-        for where, other in _other_texts(request, all_messages=opts.all_messages,
-                                         tool_results=opts.tool_results):
-            extra = self.scan(other)
+        others = _other_texts(request, all_messages=opts.all_messages,
+                              tool_results=opts.tool_results)
+        # A conversation's earlier texts as one (its next step scans only what is new).
+        for (where, _), extra in zip(others, self._scans.many([t for _, t in others]),
+                                     strict=True):
             if extra.score > scan.score:
                 # No span: the findings' spans are in the prompt, which this is not.
                 scan = InjectionScan(extra.score, tuple(

@@ -15,6 +15,7 @@ import structlog
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Hit, Query, ToolResult
 
+from ._cache import ScanCache
 from ._guards import _off_loop, remove_injections
 from ._injection import InjectionScan, scan_injection
 from ._options import RetrievalGuardOptions
@@ -67,6 +68,12 @@ class RetrievalGuard:
 
     def __init__(self, options: RetrievalGuardOptions | None = None) -> None:
         self.options = options or RetrievalGuardOptions()
+        #: Each document's scan: the same passages come back query after query (bounded:
+        #: the last 16,384 texts, by a digest; the texts are not kept).
+        self._scans: ScanCache[InjectionScan] = ScanCache(self._scan)
+
+    def _scan(self, text: str) -> InjectionScan:
+        return scan_injection(text, max_depth=self.options.max_depth)
 
     @hookimpl
     async def aieng_rerank(self, query: Query, hits: Sequence[Hit], k: int) -> list[Hit]:
@@ -80,8 +87,10 @@ class RetrievalGuard:
         kept: list[Hit] = []
         if k <= 0:  # nothing asked for, nothing scanned
             return kept
-        for scanned in scan_hits(hits, max_depth=opts.max_depth):
-            hit, scan = scanned.hit, scanned.scan
+        for hit in hits:
+            document = hit.document
+            scan = self._scans(f"{document.title}\n{document.text}" if document.title
+                               else document.text)
             if scan.score >= opts.threshold:
                 rules = sorted({m.rule for m in scan.matches})
                 log.info("guardrails.retrieval.injected", document=hit.document.id,
