@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from aieng_hookspecs import build_lock, enable_wal, replace_file
+from aieng_hookspecs import build_lock, enable_wal, reclaim_space, replace_file
 from aieng_hookspecs._sqlite import WAL_SIZE_LIMIT
 
 
@@ -78,3 +78,51 @@ def test_builds_and_replacements_leave_no_file_per_call(tmp_path: Path) -> None:
     assert len(list(cache.iterdir())) == 200
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "state.json"]
     assert target.read_text() == '{"n": 198}'
+
+
+def _filled(db: Path, *, reclaim: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(db, isolation_level=None)
+    enable_wal(conn, reclaim=reclaim)
+    conn.execute("CREATE TABLE rows (body BLOB)")
+    conn.executemany("INSERT INTO rows VALUES (?)", [(os.urandom(4000),) for _ in range(500)])
+    conn.execute("DELETE FROM rows")
+    return conn
+
+
+@pytest.mark.parametrize("reclaim", [True, False])
+def test_a_store_made_to_reclaim_gives_deleted_pages_back(tmp_path: Path,
+                                                          reclaim: bool) -> None:
+    """``enable_wal(reclaim=True)`` on a new file, then ``reclaim_space`` after a mass
+    delete: the file shrinks to what its rows need. A file made without it keeps its
+    pages (for later writes) and says so."""
+    db = tmp_path / "store.db"
+    conn = _filled(db, reclaim=reclaim)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        before = db.stat().st_size
+        assert before > 1_000_000
+        assert reclaim_space(conn) is reclaim
+        after = db.stat().st_size
+        assert (after < before // 10) if reclaim else after == before
+        assert reclaim_space(conn) is False  # nothing left to give back
+    finally:
+        conn.close()
+
+
+def test_an_existing_store_keeps_its_mode_and_few_free_pages_stay(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    _filled(db, reclaim=False).close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        enable_wal(conn, reclaim=True)  # the file exists: its header is not rewritten
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    finally:
+        conn.close()
+    conn = _filled(tmp_path / "new.db", reclaim=True)
+    try:
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        assert reclaim_space(conn, min_pages=free) is False  # under the bound: kept
+        with pytest.raises(ValueError, match="checkpoint must be one of"):
+            reclaim_space(conn, checkpoint="NOW")
+    finally:
+        conn.close()

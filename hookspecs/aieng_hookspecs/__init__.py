@@ -29,12 +29,14 @@ from ._protocols import (
 )
 from ._secrets import REDACTED, masked_url, redact_url, redacted, secret_key
 from ._sqlite import (
+    WAL_SIZE_LIMIT,
     ForkGuard,
     check_layout,
     create_private,
     enable_wal,
     mark_layout,
     open_read_only,
+    reclaim_space,
     sqlite_busy,
     sqlite_error,
     writable,
@@ -49,6 +51,7 @@ __all__ = [
     "PROJECT",
     "REDACTED",
     "UNWRITABLE",
+    "WAL_SIZE_LIMIT",
     "CacheDirError",
     "CallMode",
     "ComponentRegistry",
@@ -76,6 +79,7 @@ __all__ = [
     "neutralize_citations",
     "neutralize_fences",
     "open_read_only",
+    "reclaim_space",
     "redact_url",
     "redacted",
     "remove_abandoned",

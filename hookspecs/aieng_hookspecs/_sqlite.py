@@ -18,8 +18,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-__all__ = ["ForkGuard", "check_layout", "create_private", "enable_wal", "mark_layout",
-           "open_read_only", "sqlite_busy", "sqlite_error", "writable"]
+__all__ = ["WAL_SIZE_LIMIT", "ForkGuard", "check_layout", "create_private", "enable_wal",
+           "mark_layout", "open_read_only", "reclaim_space", "sqlite_busy", "sqlite_error",
+           "writable"]
 
 _RETRY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 #: The bytes a WAL file keeps after a checkpoint (``PRAGMA journal_size_limit``): above
@@ -93,7 +94,7 @@ def _locked_past(error: sqlite3.Error, timeout: float, doing: str) -> sqlite3.Er
 
 
 def enable_wal(conn: sqlite3.Connection, *, timeout: float = 5.0,
-               size_limit: int = WAL_SIZE_LIMIT) -> str:
+               size_limit: int = WAL_SIZE_LIMIT, reclaim: bool = False) -> str:
     """Put ``conn``'s database in WAL mode (persistent: later connections find it so), its
     WAL file cut back to ``size_limit`` bytes after each checkpoint (this connection's
     ``PRAGMA journal_size_limit``).
@@ -107,6 +108,10 @@ def enable_wal(conn: sqlite3.Connection, *, timeout: float = 5.0,
         finite number >= 0; 0: one try), on the monotonic clock.
     :param size_limit: the bytes the WAL file keeps after a checkpoint (an integer >= 0;
         -1: no limit, SQLite's default).
+    :param reclaim: a database with nothing in it yet is made one whose free pages can go
+        back to the disk (``PRAGMA auto_vacuum = INCREMENTAL``; see :func:`reclaim_space`).
+        The mode is written with the first page and changes later only by a ``VACUUM``:
+        an existing database keeps its own (setting it would write its header).
     :returns: the journal mode now in force (``"wal"``; ``"memory"`` for ``:memory:``).
     :raises sqlite3.OperationalError: the lock was still held after ``timeout`` seconds
         (its message says so and names the timeout), or any other error.
@@ -117,6 +122,8 @@ def enable_wal(conn: sqlite3.Connection, *, timeout: float = 5.0,
     if isinstance(size_limit, bool) or not isinstance(size_limit, int) or size_limit < -1:
         raise ValueError(f"size_limit takes a number of bytes >= 0 (or -1: no limit); got "
                          f"{size_limit!r}")
+    if reclaim and not conn.execute("PRAGMA page_count").fetchone()[0]:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:
@@ -131,6 +138,39 @@ def enable_wal(conn: sqlite3.Connection, *, timeout: float = 5.0,
                 raise _locked_past(error, timeout, "the switch to WAL") from error
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+_CHECKPOINTS = frozenset({"PASSIVE", "FULL", "RESTART", "TRUNCATE"})
+
+
+def reclaim_space(conn: sqlite3.Connection, *, min_pages: int = 256, share: float = 0.25,
+                  checkpoint: str = "PASSIVE") -> bool:
+    """Give a database's free pages (those its deleted rows left) back to the disk when
+    they are more than ``min_pages`` and more than ``share`` of its pages; fewer stay for
+    later writes to reuse. Only a database made with ``enable_wal(reclaim=True)`` (or
+    rebuilt by a ``VACUUM`` after ``PRAGMA auto_vacuum = INCREMENTAL``) can: another keeps
+    its pages, and this returns ``False``.
+
+    The pages go with ``PRAGMA incremental_vacuum`` run to its end (through
+    ``executescript``: ``execute`` frees one page a call), and a ``checkpoint`` of the WAL
+    copies the smaller database into its file now rather than at the next checkpoint.
+
+    :param conn: an open connection in autocommit mode, outside any transaction.
+    :param checkpoint: the checkpoint's mode (``PASSIVE`` waits for no reader;
+        ``TRUNCATE`` also empties the WAL file, waiting for readers up to the busy timeout).
+    :returns: whether pages were given back.
+    :raises sqlite3.Error: as SQLite raises it (a full disk, a lock held past the timeout).
+    """
+    if checkpoint not in _CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {sorted(_CHECKPOINTS)}, got "
+                         f"{checkpoint!r}")
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    if free <= min_pages or free <= share * int(conn.execute("PRAGMA page_count").fetchone()[0]):
+        return False
+    if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:  # 2: incremental
+        return False
+    conn.executescript(f"PRAGMA incremental_vacuum; PRAGMA wal_checkpoint({checkpoint});")
+    return True
 
 
 def sqlite_busy(error: BaseException | None) -> bool:

@@ -37,6 +37,7 @@ from aieng_hookspecs import (
     hookimpl,
     mark_layout,
     open_read_only,
+    reclaim_space,
     sqlite_error,
     stop_if_cancelled,
     valid_utf8,
@@ -311,11 +312,8 @@ class SQLiteMemory:
                 if self.options.path:
                     try:
                         check_layout(conn, VERSION, "aieng-agents")  # before any write
-                        if not conn.execute("PRAGMA page_count").fetchone()[0]:
-                            # a new file: what evictions free can go back to the disk
-                            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                        enable_wal(conn, timeout=10.0)
-                        conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
+                        # reclaim: a new file's evicted pages can go back to the disk
+                        enable_wal(conn, timeout=10.0, size_limit=_WAL_LIMIT, reclaim=True)
                     except sqlite3.OperationalError:
                         if writable(file):
                             raise
@@ -415,16 +413,10 @@ class SQLiteMemory:
         larger than ``max_items``, ``max_items`` lowered) and a quarter of the file: the
         file shrinks to what the kept items need. A file made by an earlier version
         (without incremental vacuum) keeps them for later items."""
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        if free < _FREE_PAGES or free * 4 < conn.execute("PRAGMA page_count").fetchone()[0]:
-            return
-        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # incremental
-            try:  # executescript steps it to the end (execute frees one page per step)
-                conn.executescript("PRAGMA incremental_vacuum")
-                # the file shrinks when the WAL is checkpointed into it: now, not at close
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.OperationalError as exc:  # the items are stored: shrink later
-                log.warning("memory.compact_failed", error=str(exc))
+        try:  # the WAL checkpointed into the file now (TRUNCATE), not at close
+            reclaim_space(conn, min_pages=_FREE_PAGES, share=0.25, checkpoint="TRUNCATE")
+        except sqlite3.OperationalError as exc:  # the items are stored: shrink later
+            log.warning("memory.compact_failed", error=str(exc))
 
     @hookimpl
     async def aieng_memory_recall(self, query: Query, k: int) -> list[MemoryItem]:

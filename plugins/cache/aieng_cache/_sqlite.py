@@ -26,6 +26,7 @@ from aieng_hookspecs import (
     enable_wal,
     mark_layout,
     open_read_only,
+    reclaim_space,
     sqlite_busy,
     sqlite_error,
     writable,
@@ -34,7 +35,7 @@ from aieng_hookspecs import (
 from ._clock import AHEAD_S
 from ._codec import payload_namespace
 
-__all__ = ["PURGE_EVERY", "VERSION", "WAL_LIMIT", "Row", "SQLiteStore"]
+__all__ = ["PURGE_EVERY", "VERSION", "Row", "SQLiteStore"]
 
 log = structlog.get_logger(__name__)
 
@@ -69,16 +70,9 @@ DROP INDEX IF EXISTS entries_created;
 #: file of distinct keys that no lookup finds again still loses them, without a call to
 #: ``vacuum``. A purge walks the ``expires`` index over the dead rows only.
 PURGE_EVERY = 1024
-#: The most bytes the ``-wal`` file keeps once a checkpoint has copied it into the database
-#: (``PRAGMA journal_size_limit``): one large write (a ``clear`` of a big file, a
-#: ``vacuum``) made it as large as itself, and SQLite reuses a WAL file from its start
-#: without shrinking it while a connection stays open (a server: for weeks). Above the
-#: ~4 MB that the automatic checkpoint (1,000 pages) lets it reach, so that the usual
-#: cycle does not shrink it to grow it again.
-WAL_LIMIT = 8 << 20
 # Free pages (the file's pages no row uses) kept for later stores to reuse: past this, and
-# past a quarter of the file, a purge or a clear gives them back to the disk (PRAGMA
-# incremental_vacuum; files made before this: once ``vacuum`` has run, see SQLiteStore).
+# past a quarter of the file, a purge or a clear gives them back to the disk
+# (aieng_hookspecs.reclaim_space; files made before this: once ``vacuum`` has run).
 _FREE_PAGES = 256
 
 # An entry that is a miss at a time ``now``: expired, or stored more than AHEAD_S after it
@@ -133,12 +127,7 @@ def _reclaim(conn: sqlite3.Connection) -> None:
     """Give the file's free pages back to the disk when they are many (past
     :data:`_FREE_PAGES` and a quarter of the file); fewer stay for later stores to fill.
     Nothing in a file made without ``auto_vacuum`` (until ``vacuum`` rebuilds it)."""
-    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-    if free > _FREE_PAGES and 4 * free > int(conn.execute("PRAGMA page_count").fetchone()[0]):
-        # executescript steps the pragma to its end: execute() frees one page a call.
-        # The checkpoint (passive: it waits for no reader) copies the freeing into the
-        # database file, which it cuts to its new size, now rather than at the next one.
-        conn.executescript("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(PASSIVE);")
+    reclaim_space(conn, min_pages=_FREE_PAGES, share=0.25)
 
 
 class SQLiteStore:
@@ -166,7 +155,7 @@ class SQLiteStore:
     the one it finds at once); pages freed by deletions are reused by later stores, and
     given back to the disk when over a quarter of the file is free (a new file; one made
     before: after one :meth:`vacuum`); the ``-wal`` file shrinks back to
-    :data:`WAL_LIMIT` after a checkpoint.
+    8 MiB after a checkpoint (``aieng_hookspecs.WAL_SIZE_LIMIT``).
 
     A file this process cannot write (a read-only mount, a file of another owner) opens
     for reading: lookups are served, and what would write (``put``, ``delete``, ``clear``,
@@ -222,14 +211,10 @@ class SQLiteStore:
             # between threads, one at a time (see _connection).
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=self.busy_timeout)
-            # A new file gives its free pages back (incremental_vacuum, see _reclaim):
-            # the mode is written with the file's first page, by the switch to WAL below,
-            # and cannot change later but by a VACUUM. An existing file keeps its mode
-            # (and its bytes: setting it there would write its header).
-            if self._new_file():
-                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             try:
-                enable_wal(conn, timeout=self.busy_timeout)
+                # reclaim: a new file gives its free pages back (see _reclaim); the WAL
+                # file is cut back to 8 MiB after a checkpoint (enable_wal's size_limit).
+                enable_wal(conn, timeout=self.busy_timeout, reclaim=True)
             except sqlite3.OperationalError:
                 if self.in_memory or not self.path.is_file() or writable(self.path):
                     raise
@@ -240,7 +225,6 @@ class SQLiteStore:
             found = check_layout(conn, VERSION, "aieng-cache")
             if not self.read_only:
                 conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints (WAL)
-                conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
                 with self._lock:
                     if not self._ready:
                         conn.executescript(_SCHEMA)
@@ -256,13 +240,6 @@ class SQLiteStore:
             raise sqlite_error(exc, f"cannot open the cache database {self.path}{hint}: {exc}"
                          ) from exc
         return conn
-
-    def _new_file(self) -> bool:
-        """Whether the database holds nothing yet (an empty file, or in memory)."""
-        try:
-            return self.in_memory or self.path.stat().st_size == 0
-        except OSError:  # none there (no access): the open says why
-            return False
 
     def _opened_read_only(self, conn: sqlite3.Connection) -> None:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from aieng_cache import CacheOptions, ExactCache, SemanticCache, SemanticOptions, SQLiteStore
-from aieng_cache._sqlite import PURGE_EVERY, WAL_LIMIT
+from aieng_cache._sqlite import PURGE_EVERY
+from aieng_hookspecs import WAL_SIZE_LIMIT as WAL_LIMIT
 from aieng_hookspecs.types import Completion, Message, Request
 
 from aieng_core.testing import ManualClock

@@ -26,6 +26,7 @@ from aieng_hookspecs import (
     enable_wal,
     hookimpl,
     mark_layout,
+    reclaim_space,
     sqlite_error,
 )
 from aieng_hookspecs.types import Feedback
@@ -186,12 +187,9 @@ class FeedbackStore:
             create_private(self.path)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             try:
-                if not db.execute("PRAGMA page_count").fetchone()[0]:
-                    # A new file gives pruned pages back to the disk (_compact); set before
-                    # anything is written (an existing file is left as it is until pruned).
-                    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                enable_wal(db)
-                db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
+                # reclaim: a new file gives pruned pages back to the disk (_compact); an
+                # existing one is left as it is until pruned.
+                enable_wal(db, size_limit=_WAL_LIMIT, reclaim=True)
                 found = check_layout(db, VERSION, "aieng-monitoring")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
@@ -247,15 +245,13 @@ class FeedbackStore:
         reader holding the file, a full disk) is logged: the pages stay free for later
         signals, and the next pruning tries again."""
         try:
-            if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # incremental
-                # executescript steps it to the end (execute frees one page per step)
-                db.executescript("PRAGMA incremental_vacuum")
-            else:
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # not incremental
                 free = db.execute("PRAGMA freelist_count").fetchone()[0]
                 if free * 2 >= db.execute("PRAGMA page_count").fetchone()[0]:
                     db.execute("PRAGMA auto_vacuum=INCREMENTAL")
                     db.execute("VACUUM")  # the setting takes effect as the file is rebuilt
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            if not reclaim_space(db, min_pages=0, share=0, checkpoint="TRUNCATE"):
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error as exc:
             log.warning("feedback.compact_failed", path=str(self.path), error=str(exc))
 
