@@ -94,12 +94,14 @@ class Subscription:
 
     def __init__(self, subscriber: _Subscriber) -> None:
         self._sub = subscriber
-        self._left: list[Event] | None = None  # what was queued when the block ended
+        # What was queued when the block ended, read from its start: a deque, as a list's
+        # pop(0) moved every event behind it: 8 million moves to read a full 4,096 buffer.
+        self._left: deque[Event] | None = None
 
     def _end(self) -> None:
         """Keep what is still queued and release the stream (it must not outlive the block:
         anyio warns about unclosed streams)."""
-        left = []
+        left: deque[Event] = deque()
         while True:
             try:
                 left.append(self._sub.receive.receive_nowait())
@@ -120,7 +122,7 @@ class Subscription:
         if self._left is not None:
             if not self._left:
                 raise StopAsyncIteration
-            event = self._left.pop(0)
+            event = self._left.popleft()
         else:
             try:
                 event = await self._sub.receive.receive()
@@ -133,7 +135,7 @@ class Subscription:
         """Take every event queued now without waiting (after the block: what was still
         queued when it ended, once)."""
         if self._left is not None:
-            taken, self._left = self._left, []
+            taken, self._left = list(self._left), deque()
             self._sub.delivered += len(taken)
             return taken
         taken = []

@@ -89,6 +89,10 @@ class Kernel:
     kernel is made.
     """
 
+    #: How many pipelines open at once (built, not closed) make the kernel warn, and again
+    #: at each doubling: a host building one per request and never closing them.
+    OPEN_PIPELINES_WARN = 1_000
+
     def __init__(
         self,
         *,
@@ -126,6 +130,7 @@ class Kernel:
         self._limiter: anyio.CapacityLimiter | None = None
         self._task_group: TaskGroup | None = None
         self._pipelines: list[Pipeline] = []  # built and not closed yet
+        self._open_warned = 0  # how many were open at the latest kernel.pipelines_open
         # closers of failed builds' components, waiting for the kernel to start
         self._unbuilt: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._watchdog: anyio.CancelScope | None = None
@@ -367,6 +372,14 @@ class Kernel:
         if self._task_group is not None:
             pipeline._open()
         self._pipelines.append(pipeline)
+        held = len(self._pipelines)
+        if held >= max(self.OPEN_PIPELINES_WARN, 2 * self._open_warned):  # once a doubling
+            self._open_warned = held
+            log.warning("kernel.pipelines_open", open=held,
+                        hint="the kernel keeps each pipeline it built, with its components, "
+                             "until it is closed or the kernel exits: close each one when "
+                             "done ('await pipeline.aclose()', or 'async with "
+                             "kernel.pipeline(...) as pipeline')")
         return pipeline
 
     async def default_embedder(self) -> Pipeline | None:

@@ -13,7 +13,7 @@ from aieng_hookspecs.types import AgentAction, MemoryItem, Message, Request, Too
 from ._reflect import PLAN_HEADER
 
 __all__ = ["MEMORY_HEADER", "ContextLimitError", "TaskInput", "as_request", "cut_note", "fit",
-           "size", "swap_plan", "unique_ids", "with_memory", "with_system"]
+           "left_out_note", "size", "swap_plan", "unique_ids", "with_memory", "with_system"]
 
 TaskInput = str | Request | Sequence[Message]
 MEMORY_HEADER = "Relevant memory:"
@@ -114,8 +114,8 @@ def size(message: Message) -> int:
     return len(message.content) + calls
 
 
-def fit(messages: Sequence[Message], limit: int | None, *,
-        keep: Message | None = None) -> tuple[Message, ...]:
+def fit(messages: Sequence[Message], limit: int | None, *, keep: Message | None = None,
+        left_out: tuple[int, int] = (0, 0)) -> tuple[Message, ...]:
     """The conversation cut to at most ``limit`` characters (:func:`size`) for the model.
 
     The texts of older turns are replaced by a short mark saying what was left out, oldest
@@ -131,12 +131,27 @@ def fit(messages: Sequence[Message], limit: int | None, *,
     the latest step's tool results are cut, each to the same length (200 characters at
     the least), with a note of how many characters were cut.
 
+    :param left_out: the messages and characters of earlier turns the caller already let
+        go of (a chat's window): the note counts them with those ``fit`` leaves out, one
+        note, added (and budgeted) even when nothing else is left out. When what is never
+        left out leaves no room for it, the conversation is fitted as without them.
     :raises ContextLimitError: when those pass ``limit`` even so (it names the sizes).
     """
+    if left_out[0] > 0:
+        try:
+            return _fit(messages, limit, keep, left_out)
+        except ContextLimitError:  # what is never left out takes the room: no note
+            pass
+    return _fit(messages, limit, keep, (0, 0))
+
+
+def _fit(messages: Sequence[Message], limit: int | None, keep: Message | None,
+         left_out: tuple[int, int]) -> tuple[Message, ...]:
     sizes = [size(m) for m in messages]
     total = sum(sizes)
-    if limit is None or total <= limit:
-        return tuple(messages)
+    base = left_out_note(*left_out) if left_out[0] > 0 else ""
+    if limit is None or total + _room(base) <= limit:
+        return with_system(messages, base) if base else tuple(messages)
     n = len(messages)
     users = [i for i, m in enumerate(messages) if m.role == "user"]
     head = min(n, users[0] + 1 if users else n)
@@ -149,16 +164,17 @@ def fit(messages: Sequence[Message], limit: int | None, *,
     marks = {i: mark for i in middle if i not in kept
              and (mark := _mark(messages[i], names)) is not None}
     saved = {i: sizes[i] - size(mark) for i, mark in marks.items()}
-    if total - sum(saved.values()) <= limit:
-        return tuple(_marked(messages, marks, saved, total, limit))
-    gone, note = _left_out(messages, sizes, saved, middle, kept, total, limit)
+    if total - sum(saved.values()) + _room(base) <= limit:
+        out = _marked(messages, marks, saved, total + _room(base), limit)
+        return with_system(out, base) if base else tuple(out)
+    gone, note = _left_out(messages, sizes, saved, middle, kept, total, limit, left_out)
     dropped = sum(sizes[i] for i in gone)
-    extra = len(note) + 2 if gone else 0  # with_system: a blank line and the note
     out = _marked(messages, {i: m for i, m in marks.items() if i not in gone}, saved,
-                  total - dropped + extra, limit)
+                  total - dropped + _room(note), limit)
     result = [m for i, m in enumerate(out) if i not in gone]
-    if gone:
+    if note:
         result = list(with_system(result, note))
+    if gone:
         log.info("context.left_out", messages=len(gone), characters=dropped, limit=limit)
     if (now := sum(map(size, result))) > limit and (cut := _cut_latest(result, limit)):
         result, now = cut, sum(map(size, cut))
@@ -242,10 +258,25 @@ def _marked(messages: Sequence[Message], marks: dict[int, Message], saved: dict[
     return out
 
 
+def left_out_note(messages: int, characters: int) -> str:
+    """The note :func:`fit` adds to the system text: how many earlier messages (and their
+    characters) were left out."""
+    return (f"[left out to fit the context: {messages} earlier messages, {characters} "
+            "characters]")
+
+
+def _room(note: str) -> int:
+    """What adding ``note`` to the system text costs at most (:func:`with_system`: a blank
+    line and the note)."""
+    return len(note) + 2 if note else 0
+
+
 def _left_out(messages: Sequence[Message], sizes: list[int], saved: dict[int, int],
-              middle: range, kept: set[int], total: int, limit: int) -> tuple[set[int], str]:
+              middle: range, kept: set[int], total: int, limit: int,
+              before: tuple[int, int]) -> tuple[set[int], str]:
     """The oldest turns of ``middle`` left out whole, the fewest that let the rest fit
-    with its tool results marked, and the note saying so. A turn is an assistant message
+    with its tool results marked, and the note saying so (counting ``before``, what the
+    caller let go of: ``""`` when there is nothing to say). A turn is an assistant message
     and what follows it up to the next one; a turn holding a kept message, or a tool
     call or result whose other half is outside it, stays."""
     group: dict[int, int] = {}
@@ -257,7 +288,7 @@ def _left_out(messages: Sequence[Message], sizes: list[int], saved: dict[int, in
     fixed = {group[i] for i in kept if i in group} | _crossed(messages, group)
     tools = sum(s for i, s in saved.items() if messages[i].role == "tool")
     gone: set[int] = set()
-    note, dropped = "", 0
+    note, dropped = left_out_note(*before) if before[0] > 0 else "", 0
     members: dict[int, list[int]] = {}
     for i in middle:
         members.setdefault(group[i], []).append(i)
@@ -267,9 +298,8 @@ def _left_out(messages: Sequence[Message], sizes: list[int], saved: dict[int, in
         gone.update(indices)
         dropped += sum(sizes[i] for i in indices)
         tools -= sum(saved.get(i, 0) for i in indices if messages[i].role == "tool")
-        note = (f"[left out to fit the context: {len(gone)} earlier messages, {dropped} "
-                "characters]")
-        if total - dropped - tools + len(note) + 2 <= limit:
+        note = left_out_note(before[0] + len(gone), before[1] + dropped)
+        if total - dropped - tools + _room(note) <= limit:
             break
     return gone, note
 

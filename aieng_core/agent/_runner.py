@@ -90,7 +90,8 @@ class Agent:
 
     async def run(self, task: TaskInput, *, on_step: StepCallback | None = None,
                   on_delta: DeltaCallback | None = None, approve: Approval | None = None,
-                  run_id: str | None = None) -> AgentResult:
+                  run_id: str | None = None, left_out: tuple[int, int] = (0, 0)
+                  ) -> AgentResult:
         """Run the agent on a task until it answers, stops, or a limit ends it.
 
         :param task: the user's text, a :class:`Request` (its messages start the
@@ -106,6 +107,9 @@ class Agent:
             an error result saying so.
         :param run_id: the agent run's id (default ``agent-<12 hex>``): a server gives its
             response's id, so that feedback on it reaches the run's events.
+        :param left_out: the messages and characters of earlier turns the caller let go of
+            (a chat's window): the model is told of them in the one note that also counts
+            what ``context_chars`` leaves out (``fit``'s ``left_out``).
         :returns: the status, the answer, every step, the totals and the transcript.
         :raises HookError: when a model call, policy or memory fails under the pipeline's
             error policy (a failing *tool* is an error result, not an exception).
@@ -125,7 +129,7 @@ class Agent:
                    messages=messages,
                    loop=LoopWatch(self.options.loop_repeats, self.options.loop_window),
                    stall=StallWatch(self.options.stall_steps), approve=approve,
-                   on_delta=on_delta)
+                   on_delta=on_delta, left_out=left_out)
         token = CURRENT_RUN.set(run.scope)
         log_tokens = structlog.contextvars.bind_contextvars(agent_run_id=run_id)
         started = time.perf_counter()
@@ -238,7 +242,8 @@ class Agent:
             plan = await self._replan(run, calls, recalled)
         if not run.status:  # a guardrail may have blocked the planning call
             seen = fit(with_memory(run.messages, recalled, self.options.memory_chars),
-                       self.options.context_chars, keep=run.task_message)
+                       self.options.context_chars, keep=run.task_message,
+                       left_out=run.left_out)
             run.policy_mark = mark = len(run.scope.trace)
             state = AgentState(messages=seen, step=index - 1, max_steps=self.options.max_steps,
                                cost=run.cost, tools=run.tools)
@@ -323,7 +328,8 @@ class Agent:
         options = self.options
         memory = with_memory(run.messages, recalled, options.memory_chars)
         asked = fit(_reflect.plan_messages(memory, run.tools, options.plan_prompt),
-                    options.context_chars, keep=run.task_message)
+                    options.context_chars, keep=run.task_message,
+                    left_out=run.left_out)
         completion, _ = await self._ask(run, asked, calls, "plan")
         if completion is None:
             return ""
@@ -355,7 +361,8 @@ class Agent:
         failed = [(c, r) for c, r in zip(last.action.tool_calls, last.results) if r.is_error]
         memory = with_memory(run.messages, recalled, options.memory_chars)
         asked = fit(_reflect.replan_messages(memory, run.tools, options.replan_prompt, failed),
-                    options.context_chars, keep=run.task_message)
+                    options.context_chars, keep=run.task_message,
+                    left_out=run.left_out)
         completion, _ = await self._ask(run, asked, calls, "plan")
         plan = "" if completion is None else _reflect.plan_text(completion.text,
                                                                 options.plan_chars)

@@ -34,6 +34,7 @@ class _Run:
     approve: Approval | None = None
     runner: ToolRunner | None = None
     on_delta: DeltaCallback | None = None
+    left_out: tuple[int, int] = (0, 0)  # earlier turns the caller let go of: fit's note
     step: int = 0
     steps: list[AgentStep] = attrs.field(factory=list)
     prompt_tokens: int = 0
