@@ -25,6 +25,7 @@ from aieng_core.cli import _chat, _commands, _rag, cli  # noqa: F401  (register 
 from aieng_core.cli._agent import LiveAnswer
 from aieng_core.cli._chat import _append_history, _read_history
 from aieng_core.cli._rag import numbered_runs
+from aieng_core.cli._window import Conversation
 from aieng_core.ingest import _markdown, iter_beir_corpus
 from aieng_core.testing import kernel_with
 
@@ -101,7 +102,7 @@ def test_a_history_line_nested_too_deeply_is_named(tmp_path: Path) -> None:
     deep = "[" * 100_000 + "]" * 100_000
     history.write_text(f'{{"role": "user", "content": "x"}}\n{deep}\n', encoding="utf-8")
     with pytest.raises(Exception, match=r"line 2: JSON nested too deeply") as caught:
-        _read_history(history)
+        _read_history(history, Conversation())
     assert type(caught.value).__name__ == "BadParameter"
 
 
@@ -113,7 +114,7 @@ def test_a_turn_holding_a_unicode_line_separator_is_read_back(tmp_path: Path,
     history = tmp_path / "h.jsonl"
     turn = [Message("user", f"a{separator}b"), Message("assistant", "c")]
     _append_history(history, turn)
-    assert _read_history(history) == turn
+    assert _read_history(history, Conversation()).messages == turn
 
 
 def test_a_crafted_numbered_id_is_parsed_in_one_pass() -> None:

@@ -140,6 +140,7 @@ class TestScoreReranker(RerankerSuite):
 
     pointwise_tolerance = 0.0
     stable_ties = True
+    steady_calls = 500
 
     @pytest.fixture
     def component(self) -> ScoreReranker:
@@ -157,7 +158,10 @@ class TestExactMatchJudge(JudgeSuite):
 
 
 class TestEchoTool(ToolSuite):
-    """The reference tool passes the tool suite."""
+    """The reference tool passes the tool suite, its steady-state check included (calls
+    of its example, from the ``tool_examples`` fixture)."""
+
+    steady_calls = 500
 
     @pytest.fixture
     def component(self) -> EchoTool:

@@ -69,7 +69,10 @@ class WordMemory:
 
 
 class TestWordMemory(MemorySuite):
-    """The suite passes a correct memory."""
+    """The suite passes a correct memory, its steady-state check included (recalls from
+    the facts the suite stored)."""
+
+    steady_calls = 500
 
     @pytest.fixture
     def component(self) -> WordMemory:

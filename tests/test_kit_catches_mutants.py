@@ -7,8 +7,10 @@ namespace. Each mutant fails its suite's check; the correct component passes it.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Hashable, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -16,6 +18,8 @@ import attrs
 import pytest
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import (
+    AgentAction,
+    AgentState,
     Completion,
     Delta,
     Document,
@@ -35,19 +39,25 @@ from aieng_core.kernel import Kernel
 from aieng_core.testing import ScriptedBackend
 from aieng_core.testing.conformance import (
     DEFAULT_CORPUS,
+    AgentPolicySuite,
     BackendSuite,
     CacheSuite,
     FuserSuite,
     GuardrailSuite,
     JudgeSuite,
     MemorySuite,
+    QuantizerSuite,
     RerankerSuite,
     RetrieverSuite,
+    RouterSuite,
     ToolSuite,
 )
 from aieng_core.testing.reference import (
+    AddTool,
+    CopyQuantizer,
     EchoTool,
     ExactMatchJudge,
+    FirstCandidateRouter,
     MemoryCache,
     RegexRedactGuard,
     ScoreReranker,
@@ -553,3 +563,205 @@ async def test_judge_suite_catches_a_score_outside_its_documented_range(
     await _caught(suite.test_scores_the_samples(pipeline, samples), caught,
                   "outside its documented range")
 
+
+
+# ------------------------------------------------------------------------- steady state
+# The opt-in steady-state check (``steady_calls``): a component keeping something of every
+# call fails it, with the line that allocated what it kept; the kit's reference components,
+# a bounded memo filled by the warm-up and the suites' own doubles pass it.
+
+_CALLS = 400
+
+
+class RemembersQueries(MemoryRetriever):
+    """Broken retriever: keeps every query it was asked (a "recent searches" list never
+    trimmed)."""
+
+    def __init__(self, options: MemoryOptions) -> None:
+        super().__init__(options)
+        self.asked: list[Query] = []
+
+    @hookimpl
+    def aieng_retrieve(self, query: Query, k: int) -> list[Hit]:
+        self.asked.append(query)
+        return super().aieng_retrieve(query, k)
+
+
+class MemoizesVerdicts(RegexRedactGuard):
+    """Broken guard: memoises each text's verdict in a dict that only grows (``bound``:
+    the correct one, least recently used out past that many)."""
+
+    def __init__(self, bound: int | None = None) -> None:
+        super().__init__()
+        self.bound = bound
+        self.memo: dict[str, Any] = {}
+
+    def check(self, text: str) -> Any:
+        verdict = self.memo.pop(text, None) or super().check(text)
+        self.memo[text] = verdict
+        if self.bound is not None and len(self.memo) > self.bound:
+            del self.memo[next(iter(self.memo))]
+        return verdict
+
+
+class KeepsLogsOpen(EchoTool):
+    """Broken tool: starts a new log file every 100 calls and never closes the old one."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.logs, self.count = folder, [], 0
+
+    @hookimpl
+    def aieng_call_tool(self, call: ToolCall) -> ToolResult | None:
+        if self.count % 100 == 0:
+            self.logs.append(open(self.folder / f"log-{self.count}.txt", "a"))  # noqa: SIM115
+        self.count += 1
+        return EchoTool.aieng_call_tool(self, call)
+
+
+@pytest.mark.parametrize(("anyio_backend", "component", "caught"), [
+    ("asyncio", RemembersQueries(MemoryOptions()), True),
+    ("trio", RemembersQueries(MemoryOptions()), True),
+    ("asyncio", MemoryRetriever(MemoryOptions()), False),
+], ids=["remembers-queries", "remembers-queries-trio", "memory-retriever"])
+async def test_retriever_suite_catches_a_search_that_keeps_every_query(
+    anyio_backend: str, aieng_kernel: Kernel, component: object, caught: bool
+) -> None:
+    """Searches of queries of their own: the retriever keeping each query fails, naming
+    the suite's line that built what it kept; the built-in one passes (asyncio and trio)."""
+    suite = RetrieverSuite()
+    pipeline = await _indexed(suite, aieng_kernel, component)
+    try:
+        if caught:
+            with pytest.raises(AssertionError, match=r"retained \d+ B a call") as failure:
+                await suite.check_steady(pipeline, calls=_CALLS, warmup=100)
+            assert "_retriever.py" in str(failure.value), failure.value
+        else:
+            growth = await suite.check_steady(pipeline, calls=_CALLS, warmup=100)
+            assert growth.calls == _CALLS and growth.held == ()
+    finally:
+        await pipeline.aclose()
+
+
+@pytest.mark.parametrize(("component", "caught"), [
+    (MemoizesVerdicts(), True), (MemoizesVerdicts(bound=64), False),
+], ids=["unbounded-memo", "bounded-memo"])
+async def test_guardrail_suite_catches_a_memo_of_every_text(
+    aieng_kernel: Kernel, component: object, caught: bool
+) -> None:
+    """A guard memoising each text's verdict without a bound fails; with one (64 texts,
+    filled by the warm-up) it passes."""
+    suite = GuardrailSuite()
+    pipeline = suite.compose(aieng_kernel, component)
+    await pipeline.open()
+    try:
+        await _caught(suite.check_steady(pipeline, calls=_CALLS, warmup=100), caught,
+                      "retained .* a call")
+    finally:
+        await pipeline.aclose()
+
+
+async def test_tool_suite_catches_descriptors_held_across_calls(
+    aieng_kernel: Kernel, tmp_path: Path
+) -> None:
+    """A tool that opens a file now and then and never closes it holds descriptors after
+    the calls: named, whatever the bytes."""
+    suite, tool = ToolSuite(), KeepsLogsOpen(tmp_path)
+    suite.steady_examples = {"echo": {"text": "hi"}}
+    pipeline = suite.compose(aieng_kernel, tool)
+    try:
+        with pytest.raises(AssertionError, match=f"holds, after {_CALLS} calls") as failure:
+            await suite.check_steady(pipeline, calls=_CALLS, warmup=100)
+        if os.path.isdir("/proc/self/fd"):
+            assert "log-" in str(failure.value), failure.value
+    finally:
+        await pipeline.aclose()
+        for log in tool.logs:
+            log.close()
+
+
+class Generates:
+    """A correct policy answering with what the pipeline's backend generates for the
+    state's messages (through the context its pipeline gives it)."""
+
+    @hookimpl
+    def aieng_pipeline_open(self, context: Any) -> None:
+        self.context = context
+
+    @hookimpl
+    async def aieng_agent_step(self, state: AgentState) -> AgentAction:
+        completion = await self.context.generate(Request(messages=state.messages))
+        return AgentAction("answer", text=completion.text)
+
+
+def _steady_cases() -> dict[str, tuple[Any, object, dict[str, Any]]]:
+    return {
+        "reranker": (RerankerSuite(), ScoreReranker(), {}),
+        "fuser": (FuserSuite(), RRFFuser(RRFOptions()), {}),
+        "cache": (CacheSuite(), MemoryCache(max_entries=64), {}),
+        "backend": (BackendSuite(), ScriptedBackend(lambda request: "ok", keep=1), {}),
+        "judge": (JudgeSuite(), ExactMatchJudge(), {}),
+        "router": (RouterSuite(), FirstCandidateRouter(), {}),
+        "tool": (ToolSuite(), AddTool(keep=4), {"steady_examples": {"add": {"a": 4, "b": 2}}}),
+        "policy": (AgentPolicySuite(), Generates(), {}),
+    }
+
+
+#: The role hook each suite's steady call reaches first.
+_STEADY_HOOKS = {"reranker": "aieng_rerank", "fuser": "aieng_fuse",
+                 "cache": "aieng_cache_lookup", "backend": "aieng_generate",
+                 "judge": "aieng_judge", "router": "aieng_route", "tool": "aieng_call_tool",
+                 "policy": "aieng_agent_step"}
+
+
+async def _steady_pipeline(kernel: Kernel, case: str) -> tuple[Any, Any]:
+    suite, component, attributes = _steady_cases()[case]
+    for name, value in attributes.items():
+        setattr(suite, name, value)
+    # the agent suite's default companions (a backend double), as its fixture gives them
+    others = AgentPolicySuite.companions.__wrapped__(suite) \
+        if isinstance(suite, AgentPolicySuite) else {}
+    pipeline = suite.compose(kernel, component, others=others)
+    await pipeline.open()
+    return suite, pipeline
+
+
+@pytest.mark.parametrize("case", list(_STEADY_HOOKS))
+async def test_each_suites_steady_call_reaches_its_role_hook(aieng_kernel: Kernel,
+                                                             case: str) -> None:
+    """Each role suite's steady call calls the role's hook of the component (answered)."""
+    suite, pipeline = await _steady_pipeline(aieng_kernel, case)
+    try:
+        for i in range(2):
+            await suite.steady_call(pipeline, i)
+    finally:
+        await pipeline.aclose()
+    labels = [label for label, *_ in pipeline.dispatcher.recent]
+    assert f"subject.{_STEADY_HOOKS[case]}" in labels, labels
+
+
+@pytest.mark.parametrize("case", ["cache", "backend", "tool", "policy"])
+async def test_the_reference_components_are_steady(aieng_kernel: Kernel, case: str) -> None:
+    """The reference cache (built with 64 entries, which the warm-up fills), the scripted
+    backend and the add tool keeping their latest few keep nothing of the calls of their
+    role's hooks; nor does the agent suite's default backend double, which a generating
+    policy calls (the add tool and the double kept every call). The reranker, the
+    guardrail, the retriever and the memory are measured through their suites."""
+    suite, pipeline = await _steady_pipeline(aieng_kernel, case)
+    try:
+        growth = await suite.check_steady(pipeline, calls=_CALLS, warmup=100)
+    finally:
+        await pipeline.aclose()
+    assert growth.held == (), growth.report()
+
+
+async def test_the_steady_check_is_opt_in(aieng_kernel: Kernel) -> None:
+    """With steady_calls = 0 (the default) the check skips; a suite without a steady call
+    (the quantizer's) skips too."""
+    suite = RerankerSuite()
+    with pytest.raises(pytest.skip.Exception, match="steady_calls = 0"):
+        await suite.test_steady_state(suite.compose(aieng_kernel, ScoreReranker()),
+                                      None)  # type: ignore[arg-type]
+    quantizer = QuantizerSuite()
+    with pytest.raises(pytest.skip.Exception, match="defines no steady_call"):
+        await quantizer.check_steady(quantizer.compose(aieng_kernel, CopyQuantizer()),
+                                     calls=10)

@@ -9,7 +9,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,15 +54,14 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
     folder's corpus.jsonl). A file that cannot be read (a permission refused, deleted
     while indexing) is named on stderr and the others are indexed; the exit status is
     then 1. Files are read as they are indexed, a batch at a time (a BEIR corpus line by
-    line, so memory holds a batch, not the corpus): a malformed row stops the command
+    line, so memory holds a batch, not the corpus), and what a file no longer holds is
+    deleted once its documents are written: a malformed row stops the command
     (status 2, naming file and line) once the documents before it are written. A run
     stopped part way (Ctrl-C, killed) keeps what its indexes committed; indexing the same
     paths again reads them all again and replaces what is there (no duplicates, nothing
     skipped).
     """
     import anyio
-
-    from ..pipeline._indexing import delete_runs
 
     for path in paths:
         if not path.exists():
@@ -96,6 +95,11 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
                             written, stale = written + indexed, stale + indexed.deleted
                             done += len(batch)
                             advance(len(batch))
+                        # A file read to its end as numbered documents (markdown's
+                        # <path>#0, #1, ..., a table's <path>#row-1, ...) held more of
+                        # them if the next number is indexed: those go, with their chunks
+                        # (Pipeline.delete), once its documents are written.
+                        stale += await reading.delete_stale(built.delete)
                         if error is not None:  # what was read before it is indexed
                             return reading.read, written, stale, error
                         if not batch:
@@ -108,12 +112,7 @@ def index(ctx: click.Context, pipeline: Path, paths: tuple[Path, ...], batch_siz
                                  f"(the indexes reported {written}); index the same paths "
                                  "again to finish")
                 raise
-            # A file read as numbered documents (markdown's <path>#0, #1, ..., a table's
-            # <path>#row-1, #row-2, ...) held more of them if the next number is indexed:
-            # delete those, with their chunks (Pipeline.delete).
-            removed = await delete_runs(built.delete, reading.runs, nested=True,
-                                        keep=reading.keep)
-            return reading.read, written, stale + removed, None
+            return reading.read, written, stale, None
 
     read, written, removed, error = anyio.run(go)
     if error is not None:
@@ -166,8 +165,12 @@ def _numbered(part: str) -> tuple[str, int] | None:
 class _Reading:
     """The documents of ``aieng index``'s paths as they are read, a batch at a time, with
     what deleting the numbered documents files no longer hold needs: a run's end per
-    stem (:func:`numbered_runs`) for each file read to its end, and the ids read that hold
-    a ``#`` (only those could be in a run)."""
+    stem (:func:`numbered_runs`) for each file read to its end since the last deletion
+    (:meth:`delete_stale`), and the ids read holding a ``#`` that could be in another
+    file's run (read from a file they do not name: a BEIR corpus's ``a.md#3``).
+
+    What it holds is bounded by a batch's files, not the folder's: the runs go with each
+    deletion, and a file's own numbered ids are never in a run (its runs start past them)."""
 
     def __init__(self, paths: Sequence[Path], readers: Mapping[str, Reader],
                  on_error: Callable[[Path, OSError], None]) -> None:
@@ -190,17 +193,29 @@ class _Reading:
         for file, documents in stream_files(*paths, readers=readers, on_error=on_error):
             numbered: list[str] = []
             count = 0
+            own = f"{file}#"
             for document in documents:
                 count += 1
                 if "#" in document.id:
-                    self.keep.add(document.id)
-                    if document.id.startswith(f"{file}#"):
+                    if document.id.startswith(own):
                         numbered.append(document.id)
+                    if not document.id.startswith(own) or "#" in str(file):
+                        self.keep.add(document.id)  # (a file named with a # is rare)
                 self.read += 1
                 yield document
             if file not in self._unread and (numbered or not count):
                 # a file that failed part way keeps what it held indexed
                 self.runs.update(numbered_runs(str(file), numbered))
+
+    async def delete_stale(self, delete: Callable[[Sequence[str]], Awaitable[int]]) -> int:
+        """Delete the stale runs of the files read to their end since the last call
+        (``delete``: ``Pipeline.delete``); how many the indexes reported deleted."""
+        from ..pipeline._indexing import delete_runs
+
+        if not self.runs:
+            return 0
+        runs, self.runs = self.runs, {}
+        return await delete_runs(delete, runs, nested=True, keep=self.keep)
 
     def batch(self, size: int) -> tuple[list[Document], ValueError | None]:
         """The next documents, at most ``size`` (none: all read), with the error that

@@ -139,8 +139,12 @@ class EchoTool:
 class AddTool:
     """Reference tool component (a test component): one tool, ``add``, adding the integers
     ``a`` and ``b`` (its schema requires both, and nothing else). It records the calls it
-    ran (``calls``); arguments that are not two integers get an error result, never an
-    exception."""
+    ran (``calls``, oldest first; ``count`` counts them all); arguments that are not two
+    integers get an error result, never an exception.
+
+    :param keep: how many of the latest calls ``calls`` holds (``None``, the default: every
+        one, which a test of a few calls reads; give a number in a long test).
+    """
 
     spec = ToolSpec(
         name="add",
@@ -150,8 +154,13 @@ class AddTool:
                     "required": ["a", "b"], "additionalProperties": False},
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep: int | None = None) -> None:
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)
+                                 or keep < 0):
+            raise ValueError(f"keep must be a whole number of calls or None, got {keep!r}")
+        self.keep = keep
         self.calls: list[ToolCall] = []
+        self.count = 0
 
     @hookimpl
     def aieng_tools(self) -> list[ToolSpec]:
@@ -162,6 +171,9 @@ class AddTool:
         if call.name != self.spec.name:
             return None
         self.calls.append(call)
+        self.count += 1
+        if self.keep is not None and len(self.calls) > self.keep:
+            del self.calls[:len(self.calls) - self.keep]
         a, b = call.arguments.get("a"), call.arguments.get("b")
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in (a, b)):
             return ToolResult(call_id=call.id, is_error=True,

@@ -100,6 +100,14 @@ class BackendSuite(RoleSuite):
         if "aieng_embed" in hooks:
             await self.embed(pipeline, request.getfixturevalue("embed_texts"))
 
+    async def steady_call(self, pipeline: Pipeline, i: int) -> None:
+        """A short greedy generation of a prompt of its own (made of ``i``); from a backend
+        that does not generate, an embedding of a text of its own."""
+        request = Request(messages=(Message("user", f"Repeat the number {i}."),),
+                          temperature=0.0, seed=0, max_tokens=8)
+        if await self.generate(pipeline, request) is None:
+            await self.embed(pipeline, [f"steady text {i}"])
+
     async def stream(self, pipeline: Pipeline, request: Request) -> list[Any] | None:
         """``aieng_stream`` through the dispatcher, consumed; ``None`` when not streamed
         (failing when the impl changes the request in place, streaming included)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -22,6 +23,7 @@ from ...kernel import Kernel
 from ...pipeline import Pipeline
 from ...registry import spec_names, unmarked_hooks
 from .._kit import EventCapture
+from ..steady import Growth, ameasure_growth
 from ._resources import Resources, released, snapshot
 
 __all__ = [
@@ -72,7 +74,9 @@ class RoleSuite:
     validate against the specs (each marked ``@hookimpl``), that it implements its role,
     that it opens and closes without an error, that once closed it holds no file
     descriptor, thread or task it opened (:meth:`exercise` uses it first; ``release_grace``
-    bounds the wait for them to end), and that it never blocks the event loop;
+    bounds the wait for them to end), and that it never blocks the event loop; when asked
+    (``steady_calls``), that thousands of calls of its hooks, each with inputs of its own,
+    leave nothing behind (:meth:`test_steady_state`);
     the role's suite checks the role's contract through a pipeline of the kit's
     isolated kernel (``aieng_kernel``), calling the hooks through the pipeline's dispatcher
     so that the component's raw answers are checked, not the kernel's normalized ones,
@@ -90,6 +94,18 @@ class RoleSuite:
     #: Seconds a component's threads, sockets and tasks get to end after its pipeline
     #: closed (the release check returns as soon as they have).
     release_grace: ClassVar[float] = 2.0
+    #: Calls of the role's hooks that :meth:`test_steady_state` measures, each with inputs
+    #: of its own (:meth:`steady_call`: a new query, text or key each time); ``0`` (the
+    #: default) skips the check. 1,000 or more find a leak of tens of bytes a call.
+    steady_calls: ClassVar[int] = 0
+    #: Calls made before measuring, after the dispatcher's record of recent calls is full:
+    #: more than any bounded cache, pool or buffer of the component fills (or build the
+    #: component with smaller bounds in the ``component`` fixture).
+    steady_warmup: ClassVar[int] = 200
+    #: The most bytes a measured call may leave allocated, on average. A retained entry
+    #: (a per-key record, a kept request) costs 50-200 bytes; bounded noise, a few
+    #: kilobytes in all, divides down over the calls.
+    steady_bytes_per_call: ClassVar[float] = 32.0
 
     # -- fixtures ------------------------------------------------------------------------
 
@@ -214,6 +230,78 @@ class RoleSuite:
         (taking its own fixtures from ``request``), so that what opens lazily is opened too.
         """
         await pipeline.open()
+
+    # -- the steady state ----------------------------------------------------------------
+
+    async def steady_setup(self, pipeline: Pipeline, request: pytest.FixtureRequest) -> None:
+        """What :meth:`test_steady_state` does with the pipeline before the calls (by
+        default :meth:`exercise`: open it, index the corpus, store the facts...)."""
+        await self.exercise(pipeline, request)
+
+    async def steady_call(self, pipeline: Pipeline, i: int) -> None:
+        """One call of the role's hooks through the pipeline's dispatcher, its inputs made
+        of ``i`` (each call's its own). A role's suite defines it; a suite without one
+        skips the steady-state check."""
+        pytest.skip(f"the {self.role or 'base'} suite defines no steady_call")
+
+    async def check_steady(self, pipeline: Pipeline, *, calls: int | None = None,
+                           warmup: int | None = None) -> Growth:
+        """Fail unless ``calls`` (default :attr:`steady_calls`) calls of
+        :meth:`steady_call` on the prepared ``pipeline``, after the warm-up, retain at most
+        :attr:`steady_bytes_per_call` bytes a call and hold no file descriptor, thread or
+        task (:func:`aieng_core.testing.ameasure_growth`); returns what was measured.
+
+        The dispatcher keeps its latest impl calls for the loop watchdog (a bounded
+        record): it is emptied and filled again first, by calls traced but not measured,
+        so the measured calls only replace its entries; then ``warmup`` (default
+        :attr:`steady_warmup`) calls fill what the component bounds.
+        """
+        calls = self.steady_calls if calls is None else calls
+        warmup = self.steady_warmup if warmup is None else warmup
+        recent = pipeline.dispatcher.recent
+        tracing = not tracemalloc.is_tracing()
+        if tracing:  # the record's entries that the measured calls replace must be traced
+            tracemalloc.start(1)  # too, or what their replacement frees is not seen
+        try:
+            recent.clear()
+            filled = 0
+            while recent.maxlen is not None and len(recent) < recent.maxlen \
+                    and filled < recent.maxlen:
+                await self.steady_call(pipeline, filled)
+                filled += 1
+            growth = await ameasure_growth(lambda i: self.steady_call(pipeline, filled + i),
+                                           warmup=warmup, calls=calls)
+        finally:
+            if tracing:
+                tracemalloc.stop()
+        name = type(pipeline.components[SUBJECT]).__name__
+        assert not growth.held, (
+            f"{name} holds, after {calls} calls of its {self.role} hooks, what it did not "
+            f"before them: release per-call descriptors, threads and tasks when the call "
+            f"ends\n{growth.report()}")
+        assert growth.per_call <= self.steady_bytes_per_call, (
+            f"{name} retained {growth.per_call:.0f} B a call over {calls} calls of its "
+            f"{self.role} hooks, each with inputs of its own (steady_bytes_per_call = "
+            f"{self.steady_bytes_per_call:g}): bound what it keeps per request, key or "
+            f"text by a size or a time (least recently used out), or release it when the "
+            f"call ends; a bounded cache larger than the warm-up of {warmup} calls fills "
+            f"needs steady_warmup raised\n{growth.report()}")
+        return growth
+
+    async def test_steady_state(self, conformance_pipeline: Pipeline,
+                                request: pytest.FixtureRequest) -> None:
+        """With :attr:`steady_calls` set: that many calls of the role's hooks through the
+        pipeline, each with inputs of its own, after a warm-up, leave at most
+        :attr:`steady_bytes_per_call` bytes a call behind and no descriptor, thread or
+        task (:meth:`check_steady`): a component in a server serves millions of calls."""
+        if self.steady_calls <= 0:
+            pytest.skip("steady_calls = 0: set it (1,000 or more) to measure what a call "
+                        "leaves behind")
+        try:
+            await self.steady_setup(conformance_pipeline, request)
+            await self.check_steady(conformance_pipeline)
+        finally:
+            await conformance_pipeline.aclose()
 
 
 async def collect_stream(dispatcher: Dispatcher, stream: object, *,

@@ -67,6 +67,14 @@ class CacheSuite(RoleSuite):
                                        stage=STAGE),
             "aieng_cache_store", request=request, completion=completion)
 
+    async def steady_call(self, pipeline: Pipeline, i: int) -> None:
+        """A lookup (a miss) and a store of a request of its own (made of ``i``): a cache
+        bounded by its size keeps the latest, so warm it up past that size
+        (``steady_warmup``) or build it smaller for the check."""
+        request = Request(messages=(Message("user", f"steady question {i}"),))
+        await self.lookup(pipeline, request)
+        await self.store(pipeline, request, Completion(text=f"answer {i}"))
+
     def check_hit(self, found: object, stored: Completion) -> Completion:
         """A completion equal in text, finish reason and tool calls to the stored one,
         ``cached=True``."""

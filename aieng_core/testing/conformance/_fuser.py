@@ -51,6 +51,17 @@ class FuserSuite(RoleSuite):
             "aieng_fuse", query=query, runs=lists)
         return None if found is None else found[0]
 
+    async def steady_call(self, pipeline: Pipeline, i: int) -> None:
+        """Two runs of hits under ids of their own (made of ``i``), in opposite orders,
+        fused for a query of its own (straight through the dispatcher)."""
+        ids = [f"steady-{i}-{n}" for n in range(4)]
+        first = [Hit(Document(d, f"passage {d}"), score=1.0 / (n + 1), rank=n + 1,
+                     source="a") for n, d in enumerate(ids)]
+        second = [Hit(Document(d, f"passage {d}"), score=1.0 / (n + 1), rank=n + 1,
+                      source="b") for n, d in enumerate(reversed(ids))]
+        await pipeline.dispatcher.first("aieng_fuse", {
+            "query": Query(f"question {i}"), "runs": [first, second]}, stage=STAGE)
+
     # -- checks --------------------------------------------------------------------------
 
     def check_fused(self, fused: object, runs: Sequence[Sequence[Hit]]) -> list[Hit]:

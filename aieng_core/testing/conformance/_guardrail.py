@@ -92,6 +92,12 @@ class GuardrailSuite(RoleSuite):
             "aieng_guard_output", request=request, completion=completion)
         return None if found is None else found[0]
 
+    async def steady_call(self, pipeline: Pipeline, i: int) -> None:
+        """An input and an output guarded (as far as the guard guards either), texts of
+        their own (made of ``i``) with an e-mail address."""
+        await self.guard_input(pipeline, f"Mail user{i}@example.com about order {i}.")
+        await self.guard_output(pipeline, f"Order {i} went to user{i}@example.com.")
+
     # -- checks --------------------------------------------------------------------------
 
     def check_verdict(self, verdict: object, text: str) -> str:

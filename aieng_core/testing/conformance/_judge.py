@@ -76,6 +76,11 @@ class JudgeSuite(RoleSuite):
             "aieng_judge", sample=sample)
         return gathered[0][0] if gathered else None
 
+    async def steady_call(self, pipeline: Pipeline, i: int) -> None:
+        """A sample of its own (made of ``i``) judged, with a reference it matches."""
+        await self.judge(pipeline, Sample(input=f"What is {i} + 0?", output=f"It is {i}.",
+                                          reference=f"It is {i}."))
+
     def check_scores(self, scores: object) -> list[Score]:
         """``None``, or a non-empty list of scores with finite values and distinct names."""
         if scores is None:

@@ -143,6 +143,19 @@ class MemorySuite(RoleSuite):
         await self.store(pipeline, [MemoryItem(text, kind=kind) for text, _ in facts])
         await self.recall(pipeline, Query(text=facts[0][1]), 3)
 
+    async def steady_setup(self, pipeline: Pipeline, request: pytest.FixtureRequest) -> None:
+        """Store the facts of ``memory_facts`` up to 1,000 characters long (the check
+        measures what a recall keeps, not how long it scans a long text)."""
+        kind = request.getfixturevalue("stored_kind")
+        facts = request.getfixturevalue("memory_facts")
+        await self.store(pipeline, [MemoryItem(text, kind=kind) for text, _ in facts
+                                    if len(text) <= 1_000])
+
+    async def steady_call(self, pipeline: Pipeline, i: int) -> None:
+        """A recall of a query of its own (made of ``i``), k=3, from the memory the facts
+        were stored in (what it stores, it keeps: only recalls are measured)."""
+        await self.recall(pipeline, Query(text=f"what did I say about fusion {i}"), 3)
+
     # -- checks --------------------------------------------------------------------------
 
     def check_items(self, items: object, k: int) -> list[MemoryItem]:

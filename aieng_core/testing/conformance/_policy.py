@@ -113,8 +113,9 @@ class AgentPolicySuite(RoleSuite):
 
     @pytest.fixture
     def companions(self) -> Mapping[str, object]:
-        """The other components of the suite's pipelines: a backend double."""
-        return {"llm": ScriptedBackend(lambda request: "done")}
+        """The other components of the suite's pipelines: a backend double (holding its
+        latest requests only: the steady-state check measures the policy, not it)."""
+        return {"llm": ScriptedBackend(lambda request: "done", keep=8)}
 
     @pytest.fixture
     def policy_seed(self) -> int:
@@ -150,6 +151,12 @@ class AgentPolicySuite(RoleSuite):
         await pipeline.open()
         for state in request.getfixturevalue("agent_states"):
             await self.step(pipeline, state)
+
+    async def steady_call(self, pipeline: Pipeline, i: int) -> None:
+        """A step of a first state of its own (a question made of ``i``, the default
+        tools)."""
+        await self.step(pipeline, AgentState(
+            messages=(Message("user", f"What is {i} + {i}?"),), tools=DEFAULT_TOOLS))
 
     # -- checks --------------------------------------------------------------------------
 

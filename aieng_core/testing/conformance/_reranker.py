@@ -76,6 +76,14 @@ class RerankerSuite(RoleSuite):
             "aieng_rerank", query=query, hits=hits)
         return None if found is None else found[0]
 
+    async def steady_call(self, pipeline: Pipeline, i: int) -> None:
+        """Four of the default corpus's hits under ids of their own (made of ``i``),
+        reranked for a query of its own, k=3 (straight through the dispatcher)."""
+        hits = tuple(Hit(attrs.evolve(d, id=f"{d.id}-{i}"), score=1.0 / (n + 1), rank=n + 1)
+                     for n, d in enumerate(DEFAULT_CORPUS[:4]))
+        await pipeline.dispatcher.first("aieng_rerank", {
+            "query": Query(f"rank fusion of weights {i}"), "hits": hits, "k": 3}, stage=STAGE)
+
     def check_reranked(self, reranked: object, hits: Sequence[Hit], k: int) -> list[Hit]:
         """``min(k, len(hits))`` hits of ``hits`` (at most ``k`` with :attr:`filters`),
         ranks 1..n, scores not increasing, no duplicates."""

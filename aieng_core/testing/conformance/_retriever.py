@@ -144,6 +144,10 @@ class RetrieverSuite(RoleSuite):
             await pipeline.index(request.getfixturevalue("corpus"))
         await self.retrieve(pipeline, Query("fusion"), 3)
 
+    async def steady_call(self, pipeline: Pipeline, i: int) -> None:
+        """A search of a query of its own (words of the default corpus and ``i``), k=3."""
+        await self.retrieve(pipeline, Query(f"rank fusion of weights {i}"), 3)
+
     # -- checks --------------------------------------------------------------------------
 
     def check_hits(self, hits: object, k: int, known: Mapping[str, Document]) -> list[Hit]:

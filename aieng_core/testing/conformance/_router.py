@@ -61,6 +61,11 @@ class RouterSuite(RoleSuite):
             "aieng_route", request=request)
         return None if found is None else found[0]
 
+    async def steady_call(self, pipeline: Pipeline, i: int) -> None:
+        """A request of its own (made of ``i``) routed among :attr:`backends`."""
+        await self.route(pipeline, Request(messages=(Message("user", f"question {i}"),)),
+                         self.backends)
+
     def check_route(self, route: object, candidates: Sequence[str]) -> Route | None:
         """``None`` or a route among the candidates."""
         if route is None:

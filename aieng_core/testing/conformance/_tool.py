@@ -62,6 +62,9 @@ class ToolSuite(RoleSuite):
     unknown_tool = "aieng_conformance_no_such_tool"
     #: How many calls of each tool the concurrency test runs at once.
     concurrency: ClassVar[int] = 4
+    #: The examples :meth:`steady_call` runs (tool name -> arguments): the
+    #: ``tool_examples`` fixture's, or set before calling :meth:`check_steady` directly.
+    steady_examples: Mapping[str, Mapping[str, Any]] = {}
 
     # -- fixtures ------------------------------------------------------------------------
 
@@ -93,6 +96,22 @@ class ToolSuite(RoleSuite):
             pipeline.dispatcher.first("aieng_call_tool", {"call": call}, stage=STAGE),
             "aieng_call_tool", call=call)
         return None if found is None else found[0]
+
+    async def steady_setup(self, pipeline: Pipeline, request: pytest.FixtureRequest) -> None:
+        """Open the pipeline and take the ``tool_examples`` the calls run (skipping the
+        check without them)."""
+        await pipeline.open()
+        self.steady_examples = dict(request.getfixturevalue("tool_examples"))
+
+    async def steady_call(self, pipeline: Pipeline, i: int) -> None:
+        """A call of one of the ``steady_examples`` in turn, with an id of its own (made
+        of ``i``)."""
+        if not self.steady_examples:
+            pytest.skip("no steady_examples (tool name -> valid arguments) to call")
+        names = sorted(self.steady_examples)
+        name = names[i % len(names)]
+        await self.call(pipeline, ToolCall(id=f"call-{i}", name=name,
+                                           arguments=dict(self.steady_examples[name])))
 
     # -- checks --------------------------------------------------------------------------
 
