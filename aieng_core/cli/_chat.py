@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - Windows: no flock, a history file is n
     fcntl = None  # type: ignore[assignment]
 
 from ._app import cli, kernel_of, utf8_text
-from ._window import Conversation, fitted
+from ._window import Conversation
 
 if TYPE_CHECKING:
     from aieng_hookspecs.types import Message
@@ -340,18 +340,19 @@ async def _turn(built: Pipeline, held: Conversation, user: Message, as_agent: bo
     from aieng_hookspecs.types import Message
 
     from ..agent import Agent, AgentOptions
-    from ..agent._messages import ContextLimitError
+    from ..agent._messages import ContextLimitError, fit
     from ._agent import LiveAnswer, summary_line
     from ._present import visible
 
     context_chars = held.limit
+    # The turns the window let go are counted in the one note fit writes (left_out).
+    conversation, left_out = [*held.messages, user], (held.left, held.left_chars)
     if as_agent:
-        conversation = held.noted([*held.messages, user])
         options = AgentOptions(max_steps=max_steps, context_chars=context_chars)
         live = LiveAnswer(steps_to_stderr=True)
         try:
             result = await Agent(built, options).run(conversation, on_step=live.step,
-                                                     on_delta=live.delta)
+                                                     on_delta=live.delta, left_out=left_out)
         except ContextLimitError as exc:
             click.echo(f"aieng: this turn stopped: {exc}; it was not kept", err=True)
             return None
@@ -372,7 +373,7 @@ async def _turn(built: Pipeline, held: Conversation, user: Message, as_agent: bo
         click.echo(visible(piece), nl=False)
 
     try:
-        sent = fitted(held, [*held.messages, user], context_chars, keep=user)
+        sent = fit(conversation, context_chars, keep=user, left_out=left_out)
     except ContextLimitError as exc:
         click.echo(f"aieng: this turn was not sent: {exc}", err=True)
         return None

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -11,20 +10,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from aieng_hookspecs.types import Message
 
-__all__ = ["WINDOW", "Conversation", "fitted", "left_out_note"]
+__all__ = ["WINDOW", "Conversation"]
 
 #: The characters of recent turns a chat under ``--context-chars N`` holds, in multiples
 #: of N: what cannot be sent any more (the model gets at most N) is let go.
 WINDOW = 2
-# The note fit() adds to the system text when it leaves turns out (agent/_messages.py).
-_NOTE = re.compile(r"\[left out to fit the context: (\d+) earlier messages, (\d+) "
-                   r"characters\]\Z")
-
-
-def left_out_note(messages: int, characters: int) -> str:
-    """The note saying how many messages (and characters) were left out, as fit writes it."""
-    return (f"[left out to fit the context: {messages} earlier messages, {characters} "
-            "characters]")
 
 
 class Conversation:
@@ -92,46 +82,3 @@ class Conversation:
             (i for i, m in enumerate(self.head) if m.role != "system"), len(self.head))]]
         self._turns.clear()
         self._chars = self.left = self.left_chars = 0
-
-    def noted(self, messages: Sequence[Message]) -> list[Message]:
-        """``messages`` (held ones, then the new turn) with the note of what was let go
-        added to their system text (for the agent runner, which fits them itself)."""
-        from ..agent._messages import with_system
-
-        if not self.left:
-            return list(messages)
-        return list(with_system(messages, left_out_note(self.left, self.left_chars)))
-
-
-def fitted(conversation: Conversation, messages: Sequence[Message], limit: int | None,
-           keep: Message) -> tuple[Message, ...]:
-    """``messages`` (the held ones and the new turn) fitted to ``limit`` characters as
-    ``fit`` does, the note of what was left out counting the turns let go of too.
-
-    :raises ContextLimitError: as ``fit`` does.
-    """
-    from ..agent._messages import ContextLimitError, fit, size, with_system
-
-    if not conversation.left or limit is None:
-        return fit(messages, limit, keep=keep)
-    # Room for the note, at its longest (fit's own, counting every message it could add).
-    most = left_out_note(conversation.left + len(messages),
-                         conversation.left_chars + sum(map(size, messages)))
-    reserve = len(most) + 2
-    try:
-        if limit <= reserve:
-            raise ContextLimitError("no room for the note")
-        out = list(fit(messages, limit - reserve, keep=keep))
-    except ContextLimitError:  # what is never left out takes the room: no note
-        return fit(messages, limit, keep=keep)
-    at = next((i for i, m in enumerate(out) if m.role != "system"), len(out))
-    found = _NOTE.search(out[at - 1].content) if at else None
-    if found is None:
-        return with_system(out, left_out_note(conversation.left, conversation.left_chars))
-    import attrs
-
-    last = out[at - 1]
-    note = left_out_note(conversation.left + int(found[1]),
-                         conversation.left_chars + int(found[2]))
-    out[at - 1] = attrs.evolve(last, content=last.content[:found.start()] + note)
-    return tuple(out)

@@ -13,6 +13,7 @@ from aieng_hookspecs.types import Event
 from ..dispatch import ImplCall
 from ..kernel import Kernel
 from ..registry import PluginInfo
+from ._keep import kept_bound, trim_kept
 
 __all__ = ["EventCapture", "HookRecorder", "isolated_kernel", "kernel_with", "registered",
            "settle"]
@@ -99,18 +100,6 @@ def kernel_with(components: Mapping[str, Callable[..., object]], *,
     return kernel
 
 
-def _bound(keep: int | None) -> int | None:
-    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
-        raise ValueError(f"keep must be a whole number or None, got {keep!r}")
-    return keep
-
-
-def _kept(items: list[Any], keep: int | None) -> None:
-    """Drop the oldest of ``items`` past ``keep`` (in place)."""
-    if keep is not None and len(items) > keep:
-        del items[:len(items) - keep]
-
-
 class HookRecorder:
     """Records every hook impl call of a kernel's pipelines (through the dispatcher).
 
@@ -121,7 +110,7 @@ class HookRecorder:
     """
 
     def __init__(self, kernel: Kernel, *, keep: int | None = None) -> None:
-        self.keep = _bound(keep)
+        self.keep = kept_bound(keep)
         self.records: list[ImplCall] = []
         #: how many calls it saw, all told.
         self.count = 0
@@ -130,7 +119,7 @@ class HookRecorder:
     def _record(self, call: ImplCall) -> None:
         self.count += 1
         self.records.append(call)
-        _kept(self.records, self.keep)
+        trim_kept(self.records, self.keep)
 
     def calls(self, hook: str | None = None, *, plugin: str | None = None) -> list[ImplCall]:
         """The recorded calls, optionally of one hook and one plugin (component)."""
@@ -159,7 +148,7 @@ class EventCapture:
     """
 
     def __init__(self, kernel: Kernel, *, keep: int | None = None) -> None:
-        self.keep = _bound(keep)
+        self.keep = kept_bound(keep)
         self.events: list[Event] = []
         #: how many events it saw, all told.
         self.count = 0
@@ -169,7 +158,7 @@ class EventCapture:
         def publish(event: Event, source: object | None = None) -> None:
             self.count += 1
             self.events.append(event)
-            _kept(self.events, self.keep)
+            trim_kept(self.events, self.keep)
             original(event, source)
 
         bus.publish = publish  # type: ignore[method-assign]

@@ -16,6 +16,8 @@ import anyio
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Request, Route, ToolCall, Usage
 
+from ._keep import kept_bound, trim_kept
+
 __all__ = ["FixedRouter", "HashEmbedder", "ManualClock", "PromptCache", "Reply",
            "ScriptedBackend"]
 
@@ -55,15 +57,12 @@ class ScriptedBackend:
     ) -> None:
         if not callable(replies) and not replies:
             raise ValueError("give at least one reply")
-        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)
-                                 or keep < 0):
-            raise ValueError(f"keep must be a whole number of requests or None, got {keep!r}")
         self.replies = replies
         self.model = model
         self.delay = delay
         self.fail_with = fail_with
         self.usage = usage
-        self.keep = keep
+        self.keep = kept_bound(keep)
         #: the requests seen, oldest first (the latest ``keep`` of them).
         self.requests: list[Request] = []
         #: how many requests it was given, all told.
@@ -72,8 +71,7 @@ class ScriptedBackend:
     def _record(self, request: Request) -> None:
         self.calls += 1
         self.requests.append(request)
-        if self.keep is not None and len(self.requests) > self.keep:
-            del self.requests[:len(self.requests) - self.keep]
+        trim_kept(self.requests, self.keep)
 
     def _reply(self, request: Request) -> str | tuple[ToolCall, ...]:
         reply: Reply

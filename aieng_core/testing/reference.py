@@ -41,6 +41,8 @@ from aieng_hookspecs.types import (
     ToolSpec,
 )
 
+from ._keep import kept_bound, trim_kept
+
 __all__ = [
     "AddTool",
     "CopyQuantizer",
@@ -155,10 +157,7 @@ class AddTool:
     )
 
     def __init__(self, *, keep: int | None = None) -> None:
-        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)
-                                 or keep < 0):
-            raise ValueError(f"keep must be a whole number of calls or None, got {keep!r}")
-        self.keep = keep
+        self.keep = kept_bound(keep)
         self.calls: list[ToolCall] = []
         self.count = 0
 
@@ -172,8 +171,7 @@ class AddTool:
             return None
         self.calls.append(call)
         self.count += 1
-        if self.keep is not None and len(self.calls) > self.keep:
-            del self.calls[:len(self.calls) - self.keep]
+        trim_kept(self.calls, self.keep)
         a, b = call.arguments.get("a"), call.arguments.get("b")
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in (a, b)):
             return ToolResult(call_id=call.id, is_error=True,
