@@ -9,7 +9,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from aieng_hookspecs import build_lock, enable_wal, reclaim_space, replace_file
+from aieng_hookspecs import (
+    build_lock,
+    enable_wal,
+    reclaim_space,
+    replace_file,
+    write_transaction,
+)
 from aieng_hookspecs._sqlite import WAL_SIZE_LIMIT
 
 
@@ -124,5 +130,20 @@ def test_an_existing_store_keeps_its_mode_and_few_free_pages_stay(tmp_path: Path
         assert reclaim_space(conn, min_pages=free) is False  # under the bound: kept
         with pytest.raises(ValueError, match="checkpoint must be one of"):
             reclaim_space(conn, checkpoint="NOW")
+    finally:
+        conn.close()
+
+
+def test_a_write_transaction_commits_its_block_or_rolls_it_back(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    try:
+        conn.execute("CREATE TABLE t (x)")
+        with write_transaction(conn):
+            conn.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(KeyError), write_transaction(conn):
+            conn.execute("INSERT INTO t VALUES (2)")
+            raise KeyError("the block failed")
+        assert not conn.in_transaction
+        assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
     finally:
         conn.close()

@@ -40,6 +40,7 @@ from ._sqlite import (
     sqlite_busy,
     sqlite_error,
     writable,
+    write_transaction,
 )
 from ._text import HIDDEN, closest, did_you_mean, valid_utf8, word_chars
 from ._threads import loop_waker, stop_if_cancelled
@@ -95,6 +96,7 @@ __all__ = [
     "valid_utf8",
     "word_chars",
     "writable",
+    "write_transaction",
 ]
 
 __version__ = "0.1.0"

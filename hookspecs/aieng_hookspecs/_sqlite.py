@@ -16,11 +16,13 @@ import math
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["WAL_SIZE_LIMIT", "ForkGuard", "check_layout", "create_private", "enable_wal",
            "mark_layout", "open_read_only", "reclaim_space", "sqlite_busy", "sqlite_error",
-           "writable"]
+           "writable", "write_transaction"]
 
 _RETRY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 #: The bytes a WAL file keeps after a checkpoint (``PRAGMA journal_size_limit``): above
@@ -138,6 +140,22 @@ def enable_wal(conn: sqlite3.Connection, *, timeout: float = 5.0,
                 raise _locked_past(error, timeout, "the switch to WAL") from error
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on a connection in autocommit mode (``isolation_level=None``):
+    ``BEGIN IMMEDIATE`` (the writers of other connections wait for it, up to the busy
+    timeout), committed when the block ends, rolled back when it raises — unless SQLite
+    rolled it back itself (a full disk)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 _CHECKPOINTS = frozenset({"PASSIVE", "FULL", "RESTART", "TRUNCATE"})

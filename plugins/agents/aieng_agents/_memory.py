@@ -42,6 +42,7 @@ from aieng_hookspecs import (
     stop_if_cancelled,
     valid_utf8,
     writable,
+    write_transaction,
 )
 from aieng_hookspecs.types import MemoryItem, Query
 
@@ -387,8 +388,7 @@ class SQLiteMemory:
 
     def _insert(self, rows: list[tuple[str, str, str, float, bytes | None]]) -> None:
         with self._database() as conn:
-            conn.execute("BEGIN IMMEDIATE")  # the writers of other connections wait
-            try:
+            with write_transaction(conn):  # the writers of other connections wait
                 rows = self._not_before_newest(conn, rows)
                 conn.executemany(
                     "INSERT INTO memory (namespace, text, metadata, created, vector) "
@@ -400,11 +400,6 @@ class SQLiteMemory:
                         "DELETE FROM memory WHERE id IN (SELECT id FROM memory WHERE "
                         "namespace = ? ORDER BY created DESC, id DESC LIMIT -1 OFFSET ?)",
                         (namespace, self.options.max_items))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # SQLite may have rolled back itself (disk full)
-                    conn.execute("ROLLBACK")
-                raise
             self._compact(conn)
 
     @staticmethod

@@ -30,6 +30,7 @@ from aieng_hookspecs import (
     sqlite_busy,
     sqlite_error,
     writable,
+    write_transaction,
 )
 
 from ._clock import AHEAD_S
@@ -107,20 +108,6 @@ def _add_scope(conn: sqlite3.Connection) -> None:
     except sqlite3.OperationalError as exc:
         if "duplicate column" not in str(exc):  # another process added it meanwhile
             raise
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction (the connection is in autocommit mode): committed when the
-    block ends, rolled back when it raises."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _reclaim(conn: sqlite3.Connection) -> None:
@@ -366,7 +353,7 @@ class SQLiteStore:
             with self._lock:
                 purge = self._puts % PURGE_EVERY == 0
                 self._puts += 1
-            with _transaction(conn):
+            with write_transaction(conn):
                 conn.execute(
                     "INSERT OR REPLACE INTO entries (key, value, kind, tag, vector, created, "
                     "expires, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

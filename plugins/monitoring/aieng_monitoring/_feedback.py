@@ -28,6 +28,7 @@ from aieng_hookspecs import (
     mark_layout,
     reclaim_space,
     sqlite_error,
+    write_transaction,
 )
 from aieng_hookspecs.types import Feedback
 
@@ -301,8 +302,7 @@ class FeedbackStore:
         :raises InvalidFeedback: when the stored signal with this id has another value or
             text (an id reused for another signal, not a retry: the first is kept).
         """
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(db):
             found = db.execute(
                 "SELECT id, value, text FROM feedback WHERE run_id = ? AND kind = ? AND "
                 "json_extract(metadata, '$.feedback_id') = ? LIMIT 1",
@@ -314,11 +314,6 @@ class FeedbackStore:
                     f"with another {feedback.kind!r} signal (value {found[1]!r}); a retry "
                     "repeats the signal, another signal takes another id")
             row = int(found[0]) if found else self._insert_row(db, feedback, ts)
-        except BaseException:
-            if db.in_transaction:  # SQLite may have rolled back already (a full disk)
-                db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         if found:
             log.debug("feedback.duplicate", run_id=feedback.run_id, kind=feedback.kind, row=row)
         return row
