@@ -6,7 +6,6 @@ timings."""
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
@@ -16,6 +15,7 @@ from aieng_guardrails._pii import find_pii
 from aieng_guardrails._redact import redact_texts
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Message, Request, ToolCall, ToolResult, ToolSpec
+from guard_scans import counting
 
 from aieng_core.agent import Agent, AgentOptions
 from aieng_core.testing import ScriptedBackend, isolated_kernel
@@ -49,27 +49,14 @@ def reader(request: Request) -> str | list[ToolCall]:
     return f"read {seen} pages"
 
 
-def _counting(monkeypatch: pytest.MonkeyPatch, name: str) -> Counter[str]:
-    """Count the texts ``_guards.<name>`` (a scan) is called on."""
-    scanned: Counter[str] = Counter()
-    scan = getattr(_guards, name)
-
-    def counted(text: str, *args: Any, **kwargs: Any) -> Any:
-        scanned[text] += 1
-        return scan(text, *args, **kwargs)
-
-    monkeypatch.setattr(_guards, name, counted)
-    return scanned
-
-
 async def test_a_long_agent_run_scans_each_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """An agent runs the pipeline at each step on the whole conversation so far: the input
     guards scanned every earlier tool result again at every step (the first page 24 times
     in a run of 24 steps: quadratic in the run's length). Each text is now scanned once in
     the run, and the guards decide as before (every address redacted at every step)."""
     assert PIIOptions().all_messages  # the default: the whole conversation is scanned
-    pii_scans = _counting(monkeypatch, "find_pii")
-    injection_scans = _counting(monkeypatch, "scan_injection")
+    pii_scans = counting(monkeypatch, "find_pii")
+    injection_scans = counting(monkeypatch, "scan_injection")
     backend = ScriptedBackend(reader)
     async with isolated_kernel(loop_block_threshold=None) as kernel:
         pipe = kernel.compose({"injection": InjectionGuard(), "pii": PIIGuard(),

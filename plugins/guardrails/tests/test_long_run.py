@@ -20,11 +20,11 @@ from aieng_guardrails import (
     OutputGuardOptions,
     PIIGuard,
     PIIOptions,
-    _guards,
 )
 from aieng_guardrails._cache import ScanCache
 from aieng_hookspecs import hookimpl
 from aieng_hookspecs.types import Completion, Delta, Message, Request
+from guard_scans import counting
 
 from aieng_core.testing import isolated_kernel
 from aieng_core.testing.steady import ameasure_growth
@@ -32,19 +32,6 @@ from aieng_core.testing.steady import ameasure_growth
 pytestmark = pytest.mark.anyio
 
 TURNS = 10_000
-
-
-def _counting(monkeypatch: pytest.MonkeyPatch, name: str) -> Counter[str]:
-    """Count the texts ``_guards.<name>`` (a scan) is called on."""
-    scanned: Counter[str] = Counter()
-    scan = getattr(_guards, name)
-
-    def counted(text: str, *args: Any, **kwargs: Any) -> Any:
-        scanned[text] += 1
-        return scan(text, *args, **kwargs)
-
-    monkeypatch.setattr(_guards, name, counted)
-    return scanned
 
 
 def chat(turns: int) -> list[Message]:
@@ -76,8 +63,8 @@ async def test_a_chat_of_ten_thousand_turns_scans_only_its_new_messages(
     own oldest texts before they came back, and every turn scanned all 20,000 again. Each
     turn past the first now scans its new messages only (the last answer and the new
     question), and the guards remember one conversation, not one entry per turn."""
-    pii_scans = _counting(monkeypatch, "find_pii")
-    injection_scans = _counting(monkeypatch, "scan_injection")
+    pii_scans = counting(monkeypatch, "find_pii")
+    injection_scans = counting(monkeypatch, "scan_injection")
     pii = PIIGuard(PIIOptions(all_messages=True, restore=True))
     injection = InjectionGuard(InjectionOptions(all_messages=True))
     messages = chat(TURNS)
