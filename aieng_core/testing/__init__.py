@@ -8,6 +8,7 @@ aieng installed can use ``aieng_kernel``, ``register_plugin``, ``hook_recorder``
 from ._kit import EventCapture, HookRecorder, isolated_kernel, kernel_with, registered, settle
 from .conformance._resources import open_files
 from .doubles import FixedRouter, HashEmbedder, ManualClock, PromptCache, ScriptedBackend
+from .machine import SmallDisk, can_mount_tmpfs, run_limited, small_disk
 from .processes import (
     can_unshare_mounts,
     hang_guard,
@@ -28,7 +29,9 @@ __all__ = [
     "ManualClock",
     "PromptCache",
     "ScriptedBackend",
+    "SmallDisk",
     "ameasure_growth",
+    "can_mount_tmpfs",
     "can_unshare_mounts",
     "hang_guard",
     "isolated_kernel",
@@ -38,8 +41,10 @@ __all__ = [
     "race_processes",
     "read_only",
     "registered",
+    "run_limited",
     "run_on_read_only_mount",
     "settle",
+    "small_disk",
     "sqlite_layout",
     "umask",
 ]

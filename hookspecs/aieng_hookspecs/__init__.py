@@ -10,6 +10,7 @@ from ._buildlock import build_lock, lock_path
 from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
 from ._models import MODEL_BUILD
 from ._options import listed
+from ._machine import cpu_share, memory_share
 from ._paths import (
     UNWRITABLE,
     CacheDirError,
@@ -66,6 +67,7 @@ __all__ = [
     "build_lock",
     "check_layout",
     "closest",
+    "cpu_share",
     "create_private",
     "did_you_mean",
     "enable_wal",
@@ -77,6 +79,7 @@ __all__ = [
     "loop_waker",
     "mark_layout",
     "masked_url",
+    "memory_share",
     "neutralize_citations",
     "neutralize_fences",
     "open_read_only",
