@@ -117,3 +117,32 @@ def test_run_limited_sets_the_limits_it_is_given(tmp_path: Path) -> None:
                        flags=["-O"])
     assert done.stdout.split()[:2] == ["64", "1"]
     assert "File too large" in done.stderr
+
+
+def test_disk_full_is_told_apart_however_it_comes(tmp_path: Path) -> None:
+    import sqlite3
+
+    from aieng_hookspecs import disk_full, disk_full_hint
+
+    with small_disk(1 << 20) as disk:
+        disk.fill()
+        with pytest.raises(OSError) as os_full:
+            (disk.path / "x").write_bytes(b"x" * 8192)
+        conn = sqlite3.connect(disk.path / "db.sqlite3")
+        with pytest.raises(sqlite3.Error) as sql_full:
+            conn.execute("CREATE TABLE t (x)")
+            conn.executemany("INSERT INTO t VALUES (?)", [(b"x" * 4096,)] * 64)
+            conn.commit()
+        conn.close()
+        hint = disk_full_hint(disk.path / "db.sqlite3", "nothing was kept")
+        disk.free()
+    assert disk_full(os_full.value) and disk_full(sql_full.value)
+    try:
+        raise RuntimeError("wrapped") from os_full.value
+    except RuntimeError as wrapped:
+        assert disk_full(wrapped)
+    assert disk_full(OSError("IO error: No space left on device (os error 28)"))
+    assert not disk_full(PermissionError(errno.EACCES, "denied"))
+    assert not disk_full(sqlite3.OperationalError("database is locked"))
+    assert f"{disk.path}/db.sqlite3: the disk is full ({disk.path}, " in hint
+    assert "nothing was kept; free space there" in hint

@@ -7,10 +7,11 @@ Plugins import from here and never from the kernel::
 """
 
 from ._buildlock import build_lock, lock_path
+from ._full import DISK_FULL, disk_full, disk_full_hint
+from ._machine import cpu_share, memory_share
 from ._markers import PROJECT, CallMode, blocking, hookimpl, hookspec, role_spec
 from ._models import MODEL_BUILD
 from ._options import listed
-from ._machine import cpu_share, memory_share
 from ._paths import (
     UNWRITABLE,
     CacheDirError,
@@ -48,6 +49,7 @@ from ._threads import loop_waker, stop_if_cancelled
 from ._untrusted import neutralize_citations, neutralize_fences
 
 __all__ = [
+    "DISK_FULL",
     "HIDDEN",
     "MODEL_BUILD",
     "PROJECT",
@@ -70,6 +72,8 @@ __all__ = [
     "cpu_share",
     "create_private",
     "did_you_mean",
+    "disk_full",
+    "disk_full_hint",
     "enable_wal",
     "fsync_folder",
     "hookimpl",
